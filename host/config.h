@@ -1,0 +1,104 @@
+/* Configuration: the main INI file plus conf.d/NAME.conf drop-ins (lexical
+ * order; a later key overrides an earlier one), each value remembered with
+ * the file and line it came from, and the host's own sections validated
+ * into a `settings` struct. Plugin sections are validated against each
+ * plugin's declared schema by plugins.c (cfg_validate_section). */
+#ifndef EVHOST_CONFIG_H
+#define EVHOST_CONFIG_H
+#include <stdint.h>
+#include <evhost/evhost.h>
+#include "diag.h"
+#include "log.h"
+
+typedef struct cfg_entry {
+	char *section; /* "host", "kafka", "plugin.user" */
+	char *key;
+	char *value;
+	char *file;
+	int line;
+} cfg_entry;
+
+/* All entries after merging: one per (section, key), the last one read wins. */
+typedef struct cfg {
+	cfg_entry *v;
+	size_t n, cap;
+	char *main_file; /* as given */
+	char *confdir;   /* resolved conf.d directory (absolute or relative to main file's dir) */
+	char **sections; /* every section name seen, in first-seen order */
+	size_t nsections;
+	char **section_files; /* parallel to sections: where each was first seen */
+	int *section_lines;   /* (its [header] line; for keys before any header, the key's) */
+} cfg;
+
+/* Read `main_file`, then every *.conf in its confdir ([host] confdir, default
+ * "conf.d" next to the main file). Syntax errors go to `d` as file:line.
+ * Returns 0 when the files could be read and parsed, -1 otherwise. */
+int cfg_load(cfg *c, const char *main_file, diag *d);
+void cfg_free(cfg *c);
+/* Parse INI text as if read from `file` (for tests and fuzzers). `c` must be
+ * zeroed or hold earlier results: the text is merged on top of them. */
+int cfg_load_string(cfg *c, const char *text, const char *file, diag *d);
+
+const cfg_entry *cfg_find(const cfg *c, const char *section, const char *key);
+const char *cfg_get(const cfg *c, const char *section, const char *key);
+
+/* Validate one section's keys against a schema (the plugin descriptor's
+ * config table, terminated by name == NULL). `skip` lists keys the host
+ * itself owns in that section (e.g. "enabled", "path"), NULL-terminated. */
+void cfg_validate_section(const cfg *c, const char *section, const evh_config_key *schema,
+                          const char *const *skip, diag *d);
+/* Check one value against a type; NULL when fine, else a static message. */
+const char *cfg_check_value(evh_config_type type, const char *value);
+/* Whether a schema name (may contain '*' segments) matches a key. */
+int cfg_key_matches(const char *pattern, const char *key);
+
+/* A [plugin.NAME] section as the host reads it. */
+typedef struct plugin_settings {
+	char *name;       /* NAME */
+	char *section;    /* "plugin.NAME" */
+	int enabled;      /* default true */
+	int required;     /* default true */
+	char *path;       /* resolved absolute path of the .so */
+	char *group;      /* consumer group, default "evhost.NAME" */
+	const char *file; /* where the section was defined (for messages; borrowed from the cfg) */
+	int line;
+} plugin_settings;
+
+/* Everything the host needs from [host] [http] [kafka] [store] [log] [metrics] [auth] [admin]. */
+typedef struct settings {
+	char *plugin_dir, *state_dir, *confdir;
+	char *http_listen; /* civetweb listening_ports syntax derived from host:port */
+	char *http_host;
+	int http_port;
+	int http_threads;
+	int64_t max_body_bytes;
+	int json_max_depth;
+	char *brokers; /* "embedded" or bootstrap list */
+	int embedded;
+	char **rdkafka_keys, **rdkafka_values; /* passthrough, "rdkafka." stripped */
+	size_t nrdkafka;
+	int retry_max_attempts, retry_backoff_ms, retry_backoff_max_ms;
+	char *dlq_suffix;      /* default ".dlq": DLQ topic = <topic>.<plugin><suffix> */
+	char *store_synchronous; /* "FULL" or "NORMAL" */
+	int64_t outbox_max_rows;
+	evh_log_level log_level;
+	log_format log_fmt;
+	char *jwt_secret_file; /* [auth] jwt_secret_file */
+	char *jwt_secret;      /* loaded contents */
+	size_t jwt_secret_len;
+	char *jwt_issuer;
+	char *admin_token_file;
+	int metrics_enabled;   /* [metrics] enabled, default true */
+	char *source;          /* CloudEvents source prefix, default "evhost://<hostname>" */
+	plugin_settings *plugins;
+	size_t nplugins;
+} settings;
+
+/* Validate host sections (unknown sections/keys, bad values) and fill `s`.
+ * Paths are resolved against the main file's directory. Returns 0 when no
+ * error was added to `d`. `s` is filled (defaults where values were bad) even
+ * on failure: always settings_free() it. It borrows strings from `c`, so it
+ * must not outlive it. */
+int settings_from_cfg(const cfg *c, settings *s, diag *d);
+void settings_free(settings *s);
+#endif

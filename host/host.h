@@ -1,0 +1,42 @@
+/* The daemon as a whole: settings, loaded plugins, and the running parts. */
+#ifndef EVHOST_HOST_H
+#define EVHOST_HOST_H
+#include <pthread.h>
+#include <signal.h>
+#include "config.h"
+#include "plugins.h"
+
+struct router;
+struct kafka;
+struct http_server;
+struct outbox;
+
+typedef struct host {
+	cfg cfg;
+	settings set;
+	evh_plugin **plugins;
+	size_t nplugins;
+	struct router *router;
+	struct kafka *kafka;
+	struct http_server *http;
+	struct outbox *outbox;
+	volatile sig_atomic_t stopping;
+} host;
+
+/* The API table handed to every plugin (api.c). */
+const evh_api *host_api(void);
+/* Text of an evh_status (the SDK's evh_strerror). */
+const char *host_strerror(int status);
+/* Read the configuration and open every enabled plugin (dlopen, ABI and
+ * schema checks, no init). Problems go to `d` as file:line lines; returns 0
+ * when there is no error. This is all `--check-config` does. */
+int host_configure(host *h, const char *conf_file, diag *d);
+/* Start Kafka, the outbox relay, each plugin (store + init + consumer), then
+ * HTTP. Returns 0, or -1 after logging why (a required plugin failed). */
+int host_start(host *h);
+/* Orderly stop: HTTP drains, consumers commit and leave, the relay flushes
+ * the outboxes, plugins' fini runs. Frees everything. */
+void host_stop(host *h);
+/* Readiness: fills `json` (malloc'd) with {"ready":bool,"plugins":{...},"kafka":..,"storage":..}. */
+int host_ready(host *h, char **json);
+#endif

@@ -1,0 +1,44 @@
+/* HTTP server (civetweb): dispatch through the router to plugin handlers
+ * and host routes (/healthz, /readyz), body limit (413), JSON checks (400),
+ * JWT verification for EVH_ROUTE_AUTH routes (401/403), problem+json
+ * errors, X-Request-Id. Implements the SDK's req_* and resp_* calls. */
+#ifndef EVHOST_HTTP_H
+#define EVHOST_HTTP_H
+#include <evhost/evhost.h>
+#include "host.h"
+
+typedef struct http_server http_server;
+
+/* A route target as stored in the router. */
+typedef struct http_route {
+	evh_plugin *plugin; /* NULL for host routes */
+	evh_route r;        /* copied; strings owned */
+} http_route;
+
+int http_start(http_server **srv, host *h, char *err, size_t errlen);
+/* Stop accepting, finish in-flight requests, free. */
+void http_stop(http_server *srv);
+/* Register a plugin route into the host router (used by the API's http_route). */
+int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
+/* Remove and free every route of `p`. Waits until requests already inside one
+ * of its handlers have returned, so afterwards HTTP never calls into `p`
+ * (safe to run fini and dlclose). Main thread. */
+void http_remove_plugin_routes(host *h, evh_plugin *p);
+
+/* SDK implementations. */
+const char *http_req_method(evh_request *req);
+const char *http_req_path(evh_request *req);
+const char *http_req_param(evh_request *req, const char *name);
+const char *http_req_query(evh_request *req, const char *name);
+const char *http_req_query_string(evh_request *req);
+const char *http_req_header(evh_request *req, const char *name);
+const char *http_req_body(evh_request *req, size_t *len);
+const char *http_req_id(evh_request *req);
+const char *http_req_auth_subject(evh_request *req);
+int http_req_auth_has_role(evh_request *req, const char *role);
+void http_resp_status(evh_response *resp, int status);
+int http_resp_header(evh_response *resp, const char *name, const char *value);
+int http_resp_body(evh_response *resp, const char *content_type, const void *body, size_t len);
+int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
+                      const char *detail, const char *field);
+#endif

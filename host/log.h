@@ -1,0 +1,21 @@
+/* Logging: one line per event. Text on a terminal, JSON lines otherwise
+ * (or when [log] format says so). Never log secrets. Thread-safe. */
+#ifndef EVHOST_LOG_H
+#define EVHOST_LOG_H
+#include <evhost/evhost.h>
+
+typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON } log_format;
+
+void log_setup(evh_log_level level, log_format format);
+int log_level_parse(const char *s, evh_log_level *out);
+/* `component` is "host", "http", "kafka", or a plugin name. */
+void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Per-thread context added to every line of this thread (request id, trace id). NULL clears. */
+void log_set_context(const char *request_id, const char *trace_id);
+
+#define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
+#define log_warn(c, ...) log_msg(EVH_LOG_WARN, c, __VA_ARGS__)
+#define log_info(c, ...) log_msg(EVH_LOG_INFO, c, __VA_ARGS__)
+#define log_debug(c, ...) log_msg(EVH_LOG_DEBUG, c, __VA_ARGS__)
+#endif

@@ -1,0 +1,20 @@
+/* Outbox relay: one thread that moves rows from every plugin's evh_outbox to
+ * Kafka, woken by store commits (no polling delay), in seq order per plugin,
+ * deleting each row only when its delivery report says it was acknowledged. */
+#ifndef EVHOST_OUTBOX_H
+#define EVHOST_OUTBOX_H
+#include "kafka.h"
+#include "plugins.h"
+
+typedef struct outbox outbox;
+
+int outbox_start(outbox **o, kafka *k, const char *source);
+/* Start relaying this plugin's store (hooks its commits). */
+void outbox_add_plugin(outbox *o, evh_plugin *p);
+void outbox_remove_plugin(outbox *o, evh_plugin *p);
+/* Wake the relay (commit hook). */
+void outbox_wake(void *o);
+/* Stop: relay what is pending until empty or timeout_ms, then join. Returns
+ * the number of rows left undelivered across plugins. */
+int64_t outbox_stop(outbox *o, int timeout_ms);
+#endif

@@ -1,0 +1,69 @@
+/* Plugin loading and lifecycle: dlopen, entry symbol, ABI checks, config
+ * validation against the plugin's schema, init/fini, and the per-plugin
+ * record every other module refers to (struct evh_plugin). */
+#ifndef EVHOST_PLUGINS_H
+#define EVHOST_PLUGINS_H
+#include <pthread.h>
+#include <evhost/evhost.h>
+#include "config.h"
+#include "diag.h"
+
+struct host;
+struct store;
+struct consumer;
+
+typedef enum plugin_state {
+	PLUGIN_LOADED = 0, /* dlopen + descriptor OK, init not run */
+	PLUGIN_INITIALIZING,
+	PLUGIN_RUNNING,
+	PLUGIN_DRAINING, /* routes answer 503 */
+	PLUGIN_STOPPED,
+	PLUGIN_FAILED,
+} plugin_state;
+
+/* A subscription as the host keeps it (strings owned). */
+typedef struct plugin_sub {
+	char *topic;
+	char *type; /* NULL = all */
+	evh_event_handler handler;
+	void *ud;
+	int max_attempts, backoff_ms, backoff_max_ms; /* resolved (defaults applied) */
+} plugin_sub;
+
+struct evh_plugin {
+	struct host *host;
+	char *name;    /* instance name: NAME of [plugin.NAME] */
+	char *section; /* "plugin.NAME" */
+	char *path;
+	char *group;
+	void *dl;
+	const evh_plugin_desc *desc;
+	void *state; /* from init */
+	int inited;  /* init succeeded: fini is owed */
+	volatile plugin_state status;
+	int required;
+	char last_error[512]; /* last ERROR logged (refusal reason) */
+	/* config values: schema keys with defaults applied, then the section's */
+	char **cfg_keys, **cfg_values;
+	size_t ncfg;
+	char *state_dir; /* <state_dir>/<name> */
+	struct store *store;
+	plugin_sub *subs;
+	size_t nsubs;
+	struct consumer *consumer;
+};
+
+/* Open a plugin file and check it: ELF/dlopen error, entry symbol, descriptor
+ * struct size, ABI major/minor, name. On failure returns NULL and writes one
+ * precise line to `err` (path, found, expected). */
+evh_plugin *plugin_open(struct host *h, const plugin_settings *ps, char *err, size_t errlen);
+/* Validate the plugin's [plugin.NAME] keys against its schema (into `d`) and
+ * load its values. */
+int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
+/* Open its store, call init. On failure returns -1 with `err` set (quoting
+ * the plugin's last error line). */
+int plugin_start(evh_plugin *p, char *err, size_t errlen);
+/* Call fini, close the store, dlclose, free. */
+void plugin_destroy(evh_plugin *p);
+const char *plugin_state_name(plugin_state s);
+#endif

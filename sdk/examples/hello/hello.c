@@ -1,0 +1,150 @@
+/* hello: the smallest useful evhost plugin.
+ *
+ * GET /hello            -> {"hello":"world","greeted":N}
+ * GET /hello/{name}     -> {"hello":"<name>","greeted":N}
+ * consumes `topic` (default "hello.events") and counts what it sees in its
+ * own SQLite table; publishes a "hello.greeted" event for every greeting.
+ *
+ * Build outside the evhost tree with only the installed SDK:
+ *   cc -shared -fPIC -Wl,--no-undefined hello.c $(pkg-config --cflags evhost-sdk) -o hello.so
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <evhost/evhost.h>
+
+static const evh_config_key hello_config[] = {
+    {"topic", EVH_CFG_STRING, "hello.events", 0, "topic to consume"},
+    {"greeting_topic", EVH_CFG_STRING, "hello.greeted", 0, "topic greetings are published to"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const evh_migration hello_migrations[] = {
+    {1, "CREATE TABLE greetings(name TEXT PRIMARY KEY, count INTEGER NOT NULL);"
+        "CREATE TABLE seen(event_id TEXT PRIMARY KEY, type TEXT, data TEXT);"},
+};
+
+typedef struct hello {
+	evh_plugin *p;
+	const char *greeting_topic;
+} hello;
+
+/* Escape a name for a JSON string: keep it simple by refusing what would need escaping. */
+static int plain(const char *s)
+{
+	for (; *s; s++)
+		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
+			return 0;
+	return 1;
+}
+
+static int greet(evh_request *req, evh_response *resp, void *ud)
+{
+	hello *h = ud;
+	const char *name = evh_req_param(req, "name");
+	char json[512];
+	evh_tx *tx;
+	evh_rows *rows;
+	int64_t count = 0;
+	int rc;
+
+	if (!name)
+		name = "world";
+	if (!plain(name) || strlen(name) > 100)
+		return evh_resp_problem(resp, 422, "validation", "Invalid name",
+		                        "name must be at most 100 plain characters", "name");
+	if ((rc = evh_tx_begin(h->p, &tx)) != EVH_OK)
+		return rc;
+	evh_value args[] = {EVH_TEXT(name)};
+	rc = evh_exec(tx,
+	              "INSERT INTO greetings(name, count) VALUES(?, 1) "
+	              "ON CONFLICT(name) DO UPDATE SET count = count + 1",
+	              args, 1, NULL);
+	if (rc == EVH_OK)
+		rc = evh_query(tx, "SELECT count FROM greetings WHERE name = ?", args, 1, &rows);
+	if (rc == EVH_OK) {
+		if (evh_rows_next(rows) == 1)
+			count = evh_rows_int(rows, 0);
+		evh_rows_close(rows);
+	}
+	snprintf(json, sizeof json, "{\"hello\":\"%s\",\"greeted\":%lld}", name, (long long)count);
+	if (rc == EVH_OK)
+		rc = evh_publish(h->p, tx, h->greeting_topic, name, "hello.greeted", json,
+		                 strlen(json));
+	if (rc != EVH_OK) {
+		evh_tx_rollback(tx);
+		return rc;
+	}
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return rc;
+	return evh_resp_json(resp, 200, json, strlen(json));
+}
+
+/* Records every event it sees; the host's inbox makes a redelivery a no-op. */
+static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	size_t len;
+	const char *data = evh_event_data(ev, &len);
+	(void)ud;
+	evh_value args[] = {EVH_TEXT(evh_event_id(ev)), EVH_TEXT(evh_event_type(ev)),
+	                    EVH_TEXTN(data, len)};
+	if (evh_exec(tx, "INSERT INTO seen(event_id, type, data) VALUES(?, ?, ?)", args, 3, NULL))
+		return EVH_EVENT_RETRY;
+	evh_log(p, EVH_LOG_INFO, "saw %s event %s", evh_event_type(ev), evh_event_id(ev));
+	return EVH_EVENT_OK;
+}
+
+static int seen(evh_request *req, evh_response *resp, void *ud)
+{
+	hello *h = ud;
+	evh_tx *tx;
+	char *json;
+	size_t len;
+	int rc;
+
+	(void)req;
+	if ((rc = evh_tx_begin(h->p, &tx)) != EVH_OK)
+		return rc;
+	rc = evh_query_json(tx, "SELECT event_id, type, data AS data_json FROM seen ORDER BY rowid",
+	                    NULL, 0, &json, &len);
+	evh_tx_rollback(tx);
+	if (rc != EVH_OK)
+		return rc;
+	rc = evh_resp_json(resp, 200, json, len);
+	evh_free(json);
+	return rc;
+}
+
+static int hello_init(evh_plugin *p, void **state)
+{
+	hello *h = calloc(1, sizeof *h);
+	int rc;
+
+	if (!h)
+		return EVH_ENOMEM;
+	h->p = p;
+	h->greeting_topic = evh_config_str(p, "greeting_topic");
+	*state = h;
+	if ((rc = evh_migrate(p, hello_migrations, 1)) != EVH_OK)
+		return rc;
+	if ((rc = evh_http_route(p, "GET", "/hello", greet, h)) != EVH_OK ||
+	    (rc = evh_http_route(p, "GET", "/hello/{name}", greet, h)) != EVH_OK ||
+	    (rc = evh_http_route(p, "GET", "/hello-seen", seen, h)) != EVH_OK)
+		return rc;
+	evh_subscription sub = {
+	    .struct_size = sizeof sub,
+	    .topic = evh_config_str(p, "topic"),
+	    .handler = on_event,
+	    .ud = h,
+	};
+	return evh_subscribe(p, &sub);
+}
+
+static void hello_fini(evh_plugin *p, void *state)
+{
+	(void)p;
+	free(state);
+}
+
+EVH_PLUGIN("hello", "1.0.0", "Example plugin: greets over HTTP, records events", hello_config,
+           hello_init, hello_fini)

@@ -1,0 +1,633 @@
+/*
+ * evhost plugin SDK, ABI v1.
+ *
+ * This is the only header a plugin needs. A plugin is a shared object that
+ * exports one symbol, evh_plugin_entry_v1, written for you by EVH_PLUGIN().
+ * The host calls it with its API table (a struct of function pointers, led by
+ * struct_size and only ever appended to) and gets back a const descriptor.
+ * Every SDK call below is a small inline wrapper over that table, so a plugin
+ * links with -Wl,--no-undefined, needs no host symbols, and can be unit
+ * tested against a fake table (assign evh__api yourself).
+ *
+ * OWNERSHIP. Arguments passed to your callbacks are borrowed: valid until the
+ * callback returns, never freed by you. Strings and buffers you pass to the
+ * host are copied before the call returns. Anything the host returns for you
+ * to keep (documented per call as "free with evh_free") is released with
+ * evh_free(). Strings returned as `const char *` are borrowed from the object
+ * they came from and live as long as it does.
+ *
+ * THREADING. init and fini run on the host's main thread, never concurrently
+ * with any other callback of the same plugin. HTTP handlers run on the HTTP
+ * server's worker threads, several at once. Event handlers of one plugin run
+ * on that plugin's consumer thread, one message at a time. Every SDK call is
+ * safe from any of those threads unless its comment says otherwise. A storage
+ * transaction (evh_tx) belongs to the thread that began it.
+ *
+ * ERRORS. Calls return an evh_status: EVH_OK (0) or a negative code;
+ * evh_strerror() gives its text. Codes are never renumbered.
+ */
+#ifndef EVHOST_EVHOST_H
+#define EVHOST_EVHOST_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVH_ABI_MAJOR 1
+#define EVH_ABI_MINOR 0
+
+#if defined(__GNUC__)
+#define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
+#define EVH__EXPORT __attribute__((visibility("default")))
+#define EVH__HIDDEN __attribute__((visibility("hidden")))
+#else
+#define EVH__PRINTF(f, a)
+#define EVH__EXPORT
+#define EVH__HIDDEN
+#endif
+
+/* ------------------------------------------------------------------ status */
+
+typedef enum evh_status {
+	EVH_OK = 0,
+	EVH_ERR = -1,           /* unspecified failure; see the log */
+	EVH_ENOMEM = -2,        /* out of memory */
+	EVH_EINVAL = -3,        /* bad argument */
+	EVH_ENOTFOUND = -4,     /* no such key / row / route */
+	EVH_ECONSTRAINT = -5,   /* storage constraint violated (unique, check) */
+	EVH_EBUSY = -6,         /* resource busy; try again */
+	EVH_ESTORE = -7,        /* storage failure */
+	EVH_EKAFKA = -8,        /* Kafka failure */
+	EVH_ESTATE = -9,        /* call not allowed now (e.g. after init) */
+	EVH_EFULL = -10,        /* outbox bound reached; answer 503 */
+	EVH_EUNSUPPORTED = -11, /* host too old for this call */
+	EVH_ETOOBIG = -12,      /* value exceeds a configured limit */
+} evh_status;
+
+/* What an event handler tells the host about one message. */
+typedef enum evh_event_result {
+	EVH_EVENT_OK = 0,     /* done: record in the inbox, commit the offset */
+	EVH_EVENT_RETRY = 1,  /* transient failure: retry with backoff */
+	EVH_EVENT_REJECT = 2, /* poison: to the dead-letter topic now */
+} evh_event_result;
+
+typedef enum evh_log_level {
+	EVH_LOG_ERROR = 0,
+	EVH_LOG_WARN = 1,
+	EVH_LOG_INFO = 2,
+	EVH_LOG_DEBUG = 3,
+} evh_log_level;
+
+/* ---------------------------------------------------------- opaque handles */
+
+typedef struct evh_plugin evh_plugin;     /* one loaded plugin instance */
+typedef struct evh_request evh_request;   /* one HTTP request */
+typedef struct evh_response evh_response; /* its response, being built */
+typedef struct evh_event evh_event;       /* one consumed event */
+typedef struct evh_tx evh_tx;             /* one storage transaction */
+typedef struct evh_rows evh_rows;         /* a query's result cursor */
+
+/* ------------------------------------------------------------ config schema */
+
+typedef enum evh_config_type {
+	EVH_CFG_STRING = 1,
+	EVH_CFG_INT = 2,  /* decimal, optionally with k/M/G suffix */
+	EVH_CFG_BOOL = 3, /* true/false, yes/no, on/off, 1/0 */
+	EVH_CFG_LIST = 4, /* comma-separated words */
+	EVH_CFG_PATH = 5, /* a file path; relative ones resolve against the directory of the file that set it */
+} evh_config_type;
+
+/* One key a plugin accepts in its [plugin.NAME] section. The host rejects
+ * keys not declared here (file:line), checks types, and applies defaults.
+ * A name may contain '*' as a whole dot-separated segment, e.g.
+ * "collection.*.required", to accept a family of keys. */
+typedef struct evh_config_key {
+	const char *name;
+	evh_config_type type;
+	const char *default_value; /* NULL: no default */
+	int required;              /* nonzero: must be set */
+	const char *description;
+} evh_config_key;
+
+/* ---------------------------------------------------------------- storage */
+
+typedef enum evh_value_type {
+	EVH_VAL_NULL = 0,
+	EVH_VAL_INT = 1,
+	EVH_VAL_REAL = 2,
+	EVH_VAL_TEXT = 3,
+	EVH_VAL_BLOB = 4,
+} evh_value_type;
+
+/* A typed bind parameter. Build with the EVH_INT/EVH_TEXT/... macros. */
+typedef struct evh_value {
+	evh_value_type type;
+	int64_t i;
+	double r;
+	const void *p; /* TEXT / BLOB bytes */
+	size_t n;      /* their length */
+} evh_value;
+
+#define EVH_NULL() ((evh_value){EVH_VAL_NULL, 0, 0, NULL, 0})
+#define EVH_INT(x) ((evh_value){EVH_VAL_INT, (int64_t)(x), 0, NULL, 0})
+#define EVH_REAL(x) ((evh_value){EVH_VAL_REAL, 0, (double)(x), NULL, 0})
+#define EVH_TEXT(s) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (s) ? strlen(s) : 0})
+#define EVH_TEXTN(s, len) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (len)})
+#define EVH_BLOB(b, len) ((evh_value){EVH_VAL_BLOB, 0, 0, (b), (len)})
+
+/* A schema migration: applied once, in order of version, each in its own
+ * transaction, recorded in the plugin's database. Never edit a released one;
+ * append a new version. */
+typedef struct evh_migration {
+	int version; /* 1, 2, 3, ... */
+	const char *sql;
+} evh_migration;
+
+/* --------------------------------------------------------------- callbacks */
+
+/* HTTP handler. Fill `resp`; return EVH_OK. Any other return makes the host
+ * answer 500 problem+json (unless the response was already filled). Runs on
+ * an HTTP worker thread. */
+typedef int (*evh_http_handler)(evh_request *req, evh_response *resp, void *ud);
+
+/* Event handler. `tx` is an open transaction on the plugin's store: writes
+ * made through it commit together with the inbox record of this event, so
+ * a redelivered event is never handled twice. Do not commit or roll back
+ * `tx` yourself. Runs on the plugin's consumer thread. */
+typedef evh_event_result (*evh_event_handler)(evh_plugin *p, const evh_event *ev,
+                                              evh_tx *tx, void *ud);
+
+/* ------------------------------------------------------------- HTTP routes */
+
+enum {
+	EVH_ROUTE_JSON = 1u << 0, /* body must be JSON (400 otherwise); checked by the host */
+	EVH_ROUTE_AUTH = 1u << 1, /* a valid bearer JWT is required (401) */
+};
+
+typedef struct evh_route {
+	uint32_t struct_size; /* sizeof(evh_route) */
+	const char *method;   /* "GET", "POST", ... */
+	const char *pattern;  /* "/users/{id}"; {name} captures one segment */
+	evh_http_handler handler;
+	void *ud;
+	uint32_t flags; /* EVH_ROUTE_* */
+	const char *role; /* with EVH_ROUTE_AUTH: role required, or NULL */
+	void *reserved[4];
+} evh_route;
+
+/* ---------------------------------------------------------- subscriptions */
+
+typedef struct evh_subscription {
+	uint32_t struct_size; /* sizeof(evh_subscription) */
+	const char *topic;    /* topic name; usually from the plugin's config */
+	const char *type;     /* only events whose ce_type equals this; NULL = all */
+	evh_event_handler handler;
+	void *ud;
+	/* Retry policy; 0 takes the host's default ([kafka] retry.*). */
+	int max_attempts;
+	int backoff_ms;
+	int backoff_max_ms;
+	void *reserved[4];
+} evh_subscription;
+
+/* --------------------------------------------------------------- API table */
+
+/* Filled by the host. Append-only: new members go at the end and bump
+ * EVH_ABI_MINOR; struct_size tells what the running host provides. */
+typedef struct evh_api {
+	uint32_t struct_size;
+	uint16_t abi_major, abi_minor;
+
+	const char *(*strerror)(int status);
+	void (*free)(void *ptr);
+	void (*log)(evh_plugin *p, evh_log_level level, const char *msg);
+
+	/* config */
+	const char *(*config_get)(evh_plugin *p, const char *key);
+	const char *(*plugin_name)(evh_plugin *p);
+	const char *(*state_dir)(evh_plugin *p);
+
+	/* http */
+	int (*http_route)(evh_plugin *p, const evh_route *route);
+	const char *(*req_method)(evh_request *req);
+	const char *(*req_path)(evh_request *req);
+	const char *(*req_param)(evh_request *req, const char *name);
+	const char *(*req_query)(evh_request *req, const char *name);
+	const char *(*req_header)(evh_request *req, const char *name);
+	const char *(*req_body)(evh_request *req, size_t *len);
+	const char *(*req_id)(evh_request *req);
+	const char *(*req_auth_subject)(evh_request *req);
+	int (*req_auth_has_role)(evh_request *req, const char *role);
+	void (*resp_status)(evh_response *resp, int status);
+	int (*resp_header)(evh_response *resp, const char *name, const char *value);
+	int (*resp_body)(evh_response *resp, const char *content_type, const void *body,
+	                 size_t len);
+	int (*resp_problem)(evh_response *resp, int status, const char *type, const char *title,
+	                    const char *detail, const char *field);
+
+	/* events */
+	int (*subscribe)(evh_plugin *p, const evh_subscription *sub);
+	int (*publish)(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
+	               const char *type, const char *json, size_t len);
+	const char *(*ev_id)(const evh_event *ev);
+	const char *(*ev_type)(const evh_event *ev);
+	const char *(*ev_source)(const evh_event *ev);
+	const char *(*ev_time)(const evh_event *ev);
+	const char *(*ev_topic)(const evh_event *ev);
+	int32_t (*ev_partition)(const evh_event *ev);
+	int64_t (*ev_offset)(const evh_event *ev);
+	const char *(*ev_key)(const evh_event *ev, size_t *len);
+	const char *(*ev_data)(const evh_event *ev, size_t *len);
+	const char *(*ev_header)(const evh_event *ev, const char *name);
+	int (*ev_attempt)(const evh_event *ev);
+	void (*ev_set_error)(const evh_event *ev, const char *message);
+
+	/* storage */
+	int (*migrate)(evh_plugin *p, const evh_migration *migrations, size_t n);
+	int (*tx_begin)(evh_plugin *p, evh_tx **tx);
+	int (*tx_commit)(evh_tx *tx);
+	void (*tx_rollback)(evh_tx *tx);
+	int (*exec)(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+	            int64_t *changes);
+	int (*query)(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+	             evh_rows **rows);
+	int (*rows_next)(evh_rows *rows);
+	int (*rows_count)(evh_rows *rows);
+	const char *(*rows_name)(evh_rows *rows, int col);
+	evh_value_type (*rows_type)(evh_rows *rows, int col);
+	int64_t (*rows_int)(evh_rows *rows, int col);
+	double (*rows_real)(evh_rows *rows, int col);
+	const char *(*rows_text)(evh_rows *rows, int col, size_t *len);
+	void (*rows_close)(evh_rows *rows);
+	int (*query_json)(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+	                  char **json, size_t *len);
+	const char *(*tx_error)(evh_tx *tx);
+
+	/* auth */
+	int (*auth_sign)(evh_plugin *p, const char *subject, const char *const *roles,
+	                 size_t nroles, int ttl_s, char **token);
+
+	/* http, continued */
+	const char *(*req_query_string)(evh_request *req);
+} evh_api;
+
+/* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
+extern const evh_api *evh__api EVH__HIDDEN;
+
+/* True when the running host provides API member `m`. */
+#define EVH_API_HAS(m)                                                                        \
+	(evh__api && evh__api->struct_size >= offsetof(evh_api, m) + sizeof(evh__api->m) &&    \
+	 evh__api->m != NULL)
+
+/* ---------------------------------------------------------- the descriptor */
+
+typedef struct evh_plugin_desc {
+	uint32_t struct_size; /* sizeof(evh_plugin_desc) */
+	uint16_t abi_major;   /* EVH_ABI_MAJOR the plugin was built against */
+	uint16_t abi_minor;   /* EVH_ABI_MINOR the plugin was built against */
+	const char *name;     /* short name, e.g. "user" */
+	const char *version;  /* the plugin's own version, free form */
+	const char *description;
+	const evh_config_key *config; /* terminated by an entry with name == NULL */
+	/* Called once after load, on the main thread. Register routes and
+	 * subscriptions, run migrations, allocate state (*state is handed back
+	 * to fini). Return EVH_OK, or an error with a message set through
+	 * evh_log(p, EVH_LOG_ERROR, ...) — the host quotes the last one when it
+	 * refuses the plugin. Routes and subscriptions may only be added here.
+	 * If init fails, fini is still called (with whatever *state holds, maybe
+	 * NULL), so init may return early without cleaning up. */
+	int (*init)(evh_plugin *p, void **state);
+	/* Called once before unload, on the main thread, after HTTP and the
+	 * consumer have stopped calling the plugin; also after a failed init. */
+	void (*fini)(evh_plugin *p, void *state);
+	void *reserved[8];
+} evh_plugin_desc;
+
+typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
+#define EVH_PLUGIN_ENTRY_SYMBOL "evh_plugin_entry_v1"
+
+/* Write the entry point. Use once per plugin, in one .c file:
+ *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini);
+ */
+#define EVH_PLUGIN(name_, version_, descr_, config_, init_, fini_)                         \
+	const evh_api *evh__api EVH__HIDDEN;                                                    \
+	static const evh_plugin_desc evh__desc = {                                             \
+	    sizeof(evh_plugin_desc), EVH_ABI_MAJOR, EVH_ABI_MINOR, (name_), (version_),       \
+	    (descr_), (config_), (init_), (fini_), {0}};                                       \
+	EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(const evh_api *api);            \
+	EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(const evh_api *api)             \
+	{                                                                                      \
+		evh__api = api;                                                                \
+		return &evh__desc;                                                             \
+	}
+
+/* ========================================================================
+ * Inline wrappers: what plugin code calls.
+ * ===================================================================== */
+
+/* Text for an evh_status. Static storage; never NULL. */
+static inline const char *evh_strerror(int status) { return evh__api->strerror(status); }
+
+/* Release memory the host returned to you ("free with evh_free"). */
+static inline void evh_free(void *ptr) { evh__api->free(ptr); }
+
+/* Log one line, tagged with the plugin's name (and the request id / trace
+ * id of the current thread's request or event, when there is one). Never
+ * log secrets. During init, an ERROR line is also the refusal reason. */
+static inline void evh_log(evh_plugin *p, evh_log_level level, const char *fmt, ...)
+    EVH__PRINTF(3, 4);
+static inline void evh_log(evh_plugin *p, evh_log_level level, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	evh__api->log(p, level, buf);
+}
+
+/* ---- configuration (values of the plugin's declared schema) ---- */
+
+/* The value of `key` in [plugin.NAME], or its declared default, or NULL.
+ * Borrowed; lives as long as the plugin instance. */
+static inline const char *evh_config_str(evh_plugin *p, const char *key)
+{
+	return evh__api->config_get(p, key);
+}
+
+/* `key` as an integer (k/M/G suffixes: ×1024). Returns `dflt` when unset. The
+ * host has already validated the syntax against the schema. */
+static inline int64_t evh_config_int(evh_plugin *p, const char *key, int64_t dflt)
+{
+	const char *v = evh__api->config_get(p, key);
+	char *end;
+	long long n;
+	if (!v || !*v)
+		return dflt;
+	n = strtoll(v, &end, 10);
+	if (*end == 'k' || *end == 'K')
+		n *= 1024;
+	else if (*end == 'M')
+		n *= 1024 * 1024;
+	else if (*end == 'G')
+		n *= 1024LL * 1024 * 1024;
+	return (int64_t)n;
+}
+
+/* `key` as a boolean. Returns `dflt` when unset. */
+static inline int evh_config_bool(evh_plugin *p, const char *key, int dflt)
+{
+	const char *v = evh__api->config_get(p, key);
+	if (!v || !*v)
+		return dflt;
+	return !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1");
+}
+
+/* The plugin's instance name (the NAME of [plugin.NAME]). Borrowed. */
+static inline const char *evh_plugin_name(evh_plugin *p) { return evh__api->plugin_name(p); }
+
+/* A directory this plugin may write files to (created by the host). */
+static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_dir(p); }
+
+/* ---- HTTP ---- */
+
+/* Register a route. Only during init. Patterns are matched segment by
+ * segment; literal segments win over {captures}. Two plugins may not
+ * register the same method and pattern (the second init fails). */
+static inline int evh_http_route_ex(evh_plugin *p, const evh_route *route)
+{
+	return evh__api->http_route(p, route);
+}
+
+static inline int evh_http_route(evh_plugin *p, const char *method, const char *pattern,
+                                 evh_http_handler handler, void *ud)
+{
+	evh_route r;
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = method;
+	r.pattern = pattern;
+	r.handler = handler;
+	r.ud = ud;
+	return evh__api->http_route(p, &r);
+}
+
+/* Request accessors. All returned strings are borrowed from the request,
+ * NUL-terminated, and NULL when absent. */
+static inline const char *evh_req_method(evh_request *r) { return evh__api->req_method(r); }
+static inline const char *evh_req_path(evh_request *r) { return evh__api->req_path(r); }
+/* A {name} capture of the matched pattern, URL-decoded. */
+static inline const char *evh_req_param(evh_request *r, const char *name)
+{
+	return evh__api->req_param(r, name);
+}
+/* A query-string parameter, URL-decoded; the first if repeated. */
+static inline const char *evh_req_query(evh_request *r, const char *name)
+{
+	return evh__api->req_query(r, name);
+}
+/* The whole query string (after '?', still percent-encoded), or NULL when
+ * the request has none or the host predates this call. For routes that take
+ * open-ended parameters (e.g. FIELD=VALUE filters); use evh_req_query for
+ * known names. */
+static inline const char *evh_req_query_string(evh_request *r)
+{
+	if (!EVH_API_HAS(req_query_string))
+		return NULL;
+	return evh__api->req_query_string(r);
+}
+/* A request header, case-insensitive name. */
+static inline const char *evh_req_header(evh_request *r, const char *name)
+{
+	return evh__api->req_header(r, name);
+}
+/* The request body (NUL-terminated for convenience; *len excludes it). The
+ * host has enforced [http] max_body_bytes, and for EVH_ROUTE_JSON routes
+ * that it is well-formed JSON within the depth limit. */
+static inline const char *evh_req_body(evh_request *r, size_t *len)
+{
+	return evh__api->req_body(r, len);
+}
+/* The request id (also in the X-Request-Id response header and in logs). */
+static inline const char *evh_req_id(evh_request *r) { return evh__api->req_id(r); }
+/* For EVH_ROUTE_AUTH routes: the token's `sub`; NULL otherwise. */
+static inline const char *evh_req_auth_subject(evh_request *r)
+{
+	return evh__api->req_auth_subject(r);
+}
+/* For EVH_ROUTE_AUTH routes: whether the token carries `role`. */
+static inline int evh_req_auth_has_role(evh_request *r, const char *role)
+{
+	return evh__api->req_auth_has_role(r, role);
+}
+
+/* Response builders. Default status is 200 with an empty body. */
+static inline void evh_resp_status(evh_response *resp, int status)
+{
+	evh__api->resp_status(resp, status);
+}
+/* Add a header. Name and value are copied. */
+static inline int evh_resp_header(evh_response *resp, const char *name, const char *value)
+{
+	return evh__api->resp_header(resp, name, value);
+}
+/* Set the body (copied) and its Content-Type. */
+static inline int evh_resp_body(evh_response *resp, const char *content_type, const void *body,
+                                size_t len)
+{
+	return evh__api->resp_body(resp, content_type, body, len);
+}
+/* Status plus a JSON body (application/json). */
+static inline int evh_resp_json(evh_response *resp, int status, const char *json, size_t len)
+{
+	evh__api->resp_status(resp, status);
+	return evh__api->resp_body(resp, "application/json", json, len);
+}
+/* An RFC 9457 application/problem+json answer. `type` is a short stable
+ * slug (e.g. "validation"), expanded by the host to a URI; `field` names
+ * the offending input field or is NULL. */
+static inline int evh_resp_problem(evh_response *resp, int status, const char *type,
+                                   const char *title, const char *detail, const char *field)
+{
+	return evh__api->resp_problem(resp, status, type, title, detail, field);
+}
+
+/* ---- events ---- */
+
+/* Subscribe a handler to a topic. Only during init. The host runs one
+ * consumer (group [plugin.NAME] group, default evhost.NAME) per plugin. */
+static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
+{
+	return evh__api->subscribe(p, sub);
+}
+
+/* Publish an event: `json` is its data (the Kafka message value), `key`
+ * the aggregate id (the Kafka key: per-entity order), `type` its CloudEvents
+ * type. With a `tx`, the event is written to the plugin's outbox inside that
+ * transaction and leaves only if it commits. With tx == NULL the host writes
+ * it to the outbox in a transaction of its own. Either way, EVH_OK means the
+ * event is on disk; the relay sends it to Kafka after the commit.
+ * EVH_EFULL: the outbox is at its bound (answer 503 with Retry-After). */
+static inline int evh_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
+                              const char *type, const char *json, size_t len)
+{
+	return evh__api->publish(p, tx, topic, key, type, json, len);
+}
+
+/* Event accessors. Strings are borrowed from the event and NUL-terminated. */
+static inline const char *evh_event_id(const evh_event *e) { return evh__api->ev_id(e); }
+static inline const char *evh_event_type(const evh_event *e) { return evh__api->ev_type(e); }
+static inline const char *evh_event_source(const evh_event *e) { return evh__api->ev_source(e); }
+static inline const char *evh_event_time(const evh_event *e) { return evh__api->ev_time(e); }
+static inline const char *evh_event_topic(const evh_event *e) { return evh__api->ev_topic(e); }
+static inline int32_t evh_event_partition(const evh_event *e)
+{
+	return evh__api->ev_partition(e);
+}
+static inline int64_t evh_event_offset(const evh_event *e) { return evh__api->ev_offset(e); }
+static inline const char *evh_event_key(const evh_event *e, size_t *len)
+{
+	return evh__api->ev_key(e, len);
+}
+/* The event's data: the Kafka message value (JSON for evhost publishers). */
+static inline const char *evh_event_data(const evh_event *e, size_t *len)
+{
+	return evh__api->ev_data(e, len);
+}
+/* Any Kafka header by name (e.g. "traceparent"), as a string. */
+static inline const char *evh_event_header(const evh_event *e, const char *name)
+{
+	return evh__api->ev_header(e, name);
+}
+/* 1 on first delivery, 2 on the first retry, ... */
+static inline int evh_event_attempt(const evh_event *e) { return evh__api->ev_attempt(e); }
+/* Say why you return RETRY or REJECT; goes to logs and DLQ headers. */
+static inline void evh_event_set_error(const evh_event *e, const char *message)
+{
+	evh__api->ev_set_error(e, message);
+}
+
+/* ---- storage ---- */
+
+/* Apply pending migrations to the plugin's database. Call from init. */
+static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
+{
+	return evh__api->migrate(p, m, n);
+}
+
+/* Begin a transaction on the plugin's database. Transactions of one plugin
+ * run one at a time (others wait); keep them short. End every one with
+ * evh_tx_commit or evh_tx_rollback, on the thread that began it. */
+static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
+/* Commit and release `tx` (also on failure: then nothing was written). */
+static inline int evh_tx_commit(evh_tx *tx) { return evh__api->tx_commit(tx); }
+/* Roll back and release `tx`. */
+static inline void evh_tx_rollback(evh_tx *tx) { evh__api->tx_rollback(tx); }
+/* The storage engine's message for the last failed call on `tx`. */
+static inline const char *evh_tx_error(evh_tx *tx) { return evh__api->tx_error(tx); }
+
+/* Run one SQL statement with `?` binds. *changes (optional) gets the number
+ * of rows changed. EVH_ECONSTRAINT on a unique/check violation. */
+static inline int evh_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                           int64_t *changes)
+{
+	return evh__api->exec(tx, sql, args, nargs, changes);
+}
+
+/* Run a query; iterate with evh_rows_next, end with evh_rows_close. */
+static inline int evh_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                            evh_rows **rows)
+{
+	return evh__api->query(tx, sql, args, nargs, rows);
+}
+/* 1: a row is ready; 0: no more rows; <0: an evh_status error. */
+static inline int evh_rows_next(evh_rows *r) { return evh__api->rows_next(r); }
+static inline int evh_rows_count(evh_rows *r) { return evh__api->rows_count(r); }
+static inline const char *evh_rows_name(evh_rows *r, int col) { return evh__api->rows_name(r, col); }
+static inline evh_value_type evh_rows_type(evh_rows *r, int col)
+{
+	return evh__api->rows_type(r, col);
+}
+static inline int64_t evh_rows_int(evh_rows *r, int col) { return evh__api->rows_int(r, col); }
+static inline double evh_rows_real(evh_rows *r, int col) { return evh__api->rows_real(r, col); }
+/* Borrowed until the next evh_rows_next / evh_rows_close. */
+static inline const char *evh_rows_text(evh_rows *r, int col, size_t *len)
+{
+	return evh__api->rows_text(r, col, len);
+}
+static inline void evh_rows_close(evh_rows *r) { evh__api->rows_close(r); }
+
+/* Run a query and render all rows as a JSON array of objects keyed by
+ * column name. A TEXT column whose name ends in "_json" is embedded as
+ * JSON rather than as a string. *json: free with evh_free. */
+static inline int evh_query_json(evh_tx *tx, const char *sql, const evh_value *args,
+                                 size_t nargs, char **json, size_t *len)
+{
+	return evh__api->query_json(tx, sql, args, nargs, json, len);
+}
+
+/* ---- auth ---- */
+
+/* Issue a bearer token (JWT, HS256, signed with the host's [auth] secret)
+ * for `subject` carrying `roles`, valid for `ttl_s` seconds. The host checks
+ * such tokens on EVH_ROUTE_AUTH routes of every plugin. *token: free with
+ * evh_free. EVH_ESTATE when no [auth] jwt_secret_file is configured. */
+static inline int evh_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
+                                size_t nroles, int ttl_s, char **token)
+{
+	if (!EVH_API_HAS(auth_sign))
+		return EVH_EUNSUPPORTED;
+	return evh__api->auth_sign(p, subject, roles, nroles, ttl_s, token);
+}
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EVHOST_EVHOST_H */
