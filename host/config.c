@@ -1,0 +1,1434 @@
+/* Configuration: INI files merged into one list of (section, key, value,
+ * file, line) entries, then the host's own sections checked and turned into
+ * a settings struct. Runs on the main thread only (inih's options are
+ * process-wide variables). */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* vasprintf */
+#endif
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
+#define CFG_MAX_FILE (1 << 20)  /* a configuration file larger than this is a mistake */
+#define CFG_MAX_SECRET 65536    /* same for a secret file */
+#define JWT_SECRET_MIN 32       /* HS256 wants a key as long as its hash */
+#define PLUGIN_NAME_MAX 64
+
+#define MSG_INT "expected an integer"
+#define MSG_SIZE "expected an integer (k, M or G suffix allowed)"
+#define MSG_BOOL "expected true/false, yes/no, on/off or 1/0"
+#define ALNUM "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+/* ------------------------------------------------------------------ memory */
+
+/* Configuration is small and read at start-up or reload on the main thread;
+ * running out of memory there leaves nothing sensible to fall back to. */
+static void cfg_oom(void)
+{
+	fputs("evhost: out of memory while reading the configuration\n", stderr);
+	abort();
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		cfg_oom();
+	return p;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (!p)
+		cfg_oom();
+	return p;
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+	char *p = strndup(s, n);
+	if (!p)
+		cfg_oom();
+	return p;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *p;
+	int n;
+
+	va_start(ap, fmt);
+	n = vasprintf(&p, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		cfg_oom();
+	return p;
+}
+
+static void set_str(char **dst, const char *value)
+{
+	free(*dst);
+	*dst = xstrdup(value);
+}
+
+/* ------------------------------------------------------------------- files */
+
+/* The whole file, NUL-terminated; NULL with errno set on failure. */
+static char *read_file(const char *path, size_t max, size_t *len)
+{
+	char *buf;
+	size_t n = 0;
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	buf = xrealloc(NULL, max + 1);
+	for (;;) {
+		ssize_t r = read(fd, buf + n, max + 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			goto fail;
+		if (r == 0)
+			break;
+		n += (size_t)r;
+		if (n > max) {
+			errno = EFBIG;
+			goto fail;
+		}
+	}
+	close(fd);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+fail:
+	err = errno;
+	explicit_bzero(buf, n);
+	free(buf);
+	close(fd);
+	errno = err;
+	return NULL;
+}
+
+/* The absolute directory holding `file` (the working directory for a bare name). */
+static char *dir_of(const char *file)
+{
+	const char *slash = file ? strrchr(file, '/') : NULL;
+	char cwd[PATH_MAX];
+
+	if (slash && file[0] == '/')
+		return slash == file ? xstrdup("/") : xstrndup(file, (size_t)(slash - file));
+	if (!getcwd(cwd, sizeof cwd))
+		snprintf(cwd, sizeof cwd, ".");
+	if (!slash)
+		return xstrdup(cwd);
+	return xasprintf("%s/%.*s", cwd, (int)(slash - file), file);
+}
+
+/* `path` made absolute against `base`. */
+static char *resolve_path(const char *base, const char *path)
+{
+	if (path[0] == '/')
+		return xstrdup(path);
+	while (path[0] == '.' && path[1] == '/')
+		path += 2;
+	if (!strcmp(path, ".") || !*path)
+		return xstrdup(base);
+	if (!strcmp(base, "/"))
+		return xasprintf("/%s", path);
+	return xasprintf("%s/%s", base, path);
+}
+
+/* ----------------------------------------------------------------- entries */
+
+const cfg_entry *cfg_find(const cfg *c, const char *section, const char *key)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		if (!strcmp(c->v[i].key, key) && !strcmp(c->v[i].section, section))
+			return &c->v[i];
+	}
+	return NULL;
+}
+
+const char *cfg_get(const cfg *c, const char *section, const char *key)
+{
+	const cfg_entry *e = cfg_find(c, section, key);
+	return e ? e->value : NULL;
+}
+
+static ssize_t section_index(const cfg *c, const char *name)
+{
+	for (size_t i = 0; i < c->nsections; i++) {
+		if (!strcmp(c->sections[i], name))
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+static void note_section(cfg *c, const char *name, const char *file, int line)
+{
+	size_t n = c->nsections;
+
+	if (section_index(c, name) >= 0)
+		return;
+	c->sections = xrealloc(c->sections, (n + 1) * sizeof *c->sections);
+	c->section_files = xrealloc(c->section_files, (n + 1) * sizeof *c->section_files);
+	c->section_lines = xrealloc(c->section_lines, (n + 1) * sizeof *c->section_lines);
+	c->sections[n] = xstrdup(name);
+	c->section_files[n] = xstrdup(file);
+	c->section_lines[n] = line;
+	c->nsections = n + 1;
+}
+
+/* Later files override earlier ones key by key; the entry then says where
+ * the value that counts came from. */
+static void cfg_set(cfg *c, const char *section, const char *key, const char *value,
+                    const char *file, int line)
+{
+	cfg_entry *e = (cfg_entry *)cfg_find(c, section, key);
+
+	note_section(c, section, file, line);
+	if (!e) {
+		if (c->n == c->cap) {
+			c->cap = c->cap ? c->cap * 2 : 32;
+			c->v = xrealloc(c->v, c->cap * sizeof *c->v);
+		}
+		e = &c->v[c->n++];
+		e->section = xstrdup(section);
+		e->key = xstrdup(key);
+		e->value = NULL;
+		e->file = NULL;
+	}
+	set_str(&e->value, value);
+	set_str(&e->file, file);
+	e->line = line;
+}
+
+void cfg_free(cfg *c)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		free(c->v[i].section);
+		free(c->v[i].key);
+		free(c->v[i].value);
+		free(c->v[i].file);
+	}
+	for (size_t i = 0; i < c->nsections; i++) {
+		free(c->sections[i]);
+		free(c->section_files[i]);
+	}
+	free(c->v);
+	free(c->sections);
+	free(c->section_files);
+	free(c->section_lines);
+	free(c->main_file);
+	free(c->confdir);
+	memset(c, 0, sizeof *c);
+}
+
+/* ----------------------------------------------------------------- parsing */
+
+typedef struct parse_state {
+	cfg *c;
+	diag *d;
+	const char *file;
+	const char *p, *end; /* text not yet handed to inih */
+	const char *cur;     /* start of the line inih is working on */
+	int line;            /* its number */
+	bool at_line_start;
+	bool failed; /* an error was reported; stop */
+	char *section; /* current section as we read it (inih cuts long names) */
+} parse_state;
+
+static bool section_name_ok(const char *s, size_t n)
+{
+	if (n == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+			return false;
+	}
+	return true;
+}
+
+/* Follow section headers ourselves: inih truncates long names silently, and
+ * a header without keys must still count (e.g. a bare [plugin.user]). A line
+ * that starts with '[' but has no ']' is left to inih to call a syntax error. */
+static bool track_section(parse_state *ps, const char *line)
+{
+	const char *s = line, *close, *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	if (*s != '[')
+		return true;
+	close = strchr(s, ']');
+	if (!close)
+		return true;
+	s++;
+	while (s < close && isspace((unsigned char)*s))
+		s++;
+	e = close;
+	while (e > s && isspace((unsigned char)e[-1]))
+		e--;
+	if (!section_name_ok(s, (size_t)(e - s))) {
+		diag_add(ps->d, ps->file, ps->line,
+		         "bad section name [%.*s]: use letters, digits, '.', '-' and '_'",
+		         (int)(close - s), s);
+		ps->failed = true;
+		return false;
+	}
+	free(ps->section);
+	ps->section = xstrndup(s, (size_t)(e - s));
+	note_section(ps->c, ps->section, ps->file, ps->line);
+	return true;
+}
+
+/* inih's fgets-like reader. It never tells the handler a line number, so we
+ * count here: the handler for a key runs right after its line was returned. */
+static char *cfg_reader(char *str, int num, void *stream)
+{
+	parse_state *ps = stream;
+	const char *nl;
+	size_t len;
+	bool starts;
+
+	if (ps->failed || ps->p >= ps->end || num < 2)
+		return NULL;
+	nl = memchr(ps->p, '\n', (size_t)(ps->end - ps->p));
+	len = nl ? (size_t)(nl - ps->p) + 1 : (size_t)(ps->end - ps->p);
+	if (len > (size_t)num - 1)
+		len = (size_t)num - 1;
+	starts = ps->at_line_start;
+	if (starts) {
+		ps->line++;
+		ps->cur = ps->p;
+	}
+	memcpy(str, ps->p, len);
+	str[len] = '\0';
+	ps->p += len;
+	ps->at_line_start = str[len - 1] == '\n';
+	if (starts && !track_section(ps, str))
+		return NULL;
+	return str;
+}
+
+static int cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+	parse_state *ps = user;
+
+	(void)section; /* ours is untruncated */
+	if (!*name) {
+		diag_add(ps->d, ps->file, ps->line, "syntax error (no key name before '=')");
+		ps->failed = true;
+		return 0;
+	}
+	cfg_set(ps->c, ps->section ? ps->section : "", name, value ? value : "", ps->file,
+	        ps->line);
+	return 1;
+}
+
+/* Debian's inih exposes its build options as variables. Hand over whole
+ * lines (the 200-byte stack default would split a long value into a bogus
+ * second line), treat indented lines as ordinary lines rather than value
+ * continuations, let '#' start an inline comment like ';', and stop at the
+ * first error so the line we counted is the one at fault. */
+static void cfg_ini_options(void)
+{
+	static char comment_prefixes[] = ";#";
+
+	ini_use_stack = false;
+	ini_allow_realloc = false;
+	ini_initial_alloc = CFG_MAX_LINE + 3;
+	ini_max_line = CFG_MAX_LINE + 3;
+	ini_allow_multiline = false;
+	ini_allow_bom = true;
+	ini_allow_no_value = false;
+	ini_allow_inline_comments = true;
+	ini_inline_comment_prefixes = comment_prefixes;
+	ini_start_comment_prefixes = comment_prefixes;
+	ini_stop_on_first_error = true;
+}
+
+/* Refuse what inih would silently mangle: NUL bytes end a line early and
+ * overlong lines would be split. */
+static int prescan(const char *text, size_t len, const char *file, diag *d)
+{
+	const char *p = text, *end = text + len;
+
+	for (int line = 1; p < end; line++) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		if (memchr(p, '\0', n)) {
+			diag_add(d, file, line, "NUL byte in configuration file");
+			return -1;
+		}
+		if (n > CFG_MAX_LINE) {
+			diag_add(d, file, line, "line longer than %d bytes", CFG_MAX_LINE);
+			return -1;
+		}
+		p += n + 1;
+	}
+	return 0;
+}
+
+static const char *syntax_hint(const char *line)
+{
+	while (*line == ' ' || *line == '\t')
+		line++;
+	if (*line == '[')
+		return "no closing ']' for the section header";
+	return "expected '[section]' or 'key = value'";
+}
+
+static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file, diag *d)
+{
+	parse_state ps = {.c = c, .d = d, .file = file, .at_line_start = true};
+	int r;
+
+	if (len >= 3 && !memcmp(text, "\xef\xbb\xbf", 3)) {
+		text += 3;
+		len -= 3;
+	}
+	if (prescan(text, len, file, d) < 0)
+		return -1;
+	ps.p = text;
+	ps.end = text + len;
+	cfg_ini_options();
+	r = ini_parse_stream(cfg_reader, &ps, cfg_handler, &ps);
+	if (!ps.failed && r == -2)
+		diag_add(d, file, 0, "out of memory while parsing");
+	else if (!ps.failed && r > 0)
+		diag_add(d, file, r, "syntax error (%s)", syntax_hint(ps.cur ? ps.cur : ""));
+	free(ps.section);
+	return ps.failed || r != 0 ? -1 : 0;
+}
+
+int cfg_load_string(cfg *c, const char *text, const char *file, diag *d)
+{
+	if (!c->main_file)
+		c->main_file = xstrdup(file);
+	return cfg_parse_text(c, text, strlen(text), file, d);
+}
+
+static int cfg_load_file(cfg *c, const char *path, diag *d)
+{
+	size_t len;
+	char *text = read_file(path, CFG_MAX_FILE, &len);
+	int rc;
+
+	if (!text) {
+		diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+		return -1;
+	}
+	rc = cfg_parse_text(c, text, len, path, d);
+	free(text);
+	return rc;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_dropin_name(const char *name)
+{
+	size_t n = strlen(name);
+	/* Hidden files are editors' and package managers' leftovers. */
+	return name[0] != '.' && n > 5 && !strcmp(name + n - 5, ".conf");
+}
+
+/* Every regular *.conf file in the confdir, in strcmp order. */
+static int cfg_load_dir(cfg *c, diag *d)
+{
+	char **names = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	DIR *dir;
+	int rc = 0;
+
+	dir = opendir(c->confdir);
+	if (!dir) {
+		if (errno == ENOENT)
+			return 0;
+		diag_add(d, c->confdir, 0, "cannot read directory: %s", strerror(errno));
+		return -1;
+	}
+	while ((de = readdir(dir))) {
+		if (!is_dropin_name(de->d_name))
+			continue;
+		names = xrealloc(names, (n + 1) * sizeof *names);
+		names[n++] = xstrdup(de->d_name);
+	}
+	closedir(dir);
+	if (n)
+		qsort(names, n, sizeof *names, name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		char *path = resolve_path(c->confdir, names[i]);
+		struct stat st;
+		if (stat(path, &st) < 0) {
+			diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+			rc = -1;
+		} else if (S_ISREG(st.st_mode) && cfg_load_file(c, path, d) < 0) {
+			rc = -1;
+		}
+		free(path);
+		free(names[i]);
+	}
+	free(names);
+	return rc;
+}
+
+int cfg_load(cfg *c, const char *main_file, diag *d)
+{
+	const char *confdir;
+	char *base, *text;
+	size_t len;
+	int rc;
+
+	memset(c, 0, sizeof *c);
+	c->main_file = xstrdup(main_file);
+	text = read_file(main_file, CFG_MAX_FILE, &len);
+	if (!text) {
+		diag_add(d, main_file, 0, "cannot read: %s", strerror(errno));
+		return -1;
+	}
+	/* A syntax error in the main file still leaves the drop-ins worth
+	 * checking, so --check-config reports everything in one go. */
+	rc = cfg_parse_text(c, text, len, main_file, d);
+	free(text);
+	confdir = cfg_get(c, "host", "confdir");
+	base = dir_of(main_file);
+	c->confdir = resolve_path(base, confdir && *confdir ? confdir : "conf.d");
+	free(base);
+	if (cfg_load_dir(c, d) < 0)
+		rc = -1;
+	return rc;
+}
+
+/* ---------------------------------------------------------- value syntax */
+
+/* Decimal integer, with a k/K/M/G suffix (x1024) when `suffix`: the syntax
+ * evh_config_int() reads, so what passes here means the same there. */
+static int parse_int(const char *v, bool suffix, int64_t *out)
+{
+	const char *p = v;
+	long long n, mult = 1;
+	char *end;
+
+	if (*p == '+' || *p == '-')
+		p++;
+	if (!isdigit((unsigned char)*p))
+		return -1;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (errno)
+		return -1;
+	if (suffix && *end) {
+		if (*end == 'k' || *end == 'K')
+			mult = 1024;
+		else if (*end == 'M')
+			mult = 1024 * 1024;
+		else if (*end == 'G')
+			mult = 1024LL * 1024 * 1024;
+		else
+			return -1;
+		end++;
+	}
+	if (*end || n > LLONG_MAX / mult || n < LLONG_MIN / mult)
+		return -1;
+	*out = (int64_t)(n * mult);
+	return 0;
+}
+
+/* Exactly the spellings evh_config_bool() understands (it is case-sensitive). */
+static int parse_bool(const char *v, int *out)
+{
+	static const char *const yes[] = {"true", "yes", "on", "1"};
+	static const char *const no[] = {"false", "no", "off", "0"};
+
+	for (size_t i = 0; i < 4; i++) {
+		if (!strcmp(v, yes[i])) {
+			*out = 1;
+			return 0;
+		}
+		if (!strcmp(v, no[i])) {
+			*out = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static bool list_ok(const char *v)
+{
+	const char *p = v;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (!*p)
+		return true; /* an empty list */
+	for (;;) {
+		size_t word = 0;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		while (*p && *p != ',' && !isspace((unsigned char)*p)) {
+			p++;
+			word++;
+		}
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!word || (*p && *p != ','))
+			return false;
+		if (!*p)
+			return true;
+		p++;
+	}
+}
+
+const char *cfg_check_value(evh_config_type type, const char *value)
+{
+	int64_t n;
+	int b;
+
+	switch (type) {
+	case EVH_CFG_STRING:
+		return NULL;
+	case EVH_CFG_INT:
+		return parse_int(value, true, &n) < 0 ? MSG_SIZE : NULL;
+	case EVH_CFG_BOOL:
+		return parse_bool(value, &b) < 0 ? MSG_BOOL : NULL;
+	case EVH_CFG_LIST:
+		return list_ok(value) ? NULL : "expected a comma-separated list of words";
+	case EVH_CFG_PATH:
+		return *value ? NULL : "expected a path";
+	}
+	return "the plugin's schema declares an unknown type for this key";
+}
+
+int cfg_key_matches(const char *pattern, const char *key)
+{
+	for (;;) {
+		const char *pe = strchr(pattern, '.'), *ke = strchr(key, '.');
+		size_t pn = pe ? (size_t)(pe - pattern) : strlen(pattern);
+		size_t kn = ke ? (size_t)(ke - key) : strlen(key);
+
+		if (pn == 1 && pattern[0] == '*') {
+			if (kn == 0)
+				return 0;
+		} else if (pn != kn || memcmp(pattern, key, pn)) {
+			return 0;
+		}
+		if (!pe || !ke)
+			return !pe && !ke;
+		pattern = pe + 1;
+		key = ke + 1;
+	}
+}
+
+/* --------------------------------------------------------- did you mean */
+
+static size_t edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[65];
+
+	if (la > 64 || lb > 64)
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag_prev = row[0];
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j], best = diag_prev + (a[i - 1] != b[j - 1]);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag_prev = up;
+			row[j] = best;
+		}
+	}
+	return row[lb];
+}
+
+typedef struct suggest {
+	const char *key;
+	const char *best;
+	size_t dist;
+} suggest;
+
+static void suggest_try(suggest *sg, const char *candidate)
+{
+	size_t dist;
+
+	if (!candidate || strchr(candidate, '*'))
+		return;
+	dist = edit_distance(sg->key, candidate);
+	if (dist <= 2 && dist < strlen(sg->key) && dist < sg->dist) {
+		sg->best = candidate;
+		sg->dist = dist;
+	}
+}
+
+static void unknown_key(diag *d, const cfg_entry *e, const char *best)
+{
+	if (best)
+		diag_add(d, e->file, e->line, "unknown key '%s' in [%s]; did you mean '%s'?",
+		         e->key, e->section, best);
+	else
+		diag_add(d, e->file, e->line, "unknown key '%s' in [%s]", e->key, e->section);
+}
+
+/* ------------------------------------------------ plugin section schemas */
+
+static void section_location(const cfg *c, const char *section, const char **file, int *line)
+{
+	ssize_t i = section_index(c, section);
+
+	*file = i >= 0 ? c->section_files[i] : c->main_file;
+	*line = i >= 0 ? c->section_lines[i] : 0;
+}
+
+static bool in_list(const char *const *list, const char *s)
+{
+	for (; list && *list; list++) {
+		if (!strcmp(*list, s))
+			return true;
+	}
+	return false;
+}
+
+static void check_plugin_key(const cfg_entry *e, const evh_config_key *schema,
+                             const char *const *skip, diag *d)
+{
+	const evh_config_key *k;
+	const char *msg;
+	suggest sg = {e->key, NULL, SIZE_MAX};
+
+	for (k = schema; k && k->name; k++) {
+		if (cfg_key_matches(k->name, e->key))
+			break;
+	}
+	if (!k || !k->name) {
+		for (k = schema; k && k->name; k++)
+			suggest_try(&sg, k->name);
+		for (const char *const *s = skip; s && *s; s++)
+			suggest_try(&sg, *s);
+		unknown_key(d, e, sg.best);
+		return;
+	}
+	msg = cfg_check_value(k->type, e->value);
+	if (msg)
+		diag_add(d, e->file, e->line, "[%s] %s: %s, got '%s'", e->section, e->key, msg,
+		         e->value);
+}
+
+void cfg_validate_section(const cfg *c, const char *section, const evh_config_key *schema,
+                          const char *const *skip, diag *d)
+{
+	for (size_t i = 0; i < c->n; i++) {
+		const cfg_entry *e = &c->v[i];
+		if (strcmp(e->section, section) || in_list(skip, e->key))
+			continue;
+		check_plugin_key(e, schema, skip, d);
+	}
+	for (const evh_config_key *k = schema; k && k->name; k++) {
+		bool found = false;
+		const char *file;
+		int line;
+		if (!k->required)
+			continue;
+		for (size_t i = 0; i < c->n && !found; i++) {
+			const cfg_entry *e = &c->v[i];
+			found = !strcmp(e->section, section) && cfg_key_matches(k->name, e->key);
+		}
+		if (found)
+			continue;
+		section_location(c, section, &file, &line);
+		diag_add(d, file, line, "[%s] missing required key '%s'", section, k->name);
+	}
+}
+
+/* ---------------------------------------------------------------- settings */
+
+typedef struct set_ctx {
+	const cfg *c;
+	settings *s;
+	diag *d;
+	char *base; /* the main file's directory */
+} set_ctx;
+
+typedef void (*key_apply)(set_ctx *x, const cfg_entry *e);
+
+typedef struct key_def {
+	const char *name;
+	key_apply apply;
+} key_def;
+
+static void bad_value(set_ctx *x, const cfg_entry *e, const char *what)
+{
+	diag_add(x->d, e->file, e->line, "[%s] %s: %s, got '%s'", e->section, e->key, what,
+	         e->value);
+}
+
+static int get_int(set_ctx *x, const cfg_entry *e, bool suffix, int64_t min, int64_t max,
+                   int64_t *out)
+{
+	int64_t n;
+
+	if (parse_int(e->value, suffix, &n) < 0) {
+		bad_value(x, e, suffix ? MSG_SIZE : MSG_INT);
+		return -1;
+	}
+	if (n < min || n > max) {
+		diag_add(x->d, e->file, e->line, "[%s] %s: must be between %lld and %lld, got '%s'",
+		         e->section, e->key, (long long)min, (long long)max, e->value);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+static void get_int_into(set_ctx *x, const cfg_entry *e, int64_t min, int64_t max, int *dst)
+{
+	int64_t n;
+
+	if (get_int(x, e, false, min, max, &n) == 0)
+		*dst = (int)n;
+}
+
+static void get_bool_into(set_ctx *x, const cfg_entry *e, int *dst)
+{
+	if (parse_bool(e->value, dst) < 0)
+		bad_value(x, e, MSG_BOOL);
+}
+
+static void get_nonempty(set_ctx *x, const cfg_entry *e, char **dst)
+{
+	if (!*e->value) {
+		bad_value(x, e, "expected a value");
+		return;
+	}
+	set_str(dst, e->value);
+}
+
+static void get_path(set_ctx *x, const cfg_entry *e, char **dst)
+{
+	if (!*e->value) {
+		bad_value(x, e, "expected a path");
+		return;
+	}
+	free(*dst);
+	*dst = resolve_path(x->base, e->value);
+}
+
+/* A secret from a file: one trailing newline dropped (editors add it), at
+ * least `min` bytes. Messages name the file, never its contents. */
+static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_t min,
+                         size_t *len)
+{
+	size_t n;
+	char *buf = read_file(path, CFG_MAX_SECRET, &n);
+
+	if (!buf) {
+		diag_add(x->d, e->file, e->line, "[%s] %s: cannot read '%s': %s", e->section,
+		         e->key, path, strerror(errno));
+		return NULL;
+	}
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	if (n > 0 && buf[n - 1] == '\r')
+		buf[--n] = '\0';
+	if (n < min || n == 0) {
+		diag_add(x->d, e->file, e->line, "[%s] %s: '%s': secret must be at least %zu bytes",
+		         e->section, e->key, path, min ? min : 1);
+		explicit_bzero(buf, n);
+		free(buf);
+		return NULL;
+	}
+	*len = n;
+	return buf;
+}
+
+/* [host] */
+
+static void k_plugin_dir(set_ctx *x, const cfg_entry *e) { get_path(x, e, &x->s->plugin_dir); }
+static void k_state_dir(set_ctx *x, const cfg_entry *e) { get_path(x, e, &x->s->state_dir); }
+static void k_source(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->source); }
+
+/* cfg_load reads the drop-in directory named in the main file before any
+ * drop-in, so the key means nothing anywhere else. */
+static void k_confdir(set_ctx *x, const cfg_entry *e)
+{
+	if (x->c->main_file && strcmp(e->file, x->c->main_file))
+		diag_add(x->d, e->file, e->line,
+		         "[host] confdir: only takes effect in the main file %s", x->c->main_file);
+	else if (!*e->value)
+		bad_value(x, e, "expected a path");
+}
+
+static const key_def host_keys[] = {
+    {"plugin_dir", k_plugin_dir},
+    {"state_dir", k_state_dir},
+    {"confdir", k_confdir},
+    {"source", k_source},
+    {NULL, NULL},
+};
+
+/* [http] */
+
+static int parse_port(const char *p, int *port)
+{
+	long n = 0;
+
+	if (!*p || strlen(p) > 5)
+		return -1;
+	for (; *p; p++) {
+		if (!isdigit((unsigned char)*p))
+			return -1;
+		n = n * 10 + (*p - '0');
+	}
+	if (n > 65535)
+		return -1;
+	*port = (int)n;
+	return 0;
+}
+
+/* "IPv4:port" or "[IPv6]:port": civetweb binds addresses, not names. */
+static int parse_listen(const char *v, char **host, int *port)
+{
+	unsigned char addr[16];
+	const char *hs, *he, *ps;
+	char *h;
+	int af;
+
+	if (v[0] == '[') {
+		hs = v + 1;
+		he = strchr(hs, ']');
+		if (!he || he[1] != ':')
+			return -1;
+		ps = he + 2;
+		af = AF_INET6;
+	} else {
+		hs = v;
+		he = strchr(v, ':');
+		if (!he || strchr(he + 1, ':'))
+			return -1;
+		ps = he + 1;
+		af = AF_INET;
+	}
+	h = xstrndup(hs, (size_t)(he - hs));
+	if (inet_pton(af, h, addr) != 1 || parse_port(ps, port) < 0) {
+		free(h);
+		return -1;
+	}
+	*host = h;
+	return 0;
+}
+
+static void set_listen(settings *s, char *host, int port)
+{
+	free(s->http_host);
+	free(s->http_listen);
+	s->http_host = host;
+	s->http_port = port;
+	if (strchr(host, ':'))
+		s->http_listen = xasprintf("[%s]:%d", host, port);
+	else
+		s->http_listen = xasprintf("%s:%d", host, port);
+}
+
+static void k_listen(set_ctx *x, const cfg_entry *e)
+{
+	char *host;
+	int port;
+
+	if (parse_listen(e->value, &host, &port) < 0) {
+		bad_value(x, e, "expected IP:port with a port of 0-65535, "
+		                "e.g. 127.0.0.1:8080 or [::1]:8080");
+		return;
+	}
+	set_listen(x->s, host, port);
+}
+
+static void k_threads(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 256, &x->s->http_threads);
+}
+
+static void k_max_body(set_ctx *x, const cfg_entry *e)
+{
+	int64_t n;
+
+	if (get_int(x, e, true, 1, 1024LL * 1024 * 1024, &n) == 0)
+		x->s->max_body_bytes = n;
+}
+
+static void k_json_depth(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 1024, &x->s->json_max_depth);
+}
+
+static const key_def http_keys[] = {
+    {"listen", k_listen},
+    {"threads", k_threads},
+    {"max_body_bytes", k_max_body},
+    {"json_max_depth", k_json_depth},
+    {NULL, NULL},
+};
+
+/* [kafka] */
+
+static void k_brokers(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->brokers);
+	x->s->embedded = x->s->brokers && !strcmp(x->s->brokers, "embedded");
+}
+
+static void k_max_attempts(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 1000, &x->s->retry_max_attempts);
+}
+
+static void k_backoff(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 3600 * 1000, &x->s->retry_backoff_ms);
+}
+
+static void k_backoff_max(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 24 * 3600 * 1000, &x->s->retry_backoff_max_ms);
+}
+
+/* The suffix becomes part of topic names, so it must be legal in one. */
+static void k_dlq_suffix(set_ctx *x, const cfg_entry *e)
+{
+	const char *v = e->value;
+
+	if (!*v || strlen(v) > 64 || strspn(v, ALNUM "._-") != strlen(v)) {
+		bad_value(x, e, "expected up to 64 of the characters a-z A-Z 0-9 . _ -");
+		return;
+	}
+	set_str(&x->s->dlq_suffix, v);
+}
+
+static const key_def kafka_keys[] = {
+    {"brokers", k_brokers},
+    {"retry.max_attempts", k_max_attempts},
+    {"retry.backoff_ms", k_backoff},
+    {"retry.backoff_max_ms", k_backoff_max},
+    {"dlq_suffix", k_dlq_suffix},
+    {NULL, NULL},
+};
+
+static ssize_t rdkafka_index(const settings *s, const char *key)
+{
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		if (!strcmp(s->rdkafka_keys[i], key))
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+/* rdkafka.NAME passes NAME to librdkafka as is (it checks names and values
+ * when the client is created). rdkafka.NAME_file reads NAME's value from a
+ * file, so passwords stay out of the configuration. */
+static void k_rdkafka(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	const char *name = e->key + strlen("rdkafka.");
+	size_t n = strlen(name), len;
+	char *key, *value;
+
+	if (!n) {
+		diag_add(x->d, e->file, e->line,
+		         "[kafka] %s: no librdkafka property after 'rdkafka.'", e->key);
+		return;
+	}
+	if (n > 5 && !strcmp(name + n - 5, "_file")) {
+		char *path = resolve_path(x->base, e->value);
+		key = xstrndup(name, n - 5);
+		value = read_secret(x, e, path, 1, &len);
+		free(path);
+		if (!value) {
+			free(key);
+			return;
+		}
+	} else {
+		key = xstrdup(name);
+		value = xstrdup(e->value);
+	}
+	if (rdkafka_index(s, key) >= 0) {
+		diag_add(x->d, e->file, e->line,
+		         "[kafka] %s: '%s' is set twice (rdkafka.%s and rdkafka.%s_file); keep one",
+		         e->key, key, key, key);
+		explicit_bzero(value, strlen(value));
+		free(key);
+		free(value);
+		return;
+	}
+	s->rdkafka_keys = xrealloc(s->rdkafka_keys, (s->nrdkafka + 1) * sizeof(char *));
+	s->rdkafka_values = xrealloc(s->rdkafka_values, (s->nrdkafka + 1) * sizeof(char *));
+	s->rdkafka_keys[s->nrdkafka] = key;
+	s->rdkafka_values[s->nrdkafka] = value;
+	s->nrdkafka++;
+}
+
+/* [store] */
+
+static void k_synchronous(set_ctx *x, const cfg_entry *e)
+{
+	if (!strcasecmp(e->value, "FULL"))
+		set_str(&x->s->store_synchronous, "FULL");
+	else if (!strcasecmp(e->value, "NORMAL"))
+		set_str(&x->s->store_synchronous, "NORMAL");
+	else
+		bad_value(x, e, "expected FULL or NORMAL");
+}
+
+static void k_outbox_max(set_ctx *x, const cfg_entry *e)
+{
+	int64_t n;
+
+	if (get_int(x, e, false, 0, INT64_MAX, &n) == 0)
+		x->s->outbox_max_rows = n;
+}
+
+static const key_def store_keys[] = {
+    {"synchronous", k_synchronous},
+    {"outbox_max_rows", k_outbox_max},
+    {NULL, NULL},
+};
+
+/* [log] */
+
+static void k_log_level(set_ctx *x, const cfg_entry *e)
+{
+	if (log_level_parse(e->value, &x->s->log_level) < 0)
+		bad_value(x, e, "expected error, warn, info or debug");
+}
+
+static void k_log_format(set_ctx *x, const cfg_entry *e)
+{
+	if (!strcmp(e->value, "auto"))
+		x->s->log_fmt = LOG_FORMAT_AUTO;
+	else if (!strcmp(e->value, "text"))
+		x->s->log_fmt = LOG_FORMAT_TEXT;
+	else if (!strcmp(e->value, "json"))
+		x->s->log_fmt = LOG_FORMAT_JSON;
+	else
+		bad_value(x, e, "expected auto, text or json");
+}
+
+static const key_def log_keys[] = {
+    {"level", k_log_level},
+    {"format", k_log_format},
+    {NULL, NULL},
+};
+
+/* [metrics] */
+
+static void k_metrics_enabled(set_ctx *x, const cfg_entry *e)
+{
+	get_bool_into(x, e, &x->s->metrics_enabled);
+}
+
+static const key_def metrics_keys[] = {
+    {"enabled", k_metrics_enabled},
+    {NULL, NULL},
+};
+
+/* [auth] */
+
+static void k_jwt_secret_file(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	size_t len;
+	char *secret;
+
+	get_path(x, e, &s->jwt_secret_file);
+	if (!*e->value)
+		return;
+	secret = read_secret(x, e, s->jwt_secret_file, JWT_SECRET_MIN, &len);
+	if (!secret)
+		return;
+	s->jwt_secret = secret;
+	s->jwt_secret_len = len;
+}
+
+static void k_issuer(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->jwt_issuer); }
+
+static const key_def auth_keys[] = {
+    {"jwt_secret_file", k_jwt_secret_file},
+    {"issuer", k_issuer},
+    {NULL, NULL},
+};
+
+/* [admin] */
+
+static void k_token_file(set_ctx *x, const cfg_entry *e)
+{
+	get_path(x, e, &x->s->admin_token_file);
+}
+
+static const key_def admin_keys[] = {
+    {"token_file", k_token_file},
+    {NULL, NULL},
+};
+
+typedef struct section_def {
+	const char *name;
+	const key_def *keys;
+} section_def;
+
+static const section_def host_sections[] = {
+    {"host", host_keys},   {"http", http_keys},       {"kafka", kafka_keys},
+    {"store", store_keys}, {"log", log_keys},         {"metrics", metrics_keys},
+    {"auth", auth_keys},   {"admin", admin_keys},     {NULL, NULL},
+};
+
+static const section_def *find_section(const char *name)
+{
+	for (const section_def *sd = host_sections; sd->name; sd++) {
+		if (!strcmp(sd->name, name))
+			return sd;
+	}
+	return NULL;
+}
+
+static bool is_plugin_section(const char *name)
+{
+	return !strncmp(name, "plugin.", 7);
+}
+
+static void apply_entry(set_ctx *x, const section_def *sd, const cfg_entry *e)
+{
+	suggest sg = {e->key, NULL, SIZE_MAX};
+
+	if (sd->keys == kafka_keys && !strncmp(e->key, "rdkafka.", 8)) {
+		k_rdkafka(x, e);
+		return;
+	}
+	for (const key_def *k = sd->keys; k->name; k++) {
+		if (!strcmp(k->name, e->key)) {
+			k->apply(x, e);
+			return;
+		}
+		suggest_try(&sg, k->name);
+	}
+	unknown_key(x->d, e, sg.best);
+}
+
+static void settings_defaults(set_ctx *x)
+{
+	settings *s = x->s;
+	const char *confdir = cfg_get(x->c, "host", "confdir");
+	char host[256];
+
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "localhost");
+	host[sizeof host - 1] = '\0';
+	s->plugin_dir = resolve_path(x->base, EVHOST_DEFAULT_PLUGIN_DIR);
+	s->state_dir = xstrdup("/var/lib/evhost");
+	if (x->c->confdir)
+		s->confdir = xstrdup(x->c->confdir);
+	else
+		s->confdir = resolve_path(x->base, confdir && *confdir ? confdir : "conf.d");
+	s->source = xasprintf("evhost://%s", host);
+	set_listen(s, xstrdup("127.0.0.1"), 8080);
+	s->http_threads = 8;
+	s->max_body_bytes = 1024 * 1024;
+	s->json_max_depth = 32;
+	s->retry_max_attempts = 5;
+	s->retry_backoff_ms = 200;
+	s->retry_backoff_max_ms = 30000;
+	s->dlq_suffix = xstrdup(".dlq");
+	s->store_synchronous = xstrdup("FULL");
+	s->outbox_max_rows = 100000;
+	s->log_level = EVH_LOG_INFO;
+	s->log_fmt = LOG_FORMAT_AUTO;
+	s->metrics_enabled = 1;
+	s->jwt_issuer = xstrdup("evhost");
+}
+
+/* ------------------------------------------------------------- plugins */
+
+static bool plugin_name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	/* The name becomes file names (NAME.so, <state_dir>/NAME), hence no dots. */
+	return n > 0 && n <= PLUGIN_NAME_MAX &&
+	       strspn(name, ALNUM "_-") == n;
+}
+
+static void plugin_key(set_ctx *x, plugin_settings *ps, const char *key)
+{
+	const cfg_entry *e = cfg_find(x->c, ps->section, key);
+
+	if (!e)
+		return;
+	if (!strcmp(key, "enabled"))
+		get_bool_into(x, e, &ps->enabled);
+	else if (!strcmp(key, "required"))
+		get_bool_into(x, e, &ps->required);
+	else if (!strcmp(key, "group"))
+		get_nonempty(x, e, &ps->group);
+	else if (!*e->value)
+		bad_value(x, e, "expected a path");
+	else
+		set_str(&ps->path, e->value);
+}
+
+static void plugin_from_section(set_ctx *x, size_t si)
+{
+	settings *s = x->s;
+	const char *section = x->c->sections[si], *name = section + 7;
+	plugin_settings *ps;
+	char *rel;
+
+	if (!plugin_name_ok(name)) {
+		diag_add(x->d, x->c->section_files[si], x->c->section_lines[si],
+		         "bad plugin name '%s' in [%s]: use up to %d letters, digits, '-' and '_'",
+		         name, section, PLUGIN_NAME_MAX);
+		return;
+	}
+	s->plugins = xrealloc(s->plugins, (s->nplugins + 1) * sizeof *s->plugins);
+	ps = &s->plugins[s->nplugins++];
+	memset(ps, 0, sizeof *ps);
+	ps->name = xstrdup(name);
+	ps->section = xstrdup(section);
+	ps->enabled = 1;
+	ps->required = 1;
+	ps->path = xasprintf("%s.so", name);
+	ps->group = xasprintf("evhost.%s", name);
+	ps->file = x->c->section_files[si];
+	ps->line = x->c->section_lines[si];
+	plugin_key(x, ps, "enabled");
+	plugin_key(x, ps, "required");
+	plugin_key(x, ps, "path");
+	plugin_key(x, ps, "group");
+	rel = ps->path;
+	ps->path = resolve_path(s->plugin_dir, rel);
+	free(rel);
+}
+
+static int plugin_cmp(const void *a, const void *b)
+{
+	return strcmp(((const plugin_settings *)a)->name, ((const plugin_settings *)b)->name);
+}
+
+/* ------------------------------------------------------------- the whole */
+
+static void check_sections(set_ctx *x)
+{
+	const cfg *c = x->c;
+
+	for (size_t i = 0; i < c->nsections; i++) {
+		const char *name = c->sections[i];
+		if (!*name)
+			diag_add(x->d, c->section_files[i], c->section_lines[i],
+			         "key outside any [section]");
+		else if (!is_plugin_section(name) && !find_section(name))
+			diag_add(x->d, c->section_files[i], c->section_lines[i],
+			         "unknown section [%s]", name);
+	}
+}
+
+static void check_cross(set_ctx *x)
+{
+	const cfg *c = x->c;
+	settings *s = x->s;
+	const cfg_entry *e;
+
+	if (!cfg_find(c, "kafka", "brokers"))
+		diag_add(x->d, c->main_file, 0, "[kafka] brokers is required "
+		                                "(e.g. brokers = localhost:9092, or embedded)");
+	if (s->retry_backoff_max_ms < s->retry_backoff_ms) {
+		e = cfg_find(c, "kafka", "retry.backoff_max_ms");
+		if (!e)
+			e = cfg_find(c, "kafka", "retry.backoff_ms");
+		diag_add(x->d, e ? e->file : c->main_file, e ? e->line : 0,
+		         "[kafka] retry.backoff_max_ms (%d) must not be below "
+		         "retry.backoff_ms (%d)",
+		         s->retry_backoff_max_ms, s->retry_backoff_ms);
+	}
+}
+
+int settings_from_cfg(const cfg *c, settings *s, diag *d)
+{
+	set_ctx x = {.c = c, .s = s, .d = d};
+	size_t n0 = d->n;
+
+	memset(s, 0, sizeof *s);
+	x.base = dir_of(c->main_file);
+	settings_defaults(&x);
+	check_sections(&x);
+	for (size_t i = 0; i < c->n; i++) {
+		const section_def *sd = find_section(c->v[i].section);
+		if (sd)
+			apply_entry(&x, sd, &c->v[i]);
+	}
+	check_cross(&x);
+	for (size_t i = 0; i < c->nsections; i++) {
+		if (is_plugin_section(c->sections[i]))
+			plugin_from_section(&x, i);
+	}
+	if (s->nplugins > 1)
+		qsort(s->plugins, s->nplugins, sizeof *s->plugins, plugin_cmp);
+	free(x.base);
+	return d->n > n0 ? -1 : 0;
+}
+
+void settings_free(settings *s)
+{
+	free(s->plugin_dir);
+	free(s->state_dir);
+	free(s->confdir);
+	free(s->http_listen);
+	free(s->http_host);
+	free(s->brokers);
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		free(s->rdkafka_keys[i]);
+		/* Values may be secrets read from files. */
+		explicit_bzero(s->rdkafka_values[i], strlen(s->rdkafka_values[i]));
+		free(s->rdkafka_values[i]);
+	}
+	free(s->rdkafka_keys);
+	free(s->rdkafka_values);
+	free(s->dlq_suffix);
+	free(s->store_synchronous);
+	free(s->jwt_secret_file);
+	if (s->jwt_secret)
+		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
+	free(s->jwt_secret);
+	free(s->jwt_issuer);
+	free(s->admin_token_file);
+	free(s->source);
+	for (size_t i = 0; i < s->nplugins; i++) {
+		free(s->plugins[i].name);
+		free(s->plugins[i].section);
+		free(s->plugins[i].path);
+		free(s->plugins[i].group);
+	}
+	free(s->plugins);
+	memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,303 @@
+/* Logging: one line per event on stderr, text for people at a terminal and
+ * JSON lines for journald and log shippers. Each line goes out in a single
+ * write() so lines from concurrent threads never interleave. */
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOG_MSG_MAX 4096 /* longer messages are cut (and say so) */
+#define LOG_CTX_MAX 128
+#define LOG_COMPONENT_MAX 64
+/* Room for the worst case, every byte escaped to six (\u00XX), so a line is
+ * never cut in the middle of a JSON string. */
+#define LOG_LINE_MAX ((LOG_MSG_MAX + 2 * LOG_CTX_MAX + LOG_COMPONENT_MAX) * 6 + 256)
+
+static atomic_int log_level_now = EVH_LOG_INFO;
+static atomic_int log_fmt_now = -1; /* -1 until resolved; then TEXT or JSON, never AUTO */
+
+static _Thread_local char log_ctx_request[LOG_CTX_MAX];
+static _Thread_local char log_ctx_trace[LOG_CTX_MAX];
+
+static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+static const char *const log_level_text[] = {"ERROR", "WARN ", "INFO ", "DEBUG"};
+
+/* auto: JSON under systemd (journald captures stderr) and whenever nobody
+ * is watching a terminal; text when a person is. */
+static log_format log_resolve(log_format f)
+{
+	if (f == LOG_FORMAT_TEXT || f == LOG_FORMAT_JSON)
+		return f;
+	if (getenv("JOURNAL_STREAM"))
+		return LOG_FORMAT_JSON;
+	return isatty(STDERR_FILENO) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON;
+}
+
+static int log_clamp(evh_log_level level)
+{
+	int l = (int)level;
+	return l < EVH_LOG_ERROR ? EVH_LOG_ERROR : l > EVH_LOG_DEBUG ? EVH_LOG_DEBUG : l;
+}
+
+void log_setup(evh_log_level level, log_format format)
+{
+	atomic_store(&log_level_now, log_clamp(level));
+	atomic_store(&log_fmt_now, (int)log_resolve(format));
+}
+
+int log_level_parse(const char *s, evh_log_level *out)
+{
+	if (!s)
+		return -1;
+	for (int i = 0; i < 4; i++) {
+		if (!strcasecmp(s, log_level_names[i])) {
+			*out = (evh_log_level)i;
+			return 0;
+		}
+	}
+	if (!strcasecmp(s, "warning")) {
+		*out = EVH_LOG_WARN;
+		return 0;
+	}
+	return -1;
+}
+
+static void ctx_copy(char *dst, const char *src)
+{
+	if (!src) {
+		dst[0] = '\0';
+		return;
+	}
+	snprintf(dst, LOG_CTX_MAX, "%s", src);
+}
+
+void log_set_context(const char *request_id, const char *trace_id)
+{
+	ctx_copy(log_ctx_request, request_id);
+	ctx_copy(log_ctx_trace, trace_id);
+}
+
+/* A small append-only buffer that silently stops at its end. */
+typedef struct line_buf {
+	char *p;
+	size_t len, cap;
+} line_buf;
+
+static void lb_putc(line_buf *b, char c)
+{
+	if (b->len + 1 < b->cap)
+		b->p[b->len++] = c;
+}
+
+static void lb_puts(line_buf *b, const char *s)
+{
+	while (*s)
+		lb_putc(b, *s++);
+}
+
+static void lb_printf(line_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void lb_printf(line_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (b->len + 1 >= b->cap)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	b->len += (size_t)n < b->cap - b->len ? (size_t)n : b->cap - b->len - 1;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2, cp = s[0] & 0x1fu;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3, cp = s[0] & 0x0fu;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4, cp = s[0] & 0x07u;
+	else
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3fu);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+/* Escape for a JSON string (json != 0) or for one text line: control
+ * characters never reach the output raw, so a message cannot forge lines.
+ * Invalid UTF-8 becomes U+FFFD so JSON consumers can always parse it. */
+static void lb_escaped(line_buf *b, const char *s, int json)
+{
+	const unsigned char *u = (const unsigned char *)s;
+
+	while (*u) {
+		size_t n = utf8_len(u);
+		if (n == 0) {
+			lb_puts(b, json ? "\\ufffd" : "\xef\xbf\xbd");
+			u++;
+			continue;
+		}
+		if (n > 1) {
+			for (size_t i = 0; i < n; i++)
+				lb_putc(b, (char)u[i]);
+			u += n;
+			continue;
+		}
+		switch (*u) {
+		case '"':
+			lb_puts(b, json ? "\\\"" : "\"");
+			break;
+		case '\\':
+			lb_puts(b, json ? "\\\\" : "\\");
+			break;
+		case '\n':
+			lb_puts(b, "\\n");
+			break;
+		case '\r':
+			lb_puts(b, "\\r");
+			break;
+		case '\t':
+			lb_puts(b, json ? "\\t" : "\t");
+			break;
+		default:
+			if (*u < 0x20 || *u == 0x7f)
+				lb_printf(b, "\\u%04x", *u);
+			else
+				lb_putc(b, (char)*u);
+		}
+		u++;
+	}
+}
+
+/* 2026-11-28T04:00:00.123Z */
+static void log_timestamp(char *out, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000L) % 1000);
+}
+
+static void log_format_text(line_buf *b, const char *ts, int level, const char *comp,
+                            const char *msg)
+{
+	lb_printf(b, "%s %s [", ts, log_level_text[level]);
+	lb_escaped(b, comp, 0);
+	lb_puts(b, "] ");
+	lb_escaped(b, msg, 0);
+	if (log_ctx_request[0] || log_ctx_trace[0]) {
+		lb_puts(b, " (");
+		if (log_ctx_request[0]) {
+			lb_puts(b, "request_id=");
+			lb_escaped(b, log_ctx_request, 0);
+		}
+		if (log_ctx_trace[0]) {
+			lb_puts(b, log_ctx_request[0] ? " trace_id=" : "trace_id=");
+			lb_escaped(b, log_ctx_trace, 0);
+		}
+		lb_putc(b, ')');
+	}
+}
+
+static void json_field(line_buf *b, const char *name, const char *value)
+{
+	lb_printf(b, ",\"%s\":\"", name);
+	lb_escaped(b, value, 1);
+	lb_putc(b, '"');
+}
+
+static void log_format_json(line_buf *b, const char *ts, int level, const char *comp,
+                            const char *msg)
+{
+	lb_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, log_level_names[level]);
+	json_field(b, "component", comp);
+	json_field(b, "msg", msg);
+	if (log_ctx_request[0])
+		json_field(b, "request_id", log_ctx_request);
+	if (log_ctx_trace[0])
+		json_field(b, "trace_id", log_ctx_trace);
+	lb_putc(b, '}');
+}
+
+static void log_write_all(const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(STDERR_FILENO, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return; /* nowhere left to complain to */
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
+{
+	char msg[LOG_MSG_MAX], ts[64], comp[LOG_COMPONENT_MAX];
+	line_buf b;
+	va_list ap;
+	int lvl = log_clamp(level), fmt_now, n;
+
+	if (lvl > atomic_load(&log_level_now))
+		return;
+	fmt_now = atomic_load(&log_fmt_now);
+	if (fmt_now < 0) {
+		fmt_now = (int)log_resolve(LOG_FORMAT_AUTO);
+		atomic_store(&log_fmt_now, fmt_now);
+	}
+
+	va_start(ap, fmt);
+	n = vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		snprintf(msg, sizeof msg, "(unformattable log message: %s)", fmt);
+	else if ((size_t)n >= sizeof msg)
+		memcpy(msg + sizeof msg - 16, "... (truncated)", 16);
+	snprintf(comp, sizeof comp, "%s", component && *component ? component : "host");
+
+	b.cap = LOG_LINE_MAX;
+	b.len = 0;
+	b.p = malloc(b.cap);
+	if (!b.p) {
+		/* Better an unadorned line than a lost one. */
+		msg[strcspn(msg, "\n")] = '\0';
+		log_write_all(msg, strlen(msg));
+		log_write_all("\n", 1);
+		return;
+	}
+	log_timestamp(ts, sizeof ts);
+	if (fmt_now == LOG_FORMAT_TEXT)
+		log_format_text(&b, ts, lvl, comp, msg);
+	else
+		log_format_json(&b, ts, lvl, comp, msg);
+	b.p[b.len++] = '\n'; /* lb_* always leave room for this */
+	log_write_all(b.p, b.len);
+	free(b.p);
+}

@@ -1,0 +1,1096 @@
+/* Configuration: merging of the main file and drop-ins, file:line
+ * diagnostics, host settings, plugin sections and schema validation; plus
+ * the diagnostics list and the log line formats. Files are real, in a
+ * mkdtemp() directory. */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "diag.h"
+#include "log.h"
+
+/* ---------------------------------------------------------------- helpers */
+
+typedef struct fixture {
+	char dir[64];
+	cfg c;
+	settings s;
+	diag d;
+	int have_settings;
+} fixture;
+
+static char *path_in(const fixture *f, const char *name)
+{
+	char *p;
+	assert_true(asprintf(&p, "%s/%s", f->dir, name) > 0);
+	return p;
+}
+
+static void write_file(const fixture *f, const char *name, const char *text)
+{
+	char *p = path_in(f, name);
+	FILE *fp = fopen(p, "w");
+	assert_non_null(fp);
+	fputs(text, fp);
+	assert_int_equal(fclose(fp), 0);
+	free(p);
+}
+
+static void make_dir(const fixture *f, const char *name)
+{
+	char *p = path_in(f, name);
+	assert_int_equal(mkdir(p, 0700), 0);
+	free(p);
+}
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof *f);
+	assert_non_null(f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/evhost-test-config-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	*state = f;
+	return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	if (f->have_settings)
+		settings_free(&f->s);
+	cfg_free(&f->c);
+	diag_free(&f->d);
+	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(f);
+	return 0;
+}
+
+/* Fails with the whole diagnostics list when `want` is not one of them. */
+static void assert_diag(const diag *d, const char *want)
+{
+	for (size_t i = 0; i < d->n; i++) {
+		if (!strcmp(d->msgs[i], want))
+			return;
+	}
+	print_error("expected diagnostic: %s\ngot %zu:\n", want, d->n);
+	for (size_t i = 0; i < d->n; i++)
+		print_error("  %s\n", d->msgs[i]);
+	fail();
+}
+
+static void assert_no_diag(const diag *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		print_error("unexpected diagnostic: %s\n", d->msgs[i]);
+	assert_int_equal(d->n, 0);
+}
+
+/* Main file "evhost.conf" in the fixture dir, loaded and turned into settings. */
+static int load_main(fixture *f, const char *text)
+{
+	char *main_path = path_in(f, "evhost.conf");
+	int rc;
+	write_file(f, "evhost.conf", text);
+	rc = cfg_load(&f->c, main_path, &f->d);
+	free(main_path);
+	return rc;
+}
+
+static int settings_of(fixture *f, const char *text, const char *file)
+{
+	assert_int_equal(cfg_load_string(&f->c, text, file, &f->d), 0);
+	f->have_settings = 1;
+	return settings_from_cfg(&f->c, &f->s, &f->d);
+}
+
+#define MIN_KAFKA "[kafka]\nbrokers = localhost:9092\n"
+
+/* ------------------------------------------------------------ merging */
+
+static void test_merge_order(void **state)
+{
+	fixture *f = *state;
+	char *p, *main_path = path_in(f, "evhost.conf");
+	const cfg_entry *e;
+
+	make_dir(f, "conf.d");
+	write_file(f, "conf.d/20-b.conf", "[http]\nthreads = 20\n\n[log]\nlevel = debug\n");
+	write_file(f, "conf.d/10-a.conf", "[http]\nthreads = 10\nmax_body_bytes = 2M\n");
+	write_file(f, "conf.d/30-c.conf.disabled", "[http]\nthreads = 99\n");
+	write_file(f, "conf.d/README", "[http]\nthreads = 98\n");
+	write_file(f, "conf.d/.hidden.conf", "[http]\nthreads = 97\n");
+	make_dir(f, "conf.d/dir.conf");
+	assert_int_equal(load_main(f, "; main\n[http]\nthreads = 4\nlisten = 127.0.0.1:9000\n"
+	                              MIN_KAFKA),
+	                 0);
+	assert_no_diag(&f->d);
+
+	e = cfg_find(&f->c, "http", "threads");
+	assert_non_null(e);
+	assert_string_equal(e->value, "20");
+	p = path_in(f, "conf.d/20-b.conf");
+	assert_string_equal(e->file, p);
+	free(p);
+	assert_int_equal(e->line, 2);
+
+	e = cfg_find(&f->c, "http", "max_body_bytes");
+	assert_non_null(e);
+	p = path_in(f, "conf.d/10-a.conf");
+	assert_string_equal(e->file, p);
+	free(p);
+	assert_int_equal(e->line, 3);
+
+	e = cfg_find(&f->c, "http", "listen");
+	assert_string_equal(e->file, main_path);
+	assert_int_equal(e->line, 4);
+	assert_string_equal(cfg_get(&f->c, "log", "level"), "debug");
+	assert_null(cfg_get(&f->c, "log", "format"));
+
+	/* one entry per (section, key), and sections in first-seen order */
+	assert_int_equal(f->c.n, 5);
+	assert_int_equal(f->c.nsections, 3);
+	assert_string_equal(f->c.sections[0], "http");
+	assert_string_equal(f->c.sections[1], "kafka");
+	assert_string_equal(f->c.sections[2], "log");
+	p = path_in(f, "conf.d");
+	assert_string_equal(f->c.confdir, p);
+	free(p);
+	free(main_path);
+
+	f->have_settings = 1;
+	assert_int_equal(settings_from_cfg(&f->c, &f->s, &f->d), 0);
+	assert_int_equal(f->s.http_threads, 20);
+	assert_int_equal(f->s.max_body_bytes, 2 * 1024 * 1024);
+	assert_int_equal(f->s.http_port, 9000);
+	assert_int_equal(f->s.log_level, EVH_LOG_DEBUG);
+}
+
+/* Entries are appended in reading order, so their order shows the order the
+ * drop-ins were read in, whatever order readdir() returned them. */
+static void test_dropin_lexical_order(void **state)
+{
+	fixture *f = *state;
+	static const char *const created[] = {"b.conf", "9-x.conf", "A.conf", "10-x.conf",
+	                                      "a.conf", "1-x.conf", "20-x.conf", "_.conf"};
+	static const char *const read_order[] = {"1-x.conf", "10-x.conf", "20-x.conf", "9-x.conf",
+	                                         "A.conf",   "_.conf",    "a.conf",    "b.conf"};
+	char text[128];
+
+	make_dir(f, "conf.d");
+	for (size_t i = 0; i < 8; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "conf.d/%s", created[i]);
+		snprintf(text, sizeof text, "[t]\nfrom_%s = 1\nwinner = %s\n", created[i],
+		         created[i]);
+		write_file(f, name, text);
+	}
+	assert_int_equal(load_main(f, "[t]\nwinner = main\n"), 0);
+	assert_no_diag(&f->d);
+	assert_int_equal(f->c.n, 9);
+	assert_string_equal(f->c.v[0].key, "winner");
+	for (size_t i = 0; i < 8; i++) {
+		snprintf(text, sizeof text, "from_%s", read_order[i]);
+		assert_string_equal(f->c.v[i + 1].key, text);
+	}
+	assert_string_equal(cfg_get(&f->c, "t", "winner"), "b.conf");
+}
+
+static void test_duplicate_in_one_file(void **state)
+{
+	fixture *f = *state;
+	const cfg_entry *e;
+
+	assert_int_equal(cfg_load_string(&f->c, "[a]\nk = 1\nk = 2\n[b]\nk = 3\n[a]\nk = 4\n",
+	                                 "x.conf", &f->d),
+	                 0);
+	e = cfg_find(&f->c, "a", "k");
+	assert_string_equal(e->value, "4");
+	assert_int_equal(e->line, 7);
+	assert_string_equal(cfg_get(&f->c, "b", "k"), "3");
+	assert_int_equal(f->c.nsections, 2);
+	assert_int_equal(f->c.section_lines[0], 1);
+	assert_int_equal(f->c.section_lines[1], 4);
+}
+
+static void test_confdir_from_main(void **state)
+{
+	fixture *f = *state;
+	char *p;
+
+	make_dir(f, "drop");
+	make_dir(f, "conf.d");
+	write_file(f, "drop/a.conf", "[http]\nthreads = 3\n");
+	write_file(f, "conf.d/a.conf", "[http]\nthreads = 5\n");
+	assert_int_equal(load_main(f, "[host]\nconfdir = drop\n" MIN_KAFKA), 0);
+	assert_string_equal(cfg_get(&f->c, "http", "threads"), "3");
+	p = path_in(f, "drop");
+	assert_string_equal(f->c.confdir, p);
+	free(p);
+}
+
+static void test_confdir_missing_is_fine(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(load_main(f, MIN_KAFKA), 0);
+	assert_no_diag(&f->d);
+	assert_string_equal(cfg_get(&f->c, "kafka", "brokers"), "localhost:9092");
+}
+
+static void test_confdir_only_in_main(void **state)
+{
+	fixture *f = *state;
+	char want[256];
+
+	make_dir(f, "conf.d");
+	write_file(f, "conf.d/10-x.conf", "\n[host]\nconfdir = elsewhere\n");
+	assert_int_equal(load_main(f, MIN_KAFKA), 0);
+	f->have_settings = 1;
+	assert_int_equal(settings_from_cfg(&f->c, &f->s, &f->d), -1);
+	snprintf(want, sizeof want,
+	         "%s/conf.d/10-x.conf:3: [host] confdir: only takes effect in the main file "
+	         "%s/evhost.conf",
+	         f->dir, f->dir);
+	assert_diag(&f->d, want);
+}
+
+static void test_unreadable_main(void **state)
+{
+	fixture *f = *state;
+	char *p = path_in(f, "nope.conf"), want[256];
+
+	assert_int_equal(cfg_load(&f->c, p, &f->d), -1);
+	snprintf(want, sizeof want, "%s: cannot read: No such file or directory", p);
+	assert_diag(&f->d, want);
+	assert_int_equal(f->d.n, 1);
+	free(p);
+}
+
+static void test_syntax_error_line(void **state)
+{
+	fixture *f = *state;
+	char want[256];
+
+	make_dir(f, "conf.d");
+	write_file(f, "conf.d/10-bad.conf", "[log]\nlevel = info\n\nthis is not ini\nformat = x\n");
+	write_file(f, "conf.d/20-ok.conf", "[log]\nformat = json\n");
+	assert_int_equal(load_main(f, MIN_KAFKA), -1);
+	snprintf(want, sizeof want,
+	         "%s/conf.d/10-bad.conf:4: syntax error (expected '[section]' or 'key = value')",
+	         f->dir);
+	assert_diag(&f->d, want);
+	assert_int_equal(f->d.n, 1);
+	/* parsing stopped at the error in that file, later files still read */
+	assert_string_equal(cfg_get(&f->c, "log", "format"), "json");
+	assert_string_equal(cfg_get(&f->c, "log", "level"), "info");
+}
+
+static void test_syntax_errors_misc(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load_string(&f->c, "[a]\n[b\nk=1\n", "s.conf", &f->d), -1);
+	assert_diag(&f->d, "s.conf:2: syntax error (no closing ']' for the section header)");
+	assert_int_equal(cfg_load_string(&f->c, "[a]\n = 1\n", "t.conf", &f->d), -1);
+	assert_diag(&f->d, "t.conf:2: syntax error (no key name before '=')");
+	assert_int_equal(cfg_load_string(&f->c, "[a b]\nk=1\n", "u.conf", &f->d), -1);
+	assert_diag(&f->d,
+	            "u.conf:1: bad section name [a b]: use letters, digits, '.', '-' and '_'");
+	assert_int_equal(f->d.n, 3);
+}
+
+static void test_comments_and_trimming(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load_string(&f->c,
+	                                 "\xef\xbb\xbf# hash comment\n; semicolon comment\n"
+	                                 "[ http ]  \n   threads   =   7   ; inline\n"
+	                                 "  listen = 127.0.0.1:1 # inline too\n"
+	                                 "empty =\r\nurl = a#b\n",
+	                                 "c.conf", &f->d),
+	                 0);
+	assert_no_diag(&f->d);
+	assert_string_equal(cfg_get(&f->c, "http", "threads"), "7");
+	assert_string_equal(cfg_get(&f->c, "http", "listen"), "127.0.0.1:1");
+	assert_string_equal(cfg_get(&f->c, "http", "empty"), "");
+	assert_string_equal(cfg_get(&f->c, "http", "url"), "a#b");
+	assert_int_equal(cfg_find(&f->c, "http", "threads")->line, 4);
+	assert_int_equal(cfg_find(&f->c, "http", "url")->line, 7);
+}
+
+static void test_long_lines(void **state)
+{
+	fixture *f = *state;
+	size_t n = 5000;
+	char *text = malloc(n + 64), *huge;
+
+	/* inih's own 200-byte lines would split this value in two */
+	strcpy(text, "[kafka]\nbrokers = ");
+	memset(text + strlen(text), 'b', n);
+	text[18 + n] = '\0';
+	strcat(text, "\nafter = 1\n");
+	assert_int_equal(cfg_load_string(&f->c, text, "l.conf", &f->d), 0);
+	assert_int_equal(strlen(cfg_get(&f->c, "kafka", "brokers")), n);
+	assert_int_equal(cfg_find(&f->c, "kafka", "after")->line, 3);
+	free(text);
+
+	huge = malloc(9000);
+	memset(huge, 'x', 8999);
+	memcpy(huge, "[a]\nk=", 6);
+	huge[8997] = '\n';
+	huge[8998] = '\0';
+	assert_int_equal(cfg_load_string(&f->c, huge, "h.conf", &f->d), -1);
+	assert_diag(&f->d, "h.conf:2: line longer than 8192 bytes");
+	free(huge);
+}
+
+/* ------------------------------------------------------------ settings */
+
+static void test_defaults(void **state)
+{
+	fixture *f = *state;
+	char host[256], src[300];
+	settings *s = &f->s;
+
+	assert_int_equal(settings_of(f, "[kafka]\nbrokers = embedded\n", "/etc/evhost/evhost.conf"),
+	                 0);
+	assert_string_equal(s->plugin_dir, EVHOST_DEFAULT_PLUGIN_DIR);
+	assert_string_equal(s->state_dir, "/var/lib/evhost");
+	assert_string_equal(s->confdir, "/etc/evhost/conf.d");
+	assert_string_equal(s->http_listen, "127.0.0.1:8080");
+	assert_string_equal(s->http_host, "127.0.0.1");
+	assert_int_equal(s->http_port, 8080);
+	assert_int_equal(s->http_threads, 8);
+	assert_int_equal(s->max_body_bytes, 1024 * 1024);
+	assert_int_equal(s->json_max_depth, 32);
+	assert_string_equal(s->brokers, "embedded");
+	assert_int_equal(s->embedded, 1);
+	assert_int_equal(s->nrdkafka, 0);
+	assert_int_equal(s->retry_max_attempts, 5);
+	assert_int_equal(s->retry_backoff_ms, 200);
+	assert_int_equal(s->retry_backoff_max_ms, 30000);
+	assert_string_equal(s->dlq_suffix, ".dlq");
+	assert_string_equal(s->store_synchronous, "FULL");
+	assert_int_equal(s->outbox_max_rows, 100000);
+	assert_int_equal(s->log_level, EVH_LOG_INFO);
+	assert_int_equal(s->log_fmt, LOG_FORMAT_AUTO);
+	assert_int_equal(s->metrics_enabled, 1);
+	assert_null(s->jwt_secret_file);
+	assert_null(s->jwt_secret);
+	assert_string_equal(s->jwt_issuer, "evhost");
+	assert_null(s->admin_token_file);
+	assert_int_equal(gethostname(host, sizeof host), 0);
+	snprintf(src, sizeof src, "evhost://%s", host);
+	assert_string_equal(s->source, src);
+	assert_int_equal(s->nplugins, 0);
+}
+
+static void test_all_keys_set(void **state)
+{
+	fixture *f = *state;
+	settings *s = &f->s;
+
+	assert_int_equal(settings_of(f,
+	                             "[host]\nplugin_dir = lib/plugins\nstate_dir = /srv/ev\n"
+	                             "confdir = /etc/ev.d\nsource = urn:svc\n"
+	                             "[http]\nlisten = [::1]:0\nthreads = 256\n"
+	                             "max_body_bytes = 64k\njson_max_depth = 8\n"
+	                             "[kafka]\nbrokers = a:9092,b:9092\nretry.max_attempts = 9\n"
+	                             "retry.backoff_ms = 50\nretry.backoff_max_ms = 60000\n"
+	                             "dlq_suffix = -dead\n"
+	                             "[store]\nsynchronous = normal\noutbox_max_rows = 0\n"
+	                             "[log]\nlevel = warn\nformat = json\n"
+	                             "[metrics]\nenabled = off\n"
+	                             "[auth]\nissuer = me\n"
+	                             "[admin]\ntoken_file = admin.token\n",
+	                             "/etc/evhost/main.conf"),
+	                 0);
+	assert_no_diag(&f->d);
+	assert_string_equal(s->plugin_dir, "/etc/evhost/lib/plugins");
+	assert_string_equal(s->state_dir, "/srv/ev");
+	assert_string_equal(s->confdir, "/etc/ev.d");
+	assert_string_equal(s->source, "urn:svc");
+	assert_string_equal(s->http_listen, "[::1]:0");
+	assert_string_equal(s->http_host, "::1");
+	assert_int_equal(s->http_port, 0);
+	assert_int_equal(s->http_threads, 256);
+	assert_int_equal(s->max_body_bytes, 65536);
+	assert_int_equal(s->json_max_depth, 8);
+	assert_string_equal(s->brokers, "a:9092,b:9092");
+	assert_int_equal(s->embedded, 0);
+	assert_int_equal(s->retry_max_attempts, 9);
+	assert_int_equal(s->retry_backoff_ms, 50);
+	assert_int_equal(s->retry_backoff_max_ms, 60000);
+	assert_string_equal(s->dlq_suffix, "-dead");
+	assert_string_equal(s->store_synchronous, "NORMAL");
+	assert_int_equal(s->outbox_max_rows, 0);
+	assert_int_equal(s->log_level, EVH_LOG_WARN);
+	assert_int_equal(s->log_fmt, LOG_FORMAT_JSON);
+	assert_int_equal(s->metrics_enabled, 0);
+	assert_string_equal(s->jwt_issuer, "me");
+	assert_string_equal(s->admin_token_file, "/etc/evhost/admin.token");
+}
+
+static void test_unknown_section_and_key(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[htp]\nthreads = 1\n\n[http]\nthread = 2\n"
+	                                       "bogus = 1\n[plugins.user]\nenabled = true\n",
+	                             "u.conf"),
+	                 -1);
+	assert_diag(&f->d, "u.conf:3: unknown section [htp]");
+	assert_diag(&f->d, "u.conf:7: unknown key 'thread' in [http]; did you mean 'threads'?");
+	assert_diag(&f->d, "u.conf:8: unknown key 'bogus' in [http]");
+	assert_diag(&f->d, "u.conf:9: unknown section [plugins.user]");
+	assert_int_equal(f->d.n, 4);
+}
+
+static void test_key_outside_section(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f, "\nstray = 1\n" MIN_KAFKA, "o.conf"), -1);
+	assert_diag(&f->d, "o.conf:2: key outside any [section]");
+}
+
+static void test_bad_values(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(
+	    settings_of(f,
+	                MIN_KAFKA "[http]\nthreads = abc\nmax_body_bytes = 2G\n"
+	                          "json_max_depth = 1m\n"
+	                          "listen = localhost:80\n"
+	                          "[kafka]\nretry.max_attempts = 0\ndlq_suffix = a b\n"
+	                          "[store]\nsynchronous = OFF\noutbox_max_rows = -1\n"
+	                          "[log]\nlevel = loud\nformat = xml\n[metrics]\nenabled = True\n",
+	                "b.conf"),
+	    -1);
+	assert_diag(&f->d, "b.conf:4: [http] threads: expected an integer, got 'abc'");
+	assert_diag(&f->d, "b.conf:5: [http] max_body_bytes: must be between 1 and 1073741824, "
+	                   "got '2G'");
+	assert_diag(&f->d, "b.conf:6: [http] json_max_depth: expected an integer, got '1m'");
+	assert_diag(&f->d, "b.conf:7: [http] listen: expected IP:port with a port of 0-65535, "
+	                   "e.g. 127.0.0.1:8080 or [::1]:8080, got 'localhost:80'");
+	assert_diag(&f->d,
+	            "b.conf:9: [kafka] retry.max_attempts: must be between 1 and 1000, got '0'");
+	assert_diag(&f->d, "b.conf:10: [kafka] dlq_suffix: expected up to 64 of the characters "
+	                   "a-z A-Z 0-9 . _ -, got 'a b'");
+	assert_diag(&f->d, "b.conf:12: [store] synchronous: expected FULL or NORMAL, got 'OFF'");
+	assert_diag(&f->d,
+	            "b.conf:13: [store] outbox_max_rows: must be between 0 and "
+	            "9223372036854775807, got '-1'");
+	assert_diag(&f->d, "b.conf:15: [log] level: expected error, warn, info or debug, "
+	                   "got 'loud'");
+	assert_diag(&f->d, "b.conf:16: [log] format: expected auto, text or json, got 'xml'");
+	assert_diag(&f->d, "b.conf:18: [metrics] enabled: expected true/false, yes/no, on/off "
+	                   "or 1/0, got 'True'");
+	assert_int_equal(f->d.n, 11);
+	/* bad values leave the defaults in place */
+	assert_int_equal(f->s.http_threads, 8);
+	assert_string_equal(f->s.http_listen, "127.0.0.1:8080");
+}
+
+static void test_listen_forms(void **state)
+{
+	fixture *f = *state;
+	static const char *const bad[] = {"8080", ":8080", "127.0.0.1:", "127.0.0.1:65536",
+	                                  "127.0.0.1:80x", "[::1]8080", "::1:8080", "1.2.3:80",
+	                                  "[127.0.0.1]:80", NULL};
+
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nlisten = 0.0.0.0:65535\n", "l.conf"), 0);
+	assert_string_equal(f->s.http_listen, "0.0.0.0:65535");
+	assert_int_equal(f->s.http_port, 65535);
+	for (const char *const *b = bad; *b; b++) {
+		cfg c = {0};
+		settings s;
+		diag d = {0};
+		char text[128];
+		snprintf(text, sizeof text, MIN_KAFKA "[http]\nlisten = %s\n", *b);
+		assert_int_equal(cfg_load_string(&c, text, "l.conf", &d), 0);
+		if (settings_from_cfg(&c, &s, &d) != -1)
+			fail_msg("listen = %s was accepted", *b);
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+	}
+}
+
+static void test_brokers_required(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f, "[http]\nthreads = 2\n", "/x/evhost.conf"), -1);
+	assert_diag(&f->d, "/x/evhost.conf: [kafka] brokers is required (e.g. brokers = "
+	                   "localhost:9092, or embedded)");
+}
+
+static void test_backoff_cross_check(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f, MIN_KAFKA "retry.backoff_ms = 5000\nretry.backoff_max_ms = "
+	                                          "1000\n",
+	                             "r.conf"),
+	                 -1);
+	assert_diag(&f->d, "r.conf:4: [kafka] retry.backoff_max_ms (1000) must not be below "
+	                   "retry.backoff_ms (5000)");
+}
+
+static void test_rdkafka_passthrough(void **state)
+{
+	fixture *f = *state;
+	char text[512];
+	settings *s = &f->s;
+
+	write_file(f, "kafka.pass", "s3cret\n");
+	snprintf(text, sizeof text,
+	         "[kafka]\nbrokers = k:9093\nrdkafka.security.protocol = SASL_SSL\n"
+	         "rdkafka.sasl.mechanisms = PLAIN\nrdkafka.sasl.password_file = kafka.pass\n"
+	         "rdkafka.queue.buffering.max.ms = 5\n");
+	{
+		char *main_path = path_in(f, "evhost.conf");
+		assert_int_equal(settings_of(f, text, main_path), 0);
+		free(main_path);
+	}
+	assert_int_equal(s->nrdkafka, 4);
+	assert_string_equal(s->rdkafka_keys[0], "security.protocol");
+	assert_string_equal(s->rdkafka_values[0], "SASL_SSL");
+	assert_string_equal(s->rdkafka_keys[1], "sasl.mechanisms");
+	assert_string_equal(s->rdkafka_keys[2], "sasl.password");
+	assert_string_equal(s->rdkafka_values[2], "s3cret");
+	assert_string_equal(s->rdkafka_keys[3], "queue.buffering.max.ms");
+	assert_string_equal(s->rdkafka_values[3], "5");
+}
+
+static void test_rdkafka_errors(void **state)
+{
+	fixture *f = *state;
+	char *file = path_in(f, "k.conf"), want[512];
+
+	write_file(f, "p", "x");
+	assert_int_equal(cfg_load_string(&f->c,
+	                                 "[kafka]\nbrokers = k\nrdkafka. = 1\n"
+	                                 "rdkafka.sasl.password = a\n"
+	                                 "rdkafka.sasl.password_file = p\n"
+	                                 "rdkafka.ssl.key.password_file = missing\n",
+	                                 file, &f->d),
+	                 0);
+	f->have_settings = 1;
+	assert_int_equal(settings_from_cfg(&f->c, &f->s, &f->d), -1);
+	snprintf(want, sizeof want,
+	         "%s:3: [kafka] rdkafka.: no librdkafka property after 'rdkafka.'", file);
+	assert_diag(&f->d, want);
+	snprintf(want, sizeof want,
+	         "%s:5: [kafka] rdkafka.sasl.password_file: 'sasl.password' is set twice "
+	         "(rdkafka.sasl.password and rdkafka.sasl.password_file); keep one",
+	         file);
+	assert_diag(&f->d, want);
+	snprintf(want, sizeof want,
+	         "%s:6: [kafka] rdkafka.ssl.key.password_file: cannot read '%s/missing': "
+	         "No such file or directory",
+	         file, f->dir);
+	assert_diag(&f->d, want);
+	assert_int_equal(f->d.n, 3);
+	assert_int_equal(f->s.nrdkafka, 1);
+	free(file);
+}
+
+static void test_jwt_secret(void **state)
+{
+	fixture *f = *state;
+	char *main_path = path_in(f, "evhost.conf");
+	const char *secret = "0123456789abcdef0123456789abcdef";
+
+	write_file(f, "jwt.key", "0123456789abcdef0123456789abcdef\n");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_secret_file = jwt.key\n", main_path),
+	                 0);
+	assert_int_equal(f->s.jwt_secret_len, 32);
+	assert_memory_equal(f->s.jwt_secret, secret, 32);
+	assert_true(strstr(f->s.jwt_secret_file, "/jwt.key") != NULL);
+	assert_int_equal(f->s.jwt_secret_file[0], '/');
+	free(main_path);
+}
+
+static void test_jwt_secret_errors(void **state)
+{
+	fixture *f = *state;
+	char want[512];
+	static const char *const cases[] = {"short.key", "empty.key", "missing.key"};
+
+	write_file(f, "short.key", "0123456789abcdef0123456789abcde\n"); /* 31 + newline */
+	write_file(f, "empty.key", "");
+	for (size_t i = 0; i < 3; i++) {
+		cfg c = {0};
+		settings s;
+		diag d = {0};
+		char text[256];
+		snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_secret_file = %s/%s\n", f->dir,
+		         cases[i]);
+		assert_int_equal(cfg_load_string(&c, text, "j.conf", &d), 0);
+		assert_int_equal(settings_from_cfg(&c, &s, &d), -1);
+		if (i < 2)
+			snprintf(want, sizeof want,
+			         "j.conf:4: [auth] jwt_secret_file: '%s/%s': secret must be at "
+			         "least 32 bytes",
+			         f->dir, cases[i]);
+		else
+			snprintf(want, sizeof want,
+			         "j.conf:4: [auth] jwt_secret_file: cannot read '%s/%s': No such "
+			         "file or directory",
+			         f->dir, cases[i]);
+		assert_diag(&d, want);
+		assert_int_equal(d.n, 1);
+		assert_null(s.jwt_secret);
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+	}
+}
+
+/* ------------------------------------------------------------ plugins */
+
+static void test_plugin_sections(void **state)
+{
+	fixture *f = *state;
+	plugin_settings *p;
+
+	assert_int_equal(settings_of(f,
+	                             "[host]\nplugin_dir = /opt/ev/plugins\n" MIN_KAFKA
+	                             "[plugin.user]\nenabled = no\ntopic = USER_CREATED\n"
+	                             "[plugin.crud]\n"
+	                             "[plugin.notifications]\nrequired = false\npath = ./n/x.so\n"
+	                             "group = mail\n[plugin.ext]\npath = /usr/lib/ext.so\n",
+	                             "/etc/evhost/evhost.conf"),
+	                 0);
+	assert_no_diag(&f->d);
+	assert_int_equal(f->s.nplugins, 4);
+	p = f->s.plugins;
+	assert_string_equal(p[0].name, "crud");
+	assert_string_equal(p[0].section, "plugin.crud");
+	assert_int_equal(p[0].enabled, 1);
+	assert_int_equal(p[0].required, 1);
+	assert_string_equal(p[0].path, "/opt/ev/plugins/crud.so");
+	assert_string_equal(p[0].group, "evhost.crud");
+	assert_string_equal(p[0].file, "/etc/evhost/evhost.conf");
+	assert_int_equal(p[0].line, 8);
+	assert_string_equal(p[1].name, "ext");
+	assert_string_equal(p[1].path, "/usr/lib/ext.so");
+	assert_string_equal(p[2].name, "notifications");
+	assert_int_equal(p[2].required, 0);
+	assert_string_equal(p[2].path, "/opt/ev/plugins/n/x.so");
+	assert_string_equal(p[2].group, "mail");
+	assert_string_equal(p[3].name, "user");
+	assert_int_equal(p[3].enabled, 0);
+	assert_int_equal(p[3].line, 5);
+}
+
+static void test_plugin_section_errors(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[plugin.]\n[plugin.a.b]\nx = 1\n"
+	                                       "[plugin.ok]\nenabled = maybe\npath =\ngroup =\n",
+	                             "p.conf"),
+	                 -1);
+	assert_diag(&f->d, "p.conf:3: bad plugin name '' in [plugin.]: use up to 64 letters, "
+	                   "digits, '-' and '_'");
+	assert_diag(&f->d, "p.conf:4: bad plugin name 'a.b' in [plugin.a.b]: use up to 64 letters, "
+	                   "digits, '-' and '_'");
+	assert_diag(&f->d, "p.conf:7: [plugin.ok] enabled: expected true/false, yes/no, on/off or "
+	                   "1/0, got 'maybe'");
+	assert_diag(&f->d, "p.conf:8: [plugin.ok] path: expected a path, got ''");
+	assert_diag(&f->d, "p.conf:9: [plugin.ok] group: expected a value, got ''");
+	assert_int_equal(f->d.n, 5);
+	assert_int_equal(f->s.nplugins, 1);
+}
+
+/* --------------------------------------------------------- schema checks */
+
+static const evh_config_key test_schema[] = {
+    {"topic", EVH_CFG_STRING, "USER_CREATED", 0, "topic"},
+    {"db_path", EVH_CFG_PATH, NULL, 1, "database"},
+    {"max_items", EVH_CFG_INT, "10", 0, "limit"},
+    {"verbose", EVH_CFG_BOOL, "false", 0, "chatty"},
+    {"roles", EVH_CFG_LIST, NULL, 0, "roles"},
+    {"collection.*.required", EVH_CFG_LIST, NULL, 0, "fields"},
+    {"collection.*.table", EVH_CFG_STRING, NULL, 0, "table"},
+    {"smtp.host", EVH_CFG_STRING, NULL, 1, "host"},
+    {"route.*", EVH_CFG_STRING, NULL, 1, "at least one route"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const char *const host_owned[] = {"enabled", "required", "path", "group", NULL};
+
+static void test_validate_section(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load_string(&f->c,
+	                                 "[plugin.crud]\nenabled = true\npath = crud.so\n"
+	                                 "topic = T\nmax_items = 4k\nverbose = yes\n"
+	                                 "roles = admin, user\n"
+	                                 "collection.posts.required = title,body\n"
+	                                 "collection.posts.table = posts\n"
+	                                 "collection.x.y.table = no\ncollection..table = no\n"
+	                                 "topics = A\nmax_items2 = 1\n"
+	                                 "[plugin.other]\nverbose = nope\n",
+	                                 "v.conf", &f->d),
+	                 0);
+	cfg_validate_section(&f->c, "plugin.crud", test_schema, host_owned, &f->d);
+	assert_diag(&f->d, "v.conf:10: unknown key 'collection.x.y.table' in [plugin.crud]");
+	assert_diag(&f->d, "v.conf:11: unknown key 'collection..table' in [plugin.crud]");
+	assert_diag(&f->d,
+	            "v.conf:12: unknown key 'topics' in [plugin.crud]; did you mean 'topic'?");
+	assert_diag(&f->d,
+	            "v.conf:13: unknown key 'max_items2' in [plugin.crud]; "
+	            "did you mean 'max_items'?");
+	assert_diag(&f->d, "v.conf:1: [plugin.crud] missing required key 'db_path'");
+	assert_diag(&f->d, "v.conf:1: [plugin.crud] missing required key 'smtp.host'");
+	assert_diag(&f->d, "v.conf:1: [plugin.crud] missing required key 'route.*'");
+	assert_int_equal(f->d.n, 7);
+}
+
+static void test_validate_types(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load_string(&f->c,
+	                                 "[plugin.n]\ndb_path =\nmax_items = ten\nverbose = TRUE\n"
+	                                 "roles = a,,b\nsmtp.host = h\nroute.x = /x\n"
+	                                 "required = no\n",
+	                                 "t.conf", &f->d),
+	                 0);
+	cfg_validate_section(&f->c, "plugin.n", test_schema, host_owned, &f->d);
+	assert_diag(&f->d, "t.conf:2: [plugin.n] db_path: expected a path, got ''");
+	assert_diag(&f->d, "t.conf:3: [plugin.n] max_items: expected an integer (k, M or G suffix "
+	                   "allowed), got 'ten'");
+	assert_diag(&f->d, "t.conf:4: [plugin.n] verbose: expected true/false, yes/no, on/off or "
+	                   "1/0, got 'TRUE'");
+	assert_diag(&f->d, "t.conf:5: [plugin.n] roles: expected a comma-separated list of words, "
+	                   "got 'a,,b'");
+	assert_int_equal(f->d.n, 4);
+}
+
+static void test_validate_missing_section(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load_string(&f->c, MIN_KAFKA, "/e/evhost.conf", &f->d), 0);
+	cfg_validate_section(&f->c, "plugin.user", test_schema, host_owned, &f->d);
+	assert_diag(&f->d, "/e/evhost.conf: [plugin.user] missing required key 'db_path'");
+	assert_int_equal(f->d.n, 3);
+}
+
+static void test_key_matches(void **state)
+{
+	(void)state;
+	assert_true(cfg_key_matches("a", "a"));
+	assert_false(cfg_key_matches("a", "ab"));
+	assert_false(cfg_key_matches("ab", "a"));
+	assert_true(cfg_key_matches("*", "x"));
+	assert_false(cfg_key_matches("*", "x.y"));
+	assert_false(cfg_key_matches("*", ""));
+	assert_true(cfg_key_matches("collection.*.required", "collection.users.required"));
+	assert_false(cfg_key_matches("collection.*.required", "collection.required"));
+	assert_false(cfg_key_matches("collection.*.required", "collection.a.b.required"));
+	assert_false(cfg_key_matches("collection.*.required", "collection..required"));
+	assert_false(cfg_key_matches("collection.*.required", "collection.a.required.x"));
+	assert_true(cfg_key_matches("*.*", "a.b"));
+	assert_false(cfg_key_matches("a.*", "a."));
+	assert_false(cfg_key_matches("a*", "ab")); /* '*' only as a whole segment */
+	assert_true(cfg_key_matches("a*", "a*"));
+}
+
+static void test_check_value(void **state)
+{
+	(void)state;
+	assert_null(cfg_check_value(EVH_CFG_STRING, ""));
+	assert_null(cfg_check_value(EVH_CFG_INT, "42"));
+	assert_null(cfg_check_value(EVH_CFG_INT, "-3"));
+	assert_null(cfg_check_value(EVH_CFG_INT, "4k"));
+	assert_null(cfg_check_value(EVH_CFG_INT, "4K"));
+	assert_null(cfg_check_value(EVH_CFG_INT, "1M"));
+	assert_null(cfg_check_value(EVH_CFG_INT, "2G"));
+	assert_non_null(cfg_check_value(EVH_CFG_INT, ""));
+	assert_non_null(cfg_check_value(EVH_CFG_INT, "1m")); /* evh_config_int would read 1 */
+	assert_non_null(cfg_check_value(EVH_CFG_INT, "1kb"));
+	assert_non_null(cfg_check_value(EVH_CFG_INT, "0x10"));
+	assert_non_null(cfg_check_value(EVH_CFG_INT, "99999999999999999999"));
+	assert_non_null(cfg_check_value(EVH_CFG_INT, "9000000000000000G"));
+	assert_null(cfg_check_value(EVH_CFG_BOOL, "on"));
+	assert_null(cfg_check_value(EVH_CFG_BOOL, "0"));
+	assert_non_null(cfg_check_value(EVH_CFG_BOOL, "Yes"));
+	assert_non_null(cfg_check_value(EVH_CFG_BOOL, ""));
+	assert_null(cfg_check_value(EVH_CFG_LIST, ""));
+	assert_null(cfg_check_value(EVH_CFG_LIST, "a"));
+	assert_null(cfg_check_value(EVH_CFG_LIST, " a , b,c "));
+	assert_non_null(cfg_check_value(EVH_CFG_LIST, "a b"));
+	assert_non_null(cfg_check_value(EVH_CFG_LIST, "a,"));
+	assert_non_null(cfg_check_value(EVH_CFG_LIST, ",a"));
+	assert_null(cfg_check_value(EVH_CFG_PATH, "x"));
+	assert_non_null(cfg_check_value(EVH_CFG_PATH, ""));
+	assert_non_null(cfg_check_value((evh_config_type)99, "x"));
+}
+
+/* ---------------------------------------------------------------- diag */
+
+static void test_diag(void **state)
+{
+	diag d = {0};
+	char buf[256] = {0};
+	FILE *fp;
+
+	(void)state;
+	diag_add(&d, "a.conf", 3, "bad %s", "thing");
+	diag_add(&d, "b.conf", 0, "no line");
+	diag_add(&d, NULL, 7, "plain %d", 1);
+	for (int i = 0; i < 20; i++)
+		diag_add(&d, "c", i + 1, "n");
+	assert_int_equal(d.n, 23);
+	assert_string_equal(d.msgs[0], "a.conf:3: bad thing");
+	assert_string_equal(d.msgs[1], "b.conf: no line");
+	assert_string_equal(d.msgs[2], "plain 1");
+	assert_string_equal(d.msgs[22], "c:20: n");
+	fp = fmemopen(buf, sizeof buf, "w");
+	d.n = 2;
+	diag_print(&d, fp);
+	fclose(fp);
+	assert_string_equal(buf, "a.conf:3: bad thing\nb.conf: no line\n");
+	d.n = 23;
+	diag_free(&d);
+	assert_null(d.msgs);
+	assert_int_equal(d.n, 0);
+}
+
+/* ----------------------------------------------------------------- log */
+
+/* Run log_msg with stderr redirected to a file; returns what was written. */
+static char *capture_log(evh_log_level lvl, const char *comp, const char *msg)
+{
+	char path[] = "/tmp/evhost-test-log-XXXXXX", *out;
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+	off_t len;
+
+	assert_true(fd >= 0 && saved >= 0);
+	fflush(stderr);
+	dup2(fd, STDERR_FILENO);
+	log_msg(lvl, comp, "%s", msg);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	len = lseek(fd, 0, SEEK_END);
+	out = calloc(1, (size_t)len + 1);
+	assert_int_equal(pread(fd, out, (size_t)len, 0), len);
+	close(fd);
+	unlink(path);
+	return out;
+}
+
+static void test_log_json(void **state)
+{
+	char *line;
+
+	(void)state;
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_JSON);
+	log_set_context("req-1", "trace\"2");
+	line = capture_log(EVH_LOG_WARN, "user", "hi \"you\"\n\x01 \xff ok \xc3\xa9");
+	/* {"ts":"2026-11-28T04:00:00.123Z",... */
+	assert_int_equal(strncmp(line, "{\"ts\":\"", 7), 0);
+	assert_int_equal(line[7 + 4], '-');
+	assert_int_equal(line[7 + 10], 'T');
+	assert_int_equal(line[7 + 19], '.');
+	assert_int_equal(line[7 + 23], 'Z');
+	assert_string_equal(line + 7 + 24,
+	                    "\",\"level\":\"warn\",\"component\":\"user\","
+	                    "\"msg\":\"hi \\\"you\\\"\\n"
+	                    "\\u0001 \\ufffd ok \xc3\xa9\",\"request_id\":\"req-1\","
+	                    "\"trace_id\":\"trace\\\"2\"}\n");
+	free(line);
+
+	log_set_context(NULL, NULL);
+	line = capture_log(EVH_LOG_DEBUG, "user", "filtered");
+	assert_string_equal(line, "");
+	free(line);
+	line = capture_log(EVH_LOG_ERROR, NULL, "x");
+	assert_non_null(
+	    strstr(line, "\"level\":\"error\",\"component\":\"host\",\"msg\":\"x\"}\n"));
+	assert_null(strstr(line, "request_id"));
+	free(line);
+}
+
+static void test_log_text(void **state)
+{
+	char *line;
+
+	(void)state;
+	log_setup(EVH_LOG_DEBUG, LOG_FORMAT_TEXT);
+	log_set_context("r9", NULL);
+	line = capture_log(EVH_LOG_INFO, "kafka", "two\nlines");
+	assert_int_equal(line[23], 'Z');
+	assert_string_equal(line + 24, " INFO  [kafka] two\\nlines (request_id=r9)\n");
+	free(line);
+	log_set_context(NULL, "t1");
+	line = capture_log(EVH_LOG_DEBUG, "http", "m");
+	assert_string_equal(line + 24, " DEBUG [http] m (trace_id=t1)\n");
+	free(line);
+	log_set_context(NULL, NULL);
+	line = capture_log(EVH_LOG_ERROR, "http", "m");
+	assert_string_equal(line + 24, " ERROR [http] m\n");
+	free(line);
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
+}
+
+#define LOG_THREADS 4
+#define LOG_LINES 300
+
+static void *log_thread(void *arg)
+{
+	char id[16];
+	int n = (int)(intptr_t)arg;
+
+	snprintf(id, sizeof id, "t%d", n);
+	log_set_context(id, NULL);
+	for (int i = 0; i < LOG_LINES; i++)
+		log_msg(EVH_LOG_INFO, "host", "thread %d line %d %0200d", n, i, 0);
+	return NULL;
+}
+
+/* Lines from concurrent threads arrive whole, each with its own thread's context. */
+static void test_log_threads(void **state)
+{
+	char path[] = "/tmp/evhost-test-log-XXXXXX", line[1024], want[64];
+	int fd = mkstemp(path), saved = dup(STDERR_FILENO), count[LOG_THREADS] = {0};
+	pthread_t th[LOG_THREADS];
+	FILE *fp;
+
+	(void)state;
+	assert_true(fd >= 0 && saved >= 0);
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_JSON);
+	dup2(fd, STDERR_FILENO);
+	for (int i = 0; i < LOG_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, log_thread, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < LOG_THREADS; i++)
+		pthread_join(th[i], NULL);
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	close(fd);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof line, fp)) {
+		int n, i;
+		assert_int_equal(strncmp(line, "{\"ts\":\"", 7), 0);
+		assert_int_equal(sscanf(strstr(line, "\"msg\":\""), "\"msg\":\"thread %d line %d", &n,
+		                        &i),
+		                 2);
+		assert_true(n >= 0 && n < LOG_THREADS);
+		snprintf(want, sizeof want, "\"request_id\":\"t%d\"}\n", n);
+		assert_string_equal(line + strlen(line) - strlen(want), want);
+		count[n]++;
+	}
+	fclose(fp);
+	unlink(path);
+	for (int i = 0; i < LOG_THREADS; i++)
+		assert_int_equal(count[i], LOG_LINES);
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
+}
+
+static void test_log_level_parse(void **state)
+{
+	evh_log_level l;
+
+	(void)state;
+	assert_int_equal(log_level_parse("error", &l), 0);
+	assert_int_equal(l, EVH_LOG_ERROR);
+	assert_int_equal(log_level_parse("warn", &l), 0);
+	assert_int_equal(l, EVH_LOG_WARN);
+	assert_int_equal(log_level_parse("INFO", &l), 0);
+	assert_int_equal(l, EVH_LOG_INFO);
+	assert_int_equal(log_level_parse("debug", &l), 0);
+	assert_int_equal(l, EVH_LOG_DEBUG);
+	assert_int_equal(log_level_parse("trace", &l), -1);
+	assert_int_equal(log_level_parse(NULL, &l), -1);
+}
+
+/* The shipped default configuration must pass the checks it documents. */
+static void test_shipped_config(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(cfg_load(&f->c, EVHOST_TEST_SRCDIR "/conf.d/evhost.conf", &f->d), 0);
+	f->have_settings = 1;
+	assert_int_equal(settings_from_cfg(&f->c, &f->s, &f->d), 0);
+	assert_no_diag(&f->d);
+	assert_string_equal(f->s.state_dir, "/var/lib/evhost");
+	assert_string_equal(f->s.brokers, "localhost:9092");
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    T(test_merge_order),
+	    T(test_dropin_lexical_order),
+	    T(test_duplicate_in_one_file),
+	    T(test_confdir_from_main),
+	    T(test_confdir_missing_is_fine),
+	    T(test_confdir_only_in_main),
+	    T(test_unreadable_main),
+	    T(test_syntax_error_line),
+	    T(test_syntax_errors_misc),
+	    T(test_comments_and_trimming),
+	    T(test_long_lines),
+	    T(test_defaults),
+	    T(test_all_keys_set),
+	    T(test_unknown_section_and_key),
+	    T(test_key_outside_section),
+	    T(test_bad_values),
+	    T(test_listen_forms),
+	    T(test_brokers_required),
+	    T(test_backoff_cross_check),
+	    T(test_rdkafka_passthrough),
+	    T(test_rdkafka_errors),
+	    T(test_jwt_secret),
+	    T(test_jwt_secret_errors),
+	    T(test_plugin_sections),
+	    T(test_plugin_section_errors),
+	    T(test_validate_section),
+	    T(test_validate_types),
+	    T(test_validate_missing_section),
+	    cmocka_unit_test(test_key_matches),
+	    cmocka_unit_test(test_check_value),
+	    cmocka_unit_test(test_diag),
+	    cmocka_unit_test(test_log_json),
+	    cmocka_unit_test(test_log_text),
+	    cmocka_unit_test(test_log_threads),
+	    cmocka_unit_test(test_log_level_parse),
+	    T(test_shipped_config),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
