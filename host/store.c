@@ -1,0 +1,1316 @@
+/* Storage: one SQLite connection per plugin database, in WAL mode.
+ *
+ * Locking: every use of the connection happens with s->mu held. A transaction
+ * holds it from store_tx_begin to commit/rollback, so one plugin's
+ * transactions run one at a time and the connection can be opened NOMUTEX.
+ * The mutex is error-checking: a thread that already holds a transaction and
+ * begins another (or calls the relay's fetch/delete) gets EVH_ESTATE instead
+ * of deadlocking.
+ *
+ * Failure rule: any call on a transaction that returns an error marks it
+ * failed; committing a failed transaction rolls it back and returns the first
+ * error. So a plugin that ignores an error (say, EVH_EFULL from publish)
+ * cannot commit a state change without the event describing it.
+ *
+ * Statements are prepared once and kept in a small LRU cache keyed by SQL
+ * text. A cached statement checked out by an open cursor is marked busy; a
+ * second user of the same SQL meanwhile gets a private, uncached statement. */
+#include "store.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+
+#define STORE_CACHE_SIZE 64
+#define STORE_ERR_LEN 512
+#define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+
+typedef struct cached_stmt {
+	char *sql; /* NULL: slot empty */
+	uint32_t hash;
+	sqlite3_stmt *st;
+	uint64_t last_used; /* LRU clock value */
+	int busy;           /* checked out right now */
+} cached_stmt;
+
+/* A statement in use: from the cache (slot != NULL) or private to one use. */
+typedef struct stmt_ref {
+	sqlite3_stmt *st;
+	cached_stmt *slot;
+} stmt_ref;
+
+struct store {
+	sqlite3 *db;
+	pthread_mutex_t mu;
+	cached_stmt cache[STORE_CACHE_SIZE];
+	uint64_t clock;
+	/* Committed outbox rows; atomic so metrics/readiness never wait for a tx. */
+	_Atomic int64_t pending;
+	int64_t outbox_limit; /* 0 = unbounded */
+	void (*commit_hook)(void *ud);
+	void *commit_hook_ud;
+};
+
+struct evh_tx {
+	store *s;
+	int64_t outbox_added; /* rows this tx added; pending only once it commits */
+	int failed;           /* first error status, 0 while healthy */
+	evh_rows *open_rows;  /* cursors to detach at commit/rollback */
+	char err[STORE_ERR_LEN];
+};
+
+typedef enum rows_state { ROWS_READY, ROWS_ON_ROW, ROWS_DONE, ROWS_DETACHED } rows_state;
+
+struct evh_rows {
+	evh_tx *tx;
+	stmt_ref ref;
+	rows_state state;
+	evh_rows *next;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || !errlen)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static int status_of(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT:
+		return EVH_ECONSTRAINT;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+		return EVH_EBUSY;
+	case SQLITE_NOMEM:
+		return EVH_ENOMEM;
+	case SQLITE_TOOBIG:
+		return EVH_ETOOBIG;
+	default:
+		return EVH_ESTORE;
+	}
+}
+
+/* Report a failed SQLite call: its message into err, its status back. */
+static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
+{
+	set_err(err, errlen, "%s", sqlite3_errmsg(db));
+	return status_of(rc);
+}
+
+static int store_lock(store *s)
+{
+	int e = pthread_mutex_lock(&s->mu);
+	if (e == EDEADLK)
+		return EVH_ESTATE; /* this thread already holds a transaction */
+	return e ? EVH_ERR : EVH_OK;
+}
+
+static void store_unlock(store *s) { pthread_mutex_unlock(&s->mu); }
+
+/* Run fixed SQL with no binds and no result (BEGIN, COMMIT, pragmas). */
+static int run_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+	int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? EVH_OK : sqlite_fail(db, rc, err, errlen);
+}
+
+/* ROLLBACK only when a transaction is still open: SQLite rolls back by itself
+ * after some errors (disk full, I/O), and a second ROLLBACK would fail. */
+static void rollback_if_open(sqlite3 *db)
+{
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+/* ---------------------------------------------------- statement cache */
+
+static uint32_t sql_hash(const char *sql)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (; *sql; sql++)
+		h = (h ^ (unsigned char)*sql) * 16777619u;
+	return h;
+}
+
+/* Is there another statement after `tail`? Whitespace, comments and stray
+ * semicolons prepare to no statement and are allowed. */
+static int tail_has_statement(sqlite3 *db, const char *tail)
+{
+	while (tail && *tail) {
+		sqlite3_stmt *st = NULL;
+		const char *next = NULL;
+		while (isspace((unsigned char)*tail))
+			tail++;
+		if (!*tail)
+			return 0;
+		if (sqlite3_prepare_v2(db, tail, -1, &st, &next) != SQLITE_OK)
+			return 1;
+		if (st) {
+			sqlite3_finalize(st);
+			return 1;
+		}
+		if (!next || next <= tail)
+			return 1;
+		tail = next;
+	}
+	return 0;
+}
+
+static int stmt_prepare(sqlite3 *db, const char *sql, unsigned flags, sqlite3_stmt **out,
+                        char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	const char *tail = NULL;
+	int rc = sqlite3_prepare_v3(db, sql, -1, flags, &st, &tail);
+	*out = NULL;
+	if (rc != SQLITE_OK)
+		return sqlite_fail(db, rc, err, errlen);
+	if (!st) {
+		set_err(err, errlen, "empty SQL statement");
+		return EVH_EINVAL;
+	}
+	if (tail_has_statement(db, tail)) {
+		sqlite3_finalize(st);
+		set_err(err, errlen, "multiple statements in one call; run them one at a time");
+		return EVH_EINVAL;
+	}
+	*out = st;
+	return EVH_OK;
+}
+
+static cached_stmt *cache_find(store *s, const char *sql, uint32_t hash)
+{
+	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
+		cached_stmt *c = &s->cache[i];
+		if (c->sql && c->hash == hash && !strcmp(c->sql, sql))
+			return c;
+	}
+	return NULL;
+}
+
+/* An empty slot, else the least recently used idle one (emptied), else NULL. */
+static cached_stmt *cache_victim(store *s)
+{
+	cached_stmt *victim = NULL;
+	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
+		cached_stmt *c = &s->cache[i];
+		if (!c->sql)
+			return c;
+		if (!c->busy && (!victim || c->last_used < victim->last_used))
+			victim = c;
+	}
+	if (victim) {
+		sqlite3_finalize(victim->st);
+		free(victim->sql);
+		memset(victim, 0, sizeof *victim);
+	}
+	return victim;
+}
+
+/* Check out a prepared statement for `sql`. Release with stmt_release. */
+static int stmt_acquire(store *s, const char *sql, stmt_ref *ref, char *err, size_t errlen)
+{
+	uint32_t hash = sql_hash(sql);
+	cached_stmt *c = cache_find(s, sql, hash);
+	char *copy;
+	int rc;
+
+	ref->st = NULL;
+	ref->slot = NULL;
+	if (c && !c->busy) {
+		c->busy = 1;
+		c->last_used = ++s->clock;
+		*ref = (stmt_ref){c->st, c};
+		return EVH_OK;
+	}
+	if (c) /* same SQL already checked out by an open cursor */
+		return stmt_prepare(s->db, sql, 0, &ref->st, err, errlen);
+	c = cache_victim(s);
+	if (!c)
+		return stmt_prepare(s->db, sql, 0, &ref->st, err, errlen);
+	rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
+	if (rc)
+		return rc;
+	copy = strdup(sql);
+	if (!copy)
+		return EVH_OK; /* usable, just not cached */
+	*c = (cached_stmt){copy, hash, ref->st, ++s->clock, 1};
+	ref->slot = c;
+	return EVH_OK;
+}
+
+static void stmt_release(stmt_ref *ref)
+{
+	if (!ref->st)
+		return;
+	if (ref->slot) {
+		sqlite3_reset(ref->st);
+		sqlite3_clear_bindings(ref->st);
+		ref->slot->busy = 0;
+	} else {
+		sqlite3_finalize(ref->st);
+	}
+	ref->st = NULL;
+	ref->slot = NULL;
+}
+
+static void cache_clear(store *s)
+{
+	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
+		sqlite3_finalize(s->cache[i].st);
+		free(s->cache[i].sql);
+		memset(&s->cache[i], 0, sizeof s->cache[i]);
+	}
+}
+
+/* ------------------------------------------------------------- binding */
+
+static int bind_one(sqlite3_stmt *st, int idx, const evh_value *v)
+{
+	switch (v->type) {
+	case EVH_VAL_NULL:
+		return sqlite3_bind_null(st, idx);
+	case EVH_VAL_INT:
+		return sqlite3_bind_int64(st, idx, v->i);
+	case EVH_VAL_REAL:
+		return sqlite3_bind_double(st, idx, v->r);
+	case EVH_VAL_TEXT: /* EVH_TEXT(NULL) binds SQL NULL */
+		if (!v->p)
+			return v->n ? SQLITE_MISUSE : sqlite3_bind_null(st, idx);
+		return sqlite3_bind_text64(st, idx, v->p, v->n, SQLITE_TRANSIENT, SQLITE_UTF8);
+	case EVH_VAL_BLOB: /* EVH_BLOB(NULL, 0) is an empty blob, not NULL */
+		if (!v->p)
+			return v->n ? SQLITE_MISUSE : sqlite3_bind_zeroblob(st, idx, 0);
+		return sqlite3_bind_blob64(st, idx, v->p, v->n, SQLITE_TRANSIENT);
+	}
+	return SQLITE_MISUSE;
+}
+
+static int stmt_bind(sqlite3 *db, sqlite3_stmt *st, const evh_value *args, size_t nargs,
+                     char *err, size_t errlen)
+{
+	int want = sqlite3_bind_parameter_count(st);
+	if ((size_t)want != nargs) {
+		set_err(err, errlen, "statement has %d parameter%s but %zu value%s given", want,
+		        want == 1 ? "" : "s", nargs, nargs == 1 ? " was" : "s were");
+		return EVH_EINVAL;
+	}
+	if (nargs && !args) {
+		set_err(err, errlen, "%zu values announced but args is NULL", nargs);
+		return EVH_EINVAL;
+	}
+	for (size_t i = 0; i < nargs; i++) {
+		int rc = bind_one(st, (int)i + 1, &args[i]);
+		if (rc == SQLITE_MISUSE) {
+			set_err(err, errlen, "value %zu: bad type %d or NULL bytes with a length",
+			        i + 1, (int)args[i].type);
+			return EVH_EINVAL;
+		}
+		if (rc != SQLITE_OK)
+			return sqlite_fail(db, rc, err, errlen);
+	}
+	return EVH_OK;
+}
+
+/* Prepare, bind and step `sql` to completion. *had_row (optional): it
+ * produced at least one row; *changes (optional): rows it changed. */
+static int stmt_run(store *s, const char *sql, const evh_value *args, size_t nargs,
+                    int64_t *changes, int *had_row, char *err, size_t errlen)
+{
+	stmt_ref ref;
+	int rc, status;
+
+	status = stmt_acquire(s, sql, &ref, err, errlen);
+	if (status)
+		return status;
+	status = stmt_bind(s->db, ref.st, args, nargs, err, errlen);
+	if (status)
+		goto out;
+	if (had_row)
+		*had_row = 0;
+	while ((rc = sqlite3_step(ref.st)) == SQLITE_ROW)
+		if (had_row)
+			*had_row = 1;
+	if (rc != SQLITE_DONE) {
+		status = sqlite_fail(s->db, rc, err, errlen);
+		goto out;
+	}
+	if (changes)
+		*changes = sqlite3_changes64(s->db);
+out:
+	stmt_release(&ref);
+	return status;
+}
+
+/* ---------------------------------------------------------------- open */
+
+static int check_synchronous(const char *sync, char *err, size_t errlen)
+{
+	if (!strcasecmp(sync, "FULL") || !strcasecmp(sync, "NORMAL"))
+		return EVH_OK;
+	set_err(err, errlen, "synchronous must be FULL or NORMAL, not '%s'", sync);
+	return EVH_EINVAL;
+}
+
+static int enable_wal(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	const char *mode;
+	int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	int status = EVH_OK;
+
+	if (rc != SQLITE_OK) {
+		set_err(err, errlen, "%s: journal_mode=WAL: %s", path, sqlite3_errmsg(db));
+		return status_of(rc);
+	}
+	rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		set_err(err, errlen, "%s: journal_mode=WAL: %s", path, sqlite3_errmsg(db));
+		status = status_of(rc);
+		goto out;
+	}
+	mode = (const char *)sqlite3_column_text(st, 0);
+	if (!mode || strcasecmp(mode, "wal")) {
+		set_err(err, errlen, "%s: the database refused WAL mode (journal_mode is '%s')",
+		        path, mode ? mode : "?");
+		status = EVH_ESTORE;
+	}
+out:
+	sqlite3_finalize(st);
+	return status;
+}
+
+static const char host_schema[] =
+    "CREATE TABLE IF NOT EXISTS evh_migrations("
+    " version INTEGER PRIMARY KEY, applied_at TEXT);"
+    "CREATE TABLE IF NOT EXISTS evh_outbox("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,"
+    " type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
+    " data BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS evh_inbox("
+    " event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER, \"offset\" INTEGER,"
+    " handled_at TEXT);";
+
+static int count_outbox(store *s, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT COUNT(*) FROM evh_outbox", -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		atomic_store(&s->pending, sqlite3_column_int64(st, 0));
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		set_err(err, errlen, "counting outbox rows: %s", sqlite3_errmsg(s->db));
+	sqlite3_finalize(st);
+	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
+}
+
+static int configure_db(store *s, const char *path, const char *sync, char *err, size_t errlen)
+{
+	char sql[64], msg[STORE_ERR_LEN];
+	int status;
+
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
+	status = enable_wal(s->db, path, err, errlen);
+	if (status)
+		return status;
+	snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
+	status = run_simple(s->db, sql, msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, host_schema, msg, sizeof msg);
+	if (status) {
+		set_err(err, errlen, "%s: %s", path, msg);
+		return status;
+	}
+	return count_outbox(s, err, errlen);
+}
+
+static int init_mutex(pthread_mutex_t *mu)
+{
+	pthread_mutexattr_t attr;
+	int e = pthread_mutexattr_init(&attr);
+	if (e)
+		return e;
+	e = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+	if (!e)
+		e = pthread_mutex_init(mu, &attr);
+	pthread_mutexattr_destroy(&attr);
+	return e;
+}
+
+int store_open(store **out, const char *path, const char *synchronous, char *err, size_t errlen)
+{
+	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+	store *s;
+	int rc, status;
+
+	if (!out || !path || !*path) {
+		set_err(err, errlen, "store_open: no database path given");
+		return EVH_EINVAL;
+	}
+	*out = NULL;
+	if (!synchronous)
+		synchronous = "FULL";
+	status = check_synchronous(synchronous, err, errlen);
+	if (status)
+		return status;
+	s = calloc(1, sizeof *s);
+	if (!s || init_mutex(&s->mu)) {
+		free(s);
+		set_err(err, errlen, "%s: out of memory opening the database", path);
+		return EVH_ENOMEM;
+	}
+	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	if (rc != SQLITE_OK) {
+		set_err(err, errlen, "%s: cannot open database: %s", path,
+		        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		store_close(s);
+		return status_of(rc);
+	}
+	status = configure_db(s, path, synchronous, err, errlen);
+	if (status) {
+		store_close(s);
+		return status;
+	}
+	*out = s;
+	return EVH_OK;
+}
+
+void store_close(store *s)
+{
+	if (!s)
+		return;
+	cache_clear(s);
+	if (s->db)
+		sqlite3_close(s->db);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
+
+void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud)
+{
+	if (store_lock(s))
+		return;
+	s->commit_hook = hook;
+	s->commit_hook_ud = ud;
+	store_unlock(s);
+}
+
+void store_set_outbox_limit(store *s, int64_t max_rows)
+{
+	if (store_lock(s))
+		return;
+	s->outbox_limit = max_rows > 0 ? max_rows : 0;
+	store_unlock(s);
+}
+
+int store_check_writable(store *s)
+{
+	int status;
+	if (!s || store_lock(s))
+		return -1;
+	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (!status)
+		rollback_if_open(s->db);
+	store_unlock(s);
+	return status ? -1 : 0;
+}
+
+/* ---------------------------------------------------------- migrations */
+
+static int migration_cmp(const void *a, const void *b)
+{
+	const evh_migration *x = a, *y = b;
+	return (x->version > y->version) - (x->version < y->version);
+}
+
+/* Sorted copy of `m`, checked: versions > 0, distinct, SQL present. */
+static int migrations_sorted(const evh_migration *m, size_t n, evh_migration **out, char *err,
+                             size_t errlen)
+{
+	evh_migration *v = malloc(n * sizeof *v);
+	if (!v) {
+		set_err(err, errlen, "out of memory sorting migrations");
+		return EVH_ENOMEM;
+	}
+	memcpy(v, m, n * sizeof *v);
+	qsort(v, n, sizeof *v, migration_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (v[i].version <= 0 || !v[i].sql) {
+			set_err(err, errlen, "migration %d is invalid (versions start at 1;"
+			        " each needs SQL)", v[i].version);
+			goto bad;
+		}
+		if (i && v[i].version == v[i - 1].version) {
+			set_err(err, errlen, "migration %d is listed twice", v[i].version);
+			goto bad;
+		}
+	}
+	*out = v;
+	return EVH_OK;
+bad:
+	free(v);
+	return EVH_EINVAL;
+}
+
+static int db_version(store *s, int64_t *version, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(version), 0) FROM evh_migrations",
+	                            -1, &st, NULL);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		*version = sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK)
+		set_err(err, errlen, "reading applied migrations: %s", sqlite3_errmsg(s->db));
+	sqlite3_finalize(st);
+	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
+}
+
+/* One migration in its own transaction, recorded in evh_migrations. Its SQL
+ * may hold several statements, so it goes through sqlite3_exec. */
+static int migration_apply(store *s, const evh_migration *m, char *err, size_t errlen)
+{
+	char msg[STORE_ERR_LEN] = "";
+	evh_value ver = EVH_INT(m->version);
+	int status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, m->sql, msg, sizeof msg);
+	if (!status)
+		status = stmt_run(s, "INSERT INTO evh_migrations(version, applied_at) VALUES(?, "
+		                  STORE_NOW_SQL ")", &ver, 1, NULL, NULL, msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+	if (status) {
+		rollback_if_open(s->db);
+		set_err(err, errlen, "migration %d failed: %s", m->version, msg);
+	}
+	return status;
+}
+
+static int migration_applied(store *s, int version, int *applied, char *err, size_t errlen)
+{
+	evh_value v = EVH_INT(version);
+	return stmt_run(s, "SELECT 1 FROM evh_migrations WHERE version = ?", &v, 1, NULL, applied,
+	                err, errlen);
+}
+
+static int migrate_locked(store *s, const evh_migration *m, size_t n, char *err, size_t errlen)
+{
+	int64_t current = 0;
+	int known = n ? m[n - 1].version : 0;
+	int status = db_version(s, &current, err, errlen);
+
+	if (status)
+		return status;
+	if (current > known) {
+		set_err(err, errlen, "database is at migration %" PRId64
+		        ", plugin knows up to %d (downgrade?)", current, known);
+		return EVH_ESTORE;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int applied = 0;
+		status = migration_applied(s, m[i].version, &applied, err, errlen);
+		if (!status && !applied)
+			status = migration_apply(s, &m[i], err, errlen);
+		if (status)
+			return status;
+	}
+	return EVH_OK;
+}
+
+int store_migrate(store *s, const evh_migration *m, size_t n, char *err, size_t errlen)
+{
+	evh_migration *sorted = NULL;
+	int status;
+
+	if (!s || (n && !m)) {
+		set_err(err, errlen, "store_migrate: no store or no migrations array");
+		return EVH_EINVAL;
+	}
+	if (n) {
+		status = migrations_sorted(m, n, &sorted, err, errlen);
+		if (status)
+			return status;
+	}
+	status = store_lock(s);
+	if (status) {
+		set_err(err, errlen, "migrations cannot run inside a transaction");
+		free(sorted);
+		return status;
+	}
+	status = migrate_locked(s, sorted, n, err, errlen);
+	store_unlock(s);
+	free(sorted);
+	return status;
+}
+
+/* -------------------------------------------------------- transactions */
+
+/* Record an error on `tx` (the message is already in tx->err). */
+static int tx_fail(evh_tx *tx, int status)
+{
+	if (!tx->failed)
+		tx->failed = status;
+	return status;
+}
+
+static int tx_fail_msg(evh_tx *tx, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int tx_fail_msg(evh_tx *tx, int status, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(tx->err, sizeof tx->err, fmt, ap);
+	va_end(ap);
+	return tx_fail(tx, status);
+}
+
+int store_tx_begin(store *s, evh_tx **out)
+{
+	evh_tx *tx;
+	int status;
+
+	if (!s || !out)
+		return EVH_EINVAL;
+	*out = NULL;
+	tx = calloc(1, sizeof *tx);
+	if (!tx)
+		return EVH_ENOMEM;
+	status = store_lock(s);
+	if (status) {
+		free(tx);
+		return status;
+	}
+	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	if (status) {
+		store_unlock(s);
+		free(tx);
+		return status;
+	}
+	tx->s = s;
+	*out = tx;
+	return EVH_OK;
+}
+
+/* Cursors still open at commit/rollback: give their statements back (a
+ * pending read would block COMMIT) and leave a husk that rows_close frees. */
+static void tx_detach_rows(evh_tx *tx)
+{
+	evh_rows *r = tx->open_rows;
+	while (r) {
+		evh_rows *next = r->next;
+		stmt_release(&r->ref);
+		r->tx = NULL;
+		r->next = NULL;
+		r->state = ROWS_DETACHED;
+		r = next;
+	}
+	tx->open_rows = NULL;
+}
+
+/* End `tx`: release the lock, free it, and wake the relay if this commit
+ * made new outbox rows visible. */
+static void tx_finish(evh_tx *tx, int committed)
+{
+	store *s = tx->s;
+	void (*hook)(void *) = NULL;
+	void *ud = NULL;
+
+	if (committed && tx->outbox_added) {
+		atomic_fetch_add(&s->pending, tx->outbox_added);
+		hook = s->commit_hook;
+		ud = s->commit_hook_ud;
+	}
+	store_unlock(s);
+	free(tx);
+	if (hook)
+		hook(ud); /* outside the lock: the relay takes it to fetch */
+}
+
+int store_tx_commit(evh_tx *tx)
+{
+	sqlite3 *db;
+	int status;
+
+	if (!tx)
+		return EVH_EINVAL;
+	db = tx->s->db;
+	tx_detach_rows(tx);
+	if (tx->failed) {
+		status = tx->failed;
+		rollback_if_open(db);
+		tx_finish(tx, 0);
+		return status;
+	}
+	status = run_simple(db, "COMMIT", NULL, 0);
+	if (status)
+		rollback_if_open(db);
+	tx_finish(tx, status == EVH_OK);
+	return status;
+}
+
+void store_tx_rollback(evh_tx *tx)
+{
+	if (!tx)
+		return;
+	tx_detach_rows(tx);
+	rollback_if_open(tx->s->db);
+	tx_finish(tx, 0);
+}
+
+const char *store_tx_error(evh_tx *tx)
+{
+	if (!tx)
+		return "no transaction (NULL)";
+	return tx->err;
+}
+
+store *store_of_tx(evh_tx *tx) { return tx ? tx->s : NULL; }
+
+int store_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+               int64_t *changes)
+{
+	int status;
+	if (!tx)
+		return EVH_EINVAL;
+	if (!sql)
+		return tx_fail_msg(tx, EVH_EINVAL, "no SQL given");
+	status = stmt_run(tx->s, sql, args, nargs, changes, NULL, tx->err, sizeof tx->err);
+	return status ? tx_fail(tx, status) : EVH_OK;
+}
+
+/* ---------------------------------------------------------------- rows */
+
+int store_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                evh_rows **rows)
+{
+	evh_rows *r;
+	int status;
+
+	if (!tx)
+		return EVH_EINVAL;
+	if (!sql || !rows)
+		return tx_fail_msg(tx, EVH_EINVAL, "query needs SQL and a rows pointer");
+	*rows = NULL;
+	r = calloc(1, sizeof *r);
+	if (!r)
+		return tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
+	status = stmt_acquire(tx->s, sql, &r->ref, tx->err, sizeof tx->err);
+	if (!status)
+		status = stmt_bind(tx->s->db, r->ref.st, args, nargs, tx->err, sizeof tx->err);
+	if (status) {
+		stmt_release(&r->ref);
+		free(r);
+		return tx_fail(tx, status);
+	}
+	r->tx = tx;
+	r->state = ROWS_READY;
+	r->next = tx->open_rows;
+	tx->open_rows = r;
+	*rows = r;
+	return EVH_OK;
+}
+
+int store_rows_next(evh_rows *r)
+{
+	int rc;
+	if (!r)
+		return EVH_EINVAL;
+	if (r->state == ROWS_DETACHED)
+		return EVH_ESTATE;
+	if (r->state == ROWS_DONE)
+		return 0; /* stepping again would silently rerun the query */
+	rc = sqlite3_step(r->ref.st);
+	if (rc == SQLITE_ROW) {
+		r->state = ROWS_ON_ROW;
+		return 1;
+	}
+	r->state = ROWS_DONE;
+	if (rc == SQLITE_DONE)
+		return 0;
+	return tx_fail(r->tx, sqlite_fail(r->tx->s->db, rc, r->tx->err, sizeof r->tx->err));
+}
+
+int store_rows_count(evh_rows *r)
+{
+	return r && r->ref.st ? sqlite3_column_count(r->ref.st) : 0;
+}
+
+const char *store_rows_name(evh_rows *r, int col)
+{
+	if (col < 0 || col >= store_rows_count(r))
+		return NULL;
+	return sqlite3_column_name(r->ref.st, col);
+}
+
+/* Column accessors only make sense on a current row and a real column. */
+static int rows_col_ok(evh_rows *r, int col)
+{
+	return r && r->state == ROWS_ON_ROW && col >= 0 && col < sqlite3_column_count(r->ref.st);
+}
+
+evh_value_type store_rows_type(evh_rows *r, int col)
+{
+	if (!rows_col_ok(r, col))
+		return EVH_VAL_NULL;
+	switch (sqlite3_column_type(r->ref.st, col)) {
+	case SQLITE_INTEGER:
+		return EVH_VAL_INT;
+	case SQLITE_FLOAT:
+		return EVH_VAL_REAL;
+	case SQLITE_TEXT:
+		return EVH_VAL_TEXT;
+	case SQLITE_BLOB:
+		return EVH_VAL_BLOB;
+	default:
+		return EVH_VAL_NULL;
+	}
+}
+
+int64_t store_rows_int(evh_rows *r, int col)
+{
+	return rows_col_ok(r, col) ? sqlite3_column_int64(r->ref.st, col) : 0;
+}
+
+double store_rows_real(evh_rows *r, int col)
+{
+	return rows_col_ok(r, col) ? sqlite3_column_double(r->ref.st, col) : 0.0;
+}
+
+const char *store_rows_text(evh_rows *r, int col, size_t *len)
+{
+	const char *text = NULL;
+	if (rows_col_ok(r, col))
+		text = (const char *)sqlite3_column_text(r->ref.st, col);
+	if (len) /* column_bytes after column_text: the length of the text form */
+		*len = text ? (size_t)sqlite3_column_bytes(r->ref.st, col) : 0;
+	return text;
+}
+
+static void rows_unlink(evh_rows *r)
+{
+	for (evh_rows **pp = &r->tx->open_rows; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			return;
+		}
+	}
+}
+
+void store_rows_close(evh_rows *r)
+{
+	if (!r)
+		return;
+	if (r->tx)
+		rows_unlink(r);
+	stmt_release(&r->ref);
+	free(r);
+}
+
+/* ---------------------------------------------------------- query_json */
+
+static char *base64_encode(const unsigned char *p, size_t n)
+{
+	static const char abc[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *out = malloc((n + 2) / 3 * 4 + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < n)
+			v |= p[i + 2];
+		*o++ = abc[(v >> 18) & 63];
+		*o++ = abc[(v >> 12) & 63];
+		*o++ = i + 1 < n ? abc[(v >> 6) & 63] : '=';
+		*o++ = i + 2 < n ? abc[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+static int is_json_column(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+	return n > 5 && !strcmp(name + n - 5, "_json");
+}
+
+/* A TEXT value of a *_json column, parsed; NULL when it is not JSON. */
+static cJSON *json_embedded(sqlite3_stmt *st, int col)
+{
+	const char *text = (const char *)sqlite3_column_text(st, col);
+	size_t len = (size_t)sqlite3_column_bytes(st, col);
+	if (!text || strlen(text) != len) /* an embedded NUL would hide the rest */
+		return NULL;
+	return cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
+}
+
+static cJSON *json_scalar(sqlite3_stmt *st, int col)
+{
+	char num[32];
+	switch (sqlite3_column_type(st, col)) {
+	case SQLITE_INTEGER: /* raw, so 64-bit ids survive (a double keeps 53 bits) */
+		snprintf(num, sizeof num, "%" PRId64, (int64_t)sqlite3_column_int64(st, col));
+		return cJSON_CreateRaw(num);
+	case SQLITE_FLOAT:
+		return cJSON_CreateNumber(sqlite3_column_double(st, col));
+	case SQLITE_TEXT:
+		return cJSON_CreateString((const char *)sqlite3_column_text(st, col));
+	case SQLITE_BLOB: {
+		char *b64 = base64_encode(sqlite3_column_blob(st, col),
+		                          (size_t)sqlite3_column_bytes(st, col));
+		cJSON *v = b64 ? cJSON_CreateString(b64) : NULL;
+		free(b64);
+		return v;
+	}
+	default:
+		return cJSON_CreateNull();
+	}
+}
+
+/* One column of the current row into `obj`. A TEXT column named "<x>_json" is
+ * embedded as JSON under the key "<x>" (so "doc_json" becomes "doc"). The key
+ * loses the suffix whatever the value's type (NULL, say), so all rows of a
+ * result have the same keys. */
+static int json_column(evh_rows *r, cJSON *obj, int col, const char *name, size_t rowno)
+{
+	sqlite3_stmt *st = r->ref.st;
+	int embed = is_json_column(name);
+	char *key = embed ? strndup(name, strlen(name) - 5) : NULL;
+	cJSON *v = NULL;
+	int status = EVH_OK;
+
+	if (embed && !key)
+		return tx_fail_msg(r->tx, EVH_ENOMEM, "out of memory");
+	if (embed && sqlite3_column_type(st, col) == SQLITE_TEXT) {
+		v = json_embedded(st, col);
+		if (!v) {
+			status = tx_fail_msg(r->tx, EVH_ESTORE,
+			                     "column %s of row %zu is not valid JSON", name, rowno);
+			goto out;
+		}
+	} else {
+		v = json_scalar(st, col);
+	}
+	if (!v || !cJSON_AddItemToObject(obj, embed ? key : name, v)) {
+		cJSON_Delete(v);
+		status = tx_fail_msg(r->tx, EVH_ENOMEM, "out of memory");
+	}
+out:
+	free(key);
+	return status;
+}
+
+/* One row as a JSON object appended to `arr`. */
+static int json_row(evh_rows *r, cJSON *arr, size_t rowno)
+{
+	sqlite3_stmt *st = r->ref.st;
+	int ncol = sqlite3_column_count(st);
+	cJSON *obj = cJSON_CreateObject();
+
+	if (!obj || !cJSON_AddItemToArray(arr, obj)) {
+		cJSON_Delete(obj);
+		return tx_fail_msg(r->tx, EVH_ENOMEM, "out of memory");
+	}
+	for (int c = 0; c < ncol; c++) {
+		const char *name = sqlite3_column_name(st, c);
+		int status = json_column(r, obj, c, name ? name : "", rowno);
+		if (status)
+			return status;
+	}
+	return EVH_OK;
+}
+
+int store_query_json(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                     char **json, size_t *len)
+{
+	evh_rows *r = NULL;
+	cJSON *arr = NULL;
+	size_t rowno = 0;
+	int status, rc;
+
+	if (!tx)
+		return EVH_EINVAL;
+	if (!json)
+		return tx_fail_msg(tx, EVH_EINVAL, "query_json needs a json pointer");
+	*json = NULL;
+	status = store_query(tx, sql, args, nargs, &r);
+	if (status)
+		return status;
+	arr = cJSON_CreateArray();
+	if (!arr) {
+		status = tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
+		goto out;
+	}
+	while ((rc = store_rows_next(r)) == 1) {
+		status = json_row(r, arr, ++rowno);
+		if (status)
+			goto out;
+	}
+	if (rc < 0) {
+		status = rc;
+		goto out;
+	}
+	*json = cJSON_PrintUnformatted(arr);
+	if (!*json) {
+		status = tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
+		goto out;
+	}
+	if (len)
+		*len = strlen(*json);
+out:
+	cJSON_Delete(arr);
+	store_rows_close(r);
+	return status;
+}
+
+/* -------------------------------------------------------------- outbox */
+
+int store_outbox_add(evh_tx *tx, const outbox_row *row)
+{
+	store *s;
+	int64_t pending;
+	int status;
+
+	if (!tx)
+		return EVH_EINVAL;
+	if (!row || !row->id || !row->topic || !row->type || !row->time ||
+	    (!row->data && row->data_len))
+		return tx_fail_msg(tx, EVH_EINVAL,
+		                   "outbox row needs id, topic, type, time and data");
+	s = tx->s;
+	pending = atomic_load(&s->pending);
+	if (s->outbox_limit && pending + tx->outbox_added >= s->outbox_limit)
+		return tx_fail_msg(tx, EVH_EFULL, "outbox full (%" PRId64 " events waiting)",
+		                   pending + tx->outbox_added);
+	evh_value v[8] = {
+	    EVH_TEXT(row->id),     EVH_TEXT(row->topic),  EVH_TEXT(row->key),
+	    EVH_TEXT(row->type),   EVH_TEXT(row->source), EVH_TEXT(row->time),
+	    EVH_TEXT(row->traceparent), EVH_BLOB(row->data, row->data_len),
+	};
+	status = stmt_run(s,
+	                  "INSERT INTO evh_outbox(id, topic, key, type, source, time, traceparent,"
+	                  " data) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+	                  v, 8, NULL, NULL, tx->err, sizeof tx->err);
+	if (status)
+		return tx_fail(tx, status);
+	tx->outbox_added++;
+	return EVH_OK;
+}
+
+static char *dup_col(sqlite3_stmt *st, int col, int *oom)
+{
+	const char *t = (const char *)sqlite3_column_text(st, col);
+	char *copy;
+	if (!t)
+		return NULL;
+	copy = strdup(t);
+	if (!copy)
+		*oom = 1;
+	return copy;
+}
+
+static int outbox_row_load(sqlite3_stmt *st, outbox_row *row)
+{
+	int oom = 0;
+	const void *data;
+
+	row->seq = sqlite3_column_int64(st, 0);
+	row->id = dup_col(st, 1, &oom);
+	row->topic = dup_col(st, 2, &oom);
+	row->key = dup_col(st, 3, &oom);
+	row->type = dup_col(st, 4, &oom);
+	row->source = dup_col(st, 5, &oom);
+	row->time = dup_col(st, 6, &oom);
+	row->traceparent = dup_col(st, 7, &oom);
+	data = sqlite3_column_blob(st, 8);
+	row->data_len = (size_t)sqlite3_column_bytes(st, 8);
+	row->data = malloc(row->data_len + 1); /* NUL-terminated: it is usually JSON */
+	if (!row->data)
+		return EVH_ENOMEM;
+	if (row->data_len)
+		memcpy(row->data, data, row->data_len);
+	row->data[row->data_len] = '\0';
+	return oom ? EVH_ENOMEM : EVH_OK;
+}
+
+static int outbox_fetch_locked(store *s, int64_t after_seq, size_t max, outbox_row *rows,
+                               size_t *n)
+{
+	evh_value v[2] = {EVH_INT(after_seq), EVH_INT(max > INT64_MAX ? INT64_MAX : (int64_t)max)};
+	stmt_ref ref;
+	int rc, status;
+
+	status = stmt_acquire(s,
+	                      "SELECT seq, id, topic, key, type, source, time, traceparent, data"
+	                      " FROM evh_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+	                      &ref, NULL, 0);
+	if (!status)
+		status = stmt_bind(s->db, ref.st, v, 2, NULL, 0);
+	while (!status && *n < max && (rc = sqlite3_step(ref.st)) != SQLITE_DONE) {
+		if (rc != SQLITE_ROW)
+			status = status_of(rc);
+		else
+			status = outbox_row_load(ref.st, &rows[(*n)++]);
+	}
+	stmt_release(&ref);
+	return status;
+}
+
+int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **rows, size_t *n)
+{
+	outbox_row *out;
+	size_t got = 0;
+	int status;
+
+	if (!s || !rows || !n)
+		return EVH_EINVAL;
+	*rows = NULL;
+	*n = 0;
+	if (!max)
+		return EVH_OK;
+	out = calloc(max, sizeof *out);
+	if (!out)
+		return EVH_ENOMEM;
+	status = store_lock(s);
+	if (status) {
+		free(out);
+		return status;
+	}
+	status = outbox_fetch_locked(s, after_seq, max, out, &got);
+	store_unlock(s);
+	if (status) {
+		store_outbox_rows_free(out, got);
+		return status;
+	}
+	*rows = out;
+	*n = got;
+	return EVH_OK;
+}
+
+void store_outbox_rows_free(outbox_row *rows, size_t n)
+{
+	if (!rows)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].id);
+		free(rows[i].topic);
+		free(rows[i].key);
+		free(rows[i].type);
+		free(rows[i].source);
+		free(rows[i].time);
+		free(rows[i].traceparent);
+		free(rows[i].data);
+	}
+	free(rows);
+}
+
+static int outbox_delete_locked(store *s, const int64_t *seqs, size_t n, int64_t *deleted)
+{
+	int status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	for (size_t i = 0; !status && i < n; i++) {
+		evh_value v = EVH_INT(seqs[i]);
+		int64_t changes = 0;
+		status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq = ?", &v, 1, &changes, NULL,
+		                  NULL, 0);
+		*deleted += changes;
+	}
+	if (!status)
+		status = run_simple(s->db, "COMMIT", NULL, 0);
+	if (status) {
+		rollback_if_open(s->db);
+		*deleted = 0;
+	}
+	return status;
+}
+
+int store_outbox_delete(store *s, const int64_t *seqs, size_t n)
+{
+	int64_t deleted = 0;
+	int status;
+
+	if (!s || (n && !seqs))
+		return EVH_EINVAL;
+	if (!n)
+		return EVH_OK;
+	status = store_lock(s);
+	if (status)
+		return status;
+	status = outbox_delete_locked(s, seqs, n, &deleted);
+	if (deleted) {
+		int64_t left = atomic_fetch_sub(&s->pending, deleted) - deleted;
+		if (left < 0) /* only if someone deleted rows behind our back */
+			atomic_store(&s->pending, 0);
+	}
+	store_unlock(s);
+	return status;
+}
+
+int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0; }
+
+/* --------------------------------------------------------------- inbox */
+
+int store_inbox_seen(evh_tx *tx, const char *event_id)
+{
+	evh_value v;
+	int seen = 0, status;
+
+	if (!tx)
+		return EVH_EINVAL;
+	if (!event_id)
+		return tx_fail_msg(tx, EVH_EINVAL, "no event id");
+	v = EVH_TEXT(event_id);
+	status = stmt_run(tx->s, "SELECT 1 FROM evh_inbox WHERE event_id = ?", &v, 1, NULL, &seen,
+	                  tx->err, sizeof tx->err);
+	if (status)
+		return tx_fail(tx, status);
+	return seen;
+}
+
+int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                       int64_t offset)
+{
+	evh_value v[4];
+	int status;
+
+	if (!tx)
+		return EVH_EINVAL;
+	if (!event_id)
+		return tx_fail_msg(tx, EVH_EINVAL, "no event id");
+	v[0] = EVH_TEXT(event_id);
+	v[1] = EVH_TEXT(topic);
+	v[2] = EVH_INT(partition);
+	v[3] = EVH_INT(offset);
+	status = stmt_run(tx->s,
+	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
+	                  " handled_at) VALUES(?, ?, ?, ?, " STORE_NOW_SQL ")",
+	                  v, 4, NULL, NULL, tx->err, sizeof tx->err);
+	return status ? tx_fail(tx, status) : EVH_OK;
+}

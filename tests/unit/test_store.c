@@ -1,0 +1,650 @@
+/* store.c against real SQLite files in a fresh temporary directory. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+typedef struct fixture {
+	char dir[64];
+	char path[128];
+	store *s;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof *f);
+	char err[256] = "";
+	assert_non_null(f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/evh-store-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->path, sizeof f->path, "%s/plugin.db", f->dir);
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	*state = f;
+	return 0;
+}
+
+static void remove_db_files(const fixture *f)
+{
+	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+	char p[160];
+	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+		unlink(p);
+	}
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	store_close(f->s);
+	remove_db_files(f);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+/* Run one statement in its own transaction; fail the test on error. */
+static void exec1(store *s, const char *sql)
+{
+	evh_tx *tx;
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	if (store_exec(tx, sql, NULL, 0, NULL) != EVH_OK)
+		fail_msg("%s: %s", sql, store_tx_error(tx));
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+/* A single integer from a query in its own transaction. */
+static int64_t query_int(store *s, const char *sql)
+{
+	evh_tx *tx;
+	evh_rows *r;
+	int64_t v;
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	if (store_query(tx, sql, NULL, 0, &r) != EVH_OK)
+		fail_msg("%s: %s", sql, store_tx_error(tx));
+	assert_int_equal(store_rows_next(r), 1);
+	v = store_rows_int(r, 0);
+	store_rows_close(r);
+	store_tx_rollback(tx);
+	return v;
+}
+
+static outbox_row make_row(const char *id, const char *data)
+{
+	outbox_row row;
+	memset(&row, 0, sizeof row);
+	row.id = (char *)id;
+	row.topic = (char *)"USER_CREATED";
+	row.key = (char *)"k1";
+	row.type = (char *)"USER_CREATED";
+	row.source = (char *)"evhost/test";
+	row.time = (char *)"2026-01-02T03:04:05.678Z";
+	row.traceparent = (char *)"00-0123456789abcdef0123456789abcdef-0123456789abcdef-01";
+	row.data = (char *)data;
+	row.data_len = strlen(data);
+	return row;
+}
+
+/* ------------------------------------------------------------------ open */
+
+static void test_open_wal(void **state)
+{
+	fixture *f = *state;
+	char wal[160];
+	struct stat st;
+	evh_tx *tx;
+	evh_rows *r;
+	size_t len = 0;
+
+	snprintf(wal, sizeof wal, "%s-wal", f->path);
+	assert_int_equal(stat(wal, &st), 0);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "PRAGMA journal_mode", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	assert_string_equal(store_rows_text(r, 0, &len), "wal");
+	assert_int_equal(len, 3);
+	store_rows_close(r);
+	assert_int_equal(store_query(tx, "PRAGMA synchronous", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	assert_int_equal(store_rows_int(r, 0), 1); /* NORMAL */
+	store_rows_close(r);
+	assert_int_equal(store_query(tx, "PRAGMA foreign_keys", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	assert_int_equal(store_rows_int(r, 0), 1);
+	store_rows_close(r);
+	store_tx_rollback(tx);
+	assert_int_equal(store_check_writable(f->s), 0);
+}
+
+static void test_open_errors(void **state)
+{
+	fixture *f = *state;
+	store *s = NULL;
+	char err[256] = "", path[160];
+
+	assert_int_equal(store_open(&s, f->path, "OFF", err, sizeof err), EVH_EINVAL);
+	assert_null(s);
+	assert_non_null(strstr(err, "FULL or NORMAL"));
+	snprintf(path, sizeof path, "%s/no/such/dir/x.db", f->dir);
+	assert_int_not_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
+	assert_null(s);
+	assert_non_null(strstr(err, path));
+}
+
+/* ------------------------------------------------------------ migrations */
+
+static void test_migrations_apply_once_in_order(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	/* Listed out of order: 2 only works after 1. */
+	const evh_migration m[] = {
+	    {2, "ALTER TABLE t ADD COLUMN b TEXT; INSERT INTO t(a, b) VALUES(1, 'x');"},
+	    {1, "CREATE TABLE t(a INTEGER PRIMARY KEY);"},
+	};
+	if (store_migrate(f->s, m, 2, err, sizeof err) != EVH_OK)
+		fail_msg("migrate: %s", err);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_migrations"), 2);
+	assert_int_equal(query_int(f->s, "SELECT MAX(version) FROM evh_migrations"), 2);
+	/* Again: nothing re-runs (the INSERT would violate the primary key). */
+	if (store_migrate(f->s, m, 2, err, sizeof err) != EVH_OK)
+		fail_msg("second migrate: %s", err);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+	assert_int_equal(
+	    query_int(f->s, "SELECT COUNT(*) FROM evh_migrations WHERE applied_at LIKE '20%Z'"), 2);
+}
+
+static void test_migration_failure_keeps_earlier(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	const evh_migration m[] = {
+	    {1, "CREATE TABLE a(x);"},
+	    {2, "CREATE TABLE b(x);"},
+	    {3, "CREATE TABLE c(x); INSERT INTO nosuch VALUES(1);"},
+	};
+	assert_int_equal(store_migrate(f->s, m, 3, err, sizeof err), EVH_ESTORE);
+	assert_non_null(strstr(err, "migration 3 failed: "));
+	assert_non_null(strstr(err, "nosuch"));
+	assert_int_equal(query_int(f->s, "SELECT MAX(version) FROM evh_migrations"), 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'b'"), 1);
+	/* 3 ran in its own transaction: its first statement was undone too. */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'c'"), 0);
+}
+
+static void test_migration_downgrade_and_invalid(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	const evh_migration three[] = {
+	    {1, "CREATE TABLE a(x);"}, {2, "SELECT 1;"}, {3, "SELECT 1;"}};
+	const evh_migration dup[] = {{1, "SELECT 1;"}, {1, "SELECT 2;"}};
+	const evh_migration zero[] = {{0, "SELECT 1;"}};
+
+	assert_int_equal(store_migrate(f->s, three, 3, err, sizeof err), EVH_OK);
+	assert_int_not_equal(store_migrate(f->s, three, 2, err, sizeof err), EVH_OK);
+	assert_string_equal(err, "database is at migration 3, plugin knows up to 2 (downgrade?)");
+	assert_int_equal(store_migrate(f->s, dup, 2, err, sizeof err), EVH_EINVAL);
+	assert_non_null(strstr(err, "migration 1"));
+	assert_int_equal(store_migrate(f->s, zero, 1, err, sizeof err), EVH_EINVAL);
+	assert_non_null(strstr(err, "migration 0"));
+}
+
+/* ---------------------------------------------------------- transactions */
+
+static void test_tx_commit_rollback(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	int64_t changes = -1;
+	evh_value v[2] = {EVH_INT(1), EVH_TEXT("one")};
+
+	exec1(f->s, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_ptr_equal(store_of_tx(tx), f->s);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?, ?)", v, 2, &changes), EVH_OK);
+	assert_int_equal(changes, 1);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 0);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?, ?)", v, 2, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t WHERE name = 'one'"), 1);
+}
+
+static void test_constraint_fails_tx(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	evh_value v = EVH_INT(7);
+
+	exec1(f->s, "CREATE TABLE u(id INTEGER PRIMARY KEY)");
+	exec1(f->s, "INSERT INTO u VALUES(7)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO u VALUES(8)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO u VALUES(?)", &v, 1, NULL), EVH_ECONSTRAINT);
+	assert_non_null(strstr(store_tx_error(tx), "UNIQUE"));
+	/* The failed tx cannot commit its earlier write. */
+	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM u"), 1);
+}
+
+static void test_bad_calls(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx, *tx2 = NULL;
+	evh_value v = EVH_INT(1);
+	evh_value bad = {(evh_value_type)99, 0, 0, NULL, 0};
+
+	assert_int_equal(store_exec(NULL, "SELECT 1", NULL, 0, NULL), EVH_EINVAL);
+	assert_int_equal(store_tx_commit(NULL), EVH_EINVAL);
+	store_tx_rollback(NULL);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "SELECT ?, ?", &v, 1, NULL), EVH_EINVAL);
+	assert_string_equal(store_tx_error(tx), "statement has 2 parameters but 1 value was given");
+	assert_int_equal(store_exec(tx, "SELECT ?", &bad, 1, NULL), EVH_EINVAL);
+	assert_int_equal(store_exec(tx, "SELECT 1; SELECT 2", NULL, 0, NULL), EVH_EINVAL);
+	assert_non_null(strstr(store_tx_error(tx), "multiple statements"));
+	/* Trailing semicolons, blanks and comments are not a second statement. */
+	assert_int_equal(store_exec(tx, "SELECT 1; ; -- done\n /* c */ ", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_exec(tx, "   ", NULL, 0, NULL), EVH_EINVAL);
+	assert_int_equal(store_exec(tx, "SELEC 1", NULL, 0, NULL), EVH_ESTORE);
+	assert_non_null(strstr(store_tx_error(tx), "syntax error"));
+	/* Same thread, second transaction: refused, not a deadlock. */
+	assert_int_equal(store_tx_begin(f->s, &tx2), EVH_ESTATE);
+	assert_null(tx2);
+	assert_int_equal(store_tx_commit(tx), EVH_EINVAL); /* first failure wins */
+}
+
+/* ------------------------------------------------------------------ rows */
+
+static void test_query_types(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	evh_rows *r;
+	size_t len = 0;
+	const char *text;
+	evh_value args[5] = {EVH_INT(INT64_MAX), EVH_REAL(2.5), EVH_TEXTN("ab\0c", 4),
+	                     EVH_BLOB("\x01\x02\x03", 3), EVH_NULL()};
+	evh_value lim = EVH_INT(1);
+
+	exec1(f->s, "CREATE TABLE v(i, r, t, b, n)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO v VALUES(?, ?, ?, ?, ?)", args, 5, NULL),
+	                 EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO v VALUES(?, ?, ?, ?, ?)", args, 5, NULL),
+	                 EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT i, r, t, b, n AS absent FROM v LIMIT ?", &lim, 1,
+	                             &r),
+	                 EVH_OK);
+	assert_int_equal(store_rows_count(r), 5);
+	assert_string_equal(store_rows_name(r, 4), "absent");
+	assert_null(store_rows_name(r, 5));
+	assert_int_equal(store_rows_next(r), 1);
+	assert_int_equal(store_rows_type(r, 0), EVH_VAL_INT);
+	assert_true(store_rows_int(r, 0) == INT64_MAX);
+	assert_int_equal(store_rows_type(r, 1), EVH_VAL_REAL);
+	assert_true(store_rows_real(r, 1) == 2.5);
+	assert_int_equal(store_rows_type(r, 2), EVH_VAL_TEXT);
+	text = store_rows_text(r, 2, &len);
+	assert_int_equal(len, 4);
+	assert_memory_equal(text, "ab\0c", 5); /* explicit length kept, NUL-terminated */
+	assert_int_equal(store_rows_type(r, 3), EVH_VAL_BLOB);
+	assert_int_equal(store_rows_type(r, 4), EVH_VAL_NULL);
+	assert_null(store_rows_text(r, 4, &len));
+	assert_int_equal(len, 0);
+	assert_int_equal(store_rows_type(r, 9), EVH_VAL_NULL);
+	assert_int_equal(store_rows_next(r), 0);
+	assert_int_equal(store_rows_next(r), 0); /* stays done, does not rerun */
+	assert_int_equal(store_rows_int(r, 0), 0);
+	store_rows_close(r);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+/* A cursor left open at commit is detached, not dangling. */
+static void test_rows_open_at_commit(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	evh_rows *r;
+
+	exec1(f->s, "CREATE TABLE t(a)");
+	exec1(f->s, "INSERT INTO t VALUES(1), (2)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT a FROM t", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_rows_next(r), EVH_ESTATE);
+	assert_int_equal(store_rows_count(r), 0);
+	store_rows_close(r);
+	assert_int_equal(store_check_writable(f->s), 0);
+}
+
+/* Same SQL on two open cursors, and more distinct statements than the cache. */
+static void test_statement_cache(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	evh_rows *a, *b;
+	char sql[64];
+
+	exec1(f->s, "CREATE TABLE t(a INTEGER)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	for (int i = 0; i < 200; i++) {
+		evh_value v = EVH_INT(i);
+		snprintf(sql, sizeof sql, "INSERT INTO t VALUES(? + %d)", i % 100);
+		assert_int_equal(store_exec(tx, sql, &v, 1, NULL), EVH_OK);
+	}
+	assert_int_equal(store_query(tx, "SELECT a FROM t ORDER BY a", NULL, 0, &a), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT a FROM t ORDER BY a", NULL, 0, &b), EVH_OK);
+	assert_int_equal(store_rows_next(a), 1);
+	assert_int_equal(store_rows_next(a), 1);
+	assert_int_equal(store_rows_next(b), 1);
+	assert_int_equal(store_rows_int(a, 0), 2); /* a is one row ahead of b */
+	assert_int_equal(store_rows_int(b, 0), 0);
+	store_rows_close(a);
+	store_rows_close(b);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 200);
+	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 199 * 200 / 2 + 2 * 4950);
+}
+
+static void test_query_json(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	char *json = NULL;
+	size_t len = 0;
+	cJSON *arr, *o;
+	evh_value blob = EVH_BLOB("hi!?", 4);
+
+	exec1(f->s, "CREATE TABLE d(id INTEGER, score REAL, name TEXT, doc_json TEXT, raw BLOB,"
+	            " n)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx,
+	                            "INSERT INTO d VALUES(9007199254740993, 1.5, 'a\"b', "
+	                            "'{\"x\":[1,2]}', ?, NULL)",
+	                            &blob, 1, NULL),
+	                 EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO d VALUES(2, 0, 'z', NULL, NULL, 3)", NULL, 0,
+	                            NULL),
+	                 EVH_OK);
+	assert_int_equal(store_query_json(tx, "SELECT * FROM d ORDER BY id DESC", NULL, 0, &json,
+	                                  &len),
+	                 EVH_OK);
+	assert_int_equal(len, strlen(json));
+	/* 2^53 + 1 printed exactly, not rounded through a double */
+	assert_non_null(strstr(json, "\"id\":9007199254740993"));
+	arr = cJSON_Parse(json);
+	assert_non_null(arr);
+	assert_int_equal(cJSON_GetArraySize(arr), 2);
+	o = cJSON_GetArrayItem(arr, 0);
+	assert_true(cJSON_GetObjectItem(o, "score")->valuedouble == 1.5);
+	assert_string_equal(cJSON_GetObjectItem(o, "name")->valuestring, "a\"b");
+	assert_null(cJSON_GetObjectItem(o, "doc_json"));
+	assert_true(cJSON_IsArray(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "doc"), "x")));
+	assert_string_equal(cJSON_GetObjectItem(o, "raw")->valuestring, "aGkhPw==");
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "n")));
+	o = cJSON_GetArrayItem(arr, 1);
+	assert_int_equal(cJSON_GetObjectItem(o, "id")->valueint, 2);
+	assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "doc")));
+	assert_int_equal(cJSON_GetObjectItem(o, "n")->valueint, 3);
+	cJSON_Delete(arr);
+	free(json);
+
+	assert_int_equal(store_query_json(tx, "SELECT * FROM d WHERE 0", NULL, 0, &json, &len),
+	                 EVH_OK);
+	assert_string_equal(json, "[]");
+	free(json);
+	/* A *_json column holding something else than JSON is an error. */
+	assert_int_equal(store_query_json(tx, "SELECT 'nope{' AS bad_json", NULL, 0, &json, NULL),
+	                 EVH_ESTORE);
+	assert_null(json);
+	assert_non_null(strstr(store_tx_error(tx), "bad_json"));
+	store_tx_rollback(tx);
+}
+
+/* ---------------------------------------------------------------- outbox */
+
+static void add_rows(store *s, int n, int commit)
+{
+	evh_tx *tx;
+	char id[32], data[64];
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	for (int i = 0; i < n; i++) {
+		outbox_row row;
+		snprintf(id, sizeof id, "ev-%d", i);
+		snprintf(data, sizeof data, "{\"n\":%d}", i);
+		row = make_row(id, data);
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	}
+	if (commit)
+		assert_int_equal(store_tx_commit(tx), EVH_OK);
+	else
+		store_tx_rollback(tx);
+}
+
+static void test_outbox_order(void **state)
+{
+	fixture *f = *state;
+	outbox_row *rows;
+	size_t n;
+	int64_t seqs[2];
+
+	add_rows(f->s, 5, 1);
+	assert_int_equal(store_outbox_pending(f->s), 5);
+	assert_int_equal(store_outbox_fetch(f->s, 0, 3, &rows, &n), EVH_OK);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++) {
+		char want[32];
+		snprintf(want, sizeof want, "{\"n\":%zu}", i);
+		assert_string_equal(rows[i].data, want);
+		assert_int_equal(rows[i].data_len, strlen(want));
+		assert_string_equal(rows[i].topic, "USER_CREATED");
+		assert_string_equal(rows[i].key, "k1");
+		if (i)
+			assert_true(rows[i].seq > rows[i - 1].seq);
+	}
+	seqs[0] = rows[0].seq;
+	seqs[1] = rows[1].seq;
+	/* after_seq skips what the relay already has in flight */
+	store_outbox_rows_free(rows, n);
+	assert_int_equal(store_outbox_fetch(f->s, seqs[1], 10, &rows, &n), EVH_OK);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].id, "ev-2");
+	store_outbox_rows_free(rows, n);
+
+	assert_int_equal(store_outbox_delete(f->s, seqs, 2), EVH_OK);
+	assert_int_equal(store_outbox_pending(f->s), 3);
+	assert_int_equal(store_outbox_delete(f->s, seqs, 2), EVH_OK); /* already gone */
+	assert_int_equal(store_outbox_pending(f->s), 3);
+	assert_int_equal(store_outbox_fetch(f->s, 0, 10, &rows, &n), EVH_OK);
+	assert_int_equal(n, 3);
+	assert_string_equal(rows[0].id, "ev-2");
+	assert_string_equal(rows[2].id, "ev-4");
+	store_outbox_rows_free(rows, n);
+}
+
+static void test_outbox_bound(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	outbox_row row = make_row("x", "{}");
+
+	store_set_outbox_limit(f->s, 3);
+	add_rows(f->s, 2, 1);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK); /* 3rd */
+	assert_int_equal(store_outbox_add(tx, &row), EVH_EFULL);
+	assert_non_null(strstr(store_tx_error(tx), "outbox full"));
+	assert_int_equal(store_tx_commit(tx), EVH_EFULL); /* the tx failed: nothing kept */
+	assert_int_equal(store_outbox_pending(f->s), 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 2);
+	store_set_outbox_limit(f->s, 0);
+	add_rows(f->s, 5, 1);
+	assert_int_equal(store_outbox_pending(f->s), 7);
+}
+
+static void test_outbox_rollback(void **state)
+{
+	fixture *f = *state;
+	store_set_outbox_limit(f->s, 4);
+	add_rows(f->s, 3, 0);
+	assert_int_equal(store_outbox_pending(f->s), 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 0);
+	add_rows(f->s, 4, 1); /* the rolled-back rows took no room */
+	assert_int_equal(store_outbox_pending(f->s), 4);
+}
+
+static void count_hook(void *ud) { (*(int *)ud)++; }
+
+static void test_commit_hook(void **state)
+{
+	fixture *f = *state;
+	int calls = 0;
+	evh_tx *tx;
+	outbox_row row = make_row("h", "{}");
+
+	store_set_commit_hook(f->s, count_hook, &calls);
+	exec1(f->s, "CREATE TABLE t(a)");
+	assert_int_equal(calls, 0);
+	add_rows(f->s, 2, 0);
+	assert_int_equal(calls, 0);
+	add_rows(f->s, 2, 1);
+	assert_int_equal(calls, 1);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO nosuch VALUES(1)", NULL, 0, NULL), EVH_ESTORE);
+	assert_int_equal(store_tx_commit(tx), EVH_ESTORE);
+	assert_int_equal(calls, 1);
+}
+
+/* ----------------------------------------------------------------- inbox */
+
+static void test_inbox(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "e1"), 0);
+	assert_int_equal(store_inbox_record(tx, "e1", "USER_CREATED", 2, 41), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "e1"), 1);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "e1"), 1);
+	assert_int_equal(store_inbox_seen(tx, "e2"), 0);
+	assert_int_equal(store_inbox_record(tx, "e1", "USER_CREATED", 2, 41), EVH_ECONSTRAINT);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT \"offset\" + \"partition\" FROM evh_inbox"), 43);
+}
+
+/* ----------------------------------------------------------- concurrency */
+
+#define THREADS 4
+#define INCREMENTS 200
+
+static void *incrementer(void *arg)
+{
+	store *s = arg;
+	for (int i = 0; i < INCREMENTS; i++) {
+		evh_tx *tx;
+		evh_rows *r;
+		evh_value v;
+		if (store_tx_begin(s, &tx) != EVH_OK)
+			return (void *)1;
+		if (store_query(tx, "SELECT n FROM counter", NULL, 0, &r) != EVH_OK ||
+		    store_rows_next(r) != 1) {
+			store_tx_rollback(tx);
+			return (void *)1;
+		}
+		v = EVH_INT(store_rows_int(r, 0) + 1);
+		store_rows_close(r);
+		sched_yield(); /* widen the read-modify-write window */
+		if (store_exec(tx, "UPDATE counter SET n = ?", &v, 1, NULL) != EVH_OK ||
+		    store_tx_commit(tx) != EVH_OK)
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_concurrent_tx(void **state)
+{
+	fixture *f = *state;
+	pthread_t th[THREADS];
+
+	exec1(f->s, "CREATE TABLE counter(n INTEGER)");
+	exec1(f->s, "INSERT INTO counter VALUES(0)");
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, incrementer, f->s), 0);
+	for (int i = 0; i < THREADS; i++) {
+		void *res;
+		assert_int_equal(pthread_join(th[i], &res), 0);
+		assert_null(res);
+	}
+	assert_int_equal(query_int(f->s, "SELECT n FROM counter"), THREADS * INCREMENTS);
+}
+
+/* ---------------------------------------------------------------- reopen */
+
+static void test_reopen_persists(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	const evh_migration m[] = {{1, "CREATE TABLE p(a); INSERT INTO p VALUES(42);"}};
+
+	assert_int_equal(store_migrate(f->s, m, 1, err, sizeof err), EVH_OK);
+	add_rows(f->s, 3, 1);
+	store_close(f->s);
+	f->s = NULL;
+	if (store_open(&f->s, f->path, "FULL", err, sizeof err) != EVH_OK)
+		fail_msg("reopen: %s", err);
+	assert_int_equal(store_outbox_pending(f->s), 3); /* counted at open */
+	assert_int_equal(query_int(f->s, "SELECT a FROM p"), 42);
+	assert_int_equal(store_migrate(f->s, m, 1, err, sizeof err), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM p"), 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_open_wal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrations_apply_once_in_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migration_failure_keeps_earlier, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migration_downgrade_and_invalid, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_tx_commit_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_constraint_fails_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_calls, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_query_types, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rows_open_at_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_statement_cache, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_query_json, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
