@@ -1,0 +1,165 @@
+/* Event envelope: ids, timestamps, trace context and the CloudEvents 1.0
+ * binary-mode Kafka headers. No state; safe from any thread. */
+#include "events.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define EVENTS_SPECVERSION "1.0"
+#define EVENTS_CONTENT_TYPE "application/json"
+
+/* Read from /dev/urandom when getrandom() is unavailable (ENOSYS in odd
+ * sandboxes). Returns 0 when `n` bytes were read. */
+static int urandom_fill(unsigned char *buf, size_t n)
+{
+	size_t got = 0;
+	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	while (got < n) {
+		ssize_t r = read(fd, buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	close(fd);
+	return got == n ? 0 : -1;
+}
+
+/* Ids must never repeat, so there is no weak fallback: without a kernel
+ * random source the process cannot publish events at all. */
+static void random_fill(unsigned char *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = getrandom(buf + got, n - got, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			break;
+		got += (size_t)r;
+	}
+	if (got == n || urandom_fill(buf, n) == 0)
+		return;
+	fprintf(stderr, "evhost: no kernel random source (getrandom, /dev/urandom): %s\n",
+	        strerror(errno));
+	abort();
+}
+
+static void hex_encode(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 0x0f];
+	}
+	out[2 * n] = '\0';
+}
+
+void events_uuid(char out[37])
+{
+	unsigned char b[16];
+	char hex[33];
+	random_fill(b, sizeof b);
+	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	hex_encode(b, sizeof b, hex);
+	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+}
+
+void events_now_rfc3339(char out[40])
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, 40 - n, ".%03uZ", (unsigned)(ts.tv_nsec / 1000000L) % 1000u);
+}
+
+static int all_zero(const unsigned char *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (b[i])
+			return 0;
+	return 1;
+}
+
+void events_new_traceparent(char out[56])
+{
+	unsigned char trace[16], span[8];
+	char th[33], sh[17];
+	/* W3C trace context: all-zero trace-id or parent-id is invalid. */
+	do
+		random_fill(trace, sizeof trace);
+	while (all_zero(trace, sizeof trace));
+	do
+		random_fill(span, sizeof span);
+	while (all_zero(span, sizeof span));
+	hex_encode(trace, sizeof trace, th);
+	hex_encode(span, sizeof span, sh);
+	snprintf(out, 56, "00-%s-%s-01", th, sh);
+}
+
+static int add_header(rd_kafka_headers_t *hdrs, const char *name, const char *value)
+{
+	if (!value || !*value)
+		return 0;
+	return rd_kafka_header_add(hdrs, name, -1, value, -1) == RD_KAFKA_RESP_ERR_NO_ERROR ? 0
+	                                                                                     : -1;
+}
+
+int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs)
+{
+	const char *spec = m->specversion[0] ? m->specversion : EVENTS_SPECVERSION;
+	const char *ctype = m->content_type[0] ? m->content_type : EVENTS_CONTENT_TYPE;
+	if (add_header(hdrs, "ce_id", m->id) || add_header(hdrs, "ce_type", m->type) ||
+	    add_header(hdrs, "ce_source", m->source) || add_header(hdrs, "ce_specversion", spec) ||
+	    add_header(hdrs, "ce_time", m->time) || add_header(hdrs, "content-type", ctype) ||
+	    add_header(hdrs, "traceparent", m->traceparent))
+		return -1;
+	return 0;
+}
+
+/* Header values are raw bytes without a terminator: copy at most cap-1 of
+ * them and stop at an embedded NUL, so the result is always a C string. */
+static void copy_header(const rd_kafka_headers_t *hdrs, const char *name, char *dst, size_t cap)
+{
+	const void *val = NULL;
+	size_t size = 0, n;
+	const char *nul;
+	dst[0] = '\0';
+	if (rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val)
+		return;
+	n = size < cap - 1 ? size : cap - 1;
+	nul = memchr(val, '\0', n);
+	if (nul)
+		n = (size_t)(nul - (const char *)val);
+	memcpy(dst, val, n);
+	dst[n] = '\0';
+}
+
+int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m)
+{
+	memset(m, 0, sizeof *m);
+	if (!hdrs)
+		return -1;
+	copy_header(hdrs, "ce_id", m->id, sizeof m->id);
+	copy_header(hdrs, "ce_type", m->type, sizeof m->type);
+	copy_header(hdrs, "ce_source", m->source, sizeof m->source);
+	copy_header(hdrs, "ce_specversion", m->specversion, sizeof m->specversion);
+	copy_header(hdrs, "ce_time", m->time, sizeof m->time);
+	copy_header(hdrs, "content-type", m->content_type, sizeof m->content_type);
+	copy_header(hdrs, "traceparent", m->traceparent, sizeof m->traceparent);
+	return m->id[0] && m->type[0] ? 0 : -1;
+}

@@ -1,0 +1,1244 @@
+/* Kafka: the shared idempotent producer, the embedded mock cluster, and one
+ * consumer thread per plugin that dispatches events to its handlers.
+ *
+ * Delivery contract of a consumer (see DESIGN.md "Delivery"):
+ *  - an offset is stored only after the handler's transaction (with the
+ *    inbox record of the event) committed, or after the message reached the
+ *    dead-letter topic; stored offsets are committed every second or every
+ *    100 messages, and synchronously on revoke and stop;
+ *  - RETRY pauses only the message's partition; the message is kept in a
+ *    retry slot and dispatched again when its backoff is due. When it is
+ *    finished the partition is sought to the next offset and resumed, so
+ *    anything fetched (and discarded) meanwhile is fetched again;
+ *  - a revoked partition drops its retry: the new owner starts from the
+ *    committed offset. */
+#include "kafka.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "events.h"
+#include "log.h"
+
+#define KAFKA_LOG "kafka"
+#define DEFAULT_MAX_ATTEMPTS 5
+#define DEFAULT_BACKOFF_MS 1000
+#define DEFAULT_BACKOFF_MAX_MS 60000
+#define POLL_MS 100
+#define COMMIT_EVERY_MS 1000
+#define COMMIT_EVERY_MSGS 100
+#define SEEK_TIMEOUT_MS 5000
+#define DLQ_WAIT_STOPPING_MS 30000
+#define DLQ_RETRY_MAX_MS 30000
+#define TOPIC_WARN_EVERY_MS 60000
+
+struct kafka {
+	rd_kafka_t *producer;
+	rd_kafka_t *mock_rk; /* owns the mock cluster (brokers = embedded) */
+	rd_kafka_mock_cluster_t *mock;
+	char *bootstraps;
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+static uint32_t random_u32(void)
+{
+	uint32_t r;
+	if (getrandom(&r, sizeof r, 0) == (ssize_t)sizeof r)
+		return r;
+	return (uint32_t)now_ms(); /* jitter only: predictability is harmless */
+}
+
+int kafka_retry_delay_ms(int backoff_ms, int backoff_max_ms, int attempt, uint32_t rnd)
+{
+	int64_t ceiling;
+	if (backoff_ms < 1)
+		backoff_ms = 1;
+	if (backoff_max_ms < backoff_ms)
+		backoff_max_ms = backoff_ms;
+	ceiling = backoff_ms;
+	for (int i = 1; i < attempt && ceiling < backoff_max_ms; i++)
+		ceiling *= 2;
+	if (ceiling > backoff_max_ms)
+		ceiling = backoff_max_ms;
+	return (int)(rnd % (uint32_t)(ceiling + 1));
+}
+
+/* librdkafka levels are syslog levels. Its "FAIL" lines (a broker
+ * connection failed) repeat what the error callback reports at warn. */
+static void rdk_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	evh_log_level l = level <= 3 ? EVH_LOG_ERROR
+	                  : level == 4 ? EVH_LOG_WARN
+	                  : level <= 6 ? EVH_LOG_INFO
+	                               : EVH_LOG_DEBUG;
+	if (!strcmp(fac, "FAIL"))
+		l = EVH_LOG_DEBUG;
+	log_msg(l, KAFKA_LOG, "%s: %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* The handle that owns the mock cluster is never used as a client, so its
+ * own complaints (e.g. "No bootstrap.servers configured") only confuse. */
+static void mock_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	log_msg(level <= 3 ? EVH_LOG_ERROR : EVH_LOG_DEBUG, KAFKA_LOG, "%s: %s: %s",
+	        rd_kafka_name(rk), fac, buf);
+}
+
+static void rdk_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	char buf[512];
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		rd_kafka_fatal_error(rk, buf, sizeof buf);
+		log_error(KAFKA_LOG, "%s: fatal error, client unusable: %s", rd_kafka_name(rk),
+		          buf);
+		return;
+	}
+	log_warn(KAFKA_LOG, "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value, char *err,
+                    size_t errlen)
+{
+	char msg[512];
+	if (rd_kafka_conf_set(conf, key, value, msg, sizeof msg) == RD_KAFKA_CONF_OK)
+		return 0;
+	snprintf(err, errlen, "[kafka] cannot set %s: %s", key, msg);
+	return -1;
+}
+
+static int key_in(const char *key, const char *const *list)
+{
+	for (; *list; list++)
+		if (!strcmp(key, *list))
+			return 1;
+	return 0;
+}
+
+/* Apply the [kafka] rdkafka.* passthrough keys, except `owned` ones, which
+ * evhost sets itself because delivery guarantees depend on them. */
+static int conf_passthrough(rd_kafka_conf_t *conf, const settings *s, const char *const *owned,
+                            char *err, size_t errlen)
+{
+	char msg[512];
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		const char *key = s->rdkafka_keys[i];
+		if (key_in(key, owned)) {
+			log_warn(KAFKA_LOG, "[kafka] rdkafka.%s ignored: evhost sets it itself",
+			         key);
+			continue;
+		}
+		if (rd_kafka_conf_set(conf, key, s->rdkafka_values[i], msg, sizeof msg) !=
+		    RD_KAFKA_CONF_OK) {
+			snprintf(err, errlen, "[kafka] rdkafka.%s: %s", key, msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ producer */
+
+struct kafka_dr {
+	kafka_delivery_cb cb;
+	void *opaque;
+};
+
+static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct kafka_dr *d = m->_private;
+	if (!d)
+		return;
+	if (d->cb)
+		d->cb(d->opaque, m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
+		      m->err ? rd_kafka_err2str(m->err) : NULL);
+	free(d);
+}
+
+static const char *const producer_owned[] = {
+    "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
+    "request.required.acks", NULL};
+
+static int start_mock(kafka *k, char *err, size_t errlen)
+{
+	char msg[512];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, mock_log_cb);
+	if (conf_set(conf, "client.id", "evhost-mock", err, errlen)) {
+		rd_kafka_conf_destroy(conf);
+		return -1;
+	}
+	k->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, msg, sizeof msg);
+	if (!k->mock_rk) {
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "[kafka] embedded mock cluster: %s", msg);
+		return -1;
+	}
+	k->mock = rd_kafka_mock_cluster_new(k->mock_rk, 1);
+	if (!k->mock) {
+		snprintf(err, errlen, "[kafka] embedded mock cluster could not be created");
+		return -1;
+	}
+	k->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(k->mock));
+	if (!k->bootstraps) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	log_warn(KAFKA_LOG, "brokers = embedded: librdkafka's in-process mock cluster at %s — "
+	                    "nothing is durable, for demos and tests only",
+	         k->bootstraps);
+	return 0;
+}
+
+static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, rdk_log_cb);
+	rd_kafka_conf_set_error_cb(conf, rdk_error_cb);
+	rd_kafka_conf_set_dr_msg_cb(conf, rdk_dr_msg_cb);
+	rd_kafka_conf_set_opaque(conf, k);
+	if (conf_set(conf, "client.id", "evhost", err, errlen) ||
+	    conf_set(conf, "linger.ms", "5", err, errlen) ||
+	    conf_passthrough(conf, s, producer_owned, err, errlen) ||
+	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
+	    conf_set(conf, "enable.idempotence", "true", err, errlen) ||
+	    conf_set(conf, "acks", "all", err, errlen)) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
+{
+	char msg[512];
+	rd_kafka_conf_t *conf;
+	kafka *k = calloc(1, sizeof *k);
+	*out = NULL;
+	if (!k) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (s->embedded) {
+		if (start_mock(k, err, errlen))
+			goto fail;
+	} else if (!s->brokers || !*s->brokers) {
+		snprintf(err, errlen, "[kafka] brokers is empty");
+		goto fail;
+	} else if (!(k->bootstraps = strdup(s->brokers))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	conf = producer_conf(k, s, err, errlen);
+	if (!conf)
+		goto fail;
+	k->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, msg, sizeof msg);
+	if (!k->producer) {
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "[kafka] cannot create producer: %s", msg);
+		goto fail;
+	}
+	*out = k;
+	return 0;
+fail:
+	kafka_stop(k, 0);
+	return -1;
+}
+
+void kafka_stop(kafka *k, int timeout_ms)
+{
+	if (!k)
+		return;
+	if (k->producer) {
+		rd_kafka_flush(k->producer, timeout_ms);
+		if (rd_kafka_outq_len(k->producer) > 0) {
+			log_warn(KAFKA_LOG, "%d message(s) not delivered within %d ms at shutdown",
+			         rd_kafka_outq_len(k->producer), timeout_ms);
+			/* Purged messages get a failed delivery report, so their
+			 * owners (the relay) release what they track. */
+			rd_kafka_purge(k->producer,
+			               RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+			rd_kafka_flush(k->producer, 1000);
+		}
+		rd_kafka_destroy(k->producer);
+	}
+	if (k->mock)
+		rd_kafka_mock_cluster_destroy(k->mock);
+	if (k->mock_rk)
+		rd_kafka_destroy(k->mock_rk);
+	free(k->bootstraps);
+	free(k);
+}
+
+const char *kafka_bootstraps(kafka *k) { return k->bootstraps; }
+
+int kafka_reachable(kafka *k, int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	if (rd_kafka_fatal_error(k->producer, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	if (rd_kafka_metadata(k->producer, 0, NULL, &md, timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	rd_kafka_metadata_destroy(md);
+	return 1;
+}
+
+static void meta_from_row(ce_meta *m, const outbox_row *row, const char *source)
+{
+	const char *src = row->source && *row->source ? row->source : source;
+	memset(m, 0, sizeof *m);
+	snprintf(m->id, sizeof m->id, "%s", row->id ? row->id : "");
+	snprintf(m->type, sizeof m->type, "%s", row->type ? row->type : "");
+	snprintf(m->source, sizeof m->source, "%s", src ? src : "");
+	snprintf(m->time, sizeof m->time, "%s", row->time ? row->time : "");
+	snprintf(m->traceparent, sizeof m->traceparent, "%s",
+	         row->traceparent ? row->traceparent : "");
+}
+
+/* Produce with a delivery callback. Takes ownership of `hdrs` on success. */
+static int produce(kafka *k, const char *topic, const void *key, size_t keylen,
+                   const void *value, size_t len, rd_kafka_headers_t *hdrs,
+                   kafka_delivery_cb cb, void *opaque)
+{
+	rd_kafka_resp_err_t e;
+	struct kafka_dr *d = malloc(sizeof *d);
+	if (!d) {
+		rd_kafka_headers_destroy(hdrs);
+		return EVH_ENOMEM;
+	}
+	d->cb = cb;
+	d->opaque = opaque;
+	e = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
+	                      RD_KAFKA_V_VALUE((void *)value, len),
+	                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
+	                      RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return EVH_OK;
+	free(d);
+	rd_kafka_headers_destroy(hdrs);
+	if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		return EVH_EBUSY;
+	log_error(KAFKA_LOG, "cannot produce to %s: %s", topic, rd_kafka_err2str(e));
+	return EVH_EKAFKA;
+}
+
+int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
+                      void *opaque)
+{
+	ce_meta m;
+	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+	if (!hdrs)
+		return EVH_ENOMEM;
+	meta_from_row(&m, row, source);
+	if (events_headers_encode(&m, hdrs)) {
+		rd_kafka_headers_destroy(hdrs);
+		return EVH_EKAFKA;
+	}
+	return produce(k, row->topic, row->key, row->key ? strlen(row->key) : 0, row->data,
+	               row->data_len, hdrs, cb, opaque);
+}
+
+void kafka_poll_producer(kafka *k, int timeout_ms) { rd_kafka_poll(k->producer, timeout_ms); }
+
+int kafka_outq_len(kafka *k) { return rd_kafka_outq_len(k->producer); }
+
+/* --------------------------------------------------------------- event */
+
+struct evh_event {
+	ce_meta meta;
+	char id[320]; /* ce_id, or "<topic>/<partition>/<offset>" */
+	const char *topic;
+	int32_t partition;
+	int64_t offset;
+	char *key; /* NULL: no key */
+	size_t key_len;
+	char *data;
+	size_t data_len;
+	char **hdr_names, **hdr_values;
+	size_t nhdrs;
+	int attempt;
+	char error[512];
+};
+
+static char *dup_bytes(const void *p, size_t n)
+{
+	char *s = malloc(n + 1);
+	if (!s)
+		return NULL;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+static void event_free(evh_event *ev)
+{
+	for (size_t i = 0; i < ev->nhdrs; i++) {
+		free(ev->hdr_names[i]);
+		free(ev->hdr_values[i]);
+	}
+	free(ev->hdr_names);
+	free(ev->hdr_values);
+	free(ev->key);
+	free(ev->data);
+}
+
+static int event_copy_headers(evh_event *ev, const rd_kafka_headers_t *h)
+{
+	size_t n = rd_kafka_header_cnt(h);
+	const char *name;
+	const void *val;
+	size_t size;
+	ev->hdr_names = calloc(n ? n : 1, sizeof *ev->hdr_names);
+	ev->hdr_values = calloc(n ? n : 1, sizeof *ev->hdr_values);
+	if (!ev->hdr_names || !ev->hdr_values)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (rd_kafka_header_get_all(h, i, &name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		ev->hdr_names[i] = strdup(name);
+		ev->hdr_values[i] = dup_bytes(val ? val : "", val ? size : 0);
+		ev->nhdrs = i + 1;
+		if (!ev->hdr_names[i] || !ev->hdr_values[i])
+			return -1;
+	}
+	return 0;
+}
+
+/* Build the handler's view of `msg`. Returns -1 when out of memory. */
+static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt)
+{
+	rd_kafka_headers_t *h = NULL;
+	memset(ev, 0, sizeof *ev);
+	ev->topic = rd_kafka_topic_name(msg->rkt);
+	ev->partition = msg->partition;
+	ev->offset = msg->offset;
+	ev->attempt = attempt;
+	if (rd_kafka_message_headers(msg, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		h = NULL;
+	events_headers_decode(h, &ev->meta);
+	/* A plain producer's message has no ce_id: its position is its identity. */
+	if (ev->meta.id[0])
+		snprintf(ev->id, sizeof ev->id, "%s", ev->meta.id);
+	else
+		snprintf(ev->id, sizeof ev->id, "%s/%" PRId32 "/%" PRId64, ev->topic,
+		         msg->partition, msg->offset);
+	if (msg->key && !(ev->key = dup_bytes(msg->key, msg->key_len)))
+		return -1;
+	ev->key_len = msg->key ? msg->key_len : 0;
+	ev->data = dup_bytes(msg->payload ? msg->payload : "", msg->payload ? msg->len : 0);
+	ev->data_len = msg->payload ? msg->len : 0;
+	if (!ev->data)
+		return -1;
+	return h ? event_copy_headers(ev, h) : 0;
+}
+
+static const char *or_null(const char *s) { return s[0] ? s : NULL; }
+
+const char *kafka_ev_id(const evh_event *ev) { return ev->id; }
+const char *kafka_ev_type(const evh_event *ev) { return ev->meta.type; }
+const char *kafka_ev_source(const evh_event *ev) { return or_null(ev->meta.source); }
+const char *kafka_ev_time(const evh_event *ev) { return or_null(ev->meta.time); }
+const char *kafka_ev_topic(const evh_event *ev) { return ev->topic; }
+int32_t kafka_ev_partition(const evh_event *ev) { return ev->partition; }
+int64_t kafka_ev_offset(const evh_event *ev) { return ev->offset; }
+int kafka_ev_attempt(const evh_event *ev) { return ev->attempt; }
+
+const char *kafka_ev_key(const evh_event *ev, size_t *len)
+{
+	if (len)
+		*len = ev->key_len;
+	return ev->key;
+}
+
+const char *kafka_ev_data(const evh_event *ev, size_t *len)
+{
+	if (len)
+		*len = ev->data_len;
+	return ev->data;
+}
+
+const char *kafka_ev_header(const evh_event *ev, const char *name)
+{
+	if (!name)
+		return NULL;
+	for (size_t i = ev->nhdrs; i > 0; i--) /* the last one wins, as in librdkafka */
+		if (!strcmp(ev->hdr_names[i - 1], name))
+			return ev->hdr_values[i - 1];
+	return NULL;
+}
+
+void kafka_ev_set_error(const evh_event *ev, const char *message)
+{
+	/* The SDK hands handlers a const event; the error buffer is the one
+	 * field they may write, and the event itself is never const. */
+	evh_event *w = (evh_event *)ev;
+	snprintf(w->error, sizeof w->error, "%s", message ? message : "");
+}
+
+/* ------------------------------------------------------------ consumer */
+
+struct retry_policy {
+	int max_attempts, backoff_ms, backoff_max_ms;
+};
+
+/* A partition paused for a retry. While msg != NULL the message waits for
+ * its next attempt at due_ms; once finished (msg == NULL) the partition
+ * waits to be sought to resume_offset and resumed. */
+struct retry_slot {
+	char *topic;
+	int32_t partition;
+	rd_kafka_message_t *msg;
+	int attempts;    /* made so far */
+	size_t sub;      /* index of the subscription whose policy applies */
+	int64_t due_ms;
+	int64_t resume_offset;
+	char error[512];
+};
+
+struct consumer {
+	kafka *k;
+	evh_plugin *p;
+	rd_kafka_t *rk;
+	pthread_t thread;
+	atomic_int stop;
+	char *dlq_suffix;
+	struct retry_policy *policy; /* one per p->subs */
+	struct retry_slot *slots;
+	size_t nslots, capslots;
+	int stored;                  /* offsets stored since the last commit */
+	int64_t last_commit_ms;
+	int64_t last_topic_warn_ms;
+};
+
+/* What became of one dispatch. */
+enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT };
+
+static const char *plugin_label(const struct consumer *c) { return c->p->name; }
+
+static struct retry_slot *slot_find(struct consumer *c, const char *topic, int32_t partition)
+{
+	for (size_t i = 0; i < c->nslots; i++)
+		if (c->slots[i].partition == partition && !strcmp(c->slots[i].topic, topic))
+			return &c->slots[i];
+	return NULL;
+}
+
+static void slot_remove(struct consumer *c, struct retry_slot *s)
+{
+	size_t i = (size_t)(s - c->slots);
+	if (s->msg)
+		rd_kafka_message_destroy(s->msg);
+	free(s->topic);
+	c->slots[i] = c->slots[--c->nslots];
+}
+
+static void partition_pause(struct consumer *c, const char *topic, int32_t partition, int pause)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t e;
+	rd_kafka_topic_partition_list_add(l, topic, partition);
+	e = pause ? rd_kafka_pause_partitions(c->rk, l) : rd_kafka_resume_partitions(c->rk, l);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e = l->elems[0].err;
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		log_warn(KAFKA_LOG, "%s: cannot %s %s [%" PRId32 "]: %s", plugin_label(c),
+		         pause ? "pause" : "resume", topic, partition, rd_kafka_err2str(e));
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void store_offset(struct consumer *c, const rd_kafka_message_t *msg)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t e;
+	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt), msg->partition)
+	    ->offset = msg->offset + 1;
+	e = rd_kafka_offsets_store(c->rk, l);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e = l->elems[0].err;
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		c->stored++;
+	else /* e.g. revoked meanwhile: the new owner handles it again (inbox dedups) */
+		log_warn(KAFKA_LOG, "%s: cannot store offset %s [%" PRId32 "] @%" PRId64 ": %s",
+		         plugin_label(c), rd_kafka_topic_name(msg->rkt), msg->partition,
+		         msg->offset, rd_kafka_err2str(e));
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commit stored offsets. `force`: even when nothing was stored since the
+ * last commit (that one may have failed; revoke and stop must be sure). */
+static void commit_stored(struct consumer *c, int async, int force)
+{
+	rd_kafka_resp_err_t e;
+	c->last_commit_ms = now_ms();
+	if (!c->stored && !force)
+		return;
+	c->stored = 0;
+	e = rd_kafka_commit(c->rk, NULL, async);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		log_warn(KAFKA_LOG, "%s: offset commit failed: %s", plugin_label(c),
+		         rd_kafka_err2str(e));
+}
+
+static void rdk_offset_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                                 rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	struct consumer *c = opaque;
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		log_warn(KAFKA_LOG, "%s: offset commit failed: %s", plugin_label(c),
+		         rd_kafka_err2str(err));
+}
+
+/* ---- dispatch ---- */
+
+static int sub_matches(const plugin_sub *s, const char *topic, const char *type)
+{
+	return !strcmp(s->topic, topic) && (!s->type || !strcmp(s->type, type));
+}
+
+static void set_trace_context(const char *traceparent)
+{
+	char trace[33];
+	/* "00-<32 hex trace id>-<16 hex>-<2 hex>" */
+	if (strlen(traceparent) < 35 || traceparent[2] != '-') {
+		log_set_context(NULL, NULL);
+		return;
+	}
+	memcpy(trace, traceparent + 3, 32);
+	trace[32] = '\0';
+	log_set_context(NULL, trace);
+}
+
+/* Run every matching handler in one transaction with the inbox check and
+ * record. The first non-OK result decides; *sub gets the subscription
+ * whose policy applies. */
+static enum outcome run_handlers(struct consumer *c, evh_event *ev, size_t first, size_t *sub)
+{
+	evh_plugin *p = c->p;
+	evh_tx *tx = NULL;
+	int seen, r;
+	*sub = first;
+	if (store_tx_begin(p->store, &tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction");
+		return OUT_RETRY;
+	}
+	seen = store_inbox_seen(tx, ev->id);
+	if (seen != 0) {
+		if (seen < 0)
+			snprintf(ev->error, sizeof ev->error, "storage: inbox lookup failed: %s",
+			         store_tx_error(tx));
+		else
+			log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name,
+			          ev->id);
+		store_tx_rollback(tx);
+		return seen < 0 ? OUT_RETRY : OUT_DONE;
+	}
+	for (size_t i = first; i < p->nsubs; i++) {
+		if (!sub_matches(&p->subs[i], ev->topic, ev->meta.type))
+			continue;
+		*sub = i;
+		r = p->subs[i].handler(p, ev, tx, p->subs[i].ud);
+		if (r == EVH_EVENT_OK)
+			continue;
+		store_tx_rollback(tx);
+		if (r == EVH_EVENT_REJECT)
+			return OUT_REJECT;
+		if (r != EVH_EVENT_RETRY && !ev->error[0])
+			snprintf(ev->error, sizeof ev->error, "handler returned unknown result %d",
+			         r);
+		return OUT_RETRY;
+	}
+	if (store_inbox_record(tx, ev->id, ev->topic, ev->partition, ev->offset) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
+		         store_tx_error(tx));
+		store_tx_rollback(tx);
+		return OUT_RETRY;
+	}
+	if (store_tx_commit(tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: commit failed");
+		return OUT_RETRY;
+	}
+	return OUT_DONE;
+}
+
+/* Dispatch `msg` (attempt number `attempt`). `err` gets the reason of a
+ * RETRY or REJECT. */
+static enum outcome dispatch(struct consumer *c, const rd_kafka_message_t *msg, int attempt,
+                             size_t *sub, char *err, size_t errlen)
+{
+	evh_event ev;
+	enum outcome out = OUT_DONE;
+	size_t first;
+	*sub = 0;
+	if (event_build(&ev, msg, attempt)) {
+		snprintf(err, errlen, "out of memory");
+		event_free(&ev);
+		return OUT_RETRY;
+	}
+	for (first = 0; first < c->p->nsubs; first++)
+		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
+			break;
+	if (first < c->p->nsubs) {
+		set_trace_context(ev.meta.traceparent);
+		out = run_handlers(c, &ev, first, sub);
+		log_set_context(NULL, NULL);
+	}
+	if (out == OUT_REJECT)
+		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "rejected by handler");
+	else if (out == OUT_RETRY)
+		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
+	event_free(&ev);
+	return out;
+}
+
+/* ---- dead letters ---- */
+
+/* Shared between a consumer waiting for its dead-letter write and the
+ * delivery callback, which may run on another thread (whoever polls the
+ * producer) and possibly after the waiter gave up: the last one frees it. */
+struct dlq_wait {
+	pthread_mutex_t mu;
+	int refs, done, ok;
+	char error[256];
+};
+
+static void dlq_wait_release(struct dlq_wait *w)
+{
+	int last;
+	pthread_mutex_lock(&w->mu);
+	last = --w->refs == 0;
+	pthread_mutex_unlock(&w->mu);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&w->mu);
+	free(w);
+}
+
+static void dlq_delivered(void *opaque, int ok, const char *error)
+{
+	struct dlq_wait *w = opaque;
+	pthread_mutex_lock(&w->mu);
+	w->done = 1;
+	w->ok = ok;
+	snprintf(w->error, sizeof w->error, "%s", error ? error : "");
+	pthread_mutex_unlock(&w->mu);
+	dlq_wait_release(w);
+}
+
+static void header_addf(rd_kafka_headers_t *h, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void header_addf(rd_kafka_headers_t *h, const char *name, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	rd_kafka_header_add(h, name, -1, buf, -1);
+}
+
+static rd_kafka_headers_t *dlq_headers(struct consumer *c, const rd_kafka_message_t *msg,
+                                       int attempts, const char *error)
+{
+	rd_kafka_headers_t *orig = NULL, *h;
+	char now[40];
+	if (rd_kafka_message_headers(msg, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR && orig)
+		h = rd_kafka_headers_copy(orig);
+	else
+		h = rd_kafka_headers_new(8);
+	if (!h)
+		return NULL;
+	events_now_rfc3339(now);
+	header_addf(h, "evhost_dlq_topic", "%s", rd_kafka_topic_name(msg->rkt));
+	header_addf(h, "evhost_dlq_partition", "%" PRId32, msg->partition);
+	header_addf(h, "evhost_dlq_offset", "%" PRId64, msg->offset);
+	header_addf(h, "evhost_dlq_plugin", "%s", c->p->name);
+	header_addf(h, "evhost_dlq_attempts", "%d", attempts);
+	header_addf(h, "evhost_dlq_error", "%s", error);
+	header_addf(h, "evhost_dlq_time", "%s", now);
+	return h;
+}
+
+/* Produce one dead letter and wait for its delivery report. Returns 1 on
+ * success, 0 on a failed delivery (try again), -1 when stopping before the
+ * outcome was known. */
+static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_message_t *msg,
+                         int attempts, const char *error, char *why, size_t whylen)
+{
+	struct dlq_wait *w = calloc(1, sizeof *w);
+	rd_kafka_headers_t *h = dlq_headers(c, msg, attempts, error);
+	int64_t start = now_ms();
+	int rc, done = 0;
+	if (!w || !h) {
+		free(w);
+		if (h)
+			rd_kafka_headers_destroy(h);
+		snprintf(why, whylen, "out of memory");
+		return 0;
+	}
+	pthread_mutex_init(&w->mu, NULL);
+	w->refs = 2;
+	rc = produce(c->k, topic, msg->key, msg->key_len, msg->payload, msg->len, h, dlq_delivered,
+	             w);
+	if (rc != EVH_OK) {
+		snprintf(why, whylen, "produce failed: %s",
+		         rc == EVH_EBUSY ? "queue full" : "see log");
+		w->refs = 1;
+		dlq_wait_release(w);
+		return 0;
+	}
+	/* librdkafka always reports a message's fate (at the latest after
+	 * message.timeout.ms), so wait for it; only a stop cuts this short. */
+	while (!done) {
+		rd_kafka_poll(c->k->producer, POLL_MS);
+		pthread_mutex_lock(&w->mu);
+		done = w->done;
+		rc = w->ok;
+		snprintf(why, whylen, "%s", w->error);
+		pthread_mutex_unlock(&w->mu);
+		if (!done && atomic_load(&c->stop) && now_ms() - start > DLQ_WAIT_STOPPING_MS)
+			break;
+	}
+	dlq_wait_release(w);
+	return done ? rc : -1;
+}
+
+/* Write `msg` to <topic>.<plugin><suffix>, retrying until it is
+ * acknowledged: losing a dead letter would lose the event. Returns 0 when
+ * written, -1 when stopping first (the offset then stays uncommitted). */
+static int dead_letter(struct consumer *c, const rd_kafka_message_t *msg, int attempts,
+                       const char *error)
+{
+	char topic[512], why[256];
+	int delay = 1000, rc;
+	const char *src = rd_kafka_topic_name(msg->rkt);
+	snprintf(topic, sizeof topic, "%s.%s%s", src, c->p->name, c->dlq_suffix);
+	log_warn(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d "
+	                    "attempt(s): %s",
+	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
+	for (;;) {
+		rc = dlq_send_once(c, topic, msg, attempts, error, why, sizeof why);
+		if (rc == 1)
+			return 0;
+		if (rc < 0 || atomic_load(&c->stop)) {
+			log_warn(KAFKA_LOG,
+			         "%s: stopping before dead letter to %s was acknowledged; "
+			         "%s [%" PRId32 "] @%" PRId64 " will be redelivered",
+			         plugin_label(c), topic, src, msg->partition, msg->offset);
+			return -1;
+		}
+		log_error(KAFKA_LOG, "%s: dead letter to %s failed (%s); retrying in %d ms",
+		          plugin_label(c), topic, why, delay);
+		for (int waited = 0; waited < delay && !atomic_load(&c->stop); waited += POLL_MS)
+			sleep_ms(POLL_MS);
+		delay = delay * 2 > DLQ_RETRY_MAX_MS ? DLQ_RETRY_MAX_MS : delay * 2;
+	}
+}
+
+/* ---- retries ---- */
+
+/* Seek the finished slot's partition past its message and resume it. The
+ * seek also drops anything fetched while it was paused. Returns 0 when
+ * done (slot removed). */
+static int slot_resume(struct consumer *c, struct retry_slot *s)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_error_t *e;
+	rd_kafka_resp_err_t perr;
+	rd_kafka_topic_partition_list_add(l, s->topic, s->partition)->offset = s->resume_offset;
+	e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+	perr = l->elems[0].err;
+	rd_kafka_topic_partition_list_destroy(l);
+	if (e || perr) {
+		log_warn(KAFKA_LOG,
+		         "%s: cannot seek %s [%" PRId32 "] to %" PRId64 ": %s; will retry",
+		         plugin_label(c), s->topic, s->partition, s->resume_offset,
+		         e ? rd_kafka_error_string(e) : rd_kafka_err2str(perr));
+		rd_kafka_error_destroy(e);
+		s->due_ms = now_ms() + 1000;
+		return -1;
+	}
+	partition_pause(c, s->topic, s->partition, 0);
+	slot_remove(c, s);
+	return 0;
+}
+
+static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
+{
+	struct retry_slot *s;
+	if (c->nslots == c->capslots) {
+		size_t cap = c->capslots ? c->capslots * 2 : 4;
+		struct retry_slot *n = realloc(c->slots, cap * sizeof *n);
+		if (!n)
+			return NULL;
+		c->slots = n;
+		c->capslots = cap;
+	}
+	s = &c->slots[c->nslots];
+	memset(s, 0, sizeof *s);
+	s->topic = strdup(rd_kafka_topic_name(msg->rkt));
+	if (!s->topic)
+		return NULL;
+	s->partition = msg->partition;
+	c->nslots++;
+	partition_pause(c, s->topic, s->partition, 1);
+	return s;
+}
+
+static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_message_t *msg,
+                           int attempts, size_t sub, const char *error)
+{
+	const struct retry_policy *pol = &c->policy[sub];
+	int delay =
+	    kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts, random_u32());
+	s->msg = msg;
+	s->attempts = attempts;
+	s->sub = sub;
+	s->due_ms = now_ms() + delay;
+	snprintf(s->error, sizeof s->error, "%s", error);
+	log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in "
+	                    "%d ms",
+	         plugin_label(c), s->topic, s->partition, msg->offset, attempts, pol->max_attempts,
+	         error, delay);
+}
+
+/* Handle `msg` for attempt `attempt`; takes ownership of it. `s` is its
+ * retry slot when this is a retry, else NULL. */
+static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int attempt,
+                           struct retry_slot *s)
+{
+	char err[512];
+	size_t sub;
+	enum outcome out = dispatch(c, msg, attempt, &sub, err, sizeof err);
+	if (out == OUT_RETRY && attempt < c->policy[sub].max_attempts) {
+		if (!s)
+			s = slot_add(c, msg);
+		if (s) {
+			schedule_retry(c, s, msg, attempt, sub, err);
+			return;
+		}
+		log_error(KAFKA_LOG, "%s: out of memory scheduling a retry", plugin_label(c));
+	}
+	if (s)
+		s->msg = NULL; /* ownership is back here */
+	if (out != OUT_DONE && dead_letter(c, msg, attempt, err) != 0) {
+		/* Stopping: left uncommitted on purpose, redelivered later. */
+		if (s)
+			slot_remove(c, s);
+		rd_kafka_message_destroy(msg);
+		return;
+	}
+	store_offset(c, msg);
+	if (s) {
+		s->resume_offset = msg->offset + 1;
+		slot_resume(c, s);
+	}
+	rd_kafka_message_destroy(msg);
+}
+
+/* Act on the first slot that is due. Returns 1 when something was done. */
+static int serve_slots(struct consumer *c)
+{
+	int64_t now = now_ms();
+	for (size_t i = 0; i < c->nslots; i++) {
+		struct retry_slot *s = &c->slots[i];
+		if (s->due_ms > now)
+			continue;
+		if (!s->msg)
+			slot_resume(c, s);
+		else
+			handle_message(c, s->msg, s->attempts + 1, s);
+		return 1;
+	}
+	return 0;
+}
+
+static int poll_timeout(const struct consumer *c)
+{
+	int64_t now = now_ms(), t = POLL_MS;
+	for (size_t i = 0; i < c->nslots; i++)
+		if (c->slots[i].due_ms - now < t)
+			t = c->slots[i].due_ms - now;
+	return t < 0 ? 0 : (int)t;
+}
+
+static void drop_slots(struct consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                       int resume)
+{
+	for (size_t i = 0; i < c->nslots;) {
+		struct retry_slot *s = &c->slots[i];
+		if (parts && !rd_kafka_topic_partition_list_find(parts, s->topic, s->partition)) {
+			i++;
+			continue;
+		}
+		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": pending retry dropped; it is "
+		                    "redelivered from the committed offset",
+		         plugin_label(c), s->topic, s->partition,
+		         s->msg ? s->msg->offset : s->resume_offset - 1);
+		if (resume)
+			partition_pause(c, s->topic, s->partition, 0);
+		slot_remove(c, s);
+	}
+}
+
+/* ---- group membership ---- */
+
+static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                             rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct consumer *c = opaque;
+	const char *proto = rd_kafka_rebalance_protocol(rk);
+	int coop = proto && !strcmp(proto, "COOPERATIVE");
+	rd_kafka_error_t *e = NULL;
+	rd_kafka_resp_err_t ae = RD_KAFKA_RESP_ERR_NO_ERROR;
+	switch (err) {
+	case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+		log_info(KAFKA_LOG, "%s: assigned %d partition(s)", plugin_label(c), parts->cnt);
+		if (coop)
+			e = rd_kafka_incremental_assign(rk, parts);
+		else
+			ae = rd_kafka_assign(rk, parts);
+		break;
+	case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+		log_info(KAFKA_LOG, "%s: %d partition(s) revoked%s", plugin_label(c), parts->cnt,
+		         rd_kafka_assignment_lost(rk) ? " (lost)" : "");
+		drop_slots(c, parts, 1);
+		if (!rd_kafka_assignment_lost(rk))
+			commit_stored(c, 0, 1);
+		if (coop)
+			e = rd_kafka_incremental_unassign(rk, parts);
+		else
+			ae = rd_kafka_assign(rk, NULL);
+		break;
+	default:
+		log_error(KAFKA_LOG, "%s: rebalance failed: %s", plugin_label(c),
+		          rd_kafka_err2str(err));
+		drop_slots(c, NULL, 1);
+		ae = rd_kafka_assign(rk, NULL);
+		break;
+	}
+	if (e) {
+		log_error(KAFKA_LOG, "%s: incremental (un)assign failed: %s", plugin_label(c),
+		          rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+	}
+	if (ae)
+		log_error(KAFKA_LOG, "%s: (un)assign failed: %s", plugin_label(c),
+		          rd_kafka_err2str(ae));
+}
+
+static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
+{
+	int64_t now = now_ms();
+	const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "-";
+	/* A subscription to a topic nobody has produced to yet is normal at
+	 * first start; say it now and then, not every metadata refresh. */
+	if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+	    msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+		evh_log_level l = EVH_LOG_DEBUG;
+		if (!c->last_topic_warn_ms || now - c->last_topic_warn_ms >= TOPIC_WARN_EVERY_MS) {
+			l = EVH_LOG_WARN;
+			c->last_topic_warn_ms = now;
+		}
+		log_msg(l, KAFKA_LOG, "%s: subscribed topic %s does not exist yet: %s",
+		        plugin_label(c), topic, rd_kafka_message_errstr(msg));
+		return;
+	}
+	if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+		return;
+	log_warn(KAFKA_LOG, "%s: consumer error on %s: %s", plugin_label(c), topic,
+	         rd_kafka_message_errstr(msg));
+}
+
+static void *consumer_main(void *arg)
+{
+	struct consumer *c = arg;
+	rd_kafka_message_t *msg;
+	while (!atomic_load(&c->stop)) {
+		if (serve_slots(c))
+			continue;
+		if (c->stored >= COMMIT_EVERY_MSGS ||
+		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS)
+			commit_stored(c, 1, 0);
+		msg = rd_kafka_consumer_poll(c->rk, poll_timeout(c));
+		if (!msg)
+			continue;
+		if (msg->err) {
+			consumer_error(c, msg);
+			rd_kafka_message_destroy(msg);
+		} else if (slot_find(c, rd_kafka_topic_name(msg->rkt), msg->partition)) {
+			/* Paused for a retry: fetched again after the seek. */
+			rd_kafka_message_destroy(msg);
+		} else {
+			handle_message(c, msg, 1, NULL);
+		}
+	}
+	drop_slots(c, NULL, 0);
+	commit_stored(c, 0, 1);
+	rd_kafka_consumer_close(c->rk);
+	return NULL;
+}
+
+/* ---- lifecycle ---- */
+
+static const char *const consumer_owned[] = {
+    "bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit",
+    "enable.auto.offset.store", NULL};
+
+static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, char *err,
+                                      size_t errlen)
+{
+	char client_id[256];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	snprintf(client_id, sizeof client_id, "evhost.%s", c->p->name);
+	rd_kafka_conf_set_log_cb(conf, rdk_log_cb);
+	rd_kafka_conf_set_error_cb(conf, rdk_error_cb);
+	rd_kafka_conf_set_rebalance_cb(conf, rdk_rebalance_cb);
+	rd_kafka_conf_set_offset_commit_cb(conf, rdk_offset_commit_cb);
+	rd_kafka_conf_set_opaque(conf, c);
+	if (conf_set(conf, "client.id", client_id, err, errlen) ||
+	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
+	    conf_set(conf, "allow.auto.create.topics", "true", err, errlen) ||
+	    conf_set(conf, "topic.metadata.refresh.interval.ms", "5000", err, errlen) ||
+	    conf_passthrough(conf, s, consumer_owned, err, errlen) ||
+	    conf_set(conf, "bootstrap.servers", c->k->bootstraps, err, errlen) ||
+	    conf_set(conf, "group.id", c->p->group, err, errlen) ||
+	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
+	    conf_set(conf, "enable.auto.offset.store", "false", err, errlen)) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+static int pick(int v, int dflt, int builtin) { return v > 0 ? v : dflt > 0 ? dflt : builtin; }
+
+static int resolve_policies(struct consumer *c, const settings *s)
+{
+	c->policy = calloc(c->p->nsubs, sizeof *c->policy);
+	if (!c->policy)
+		return -1;
+	for (size_t i = 0; i < c->p->nsubs; i++) {
+		const plugin_sub *sub = &c->p->subs[i];
+		c->policy[i].max_attempts =
+		    pick(sub->max_attempts, s->retry_max_attempts, DEFAULT_MAX_ATTEMPTS);
+		c->policy[i].backoff_ms =
+		    pick(sub->backoff_ms, s->retry_backoff_ms, DEFAULT_BACKOFF_MS);
+		c->policy[i].backoff_max_ms =
+		    pick(sub->backoff_max_ms, s->retry_backoff_max_ms, DEFAULT_BACKOFF_MAX_MS);
+	}
+	return 0;
+}
+
+static int subscribe_topics(struct consumer *c, char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new((int)c->p->nsubs);
+	rd_kafka_resp_err_t e;
+	for (size_t i = 0; i < c->p->nsubs; i++) {
+		const char *topic = c->p->subs[i].topic;
+		if (!rd_kafka_topic_partition_list_find(l, topic, RD_KAFKA_PARTITION_UA))
+			rd_kafka_topic_partition_list_add(l, topic, RD_KAFKA_PARTITION_UA);
+	}
+	e = rd_kafka_subscribe(c->rk, l);
+	rd_kafka_topic_partition_list_destroy(l);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	snprintf(err, errlen, "plugin %s: cannot subscribe: %s", c->p->name, rd_kafka_err2str(e));
+	return -1;
+}
+
+static void consumer_free(struct consumer *c)
+{
+	if (c->rk)
+		rd_kafka_destroy(c->rk);
+	free(c->policy);
+	free(c->slots);
+	free(c->dlq_suffix);
+	free(c);
+}
+
+int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t errlen)
+{
+	char msg[512];
+	rd_kafka_conf_t *conf;
+	struct consumer *c;
+	if (!p->nsubs)
+		return 0;
+	if (!p->store) { /* the inbox lives there: no store, no effectively-once */
+		snprintf(err, errlen, "plugin %s: cannot consume without a store", p->name);
+		return -1;
+	}
+	c = calloc(1, sizeof *c);
+	if (!c) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	c->k = k;
+	c->p = p;
+	atomic_init(&c->stop, 0);
+	c->dlq_suffix = strdup(s->dlq_suffix && *s->dlq_suffix ? s->dlq_suffix : ".dlq");
+	if (!c->dlq_suffix || resolve_policies(c, s)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	conf = consumer_conf(c, s, err, errlen);
+	if (!conf)
+		goto fail;
+	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof msg);
+	if (!c->rk) {
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "plugin %s: cannot create consumer: %s", p->name, msg);
+		goto fail;
+	}
+	rd_kafka_poll_set_consumer(c->rk);
+	if (subscribe_topics(c, err, errlen))
+		goto fail;
+	c->last_commit_ms = now_ms();
+	if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
+		snprintf(err, errlen, "plugin %s: cannot start consumer thread", p->name);
+		goto fail;
+	}
+	p->consumer = c;
+	log_info(KAFKA_LOG, "%s: consumer started (group %s, %zu subscription(s))", p->name,
+	         p->group, p->nsubs);
+	return 0;
+fail:
+	consumer_free(c);
+	return -1;
+}
+
+void consumer_stop(evh_plugin *p)
+{
+	struct consumer *c = p->consumer;
+	if (!c)
+		return;
+	atomic_store(&c->stop, 1);
+	pthread_join(c->thread, NULL);
+	p->consumer = NULL;
+	consumer_free(c);
+	log_info(KAFKA_LOG, "%s: consumer stopped", p->name);
+}

@@ -1,0 +1,541 @@
+/* Outbox relay: one thread moves every plugin's outbox rows to Kafka.
+ *
+ * Per plugin it remembers `sent_upto`: rows with seq <= sent_upto are in
+ * flight or delivered. A row is deleted only when its delivery report says
+ * the broker acknowledged it. When a delivery fails for good (after
+ * message.timeout.ms), the relay waits until nothing of that plugin is in
+ * flight any more, then rewinds sent_upto to just below the failed row and
+ * sends again from there, so per-key order is kept; rows that were in
+ * flight behind the failed one may be sent twice, which consumers absorb
+ * (the event id is the row's id, stable across re-sends).
+ *
+ * Locking: o->mu guards the relay list and the wake/stop flags; each
+ * relay's own mutex guards what delivery callbacks touch (they may run on
+ * any thread that polls the producer, even after the outbox is gone, so a
+ * relay is reference counted: the list holds one reference and every
+ * message in flight one more). Order: o->mu before relay->mu. No store call
+ * is made under o->mu, because store commit hooks take it. */
+#include "outbox.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "store.h"
+
+#define OUTBOX_LOG "outbox"
+#define FETCH_ROWS 500
+#define IDLE_WAIT_MS 500
+#define INFLIGHT_POLL_MS 10
+#define QUEUE_FULL_POLL_MS 100
+#define RESEND_DELAY_MS 1000
+#define REMOVE_DRAIN_MS 5000
+
+struct relay {
+	pthread_mutex_t mu;
+	/* under mu */
+	int refs;
+	int64_t inflight;
+	int64_t *done; /* delivered seqs, not yet deleted */
+	size_t ndone, capdone;
+	int64_t rewind_to; /* -1, or resend rows with seq > rewind_to */
+	char fail_error[256];
+	/* under the outbox's mu */
+	int removing, detached;
+	int64_t remove_deadline;
+	/* relay thread only */
+	evh_plugin *p;
+	store *st;
+	int64_t sent_upto;
+	int64_t *del; /* seqs to delete (retried when a delete fails) */
+	size_t ndel, capdel;
+	int64_t resend_at;
+	int64_t last_error_seq;
+	int64_t last_fetch_ms;
+	int need_fetch; /* rewound, or a batch was full */
+};
+
+struct outbox {
+	kafka *k;
+	char *source;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;      /* wakes the relay */
+	pthread_cond_t removed; /* a relay was detached */
+	struct relay **relays;
+	size_t n, cap;
+	int wake, stop, exited;
+	int64_t stop_deadline;
+	pthread_t thread;
+};
+
+/* One message in flight. */
+struct inflight_msg {
+	struct relay *r;
+	int64_t seq;
+};
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int push_seq(int64_t **v, size_t *n, size_t *cap, int64_t seq)
+{
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		int64_t *nv = realloc(*v, c * sizeof *nv);
+		if (!nv)
+			return -1;
+		*v = nv;
+		*cap = c;
+	}
+	(*v)[(*n)++] = seq;
+	return 0;
+}
+
+static void relay_release(struct relay *r)
+{
+	int last;
+	pthread_mutex_lock(&r->mu);
+	last = --r->refs == 0;
+	pthread_mutex_unlock(&r->mu);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&r->mu);
+	free(r->done);
+	free(r->del);
+	free(r);
+}
+
+/* Delivery report; any thread. */
+static void relay_delivered(void *opaque, int ok, const char *error)
+{
+	struct inflight_msg *m = opaque;
+	struct relay *r = m->r;
+	pthread_mutex_lock(&r->mu);
+	if (ok && push_seq(&r->done, &r->ndone, &r->capdone, m->seq))
+		log_warn(OUTBOX_LOG, "out of memory: delivered outbox row %" PRId64
+		                     " stays and will be sent again", m->seq);
+	if (!ok) {
+		if (r->rewind_to < 0 || m->seq - 1 < r->rewind_to)
+			r->rewind_to = m->seq - 1;
+		snprintf(r->fail_error, sizeof r->fail_error, "%s",
+		         error ? error : "unknown error");
+	}
+	r->inflight--;
+	pthread_mutex_unlock(&r->mu);
+	relay_release(r);
+	free(m);
+}
+
+static int64_t relay_inflight(struct relay *r)
+{
+	int64_t n;
+	pthread_mutex_lock(&r->mu);
+	n = r->inflight;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+/* Delete what was delivered. Rows whose delete fails stay queued for the
+ * next round (they are below sent_upto, so they are not re-sent). */
+static void relay_delete_done(struct relay *r)
+{
+	size_t i;
+	pthread_mutex_lock(&r->mu);
+	for (i = 0; i < r->ndone; i++)
+		if (push_seq(&r->del, &r->ndel, &r->capdel, r->done[i]))
+			break; /* out of memory: keep the rest in `done` */
+	if (i < r->ndone)
+		memmove(r->done, r->done + i, (r->ndone - i) * sizeof *r->done);
+	r->ndone -= i;
+	pthread_mutex_unlock(&r->mu);
+	if (!r->ndel || !r->st)
+		return;
+	if (store_outbox_delete(r->st, r->del, r->ndel) != EVH_OK) {
+		log_warn(OUTBOX_LOG, "%s: cannot delete %zu delivered outbox row(s); will retry",
+		         r->p->name, r->ndel);
+		return;
+	}
+	r->ndel = 0;
+}
+
+/* After a failed delivery: once nothing is in flight, rewind. Returns 1
+ * while the plugin must not send (waiting to rewind or to resend). */
+static int relay_handle_failure(struct relay *r)
+{
+	int64_t rewind_to;
+	char error[256] = "";
+	pthread_mutex_lock(&r->mu);
+	rewind_to = r->rewind_to;
+	if (rewind_to >= 0 && r->inflight == 0) {
+		r->rewind_to = -1;
+		snprintf(error, sizeof error, "%s", r->fail_error);
+	}
+	pthread_mutex_unlock(&r->mu);
+	if (rewind_to >= 0) {
+		if (relay_inflight(r) > 0)
+			return 1;
+		log_warn(OUTBOX_LOG, "%s: delivery of outbox row %" PRId64 " failed (%s); sending "
+		                     "again from there",
+		         r->p->name, rewind_to + 1, error);
+		if (rewind_to < r->sent_upto)
+			r->sent_upto = rewind_to;
+		r->resend_at = now_ms() + RESEND_DELAY_MS;
+		r->need_fetch = 1;
+	}
+	return now_ms() < r->resend_at;
+}
+
+static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
+{
+	struct inflight_msg *m = malloc(sizeof *m);
+	int rc;
+	if (!m)
+		return EVH_ENOMEM;
+	m->r = r;
+	m->seq = row->seq;
+	pthread_mutex_lock(&r->mu);
+	r->refs++;
+	r->inflight++;
+	pthread_mutex_unlock(&r->mu);
+	rc = kafka_produce_row(o->k, row, o->source, relay_delivered, m);
+	if (rc == EVH_OK)
+		return EVH_OK;
+	pthread_mutex_lock(&r->mu);
+	r->refs--; /* the list still holds one */
+	r->inflight--;
+	pthread_mutex_unlock(&r->mu);
+	free(m);
+	return rc;
+}
+
+static int stop_expired(outbox *o)
+{
+	int expired;
+	pthread_mutex_lock(&o->mu);
+	expired = o->stop && now_ms() >= o->stop_deadline;
+	pthread_mutex_unlock(&o->mu);
+	return expired;
+}
+
+/* Send the next batch of rows. Returns 1 when more rows may be waiting. */
+static int relay_send(outbox *o, struct relay *r)
+{
+	outbox_row *rows = NULL;
+	size_t n = 0, i = 0;
+	int rc;
+	r->last_fetch_ms = now_ms();
+	r->need_fetch = 0;
+	if (store_outbox_fetch(r->st, r->sent_upto, FETCH_ROWS, &rows, &n) != EVH_OK) {
+		log_warn(OUTBOX_LOG, "%s: cannot read the outbox; will retry", r->p->name);
+		r->resend_at = now_ms() + RESEND_DELAY_MS;
+		r->need_fetch = 1;
+		return 0;
+	}
+	while (i < n) {
+		rc = relay_produce(o, r, &rows[i]);
+		if (rc == EVH_EBUSY) { /* local queue full: let deliveries drain it */
+			kafka_poll_producer(o->k, QUEUE_FULL_POLL_MS);
+			if (stop_expired(o))
+				break;
+			continue;
+		}
+		if (rc != EVH_OK) {
+			if (r->last_error_seq != rows[i].seq)
+				log_error(OUTBOX_LOG,
+				          "%s: cannot produce outbox row %" PRId64
+				          " to %s (%s); will retry",
+				          r->p->name, rows[i].seq, rows[i].topic,
+				          rc == EVH_ENOMEM ? "out of memory" : "see above");
+			r->last_error_seq = rows[i].seq;
+			r->resend_at = now_ms() + RESEND_DELAY_MS;
+			r->need_fetch = 1;
+			break;
+		}
+		r->sent_upto = rows[i].seq;
+		i++;
+	}
+	store_outbox_rows_free(rows, n);
+	if (i == FETCH_ROWS)
+		r->need_fetch = 1;
+	return i == FETCH_ROWS;
+}
+
+/* One round for one plugin. The outbox is read when a commit woke the
+ * relay, when something is owed (rewind, full batch, error), and every
+ * IDLE_WAIT_MS in case a wake-up was missed; not on every delivery poll.
+ * Returns 1 when it has more to send now. */
+static int relay_run(outbox *o, struct relay *r, int removing, int woken)
+{
+	relay_delete_done(r);
+	if (removing || relay_handle_failure(r))
+		return 0;
+	if (!woken && !r->need_fetch && now_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
+		return 0;
+	return relay_send(o, r);
+}
+
+static int64_t total_inflight(outbox *o)
+{
+	int64_t n = 0;
+	for (size_t i = 0; i < o->n; i++)
+		n += relay_inflight(o->relays[i]);
+	return n;
+}
+
+/* Detach relays being removed once their messages settled (or their drain
+ * time ran out: late reports then only touch the refcounted relay). */
+static void relay_detach_removed(outbox *o)
+{
+	int64_t now = now_ms();
+	pthread_mutex_lock(&o->mu);
+	for (size_t i = 0; i < o->n;) {
+		struct relay *r = o->relays[i];
+		if (!r->removing || (relay_inflight(r) > 0 && now < r->remove_deadline)) {
+			i++;
+			continue;
+		}
+		pthread_mutex_unlock(&o->mu);
+		relay_delete_done(r); /* the store is open until the remover returns */
+		pthread_mutex_lock(&o->mu);
+		o->relays[i] = o->relays[--o->n];
+		r->st = NULL;
+		r->detached = 1;
+		relay_release(r);
+	}
+	pthread_cond_broadcast(&o->removed);
+	pthread_mutex_unlock(&o->mu);
+}
+
+/* Everything delivered and deleted? Only asked while stopping. */
+static int relay_drained(outbox *o, struct relay **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct relay *r = list[i];
+		if (relay_inflight(r) > 0 || r->ndel || (r->st && store_outbox_pending(r->st) > 0))
+			return 0;
+	}
+	return 1;
+}
+
+/* Copy the list under o->mu so the round runs without it. */
+static struct relay **relay_snapshot(outbox *o, size_t *n, int **removing)
+{
+	struct relay **list = malloc((o->n ? o->n : 1) * sizeof *list);
+	*removing = malloc((o->n ? o->n : 1) * sizeof **removing);
+	*n = 0;
+	if (!list || !*removing) {
+		free(list);
+		free(*removing);
+		*removing = NULL;
+		return NULL;
+	}
+	for (size_t i = 0; i < o->n; i++) {
+		list[i] = o->relays[i];
+		(*removing)[i] = o->relays[i]->removing;
+	}
+	*n = o->n;
+	return list;
+}
+
+static void wait_for_work(outbox *o)
+{
+	struct timespec ts;
+	if (o->wake || o->stop || total_inflight(o) > 0)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += (long)IDLE_WAIT_MS * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+}
+
+static void *relay_main(void *arg)
+{
+	outbox *o = arg;
+	for (;;) {
+		struct relay **list;
+		int *removing, more = 0, stop, woken;
+		size_t n;
+		pthread_mutex_lock(&o->mu);
+		wait_for_work(o);
+		woken = o->wake;
+		o->wake = 0;
+		stop = o->stop;
+		list = relay_snapshot(o, &n, &removing);
+		pthread_mutex_unlock(&o->mu);
+		for (size_t i = 0; list && i < n; i++)
+			more |= relay_run(o, list[i], removing[i], woken);
+		kafka_poll_producer(o->k, more ? 0 : INFLIGHT_POLL_MS);
+		if (stop && (relay_drained(o, list, n) || stop_expired(o))) {
+			free(list);
+			free(removing);
+			break;
+		}
+		free(list);
+		free(removing);
+		relay_detach_removed(o);
+		if (more) {
+			pthread_mutex_lock(&o->mu);
+			o->wake = 1;
+			pthread_mutex_unlock(&o->mu);
+		}
+	}
+	pthread_mutex_lock(&o->mu);
+	o->exited = 1;
+	pthread_cond_broadcast(&o->removed);
+	pthread_mutex_unlock(&o->mu);
+	return NULL;
+}
+
+int outbox_start(outbox **out, kafka *k, const char *source)
+{
+	outbox *o = calloc(1, sizeof *o);
+	*out = NULL;
+	if (!o || !(o->source = strdup(source ? source : ""))) {
+		free(o);
+		log_error(OUTBOX_LOG, "cannot start the outbox relay: out of memory");
+		return -1;
+	}
+	o->k = k;
+	pthread_mutex_init(&o->mu, NULL);
+	pthread_cond_init(&o->cv, NULL);
+	pthread_cond_init(&o->removed, NULL);
+	if (pthread_create(&o->thread, NULL, relay_main, o) != 0) {
+		log_error(OUTBOX_LOG, "cannot start the outbox relay thread: %s", strerror(errno));
+		pthread_cond_destroy(&o->removed);
+		pthread_cond_destroy(&o->cv);
+		pthread_mutex_destroy(&o->mu);
+		free(o->source);
+		free(o);
+		return -1;
+	}
+	*out = o;
+	return 0;
+}
+
+static struct relay *relay_new(evh_plugin *p)
+{
+	struct relay *r = calloc(1, sizeof *r);
+	if (!r)
+		return NULL;
+	pthread_mutex_init(&r->mu, NULL);
+	r->refs = 1;
+	r->rewind_to = -1;
+	r->last_error_seq = -1;
+	r->p = p;
+	r->st = p->store;
+	return r;
+}
+
+void outbox_add_plugin(outbox *o, evh_plugin *p)
+{
+	struct relay *r;
+	if (!p->store)
+		return;
+	pthread_mutex_lock(&o->mu);
+	for (size_t i = 0; i < o->n; i++)
+		if (o->relays[i]->p == p && !o->relays[i]->removing) {
+			pthread_mutex_unlock(&o->mu);
+			return;
+		}
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? o->cap * 2 : 8;
+		struct relay **nv = realloc(o->relays, cap * sizeof *nv);
+		if (!nv)
+			goto oom;
+		o->relays = nv;
+		o->cap = cap;
+	}
+	if (!(r = relay_new(p)))
+		goto oom;
+	o->relays[o->n++] = r;
+	o->wake = 1; /* rows left from a previous run go out now */
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+	store_set_commit_hook(p->store, outbox_wake, o);
+	return;
+oom:
+	pthread_mutex_unlock(&o->mu);
+	log_error(OUTBOX_LOG, "%s: out of memory: its outbox is not relayed", p->name);
+}
+
+void outbox_remove_plugin(outbox *o, evh_plugin *p)
+{
+	struct relay *r = NULL;
+	if (p->store)
+		store_set_commit_hook(p->store, NULL, NULL);
+	pthread_mutex_lock(&o->mu);
+	for (size_t i = 0; i < o->n && !r; i++)
+		if (o->relays[i]->p == p)
+			r = o->relays[i];
+	if (!r) {
+		pthread_mutex_unlock(&o->mu);
+		return;
+	}
+	/* Our own reference: the relay thread drops the list's when it detaches. */
+	pthread_mutex_lock(&r->mu);
+	r->refs++;
+	pthread_mutex_unlock(&r->mu);
+	r->removing = 1;
+	r->remove_deadline = now_ms() + REMOVE_DRAIN_MS;
+	o->wake = 1;
+	pthread_cond_signal(&o->cv);
+	while (!r->detached && !o->exited)
+		pthread_cond_wait(&o->removed, &o->mu);
+	if (!r->detached) /* relay thread gone: outbox_stop releases the list's reference */
+		r->st = NULL;
+	pthread_mutex_unlock(&o->mu);
+	relay_release(r);
+}
+
+void outbox_wake(void *arg)
+{
+	outbox *o = arg;
+	pthread_mutex_lock(&o->mu);
+	o->wake = 1;
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+}
+
+int64_t outbox_stop(outbox *o, int timeout_ms)
+{
+	int64_t left = 0, n;
+	if (!o)
+		return 0;
+	pthread_mutex_lock(&o->mu);
+	o->stop = 1;
+	o->stop_deadline = now_ms() + timeout_ms;
+	pthread_cond_signal(&o->cv);
+	pthread_mutex_unlock(&o->mu);
+	pthread_join(o->thread, NULL);
+	for (size_t i = 0; i < o->n; i++) {
+		struct relay *r = o->relays[i];
+		if (r->st) {
+			store_set_commit_hook(r->st, NULL, NULL);
+			n = store_outbox_pending(r->st);
+			if (n > 0) {
+				log_warn(OUTBOX_LOG,
+				         "%s: %" PRId64 " event(s) not yet delivered; they stay "
+				         "in the outbox for the next start",
+				         r->p->name, n);
+				left += n;
+			}
+		}
+		relay_release(r);
+	}
+	free(o->relays);
+	pthread_cond_destroy(&o->removed);
+	pthread_cond_destroy(&o->cv);
+	pthread_mutex_destroy(&o->mu);
+	free(o->source);
+	free(o);
+	return left;
+}

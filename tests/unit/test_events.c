@@ -1,0 +1,183 @@
+/* events.c: uuid/time/traceparent formats, CloudEvents header round trip,
+ * missing and oversized headers; plus kafka.c's retry backoff (pure). */
+#include <ctype.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "events.h"
+#include "kafka.h"
+
+static int is_hex_lower(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!isdigit((unsigned char)s[i]) && !(s[i] >= 'a' && s[i] <= 'f'))
+			return 0;
+	return 1;
+}
+
+static void test_uuid_format(void **state)
+{
+	char a[37], b[37];
+	(void)state;
+	events_uuid(a);
+	events_uuid(b);
+	assert_int_equal(strlen(a), 36);
+	assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+	assert_true(is_hex_lower(a, 8) && is_hex_lower(a + 9, 4) && is_hex_lower(a + 14, 4) &&
+	            is_hex_lower(a + 19, 4) && is_hex_lower(a + 24, 12));
+	assert_int_equal(a[14], '4');                   /* version 4 */
+	assert_non_null(strchr("89ab", a[19]));         /* RFC 4122 variant */
+	assert_string_not_equal(a, b);
+}
+
+static void test_time_format(void **state)
+{
+	char t[40];
+	int y, mo, d, h, mi, s, ms;
+	char z;
+	(void)state;
+	events_now_rfc3339(t);
+	assert_int_equal(strlen(t), 24);
+	assert_int_equal(
+	    sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c", &y, &mo, &d, &h, &mi, &s, &ms, &z), 8);
+	assert_true(y >= 2024 && mo >= 1 && mo <= 12 && d >= 1 && d <= 31);
+	assert_true(h < 24 && mi < 60 && s <= 60 && ms < 1000);
+	assert_int_equal(z, 'Z');
+}
+
+static void test_traceparent_format(void **state)
+{
+	char tp[56];
+	(void)state;
+	events_new_traceparent(tp);
+	assert_int_equal(strlen(tp), 55);
+	assert_memory_equal(tp, "00-", 3);
+	assert_true(is_hex_lower(tp + 3, 32));
+	assert_int_equal(tp[35], '-');
+	assert_true(is_hex_lower(tp + 36, 16));
+	assert_string_equal(tp + 52, "-01");
+	assert_memory_not_equal(tp + 3, "00000000000000000000000000000000", 32);
+}
+
+static void test_round_trip(void **state)
+{
+	ce_meta in, out;
+	rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+	const void *v;
+	size_t n;
+	(void)state;
+	memset(&in, 0, sizeof in);
+	events_uuid(in.id);
+	strcpy(in.type, "USER_CREATED");
+	strcpy(in.source, "evhost://host1/user");
+	events_now_rfc3339(in.time);
+	events_new_traceparent(in.traceparent);
+	assert_int_equal(events_headers_encode(&in, h), 0);
+	/* defaults filled in; empty fields skipped */
+	assert_int_equal(rd_kafka_header_cnt(h), 7);
+	assert_int_equal(rd_kafka_header_get_last(h, "ce_specversion", &v, &n), 0);
+	assert_int_equal(n, 3);
+	assert_memory_equal(v, "1.0", 3);
+	assert_int_equal(rd_kafka_header_get_last(h, "content-type", &v, &n), 0);
+	assert_memory_equal(v, "application/json", n);
+
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_string_equal(out.id, in.id);
+	assert_string_equal(out.type, in.type);
+	assert_string_equal(out.source, in.source);
+	assert_string_equal(out.time, in.time);
+	assert_string_equal(out.traceparent, in.traceparent);
+	assert_string_equal(out.specversion, "1.0");
+	assert_string_equal(out.content_type, "application/json");
+	rd_kafka_headers_destroy(h);
+}
+
+static void test_skips_empty(void **state)
+{
+	ce_meta in, out;
+	rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+	const void *v;
+	size_t n;
+	(void)state;
+	memset(&in, 0, sizeof in);
+	strcpy(in.id, "id-1");
+	strcpy(in.type, "T");
+	assert_int_equal(events_headers_encode(&in, h), 0);
+	assert_int_equal(rd_kafka_header_cnt(h), 4); /* id, type, specversion, content-type */
+	assert_int_not_equal(rd_kafka_header_get_last(h, "ce_source", &v, &n), 0);
+	assert_int_not_equal(rd_kafka_header_get_last(h, "traceparent", &v, &n), 0);
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_string_equal(out.source, "");
+	rd_kafka_headers_destroy(h);
+}
+
+static void test_missing_headers(void **state)
+{
+	ce_meta out;
+	rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+	(void)state;
+	assert_int_equal(events_headers_decode(NULL, &out), -1);
+	assert_string_equal(out.id, "");
+	assert_int_equal(events_headers_decode(h, &out), -1);
+	rd_kafka_header_add(h, "ce_id", -1, "abc", 3);
+	assert_int_equal(events_headers_decode(h, &out), -1); /* no ce_type */
+	assert_string_equal(out.id, "abc");
+	assert_string_equal(out.type, "");
+	rd_kafka_header_add(h, "ce_type", -1, "X", 1);
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	rd_kafka_headers_destroy(h);
+}
+
+static void test_untrusted_values(void **state)
+{
+	ce_meta out;
+	char big[1000];
+	rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+	(void)state;
+	memset(big, 'x', sizeof big);
+	rd_kafka_header_add(h, "ce_id", -1, big, sizeof big);          /* no terminator */
+	rd_kafka_header_add(h, "ce_type", -1, "AB\0CD", 5);            /* embedded NUL */
+	rd_kafka_header_add(h, "ce_source", -1, NULL, 0);              /* null value */
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_int_equal(strlen(out.id), sizeof out.id - 1);
+	assert_string_equal(out.type, "AB");
+	assert_string_equal(out.source, "");
+	/* the last header of a name wins */
+	rd_kafka_header_add(h, "ce_type", -1, "LAST", 4);
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_string_equal(out.type, "LAST");
+	rd_kafka_headers_destroy(h);
+}
+
+static void test_retry_delay(void **state)
+{
+	(void)state;
+	/* full jitter: 0 .. min(cap, base * 2^(attempt-1)) */
+	assert_int_equal(kafka_retry_delay_ms(100, 10000, 1, 0), 0);
+	assert_int_equal(kafka_retry_delay_ms(100, 10000, 1, 100), 100);
+	assert_int_equal(kafka_retry_delay_ms(100, 10000, 1, 101), 0);
+	assert_int_equal(kafka_retry_delay_ms(100, 10000, 3, 400), 400);
+	assert_int_equal(kafka_retry_delay_ms(100, 10000, 3, 401), 0);
+	assert_int_equal(kafka_retry_delay_ms(100, 1000, 30, 1000), 1000); /* capped */
+	assert_int_equal(kafka_retry_delay_ms(100, 1000, 1000, 1001), 0);
+	assert_int_equal(kafka_retry_delay_ms(0, 0, 1, 1), 1);             /* sane floor */
+	for (uint32_t r = 0; r < 5000; r += 7)
+		assert_true(kafka_retry_delay_ms(1000, 60000, 5, r * 2654435761u) <= 16000);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_time_format),
+	    cmocka_unit_test(test_traceparent_format), cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_skips_empty),      cmocka_unit_test(test_missing_headers),
+	    cmocka_unit_test(test_untrusted_values), cmocka_unit_test(test_retry_delay),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
