@@ -1,0 +1,89 @@
+"""pytest fixtures for evhost's system tests (see evhost_testlib.py for the
+helpers behind them).
+
+    build_dir        the CMake build tree under test (EVHOST_BUILD_DIR, default build/)
+    kafka_bootstrap  "127.0.0.1:PORT" of a real Apache Kafka: EVHOST_TEST_KAFKA as set by
+                     scripts/test, else one started by scripts/kafka for this session
+    smtp_server      an SmtpSink: collects mail, can be stopped and started on its port
+    evhostd          a DaemonFactory: evhostd(config, dropins, brokers=...) -> Daemon
+    unique_name      unique_name("users") -> "users.<random>" for topics and groups
+"""
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+import evhost_testlib as lib
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Keep each phase's report on the item so fixtures can tell, at teardown,
+    # whether the test failed.
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+def _failed(request):
+    rep = getattr(request.node, "rep_call", None)
+    return rep is None or rep.failed
+
+
+@pytest.fixture(scope="session")
+def build_dir():
+    d = Path(os.environ.get("EVHOST_BUILD_DIR", "build"))
+    if not d.is_absolute():
+        d = lib.REPO_ROOT / d
+    if not (d / "host" / "evhostd").exists():
+        pytest.fail(f"{d}/host/evhostd not found: build first (cmake -S . -B build && "
+                    f"cmake --build build), or point EVHOST_BUILD_DIR at a build tree")
+    return d
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory):
+    given = os.environ.get("EVHOST_TEST_KAFKA")
+    if given:
+        lib.default_brokers = given
+        yield given
+        return
+    broker = lib.KafkaBroker(tmp_path_factory.mktemp("kafka") / "broker")
+    lib.default_brokers = broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    sink = lib.SmtpSink().start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def evhostd(build_dir, tmp_path, request):
+    factory = lib.DaemonFactory(build_dir, tmp_path)
+    try:
+        yield factory
+    finally:
+        failed = _failed(request)
+        problems = factory.teardown()
+        if failed:
+            for d in factory.daemons:
+                print(f"--- evhostd log ({d.log_file}), last lines ---\n{d.log_tail(80)}")
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def unique_name():
+    def make(prefix="t"):
+        return f"{prefix}.{uuid.uuid4().hex[:12]}"
+    return make
