@@ -1,0 +1,288 @@
+/* The API table plugins receive: thin adapters from the SDK's calls to the
+ * host modules, plus the checks that belong at the boundary (argument
+ * sanity, "only during init", outbox envelope). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "events.h"
+#include "host.h"
+#include "http.h"
+#include "jwt.h"
+#include "kafka.h"
+#include "log.h"
+#include "store.h"
+
+const char *host_strerror(int status)
+{
+	switch (status) {
+	case EVH_OK: return "ok";
+	case EVH_ERR: return "failure";
+	case EVH_ENOMEM: return "out of memory";
+	case EVH_EINVAL: return "invalid argument";
+	case EVH_ENOTFOUND: return "not found";
+	case EVH_ECONSTRAINT: return "constraint violated";
+	case EVH_EBUSY: return "busy";
+	case EVH_ESTORE: return "storage error";
+	case EVH_EKAFKA: return "kafka error";
+	case EVH_ESTATE: return "not allowed in this state";
+	case EVH_EFULL: return "outbox full";
+	case EVH_EUNSUPPORTED: return "not supported by this host";
+	case EVH_ETOOBIG: return "too big";
+	}
+	return "unknown status";
+}
+
+static void api_free(void *ptr) { free(ptr); }
+
+static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
+{
+	if (!p || !msg)
+		return;
+	/* The last ERROR during init is the reason quoted when the plugin is refused. */
+	if (level == EVH_LOG_ERROR)
+		snprintf(p->last_error, sizeof p->last_error, "%s", msg);
+	log_msg(level, p->name, "%s", msg);
+}
+
+static const char *api_config_get(evh_plugin *p, const char *key)
+{
+	if (!p || !key)
+		return NULL;
+	for (size_t i = 0; i < p->ncfg; i++)
+		if (strcmp(p->cfg_keys[i], key) == 0)
+			return p->cfg_values[i];
+	return NULL;
+}
+
+static const char *api_plugin_name(evh_plugin *p) { return p ? p->name : NULL; }
+static const char *api_state_dir(evh_plugin *p) { return p ? p->state_dir : NULL; }
+
+static int api_http_route(evh_plugin *p, const evh_route *route)
+{
+	char err[256];
+
+	if (!p || !route || route->struct_size < offsetof(evh_route, flags))
+		return EVH_EINVAL;
+	if (p->status != PLUGIN_INITIALIZING) {
+		log_error(p->name, "routes can only be registered during init");
+		return EVH_ESTATE;
+	}
+	if (http_add_route(p->host, p, route, err, sizeof err) != 0) {
+		api_log(p, EVH_LOG_ERROR, err);
+		return EVH_EINVAL;
+	}
+	return EVH_OK;
+}
+
+static int positive_or(int v, int dflt) { return v > 0 ? v : dflt; }
+
+static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
+{
+	const settings *s;
+	plugin_sub *subs, *n;
+
+	if (!p || !sub || sub->struct_size < offsetof(evh_subscription, max_attempts) ||
+	    !sub->topic || !*sub->topic || !sub->handler)
+		return EVH_EINVAL;
+	if (p->status != PLUGIN_INITIALIZING) {
+		log_error(p->name, "subscriptions can only be added during init");
+		return EVH_ESTATE;
+	}
+	s = &p->host->set;
+	subs = realloc(p->subs, (p->nsubs + 1) * sizeof *subs);
+	if (!subs)
+		return EVH_ENOMEM;
+	p->subs = subs;
+	n = &subs[p->nsubs];
+	memset(n, 0, sizeof *n);
+	n->topic = strdup(sub->topic);
+	n->type = sub->type && *sub->type ? strdup(sub->type) : NULL;
+	if (!n->topic || (sub->type && *sub->type && !n->type)) {
+		free(n->topic);
+		free(n->type);
+		return EVH_ENOMEM;
+	}
+	n->handler = sub->handler;
+	n->ud = sub->ud;
+	if (sub->struct_size >= offsetof(evh_subscription, reserved)) {
+		n->max_attempts = positive_or(sub->max_attempts, s->retry_max_attempts);
+		n->backoff_ms = positive_or(sub->backoff_ms, s->retry_backoff_ms);
+		n->backoff_max_ms = positive_or(sub->backoff_max_ms, s->retry_backoff_max_ms);
+	} else {
+		n->max_attempts = s->retry_max_attempts;
+		n->backoff_ms = s->retry_backoff_ms;
+		n->backoff_max_ms = s->retry_backoff_max_ms;
+	}
+	p->nsubs++;
+	return EVH_OK;
+}
+
+/* Kafka's legal topic names: [a-zA-Z0-9._-]{1,249}. */
+static int valid_topic(const char *t)
+{
+	size_t n = 0;
+	if (!t || !*t)
+		return 0;
+	for (; t[n]; n++) {
+		char c = t[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return n <= 249 && strcmp(t, ".") && strcmp(t, "..");
+}
+
+static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
+                       const char *type, const char *json, size_t len)
+{
+	char id[37], now[40], trace[56], source[512];
+	outbox_row row;
+	evh_tx *own = NULL;
+	cJSON *check;
+	int rc;
+
+	if (!p || !valid_topic(topic) || !type || !*type || !json) {
+		if (p)
+			log_error(p->name, "publish: bad topic '%s' or missing type/data",
+			          topic ? topic : "(null)");
+		return EVH_EINVAL;
+	}
+	/* Consumers are promised JSON; refuse anything else at the source. */
+	check = cJSON_ParseWithLength(json, len);
+	if (!check) {
+		log_error(p->name, "publish to %s: data is not valid JSON", topic);
+		return EVH_EINVAL;
+	}
+	cJSON_Delete(check);
+	events_uuid(id);
+	events_now_rfc3339(now);
+	events_new_traceparent(trace);
+	snprintf(source, sizeof source, "%s/%s", p->host->set.source, p->name);
+	memset(&row, 0, sizeof row);
+	row.id = id;
+	row.topic = (char *)topic;
+	row.key = (char *)key;
+	row.type = (char *)type;
+	row.source = source;
+	row.time = now;
+	row.traceparent = trace;
+	row.data = (char *)json;
+	row.data_len = len;
+	if (!tx) {
+		rc = store_tx_begin(p->store, &own);
+		if (rc != EVH_OK)
+			return rc;
+		tx = own;
+	} else if (store_of_tx(tx) != p->store) {
+		log_error(p->name, "publish: transaction belongs to another plugin");
+		return EVH_EINVAL;
+	}
+	rc = store_outbox_add(tx, &row);
+	if (own) {
+		if (rc == EVH_OK)
+			rc = store_tx_commit(own);
+		else
+			store_tx_rollback(own);
+	}
+	return rc;
+}
+
+static int api_tx_begin(evh_plugin *p, evh_tx **tx)
+{
+	if (!p || !tx || !p->store)
+		return EVH_EINVAL;
+	return store_tx_begin(p->store, tx);
+}
+
+static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
+{
+	char err[512];
+	int rc;
+
+	if (!p || (!m && n))
+		return EVH_EINVAL;
+	rc = store_migrate(p->store, m, n, err, sizeof err);
+	if (rc != EVH_OK)
+		api_log(p, EVH_LOG_ERROR, err);
+	return rc;
+}
+
+static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
+                         size_t nroles, int ttl_s, char **token)
+{
+	const settings *s;
+
+	if (!p || !subject || !*subject || !token || ttl_s <= 0 || (nroles && !roles))
+		return EVH_EINVAL;
+	s = &p->host->set;
+	if (!s->jwt_secret) {
+		log_error(p->name, "cannot issue tokens: [auth] jwt_secret_file is not configured");
+		return EVH_ESTATE;
+	}
+	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, s->jwt_issuer,
+	             (const unsigned char *)s->jwt_secret, s->jwt_secret_len, token) != 0)
+		return EVH_ENOMEM;
+	return EVH_OK;
+}
+
+static const evh_api api_table = {
+    .struct_size = sizeof(evh_api),
+    .abi_major = EVH_ABI_MAJOR,
+    .abi_minor = EVH_ABI_MINOR,
+    .strerror = host_strerror,
+    .free = api_free,
+    .log = api_log,
+    .config_get = api_config_get,
+    .plugin_name = api_plugin_name,
+    .state_dir = api_state_dir,
+    .http_route = api_http_route,
+    .req_method = http_req_method,
+    .req_path = http_req_path,
+    .req_param = http_req_param,
+    .req_query = http_req_query,
+    .req_header = http_req_header,
+    .req_body = http_req_body,
+    .req_id = http_req_id,
+    .req_auth_subject = http_req_auth_subject,
+    .req_auth_has_role = http_req_auth_has_role,
+    .resp_status = http_resp_status,
+    .resp_header = http_resp_header,
+    .resp_body = http_resp_body,
+    .resp_problem = http_resp_problem,
+    .subscribe = api_subscribe,
+    .publish = api_publish,
+    .ev_id = kafka_ev_id,
+    .ev_type = kafka_ev_type,
+    .ev_source = kafka_ev_source,
+    .ev_time = kafka_ev_time,
+    .ev_topic = kafka_ev_topic,
+    .ev_partition = kafka_ev_partition,
+    .ev_offset = kafka_ev_offset,
+    .ev_key = kafka_ev_key,
+    .ev_data = kafka_ev_data,
+    .ev_header = kafka_ev_header,
+    .ev_attempt = kafka_ev_attempt,
+    .ev_set_error = kafka_ev_set_error,
+    .migrate = api_migrate,
+    .tx_begin = api_tx_begin,
+    .tx_commit = store_tx_commit,
+    .tx_rollback = store_tx_rollback,
+    .exec = store_exec,
+    .query = store_query,
+    .rows_next = store_rows_next,
+    .rows_count = store_rows_count,
+    .rows_name = store_rows_name,
+    .rows_type = store_rows_type,
+    .rows_int = store_rows_int,
+    .rows_real = store_rows_real,
+    .rows_text = store_rows_text,
+    .rows_close = store_rows_close,
+    .query_json = store_query_json,
+    .tx_error = store_tx_error,
+    .auth_sign = api_auth_sign,
+};
+
+const evh_api *host_api(void) { return &api_table; }

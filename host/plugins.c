@@ -1,0 +1,355 @@
+/* Plugin loading: open the file, find the one entry symbol, check the
+ * descriptor against the ABI this host speaks, validate the plugin's config
+ * section against its declared schema, then open its store and run init.
+ * Every refusal is one line naming the file, what was found and what was
+ * expected, because that line is all an admin sees in `systemctl status`. */
+#include "plugins.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "host.h"
+#include "log.h"
+#include "store.h"
+
+/* The descriptor must at least reach `fini`; anything shorter was not built
+ * from any evhost.h we ever shipped. */
+#define DESC_MIN_SIZE (offsetof(evh_plugin_desc, fini) + sizeof(void (*)(void)))
+
+static const char *const host_owned_keys[] = {"enabled", "required", "path", "group", NULL};
+
+const char *plugin_state_name(plugin_state s)
+{
+	switch (s) {
+	case PLUGIN_LOADED: return "loaded";
+	case PLUGIN_INITIALIZING: return "initializing";
+	case PLUGIN_RUNNING: return "running";
+	case PLUGIN_DRAINING: return "draining";
+	case PLUGIN_STOPPED: return "stopped";
+	case PLUGIN_FAILED: return "failed";
+	}
+	return "unknown";
+}
+
+/* Say "not a shared object" ourselves rather than quoting dlerror's
+ * "invalid ELF header", which admins misread as a corrupt install. */
+static int check_elf(const char *path, char *err, size_t errlen)
+{
+	unsigned char magic[4] = {0};
+	struct stat st;
+	int fd;
+	ssize_t n;
+
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "%s: cannot open plugin: %s", path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		return -1;
+	}
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot open plugin: %s", path, strerror(errno));
+		return -1;
+	}
+	n = read(fd, magic, sizeof magic);
+	close(fd);
+	if (n != 4 || memcmp(magic, "\177ELF", 4) != 0) {
+		snprintf(err, errlen, "%s: not a shared object (no ELF header); expected a plugin built with EVH_PLUGIN()",
+		         path);
+		return -1;
+	}
+	return 0;
+}
+
+/* A plugin built for another ABI major exports evh_plugin_entry_vN for its N;
+ * look for a few so the message can say which ABI the file was built for. */
+static int find_other_abi(void *dl)
+{
+	char sym[32];
+	for (int v = 0; v <= 16; v++) {
+		if (v == EVH_ABI_MAJOR)
+			continue;
+		snprintf(sym, sizeof sym, "evh_plugin_entry_v%d", v);
+		if (dlsym(dl, sym))
+			return v;
+	}
+	return -1;
+}
+
+static int valid_plugin_name(const char *name)
+{
+	if (!name || !*name || strlen(name) > 64)
+		return 0;
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '-'))
+			return 0;
+	return 1;
+}
+
+static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t len)
+{
+	if (!d)
+		return "entry returned no descriptor";
+	if (d->struct_size < DESC_MIN_SIZE) {
+		snprintf(buf, len, "descriptor is %u bytes, expected at least %zu", d->struct_size,
+		         (size_t)DESC_MIN_SIZE);
+		return buf;
+	}
+	if (d->abi_major != EVH_ABI_MAJOR) {
+		snprintf(buf, len, "built for ABI %u.%u, this host supports ABI %d.0 to %d.%d",
+		         d->abi_major, d->abi_minor, EVH_ABI_MAJOR, EVH_ABI_MAJOR, EVH_ABI_MINOR);
+		return buf;
+	}
+	if (d->abi_minor > EVH_ABI_MINOR) {
+		snprintf(buf, len, "needs ABI %u.%u, this host provides %d.%d (upgrade evhost)",
+		         d->abi_major, d->abi_minor, EVH_ABI_MAJOR, EVH_ABI_MINOR);
+		return buf;
+	}
+	if (!valid_plugin_name(d->name))
+		return "descriptor name is missing or not [a-z0-9_-]{1,64}";
+	if (!d->init)
+		return "descriptor has no init function";
+	return NULL;
+}
+
+evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen)
+{
+	char buf[256];
+	const char *why;
+	evh_plugin_entry_fn entry;
+	const evh_plugin_desc *desc;
+	evh_plugin *p;
+	void *dl;
+
+	if (check_elf(ps->path, err, errlen) != 0)
+		return NULL;
+	dlerror();
+	dl = dlopen(ps->path, RTLD_NOW | RTLD_LOCAL);
+	if (!dl) {
+		snprintf(err, errlen, "%s: cannot load: %s", ps->path, dlerror());
+		return NULL;
+	}
+	*(void **)&entry = dlsym(dl, EVH_PLUGIN_ENTRY_SYMBOL);
+	if (!entry) {
+		int other = find_other_abi(dl);
+		if (other >= 0)
+			snprintf(err, errlen,
+			         "%s: built for ABI %d (exports evh_plugin_entry_v%d), this host supports ABI %d (%s)",
+			         ps->path, other, other, EVH_ABI_MAJOR, EVH_PLUGIN_ENTRY_SYMBOL);
+		else
+			snprintf(err, errlen,
+			         "%s: no symbol %s; not an evhost plugin (write it with EVH_PLUGIN())",
+			         ps->path, EVH_PLUGIN_ENTRY_SYMBOL);
+		dlclose(dl);
+		return NULL;
+	}
+	desc = entry(host_api());
+	why = check_descriptor(desc, buf, sizeof buf);
+	if (why) {
+		snprintf(err, errlen, "%s: %s", ps->path, why);
+		dlclose(dl);
+		return NULL;
+	}
+	p = calloc(1, sizeof *p);
+	if (!p) {
+		snprintf(err, errlen, "%s: out of memory", ps->path);
+		dlclose(dl);
+		return NULL;
+	}
+	p->host = h;
+	p->name = strdup(ps->name);
+	p->section = strdup(ps->section);
+	p->path = strdup(ps->path);
+	p->group = strdup(ps->group);
+	p->dl = dl;
+	p->desc = desc;
+	p->required = ps->required;
+	p->status = PLUGIN_LOADED;
+	if (!p->name || !p->section || !p->path || !p->group) {
+		snprintf(err, errlen, "%s: out of memory", ps->path);
+		plugin_destroy(p);
+		return NULL;
+	}
+	return p;
+}
+
+static int cfg_set(evh_plugin *p, const char *key, const char *value)
+{
+	for (size_t i = 0; i < p->ncfg; i++) {
+		if (strcmp(p->cfg_keys[i], key) == 0) {
+			char *v = strdup(value);
+			if (!v)
+				return -1;
+			free(p->cfg_values[i]);
+			p->cfg_values[i] = v;
+			return 0;
+		}
+	}
+	char **k = realloc(p->cfg_keys, (p->ncfg + 1) * sizeof *k);
+	if (!k)
+		return -1;
+	p->cfg_keys = k;
+	char **v = realloc(p->cfg_values, (p->ncfg + 1) * sizeof *v);
+	if (!v)
+		return -1;
+	p->cfg_values = v;
+	p->cfg_keys[p->ncfg] = strdup(key);
+	p->cfg_values[p->ncfg] = strdup(value);
+	if (!p->cfg_keys[p->ncfg] || !p->cfg_values[p->ncfg]) {
+		free(p->cfg_keys[p->ncfg]);
+		free(p->cfg_values[p->ncfg]);
+		return -1;
+	}
+	p->ncfg++;
+	return 0;
+}
+
+static const evh_config_key *schema_find(const evh_config_key *schema, const char *key)
+{
+	for (const evh_config_key *k = schema; k && k->name; k++)
+		if (cfg_key_matches(k->name, key))
+			return k;
+	return NULL;
+}
+
+/* A relative PATH value means "relative to the file that said it", which is
+ * what an admin editing conf.d/30-x.conf expects. */
+static char *resolve_path(const char *value, const char *file)
+{
+	const char *slash;
+	char *out;
+	size_t dirlen;
+
+	if (!*value || value[0] == '/' || !file || !(slash = strrchr(file, '/')))
+		return strdup(value);
+	dirlen = (size_t)(slash - file);
+	out = malloc(dirlen + 1 + strlen(value) + 1);
+	if (out)
+		sprintf(out, "%.*s/%s", (int)dirlen, file, value);
+	return out;
+}
+
+int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
+{
+	size_t before = d->n;
+
+	cfg_validate_section(c, p->section, p->desc->config, host_owned_keys, d);
+	for (const evh_config_key *k = p->desc->config; k && k->name; k++)
+		if (k->default_value && !strchr(k->name, '*') && cfg_set(p, k->name, k->default_value))
+			goto oom;
+	for (size_t i = 0; i < c->n; i++) {
+		const cfg_entry *e = &c->v[i];
+		const evh_config_key *k;
+		int owned = 0;
+
+		if (strcmp(e->section, p->section) != 0)
+			continue;
+		for (const char *const *o = host_owned_keys; *o; o++)
+			owned |= !strcmp(*o, e->key);
+		if (owned || !(k = schema_find(p->desc->config, e->key)))
+			continue;
+		if (k->type == EVH_CFG_PATH) {
+			char *path = resolve_path(e->value, e->file);
+			int rc = path ? cfg_set(p, e->key, path) : -1;
+			free(path);
+			if (rc)
+				goto oom;
+		} else if (cfg_set(p, e->key, e->value)) {
+			goto oom;
+		}
+	}
+	return d->n == before ? 0 : -1;
+oom:
+	diag_add(d, NULL, 0, "[%s]: out of memory", p->section);
+	return -1;
+}
+
+static int make_dir(const char *path, char *err, size_t errlen)
+{
+	if (mkdir(path, 0750) == 0 || errno == EEXIST)
+		return 0;
+	snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+	return -1;
+}
+
+int plugin_start(evh_plugin *p, char *err, size_t errlen)
+{
+	const settings *s = &p->host->set;
+	char dberr[256], *db;
+	size_t len;
+	int rc;
+
+	len = strlen(s->state_dir) + strlen(p->name) + 8;
+	p->state_dir = malloc(len);
+	db = malloc(len + 4);
+	if (!p->state_dir || !db) {
+		free(db);
+		snprintf(err, errlen, "plugin '%s': out of memory", p->name);
+		return -1;
+	}
+	snprintf(p->state_dir, len, "%s/%s", s->state_dir, p->name);
+	snprintf(db, len + 4, "%s/%s.db", s->state_dir, p->name);
+	if (make_dir(s->state_dir, err, errlen) || make_dir(p->state_dir, err, errlen)) {
+		free(db);
+		return -1;
+	}
+	if (store_open(&p->store, db, s->store_synchronous, dberr, sizeof dberr) != 0) {
+		snprintf(err, errlen, "plugin '%s': storage %s: %s", p->name, db, dberr);
+		free(db);
+		return -1;
+	}
+	free(db);
+	store_set_outbox_limit(p->store, s->outbox_max_rows);
+
+	p->last_error[0] = '\0';
+	p->status = PLUGIN_INITIALIZING;
+	p->inited = 1; /* fini is owed even if init fails: it cleans up half-built state */
+	rc = p->desc->init(p, &p->state);
+	if (rc != EVH_OK) {
+		p->status = PLUGIN_FAILED;
+		snprintf(err, errlen, "%s: plugin '%s' init failed (%s)%s%s", p->path, p->name,
+		         host_strerror(rc), p->last_error[0] ? ": " : "", p->last_error);
+		return -1;
+	}
+	return 0;
+}
+
+void plugin_destroy(evh_plugin *p)
+{
+	if (!p)
+		return;
+	if (p->inited && p->desc->fini)
+		p->desc->fini(p, p->state);
+	if (p->store)
+		store_close(p->store);
+	for (size_t i = 0; i < p->nsubs; i++) {
+		free(p->subs[i].topic);
+		free(p->subs[i].type);
+	}
+	free(p->subs);
+	for (size_t i = 0; i < p->ncfg; i++) {
+		free(p->cfg_keys[i]);
+		free(p->cfg_values[i]);
+	}
+	free(p->cfg_keys);
+	free(p->cfg_values);
+	/* Under ASan, keep the code mapped so leak reports can symbolize frames
+	 * from the plugin; otherwise unload it. */
+#if !defined(__SANITIZE_ADDRESS__)
+	if (p->dl)
+		dlclose(p->dl);
+#endif
+	free(p->state_dir);
+	free(p->name);
+	free(p->section);
+	free(p->path);
+	free(p->group);
+	free(p);
+}

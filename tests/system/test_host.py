@@ -1,0 +1,297 @@
+"""The daemon itself: start-up, refusals, --check-config, HTTP edge cases,
+the out-of-tree SDK path, publishing through the outbox to real Kafka, and a
+clean SIGTERM. Plugins used: tests/fixtures (probe, broken ones) and the SDK
+example (hello)."""
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+import evhost_testlib as lib
+
+
+def fixture_dir(build_dir):
+    return build_dir / "tests" / "fixtures"
+
+
+def probe_conf(build_dir, **keys):
+    conf = {"enabled": "true", "path": str(fixture_dir(build_dir) / "probe.so")}
+    conf.update(keys)
+    return conf
+
+
+# ------------------------------------------------------------------ start-up
+
+
+def test_starts_on_embedded_broker_and_is_ready(evhostd, build_dir):
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    r = d.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = lib.wait_until(lambda: (lambda x: x if x.status_code == 200 else None)(d.get("/readyz")),
+                       timeout=20, message="readyz never became 200")
+    body = r.json()
+    assert body["ready"] is True
+    assert body["plugins"] == {"probe": "running"}
+    assert body["kafka"] == "reachable"
+    assert "embedded" in d.log_text() and "durable" in d.log_text()
+    assert r.headers.get("X-Request-Id")
+
+
+def test_version_and_help(build_dir):
+    binary = str(build_dir / "host" / "evhostd")
+    r = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "ABI 1." in r.stdout
+    r = subprocess.run([binary, "--help"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and "--check-config" in r.stdout
+    r = subprocess.run([binary, "--bogus"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2
+
+
+@pytest.mark.parametrize("fixture,needle", [
+    ("not_elf.so", "not a shared object"),
+    ("no_entry.so", "no symbol evh_plugin_entry_v1"),
+    ("abi_v2_entry.so", "built for ABI 2"),
+    ("wrong_abi_major.so", "built for ABI 7.2, this host supports ABI 1.0"),
+    ("needs_newer_minor.so", "needs ABI 1.99"),
+    ("missing.so", "No such file"),
+])
+def test_refuses_bad_plugin(evhostd, build_dir, fixture, needle):
+    path = fixture_dir(build_dir) / fixture
+    r = evhostd.run([], config={"plugin.bad": {"path": str(path)}}, timeout=30)
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if needle in l]
+    assert lines, r.stderr
+    # one precise line: where it was configured, which file, what was wrong
+    assert "evhost.conf:" in lines[0] and str(path) in lines[0]
+
+
+def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
+    path = fixture_dir(build_dir) / "init_fails.so"
+    d = evhostd({"plugin.init_fails": {"path": str(path)}}, wait=False)
+    code = d.wait(timeout=30)
+    assert code == 1
+    text = d.log_text()
+    assert "init failed" in text and "cannot reach the license server" in text
+    d.expect_exit_code = None
+
+
+def test_optional_plugin_failure_is_a_warning(evhostd, build_dir):
+    bad = fixture_dir(build_dir) / "init_fails.so"
+    d = evhostd({
+        "plugin.init_fails": {"path": str(bad), "required": "false"},
+        "plugin.probe": probe_conf(build_dir, subscribe="false"),
+    })
+    assert d.get("/healthz").status_code == 200
+    assert "required = false" in d.log_text()
+    r = lib.wait_until(lambda: (lambda x: x if x.status_code == 200 else None)(d.get("/readyz")),
+                       timeout=20)
+    assert r.json()["plugins"] == {"probe": "running"}
+
+
+def test_disabled_plugin_is_not_loaded(evhostd, build_dir):
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false", enabled="false")})
+    assert d.get("/probe/seen").status_code == 404
+
+
+# ------------------------------------------------------------- check-config
+
+
+def test_check_config_ok(evhostd, build_dir):
+    r = evhostd.run(["--check-config"], config={"plugin.probe": probe_conf(build_dir)})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "configuration OK" in r.stdout
+
+
+def test_check_config_reports_file_and_line(evhostd, build_dir):
+    dropins = {
+        "20-probe.conf": (
+            "[plugin.probe]\n"
+            f"path = {fixture_dir(build_dir) / 'probe.so'}\n"
+            "retry.max_attempts = many\n"
+            "colour = blue\n"
+        ),
+        "30-http.conf": "[http]\nthreads = lots\nlisten_address = 1.2.3.4\n",
+    }
+    r = evhostd.run(["--check-config"], dropins=dropins)
+    assert r.returncode == 1
+    out = r.stdout
+    assert "conf.d/20-probe.conf:3:" in out and "retry.max_attempts" in out
+    assert "conf.d/20-probe.conf:4:" in out and "colour" in out
+    assert "conf.d/30-http.conf:2:" in out and "threads" in out
+    assert "conf.d/30-http.conf:3:" in out and "listen_address" in out
+
+
+def test_bad_config_at_start_exits_nonzero_with_same_messages(evhostd):
+    r = evhostd.run([], dropins={"10-x.conf": "[kafka]\nretry.backoff_ms = soon\n"})
+    assert r.returncode == 1
+    assert "conf.d/10-x.conf:2:" in r.stderr
+
+
+def test_later_dropin_overrides_earlier(evhostd, build_dir):
+    dropins = {
+        "10-a.conf": {"plugin.probe": probe_conf(build_dir, subscribe="false",
+                                                 topic="first.topic")},
+        "20-b.conf": {"plugin.probe": {"enabled": "false"}},
+    }
+    d = evhostd(dropins=dropins)
+    assert d.get("/probe/seen").status_code == 404
+
+
+# -------------------------------------------------------------------- HTTP
+
+
+def test_http_errors_are_problem_json(evhostd, build_dir):
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false"),
+                 "http": {"max_body_bytes": "1k"}})
+    r = d.get("/nope")
+    assert r.status_code == 404
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert r.json()["status"] == 404
+
+    r = d.delete("/probe/seen")
+    assert r.status_code == 405
+    assert "GET" in r.headers["Allow"]
+
+    r = d.post("/probe/publish", data="{\"a\": [1, 2", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    p = r.json()
+    assert p["type"].endswith("malformed-json") and p["detail"]
+
+    r = d.post("/probe/publish", data="x" * 2048, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+
+    deep = "[" * 100 + "]" * 100
+    r = d.post("/probe/publish", data=deep, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+    r = d.post("/probe/publish", data="{}", headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415
+
+
+# ------------------------------------------------------------ SDK install
+
+
+def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_path):
+    prefix = tmp_path / "prefix"
+    r = subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (prefix / "include" / "evhost" / "evhost.h").exists()
+    pcdir = prefix / "share" / "pkgconfig"
+    assert (pcdir / "evhost-sdk.pc").exists()
+    src = prefix / "share" / "doc" / "evhost-dev" / "examples" / "hello" / "hello.c"
+    assert src.exists()
+
+    env = dict(os.environ, PKG_CONFIG_PATH=str(pcdir))
+    cflags = subprocess.run(["pkg-config", "--cflags", "evhost-sdk"], env=env,
+                            capture_output=True, text=True, check=True).stdout.split()
+    out = tmp_path / "hello.so"
+    # The README's command, plus warnings as errors.
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        "-Wl,--no-undefined", str(src), *cflags, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+    d = evhostd({"plugin.hello": {"path": str(out), "topic": "hello.events"}})
+    r = d.get("/hello")
+    assert r.status_code == 200
+    assert r.json() == {"hello": "world", "greeted": 1}
+    assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 1}
+    assert d.get("/hello/ada").json()["greeted"] == 2
+
+
+# ------------------------------------------------- events through real Kafka
+
+
+def published_seen(d, n, timeout=30):
+    def ready():
+        rows = d.get("/probe/seen").json()
+        return rows if len(rows) >= n else None
+    return lib.wait_until(ready, timeout=timeout, message=f"probe saw fewer than {n} events")
+
+
+def test_event_published_in_tx_reaches_subscriber_on_real_kafka(evhostd, build_dir,
+                                                                 kafka_bootstrap, unique_name):
+    topic = unique_name("probe")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, group=unique_name("g"))},
+                brokers=kafka_bootstrap)
+    r = d.post(f"/probe/publish?key=order-7", json={"order": 7, "total": 12.5})
+    assert r.status_code == 200, r.text
+    rows = published_seen(d, 1)
+    ev = rows[0]
+    assert ev["type"] == "probe.event"
+    assert ev["key"] == "order-7"
+    assert ev["data"] == {"order": 7, "total": 12.5}
+    assert ev["source"].endswith("/probe")
+    assert ev["traceparent"].startswith("00-")
+
+    # The same message as a client that is not evhostd sees it.
+    msgs = lib.kafka_consume(topic, count=1, timeout=20, brokers=kafka_bootstrap)
+    assert len(msgs) == 1
+    m = msgs[0]
+    assert m["key"] == "order-7"
+    assert m["value"] == '{"order": 7, "total": 12.5}' or m["value"] == '{"order":7,"total":12.5}'
+    h = m["headers"]
+    assert h["ce_specversion"] == "1.0"
+    assert h["ce_type"] == "probe.event"
+    assert h["ce_id"] == ev["event_id"]
+    assert h["ce_source"].endswith("/probe")
+    assert "T" in h["ce_time"] and h["ce_time"].endswith("Z")
+    assert h["content-type"] == "application/json"
+    assert h["traceparent"].startswith("00-")
+
+
+def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_bootstrap,
+                                                  unique_name):
+    topic = unique_name("probe")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, group=unique_name("g"))},
+                brokers=kafka_bootstrap)
+    r = d.post("/probe/publish?mode=rollback&n=3", json={"ghost": True})
+    assert r.status_code == 200
+    r = d.post("/probe/publish?mode=commit", json={"marker": True})
+    assert r.status_code == 200
+    rows = published_seen(d, 1)
+    time.sleep(1.0)  # give any wrongly sent ghost time to show up
+    rows = d.get("/probe/seen").json()
+    assert [r["data"] for r in rows] == [{"marker": True}]
+    msgs = lib.kafka_consume(topic, timeout=15, brokers=kafka_bootstrap)
+    assert [m["value"] for m in msgs] == ['{"marker": true}']
+
+
+def outbox_count(state_dir, plugin):
+    db = sqlite3.connect(str(Path(state_dir) / f"{plugin}.db"))
+    try:
+        return db.execute("SELECT COUNT(*) FROM evh_outbox").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstrap, unique_name):
+    topic = unique_name("probe")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, subscribe="false")},
+                brokers=kafka_bootstrap)
+    for _ in range(5):
+        r = d.post("/probe/publish?n=200", json={"bulk": True})
+        assert r.status_code == 200
+    code = d.stop(signal.SIGTERM, timeout=60)
+    assert code == 0, d.log_tail()
+    assert outbox_count(d.state_dir, "probe") == 0
+    msgs = lib.kafka_consume(topic, timeout=20, brokers=kafka_bootstrap)
+    assert len(msgs) == 1000
+
+
+def test_publish_without_tx_is_durable(evhostd, build_dir, kafka_bootstrap, unique_name):
+    topic = unique_name("probe")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, group=unique_name("g"))},
+                brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?mode=notx&n=2", json={"x": 1}).status_code == 200
+    rows = published_seen(d, 2)
+    assert len({r["event_id"] for r in rows}) == 2

@@ -1,0 +1,176 @@
+/* ABI checks at plugin load: each fixture in tests/fixtures is wrong in one
+ * way, and the host must refuse it with one line that says what it found
+ * and what it expected. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "host.h"
+#include "plugins.h"
+
+static char fixture_path[512];
+
+static const char *fixture(const char *file)
+{
+	snprintf(fixture_path, sizeof fixture_path, "%s/%s", EVHOST_TEST_FIXTURES, file);
+	return fixture_path;
+}
+
+static plugin_settings settings_for(const char *name, const char *file)
+{
+	plugin_settings ps;
+	static char section[64], group[64];
+
+	memset(&ps, 0, sizeof ps);
+	snprintf(section, sizeof section, "plugin.%s", name);
+	snprintf(group, sizeof group, "evhost.%s", name);
+	ps.name = (char *)name;
+	ps.section = section;
+	ps.group = group;
+	ps.path = (char *)fixture(file);
+	ps.enabled = 1;
+	ps.required = 1;
+	ps.file = "test.conf";
+	ps.line = 1;
+	return ps;
+}
+
+static void expect_refusal(const char *file, const char *needle1, const char *needle2)
+{
+	host h;
+	char err[1024] = "";
+	plugin_settings ps = settings_for("x", file);
+	evh_plugin *p;
+
+	memset(&h, 0, sizeof h);
+	p = plugin_open(&h, &ps, err, sizeof err);
+	assert_null(p);
+	print_message("refusal: %s\n", err);
+	assert_non_null(strstr(err, ps.path));
+	assert_non_null(strstr(err, needle1));
+	if (needle2)
+		assert_non_null(strstr(err, needle2));
+	assert_null(strchr(err, '\n'));
+}
+
+static void test_not_elf(void **st)
+{
+	(void)st;
+	expect_refusal("not_elf.so", "not a shared object", NULL);
+}
+
+static void test_missing_file(void **st)
+{
+	(void)st;
+	expect_refusal("does_not_exist.so", "cannot open plugin", "No such file");
+}
+
+static void test_no_entry(void **st)
+{
+	(void)st;
+	expect_refusal("no_entry.so", "no symbol evh_plugin_entry_v1", NULL);
+}
+
+static void test_other_major_entry(void **st)
+{
+	(void)st;
+	expect_refusal("abi_v2_entry.so", "built for ABI 2", "supports ABI 1");
+}
+
+static void test_wrong_major_descriptor(void **st)
+{
+	(void)st;
+	expect_refusal("wrong_abi_major.so", "built for ABI 7.2", "supports ABI 1.0");
+}
+
+static void test_newer_minor(void **st)
+{
+	(void)st;
+	expect_refusal("needs_newer_minor.so", "needs ABI 1.99", "upgrade evhost");
+}
+
+static void test_good_plugin_and_schema(void **st)
+{
+	host h;
+	cfg c;
+	diag d = {0};
+	char err[1024] = "";
+	plugin_settings ps = settings_for("good", "good.so");
+	evh_plugin *p;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	memset(&c, 0, sizeof c);
+	p = plugin_open(&h, &ps, err, sizeof err);
+	assert_non_null(p);
+	assert_string_equal(p->desc->name, "good");
+	assert_int_equal(cfg_load_string(&c,
+	                                 "[plugin.good]\n"
+	                                 "enabled = true\n"
+	                                 "greeting = hello there\n"
+	                                 "item.small.size = 3\n"
+	                                 "limit = lots\n"
+	                                 "colour = blue\n",
+	                                 "conf.d/50-good.conf", &d),
+	                 0);
+	assert_int_not_equal(plugin_configure(p, &c, &d), 0);
+	diag_print(&d, stdout);
+	assert_int_equal(d.n, 2);
+	/* the bad int and the unknown key, each at its line */
+	assert_non_null(strstr(d.msgs[0], "conf.d/50-good.conf:5:"));
+	assert_non_null(strstr(d.msgs[0], "limit"));
+	assert_non_null(strstr(d.msgs[1], "conf.d/50-good.conf:6:"));
+	assert_non_null(strstr(d.msgs[1], "colour"));
+	assert_string_equal(host_api()->config_get(p, "greeting"), "hello there");
+	assert_string_equal(host_api()->config_get(p, "item.small.size"), "3");
+	assert_null(host_api()->config_get(p, "flag"));
+	diag_free(&d);
+	cfg_free(&c);
+	plugin_destroy(p);
+}
+
+static void test_init_failure_quotes_plugin(void **st)
+{
+	host h;
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
+	plugin_settings ps = settings_for("init_fails", "init_fails.so");
+	evh_plugin *p;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	assert_non_null(mkdtemp(dir));
+	h.set.state_dir = dir;
+	h.set.store_synchronous = "NORMAL";
+	p = plugin_open(&h, &ps, err, sizeof err);
+	assert_non_null(p);
+	assert_int_equal(plugin_start(p, err, sizeof err), -1);
+	print_message("refusal: %s\n", err);
+	assert_non_null(strstr(err, "init failed"));
+	assert_non_null(strstr(err, "cannot reach the license server"));
+	assert_non_null(strstr(err, "invalid argument"));
+	plugin_destroy(p);
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_not_elf),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_no_entry),
+	    cmocka_unit_test(test_other_major_entry),
+	    cmocka_unit_test(test_wrong_major_descriptor),
+	    cmocka_unit_test(test_newer_minor),
+	    cmocka_unit_test(test_good_plugin_and_schema),
+	    cmocka_unit_test(test_init_failure_quotes_plugin),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
