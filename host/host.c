@@ -17,20 +17,101 @@
 
 #define STOP_FLUSH_TIMEOUT_MS 30000
 
+/* A section's content in a canonical form: sorted "key=value" lines. Two
+ * configurations that differ only in file layout or key order compare equal,
+ * so moving a key between drop-ins does not restart a plugin. */
+static int entry_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static char *section_signature(const cfg *c, const char *section)
+{
+	char **lines = NULL, *out = NULL;
+	size_t n = 0, total = 1;
+
+	for (size_t i = 0; i < c->n; i++) {
+		const cfg_entry *e = &c->v[i];
+		char **grown;
+		size_t len;
+
+		if (strcmp(e->section, section) != 0)
+			continue;
+		if (!(grown = realloc(lines, (n + 1) * sizeof *lines)))
+			goto out;
+		lines = grown;
+		len = strlen(e->key) + strlen(e->value) + 3;
+		if (!(lines[n] = malloc(len)))
+			goto out;
+		snprintf(lines[n], len, "%s=%s\n", e->key, e->value);
+		total += len;
+		n++;
+	}
+	if (n)
+		qsort(lines, n, sizeof *lines, entry_cmp);
+	if (!(out = malloc(total)))
+		goto out;
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		strcat(out, lines[i]);
+out:
+	for (size_t i = 0; i < n; i++)
+		free(lines[i]);
+	free(lines);
+	return out;
+}
+
+/* Everything but plugin sections: what a reload cannot apply live. */
+static char *host_signature(const cfg *c)
+{
+	char *all = strdup("");
+
+	for (size_t i = 0; all && i < c->nsections; i++) {
+		char *sig, *grown;
+
+		if (strncmp(c->sections[i], "plugin.", 7) == 0)
+			continue;
+		if (!(sig = section_signature(c, c->sections[i]))) {
+			free(all);
+			return NULL;
+		}
+		grown = realloc(all, strlen(all) + strlen(c->sections[i]) + strlen(sig) + 4);
+		if (grown) {
+			strcat(grown, "[");
+			strcat(grown, c->sections[i]);
+			strcat(grown, "]\n");
+			strcat(grown, sig);
+		} else {
+			free(all);
+		}
+		all = grown;
+		free(sig);
+	}
+	return all;
+}
+
 static int host_add_plugin(host *h, evh_plugin *p)
 {
-	evh_plugin **v = realloc(h->plugins, (h->nplugins + 1) * sizeof *v);
-	if (!v)
-		return -1;
-	h->plugins = v;
-	h->plugins[h->nplugins++] = p;
-	return 0;
+	evh_plugin **v;
+	int rc = -1;
+
+	pthread_mutex_lock(&h->plugins_lock);
+	v = realloc(h->plugins, (h->nplugins + 1) * sizeof *v);
+	if (v) {
+		h->plugins = v;
+		h->plugins[h->nplugins++] = p;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	return rc;
 }
 
 static void host_drop_plugin(host *h, size_t i)
 {
+	pthread_mutex_lock(&h->plugins_lock);
 	memmove(&h->plugins[i], &h->plugins[i + 1], (h->nplugins - i - 1) * sizeof *h->plugins);
 	h->nplugins--;
+	pthread_mutex_unlock(&h->plugins_lock);
 }
 
 int host_configure(host *h, const char *conf_file, diag *d)
@@ -38,6 +119,9 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	char err[1024];
 	size_t before = d->n;
 
+	pthread_mutex_init(&h->plugins_lock, NULL);
+	if (!h->conf_file && !(h->conf_file = strdup(conf_file)))
+		return -1;
 	if (cfg_load(&h->cfg, conf_file, d) != 0)
 		return -1;
 	/* Keep going after host-section errors: the admin wants every problem
@@ -58,7 +142,9 @@ int host_configure(host *h, const char *conf_file, diag *d)
 				         ps->line, ps->section, err);
 			continue;
 		}
-		if (plugin_configure(p, &h->cfg, d) != 0 || host_add_plugin(h, p) != 0) {
+		if (plugin_configure(p, &h->cfg, d) != 0 ||
+		    !(p->signature = section_signature(&h->cfg, p->section)) ||
+		    host_add_plugin(h, p) != 0) {
 			plugin_destroy(p);
 			continue;
 		}
@@ -133,6 +219,93 @@ int host_start(host *h)
 	return 0;
 }
 
+/* Take a running plugin out of service without disturbing the others: its
+ * routes answer 503 while it drains, its consumer finishes the message in
+ * hand, commits and leaves the group, the relay sends what its outbox holds,
+ * then its routes go (404) once in-flight requests have finished. */
+static void host_retire_plugin(host *h, evh_plugin *p, const char *why)
+{
+	log_info("host", "plugin '%s': %s, draining", p->name, why);
+	p->status = PLUGIN_DRAINING;
+	if (p->consumer)
+		consumer_stop(p);
+	outbox_remove_plugin(h->outbox, p);
+	http_remove_plugin_routes(h, p);
+	p->status = PLUGIN_STOPPED;
+	plugin_destroy(p);
+}
+
+static evh_plugin *find_plugin(evh_plugin **v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] && strcmp(v[i]->name, name) == 0)
+			return v[i];
+	return NULL;
+}
+
+int host_reload(host *h)
+{
+	host next;
+	diag d = {0};
+	char *old_sig = NULL, *new_sig = NULL;
+	size_t started = 0, stopped = 0, kept = 0;
+
+	memset(&next, 0, sizeof next);
+	log_info("host", "reloading %s", h->conf_file);
+	if (host_configure(&next, h->conf_file, &d) != 0) {
+		for (size_t i = 0; i < d.n; i++)
+			log_error("host", "reload refused: %s", d.msgs[i]);
+		log_error("host", "reload refused: %zu problem%s; the running configuration stays",
+		          d.n, d.n == 1 ? "" : "s");
+		diag_free(&d);
+		host_stop(&next);
+		return -1;
+	}
+	diag_free(&d);
+	old_sig = host_signature(&h->cfg);
+	new_sig = host_signature(&next.cfg);
+	if (!old_sig || !new_sig || strcmp(old_sig, new_sig) != 0)
+		log_warn("host", "reload: changes outside [plugin.*] sections need a restart; "
+		                 "they are not applied");
+	free(old_sig);
+	free(new_sig);
+
+	/* Stop what was removed, disabled or changed. */
+	for (size_t i = 0; i < h->nplugins;) {
+		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
+		if (n && strcmp(n->signature, p->signature) == 0) {
+			i++;
+			continue;
+		}
+		host_drop_plugin(h, i);
+		host_retire_plugin(h, p, n ? "configuration changed" : "disabled");
+		stopped++;
+	}
+	/* Start what is new or changed; discard the copies of unchanged ones. */
+	for (size_t i = 0; i < next.nplugins; i++) {
+		evh_plugin *n = next.plugins[i];
+		next.plugins[i] = NULL;
+		if (find_plugin(h->plugins, h->nplugins, n->name)) {
+			plugin_destroy(n);
+			kept++;
+			continue;
+		}
+		n->host = h;
+		if (host_start_plugin(h, n) != 0 || host_add_plugin(h, n) != 0) {
+			log_error("host", "reload: plugin '%s' could not be started; it stays off",
+			          n->name);
+			plugin_destroy(n);
+			continue;
+		}
+		started++;
+	}
+	next.nplugins = 0;
+	host_stop(&next);
+	log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged", started, stopped,
+	         kept);
+	return 0;
+}
+
 void host_stop(host *h)
 {
 	h->stopping = 1;
@@ -166,6 +339,8 @@ void host_stop(host *h)
 	free(h->plugins);
 	h->plugins = NULL;
 	h->nplugins = 0;
+	free(h->conf_file);
+	h->conf_file = NULL;
 	if (h->router) {
 		router_free(h->router);
 		h->router = NULL;
@@ -185,6 +360,7 @@ int host_ready(host *h, char **json)
 		return -1;
 	}
 	cJSON_AddItemToObject(root, "plugins", plugins);
+	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; i < h->nplugins; i++) {
 		evh_plugin *p = h->plugins[i];
 		cJSON_AddStringToObject(plugins, p->name, plugin_state_name(p->status));
@@ -193,6 +369,7 @@ int host_ready(host *h, char **json)
 		if (p->store && store_check_writable(p->store) != 0)
 			store_ok = 0;
 	}
+	pthread_mutex_unlock(&h->plugins_lock);
 	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);
 	cJSON_AddStringToObject(root, "kafka", kafka_ok ? "reachable" : "unreachable");
 	cJSON_AddStringToObject(root, "storage", store_ok ? "writable" : "not writable");

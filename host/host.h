@@ -21,6 +21,8 @@ typedef struct host {
 	struct http_server *http;
 	struct outbox *outbox;
 	volatile sig_atomic_t stopping;
+	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
+	char *conf_file;              /* what host_configure read, for reloads */
 } host;
 
 /* The API table handed to every plugin (api.c). */
@@ -37,6 +39,13 @@ int host_start(host *h);
 /* Orderly stop: HTTP drains, consumers commit and leave, the relay flushes
  * the outboxes, plugins' fini runs. Frees everything. */
 void host_stop(host *h);
+/* Live reload (SIGHUP): re-read the configuration, refuse it whole if it has
+ * errors (logged as file:line, the running set stays), else stop plugins
+ * that were disabled or removed (drain: 503, consumer commits and leaves,
+ * outbox flushed, then 404), start newly enabled ones, and restart only
+ * those whose section changed. Returns 0 when the new configuration was
+ * applied, -1 when it was refused. */
+int host_reload(host *h);
 /* Readiness: fills `json` (malloc'd) with {"ready":bool,"plugins":{...},"kafka":..,"storage":..}. */
 int host_ready(host *h, char **json);
 #endif

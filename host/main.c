@@ -27,11 +27,12 @@ static void usage(FILE *out)
 	        "  -h, --help          this text\n"
 	        "\n"
 	        "Signals: SIGTERM/SIGINT stop cleanly (in-flight requests finish, the outbox is\n"
-	        "flushed, offsets are committed).\n",
+	        "flushed, offsets are committed); SIGHUP re-reads the configuration and starts,\n"
+	        "stops or restarts only the plugins whose sections changed.\n",
 	        EVHOST_DEFAULT_CONF);
 }
 
-static int wait_for_stop(void)
+static int wait_for_stop(host *h)
 {
 	sigset_t set;
 	int sig;
@@ -44,8 +45,7 @@ static int wait_for_stop(void)
 		if (sigwait(&set, &sig) != 0)
 			return -1;
 		if (sig == SIGHUP) {
-			log_warn("host", "SIGHUP: live reload is not available in this version; restart "
-			                 "the daemon to apply configuration changes");
+			host_reload(h);
 			continue;
 		}
 		log_info("host", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -120,7 +120,7 @@ int main(int argc, char **argv)
 		host_stop(&h);
 		return 1;
 	}
-	wait_for_stop();
+	wait_for_stop(&h);
 	host_stop(&h);
 	log_info("host", "stopped");
 	return 0;

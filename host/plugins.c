@@ -347,6 +347,7 @@ void plugin_destroy(evh_plugin *p)
 		dlclose(p->dl);
 #endif
 	free(p->state_dir);
+	free(p->signature);
 	free(p->name);
 	free(p->section);
 	free(p->path);

@@ -40,6 +40,7 @@ struct evh_plugin {
 	const evh_plugin_desc *desc;
 	void *state; /* from init */
 	int inited;  /* init succeeded: fini is owed */
+	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	volatile plugin_state status;
 	int required;
 	char last_error[512]; /* last ERROR logged (refusal reason) */

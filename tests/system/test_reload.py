@@ -1,0 +1,127 @@
+"""Live reload on SIGHUP: plugins toggled in conf.d start and stop without
+disturbing the others; a bad configuration is refused whole; a changed
+section restarts only its plugin."""
+
+import signal
+import threading
+import time
+
+import requests
+
+import evhost_testlib as lib
+
+
+def fixture_plugin(build_dir, name):
+    return str(build_dir / "tests" / "fixtures" / f"{name}.so")
+
+
+class Load:
+    """GET `path` in a loop from two threads until stopped; count outcomes."""
+
+    def __init__(self, url, path):
+        self.url, self.path = url, path
+        self.ok = 0
+        self.failed = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def _run(self):
+        s = requests.Session()
+        deadline = time.monotonic() + 120  # bounded even if stop() is never called
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                r = s.get(self.url + self.path, timeout=10)
+                if r.status_code == 200:
+                    self.ok += 1
+                else:
+                    self.failed.append(r.status_code)
+            except requests.RequestException as exc:
+                self.failed.append(repr(exc))
+
+    def __enter__(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+
+
+def reload(d, log_needle, timeout=30):
+    before = d.log_text().count(log_needle)
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: d.log_text().count(log_needle) > before, timeout=timeout,
+                   message=f"no '{log_needle}' in the log after SIGHUP")
+
+
+def write_dropin(d, name, text):
+    (d.config_dir / "conf.d" / name).write_text(text)
+
+
+def probe_dropin(build_dir, enabled=True, topic="probe.reload"):
+    return (f"[plugin.probe]\nenabled = {'true' if enabled else 'false'}\n"
+            f"path = {fixture_plugin(build_dir, 'probe')}\ntopic = {topic}\n")
+
+
+def test_toggle_plugin_under_load_loses_no_request_to_others(evhostd, build_dir):
+    d = evhostd(dropins={
+        "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
+        "20-probe.conf": probe_dropin(build_dir),
+    })
+    assert d.get("/probe/seen").status_code == 200
+    with Load(d.url, "/hello") as load:
+        time.sleep(0.5)
+        write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
+        reload(d, "reload done")
+        assert d.get("/probe/seen").status_code == 404
+        time.sleep(0.5)
+        write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=True))
+        reload(d, "reload done")
+        assert d.get("/probe/seen").status_code == 200
+        time.sleep(0.5)
+    print(f"load on /hello during two reloads: {load.ok} ok, {len(load.failed)} failed")
+    assert load.ok > 20
+    assert load.failed == []
+    assert "1 stopped" in d.log_text() and "1 started" in d.log_text()
+
+
+def test_bad_config_is_refused_and_running_set_stays(evhostd, build_dir):
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir)})
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir) + "colour = blue\n")
+    write_dropin(d, "30-http.conf", "[http]\nthreads = many\n")
+    reload(d, "reload refused:")
+    text = d.log_text()
+    assert "conf.d/20-probe.conf:5:" in text and "colour" in text
+    assert "conf.d/30-http.conf:2:" in text
+    assert d.get("/probe/seen").status_code == 200
+    assert d.get("/readyz").json()["plugins"] == {"probe": "running"}
+
+
+def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
+    d = evhostd(dropins={
+        "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
+        "20-probe.conf": probe_dropin(build_dir, topic="probe.one"),
+    })
+    # Reordering keys or moving them between files is not a change.
+    write_dropin(d, "10-hello.conf",
+                 f"[plugin.hello]\n; same content, new comment\npath = "
+                 f"{build_dir / 'plugins' / 'hello.so'}\n")
+    reload(d, "reload done")
+    assert "0 started, 0 stopped, 2 unchanged" in d.log_text()
+
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir, topic="probe.two"))
+    reload(d, "1 started, 1 stopped, 1 unchanged")
+    text = d.log_text()
+    assert "plugin 'probe': configuration changed" in text
+    assert "plugin 'hello': configuration changed" not in text
+    assert d.get("/hello").status_code == 200
+    assert d.get("/probe/seen").status_code == 200
+
+
+def test_host_section_change_needs_restart(evhostd, build_dir):
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir)})
+    write_dropin(d, "40-log.conf", "[kafka]\nretry.backoff_ms = 300\n")
+    reload(d, "reload done")
+    assert "need a restart" in d.log_text()
