@@ -135,10 +135,13 @@ typedef struct evh_value {
 	size_t n;      /* their length */
 } evh_value;
 
+/* A function, not `(s) ? strlen(s) : 0`, so EVH_TEXT(array) compiles under -Waddress. */
+static inline size_t evh__strlen(const char *s) { return s ? strlen(s) : 0; }
+
 #define EVH_NULL() ((evh_value){EVH_VAL_NULL, 0, 0, NULL, 0})
 #define EVH_INT(x) ((evh_value){EVH_VAL_INT, (int64_t)(x), 0, NULL, 0})
 #define EVH_REAL(x) ((evh_value){EVH_VAL_REAL, 0, (double)(x), NULL, 0})
-#define EVH_TEXT(s) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (s) ? strlen(s) : 0})
+#define EVH_TEXT(s) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), evh__strlen(s)})
 #define EVH_TEXTN(s, len) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (len)})
 #define EVH_BLOB(b, len) ((evh_value){EVH_VAL_BLOB, 0, 0, (b), (len)})
 

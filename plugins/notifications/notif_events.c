@@ -1,0 +1,589 @@
+/* Event handlers: the recipients read model (USER_CREATED / USER_UPDATED /
+ * USER_DELETED), welcome mails, and broadcasts.
+ *
+ * Delivery state. Writes go through the handler's `tx`, which the host
+ * commits with the inbox record on OK and rolls back on RETRY and REJECT.
+ * So outcomes that end an event's handling are written to the
+ * notifications_log table and the handler returns OK: "sent", and "failed"
+ * when the server refused for good (5xx) or the last attempt failed. An
+ * undeliverable mail is not a poison event: returning REJECT would also
+ * roll back the recipient the same event carried. Only "retrying" (the
+ * handler returns RETRY) cannot be written, so it lives in memory
+ * (notif_pending.h); memory also remembers mails that left while their row
+ * was not yet committed, so a retry does not send them twice. REJECT is
+ * kept for events whose data is unusable: they go to the dead-letter topic. */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "notif_plugin.h"
+#include "notif_util.h"
+
+#define ID_MAX 256 /* longest user or broadcast id we accept */
+
+/* ------------------------------------------------------------ log table */
+
+/* 1 with the row's status copied, 0 when there is no row, -1 on error. */
+static int log_status(evh_tx *tx, const char *log_id, char status[12])
+{
+	evh_value arg = EVH_TEXT(log_id);
+	evh_rows *rows;
+	int rc;
+
+	if (evh_query(tx, "SELECT status FROM notifications_log WHERE event_id = ?", &arg, 1,
+	              &rows) != EVH_OK)
+		return -1;
+	rc = evh_rows_next(rows);
+	if (rc == 1)
+		snprintf(status, 12, "%s", evh_rows_text(rows, 0, NULL));
+	evh_rows_close(rows);
+	return rc < 0 ? -1 : rc;
+}
+
+static int log_write(evh_tx *tx, const char *log_id, const char *recipient, const char *tmpl,
+                     const char *status, int attempts, const char *last_error,
+                     const char *created_at, const char *updated_at)
+{
+	evh_value args[8] = {
+	    EVH_TEXT(log_id),  EVH_TEXT(recipient), EVH_TEXT(tmpl),       EVH_TEXT(status),
+	    EVH_INT(attempts), EVH_NULL(),          EVH_TEXT(created_at), EVH_TEXT(updated_at),
+	};
+
+	if (last_error)
+		args[5] = EVH_TEXT(last_error);
+	return evh_exec(tx,
+	                "INSERT INTO notifications_log (event_id, recipient, template, status,"
+	                " attempts, last_error, created_at, updated_at)"
+	                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+	                " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status,"
+	                " attempts = excluded.attempts, last_error = excluded.last_error,"
+	                " updated_at = excluded.updated_at",
+	                args, 8, NULL);
+}
+
+/* ------------------------------------------------------------ delivery */
+
+typedef enum deliv_outcome {
+	DELIV_SENT,    /* sent now; "sent" row written */
+	DELIV_ALREADY, /* an earlier attempt or delivery settled it; nothing sent */
+	DELIV_RETRY,   /* transient failure, attempts remain; in memory only */
+	DELIV_FAILED,  /* refused for good or attempts exhausted; "failed" row written */
+	DELIV_DBERR,   /* storage failed; `err` says how */
+} deliv_outcome;
+
+typedef struct delivery {
+	const char *log_id;
+	const char *to_addr, *to_name;
+	const notif_content *content;
+	int event_attempt; /* evh_event_attempt() */
+	int last_attempt;  /* no retry follows a transient failure */
+	/* out */
+	char err[512];
+	int attempts;
+	char created_at[NOTIF_TIME_LEN];
+} delivery;
+
+static deliv_outcome db_error(evh_tx *tx, delivery *d, const char *what)
+{
+	const char *e = evh_tx_error(tx);
+	snprintf(d->err, sizeof d->err, "storage: %s: %s", what, e ? e : "unknown error");
+	return DELIV_DBERR;
+}
+
+static void remember(notif_state *st, const delivery *d, const char *status, const char *err)
+{
+	char now[NOTIF_TIME_LEN];
+
+	notif_now_rfc3339(now);
+	if (notif_pending_put(&st->pending, d->log_id, d->to_addr, d->content->tmpl_name, status,
+	                      d->attempts, err, now) < 0)
+		evh_log(st->p, EVH_LOG_WARN, "out of memory recording delivery %s as %s", d->log_id,
+		        status);
+}
+
+/* Send one message unless the log or memory says it already left; record
+ * what happened. */
+static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
+{
+	char found[12], now[NOTIF_TIME_LEN];
+	const char *status;
+	notif_entry mem;
+	notif_send_result res;
+	int have, rc;
+
+	d->err[0] = '\0';
+	rc = log_status(tx, d->log_id, found);
+	if (rc < 0)
+		return db_error(tx, d, "reading notifications_log");
+	if (rc == 1 && (!strcmp(found, NOTIF_SENT) || !strcmp(found, NOTIF_FAILED)))
+		return DELIV_ALREADY;
+	notif_now_rfc3339(now);
+	have = notif_pending_get(&st->pending, d->log_id, &mem);
+	snprintf(d->created_at, sizeof d->created_at, "%s", have ? mem.created_at : now);
+	if (have && strcmp(mem.status, NOTIF_RETRYING)) {
+		/* Settled by an attempt whose row did not commit: write it now. */
+		d->attempts = mem.attempts;
+		rc = log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, mem.status,
+		               d->attempts, mem.last_error, d->created_at, now);
+		notif_entry_clear(&mem);
+		if (rc != EVH_OK)
+			return db_error(tx, d, "writing notifications_log");
+		return DELIV_ALREADY;
+	}
+	d->attempts = have ? mem.attempts + 1 : (d->event_attempt > 0 ? d->event_attempt : 1);
+	if (have)
+		notif_entry_clear(&mem);
+
+	res = notif_deliver(st, d->content, d->to_addr, d->to_name, d->err, sizeof d->err);
+	if (res == NOTIF_SEND_TRANSIENT && !d->last_attempt) {
+		remember(st, d, NOTIF_RETRYING, d->err);
+		return DELIV_RETRY;
+	}
+	status = res == NOTIF_SEND_OK ? NOTIF_SENT : NOTIF_FAILED;
+	/* Before the row: should the write fail, the retry must not resend. */
+	remember(st, d, status, res == NOTIF_SEND_OK ? NULL : d->err);
+	notif_now_rfc3339(now);
+	if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, status, d->attempts,
+	              res == NOTIF_SEND_OK ? NULL : d->err, d->created_at, now) != EVH_OK)
+		return db_error(tx, d, "writing notifications_log");
+	return res == NOTIF_SEND_OK ? DELIV_SENT : DELIV_FAILED;
+}
+
+/* When the subscription's max_attempts is known, whether this is the last. */
+static int is_last_attempt(const notif_state *st, const evh_event *ev)
+{
+	return st->max_attempts > 0 && evh_event_attempt(ev) >= st->max_attempts;
+}
+
+/* The log's key for an event: its CloudEvents id, or where it sat. */
+static void event_log_id(const evh_event *ev, char *out, size_t outlen)
+{
+	const char *id = evh_event_id(ev);
+
+	if (id && *id)
+		snprintf(out, outlen, "%s", id);
+	else
+		snprintf(out, outlen, "%s/%d/%lld", evh_event_topic(ev),
+		         (int)evh_event_partition(ev), (long long)evh_event_offset(ev));
+}
+
+/* ------------------------------------------------------------ user events */
+
+typedef struct user_event {
+	cJSON *root;
+	char *id;          /* malloc'd */
+	const char *email; /* borrowed from root; NULL when absent */
+	const char *name;  /* borrowed from root; NULL when absent */
+} user_event;
+
+static void user_event_free(user_event *u)
+{
+	cJSON_Delete(u->root);
+	free(u->id);
+	memset(u, 0, sizeof *u);
+}
+
+static char *id_from_json(const cJSON *v)
+{
+	char buf[64];
+
+	if (cJSON_IsString(v) && v->valuestring[0] && strlen(v->valuestring) <= ID_MAX)
+		return strdup(v->valuestring);
+	if (!cJSON_IsNumber(v))
+		return NULL;
+	if (v->valuedouble >= -9e15 && v->valuedouble <= 9e15 &&
+	    v->valuedouble == (double)(long long)v->valuedouble)
+		snprintf(buf, sizeof buf, "%lld", (long long)v->valuedouble);
+	else
+		snprintf(buf, sizeof buf, "%.17g", v->valuedouble);
+	return strdup(buf);
+}
+
+static char *id_from_key(const evh_event *ev)
+{
+	size_t n = 0;
+	const char *k = evh_event_key(ev, &n);
+	char *id;
+
+	if (!k || n == 0 || n > ID_MAX || memchr(k, '\0', n))
+		return NULL;
+	id = malloc(n + 1);
+	if (!id)
+		return NULL;
+	memcpy(id, k, n);
+	id[n] = '\0';
+	return id;
+}
+
+/* Parse {"id","email","name"}; id falls back to the Kafka key. Returns 0,
+ * or -1 with `why` saying what is wrong with the data (never its values:
+ * they are personal data and `why` goes to logs and DLQ headers). */
+static int parse_user_event(const evh_event *ev, int need_email, user_event *u, char *why,
+                            size_t whylen)
+{
+	size_t len = 0;
+	const char *data = evh_event_data(ev, &len);
+	const cJSON *email, *name;
+
+	memset(u, 0, sizeof *u);
+	u->root = data && len ? cJSON_ParseWithLength(data, len) : NULL;
+	if (!cJSON_IsObject(u->root)) {
+		snprintf(why, whylen, "event data is not a JSON object");
+		goto bad;
+	}
+	u->id = id_from_json(cJSON_GetObjectItemCaseSensitive(u->root, "id"));
+	if (!u->id)
+		u->id = id_from_key(ev);
+	if (!u->id) {
+		snprintf(why, whylen, "event data has no usable \"id\" (string or number)");
+		goto bad;
+	}
+	email = cJSON_GetObjectItemCaseSensitive(u->root, "email");
+	if (email && !cJSON_IsNull(email)) {
+		if (!cJSON_IsString(email) || !notif_addr_valid(email->valuestring)) {
+			snprintf(why, whylen, "\"email\" is not a valid e-mail address");
+			goto bad;
+		}
+		u->email = email->valuestring;
+	}
+	if (need_email && !u->email) {
+		snprintf(why, whylen, "event data has no \"email\"");
+		goto bad;
+	}
+	name = cJSON_GetObjectItemCaseSensitive(u->root, "name");
+	if (cJSON_IsString(name))
+		u->name = name->valuestring;
+	return 0;
+bad:
+	user_event_free(u);
+	return -1;
+}
+
+static evh_event_result reject(const evh_event *ev, const char *why)
+{
+	evh_event_set_error(ev, why);
+	return EVH_EVENT_REJECT;
+}
+
+static evh_event_result retry_db(const evh_event *ev, evh_tx *tx, const char *what)
+{
+	char msg[512];
+	const char *e = evh_tx_error(tx);
+
+	snprintf(msg, sizeof msg, "storage: %s: %s", what, e ? e : "unknown error");
+	evh_event_set_error(ev, msg);
+	return EVH_EVENT_RETRY;
+}
+
+/* Insert or update a recipient; NULL email or name leaves that field. */
+static int recipient_upsert(evh_tx *tx, const user_event *u)
+{
+	char now[NOTIF_TIME_LEN];
+
+	notif_now_rfc3339(now);
+	if (u->email) {
+		evh_value a[5] = {EVH_TEXT(u->id), EVH_TEXT(u->email), EVH_NULL(),
+		                  EVH_TEXTN(now, strlen(now)), EVH_NULL()};
+		if (u->name)
+			a[2] = a[4] = EVH_TEXT(u->name);
+		return evh_exec(tx,
+		                "INSERT INTO recipients (user_id, email, name, updated_at)"
+		                " VALUES (?, ?, COALESCE(?, ''), ?)"
+		                " ON CONFLICT (user_id) DO UPDATE SET email = excluded.email,"
+		                " name = COALESCE(?, recipients.name),"
+		                " updated_at = excluded.updated_at",
+		                a, 5, NULL);
+	}
+	if (u->name) {
+		evh_value a[3] = {EVH_TEXT(u->name), EVH_TEXTN(now, strlen(now)), EVH_TEXT(u->id)};
+		return evh_exec(tx, "UPDATE recipients SET name = ?, updated_at = ?"
+		                    " WHERE user_id = ?",
+		                a, 3, NULL);
+	}
+	return EVH_OK;
+}
+
+evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	notif_state *st = ud;
+	char why[256], log_id[512];
+	const char *name;
+	user_event u;
+	delivery d;
+	notif_content c;
+	evh_event_result result = EVH_EVENT_OK;
+
+	(void)p;
+	if (parse_user_event(ev, 1, &u, why, sizeof why) < 0)
+		return reject(ev, why);
+	if (recipient_upsert(tx, &u) != EVH_OK) {
+		result = retry_db(ev, tx, "writing recipients");
+		goto out;
+	}
+	/* With no name, greet the address rather than nobody. */
+	name = u.name && *u.name ? u.name : u.email;
+	notif_var vars[] = {{"name", name}, {"email", u.email}, {"id", u.id}};
+	memset(&c, 0, sizeof c);
+	c.tmpl_name = "welcome";
+	c.subject_tpl = &st->tpl.welcome_subject;
+	c.txt = &st->tpl.welcome_txt;
+	c.html = &st->tpl.welcome_html;
+	c.vars = vars;
+	c.nvars = 3;
+	event_log_id(ev, log_id, sizeof log_id);
+	memset(&d, 0, sizeof d);
+	d.log_id = log_id;
+	d.to_addr = u.email;
+	d.to_name = u.name;
+	d.content = &c;
+	d.event_attempt = evh_event_attempt(ev);
+	d.last_attempt = is_last_attempt(st, ev);
+	switch (deliver_once(st, tx, &d)) {
+	case DELIV_SENT:
+		evh_log(st->p, EVH_LOG_INFO, "welcome mail for user %s sent (attempt %d)", u.id,
+		        d.attempts);
+		break;
+	case DELIV_ALREADY:
+		break;
+	case DELIV_FAILED:
+		evh_log(st->p, EVH_LOG_WARN,
+		        "welcome mail for user %s failed after %d attempt(s): %s", u.id, d.attempts,
+		        d.err);
+		break;
+	case DELIV_RETRY:
+	case DELIV_DBERR:
+		evh_event_set_error(ev, d.err);
+		result = EVH_EVENT_RETRY;
+		break;
+	}
+out:
+	user_event_free(&u);
+	return result;
+}
+
+evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	char why[256];
+	user_event u;
+	evh_event_result result = EVH_EVENT_OK;
+
+	(void)p;
+	(void)ud;
+	if (parse_user_event(ev, 0, &u, why, sizeof why) < 0)
+		return reject(ev, why);
+	if (recipient_upsert(tx, &u) != EVH_OK)
+		result = retry_db(ev, tx, "writing recipients");
+	user_event_free(&u);
+	return result;
+}
+
+evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	char why[256];
+	user_event u;
+	evh_value arg;
+	evh_event_result result = EVH_EVENT_OK;
+
+	(void)p;
+	(void)ud;
+	if (parse_user_event(ev, 0, &u, why, sizeof why) < 0)
+		return reject(ev, why);
+	arg = EVH_TEXT(u.id);
+	if (evh_exec(tx, "DELETE FROM recipients WHERE user_id = ?", &arg, 1, NULL) != EVH_OK)
+		result = retry_db(ev, tx, "deleting from recipients");
+	user_event_free(&u);
+	return result;
+}
+
+/* ------------------------------------------------------------ broadcasts */
+
+typedef struct recipient {
+	char *id, *email, *name;
+} recipient;
+
+static void recipients_free(recipient *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].id);
+		free(v[i].email);
+		free(v[i].name);
+	}
+	free(v);
+}
+
+static char *col_dup(evh_rows *rows, int col)
+{
+	const char *s = evh_rows_text(rows, col, NULL);
+	return strdup(s ? s : "");
+}
+
+/* Every recipient, copied out so no cursor stays open while mail is sent. */
+static int recipients_load(evh_tx *tx, recipient **out, size_t *n)
+{
+	evh_rows *rows;
+	recipient *v = NULL;
+	size_t cap = 0;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	if (evh_query(tx, "SELECT user_id, email, name FROM recipients ORDER BY user_id", NULL, 0,
+	              &rows) != EVH_OK)
+		return -1;
+	while ((rc = evh_rows_next(rows)) == 1) {
+		if (*n == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			recipient *nv = realloc(v, ncap * sizeof *v);
+			if (!nv)
+				break;
+			v = nv;
+			cap = ncap;
+		}
+		v[*n].id = col_dup(rows, 0);
+		v[*n].email = col_dup(rows, 1);
+		v[*n].name = col_dup(rows, 2);
+		(*n)++;
+		if (!v[*n - 1].id || !v[*n - 1].email || !v[*n - 1].name)
+			break;
+	}
+	evh_rows_close(rows);
+	if (rc != 0) {
+		recipients_free(v, *n);
+		*n = 0;
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+typedef struct broadcast {
+	cJSON *root;
+	const char *id, *subject, *message; /* borrowed from root */
+} broadcast;
+
+static int parse_broadcast(const evh_event *ev, broadcast *b, char *why, size_t whylen)
+{
+	size_t len = 0;
+	const char *data = evh_event_data(ev, &len);
+	const cJSON *id, *subject, *message;
+
+	memset(b, 0, sizeof *b);
+	b->root = data && len ? cJSON_ParseWithLength(data, len) : NULL;
+	if (!cJSON_IsObject(b->root)) {
+		snprintf(why, whylen, "event data is not a JSON object");
+		goto bad;
+	}
+	id = cJSON_GetObjectItemCaseSensitive(b->root, "broadcast_id");
+	subject = cJSON_GetObjectItemCaseSensitive(b->root, "subject");
+	message = cJSON_GetObjectItemCaseSensitive(b->root, "message");
+	if (!cJSON_IsString(id) || !id->valuestring[0] || strlen(id->valuestring) > ID_MAX) {
+		snprintf(why, whylen, "broadcast has no usable \"broadcast_id\"");
+		goto bad;
+	}
+	if (!cJSON_IsString(subject) || !cJSON_IsString(message)) {
+		snprintf(why, whylen, "broadcast needs string \"subject\" and \"message\"");
+		goto bad;
+	}
+	b->id = id->valuestring;
+	b->subject = subject->valuestring;
+	b->message = message->valuestring;
+	return 0;
+bad:
+	cJSON_Delete(b->root);
+	b->root = NULL;
+	return -1;
+}
+
+typedef struct broadcast_tally {
+	int sent, already, failed, retry;
+	char last_err[512];
+} broadcast_tally;
+
+/* One recipient of a broadcast. Returns -1 when storage failed (the whole
+ * event is retried), 0 otherwise. */
+static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const broadcast *b,
+                         const recipient *r, broadcast_tally *t)
+{
+	char log_id[2 * ID_MAX + 2];
+	const char *name = *r->name ? r->name : r->email;
+	notif_var vars[] = {{"name", name},
+	                    {"email", r->email},
+	                    {"id", r->id},
+	                    {"subject", b->subject},
+	                    {"message", b->message}};
+	notif_content c;
+	delivery d;
+
+	memset(&c, 0, sizeof c);
+	c.tmpl_name = "broadcast";
+	c.subject = b->subject;
+	c.txt = &st->tpl.broadcast_txt;
+	c.html = &st->tpl.broadcast_html;
+	c.vars = vars;
+	c.nvars = 5;
+	snprintf(log_id, sizeof log_id, "%s:%s", b->id, r->id);
+	memset(&d, 0, sizeof d);
+	d.log_id = log_id;
+	d.to_addr = r->email;
+	d.to_name = r->name;
+	d.content = &c;
+	d.event_attempt = evh_event_attempt(ev);
+	d.last_attempt = is_last_attempt(st, ev);
+	switch (deliver_once(st, tx, &d)) {
+	case DELIV_SENT: t->sent++; return 0;
+	case DELIV_ALREADY: t->already++; return 0;
+	case DELIV_RETRY:
+		t->retry++;
+		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		return 0;
+	case DELIV_FAILED:
+		t->failed++;
+		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		return 0;
+	case DELIV_DBERR:
+		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		return -1;
+	}
+	return 0;
+}
+
+evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	notif_state *st = ud;
+	char why[1024];
+	broadcast b;
+	broadcast_tally t;
+	recipient *rs = NULL;
+	size_t n = 0;
+	evh_event_result result = EVH_EVENT_OK;
+
+	(void)p;
+	if (parse_broadcast(ev, &b, why, sizeof why) < 0)
+		return reject(ev, why);
+	if (recipients_load(tx, &rs, &n) < 0) {
+		result = retry_db(ev, tx, "reading recipients");
+		goto out;
+	}
+	memset(&t, 0, sizeof t);
+	for (size_t i = 0; i < n; i++) {
+		if (broadcast_one(st, tx, ev, &b, &rs[i], &t) < 0) {
+			evh_event_set_error(ev, t.last_err);
+			result = EVH_EVENT_RETRY;
+			goto out;
+		}
+	}
+	evh_log(st->p, EVH_LOG_INFO,
+	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry (attempt %d)", b.id,
+	        t.sent, t.already, t.failed, t.retry, evh_event_attempt(ev));
+	if (t.retry) {
+		snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s", t.retry,
+		         n, t.last_err);
+		evh_event_set_error(ev, why);
+		result = EVH_EVENT_RETRY;
+	}
+out:
+	recipients_free(rs, n);
+	cJSON_Delete(b.root);
+	return result;
+}

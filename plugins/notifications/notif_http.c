@@ -1,0 +1,331 @@
+/* HTTP routes: GET /notifications (the delivery log, newest first, keyset
+ * pages) and POST /notifications/broadcast (admin only; queues one event
+ * that the plugin's own subscription turns into mails). */
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "notif_plugin.h"
+#include "notif_util.h"
+
+#define PAGE_DEFAULT 20
+#define PAGE_MAX 100
+
+static int problem_422(evh_response *resp, const char *detail, const char *field)
+{
+	return evh_resp_problem(resp, 422, "validation", "Invalid request", detail, field);
+}
+
+static int reply_json(evh_response *resp, int status, cJSON *body)
+{
+	char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+	int rc;
+
+	cJSON_Delete(body);
+	if (!s)
+		return evh_resp_problem(resp, 500, "internal", "Out of memory",
+		                        "could not render the response", NULL);
+	rc = evh_resp_json(resp, status, s, strlen(s));
+	free(s);
+	return rc;
+}
+
+/* ------------------------------------------------------------ the log */
+
+static char *col_dup(evh_rows *rows, int col)
+{
+	const char *s = evh_rows_text(rows, col, NULL);
+	return s ? strdup(s) : NULL;
+}
+
+static int row_to_entry(evh_rows *rows, notif_entry *e)
+{
+	const char *s;
+
+	memset(e, 0, sizeof *e);
+	e->event_id = col_dup(rows, 0);
+	e->recipient = col_dup(rows, 1);
+	e->tmpl = col_dup(rows, 2);
+	s = evh_rows_text(rows, 3, NULL);
+	snprintf(e->status, sizeof e->status, "%s", s ? s : "");
+	e->attempts = (int)evh_rows_int(rows, 4);
+	if (evh_rows_type(rows, 5) != EVH_VAL_NULL)
+		e->last_error = col_dup(rows, 5);
+	s = evh_rows_text(rows, 6, NULL);
+	snprintf(e->created_at, sizeof e->created_at, "%s", s ? s : "");
+	s = evh_rows_text(rows, 7, NULL);
+	snprintf(e->updated_at, sizeof e->updated_at, "%s", s ? s : "");
+	return e->event_id && e->recipient && e->tmpl ? 0 : -1;
+}
+
+/* Up to `max` rows of the table after the cursor, newest first. */
+static int table_page(notif_state *st, const char *recipient, const char *after_created,
+                      const char *after_id, int max, notif_entry **out, size_t *n, char *err,
+                      size_t errlen)
+{
+	char sql[512];
+	evh_value args[4];
+	size_t nargs = 0;
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	notif_entry *v;
+	int rc;
+
+	*out = NULL;
+	*n = 0;
+	v = calloc((size_t)max, sizeof *v);
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	snprintf(sql, sizeof sql,
+	         "SELECT event_id, recipient, template, status, attempts, last_error, created_at,"
+	         " updated_at FROM notifications_log WHERE 1 = 1%s%s"
+	         " ORDER BY created_at DESC, event_id DESC LIMIT ?",
+	         recipient ? " AND recipient = ?" : "",
+	         after_created ? " AND (created_at, event_id) < (?, ?)" : "");
+	if (recipient)
+		args[nargs++] = EVH_TEXT(recipient);
+	if (after_created) {
+		args[nargs++] = EVH_TEXT(after_created);
+		args[nargs++] = EVH_TEXT(after_id);
+	}
+	args[nargs++] = EVH_INT(max);
+	rc = evh_tx_begin(st->p, &tx);
+	if (rc != EVH_OK) {
+		snprintf(err, errlen, "cannot begin a transaction: %s", evh_strerror(rc));
+		free(v);
+		return -1;
+	}
+	rc = evh_query(tx, sql, args, nargs, &rows);
+	if (rc != EVH_OK) {
+		const char *e = evh_tx_error(tx);
+		snprintf(err, errlen, "reading notifications_log: %s", e ? e : evh_strerror(rc));
+		goto fail;
+	}
+	while (*n < (size_t)max && (rc = evh_rows_next(rows)) == 1) {
+		if (row_to_entry(rows, &v[*n]) < 0) {
+			notif_entry_clear(&v[*n]);
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
+		(*n)++;
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "reading notifications_log: %s", evh_strerror(rc));
+		goto fail;
+	}
+	evh_rows_close(rows);
+	evh_tx_rollback(tx); /* read only */
+	*out = v;
+	return 0;
+fail:
+	if (rows)
+		evh_rows_close(rows);
+	evh_tx_rollback(tx);
+	notif_entries_free(v, *n);
+	*n = 0;
+	return -1;
+}
+
+static int in_table(const notif_entry *t, size_t nt, const char *event_id)
+{
+	for (size_t i = 0; i < nt; i++)
+		if (!strcmp(t[i].event_id, event_id))
+			return 1;
+	return 0;
+}
+
+static cJSON *entry_json(const notif_entry *e)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "event_id", e->event_id);
+	cJSON_AddStringToObject(o, "recipient", e->recipient);
+	cJSON_AddStringToObject(o, "template", e->tmpl);
+	cJSON_AddStringToObject(o, "status", e->status);
+	cJSON_AddNumberToObject(o, "attempts", e->attempts);
+	if (e->last_error)
+		cJSON_AddStringToObject(o, "last_error", e->last_error);
+	else
+		cJSON_AddNullToObject(o, "last_error");
+	cJSON_AddStringToObject(o, "created_at", e->created_at);
+	cJSON_AddStringToObject(o, "updated_at", e->updated_at);
+	return o;
+}
+
+/* Merge table rows and in-memory entries (both newest first) into one page
+ * of at most `limit` items; a row in the table wins over memory. */
+static cJSON *merge_page(const notif_entry *t, size_t nt, const notif_entry *m, size_t nm,
+                         int limit)
+{
+	cJSON *body = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(body, "items");
+	const notif_entry *last = NULL;
+	size_t i = 0, j = 0;
+	int count = 0, more = 0;
+
+	if (!body || !items) {
+		cJSON_Delete(body);
+		return NULL;
+	}
+	while (i < nt || j < nm) {
+		const notif_entry *e;
+		if (j < nm && in_table(t, nt, m[j].event_id)) {
+			j++;
+			continue;
+		}
+		if (j >= nm || (i < nt && notif_key_cmp(t[i].created_at, t[i].event_id,
+		                                        m[j].created_at, m[j].event_id) > 0))
+			e = &t[i++];
+		else
+			e = &m[j++];
+		if (count == limit) {
+			more = 1;
+			break;
+		}
+		cJSON_AddItemToArray(items, entry_json(e));
+		last = e;
+		count++;
+	}
+	if (more && last) {
+		char *c = notif_cursor_encode(last->created_at, last->event_id);
+		if (!c) {
+			cJSON_Delete(body);
+			return NULL;
+		}
+		cJSON_AddStringToObject(body, "next_cursor", c);
+		free(c);
+	} else {
+		cJSON_AddNullToObject(body, "next_cursor");
+	}
+	return body;
+}
+
+int notif_http_list(evh_request *req, evh_response *resp, void *ud)
+{
+	notif_state *st = ud;
+	const char *recipient = evh_req_query(req, "recipient");
+	const char *cursor = evh_req_query(req, "cursor");
+	char after_created[NOTIF_TIME_LEN], err[512];
+	char *after_id = NULL;
+	notif_entry *t = NULL, *m = NULL;
+	size_t nt = 0;
+	int limit, nm = 0, rc;
+
+	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)
+		return problem_422(resp, "limit must be an integer from 1 to 100", "limit");
+	if (cursor && *cursor && notif_cursor_decode(cursor, after_created, &after_id) < 0)
+		return problem_422(resp, "cursor is not a next_cursor this service returned",
+		                   "cursor");
+	if (recipient && !*recipient)
+		recipient = NULL;
+	/* One more than asked on each side tells whether another page exists. */
+	if (table_page(st, recipient, after_id ? after_created : NULL, after_id, limit + 1, &t, &nt,
+	               err, sizeof err) < 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "GET /notifications: %s", err);
+		rc = evh_resp_problem(resp, 500, "storage", "Storage error", err, NULL);
+		goto out;
+	}
+	nm = notif_pending_page(&st->pending, recipient, after_id ? after_created : NULL, after_id,
+	                        (size_t)limit + 1, &m);
+	if (nm < 0) {
+		nm = 0;
+		rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
+		                      "could not read the delivery state", NULL);
+		goto out;
+	}
+	rc = reply_json(resp, 200, merge_page(t, nt, m, (size_t)nm, limit));
+out:
+	notif_entries_free(t, nt);
+	notif_entries_free(m, m ? (size_t)nm : 0);
+	free(after_id);
+	return rc;
+}
+
+/* ------------------------------------------------------------ broadcast */
+
+static int blank(const char *s)
+{
+	for (; *s; s++)
+		if (!strchr(" \t\r\n", *s))
+			return 0;
+	return 1;
+}
+
+int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
+{
+	notif_state *st = ud;
+	size_t len = 0;
+	const char *body = evh_req_body(req, &len);
+	cJSON *root = cJSON_ParseWithLength(body ? body : "", len), *data = NULL, *reply;
+	const cJSON *subject, *message;
+	char id[37], *json = NULL;
+	const char *who = evh_req_auth_subject(req);
+	int rc;
+
+	subject = cJSON_GetObjectItemCaseSensitive(root, "subject");
+	message = cJSON_GetObjectItemCaseSensitive(root, "message");
+	if (!cJSON_IsObject(root)) {
+		rc = problem_422(resp, "the body must be a JSON object", NULL);
+		goto out;
+	}
+	if (!cJSON_IsString(subject) || blank(subject->valuestring)) {
+		rc = problem_422(resp, "subject is required: a non-empty string", "subject");
+		goto out;
+	}
+	if (strlen(subject->valuestring) > NOTIF_SUBJECT_MAX) {
+		rc = problem_422(resp, "subject is longer than 998 bytes", "subject");
+		goto out;
+	}
+	if (!cJSON_IsString(message) || blank(message->valuestring)) {
+		rc = problem_422(resp, "message is required: a non-empty string", "message");
+		goto out;
+	}
+	if (notif_uuid4(id) < 0) {
+		rc = evh_resp_problem(resp, 500, "internal", "No randomness",
+		                      "could not generate a broadcast id", NULL);
+		goto out;
+	}
+	data = cJSON_CreateObject();
+	if (data) {
+		cJSON_AddStringToObject(data, "broadcast_id", id);
+		cJSON_AddStringToObject(data, "subject", subject->valuestring);
+		cJSON_AddStringToObject(data, "message", message->valuestring);
+		if (who)
+			cJSON_AddStringToObject(data, "requested_by", who);
+		json = cJSON_PrintUnformatted(data);
+	}
+	if (!json) {
+		rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
+		                      "could not build the broadcast event", NULL);
+		goto out;
+	}
+	rc = evh_publish(st->p, NULL, st->topic_broadcast, id, NOTIF_BROADCAST_TYPE, json,
+	                 strlen(json));
+	if (rc == EVH_EFULL) {
+		evh_resp_header(resp, "Retry-After", "5");
+		rc = evh_resp_problem(resp, 503, "outbox-full", "Try again shortly",
+		                      "too many events are waiting to be published", NULL);
+		goto out;
+	}
+	if (rc != EVH_OK) {
+		evh_log(st->p, EVH_LOG_ERROR, "broadcast %s: publish failed: %s", id,
+		        evh_strerror(rc));
+		rc = evh_resp_problem(resp, 500, "publish", "Could not queue the broadcast",
+		                      evh_strerror(rc), NULL);
+		goto out;
+	}
+	evh_log(st->p, EVH_LOG_INFO, "broadcast %s queued by %s", id, who ? who : "(unknown)");
+	reply = cJSON_CreateObject();
+	if (reply)
+		cJSON_AddStringToObject(reply, "broadcast_id", id);
+	rc = reply_json(resp, 202, reply);
+out:
+	cJSON_Delete(root);
+	cJSON_Delete(data);
+	free(json);
+	return rc;
+}

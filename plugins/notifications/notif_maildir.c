@@ -1,0 +1,177 @@
+#include "notif_transport.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "notif_buf.h"
+#include "notif_util.h"
+
+/* mkdir -p: create every missing component of `path`. */
+static int mkdir_parents(const char *path, char *err, size_t errlen)
+{
+	char *copy = strdup(path);
+	int rc = -1;
+
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (char *p = copy + 1;; p++) {
+		char saved = *p;
+		if (saved != '/' && saved != '\0')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0700) < 0 && errno != EEXIST) {
+			snprintf(err, errlen, "cannot create directory %s: %s", copy,
+			         strerror(errno));
+			goto out;
+		}
+		*p = saved;
+		if (!saved)
+			break;
+	}
+	rc = 0;
+out:
+	free(copy);
+	return rc;
+}
+
+static void safe_hostname(char *out, size_t outlen)
+{
+	if (gethostname(out, outlen) < 0 || !*out)
+		snprintf(out, outlen, "localhost");
+	out[outlen - 1] = '\0';
+	/* '/' and ':' have meaning in Maildir file names. */
+	for (char *p = out; *p; p++)
+		if (*p == '/' || *p == ':')
+			*p = '_';
+}
+
+int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen)
+{
+	static const char *const subdirs[] = {"tmp", "new", "cur"};
+	char path[4096];
+
+	memset(m, 0, sizeof *m);
+	if (mkdir_parents(dir, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
+		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+			snprintf(err, errlen, "cannot create directory %s: %s", path,
+			         strerror(errno));
+			return -1;
+		}
+	}
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	if (access(path, W_OK) < 0) {
+		snprintf(err, errlen, "maildir %s is not writable: %s", path, strerror(errno));
+		return -1;
+	}
+	m->dir = strdup(dir);
+	if (!m->dir) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	safe_hostname(m->host, sizeof m->host);
+	return 0;
+}
+
+void notif_maildir_close(notif_maildir *m)
+{
+	free(m->dir);
+	m->dir = NULL;
+}
+
+static char *to_lf(const char *msg, size_t len, size_t *outlen)
+{
+	nbuf b;
+	size_t run = 0;
+
+	nbuf_init(&b);
+	for (size_t i = 0; i + 1 < len; i++) {
+		if (msg[i] == '\r' && msg[i + 1] == '\n') {
+			nbuf_add(&b, msg + run, i - run);
+			run = i + 1;
+		}
+	}
+	nbuf_add(&b, msg + run, len - run);
+	return nbuf_take(&b, outlen);
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static notif_send_result errno_result(int e)
+{
+	/* A full disk or an I/O hiccup may pass; a permission problem will not. */
+	return (e == EACCES || e == EPERM || e == EROFS || e == ENOENT) ? NOTIF_SEND_PERMANENT
+	                                                                : NOTIF_SEND_TRANSIENT;
+}
+
+notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
+                                        size_t namelen, char *err, size_t errlen)
+{
+	char rnd[17], unique[256], tmp[4352], dst[4352];
+	struct timeval tv;
+	const char *failed_path;
+	char *lf = NULL;
+	size_t lflen;
+	int fd = -1, e;
+
+	gettimeofday(&tv, NULL);
+	if (notif_random_hex(rnd, 8) < 0) {
+		snprintf(err, errlen, "maildir: no random bytes for a unique name");
+		return NOTIF_SEND_TRANSIENT;
+	}
+	snprintf(unique, sizeof unique, "%lld.M%06ldP%ldR%s.%s", (long long)tv.tv_sec,
+	         (long)tv.tv_usec, (long)getpid(), rnd, m->host);
+	snprintf(tmp, sizeof tmp, "%s/tmp/%s", m->dir, unique);
+	snprintf(dst, sizeof dst, "%s/new/%s", m->dir, unique);
+	lf = to_lf(msg, len, &lflen);
+	if (!lf) {
+		snprintf(err, errlen, "maildir: out of memory");
+		return NOTIF_SEND_TRANSIENT;
+	}
+	failed_path = tmp;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 || write_all(fd, lf, lflen) < 0 || fsync(fd) < 0)
+		goto fail;
+	if (close(fd) < 0) {
+		fd = -1;
+		goto fail;
+	}
+	fd = -1;
+	failed_path = dst;
+	if (rename(tmp, dst) < 0)
+		goto fail;
+	free(lf);
+	if (name)
+		snprintf(name, namelen, "%s", unique);
+	return NOTIF_SEND_OK;
+fail:
+	e = errno;
+	snprintf(err, errlen, "maildir: cannot write %s: %s", failed_path, strerror(e));
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(lf);
+	return errno_result(e);
+}

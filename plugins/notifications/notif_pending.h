@@ -1,0 +1,58 @@
+/* In-memory delivery state, keyed by log event id. The host rolls back a
+ * handler's transaction when it returns RETRY, so what happened in such an
+ * attempt ("retrying", with its error) cannot live in the database; it
+ * lives here, and GET /notifications merges it with the table. Entries
+ * that are "sent" or "failed" remember an outcome whose row was not yet
+ * committed, so a retry writes the row instead of sending again.
+ * Bounded: when full, the least recently updated entry goes, "sent" ones
+ * first, then "failed", then "retrying". SDK-free; thread-safe (the
+ * consumer thread writes, HTTP worker threads read). */
+#ifndef NOTIF_PENDING_H
+#define NOTIF_PENDING_H
+#include <pthread.h>
+#include <stddef.h>
+#include "notif_util.h"
+
+#define NOTIF_SENT "sent"
+#define NOTIF_RETRYING "retrying"
+#define NOTIF_FAILED "failed"
+
+typedef struct notif_entry {
+	char *event_id, *recipient, *tmpl;
+	char *last_error; /* NULL when none */
+	char status[12];
+	int attempts;
+	char created_at[NOTIF_TIME_LEN], updated_at[NOTIF_TIME_LEN];
+} notif_entry;
+
+typedef struct notif_pending {
+	pthread_mutex_t mu;
+	notif_entry *v;
+	size_t n, max;
+} notif_pending;
+
+int notif_pending_init(notif_pending *pd, size_t max);
+void notif_pending_destroy(notif_pending *pd);
+
+/* Record one delivery's state. An existing entry keeps its created_at;
+ * `now` sets updated_at (and created_at when new). 0, or -1 out of memory. */
+int notif_pending_put(notif_pending *pd, const char *event_id, const char *recipient,
+                      const char *tmpl, const char *status, int attempts, const char *last_error,
+                      const char *now);
+/* A copy of the entry for `event_id`: 1 (free with notif_entry_clear), or
+ * 0 when there is none (or no memory for the copy). */
+int notif_pending_get(notif_pending *pd, const char *event_id, notif_entry *out);
+
+/* Entries not "sent", for `recipient` (NULL: all), strictly after the
+ * cursor key (after_created, after_id) in newest-first order when those
+ * are non-NULL; at most `max`, newest first. Returns how many, with *out a
+ * malloc'd array (free with notif_entries_free), or -1 out of memory. */
+int notif_pending_page(notif_pending *pd, const char *recipient, const char *after_created,
+                       const char *after_id, size_t max, notif_entry **out);
+
+void notif_entry_clear(notif_entry *e);
+void notif_entries_free(notif_entry *v, size_t n);
+/* Order of the log's pages: by created_at, then event_id (byte order, as
+ * SQLite's BINARY collation). <0, 0, >0 like strcmp. */
+int notif_key_cmp(const char *ca, const char *ia, const char *cb, const char *ib);
+#endif

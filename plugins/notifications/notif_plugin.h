@@ -1,0 +1,62 @@
+/* The notifications plugin's shared state and the pieces its files share:
+ * configuration and templates (notifications.c), event handlers
+ * (notif_events.c) and HTTP routes (notif_http.c). Uses the SDK. */
+#ifndef NOTIF_PLUGIN_H
+#define NOTIF_PLUGIN_H
+#include <evhost/evhost.h>
+
+#include "notif_mail.h"
+#include "notif_pending.h"
+#include "notif_template.h"
+#include "notif_transport.h"
+
+#define NOTIF_BROADCAST_TYPE "NOTIFICATION_BROADCAST"
+#define NOTIF_SUBJECT_MAX 998 /* one RFC 5322 line, before encoding */
+
+typedef struct notif_text {
+	char *p;
+	size_t n;
+} notif_text;
+
+typedef struct notif_templates {
+	notif_text welcome_subject, welcome_txt, welcome_html;
+	notif_text broadcast_txt, broadcast_html;
+} notif_templates;
+
+typedef struct notif_state {
+	evh_plugin *p;
+	const char *topic_created, *topic_updated, *topic_deleted, *topic_broadcast;
+	char from_name[256];
+	char from_addr[NOTIF_ADDR_MAX + 1];
+	int max_attempts; /* 0: the host's default, which the plugin cannot see */
+	int use_smtp;
+	notif_smtp smtp;
+	notif_maildir maildir;
+	notif_pending pending;
+	notif_templates tpl;
+} notif_state;
+
+/* What one message to one recipient consists of, before rendering. */
+typedef struct notif_content {
+	const char *tmpl_name; /* "welcome" / "broadcast": the log's template column */
+	const notif_text *subject_tpl; /* NULL: `subject` is used as given */
+	const char *subject;
+	const notif_text *txt, *html;
+	const notif_var *vars;
+	size_t nvars;
+} notif_content;
+
+/* Render, build and send one message. */
+notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *to_addr,
+                                const char *to_name, char *err, size_t errlen);
+
+/* notif_events.c */
+evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
+evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
+evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
+evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
+
+/* notif_http.c */
+int notif_http_list(evh_request *req, evh_response *resp, void *ud);
+int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud);
+#endif

@@ -1,0 +1,203 @@
+#include "notif_transport.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int curl_has_protocol(const char *proto)
+{
+	const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
+
+	for (const char *const *p = vi->protocols; p && *p; p++)
+		if (!strcmp(*p, proto))
+			return 1;
+	return 0;
+}
+
+static int dup_opt(const char *s, char **out)
+{
+	*out = NULL;
+	if (!s)
+		return 0;
+	*out = strdup(s);
+	return *out ? 0 : -1;
+}
+
+/* Options that stay the same for every message. */
+static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
+{
+	CURL *c = s->curl;
+	CURLcode rc = CURLE_OK;
+	char from[320 + 3];
+
+	snprintf(from, sizeof from, "<%s>", s->from_addr);
+	rc |= curl_easy_setopt(c, CURLOPT_URL, s->url);
+	rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+	rc |= curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
+	rc |= curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+	rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* we run on host threads */
+	rc |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms);
+	rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
+	rc |= curl_easy_setopt(c, CURLOPT_USE_SSL, s->starttls ? (long)CURLUSESSL_ALL
+	                                                        : (long)CURLUSESSL_NONE);
+	if (s->user) {
+		rc |= curl_easy_setopt(c, CURLOPT_USERNAME, s->user);
+		rc |= curl_easy_setopt(c, CURLOPT_PASSWORD, s->password ? s->password : "");
+	}
+	if (rc != CURLE_OK) {
+		snprintf(err, errlen,
+		         "smtp: libcurl refused an option (is it built without SMTP?)");
+		return -1;
+	}
+	return 0;
+}
+
+int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen)
+{
+	int smtps;
+
+	memset(s, 0, sizeof *s);
+	if (!c->url || (strncmp(c->url, "smtp://", 7) && strncmp(c->url, "smtps://", 8))) {
+		snprintf(err, errlen, "smtp_url must start with smtp:// or smtps:// (got \"%s\")",
+		         c->url ? c->url : "");
+		return -1;
+	}
+	smtps = !strncmp(c->url, "smtps://", 8);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "smtp: curl_global_init failed");
+		return -1;
+	}
+	if (!curl_has_protocol(smtps ? "smtps" : "smtp")) {
+		snprintf(err, errlen, "smtp: this libcurl does not support %s",
+		         smtps ? "smtps" : "smtp");
+		goto fail_global;
+	}
+	if (dup_opt(c->url, &s->url) || dup_opt(c->user, &s->user) ||
+	    dup_opt(c->password, &s->password) || dup_opt(c->from_addr, &s->from_addr)) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	s->starttls = c->starttls;
+	s->timeout_ms = c->timeout_ms;
+	s->curl = curl_easy_init();
+	if (!s->curl) {
+		snprintf(err, errlen, "smtp: curl_easy_init failed");
+		goto fail;
+	}
+	if (smtp_setup_handle(s, err, errlen) < 0)
+		goto fail;
+	if (pthread_mutex_init(&s->mu, NULL) != 0) {
+		snprintf(err, errlen, "smtp: cannot create a mutex");
+		goto fail;
+	}
+	return 0;
+fail:
+	if (s->curl)
+		curl_easy_cleanup(s->curl);
+	if (s->password)
+		explicit_bzero(s->password, strlen(s->password));
+	free(s->url);
+	free(s->user);
+	free(s->password);
+	free(s->from_addr);
+	memset(s, 0, sizeof *s);
+fail_global:
+	curl_global_cleanup();
+	return -1;
+}
+
+void notif_smtp_close(notif_smtp *s)
+{
+	if (!s->curl)
+		return;
+	curl_easy_cleanup(s->curl);
+	pthread_mutex_destroy(&s->mu);
+	if (s->password)
+		explicit_bzero(s->password, strlen(s->password));
+	free(s->url);
+	free(s->user);
+	free(s->password);
+	free(s->from_addr);
+	memset(s, 0, sizeof *s);
+	curl_global_cleanup();
+}
+
+typedef struct upload {
+	const char *p;
+	size_t left;
+} upload;
+
+static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
+{
+	upload *u = ud;
+	size_t n = size * nitems;
+
+	if (n > u->left)
+		n = u->left;
+	memcpy(buf, u->p, n);
+	u->p += n;
+	u->left -= n;
+	return n;
+}
+
+static notif_send_result classify(CURLcode rc, long code)
+{
+	if (code >= 500 && code < 600)
+		return NOTIF_SEND_PERMANENT;
+	if (code >= 400 && code < 500)
+		return NOTIF_SEND_TRANSIENT;
+	switch (rc) {
+	case CURLE_LOGIN_DENIED:
+	case CURLE_URL_MALFORMAT:
+	case CURLE_UNSUPPORTED_PROTOCOL:
+	case CURLE_USE_SSL_FAILED:
+	case CURLE_PEER_FAILED_VERIFICATION:
+		return NOTIF_SEND_PERMANENT;
+	default:
+		return NOTIF_SEND_TRANSIENT;
+	}
+}
+
+notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
+                                  char *err, size_t errlen)
+{
+	char to[320 + 3], ebuf[CURL_ERROR_SIZE];
+	struct curl_slist *rcpts;
+	upload u = {msg, len};
+	notif_send_result res = NOTIF_SEND_OK;
+	CURLcode rc;
+	long code = 0;
+
+	snprintf(to, sizeof to, "<%s>", rcpt);
+	rcpts = curl_slist_append(NULL, to);
+	if (!rcpts) {
+		snprintf(err, errlen, "smtp: out of memory");
+		return NOTIF_SEND_TRANSIENT;
+	}
+	ebuf[0] = '\0';
+	pthread_mutex_lock(&s->mu);
+	curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpts);
+	curl_easy_setopt(s->curl, CURLOPT_READFUNCTION, upload_read);
+	curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
+	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, ebuf);
+	rc = curl_easy_perform(s->curl);
+	if (rc != CURLE_OK) {
+		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
+		res = classify(rc, code);
+		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
+		         ebuf);
+		if (code > 0) {
+			size_t used = strlen(err);
+			snprintf(err + used, errlen > used ? errlen - used : 0,
+			         " (server replied %ld)", code);
+		}
+	}
+	/* The handle outlives these locals: leave no pointers to them behind. */
+	curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, NULL);
+	curl_easy_setopt(s->curl, CURLOPT_READDATA, NULL);
+	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
+	pthread_mutex_unlock(&s->mu);
+	curl_slist_free_all(rcpts);
+	return res;
+}

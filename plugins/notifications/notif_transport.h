@@ -1,0 +1,59 @@
+/* Where rendered messages go: an SMTP server through libcurl (one easy
+ * handle kept for connection reuse, behind a mutex), or a Maildir (tmp/
+ * then rename into new/, so readers never see a partial file). Both report
+ * whether a failure is worth retrying. Neither uses the SDK. */
+#ifndef NOTIF_TRANSPORT_H
+#define NOTIF_TRANSPORT_H
+#include <pthread.h>
+#include <stddef.h>
+
+typedef enum notif_send_result {
+	NOTIF_SEND_OK = 0,
+	NOTIF_SEND_TRANSIENT = 1, /* try again later: connection, timeout, 4xx, disk full */
+	NOTIF_SEND_PERMANENT = 2, /* retrying will not help: 5xx, login refused, bad URL */
+} notif_send_result;
+
+/* ---- Maildir ---- */
+
+typedef struct notif_maildir {
+	char *dir;
+	char host[64]; /* this host's name, made safe for file names */
+} notif_maildir;
+
+/* Create `dir` (and parents) with cur/ new/ tmp/. 0, or -1 with `err` set. */
+int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen);
+void notif_maildir_close(notif_maildir *m);
+/* Write `msg` to tmp/<unique>, fsync, rename to new/<unique> where unique
+ * is <seconds>.M<micros>P<pid>R<random>.<host>. CRLF becomes LF, as Maildir
+ * readers expect. The file name goes to `name` when non-NULL. */
+notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
+                                        size_t namelen, char *err, size_t errlen);
+
+/* ---- SMTP (libcurl) ---- */
+
+typedef struct notif_smtp_config {
+	const char *url;      /* smtp://host:port or smtps://host:port */
+	const char *user;     /* NULL: no AUTH */
+	const char *password; /* with user */
+	int starttls;         /* require STARTTLS (CURLUSESSL_ALL) */
+	long timeout_ms;
+	const char *from_addr; /* envelope sender */
+} notif_smtp_config;
+
+typedef struct notif_smtp {
+	pthread_mutex_t mu;
+	void *curl; /* CURL *, kept across sends so the connection is reused */
+	char *url, *user, *password, *from_addr;
+	int starttls;
+	long timeout_ms;
+} notif_smtp;
+
+/* Check the URL scheme and libcurl's SMTP support, create the handle.
+ * Calls curl_global_init. 0, or -1 with `err` set. */
+int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
+/* Close the handle (and the connection), wipe the password. */
+void notif_smtp_close(notif_smtp *s);
+/* Send one message to `rcpt`. Safe from any thread (serialized). */
+notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
+                                  char *err, size_t errlen);
+#endif

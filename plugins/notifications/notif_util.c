@@ -1,0 +1,141 @@
+#include "notif_util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "notif_buf.h"
+#include "notif_mail.h"
+
+static int random_bytes(unsigned char *p, size_t n)
+{
+	while (n) {
+		ssize_t r = getrandom(p, n, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return -1;
+		p += r;
+		n -= (size_t)r;
+	}
+	return 0;
+}
+
+int notif_random_hex(char *out, size_t nbytes)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char raw[64];
+
+	if (nbytes > sizeof raw || random_bytes(raw, nbytes) < 0)
+		return -1;
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hex[raw[i] >> 4];
+		out[2 * i + 1] = hex[raw[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+	return 0;
+}
+
+int notif_uuid4(char out[37])
+{
+	unsigned char u[16];
+
+	if (random_bytes(u, sizeof u) < 0)
+		return -1;
+	u[6] = (unsigned char)((u[6] & 0x0f) | 0x40);
+	u[8] = (unsigned char)((u[8] & 0x3f) | 0x80);
+	snprintf(out, 37,
+	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0],
+	         u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13],
+	         u[14], u[15]);
+	return 0;
+}
+
+void notif_now_rfc3339(char out[NOTIF_TIME_LEN])
+{
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, NOTIF_TIME_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out + n, NOTIF_TIME_LEN - n, ".%03dZ", (int)(ts.tv_nsec / 1000000 % 1000));
+}
+
+int notif_rfc3339_valid(const char *s)
+{
+	static const char shape[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+	size_t i;
+
+	for (i = 0; shape[i]; i++) {
+		if (!s[i])
+			return 0;
+		if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+			return 0;
+	}
+	return s[i] == '\0';
+}
+
+int notif_parse_limit(const char *s, int dflt, int max, int *out)
+{
+	char *end;
+	long v;
+
+	if (!s || !*s) {
+		*out = dflt;
+		return 0;
+	}
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || *end || v < 1 || v > max)
+		return -1;
+	*out = (int)v;
+	return 0;
+}
+
+char *notif_cursor_encode(const char *created_at, const char *event_id)
+{
+	nbuf raw, enc;
+	char *r;
+	size_t rl;
+
+	nbuf_init(&raw);
+	nbuf_addf(&raw, "%s|%s", created_at, event_id);
+	r = nbuf_take(&raw, &rl);
+	if (!r)
+		return NULL;
+	nbuf_init(&enc);
+	notif_base64url(&enc, (const unsigned char *)r, rl);
+	free(r);
+	return nbuf_take(&enc, NULL);
+}
+
+int notif_cursor_decode(const char *cursor, char created_at[NOTIF_TIME_LEN], char **event_id)
+{
+	size_t n;
+	unsigned char *raw = notif_base64url_decode(cursor, &n);
+	char *bar;
+
+	if (!raw)
+		return -1;
+	bar = memchr(raw, '|', n);
+	if (!bar || strlen((char *)raw) != n || (size_t)(bar - (char *)raw) >= NOTIF_TIME_LEN ||
+	    bar[1] == '\0')
+		goto bad;
+	*bar = '\0';
+	if (!notif_rfc3339_valid((char *)raw))
+		goto bad;
+	strcpy(created_at, (char *)raw);
+	*event_id = strdup(bar + 1);
+	free(raw);
+	return *event_id ? 0 : -1;
+bad:
+	free(raw);
+	return -1;
+}

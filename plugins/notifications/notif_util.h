@@ -1,0 +1,29 @@
+/* Small SDK-free helpers: random tokens, UUIDs and timestamps, plus the
+ * GET /notifications paging inputs (limit, opaque keyset cursor). */
+#ifndef NOTIF_UTIL_H
+#define NOTIF_UTIL_H
+#include <stddef.h>
+
+#define NOTIF_TIME_LEN 32 /* "2026-01-02T03:04:05.678Z" + NUL, with room */
+
+/* `nbytes` random bytes as 2*nbytes lowercase hex (out holds 2*nbytes+1).
+ * Returns 0, or -1 when the kernel's random source failed. */
+int notif_random_hex(char *out, size_t nbytes);
+/* A random UUIDv4 string (36 chars + NUL). 0 or -1 as above. */
+int notif_uuid4(char out[37]);
+/* Current UTC time as RFC 3339 with milliseconds. These strings sort in
+ * time order, which the log's keyset pagination relies on. */
+void notif_now_rfc3339(char out[NOTIF_TIME_LEN]);
+/* Whether `s` has exactly the shape notif_now_rfc3339 writes. */
+int notif_rfc3339_valid(const char *s);
+
+/* Parse a decimal page size: NULL or "" gives `dflt`; otherwise an integer
+ * in [1, max]. Returns 0, or -1 for anything else. */
+int notif_parse_limit(const char *s, int dflt, int max, int *out);
+
+/* The keyset cursor: base64url of "<created_at>|<event_id>". */
+char *notif_cursor_encode(const char *created_at, const char *event_id);
+/* Returns 0 with created_at copied and *event_id malloc'd, or -1 when the
+ * cursor was not one we issued (bad base64, shape or timestamp). */
+int notif_cursor_decode(const char *cursor, char created_at[NOTIF_TIME_LEN], char **event_id);
+#endif

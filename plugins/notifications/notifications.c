@@ -1,0 +1,476 @@
+/* notifications.so: sends a welcome mail when a user is created, keeps its
+ * own table of recipients from the user events, sends admin broadcasts to
+ * every known recipient, and logs each delivery. This file: configuration,
+ * templates, transports, init/fini. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "notif_plugin.h"
+#include "notif_util.h"
+
+#ifndef NOTIF_DEFAULT_TEMPLATES_DIR
+#define NOTIF_DEFAULT_TEMPLATES_DIR "/usr/share/evhost/templates"
+#endif
+
+#define TEMPLATE_MAX_BYTES (1024 * 1024)
+#define SECRET_MAX_BYTES 4096
+#define PENDING_MAX_ENTRIES 16384
+
+static const evh_config_key notif_config[] = {
+    {"topic.user_created", EVH_CFG_STRING, "USER_CREATED", 0, "topic of user creations"},
+    {"topic.user_updated", EVH_CFG_STRING, "USER_UPDATED", 0, "topic of user updates"},
+    {"topic.user_deleted", EVH_CFG_STRING, "USER_DELETED", 0, "topic of user deletions"},
+    {"topic.broadcast", EVH_CFG_STRING, "notifications.broadcast", 0,
+     "topic the broadcast requests travel on"},
+    {"transport", EVH_CFG_STRING, "maildir", 0, "smtp or maildir"},
+    {"smtp_url", EVH_CFG_STRING, NULL, 0, "smtp://host:port or smtps://host:port"},
+    {"smtp_user", EVH_CFG_STRING, NULL, 0, "SMTP AUTH user name; unset: no AUTH"},
+    {"smtp_password_file", EVH_CFG_PATH, NULL, 0, "file holding the SMTP password"},
+    {"smtp_starttls", EVH_CFG_BOOL, "false", 0, "require STARTTLS on smtp:// URLs"},
+    {"smtp_timeout_ms", EVH_CFG_INT, "10000", 0, "connect and transfer timeout per mail"},
+    {"from", EVH_CFG_STRING, "evhost <noreply@localhost>", 0, "From: mailbox"},
+    {"maildir", EVH_CFG_PATH, NULL, 0, "Maildir for transport = maildir; default <state>/maildir"},
+    {"templates_dir", EVH_CFG_PATH, NOTIF_DEFAULT_TEMPLATES_DIR, 0,
+     "directory of welcome.* and broadcast.* templates"},
+    {"list_role", EVH_CFG_STRING, "admin", 0,
+     "role a bearer token needs for GET /notifications; empty: no token needed"},
+    {"retry.max_attempts", EVH_CFG_INT, NULL, 0, "attempts per event; 0: host default"},
+    {"retry.backoff_ms", EVH_CFG_INT, NULL, 0, "first retry delay; 0: host default"},
+    {"retry.backoff_max_ms", EVH_CFG_INT, NULL, 0, "largest retry delay; 0: host default"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+static const evh_migration notif_migrations[] = {
+    {1, "CREATE TABLE recipients ("
+        " user_id TEXT PRIMARY KEY,"
+        " email TEXT NOT NULL,"
+        " name TEXT NOT NULL DEFAULT '',"
+        " updated_at TEXT NOT NULL);"
+        "CREATE TABLE notifications_log ("
+        " event_id TEXT PRIMARY KEY,"
+        " recipient TEXT NOT NULL,"
+        " template TEXT NOT NULL,"
+        " status TEXT NOT NULL CHECK (status IN ('sent', 'retrying', 'failed')),"
+        " attempts INTEGER NOT NULL,"
+        " last_error TEXT,"
+        " created_at TEXT NOT NULL,"
+        " updated_at TEXT NOT NULL);"
+        "CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);"
+        "CREATE INDEX notifications_log_recipient"
+        " ON notifications_log (recipient, created_at, event_id);"},
+};
+
+/* ------------------------------------------------------------- files */
+
+/* Read a whole file (at most `max` bytes) into a NUL-terminated buffer. */
+static int read_file(const char *path, size_t max, notif_text *out, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	size_t n;
+
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	buf = malloc(max + 1);
+	if (!buf) {
+		snprintf(err, errlen, "out of memory reading %s", path);
+		fclose(f);
+		return -1;
+	}
+	n = fread(buf, 1, max + 1, f);
+	if (ferror(f) || n > max) {
+		snprintf(err, errlen, ferror(f) ? "cannot read %s" : "%s is larger than %zu bytes",
+		         path, max);
+		free(buf);
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	buf[n] = '\0';
+	if (memchr(buf, '\0', n)) {
+		snprintf(err, errlen, "%s contains a NUL byte", path);
+		free(buf);
+		return -1;
+	}
+	out->p = buf;
+	out->n = n;
+	return 0;
+}
+
+static void strip_trailing_space(notif_text *t)
+{
+	while (t->n && strchr(" \t\r\n", t->p[t->n - 1]))
+		t->p[--t->n] = '\0';
+}
+
+static void text_free(notif_text *t)
+{
+	free(t->p);
+	t->p = NULL;
+	t->n = 0;
+}
+
+static const char *const welcome_vars[] = {"name", "email", "id"};
+static const char *const broadcast_vars[] = {"name", "email", "id", "subject", "message"};
+
+static int load_template(evh_plugin *p, const char *dir, const char *file,
+                         const char *const *names, size_t nnames, notif_text *out)
+{
+	char path[4096], err[512], bad[64];
+
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	if (read_file(path, TEMPLATE_MAX_BYTES, out, err, sizeof err) < 0) {
+		evh_log(p, EVH_LOG_ERROR, "templates_dir: %s", err);
+		return -1;
+	}
+	if (notif_template_check(out->p, out->n, names, nnames, bad, sizeof bad)) {
+		evh_log(p, EVH_LOG_ERROR, "%s: unknown placeholder {{%s}}", path, bad);
+		text_free(out);
+		return -1;
+	}
+	return 0;
+}
+
+static int load_templates(notif_state *st)
+{
+	const char *dir = evh_config_str(st->p, "templates_dir");
+	notif_templates *t = &st->tpl;
+
+	if (!dir || !*dir) {
+		evh_log(st->p, EVH_LOG_ERROR, "templates_dir is empty");
+		return -1;
+	}
+	if (load_template(st->p, dir, "welcome.subject", welcome_vars, 3, &t->welcome_subject) ||
+	    load_template(st->p, dir, "welcome.txt", welcome_vars, 3, &t->welcome_txt) ||
+	    load_template(st->p, dir, "welcome.html", welcome_vars, 3, &t->welcome_html) ||
+	    load_template(st->p, dir, "broadcast.txt", broadcast_vars, 5, &t->broadcast_txt) ||
+	    load_template(st->p, dir, "broadcast.html", broadcast_vars, 5, &t->broadcast_html))
+		return -1;
+	strip_trailing_space(&t->welcome_subject);
+	return 0;
+}
+
+static void free_templates(notif_templates *t)
+{
+	text_free(&t->welcome_subject);
+	text_free(&t->welcome_txt);
+	text_free(&t->welcome_html);
+	text_free(&t->broadcast_txt);
+	text_free(&t->broadcast_html);
+}
+
+/* ---------------------------------------------------------- transports */
+
+static int open_smtp(notif_state *st)
+{
+	const char *user = evh_config_str(st->p, "smtp_user");
+	const char *pwfile = evh_config_str(st->p, "smtp_password_file");
+	int64_t timeout = evh_config_int(st->p, "smtp_timeout_ms", 10000);
+	notif_text pw = {NULL, 0};
+	notif_smtp_config c;
+	char err[512];
+	int rc;
+
+	if (user && !*user)
+		user = NULL;
+	if (user && (!pwfile || !*pwfile)) {
+		evh_log(st->p, EVH_LOG_ERROR, "smtp_user is set but smtp_password_file is not");
+		return -1;
+	}
+	if (timeout < 1 || timeout > 24 * 3600 * 1000) {
+		evh_log(st->p, EVH_LOG_ERROR, "smtp_timeout_ms must be between 1 and 86400000");
+		return -1;
+	}
+	if (user) {
+		/* The message names the file, never its contents. */
+		if (read_file(pwfile, SECRET_MAX_BYTES, &pw, err, sizeof err) < 0) {
+			evh_log(st->p, EVH_LOG_ERROR, "smtp_password_file: %s", err);
+			return -1;
+		}
+		strip_trailing_space(&pw);
+	}
+	memset(&c, 0, sizeof c);
+	c.url = evh_config_str(st->p, "smtp_url");
+	c.user = user;
+	c.password = pw.p;
+	c.starttls = evh_config_bool(st->p, "smtp_starttls", 0);
+	c.timeout_ms = (long)timeout;
+	c.from_addr = st->from_addr;
+	rc = notif_smtp_open(&st->smtp, &c, err, sizeof err);
+	if (pw.p)
+		explicit_bzero(pw.p, pw.n);
+	text_free(&pw);
+	if (rc < 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "%s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_maildir(notif_state *st)
+{
+	const char *dir = evh_config_str(st->p, "maildir");
+	char fallback[4096], err[512];
+
+	if (!dir || !*dir) {
+		snprintf(fallback, sizeof fallback, "%s/maildir", evh_state_dir(st->p));
+		dir = fallback;
+	}
+	if (notif_maildir_open(&st->maildir, dir, err, sizeof err) < 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "maildir: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static int open_transport(notif_state *st)
+{
+	const char *t = evh_config_str(st->p, "transport");
+
+	if (t && !strcmp(t, "smtp")) {
+		st->use_smtp = 1;
+		return open_smtp(st);
+	}
+	if (t && !strcmp(t, "maildir"))
+		return open_maildir(st);
+	evh_log(st->p, EVH_LOG_ERROR, "transport must be smtp or maildir (got \"%s\")", t ? t : "");
+	return -1;
+}
+
+static void close_transport(notif_state *st)
+{
+	if (st->use_smtp)
+		notif_smtp_close(&st->smtp);
+	else
+		notif_maildir_close(&st->maildir);
+}
+
+notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *to_addr,
+                                const char *to_name, char *err, size_t errlen)
+{
+	char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL;
+	char unique[40];
+	notif_send_result res = NOTIF_SEND_TRANSIENT;
+	notif_mail m;
+	size_t len;
+
+	if (c->subject_tpl)
+		subject = notif_render(c->subject_tpl->p, c->subject_tpl->n, c->vars, c->nvars,
+		                       NOTIF_ESC_NONE, NULL);
+	text = notif_render(c->txt->p, c->txt->n, c->vars, c->nvars, NOTIF_ESC_NONE, NULL);
+	html = notif_render(c->html->p, c->html->n, c->vars, c->nvars, NOTIF_ESC_HTML, NULL);
+	if ((c->subject_tpl && !subject) || !text || !html) {
+		snprintf(err, errlen, "out of memory rendering %s", c->tmpl_name);
+		goto out;
+	}
+	if (notif_random_hex(unique, 16) < 0) {
+		snprintf(err, errlen, "no random bytes for a Message-ID");
+		goto out;
+	}
+	memset(&m, 0, sizeof m);
+	m.from_name = st->from_name;
+	m.from_addr = st->from_addr;
+	m.to_name = to_name;
+	m.to_addr = to_addr;
+	m.subject = subject ? subject : c->subject;
+	m.text = text;
+	m.html = html;
+	m.date = time(NULL);
+	m.unique = unique;
+	if (notif_mail_build(&m, &msg, &len) < 0) {
+		snprintf(err, errlen, "cannot build the message to <%s>", to_addr);
+		res = NOTIF_SEND_PERMANENT;
+		goto out;
+	}
+	if (st->use_smtp)
+		res = notif_smtp_send(&st->smtp, to_addr, msg, len, err, errlen);
+	else
+		res = notif_maildir_deliver(&st->maildir, msg, len, NULL, 0, err, errlen);
+out:
+	free(subject);
+	free(text);
+	free(html);
+	free(msg);
+	return res;
+}
+
+/* ------------------------------------------------------------ init/fini */
+
+static int subscribe(notif_state *st, const char *topic, const char *type,
+                     evh_event_handler handler)
+{
+	evh_subscription sub;
+	int rc;
+
+	memset(&sub, 0, sizeof sub);
+	sub.struct_size = sizeof sub;
+	sub.topic = topic;
+	sub.type = type;
+	sub.handler = handler;
+	sub.ud = st;
+	sub.max_attempts = st->max_attempts;
+	sub.backoff_ms = (int)evh_config_int(st->p, "retry.backoff_ms", 0);
+	sub.backoff_max_ms = (int)evh_config_int(st->p, "retry.backoff_max_ms", 0);
+	rc = evh_subscribe(st->p, &sub);
+	if (rc != EVH_OK)
+		evh_log(st->p, EVH_LOG_ERROR, "cannot subscribe to topic %s: %s", topic,
+		        evh_strerror(rc));
+	return rc;
+}
+
+static int route(notif_state *st, const char *method, const char *pattern,
+                 evh_http_handler handler, uint32_t flags, const char *role)
+{
+	evh_route r;
+	int rc;
+
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = method;
+	r.pattern = pattern;
+	r.handler = handler;
+	r.ud = st;
+	r.flags = flags;
+	r.role = role;
+	rc = evh_http_route_ex(st->p, &r);
+	if (rc != EVH_OK)
+		evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", method, pattern,
+		        evh_strerror(rc));
+	return rc;
+}
+
+static int check_retry_keys(notif_state *st)
+{
+	static const char *const keys[] = {"retry.max_attempts", "retry.backoff_ms",
+	                                   "retry.backoff_max_ms"};
+	for (size_t i = 0; i < 3; i++) {
+		int64_t v = evh_config_int(st->p, keys[i], 0);
+		if (v < 0 || v > 1000000000) {
+			evh_log(st->p, EVH_LOG_ERROR, "%s must be between 0 and 1000000000",
+			        keys[i]);
+			return -1;
+		}
+	}
+	st->max_attempts = (int)evh_config_int(st->p, "retry.max_attempts", 0);
+	return 0;
+}
+
+static int topics_overlap(const notif_state *st)
+{
+	const char *t[] = {st->topic_created, st->topic_updated, st->topic_deleted,
+	                   st->topic_broadcast};
+	for (size_t i = 0; i < 4; i++)
+		for (size_t j = i + 1; j < 4; j++)
+			if (!strcmp(t[i], t[j]))
+				return 1;
+	return 0;
+}
+
+static int configure(notif_state *st)
+{
+	const char *from = evh_config_str(st->p, "from");
+
+	st->topic_created = evh_config_str(st->p, "topic.user_created");
+	st->topic_updated = evh_config_str(st->p, "topic.user_updated");
+	st->topic_deleted = evh_config_str(st->p, "topic.user_deleted");
+	st->topic_broadcast = evh_config_str(st->p, "topic.broadcast");
+	if (!st->topic_created || !*st->topic_created || !st->topic_updated ||
+	    !*st->topic_updated || !st->topic_deleted || !*st->topic_deleted ||
+	    !st->topic_broadcast || !*st->topic_broadcast) {
+		evh_log(st->p, EVH_LOG_ERROR, "topic.* keys must not be empty");
+		return -1;
+	}
+	if (topics_overlap(st)) {
+		/* The user handlers subscribe without a type filter (plain producers
+		 * send none), so the topic is what tells the events apart. */
+		evh_log(st->p, EVH_LOG_ERROR, "topic.user_created, topic.user_updated, "
+		                              "topic.user_deleted and topic.broadcast must differ");
+		return -1;
+	}
+	if (!from || notif_mailbox_parse(from, st->from_name, sizeof st->from_name, st->from_addr,
+	                                 sizeof st->from_addr) < 0) {
+		evh_log(st->p, EVH_LOG_ERROR,
+		        "from must be \"Name <local@domain>\" or \"local@domain\" (got \"%s\")",
+		        from ? from : "");
+		return -1;
+	}
+	return check_retry_keys(st);
+}
+
+static int register_all(notif_state *st)
+{
+	const char *list_role = evh_config_str(st->p, "list_role");
+	int list_auth = list_role && *list_role;
+
+	if (subscribe(st, st->topic_created, NULL, notif_on_user_created) ||
+	    subscribe(st, st->topic_updated, NULL, notif_on_user_updated) ||
+	    subscribe(st, st->topic_deleted, NULL, notif_on_user_deleted) ||
+	    subscribe(st, st->topic_broadcast, NOTIF_BROADCAST_TYPE, notif_on_broadcast))
+		return -1;
+	if (route(st, "GET", "/notifications", notif_http_list, list_auth ? EVH_ROUTE_AUTH : 0,
+	          list_auth ? list_role : NULL) ||
+	    route(st, "POST", "/notifications/broadcast", notif_http_broadcast,
+	          EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin"))
+		return -1;
+	return 0;
+}
+
+static int notif_init(evh_plugin *p, void **state)
+{
+	notif_state *st = calloc(1, sizeof *st);
+	int transport_open = 0, rc;
+
+	if (!st) {
+		evh_log(p, EVH_LOG_ERROR, "out of memory");
+		return EVH_ENOMEM;
+	}
+	st->p = p;
+	if (configure(st) < 0 || load_templates(st) < 0)
+		goto fail;
+	if (open_transport(st) < 0)
+		goto fail;
+	transport_open = 1;
+	if (notif_pending_init(&st->pending, PENDING_MAX_ENTRIES) < 0) {
+		evh_log(p, EVH_LOG_ERROR, "out of memory");
+		goto fail;
+	}
+	rc = evh_migrate(p, notif_migrations, sizeof notif_migrations / sizeof notif_migrations[0]);
+	if (rc != EVH_OK) {
+		evh_log(p, EVH_LOG_ERROR, "schema migration failed: %s", evh_strerror(rc));
+		goto fail;
+	}
+	if (register_all(st) < 0)
+		goto fail;
+	evh_log(p, EVH_LOG_INFO, "sending mail via %s as <%s>", st->use_smtp ? "smtp" : "maildir",
+	        st->from_addr);
+	*state = st;
+	return EVH_OK;
+fail:
+	if (transport_open)
+		close_transport(st);
+	notif_pending_destroy(&st->pending);
+	free_templates(&st->tpl);
+	free(st);
+	return EVH_EINVAL;
+}
+
+static void notif_fini(evh_plugin *p, void *state)
+{
+	notif_state *st = state;
+
+	(void)p;
+	if (!st)
+		return;
+	close_transport(st);
+	notif_pending_destroy(&st->pending);
+	free_templates(&st->tpl);
+	free(st);
+}
+
+EVH_PLUGIN("notifications", "1.0.0", "Welcome mails, broadcasts and a delivery log",
+           notif_config, notif_init, notif_fini)

@@ -1,0 +1,538 @@
+"""notifications.so against the real daemon, real Kafka and a real SMTP server:
+welcome mails for users created through user.so, Maildir delivery, no second
+mail for a redelivered event, admin broadcasts to every recipient, the delivery
+log (GET /notifications) with its retrying/failed states, SMTP AUTH, and poison
+messages going to the dead-letter topic without stopping the ones after them."""
+
+import email
+import email.header
+import email.utils
+import secrets
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import evhost_testlib as lib
+
+TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "correct horse battery"
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def decoded(value):
+    """A header value with RFC 2047 encoded-words decoded."""
+    return str(email.header.make_header(email.header.decode_header(value or "")))
+
+
+def subject(msg):
+    return decoded(msg.get("Subject"))
+
+
+def to_addr(msg):
+    """(display name, address) of the To header; the name decoded after
+    splitting, since a decoded name may itself contain '<' or ','."""
+    name, addr = email.utils.parseaddr(msg.get("To"))
+    return decoded(name), addr
+
+
+def part(msg, ctype):
+    for p in msg.walk():
+        if p.get_content_type() == ctype:
+            return p.get_payload(decode=True).decode(p.get_content_charset() or "utf-8")
+    return None
+
+
+class Env:
+    """One daemon with user.so and notifications.so on their own topics."""
+
+    def __init__(self, evhostd, tmp_path, unique_name, kafka_bootstrap, notif=None, user=True):
+        self.topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
+        self.tmp = tmp_path
+        secret = tmp_path / "jwt.key"
+        secret.write_text(secrets.token_urlsafe(48))
+        admin_pw = tmp_path / "admin.password"
+        admin_pw.write_text(ADMIN_PASSWORD + "\n")
+        notif_conf = {
+            "topic.user_created": self.topics["created"],
+            "topic.user_updated": self.topics["updated"],
+            "topic.user_deleted": self.topics["deleted"],
+            "topic.broadcast": self.topics["broadcast"],
+            "templates_dir": str(TEMPLATES),
+            "group": unique_name("g"),
+            "from": "Evhost Tests <noreply@example.org>",
+            "retry.max_attempts": 4,
+            "retry.backoff_ms": 100,
+            "retry.backoff_max_ms": 400,
+        }
+        notif_conf.update(notif or {})
+        config = {"auth": {"jwt_secret_file": str(secret)}, "plugin.notifications": notif_conf}
+        if user:
+            config["plugin.user"] = {
+                "topic.created": self.topics["created"],
+                "topic.updated": self.topics["updated"],
+                "topic.deleted": self.topics["deleted"],
+                "admin_email": ADMIN_EMAIL,
+                "admin_password_file": str(admin_pw),
+                "argon2_opslimit": "min",
+                "argon2_memlimit": "min",
+            }
+        self.config = config
+        self.d = evhostd(config, brokers=kafka_bootstrap)
+        self.brokers = kafka_bootstrap
+
+    def create_user(self, name, addr):
+        r = self.d.post("/users", json={"name": name, "email": addr, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def token(self, addr=ADMIN_EMAIL, password=ADMIN_PASSWORD):
+        r = self.d.post("/auth/login", json={"email": addr, "password": password})
+        assert r.status_code == 200, r.text
+        return r.json()["token"]
+
+    def auth(self, token=None):
+        return {"Authorization": f"Bearer {token or self.token()}"}
+
+    def log(self, token=None, **params):
+        r = self.d.get("/notifications", params=params, headers=self.auth(token))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def log_entry(self, event_id, token=None, status=None, timeout=20):
+        token = token or self.token()
+
+        def find():
+            for item in self.log(token, limit=100)["items"]:
+                if item["event_id"] == event_id and (status is None or item["status"] == status):
+                    return item
+            return None
+        return lib.wait_until(find, timeout=timeout,
+                              message=f"log entry {event_id} with status {status}")
+
+    def db(self):
+        return sqlite3.connect(str(Path(self.d.state_dir) / "notifications.db"), timeout=10)
+
+    def recipients(self):
+        con = self.db()
+        try:
+            return {r[0]: (r[1], r[2]) for r in
+                    con.execute("SELECT user_id, email, name FROM recipients")}
+        finally:
+            con.close()
+
+
+def welcome_to(addr):
+    return lambda m: m.envelope_to == [addr] and subject(m).startswith("Welcome, ")
+
+
+# ------------------------------------------------------------- welcome (SMTP)
+
+
+def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_name,
+                                                   kafka_bootstrap, smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"})
+    name = "Zoë Ångström <Zo> & Co"
+    addr = f"zoe.{uuid.uuid4().hex[:8]}@example.com"
+
+    started = time.monotonic()
+    user = env.create_user(name, addr)
+    msg = smtp_server.wait_for(welcome_to(addr), timeout=60)
+    elapsed = time.monotonic() - started
+    print(f"\nwelcome mail arrived {elapsed * 1000:.0f} ms after POST /users returned 201")
+
+    assert subject(msg) == f"Welcome, {name}!"
+    assert to_addr(msg) == (name, addr)
+    assert msg.envelope_from == "noreply@example.org"
+    assert email.utils.parseaddr(decoded(msg["From"])) == ("Evhost Tests", "noreply@example.org")
+    assert msg["Message-ID"].endswith("@example.org>")
+    assert email.utils.parsedate_to_datetime(msg["Date"]) is not None
+    assert msg.get_content_type() == "multipart/alternative"
+    text = part(msg, "text/plain")
+    html = part(msg, "text/html")
+    assert f"Hello {name}," in text and addr in text and user["id"] in text
+    # Values are escaped in HTML, not in text.
+    assert "Zoë Ångström &lt;Zo&gt; &amp; Co" in html and "<Zo>" not in html
+
+    # The administrator user.so created at start was greeted too.
+    smtp_server.wait_for(welcome_to(ADMIN_EMAIL), timeout=30)
+
+    # The first mail includes creating the topic and the consumer finding it;
+    # once both exist, the path is outbox -> Kafka -> consumer -> SMTP only.
+    second = f"second.{uuid.uuid4().hex[:8]}@example.com"
+    started = time.monotonic()
+    env.create_user("Second", second)
+    smtp_server.wait_for(welcome_to(second), timeout=30)
+    print(f"next welcome mail arrived {(time.monotonic() - started) * 1000:.0f} ms after 201")
+
+    # The delivery log says so (admin only).
+    assert env.d.get("/notifications").status_code == 401
+    entry = env.log(recipient=addr)["items"]
+    assert len(entry) == 1
+    e = entry[0]
+    assert e["recipient"] == addr and e["template"] == "welcome" and e["status"] == "sent"
+    assert e["attempts"] == 1 and e["last_error"] is None
+    assert e["created_at"].endswith("Z") and e["updated_at"] >= e["created_at"]
+    ids = [m["headers"].get("ce_id") for m in
+           lib.kafka_consume(env.topics["created"], timeout=15, brokers=kafka_bootstrap)]
+    assert e["event_id"] in ids
+
+
+def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_bootstrap):
+    sink = lib.SmtpSink(auth=("mailer", "s3cret-Passw0rd")).start()
+    try:
+        pw = tmp_path / "smtp.password"
+        pw.write_text("s3cret-Passw0rd\n")
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{sink.port}",
+                   "smtp_user": "mailer", "smtp_password_file": str(pw)})
+        addr = f"auth.{uuid.uuid4().hex[:8]}@example.com"
+        env.create_user("Authed", addr)
+        sink.wait_for(welcome_to(addr), timeout=60)
+        assert "s3cret-Passw0rd" not in env.d.log_text()
+    finally:
+        sink.stop()
+
+
+# ------------------------------------------------------------------ Maildir
+
+
+def test_maildir_transport_writes_a_file(evhostd, tmp_path, unique_name, kafka_bootstrap):
+    box = tmp_path / "mail" / "box"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(box)})
+    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
+    env.create_user("Marie Dir", addr)
+
+    def delivered():
+        for f in (box / "new").iterdir():
+            m = email.message_from_bytes(f.read_bytes())
+            if to_addr(m)[1] == addr:
+                return f, m
+        return None
+    f, msg = lib.wait_until(delivered, timeout=60, message=f"a Maildir file for {addr}")
+    assert subject(msg) == "Welcome, Marie Dir!"
+    assert "Hello Marie Dir," in part(msg, "text/plain")
+    assert list((box / "tmp").iterdir()) == []
+    assert (box / "cur").is_dir()
+    assert f.stat().st_mode & 0o077 == 0  # mail is nobody else's business
+
+
+# --------------------------------------------------------------- redelivery
+
+
+def test_redelivered_event_sends_no_second_mail(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                                                smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"})
+    addr = f"once.{uuid.uuid4().hex[:8]}@example.com"
+    user = env.create_user("Only Once", addr)
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+
+    [original] = [m for m in lib.kafka_consume(env.topics["created"], timeout=15,
+                                               brokers=kafka_bootstrap)
+                  if m["key"] == user["id"]]
+    # The same message again, as a broker redelivery or a replaying producer would.
+    lib.kafka_produce(env.topics["created"], original["value"], key=original["key"],
+                      headers=original["headers"], brokers=kafka_bootstrap)
+    # A marker behind it on the same key (same partition, so handled after it).
+    marker = f"marker.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"],
+                      {"id": f"{user['id']}-marker", "name": "Marker", "email": marker},
+                      key=original["key"], brokers=kafka_bootstrap,
+                      headers={"ce_id": str(uuid.uuid4()), "ce_type": "user.created",
+                               "ce_source": "tests", "ce_specversion": "1.0"})
+    smtp_server.wait_for(welcome_to(marker), timeout=60)
+
+    assert len([m for m in smtp_server.messages if m.envelope_to == [addr]]) == 1
+    items = env.log(recipient=addr)["items"]
+    assert [(i["event_id"], i["status"], i["attempts"]) for i in items] == \
+        [(original["headers"]["ce_id"], "sent", 1)]
+
+
+# ---------------------------------------------------------------- poison
+
+
+def test_poison_message_goes_to_dlq_and_the_next_one_is_handled(evhostd, tmp_path, unique_name,
+                                                                kafka_bootstrap, smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+              user=False)
+    topic = env.topics["created"]
+    key = "poison-key"
+    lib.kafka_produce(topic, "this is { not JSON", key=key, brokers=kafka_bootstrap,
+                      headers={"ce_id": "poison-1", "ce_type": "user.created"})
+    lib.kafka_produce(topic, {"id": "u-no-mail", "name": "No Mail"}, key=key,
+                      brokers=kafka_bootstrap,
+                      headers={"ce_id": "poison-2", "ce_type": "user.created"})
+    addr = f"after.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(topic, {"id": "u-after", "name": "After Poison", "email": addr}, key=key,
+                      brokers=kafka_bootstrap,
+                      headers={"ce_id": "good-1", "ce_type": "user.created"})
+
+    msg = smtp_server.wait_for(welcome_to(addr), timeout=60)
+    assert subject(msg) == "Welcome, After Poison!"
+
+    dlq = lib.kafka_consume(f"{topic}.notifications.dlq", count=2, timeout=30,
+                            brokers=kafka_bootstrap)
+    assert sorted(m["value"] for m in dlq) == sorted(['this is { not JSON',
+                                                      '{"id": "u-no-mail", "name": "No Mail"}'])
+    errors = {m["headers"]["ce_id"]: m["headers"]["evhost_dlq_error"] for m in dlq}
+    assert "not a JSON object" in errors["poison-1"]
+    assert "no \"email\"" in errors["poison-2"]
+    assert all(m["headers"]["evhost_dlq_plugin"] == "notifications" for m in dlq)
+    # Rejected at once: no retries for poison.
+    assert all(m["headers"]["evhost_dlq_attempts"] == "1" for m in dlq)
+    assert len(smtp_server.messages) == 1
+
+
+# ------------------------------------------------------- retrying / failed
+
+
+def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_name,
+                                                      kafka_bootstrap, smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 50, "retry.backoff_ms": 200, "retry.backoff_max_ms": 500,
+               "list_role": ""},
+              user=False)
+    smtp_server.reply = "451 4.3.0 Try again later"
+    addr = f"retry.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-retry", "name": "Re Try", "email": addr},
+                      key="u-retry", brokers=kafka_bootstrap,
+                      headers={"ce_id": "retry-1", "ce_type": "user.created"})
+    # list_role is empty: the log needs no token in this instance.
+    assert env.d.get("/notifications").status_code == 200
+    retrying = lib.wait_until(
+        lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                      if i["event_id"] == "retry-1" and i["status"] == "retrying"
+                      and i["attempts"] >= 2), None),
+        timeout=30, message="a retrying entry after two attempts")
+    assert "451" in retrying["last_error"] and retrying["recipient"] == addr
+    assert retrying["template"] == "welcome"
+
+    smtp_server.reply = None
+    smtp_server.wait_for(welcome_to(addr), timeout=30)
+    sent = lib.wait_until(
+        lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                      if i["event_id"] == "retry-1" and i["status"] == "sent"), None),
+        timeout=15, message="the entry to turn sent")
+    assert sent["attempts"] > retrying["attempts"]
+    assert sent["created_at"] == retrying["created_at"]
+    assert sent["last_error"] is None
+    assert len([m for m in smtp_server.messages if m.envelope_to == [addr]]) == 1
+
+
+def test_undeliverable_mail_is_logged_failed_and_the_user_kept(evhostd, tmp_path, unique_name,
+                                                                kafka_bootstrap, smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "list_role": "", "retry.max_attempts": 3, "retry.backoff_ms": 100,
+               "retry.backoff_max_ms": 200},
+              user=False)
+
+    def entry(event_id):
+        return lib.wait_until(
+            lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                          if i["event_id"] == event_id and i["status"] == "failed"), None),
+            timeout=30, message=f"a failed entry for {event_id}")
+
+    # Refused for good (5xx): failed at once.
+    smtp_server.reply = "550 5.1.1 Mailbox unavailable"
+    gone = f"gone.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-gone", "name": "Gone", "email": gone},
+                      key="u-gone", brokers=kafka_bootstrap,
+                      headers={"ce_id": "gone-1", "ce_type": "user.created"})
+    failed = entry("gone-1")
+    assert failed["attempts"] == 1 and "550" in failed["last_error"]
+    assert failed["recipient"] == gone
+
+    # Temporary trouble that outlasts the retries: failed after the last one.
+    smtp_server.reply = "451 4.3.0 Try again later"
+    busy = f"busy.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-busy", "name": "Busy", "email": busy},
+                      key="u-busy", brokers=kafka_bootstrap,
+                      headers={"ce_id": "busy-1", "ce_type": "user.created"})
+    failed = entry("busy-1")
+    assert failed["attempts"] == 3 and "451" in failed["last_error"]
+
+    # Mail trouble is not bad data: both users stay recipients (of later
+    # broadcasts), and nothing went to the dead-letter topic.
+    assert set(env.recipients()) == {"u-gone", "u-busy"}
+    assert lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", timeout=3,
+                             brokers=kafka_bootstrap) == []
+    # The outcome is in the table: a restart keeps it.
+    env.d.stop()
+    d2 = evhostd(env.config, config_dir=env.d.config_dir, state_dir=env.d.state_dir,
+                 brokers=kafka_bootstrap)
+    items = {i["event_id"]: i for i in d2.get("/notifications").json()["items"]}
+    assert items["gone-1"]["status"] == "failed" and items["busy-1"]["status"] == "failed"
+    assert smtp_server.messages == []
+
+
+# ---------------------------------------------------------------- broadcast
+
+
+def test_broadcast_reaches_every_current_user(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                                              smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"})
+    tag = uuid.uuid4().hex[:8]
+    ada = env.create_user("Ada", f"ada.{tag}@example.com")
+    bob = env.create_user("Bob", f"bob.{tag}@example.com")
+    cyd = env.create_user("Cyd", f"cyd.{tag}@example.com")
+    for a in (ADMIN_EMAIL, ada["email"], bob["email"], cyd["email"]):
+        smtp_server.wait_for(welcome_to(a), timeout=60)
+    admin = env.token()
+
+    # Bob moves to a new address, Cyd leaves: the read model follows.
+    bob_new = f"bob.new.{tag}@example.com"
+    r = env.d.patch(f"/users/{bob['id']}", json={"email": bob_new}, headers=env.auth(admin))
+    assert r.status_code == 200, r.text
+    assert env.d.delete(f"/users/{cyd['id']}", headers=env.auth(admin)).status_code == 204
+    lib.wait_until(lambda: env.recipients().get(bob["id"], (None,))[0] == bob_new
+                   and cyd["id"] not in env.recipients(),
+                   timeout=30, message="recipients to follow the update and the delete")
+
+    # Who may broadcast, and what a broadcast needs.
+    body = {"subject": "Maintenance tonight ✓", "message": "We will be down 22:00–23:00.\nSorry!"}
+    assert env.d.post("/notifications/broadcast", json=body).status_code == 401
+    r = env.d.post("/notifications/broadcast", json=body,
+                   headers=env.auth(env.token(ada["email"], PASSWORD)))
+    assert r.status_code == 403
+    for bad, field in (({"message": "m"}, "subject"), ({"subject": "s"}, "message"),
+                       ({"subject": "  ", "message": "m"}, "subject"),
+                       ({"subject": "s", "message": 7}, "message"),
+                       ({"subject": "x" * 999, "message": "m"}, "subject")):
+        r = env.d.post("/notifications/broadcast", json=bad, headers=env.auth(admin))
+        assert r.status_code == 422, (bad, r.text)
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+        assert r.json().get("field") == field, r.text
+
+    r = env.d.post("/notifications/broadcast", json=body, headers=env.auth(admin))
+    assert r.status_code == 202, r.text
+    bid = r.json()["broadcast_id"]
+    uuid.UUID(bid)
+
+    expected = {ADMIN_EMAIL, ada["email"], bob_new}
+    is_broadcast = lambda m: subject(m) == body["subject"]  # noqa: E731
+    lib.wait_until(lambda: {m.envelope_to[0] for m in smtp_server.messages
+                            if is_broadcast(m)} >= expected,
+                   timeout=60, message=f"the broadcast at {expected}")
+    time.sleep(1.0)  # anything wrongly sent twice or to Cyd/Bob's old address shows up now
+    got = sorted(m.envelope_to[0] for m in smtp_server.messages if is_broadcast(m))
+    assert got == sorted(expected)
+    m = next(m for m in smtp_server.messages if is_broadcast(m) and
+             m.envelope_to == [ada["email"]])
+    assert "Hello Ada," in part(m, "text/plain")
+    assert "We will be down 22:00–23:00.\r\nSorry!" in part(m, "text/plain") or \
+        "We will be down 22:00–23:00.\nSorry!" in part(m, "text/plain")
+
+    # Each delivery is in the log as <broadcast_id>:<user_id>.
+    entry = env.log_entry(f"{bid}:{ada['id']}", token=admin, status="sent")
+    assert entry["template"] == "broadcast" and entry["recipient"] == ada["email"]
+    env.log_entry(f"{bid}:{bob['id']}", token=admin, status="sent")
+
+    # The broadcast event on Kafka, as any consumer sees it.
+    [ev] = lib.kafka_consume(env.topics["broadcast"], count=1, timeout=15,
+                             brokers=kafka_bootstrap)
+    assert ev["key"] == bid and ev["headers"]["ce_type"] == "NOTIFICATION_BROADCAST"
+
+
+def test_broadcast_redelivery_sends_nothing_twice(evhostd, tmp_path, unique_name,
+                                                  kafka_bootstrap, smtp_server):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"})
+    tag = uuid.uuid4().hex[:8]
+    ada = env.create_user("Ada", f"ada.{tag}@example.com")
+    smtp_server.wait_for(welcome_to(ada["email"]), timeout=60)
+    smtp_server.wait_for(welcome_to(ADMIN_EMAIL), timeout=30)
+    admin = env.token()
+    r = env.d.post("/notifications/broadcast", json={"subject": "Once", "message": "only once"},
+                   headers=env.auth(admin))
+    assert r.status_code == 202
+    bid = r.json()["broadcast_id"]
+    smtp_server.wait_for_count(4, timeout=60)  # 2 welcomes + 2 broadcast mails
+
+    # Replayed under a new event id (e.g. re-produced from a DLQ): the log's
+    # <broadcast_id>:<user_id> keys still stop a second mail.
+    [ev] = lib.kafka_consume(env.topics["broadcast"], count=1, timeout=15,
+                             brokers=kafka_bootstrap)
+    headers = dict(ev["headers"], ce_id=str(uuid.uuid4()))
+    lib.kafka_produce(env.topics["broadcast"], ev["value"], key=ev["key"], headers=headers,
+                      brokers=kafka_bootstrap)
+    env.d.wait_for_log(f"broadcast {bid}: 0 sent, 2 already done", timeout=30)
+    assert len([m for m in smtp_server.messages if subject(m) == "Once"]) == 2
+
+
+# ---------------------------------------------------------------- the log
+
+
+def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_bootstrap):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap, {"transport": "maildir"})
+    tag = uuid.uuid4().hex[:8]
+    for i in range(4):
+        env.create_user(f"User {i}", f"u{i}.{tag}@example.com")
+    admin = env.token()
+    lib.wait_until(lambda: len(env.log(admin)["items"]) >= 5, timeout=60,
+                   message="5 welcome mails (4 users + admin) in the log")
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = env.log(admin, **params)
+        assert len(page["items"]) <= 2
+        seen += page["items"]
+        pages += 1
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+        assert pages < 10
+    assert pages == 3 and len(seen) == 5
+    assert len({i["event_id"] for i in seen}) == 5
+    keys = [(i["created_at"], i["event_id"]) for i in seen]
+    assert keys == sorted(keys, reverse=True)  # newest first
+
+    one = env.log(admin, recipient=f"u2.{tag}@example.com")["items"]
+    assert [i["recipient"] for i in one] == [f"u2.{tag}@example.com"]
+    assert env.log(admin, recipient="nobody@example.com")["items"] == []
+
+    for params, field in (({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"),
+                          ({"limit": "ten"}, "limit"), ({"cursor": "not-a-cursor!"}, "cursor"),
+                          ({"cursor": "eWVzdGVyZGF5fHg"}, "cursor")):
+        r = env.d.get("/notifications", params=params, headers=env.auth(admin))
+        assert r.status_code == 422, (params, r.text)
+        assert r.json().get("field") == field
+
+
+def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
+    cases = [
+        ({"transport": "pigeon"}, "transport must be smtp or maildir"),
+        ({"transport": "smtp"}, "smtp_url must start with smtp:// or smtps://"),
+        ({"transport": "smtp", "smtp_url": "http://x"}, "smtp_url must start"),
+        ({"from": "not an address"}, "from must be"),
+        ({"templates_dir": str(tmp_path / "none")}, "welcome.subject"),
+        ({"transport": "smtp", "smtp_url": "smtp://127.0.0.1:1", "smtp_user": "u"},
+         "smtp_password_file is not"),
+        ({"topic.user_updated": "USER_CREATED"}, "must differ"),
+    ]
+    for keys, needle in cases:
+        conf = {"templates_dir": str(TEMPLATES), **keys}
+        r = evhostd.run([], config={"plugin.notifications": conf}, timeout=30)
+        assert r.returncode != 0, keys
+        assert needle in r.stderr, (keys, r.stderr)
+
+    bad = tmp_path / "bad-templates"
+    bad.mkdir()
+    for f in TEMPLATES.iterdir():
+        (bad / f.name).write_text(f.read_text())
+    (bad / "welcome.txt").write_text("Hi {{nmae}}\n")
+    r = evhostd.run([], config={"plugin.notifications": {"templates_dir": str(bad)}}, timeout=30)
+    assert r.returncode != 0 and "unknown placeholder {{nmae}}" in r.stderr, r.stderr

@@ -1,0 +1,799 @@
+/* Pure logic of notifications.so: template rendering and escaping, RFC 5322
+ * message building (headers, RFC 2047, quoted-printable, MIME), address
+ * checks, paging cursors, the in-memory delivery state and Maildir
+ * delivery. The plugin keeps these in SDK-free files, included here. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../plugins/notifications/notif_buf.c"
+#include "../../plugins/notifications/notif_maildir.c"
+#include "../../plugins/notifications/notif_mail.c"
+#include "../../plugins/notifications/notif_pending.c"
+#include "../../plugins/notifications/notif_template.c"
+#include "../../plugins/notifications/notif_util.c"
+
+/* ------------------------------------------------------------ helpers */
+
+static char *render(const char *tmpl, notif_escape esc)
+{
+	static const notif_var vars[] = {{"name", "Ada <Lovelace> & \"friends\" 'x'"},
+	                                 {"email", "ada@example.com"},
+	                                 {"id", "42"}};
+	char *s = notif_render(tmpl, strlen(tmpl), vars, 3, esc, NULL);
+	assert_non_null(s);
+	return s;
+}
+
+/* Decode standard base64 via the url-safe decoder. */
+static char *b64_decode(const char *s, size_t n, size_t *outlen)
+{
+	char *t = malloc(n + 1);
+	unsigned char *out;
+
+	assert_non_null(t);
+	for (size_t i = 0; i < n; i++)
+		t[i] = s[i] == '+' ? '-' : s[i] == '/' ? '_' : s[i];
+	t[n] = '\0';
+	out = notif_base64url_decode(t, outlen);
+	free(t);
+	assert_non_null(out);
+	return (char *)out;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Quoted-printable decoder (strict: uppercase hex), CRLF hard breaks to LF. */
+static char *qp_decode(const char *s, size_t n)
+{
+	char *out = malloc(n + 1);
+	size_t o = 0;
+
+	assert_non_null(out);
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] == '=' && i + 2 < n && s[i + 1] == '\r' && s[i + 2] == '\n') {
+			i += 2;
+		} else if (s[i] == '=') {
+			assert_true(i + 2 < n);
+			assert_true(hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0);
+			out[o++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+			i += 2;
+		} else if (s[i] == '\r' && i + 1 < n && s[i + 1] == '\n') {
+			out[o++] = '\n';
+			i++;
+		} else {
+			out[o++] = s[i];
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static char *qp(const char *s)
+{
+	nbuf b;
+	char *r;
+
+	nbuf_init(&b);
+	notif_qp_encode(&b, s, strlen(s));
+	r = nbuf_take(&b, NULL);
+	assert_non_null(r);
+	return r;
+}
+
+/* Every line ends in CRLF (no bare CR or LF) and is at most `max` long. */
+static void assert_crlf_lines(const char *s, size_t max)
+{
+	size_t col = 0;
+
+	for (const char *p = s; *p; p++) {
+		if (*p == '\r') {
+			assert_int_equal(p[1], '\n');
+			assert_true(col <= max);
+			col = 0;
+			p++;
+			continue;
+		}
+		assert_int_not_equal(*p, '\n');
+		col++;
+	}
+	assert_int_equal(col, 0);
+}
+
+/* Decode a header value made of RFC 2047 B words (folded), checking that
+ * every word is complete UTF-8 on its own. */
+static char *decode_words(const char *v)
+{
+	nbuf b;
+	const char *p = v;
+
+	nbuf_init(&b);
+	while ((p = strstr(p, "=?UTF-8?B?")) != NULL) {
+		const char *start = p + 10, *end = strstr(start, "?=");
+		size_t n;
+		char *d;
+
+		assert_non_null(end);
+		d = b64_decode(start, (size_t)(end - start), &n);
+		assert_true(n > 0);
+		assert_int_not_equal((unsigned char)d[0] & 0xC0, 0x80);
+		nbuf_add(&b, d, n);
+		free(d);
+		p = end + 2;
+	}
+	return nbuf_take(&b, NULL);
+}
+
+/* The value of header `name` in `msg`, unfolded (CRLF SP removed). */
+static char *header_value(const char *msg, const char *name)
+{
+	char key[64];
+	const char *p, *end;
+	nbuf b;
+
+	snprintf(key, sizeof key, "\r\n%s: ", name);
+	if (!strncmp(msg, key + 2, strlen(key) - 2))
+		p = msg + strlen(key) - 2;
+	else {
+		p = strstr(msg, key);
+		if (!p)
+			return NULL;
+		p += strlen(key);
+	}
+	nbuf_init(&b);
+	for (;;) {
+		end = strstr(p, "\r\n");
+		assert_non_null(end);
+		nbuf_add(&b, p, (size_t)(end - p));
+		if (end[2] != ' ' && end[2] != '\t')
+			break;
+		p = end + 2;
+	}
+	return nbuf_take(&b, NULL);
+}
+
+/* ------------------------------------------------------------ templates */
+
+static void test_render_substitutes(void **state)
+{
+	char *s = render("Welcome, {{name}}! id={{ id }} mail={{email}}", NOTIF_ESC_NONE);
+	(void)state;
+	assert_string_equal(s, "Welcome, Ada <Lovelace> & \"friends\" 'x'! id=42 "
+	                       "mail=ada@example.com");
+	free(s);
+}
+
+static void test_render_html_escapes_values_not_template(void **state)
+{
+	char *s = render("<p>{{name}}</p>", NOTIF_ESC_HTML);
+	(void)state;
+	assert_string_equal(s, "<p>Ada &lt;Lovelace&gt; &amp; &quot;friends&quot; &#39;x&#39;</p>");
+	free(s);
+}
+
+static void test_render_edge_cases(void **state)
+{
+	char *s;
+	(void)state;
+	s = render("{{unknown}}|{{name|{{ {{id}}|}}|{{}}|{{id}}{{id}}", NOTIF_ESC_NONE);
+	/* unknown → empty; unclosed and nested "{{" copied as written */
+	assert_string_equal(s, "|{{name|{{ 42|}}||4242");
+	free(s);
+	s = render("", NOTIF_ESC_NONE);
+	assert_string_equal(s, "");
+	free(s);
+	s = render("no placeholders at all {", NOTIF_ESC_HTML);
+	assert_string_equal(s, "no placeholders at all {");
+	free(s);
+}
+
+static void test_template_check(void **state)
+{
+	static const char *const names[] = {"name", "email", "id"};
+	const char *ok = "Hi {{ name }} <{{email}}> {{id}}";
+	const char *typo = "Hi {{name}} {{ nmae }}";
+	char bad[64];
+	(void)state;
+	assert_int_equal(notif_template_check(ok, strlen(ok), names, 3, bad, sizeof bad), 0);
+	assert_int_equal(notif_template_check(typo, strlen(typo), names, 3, bad, sizeof bad), 1);
+	assert_string_equal(bad, "nmae");
+}
+
+/* ------------------------------------------------------------ addresses */
+
+static void test_addr_valid(void **state)
+{
+	(void)state;
+	assert_true(notif_addr_valid("ada@example.com"));
+	assert_true(notif_addr_valid("a.b+tag@sub.example.org"));
+	assert_true(notif_addr_valid("noreply@localhost"));
+	assert_false(notif_addr_valid(NULL));
+	assert_false(notif_addr_valid(""));
+	assert_false(notif_addr_valid("no-at-sign"));
+	assert_false(notif_addr_valid("@example.com"));
+	assert_false(notif_addr_valid("ada@"));
+	assert_false(notif_addr_valid("a@b@c"));
+	assert_false(notif_addr_valid("ada @example.com"));
+	assert_false(notif_addr_valid("ada@example.com\r\nBcc: evil@example.com"));
+	assert_false(notif_addr_valid("<ada@example.com>"));
+	assert_false(notif_addr_valid("ada@example..com"));
+	assert_false(notif_addr_valid("ada@.example.com"));
+	assert_false(notif_addr_valid("\"q\"@example.com"));
+	assert_false(notif_addr_valid("ad\xc3\xa4@example.com"));
+}
+
+static void test_mailbox_parse(void **state)
+{
+	char name[64], addr[NOTIF_ADDR_MAX + 1];
+	(void)state;
+	assert_int_equal(notif_mailbox_parse("evhost <noreply@localhost>", name, sizeof name, addr,
+	                                     sizeof addr), 0);
+	assert_string_equal(name, "evhost");
+	assert_string_equal(addr, "noreply@localhost");
+	assert_int_equal(notif_mailbox_parse("\"Ops, Team\" <ops@example.com> ", name, sizeof name,
+	                                     addr, sizeof addr), 0);
+	assert_string_equal(name, "Ops, Team");
+	assert_string_equal(addr, "ops@example.com");
+	assert_int_equal(notif_mailbox_parse(" ops@example.com ", name, sizeof name, addr,
+	                                     sizeof addr), 0);
+	assert_string_equal(name, "");
+	assert_string_equal(addr, "ops@example.com");
+	assert_int_equal(notif_mailbox_parse("<ops@example.com>", name, sizeof name, addr,
+	                                     sizeof addr), 0);
+	assert_string_equal(name, "");
+	assert_int_equal(notif_mailbox_parse("Ops <ops@example.com", name, sizeof name, addr,
+	                                     sizeof addr), -1);
+	assert_int_equal(notif_mailbox_parse("Ops <not an address>", name, sizeof name, addr,
+	                                     sizeof addr), -1);
+}
+
+/* ------------------------------------------------------------ encodings */
+
+static void test_rfc5322_date(void **state)
+{
+	char d[40];
+	(void)state;
+	notif_rfc5322_date(0, d);
+	assert_string_equal(d, "Thu, 01 Jan 1970 00:00:00 +0000");
+	notif_rfc5322_date(1700000000, d);
+	assert_string_equal(d, "Tue, 14 Nov 2023 22:13:20 +0000");
+}
+
+static void test_base64_vectors(void **state)
+{
+	static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	static const char *const out[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=",
+	                                  "Zm9vYmFy"};
+	(void)state;
+	for (size_t i = 0; i < 7; i++) {
+		nbuf b;
+		char *s;
+		nbuf_init(&b);
+		notif_base64(&b, (const unsigned char *)in[i], strlen(in[i]));
+		s = nbuf_take(&b, NULL);
+		assert_string_equal(s, out[i]);
+		free(s);
+	}
+}
+
+static void test_base64url_roundtrip_and_garbage(void **state)
+{
+	const unsigned char raw[] = {0xfb, 0xff, 0x00, 0x3e, 0x3f, 'a'};
+	unsigned char *dec;
+	size_t n;
+	nbuf b;
+	char *s;
+	(void)state;
+	nbuf_init(&b);
+	notif_base64url(&b, raw, sizeof raw);
+	s = nbuf_take(&b, NULL);
+	assert_null(strpbrk(s, "+/="));
+	dec = notif_base64url_decode(s, &n);
+	assert_non_null(dec);
+	assert_int_equal(n, sizeof raw);
+	assert_memory_equal(dec, raw, sizeof raw);
+	free(dec);
+	free(s);
+	assert_null(notif_base64url_decode("a", &n));
+	assert_null(notif_base64url_decode("ab+/", &n));
+	assert_null(notif_base64url_decode("ab c", &n));
+}
+
+static void test_qp_basic(void **state)
+{
+	char *s;
+	(void)state;
+	s = qp("a=b");
+	assert_string_equal(s, "a=3Db\r\n");
+	free(s);
+	s = qp("trailing \nspace\t\r\nkept in middle");
+	assert_string_equal(s, "trailing=20\r\nspace=09\r\nkept in middle\r\n");
+	free(s);
+	s = qp("caf\xc3\xa9");
+	assert_string_equal(s, "caf=C3=A9\r\n");
+	free(s);
+	s = qp("");
+	assert_string_equal(s, "\r\n");
+	free(s);
+}
+
+static void test_qp_long_lines_roundtrip(void **state)
+{
+	char in[600], *enc, *dec;
+	size_t k = 0;
+	(void)state;
+	/* Mixed ASCII, '=' and multi-byte UTF-8 so escapes straddle the limit. */
+	while (k < 500) {
+		const char *piece = (k % 7) ? "abc=d " : "\xc3\xa9\xe2\x82\xac";
+		size_t pl = strlen(piece);
+		memcpy(in + k, piece, pl);
+		k += pl;
+	}
+	memcpy(in + k, "\nend \n", 7);
+	enc = qp(in);
+	assert_crlf_lines(enc, 76);
+	dec = qp_decode(enc, strlen(enc));
+	assert_memory_equal(dec, in, strlen(in));
+	free(enc);
+	free(dec);
+}
+
+/* ------------------------------------------------------------ headers */
+
+static char *header(const char *name, const char *value)
+{
+	nbuf b;
+	char *s;
+
+	nbuf_init(&b);
+	notif_header_text(&b, name, value);
+	s = nbuf_take(&b, NULL);
+	assert_non_null(s);
+	return s;
+}
+
+static void test_subject_ascii_plain(void **state)
+{
+	char *s = header("Subject", "Welcome, Ada!");
+	(void)state;
+	assert_string_equal(s, "Subject: Welcome, Ada!\r\n");
+	free(s);
+}
+
+static void test_subject_injection_neutralized(void **state)
+{
+	char *s = header("Subject", "Hi\r\nBcc: evil@example.com");
+	(void)state;
+	assert_string_equal(s, "Subject: Hi  Bcc: evil@example.com\r\n");
+	free(s);
+}
+
+static void test_subject_utf8_rfc2047(void **state)
+{
+	const char *subj = "Willkommen, J\xc3\xbcrgen \xe2\x80\x94 "
+	                   "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e\xe3\x81\xa7"
+	                   "\xe3\x82\x88\xe3\x81\x86\xe3\x81\x93\xe3\x81\x9d\xef\xbc\x81 "
+	                   "\xf0\x9f\x8e\x89\xf0\x9f\x8e\x89\xf0\x9f\x8e\x89 "
+	                   "and some more words to force folding";
+	char *s = header("Subject", subj), *v, *d;
+	(void)state;
+	assert_int_equal(strncmp(s, "Subject: =?UTF-8?B?", 19), 0);
+	assert_non_null(strstr(s, "\r\n ")); /* long: folded */
+	assert_crlf_lines(s, 76);
+	v = header_value(s, "Subject");
+	d = decode_words(v);
+	assert_string_equal(d, subj);
+	free(s);
+	free(v);
+	free(d);
+}
+
+static void test_subject_never_splits_a_character(void **state)
+{
+	/* 4-byte characters: no word size (39, 45 bytes) is a multiple of 4. */
+	char subj[4 * 30 + 1], *s, *d;
+	(void)state;
+	for (int i = 0; i < 30; i++)
+		memcpy(subj + 4 * i, "\xf0\x9f\x8e\x89", 4);
+	subj[120] = '\0';
+	s = header("Subject", subj);
+	assert_crlf_lines(s, 76);
+	d = decode_words(s + 9); /* asserts each word starts on a character */
+	assert_string_equal(d, subj);
+	free(s);
+	free(d);
+}
+
+static void test_subject_looking_encoded_is_encoded(void **state)
+{
+	/* ASCII that a reader would decode as an encoded-word must be encoded. */
+	char *s = header("Subject", "=?UTF-8?B?SGk=?=");
+	char *d;
+	(void)state;
+	d = decode_words(s + 9);
+	assert_string_equal(d, "=?UTF-8?B?SGk=?=");
+	free(s);
+	free(d);
+}
+
+static void test_mailbox_header(void **state)
+{
+	nbuf b;
+	char *s, *d;
+	(void)state;
+	nbuf_init(&b);
+	notif_header_mailbox(&b, "To", "Ada \"The\" Count\\ess", "ada@example.com");
+	notif_header_mailbox(&b, "Cc", "", "x@example.com");
+	notif_header_mailbox(&b, "From", "J\xc3\xbcrgen", "j@example.com");
+	s = nbuf_take(&b, NULL);
+	assert_non_null(strstr(s, "To: \"Ada \\\"The\\\" Count\\\\ess\" <ada@example.com>\r\n"));
+	assert_non_null(strstr(s, "Cc: x@example.com\r\n"));
+	assert_non_null(strstr(s, "From: =?UTF-8?B?"));
+	assert_non_null(strstr(s, "?= <j@example.com>\r\n"));
+	d = decode_words(strstr(s, "From: "));
+	assert_string_equal(d, "J\xc3\xbcrgen");
+	free(d);
+	free(s);
+}
+
+/* ------------------------------------------------------------ messages */
+
+static notif_mail sample_mail(void)
+{
+	notif_mail m;
+	memset(&m, 0, sizeof m);
+	m.from_name = "evhost";
+	m.from_addr = "noreply@example.org";
+	m.to_name = "Zo\xc3\xab";
+	m.to_addr = "zoe@example.com";
+	m.subject = "Welcome, Zo\xc3\xab!";
+	m.text = "Hello Zo\xc3\xab,\nwelcome = aboard.\n";
+	m.html = "<p>Hello Zo&euml;,</p>\n<p>welcome</p>\n";
+	m.date = 1700000000;
+	m.unique = "abc123.def";
+	return m;
+}
+
+static void test_message_multipart(void **state)
+{
+	notif_mail m = sample_mail();
+	char *msg = NULL, *v, *d, *text_part, *html_part, *ctype;
+	size_t len;
+	(void)state;
+	assert_int_equal(notif_mail_build(&m, &msg, &len), 0);
+	assert_int_equal(strlen(msg), len);
+	assert_crlf_lines(msg, 998);
+
+	v = header_value(msg, "Date");
+	assert_string_equal(v, "Tue, 14 Nov 2023 22:13:20 +0000");
+	free(v);
+	v = header_value(msg, "Message-ID");
+	assert_string_equal(v, "<abc123.def@example.org>");
+	free(v);
+	v = header_value(msg, "MIME-Version");
+	assert_string_equal(v, "1.0");
+	free(v);
+	v = header_value(msg, "From");
+	assert_string_equal(v, "\"evhost\" <noreply@example.org>");
+	free(v);
+	v = header_value(msg, "To");
+	assert_non_null(strstr(v, "<zoe@example.com>"));
+	d = decode_words(v);
+	assert_string_equal(d, "Zo\xc3\xab");
+	free(d);
+	free(v);
+	v = header_value(msg, "Subject");
+	d = decode_words(v);
+	assert_string_equal(d, "Welcome, Zo\xc3\xab!");
+	free(d);
+	free(v);
+
+	ctype = header_value(msg, "Content-Type");
+	assert_string_equal(ctype, "multipart/alternative; boundary=\"=_evhost_abc123.def\"");
+	free(ctype);
+	/* Headers end at the first blank line; no body line before that. */
+	assert_non_null(strstr(msg, "\r\n\r\nThis is a multi-part message in MIME format."));
+
+	text_part = strstr(msg, "--=_evhost_abc123.def\r\n"
+	                        "Content-Type: text/plain; charset=UTF-8\r\n"
+	                        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+	                        "Hello Zo=C3=AB,\r\nwelcome =3D aboard.\r\n");
+	assert_non_null(text_part);
+	html_part = strstr(msg, "--=_evhost_abc123.def\r\n"
+	                        "Content-Type: text/html; charset=UTF-8\r\n"
+	                        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+	                        "<p>Hello Zo&euml;,</p>\r\n");
+	assert_non_null(html_part);
+	assert_true(html_part > text_part);
+	assert_int_equal(strcmp(msg + len - strlen("--=_evhost_abc123.def--\r\n"),
+	                        "--=_evhost_abc123.def--\r\n"), 0);
+	free(msg);
+}
+
+static void test_message_text_only_and_invalid(void **state)
+{
+	notif_mail m = sample_mail();
+	char *msg = NULL, *v;
+	size_t len;
+	(void)state;
+	m.html = NULL;
+	assert_int_equal(notif_mail_build(&m, &msg, &len), 0);
+	v = header_value(msg, "Content-Type");
+	assert_string_equal(v, "text/plain; charset=UTF-8");
+	free(v);
+	assert_null(strstr(msg, "multipart"));
+	free(msg);
+
+	m = sample_mail();
+	m.to_addr = "zoe@example.com\r\nBcc: evil@example.com";
+	assert_int_equal(notif_mail_build(&m, &msg, &len), -1);
+	m = sample_mail();
+	m.unique = "has space";
+	assert_int_equal(notif_mail_build(&m, &msg, &len), -1);
+	m = sample_mail();
+	m.from_addr = "nobody";
+	assert_int_equal(notif_mail_build(&m, &msg, &len), -1);
+}
+
+static void test_message_name_injection(void **state)
+{
+	notif_mail m = sample_mail();
+	char *msg = NULL;
+	size_t len;
+	(void)state;
+	m.to_name = "Eve\r\nBcc: victim@example.com";
+	m.subject = "x\nX-Injected: 1";
+	assert_int_equal(notif_mail_build(&m, &msg, &len), 0);
+	assert_null(strstr(msg, "\r\nBcc:"));
+	assert_null(strstr(msg, "\r\nX-Injected:"));
+	free(msg);
+}
+
+/* ------------------------------------------------------------ paging */
+
+static void test_limit(void **state)
+{
+	int v;
+	(void)state;
+	assert_int_equal(notif_parse_limit(NULL, 50, 500, &v), 0);
+	assert_int_equal(v, 50);
+	assert_int_equal(notif_parse_limit("", 50, 500, &v), 0);
+	assert_int_equal(v, 50);
+	assert_int_equal(notif_parse_limit("1", 50, 500, &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(notif_parse_limit("500", 50, 500, &v), 0);
+	assert_int_equal(v, 500);
+	assert_int_equal(notif_parse_limit("0", 50, 500, &v), -1);
+	assert_int_equal(notif_parse_limit("501", 50, 500, &v), -1);
+	assert_int_equal(notif_parse_limit("-1", 50, 500, &v), -1);
+	assert_int_equal(notif_parse_limit("+5", 50, 500, &v), -1);
+	assert_int_equal(notif_parse_limit("10x", 50, 500, &v), -1);
+	assert_int_equal(notif_parse_limit("99999999999999999999", 50, 500, &v), -1);
+}
+
+static void test_cursor_roundtrip_and_rejects(void **state)
+{
+	char created[NOTIF_TIME_LEN], *id = NULL, *c;
+	nbuf b;
+	char *forged;
+	(void)state;
+	c = notif_cursor_encode("2026-01-02T03:04:05.678Z", "b1d:user|7");
+	assert_non_null(c);
+	assert_int_equal(notif_cursor_decode(c, created, &id), 0);
+	assert_string_equal(created, "2026-01-02T03:04:05.678Z");
+	assert_string_equal(id, "b1d:user|7");
+	free(id);
+	free(c);
+	assert_int_equal(notif_cursor_decode("!!!", created, &id), -1);
+	assert_int_equal(notif_cursor_decode("", created, &id), -1);
+	nbuf_init(&b);
+	notif_base64url(&b, (const unsigned char *)"yesterday|x", 11);
+	forged = nbuf_take(&b, NULL);
+	assert_int_equal(notif_cursor_decode(forged, created, &id), -1);
+	free(forged);
+	nbuf_init(&b);
+	notif_base64url(&b, (const unsigned char *)"2026-01-02T03:04:05.678Z|", 25);
+	forged = nbuf_take(&b, NULL);
+	assert_int_equal(notif_cursor_decode(forged, created, &id), -1);
+	free(forged);
+}
+
+static void test_time_and_ids(void **state)
+{
+	char now[NOTIF_TIME_LEN], uuid[37], hex[33];
+	(void)state;
+	notif_now_rfc3339(now);
+	assert_true(notif_rfc3339_valid(now));
+	assert_false(notif_rfc3339_valid("2026-01-02T03:04:05Z"));
+	assert_false(notif_rfc3339_valid("2026-01-02T03:04:05.678Zx"));
+	assert_int_equal(notif_uuid4(uuid), 0);
+	assert_int_equal(strlen(uuid), 36);
+	assert_int_equal(uuid[14], '4');
+	assert_non_null(strchr("89ab", uuid[19]));
+	assert_int_equal(notif_random_hex(hex, 16), 0);
+	assert_int_equal(strspn(hex, "0123456789abcdef"), 32);
+}
+
+/* ------------------------------------------------------------ pending */
+
+static void test_pending_state(void **state)
+{
+	notif_pending pd;
+	notif_entry e, *page;
+	int n;
+	(void)state;
+	assert_int_equal(notif_pending_init(&pd, 8), 0);
+	assert_int_equal(notif_pending_put(&pd, "ev1", "a@x.io", "welcome", NOTIF_RETRYING, 1,
+	                                   "smtp: timeout", "2026-01-01T00:00:01.000Z"), 0);
+	assert_int_equal(notif_pending_put(&pd, "ev2", "b@x.io", "welcome", NOTIF_SENT, 1, NULL,
+	                                   "2026-01-01T00:00:02.000Z"), 0);
+	assert_int_equal(notif_pending_put(&pd, "ev3", "a@x.io", "broadcast", NOTIF_FAILED, 3,
+	                                   "smtp: 550", "2026-01-01T00:00:03.000Z"), 0);
+	/* An update keeps created_at and moves updated_at. */
+	assert_int_equal(notif_pending_put(&pd, "ev1", "a@x.io", "welcome", NOTIF_RETRYING, 2,
+	                                   "smtp: refused", "2026-01-01T00:00:09.000Z"), 0);
+	assert_int_equal(notif_pending_get(&pd, "ev1", &e), 1);
+	assert_string_equal(e.created_at, "2026-01-01T00:00:01.000Z");
+	assert_string_equal(e.updated_at, "2026-01-01T00:00:09.000Z");
+	assert_int_equal(e.attempts, 2);
+	assert_string_equal(e.last_error, "smtp: refused");
+	notif_entry_clear(&e);
+	assert_int_equal(notif_pending_get(&pd, "nope", &e), 0);
+
+	/* Pages hide "sent", order newest first, filter and honour the cursor. */
+	n = notif_pending_page(&pd, NULL, NULL, NULL, 10, &page);
+	assert_int_equal(n, 2);
+	assert_string_equal(page[0].event_id, "ev3");
+	assert_string_equal(page[1].event_id, "ev1");
+	notif_entries_free(page, (size_t)n);
+	n = notif_pending_page(&pd, "b@x.io", NULL, NULL, 10, &page);
+	assert_int_equal(n, 0);
+	notif_entries_free(page, 0);
+	n = notif_pending_page(&pd, NULL, "2026-01-01T00:00:03.000Z", "ev3", 10, &page);
+	assert_int_equal(n, 1);
+	assert_string_equal(page[0].event_id, "ev1");
+	notif_entries_free(page, (size_t)n);
+	n = notif_pending_page(&pd, NULL, NULL, NULL, 1, &page);
+	assert_int_equal(n, 1);
+	assert_string_equal(page[0].event_id, "ev3");
+	notif_entries_free(page, (size_t)n);
+	notif_pending_destroy(&pd);
+}
+
+static void test_pending_eviction_prefers_sent(void **state)
+{
+	notif_pending pd;
+	notif_entry e;
+	char id[16], t[NOTIF_TIME_LEN];
+	(void)state;
+	assert_int_equal(notif_pending_init(&pd, 3), 0);
+	notif_pending_put(&pd, "retry-old", "a@x.io", "welcome", NOTIF_RETRYING, 1, "e",
+	                  "2026-01-01T00:00:00.000Z");
+	notif_pending_put(&pd, "sent-new", "a@x.io", "welcome", NOTIF_SENT, 1, NULL,
+	                  "2026-01-01T00:00:05.000Z");
+	notif_pending_put(&pd, "failed", "a@x.io", "welcome", NOTIF_FAILED, 1, "e",
+	                  "2026-01-01T00:00:01.000Z");
+	notif_pending_put(&pd, "x", "a@x.io", "welcome", NOTIF_RETRYING, 1, "e",
+	                  "2026-01-01T00:00:06.000Z");
+	assert_int_equal(notif_pending_get(&pd, "sent-new", &e), 0);
+	assert_int_equal(notif_pending_get(&pd, "retry-old", &e), 1);
+	notif_entry_clear(&e);
+	notif_pending_put(&pd, "y", "a@x.io", "welcome", NOTIF_RETRYING, 1, "e",
+	                  "2026-01-01T00:00:07.000Z");
+	assert_int_equal(notif_pending_get(&pd, "failed", &e), 0);
+	/* Many more: bounded, never above max. */
+	for (int i = 0; i < 50; i++) {
+		snprintf(id, sizeof id, "n%d", i);
+		snprintf(t, sizeof t, "2026-01-01T00:01:%02d.000Z", i);
+		assert_int_equal(notif_pending_put(&pd, id, "a@x.io", "welcome", NOTIF_RETRYING, 1,
+		                                   "e", t), 0);
+		assert_true(pd.n <= 3);
+	}
+	assert_int_equal(notif_pending_get(&pd, "n49", &e), 1);
+	notif_entry_clear(&e);
+	notif_pending_destroy(&pd);
+}
+
+/* ------------------------------------------------------------ maildir */
+
+static int count_files(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void test_maildir_delivery(void **state)
+{
+	char root[] = "/tmp/notif-maildir-XXXXXX", dir[256], path[1024], name[256], err[256];
+	char buf[256];
+	notif_maildir m;
+	FILE *f;
+	size_t n;
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof dir, "%s/deep/er/box", root);
+	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
+	assert_int_equal(notif_maildir_deliver(&m, "Subject: a\r\n\r\nbody\r\n", 21, name,
+	                                       sizeof name, err, sizeof err), NOTIF_SEND_OK);
+	assert_int_equal(notif_maildir_deliver(&m, "Subject: b\r\n\r\nx\r\n", 18, NULL, 0, err,
+	                                       sizeof err), NOTIF_SEND_OK);
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(count_files(path), 2);
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	assert_int_equal(count_files(path), 0);
+	snprintf(path, sizeof path, "%s/cur", dir);
+	assert_int_equal(count_files(path), 0);
+	assert_null(strchr(name, '/'));
+	assert_null(strchr(name, ':'));
+	snprintf(path, sizeof path, "%s/new/%s", dir, name);
+	f = fopen(path, "rb");
+	assert_non_null(f);
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	assert_string_equal(buf, "Subject: a\n\nbody\n");
+	notif_maildir_close(&m);
+	/* A path under a regular file cannot become a Maildir. */
+	snprintf(path, sizeof path, "%s/new/%s/sub", dir, name);
+	assert_int_equal(notif_maildir_open(&m, path, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot create directory"));
+	snprintf(path, sizeof path, "rm -rf '%s'", root);
+	assert_int_equal(system(path), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_render_substitutes),
+	    cmocka_unit_test(test_render_html_escapes_values_not_template),
+	    cmocka_unit_test(test_render_edge_cases),
+	    cmocka_unit_test(test_template_check),
+	    cmocka_unit_test(test_addr_valid),
+	    cmocka_unit_test(test_mailbox_parse),
+	    cmocka_unit_test(test_rfc5322_date),
+	    cmocka_unit_test(test_base64_vectors),
+	    cmocka_unit_test(test_base64url_roundtrip_and_garbage),
+	    cmocka_unit_test(test_qp_basic),
+	    cmocka_unit_test(test_qp_long_lines_roundtrip),
+	    cmocka_unit_test(test_subject_ascii_plain),
+	    cmocka_unit_test(test_subject_injection_neutralized),
+	    cmocka_unit_test(test_subject_utf8_rfc2047),
+	    cmocka_unit_test(test_subject_never_splits_a_character),
+	    cmocka_unit_test(test_subject_looking_encoded_is_encoded),
+	    cmocka_unit_test(test_mailbox_header),
+	    cmocka_unit_test(test_message_multipart),
+	    cmocka_unit_test(test_message_text_only_and_invalid),
+	    cmocka_unit_test(test_message_name_injection),
+	    cmocka_unit_test(test_limit),
+	    cmocka_unit_test(test_cursor_roundtrip_and_rejects),
+	    cmocka_unit_test(test_time_and_ids),
+	    cmocka_unit_test(test_pending_state),
+	    cmocka_unit_test(test_pending_eviction_prefers_sent),
+	    cmocka_unit_test(test_maildir_delivery),
+	};
+	return cmocka_run_group_tests_name("notif_logic", tests, NULL, NULL);
+}
