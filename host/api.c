@@ -283,6 +283,7 @@ static const evh_api api_table = {
     .query_json = store_query_json,
     .tx_error = store_tx_error,
     .auth_sign = api_auth_sign,
+    .req_query_string = http_req_query_string,
 };
 
 const evh_api *host_api(void) { return &api_table; }

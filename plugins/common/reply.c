@@ -1,0 +1,90 @@
+/* See reply.h. */
+#include "reply.h"
+
+#include <stdlib.h>
+
+#include "paging.h"
+
+cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
+{
+	size_t len = 0;
+	const char *body = evh_req_body(req, &len);
+	cJSON *obj = body ? cJSON_ParseWithLength(body, len) : NULL;
+
+	if (cJSON_IsObject(obj))
+		return obj;
+	cJSON_Delete(obj);
+	*rc = reply_invalid(resp, NULL, "the request body must be a JSON object");
+	return NULL;
+}
+
+int reply_json(evh_response *resp, int status, const cJSON *body)
+{
+	char *text = cJSON_PrintUnformatted(body);
+	int rc;
+
+	if (!text)
+		return EVH_ENOMEM;
+	rc = evh_resp_json(resp, status, text, strlen(text));
+	cJSON_free(text);
+	return rc;
+}
+
+int reply_page(evh_response *resp, cJSON *items, int more, int64_t last_seq)
+{
+	char cursor[PAGING_CURSOR_MAX];
+	cJSON *o = cJSON_CreateObject(), *next;
+	int rc = EVH_ENOMEM;
+
+	if (!o || !cJSON_AddItemToObject(o, "items", items)) {
+		cJSON_Delete(items);
+		goto out;
+	}
+	if (more && paging_cursor_encode(last_seq, cursor, sizeof cursor) != 0) {
+		rc = EVH_ERR;
+		goto out;
+	}
+	next = more ? cJSON_CreateString(cursor) : cJSON_CreateNull();
+	if (next && cJSON_AddItemToObject(o, "next_cursor", next))
+		rc = reply_json(resp, 200, o);
+	else
+		cJSON_Delete(next);
+out:
+	cJSON_Delete(o);
+	return rc;
+}
+
+int reply_invalid(evh_response *resp, const char *field, const char *detail)
+{
+	return evh_resp_problem(resp, 422, "validation", "Invalid request", detail, field);
+}
+
+int reply_not_found(evh_response *resp, const char *detail)
+{
+	return evh_resp_problem(resp, 404, "not-found", "Not found", detail, NULL);
+}
+
+int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
+{
+	const char *why = tx ? evh_tx_error(tx) : NULL;
+
+	evh_log(p, rc == EVH_EFULL ? EVH_LOG_WARN : EVH_LOG_ERROR, "%s failed: %s%s%s", what,
+	        evh_strerror(rc), why && *why ? ": " : "", why ? why : "");
+	if (tx)
+		evh_tx_rollback(tx);
+	return rc;
+}
+
+int reply_failure(evh_response *resp, int rc)
+{
+	if (rc != EVH_EFULL)
+		return rc;
+	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);
+	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	                        "too many events are waiting to be sent; retry later", NULL);
+}
+
+int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what)
+{
+	return reply_failure(resp, reply_log_failure(p, tx, rc, what));
+}

@@ -1,0 +1,167 @@
+/* crud.so: generic JSON document collections over HTTP (create, read,
+ * replace, merge-patch, delete, list with filters), optimistic concurrency
+ * through ETag/If-Match, and a crud.<collection>.* event in the same
+ * transaction as every change. This file: configuration and init/fini. */
+#include "crud.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+static const evh_config_key crud_config[] = {
+    {"collections", EVH_CFG_LIST, "products", 0, "the collections served under /crud/NAME"},
+    {"collection.*.required", EVH_CFG_LIST, NULL, 0,
+     "fields every document of that collection must have (not null)"},
+    {"collection.*.types", EVH_CFG_LIST, NULL, 0,
+     "field:type pairs (string, number, integer, boolean, object, array)"},
+    {"collection.*.topic", EVH_CFG_STRING, NULL, 0,
+     "topic of that collection's events (default crud.NAME)"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+#define CRUD_COLLECTIONS_MAX 64
+
+const crud_collection *crud_find_collection(const crud_state *st, const char *name)
+{
+	size_t i;
+
+	for (i = 0; name && i < st->ncolls; i++)
+		if (!strcmp(st->colls[i].name, name))
+			return &st->colls[i];
+	return NULL;
+}
+
+/* Kafka's legal topic names: [A-Za-z0-9._-]{1,249}. */
+static int topic_ok(const char *t)
+{
+	size_t n = strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
+
+	return n > 0 && n <= CRUD_TOPIC_MAX && t[n] == '\0' && strcmp(t, ".") && strcmp(t, "..");
+}
+
+static const char *coll_key(const char *coll, const char *what, char *buf, size_t size)
+{
+	snprintf(buf, size, "collection.%s.%s", coll, what);
+	return buf;
+}
+
+static int configure_collection(crud_state *st, crud_collection *c)
+{
+	char key[CRUD_NAME_MAX + 32], err[256];
+	const char *topic = evh_config_str(st->p, coll_key(c->name, "topic", key, sizeof key));
+	const char *required = evh_config_str(st->p, coll_key(c->name, "required", key, sizeof key));
+	const char *types = evh_config_str(st->p, coll_key(c->name, "types", key, sizeof key));
+
+	if (crud_rules_parse(&c->rules, required, types, err, sizeof err) != 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "collection.%s: %s", c->name, err);
+		return EVH_EINVAL;
+	}
+	if (topic && *topic)
+		snprintf(c->topic, sizeof c->topic, "%s", topic);
+	else
+		snprintf(c->topic, sizeof c->topic, "crud.%s", c->name);
+	if (!topic_ok(c->topic)) {
+		evh_log(st->p, EVH_LOG_ERROR, "collection.%s.topic: '%s' is not a Kafka topic name",
+		        c->name, c->topic);
+		return EVH_EINVAL;
+	}
+	snprintf(c->type_created, sizeof c->type_created, "crud.%s.created", c->name);
+	snprintf(c->type_updated, sizeof c->type_updated, "crud.%s.updated", c->name);
+	snprintf(c->type_deleted, sizeof c->type_deleted, "crud.%s.deleted", c->name);
+	return EVH_OK;
+}
+
+/* One collection name from the `collections` list: valid and not repeated. */
+static int add_collection(crud_state *st, const char *name, size_t len)
+{
+	crud_collection *c;
+
+	if (len > CRUD_NAME_MAX || st->ncolls == CRUD_COLLECTIONS_MAX) {
+		evh_log(st->p, EVH_LOG_ERROR, "collections: a name over 64 characters, or more "
+		                              "than 64 collections");
+		return EVH_EINVAL;
+	}
+	c = &st->colls[st->ncolls];
+	memcpy(c->name, name, len);
+	c->name[len] = '\0';
+	if (!crud_collection_name_ok(c->name)) {
+		evh_log(st->p, EVH_LOG_ERROR, "collections: '%s' is not a collection name "
+		                              "([A-Za-z0-9_-])", c->name);
+		return EVH_EINVAL;
+	}
+	if (crud_find_collection(st, c->name)) {
+		evh_log(st->p, EVH_LOG_ERROR, "collections: '%s' is listed twice", c->name);
+		return EVH_EINVAL;
+	}
+	st->ncolls++;
+	return configure_collection(st, c);
+}
+
+static int read_config(crud_state *st)
+{
+	const char *list = evh_config_str(st->p, "collections");
+	int rc;
+
+	st->colls = calloc(CRUD_COLLECTIONS_MAX, sizeof *st->colls);
+	if (!st->colls) {
+		evh_log(st->p, EVH_LOG_ERROR, "out of memory");
+		return EVH_ENOMEM;
+	}
+	while (list && *list) {
+		size_t len;
+
+		list += strspn(list, " \t,");
+		len = strcspn(list, " \t,");
+		if (len && (rc = add_collection(st, list, len)) != EVH_OK)
+			return rc;
+		list += len;
+	}
+	if (st->ncolls == 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "collections: name at least one collection");
+		return EVH_EINVAL;
+	}
+	return EVH_OK;
+}
+
+static void crud_fini(evh_plugin *p, void *state)
+{
+	crud_state *st = state;
+
+	if (!st)
+		return;
+	free(st->colls);
+	free(st);
+}
+
+static int crud_init(evh_plugin *p, void **state)
+{
+	crud_state *st;
+	int rc;
+
+	if (sodium_init() < 0) { /* document ids come from its random generator */
+		evh_log(p, EVH_LOG_ERROR, "libsodium failed to initialise");
+		return EVH_ERR;
+	}
+	if (!(st = calloc(1, sizeof *st))) {
+		evh_log(p, EVH_LOG_ERROR, "out of memory");
+		return EVH_ENOMEM;
+	}
+	st->p = p;
+	if ((rc = read_config(st)) == EVH_OK &&
+	    (rc = evh_migrate(p, crud_migrations, crud_nmigrations)) == EVH_OK)
+		rc = crud_routes_register(st);
+	if (rc != EVH_OK) {
+		crud_fini(p, st);
+		return rc;
+	}
+	if (!EVH_API_HAS(req_query_string))
+		evh_log(p, EVH_LOG_WARN, "this host cannot list query parameters: list filters "
+		                         "work on fields named in collection.*.types only");
+	*state = st;
+	return EVH_OK;
+}
+
+EVH_PLUGIN("crud", "1.0.0", "JSON document collections with ETags and crud.* events",
+           crud_config, crud_init, crud_fini);

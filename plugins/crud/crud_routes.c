@@ -1,0 +1,441 @@
+/* The /crud/{collection} routes. Every change is stored together with the
+ * event that announces it; every read and write carries the document's
+ * version as its ETag so clients can update without losing others' work. */
+#include "crud.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/ids.h"
+#include "../common/paging.h"
+#include "../common/reply.h"
+
+#define CRUD_PAGE_DEFAULT 20
+#define CRUD_PAGE_MAX 100
+#define CRUD_QUERY_NAME_MAX 256
+
+static const crud_collection *collection_of(crud_state *st, evh_request *req,
+                                            evh_response *resp, int *rc)
+{
+	const crud_collection *c = crud_find_collection(st, evh_req_param(req, "collection"));
+
+	if (!c)
+		*rc = reply_not_found(resp, "no such collection");
+	return c;
+}
+
+static void set_etag(evh_response *resp, int64_t version)
+{
+	char etag[32];
+
+	snprintf(etag, sizeof etag, "\"%lld\"", (long long)version);
+	evh_resp_header(resp, "ETag", etag);
+}
+
+static int reply_doc(evh_response *resp, int status, int64_t version, const char *json)
+{
+	set_etag(resp, version);
+	return evh_resp_json(resp, status, json, strlen(json));
+}
+
+static int reply_id_conflict(evh_response *resp)
+{
+	return reply_invalid(resp, "id", "id is assigned by the server and cannot be changed");
+}
+
+/* If-Match (on writes): absent means unconditional. 0 when the request may
+ * go on; else the 412 has been answered. */
+static int check_if_match(evh_request *req, evh_response *resp, int64_t version, int *rc)
+{
+	const char *h = evh_req_header(req, "If-Match");
+
+	if (!h || crud_etag_matches(h, version, 0))
+		return 0;
+	set_etag(resp, version);
+	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition failed",
+	                       "the document has changed: If-Match does not match its ETag", NULL);
+	return -1;
+}
+
+/* The rules of `c` for `doc`; 0 when they hold, else the 422 is answered. */
+static int check_rules(const crud_collection *c, const cJSON *doc, evh_response *resp, int *rc)
+{
+	const char *field;
+	char detail[160];
+
+	if (crud_rules_check(&c->rules, doc, &field, detail, sizeof detail) == 0)
+		return 0;
+	*rc = reply_invalid(resp, field, detail);
+	return -1;
+}
+
+static int publish(crud_state *st, evh_tx *tx, const crud_collection *c, const char *type,
+                   const char *id, const char *json)
+{
+	return evh_publish(st->p, tx, c->topic, id, type, json, strlen(json));
+}
+
+/* ------------------------------------------------------------------ create */
+
+static int insert_tx(crud_state *st, const crud_collection *c, const char *id, const char *json)
+{
+	char now[IDS_TIME_LEN + 1];
+	evh_tx *tx;
+	int rc;
+
+	ids_now_rfc3339(now);
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "create document: begin");
+	if ((rc = crud_db_insert(tx, c->name, id, json, now)) == EVH_OK)
+		rc = publish(st, tx, c, c->type_created, id, json);
+	if (rc != EVH_OK)
+		return reply_log_failure(st->p, tx, rc, "create document");
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "create document: commit");
+	return EVH_OK;
+}
+
+static int create_doc(evh_request *req, evh_response *resp, void *ud)
+{
+	crud_state *st = ud;
+	char id[IDS_UUID_LEN + 1], location[CRUD_NAME_MAX + IDS_UUID_LEN + 16], *json = NULL;
+	int rc = EVH_OK;
+	const crud_collection *c = collection_of(st, req, resp, &rc);
+	cJSON *doc = c ? reply_body_object(req, resp, &rc) : NULL;
+
+	if (!doc)
+		return rc;
+	if (cJSON_GetObjectItemCaseSensitive(doc, "id")) {
+		rc = reply_id_conflict(resp);
+		goto out;
+	}
+	if (check_rules(c, doc, resp, &rc) != 0)
+		goto out;
+	ids_uuid_v4(id);
+	if (crud_doc_set_id(doc, id) != 0 || !(json = cJSON_PrintUnformatted(doc))) {
+		rc = EVH_ENOMEM;
+		goto out;
+	}
+	if ((rc = insert_tx(st, c, id, json)) != EVH_OK) {
+		rc = reply_failure(resp, rc);
+		goto out;
+	}
+	snprintf(location, sizeof location, "/crud/%s/%s", c->name, id);
+	evh_resp_header(resp, "Location", location);
+	rc = reply_doc(resp, 201, 1, json);
+out:
+	cJSON_free(json);
+	cJSON_Delete(doc);
+	return rc;
+}
+
+/* -------------------------------------------------------------------- read */
+
+static int get_doc(evh_request *req, evh_response *resp, void *ud)
+{
+	crud_state *st = ud;
+	const char *id = evh_req_param(req, "id"), *inm;
+	int rc = EVH_OK;
+	const crud_collection *c = collection_of(st, req, resp, &rc);
+	int64_t version = 0;
+	char *json = NULL;
+	evh_tx *tx;
+
+	if (!c)
+		return rc;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "get document: begin");
+	rc = crud_db_get(tx, c->name, id, &version, &json);
+	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
+		return reply_tx_failure(st->p, resp, tx, rc, "get document");
+	evh_tx_rollback(tx);
+	if (rc == EVH_ENOTFOUND)
+		return reply_not_found(resp, "no document with this id in this collection");
+	inm = evh_req_header(req, "If-None-Match");
+	if (inm && crud_etag_matches(inm, version, 1)) {
+		set_etag(resp, version);
+		evh_resp_status(resp, 304);
+	} else {
+		rc = reply_doc(resp, 200, version, json);
+	}
+	free(json);
+	return rc;
+}
+
+/* ------------------------------------------------------ replace and patch */
+
+/* The document as it will be stored: `body` itself (PUT; consumed, *body
+ * set to NULL) or `current` with `body` merged in (PATCH). NULL: no memory. */
+static cJSON *next_doc(const char *current, cJSON **body, int merge, const char *id)
+{
+	cJSON *doc;
+
+	if (merge) {
+		cJSON *cur = cJSON_Parse(current);
+		doc = cur ? crud_merge_patch(cur, *body) : NULL;
+	} else {
+		doc = *body;
+		*body = NULL;
+	}
+	if (doc && crud_doc_set_id(doc, id) != 0) {
+		cJSON_Delete(doc);
+		doc = NULL;
+	}
+	return doc;
+}
+
+/* Within `tx`: read the document, check If-Match and the rules on its new
+ * state, store and announce that state, and answer. Ends `tx`. */
+static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx *tx,
+                    const crud_collection *c, cJSON **body, int merge)
+{
+	const char *id = evh_req_param(req, "id");
+	char now[IDS_TIME_LEN + 1], *current = NULL, *json = NULL;
+	int64_t version = 0;
+	cJSON *doc = NULL;
+	int rc = crud_db_get(tx, c->name, id, &version, &current);
+
+	if (rc == EVH_ENOTFOUND) {
+		evh_tx_rollback(tx);
+		return reply_not_found(resp, "no document with this id in this collection");
+	}
+	if (rc != EVH_OK)
+		return reply_tx_failure(st->p, resp, tx, rc, "update document: read");
+	if (check_if_match(req, resp, version, &rc) != 0) {
+		evh_tx_rollback(tx);
+		goto out;
+	}
+	doc = next_doc(current, body, merge, id);
+	if (doc && check_rules(c, doc, resp, &rc) != 0) {
+		evh_tx_rollback(tx);
+		goto out;
+	}
+	ids_now_rfc3339(now);
+	rc = doc && (json = cJSON_PrintUnformatted(doc)) ? EVH_OK : EVH_ENOMEM;
+	if (rc == EVH_OK && (rc = crud_db_update(tx, c->name, id, json, now)) == EVH_OK)
+		rc = publish(st, tx, c, c->type_updated, id, json);
+	if (rc != EVH_OK) {
+		rc = reply_tx_failure(st->p, resp, tx, rc, "update document");
+		goto out;
+	}
+	if ((rc = evh_tx_commit(tx)) != EVH_OK) {
+		rc = reply_tx_failure(st->p, resp, NULL, rc, "update document: commit");
+		goto out;
+	}
+	rc = reply_doc(resp, 200, version + 1, json);
+out:
+	cJSON_free(json);
+	cJSON_Delete(doc);
+	free(current);
+	return rc;
+}
+
+static int write_doc(evh_request *req, evh_response *resp, crud_state *st, int merge)
+{
+	const char *ct = evh_req_header(req, "Content-Type");
+	int rc = EVH_OK;
+	const crud_collection *c = collection_of(st, req, resp, &rc);
+	cJSON *body;
+	evh_tx *tx;
+
+	if (!c)
+		return rc;
+	if (merge && !crud_media_type_is(ct, "application/merge-patch+json") &&
+	    !crud_media_type_is(ct, "application/json"))
+		return evh_resp_problem(resp, 415, "unsupported-media-type", "Unsupported media type",
+		                        "PATCH takes a JSON merge patch (application/merge-patch+json"
+		                        " or application/json)",
+		                        NULL);
+	if (!(body = reply_body_object(req, resp, &rc)))
+		return rc;
+	if (!crud_doc_id_compatible(body, evh_req_param(req, "id")))
+		rc = reply_id_conflict(resp);
+	else if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		rc = reply_tx_failure(st->p, resp, NULL, rc, "update document: begin");
+	else
+		rc = write_tx(st, req, resp, tx, c, &body, merge);
+	cJSON_Delete(body);
+	return rc;
+}
+
+static int put_doc(evh_request *req, evh_response *resp, void *ud)
+{
+	return write_doc(req, resp, ud, 0);
+}
+
+static int patch_doc(evh_request *req, evh_response *resp, void *ud)
+{
+	return write_doc(req, resp, ud, 1);
+}
+
+/* ------------------------------------------------------------------ delete */
+
+/* {"id": id} (free with cJSON_free), escaped by cJSON. */
+static char *id_json(const char *id)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *json = o && cJSON_AddStringToObject(o, "id", id) ? cJSON_PrintUnformatted(o) : NULL;
+
+	cJSON_Delete(o);
+	return json;
+}
+
+static int delete_doc(evh_request *req, evh_response *resp, void *ud)
+{
+	crud_state *st = ud;
+	const char *id = evh_req_param(req, "id");
+	int rc = EVH_OK;
+	const crud_collection *c = collection_of(st, req, resp, &rc);
+	int64_t version = 0;
+	char *data = NULL;
+	evh_tx *tx;
+
+	if (!c)
+		return rc;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "delete document: begin");
+	rc = crud_db_get(tx, c->name, id, &version, NULL);
+	if (rc == EVH_ENOTFOUND) {
+		evh_tx_rollback(tx);
+		return reply_not_found(resp, "no document with this id in this collection");
+	}
+	if (rc == EVH_OK && check_if_match(req, resp, version, &rc) != 0) {
+		evh_tx_rollback(tx);
+		return rc;
+	}
+	if (rc == EVH_OK && !(data = id_json(id)))
+		rc = EVH_ENOMEM;
+	if (rc == EVH_OK && (rc = crud_db_delete(tx, c->name, id)) == EVH_OK)
+		rc = publish(st, tx, c, c->type_deleted, id, data);
+	cJSON_free(data);
+	if (rc != EVH_OK)
+		return reply_tx_failure(st->p, resp, tx, rc, "delete document");
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "delete document: commit");
+	evh_resp_status(resp, 204);
+	return EVH_OK;
+}
+
+/* -------------------------------------------------------------------- list */
+
+/* Add one FIELD=VALUE filter; 0, or -1 after answering 422. */
+static int add_filter(const crud_collection *c, const char *name, const char *value,
+                      crud_filter *f, size_t *n, evh_response *resp, int *rc)
+{
+	const char *why;
+
+	if (*n == CRUD_FILTERS_MAX) {
+		*rc = reply_invalid(resp, name, "at most 8 filters per request");
+		return -1;
+	}
+	if (crud_filter_make(&f[*n], name, value, crud_rules_type_of(&c->rules, name), &why)) {
+		*rc = reply_invalid(resp, name, why);
+		return -1;
+	}
+	(*n)++;
+	return 0;
+}
+
+/* Every query parameter but limit and cursor is a filter. On a host that
+ * cannot list them, only the declared (typed) fields can be asked for. */
+static int read_filters(evh_request *req, evh_response *resp, const crud_collection *c,
+                        crud_filter *f, size_t *n, int *rc)
+{
+	char name[CRUD_QUERY_NAME_MAX], value[CRUD_FILTER_VALUE_MAX + 2];
+	const char *qs = evh_req_query_string(req), *v;
+	size_t i;
+	int got;
+
+	*n = 0;
+	if (!EVH_API_HAS(req_query_string)) {
+		for (i = 0; i < c->rules.ntypes; i++)
+			if ((v = evh_req_query(req, c->rules.types[i].name)) &&
+			    add_filter(c, c->rules.types[i].name, v, f, n, resp, rc))
+				return -1;
+		return 0;
+	}
+	while (qs && (got = crud_query_next(&qs, name, sizeof name, value, sizeof value))) {
+		if (got < 0) {
+			*rc = reply_invalid(resp, NULL, "the query string is malformed, or a name or "
+			                                "value in it is too long");
+			return -1;
+		}
+		if (strcmp(name, "limit") && strcmp(name, "cursor") &&
+		    add_filter(c, name, value, f, n, resp, rc))
+			return -1;
+	}
+	return 0;
+}
+
+static int list_docs(evh_request *req, evh_response *resp, void *ud)
+{
+	crud_state *st = ud;
+	const char *cursor = evh_req_query(req, "cursor");
+	crud_filter filters[CRUD_FILTERS_MAX];
+	int rc = EVH_OK, limit, more = 0;
+	const crud_collection *c = collection_of(st, req, resp, &rc);
+	int64_t after = 0, last = 0;
+	size_t nfilters = 0;
+	cJSON *items;
+	evh_tx *tx;
+
+	if (!c)
+		return rc;
+	if (paging_limit_parse(evh_req_query(req, "limit"), CRUD_PAGE_DEFAULT, CRUD_PAGE_MAX,
+	                       &limit) != 0)
+		return reply_invalid(resp, "limit", "limit must be a whole number from 1 to 100");
+	if (cursor && paging_cursor_decode(cursor, &after) != 0)
+		return reply_invalid(resp, "cursor", "cursor is not one this service returned");
+	if (read_filters(req, resp, c, filters, &nfilters, &rc) != 0)
+		return rc;
+	if (!(items = cJSON_CreateArray()))
+		return EVH_ENOMEM;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK) {
+		cJSON_Delete(items);
+		return reply_tx_failure(st->p, resp, NULL, rc, "list documents: begin");
+	}
+	rc = crud_db_page(tx, c->name, after, limit, filters, nfilters, items, &more, &last);
+	if (rc != EVH_OK) {
+		cJSON_Delete(items);
+		return reply_tx_failure(st->p, resp, tx, rc, "list documents");
+	}
+	evh_tx_rollback(tx);
+	return reply_page(resp, items, more, last);
+}
+
+int crud_routes_register(crud_state *st)
+{
+	static const struct {
+		const char *method, *pattern;
+		evh_http_handler handler;
+		uint32_t flags;
+	} routes[] = {
+	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON},
+	    {"GET", "/crud/{collection}", list_docs, 0},
+	    {"GET", "/crud/{collection}/{id}", get_doc, 0},
+	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON},
+	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON},
+	    {"DELETE", "/crud/{collection}/{id}", delete_doc, 0},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		evh_route r;
+		int rc;
+
+		memset(&r, 0, sizeof r);
+		r.struct_size = sizeof r;
+		r.method = routes[i].method;
+		r.pattern = routes[i].pattern;
+		r.handler = routes[i].handler;
+		r.ud = st;
+		r.flags = routes[i].flags;
+		if ((rc = evh_http_route_ex(st->p, &r)) != EVH_OK) {
+			evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", r.method,
+			        r.pattern, evh_strerror(rc));
+			return rc;
+		}
+	}
+	return EVH_OK;
+}

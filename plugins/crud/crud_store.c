@@ -1,0 +1,162 @@
+/* The documents table: one row per document of every collection. `seq`
+ * orders rows for keyset pagination and is never reused (AUTOINCREMENT);
+ * (collection, id) is the document's identity; `version` is its entity tag. */
+#include "crud.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const evh_migration crud_migrations[] = {
+    {1, "CREATE TABLE documents("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " collection TEXT NOT NULL,"
+        " id TEXT NOT NULL,"
+        " doc TEXT NOT NULL,"
+        " version INTEGER NOT NULL,"
+        " created_at TEXT NOT NULL,"
+        " updated_at TEXT NOT NULL,"
+        " UNIQUE(collection, id));"
+        "CREATE INDEX documents_by_collection ON documents(collection, seq);"},
+};
+const size_t crud_nmigrations = sizeof crud_migrations / sizeof crud_migrations[0];
+
+int crud_db_get(evh_tx *tx, const char *coll, const char *id, int64_t *version, char **json)
+{
+	evh_value args[] = {EVH_TEXT(coll), EVH_TEXT(id)};
+	evh_rows *rows;
+	int rc = evh_query(tx, "SELECT version, doc FROM documents WHERE collection = ? AND id = ?",
+	                   args, 2, &rows);
+
+	if (rc != EVH_OK)
+		return rc;
+	rc = evh_rows_next(rows);
+	if (rc == 1) {
+		size_t len = 0;
+		const char *doc = evh_rows_text(rows, 1, &len);
+
+		*version = evh_rows_int(rows, 0);
+		if (json && !(*json = strndup(doc ? doc : "{}", doc ? len : 2)))
+			rc = EVH_ENOMEM;
+	}
+	evh_rows_close(rows);
+	if (rc < 0)
+		return rc;
+	return rc == 1 ? EVH_OK : EVH_ENOTFOUND;
+}
+
+int crud_db_insert(evh_tx *tx, const char *coll, const char *id, const char *json,
+                   const char *now)
+{
+	evh_value args[] = {EVH_TEXT(coll), EVH_TEXT(id), EVH_TEXT(json), EVH_TEXT(now),
+	                    EVH_TEXT(now)};
+
+	return evh_exec(tx,
+	                "INSERT INTO documents(collection, id, doc, version, created_at,"
+	                " updated_at) VALUES(?, ?, ?, 1, ?, ?)",
+	                args, sizeof args / sizeof args[0], NULL);
+}
+
+int crud_db_update(evh_tx *tx, const char *coll, const char *id, const char *json,
+                   const char *now)
+{
+	evh_value args[] = {EVH_TEXT(json), EVH_TEXT(now), EVH_TEXT(coll), EVH_TEXT(id)};
+	int64_t changes = 0;
+	int rc = evh_exec(tx,
+	                  "UPDATE documents SET doc = ?, version = version + 1, updated_at = ?"
+	                  " WHERE collection = ? AND id = ?",
+	                  args, sizeof args / sizeof args[0], &changes);
+
+	return rc == EVH_OK && changes == 0 ? EVH_ENOTFOUND : rc;
+}
+
+int crud_db_delete(evh_tx *tx, const char *coll, const char *id)
+{
+	evh_value args[] = {EVH_TEXT(coll), EVH_TEXT(id)};
+	int64_t changes = 0;
+	int rc = evh_exec(tx, "DELETE FROM documents WHERE collection = ? AND id = ?", args, 2,
+	                  &changes);
+
+	return rc == EVH_OK && changes == 0 ? EVH_ENOTFOUND : rc;
+}
+
+static evh_value filter_value(const crud_filter *f)
+{
+	switch (f->kind) {
+	case CRUD_F_TEXT:
+		return EVH_TEXT(f->text);
+	case CRUD_F_REAL:
+		return EVH_REAL(f->r);
+	case CRUD_F_INT:
+	case CRUD_F_BOOL:
+		break;
+	}
+	return EVH_INT(f->i);
+}
+
+/* The page query for `n` filters; its text depends only on n, so the
+ * host's statement cache holds at most CRUD_FILTERS_MAX + 1 of them. */
+static void page_sql(size_t n, char *sql, size_t size)
+{
+	size_t len = (size_t)snprintf(sql, size, "SELECT seq, doc FROM documents"
+	                                         " WHERE collection = ? AND seq > ?");
+
+	while (n-- && len < size)
+		len += (size_t)snprintf(sql + len, size - len, "%s", CRUD_FILTER_SQL);
+	if (len < size)
+		snprintf(sql + len, size - len, " ORDER BY seq LIMIT ?");
+}
+
+static int add_item(cJSON *items, const char *doc, size_t len)
+{
+	cJSON *item = cJSON_ParseWithLength(doc, len);
+
+	if (item && cJSON_AddItemToArray(items, item))
+		return EVH_OK;
+	cJSON_Delete(item);
+	return EVH_ENOMEM; /* stored documents are always valid JSON */
+}
+
+int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
+                 const crud_filter *filters, size_t nfilters, cJSON *items, int *more,
+                 int64_t *last_seq)
+{
+	evh_value args[3 + CRUD_FILTERS_MAX * CRUD_FILTER_BINDS];
+	char sql[160 + CRUD_FILTERS_MAX * sizeof CRUD_FILTER_SQL];
+	size_t n = 0, i;
+	evh_rows *rows;
+	int rc, count = 0;
+
+	if (nfilters > CRUD_FILTERS_MAX)
+		return EVH_EINVAL;
+	args[n++] = EVH_TEXT(coll);
+	args[n++] = EVH_INT(after_seq);
+	for (i = 0; i < nfilters; i++) {
+		args[n++] = EVH_TEXT(filters[i].path);
+		args[n++] = EVH_TEXT(filters[i].json_type);
+		args[n++] = EVH_TEXT(filters[i].json_type_alt);
+		args[n++] = EVH_TEXT(filters[i].path);
+		args[n++] = filter_value(&filters[i]);
+	}
+	args[n++] = EVH_INT(limit + 1);
+	page_sql(nfilters, sql, sizeof sql);
+	*more = 0;
+	if ((rc = evh_query(tx, sql, args, n, &rows)) != EVH_OK)
+		return rc;
+	while ((rc = evh_rows_next(rows)) == 1) {
+		size_t len = 0;
+		const char *doc;
+
+		if (count == limit) { /* the extra row only says another page exists */
+			*more = 1;
+			break;
+		}
+		doc = evh_rows_text(rows, 1, &len);
+		if ((rc = add_item(items, doc ? doc : "{}", doc ? len : 2)) != EVH_OK)
+			break;
+		*last_seq = evh_rows_int(rows, 0);
+		count++;
+	}
+	evh_rows_close(rows);
+	return rc < 0 ? rc : EVH_OK;
+}

@@ -1,0 +1,223 @@
+/* user.so: user accounts over HTTP (register, read, list, change, delete,
+ * log in) with Argon2id password hashes, publishing USER_CREATED,
+ * USER_UPDATED and USER_DELETED events in the same transaction as each
+ * change. This file: configuration, init/fini and the first administrator. */
+#include "user.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static const evh_config_key user_config[] = {
+    {"topic.created", EVH_CFG_STRING, "USER_CREATED", 0, "topic of user.created events"},
+    {"topic.updated", EVH_CFG_STRING, "USER_UPDATED", 0, "topic of user.updated events"},
+    {"topic.deleted", EVH_CFG_STRING, "USER_DELETED", 0, "topic of user.deleted events"},
+    {"password_min_length", EVH_CFG_INT, "8", 0, "fewest characters a password may have"},
+    {"token_ttl", EVH_CFG_INT, "3600", 0, "seconds a login token stays valid"},
+    {"argon2_opslimit", EVH_CFG_STRING, "interactive", 0,
+     "Argon2id time cost: min, interactive, moderate, sensitive or a number"},
+    {"argon2_memlimit", EVH_CFG_STRING, "interactive", 0,
+     "Argon2id memory cost: min, interactive, moderate, sensitive or bytes (k/M/G)"},
+    {"read_role", EVH_CFG_STRING, NULL, 0,
+     "role a bearer token needs for GET /users and GET /users/{id} (unset: public)"},
+    {"admin_email", EVH_CFG_STRING, NULL, 0,
+     "email of the administrator account created at start when it does not exist"},
+    {"admin_password_file", EVH_CFG_PATH, NULL, 0,
+     "file holding that administrator's initial password (with admin_email)"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+#define USER_TOKEN_TTL_MAX (30 * 24 * 3600)
+#define USER_ADMIN_NAME "Administrator"
+
+static int config_error(user_state *st, const char *msg)
+{
+	evh_log(st->p, EVH_LOG_ERROR, "%s", msg);
+	return EVH_EINVAL;
+}
+
+static int read_config(user_state *st)
+{
+	const char *why;
+	int64_t n;
+
+	st->topic_created = evh_config_str(st->p, "topic.created");
+	st->topic_updated = evh_config_str(st->p, "topic.updated");
+	st->topic_deleted = evh_config_str(st->p, "topic.deleted");
+	if (!st->topic_created || !*st->topic_created || !st->topic_updated ||
+	    !*st->topic_updated || !st->topic_deleted || !*st->topic_deleted)
+		return config_error(st, "topic.created, topic.updated and topic.deleted must not "
+		                        "be empty");
+	st->read_role = evh_config_str(st->p, "read_role");
+	if (st->read_role && !*st->read_role)
+		st->read_role = NULL;
+	n = evh_config_int(st->p, "password_min_length", 8);
+	if (n < 1 || n > USER_PASSWORD_MAX_BYTES)
+		return config_error(st, "password_min_length must be between 1 and 1024");
+	st->password_min = (long)n;
+	n = evh_config_int(st->p, "token_ttl", 3600);
+	if (n < 1 || n > USER_TOKEN_TTL_MAX)
+		return config_error(st, "token_ttl must be between 1 and 2592000 seconds (30 days)");
+	st->token_ttl = (int)n;
+	if (user_argon2_opslimit(evh_config_str(st->p, "argon2_opslimit"), &st->opslimit,
+	                         &why) != 0 ||
+	    user_argon2_memlimit(evh_config_str(st->p, "argon2_memlimit"), &st->memlimit, &why) !=
+	        0)
+		return config_error(st, why);
+	return EVH_OK;
+}
+
+/* The hash unknown-email logins are verified against: of a random password
+ * nobody knows, with the configured cost so it takes as long as a real one. */
+static int make_dummy_hash(user_state *st)
+{
+	unsigned char raw[16];
+	char hex[sizeof raw * 2 + 1];
+	int rc;
+
+	randombytes_buf(raw, sizeof raw);
+	sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+	rc = user_password_hash(st, hex, st->dummy_hash);
+	if (rc != EVH_OK)
+		evh_log(st->p, EVH_LOG_ERROR, "cannot hash with argon2_memlimit=%zu bytes: %s",
+		        st->memlimit, evh_strerror(rc));
+	return rc;
+}
+
+/* The first line of `path`, without its line ending. */
+static int read_password_file(user_state *st, const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "r");
+	size_t n;
+
+	if (!f) {
+		evh_log(st->p, EVH_LOG_ERROR, "admin_password_file %s: %s", path, strerror(errno));
+		return EVH_EINVAL;
+	}
+	if (!fgets(buf, (int)size, f))
+		buf[0] = '\0';
+	fclose(f);
+	n = strcspn(buf, "\r\n");
+	if (buf[n] == '\0' && n == size - 1) {
+		evh_log(st->p, EVH_LOG_ERROR, "admin_password_file %s: password is too long", path);
+		return EVH_EINVAL;
+	}
+	buf[n] = '\0';
+	return EVH_OK;
+}
+
+static int find_admin(user_state *st, const char *email, user_rec *u, int *found)
+{
+	evh_tx *tx;
+	int rc = evh_tx_begin(st->p, &tx);
+
+	if (rc != EVH_OK)
+		return rc;
+	rc = user_db_get_by_email(tx, email, u);
+	evh_tx_rollback(tx);
+	*found = rc == EVH_OK;
+	return rc == EVH_ENOTFOUND ? EVH_OK : rc;
+}
+
+static int create_admin(user_state *st, user_rec *u, const char *path)
+{
+	char password[USER_PASSWORD_MAX_BYTES + 2];
+	const char *why;
+	int rc = read_password_file(st, path, password, sizeof password);
+
+	if (rc == EVH_OK && user_password_check(password, st->password_min, &why) != 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "admin_password_file %s: %s", path, why);
+		rc = EVH_EINVAL;
+	}
+	if (rc == EVH_OK)
+		rc = user_password_hash(st, password, u->password_hash);
+	sodium_memzero(password, sizeof password);
+	if (rc != EVH_OK)
+		return rc;
+	ids_uuid_v4(u->id);
+	ids_now_rfc3339(u->created_at);
+	memcpy(u->updated_at, u->created_at, sizeof u->updated_at);
+	snprintf(u->name, sizeof u->name, "%s", USER_ADMIN_NAME);
+	snprintf(u->roles, sizeof u->roles, "%s", USER_ROLES_ADMIN);
+	rc = user_create_tx(st, u);
+	if (rc == EVH_OK)
+		evh_log(st->p, EVH_LOG_INFO, "created administrator %s (id %s)", u->email, u->id);
+	else
+		evh_log(st->p, EVH_LOG_ERROR, "cannot create administrator %s: %s", u->email,
+		        evh_strerror(rc));
+	return rc;
+}
+
+/* admin_email + admin_password_file: create that account with role admin
+ * unless the email is already registered. An existing account is never
+ * promoted: whoever registered the address first must not become admin. */
+static int ensure_admin(user_state *st)
+{
+	const char *email = evh_config_str(st->p, "admin_email");
+	const char *path = evh_config_str(st->p, "admin_password_file");
+	const char *why;
+	int found = 0, rc;
+	user_rec u;
+
+	if ((!email || !*email) && (!path || !*path))
+		return EVH_OK;
+	if (!email || !*email || !path || !*path)
+		return config_error(st, "admin_email and admin_password_file must be set together");
+	memset(&u, 0, sizeof u);
+	if (user_email_normalize(email, u.email, &why) != 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "admin_email: %s", why);
+		return EVH_EINVAL;
+	}
+	if ((rc = find_admin(st, u.email, &u, &found)) != EVH_OK) {
+		evh_log(st->p, EVH_LOG_ERROR, "cannot look up admin_email: %s", evh_strerror(rc));
+		return rc;
+	}
+	if (!found)
+		rc = create_admin(st, &u, path);
+	else if (!user_roles_has(u.roles, USER_ROLE_ADMIN))
+		evh_log(st->p, EVH_LOG_WARN,
+		        "admin_email %s belongs to an account without role admin; it is not "
+		        "promoted (choose an unregistered address)",
+		        u.email);
+	sodium_memzero(u.password_hash, sizeof u.password_hash);
+	return rc;
+}
+
+static void user_fini(evh_plugin *p, void *state)
+{
+	user_state *st = state;
+
+	if (!st)
+		return;
+	sodium_memzero(st, sizeof *st);
+	free(st);
+}
+
+static int user_init(evh_plugin *p, void **state)
+{
+	user_state *st;
+	int rc;
+
+	if (sodium_init() < 0) {
+		evh_log(p, EVH_LOG_ERROR, "libsodium failed to initialise");
+		return EVH_ERR;
+	}
+	if (!(st = calloc(1, sizeof *st))) {
+		evh_log(p, EVH_LOG_ERROR, "out of memory");
+		return EVH_ENOMEM;
+	}
+	st->p = p;
+	if ((rc = read_config(st)) == EVH_OK && (rc = evh_migrate(p, user_migrations,
+	                                                          user_nmigrations)) == EVH_OK &&
+	    (rc = make_dummy_hash(st)) == EVH_OK && (rc = ensure_admin(st)) == EVH_OK)
+		rc = user_routes_register(st);
+	if (rc != EVH_OK) {
+		user_fini(p, st);
+		return rc;
+	}
+	*state = st;
+	return EVH_OK;
+}
+
+EVH_PLUGIN("user", "1.0.0", "user accounts, login tokens and USER_* events", user_config,
+           user_init, user_fini);

@@ -1,0 +1,78 @@
+/* user.so internals: the plugin's state and the pieces its files share.
+ * user.c: descriptor, configuration, init/fini and the first administrator.
+ * user_store.c: the users table. user_routes.c: /users handlers.
+ * user_auth.c: password hashing, POST /auth/login, who may change whom. */
+#ifndef EVH_USER_H
+#define EVH_USER_H
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <evhost/evhost.h>
+#include <sodium.h>
+
+#include "../common/ids.h"
+#include "user_logic.h"
+
+#define USER_ROLE_ADMIN "admin"
+#define USER_ROLES_DEFAULT "user"
+#define USER_ROLES_ADMIN "admin,user"
+#define USER_ROLES_LIST_MAX 128
+
+typedef struct user_state {
+	evh_plugin *p;
+	const char *topic_created, *topic_updated, *topic_deleted; /* borrowed config */
+	const char *read_role; /* role GET /users[/{id}] needs; NULL: public */
+	long password_min;
+	int token_ttl;
+	unsigned long long opslimit;
+	size_t memlimit;
+	/* Hash of a random password: verified against when a login names an
+	 * unknown email, so that answer takes as long as a wrong password. */
+	char dummy_hash[crypto_pwhash_STRBYTES];
+} user_state;
+
+/* One row of the users table. Fixed buffers: every field is bounded by
+ * the validation rules before it is stored. */
+typedef struct user_rec {
+	int64_t seq;
+	char id[IDS_UUID_LEN + 1];
+	char name[USER_NAME_MAX_BYTES + 1];
+	char email[USER_EMAIL_MAX + 1];
+	char password_hash[crypto_pwhash_STRBYTES];
+	char roles[USER_ROLES_LIST_MAX];
+	char created_at[IDS_TIME_LEN + 1];
+	char updated_at[IDS_TIME_LEN + 1];
+} user_rec;
+
+/* ---- user_store.c: all return an evh_status; EVH_ENOTFOUND for no row,
+ * EVH_ECONSTRAINT when the email is taken. */
+extern const evh_migration user_migrations[];
+extern const size_t user_nmigrations;
+int user_db_insert(evh_tx *tx, const user_rec *u);
+int user_db_get(evh_tx *tx, const char *id, user_rec *u);
+int user_db_get_by_email(evh_tx *tx, const char *email, user_rec *u);
+int user_db_update(evh_tx *tx, const user_rec *u);
+int user_db_delete(evh_tx *tx, const char *id);
+/* Up to `limit` users with seq > after_seq, in seq order, as JSON objects
+ * appended to `items`; *more says whether rows remain, *last_seq is the last
+ * one appended. */
+int user_db_page(evh_tx *tx, int64_t after_seq, int limit, cJSON *items, int *more,
+                 int64_t *last_seq);
+
+/* ---- user_routes.c */
+int user_routes_register(user_state *st);
+/* The public view of a user: id, name, email, created_at, updated_at. */
+cJSON *user_to_json(const user_rec *u);
+/* Insert `u` and publish its created event in one transaction. */
+int user_create_tx(user_state *st, const user_rec *u);
+
+/* ---- user_auth.c */
+/* Argon2id-hash `password` with the configured cost. Slow by design: call
+ * outside any transaction. */
+int user_password_hash(const user_state *st, const char *password,
+                       char out[crypto_pwhash_STRBYTES]);
+int user_login(evh_request *req, evh_response *resp, void *ud);
+/* May the caller of an EVH_ROUTE_AUTH request act on user `id`? Yes for the
+ * user themself and for role admin. */
+int user_may_modify(evh_request *req, const char *id);
+#endif

@@ -1,0 +1,114 @@
+/* Passwords and tokens: Argon2id hashing, POST /auth/login, and the rule
+ * for who may change a user. */
+#include "user.h"
+
+#include "../common/reply.h"
+
+int user_password_hash(const user_state *st, const char *password,
+                       char out[crypto_pwhash_STRBYTES])
+{
+	if (crypto_pwhash_str_alg(out, password, strlen(password), st->opslimit, st->memlimit,
+	                          crypto_pwhash_ALG_ARGON2ID13) != 0)
+		return EVH_ENOMEM; /* libsodium's only failure here: it could not get memlimit */
+	return EVH_OK;
+}
+
+int user_may_modify(evh_request *req, const char *id)
+{
+	const char *sub = evh_req_auth_subject(req);
+
+	return (sub && !strcmp(sub, id)) || evh_req_auth_has_role(req, USER_ROLE_ADMIN);
+}
+
+static int reply_bad_credentials(evh_response *resp)
+{
+	/* one answer for unknown email and wrong password: no account probing */
+	return evh_resp_problem(resp, 401, "unauthorized", "Unauthorized", "invalid credentials",
+	                        NULL);
+}
+
+/* Look the account up; *found says whether it exists. The transaction is
+ * over before any hashing starts. */
+static int find_account(user_state *st, const char *email, user_rec *u, int *found)
+{
+	evh_tx *tx;
+	int rc;
+
+	*found = 0;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "login: begin");
+	rc = user_db_get_by_email(tx, email, u);
+	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
+		return reply_log_failure(st->p, tx, rc, "login: read user");
+	evh_tx_rollback(tx);
+	*found = rc == EVH_OK;
+	return EVH_OK;
+}
+
+static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
+{
+	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
+	const char *role_ptrs[USER_ROLES_MAX];
+	size_t n = user_roles_split(u->roles, roles, USER_ROLES_MAX), i;
+	char *token = NULL;
+	cJSON *out;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		role_ptrs[i] = roles[i];
+	rc = evh_auth_sign(st->p, u->id, role_ptrs, n, st->token_ttl, &token);
+	if (rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED)
+		return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+		                        "login is not configured on this server", NULL);
+	if (rc != EVH_OK)
+		return rc;
+	out = cJSON_CreateObject();
+	if (out && cJSON_AddStringToObject(out, "token", token) &&
+	    cJSON_AddStringToObject(out, "token_type", "Bearer") &&
+	    cJSON_AddNumberToObject(out, "expires_in", st->token_ttl))
+		rc = reply_json(resp, 200, out);
+	else
+		rc = EVH_ENOMEM;
+	cJSON_Delete(out);
+	evh_free(token);
+	return rc;
+}
+
+int user_login(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	char email[USER_EMAIL_MAX + 1];
+	const cJSON *jemail, *jpw;
+	const char *why;
+	user_rec u;
+	int rc = EVH_OK, found = 0, ok;
+	cJSON *body = reply_body_object(req, resp, &rc);
+
+	if (!body)
+		return rc;
+	jemail = cJSON_GetObjectItemCaseSensitive(body, "email");
+	jpw = cJSON_GetObjectItemCaseSensitive(body, "password");
+	if (!cJSON_IsString(jemail))
+		rc = reply_invalid(resp, "email", "email is required and must be a string");
+	else if (!cJSON_IsString(jpw))
+		rc = reply_invalid(resp, "password", "password is required and must be a string");
+	if (!cJSON_IsString(jemail) || !cJSON_IsString(jpw))
+		goto out;
+	/* A malformed email cannot name an account: treat it as an unknown one. */
+	if (user_email_normalize(jemail->valuestring, email, &why) == 0 &&
+	    (rc = find_account(st, email, &u, &found)) != EVH_OK) {
+		rc = reply_failure(resp, rc);
+		goto out;
+	}
+	ok = crypto_pwhash_str_verify(found ? u.password_hash : st->dummy_hash,
+	                              jpw->valuestring, strlen(jpw->valuestring)) == 0;
+	if (found && ok)
+		rc = reply_token(st, resp, &u);
+	else
+		rc = reply_bad_credentials(resp);
+out:
+	if (found)
+		sodium_memzero(u.password_hash, sizeof u.password_hash);
+	cJSON_Delete(body);
+	return rc;
+}

@@ -1,0 +1,411 @@
+/* The /users routes: register, read, list, change and delete accounts, each
+ * change stored together with the event that announces it. */
+#include "user.h"
+
+#include <stdio.h>
+
+#include "../common/paging.h"
+#include "../common/reply.h"
+
+#define USER_PAGE_DEFAULT 20
+#define USER_PAGE_MAX 100
+
+/* CloudEvents types (ce_type) of the events this plugin publishes. */
+#define USER_TYPE_CREATED "user.created"
+#define USER_TYPE_UPDATED "user.updated"
+#define USER_TYPE_DELETED "user.deleted"
+
+cJSON *user_to_json(const user_rec *u)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o && cJSON_AddStringToObject(o, "id", u->id) &&
+	    cJSON_AddStringToObject(o, "name", u->name) &&
+	    cJSON_AddStringToObject(o, "email", u->email) &&
+	    cJSON_AddStringToObject(o, "created_at", u->created_at) &&
+	    cJSON_AddStringToObject(o, "updated_at", u->updated_at))
+		return o;
+	cJSON_Delete(o);
+	return NULL;
+}
+
+/* Publish `data` (consumed) keyed by the user's id within `tx`. */
+static int publish(user_state *st, evh_tx *tx, const char *topic, const char *type,
+                   const char *id, cJSON *data)
+{
+	char *json = data ? cJSON_PrintUnformatted(data) : NULL;
+	int rc;
+
+	cJSON_Delete(data);
+	if (!json)
+		return EVH_ENOMEM;
+	rc = evh_publish(st->p, tx, topic, id, type, json, strlen(json));
+	cJSON_free(json);
+	return rc;
+}
+
+/* The data of created/updated events: what the old stack sent. */
+static cJSON *profile_event(const user_rec *u)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o && cJSON_AddStringToObject(o, "id", u->id) &&
+	    cJSON_AddStringToObject(o, "name", u->name) &&
+	    cJSON_AddStringToObject(o, "email", u->email))
+		return o;
+	cJSON_Delete(o);
+	return NULL;
+}
+
+int user_create_tx(user_state *st, const user_rec *u)
+{
+	evh_tx *tx;
+	int rc;
+
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "create user: begin");
+	rc = user_db_insert(tx, u);
+	if (rc == EVH_ECONSTRAINT) { /* the email is taken: an answer, not a failure */
+		evh_tx_rollback(tx);
+		return rc;
+	}
+	if (rc == EVH_OK)
+		rc = publish(st, tx, st->topic_created, USER_TYPE_CREATED, u->id, profile_event(u));
+	if (rc != EVH_OK)
+		return reply_log_failure(st->p, tx, rc, "create user");
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "create user: commit");
+	return EVH_OK;
+}
+
+static int reply_email_taken(evh_response *resp)
+{
+	return evh_resp_problem(resp, 409, "conflict", "Conflict",
+	                        "a user with this email already exists", "email");
+}
+
+/* A string member: 0 absent, 1 present (*out set), -1 present but not a string. */
+static int body_string(const cJSON *body, const char *name, const char **out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, name);
+
+	if (!v)
+		return 0;
+	if (!cJSON_IsString(v))
+		return -1;
+	*out = v->valuestring;
+	return 1;
+}
+
+/* Validate the profile fields present in `body` into `u`; `all` requires
+ * every one (registration). *password is set when one was given. Returns
+ * 0, or the 422 answer's status with *answered set. */
+static int read_profile(user_state *st, const cJSON *body, int all, user_rec *u,
+                        const char **password, evh_response *resp, int *answered)
+{
+	static const char *const fields[] = {"name", "email", "password"};
+	const char *val[3] = {NULL, NULL, NULL}, *why = NULL, *start;
+	size_t i, len;
+	char detail[96];
+
+	*answered = 1;
+	for (i = 0; i < 3; i++) {
+		int has = body_string(body, fields[i], &val[i]);
+		if (has < 0 || (all && has == 0)) {
+			snprintf(detail, sizeof detail, "%s %s", fields[i],
+			         has < 0 ? "must be a string" : "is required");
+			return reply_invalid(resp, fields[i], detail);
+		}
+	}
+	if (val[0] && user_name_check(val[0], &start, &len, &why) != 0)
+		return reply_invalid(resp, "name", why);
+	if (val[1] && user_email_normalize(val[1], u->email, &why) != 0)
+		return reply_invalid(resp, "email", why);
+	if (val[2] && user_password_check(val[2], st->password_min, &why) != 0)
+		return reply_invalid(resp, "password", why);
+	if (val[0]) {
+		memcpy(u->name, start, len);
+		u->name[len] = '\0';
+	}
+	*password = val[2];
+	*answered = 0;
+	return EVH_OK;
+}
+
+static int reply_user(evh_response *resp, int status, const user_rec *u)
+{
+	cJSON *o = user_to_json(u);
+	int rc = o ? reply_json(resp, status, o) : EVH_ENOMEM;
+
+	cJSON_Delete(o);
+	return rc;
+}
+
+static int create_user(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *password = NULL;
+	char location[64];
+	int rc = EVH_OK, answered = 0;
+	cJSON *body = reply_body_object(req, resp, &rc);
+	user_rec u;
+
+	if (!body)
+		return rc;
+	memset(&u, 0, sizeof u);
+	rc = read_profile(st, body, 1, &u, &password, resp, &answered);
+	if (answered)
+		goto out;
+	if ((rc = user_password_hash(st, password, u.password_hash)) != EVH_OK)
+		goto out;
+	ids_uuid_v4(u.id);
+	ids_now_rfc3339(u.created_at);
+	memcpy(u.updated_at, u.created_at, sizeof u.updated_at);
+	snprintf(u.roles, sizeof u.roles, "%s", USER_ROLES_DEFAULT);
+	rc = user_create_tx(st, &u);
+	if (rc == EVH_ECONSTRAINT) {
+		rc = reply_email_taken(resp);
+		goto out;
+	}
+	if (rc != EVH_OK) {
+		rc = reply_failure(resp, rc);
+		goto out;
+	}
+	snprintf(location, sizeof location, "/users/%s", u.id);
+	evh_resp_header(resp, "Location", location);
+	rc = reply_user(resp, 201, &u);
+out:
+	sodium_memzero(u.password_hash, sizeof u.password_hash);
+	cJSON_Delete(body);
+	return rc;
+}
+
+static int get_user(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *id = evh_req_param(req, "id");
+	evh_tx *tx;
+	user_rec u;
+	int rc;
+
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "get user: begin");
+	rc = user_db_get(tx, id, &u);
+	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
+		return reply_tx_failure(st->p, resp, tx, rc, "get user");
+	evh_tx_rollback(tx);
+	if (rc == EVH_ENOTFOUND)
+		return reply_not_found(resp, "no user has this id");
+	return reply_user(resp, 200, &u);
+}
+
+static int list_users(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *cursor = evh_req_query(req, "cursor");
+	int64_t after = 0, last = 0;
+	int limit, more = 0, rc;
+	cJSON *items;
+	evh_tx *tx;
+
+	if (paging_limit_parse(evh_req_query(req, "limit"), USER_PAGE_DEFAULT, USER_PAGE_MAX,
+	                       &limit) != 0)
+		return reply_invalid(resp, "limit", "limit must be a whole number from 1 to 100");
+	if (cursor && paging_cursor_decode(cursor, &after) != 0)
+		return reply_invalid(resp, "cursor", "cursor is not one this service returned");
+	if (!(items = cJSON_CreateArray()))
+		return EVH_ENOMEM;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK) {
+		cJSON_Delete(items);
+		return reply_tx_failure(st->p, resp, NULL, rc, "list users: begin");
+	}
+	rc = user_db_page(tx, after, limit, items, &more, &last);
+	if (rc != EVH_OK) {
+		cJSON_Delete(items);
+		return reply_tx_failure(st->p, resp, tx, rc, "list users");
+	}
+	evh_tx_rollback(tx);
+	return reply_page(resp, items, more, last);
+}
+
+static int reply_forbidden(evh_response *resp)
+{
+	return evh_resp_problem(resp, 403, "forbidden", "Forbidden",
+	                        "only the user themself or an admin may change this user", NULL);
+}
+
+/* Apply the validated change `in` to the stored `u`. Returns the names of
+ * the fields that now differ as a JSON array (NULL: out of memory). */
+static cJSON *apply_change(user_rec *u, const user_rec *in, int new_password)
+{
+	const char *names[3];
+	int n = 0;
+
+	if (in->name[0] && strcmp(in->name, u->name)) {
+		memcpy(u->name, in->name, sizeof u->name);
+		names[n++] = "name";
+	}
+	if (in->email[0] && strcmp(in->email, u->email)) {
+		memcpy(u->email, in->email, sizeof u->email);
+		names[n++] = "email";
+	}
+	if (new_password) {
+		memcpy(u->password_hash, in->password_hash, sizeof u->password_hash);
+		names[n++] = "password";
+	}
+	return cJSON_CreateStringArray(names, n);
+}
+
+/* {"id","name","email","changed":[...]}; consumes `changed`. */
+static cJSON *updated_event(const user_rec *u, cJSON *changed)
+{
+	cJSON *data = profile_event(u);
+
+	if (data && cJSON_AddItemToObject(data, "changed", changed))
+		return data;
+	cJSON_Delete(changed);
+	cJSON_Delete(data);
+	return NULL;
+}
+
+/* Store the change to user `id` and its event; answer with the user. */
+static int update_tx(user_state *st, evh_response *resp, const char *id, const user_rec *in,
+                     int new_password, user_rec *u)
+{
+	cJSON *changed = NULL;
+	evh_tx *tx;
+	int rc;
+
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "update user: begin");
+	rc = user_db_get(tx, id, u);
+	if (rc == EVH_ENOTFOUND) {
+		evh_tx_rollback(tx);
+		return reply_not_found(resp, "no user has this id");
+	}
+	if (rc == EVH_OK && !(changed = apply_change(u, in, new_password)))
+		rc = EVH_ENOMEM;
+	if (rc == EVH_OK && cJSON_GetArraySize(changed) == 0) { /* nothing to store or announce */
+		cJSON_Delete(changed);
+		evh_tx_rollback(tx);
+		return reply_user(resp, 200, u);
+	}
+	if (rc == EVH_OK) {
+		ids_now_rfc3339(u->updated_at);
+		rc = user_db_update(tx, u);
+	}
+	if (rc == EVH_ECONSTRAINT) {
+		cJSON_Delete(changed);
+		evh_tx_rollback(tx);
+		return reply_email_taken(resp);
+	}
+	if (rc == EVH_OK)
+		rc = publish(st, tx, st->topic_updated, USER_TYPE_UPDATED, u->id,
+		             updated_event(u, changed));
+	else
+		cJSON_Delete(changed);
+	if (rc != EVH_OK)
+		return reply_tx_failure(st->p, resp, tx, rc, "update user");
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "update user: commit");
+	return reply_user(resp, 200, u);
+}
+
+static int patch_user(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *id = evh_req_param(req, "id"), *password = NULL;
+	int rc = EVH_OK, answered = 0;
+	user_rec in, u;
+	cJSON *body;
+
+	if (!user_may_modify(req, id))
+		return reply_forbidden(resp);
+	if (!(body = reply_body_object(req, resp, &rc)))
+		return rc;
+	memset(&in, 0, sizeof in);
+	memset(&u, 0, sizeof u);
+	rc = read_profile(st, body, 0, &in, &password, resp, &answered);
+	if (answered)
+		goto out;
+	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK)
+		goto out;
+	rc = update_tx(st, resp, id, &in, password != NULL, &u);
+out:
+	sodium_memzero(in.password_hash, sizeof in.password_hash);
+	sodium_memzero(u.password_hash, sizeof u.password_hash);
+	cJSON_Delete(body);
+	return rc;
+}
+
+static int delete_user(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *id = evh_req_param(req, "id");
+	cJSON *data;
+	evh_tx *tx;
+	int rc;
+
+	if (!user_may_modify(req, id))
+		return reply_forbidden(resp);
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "delete user: begin");
+	rc = user_db_delete(tx, id);
+	if (rc == EVH_ENOTFOUND) {
+		evh_tx_rollback(tx);
+		return reply_not_found(resp, "no user has this id");
+	}
+	if (rc == EVH_OK) {
+		data = cJSON_CreateObject();
+		if (data && !cJSON_AddStringToObject(data, "id", id)) {
+			cJSON_Delete(data);
+			data = NULL;
+		}
+		rc = publish(st, tx, st->topic_deleted, USER_TYPE_DELETED, id, data);
+	}
+	if (rc != EVH_OK)
+		return reply_tx_failure(st->p, resp, tx, rc, "delete user");
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "delete user: commit");
+	evh_resp_status(resp, 204);
+	return EVH_OK;
+}
+
+int user_routes_register(user_state *st)
+{
+	const uint32_t read = st->read_role ? EVH_ROUTE_AUTH : 0;
+	const struct {
+		const char *method, *pattern;
+		evh_http_handler handler;
+		uint32_t flags;
+		const char *role;
+	} routes[] = {
+	    {"POST", "/users", create_user, EVH_ROUTE_JSON, NULL},
+	    {"GET", "/users", list_users, read, st->read_role},
+	    {"GET", "/users/{id}", get_user, read, st->read_role},
+	    {"PATCH", "/users/{id}", patch_user, EVH_ROUTE_JSON | EVH_ROUTE_AUTH, NULL},
+	    {"DELETE", "/users/{id}", delete_user, EVH_ROUTE_AUTH, NULL},
+	    {"POST", "/auth/login", user_login, EVH_ROUTE_JSON, NULL},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+		evh_route r;
+		int rc;
+
+		memset(&r, 0, sizeof r);
+		r.struct_size = sizeof r;
+		r.method = routes[i].method;
+		r.pattern = routes[i].pattern;
+		r.handler = routes[i].handler;
+		r.ud = st;
+		r.flags = routes[i].flags;
+		r.role = routes[i].role;
+		if ((rc = evh_http_route_ex(st->p, &r)) != EVH_OK) {
+			evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", r.method,
+			        r.pattern, evh_strerror(rc));
+			return rc;
+		}
+	}
+	return EVH_OK;
+}

@@ -1,0 +1,515 @@
+"""crud.so against the real daemon: documents with server ids, field rules,
+ETag / If-Match / If-None-Match, replace and JSON merge patch, deletes,
+paging and filters, collections kept apart, start-up refusals for bad rules,
+and the crud.<collection>.* events as a plain Kafka client (kcat) sees them
+on a real broker. HTTP-only tests use the embedded broker."""
+
+import http.client
+import json
+import threading
+import uuid
+
+import pytest
+import requests
+
+import evhost_testlib as lib
+
+PRODUCTS = {
+    "collections": "products, orders",
+    "collection.products.required": "name, price",
+    "collection.products.types": "name:string, price:number, stock:integer, active:boolean, "
+                                 "code:string, tags:array, meta:object",
+}
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@pytest.fixture
+def d(evhostd):
+    """A daemon with crud.so (products with rules, orders without) on the embedded broker."""
+    return evhostd({"plugin.crud": dict(PRODUCTS)})
+
+
+def create(d, doc, collection="products"):
+    r = d.post(f"/crud/{collection}", json=doc)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def problem(r, status, slug, field=None):
+    """Assert `r` is an RFC 9457 problem with this status, type and field."""
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+    p = r.json()
+    assert p["status"] == status
+    assert p["type"].endswith(slug), p
+    assert p.get("detail"), p
+    assert p.get("field") == field, p
+    return p
+
+
+def listing(d, query="", collection="products"):
+    r = d.get(f"/crud/{collection}" + (f"?{query}" if query else ""))
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def names(d, query=""):
+    return [doc.get("name") for doc in listing(d, query)["items"]]
+
+
+# ------------------------------------------------------------------ create
+
+
+def test_create_assigns_an_id_and_version_1(d):
+    r = d.post("/crud/products", json={"name": "lamp", "price": 12.5, "color": "red",
+                                       "dims": {"h": 30, "w": [1, 2]}})
+    assert r.status_code == 201, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    assert list(doc)[0] == "id"  # the id comes first
+    assert uuid.UUID(doc["id"]).version == 4
+    assert doc == {"id": doc["id"], "name": "lamp", "price": 12.5, "color": "red",
+                   "dims": {"h": 30, "w": [1, 2]}}
+    assert r.headers["ETag"] == '"1"'
+    assert r.headers["Location"] == f"/crud/products/{doc['id']}"
+
+    r = d.get(r.headers["Location"])
+    assert r.status_code == 200
+    assert r.json() == doc and r.headers["ETag"] == '"1"'
+
+
+def test_collection_without_rules_takes_any_object(d):
+    doc = create(d, {"anything": [1, None, {"deep": True}], "": "empty key"}, "orders")
+    assert doc["anything"] == [1, None, {"deep": True}] and doc[""] == "empty key"
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"price": 1}, "name"),
+    ({"name": None, "price": 1}, "name"),
+    ({"name": "lamp"}, "price"),
+    ({"name": 7, "price": 1}, "name"),
+    ({"name": "lamp", "price": "12"}, "price"),
+    ({"name": "lamp", "price": 1, "stock": 2.5}, "stock"),
+    ({"name": "lamp", "price": 1, "stock": "3"}, "stock"),
+    ({"name": "lamp", "price": 1, "active": "yes"}, "active"),
+    ({"name": "lamp", "price": 1, "tags": "a,b"}, "tags"),
+    ({"name": "lamp", "price": 1, "meta": [1]}, "meta"),
+    ({"id": "my-own-id", "name": "lamp", "price": 1}, "id"),
+])
+def test_create_enforces_the_collection_rules(d, body, field):
+    p = problem(d.post("/crud/products", json=body), 422, "validation", field)
+    assert field in p["detail"]
+    assert listing(d)["items"] == []
+
+
+def test_integer_accepts_whole_numbers_only(d):
+    assert d.post("/crud/products", json={"name": "a", "price": 1, "stock": 3}).status_code == 201
+    assert d.post("/crud/products", data='{"name": "b", "price": 1, "stock": 4.0}',
+                  headers={"Content-Type": "application/json"}).status_code == 201
+    problem(d.post("/crud/products", json={"name": "c", "price": 1, "stock": 1e300}),
+            422, "validation", "stock")
+
+
+@pytest.mark.parametrize("body", ["[]", "[{\"name\": \"lamp\"}]", "\"lamp\"", "3", "null"])
+def test_create_needs_a_json_object(d, body):
+    r = d.post("/crud/orders", data=body, headers={"Content-Type": "application/json"})
+    problem(r, 422, "validation", None)
+
+
+def test_malformed_json_is_refused_by_the_host(d):
+    r = d.post("/crud/orders", data="{\"a\": ", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+
+
+def test_unknown_collection_is_404_on_every_route(d):
+    doc_id = create(d, {"name": "lamp", "price": 1})["id"]
+    for r in (d.post("/crud/nope", json={"a": 1}), d.get("/crud/nope"),
+              d.get(f"/crud/nope/{doc_id}"), d.put(f"/crud/nope/{doc_id}", json={"a": 1}),
+              d.patch(f"/crud/nope/{doc_id}", json={"a": 1}),
+              d.delete(f"/crud/nope/{doc_id}")):
+        problem(r, 404, "not-found")
+
+
+def test_collections_are_kept_apart(d):
+    p = create(d, {"name": "lamp", "price": 1})
+    o = create(d, {"name": "order 1"}, "orders")
+    assert [x["id"] for x in listing(d)["items"]] == [p["id"]]
+    assert [x["id"] for x in listing(d, collection="orders")["items"]] == [o["id"]]
+    problem(d.get(f"/crud/orders/{p['id']}"), 404, "not-found")
+    problem(d.delete(f"/crud/orders/{p['id']}"), 404, "not-found")
+    assert d.get(f"/crud/products/{p['id']}").status_code == 200
+
+
+# -------------------------------------------------------------------- read
+
+
+def test_get_with_if_none_match(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    for tag in ('"1"', 'W/"1"', '"7", "1"', "*"):
+        r = d.get(url, headers={"If-None-Match": tag})
+        assert r.status_code == 304, tag
+        assert r.content == b"" and r.headers["ETag"] == '"1"'
+    r = d.get(url, headers={"If-None-Match": '"2"'})
+    assert r.status_code == 200 and r.json() == doc
+
+
+def test_get_unknown_document_is_404(d):
+    problem(d.get(f"/crud/products/{uuid.uuid4()}"), 404, "not-found")
+
+
+# ----------------------------------------------------------------- replace
+
+
+def test_put_replaces_the_whole_document(d):
+    doc = create(d, {"name": "lamp", "price": 1, "color": "red"})
+    url = f"/crud/products/{doc['id']}"
+    r = d.put(url, json={"name": "desk lamp", "price": 20})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": doc["id"], "name": "desk lamp", "price": 20}
+    assert r.headers["ETag"] == '"2"'
+    # Sending back what was read, id included, is fine.
+    got = d.get(url).json()
+    got["price"] = 21
+    r = d.put(url, json=got)
+    assert r.status_code == 200 and r.json() == got and r.headers["ETag"] == '"3"'
+
+
+def test_put_honours_if_match(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    r = d.put(url, json={"name": "x", "price": 2}, headers={"If-Match": '"2"'})
+    problem(r, 412, "precondition-failed")
+    assert r.headers["ETag"] == '"1"'
+    problem(d.put(url, json={"name": "x", "price": 2}, headers={"If-Match": 'W/"1"'}),
+            412, "precondition-failed")
+    assert d.get(url).json() == doc
+    r = d.put(url, json={"name": "x", "price": 2}, headers={"If-Match": '"0", "1"'})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"'
+    r = d.put(url, json={"name": "y", "price": 3}, headers={"If-Match": "*"})
+    assert r.status_code == 200 and r.headers["ETag"] == '"3"'
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": "x"}, "price"),
+    ({"name": "x", "price": "free"}, "price"),
+    ({"id": "another-id", "name": "x", "price": 1}, "id"),
+    ({"id": None, "name": "x", "price": 1}, "id"),
+])
+def test_put_enforces_rules_and_keeps_the_id(d, body, field):
+    doc = create(d, {"name": "lamp", "price": 1})
+    problem(d.put(f"/crud/products/{doc['id']}", json=body), 422, "validation", field)
+    r = d.get(f"/crud/products/{doc['id']}")
+    assert r.json() == doc and r.headers["ETag"] == '"1"'
+
+
+def test_put_unknown_document_is_404(d):
+    problem(d.put(f"/crud/products/{uuid.uuid4()}", json={"name": "x", "price": 1}),
+            404, "not-found")
+
+
+def test_concurrent_updates_with_if_match_let_one_win(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = d.url + f"/crud/products/{doc['id']}"
+    results = []
+    lock = threading.Lock()
+    start = threading.Barrier(6)
+
+    def go(i):
+        start.wait()
+        r = requests.put(url, json={"name": f"writer {i}", "price": i},
+                         headers={"If-Match": '"1"'}, timeout=30)
+        with lock:
+            results.append((r.status_code, i))
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    statuses = sorted(s for s, _ in results)
+    assert statuses == [200] + [412] * 5
+    winner = [i for s, i in results if s == 200][0]
+    r = d.get(f"/crud/products/{doc['id']}")
+    assert r.json()["name"] == f"writer {winner}" and r.headers["ETag"] == '"2"'
+
+
+# ------------------------------------------------------------------- patch
+
+
+def test_patch_merges_per_rfc7396(d):
+    doc = create(d, {"name": "lamp", "price": 1, "color": "red",
+                     "meta": {"a": 1, "b": {"c": 2}}, "tags": ["x", "y"]})
+    url = f"/crud/products/{doc['id']}"
+    r = d.patch(url, headers=MERGE_PATCH, data=json.dumps(
+        {"color": None, "price": 2.5, "meta": {"b": {"d": 3}, "a": None}, "tags": ["z"],
+         "new": {"n": None, "m": 1}}))
+    assert r.status_code == 200, r.text
+    want = {"id": doc["id"], "name": "lamp", "price": 2.5, "meta": {"b": {"c": 2, "d": 3}},
+            "tags": ["z"], "new": {"m": 1}}
+    assert r.json() == want
+    assert r.headers["ETag"] == '"2"'
+    assert d.get(url).json() == want
+    # Plain application/json is a merge patch too.
+    r = d.patch(url, json={"name": "big lamp"})
+    assert r.status_code == 200 and r.json()["name"] == "big lamp"
+    assert r.headers["ETag"] == '"3"'
+    # An empty patch changes nothing but still makes a new version.
+    r = d.patch(url, json={})
+    assert r.status_code == 200 and r.json()["name"] == "big lamp"
+    assert r.headers["ETag"] == '"4"'
+
+
+def test_patch_checks_rules_on_the_result(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    problem(d.patch(url, headers=MERGE_PATCH, data='{"price": null}'),
+            422, "validation", "price")
+    problem(d.patch(url, json={"stock": 1.5}), 422, "validation", "stock")
+    problem(d.patch(url, json={"id": "other"}), 422, "validation", "id")
+    problem(d.patch(url, json={"id": None}), 422, "validation", "id")
+    r = d.get(url)
+    assert r.json() == doc and r.headers["ETag"] == '"1"'
+    r = d.patch(url, json={"id": doc["id"], "stock": 3})
+    assert r.status_code == 200 and r.json()["stock"] == 3
+
+
+def test_patch_honours_if_match(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    r = d.patch(url, json={"price": 2}, headers={"If-Match": '"5"'})
+    problem(r, 412, "precondition-failed")
+    assert r.headers["ETag"] == '"1"'
+    r = d.patch(url, json={"price": 2}, headers={"If-Match": '"1"'})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"'
+
+
+def test_patch_takes_only_merge_patches(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    r = d.patch(url, data='[{"op": "remove", "path": "/price"}]',
+                headers={"Content-Type": "application/json-patch+json"})
+    problem(r, 415, "unsupported-media-type")
+    r = d.patch(url, data="[]", headers=MERGE_PATCH)
+    problem(r, 422, "validation", None)
+    assert d.get(url).json() == doc
+
+
+def test_patch_unknown_document_is_404(d):
+    problem(d.patch(f"/crud/products/{uuid.uuid4()}", json={"price": 2}), 404, "not-found")
+
+
+# ------------------------------------------------------------------ delete
+
+
+def test_delete_honours_if_match_then_removes(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    r = d.delete(url, headers={"If-Match": '"2"'})
+    problem(r, 412, "precondition-failed")
+    assert r.headers["ETag"] == '"1"'
+    assert d.get(url).status_code == 200
+    r = d.delete(url, headers={"If-Match": '"1"'})
+    assert r.status_code == 204 and r.content == b""
+    problem(d.get(url), 404, "not-found")
+    problem(d.delete(url), 404, "not-found")
+    assert listing(d)["items"] == []
+
+
+def test_delete_without_if_match_is_unconditional(d):
+    doc = create(d, {"name": "lamp", "price": 1})
+    d.patch(f"/crud/products/{doc['id']}", json={"price": 2})
+    assert d.delete(f"/crud/products/{doc['id']}").status_code == 204
+
+
+# -------------------------------------------------------------------- list
+
+
+def test_list_pages_in_creation_order(d):
+    ids = [create(d, {"name": f"p{i}", "price": i})["id"] for i in range(7)]
+    page = listing(d)
+    assert set(page) == {"items", "next_cursor"}
+    assert [x["id"] for x in page["items"]] == ids and page["next_cursor"] is None
+
+    seen, cursor = [], None
+    for _ in range(10):
+        page = listing(d, "limit=3" + (f"&cursor={cursor}" if cursor else ""))
+        assert len(page["items"]) <= 3
+        seen += [x["id"] for x in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == ids
+    # Deleting the item a cursor points after does not lose the rest.
+    first = listing(d, "limit=3")
+    assert d.delete(f"/crud/products/{ids[2]}").status_code == 204
+    rest = listing(d, f"limit=100&cursor={first['next_cursor']}")
+    assert [x["id"] for x in rest["items"]] == ids[3:]
+
+
+def test_list_default_limit_is_20(d):
+    for i in range(21):
+        create(d, {"n": i}, "orders")
+    page = listing(d, collection="orders")
+    assert len(page["items"]) == 20 and page["next_cursor"]
+    assert len(listing(d, f"cursor={page['next_cursor']}", "orders")["items"]) == 1
+
+
+@pytest.mark.parametrize("query,field", [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("limit=", "limit"),
+    ("cursor=%21%21", "cursor"), ("cursor=YWJj", "cursor"), ("cursor=", "cursor"),
+])
+def test_list_rejects_bad_limit_and_cursor(d, query, field):
+    problem(d.get("/crud/products?" + query), 422, "validation", field)
+
+
+def test_list_filters_on_fields(d):
+    create(d, {"name": "lamp", "price": 12.5, "active": True, "code": "42", "color": "red",
+               "size": 3})
+    create(d, {"name": "desk", "price": 3, "active": False, "code": "7", "color": "red",
+               "size": "3"})
+    create(d, {"name": "chair", "price": 3.0, "active": True, "code": "8", "color": "blue",
+               "size": 3.0})
+
+    assert names(d, "color=red") == ["lamp", "desk"]
+    assert names(d, "color=red&active=true") == ["lamp"]
+    assert names(d, "active=false") == ["desk"]
+    assert names(d, "price=3") == ["desk", "chair"]
+    assert names(d, "price=3.0") == ["desk", "chair"]
+    assert names(d, "price=12.5") == ["lamp"]
+    assert names(d, "code=42") == ["lamp"]  # declared string: compared as text
+    # undeclared: a JSON number matches numbers only, text matches text only
+    assert names(d, "size=3") == ["lamp", "chair"]
+    assert names(d, "color=green") == []
+    assert names(d, "nothing=here") == []
+    assert names(d, "name=desk&limit=1") == ["desk"]
+    assert names(d, "name=big+lamp") == []
+    create(d, {"name": "big lamp", "price": 1})
+    assert names(d, "name=big+lamp") == ["big lamp"]
+    assert names(d, "name=big%20lamp") == ["big lamp"]
+
+
+def test_list_filter_paging_keeps_the_filter(d):
+    for i in range(5):
+        create(d, {"name": f"r{i}", "price": i, "color": "red"})
+        create(d, {"name": f"b{i}", "price": i, "color": "blue"})
+    page = listing(d, "color=red&limit=2")
+    got = [x["name"] for x in page["items"]]
+    while page["next_cursor"]:
+        page = listing(d, f"color=red&limit=2&cursor={page['next_cursor']}")
+        got += [x["name"] for x in page["items"]]
+    assert got == [f"r{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("query,field", [
+    ("price=cheap", "price"),
+    ("stock=1.x", "stock"),
+    ("active=yes", "active"),
+    ("tags=a", "tags"),
+    ("meta=a", "meta"),
+    ("a.b=1", "a.b"),
+    ("name')%20OR%201=1--=x", "name') OR 1"),
+    ("a=1&b=2&c=3&d=4&e=5&f=6&g=7&h=8&i=9", "i"),
+    ("x" * 65 + "=1", "x" * 65),
+])
+def test_list_rejects_bad_filters(d, query, field):
+    create(d, {"name": "lamp", "price": 1})
+    problem(d.get("/crud/products?" + query), 422, "validation", field)
+
+
+def test_list_filter_values_are_data_not_sql(d):
+    create(d, {"name": "lamp", "price": 1})
+    assert names(d, "name=%27%20OR%20%271%27=%271") == []
+    assert names(d, "name=lamp%22%29%20--") == []
+    assert names(d, "name=lamp") == ["lamp"]
+
+
+@pytest.mark.parametrize("query", ["name=%zz", "name=%4", "name=%00"])
+def test_list_malformed_query_string(d, query):
+    # Through http.client: requests would re-encode a bad escape into a good one.
+    conn = http.client.HTTPConnection("127.0.0.1", d.port, timeout=10)
+    try:
+        conn.request("GET", "/crud/products?" + query)
+        resp = conn.getresponse()
+        body = json.loads(resp.read())
+    finally:
+        conn.close()
+    assert resp.status == 422
+    assert resp.getheader("Content-Type").startswith("application/problem+json")
+    assert body["type"].endswith("validation") and body.get("field") is None
+
+
+# ------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize("keys,needle", [
+    ({"collection.products.types": "price:float"}, "collection.products"),
+    ({"collection.products.types": "price"}, "collection.products"),
+    ({"collection.products.types": "price:number,price:string"}, "twice"),
+    ({"collection.products.required": "id"}, "'id'"),
+    ({"collections": "products, products"}, "twice"),
+    ({"collections": "pro.ducts"}, "pro.ducts"),
+    ({"collection.products.topic": "bad topic!"}, "collection.products.topic"),
+])
+def test_bad_rules_stop_the_start(evhostd, keys, needle):
+    conf = dict(PRODUCTS)
+    conf.update(keys)
+    d = evhostd({"plugin.crud": conf}, wait=False)
+    assert d.wait(timeout=30) != 0
+    assert needle in d.log_text()
+
+
+def test_default_collection_is_products(evhostd):
+    d = evhostd({"plugin.crud": {}})
+    assert create(d, {"anything": 1})["anything"] == 1
+    problem(d.get("/crud/orders"), 404, "not-found")
+
+
+# --------------------------------------------------- events on real Kafka
+
+
+def test_events_reach_kafka_per_collection(evhostd, kafka_bootstrap, unique_name):
+    topic = unique_name("crud.products")
+    conf = dict(PRODUCTS)
+    conf["collection.products.topic"] = topic
+    d = evhostd({"plugin.crud": conf}, brokers=kafka_bootstrap)
+
+    doc = create(d, {"name": "lamp", "price": 12.5})
+    url = f"/crud/products/{doc['id']}"
+    assert d.patch(url, json={"price": 10, "color": "red"}).status_code == 200
+    problem(d.patch(url, json={"price": "free"}), 422, "validation", "price")  # publishes nothing
+    r = d.put(url, json={"name": "lamp", "price": 9}, headers={"If-Match": '"2"'})
+    assert r.status_code == 200
+    assert d.delete(url).status_code == 204
+
+    msgs = lib.kafka_consume(topic, count=4, timeout=60, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_type"] for m in msgs] == [
+        "crud.products.created", "crud.products.updated", "crud.products.updated",
+        "crud.products.deleted"]
+    assert {m["key"] for m in msgs} == {doc["id"]}
+    assert len({m["partition"] for m in msgs}) == 1  # one key, one partition, in order
+    assert [json.loads(m["value"]) for m in msgs] == [
+        {"id": doc["id"], "name": "lamp", "price": 12.5},
+        {"id": doc["id"], "name": "lamp", "price": 10, "color": "red"},
+        {"id": doc["id"], "name": "lamp", "price": 9},
+        {"id": doc["id"]},
+    ]
+    for m in msgs:
+        h = m["headers"]
+        assert h["ce_specversion"] == "1.0" and h["ce_id"] and h["ce_source"].endswith("/crud")
+        assert h["content-type"].startswith("application/json")
+    assert len({m["headers"]["ce_id"] for m in msgs}) == 4
+    # Nothing else arrived (the refused patch published nothing).
+    assert len(lib.kafka_consume(topic, timeout=10, brokers=kafka_bootstrap)) == 4
+
+
+def test_default_topic_is_crud_dot_collection(evhostd, kafka_bootstrap, unique_name):
+    name = unique_name("c").replace(".", "_")
+    d = evhostd({"plugin.crud": {"collections": name}}, brokers=kafka_bootstrap)
+    doc = create(d, {"x": 1}, name)
+    [m] = lib.kafka_consume(f"crud.{name}", count=1, timeout=60, brokers=kafka_bootstrap)
+    assert m["key"] == doc["id"] and m["headers"]["ce_type"] == f"crud.{name}.created"
+    assert json.loads(m["value"]) == doc

@@ -1,0 +1,574 @@
+"""user.so against the real daemon: registration and its rules, reading and
+paging, login tokens, who may change or delete whom, the first administrator,
+503 when the outbox is full, start-up refusals for bad settings, and the
+USER_CREATED / USER_UPDATED / USER_DELETED events as a plain Kafka client
+(kcat) sees them on a real broker. HTTP-only tests use the embedded broker."""
+
+import base64
+import json
+import secrets
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+import evhost_testlib as lib
+
+ADMIN_EMAIL = "root@example.com"
+ADMIN_PASSWORD = "root-password-1"
+PASSWORD = "correct horse battery"
+FAST_HASHING = {"argon2_opslimit": "min", "argon2_memlimit": "min"}
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def user_config(tmp_path, admin=True, **keys):
+    """[auth] and [plugin.user] sections with fast hashing and, unless
+    admin=False, the first administrator."""
+    secret = tmp_path / "jwt.key"
+    secret.write_text(secrets.token_urlsafe(48))
+    conf = dict(FAST_HASHING)
+    if admin:
+        pw = tmp_path / "admin.password"
+        pw.write_text(ADMIN_PASSWORD + "\n")
+        conf.update(admin_email=ADMIN_EMAIL, admin_password_file=str(pw))
+    conf.update(keys)
+    return {"auth": {"jwt_secret_file": str(secret)}, "plugin.user": conf}
+
+
+@pytest.fixture
+def d(evhostd, tmp_path):
+    """A daemon with user.so on the embedded broker."""
+    return evhostd(user_config(tmp_path))
+
+
+def email():
+    return f"u.{uuid.uuid4().hex[:12]}@example.com"
+
+
+def register(d, name="Ada Lovelace", addr=None, password=PASSWORD):
+    r = d.post("/users", json={"name": name, "email": addr or email(), "password": password})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def login(d, addr, password=PASSWORD):
+    r = d.post("/auth/login", json={"email": addr, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+# The longest address allowed (254 characters) and one character more; DNS
+# labels stay within their 63.
+EMAIL_254 = "a" * 64 + "@" + "b" * 61 + "." + "c" * 61 + "." + "d" * 61 + ".com"
+EMAIL_255 = "a" * 64 + "@" + "b" * 61 + "." + "c" * 61 + "." + "d" * 62 + ".com"
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def problem(r, status, slug, field=None):
+    """Assert `r` is an RFC 9457 problem with this status, type and field."""
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+    p = r.json()
+    assert p["status"] == status
+    assert p["type"].endswith(slug), p
+    assert p.get("detail"), p
+    assert p.get("field") == field, p
+    return p
+
+
+def all_users(d, limit=100, headers=None):
+    items, cursor = [], None
+    for _ in range(100):
+        params = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        r = d.get("/users", params=params, headers=headers)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        items += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return items
+    raise AssertionError("paging did not end")
+
+
+# ------------------------------------------------------------ registration
+
+
+def test_register_returns_the_user_and_where_it_lives(d):
+    r = d.post("/users", json={"name": "  Ada Lovelace ", "email": " Ada.Lovelace@Example.COM ",
+                               "password": PASSWORD, "role": "admin", "extra": [1]})
+    assert r.status_code == 201, r.text
+    assert r.headers["Content-Type"].startswith("application/json")
+    user = r.json()
+    assert set(user) == {"id", "name", "email", "created_at", "updated_at"}
+    assert uuid.UUID(user["id"]).version == 4
+    assert user["name"] == "Ada Lovelace"
+    assert user["email"] == "ada.lovelace@example.com"
+    assert user["created_at"].endswith("Z") and user["created_at"] == user["updated_at"]
+    assert r.headers["Location"] == f"/users/{user['id']}"
+
+    r = d.get(r.headers["Location"])
+    assert r.status_code == 200
+    assert r.json() == user
+    # Unknown fields are ignored: "role" did not make anyone an admin.
+    assert claims(login(d, "ada.lovelace@example.com"))["roles"] == ["user"]
+    assert "password" not in r.text and "argon2" not in r.text
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"email": "a@example.com", "password": PASSWORD}, "name"),
+    ({"name": "  ", "email": "a@example.com", "password": PASSWORD}, "name"),
+    ({"name": "x" * 201, "email": "a@example.com", "password": PASSWORD}, "name"),
+    ({"name": 42, "email": "a@example.com", "password": PASSWORD}, "name"),
+    ({"name": "tab\there", "email": "a@example.com", "password": PASSWORD}, "name"),
+    ({"name": "Ada", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "not-an-email", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a b@example.com", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a@example", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a@@example.com", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a..b@example.com", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": EMAIL_255, "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a" * 65 + "@example.com", "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": ["a@example.com"], "password": PASSWORD}, "email"),
+    ({"name": "Ada", "email": "a@example.com"}, "password"),
+    ({"name": "Ada", "email": "a@example.com", "password": "1234567"}, "password"),
+    ({"name": "Ada", "email": "a@example.com", "password": "x" * 1025}, "password"),
+    ({"name": "Ada", "email": "a@example.com", "password": 12345678}, "password"),
+])
+def test_register_rejects_invalid_fields(d, body, field):
+    p = problem(d.post("/users", json=body), 422, "validation", field)
+    assert field in p["detail"]
+    assert [u["email"] for u in all_users(d)] == [ADMIN_EMAIL]  # nothing was stored
+
+
+def test_register_limits_are_inclusive(d):
+    name = "é" * 200  # 200 characters, 400 bytes
+    assert len(EMAIL_254) == 254 and len(EMAIL_255) == 255
+    r = d.post("/users", json={"name": name, "email": EMAIL_254, "password": "x" * 1024})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == name and r.json()["email"] == EMAIL_254
+    r = d.post("/users", json={"name": "Min", "email": email(), "password": "12345678"})
+    assert r.status_code == 201, r.text
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "\"text\"", "42", "null"])
+def test_register_needs_a_json_object(d, body):
+    r = d.post("/users", data=body, headers={"Content-Type": "application/json"})
+    problem(r, 422, "validation", None)
+
+
+def test_register_rejects_malformed_json_before_the_plugin(d):
+    r = d.post("/users", data="{\"name\": ", headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+
+
+def test_duplicate_email_is_a_conflict_whatever_its_case(d):
+    addr = email()
+    register(d, addr=addr)
+    r = d.post("/users", json={"name": "Other", "email": addr.upper(), "password": PASSWORD})
+    problem(r, 409, "conflict", "email")
+    assert [u["email"] for u in all_users(d)].count(addr) == 1
+
+
+def test_simultaneous_registrations_of_one_email_create_one_user(d):
+    addr = email()
+    statuses = []
+    lock = threading.Lock()
+    start = threading.Barrier(8)
+
+    def go(i):
+        start.wait()
+        r = requests.post(d.url + "/users", timeout=30,
+                          json={"name": f"Racer {i}", "email": addr, "password": PASSWORD})
+        with lock:
+            statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(statuses) == [201] + [409] * 7
+    assert [u["email"] for u in all_users(d)].count(addr) == 1
+
+
+# ---------------------------------------------------------- read and list
+
+
+def test_get_unknown_user_is_404(d):
+    problem(d.get(f"/users/{uuid.uuid4()}"), 404, "not-found")
+    problem(d.get("/users/not-a-uuid"), 404, "not-found")
+
+
+def test_list_pages_through_every_user_once_in_creation_order(d):
+    made = [register(d, name=f"User {i}")["id"] for i in range(7)]
+
+    r = d.get("/users")
+    assert r.status_code == 200
+    page = r.json()
+    assert set(page) == {"items", "next_cursor"}
+    assert page["next_cursor"] is None  # 8 users fit the default page of 20
+
+    seen = [u["id"] for u in all_users(d, limit=3)]
+    assert len(seen) == len(set(seen)) == 8
+    assert seen[1:] == made  # the administrator came first
+    for u in all_users(d, limit=3):
+        assert set(u) == {"id", "name", "email", "created_at", "updated_at"}
+
+
+def test_list_default_page_is_20_and_cursor_continues_after_deletes(d):
+    ids = [register(d, name=f"P{i}")["id"] for i in range(22)]
+    page = d.get("/users").json()
+    assert len(page["items"]) == 20 and page["next_cursor"]
+    # Delete the last user of the page the cursor points after: paging goes on.
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert d.delete(f"/users/{page['items'][-1]['id']}", headers=bearer(admin)).status_code == 204
+    rest = d.get("/users", params={"cursor": page["next_cursor"]}).json()
+    assert [u["id"] for u in rest["items"]] == ids[19:]
+    assert rest["next_cursor"] is None
+
+
+@pytest.mark.parametrize("query,field", [
+    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=ten", "limit"),
+    ("limit=", "limit"), ("limit=2.5", "limit"),
+    ("cursor=", "cursor"), ("cursor=!!!", "cursor"), ("cursor=YWJj", "cursor"),
+    ("cursor=MA", "cursor"),
+])
+def test_list_rejects_bad_limit_and_cursor(d, query, field):
+    problem(d.get("/users?" + query), 422, "validation", field)
+
+
+def test_list_limit_bounds_are_inclusive(d):
+    assert d.get("/users?limit=1").status_code == 200
+    assert d.get("/users?limit=100").status_code == 200
+
+
+def test_read_role_protects_reads(evhostd, tmp_path):
+    d = evhostd(user_config(tmp_path, read_role="user"))
+    user = register(d)
+    assert d.get("/users").status_code == 401
+    assert d.get(f"/users/{user['id']}").status_code == 401
+    token = login(d, user["email"])
+    assert d.get("/users", headers=bearer(token)).status_code == 200
+    assert d.get(f"/users/{user['id']}", headers=bearer(token)).json() == user
+    # Registration and login stay open.
+    assert d.post("/users", json={"name": "B", "email": email(),
+                                  "password": PASSWORD}).status_code == 201
+
+
+# ------------------------------------------------------------------ login
+
+
+def test_login_issues_a_token_for_the_user(evhostd, tmp_path):
+    d = evhostd(user_config(tmp_path, token_ttl=120))
+    user = register(d, addr="Grace@Example.com")
+    r = d.post("/auth/login", json={"email": " GRACE@example.com", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 120
+    c = claims(body["token"])
+    assert c["sub"] == user["id"]
+    assert c["roles"] == ["user"]
+    assert c["exp"] - c["iat"] == 120
+    # The token works on another route that needs one.
+    r = d.patch(f"/users/{user['id']}", json={"name": "Grace Hopper"},
+                headers=bearer(body["token"]))
+    assert r.status_code == 200, r.text
+
+
+def test_login_failures_look_the_same(d):
+    user = register(d)
+    wrong = d.post("/auth/login", json={"email": user["email"], "password": "wrong password"})
+    unknown = d.post("/auth/login", json={"email": email(), "password": PASSWORD})
+    malformed = d.post("/auth/login", json={"email": "nobody", "password": PASSWORD})
+    bodies = [problem(r, 401, "unauthorized") for r in (wrong, unknown, malformed)]
+    assert {p["detail"] for p in bodies} == {"invalid credentials"}
+    assert {p["title"] for p in bodies} == {bodies[0]["title"]}
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"password": PASSWORD}, "email"),
+    ({"email": 7, "password": PASSWORD}, "email"),
+    ({"email": "a@example.com"}, "password"),
+    ({"email": "a@example.com", "password": None}, "password"),
+])
+def test_login_needs_email_and_password_strings(d, body, field):
+    problem(d.post("/auth/login", json=body), 422, "validation", field)
+
+
+def test_login_without_a_jwt_secret_is_unavailable(evhostd):
+    d = evhostd({"plugin.user": dict(FAST_HASHING)})
+    user = register(d)
+    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
+            503, "unavailable")
+
+
+# ---------------------------------------------------------- change, delete
+
+
+def test_patch_changes_own_profile_and_password(d):
+    user = register(d)
+    token = login(d, user["email"])
+    new_addr = email()
+    time.sleep(0.01)  # so updated_at can differ from created_at at millisecond resolution
+    r = d.patch(f"/users/{user['id']}", headers=bearer(token),
+                json={"name": "Ada King", "email": new_addr.upper(), "password": "new password!",
+                      "id": "ignored"})
+    assert r.status_code == 200, r.text
+    changed = r.json()
+    assert changed["id"] == user["id"]
+    assert changed["name"] == "Ada King" and changed["email"] == new_addr
+    assert changed["created_at"] == user["created_at"]
+    assert changed["updated_at"] > user["updated_at"]
+    assert d.get(f"/users/{user['id']}").json() == changed
+    # The new password and email log in; the old ones no longer do.
+    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
+            401, "unauthorized")
+    problem(d.post("/auth/login", json={"email": new_addr, "password": PASSWORD}),
+            401, "unauthorized")
+    login(d, new_addr, "new password!")
+
+
+def test_patch_with_nothing_new_changes_nothing(d):
+    user = register(d)
+    token = login(d, user["email"])
+    for body in ({}, {"name": user["name"]}, {"email": user["email"].upper()}):
+        r = d.patch(f"/users/{user['id']}", json=body, headers=bearer(token))
+        assert r.status_code == 200
+        assert r.json() == user
+
+
+def test_only_the_user_or_an_admin_may_change_or_delete(d):
+    ada, bob = register(d, "Ada"), register(d, "Bob")
+    ada_token, bob_token = login(d, ada["email"]), login(d, bob["email"])
+
+    assert d.patch(f"/users/{ada['id']}", json={"name": "X"}).status_code == 401
+    assert d.delete(f"/users/{ada['id']}").status_code == 401
+    assert d.patch(f"/users/{ada['id']}", json={"name": "X"},
+                   headers=bearer("not.a.token")).status_code == 401
+    problem(d.patch(f"/users/{ada['id']}", json={"name": "X"}, headers=bearer(bob_token)),
+            403, "forbidden")
+    problem(d.delete(f"/users/{ada['id']}", headers=bearer(bob_token)), 403, "forbidden")
+    assert d.get(f"/users/{ada['id']}").json() == ada
+
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert claims(admin)["roles"] == ["admin", "user"]
+    r = d.patch(f"/users/{ada['id']}", json={"name": "Ada (checked)"}, headers=bearer(admin))
+    assert r.status_code == 200 and r.json()["name"] == "Ada (checked)"
+    assert d.delete(f"/users/{bob['id']}", headers=bearer(admin)).status_code == 204
+    problem(d.patch(f"/users/{uuid.uuid4()}", json={"name": "X"}, headers=bearer(admin)),
+            404, "not-found")
+    # Ada's own token still works for Ada.
+    assert d.patch(f"/users/{ada['id']}", json={"name": "Ada"},
+                   headers=bearer(ada_token)).status_code == 200
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"name": ""}, "name"),
+    ({"name": None}, "name"),
+    ({"email": "nope"}, "email"),
+    ({"password": "short"}, "password"),
+    ({"password": 123456789}, "password"),
+])
+def test_patch_rejects_invalid_fields(d, body, field):
+    user = register(d)
+    token = login(d, user["email"])
+    problem(d.patch(f"/users/{user['id']}", json=body, headers=bearer(token)),
+            422, "validation", field)
+    assert d.get(f"/users/{user['id']}").json() == user
+
+
+def test_patch_to_a_taken_email_is_a_conflict(d):
+    ada, bob = register(d, "Ada"), register(d, "Bob")
+    token = login(d, ada["email"])
+    problem(d.patch(f"/users/{ada['id']}", json={"name": "New", "email": bob["email"]},
+                    headers=bearer(token)), 409, "conflict", "email")
+    assert d.get(f"/users/{ada['id']}").json() == ada  # nothing of the change was kept
+
+
+def test_patch_needs_a_json_object(d):
+    user = register(d)
+    r = d.patch(f"/users/{user['id']}", data="[]", headers={
+        "Content-Type": "application/json", **bearer(login(d, user["email"]))})
+    problem(r, 422, "validation", None)
+
+
+def test_delete_removes_the_user(d):
+    user = register(d)
+    token = login(d, user["email"])
+    r = d.delete(f"/users/{user['id']}", headers=bearer(token))
+    assert r.status_code == 204 and r.content == b""
+    problem(d.get(f"/users/{user['id']}"), 404, "not-found")
+    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
+            401, "unauthorized")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    problem(d.delete(f"/users/{user['id']}", headers=bearer(admin)), 404, "not-found")
+    # The address is free again.
+    register(d, addr=user["email"])
+
+
+# ---------------------------------------------------- the first administrator
+
+
+def test_first_administrator_is_created_once(evhostd, tmp_path):
+    config = user_config(tmp_path)
+    d = evhostd(config)
+    admins = [u for u in all_users(d) if u["email"] == ADMIN_EMAIL]
+    assert len(admins) == 1 and admins[0]["name"] == "Administrator"
+    token = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert claims(token)["sub"] == admins[0]["id"]
+    assert ADMIN_PASSWORD not in d.log_text()
+    state_dir = d.state_dir
+    d.stop()
+
+    # Same state, new start: the account is kept, not created again.
+    d2 = evhostd(config, state_dir=state_dir)
+    assert [u for u in all_users(d2) if u["email"] == ADMIN_EMAIL] == admins
+
+
+def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
+    d = evhostd(user_config(tmp_path, admin=False))
+    squatter = register(d, "Squatter", addr=ADMIN_EMAIL, password="squatter password")
+    state_dir = d.state_dir
+    d.stop()
+
+    d2 = evhostd(user_config(tmp_path), state_dir=state_dir)
+    token = login(d2, ADMIN_EMAIL, "squatter password")
+    assert claims(token)["roles"] == ["user"]
+    assert claims(token)["sub"] == squatter["id"]
+    assert "not promoted" in d2.log_text()
+
+
+@pytest.mark.parametrize("keys,needle", [
+    ({"argon2_memlimit": "1k"}, "argon2_memlimit"),
+    ({"argon2_opslimit": "fast"}, "argon2_opslimit"),
+    ({"token_ttl": 0}, "token_ttl"),
+    ({"password_min_length": 0}, "password_min_length"),
+    ({"topic.created": ""}, "topic.created"),
+    ({"admin_email": "admin@example.com", "admin_password_file": None},
+     "admin_password_file"),
+    ({"admin_email": "not an email"}, "admin_email"),
+    ({"admin_password_file": "/nonexistent/admin.password"}, "/nonexistent/admin.password"),
+])
+def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):
+    config = user_config(tmp_path)
+    for k, v in keys.items():
+        if v is None:
+            config["plugin.user"].pop(k, None)
+        else:
+            config["plugin.user"][k] = v
+    d = evhostd(config, wait=False)
+    assert d.wait(timeout=30) != 0
+    assert needle in d.log_text()
+
+
+def test_unknown_key_is_refused_by_the_host(evhostd, tmp_path):
+    config = user_config(tmp_path)
+    config["plugin.user"]["argon2_limit"] = "min"
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode != 0
+    assert "unknown key 'argon2_limit'" in r.stdout + r.stderr
+
+
+# --------------------------------------------------------------- outbox full
+
+
+def test_full_outbox_answers_503_and_stores_nothing(evhostd, tmp_path):
+    # Nothing listens on the broker port, so every event stays in the outbox.
+    config = user_config(tmp_path, admin=False)
+    config["store"] = {"outbox_max_rows": 2}
+    d = evhostd(config, brokers=f"127.0.0.1:{lib.free_port()}")
+    register(d, "One")
+    register(d, "Two")
+    addr = email()
+    r = d.post("/users", json={"name": "Three", "email": addr, "password": PASSWORD})
+    problem(r, 503, "unavailable")
+    assert r.headers["Retry-After"] == "5"
+    assert addr not in [u["email"] for u in all_users(d)]
+    problem(d.post("/auth/login", json={"email": addr, "password": PASSWORD}),
+            401, "unauthorized")
+    # With no broker the host first waits for the outbox to drain (tens of
+    # seconds), so stop it here with room for that rather than in the fixture.
+    assert d.stop(timeout=120) == 0
+
+
+# --------------------------------------------------- events on real Kafka
+
+
+def test_events_reach_kafka_with_cloudevents_headers(evhostd, tmp_path, kafka_bootstrap,
+                                                     unique_name):
+    topics = {k: unique_name(f"user.{k}") for k in ("created", "updated", "deleted")}
+    config = user_config(tmp_path, admin=False, **{
+        "topic.created": topics["created"], "topic.updated": topics["updated"],
+        "topic.deleted": topics["deleted"]})
+    d = evhostd(config, brokers=kafka_bootstrap)
+
+    user = register(d, "Ada Lovelace", addr="Ada.Events@Example.com")
+    [m] = lib.kafka_consume(topics["created"], count=1, timeout=60, brokers=kafka_bootstrap)
+    assert m["key"] == user["id"]
+    assert json.loads(m["value"]) == {"id": user["id"], "name": "Ada Lovelace",
+                                      "email": "ada.events@example.com"}
+    h = m["headers"]
+    assert h["ce_type"] == "user.created"
+    assert h["ce_specversion"] == "1.0"
+    assert h["ce_source"].endswith("/user")
+    assert h["ce_id"] and h["ce_time"].endswith("Z")
+    assert h["content-type"].startswith("application/json")
+    assert h["traceparent"].startswith("00-")
+
+    token = login(d, "ada.events@example.com")
+    r = d.patch(f"/users/{user['id']}", json={"name": "Ada King", "password": "another one!"},
+                headers=bearer(token))
+    assert r.status_code == 200, r.text
+    [m] = lib.kafka_consume(topics["updated"], count=1, timeout=60, brokers=kafka_bootstrap)
+    assert m["key"] == user["id"]
+    assert m["headers"]["ce_type"] == "user.updated"
+    assert json.loads(m["value"]) == {"id": user["id"], "name": "Ada King",
+                                      "email": "ada.events@example.com",
+                                      "changed": ["name", "password"]}
+
+    assert d.delete(f"/users/{user['id']}", headers=bearer(token)).status_code == 204
+    [m] = lib.kafka_consume(topics["deleted"], count=1, timeout=60, brokers=kafka_bootstrap)
+    assert m["key"] == user["id"]
+    assert m["headers"]["ce_type"] == "user.deleted"
+    assert json.loads(m["value"]) == {"id": user["id"]}
+
+    # Refused requests publish nothing.
+    d.post("/users", json={"name": "Dup", "email": "ada.events@example.com",
+                           "password": "x"})
+    assert len(lib.kafka_consume(topics["created"], timeout=10, brokers=kafka_bootstrap)) == 1
+
+    # Passwords are in no event and no log line.
+    for topic in topics.values():
+        for m in lib.kafka_consume(topic, timeout=10, brokers=kafka_bootstrap):
+            assert PASSWORD not in m["value"] and "another one!" not in m["value"]
+            assert "argon2" not in m["value"]
+    assert PASSWORD not in d.log_text() and "another one!" not in d.log_text()
+
+
+def test_default_topic_is_user_created(evhostd, tmp_path, kafka_bootstrap):
+    # The old stack's topic name, read by a plain consumer; other tests may
+    # have written to it too, so look for this user's key.
+    d = evhostd(user_config(tmp_path, admin=False), brokers=kafka_bootstrap)
+    user = register(d)
+
+    def mine():
+        return [m for m in lib.kafka_consume("USER_CREATED", timeout=10, brokers=kafka_bootstrap)
+                if m["key"] == user["id"]]
+    [m] = lib.wait_until(mine, timeout=60, message="USER_CREATED for the new user")
+    assert json.loads(m["value"]) == {"id": user["id"], "name": user["name"],
+                                      "email": user["email"]}

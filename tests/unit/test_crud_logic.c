@@ -1,0 +1,484 @@
+/* crud.so's pure rules (plugins/crud/crud_logic.c) and the pagination
+ * helpers it shares with user.so (plugins/common/paging.c), compiled in
+ * directly: they make no SDK calls. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../plugins/common/paging.c"
+#include "../../plugins/crud/crud_logic.c"
+
+static int setup_sodium(void **state)
+{
+	(void)state;
+	return sodium_init() < 0 ? -1 : 0;
+}
+
+static void assert_json_equal(const cJSON *got, const char *want_text)
+{
+	cJSON *want = cJSON_Parse(want_text);
+	char *text = cJSON_PrintUnformatted(got);
+
+	assert_non_null(want);
+	if (!cJSON_Compare(got, want, 1))
+		fail_msg("got %s, want %s", text ? text : "(null)", want_text);
+	cJSON_free(text);
+	cJSON_Delete(want);
+}
+
+/* ------------------------------------------------------------------ names */
+
+static void test_names(void **state)
+{
+	(void)state;
+	assert_true(crud_field_name_ok("price_2"));
+	assert_false(crud_field_name_ok(""));
+	assert_false(crud_field_name_ok("a.b"));
+	assert_false(crud_field_name_ok("a-b"));
+	assert_false(crud_field_name_ok("a b"));
+	assert_false(crud_field_name_ok("$"));
+	assert_false(crud_field_name_ok("x\"]"));
+	assert_false(crud_field_name_ok(NULL));
+	assert_true(crud_field_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	assert_false(crud_field_name_ok("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"));
+	assert_true(crud_collection_name_ok("order-lines_2"));
+	assert_false(crud_collection_name_ok("a.b"));
+	assert_false(crud_collection_name_ok("a/b"));
+}
+
+/* ------------------------------------------------------------------ rules */
+
+static void test_rules_parse(void **state)
+{
+	crud_rules r;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(crud_rules_parse(&r, " name, price ",
+	                                  "name:string, price:number,qty:integer, tags:array,"
+	                                  "meta:object, ok:boolean",
+	                                  err, sizeof err),
+	                 0);
+	assert_int_equal(r.nrequired, 2);
+	assert_string_equal(r.required[1], "price");
+	assert_int_equal(r.ntypes, 6);
+	assert_int_equal(crud_rules_type_of(&r, "price"), CRUD_T_NUMBER);
+	assert_int_equal(crud_rules_type_of(&r, "qty"), CRUD_T_INTEGER);
+	assert_int_equal(crud_rules_type_of(&r, "ok"), CRUD_T_BOOLEAN);
+	assert_int_equal(crud_rules_type_of(&r, "nope"), CRUD_T_ANY);
+
+	assert_int_equal(crud_rules_parse(&r, NULL, NULL, err, sizeof err), 0);
+	assert_int_equal(r.nrequired + r.ntypes, 0);
+	assert_int_equal(crud_rules_parse(&r, "", "", err, sizeof err), 0);
+
+	assert_int_equal(crud_rules_parse(&r, "bad!", NULL, err, sizeof err), -1);
+	assert_non_null(strstr(err, "bad!"));
+	assert_int_equal(crud_rules_parse(&r, "id", NULL, err, sizeof err), -1);
+	assert_int_equal(crud_rules_parse(&r, "a,,b", NULL, err, sizeof err), -1);
+	assert_int_equal(crud_rules_parse(&r, NULL, "x:float", err, sizeof err), -1);
+	assert_non_null(strstr(err, "float"));
+	assert_int_equal(crud_rules_parse(&r, NULL, "x", err, sizeof err), -1);
+	assert_int_equal(crud_rules_parse(&r, NULL, "a:string,a:number", err, sizeof err), -1);
+	assert_non_null(strstr(err, "twice"));
+	assert_int_equal(crud_rules_parse(&r, NULL, "id:string", err, sizeof err), -1);
+}
+
+static void test_rules_parse_limit(void **state)
+{
+	char list[512] = "";
+	crud_rules r;
+	char err[256];
+	int i;
+	(void)state;
+
+	for (i = 0; i < CRUD_RULES_MAX; i++)
+		snprintf(list + strlen(list), sizeof list - strlen(list), "%sf%d", i ? "," : "", i);
+	assert_int_equal(crud_rules_parse(&r, list, NULL, err, sizeof err), 0);
+	strcat(list, ",one_more");
+	assert_int_equal(crud_rules_parse(&r, list, NULL, err, sizeof err), -1);
+}
+
+static int check(const crud_rules *r, const char *doc_text, const char **field)
+{
+	char detail[160];
+	cJSON *doc = cJSON_Parse(doc_text);
+	int rc;
+
+	assert_non_null(doc);
+	*field = NULL;
+	rc = crud_rules_check(r, doc, field, detail, sizeof detail);
+	cJSON_Delete(doc);
+	return rc;
+}
+
+static void test_rules_check(void **state)
+{
+	const char *field;
+	crud_rules r;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(crud_rules_parse(&r, "name,price",
+	                                  "name:string,price:number,qty:integer,ok:boolean,"
+	                                  "tags:array,meta:object",
+	                                  err, sizeof err),
+	                 0);
+	assert_int_equal(check(&r, "{\"name\":\"lamp\",\"price\":12.5}", &field), 0);
+	assert_int_equal(check(&r, "{\"name\":\"lamp\",\"price\":1,\"qty\":2,\"ok\":false,"
+	                           "\"tags\":[],\"meta\":{},\"extra\":null}",
+	                       &field),
+	                 0);
+	assert_int_equal(check(&r, "{\"price\":1}", &field), -1);
+	assert_string_equal(field, "name");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":null}", &field), -1);
+	assert_string_equal(field, "price");
+	assert_int_equal(check(&r, "{\"name\":3,\"price\":1}", &field), -1);
+	assert_string_equal(field, "name");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":\"1\"}", &field), -1);
+	assert_string_equal(field, "price");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":2.5}", &field), -1);
+	assert_string_equal(field, "qty");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":2.0}", &field), 0);
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":1e300}", &field), -1);
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"ok\":1}", &field), -1);
+	assert_string_equal(field, "ok");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"tags\":{}}", &field), -1);
+	assert_string_equal(field, "tags");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"meta\":[]}", &field), -1);
+	assert_string_equal(field, "meta");
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"meta\":null}", &field), -1);
+}
+
+/* ------------------------------------------------------------ merge patch */
+
+/* RFC 7396, Appendix A, every example; then a few of our own. */
+static const char *const merge_cases[][3] = {
+    {"{\"a\":\"b\"}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"b\":\"c\"}", "{\"a\":\"b\",\"b\":\"c\"}"},
+    {"{\"a\":\"b\"}", "{\"a\":null}", "{}"},
+    {"{\"a\":\"b\",\"b\":\"c\"}", "{\"a\":null}", "{\"b\":\"c\"}"},
+    {"{\"a\":[\"b\"]}", "{\"a\":\"c\"}", "{\"a\":\"c\"}"},
+    {"{\"a\":\"c\"}", "{\"a\":[\"b\"]}", "{\"a\":[\"b\"]}"},
+    {"{\"a\":{\"b\":\"c\"}}", "{\"a\":{\"b\":\"d\",\"c\":null}}", "{\"a\":{\"b\":\"d\"}}"},
+    {"{\"a\":[{\"b\":\"c\"}]}", "{\"a\":[1]}", "{\"a\":[1]}"},
+    {"[\"a\",\"b\"]", "[\"c\",\"d\"]", "[\"c\",\"d\"]"},
+    {"{\"a\":\"b\"}", "[\"c\"]", "[\"c\"]"},
+    {"{\"a\":\"foo\"}", "null", "null"},
+    {"{\"a\":\"foo\"}", "\"bar\"", "\"bar\""},
+    {"{\"e\":null}", "{\"a\":1}", "{\"e\":null,\"a\":1}"},
+    {"[1,2]", "{\"a\":\"b\",\"c\":null}", "{\"a\":\"b\"}"},
+    {"{}", "{\"a\":{\"bb\":{\"ccc\":null}}}", "{\"a\":{\"bb\":{}}}"},
+    /* ours: deep merge keeps siblings; a nested object onto a scalar drops its nulls */
+    {"{\"a\":{\"x\":1,\"y\":{\"z\":2}}}", "{\"a\":{\"y\":{\"w\":3}}}",
+     "{\"a\":{\"x\":1,\"y\":{\"z\":2,\"w\":3}}}"},
+    {"{\"a\":5}", "{\"a\":{\"b\":null,\"c\":1}}", "{\"a\":{\"c\":1}}"},
+    {"{\"a\":1}", "{}", "{\"a\":1}"},
+    {"{\"a\":1}", "{\"missing\":null}", "{\"a\":1}"},
+};
+
+static void test_merge_patch_rfc7396(void **state)
+{
+	size_t i;
+	(void)state;
+
+	for (i = 0; i < sizeof merge_cases / sizeof merge_cases[0]; i++) {
+		cJSON *target = cJSON_Parse(merge_cases[i][0]);
+		cJSON *patch = cJSON_Parse(merge_cases[i][1]);
+		cJSON *result;
+
+		assert_non_null(target);
+		assert_non_null(patch);
+		result = crud_merge_patch(target, patch);
+		assert_non_null(result);
+		assert_json_equal(result, merge_cases[i][2]);
+		cJSON_Delete(result);
+		cJSON_Delete(patch);
+	}
+}
+
+static void test_merge_keeps_member_order(void **state)
+{
+	cJSON *doc = cJSON_Parse("{\"id\":\"x\",\"a\":1,\"b\":2}");
+	cJSON *patch = cJSON_Parse("{\"a\":3}");
+	char *text;
+	(void)state;
+
+	doc = crud_merge_patch(doc, patch);
+	text = cJSON_PrintUnformatted(doc);
+	assert_string_equal(text, "{\"id\":\"x\",\"a\":3,\"b\":2}");
+	cJSON_free(text);
+	cJSON_Delete(doc);
+	cJSON_Delete(patch);
+}
+
+static void expect_set_id(const char *in, const char *want)
+{
+	cJSON *doc = cJSON_Parse(in);
+	char *text;
+
+	assert_non_null(doc);
+	assert_int_equal(crud_doc_set_id(doc, "u-1"), 0);
+	text = cJSON_PrintUnformatted(doc);
+	assert_string_equal(text, want);
+	cJSON_free(text);
+	cJSON_Delete(doc);
+}
+
+static void test_doc_id(void **state)
+{
+	cJSON *doc;
+	(void)state;
+
+	expect_set_id("{}", "{\"id\":\"u-1\"}");
+	expect_set_id("{\"a\":1}", "{\"id\":\"u-1\",\"a\":1}");
+	expect_set_id("{\"a\":1,\"id\":\"other\"}", "{\"id\":\"u-1\",\"a\":1}");
+	expect_set_id("{\"id\":1,\"a\":1,\"id\":2}", "{\"id\":\"u-1\",\"a\":1}");
+
+	doc = cJSON_Parse("{\"a\":1}");
+	assert_true(crud_doc_id_compatible(doc, "u-1"));
+	cJSON_Delete(doc);
+	doc = cJSON_Parse("{\"id\":\"u-1\"}");
+	assert_true(crud_doc_id_compatible(doc, "u-1"));
+	cJSON_Delete(doc);
+	doc = cJSON_Parse("{\"id\":\"u-2\"}");
+	assert_false(crud_doc_id_compatible(doc, "u-1"));
+	cJSON_Delete(doc);
+	doc = cJSON_Parse("{\"id\":null}");
+	assert_false(crud_doc_id_compatible(doc, "u-1"));
+	cJSON_Delete(doc);
+}
+
+/* ------------------------------------------------------- HTTP conditions */
+
+static void test_etags(void **state)
+{
+	(void)state;
+	assert_true(crud_etag_matches("\"3\"", 3, 0));
+	assert_true(crud_etag_matches(" \"3\" ", 3, 0));
+	assert_false(crud_etag_matches("\"3\"", 4, 0));
+	assert_false(crud_etag_matches("\"30\"", 3, 0));
+	assert_false(crud_etag_matches("\"\"", 3, 0));
+	assert_true(crud_etag_matches("\"1\", \"2\",\"3\"", 3, 0));
+	assert_true(crud_etag_matches("*", 3, 0));
+	assert_true(crud_etag_matches("*", 3, 1));
+	/* weak tags never match strongly (If-Match), but do weakly (If-None-Match) */
+	assert_false(crud_etag_matches("W/\"3\"", 3, 0));
+	assert_true(crud_etag_matches("W/\"3\"", 3, 1));
+	assert_true(crud_etag_matches("\"3\"", 3, 1));
+	/* malformed: matches nothing */
+	assert_false(crud_etag_matches("3", 3, 0));
+	assert_false(crud_etag_matches("\"3", 3, 0));
+	assert_false(crud_etag_matches("", 3, 0));
+}
+
+static void test_media_types(void **state)
+{
+	(void)state;
+	assert_true(crud_media_type_is("application/merge-patch+json",
+	                               "application/merge-patch+json"));
+	assert_true(crud_media_type_is("Application/JSON; charset=utf-8", "application/json"));
+	assert_true(crud_media_type_is(" application/json", "application/json"));
+	assert_false(crud_media_type_is("application/json-patch+json", "application/json"));
+	assert_false(crud_media_type_is("application/jsonx", "application/json"));
+	assert_false(crud_media_type_is(NULL, "application/json"));
+}
+
+/* ---------------------------------------------------------- query string */
+
+static void test_query_string(void **state)
+{
+	const char *qs = "a=1&&b=hello+world&c=%41%2b%c3%A9&d&limit=5&e=";
+	char name[16], value[32];
+	(void)state;
+
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "a");
+	assert_string_equal(value, "1");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "b");
+	assert_string_equal(value, "hello world");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "c");
+	assert_string_equal(value, "A+\xc3\xa9");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "d");
+	assert_string_equal(value, "");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "limit");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_string_equal(name, "e");
+	assert_string_equal(value, "");
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
+
+	qs = "x=%zz";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), -1);
+	qs = "x=%00";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), -1);
+	qs = "x=%4";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), -1);
+	qs = "x=%";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), -1);
+	qs = "averyveryverylongname=1";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), -1);
+	qs = "";
+	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
+}
+
+/* ---------------------------------------------------------------- filters */
+
+static void test_filters_inferred(void **state)
+{
+	crud_filter f;
+	const char *why;
+	(void)state;
+
+	assert_int_equal(crud_filter_make(&f, "active", "true", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_BOOL);
+	assert_int_equal(f.i, 1);
+	assert_string_equal(f.json_type, "true");
+	assert_string_equal(f.path, "$.active");
+	assert_int_equal(crud_filter_make(&f, "active", "false", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.i, 0);
+	assert_string_equal(f.json_type_alt, "false");
+
+	assert_int_equal(crud_filter_make(&f, "qty", "42", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_INT);
+	assert_int_equal(f.i, 42);
+	assert_string_equal(f.json_type, "integer");
+	assert_string_equal(f.json_type_alt, "real");
+	assert_int_equal(crud_filter_make(&f, "qty", "-1.5e3", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_REAL);
+	assert_true(f.r == -1500.0);
+	assert_int_equal(crud_filter_make(&f, "qty", "99999999999999999999", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_REAL);
+
+	/* not JSON numbers or booleans: compared as text */
+	static const char *const texts[] = {"lamp", "042", "1.", ".5", "+1", "0x10", "1e",
+	                                    "True", "inf", "nan", " 1", ""};
+	for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+		assert_int_equal(crud_filter_make(&f, "name", texts[i], CRUD_T_ANY, &why), 0);
+		assert_int_equal(f.kind, CRUD_F_TEXT);
+		assert_string_equal(f.text, texts[i]);
+		assert_string_equal(f.json_type, "text");
+	}
+}
+
+static void test_filters_declared(void **state)
+{
+	char big[CRUD_FILTER_VALUE_MAX + 2];
+	crud_filter f;
+	const char *why;
+	(void)state;
+
+	assert_int_equal(crud_filter_make(&f, "code", "42", CRUD_T_STRING, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_TEXT);
+	assert_int_equal(crud_filter_make(&f, "code", "true", CRUD_T_STRING, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_TEXT);
+	assert_int_equal(crud_filter_make(&f, "price", "12.5", CRUD_T_NUMBER, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_REAL);
+	assert_int_equal(crud_filter_make(&f, "price", "cheap", CRUD_T_NUMBER, &why), -1);
+	assert_int_equal(crud_filter_make(&f, "qty", "3", CRUD_T_INTEGER, &why), 0);
+	assert_int_equal(crud_filter_make(&f, "ok", "yes", CRUD_T_BOOLEAN, &why), -1);
+	assert_int_equal(crud_filter_make(&f, "ok", "false", CRUD_T_BOOLEAN, &why), 0);
+	assert_int_equal(crud_filter_make(&f, "meta", "x", CRUD_T_OBJECT, &why), -1);
+	assert_int_equal(crud_filter_make(&f, "tags", "x", CRUD_T_ARRAY, &why), -1);
+
+	assert_int_equal(crud_filter_make(&f, "a.b", "x", CRUD_T_ANY, &why), -1);
+	assert_int_equal(crud_filter_make(&f, "a') OR 1=1 --", "x", CRUD_T_ANY, &why), -1);
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	assert_int_equal(crud_filter_make(&f, "name", big, CRUD_T_ANY, &why), -1);
+	big[sizeof big - 2] = '\0';
+	assert_int_equal(crud_filter_make(&f, "name", big, CRUD_T_ANY, &why), 0);
+}
+
+/* ------------------------------------------------------------- pagination */
+
+static void test_cursor_round_trip(void **state)
+{
+	static const int64_t seqs[] = {1, 9, 10, 12345, 999999999999999999LL};
+	char cursor[PAGING_CURSOR_MAX];
+	int64_t seq;
+	size_t i;
+	(void)state;
+
+	for (i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+		assert_int_equal(paging_cursor_encode(seqs[i], cursor, sizeof cursor), 0);
+		assert_null(strpbrk(cursor, "+/=")); /* URL-safe, no padding */
+		assert_int_equal(paging_cursor_decode(cursor, &seq), 0);
+		assert_int_equal(seq, seqs[i]);
+	}
+	assert_int_equal(paging_cursor_encode(12345, cursor, sizeof cursor), 0);
+	assert_string_equal(cursor, "MTIzNDU"); /* base64url("12345") */
+	assert_int_equal(paging_cursor_encode(0, cursor, sizeof cursor), -1);
+	assert_int_equal(paging_cursor_encode(-4, cursor, sizeof cursor), -1);
+	assert_int_equal(paging_cursor_encode(12345, cursor, 4), -1);
+}
+
+static void test_cursor_rejects_foreign(void **state)
+{
+	int64_t seq;
+	(void)state;
+
+	assert_int_equal(paging_cursor_decode("", &seq), -1);
+	assert_int_equal(paging_cursor_decode(NULL, &seq), -1);
+	assert_int_equal(paging_cursor_decode("!!!!", &seq), -1);
+	assert_int_equal(paging_cursor_decode("YWJj", &seq), -1);      /* "abc" */
+	assert_int_equal(paging_cursor_decode("MA", &seq), -1);        /* "0" */
+	assert_int_equal(paging_cursor_decode("MDE", &seq), -1);       /* "01" */
+	assert_int_equal(paging_cursor_decode("LTE", &seq), -1);       /* "-1" */
+	assert_int_equal(paging_cursor_decode("MTIzNDU=", &seq), -1);  /* padded */
+	assert_int_equal(paging_cursor_decode("MTIz NDU", &seq), -1);
+	/* 19 digits: beyond what a cursor ever holds */
+	assert_int_equal(paging_cursor_decode("OTk5OTk5OTk5OTk5OTk5OTk5OQ", &seq), -1);
+	assert_int_equal(paging_cursor_decode("MTIzNDU", &seq), 0);
+	assert_int_equal(seq, 12345);
+}
+
+static void test_limit(void **state)
+{
+	int v = 0;
+	(void)state;
+
+	assert_int_equal(paging_limit_parse(NULL, 20, 100, &v), 0);
+	assert_int_equal(v, 20);
+	assert_int_equal(paging_limit_parse("1", 20, 100, &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(paging_limit_parse("100", 20, 100, &v), 0);
+	assert_int_equal(v, 100);
+	assert_int_equal(paging_limit_parse("0", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("101", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("-1", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("ten", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("5 ", 20, 100, &v), -1);
+	assert_int_equal(paging_limit_parse("99999999999", 20, 100, &v), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_rules_parse),
+	    cmocka_unit_test(test_rules_parse_limit),
+	    cmocka_unit_test(test_rules_check),
+	    cmocka_unit_test(test_merge_patch_rfc7396),
+	    cmocka_unit_test(test_merge_keeps_member_order),
+	    cmocka_unit_test(test_doc_id),
+	    cmocka_unit_test(test_etags),
+	    cmocka_unit_test(test_media_types),
+	    cmocka_unit_test(test_query_string),
+	    cmocka_unit_test(test_filters_inferred),
+	    cmocka_unit_test(test_filters_declared),
+	    cmocka_unit_test(test_cursor_round_trip),
+	    cmocka_unit_test(test_cursor_rejects_foreign),
+	    cmocka_unit_test(test_limit),
+	};
+	return cmocka_run_group_tests(tests, setup_sodium, NULL);
+}

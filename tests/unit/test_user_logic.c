@@ -1,0 +1,270 @@
+/* user.so's pure rules (plugins/user/user_logic.c) and the id/time helpers
+ * it shares with crud.so (plugins/common/ids.c), compiled in directly: they
+ * make no SDK calls. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../../plugins/common/ids.c"
+#include "../../plugins/user/user_logic.c"
+
+static int setup_sodium(void **state)
+{
+	(void)state;
+	return sodium_init() < 0 ? -1 : 0;
+}
+
+static void expect_email(const char *in, const char *want)
+{
+	char out[USER_EMAIL_MAX + 1];
+	const char *why = NULL;
+	int rc = user_email_normalize(in, out, &why);
+
+	if (rc != 0)
+		fail_msg("'%s' rejected: %s", in, why);
+	assert_string_equal(out, want);
+}
+
+static void expect_bad_email(const char *in)
+{
+	char out[USER_EMAIL_MAX + 1];
+	const char *why = NULL;
+
+	if (user_email_normalize(in, out, &why) == 0)
+		fail_msg("'%s' accepted as '%s'", in, out);
+	assert_non_null(why);
+}
+
+static void test_email_normalized(void **state)
+{
+	(void)state;
+	expect_email("  Ada@Example.COM\t", "ada@example.com");
+	expect_email("a.b+tag@mail.sub.example.org", "a.b+tag@mail.sub.example.org");
+	expect_email("o'neil_x-y{z}@example-host.io", "o'neil_x-y{z}@example-host.io");
+	expect_email("x@xn--p1ai.xn--p1ai", "x@xn--p1ai.xn--p1ai");
+	expect_email("1@2.co", "1@2.co");
+}
+
+static void test_email_rejected(void **state)
+{
+	char longest[300], local65[100];
+	(void)state;
+
+	expect_bad_email("");
+	expect_bad_email("   ");
+	expect_bad_email("plain");
+	expect_bad_email("a@b");
+	expect_bad_email("a@@b.com");
+	expect_bad_email("a@b@c.com");
+	expect_bad_email("@b.com");
+	expect_bad_email("a@");
+	expect_bad_email("a b@c.com");
+	expect_bad_email("a@c .com");
+	expect_bad_email(".a@b.com");
+	expect_bad_email("a.@b.com");
+	expect_bad_email("a..b@c.com");
+	expect_bad_email("a(b)@c.com");
+	expect_bad_email("a@-b.com");
+	expect_bad_email("a@b-.com");
+	expect_bad_email("a@b..com");
+	expect_bad_email("a@.b.com");
+	expect_bad_email("a@b.com.");
+	expect_bad_email("a@b.c");
+	expect_bad_email("a@1.2.3.4");
+	expect_bad_email("a@b_c.com");
+	expect_bad_email("\xc3\xa9@example.com");
+	expect_bad_email("a\x01@example.com");
+
+	/* 254 characters is the limit: 64 + '@' + 189 */
+	memset(longest, 'a', 64);
+	longest[64] = '@';
+	memset(longest + 65, 'b', 60);
+	memcpy(longest + 125, ".", 1);
+	memset(longest + 126, 'c', 60);
+	memcpy(longest + 186, ".", 1);
+	memset(longest + 187, 'd', 60);
+	memcpy(longest + 247, ".", 1);
+	memcpy(longest + 248, "abcdef", 7); /* 254 characters */
+	assert_int_equal(strlen(longest), 254);
+	expect_email(longest, longest);
+	memcpy(longest + 248, "abcdefg", 8);
+	expect_bad_email(longest);
+
+	memset(local65, 'a', 65);
+	memcpy(local65 + 65, "@example.com", 13);
+	expect_bad_email(local65);
+	memmove(local65 + 64, local65 + 65, 13);
+	expect_email(local65, local65);
+}
+
+static void test_name_rules(void **state)
+{
+	const char *start, *why;
+	char name[1024];
+	size_t len, i;
+	(void)state;
+
+	assert_int_equal(user_name_check("  Ada Lovelace \n", &start, &len, &why), 0);
+	assert_int_equal(len, strlen("Ada Lovelace"));
+	assert_memory_equal(start, "Ada Lovelace", len);
+
+	assert_int_equal(user_name_check("", &start, &len, &why), -1);
+	assert_int_equal(user_name_check(" \t ", &start, &len, &why), -1);
+	assert_int_equal(user_name_check("bad\x01name", &start, &len, &why), -1);
+	assert_int_equal(user_name_check("bad\xc2\x85name", &start, &len, &why), -1); /* C1 */
+	assert_int_equal(user_name_check("\xff", &start, &len, &why), -1);
+	assert_int_equal(user_name_check("\xc0\x80", &start, &len, &why), -1);     /* overlong */
+	assert_int_equal(user_name_check("\xed\xa0\x80", &start, &len, &why), -1); /* surrogate */
+	assert_int_equal(user_name_check("\xf4\x90\x80\x80", &start, &len, &why), -1);
+	assert_int_equal(user_name_check("\xe2\x82", &start, &len, &why), -1); /* cut short */
+
+	/* 200 two-byte characters fit; 201 do not: the limit counts characters */
+	for (i = 0; i < 200; i++)
+		memcpy(name + 2 * i, "\xc3\xa9", 2);
+	name[400] = '\0';
+	assert_int_equal(user_name_check(name, &start, &len, &why), 0);
+	assert_int_equal(len, 400);
+	memcpy(name + 400, "\xc3\xa9", 3);
+	assert_int_equal(user_name_check(name, &start, &len, &why), -1);
+	assert_string_equal(why, "name must be at most 200 characters");
+}
+
+static void test_password_rules(void **state)
+{
+	char pw[1100];
+	const char *why;
+	(void)state;
+
+	assert_int_equal(user_password_check("1234567", 8, &why), -1);
+	assert_int_equal(user_password_check("12345678", 8, &why), 0);
+	/* seven characters in fourteen bytes are still too short */
+	assert_int_equal(user_password_check("\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+	                                     "\xc3\xa9",
+	                                     8, &why),
+	                 -1);
+	assert_int_equal(user_password_check("abcdefg\xff", 8, &why), -1);
+	memset(pw, 'x', 1024);
+	pw[1024] = '\0';
+	assert_int_equal(user_password_check(pw, 8, &why), 0);
+	pw[1024] = 'x';
+	pw[1025] = '\0';
+	assert_int_equal(user_password_check(pw, 8, &why), -1);
+	assert_string_equal(why, "password must be at most 1024 bytes");
+}
+
+static void test_utf8_chars(void **state)
+{
+	(void)state;
+	assert_int_equal(user_utf8_chars("", 0), 0);
+	assert_int_equal(user_utf8_chars("abc", 3), 3);
+	assert_int_equal(user_utf8_chars("\xe2\x82\xac\xf0\x9f\x98\x80", 7), 2);
+	assert_int_equal(user_utf8_chars("\xe0\x80\xaf", 3), -1); /* overlong '/' */
+}
+
+static void test_argon2_settings(void **state)
+{
+	unsigned long long ops;
+	size_t mem;
+	const char *why;
+	(void)state;
+
+	assert_int_equal(user_argon2_opslimit("min", &ops, &why), 0);
+	assert_int_equal(ops, crypto_pwhash_OPSLIMIT_MIN);
+	assert_int_equal(user_argon2_opslimit("interactive", &ops, &why), 0);
+	assert_int_equal(ops, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	assert_int_equal(user_argon2_opslimit(NULL, &ops, &why), 0);
+	assert_int_equal(ops, crypto_pwhash_OPSLIMIT_INTERACTIVE);
+	assert_int_equal(user_argon2_opslimit("moderate", &ops, &why), 0);
+	assert_int_equal(ops, crypto_pwhash_OPSLIMIT_MODERATE);
+	assert_int_equal(user_argon2_opslimit("7", &ops, &why), 0);
+	assert_int_equal(ops, 7);
+	assert_int_equal(user_argon2_opslimit("0", &ops, &why), -1);
+	assert_int_equal(user_argon2_opslimit("", &ops, &why), -1);
+	assert_int_equal(user_argon2_opslimit("fast", &ops, &why), -1);
+	assert_int_equal(user_argon2_opslimit("3x", &ops, &why), -1);
+	assert_int_equal(user_argon2_opslimit("99999999999999999999999", &ops, &why), -1);
+
+	assert_int_equal(user_argon2_memlimit("min", &mem, &why), 0);
+	assert_int_equal(mem, crypto_pwhash_MEMLIMIT_MIN);
+	assert_int_equal(user_argon2_memlimit("moderate", &mem, &why), 0);
+	assert_int_equal(mem, crypto_pwhash_MEMLIMIT_MODERATE);
+	assert_int_equal(user_argon2_memlimit("64M", &mem, &why), 0);
+	assert_int_equal(mem, 64u * 1024 * 1024);
+	assert_int_equal(user_argon2_memlimit("8k", &mem, &why), 0);
+	assert_int_equal(mem, 8192);
+	assert_int_equal(user_argon2_memlimit("1k", &mem, &why), -1); /* below libsodium's 8k */
+	assert_int_equal(user_argon2_memlimit("64MB", &mem, &why), -1);
+	assert_int_equal(user_argon2_memlimit("-5", &mem, &why), -1);
+	assert_int_equal(user_argon2_memlimit("99999999999999999999G", &mem, &why), -1);
+}
+
+static void test_roles(void **state)
+{
+	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
+	(void)state;
+
+	assert_int_equal(user_roles_split("admin,user", roles, USER_ROLES_MAX), 2);
+	assert_string_equal(roles[0], "admin");
+	assert_string_equal(roles[1], "user");
+	assert_int_equal(user_roles_split("", roles, USER_ROLES_MAX), 0);
+	assert_int_equal(user_roles_split(",a,,b,", roles, USER_ROLES_MAX), 2);
+	assert_string_equal(roles[1], "b");
+	assert_int_equal(user_roles_split("a,b,c", roles, 2), 2);
+
+	assert_true(user_roles_has("admin,user", "admin"));
+	assert_true(user_roles_has("admin,user", "user"));
+	assert_false(user_roles_has("administrator,user", "admin"));
+	assert_false(user_roles_has("user", "use"));
+	assert_false(user_roles_has("", "admin"));
+}
+
+static void test_uuid_v4(void **state)
+{
+	char a[IDS_UUID_LEN + 1], b[IDS_UUID_LEN + 1];
+	size_t i;
+	(void)state;
+
+	ids_uuid_v4(a);
+	ids_uuid_v4(b);
+	assert_int_equal(strlen(a), 36);
+	assert_string_not_equal(a, b);
+	for (i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			assert_int_equal(a[i], '-');
+		else
+			assert_non_null(strchr("0123456789abcdef", a[i]));
+	}
+	assert_int_equal(a[14], '4');
+	assert_non_null(strchr("89ab", a[19]));
+}
+
+static void test_now_rfc3339(void **state)
+{
+	char now[IDS_TIME_LEN + 1];
+	(void)state;
+
+	ids_now_rfc3339(now);
+	assert_int_equal(strlen(now), 24);
+	assert_int_equal(now[4], '-');
+	assert_int_equal(now[10], 'T');
+	assert_int_equal(now[19], '.');
+	assert_int_equal(now[23], 'Z');
+	assert_true(strncmp(now, "2024", 4) > 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_email_normalized), cmocka_unit_test(test_email_rejected),
+	    cmocka_unit_test(test_name_rules),       cmocka_unit_test(test_password_rules),
+	    cmocka_unit_test(test_utf8_chars),       cmocka_unit_test(test_argon2_settings),
+	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
+	    cmocka_unit_test(test_now_rfc3339),
+	};
+	return cmocka_run_group_tests(tests, setup_sodium, NULL);
+}
