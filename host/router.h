@@ -37,4 +37,6 @@ router_result router_match(router *r, const char *method, const char *path, rout
 void route_match_free(route_match *m);
 /* Validate a pattern; NULL when fine, else a static message. */
 const char *router_pattern_error(const char *pattern);
+/* The value of a hex digit (either case), or -1. */
+int router_hexval(char c);
 #endif

@@ -1,0 +1,1282 @@
+/* The HTTP server: one civetweb request handler for every path dispatches to
+ * the host's own routes (/healthz, /readyz) and then, through the router, to
+ * plugin handlers. The host enforces what every plugin would otherwise have
+ * to get right: body limits, JSON well-formedness and depth, bearer tokens
+ * and roles, problem+json errors and a request id on every answer.
+ *
+ * Route lifetime: a route record is referenced by the router (as target)
+ * and by every request currently using it. Lookups take routes_lock for
+ * reading while they take a reference; removal takes it for writing, so once
+ * a plugin's routes are out of the router no new reference appears, and
+ * http_remove_plugin_routes then waits for the old ones to drop. */
+#define _GNU_SOURCE
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <civetweb.h>
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "admin.h"
+#include "jwt.h"
+#include "log.h"
+#include "router.h"
+
+#define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
+#define HTTP_REQUEST_ID_MAX 64
+#define HTTP_RESP_MAX_HEADERS 64
+#define HTTP_JWT_LEEWAY_S 30
+#define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
+#define HTTP_DEFAULT_JSON_DEPTH 32
+#define HTTP_CHUNK 16384
+#define HTTP_DRAIN_WARN_S 5
+
+struct http_server {
+	host *h;
+	struct mg_context *ctx;
+	char listen[256];
+	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
+	char start_error[256];   /* first civetweb message while starting */
+	atomic_int warned_no_secret;
+};
+
+/* A route as registered: the public http_route first, so the router's
+ * target pointer converts back to the record. */
+typedef struct route_rec {
+	http_route pub;
+	host *h;
+	atomic_int refs; /* requests currently using this route */
+	struct route_rec *next;
+} route_rec;
+
+static pthread_rwlock_t routes_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
+static route_rec *routes_head; /* every registered route, all hosts */
+static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t drain_cv = PTHREAD_COND_INITIALIZER;
+
+struct evh_request {
+	struct mg_connection *conn;
+	const struct mg_request_info *ri;
+	const char *method;
+	const char *path;
+	char id[HTTP_REQUEST_ID_MAX + 1];
+	route_match m;
+	char *body;
+	size_t body_len;
+	int body_read;
+	int query_parsed;
+	size_t nquery;
+	char **qkeys, **qvalues;
+	int authed;
+	jwt_claims claims;
+};
+
+struct evh_response {
+	evh_request *req;
+	int status;
+	int filled; /* status or body set */
+	char *ctype;
+	char *body;
+	size_t body_len;
+	size_t nheaders;
+	char *hname[HTTP_RESP_MAX_HEADERS];
+	char *hvalue[HTTP_RESP_MAX_HEADERS];
+	int close; /* request body left unread: do not keep the connection */
+};
+
+/* ------------------------------------------------------------- helpers */
+
+static const char *reason_phrase(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 202: return "Accepted";
+	case 204: return "No Content";
+	case 304: return "Not Modified";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 406: return "Not Acceptable";
+	case 408: return "Request Timeout";
+	case 409: return "Conflict";
+	case 410: return "Gone";
+	case 411: return "Length Required";
+	case 412: return "Precondition Failed";
+	case 413: return "Content Too Large";
+	case 414: return "URI Too Long";
+	case 415: return "Unsupported Media Type";
+	case 422: return "Unprocessable Content";
+	case 428: return "Precondition Required";
+	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
+	case 500: return "Internal Server Error";
+	case 501: return "Not Implemented";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "OK";
+	}
+}
+
+static const char *status_slug(int status)
+{
+	switch (status) {
+	case 400: return "bad-request";
+	case 404: return "not-found";
+	case 405: return "method-not-allowed";
+	case 408: return "request-timeout";
+	case 411: return "length-required";
+	case 413: return "payload-too-large";
+	case 414: return "uri-too-long";
+	case 431: return "headers-too-large";
+	case 503: return "unavailable";
+	default: return status >= 500 ? "internal" : "bad-request";
+	}
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Percent-decode [s, s+n) into a new string; '+' is a space (query strings
+ * are form-encoded). NULL on a bad escape or an encoded NUL. */
+static char *form_decode(const char *s, size_t n)
+{
+	char *out = malloc(n + 1), *w = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		int hi, lo;
+		if (s[i] == '+') {
+			*w++ = ' ';
+			continue;
+		}
+		if (s[i] != '%') {
+			*w++ = s[i];
+			continue;
+		}
+		if (i + 2 >= n) {
+			free(out);
+			return NULL;
+		}
+		hi = router_hexval(s[i + 1]);
+		lo = router_hexval(s[i + 2]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+			free(out);
+			return NULL;
+		}
+		*w++ = (char)(hi * 16 + lo);
+		i += 2;
+	}
+	*w = '\0';
+	return out;
+}
+
+/* RFC 9110 token characters, for header names. */
+static int is_tchar(unsigned char c)
+{
+	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int header_name_ok(const char *s)
+{
+	if (!s || !*s)
+		return 0;
+	for (; *s; s++)
+		if (!is_tchar((unsigned char)*s))
+			return 0;
+	return 1;
+}
+
+/* Values may hold visible characters, spaces and tabs; never CR, LF or
+ * other controls (response splitting). */
+static int header_value_ok(const char *s)
+{
+	if (!s)
+		return 0;
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* ---------------------------------------------------------- responses */
+
+static void resp_reset_body(evh_response *resp)
+{
+	free(resp->ctype);
+	free(resp->body);
+	resp->ctype = NULL;
+	resp->body = NULL;
+	resp->body_len = 0;
+}
+
+static void resp_free(evh_response *resp)
+{
+	resp_reset_body(resp);
+	for (size_t i = 0; i < resp->nheaders; i++) {
+		free(resp->hname[i]);
+		free(resp->hvalue[i]);
+	}
+	resp->nheaders = 0;
+}
+
+void http_resp_status(evh_response *resp, int status)
+{
+	if (!resp)
+		return;
+	resp->status = status;
+	resp->filled = 1;
+}
+
+int http_resp_header(evh_response *resp, const char *name, const char *value)
+{
+	char *n, *v;
+	if (!resp || !header_name_ok(name) || !header_value_ok(value))
+		return EVH_EINVAL;
+	/* The host writes these itself; a second copy would corrupt framing. */
+	if (!strcasecmp(name, "Content-Length") || !strcasecmp(name, "Transfer-Encoding") ||
+	    !strcasecmp(name, "Connection"))
+		return EVH_EINVAL;
+	if (!strcasecmp(name, "Content-Type")) {
+		v = strdup(value);
+		if (!v)
+			return EVH_ENOMEM;
+		free(resp->ctype);
+		resp->ctype = v;
+		return EVH_OK;
+	}
+	if (resp->nheaders == HTTP_RESP_MAX_HEADERS)
+		return EVH_ETOOBIG;
+	n = strdup(name);
+	v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return EVH_ENOMEM;
+	}
+	resp->hname[resp->nheaders] = n;
+	resp->hvalue[resp->nheaders++] = v;
+	return EVH_OK;
+}
+
+int http_resp_body(evh_response *resp, const char *content_type, const void *body, size_t len)
+{
+	char *ct = NULL, *b;
+	if (!resp || (len && !body))
+		return EVH_EINVAL;
+	if (content_type && !header_value_ok(content_type))
+		return EVH_EINVAL;
+	if (content_type && !(ct = strdup(content_type)))
+		return EVH_ENOMEM;
+	b = malloc(len + 1);
+	if (!b) {
+		free(ct);
+		return EVH_ENOMEM;
+	}
+	if (len)
+		memcpy(b, body, len);
+	b[len] = '\0';
+	resp_reset_body(resp);
+	resp->ctype = ct;
+	resp->body = b;
+	resp->body_len = len;
+	resp->filled = 1;
+	return EVH_OK;
+}
+
+static char *problem_type(const char *type)
+{
+	char *s;
+	if (!type || !*type)
+		return strdup("about:blank");
+	if (strchr(type, ':')) /* already a URI */
+		return strdup(type);
+	if (asprintf(&s, HTTP_PROBLEM_BASE "%s", type) < 0)
+		return NULL;
+	return s;
+}
+
+int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
+                      const char *detail, const char *field)
+{
+	cJSON *o;
+	char *uri, *json = NULL;
+	int rc = EVH_ENOMEM;
+	if (!resp || status < 100 || status > 599)
+		return EVH_EINVAL;
+	uri = problem_type(type);
+	o = cJSON_CreateObject();
+	if (!uri || !o)
+		goto out;
+	if (!cJSON_AddStringToObject(o, "type", uri) ||
+	    !cJSON_AddStringToObject(o, "title", title ? title : reason_phrase(status)) ||
+	    !cJSON_AddNumberToObject(o, "status", status))
+		goto out;
+	if (detail && !cJSON_AddStringToObject(o, "detail", detail))
+		goto out;
+	if (field && !cJSON_AddStringToObject(o, "field", field))
+		goto out;
+	if (resp->req && resp->req->path &&
+	    !cJSON_AddStringToObject(o, "instance", resp->req->path))
+		goto out;
+	json = cJSON_PrintUnformatted(o);
+	if (!json)
+		goto out;
+	rc = http_resp_body(resp, "application/problem+json", json, strlen(json));
+	if (rc == EVH_OK)
+		http_resp_status(resp, status);
+out:
+	cJSON_Delete(o);
+	free(uri);
+	free(json);
+	return rc;
+}
+
+/* A host-made problem; `detail` is printf-formatted. */
+static void problem(evh_response *resp, int status, const char *slug, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void problem(evh_response *resp, int status, const char *slug, const char *fmt, ...)
+{
+	char detail[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof detail, fmt, ap);
+	va_end(ap);
+	if (http_resp_problem(resp, status, slug, NULL, detail, NULL) != EVH_OK) {
+		/* Out of memory: still answer with the right status. */
+		resp_reset_body(resp);
+		resp->status = status;
+		resp->filled = 1;
+	}
+}
+
+static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
+
+/* Write the response. Returns the bytes of body written. */
+static size_t resp_send(evh_request *req, evh_response *resp)
+{
+	struct mg_connection *c = req->conn;
+	char len[32];
+	int head = !strcmp(req->method, "HEAD");
+	if (resp->status < 200 || resp->status > 599) {
+		log_error("http", "%s %s: handler set invalid status %d", req->method, req->path,
+		          resp->status);
+		resp_free(resp);
+		problem(resp, 500, "internal", "the handler produced an invalid response");
+	}
+	if (resp->close)
+		mg_disable_keep_alive(c);
+	mg_response_header_start(c, resp->status);
+	if (status_has_body(resp->status)) {
+		if (resp->ctype)
+			mg_response_header_add(c, "Content-Type", resp->ctype, -1);
+		snprintf(len, sizeof len, "%zu", resp->body_len);
+		mg_response_header_add(c, "Content-Length", len, -1);
+	}
+	mg_response_header_add(c, "X-Request-Id", req->id, -1);
+	for (size_t i = 0; i < resp->nheaders; i++)
+		mg_response_header_add(c, resp->hname[i], resp->hvalue[i], -1);
+	mg_response_header_send(c);
+	if (head || !status_has_body(resp->status) || resp->body_len == 0)
+		return 0;
+	if (mg_write(c, resp->body, resp->body_len) <= 0)
+		return 0;
+	return resp->body_len;
+}
+
+/* ------------------------------------------------------------ requests */
+
+const char *http_req_method(evh_request *req) { return req ? req->method : NULL; }
+const char *http_req_path(evh_request *req) { return req ? req->path : NULL; }
+const char *http_req_id(evh_request *req) { return req ? req->id : NULL; }
+
+const char *http_req_param(evh_request *req, const char *name)
+{
+	if (!req || !name)
+		return NULL;
+	for (size_t i = 0; i < req->m.nparams; i++)
+		if (!strcmp(req->m.names[i], name))
+			return req->m.values[i];
+	return NULL;
+}
+
+const char *http_req_query_string(evh_request *req)
+{
+	if (!req || !req->ri->query_string)
+		return NULL;
+	return req->ri->query_string;
+}
+
+static int query_add(evh_request *req, const char *pair, size_t n)
+{
+	const char *eq = memchr(pair, '=', n);
+	size_t klen = eq ? (size_t)(eq - pair) : n;
+	char *k = form_decode(pair, klen);
+	char *v = eq ? form_decode(eq + 1, n - klen - 1) : strdup("");
+	char **nk, **nv;
+	if (!k || !v) /* undecodable pairs are treated as absent */
+		goto skip;
+	nk = realloc(req->qkeys, (req->nquery + 1) * sizeof *nk);
+	if (!nk)
+		goto skip;
+	req->qkeys = nk;
+	nv = realloc(req->qvalues, (req->nquery + 1) * sizeof *nv);
+	if (!nv)
+		goto skip;
+	req->qvalues = nv;
+	req->qkeys[req->nquery] = k;
+	req->qvalues[req->nquery++] = v;
+	return 0;
+skip:
+	free(k);
+	free(v);
+	return -1;
+}
+
+static void query_parse(evh_request *req)
+{
+	const char *q = req->ri->query_string;
+	req->query_parsed = 1;
+	while (q && *q) {
+		const char *amp = strchr(q, '&');
+		size_t n = amp ? (size_t)(amp - q) : strlen(q);
+		if (n)
+			query_add(req, q, n);
+		q = amp ? amp + 1 : NULL;
+	}
+}
+
+const char *http_req_query(evh_request *req, const char *name)
+{
+	if (!req || !name)
+		return NULL;
+	if (!req->query_parsed)
+		query_parse(req);
+	for (size_t i = 0; i < req->nquery; i++)
+		if (!strcmp(req->qkeys[i], name))
+			return req->qvalues[i];
+	return NULL;
+}
+
+const char *http_req_header(evh_request *req, const char *name)
+{
+	if (!req || !name)
+		return NULL;
+	return mg_get_header(req->conn, name);
+}
+
+const char *http_req_body(evh_request *req, size_t *len)
+{
+	if (len)
+		*len = req && req->body ? req->body_len : 0;
+	return req ? req->body : NULL;
+}
+
+const char *http_req_auth_subject(evh_request *req)
+{
+	return req && req->authed ? req->claims.sub : NULL;
+}
+
+int http_req_auth_has_role(evh_request *req, const char *role)
+{
+	if (!req || !req->authed || !role)
+		return 0;
+	for (int i = 0; i < req->claims.nroles; i++)
+		if (!strcmp(req->claims.roles[i], role))
+			return 1;
+	return 0;
+}
+
+static void req_free(evh_request *req)
+{
+	route_match_free(&req->m);
+	free(req->body);
+	for (size_t i = 0; i < req->nquery; i++) {
+		free(req->qkeys[i]);
+		free(req->qvalues[i]);
+	}
+	free(req->qkeys);
+	free(req->qvalues);
+}
+
+/* The client's X-Request-Id when it is a plain token, else a fresh one. */
+static void request_id(evh_request *req)
+{
+	const char *v = mg_get_header(req->conn, "X-Request-Id");
+	unsigned char rnd[16];
+	size_t n = v ? strlen(v) : 0;
+	int ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalnum((unsigned char)v[i]) || strchr("-_.:", v[i]);
+	if (ok) {
+		memcpy(req->id, v, n + 1);
+		return;
+	}
+	randombytes_buf(rnd, sizeof rnd);
+	sodium_bin2hex(req->id, sizeof req->id, rnd, sizeof rnd);
+}
+
+/* The trace id of a W3C traceparent header, "00-<32 hex>-<16 hex>-<2 hex>". */
+static int trace_id(const char *tp, char out[33])
+{
+	int nonzero = 0;
+	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
+		return -1;
+	if (router_hexval(tp[0]) < 0 || router_hexval(tp[1]) < 0 || !strncasecmp(tp, "ff", 2))
+		return -1;
+	for (int i = 3; i < 35; i++) {
+		if (router_hexval(tp[i]) < 0)
+			return -1;
+		nonzero |= tp[i] != '0';
+	}
+	if (!nonzero)
+		return -1;
+	memcpy(out, tp + 3, 32);
+	out[32] = '\0';
+	return 0;
+}
+
+/* -------------------------------------------------------------- routes */
+
+static void route_rec_free(route_rec *rec)
+{
+	free((char *)rec->pub.r.method);
+	free((char *)rec->pub.r.pattern);
+	free((char *)rec->pub.r.role);
+	free(rec);
+}
+
+static route_rec *route_acquire(host *h, const char *method, const char *path, route_match *m,
+                                char *allow, size_t allowlen, router_result *res)
+{
+	route_rec *rec = NULL;
+	pthread_rwlock_rdlock(&routes_lock);
+	*res = router_match(h->router, method, path, m, allow, allowlen);
+	if (*res == ROUTER_FOUND) {
+		rec = m->target;
+		atomic_fetch_add(&rec->refs, 1);
+	}
+	pthread_rwlock_unlock(&routes_lock);
+	return rec;
+}
+
+static void route_release(route_rec *rec)
+{
+	if (!rec)
+		return;
+	if (atomic_fetch_sub(&rec->refs, 1) == 1) {
+		pthread_mutex_lock(&drain_mu);
+		pthread_cond_broadcast(&drain_cv);
+		pthread_mutex_unlock(&drain_mu);
+	}
+}
+
+/* "/users/{id}" and "/users/{uid}" have the same shape. */
+static int same_shape(const char *a, const char *b)
+{
+	while (*a && *b) {
+		if (*a == '{' && *b == '{') {
+			a = strchr(a, '}');
+			b = strchr(b, '}');
+			if (!a || !b)
+				return 0;
+		} else if (*a != *b) {
+			return 0;
+		}
+		a++;
+		b++;
+	}
+	return *a == *b;
+}
+
+static void route_conflict(char *err, size_t errlen, const evh_route *r, const route_rec *other)
+{
+	const char *who = other->pub.plugin->name;
+	if (!strcmp(other->pub.r.pattern, r->pattern))
+		snprintf(err, errlen, "route %s %s already registered by plugin '%s'", r->method,
+		         r->pattern, who);
+	else
+		snprintf(err, errlen, "route %s %s conflicts with %s %s of plugin '%s'",
+		         r->method, r->pattern, r->method, other->pub.r.pattern, who);
+}
+
+/* Who already holds method+pattern (for the error message); routes_lock held. */
+static const route_rec *route_owner_of(host *h, const char *method, const char *pattern)
+{
+	for (const route_rec *r = routes_head; r; r = r->next)
+		if (r->h == h && !strcmp(r->pub.r.method, method) &&
+		    same_shape(r->pub.r.pattern, pattern))
+			return r;
+	return NULL;
+}
+
+static route_rec *route_rec_new(evh_plugin *p, const evh_route *r)
+{
+	route_rec *rec = calloc(1, sizeof *rec);
+	size_t n = r->struct_size < sizeof(evh_route) ? r->struct_size : sizeof(evh_route);
+	if (!rec)
+		return NULL;
+	memcpy(&rec->pub.r, r, n);
+	rec->pub.r.struct_size = sizeof(evh_route);
+	memset(rec->pub.r.reserved, 0, sizeof rec->pub.r.reserved);
+	rec->pub.plugin = p;
+	rec->pub.r.method = strdup(r->method);
+	rec->pub.r.pattern = strdup(r->pattern);
+	rec->pub.r.role = rec->pub.r.role ? strdup(rec->pub.r.role) : NULL;
+	if (!rec->pub.r.method || !rec->pub.r.pattern ||
+	    (n > offsetof(evh_route, role) && r->role && !rec->pub.r.role)) {
+		route_rec_free(rec);
+		return NULL;
+	}
+	return rec;
+}
+
+static const char *route_error(const evh_route *r)
+{
+	const uint32_t known = EVH_ROUTE_JSON | EVH_ROUTE_AUTH;
+	if (r->struct_size < offsetof(evh_route, handler) + sizeof r->handler)
+		return "evh_route.struct_size too small";
+	if (!r->method || !r->pattern || !r->handler)
+		return "method, pattern and handler are required";
+	if (r->struct_size < offsetof(evh_route, flags) + sizeof r->flags)
+		return NULL;
+	/* A flag this host does not know may be a security requirement it
+	 * would silently skip. */
+	if (r->flags & ~known)
+		return "unknown route flags (plugin built for a newer host)";
+	if (r->struct_size >= offsetof(evh_route, role) + sizeof r->role && r->role &&
+	    !(r->flags & EVH_ROUTE_AUTH))
+		return "a role needs EVH_ROUTE_AUTH";
+	return NULL;
+}
+
+int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen)
+{
+	const char *why;
+	const route_rec *other;
+	route_rec *rec;
+	if (!h || !h->router || !r) {
+		snprintf(err, errlen, "route: no router or no route given");
+		return EVH_EINVAL;
+	}
+	why = route_error(r);
+	if (why) {
+		snprintf(err, errlen, "route %s %s: %s", r->method ? r->method : "(null)",
+		         r->pattern ? r->pattern : "(null)", why);
+		return EVH_EINVAL;
+	}
+	rec = route_rec_new(p, r);
+	if (!rec) {
+		snprintf(err, errlen, "route %s %s: out of memory", r->method, r->pattern);
+		return EVH_ENOMEM;
+	}
+	rec->h = h;
+	pthread_rwlock_wrlock(&routes_lock);
+	if (router_add(h->router, r->method, r->pattern, rec, p, err, errlen) != 0) {
+		other = route_owner_of(h, r->method, r->pattern);
+		if (other && other->pub.plugin)
+			route_conflict(err, errlen, r, other);
+		pthread_rwlock_unlock(&routes_lock);
+		route_rec_free(rec);
+		return EVH_EINVAL;
+	}
+	rec->next = routes_head;
+	routes_head = rec;
+	pthread_rwlock_unlock(&routes_lock);
+	return EVH_OK;
+}
+
+static void route_wait_idle(route_rec *rec)
+{
+	struct timespec until;
+	pthread_mutex_lock(&drain_mu);
+	while (atomic_load(&rec->refs) > 0) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += HTTP_DRAIN_WARN_S;
+		if (pthread_cond_timedwait(&drain_cv, &drain_mu, &until) == ETIMEDOUT &&
+		    atomic_load(&rec->refs) > 0)
+			log_warn("http", "still waiting for %d request(s) in %s %s of plugin '%s'",
+			         atomic_load(&rec->refs), rec->pub.r.method, rec->pub.r.pattern,
+			         rec->pub.plugin ? rec->pub.plugin->name : "?");
+	}
+	pthread_mutex_unlock(&drain_mu);
+}
+
+void http_remove_plugin_routes(host *h, evh_plugin *p)
+{
+	route_rec *gone = NULL, **pp;
+	if (!h)
+		return;
+	pthread_rwlock_wrlock(&routes_lock);
+	if (h->router)
+		router_remove_owner(h->router, p);
+	pp = &routes_head;
+	while (*pp) {
+		route_rec *rec = *pp;
+		if (rec->h == h && rec->pub.plugin == p) {
+			*pp = rec->next;
+			rec->next = gone;
+			gone = rec;
+		} else {
+			pp = &rec->next;
+		}
+	}
+	pthread_rwlock_unlock(&routes_lock);
+	while (gone) {
+		route_rec *next = gone->next;
+		route_wait_idle(gone);
+		route_rec_free(gone);
+		gone = next;
+	}
+}
+
+/* ---------------------------------------------------------- body checks */
+
+/* Offset where nesting first exceeds `max`, or -1. Brackets inside strings
+ * do not count. cJSON itself only stops at 1000 levels. */
+static long json_too_deep(const char *s, size_t n, int max)
+{
+	int depth = 0, in_str = 0;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (in_str) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_str = 0;
+		} else if (c == '"') {
+			in_str = 1;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max)
+				return (long)i;
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return -1;
+}
+
+/* Offset of the first byte that is not well-formed UTF-8, or -1. */
+static long utf8_error(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	while (i < n) {
+		unsigned c = s[i], need, min, cp;
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, cp = c & 0x07;
+		else
+			return (long)i;
+		if (i + need >= n)
+			return (long)i;
+		for (unsigned k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return (long)i;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return (long)i;
+		i += need + 1;
+	}
+	return -1;
+}
+
+/* "application/json", "application/merge-patch+json", with parameters. */
+static int is_json_media_type(const char *ct)
+{
+	size_t n;
+	if (!ct)
+		return 0;
+	while (*ct == ' ' || *ct == '\t')
+		ct++;
+	n = strcspn(ct, "; \t");
+	if (n < 12 || strncasecmp(ct, "application/", 12) != 0)
+		return 0;
+	if (n == 16 && !strncasecmp(ct + 12, "json", 4))
+		return 1;
+	return n > 17 && !strncasecmp(ct + n - 5, "+json", 5);
+}
+
+/* 0 when the body is acceptable JSON; else fills a 400 problem. */
+static int check_json(const host *h, evh_request *req, evh_response *resp)
+{
+	int max = h->set.json_max_depth > 0 ? h->set.json_max_depth : HTTP_DEFAULT_JSON_DEPTH;
+	const char *end = NULL;
+	long at;
+	cJSON *doc;
+	if (!req->body || req->body_len == 0) {
+		problem(resp, 400, "malformed-json", "the request body is empty; JSON expected");
+		return -1;
+	}
+	if (memchr(req->body, '\0', req->body_len)) {
+		at = (long)((char *)memchr(req->body, '\0', req->body_len) - req->body);
+		problem(resp, 400, "malformed-json", "NUL byte in the JSON body at byte %ld", at);
+		return -1;
+	}
+	if ((at = utf8_error((const unsigned char *)req->body, req->body_len)) >= 0) {
+		problem(resp, 400, "malformed-json", "invalid UTF-8 at byte %ld", at);
+		return -1;
+	}
+	if ((at = json_too_deep(req->body, req->body_len, max)) >= 0) {
+		problem(resp, 400, "malformed-json",
+		        "JSON nested deeper than %d levels at byte %ld", max, at);
+		return -1;
+	}
+	/* The parse end pointer, unlike cJSON_GetErrorPtr, is per call. */
+	doc = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
+	if (!doc) {
+		at = end ? (long)(end - req->body) : 0;
+		problem(resp, 400, "malformed-json", "malformed JSON at byte %ld", at);
+		return -1;
+	}
+	cJSON_Delete(doc);
+	return 0;
+}
+
+static int64_t max_body(const host *h)
+{
+	return h->set.max_body_bytes > 0 ? h->set.max_body_bytes : HTTP_DEFAULT_MAX_BODY;
+}
+
+static int is_chunked(struct mg_connection *c)
+{
+	const char *te = mg_get_header(c, "Transfer-Encoding");
+	return te && strcasestr(te, "chunked") != NULL;
+}
+
+/* Read the whole body (at most the limit). 0, or -1 with a problem set. */
+static int read_body(const host *h, evh_request *req, evh_response *resp)
+{
+	int64_t limit = max_body(h), cl = req->ri->content_length;
+	size_t cap, want;
+	req->body_read = 1;
+	if (cl > limit) {
+		resp->close = 1;
+		problem(resp, 413, "payload-too-large",
+		        "the body is %lld bytes; this server accepts at most %lld", (long long)cl,
+		        (long long)limit);
+		return -1;
+	}
+	if (cl < 0 && !is_chunked(req->conn))
+		return 0;
+	cap = cl >= 0 ? (size_t)cl : HTTP_CHUNK;
+	want = cl >= 0 ? (size_t)cl : (size_t)limit + 1;
+	req->body = malloc(cap + 1);
+	if (!req->body)
+		goto oom;
+	while (req->body_len < want) {
+		int n;
+		if (req->body_len == cap) {
+			size_t ncap = cap * 2 > want ? want : cap * 2;
+			char *nb = realloc(req->body, ncap + 1);
+			if (!nb)
+				goto oom;
+			req->body = nb;
+			cap = ncap;
+		}
+		n = mg_read(req->conn, req->body + req->body_len, cap - req->body_len);
+		if (n <= 0)
+			break;
+		req->body_len += (size_t)n;
+	}
+	req->body[req->body_len] = '\0';
+	if ((int64_t)req->body_len > limit) {
+		resp->close = 1;
+		problem(resp, 413, "payload-too-large", "the body exceeds %lld bytes",
+		        (long long)limit);
+		return -1;
+	}
+	if (cl >= 0 && req->body_len < (size_t)cl) {
+		resp->close = 1;
+		problem(resp, 400, "bad-request", "the body ended after %zu of %lld bytes",
+		        req->body_len, (long long)cl);
+		return -1;
+	}
+	return 0;
+oom:
+	resp->close = 1;
+	problem(resp, 503, "unavailable", "out of memory reading the request body");
+	return -1;
+}
+
+/* 0 when the bearer token is good for this route; else fills 401/403. */
+static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
+                      evh_response *resp)
+{
+	const settings *s = &srv->h->set;
+	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
+	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
+		http_resp_header(resp, "WWW-Authenticate", "Bearer");
+		problem(resp, 401, "unauthorized", "a bearer token is required");
+		return -1;
+	}
+	hdr += 7;
+	while (*hdr == ' ')
+		hdr++;
+	if (!s->jwt_secret || s->jwt_secret_len == 0) {
+		if (!atomic_exchange(&srv->warned_no_secret, 1))
+			log_warn("http", "routes need bearer tokens but [auth] jwt_secret_file "
+			                 "is not set: every such request is refused");
+		http_resp_header(resp, "WWW-Authenticate", "Bearer");
+		problem(resp, 401, "unauthorized", "this server cannot check tokens");
+		return -1;
+	}
+	if (jwt_verify(hdr, (const unsigned char *)s->jwt_secret, s->jwt_secret_len, s->jwt_issuer,
+	               (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why) != 0) {
+		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+		problem(resp, 401, "unauthorized", "%s", why);
+		return -1;
+	}
+	req->authed = 1;
+	if (rt->r.role && !http_req_auth_has_role(req, rt->r.role)) {
+		problem(resp, 403, "forbidden", "this needs the role '%s'", rt->r.role);
+		return -1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ dispatch */
+
+static int host_route(http_server *srv, evh_request *req, evh_response *resp)
+{
+	int health = !strcmp(req->path, "/healthz"), ready = !strcmp(req->path, "/readyz");
+	char *json = NULL;
+	int rc;
+	if (!strncmp(req->path, "/admin", 6) && (!req->path[6] || req->path[6] == '/')) {
+		if (read_body(srv->h, req, resp) == 0)
+			admin_handle(srv->h, req, resp);
+		return 1;
+	}
+	if (!health && !ready)
+		return 0;
+	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
+		http_resp_header(resp, "Allow", "GET");
+		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: GET)",
+		        req->method);
+		return 1;
+	}
+	if (health) {
+		http_resp_body(resp, "application/json", "{\"status\":\"ok\"}", 15);
+		return 1;
+	}
+	rc = host_ready(srv->h, &json);
+	if (rc < 0 || !json) {
+		problem(resp, 503, "unavailable", "the readiness check failed");
+	} else {
+		http_resp_status(resp, rc > 0 ? 200 : 503);
+		http_resp_body(resp, "application/json", json, strlen(json));
+	}
+	free(json);
+	return 1;
+}
+
+static void call_handler(const http_route *rt, evh_request *req, evh_response *resp)
+{
+	int rc = rt->r.handler(req, resp, rt->r.ud);
+	if (rc == EVH_OK || resp->filled)
+		return;
+	log_error("http", "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,
+	          rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc));
+	problem(resp, 500, "internal", "the request could not be handled");
+}
+
+/* Everything between routing and the handler: state, auth, body, JSON. */
+static void plugin_route(http_server *srv, const http_route *rt, evh_request *req,
+                         evh_response *resp)
+{
+	evh_plugin *p = rt->plugin;
+	if (p && p->status != PLUGIN_RUNNING) {
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", "service '%s' is %s", p->name,
+		        p->status == PLUGIN_DRAINING ? "restarting" : "not running");
+		return;
+	}
+	if ((rt->r.flags & EVH_ROUTE_AUTH) && check_auth(srv, rt, req, resp) != 0)
+		return;
+	if ((rt->r.flags & EVH_ROUTE_JSON) &&
+	    !is_json_media_type(mg_get_header(req->conn, "Content-Type"))) {
+		problem(resp, 415, "unsupported-media-type",
+		        "this route takes application/json (or a +json type)");
+		return;
+	}
+	if (read_body(srv->h, req, resp) != 0)
+		return;
+	if ((rt->r.flags & EVH_ROUTE_JSON) && check_json(srv->h, req, resp) != 0)
+		return;
+	call_handler(rt, req, resp);
+}
+
+static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
+{
+	char allow[128];
+	router_result res;
+	route_rec *rec;
+	if (host_route(srv, req, resp))
+		return;
+	rec = route_acquire(srv->h, req->method, req->path, &req->m, allow, sizeof allow, &res);
+	if (res == ROUTER_NOT_FOUND) {
+		problem(resp, 404, "not-found", "no route for %s %s", req->method, req->path);
+	} else if (res == ROUTER_METHOD_NOT_ALLOWED) {
+		http_resp_header(resp, "Allow", allow);
+		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: %s)",
+		        req->method, allow);
+	} else {
+		plugin_route(srv, &rec->pub, req, resp);
+	}
+	route_release(rec);
+}
+
+static int handle_request(struct mg_connection *conn, void *cbdata)
+{
+	http_server *srv = cbdata;
+	evh_request req;
+	evh_response resp;
+	char trace[33];
+	double t0 = now_ms();
+	size_t sent;
+	memset(&req, 0, sizeof req);
+	memset(&resp, 0, sizeof resp);
+	req.conn = conn;
+	req.ri = mg_get_request_info(conn);
+	req.method = req.ri->request_method ? req.ri->request_method : "";
+	req.path = req.ri->local_uri ? req.ri->local_uri : "/";
+	resp.req = &req;
+	resp.status = 200;
+	request_id(&req);
+	/* Without a caller's traceparent the request starts a trace; its id is
+	 * the request id (16 random bytes, as W3C asks), so the events it
+	 * publishes and the handlers they reach log the same id. */
+	log_set_context(req.id, trace_id(mg_get_header(conn, "traceparent"), trace) == 0 ? trace
+	                                                                                    : req.id);
+	dispatch(srv, &req, &resp);
+	/* civetweb would read and drop an unread body to keep the connection;
+	 * not worth it for a big or open-ended one. */
+	if (!req.body_read && (req.ri->content_length > HTTP_CHUNK || is_chunked(conn)))
+		resp.close = 1;
+	sent = resp_send(&req, &resp);
+	log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status, sent,
+	         now_ms() - t0);
+	log_set_context(NULL, NULL);
+	resp_free(&resp);
+	req_free(&req);
+	return resp.status;
+}
+
+/* civetweb's own errors (malformed requests, oversized headers) as
+ * problem+json too. */
+static int handle_civetweb_error(struct mg_connection *conn, int status, const char *msg)
+{
+	evh_request req;
+	evh_response resp;
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	memset(&req, 0, sizeof req);
+	memset(&resp, 0, sizeof resp);
+	req.conn = conn;
+	req.ri = ri;
+	req.method = ri && ri->request_method ? ri->request_method : "";
+	req.path = ri && ri->local_uri ? ri->local_uri : NULL;
+	if (status < 400 || status > 599)
+		return 1;
+	resp.req = &req;
+	request_id(&req);
+	if (!msg || !*msg)
+		msg = reason_phrase(status);
+	problem(&resp, status, status_slug(status), "%s", msg);
+	resp.close = 1;
+	resp_send(&req, &resp);
+	resp_free(&resp);
+	return 0;
+}
+
+static int log_civetweb(const struct mg_connection *conn, const char *msg)
+{
+	http_server *srv = conn ? mg_get_user_data(mg_get_context(conn)) : NULL;
+	if (srv && atomic_load(&srv->starting)) {
+		if (!srv->start_error[0])
+			snprintf(srv->start_error, sizeof srv->start_error, "%s", msg);
+		return 1;
+	}
+	log_warn("http", "civetweb: %s", msg);
+	return 1;
+}
+
+/* ---------------------------------------------------------------- start */
+
+/* "cannot bind to 127.0.0.1:8080: 98 (Address already in use)" -> the
+ * part in parentheses; anything else as it is. */
+static void start_reason(const http_server *srv, const char *fallback, char *out, size_t n)
+{
+	const char *msg = srv->start_error[0] ? srv->start_error : fallback;
+	const char *open = strrchr(msg, '('), *close = strrchr(msg, ')');
+	if (!strncmp(msg, "cannot bind", 11) && open && close > open)
+		snprintf(out, n, "%.*s", (int)(close - open - 1), open + 1);
+	else
+		snprintf(out, n, "%s", *msg ? msg : "civetweb failed to start");
+}
+
+static int listen_spec(http_server *srv, const settings *s, char *err, size_t errlen)
+{
+	if (s->http_listen && *s->http_listen)
+		snprintf(srv->listen, sizeof srv->listen, "%s", s->http_listen);
+	else if (s->http_host && strchr(s->http_host, ':'))
+		snprintf(srv->listen, sizeof srv->listen, "[%s]:%d", s->http_host, s->http_port);
+	else
+		snprintf(srv->listen, sizeof srv->listen, "%s:%d",
+		         s->http_host ? s->http_host : "127.0.0.1", s->http_port);
+	if (srv->listen[0] == '[' && !mg_check_feature(MG_FEATURES_IPV6)) {
+		snprintf(err, errlen,
+		         "cannot listen on %s: this civetweb build has no IPv6 support; "
+		         "use an IPv4 address",
+		         srv->listen);
+		return -1;
+	}
+	return 0;
+}
+
+int http_start(http_server **out, host *h, char *err, size_t errlen)
+{
+	http_server *srv;
+	struct mg_callbacks cb;
+	char threads[16], etext[256] = "", reason[256];
+	unsigned ecode = 0;
+	struct mg_error_data e = {&ecode, etext, sizeof etext};
+	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
+	                      "request_timeout_ms", "30000", "enable_keep_alive", "yes",
+	                      "decode_url", "no", "tcp_nodelay", "1", NULL};
+	struct mg_init_data init = {&cb, NULL, opts};
+	*out = NULL;
+	if (!h || !h->router) {
+		snprintf(err, errlen, "http: no router");
+		return -1;
+	}
+	if (sodium_init() < 0) {
+		snprintf(err, errlen, "http: libsodium failed to initialize");
+		return -1;
+	}
+	srv = calloc(1, sizeof *srv);
+	if (!srv) {
+		snprintf(err, errlen, "http: out of memory");
+		return -1;
+	}
+	srv->h = h;
+	if (listen_spec(srv, &h->set, err, errlen) != 0) {
+		free(srv);
+		return -1;
+	}
+	opts[1] = srv->listen;
+	snprintf(threads, sizeof threads, "%d", h->set.http_threads > 0 ? h->set.http_threads : 8);
+	memset(&cb, 0, sizeof cb);
+	cb.log_message = log_civetweb;
+	cb.http_error = handle_civetweb_error;
+	init.user_data = srv;
+	mg_init_library(0);
+	atomic_store(&srv->starting, 1);
+	srv->ctx = mg_start2(&init, &e);
+	atomic_store(&srv->starting, 0);
+	if (!srv->ctx) {
+		start_reason(srv, etext, reason, sizeof reason);
+		snprintf(err, errlen, "cannot listen on %s: %s", srv->listen, reason);
+		mg_exit_library();
+		free(srv);
+		return -1;
+	}
+	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
+	*out = srv;
+	return 0;
+}
+
+struct stopper {
+	struct mg_context *ctx;
+	atomic_int done;
+};
+
+static void *stop_main(void *arg)
+{
+	struct stopper *st = arg;
+	mg_stop(st->ctx); /* returns after in-flight handlers are done */
+	atomic_store(&st->done, 1);
+	return NULL;
+}
+
+/* civetweb's accept loop notices the stop flag only when its poll() on the
+ * listening sockets times out; a connection that is closed at once wakes it
+ * so a stop takes milliseconds, not a poll quantum. */
+static void wake_listeners(struct mg_context *ctx)
+{
+	struct mg_server_port ports[8];
+	int n = mg_get_server_ports(ctx, 8, ports);
+	for (int i = 0; i < n; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len;
+		int fd;
+		memset(&ss, 0, sizeof ss);
+		if (ports[i].protocol == 2) { /* IPv6 only; 3 is dual-stack */
+			struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+			a->sin6_family = AF_INET6;
+			a->sin6_port = htons((uint16_t)ports[i].port);
+			a->sin6_addr = in6addr_loopback;
+			len = sizeof *a;
+		} else {
+			struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+			a->sin_family = AF_INET;
+			a->sin_port = htons((uint16_t)ports[i].port);
+			a->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+			len = sizeof *a;
+		}
+		fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			continue;
+		(void)connect(fd, (struct sockaddr *)&ss, len);
+		close(fd);
+	}
+}
+
+void http_stop(http_server *srv)
+{
+	struct stopper st = {srv ? srv->ctx : NULL, 0};
+	pthread_t t;
+	if (!srv)
+		return;
+	if (pthread_create(&t, NULL, stop_main, &st) == 0) {
+		for (int i = 0; i < 200 && !atomic_load(&st.done); i++) {
+			struct timespec ts = {0, 10 * 1000 * 1000};
+			if (i > 0)
+				wake_listeners(srv->ctx);
+			nanosleep(&ts, NULL);
+		}
+		pthread_join(t, NULL);
+	} else {
+		mg_stop(srv->ctx);
+	}
+	mg_exit_library();
+	free(srv);
+}

@@ -1,0 +1,65 @@
+/* libFuzzer: arbitrary bytes as a bearer token. Verification must never
+ * crash, must give a reason exactly when it refuses, and must leave claims
+ * that are terminated strings within their bounds. A token this input could
+ * not have been signed for (we do not know a secret that makes it valid by
+ * chance) is refused; so each input is also signed as a subject and the
+ * result must verify to the same subject. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jwt.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const unsigned char secret[] = "fuzz-secret";
+
+static void check_claims(const jwt_claims *c)
+{
+	if (!memchr(c->sub, '\0', sizeof c->sub) || !memchr(c->iss, '\0', sizeof c->iss) ||
+	    c->nroles < 0 || c->nroles > JWT_MAX_ROLES)
+		__builtin_trap();
+	for (int i = 0; i < c->nroles; i++)
+		if (!memchr(c->roles[i], '\0', sizeof c->roles[i]))
+			__builtin_trap();
+}
+
+static void verify_input(const char *tok)
+{
+	jwt_claims c;
+	const char *why = NULL;
+	int rc = jwt_verify(tok, secret, sizeof secret - 1, NULL, 1700000000, 30, &c, &why);
+	if ((rc == 0) != (why == NULL))
+		__builtin_trap();
+	if (rc == 0)
+		check_claims(&c);
+}
+
+static void sign_roundtrip(const char *subject)
+{
+	const char *roles[] = {"user"};
+	char *tok = NULL;
+	jwt_claims c;
+	if (jwt_sign(subject, roles, 1, 1700000000, 60, "fuzz", secret, sizeof secret - 1,
+	             &tok) != 0)
+		return;
+	if (jwt_verify(tok, secret, sizeof secret - 1, "fuzz", 1700000000, 0, &c, NULL) != 0 ||
+	    strcmp(c.sub, subject) != 0 || c.nroles != 1)
+		__builtin_trap();
+	free(tok);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	char *s = malloc(size + 1);
+	if (!s)
+		abort();
+	memcpy(s, data, size);
+	s[size] = '\0';
+	verify_input(s);
+	if (strlen(s) > 0 && strlen(s) < 128)
+		sign_roundtrip(s);
+	free(s);
+	return 0;
+}

@@ -1,0 +1,247 @@
+/* jwt.c: known-answer tokens computed offline with Python's hmac/hashlib
+ * (secret "test-secret-0123456789"), then tampering and claim checks. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "jwt.h"
+
+#define SECRET ((const unsigned char *)"test-secret-0123456789")
+#define SECRET_LEN (sizeof "test-secret-0123456789" - 1)
+#define T_IAT 1700000000
+#define T_EXP 1700003600
+
+/* {"alg":"HS256","typ":"JWT"}
+ * {"sub":"alice","roles":["admin","user"],"iat":1700000000,"exp":1700003600,"iss":"evhost"} */
+static const char kat_alice[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIiwidXNlciJdLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6MTcw"
+    "MDAwMzYwMCwiaXNzIjoiZXZob3N0In0."
+    "8R1iZCc-eKYiM9DDRITolkgOFswrLMyNVSyjZOxKzHA";
+
+/* {"alg":"HS256"} {"sub":"bob","exp":1700003600}: no typ, roles, iss. */
+static const char kat_bob[] = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjE3MDAwMDM2MDB9."
+                              "xBa1KlYV3KDpcOfjqSvjOXf_C_-o6lvLsRqUOzV-hwE";
+
+/* kat_alice's header and signature around a payload whose sub is "mallory". */
+static const char tampered[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJtYWxsb3J5Iiwicm9sZXMiOlsiYWRtaW4iLCJ1c2VyIl0sImlhdCI6MTcwMDAwMDAwMCwiZXhwIjox"
+    "NzAwMDAzNjAwLCJpc3MiOiJldmhvc3QifQ."
+    "8R1iZCc-eKYiM9DDRITolkgOFswrLMyNVSyjZOxKzHA";
+
+/* {"alg":"none","typ":"JWT"} {"sub":"alice","exp":1700003600} with no signature. */
+static const char alg_none[] = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0."
+                               "eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMzYwMH0.";
+
+/* {"alg":"HS512"} header, signed with HS256 over the same secret. */
+static const char alg_hs512[] = "eyJhbGciOiJIUzUxMiIsInR5cCI6IkpXVCJ9."
+                                "eyJzdWIiOiJhbGljZSIsImV4cCI6MTcwMDAwMzYwMH0."
+                                "K-qh3dRsLb4DUjyLvSxnhsSp-O2313FvWJmPyxDnOBE";
+
+/* roles: ["x" * 32] (one byte over the limit). */
+static const char role_too_long[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbInh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4eHh4Il0sImV4cCI6"
+    "MTcwMDAwMzYwMH0.44YNpib_pzgUwd9_9IE06yLOkQaK-Wdhx9dyyFi0nME";
+
+/* roles: "admin" (a string, not an array). */
+static const char roles_not_array[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsInJvbGVzIjoiYWRtaW4iLCJleHAiOjE3MDAwMDM2MDB9."
+    "LY0NzlnpcoY43kUzosVc_JB-2NWuanov45oQIRUNSqc";
+
+static const char no_exp[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSJ9."
+                             "EhVpI9lNSP1iPSyTkupV1SpIvsg7sKIz8up45Wa3PHw";
+
+static const char no_sub[] = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJleHAiOjE3MDAwMDM2MDB9."
+                             "sfg13PkXkj-Lkq1I7sGJqC0uE40xU4PaPisdoDAHcC8";
+
+static const char *verify_reason(const char *tok, const char *issuer, int64_t now)
+{
+	jwt_claims c;
+	const char *why = "not set";
+	int rc = jwt_verify(tok, SECRET, SECRET_LEN, issuer, now, 30, &c, &why);
+	if (rc == 0) {
+		assert_null(why);
+		return NULL;
+	}
+	assert_int_equal(rc, -1);
+	assert_non_null(why);
+	return why;
+}
+
+static void test_known_answer(void **state)
+{
+	jwt_claims c;
+	const char *why = "x";
+	(void)state;
+	assert_int_equal(
+	    jwt_verify(kat_alice, SECRET, SECRET_LEN, "evhost", T_IAT + 10, 0, &c, &why), 0);
+	assert_null(why);
+	assert_string_equal(c.sub, "alice");
+	assert_string_equal(c.iss, "evhost");
+	assert_int_equal(c.iat, T_IAT);
+	assert_int_equal(c.exp, T_EXP);
+	assert_int_equal(c.nroles, 2);
+	assert_string_equal(c.roles[0], "admin");
+	assert_string_equal(c.roles[1], "user");
+}
+
+static void test_minimal_claims(void **state)
+{
+	jwt_claims c;
+	(void)state;
+	assert_int_equal(jwt_verify(kat_bob, SECRET, SECRET_LEN, NULL, T_IAT, 0, &c, NULL), 0);
+	assert_string_equal(c.sub, "bob");
+	assert_string_equal(c.iss, "");
+	assert_int_equal(c.nroles, 0);
+	assert_int_equal(c.iat, 0);
+	/* An issuer is required when one is configured. */
+	assert_string_equal(verify_reason(kat_bob, "evhost", T_IAT), "wrong token issuer");
+}
+
+static void test_sign_matches_known_answer(void **state)
+{
+	const char *roles[] = {"admin", "user"};
+	char *tok = NULL;
+	(void)state;
+	assert_int_equal(
+	    jwt_sign("alice", roles, 2, T_IAT, 3600, "evhost", SECRET, SECRET_LEN, &tok), 0);
+	assert_non_null(tok);
+	assert_string_equal(tok, kat_alice);
+	free(tok);
+}
+
+static void test_sign_verify_roundtrip(void **state)
+{
+	char *tok = NULL;
+	jwt_claims c;
+	(void)state;
+	assert_int_equal(jwt_sign("u-1", NULL, 0, 1000, 60, NULL, SECRET, SECRET_LEN, &tok), 0);
+	assert_int_equal(jwt_verify(tok, SECRET, SECRET_LEN, NULL, 1059, 0, &c, NULL), 0);
+	assert_string_equal(c.sub, "u-1");
+	assert_int_equal(c.exp, 1060);
+	assert_int_equal(c.nroles, 0);
+	/* Another secret does not verify it. */
+	assert_int_equal(
+	    jwt_verify(tok, (const unsigned char *)"other", 5, NULL, 1059, 0, &c, NULL), -1);
+	free(tok);
+}
+
+static void test_sign_refuses_bad_args(void **state)
+{
+	const char *long_role[] = {"abcdefghijklmnopqrstuvwxyz0123456789"};
+	const char *nine[] = {"a", "b", "c", "d", "e", "f", "g", "h", "i"};
+	char *tok = (char *)"unchanged";
+	(void)state;
+	assert_int_equal(jwt_sign("", NULL, 0, 0, 60, NULL, SECRET, SECRET_LEN, &tok), -1);
+	assert_null(tok);
+	assert_int_equal(jwt_sign("a", long_role, 1, 0, 60, NULL, SECRET, SECRET_LEN, &tok), -1);
+	assert_int_equal(jwt_sign("a", nine, 9, 0, 60, NULL, SECRET, SECRET_LEN, &tok), -1);
+	assert_int_equal(jwt_sign("a", NULL, 0, 0, 0, NULL, SECRET, SECRET_LEN, &tok), -1);
+	assert_int_equal(jwt_sign("a", NULL, 0, 0, 60, NULL, SECRET, 0, &tok), -1);
+	assert_null(tok);
+}
+
+static void test_tampered(void **state)
+{
+	char tok[sizeof kat_alice];
+	(void)state;
+	assert_string_equal(verify_reason(tampered, NULL, T_IAT), "bad signature");
+	/* A flipped bit in the signature. */
+	memcpy(tok, kat_alice, sizeof tok);
+	tok[sizeof tok - 5] = tok[sizeof tok - 5] == 'a' ? 'b' : 'a';
+	assert_string_equal(verify_reason(tok, NULL, T_IAT), "bad signature");
+	/* The same signature bytes spelled with nonzero padding bits. */
+	memcpy(tok, kat_alice, sizeof tok);
+	assert_int_equal(tok[sizeof tok - 2], 'A');
+	tok[sizeof tok - 2] = 'B';
+	assert_string_equal(verify_reason(tok, NULL, T_IAT), "malformed token signature");
+	/* Wrong secret. */
+	assert_int_equal(jwt_verify(kat_alice, (const unsigned char *)"test-secret-012345678", 21,
+	                            NULL, T_IAT, 0, NULL, NULL),
+	                 -1);
+}
+
+static void test_algorithms_refused(void **state)
+{
+	(void)state;
+	assert_string_equal(verify_reason(alg_none, NULL, T_IAT), "token algorithm is not HS256");
+	assert_string_equal(verify_reason(alg_hs512, NULL, T_IAT), "token algorithm is not HS256");
+}
+
+static void test_expiry_and_leeway(void **state)
+{
+	jwt_claims c;
+	const char *why = NULL;
+	(void)state;
+	assert_null(verify_reason(kat_alice, NULL, T_EXP));
+	assert_null(verify_reason(kat_alice, NULL, T_EXP + 30)); /* within 30 s leeway */
+	assert_string_equal(verify_reason(kat_alice, NULL, T_EXP + 31), "token expired");
+	assert_int_equal(jwt_verify(kat_alice, SECRET, SECRET_LEN, NULL, T_EXP + 1, 0, &c, &why),
+	                 -1);
+	assert_string_equal(why, "token expired");
+}
+
+static void test_issuer(void **state)
+{
+	(void)state;
+	assert_null(verify_reason(kat_alice, "evhost", T_IAT));
+	assert_string_equal(verify_reason(kat_alice, "someone-else", T_IAT), "wrong token issuer");
+	assert_null(verify_reason(kat_alice, NULL, T_IAT));
+}
+
+static void test_claim_shapes(void **state)
+{
+	(void)state;
+	assert_string_equal(verify_reason(role_too_long, NULL, T_IAT),
+	                    "token role name is too long");
+	assert_string_equal(verify_reason(roles_not_array, NULL, T_IAT),
+	                    "token roles is not an array");
+	assert_string_equal(verify_reason(no_exp, NULL, T_IAT), "token has no exp");
+	assert_string_equal(verify_reason(no_sub, NULL, T_IAT), "token has no sub");
+}
+
+static void test_structure(void **state)
+{
+	char *big;
+	(void)state;
+	assert_string_equal(verify_reason("", NULL, T_IAT), "missing token");
+	assert_string_equal(verify_reason(NULL, NULL, T_IAT), "missing token");
+	assert_string_equal(verify_reason("abc.def", NULL, T_IAT),
+	                    "malformed token (expected three parts)");
+	assert_string_equal(verify_reason("a.b.c.d", NULL, T_IAT),
+	                    "malformed token (expected three parts)");
+	assert_string_equal(verify_reason("!!!.e30.AAAA", NULL, T_IAT), "malformed token header");
+	big = malloc(5000);
+	assert_non_null(big);
+	memset(big, 'A', 4999);
+	big[4999] = '\0';
+	assert_string_equal(verify_reason(big, NULL, T_IAT), "token too long");
+	free(big);
+	assert_int_equal(jwt_verify(kat_alice, NULL, 0, NULL, T_IAT, 0, NULL, NULL), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_known_answer),
+	    cmocka_unit_test(test_minimal_claims),
+	    cmocka_unit_test(test_sign_matches_known_answer),
+	    cmocka_unit_test(test_sign_verify_roundtrip),
+	    cmocka_unit_test(test_sign_refuses_bad_args),
+	    cmocka_unit_test(test_tampered),
+	    cmocka_unit_test(test_algorithms_refused),
+	    cmocka_unit_test(test_expiry_and_leeway),
+	    cmocka_unit_test(test_issuer),
+	    cmocka_unit_test(test_claim_shapes),
+	    cmocka_unit_test(test_structure),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
