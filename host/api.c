@@ -44,7 +44,7 @@ static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
 	/* The last ERROR during init is the reason quoted when the plugin is refused. */
 	if (level == EVH_LOG_ERROR)
 		snprintf(p->last_error, sizeof p->last_error, "%s", msg);
-	log_msg(level, p->name, "%s", msg);
+	log_msg_at(p->log_level, level, p->name, "%s", msg);
 }
 
 static const char *api_config_get(evh_plugin *p, const char *key)
@@ -159,7 +159,8 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	cJSON_Delete(check);
 	events_uuid(id);
 	events_now_rfc3339(now);
-	events_new_traceparent(trace);
+	/* The request's or the handled event's trace, so a flow is one trace. */
+	events_child_traceparent(log_trace_id(), trace);
 	snprintf(source, sizeof source, "%s/%s", p->host->set.source, p->name);
 	memset(&row, 0, sizeof row);
 	row.id = id;

@@ -886,8 +886,20 @@ static void k_confdir(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, "expected a path");
 }
 
+static int parse_duration_ms(const char *v, int64_t *ms);
+
+static void k_stop_timeout(set_ctx *x, const cfg_entry *e)
+{
+	int64_t ms;
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < 1000 || ms > 3600000)
+		bad_value(x, e, "expected a duration from 1s to 1h, such as 10s or 2m");
+	else
+		x->s->stop_timeout_ms = (int)ms;
+}
+
 static const key_def host_keys[] = {
     {"plugin_dir", k_plugin_dir},
+    {"stop_timeout", k_stop_timeout},
     {"state_dir", k_state_dir},
     {"confdir", k_confdir},
     {"source", k_source},
@@ -1113,9 +1125,43 @@ static void k_outbox_max(set_ctx *x, const cfg_entry *e)
 		x->s->outbox_max_rows = n;
 }
 
+/* A duration: a whole number with a unit s, m, h or d ("7d"); a bare
+ * number is seconds. Returns -1 on anything else. */
+static int parse_duration_ms(const char *v, int64_t *ms)
+{
+	char *end = NULL;
+	long long n = 0;
+	int64_t mult;
+
+	errno = 0;
+	if (isdigit((unsigned char)*v))
+		n = strtoll(v, &end, 10);
+	if (!end || errno)
+		return -1;
+	switch (*end) {
+	case '\0':
+	case 's': mult = 1000; break;
+	case 'm': mult = 60000; break;
+	case 'h': mult = 3600000; break;
+	case 'd': mult = 86400000; break;
+	default: return -1;
+	}
+	if ((*end && end[1]) || n > INT64_MAX / mult)
+		return -1;
+	*ms = n * mult;
+	return 0;
+}
+
+static void k_event_retention(set_ctx *x, const cfg_entry *e)
+{
+	if (parse_duration_ms(e->value, &x->s->event_retention_ms) != 0)
+		bad_value(x, e, "expected a duration such as 7d, 12h, 30m or 3600s (0: keep forever)");
+}
+
 static const key_def store_keys[] = {
     {"synchronous", k_synchronous},
     {"outbox_max_rows", k_outbox_max},
+    {"event_retention", k_event_retention},
     {NULL, NULL},
 };
 
@@ -1264,6 +1310,8 @@ static void settings_defaults(set_ctx *x)
 	s->dlq_suffix = xstrdup(".dlq");
 	s->store_synchronous = xstrdup("FULL");
 	s->outbox_max_rows = 100000;
+	s->event_retention_ms = 7LL * 86400000;
+	s->stop_timeout_ms = 10000;
 	s->log_level = EVH_LOG_INFO;
 	s->log_fmt = LOG_FORMAT_AUTO;
 	s->metrics_enabled = 1;
@@ -1292,6 +1340,13 @@ static void plugin_key(set_ctx *x, plugin_settings *ps, const char *key)
 		get_bool_into(x, e, &ps->required);
 	else if (!strcmp(key, "group"))
 		get_nonempty(x, e, &ps->group);
+	else if (!strcmp(key, "log_level")) {
+		evh_log_level lvl;
+		if (log_level_parse(e->value, &lvl) != 0)
+			bad_value(x, e, "expected error, warn, info or debug");
+		else
+			ps->log_level = (int)lvl;
+	}
 	else if (!*e->value)
 		bad_value(x, e, "expected a path");
 	else
@@ -1320,12 +1375,14 @@ static void plugin_from_section(set_ctx *x, size_t si)
 	ps->required = 1;
 	ps->path = xasprintf("%s.so", name);
 	ps->group = xasprintf("evhost.%s", name);
+	ps->log_level = -1;
 	ps->file = x->c->section_files[si];
 	ps->line = x->c->section_lines[si];
 	plugin_key(x, ps, "enabled");
 	plugin_key(x, ps, "required");
 	plugin_key(x, ps, "path");
 	plugin_key(x, ps, "group");
+	plugin_key(x, ps, "log_level");
 	rel = ps->path;
 	ps->path = resolve_path(s->plugin_dir, rel);
 	free(rel);

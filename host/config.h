@@ -60,6 +60,7 @@ typedef struct plugin_settings {
 	int required;     /* default true */
 	char *path;       /* resolved absolute path of the .so */
 	char *group;      /* consumer group, default "evhost.NAME" */
+	int log_level;    /* [plugin.NAME] log_level; -1 = the [log] level */
 	const char *file; /* where the section was defined (for messages; borrowed from the cfg) */
 	int line;
 } plugin_settings;
@@ -81,6 +82,8 @@ typedef struct settings {
 	char *dlq_suffix;      /* default ".dlq": DLQ topic = <topic>.<plugin><suffix> */
 	char *store_synchronous; /* "FULL" or "NORMAL" */
 	int64_t outbox_max_rows;
+	int64_t event_retention_ms; /* [store] event_retention; 0 = keep forever */
+	int stop_timeout_ms;        /* [host] stop_timeout: outbox flush budget at stop */
 	evh_log_level log_level;
 	log_format log_fmt;
 	char *jwt_secret_file; /* [auth] jwt_secret_file */

@@ -95,6 +95,22 @@ static int all_zero(const unsigned char *b, size_t n)
 	return 1;
 }
 
+void events_child_traceparent(const char *trace_id, char out[56])
+{
+	unsigned char span[8];
+	char sh[17];
+	size_t n = trace_id ? strspn(trace_id, "0123456789abcdef") : 0;
+	if (n != 32 || trace_id[32] || strspn(trace_id, "0") == 32) {
+		events_new_traceparent(out);
+		return;
+	}
+	do
+		random_fill(span, sizeof span);
+	while (all_zero(span, sizeof span));
+	hex_encode(span, sizeof span, sh);
+	snprintf(out, 56, "00-%s-%s-01", trace_id, sh);
+}
+
 void events_new_traceparent(char out[56])
 {
 	unsigned char trace[16], span[8];

@@ -22,6 +22,9 @@ void events_uuid(char out[37]);
 void events_now_rfc3339(char out[40]);
 /* A fresh W3C traceparent "00-<32 hex>-<16 hex>-01". */
 void events_new_traceparent(char out[56]);
+/* A traceparent in the trace `trace_id` (32 lowercase hex digits, not all
+ * zero) with a new span id; a new trace when trace_id is NULL or invalid. */
+void events_child_traceparent(const char *trace_id, char out[56]);
 /* Append the CloudEvents headers for `m` to `hdrs`. */
 int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs);
 /* Read them back; missing ones are left empty. Returns 0 when ce_id and

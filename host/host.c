@@ -5,7 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <time.h>
+
 #include <cjson/cJSON.h>
+
+#include "admin.h"
 
 #include "host.h"
 #include "http.h"
@@ -15,7 +19,7 @@
 #include "router.h"
 #include "store.h"
 
-#define STOP_FLUSH_TIMEOUT_MS 30000
+#define STOP_TIMEOUT_MS 10000 /* when settings are not loaded */
 
 /* A section's content in a canonical form: sorted "key=value" lines. Two
  * configurations that differ only in file layout or key order compare equal,
@@ -198,6 +202,8 @@ int host_start(host *h)
 		log_error("host", "cannot start the outbox relay");
 		return -1;
 	}
+	if (admin_start(h) != 0)
+		return -1;
 	for (size_t i = 0; i < h->nplugins;) {
 		int rc = host_start_plugin(h, h->plugins[i]);
 		if (rc < 0)
@@ -306,27 +312,41 @@ int host_reload(host *h)
 	return 0;
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void host_stop(host *h)
 {
+	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
+	int64_t t0 = now_ms();
 	h->stopping = 1;
 	if (h->http) {
 		http_stop(h->http);
 		h->http = NULL;
 	}
+	admin_stop(h);
 	for (size_t i = 0; i < h->nplugins; i++)
 		if (h->plugins[i]->consumer)
 			consumer_stop(h->plugins[i]);
+	/* Events not sent by now stay in the outboxes on disk and go out at the
+	 * next start, so the flush is bounded by [host] stop_timeout. */
 	if (h->outbox) {
-		int64_t left = outbox_stop(h->outbox, STOP_FLUSH_TIMEOUT_MS);
+		int spent = (int)(now_ms() - t0);
+		int64_t left = outbox_stop(h->outbox, budget - spent > 1000 ? budget - spent : 1000);
 		if (left > 0)
 			log_warn("host",
-			         "%lld event(s) still in the outbox after %d s; they are kept on disk and "
-			         "sent at the next start",
-			         (long long)left, STOP_FLUSH_TIMEOUT_MS / 1000);
+			         "%lld event(s) still in the outbox after %d ms; they are kept on disk "
+			         "and sent at the next start",
+			         (long long)left, budget);
 		h->outbox = NULL;
 	}
 	if (h->kafka) {
-		kafka_stop(h->kafka, 10000);
+		int rest = budget - (int)(now_ms() - t0);
+		kafka_stop(h->kafka, rest > 500 ? rest : 500);
 		h->kafka = NULL;
 	}
 	for (size_t i = 0; i < h->nplugins; i++) {

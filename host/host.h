@@ -10,6 +10,7 @@ struct router;
 struct kafka;
 struct http_server;
 struct outbox;
+struct admin;
 
 typedef struct host {
 	cfg cfg;
@@ -23,6 +24,7 @@ typedef struct host {
 	volatile sig_atomic_t stopping;
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
 	char *conf_file;              /* what host_configure read, for reloads */
+	struct admin *admin;          /* admin API state (admin.c) */
 } host;
 
 /* The API table handed to every plugin (api.c). */

@@ -11,7 +11,10 @@
  *    finished the partition is sought to the next offset and resumed, so
  *    anything fetched (and discarded) meanwhile is fetched again;
  *  - a revoked partition drops its retry: the new owner starts from the
- *    committed offset. */
+ *    committed offset;
+ *  - messages are handed to handlers in timestamp order across the
+ *    plugin's partitions (see "ordered dispatch"), so events about one
+ *    entity spread over several topics keep their order in a backlog. */
 #include "kafka.h"
 
 #include <errno.h>
@@ -41,12 +44,18 @@
 #define DLQ_WAIT_STOPPING_MS 30000
 #define DLQ_RETRY_MAX_MS 30000
 #define TOPIC_WARN_EVERY_MS 60000
+#define DLQ_TRUNCATE_BYTES 65536
+#define ORDER_WAIT_MS 1000  /* how long a partition with data on its way holds others */
+#define ORDER_START_WAIT_MS 5000 /* ...and one not fetched from yet */
+#define ORDER_BUF_MAX 10000 /* buffered messages beyond which no partition is waited for */
+#define FILL_MAX 500        /* messages taken from librdkafka per round */
 
 struct kafka {
 	rd_kafka_t *producer;
 	rd_kafka_t *mock_rk; /* owns the mock cluster (brokers = embedded) */
 	rd_kafka_mock_cluster_t *mock;
 	char *bootstraps;
+	const settings *set; /* for clients made later (kafka_reader_conf) */
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -163,19 +172,27 @@ static int conf_passthrough(rd_kafka_conf_t *conf, const settings *s, const char
 
 /* ------------------------------------------------------------ producer */
 
+/* Who hears of a message's fate: at most one of the callbacks is set. */
 struct kafka_dr {
 	kafka_delivery_cb cb;
+	kafka_delivery_pos_cb pos_cb;
+	void (*msg_cb)(void *opaque, const rd_kafka_message_t *m); /* dead letters */
 	void *opaque;
 };
 
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct kafka_dr *d = m->_private;
+	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+	const char *error = ok ? NULL : rd_kafka_err2str(m->err);
 	if (!d)
 		return;
 	if (d->cb)
-		d->cb(d->opaque, m->err == RD_KAFKA_RESP_ERR_NO_ERROR,
-		      m->err ? rd_kafka_err2str(m->err) : NULL);
+		d->cb(d->opaque, ok, error);
+	else if (d->pos_cb)
+		d->pos_cb(d->opaque, ok, error, m->partition, ok ? m->offset : -1);
+	else if (d->msg_cb)
+		d->msg_cb(d->opaque, m);
 	free(d);
 }
 
@@ -243,6 +260,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
+	k->set = s;
 	if (s->embedded) {
 		if (start_mock(k, err, errlen))
 			goto fail;
@@ -307,6 +325,65 @@ int kafka_reachable(kafka *k, int timeout_ms)
 	return 1;
 }
 
+static int digits(const char **s, int n)
+{
+	int v = 0;
+	for (int i = 0; i < n; i++, (*s)++) {
+		if (**s < '0' || **s > '9')
+			return -1;
+		v = v * 10 + (**s - '0');
+	}
+	return v;
+}
+
+int kafka_parse_time(const char *s, int64_t *ms)
+{
+	struct tm tm;
+	int y, mo, d, hh, mi, ss, frac = 0, tz = 0;
+	time_t t;
+	memset(&tm, 0, sizeof tm);
+	if ((y = digits(&s, 4)) < 0 || *s++ != '-' || (mo = digits(&s, 2)) < 1 || mo > 12 ||
+	    *s++ != '-' || (d = digits(&s, 2)) < 1 || d > 31 ||
+	    (*s != 'T' && *s != 't' && *s != ' '))
+		return -1;
+	s++;
+	if ((hh = digits(&s, 2)) < 0 || hh > 23 || *s++ != ':' || (mi = digits(&s, 2)) < 0 ||
+	    mi > 59 || *s++ != ':' || (ss = digits(&s, 2)) < 0 || ss > 60)
+		return -1;
+	if (*s == '.') {
+		int n = 0;
+		for (s++; *s >= '0' && *s <= '9'; s++, n++)
+			if (n < 3)
+				frac = frac * 10 + (*s - '0');
+		if (!n)
+			return -1;
+		for (; n < 3; n++)
+			frac *= 10;
+	}
+	if (*s == 'Z' || *s == 'z') {
+		s++;
+	} else if (*s == '+' || *s == '-') {
+		int sign = *s++ == '-' ? -1 : 1, th, tm_;
+		if ((th = digits(&s, 2)) < 0 || th > 23 || *s++ != ':' ||
+		    (tm_ = digits(&s, 2)) < 0 || tm_ > 59)
+			return -1;
+		tz = sign * (th * 3600 + tm_ * 60);
+	} else {
+		return -1;
+	}
+	if (*s)
+		return -1;
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = hh;
+	tm.tm_min = mi;
+	tm.tm_sec = ss;
+	t = timegm(&tm);
+	*ms = ((int64_t)t - tz) * 1000 + frac;
+	return 0;
+}
+
 static void meta_from_row(ce_meta *m, const outbox_row *row, const char *source)
 {
 	const char *src = row->source && *row->source ? row->source : source;
@@ -319,10 +396,11 @@ static void meta_from_row(ce_meta *m, const outbox_row *row, const char *source)
 	         row->traceparent ? row->traceparent : "");
 }
 
-/* Produce with a delivery callback. Takes ownership of `hdrs` on success. */
-static int produce(kafka *k, const char *topic, const void *key, size_t keylen,
-                   const void *value, size_t len, rd_kafka_headers_t *hdrs,
-                   kafka_delivery_cb cb, void *opaque)
+/* Produce with a delivery callback (`dr` is copied). Takes ownership of
+ * `hdrs` whatever happens. EVH_ETOOBIG: bigger than message.max.bytes. */
+static int produce(kafka *k, const char *topic, int32_t partition, int64_t timestamp_ms,
+                   const void *key, size_t keylen, const void *value, size_t len,
+                   rd_kafka_headers_t *hdrs, const struct kafka_dr *dr)
 {
 	rd_kafka_resp_err_t e;
 	struct kafka_dr *d = malloc(sizeof *d);
@@ -330,10 +408,10 @@ static int produce(kafka *k, const char *topic, const void *key, size_t keylen,
 		rd_kafka_headers_destroy(hdrs);
 		return EVH_ENOMEM;
 	}
-	d->cb = cb;
-	d->opaque = opaque;
-	e = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, keylen),
-	                      RD_KAFKA_V_VALUE((void *)value, len),
+	*d = *dr;
+	e = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+	                      RD_KAFKA_V_TIMESTAMP(timestamp_ms > 0 ? timestamp_ms : 0),
+	                      RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
 	                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
 	                      RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -342,15 +420,23 @@ static int produce(kafka *k, const char *topic, const void *key, size_t keylen,
 	rd_kafka_headers_destroy(hdrs);
 	if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		return EVH_EBUSY;
+	if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
+		return EVH_ETOOBIG;
 	log_error(KAFKA_LOG, "cannot produce to %s: %s", topic, rd_kafka_err2str(e));
 	return EVH_EKAFKA;
 }
 
-int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
-                      void *opaque)
+/* An outbox row's message carries the event's time as its Kafka timestamp
+ * (when the change committed, not when the relay got to it: after an outage
+ * they differ) and the row's seq as evhost_seq, which orders events of one
+ * source whose times tie (ordered dispatch). */
+static int produce_row(kafka *k, const outbox_row *row, const char *source,
+                       const struct kafka_dr *dr)
 {
 	ce_meta m;
-	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+	int64_t ts = 0;
+	int rc;
+	rd_kafka_headers_t *hdrs = rd_kafka_headers_new(9);
 	if (!hdrs)
 		return EVH_ENOMEM;
 	meta_from_row(&m, row, source);
@@ -358,8 +444,66 @@ int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka
 		rd_kafka_headers_destroy(hdrs);
 		return EVH_EKAFKA;
 	}
-	return produce(k, row->topic, row->key, row->key ? strlen(row->key) : 0, row->data,
-	               row->data_len, hdrs, cb, opaque);
+	if (row->seq > 0) {
+		char seq[24];
+		snprintf(seq, sizeof seq, "%" PRId64, row->seq);
+		rd_kafka_header_add(hdrs, "evhost_seq", -1, seq, -1);
+	}
+	if (row->time && kafka_parse_time(row->time, &ts) != 0)
+		ts = 0; /* librdkafka stamps it now */
+	rc = produce(k, row->topic, RD_KAFKA_PARTITION_UA, ts, row->key,
+	             row->key ? strlen(row->key) : 0, row->data, row->data_len, hdrs, dr);
+	if (rc == EVH_ETOOBIG)
+		log_error(KAFKA_LOG, "cannot produce event %s to %s: %zu bytes is more than "
+		                     "message.max.bytes",
+		          row->id ? row->id : "?", row->topic, row->data_len);
+	return rc;
+}
+
+int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
+                      void *opaque)
+{
+	struct kafka_dr dr = {.cb = cb, .opaque = opaque};
+	return produce_row(k, row, source, &dr);
+}
+
+int kafka_produce_row_pos(kafka *k, const outbox_row *row, const char *source,
+                          kafka_delivery_pos_cb cb, void *opaque)
+{
+	struct kafka_dr dr = {.pos_cb = cb, .opaque = opaque};
+	return produce_row(k, row, source, &dr);
+}
+
+int kafka_produce_message(kafka *k, const char *topic, int32_t partition, const void *key,
+                          size_t keylen, const void *value, size_t len, rd_kafka_headers_t *hdrs,
+                          kafka_delivery_pos_cb cb, void *opaque)
+{
+	struct kafka_dr dr = {.pos_cb = cb, .opaque = opaque};
+	return produce(k, topic, partition, 0, key, keylen, value, len, hdrs, &dr);
+}
+
+rd_kafka_conf_t *kafka_reader_conf(kafka *k, const char *client_id, char *err, size_t errlen)
+{
+	static const char *const owned[] = {"bootstrap.servers", "metadata.broker.list",
+	                                    "group.id", "enable.auto.commit", NULL};
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, rdk_log_cb);
+	rd_kafka_conf_set_error_cb(conf, rdk_error_cb);
+	if (conf_set(conf, "client.id", client_id, err, errlen) ||
+	    (k->set && conf_passthrough(conf, k->set, owned, err, errlen)) ||
+	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
+	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
+	    conf_set(conf, "allow.auto.create.topics", "false", err, errlen)) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+void kafka_dlq_topic(const char *topic, const char *plugin, const char *suffix, char *out,
+                     size_t outlen)
+{
+	snprintf(out, outlen, "%s.%s%s", topic, plugin, suffix && *suffix ? suffix : ".dlq");
 }
 
 void kafka_poll_producer(kafka *k, int timeout_ms) { rd_kafka_poll(k->producer, timeout_ms); }
@@ -530,9 +674,20 @@ struct consumer {
 	struct retry_policy *policy; /* one per p->subs */
 	struct retry_slot *slots;
 	size_t nslots, capslots;
+	struct pbuf *bufs; /* one per assigned partition (ordered dispatch) */
+	size_t nbufs, capbufs;
+	size_t nbuffered; /* messages in all of them */
 	int stored;                  /* offsets stored since the last commit */
 	int64_t last_commit_ms;
 	int64_t last_topic_warn_ms;
+	/* A replay handed over by consumer_replay (another thread), under rmu. */
+	pthread_mutex_t rmu;
+	pthread_cond_t rcv;
+	enum { REPLAY_IDLE, REPLAY_PENDING, REPLAY_RUNNING, REPLAY_DONE } rstate;
+	const replay_request *rreq;
+	replay_result *rres;
+	int rstatus;
+	char rerr[256];
 };
 
 /* What became of one dispatch. */
@@ -569,6 +724,121 @@ static void partition_pause(struct consumer *c, const char *topic, int32_t parti
 		log_warn(KAFKA_LOG, "%s: cannot %s %s [%" PRId32 "]: %s", plugin_label(c),
 		         pause ? "pause" : "resume", topic, partition, rd_kafka_err2str(e));
 	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* ---- ordered dispatch: buffers ---- */
+
+/* Messages polled but not handled yet, per assigned partition. The consumer
+ * hands them to the handlers in timestamp order across all its partitions,
+ * not in whatever order fetches return them: a plugin that consumes several
+ * topics about the same entities (USER_CREATED, USER_UPDATED, USER_DELETED)
+ * then sees a backlog, or a replay, in the order the events were produced,
+ * as it does when it keeps up. Kafka orders only within a partition; this is
+ * Kafka Streams' answer (take the lowest timestamp among the partitions'
+ * buffers, and wait a little for a partition whose data is on its way). A
+ * partition waiting for a retry does not hold the others back.
+ *
+ * Memory: past ORDER_BUF_MAX buffered messages the consumer takes one
+ * message from librdkafka per message it hands out, and waits for no
+ * partition; librdkafka then holds the rest and stops fetching at its own
+ * limits (queued.max.messages.kbytes). Partitions are never paused for
+ * this: pausing and resuming often is what librdkafka before 2.1.0 could
+ * lose messages on. */
+struct pbuf {
+	char *topic;
+	int32_t partition;
+	rd_kafka_message_t **v; /* ring of cap, n messages from head */
+	size_t head, n, cap;
+	int64_t empty_since;    /* when it last ran empty */
+};
+
+static struct pbuf *pbuf_find(struct consumer *c, const char *topic, int32_t partition)
+{
+	for (size_t i = 0; i < c->nbufs; i++)
+		if (c->bufs[i].partition == partition && !strcmp(c->bufs[i].topic, topic))
+			return &c->bufs[i];
+	return NULL;
+}
+
+static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t partition)
+{
+	struct pbuf *b = pbuf_find(c, topic, partition);
+	if (b)
+		return b;
+	if (c->nbufs == c->capbufs) {
+		size_t cap = c->capbufs ? c->capbufs * 2 : 8;
+		struct pbuf *v = realloc(c->bufs, cap * sizeof *v);
+		if (!v)
+			return NULL;
+		c->bufs = v;
+		c->capbufs = cap;
+	}
+	b = &c->bufs[c->nbufs];
+	memset(b, 0, sizeof *b);
+	if (!(b->topic = strdup(topic)))
+		return NULL;
+	b->partition = partition;
+	b->empty_since = now_ms();
+	c->nbufs++;
+	return b;
+}
+
+/* Drop what `b` holds: it is fetched again, after a seek or by the next
+ * owner of the partition. */
+static void pbuf_clear(struct consumer *c, struct pbuf *b)
+{
+	for (; b->n; b->n--, c->nbuffered--, b->head = (b->head + 1) % b->cap)
+		rd_kafka_message_destroy(b->v[b->head]);
+	b->head = 0;
+	b->empty_since = now_ms();
+}
+
+/* Forget the buffers of `parts` (NULL: all), e.g. revoked partitions. */
+static void pbufs_drop(struct consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+	for (size_t i = 0; i < c->nbufs;) {
+		struct pbuf *b = &c->bufs[i];
+		if (parts && !rd_kafka_topic_partition_list_find(parts, b->topic, b->partition)) {
+			i++;
+			continue;
+		}
+		pbuf_clear(c, b);
+		free(b->v);
+		free(b->topic);
+		c->bufs[i] = c->bufs[--c->nbufs];
+	}
+}
+
+static int pbuf_push(struct consumer *c, rd_kafka_message_t *m)
+{
+	struct pbuf *b = pbuf_add(c, rd_kafka_topic_name(m->rkt), m->partition);
+	if (!b)
+		return -1;
+	if (b->n == b->cap) {
+		size_t cap = b->cap ? b->cap * 2 : 16;
+		rd_kafka_message_t **v = malloc(cap * sizeof *v);
+		if (!v)
+			return -1;
+		for (size_t i = 0; i < b->n; i++)
+			v[i] = b->v[(b->head + i) % b->cap];
+		free(b->v);
+		b->v = v;
+		b->cap = cap;
+		b->head = 0;
+	}
+	b->v[(b->head + b->n++) % b->cap] = m;
+	c->nbuffered++;
+	return 0;
+}
+
+static rd_kafka_message_t *pbuf_pop(struct consumer *c, struct pbuf *b)
+{
+	rd_kafka_message_t *m = b->v[b->head];
+	b->head = (b->head + 1) % b->cap;
+	c->nbuffered--;
+	if (--b->n == 0)
+		b->empty_since = now_ms();
+	return m;
 }
 
 static void store_offset(struct consumer *c, const rd_kafka_message_t *msg)
@@ -706,6 +976,18 @@ static enum outcome dispatch(struct consumer *c, const rd_kafka_message_t *msg, 
 		set_trace_context(ev.meta.traceparent);
 		out = run_handlers(c, &ev, first, sub);
 		log_set_context(NULL, NULL);
+	} else {
+		/* The plugin subscribed to this topic for other types only: an
+		 * event it has no handler for is a dead letter, not a silent skip
+		 * (that would commit past it and lose it). */
+		out = OUT_REJECT;
+		if (ev.meta.type[0])
+			snprintf(ev.error, sizeof ev.error,
+			         "no handler for ce_type '%s' on topic %s", ev.meta.type, ev.topic);
+		else
+			snprintf(ev.error, sizeof ev.error,
+			         "no ce_type header, and every handler on topic %s needs one",
+			         ev.topic);
 	}
 	if (out == OUT_REJECT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "rejected by handler");
@@ -722,7 +1004,7 @@ static enum outcome dispatch(struct consumer *c, const rd_kafka_message_t *msg, 
  * producer) and possibly after the waiter gave up: the last one frees it. */
 struct dlq_wait {
 	pthread_mutex_t mu;
-	int refs, done, ok;
+	int refs, done, ok, too_big;
 	char error[256];
 };
 
@@ -738,13 +1020,14 @@ static void dlq_wait_release(struct dlq_wait *w)
 	free(w);
 }
 
-static void dlq_delivered(void *opaque, int ok, const char *error)
+static void dlq_delivered(void *opaque, const rd_kafka_message_t *m)
 {
 	struct dlq_wait *w = opaque;
 	pthread_mutex_lock(&w->mu);
 	w->done = 1;
-	w->ok = ok;
-	snprintf(w->error, sizeof w->error, "%s", error ? error : "");
+	w->ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+	w->too_big = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+	snprintf(w->error, sizeof w->error, "%s", w->ok ? "" : rd_kafka_err2str(m->err));
 	pthread_mutex_unlock(&w->mu);
 	dlq_wait_release(w);
 }
@@ -762,7 +1045,7 @@ static void header_addf(rd_kafka_headers_t *h, const char *name, const char *fmt
 }
 
 static rd_kafka_headers_t *dlq_headers(struct consumer *c, const rd_kafka_message_t *msg,
-                                       int attempts, const char *error)
+                                       int attempts, const char *error, int truncated)
 {
 	rd_kafka_headers_t *orig = NULL, *h;
 	char now[40];
@@ -780,19 +1063,26 @@ static rd_kafka_headers_t *dlq_headers(struct consumer *c, const rd_kafka_messag
 	header_addf(h, "evhost_dlq_attempts", "%d", attempts);
 	header_addf(h, "evhost_dlq_error", "%s", error);
 	header_addf(h, "evhost_dlq_time", "%s", now);
+	if (truncated)
+		header_addf(h, "evhost_dlq_truncated", "%zu", msg->len);
 	return h;
 }
 
-/* Produce one dead letter and wait for its delivery report. Returns 1 on
- * success, 0 on a failed delivery (try again), -1 when stopping before the
- * outcome was known. */
+/* Produce one dead letter and wait for its delivery report. `truncated`:
+ * send only the start of the value (the whole one was too big). Returns 1
+ * on success, 0 on a failed delivery (try again), 2 when the message is too
+ * big for the producer or the broker, -1 when stopping before the outcome
+ * was known. */
 static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_message_t *msg,
-                         int attempts, const char *error, char *why, size_t whylen)
+                         int attempts, const char *error, int truncated, char *why,
+                         size_t whylen)
 {
 	struct dlq_wait *w = calloc(1, sizeof *w);
-	rd_kafka_headers_t *h = dlq_headers(c, msg, attempts, error);
+	rd_kafka_headers_t *h = dlq_headers(c, msg, attempts, error, truncated);
+	struct kafka_dr dr = {.msg_cb = dlq_delivered, .opaque = w};
+	size_t len = truncated && msg->len > DLQ_TRUNCATE_BYTES ? DLQ_TRUNCATE_BYTES : msg->len;
 	int64_t start = now_ms();
-	int rc, done = 0;
+	int rc, done = 0, too_big = 0;
 	if (!w || !h) {
 		free(w);
 		if (h)
@@ -802,14 +1092,16 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 	}
 	pthread_mutex_init(&w->mu, NULL);
 	w->refs = 2;
-	rc = produce(c->k, topic, msg->key, msg->key_len, msg->payload, msg->len, h, dlq_delivered,
-	             w);
+	rc = produce(c->k, topic, RD_KAFKA_PARTITION_UA, 0, msg->key, msg->key_len, msg->payload,
+	             len, h, &dr);
 	if (rc != EVH_OK) {
 		snprintf(why, whylen, "produce failed: %s",
-		         rc == EVH_EBUSY ? "queue full" : "see log");
+		         rc == EVH_EBUSY    ? "queue full"
+		         : rc == EVH_ETOOBIG ? "message larger than message.max.bytes"
+		                             : "see log");
 		w->refs = 1;
 		dlq_wait_release(w);
-		return 0;
+		return rc == EVH_ETOOBIG ? 2 : 0;
 	}
 	/* librdkafka always reports a message's fate (at the latest after
 	 * message.timeout.ms), so wait for it; only a stop cuts this short. */
@@ -818,32 +1110,47 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 		pthread_mutex_lock(&w->mu);
 		done = w->done;
 		rc = w->ok;
+		too_big = w->too_big;
 		snprintf(why, whylen, "%s", w->error);
 		pthread_mutex_unlock(&w->mu);
 		if (!done && atomic_load(&c->stop) && now_ms() - start > DLQ_WAIT_STOPPING_MS)
 			break;
 	}
 	dlq_wait_release(w);
-	return done ? rc : -1;
+	if (!done)
+		return -1;
+	return too_big ? 2 : rc;
 }
 
 /* Write `msg` to <topic>.<plugin><suffix>, retrying until it is
- * acknowledged: losing a dead letter would lose the event. Returns 0 when
- * written, -1 when stopping first (the offset then stays uncommitted). */
+ * acknowledged: losing a dead letter would lose the event. A message too big
+ * for the dead-letter topic is sent with only the first DLQ_TRUNCATE_BYTES
+ * of its value and an evhost_dlq_truncated header (its full size): blocking
+ * the partition forever would be worse. Returns 0 when written, -1 when
+ * stopping first (the offset then stays uncommitted). */
 static int dead_letter(struct consumer *c, const rd_kafka_message_t *msg, int attempts,
                        const char *error)
 {
 	char topic[512], why[256];
-	int delay = 1000, rc;
+	int delay = 1000, rc, truncated = 0;
 	const char *src = rd_kafka_topic_name(msg->rkt);
-	snprintf(topic, sizeof topic, "%s.%s%s", src, c->p->name, c->dlq_suffix);
+	kafka_dlq_topic(src, c->p->name, c->dlq_suffix, topic, sizeof topic);
 	log_warn(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d "
 	                    "attempt(s): %s",
 	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
 	for (;;) {
-		rc = dlq_send_once(c, topic, msg, attempts, error, why, sizeof why);
+		rc = dlq_send_once(c, topic, msg, attempts, error, truncated, why, sizeof why);
 		if (rc == 1)
 			return 0;
+		if (rc == 2 && !truncated) {
+			log_warn(KAFKA_LOG,
+			         "%s: %s [%" PRId32 "] @%" PRId64 " (%zu bytes) is too big for %s "
+			         "(%s); dead-lettering its first %d bytes",
+			         plugin_label(c), src, msg->partition, msg->offset, msg->len, topic,
+			         why, DLQ_TRUNCATE_BYTES);
+			truncated = 1;
+			continue;
+		}
 		if (rc < 0 || atomic_load(&c->stop)) {
 			log_warn(KAFKA_LOG,
 			         "%s: stopping before dead letter to %s was acknowledged; "
@@ -890,6 +1197,7 @@ static int slot_resume(struct consumer *c, struct retry_slot *s)
 static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
 {
 	struct retry_slot *s;
+	struct pbuf *b;
 	if (c->nslots == c->capslots) {
 		size_t cap = c->capslots ? c->capslots * 2 : 4;
 		struct retry_slot *n = realloc(c->slots, cap * sizeof *n);
@@ -906,6 +1214,10 @@ static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
 	s->partition = msg->partition;
 	c->nslots++;
 	partition_pause(c, s->topic, s->partition, 1);
+	/* What was buffered behind it is fetched again after the seek. */
+	b = pbuf_find(c, s->topic, s->partition);
+	if (b)
+		pbuf_clear(c, b);
 	return s;
 }
 
@@ -1005,6 +1317,7 @@ static void drop_slots(struct consumer *c, const rd_kafka_topic_partition_list_t
 	}
 }
 
+
 /* ---- group membership ---- */
 
 static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -1018,6 +1331,11 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	switch (err) {
 	case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
 		log_info(KAFKA_LOG, "%s: assigned %d partition(s)", plugin_label(c), parts->cnt);
+		/* Every assigned partition takes part in ordered dispatch from
+		 * now on, before it delivered anything: its first messages may be
+		 * older than another's. */
+		for (int i = 0; i < parts->cnt; i++)
+			pbuf_add(c, parts->elems[i].topic, parts->elems[i].partition);
 		if (coop)
 			e = rd_kafka_incremental_assign(rk, parts);
 		else
@@ -1027,6 +1345,7 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		log_info(KAFKA_LOG, "%s: %d partition(s) revoked%s", plugin_label(c), parts->cnt,
 		         rd_kafka_assignment_lost(rk) ? " (lost)" : "");
 		drop_slots(c, parts, 1);
+		pbufs_drop(c, parts);
 		if (!rd_kafka_assignment_lost(rk))
 			commit_stored(c, 0, 1);
 		if (coop)
@@ -1038,6 +1357,7 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		log_error(KAFKA_LOG, "%s: rebalance failed: %s", plugin_label(c),
 		          rd_kafka_err2str(err));
 		drop_slots(c, NULL, 1);
+		pbufs_drop(c, NULL);
 		ae = rd_kafka_assign(rk, NULL);
 		break;
 	}
@@ -1074,31 +1394,507 @@ static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
 	         rd_kafka_message_errstr(msg));
 }
 
-static void *consumer_main(void *arg)
+/* ---- ordered dispatch: scheduling ---- */
+
+static int64_t msg_time(const rd_kafka_message_t *m)
 {
-	struct consumer *c = arg;
-	rd_kafka_message_t *msg;
-	while (!atomic_load(&c->stop)) {
-		if (serve_slots(c))
-			continue;
-		if (c->stored >= COMMIT_EVERY_MSGS ||
-		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS)
-			commit_stored(c, 1, 0);
-		msg = rd_kafka_consumer_poll(c->rk, poll_timeout(c));
-		if (!msg)
-			continue;
+	rd_kafka_timestamp_type_t type;
+	return rd_kafka_message_timestamp(m, &type);
+}
+
+/* A header's value as a NUL-terminated copy in buf ("" when absent). */
+static const char *msg_header(const rd_kafka_message_t *m, const char *name, char *buf,
+                              size_t cap)
+{
+	rd_kafka_headers_t *h = NULL;
+	const void *v = NULL;
+	size_t n = 0;
+	buf[0] = '\0';
+	if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h &&
+	    rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && v)
+		snprintf(buf, cap, "%.*s", (int)n, (const char *)v);
+	return buf;
+}
+
+/* Should `a` be handled before `b`? By timestamp; on a tie, two events of
+ * the same source by their outbox seq (one plugin's outbox is a total
+ * order, even across topics); otherwise they stay as they came. */
+static int msg_before(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
+{
+	char sa[256], sb[256], qa[24], qb[24];
+	int64_t ta = msg_time(a), tb = msg_time(b);
+	if (ta != tb)
+		return ta < tb;
+	if (!*msg_header(a, "evhost_seq", qa, sizeof qa) ||
+	    !*msg_header(b, "evhost_seq", qb, sizeof qb) ||
+	    strcmp(msg_header(a, "ce_source", sa, sizeof sa),
+	           msg_header(b, "ce_source", sb, sizeof sb)))
+		return 0;
+	return strtoll(qa, NULL, 10) < strtoll(qb, NULL, 10);
+}
+
+/* How much longer the empty buffer `b` may hold the others back: while its
+ * partition has messages on their way (its position is short of the end the
+ * last fetch reported), or has not been fetched from at all (its first
+ * messages may be the oldest), up to a bound, so a partition that lags for
+ * good (a broker down) does not stop the rest. 0: it does not. */
+static int64_t hold_ms(struct consumer *c, const struct pbuf *b, int64_t now)
+{
+	rd_kafka_topic_partition_list_t *l;
+	int64_t lo = -1, hi = -1, pos, waited = now - b->empty_since;
+	if (waited >= ORDER_START_WAIT_MS || slot_find(c, b->topic, b->partition))
+		return 0;
+	if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
+	        RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    hi < 0)
+		return ORDER_START_WAIT_MS - waited;
+	l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_add(l, b->topic, b->partition);
+	rd_kafka_position(c->rk, l);
+	pos = l->elems[0].offset;
+	rd_kafka_topic_partition_list_destroy(l);
+	/* Nothing handled yet: an empty partition is done; otherwise its
+	 * committed offset may or may not be the end, so wait (once). */
+	if (pos < 0 ? hi == 0 || lo == hi : pos >= hi)
+		return 0;
+	return waited < ORDER_WAIT_MS ? ORDER_WAIT_MS - waited : 0;
+}
+
+/* The buffer whose first message is due now, or NULL; then *wait_ms is how
+ * long an empty partition may still hold the others back, or -1 when
+ * nothing is buffered at all. */
+static struct pbuf *next_buffer(struct consumer *c, int *wait_ms)
+{
+	struct pbuf *best = NULL;
+	int64_t now = now_ms(), wait = 0;
+	for (size_t i = 0; i < c->nbufs; i++) {
+		struct pbuf *b = &c->bufs[i];
+		if (b->n) {
+			if (!best || msg_before(b->v[b->head], best->v[best->head]))
+				best = b;
+		} else if (c->nbuffered < ORDER_BUF_MAX) {
+			int64_t hold = hold_ms(c, b, now);
+			if (hold > wait)
+				wait = hold;
+		}
+	}
+	*wait_ms = !best ? -1 : (int)wait;
+	return best && !wait ? best : NULL;
+}
+
+/* Take what librdkafka has, at most `max` (waiting up to timeout_ms for the
+ * first). */
+static void fill_buffers(struct consumer *c, int timeout_ms, int max)
+{
+	rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, timeout_ms);
+	for (int n = 0; msg; n++) {
 		if (msg->err) {
 			consumer_error(c, msg);
 			rd_kafka_message_destroy(msg);
 		} else if (slot_find(c, rd_kafka_topic_name(msg->rkt), msg->partition)) {
 			/* Paused for a retry: fetched again after the seek. */
 			rd_kafka_message_destroy(msg);
-		} else {
+		} else if (pbuf_push(c, msg)) {
+			/* Out of memory: handle it now, out of order rather than not
+			 * at all (skipping it would commit past it later). */
+			log_error(KAFKA_LOG, "%s: out of memory buffering a message",
+			          plugin_label(c));
 			handle_message(c, msg, 1, NULL);
 		}
+		msg = n + 1 < max ? rd_kafka_consumer_poll(c->rk, 0) : NULL;
 	}
+}
+
+/* One round: take messages in, hand the earliest due one to its handler. */
+static void consume_round(struct consumer *c)
+{
+	int wait, timeout = poll_timeout(c);
+	struct pbuf *b = next_buffer(c, &wait);
+	if (b || (wait >= 0 && wait < timeout))
+		timeout = b ? 0 : wait;
+	fill_buffers(c, timeout, c->nbuffered < ORDER_BUF_MAX ? FILL_MAX : 1);
+	b = next_buffer(c, &wait);
+	if (b)
+		handle_message(c, pbuf_pop(c, b), 1, NULL);
+}
+
+/* ---- replay ---- */
+
+static int subscribed(const struct consumer *c, const char *topic)
+{
+	for (size_t i = 0; i < c->p->nsubs; i++)
+		if (!strcmp(c->p->subs[i].topic, topic))
+			return 1;
+	return 0;
+}
+
+static int replay_wants(const replay_request *req, const char *topic)
+{
+	if (!req->topics || !req->ntopics)
+		return 1;
+	for (size_t i = 0; i < req->ntopics; i++)
+		if (!strcmp(req->topics[i], topic))
+			return 1;
+	return 0;
+}
+
+static int replay_check_topics(const struct consumer *c, const replay_request *req, char *err,
+                               size_t errlen)
+{
+	for (size_t i = 0; i < req->ntopics; i++)
+		if (!subscribed(c, req->topics[i])) {
+			snprintf(err, errlen, "plugin %s does not consume topic %s", c->p->name,
+			         req->topics[i]);
+			return EVH_EINVAL;
+		}
+	for (size_t i = 0; req->from == REPLAY_OFFSETS && i < req->noffsets; i++)
+		if (!subscribed(c, req->offsets[i].topic)) {
+			snprintf(err, errlen, "plugin %s does not consume topic %s", c->p->name,
+			         req->offsets[i].topic);
+			return EVH_EINVAL;
+		}
+	return EVH_OK;
+}
+
+static int watermarks(struct consumer *c, const char *topic, int32_t partition, int64_t *lo,
+                      int64_t *hi, char *err, size_t errlen)
+{
+	rd_kafka_resp_err_t e =
+	    rd_kafka_query_watermark_offsets(c->rk, topic, partition, lo, hi, SEEK_TIMEOUT_MS);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return EVH_OK;
+	snprintf(err, errlen, "cannot read the offsets of %s [%" PRId32 "]: %s", topic, partition,
+	         rd_kafka_err2str(e));
+	return EVH_EKAFKA;
+}
+
+/* REPLAY_OFFSETS: the partitions asked for, each assigned to us and with an
+ * offset no further than the end (an offset before the start means it). */
+static int targets_from_offsets(struct consumer *c, const replay_request *req,
+                                const rd_kafka_topic_partition_list_t *asg,
+                                rd_kafka_topic_partition_list_t *l, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < req->noffsets; i++) {
+		const replay_pos *want = &req->offsets[i];
+		int64_t lo, hi;
+		int status;
+		if (!rd_kafka_topic_partition_list_find(asg, want->topic, want->partition)) {
+			snprintf(err, errlen, "%s [%" PRId32 "] is not assigned to this consumer",
+			         want->topic, want->partition);
+			return EVH_EINVAL;
+		}
+		status = watermarks(c, want->topic, want->partition, &lo, &hi, err, errlen);
+		if (status)
+			return status;
+		if (want->offset < 0 || want->offset > hi) {
+			snprintf(err, errlen,
+			         "%s [%" PRId32 "]: offset %" PRId64 " is outside 0..%" PRId64,
+			         want->topic, want->partition, want->offset, hi);
+			return EVH_EINVAL;
+		}
+		rd_kafka_topic_partition_list_add(l, want->topic, want->partition)->offset =
+		    want->offset < lo ? lo : want->offset;
+	}
+	return EVH_OK;
+}
+
+/* REPLAY_BEGINNING and REPLAY_TIME: every assigned partition of the topics
+ * asked for, at its first offset or at the first message at or after the
+ * time (the end, when there is none). */
+static int targets_from_start_or_time(struct consumer *c, const replay_request *req,
+                                      const rd_kafka_topic_partition_list_t *asg,
+                                      rd_kafka_topic_partition_list_t *l, char *err,
+                                      size_t errlen)
+{
+	rd_kafka_resp_err_t e;
+	int64_t lo, hi;
+	int status;
+	for (int i = 0; i < asg->cnt; i++)
+		if (replay_wants(req, asg->elems[i].topic))
+			rd_kafka_topic_partition_list_add(l, asg->elems[i].topic,
+			                                  asg->elems[i].partition)
+			    ->offset = req->time_ms;
+	if (req->from == REPLAY_TIME && l->cnt) {
+		e = rd_kafka_offsets_for_times(c->rk, l, SEEK_TIMEOUT_MS);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			snprintf(err, errlen, "cannot look up offsets by time: %s",
+			         rd_kafka_err2str(e));
+			return EVH_EKAFKA;
+		}
+	}
+	for (int i = 0; i < l->cnt; i++) {
+		rd_kafka_topic_partition_t *t = &l->elems[i];
+		if (req->from == REPLAY_TIME && t->err) {
+			snprintf(err, errlen,
+			         "cannot look up the offset of %s [%" PRId32 "] by time: %s",
+			         t->topic, t->partition, rd_kafka_err2str(t->err));
+			return EVH_EKAFKA;
+		}
+		if (req->from == REPLAY_TIME && t->offset >= 0)
+			continue;
+		status = watermarks(c, t->topic, t->partition, &lo, &hi, err, errlen);
+		if (status)
+			return status;
+		t->offset = req->from == REPLAY_BEGINNING ? lo : hi;
+	}
+	return EVH_OK;
+}
+
+static int replay_seek(struct consumer *c, rd_kafka_topic_partition_list_t *l, char *err,
+                       size_t errlen)
+{
+	rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+	if (e) {
+		snprintf(err, errlen, "seek failed: %s", rd_kafka_error_string(e));
+		rd_kafka_error_destroy(e);
+		return EVH_EKAFKA;
+	}
+	for (int i = 0; i < l->cnt; i++)
+		if (l->elems[i].err) {
+			snprintf(err, errlen, "seek of %s [%" PRId32 "] failed: %s",
+			         l->elems[i].topic, l->elems[i].partition,
+			         rd_kafka_err2str(l->elems[i].err));
+			return EVH_EKAFKA;
+		}
+	return EVH_OK;
+}
+
+/* The replayed events' inbox records go, so their handlers run again. */
+static int replay_forget_inbox(struct consumer *c, const rd_kafka_topic_partition_list_t *l,
+                               int64_t *deleted, char *err, size_t errlen)
+{
+	size_t n = l->cnt > 0 ? (size_t)l->cnt : 1;
+	inbox_range *r = calloc(n, sizeof *r);
+	int status;
+	if (!r) {
+		snprintf(err, errlen, "out of memory");
+		return EVH_ENOMEM;
+	}
+	for (int i = 0; i < l->cnt; i++)
+		r[i] = (inbox_range){l->elems[i].topic, l->elems[i].partition, l->elems[i].offset};
+	status = store_inbox_forget(c->p->store, r, (size_t)l->cnt, deleted);
+	free(r);
+	if (status)
+		snprintf(err, errlen, "rewound, but the inbox could not be cleared (storage error "
+		                      "%d): events already handled are skipped; replay again",
+		         status);
+	return status;
+}
+
+/* Make the new positions the committed ones, so a crash in the middle of a
+ * replay resumes it instead of skipping what is left. */
+static void replay_commit(struct consumer *c, rd_kafka_topic_partition_list_t *l)
+{
+	rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e = rd_kafka_commit(c->rk, l, 0);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		log_warn(KAFKA_LOG, "%s: replay: committing the new offsets failed (%s); they are "
+		                    "committed with the next handled event",
+		         plugin_label(c), rd_kafka_err2str(e));
+	c->stored = 0;
+	c->last_commit_ms = now_ms();
+}
+
+static int replay_report(const rd_kafka_topic_partition_list_t *l,
+                         const rd_kafka_topic_partition_list_t *prev, replay_result *res)
+{
+	res->parts = calloc(l->cnt > 0 ? (size_t)l->cnt : 1, sizeof *res->parts);
+	if (!res->parts)
+		return EVH_ENOMEM;
+	for (int i = 0; i < l->cnt; i++) {
+		replay_pos *r = &res->parts[res->nparts];
+		if (!(r->topic = strdup(l->elems[i].topic)))
+			return EVH_ENOMEM;
+		r->partition = l->elems[i].partition;
+		r->offset = l->elems[i].offset;
+		r->previous = prev && prev->elems[i].offset >= 0 ? prev->elems[i].offset : -1;
+		res->nparts++;
+	}
+	return EVH_OK;
+}
+
+static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
+                        replay_result *res, char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *prev = rd_kafka_topic_partition_list_copy(l);
+	int status;
+	if (prev && rd_kafka_position(c->rk, prev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		rd_kafka_topic_partition_list_destroy(prev);
+		prev = NULL;
+	}
+	drop_slots(c, l, 1); /* the seek replaces any pending retry... */
+	for (int i = 0; i < l->cnt; i++) { /* ...and what was buffered */
+		struct pbuf *b = pbuf_find(c, l->elems[i].topic, l->elems[i].partition);
+		if (b)
+			pbuf_clear(c, b);
+	}
+	status = replay_seek(c, l, err, errlen);
+	if (!status)
+		status = replay_forget_inbox(c, l, &res->inbox_deleted, err, errlen);
+	if (!status) {
+		replay_commit(c, l);
+		status = replay_report(l, prev, res);
+	}
+	if (prev)
+		rd_kafka_topic_partition_list_destroy(prev);
+	return status;
+}
+
+static int replay_run(struct consumer *c, const replay_request *req, replay_result *res,
+                      char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *asg = NULL, *l = NULL;
+	int status = replay_check_topics(c, req, err, errlen);
+	if (status)
+		return status;
+	if (rd_kafka_assignment(c->rk, &asg) != RD_KAFKA_RESP_ERR_NO_ERROR || !asg->cnt) {
+		snprintf(err, errlen, "no partitions are assigned to plugin %s's consumer yet",
+		         c->p->name);
+		status = EVH_ESTATE;
+		goto out;
+	}
+	l = rd_kafka_topic_partition_list_new(asg->cnt);
+	if (req->from == REPLAY_OFFSETS)
+		status = targets_from_offsets(c, req, asg, l, err, errlen);
+	else
+		status = targets_from_start_or_time(c, req, asg, l, err, errlen);
+	if (!status && !l->cnt) {
+		snprintf(err, errlen, "no partition asked for is assigned to plugin %s's consumer",
+		         c->p->name);
+		status = EVH_ESTATE;
+	}
+	if (!status)
+		status = replay_apply(c, l, res, err, errlen);
+	if (!status)
+		log_info(KAFKA_LOG, "%s: replay: %d partition(s) rewound, %" PRId64 " inbox "
+		                    "record(s) forgotten",
+		         plugin_label(c), l->cnt, res->inbox_deleted);
+out:
+	if (l)
+		rd_kafka_topic_partition_list_destroy(l);
+	if (asg)
+		rd_kafka_topic_partition_list_destroy(asg);
+	return status;
+}
+
+/* Run a replay request if one is waiting. Consumer thread. */
+static int serve_replay(struct consumer *c)
+{
+	const replay_request *req;
+	replay_result *res;
+	char err[256] = "";
+	int status;
+	pthread_mutex_lock(&c->rmu);
+	if (c->rstate != REPLAY_PENDING) {
+		pthread_mutex_unlock(&c->rmu);
+		return 0;
+	}
+	c->rstate = REPLAY_RUNNING;
+	req = c->rreq;
+	res = c->rres;
+	pthread_mutex_unlock(&c->rmu);
+	status = replay_run(c, req, res, err, sizeof err);
+	if (status)
+		log_warn(KAFKA_LOG, "%s: replay refused or failed: %s", plugin_label(c), err);
+	pthread_mutex_lock(&c->rmu);
+	c->rstatus = status;
+	snprintf(c->rerr, sizeof c->rerr, "%s", err);
+	c->rstate = REPLAY_DONE;
+	pthread_cond_broadcast(&c->rcv);
+	pthread_mutex_unlock(&c->rmu);
+	return 1;
+}
+
+/* The consumer stops: a request not taken yet is answered. */
+static void replay_cancel(struct consumer *c)
+{
+	pthread_mutex_lock(&c->rmu);
+	if (c->rstate == REPLAY_PENDING) {
+		c->rstatus = EVH_ESTATE;
+		snprintf(c->rerr, sizeof c->rerr, "the consumer of plugin %s is stopping",
+		         c->p->name);
+		c->rstate = REPLAY_DONE;
+		pthread_cond_broadcast(&c->rcv);
+	}
+	pthread_mutex_unlock(&c->rmu);
+}
+
+int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res,
+                    int timeout_ms, char *err, size_t errlen)
+{
+	struct consumer *c = p->consumer;
+	int64_t deadline = now_ms() + timeout_ms;
+	int status;
+	memset(res, 0, sizeof *res);
+	if (!c) {
+		snprintf(err, errlen, "plugin %s consumes no topics", p->name);
+		return EVH_ESTATE;
+	}
+	pthread_mutex_lock(&c->rmu);
+	if (c->rstate != REPLAY_IDLE) {
+		pthread_mutex_unlock(&c->rmu);
+		snprintf(err, errlen, "a replay of plugin %s is already running", p->name);
+		return EVH_EBUSY;
+	}
+	c->rreq = req;
+	c->rres = res;
+	c->rstate = REPLAY_PENDING;
+	/* Once running it finishes (each step is bounded); only a request the
+	 * consumer did not pick up in time (a handler busy) is withdrawn. */
+	while (c->rstate == REPLAY_PENDING || c->rstate == REPLAY_RUNNING) {
+		struct timespec ts;
+		if (c->rstate == REPLAY_PENDING && now_ms() >= deadline) {
+			c->rstate = REPLAY_IDLE;
+			pthread_mutex_unlock(&c->rmu);
+			snprintf(err, errlen,
+			         "plugin %s's consumer did not take the request within %d ms (a "
+			         "handler is busy); nothing was changed",
+			         p->name, timeout_ms);
+			return EVH_EBUSY;
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000000L;
+		ts.tv_sec += ts.tv_nsec / 1000000000L;
+		ts.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&c->rcv, &c->rmu, &ts);
+	}
+	status = c->rstatus;
+	snprintf(err, errlen, "%s", c->rerr);
+	c->rstate = REPLAY_IDLE;
+	c->rreq = NULL;
+	c->rres = NULL;
+	pthread_mutex_unlock(&c->rmu);
+	if (status)
+		replay_result_free(res);
+	return status;
+}
+
+void replay_result_free(replay_result *res)
+{
+	if (!res)
+		return;
+	for (size_t i = 0; i < res->nparts; i++)
+		free(res->parts[i].topic);
+	free(res->parts);
+	memset(res, 0, sizeof *res);
+}
+
+static void *consumer_main(void *arg)
+{
+	struct consumer *c = arg;
+	while (!atomic_load(&c->stop)) {
+		if (serve_replay(c) || serve_slots(c))
+			continue;
+		if (c->stored >= COMMIT_EVERY_MSGS ||
+		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS)
+			commit_stored(c, 1, 0);
+		consume_round(c);
+	}
+	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
 	drop_slots(c, NULL, 0);
 	commit_stored(c, 0, 1);
+	replay_cancel(c);
 	rd_kafka_consumer_close(c->rk);
 	return NULL;
 }
@@ -1137,20 +1933,23 @@ static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, cha
 
 static int pick(int v, int dflt, int builtin) { return v > 0 ? v : dflt > 0 ? dflt : builtin; }
 
+void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attempts,
+                        int *backoff_ms, int *backoff_max_ms)
+{
+	*max_attempts = pick(sub->max_attempts, s->retry_max_attempts, DEFAULT_MAX_ATTEMPTS);
+	*backoff_ms = pick(sub->backoff_ms, s->retry_backoff_ms, DEFAULT_BACKOFF_MS);
+	*backoff_max_ms =
+	    pick(sub->backoff_max_ms, s->retry_backoff_max_ms, DEFAULT_BACKOFF_MAX_MS);
+}
+
 static int resolve_policies(struct consumer *c, const settings *s)
 {
 	c->policy = calloc(c->p->nsubs, sizeof *c->policy);
 	if (!c->policy)
 		return -1;
-	for (size_t i = 0; i < c->p->nsubs; i++) {
-		const plugin_sub *sub = &c->p->subs[i];
-		c->policy[i].max_attempts =
-		    pick(sub->max_attempts, s->retry_max_attempts, DEFAULT_MAX_ATTEMPTS);
-		c->policy[i].backoff_ms =
-		    pick(sub->backoff_ms, s->retry_backoff_ms, DEFAULT_BACKOFF_MS);
-		c->policy[i].backoff_max_ms =
-		    pick(sub->backoff_max_ms, s->retry_backoff_max_ms, DEFAULT_BACKOFF_MAX_MS);
-	}
+	for (size_t i = 0; i < c->p->nsubs; i++)
+		kafka_retry_policy(&c->p->subs[i], s, &c->policy[i].max_attempts,
+		                   &c->policy[i].backoff_ms, &c->policy[i].backoff_max_ms);
 	return 0;
 }
 
@@ -1173,10 +1972,13 @@ static int subscribe_topics(struct consumer *c, char *err, size_t errlen)
 
 static void consumer_free(struct consumer *c)
 {
+	pthread_cond_destroy(&c->rcv);
+	pthread_mutex_destroy(&c->rmu);
 	if (c->rk)
 		rd_kafka_destroy(c->rk);
 	free(c->policy);
 	free(c->slots);
+	free(c->bufs);
 	free(c->dlq_suffix);
 	free(c);
 }
@@ -1200,6 +2002,8 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	c->k = k;
 	c->p = p;
 	atomic_init(&c->stop, 0);
+	pthread_mutex_init(&c->rmu, NULL);
+	pthread_cond_init(&c->rcv, NULL);
 	c->dlq_suffix = strdup(s->dlq_suffix && *s->dlq_suffix ? s->dlq_suffix : ".dlq");
 	if (!c->dlq_suffix || resolve_policies(c, s)) {
 		snprintf(err, errlen, "out of memory");

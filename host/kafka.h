@@ -7,6 +7,7 @@
 #ifndef EVHOST_KAFKA_H
 #define EVHOST_KAFKA_H
 #include <stdint.h>
+#include <librdkafka/rdkafka.h>
 #include "config.h"
 #include "plugins.h"
 #include "store.h"
@@ -24,6 +25,9 @@ int kafka_reachable(kafka *k, int timeout_ms);
 
 /* Delivery callback: ok != 0 when the broker acknowledged the message. */
 typedef void (*kafka_delivery_cb)(void *opaque, int ok, const char *error);
+/* The same with where the message landed (offset -1 when it failed). */
+typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
+                                      int32_t partition, int64_t offset);
 /* Produce one outbox row (headers built from its metadata). The callback
  * runs on whichever thread polls the producer (kafka_poll_producer, or a
  * consumer thread waiting for a dead-letter write), so it must be
@@ -31,6 +35,31 @@ typedef void (*kafka_delivery_cb)(void *opaque, int ok, const char *error);
  * EVH_EBUSY: the local queue is full; poll and try again. */
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque);
+/* kafka_produce_row, reporting the partition and offset of each delivery
+ * (the relay records them in the event log). */
+int kafka_produce_row_pos(kafka *k, const outbox_row *row, const char *source,
+                          kafka_delivery_pos_cb cb, void *opaque);
+/* Produce a message as given (dead-letter redrive): `partition` may be
+ * RD_KAFKA_PARTITION_UA; `hdrs` is taken in every case. Same callback rules
+ * as kafka_produce_row; EVH_ETOOBIG beyond message.max.bytes. */
+int kafka_produce_message(kafka *k, const char *topic, int32_t partition, const void *key,
+                          size_t keylen, const void *value, size_t len, rd_kafka_headers_t *hdrs,
+                          kafka_delivery_pos_cb cb, void *opaque);
+/* Configuration for a short-lived client of the cluster (the admin API's
+ * dead-letter reader): bootstrap servers, the [kafka] rdkafka.* keys,
+ * logging, no auto-commit, no topic auto-creation. NULL with `err` set. */
+rd_kafka_conf_t *kafka_reader_conf(kafka *k, const char *client_id, char *err, size_t errlen);
+/* The dead-letter topic of `plugin` for `topic`: <topic>.<plugin><suffix>
+ * (suffix NULL or "": ".dlq"). */
+void kafka_dlq_topic(const char *topic, const char *plugin, const char *suffix, char *out,
+                     size_t outlen);
+/* RFC 3339 date-time ("2026-01-02T03:04:05.678Z", "...+02:00") to ms since
+ * the epoch. Returns 0, or -1 when it is not one. */
+int kafka_parse_time(const char *rfc3339, int64_t *ms);
+/* A subscription's retry policy with the [kafka] and built-in defaults. */
+void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attempts,
+                        int *backoff_ms, int *backoff_max_ms);
+
 /* Serve delivery reports. */
 void kafka_poll_producer(kafka *k, int timeout_ms);
 int kafka_outq_len(kafka *k);
@@ -39,6 +68,48 @@ int kafka_outq_len(kafka *k);
  * finishes the message in hand, commits offsets and leaves the group. */
 int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t errlen);
 void consumer_stop(evh_plugin *p);
+
+/* Replay: rewind a plugin's consumer so its handlers see events again (to
+ * rebuild state). The consumer thread seeks every partition asked for that
+ * is assigned to it, deletes the inbox records of events at or after the
+ * new positions (so they are handled again, not skipped as duplicates),
+ * drops pending retries there, and commits the new positions (a crash
+ * mid-replay resumes it). Partitions assigned to other members of the
+ * group are not touched. */
+typedef enum replay_from { REPLAY_BEGINNING = 0, REPLAY_TIME, REPLAY_OFFSETS } replay_from;
+
+/* One partition's position: asked for (REPLAY_OFFSETS) or reported back. */
+typedef struct replay_pos {
+	char *topic;
+	int32_t partition;
+	int64_t offset;   /* where the consumer reads from now */
+	int64_t previous; /* where it was (-1: not known, nothing consumed yet) */
+} replay_pos;
+
+typedef struct replay_request {
+	replay_from from;
+	int64_t time_ms;           /* REPLAY_TIME: ms since the epoch */
+	const char *const *topics; /* only these subscribed topics (NULL/0: all) */
+	size_t ntopics;
+	const replay_pos *offsets; /* REPLAY_OFFSETS; partitions not listed stay */
+	size_t noffsets;
+} replay_request;
+
+typedef struct replay_result {
+	replay_pos *parts; /* malloc'd (topics too); replay_result_free */
+	size_t nparts;
+	int64_t inbox_deleted;
+} replay_result;
+
+/* Hand `req` to p's consumer thread and wait for it (any thread but that
+ * one; `p` must stay alive meanwhile). EVH_ESTATE: no consumer or nothing
+ * assigned yet; EVH_EINVAL: a topic not consumed, a partition not assigned,
+ * an offset past the end; EVH_EBUSY: another replay runs, or the consumer
+ * did not take the request within timeout_ms (nothing changed);
+ * EVH_EKAFKA/EVH_ESTORE: it failed (err says at which step). */
+int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res,
+                    int timeout_ms, char *err, size_t errlen);
+void replay_result_free(replay_result *res);
 
 /* Accessors behind the SDK's evh_event_* calls. The event is valid while its
  * handler runs (on the plugin's consumer thread); strings are NUL-terminated

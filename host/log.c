@@ -84,6 +84,8 @@ void log_set_context(const char *request_id, const char *trace_id)
 	ctx_copy(log_ctx_trace, trace_id);
 }
 
+const char *log_trace_id(void) { return log_ctx_trace[0] ? log_ctx_trace : NULL; }
+
 /* A small append-only buffer that silently stops at its end. */
 typedef struct line_buf {
 	char *p;
@@ -258,14 +260,17 @@ static void log_write_all(const char *p, size_t len)
 	}
 }
 
-void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
+static void log_vmsg(int threshold, evh_log_level level, const char *component,
+                     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void log_vmsg(int threshold, evh_log_level level, const char *component,
+                     const char *fmt, va_list ap)
 {
 	char msg[LOG_MSG_MAX], ts[64], comp[LOG_COMPONENT_MAX];
 	line_buf b;
-	va_list ap;
 	int lvl = log_clamp(level), fmt_now, n;
 
-	if (lvl > atomic_load(&log_level_now))
+	if (lvl > (threshold < 0 ? atomic_load(&log_level_now) : threshold))
 		return;
 	fmt_now = atomic_load(&log_fmt_now);
 	if (fmt_now < 0) {
@@ -273,9 +278,7 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
 		atomic_store(&log_fmt_now, fmt_now);
 	}
 
-	va_start(ap, fmt);
 	n = vsnprintf(msg, sizeof msg, fmt, ap);
-	va_end(ap);
 	if (n < 0)
 		snprintf(msg, sizeof msg, "(unformattable log message: %s)", fmt);
 	else if ((size_t)n >= sizeof msg)
@@ -300,4 +303,20 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
 	b.p[b.len++] = '\n'; /* lb_* always leave room for this */
 	log_write_all(b.p, b.len);
 	free(b.p);
+}
+
+void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(-1, level, component, fmt, ap);
+	va_end(ap);
+}
+
+void log_msg_at(int threshold, evh_log_level level, const char *component, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(threshold, level, component, fmt, ap);
+	va_end(ap);
 }

@@ -13,6 +13,13 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Per-thread context added to every line of this thread (request id, trace id). NULL clears. */
 void log_set_context(const char *request_id, const char *trace_id);
+/* This thread's trace id (32 hex digits), or NULL when it has none. */
+const char *log_trace_id(void);
+
+/* The same with the threshold given (a plugin's own log_level); a negative
+ * threshold means the [log] level. */
+void log_msg_at(int threshold, evh_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(EVH_LOG_WARN, c, __VA_ARGS__)

@@ -1,8 +1,12 @@
 /* Outbox relay: one thread moves every plugin's outbox rows to Kafka.
  *
  * Per plugin it remembers `sent_upto`: rows with seq <= sent_upto are in
- * flight or delivered. A row is deleted only when its delivery report says
- * the broker acknowledged it. When a delivery fails for good (after
+ * flight or delivered. A row leaves the outbox only when its delivery report
+ * says the broker acknowledged it; it then moves, in the same transaction,
+ * into the plugin's event log (evh_events) with the partition and offset the
+ * broker gave it. The relay also prunes that log to `[store]
+ * event_retention` (checked every PRUNE_EVERY_MS per plugin, or every half
+ * retention when that is shorter). When a delivery fails for good (after
  * message.timeout.ms), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
  * sends again from there, so per-key order is kept; rows that were in
@@ -24,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "host.h"
 #include "log.h"
 #include "store.h"
 
@@ -34,13 +39,17 @@
 #define QUEUE_FULL_POLL_MS 100
 #define RESEND_DELAY_MS 1000
 #define REMOVE_DRAIN_MS 5000
+#define PRUNE_EVERY_MS 60000
+#define PRUNE_MIN_EVERY_MS 1000
+#define PRUNE_BATCH 2000
+#define DEFAULT_RETENTION_MS (7LL * 86400000)
 
 struct relay {
 	pthread_mutex_t mu;
 	/* under mu */
 	int refs;
 	int64_t inflight;
-	int64_t *done; /* delivered seqs, not yet deleted */
+	outbox_done *done; /* delivered rows, not yet moved to the event log */
 	size_t ndone, capdone;
 	int64_t rewind_to; /* -1, or resend rows with seq > rewind_to */
 	char fail_error[256];
@@ -51,12 +60,13 @@ struct relay {
 	evh_plugin *p;
 	store *st;
 	int64_t sent_upto;
-	int64_t *del; /* seqs to delete (retried when a delete fails) */
+	outbox_done *del; /* rows to move (retried when that fails) */
 	size_t ndel, capdel;
 	int64_t resend_at;
 	int64_t last_error_seq;
 	int64_t last_fetch_ms;
 	int need_fetch; /* rewound, or a batch was full */
+	int64_t next_prune_ms;
 };
 
 struct outbox {
@@ -85,17 +95,17 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int push_seq(int64_t **v, size_t *n, size_t *cap, int64_t seq)
+static int push_done(outbox_done **v, size_t *n, size_t *cap, outbox_done d)
 {
 	if (*n == *cap) {
 		size_t c = *cap ? *cap * 2 : 64;
-		int64_t *nv = realloc(*v, c * sizeof *nv);
+		outbox_done *nv = realloc(*v, c * sizeof *nv);
 		if (!nv)
 			return -1;
 		*v = nv;
 		*cap = c;
 	}
-	(*v)[(*n)++] = seq;
+	(*v)[(*n)++] = d;
 	return 0;
 }
 
@@ -114,12 +124,14 @@ static void relay_release(struct relay *r)
 }
 
 /* Delivery report; any thread. */
-static void relay_delivered(void *opaque, int ok, const char *error)
+static void relay_delivered(void *opaque, int ok, const char *error, int32_t partition,
+                            int64_t offset)
 {
 	struct inflight_msg *m = opaque;
 	struct relay *r = m->r;
+	outbox_done d = {m->seq, partition, offset};
 	pthread_mutex_lock(&r->mu);
-	if (ok && push_seq(&r->done, &r->ndone, &r->capdone, m->seq))
+	if (ok && push_done(&r->done, &r->ndone, &r->capdone, d))
 		log_warn(OUTBOX_LOG, "out of memory: delivered outbox row %" PRId64
 		                     " stays and will be sent again", m->seq);
 	if (!ok) {
@@ -143,14 +155,14 @@ static int64_t relay_inflight(struct relay *r)
 	return n;
 }
 
-/* Delete what was delivered. Rows whose delete fails stay queued for the
- * next round (they are below sent_upto, so they are not re-sent). */
+/* Move what was delivered into the event log. Rows whose move fails stay
+ * queued for the next round (they are below sent_upto, so not re-sent). */
 static void relay_delete_done(struct relay *r)
 {
 	size_t i;
 	pthread_mutex_lock(&r->mu);
 	for (i = 0; i < r->ndone; i++)
-		if (push_seq(&r->del, &r->ndel, &r->capdel, r->done[i]))
+		if (push_done(&r->del, &r->ndel, &r->capdel, r->done[i]))
 			break; /* out of memory: keep the rest in `done` */
 	if (i < r->ndone)
 		memmove(r->done, r->done + i, (r->ndone - i) * sizeof *r->done);
@@ -158,7 +170,7 @@ static void relay_delete_done(struct relay *r)
 	pthread_mutex_unlock(&r->mu);
 	if (!r->ndel || !r->st)
 		return;
-	if (store_outbox_delete(r->st, r->del, r->ndel) != EVH_OK) {
+	if (store_outbox_delivered(r->st, r->del, r->ndel) != EVH_OK) {
 		log_warn(OUTBOX_LOG, "%s: cannot delete %zu delivered outbox row(s); will retry",
 		         r->p->name, r->ndel);
 		return;
@@ -205,7 +217,7 @@ static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
 	r->refs++;
 	r->inflight++;
 	pthread_mutex_unlock(&r->mu);
-	rc = kafka_produce_row(o->k, row, o->source, relay_delivered, m);
+	rc = kafka_produce_row_pos(o->k, row, o->source, relay_delivered, m);
 	if (rc == EVH_OK)
 		return EVH_OK;
 	pthread_mutex_lock(&r->mu);
@@ -268,6 +280,34 @@ static int relay_send(outbox *o, struct relay *r)
 	return i == FETCH_ROWS;
 }
 
+/* The plugin's [store] event_retention (unit tests run plugins without a
+ * host: they get the default). */
+static int64_t relay_retention_ms(const struct relay *r)
+{
+	return r->p->host ? r->p->host->set.event_retention_ms : DEFAULT_RETENTION_MS;
+}
+
+/* Drop events older than the retention from the event log, a batch at a
+ * time: again next round while batches come back full. */
+static void relay_prune(struct relay *r)
+{
+	int64_t now = now_ms(), retention = relay_retention_ms(r), deleted = 0;
+	int64_t every = retention / 2 < PRUNE_EVERY_MS ? retention / 2 : PRUNE_EVERY_MS;
+	if (now < r->next_prune_ms || retention <= 0)
+		return;
+	/* A short retention (tests, tiny disks) is kept to within half of it. */
+	r->next_prune_ms = now + (every < PRUNE_MIN_EVERY_MS ? PRUNE_MIN_EVERY_MS : every);
+	if (store_events_prune(r->st, retention, PRUNE_BATCH, &deleted) != EVH_OK) {
+		log_warn(OUTBOX_LOG, "%s: cannot prune the event log; will retry", r->p->name);
+		return;
+	}
+	if (deleted == PRUNE_BATCH)
+		r->next_prune_ms = now;
+	if (deleted)
+		log_debug(OUTBOX_LOG, "%s: %" PRId64 " event(s) past retention removed from the "
+		                      "event log", r->p->name, deleted);
+}
+
 /* One round for one plugin. The outbox is read when a commit woke the
  * relay, when something is owed (rewind, full batch, error), and every
  * IDLE_WAIT_MS in case a wake-up was missed; not on every delivery poll.
@@ -277,6 +317,7 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken)
 	relay_delete_done(r);
 	if (removing || relay_handle_failure(r))
 		return 0;
+	relay_prune(r);
 	if (!woken && !r->need_fetch && now_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
 		return 0;
 	return relay_send(o, r);

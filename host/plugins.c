@@ -21,7 +21,8 @@
  * from any evhost.h we ever shipped. */
 #define DESC_MIN_SIZE (offsetof(evh_plugin_desc, fini) + sizeof(void (*)(void)))
 
-static const char *const host_owned_keys[] = {"enabled", "required", "path", "group", NULL};
+static const char *const host_owned_keys[] = {"enabled", "required", "path", "group",
+                                               "log_level", NULL};
 
 const char *plugin_state_name(plugin_state s)
 {
@@ -171,6 +172,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	p->dl = dl;
 	p->desc = desc;
 	p->required = ps->required;
+	p->log_level = ps->log_level;
 	p->status = PLUGIN_LOADED;
 	if (!p->name || !p->section || !p->path || !p->group) {
 		snprintf(err, errlen, "%s: out of memory", ps->path);

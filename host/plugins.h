@@ -36,6 +36,7 @@ struct evh_plugin {
 	char *section; /* "plugin.NAME" */
 	char *path;
 	char *group;
+	int log_level; /* its own threshold, or -1 for the [log] level */
 	void *dl;
 	const evh_plugin_desc *desc;
 	void *state; /* from init */

@@ -57,6 +57,7 @@ struct store {
 	uint64_t clock;
 	/* Committed outbox rows; atomic so metrics/readiness never wait for a tx. */
 	_Atomic int64_t pending;
+	_Atomic int64_t events; /* rows in evh_events, likewise */
 	int64_t outbox_limit; /* 0 = unbounded */
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
@@ -409,20 +410,46 @@ static const char host_schema[] =
     " data BLOB NOT NULL);"
     "CREATE TABLE IF NOT EXISTS evh_inbox("
     " event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER, \"offset\" INTEGER,"
-    " handled_at TEXT);";
+    " handled_at TEXT);"
+    /* The event log: delivered outbox rows, moved here by the relay in the
+     * transaction that deletes them; only retention removes rows. seq is
+     * the outbox's (AUTOINCREMENT: never reused). */
+    "CREATE TABLE IF NOT EXISTS evh_events("
+    " seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,"
+    " type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
+    " data BLOB NOT NULL, delivered_at TEXT NOT NULL, \"partition\" INTEGER,"
+    " \"offset\" INTEGER);"
+    "CREATE INDEX IF NOT EXISTS evh_events_by_key ON evh_events(key, seq);"
+    "CREATE INDEX IF NOT EXISTS evh_events_by_delivery ON evh_events(delivered_at);"
+    /* Dead letters produced back to their topic (admin redrive), so none is
+     * redriven twice. */
+    "CREATE TABLE IF NOT EXISTS evh_dlq_redriven("
+    " dlq_topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
+    " to_topic TEXT, to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
+    " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));";
 
-static int count_outbox(store *s, char *err, size_t errlen)
+static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
+                      size_t errlen)
 {
+	char sql[64];
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT COUNT(*) FROM evh_outbox", -1, &st, NULL);
+	int rc;
+	snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", table);
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		atomic_store(&s->pending, sqlite3_column_int64(st, 0));
+		atomic_store(out, sqlite3_column_int64(st, 0));
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		set_err(err, errlen, "counting outbox rows: %s", sqlite3_errmsg(s->db));
+		set_err(err, errlen, "counting %s rows: %s", table, sqlite3_errmsg(s->db));
 	sqlite3_finalize(st);
 	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
+}
+
+static int count_outbox(store *s, char *err, size_t errlen)
+{
+	int status = count_rows(s, "evh_outbox", &s->pending, err, errlen);
+	return status ? status : count_rows(s, "evh_events", &s->events, err, errlen);
 }
 
 static int configure_db(store *s, const char *path, const char *sync, char *err, size_t errlen)
@@ -1232,44 +1259,88 @@ void store_outbox_rows_free(outbox_row *rows, size_t n)
 	free(rows);
 }
 
-static int outbox_delete_locked(store *s, const int64_t *seqs, size_t n, int64_t *deleted)
+/* Move one delivered row into the event log and out of the outbox. */
+static int outbox_move(store *s, const outbox_done *d, int64_t *moved, int64_t *logged)
+{
+	evh_value v[3] = {EVH_INT(d->partition), EVH_INT(d->offset), EVH_INT(d->seq)};
+	int64_t changes = 0;
+	int status;
+
+	if (d->partition < 0)
+		v[0] = EVH_NULL();
+	if (d->offset < 0)
+		v[1] = EVH_NULL();
+	/* OR IGNORE: a row sent twice (resend after a failure) is logged once. */
+	status = stmt_run(s,
+	                  "INSERT OR IGNORE INTO evh_events(seq, id, topic, key, type, source,"
+	                  " time, traceparent, data, delivered_at, \"partition\", \"offset\")"
+	                  " SELECT seq, id, topic, key, type, source, time, traceparent, data, "
+	                  STORE_NOW_SQL ", ?, ? FROM evh_outbox WHERE seq = ?",
+	                  v, 3, &changes, NULL, NULL, 0);
+	if (status)
+		return status;
+	*logged += changes;
+	status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq = ?", &v[2], 1, &changes, NULL,
+	                  NULL, 0);
+	if (!status)
+		*moved += changes;
+	return status;
+}
+
+static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
+                                   int64_t *logged)
 {
 	int status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
-	for (size_t i = 0; !status && i < n; i++) {
-		evh_value v = EVH_INT(seqs[i]);
-		int64_t changes = 0;
-		status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq = ?", &v, 1, &changes, NULL,
-		                  NULL, 0);
-		*deleted += changes;
-	}
+	for (size_t i = 0; !status && i < n; i++)
+		status = outbox_move(s, &d[i], moved, logged);
 	if (!status)
 		status = run_simple(s->db, "COMMIT", NULL, 0);
 	if (status) {
 		rollback_if_open(s->db);
-		*deleted = 0;
+		*moved = *logged = 0;
 	}
 	return status;
 }
 
-int store_outbox_delete(store *s, const int64_t *seqs, size_t n)
+int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 {
-	int64_t deleted = 0;
+	int64_t moved = 0, logged = 0;
 	int status;
 
-	if (!s || (n && !seqs))
+	if (!s || (n && !d))
 		return EVH_EINVAL;
 	if (!n)
 		return EVH_OK;
 	status = store_lock(s);
 	if (status)
 		return status;
-	status = outbox_delete_locked(s, seqs, n, &deleted);
-	if (deleted) {
-		int64_t left = atomic_fetch_sub(&s->pending, deleted) - deleted;
+	status = outbox_delivered_locked(s, d, n, &moved, &logged);
+	if (moved) {
+		int64_t left = atomic_fetch_sub(&s->pending, moved) - moved;
 		if (left < 0) /* only if someone deleted rows behind our back */
 			atomic_store(&s->pending, 0);
 	}
+	atomic_fetch_add(&s->events, logged);
 	store_unlock(s);
+	return status;
+}
+
+int store_outbox_delete(store *s, const int64_t *seqs, size_t n)
+{
+	outbox_done *d;
+	int status;
+
+	if (!s || (n && !seqs))
+		return EVH_EINVAL;
+	if (!n)
+		return EVH_OK;
+	d = malloc(n * sizeof *d);
+	if (!d)
+		return EVH_ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		d[i] = (outbox_done){seqs[i], -1, -1};
+	status = store_outbox_delivered(s, d, n);
+	free(d);
 	return status;
 }
 
@@ -1313,4 +1384,246 @@ int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int3
 	                  " handled_at) VALUES(?, ?, ?, ?, " STORE_NOW_SQL ")",
 	                  v, 4, NULL, NULL, tx->err, sizeof tx->err);
 	return status ? tx_fail(tx, status) : EVH_OK;
+}
+
+/* ----------------------------------------------------------- event log */
+
+int64_t store_events_count(store *s) { return s ? atomic_load(&s->events) : 0; }
+
+int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+{
+	char age[64];
+	evh_value v[2];
+	int64_t changes = 0;
+	int status;
+
+	if (deleted)
+		*deleted = 0;
+	if (!s || retention_ms <= 0 || max <= 0)
+		return s ? EVH_OK : EVH_EINVAL;
+	snprintf(age, sizeof age, "-%" PRId64 ".%03d seconds", retention_ms / 1000,
+	         (int)(retention_ms % 1000));
+	v[0] = EVH_TEXT(age);
+	v[1] = EVH_INT(max);
+	status = store_lock(s);
+	if (status)
+		return status;
+	/* Bounded per call so a big backlog never holds the plugin's
+	 * transactions up for long; the relay calls again while it deletes. */
+	status = stmt_run(s,
+	                  "DELETE FROM evh_events WHERE seq IN (SELECT seq FROM evh_events"
+	                  " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)"
+	                  " LIMIT ?)",
+	                  v, 2, &changes, NULL, NULL, 0);
+	if (!status && changes) {
+		int64_t left = atomic_fetch_sub(&s->events, changes) - changes;
+		if (left < 0)
+			atomic_store(&s->events, 0);
+	}
+	store_unlock(s);
+	if (deleted)
+		*deleted = status ? 0 : changes;
+	return status;
+}
+
+static int json_add_text_col(cJSON *o, const char *name, sqlite3_stmt *st, int col)
+{
+	const char *t = (const char *)sqlite3_column_text(st, col);
+	cJSON *v = t ? cJSON_CreateString(t) : cJSON_CreateNull();
+	return v && cJSON_AddItemToObject(o, name, v) ? 0 : -1;
+}
+
+static int json_add_int_col(cJSON *o, const char *name, sqlite3_stmt *st, int col)
+{
+	cJSON *v = sqlite3_column_type(st, col) == SQLITE_NULL
+	               ? cJSON_CreateNull()
+	               : cJSON_CreateNumber((double)sqlite3_column_int64(st, col));
+	return v && cJSON_AddItemToObject(o, name, v) ? 0 : -1;
+}
+
+/* The event's data: embedded when it is JSON (api_publish makes sure it is),
+ * else base64 under data_base64. */
+static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
+{
+	const char *p = sqlite3_column_blob(st, col);
+	size_t n = (size_t)sqlite3_column_bytes(st, col);
+	cJSON *v = p && n ? cJSON_ParseWithLength(p, n) : NULL;
+	char *b64;
+
+	if (v)
+		return cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
+	b64 = base64_encode((const unsigned char *)(p ? p : ""), p ? n : 0);
+	v = b64 ? cJSON_CreateString(b64) : NULL;
+	free(b64);
+	return v && cJSON_AddItemToObject(o, "data_base64", v) ? 0 : (cJSON_Delete(v), -1);
+}
+
+static cJSON *event_json(sqlite3_stmt *st)
+{
+	static const char *const text_cols[] = {"id", "topic", "key", "type", "source", "time",
+	                                        "traceparent"};
+	cJSON *o = cJSON_CreateObject();
+	int bad = !o || json_add_int_col(o, "seq", st, 0);
+
+	for (int i = 0; !bad && i < 7; i++)
+		bad = json_add_text_col(o, text_cols[i], st, i + 1);
+	bad = bad || json_add_event_data(o, st, 8) || json_add_text_col(o, "delivered_at", st, 9) ||
+	      json_add_int_col(o, "partition", st, 10) || json_add_int_col(o, "offset", st, 11);
+	if (bad) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int events_json_locked(store *s, const char *key, int64_t after_seq, int limit,
+                              cJSON *arr)
+{
+	static const char cols[] = "SELECT seq, id, topic, key, type, source, time, traceparent,"
+	                           " data, delivered_at, \"partition\", \"offset\" FROM evh_events";
+	char sql[512];
+	evh_value v[3];
+	size_t nv = 0;
+	stmt_ref ref;
+	int rc, status;
+
+	snprintf(sql, sizeof sql, "%s WHERE %sseq > ? ORDER BY seq LIMIT ?", cols,
+	         key ? "key = ? AND " : "");
+	if (key)
+		v[nv++] = EVH_TEXT(key);
+	v[nv++] = EVH_INT(after_seq);
+	v[nv++] = EVH_INT(limit);
+	status = stmt_acquire(s, sql, &ref, NULL, 0);
+	if (!status)
+		status = stmt_bind(s->db, ref.st, v, nv, NULL, 0);
+	while (!status && (rc = sqlite3_step(ref.st)) != SQLITE_DONE) {
+		cJSON *o;
+		if (rc != SQLITE_ROW) {
+			status = status_of(rc);
+			break;
+		}
+		o = event_json(ref.st);
+		if (!o || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			status = EVH_ENOMEM;
+		}
+	}
+	stmt_release(&ref);
+	return status;
+}
+
+int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json)
+{
+	cJSON *arr;
+	int status;
+
+	if (!s || !json || limit <= 0)
+		return EVH_EINVAL;
+	*json = NULL;
+	arr = cJSON_CreateArray();
+	if (!arr)
+		return EVH_ENOMEM;
+	status = store_lock(s);
+	if (!status) {
+		status = events_json_locked(s, key, after_seq, limit, arr);
+		store_unlock(s);
+	}
+	if (!status && !(*json = cJSON_PrintUnformatted(arr)))
+		status = EVH_ENOMEM;
+	cJSON_Delete(arr);
+	return status;
+}
+
+/* ---------------------------------------------------- replay and redrive */
+
+static int inbox_forget_locked(store *s, const inbox_range *r, size_t n, int64_t *deleted)
+{
+	int status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	for (size_t i = 0; !status && i < n; i++) {
+		evh_value v[3] = {EVH_TEXT(r[i].topic), EVH_INT(r[i].partition),
+		                  EVH_INT(r[i].from_offset)};
+		int64_t changes = 0;
+		status = stmt_run(s,
+		                  "DELETE FROM evh_inbox WHERE topic = ? AND \"partition\" = ?"
+		                  " AND \"offset\" >= ?",
+		                  v, 3, &changes, NULL, NULL, 0);
+		*deleted += changes;
+	}
+	if (!status)
+		status = run_simple(s->db, "COMMIT", NULL, 0);
+	if (status) {
+		rollback_if_open(s->db);
+		*deleted = 0;
+	}
+	return status;
+}
+
+int store_inbox_forget(store *s, const inbox_range *r, size_t n, int64_t *deleted)
+{
+	int64_t count = 0;
+	int status;
+
+	if (deleted)
+		*deleted = 0;
+	if (!s || (n && !r))
+		return EVH_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!r[i].topic)
+			return EVH_EINVAL;
+	status = store_lock(s);
+	if (status)
+		return status;
+	status = inbox_forget_locked(s, r, n, &count);
+	store_unlock(s);
+	if (deleted)
+		*deleted = count;
+	return status;
+}
+
+int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset)
+{
+	evh_value v[3];
+	int found = 0, status;
+
+	if (!s || !dlq_topic)
+		return EVH_EINVAL;
+	v[0] = EVH_TEXT(dlq_topic);
+	v[1] = EVH_INT(partition);
+	v[2] = EVH_INT(offset);
+	status = store_lock(s);
+	if (status)
+		return status;
+	status = stmt_run(s,
+	                  "SELECT 1 FROM evh_dlq_redriven WHERE dlq_topic = ? AND \"partition\" = ?"
+	                  " AND \"offset\" = ?",
+	                  v, 3, NULL, &found, NULL, 0);
+	store_unlock(s);
+	return status ? status : found;
+}
+
+int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
+                            const char *to_topic, int32_t to_partition, int64_t to_offset)
+{
+	evh_value v[6];
+	int status;
+
+	if (!s || !dlq_topic)
+		return EVH_EINVAL;
+	v[0] = EVH_TEXT(dlq_topic);
+	v[1] = EVH_INT(partition);
+	v[2] = EVH_INT(offset);
+	v[3] = EVH_TEXT(to_topic);
+	v[4] = to_partition >= 0 ? EVH_INT(to_partition) : EVH_NULL();
+	v[5] = to_offset >= 0 ? EVH_INT(to_offset) : EVH_NULL();
+	status = store_lock(s);
+	if (status)
+		return status;
+	/* Autocommit: one row, one statement. */
+	status = stmt_run(s,
+	                  "INSERT OR REPLACE INTO evh_dlq_redriven(dlq_topic, \"partition\","
+	                  " \"offset\", to_topic, to_partition, to_offset, redriven_at)"
+	                  " VALUES(?, ?, ?, ?, ?, ?, " STORE_NOW_SQL ")",
+	                  v, 6, NULL, NULL, NULL, 0);
+	store_unlock(s);
+	return status;
 }

@@ -1,7 +1,9 @@
 /* Storage: one SQLite database (WAL) per plugin under state_dir, holding the
  * plugin's own tables plus the host's evh_* tables: evh_migrations,
- * evh_outbox (events waiting for the relay) and evh_inbox (event ids already
- * handled). Implements the SDK's transaction/exec/query calls.
+ * evh_outbox (events waiting for the relay), evh_events (the event log:
+ * delivered events, kept for a retention period), evh_inbox (event ids
+ * already handled) and evh_dlq_redriven (dead letters sent back).
+ * Implements the SDK's transaction/exec/query calls.
  * One connection per plugin, guarded by a mutex held from tx_begin to
  * commit/rollback, so a plugin's transactions run one at a time. */
 #ifndef EVHOST_STORE_H
@@ -54,9 +56,46 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row);
 /* Up to `max` rows with seq > after_seq, in seq order. Free with store_outbox_rows_free. */
 int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **rows, size_t *n);
 void store_outbox_rows_free(outbox_row *rows, size_t n);
-/* Delete delivered rows (one transaction). */
+/* Delete delivered rows (one transaction), moving them into the event log
+ * with no Kafka position (see store_outbox_delivered). */
 int store_outbox_delete(store *s, const int64_t *seqs, size_t n);
 int64_t store_outbox_pending(store *s);
+
+/* A delivered outbox row and where the broker put it (-1: not known). */
+typedef struct outbox_done {
+	int64_t seq;
+	int32_t partition;
+	int64_t offset;
+} outbox_done;
+/* Move delivered rows from evh_outbox into the event log evh_events, in one
+ * transaction (delivered_at = now). Rows already gone are skipped. */
+int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
+
+/* The event log (evh_events): every delivered event of the plugin, kept
+ * `[store] event_retention` after its delivery. Thread-safe; not inside a
+ * transaction of the calling thread (EVH_ESTATE). */
+int64_t store_events_count(store *s); /* lock-free */
+/* Delete up to `max` events delivered more than retention_ms ago. */
+int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
+/* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
+ * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
+ * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. */
+int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json);
+
+/* Replay: forget inbox records of events at or after a position, so the
+ * events the consumer is rewound to are handled again. One transaction. */
+typedef struct inbox_range {
+	const char *topic;
+	int32_t partition;
+	int64_t from_offset;
+} inbox_range;
+int store_inbox_forget(store *s, const inbox_range *r, size_t n, int64_t *deleted);
+
+/* Redrive bookkeeping: was this dead letter already produced back (1/0,
+ * <0 error), and record that it was. */
+int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset);
+int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
+                            const char *to_topic, int32_t to_partition, int64_t to_offset);
 
 /* Inbox, within the handler's transaction. */
 int store_inbox_seen(evh_tx *tx, const char *event_id);                   /* 1 seen, 0 not, <0 err */

@@ -100,6 +100,24 @@ def test_disabled_plugin_is_not_loaded(evhostd, build_dir):
     assert d.get("/probe/seen").status_code == 404
 
 
+def test_plugin_log_level_overrides_the_global_one(evhostd, build_dir):
+    d = evhostd({"log": {"level": "warn"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false", log_level="debug")})
+    text = d.log_text()
+    assert "probe: debug detail" in text
+    assert "ready:" not in text  # the host's INFO lines stay below [log] level = warn
+    d.stop()
+    d = evhostd({"log": {"level": "debug"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false", log_level="error")})
+    text = d.log_text()
+    assert "probe: debug detail" not in text and "probe: warning" not in text
+    assert "ready:" in text
+    r = evhostd.run(["--check-config"], config={
+        "plugin.probe": probe_conf(build_dir, log_level="verbose")})
+    assert r.returncode != 0
+    assert "expected error, warn, info or debug" in r.stdout + r.stderr
+
+
 # ------------------------------------------------------------- check-config
 
 
@@ -185,7 +203,7 @@ def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_pat
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (prefix / "include" / "evhost" / "evhost.h").exists()
-    pcdir = prefix / "share" / "pkgconfig"
+    pcdir = next(prefix.glob("lib*/**/pkgconfig"), prefix / "lib" / "pkgconfig")  # <libdir>
     assert (pcdir / "evhost-sdk.pc").exists()
     src = prefix / "share" / "doc" / "evhost-dev" / "examples" / "hello" / "hello.c"
     assert src.exists()
@@ -246,7 +264,22 @@ def test_event_published_in_tx_reaches_subscriber_on_real_kafka(evhostd, build_d
     assert h["ce_source"].endswith("/probe")
     assert "T" in h["ce_time"] and h["ce_time"].endswith("Z")
     assert h["content-type"] == "application/json"
-    assert h["traceparent"].startswith("00-")
+    # No traceparent on the request: the request started the trace, whose id
+    # is its request id; the event carries it with a span of its own.
+    assert h["traceparent"] == ev["traceparent"]
+    assert h["traceparent"].split("-")[1] == r.headers["X-Request-Id"]
+
+    # A caller's traceparent: the event continues the caller's trace.
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = d.post("/probe/publish?key=order-8", json={"order": 8},
+               headers={"traceparent": caller})
+    assert r.status_code == 200, r.text
+    ev = [e for e in published_seen(d, 2) if e["key"] == "order-8"][0]
+    _, trace, span, flags = ev["traceparent"].split("-")
+    assert trace == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert span != "00f067aa0ba902b7" and len(span) == 16 and flags == "01"
+    assert f"trace_id=4bf92f3577b34da6a3ce929d0e0e4736" in d.log_text() or \
+        '"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"' in d.log_text()
 
 
 def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_bootstrap,

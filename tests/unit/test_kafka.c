@@ -1,8 +1,10 @@
-/* kafka.c + outbox.c end to end against librdkafka's embedded mock cluster
- * with real SQLite stores: a "user" plugin publishes through its outbox, a
- * "notifications" plugin consumes. Checks headers and key, outbox rows
- * deleted after delivery, inbox de-duplication, retries (with partition
- * order kept), dead letters with their headers, plain (non-CloudEvents)
+/* kafka.c + outbox.c + dlq.c end to end against librdkafka's embedded mock
+ * cluster with real SQLite stores: a "user" plugin publishes through its
+ * outbox, a "notifications" plugin consumes. Checks headers and key, outbox
+ * rows moved to the event log after delivery (with their offsets), inbox
+ * de-duplication, retries (with partition order kept), dead letters with
+ * their headers (also for types no handler takes, and truncated when too
+ * big), reading and redriving dead letters, replay, plain (non-CloudEvents)
  * messages and type filters. Every wait is bounded. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,9 +18,12 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "dlq.h"
 #include "events.h"
 #include "kafka.h"
 #include "log.h"
@@ -28,12 +33,14 @@
 
 #define TOPIC "TEST_EVENTS"
 #define DLQ_TOPIC "TEST_EVENTS.notifications.dlq"
+#define TYPED_TOPIC "TYPED_EVENTS"
+#define REPLAY_TOPIC "REPLAY_EVENTS"
 #define WAIT_MS 30000
 #define MAX_CALLS 128
 
 struct call {
 	char id[320], type[128], key[64], data[256], source[256], traceparent[64];
-	char spec[16], ctype[64], topic[64];
+	char spec[16], ctype[64], topic[64], redrive[8];
 	int attempt;
 	int32_t partition;
 	int64_t offset;
@@ -81,6 +88,7 @@ static void record(const evh_event *ev, int filtered)
 	copy_opt(c->spec, sizeof c->spec, kafka_ev_header(ev, "ce_specversion"));
 	copy_opt(c->ctype, sizeof c->ctype, kafka_ev_header(ev, "content-type"));
 	copy_opt(c->topic, sizeof c->topic, kafka_ev_topic(ev));
+	copy_opt(c->redrive, sizeof c->redrive, kafka_ev_header(ev, "evhost_redrive"));
 	c->attempt = kafka_ev_attempt(ev);
 	c->partition = kafka_ev_partition(ev);
 	c->offset = kafka_ev_offset(ev);
@@ -176,8 +184,8 @@ static int64_t handled_rows(const char *id)
 }
 
 /* Publish like the SDK does: an outbox row committed in a transaction. */
-static void publish_to(store *st, const char *id, const char *key, const char *type,
-                       const char *data)
+static void publish_topic(store *st, const char *topic, const char *id, const char *key,
+                          const char *type, const char *data)
 {
 	evh_tx *tx;
 	char now[40], tp[56];
@@ -186,7 +194,7 @@ static void publish_to(store *st, const char *id, const char *key, const char *t
 	events_new_traceparent(tp);
 	memset(&row, 0, sizeof row);
 	row.id = (char *)id;
-	row.topic = (char *)TOPIC;
+	row.topic = (char *)topic;
 	row.key = (char *)key;
 	row.type = (char *)type;
 	row.time = now;
@@ -196,6 +204,12 @@ static void publish_to(store *st, const char *id, const char *key, const char *t
 	assert_int_equal(store_tx_begin(st, &tx), EVH_OK);
 	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+static void publish_to(store *st, const char *id, const char *key, const char *type,
+                       const char *data)
+{
+	publish_topic(st, TOPIC, id, key, type, data);
 }
 
 static void publish(const char *id, const char *key, const char *type, const char *data)
@@ -573,6 +587,373 @@ static void test_relay_resends_after_failed_delivery(void **state)
 	rd_kafka_destroy(mrk);
 }
 
+/* ------------------------------------------------------------- helpers 2 */
+
+/* Another consuming plugin with its own store, topic, group and handler. */
+struct extra {
+	evh_plugin p;
+	plugin_sub sub;
+	char group[64];
+};
+
+static void extra_start(struct extra *x, const char *name, const char *topic, const char *type,
+                        evh_event_handler h)
+{
+	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
+	char err[256];
+	memset(x, 0, sizeof *x);
+	x->p.name = (char *)name;
+	snprintf(x->group, sizeof x->group, "evhost.%s", name);
+	x->p.group = x->group;
+	assert_int_equal(open_store(&x->p, name), 0);
+	assert_int_equal(store_migrate(x->p.store, mig, 1, err, sizeof err), EVH_OK);
+	x->sub.topic = (char *)topic;
+	x->sub.type = (char *)type;
+	x->sub.handler = h;
+	x->p.subs = &x->sub;
+	x->p.nsubs = 1;
+	if (consumer_start(fx.k, &x->p, &fx.s, err, sizeof err))
+		fail_msg("consumer_start: %s", err);
+}
+
+static void extra_stop(struct extra *x)
+{
+	consumer_stop(&x->p);
+	store_close(x->p.store);
+	remove_db(x->p.name);
+}
+
+static void dr_count(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	if (!m->err)
+		(*(int *)opaque)++;
+}
+
+/* Produce one message as a plain client would (headers as name/value
+ * pairs, NULL-terminated), bypassing evhost; up to 2 MB values. */
+static void raw_produce(const char *topic, int32_t partition, const char *key, const void *value,
+                        size_t len, const char *const *hdrs)
+{
+	char err[256];
+	int acked = 0;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+	rd_kafka_t *rk;
+	rd_kafka_conf_set(conf, "bootstrap.servers", kafka_bootstraps(fx.k), err, sizeof err);
+	rd_kafka_conf_set(conf, "message.max.bytes", "2000000", err, sizeof err);
+	rd_kafka_conf_set_dr_msg_cb(conf, dr_count);
+	rd_kafka_conf_set_opaque(conf, &acked);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+	for (size_t i = 0; hdrs && hdrs[i]; i += 2)
+		rd_kafka_header_add(h, hdrs[i], -1, hdrs[i + 1], -1);
+	assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+	                                   RD_KAFKA_V_PARTITION(partition),
+	                                   RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+	                                   RD_KAFKA_V_VALUE((void *)value, len),
+	                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	                                   RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_flush(rk, WAIT_MS);
+	assert_int_equal(acked, 1);
+	rd_kafka_destroy(rk);
+}
+
+/* Read `topic` with dlq_read until a message matches, at most WAIT_MS. */
+static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
+                    int want)
+{
+	const char *topics[1] = {topic};
+	char err[256];
+	int64_t end = now_ms() + WAIT_MS;
+	for (;;) {
+		int found = 0;
+		if (dlq_read(fx.k, topics, 1, 1000, WAIT_MS, l, err, sizeof err) != EVH_OK)
+			fail_msg("dlq_read: %s", err);
+		for (size_t i = 0; i < l->n; i++) {
+			const char *v = dlq_header(&l->v[i], hname, NULL);
+			found += v && !strcmp(v, hvalue);
+		}
+		if (found >= want || now_ms() > end)
+			return found;
+		dlq_list_free(l);
+		usleep(100000);
+	}
+}
+
+static const dlq_msg *dlq_nth(const dlq_list *l, const char *hname, const char *hvalue, int nth)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		const char *v = dlq_header(&l->v[i], hname, NULL);
+		if (v && !strcmp(v, hvalue) && nth-- == 0)
+			return &l->v[i];
+	}
+	return NULL;
+}
+
+static size_t header_count(const dlq_msg *m, const char *name)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < m->nheaders; i++)
+		n += !strcmp(m->hname[i], name);
+	return n;
+}
+
+/* ----------------------------------------------------------- new tests */
+
+static void test_event_log_has_kafka_position(void **state)
+{
+	char id[37], key[64], *json = NULL;
+	cJSON *arr, *ev;
+	const struct call *c;
+	events_uuid(id);
+	snprintf(key, sizeof key, "log-%s", id);
+	publish(id, key, "USER_CREATED", "{\"logged\":true}");
+	assert_int_equal(wait_calls(id, 1), 1);
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	/* the row left the outbox into the event log, with where it landed */
+	assert_int_equal(store_events_json(fx.user.store, key, 0, 10, &json), EVH_OK);
+	arr = cJSON_Parse(json);
+	free(json);
+	assert_int_equal(cJSON_GetArraySize(arr), 1);
+	ev = cJSON_GetArrayItem(arr, 0);
+	c = &rec.calls[call_index(id, 0)];
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "id")), id);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "type")), "USER_CREATED");
+	assert_int_equal((int)cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "partition")),
+	                 c->partition);
+	assert_int_equal((int64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "offset")),
+	                 c->offset);
+	assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "data"), "logged")));
+	cJSON_Delete(arr);
+	assert_true(store_events_count(fx.user.store) >= 1);
+}
+
+static void test_type_without_handler_is_dead_lettered(void **state)
+{
+	struct extra x;
+	char other[37], only[37];
+	dlq_list l;
+	const dlq_msg *m;
+	events_uuid(other);
+	events_uuid(only);
+	extra_start(&x, "typed", TYPED_TOPIC, "ONLY_THIS", filtered_handler);
+	/* same key: one partition, so OTHER is settled before ONLY_THIS runs */
+	publish_topic(fx.user.store, TYPED_TOPIC, other, "t", "OTHER", "{}");
+	publish_topic(fx.user.store, TYPED_TOPIC, only, "t", "ONLY_THIS", "{}");
+	{
+		int64_t end = now_ms() + WAIT_MS;
+		while (count_calls(only, 1) < 1 && now_ms() < end)
+			usleep(20000);
+	}
+	assert_int_equal(count_calls(only, 1), 1);
+	assert_int_equal(count_calls(other, 1), 0);
+	assert_int_equal(find_dlq(&l, TYPED_TOPIC ".typed.dlq", "ce_id", other, 1), 1);
+	m = dlq_nth(&l, "ce_id", other, 0);
+	assert_string_equal(dlq_header(m, "evhost_dlq_error", NULL),
+	                    "no handler for ce_type 'OTHER' on topic " TYPED_TOPIC);
+	assert_string_equal(dlq_header(m, "evhost_dlq_plugin", NULL), "typed");
+	assert_string_equal(dlq_header(m, "evhost_dlq_attempts", NULL), "1");
+	assert_string_equal(dlq_header(m, "evhost_dlq_topic", NULL), TYPED_TOPIC);
+	assert_null(dlq_nth(&l, "ce_id", only, 0));
+	dlq_list_free(&l);
+	extra_stop(&x);
+}
+
+static void test_dead_letter_too_big_is_truncated(void **state)
+{
+	enum { BIG = 1200000 };
+	char id[37], want[16];
+	const char *hdrs[] = {"ce_id", id, "ce_type", "REJECT_ME", "ce_specversion", "1.0", NULL};
+	char *big = malloc(BIG);
+	dlq_list l;
+	const dlq_msg *m;
+	assert_non_null(big);
+	memset(big, 'x', BIG);
+	events_uuid(id);
+	/* bigger than the daemon's producer may send (message.max.bytes) */
+	raw_produce(TOPIC, RD_KAFKA_PARTITION_UA, "big", big, BIG, hdrs);
+	free(big);
+	assert_int_equal(wait_calls(id, 1), 1);
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", id, 1), 1);
+	m = dlq_nth(&l, "ce_id", id, 0);
+	snprintf(want, sizeof want, "%d", BIG);
+	assert_string_equal(dlq_header(m, "evhost_dlq_truncated", NULL), want);
+	assert_int_equal(m->value_len, 65536);
+	assert_int_equal(m->value[0], 'x');
+	dlq_list_free(&l);
+}
+
+static void test_dlq_read_and_redrive(void **state)
+{
+	char rej[37], plain_id[320];
+	const char *fake[] = {"evhost_dlq_topic",  TOPIC, "evhost_dlq_partition", "0",
+	                      "evhost_dlq_offset", "12345", "evhost_dlq_error", "made up",
+	                      NULL};
+	const char *orphan[] = {"x-note", "no origin", NULL};
+	const dlq_msg *sel[3];
+	dlq_redrive_result res[3];
+	dlq_list l, l2;
+	const dlq_msg *again;
+	int i;
+	events_uuid(rej);
+	publish(rej, "redrive", "REJECT_ME", "{\"r\":1}");
+	assert_int_equal(wait_calls(rej, 1), 1);
+	raw_produce(DLQ_TOPIC, RD_KAFKA_PARTITION_UA, "plain-redrive", "{\"plain\":2}", 11, fake);
+	raw_produce(DLQ_TOPIC, RD_KAFKA_PARTITION_UA, "orphan", "{}", 2, orphan);
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "x-note", "no origin", 1), 1);
+	sel[0] = dlq_nth(&l, "ce_id", rej, 0);
+	sel[1] = dlq_nth(&l, "evhost_dlq_offset", "12345", 0);
+	sel[2] = dlq_nth(&l, "x-note", "no origin", 0);
+	assert_non_null(sel[0]);
+	assert_non_null(sel[1]);
+	assert_string_equal(sel[0]->value, "{\"r\":1}");
+	assert_string_equal(sel[0]->key, "redrive");
+
+	dlq_redrive(fx.k, sel, 3, WAIT_MS, res);
+	assert_int_equal(res[0].outcome, DLQ_REDRIVEN);
+	assert_string_equal(res[0].to_topic, TOPIC);
+	assert_int_equal(res[0].to_partition,
+	                 atoi(dlq_header(sel[0], "evhost_dlq_partition", NULL)));
+	assert_true(res[0].to_offset >= 0);
+	assert_int_equal(res[1].outcome, DLQ_REDRIVEN);
+	assert_int_equal(res[1].to_partition, 0);
+	assert_int_equal(res[2].outcome, DLQ_SKIPPED);
+	assert_non_null(strstr(res[2].error, "evhost_dlq_topic"));
+
+	/* the rejected event comes back under its id (it never made the inbox)
+	 * through the normal path, marked as redriven, and is rejected again */
+	assert_int_equal(wait_calls(rej, 2), 2);
+	assert_string_equal(rec.calls[call_index(rej, 1)].redrive, "1");
+	/* the plain message gets the id it had at its original position */
+	snprintf(plain_id, sizeof plain_id, "%s/0/12345", TOPIC);
+	assert_int_equal(wait_calls(plain_id, 1), 1);
+	i = call_index(plain_id, 0);
+	assert_string_equal(rec.calls[i].key, "plain-redrive");
+	assert_string_equal(rec.calls[i].data, "{\"plain\":2}");
+	assert_int_equal(handled_rows(plain_id), 1);
+
+	/* its second dead letter has fresh evhost_dlq_* headers, once each */
+	assert_int_equal(find_dlq(&l2, DLQ_TOPIC, "ce_id", rej, 2), 2);
+	again = dlq_nth(&l2, "ce_id", rej, 1);
+	assert_int_equal(header_count(again, "evhost_dlq_topic"), 1);
+	assert_int_equal(header_count(again, "evhost_dlq_offset"), 1);
+	assert_int_equal(atoll(dlq_header(again, "evhost_dlq_offset", NULL)), res[0].to_offset);
+	assert_string_equal(dlq_header(again, "evhost_redrive", NULL), "1");
+	dlq_list_free(&l2);
+	dlq_list_free(&l);
+}
+
+static void test_replay_rewinds_and_forgets_inbox(void **state)
+{
+	struct extra x;
+	char a[37], b[37], c[37], err[256];
+	const char *nope[] = {"NOT_CONSUMED"};
+	replay_request req;
+	replay_result res;
+	replay_pos pos;
+	const struct call *cc;
+	events_uuid(a);
+	events_uuid(b);
+	events_uuid(c);
+	extra_start(&x, "replayer", REPLAY_TOPIC, NULL, handler);
+	publish_topic(fx.user.store, REPLAY_TOPIC, a, "rk", "USER_CREATED", "{}");
+	publish_topic(fx.user.store, REPLAY_TOPIC, b, "rk", "USER_CREATED", "{}");
+	publish_topic(fx.user.store, REPLAY_TOPIC, c, "rk", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(c, 1), 1);
+	assert_int_equal(count_calls(a, 0), 1);
+
+	memset(&req, 0, sizeof req);
+	req.from = REPLAY_BEGINNING;
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err) != EVH_OK)
+		fail_msg("replay: %s", err);
+	assert_true(res.nparts >= 1);
+	assert_int_equal(res.inbox_deleted, 3);
+	replay_result_free(&res);
+	assert_int_equal(wait_calls(c, 2), 2);
+	assert_int_equal(count_calls(a, 0), 2);
+	assert_int_equal(count_calls(b, 0), 2);
+
+	/* to an offset: only what follows it */
+	cc = &rec.calls[call_index(c, 0)];
+	pos = (replay_pos){(char *)REPLAY_TOPIC, cc->partition, cc->offset, 0};
+	req.from = REPLAY_OFFSETS;
+	req.offsets = &pos;
+	req.noffsets = 1;
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err) != EVH_OK)
+		fail_msg("replay: %s", err);
+	assert_int_equal(res.nparts, 1);
+	assert_int_equal(res.parts[0].offset, cc->offset);
+	assert_int_equal(res.parts[0].previous, cc->offset + 1);
+	assert_int_equal(res.inbox_deleted, 1);
+	replay_result_free(&res);
+	assert_int_equal(wait_calls(c, 3), 3);
+	usleep(300000);
+	assert_int_equal(count_calls(a, 0), 2);
+
+	/* refusals change nothing */
+	pos.partition = 999;
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	assert_non_null(strstr(err, "not assigned"));
+	pos.partition = cc->partition;
+	pos.offset = 1000000;
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	req.from = REPLAY_BEGINNING;
+	req.topics = nope;
+	req.ntopics = 1;
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	assert_non_null(strstr(err, "does not consume"));
+	assert_int_equal(consumer_replay(&fx.user, &req, &res, WAIT_MS, err, sizeof err),
+	                 EVH_ESTATE);
+	usleep(300000);
+	assert_int_equal(count_calls(c, 0), 3);
+	extra_stop(&x);
+}
+
+/* A backlog over two topics is handled in the order it was published, not
+ * topic by topic as fetches return it. */
+static void test_backlog_over_topics_keeps_produced_order(void **state)
+{
+	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
+	const char *topics[2] = {"ORDER_A", "ORDER_B"};
+	char ids[8][37], err[256];
+	plugin_sub subs[2];
+	evh_plugin p;
+	int first, prev = -1;
+	memset(&p, 0, sizeof p);
+	memset(subs, 0, sizeof subs);
+	p.name = (char *)"ordered";
+	p.group = (char *)"evhost.ordered";
+	assert_int_equal(open_store(&p, "ordered"), 0);
+	assert_int_equal(store_migrate(p.store, mig, 1, err, sizeof err), EVH_OK);
+	/* Published as fast as it goes: many share a millisecond, so their
+	 * outbox seq (evhost_seq) has to break the ties. */
+	for (int i = 0; i < 8; i++) {
+		events_uuid(ids[i]);
+		/* different keys: different partitions too */
+		publish_topic(fx.user.store, topics[i % 2], ids[i], ids[i], "USER_CREATED", "{}");
+	}
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	for (int i = 0; i < 2; i++) {
+		subs[i].topic = (char *)topics[i];
+		subs[i].handler = handler;
+	}
+	p.subs = subs;
+	p.nsubs = 2;
+	if (consumer_start(fx.k, &p, &fx.s, err, sizeof err))
+		fail_msg("consumer_start: %s", err);
+	assert_int_equal(wait_calls(ids[7], 1), 1);
+	for (int i = 0; i < 8; i++) {
+		first = call_index(ids[i], 0);
+		assert_true(first >= 0);
+		assert_true(first > prev);
+		prev = first;
+	}
+	consumer_stop(&p);
+	store_close(p.store);
+	remove_db("ordered");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -584,6 +965,12 @@ int main(void)
 	    cmocka_unit_test(test_plain_message_and_type_filter),
 	    cmocka_unit_test(test_passthrough_error),
 	    cmocka_unit_test(test_relay_resends_after_failed_delivery),
+	    cmocka_unit_test(test_event_log_has_kafka_position),
+	    cmocka_unit_test(test_type_without_handler_is_dead_lettered),
+	    cmocka_unit_test(test_dead_letter_too_big_is_truncated),
+	    cmocka_unit_test(test_dlq_read_and_redrive),
+	    cmocka_unit_test(test_replay_rewinds_and_forgets_inbox),
+	    cmocka_unit_test(test_backlog_over_topics_keeps_produced_order),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -557,6 +557,191 @@ static void test_inbox(void **state)
 	assert_int_equal(query_int(f->s, "SELECT \"offset\" + \"partition\" FROM evh_inbox"), 43);
 }
 
+/* ------------------------------------------------------------- event log */
+
+/* The outbox's rows in seq order (at most 16). */
+static size_t outbox_seqs(store *s, int64_t *seqs)
+{
+	outbox_row *rows;
+	size_t n;
+	assert_int_equal(store_outbox_fetch(s, 0, 16, &rows, &n), EVH_OK);
+	for (size_t i = 0; i < n; i++)
+		seqs[i] = rows[i].seq;
+	store_outbox_rows_free(rows, n);
+	return n;
+}
+
+static cJSON *events_of(store *s, const char *key, int64_t after, int limit)
+{
+	char *json = NULL;
+	cJSON *arr;
+	assert_int_equal(store_events_json(s, key, after, limit, &json), EVH_OK);
+	arr = cJSON_Parse(json);
+	free(json);
+	assert_true(cJSON_IsArray(arr));
+	return arr;
+}
+
+static void test_delivered_rows_move_to_event_log(void **state)
+{
+	fixture *f = *state;
+	int64_t seqs[16];
+	outbox_done d[3];
+	cJSON *arr, *ev;
+	evh_tx *tx;
+	outbox_row other = make_row("other-key", "{\"n\":9}");
+
+	add_rows(f->s, 3, 1);
+	other.key = (char *)"k2";
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &other), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(outbox_seqs(f->s, seqs), 4);
+	assert_int_equal(store_events_count(f->s), 0);
+
+	d[0] = (outbox_done){seqs[0], 2, 40};
+	d[1] = (outbox_done){seqs[1], 2, 41};
+	d[2] = (outbox_done){seqs[3], 0, 7};
+	assert_int_equal(store_outbox_delivered(f->s, d, 3), EVH_OK);
+	assert_int_equal(store_outbox_pending(f->s), 1);
+	assert_int_equal(store_events_count(f->s), 3);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 1);
+	/* a second report for the same rows (a resend) changes nothing */
+	assert_int_equal(store_outbox_delivered(f->s, d, 3), EVH_OK);
+	assert_int_equal(store_events_count(f->s), 3);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_events"), 3);
+
+	/* by aggregate id (key), oldest first, with everything the row had */
+	arr = events_of(f->s, "k1", 0, 10);
+	assert_int_equal(cJSON_GetArraySize(arr), 2);
+	ev = cJSON_GetArrayItem(arr, 0);
+	assert_int_equal((int64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "seq")), seqs[0]);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "id")), "ev-0");
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "topic")), "USER_CREATED");
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "key")), "k1");
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "time")),
+	                    "2026-01-02T03:04:05.678Z");
+	assert_int_equal(cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "partition")), 2);
+	assert_int_equal(cJSON_GetNumberValue(cJSON_GetObjectItem(ev, "offset")), 40);
+	assert_int_equal(cJSON_GetNumberValue(
+	                     cJSON_GetObjectItem(cJSON_GetObjectItem(ev, "data"), "n")),
+	                 0);
+	assert_int_equal(strlen(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "delivered_at"))), 24);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1),
+	                                                             "id")),
+	                    "ev-1");
+	cJSON_Delete(arr);
+	/* paging with after, limit; all keys */
+	arr = events_of(f->s, "k1", seqs[0], 10);
+	assert_int_equal(cJSON_GetArraySize(arr), 1);
+	cJSON_Delete(arr);
+	arr = events_of(f->s, NULL, 0, 2);
+	assert_int_equal(cJSON_GetArraySize(arr), 2);
+	cJSON_Delete(arr);
+	arr = events_of(f->s, "nobody", 0, 10);
+	assert_int_equal(cJSON_GetArraySize(arr), 0);
+	cJSON_Delete(arr);
+
+	/* store_outbox_delete logs too, without a position */
+	assert_int_equal(store_outbox_delete(f->s, &seqs[2], 1), EVH_OK);
+	assert_int_equal(store_events_count(f->s), 4);
+	assert_int_equal(
+	    query_int(f->s, "SELECT COUNT(*) FROM evh_events WHERE \"offset\" IS NULL"), 1);
+}
+
+static void test_event_log_survives_reopen_and_prunes(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	int64_t seqs[16], deleted = -1;
+	outbox_done d[4];
+	size_t n;
+
+	add_rows(f->s, 4, 1);
+	n = outbox_seqs(f->s, seqs);
+	for (size_t i = 0; i < n; i++)
+		d[i] = (outbox_done){seqs[i], 0, (int64_t)i};
+	assert_int_equal(store_outbox_delivered(f->s, d, n), EVH_OK);
+	store_close(f->s);
+	f->s = NULL;
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("reopen: %s", err);
+	assert_int_equal(store_events_count(f->s), 4); /* counted at open */
+
+	/* nothing is older than an hour; 0 means keep forever */
+	assert_int_equal(store_events_prune(f->s, 3600000, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_events_prune(f->s, 0, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 0);
+	/* make two of them old, then prune in batches */
+	exec1(f->s, "UPDATE evh_events SET delivered_at = '2000-01-01T00:00:00.000Z'"
+	            " WHERE \"offset\" < 2");
+	assert_int_equal(store_events_prune(f->s, 86400000, 1, &deleted), EVH_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(store_events_prune(f->s, 86400000, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(store_events_count(f->s), 2);
+	assert_int_equal(query_int(f->s, "SELECT MIN(\"offset\") FROM evh_events"), 2);
+	usleep(20000);
+	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 2);
+	assert_int_equal(store_events_count(f->s), 0);
+}
+
+/* ------------------------------------------------------- replay, redrive */
+
+static void record_inbox(store *s, const char *id, const char *topic, int32_t part, int64_t off)
+{
+	evh_tx *tx;
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_record(tx, id, topic, part, off), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+static void test_inbox_forget_from_position(void **state)
+{
+	fixture *f = *state;
+	int64_t deleted = -1;
+	inbox_range r[2] = {{"A", 0, 5}, {"B", 1, 0}};
+	evh_tx *tx;
+
+	record_inbox(f->s, "a0-4", "A", 0, 4);
+	record_inbox(f->s, "a0-5", "A", 0, 5);
+	record_inbox(f->s, "a0-9", "A", 0, 9);
+	record_inbox(f->s, "a1-9", "A", 1, 9); /* another partition: kept */
+	record_inbox(f->s, "b1-0", "B", 1, 0);
+	record_inbox(f->s, "c0-0", "C", 0, 0); /* another topic: kept */
+	assert_int_equal(store_inbox_forget(f->s, r, 2, &deleted), EVH_OK);
+	assert_int_equal(deleted, 3);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "a0-4"), 1);
+	assert_int_equal(store_inbox_seen(tx, "a0-5"), 0);
+	assert_int_equal(store_inbox_seen(tx, "a0-9"), 0);
+	assert_int_equal(store_inbox_seen(tx, "a1-9"), 1);
+	assert_int_equal(store_inbox_seen(tx, "b1-0"), 0);
+	assert_int_equal(store_inbox_seen(tx, "c0-0"), 1);
+	/* not while this thread holds a transaction (it would deadlock) */
+	assert_int_equal(store_inbox_forget(f->s, r, 2, &deleted), EVH_ESTATE);
+	store_tx_rollback(tx);
+	r[0].topic = NULL;
+	assert_int_equal(store_inbox_forget(f->s, r, 1, &deleted), EVH_EINVAL);
+}
+
+static void test_dlq_redriven_records(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3), 0);
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, "T", 1, 77), EVH_OK);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 1, 3), 0);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 4), 0);
+	assert_int_equal(store_dlq_redriven(f->s, "U.p.dlq", 0, 3), 0);
+	/* marking twice is harmless */
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, "T", -1, -1), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_dlq_redriven"), 1);
+	assert_int_equal(store_dlq_redriven(NULL, "x", 0, 0), EVH_EINVAL);
+}
+
 /* ----------------------------------------------------------- concurrency */
 
 #define THREADS 4
@@ -645,6 +830,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox_forget_from_position, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dlq_redriven_records, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

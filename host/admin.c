@@ -1,0 +1,1047 @@
+/* The admin API (see admin.h): token check, routing, and the JSON of the
+ * answers. Kafka work is in dlq.c (dead letters) and kafka.c (replay), the
+ * event log in store.c.
+ *
+ * Plugin lifetime: plugins can be stopped and replaced by a reload while a
+ * request runs, so a plugin pointer is only used with h->plugins_lock held,
+ * and looked up again by name after any slow step done without the lock
+ * (reading Kafka). A replay holds the lock while the consumer works on it
+ * (bounded by REPLAY_TIMEOUT_MS for it to be picked up), so the consumer
+ * cannot be stopped under it. Redrives run one at a time (redrive_mu), so
+ * the "already redriven" check and its record cannot interleave. */
+#define _GNU_SOURCE
+#include "admin.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <sodium.h>
+
+#include "dlq.h"
+#include "http.h"
+#include "kafka.h"
+#include "log.h"
+#include "store.h"
+
+#define ADMIN_LOG "admin"
+#define TOKEN_MIN_BYTES 16
+#define TOKEN_MAX_BYTES 4096
+#define DLQ_READ_TIMEOUT_MS 15000
+#define REDRIVE_ACK_TIMEOUT_MS 30000
+#define REPLAY_TIMEOUT_MS 15000
+#define LIST_DEFAULT 100
+#define LIST_MAX 1000
+#define REDRIVE_MAX 10000
+#define VALUE_SHOW_MAX 65536
+
+struct admin {
+	int enabled;
+	unsigned char token_hash[crypto_generichash_BYTES];
+	pthread_mutex_t redrive_mu;
+};
+
+/* ------------------------------------------------------------ start/stop */
+
+/* The token file's first line, without its line end. */
+static int read_token(const char *path, unsigned char *hash)
+{
+	char buf[TOKEN_MAX_BYTES + 2];
+	size_t n;
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		log_error(ADMIN_LOG, "[admin] token_file: cannot read '%s': %s", path,
+		          strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	n = strcspn(buf, "\r\n");
+	if (n < TOKEN_MIN_BYTES || n > TOKEN_MAX_BYTES) {
+		log_error(ADMIN_LOG, "[admin] token_file: the token in '%s' must be %d to %d bytes "
+		                     "on its first line (e.g. head -c 32 /dev/urandom | base64)",
+		          path, TOKEN_MIN_BYTES, TOKEN_MAX_BYTES);
+		explicit_bzero(buf, sizeof buf);
+		return -1;
+	}
+	/* Only a hash is kept: comparisons then take the same time whatever
+	 * the length of the token presented. */
+	crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)buf, n, NULL, 0);
+	explicit_bzero(buf, sizeof buf);
+	return 0;
+}
+
+int admin_start(host *h)
+{
+	struct admin *a = calloc(1, sizeof *a);
+	if (!a) {
+		log_error(ADMIN_LOG, "out of memory");
+		return -1;
+	}
+	pthread_mutex_init(&a->redrive_mu, NULL);
+	h->admin = a;
+	if (!h->set.admin_token_file) {
+		log_info(ADMIN_LOG, "admin API disabled ([admin] token_file is not set)");
+		return 0;
+	}
+	if (sodium_init() < 0 || read_token(h->set.admin_token_file, a->token_hash) != 0)
+		return -1;
+	a->enabled = 1;
+	log_info(ADMIN_LOG, "admin API enabled under /admin (token from %s)",
+	         h->set.admin_token_file);
+	return 0;
+}
+
+void admin_stop(host *h)
+{
+	struct admin *a = h->admin;
+	if (!a)
+		return;
+	sodium_memzero(a->token_hash, sizeof a->token_hash);
+	pthread_mutex_destroy(&a->redrive_mu);
+	free(a);
+	h->admin = NULL;
+}
+
+/* --------------------------------------------------------------- replies */
+
+static int problem(evh_response *resp, int status, const char *slug, const char *field,
+                   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int problem(evh_response *resp, int status, const char *slug, const char *field,
+                   const char *fmt, ...)
+{
+	char detail[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(detail, sizeof detail, fmt, ap);
+	va_end(ap);
+	return http_resp_problem(resp, status, slug, NULL, detail, field);
+}
+
+/* Send `root` (consumed) as the JSON body. */
+static int reply_json(evh_response *resp, int status, cJSON *root)
+{
+	char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+	int rc;
+	cJSON_Delete(root);
+	if (!json)
+		return problem(resp, 500, "internal", NULL, "out of memory");
+	http_resp_status(resp, status);
+	rc = http_resp_body(resp, "application/json", json, strlen(json));
+	free(json);
+	return rc;
+}
+
+/* Answer 500 (out of memory) or 422 for `field`; both return -1 so input
+ * parsers can `return invalid(...)`. */
+static int oom(evh_response *resp)
+{
+	problem(resp, 500, "internal", NULL, "out of memory");
+	return -1;
+}
+
+static int invalid(evh_response *resp, const char *field, const char *detail)
+{
+	problem(resp, 422, "validation", field, "%s", detail);
+	return -1;
+}
+
+/* ----------------------------------------------------------------- input */
+
+static int authorized(const struct admin *a, evh_request *req)
+{
+	unsigned char got[crypto_generichash_BYTES];
+	const char *hdr = http_req_header(req, "Authorization");
+	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0)
+		return 0;
+	hdr += 7;
+	while (*hdr == ' ')
+		hdr++;
+	crypto_generichash(got, sizeof got, (const unsigned char *)hdr, strlen(hdr), NULL, 0);
+	return sodium_memcmp(got, a->token_hash, sizeof got) == 0;
+}
+
+/* A query parameter as an integer in [min, max]; `dflt` when absent.
+ * Returns 0, or -1 after answering 422. */
+static int query_int(evh_request *req, evh_response *resp, const char *name, int64_t dflt,
+                     int64_t min, int64_t max, int64_t *out)
+{
+	const char *v = http_req_query(req, name);
+	char *end;
+	long long n;
+	*out = dflt;
+	if (!v)
+		return 0;
+	errno = 0;
+	n = strtoll(v, &end, 10);
+	if (!*v || *end || errno || n < min || n > max) {
+		problem(resp, 422, "validation", name, "%s must be an integer from %lld to %lld",
+		        name, (long long)min, (long long)max);
+		return -1;
+	}
+	*out = n;
+	return 0;
+}
+
+/* The request body as a JSON object; an empty body is {}. NULL after
+ * answering 422. */
+static cJSON *body_object(evh_request *req, evh_response *resp)
+{
+	size_t len = 0;
+	const char *body = http_req_body(req, &len);
+	cJSON *o;
+	if (!body || !len)
+		return cJSON_CreateObject();
+	o = cJSON_ParseWithLength(body, len);
+	if (!cJSON_IsObject(o)) {
+		cJSON_Delete(o);
+		problem(resp, 422, "validation", NULL, "the body must be a JSON object");
+		return NULL;
+	}
+	return o;
+}
+
+/* ------------------------------------------------------------- plugins */
+
+static evh_plugin *find_plugin_locked(host *h, const char *name)
+{
+	for (size_t i = 0; i < h->nplugins; i++)
+		if (!strcmp(h->plugins[i]->name, name))
+			return h->plugins[i];
+	return NULL;
+}
+
+/* The plugin's dead-letter topics, one per subscribed topic. */
+static char **dlq_topics_locked(host *h, const evh_plugin *p, size_t *n)
+{
+	char **v = calloc(p->nsubs ? p->nsubs : 1, sizeof *v), name[512];
+	*n = 0;
+	for (size_t i = 0; v && i < p->nsubs; i++) {
+		int dup = 0;
+		kafka_dlq_topic(p->subs[i].topic, p->name, h->set.dlq_suffix, name, sizeof name);
+		for (size_t j = 0; j < *n; j++)
+			dup |= !strcmp(v[j], name);
+		if (!dup && (v[*n] = strdup(name)))
+			(*n)++;
+	}
+	return v;
+}
+
+static void strv_free(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static cJSON *subscription_json(host *h, const evh_plugin *p, const plugin_sub *sub)
+{
+	char dlq[512];
+	int attempts, backoff, backoff_max;
+	cJSON *o = cJSON_CreateObject();
+	kafka_retry_policy(sub, &h->set, &attempts, &backoff, &backoff_max);
+	kafka_dlq_topic(sub->topic, p->name, h->set.dlq_suffix, dlq, sizeof dlq);
+	cJSON_AddStringToObject(o, "topic", sub->topic);
+	if (sub->type)
+		cJSON_AddStringToObject(o, "type", sub->type);
+	else
+		cJSON_AddNullToObject(o, "type");
+	cJSON_AddNumberToObject(o, "max_attempts", attempts);
+	cJSON_AddNumberToObject(o, "backoff_ms", backoff);
+	cJSON_AddNumberToObject(o, "backoff_max_ms", backoff_max);
+	cJSON_AddStringToObject(o, "dlq_topic", dlq);
+	return o;
+}
+
+static cJSON *plugin_json(host *h, const evh_plugin *p)
+{
+	cJSON *o = cJSON_CreateObject(), *subs = cJSON_CreateArray();
+	const char *version = p->desc && p->desc->version ? p->desc->version : NULL;
+	cJSON_AddStringToObject(o, "name", p->name);
+	cJSON_AddStringToObject(o, "path", p->path ? p->path : "");
+	if (version)
+		cJSON_AddStringToObject(o, "version", version);
+	else
+		cJSON_AddNullToObject(o, "version");
+	cJSON_AddStringToObject(o, "state", plugin_state_name(p->status));
+	cJSON_AddStringToObject(o, "group", p->group ? p->group : "");
+	for (size_t i = 0; i < p->nsubs; i++)
+		cJSON_AddItemToArray(subs, subscription_json(h, p, &p->subs[i]));
+	cJSON_AddItemToObject(o, "subscriptions", subs);
+	cJSON_AddNumberToObject(o, "outbox_pending", (double)store_outbox_pending(p->store));
+	cJSON_AddNumberToObject(o, "events_stored", (double)store_events_count(p->store));
+	return o;
+}
+
+static int get_plugins(host *h, evh_response *resp, const char *name)
+{
+	cJSON *root = cJSON_CreateObject(), *list = cJSON_CreateArray(), *one = NULL;
+	pthread_mutex_lock(&h->plugins_lock);
+	for (size_t i = 0; i < h->nplugins; i++) {
+		const evh_plugin *p = h->plugins[i];
+		if (name && strcmp(p->name, name))
+			continue;
+		if (name)
+			one = plugin_json(h, p);
+		else
+			cJSON_AddItemToArray(list, plugin_json(h, p));
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (name) {
+		cJSON_Delete(root);
+		cJSON_Delete(list);
+		if (!one)
+			return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+		return reply_json(resp, 200, one);
+	}
+	cJSON_AddItemToObject(root, "plugins", list);
+	return reply_json(resp, 200, root);
+}
+
+/* ---------------------------------------------------------------- bytes */
+
+static int utf8_valid(const unsigned char *s, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		unsigned char c = s[i];
+		size_t len = c < 0x80           ? 1
+		             : (c >> 5) == 6    ? 2
+		             : (c >> 4) == 14   ? 3
+		             : (c >> 3) == 30   ? 4
+		                                : 0;
+		if (!len || (len == 1 && c == 0) || i + len > n)
+			return 0;
+		for (size_t j = 1; j < len; j++)
+			if ((s[i + j] & 0xC0) != 0x80)
+				return 0;
+		if ((len == 2 && c < 0xC2) || (len == 3 && c == 0xE0 && s[i + 1] < 0xA0) ||
+		    (len == 3 && c == 0xED && s[i + 1] >= 0xA0) ||
+		    (len == 4 && (c > 0xF4 || (c == 0xF0 && s[i + 1] < 0x90) ||
+		                  (c == 0xF4 && s[i + 1] >= 0x90))))
+			return 0;
+		i += len;
+	}
+	return 1;
+}
+
+static char *base64(const unsigned char *p, size_t n)
+{
+	size_t outlen = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+	char *out = malloc(outlen);
+	if (out)
+		sodium_bin2base64(out, outlen, p, n, sodium_base64_VARIANT_ORIGINAL);
+	return out;
+}
+
+/* Bytes as a JSON string under `name` when they are UTF-8 text, else as
+ * base64 under `name`_base64; NULL bytes as null. At most `max` bytes are
+ * shown (0: all); *cut tells whether some were left out. */
+static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_t max, int *cut)
+{
+	char key[64], *b64, *text;
+	if (cut)
+		*cut = max && n > max;
+	if (max && n > max)
+		n = max;
+	if (!p) {
+		cJSON_AddNullToObject(o, name);
+		return;
+	}
+	if (utf8_valid((const unsigned char *)p, n) && (text = strndup(p, n))) {
+		cJSON_AddStringToObject(o, name, text);
+		free(text);
+		return;
+	}
+	snprintf(key, sizeof key, "%s_base64", name);
+	b64 = base64((const unsigned char *)p, n);
+	if (b64)
+		cJSON_AddStringToObject(o, key, b64);
+	free(b64);
+}
+
+/* ------------------------------------------------------------------ dlq */
+
+static cJSON *dlq_msg_json(const dlq_msg *m, int redriven)
+{
+	cJSON *o = cJSON_CreateObject(), *hdrs = cJSON_CreateObject();
+	int cut = 0;
+	cJSON_AddStringToObject(o, "topic", m->topic);
+	cJSON_AddNumberToObject(o, "partition", m->partition);
+	cJSON_AddNumberToObject(o, "offset", (double)m->offset);
+	if (m->timestamp_ms >= 0)
+		cJSON_AddNumberToObject(o, "timestamp_ms", (double)m->timestamp_ms);
+	add_bytes(o, "key", m->key, m->key_len, 0, NULL);
+	add_bytes(o, "value", m->value, m->value_len, VALUE_SHOW_MAX, &cut);
+	cJSON_AddNumberToObject(o, "value_size", (double)m->value_len);
+	if (cut)
+		cJSON_AddTrueToObject(o, "value_shortened");
+	for (size_t i = 0; i < m->nheaders; i++) {
+		cJSON_DeleteItemFromObjectCaseSensitive(hdrs, m->hname[i]); /* the last wins */
+		add_bytes(hdrs, m->hname[i], m->hvalue[i], m->hlen[i], 0, NULL);
+	}
+	cJSON_AddItemToObject(o, "headers", hdrs);
+	cJSON_AddBoolToObject(o, "redriven", redriven);
+	return o;
+}
+
+/* Look the plugin up and copy what a dead-letter read needs. 404 when it
+ * does not exist. */
+static int dlq_prepare(host *h, evh_response *resp, const char *name, char ***topics, size_t *n)
+{
+	evh_plugin *p;
+	pthread_mutex_lock(&h->plugins_lock);
+	p = find_plugin_locked(h, name);
+	*topics = p ? dlq_topics_locked(h, p, n) : NULL;
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (!p) {
+		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+		return -1;
+	}
+	return *topics ? 0 : oom(resp);
+}
+
+/* Which messages were redriven already (flags[i] for l->v[i]). */
+static void mark_redriven(host *h, const char *name, const dlq_list *l, int *flags)
+{
+	evh_plugin *p;
+	pthread_mutex_lock(&h->plugins_lock);
+	p = find_plugin_locked(h, name);
+	for (size_t i = 0; p && p->store && i < l->n; i++)
+		flags[i] = store_dlq_redriven(p->store, l->v[i].topic, l->v[i].partition,
+		                              l->v[i].offset) == 1;
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+static int read_dead_letters(host *h, evh_response *resp, char **topics, size_t ntopics,
+                             size_t limit, dlq_list *l)
+{
+	char err[512];
+	int rc = dlq_read(h->kafka, (const char *const *)topics, ntopics, limit,
+	                  DLQ_READ_TIMEOUT_MS, l, err, sizeof err);
+	if (rc == EVH_OK)
+		return 0;
+	log_warn(ADMIN_LOG, "reading dead letters failed: %s", err);
+	problem(resp, rc == EVH_ENOMEM ? 500 : 502, rc == EVH_ENOMEM ? "internal" : "kafka",
+	        NULL, "%s", err);
+	return -1;
+}
+
+static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *name)
+{
+	char **topics = NULL;
+	size_t ntopics = 0;
+	int64_t limit;
+	dlq_list l;
+	int *flags;
+	cJSON *root, *tl, *msgs;
+
+	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit))
+		return EVH_OK;
+	if (dlq_prepare(h, resp, name, &topics, &ntopics))
+		return EVH_OK;
+	if (read_dead_letters(h, resp, topics, ntopics, (size_t)limit, &l)) {
+		strv_free(topics, ntopics);
+		return EVH_OK;
+	}
+	flags = calloc(l.n ? l.n : 1, sizeof *flags);
+	if (flags)
+		mark_redriven(h, name, &l, flags);
+	root = cJSON_CreateObject();
+	cJSON_AddStringToObject(root, "plugin", name);
+	tl = cJSON_AddArrayToObject(root, "topics");
+	for (size_t i = 0; i < ntopics; i++)
+		cJSON_AddItemToArray(tl, cJSON_CreateString(topics[i]));
+	msgs = cJSON_AddArrayToObject(root, "messages");
+	for (size_t i = 0; msgs && i < l.n; i++)
+		cJSON_AddItemToArray(msgs, dlq_msg_json(&l.v[i], flags && flags[i]));
+	cJSON_AddBoolToObject(root, "truncated", l.truncated);
+	free(flags);
+	dlq_list_free(&l);
+	strv_free(topics, ntopics);
+	return reply_json(resp, 200, root);
+}
+
+/* ---------------------------------------------------------------- redrive */
+
+/* A selection from {"offsets":[...]}: each {"partition","offset"} (plus
+ * "topic" when the plugin has several dead-letter topics), or a bare offset,
+ * which must then name exactly one message (dead-letter topics usually have
+ * several partitions, each with its own offsets). */
+typedef struct pick {
+	char *topic; /* NULL: any */
+	int32_t partition; /* -1: any */
+	int64_t offset;
+	int found;
+} pick;
+
+static int parse_picks(const cJSON *body, pick **out, size_t *n, int *all, evh_response *resp)
+{
+	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(body, "offsets"), *it;
+	size_t i = 0;
+	*out = NULL;
+	*n = 0;
+	*all = !offs || cJSON_IsNull(offs);
+	if (*all)
+		return 0;
+	if (!cJSON_IsArray(offs) || !cJSON_GetArraySize(offs))
+		return invalid(resp, "offsets", "offsets must be a non-empty array");
+	*out = calloc((size_t)cJSON_GetArraySize(offs), sizeof **out);
+	if (!*out)
+		return oom(resp);
+	cJSON_ArrayForEach(it, offs) {
+		const cJSON *t = cJSON_GetObjectItemCaseSensitive(it, "topic");
+		const cJSON *pa = cJSON_GetObjectItemCaseSensitive(it, "partition");
+		const cJSON *o =
+		    cJSON_IsNumber(it) ? it : cJSON_GetObjectItemCaseSensitive(it, "offset");
+		pick *pk = &(*out)[i++];
+		*n = i;
+		pk->partition = -1;
+		if (!cJSON_IsNumber(o) || o->valuedouble < 0 ||
+		    (!cJSON_IsNumber(it) && !cJSON_IsObject(it)) || (t && !cJSON_IsString(t)) ||
+		    (pa && (!cJSON_IsNumber(pa) || pa->valuedouble < 0)))
+			return invalid(resp, "offsets",
+			               "each entry of offsets is an offset or "
+			               "{\"topic\",\"partition\",\"offset\"}");
+		pk->offset = (int64_t)o->valuedouble;
+		if (pa)
+			pk->partition = (int32_t)pa->valuedouble;
+		if (t && !(pk->topic = strdup(t->valuestring)))
+			return oom(resp);
+	}
+	return 0;
+}
+
+static void picks_free(pick *v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i].topic);
+	free(v);
+}
+
+static int pick_matches(const pick *pk, const dlq_msg *m)
+{
+	return pk->offset == m->offset && (pk->partition < 0 || pk->partition == m->partition) &&
+	       (!pk->topic || !strcmp(pk->topic, m->topic));
+}
+
+/* A pick that matches more than one message is refused (422), whole. */
+static int picks_unambiguous(const pick *v, size_t n, const dlq_list *l, evh_response *resp)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t hits = 0;
+		for (size_t j = 0; j < l->n; j++)
+			hits += pick_matches(&v[i], &l->v[j]);
+		if (hits > 1) {
+			problem(resp, 422, "validation", "offsets",
+			        "offset %" PRId64 " is in %zu dead-letter partitions; name one: "
+			        "{\"partition\": P, \"offset\": %" PRId64 "}",
+			        v[i].offset, hits, v[i].offset);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static int picked(pick *v, size_t n, int all, const dlq_msg *m)
+{
+	int hit = all;
+	for (size_t i = 0; i < n; i++)
+		if (pick_matches(&v[i], m)) {
+			v[i].found = 1;
+			hit = 1;
+		}
+	return hit;
+}
+
+/* Record what went out; returns how many could not be recorded. */
+static size_t record_redriven(host *h, const char *name, const dlq_msg *const *sel, size_t n,
+                              const dlq_redrive_result *res)
+{
+	size_t lost = 0;
+	evh_plugin *p;
+	pthread_mutex_lock(&h->plugins_lock);
+	p = find_plugin_locked(h, name);
+	for (size_t i = 0; i < n; i++) {
+		if (res[i].outcome != DLQ_REDRIVEN)
+			continue;
+		if (!p || !p->store ||
+		    store_dlq_mark_redriven(p->store, sel[i]->topic, sel[i]->partition,
+		                            sel[i]->offset, res[i].to_topic, res[i].to_partition,
+		                            res[i].to_offset) != EVH_OK)
+			lost++;
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (lost)
+		log_warn(ADMIN_LOG,
+		         "%s: %zu redriven dead letter(s) could not be recorded; a later redrive "
+		         "may send them again (the inbox skips what was handled)",
+		         name, lost);
+	return lost;
+}
+
+static cJSON *redrive_entry(const dlq_msg *m, const char *outcome, const char *to_topic,
+                            int32_t to_partition, int64_t to_offset, const char *error)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON_AddStringToObject(o, "topic", m->topic);
+	cJSON_AddNumberToObject(o, "partition", m->partition);
+	cJSON_AddNumberToObject(o, "offset", (double)m->offset);
+	cJSON_AddStringToObject(o, "outcome", outcome);
+	if (to_topic && *to_topic)
+		cJSON_AddStringToObject(o, "to_topic", to_topic);
+	if (to_partition >= 0)
+		cJSON_AddNumberToObject(o, "to_partition", to_partition);
+	if (to_offset >= 0)
+		cJSON_AddNumberToObject(o, "to_offset", (double)to_offset);
+	if (error && *error)
+		cJSON_AddStringToObject(o, "error", error);
+	return o;
+}
+
+struct redrive_job {
+	const char *name;
+	dlq_list l;
+	int *done_before;       /* per l.v[i]: redriven by an earlier call */
+	const dlq_msg **sel;    /* chosen and not redriven yet */
+	dlq_redrive_result *res;
+	size_t nsel;
+	cJSON *results;
+	size_t counts[3]; /* redriven, skipped, failed */
+};
+
+static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, int all)
+{
+	for (size_t i = 0; i < j->l.n; i++) {
+		const dlq_msg *m = &j->l.v[i];
+		if (!picked(picks, npicks, all, m))
+			continue;
+		if (j->done_before[i]) {
+			cJSON_AddItemToArray(j->results, redrive_entry(m, "skipped", NULL, -1, -1,
+			                                               "already redriven"));
+			j->counts[1]++;
+			continue;
+		}
+		j->sel[j->nsel++] = m;
+	}
+}
+
+static void redrive_report(struct redrive_job *j)
+{
+	static const char *const names[] = {"redriven", "skipped", "failed"};
+	for (size_t i = 0; i < j->nsel; i++) {
+		const dlq_redrive_result *r = &j->res[i];
+		cJSON_AddItemToArray(j->results,
+		                     redrive_entry(j->sel[i], names[r->outcome], r->to_topic,
+		                                   r->to_partition, r->to_offset, r->error));
+		j->counts[r->outcome]++;
+	}
+}
+
+static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick *picks,
+                          size_t npicks, size_t unrecorded)
+{
+	cJSON *root = cJSON_CreateObject(), *nf = cJSON_CreateArray();
+	cJSON_AddStringToObject(root, "plugin", j->name);
+	cJSON_AddNumberToObject(root, "redriven", (double)j->counts[0]);
+	cJSON_AddNumberToObject(root, "skipped", (double)j->counts[1]);
+	cJSON_AddNumberToObject(root, "failed", (double)j->counts[2]);
+	if (unrecorded)
+		cJSON_AddNumberToObject(root, "unrecorded", (double)unrecorded);
+	cJSON_AddItemToObject(root, "results", j->results);
+	j->results = NULL;
+	for (size_t i = 0; i < npicks; i++)
+		if (!picks[i].found)
+			cJSON_AddItemToArray(nf, cJSON_CreateNumber((double)picks[i].offset));
+	cJSON_AddItemToObject(root, "not_found", nf);
+	cJSON_AddBoolToObject(root, "truncated", j->l.truncated);
+	return reply_json(resp, 200, root);
+}
+
+static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char **topics,
+                       size_t ntopics, pick *picks, size_t npicks, int all)
+{
+	size_t unrecorded;
+	if (read_dead_letters(h, resp, topics, ntopics, REDRIVE_MAX, &j->l) ||
+	    picks_unambiguous(picks, npicks, &j->l, resp))
+		return EVH_OK;
+	j->done_before = calloc(j->l.n ? j->l.n : 1, sizeof *j->done_before);
+	j->sel = calloc(j->l.n ? j->l.n : 1, sizeof *j->sel);
+	j->res = calloc(j->l.n ? j->l.n : 1, sizeof *j->res);
+	j->results = cJSON_CreateArray();
+	if (!j->done_before || !j->sel || !j->res || !j->results) {
+		oom(resp);
+		return EVH_OK;
+	}
+	mark_redriven(h, j->name, &j->l, j->done_before);
+	redrive_select(j, picks, npicks, all);
+	if (j->nsel)
+		dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
+	redrive_report(j);
+	unrecorded = record_redriven(h, j->name, j->sel, j->nsel, j->res);
+	log_info(ADMIN_LOG, "%s: redrive: %zu redriven, %zu skipped, %zu failed", j->name,
+	         j->counts[0], j->counts[1], j->counts[2]);
+	return redrive_answer(resp, j, picks, npicks, unrecorded);
+}
+
+static int post_redrive(host *h, evh_request *req, evh_response *resp, const char *name)
+{
+	struct redrive_job j;
+	char **topics = NULL;
+	size_t ntopics = 0, npicks = 0;
+	pick *picks = NULL;
+	int all = 0, rc = EVH_OK;
+	cJSON *body = body_object(req, resp);
+
+	memset(&j, 0, sizeof j);
+	j.name = name;
+	if (!body)
+		return EVH_OK;
+	if (parse_picks(body, &picks, &npicks, &all, resp) ||
+	    dlq_prepare(h, resp, name, &topics, &ntopics))
+		goto out;
+	pthread_mutex_lock(&h->admin->redrive_mu);
+	rc = redrive_run(h, resp, &j, topics, ntopics, picks, npicks, all);
+	pthread_mutex_unlock(&h->admin->redrive_mu);
+out:
+	cJSON_Delete(body);
+	cJSON_Delete(j.results);
+	free(j.done_before);
+	free(j.sel);
+	free(j.res);
+	dlq_list_free(&j.l);
+	picks_free(picks, npicks);
+	strv_free(topics, ntopics);
+	return rc;
+}
+
+/* ----------------------------------------------------------------- replay */
+
+struct replay_args {
+	replay_request req;
+	const char **topics;
+	replay_pos *offsets;
+	size_t noffsets;
+};
+
+static void replay_args_free(struct replay_args *a)
+{
+	free(a->topics);
+	for (size_t i = 0; i < a->noffsets; i++)
+		free(a->offsets[i].topic);
+	free(a->offsets);
+}
+
+/* {"offsets": {topic: {partition: offset, ...}, ...}} */
+static int parse_offsets(const cJSON *from, struct replay_args *a, evh_response *resp)
+{
+	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(from, "offsets"), *t, *p;
+	size_t n = 0;
+	if (!cJSON_IsObject(offs))
+		goto bad;
+	cJSON_ArrayForEach(t, offs) {
+		if (!cJSON_IsObject(t))
+			goto bad;
+		n += (size_t)cJSON_GetArraySize(t);
+	}
+	if (!n)
+		goto bad;
+	a->offsets = calloc(n, sizeof *a->offsets);
+	if (!a->offsets)
+		return oom(resp);
+	cJSON_ArrayForEach(t, offs) cJSON_ArrayForEach(p, t) {
+		replay_pos *r = &a->offsets[a->noffsets];
+		char *end;
+		long part = strtol(p->string, &end, 10);
+		if (!*p->string || *end || part < 0 || part > INT32_MAX || !cJSON_IsNumber(p) ||
+		    p->valuedouble < 0)
+			goto bad;
+		if (!(r->topic = strdup(t->string)))
+			return oom(resp);
+		r->partition = (int32_t)part;
+		r->offset = (int64_t)p->valuedouble;
+		a->noffsets++;
+	}
+	a->req.from = REPLAY_OFFSETS;
+	a->req.offsets = a->offsets;
+	a->req.noffsets = a->noffsets;
+	return 0;
+bad:
+	return invalid(resp, "from",
+	               "from.offsets must be {\"topic\": {\"partition\": offset, ...}, ...} with "
+	               "at least one offset");
+}
+
+static int parse_replay(const cJSON *body, struct replay_args *a, evh_response *resp)
+{
+	const cJSON *from = cJSON_GetObjectItemCaseSensitive(body, "from");
+	const cJSON *topics = cJSON_GetObjectItemCaseSensitive(body, "topics"), *t;
+	memset(a, 0, sizeof *a);
+	if (cJSON_IsString(from) && !strcmp(from->valuestring, "beginning"))
+		a->req.from = REPLAY_BEGINNING;
+	else if (cJSON_IsString(from) && !kafka_parse_time(from->valuestring, &a->req.time_ms))
+		a->req.from = REPLAY_TIME;
+	else if (cJSON_IsObject(from))
+		return parse_offsets(from, a, resp);
+	else
+		return invalid(resp, "from",
+		               "from must be \"beginning\", an RFC 3339 time or "
+		               "{\"offsets\": {...}}");
+	if (!topics || cJSON_IsNull(topics))
+		return 0;
+	if (!cJSON_IsArray(topics) || !cJSON_GetArraySize(topics))
+		return invalid(resp, "topics", "topics must be a non-empty array of topic names");
+	a->topics = calloc((size_t)cJSON_GetArraySize(topics), sizeof *a->topics);
+	if (!a->topics)
+		return oom(resp);
+	cJSON_ArrayForEach(t, topics) {
+		if (!cJSON_IsString(t))
+			return invalid(resp, "topics", "topics must be strings");
+		a->topics[a->req.ntopics++] = t->valuestring;
+	}
+	a->req.topics = a->topics;
+	return 0;
+}
+
+static int replay_status(int rc)
+{
+	switch (rc) {
+	case EVH_EINVAL: return 422;
+	case EVH_ESTATE:
+	case EVH_EBUSY: return 409;
+	case EVH_ENOMEM: return 500;
+	default: return 502;
+	}
+}
+
+static int replay_answer(evh_response *resp, const char *name, const replay_result *res)
+{
+	cJSON *root = cJSON_CreateObject(), *parts;
+	cJSON_AddStringToObject(root, "plugin", name);
+	parts = cJSON_AddArrayToObject(root, "partitions");
+	for (size_t i = 0; parts && i < res->nparts; i++) {
+		cJSON *o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "topic", res->parts[i].topic);
+		cJSON_AddNumberToObject(o, "partition", res->parts[i].partition);
+		cJSON_AddNumberToObject(o, "offset", (double)res->parts[i].offset);
+		if (res->parts[i].previous >= 0)
+			cJSON_AddNumberToObject(o, "previous", (double)res->parts[i].previous);
+		else
+			cJSON_AddNullToObject(o, "previous");
+		cJSON_AddItemToArray(parts, o);
+	}
+	cJSON_AddNumberToObject(root, "inbox_deleted", (double)res->inbox_deleted);
+	return reply_json(resp, 200, root);
+}
+
+static int post_replay(host *h, evh_request *req, evh_response *resp, const char *name)
+{
+	struct replay_args a;
+	replay_result res;
+	char err[512] = "";
+	evh_plugin *p;
+	int rc = EVH_ENOTFOUND;
+	cJSON *body = body_object(req, resp);
+
+	if (!body)
+		return EVH_OK;
+	if (parse_replay(body, &a, resp)) {
+		replay_args_free(&a);
+		cJSON_Delete(body);
+		return EVH_OK;
+	}
+	memset(&res, 0, sizeof res);
+	pthread_mutex_lock(&h->plugins_lock);
+	p = find_plugin_locked(h, name);
+	if (p)
+		rc = consumer_replay(p, &a.req, &res, REPLAY_TIMEOUT_MS, err, sizeof err);
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (rc == EVH_ENOTFOUND)
+		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+	else if (rc != EVH_OK)
+		problem(resp, replay_status(rc), rc == EVH_EINVAL ? "validation" : "conflict", NULL,
+		        "%s", err);
+	else
+		replay_answer(resp, name, &res);
+	if (rc == EVH_EBUSY)
+		http_resp_header(resp, "Retry-After", "1");
+	replay_result_free(&res);
+	replay_args_free(&a);
+	cJSON_Delete(body);
+	return EVH_OK;
+}
+
+/* ----------------------------------------------------------------- events */
+
+static int add_plugin_events(cJSON *out, const evh_plugin *p, const char *aggregate,
+                             int64_t after, int64_t limit)
+{
+	char *json = NULL;
+	cJSON *arr, *ev;
+	int rc = store_events_json(p->store, aggregate, after, (int)limit, &json);
+	if (rc)
+		return rc;
+	arr = cJSON_Parse(json);
+	free(json);
+	if (!arr)
+		return EVH_ENOMEM;
+	while ((ev = cJSON_DetachItemFromArray(arr, 0))) {
+		cJSON_AddStringToObject(ev, "plugin", p->name);
+		cJSON_AddItemToArray(out, ev);
+	}
+	cJSON_Delete(arr);
+	return EVH_OK;
+}
+
+static int event_cmp(const void *a, const void *b)
+{
+	const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+	const char *tx = cJSON_GetStringValue(cJSON_GetObjectItem(x, "time"));
+	const char *ty = cJSON_GetStringValue(cJSON_GetObjectItem(y, "time"));
+	int c = strcmp(tx ? tx : "", ty ? ty : "");
+	if (c)
+		return c;
+	c = strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(x, "plugin")),
+	           cJSON_GetStringValue(cJSON_GetObjectItem(y, "plugin")));
+	if (c)
+		return c;
+	return cJSON_GetNumberValue(cJSON_GetObjectItem(x, "seq")) <
+	               cJSON_GetNumberValue(cJSON_GetObjectItem(y, "seq"))
+	           ? -1
+	           : 1;
+}
+
+/* Events of several plugins: ordered by event time, cut to `limit`. */
+static cJSON *sorted_events(cJSON *all, int64_t limit)
+{
+	int n = cJSON_GetArraySize(all);
+	cJSON **v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v), *out = cJSON_CreateArray();
+	if (!v || !out) {
+		free(v);
+		cJSON_Delete(out);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++)
+		v[i] = cJSON_DetachItemFromArray(all, 0);
+	qsort(v, (size_t)n, sizeof *v, event_cmp);
+	for (int i = 0; i < n; i++) {
+		if (i < limit)
+			cJSON_AddItemToArray(out, v[i]);
+		else
+			cJSON_Delete(v[i]);
+	}
+	free(v);
+	return out;
+}
+
+static int get_events(host *h, evh_request *req, evh_response *resp)
+{
+	const char *plugin = http_req_query(req, "plugin");
+	const char *aggregate = http_req_query(req, "aggregate");
+	int64_t limit, after;
+	int rc = EVH_OK, found = 0;
+	cJSON *all = cJSON_CreateArray(), *root, *events;
+
+	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
+	    query_int(req, resp, "after", 0, 0, INT64_MAX, &after)) {
+		cJSON_Delete(all);
+		return EVH_OK;
+	}
+	if (aggregate && !*aggregate)
+		aggregate = NULL;
+	pthread_mutex_lock(&h->plugins_lock);
+	for (size_t i = 0; !rc && all && i < h->nplugins; i++) {
+		const evh_plugin *p = h->plugins[i];
+		if ((plugin && strcmp(plugin, p->name)) || !p->store)
+			continue;
+		found = 1;
+		rc = add_plugin_events(all, p, aggregate, after, limit);
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (plugin && !found) {
+		cJSON_Delete(all);
+		return problem(resp, 404, "not-found", "plugin", "no plugin named '%s'", plugin);
+	}
+	events = rc || !all ? NULL : sorted_events(all, limit);
+	cJSON_Delete(all);
+	if (!events)
+		return problem(resp, 500, "internal", NULL, "reading the event log failed");
+	root = cJSON_CreateObject();
+	cJSON_AddItemToObject(root, "events", events);
+	return reply_json(resp, 200, root);
+}
+
+/* -------------------------------------------------------------- dispatch */
+
+static int method_not_allowed(evh_response *resp, const char *method, const char *allow)
+{
+	http_resp_header(resp, "Allow", allow);
+	return problem(resp, 405, "method-not-allowed", NULL,
+	               "%s is not allowed here (allowed: %s)", method, allow);
+}
+
+/* Split "/admin/a/b/c" into at most 4 segments after "admin". */
+static size_t split_path(const char *path, char *buf, size_t buflen, const char **seg)
+{
+	size_t n = 0;
+	char *save = NULL, *tok;
+	snprintf(buf, buflen, "%s", path + strlen("/admin"));
+	for (tok = strtok_r(buf, "/", &save); tok; tok = strtok_r(NULL, "/", &save)) {
+		if (n == 4)
+			return 5; /* too deep for any route */
+		seg[n++] = tok;
+	}
+	return n;
+}
+
+static int route(host *h, evh_request *req, evh_response *resp)
+{
+	const char *method = http_req_method(req), *seg[4] = {NULL};
+	char buf[1024];
+	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
+	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+
+	if (n == 1 && !strcmp(seg[0], "events"))
+		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
+	if (n >= 1 && !strcmp(seg[0], "plugins")) {
+		if (n == 1 || n == 2)
+			return get ? get_plugins(h, resp, seg[1])
+			           : method_not_allowed(resp, method, "GET");
+		if (n == 3 && !strcmp(seg[2], "dlq"))
+			return get ? get_dlq(h, req, resp, seg[1])
+			           : method_not_allowed(resp, method, "GET");
+		if (n == 4 && !strcmp(seg[2], "dlq") && !strcmp(seg[3], "redrive"))
+			return post ? post_redrive(h, req, resp, seg[1])
+			            : method_not_allowed(resp, method, "POST");
+		if (n == 3 && !strcmp(seg[2], "replay"))
+			return post ? post_replay(h, req, resp, seg[1])
+			            : method_not_allowed(resp, method, "POST");
+	}
+	return problem(resp, 404, "not-found", NULL, "no admin route for %s %s", method,
+	               http_req_path(req));
+}
+
+int admin_handle(host *h, evh_request *req, evh_response *resp)
+{
+	const char *path = http_req_path(req);
+	if (!path || strncmp(path, "/admin", 6) != 0 || (path[6] && path[6] != '/'))
+		return 0;
+	if (!h->admin || !h->admin->enabled) {
+		problem(resp, 404, "not-found", NULL,
+		        "the admin API is disabled: set [admin] token_file to enable it");
+		return 1;
+	}
+	if (!authorized(h->admin, req)) {
+		http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"evhost-admin\"");
+		problem(resp, 401, "unauthorized", NULL, "the admin API needs its bearer token");
+		return 1;
+	}
+	route(h, req, resp);
+	return 1;
+}

@@ -1,0 +1,34 @@
+/* The admin API: host routes under /admin for operators, protected by a
+ * bearer token read from [admin] token_file at start (no token_file: the
+ * API is disabled and answers 404).
+ *
+ *   GET  /admin/plugins                       every plugin: state, group,
+ *                                             subscriptions, outbox, event log
+ *   GET  /admin/plugins/NAME                  one of them
+ *   GET  /admin/plugins/NAME/dlq?limit=       its dead letters with their headers
+ *   POST /admin/plugins/NAME/dlq/redrive      {"offsets":[...]} (default: all)
+ *   POST /admin/plugins/NAME/replay           {"from":"beginning" | RFC 3339 time |
+ *                                              {"offsets":{topic:{partition:offset}}},
+ *                                              "topics":[...]}
+ *   GET  /admin/events?plugin=&aggregate=&limit=&after=
+ *                                             the event log, by aggregate id (key)
+ *
+ * Answers are JSON, errors problem+json. Uses only the SDK request/response
+ * calls of http.h, so it runs on HTTP worker threads like any handler. */
+#ifndef EVHOST_ADMIN_H
+#define EVHOST_ADMIN_H
+#include <evhost/evhost.h>
+#include "host.h"
+
+/* Read the token (when [admin] token_file is set) into h->admin. Returns 0,
+ * or -1 after logging why (unreadable or too short a token: the daemon must
+ * not start with an admin API nobody can use, or anybody could). Main
+ * thread, before HTTP starts. */
+int admin_start(host *h);
+/* Free h->admin (after HTTP stopped). */
+void admin_stop(host *h);
+/* Answer `req` when its path is /admin or below and return 1; return 0
+ * (untouched) for any other path. The caller must have read the request
+ * body (POST routes take JSON). HTTP worker threads. */
+int admin_handle(host *h, evh_request *req, evh_response *resp);
+#endif

@@ -1,0 +1,536 @@
+/* Dead letters for the admin API: reading dead-letter topics and redriving
+ * messages back to where they came from (see dlq.h).
+ *
+ * The reader is a consumer that never joins a group: it assigns every
+ * partition of the topics from its low watermark and stops at the high watermark it saw
+ * first (or at partition EOF), so it never commits, never joins the plugin's
+ * group and never disturbs the plugin's consumer.
+ *
+ * Redrive produces through the daemon's shared idempotent producer. Delivery
+ * reports may arrive on any thread that polls it (the relay does), possibly
+ * after the waiter gave up, so the batch they report into is reference
+ * counted: the waiter holds one reference, each message in flight another. */
+#include "dlq.h"
+
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define DLQ_LOG "admin"
+#define POLL_MS 100
+#define METADATA_TIMEOUT_MS 5000
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dup_bytes(const void *p, size_t n)
+{
+	char *s = malloc(n + 1);
+	if (!s)
+		return NULL;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
+
+/* ---------------------------------------------------------------- read */
+
+/* A partition being read: until `end` (the high watermark at the start). */
+struct part {
+	char *topic;
+	int32_t partition;
+	int64_t end;
+	int done;
+};
+
+struct reader {
+	rd_kafka_t *rk;
+	struct part *parts;
+	size_t nparts;
+	dlq_list *out;
+	size_t cap, limit;
+};
+
+static void msg_free(dlq_msg *m)
+{
+	for (size_t i = 0; i < m->nheaders; i++) {
+		free(m->hname[i]);
+		free(m->hvalue[i]);
+	}
+	free(m->hname);
+	free(m->hvalue);
+	free(m->hlen);
+	free(m->topic);
+	free(m->key);
+	free(m->value);
+}
+
+void dlq_list_free(dlq_list *l)
+{
+	if (!l)
+		return;
+	for (size_t i = 0; i < l->n; i++)
+		msg_free(&l->v[i]);
+	free(l->v);
+	memset(l, 0, sizeof *l);
+}
+
+const char *dlq_header(const dlq_msg *m, const char *name, size_t *len)
+{
+	for (size_t i = m->nheaders; i > 0; i--)
+		if (!strcmp(m->hname[i - 1], name)) {
+			if (len)
+				*len = m->hlen[i - 1];
+			return m->hvalue[i - 1];
+		}
+	return NULL;
+}
+
+static int copy_headers(dlq_msg *m, const rd_kafka_message_t *km)
+{
+	rd_kafka_headers_t *h = NULL;
+	const char *name;
+	const void *val;
+	size_t n, size;
+	if (rd_kafka_message_headers(km, &h) != RD_KAFKA_RESP_ERR_NO_ERROR || !h)
+		return 0;
+	n = rd_kafka_header_cnt(h);
+	m->hname = calloc(n ? n : 1, sizeof *m->hname);
+	m->hvalue = calloc(n ? n : 1, sizeof *m->hvalue);
+	m->hlen = calloc(n ? n : 1, sizeof *m->hlen);
+	if (!m->hname || !m->hvalue || !m->hlen)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (rd_kafka_header_get_all(h, i, &name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			break;
+		m->nheaders = i + 1;
+		m->hname[i] = strdup(name);
+		m->hvalue[i] = val ? dup_bytes(val, size) : NULL;
+		m->hlen[i] = val ? size : 0;
+		if (!m->hname[i] || (val && !m->hvalue[i]))
+			return -1;
+	}
+	return 0;
+}
+
+static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km)
+{
+	rd_kafka_timestamp_type_t tstype;
+	memset(m, 0, sizeof *m);
+	m->topic = strdup(rd_kafka_topic_name(km->rkt));
+	m->partition = km->partition;
+	m->offset = km->offset;
+	m->timestamp_ms = rd_kafka_message_timestamp(km, &tstype);
+	if (km->key && !(m->key = dup_bytes(km->key, km->key_len)))
+		return -1;
+	m->key_len = km->key ? km->key_len : 0;
+	if (km->payload && !(m->value = dup_bytes(km->payload, km->len)))
+		return -1;
+	m->value_len = km->payload ? km->len : 0;
+	return m->topic ? copy_headers(m, km) : -1;
+}
+
+static struct part *find_part(struct reader *r, const char *topic, int32_t partition)
+{
+	for (size_t i = 0; i < r->nparts; i++)
+		if (r->parts[i].partition == partition && !strcmp(r->parts[i].topic, topic))
+			return &r->parts[i];
+	return NULL;
+}
+
+static int all_done(const struct reader *r)
+{
+	for (size_t i = 0; i < r->nparts; i++)
+		if (!r->parts[i].done)
+			return 0;
+	return 1;
+}
+
+static int add_part(struct reader *r, rd_kafka_topic_partition_list_t *l, const char *topic,
+                    int32_t partition, char *err, size_t errlen)
+{
+	int64_t lo, hi;
+	struct part *p;
+	rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, topic, partition, &lo, &hi,
+	                                                         METADATA_TIMEOUT_MS);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot read the offsets of %s [%" PRId32 "]: %s", topic,
+		         partition, rd_kafka_err2str(e));
+		return EVH_EKAFKA;
+	}
+	if (hi <= lo)
+		return EVH_OK; /* empty */
+	p = &r->parts[r->nparts];
+	p->topic = strdup(topic);
+	if (!p->topic)
+		return EVH_ENOMEM;
+	p->partition = partition;
+	p->end = hi;
+	r->nparts++;
+	rd_kafka_topic_partition_list_add(l, topic, partition)->offset = lo;
+	return EVH_OK;
+}
+
+/* Every non-empty partition of the topics that exist. */
+static int plan(struct reader *r, const char *const *topics, size_t ntopics,
+                rd_kafka_topic_partition_list_t *l, char *err, size_t errlen)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	size_t total = 0;
+	int status = EVH_OK;
+	/* All topics: asking for one by name may create it on brokers that
+	 * auto-create topics. */
+	rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 1, NULL, &md, METADATA_TIMEOUT_MS);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot read the cluster's topics: %s", rd_kafka_err2str(e));
+		return EVH_EKAFKA;
+	}
+	for (int t = 0; t < md->topic_cnt; t++)
+		total += (size_t)md->topics[t].partition_cnt;
+	r->parts = calloc(total ? total : 1, sizeof *r->parts);
+	if (!r->parts)
+		status = EVH_ENOMEM;
+	for (size_t i = 0; !status && i < ntopics; i++)
+		for (int t = 0; !status && t < md->topic_cnt; t++) {
+			const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+			if (strcmp(mt->topic, topics[i]) || mt->err)
+				continue;
+			for (int p = 0; !status && p < mt->partition_cnt; p++)
+				status = add_part(r, l, mt->topic, mt->partitions[p].id, err,
+				                  errlen);
+		}
+	rd_kafka_metadata_destroy(md);
+	if (status == EVH_ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	return status;
+}
+
+/* Keep one message; 1 when the limit is reached. */
+static int keep(struct reader *r, const rd_kafka_message_t *km, struct part *p)
+{
+	dlq_list *out = r->out;
+	if (km->offset >= p->end - 1)
+		p->done = 1;
+	if (km->offset >= p->end)
+		return 0; /* written after the read began */
+	if (out->n == r->limit) {
+		out->truncated = 1;
+		return 1;
+	}
+	if (out->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		dlq_msg *v = realloc(out->v, cap * sizeof *v);
+		if (!v)
+			return -1;
+		out->v = v;
+		r->cap = cap;
+	}
+	if (msg_copy(&out->v[out->n], km)) {
+		msg_free(&out->v[out->n]);
+		return -1;
+	}
+	out->n++;
+	return 0;
+}
+
+static int consume(struct reader *r, int timeout_ms, char *err, size_t errlen)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	while (!all_done(r)) {
+		rd_kafka_message_t *km;
+		struct part *p;
+		int rc = 0;
+		if (now_ms() >= deadline) {
+			snprintf(err, errlen, "reading the dead-letter topics took longer than "
+			                      "%d ms", timeout_ms);
+			return EVH_EKAFKA;
+		}
+		km = rd_kafka_consumer_poll(r->rk, POLL_MS);
+		if (!km)
+			continue;
+		p = km->rkt ? find_part(r, rd_kafka_topic_name(km->rkt), km->partition) : NULL;
+		if (km->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && p)
+			p->done = 1;
+		else if (km->err)
+			log_warn(DLQ_LOG, "reading dead letters: %s", rd_kafka_message_errstr(km));
+		else if (p)
+			rc = keep(r, km, p);
+		rd_kafka_message_destroy(km);
+		if (rc < 0) {
+			snprintf(err, errlen, "out of memory");
+			return EVH_ENOMEM;
+		}
+		if (rc > 0)
+			return EVH_OK;
+	}
+	return EVH_OK;
+}
+
+static int msg_cmp(const void *a, const void *b)
+{
+	const dlq_msg *x = a, *y = b;
+	int c = strcmp(x->topic, y->topic);
+	if (c)
+		return c;
+	if (x->partition != y->partition)
+		return x->partition < y->partition ? -1 : 1;
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+static rd_kafka_t *reader_new(kafka *k, char *err, size_t errlen)
+{
+	char msg[512];
+	rd_kafka_t *rk;
+	rd_kafka_conf_t *conf = kafka_reader_conf(k, "evhost-admin-dlq", err, errlen);
+	if (!conf)
+		return NULL;
+	/* librdkafka's consumer wants a group even to assign partitions; this
+	 * one never joins (no subscribe) and never commits. */
+	if (rd_kafka_conf_set(conf, "enable.partition.eof", "true", msg, sizeof msg) !=
+	        RD_KAFKA_CONF_OK ||
+	    rd_kafka_conf_set(conf, "group.id", "evhost.admin.dlq-reader", msg, sizeof msg) !=
+	        RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "dead-letter reader: %s", msg);
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof msg);
+	if (!rk) {
+		rd_kafka_conf_destroy(conf);
+		snprintf(err, errlen, "cannot create the dead-letter reader: %s", msg);
+		return NULL;
+	}
+	rd_kafka_poll_set_consumer(rk);
+	return rk;
+}
+
+int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
+             dlq_list *out, char *err, size_t errlen)
+{
+	struct reader r = {.out = out, .limit = limit};
+	rd_kafka_topic_partition_list_t *l = NULL;
+	rd_kafka_resp_err_t e;
+	int status;
+
+	memset(out, 0, sizeof *out);
+	r.rk = reader_new(k, err, errlen);
+	if (!r.rk)
+		return EVH_EKAFKA;
+	l = rd_kafka_topic_partition_list_new((int)(ntopics ? ntopics : 1));
+	status = plan(&r, topics, ntopics, l, err, errlen);
+	if (!status && r.nparts) {
+		e = rd_kafka_assign(r.rk, l);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			snprintf(err, errlen, "cannot assign the dead-letter partitions: %s",
+			         rd_kafka_err2str(e));
+			status = EVH_EKAFKA;
+		}
+	}
+	if (!status && r.nparts)
+		status = consume(&r, timeout_ms, err, errlen);
+	rd_kafka_topic_partition_list_destroy(l);
+	rd_kafka_consumer_close(r.rk);
+	rd_kafka_destroy(r.rk);
+	for (size_t i = 0; i < r.nparts; i++)
+		free(r.parts[i].topic);
+	free(r.parts);
+	if (status)
+		dlq_list_free(out);
+	else if (out->n)
+		qsort(out->v, out->n, sizeof *out->v, msg_cmp);
+	return status;
+}
+
+/* ------------------------------------------------------------- redrive */
+
+struct batch;
+
+struct slot {
+	struct batch *b;
+	size_t i;
+	int waiting; /* in flight, under b->mu */
+};
+
+struct batch {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;
+	size_t pending;
+	dlq_redrive_result *res; /* NULL once the waiter left */
+	struct slot *slots;
+};
+
+static void batch_release(struct batch *b)
+{
+	int last;
+	pthread_mutex_lock(&b->mu);
+	last = --b->refs == 0;
+	pthread_mutex_unlock(&b->mu);
+	if (!last)
+		return;
+	pthread_cond_destroy(&b->cv);
+	pthread_mutex_destroy(&b->mu);
+	free(b->slots);
+	free(b);
+}
+
+static void redrive_delivered(void *opaque, int ok, const char *error, int32_t partition,
+                              int64_t offset)
+{
+	struct slot *s = opaque;
+	struct batch *b = s->b;
+	pthread_mutex_lock(&b->mu);
+	s->waiting = 0;
+	if (b->res) {
+		dlq_redrive_result *r = &b->res[s->i];
+		r->outcome = ok ? DLQ_REDRIVEN : DLQ_FAILED;
+		r->to_partition = partition;
+		r->to_offset = offset;
+		if (!ok)
+			snprintf(r->error, sizeof r->error, "%s",
+			         error ? error : "delivery failed");
+	}
+	b->pending--;
+	pthread_cond_broadcast(&b->cv);
+	pthread_mutex_unlock(&b->mu);
+	batch_release(b);
+}
+
+static int is_dlq_header(const char *name)
+{
+	return !strncmp(name, "evhost_dlq_", 11) || !strncmp(name, "evhost_redrive", 14);
+}
+
+/* The original headers, cleaned, plus the redrive marks. */
+static rd_kafka_headers_t *redrive_headers(const dlq_msg *m, const char *orig_topic,
+                                           const char *orig_partition, const char *orig_offset)
+{
+	rd_kafka_headers_t *h = rd_kafka_headers_new(m->nheaders + 3);
+	char from[600];
+	if (!h)
+		return NULL;
+	for (size_t i = 0; i < m->nheaders; i++)
+		if (!is_dlq_header(m->hname[i]))
+			rd_kafka_header_add(h, m->hname[i], -1, m->hvalue[i],
+			                    m->hvalue[i] ? (ssize_t)m->hlen[i] : 0);
+	if (!dlq_header(m, "ce_id", NULL) && orig_partition && orig_offset) {
+		char id[600];
+		snprintf(id, sizeof id, "%s/%s/%s", orig_topic, orig_partition, orig_offset);
+		rd_kafka_header_add(h, "ce_id", -1, id, -1);
+	}
+	rd_kafka_header_add(h, "evhost_redrive", -1, "1", -1);
+	snprintf(from, sizeof from, "%s/%" PRId32 "/%" PRId64, m->topic, m->partition, m->offset);
+	rd_kafka_header_add(h, "evhost_redrive_from", -1, from, -1);
+	return h;
+}
+
+/* Check `m` and send it. Returns 1 when it is in flight. */
+static int redrive_one(kafka *k, const dlq_msg *m, struct slot *s, dlq_redrive_result *r)
+{
+	const char *topic = dlq_header(m, "evhost_dlq_topic", NULL);
+	const char *part = dlq_header(m, "evhost_dlq_partition", NULL);
+	const char *off = dlq_header(m, "evhost_dlq_offset", NULL);
+	int32_t partition = RD_KAFKA_PARTITION_UA;
+	rd_kafka_headers_t *h;
+	int rc;
+
+	r->outcome = DLQ_SKIPPED;
+	r->to_partition = -1;
+	r->to_offset = -1;
+	if (!topic || !*topic) {
+		snprintf(r->error, sizeof r->error,
+		         "no evhost_dlq_topic header: not a dead letter");
+		return 0;
+	}
+	snprintf(r->to_topic, sizeof r->to_topic, "%s", topic);
+	if (dlq_header(m, "evhost_dlq_truncated", NULL)) {
+		snprintf(r->error, sizeof r->error, "its value was truncated when it was "
+		                                    "dead-lettered; it cannot be redriven");
+		return 0;
+	}
+	if (part && *part)
+		partition = (int32_t)strtol(part, NULL, 10);
+	h = redrive_headers(m, topic, part, off);
+	if (!h) {
+		r->outcome = DLQ_FAILED;
+		snprintf(r->error, sizeof r->error, "out of memory");
+		return 0;
+	}
+	rc = kafka_produce_message(k, topic, partition, m->key, m->key_len, m->value, m->value_len,
+	                           h, redrive_delivered, s);
+	if (rc == EVH_OK)
+		return 1;
+	r->outcome = DLQ_FAILED;
+	snprintf(r->error, sizeof r->error, "cannot produce to %s: %s", topic,
+	         rc == EVH_EBUSY ? "the producer's queue is full" : "see the log");
+	return 0;
+}
+
+void dlq_redrive(kafka *k, const dlq_msg *const *msgs, size_t n, int timeout_ms,
+                 dlq_redrive_result *res)
+{
+	struct batch *b = calloc(1, sizeof *b);
+	int64_t deadline = now_ms() + timeout_ms;
+
+	memset(res, 0, n * sizeof *res);
+	if (b)
+		b->slots = calloc(n ? n : 1, sizeof *b->slots);
+	if (!b || !b->slots) {
+		free(b);
+		for (size_t i = 0; i < n; i++) {
+			res[i].outcome = DLQ_FAILED;
+			snprintf(res[i].error, sizeof res[i].error, "out of memory");
+		}
+		return;
+	}
+	pthread_mutex_init(&b->mu, NULL);
+	pthread_cond_init(&b->cv, NULL);
+	b->refs = 1;
+	b->res = res;
+	for (size_t i = 0; i < n; i++) {
+		b->slots[i] = (struct slot){b, i, 1};
+		pthread_mutex_lock(&b->mu);
+		b->refs++;
+		b->pending++;
+		pthread_mutex_unlock(&b->mu);
+		if (redrive_one(k, msgs[i], &b->slots[i], &res[i]))
+			continue;
+		pthread_mutex_lock(&b->mu);
+		b->slots[i].waiting = 0;
+		b->refs--;
+		b->pending--;
+		pthread_mutex_unlock(&b->mu);
+	}
+	/* Poll ourselves too: reports come sooner than the relay's next round. */
+	for (;;) {
+		size_t pending;
+		kafka_poll_producer(k, POLL_MS);
+		pthread_mutex_lock(&b->mu);
+		pending = b->pending;
+		if (!pending || now_ms() >= deadline) {
+			for (size_t i = 0; pending && i < n; i++)
+				if (b->slots[i].waiting) {
+					res[i].outcome = DLQ_FAILED;
+					snprintf(res[i].error, sizeof res[i].error,
+					         "not acknowledged within %d ms; it may still "
+					         "arrive",
+					         timeout_ms);
+				}
+			b->res = NULL; /* late reports only touch the batch */
+			pthread_mutex_unlock(&b->mu);
+			break;
+		}
+		pthread_mutex_unlock(&b->mu);
+	}
+	batch_release(b);
+}

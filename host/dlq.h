@@ -1,0 +1,65 @@
+/* Dead letters, for the admin API: read a plugin's dead-letter topics from
+ * Kafka with a short-lived consumer of its own (no group: partitions are
+ * assigned from the first offset to the end as it was when the read began),
+ * and redrive messages, i.e. produce them back to the topic and partition
+ * they came from, so the plugin's consumer handles them again through its
+ * normal path (inbox-checked). Writing dead letters is the consumer's job
+ * (kafka.c). All calls block for at most their timeout; any thread. */
+#ifndef EVHOST_DLQ_H
+#define EVHOST_DLQ_H
+#include <stddef.h>
+#include <stdint.h>
+#include "kafka.h"
+
+/* One message read from a dead-letter topic. Bytes are copied and
+ * NUL-terminated; key and value are NULL when the message had none. */
+typedef struct dlq_msg {
+	char *topic;
+	int32_t partition;
+	int64_t offset;
+	int64_t timestamp_ms; /* -1: none */
+	char *key;
+	size_t key_len;
+	char *value;
+	size_t value_len;
+	size_t nheaders;
+	char **hname, **hvalue; /* hvalue[i] NULL: a header without value */
+	size_t *hlen;
+} dlq_msg;
+
+typedef struct dlq_list {
+	dlq_msg *v; /* sorted by topic, partition, offset */
+	size_t n;
+	int truncated; /* more messages than `limit` */
+} dlq_list;
+
+/* Read `topics` (missing ones are skipped) up to `limit` messages, within
+ * timeout_ms. Returns 0, or an EVH_* status with `err` set. */
+int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
+             dlq_list *out, char *err, size_t errlen);
+void dlq_list_free(dlq_list *l);
+/* A header's value (the last of that name), NULL when absent. */
+const char *dlq_header(const dlq_msg *m, const char *name, size_t *len);
+
+typedef enum dlq_outcome { DLQ_REDRIVEN = 0, DLQ_SKIPPED, DLQ_FAILED } dlq_outcome;
+
+typedef struct dlq_redrive_result {
+	dlq_outcome outcome;
+	char to_topic[256];
+	int32_t to_partition;
+	int64_t to_offset;
+	char error[256]; /* why it was skipped or failed */
+} dlq_redrive_result;
+
+/* Produce each message back to its evhost_dlq_topic / evhost_dlq_partition
+ * with its key, value and headers, minus the evhost_dlq_* ones, plus
+ * evhost_redrive = 1 and evhost_redrive_from = <dlq topic>/<partition>/
+ * <offset>. A message without ce_id gets ce_id = <topic>/<partition>/
+ * <offset> of its original position: the id the consumer gave it the first
+ * time, so the inbox recognises it if it was handled after all. Messages
+ * without evhost_dlq_topic, or whose value was truncated when dead-lettered,
+ * are skipped. Waits up to timeout_ms for the acknowledgements; res[i] is
+ * the outcome of msgs[i]. */
+void dlq_redrive(kafka *k, const dlq_msg *const *msgs, size_t n, int timeout_ms,
+                 dlq_redrive_result *res);
+#endif

@@ -1,0 +1,353 @@
+"""The admin API (/admin/...) against the real daemon and real Kafka: the
+bearer token, the plugin listing, the event log by aggregate id, reading and
+redriving dead letters, and replay from the beginning, a time and offsets.
+The probe fixture plugin is the subject: its handler's behaviour is steered
+by the event data (see tests/fixtures/probe.c)."""
+
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+import evhost_testlib as lib
+
+TOKEN = "admin-token-for-tests-0123456789"
+
+
+def probe_conf(build_dir, **keys):
+    conf = {"enabled": "true", "path": str(build_dir / "tests" / "fixtures" / "probe.so")}
+    conf.update(keys)
+    return conf
+
+
+def admin_conf(tmp_path, token=TOKEN):
+    f = tmp_path / "admin.token"
+    f.write_text(token + "\n")
+    return {"admin": {"token_file": str(f)}}
+
+
+def auth(token=TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def start(evhostd, build_dir, tmp_path, brokers, topic, group, config=None, **probe):
+    conf = admin_conf(tmp_path)
+    conf.update(config or {})
+    conf["plugin.probe"] = probe_conf(build_dir, topic=topic, group=group, **probe)
+    return evhostd(conf, brokers=brokers)
+
+
+def seen(d):
+    return d.get("/probe/seen").json()
+
+
+def wait_seen(d, n, timeout=30):
+    return lib.wait_until(lambda: (lambda r: r if len(r) >= n else None)(seen(d)),
+                          timeout=timeout, message=f"probe saw {n} events")
+
+
+def wait_outbox_empty(d, timeout=30):
+    def empty():
+        p = d.get("/admin/plugins/probe", headers=auth()).json()
+        return p["outbox_pending"] == 0
+    lib.wait_until(empty, timeout=timeout, message="the probe's outbox to drain")
+
+
+def dlq(d, **params):
+    r = d.get("/admin/plugins/probe/dlq", headers=auth(), params=params, timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_dlq(d, n, timeout=40):
+    return lib.wait_until(lambda: (lambda b: b if len(b["messages"]) >= n else None)(dlq(d)),
+                          timeout=timeout, message=f"{n} dead letters")
+
+
+# ------------------------------------------------------------------- access
+
+
+def test_disabled_without_token_file(evhostd, build_dir):
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    for path in ("/admin", "/admin/plugins", "/admin/events"):
+        r = d.get(path, headers=auth())
+        assert r.status_code == 404, path
+        assert "disabled" in r.json()["detail"]
+    # other paths are not the admin API's business
+    assert d.get("/administrator").status_code == 404
+    assert "no route" in d.get("/administrator").json()["detail"]
+
+
+def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
+    conf = admin_conf(tmp_path)
+    conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
+    d = evhostd(conf)
+    r = d.get("/admin/plugins")
+    assert r.status_code == 401
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert r.headers["Content-Type"] == "application/problem+json"
+    for bad in ("", TOKEN[:-1], TOKEN + "x", TOKEN.upper()):
+        assert d.get("/admin/plugins", headers=auth(bad)).status_code == 401, bad
+    assert d.get("/admin/plugins", headers={"Authorization": TOKEN}).status_code == 401
+    r = d.get("/admin/plugins", headers=auth())
+    assert r.status_code == 200
+    assert d.get("/admin/nothing", headers=auth()).status_code == 404
+    r = d.post("/admin/plugins", headers=auth())
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    r = d.get("/admin/plugins/probe/replay", headers=auth())
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+
+
+def test_unreadable_or_short_token_refuses_to_start(evhostd, build_dir, tmp_path):
+    conf = {"admin": {"token_file": str(tmp_path / "missing.token")},
+            "plugin.probe": probe_conf(build_dir, subscribe="false")}
+    d = evhostd(conf, wait=False)
+    assert d.wait(30) == 1
+    assert "missing.token" in d.log_text() and "cannot read" in d.log_text()
+    d.expect_exit_code = None
+    short = tmp_path / "short.token"
+    short.write_text("short\n")
+    conf["admin"]["token_file"] = str(short)
+    d = evhostd(conf, wait=False)
+    assert d.wait(30) == 1
+    assert "must be 16 to 4096 bytes" in d.log_text()
+    d.expect_exit_code = None
+
+
+def test_event_retention_is_validated(evhostd):
+    r = evhostd.run(["--check-config"], config={"store": {"event_retention": "3 weeks"}})
+    assert r.returncode == 1
+    assert "event_retention" in r.stdout and "expected a duration" in r.stdout
+    r = evhostd.run(["--check-config"], config={"store": {"event_retention": "12h"}})
+    assert r.returncode == 0, r.stdout
+
+
+# ---------------------------------------------------------- plugins, events
+
+
+def test_plugins_listing(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    topic, group = unique_name("adm"), unique_name("g")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group,
+              **{"retry.max_attempts": "4"})
+    r = d.get("/admin/plugins", headers=auth())
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    (p,) = r.json()["plugins"]
+    assert p["name"] == "probe" and p["version"] == "1.0" and p["state"] == "running"
+    assert p["path"].endswith("/probe.so") and p["group"] == group
+    assert p["outbox_pending"] == 0 and p["events_stored"] == 0
+    (sub,) = p["subscriptions"]
+    assert sub == {"topic": topic, "type": None, "max_attempts": 4, "backoff_ms": 50,
+                   "backoff_max_ms": 1000, "dlq_topic": f"{topic}.probe.dlq"}
+    assert d.get("/admin/plugins/probe", headers=auth()).json() == p
+    assert d.get("/admin/plugins/nobody", headers=auth()).status_code == 404
+
+
+def test_event_log_by_aggregate(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"),
+              subscribe="false")
+    assert d.post("/probe/publish?key=order-1&n=3", json={"order": 1}).status_code == 200
+    assert d.post("/probe/publish?key=order-2", json={"order": 2}).status_code == 200
+    wait_outbox_empty(d)
+    r = d.get("/admin/events", headers=auth(), params={"plugin": "probe",
+                                                       "aggregate": "order-1"})
+    assert r.status_code == 200
+    evs = r.json()["events"]
+    assert len(evs) == 3
+    assert [e["key"] for e in evs] == ["order-1"] * 3
+    assert evs[0]["seq"] < evs[1]["seq"] < evs[2]["seq"]
+    assert all(e["data"] == {"order": 1} and e["type"] == "probe.event" and
+               e["topic"] == topic and e["plugin"] == "probe" for e in evs)
+    # Where each landed is where a plain Kafka client finds it.
+    on_kafka = {m["headers"]["ce_id"]: m for m in
+                lib.kafka_consume(topic, count=4, timeout=20, brokers=kafka_bootstrap)}
+    for e in evs:
+        m = on_kafka[e["id"]]
+        assert (e["partition"], e["offset"]) == (m["partition"], m["offset"])
+        assert e["traceparent"] == m["headers"]["traceparent"]
+        assert e["time"] == m["headers"]["ce_time"]
+        assert e["delivered_at"] >= e["time"]
+    # All aggregates, paging, bad input.
+    all_evs = d.get("/admin/events", headers=auth()).json()["events"]
+    assert len(all_evs) == 4
+    page = d.get("/admin/events", headers=auth(),
+                 params={"plugin": "probe", "limit": 2}).json()["events"]
+    rest = d.get("/admin/events", headers=auth(),
+                 params={"plugin": "probe", "after": page[-1]["seq"]}).json()["events"]
+    assert [e["id"] for e in page + rest] == [e["id"] for e in all_evs]
+    assert d.get("/admin/events", headers=auth(), params={"plugin": "x"}).status_code == 404
+    r = d.get("/admin/events", headers=auth(), params={"limit": "0"})
+    assert r.status_code == 422 and r.json()["field"] == "limit"
+    p = d.get("/admin/plugins/probe", headers=auth()).json()
+    assert p["events_stored"] == 4
+
+
+def test_event_log_retention(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"), config={"store": {"event_retention": "2s"}}, subscribe="false")
+    assert d.post("/probe/publish?key=short&n=2", json={"x": 1}).status_code == 200
+    wait_outbox_empty(d)
+
+    def count():
+        return d.get("/admin/plugins/probe", headers=auth()).json()["events_stored"]
+    assert count() == 2
+    lib.wait_until(lambda: count() == 0, timeout=10, message="events pruned after 2 s")
+    r = d.get("/admin/events", headers=auth(), params={"aggregate": "short"})
+    assert r.json()["events"] == []
+
+
+# --------------------------------------------------------------------- DLQ
+
+
+def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    topic = unique_name("adm")
+    flag = tmp_path / "dependency-down"
+    flag.write_text("")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"),
+              **{"retry.max_attempts": "2", "retry.backoff_ms": "50"})
+    # Two that fail while the "dependency" is down, one poison, one fine.
+    for i in range(2):
+        r = d.post(f"/probe/publish?key=k{i}", json={"fail_while": str(flag), "n": i})
+        assert r.status_code == 200
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    assert d.post("/probe/publish?key=k0", json={"fine": True}).status_code == 200
+    body = wait_dlq(d, 3)
+    assert body["topics"] == [f"{topic}.probe.dlq"] and body["truncated"] is False
+    msgs = body["messages"]
+    assert len(msgs) == 3
+    by_key = {m["key"]: m for m in msgs}
+    m = by_key["k0"]
+    h = m["headers"]
+    assert h["evhost_dlq_topic"] == topic and h["evhost_dlq_plugin"] == "probe"
+    assert h["evhost_dlq_attempts"] == "2"
+    assert h["evhost_dlq_error"] == "probe: the fail_while file exists"
+    assert h["ce_type"] == "probe.event" and h["ce_id"]
+    assert m["value"] == f'{{"fail_while":"{flag}","n":0}}' or '"n": 0' in m["value"]
+    assert m["redriven"] is False and m["value_size"] == len(m["value"])
+    assert by_key["k9"]["headers"]["evhost_dlq_attempts"] == "1"
+    assert by_key["k9"]["headers"]["evhost_dlq_error"] == "probe: rejected on request"
+    assert len(dlq(d, limit=1)["messages"]) == 1 and dlq(d, limit=1)["truncated"] is True
+    r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"limit": "x"})
+    assert r.status_code == 422
+
+    # The dependency is back: redrive the two (by offset), not the poison one.
+    fine = wait_seen(d, 1)  # the event behind the failed one in its partition went on
+    assert [r["data"] for r in fine] == [{"fine": True}]
+    flag.unlink()
+    before = 1
+    offsets = [{"partition": by_key[k]["partition"], "offset": by_key[k]["offset"]}
+               for k in ("k0", "k1")] + [999999]
+    if len({m["offset"] for m in msgs}) < 3:
+        # A bare offset found in several partitions is refused, not guessed.
+        r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(),
+                   json={"offsets": [0]}, timeout=60)
+        assert r.status_code == 422 and "partitions" in r.json()["detail"], r.text
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"offsets": offsets},
+               timeout=60)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["redriven"] == 2 and res["failed"] == 0 and res["not_found"] == [999999]
+    for e in res["results"]:
+        assert e["outcome"] == "redriven" and e["to_topic"] == topic and e["to_offset"] >= 0
+    rows = wait_seen(d, before + 2)
+    redriven_ids = {by_key["k0"]["headers"]["ce_id"], by_key["k1"]["headers"]["ce_id"]}
+    assert {r["event_id"] for r in rows[before:]} == redriven_ids
+    # Redriven copies on the topic keep their identity and say where they came from.
+    copies = [m for m in lib.kafka_consume(topic, timeout=20, brokers=kafka_bootstrap)
+              if m["headers"].get("evhost_redrive") == "1"]
+    assert {m["headers"]["ce_id"] for m in copies} == redriven_ids
+    assert all(m["headers"]["evhost_redrive_from"].startswith(f"{topic}.probe.dlq/")
+               and "evhost_dlq_error" not in m["headers"] for m in copies)
+
+    # Not twice: "all" now only sends the poison one, which is rejected again.
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)
+    res = r.json()
+    assert res["redriven"] == 1 and res["skipped"] == 2, res
+    assert all(e["error"] == "already redriven" for e in res["results"]
+               if e["outcome"] == "skipped")
+    body = wait_dlq(d, 4)
+    flags = {(m["key"], m["offset"]): m["redriven"] for m in body["messages"]}
+    assert sum(flags.values()) == 3
+    time.sleep(1)
+    assert len(seen(d)) == before + 2  # each redriven event handled once
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"offsets": "all"})
+    assert r.status_code == 422 and r.json()["field"] == "offsets"
+    assert d.post("/admin/plugins/nobody/dlq/redrive", headers=auth()).status_code == 404
+
+
+# ------------------------------------------------------------------ replay
+
+
+def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_bootstrap,
+                                           unique_name):
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    for i in range(3):
+        assert d.post("/probe/publish?key=same", json={"n": i}).status_code == 200
+    rows = wait_seen(d, 3)
+    time.sleep(1.2)  # Kafka timestamps have ms resolution; leave a clear gap
+    between = datetime.now(timezone.utc)
+    time.sleep(0.3)
+    for i in range(3, 5):
+        assert d.post("/probe/publish?key=same", json={"n": i}).status_code == 200
+    rows = wait_seen(d, 5)
+    assert [r["data"]["n"] for r in rows] == [0, 1, 2, 3, 4]
+    ids = [r["event_id"] for r in rows]
+
+    # From the beginning: every event handled again, inbox records forgotten.
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["inbox_deleted"] == 5
+    assert sum(p["offset"] for p in res["partitions"]) == 0
+    assert {p["topic"] for p in res["partitions"]} == {topic}
+    rows = wait_seen(d, 10)
+    assert [r["event_id"] for r in rows[5:]] == ids
+
+    # From a time: only what was published after it.
+    stamp = between.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": stamp})
+    assert r.status_code == 200, r.text
+    assert r.json()["inbox_deleted"] == 2
+    rows = wait_seen(d, 12)
+    assert [r["event_id"] for r in rows[10:]] == ids[3:]
+
+    # To an offset of one partition.
+    msgs = {m["headers"]["ce_id"]: m for m in
+            lib.kafka_consume(topic, count=5, timeout=20, brokers=kafka_bootstrap)}
+    last = msgs[ids[4]]
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {topic: {str(last["partition"]): last["offset"]}}}})
+    assert r.status_code == 200, r.text
+    (part,) = r.json()["partitions"]
+    assert part == {"topic": topic, "partition": last["partition"], "offset": last["offset"],
+                    "previous": last["offset"] + 1}
+    rows = wait_seen(d, 13)
+    assert rows[12]["event_id"] == ids[4]
+    time.sleep(1)
+    assert len(seen(d)) == 13
+
+    # Refusals.
+    for bad in ({}, {"from": "yesterday"}, {"from": "2026-13-01T00:00:00Z"},
+                {"from": {"offsets": {}}}, {"from": "beginning", "topics": "x"}):
+        r = d.post("/admin/plugins/probe/replay", headers=auth(), json=bad)
+        assert r.status_code == 422, bad
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": "beginning", "topics": ["not-consumed"]})
+    assert r.status_code == 422 and "does not consume" in r.json()["detail"]
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {topic: {"0": 10 ** 9}}}})
+    assert r.status_code == 422
+    assert d.post("/admin/plugins/nobody/replay", headers=auth(),
+                  json={"from": "beginning"}).status_code == 404
+    time.sleep(0.5)
+    assert len(seen(d)) == 13
+
+
+def test_replay_of_plugin_without_subscriptions_is_refused(evhostd, build_dir, tmp_path,
+                                                           kafka_bootstrap, unique_name):
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"), subscribe="false")
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"})
+    assert r.status_code == 409 and "consumes no topics" in r.json()["detail"]

@@ -1,0 +1,584 @@
+"""Delivery guarantees under faults, against the real daemon, real Apache
+Kafka and a real SMTP server (issue 4):
+
+1. kill -9 in the middle of a burst of concurrent creates: every create that
+   got a 2xx has its event on Kafka, and its user exactly one welcome mail;
+2. the broker stopped for 30 s under steady load: writes answer 201, or 503
+   with Retry-After once the outbox bound is hit, never another 5xx; nothing
+   acknowledged is missing afterwards;
+3. SMTP down: retries with backoff, then the dead-letter topic; SMTP back,
+   redrive: every mail delivered once;
+4. poison messages (not JSON, missing fields, 1 MiB of garbage, a type no
+   handler takes) each end in the DLQ with their headers, the messages after
+   them are processed, the daemon keeps running;
+5. handlers slower in total than max.poll.interval.ms across a batch: no
+   rebalance, no duplicate processing;
+6. replay from the beginning rebuilds notifications' recipients table.
+
+Each prints its counts (sent, acknowledged, delivered, duplicates, lost);
+run with -s to see them. The admin API (redrive, replay) needs its token.
+"""
+
+import collections
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+import evhost_testlib as lib
+
+TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+PASSWORD = "correct horse battery"
+ADMIN_TOKEN = "delivery-admin-token-0123456789"
+OWN_BROKER_PORT = int(os.environ.get("EVHOST_TEST_FAULT_KAFKA_PORT", "19392"))
+
+
+def report(test, **counts):
+    print(f"\n[{test}] " + " ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
+
+
+def admin(token=ADMIN_TOKEN):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def db_rows(d, plugin, sql, args=()):
+    con = sqlite3.connect(str(Path(d.state_dir) / f"{plugin}.db"), timeout=30)
+    try:
+        return con.execute(sql, args).fetchall()
+    finally:
+        con.close()
+
+
+def outbox_pending(d, plugin):
+    return db_rows(d, plugin, "SELECT COUNT(*) FROM evh_outbox")[0][0]
+
+
+def read_topic(topic, brokers, timeout=30):
+    """Everything on `topic` now (kcat, to the end of every partition)."""
+    return lib.kafka_consume(topic, timeout=timeout, brokers=brokers)
+
+
+def dead_letters(d, plugin, n, timeout=60):
+    """The plugin's dead letters (admin API: it copes with binary values)
+    once there are at least n."""
+    def read():
+        r = d.get(f"/admin/plugins/{plugin}/dlq", headers=admin(), timeout=30)
+        assert r.status_code == 200, r.text
+        msgs = r.json()["messages"]
+        return msgs if len(msgs) >= n else None
+    return lib.wait_until(read, timeout=timeout, interval=0.5, message=f"{n} dead letters")
+
+
+def welcome_counts(smtp):
+    """Welcome mails per recipient address."""
+    return collections.Counter(a for m in smtp.messages
+                               if (m.get("Subject") or "").startswith("Welcome")
+                               for a in m.envelope_to)
+
+
+class Stack:
+    """evhostd with user.so and notifications.so (SMTP to the sink) on topics
+    of their own, and the admin API on."""
+
+    def __init__(self, evhostd, tmp_path, unique_name, brokers, smtp, kafka=None, notif=None,
+                 config=None, topics=None):
+        self.evhostd, self.brokers = evhostd, brokers
+        self.topics = topics or {k: unique_name(k)
+                                 for k in ("created", "updated", "deleted", "broadcast")}
+        token = tmp_path / "admin.token"
+        token.write_text(ADMIN_TOKEN + "\n")
+        secret = tmp_path / "jwt.key"
+        secret.write_text(secrets.token_urlsafe(48))
+        notif_conf = {
+            "transport": "smtp",
+            "smtp_url": f"smtp://{smtp.host}:{smtp.port}",
+            "smtp_timeout_ms": 3000,
+            "templates_dir": str(TEMPLATES),
+            "from": "Evhost Tests <noreply@example.org>",
+            "group": unique_name("g"),
+            "topic.user_created": self.topics["created"],
+            "topic.user_updated": self.topics["updated"],
+            "topic.user_deleted": self.topics["deleted"],
+            "topic.broadcast": self.topics["broadcast"],
+        }
+        notif_conf.update(notif or {})
+        self.config = {
+            "admin": {"token_file": str(token)},
+            "auth": {"jwt_secret_file": str(secret)},
+            "kafka": dict(kafka or {}),
+            "plugin.user": {
+                "topic.created": self.topics["created"],
+                "topic.updated": self.topics["updated"],
+                "topic.deleted": self.topics["deleted"],
+                "argon2_opslimit": "min",
+                "argon2_memlimit": "min",
+            },
+            "plugin.notifications": notif_conf,
+        }
+        for section, keys in (config or {}).items():
+            self.config.setdefault(section, {}).update(keys)
+        self.d = evhostd(self.config, brokers=brokers)
+
+    def restart(self):
+        old = self.d
+        self.d = self.evhostd(self.config, brokers=self.brokers, config_dir=old.config_dir,
+                              state_dir=old.state_dir, port=old.port)
+        return self.d
+
+    def create_user(self, name, addr, session=None):
+        return (session or requests).post(self.d.url + "/users", timeout=30, json={
+            "name": name, "email": addr, "password": PASSWORD})
+
+    def recipients(self):
+        return {r[0]: (r[1], r[2]) for r in
+                db_rows(self.d, "notifications", "SELECT user_id, email, name FROM recipients")}
+
+
+# ------------------------------------------------------ 1: kill -9 in a burst
+
+
+BURST = 2400
+BURST_WORKERS = 32
+
+
+def test_kill_9_during_burst_loses_nothing_and_mails_once(evhostd, tmp_path, unique_name,
+                                                           kafka_bootstrap, smtp_server):
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               config={"http": {"threads": 16}})
+    run = secrets.token_hex(3)
+    # Acknowledged creates by address: a 201 whose body the kill cut off
+    # still counts (the client saw a 2xx), its id is just not known.
+    acked, lock, killed = set(), threading.Lock(), threading.Event()
+    errors = collections.Counter()
+    local = threading.local()
+
+    def create(i):
+        if not hasattr(local, "s"):
+            local.s = requests.Session()
+        addr = f"burst{i}.{run}@example.org"
+        try:
+            r = st.create_user(f"Burst {i}", addr, local.s)
+        except requests.RequestException:
+            errors["connection"] += 1
+            return
+        if 200 <= r.status_code < 300:
+            with lock:
+                acked.add(addr)
+        else:
+            errors[r.status_code] += 1
+
+    def killer():
+        # Mid-burst: once a third of the creates were acknowledged.
+        lib.wait_until(lambda: len(acked) >= BURST // 3 or killed.is_set(), timeout=120)
+        st.d.proc.send_signal(signal.SIGKILL)
+        killed.set()
+
+    k = threading.Thread(target=killer)
+    k.start()
+    with ThreadPoolExecutor(BURST_WORKERS) as pool:
+        list(pool.map(create, range(BURST)))
+    killed.set()
+    k.join()
+    st.d.proc.wait(10)
+    assert st.d.proc.returncode == -signal.SIGKILL
+    assert 0 < len(acked) < BURST, "the kill did not land in the middle of the burst"
+    assert set(errors) <= {"connection"}, errors  # no 5xx before the kill
+
+    st.restart()
+    # Every acknowledged create's event reaches Kafka (the relay resumes
+    # from what the outbox kept).
+    topic = st.topics["created"]
+
+    def all_on_kafka():
+        msgs = read_topic(topic, kafka_bootstrap)
+        return msgs if acked <= {json.loads(m["value"])["email"] for m in msgs} else None
+    msgs = lib.wait_until(all_on_kafka, timeout=90, interval=2,
+                          message="every acknowledged user's USER_CREATED on Kafka")
+    per_event = collections.Counter(m["headers"]["ce_id"] for m in msgs)
+    per_addr = collections.Counter(json.loads(m["value"])["email"] for m in msgs)
+    kafka_dups = sum(n - 1 for n in per_event.values())
+    # A user's event may be on Kafka twice (sent, killed before its row left
+    # the outbox, sent again) but always under the same ce_id and key.
+    ids_of = collections.defaultdict(set)
+    for m in msgs:
+        ids_of[json.loads(m["value"])["email"]].add((m["headers"]["ce_id"], m["key"]))
+    assert all(len(v) == 1 for v in ids_of.values())
+    unacked_committed = set(per_addr) - acked
+
+    # Every such user gets exactly one welcome mail.
+    lib.wait_until(lambda: acked <= set(welcome_counts(smtp_server)), timeout=120, interval=1,
+                   message="a welcome mail for every acknowledged user")
+    time.sleep(3)  # late duplicates would arrive now
+    counts = welcome_counts(smtp_server)
+    mail_dups = {a: n for a, n in counts.items() if n > 1}
+    lost_events = acked - set(per_addr)
+    lost_mails = acked - set(counts)
+    report("kill-9 burst", sent=BURST, acknowledged=len(acked),
+           failed_connection=errors["connection"],
+           committed_unacknowledged=len(unacked_committed),
+           delivered=len(acked & set(per_addr)), kafka_duplicates=kafka_dups,
+           mails=sum(counts.values()), mail_duplicates=sum(n - 1 for n in mail_dups.values()),
+           lost=len(lost_events) + len(lost_mails))
+    assert not lost_events
+    assert not lost_mails
+    # SMTP has no transactions: the mail in flight when the process died may
+    # have been accepted by the server before its "sent" row committed, and
+    # is then sent again (notifications documents this at-least-once
+    # window). One kill, one consumer thread, one mail at a time: at most
+    # one duplicate; anything more would be a bug.
+    assert sum(n - 1 for n in mail_dups.values()) <= 1, \
+        f"welcome mails sent more than once: {mail_dups}"
+    st.d.expect_exit_code = 0
+
+
+# --------------------------------------------- 2: broker down for 30 seconds
+
+
+@pytest.fixture
+def own_broker(tmp_path):
+    """A broker of our own (it is stopped and started again by the test)."""
+    data = Path(f"/tmp/evhost-kafka-delivery-{os.getpid()}")
+    broker = lib.KafkaBroker(data, port=OWN_BROKER_PORT, controller_port=OWN_BROKER_PORT + 1)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
+        evhostd, tmp_path, unique_name, own_broker):
+    topic = unique_name("crud.orders")
+    d = evhostd({"plugin.crud": {"collections": "orders", "collection.orders.topic": topic},
+                 "store": {"outbox_max_rows": 400}}, brokers=own_broker.bootstrap)
+    acked, statuses, stop = [], collections.Counter(), threading.Event()
+    missing_retry_after = []
+
+    def load():
+        s = requests.Session()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                r = s.post(d.url + "/crud/orders", json={"n": i}, timeout=10)
+            except requests.RequestException as exc:
+                statuses[f"error:{type(exc).__name__}"] += 1
+                continue
+            statuses[r.status_code] += 1
+            if r.status_code == 201:
+                acked.append(r.json()["id"])
+            elif r.status_code == 503 and not r.headers.get("Retry-After"):
+                missing_retry_after.append(r.text)
+            time.sleep(0.02)
+
+    t = threading.Thread(target=load)
+    t.start()
+    try:
+        time.sleep(4)
+        before = len(acked)
+        own_broker.stop(keep=True)
+        down_at = len(acked)
+        time.sleep(30)
+        during = len(acked) - down_at
+        full_during = statuses[503]
+        own_broker.start()
+        time.sleep(4)
+    finally:
+        stop.set()
+        t.join()
+    lib.wait_until(lambda: outbox_pending(d, "crud") == 0, timeout=90, interval=1,
+                   message="the outbox to drain after the broker came back")
+    msgs = read_topic(topic, own_broker.bootstrap)
+    on_kafka = collections.Counter(m["key"] for m in msgs)
+    lost = [i for i in acked if i not in on_kafka]
+    report("broker outage", sent=sum(statuses.values()), acknowledged=len(acked),
+           acknowledged_before=before, acknowledged_while_down=during,
+           answered_503=statuses[503], delivered=len(set(acked) & set(on_kafka)),
+           duplicates=sum(n - 1 for n in on_kafka.values()), lost=len(lost),
+           statuses=dict(statuses))
+    assert set(statuses) <= {201, 503}, statuses
+    assert not missing_retry_after
+    assert during > 0, "writes stopped while the broker was down"
+    assert full_during > 0, "the outbox bound (400) was never reached"
+    assert not lost
+    assert d.get("/healthz").status_code == 200
+
+
+def test_full_outbox_answers_503_with_retry_after(evhostd, tmp_path, unique_name):
+    """The bound itself, for user.so and crud.so, with no broker to drain it."""
+    d = evhostd({"store": {"outbox_max_rows": 3},
+                 "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+                 "plugin.crud": {"collections": "things"}},
+                brokers="127.0.0.1:1")  # nothing listens: the outboxes only fill
+    run = secrets.token_hex(3)
+    for path, body in (("/users", lambda i: {"name": f"N{i}", "password": PASSWORD,
+                                             "email": f"full{i}.{run}@example.org"}),
+                       ("/crud/things", lambda i: {"n": i})):
+        codes = [d.post(path, json=body(i)).status_code for i in range(3)]
+        assert codes == [201, 201, 201], (path, codes)
+        r = d.post(path, json=body(3))
+        assert r.status_code == 503, (path, r.text)
+        assert r.headers["Retry-After"] == "5"
+        assert r.headers["Content-Type"] == "application/problem+json"
+    # Nothing of the refused writes was kept.
+    assert len(d.get("/users", params={"limit": 100}).json()["items"]) == 3
+    assert len(d.get("/crud/things", params={"limit": 100}).json()["items"]) == 3
+    assert outbox_pending(d, "user") == 3 and outbox_pending(d, "crud") == 3
+    report("outbox bound", sent=8, acknowledged=6, answered_503=2, lost=0)
+    # A clean stop would spend its 30 s trying to flush to the missing broker.
+    d.stop(signal.SIGKILL)
+    d.expect_exit_code = None
+    assert outbox_pending(d, "user") == 3  # kept for the next start
+
+
+# ------------------------------------- 3: SMTP down, dead letters, redrive
+
+
+def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, unique_name,
+                                                             kafka_bootstrap, smtp_server):
+    # The plugin's own retry.max_attempts is left unset on purpose: then a
+    # mail that keeps failing is a dead letter ([kafka] attempts), which is
+    # what this test is about. With it set (the packaged conf.d does), the
+    # last attempt records "failed" in notifications_log instead.
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               kafka={"retry.max_attempts": 3, "retry.backoff_ms": 300,
+                      "retry.backoff_max_ms": 1200})
+    smtp_server.stop()
+    run = secrets.token_hex(3)
+    users = {}
+    for i in range(5):
+        r = st.create_user(f"Down {i}", f"down{i}.{run}@example.org")
+        assert r.status_code == 201, r.text
+        users[r.json()["id"]] = f"down{i}.{run}@example.org"
+
+    letters = dead_letters(st.d, "notifications", 5)
+    assert {m["key"] for m in letters} == set(users)
+    for m in letters:
+        h = m["headers"]
+        assert h["evhost_dlq_topic"] == st.topics["created"]
+        assert h["evhost_dlq_plugin"] == "notifications"
+        assert h["evhost_dlq_attempts"] == "3"
+        assert h["evhost_dlq_error"]
+        assert m["topic"] == st.topics["created"] + ".notifications.dlq"
+    log = st.d.log_text()
+    retries = [line for line in log.splitlines() if "attempt " in line and "retry in" in line
+               and st.topics["created"] in line]
+    assert len(retries) == 5 * 2, retries  # attempts 1 and 2 each scheduled a retry
+    assert not smtp_server.messages
+
+    smtp_server.start()
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["redriven"] == 5 and first["failed"] == 0
+    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
+                   timeout=30, message="the welcome mails after the redrive")
+    # Redriving again sends nothing: every dead letter is recorded as redriven.
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    second = r.json()
+    assert second["redriven"] == 0 and second["skipped"] == 5
+    time.sleep(2)
+    counts = welcome_counts(smtp_server)
+    dups = sum(n - 1 for n in counts.values())
+    sent = db_rows(st.d, "notifications",
+                   "SELECT COUNT(*) FROM notifications_log WHERE status = 'sent'")[0][0]
+    report("smtp down", sent=len(users), dead_lettered=len(letters),
+           redriven=first["redriven"], redriven_again=second["redriven"],
+           delivered=len(set(counts) & set(users.values())), duplicates=dups,
+           lost=len(set(users.values()) - set(counts)))
+    assert dups == 0
+    assert sent == 5
+    assert set(st.recipients()) == set(users)
+
+
+# -------------------------------------------------------- 4: poison messages
+
+
+def create_topic(topic, brokers, max_message_bytes):
+    """A topic that takes big messages (kafka-python's admin client)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    a = KafkaAdminClient(bootstrap_servers=brokers, api_version_auto_timeout_ms=10000)
+    try:
+        a.create_topics([NewTopic(topic, 3, 1, topic_configs={
+            "max.message.bytes": str(max_message_bytes)})])
+    finally:
+        a.close()
+
+
+def produce_big(topic, value, key, brokers):
+    with tempfile.NamedTemporaryFile() as f:
+        f.write(value)
+        f.flush()
+        r = subprocess.run(["kcat", "-P", "-b", brokers, "-t", topic, "-k", key, "-q",
+                            "-X", "message.max.bytes=4000000", "-X", "acks=all", f.name],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           timeout=60)
+    assert r.returncode == 0 and "Delivery failed" not in r.stderr, r.stderr
+
+
+def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path, unique_name,
+                                                              kafka_bootstrap, smtp_server):
+    topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
+    # The source topic takes 1 MiB messages; its dead-letter topic is made
+    # by the broker with the default limit (1 MiB minus a little).
+    create_topic(topics["created"], kafka_bootstrap, 4 * 1024 * 1024)
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, topics=topics)
+    created, bcast = topics["created"], topics["broadcast"]
+    garbage = os.urandom(1024 * 1024)
+    # All on one key: one partition, so the good event after them can only be
+    # handled if the poison did not stop the partition.
+    lib.kafka_produce(created, b"\x00\x01 not json {", key="poison", brokers=kafka_bootstrap)
+    lib.kafka_produce(created, {"name": "no id, no email"}, key=None, brokers=kafka_bootstrap)
+    lib.kafka_produce(created, {"name": "no email", "id": "u-1"}, key="poison",
+                      brokers=kafka_bootstrap)
+    produce_big(created, garbage, "poison", kafka_bootstrap)
+    lib.kafka_produce(bcast, {"subject": "x", "message": "y"}, key="poison",
+                      headers={"ce_id": "bogus-1", "ce_type": "NOTIFICATION_EXPLODE",
+                               "ce_specversion": "1.0"}, brokers=kafka_bootstrap)
+    lib.kafka_produce(created, {"id": "poison", "email": "after@example.org", "name": "After"},
+                      key="poison", brokers=kafka_bootstrap)
+    smtp_server.wait_for(lambda m: m.envelope_to == ["after@example.org"], timeout=60)
+
+    every = dead_letters(st.d, "notifications", 5)
+    letters = [m for m in every if m["topic"] == created + ".notifications.dlq"]
+    assert len(letters) == 4
+    errors = {}
+    for m in letters:
+        h = m["headers"]
+        assert h["evhost_dlq_topic"] == created and h["evhost_dlq_plugin"] == "notifications"
+        assert h["evhost_dlq_attempts"] == "1" and h["evhost_dlq_time"].endswith("Z")
+        assert int(h["evhost_dlq_partition"]) >= 0 and int(h["evhost_dlq_offset"]) >= 0
+        errors[h["evhost_dlq_offset"] + "/" + h["evhost_dlq_partition"]] = h
+    by_error = collections.Counter(h["evhost_dlq_error"] for h in errors.values())
+    assert by_error["event data is not a JSON object"] == 2  # the text and the 1 MiB
+    assert by_error['event data has no usable "id" (string or number)'] == 1
+    assert by_error['event data has no "email"'] == 1
+    big = [m for m in letters if "evhost_dlq_truncated" in m["headers"]]
+    assert len(big) == 1 and big[0]["headers"]["evhost_dlq_truncated"] == str(len(garbage))
+    assert big[0]["value_size"] == 65536 and "value_base64" in big[0]
+    (typed,) = [m for m in every if m["topic"] == bcast + ".notifications.dlq"]
+    assert typed["headers"]["evhost_dlq_error"] == (
+        f"no handler for ce_type 'NOTIFICATION_EXPLODE' on topic {bcast}")
+    assert typed["headers"]["ce_id"] == "bogus-1"
+    assert st.d.running() and st.d.get("/healthz").status_code == 200
+    assert st.recipients() == {"poison": ("after@example.org", "After")}
+    report("poison", sent=6, dead_lettered=len(letters) + 1, delivered=1,
+           daemon_running=st.d.running(), duplicates=0, lost=0)
+
+
+# ------------------------------------------- 5: slow handlers, no rebalance
+
+
+def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
+                                                        kafka_bootstrap):
+    topic = unique_name("slow")
+    d = evhostd({
+        "kafka": {"rdkafka.max.poll.interval.ms": 6000, "rdkafka.session.timeout.ms": 6000,
+                  "rdkafka.heartbeat.interval.ms": 1000},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": topic, "group": unique_name("g")},
+    }, brokers=kafka_bootstrap)
+    n, each_ms = 8, 1500  # 12 s in all, twice max.poll.interval.ms
+    assert d.post(f"/probe/publish?key=one&n={n}",
+                  data=f'{{"sleep_ms":{each_ms}}}',
+                  headers={"Content-Type": "application/json"}).status_code == 200
+    started = time.monotonic()
+    rows = lib.wait_until(lambda: (lambda r: r if len(r) >= n else None)(
+        d.get("/probe/seen").json()), timeout=60, interval=0.5, message=f"{n} slow events")
+    took = time.monotonic() - started
+    time.sleep(4)  # a rebalance would redeliver now
+    rows = d.get("/probe/seen").json()
+    ids = collections.Counter(r["event_id"] for r in rows)
+    log = d.log_text()
+    assigned = log.count("probe: assigned ")
+    revoked = log.count("revoked")
+    # librdkafka: "Application maximum poll interval (6000ms) exceeded by N ms"
+    maxpoll = sum(1 for line in log.splitlines()
+                  if "maximum poll interval" in line or "MAXPOLL" in line)
+    report("slow handler", sent=n, handled=len(rows),
+           duplicates=sum(v - 1 for v in ids.values()), lost=n - len(ids),
+           seconds=round(took, 1), assignments=assigned, revocations=revoked,
+           max_poll_warnings=maxpoll)
+    assert took > 6, "the handlers were not slower than max.poll.interval.ms in total"
+    assert len(rows) == n and len(ids) == n
+    assert all(r["attempt"] == 1 for r in rows)
+    assert assigned == 1 and revoked == 0 and maxpoll == 0
+
+
+# --------------------------------------------------- 6: replay rebuilds state
+
+
+def test_replay_from_beginning_rebuilds_recipients(evhostd, tmp_path, unique_name,
+                                                   kafka_bootstrap, smtp_server):
+    pw = tmp_path / "root.password"
+    pw.write_text("root-password-1\n")
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               config={"plugin.user": {"admin_email": "root@example.org",
+                                       "admin_password_file": str(pw)}})
+    token = st.d.post("/auth/login", json={"email": "root@example.org",
+                                           "password": "root-password-1"}).json()["token"]
+    root = {"Authorization": f"Bearer {token}"}
+    run = secrets.token_hex(3)
+    want, ids = {}, []
+    for i in range(20):
+        addr = f"replay{i}.{run}@example.org"
+        r = st.create_user(f"Replay {i}", addr)
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+        want[ids[-1]] = (addr, f"Replay {i}")
+    # Each user's events are spread over three topics (the old stack's
+    # layout); only timestamp-ordered dispatch keeps them in order when they
+    # are consumed as a backlog, which a replay is.
+    for i in range(10):
+        r = st.d.patch(f"/users/{ids[i]}", json={"name": f"Renamed {i}"}, headers=root)
+        assert r.status_code == 200, r.text
+        want[ids[i]] = (want[ids[i]][0], f"Renamed {i}")
+    for i in range(5, 10):
+        assert st.d.delete(f"/users/{ids[i]}", headers=root).status_code == 204
+        del want[ids[i]]
+
+    def users_only():
+        return {k: v for k, v in st.recipients().items() if v[0] != "root@example.org"}
+    lib.wait_until(lambda: users_only() == want, timeout=30, message="the recipients table")
+    lib.wait_until(lambda: len(welcome_counts(smtp_server)) == 21, timeout=30,
+                   message="21 welcome mails")
+    before = st.recipients()
+    full_before = db_rows(st.d, "notifications", "SELECT * FROM recipients ORDER BY user_id")
+    mails_before = len(smtp_server.messages)
+
+    con = sqlite3.connect(str(Path(st.d.state_dir) / "notifications.db"), timeout=30)
+    con.execute("DELETE FROM recipients")
+    con.commit()
+    con.close()
+    assert st.recipients() == {}
+
+    r = st.d.post("/admin/plugins/notifications/replay", headers=admin(),
+                  json={"from": "beginning"}, timeout=60)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["inbox_deleted"] == 21 + 10 + 5
+    created = [p for p in res["partitions"] if p["topic"] == st.topics["created"]]
+    assert created and all(p["offset"] == 0 for p in created)
+    lib.wait_until(lambda: st.recipients() == before, timeout=30,
+                   message="the recipients table rebuilt by the replay")
+    time.sleep(2)  # nothing more arrives: no second welcome mail either
+    after = st.recipients()
+    full_after = db_rows(st.d, "notifications", "SELECT * FROM recipients ORDER BY user_id")
+    mails = len(smtp_server.messages) - mails_before
+    report("replay", events=21 + 10 + 5, recipients_before=len(before),
+           recipients_after=len(after), identical=after == before,
+           identical_with_updated_at=full_after == full_before,
+           inbox_deleted=res["inbox_deleted"], mails_during_replay=mails, duplicates=mails,
+           lost=len(set(before) - set(after)))
+    assert after == before
+    assert mails == 0, "the replay sent welcome mails again"
