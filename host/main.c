@@ -1,12 +1,18 @@
 /* evhostd: command line, signals, and the main thread's wait. All signals
- * are blocked before any thread starts and taken with sigwait() here, so no
- * handler ever runs on a worker thread in the middle of a transaction. */
+ * are blocked before any thread starts and taken with sigtimedwait() here,
+ * so no handler ever runs on a worker thread in the middle of a transaction.
+ * Under systemd (Type=notify) the main thread also reports readiness and
+ * stopping, and pings the watchdog between signals. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "diag.h"
 #include "host.h"
@@ -32,20 +38,65 @@ static void usage(FILE *out)
 	        EVHOST_DEFAULT_CONF);
 }
 
+/* How long the main thread may sleep between signals: half the watchdog
+ * interval when systemd expects pings (WATCHDOG_USEC), else 1 s. */
+static struct timespec wait_slice(int *watchdog)
+{
+	uint64_t usec = 0;
+	struct timespec ts = {1, 0};
+
+	*watchdog = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
+	if (*watchdog) {
+		ts.tv_sec = (time_t)(usec / 2 / 1000000);
+		ts.tv_nsec = (long)(usec / 2 % 1000000 * 1000);
+	}
+	return ts;
+}
+
+/* SIGHUP: tell systemd a reload is under way (RELOADING=1 with the
+ * monotonic time it started, as sd_notify(3) asks), and READY=1 once the
+ * new configuration runs or was refused; the watchdog is pinged around it
+ * since draining a plugin may take a while. */
+static void reload(host *h, int watchdog)
+{
+	struct timespec now;
+	int rc;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
+	           (unsigned long long)now.tv_sec * 1000000ULL +
+	               (unsigned long long)now.tv_nsec / 1000ULL);
+	if (watchdog)
+		sd_notify(0, "WATCHDOG=1");
+	rc = host_reload(h);
+	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s%s", h->nplugins,
+	           h->nplugins == 1 ? "" : "s",
+	           rc == 0 ? "" : " (the last reload was refused, see the log)");
+}
+
 static int wait_for_stop(host *h)
 {
 	sigset_t set;
-	int sig;
+	struct timespec slice;
+	int sig, watchdog;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	slice = wait_slice(&watchdog);
 	for (;;) {
-		if (sigwait(&set, &sig) != 0)
+		if (watchdog)
+			sd_notify(0, "WATCHDOG=1");
+		sig = sigtimedwait(&set, NULL, &slice);
+		if (sig < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				continue;
+			log_error("host", "sigtimedwait: %s", strerror(errno));
 			return -1;
+		}
 		if (sig == SIGHUP) {
-			host_reload(h);
+			reload(h, watchdog);
 			continue;
 		}
 		log_info("host", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -117,10 +168,16 @@ int main(int argc, char **argv)
 	log_setup(h.set.log_level, h.set.log_fmt);
 
 	if (host_start(&h) != 0) {
+		sd_notify(0, "STATUS=start failed, see the log");
 		host_stop(&h);
 		return 1;
 	}
+	/* systemd (Type=notify) treats the unit as started only now, so units
+	 * ordered after evhostd find its routes and consumers up. */
+	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s on %s", h.nplugins,
+	           h.nplugins == 1 ? "" : "s", h.set.http_listen);
 	wait_for_stop(&h);
+	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
 	host_stop(&h);
 	log_info("host", "stopped");
 	return 0;
