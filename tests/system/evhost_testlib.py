@@ -12,6 +12,7 @@ import email
 import email.message
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,11 +32,33 @@ KCAT = "kcat"
 default_brokers = os.environ.get("EVHOST_TEST_KAFKA")
 
 
+def _ephemeral_range():
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now.
+
+    Taken below the kernel's ephemeral range: a port the kernel hands out
+    for bind(0) (the embedded broker's listener, outgoing connections) could
+    otherwise be given away again before the daemon binds this one."""
+    lo, _ = _ephemeral_range()
+    top = lo - 1 if lo > 12000 else 65535
+    for _ in range(200):
+        port = random.randint(10000, top)
+        if 19000 <= port < 19400:  # scripts/kafka and scripts/bench brokers
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free TCP port on 127.0.0.1 below the ephemeral range")
 
 
 def wait_until(fn, timeout=10.0, interval=0.1, message=None, ignore=()):
