@@ -2,10 +2,14 @@
  * parts in dependency order, report readiness, and stop them in reverse so
  * nothing acknowledged is lost: HTTP first (no new writes), then consumers
  * (no new handler writes), then the outbox relay flushes, then Kafka. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -185,10 +189,48 @@ failed:
 	return 1;
 }
 
+/* One daemon per state_dir: two would share the plugins' databases and
+ * outboxes and send every event twice. The lock (flock, released by the
+ * kernel when the process dies) is taken before anything is opened. */
+static int lock_state_dir(host *h)
+{
+	char path[4096], pid[32] = "";
+	ssize_t n;
+	int fd;
+
+	if (mkdir(h->set.state_dir, 0750) != 0 && errno != EEXIST) {
+		log_error("host", "[host] state_dir: cannot create %s: %s", h->set.state_dir,
+		          strerror(errno));
+		return -1;
+	}
+	snprintf(path, sizeof path, "%s/evhostd.lock", h->set.state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		log_error("host", "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		n = pread(fd, pid, sizeof pid - 1, 0);
+		pid[n > 0 ? strcspn(pid, "\n") : 0] = '\0';
+		log_error("host", "another evhostd%s%s is running with state_dir %s (lock %s held); "
+		                  "two daemons must not share plugin databases",
+		          *pid ? " pid " : "", pid, h->set.state_dir, path);
+		close(fd);
+		return -1;
+	}
+	snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+	if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, strlen(pid), 0) < 0)
+		log_warn("host", "cannot write the pid into %s: %s", path, strerror(errno));
+	h->lock_fd1 = fd + 1;
+	return 0;
+}
+
 int host_start(host *h)
 {
 	char err[1024];
 
+	if (lock_state_dir(h) != 0)
+		return -1;
 	h->router = router_new();
 	if (!h->router) {
 		log_error("host", "out of memory");
@@ -367,6 +409,10 @@ void host_stop(host *h)
 	}
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
+	if (h->lock_fd1) {
+		close(h->lock_fd1 - 1);
+		h->lock_fd1 = 0;
+	}
 }
 
 int host_ready(host *h, char **json)

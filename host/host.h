@@ -25,6 +25,7 @@ typedef struct host {
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
+	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
 } host;
 
 /* The API table handed to every plugin (api.c). */

@@ -95,6 +95,21 @@ def test_optional_plugin_failure_is_a_warning(evhostd, build_dir):
     assert r.json()["plugins"] == {"probe": "running"}
 
 
+def test_second_daemon_on_the_same_state_dir_is_refused(evhostd, build_dir):
+    first = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    second = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
+                     state_dir=first.state_dir, wait=False)
+    assert second.wait(timeout=30) == 1
+    second.expect_exit_code = None
+    text = second.log_text()
+    assert f"another evhostd pid {first.proc.pid} is running with state_dir" in text, text
+    assert first.get("/healthz").status_code == 200
+    # Released at exit: a daemon started after the first one stopped runs.
+    assert first.stop() == 0
+    evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
+            state_dir=first.state_dir)
+
+
 def test_disabled_plugin_is_not_loaded(evhostd, build_dir):
     d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false", enabled="false")})
     assert d.get("/probe/seen").status_code == 404
