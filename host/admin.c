@@ -8,18 +8,29 @@
  * (reading Kafka). A replay holds the lock while the consumer works on it
  * (bounded by REPLAY_TIMEOUT_MS for it to be picked up), so the consumer
  * cannot be stopped under it. Redrives run one at a time (redrive_mu), so
- * the "already redriven" check and its record cannot interleave. */
+ * the "already redriven" check and its record cannot interleave.
+ *
+ * POST /admin/reload runs the reload SIGHUP runs, on the main thread: the
+ * worker raises SIGHUP for the process (every thread blocks it and main.c
+ * takes it with sigtimedwait) and waits until the main thread reports a
+ * reload that began after the request (admin_reload_begin/end), so the
+ * answer says whether the new configuration was applied or refused.
+ * Calling host_reload on the worker instead would race reloads from SIGHUP
+ * and have an HTTP worker wait for other workers' requests while it drains
+ * a plugin; one path also keeps systemd's RELOADING=1/READY=1 right. */
 #define _GNU_SOURCE
 #include "admin.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <sodium.h>
@@ -40,11 +51,21 @@
 #define LIST_MAX 1000
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
+#define RELOAD_WAIT_MS 60000 /* then 202: still running, poll /admin/plugins */
+#define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
 struct admin {
 	int enabled;
 	unsigned char token_hash[crypto_generichash_BYTES];
 	pthread_mutex_t redrive_mu;
+	/* Reloads: requests are numbered; a reload covers every request made
+	 * before it began (it reads the configuration after that). */
+	pthread_mutex_t reload_mu;
+	pthread_cond_t reload_cv;
+	uint64_t reload_asked;    /* last request number given out */
+	uint64_t reload_covering; /* requests the running reload covers */
+	uint64_t reload_done;     /* requests covered by a finished reload */
+	int reload_rc;            /* host_reload's result for the last one */
 };
 
 /* ------------------------------------------------------------ start/stop */
@@ -81,11 +102,17 @@ static int read_token(const char *path, unsigned char *hash)
 int admin_start(host *h)
 {
 	struct admin *a = calloc(1, sizeof *a);
+	pthread_condattr_t ca;
 	if (!a) {
 		log_error(ADMIN_LOG, "out of memory");
 		return -1;
 	}
 	pthread_mutex_init(&a->redrive_mu, NULL);
+	pthread_mutex_init(&a->reload_mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->reload_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	h->admin = a;
 	if (!h->set.admin_token_file) {
 		log_info(ADMIN_LOG, "admin API disabled ([admin] token_file is not set)");
@@ -106,6 +133,8 @@ void admin_stop(host *h)
 		return;
 	sodium_memzero(a->token_hash, sizeof a->token_hash);
 	pthread_mutex_destroy(&a->redrive_mu);
+	pthread_mutex_destroy(&a->reload_mu);
+	pthread_cond_destroy(&a->reload_cv);
 	free(a);
 	h->admin = NULL;
 }
@@ -280,29 +309,30 @@ static cJSON *plugin_json(host *h, const evh_plugin *p)
 	return o;
 }
 
+/* {"plugins": [...]} for every plugin. */
+static cJSON *plugins_object(host *h)
+{
+	cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "plugins");
+	pthread_mutex_lock(&h->plugins_lock);
+	for (size_t i = 0; list && i < h->nplugins; i++)
+		cJSON_AddItemToArray(list, plugin_json(h, h->plugins[i]));
+	pthread_mutex_unlock(&h->plugins_lock);
+	return root;
+}
+
 static int get_plugins(host *h, evh_response *resp, const char *name)
 {
-	cJSON *root = cJSON_CreateObject(), *list = cJSON_CreateArray(), *one = NULL;
+	cJSON *one = NULL;
+	if (!name)
+		return reply_json(resp, 200, plugins_object(h));
 	pthread_mutex_lock(&h->plugins_lock);
-	for (size_t i = 0; i < h->nplugins; i++) {
-		const evh_plugin *p = h->plugins[i];
-		if (name && strcmp(p->name, name))
-			continue;
-		if (name)
-			one = plugin_json(h, p);
-		else
-			cJSON_AddItemToArray(list, plugin_json(h, p));
-	}
+	for (size_t i = 0; !one && i < h->nplugins; i++)
+		if (!strcmp(h->plugins[i]->name, name))
+			one = plugin_json(h, h->plugins[i]);
 	pthread_mutex_unlock(&h->plugins_lock);
-	if (name) {
-		cJSON_Delete(root);
-		cJSON_Delete(list);
-		if (!one)
-			return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
-		return reply_json(resp, 200, one);
-	}
-	cJSON_AddItemToObject(root, "plugins", list);
-	return reply_json(resp, 200, root);
+	if (!one)
+		return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+	return reply_json(resp, 200, one);
 }
 
 /* ---------------------------------------------------------------- bytes */
@@ -977,6 +1007,96 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	return reply_json(resp, 200, root);
 }
 
+/* ----------------------------------------------------------------- reload */
+
+void admin_reload_begin(host *h)
+{
+	struct admin *a = h->admin;
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->reload_mu);
+	a->reload_covering = a->reload_asked;
+	pthread_mutex_unlock(&a->reload_mu);
+}
+
+void admin_reload_end(host *h, int rc)
+{
+	struct admin *a = h->admin;
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->reload_mu);
+	a->reload_done = a->reload_covering;
+	a->reload_rc = rc;
+	pthread_cond_broadcast(&a->reload_cv);
+	pthread_mutex_unlock(&a->reload_mu);
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait (reload_mu held) until request `id` is covered by a finished reload,
+ * the daemon stops, or RELOAD_WAIT_MS pass. Returns whether it was. */
+static int reload_wait_locked(host *h, struct admin *a, uint64_t id)
+{
+	int64_t deadline = mono_ms() + RELOAD_WAIT_MS;
+	while (a->reload_done < id && !h->stopping && mono_ms() < deadline) {
+		struct timespec until;
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_nsec += RELOAD_SLICE_MS * 1000000L;
+		until.tv_sec += until.tv_nsec / 1000000000L;
+		until.tv_nsec %= 1000000000L;
+		pthread_cond_timedwait(&a->reload_cv, &a->reload_mu, &until);
+	}
+	return a->reload_done >= id;
+}
+
+static int post_reload(host *h, evh_response *resp)
+{
+	struct admin *a = h->admin;
+	sigset_t mask;
+	uint64_t id;
+	int done, rc;
+	cJSON *root;
+
+	/* Only a process whose threads block SIGHUP takes it on a waiting main
+	 * thread (evhostd); anywhere else it would end the process. */
+	if (pthread_sigmask(SIG_BLOCK, NULL, &mask) != 0 || sigismember(&mask, SIGHUP) != 1)
+		return problem(resp, 501, "not-implemented", NULL,
+		               "this process cannot reload (SIGHUP is not taken by a main thread)");
+	pthread_mutex_lock(&a->reload_mu);
+	id = ++a->reload_asked;
+	pthread_mutex_unlock(&a->reload_mu);
+	if (kill(getpid(), SIGHUP) != 0)
+		return problem(resp, 500, "internal", NULL, "cannot signal the main thread: %s",
+		               strerror(errno));
+	log_info(ADMIN_LOG, "reload #%" PRIu64 " asked through the admin API", id);
+	pthread_mutex_lock(&a->reload_mu);
+	done = reload_wait_locked(h, a, id);
+	rc = a->reload_rc;
+	pthread_mutex_unlock(&a->reload_mu);
+	if (!done && h->stopping)
+		return problem(resp, 503, "unavailable", NULL, "the daemon is stopping");
+	if (!done) {
+		root = cJSON_CreateObject();
+		cJSON_AddStringToObject(root, "result", "pending");
+		cJSON_AddStringToObject(root, "detail", "the reload is still running; watch "
+		                                        "GET /admin/plugins for its outcome");
+		return reply_json(resp, 202, root);
+	}
+	if (rc != 0)
+		return problem(resp, 409, "reload-refused", NULL,
+		               "the new configuration has errors and was refused; the running "
+		               "configuration stays (the daemon's log names each problem as "
+		               "file:line, as does evhostd --check-config)");
+	root = plugins_object(h);
+	cJSON_AddStringToObject(root, "result", "applied");
+	return reply_json(resp, 200, root);
+}
+
 /* -------------------------------------------------------------- dispatch */
 
 static int method_not_allowed(evh_response *resp, const char *method, const char *allow)
@@ -1007,6 +1127,8 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
 	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 
+	if (n == 1 && !strcmp(seg[0], "reload"))
+		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))
 		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
 	if (n >= 1 && !strcmp(seg[0], "plugins")) {

@@ -12,6 +12,10 @@
  *                                              "topics":[...]}
  *   GET  /admin/events?plugin=&aggregate=&limit=&after=
  *                                             the event log, by aggregate id (key)
+ *   POST /admin/reload                        the SIGHUP reload, run by the main
+ *                                             thread; answers once it is done:
+ *                                             200 applied (with the plugins),
+ *                                             409 refused, 202 still running
  *
  * Answers are JSON, errors problem+json. Uses only the SDK request/response
  * calls of http.h, so it runs on HTTP worker threads like any handler. */
@@ -31,4 +35,9 @@ void admin_stop(host *h);
  * (untouched) for any other path. The caller must have read the request
  * body (POST routes take JSON). HTTP worker threads. */
 int admin_handle(host *h, evh_request *req, evh_response *resp);
+/* Around every host_reload (main thread): tell requests waiting in POST
+ * /admin/reload which of them the reload covers and how it went (`rc` from
+ * host_reload). No-ops before admin_start. */
+void admin_reload_begin(host *h);
+void admin_reload_end(host *h, int rc);
 #endif

@@ -14,6 +14,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "store.h"
+#include "stream.h"
 
 const char *host_strerror(int status)
 {
@@ -229,6 +230,21 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 	return EVH_OK;
 }
 
+static int api_stream_publish(evh_plugin *p, const char *channel, const char *event,
+                              const char *data)
+{
+	int rc;
+
+	if (!p)
+		return EVH_EINVAL;
+	rc = stream_publish(stream_hub_global(), p, channel, event, data, data ? strlen(data) : 0);
+	if (rc == EVH_EINVAL)
+		log_error(p->name, "stream publish: bad channel or event name");
+	else if (rc == EVH_ETOOBIG)
+		log_error(p->name, "stream publish: data exceeds %d bytes", STREAM_DATA_MAX);
+	return rc;
+}
+
 static const evh_api api_table = {
     .struct_size = sizeof(evh_api),
     .abi_major = EVH_ABI_MAJOR,
@@ -285,6 +301,8 @@ static const evh_api api_table = {
     .tx_error = store_tx_error,
     .auth_sign = api_auth_sign,
     .req_query_string = http_req_query_string,
+    .resp_stream = http_resp_stream,
+    .stream_publish = api_stream_publish,
 };
 
 const evh_api *host_api(void) { return &api_table; }

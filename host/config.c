@@ -987,6 +987,11 @@ static void k_threads(set_ctx *x, const cfg_entry *e)
 	get_int_into(x, e, 1, 256, &x->s->http_threads);
 }
 
+static void k_max_streams(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 256, &x->s->http_max_streams);
+}
+
 static void k_max_body(set_ctx *x, const cfg_entry *e)
 {
 	int64_t n;
@@ -1003,6 +1008,7 @@ static void k_json_depth(set_ctx *x, const cfg_entry *e)
 static const key_def http_keys[] = {
     {"listen", k_listen},
     {"threads", k_threads},
+    {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
     {"json_max_depth", k_json_depth},
     {NULL, NULL},
@@ -1428,6 +1434,14 @@ static void check_cross(set_ctx *x)
 		         "retry.backoff_ms (%d)",
 		         s->retry_backoff_max_ms, s->retry_backoff_ms);
 	}
+	/* Each open event stream holds a worker thread: at least one must stay
+	 * free for ordinary requests (and /healthz). */
+	e = cfg_find(c, "http", "max_streams");
+	if (e && s->http_max_streams > 0 && s->http_max_streams >= s->http_threads)
+		diag_add(x->d, e->file, e->line,
+		         "[http] max_streams (%d) must be below threads (%d): each open event "
+		         "stream holds a worker thread",
+		         s->http_max_streams, s->http_threads);
 }
 
 int settings_from_cfg(const cfg *c, settings *s, diag *d)

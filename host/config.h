@@ -72,6 +72,7 @@ typedef struct settings {
 	char *http_host;
 	int http_port;
 	int http_threads;
+	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;
 	int json_max_depth;
 	char *brokers; /* "embedded" or bootstrap list */

@@ -1,9 +1,12 @@
 /* Event envelope: ids, timestamps, trace context and the CloudEvents 1.0
- * binary-mode Kafka headers. No state; safe from any thread. */
+ * binary-mode Kafka headers. No shared state (each thread has its own pool
+ * of random bytes); safe from any thread. */
 #include "events.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +58,43 @@ static void random_fill(unsigned char *buf, size_t n)
 	abort();
 }
 
+/* Ids need kernel randomness, not a system call each: every thread keeps a
+ * pool that one getrandom() refills, and each byte is used once. A forked
+ * child starts with an empty pool (the parent's copy would repeat its ids). */
+#define RANDOM_POOL_BYTES 512
+
+static atomic_uint fork_generation;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+	unsigned char b[RANDOM_POOL_BYTES];
+	size_t used; /* bytes of b already handed out */
+	unsigned generation;
+	int filled;
+} pool;
+
+static void on_fork_child(void) { atomic_fetch_add(&fork_generation, 1); }
+
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+static void random_bytes(unsigned char *out, size_t n)
+{
+	unsigned gen;
+	pthread_once(&atfork_once, register_atfork);
+	gen = atomic_load(&fork_generation);
+	if (n > sizeof pool.b) {
+		random_fill(out, n);
+		return;
+	}
+	if (!pool.filled || pool.generation != gen || sizeof pool.b - pool.used < n) {
+		random_fill(pool.b, sizeof pool.b);
+		pool.used = 0;
+		pool.generation = gen;
+		pool.filled = 1;
+	}
+	memcpy(out, pool.b + pool.used, n);
+	pool.used += n;
+}
+
 static void hex_encode(const unsigned char *in, size_t n, char *out)
 {
 	static const char digits[] = "0123456789abcdef";
@@ -69,7 +109,7 @@ void events_uuid(char out[37])
 {
 	unsigned char b[16];
 	char hex[33];
-	random_fill(b, sizeof b);
+	random_bytes(b, sizeof b);
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
 	hex_encode(b, sizeof b, hex);
@@ -105,7 +145,7 @@ void events_child_traceparent(const char *trace_id, char out[56])
 		return;
 	}
 	do
-		random_fill(span, sizeof span);
+		random_bytes(span, sizeof span);
 	while (all_zero(span, sizeof span));
 	hex_encode(span, sizeof span, sh);
 	snprintf(out, 56, "00-%s-%s-01", trace_id, sh);
@@ -117,10 +157,10 @@ void events_new_traceparent(char out[56])
 	char th[33], sh[17];
 	/* W3C trace context: all-zero trace-id or parent-id is invalid. */
 	do
-		random_fill(trace, sizeof trace);
+		random_bytes(trace, sizeof trace);
 	while (all_zero(trace, sizeof trace));
 	do
-		random_fill(span, sizeof span);
+		random_bytes(span, sizeof span);
 	while (all_zero(span, sizeof span));
 	hex_encode(trace, sizeof trace, th);
 	hex_encode(span, sizeof span, sh);

@@ -19,6 +19,7 @@
 #include "http.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "router.h"
 #include "store.h"
@@ -181,6 +182,7 @@ static int host_start_plugin(host *h, evh_plugin *p)
 	return 0;
 failed:
 	http_remove_plugin_routes(h, p);
+	metrics_plugin_failed(p->name);
 	if (p->required) {
 		log_error("host", "%s", err);
 		return -1;

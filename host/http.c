@@ -33,7 +33,9 @@
 #include "admin.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
 #include "router.h"
+#include "stream.h"
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
 #define HTTP_REQUEST_ID_MAX 64
@@ -43,6 +45,7 @@
 #define HTTP_DEFAULT_JSON_DEPTH 32
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
+#define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
 
 struct http_server {
 	host *h;
@@ -82,6 +85,8 @@ struct evh_request {
 	char **qkeys, **qvalues;
 	int authed;
 	jwt_claims claims;
+	metrics_series *metrics; /* its route's series; NULL: unmatched */
+	evh_plugin *plugin;      /* the matched route's plugin, while its handler runs */
 };
 
 struct evh_response {
@@ -95,6 +100,7 @@ struct evh_response {
 	char *hname[HTTP_RESP_MAX_HEADERS];
 	char *hvalue[HTTP_RESP_MAX_HEADERS];
 	int close; /* request body left unread: do not keep the connection */
+	stream *stream; /* evh_resp_stream: served by stream_serve after dispatch */
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -240,6 +246,8 @@ static void resp_free(evh_response *resp)
 		free(resp->hvalue[i]);
 	}
 	resp->nheaders = 0;
+	stream_release(resp->stream);
+	resp->stream = NULL;
 }
 
 void http_resp_status(evh_response *resp, int status)
@@ -750,6 +758,9 @@ void http_remove_plugin_routes(host *h, evh_plugin *p)
 		route_rec_free(gone);
 		gone = next;
 	}
+	/* No handler of `p` runs now, so none can open a stream after this. */
+	if (p)
+		stream_close_owner(stream_hub_global(), p);
 }
 
 /* ---------------------------------------------------------- body checks */
@@ -969,15 +980,19 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 {
 	int health = !strcmp(req->path, "/healthz"), ready = !strcmp(req->path, "/readyz");
+	int metrics = srv->h->set.metrics_enabled && !strcmp(req->path, "/metrics");
 	char *json = NULL;
+	size_t len;
 	int rc;
 	if (!strncmp(req->path, "/admin", 6) && (!req->path[6] || req->path[6] == '/')) {
+		req->metrics = metrics_http_route("", "/admin", req->method);
 		if (read_body(srv->h, req, resp) == 0)
 			admin_handle(srv->h, req, resp);
 		return 1;
 	}
-	if (!health && !ready)
+	if (!health && !ready && !metrics)
 		return 0;
+	req->metrics = metrics_http_route("", req->path, req->method);
 	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
 		http_resp_header(resp, "Allow", "GET");
 		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: GET)",
@@ -986,6 +1001,14 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 	}
 	if (health) {
 		http_resp_body(resp, "application/json", "{\"status\":\"ok\"}", 15);
+		return 1;
+	}
+	if (metrics) {
+		if (metrics_render(srv->h, &json, &len) != 0)
+			problem(resp, 503, "unavailable", "out of memory rendering the metrics");
+		else
+			http_resp_body(resp, METRICS_CONTENT_TYPE, json, len);
+		free(json);
 		return 1;
 	}
 	rc = host_ready(srv->h, &json);
@@ -1032,7 +1055,9 @@ static void plugin_route(http_server *srv, const http_route *rt, evh_request *re
 		return;
 	if ((rt->r.flags & EVH_ROUTE_JSON) && check_json(srv->h, req, resp) != 0)
 		return;
+	req->plugin = p;
 	call_handler(rt, req, resp);
+	req->plugin = NULL;
 }
 
 static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
@@ -1050,9 +1075,126 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: %s)",
 		        req->method, allow);
 	} else {
+		req->metrics = metrics_http_route(rec->pub.plugin ? rec->pub.plugin->name : "",
+		                                  rec->pub.r.pattern, rec->pub.r.method);
 		plugin_route(srv, &rec->pub, req, resp);
 	}
 	route_release(rec);
+}
+
+/* ------------------------------------------------------------ streams */
+
+/* The limit on open SSE streams: each holds a worker thread for as long as
+ * it is open, so by default half of them stay free for ordinary requests. */
+static int max_streams(const host *h)
+{
+	int threads = h->set.http_threads > 0 ? h->set.http_threads : 8;
+	if (h->set.http_max_streams > 0)
+		return h->set.http_max_streams;
+	return threads / 2 > 0 ? threads / 2 : 1;
+}
+
+int http_resp_stream(evh_response *resp, const char *channel)
+{
+	evh_request *req = resp ? resp->req : NULL;
+	int rc;
+	if (!req || !req->plugin || !channel)
+		return EVH_EINVAL;
+	if (resp->stream)
+		return EVH_ESTATE;
+	rc = stream_open(stream_hub_global(), req->plugin, req->plugin->name, channel,
+	                 &resp->stream);
+	if (rc == EVH_EBUSY || rc == EVH_ESTATE) {
+		resp_free(resp);
+		http_resp_header(resp, "Retry-After", HTTP_STREAM_RETRY_AFTER);
+		if (rc == EVH_EBUSY)
+			problem(resp, 503, "unavailable", "too many open event streams "
+			                                  "([http] max_streams); try again later");
+		else
+			problem(resp, 503, "unavailable", "the server is stopping");
+		return rc;
+	}
+	if (rc != EVH_OK)
+		return rc;
+	resp_reset_body(resp);
+	resp->status = 200;
+	resp->filled = 1;
+	return EVH_OK;
+}
+
+/* Write all of `buf`; 0 when the client is gone. */
+static int stream_put(struct mg_connection *c, const char *buf, size_t len, size_t *sent)
+{
+	if (len == 0)
+		return 1;
+	if (mg_write(c, buf, len) <= 0)
+		return 0;
+	*sent += len;
+	return 1;
+}
+
+static void stream_head(evh_request *req, evh_response *resp)
+{
+	struct mg_connection *c = req->conn;
+	/* The body ends when the connection does. */
+	mg_disable_keep_alive(c);
+	mg_response_header_start(c, 200);
+	mg_response_header_add(c, "Content-Type", "text/event-stream", -1);
+	mg_response_header_add(c, "Cache-Control", "no-store", -1);
+	/* nginx and similar proxies would otherwise hold events back. */
+	mg_response_header_add(c, "X-Accel-Buffering", "no", -1);
+	mg_response_header_add(c, "X-Request-Id", req->id, -1);
+	for (size_t i = 0; i < resp->nheaders; i++)
+		if (strcasecmp(resp->hname[i], "Cache-Control") &&
+		    strcasecmp(resp->hname[i], "X-Accel-Buffering"))
+			mg_response_header_add(c, resp->hname[i], resp->hvalue[i], -1);
+	mg_response_header_send(c);
+}
+
+/* Serve an SSE stream on this worker thread until the client leaves, the
+ * plugin stops, the server stops or the client is dropped as too slow.
+ * Returns the bytes of body written. */
+static size_t stream_serve(evh_request *req, evh_response *resp)
+{
+	struct mg_connection *c = req->conn;
+	char hello[32], *buf;
+	size_t sent = 0, len;
+	double last;
+	int fd, ok = 1;
+	stream_wait_result r = STREAM_IDLE;
+
+	if (resp->status != 200 || resp->close) {
+		/* The handler opened a stream, then answered otherwise. */
+		stream_release(resp->stream);
+		resp->stream = NULL;
+		return resp_send(req, resp);
+	}
+	stream_head(req, resp);
+	if (!strcmp(req->method, "HEAD"))
+		return 0;
+	snprintf(hello, sizeof hello, "retry: %d\n\n", STREAM_RETRY_MS);
+	if (!stream_put(c, hello, strlen(hello), &sent))
+		return sent;
+	fd = stream_find_socket(req->ri->remote_addr, req->ri->remote_port, req->ri->server_port);
+	last = now_ms();
+	while (ok && r != STREAM_CLOSED && !stream_peer_gone(fd)) {
+		int left = STREAM_KEEPALIVE_MS - (int)(now_ms() - last);
+		if (left <= 0) {
+			ok = stream_put(c, ": keepalive\n\n", 13, &sent);
+			last = now_ms();
+			continue;
+		}
+		r = stream_wait(resp->stream, left < STREAM_POLL_MS ? left : STREAM_POLL_MS, &buf,
+		                &len);
+		if (!buf)
+			continue;
+		ok = stream_put(c, buf, len, &sent);
+		free(buf);
+		last = now_ms();
+	}
+	log_debug("http", "%s %s: event stream ended (%s)", req->method, req->path,
+	          r == STREAM_CLOSED ? stream_close_reason(resp->stream) : "client left");
+	return sent;
 }
 
 static int handle_request(struct mg_connection *conn, void *cbdata)
@@ -1082,9 +1224,10 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	 * not worth it for a big or open-ended one. */
 	if (!req.body_read && (req.ri->content_length > HTTP_CHUNK || is_chunked(conn)))
 		resp.close = 1;
-	sent = resp_send(&req, &resp);
+	sent = resp.stream ? stream_serve(&req, &resp) : resp_send(&req, &resp);
 	log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status, sent,
 	         now_ms() - t0);
+	metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);
@@ -1210,6 +1353,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		return -1;
 	}
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
+	stream_hub_start(stream_hub_global(), max_streams(h));
 	*out = srv;
 	return 0;
 }
@@ -1230,10 +1374,8 @@ static void *stop_main(void *arg)
 /* civetweb's accept loop notices the stop flag only when its poll() on the
  * listening sockets times out; a connection that is closed at once wakes it
  * so a stop takes milliseconds, not a poll quantum. */
-static void wake_listeners(struct mg_context *ctx)
+static void wake_listeners(const struct mg_server_port *ports, int n)
 {
-	struct mg_server_port ports[8];
-	int n = mg_get_server_ports(ctx, 8, ports);
 	for (int i = 0; i < n; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len;
@@ -1263,14 +1405,24 @@ static void wake_listeners(struct mg_context *ctx)
 void http_stop(http_server *srv)
 {
 	struct stopper st = {srv ? srv->ctx : NULL, 0};
+	struct mg_server_port ports[8];
 	pthread_t t;
+	int nports;
 	if (!srv)
 		return;
+	/* Taken now: once mg_stop runs, the context may be freed at any time. */
+	nports = mg_get_server_ports(srv->ctx, 8, ports);
+	/* Open streams hold workers that mg_stop would wait for. Give them a
+	 * moment to say goodbye: once mg_stop runs, civetweb fails every write. */
+	if (stream_hub_stop(stream_hub_global()) > 0 &&
+	    stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS) > 0)
+		log_warn("http", "event streams still writing after %d ms; closing them",
+		         STREAM_STOP_GRACE_MS);
 	if (pthread_create(&t, NULL, stop_main, &st) == 0) {
 		for (int i = 0; i < 200 && !atomic_load(&st.done); i++) {
 			struct timespec ts = {0, 10 * 1000 * 1000};
 			if (i > 0)
-				wake_listeners(srv->ctx);
+				wake_listeners(ports, nports);
 			nanosleep(&ts, NULL);
 		}
 		pthread_join(t, NULL);

@@ -22,7 +22,8 @@ void http_stop(http_server *srv);
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
 /* Remove and free every route of `p`. Waits until requests already inside one
  * of its handlers have returned, so afterwards HTTP never calls into `p`
- * (safe to run fini and dlclose). Main thread. */
+ * (safe to run fini and dlclose), then closes its event streams (they never
+ * call into `p` either; their workers end them within moments). Main thread. */
 void http_remove_plugin_routes(host *h, evh_plugin *p);
 
 /* SDK implementations. */
@@ -41,4 +42,7 @@ int http_resp_header(evh_response *resp, const char *name, const char *value);
 int http_resp_body(evh_response *resp, const char *content_type, const void *body, size_t len);
 int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
                       const char *detail, const char *field);
+/* evh_resp_stream: make the response an SSE stream (stream.h) of the
+ * route's plugin on `channel`; served after the handler returns. */
+int http_resp_stream(evh_response *resp, const char *channel);
 #endif

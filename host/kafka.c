@@ -6,6 +6,9 @@
  *    inbox record of the event) committed, or after the message reached the
  *    dead-letter topic; stored offsets are committed every second or every
  *    100 messages, and synchronously on revoke and stop;
+ *  - group commit: the messages already fetched are handled in batches, one
+ *    storage transaction (one fsync) per batch and a savepoint per event, so
+ *    a RETRY or REJECT undoes only its own event's writes (see handle_batch);
  *  - RETRY pauses only the message's partition; the message is kept in a
  *    retry slot and dispatched again when its backoff is due. When it is
  *    finished the partition is sought to the next offset and resumed, so
@@ -32,6 +35,7 @@
 
 #include "events.h"
 #include "log.h"
+#include "metrics.h"
 
 #define KAFKA_LOG "kafka"
 #define DEFAULT_MAX_ATTEMPTS 5
@@ -49,6 +53,8 @@
 #define ORDER_START_WAIT_MS 5000 /* ...and one not fetched from yet */
 #define ORDER_BUF_MAX 10000 /* buffered messages beyond which no partition is waited for */
 #define FILL_MAX 500        /* messages taken from librdkafka per round */
+#define BATCH_MAX 256       /* events handled in one storage transaction... */
+#define BATCH_MAX_US 5000   /* ...or for at most this long (latency) */
 
 struct kafka {
 	rd_kafka_t *producer;
@@ -65,6 +71,13 @@ static int64_t now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static void sleep_ms(int ms)
@@ -803,6 +816,7 @@ static void pbufs_drop(struct consumer *c, const rd_kafka_topic_partition_list_t
 			continue;
 		}
 		pbuf_clear(c, b);
+		metrics_consumer_lag_clear(c->p->name, b->topic, b->partition);
 		free(b->v);
 		free(b->topic);
 		c->bufs[i] = c->bufs[--c->nbufs];
@@ -841,22 +855,42 @@ static rd_kafka_message_t *pbuf_pop(struct consumer *c, struct pbuf *b)
 	return m;
 }
 
-static void store_offset(struct consumer *c, const rd_kafka_message_t *msg)
+/* Store the offsets past `msgs` (handled, their writes committed): one call
+ * for all of them, the highest offset per partition. */
+static void store_offsets(struct consumer *c, rd_kafka_message_t *const *msgs, size_t n)
 {
-	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_topic_partition_list_t *l;
 	rd_kafka_resp_err_t e;
-	rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt), msg->partition)
-	    ->offset = msg->offset + 1;
+	if (!n)
+		return;
+	l = rd_kafka_topic_partition_list_new(4);
+	for (size_t i = 0; i < n; i++) {
+		const char *topic = rd_kafka_topic_name(msgs[i]->rkt);
+		rd_kafka_topic_partition_t *t =
+		    rd_kafka_topic_partition_list_find(l, topic, msgs[i]->partition);
+		if (!t) /* a new element's offset is RD_KAFKA_OFFSET_INVALID (< 0) */
+			t = rd_kafka_topic_partition_list_add(l, topic, msgs[i]->partition);
+		if (msgs[i]->offset + 1 > t->offset)
+			t->offset = msgs[i]->offset + 1;
+	}
 	e = rd_kafka_offsets_store(c->rk, l);
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-		e = l->elems[0].err;
-	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-		c->stored++;
-	else /* e.g. revoked meanwhile: the new owner handles it again (inbox dedups) */
+		c->stored += (int)n;
+	for (int i = 0; i < l->cnt; i++) {
+		rd_kafka_resp_err_t pe = e ? e : l->elems[i].err;
+		if (pe == RD_KAFKA_RESP_ERR_NO_ERROR)
+			continue;
+		/* e.g. revoked meanwhile: the new owner handles it again (inbox dedups) */
 		log_warn(KAFKA_LOG, "%s: cannot store offset %s [%" PRId32 "] @%" PRId64 ": %s",
-		         plugin_label(c), rd_kafka_topic_name(msg->rkt), msg->partition,
-		         msg->offset, rd_kafka_err2str(e));
+		         plugin_label(c), l->elems[i].topic, l->elems[i].partition,
+		         l->elems[i].offset - 1, rd_kafka_err2str(pe));
+	}
 	rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void store_offset(struct consumer *c, rd_kafka_message_t *msg)
+{
+	store_offsets(c, &msg, 1);
 }
 
 /* Commit stored offsets. `force`: even when nothing was stored since the
@@ -903,29 +937,33 @@ static void set_trace_context(const char *traceparent)
 	log_set_context(NULL, trace);
 }
 
-/* Run every matching handler in one transaction with the inbox check and
- * record. The first non-OK result decides; *sub gets the subscription
- * whose policy applies. */
-static enum outcome run_handlers(struct consumer *c, evh_event *ev, size_t first, size_t *sub)
+/* Run every matching handler inside a savepoint of `tx` (the batch's), with
+ * the inbox check and record. The first non-OK result decides and rolls the
+ * savepoint back, so only this event's writes are undone; *sub gets the
+ * subscription whose policy applies. */
+static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, size_t first,
+                                 size_t *sub)
 {
 	evh_plugin *p = c->p;
-	evh_tx *tx = NULL;
 	int seen, r;
 	*sub = first;
-	if (store_tx_begin(p->store, &tx) != EVH_OK) {
-		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction");
+	if (store_tx_savepoint(tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: cannot open a savepoint: %s",
+		         store_tx_error(tx));
 		return OUT_RETRY;
 	}
 	seen = store_inbox_seen(tx, ev->id);
-	if (seen != 0) {
-		if (seen < 0)
-			snprintf(ev->error, sizeof ev->error, "storage: inbox lookup failed: %s",
-			         store_tx_error(tx));
-		else
-			log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name,
-			          ev->id);
-		store_tx_rollback(tx);
-		return seen < 0 ? OUT_RETRY : OUT_DONE;
+	if (seen < 0) {
+		snprintf(ev->error, sizeof ev->error, "storage: inbox lookup failed: %s",
+		         store_tx_error(tx));
+		store_tx_savepoint_rollback(tx);
+		return OUT_RETRY;
+	}
+	if (seen > 0) {
+		log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name, ev->id);
+		metrics_event_handled(p->name, ev->topic, METRICS_EVENT_DUPLICATE);
+		store_tx_savepoint_rollback(tx); /* nothing was written */
+		return OUT_DONE;
 	}
 	for (size_t i = first; i < p->nsubs; i++) {
 		if (!sub_matches(&p->subs[i], ev->topic, ev->meta.type))
@@ -934,7 +972,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, size_t first
 		r = p->subs[i].handler(p, ev, tx, p->subs[i].ud);
 		if (r == EVH_EVENT_OK)
 			continue;
-		store_tx_rollback(tx);
+		store_tx_savepoint_rollback(tx);
 		if (r == EVH_EVENT_REJECT)
 			return OUT_REJECT;
 		if (r != EVH_EVENT_RETRY && !ev->error[0])
@@ -945,8 +983,36 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, size_t first
 	if (store_inbox_record(tx, ev->id, ev->topic, ev->partition, ev->offset) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
 		         store_tx_error(tx));
-		store_tx_rollback(tx);
+		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
+	}
+	/* A storage call failed that the handler did not report (it returned OK
+	 * anyway): its writes are incomplete, so they must not commit. */
+	if (store_tx_savepoint_release(tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
+		store_tx_savepoint_rollback(tx);
+		return OUT_RETRY;
+	}
+	metrics_event_handled(p->name, ev->topic, METRICS_EVENT_OK);
+	return OUT_DONE;
+}
+
+/* run_handlers for one event in a transaction of its own (retries, and a
+ * batch handled again after its commit failed). */
+static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t first,
+                                       size_t *sub)
+{
+	evh_tx *tx = NULL;
+	enum outcome out;
+	*sub = first;
+	if (store_tx_begin(c->p->store, &tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction");
+		return OUT_RETRY;
+	}
+	out = run_handlers(c, ev, tx, first, sub);
+	if (out != OUT_DONE) {
+		store_tx_rollback(tx);
+		return out;
 	}
 	if (store_tx_commit(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: commit failed");
@@ -955,10 +1021,11 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, size_t first
 	return OUT_DONE;
 }
 
-/* Dispatch `msg` (attempt number `attempt`). `err` gets the reason of a
- * RETRY or REJECT. */
-static enum outcome dispatch(struct consumer *c, const rd_kafka_message_t *msg, int attempt,
-                             size_t *sub, char *err, size_t errlen)
+/* Dispatch `msg` (attempt number `attempt`) in `tx` (a batch's), or in a
+ * transaction of its own when tx is NULL. `err` gets the reason of a RETRY
+ * or REJECT. */
+static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_message_t *msg,
+                             int attempt, size_t *sub, char *err, size_t errlen)
 {
 	evh_event ev;
 	enum outcome out = OUT_DONE;
@@ -973,8 +1040,11 @@ static enum outcome dispatch(struct consumer *c, const rd_kafka_message_t *msg, 
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
 	if (first < c->p->nsubs) {
+		double t0 = metrics_now();
 		set_trace_context(ev.meta.traceparent);
-		out = run_handlers(c, &ev, first, sub);
+		out = tx ? run_handlers(c, &ev, tx, first, sub)
+		         : run_handlers_alone(c, &ev, first, sub);
+		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		log_set_context(NULL, NULL);
 	} else {
 		/* The plugin subscribed to this topic for other types only: an
@@ -1140,8 +1210,10 @@ static int dead_letter(struct consumer *c, const rd_kafka_message_t *msg, int at
 	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
 	for (;;) {
 		rc = dlq_send_once(c, topic, msg, attempts, error, truncated, why, sizeof why);
-		if (rc == 1)
+		if (rc == 1) {
+			metrics_dlq_message(c->p->name, src);
 			return 0;
+		}
 		if (rc == 2 && !truncated) {
 			log_warn(KAFKA_LOG,
 			         "%s: %s [%" PRId32 "] @%" PRId64 " (%zu bytes) is too big for %s "
@@ -1238,25 +1310,27 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	         error, delay);
 }
 
-/* Handle `msg` for attempt `attempt`; takes ownership of it. `s` is its
- * retry slot when this is a retry, else NULL. */
-static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int attempt,
-                           struct retry_slot *s)
+/* Act on what attempt `attempt` of `msg` came to (its writes, if any, are
+ * committed): schedule a retry, dead-letter it, or store its offset. Takes
+ * ownership of `msg`; `s` is its retry slot when this was a retry. */
+static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
+                   struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
-	char err[512];
-	size_t sub;
-	enum outcome out = dispatch(c, msg, attempt, &sub, err, sizeof err);
 	if (out == OUT_RETRY && attempt < c->policy[sub].max_attempts) {
 		if (!s)
 			s = slot_add(c, msg);
 		if (s) {
 			schedule_retry(c, s, msg, attempt, sub, err);
+			metrics_event_handled(c->p->name, s->topic, METRICS_EVENT_RETRY);
 			return;
 		}
 		log_error(KAFKA_LOG, "%s: out of memory scheduling a retry", plugin_label(c));
 	}
 	if (s)
 		s->msg = NULL; /* ownership is back here */
+	if (out != OUT_DONE)
+		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
+		                      out == OUT_REJECT ? METRICS_EVENT_REJECT : METRICS_EVENT_DLQ);
 	if (out != OUT_DONE && dead_letter(c, msg, attempt, err) != 0) {
 		/* Stopping: left uncommitted on purpose, redelivered later. */
 		if (s)
@@ -1270,6 +1344,17 @@ static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int atte
 		slot_resume(c, s);
 	}
 	rd_kafka_message_destroy(msg);
+}
+
+/* Handle `msg` alone, in a transaction of its own, for attempt `attempt`;
+ * takes ownership of it. `s` is its retry slot when this is a retry. */
+static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int attempt,
+                           struct retry_slot *s)
+{
+	char err[512];
+	size_t sub;
+	enum outcome out = dispatch(c, NULL, msg, attempt, &sub, err, sizeof err);
+	settle(c, msg, attempt, s, out, sub, err);
 }
 
 /* Act on the first slot that is due. Returns 1 when something was done. */
@@ -1402,18 +1487,35 @@ static int64_t msg_time(const rd_kafka_message_t *m)
 	return rd_kafka_message_timestamp(m, &type);
 }
 
-/* A header's value as a NUL-terminated copy in buf ("" when absent). */
-static const char *msg_header(const rd_kafka_message_t *m, const char *name, char *buf,
-                              size_t cap)
+/* A header's value, not copied (NULL when absent); *len gets its length.
+ * Called for every comparison of the ordered dispatch, so nothing is copied. */
+static const char *msg_header(const rd_kafka_message_t *m, const char *name, size_t *len)
 {
 	rd_kafka_headers_t *h = NULL;
 	const void *v = NULL;
 	size_t n = 0;
-	buf[0] = '\0';
-	if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR && h &&
-	    rd_kafka_header_get_last(h, name, &v, &n) == RD_KAFKA_RESP_ERR_NO_ERROR && v)
-		snprintf(buf, cap, "%.*s", (int)n, (const char *)v);
-	return buf;
+	*len = 0;
+	if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR || !h ||
+	    rd_kafka_header_get_last(h, name, &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR || !v)
+		return NULL;
+	*len = n;
+	return v;
+}
+
+/* The message's evhost_seq, or -1 when it has none (or not a number). */
+static int64_t msg_seq(const rd_kafka_message_t *m)
+{
+	size_t n;
+	const char *v = msg_header(m, "evhost_seq", &n);
+	int64_t seq = 0;
+	if (!v || !n || n > 18)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		seq = seq * 10 + (v[i] - '0');
+	}
+	return seq;
 }
 
 /* Should `a` be handled before `b`? By timestamp; on a tie, two events of
@@ -1421,16 +1523,20 @@ static const char *msg_header(const rd_kafka_message_t *m, const char *name, cha
  * order, even across topics); otherwise they stay as they came. */
 static int msg_before(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
 {
-	char sa[256], sb[256], qa[24], qb[24];
-	int64_t ta = msg_time(a), tb = msg_time(b);
+	int64_t ta = msg_time(a), tb = msg_time(b), qa, qb;
+	const char *sa, *sb;
+	size_t na, nb;
 	if (ta != tb)
 		return ta < tb;
-	if (!*msg_header(a, "evhost_seq", qa, sizeof qa) ||
-	    !*msg_header(b, "evhost_seq", qb, sizeof qb) ||
-	    strcmp(msg_header(a, "ce_source", sa, sizeof sa),
-	           msg_header(b, "ce_source", sb, sizeof sb)))
+	qa = msg_seq(a);
+	qb = msg_seq(b);
+	if (qa < 0 || qb < 0)
 		return 0;
-	return strtoll(qa, NULL, 10) < strtoll(qb, NULL, 10);
+	sa = msg_header(a, "ce_source", &na);
+	sb = msg_header(b, "ce_source", &nb);
+	if (na != nb || (na && memcmp(sa, sb, na)))
+		return 0;
+	return qa < qb;
 }
 
 /* How much longer the empty buffer `b` may hold the others back: while its
@@ -1505,7 +1611,77 @@ static void fill_buffers(struct consumer *c, int timeout_ms, int max)
 	}
 }
 
-/* One round: take messages in, hand the earliest due one to its handler. */
+/* ---- group commit ---- */
+
+/* The batch's commit failed: nothing of it was written. Its messages are
+ * handled again one at a time, each in a transaction of its own, so each
+ * gets the retry or dead-letter treatment a lone message would. A message
+ * whose partition such a retry paused meanwhile is dropped: it is fetched
+ * again after the seek. */
+static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
+                       rd_kafka_message_t *failed, int status)
+{
+	log_warn(KAFKA_LOG, "%s: committing a batch of %zu event(s) failed (storage error %d); "
+	                    "handling them one at a time",
+	         plugin_label(c), n + (failed != NULL), status);
+	for (size_t i = 0; i <= n; i++) {
+		rd_kafka_message_t *m = i < n ? msgs[i] : failed;
+		if (!m)
+			continue;
+		if (slot_find(c, rd_kafka_topic_name(m->rkt), m->partition))
+			rd_kafka_message_destroy(m);
+		else
+			handle_message(c, m, 1, NULL);
+	}
+}
+
+/* Hand what is buffered, from `b` on in dispatch order, to the handlers in
+ * one storage transaction (one fsync for all), each event in a savepoint of
+ * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
+ * nothing else is due, or at the first event that is not DONE: its savepoint
+ * is rolled back, the others commit, and then it is retried or
+ * dead-lettered as a lone message would be. Offsets are stored only after
+ * the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
+ * served from a poll) never finds a batch open: revoked partitions' offsets
+ * are always those of committed work. */
+static void handle_batch(struct consumer *c, struct pbuf *b)
+{
+	rd_kafka_message_t *done[BATCH_MAX], *failed = NULL;
+	int64_t deadline = now_us() + BATCH_MAX_US;
+	enum outcome out = OUT_DONE;
+	char err[512] = "";
+	size_t n = 0, sub = 0;
+	evh_tx *tx = NULL;
+	int wait, status;
+	if (store_tx_begin(c->p->store, &tx) != EVH_OK) {
+		handle_message(c, pbuf_pop(c, b), 1, NULL); /* reports why and retries */
+		return;
+	}
+	for (; b; b = next_buffer(c, &wait)) {
+		rd_kafka_message_t *msg = pbuf_pop(c, b);
+		out = dispatch(c, tx, msg, 1, &sub, err, sizeof err);
+		if (out != OUT_DONE) {
+			failed = msg;
+			break;
+		}
+		done[n++] = msg;
+		if (n == BATCH_MAX || now_us() >= deadline || atomic_load(&c->stop))
+			break;
+	}
+	if (!n) {
+		store_tx_rollback(tx);
+	} else if ((status = store_tx_commit(tx)) != EVH_OK) {
+		batch_redo(c, done, n, failed, status);
+		return;
+	}
+	store_offsets(c, done, n);
+	for (size_t i = 0; i < n; i++)
+		rd_kafka_message_destroy(done[i]);
+	if (failed)
+		settle(c, failed, 1, NULL, out, sub, err);
+}
+
+/* One round: take messages in, hand the earliest due ones to their handlers. */
 static void consume_round(struct consumer *c)
 {
 	int wait, timeout = poll_timeout(c);
@@ -1515,7 +1691,7 @@ static void consume_round(struct consumer *c)
 	fill_buffers(c, timeout, c->nbuffered < ORDER_BUF_MAX ? FILL_MAX : 1);
 	b = next_buffer(c, &wait);
 	if (b)
-		handle_message(c, pbuf_pop(c, b), 1, NULL);
+		handle_batch(c, b);
 }
 
 /* ---- replay ---- */
@@ -1880,6 +2056,42 @@ void replay_result_free(replay_result *res)
 	memset(res, 0, sizeof *res);
 }
 
+/* Consumer lag for the metrics, from the consumer thread at each periodic
+ * commit: per assigned partition, the high watermark of the last fetch
+ * response (rd_kafka_get_watermark_offsets reads librdkafka's cache; the
+ * querying variant is a broker round trip that would block this loop)
+ * minus the next offset for a handler: a waiting retry's, else the first
+ * buffered message's, else the position (rd_kafka_position, also local).
+ * A partition not fetched from yet is left out unless it is empty. */
+static void report_lag(struct consumer *c)
+{
+	rd_kafka_topic_partition_list_t *l;
+	if (!c->nbufs)
+		return;
+	l = rd_kafka_topic_partition_list_new((int)c->nbufs);
+	for (size_t i = 0; i < c->nbufs; i++)
+		rd_kafka_topic_partition_list_add(l, c->bufs[i].topic, c->bufs[i].partition);
+	rd_kafka_position(c->rk, l);
+	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
+		const struct pbuf *b = &c->bufs[i];
+		const struct retry_slot *s = slot_find(c, b->topic, b->partition);
+		int64_t lo = -1, hi = -1, next = l->elems[i].offset;
+		if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
+		        RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    hi < 0)
+			continue;
+		if (s)
+			next = s->msg ? s->msg->offset : s->resume_offset;
+		else if (b->n)
+			next = b->v[b->head]->offset;
+		if (next < 0 && lo == hi)
+			next = hi;
+		if (next >= 0)
+			metrics_consumer_lag_set(c->p->name, b->topic, b->partition, hi - next);
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
 static void *consumer_main(void *arg)
 {
 	struct consumer *c = arg;
@@ -1887,8 +2099,10 @@ static void *consumer_main(void *arg)
 		if (serve_replay(c) || serve_slots(c))
 			continue;
 		if (c->stored >= COMMIT_EVERY_MSGS ||
-		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS)
+		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) {
 			commit_stored(c, 1, 0);
+			report_lag(c);
+		}
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */

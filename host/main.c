@@ -14,6 +14,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "diag.h"
 #include "host.h"
 #include "log.h"
@@ -68,7 +69,9 @@ static void reload(host *h, int watchdog)
 	               (unsigned long long)now.tv_nsec / 1000ULL);
 	if (watchdog)
 		sd_notify(0, "WATCHDOG=1");
+	admin_reload_begin(h);
 	rc = host_reload(h);
+	admin_reload_end(h, rc);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s%s", h->nplugins,
 	           h->nplugins == 1 ? "" : "s",
 	           rc == 0 ? "" : " (the last reload was refused, see the log)");

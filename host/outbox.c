@@ -30,6 +30,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 
 #define OUTBOX_LOG "outbox"
@@ -86,6 +87,7 @@ struct outbox {
 struct inflight_msg {
 	struct relay *r;
 	int64_t seq;
+	metrics_series *published; /* counted on a successful delivery report */
 };
 
 static int64_t now_ms(void)
@@ -130,6 +132,8 @@ static void relay_delivered(void *opaque, int ok, const char *error, int32_t par
 	struct inflight_msg *m = opaque;
 	struct relay *r = m->r;
 	outbox_done d = {m->seq, partition, offset};
+	if (ok)
+		metrics_count(m->published);
 	pthread_mutex_lock(&r->mu);
 	if (ok && push_done(&r->done, &r->ndone, &r->capdone, d))
 		log_warn(OUTBOX_LOG, "out of memory: delivered outbox row %" PRId64
@@ -213,6 +217,7 @@ static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
 		return EVH_ENOMEM;
 	m->r = r;
 	m->seq = row->seq;
+	m->published = metrics_published(r->p->name, row->topic);
 	pthread_mutex_lock(&r->mu);
 	r->refs++;
 	r->inflight++;

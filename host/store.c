@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
@@ -68,6 +69,8 @@ struct evh_tx {
 	int64_t outbox_added; /* rows this tx added; pending only once it commits */
 	int failed;           /* first error status, 0 while healthy */
 	evh_rows *open_rows;  /* cursors to detach at commit/rollback */
+	int in_savepoint;     /* store_tx_savepoint open (one level) */
+	int64_t sp_outbox_added; /* outbox_added when it was opened */
 	char err[STORE_ERR_LEN];
 };
 
@@ -810,6 +813,76 @@ void store_tx_rollback(evh_tx *tx)
 	tx_finish(tx, 0);
 }
 
+/* Savepoints run through the statement cache: the consumer opens one per
+ * event, and re-parsing the SQL each time would cost more than the work. */
+static int savepoint_sql(evh_tx *tx, const char *sql)
+{
+	return stmt_run(tx->s, sql, NULL, 0, NULL, NULL, tx->err, sizeof tx->err);
+}
+
+int store_tx_savepoint(evh_tx *tx)
+{
+	int status;
+	if (!tx)
+		return EVH_EINVAL;
+	if (tx->in_savepoint)
+		return tx_fail_msg(tx, EVH_ESTATE, "a savepoint is already open");
+	if (tx->failed)
+		return tx->failed;
+	status = savepoint_sql(tx, "SAVEPOINT evh_event");
+	if (status)
+		return tx_fail(tx, status);
+	tx->in_savepoint = 1;
+	tx->sp_outbox_added = tx->outbox_added;
+	return EVH_OK;
+}
+
+int store_tx_savepoint_release(evh_tx *tx)
+{
+	int status;
+	if (!tx)
+		return EVH_EINVAL;
+	if (!tx->in_savepoint)
+		return tx_fail_msg(tx, EVH_ESTATE, "no savepoint is open");
+	/* The handler's cursors end with it: an open read would hold up the
+	 * batch's COMMIT. */
+	tx_detach_rows(tx);
+	if (tx->failed)
+		return tx->failed; /* still open: the caller rolls it back */
+	status = savepoint_sql(tx, "RELEASE evh_event");
+	if (status)
+		return tx_fail(tx, status);
+	tx->in_savepoint = 0;
+	return EVH_OK;
+}
+
+int store_tx_savepoint_rollback(evh_tx *tx)
+{
+	int status;
+	if (!tx)
+		return EVH_EINVAL;
+	if (!tx->in_savepoint)
+		return tx_fail_msg(tx, EVH_ESTATE, "no savepoint is open");
+	tx_detach_rows(tx);
+	tx->in_savepoint = 0;
+	status = savepoint_sql(tx, "ROLLBACK TO evh_event");
+	if (!status)
+		status = savepoint_sql(tx, "RELEASE evh_event");
+	/* After some errors (I/O, disk full) SQLite has rolled back the whole
+	 * transaction by itself: nothing before the savepoint survives either. */
+	if (!status && sqlite3_get_autocommit(tx->s->db)) {
+		snprintf(tx->err, sizeof tx->err, "the database rolled the transaction back");
+		status = EVH_ESTORE;
+	}
+	if (status) {
+		tx->failed = status;
+		return status;
+	}
+	tx->failed = 0;
+	tx->outbox_added = tx->sp_outbox_added;
+	return EVH_OK;
+}
+
 const char *store_tx_error(evh_tx *tx)
 {
 	if (!tx)
@@ -1152,40 +1225,39 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	return EVH_OK;
 }
 
-static char *dup_col(sqlite3_stmt *st, int col, int *oom)
-{
-	const char *t = (const char *)sqlite3_column_text(st, col);
-	char *copy;
-	if (!t)
-		return NULL;
-	copy = strdup(t);
-	if (!copy)
-		*oom = 1;
-	return copy;
-}
-
+/* One allocation per row (the relay reads thousands a second): the data,
+ * NUL-terminated as it is usually JSON, then the text columns, in one block
+ * that row->data points to; store_outbox_rows_free frees that. */
 static int outbox_row_load(sqlite3_stmt *st, outbox_row *row)
 {
-	int oom = 0;
-	const void *data;
+	char **dst[7] = {&row->id,     &row->topic, &row->key,        &row->type,
+	                 &row->source, &row->time,  &row->traceparent};
+	const char *text[7];
+	size_t len[7], total;
+	const void *data = sqlite3_column_blob(st, 8);
+	char *p;
 
 	row->seq = sqlite3_column_int64(st, 0);
-	row->id = dup_col(st, 1, &oom);
-	row->topic = dup_col(st, 2, &oom);
-	row->key = dup_col(st, 3, &oom);
-	row->type = dup_col(st, 4, &oom);
-	row->source = dup_col(st, 5, &oom);
-	row->time = dup_col(st, 6, &oom);
-	row->traceparent = dup_col(st, 7, &oom);
-	data = sqlite3_column_blob(st, 8);
 	row->data_len = (size_t)sqlite3_column_bytes(st, 8);
-	row->data = malloc(row->data_len + 1); /* NUL-terminated: it is usually JSON */
-	if (!row->data)
+	total = row->data_len + 1;
+	for (int c = 0; c < 7; c++) { /* column_text before column_bytes */
+		text[c] = (const char *)sqlite3_column_text(st, c + 1);
+		len[c] = text[c] ? strlen(text[c]) + 1 : 0;
+		total += len[c];
+	}
+	p = malloc(total);
+	if (!p)
 		return EVH_ENOMEM;
+	row->data = p;
 	if (row->data_len)
-		memcpy(row->data, data, row->data_len);
-	row->data[row->data_len] = '\0';
-	return oom ? EVH_ENOMEM : EVH_OK;
+		memcpy(p, data, row->data_len);
+	p[row->data_len] = '\0';
+	p += row->data_len + 1;
+	for (int c = 0; c < 7; c++) {
+		*dst[c] = text[c] ? memcpy(p, text[c], len[c]) : NULL;
+		p += len[c];
+	}
+	return EVH_OK;
 }
 
 static int outbox_fetch_locked(store *s, int64_t after_seq, size_t max, outbox_row *rows,
@@ -1246,53 +1318,99 @@ void store_outbox_rows_free(outbox_row *rows, size_t n)
 {
 	if (!rows)
 		return;
-	for (size_t i = 0; i < n; i++) {
-		free(rows[i].id);
-		free(rows[i].topic);
-		free(rows[i].key);
-		free(rows[i].type);
-		free(rows[i].source);
-		free(rows[i].time);
-		free(rows[i].traceparent);
-		free(rows[i].data);
-	}
+	for (size_t i = 0; i < n; i++)
+		free(rows[i].data); /* the row's one block (outbox_row_load) */
 	free(rows);
 }
 
-/* Move one delivered row into the event log and out of the outbox. */
-static int outbox_move(store *s, const outbox_done *d, int64_t *moved, int64_t *logged)
+/* The delivered rows are copied into the event log by statements of a few
+ * fixed sizes (so they stay in the statement cache), each joining a VALUES
+ * list of (seq, partition, offset) to the outbox; then deleted by runs of
+ * consecutive seq. Per row statements cost the relay more than the rows. */
+static const size_t move_chunks[] = {64, 16, 4, 1};
+
+static void now_text(char out[32])
 {
-	evh_value v[3] = {EVH_INT(d->partition), EVH_INT(d->offset), EVH_INT(d->seq)};
+	struct timespec ts;
+	struct tm tm;
+	size_t n;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm); /* as STORE_NOW_SQL writes it */
+	snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+}
+
+static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char *now,
+                            int64_t *logged)
+{
+	char sql[2048];
+	evh_value v[1 + 3 * 64];
+	size_t len, nv = 0;
 	int64_t changes = 0;
 	int status;
 
-	if (d->partition < 0)
-		v[0] = EVH_NULL();
-	if (d->offset < 0)
-		v[1] = EVH_NULL();
+	len = (size_t)snprintf(sql, sizeof sql,
+	                       "INSERT OR IGNORE INTO evh_events(seq, id, topic, key, type, source,"
+	                       " time, traceparent, data, delivered_at, \"partition\", \"offset\")"
+	                       " SELECT o.seq, o.id, o.topic, o.key, o.type, o.source, o.time,"
+	                       " o.traceparent, o.data, ?, v.column2, v.column3 FROM (VALUES ");
+	v[nv++] = EVH_TEXT(now);
+	for (size_t i = 0; i < n; i++) {
+		len += (size_t)snprintf(sql + len, sizeof sql - len, "%s(?, ?, ?)", i ? ", " : "");
+		v[nv++] = EVH_INT(d[i].seq);
+		v[nv++] = d[i].partition < 0 ? EVH_NULL() : EVH_INT(d[i].partition);
+		v[nv++] = d[i].offset < 0 ? EVH_NULL() : EVH_INT(d[i].offset);
+	}
+	snprintf(sql + len, sizeof sql - len, ") AS v JOIN evh_outbox AS o ON o.seq = v.column1");
 	/* OR IGNORE: a row sent twice (resend after a failure) is logged once. */
-	status = stmt_run(s,
-	                  "INSERT OR IGNORE INTO evh_events(seq, id, topic, key, type, source,"
-	                  " time, traceparent, data, delivered_at, \"partition\", \"offset\")"
-	                  " SELECT seq, id, topic, key, type, source, time, traceparent, data, "
-	                  STORE_NOW_SQL ", ?, ? FROM evh_outbox WHERE seq = ?",
-	                  v, 3, &changes, NULL, NULL, 0);
-	if (status)
-		return status;
-	*logged += changes;
-	status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq = ?", &v[2], 1, &changes, NULL,
-	                  NULL, 0);
+	status = stmt_run(s, sql, v, nv, &changes, NULL, NULL, 0);
 	if (!status)
-		*moved += changes;
+		*logged += changes;
 	return status;
 }
 
+static int done_cmp(const void *a, const void *b)
+{
+	int64_t x = ((const outbox_done *)a)->seq, y = ((const outbox_done *)b)->seq;
+	return (x > y) - (x < y);
+}
+
+/* `d` sorted by seq: delete it by runs of consecutive seq. */
+static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t *moved)
+{
+	int status = EVH_OK;
+
+	for (size_t i = 0, j; !status && i < n; i = j) {
+		evh_value v[2];
+		int64_t changes = 0;
+		for (j = i + 1; j < n && d[j].seq <= d[j - 1].seq + 1; j++)
+			;
+		v[0] = EVH_INT(d[i].seq);
+		v[1] = EVH_INT(d[j - 1].seq);
+		status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq BETWEEN ? AND ?", v, 2,
+		                  &changes, NULL, NULL, 0);
+		*moved += changes;
+	}
+	return status;
+}
+
+/* `d` sorted by seq, so the event log is appended to in order. */
 static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
                                    int64_t *logged)
 {
+	char now[32];
+	size_t i = 0, k = 0;
 	int status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
-	for (size_t i = 0; !status && i < n; i++)
-		status = outbox_move(s, &d[i], moved, logged);
+
+	now_text(now);
+	while (!status && i < n) {
+		while (move_chunks[k] > n - i)
+			k++;
+		status = outbox_log_chunk(s, d + i, move_chunks[k], now, logged);
+		i += move_chunks[k];
+	}
+	if (!status)
+		status = outbox_delete_runs(s, d, n, moved);
 	if (!status)
 		status = run_simple(s->db, "COMMIT", NULL, 0);
 	if (status) {
@@ -1304,6 +1422,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 
 int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 {
+	outbox_done *sorted;
 	int64_t moved = 0, logged = 0;
 	int status;
 
@@ -1311,10 +1430,18 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 		return EVH_EINVAL;
 	if (!n)
 		return EVH_OK;
+	sorted = malloc(n * sizeof *sorted);
+	if (!sorted)
+		return EVH_ENOMEM;
+	memcpy(sorted, d, n * sizeof *sorted);
+	qsort(sorted, n, sizeof *sorted, done_cmp);
 	status = store_lock(s);
-	if (status)
+	if (status) {
+		free(sorted);
 		return status;
-	status = outbox_delivered_locked(s, d, n, &moved, &logged);
+	}
+	status = outbox_delivered_locked(s, sorted, n, &moved, &logged);
+	free(sorted);
 	if (moved) {
 		int64_t left = atomic_fetch_sub(&s->pending, moved) - moved;
 		if (left < 0) /* only if someone deleted rows behind our back */

@@ -29,6 +29,18 @@ int store_tx_begin(store *s, evh_tx **tx);
 int store_tx_commit(evh_tx *tx);
 void store_tx_rollback(evh_tx *tx);
 const char *store_tx_error(evh_tx *tx);
+/* One level of savepoint inside `tx` (the consumer handles a batch of events
+ * in one transaction, each event inside a savepoint). Failures are tracked
+ * per savepoint: store_tx_savepoint_release returns the first error of a
+ * call made since it was opened (and leaves it open: roll it back then);
+ * store_tx_savepoint_rollback undoes every write since it was opened
+ * (outbox rows too) and clears that failure. Cursors opened since are
+ * detached by both. EVH_ESTATE: none open (release/rollback) or one already
+ * open (savepoint). A failed rollback (the database ended the transaction)
+ * leaves `tx` failed: its commit then fails. */
+int store_tx_savepoint(evh_tx *tx);
+int store_tx_savepoint_release(evh_tx *tx);
+int store_tx_savepoint_rollback(evh_tx *tx);
 int store_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs, int64_t *changes);
 int store_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs, evh_rows **rows);
 int store_rows_next(evh_rows *r);

@@ -58,7 +58,7 @@ function(evhost_gzip src out)
   set(evhost_gz_outputs ${evhost_gz_outputs} ${out} PARENT_SCOPE)
 endfunction()
 
-foreach(page evhostd.8 evhost.conf.5)
+foreach(page evhostd.8 evhost.conf.5 evhostctl.1)
   configure_file(${EVHOST_PKG_SRC}/man/${page} ${EVHOST_PKG_BIN}/man/${page} @ONLY)
   evhost_gzip(${EVHOST_PKG_BIN}/man/${page} ${EVHOST_PKG_BIN}/man/${page}.gz)
   string(REGEX REPLACE ".*\\.([0-9])$" "\\1" section ${page})
@@ -78,6 +78,10 @@ evhost_gzip(${CMAKE_SOURCE_DIR}/docs/sdk.md ${EVHOST_PKG_BIN}/doc/sdk.md.gz)
 install(FILES ${EVHOST_PKG_BIN}/doc/sdk.md.gz DESTINATION ${EVHOST_DEV_DOC_DIR} COMPONENT dev)
 file(MAKE_DIRECTORY ${EVHOST_PKG_BIN}/doc)
 add_custom_target(evhost_package_files ALL DEPENDS ${evhost_gz_outputs})
+
+# --- the Grafana dashboard (docs/operations.md, "Metrics") --------------------
+install(FILES ${EVHOST_PKG_SRC}/grafana/evhost.json
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/evhost/grafana COMPONENT runtime)
 
 foreach(comp_doc runtime:${EVHOST_DOC_DIR} dev:${EVHOST_DEV_DOC_DIR})
   string(REPLACE ":" ";" comp_doc "${comp_doc}")

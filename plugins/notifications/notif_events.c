@@ -150,6 +150,45 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	return res == NOTIF_SEND_OK ? DELIV_SENT : DELIV_FAILED;
 }
 
+/* Tell the user's open streams (GET /notifications/stream) about a final
+ * outcome: "sent" or "failed", never "retrying". It is pushed while the
+ * handler's transaction is still open, because the SDK has no after-commit
+ * hook; that is safe because a final outcome cannot change: should the
+ * commit fail, the redelivered event finds the outcome in memory
+ * (notif_pending), writes the row and returns DELIV_ALREADY, which pushes
+ * nothing. So every pushed outcome reaches the log, but a client that
+ * re-reads GET /notifications the instant an event arrives may get there
+ * a few milliseconds before the row. `subject` is NULL when it is rendered
+ * from a template (welcome mails). */
+static void push_outcome(notif_state *st, const char *user_id, const delivery *d,
+                         const char *status, const char *subject)
+{
+	char now[NOTIF_TIME_LEN], *json = NULL;
+	cJSON *o = cJSON_CreateObject();
+	int rc;
+
+	notif_now_rfc3339(now);
+	if (!o || !cJSON_AddStringToObject(o, "event_id", d->log_id) ||
+	    !cJSON_AddStringToObject(o, "template", d->content->tmpl_name) ||
+	    !cJSON_AddStringToObject(o, "status", status) ||
+	    !cJSON_AddStringToObject(o, "user_id", user_id) ||
+	    !cJSON_AddStringToObject(o, "recipient", d->to_addr) ||
+	    (subject && !cJSON_AddStringToObject(o, "subject", subject)) ||
+	    !cJSON_AddNumberToObject(o, "attempts", d->attempts) ||
+	    !cJSON_AddStringToObject(o, "time", now) || !(json = cJSON_PrintUnformatted(o))) {
+		evh_log(st->p, EVH_LOG_WARN, "out of memory: notification %s not streamed",
+		        d->log_id);
+		goto out;
+	}
+	rc = evh_stream_publish(st->p, user_id, "notification", json);
+	if (rc < 0 && rc != EVH_EUNSUPPORTED)
+		evh_log(st->p, EVH_LOG_WARN, "notification %s not streamed: %s", d->log_id,
+		        evh_strerror(rc));
+out:
+	cJSON_Delete(o);
+	free(json);
+}
+
 /* When the subscription's max_attempts is known, whether this is the last. */
 static int is_last_attempt(const notif_state *st, const evh_event *ev)
 {
@@ -343,6 +382,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	case DELIV_SENT:
 		evh_log(st->p, EVH_LOG_INFO, "welcome mail for user %s sent (attempt %d)", u.id,
 		        d.attempts);
+		push_outcome(st, u.id, &d, NOTIF_SENT, NULL);
 		break;
 	case DELIV_ALREADY:
 		break;
@@ -350,6 +390,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		evh_log(st->p, EVH_LOG_WARN,
 		        "welcome mail for user %s failed after %d attempt(s): %s", u.id, d.attempts,
 		        d.err);
+		push_outcome(st, u.id, &d, NOTIF_FAILED, NULL);
 		break;
 	case DELIV_RETRY:
 	case DELIV_DBERR:
@@ -531,7 +572,10 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	d.event_attempt = evh_event_attempt(ev);
 	d.last_attempt = is_last_attempt(st, ev);
 	switch (deliver_once(st, tx, &d)) {
-	case DELIV_SENT: t->sent++; return 0;
+	case DELIV_SENT:
+		t->sent++;
+		push_outcome(st, r->id, &d, NOTIF_SENT, b->subject);
+		return 0;
 	case DELIV_ALREADY: t->already++; return 0;
 	case DELIV_RETRY:
 		t->retry++;
@@ -540,6 +584,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	case DELIV_FAILED:
 		t->failed++;
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		push_outcome(st, r->id, &d, NOTIF_FAILED, b->subject);
 		return 0;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);

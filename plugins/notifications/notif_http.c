@@ -1,6 +1,7 @@
 /* HTTP routes: GET /notifications (the delivery log, newest first, keyset
- * pages) and POST /notifications/broadcast (admin only; queues one event
- * that the plugin's own subscription turns into mails). */
+ * pages), POST /notifications/broadcast (admin only; queues one event
+ * that the plugin's own subscription turns into mails) and
+ * GET /notifications/stream (the caller's new notifications, live). */
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,4 +329,27 @@ out:
 	cJSON_Delete(data);
 	free(json);
 	return rc;
+}
+
+/* ------------------------------------------------------------ live stream */
+
+/* GET /notifications/stream: the caller's own notifications as they are
+ * recorded (notif_events.c publishes them), as Server-Sent Events. The
+ * channel is the token's subject, the user id the user events carry, so a
+ * token only ever hears about its own user. */
+int notif_http_stream(evh_request *req, evh_response *resp, void *ud)
+{
+	const char *who = evh_req_auth_subject(req);
+	int rc;
+
+	(void)ud;
+	if (!who || !*who)
+		return evh_resp_problem(resp, 401, "unauthorized", "Unauthorized",
+		                        "the token has no subject", NULL);
+	rc = evh_resp_stream(resp, who);
+	if (rc == EVH_EUNSUPPORTED)
+		return evh_resp_problem(resp, 501, "not-implemented", "Not Implemented",
+		                        "this evhost has no event streams", NULL);
+	/* EVH_EBUSY: the host has already answered 503 with Retry-After. */
+	return rc == EVH_EBUSY ? EVH_OK : rc;
 }

@@ -59,4 +59,5 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 /* notif_http.c */
 int notif_http_list(evh_request *req, evh_response *resp, void *ud);
 int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud);
+int notif_http_stream(evh_request *req, evh_response *resp, void *ud);
 #endif

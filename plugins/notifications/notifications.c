@@ -415,7 +415,8 @@ static int register_all(notif_state *st)
 	if (route(st, "GET", "/notifications", notif_http_list, list_auth ? EVH_ROUTE_AUTH : 0,
 	          list_auth ? list_role : NULL) ||
 	    route(st, "POST", "/notifications/broadcast", notif_http_broadcast,
-	          EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin"))
+	          EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin") ||
+	    route(st, "GET", "/notifications/stream", notif_http_stream, EVH_ROUTE_AUTH, NULL))
 		return -1;
 	return 0;
 }

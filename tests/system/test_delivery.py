@@ -256,6 +256,7 @@ def own_broker(tmp_path):
         broker.stop()
 
 
+@pytest.mark.slow
 def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
         evhostd, tmp_path, unique_name, own_broker):
     topic = unique_name("crud.orders")
@@ -479,6 +480,7 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
 # ------------------------------------------- 5: slow handlers, no rebalance
 
 
+@pytest.mark.slow
 def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
                                                         kafka_bootstrap):
     topic = unique_name("slow")

@@ -22,6 +22,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <sqlite3.h>
 
 #include "dlq.h"
 #include "events.h"
@@ -36,7 +37,7 @@
 #define TYPED_TOPIC "TYPED_EVENTS"
 #define REPLAY_TOPIC "REPLAY_EVENTS"
 #define WAIT_MS 30000
-#define MAX_CALLS 128
+#define MAX_CALLS 256
 
 struct call {
 	char id[320], type[128], key[64], data[256], source[256], traceparent[64];
@@ -46,6 +47,8 @@ struct call {
 	int64_t offset;
 	int filtered; /* recorded by the type-filtered subscription */
 	int lens_ok;  /* key/data lengths agree with their NUL-terminated copies */
+	int64_t committed_seen; /* batch_handler's PEEK: rows another connection saw */
+	int nested_rc;          /* batch_handler's NESTED_BEGIN: what tx_begin said */
 };
 
 static struct {
@@ -68,16 +71,19 @@ static void copy_opt(char *dst, size_t cap, const char *src)
 	snprintf(dst, cap, "%s", src ? src : "(null)");
 }
 
-static void record(const evh_event *ev, int filtered)
+/* Returns the call's index, or -1 when full. */
+static int record(const evh_event *ev, int filtered)
 {
 	struct call *c;
 	size_t klen, dlen;
 	const char *key = kafka_ev_key(ev, &klen), *data = kafka_ev_data(ev, &dlen);
+	int idx;
 	pthread_mutex_lock(&rec.mu);
 	if (rec.ncalls == MAX_CALLS) {
 		pthread_mutex_unlock(&rec.mu);
-		return;
+		return -1;
 	}
+	idx = rec.ncalls;
 	c = &rec.calls[rec.ncalls++];
 	copy_opt(c->id, sizeof c->id, kafka_ev_id(ev));
 	copy_opt(c->type, sizeof c->type, kafka_ev_type(ev));
@@ -94,7 +100,10 @@ static void record(const evh_event *ev, int filtered)
 	c->offset = kafka_ev_offset(ev);
 	c->filtered = filtered;
 	c->lens_ok = strlen(data) == dlen && (!key || strlen(key) == klen);
+	c->committed_seen = -1;
+	c->nested_rc = 0;
 	pthread_mutex_unlock(&rec.mu);
+	return idx;
 }
 
 /* Writes a row in the handler's transaction, so tests can see that retried
@@ -954,6 +963,227 @@ static void test_backlog_over_topics_keeps_produced_order(void **state)
 	remove_db("ordered");
 }
 
+/* ---- group commit: batches of fetched events in one transaction ---- */
+
+#define BATCH_TOPIC "BATCH_EVENTS"
+#define BREAK_TOPIC "BREAK_EVENTS"
+
+static const evh_migration batch_mig[] = {
+    {1, "CREATE TABLE handled(id TEXT);"
+        "CREATE TABLE parent(id TEXT PRIMARY KEY);"
+        "CREATE TABLE child(pid TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)"}};
+
+/* Rows of `handled` committed in plugin `name`'s database, seen from a
+ * connection of its own (so not what an open transaction wrote). */
+static int64_t committed_rows(const char *name)
+{
+	char path[128];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int64_t n = -1;
+	snprintf(path, sizeof path, "%s/%s.db", fx.dir, name);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "SELECT COUNT(*) FROM handled", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* Writes a row like `handler`, and by type: PEEK records how many rows were
+ * committed at that moment; NESTED_BEGIN tries a transaction of its own;
+ * SILENT_FAIL_ONCE makes a storage call fail on its first attempt and
+ * returns OK all the same; BREAKS_COMMIT writes a row whose deferred
+ * foreign key fails the COMMIT (a crash between handler and commit, as far
+ * as the handler can tell); RETRY_TWICE and REJECT_ME as in `handler`. */
+static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	const char *type = kafka_ev_type(ev);
+	evh_value v = EVH_TEXT(kafka_ev_id(ev));
+	int idx = record(ev, 0);
+	(void)ud;
+	if (!strcmp(type, "PEEK") && idx >= 0) {
+		int64_t seen = committed_rows(p->name);
+		pthread_mutex_lock(&rec.mu);
+		rec.calls[idx].committed_seen = seen;
+		pthread_mutex_unlock(&rec.mu);
+	}
+	if (!strcmp(type, "NESTED_BEGIN") && idx >= 0) {
+		evh_tx *own = NULL;
+		int rc = store_tx_begin(p->store, &own);
+		if (rc == EVH_OK)
+			store_tx_rollback(own);
+		pthread_mutex_lock(&rec.mu);
+		rec.calls[idx].nested_rc = rc;
+		pthread_mutex_unlock(&rec.mu);
+	}
+	if (store_exec(tx, "INSERT INTO handled(id) VALUES(?)", &v, 1, NULL) != EVH_OK)
+		return EVH_EVENT_RETRY;
+	if (!strcmp(type, "SILENT_FAIL_ONCE") && kafka_ev_attempt(ev) == 1)
+		(void)store_exec(tx, "INSERT INTO nosuch VALUES(1)", NULL, 0, NULL);
+	if (!strcmp(type, "BREAKS_COMMIT") &&
+	    store_exec(tx, "INSERT INTO child(pid) VALUES('nobody')", NULL, 0, NULL) != EVH_OK)
+		return EVH_EVENT_RETRY;
+	if (!strcmp(type, "RETRY_TWICE") && kafka_ev_attempt(ev) < 3) {
+		kafka_ev_set_error(ev, "not yet");
+		return EVH_EVENT_RETRY;
+	}
+	if (!strcmp(type, "REJECT_ME")) {
+		kafka_ev_set_error(ev, "bad data");
+		return EVH_EVENT_REJECT;
+	}
+	return EVH_EVENT_OK;
+}
+
+/* A consumer of `topic` in `group` with batch_handler, on database `st`
+ * (NULL: a new one named `name`). */
+static void batch_start(struct extra *x, const char *name, const char *group, const char *topic,
+                        store *st)
+{
+	char err[256];
+	memset(x, 0, sizeof *x);
+	x->p.name = (char *)name;
+	snprintf(x->group, sizeof x->group, "%s", group);
+	x->p.group = x->group;
+	x->p.store = st;
+	if (!x->p.store) {
+		assert_int_equal(open_store(&x->p, name), 0);
+		assert_int_equal(store_migrate(x->p.store, batch_mig, 1, err, sizeof err), EVH_OK);
+	}
+	x->sub.topic = (char *)topic;
+	x->sub.handler = batch_handler;
+	x->p.subs = &x->sub;
+	x->p.nsubs = 1;
+	if (consumer_start(fx.k, &x->p, &fx.s, err, sizeof err))
+		fail_msg("consumer_start: %s", err);
+}
+
+static int64_t rows_in(store *st, const char *sql, const char *id)
+{
+	evh_tx *tx;
+	evh_rows *rows;
+	evh_value v = EVH_TEXT(id);
+	int64_t n = -1;
+	assert_int_equal(store_tx_begin(st, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, sql, &v, 1, &rows), EVH_OK);
+	if (store_rows_next(rows) == 1)
+		n = store_rows_int(rows, 0);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	return n;
+}
+
+static int64_t batch_handled(store *st, const char *id)
+{
+	return rows_in(st, "SELECT COUNT(*) FROM handled WHERE id = ?", id);
+}
+
+/* A backlog is handled in one transaction: an event's handler does not see
+ * the previous one committed yet. A RETRY in the middle rolls back only its
+ * own event; the events before it commit, those after it wait (partition
+ * order) and are handled after its last attempt; a storage error the
+ * handler did not report undoes only its event, which is retried. A handler
+ * cannot open a transaction of its own (EVH_ESTATE), as before batching.
+ * Then the offsets are lost (a new group on the same database, as after a
+ * crash between the commit and the offset commit): every event comes again
+ * and the inbox skips every one. */
+static void test_batch_commits_together_and_retry_undoes_only_its_event(void **state)
+{
+	static const char *const types[] = {"PEEK", "PEEK", "NESTED_BEGIN", "RETRY_TWICE",
+	                                    "PEEK", "SILENT_FAIL_ONCE", "PEEK"};
+	enum { N = 7 };
+	char ids[N][37], marker[37];
+	struct extra x, again;
+	int third, after;
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		events_uuid(ids[i]);
+		/* one key: one partition, in this order */
+		publish_topic(fx.user.store, BATCH_TOPIC, ids[i], "batch", types[i], "{}");
+	}
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	batch_start(&x, "batcher", "evhost.batcher", BATCH_TOPIC, NULL);
+	assert_int_equal(wait_calls(ids[N - 1], 1), 1);
+	usleep(300000); /* nothing comes a second time */
+
+	/* e0 and e1 were handled in one transaction */
+	assert_int_equal(rec.calls[call_index(ids[0], 0)].committed_seen, 0);
+	assert_int_equal(rec.calls[call_index(ids[1], 0)].committed_seen, 0);
+	assert_int_equal(rec.calls[call_index(ids[2], 0)].nested_rc, EVH_ESTATE);
+	/* the retry: three attempts, one row; what followed waited for it */
+	assert_int_equal(count_calls(ids[3], 0), 3);
+	third = call_index(ids[3], 2);
+	after = call_index(ids[4], 0);
+	assert_true(third < after);
+	/* e4 ran after e0..e3 committed (the batch ended at the retry) */
+	assert_true(rec.calls[after].committed_seen >= 4);
+	/* the unreported failure: retried once, one row */
+	assert_int_equal(count_calls(ids[5], 0), 2);
+	assert_int_equal(rec.calls[call_index(ids[5], 1)].attempt, 2);
+	for (int i = 0; i < N; i++) {
+		if (i != 3 && i != 5)
+			assert_int_equal(count_calls(ids[i], 0), 1);
+		assert_int_equal(batch_handled(x.p.store, ids[i]), 1);
+		assert_int_equal(
+		    rows_in(x.p.store, "SELECT COUNT(*) FROM evh_inbox WHERE event_id = ?", ids[i]),
+		    1);
+	}
+	consumer_stop(&x.p);
+
+	/* offsets lost: everything is fetched again, nothing handled again */
+	batch_start(&again, "batcher", "evhost.batcher-again", BATCH_TOPIC, x.p.store);
+	events_uuid(marker);
+	publish_topic(fx.user.store, BATCH_TOPIC, marker, "batch", "PEEK", "{}");
+	assert_int_equal(wait_calls(marker, 1), 1);
+	assert_int_equal(count_calls(ids[0], 0), 1);
+	assert_int_equal(count_calls(ids[3], 0), 3);
+	assert_int_equal(count_calls(ids[5], 0), 2);
+	assert_int_equal(count_calls(ids[N - 1], 0), 1);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(batch_handled(again.p.store, ids[i]), 1);
+	extra_stop(&again);
+}
+
+/* A batch whose COMMIT fails wrote nothing: its events are handled again,
+ * each alone. The one that breaks every commit is retried and
+ * dead-lettered; the others end with exactly one row each, and the event
+ * behind the broken one (same partition) is handled after it. */
+static void test_batch_commit_failure_handles_each_again(void **state)
+{
+	static const char *const types[] = {"USER_CREATED", "BREAKS_COMMIT", "USER_CREATED"};
+	char ids[3][37], dlq[128], buf[512];
+	const char *want[1];
+	rd_kafka_headers_t *out[1] = {NULL};
+	struct extra x;
+	(void)state;
+	for (int i = 0; i < 3; i++) {
+		events_uuid(ids[i]);
+		publish_topic(fx.user.store, BREAK_TOPIC, ids[i], "break", types[i], "{}");
+	}
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	batch_start(&x, "breaker", "evhost.breaker", BREAK_TOPIC, NULL);
+	assert_int_equal(wait_calls(ids[2], 2), 2);
+	usleep(300000);
+	/* in the failed batch, then alone */
+	assert_int_equal(count_calls(ids[0], 0), 2);
+	assert_int_equal(batch_handled(x.p.store, ids[0]), 1);
+	/* in the batch, then 3 attempts alone (max_attempts = 3), then dead */
+	assert_int_equal(count_calls(ids[1], 0), 4);
+	assert_int_equal(batch_handled(x.p.store, ids[1]), 0);
+	assert_true(call_index(ids[1], 3) < call_index(ids[2], 1));
+	assert_int_equal(count_calls(ids[2], 0), 2);
+	assert_int_equal(batch_handled(x.p.store, ids[2]), 1);
+	kafka_dlq_topic(BREAK_TOPIC, "breaker", ".dlq", dlq, sizeof dlq);
+	want[0] = ids[1];
+	assert_int_equal(read_topic(kafka_bootstraps(fx.k), dlq, want, out, 1), 1);
+	assert_string_equal(hdr(out[0], "evhost_dlq_attempts", buf, sizeof buf), "3");
+	assert_string_equal(hdr(out[0], "evhost_dlq_error", buf, sizeof buf),
+	                    "storage: commit failed");
+	rd_kafka_headers_destroy(out[0]);
+	extra_stop(&x);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -971,6 +1201,8 @@ int main(void)
 	    cmocka_unit_test(test_dlq_read_and_redrive),
 	    cmocka_unit_test(test_replay_rewinds_and_forgets_inbox),
 	    cmocka_unit_test(test_backlog_over_topics_keeps_produced_order),
+	    cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event),
+	    cmocka_unit_test(test_batch_commit_failure_handles_each_again),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

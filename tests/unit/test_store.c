@@ -649,6 +649,108 @@ static void test_delivered_rows_move_to_event_log(void **state)
 	    query_int(f->s, "SELECT COUNT(*) FROM evh_events WHERE \"offset\" IS NULL"), 1);
 }
 
+/* Many rows at once (the relay's usual case): they are copied in chunks of
+ * several sizes and deleted by runs of consecutive seq; rows not reported,
+ * in the gaps between the runs, stay; each row gets its own position. */
+static void test_many_delivered_rows_move_in_chunks(void **state)
+{
+	fixture *f = *state;
+	outbox_done d[200];
+	size_t n = 0;
+	int64_t first, rows = 0;
+	evh_tx *tx;
+	evh_rows *r;
+
+	add_rows(f->s, 250, 1);
+	first = query_int(f->s, "SELECT MIN(seq) FROM evh_outbox");
+	/* newest first, every seq but each 7th, until 200 (two partitions) */
+	for (int i = 249; i >= 0 && n < 200; i--)
+		if (i % 7)
+			d[n++] = (outbox_done){first + i, i % 2, 1000 + i};
+	assert_int_equal(n, 200);
+	assert_int_equal(store_outbox_delivered(f->s, d, n), EVH_OK);
+	assert_int_equal(store_outbox_pending(f->s), 50);
+	assert_int_equal(store_events_count(f->s), 200);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 50);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_events e JOIN evh_outbox o"
+	                                 " ON o.seq = e.seq"),
+	                 0);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT seq, \"partition\", \"offset\", data"
+	                                 " FROM evh_events ORDER BY seq",
+	                             NULL, 0, &r),
+	                 EVH_OK);
+	while (store_rows_next(r) == 1) {
+		int64_t i = store_rows_int(r, 0) - first;
+		char want[32];
+		snprintf(want, sizeof want, "{\"n\":%d}", (int)i);
+		assert_true(i % 7 != 0);
+		assert_int_equal(store_rows_int(r, 1), i % 2);
+		assert_int_equal(store_rows_int(r, 2), 1000 + i);
+		assert_string_equal(store_rows_text(r, 3, NULL), want);
+		rows++;
+	}
+	store_rows_close(r);
+	store_tx_rollback(tx);
+	assert_int_equal(rows, 200);
+	/* the rows left are exactly the ones not reported */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox WHERE (seq - (SELECT"
+	                                 " MIN(seq) FROM evh_outbox)) % 7 = 0 OR seq < (SELECT"
+	                                 " MIN(seq) FROM evh_events)"),
+	                 50);
+}
+
+/* The consumer's batches: one savepoint per event inside one transaction. */
+static void test_savepoints(void **state)
+{
+	fixture *f = *state;
+	outbox_row row = make_row("sp", "{}");
+	evh_tx *tx;
+	evh_rows *r;
+
+	exec1(f->s, "CREATE TABLE t(a INTEGER PRIMARY KEY)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_ESTATE);
+	assert_int_equal(store_tx_commit(tx), EVH_ESTATE); /* misuse fails the tx */
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_ESTATE); /* one level */
+	store_tx_rollback(tx);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_OK);
+	/* undone: its write and its outbox row */
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
+	/* failed call, not reported: release says so, rollback clears it */
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(3)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL),
+	                 EVH_ECONSTRAINT);
+	assert_int_equal(store_query(tx, "SELECT a FROM t", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_ECONSTRAINT);
+	assert_int_equal(store_rows_next(r), EVH_ESTATE); /* its cursor ended with it */
+	store_rows_close(r);
+	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
+	/* kept again */
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(4)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
+	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 5); /* 1 and 4 */
+	assert_int_equal(store_outbox_pending(f->s), 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 1);
+}
+
 static void test_event_log_survives_reopen_and_prunes(void **state)
 {
 	fixture *f = *state;
@@ -833,6 +935,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_many_delivered_rows_move_in_chunks, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_savepoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_from_position, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dlq_redriven_records, setup, teardown),
 	};

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 0
+#define EVH_ABI_MINOR 1
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -279,6 +279,11 @@ typedef struct evh_api {
 
 	/* http, continued */
 	const char *(*req_query_string)(evh_request *req);
+
+	/* server-sent events (ABI 1.1) */
+	int (*resp_stream)(evh_response *resp, const char *channel);
+	int (*stream_publish)(evh_plugin *p, const char *channel, const char *event,
+	                      const char *data);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -628,6 +633,47 @@ static inline int evh_auth_sign(evh_plugin *p, const char *subject, const char *
 	if (!EVH_API_HAS(auth_sign))
 		return EVH_EUNSUPPORTED;
 	return evh__api->auth_sign(p, subject, roles, nroles, ttl_s, token);
+}
+
+/* ---- server-sent events (ABI 1.1) ---- */
+
+/* In an HTTP handler: make this response a Server-Sent Events stream
+ * (200, Content-Type: text/event-stream, Cache-Control: no-store) that
+ * receives what evh_stream_publish sends to `channel`, a string of your
+ * choosing (1-256 bytes, e.g. the caller's user id) scoped to your plugin.
+ * Events published from this call on are queued for it. After your
+ * handler returns, the host keeps the connection on its worker thread,
+ * writes the events and a ": keepalive" comment every 15 s, and ends it
+ * when the client leaves, your plugin stops or reloads, the daemon stops,
+ * or the client falls too far behind. Your plugin's code is not called for
+ * it again. Headers added with evh_resp_header are sent too; a body is
+ * ignored, and a later evh_resp_problem or status other than 200 cancels
+ * the stream. EVH_EBUSY: [http] max_streams streams are open; the response
+ * is already a 503 problem with Retry-After (return EVH_OK or the code).
+ * EVH_EUNSUPPORTED: the host predates streaming. HTTP worker thread. */
+static inline int evh_resp_stream(evh_response *resp, const char *channel)
+{
+	if (!EVH_API_HAS(resp_stream))
+		return EVH_EUNSUPPORTED;
+	return evh__api->resp_stream(resp, channel);
+}
+
+/* Send one event to every open stream of your plugin on `channel`:
+ * "id: N" (increasing for the life of the host process), "event: EVENT"
+ * (NULL: none, which clients see as "message"; no control characters, at
+ * most 64 bytes), and `data` (usually JSON; line breaks in it become
+ * separate "data:" lines, which clients join back; at most 64 KiB).
+ * Copied and queued; never waits for a client: a stream whose queue is full
+ * is dropped (the client reconnects and re-reads what it missed). Returns
+ * the number of streams it was queued for (>= 0), or an error. Nothing is
+ * kept for streams not open now: there is no replay (Last-Event-ID is
+ * ignored). Any thread. */
+static inline int evh_stream_publish(evh_plugin *p, const char *channel, const char *event,
+                                     const char *data)
+{
+	if (!EVH_API_HAS(stream_publish))
+		return EVH_EUNSUPPORTED;
+	return evh__api->stream_publish(p, channel, event, data);
 }
 
 #ifdef __cplusplus

@@ -1,0 +1,1484 @@
+/* evhostctl: the operator's client of evhostd's admin API (see admin.h).
+ *
+ * It reads the daemon's own configuration with config.c (the same parser
+ * and merge rules as evhostd, so [http] listen, [admin] token_file and the
+ * conf.d directory are found exactly where the daemon finds them), talks
+ * HTTP with libcurl, and turns plugins on and off by writing a conf.d
+ * drop-in and asking the daemon to reload (POST /admin/reload), the way an
+ * admin would by hand. One line per error on stderr, "evhostctl: ...";
+ * the exit status tells scripts what kind of failure it was (EXIT_*). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+
+#include "config.h"
+#include "diag.h"
+
+enum {
+	EXIT_OK = 0,
+	EXIT_FAILED = 1,      /* the daemon said no, plugin not found, reload refused */
+	EXIT_USAGE = 2,       /* bad command line */
+	EXIT_UNREACHABLE = 3, /* no HTTP answer from the daemon */
+	EXIT_AUTH = 4,        /* token refused (401) or unreadable */
+};
+
+#define BODY_MAX (64L * 1024 * 1024)
+#define CONNECT_TIMEOUT_S 5L
+/* Dead-letter reads take up to 15 s, redrives 30 s, a reload 60 s. */
+#define REQUEST_TIMEOUT_S 90L
+#define RELOAD_TIMEOUT_S 60L
+#define POLL_MS 200
+#define NAME_MAX_LEN 64
+#define DLQ_LIST_LIMIT 1000
+#define DLQ_SHOW_LIMIT 10
+#define DROPIN_PREFIX "90-evhostctl-"
+#define RELOAD_PENDING (-1) /* the daemon's reload outlasted its answer: poll */
+
+typedef struct opts {
+	const char *conf, *url, *token_file, *from, *plugin, *aggregate;
+	const char *topics[32];
+	size_t ntopics;
+	long limit;   /* -1: the command's default */
+	long timeout; /* seconds, enable/disable */
+	int json, all, systemd;
+} opts;
+
+typedef struct ctl {
+	opts o;
+	cfg cfg;
+	settings set;
+	int cfg_loaded;
+	char *url;   /* without a trailing slash */
+	char *token; /* NULL: the admin API is not configured */
+	CURL *curl;
+} ctl;
+
+typedef struct reply {
+	long status;
+	char *body;
+	size_t len;
+	cJSON *json; /* the body parsed, when it is JSON */
+} reply;
+
+/* ------------------------------------------------------------- messages */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("evhostctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("evhostctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs(" (see evhostctl --help)\n", stderr);
+	return EXIT_USAGE;
+}
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: evhostctl [OPTIONS] COMMAND [ARGS]\n"
+	        "\n"
+	        "Controls a running evhostd through its admin API.\n"
+	        "\n"
+	        "Commands:\n"
+	        "  status                        health and readiness, each plugin's state\n"
+	        "  plugins                       the running plugins: state, version, topics\n"
+	        "  enable NAME | disable NAME    write conf.d/" DROPIN_PREFIX "NAME.conf, reload,\n"
+	        "                                and wait until the plugin runs or is gone\n"
+	        "      --timeout SECONDS         how long to wait (default %ld)\n"
+	        "      --systemd                 without an admin API: systemctl reload evhostd\n"
+	        "  dlq list NAME [--limit N]     the plugin's dead letters, one per line\n"
+	        "  dlq show NAME [--limit N]     the same with headers and values (default %d)\n"
+	        "  dlq redrive NAME --all | ID...\n"
+	        "                                send dead letters back to their topic; ID:\n"
+	        "                                OFFSET, PARTITION:OFFSET or\n"
+	        "                                TOPIC:PARTITION:OFFSET (as dlq list shows)\n"
+	        "  replay NAME --from beginning|TIME [--topic T]...\n"
+	        "                                rewind the plugin's consumer (TIME: RFC 3339)\n"
+	        "  events [--plugin NAME] [--aggregate KEY] [--limit N]\n"
+	        "                                the event log\n"
+	        "  check                         evhostd --check-config on the configuration\n"
+	        "\n"
+	        "Options:\n"
+	        "  -c, --config FILE    evhostd's configuration (default %s)\n"
+	        "      --url URL        the daemon's address (default: from [http] listen)\n"
+	        "      --token-file F   the admin token (default: [admin] token_file)\n"
+	        "      --json           print the daemon's JSON answers as they are\n"
+	        "  -h, --help           this text\n"
+	        "  -V, --version        the version\n"
+	        "\n"
+	        "Exit status: 0 done, 1 the operation failed, 2 usage error,\n"
+	        "3 the daemon is unreachable, 4 the admin token was refused or is unreadable.\n",
+	        RELOAD_TIMEOUT_S, DLQ_SHOW_LIMIT, EVHOST_DEFAULT_CONF);
+}
+
+/* -------------------------------------------------------- configuration */
+
+/* Read evhostd's configuration once. Problems that are not ours (a secret
+ * the operator may not read, a bad value elsewhere) are ignored: `check`
+ * is there for them. Only an unreadable main file stops us. */
+static int load_config(ctl *c)
+{
+	diag d = {0};
+	int rc;
+	if (c->cfg_loaded)
+		return 0;
+	rc = cfg_load(&c->cfg, c->o.conf, &d);
+	if (rc != 0) {
+		say("cannot read the configuration %s: %s", c->o.conf,
+		    d.n ? d.msgs[0] : "unknown error");
+		diag_free(&d);
+		return -1;
+	}
+	settings_from_cfg(&c->cfg, &c->set, &d);
+	diag_free(&d);
+	c->cfg_loaded = 1;
+	return 0;
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s = NULL;
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	if (!s) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	return s;
+}
+
+/* The daemon's URL: --url, else [http] listen with a wildcard address
+ * replaced by loopback (the daemon listens there too). */
+static int resolve_url(ctl *c)
+{
+	const char *host;
+	if (c->o.url) {
+		size_t n = strlen(c->o.url);
+		while (n && c->o.url[n - 1] == '/')
+			n--;
+		c->url = xasprintf("%.*s", (int)n, c->o.url);
+		return 0;
+	}
+	if (load_config(c))
+		return -1;
+	host = c->set.http_host;
+	if (!host || !*host || !strcmp(host, "0.0.0.0"))
+		host = "127.0.0.1";
+	else if (!strcmp(host, "::"))
+		host = "::1";
+	c->url = strchr(host, ':') ? xasprintf("http://[%s]:%d", host, c->set.http_port)
+	                           : xasprintf("http://%s:%d", host, c->set.http_port);
+	return 0;
+}
+
+/* The admin token: the first line of --token-file or [admin] token_file.
+ * Returns 0 (c->token NULL when neither is set: the API is off), or an
+ * exit status after saying why. */
+static int resolve_token(ctl *c)
+{
+	const char *path = c->o.token_file;
+	char buf[4098];
+	size_t n;
+	FILE *f;
+
+	if (!path) {
+		if (load_config(c))
+			return EXIT_FAILED;
+		path = c->set.admin_token_file;
+	}
+	if (!path)
+		return 0;
+	if (!(f = fopen(path, "r"))) {
+		say("cannot read the admin token from %s: %s", path, strerror(errno));
+		return EXIT_AUTH;
+	}
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (!buf[0]) {
+		say("the admin token file %s is empty", path);
+		return EXIT_AUTH;
+	}
+	c->token = strdup(buf);
+	explicit_bzero(buf, sizeof buf);
+	if (!c->token) {
+		say("out of memory");
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+static int need_admin(ctl *c)
+{
+	int rc = resolve_token(c);
+	if (rc)
+		return rc;
+	if (!c->token) {
+		say("the admin API is disabled: [admin] token_file is not set in %s "
+		    "(or pass --token-file)",
+		    c->o.conf);
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+/* ----------------------------------------------------------------- HTTP */
+
+static size_t collect(char *data, size_t size, size_t n, void *ud)
+{
+	reply *r = ud;
+	size_t len = size * n;
+	char *grown;
+	if ((long)(r->len + len) > BODY_MAX)
+		return 0;
+	if (!(grown = realloc(r->body, r->len + len + 1)))
+		return 0;
+	memcpy(grown + r->len, data, len);
+	r->body = grown;
+	r->len += len;
+	r->body[r->len] = '\0';
+	return len;
+}
+
+static void reply_free(reply *r)
+{
+	free(r->body);
+	cJSON_Delete(r->json);
+	memset(r, 0, sizeof *r);
+}
+
+/* One request; `body` is JSON or NULL. Returns 0 when the daemon answered
+ * (whatever the status), else EXIT_UNREACHABLE after saying why. */
+static int request(ctl *c, const char *method, const char *path, const char *body, int auth,
+                   reply *r)
+{
+	struct curl_slist *hdrs = NULL;
+	char *url = xasprintf("%s%s", c->url, path), *authz = NULL;
+	CURLcode cc;
+
+	memset(r, 0, sizeof *r);
+	curl_easy_reset(c->curl);
+	curl_easy_setopt(c->curl, CURLOPT_URL, url);
+	curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
+	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, r);
+	if (auth && c->token) {
+		authz = xasprintf("Authorization: Bearer %s", c->token);
+		hdrs = curl_slist_append(hdrs, authz);
+	}
+	if (body) {
+		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
+	} else if (!strcmp(method, "POST")) {
+		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "");
+	}
+	curl_easy_setopt(c->curl, CURLOPT_HTTPHEADER, hdrs);
+	cc = curl_easy_perform(c->curl);
+	curl_slist_free_all(hdrs);
+	if (authz) {
+		explicit_bzero(authz, strlen(authz));
+		free(authz);
+	}
+	if (cc != CURLE_OK) {
+		say("%s %s: the daemon is unreachable: %s", method, url, curl_easy_strerror(cc));
+		free(url);
+		reply_free(r);
+		return EXIT_UNREACHABLE;
+	}
+	free(url);
+	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &r->status);
+	if (r->body)
+		r->json = cJSON_ParseWithLength(r->body, r->len);
+	return 0;
+}
+
+static const char *json_str(const cJSON *o, const char *name)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, name));
+	return s ? s : "";
+}
+
+static double json_num(const cJSON *o, const char *name)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* What a non-2xx answer means, said once; returns the exit status. */
+static int refused(const char *method, const char *path, const reply *r)
+{
+	const char *detail = json_str(r->json, "detail");
+	if (!*detail)
+		detail = "no details";
+	if (r->status == 401) {
+		say("%s %s: the daemon refused the admin token (401): check --token-file or "
+		    "[admin] token_file",
+		    method, path);
+		return EXIT_AUTH;
+	}
+	say("%s %s: %s (%ld)", method, path, detail, r->status);
+	return EXIT_FAILED;
+}
+
+/* A request whose answer must be 2xx JSON: 0, or the exit status after
+ * saying why. With --json the body goes to stdout whatever the status. */
+static int call(ctl *c, const char *method, const char *path, const char *body, reply *r)
+{
+	int rc = request(c, method, path, body, 1, r);
+	if (rc)
+		return rc;
+	if (c->o.json && r->body)
+		printf("%s\n", r->body);
+	if (r->status < 200 || r->status > 299) {
+		rc = refused(method, path, r);
+		reply_free(r);
+		return rc;
+	}
+	if (!r->json) {
+		say("%s %s: the answer is not JSON (%ld)", method, path, r->status);
+		reply_free(r);
+		return EXIT_FAILED;
+	}
+	return 0;
+}
+
+/* --------------------------------------------------------------- tables */
+
+typedef struct table {
+	size_t ncols, nrows;
+	char **cells; /* nrows * ncols, row 0 the header */
+} table;
+
+static void table_row(table *t, ...)
+{
+	va_list ap;
+	char **grown = realloc(t->cells, (t->nrows + 1) * t->ncols * sizeof *grown);
+	if (!grown) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	t->cells = grown;
+	va_start(ap, t);
+	for (size_t i = 0; i < t->ncols; i++) {
+		const char *s = va_arg(ap, const char *);
+		char *cell = xasprintf("%s", s ? s : "");
+		/* Cells hold what producers and plugins sent: no control characters
+		 * reach the terminal. */
+		for (char *p = cell; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		t->cells[t->nrows * t->ncols + i] = cell;
+	}
+	va_end(ap);
+	t->nrows++;
+}
+
+/* Columns padded to their widest cell; the last one is not padded. A
+ * table with nothing but its header prints nothing. Frees the cells. */
+static void table_print(table *t)
+{
+	size_t w[16] = {0};
+	for (size_t r = 0; t->nrows > 1 && r < t->nrows; r++)
+		for (size_t i = 0; i < t->ncols && i < 16; i++) {
+			size_t n = strlen(t->cells[r * t->ncols + i]);
+			w[i] = n > w[i] ? n : w[i];
+		}
+	for (size_t r = 0; t->nrows > 1 && r < t->nrows; r++) {
+		for (size_t i = 0; i < t->ncols; i++) {
+			const char *s = t->cells[r * t->ncols + i];
+			if (i + 1 < t->ncols)
+				printf("%-*s  ", (int)w[i], s);
+			else
+				printf("%s\n", s);
+		}
+	}
+	for (size_t i = 0; i < t->nrows * t->ncols; i++)
+		free(t->cells[i]);
+	free(t->cells);
+	t->cells = NULL;
+	t->nrows = 0;
+}
+
+static char *num(double v)
+{
+	return xasprintf("%.0f", v);
+}
+
+/* ------------------------------------------------------------- commands */
+
+static int cmd_status(ctl *c)
+{
+	reply health, ready;
+	const cJSON *plugins, *p;
+	int rc = request(c, "GET", "/healthz", NULL, 0, &health), ok;
+	table t = {.ncols = 2};
+
+	if (rc)
+		return rc;
+	if (health.status != 200) {
+		say("GET /healthz: %ld: the daemon does not serve", health.status);
+		reply_free(&health);
+		return EXIT_FAILED;
+	}
+	reply_free(&health);
+	if ((rc = request(c, "GET", "/readyz", NULL, 0, &ready)))
+		return rc;
+	if (!ready.json || (ready.status != 200 && ready.status != 503)) {
+		rc = refused("GET", "/readyz", &ready);
+		reply_free(&ready);
+		return rc;
+	}
+	ok = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(ready.json, "ready"));
+	if (c->o.json) {
+		printf("%s\n", ready.body);
+	} else {
+		printf("evhostd at %s: serving, %s\n", c->url, ok ? "ready" : "NOT READY");
+		printf("kafka: %s, storage: %s\n", json_str(ready.json, "kafka"),
+		       json_str(ready.json, "storage"));
+		plugins = cJSON_GetObjectItemCaseSensitive(ready.json, "plugins");
+		table_row(&t, "PLUGIN", "STATE");
+		cJSON_ArrayForEach(p, plugins) {
+			table_row(&t, p->string, cJSON_GetStringValue(p));
+		}
+		if (t.nrows == 1)
+			printf("no plugins\n");
+		table_print(&t);
+	}
+	if (!ok)
+		say("the daemon is not ready (GET /readyz: %ld)", ready.status);
+	reply_free(&ready);
+	return ok ? EXIT_OK : EXIT_FAILED;
+}
+
+static char *subscriptions_text(const cJSON *plugin)
+{
+	const cJSON *s;
+	char *out = xasprintf("%s", "");
+	cJSON_ArrayForEach(s, cJSON_GetObjectItemCaseSensitive(plugin, "subscriptions")) {
+		const char *type = json_str(s, "type");
+		char *next = xasprintf("%s%s%s%s%s", out, *out ? "," : "", json_str(s, "topic"),
+		                       *type ? ":" : "", type);
+		free(out);
+		out = next;
+	}
+	return out;
+}
+
+static void print_plugins(const cJSON *list)
+{
+	const cJSON *p;
+	table t = {.ncols = 7};
+	table_row(&t, "NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS", "SUBSCRIPTIONS");
+	cJSON_ArrayForEach(p, list) {
+		char *subs = subscriptions_text(p), *outbox = num(json_num(p, "outbox_pending"));
+		char *events = num(json_num(p, "events_stored"));
+		const char *version = json_str(p, "version");
+		table_row(&t, json_str(p, "name"), json_str(p, "state"), *version ? version : "-",
+		          json_str(p, "group"), outbox, events, *subs ? subs : "-");
+		free(subs);
+		free(outbox);
+		free(events);
+	}
+	if (t.nrows == 1)
+		printf("no plugins are running\n");
+	table_print(&t);
+}
+
+static int cmd_plugins(ctl *c)
+{
+	reply r;
+	int rc = call(c, "GET", "/admin/plugins", NULL, &r);
+	if (rc)
+		return rc;
+	if (!c->o.json)
+		print_plugins(cJSON_GetObjectItemCaseSensitive(r.json, "plugins"));
+	reply_free(&r);
+	return EXIT_OK;
+}
+
+/* ------------------------------------------------------- enable/disable */
+
+/* A plugin name as config.c accepts it: it becomes a file name and a path
+ * segment, so nothing else may pass. */
+static int name_ok(const char *name)
+{
+	size_t n = strlen(name);
+	static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-";
+	return n > 0 && n <= NAME_MAX_LEN && strspn(name, ok) == n;
+}
+
+/* A plugin's state in a list of plugins (/admin/plugins or a reload's
+ * answer); NULL when it is not there. */
+static const char *state_in_list(const cJSON *list, const char *name)
+{
+	const cJSON *p;
+	cJSON_ArrayForEach(p, list) {
+		if (!strcmp(json_str(p, "name"), name))
+			return json_str(p, "state");
+	}
+	return NULL;
+}
+
+/* Whether the daemon runs the plugin as asked: enabled = running, disabled
+ * = not in the list at all (a stopped plugin is dropped from it). */
+static int state_reached(const char *state, int enable)
+{
+	return enable ? state && !strcmp(state, "running") : !state;
+}
+
+typedef struct dropin {
+	char *path;
+	char *old; /* the previous content, NULL when there was no file */
+	size_t old_len;
+} dropin;
+
+/* A whole small file; NULL with errno set when it cannot be read (ENOENT:
+ * it does not exist). */
+static char *read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL, *grown;
+	size_t n = 0, cap = 0, got;
+	if (!f)
+		return NULL;
+	do {
+		if (n + 4096 + 1 > cap) {
+			cap = (cap + 4096) * 2;
+			if (!(grown = realloc(buf, cap))) {
+				free(buf);
+				fclose(f);
+				errno = ENOMEM;
+				return NULL;
+			}
+			buf = grown;
+		}
+		got = fread(buf + n, 1, 4096, f);
+		n += got;
+	} while (got == 4096);
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
+/* Replace `path` with `text` atomically: a temporary file in the same
+ * directory (not ending in .conf, so a reload never reads it half
+ * written), flushed, renamed over it, and the directory flushed. */
+static int write_atomic(const char *path, const char *text, size_t len)
+{
+	char *dir = xasprintf("%s", path), *tmp, *slash = strrchr(dir, '/');
+	int fd, rc = -1, dfd;
+
+	if (slash)
+		*slash = '\0';
+	tmp = xasprintf("%s/.%s.XXXXXX", slash ? dir : ".", slash ? slash + 1 : path);
+	if ((fd = mkstemp(tmp)) < 0) {
+		say("cannot create a file in %s: %s", slash ? dir : ".", strerror(errno));
+		goto out;
+	}
+	if (fchmod(fd, 0644) != 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
+		say("cannot write %s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	close(fd);
+	if (rename(tmp, path) != 0) {
+		say("cannot rename %s to %s: %s", tmp, path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	if ((dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY)) >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	rc = 0;
+out:
+	free(tmp);
+	free(dir);
+	return rc;
+}
+
+/* Put the drop-in back as it was before we wrote it. */
+static void dropin_restore(const dropin *d)
+{
+	int rc = d->old ? write_atomic(d->path, d->old, d->old_len) : unlink(d->path);
+	if (rc == 0)
+		say("%s was put back as it was", d->path);
+	else
+		say("could not put %s back as it was; check it by hand", d->path);
+}
+
+/* After writing: the merged configuration must take `enabled` from our
+ * file, else a later drop-in overrides it and the reload would not do
+ * what was asked. */
+static int dropin_effective(ctl *c, const dropin *d, const char *section)
+{
+	cfg now = {0};
+	diag dg = {0};
+	const cfg_entry *e;
+	const char *base = strrchr(d->path, '/');
+	int ok;
+
+	base = base ? base + 1 : d->path;
+	cfg_load(&now, c->o.conf, &dg);
+	e = cfg_find(&now, section, "enabled");
+	ok = e && e->file && !strcmp(strrchr(e->file, '/') ? strrchr(e->file, '/') + 1 : e->file,
+	                             base);
+	if (!ok && e)
+		say("%s:%d sets [%s] enabled after %s, which therefore has no effect; change it "
+		    "there",
+		    e->file, e->line, section, base);
+	else if (!ok)
+		say("the daemon's configuration does not read %s (is it in its conf.d?)", d->path);
+	cfg_free(&now);
+	diag_free(&dg);
+	return ok ? 0 : -1;
+}
+
+static int plugin_known(ctl *c, const char *name, int enable)
+{
+	char *section = xasprintf("plugin.%s", name), *so;
+	int known = 0;
+	for (size_t i = 0; i < c->cfg.nsections; i++)
+		known |= !strcmp(c->cfg.sections[i], section);
+	free(section);
+	if (known || !enable || !c->set.plugin_dir)
+		return known;
+	/* A plugin file dropped into the plugin directory needs no section. */
+	so = xasprintf("%s/%s.so", c->set.plugin_dir, name);
+	known = access(so, R_OK) == 0;
+	free(so);
+	return known;
+}
+
+/* `systemctl reload evhostd`, for a daemon without an admin API. */
+static int systemctl_reload(void)
+{
+	pid_t pid = fork();
+	int status;
+	if (pid < 0) {
+		say("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0) {
+		execlp("systemctl", "systemctl", "reload", "evhostd", (char *)NULL);
+		say("cannot run systemctl: %s", strerror(errno));
+		_exit(127);
+	}
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		say("systemctl reload evhostd failed (status %d)",
+		    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		return -1;
+	}
+	return 0;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Poll until the plugin is as asked: /admin/plugins with a token, else
+ * the unauthenticated /readyz (its "plugins" map). 0 when reached, 1 on
+ * timeout, or an exit status. */
+static int wait_state(ctl *c, const char *name, int enable)
+{
+	long long deadline = now_ms() + c->o.timeout * 1000;
+	for (;;) {
+		reply r;
+		const char *state = NULL;
+		const char *path = c->token ? "/admin/plugins" : "/readyz";
+		const cJSON *list;
+		int rc = request(c, "GET", path, NULL, !!c->token, &r);
+		if (rc)
+			return rc;
+		if (r.status == 401) {
+			rc = refused("GET", "/admin/plugins", &r);
+			reply_free(&r);
+			return rc;
+		}
+		list = cJSON_GetObjectItemCaseSensitive(r.json, "plugins");
+		if (c->token)
+			state = state_in_list(list, name);
+		else
+			state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(list, name));
+		rc = state_reached(state, enable);
+		reply_free(&r);
+		if (rc)
+			return 0;
+		if (now_ms() >= deadline)
+			return 1;
+		sleep_ms(POLL_MS);
+	}
+}
+
+/* POST /admin/reload and read its verdict. 0: applied and the plugin is as
+ * asked; RELOAD_PENDING: still running; else an exit status, and *undo says
+ * whether the drop-in should be put back (the daemon did not apply it). */
+static int api_reload(ctl *c, const char *name, int enable, int *undo)
+{
+	reply r;
+	int rc = request(c, "POST", "/admin/reload", NULL, 1, &r);
+	const char *state;
+
+	*undo = 0;
+	if (rc)
+		return rc;
+	if (c->o.json && r.body)
+		printf("%s\n", r.body);
+	if (r.status == 202) {
+		reply_free(&r);
+		return RELOAD_PENDING;
+	}
+	if (r.status != 200) {
+		*undo = 1; /* refused, or not run at all */
+		if (r.status == 409)
+			say("the daemon refused the new configuration, the running one stays (run "
+			    "'evhostctl check' to see why)");
+		rc = r.status == 409 ? EXIT_FAILED : refused("POST", "/admin/reload", &r);
+		reply_free(&r);
+		return rc;
+	}
+	state = state_in_list(cJSON_GetObjectItemCaseSensitive(r.json, "plugins"), name);
+	rc = state_reached(state, enable);
+	reply_free(&r);
+	if (rc)
+		return 0;
+	say("the reload was applied but plugin '%s' %s (see the daemon's log)", name,
+	    enable ? "did not start" : "still runs");
+	*undo = 1;
+	return EXIT_FAILED;
+}
+
+static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
+{
+	int rc, undo = 0;
+	if (c->token) {
+		rc = api_reload(c, name, enable, &undo);
+		if (rc == 0)
+			return EXIT_OK;
+		if (rc != RELOAD_PENDING) {
+			if (undo)
+				dropin_restore(d);
+			return rc;
+		}
+	} else if (systemctl_reload() != 0) {
+		dropin_restore(d);
+		return EXIT_FAILED;
+	}
+	rc = wait_state(c, name, enable);
+	if (rc == 1) {
+		say("plugin '%s' is not %s after %ld s; %s stays written (see the daemon's log)",
+		    name, enable ? "running" : "stopped", c->o.timeout, d->path);
+		return EXIT_FAILED;
+	}
+	return rc;
+}
+
+/* `name` was checked with name_ok. */
+static int cmd_toggle(ctl *c, const char *name, int enable)
+{
+	char *section = NULL, *text = NULL;
+	dropin d = {0};
+	int rc;
+	reply r;
+	const char *probe;
+
+	if (load_config(c))
+		return EXIT_FAILED;
+	if (!plugin_known(c, name, enable)) {
+		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d", name, name,
+		    c->o.conf);
+		return EXIT_FAILED;
+	}
+	if ((rc = resolve_token(c)))
+		return rc;
+	if (!c->token && !c->o.systemd) {
+		say("the admin API is disabled ([admin] token_file is not set), so evhostctl "
+		    "cannot reload the daemon; pass --systemd to use 'systemctl reload evhostd'");
+		return EXIT_FAILED;
+	}
+	probe = c->token ? "/admin/plugins" : "/healthz";
+	/* Reachable and the token accepted, before anything is written. */
+	if ((rc = request(c, "GET", probe, NULL, 1, &r)))
+		return rc;
+	if (r.status < 200 || r.status > 299)
+		rc = refused("GET", probe, &r);
+	reply_free(&r);
+	if (rc)
+		return rc;
+
+	section = xasprintf("plugin.%s", name);
+	d.path = xasprintf("%s/" DROPIN_PREFIX "%s.conf", c->cfg.confdir, name);
+	errno = 0;
+	if (!(d.old = read_file(d.path, &d.old_len)) && errno != ENOENT) {
+		say("cannot read %s: %s", d.path, strerror(errno));
+		rc = EXIT_FAILED;
+		goto out;
+	}
+	text = xasprintf("; written by evhostctl %s: evhostctl enable|disable %s changes it\n"
+	                 "[%s]\nenabled = %s\n",
+	                 enable ? "enable" : "disable", name, section, enable ? "true" : "false");
+	if (write_atomic(d.path, text, strlen(text)) != 0) {
+		rc = EXIT_FAILED;
+		goto out;
+	}
+	if (dropin_effective(c, &d, section) != 0) {
+		dropin_restore(&d);
+		rc = EXIT_FAILED;
+		goto out;
+	}
+	rc = toggle_apply(c, name, enable, &d);
+	if (rc == EXIT_OK && !c->o.json)
+		printf("%s: %s (%s)\n", name, enable ? "enabled, running" : "disabled, stopped",
+		       d.path);
+out:
+	free(section);
+	free(text);
+	free(d.path);
+	free(d.old);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ dlq */
+
+static const char *header(const cJSON *m, const char *name)
+{
+	return json_str(cJSON_GetObjectItemCaseSensitive(m, "headers"), name);
+}
+
+/* TOPIC:P:O when the plugin has several dead-letter topics, else P:O:
+ * what `dlq redrive` takes. */
+static char *dlq_id(const cJSON *m, int with_topic)
+{
+	if (with_topic)
+		return xasprintf("%s:%.0f:%.0f", json_str(m, "topic"), json_num(m, "partition"),
+		                 json_num(m, "offset"));
+	return xasprintf("%.0f:%.0f", json_num(m, "partition"), json_num(m, "offset"));
+}
+
+static int dlq_get(ctl *c, const char *name, long limit, reply *r)
+{
+	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%ld", name, limit);
+	int rc = call(c, "GET", path, NULL, r);
+	free(path);
+	return rc;
+}
+
+static void dlq_footer(const reply *r, const char *name, int n)
+{
+	if (!n)
+		printf("no dead letters for %s\n", name);
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
+		printf("(there are more dead letters than shown: raise --limit)\n");
+}
+
+static int cmd_dlq_list(ctl *c, const char *name)
+{
+	reply r;
+	const cJSON *m, *msgs;
+	table t = {.ncols = 6};
+	int rc = dlq_get(c, name, c->o.limit > 0 ? c->o.limit : DLQ_LIST_LIMIT, &r), many;
+	if (rc || c->o.json) {
+		if (!rc)
+			reply_free(&r);
+		return rc;
+	}
+	msgs = cJSON_GetObjectItemCaseSensitive(r.json, "messages");
+	many = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "topics")) > 1;
+	table_row(&t, "ID", "KEY", "ATTEMPTS", "REDRIVEN", "DEAD-LETTERED", "ERROR");
+	cJSON_ArrayForEach(m, msgs) {
+		char *id = dlq_id(m, many);
+		int redriven = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "redriven"));
+		table_row(&t, id, json_str(m, "key"), header(m, "evhost_dlq_attempts"),
+		          redriven ? "yes" : "no", header(m, "evhost_dlq_time"),
+		          header(m, "evhost_dlq_error"));
+		free(id);
+	}
+	table_print(&t);
+	dlq_footer(&r, name, cJSON_GetArraySize(msgs));
+	reply_free(&r);
+	return EXIT_OK;
+}
+
+/* "  label: value" with control characters shown as '?': dead letters
+ * carry whatever producers sent, and a terminal must not run it. */
+static void put_clean(const char *value)
+{
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+		putchar(*p < 0x20 || *p == 0x7f ? '?' : *p);
+	putchar('\n');
+}
+
+static void field(const char *label, const char *value)
+{
+	int pad = 11 - (int)strlen(label);
+	printf("  %s%*s", label, pad > 1 ? pad : 1, "");
+	put_clean(value);
+}
+
+static void show_one(const cJSON *m)
+{
+	const cJSON *h, *v = cJSON_GetObjectItemCaseSensitive(m, "value");
+	int cut = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "value_shortened"));
+	char *id = dlq_id(m, 1), *from, *size;
+
+	from = xasprintf("%s/%s/%s", header(m, "evhost_dlq_topic"),
+	                 header(m, "evhost_dlq_partition"), header(m, "evhost_dlq_offset"));
+	size = xasprintf("value (%.0f bytes%s):", json_num(m, "value_size"),
+	                 cJSON_IsString(v) ? (cut ? ", shortened" : "")
+	                 : cJSON_GetObjectItemCaseSensitive(m, "value_base64") ? ", base64"
+	                                                                       : "");
+	printf("%s\n", id);
+	field("from:", from);
+	field("key:", json_str(m, "key"));
+	field("attempts:", header(m, "evhost_dlq_attempts"));
+	field("error:", header(m, "evhost_dlq_error"));
+	field("time:", header(m, "evhost_dlq_time"));
+	field("redriven:",
+	      cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m, "redriven")) ? "yes" : "no");
+	printf("  headers:\n");
+	cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(m, "headers")) {
+		char *label = xasprintf("  %s:", h->string);
+		field(label, cJSON_IsString(h) ? h->valuestring : "");
+		free(label);
+	}
+	if (cJSON_IsString(v) || cJSON_GetObjectItemCaseSensitive(m, "value_base64")) {
+		printf("  %s\n    ", size);
+		put_clean(cJSON_IsString(v) ? v->valuestring : json_str(m, "value_base64"));
+	} else {
+		field("value:", "null");
+	}
+	free(id);
+	free(from);
+	free(size);
+}
+
+static int cmd_dlq_show(ctl *c, const char *name)
+{
+	reply r;
+	const cJSON *m, *msgs;
+	int rc = dlq_get(c, name, c->o.limit > 0 ? c->o.limit : DLQ_SHOW_LIMIT, &r), first = 1;
+	if (rc || c->o.json) {
+		if (!rc)
+			reply_free(&r);
+		return rc;
+	}
+	msgs = cJSON_GetObjectItemCaseSensitive(r.json, "messages");
+	cJSON_ArrayForEach(m, msgs) {
+		if (!first)
+			printf("\n");
+		first = 0;
+		show_one(m);
+	}
+	dlq_footer(&r, name, cJSON_GetArraySize(msgs));
+	reply_free(&r);
+	return EXIT_OK;
+}
+
+/* "O", "P:O" or "TOPIC:P:O" as a redrive selection entry; NULL when it is
+ * none of those. Topic names cannot contain ':'. */
+static cJSON *parse_id(const char *id)
+{
+	const char *last = strrchr(id, ':'), *first = strchr(id, ':');
+	char *end;
+	long long off, part = -1;
+	cJSON *o;
+
+	off = strtoll(last ? last + 1 : id, &end, 10);
+	if (*end || end == (last ? last + 1 : id) || off < 0)
+		return NULL;
+	if (last) {
+		const char *ps = first == last ? id : first + 1;
+		part = strtoll(ps, &end, 10);
+		if (end != last || end == ps || part < 0 || part > INT_MAX)
+			return NULL;
+	}
+	if (!last)
+		return cJSON_CreateNumber((double)off);
+	o = cJSON_CreateObject();
+	if (first != last) {
+		char *topic = strndup(id, (size_t)(first - id));
+		if (!topic || !*topic) {
+			free(topic);
+			cJSON_Delete(o);
+			return NULL;
+		}
+		cJSON_AddStringToObject(o, "topic", topic);
+		free(topic);
+	}
+	cJSON_AddNumberToObject(o, "partition", (double)part);
+	cJSON_AddNumberToObject(o, "offset", (double)off);
+	return o;
+}
+
+static void print_redrive(const cJSON *res)
+{
+	const cJSON *e, *nf = cJSON_GetObjectItemCaseSensitive(res, "not_found");
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(res, "results")) {
+		char *id = dlq_id(e, 1);
+		const char *outcome = json_str(e, "outcome");
+		if (!strcmp(outcome, "redriven"))
+			printf("%s: redriven to %s/%.0f/%.0f\n", id, json_str(e, "to_topic"),
+			       json_num(e, "to_partition"), json_num(e, "to_offset"));
+		else
+			printf("%s: %s: %s\n", id, outcome, json_str(e, "error"));
+		free(id);
+	}
+	cJSON_ArrayForEach(e, nf) {
+		printf("%.0f: not found\n", e->valuedouble);
+	}
+	printf("%.0f redriven, %.0f skipped, %.0f failed\n", json_num(res, "redriven"),
+	       json_num(res, "skipped"), json_num(res, "failed"));
+}
+
+static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
+{
+	cJSON *body = cJSON_CreateObject(), *offs;
+	char *json = NULL, *path = NULL;
+	reply r;
+	int rc;
+
+	if (c->o.all == (nids > 0)) {
+		cJSON_Delete(body);
+		return usage_error(c->o.all ? "dlq redrive takes --all or dead-letter ids, not both"
+		                            : "dlq redrive needs --all or dead-letter ids");
+	}
+	offs = c->o.all ? NULL : cJSON_AddArrayToObject(body, "offsets");
+	for (int i = 0; i < nids; i++) {
+		cJSON *one = parse_id(ids[i]);
+		if (!one) {
+			cJSON_Delete(body);
+			return usage_error("'%s' is not a dead-letter id (OFFSET, "
+			                   "PARTITION:OFFSET or TOPIC:PARTITION:OFFSET)",
+			                   ids[i]);
+		}
+		cJSON_AddItemToArray(offs, one);
+	}
+	json = cJSON_PrintUnformatted(body);
+	cJSON_Delete(body);
+	path = xasprintf("/admin/plugins/%s/dlq/redrive", name);
+	rc = call(c, "POST", path, json, &r);
+	free(json);
+	free(path);
+	if (rc)
+		return rc;
+	if (!c->o.json)
+		print_redrive(r.json);
+	rc = json_num(r.json, "failed") > 0 ||
+	             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found")) > 0
+	         ? EXIT_FAILED
+	         : EXIT_OK;
+	reply_free(&r);
+	return rc;
+}
+
+/* --------------------------------------------------------------- replay */
+
+static int cmd_replay(ctl *c, const char *name)
+{
+	cJSON *body, *topics, *p;
+	char *json, *path;
+	reply r;
+	int rc;
+
+	if (!c->o.from)
+		return usage_error("replay needs --from beginning or --from TIME (RFC 3339)");
+	body = cJSON_CreateObject();
+	cJSON_AddStringToObject(body, "from", c->o.from);
+	if (c->o.ntopics) {
+		topics = cJSON_AddArrayToObject(body, "topics");
+		for (size_t i = 0; i < c->o.ntopics; i++)
+			cJSON_AddItemToArray(topics, cJSON_CreateString(c->o.topics[i]));
+	}
+	json = cJSON_PrintUnformatted(body);
+	cJSON_Delete(body);
+	path = xasprintf("/admin/plugins/%s/replay", name);
+	rc = call(c, "POST", path, json, &r);
+	free(json);
+	free(path);
+	if (rc)
+		return rc;
+	if (!c->o.json) {
+		cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "partitions")) {
+			const cJSON *prev = cJSON_GetObjectItemCaseSensitive(p, "previous");
+			char *was = cJSON_IsNumber(prev) ? num(prev->valuedouble) : xasprintf("-");
+			printf("%s/%.0f: offset %.0f (was %s)\n", json_str(p, "topic"),
+			       json_num(p, "partition"), json_num(p, "offset"), was);
+			free(was);
+		}
+		printf("%s: rewound; %.0f inbox record(s) deleted\n", name,
+		       json_num(r.json, "inbox_deleted"));
+	}
+	reply_free(&r);
+	return EXIT_OK;
+}
+
+/* --------------------------------------------------------------- events */
+
+static char *query_param(ctl *c, char *q, const char *name, const char *value)
+{
+	char *esc = curl_easy_escape(c->curl, value, 0), *next;
+	if (!esc) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	next = xasprintf("%s%c%s=%s", q, *q ? '&' : '?', name, esc);
+	curl_free(esc);
+	free(q);
+	return next;
+}
+
+static int cmd_events(ctl *c)
+{
+	char *q = xasprintf("%s", ""), *path, *limit = NULL;
+	const cJSON *e;
+	table t = {.ncols = 6};
+	reply r;
+	int rc;
+
+	if (c->o.plugin)
+		q = query_param(c, q, "plugin", c->o.plugin);
+	if (c->o.aggregate)
+		q = query_param(c, q, "aggregate", c->o.aggregate);
+	if (c->o.limit > 0) {
+		limit = xasprintf("%ld", c->o.limit);
+		q = query_param(c, q, "limit", limit);
+	}
+	path = xasprintf("/admin/events%s", q);
+	rc = call(c, "GET", path, NULL, &r);
+	free(q);
+	free(path);
+	free(limit);
+	if (rc || c->o.json) {
+		if (!rc)
+			reply_free(&r);
+		return rc;
+	}
+	table_row(&t, "TIME", "PLUGIN", "TYPE", "KEY", "WHERE", "ID");
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r.json, "events")) {
+		char *where = xasprintf("%s/%.0f/%.0f", json_str(e, "topic"),
+		                        json_num(e, "partition"), json_num(e, "offset"));
+		table_row(&t, json_str(e, "time"), json_str(e, "plugin"), json_str(e, "type"),
+		          json_str(e, "key"), where, json_str(e, "id"));
+		free(where);
+	}
+	if (t.nrows == 1)
+		printf("no events\n");
+	table_print(&t);
+	reply_free(&r);
+	return EXIT_OK;
+}
+
+/* ---------------------------------------------------------------- check */
+
+/* evhostd next to this program (the build tree), in ../sbin (an install:
+ * /usr/bin/evhostctl, /usr/sbin/evhostd), else on PATH. Replaces this
+ * process, so its output and exit status are evhostd's. */
+static int cmd_check(ctl *c)
+{
+	char self[PATH_MAX], *slash, *cand[2];
+	char *const argv[] = {"evhostd", "--check-config", "-c", (char *)c->o.conf, NULL};
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+
+	fflush(NULL);
+	if (n > 0) {
+		self[n] = '\0';
+		if ((slash = strrchr(self, '/')))
+			*slash = '\0';
+		cand[0] = xasprintf("%s/evhostd", self);
+		cand[1] = xasprintf("%s/../sbin/evhostd", self);
+		for (int i = 0; i < 2; i++) {
+			if (access(cand[i], X_OK) == 0)
+				execv(cand[i], argv);
+			free(cand[i]);
+		}
+	}
+	execvp("evhostd", argv);
+	say("cannot run evhostd --check-config: no evhostd next to evhostctl or on PATH (%s)",
+	    strerror(errno));
+	return EXIT_FAILED;
+}
+
+/* ------------------------------------------------------------ arguments */
+
+enum {
+	OPT_URL = 256,
+	OPT_TOKEN_FILE,
+	OPT_JSON,
+	OPT_LIMIT,
+	OPT_ALL,
+	OPT_FROM,
+	OPT_TOPIC,
+	OPT_SYSTEMD,
+	OPT_TIMEOUT,
+	OPT_PLUGIN,
+	OPT_AGGREGATE,
+};
+
+static int parse_long(const char *opt, const char *v, long min, long max, long *out)
+{
+	char *end;
+	long n;
+	errno = 0;
+	n = strtol(v, &end, 10);
+	if (!*v || *end || errno || n < min || n > max)
+		return usage_error("%s takes a number from %ld to %ld, not '%s'", opt, min, max, v);
+	*out = n;
+	return 0;
+}
+
+static int parse_opt(opts *o, int opt, const char *arg)
+{
+	switch (opt) {
+	case 'c': o->conf = arg; return 0;
+	case OPT_URL: o->url = arg; return 0;
+	case OPT_TOKEN_FILE: o->token_file = arg; return 0;
+	case OPT_JSON: o->json = 1; return 0;
+	case OPT_ALL: o->all = 1; return 0;
+	case OPT_FROM: o->from = arg; return 0;
+	case OPT_SYSTEMD: o->systemd = 1; return 0;
+	case OPT_PLUGIN: o->plugin = arg; return 0;
+	case OPT_AGGREGATE: o->aggregate = arg; return 0;
+	case OPT_LIMIT: return parse_long("--limit", arg, 1, 1000, &o->limit);
+	case OPT_TIMEOUT: return parse_long("--timeout", arg, 1, 3600, &o->timeout);
+	case OPT_TOPIC:
+		if (o->ntopics == sizeof o->topics / sizeof o->topics[0])
+			return usage_error("too many --topic options");
+		o->topics[o->ntopics++] = arg;
+		return 0;
+	default: return usage_error("unknown option");
+	}
+}
+
+/* Options that only some commands take; `cmd` is "dlq list" etc. */
+static int check_opts(const opts *o, const char *cmd)
+{
+	static const struct {
+		const char *opt, *cmds;
+	} only[] = {
+	    {"--limit", "|dlq list|dlq show|events|"},
+	    {"--all", "|dlq redrive|"},
+	    {"--from", "|replay|"},
+	    {"--topic", "|replay|"},
+	    {"--systemd", "|enable|disable|"},
+	    {"--timeout", "|enable|disable|"},
+	    {"--plugin", "|events|"},
+	    {"--aggregate", "|events|"},
+	};
+	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
+	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL};
+	char key[64];
+	snprintf(key, sizeof key, "|%s|", cmd);
+	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
+		if (set[i] && !strstr(only[i].cmds, key))
+			return usage_error("%s does not apply to '%s'", only[i].opt, cmd);
+	return 0;
+}
+
+static int parse_args(opts *o, int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"url", required_argument, NULL, OPT_URL},
+	    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {"limit", required_argument, NULL, OPT_LIMIT},
+	    {"all", no_argument, NULL, OPT_ALL},
+	    {"from", required_argument, NULL, OPT_FROM},
+	    {"topic", required_argument, NULL, OPT_TOPIC},
+	    {"systemd", no_argument, NULL, OPT_SYSTEMD},
+	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	    {"plugin", required_argument, NULL, OPT_PLUGIN},
+	    {"aggregate", required_argument, NULL, OPT_AGGREGATE},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	int opt, rc;
+
+	opterr = 0;
+	/* The leading ':' tells a missing value (':') from an unknown option. */
+	while ((opt = getopt_long(argc, argv, ":c:hV", longopts, NULL)) != -1) {
+		if (opt == 'h') {
+			usage(stdout);
+			exit(EXIT_OK);
+		}
+		if (opt == 'V') {
+			printf("evhostctl %s\n", EVHOST_VERSION);
+			exit(EXIT_OK);
+		}
+		if (opt == ':')
+			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		if (opt == '?' && optopt && optopt < 256)
+			return usage_error("option '-%c' is unknown", optopt);
+		if (opt == '?')
+			return usage_error("option '%s' is unknown", argv[optind - 1]);
+		if ((rc = parse_opt(o, opt, optarg)))
+			return rc;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------- dispatch */
+
+static int need_args(const char *cmd, int have, int min, int max)
+{
+	if (have < min)
+		return usage_error("'%s' needs %s", cmd,
+		                   min == 1 ? "a plugin name" : "more arguments");
+	if (max >= 0 && have > max)
+		return usage_error("'%s' takes %d argument%s", cmd, max, max == 1 ? "" : "s");
+	return 0;
+}
+
+static int plugin_arg(const char *cmd, char **args, int nargs, int max)
+{
+	int rc = need_args(cmd, nargs, 1, max);
+	if (rc)
+		return rc;
+	if (!name_ok(args[0]))
+		return usage_error("'%s' is not a plugin name (letters, digits, '_', '-')",
+		                   args[0]);
+	return 0;
+}
+
+/* Which command, its arguments checked; "dlq X" keeps both words. */
+static int pick_command(char **args, int nargs, char *cmd, size_t cmdlen, int *skip)
+{
+	if (nargs < 1)
+		return usage_error("no command given");
+	*skip = 1;
+	if (!strcmp(args[0], "dlq")) {
+		if (nargs < 2 || (strcmp(args[1], "list") && strcmp(args[1], "show") &&
+		                  strcmp(args[1], "redrive")))
+			return usage_error("dlq takes list, show or redrive");
+		*skip = 2;
+		snprintf(cmd, cmdlen, "dlq %s", args[1]);
+		return 0;
+	}
+	snprintf(cmd, cmdlen, "%s", args[0]);
+	return 0;
+}
+
+static int run(ctl *c, const char *cmd, char **args, int n)
+{
+	int rc;
+	if (!strcmp(cmd, "check"))
+		return need_args(cmd, n, 0, 0) ? EXIT_USAGE : cmd_check(c);
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "plugins") || !strcmp(cmd, "events")) {
+		if ((rc = need_args(cmd, n, 0, 0)))
+			return rc;
+	} else if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable") || !strcmp(cmd, "replay") ||
+	           !strcmp(cmd, "dlq list") || !strcmp(cmd, "dlq show")) {
+		if ((rc = plugin_arg(cmd, args, n, 1)))
+			return rc;
+	} else if (!strcmp(cmd, "dlq redrive")) {
+		if ((rc = plugin_arg(cmd, args, n, -1)))
+			return rc;
+	} else {
+		return usage_error("unknown command '%s'", cmd);
+	}
+	if (resolve_url(c))
+		return EXIT_FAILED;
+	if (strcmp(cmd, "status") && strcmp(cmd, "enable") && strcmp(cmd, "disable") &&
+	    (rc = need_admin(c)))
+		return rc;
+	if (!strcmp(cmd, "status"))
+		return cmd_status(c);
+	if (!strcmp(cmd, "plugins"))
+		return cmd_plugins(c);
+	if (!strcmp(cmd, "events"))
+		return cmd_events(c);
+	if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable"))
+		return cmd_toggle(c, args[0], !strcmp(cmd, "enable"));
+	if (!strcmp(cmd, "replay"))
+		return cmd_replay(c, args[0]);
+	if (!strcmp(cmd, "dlq list"))
+		return cmd_dlq_list(c, args[0]);
+	if (!strcmp(cmd, "dlq show"))
+		return cmd_dlq_show(c, args[0]);
+	return cmd_dlq_redrive(c, args[0], args + 1, n - 1);
+}
+
+int main(int argc, char **argv)
+{
+	ctl c;
+	char cmd[32];
+	int rc, skip;
+
+	memset(&c, 0, sizeof c);
+	c.o.conf = EVHOST_DEFAULT_CONF;
+	c.o.limit = -1;
+	c.o.timeout = -1;
+	if ((rc = parse_args(&c.o, argc, argv)))
+		return rc;
+	if ((rc = pick_command(argv + optind, argc - optind, cmd, sizeof cmd, &skip)) ||
+	    (rc = check_opts(&c.o, cmd)))
+		return rc;
+	if (c.o.timeout < 0)
+		c.o.timeout = RELOAD_TIMEOUT_S;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !(c.curl = curl_easy_init())) {
+		say("cannot initialise libcurl");
+		return EXIT_FAILED;
+	}
+	rc = run(&c, cmd, argv + optind + skip, argc - optind - skip);
+	curl_easy_cleanup(c.curl);
+	curl_global_cleanup();
+	if (c.token) {
+		explicit_bzero(c.token, strlen(c.token));
+		free(c.token);
+	}
+	free(c.url);
+	if (c.cfg_loaded)
+		settings_free(&c.set);
+	cfg_free(&c.cfg);
+	return rc;
+}

@@ -1,0 +1,701 @@
+/* Prometheus metrics: a lock-free registry of series and the text
+ * exposition (format 0.0.4) of GET /metrics.
+ *
+ * The registry is an open-addressing hash table of atomic pointers. A
+ * lookup hashes the metric and its label values and probes from there; a
+ * missing series is allocated and published with one compare-and-swap (the
+ * loser of a race frees its copy and uses the winner's). Series are never
+ * removed, so a pointer handed out stays valid and updates are plain atomic
+ * additions: no request, consumer or relay ever takes a lock here. A gauge
+ * that should disappear (a revoked partition's lag) is marked absent
+ * instead. A scrape walks the table without locking, so it sees every
+ * series fully built (the pointer is published after the series is) and
+ * values that may be a few updates apart from each other; each histogram's
+ * _count is the sum of its buckets as read, so the +Inf bucket and _count
+ * always agree. */
+#define _GNU_SOURCE
+#include "metrics.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <evhost/evhost.h>
+
+#include "host.h"
+#include "store.h"
+
+#define TABLE_SIZE (2 * METRICS_MAX_SERIES) /* power of two, load factor <= 1/2 */
+#define MAX_LABELS 4
+#define STATUS_SLOTS 16 /* distinct HTTP statuses per route; the last is "other" */
+#define STATUS_OTHER (-1)
+#define MAX_SECONDS 1e9 /* clamp for a histogram's sum, in ns, to stay in 64 bits */
+
+enum family_id {
+	F_HTTP,            /* requests_total (status slots) + request_duration_seconds */
+	F_PUBLISHED,       /* events_published_total */
+	F_HANDLED,         /* events_handled_total */
+	F_HANDLER_TIME,    /* event_handler_duration_seconds */
+	F_DLQ,             /* dlq_messages_total */
+	F_LAG,             /* consumer_lag */
+	F_PLUGIN_FAILED,   /* plugin_up 0 of plugins left out at start */
+	F_COUNT
+};
+
+struct family {
+	int nlabels;
+	const char *labels[MAX_LABELS];
+};
+
+static const struct family families[F_COUNT] = {
+    [F_HTTP] = {3, {"plugin", "route", "method"}},
+    [F_PUBLISHED] = {2, {"plugin", "topic"}},
+    [F_HANDLED] = {3, {"plugin", "topic", "result"}},
+    [F_HANDLER_TIME] = {2, {"plugin", "topic"}},
+    [F_DLQ] = {2, {"plugin", "topic"}},
+    [F_LAG] = {3, {"plugin", "topic", "partition"}},
+    [F_PLUGIN_FAILED] = {1, {"plugin"}},
+};
+
+/* One set of buckets for requests and handlers alike: both are a SQLite
+ * transaction plus some work, from well under a millisecond to seconds. */
+static const double bucket_le[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                   0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+static const char *const bucket_text[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
+                                          "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
+                                          "1",      "2.5",   "5",      "10"};
+#define NBUCKETS (sizeof bucket_le / sizeof bucket_le[0])
+
+static const char *const result_names[] = {
+    [METRICS_EVENT_OK] = "ok",         [METRICS_EVENT_DUPLICATE] = "duplicate",
+    [METRICS_EVENT_RETRY] = "retry",   [METRICS_EVENT_REJECT] = "reject",
+    [METRICS_EVENT_DLQ] = "dlq",
+};
+
+struct status_slot {
+	atomic_int code; /* 0: free */
+	atomic_uint_least64_t n;
+};
+
+struct metrics_series {
+	int family;
+	uint64_t hash;
+	const char *label[MAX_LABELS]; /* into text[] */
+	atomic_uint_least64_t count;   /* counters */
+	atomic_int_least64_t gauge;
+	atomic_int present;            /* gauges: 0 once cleared */
+	atomic_uint_least64_t bucket[NBUCKETS + 1]; /* histograms, not cumulative; last: +Inf */
+	atomic_uint_least64_t sum_ns;
+	struct status_slot status[STATUS_SLOTS];
+	char text[];
+};
+
+static _Atomic(metrics_series *) table[TABLE_SIZE];
+static atomic_size_t nseries;
+static atomic_uint_least64_t dropped;
+
+double metrics_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ------------------------------------------------------------ registry */
+
+static uint64_t fnv1a(uint64_t h, const char *s)
+{
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ULL;
+	}
+	h ^= 0xff; /* separator: ("ab","c") and ("a","bc") differ */
+	return h * 0x100000001b3ULL;
+}
+
+static uint64_t series_hash(int fam, const char *const *labels)
+{
+	uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)fam;
+	for (int i = 0; i < families[fam].nlabels; i++)
+		h = fnv1a(h, labels[i]);
+	return h;
+}
+
+static int series_is(const metrics_series *s, int fam, uint64_t hash,
+                     const char *const *labels)
+{
+	if (s->family != fam || s->hash != hash)
+		return 0;
+	for (int i = 0; i < families[fam].nlabels; i++)
+		if (strcmp(s->label[i], labels[i]))
+			return 0;
+	return 1;
+}
+
+static metrics_series *series_new(int fam, uint64_t hash, const char *const *labels)
+{
+	size_t len[MAX_LABELS], total = 0;
+	metrics_series *s;
+	char *w;
+	int n = families[fam].nlabels;
+	if (atomic_fetch_add(&nseries, 1) >= METRICS_MAX_SERIES) {
+		atomic_fetch_sub(&nseries, 1);
+		atomic_fetch_add(&dropped, 1);
+		return NULL;
+	}
+	for (int i = 0; i < n; i++)
+		total += (len[i] = strlen(labels[i])) + 1;
+	s = calloc(1, sizeof *s + total);
+	if (!s) {
+		atomic_fetch_sub(&nseries, 1);
+		atomic_fetch_add(&dropped, 1);
+		return NULL;
+	}
+	s->family = fam;
+	s->hash = hash;
+	w = s->text;
+	for (int i = 0; i < n; i++) {
+		memcpy(w, labels[i], len[i] + 1);
+		s->label[i] = w;
+		w += len[i] + 1;
+	}
+	/* The last slot counts whatever does not fit in the others. */
+	atomic_store(&s->status[STATUS_SLOTS - 1].code, STATUS_OTHER);
+	return s;
+}
+
+/* The series of `fam` with these label values, created on first use. */
+static metrics_series *intern(int fam, const char *const *labels)
+{
+	uint64_t hash = series_hash(fam, labels);
+	size_t i = (size_t)hash & (TABLE_SIZE - 1);
+	metrics_series *mine = NULL;
+	for (size_t probe = 0; probe < TABLE_SIZE; probe++, i = (i + 1) & (TABLE_SIZE - 1)) {
+		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
+		if (!s) {
+			if (!mine && !(mine = series_new(fam, hash, labels)))
+				return NULL;
+			if (atomic_compare_exchange_strong(&table[i], &s, mine))
+				return mine;
+			/* Lost the slot: s is the winner; maybe the same series. */
+		}
+		if (series_is(s, fam, hash, labels)) {
+			if (mine) {
+				free(mine);
+				atomic_fetch_sub(&nseries, 1);
+			}
+			return s;
+		}
+	}
+	free(mine); /* unreachable while nseries <= TABLE_SIZE / 2 */
+	return NULL;
+}
+
+static metrics_series *intern2(int fam, const char *a, const char *b)
+{
+	const char *l[MAX_LABELS] = {a ? a : "", b ? b : ""};
+	return intern(fam, l);
+}
+
+static metrics_series *intern3(int fam, const char *a, const char *b, const char *c)
+{
+	const char *l[MAX_LABELS] = {a ? a : "", b ? b : "", c ? c : ""};
+	return intern(fam, l);
+}
+
+static void observe(metrics_series *s, double seconds)
+{
+	size_t i = 0;
+	if (!s)
+		return;
+	if (!(seconds >= 0)) /* negative or NaN: a clock step */
+		seconds = 0;
+	if (seconds > MAX_SECONDS)
+		seconds = MAX_SECONDS;
+	while (i < NBUCKETS && seconds > bucket_le[i])
+		i++;
+	atomic_fetch_add_explicit(&s->bucket[i], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->sum_ns, (uint64_t)(seconds * 1e9 + 0.5),
+	                          memory_order_relaxed);
+}
+
+/* Count one `status` in the route's slots: find it or claim a free one. */
+static void count_status(metrics_series *s, int status)
+{
+	for (int i = 0; status > 0 && i < STATUS_SLOTS - 1; i++) {
+		int code = atomic_load_explicit(&s->status[i].code, memory_order_acquire);
+		if (code == 0 && atomic_compare_exchange_strong(&s->status[i].code, &code, status))
+			code = status;
+		if (code == status) {
+			atomic_fetch_add_explicit(&s->status[i].n, 1, memory_order_relaxed);
+			return;
+		}
+	}
+	atomic_fetch_add_explicit(&s->status[STATUS_SLOTS - 1].n, 1, memory_order_relaxed);
+}
+
+void metrics_reset(void)
+{
+	for (size_t i = 0; i < TABLE_SIZE; i++) {
+		free(atomic_load(&table[i]));
+		atomic_store(&table[i], NULL);
+	}
+	atomic_store(&nseries, 0);
+	atomic_store(&dropped, 0);
+}
+
+/* --------------------------------------------------------------- feeds */
+
+/* Methods of host routes and unmatched requests come from the client:
+ * anything unusual is one "other", not a new series per invented verb. */
+static const char *fold_method(const char *m)
+{
+	static const char *const known[] = {"GET",    "HEAD",    "POST", "PUT",
+	                                    "PATCH",  "DELETE",  "OPTIONS"};
+	for (size_t i = 0; m && i < sizeof known / sizeof known[0]; i++)
+		if (!strcmp(m, known[i]))
+			return known[i];
+	return "other";
+}
+
+metrics_series *metrics_http_route(const char *plugin, const char *route, const char *method)
+{
+	return intern3(F_HTTP, plugin, route, fold_method(method));
+}
+
+void metrics_http_request(metrics_series *route, const char *method, int status,
+                          double seconds)
+{
+	if (!route)
+		route = intern3(F_HTTP, "", "unmatched", fold_method(method));
+	if (!route)
+		return;
+	count_status(route, status);
+	observe(route, seconds);
+}
+
+metrics_series *metrics_published(const char *plugin, const char *topic)
+{
+	return intern2(F_PUBLISHED, plugin, topic);
+}
+
+void metrics_count(metrics_series *counter)
+{
+	if (counter)
+		atomic_fetch_add_explicit(&counter->count, 1, memory_order_relaxed);
+}
+
+void metrics_event_handled(const char *plugin, const char *topic, metrics_event_result r)
+{
+	if ((unsigned)r >= sizeof result_names / sizeof result_names[0])
+		return;
+	metrics_count(intern3(F_HANDLED, plugin, topic, result_names[r]));
+}
+
+void metrics_event_handler_time(const char *plugin, const char *topic, double seconds)
+{
+	observe(intern2(F_HANDLER_TIME, plugin, topic), seconds);
+}
+
+void metrics_dlq_message(const char *plugin, const char *topic)
+{
+	metrics_count(intern2(F_DLQ, plugin, topic));
+}
+
+static metrics_series *lag_series(const char *plugin, const char *topic, int32_t partition)
+{
+	char p[16];
+	snprintf(p, sizeof p, "%" PRId32, partition);
+	return intern3(F_LAG, plugin, topic, p);
+}
+
+void metrics_consumer_lag_set(const char *plugin, const char *topic, int32_t partition,
+                              int64_t lag)
+{
+	metrics_series *s = lag_series(plugin, topic, partition);
+	if (!s)
+		return;
+	atomic_store(&s->gauge, lag < 0 ? 0 : lag);
+	atomic_store(&s->present, 1);
+}
+
+void metrics_consumer_lag_clear(const char *plugin, const char *topic, int32_t partition)
+{
+	metrics_series *s = lag_series(plugin, topic, partition);
+	if (s)
+		atomic_store(&s->present, 0);
+}
+
+void metrics_plugin_failed(const char *plugin)
+{
+	const char *l[MAX_LABELS] = {plugin ? plugin : ""};
+	metrics_series *s = intern(F_PLUGIN_FAILED, l);
+	if (s)
+		atomic_store(&s->present, 1);
+}
+
+/* -------------------------------------------------------------- output */
+
+struct out {
+	char *p;
+	size_t n, cap;
+	int oom;
+};
+
+static void put(struct out *o, const char *s, size_t n)
+{
+	if (o->oom)
+		return;
+	if (o->n + n + 1 > o->cap) {
+		size_t cap = o->cap ? o->cap : 4096;
+		char *np;
+		while (cap < o->n + n + 1)
+			cap *= 2;
+		if (!(np = realloc(o->p, cap))) {
+			o->oom = 1;
+			return;
+		}
+		o->p = np;
+		o->cap = cap;
+	}
+	memcpy(o->p + o->n, s, n);
+	o->n += n;
+	o->p[o->n] = '\0';
+}
+
+static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
+
+/* For numbers and other short text only (at most 255 bytes); names, help
+ * and label values of any length go through puts_ and put_value. */
+static void putf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void putf(struct out *o, const char *fmt, ...)
+{
+	char buf[256];
+	va_list ap;
+	int n;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		put(o, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+}
+
+/* A label value: backslash, double quote and newline escaped (0.0.4). */
+static void put_value(struct out *o, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\')
+			puts_(o, "\\\\");
+		else if (*s == '"')
+			puts_(o, "\\\"");
+		else if (*s == '\n')
+			puts_(o, "\\n");
+		else
+			put(o, s, 1);
+	}
+}
+
+static void put_label(struct out *o, int *first, const char *name, const char *value)
+{
+	puts_(o, *first ? "{" : ",");
+	*first = 0;
+	puts_(o, name);
+	puts_(o, "=\"");
+	put_value(o, value);
+	puts_(o, "\"");
+}
+
+/* name{labels of s[,extra="value"]} followed by a space. */
+static void put_name(struct out *o, const char *name, const metrics_series *s,
+                     const char *extra, const char *extra_value)
+{
+	int first = 1;
+	puts_(o, name);
+	for (int i = 0; s && i < families[s->family].nlabels; i++)
+		put_label(o, &first, families[s->family].labels[i], s->label[i]);
+	if (extra)
+		put_label(o, &first, extra, extra_value);
+	puts_(o, first ? " " : "} ");
+}
+
+static void put_head(struct out *o, const char *name, const char *type, const char *help)
+{
+	const char *parts[] = {"# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n"};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+		puts_(o, parts[i]);
+}
+
+static int series_cmp(const void *a, const void *b)
+{
+	const metrics_series *x = *(const metrics_series *const *)a;
+	const metrics_series *y = *(const metrics_series *const *)b;
+	for (int i = 0; i < families[x->family].nlabels; i++) {
+		int c = strcmp(x->label[i], y->label[i]);
+		if (c)
+			return c;
+	}
+	return 0;
+}
+
+/* Every series of `fam`, sorted by label values (stable, readable output);
+ * NULL (and o->oom) when memory ran out. */
+static metrics_series **collect(int fam, size_t *n, struct out *o)
+{
+	size_t cap = atomic_load(&nseries) + 16;
+	metrics_series **v = malloc(cap * sizeof *v);
+	*n = 0;
+	if (!v) {
+		o->oom = 1;
+		return NULL;
+	}
+	for (size_t i = 0; i < TABLE_SIZE && *n < cap; i++) {
+		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
+		if (s && s->family == fam)
+			v[(*n)++] = s;
+	}
+	qsort(v, *n, sizeof *v, series_cmp);
+	return v;
+}
+
+static void put_ns(struct out *o, uint64_t ns)
+{
+	putf(o, "%" PRIu64 ".%09" PRIu64 "\n", ns / 1000000000u, ns % 1000000000u);
+}
+
+static uint64_t histogram_count(const metrics_series *s)
+{
+	uint64_t n = 0;
+	for (size_t i = 0; i <= NBUCKETS; i++)
+		n += atomic_load_explicit(&s->bucket[i], memory_order_relaxed);
+	return n;
+}
+
+static void put_histogram(struct out *o, const char *name, const metrics_series *s)
+{
+	char key[128];
+	uint64_t cum = 0;
+	snprintf(key, sizeof key, "%s_bucket", name);
+	for (size_t i = 0; i <= NBUCKETS; i++) {
+		cum += atomic_load_explicit(&s->bucket[i], memory_order_relaxed);
+		put_name(o, key, s, "le", i < NBUCKETS ? bucket_text[i] : "+Inf");
+		putf(o, "%" PRIu64 "\n", cum);
+	}
+	snprintf(key, sizeof key, "%s_sum", name);
+	put_name(o, key, s, NULL, NULL);
+	put_ns(o, atomic_load_explicit(&s->sum_ns, memory_order_relaxed));
+	snprintf(key, sizeof key, "%s_count", name);
+	put_name(o, key, s, NULL, NULL);
+	putf(o, "%" PRIu64 "\n", cum);
+}
+
+static void render_http(struct out *o)
+{
+	static const char *const req = "evhost_http_requests_total";
+	static const char *const dur = "evhost_http_request_duration_seconds";
+	size_t n;
+	metrics_series **v = collect(F_HTTP, &n, o);
+	char code[16];
+	put_head(o, req, "counter",
+	         "HTTP requests answered, by route pattern (\"unmatched\": no route) and status.");
+	for (size_t i = 0; v && i < n; i++) {
+		for (int k = 0; k < STATUS_SLOTS; k++) {
+			int c = atomic_load(&v[i]->status[k].code);
+			uint64_t cnt =
+			    atomic_load_explicit(&v[i]->status[k].n, memory_order_relaxed);
+			if (c == 0 || cnt == 0)
+				continue;
+			if (c == STATUS_OTHER)
+				snprintf(code, sizeof code, "other");
+			else
+				snprintf(code, sizeof code, "%d", c);
+			put_name(o, req, v[i], "status", code);
+			putf(o, "%" PRIu64 "\n", cnt);
+		}
+	}
+	put_head(o, dur, "histogram", "Time from request start to response sent, in seconds.");
+	/* A route interned by a request still in flight (this scrape) waits
+	 * for its first observation, as its requests_total does. */
+	for (size_t i = 0; v && i < n; i++)
+		if (histogram_count(v[i]))
+			put_histogram(o, dur, v[i]);
+	free(v);
+}
+
+static void render_counters(struct out *o, int fam, const char *name, const char *help)
+{
+	size_t n;
+	metrics_series **v = collect(fam, &n, o);
+	put_head(o, name, "counter", help);
+	for (size_t i = 0; v && i < n; i++) {
+		put_name(o, name, v[i], NULL, NULL);
+		putf(o, "%" PRIu64 "\n", atomic_load_explicit(&v[i]->count, memory_order_relaxed));
+	}
+	free(v);
+}
+
+static void render_handler_time(struct out *o)
+{
+	static const char *const name = "evhost_event_handler_duration_seconds";
+	size_t n;
+	metrics_series **v = collect(F_HANDLER_TIME, &n, o);
+	put_head(o, name, "histogram",
+	         "Time to handle one event (handlers and their transaction), in seconds.");
+	for (size_t i = 0; v && i < n; i++)
+		put_histogram(o, name, v[i]);
+	free(v);
+}
+
+static void render_lag(struct out *o)
+{
+	static const char *const name = "evhost_consumer_lag";
+	size_t n;
+	metrics_series **v = collect(F_LAG, &n, o);
+	put_head(o, name, "gauge",
+	         "Messages in an assigned partition not handled yet (high watermark minus the "
+	         "next offset to handle).");
+	for (size_t i = 0; v && i < n; i++) {
+		if (!atomic_load(&v[i]->present))
+			continue;
+		put_name(o, name, v[i], NULL, NULL);
+		putf(o, "%" PRId64 "\n", (int64_t)atomic_load(&v[i]->gauge));
+	}
+	free(v);
+}
+
+/* Per-plugin gauges read now, under plugins_lock (held for the copying). */
+static void render_plugins(struct out *o, host *h)
+{
+	static const char *const up = "evhost_plugin_up", *const pending = "evhost_outbox_pending";
+	metrics_series one = {0};
+	size_t n;
+	metrics_series **failed = collect(F_PLUGIN_FAILED, &n, o);
+	one.family = F_PLUGIN_FAILED;
+	put_head(o, up, "gauge", "1 while the plugin is running, 0 otherwise.");
+	if (h)
+		pthread_mutex_lock(&h->plugins_lock);
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, up, &one, NULL, NULL);
+		puts_(o, h->plugins[i]->status == PLUGIN_RUNNING ? "1\n" : "0\n");
+	}
+	for (size_t i = 0; failed && i < n; i++) {
+		int running = 0;
+		for (size_t k = 0; h && k < h->nplugins && !running; k++)
+			running = !strcmp(h->plugins[k]->name, failed[i]->label[0]);
+		if (running)
+			continue;
+		put_name(o, up, failed[i], NULL, NULL);
+		puts_(o, "0\n");
+	}
+	put_head(o, pending, "gauge",
+	         "Events in the plugin's outbox not yet acknowledged by Kafka.");
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, pending, &one, NULL, NULL);
+		putf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
+	}
+	if (h)
+		pthread_mutex_unlock(&h->plugins_lock);
+	free(failed);
+}
+
+/* Seconds since the epoch of a start `ticks_since_boot` clock ticks after
+ * boot. From CLOCK_BOOTTIME, not /proc/stat's btime: the unit's
+ * ProcSubset=pid hides /proc/stat. */
+static double start_time(unsigned long long ticks_since_boot, long ticks_per_s)
+{
+	struct timespec real, boot;
+	clock_gettime(CLOCK_REALTIME, &real);
+	clock_gettime(CLOCK_BOOTTIME, &boot);
+	return (double)real.tv_sec + (double)real.tv_nsec / 1e9 -
+	       ((double)boot.tv_sec + (double)boot.tv_nsec / 1e9) +
+	       (double)ticks_since_boot / (double)ticks_per_s;
+}
+
+/* Open descriptors, or -1. ".", ".." and the listing's own are not counted. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	if (!d)
+		return -1;
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n > 3 ? n - 3 : 0;
+}
+
+static void render_process(struct out *o)
+{
+	char buf[1024], *p;
+	unsigned long utime, stime, vsize;
+	unsigned long long start;
+	long rss, ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	size_t got;
+	int fds = open_fds();
+	FILE *f = fopen("/proc/self/stat", "re");
+	if (!f)
+		return;
+	got = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[got] = '\0';
+	p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+	if (!p || ticks <= 0 || page <= 0 ||
+	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d "
+	                  "%*d %*d %llu %lu %ld",
+	           &utime, &stime, &start, &vsize, &rss) != 5)
+		return;
+	put_head(o, "process_cpu_seconds_total", "counter",
+	         "User and system CPU time, in seconds.");
+	putf(o, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)ticks);
+	put_head(o, "process_resident_memory_bytes", "gauge", "Resident set size, in bytes.");
+	putf(o, "process_resident_memory_bytes %ld\n", rss * page);
+	put_head(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.");
+	putf(o, "process_virtual_memory_bytes %lu\n", vsize);
+	put_head(o, "process_start_time_seconds", "gauge",
+	         "Start time of the process since the Unix epoch, in seconds.");
+	putf(o, "process_start_time_seconds %.2f\n", start_time(start, ticks));
+	if (fds < 0)
+		return;
+	put_head(o, "process_open_fds", "gauge", "Open file descriptors.");
+	putf(o, "process_open_fds %d\n", fds);
+}
+
+int metrics_render(host *h, char **text, size_t *len)
+{
+	struct out o = {0};
+	*text = NULL;
+	*len = 0;
+	put_head(&o, "evhost_build_info", "gauge",
+	         "Always 1; labels: the daemon's version and ABI.");
+	putf(&o, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", EVHOST_VERSION,
+	     EVH_ABI_MAJOR, EVH_ABI_MINOR);
+	render_http(&o);
+	render_counters(&o, F_PUBLISHED, "evhost_events_published_total",
+	                "Events the outbox relay published and Kafka acknowledged.");
+	render_counters(&o, F_HANDLED, "evhost_events_handled_total",
+	                "Deliveries of consumed events to handlers, by result.");
+	render_handler_time(&o);
+	render_counters(&o, F_DLQ, "evhost_dlq_messages_total",
+	                "Messages written to dead-letter topics, by the topic they came from.");
+	render_lag(&o);
+	render_plugins(&o, h);
+	put_head(&o, "evhost_metrics_series_dropped_total", "counter",
+	         "Updates lost because their series could not be created (registry full or "
+	         "out of memory).");
+	putf(&o, "evhost_metrics_series_dropped_total %" PRIu64 "\n", atomic_load(&dropped));
+	render_process(&o);
+	if (o.oom) {
+		free(o.p);
+		return -1;
+	}
+	*text = o.p;
+	*len = o.n;
+	return 0;
+}

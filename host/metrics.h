@@ -1,0 +1,81 @@
+/* Prometheus metrics: counters, gauges and histograms the other modules
+ * feed through the calls below, rendered as text exposition format 0.0.4 by
+ * metrics_render() for GET /metrics.
+ *
+ * Series live in one process-wide registry keyed by metric and label
+ * values. Lookups and updates are lock-free (atomics; a series is inserted
+ * by compare-and-swap and never moves or goes away while the process runs),
+ * so the request and consumer hot paths never wait for a scrape or for each
+ * other. Label values are copied; every call is safe from any thread.
+ * Cardinality is bounded by what the callers pass: route patterns (never raw
+ * paths), configured topics, plugin names; methods of host routes and
+ * unmatched requests are folded to a known set. Beyond METRICS_MAX_SERIES the
+ * registry counts new series in evhost_metrics_series_dropped_total instead. */
+#ifndef EVHOST_METRICS_H
+#define EVHOST_METRICS_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct host;
+
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define METRICS_MAX_SERIES 8192
+
+/* An interned series (never freed while the process runs): NULL means it
+ * could not be created, and every call below accepts NULL and does nothing. */
+typedef struct metrics_series metrics_series;
+
+/* What became of one delivery of an event to a plugin's handlers. */
+typedef enum metrics_event_result {
+	METRICS_EVENT_OK = 0,     /* handled, committed */
+	METRICS_EVENT_DUPLICATE,  /* already in the inbox: skipped */
+	METRICS_EVENT_RETRY,      /* failed; a retry is scheduled */
+	METRICS_EVENT_REJECT,     /* rejected (poison or no handler): dead-lettered */
+	METRICS_EVENT_DLQ,        /* failed its last attempt: dead-lettered */
+} metrics_event_result;
+
+/* Monotonic clock in seconds, for durations. */
+double metrics_now(void);
+
+/* ---- HTTP (http.c) ---- */
+
+/* The series of one route: `plugin` "" for host routes, `route` the pattern
+ * as registered ("/users/{id}"). */
+metrics_series *metrics_http_route(const char *plugin, const char *route, const char *method);
+/* Count one finished request and its duration. `route` NULL: it matched no
+ * route (plugin="" route="unmatched", the method folded to a known one). */
+void metrics_http_request(metrics_series *route, const char *method, int status,
+                          double seconds);
+
+/* ---- events (outbox.c, kafka.c) ---- */
+
+/* evhost_events_published_total{plugin,topic}: intern at produce time, count
+ * in the delivery report. */
+metrics_series *metrics_published(const char *plugin, const char *topic);
+void metrics_count(metrics_series *counter);
+void metrics_event_handled(const char *plugin, const char *topic, metrics_event_result r);
+void metrics_event_handler_time(const char *plugin, const char *topic, double seconds);
+/* A message written to the dead-letter topic of `topic` (the source topic). */
+void metrics_dlq_message(const char *plugin, const char *topic);
+/* Consumer lag of an assigned partition; clear it when the partition goes. */
+void metrics_consumer_lag_set(const char *plugin, const char *topic, int32_t partition,
+                              int64_t lag);
+void metrics_consumer_lag_clear(const char *plugin, const char *topic, int32_t partition);
+
+/* ---- plugins (host.c) ---- */
+
+/* A plugin that failed to start and was left out: evhost_plugin_up 0 while
+ * no plugin of that name runs. */
+void metrics_plugin_failed(const char *plugin);
+
+/* ---- exposition ---- */
+
+/* The whole exposition text (*text malloc'd, NUL-terminated; *len without
+ * the NUL). With `h`, also the per-plugin gauges read at scrape time
+ * (plugin_up, outbox_pending; takes h->plugins_lock briefly). Returns 0, or
+ * -1 when out of memory. Any thread. */
+int metrics_render(struct host *h, char **text, size_t *len);
+
+/* Forget every series (tests only: no other thread may use metrics). */
+void metrics_reset(void);
+#endif

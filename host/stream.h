@@ -1,0 +1,100 @@
+/* Server-Sent Events hub: which open streams listen to which (plugin,
+ * channel), and one bounded queue per stream between the publishers and the
+ * HTTP worker thread that owns the stream's connection.
+ *
+ * Threading. A stream belongs to one thread (its owner: the HTTP worker that
+ * opened it), which alone calls stream_wait and stream_release on it. Every
+ * other call is safe from any thread. Publishing never blocks on a client:
+ * it takes the hub's lock and each matching stream's lock only long enough
+ * to append a copy of the frame; a stream whose queue is full is dropped
+ * (its owner writes a final comment and ends the response) instead.
+ *
+ * Lifetime. The hub never frees a stream: closing one (its plugin stops, the
+ * hub stops, the queue overflowed) unlinks it and wakes its owner, and the
+ * owner frees it with stream_release. Owners ("owner" below: the plugin) are
+ * compared as pointers, never dereferenced, so a stream may outlive the
+ * plugin it was opened for. */
+#ifndef EVHOST_STREAM_H
+#define EVHOST_STREAM_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define STREAM_KEEPALIVE_MS 15000 /* ": keepalive" after this long without a write */
+#define STREAM_POLL_MS 500        /* how often an idle owner checks the client is still there */
+#define STREAM_RETRY_MS 3000      /* the "retry:" reconnection delay announced to clients */
+#define STREAM_QUEUE_MAX 64       /* frames queued per stream before it is dropped */
+#define STREAM_CHANNEL_MAX 256    /* bytes in a channel name */
+#define STREAM_EVENT_MAX 64       /* bytes in an event name */
+#define STREAM_DATA_MAX (64 * 1024) /* bytes of data in one event */
+
+typedef struct stream_hub stream_hub;
+typedef struct stream stream;
+
+/* What stream_wait found. */
+typedef enum stream_wait_result {
+	STREAM_FRAMES = 0, /* *out holds frames to write */
+	STREAM_IDLE = 1,   /* the timeout passed with nothing queued */
+	STREAM_CLOSED = 2, /* the stream was closed; *out holds its last words */
+} stream_wait_result;
+
+/* The daemon's hub (static storage, lives as long as the process, so
+ * publishers never race its teardown). It accepts streams between
+ * stream_hub_start and stream_hub_stop. */
+stream_hub *stream_hub_global(void);
+/* A private hub, for tests. Free only after every stream was released. */
+stream_hub *stream_hub_new(void);
+void stream_hub_free(stream_hub *hub);
+/* Accept new streams, at most `max_streams` (>= 1) at a time. */
+void stream_hub_start(stream_hub *hub, int max_streams);
+/* Refuse new streams and close every open one (daemon stop). Returns how
+ * many were closed. */
+size_t stream_hub_stop(stream_hub *hub);
+/* Wait up to `timeout_ms` for every stream to be released (after
+ * stream_hub_stop: for their owners to write their last words). Returns
+ * how many are still held. */
+int stream_hub_wait_idle(stream_hub *hub, int timeout_ms);
+#define STREAM_STOP_GRACE_MS 1000 /* what a daemon stop grants open streams */
+/* Streams opened and not yet released (what counts against the limit). */
+int stream_hub_count(stream_hub *hub);
+
+/* Open a stream of `owner` on `channel` (1..STREAM_CHANNEL_MAX bytes). From
+ * now on events published to (owner, channel) are queued for it. `name` is
+ * the owner's name for log lines (copied). EVH_EBUSY: the limit is reached;
+ * EVH_ESTATE: the hub is not accepting; EVH_EINVAL: bad channel. */
+int stream_open(stream_hub *hub, const void *owner, const char *name, const char *channel,
+                stream **out);
+/* Queue one event for every open stream of (owner, channel). `event` may be
+ * NULL (clients see "message"); it must not contain control characters.
+ * `data` may hold line breaks (LF, CR or CRLF): each line becomes one
+ * "data:" field. Returns the number of streams it was queued for (>= 0), or
+ * EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM. */
+int stream_publish(stream_hub *hub, const void *owner, const char *channel, const char *event,
+                   const char *data, size_t len);
+/* Close every stream of `owner` (its plugin stops). Returns how many. */
+size_t stream_close_owner(stream_hub *hub, const void *owner);
+
+/* Owner side. Wait up to `timeout_ms` for frames. On STREAM_FRAMES and
+ * STREAM_CLOSED, *out (malloc'd, free it) holds *len bytes to write: the
+ * queued frames, and after a close a final comment saying why. */
+stream_wait_result stream_wait(stream *s, int timeout_ms, char **out, size_t *len);
+/* Why the stream was closed ("" while open); static text. */
+const char *stream_close_reason(stream *s);
+/* Unlink (if still linked) and free. Owner thread. */
+void stream_release(stream *s);
+
+/* One SSE event as text: "id: N\nevent: E\ndata: ...\n\n", one data line
+ * per line of `data`. Returns a malloc'd string (its length in *outlen), or
+ * NULL when out of memory. */
+char *stream_frame(uint64_t id, const char *event, const char *data, size_t len,
+                   size_t *outlen);
+
+/* The socket of the TCP connection whose local port is `local_port` and
+ * whose peer is `peer_addr`:`peer_port` (as civetweb reports them), found
+ * among this process's descriptors; -1 when not found. civetweb does not
+ * expose a connection's socket, and without it a departed client is only
+ * noticed when a write fails (a keepalive later). */
+int stream_find_socket(const char *peer_addr, int peer_port, int local_port);
+/* Whether the peer of `fd` has closed or reset the connection (never
+ * blocks; 0 when fd < 0). */
+int stream_peer_gone(int fd);
+#endif

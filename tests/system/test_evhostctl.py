@@ -1,0 +1,342 @@
+"""evhostctl, the admin API's command-line client, against the real daemon:
+every subcommand, its exit statuses (0 ok, 1 failed, 2 usage, 3 unreachable,
+4 auth), enable/disable through a conf.d drop-in and POST /admin/reload (the
+plugin's route really goes 404/200), the --systemd fallback, and the dead
+letter and replay commands against real Kafka."""
+
+import json
+import os
+import stat
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+
+import evhost_testlib as lib
+
+TOKEN = "admin-token-for-tests-0123456789"
+DROPIN = "90-evhostctl-probe.conf"
+
+
+def ctl(build_dir, d, *args, timeout=120, env=None, conf=None):
+    """Run evhostctl -c <the daemon's evhost.conf> ARGS; return the CompletedProcess."""
+    cmd = [str(build_dir / "host" / "evhostctl"), "-c", str(conf or d.config_file), *args]
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout,
+                          env=dict(os.environ, **(env or {})))
+
+
+def assert_one_error(r, code, needle):
+    """Exit status `code` and one "evhostctl: ..." line on stderr containing `needle`."""
+    assert r.returncode == code, (r.returncode, r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert lines and all(line.startswith("evhostctl: ") for line in lines), r.stderr
+    assert needle in r.stderr, r.stderr
+
+
+def probe_conf(build_dir, **keys):
+    conf = {"path": str(build_dir / "tests" / "fixtures" / "probe.so")}
+    conf.update(keys)
+    return conf
+
+
+def admin_daemon(evhostd, build_dir, tmp_path, brokers=None, **probe):
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    return evhostd({"admin": {"token_file": str(token)}}, dropins={
+        "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
+        "20-probe.conf": {"plugin.probe": probe_conf(build_dir, **probe)},
+    }, brokers=brokers)
+
+
+def auth():
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def dropin_text(enabled):
+    return (f"; written by evhostctl {'enable' if enabled else 'disable'}: "
+            f"evhostctl enable|disable probe changes it\n"
+            f"[plugin.probe]\nenabled = {'true' if enabled else 'false'}\n")
+
+
+# ------------------------------------------------------ embedded broker
+
+
+def test_status_plugins_events(evhostd, build_dir, tmp_path):
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    r = ctl(build_dir, d, "status")
+    assert r.returncode == 0, r.stderr
+    assert f"evhostd at {d.url}: serving, ready" in r.stdout
+    assert "kafka: reachable, storage: writable" in r.stdout
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[3:]}
+    assert rows == {"hello": "running", "probe": "running"}
+    r = ctl(build_dir, d, "status", "--json")
+    assert json.loads(r.stdout) == d.get("/readyz").json()
+
+    r = ctl(build_dir, d, "plugins")
+    assert r.returncode == 0, r.stderr
+    head, *lines = r.stdout.splitlines()
+    assert head.split() == ["NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS",
+                            "SUBSCRIPTIONS"]
+    cols = {line.split()[0]: line.split() for line in lines}
+    assert cols["probe"] == ["probe", "running", "1.0", "evhost.probe", "0", "0", "-"]
+    assert cols["hello"][1] == "running" and cols["hello"][6] == "hello.events"
+    r = ctl(build_dir, d, "--json", "plugins")
+    assert json.loads(r.stdout) == d.get("/admin/plugins", headers=auth()).json()
+
+    assert d.post("/probe/publish?key=order-7&n=2", json={"o": 7}).status_code == 200
+    assert d.post("/probe/publish?key=order-8", json={"o": 8}).status_code == 200
+
+    def events():
+        r = ctl(build_dir, d, "events", "--plugin", "probe", "--aggregate", "order-7")
+        return r if r.returncode == 0 and len(r.stdout.splitlines()) == 3 else None
+    r = lib.wait_until(events, timeout=20, message="two events of order-7")
+    head, *lines = r.stdout.splitlines()
+    assert head.split() == ["TIME", "PLUGIN", "TYPE", "KEY", "WHERE", "ID"]
+    assert all(line.split()[1:4] == ["probe", "probe.event", "order-7"] for line in lines)
+    r = ctl(build_dir, d, "events", "--json", "--limit", "1")
+    assert len(json.loads(r.stdout)["events"]) == 1
+    r = ctl(build_dir, d, "events", "--aggregate", "nobody")
+    assert r.returncode == 0 and r.stdout == "no events\n"
+    assert_one_error(ctl(build_dir, d, "events", "--plugin", "nobody"), 1, "no plugin named")
+
+
+def test_enable_disable_toggle_the_plugin(evhostd, build_dir, tmp_path):
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    dropin = confd / DROPIN
+    assert d.get("/probe/seen").status_code == 200
+
+    r = ctl(build_dir, d, "disable", "probe")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"probe: disabled, stopped ({dropin})\n"
+    assert dropin.read_text() == dropin_text(False)
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+    assert d.get("/probe/seen").status_code == 404
+    assert d.get("/hello").status_code == 200
+    names = [p["name"] for p in d.get("/admin/plugins", headers=auth()).json()["plugins"]]
+    assert names == ["hello"]
+    assert "reload done: 0 started, 1 stopped, 1 unchanged" in d.log_text()
+
+    r = ctl(build_dir, d, "enable", "probe")
+    assert r.returncode == 0, r.stderr
+    assert dropin.read_text() == dropin_text(True)
+    assert d.get("/probe/seen").status_code == 200
+    # Written atomically: no temporary file is left beside it.
+    assert sorted(p.name for p in confd.iterdir()) == ["10-hello.conf", "20-probe.conf", DROPIN]
+
+    # A refused reload (an error elsewhere) puts the drop-in back and changes nothing.
+    (confd / "50-bad.conf").write_text("[http]\nthreads = many\n")
+    r = ctl(build_dir, d, "disable", "probe")
+    assert_one_error(r, 1, "refused the new configuration")
+    assert dropin.read_text() == dropin_text(True)
+    assert d.get("/probe/seen").status_code == 200
+    assert "reload refused: " in d.log_text() and "50-bad.conf:2:" in d.log_text()
+    r = ctl(build_dir, d, "check")
+    assert r.returncode == 1 and "50-bad.conf:2: [http] threads" in r.stdout, r.stdout
+    (confd / "50-bad.conf").unlink()
+    r = ctl(build_dir, d, "check")
+    assert r.returncode == 0 and "configuration OK (2 plugins)" in r.stdout, r.stdout
+
+    # A later drop-in would override ours: refused before any reload.
+    (confd / "95-local.conf").write_text("[plugin.probe]\nenabled = true\n")
+    r = ctl(build_dir, d, "disable", "probe")
+    assert_one_error(r, 1, "95-local.conf:2 sets [plugin.probe] enabled after " + DROPIN)
+    assert dropin.read_text() == dropin_text(True)
+    assert d.get("/probe/seen").status_code == 200
+    (confd / "95-local.conf").unlink()
+
+    # A plugin that does not start: the enable fails and the drop-in goes away.
+    dropin.unlink()
+    assert ctl(build_dir, d, "disable", "probe").returncode == 0
+    dropin.unlink()  # disabled now by the 20-probe.conf below, not by us
+    (confd / "20-probe.conf").write_text(
+        "[plugin.probe]\nenabled = false\n"
+        f"path = {build_dir / 'tests' / 'fixtures' / 'init_fails.so'}\n")
+    r = ctl(build_dir, d, "enable", "probe")
+    assert r.returncode == 1 and "did not start" in r.stderr, r.stderr
+    assert not dropin.exists()
+    assert d.get("/probe/seen").status_code == 404
+
+    assert_one_error(ctl(build_dir, d, "enable", "nobody"), 1, "no [plugin.nobody] section")
+    assert not (confd / "90-evhostctl-nobody.conf").exists()
+
+
+def test_reload_endpoint(evhostd, build_dir, tmp_path):
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    r = d.post("/admin/reload", headers=auth(), timeout=70)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["result"] == "applied"
+    assert sorted(p["name"] for p in body["plugins"]) == ["hello", "probe"]
+    assert d.post("/admin/reload").status_code == 401
+    r = d.get("/admin/reload", headers=auth())
+    assert r.status_code == 405 and r.headers["Allow"] == "POST"
+    (d.config_dir / "conf.d" / "50-bad.conf").write_text("[http]\nthreads = many\n")
+    r = d.post("/admin/reload", headers=auth(), timeout=70)
+    assert r.status_code == 409 and r.json()["type"].endswith("reload-refused"), r.text
+
+
+def test_exit_codes(evhostd, build_dir, tmp_path):
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    down = f"http://127.0.0.1:{lib.free_port()}"
+    for args in (["status"], ["plugins"], ["enable", "probe"]):
+        assert_one_error(ctl(build_dir, d, "--url", down, *args), 3, "unreachable")
+    assert not (d.config_dir / "conf.d" / DROPIN).exists()
+
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token-0123456789\n")
+    for args in (["plugins"], ["dlq", "list", "probe"], ["disable", "probe"]):
+        assert_one_error(ctl(build_dir, d, "--token-file", str(wrong), *args), 4,
+                         "refused the admin token (401)")
+    assert not (d.config_dir / "conf.d" / DROPIN).exists()
+    assert_one_error(ctl(build_dir, d, "--token-file", str(tmp_path / "none"), "plugins"), 4,
+                     "cannot read the admin token")
+
+    assert_one_error(ctl(build_dir, d, "dlq", "list", "nobody"), 1, "no plugin named 'nobody'")
+    assert_one_error(ctl(build_dir, d, "replay", "nobody", "--from", "beginning"), 1,
+                     "no plugin named 'nobody'")
+    assert_one_error(ctl(build_dir, d, "disable", "nobody"), 1, "no plugin 'nobody'")
+    assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "beginning"), 1,
+                     "consumes no topics (409)")
+    assert_one_error(ctl(build_dir, d, "plugins", conf=tmp_path / "none.conf"), 1,
+                     "cannot read the configuration")
+
+    for args, needle in (([], "no command given"), (["frob"], "unknown command 'frob'"),
+                         (["--bogus", "status"], "'--bogus' is unknown"),
+                         (["-x", "status"], "option '-x' is unknown"),
+                         (["status", "--url"], "option '--url' needs a value"),
+                         (["plugins", "--limit", "3"], "--limit does not apply to 'plugins'"),
+                         (["dlq", "list"], "needs a plugin name"),
+                         (["dlq", "purge", "probe"], "dlq takes list, show or redrive"),
+                         (["dlq", "show", "probe", "--limit", "0"], "--limit takes a number"),
+                         (["dlq", "redrive", "probe"], "needs --all or dead-letter ids"),
+                         (["dlq", "redrive", "probe", "--all", "0:1"], "not both"),
+                         (["dlq", "redrive", "probe", "1:x"], "'1:x' is not a dead-letter id"),
+                         (["replay", "probe"], "needs --from"),
+                         (["enable", "../etc"], "is not a plugin name"),
+                         (["status", "extra"], "takes 0 arguments")):
+        assert_one_error(ctl(build_dir, d, *args), 2, needle)
+
+    r = ctl(build_dir, d, "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: evhostctl")
+    r = ctl(build_dir, d, "--version")
+    assert r.returncode == 0 and r.stdout.startswith("evhostctl 0.")
+
+
+def test_without_admin_api(evhostd, build_dir, tmp_path):
+    d = evhostd(dropins={"20-probe.conf": {"plugin.probe": probe_conf(build_dir,
+                                                                       subscribe="false")}})
+    dropin = d.config_dir / "conf.d" / DROPIN
+    assert ctl(build_dir, d, "status").returncode == 0
+    assert_one_error(ctl(build_dir, d, "plugins"), 1, "admin API is disabled")
+    r = ctl(build_dir, d, "disable", "probe")
+    assert_one_error(r, 1, "pass --systemd")
+    assert not dropin.exists()
+    # The token given anyway: the daemon itself says its API is off.
+    token = tmp_path / "t"
+    token.write_text(TOKEN)
+    assert_one_error(ctl(build_dir, d, "--token-file", str(token), "plugins"), 1,
+                     "the admin API is disabled")
+
+    # --systemd: `systemctl reload evhostd` (a stand-in that sends SIGHUP), then
+    # /readyz is watched.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    args = tmp_path / "systemctl.args"
+    fake = bindir / "systemctl"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {args}\nkill -HUP {d.proc.pid}\n")
+    fake.chmod(0o755)
+    env = {"PATH": f"{bindir}:{os.environ['PATH']}"}
+    r = ctl(build_dir, d, "disable", "probe", "--systemd", "--timeout", "20", env=env)
+    assert r.returncode == 0, r.stderr
+    assert args.read_text() == "reload evhostd\n"
+    assert dropin.read_text() == dropin_text(False)
+    # /readyz drops the plugin when it starts draining; the real `systemctl
+    # reload` returns only after the daemon's READY=1 (after the drain).
+    lib.wait_until(lambda: d.get("/probe/seen").status_code == 404, timeout=10,
+                   message="/probe/seen 404 once drained")
+    r = ctl(build_dir, d, "enable", "probe", "--systemd", env=env)
+    assert r.returncode == 0, r.stderr
+    assert d.get("/probe/seen").status_code == 200
+    fake.write_text("#!/bin/sh\nexit 1\n")
+    r = ctl(build_dir, d, "disable", "probe", "--systemd", env=env)
+    assert r.returncode == 1 and "systemctl reload evhostd failed" in r.stderr
+    assert dropin.read_text() == dropin_text(True)
+
+
+# ------------------------------------------------------------ real Kafka
+
+
+def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    topic = unique_name("ctl")
+    d = admin_daemon(evhostd, build_dir, tmp_path, brokers=kafka_bootstrap, topic=topic,
+                     group=unique_name("g"), **{"retry.max_attempts": "2"})
+    for i in range(2):
+        assert d.post(f"/probe/publish?key=bad{i}", json={"fail": "reject"}).status_code == 200
+    assert d.post("/probe/publish?key=good", json={"fine": 1}).status_code == 200
+
+    def dead(n):
+        r = ctl(build_dir, d, "--json", "dlq", "list", "probe")
+        assert r.returncode == 0, r.stderr
+        body = json.loads(r.stdout)
+        return body if len(body["messages"]) >= n else None
+    body = lib.wait_until(lambda: dead(2), timeout=40, message="two dead letters")
+    msgs = body["messages"]
+    ids = [f"{m['partition']}:{m['offset']}" for m in msgs]
+
+    r = ctl(build_dir, d, "dlq", "list", "probe")
+    assert r.returncode == 0, r.stderr
+    head, *lines = r.stdout.splitlines()
+    assert head.split()[:4] == ["ID", "KEY", "ATTEMPTS", "REDRIVEN"]
+    assert sorted(line.split()[0] for line in lines) == sorted(ids)
+    assert all("probe: rejected on request" in line and line.split()[2:4] == ["1", "no"]
+               for line in lines)
+
+    r = ctl(build_dir, d, "dlq", "show", "probe", "--limit", "1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"{topic}.probe.dlq:")
+    assert f"from:      {topic}/" in r.stdout
+    assert "error:     probe: rejected on request" in r.stdout
+    assert "evhost_dlq_plugin: probe" in r.stdout
+    assert 'value (18 bytes):\n    {"fail": "reject"}\n' in r.stdout
+    assert r.stdout.rstrip().endswith("(there are more dead letters than shown: raise --limit)")
+
+    r = ctl(build_dir, d, "dlq", "redrive", "probe", ids[0])
+    assert r.returncode == 0, r.stderr
+    assert f"{topic}.probe.dlq:{ids[0]}: redriven to {topic}/" in r.stdout
+    assert r.stdout.endswith("1 redriven, 0 skipped, 0 failed\n")
+    r = ctl(build_dir, d, "dlq", "redrive", "probe", ids[0], "0:999999")
+    assert r.returncode == 1, r.stdout
+    assert "already redriven" in r.stdout and "999999: not found" in r.stdout
+    r = ctl(build_dir, d, "dlq", "redrive", "probe", "--all")
+    assert r.returncode == 0, r.stderr
+    assert f"{ids[1]}: redriven" in r.stdout and "1 skipped" in r.stdout
+
+    # Replay: the good event is handled again.
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) >= 1, timeout=30,
+                   message="the good event handled")
+    r = ctl(build_dir, d, "replay", "probe", "--from", "beginning")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.endswith(" inbox record(s) deleted\n"), r.stdout
+    assert "probe: rewound; 0 inbox" not in r.stdout
+    assert f"{topic}/" in r.stdout and ": offset 0 (was " in r.stdout
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 2, timeout=30,
+                   message="the good event handled again")
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    r = ctl(build_dir, d, "replay", "probe", "--from", now, "--topic", topic)
+    assert r.returncode == 0, r.stderr
+    assert "probe: rewound; " in r.stdout
+    assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "yesterday"), 1,
+                     "from must be")
+    assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "beginning",
+                         "--topic", "elsewhere"), 1, "does not consume")
+
+
+def test_status_not_ready(evhostd, build_dir):
+    # A broker nobody listens on: the daemon serves, but is not ready.
+    d = evhostd(brokers=f"127.0.0.1:{lib.free_port()}")
+    r = ctl(build_dir, d, "status")
+    assert_one_error(r, 1, "the daemon is not ready (GET /readyz: 503)")
+    assert f"evhostd at {d.url}: serving, NOT READY" in r.stdout
+    assert "kafka: unreachable" in r.stdout and "no plugins" in r.stdout

@@ -1,0 +1,350 @@
+"""GET /metrics against the real daemon: the Prometheus text exposition
+(format 0.0.4) read over a real socket and parsed by a strict parser written
+here, and the values moving as the daemon works: request counters per route
+pattern (never the raw path) and their histograms, events published by the
+outbox relay and handled by another plugin's consumer, plugin_up,
+outbox_pending, consumer lag; and [metrics] enabled = false answering 404.
+The embedded broker is enough: nothing here depends on durability."""
+
+import json
+import math
+import re
+import uuid
+
+import pytest
+import requests
+
+import evhost_testlib as lib
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PASSWORD = "correct horse battery"
+TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+DASHBOARD = lib.REPO_ROOT / "packaging" / "grafana" / "evhost.json"
+
+# ---------------------------------------------------------------- the parser
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_HELP = re.compile(rf"^# HELP ({_NAME}) (.*)$")
+_TYPE = re.compile(rf"^# TYPE ({_NAME}) (counter|gauge|histogram|summary|untyped)$")
+_SAMPLE_NAME = re.compile(rf"^({_NAME})")
+_LABEL = re.compile(rf'({_LABEL_NAME})="((?:[^"\\\n]|\\[\\"n])*)"')
+_UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
+
+
+class ExpositionError(ValueError):
+    pass
+
+
+def _value(text, line):
+    if text in ("+Inf", "-Inf", "NaN"):
+        return float(text.replace("Inf", "inf"))
+    if not re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?", text):
+        raise ExpositionError(f"bad value in: {line!r}")
+    return float(text)
+
+
+def _labels(rest, line):
+    """Parse '{a="x",b="y"} ' at the start of rest; return (labels, remainder)."""
+    labels = {}
+    if not rest.startswith("{"):
+        return labels, rest
+    pos = 1
+    while rest[pos] != "}":
+        m = _LABEL.match(rest, pos)
+        if not m:
+            raise ExpositionError(f"bad label at column {pos} in: {line!r}")
+        name = m.group(1)
+        if name in labels:
+            raise ExpositionError(f"label {name} twice in: {line!r}")
+        labels[name] = re.sub(r'\\[\\"n]', lambda e: _UNESCAPE[e.group(0)], m.group(2))
+        pos = m.end()
+        if rest[pos] == ",":
+            pos += 1
+        elif rest[pos] != "}":
+            raise ExpositionError(f"expected , or }} at column {pos} in: {line!r}")
+    return labels, rest[pos + 1:]
+
+
+def _family_of(sample_name, types):
+    if sample_name in types:
+        return sample_name
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = sample_name[: -len(suffix)]
+        if sample_name.endswith(suffix) and types.get(base) in ("histogram", "summary"):
+            return base
+    raise ExpositionError(f"sample {sample_name} before (or without) its # TYPE")
+
+
+def _check_histogram(name, samples):
+    """Buckets ascending by le, cumulative, ending in +Inf == _count."""
+    series = {}
+    for sname, labels, value in samples:
+        key = frozenset((k, v) for k, v in labels.items() if k != "le")
+        series.setdefault(key, {"buckets": [], "sum": None, "count": None})
+        s = series[key]
+        if sname == name + "_bucket":
+            if "le" not in labels:
+                raise ExpositionError(f"{sname} without le")
+            s["buckets"].append((_value(labels["le"], sname), value))
+        elif sname == name + "_sum":
+            s["sum"] = value
+        elif sname == name + "_count":
+            s["count"] = value
+        else:
+            raise ExpositionError(f"{sname} in histogram {name}")
+    for key, s in series.items():
+        les = [le for le, _ in s["buckets"]]
+        counts = [c for _, c in s["buckets"]]
+        if not les or les[-1] != math.inf or les != sorted(les) or len(set(les)) != len(les):
+            raise ExpositionError(f"{name}{dict(key)}: le bounds {les}")
+        if counts != sorted(counts):
+            raise ExpositionError(f"{name}{dict(key)}: buckets not cumulative {counts}")
+        if s["count"] is None or s["sum"] is None or s["count"] != counts[-1]:
+            raise ExpositionError(f"{name}{dict(key)}: _count {s['count']} vs +Inf {counts[-1]}")
+
+
+def parse_exposition(text):
+    """Parse Prometheus text format 0.0.4 strictly. Returns (types, samples):
+    types {family: type}; samples {(sample name, frozenset(labels)): value}.
+    Raises ExpositionError on anything malformed: unknown line kinds, bad
+    escapes, a family split in two or typed twice, a duplicate series, a
+    negative counter, an inconsistent histogram."""
+    if not text.endswith("\n"):
+        raise ExpositionError("no final newline")
+    types, samples, finished, by_family = {}, {}, set(), {}
+    current = None
+    for line in text[:-1].split("\n"):
+        if line.startswith("#"):
+            m = _HELP.match(line) or _TYPE.match(line)
+            if not m:
+                raise ExpositionError(f"bad comment line: {line!r}")
+            family = m.group(1)
+            if line.startswith("# TYPE"):
+                if family in types:
+                    raise ExpositionError(f"{family} typed twice")
+                types[family] = m.group(2)
+            if family != current:
+                if family in finished:
+                    raise ExpositionError(f"{family} is split")
+                if current:
+                    finished.add(current)
+                current = family
+            continue
+        m = _SAMPLE_NAME.match(line)
+        if not m:
+            raise ExpositionError(f"bad line: {line!r}")
+        name = m.group(1)
+        labels, rest = _labels(line[m.end():], line)
+        if not rest.startswith(" ") or " " in rest[1:]:
+            raise ExpositionError(f"bad value part in: {line!r}")
+        value = _value(rest[1:], line)
+        family = _family_of(name, types)
+        if family != current:
+            raise ExpositionError(f"sample of {family} outside its group: {line!r}")
+        key = (name, frozenset(labels.items()))
+        if key in samples:
+            raise ExpositionError(f"duplicate series: {line!r}")
+        if types[family] == "counter" and value < 0:
+            raise ExpositionError(f"negative counter: {line!r}")
+        samples[key] = value
+        by_family.setdefault(family, []).append((name, labels, value))
+    for family, kind in types.items():
+        if kind == "histogram":
+            _check_histogram(family, by_family.get(family, []))
+    return types, samples
+
+
+def test_parser_rejects_malformed_exposition():
+    good = ('# HELP a_total A.\n# TYPE a_total counter\na_total{x="q\\"\\\\\\n"} 1\n'
+            '# TYPE h histogram\nh_bucket{le="1"} 1\nh_bucket{le="+Inf"} 2\nh_sum 3\nh_count 2\n')
+    types, samples = parse_exposition(good)
+    assert types == {"a_total": "counter", "h": "histogram"}
+    assert samples[("a_total", frozenset({("x", 'q"\\\n')}))] == 1
+    for bad in [
+        "a 1",                                            # no final newline
+        "a 1\n",                                          # no TYPE
+        "# TYPE a counter\na{x=\"\\t\"} 1\n",             # bad escape
+        "# TYPE a counter\na{x=\"1\"}  1\n",              # two spaces
+        "# TYPE a counter\na -1\n",                       # negative counter
+        "# TYPE a counter\na 1\na 2\n",                   # duplicate series
+        "# TYPE a gauge\n# TYPE b gauge\nb 1\n# HELP a x\na 1\n",  # split family
+        "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n",
+    ]:
+        with pytest.raises(ExpositionError):
+            parse_exposition(bad)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class Scrape:
+    def __init__(self, d):
+        r = requests.get(d.url + "/metrics", timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.headers["Content-Type"] == CONTENT_TYPE
+        self.text = r.text
+        self.types, self.samples = parse_exposition(r.text)
+
+    def get(self, name, default=None, **labels):
+        return self.samples.get((name, frozenset(labels.items())), default)
+
+    def series(self, name):
+        return [(dict(k[1]), v) for k, v in self.samples.items() if k[0] == name]
+
+
+def scrape_value(d, name, **labels):
+    return Scrape(d).get(name, 0, **labels)
+
+
+def config():
+    return {
+        "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+        "plugin.notifications": {"transport": "maildir", "templates_dir": str(TEMPLATES),
+                                 "retry.backoff_ms": 100},
+    }
+
+
+# -------------------------------------------------------------------- tests
+
+
+def test_metrics_move_with_requests_and_events(evhostd):
+    d = evhostd(config(), brokers="embedded")
+    before = Scrape(d)
+    assert before.types["evhost_http_requests_total"] == "counter"
+    assert before.types["evhost_http_request_duration_seconds"] == "histogram"
+    for family in ("evhost_events_published_total", "evhost_events_handled_total",
+                   "evhost_dlq_messages_total"):
+        assert before.types[family] == "counter"
+    for family in ("evhost_outbox_pending", "evhost_consumer_lag", "evhost_plugin_up",
+                   "process_resident_memory_bytes", "process_start_time_seconds"):
+        assert before.types[family] == "gauge"
+    assert before.types["evhost_event_handler_duration_seconds"] == "histogram"
+
+    addr = f"m.{uuid.uuid4().hex[:10]}@example.com"
+    r = d.post("/users", json={"name": "Metric", "email": addr, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    for _ in range(3):
+        assert d.get(f"/users/{uid}").status_code == 200
+    missing = str(uuid.uuid4())
+    for _ in range(2):
+        assert d.get(f"/users/{missing}").status_code == 404
+    assert d.get("/no/such/path").status_code == 404
+
+    after = Scrape(d)
+    route = {"plugin": "user", "route": "/users/{id}", "method": "GET"}
+
+    def delta(name, **labels):
+        return after.get(name, 0, **labels) - before.get(name, 0, **labels)
+
+    assert delta("evhost_http_requests_total", status="200", **route) == 3
+    assert delta("evhost_http_requests_total", status="404", **route) == 2
+    assert delta("evhost_http_request_duration_seconds_count", **route) == 5
+    assert delta("evhost_http_request_duration_seconds_bucket", le="+Inf", **route) == 5
+    assert after.get("evhost_http_request_duration_seconds_sum", **route) > 0
+    assert delta("evhost_http_requests_total", plugin="user", route="/users", method="POST",
+                 status="201") == 1
+    assert delta("evhost_http_requests_total", plugin="", route="unmatched", method="GET",
+                 status="404") == 1
+    # Route patterns only: no id or raw path becomes a label value.
+    label_values = {v for (_, labels), _ in after.samples.items() for _, v in labels}
+    assert uid not in label_values and missing not in label_values
+    assert "/no/such/path" not in label_values
+
+    # The event: published by the relay (delivery report), handled by notifications.
+    published = dict(plugin="user", topic="USER_CREATED")
+    handled = dict(plugin="notifications", topic="USER_CREATED", result="ok")
+    lib.wait_until(lambda: scrape_value(d, "evhost_events_handled_total", **handled) >=
+                   before.get("evhost_events_handled_total", 0, **handled) + 1,
+                   timeout=30, message="events_handled_total{result=ok} to rise")
+    events = Scrape(d)
+    assert (events.get("evhost_events_published_total", 0, **published) -
+            before.get("evhost_events_published_total", 0, **published)) == 1
+    assert (events.get("evhost_events_handled_total", 0, **handled) -
+            before.get("evhost_events_handled_total", 0, **handled)) == 1
+    timing = dict(plugin="notifications", topic="USER_CREATED")
+    assert events.get("evhost_event_handler_duration_seconds_count", 0, **timing) >= 1
+    assert events.get("evhost_dlq_messages_total", 0, **published) == 0
+
+    assert events.get("evhost_plugin_up", plugin="user") == 1
+    assert events.get("evhost_plugin_up", plugin="notifications") == 1
+    for plugin in ("user", "notifications"):
+        pending = events.get("evhost_outbox_pending", plugin=plugin)
+        assert pending is not None and pending >= 0
+
+    def lag():
+        # Reported by the consumer once a second: wait for the partitions.
+        return [v for labels, v in Scrape(d).series("evhost_consumer_lag")
+                if labels["plugin"] == "notifications" and labels["topic"] == "USER_CREATED"]
+    values = lib.wait_until(lag, timeout=15, message="evhost_consumer_lag of USER_CREATED")
+    assert all(v >= 0 for v in values) and sum(values) == 0  # all handled by now
+    build = events.series("evhost_build_info")
+    header = (lib.REPO_ROOT / "sdk" / "include" / "evhost" / "evhost.h").read_text()
+    abi = ".".join(re.search(rf"#define EVH_ABI_{part} (\d+)", header).group(1)
+                   for part in ("MAJOR", "MINOR"))
+    version = re.search(r"project\(evhost VERSION ([0-9.]+)",
+                        (lib.REPO_ROOT / "CMakeLists.txt").read_text()).group(1)
+    assert build == [({"version": version, "abi": abi}, 1)]
+    assert events.get("process_resident_memory_bytes") > 0
+    assert events.get("process_start_time_seconds") > 1.6e9
+
+    check_dashboard(events.types)
+
+    # A poison message: rejected at once and dead-lettered.
+    mock = re.search(r"mock cluster at (127\.0\.0\.1:\d+)", d.log_text()).group(1)
+    lib.kafka_produce("USER_CREATED", "this is { not JSON", key="poison", brokers=mock,
+                      headers={"ce_id": f"poison-{uuid.uuid4().hex}", "ce_type": "user.created"})
+    dlq = dict(plugin="notifications", topic="USER_CREATED")
+    lib.wait_until(lambda: scrape_value(d, "evhost_dlq_messages_total", **dlq) == 1, timeout=30,
+                   message="evhost_dlq_messages_total to count the poison message")
+    poisoned = Scrape(d)
+    assert poisoned.get("evhost_events_handled_total", 0, result="reject", **dlq) == 1
+    assert poisoned.get("evhost_events_handled_total", 0, result="ok", **dlq) == 1
+
+    # Scrapes are requests too, under the host route.
+    assert events.get("evhost_http_requests_total", plugin="", route="/metrics", method="GET",
+                      status="200") >= 2
+    assert d.post("/metrics").status_code == 405
+    head = requests.head(d.url + "/metrics", timeout=10)
+    assert head.status_code == 200 and head.headers["Content-Type"] == CONTENT_TYPE
+
+
+def check_dashboard(types):
+    """The Grafana dashboard imports as it is (a Prometheus data source
+    variable used by every panel) and queries only families the daemon
+    exposes, histograms through their _bucket series."""
+    dash = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    exprs = []
+    for panel in dash["panels"]:
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"], panel["title"]
+        exprs += [t["expr"] for t in panel["targets"]]
+    used = set()
+    for expr in exprs:
+        for name in re.findall(r"\b((?:evhost|process)_[a-z_]+)\b", expr):
+            family = re.sub(r"_bucket$", "", name)
+            assert family in types, (name, expr)
+            if name.endswith("_bucket"):
+                assert types[family] == "histogram", expr
+            used.add(family)
+    for family in ("evhost_http_requests_total", "evhost_http_request_duration_seconds",
+                   "evhost_events_published_total", "evhost_events_handled_total",
+                   "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
+                   "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
+                   "process_resident_memory_bytes"):
+        assert family in used, family
+
+
+def test_metrics_disabled_answers_404(evhostd):
+    d = evhostd({"metrics": {"enabled": False}}, brokers="embedded")
+    r = d.get("/metrics")
+    assert r.status_code == 404
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert d.get("/healthz").status_code == 200

@@ -1,0 +1,368 @@
+"""GET /notifications/stream (Server-Sent Events) against the real daemon,
+over raw sockets: 401 without a token; the stream's headers; a broadcast
+reaching each user's own stream and nobody else's; a welcome mail reaching
+the stream of a user created after it opened; [http] max_streams (503
+with Retry-After); a departed client freeing its slot; a reload closing the
+plugin's streams; SIGTERM with streams open exiting 0 at once; and a plugin
+built against ABI 1.0 still loading next to it.
+
+The embedded broker is enough for most of it: the point is the HTTP side,
+not Kafka. The welcome test produces a USER_CREATED event itself, so it
+uses the real broker (kafka_bootstrap)."""
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import signal
+import socket
+import time
+import uuid
+
+import evhost_testlib as lib
+
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "admin-password-1"
+PASSWORD = "correct horse battery"
+STREAM = "/notifications/stream"
+MAX_STREAMS = 2
+
+
+class Sse:
+    """One HTTP request on its own socket, read as an event stream."""
+
+    def __init__(self, port, path=STREAM, token=None, timeout=10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        if token:
+            req += f"Authorization: Bearer {token}\r\n"
+        self.sock.sendall((req + "\r\n").encode())
+        self.buf = b""
+        self.eof = False
+        self.events = []    # every event read: {"id", "event", "data"}
+        self.comments = []  # every ": ..." line read
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buf:
+            assert self._fill(deadline), f"no response head: {self.buf!r}"
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers = {}
+        for line in lines[1:]:
+            k, v = line.split(":", 1)
+            self.headers[k.strip().lower()] = v.strip()
+
+    def _fill(self, deadline):
+        """Read more; False at EOF or when the deadline passed."""
+        left = deadline - time.monotonic()
+        if left <= 0 or self.eof:
+            return False
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buf += chunk
+        return True
+
+    def body(self, timeout=10.0):
+        """The rest of a plain (Content-Length) response."""
+        n = int(self.headers.get("content-length", "0"))
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n and self._fill(deadline):
+            pass
+        return self.buf[:n].decode()
+
+    def _parse_block(self, block):
+        ev = {"data": []}
+        for line in block.split("\n"):
+            if line.startswith(":"):
+                self.comments.append(line[1:].strip())
+                continue
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                ev["data"].append(value)
+            elif field in ("id", "event", "retry"):
+                ev[field] = value
+        if not ev["data"]:
+            return None
+        ev["data"] = "\n".join(ev["data"])
+        self.events.append(ev)
+        return ev
+
+    def next_event(self, timeout=10.0):
+        """The next event, or None at EOF / timeout. Comments are collected."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n\n" in self.buf:
+                block, self.buf = self.buf.split(b"\n\n", 1)
+                ev = self._parse_block(block.decode())
+                if ev:
+                    return ev
+            if not self._fill(deadline):
+                return None
+
+    def wait_for(self, pred, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            ev = self.next_event(max(0.0, deadline - time.monotonic()))
+            if ev is None:
+                raise AssertionError(f"no matching event within {timeout:g}s; got "
+                                     f"{self.events} comments {self.comments} eof={self.eof}")
+            if pred(ev):
+                return ev
+
+    def read_to_eof(self, timeout=10.0):
+        """Everything until the server closes; True if it did in time."""
+        while self.next_event(timeout) is not None:
+            pass
+        return self.eof
+
+    def close(self):
+        self.sock.close()
+
+
+def notif_config(tmp_path, unique_name, build_dir):
+    topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
+    secret = tmp_path / "jwt.key"
+    if not secret.exists():
+        secret.write_text(secrets.token_urlsafe(48))
+    admin_pw = tmp_path / "admin.password"
+    admin_pw.write_text(ADMIN_PASSWORD + "\n")
+    return {
+        "http": {"threads": 6, "max_streams": MAX_STREAMS},
+        "auth": {"jwt_secret_file": str(secret)},
+        "plugin.user": {
+            "topic.created": topics["created"], "topic.updated": topics["updated"],
+            "topic.deleted": topics["deleted"], "admin_email": ADMIN_EMAIL,
+            "admin_password_file": str(admin_pw),
+            "argon2_opslimit": "min", "argon2_memlimit": "min",
+        },
+        "plugin.notifications": {
+            "topic.user_created": topics["created"], "topic.user_updated": topics["updated"],
+            "topic.user_deleted": topics["deleted"], "topic.broadcast": topics["broadcast"],
+            "templates_dir": str(lib.REPO_ROOT / "plugins" / "notifications" / "templates"),
+            "transport": "maildir", "maildir": str(tmp_path / "mail"),
+            "from": "Evhost Tests <noreply@example.org>",
+            "group": unique_name("g"),
+        },
+        # Built against ABI 1.0 (descriptor 1.0, no streaming calls).
+        "plugin.abi10": {"path": str(build_dir / "tests" / "fixtures" / "abi_1_0.so")},
+    }
+
+
+def login(d, addr, password):
+    r = d.post("/auth/login", json={"email": addr, "password": password})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def new_user(d, name):
+    addr = f"{name.lower()}.{uuid.uuid4().hex[:8]}@example.com"
+    r = d.post("/users", json={"name": name, "email": addr, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    return r.json()["id"], addr, login(d, addr, PASSWORD)
+
+
+def open_stream(d, token):
+    s = Sse(d.port, token=token)
+    assert s.status == 200, (s.status, s.headers, s.body())
+    return s
+
+
+def is_broadcast(bid):
+    return lambda ev: (ev.get("event") == "notification"
+                       and json.loads(ev["data"])["event_id"].startswith(bid + ":"))
+
+
+def test_stream_pushes_each_user_only_their_notifications(evhostd, tmp_path, unique_name,
+                                                          build_dir):
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+
+    # A plugin built against ABI 1.0 loads and serves next to the new calls.
+    r = d.get("/abi10")
+    assert r.status_code == 200 and r.json() == {"abi": "1.0"}
+    assert d.get("/readyz").json()["plugins"]["abi10"] == "running"
+
+    # No token, a bad token: 401 problem+json, no stream.
+    s = Sse(d.port)
+    assert s.status == 401
+    assert s.headers["content-type"] == "application/problem+json"
+    assert json.loads(s.body())["status"] == 401
+    s.close()
+    s = Sse(d.port, token="not.a.token")
+    assert s.status == 401
+    s.close()
+
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    a_id, a_addr, a_token = new_user(d, "Alice")
+    b_id, b_addr, b_token = new_user(d, "Bob")
+
+    sa = open_stream(d, a_token)
+    assert sa.headers["content-type"] == "text/event-stream"
+    assert sa.headers["cache-control"] == "no-store"
+    assert sa.headers["x-accel-buffering"] == "no"
+    assert sa.headers.get("x-request-id")
+    assert "content-length" not in sa.headers
+    sb = open_stream(d, b_token)
+
+    # max_streams are open: the next one is refused, not queued.
+    extra = Sse(d.port, token=admin)
+    assert extra.status == 503
+    assert extra.headers["content-type"] == "application/problem+json"
+    assert int(extra.headers["retry-after"]) > 0
+    assert "max_streams" in json.loads(extra.body())["detail"]
+    extra.close()
+    # ... while ordinary requests still have workers.
+    assert d.get("/healthz").status_code == 200
+
+    started = time.monotonic()
+    r = d.post("/notifications/broadcast", json={"subject": "Live news", "message": "Hi"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    bid = r.json()["broadcast_id"]
+
+    ev = sa.wait_for(is_broadcast(bid), timeout=30)
+    print(f"\nbroadcast reached the stream {(time.monotonic() - started) * 1000:.0f} ms "
+          f"after 202")
+    data = json.loads(ev["data"])
+    assert data["event_id"] == f"{bid}:{a_id}"
+    assert data["template"] == "broadcast" and data["status"] == "sent"
+    assert data["user_id"] == a_id and data["recipient"] == a_addr
+    assert data["subject"] == "Live news" and data["time"].endswith("Z")
+    assert int(ev["id"]) > 0
+    evb = sb.wait_for(is_broadcast(bid), timeout=30)
+    assert json.loads(evb["data"])["user_id"] == b_id
+    assert int(evb["id"]) != int(ev["id"])
+
+    # Each stream heard only about its own user (welcome mails included,
+    # when they were delivered after the stream opened).
+    for stream, uid, addr in ((sa, a_id, a_addr), (sb, b_id, b_addr)):
+        for e in stream.events:
+            assert e["event"] == "notification"
+            item = json.loads(e["data"])
+            assert item["user_id"] == uid and item["recipient"] == addr, item
+    # The log agrees with what was pushed.
+    log = d.get("/notifications", params={"recipient": a_addr, "limit": 100},
+                headers={"Authorization": f"Bearer {admin}"}).json()["items"]
+    assert any(i["event_id"] == f"{bid}:{a_id}" and i["status"] == "sent" for i in log)
+
+    # A client that leaves frees its slot within about a second, without
+    # waiting for a keepalive write to fail.
+    sa.close()
+
+    def reopened():
+        s = Sse(d.port, token=a_token)
+        if s.status == 200:
+            return s
+        s.body()
+        s.close()
+        return None
+    t0 = time.monotonic()
+    sa = lib.wait_until(reopened, timeout=5, interval=0.2, message="a freed stream slot")
+    print(f"slot freed {(time.monotonic() - t0) * 1000:.0f} ms after the client left")
+
+    # SIGTERM with streams open: they end at once and the daemon exits 0.
+    t0 = time.monotonic()
+    d.send_signal(signal.SIGTERM)
+    assert sb.read_to_eof(timeout=5) and sa.read_to_eof(timeout=5)
+    assert "server stopping" in sb.comments
+    assert d.wait(timeout=10) == 0
+    took = time.monotonic() - t0
+    print(f"SIGTERM with 2 open streams: exited in {took * 1000:.0f} ms")
+    assert took < 5
+    sa.close()
+    sb.close()
+
+
+def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build_dir):
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    a_id, a_addr, a_token = new_user(d, "Carol")
+    s = open_stream(d, a_token)
+
+    # Change the notifications section: the plugin is drained and restarted,
+    # and its streams end with a comment saying why. (A new consumer group,
+    # so the restarted consumer need not wait out the old member's session
+    # on the embedded broker.)
+    notif = dict(config["plugin.notifications"], group=unique_name("g"))
+    sections = dict(config, **{"plugin.notifications": notif},
+                    host={"plugin_dir": str(build_dir / "plugins"), "state_dir": str(d.state_dir)},
+                    kafka={"brokers": "embedded"}, log={"format": "text", "level": "debug"})
+    sections["http"] = dict(sections["http"], listen=f"127.0.0.1:{d.port}")
+    lib.write_ini(d.config_file, sections)
+    d.send_signal(signal.SIGHUP)
+    assert s.read_to_eof(timeout=15), s.comments
+    assert "service stopping" in s.comments
+    s.close()
+    d.wait_for_log("reload done", timeout=15)
+
+    # The restarted plugin streams again.
+    s = lib.wait_until(lambda: (lambda x: x if x.status == 200 else x.close())(
+        Sse(d.port, token=a_token)), timeout=10, interval=0.2, message="a stream after reload")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = d.post("/notifications/broadcast", json={"subject": "After reload", "message": "x"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
+    assert json.loads(ev["data"])["user_id"] == a_id
+    s.close()
+
+
+def test_max_streams_must_leave_a_worker_free(evhostd):
+    r = evhostd.run(["--check-config"], config={"http": {"threads": 4, "max_streams": 4}})
+    assert r.returncode != 0
+    lines = [l for l in (r.stdout + r.stderr).splitlines() if "max_streams" in l]
+    assert lines and "max_streams (4) must be below threads (4)" in lines[0]
+    assert "evhost.conf:" in lines[0]  # file:line
+    r = evhostd.run(["--check-config"], config={"http": {"max_streams": 0}})
+    assert r.returncode != 0 and "max_streams" in r.stdout + r.stderr
+    r = evhostd.run(["--check-config"], config={"http": {"threads": 4, "max_streams": 3}})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def sign_token(secret, subject, ttl=300):
+    """An HS256 token as user.so would issue it, for a user id of our choosing."""
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=")
+    now = int(time.time())
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps({"sub": subject, "roles": [], "iat": now, "exp": now + ttl,
+                           "iss": "evhost"}).encode())
+    sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + sig).decode()
+
+
+def test_welcome_mail_of_a_user_created_later_reaches_their_stream(evhostd, tmp_path,
+                                                                   unique_name, build_dir,
+                                                                   kafka_bootstrap):
+    config = notif_config(tmp_path, unique_name, build_dir)
+    del config["plugin.user"]  # the user events come straight from Kafka here
+    d = evhostd(config, brokers=kafka_bootstrap)
+    secret = (tmp_path / "jwt.key").read_bytes()
+    uid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    addr = f"dora.{uid[:8]}@example.com"
+
+    # Streams open before the user exists: the channel is just the token's subject.
+    s = open_stream(d, sign_token(secret, uid))
+    s_other = open_stream(d, sign_token(secret, other))
+    lib.kafka_produce(config["plugin.notifications"]["topic.user_created"],
+                      {"id": uid, "email": addr, "name": "Dora"}, key=uid, brokers=kafka_bootstrap)
+
+    ev = s.wait_for(lambda e: e.get("event") == "notification", timeout=60)
+    item = json.loads(ev["data"])
+    assert item["template"] == "welcome" and item["status"] == "sent"
+    assert item["user_id"] == uid and item["recipient"] == addr
+    assert "subject" not in item and item["attempts"] == 1
+    # Nobody else hears about it.
+    assert s_other.next_event(timeout=2) is None and s_other.events == []
+    s.close()
+    s_other.close()

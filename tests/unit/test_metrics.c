@@ -1,0 +1,390 @@
+/* metrics.c: the text exposition (format 0.0.4) line by line, label
+ * escaping, histogram buckets, gauges that disappear, the per-route status
+ * slots, and exact totals when many threads count and intern at once while
+ * another one scrapes. */
+#include <ctype.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdatomic.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <evhost/evhost.h>
+
+#include "metrics.h"
+
+static char *render(void)
+{
+	char *text = NULL;
+	size_t len = 0;
+	assert_int_equal(metrics_render(NULL, &text, &len), 0);
+	assert_non_null(text);
+	assert_int_equal(strlen(text), len);
+	return text;
+}
+
+/* The value of the sample whose name and labels are exactly `series`, or
+ * fail the test when there is no such line. */
+static double sample(const char *text, const char *series)
+{
+	size_t n = strlen(series);
+	for (const char *line = text; line && *line; line = strchr(line, '\n')) {
+		if (*line == '\n')
+			line++;
+		if (!strncmp(line, series, n) && line[n] == ' ')
+			return strtod(line + n + 1, NULL);
+	}
+	fail_msg("no sample %s in:\n%s", series, text);
+	return -1;
+}
+
+static int has_line_prefix(const char *text, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	for (const char *line = text; line && *line; line = strchr(line, '\n')) {
+		if (*line == '\n')
+			line++;
+		if (!strncmp(line, prefix, n))
+			return 1;
+	}
+	return 0;
+}
+
+static const char *name_end(const char *p)
+{
+	if (!isalpha((unsigned char)*p) && *p != '_' && *p != ':')
+		return NULL;
+	while (isalnum((unsigned char)*p) || *p == '_' || *p == ':')
+		p++;
+	return p;
+}
+
+/* One sample line: name, optional {label="value",...} with only \\ \" \n
+ * escapes, one space, a number, end of line. Returns 0 when well-formed. */
+static int check_sample(const char *p, const char *end)
+{
+	char *num_end;
+	if (!(p = name_end(p)))
+		return -1;
+	if (*p == '{') {
+		p++;
+		while (*p != '}') {
+			if (!(p = name_end(p)) || *p++ != '=' || *p++ != '"')
+				return -1;
+			for (; *p != '"'; p++) {
+				if (p >= end)
+					return -1;
+				if (*p == '\\' && !strchr("\\\"n", *++p))
+					return -1;
+			}
+			p++;
+			if (*p == ',')
+				p++;
+			else if (*p != '}')
+				return -1;
+		}
+		p++;
+	}
+	if (*p++ != ' ')
+		return -1;
+	strtod(p, &num_end);
+	return num_end == p || num_end != end ? -1 : 0;
+}
+
+/* Problems in the exposition: a line that is not a # HELP, a # TYPE or a
+ * well-formed sample, a family typed twice, a missing final newline. Plain
+ * return value, no cmocka assertion: the scraper thread calls it too. */
+static int exposition_errors(const char *text)
+{
+	char seen[64][96];
+	int nseen = 0, errors = 0;
+	if (!text[0] || text[strlen(text) - 1] != '\n')
+		return 1;
+	for (const char *line = text; *line;) {
+		const char *end = strchr(line, '\n');
+		char name[96];
+		if (!strncmp(line, "# TYPE ", 7) && sscanf(line + 7, "%95s", name) == 1) {
+			for (int i = 0; i < nseen; i++)
+				errors += !strcmp(seen[i], name);
+			if (nseen < 64)
+				strcpy(seen[nseen++], name);
+		} else if (strncmp(line, "# HELP ", 7) != 0 && check_sample(line, end) != 0) {
+			print_error("malformed line: %.*s\n", (int)(end - line), line);
+			errors++;
+		}
+		line = end + 1;
+	}
+	return errors;
+}
+
+static void check_exposition(const char *text) { assert_int_equal(exposition_errors(text), 0); }
+
+static int setup(void **state)
+{
+	(void)state;
+	metrics_reset();
+	return 0;
+}
+
+static void test_http_counts_by_route_pattern(void **state)
+{
+	metrics_series *route = metrics_http_route("user", "/users/{id}", "GET");
+	char *text, build[128];
+	(void)state;
+	assert_non_null(route);
+	assert_ptr_equal(metrics_http_route("user", "/users/{id}", "GET"), route);
+	for (int i = 0; i < 3; i++)
+		metrics_http_request(route, "GET", 200, 0.002);
+	metrics_http_request(route, "GET", 404, 0.001);
+	metrics_http_request(NULL, "GET", 404, 0.001);
+	metrics_http_request(NULL, "BREW", 405, 0.001);
+	text = render();
+	check_exposition(text);
+	assert_true(strstr(text, "# TYPE evhost_http_requests_total counter\n") != NULL);
+	assert_true(strstr(text, "# TYPE evhost_http_request_duration_seconds histogram\n") !=
+	            NULL);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"user\",route=\"/users/{id}\","
+	                         "method=\"GET\",status=\"200\"}") == 3);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"user\",route=\"/users/{id}\","
+	                         "method=\"GET\",status=\"404\"}") == 1);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"\",route=\"unmatched\","
+	                         "method=\"GET\",status=\"404\"}") == 1);
+	/* An invented method is folded, not a new label value. */
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"\",route=\"unmatched\","
+	                         "method=\"other\",status=\"405\"}") == 1);
+	assert_null(strstr(text, "BREW"));
+	assert_true(sample(text, "evhost_http_request_duration_seconds_count{plugin=\"user\","
+	                         "route=\"/users/{id}\",method=\"GET\"}") == 4);
+	snprintf(build, sizeof build, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"}",
+	         EVHOST_VERSION, EVH_ABI_MAJOR, EVH_ABI_MINOR);
+	assert_true(sample(text, build) == 1);
+	assert_true(sample(text, "process_resident_memory_bytes") > 0);
+	assert_true(sample(text, "process_start_time_seconds") > 1.6e9);
+	free(text);
+}
+
+static void test_label_values_are_escaped(void **state)
+{
+	char *text;
+	(void)state;
+	metrics_dlq_message("back\\slash", "quo\"te\nnewline");
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_dlq_messages_total{plugin=\"back\\\\slash\","
+	                         "topic=\"quo\\\"te\\nnewline\"}") == 1);
+	free(text);
+}
+
+static void test_histogram_buckets_are_cumulative(void **state)
+{
+	static const char *const le[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
+	                                 "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
+	                                 "1",      "2.5",   "5",      "10",    "+Inf"};
+	/* 0.005 sits exactly on a bound: le means "less than or equal". */
+	static const double obs[] = {0.0001, 0.003, 0.005, 0.2, 20};
+	static const double want[] = {1, 1, 1, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 5};
+	char *text, key[256];
+	double prev = 0;
+	(void)state;
+	for (size_t i = 0; i < sizeof obs / sizeof obs[0]; i++)
+		metrics_event_handler_time("p", "t", obs[i]);
+	text = render();
+	check_exposition(text);
+	for (size_t i = 0; i < sizeof le / sizeof le[0]; i++) {
+		double v;
+		snprintf(key, sizeof key,
+		         "evhost_event_handler_duration_seconds_bucket{plugin=\"p\",topic=\"t\","
+		         "le=\"%s\"}",
+		         le[i]);
+		v = sample(text, key);
+		assert_true(v >= prev);
+		if (v != want[i])
+			fail_msg("bucket le=%s: %g, expected %g", le[i], v, want[i]);
+		prev = v;
+	}
+	assert_true(sample(text, "evhost_event_handler_duration_seconds_count{plugin=\"p\","
+	                         "topic=\"t\"}") == 5);
+	assert_float_equal(sample(text, "evhost_event_handler_duration_seconds_sum{plugin=\"p\","
+	                                "topic=\"t\"}"),
+	                   20.2081, 1e-6);
+	free(text);
+}
+
+static void test_events_counters_and_results(void **state)
+{
+	metrics_series *pub = metrics_published("user", "USER_CREATED");
+	char *text;
+	(void)state;
+	metrics_count(pub);
+	metrics_count(pub);
+	metrics_count(NULL); /* a series that could not be made: nothing */
+	metrics_event_handled("n", "USER_CREATED", METRICS_EVENT_OK);
+	metrics_event_handled("n", "USER_CREATED", METRICS_EVENT_DUPLICATE);
+	metrics_event_handled("n", "USER_CREATED", METRICS_EVENT_RETRY);
+	metrics_event_handled("n", "USER_CREATED", METRICS_EVENT_RETRY);
+	metrics_event_handled("n", "USER_CREATED", METRICS_EVENT_DLQ);
+	metrics_event_handled("n", "USER_CREATED", (metrics_event_result)99);
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_events_published_total{plugin=\"user\","
+	                         "topic=\"USER_CREATED\"}") == 2);
+	assert_true(sample(text, "evhost_events_handled_total{plugin=\"n\",topic=\"USER_CREATED\","
+	                         "result=\"ok\"}") == 1);
+	assert_true(sample(text, "evhost_events_handled_total{plugin=\"n\",topic=\"USER_CREATED\","
+	                         "result=\"duplicate\"}") == 1);
+	assert_true(sample(text, "evhost_events_handled_total{plugin=\"n\",topic=\"USER_CREATED\","
+	                         "result=\"retry\"}") == 2);
+	assert_true(sample(text, "evhost_events_handled_total{plugin=\"n\",topic=\"USER_CREATED\","
+	                         "result=\"dlq\"}") == 1);
+	assert_false(has_line_prefix(text, "evhost_events_handled_total{plugin=\"n\",topic=\"USER_"
+	                                   "CREATED\",result=\"reject\"}"));
+	free(text);
+}
+
+static void test_lag_gauge_disappears_when_cleared(void **state)
+{
+	const char *key = "evhost_consumer_lag{plugin=\"n\",topic=\"t\",partition=\"3\"}";
+	char *text;
+	(void)state;
+	metrics_consumer_lag_set("n", "t", 3, 42);
+	text = render();
+	assert_true(sample(text, key) == 42);
+	free(text);
+	metrics_consumer_lag_clear("n", "t", 3);
+	text = render();
+	assert_false(has_line_prefix(text, key));
+	assert_true(strstr(text, "# TYPE evhost_consumer_lag gauge\n") != NULL);
+	free(text);
+	metrics_consumer_lag_set("n", "t", 3, -5); /* never negative */
+	text = render();
+	assert_true(sample(text, key) == 0);
+	free(text);
+}
+
+static void test_failed_plugin_is_down(void **state)
+{
+	char *text;
+	(void)state;
+	metrics_plugin_failed("mailer");
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_plugin_up{plugin=\"mailer\"}") == 0);
+	free(text);
+}
+
+static void test_status_slots_overflow_to_other(void **state)
+{
+	metrics_series *r = metrics_http_route("p", "/x", "GET");
+	char *text;
+	(void)state;
+	for (int s = 200; s < 220; s++) /* 20 statuses, 15 slots */
+		metrics_http_request(r, "GET", s, 0.001);
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/x\","
+	                         "method=\"GET\",status=\"214\"}") == 1);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/x\","
+	                         "method=\"GET\",status=\"other\"}") == 5);
+	assert_true(sample(text, "evhost_http_request_duration_seconds_count{plugin=\"p\","
+	                         "route=\"/x\",method=\"GET\"}") == 20);
+	free(text);
+}
+
+/* ---- concurrency ---- */
+
+#define THREADS 8
+#define ROUNDS 20000
+#define TOPICS 50
+
+static metrics_series *shared_route;
+static atomic_int scraping, scrape_errors;
+
+static void *hammer(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+	char topic[32];
+	for (int i = 0; i < ROUNDS; i++) {
+		/* Every thread interns the same 50 series, racing to create them. */
+		snprintf(topic, sizeof topic, "topic-%d", (i + id) % TOPICS);
+		metrics_event_handled("p", topic, METRICS_EVENT_OK);
+		metrics_http_request(shared_route, "GET", i % 2 ? 200 : 201, 0.001);
+		metrics_event_handler_time("p", "h", 0.002);
+	}
+	return NULL;
+}
+
+static void *scraper(void *arg)
+{
+	(void)arg;
+	while (atomic_load(&scraping)) {
+		char *text = NULL;
+		size_t len;
+		if (metrics_render(NULL, &text, &len) != 0 || exposition_errors(text))
+			atomic_fetch_add(&scrape_errors, 1);
+		free(text);
+	}
+	return NULL;
+}
+
+static void test_concurrent_updates_are_exact(void **state)
+{
+	pthread_t t[THREADS], s;
+	char *text, key[256];
+	double sum = 0;
+	(void)state;
+	shared_route = metrics_http_route("p", "/shared", "GET");
+	atomic_store(&scraping, 1);
+	assert_int_equal(pthread_create(&s, NULL, scraper, NULL), 0);
+	for (int i = 0; i < THREADS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, hammer, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	atomic_store(&scraping, 0);
+	pthread_join(s, NULL);
+	assert_int_equal(atomic_load(&scrape_errors), 0);
+	text = render();
+	check_exposition(text);
+	for (int i = 0; i < TOPICS; i++) {
+		snprintf(key, sizeof key,
+		         "evhost_events_handled_total{plugin=\"p\",topic=\"topic-%d\","
+		         "result=\"ok\"}",
+		         i);
+		sum += sample(text, key);
+		assert_true(sample(text, key) == THREADS * ROUNDS / TOPICS);
+	}
+	assert_true(sum == THREADS * ROUNDS);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/shared\","
+	                         "method=\"GET\",status=\"200\"}") == THREADS * ROUNDS / 2);
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/shared\","
+	                         "method=\"GET\",status=\"201\"}") == THREADS * ROUNDS / 2);
+	assert_true(sample(text, "evhost_event_handler_duration_seconds_count{plugin=\"p\","
+	                         "topic=\"h\"}") == THREADS * ROUNDS);
+	assert_float_equal(sample(text, "evhost_event_handler_duration_seconds_sum{plugin=\"p\","
+	                                "topic=\"h\"}"),
+	                   THREADS * ROUNDS * 0.002, 1e-6);
+	assert_true(sample(text, "evhost_metrics_series_dropped_total") == 0);
+	free(text);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(test_http_counts_by_route_pattern, setup),
+	    cmocka_unit_test_setup(test_label_values_are_escaped, setup),
+	    cmocka_unit_test_setup(test_histogram_buckets_are_cumulative, setup),
+	    cmocka_unit_test_setup(test_events_counters_and_results, setup),
+	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
+	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
+	    cmocka_unit_test_setup(test_status_slots_overflow_to_other, setup),
+	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
+	};
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	metrics_reset();
+	return rc;
+}
