@@ -1,13 +1,11 @@
 /* bench_civetweb: a bare civetweb server for scripts/bench that answers every
  * GET with the same bytes evhostd sent for GET /crud/products/{id}: the
  * status, the headers (one "Name: value" per line in HEADERS_FILE, in that
- * order; Content-Length and Date are civetweb's) and the body in BODY_FILE,
- * all held in memory. It uses the civetweb calls and options evhostd's
- * http.c uses plus tcp_nodelay=1: small answers written as a header and a
- * body (two sends) otherwise wait for the client's delayed ACK (Nagle), some
- * 40 ms each on Linux, and the figure would measure that timer, not civetweb.
- * -o NAME=VALUE sets any other civetweb option (e.g. -o tcp_nodelay=0 to
- * see evhostd's behaviour without it).
+ * order; then Content-Length, Date and Connection) and the body in BODY_FILE,
+ * all held in memory. It uses the civetweb options evhostd's http.c uses
+ * (tcp_nodelay=1 among them) and writes the answer the way evhostd does: the
+ * head and a small body in one mg_write, one send(). -o NAME=VALUE sets any
+ * other civetweb option.
  *
  *   bench_civetweb -l 127.0.0.1:PORT -t THREADS -H HEADERS_FILE -B BODY_FILE
  *                  [-o NAME=VALUE]...
@@ -19,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <civetweb.h>
@@ -77,17 +76,42 @@ static int parse_headers(struct reply *r, char *text)
 	return 0;
 }
 
+/* The whole answer in one send(), as evhostd's http.c writes small ones:
+ * status line, the headers, Content-Length, Date (formatted once a second
+ * per thread), Connection, then the body. */
 static int handle(struct mg_connection *c, void *ud)
 {
+	static __thread time_t last = -1;
+	static __thread char date[40];
 	const struct reply *r = ud;
-	char len[32];
-	snprintf(len, sizeof len, "%zu", r->body_len);
-	mg_response_header_start(c, 200);
-	for (size_t i = 0; i < r->nheaders; i++)
-		mg_response_header_add(c, r->names[i], r->values[i], -1);
-	mg_response_header_add(c, "Content-Length", len, -1);
-	mg_response_header_send(c);
-	mg_write(c, r->body, r->body_len);
+	char *buf;
+	size_t len = 0, cap = r->body_len + 4096;
+	time_t now = time(NULL);
+
+	if (now != last) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		last = now;
+	}
+	buf = malloc(cap);
+	if (!buf)
+		return 500;
+	len += (size_t)snprintf(buf + len, cap - len, "HTTP/1.1 200 OK\r\n");
+	for (size_t i = 0; i < r->nheaders && len < cap; i++)
+		len += (size_t)snprintf(buf + len, cap - len, "%s: %s\r\n", r->names[i], r->values[i]);
+	if (len < cap)
+		len += (size_t)snprintf(buf + len, cap - len,
+		                        "Content-Length: %zu\r\nDate: %s\r\n"
+		                        "Connection: keep-alive\r\n\r\n",
+		                        r->body_len, date);
+	if (len + r->body_len > cap) {
+		free(buf);
+		return 500;
+	}
+	memcpy(buf + len, r->body, r->body_len);
+	mg_write(c, buf, len + r->body_len);
+	free(buf);
 	return 200;
 }
 

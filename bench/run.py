@@ -363,6 +363,7 @@ def phase_http(ctx, r):
         say("HTTP write: wrk POST /crud/products on evhostd")
         post = run_wrk(ctx, d.url + "/crud/products", body=PRODUCT)
         r["rss_load_kb"] = d.rss()
+        ctx.detail["http_post_group_commit"] = group_commits(d.url, "crud")
     finally:
         d.stop()
     r.update({"http_get_rps": get["rps"], "http_get_p50_ms": get["p50_ms"],
@@ -374,6 +375,20 @@ def phase_http(ctx, r):
     ctx.errors["http_get"] = get["errors"]
     ctx.errors["http_get_baseline"] = base["errors"]
     ctx.errors["http_post"] = post["errors"]
+
+
+def group_commits(url, plugin):
+    """The plugin's group commits so far, from /metrics: how many requests
+    shared each fsync."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    found = {}
+    for name in ("evhost_store_group_commits_total", "evhost_store_group_members_total"):
+        m = re.search(r'^%s\{plugin="%s"\} (\d+)$' % (name, plugin), text, re.M)
+        found[name] = int(m.group(1)) if m else 0
+    groups = found["evhost_store_group_commits_total"]
+    members = found["evhost_store_group_members_total"]
+    return {"commits": groups, "transactions": members,
+            "mean_group": round(members / groups, 2) if groups else None}
 
 
 def http_get_baseline(ctx, path, got):
@@ -666,6 +681,10 @@ class Ctx:
         self.detail = {}
 
 
+PHASES = {"http": phase_http, "node": phase_node, "e2e": phase_e2e, "publish": phase_publish,
+          "consume": phase_consume}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -674,7 +693,15 @@ def main():
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--command", default="scripts/bench")
+    ap.add_argument("--only", help="comma-separated phases (%s): run just these, print their "
+                    "figures, write no results file" % ",".join(PHASES))
     args = ap.parse_args()
+    only = args.only.split(",") if args.only else list(PHASES)
+    unknown = [p for p in only if p not in PHASES]
+    if unknown:
+        ap.error(f"unknown phase {', '.join(unknown)} (phases: {', '.join(PHASES)})")
+    if "consume" in only and "publish" not in only:
+        ap.error("consume reads what publish wrote: --only publish,consume")
     ctx = Ctx(args)
     started = time.monotonic()
     r = {}
@@ -682,15 +709,17 @@ def main():
     subprocess.run([str(ctx.build / "bench" / "bench_kafka"), "create", "-b", ctx.brokers, "-p",
                     str(ctx.s["partitions"]), *TOPICS], check=True, timeout=60)
     try:
-        phase_http(ctx, r)
-        phase_node(ctx, r)
-        phase_e2e(ctx, r)
-        phase_publish(ctx, r)
-        phase_consume(ctx, r)
+        for name in PHASES:
+            if name in only:
+                PHASES[name](ctx, r)
     except (BenchError, requests.RequestException, subprocess.SubprocessError) as exc:
         say(f"error: {exc}")
         say(f"logs are in {ctx.work}")
         return 1
+    if args.only:
+        print(json.dumps({"figures": r, "failed_requests": ctx.errors, "detail": ctx.detail},
+                         indent=2))
+        return 0
     q = ratios(r)
     doc = {
         **r,

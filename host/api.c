@@ -174,7 +174,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.data = (char *)json;
 	row.data_len = len;
 	if (!tx) {
-		rc = store_tx_begin(p->store, &own);
+		rc = store_tx_begin_grouped(p->store, &own);
 		if (rc != EVH_OK)
 			return rc;
 		tx = own;
@@ -196,7 +196,7 @@ static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 {
 	if (!p || !tx || !p->store)
 		return EVH_EINVAL;
-	return store_tx_begin(p->store, tx);
+	return store_tx_begin_grouped(p->store, tx);
 }
 
 static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)

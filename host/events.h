@@ -16,7 +16,7 @@ typedef struct ce_meta {
 	char traceparent[64];
 } ce_meta;
 
-/* A random UUIDv4 string (36 chars + NUL). */
+/* A time-ordered UUIDv7 string (36 chars + NUL): event ids. */
 void events_uuid(char out[37]);
 /* Current UTC time as RFC 3339 with milliseconds: 2026-01-02T03:04:05.678Z. */
 void events_now_rfc3339(char out[40]);

@@ -382,36 +382,161 @@ static void problem(evh_response *resp, int status, const char *slug, const char
 
 static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
 
+/* Does the comma-separated header value contain `token` (any case)? */
+static int header_has_token(const char *v, const char *token)
+{
+	size_t n = strlen(token);
+	while (v && *v) {
+		v += strspn(v, " \t,");
+		if (!strncasecmp(v, token, n) && (v[n] == '\0' || v[n] == ',' || v[n] == ' ' ||
+		                                   v[n] == '\t' || v[n] == ';'))
+			return 1;
+		v = strchr(v, ',');
+	}
+	return 0;
+}
+
+/* Will civetweb keep the connection after this response? Its own rule
+ * (should_keep_alive in civetweb 1.15), so the Connection header we send
+ * says what it will do: not after a 401, a Connection header without
+ * keep-alive, an HTTP/1.0 request that did not ask for it, or a response
+ * that must close. */
+static int resp_keeps_alive(evh_request *req, evh_response *resp)
+{
+	const char *conn, *version;
+	if (resp->close || resp->status == 401 || !req->ri)
+		return 0;
+	conn = mg_get_header(req->conn, "Connection");
+	version = req->ri->http_version ? req->ri->http_version : "1.1";
+	if (conn)
+		return header_has_token(conn, "keep-alive");
+	return !strcmp(version, "1.1");
+}
+
+/* The Date header's value, formatted once a second per thread. */
+static const char *http_date(void)
+{
+	static __thread time_t last = -1;
+	static __thread char buf[40];
+	time_t now = time(NULL);
+	if (now != last) {
+		struct tm tm;
+		gmtime_r(&now, &tm);
+		strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+		last = now;
+	}
+	return buf;
+}
+
+/* Response heads and small bodies go out in one send(): two sends cost two
+ * trips through the (loopback) network stack and two wakeups of the client. */
+#define RESP_ONE_SEND 16384
+
+typedef struct headbuf {
+	char *p;
+	size_t len, cap;
+	int failed;
+	char local[RESP_ONE_SEND];
+} headbuf;
+
+static void hb_add(headbuf *b, const char *s, size_t n)
+{
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = (b->len + n + 1) * 2;
+		char *p = b->p == b->local ? malloc(cap) : realloc(b->p, cap);
+		if (!p) {
+			b->failed = 1;
+			return;
+		}
+		if (b->p == b->local)
+			memcpy(p, b->local, b->len);
+		b->p = p;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+static void hb_str(headbuf *b, const char *s) { hb_add(b, s, strlen(s)); }
+
+static void hb_header(headbuf *b, const char *name, const char *value)
+{
+	hb_str(b, name);
+	hb_add(b, ": ", 2);
+	hb_str(b, value);
+	hb_add(b, "\r\n", 2);
+}
+
 /* Write the response. Returns the bytes of body written. */
 static size_t resp_send(evh_request *req, evh_response *resp)
 {
 	struct mg_connection *c = req->conn;
-	char len[32];
-	int head = !strcmp(req->method, "HEAD");
+	char line[64];
+	headbuf *b;
+	int head = !strcmp(req->method, "HEAD"), keep, has_date = 0;
+	int with_body;
+	size_t sent = 0;
+
 	if (resp->status < 200 || resp->status > 599) {
 		log_error("http", "%s %s: handler set invalid status %d", req->method, req->path,
 		          resp->status);
 		resp_free(resp);
 		problem(resp, 500, "internal", "the handler produced an invalid response");
 	}
-	if (resp->close)
+	with_body = !head && status_has_body(resp->status) && resp->body_len > 0;
+	keep = resp_keeps_alive(req, resp);
+	if (!keep)
 		mg_disable_keep_alive(c);
-	mg_response_header_start(c, resp->status);
+	b = malloc(sizeof *b);
+	if (!b) {
+		mg_disable_keep_alive(c); /* nothing sent: the client sees a close */
+		return 0;
+	}
+	b->p = b->local;
+	b->len = 0;
+	b->cap = sizeof b->local;
+	b->failed = 0;
+	snprintf(line, sizeof line, "HTTP/%s %d ",
+	         req->ri && req->ri->http_version && !strcmp(req->ri->http_version, "1.0") ? "1.0"
+	                                                                                 : "1.1",
+	         resp->status);
+	hb_str(b, line);
+	hb_str(b, mg_get_response_code_text(c, resp->status));
+	hb_add(b, "\r\n", 2);
 	if (status_has_body(resp->status)) {
 		if (resp->ctype)
-			mg_response_header_add(c, "Content-Type", resp->ctype, -1);
-		snprintf(len, sizeof len, "%zu", resp->body_len);
-		mg_response_header_add(c, "Content-Length", len, -1);
+			hb_header(b, "Content-Type", resp->ctype);
+		snprintf(line, sizeof line, "%zu", resp->body_len);
+		hb_header(b, "Content-Length", line);
 	}
-	mg_response_header_add(c, "X-Request-Id", req->id, -1);
-	for (size_t i = 0; i < resp->nheaders; i++)
-		mg_response_header_add(c, resp->hname[i], resp->hvalue[i], -1);
-	mg_response_header_send(c);
-	if (head || !status_has_body(resp->status) || resp->body_len == 0)
-		return 0;
-	if (mg_write(c, resp->body, resp->body_len) <= 0)
-		return 0;
-	return resp->body_len;
+	hb_header(b, "X-Request-Id", req->id);
+	for (size_t i = 0; i < resp->nheaders; i++) {
+		hb_header(b, resp->hname[i], resp->hvalue[i]);
+		has_date |= !strcasecmp(resp->hname[i], "Date");
+	}
+	if (!has_date)
+		hb_header(b, "Date", http_date());
+	hb_header(b, "Connection", keep ? "keep-alive" : "close");
+	hb_add(b, "\r\n", 2);
+	if (with_body && b->len + resp->body_len <= sizeof b->local) {
+		hb_add(b, resp->body, resp->body_len);
+		with_body = 0;
+		sent = resp->body_len;
+	}
+	if (b->failed) {
+		mg_disable_keep_alive(c);
+		sent = 0;
+	} else if (mg_write(c, b->p, b->len) <= 0) {
+		sent = 0;
+	} else if (with_body) {
+		sent = mg_write(c, resp->body, resp->body_len) > 0 ? resp->body_len : 0;
+	}
+	if (b->p != b->local)
+		free(b->p);
+	free(b);
+	return sent;
 }
 
 /* ------------------------------------------------------------ requests */

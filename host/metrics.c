@@ -568,6 +568,32 @@ static void render_lag(struct out *o)
 	free(v);
 }
 
+/* Group commit counters of each plugin's store (under plugins_lock). */
+static void render_group_commits(struct out *o, host *h, metrics_series *one)
+{
+	static const char *const groups = "evhost_store_group_commits_total",
+	                         *const members = "evhost_store_group_members_total";
+	size_t n = h ? h->nplugins : 0;
+	uint64_t g, m;
+	put_head(o, groups, "counter",
+	         "Commits that made a group of the plugin's transactions durable at once.");
+	for (size_t i = 0; i < n; i++) {
+		one->label[0] = h->plugins[i]->name;
+		store_group_stats(h->plugins[i]->store, &g, &m);
+		put_name(o, groups, one, NULL, NULL);
+		putf(o, "%" PRIu64 "\n", g);
+	}
+	put_head(o, members, "counter",
+	         "Transactions committed in those groups (divided by the commits: the mean "
+	         "group size).");
+	for (size_t i = 0; i < n; i++) {
+		one->label[0] = h->plugins[i]->name;
+		store_group_stats(h->plugins[i]->store, &g, &m);
+		put_name(o, members, one, NULL, NULL);
+		putf(o, "%" PRIu64 "\n", m);
+	}
+}
+
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
 static void render_plugins(struct out *o, host *h)
 {
@@ -600,6 +626,7 @@ static void render_plugins(struct out *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		putf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
+	render_group_commits(o, h, &one);
 	if (h)
 		pthread_mutex_unlock(&h->plugins_lock);
 	free(failed);

@@ -12,6 +12,26 @@
  * error. So a plugin that ignores an error (say, EVH_EFULL from publish)
  * cannot commit a state change without the event describing it.
  *
+ * Group commit: transactions begun through store_tx_begin_grouped (the
+ * SDK's evh_tx_begin and evh_publish outside a handler) share one SQLite
+ * transaction, each inside a SAVEPOINT of its own. A member's commit releases
+ * its savepoint and then, if other members are queued for the lock, leaves
+ * the group open for them and waits; the member that finds nobody queued (or
+ * the group full) COMMITs for all, one fsync for the group, and wakes them.
+ * Every member returns only once the group is durable, with the group's
+ * result, so "commit returned OK" still means "on disk". A member that
+ * rolls back undoes only its savepoint, but still waits when the group held
+ * others' writes (it may have read them). Anyone else taking the lock (the
+ * relay, the consumer, admin reads) first commits an open group, so no read
+ * outside the group ever sees a member's writes before they are durable.
+ *
+ * Checkpoints: SQLite's automatic checkpoint runs inside whichever COMMIT
+ * crosses the WAL threshold, so an HTTP request or the consumer would pay
+ * for copying pages and syncing the database file. Instead a thread per
+ * store, on a connection of its own, runs a PASSIVE checkpoint when the WAL
+ * hook reports the threshold crossed; writers are not blocked by it. Should
+ * it fall far behind, the committing writer checkpoints as before.
+ *
  * Statements are prepared once and kept in a small LRU cache keyed by SQL
  * text. A cached statement checked out by an open cursor is marked busy; a
  * second user of the same SQL meanwhile gets a private, uncached statement. */
@@ -36,6 +56,13 @@
 #define STORE_ERR_LEN 512
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
+/* Members of one group commit at most: bounds how long a member waits. */
+#define STORE_GROUP_MAX 64
+/* WAL pages after which the checkpointer thread copies the WAL back into
+ * the database (SQLite's own default threshold), and the multiple of it at
+ * which a writer stops waiting for that thread and checkpoints itself. */
+#define STORE_CHECKPOINT_PAGES 1000
+#define STORE_CHECKPOINT_INLINE 8
 
 typedef struct cached_stmt {
 	char *sql; /* NULL: slot empty */
@@ -62,6 +89,28 @@ struct store {
 	int64_t outbox_limit; /* 0 = unbounded */
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
+	int hook_due; /* outbox rows became visible: call the hook at unlock */
+	int sync_full; /* synchronous = FULL (else NORMAL) */
+	/* Highest outbox seq committed: the relay reads up to it while a group
+	 * is open, so it neither sees nor has to commit the group's rows. */
+	int64_t committed_seq;
+	int64_t gmax_seq; /* highest outbox seq of the open group's members */
+	/* Group commit (see the top of the file); all under mu but gqueued. */
+	pthread_cond_t gcv;      /* broadcast when a group ends */
+	int gopen;               /* a group's transaction is open */
+	int gmembers;            /* members committed into it so far */
+	int64_t goutbox;         /* their outbox rows, pending once it commits */
+	evh_tx *gwait;           /* members waiting for it to end */
+	_Atomic int gqueued;     /* threads on their way into a group */
+	_Atomic uint64_t groups, grouped; /* groups committed, members in them */
+	/* The checkpointer (see the top of the file). */
+	sqlite3 *ckpt_db;
+	pthread_t ckpt_thread;
+	int ckpt_running;
+	pthread_mutex_t ckpt_mu;
+	pthread_cond_t ckpt_cv;
+	int ckpt_due, ckpt_stop;
+	_Atomic uint64_t ckpt_thread_runs, ckpt_inline_runs;
 };
 
 struct evh_tx {
@@ -71,6 +120,10 @@ struct evh_tx {
 	evh_rows *open_rows;  /* cursors to detach at commit/rollback */
 	int in_savepoint;     /* store_tx_savepoint open (one level) */
 	int64_t sp_outbox_added; /* outbox_added when it was opened */
+	int64_t max_seq;         /* highest outbox seq it added */
+	int grouped;             /* a member of a group commit */
+	int gdone, gstatus;      /* its group ended, with this status */
+	evh_tx *gnext;           /* in s->gwait */
 	char err[STORE_ERR_LEN];
 };
 
@@ -121,7 +174,7 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 	return status_of(rc);
 }
 
-static int store_lock(store *s)
+static int lock_raw(store *s)
 {
 	int e = pthread_mutex_lock(&s->mu);
 	if (e == EDEADLK)
@@ -129,7 +182,33 @@ static int store_lock(store *s)
 	return e ? EVH_ERR : EVH_OK;
 }
 
-static void store_unlock(store *s) { pthread_mutex_unlock(&s->mu); }
+static void group_commit_locked(store *s);
+
+/* The lock for anything but a group member: an open group is committed
+ * first, so what follows never sees (or mixes with) a member's writes. */
+static int store_lock(store *s)
+{
+	int status = lock_raw(s);
+	if (!status && s->gopen)
+		group_commit_locked(s);
+	return status;
+}
+
+/* Unlock, then wake the relay if a commit made outbox rows visible (outside
+ * the lock: the relay takes it to fetch). */
+static void store_unlock(store *s)
+{
+	void (*hook)(void *) = NULL;
+	void *ud = NULL;
+	if (s->hook_due) {
+		s->hook_due = 0;
+		hook = s->commit_hook;
+		ud = s->commit_hook_ud;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (hook)
+		hook(ud);
+}
 
 /* Run fixed SQL with no binds and no result (BEGIN, COMMIT, pragmas). */
 static int run_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
@@ -431,28 +510,39 @@ static const char host_schema[] =
     " to_topic TEXT, to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
     " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));";
 
-static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
-                      size_t errlen)
+static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err, size_t errlen)
 {
-	char sql[64];
 	sqlite3_stmt *st = NULL;
-	int rc;
-	snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", table);
-	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		atomic_store(out, sqlite3_column_int64(st, 0));
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		set_err(err, errlen, "counting %s rows: %s", table, sqlite3_errmsg(s->db));
+		set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(s->db));
 	sqlite3_finalize(st);
 	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
 }
 
+static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
+                      size_t errlen)
+{
+	char sql[64];
+	snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s", table);
+	return query_int(s, sql, out, err, errlen);
+}
+
 static int count_outbox(store *s, char *err, size_t errlen)
 {
+	_Atomic int64_t max_seq = 0;
 	int status = count_rows(s, "evh_outbox", &s->pending, err, errlen);
-	return status ? status : count_rows(s, "evh_events", &s->events, err, errlen);
+	if (!status)
+		status = count_rows(s, "evh_events", &s->events, err, errlen);
+	if (!status)
+		status = query_int(s, "SELECT COALESCE(MAX(seq), 0) FROM evh_outbox", &max_seq, err,
+		                   errlen);
+	s->committed_seq = atomic_load(&max_seq);
+	return status;
 }
 
 static int configure_db(store *s, const char *path, const char *sync, char *err, size_t errlen)
@@ -466,6 +556,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	if (status)
 		return status;
 	snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
+	s->sync_full = !strcasecmp(sync, "FULL");
 	status = run_simple(s->db, sql, msg, sizeof msg);
 	if (!status)
 		status = run_simple(s->db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
@@ -476,6 +567,92 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 		return status;
 	}
 	return count_outbox(s, err, errlen);
+}
+
+/* ---------------------------------------------------------- checkpoints */
+
+static void *checkpointer(void *arg)
+{
+	store *s = arg;
+	pthread_mutex_lock(&s->ckpt_mu);
+	for (;;) {
+		while (!s->ckpt_due && !s->ckpt_stop)
+			pthread_cond_wait(&s->ckpt_cv, &s->ckpt_mu);
+		if (s->ckpt_stop)
+			break;
+		s->ckpt_due = 0;
+		pthread_mutex_unlock(&s->ckpt_mu);
+		/* PASSIVE: copies what no reader still needs, never waits for the
+		 * writer; what it could not copy is taken next time. */
+		sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		atomic_fetch_add(&s->ckpt_thread_runs, 1);
+		pthread_mutex_lock(&s->ckpt_mu);
+	}
+	pthread_mutex_unlock(&s->ckpt_mu);
+	return NULL;
+}
+
+/* Called by SQLite after each commit on the writer connection (under the
+ * store's lock), with the WAL's size in pages. */
+static int wal_hook(void *ud, sqlite3 *db, const char *name, int pages)
+{
+	store *s = ud;
+	if (pages >= STORE_CHECKPOINT_PAGES * STORE_CHECKPOINT_INLINE) {
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		atomic_fetch_add(&s->ckpt_inline_runs, 1);
+		return SQLITE_OK;
+	}
+	if (pages >= STORE_CHECKPOINT_PAGES) {
+		pthread_mutex_lock(&s->ckpt_mu);
+		if (!s->ckpt_due) {
+			s->ckpt_due = 1;
+			pthread_cond_signal(&s->ckpt_cv);
+		}
+		pthread_mutex_unlock(&s->ckpt_mu);
+	}
+	return SQLITE_OK;
+}
+
+static int checkpointer_start(store *s, const char *path, const char *sync, char *err,
+                              size_t errlen)
+{
+	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	char sql[64];
+	int rc = sqlite3_open_v2(path, &s->ckpt_db, flags, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(s->ckpt_db, STORE_BUSY_TIMEOUT_MS);
+		snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
+		rc = sqlite3_exec(s->ckpt_db, sql, NULL, NULL, NULL);
+	}
+	if (rc != SQLITE_OK) {
+		set_err(err, errlen, "%s: checkpoint connection: %s", path,
+		        s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
+		return status_of(rc);
+	}
+	if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
+		set_err(err, errlen, "%s: cannot start the checkpoint thread", path);
+		return EVH_ENOMEM;
+	}
+	s->ckpt_running = 1;
+	sqlite3_wal_hook(s->db, wal_hook, s); /* replaces SQLite's autocheckpoint */
+	return EVH_OK;
+}
+
+static void checkpointer_stop(store *s)
+{
+	if (s->ckpt_running) {
+		pthread_mutex_lock(&s->ckpt_mu);
+		s->ckpt_stop = 1;
+		pthread_cond_signal(&s->ckpt_cv);
+		pthread_mutex_unlock(&s->ckpt_mu);
+		pthread_join(s->ckpt_thread, NULL);
+		s->ckpt_running = 0;
+	}
+	if (s->db)
+		sqlite3_wal_hook(s->db, NULL, NULL);
+	if (s->ckpt_db)
+		sqlite3_close(s->ckpt_db);
+	s->ckpt_db = NULL;
 }
 
 static int init_mutex(pthread_mutex_t *mu)
@@ -513,6 +690,13 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		set_err(err, errlen, "%s: out of memory opening the database", path);
 		return EVH_ENOMEM;
 	}
+	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
+	    pthread_mutex_init(&s->ckpt_mu, NULL)) {
+		pthread_mutex_destroy(&s->mu);
+		free(s);
+		set_err(err, errlen, "%s: out of memory opening the database", path);
+		return EVH_ENOMEM;
+	}
 	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot open database: %s", path,
@@ -521,6 +705,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		return status_of(rc);
 	}
 	status = configure_db(s, path, synchronous, err, errlen);
+	if (!status)
+		status = checkpointer_start(s, path, synchronous, err, errlen);
 	if (status) {
 		store_close(s);
 		return status;
@@ -533,10 +719,18 @@ void store_close(store *s)
 {
 	if (!s)
 		return;
+	if (s->gopen && !lock_raw(s)) { /* every member has ended: nobody waits */
+		group_commit_locked(s);
+		pthread_mutex_unlock(&s->mu);
+	}
+	checkpointer_stop(s);
 	cache_clear(s);
 	if (s->db)
-		sqlite3_close(s->db);
+		sqlite3_close(s->db); /* the last connection: checkpoints the rest */
 	pthread_mutex_destroy(&s->mu);
+	pthread_cond_destroy(&s->gcv);
+	pthread_mutex_destroy(&s->ckpt_mu);
+	pthread_cond_destroy(&s->ckpt_cv);
 	free(s);
 }
 
@@ -720,6 +914,16 @@ static int tx_fail_msg(evh_tx *tx, int status, const char *fmt, ...)
 	return tx_fail(tx, status);
 }
 
+/* After some errors (I/O, disk full) SQLite rolls the whole transaction back
+ * by itself; a later statement would then run, and commit, on its own. */
+static int tx_alive(evh_tx *tx)
+{
+	if (!sqlite3_get_autocommit(tx->s->db))
+		return EVH_OK;
+	return tx_fail_msg(tx, EVH_ESTORE,
+	                   "the database rolled the transaction back after an earlier error");
+}
+
 int store_tx_begin(store *s, evh_tx **out)
 {
 	evh_tx *tx;
@@ -747,6 +951,86 @@ int store_tx_begin(store *s, evh_tx **out)
 	return EVH_OK;
 }
 
+/* Commit the open group (under mu): every waiting member gets the result. */
+static void group_commit_locked(store *s)
+{
+	char msg[STORE_ERR_LEN - 32] = ""; /* leaves room for the prefix below */
+	int status = EVH_OK, waiting = 0;
+
+	if (!s->gopen)
+		return;
+	if (sqlite3_get_autocommit(s->db)) {
+		/* SQLite ended the transaction itself (I/O error, disk full). */
+		snprintf(msg, sizeof msg, "the database rolled the transaction back");
+		status = EVH_ESTORE;
+	} else {
+		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+		if (status)
+			rollback_if_open(s->db);
+	}
+	if (status == EVH_OK && s->goutbox) {
+		atomic_fetch_add(&s->pending, s->goutbox);
+		if (s->gmax_seq > s->committed_seq)
+			s->committed_seq = s->gmax_seq;
+		s->hook_due = 1;
+	}
+	for (evh_tx *t = s->gwait; t; t = t->gnext) {
+		t->gdone = 1;
+		t->gstatus = status;
+		if (status)
+			snprintf(t->err, sizeof t->err, "group commit: %s", msg);
+		waiting++;
+	}
+	if (status == EVH_OK && s->gmembers) {
+		atomic_fetch_add(&s->groups, 1);
+		atomic_fetch_add(&s->grouped, (uint64_t)s->gmembers);
+	}
+	s->gwait = NULL;
+	s->gopen = 0;
+	s->gmembers = 0;
+	s->goutbox = 0;
+	s->gmax_seq = 0;
+	if (waiting)
+		pthread_cond_broadcast(&s->gcv);
+}
+
+int store_tx_begin_grouped(store *s, evh_tx **out)
+{
+	evh_tx *tx;
+	int status = EVH_OK;
+
+	if (!s || !out)
+		return EVH_EINVAL;
+	*out = NULL;
+	tx = calloc(1, sizeof *tx);
+	if (!tx)
+		return EVH_ENOMEM;
+	atomic_fetch_add(&s->gqueued, 1);
+	status = lock_raw(s);
+	atomic_fetch_sub(&s->gqueued, 1);
+	if (status) {
+		free(tx);
+		return status;
+	}
+	tx->s = s;
+	tx->grouped = 1;
+	if (!s->gopen) {
+		status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+		s->gopen = status == EVH_OK;
+	}
+	if (!status)
+		status = stmt_run(s, "SAVEPOINT evh_member", NULL, 0, NULL, NULL, tx->err,
+		                  sizeof tx->err);
+	if (status) {
+		group_commit_locked(s); /* members waiting on it must not wait on */
+		store_unlock(s);
+		free(tx);
+		return status;
+	}
+	*out = tx;
+	return EVH_OK;
+}
+
 /* Cursors still open at commit/rollback: give their statements back (a
  * pending read would block COMMIT) and leave a husk that rows_close frees. */
 static void tx_detach_rows(evh_tx *tx)
@@ -763,23 +1047,64 @@ static void tx_detach_rows(evh_tx *tx)
 	tx->open_rows = NULL;
 }
 
-/* End `tx`: release the lock, free it, and wake the relay if this commit
- * made new outbox rows visible. */
+/* End `tx`: release the lock (waking the relay if this commit made new
+ * outbox rows visible) and free it. */
 static void tx_finish(evh_tx *tx, int committed)
 {
 	store *s = tx->s;
-	void (*hook)(void *) = NULL;
-	void *ud = NULL;
-
 	if (committed && tx->outbox_added) {
 		atomic_fetch_add(&s->pending, tx->outbox_added);
-		hook = s->commit_hook;
-		ud = s->commit_hook_ud;
+		if (tx->max_seq > s->committed_seq)
+			s->committed_seq = tx->max_seq;
+		s->hook_due = 1;
 	}
 	store_unlock(s);
 	free(tx);
-	if (hook)
-		hook(ud); /* outside the lock: the relay takes it to fetch */
+}
+
+/* End a group member: keep its writes (commit) or undo them, then wait for
+ * the group to be committed, by this thread or by a later member. */
+static int member_end(evh_tx *tx, int keep)
+{
+	store *s = tx->s;
+	int status = EVH_OK, wait = 0;
+
+	tx_detach_rows(tx);
+	if (keep && tx->failed)
+		status = tx->failed;
+	else if (keep)
+		status = stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, tx->err,
+		                  sizeof tx->err);
+	if (!keep || status) {
+		char ignore[STORE_ERR_LEN];
+		if (!sqlite3_get_autocommit(s->db) &&
+		    stmt_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
+		             sizeof ignore) == EVH_OK)
+			stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore, sizeof ignore);
+		/* A rollback still waits if the group held others' writes: it may
+		 * have read them, and they are not durable yet. */
+		wait = s->gmembers > 0;
+	} else {
+		s->gmembers++;
+		s->goutbox += tx->outbox_added;
+		if (tx->max_seq > s->gmax_seq)
+			s->gmax_seq = tx->max_seq;
+		wait = 1;
+	}
+	if (wait) {
+		tx->gnext = s->gwait;
+		s->gwait = tx;
+	}
+	if (sqlite3_get_autocommit(s->db) || atomic_load(&s->gqueued) == 0 ||
+	    s->gmembers >= STORE_GROUP_MAX)
+		group_commit_locked(s);
+	while (wait && !tx->gdone)
+		pthread_cond_wait(&s->gcv, &s->mu);
+	if (keep && !status && wait)
+		status = tx->gstatus;
+	store_unlock(s);
+	free(tx);
+	return status;
 }
 
 int store_tx_commit(evh_tx *tx)
@@ -789,6 +1114,8 @@ int store_tx_commit(evh_tx *tx)
 
 	if (!tx)
 		return EVH_EINVAL;
+	if (tx->grouped)
+		return member_end(tx, 1);
 	db = tx->s->db;
 	tx_detach_rows(tx);
 	if (tx->failed) {
@@ -808,6 +1135,10 @@ void store_tx_rollback(evh_tx *tx)
 {
 	if (!tx)
 		return;
+	if (tx->grouped) {
+		member_end(tx, 0);
+		return;
+	}
 	tx_detach_rows(tx);
 	rollback_if_open(tx->s->db);
 	tx_finish(tx, 0);
@@ -900,6 +1231,8 @@ int store_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
 		return EVH_EINVAL;
 	if (!sql)
 		return tx_fail_msg(tx, EVH_EINVAL, "no SQL given");
+	if (tx_alive(tx))
+		return tx->failed;
 	status = stmt_run(tx->s, sql, args, nargs, changes, NULL, tx->err, sizeof tx->err);
 	return status ? tx_fail(tx, status) : EVH_OK;
 }
@@ -917,6 +1250,8 @@ int store_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs
 	if (!sql || !rows)
 		return tx_fail_msg(tx, EVH_EINVAL, "query needs SQL and a rows pointer");
 	*rows = NULL;
+	if (tx_alive(tx))
+		return tx->failed;
 	r = calloc(1, sizeof *r);
 	if (!r)
 		return tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
@@ -1206,7 +1541,9 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 		return tx_fail_msg(tx, EVH_EINVAL,
 		                   "outbox row needs id, topic, type, time and data");
 	s = tx->s;
-	pending = atomic_load(&s->pending);
+	if (tx_alive(tx))
+		return tx->failed;
+	pending = atomic_load(&s->pending) + s->goutbox; /* + the open group's */
 	if (s->outbox_limit && pending + tx->outbox_added >= s->outbox_limit)
 		return tx_fail_msg(tx, EVH_EFULL, "outbox full (%" PRId64 " events waiting)",
 		                   pending + tx->outbox_added);
@@ -1222,6 +1559,8 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	if (status)
 		return tx_fail(tx, status);
 	tx->outbox_added++;
+	if (sqlite3_last_insert_rowid(s->db) > tx->max_seq)
+		tx->max_seq = sqlite3_last_insert_rowid(s->db);
 	return EVH_OK;
 }
 
@@ -1263,16 +1602,25 @@ static int outbox_row_load(sqlite3_stmt *st, outbox_row *row)
 static int outbox_fetch_locked(store *s, int64_t after_seq, size_t max, outbox_row *rows,
                                size_t *n)
 {
-	evh_value v[2] = {EVH_INT(after_seq), EVH_INT(max > INT64_MAX ? INT64_MAX : (int64_t)max)};
+	evh_value v[3] = {EVH_INT(after_seq), EVH_INT(max > INT64_MAX ? INT64_MAX : (int64_t)max),
+	                  EVH_INT(s->committed_seq)};
 	stmt_ref ref;
 	int rc, status;
 
-	status = stmt_acquire(s,
-	                      "SELECT seq, id, topic, key, type, source, time, traceparent, data"
-	                      " FROM evh_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-	                      &ref, NULL, 0);
+	/* Inside an open group only what is committed (see committed_seq). */
+	if (s->gopen)
+		status = stmt_acquire(s,
+		                      "SELECT seq, id, topic, key, type, source, time, traceparent,"
+		                      " data FROM evh_outbox WHERE seq > ?1 AND seq <= ?3"
+		                      " ORDER BY seq LIMIT ?2",
+		                      &ref, NULL, 0);
+	else
+		status = stmt_acquire(s,
+		                      "SELECT seq, id, topic, key, type, source, time, traceparent,"
+		                      " data FROM evh_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+		                      &ref, NULL, 0);
 	if (!status)
-		status = stmt_bind(s->db, ref.st, v, 2, NULL, 0);
+		status = stmt_bind(s->db, ref.st, v, s->gopen ? 3 : 2, NULL, 0);
 	while (!status && *n < max && (rc = sqlite3_step(ref.st)) != SQLITE_DONE) {
 		if (rc != SQLITE_ROW)
 			status = status_of(rc);
@@ -1298,7 +1646,7 @@ int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **row
 	out = calloc(max, sizeof *out);
 	if (!out)
 		return EVH_ENOMEM;
-	status = store_lock(s);
+	status = lock_raw(s); /* a read: an open group can stay open */
 	if (status) {
 		free(out);
 		return status;
@@ -1395,12 +1743,29 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 }
 
 /* `d` sorted by seq, so the event log is appended to in order. */
+/* The relay's bookkeeping need not be durable at once: lost in a power
+ * failure, its deletions are redone after the events are produced again
+ * (at least once, as always). So its transactions commit without an fsync
+ * of their own (SQLite's synchronous = NORMAL, which may only be set
+ * outside a transaction); the next durable commit syncs them anyway. */
+static void lazy_sync(store *s, int on)
+{
+	/* Not through the statement cache: this pragma takes effect when it is
+	 * prepared, not when a prepared copy runs again. */
+	if (s->sync_full)
+		sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+		             NULL, NULL, NULL);
+}
+
 static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
                                    int64_t *logged)
 {
 	char now[32];
 	size_t i = 0, k = 0;
-	int status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	int status;
+
+	lazy_sync(s, 1);
+	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
 
 	now_text(now);
 	while (!status && i < n) {
@@ -1417,6 +1782,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 		rollback_if_open(s->db);
 		*moved = *logged = 0;
 	}
+	lazy_sync(s, 0);
 	return status;
 }
 
@@ -1473,6 +1839,18 @@ int store_outbox_delete(store *s, const int64_t *seqs, size_t n)
 
 int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0; }
 
+void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
+{
+	*by_thread = s ? atomic_load(&s->ckpt_thread_runs) : 0;
+	*by_writer = s ? atomic_load(&s->ckpt_inline_runs) : 0;
+}
+
+void store_group_stats(store *s, uint64_t *groups, uint64_t *members)
+{
+	*groups = s ? atomic_load(&s->groups) : 0;
+	*members = s ? atomic_load(&s->grouped) : 0;
+}
+
 /* --------------------------------------------------------------- inbox */
 
 int store_inbox_seen(evh_tx *tx, const char *event_id)
@@ -1502,6 +1880,8 @@ int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int3
 		return EVH_EINVAL;
 	if (!event_id)
 		return tx_fail_msg(tx, EVH_EINVAL, "no event id");
+	if (tx_alive(tx))
+		return tx->failed;
 	v[0] = EVH_TEXT(event_id);
 	v[1] = EVH_TEXT(topic);
 	v[2] = EVH_INT(partition);
@@ -1537,11 +1917,13 @@ int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted
 		return status;
 	/* Bounded per call so a big backlog never holds the plugin's
 	 * transactions up for long; the relay calls again while it deletes. */
+	lazy_sync(s, 1);
 	status = stmt_run(s,
 	                  "DELETE FROM evh_events WHERE seq IN (SELECT seq FROM evh_events"
 	                  " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)"
 	                  " LIMIT ?)",
 	                  v, 2, &changes, NULL, NULL, 0);
+	lazy_sync(s, 0);
 	if (!status && changes) {
 		int64_t left = atomic_fetch_sub(&s->events, changes) - changes;
 		if (left < 0)

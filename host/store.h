@@ -26,6 +26,17 @@ int store_check_writable(store *s);
 /* SDK implementations (see evhost.h for their contracts). */
 int store_migrate(store *s, const evh_migration *m, size_t n, char *err, size_t errlen);
 int store_tx_begin(store *s, evh_tx **tx);
+/* A transaction that joins a group commit (see store.c): same contract as
+ * store_tx_begin, and its commit returns once it is durable, but it may share
+ * that commit (one fsync) with the transactions of other threads. Used for
+ * plugins' own transactions (HTTP handlers, their threads); the consumer and
+ * the relay use store_tx_begin. */
+int store_tx_begin_grouped(store *s, evh_tx **tx);
+/* Group commits so far and the transactions committed in them. */
+void store_group_stats(store *s, uint64_t *groups, uint64_t *members);
+/* WAL checkpoints run so far by the store's checkpoint thread, and by a
+ * committing writer because that thread had fallen far behind. */
+void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer);
 int store_tx_commit(evh_tx *tx);
 void store_tx_rollback(evh_tx *tx);
 const char *store_tx_error(evh_tx *tx);

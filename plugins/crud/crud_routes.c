@@ -112,7 +112,7 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 	}
 	if (check_rules(c, doc, resp, &rc) != 0)
 		goto out;
-	ids_uuid_v4(id);
+	ids_uuid_v7(id); /* time-ordered: new documents append to the index */
 	if (crud_doc_set_id(doc, id) != 0 || !(json = cJSON_PrintUnformatted(doc))) {
 		rc = EVH_ENOMEM;
 		goto out;

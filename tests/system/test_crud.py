@@ -7,6 +7,7 @@ on a real broker. HTTP-only tests use the embedded broker."""
 import http.client
 import json
 import threading
+import time
 import uuid
 
 import pytest
@@ -70,7 +71,9 @@ def test_create_assigns_an_id_and_version_1(d):
     assert r.headers["Content-Type"].startswith("application/json")
     doc = r.json()
     assert list(doc)[0] == "id"  # the id comes first
-    assert uuid.UUID(doc["id"]).version == 4
+    assert uuid.UUID(doc["id"]).version == 7  # time-ordered (RFC 9562)
+    # its first 48 bits are the creation time in Unix milliseconds
+    assert abs(int(doc["id"].replace("-", "")[:12], 16) / 1000 - time.time()) < 60
     assert doc == {"id": doc["id"], "name": "lamp", "price": 12.5, "color": "red",
                    "dims": {"h": 30, "w": [1, 2]}}
     assert r.headers["ETag"] == '"1"'

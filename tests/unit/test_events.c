@@ -6,7 +6,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -31,9 +33,34 @@ static void test_uuid_format(void **state)
 	assert_true(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
 	assert_true(is_hex_lower(a, 8) && is_hex_lower(a + 9, 4) && is_hex_lower(a + 14, 4) &&
 	            is_hex_lower(a + 19, 4) && is_hex_lower(a + 24, 12));
-	assert_int_equal(a[14], '4');                   /* version 4 */
-	assert_non_null(strchr("89ab", a[19]));         /* RFC 4122 variant */
+	assert_int_equal(a[14], '7');                   /* version 7 */
+	assert_non_null(strchr("89ab", a[19]));         /* RFC 9562 variant */
 	assert_string_not_equal(a, b);
+}
+
+/* UUIDv7: the first 48 bits are the Unix time in milliseconds, so ids made
+ * later sort after (or, within a millisecond, next to) earlier ones. */
+static void test_uuid_time_ordered(void **state)
+{
+	char first[37], id[37], hex[13];
+	struct timespec ts, pause = {0, 3 * 1000 * 1000};
+	unsigned long long ms, stamp;
+	(void)state;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ms = (unsigned long long)ts.tv_sec * 1000u + (unsigned long long)ts.tv_nsec / 1000000u;
+	events_uuid(first);
+	memcpy(hex, first, 8);
+	memcpy(hex + 8, first + 9, 4);
+	hex[12] = '\0';
+	stamp = strtoull(hex, NULL, 16);
+	assert_true(stamp >= ms && stamp < ms + 5000);
+	for (int i = 0; i < 2000; i++) {
+		events_uuid(id);
+		assert_true(strncmp(id, first, 13) >= 0);
+	}
+	nanosleep(&pause, NULL);
+	events_uuid(id);
+	assert_true(strcmp(id, first) > 0);
 }
 
 static void test_time_format(void **state)
@@ -174,7 +201,7 @@ static void test_retry_delay(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_time_format),
+	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_uuid_time_ordered),      cmocka_unit_test(test_time_format),
 	    cmocka_unit_test(test_traceparent_format), cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_skips_empty),      cmocka_unit_test(test_missing_headers),
 	    cmocka_unit_test(test_untrusted_values), cmocka_unit_test(test_retry_delay),

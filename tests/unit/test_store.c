@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "store.h"
 
 typedef struct fixture {
@@ -890,6 +892,210 @@ static void test_concurrent_tx(void **state)
 	assert_int_equal(query_int(f->s, "SELECT n FROM counter"), THREADS * INCREMENTS);
 }
 
+/* ------------------------------------------------------------ group commit */
+
+#define GROUP_THREADS 8
+#define GROUP_TXS 150
+
+typedef struct group_arg {
+	fixture *f;
+	int id;
+	int committed, rolled_back, refused; /* what this thread saw */
+	int64_t outbox;                      /* outbox rows it committed */
+	char failure[256];
+} group_arg;
+
+/* Each transaction: bump a shared counter (read-modify-write: members must
+ * still be isolated from each other), insert a row of its own and an
+ * outbox row. Every 7th rolls back, every 11th fails on a duplicate key and
+ * still commits (refused). After each OK commit a second connection must
+ * see the row: "committed" means durable, not "will be". */
+static void *group_worker(void *p)
+{
+	group_arg *a = p;
+	sqlite3 *other = NULL;
+	sqlite3_stmt *check = NULL;
+	char id[64];
+
+	if (sqlite3_open_v2(a->f->path, &other, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(other, "SELECT COUNT(*) FROM g WHERE k = ?", -1, &check, NULL) !=
+	        SQLITE_OK) {
+		snprintf(a->failure, sizeof a->failure, "second connection: %s", sqlite3_errmsg(other));
+		goto out;
+	}
+	for (int i = 0; i < GROUP_TXS; i++) {
+		evh_tx *tx;
+		evh_rows *r;
+		evh_value v[2];
+		outbox_row row;
+		int status;
+
+		snprintf(id, sizeof id, "t%d-%d", a->id, i);
+		if (store_tx_begin_grouped(a->f->s, &tx) != EVH_OK) {
+			snprintf(a->failure, sizeof a->failure, "begin %s", id);
+			goto out;
+		}
+		if (store_query(tx, "SELECT n FROM counter", NULL, 0, &r) != EVH_OK ||
+		    store_rows_next(r) != 1) {
+			snprintf(a->failure, sizeof a->failure, "read counter: %s", store_tx_error(tx));
+			store_tx_rollback(tx);
+			goto out;
+		}
+		v[0] = EVH_INT(store_rows_int(r, 0) + 1);
+		store_rows_close(r);
+		sched_yield();
+		v[1] = EVH_TEXT(id);
+		row = make_row(id, "{}");
+		if (store_exec(tx, "UPDATE counter SET n = ?", v, 1, NULL) != EVH_OK ||
+		    store_exec(tx, "INSERT INTO g(k) VALUES(?)", &v[1], 1, NULL) != EVH_OK ||
+		    store_outbox_add(tx, &row) != EVH_OK) {
+			snprintf(a->failure, sizeof a->failure, "%s: %s", id, store_tx_error(tx));
+			store_tx_rollback(tx);
+			goto out;
+		}
+		if (i % 7 == 3) {
+			store_tx_rollback(tx);
+			a->rolled_back++;
+			continue;
+		}
+		if (i % 11 == 5) /* the same key again: the whole member fails */
+			store_exec(tx, "INSERT INTO g(k) VALUES(?)", &v[1], 1, NULL);
+		status = store_tx_commit(tx);
+		if (i % 11 == 5) {
+			if (status != EVH_ECONSTRAINT) {
+				snprintf(a->failure, sizeof a->failure, "%s: commit gave %d, not %d", id,
+				         status, EVH_ECONSTRAINT);
+				goto out;
+			}
+			a->refused++;
+			continue;
+		}
+		if (status != EVH_OK) {
+			snprintf(a->failure, sizeof a->failure, "%s: commit gave %d", id, status);
+			goto out;
+		}
+		a->committed++;
+		a->outbox++;
+		sqlite3_reset(check);
+		sqlite3_bind_text(check, 1, id, -1, SQLITE_TRANSIENT);
+		if (sqlite3_step(check) != SQLITE_ROW || sqlite3_column_int(check, 0) != 1) {
+			snprintf(a->failure, sizeof a->failure,
+			         "%s: commit returned OK but another connection does not see it", id);
+			goto out;
+		}
+	}
+out:
+	sqlite3_finalize(check);
+	sqlite3_close(other);
+	return NULL;
+}
+
+static void test_group_commit(void **state)
+{
+	fixture *f = *state;
+	pthread_t th[GROUP_THREADS];
+	group_arg args[GROUP_THREADS];
+	int committed = 0, rolled_back = 0, refused = 0;
+	int64_t outbox = 0;
+	uint64_t groups, members;
+
+	exec1(f->s, "CREATE TABLE counter(n INTEGER)");
+	exec1(f->s, "INSERT INTO counter VALUES(0)");
+	exec1(f->s, "CREATE TABLE g(k TEXT PRIMARY KEY)");
+	for (int i = 0; i < GROUP_THREADS; i++) {
+		args[i] = (group_arg){.f = f, .id = i};
+		assert_int_equal(pthread_create(&th[i], NULL, group_worker, &args[i]), 0);
+	}
+	for (int i = 0; i < GROUP_THREADS; i++) {
+		assert_int_equal(pthread_join(th[i], NULL), 0);
+		if (args[i].failure[0])
+			fail_msg("thread %d: %s", i, args[i].failure);
+		committed += args[i].committed;
+		rolled_back += args[i].rolled_back;
+		refused += args[i].refused;
+		outbox += args[i].outbox;
+	}
+	assert_true(rolled_back > 0 && refused > 0);
+	assert_int_equal(committed + rolled_back + refused, GROUP_THREADS * GROUP_TXS);
+	/* Only the committed members' writes are there, each exactly once. */
+	assert_int_equal(query_int(f->s, "SELECT n FROM counter"), committed);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM g"), committed);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), outbox);
+	assert_int_equal(store_outbox_pending(f->s), outbox);
+	store_group_stats(f->s, &groups, &members);
+	assert_int_equal(members, (uint64_t)committed);
+	assert_true(groups >= 1 && groups <= members);
+	print_message("group commit: %d transactions in %llu commits (%.2f per commit)\n",
+	              committed, (unsigned long long)groups, (double)members / (double)groups);
+}
+
+/* A lone member commits at once; its rollback undoes only itself; an
+ * exclusive transaction afterwards works as before; a failed member's
+ * error message says why. */
+static void test_group_alone(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx, *inner;
+	evh_value v = EVH_INT(1);
+	uint64_t groups, members;
+
+	exec1(f->s, "CREATE TABLE t(a INTEGER UNIQUE)");
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL), EVH_OK);
+	/* The same thread cannot start a second transaction inside the first. */
+	assert_int_equal(store_tx_begin_grouped(f->s, &inner), EVH_ESTATE);
+	assert_int_equal(store_tx_begin(f->s, &inner), EVH_ESTATE);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	store_group_stats(f->s, &groups, &members);
+	assert_int_equal(groups, 1);
+	assert_int_equal(members, 1);
+
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	v = EVH_INT(2);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL), EVH_OK);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	v = EVH_INT(1);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL), EVH_ECONSTRAINT);
+	assert_non_null(strstr(store_tx_error(tx), "UNIQUE"));
+	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT);
+	exec1(f->s, "INSERT INTO t VALUES(3)");
+	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 4);
+}
+
+/* Crossing the WAL threshold wakes the checkpoint thread; the writer
+ * itself does not checkpoint (that is what the thread is for). */
+static void test_checkpoint_thread(void **state)
+{
+	fixture *f = *state;
+	char blob[3000];
+	evh_value v = EVH_BLOB(blob, sizeof blob);
+	uint64_t by_thread = 0, by_writer = 0;
+
+	memset(blob, 'x', sizeof blob);
+	exec1(f->s, "CREATE TABLE big(b BLOB)");
+	store_checkpoint_stats(f->s, &by_thread, &by_writer);
+	assert_int_equal(by_thread, 0);
+	/* ~1500 pages of WAL: one page per row, in transactions of 50 rows. */
+	for (int t = 0; t < 30; t++) {
+		evh_tx *tx;
+		assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+		for (int i = 0; i < 50; i++)
+			assert_int_equal(store_exec(tx, "INSERT INTO big VALUES(?)", &v, 1, NULL),
+			                 EVH_OK);
+		assert_int_equal(store_tx_commit(tx), EVH_OK);
+	}
+	for (int i = 0; i < 500 && by_thread == 0; i++) { /* up to 5 s */
+		usleep(10 * 1000);
+		store_checkpoint_stats(f->s, &by_thread, &by_writer);
+	}
+	assert_true(by_thread >= 1);
+	assert_int_equal(by_writer, 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM big"), 1500);
+}
+
 /* ---------------------------------------------------------------- reopen */
 
 static void test_reopen_persists(void **state)
@@ -931,6 +1137,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -243,6 +244,28 @@ static void test_uuid_v4(void **state)
 	assert_non_null(strchr("89ab", a[19]));
 }
 
+/* crud's document ids: version 7, the same text form, time-ordered. */
+static void test_uuid_v7(void **state)
+{
+	char a[IDS_UUID_LEN + 1], b[IDS_UUID_LEN + 1];
+	struct timespec pause = {0, 3 * 1000 * 1000};
+	(void)state;
+
+	ids_uuid_v7(a);
+	nanosleep(&pause, NULL);
+	ids_uuid_v7(b);
+	assert_int_equal(strlen(a), 36);
+	for (size_t i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			assert_int_equal(a[i], '-');
+		else
+			assert_non_null(strchr("0123456789abcdef", a[i]));
+	}
+	assert_int_equal(a[14], '7');
+	assert_non_null(strchr("89ab", a[19]));
+	assert_true(strcmp(a, b) < 0); /* 3 ms later sorts later */
+}
+
 static void test_now_rfc3339(void **state)
 {
 	char now[IDS_TIME_LEN + 1];
@@ -264,6 +287,7 @@ int main(void)
 	    cmocka_unit_test(test_name_rules),       cmocka_unit_test(test_password_rules),
 	    cmocka_unit_test(test_utf8_chars),       cmocka_unit_test(test_argon2_settings),
 	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
+	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
 	};
 	return cmocka_run_group_tests(tests, setup_sodium, NULL);
