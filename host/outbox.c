@@ -18,7 +18,14 @@
  * any thread that polls the producer, even after the outbox is gone, so a
  * relay is reference counted: the list holds one reference and every
  * message in flight one more). Order: o->mu before relay->mu. No store call
- * is made under o->mu, because store commit hooks take it. */
+ * is made under o->mu, because store commit hooks take it.
+ *
+ * Moving delivered rows into the event log is a second thread's work (the
+ * mover), so the relay thread spends its time reading the outbox and
+ * producing: on a busy host the two run on different cores. A relay's
+ * move_mu guards what the move touches (del, and st against detaching);
+ * it is never taken under o->mu (a move's commit may wake the relay, which
+ * takes o->mu), and relay->mu may be taken under it. */
 #include "outbox.h"
 
 #include <errno.h>
@@ -57,12 +64,14 @@ struct relay {
 	/* under the outbox's mu */
 	int removing, detached;
 	int64_t remove_deadline;
-	/* relay thread only */
+	/* under move_mu (the mover, and the relay thread detaching or stopping) */
+	pthread_mutex_t move_mu;
+	outbox_done *del; /* rows to move (retried when that fails) */
+	size_t ndel, capdel;
+	/* relay thread only (st: changed under move_mu too) */
 	evh_plugin *p;
 	store *st;
 	int64_t sent_upto;
-	outbox_done *del; /* rows to move (retried when that fails) */
-	size_t ndel, capdel;
 	int64_t resend_at;
 	int64_t last_error_seq;
 	int64_t last_fetch_ms;
@@ -81,6 +90,11 @@ struct outbox {
 	int wake, stop, exited;
 	int64_t stop_deadline;
 	pthread_t thread;
+	/* the mover: under mu */
+	pthread_cond_t move_cv;
+	int move_wake, move_stop;
+	pthread_t mover;
+	int mover_running;
 };
 
 /* One message in flight. */
@@ -120,6 +134,7 @@ static void relay_release(struct relay *r)
 	if (!last)
 		return;
 	pthread_mutex_destroy(&r->mu);
+	pthread_mutex_destroy(&r->move_mu);
 	free(r->done);
 	free(r->del);
 	free(r);
@@ -160,10 +175,12 @@ static int64_t relay_inflight(struct relay *r)
 }
 
 /* Move what was delivered into the event log. Rows whose move fails stay
- * queued for the next round (they are below sent_upto, so not re-sent). */
+ * queued for the next round (they are below sent_upto, so not re-sent).
+ * Any thread; under move_mu. */
 static void relay_delete_done(struct relay *r)
 {
 	size_t i;
+	pthread_mutex_lock(&r->move_mu);
 	pthread_mutex_lock(&r->mu);
 	for (i = 0; i < r->ndone; i++)
 		if (push_done(&r->del, &r->ndel, &r->capdel, r->done[i]))
@@ -172,14 +189,42 @@ static void relay_delete_done(struct relay *r)
 		memmove(r->done, r->done + i, (r->ndone - i) * sizeof *r->done);
 	r->ndone -= i;
 	pthread_mutex_unlock(&r->mu);
-	if (!r->ndel || !r->st)
-		return;
-	if (store_outbox_delivered(r->st, r->del, r->ndel) != EVH_OK) {
-		log_warn(OUTBOX_LOG, "%s: cannot delete %zu delivered outbox row(s); will retry",
-		         r->p->name, r->ndel);
-		return;
+	if (r->ndel && r->st) {
+		if (store_outbox_delivered(r->st, r->del, r->ndel) == EVH_OK)
+			r->ndel = 0;
+		else
+			log_warn(OUTBOX_LOG,
+			         "%s: cannot delete %zu delivered outbox row(s); will retry",
+			         r->p->name, r->ndel);
 	}
-	r->ndel = 0;
+	pthread_mutex_unlock(&r->move_mu);
+}
+
+/* The plugin's store is going away: no more moves. Not under o->mu (a move
+ * may be committing, and a commit can wake the relay, which takes o->mu). */
+static void relay_forget_store(struct relay *r)
+{
+	pthread_mutex_lock(&r->move_mu);
+	r->st = NULL;
+	pthread_mutex_unlock(&r->move_mu);
+}
+
+static int relay_has_done(struct relay *r)
+{
+	int any;
+	pthread_mutex_lock(&r->mu);
+	any = r->ndone > 0;
+	pthread_mutex_unlock(&r->mu);
+	return any;
+}
+
+static size_t relay_pending_moves(struct relay *r)
+{
+	size_t n;
+	pthread_mutex_lock(&r->move_mu);
+	n = r->ndel;
+	pthread_mutex_unlock(&r->move_mu);
+	return n;
 }
 
 /* After a failed delivery: once nothing is in flight, rewind. Returns 1
@@ -317,9 +362,10 @@ static void relay_prune(struct relay *r)
  * relay, when something is owed (rewind, full batch, error), and every
  * IDLE_WAIT_MS in case a wake-up was missed; not on every delivery poll.
  * Returns 1 when it has more to send now. */
-static int relay_run(outbox *o, struct relay *r, int removing, int woken)
+static int relay_run(outbox *o, struct relay *r, int removing, int woken, int stopping)
 {
-	relay_delete_done(r);
+	if (stopping || !o->mover_running)
+		relay_delete_done(r); /* no waiting for the mover while draining */
 	if (removing || relay_handle_failure(r))
 		return 0;
 	relay_prune(r);
@@ -350,9 +396,9 @@ static void relay_detach_removed(outbox *o)
 		}
 		pthread_mutex_unlock(&o->mu);
 		relay_delete_done(r); /* the store is open until the remover returns */
+		relay_forget_store(r);
 		pthread_mutex_lock(&o->mu);
 		o->relays[i] = o->relays[--o->n];
-		r->st = NULL;
 		r->detached = 1;
 		relay_release(r);
 	}
@@ -365,7 +411,8 @@ static int relay_drained(outbox *o, struct relay **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct relay *r = list[i];
-		if (relay_inflight(r) > 0 || r->ndel || (r->st && store_outbox_pending(r->st) > 0))
+		if (relay_inflight(r) > 0 || relay_pending_moves(r) ||
+		    (r->st && store_outbox_pending(r->st) > 0))
 			return 0;
 	}
 	return 1;
@@ -403,6 +450,52 @@ static void wait_for_work(outbox *o)
 	pthread_cond_timedwait(&o->cv, &o->mu, &ts);
 }
 
+/* Wake the mover if a delivery report left rows to move. */
+static void mover_kick(outbox *o, struct relay **list, size_t n)
+{
+	int any = 0;
+	for (size_t i = 0; list && i < n && !any; i++)
+		any = relay_has_done(list[i]);
+	if (!any)
+		return;
+	pthread_mutex_lock(&o->mu);
+	o->move_wake = 1;
+	pthread_cond_signal(&o->move_cv);
+	pthread_mutex_unlock(&o->mu);
+}
+
+static void *mover_main(void *arg)
+{
+	outbox *o = arg;
+	pthread_mutex_lock(&o->mu);
+	while (!o->move_stop) {
+		struct relay **list;
+		size_t n = 0;
+		if (!o->move_wake) {
+			pthread_cond_wait(&o->move_cv, &o->mu);
+			continue;
+		}
+		o->move_wake = 0;
+		list = malloc((o->n ? o->n : 1) * sizeof *list);
+		for (size_t i = 0; list && i < o->n; i++) {
+			struct relay *r = o->relays[i];
+			pthread_mutex_lock(&r->mu);
+			r->refs++; /* kept while moving without o->mu */
+			pthread_mutex_unlock(&r->mu);
+			list[n++] = r;
+		}
+		pthread_mutex_unlock(&o->mu);
+		for (size_t i = 0; i < n; i++) {
+			relay_delete_done(list[i]);
+			relay_release(list[i]);
+		}
+		free(list);
+		pthread_mutex_lock(&o->mu);
+	}
+	pthread_mutex_unlock(&o->mu);
+	return NULL;
+}
+
 static void *relay_main(void *arg)
 {
 	outbox *o = arg;
@@ -418,8 +511,9 @@ static void *relay_main(void *arg)
 		list = relay_snapshot(o, &n, &removing);
 		pthread_mutex_unlock(&o->mu);
 		for (size_t i = 0; list && i < n; i++)
-			more |= relay_run(o, list[i], removing[i], woken);
+			more |= relay_run(o, list[i], removing[i], woken, stop);
 		kafka_poll_producer(o->k, more ? 0 : INFLIGHT_POLL_MS);
+		mover_kick(o, list, n);
 		if (stop && (relay_drained(o, list, n) || stop_expired(o))) {
 			free(list);
 			free(removing);
@@ -441,6 +535,18 @@ static void *relay_main(void *arg)
 	return NULL;
 }
 
+static void mover_stop(outbox *o)
+{
+	if (!o->mover_running)
+		return;
+	pthread_mutex_lock(&o->mu);
+	o->move_stop = 1;
+	pthread_cond_signal(&o->move_cv);
+	pthread_mutex_unlock(&o->mu);
+	pthread_join(o->mover, NULL);
+	o->mover_running = 0;
+}
+
 int outbox_start(outbox **out, kafka *k, const char *source)
 {
 	outbox *o = calloc(1, sizeof *o);
@@ -454,8 +560,17 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 	pthread_mutex_init(&o->mu, NULL);
 	pthread_cond_init(&o->cv, NULL);
 	pthread_cond_init(&o->removed, NULL);
+	pthread_cond_init(&o->move_cv, NULL);
+	/* Without the mover (no thread to be had) the relay moves rows itself. */
+	if (pthread_create(&o->mover, NULL, mover_main, o) == 0)
+		o->mover_running = 1;
+	else
+		log_warn(OUTBOX_LOG, "no mover thread (%s): the relay moves delivered rows itself",
+		         strerror(errno));
 	if (pthread_create(&o->thread, NULL, relay_main, o) != 0) {
 		log_error(OUTBOX_LOG, "cannot start the outbox relay thread: %s", strerror(errno));
+		mover_stop(o);
+		pthread_cond_destroy(&o->move_cv);
 		pthread_cond_destroy(&o->removed);
 		pthread_cond_destroy(&o->cv);
 		pthread_mutex_destroy(&o->mu);
@@ -473,6 +588,7 @@ static struct relay *relay_new(evh_plugin *p)
 	if (!r)
 		return NULL;
 	pthread_mutex_init(&r->mu, NULL);
+	pthread_mutex_init(&r->move_mu, NULL);
 	r->refs = 1;
 	r->rewind_to = -1;
 	r->last_error_seq = -1;
@@ -516,6 +632,7 @@ oom:
 void outbox_remove_plugin(outbox *o, evh_plugin *p)
 {
 	struct relay *r = NULL;
+	int detached;
 	if (p->store)
 		store_set_commit_hook(p->store, NULL, NULL);
 	pthread_mutex_lock(&o->mu);
@@ -536,9 +653,10 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 	pthread_cond_signal(&o->cv);
 	while (!r->detached && !o->exited)
 		pthread_cond_wait(&o->removed, &o->mu);
-	if (!r->detached) /* relay thread gone: outbox_stop releases the list's reference */
-		r->st = NULL;
+	detached = r->detached;
 	pthread_mutex_unlock(&o->mu);
+	if (!detached) /* relay thread gone: outbox_stop releases the list's reference */
+		relay_forget_store(r);
 	relay_release(r);
 }
 
@@ -562,6 +680,7 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 	pthread_cond_signal(&o->cv);
 	pthread_mutex_unlock(&o->mu);
 	pthread_join(o->thread, NULL);
+	mover_stop(o);
 	for (size_t i = 0; i < o->n; i++) {
 		struct relay *r = o->relays[i];
 		if (r->st) {
@@ -578,6 +697,7 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 		relay_release(r);
 	}
 	free(o->relays);
+	pthread_cond_destroy(&o->move_cv);
 	pthread_cond_destroy(&o->removed);
 	pthread_cond_destroy(&o->cv);
 	pthread_mutex_destroy(&o->mu);
