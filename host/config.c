@@ -1307,7 +1307,7 @@ static void settings_defaults(set_ctx *x)
 		s->confdir = resolve_path(x->base, confdir && *confdir ? confdir : "conf.d");
 	s->source = xasprintf("evhost://%s", host);
 	set_listen(s, xstrdup("127.0.0.1"), 8080);
-	s->http_threads = 8;
+	s->http_threads = 32;
 	s->max_body_bytes = 1024 * 1024;
 	s->json_max_depth = 32;
 	s->retry_max_attempts = 5;

@@ -757,12 +757,21 @@ static void partition_pause(struct consumer *c, const char *topic, int32_t parti
  * limits (queued.max.messages.kbytes). Partitions are never paused for
  * this: pausing and resuming often is what librdkafka before 2.1.0 could
  * lose messages on. */
+/* What the ordered dispatch compares of a message (see msg_before). */
+struct order_key {
+	const rd_kafka_message_t *m; /* the message these are of */
+	int64_t time, seq;
+	const char *source; /* not copied: lives as long as m */
+	size_t source_len;
+};
+
 struct pbuf {
 	char *topic;
 	int32_t partition;
 	rd_kafka_message_t **v; /* ring of cap, n messages from head */
 	size_t head, n, cap;
 	int64_t empty_since;    /* when it last ran empty */
+	struct order_key key;   /* of v[head], computed once per head */
 };
 
 static struct pbuf *pbuf_find(struct consumer *c, const char *topic, int32_t partition)
@@ -803,6 +812,7 @@ static void pbuf_clear(struct consumer *c, struct pbuf *b)
 	for (; b->n; b->n--, c->nbuffered--, b->head = (b->head + 1) % b->cap)
 		rd_kafka_message_destroy(b->v[b->head]);
 	b->head = 0;
+	b->key.m = NULL; /* a new message may get a freed one's address */
 	b->empty_since = now_ms();
 }
 
@@ -849,6 +859,7 @@ static rd_kafka_message_t *pbuf_pop(struct consumer *c, struct pbuf *b)
 {
 	rd_kafka_message_t *m = b->v[b->head];
 	b->head = (b->head + 1) % b->cap;
+	b->key.m = NULL; /* m is handled and freed: its address may come back */
 	c->nbuffered--;
 	if (--b->n == 0)
 		b->empty_since = now_ms();
@@ -1518,25 +1529,33 @@ static int64_t msg_seq(const rd_kafka_message_t *m)
 	return seq;
 }
 
+/* The head of `b`'s key, read from its headers once per head message (the
+ * dispatch compares heads for every event it hands out). */
+static const struct order_key *head_key(struct pbuf *b)
+{
+	const rd_kafka_message_t *m = b->v[b->head];
+	if (b->key.m != m) {
+		b->key.m = m;
+		b->key.time = msg_time(m);
+		b->key.seq = msg_seq(m);
+		b->key.source = msg_header(m, "ce_source", &b->key.source_len);
+	}
+	return &b->key;
+}
+
 /* Should `a` be handled before `b`? By timestamp; on a tie, two events of
  * the same source by their outbox seq (one plugin's outbox is a total
  * order, even across topics); otherwise they stay as they came. */
-static int msg_before(const rd_kafka_message_t *a, const rd_kafka_message_t *b)
+static int msg_before(const struct order_key *a, const struct order_key *b)
 {
-	int64_t ta = msg_time(a), tb = msg_time(b), qa, qb;
-	const char *sa, *sb;
-	size_t na, nb;
-	if (ta != tb)
-		return ta < tb;
-	qa = msg_seq(a);
-	qb = msg_seq(b);
-	if (qa < 0 || qb < 0)
+	if (a->time != b->time)
+		return a->time < b->time;
+	if (a->seq < 0 || b->seq < 0)
 		return 0;
-	sa = msg_header(a, "ce_source", &na);
-	sb = msg_header(b, "ce_source", &nb);
-	if (na != nb || (na && memcmp(sa, sb, na)))
+	if (a->source_len != b->source_len ||
+	    (a->source_len && memcmp(a->source, b->source, a->source_len)))
 		return 0;
-	return qa < qb;
+	return a->seq < b->seq;
 }
 
 /* How much longer the empty buffer `b` may hold the others back: while its
@@ -1576,7 +1595,7 @@ static struct pbuf *next_buffer(struct consumer *c, int *wait_ms)
 	for (size_t i = 0; i < c->nbufs; i++) {
 		struct pbuf *b = &c->bufs[i];
 		if (b->n) {
-			if (!best || msg_before(b->v[b->head], best->v[best->head]))
+			if (!best || msg_before(head_key(b), head_key(best)))
 				best = b;
 		} else if (c->nbuffered < ORDER_BUF_MAX) {
 			int64_t hold = hold_ms(c, b, now);

@@ -42,6 +42,7 @@
 
 #define OUTBOX_LOG "outbox"
 #define FETCH_ROWS 500
+#define MOVE_ROWS 500
 #define IDLE_WAIT_MS 500
 #define INFLIGHT_POLL_MS 10
 #define QUEUE_FULL_POLL_MS 100
@@ -189,14 +190,22 @@ static void relay_delete_done(struct relay *r)
 		memmove(r->done, r->done + i, (r->ndone - i) * sizeof *r->done);
 	r->ndone -= i;
 	pthread_mutex_unlock(&r->mu);
-	if (r->ndel && r->st) {
-		if (store_outbox_delivered(r->st, r->del, r->ndel) == EVH_OK)
-			r->ndel = 0;
-		else
+	/* In transactions of at most MOVE_ROWS, in delivery order: a backlog
+	 * must not hold the plugin's store (and its HTTP requests) for long. */
+	i = 0;
+	while (i < r->ndel && r->st) {
+		size_t n = r->ndel - i < MOVE_ROWS ? r->ndel - i : MOVE_ROWS;
+		if (store_outbox_delivered(r->st, r->del + i, n) != EVH_OK) {
 			log_warn(OUTBOX_LOG,
 			         "%s: cannot delete %zu delivered outbox row(s); will retry",
-			         r->p->name, r->ndel);
+			         r->p->name, r->ndel - i);
+			break;
+		}
+		i += n;
 	}
+	if (i)
+		memmove(r->del, r->del + i, (r->ndel - i) * sizeof *r->del);
+	r->ndel -= i;
 	pthread_mutex_unlock(&r->move_mu);
 }
 

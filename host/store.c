@@ -1677,15 +1677,30 @@ void store_outbox_rows_free(outbox_row *rows, size_t n)
  * consecutive seq. Per row statements cost the relay more than the rows. */
 static const size_t move_chunks[] = {64, 16, 4, 1};
 
+/* Now, as STORE_NOW_SQL writes it (2026-01-02T03:04:05.678Z); the date and
+ * time up to the second are formatted once a second per thread (the
+ * consumer stamps every inbox record). */
 static void now_text(char out[32])
 {
+	static __thread time_t last = -1;
+	static __thread char prefix[24];
 	struct timespec ts;
-	struct tm tm;
-	size_t n;
+	long ms;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm); /* as STORE_NOW_SQL writes it */
-	snprintf(out + n, 32 - n, ".%03ldZ", ts.tv_nsec / 1000000L);
+	if (ts.tv_sec != last) {
+		struct tm tm;
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(prefix, sizeof prefix, "%Y-%m-%dT%H:%M:%S", &tm);
+		last = ts.tv_sec;
+	}
+	ms = ts.tv_nsec / 1000000L;
+	memcpy(out, prefix, 19);
+	out[19] = '.';
+	out[20] = (char)('0' + ms / 100);
+	out[21] = (char)('0' + ms / 10 % 10);
+	out[22] = (char)('0' + ms % 10);
+	out[23] = 'Z';
+	out[24] = '\0';
 }
 
 static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char *now,
@@ -1873,7 +1888,8 @@ int store_inbox_seen(evh_tx *tx, const char *event_id)
 int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
                        int64_t offset)
 {
-	evh_value v[4];
+	char now[32];
+	evh_value v[5];
 	int status;
 
 	if (!tx)
@@ -1886,10 +1902,12 @@ int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int3
 	v[1] = EVH_TEXT(topic);
 	v[2] = EVH_INT(partition);
 	v[3] = EVH_INT(offset);
+	now_text(now); /* the same text as STORE_NOW_SQL, without SQLite's date parser */
+	v[4] = EVH_TEXT(now);
 	status = stmt_run(tx->s,
 	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
-	                  " handled_at) VALUES(?, ?, ?, ?, " STORE_NOW_SQL ")",
-	                  v, 4, NULL, NULL, tx->err, sizeof tx->err);
+	                  " handled_at) VALUES(?, ?, ?, ?, ?)",
+	                  v, 5, NULL, NULL, tx->err, sizeof tx->err);
 	return status ? tx_fail(tx, status) : EVH_OK;
 }
 

@@ -382,7 +382,7 @@ static void test_defaults(void **state)
 	assert_string_equal(s->http_listen, "127.0.0.1:8080");
 	assert_string_equal(s->http_host, "127.0.0.1");
 	assert_int_equal(s->http_port, 8080);
-	assert_int_equal(s->http_threads, 8);
+	assert_int_equal(s->http_threads, 32);
 	assert_int_equal(s->max_body_bytes, 1024 * 1024);
 	assert_int_equal(s->json_max_depth, 32);
 	assert_string_equal(s->brokers, "embedded");
@@ -512,7 +512,7 @@ static void test_bad_values(void **state)
 	                   "or 1/0, got 'True'");
 	assert_int_equal(f->d.n, 11);
 	/* bad values leave the defaults in place */
-	assert_int_equal(f->s.http_threads, 8);
+	assert_int_equal(f->s.http_threads, 32);
 	assert_string_equal(f->s.http_listen, "127.0.0.1:8080");
 }
 
