@@ -120,7 +120,8 @@ struct evh_tx {
 	evh_rows *open_rows;  /* cursors to detach at commit/rollback */
 	int in_savepoint;     /* store_tx_savepoint open (one level) */
 	int64_t sp_outbox_added; /* outbox_added when it was opened */
-	int64_t max_seq;         /* highest outbox seq it added */
+	int64_t max_seq;         /* highest outbox seq it added (and kept) */
+	int64_t sp_max_seq;      /* max_seq when the savepoint was opened */
 	int grouped;             /* a member of a group commit */
 	int gdone, gstatus;      /* its group ended, with this status */
 	evh_tx *gnext;           /* in s->gwait */
@@ -1165,6 +1166,7 @@ int store_tx_savepoint(evh_tx *tx)
 		return tx_fail(tx, status);
 	tx->in_savepoint = 1;
 	tx->sp_outbox_added = tx->outbox_added;
+	tx->sp_max_seq = tx->max_seq;
 	return EVH_OK;
 }
 
@@ -1211,6 +1213,9 @@ int store_tx_savepoint_rollback(evh_tx *tx)
 	}
 	tx->failed = 0;
 	tx->outbox_added = tx->sp_outbox_added;
+	/* A rolled-back row's seq is handed out again: it must not count as
+	 * committed (the relay reads up to committed_seq during a group). */
+	tx->max_seq = tx->sp_max_seq;
 	return EVH_OK;
 }
 
@@ -1757,7 +1762,6 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 	return status;
 }
 
-/* `d` sorted by seq, so the event log is appended to in order. */
 /* The relay's bookkeeping need not be durable at once: lost in a power
  * failure, its deletions are redone after the events are produced again
  * (at least once, as always). So its transactions commit without an fsync
@@ -1772,6 +1776,7 @@ static void lazy_sync(store *s, int on)
 		             NULL, NULL, NULL);
 }
 
+/* `d` sorted by seq, so the event log is appended to in order. */
 static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
                                    int64_t *logged)
 {

@@ -3,9 +3,11 @@ the out-of-tree SDK path, publishing through the outbox to real Kafka, and a
 clean SIGTERM. Plugins used: tests/fixtures (probe, broken ones) and the SDK
 example (hello)."""
 
+import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -207,6 +209,74 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
 
     r = d.post("/probe/publish", data="{}", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
+
+
+def raw_exchange(port, request, read_until_close=False, timeout=5.0):
+    """Send raw request bytes on a fresh socket; return (status line, headers,
+    body, closed) for the first response, read by its Content-Length; closed
+    (with read_until_close) tells whether the server closed the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed before a response head: {data!r}"
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        length = 0 if request.startswith(b"HEAD ") else int(headers.get("content-length", 0))
+        while len(rest) < length:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed inside the body"
+            rest += chunk
+        closed = False
+        if read_until_close:
+            # Ask again on the same connection: a server that closed it sends
+            # nothing back (not even after its idle keep-alive timeout, which
+            # would make waiting for the close itself prove nothing).
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                closed = s.recv(65536) == b""
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        return lines[0], headers, rest[:length], closed
+
+
+def test_response_framing_and_keep_alive_on_raw_sockets(evhostd, build_dir):
+    """evhostd writes the status line and headers itself (one send with a
+    small body): the framing, Date and the Connection header must match what
+    civetweb then does with the connection."""
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    # Requests on one kept-alive connection, an error among them, each framed
+    # by Content-Length.
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        for path, status in (("/healthz", "200 OK"), ("/nope", "404 Not Found"),
+                             ("/healthz", "200 OK")):
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, f"closed after {data!r}"
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            head = head.decode()
+            length = int(head.split("Content-Length: ")[1].split("\r\n")[0])
+            while len(body) < length:
+                body += s.recv(65536)
+            assert len(body) == length and json.loads(body)
+            assert head.startswith(f"HTTP/1.1 {status}\r\n"), head
+            assert "Connection: keep-alive" in head, head
+            assert "Date: " in head and "X-Request-Id: " in head
+    # HEAD: the GET's headers, no body.
+    status, headers, body, _ = raw_exchange(d.port, b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == "HTTP/1.1 200 OK" and headers["content-length"] == "15" and body == b""
+    # HTTP/1.0 without keep-alive, and a client asking to close: closed after.
+    for req in (b"GET /healthz HTTP/1.0\r\n\r\n",
+                b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
+        status, headers, body, closed = raw_exchange(d.port, req, read_until_close=True)
+        assert status.endswith(" 200 OK") and body == b'{"status":"ok"}'
+        assert headers["connection"] == "close" and closed, (req, headers)
 
 
 # ------------------------------------------------------------ SDK install
