@@ -248,6 +248,12 @@ def test_metrics_move_with_requests_and_events(evhostd):
                  status="201") == 1
     assert delta("evhost_http_requests_total", plugin="", route="unmatched", method="GET",
                  status="404") == 1
+    # The POST's transaction (and any other) was committed through a group.
+    assert after.types["evhost_store_group_commits_total"] == "counter"
+    assert after.types["evhost_store_group_members_total"] == "counter"
+    commits = delta("evhost_store_group_commits_total", plugin="user")
+    members = delta("evhost_store_group_members_total", plugin="user")
+    assert members >= 1 and 1 <= commits <= members, (commits, members)
     # Route patterns only: no id or raw path becomes a label value.
     label_values = {v for (_, labels), _ in after.samples.items() for _, v in labels}
     assert uid not in label_values and missing not in label_values
