@@ -344,6 +344,7 @@ def check_dashboard(types):
                    "evhost_events_published_total", "evhost_events_handled_total",
                    "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
+                   "evhost_store_group_commits_total", "evhost_store_group_members_total",
                    "process_resident_memory_bytes"):
         assert family in used, family
 
