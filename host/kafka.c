@@ -757,6 +757,7 @@ static void partition_pause(struct consumer *c, const char *topic, int32_t parti
  * limits (queued.max.messages.kbytes). Partitions are never paused for
  * this: pausing and resuming often is what librdkafka before 2.1.0 could
  * lose messages on. */
+
 /* What the ordered dispatch compares of a message (see msg_before). */
 struct order_key {
 	const rd_kafka_message_t *m; /* the message these are of */
