@@ -161,13 +161,10 @@ static int add_part(struct reader *r, rd_kafka_topic_partition_list_t *l, const 
 {
 	int64_t lo, hi;
 	struct part *p;
-	rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(r->rk, topic, partition, &lo, &hi,
-	                                                         METADATA_TIMEOUT_MS);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		snprintf(err, errlen, "cannot read the offsets of %s [%" PRId32 "]: %s", topic,
-		         partition, rd_kafka_err2str(e));
-		return EVH_EKAFKA;
-	}
+	int status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, METADATA_TIMEOUT_MS, err,
+	                              errlen);
+	if (status)
+		return status;
 	if (hi <= lo)
 		return EVH_OK; /* empty */
 	p = &r->parts[r->nparts];

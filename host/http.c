@@ -1349,10 +1349,17 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	 * not worth it for a big or open-ended one. */
 	if (!req.body_read && (req.ri->content_length > HTTP_CHUNK || is_chunked(conn)))
 		resp.close = 1;
-	sent = resp.stream ? stream_serve(&req, &resp) : resp_send(&req, &resp);
+	if (resp.stream) {
+		sent = stream_serve(&req, &resp);
+		metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
+	} else {
+		/* Counted before the write: a client that scrapes /metrics right
+		 * after its response must find the request in it. */
+		metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
+		sent = resp_send(&req, &resp);
+	}
 	log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status, sent,
 	         now_ms() - t0);
-	metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);

@@ -28,8 +28,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
@@ -300,6 +304,55 @@ fail:
 	return -1;
 }
 
+/* librdkafka 2.0's mock cluster thread can miss the wakeup of its stop
+ * request and sleep out its 1 s poll; a connection to its listener wakes
+ * it. Poked until the destroy returns, so the embedded broker stops in
+ * milliseconds. */
+struct mock_waker {
+	struct sockaddr_in addr;
+	atomic_int done;
+};
+
+static void *mock_waker_main(void *arg)
+{
+	struct mock_waker *w = arg;
+	while (!atomic_load(&w->done)) {
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd >= 0) {
+			(void)connect(fd, (struct sockaddr *)&w->addr, sizeof w->addr);
+			close(fd);
+		}
+		usleep(20 * 1000);
+	}
+	return NULL;
+}
+
+static void destroy_mock(kafka *k)
+{
+	struct mock_waker w;
+	pthread_t t;
+	const char *colon = k->bootstraps ? strrchr(k->bootstraps, ':') : NULL;
+	char host[64];
+	int waking = 0;
+
+	memset(&w, 0, sizeof w);
+	atomic_init(&w.done, 0);
+	w.addr.sin_family = AF_INET;
+	if (colon && (size_t)(colon - k->bootstraps) < sizeof host) {
+		memcpy(host, k->bootstraps, (size_t)(colon - k->bootstraps));
+		host[colon - k->bootstraps] = '\0';
+		w.addr.sin_port = htons((uint16_t)atoi(colon + 1));
+		waking = inet_pton(AF_INET, host, &w.addr.sin_addr) == 1 &&
+		         pthread_create(&t, NULL, mock_waker_main, &w) == 0;
+	}
+	rd_kafka_mock_cluster_destroy(k->mock);
+	k->mock = NULL;
+	if (waking) {
+		atomic_store(&w.done, 1);
+		pthread_join(t, NULL);
+	}
+}
+
 void kafka_stop(kafka *k, int timeout_ms)
 {
 	if (!k)
@@ -318,7 +371,7 @@ void kafka_stop(kafka *k, int timeout_ms)
 		rd_kafka_destroy(k->producer);
 	}
 	if (k->mock)
-		rd_kafka_mock_cluster_destroy(k->mock);
+		destroy_mock(k);
 	if (k->mock_rk)
 		rd_kafka_destroy(k->mock_rk);
 	free(k->bootstraps);
@@ -1752,16 +1805,41 @@ static int replay_check_topics(const struct consumer *c, const replay_request *r
 	return EVH_OK;
 }
 
-static int watermarks(struct consumer *c, const char *topic, int32_t partition, int64_t *lo,
-                      int64_t *hi, char *err, size_t errlen)
+static int watermark_error_passes(rd_kafka_resp_err_t e)
 {
-	rd_kafka_resp_err_t e =
-	    rd_kafka_query_watermark_offsets(c->rk, topic, partition, lo, hi, SEEK_TIMEOUT_MS);
-	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-		return EVH_OK;
+	switch (e) {
+	case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+	case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+	case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+	case RD_KAFKA_RESP_ERR__TRANSPORT: return 1;
+	default: return 0;
+	}
+}
+
+int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo,
+                     int64_t *hi, int timeout_ms, char *err, size_t errlen)
+{
+	int64_t deadline = now_ms() + timeout_ms, left;
+	rd_kafka_resp_err_t e;
+	for (;;) {
+		left = deadline - now_ms();
+		e = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
+		                                     left > 100 ? (int)left : 100);
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+			return EVH_OK;
+		if (!watermark_error_passes(e) || now_ms() + 100 >= deadline)
+			break;
+		usleep(100 * 1000);
+	}
 	snprintf(err, errlen, "cannot read the offsets of %s [%" PRId32 "]: %s", topic, partition,
 	         rd_kafka_err2str(e));
 	return EVH_EKAFKA;
+}
+
+static int watermarks(struct consumer *c, const char *topic, int32_t partition, int64_t *lo,
+                      int64_t *hi, char *err, size_t errlen)
+{
+	return kafka_watermarks(c->rk, topic, partition, lo, hi, SEEK_TIMEOUT_MS, err, errlen);
 }
 
 /* REPLAY_OFFSETS: the partitions asked for, each assigned to us and with an
