@@ -1010,21 +1010,23 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
                                  size_t *sub)
 {
 	evh_plugin *p = c->p;
-	int seen, r;
+	int claimed, r;
 	*sub = first;
 	if (store_tx_savepoint(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: cannot open a savepoint: %s",
 		         store_tx_error(tx));
 		return OUT_RETRY;
 	}
-	seen = store_inbox_seen(tx, ev->id);
-	if (seen < 0) {
-		snprintf(ev->error, sizeof ev->error, "storage: inbox lookup failed: %s",
+	/* Recorded first (one statement instead of a lookup and an insert); a
+	 * handler that fails rolls the record back with its own writes. */
+	claimed = store_inbox_claim(tx, ev->id, ev->topic, ev->partition, ev->offset);
+	if (claimed < 0) {
+		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
 		         store_tx_error(tx));
 		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
-	if (seen > 0) {
+	if (!claimed) {
 		log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name, ev->id);
 		metrics_event_handled(p->name, ev->topic, METRICS_EVENT_DUPLICATE);
 		store_tx_savepoint_rollback(tx); /* nothing was written */
@@ -1043,12 +1045,6 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		if (r != EVH_EVENT_RETRY && !ev->error[0])
 			snprintf(ev->error, sizeof ev->error, "handler returned unknown result %d",
 			         r);
-		return OUT_RETRY;
-	}
-	if (store_inbox_record(tx, ev->id, ev->topic, ev->partition, ev->offset) != EVH_OK) {
-		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
-		         store_tx_error(tx));
-		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
 	/* A storage call failed that the handler did not report (it returned OK

@@ -1890,8 +1890,10 @@ int store_inbox_seen(evh_tx *tx, const char *event_id)
 	return seen;
 }
 
-int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                       int64_t offset)
+/* INSERT, or with `claim` an insert that skips an id already there;
+ * *changes: rows inserted. */
+static int inbox_insert(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                        int64_t offset, int claim, int64_t *changes)
 {
 	char now[32];
 	evh_value v[5];
@@ -1910,10 +1912,27 @@ int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int3
 	now_text(now); /* the same text as STORE_NOW_SQL, without SQLite's date parser */
 	v[4] = EVH_TEXT(now);
 	status = stmt_run(tx->s,
-	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
-	                  " handled_at) VALUES(?, ?, ?, ?, ?)",
-	                  v, 5, NULL, NULL, tx->err, sizeof tx->err);
+	                  claim ? "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
+	                          " handled_at) VALUES(?, ?, ?, ?, ?)"
+	                          " ON CONFLICT(event_id) DO NOTHING"
+	                        : "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
+	                          " handled_at) VALUES(?, ?, ?, ?, ?)",
+	                  v, 5, changes, NULL, tx->err, sizeof tx->err);
 	return status ? tx_fail(tx, status) : EVH_OK;
+}
+
+int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                       int64_t offset)
+{
+	return inbox_insert(tx, event_id, topic, partition, offset, 0, NULL);
+}
+
+int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                      int64_t offset)
+{
+	int64_t added = 0;
+	int status = inbox_insert(tx, event_id, topic, partition, offset, 1, &added);
+	return status ? status : added > 0;
 }
 
 /* ----------------------------------------------------------- event log */

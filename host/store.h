@@ -121,6 +121,11 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
                             const char *to_topic, int32_t to_partition, int64_t to_offset);
 
 /* Inbox, within the handler's transaction. */
+/* The inbox check and record in one statement: records the event as handled
+ * in `tx` and returns 1, or returns 0 if it already was (nothing written);
+ * <0 on error. Rolled back with the handler's writes if the handler fails. */
+int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                      int64_t offset);
 int store_inbox_seen(evh_tx *tx, const char *event_id);                   /* 1 seen, 0 not, <0 err */
 int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
                        int64_t offset);

@@ -559,6 +559,34 @@ static void test_inbox(void **state)
 	assert_int_equal(query_int(f->s, "SELECT \"offset\" + \"partition\" FROM evh_inbox"), 43);
 }
 
+/* The claim records an id once; a rolled-back savepoint takes its claim
+ * back, so a failed handler's event is handled again. */
+static void test_inbox_claim(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 7), 1);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 8), 0);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 9), 1);
+	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "c2"), 0);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 10), 0);
+	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 11), 1);
+	assert_int_equal(store_inbox_claim(tx, NULL, "T", 1, 12), EVH_EINVAL);
+	store_tx_rollback(tx);
+	/* c1 as first claimed; c2 rolled back twice */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox WHERE event_id LIKE 'c%'"),
+	                 1);
+	assert_int_equal(query_int(f->s, "SELECT \"offset\" FROM evh_inbox WHERE event_id = 'c1'"),
+	                 7);
+}
+
 /* ------------------------------------------------------------- event log */
 
 /* The outbox's rows in seq order (at most 16). */
@@ -1135,6 +1163,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox_claim, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
