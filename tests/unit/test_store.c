@@ -1106,8 +1106,9 @@ static void test_checkpoint_thread(void **state)
 	exec1(f->s, "CREATE TABLE big(b BLOB)");
 	store_checkpoint_stats(f->s, &by_thread, &by_writer);
 	assert_int_equal(by_thread, 0);
-	/* ~1500 pages of WAL: one page per row, in transactions of 50 rows. */
-	for (int t = 0; t < 30; t++) {
+	/* ~5000 pages of WAL (the thread is woken at 4000): one page per row, in
+	 * transactions of 50 rows. */
+	for (int t = 0; t < 100; t++) {
 		evh_tx *tx;
 		assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
 		for (int i = 0; i < 50; i++)
@@ -1121,7 +1122,7 @@ static void test_checkpoint_thread(void **state)
 	}
 	assert_true(by_thread >= 1);
 	assert_int_equal(by_writer, 0);
-	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM big"), 1500);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM big"), 5000);
 }
 
 /* ---------------------------------------------------------------- reopen */
