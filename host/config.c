@@ -1158,16 +1158,27 @@ static int parse_duration_ms(const char *v, int64_t *ms)
 	return 0;
 }
 
+static void retention(set_ctx *x, const cfg_entry *e, int64_t *ms)
+{
+	if (parse_duration_ms(e->value, ms) != 0)
+		bad_value(x, e, "expected a duration such as 7d, 12h, 30m or 3600s (0: keep forever)");
+}
+
 static void k_event_retention(set_ctx *x, const cfg_entry *e)
 {
-	if (parse_duration_ms(e->value, &x->s->event_retention_ms) != 0)
-		bad_value(x, e, "expected a duration such as 7d, 12h, 30m or 3600s (0: keep forever)");
+	retention(x, e, &x->s->event_retention_ms);
+}
+
+static void k_inbox_retention(set_ctx *x, const cfg_entry *e)
+{
+	retention(x, e, &x->s->inbox_retention_ms);
 }
 
 static const key_def store_keys[] = {
     {"synchronous", k_synchronous},
     {"outbox_max_rows", k_outbox_max},
     {"event_retention", k_event_retention},
+    {"inbox_retention", k_inbox_retention},
     {NULL, NULL},
 };
 
@@ -1317,6 +1328,7 @@ static void settings_defaults(set_ctx *x)
 	s->store_synchronous = xstrdup("FULL");
 	s->outbox_max_rows = 100000;
 	s->event_retention_ms = 7LL * 86400000;
+	s->inbox_retention_ms = 30LL * 86400000;
 	s->stop_timeout_ms = 10000;
 	s->log_level = EVH_LOG_INFO;
 	s->log_fmt = LOG_FORMAT_AUTO;

@@ -84,6 +84,7 @@ typedef struct settings {
 	char *store_synchronous; /* "FULL" or "NORMAL" */
 	int64_t outbox_max_rows;
 	int64_t event_retention_ms; /* [store] event_retention; 0 = keep forever */
+	int64_t inbox_retention_ms; /* [store] inbox_retention; 0 = keep forever */
 	int stop_timeout_ms;        /* [host] stop_timeout: outbox flush budget at stop */
 	evh_log_level log_level;
 	log_format log_fmt;

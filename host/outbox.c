@@ -5,7 +5,8 @@
  * says the broker acknowledged it; it then moves, in the same transaction,
  * into the plugin's event log (evh_events) with the partition and offset the
  * broker gave it. The relay also prunes that log to `[store]
- * event_retention` (checked every PRUNE_EVERY_MS per plugin, or every half
+ * event_retention`, and the plugin's inbox to `[store] inbox_retention`
+ * (checked every PRUNE_EVERY_MS per plugin, or every half of the shorter
  * retention when that is shorter). When a delivery fails for good (after
  * message.timeout.ms), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
@@ -52,6 +53,7 @@
 #define PRUNE_MIN_EVERY_MS 1000
 #define PRUNE_BATCH 2000
 #define DEFAULT_RETENTION_MS (7LL * 86400000)
+#define DEFAULT_INBOX_RETENTION_MS (30LL * 86400000)
 
 struct relay {
 	pthread_mutex_t mu;
@@ -339,32 +341,52 @@ static int relay_send(outbox *o, struct relay *r)
 	return i == FETCH_ROWS;
 }
 
-/* The plugin's [store] event_retention (unit tests run plugins without a
- * host: they get the default). */
+/* The plugin's [store] event_retention and inbox_retention (unit tests run
+ * plugins without a host: they get the defaults). */
 static int64_t relay_retention_ms(const struct relay *r)
 {
 	return r->p->host ? r->p->host->set.event_retention_ms : DEFAULT_RETENTION_MS;
 }
 
-/* Drop events older than the retention from the event log, a batch at a
- * time: again next round while batches come back full. */
+static int64_t relay_inbox_retention_ms(const struct relay *r)
+{
+	return r->p->host ? r->p->host->set.inbox_retention_ms : DEFAULT_INBOX_RETENTION_MS;
+}
+
+/* One prune call; returns 1 if it came back full (more to do now). */
+static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t *),
+                      int64_t retention, const char *what)
+{
+	int64_t deleted = 0;
+	if (retention <= 0)
+		return 0;
+	if (fn(r->st, retention, PRUNE_BATCH, &deleted) != EVH_OK) {
+		log_warn(OUTBOX_LOG, "%s: cannot prune the %s; will retry", r->p->name, what);
+		return 0;
+	}
+	if (deleted)
+		log_debug(OUTBOX_LOG, "%s: %" PRId64 " record(s) past retention removed from the %s",
+		          r->p->name, deleted, what);
+	return deleted == PRUNE_BATCH;
+}
+
+/* Drop events older than the retention from the event log, and inbox
+ * records older than theirs, a batch at a time: again next round while
+ * batches come back full. */
 static void relay_prune(struct relay *r)
 {
-	int64_t now = now_ms(), retention = relay_retention_ms(r), deleted = 0;
-	int64_t every = retention / 2 < PRUNE_EVERY_MS ? retention / 2 : PRUNE_EVERY_MS;
-	if (now < r->next_prune_ms || retention <= 0)
+	int64_t now = now_ms(), events = relay_retention_ms(r), inbox = relay_inbox_retention_ms(r);
+	int64_t shortest = events > 0 && (inbox <= 0 || events < inbox) ? events : inbox;
+	int64_t every = shortest / 2 < PRUNE_EVERY_MS ? shortest / 2 : PRUNE_EVERY_MS;
+	int more;
+	if (now < r->next_prune_ms || shortest <= 0)
 		return;
 	/* A short retention (tests, tiny disks) is kept to within half of it. */
 	r->next_prune_ms = now + (every < PRUNE_MIN_EVERY_MS ? PRUNE_MIN_EVERY_MS : every);
-	if (store_events_prune(r->st, retention, PRUNE_BATCH, &deleted) != EVH_OK) {
-		log_warn(OUTBOX_LOG, "%s: cannot prune the event log; will retry", r->p->name);
-		return;
-	}
-	if (deleted == PRUNE_BATCH)
+	more = prune_step(r, store_events_prune, events, "event log");
+	more |= prune_step(r, store_inbox_prune, inbox, "inbox");
+	if (more)
 		r->next_prune_ms = now;
-	if (deleted)
-		log_debug(OUTBOX_LOG, "%s: %" PRId64 " event(s) past retention removed from the "
-		                      "event log", r->p->name, deleted);
 }
 
 /* One round for one plugin. The outbox is read when a commit woke the

@@ -1942,7 +1942,12 @@ int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32
 
 int64_t store_events_count(store *s) { return s ? atomic_load(&s->events) : 0; }
 
-int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+/* Run a bounded prune statement binding (age, max): "-<seconds> seconds" for
+ * SQLite's date modifiers, and the most rows to delete or look at. Under
+ * the lock, without an fsync of its own (lazy_sync: redone after a crash).
+ * `count` (optional): the table's row counter, kept up to date. */
+static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t retention_ms,
+                 int max, int64_t *deleted)
 {
 	char age[64];
 	evh_value v[2];
@@ -1960,24 +1965,35 @@ int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted
 	status = store_lock(s);
 	if (status)
 		return status;
-	/* Bounded per call so a big backlog never holds the plugin's
-	 * transactions up for long; the relay calls again while it deletes. */
 	lazy_sync(s, 1);
-	status = stmt_run(s,
-	                  "DELETE FROM evh_events WHERE seq IN (SELECT seq FROM evh_events"
-	                  " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)"
-	                  " LIMIT ?)",
-	                  v, 2, &changes, NULL, NULL, 0);
+	status = stmt_run(s, sql, v, 2, &changes, NULL, NULL, 0);
 	lazy_sync(s, 0);
-	if (!status && changes) {
-		int64_t left = atomic_fetch_sub(&s->events, changes) - changes;
-		if (left < 0)
-			atomic_store(&s->events, 0);
-	}
+	if (!status && changes && count && atomic_fetch_sub(count, changes) - changes < 0)
+		atomic_store(count, 0);
 	store_unlock(s);
 	if (deleted)
 		*deleted = status ? 0 : changes;
 	return status;
+}
+
+int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+{
+	/* Bounded per call so a big backlog never holds the plugin's
+	 * transactions up for long; the relay calls again while it deletes. */
+	return prune(s,
+	             "DELETE FROM evh_events WHERE seq IN (SELECT seq FROM evh_events"
+	             " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)"
+	             " LIMIT ?2)",
+	             s ? &s->events : NULL, retention_ms, max, deleted);
+}
+
+int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+{
+	return prune(s,
+	             "DELETE FROM evh_inbox WHERE rowid IN (SELECT rowid FROM"
+	             " (SELECT rowid, handled_at FROM evh_inbox ORDER BY rowid LIMIT ?2)"
+	             " WHERE handled_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
+	             NULL, retention_ms, max, deleted);
 }
 
 static int json_add_text_col(cJSON *o, const char *name, sqlite3_stmt *st, int col)

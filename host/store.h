@@ -100,6 +100,10 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
 int64_t store_events_count(store *s); /* lock-free */
 /* Delete up to `max` events delivered more than retention_ms ago. */
 int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
+/* Delete inbox records handled more than retention_ms ago, looking at the
+ * `max` oldest records at most (the inbox is appended to in time order, so
+ * no index on handled_at is needed). Thread-safe, like the above. */
+int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
  * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
  * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. */

@@ -4,8 +4,10 @@ redriving dead letters, and replay from the beginning, a time and offsets.
 The probe fixture plugin is the subject: its handler's behaviour is steered
 by the event data (see tests/fixtures/probe.c)."""
 
+import sqlite3
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +122,11 @@ def test_event_retention_is_validated(evhostd):
     assert "event_retention" in r.stdout and "expected a duration" in r.stdout
     r = evhostd.run(["--check-config"], config={"store": {"event_retention": "12h"}})
     assert r.returncode == 0, r.stdout
+    r = evhostd.run(["--check-config"], config={"store": {"inbox_retention": "a month"}})
+    assert r.returncode == 1
+    assert "inbox_retention" in r.stdout and "expected a duration" in r.stdout
+    r = evhostd.run(["--check-config"], config={"store": {"inbox_retention": "0"}})
+    assert r.returncode == 0, r.stdout
 
 
 # ---------------------------------------------------------- plugins, events
@@ -195,6 +202,24 @@ def test_event_log_retention(evhostd, build_dir, tmp_path, kafka_bootstrap, uniq
     lib.wait_until(lambda: count() == 0, timeout=10, message="events pruned after 2 s")
     r = d.get("/admin/events", headers=auth(), params={"aggregate": "short"})
     assert r.json()["events"] == []
+
+
+def test_inbox_retention(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"), config={"store": {"inbox_retention": "2s"}})
+    assert d.post("/probe/publish?key=old&n=2", json={"x": 1}).status_code == 200
+    wait_seen(d, 2)
+    seen_at = time.monotonic()
+
+    def inbox():
+        con = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
+        try:
+            return con.execute("SELECT COUNT(*) FROM evh_inbox").fetchone()[0]
+        finally:
+            con.close()
+    n = inbox()
+    assert n == 2 or time.monotonic() - seen_at > 1.5, n
+    lib.wait_until(lambda: inbox() == 0, timeout=15, message="inbox records pruned after 2 s")
 
 
 # --------------------------------------------------------------------- DLQ

@@ -587,6 +587,45 @@ static void test_inbox_claim(void **state)
 	                 7);
 }
 
+/* Records older than the retention go, oldest first and at most `max`
+ * looked at per call; newer ones stay; 0 keeps everything. */
+static void test_inbox_prune(void **state)
+{
+	fixture *f = *state;
+	int64_t deleted = -1;
+	evh_tx *tx;
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	for (int i = 0; i < 5; i++) {
+		char id[8];
+		snprintf(id, sizeof id, "p%d", i);
+		assert_int_equal(store_inbox_record(tx, id, "T", 0, i), EVH_OK);
+	}
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	/* p0-p2 handled two days ago, p3-p4 just now */
+	exec1(f->s, "UPDATE evh_inbox SET handled_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now',"
+	            " '-2 days') WHERE event_id IN ('p0', 'p1', 'p2')");
+
+	assert_int_equal(store_inbox_prune(f->s, 0, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_inbox_prune(f->s, 3 * 86400000LL, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_inbox_prune(f->s, 86400000, 2, &deleted), EVH_OK);
+	assert_int_equal(deleted, 2);
+	assert_int_equal(store_inbox_prune(f->s, 86400000, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox"), 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox WHERE event_id IN"
+	                                 " ('p3', 'p4')"),
+	                 2);
+	/* A pruned id is an id never seen: claimed again. */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "p0", "T", 0, 0), 1);
+	assert_int_equal(store_inbox_claim(tx, "p3", "T", 0, 3), 0);
+	store_tx_rollback(tx);
+	assert_int_equal(store_inbox_prune(NULL, 1000, 10, &deleted), EVH_EINVAL);
+}
+
 /* ------------------------------------------------------------- event log */
 
 /* The outbox's rows in seq order (at most 16). */
@@ -1165,6 +1204,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_claim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
