@@ -60,7 +60,6 @@ int kafka_parse_time(const char *rfc3339, int64_t *ms);
 void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attempts,
                         int *backoff_ms, int *backoff_max_ms);
 
-/* Serve delivery reports. */
 /* rd_kafka_query_watermark_offsets, retried for up to timeout_ms while the
  * broker answers with a passing condition (a leader being elected after a
  * topic was created or a broker restarted). On failure, `err` says which
@@ -68,6 +67,7 @@ void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attem
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo,
                      int64_t *hi, int timeout_ms, char *err, size_t errlen);
 
+/* Serve delivery reports. */
 void kafka_poll_producer(kafka *k, int timeout_ms);
 int kafka_outq_len(kafka *k);
 
