@@ -596,6 +596,64 @@ static void test_relay_resends_after_failed_delivery(void **state)
 	rd_kafka_destroy(mrk);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Watermark reads (DLQ, replay) ride out a leader election, as right after a
+ * topic is created on a real cluster, and fail at once on anything else,
+ * saying which partition. */
+static void test_watermarks_retry_while_leader_moves(void **state)
+{
+	enum { LIST_OFFSETS = 2 }; /* the Kafka protocol's ApiKey */
+	char err[256];
+	int64_t lo = -1, hi = -1, t0;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *mrk, *rk;
+	rd_kafka_mock_cluster_t *mc;
+	(void)state;
+	rd_kafka_conf_set_log_cb(conf, NULL);
+	mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(mrk);
+	mc = rd_kafka_mock_cluster_new(mrk, 1);
+	assert_non_null(mc);
+	assert_int_equal(rd_kafka_mock_topic_create(mc, "wm", 1, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+	conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, NULL);
+	assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
+	                                   rd_kafka_mock_cluster_bootstraps(mc), err, sizeof err),
+	                 RD_KAFKA_CONF_OK);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+
+	/* Both the low and the high watermark requests fail first. */
+	rd_kafka_mock_push_request_errors(mc, LIST_OFFSETS, 4,
+	                                  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+	                                  RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
+	                                  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+	                                  RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION);
+	assert_int_equal(kafka_watermarks(rk, "wm", 0, &lo, &hi, 10000, err, sizeof err), EVH_OK);
+	assert_int_equal(lo, 0);
+	assert_int_equal(hi, 0);
+
+	rd_kafka_mock_push_request_errors(mc, LIST_OFFSETS, 2,
+	                                  RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+	                                  RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	t0 = mono_ms();
+	assert_int_equal(kafka_watermarks(rk, "wm", 0, &lo, &hi, 10000, err, sizeof err),
+	                 EVH_EKAFKA);
+	assert_true(mono_ms() - t0 < 5000);
+	assert_non_null(strstr(err, "cannot read the offsets of wm [0]"));
+	assert_non_null(strstr(err, "uthoriz"));
+
+	rd_kafka_destroy(rk);
+	rd_kafka_mock_cluster_destroy(mc);
+	rd_kafka_destroy(mrk);
+}
+
 /* ------------------------------------------------------------- helpers 2 */
 
 /* Another consuming plugin with its own store, topic, group and handler. */
@@ -1195,6 +1253,7 @@ int main(void)
 	    cmocka_unit_test(test_plain_message_and_type_filter),
 	    cmocka_unit_test(test_passthrough_error),
 	    cmocka_unit_test(test_relay_resends_after_failed_delivery),
+	    cmocka_unit_test(test_watermarks_retry_while_leader_moves),
 	    cmocka_unit_test(test_event_log_has_kafka_position),
 	    cmocka_unit_test(test_type_without_handler_is_dead_lettered),
 	    cmocka_unit_test(test_dead_letter_too_big_is_truncated),
