@@ -1327,8 +1327,8 @@ static void settings_defaults(set_ctx *x)
 	s->dlq_suffix = xstrdup(".dlq");
 	s->store_synchronous = xstrdup("FULL");
 	s->outbox_max_rows = 100000;
-	s->event_retention_ms = 7LL * 86400000;
-	s->inbox_retention_ms = 30LL * 86400000;
+	s->event_retention_ms = SETTINGS_EVENT_RETENTION_MS;
+	s->inbox_retention_ms = SETTINGS_INBOX_RETENTION_MS;
 	s->stop_timeout_ms = 10000;
 	s->log_level = EVH_LOG_INFO;
 	s->log_fmt = LOG_FORMAT_AUTO;

@@ -66,6 +66,10 @@ typedef struct plugin_settings {
 } plugin_settings;
 
 /* Everything the host needs from [host] [http] [kafka] [store] [log] [metrics] [auth] [admin]. */
+/* [store] retention defaults (also what a plugin run without a host gets). */
+#define SETTINGS_EVENT_RETENTION_MS (7LL * 86400000)
+#define SETTINGS_INBOX_RETENTION_MS (30LL * 86400000)
+
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;
 	char *http_listen; /* civetweb listening_ports syntax derived from host:port */

@@ -52,8 +52,6 @@
 #define PRUNE_EVERY_MS 60000
 #define PRUNE_MIN_EVERY_MS 1000
 #define PRUNE_BATCH 2000
-#define DEFAULT_RETENTION_MS (7LL * 86400000)
-#define DEFAULT_INBOX_RETENTION_MS (30LL * 86400000)
 
 struct relay {
 	pthread_mutex_t mu;
@@ -345,12 +343,12 @@ static int relay_send(outbox *o, struct relay *r)
  * plugins without a host: they get the defaults). */
 static int64_t relay_retention_ms(const struct relay *r)
 {
-	return r->p->host ? r->p->host->set.event_retention_ms : DEFAULT_RETENTION_MS;
+	return r->p->host ? r->p->host->set.event_retention_ms : SETTINGS_EVENT_RETENTION_MS;
 }
 
 static int64_t relay_inbox_retention_ms(const struct relay *r)
 {
-	return r->p->host ? r->p->host->set.inbox_retention_ms : DEFAULT_INBOX_RETENTION_MS;
+	return r->p->host ? r->p->host->set.inbox_retention_ms : SETTINGS_INBOX_RETENTION_MS;
 }
 
 /* One prune call; returns 1 if it came back full (more to do now). */

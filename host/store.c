@@ -1893,13 +1893,12 @@ int store_inbox_seen(evh_tx *tx, const char *event_id)
 	return seen;
 }
 
-/* INSERT, or with `claim` an insert that skips an id already there;
- * *changes: rows inserted. */
-static int inbox_insert(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                        int64_t offset, int claim, int64_t *changes)
+int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
+                      int64_t offset)
 {
 	char now[32];
 	evh_value v[5];
+	int64_t added = 0;
 	int status;
 
 	if (!tx)
@@ -1915,27 +1914,10 @@ static int inbox_insert(evh_tx *tx, const char *event_id, const char *topic, int
 	now_text(now); /* the same text as STORE_NOW_SQL, without SQLite's date parser */
 	v[4] = EVH_TEXT(now);
 	status = stmt_run(tx->s,
-	                  claim ? "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
-	                          " handled_at) VALUES(?, ?, ?, ?, ?)"
-	                          " ON CONFLICT(event_id) DO NOTHING"
-	                        : "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
-	                          " handled_at) VALUES(?, ?, ?, ?, ?)",
-	                  v, 5, changes, NULL, tx->err, sizeof tx->err);
-	return status ? tx_fail(tx, status) : EVH_OK;
-}
-
-int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                       int64_t offset)
-{
-	return inbox_insert(tx, event_id, topic, partition, offset, 0, NULL);
-}
-
-int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                      int64_t offset)
-{
-	int64_t added = 0;
-	int status = inbox_insert(tx, event_id, topic, partition, offset, 1, &added);
-	return status ? status : added > 0;
+	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
+	                  " handled_at) VALUES(?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING",
+	                  v, 5, &added, NULL, tx->err, sizeof tx->err);
+	return status ? tx_fail(tx, status) : added > 0;
 }
 
 /* ----------------------------------------------------------- event log */

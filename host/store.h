@@ -130,7 +130,6 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
  * <0 on error. Rolled back with the handler's writes if the handler fails. */
 int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
                       int64_t offset);
-int store_inbox_seen(evh_tx *tx, const char *event_id);                   /* 1 seen, 0 not, <0 err */
-int store_inbox_record(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                       int64_t offset);
+/* Whether an event id is recorded: 1 yes, 0 no, <0 error (inspection). */
+int store_inbox_seen(evh_tx *tx, const char *event_id);
 #endif

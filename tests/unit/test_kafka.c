@@ -604,8 +604,8 @@ static int64_t mono_ms(void)
 }
 
 /* Watermark reads (DLQ, replay) ride out a leader election, as right after a
- * topic is created on a real cluster, and fail at once on anything else,
- * saying which partition. */
+ * topic is created on a real cluster, fail at once on anything else, and
+ * give up at their deadline, saying which partition and why. */
 static void test_watermarks_retry_while_leader_moves(void **state)
 {
 	enum { LIST_OFFSETS = 2 }; /* the Kafka protocol's ApiKey */
@@ -648,6 +648,21 @@ static void test_watermarks_retry_while_leader_moves(void **state)
 	assert_true(mono_ms() - t0 < 5000);
 	assert_non_null(strstr(err, "cannot read the offsets of wm [0]"));
 	assert_non_null(strstr(err, "uthoriz"));
+
+	/* A leader that never comes: given up at the deadline, saying why. */
+	{
+		rd_kafka_resp_err_t errs[64];
+		for (size_t i = 0; i < 64; i++)
+			errs[i] = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION;
+		rd_kafka_mock_push_request_errors_array(mc, LIST_OFFSETS, 64, errs);
+	}
+	t0 = mono_ms();
+	assert_int_equal(kafka_watermarks(rk, "wm", 0, &lo, &hi, 600, err, sizeof err),
+	                 EVH_EKAFKA);
+	assert_true(mono_ms() - t0 >= 500);
+	assert_true(mono_ms() - t0 < 5000);
+	assert_non_null(strstr(err, "cannot read the offsets of wm [0]"));
+	assert_non_null(strstr(err, "eader"));
 
 	rd_kafka_destroy(rk);
 	rd_kafka_mock_cluster_destroy(mc);
