@@ -2,9 +2,10 @@
  *
  * Per plugin it remembers `sent_upto`: rows with seq <= sent_upto are in
  * flight or delivered. A row leaves the outbox only when its delivery report
- * says the broker acknowledged it; it then moves, in the same transaction,
- * into the plugin's event log (evh_events) with the partition and offset the
- * broker gave it. The relay also prunes that log to `[store]
+ * says the broker acknowledged it; in the same transaction it is recorded as
+ * delivered, with the partition and offset the broker gave it, which puts
+ * it in the plugin's event log (the row itself stays where the plugin's
+ * transaction wrote it; see store.c). The relay also prunes that log to `[store]
  * event_retention`, and the plugin's inbox to `[store] inbox_retention`
  * (checked every PRUNE_EVERY_MS per plugin, or every half of the shorter
  * retention when that is shorter). When a delivery fails for good (after
@@ -21,9 +22,9 @@
  * message in flight one more). Order: o->mu before relay->mu. No store call
  * is made under o->mu, because store commit hooks take it.
  *
- * Moving delivered rows into the event log is a second thread's work (the
- * mover), so the relay thread spends its time reading the outbox and
- * producing: on a busy host the two run on different cores. A relay's
+ * Recording deliveries is a second thread's work (the mover), so the relay
+ * thread spends its time reading the outbox and producing: on a busy host
+ * the two run on different cores. A relay's
  * move_mu guards what the move touches (del, and st against detaching);
  * it is never taken under o->mu (a move's commit may wake the relay, which
  * takes o->mu), and relay->mu may be taken under it. */
@@ -58,7 +59,7 @@ struct relay {
 	/* under mu */
 	int refs;
 	int64_t inflight;
-	outbox_done *done; /* delivered rows, not yet moved to the event log */
+	outbox_done *done; /* delivered rows, not yet recorded in the store */
 	size_t ndone, capdone;
 	int64_t rewind_to; /* -1, or resend rows with seq > rewind_to */
 	char fail_error[256];
@@ -175,8 +176,8 @@ static int64_t relay_inflight(struct relay *r)
 	return n;
 }
 
-/* Move what was delivered into the event log. Rows whose move fails stay
- * queued for the next round (they are below sent_upto, so not re-sent).
+/* Record what was delivered (store_outbox_delivered). Rows whose record
+ * fails stay queued for the next round (they are below sent_upto, so not re-sent).
  * Any thread; under move_mu. */
 static void relay_delete_done(struct relay *r)
 {

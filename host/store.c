@@ -52,6 +52,10 @@
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 
+#include "log.h"
+
+#define STORE_LOG "store"
+
 #define STORE_CACHE_SIZE 64
 #define STORE_ERR_LEN 512
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -88,7 +92,7 @@ struct store {
 	uint64_t clock;
 	/* Committed outbox rows; atomic so metrics/readiness never wait for a tx. */
 	_Atomic int64_t pending;
-	_Atomic int64_t events; /* rows in evh_events, likewise */
+	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
 	int64_t outbox_limit; /* 0 = unbounded */
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
@@ -487,32 +491,104 @@ out:
 	return status;
 }
 
-static const char host_schema[] =
+/* The host's tables. Every event a plugin publishes is one row of evh_log,
+ * written once, in the plugin's transaction: the outbox and the event log
+ * are two views of it. evh_pending holds the seq of each row the relay has
+ * not seen acknowledged; evh_delivery, where the broker put each row that
+ * was (a delivery replaces the row's seq in evh_pending by a record in
+ * evh_delivery, so delivering never copies or rewrites an event). seq is
+ * AUTOINCREMENT: never reused, even once retention emptied the log. Deleting
+ * a delivery record (retention) deletes its event. The outbox view reads
+ * evh_pending first (CROSS JOIN fixes the order: the log is the big one,
+ * and without statistics the planner may scan it). The views keep the names
+ * and columns of the first schema (migrate_v1): evh_outbox, the events
+ * waiting for the relay; evh_events, the delivered ones. */
+static const char host_tables[] =
     "CREATE TABLE IF NOT EXISTS evh_migrations("
     " version INTEGER PRIMARY KEY, applied_at TEXT);"
-    "CREATE TABLE IF NOT EXISTS evh_outbox("
+    "CREATE TABLE IF NOT EXISTS evh_log("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,"
     " type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
     " data BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS evh_log_by_key ON evh_log(key, seq);"
+    "CREATE TABLE IF NOT EXISTS evh_pending(seq INTEGER PRIMARY KEY);"
+    "CREATE TABLE IF NOT EXISTS evh_delivery("
+    " seq INTEGER PRIMARY KEY, delivered_at TEXT NOT NULL, \"partition\" INTEGER,"
+    " \"offset\" INTEGER);"
+    "CREATE TRIGGER IF NOT EXISTS evh_delivery_delete AFTER DELETE ON evh_delivery"
+    " BEGIN DELETE FROM evh_log WHERE seq = old.seq; END;"
     "CREATE TABLE IF NOT EXISTS evh_inbox("
     " event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER, \"offset\" INTEGER,"
     " handled_at TEXT);"
-    /* The event log: delivered outbox rows, moved here by the relay in the
-     * transaction that deletes them; only retention removes rows. seq is
-     * the outbox's (AUTOINCREMENT: never reused). */
-    "CREATE TABLE IF NOT EXISTS evh_events("
-    " seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic TEXT NOT NULL, key TEXT,"
-    " type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
-    " data BLOB NOT NULL, delivered_at TEXT NOT NULL, \"partition\" INTEGER,"
-    " \"offset\" INTEGER);"
-    "CREATE INDEX IF NOT EXISTS evh_events_by_key ON evh_events(key, seq);"
-    "CREATE INDEX IF NOT EXISTS evh_events_by_delivery ON evh_events(delivered_at);"
     /* Dead letters produced back to their topic (admin redrive), so none is
      * redriven twice. */
     "CREATE TABLE IF NOT EXISTS evh_dlq_redriven("
     " dlq_topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
     " to_topic TEXT, to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
     " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));";
+static const char host_views[] =
+    "CREATE VIEW IF NOT EXISTS evh_outbox AS"
+    " SELECT p.seq AS seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data"
+    " FROM evh_pending AS p CROSS JOIN evh_log AS l ON l.seq = p.seq;"
+    "CREATE VIEW IF NOT EXISTS evh_events AS"
+    " SELECT l.seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data,"
+    " d.delivered_at, d.\"partition\", d.\"offset\""
+    " FROM evh_delivery AS d JOIN evh_log AS l ON l.seq = d.seq;";
+
+/* A database of evhost 0.1's first schema kept the outbox (evh_outbox) and
+ * the event log (evh_events) as two tables, a delivered row being copied
+ * from one to the other. Move both into evh_log, evh_pending and
+ * evh_delivery (just created by host_tables, so empty), in one transaction,
+ * keeping every seq and the AUTOINCREMENT high-water mark, so nothing
+ * waiting is lost and no seq is reused. Then host_views can take the old
+ * tables' names. */
+static const char migrate_v1_sql[] =
+    "INSERT INTO evh_log SELECT seq, id, topic, key, type, source, time, traceparent, data"
+    " FROM evh_events ORDER BY seq;"
+    "INSERT INTO evh_delivery SELECT seq, delivered_at, \"partition\", \"offset\""
+    " FROM evh_events ORDER BY seq;"
+    "INSERT OR IGNORE INTO evh_log SELECT seq, id, topic, key, type, source, time, traceparent,"
+    " data FROM evh_outbox ORDER BY seq;"
+    "INSERT OR IGNORE INTO evh_pending SELECT seq FROM evh_outbox ORDER BY seq;"
+    "DELETE FROM sqlite_sequence WHERE name = 'evh_log';"
+    "INSERT INTO sqlite_sequence(name, seq) SELECT 'evh_log', MAX(s) FROM ("
+    " SELECT COALESCE(MAX(seq), 0) AS s FROM evh_log UNION ALL"
+    " SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'evh_outbox');"
+    "DROP TABLE evh_outbox;"
+    "DROP TABLE evh_events;";
+
+static int migrate_v1(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	char msg[STORE_ERR_LEN];
+	int old, status;
+
+	/* The first schema's outbox is a table; this one's is a view. */
+	if (sqlite3_prepare_v2(db,
+	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+	                       " AND name = 'evh_outbox'",
+	                       -1, &st, NULL) != SQLITE_OK) {
+		set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
+		return EVH_ESTORE;
+	}
+	old = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_finalize(st);
+	if (!old)
+		return EVH_OK;
+	status = run_simple(db, "BEGIN IMMEDIATE", msg, sizeof msg);
+	if (!status)
+		status = run_simple(db, migrate_v1_sql, msg, sizeof msg);
+	if (!status)
+		status = run_simple(db, "COMMIT", msg, sizeof msg);
+	if (status) {
+		rollback_if_open(db);
+		set_err(err, errlen, "%s: moving the outbox and the event log to the current schema: %s",
+		        path, msg);
+		return status;
+	}
+	log_info(STORE_LOG, "%s: outbox and event log moved to the current schema", path);
+	return EVH_OK;
+}
 
 static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err, size_t errlen)
 {
@@ -539,11 +615,11 @@ static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *e
 static int count_outbox(store *s, char *err, size_t errlen)
 {
 	_Atomic int64_t max_seq = 0;
-	int status = count_rows(s, "evh_outbox", &s->pending, err, errlen);
+	int status = count_rows(s, "evh_pending", &s->pending, err, errlen);
 	if (!status)
-		status = count_rows(s, "evh_events", &s->events, err, errlen);
+		status = count_rows(s, "evh_delivery", &s->events, err, errlen);
 	if (!status)
-		status = query_int(s, "SELECT COALESCE(MAX(seq), 0) FROM evh_outbox", &max_seq, err,
+		status = query_int(s, "SELECT COALESCE(MAX(seq), 0) FROM evh_log", &max_seq, err,
 		                   errlen);
 	s->committed_seq = atomic_load(&max_seq);
 	return status;
@@ -564,8 +640,19 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	status = run_simple(s->db, sql, msg, sizeof msg);
 	if (!status)
 		status = run_simple(s->db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
-	if (!status)
-		status = run_simple(s->db, host_schema, msg, sizeof msg);
+	if (status) {
+		set_err(err, errlen, "%s: %s", path, msg);
+		return status;
+	}
+	status = run_simple(s->db, host_tables, msg, sizeof msg);
+	if (status) {
+		set_err(err, errlen, "%s: %s", path, msg);
+		return status;
+	}
+	status = migrate_v1(s->db, path, err, errlen);
+	if (status)
+		return status;
+	status = run_simple(s->db, host_views, msg, sizeof msg);
 	if (status) {
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
@@ -1539,7 +1626,7 @@ out:
 int store_outbox_add(evh_tx *tx, const outbox_row *row)
 {
 	store *s;
-	int64_t pending;
+	int64_t pending, seq;
 	int status;
 
 	if (!tx)
@@ -1561,14 +1648,20 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	    EVH_TEXT(row->traceparent), EVH_BLOB(row->data, row->data_len),
 	};
 	status = stmt_run(s,
-	                  "INSERT INTO evh_outbox(id, topic, key, type, source, time, traceparent,"
+	                  "INSERT INTO evh_log(id, topic, key, type, source, time, traceparent,"
 	                  " data) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
 	                  v, 8, NULL, NULL, tx->err, sizeof tx->err);
 	if (status)
 		return tx_fail(tx, status);
+	seq = sqlite3_last_insert_rowid(s->db);
+	v[0] = EVH_INT(seq);
+	status = stmt_run(s, "INSERT INTO evh_pending(seq) VALUES(?)", v, 1, NULL, NULL, tx->err,
+	                  sizeof tx->err);
+	if (status)
+		return tx_fail(tx, status);
 	tx->outbox_added++;
-	if (sqlite3_last_insert_rowid(s->db) > tx->max_seq)
-		tx->max_seq = sqlite3_last_insert_rowid(s->db);
+	if (seq > tx->max_seq)
+		tx->max_seq = seq;
 	return EVH_OK;
 }
 
@@ -1618,14 +1711,15 @@ static int outbox_fetch_locked(store *s, int64_t after_seq, size_t max, outbox_r
 	/* Inside an open group only what is committed (see committed_seq). */
 	if (s->gopen)
 		status = stmt_acquire(s,
-		                      "SELECT seq, id, topic, key, type, source, time, traceparent,"
-		                      " data FROM evh_outbox WHERE seq > ?1 AND seq <= ?3"
-		                      " ORDER BY seq LIMIT ?2",
+		                      "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
+		                      " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
+		                      " WHERE p.seq > ?1 AND p.seq <= ?3 ORDER BY p.seq LIMIT ?2",
 		                      &ref, NULL, 0);
 	else
 		status = stmt_acquire(s,
-		                      "SELECT seq, id, topic, key, type, source, time, traceparent,"
-		                      " data FROM evh_outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+		                      "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
+		                      " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
+		                      " WHERE p.seq > ? ORDER BY p.seq LIMIT ?",
 		                      &ref, NULL, 0);
 	if (!status)
 		status = stmt_bind(s->db, ref.st, v, s->gopen ? 3 : 2, NULL, 0);
@@ -1679,10 +1773,10 @@ void store_outbox_rows_free(outbox_row *rows, size_t n)
 	free(rows);
 }
 
-/* The delivered rows are copied into the event log by statements of a few
- * fixed sizes (so they stay in the statement cache), each joining a VALUES
- * list of (seq, partition, offset) to the outbox; then deleted by runs of
- * consecutive seq. Per row statements cost the relay more than the rows. */
+/* Delivery records are written by statements of a few fixed sizes (so they
+ * stay in the statement cache), each joining a VALUES list of (seq,
+ * partition, offset) to evh_pending; then the rows leave evh_pending by runs
+ * of consecutive seq. Per row statements cost the relay more than the rows. */
 static const size_t move_chunks[] = {64, 16, 4, 1};
 
 /* Now, as STORE_NOW_SQL writes it (2026-01-02T03:04:05.678Z); the date and
@@ -1714,17 +1808,15 @@ static void now_text(char out[32])
 static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char *now,
                             int64_t *logged)
 {
-	char sql[2048];
+	char sql[1024];
 	evh_value v[1 + 3 * 64];
 	size_t len, nv = 0;
 	int64_t changes = 0;
 	int status;
 
 	len = (size_t)snprintf(sql, sizeof sql,
-	                       "INSERT OR IGNORE INTO evh_events(seq, id, topic, key, type, source,"
-	                       " time, traceparent, data, delivered_at, \"partition\", \"offset\")"
-	                       " SELECT o.seq, o.id, o.topic, o.key, o.type, o.source, o.time,"
-	                       " o.traceparent, o.data, ?, v.column2, v.column3 FROM (VALUES ");
+	                       "INSERT OR IGNORE INTO evh_delivery(seq, delivered_at, \"partition\","
+	                       " \"offset\") SELECT v.column1, ?, v.column2, v.column3 FROM (VALUES ");
 	v[nv++] = EVH_TEXT(now);
 	for (size_t i = 0; i < n; i++) {
 		len += (size_t)snprintf(sql + len, sizeof sql - len, "%s(?, ?, ?)", i ? ", " : "");
@@ -1732,8 +1824,10 @@ static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char
 		v[nv++] = d[i].partition < 0 ? EVH_NULL() : EVH_INT(d[i].partition);
 		v[nv++] = d[i].offset < 0 ? EVH_NULL() : EVH_INT(d[i].offset);
 	}
-	snprintf(sql + len, sizeof sql - len, ") AS v JOIN evh_outbox AS o ON o.seq = v.column1");
-	/* OR IGNORE: a row sent twice (resend after a failure) is logged once. */
+	/* Only rows still waiting: one delivered twice (sent again after a
+	 * failure) keeps its first record. */
+	snprintf(sql + len, sizeof sql - len,
+	         ") AS v JOIN evh_pending AS p ON p.seq = v.column1");
 	status = stmt_run(s, sql, v, nv, &changes, NULL, NULL, 0);
 	if (!status)
 		*logged += changes;
@@ -1758,7 +1852,7 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 			;
 		v[0] = EVH_INT(d[i].seq);
 		v[1] = EVH_INT(d[j - 1].seq);
-		status = stmt_run(s, "DELETE FROM evh_outbox WHERE seq BETWEEN ? AND ?", v, 2,
+		status = stmt_run(s, "DELETE FROM evh_pending WHERE seq BETWEEN ? AND ?", v, 2,
 		                  &changes, NULL, NULL, 0);
 		*moved += changes;
 	}
@@ -1779,7 +1873,7 @@ static void lazy_sync(store *s, int on)
 		             NULL, NULL, NULL);
 }
 
-/* `d` sorted by seq, so the event log is appended to in order. */
+/* `d` sorted by seq, so the delivery records are appended in order. */
 static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
                                    int64_t *logged)
 {
@@ -1961,11 +2055,15 @@ static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t rete
 int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
 {
 	/* Bounded per call so a big backlog never holds the plugin's
-	 * transactions up for long; the relay calls again while it deletes. */
+	 * transactions up for long; the relay calls again while it deletes.
+	 * Events are delivered about in seq order, so the oldest `max` delivery
+	 * records are the candidates (no index on delivered_at to maintain); an
+	 * event delivered late waits until it is old itself. The trigger
+	 * evh_delivery_delete deletes each record's event. */
 	return prune(s,
-	             "DELETE FROM evh_events WHERE seq IN (SELECT seq FROM evh_events"
-	             " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)"
-	             " LIMIT ?2)",
+	             "DELETE FROM evh_delivery WHERE seq IN (SELECT seq FROM"
+	             " (SELECT seq, delivered_at FROM evh_delivery ORDER BY seq LIMIT ?2)"
+	             " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
 	             s ? &s->events : NULL, retention_ms, max, deleted);
 }
 
@@ -2031,16 +2129,17 @@ static cJSON *event_json(sqlite3_stmt *st)
 static int events_json_locked(store *s, const char *key, int64_t after_seq, int limit,
                               cJSON *arr)
 {
-	static const char cols[] = "SELECT seq, id, topic, key, type, source, time, traceparent,"
-	                           " data, delivered_at, \"partition\", \"offset\" FROM evh_events";
+	static const char cols[] =
+	    "SELECT l.seq, id, topic, key, type, source, time, traceparent, data, delivered_at,"
+	    " \"partition\", \"offset\" FROM evh_log AS l JOIN evh_delivery AS d ON d.seq = l.seq";
 	char sql[512];
 	evh_value v[3];
 	size_t nv = 0;
 	stmt_ref ref;
 	int rc, status;
 
-	snprintf(sql, sizeof sql, "%s WHERE %sseq > ? ORDER BY seq LIMIT ?", cols,
-	         key ? "key = ? AND " : "");
+	snprintf(sql, sizeof sql, "%s WHERE %sl.seq > ? ORDER BY l.seq LIMIT ?", cols,
+	         key ? "l.key = ? AND " : "");
 	if (key)
 		v[nv++] = EVH_TEXT(key);
 	v[nv++] = EVH_INT(after_seq);

@@ -1,8 +1,10 @@
 /* Storage: one SQLite database (WAL) per plugin under state_dir, holding the
  * plugin's own tables plus the host's evh_* tables: evh_migrations,
- * evh_outbox (events waiting for the relay), evh_events (the event log:
- * delivered events, kept for a retention period), evh_inbox (event ids
- * already handled) and evh_dlq_redriven (dead letters sent back).
+ * evh_log (every event published, written once), evh_pending (those the
+ * relay has yet to see acknowledged; view evh_outbox), evh_delivery (where
+ * the broker put the others; view evh_events, the event log, kept for a
+ * retention period), evh_inbox (event ids already handled) and
+ * evh_dlq_redriven (dead letters sent back).
  * Implements the SDK's transaction/exec/query calls.
  * One connection per plugin, guarded by a mutex held from tx_begin to
  * commit/rollback, so a plugin's transactions run one at a time. */
@@ -79,8 +81,8 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row);
 /* Up to `max` rows with seq > after_seq, in seq order. Free with store_outbox_rows_free. */
 int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **rows, size_t *n);
 void store_outbox_rows_free(outbox_row *rows, size_t n);
-/* Delete delivered rows (one transaction), moving them into the event log
- * with no Kafka position (see store_outbox_delivered). */
+/* Take rows out of the outbox (one transaction), recording them as
+ * delivered with no Kafka position (see store_outbox_delivered). */
 int store_outbox_delete(store *s, const int64_t *seqs, size_t n);
 int64_t store_outbox_pending(store *s);
 
@@ -90,15 +92,16 @@ typedef struct outbox_done {
 	int32_t partition;
 	int64_t offset;
 } outbox_done;
-/* Move delivered rows from evh_outbox into the event log evh_events, in one
- * transaction (delivered_at = now). Rows already gone are skipped. */
+/* Record delivered rows: out of evh_pending, into evh_delivery (delivered_at
+ * = now), in one transaction. Rows no longer pending are skipped. */
 int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
 
 /* The event log (evh_events): every delivered event of the plugin, kept
  * `[store] event_retention` after its delivery. Thread-safe; not inside a
  * transaction of the calling thread (EVH_ESTATE). */
 int64_t store_events_count(store *s); /* lock-free */
-/* Delete up to `max` events delivered more than retention_ms ago. */
+/* Delete events delivered more than retention_ms ago, looking at the `max`
+ * oldest delivery records at most. */
 int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
 /* Delete inbox records handled more than retention_ms ago, looking at the
  * `max` oldest records at most (the inbox is appended to in time order, so

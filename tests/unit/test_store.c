@@ -845,7 +845,7 @@ static void test_event_log_survives_reopen_and_prunes(void **state)
 	assert_int_equal(store_events_prune(f->s, 0, 100, &deleted), EVH_OK);
 	assert_int_equal(deleted, 0);
 	/* make two of them old, then prune in batches */
-	exec1(f->s, "UPDATE evh_events SET delivered_at = '2000-01-01T00:00:00.000Z'"
+	exec1(f->s, "UPDATE evh_delivery SET delivered_at = '2000-01-01T00:00:00.000Z'"
 	            " WHERE \"offset\" < 2");
 	assert_int_equal(store_events_prune(f->s, 86400000, 1, &deleted), EVH_OK);
 	assert_int_equal(deleted, 1);
@@ -853,10 +853,117 @@ static void test_event_log_survives_reopen_and_prunes(void **state)
 	assert_int_equal(deleted, 1);
 	assert_int_equal(store_events_count(f->s), 2);
 	assert_int_equal(query_int(f->s, "SELECT MIN(\"offset\") FROM evh_events"), 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_log"), 2); /* the events too */
+	/* an event still waiting for the relay is never pruned, however old */
+	add_rows(f->s, 1, 1);
 	usleep(20000);
 	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted), EVH_OK);
 	assert_int_equal(deleted, 2);
 	assert_int_equal(store_events_count(f->s), 0);
+	assert_int_equal(store_outbox_pending(f->s), 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_log"), 1);
+	assert_int_equal(outbox_seqs(f->s, seqs), 1);
+	/* seq is never reused, even after the log was emptied */
+	assert_true(seqs[0] > d[n - 1].seq);
+	d[0] = (outbox_done){seqs[0], 0, 9};
+	assert_int_equal(store_outbox_delivered(f->s, d, 1), EVH_OK);
+	usleep(20000);
+	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted), EVH_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_log"), 0);
+	add_rows(f->s, 1, 1);
+	assert_int_equal(outbox_seqs(f->s, &seqs[1]), 1);
+	assert_true(seqs[1] > seqs[0]);
+}
+
+/* A database written by the first schema (outbox and event log as two
+ * tables, the way evhost 0.1.0 before the schema change left them) is
+ * moved to the current one at open: waiting events stay waiting, in order,
+ * delivered ones stay in the log with their positions, and seq goes on
+ * above the old outbox's high-water mark. */
+static const char first_schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE evh_migrations(version INTEGER PRIMARY KEY, applied_at TEXT);"
+    "CREATE TABLE evh_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL,"
+    " topic TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT NULL,"
+    " traceparent TEXT, data BLOB NOT NULL);"
+    "CREATE TABLE evh_inbox(event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER,"
+    " \"offset\" INTEGER, handled_at TEXT);"
+    "CREATE TABLE evh_events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic TEXT NOT NULL,"
+    " key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
+    " data BLOB NOT NULL, delivered_at TEXT NOT NULL, \"partition\" INTEGER,"
+    " \"offset\" INTEGER);"
+    "CREATE INDEX evh_events_by_key ON evh_events(key, seq);"
+    "CREATE INDEX evh_events_by_delivery ON evh_events(delivered_at);"
+    "CREATE TABLE t(a INTEGER);"
+    "INSERT INTO t VALUES(42);"
+    /* seq 1-9 were published: 1-3 delivered, 4-6 pruned, 7-8 waiting,
+     * 9 delivered and pruned again (the high-water mark stays 9) */
+    "INSERT INTO evh_outbox(seq, id, topic, key, type, time, data) VALUES"
+    " (7, 'ev-7', 'T', 'k', 'X', '2026-01-01T00:00:00.000Z', '{\"n\":7}'),"
+    " (8, 'ev-8', 'T', 'k', 'X', '2026-01-01T00:00:00.000Z', '{\"n\":8}');"
+    "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'evh_outbox';"
+    "INSERT INTO evh_events VALUES"
+    " (1, 'ev-1', 'T', 'k', 'X', NULL, '2026-01-01T00:00:00.000Z', NULL, '{\"n\":1}',"
+    "  '2026-01-01T00:00:01.000Z', 0, 10),"
+    " (2, 'ev-2', 'T', 'j', 'X', NULL, '2026-01-01T00:00:00.000Z', NULL, '{\"n\":2}',"
+    "  '2026-01-01T00:00:01.000Z', 1, 11),"
+    " (3, 'ev-3', 'T', 'k', 'X', NULL, '2026-01-01T00:00:00.000Z', NULL, '{\"n\":3}',"
+    "  '2026-01-01T00:00:01.000Z', 0, 12);";
+
+static void test_first_schema_is_migrated(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "", *msg = NULL;
+	outbox_row *rows;
+	size_t n;
+	int64_t seqs[4];
+	sqlite3 *db;
+	cJSON *arr;
+
+	store_close(f->s);
+	f->s = NULL;
+	remove_db_files(f);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, first_schema, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("first schema: %s", msg);
+	sqlite3_close(db);
+
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	assert_int_equal(store_outbox_pending(f->s), 2);
+	assert_int_equal(store_events_count(f->s), 3);
+	assert_int_equal(query_int(f->s, "SELECT a FROM t"), 42); /* the plugin's own data */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+	                                 " AND name IN ('evh_outbox', 'evh_events')"),
+	                 0);
+	/* the waiting events, in order, with their data */
+	assert_int_equal(store_outbox_fetch(f->s, 0, 16, &rows, &n), EVH_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(rows[0].seq, 7);
+	assert_string_equal(rows[0].id, "ev-7");
+	assert_string_equal(rows[1].data, "{\"n\":8}");
+	store_outbox_rows_free(rows, n);
+	/* the log, with positions, by key */
+	arr = events_of(f->s, "k", 0, 10);
+	assert_int_equal(cJSON_GetArraySize(arr), 2);
+	assert_int_equal(cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 1),
+	                                                          "offset")),
+	                 12);
+	cJSON_Delete(arr);
+	/* a new event gets a seq above the old high-water mark */
+	add_rows(f->s, 1, 1);
+	assert_int_equal(outbox_seqs(f->s, seqs), 3);
+	assert_int_equal(seqs[2], 10);
+	/* delivering one moves it, as usual; and a reopen migrates nothing again */
+	assert_int_equal(store_outbox_delivered(f->s, &(outbox_done){7, 2, 70}, 1), EVH_OK);
+	store_close(f->s);
+	f->s = NULL;
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("reopen: %s", err);
+	assert_int_equal(store_outbox_pending(f->s), 2);
+	assert_int_equal(store_events_count(f->s), 4);
+	assert_int_equal(query_int(f->s, "SELECT \"offset\" FROM evh_events WHERE seq = 7"), 70);
 }
 
 /* ------------------------------------------------------- replay, redrive */
@@ -1214,6 +1321,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_first_schema_is_migrated, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_delivered_rows_move_in_chunks, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_savepoints, setup, teardown),
