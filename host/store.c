@@ -103,6 +103,10 @@ struct store {
 	int64_t committed_seq;
 	int64_t gmax_seq; /* highest outbox seq of the open group's members */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
+	/* Members wait for their group's end on gcv under gmu, not under mu:
+	 * woken, they need not take the store's lock again (the next group's
+	 * member holds it while it runs its statements). */
+	pthread_mutex_t gmu;
 	pthread_cond_t gcv;      /* broadcast when a group ends */
 	int gopen;               /* a group's transaction is open */
 	int gmembers;            /* members committed into it so far */
@@ -782,7 +786,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		return EVH_ENOMEM;
 	}
 	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
-	    pthread_mutex_init(&s->ckpt_mu, NULL)) {
+	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
@@ -820,6 +824,7 @@ void store_close(store *s)
 		sqlite3_close(s->db); /* the last connection: checkpoints the rest */
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->gcv);
+	pthread_mutex_destroy(&s->gmu);
 	pthread_mutex_destroy(&s->ckpt_mu);
 	pthread_cond_destroy(&s->ckpt_cv);
 	free(s);
@@ -1065,6 +1070,7 @@ static void group_commit_locked(store *s)
 			s->committed_seq = s->gmax_seq;
 		s->hook_due = 1;
 	}
+	pthread_mutex_lock(&s->gmu);
 	for (evh_tx *t = s->gwait; t; t = t->gnext) {
 		t->gdone = 1;
 		t->gstatus = status;
@@ -1072,6 +1078,7 @@ static void group_commit_locked(store *s)
 			snprintf(t->err, sizeof t->err, "group commit: %s", msg);
 		waiting++;
 	}
+	pthread_mutex_unlock(&s->gmu);
 	if (status == EVH_OK && s->gmembers) {
 		atomic_fetch_add(&s->groups, 1);
 		atomic_fetch_add(&s->grouped, (uint64_t)s->gmembers);
@@ -1189,11 +1196,15 @@ static int member_end(evh_tx *tx, int keep)
 	if (sqlite3_get_autocommit(s->db) || atomic_load(&s->gqueued) == 0 ||
 	    s->gmembers >= STORE_GROUP_MAX)
 		group_commit_locked(s);
-	while (wait && !tx->gdone)
-		pthread_cond_wait(&s->gcv, &s->mu);
-	if (keep && !status && wait)
-		status = tx->gstatus;
 	store_unlock(s);
+	if (wait) {
+		pthread_mutex_lock(&s->gmu);
+		while (!tx->gdone)
+			pthread_cond_wait(&s->gcv, &s->gmu);
+		pthread_mutex_unlock(&s->gmu);
+		if (keep && !status)
+			status = tx->gstatus;
+	}
 	free(tx);
 	return status;
 }
