@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "admin.h"
+#include "json.h"
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
@@ -890,30 +891,6 @@ void http_remove_plugin_routes(host *h, evh_plugin *p)
 
 /* ---------------------------------------------------------- body checks */
 
-/* Offset where nesting first exceeds `max`, or -1. Brackets inside strings
- * do not count. cJSON itself only stops at 1000 levels. */
-static long json_too_deep(const char *s, size_t n, int max)
-{
-	int depth = 0, in_str = 0;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		if (in_str) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_str = 0;
-		} else if (c == '"') {
-			in_str = 1;
-		} else if (c == '[' || c == '{') {
-			if (++depth > max)
-				return (long)i;
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
-	}
-	return -1;
-}
-
 /* Offset of the first byte that is not well-formed UTF-8, or -1. */
 static long utf8_error(const unsigned char *s, size_t n)
 {
@@ -966,9 +943,8 @@ static int is_json_media_type(const char *ct)
 static int check_json(const host *h, evh_request *req, evh_response *resp)
 {
 	int max = h->set.json_max_depth > 0 ? h->set.json_max_depth : HTTP_DEFAULT_JSON_DEPTH;
-	const char *end = NULL;
+	size_t pos = 0;
 	long at;
-	cJSON *doc;
 	if (!req->body || req->body_len == 0) {
 		problem(resp, 400, "malformed-json", "the request body is empty; JSON expected");
 		return -1;
@@ -982,20 +958,18 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		problem(resp, 400, "malformed-json", "invalid UTF-8 at byte %ld", at);
 		return -1;
 	}
-	if ((at = json_too_deep(req->body, req->body_len, max)) >= 0) {
-		problem(resp, 400, "malformed-json",
-		        "JSON nested deeper than %d levels at byte %ld", max, at);
+	/* Checked, not parsed: the plugin parses it (json.h). */
+	switch (json_check(req->body, req->body_len, max, &pos)) {
+	case JSON_OK:
+		return 0;
+	case JSON_TOO_DEEP:
+		problem(resp, 400, "malformed-json", "JSON nested deeper than %d levels at byte %zu",
+		        max, pos);
+		return -1;
+	default:
+		problem(resp, 400, "malformed-json", "malformed JSON at byte %zu", pos);
 		return -1;
 	}
-	/* The parse end pointer, unlike cJSON_GetErrorPtr, is per call. */
-	doc = cJSON_ParseWithLengthOpts(req->body, req->body_len + 1, &end, 1);
-	if (!doc) {
-		at = end ? (long)(end - req->body) : 0;
-		problem(resp, 400, "malformed-json", "malformed JSON at byte %ld", at);
-		return -1;
-	}
-	cJSON_Delete(doc);
-	return 0;
 }
 
 static int64_t max_body(const host *h)

@@ -1,0 +1,226 @@
+/* JSON syntax check without allocation (see json.h). One pass, no
+ * recursion: the open objects and arrays are a stack of bytes. */
+#include "json.h"
+
+#include <string.h>
+
+static size_t skip_ws(const char *s, size_t n, size_t i)
+{
+	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
+		i++;
+	return i;
+}
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* The four hex digits at s[i..i+4) as a UTF-16 code unit, or -1. */
+static long hex4(const char *s, size_t n, size_t i)
+{
+	long v = 0;
+	if (n < 4 || i > n - 4)
+		return -1;
+	for (size_t k = i; k < i + 4; k++) {
+		char c = s[k];
+		int d = is_digit(c)               ? c - '0'
+		        : (c >= 'a' && c <= 'f') ? c - 'a' + 10
+		        : (c >= 'A' && c <= 'F') ? c - 'A' + 10
+		                                 : -1;
+		if (d < 0)
+			return -1;
+		v = v * 16 + d;
+	}
+	return v;
+}
+
+/* A string whose opening quote is s[*i]: 1 with *i past its closing quote,
+ * or 0 with *bad at the offending byte. A \u escape must not leave half of
+ * a surrogate pair alone (such a string has no UTF-8 form, and cJSON
+ * refuses it). */
+static int string(const char *s, size_t n, size_t *i, size_t *bad)
+{
+	size_t k = *i + 1;
+	while (k < n) {
+		unsigned char c = (unsigned char)s[k];
+		long u, lo;
+		if (c == '"') {
+			*i = k + 1;
+			return 1;
+		}
+		if (c < 0x20)
+			break;
+		if (c != '\\') {
+			k++;
+			continue;
+		}
+		if (k + 1 >= n) {
+			k = n;
+			break;
+		}
+		if (strchr("\"\\/bfnrt", s[k + 1]) && s[k + 1] != '\0') {
+			k += 2;
+			continue;
+		}
+		if (s[k + 1] != 'u' || (u = hex4(s, n, k + 2)) < 0 || (u >= 0xdc00 && u <= 0xdfff))
+			break;
+		k += 6;
+		if (u >= 0xd800 && u <= 0xdbff) { /* a low surrogate must follow */
+			if (k + 1 >= n || s[k] != '\\' || s[k + 1] != 'u' ||
+			    (lo = hex4(s, n, k + 2)) < 0xdc00 || lo > 0xdfff) {
+				k -= 6; /* report the high one */
+				break;
+			}
+			k += 6;
+		}
+	}
+	*bad = k < n ? k : n;
+	return 0;
+}
+
+/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? at s[*i]. */
+static int number(const char *s, size_t n, size_t *i, size_t *bad)
+{
+	size_t k = *i;
+	if (k < n && s[k] == '-')
+		k++;
+	if (k < n && s[k] == '0') {
+		k++;
+	} else if (k < n && s[k] >= '1' && s[k] <= '9') {
+		while (k < n && is_digit(s[k]))
+			k++;
+	} else {
+		*bad = k;
+		return 0;
+	}
+	if (k < n && s[k] == '.') {
+		if (++k >= n || !is_digit(s[k])) {
+			*bad = k;
+			return 0;
+		}
+		while (k < n && is_digit(s[k]))
+			k++;
+	}
+	if (k < n && (s[k] == 'e' || s[k] == 'E')) {
+		if (++k < n && (s[k] == '+' || s[k] == '-'))
+			k++;
+		if (k >= n || !is_digit(s[k])) {
+			*bad = k;
+			return 0;
+		}
+		while (k < n && is_digit(s[k]))
+			k++;
+	}
+	*i = k;
+	return 1;
+}
+
+static int literal(const char *s, size_t n, size_t *i, size_t *bad, const char *word)
+{
+	size_t len = strlen(word);
+	if (n - *i < len || memcmp(s + *i, word, len)) {
+		*bad = *i;
+		return 0;
+	}
+	*i += len;
+	return 1;
+}
+
+/* A string, number or literal at s[*i]. */
+static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
+{
+	if (*i >= n) {
+		*bad = n;
+		return 0;
+	}
+	switch (s[*i]) {
+	case '"':
+		return string(s, n, i, bad);
+	case 't':
+		return literal(s, n, i, bad, "true");
+	case 'f':
+		return literal(s, n, i, bad, "false");
+	case 'n':
+		return literal(s, n, i, bad, "null");
+	default:
+		return number(s, n, i, bad);
+	}
+}
+
+/* An object member's name and colon at s[*i]; *i is left at its value. */
+static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
+{
+	if (*i >= n || s[*i] != '"') {
+		*bad = *i < n ? *i : n;
+		return 0;
+	}
+	if (!string(s, n, i, bad))
+		return 0;
+	*i = skip_ws(s, n, *i);
+	if (*i >= n || s[*i] != ':') {
+		*bad = *i < n ? *i : n;
+		return 0;
+	}
+	*i = skip_ws(s, n, *i + 1);
+	return 1;
+}
+
+static char closer(char open) { return open == '{' ? '}' : ']'; }
+
+json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
+{
+	char open[JSON_MAX_DEPTH]; /* '{' or '[' for each level entered */
+	int depth = 0, max = max_depth < 0 ? 0 : max_depth;
+	size_t i = skip_ws(s, n, 0), bad = 0;
+	json_status st = JSON_SYNTAX;
+
+	if (max > JSON_MAX_DEPTH)
+		max = JSON_MAX_DEPTH;
+	for (;;) {
+		/* A value begins at s[i]. */
+		if (i < n && (s[i] == '{' || s[i] == '[')) {
+			if (depth >= max) {
+				st = JSON_TOO_DEEP;
+				bad = i;
+				break;
+			}
+			open[depth++] = s[i];
+			i = skip_ws(s, n, i + 1);
+			if (i < n && s[i] == closer(open[depth - 1])) {
+				depth--; /* empty: a complete value */
+				i++;
+			} else if (open[depth - 1] == '[') {
+				continue; /* its first element */
+			} else if (member_name(s, n, &i, &bad)) {
+				continue; /* its first member's value */
+			} else {
+				break;
+			}
+		} else if (!scalar(s, n, &i, &bad)) {
+			break;
+		}
+		/* After a value: close what it completes, then expect the next
+		 * element of the innermost container, or the end. */
+		for (;;) {
+			i = skip_ws(s, n, i);
+			if (depth == 0 || i >= n || s[i] != closer(open[depth - 1]))
+				break;
+			depth--;
+			i++;
+		}
+		if (depth == 0) {
+			if (i == n)
+				return JSON_OK;
+			bad = i;
+			break;
+		}
+		if (i >= n || s[i] != ',') {
+			bad = i < n ? i : n;
+			break;
+		}
+		i = skip_ws(s, n, i + 1);
+		if (open[depth - 1] == '{' && !member_name(s, n, &i, &bad))
+			break;
+	}
+	if (at)
+		*at = bad;
+	return st;
+}

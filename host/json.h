@@ -1,0 +1,26 @@
+/* A JSON syntax check that allocates nothing, for text the host only has to
+ * vouch for (request bodies before a plugin parses them, event data before
+ * it enters the outbox): parsing it into a tree just to delete it cost an
+ * allocation per value, on every request and every publish. */
+#ifndef EVHOST_JSON_H
+#define EVHOST_JSON_H
+#include <stddef.h>
+
+/* Deepest nesting json_check can follow (cJSON's own limit). */
+#define JSON_MAX_DEPTH 1000
+
+typedef enum json_status {
+	JSON_OK = 0,
+	JSON_SYNTAX,   /* not one JSON text (RFC 8259) */
+	JSON_TOO_DEEP, /* objects and arrays nested deeper than max_depth */
+} json_status;
+
+/* Is s[0..n) exactly one JSON value, with optional whitespace around it,
+ * nested at most max_depth levels (an object or array is one level; values
+ * above JSON_MAX_DEPTH count as JSON_MAX_DEPTH)? Strict RFC 8259 grammar:
+ * no leading zeros, '+' signs, bare '.5', trailing commas, comments, raw
+ * control characters or NUL bytes in strings. UTF-8 is not checked. On an
+ * error, *at (optional) gets the offset of the byte where it was found. */
+json_status json_check(const char *s, size_t n, int max_depth, size_t *at);
+
+#endif

@@ -1,0 +1,52 @@
+/* libFuzzer: arbitrary bytes through json_check, the host's allocation-free
+ * JSON check (request bodies, published event data). Checked properties:
+ * what it accepts, cJSON (what the plugins parse with) parses too, whole;
+ * an error is reported inside the input; a text accepted at some depth bound
+ * is accepted at every larger one, and one refused as too deep is refused
+ * at every smaller one. */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "json.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int only_whitespace(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+			return 0;
+	return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const char *s = (const char *)data, *end = NULL;
+	int depth = size ? data[0] % 8 : 0; /* a small bound, from the input */
+	size_t at = (size_t)-1;
+	json_status full = json_check(s, size, JSON_MAX_DEPTH, &at), small;
+	cJSON *j;
+
+	if (full != JSON_OK && at > size)
+		__builtin_trap();
+	if (full == JSON_OK) {
+		j = cJSON_ParseWithLengthOpts(s, size, &end, 0);
+		if (!j || !end || end > s + size || !only_whitespace(end, s + size))
+			__builtin_trap();
+		cJSON_Delete(j);
+	}
+	at = (size_t)-1;
+	small = json_check(s, size, depth, &at);
+	if (small == JSON_OK && full != JSON_OK)
+		__builtin_trap();
+	if (small != JSON_OK && at > size)
+		__builtin_trap();
+	/* a syntax error is found whatever the bound, unless the bound stops
+	 * the check first */
+	if (full == JSON_SYNTAX && small == JSON_OK)
+		__builtin_trap();
+	return 0;
+}

@@ -1,0 +1,153 @@
+/* json_check: what is JSON (RFC 8259) and what is not, where an error is
+ * reported, and the nesting bound. Every text it accepts must also parse
+ * with cJSON (what plugins and the host read JSON with). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+
+static json_status check(const char *s, size_t *at)
+{
+	return json_check(s, strlen(s), JSON_MAX_DEPTH, at);
+}
+
+static void expect_ok(const char *s)
+{
+	size_t at = 12345;
+	cJSON *j;
+	if (check(s, &at) != JSON_OK)
+		fail_msg("refused valid JSON at byte %zu: %s", at, s);
+	j = cJSON_ParseWithLength(s, strlen(s));
+	if (!j)
+		fail_msg("accepted what cJSON cannot parse: %s", s);
+	cJSON_Delete(j);
+}
+
+static void expect_error(const char *s, size_t where)
+{
+	size_t at = 12345;
+	if (check(s, &at) != JSON_SYNTAX)
+		fail_msg("accepted invalid JSON: %s", s);
+	if (at != where)
+		fail_msg("error in '%s' reported at byte %zu, expected %zu", s, at, where);
+}
+
+static void test_valid(void **state)
+{
+	static const char *const ok[] = {
+	    "0", "-0", "1", "-12", "3.25", "1e9", "1E+9", "2.5e-3", "-0.0e0", "123456789012345678901234567890",
+	    "true", "false", "null", "\"\"", "\"a\"", "\" \\\" \\\\ \\/ \\b \\f \\n \\r \\t \"",
+	    "\"\\u00e9\\u20AC\"", "\"\\ud83d\\ude00\"", "\"\\u0000\"", "\"\xc3\xa9\"", "[]", "{}",
+	    "[1,2,3]", "{\"a\":1,\"b\":[true,false,null],\"c\":{\"d\":\"e\"}}",
+	    " \t\r\n[ 1 , { \"a\" : [ ] } ]\n ", "[[[[[[[[[[]]]]]]]]]]", "{\"\":{\"\":{}}}",
+	    "[\"]\",\"}\",\"[\",\"{\"]", "{\"a\":1}\n",
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+		expect_ok(ok[i]);
+}
+
+static void test_invalid_and_where(void **state)
+{
+	(void)state;
+	expect_error("", 0);
+	expect_error("   ", 3);
+	expect_error("{\"a\": tru}", 6); /* the word that is not a literal */
+	expect_error("{\"a\":1} x", 8);  /* after the value */
+	expect_error("[1,]", 3);        /* trailing comma */
+	expect_error("{\"a\":1,}", 7);
+	expect_error("[1 2]", 3);
+	expect_error("{\"a\" 1}", 5);
+	expect_error("{1:2}", 1);
+	expect_error("{\"a\":}", 5);
+	expect_error("[", 1);
+	expect_error("[1", 2);
+	expect_error("{\"a\":1", 6);
+	expect_error("]", 0);
+	expect_error("[1]]", 3);
+	expect_error("[}", 1);
+	expect_error("01", 1); /* leading zero: 0, then junk */
+	expect_error("+1", 0);
+	expect_error(".5", 0);
+	expect_error("1.", 2);
+	expect_error("1.e3", 2);
+	expect_error("1e", 2);
+	expect_error("1e+", 3);
+	expect_error("-", 1);
+	expect_error("- 1", 1);
+	expect_error("nul", 0);
+	expect_error("True", 0);
+	expect_error("\"abc", 4);       /* unterminated */
+	expect_error("\"a\tb\"", 2);    /* a raw control character */
+	expect_error("\"\\x\"", 1);     /* an unknown escape */
+	expect_error("\"\\u12g4\"", 1); /* not four hex digits */
+	expect_error("\"\\u12", 1);
+	expect_error("\"\\", 2);
+	expect_error("\"\\ud800\"", 1);        /* a high surrogate alone */
+	expect_error("\"\\ud800\\u0041\"", 1); /* followed by no low one */
+	expect_error("\"\\udc00\"", 1);        /* a low surrogate alone */
+	expect_error("\xef\xbb\xbf{}", 0);     /* a byte order mark */
+	expect_error("[1]/* no */", 3);
+	expect_error("{'a':1}", 1);
+}
+
+static void test_nul_inside(void **state)
+{
+	static const char text[] = "{\"a\":\"x\0y\"}";
+	size_t at = 0;
+	(void)state;
+	assert_int_equal(json_check(text, sizeof text - 1, 10, &at), JSON_SYNTAX);
+	assert_int_equal(at, 7);
+	/* and the length is the bound, not a terminator */
+	assert_int_equal(json_check("[1]xyz", 3, 10, &at), JSON_OK);
+	assert_int_equal(json_check("[1]xyz", 2, 10, &at), JSON_SYNTAX);
+	assert_int_equal(at, 2);
+}
+
+static void test_depth(void **state)
+{
+	char *deep = malloc(2 * JSON_MAX_DEPTH + 3);
+	size_t at = 0;
+	(void)state;
+	assert_int_equal(json_check("[[[[1]]]]", 9, 4, &at), JSON_OK);
+	assert_int_equal(json_check("[[[[[1]]]]]", 11, 4, &at), JSON_TOO_DEEP);
+	assert_int_equal(at, 4);
+	assert_int_equal(json_check("{\"a\":{\"b\":[]}}", 14, 2, &at), JSON_TOO_DEEP);
+	assert_int_equal(at, 10);
+	assert_int_equal(json_check("1", 1, 0, &at), JSON_OK);
+	assert_int_equal(json_check("[]", 2, 0, &at), JSON_TOO_DEEP);
+	/* deeper bounds than cJSON's own count as cJSON's */
+	assert_non_null(deep);
+	for (int k = 0; k < JSON_MAX_DEPTH; k++) {
+		deep[k] = '[';
+		deep[JSON_MAX_DEPTH + 1 + k] = ']';
+	}
+	deep[JSON_MAX_DEPTH] = '1';
+	assert_int_equal(json_check(deep, 2 * JSON_MAX_DEPTH + 1, 1 << 20, &at), JSON_OK);
+	memmove(deep + 1, deep, 2 * JSON_MAX_DEPTH + 1);
+	deep[0] = '[';
+	deep[2 * JSON_MAX_DEPTH + 2] = ']';
+	assert_int_equal(json_check(deep, 2 * JSON_MAX_DEPTH + 3, 1 << 20, &at), JSON_TOO_DEEP);
+	assert_int_equal(at, JSON_MAX_DEPTH);
+	free(deep);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_valid),
+	    cmocka_unit_test(test_invalid_and_where),
+	    cmocka_unit_test(test_nul_inside),
+	    cmocka_unit_test(test_depth),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
