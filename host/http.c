@@ -964,7 +964,7 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		return 0;
 	case JSON_TOO_DEEP:
 		problem(resp, 400, "malformed-json", "JSON nested deeper than %d levels at byte %zu",
-		        max, pos);
+		        max < JSON_MAX_DEPTH ? max : JSON_MAX_DEPTH, pos);
 		return -1;
 	default:
 		problem(resp, 400, "malformed-json", "malformed JSON at byte %zu", pos);

@@ -1819,7 +1819,7 @@ static void now_text(char out[32])
 static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char *now,
                             int64_t *logged)
 {
-	char sql[1024];
+	char sql[2048];
 	evh_value v[1 + 3 * 64];
 	size_t len, nv = 0;
 	int64_t changes = 0;
