@@ -16,8 +16,8 @@ typedef enum json_status {
 } json_status;
 
 /* Is s[0..n) exactly one JSON value, with optional whitespace around it,
- * nested at most max_depth levels (an object or array is one level; values
- * above JSON_MAX_DEPTH count as JSON_MAX_DEPTH)? Strict RFC 8259 grammar:
+ * nested at most max_depth levels (an object or array is one level; a
+ * max_depth above JSON_MAX_DEPTH counts as JSON_MAX_DEPTH)? Strict RFC 8259 grammar:
  * no leading zeros, '+' signs, bare '.5', trailing commas, comments, raw
  * control characters or NUL bytes in strings. UTF-8 is not checked. On an
  * error, *at (optional) gets the offset of the byte where it was found. */
