@@ -154,8 +154,14 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	/* Consumers are promised JSON; refuse anything else at the source.
 	 * Checked, not parsed (json.h): the plugin has just written it. */
 	if ((js = json_check(json, len, JSON_MAX_DEPTH, &at)) != JSON_OK) {
-		log_error(p->name, "publish to %s: data is not valid JSON (%s at byte %zu)", topic,
-		          js == JSON_TOO_DEEP ? "nested deeper than 1000 levels" : "syntax error", at);
+		if (js == JSON_TOO_DEEP)
+			log_error(p->name,
+			          "publish to %s: data is not valid JSON (nested deeper than %d levels"
+			          " at byte %zu)",
+			          topic, JSON_MAX_DEPTH, at);
+		else
+			log_error(p->name, "publish to %s: data is not valid JSON (syntax error at byte %zu)",
+			          topic, at);
 		return EVH_EINVAL;
 	}
 	events_uuid(id);

@@ -561,39 +561,6 @@ static const char migrate_v1_sql[] =
     "DROP TABLE evh_outbox;"
     "DROP TABLE evh_events;";
 
-static int migrate_v1(sqlite3 *db, const char *path, char *err, size_t errlen)
-{
-	sqlite3_stmt *st = NULL;
-	char msg[STORE_ERR_LEN];
-	int old, status;
-
-	/* The first schema's outbox is a table; this one's is a view. */
-	if (sqlite3_prepare_v2(db,
-	                       "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-	                       " AND name = 'evh_outbox'",
-	                       -1, &st, NULL) != SQLITE_OK) {
-		set_err(err, errlen, "%s: %s", path, sqlite3_errmsg(db));
-		return EVH_ESTORE;
-	}
-	old = sqlite3_step(st) == SQLITE_ROW;
-	sqlite3_finalize(st);
-	if (!old)
-		return EVH_OK;
-	status = run_simple(db, "BEGIN IMMEDIATE", msg, sizeof msg);
-	if (!status)
-		status = run_simple(db, migrate_v1_sql, msg, sizeof msg);
-	if (!status)
-		status = run_simple(db, "COMMIT", msg, sizeof msg);
-	if (status) {
-		rollback_if_open(db);
-		set_err(err, errlen, "%s: moving the outbox and the event log to the current schema: %s",
-		        path, msg);
-		return status;
-	}
-	log_info(STORE_LOG, "%s: outbox and event log moved to the current schema", path);
-	return EVH_OK;
-}
-
 static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
@@ -606,6 +573,34 @@ static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err,
 		set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(s->db));
 	sqlite3_finalize(st);
 	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
+}
+
+static int migrate_v1(store *s, const char *path, char *err, size_t errlen)
+{
+	_Atomic int64_t old = 0;
+	char msg[STORE_ERR_LEN];
+	int status;
+
+	/* The first schema's outbox is a table; this one's is a view. */
+	status = query_int(s,
+	                   "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+	                   " AND name = 'evh_outbox'",
+	                   &old, err, errlen);
+	if (status || !atomic_load(&old))
+		return status;
+	status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, migrate_v1_sql, msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+	if (status) {
+		rollback_if_open(s->db);
+		set_err(err, errlen, "%s: moving the outbox and the event log to the current schema: %s",
+		        path, msg);
+		return status;
+	}
+	log_info(STORE_LOG, "%s: outbox and event log moved to the current schema", path);
+	return EVH_OK;
 }
 
 static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
@@ -653,7 +648,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
 	}
-	status = migrate_v1(s->db, path, err, errlen);
+	status = migrate_v1(s, path, err, errlen);
 	if (status)
 		return status;
 	status = run_simple(s->db, host_views, msg, sizeof msg);
@@ -1816,7 +1811,7 @@ static void now_text(char out[32])
 	out[24] = '\0';
 }
 
-static int outbox_log_chunk(store *s, const outbox_done *d, size_t n, const char *now,
+static int delivery_chunk(store *s, const outbox_done *d, size_t n, const char *now,
                             int64_t *logged)
 {
 	char sql[2048];
@@ -1899,7 +1894,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 	while (!status && i < n) {
 		while (move_chunks[k] > n - i)
 			k++;
-		status = outbox_log_chunk(s, d + i, move_chunks[k], now, logged);
+		status = delivery_chunk(s, d + i, move_chunks[k], now, logged);
 		i += move_chunks[k];
 	}
 	if (!status)

@@ -384,12 +384,32 @@ def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_boo
     assert [m["value"] for m in msgs] == ['{"marker": true}']
 
 
-def outbox_count(state_dir, plugin):
+def count_rows(state_dir, plugin, table):
     db = sqlite3.connect(str(Path(state_dir) / f"{plugin}.db"))
     try:
-        return db.execute("SELECT COUNT(*) FROM evh_outbox").fetchone()[0]
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
     finally:
         db.close()
+
+
+def outbox_count(state_dir, plugin):
+    return count_rows(state_dir, plugin, "evh_outbox")
+
+
+def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
+    """evh_publish checks its data (host/json.c): text that is not JSON is
+    EVH_EINVAL, logged with where it broke, and nothing reaches the outbox."""
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    # the body passes the host's check; its first 6 bytes, '{"orde', do not
+    r = d.post("/probe/publish?truncate=6", json={"order": 7})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: data is not valid JSON (syntax error at byte 6)")
+    r = d.post("/probe/publish?mode=notx&truncate=6", json={"order": 7})
+    assert r.status_code == 500
+    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    # the same body, whole, is published (one event, waiting or delivered)
+    assert d.post("/probe/publish?mode=notx", json={"order": 7}).status_code == 200
+    assert count_rows(d.state_dir, "probe", "evh_log") == 1
 
 
 def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstrap, unique_name):

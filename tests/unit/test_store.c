@@ -718,9 +718,71 @@ static void test_delivered_rows_move_to_event_log(void **state)
 	    query_int(f->s, "SELECT COUNT(*) FROM evh_events WHERE \"offset\" IS NULL"), 1);
 }
 
-/* Many rows at once (the relay's usual case): they are copied in chunks of
- * several sizes and deleted by runs of consecutive seq; rows not reported,
- * in the gaps between the runs, stay; each row gets its own position. */
+/* A conversion that fails part way (here: the old outbox lacks a column, so
+ * the event log is moved before the outbox is found wanting) says so,
+ * naming the file, and leaves the database as it was: one transaction. */
+static void test_first_schema_migration_failure_changes_nothing(void **state)
+{
+	fixture *f = *state;
+	char err[512] = "", *msg = NULL;
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	store *s = NULL;
+
+	store_close(f->s);
+	f->s = NULL;
+	remove_db_files(f);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db,
+	                 "CREATE TABLE evh_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT"
+	                 " NULL, topic TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT,"
+	                 " time TEXT NOT NULL, data BLOB NOT NULL);"
+	                 "INSERT INTO evh_outbox(seq, id, topic, type, time, data)"
+	                 " VALUES(2, 'ev-2', 'T', 'X', 'now', '{}');"
+	                 "CREATE TABLE evh_events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic"
+	                 " TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT"
+	                 " NULL, traceparent TEXT, data BLOB NOT NULL, delivered_at TEXT NOT NULL,"
+	                 " \"partition\" INTEGER, \"offset\" INTEGER);"
+	                 "INSERT INTO evh_events VALUES(1, 'ev-1', 'T', NULL, 'X', NULL, 'now', NULL,"
+	                 " '{}', 'then', 0, 5);",
+	                 NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("setup: %s", msg);
+	sqlite3_close(db);
+
+	assert_int_not_equal(store_open(&s, f->path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_null(s);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "moving the outbox and the event log to the current schema"));
+	assert_non_null(strstr(err, "traceparent"));
+	/* both old tables as they were; nothing of them in the new ones */
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT (SELECT COUNT(*) FROM sqlite_master WHERE"
+	                                    " type = 'table' AND name IN ('evh_outbox',"
+	                                    " 'evh_events')), (SELECT COUNT(*) FROM evh_outbox),"
+	                                    " (SELECT COUNT(*) FROM evh_events),"
+	                                    " (SELECT COUNT(*) FROM evh_log),"
+	                                    " (SELECT COUNT(*) FROM evh_delivery)",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(st, 0), 2);
+	assert_int_equal(sqlite3_column_int(st, 1), 1);
+	assert_int_equal(sqlite3_column_int(st, 2), 1);
+	assert_int_equal(sqlite3_column_int(st, 3), 0); /* moved, then rolled back */
+	assert_int_equal(sqlite3_column_int(st, 4), 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	/* the fixture's teardown closes a store: give it one on a fresh file */
+	remove_db_files(f);
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+}
+
+/* Many rows at once (the relay's usual case): their delivery records are
+ * written in chunks of several sizes and they leave evh_pending by runs of
+ * consecutive seq; rows not reported, in the gaps between the runs, stay;
+ * each row gets its own position. */
 static void test_many_delivered_rows_move_in_chunks(void **state)
 {
 	fixture *f = *state;
@@ -1322,6 +1384,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_first_schema_is_migrated, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_first_schema_migration_failure_changes_nothing,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_delivered_rows_move_in_chunks, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_savepoints, setup, teardown),
