@@ -5,7 +5,9 @@
  * transactions run one at a time and the connection can be opened NOMUTEX.
  * The mutex is error-checking: a thread that already holds a transaction and
  * begins another (or calls the relay's fetch/delete) gets EVH_ESTATE instead
- * of deadlocking.
+ * of deadlocking. The relay's calls go before transactions that have not
+ * begun yet (lock_first), so a plugin writing without pause cannot hold its
+ * events back from Kafka until it stops.
  *
  * Failure rule: any call on a transaction that returns an error marks it
  * failed; committing a failed transaction rolls it back and returns the first
@@ -114,6 +116,15 @@ struct store {
 	evh_tx *gwait;           /* members waiting for it to end */
 	_Atomic int gqueued;     /* threads on their way into a group */
 	_Atomic uint64_t groups, grouped; /* groups committed, members in them */
+	/* The relay's reads and delivery records go first (lock_first): they
+	 * hold mu briefly and keep the outbox draining. A transaction about to
+	 * begin waits on first_cv while any of them waits for mu: mutexes are
+	 * not fair, and a plugin committing transactions back to back takes mu
+	 * again before the woken relay runs, starving it while it writes. */
+	_Atomic int first_waiting;
+	pthread_mutex_t first_mu;
+	pthread_cond_t first_cv;
+	_Atomic uintptr_t holder; /* the thread holding mu (its thread_token), or 0 */
 	/* The checkpointer (see the top of the file). */
 	sqlite3 *ckpt_db;
 	pthread_t ckpt_thread;
@@ -186,12 +197,52 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 	return status_of(rc);
 }
 
+/* Who holds mu: the address of a thread-local, unique per live thread. */
+static _Thread_local char thread_token;
+
 static int lock_raw(store *s)
 {
 	int e = pthread_mutex_lock(&s->mu);
 	if (e == EDEADLK)
 		return EVH_ESTATE; /* this thread already holds a transaction */
-	return e ? EVH_ERR : EVH_OK;
+	if (e)
+		return EVH_ERR;
+	atomic_store(&s->holder, (uintptr_t)&thread_token);
+	return EVH_OK;
+}
+
+static void unlock_raw(store *s)
+{
+	atomic_store(&s->holder, 0);
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* The lock for the relay's reads and delivery records (see first_waiting). */
+static int lock_first(store *s)
+{
+	int status;
+	atomic_fetch_add(&s->first_waiting, 1);
+	status = lock_raw(s);
+	if (atomic_fetch_sub(&s->first_waiting, 1) == 1) {
+		pthread_mutex_lock(&s->first_mu);
+		pthread_cond_broadcast(&s->first_cv);
+		pthread_mutex_unlock(&s->first_mu);
+	}
+	return status;
+}
+
+/* Before a transaction takes the lock: let the relay's waiting calls go
+ * first. Not when this thread holds the lock already (lock_raw reports
+ * that; waiting here would deadlock). */
+static void yield_first(store *s)
+{
+	if (!atomic_load(&s->first_waiting) ||
+	    atomic_load(&s->holder) == (uintptr_t)&thread_token)
+		return;
+	pthread_mutex_lock(&s->first_mu);
+	while (atomic_load(&s->first_waiting))
+		pthread_cond_wait(&s->first_cv, &s->first_mu);
+	pthread_mutex_unlock(&s->first_mu);
 }
 
 static void group_commit_locked(store *s);
@@ -201,6 +252,15 @@ static void group_commit_locked(store *s);
 static int store_lock(store *s)
 {
 	int status = lock_raw(s);
+	if (!status && s->gopen)
+		group_commit_locked(s);
+	return status;
+}
+
+/* store_lock for the relay's delivery records (see lock_first). */
+static int store_lock_first(store *s)
+{
+	int status = lock_first(s);
 	if (!status && s->gopen)
 		group_commit_locked(s);
 	return status;
@@ -217,7 +277,7 @@ static void store_unlock(store *s)
 		hook = s->commit_hook;
 		ud = s->commit_hook_ud;
 	}
-	pthread_mutex_unlock(&s->mu);
+	unlock_raw(s);
 	if (hook)
 		hook(ud);
 }
@@ -781,7 +841,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		return EVH_ENOMEM;
 	}
 	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
-	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL)) {
+	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL) ||
+	    pthread_cond_init(&s->first_cv, NULL) || pthread_mutex_init(&s->first_mu, NULL)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
@@ -811,7 +872,7 @@ void store_close(store *s)
 		return;
 	if (s->gopen && !lock_raw(s)) { /* every member has ended: nobody waits */
 		group_commit_locked(s);
-		pthread_mutex_unlock(&s->mu);
+		unlock_raw(s);
 	}
 	checkpointer_stop(s);
 	cache_clear(s);
@@ -822,6 +883,8 @@ void store_close(store *s)
 	pthread_mutex_destroy(&s->gmu);
 	pthread_mutex_destroy(&s->ckpt_mu);
 	pthread_cond_destroy(&s->ckpt_cv);
+	pthread_mutex_destroy(&s->first_mu);
+	pthread_cond_destroy(&s->first_cv);
 	free(s);
 }
 
@@ -1026,6 +1089,7 @@ int store_tx_begin(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
+	yield_first(s);
 	status = store_lock(s);
 	if (status) {
 		free(tx);
@@ -1098,6 +1162,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
+	yield_first(s);
 	atomic_fetch_add(&s->gqueued, 1);
 	status = lock_raw(s);
 	atomic_fetch_sub(&s->gqueued, 1);
@@ -1754,7 +1819,7 @@ int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **row
 	out = calloc(max, sizeof *out);
 	if (!out)
 		return EVH_ENOMEM;
-	status = lock_raw(s); /* a read: an open group can stay open */
+	status = lock_first(s); /* a read: an open group can stay open */
 	if (status) {
 		free(out);
 		return status;
@@ -1924,7 +1989,7 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 		return EVH_ENOMEM;
 	memcpy(sorted, d, n * sizeof *sorted);
 	qsort(sorted, n, sizeof *sorted, done_cmp);
-	status = store_lock(s);
+	status = store_lock_first(s);
 	if (status) {
 		free(sorted);
 		return status;

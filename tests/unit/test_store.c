@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1301,6 +1302,93 @@ static void test_group_alone(void **state)
 	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 4);
 }
 
+/* A plugin committing transactions back to back, as fast as it can. */
+#define BUSY_MAX_TXS 20000
+#define BUSY_ROWS_PER_TX 20
+
+typedef struct busy_writer {
+	store *s;
+	atomic_int commits, stop;
+	char failure[256];
+} busy_writer;
+
+static void *busy_writer_main(void *arg)
+{
+	busy_writer *w = arg;
+	outbox_row row = make_row("busy", "{}");
+	for (int i = 0; i < BUSY_MAX_TXS && !atomic_load(&w->stop); i++) {
+		evh_tx *tx;
+		int status = store_tx_begin_grouped(w->s, &tx);
+		for (int j = 0; j < BUSY_ROWS_PER_TX && status == EVH_OK; j++)
+			status = store_outbox_add(tx, &row);
+		if (status == EVH_OK)
+			status = store_tx_commit(tx);
+		else
+			store_tx_rollback(tx);
+		if (status != EVH_OK) {
+			snprintf(w->failure, sizeof w->failure, "transaction %d: %d", i, status);
+			break;
+		}
+		atomic_fetch_add(&w->commits, 1);
+	}
+	return NULL;
+}
+
+/* The relay's reads and delivery records are not starved by a writer that
+ * never pauses: each gets the lock within a couple of the writer's
+ * transactions (the one running, and one that began as the call came in).
+ * Mutexes are not fair; without the hand-over the writer takes the lock
+ * again before the woken relay runs, and the relay waits until the writer
+ * stops (hundreds of transactions here, all of BUSY_MAX_TXS at worst). */
+static void test_relay_not_starved_by_busy_writer(void **state)
+{
+	fixture *f = *state;
+	busy_writer w = {.s = f->s};
+	pthread_t th;
+	int worst = 0, calls = 0, status = EVH_OK;
+	int64_t after = 0, delivered = 0;
+
+	assert_int_equal(pthread_create(&th, NULL, busy_writer_main, &w), 0);
+	while (atomic_load(&w.commits) < 3 && !w.failure[0])
+		sched_yield();
+	/* No assertion until the writer is joined: a failure would close the
+	 * store under it. */
+	for (; calls < 20 && status == EVH_OK && !w.failure[0]; calls++) {
+		outbox_row *rows;
+		outbox_done done[10];
+		size_t n = 0;
+		int before = atomic_load(&w.commits), during;
+		status = store_outbox_fetch(f->s, after, 10, &rows, &n);
+		during = atomic_load(&w.commits) - before;
+		worst = during > worst ? during : worst;
+		if (status != EVH_OK)
+			continue;
+		if (n == 0) { /* the writer has not committed more yet */
+			store_outbox_rows_free(rows, n);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+			done[i] = (outbox_done){rows[i].seq, 0, rows[i].seq};
+		after = rows[n - 1].seq;
+		store_outbox_rows_free(rows, n);
+		before = atomic_load(&w.commits);
+		status = store_outbox_delivered(f->s, done, n);
+		during = atomic_load(&w.commits) - before;
+		worst = during > worst ? during : worst;
+		delivered += (int64_t)n;
+	}
+	atomic_store(&w.stop, 1);
+	assert_int_equal(pthread_join(th, NULL), 0);
+	if (w.failure[0])
+		fail_msg("writer: %s", w.failure);
+	assert_int_equal(status, EVH_OK);
+	print_message("relay calls: at most %d writer transactions committed during one\n", worst);
+	assert_int_equal(calls, 20);
+	assert_true(worst <= 3);
+	assert_true(delivered > 0);
+	assert_int_equal(store_events_count(f->s), delivered);
+}
+
 /* Crossing the WAL threshold wakes the checkpoint thread; the writer
  * itself does not checkpoint (that is what the thread is for). */
 static void test_checkpoint_thread(void **state)
@@ -1378,6 +1466,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
