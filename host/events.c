@@ -123,7 +123,16 @@ void events_uuid(char out[37])
 	b[6] = (unsigned char)((b[6] & 0x0f) | 0x70); /* version 7 */
 	b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 9562 variant */
 	hex_encode(b, sizeof b, hex);
-	snprintf(out, 37, "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16, hex + 20);
+	/* 8-4-4-4-12 (no snprintf: this runs once per event published) */
+	memcpy(out, hex, 8);
+	out[8] = '-';
+	memcpy(out + 9, hex + 8, 4);
+	out[13] = '-';
+	memcpy(out + 14, hex + 12, 4);
+	out[18] = '-';
+	memcpy(out + 19, hex + 16, 4);
+	out[23] = '-';
+	memcpy(out + 24, hex + 20, 13); /* with the NUL */
 }
 
 void events_now_rfc3339(char out[40])
@@ -145,6 +154,16 @@ static int all_zero(const unsigned char *b, size_t n)
 	return 1;
 }
 
+/* "00-<32 hex trace-id>-<16 hex span-id>-01" (55 characters) */
+static void traceparent_format(char out[56], const char *trace_hex, const char *span_hex)
+{
+	memcpy(out, "00-", 3);
+	memcpy(out + 3, trace_hex, 32);
+	out[35] = '-';
+	memcpy(out + 36, span_hex, 16);
+	memcpy(out + 52, "-01", 4); /* with the NUL */
+}
+
 void events_child_traceparent(const char *trace_id, char out[56])
 {
 	unsigned char span[8];
@@ -158,7 +177,7 @@ void events_child_traceparent(const char *trace_id, char out[56])
 		random_bytes(span, sizeof span);
 	while (all_zero(span, sizeof span));
 	hex_encode(span, sizeof span, sh);
-	snprintf(out, 56, "00-%s-%s-01", trace_id, sh);
+	traceparent_format(out, trace_id, sh);
 }
 
 void events_new_traceparent(char out[56])
@@ -174,7 +193,7 @@ void events_new_traceparent(char out[56])
 	while (all_zero(span, sizeof span));
 	hex_encode(trace, sizeof trace, th);
 	hex_encode(span, sizeof span, sh);
-	snprintf(out, 56, "00-%s-%s-01", th, sh);
+	traceparent_format(out, th, sh);
 }
 
 static int add_header(rd_kafka_headers_t *hdrs, const char *name, const char *value)

@@ -92,6 +92,35 @@ static void test_traceparent_format(void **state)
 	assert_memory_not_equal(tp + 3, "00000000000000000000000000000000", 32);
 }
 
+/* A child keeps its parent's trace id and gets a span id of its own; a
+ * trace id that is not 32 lowercase hex digits (or all zeros) starts a new
+ * trace instead. */
+static void test_child_traceparent(void **state)
+{
+	const char *trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+	const char *bad[] = {NULL, "", "4BF92F3577B34DA6A3CE929D0E0E4736",
+	                     "00000000000000000000000000000000", "4bf92f3577b34da6a3ce929d0e0e47",
+	                     "4bf92f3577b34da6a3ce929d0e0e4736ff"};
+	char a[56], b[56];
+	(void)state;
+	events_child_traceparent(trace, a);
+	events_child_traceparent(trace, b);
+	assert_int_equal(strlen(a), 55);
+	assert_memory_equal(a, "00-", 3);
+	assert_memory_equal(a + 3, trace, 32);
+	assert_int_equal(a[35], '-');
+	assert_true(is_hex_lower(a + 36, 16));
+	assert_string_equal(a + 52, "-01");
+	assert_memory_not_equal(a + 36, b + 36, 16);
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		events_child_traceparent(bad[i], a);
+		assert_int_equal(strlen(a), 55);
+		assert_true(is_hex_lower(a + 3, 32) && is_hex_lower(a + 36, 16));
+		assert_memory_not_equal(a + 3, trace, 32);
+		assert_memory_not_equal(a + 3, "00000000000000000000000000000000", 32);
+	}
+}
+
 static void test_round_trip(void **state)
 {
 	ce_meta in, out;
@@ -202,7 +231,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_uuid_time_ordered),      cmocka_unit_test(test_time_format),
-	    cmocka_unit_test(test_traceparent_format), cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_traceparent_format),
+	    cmocka_unit_test(test_child_traceparent), cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_skips_empty),      cmocka_unit_test(test_missing_headers),
 	    cmocka_unit_test(test_untrusted_values), cmocka_unit_test(test_retry_delay),
 	};
