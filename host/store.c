@@ -1,13 +1,15 @@
-/* Storage: one SQLite connection per plugin database, in WAL mode.
+/* Storage: one SQLite connection per plugin database, in WAL mode (plus one
+ * for the relay's reads, and one for checkpoints).
  *
  * Locking: every use of the connection happens with s->mu held. A transaction
  * holds it from store_tx_begin to commit/rollback, so one plugin's
  * transactions run one at a time and the connection can be opened NOMUTEX.
  * The mutex is error-checking: a thread that already holds a transaction and
- * begins another (or calls the relay's fetch/delete) gets EVH_ESTATE instead
- * of deadlocking. The relay's calls go before transactions that have not
- * begun yet (lock_first), so a plugin writing without pause cannot hold its
- * events back from Kafka until it stops.
+ * begins another (or records deliveries) gets EVH_ESTATE instead of
+ * deadlocking. The relay reads the outbox on its own connection (rdb), without
+ * mu; its delivery records go before transactions that have not begun yet
+ * (lock_first), so a plugin writing without pause cannot hold its events in
+ * the outbox until it stops.
  *
  * Failure rule: any call on a transaction that returns an error marks it
  * failed; committing a failed transaction rolls it back and returns the first
@@ -24,8 +26,9 @@
  * result, so "commit returned OK" still means "on disk". A member that
  * rolls back undoes only its savepoint, but still waits when the group held
  * others' writes (it may have read them). Anyone else taking the lock (the
- * relay, the consumer, admin reads) first commits an open group, so no read
- * outside the group ever sees a member's writes before they are durable.
+ * mover, the consumer, admin reads) first commits an open group, so no read
+ * outside the group ever sees a member's writes before they are durable; the
+ * relay's reader connection sees only committed, durable data anyway.
  *
  * Checkpoints: SQLite's automatic checkpoint runs inside whichever COMMIT
  * crosses the WAL threshold, so an HTTP request or the consumer would pay
@@ -100,10 +103,6 @@ struct store {
 	void *commit_hook_ud;
 	int hook_due; /* outbox rows became visible: call the hook at unlock */
 	int sync_full; /* synchronous = FULL (else NORMAL) */
-	/* Highest outbox seq committed: the relay reads up to it while a group
-	 * is open, so it neither sees nor has to commit the group's rows. */
-	int64_t committed_seq;
-	int64_t gmax_seq; /* highest outbox seq of the open group's members */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -116,15 +115,22 @@ struct store {
 	evh_tx *gwait;           /* members waiting for it to end */
 	_Atomic int gqueued;     /* threads on their way into a group */
 	_Atomic uint64_t groups, grouped; /* groups committed, members in them */
-	/* The relay's reads and delivery records go first (lock_first): they
-	 * hold mu briefly and keep the outbox draining. A transaction about to
-	 * begin waits on first_cv while any of them waits for mu: mutexes are
-	 * not fair, and a plugin committing transactions back to back takes mu
-	 * again before the woken relay runs, starving it while it writes. */
+	/* The relay's delivery records go first (lock_first): they hold mu
+	 * briefly and keep the outbox draining. A transaction about to begin
+	 * waits on first_cv while one of them waits for mu: mutexes are not
+	 * fair, and a plugin committing transactions back to back takes mu
+	 * again before the woken mover runs, starving it while it writes. */
 	_Atomic int first_waiting;
 	pthread_mutex_t first_mu;
 	pthread_cond_t first_cv;
 	_Atomic uintptr_t holder; /* the thread holding mu (its thread_token), or 0 */
+	/* The relay's reads of the outbox, on a connection of their own under
+	 * rmu, not mu: WAL readers do not wait for the writer, so reading 500
+	 * rows does not hold up the plugin's transactions, and they see only
+	 * what is committed (and, with synchronous = FULL, on disk). */
+	sqlite3 *rdb;
+	sqlite3_stmt *rfetch;
+	pthread_mutex_t rmu;
 	/* The checkpointer (see the top of the file). */
 	sqlite3 *ckpt_db;
 	pthread_t ckpt_thread;
@@ -142,8 +148,6 @@ struct evh_tx {
 	evh_rows *open_rows;  /* cursors to detach at commit/rollback */
 	int in_savepoint;     /* store_tx_savepoint open (one level) */
 	int64_t sp_outbox_added; /* outbox_added when it was opened */
-	int64_t max_seq;         /* highest outbox seq it added (and kept) */
-	int64_t sp_max_seq;      /* max_seq when the savepoint was opened */
 	int grouped;             /* a member of a group commit */
 	int gdone, gstatus;      /* its group ended, with this status */
 	evh_tx *gnext;           /* in s->gwait */
@@ -217,7 +221,7 @@ static void unlock_raw(store *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/* The lock for the relay's reads and delivery records (see first_waiting). */
+/* The lock for the relay's delivery records (see first_waiting). */
 static int lock_first(store *s)
 {
 	int status;
@@ -231,7 +235,7 @@ static int lock_first(store *s)
 	return status;
 }
 
-/* Before a transaction takes the lock: let the relay's waiting calls go
+/* Before a transaction takes the lock: let the relay's waiting call go
  * first. Not when this thread holds the lock already (lock_raw reports
  * that; waiting here would deadlock). */
 static void yield_first(store *s)
@@ -267,7 +271,7 @@ static int store_lock_first(store *s)
 }
 
 /* Unlock, then wake the relay if a commit made outbox rows visible (outside
- * the lock: the relay takes it to fetch). */
+ * the lock: the hook takes the outbox's). */
 static void store_unlock(store *s)
 {
 	void (*hook)(void *) = NULL;
@@ -673,14 +677,9 @@ static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *e
 
 static int count_outbox(store *s, char *err, size_t errlen)
 {
-	_Atomic int64_t max_seq = 0;
 	int status = count_rows(s, "evh_pending", &s->pending, err, errlen);
 	if (!status)
 		status = count_rows(s, "evh_delivery", &s->events, err, errlen);
-	if (!status)
-		status = query_int(s, "SELECT COALESCE(MAX(seq), 0) FROM evh_log", &max_seq, err,
-		                   errlen);
-	s->committed_seq = atomic_load(&max_seq);
 	return status;
 }
 
@@ -788,6 +787,35 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 	return EVH_OK;
 }
 
+/* The relay's reader connection (see rdb). query_only: it never writes. It
+ * reads each row once, just after the writer wrote it: a small page cache
+ * (512 KiB, a quarter of SQLite's default) is enough. */
+static int reader_open(store *s, const char *path, char *err, size_t errlen)
+{
+	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	int rc = sqlite3_open_v2(path, &s->rdb, flags, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(s->rdb, STORE_BUSY_TIMEOUT_MS);
+		rc = sqlite3_exec(s->rdb, "PRAGMA query_only=1; PRAGMA cache_size=-512", NULL, NULL,
+		                  NULL);
+	}
+	if (rc != SQLITE_OK) {
+		set_err(err, errlen, "%s: outbox reader connection: %s", path,
+		        s->rdb ? sqlite3_errmsg(s->rdb) : sqlite3_errstr(rc));
+		return status_of(rc);
+	}
+	return EVH_OK;
+}
+
+static void reader_close(store *s)
+{
+	sqlite3_finalize(s->rfetch);
+	s->rfetch = NULL;
+	if (s->rdb)
+		sqlite3_close(s->rdb);
+	s->rdb = NULL;
+}
+
 static void checkpointer_stop(store *s)
 {
 	if (s->ckpt_running) {
@@ -842,7 +870,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	}
 	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
 	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL) ||
-	    pthread_cond_init(&s->first_cv, NULL) || pthread_mutex_init(&s->first_mu, NULL)) {
+	    pthread_cond_init(&s->first_cv, NULL) || pthread_mutex_init(&s->first_mu, NULL) ||
+	    pthread_mutex_init(&s->rmu, NULL)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
@@ -858,6 +887,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	status = configure_db(s, path, synchronous, err, errlen);
 	if (!status)
 		status = checkpointer_start(s, path, synchronous, err, errlen);
+	if (!status)
+		status = reader_open(s, path, err, errlen);
 	if (status) {
 		store_close(s);
 		return status;
@@ -874,6 +905,7 @@ void store_close(store *s)
 		group_commit_locked(s);
 		unlock_raw(s);
 	}
+	reader_close(s);
 	checkpointer_stop(s);
 	cache_clear(s);
 	if (s->db)
@@ -885,6 +917,7 @@ void store_close(store *s)
 	pthread_cond_destroy(&s->ckpt_cv);
 	pthread_mutex_destroy(&s->first_mu);
 	pthread_cond_destroy(&s->first_cv);
+	pthread_mutex_destroy(&s->rmu);
 	free(s);
 }
 
@@ -1125,8 +1158,6 @@ static void group_commit_locked(store *s)
 	}
 	if (status == EVH_OK && s->goutbox) {
 		atomic_fetch_add(&s->pending, s->goutbox);
-		if (s->gmax_seq > s->committed_seq)
-			s->committed_seq = s->gmax_seq;
 		s->hook_due = 1;
 	}
 	pthread_mutex_lock(&s->gmu);
@@ -1146,7 +1177,6 @@ static void group_commit_locked(store *s)
 	s->gopen = 0;
 	s->gmembers = 0;
 	s->goutbox = 0;
-	s->gmax_seq = 0;
 	if (waiting)
 		pthread_cond_broadcast(&s->gcv);
 }
@@ -1212,8 +1242,6 @@ static void tx_finish(evh_tx *tx, int committed)
 	store *s = tx->s;
 	if (committed && tx->outbox_added) {
 		atomic_fetch_add(&s->pending, tx->outbox_added);
-		if (tx->max_seq > s->committed_seq)
-			s->committed_seq = tx->max_seq;
 		s->hook_due = 1;
 	}
 	store_unlock(s);
@@ -1245,8 +1273,6 @@ static int member_end(evh_tx *tx, int keep)
 	} else {
 		s->gmembers++;
 		s->goutbox += tx->outbox_added;
-		if (tx->max_seq > s->gmax_seq)
-			s->gmax_seq = tx->max_seq;
 		wait = 1;
 	}
 	if (wait) {
@@ -1327,7 +1353,6 @@ int store_tx_savepoint(evh_tx *tx)
 		return tx_fail(tx, status);
 	tx->in_savepoint = 1;
 	tx->sp_outbox_added = tx->outbox_added;
-	tx->sp_max_seq = tx->max_seq;
 	return EVH_OK;
 }
 
@@ -1374,9 +1399,6 @@ int store_tx_savepoint_rollback(evh_tx *tx)
 	}
 	tx->failed = 0;
 	tx->outbox_added = tx->sp_outbox_added;
-	/* A rolled-back row's seq is handed out again: it must not count as
-	 * committed (the relay reads up to committed_seq during a group). */
-	tx->max_seq = tx->sp_max_seq;
 	return EVH_OK;
 }
 
@@ -1731,8 +1753,6 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	if (status)
 		return tx_fail(tx, status);
 	tx->outbox_added++;
-	if (seq > tx->max_seq)
-		tx->max_seq = seq;
 	return EVH_OK;
 }
 
@@ -1771,36 +1791,35 @@ static int outbox_row_load(sqlite3_stmt *st, outbox_row *row)
 	return EVH_OK;
 }
 
-static int outbox_fetch_locked(store *s, int64_t after_seq, size_t max, outbox_row *rows,
+/* Rows of evh_pending after `after_seq`, in order, through the reader
+ * connection (under rmu). */
+static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_row *rows,
                                size_t *n)
 {
-	evh_value v[3] = {EVH_INT(after_seq), EVH_INT(max > INT64_MAX ? INT64_MAX : (int64_t)max),
-	                  EVH_INT(s->committed_seq)};
-	stmt_ref ref;
-	int rc, status;
+	static const char sql[] = "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
+	                          " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
+	                          " WHERE p.seq > ? ORDER BY p.seq LIMIT ?";
+	int rc, status = EVH_OK;
 
-	/* Inside an open group only what is committed (see committed_seq). */
-	if (s->gopen)
-		status = stmt_acquire(s,
-		                      "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
-		                      " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
-		                      " WHERE p.seq > ?1 AND p.seq <= ?3 ORDER BY p.seq LIMIT ?2",
-		                      &ref, NULL, 0);
-	else
-		status = stmt_acquire(s,
-		                      "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
-		                      " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
-		                      " WHERE p.seq > ? ORDER BY p.seq LIMIT ?",
-		                      &ref, NULL, 0);
-	if (!status)
-		status = stmt_bind(s->db, ref.st, v, s->gopen ? 3 : 2, NULL, 0);
-	while (!status && *n < max && (rc = sqlite3_step(ref.st)) != SQLITE_DONE) {
-		if (rc != SQLITE_ROW)
-			status = status_of(rc);
-		else
-			status = outbox_row_load(ref.st, &rows[(*n)++]);
+	if (!s->rfetch) {
+		rc = sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->rfetch, NULL);
+		if (rc != SQLITE_OK) {
+			log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
+			return status_of(rc);
+		}
 	}
-	stmt_release(&ref);
+	if (sqlite3_bind_int64(s->rfetch, 1, after_seq) != SQLITE_OK ||
+	    sqlite3_bind_int64(s->rfetch, 2, max > INT64_MAX ? INT64_MAX : (int64_t)max) != SQLITE_OK)
+		status = EVH_ERR;
+	while (!status && *n < max && (rc = sqlite3_step(s->rfetch)) != SQLITE_DONE) {
+		if (rc != SQLITE_ROW) {
+			log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
+			status = status_of(rc);
+		} else {
+			status = outbox_row_load(s->rfetch, &rows[(*n)++]);
+		}
+	}
+	sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
 	return status;
 }
 
@@ -1819,13 +1838,9 @@ int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **row
 	out = calloc(max, sizeof *out);
 	if (!out)
 		return EVH_ENOMEM;
-	status = lock_first(s); /* a read: an open group can stay open */
-	if (status) {
-		free(out);
-		return status;
-	}
-	status = outbox_fetch_locked(s, after_seq, max, out, &got);
-	store_unlock(s);
+	pthread_mutex_lock(&s->rmu);
+	status = outbox_fetch_reader(s, after_seq, max, out, &got);
+	pthread_mutex_unlock(&s->rmu);
 	if (status) {
 		store_outbox_rows_free(out, got);
 		return status;

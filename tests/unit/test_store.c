@@ -1,4 +1,5 @@
 /* store.c against real SQLite files in a fresh temporary directory. */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1302,6 +1304,56 @@ static void test_group_alone(void **state)
 	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 4);
 }
 
+typedef struct fetch_arg {
+	store *s;
+	int status;
+	size_t n;
+	int64_t first_seq;
+} fetch_arg;
+
+static void *fetch_main(void *arg)
+{
+	fetch_arg *a = arg;
+	outbox_row *rows;
+	a->status = store_outbox_fetch(a->s, 0, 10, &rows, &a->n);
+	if (a->status == EVH_OK) {
+		a->first_seq = a->n ? rows[0].seq : 0;
+		store_outbox_rows_free(rows, a->n);
+	}
+	return NULL;
+}
+
+/* The relay reads on a connection of its own: a transaction in progress
+ * does not hold it up, and it sees committed rows only. */
+static void test_outbox_fetch_beside_open_tx(void **state)
+{
+	fixture *f = *state;
+	outbox_row row = make_row("e1", "{}");
+	fetch_arg a = {.s = f->s};
+	struct timespec deadline;
+	pthread_t th;
+	evh_tx *tx;
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	row.id = (char *)"e2";
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(pthread_create(&th, NULL, fetch_main, &a), 0);
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	if (pthread_timedjoin_np(th, NULL, &deadline) != 0) {
+		store_tx_rollback(tx); /* lets a fetch waiting for the lock finish */
+		pthread_join(th, NULL);
+		fail_msg("the outbox read waited for the open transaction");
+	}
+	store_tx_rollback(tx);
+	assert_int_equal(a.status, EVH_OK);
+	assert_int_equal(a.n, 1); /* e1; e2 is not committed */
+	assert_int_equal(a.first_seq, 1);
+}
+
 /* A plugin committing transactions back to back, as fast as it can. */
 #define BUSY_MAX_TXS 20000
 #define BUSY_ROWS_PER_TX 20
@@ -1334,8 +1386,9 @@ static void *busy_writer_main(void *arg)
 	return NULL;
 }
 
-/* The relay's reads and delivery records are not starved by a writer that
- * never pauses: each gets the lock within a couple of the writer's
+/* The relay is not starved by a writer that never pauses. Its reads (on a
+ * connection of their own) do not wait for the writer's lock at all; its
+ * delivery records get the lock within a couple of the writer's
  * transactions (the one running, and one that began as the call came in).
  * Mutexes are not fair; without the hand-over the writer takes the lock
  * again before the woken relay runs, and the relay waits until the writer
@@ -1466,6 +1519,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
