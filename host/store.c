@@ -8,7 +8,7 @@
  * begins another (or records deliveries) gets EVH_ESTATE instead of
  * deadlocking. The relay reads the outbox on its own connection (rdb), without
  * mu; its delivery records go before transactions that have not begun yet
- * (lock_first), so a plugin writing without pause cannot hold its events in
+ * (store_lock_first), so a plugin writing without pause cannot hold its events in
  * the outbox until it stops.
  *
  * Failure rule: any call on a transaction that returns an error marks it
@@ -115,7 +115,7 @@ struct store {
 	evh_tx *gwait;           /* members waiting for it to end */
 	_Atomic int gqueued;     /* threads on their way into a group */
 	_Atomic uint64_t groups, grouped; /* groups committed, members in them */
-	/* The relay's delivery records go first (lock_first): they hold mu
+	/* The relay's delivery records go first (store_lock_first): they hold mu
 	 * briefly and keep the outbox draining. A transaction about to begin
 	 * waits on first_cv while one of them waits for mu: mutexes are not
 	 * fair, and a plugin committing transactions back to back takes mu
@@ -221,20 +221,6 @@ static void unlock_raw(store *s)
 	pthread_mutex_unlock(&s->mu);
 }
 
-/* The lock for the relay's delivery records (see first_waiting). */
-static int lock_first(store *s)
-{
-	int status;
-	atomic_fetch_add(&s->first_waiting, 1);
-	status = lock_raw(s);
-	if (atomic_fetch_sub(&s->first_waiting, 1) == 1) {
-		pthread_mutex_lock(&s->first_mu);
-		pthread_cond_broadcast(&s->first_cv);
-		pthread_mutex_unlock(&s->first_mu);
-	}
-	return status;
-}
-
 /* Before a transaction takes the lock: let the relay's waiting call go
  * first. Not when this thread holds the lock already (lock_raw reports
  * that; waiting here would deadlock). */
@@ -261,12 +247,18 @@ static int store_lock(store *s)
 	return status;
 }
 
-/* store_lock for the relay's delivery records (see lock_first). */
+/* store_lock for the relay's delivery records: transactions about to
+ * begin wait until it has the lock (see first_waiting). */
 static int store_lock_first(store *s)
 {
-	int status = lock_first(s);
-	if (!status && s->gopen)
-		group_commit_locked(s);
+	int status;
+	atomic_fetch_add(&s->first_waiting, 1);
+	status = store_lock(s);
+	if (atomic_fetch_sub(&s->first_waiting, 1) == 1) {
+		pthread_mutex_lock(&s->first_mu);
+		pthread_cond_broadcast(&s->first_cv);
+		pthread_mutex_unlock(&s->first_mu);
+	}
 	return status;
 }
 
@@ -1808,16 +1800,16 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 			return status_of(rc);
 		}
 	}
-	if (sqlite3_bind_int64(s->rfetch, 1, after_seq) != SQLITE_OK ||
-	    sqlite3_bind_int64(s->rfetch, 2, max > INT64_MAX ? INT64_MAX : (int64_t)max) != SQLITE_OK)
-		status = EVH_ERR;
-	while (!status && *n < max && (rc = sqlite3_step(s->rfetch)) != SQLITE_DONE) {
-		if (rc != SQLITE_ROW) {
-			log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
-			status = status_of(rc);
-		} else {
-			status = outbox_row_load(s->rfetch, &rows[(*n)++]);
-		}
+	if ((rc = sqlite3_bind_int64(s->rfetch, 1, after_seq)) == SQLITE_OK)
+		rc = sqlite3_bind_int64(s->rfetch, 2, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+	while (rc == SQLITE_OK && !status && *n < max &&
+	       (rc = sqlite3_step(s->rfetch)) == SQLITE_ROW) {
+		status = outbox_row_load(s->rfetch, &rows[(*n)++]);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK && rc != SQLITE_DONE) {
+		log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
+		status = status_of(rc);
 	}
 	sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
 	return status;
@@ -1892,7 +1884,7 @@ static void now_text(char out[32])
 }
 
 static int delivery_chunk(store *s, const outbox_done *d, size_t n, const char *now,
-                            int64_t *logged)
+                          int64_t *logged)
 {
 	char sql[2048];
 	evh_value v[1 + 3 * 64];

@@ -407,9 +407,18 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     r = d.post("/probe/publish?mode=notx&truncate=6", json={"order": 7})
     assert r.status_code == 500
     assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    # nested deeper than the check follows (1000 levels, as cJSON): 999
+    # arrays around the object are 1000 levels, 1000 arrays one too many
+    r = d.post("/probe/publish?mode=notx&wrap=1000", json={"order": 7})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: data is not valid JSON (nested deeper than 1000"
+                   " levels at byte 1000)")
+    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200
+    assert count_rows(d.state_dir, "probe", "evh_log") == 1
     # the same body, whole, is published (one event, waiting or delivered)
     assert d.post("/probe/publish?mode=notx", json={"order": 7}).status_code == 200
-    assert count_rows(d.state_dir, "probe", "evh_log") == 1
+    assert count_rows(d.state_dir, "probe", "evh_log") == 2
 
 
 def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstrap, unique_name):

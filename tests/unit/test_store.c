@@ -1354,6 +1354,34 @@ static void test_outbox_fetch_beside_open_tx(void **state)
 	assert_int_equal(a.first_seq, 1);
 }
 
+/* A failing outbox read (here: its table is gone) is an error, with no
+ * rows, whether it fails preparing its statement or running the prepared
+ * one. */
+static void test_outbox_fetch_error(void **state)
+{
+	fixture *f = *state;
+	outbox_row row = make_row("e1", "{}"), *rows;
+	evh_tx *tx;
+	size_t n = 99;
+
+	exec1(f->s, "DROP TABLE evh_pending"); /* before the first read: prepare fails */
+	assert_int_not_equal(store_outbox_fetch(f->s, 0, 10, &rows, &n), EVH_OK);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+	exec1(f->s, "CREATE TABLE evh_pending(seq INTEGER PRIMARY KEY)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_outbox_fetch(f->s, 0, 10, &rows, &n), EVH_OK); /* prepared */
+	assert_int_equal(n, 1);
+	store_outbox_rows_free(rows, n);
+	exec1(f->s, "DROP TABLE evh_pending"); /* now the prepared read fails */
+	n = 99;
+	assert_int_not_equal(store_outbox_fetch(f->s, 0, 10, &rows, &n), EVH_OK);
+	assert_int_equal(n, 0);
+	assert_null(rows);
+}
+
 /* A plugin committing transactions back to back, as fast as it can. */
 #define BUSY_MAX_TXS 20000
 #define BUSY_ROWS_PER_TX 20
@@ -1520,6 +1548,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_alone, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
