@@ -1415,9 +1415,11 @@ static void *busy_writer_main(void *arg)
 }
 
 /* The relay is not starved by a writer that never pauses. Its reads (on a
- * connection of their own) do not wait for the writer's lock at all; its
- * delivery records get the lock within a couple of the writer's
- * transactions (the one running, and one that began as the call came in).
+ * connection of their own) do not wait for the writer's lock at all (see
+ * test_outbox_fetch_beside_open_tx; the writer commits freely meanwhile, so
+ * they are not timed here); its delivery records get the lock within a
+ * couple of the writer's transactions (the one running, and one that began
+ * as the call came in).
  * Mutexes are not fair; without the hand-over the writer takes the lock
  * again before the woken relay runs, and the relay waits until the writer
  * stops (hundreds of transactions here, all of BUSY_MAX_TXS at worst). */
@@ -1438,10 +1440,8 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 		outbox_row *rows;
 		outbox_done done[10];
 		size_t n = 0;
-		int before = atomic_load(&w.commits), during;
+		int before, during;
 		status = store_outbox_fetch(f->s, after, 10, &rows, &n);
-		during = atomic_load(&w.commits) - before;
-		worst = during > worst ? during : worst;
 		if (status != EVH_OK)
 			continue;
 		if (n == 0) { /* the writer has not committed more yet */
@@ -1463,7 +1463,8 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 	if (w.failure[0])
 		fail_msg("writer: %s", w.failure);
 	assert_int_equal(status, EVH_OK);
-	print_message("relay calls: at most %d writer transactions committed during one\n", worst);
+	print_message("delivery records: at most %d writer transactions committed during one\n",
+	              worst);
 	assert_int_equal(calls, 20);
 	assert_true(worst <= 3);
 	assert_true(delivered > 0);
