@@ -1257,26 +1257,55 @@ static void test_batch_commit_failure_handles_each_again(void **state)
 	extra_stop(&x);
 }
 
+/* The tests take about a minute in one process, most of it waiting on the
+ * embedded broker (consumer groups joining, delivery timeouts). ctest runs
+ * them as TEST_PARTS processes side by side (tests/CMakeLists.txt sets
+ * EVHOST_TEST_PART to 1..TEST_PARTS), each with its own broker and stores;
+ * `part` spreads the slow ones (seconds in a comment, RelWithDebInfo).
+ * Without EVHOST_TEST_PART every test runs, in this order. */
+#define TEST_PARTS 4
+static const struct {
+	struct CMUnitTest test;
+	int part;
+} all_tests[] = {
+    {cmocka_unit_test(test_reachable), 3},
+    {cmocka_unit_test(test_delivery), 4},                                 /* 3.6 */
+    {cmocka_unit_test(test_duplicate_handled_once), 1},
+    {cmocka_unit_test(test_retry_then_ok_keeps_order), 2},                /* 1.3 */
+    {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 3},           /* 4.3 */
+    {cmocka_unit_test(test_plain_message_and_type_filter), 2},
+    {cmocka_unit_test(test_passthrough_error), 4},
+    {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
+    {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
+    {cmocka_unit_test(test_event_log_has_kafka_position), 1},
+    {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
+    {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
+    {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
+    {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},         /* 8.6 */
+    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 1}, /* 3.4 */
+    {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */
+    {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 4}, /* 5.7 */
+};
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_reachable),
-	    cmocka_unit_test(test_delivery),
-	    cmocka_unit_test(test_duplicate_handled_once),
-	    cmocka_unit_test(test_retry_then_ok_keeps_order),
-	    cmocka_unit_test(test_reject_and_exhausted_go_to_dlq),
-	    cmocka_unit_test(test_plain_message_and_type_filter),
-	    cmocka_unit_test(test_passthrough_error),
-	    cmocka_unit_test(test_relay_resends_after_failed_delivery),
-	    cmocka_unit_test(test_watermarks_retry_while_leader_moves),
-	    cmocka_unit_test(test_event_log_has_kafka_position),
-	    cmocka_unit_test(test_type_without_handler_is_dead_lettered),
-	    cmocka_unit_test(test_dead_letter_too_big_is_truncated),
-	    cmocka_unit_test(test_dlq_read_and_redrive),
-	    cmocka_unit_test(test_replay_rewinds_and_forgets_inbox),
-	    cmocka_unit_test(test_backlog_over_topics_keeps_produced_order),
-	    cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event),
-	    cmocka_unit_test(test_batch_commit_failure_handles_each_again),
-	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	enum { N = sizeof all_tests / sizeof all_tests[0] };
+	struct CMUnitTest tests[N];
+	const char *env = getenv("EVHOST_TEST_PART");
+	int part = 0;
+	size_t n = 0;
+	if (env) {
+		char *end;
+		long v = strtol(env, &end, 10);
+		if (*end || v < 1 || v > TEST_PARTS) {
+			fprintf(stderr, "test_kafka: EVHOST_TEST_PART=%s: expected 1 to %d\n", env,
+			        TEST_PARTS);
+			return 2;
+		}
+		part = (int)v;
+	}
+	for (size_t i = 0; i < N; i++)
+		if (!part || all_tests[i].part == part)
+			tests[n++] = all_tests[i].test;
+	return _cmocka_run_group_tests("test_kafka", tests, n, setup, teardown);
 }

@@ -1419,7 +1419,10 @@ static void *busy_writer_main(void *arg)
  * test_outbox_fetch_beside_open_tx; the writer commits freely meanwhile, so
  * they are not timed here); its delivery records get the lock within a
  * couple of the writer's transactions (the one running, and one that began
- * as the call came in).
+ * as the call came in). A call may still see more on a loaded machine,
+ * where this thread can be preempted between reading the writer's count
+ * and asking for the lock, so the bound is on most calls, not on all
+ * (without the hand-over, 13 to all 20 of them wait for hundreds).
  * Mutexes are not fair; without the hand-over the writer takes the lock
  * again before the woken relay runs, and the relay waits until the writer
  * stops (hundreds of transactions here, all of BUSY_MAX_TXS at worst). */
@@ -1428,7 +1431,7 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 	fixture *f = *state;
 	busy_writer w = {.s = f->s};
 	pthread_t th;
-	int worst = 0, calls = 0, status = EVH_OK;
+	int worst = 0, slow = 0, calls = 0, status = EVH_OK;
 	int64_t after = 0, delivered = 0;
 
 	assert_int_equal(pthread_create(&th, NULL, busy_writer_main, &w), 0);
@@ -1456,6 +1459,7 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 		status = store_outbox_delivered(f->s, done, n);
 		during = atomic_load(&w.commits) - before;
 		worst = during > worst ? during : worst;
+		slow += during > 3;
 		delivered += (int64_t)n;
 	}
 	atomic_store(&w.stop, 1);
@@ -1463,10 +1467,11 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 	if (w.failure[0])
 		fail_msg("writer: %s", w.failure);
 	assert_int_equal(status, EVH_OK);
-	print_message("delivery records: at most %d writer transactions committed during one\n",
-	              worst);
+	print_message("delivery records: at most %d writer transactions committed during one;"
+	              " more than 3 during %d of %d\n",
+	              worst, slow, calls);
 	assert_int_equal(calls, 20);
-	assert_true(worst <= 3);
+	assert_true(slow < calls / 2);
 	assert_true(delivered > 0);
 	assert_int_equal(store_events_count(f->s), delivered);
 }
