@@ -1796,7 +1796,8 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 	if (!s->rfetch) {
 		rc = sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->rfetch, NULL);
 		if (rc != SQLITE_OK) {
-			log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
+			log_error(STORE_LOG, "%s: outbox read: %s", sqlite3_db_filename(s->rdb, "main"),
+			          sqlite3_errmsg(s->rdb));
 			return status_of(rc);
 		}
 	}
@@ -1808,7 +1809,8 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK && rc != SQLITE_DONE) {
-		log_error(STORE_LOG, "outbox read: %s", sqlite3_errmsg(s->rdb));
+		log_error(STORE_LOG, "%s: outbox read: %s", sqlite3_db_filename(s->rdb, "main"),
+		          sqlite3_errmsg(s->rdb));
 		status = status_of(rc);
 	}
 	sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
