@@ -218,15 +218,13 @@ int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs)
 
 /* Header values are raw bytes without a terminator: copy at most cap-1 of
  * them and stop at an embedded NUL, so the result is always a C string. */
-static void copy_header(const rd_kafka_headers_t *hdrs, const char *name, char *dst, size_t cap)
+static void copy_value(const void *val, size_t size, char *dst, size_t cap)
 {
-	const void *val = NULL;
-	size_t size = 0, n;
+	size_t n = size < cap - 1 ? size : cap - 1;
 	const char *nul;
 	dst[0] = '\0';
-	if (rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR || !val)
+	if (!val)
 		return;
-	n = size < cap - 1 ? size : cap - 1;
 	nul = memchr(val, '\0', n);
 	if (nul)
 		n = (size_t)(nul - (const char *)val);
@@ -234,17 +232,41 @@ static void copy_header(const rd_kafka_headers_t *hdrs, const char *name, char *
 	dst[n] = '\0';
 }
 
+/* One pass over the headers (a lookup per name would scan them all each
+ * time: this runs for every consumed message). A name given twice: the
+ * last one wins, as with rd_kafka_header_get_last. */
 int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m)
 {
+	const char *name;
+	const void *val;
+	size_t size;
 	memset(m, 0, sizeof *m);
 	if (!hdrs)
 		return -1;
-	copy_header(hdrs, "ce_id", m->id, sizeof m->id);
-	copy_header(hdrs, "ce_type", m->type, sizeof m->type);
-	copy_header(hdrs, "ce_source", m->source, sizeof m->source);
-	copy_header(hdrs, "ce_specversion", m->specversion, sizeof m->specversion);
-	copy_header(hdrs, "ce_time", m->time, sizeof m->time);
-	copy_header(hdrs, "content-type", m->content_type, sizeof m->content_type);
-	copy_header(hdrs, "traceparent", m->traceparent, sizeof m->traceparent);
+	for (size_t i = 0;
+	     rd_kafka_header_get_all(hdrs, i, &name, &val, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+	     i++) {
+		char *dst = NULL;
+		size_t cap = 0;
+		if (!strncmp(name, "ce_", 3)) {
+			const char *n = name + 3;
+			if (!strcmp(n, "id"))
+				dst = m->id, cap = sizeof m->id;
+			else if (!strcmp(n, "type"))
+				dst = m->type, cap = sizeof m->type;
+			else if (!strcmp(n, "source"))
+				dst = m->source, cap = sizeof m->source;
+			else if (!strcmp(n, "specversion"))
+				dst = m->specversion, cap = sizeof m->specversion;
+			else if (!strcmp(n, "time"))
+				dst = m->time, cap = sizeof m->time;
+		} else if (!strcmp(name, "content-type")) {
+			dst = m->content_type, cap = sizeof m->content_type;
+		} else if (!strcmp(name, "traceparent")) {
+			dst = m->traceparent, cap = sizeof m->traceparent;
+		}
+		if (dst)
+			copy_value(val, size, dst, cap);
+	}
 	return m->id[0] && m->type[0] ? 0 : -1;
 }

@@ -588,8 +588,14 @@ struct evh_event {
 	size_t key_len;
 	char *data;
 	size_t data_len;
+	/* The message's headers (owned by the message, which outlives the
+	 * event), copied as C strings on the first evh_event_header call: most
+	 * handlers never ask, and copying them all costs two allocations a
+	 * header on every message. */
+	const rd_kafka_headers_t *hdrs;
 	char **hdr_names, **hdr_values;
 	size_t nhdrs;
+	int hdrs_copied;
 	int attempt;
 	char error[512];
 };
@@ -605,7 +611,7 @@ static char *dup_bytes(const void *p, size_t n)
 	return s;
 }
 
-static void event_free(evh_event *ev)
+static void event_free_headers(evh_event *ev)
 {
 	for (size_t i = 0; i < ev->nhdrs; i++) {
 		free(ev->hdr_names[i]);
@@ -613,6 +619,13 @@ static void event_free(evh_event *ev)
 	}
 	free(ev->hdr_names);
 	free(ev->hdr_values);
+	ev->hdr_names = ev->hdr_values = NULL;
+	ev->nhdrs = 0;
+}
+
+static void event_free(evh_event *ev)
+{
+	event_free_headers(ev);
 	free(ev->key);
 	free(ev->data);
 }
@@ -664,7 +677,8 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 	ev->data_len = msg->payload ? msg->len : 0;
 	if (!ev->data)
 		return -1;
-	return h ? event_copy_headers(ev, h) : 0;
+	ev->hdrs = h;
+	return 0;
 }
 
 static const char *or_null(const char *s) { return s[0] ? s : NULL; }
@@ -694,8 +708,18 @@ const char *kafka_ev_data(const evh_event *ev, size_t *len)
 
 const char *kafka_ev_header(const evh_event *ev, const char *name)
 {
+	/* The SDK hands handlers a const event; the copies are made on the
+	 * consumer's thread, the only one that sees the event. */
+	evh_event *w = (evh_event *)ev;
 	if (!name)
 		return NULL;
+	if (w->hdrs && !w->hdrs_copied) {
+		if (event_copy_headers(w, w->hdrs)) {
+			event_free_headers(w); /* out of memory: try again on the next call */
+			return NULL;
+		}
+		w->hdrs_copied = 1;
+	}
 	for (size_t i = ev->nhdrs; i > 0; i--) /* the last one wins, as in librdkafka */
 		if (!strcmp(ev->hdr_names[i - 1], name))
 			return ev->hdr_values[i - 1];
