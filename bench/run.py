@@ -703,17 +703,93 @@ PHASES = {"http": phase_http, "node": phase_node, "e2e": phase_e2e, "publish": p
           "consume": phase_consume}
 
 
+def median(values):
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def round_figure(key, value):
+    """One round's figure for a target, as the target states it."""
+    if value is None:
+        return "n/a"
+    if key == "http_post":
+        return f"{value:.1f}x"
+    if key == "e2e":
+        return f"{value:.1f} ms"
+    if key == "rss_idle":
+        return f"{value / 1024:.1f} MB"
+    return pct(value)
+
+
+def combine(files, out, command):
+    """The results of several whole runs (scripts/bench --rounds) as one: the
+    median of each figure and of each ratio (a ratio is taken within its
+    round, where both sides ran back to back, then the median over rounds),
+    and for each target the rounds that met it."""
+    runs = []
+    for f in files:
+        doc = json.loads(Path(f).read_text())
+        missing = [k for k in REQUIRED_KEYS if doc.get(k) is None]
+        if missing:
+            say(f"error: {f}: keys missing: {', '.join(missing)}")
+            return 1
+        runs.append(doc)
+    figures = sorted({k for d in runs for k, v in d.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)} - {"seconds"})
+    r = {k: median([d[k] for d in runs if d.get(k) is not None]) for k in figures}
+    q = {k: median([d["ratios"][k] for d in runs]) if all(
+        d["ratios"].get(k) is not None for d in runs) else None for k in runs[0]["ratios"]}
+    rounds_met = {k: sum(met(k, d["ratios"][k]) == "met" for d in runs) for k in TARGETS}
+    first = runs[0]
+    doc = {
+        **r,
+        "ratios": q,
+        "targets": {k: {"target": v[0], "result": met(k, q[k]),
+                        "rounds_met": f"{rounds_met[k]} of {len(runs)}"}
+                    for k, v in TARGETS.items()},
+        "rounds": [{"date": d["date"], "seconds": d["seconds"], "ratios": d["ratios"],
+                    "figures": {k: d[k] for k in REQUIRED_KEYS},
+                    "failed_requests": d["failed_requests"]} for d in runs],
+        "profile": first["profile"],
+        "settings": first["settings"],
+        "machine": first["machine"],
+        "versions": first["versions"],
+        "command": command,
+        "date": first["date"],
+        "seconds": round(sum(d["seconds"] for d in runs), 1),
+    }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(doc, indent=2) + "\n")
+    print(table(r, q))
+    print(f"\nmedians of {len(runs)} rounds (each ratio within its round); targets met per "
+          "round:")
+    for k in TARGETS:
+        per = ", ".join(round_figure(k, d["ratios"][k]) for d in runs)
+        print(f"  {TARGETS[k][0]}: {rounds_met[k]} of {len(runs)} ({per})")
+    print(f"{first['profile']} runs, {doc['seconds']} s, {first['machine']['cores']} cores; "
+          f"linger.ms={first['settings']['linger_ms']}, acks=all, idempotent; results in {out}")
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--build-dir", required=True)
-    ap.add_argument("--brokers", required=True)
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--build-dir")
+    ap.add_argument("--brokers")
+    ap.add_argument("--work")
     ap.add_argument("--out", required=True)
     ap.add_argument("--command", default="scripts/bench")
     ap.add_argument("--only", help="comma-separated phases (%s): run just these, print their "
                     "figures, write no results file" % ",".join(PHASES))
+    ap.add_argument("--combine", nargs="+", metavar="ROUND_JSON",
+                    help="write the medians of these runs' results to --out; run nothing")
     args = ap.parse_args()
+    if args.combine:
+        return combine(args.combine, args.out, args.command)
+    for name in ("build_dir", "brokers", "work"):
+        if not getattr(args, name):
+            ap.error(f"--{name.replace('_', '-')} is required")
     only = args.only.split(",") if args.only else list(PHASES)
     unknown = [p for p in only if p not in PHASES]
     if unknown:
