@@ -2015,25 +2015,6 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 	return status;
 }
 
-int store_outbox_delete(store *s, const int64_t *seqs, size_t n)
-{
-	outbox_done *d;
-	int status;
-
-	if (!s || (n && !seqs))
-		return EVH_EINVAL;
-	if (!n)
-		return EVH_OK;
-	d = malloc(n * sizeof *d);
-	if (!d)
-		return EVH_ENOMEM;
-	for (size_t i = 0; i < n; i++)
-		d[i] = (outbox_done){seqs[i], -1, -1};
-	status = store_outbox_delivered(s, d, n);
-	free(d);
-	return status;
-}
-
 int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0; }
 
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)

@@ -81,9 +81,6 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row);
 /* Up to `max` rows with seq > after_seq, in seq order. Free with store_outbox_rows_free. */
 int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **rows, size_t *n);
 void store_outbox_rows_free(outbox_row *rows, size_t n);
-/* Take rows out of the outbox (one transaction), recording them as
- * delivered with no Kafka position (see store_outbox_delivered). */
-int store_outbox_delete(store *s, const int64_t *seqs, size_t n);
 int64_t store_outbox_pending(store *s);
 
 /* A delivered outbox row and where the broker put it (-1: not known). */
