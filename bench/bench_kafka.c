@@ -3,14 +3,20 @@
  *   bench_kafka version
  *   bench_kafka create  -b BROKERS [-p PARTITIONS] TOPIC...
  *   bench_kafka produce -b BROKERS -t TOPIC -n COUNT [-s SIZE] [-l LINGER_MS]
- *   bench_kafka consume -b BROKERS -t TOPIC -n COUNT -g GROUP [-w TIMEOUT_S]
+ *   bench_kafka consume -b BROKERS -t TOPIC -n COUNT -g GROUP [-w TIMEOUT_S] [-d DB]
  *
  * produce sends what evhost's outbox relay sends for the bench plugin's
  * events (the same key, value and CloudEvents headers) with the producer
  * settings evhost uses (enable.idempotence, acks=all, linger.ms), and
  * measures from the first produce call to the last delivery report.
  * consume reads COUNT messages in a fresh consumer group and measures from
- * the first message to the last. Both print one JSON line on stdout. */
+ * the first message to the last. With -d it is the durable baseline: the
+ * least a consumer does for evhost's promise (a redelivered event is not
+ * handled twice, even after a crash): each message's ce_id goes into an
+ * inbox table of the SQLite database DB (WAL, synchronous = FULL), 256 to a
+ * transaction as evhost's batches, and offsets are stored only once their
+ * transaction is committed. No handler, savepoint or dispatch order. Both
+ * print one JSON line on stdout. */
 #include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -22,14 +28,16 @@
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
+#include <sqlite3.h>
 
 #include "bench_event.h"
 
 #define ADMIN_TIMEOUT_MS 30000
 #define FLUSH_TIMEOUT_MS 60000
+#define INBOX_BATCH 256 /* evhost's consumer batch */
 
 struct opts {
-	const char *brokers, *topic, *group;
+	const char *brokers, *topic, *group, *db;
 	long count, size, linger_ms, partitions, wait_s;
 };
 
@@ -55,7 +63,7 @@ static void usage(void)
 	        "       bench_kafka create  -b BROKERS [-p PARTITIONS] TOPIC...\n"
 	        "       bench_kafka produce -b BROKERS -t TOPIC -n COUNT [-s SIZE] [-l LINGER_MS]\n"
 	        "       bench_kafka consume -b BROKERS -t TOPIC -n COUNT -g GROUP "
-	        "[-w TIMEOUT_S]\n");
+	        "[-w TIMEOUT_S] [-d DB]\n");
 	exit(2);
 }
 
@@ -81,7 +89,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->linger_ms = 5;
 	o->partitions = 3;
 	o->wait_s = 120;
-	while ((c = getopt(argc, argv, "b:t:g:n:s:l:p:w:")) != -1) {
+	while ((c = getopt(argc, argv, "b:t:g:n:s:l:p:w:d:")) != -1) {
 		switch (c) {
 		case 'b': o->brokers = optarg; break;
 		case 't': o->topic = optarg; break;
@@ -91,6 +99,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'l': o->linger_ms = parse_long("-l", optarg); break;
 		case 'p': o->partitions = parse_long("-p", optarg); break;
 		case 'w': o->wait_s = parse_long("-w", optarg); break;
+		case 'd': o->db = optarg; break;
 		default: usage();
 		}
 	}
@@ -353,7 +362,8 @@ static rd_kafka_t *new_consumer(const struct opts *o)
 	rd_kafka_topic_partition_list_t *topics;
 	rd_kafka_t *rk;
 	if (set(conf, "bootstrap.servers", o->brokers) || set(conf, "group.id", o->group) ||
-	    set(conf, "client.id", "bench") || set(conf, "auto.offset.reset", "earliest")) {
+	    set(conf, "client.id", "bench") || set(conf, "auto.offset.reset", "earliest") ||
+	    (o->db && set(conf, "enable.auto.offset.store", "false"))) {
 		rd_kafka_conf_destroy(conf);
 		return NULL;
 	}
@@ -376,18 +386,127 @@ static rd_kafka_t *new_consumer(const struct opts *o)
 	return rk;
 }
 
+/* The durable baseline's inbox (-d): the database, its insert, and the
+ * messages of the open transaction, whose offsets are stored at commit. */
+struct inbox {
+	rd_kafka_t *rk;
+	sqlite3 *db;
+	sqlite3_stmt *ins;
+	rd_kafka_message_t *held[INBOX_BATCH];
+	int n;
+};
+
+static int inbox_fail(struct inbox *ib, const char *what)
+{
+	fprintf(stderr, "bench_kafka: inbox %s: %s\n", what, sqlite3_errmsg(ib->db));
+	return -1;
+}
+
+static int inbox_open(struct inbox *ib, const char *path)
+{
+	memset(ib, 0, sizeof *ib);
+	if (sqlite3_open(path, &ib->db) != SQLITE_OK)
+		return inbox_fail(ib, path);
+	if (sqlite3_exec(ib->db,
+	                 "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	                 "CREATE TABLE IF NOT EXISTS inbox(event_id TEXT PRIMARY KEY, topic TEXT,"
+	                 " \"partition\" INTEGER, \"offset\" INTEGER);",
+	                 NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(ib->db,
+	                       "INSERT INTO inbox VALUES(?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING",
+	                       -1, &ib->ins, NULL) != SQLITE_OK)
+		return inbox_fail(ib, path);
+	return 0;
+}
+
+/* Commit the open transaction, then store its messages' offsets (the next
+ * one to read in each partition). */
+static int inbox_commit(struct inbox *ib)
+{
+	rd_kafka_topic_partition_list_t *l;
+	if (!ib->n)
+		return 0;
+	if (sqlite3_exec(ib->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+		return inbox_fail(ib, "commit");
+	l = rd_kafka_topic_partition_list_new(4);
+	for (int i = 0; i < ib->n; i++) {
+		const rd_kafka_message_t *m = ib->held[i];
+		const char *topic = rd_kafka_topic_name(m->rkt);
+		rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(l, topic,
+		                                                                   m->partition);
+		if (!p)
+			p = rd_kafka_topic_partition_list_add(l, topic, m->partition);
+		if (m->offset + 1 > p->offset)
+			p->offset = m->offset + 1;
+	}
+	if (rd_kafka_offsets_store(ib->rk, l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		fprintf(stderr, "bench_kafka: storing offsets failed\n");
+	rd_kafka_topic_partition_list_destroy(l);
+	for (int i = 0; i < ib->n; i++)
+		rd_kafka_message_destroy(ib->held[i]);
+	ib->n = 0;
+	return 0;
+}
+
+/* Record `m` (takes it); commits every INBOX_BATCH messages. */
+static int inbox_add(struct inbox *ib, rd_kafka_message_t *m)
+{
+	rd_kafka_headers_t *h = NULL;
+	const void *id = NULL;
+	size_t len = 0;
+	int rc;
+	if (!ib->n && sqlite3_exec(ib->db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+		rd_kafka_message_destroy(m);
+		return inbox_fail(ib, "begin");
+	}
+	ib->held[ib->n++] = m;
+	if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR || !h ||
+	    rd_kafka_header_get_last(h, "ce_id", &id, &len) != RD_KAFKA_RESP_ERR_NO_ERROR || !id) {
+		fprintf(stderr, "bench_kafka: a message without ce_id at offset %" PRId64 "\n",
+		        m->offset);
+		return -1;
+	}
+	sqlite3_bind_text(ib->ins, 1, id, (int)len, SQLITE_STATIC);
+	sqlite3_bind_text(ib->ins, 2, rd_kafka_topic_name(m->rkt), -1, SQLITE_STATIC);
+	sqlite3_bind_int(ib->ins, 3, m->partition);
+	sqlite3_bind_int64(ib->ins, 4, m->offset);
+	rc = sqlite3_step(ib->ins);
+	sqlite3_reset(ib->ins);
+	if (rc != SQLITE_DONE)
+		return inbox_fail(ib, "insert");
+	return ib->n == INBOX_BATCH ? inbox_commit(ib) : 0;
+}
+
+static void inbox_close(struct inbox *ib)
+{
+	for (int i = 0; i < ib->n; i++)
+		rd_kafka_message_destroy(ib->held[i]);
+	sqlite3_finalize(ib->ins);
+	sqlite3_close(ib->db);
+}
+
 static int cmd_consume(const struct opts *o)
 {
 	rd_kafka_t *rk;
+	struct inbox ib;
 	long n = 0;
 	size_t bytes = 0;
 	int64_t first = 0, last = 0, deadline;
+	int failed = 0;
 	if (!o->topic || !o->group || o->count <= 0)
 		usage();
-	if (!(rk = new_consumer(o)))
+	if (o->db && inbox_open(&ib, o->db)) {
+		inbox_close(&ib);
 		return -1;
+	}
+	if (!(rk = new_consumer(o))) {
+		if (o->db)
+			inbox_close(&ib);
+		return -1;
+	}
+	ib.rk = rk;
 	deadline = now_us() + (int64_t)o->wait_s * 1000000;
-	while (n < o->count && !stop_requested && now_us() < deadline) {
+	while (n < o->count && !failed && !stop_requested && now_us() < deadline) {
 		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
 		if (!m)
 			continue;
@@ -395,16 +514,24 @@ static int cmd_consume(const struct opts *o)
 			if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
 				fprintf(stderr, "bench_kafka: consume: %s\n",
 				        rd_kafka_message_errstr(m));
-		} else {
-			last = now_us();
-			if (!n++)
-				first = last;
-			bytes += m->len;
+			rd_kafka_message_destroy(m);
+			continue;
 		}
-		rd_kafka_message_destroy(m);
+		bytes += m->len;
+		if (o->db)
+			failed = inbox_add(&ib, m) != 0;
+		else
+			rd_kafka_message_destroy(m);
+		if (!failed && ++n == o->count && o->db)
+			failed = inbox_commit(&ib) != 0; /* the last one is durable too */
+		last = now_us();
+		if (n == 1)
+			first = last;
 	}
 	rd_kafka_consumer_close(rk);
 	rd_kafka_destroy(rk);
+	if (o->db)
+		inbox_close(&ib);
 	printf("{\"count\":%ld,\"consumed\":%ld,\"bytes\":%zu,\"seconds\":%.6f}\n", o->count, n,
 	       bytes, (double)(last - first) / 1e6);
 	if (n < o->count)

@@ -15,7 +15,8 @@ Order, so that nothing measured runs next to something else loading the CPU:
      the bench plugin's handler at the same rate.
   4. publish: the bench plugin through the SDK until delivered, then the
      bare librdkafka producer, same messages and producer settings.
-  5. consume the events of 4: bare librdkafka, KafkaJS, evhostd's handler.
+  5. consume the events of 4: bare librdkafka, bare librdkafka with a durable
+     SQLite inbox, KafkaJS, evhostd's handler.
 """
 
 import argparse
@@ -537,6 +538,10 @@ def phase_consume(ctx, r):
     say(f"consume: {total} events of bench.events with bare librdkafka")
     bare = run_json([ctx.build / "bench" / "bench_kafka", "consume", "-b", ctx.brokers, "-t",
                      "bench.events", "-n", total, "-g", f"bench-bare-{ctx.run_id}"], 300)
+    say("consume: the same with bare librdkafka and a durable SQLite inbox")
+    durable = run_json([ctx.build / "bench" / "bench_kafka", "consume", "-b", ctx.brokers, "-t",
+                        "bench.events", "-n", total, "-g", f"bench-durable-{ctx.run_id}", "-d",
+                        ctx.work / "durable-inbox.db"], 300)
     say("consume: the same with KafkaJS")
     node = run_json(["node", NODE_DIR / "index.js", "consume", "--brokers", ctx.brokers,
                      "--topic", "bench.events", "--group", f"bench-node-{ctx.run_id}",
@@ -554,9 +559,11 @@ def phase_consume(ctx, r):
     r["consume_eps"] = rate(st["consumed"], seconds)
     r["consume_baseline_eps"] = rate(bare["consumed"], bare["seconds"])
     r["consume_node_eps"] = rate(node["consumed"], node["seconds"])
+    r["consume_durable_baseline_eps"] = rate(durable["consumed"], durable["seconds"])
     ctx.detail["consume"] = {"consumed": st["consumed"], "seconds": round(seconds, 3)}
     ctx.detail["consume_baseline"] = bare
     ctx.detail["consume_node"] = node
+    ctx.detail["consume_durable_baseline"] = durable
 
 
 # ---------------------------------------------------------------- the report
@@ -621,6 +628,7 @@ def ratios(r):
         "publish": div(r["publish_eps"], r["publish_baseline_eps"]),
         "consume": div(r["consume_eps"], r["consume_baseline_eps"]),
         "consume_vs_node": div(r["consume_eps"], r["consume_node_eps"]),
+        "consume_vs_durable": div(r["consume_eps"], r.get("consume_durable_baseline_eps")),
         "e2e": r["e2e_p99_ms"],
         "rss_idle": r["rss_idle_kb"],
         "rss_load": div(r["rss_load_kb"], r["rss_node_kb"]),
@@ -658,8 +666,10 @@ def table(r, q):
         ("publish (events/s)", f"{r['publish_eps']:.0f}",
          f"librdkafka {r['publish_baseline_eps']:.0f}", pct(q["publish"]), "publish"),
         ("consume (events/s)", f"{r['consume_eps']:.0f}",
-         f"librdkafka {r['consume_baseline_eps']:.0f}; KafkaJS {r['consume_node_eps']:.0f}",
-         f"{pct(q['consume'])}; {q['consume_vs_node']:.2f}x KafkaJS", "consume"),
+         f"librdkafka {r['consume_baseline_eps']:.0f}; with a durable inbox "
+         f"{r['consume_durable_baseline_eps']:.0f}; KafkaJS {r['consume_node_eps']:.0f}",
+         f"{pct(q['consume'])}; {pct(q['consume_vs_durable'])} of durable; "
+         f"{q['consume_vs_node']:.2f}x KafkaJS", "consume"),
         (f"end to end @{r['e2e_rate']:.0f}/s; Node @{r['e2e_node_rate']:.0f}/s",
          f"p50 {r['e2e_p50_ms']:.1f} / p99 {r['e2e_p99_ms']:.1f} ms",
          f"Node p50 {r['e2e_node_p50_ms']:.1f} / p99 {r['e2e_node_p99_ms']:.1f} ms",
@@ -681,7 +691,7 @@ def table(r, q):
 
 REQUIRED_KEYS = ["http_get_rps", "http_get_baseline_rps", "http_post_rps", "http_post_node_rps",
                  "publish_eps", "publish_baseline_eps", "consume_eps", "consume_baseline_eps",
-                 "consume_node_eps", "e2e_p50_ms", "e2e_p99_ms", "e2e_node_p99_ms",
+                 "consume_node_eps", "consume_durable_baseline_eps", "e2e_p50_ms", "e2e_p99_ms", "e2e_node_p99_ms",
                  "rss_idle_kb", "rss_load_kb", "rss_node_kb", "http_get_p99_ms",
                  "http_get_baseline_p99_ms", "http_post_p99_ms", "http_post_node_p99_ms"]
 
