@@ -243,7 +243,8 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 
 	if (!p)
 		return EVH_EINVAL;
-	rc = stream_publish(stream_hub_global(), p, channel, event, data, data ? strlen(data) : 0);
+	rc = stream_publish(stream_hub_global(), p, p->name, channel, event, data,
+	                    data ? strlen(data) : 0);
 	if (rc == EVH_EINVAL)
 		log_error(p->name, "stream publish: bad channel or event name");
 	else if (rc == EVH_ETOOBIG)

@@ -1201,8 +1201,10 @@ int http_resp_stream(evh_response *resp, const char *channel)
 		return EVH_EINVAL;
 	if (resp->stream)
 		return EVH_ESTATE;
+	/* EventSource reconnects by itself and names the last id it saw: the
+	 * stream starts with what the client missed since. */
 	rc = stream_open(stream_hub_global(), req->plugin, req->plugin->name, channel,
-	                 &resp->stream);
+	                 mg_get_header(req->conn, "Last-Event-ID"), &resp->stream);
 	if (rc == EVH_EBUSY || rc == EVH_ESTATE) {
 		resp_free(resp);
 		http_resp_header(resp, "Retry-After", HTTP_STREAM_RETRY_AFTER);

@@ -1,8 +1,10 @@
-/* The SSE hub. One mutex guards the hub's list of streams and its event id
- * counter; each stream has its own mutex and condition variable for its
- * queue. Lock order: hub, then stream. The list is scanned linearly: there
- * are at most [http] max_streams entries, a fraction of the worker
- * threads. */
+/* The SSE hub. One mutex guards the hub's list of streams, its event id
+ * counter and its history; each stream has its own mutex and condition
+ * variable for its queue. Lock order: hub, then stream. The list is scanned
+ * linearly: there are at most [http] max_streams entries, a fraction of the
+ * worker threads. The history is a ring of STREAM_HISTORY_MAX slots, oldest
+ * first, so ids increase along it and a resuming client's frames are a
+ * suffix of it. */
 #define _GNU_SOURCE
 #include "stream.h"
 
@@ -49,18 +51,33 @@ struct stream {
 	int told;             /* the owner got the last words (owner thread only) */
 };
 
+/* One published frame, kept for clients that resume. */
+typedef struct hist_entry {
+	uint64_t id;
+	char *text;    /* the frame, len bytes, NUL-terminated */
+	size_t len;
+	size_t size;   /* what it counts against STREAM_HISTORY_BYTES */
+	char *channel; /* points into name[] */
+	char name[];   /* the plugin's name, then the channel */
+} hist_entry;
+
 struct stream_hub {
 	pthread_mutex_t mu;
 	pthread_cond_t idle; /* count dropped to 0 */
 	stream *head;
 	int accepting;
 	int max_streams;
-	int count; /* opened, not yet released */
-	uint64_t next_id;
+	int count;         /* opened, not yet released */
+	uint64_t first_id; /* 0 until chosen (first_id_locked) */
+	uint64_t last_id;  /* the newest id assigned */
+	hist_entry *hist[STREAM_HISTORY_MAX]; /* a ring, hist[hist_head] the oldest */
+	size_t hist_head, hist_count, hist_bytes;
+	uint64_t hist_lost; /* frames up to this id may be missing from hist */
 };
 
-static stream_hub global_hub = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, 0, 1, 0,
-                                0};
+static stream_hub global_hub = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                                .idle = PTHREAD_COND_INITIALIZER,
+                                .max_streams = 1};
 
 stream_hub *stream_hub_global(void) { return &global_hub; }
 
@@ -75,11 +92,14 @@ stream_hub *stream_hub_new(void)
 	return hub;
 }
 
+static void hist_clear(stream_hub *hub);
+
 void stream_hub_free(stream_hub *hub)
 {
 	if (!hub || hub == &global_hub)
 		return;
 	stream_hub_stop(hub);
+	hist_clear(hub);
 	pthread_cond_destroy(&hub->idle);
 	pthread_mutex_destroy(&hub->mu);
 	free(hub);
@@ -244,13 +264,46 @@ static int channel_ok(const char *channel)
 	return n > 0 && n <= STREAM_CHANNEL_MAX;
 }
 
+/* A Last-Event-ID value: a decimal uint64, blanks around it allowed. 1 and
+ * the id in *out, or 0 for anything else: not an id of ours, so there is
+ * nothing to resume (and nothing to complain about: clients may send ids
+ * of another server behind the same URL). */
+static int parse_event_id(const char *text, uint64_t *out)
+{
+	const char *p = text;
+	uint64_t v = 0;
+	if (!p)
+		return 0;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p < '0' || *p > '9')
+		return 0;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return 0;
+		v = v * 10 + d;
+	}
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (*p)
+		return 0;
+	*out = v;
+	return 1;
+}
+
+static int resume_locked(stream_hub *hub, stream *s, uint64_t last);
+
 int stream_open(stream_hub *hub, const void *owner, const char *name, const char *channel,
-                stream **out)
+                const char *last_event_id, stream **out)
 {
 	stream *s;
+	uint64_t last = 0;
+	int resume;
 	*out = NULL;
 	if (!hub || !owner || !channel_ok(channel))
 		return EVH_EINVAL;
+	resume = parse_event_id(last_event_id, &last);
 	s = stream_new(hub, owner, name, channel);
 	if (!s)
 		return EVH_ENOMEM;
@@ -260,6 +313,13 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
 		pthread_mutex_unlock(&hub->mu);
 		stream_free(s);
 		return rc;
+	}
+	/* Still under the lock that publishers take, until s is linked: each
+	 * frame is either in the history now or published to s later. */
+	if (resume && resume_locked(hub, s, last) != EVH_OK) {
+		pthread_mutex_unlock(&hub->mu);
+		stream_free(s);
+		return EVH_ENOMEM;
 	}
 	hub->count++;
 	s->next = hub->head;
@@ -339,7 +399,7 @@ char *stream_frame(uint64_t id, const char *event, const char *data, size_t len,
 	return out;
 }
 
-/* ------------------------------------------------------------ publishing */
+/* ------------------------------------------------------------ queues */
 
 static int event_ok(const char *event)
 {
@@ -396,8 +456,150 @@ static int enqueue_locked(stream *s, const char *text, size_t len)
 	return 1;
 }
 
-int stream_publish(stream_hub *hub, const void *owner, const char *channel, const char *event,
-                   const char *data, size_t len)
+/* ------------------------------------------------------------ ids */
+
+/* Ids. The first is the wall-clock time in microseconds when the hub first
+ * needs one (its first publish, or the first client resuming), each next
+ * one is one more. So ids keep increasing across daemon restarts with
+ * nothing stored: a client's id from an earlier process is below this
+ * one's first, and stream_open tells it so ("restart"). That holds unless
+ * the earlier process published more frames than microseconds passed from
+ * its first id to this one's (a million a second for its whole life), or
+ * the clock was stepped back in between. Ids stay below 2^53 until the year
+ * 2255, so even clients that read them as JSON numbers keep them exact.
+ * Hub mutex held. */
+static void first_id_locked(stream_hub *hub)
+{
+	struct timespec ts;
+	uint64_t us = 0;
+	if (hub->first_id)
+		return;
+	if (clock_gettime(CLOCK_REALTIME, &ts) == 0 && ts.tv_sec > 0)
+		us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	hub->first_id = us > 0 ? us : 1;
+	hub->last_id = hub->first_id - 1;
+}
+
+/* ------------------------------------------------------------ history */
+
+static hist_entry *hist_at(const stream_hub *hub, size_t i)
+{
+	return hub->hist[(hub->hist_head + i) % STREAM_HISTORY_MAX];
+}
+
+/* Forget the oldest entry; hub->mu held, hub->hist_count > 0. */
+static void hist_drop_oldest(stream_hub *hub)
+{
+	hist_entry *e = hub->hist[hub->hist_head];
+	hub->hist[hub->hist_head] = NULL;
+	hub->hist_head = (hub->hist_head + 1) % STREAM_HISTORY_MAX;
+	hub->hist_count--;
+	hub->hist_bytes -= e->size;
+	if (e->id > hub->hist_lost)
+		hub->hist_lost = e->id;
+	free(e->text);
+	free(e);
+}
+
+static void hist_clear(stream_hub *hub)
+{
+	while (hub->hist_count > 0)
+		hist_drop_oldest(hub);
+}
+
+/* Keep frame `id` (`text`, malloc'd: taken over) as the newest entry,
+ * evicting the oldest ones past either bound; hub->mu held. A frame that
+ * cannot be kept is counted as lost, so a client resuming from before it
+ * is told it may have missed something. */
+static void hist_add_locked(stream_hub *hub, uint64_t id, const char *name, const char *channel,
+                            char *text, size_t len)
+{
+	size_t nl = strlen(name) + 1, cl = strlen(channel) + 1;
+	size_t size = sizeof(hist_entry) + nl + cl + len + 1;
+	hist_entry *e = size <= STREAM_HISTORY_BYTES ? malloc(sizeof *e + nl + cl) : NULL;
+
+	if (!e) {
+		hub->hist_lost = id;
+		free(text);
+		return;
+	}
+	e->id = id;
+	e->text = text;
+	e->len = len;
+	e->size = size;
+	memcpy(e->name, name, nl);
+	e->channel = e->name + nl;
+	memcpy(e->channel, channel, cl);
+	while (hub->hist_count == STREAM_HISTORY_MAX ||
+	       (hub->hist_count > 0 && hub->hist_bytes + size > STREAM_HISTORY_BYTES))
+		hist_drop_oldest(hub);
+	hub->hist[(hub->hist_head + hub->hist_count) % STREAM_HISTORY_MAX] = e;
+	hub->hist_count++;
+	hub->hist_bytes += size;
+}
+
+/* Queue the STREAM_MISSED_EVENT, with id `id`, for a client that resumed
+ * from `last`; hub->mu held. */
+static int enqueue_missed(stream *s, uint64_t id, uint64_t last, const char *reason)
+{
+	char data[96], *text;
+	size_t tlen;
+	int n, q;
+
+	n = snprintf(data, sizeof data, "{\"last_event_id\":\"%llu\",\"reason\":\"%s\"}",
+	             (unsigned long long)last, reason);
+	if (n < 0 || (size_t)n >= sizeof data)
+		return EVH_EINVAL;
+	text = stream_frame(id, STREAM_MISSED_EVENT, data, (size_t)n, &tlen);
+	if (!text)
+		return EVH_ENOMEM;
+	q = enqueue_locked(s, text, tlen);
+	free(text);
+	return q > 0 ? EVH_OK : EVH_ENOMEM;
+}
+
+/* Queue for `s` (not linked yet) what its client missed after id `last`:
+ * the history's frames of its (name, channel) newer than `last`, or the
+ * missed event first when the history cannot vouch for all of them (see
+ * stream_open). hub->mu held. EVH_OK or EVH_ENOMEM. */
+static int resume_locked(stream_hub *hub, stream *s, uint64_t last)
+{
+	const char *gap = NULL;
+	size_t from = hub->hist_count, n = 0;
+
+	first_id_locked(hub);
+	if (last < hub->first_id)
+		gap = "restart";
+	else if (last < hub->hist_lost)
+		gap = "history";
+	/* The entries newer than `last` are the ring's newest. */
+	while (from > 0 && hist_at(hub, from - 1)->id > last) {
+		const hist_entry *e = hist_at(hub, --from);
+		if (!strcmp(e->name, s->name) && !strcmp(e->channel, s->channel))
+			n++;
+	}
+	if (n + (gap != NULL) > STREAM_QUEUE_MAX)
+		/* Alone, with the newest id: the client re-reads everything up
+		 * to there, and a later reconnect starts after it. */
+		return enqueue_missed(s, hub->last_id, last, gap ? gap : "too-many");
+	/* With the client's own id, so its position moves on only with the
+	 * frames that follow. */
+	if (gap && enqueue_missed(s, last, last, gap) != EVH_OK)
+		return EVH_ENOMEM;
+	for (size_t i = from; i < hub->hist_count; i++) {
+		const hist_entry *e = hist_at(hub, i);
+		if (strcmp(e->name, s->name) || strcmp(e->channel, s->channel))
+			continue;
+		if (enqueue_locked(s, e->text, e->len) <= 0)
+			return EVH_ENOMEM;
+	}
+	return EVH_OK;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+int stream_publish(stream_hub *hub, const void *owner, const char *name, const char *channel,
+                   const char *event, const char *data, size_t len)
 {
 	char *text;
 	size_t tlen;
@@ -409,7 +611,8 @@ int stream_publish(stream_hub *hub, const void *owner, const char *channel, cons
 	if (len > STREAM_DATA_MAX)
 		return EVH_ETOOBIG;
 	pthread_mutex_lock(&hub->mu);
-	id = ++hub->next_id;
+	first_id_locked(hub);
+	id = ++hub->last_id;
 	text = stream_frame(id, event, data, len, &tlen);
 	if (!text) {
 		pthread_mutex_unlock(&hub->mu);
@@ -433,8 +636,8 @@ int stream_publish(stream_hub *hub, const void *owner, const char *channel, cons
 			rc = EVH_ENOMEM;
 		}
 	}
+	hist_add_locked(hub, id, name ? name : "", channel, text, tlen);
 	pthread_mutex_unlock(&hub->mu);
-	free(text);
 	return rc == EVH_OK ? n : rc;
 }
 

@@ -13,7 +13,19 @@
  * hub stops, the queue overflowed) unlinks it and wakes its owner, and the
  * owner frees it with stream_release. Owners ("owner" below: the plugin) are
  * compared as pointers, never dereferenced, so a stream may outlive the
- * plugin it was opened for. */
+ * plugin it was opened for.
+ *
+ * Resuming. The hub keeps the most recent frames (STREAM_HISTORY_MAX of
+ * them, at most STREAM_HISTORY_BYTES) with the plugin's name and the
+ * channel. A client that reconnects with the last id it saw (the
+ * Last-Event-ID header) first gets the frames of its (plugin name, channel)
+ * published since, then the live ones: none lost, none twice. The name,
+ * not the owner pointer, is what matches, because a reloaded plugin gets a
+ * new owner pointer and its clients reconnect to it. When frames after that
+ * id may be gone, or are more than a stream queues, the client gets a
+ * STREAM_MISSED_EVENT instead (see stream_open), and re-reads what the
+ * stream is about. Ids start at the wall-clock time in microseconds, so an
+ * id of an earlier process is below every id of this one (stream.c, ids). */
 #ifndef EVHOST_STREAM_H
 #define EVHOST_STREAM_H
 #include <stddef.h>
@@ -26,6 +38,15 @@
 #define STREAM_CHANNEL_MAX 256    /* bytes in a channel name */
 #define STREAM_EVENT_MAX 64       /* bytes in an event name */
 #define STREAM_DATA_MAX (64 * 1024) /* bytes of data in one event */
+/* The history resuming clients are served from: the newest frames of every
+ * plugin and channel, up to this many, and up to this many bytes of frame
+ * text with its plugin and channel names (a frame is at most about 450 KiB:
+ * STREAM_DATA_MAX of line breaks, each one a "data: " line). 1024 frames
+ * cover a reconnect of a few seconds at hundreds of events a second. */
+#define STREAM_HISTORY_MAX 1024
+#define STREAM_HISTORY_BYTES (4 * 1024 * 1024)
+/* The event that tells a resuming client it may have missed frames. */
+#define STREAM_MISSED_EVENT "evhost.missed"
 
 typedef struct stream_hub stream_hub;
 typedef struct stream stream;
@@ -59,17 +80,36 @@ int stream_hub_count(stream_hub *hub);
 
 /* Open a stream of `owner` on `channel` (1..STREAM_CHANNEL_MAX bytes). From
  * now on events published to (owner, channel) are queued for it. `name` is
- * the owner's name for log lines (copied). EVH_EBUSY: the limit is reached;
- * EVH_ESTATE: the hub is not accepting; EVH_EINVAL: bad channel. */
+ * the owner's name (copied): it appears in log lines and matches the
+ * history. EVH_EBUSY: the limit is reached; EVH_ESTATE: the hub is not
+ * accepting; EVH_EINVAL: bad channel; EVH_ENOMEM.
+ *
+ * `last_event_id` is the client's Last-Event-ID header, or NULL. A decimal
+ * uint64 (blanks around it allowed) is the last id the client saw; anything
+ * else counts as no header. With one, the stream starts with the history's
+ * frames of (name, channel) newer than it, in order, queued in the same
+ * hold of the hub's lock as the stream joins the hub (so a frame published
+ * meanwhile comes once: replayed or live). When the history cannot vouch
+ * for every frame after it, the stream starts instead with one
+ * STREAM_MISSED_EVENT whose data is {"last_event_id":"N","reason":R}:
+ *   "restart"  the id is below the hub's first (an earlier process's);
+ *   "history"  frames after it were evicted (or could not be kept);
+ *   "too-many" the frames are kept but more than STREAM_QUEUE_MAX.
+ * After a "restart" or "history" notice the retained frames follow when
+ * they fit in the queue with it, and the notice carries the client's own
+ * id; otherwise the notice comes alone with the newest id published, so the
+ * client's next reconnect starts from there. An id newer than any published
+ * replays nothing and is no gap. */
 int stream_open(stream_hub *hub, const void *owner, const char *name, const char *channel,
-                stream **out);
-/* Queue one event for every open stream of (owner, channel). `event` may be
- * NULL (clients see "message"); it must not contain control characters.
- * `data` may hold line breaks (LF, CR or CRLF): each line becomes one
- * "data:" field. Returns the number of streams it was queued for (>= 0), or
- * EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM. */
-int stream_publish(stream_hub *hub, const void *owner, const char *channel, const char *event,
-                   const char *data, size_t len);
+                const char *last_event_id, stream **out);
+/* Queue one event for every open stream of (owner, channel) and keep it in
+ * the history under (name, channel). `name` is the owner's name (NULL: "").
+ * `event` may be NULL (clients see "message"); it must not contain control
+ * characters. `data` may hold line breaks (LF, CR or CRLF): each line
+ * becomes one "data:" field. Returns the number of streams it was queued
+ * for (>= 0), or EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM. */
+int stream_publish(stream_hub *hub, const void *owner, const char *name, const char *channel,
+                   const char *event, const char *data, size_t len);
 /* Close every stream of `owner` (its plugin stops). Returns how many. */
 size_t stream_close_owner(stream_hub *hub, const void *owner);
 

@@ -2,9 +2,11 @@
 over raw sockets: 401 without a token; the stream's headers; a broadcast
 reaching each user's own stream and nobody else's; a welcome mail reaching
 the stream of a user created after it opened; [http] max_streams (503
-with Retry-After); a departed client freeing its slot; a reload closing the
-plugin's streams; SIGTERM with streams open exiting 0 at once; and a plugin
-built against ABI 1.0 still loading next to it.
+with Retry-After); a departed client freeing its slot; a client reconnecting
+with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
+first when its id is older than the history; a reload closing the plugin's
+streams; SIGTERM with streams open exiting 0 at once; and a plugin built
+against ABI 1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
 not Kafka. The welcome test produces a USER_CREATED event itself, so it
@@ -32,11 +34,13 @@ MAX_STREAMS = 2
 class Sse:
     """One HTTP request on its own socket, read as an event stream."""
 
-    def __init__(self, port, path=STREAM, token=None, timeout=10.0):
+    def __init__(self, port, path=STREAM, token=None, timeout=10.0, last_event_id=None):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
         if token:
             req += f"Authorization: Bearer {token}\r\n"
+        if last_event_id is not None:
+            req += f"Last-Event-ID: {last_event_id}\r\n"
         self.sock.sendall((req + "\r\n").encode())
         self.buf = b""
         self.eof = False
@@ -281,6 +285,91 @@ def test_stream_pushes_each_user_only_their_notifications(evhostd, tmp_path, uni
     assert took < 5
     sa.close()
     sb.close()
+
+
+def broadcast(d, admin, subject):
+    r = d.post("/notifications/broadcast", json={"subject": subject, "message": "x"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    return r.json()["broadcast_id"]
+
+
+def wait_logged(d, admin, addr, pred):
+    """The log row of `addr` that `pred` accepts, once it is there. The
+    plugin pushes a final outcome before it writes the row, so by then the
+    event was published."""
+    def row():
+        r = d.get("/notifications", params={"recipient": addr, "limit": 100},
+                  headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 200, r.text
+        return next((i for i in r.json()["items"] if pred(i)), None)
+    return lib.wait_until(row, timeout=30, interval=0.1, message=f"a log row of {addr}")
+
+
+def resume(d, token, last_event_id):
+    """A stream sent with Last-Event-ID, once a slot is free (a closed one
+    is freed within about a second)."""
+    def opened():
+        s = Sse(d.port, token=token, last_event_id=last_event_id)
+        if s.status == 200:
+            return s
+        assert s.status == 503, (s.status, s.body())
+        s.body()
+        s.close()
+        return None
+    return lib.wait_until(opened, timeout=5, interval=0.2, message="a free stream slot")
+
+
+def test_reconnect_with_last_event_id_gets_what_it_missed(evhostd, tmp_path, unique_name,
+                                                         build_dir):
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    uid, addr, token = new_user(d, "Erin")
+    # Her welcome mail is pushed before the stream opens, so it is not
+    # among what the stream misses below.
+    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+
+    s = open_stream(d, token)
+    bid1 = broadcast(d, admin, "Before the drop")
+    ev1 = s.wait_for(is_broadcast(bid1), timeout=30)
+    s.close()
+
+    # While the client is away, another notification is pushed.
+    bid2 = broadcast(d, admin, "While away")
+    wait_logged(d, admin, addr, lambda i: i["event_id"] == f"{bid2}:{uid}")
+
+    # Back with the last id it saw: exactly the one it missed, then live ones.
+    s = resume(d, token, ev1["id"])
+    ev2 = s.next_event(timeout=10)
+    assert ev2 is not None and is_broadcast(bid2)(ev2), (ev2, s.comments)
+    assert int(ev2["id"]) > int(ev1["id"])
+    assert json.loads(ev2["data"])["user_id"] == uid
+    assert s.next_event(timeout=1) is None and s.events == [ev2], s.events
+    bid3 = broadcast(d, admin, "Live again")
+    ev3 = s.wait_for(is_broadcast(bid3), timeout=30)
+    assert int(ev3["id"]) > int(ev2["id"]) and s.events == [ev2, ev3], s.events
+    s.close()
+
+    # An id older than the history can vouch for (from before this
+    # process): the notice first, then what the history still holds.
+    s = resume(d, token, "1")
+    missed = s.next_event(timeout=10)
+    assert missed is not None and missed["event"] == "evhost.missed", (missed, s.comments)
+    assert json.loads(missed["data"]) == {"last_event_id": "1", "reason": "restart"}
+    rest = [s.next_event(timeout=10) for _ in range(4)]
+    assert all(e is not None and e["event"] == "notification" for e in rest), rest
+    items = [json.loads(e["data"]) for e in rest]
+    assert [i["template"] for i in items] == ["welcome", "broadcast", "broadcast", "broadcast"]
+    assert [i["event_id"] for i in items[1:]] == [f"{b}:{uid}" for b in (bid1, bid2, bid3)]
+    assert [e["id"] for e in rest[1:]] == [ev1["id"], ev2["id"], ev3["id"]]
+    assert s.next_event(timeout=1) is None, s.events
+
+    # A value that is not an id is no header: nothing replayed, no notice.
+    s.close()
+    s = resume(d, token, "not-an-id")
+    assert s.next_event(timeout=1) is None and s.events == [], s.events
+    s.close()
 
 
 def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build_dir):

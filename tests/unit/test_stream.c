@@ -1,10 +1,15 @@
 /* stream.c: SSE framing (multi-line data, CR/LF/CRLF), fan-out by plugin
  * and channel, the per-stream bound (a slow reader is dropped, the
  * publisher is not held up), closing on plugin stop and daemon stop, the
- * max_streams limit, argument checks, finding and watching a connection's
- * socket; and the SDK wrappers on a host that predates streaming. */
+ * max_streams limit, argument checks, resuming from a Last-Event-ID (the
+ * missed frames of the same plugin name and channel only, across a reload,
+ * racing publishers; the evhost.missed notice for evicted history, an
+ * earlier process's id and more than a queue; malformed ids ignored),
+ * finding and watching a connection's socket; and the SDK wrappers on a
+ * host that predates streaming. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,12 +32,42 @@
 const evh_api *evh__api;
 
 static int plugin_a, plugin_b; /* owners: only their addresses matter */
+static int plugin_a_reloaded;  /* plugin "a" after a reload: another address */
+
+/* The plugins' names, which the history matches on. */
+static const char *name_of(const void *owner)
+{
+	return owner == &plugin_b ? "b" : "a";
+}
 
 static double now_s(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* `fmt` formatted into `buf`, which must be big enough. */
+static const char *text(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	va_start(ap, fmt);
+	n = vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+	assert_true(n >= 0 && (size_t)n < size);
+	return buf;
+}
+
+/* The id of the first frame in `frames` ("id: N\n..."). */
+static uint64_t id_of(const char *frames)
+{
+	char *end;
+	unsigned long long id;
+	assert_memory_equal(frames, "id: ", 4);
+	id = strtoull(frames + 4, &end, 10);
+	assert_true(end > frames + 4 && *end == '\n');
+	return (uint64_t)id;
 }
 
 /* ------------------------------------------------------------ framing */
@@ -85,7 +120,7 @@ static stream_hub *started_hub(int max)
 static stream *open_ok(stream_hub *hub, const void *owner, const char *channel)
 {
 	stream *s = NULL;
-	assert_int_equal(stream_open(hub, owner, "test", channel, &s), EVH_OK);
+	assert_int_equal(stream_open(hub, owner, name_of(owner), channel, NULL, &s), EVH_OK);
 	assert_non_null(s);
 	return s;
 }
@@ -104,22 +139,40 @@ static char *take(stream *s, int ms, stream_wait_result *res)
 	return out;
 }
 
+/* Frame `id` of event "n" with one line of `data`, as the hub writes it. */
+static const char *frame_n(char *buf, size_t size, uint64_t id, const char *data)
+{
+	return text(buf, size, "id: %llu\nevent: n\ndata: %s\n\n", (unsigned long long)id, data);
+}
+
+/* Wait up to `ms` for the next frame of `s`, which must be the single
+ * event "n" with `data`; returns its id. */
+static uint64_t expect_next(stream *s, int ms, const char *data)
+{
+	stream_wait_result r;
+	char *got = take(s, ms, &r), want[256];
+	uint64_t id;
+	assert_int_equal(r, STREAM_FRAMES);
+	id = id_of(got);
+	assert_string_equal(got, frame_n(want, sizeof want, id, data));
+	free(got);
+	return id;
+}
+
 static void test_fan_out_by_plugin_and_channel(void **st)
 {
 	stream_hub *hub = started_hub(8);
 	stream *a1 = open_ok(hub, &plugin_a, "user-1"), *a1b = open_ok(hub, &plugin_a, "user-1");
 	stream *a2 = open_ok(hub, &plugin_a, "user-2"), *b1 = open_ok(hub, &plugin_b, "user-1");
 	stream_wait_result r;
-	char *got;
+	char *got, want[128];
+	uint64_t first;
 	(void)st;
 
-	assert_int_equal(stream_publish(hub, &plugin_a, "user-1", "n", "hello", 5), 2);
-	got = take(a1, 1000, &r);
-	assert_int_equal(r, STREAM_FRAMES);
-	assert_string_equal(got, "id: 1\nevent: n\ndata: hello\n\n");
-	free(got);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "user-1", "n", "hello", 5), 2);
+	first = expect_next(a1, 1000, "hello");
 	got = take(a1b, 1000, &r);
-	assert_string_equal(got, "id: 1\nevent: n\ndata: hello\n\n");
+	assert_string_equal(got, frame_n(want, sizeof want, first, "hello"));
 	free(got);
 	/* Same channel name under another plugin, another channel: nothing. */
 	got = take(a2, 20, &r);
@@ -129,17 +182,19 @@ static void test_fan_out_by_plugin_and_channel(void **st)
 	got = take(b1, 20, &r);
 	assert_int_equal(r, STREAM_IDLE);
 	free(got);
-	assert_int_equal(stream_publish(hub, &plugin_a, "nobody", NULL, "x", 1), 0);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "nobody", NULL, "x", 1), 0);
 
 	/* Ids keep increasing across channels; queued frames come out together. */
-	assert_int_equal(stream_publish(hub, &plugin_b, "user-1", NULL, "b", 1), 1);
-	assert_int_equal(stream_publish(hub, &plugin_b, "user-1", NULL, "c", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_b, "b", "user-1", NULL, "b", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_b, "b", "user-1", NULL, "c", 1), 1);
 	got = take(b1, 1000, &r);
-	assert_string_equal(got, "id: 3\ndata: b\n\nid: 4\ndata: c\n\n");
+	assert_string_equal(got, text(want, sizeof want, "id: %llu\ndata: b\n\nid: %llu\ndata: c\n\n",
+	                              (unsigned long long)first + 2,
+	                              (unsigned long long)first + 3));
 	free(got);
 
 	stream_release(a1);
-	assert_int_equal(stream_publish(hub, &plugin_a, "user-1", NULL, "y", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "user-1", NULL, "y", 1), 1);
 	stream_release(a1b);
 	stream_release(a2);
 	stream_release(b1);
@@ -159,14 +214,14 @@ static void test_slow_reader_is_dropped(void **st)
 	(void)st;
 
 	for (int i = 0; i < STREAM_QUEUE_MAX; i++) {
-		assert_int_equal(stream_publish(hub, &plugin_a, "u", NULL, "x", 1), 2);
+		assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "x", 1), 2);
 		if (i % 8 == 0) /* `other` keeps up */
 			free(take(other, 0, NULL));
 	}
 	free(take(other, 0, NULL));
 	/* `slow` is full: the next publish drops it instead of waiting. */
 	t0 = now_s();
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", NULL, "x", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "x", 1), 1);
 	assert_true(now_s() - t0 < 0.5);
 	got = take(slow, 1000, &r);
 	assert_int_equal(r, STREAM_CLOSED);
@@ -174,7 +229,7 @@ static void test_slow_reader_is_dropped(void **st)
 	free(got);
 	assert_string_equal(stream_close_reason(slow), "dropped: client too slow");
 	/* It no longer receives, and still counts until its owner lets go. */
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", NULL, "x", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "x", 1), 1);
 	assert_int_equal(stream_hub_count(hub), 2);
 	got = take(slow, 0, &r);
 	assert_int_equal(r, STREAM_CLOSED);
@@ -216,10 +271,10 @@ static void test_plugin_stop_closes_its_streams(void **st)
 	struct waiter w = {a2, STREAM_IDLE, NULL, 0};
 	pthread_t t;
 	stream_wait_result r;
-	char *got;
+	char *got, want[128];
 	(void)st;
 
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", "n", "last", 4), 1);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", "last", 4), 1);
 	assert_int_equal(pthread_create(&t, NULL, wait_main, &w), 0);
 	usleep(50 * 1000);
 	assert_int_equal(stream_close_owner(hub, &plugin_a), 2);
@@ -232,11 +287,13 @@ static void test_plugin_stop_closes_its_streams(void **st)
 	/* What was queued before the stop still goes out, then the reason. */
 	got = take(a, 0, &r);
 	assert_int_equal(r, STREAM_CLOSED);
-	assert_string_equal(got, "id: 1\nevent: n\ndata: last\n\n: service stopping\n\n");
+	assert_string_equal(got, text(want, sizeof want,
+	                              "id: %llu\nevent: n\ndata: last\n\n: service stopping\n\n",
+	                              (unsigned long long)id_of(got)));
 	free(got);
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", NULL, "x", 1), 0);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "x", 1), 0);
 	/* The other plugin's stream is untouched. */
-	assert_int_equal(stream_publish(hub, &plugin_b, "u", NULL, "x", 1), 1);
+	assert_int_equal(stream_publish(hub, &plugin_b, "b", "u", NULL, "x", 1), 1);
 	got = take(b, 0, &r);
 	assert_int_equal(r, STREAM_FRAMES);
 	free(got);
@@ -250,7 +307,7 @@ static void test_plugin_stop_closes_its_streams(void **st)
 	assert_string_equal(got, ": server stopping\n\n");
 	free(got);
 	stream_release(b);
-	assert_int_equal(stream_open(hub, &plugin_a, "test", "u", &a), EVH_ESTATE);
+	assert_int_equal(stream_open(hub, &plugin_a, "test", "u", NULL, &a), EVH_ESTATE);
 	assert_null(a);
 	stream_hub_free(hub);
 }
@@ -263,11 +320,11 @@ static void test_max_streams(void **st)
 	stream *s1, *s2, *s3 = NULL;
 	(void)st;
 
-	assert_int_equal(stream_open(hub, &plugin_a, "t", "u", &s1), EVH_ESTATE); /* not started */
+	assert_int_equal(stream_open(hub, &plugin_a, "t", "u", NULL, &s1), EVH_ESTATE); /* not started */
 	stream_hub_start(hub, 2);
 	s1 = open_ok(hub, &plugin_a, "u");
 	s2 = open_ok(hub, &plugin_b, "w");
-	assert_int_equal(stream_open(hub, &plugin_a, "t", "u", &s3), EVH_EBUSY);
+	assert_int_equal(stream_open(hub, &plugin_a, "t", "u", NULL, &s3), EVH_EBUSY);
 	assert_null(s3);
 	assert_int_equal(stream_hub_count(hub), 2);
 	assert_int_equal(stream_hub_wait_idle(hub, 10), 2); /* held: times out */
@@ -291,16 +348,398 @@ static void test_bad_arguments(void **st)
 	big[STREAM_DATA_MAX + 1] = '\0';
 	memset(chan, 'c', sizeof chan - 1);
 	chan[sizeof chan - 1] = '\0';
-	assert_int_equal(stream_open(hub, &plugin_a, "t", "", &s), EVH_EINVAL);
-	assert_int_equal(stream_open(hub, &plugin_a, "t", chan, &s), EVH_EINVAL);
-	assert_int_equal(stream_open(hub, NULL, "t", "u", &s), EVH_EINVAL);
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", "bad\nname", "x", 1), EVH_EINVAL);
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", "", "x", 1), EVH_EINVAL);
-	assert_int_equal(stream_publish(hub, &plugin_a, "", "n", "x", 1), EVH_EINVAL);
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", "n", big, STREAM_DATA_MAX + 1),
+	assert_int_equal(stream_open(hub, &plugin_a, "t", "", NULL, &s), EVH_EINVAL);
+	assert_int_equal(stream_open(hub, &plugin_a, "t", chan, NULL, &s), EVH_EINVAL);
+	assert_int_equal(stream_open(hub, NULL, "t", "u", NULL, &s), EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "bad\nname", "x", 1), EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "", "x", 1), EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "", "n", "x", 1), EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", big, STREAM_DATA_MAX + 1),
 	                 EVH_ETOOBIG);
-	assert_int_equal(stream_publish(hub, &plugin_a, "u", "n", big, STREAM_DATA_MAX), 0);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", big, STREAM_DATA_MAX), 0);
 	free(big);
+	stream_hub_free(hub);
+}
+
+/* ------------------------------------------------------------ resuming */
+
+static stream *resume_ok(stream_hub *hub, const void *owner, const char *name,
+                         const char *channel, const char *last)
+{
+	stream *s = NULL;
+	assert_int_equal(stream_open(hub, owner, name, channel, last, &s), EVH_OK);
+	assert_non_null(s);
+	return s;
+}
+
+/* Publish event "n" with `data` to (owner, name, channel) and return its id,
+ * read back through a stream opened for the purpose. */
+static uint64_t publish_id(stream_hub *hub, const void *owner, const char *name,
+                           const char *channel, const char *data)
+{
+	stream *probe = resume_ok(hub, owner, name, channel, NULL);
+	char *got;
+	uint64_t id;
+	assert_true(stream_publish(hub, owner, name, channel, "n", data, strlen(data)) >= 1);
+	got = take(probe, 1000, NULL);
+	id = id_of(got);
+	free(got);
+	stream_release(probe);
+	return id;
+}
+
+/* What a stream resumed from `last` holds at once ("" when nothing). */
+static char *resumed(stream_hub *hub, const void *owner, const char *name, const char *channel,
+                     const char *last)
+{
+	stream *s = resume_ok(hub, owner, name, channel, last);
+	char *got = take(s, 0, NULL);
+	stream_release(s);
+	return got;
+}
+
+static void expect_resumed(stream_hub *hub, const void *owner, const char *name,
+                           const char *channel, const char *last, const char *want)
+{
+	char *got = resumed(hub, owner, name, channel, last);
+	assert_string_equal(got, want);
+	free(got);
+}
+
+static const char *id_text(char *buf, size_t size, uint64_t id)
+{
+	return text(buf, size, "%llu", (unsigned long long)id);
+}
+
+static const char *missed_text(char *buf, size_t size, uint64_t id, uint64_t last,
+                               const char *reason)
+{
+	return text(buf, size,
+	            "id: %llu\nevent: " STREAM_MISSED_EVENT "\n"
+	            "data: {\"last_event_id\":\"%llu\",\"reason\":\"%s\"}\n\n",
+	            (unsigned long long)id, (unsigned long long)last, reason);
+}
+
+/* The ids of the frames in `frames`, in order; returns how many there are
+ * (only the first `max` are stored). */
+static size_t ids_in(const char *frames, uint64_t *ids, size_t max)
+{
+	size_t n = 0;
+	for (const char *p = frames; (p = strstr(p, "id: ")) != NULL; p += 4) {
+		if (p != frames && p[-1] != '\n')
+			continue;
+		if (n < max)
+			ids[n] = strtoull(p + 4, NULL, 10);
+		n++;
+	}
+	return n;
+}
+
+static void test_resume_replays_only_what_was_missed(void **st)
+{
+	stream_hub *hub = started_hub(8);
+	char want[512], last[32];
+	stream_wait_result r;
+	stream *s;
+	char *got;
+	uint64_t x1, x2, x3, x4;
+	(void)st;
+
+	x1 = publish_id(hub, &plugin_a, "a", "u", "x1");
+	/* Another channel of the same plugin, the same channel of another. */
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "v", "n", "other channel", 13), 0);
+	assert_int_equal(stream_publish(hub, &plugin_b, "b", "u", "n", "other plugin", 12), 0);
+	x2 = publish_id(hub, &plugin_a, "a", "u", "x2");
+	x3 = publish_id(hub, &plugin_a, "a", "u", "x3");
+	assert_true(x2 == x1 + 3 && x3 == x2 + 1);
+
+	/* From x1: x2 and x3, in order, and nothing of the others. */
+	s = resume_ok(hub, &plugin_a, "a", "u", id_text(last, sizeof last, x1));
+	got = take(s, 0, &r);
+	assert_int_equal(r, STREAM_FRAMES);
+	assert_string_equal(got, text(want, sizeof want,
+	                              "id: %llu\nevent: n\ndata: x2\n\nid: %llu\nevent: n\ndata: x3\n\n",
+	                              (unsigned long long)x2, (unsigned long long)x3));
+	free(got);
+	/* Then the live frames, once. */
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", "x4", 2), 1);
+	x4 = expect_next(s, 1000, "x4");
+	assert_true(x4 == x3 + 1);
+	got = take(s, 20, &r);
+	assert_int_equal(r, STREAM_IDLE);
+	free(got);
+	stream_release(s);
+
+	/* From x3 only x4; from the newest, nothing. */
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, x3),
+	               frame_n(want, sizeof want, x4, "x4"));
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, x4), "");
+	/* An id from the future replays nothing and is no gap. */
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, x4 + 1000000), "");
+	expect_resumed(hub, &plugin_a, "a", "u", "18446744073709551615", "");
+	/* The other plugin's stream on "u" gets its own frame only. */
+	expect_resumed(hub, &plugin_b, "b", "u", id_text(last, sizeof last, x1),
+	               frame_n(want, sizeof want, x1 + 2, "other plugin"));
+	/* And a channel nobody published to: nothing. */
+	expect_resumed(hub, &plugin_a, "a", "nobody", id_text(last, sizeof last, x1), "");
+	assert_int_equal(stream_hub_count(hub), 0);
+	stream_hub_free(hub);
+}
+
+static void test_resume_after_reload_matches_by_name(void **st)
+{
+	stream_hub *hub = started_hub(8);
+	char last[32];
+	stream *s;
+	uint64_t y1, y2;
+	(void)st;
+
+	y1 = publish_id(hub, &plugin_a, "a", "u", "y1");
+	y2 = publish_id(hub, &plugin_a, "a", "u", "y2");
+	/* The reload: the old instance's streams close, the new instance is
+	 * another owner pointer under the same name. */
+	s = open_ok(hub, &plugin_a, "u");
+	assert_int_equal(stream_close_owner(hub, &plugin_a), 1);
+	stream_release(s);
+	s = resume_ok(hub, &plugin_a_reloaded, "a", "u", id_text(last, sizeof last, y1));
+	assert_int_equal(expect_next(s, 0, "y2"), y2);
+	/* Live frames come from the new instance. */
+	assert_int_equal(stream_publish(hub, &plugin_a_reloaded, "a", "u", "n", "y3", 2), 1);
+	assert_int_equal(expect_next(s, 1000, "y3"), y2 + 1);
+	stream_release(s);
+	/* The same pointer under another name is another plugin: nothing. */
+	expect_resumed(hub, &plugin_a_reloaded, "a2", "u", id_text(last, sizeof last, y1), "");
+	stream_hub_free(hub);
+}
+
+static void test_resume_after_eviction_says_history(void **st)
+{
+	stream_hub *hub = started_hub(8);
+	char want[512], missed[160], last[32], *got, *big;
+	uint64_t p1, p2, y, w, ids[2];
+	(void)st;
+
+	/* The count bound: STREAM_HISTORY_MAX frames on another channel push
+	 * p1 and p2 out. */
+	p1 = publish_id(hub, &plugin_a, "a", "u", "p1");
+	p2 = publish_id(hub, &plugin_a, "a", "u", "p2");
+	for (int i = 0; i < STREAM_HISTORY_MAX; i++)
+		assert_int_equal(stream_publish(hub, &plugin_a, "a", "w", NULL, "x", 1), 0);
+	y = publish_id(hub, &plugin_a, "a", "u", "y");
+	assert_true(y == p2 + STREAM_HISTORY_MAX + 1);
+	/* The ring holds p2+2 .. y now: whoever saw p1 or p2 may have missed
+	 * something, and is told so before the frame that is left. */
+	missed_text(missed, sizeof missed, p1, p1, "history");
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, p1),
+	               text(want, sizeof want, "%sid: %llu\nevent: n\ndata: y\n\n", missed,
+	                    (unsigned long long)y));
+	missed_text(missed, sizeof missed, p2, p2, "history");
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, p2),
+	               text(want, sizeof want, "%sid: %llu\nevent: n\ndata: y\n\n", missed,
+	                    (unsigned long long)y));
+	/* Who saw the newest evicted frame missed nothing that is gone. */
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, p2 + 1),
+	               frame_n(want, sizeof want, y, "y"));
+	stream_hub_free(hub);
+
+	/* The byte bound: 80 frames of 60 KiB (far fewer than
+	 * STREAM_HISTORY_MAX) are more than STREAM_HISTORY_BYTES. */
+	hub = started_hub(8);
+	big = malloc(60 * 1024 + 1);
+	assert_non_null(big);
+	memset(big, 'b', 60 * 1024);
+	big[60 * 1024] = '\0';
+	p1 = publish_id(hub, &plugin_a, "a", "u", "p1");
+	w = publish_id(hub, &plugin_a, "a", "w", "first w");
+	assert_true(80 * 60 * 1024 > STREAM_HISTORY_BYTES);
+	for (int i = 0; i < 80; i++)
+		assert_int_equal(stream_publish(hub, &plugin_a, "a", "w", NULL, big, 60 * 1024), 0);
+	free(big);
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, p1),
+	               missed_text(missed, sizeof missed, p1, p1, "history"));
+	/* The newest big frames are still there, without a gap before them. */
+	got = resumed(hub, &plugin_a, "a", "w", id_text(last, sizeof last, w + 78));
+	assert_int_equal(ids_in(got, ids, 2), 2);
+	assert_true(ids[0] == w + 79 && ids[1] == w + 80);
+	assert_null(strstr(got, STREAM_MISSED_EVENT));
+	free(got);
+	stream_hub_free(hub);
+}
+
+static void test_resume_from_an_earlier_process_says_restart(void **st)
+{
+	stream_hub *hub = started_hub(8), *next;
+	char want[512], missed[160], last[32];
+	struct timespec now;
+	uint64_t z, z2, now_us, old;
+	(void)st;
+
+	/* Nothing published yet: an id is still from before this hub. */
+	expect_resumed(hub, &plugin_a, "a", "u", "1", missed_text(missed, sizeof missed, 1, 1,
+	                                                          "restart"));
+	z = publish_id(hub, &plugin_a, "a", "u", "z");
+	/* The first id is the wall clock in microseconds. */
+	assert_int_equal(clock_gettime(CLOCK_REALTIME, &now), 0);
+	now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+	assert_true(z <= now_us && now_us - z < 60u * 1000000u);
+	/* The retained frames follow the notice when they fit. */
+	expect_resumed(hub, &plugin_a, "a", "u", "1",
+	               text(want, sizeof want, "%sid: %llu\nevent: n\ndata: z\n\n", missed,
+	                    (unsigned long long)z));
+	missed_text(missed, sizeof missed, z - 1, z - 1, "restart");
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, z - 1),
+	               text(want, sizeof want, "%sid: %llu\nevent: n\ndata: z\n\n", missed,
+	                    (unsigned long long)z));
+	expect_resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, z), "");
+	z2 = publish_id(hub, &plugin_a, "a", "u", "z2");
+
+	/* The next process: its ids start above the last one's, and a client
+	 * coming back with the old process's id is told it may have missed
+	 * frames. */
+	usleep(2000);
+	next = started_hub(8);
+	old = z2;
+	expect_resumed(next, &plugin_a, "a", "u", id_text(last, sizeof last, old),
+	               missed_text(missed, sizeof missed, old, old, "restart"));
+	z = publish_id(next, &plugin_a, "a", "u", "z");
+	assert_true(z > old);
+	stream_hub_free(next);
+	stream_hub_free(hub);
+}
+
+static void test_resume_past_the_queue_says_too_many(void **st)
+{
+	stream_hub *hub = started_hub(8);
+	char want[256], last[32], *got;
+	uint64_t l, ids[STREAM_QUEUE_MAX + 1];
+	stream *s;
+	(void)st;
+
+	l = publish_id(hub, &plugin_a, "a", "u", "l");
+	for (int i = 0; i < STREAM_QUEUE_MAX; i++)
+		assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 0);
+	/* Exactly a queue's worth: all of them, no notice. */
+	got = resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, l));
+	assert_int_equal(ids_in(got, ids, STREAM_QUEUE_MAX + 1), STREAM_QUEUE_MAX);
+	for (int i = 0; i < STREAM_QUEUE_MAX; i++)
+		assert_true(ids[i] == l + 1 + (uint64_t)i);
+	assert_null(strstr(got, STREAM_MISSED_EVENT));
+	free(got);
+
+	/* One more: the notice alone, with the newest id. */
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 0);
+	s = resume_ok(hub, &plugin_a, "a", "u", id_text(last, sizeof last, l));
+	got = take(s, 0, NULL);
+	assert_string_equal(got, missed_text(want, sizeof want, l + STREAM_QUEUE_MAX + 1, l,
+	                                     "too-many"));
+	free(got);
+	/* The stream goes on with the live frames. */
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 1);
+	got = take(s, 1000, NULL);
+	assert_int_equal(id_of(got), l + STREAM_QUEUE_MAX + 2);
+	free(got);
+	stream_release(s);
+	/* A restart gap with too much after it: that notice, alone. */
+	expect_resumed(hub, &plugin_a, "a", "u", "1",
+	               missed_text(want, sizeof want, l + STREAM_QUEUE_MAX + 2, 1, "restart"));
+	stream_hub_free(hub);
+}
+
+static void test_resume_ignores_malformed_ids(void **st)
+{
+	static const char *const bad[] = {
+	    "", " ", "abc", "-1", "+1", "1x", "x1", "0x10", "1 2", "1.0", "1e3", "1,2",
+	    "18446744073709551616", "99999999999999999999999", "\v1", "1\n",
+	};
+	stream_hub *hub = started_hub(8);
+	char want[512], missed[160], last[40];
+	uint64_t x, y;
+	(void)st;
+
+	x = publish_id(hub, &plugin_a, "a", "u", "x");
+	y = publish_id(hub, &plugin_a, "a", "u", "y");
+	/* Each would replay something, or a notice, if it were read as a number. */
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		expect_resumed(hub, &plugin_a, "a", "u", bad[i], "");
+	/* Blanks around a number are fine. */
+	expect_resumed(hub, &plugin_a, "a", "u",
+	               text(last, sizeof last, " \t%llu \t", (unsigned long long)x),
+	               frame_n(want, sizeof want, y, "y"));
+	/* Leading zeros too: 1, from before this hub. */
+	missed_text(missed, sizeof missed, 1, 1, "restart");
+	expect_resumed(hub, &plugin_a, "a", "u", " 0001",
+	               text(want, sizeof want,
+	                    "%sid: %llu\nevent: n\ndata: x\n\nid: %llu\nevent: n\ndata: y\n\n",
+	                    missed, (unsigned long long)x, (unsigned long long)y));
+	stream_hub_free(hub);
+}
+
+/* Publishing races streams that open with the last id they saw: each must
+ * get every frame after that id exactly once, in order. */
+struct racer {
+	stream_hub *hub;
+	int frames;
+	atomic_int done;   /* frames published so far */
+	atomic_int failed; /* a publish returned an error */
+};
+
+static void *race_publish(void *arg)
+{
+	struct racer *r = arg;
+	for (int i = 0; i < r->frames; i++) {
+		if (stream_publish(r->hub, &plugin_a, "a", "u", NULL, "r", 1) < 0)
+			atomic_store(&r->failed, 1);
+		atomic_store(&r->done, i + 1);
+	}
+	return NULL;
+}
+
+static void test_resume_races_publishing(void **st)
+{
+	enum { ROUNDS = 150, BURST = 48, OPENS = 3 };
+	stream_hub *hub = started_hub(OPENS + 1);
+	uint64_t base, total = 0;
+	(void)st;
+
+	base = publish_id(hub, &plugin_a, "a", "u", "start");
+	/* So that every round's ids are of this hub. */
+	for (; total < 4; total++)
+		assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "r", 1), 0);
+	for (int round = 0; round < ROUNDS; round++) {
+		struct racer r = {hub, BURST, 0, 0};
+		stream *s[OPENS];
+		uint64_t from[OPENS], newest, ids[BURST + 8];
+		int start = round % BURST;
+		double deadline = now_s() + 10;
+		pthread_t t;
+
+		assert_int_equal(pthread_create(&t, NULL, race_publish, &r), 0);
+		/* Open at a different point of the burst each round. */
+		while (atomic_load(&r.done) < start && now_s() < deadline)
+			;
+		for (int k = 0; k < OPENS; k++) {
+			char last[32];
+			/* The newest published frame, or one a little older. */
+			from[k] = base + total + (uint64_t)atomic_load(&r.done) - (uint64_t)(k == 1) * 2;
+			s[k] = resume_ok(hub, &plugin_a, "a", "u", id_text(last, sizeof last, from[k]));
+		}
+		assert_int_equal(pthread_join(t, NULL), 0);
+		assert_int_equal(atomic_load(&r.failed), 0);
+		total += BURST;
+		newest = base + total;
+		for (int k = 0; k < OPENS; k++) {
+			stream_wait_result res;
+			char *got = take(s[k], 0, &res);
+			size_t n = ids_in(got, ids, BURST + 8);
+			assert_int_equal(n, newest - from[k]);
+			assert_int_equal(res, n ? STREAM_FRAMES : STREAM_IDLE);
+			for (size_t i = 0; i < n; i++)
+				assert_true(ids[i] == from[k] + 1 + i);
+			assert_null(strstr(got, STREAM_MISSED_EVENT));
+			free(got);
+			stream_release(s[k]);
+		}
+	}
 	stream_hub_free(hub);
 }
 
@@ -389,6 +828,13 @@ int main(void)
 	    cmocka_unit_test(test_plugin_stop_closes_its_streams),
 	    cmocka_unit_test(test_max_streams),
 	    cmocka_unit_test(test_bad_arguments),
+	    cmocka_unit_test(test_resume_replays_only_what_was_missed),
+	    cmocka_unit_test(test_resume_after_reload_matches_by_name),
+	    cmocka_unit_test(test_resume_after_eviction_says_history),
+	    cmocka_unit_test(test_resume_from_an_earlier_process_says_restart),
+	    cmocka_unit_test(test_resume_past_the_queue_says_too_many),
+	    cmocka_unit_test(test_resume_ignores_malformed_ids),
+	    cmocka_unit_test(test_resume_races_publishing),
 	    cmocka_unit_test(test_find_and_watch_socket),
 	    cmocka_unit_test(test_sdk_wrappers_on_old_and_new_hosts),
 	};
