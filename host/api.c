@@ -246,7 +246,8 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 	rc = stream_publish(stream_hub_global(), p, p->name, channel, event, data,
 	                    data ? strlen(data) : 0);
 	if (rc == EVH_EINVAL)
-		log_error(p->name, "stream publish: bad channel or event name");
+		log_error(p->name, "stream publish: bad channel or event name (names starting"
+		                   " \"" STREAM_HOST_PREFIX "\" are the host's)");
 	else if (rc == EVH_ETOOBIG)
 		log_error(p->name, "stream publish: data exceeds %d bytes", STREAM_DATA_MAX);
 	return rc;

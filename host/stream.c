@@ -412,7 +412,8 @@ static int event_ok(const char *event)
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)event[i] < 0x20 || event[i] == 0x7f)
 			return 0;
-	return 1;
+	/* The host's own (STREAM_MISSED_EVENT): a plugin's could not be told apart. */
+	return strncmp(event, STREAM_HOST_PREFIX, sizeof STREAM_HOST_PREFIX - 1) != 0;
 }
 
 static frame *frame_copy(const char *text, size_t len)
@@ -578,7 +579,7 @@ static int resume_locked(stream_hub *hub, stream *s, uint64_t last)
 		if (!strcmp(e->name, s->name) && !strcmp(e->channel, s->channel))
 			n++;
 	}
-	if (n + (gap != NULL) > STREAM_QUEUE_MAX)
+	if (n + (gap != NULL) > STREAM_REPLAY_MAX)
 		/* Alone, with the newest id: the client re-reads everything up
 		 * to there, and a later reconnect starts after it. */
 		return enqueue_missed(s, hub->last_id, last, gap ? gap : "too-many");

@@ -45,8 +45,14 @@
  * cover a reconnect of a few seconds at hundreds of events a second. */
 #define STREAM_HISTORY_MAX 1024
 #define STREAM_HISTORY_BYTES (4 * 1024 * 1024)
-/* The event that tells a resuming client it may have missed frames. */
+/* The most frames a resuming client is sent (half a queue, so live frames
+ * published right after still fit). */
+#define STREAM_REPLAY_MAX (STREAM_QUEUE_MAX / 2)
+/* The event that tells a resuming client it may have missed frames. Event
+ * names starting with STREAM_HOST_PREFIX are the host's: plugins may not
+ * publish them. */
 #define STREAM_MISSED_EVENT "evhost.missed"
+#define STREAM_HOST_PREFIX "evhost."
 
 typedef struct stream_hub stream_hub;
 typedef struct stream stream;
@@ -94,7 +100,7 @@ int stream_hub_count(stream_hub *hub);
  * STREAM_MISSED_EVENT whose data is {"last_event_id":"N","reason":R}:
  *   "restart"  the id is below the hub's first (an earlier process's);
  *   "history"  frames after it were evicted (or could not be kept);
- *   "too-many" the frames are kept but more than STREAM_QUEUE_MAX.
+ *   "too-many" the frames are kept but more than STREAM_REPLAY_MAX.
  * After a "restart" or "history" notice the retained frames follow when
  * they fit in the queue with it, and the notice carries the client's own
  * id; otherwise the notice comes alone with the newest id published, so the
@@ -105,7 +111,7 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
 /* Queue one event for every open stream of (owner, channel) and keep it in
  * the history under (name, channel). `name` is the owner's name (NULL: "").
  * `event` may be NULL (clients see "message"); it must not contain control
- * characters. `data` may hold line breaks (LF, CR or CRLF): each line
+ * characters or start with STREAM_HOST_PREFIX. `data` may hold line breaks (LF, CR or CRLF): each line
  * becomes one "data:" field. Returns the number of streams it was queued
  * for (>= 0), or EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM. */
 int stream_publish(stream_hub *hub, const void *owner, const char *name, const char *channel,

@@ -353,6 +353,12 @@ static void test_bad_arguments(void **st)
 	assert_int_equal(stream_open(hub, NULL, "t", "u", NULL, &s), EVH_EINVAL);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "bad\nname", "x", 1), EVH_EINVAL);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "", "x", 1), EVH_EINVAL);
+	/* the host's names */
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", STREAM_MISSED_EVENT, "x", 1),
+	                 EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "evhost.other", "x", 1),
+	                 EVH_EINVAL);
+	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "evhost", "x", 1), 0);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "", "n", "x", 1), EVH_EINVAL);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", big, STREAM_DATA_MAX + 1),
 	                 EVH_ETOOBIG);
@@ -611,17 +617,17 @@ static void test_resume_past_the_queue_says_too_many(void **st)
 {
 	stream_hub *hub = started_hub(8);
 	char want[256], last[32], *got;
-	uint64_t l, ids[STREAM_QUEUE_MAX + 1];
+	uint64_t l, ids[STREAM_REPLAY_MAX + 1];
 	stream *s;
 	(void)st;
 
 	l = publish_id(hub, &plugin_a, "a", "u", "l");
-	for (int i = 0; i < STREAM_QUEUE_MAX; i++)
+	for (int i = 0; i < STREAM_REPLAY_MAX; i++)
 		assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 0);
-	/* Exactly a queue's worth: all of them, no notice. */
+	/* Exactly as many as a resume replays: all of them, no notice. */
 	got = resumed(hub, &plugin_a, "a", "u", id_text(last, sizeof last, l));
-	assert_int_equal(ids_in(got, ids, STREAM_QUEUE_MAX + 1), STREAM_QUEUE_MAX);
-	for (int i = 0; i < STREAM_QUEUE_MAX; i++)
+	assert_int_equal(ids_in(got, ids, STREAM_REPLAY_MAX + 1), STREAM_REPLAY_MAX);
+	for (int i = 0; i < STREAM_REPLAY_MAX; i++)
 		assert_true(ids[i] == l + 1 + (uint64_t)i);
 	assert_null(strstr(got, STREAM_MISSED_EVENT));
 	free(got);
@@ -630,18 +636,18 @@ static void test_resume_past_the_queue_says_too_many(void **st)
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 0);
 	s = resume_ok(hub, &plugin_a, "a", "u", id_text(last, sizeof last, l));
 	got = take(s, 0, NULL);
-	assert_string_equal(got, missed_text(want, sizeof want, l + STREAM_QUEUE_MAX + 1, l,
+	assert_string_equal(got, missed_text(want, sizeof want, l + STREAM_REPLAY_MAX + 1, l,
 	                                     "too-many"));
 	free(got);
 	/* The stream goes on with the live frames. */
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", NULL, "m", 1), 1);
 	got = take(s, 1000, NULL);
-	assert_int_equal(id_of(got), l + STREAM_QUEUE_MAX + 2);
+	assert_int_equal(id_of(got), l + STREAM_REPLAY_MAX + 2);
 	free(got);
 	stream_release(s);
 	/* A restart gap with too much after it: that notice, alone. */
 	expect_resumed(hub, &plugin_a, "a", "u", "1",
-	               missed_text(want, sizeof want, l + STREAM_QUEUE_MAX + 2, 1, "restart"));
+	               missed_text(want, sizeof want, l + STREAM_REPLAY_MAX + 2, 1, "restart"));
 	stream_hub_free(hub);
 }
 
@@ -675,7 +681,9 @@ static void test_resume_ignores_malformed_ids(void **st)
 }
 
 /* Publishing races streams that open with the last id they saw: each must
- * get every frame after that id exactly once, in order. */
+ * get every frame after that id exactly once, in order. A burst is short
+ * enough that a stream's replay never passes STREAM_REPLAY_MAX (which would
+ * rightly give a notice instead). */
 struct racer {
 	stream_hub *hub;
 	int frames;
@@ -696,7 +704,7 @@ static void *race_publish(void *arg)
 
 static void test_resume_races_publishing(void **st)
 {
-	enum { ROUNDS = 150, BURST = 48, OPENS = 3 };
+	enum { ROUNDS = 150, BURST = STREAM_REPLAY_MAX - 4, OPENS = 3 };
 	stream_hub *hub = started_hub(OPENS + 1);
 	uint64_t base, total = 0;
 	(void)st;

@@ -661,15 +661,17 @@ static inline int evh_resp_stream(evh_response *resp, const char *channel)
 }
 
 /* Send one event to every open stream of your plugin on `channel`:
- * "id: N" (increasing for the life of the host process), "event: EVENT"
- * (NULL: none, which clients see as "message"; no control characters, at
- * most 64 bytes), and `data` (usually JSON; line breaks in it become
- * separate "data:" lines, which clients join back; at most 64 KiB).
- * Copied and queued; never waits for a client: a stream whose queue is full
- * is dropped (the client reconnects and re-reads what it missed). Returns
- * the number of streams it was queued for (>= 0), or an error. Nothing is
- * kept for streams not open now: there is no replay (Last-Event-ID is
- * ignored). Any thread. */
+ * "id: N" (increasing, also across daemon restarts), "event: EVENT" (NULL:
+ * none, which clients see as "message"; no control characters, at most 64
+ * bytes, not starting "evhost.": those are the host's), and `data` (usually
+ * JSON; line breaks in it become separate "data:" lines, which clients join
+ * back; at most 64 KiB). Copied and queued; never waits for a client: a
+ * stream whose queue is full is dropped (the client reconnects). The host
+ * also keeps the latest events in memory: a client reconnecting with
+ * Last-Event-ID gets what it missed on its channel, or an "evhost.missed"
+ * event when the host cannot vouch for all of it (then it re-reads your
+ * durable state; docs/sdk.md, "Resuming"). Returns the number of streams it
+ * was queued for (>= 0), or an error. Any thread. */
 static inline int evh_stream_publish(evh_plugin *p, const char *channel, const char *event,
                                      const char *data)
 {
