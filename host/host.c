@@ -78,7 +78,8 @@ static char *host_signature(const cfg *c)
 	for (size_t i = 0; all && i < c->nsections; i++) {
 		char *sig, *grown;
 
-		if (strncmp(c->sections[i], "plugin.", 7) == 0)
+		/* Plugins are compared one by one; [log] applies at once. */
+		if (strncmp(c->sections[i], "plugin.", 7) == 0 || strcmp(c->sections[i], "log") == 0)
 			continue;
 		if (!(sig = section_signature(c, c->sections[i]))) {
 			free(all);
@@ -293,6 +294,34 @@ static evh_plugin *find_plugin(evh_plugin **v, size_t n, const char *name)
 	return NULL;
 }
 
+static const char *log_format_name(log_format f)
+{
+	return f == LOG_FORMAT_TEXT ? "text" : f == LOG_FORMAT_JSON ? "json" : "auto";
+}
+
+/* [log] takes effect at once: every line reads the level and format when it
+ * is written. The change is said at the louder of the two levels (applied
+ * before the line when it gets louder, after it when quieter), and as a
+ * warning when neither shows INFO, so it is always on record. */
+static void host_reload_log(host *h, const host *next)
+{
+	int louder = next->set.log_level > h->set.log_level;
+	evh_log_level at = h->set.log_level >= EVH_LOG_INFO || next->set.log_level >= EVH_LOG_INFO
+	                       ? EVH_LOG_INFO
+	                       : EVH_LOG_WARN;
+	if (next->set.log_level == h->set.log_level && next->set.log_fmt == h->set.log_fmt)
+		return;
+	if (louder)
+		log_setup(next->set.log_level, next->set.log_fmt);
+	log_msg(at, "host", "reload: [log] level %s -> %s, format %s -> %s",
+	        log_level_name(h->set.log_level), log_level_name(next->set.log_level),
+	        log_format_name(h->set.log_fmt), log_format_name(next->set.log_fmt));
+	if (!louder)
+		log_setup(next->set.log_level, next->set.log_fmt);
+	h->set.log_level = next->set.log_level;
+	h->set.log_fmt = next->set.log_fmt;
+}
+
 int host_reload(host *h)
 {
 	host next;
@@ -315,10 +344,11 @@ int host_reload(host *h)
 	old_sig = host_signature(&h->cfg);
 	new_sig = host_signature(&next.cfg);
 	if (!old_sig || !new_sig || strcmp(old_sig, new_sig) != 0)
-		log_warn("host", "reload: changes outside [plugin.*] sections need a restart; "
-		                 "they are not applied");
+		log_warn("host", "reload: changes outside [plugin.*] and [log] sections need a "
+		                 "restart; they are not applied");
 	free(old_sig);
 	free(new_sig);
+	host_reload_log(h, &next);
 
 	/* Stop what was removed, disabled or changed. */
 	for (size_t i = 0; i < h->nplugins;) {

@@ -52,6 +52,11 @@ void log_setup(evh_log_level level, log_format format)
 	atomic_store(&log_fmt_now, (int)log_resolve(format));
 }
 
+const char *log_level_name(evh_log_level level)
+{
+	return log_level_names[log_clamp(level)];
+}
+
 int log_level_parse(const char *s, evh_log_level *out)
 {
 	if (!s)

@@ -8,6 +8,8 @@ typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON 
 
 void log_setup(evh_log_level level, log_format format);
 int log_level_parse(const char *s, evh_log_level *out);
+/* The name log_level_parse takes ("error" .. "debug"). */
+const char *log_level_name(evh_log_level level);
 /* `component` is "host", "http", "kafka", or a plugin name. */
 void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -1035,6 +1035,11 @@ static void test_log_level_parse(void **state)
 	assert_int_equal(l, EVH_LOG_DEBUG);
 	assert_int_equal(log_level_parse("trace", &l), -1);
 	assert_int_equal(log_level_parse(NULL, &l), -1);
+	/* and back: the names it takes */
+	for (int i = EVH_LOG_ERROR; i <= EVH_LOG_DEBUG; i++) {
+		assert_int_equal(log_level_parse(log_level_name((evh_log_level)i), &l), 0);
+		assert_int_equal(l, i);
+	}
 }
 
 /* The shipped default configuration must pass the checks it documents. */
