@@ -294,11 +294,6 @@ static evh_plugin *find_plugin(evh_plugin **v, size_t n, const char *name)
 	return NULL;
 }
 
-static const char *log_format_name(log_format f)
-{
-	return f == LOG_FORMAT_TEXT ? "text" : f == LOG_FORMAT_JSON ? "json" : "auto";
-}
-
 /* [log] takes effect at once: every line reads the level and format when it
  * is written. The change is said at the louder of the two levels (applied
  * before the line when it gets louder, after it when quieter), and as a

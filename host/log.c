@@ -57,6 +57,11 @@ const char *log_level_name(evh_log_level level)
 	return log_level_names[log_clamp(level)];
 }
 
+const char *log_format_name(log_format format)
+{
+	return format == LOG_FORMAT_TEXT ? "text" : format == LOG_FORMAT_JSON ? "json" : "auto";
+}
+
 int log_level_parse(const char *s, evh_log_level *out)
 {
 	if (!s)

@@ -10,6 +10,8 @@ void log_setup(evh_log_level level, log_format format);
 int log_level_parse(const char *s, evh_log_level *out);
 /* The name log_level_parse takes ("error" .. "debug"). */
 const char *log_level_name(evh_log_level level);
+/* The [log] format key's value for `format` ("auto", "text", "json"). */
+const char *log_format_name(log_format format);
 /* `component` is "host", "http", "kafka", or a plugin name. */
 void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

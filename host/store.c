@@ -1791,17 +1791,11 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 	static const char sql[] = "SELECT l.seq, id, topic, key, type, source, time, traceparent,"
 	                          " data FROM evh_pending AS p JOIN evh_log AS l ON l.seq = p.seq"
 	                          " WHERE p.seq > ? ORDER BY p.seq LIMIT ?";
-	int rc, status = EVH_OK;
+	int rc = SQLITE_OK, status = EVH_OK;
 
-	if (!s->rfetch) {
+	if (!s->rfetch)
 		rc = sqlite3_prepare_v3(s->rdb, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->rfetch, NULL);
-		if (rc != SQLITE_OK) {
-			log_error(STORE_LOG, "%s: outbox read: %s", sqlite3_db_filename(s->rdb, "main"),
-			          sqlite3_errmsg(s->rdb));
-			return status_of(rc);
-		}
-	}
-	if ((rc = sqlite3_bind_int64(s->rfetch, 1, after_seq)) == SQLITE_OK)
+	if (rc == SQLITE_OK && (rc = sqlite3_bind_int64(s->rfetch, 1, after_seq)) == SQLITE_OK)
 		rc = sqlite3_bind_int64(s->rfetch, 2, max > INT64_MAX ? INT64_MAX : (int64_t)max);
 	while (rc == SQLITE_OK && !status && *n < max &&
 	       (rc = sqlite3_step(s->rfetch)) == SQLITE_ROW) {
@@ -1813,7 +1807,8 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 		          sqlite3_errmsg(s->rdb));
 		status = status_of(rc);
 	}
-	sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
+	if (s->rfetch)
+		sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
 	return status;
 }
 

@@ -21,6 +21,7 @@
 #include "config.h"
 #include "diag.h"
 #include "log.h"
+#include "stderr_capture.h"
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -894,22 +895,9 @@ static void test_diag(void **state)
 /* Run log_msg with stderr redirected to a file; returns what was written. */
 static char *capture_log(evh_log_level lvl, const char *comp, const char *msg)
 {
-	char path[] = "/tmp/evhost-test-log-XXXXXX", *out;
-	int fd = mkstemp(path), saved = dup(STDERR_FILENO);
-	off_t len;
-
-	assert_true(fd >= 0 && saved >= 0);
-	fflush(stderr);
-	dup2(fd, STDERR_FILENO);
+	stderr_capture c = stderr_begin();
 	log_msg(lvl, comp, "%s", msg);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	len = lseek(fd, 0, SEEK_END);
-	out = calloc(1, (size_t)len + 1);
-	assert_int_equal(pread(fd, out, (size_t)len, 0), len);
-	close(fd);
-	unlink(path);
-	return out;
+	return stderr_end(c);
 }
 
 static void test_log_json(void **state)

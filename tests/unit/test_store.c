@@ -20,6 +20,7 @@
 
 #include <sqlite3.h>
 
+#include "stderr_capture.h"
 #include "store.h"
 
 typedef struct fixture {
@@ -1364,36 +1365,6 @@ static void test_outbox_fetch_beside_open_tx(void **state)
 	assert_int_equal(a.first_seq, 1);
 }
 
-/* Redirect stderr (the log) to a temporary file until stderr_end, which
- * returns what was written (to free). */
-static int stderr_begin(int *saved)
-{
-	char path[] = "/tmp/evhost-test-log-XXXXXX";
-	int fd = mkstemp(path);
-	assert_true(fd >= 0);
-	unlink(path);
-	fflush(stderr);
-	*saved = dup(STDERR_FILENO);
-	assert_true(*saved >= 0);
-	dup2(fd, STDERR_FILENO);
-	return fd;
-}
-
-static char *stderr_end(int fd, int saved)
-{
-	off_t len;
-	char *out;
-	fflush(stderr);
-	dup2(saved, STDERR_FILENO);
-	close(saved);
-	len = lseek(fd, 0, SEEK_END);
-	out = calloc(1, (size_t)len + 1);
-	assert_non_null(out);
-	assert_int_equal(pread(fd, out, (size_t)len, 0), len);
-	close(fd);
-	return out;
-}
-
 /* A failing outbox read (here: its table is gone) is an error, with no
  * rows, whether it fails preparing its statement or running the prepared
  * one; the log says which database. */
@@ -1403,13 +1374,13 @@ static void test_outbox_fetch_error(void **state)
 	outbox_row row = make_row("e1", "{}"), *rows;
 	evh_tx *tx;
 	size_t n = 99;
-	int saved, fd;
+	stderr_capture cap;
 	char *logged, want[256];
 
 	exec1(f->s, "DROP TABLE evh_pending"); /* before the first read: prepare fails */
-	fd = stderr_begin(&saved);
+	cap = stderr_begin();
 	assert_int_not_equal(store_outbox_fetch(f->s, 0, 10, &rows, &n), EVH_OK);
-	logged = stderr_end(fd, saved);
+	logged = stderr_end(cap);
 	snprintf(want, sizeof want, "%s: outbox read: no such table: evh_pending", f->path);
 	if (!strstr(logged, want))
 		fail_msg("log: %s (expected: %s)", logged, want);
