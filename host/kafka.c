@@ -781,7 +781,9 @@ struct consumer {
 };
 
 /* What became of one dispatch. */
-enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT };
+/* OUT_KEEP: EVH_EVENT_KEEP_AND_DEAD_LETTER, its writes kept in the
+ * transaction, its inbox claim taken back; dead-lettered once committed. */
+enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP };
 
 static const char *plugin_label(const struct consumer *c) { return c->p->name; }
 
@@ -1030,6 +1032,22 @@ static void set_trace_context(const char *traceparent)
  * the inbox check and record. The first non-OK result decides and rolls the
  * savepoint back, so only this event's writes are undone; *sub gets the
  * subscription whose policy applies. */
+/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER: keep the writes made
+ * so far (the later handlers of the event do not run), but not the inbox
+ * claim, so the event's redriven copy is handled again. */
+static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx)
+{
+	if (store_inbox_unclaim(tx, ev->id) != EVH_OK ||
+	    store_tx_savepoint_release(tx) != EVH_OK) {
+		snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
+		store_tx_savepoint_rollback(tx);
+		return OUT_RETRY;
+	}
+	log_debug(KAFKA_LOG, "%s: event %s: handler kept its writes and gave the event up",
+	          c->p->name, ev->id);
+	return OUT_KEEP;
+}
+
 static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, size_t first,
                                  size_t *sub)
 {
@@ -1063,6 +1081,8 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		r = p->subs[i].handler(p, ev, tx, p->subs[i].ud);
 		if (r == EVH_EVENT_OK)
 			continue;
+		if (r == EVH_EVENT_KEEP_AND_DEAD_LETTER)
+			return keep_writes(c, ev, tx);
 		store_tx_savepoint_rollback(tx);
 		if (r == EVH_EVENT_REJECT)
 			return OUT_REJECT;
@@ -1095,7 +1115,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 		return OUT_RETRY;
 	}
 	out = run_handlers(c, ev, tx, first, sub);
-	if (out != OUT_DONE) {
+	if (out != OUT_DONE && out != OUT_KEEP) {
 		store_tx_rollback(tx);
 		return out;
 	}
@@ -1103,7 +1123,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 		snprintf(ev->error, sizeof ev->error, "storage: commit failed");
 		return OUT_RETRY;
 	}
-	return OUT_DONE;
+	return out;
 }
 
 /* Dispatch `msg` (attempt number `attempt`) in `tx` (a batch's), or in a
@@ -1146,6 +1166,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	}
 	if (out == OUT_REJECT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "rejected by handler");
+	else if (out == OUT_KEEP)
+		snprintf(err, errlen, "%s",
+		         ev.error[0] ? ev.error : "handler kept its writes and gave the event up");
 	else if (out == OUT_RETRY)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
 	event_free(&ev);
@@ -1415,7 +1438,7 @@ static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
 		s->msg = NULL; /* ownership is back here */
 	if (out != OUT_DONE)
 		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
-		                      out == OUT_REJECT ? METRICS_EVENT_REJECT : METRICS_EVENT_DLQ);
+		                      out == OUT_RETRY ? METRICS_EVENT_DLQ : METRICS_EVENT_REJECT);
 	if (out != OUT_DONE && dead_letter(c, msg, attempt, err) != 0) {
 		/* Stopping: left uncommitted on purpose, redelivered later. */
 		if (s)
@@ -1732,8 +1755,8 @@ static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
- * is rolled back, the others commit, and then it is retried or
- * dead-lettered as a lone message would be. Offsets are stored only after
+ * is rolled back (kept, for OUT_KEEP), the others commit, and then it is
+ * retried or dead-lettered as a lone message would be. Offsets are stored only after
  * the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
@@ -1761,7 +1784,7 @@ static void handle_batch(struct consumer *c, struct pbuf *b)
 		if (n == BATCH_MAX || now_us() >= deadline || atomic_load(&c->stop))
 			break;
 	}
-	if (!n) {
+	if (!n && out != OUT_KEEP) {
 		store_tx_rollback(tx);
 	} else if ((status = store_tx_commit(tx)) != EVH_OK) {
 		batch_redo(c, done, n, failed, status);

@@ -30,7 +30,7 @@ typedef enum metrics_event_result {
 	METRICS_EVENT_OK = 0,     /* handled, committed */
 	METRICS_EVENT_DUPLICATE,  /* already in the inbox: skipped */
 	METRICS_EVENT_RETRY,      /* failed; a retry is scheduled */
-	METRICS_EVENT_REJECT,     /* rejected (poison or no handler): dead-lettered */
+	METRICS_EVENT_REJECT,     /* dead-lettered by its handler (or no handler) */
 	METRICS_EVENT_DLQ,        /* failed its last attempt: dead-lettered */
 } metrics_event_result;
 

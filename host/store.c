@@ -2043,6 +2043,14 @@ int store_inbox_seen(evh_tx *tx, const char *event_id)
 	return seen;
 }
 
+int store_inbox_unclaim(evh_tx *tx, const char *event_id)
+{
+	evh_value v = EVH_TEXT(event_id);
+	if (tx && !event_id)
+		return tx_fail_msg(tx, EVH_EINVAL, "no event id");
+	return store_exec(tx, "DELETE FROM evh_inbox WHERE event_id = ?", &v, 1, NULL);
+}
+
 int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
                       int64_t offset)
 {

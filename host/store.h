@@ -130,6 +130,9 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
  * <0 on error. Rolled back with the handler's writes if the handler fails. */
 int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
                       int64_t offset);
+/* Take back the claim made in `tx` (EVH_EVENT_KEEP_AND_DEAD_LETTER: the
+ * handler's writes commit, the event stays unhandled). EVH_OK or an error. */
+int store_inbox_unclaim(evh_tx *tx, const char *event_id);
 /* Whether an event id is recorded: 1 yes, 0 no, <0 error (inspection). */
 int store_inbox_seen(evh_tx *tx, const char *event_id);
 #endif

@@ -127,6 +127,10 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 		kafka_ev_set_error(ev, "bad data");
 		return EVH_EVENT_REJECT;
 	}
+	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
+		kafka_ev_set_error(ev, "mail server down");
+		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
+	}
 	return EVH_EVENT_OK;
 }
 
@@ -926,6 +930,54 @@ static void test_dlq_read_and_redrive(void **state)
 	dlq_list_free(&l);
 }
 
+static int inbox_has(const char *id)
+{
+	evh_tx *tx;
+	int seen;
+	assert_int_equal(store_tx_begin(fx.notif.store, &tx), EVH_OK);
+	seen = store_inbox_seen(tx, id);
+	store_tx_rollback(tx);
+	return seen;
+}
+
+/* KEEP_AND_DEAD_LETTER in the middle of a batch: the events before and
+ * after it are handled, its writes commit, it is dead-lettered without an
+ * inbox record, and its redriven copy is handled again. */
+static void test_keep_and_dead_letter(void **state)
+{
+	char before[37], keep[37], after[37];
+	const dlq_msg *sel[1];
+	dlq_redrive_result res[1];
+	dlq_list l;
+	events_uuid(before);
+	events_uuid(keep);
+	events_uuid(after);
+	publish(before, "keep", "USER_CREATED", "{}");
+	publish(keep, "keep", "KEEP_ME", "{}");
+	publish(after, "keep", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(after, 1), 1);
+	assert_int_equal(count_calls(keep, 0), 1); /* final at once: no retry */
+	assert_int_equal(handled_rows(before), 1);
+	assert_int_equal(handled_rows(keep), 1); /* its write committed */
+	assert_int_equal(handled_rows(after), 1);
+	assert_int_equal(inbox_has(before), 1);
+	assert_int_equal(inbox_has(keep), 0);
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", keep, 1), 1);
+	sel[0] = dlq_nth(&l, "ce_id", keep, 0);
+	assert_non_null(sel[0]);
+	assert_string_equal(dlq_header(sel[0], "evhost_dlq_error", NULL), "mail server down");
+	assert_string_equal(dlq_header(sel[0], "evhost_dlq_attempts", NULL), "1");
+	assert_int_equal(atoll(dlq_header(sel[0], "evhost_dlq_offset", NULL)),
+	                 rec.calls[call_index(keep, 0)].offset);
+
+	dlq_redrive(fx.k, sel, 1, WAIT_MS, res);
+	assert_int_equal(res[0].outcome, DLQ_REDRIVEN);
+	assert_int_equal(wait_calls(keep, 2), 2); /* not dropped as a duplicate */
+	assert_int_equal(handled_rows(keep), 2);
+	assert_int_equal(inbox_has(keep), 1);
+	dlq_list_free(&l);
+}
+
 static void test_replay_rewinds_and_forgets_inbox(void **state)
 {
 	struct extra x;
@@ -1106,6 +1158,10 @@ static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx
 		kafka_ev_set_error(ev, "bad data");
 		return EVH_EVENT_REJECT;
 	}
+	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
+		kafka_ev_set_error(ev, "mail server down");
+		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
+	}
 	return EVH_EVENT_OK;
 }
 
@@ -1281,6 +1337,7 @@ static const struct {
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
     {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
+    {cmocka_unit_test(test_keep_and_dead_letter), 2},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},         /* 8.6 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 1}, /* 3.4 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */

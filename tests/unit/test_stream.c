@@ -822,7 +822,7 @@ static void test_sdk_wrappers_on_old_and_new_hosts(void **st)
 	api.struct_size = (uint32_t)sizeof api;
 	assert_int_equal(evh_resp_stream(NULL, "u"), 42);
 	assert_int_equal(evh_stream_publish(NULL, "u", "e", "{}"), 3);
-	assert_int_equal(EVH_ABI_MINOR, 1);
+	assert_true(EVH_ABI_MINOR >= 1);
 	evh__api = NULL;
 }
 

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 1
+#define EVH_ABI_MINOR 2
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -76,6 +76,15 @@ typedef enum evh_event_result {
 	EVH_EVENT_OK = 0,     /* done: record in the inbox, commit the offset */
 	EVH_EVENT_RETRY = 1,  /* transient failure: retry with backoff */
 	EVH_EVENT_REJECT = 2, /* poison: to the dead-letter topic now */
+	/* (ABI 1.2) Part done, part given up for now: commit the writes made
+	 * in `tx`, then send the event to the dead-letter topic, for an
+	 * operator to redrive once the cause is fixed (say, a mail server
+	 * that stayed down through every retry). The event is not recorded in
+	 * the inbox, so the redriven copy runs every handler of it again:
+	 * writes committed with this result must be idempotent (an upsert, a
+	 * row that says the step is done). Not a retry: it is final for this
+	 * delivery, like REJECT. */
+	EVH_EVENT_KEEP_AND_DEAD_LETTER = 3,
 } evh_event_result;
 
 typedef enum evh_log_level {
@@ -558,7 +567,8 @@ static inline const char *evh_event_header(const evh_event *e, const char *name)
 }
 /* 1 on first delivery, 2 on the first retry, ... */
 static inline int evh_event_attempt(const evh_event *e) { return evh__api->ev_attempt(e); }
-/* Say why you return RETRY or REJECT; goes to logs and DLQ headers. */
+/* Say why you return RETRY, REJECT or KEEP_AND_DEAD_LETTER; goes to logs
+ * and DLQ headers. */
 static inline void evh_event_set_error(const evh_event *e, const char *message)
 {
 	evh__api->ev_set_error(e, message);
