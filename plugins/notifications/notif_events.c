@@ -4,10 +4,15 @@
  * Delivery state. Writes go through the handler's `tx`, which the host
  * commits with the inbox record on OK and rolls back on RETRY and REJECT.
  * So outcomes that end an event's handling are written to the
- * notifications_log table and the handler returns OK: "sent", and "failed"
- * when the server refused for good (5xx) or the last attempt failed. An
- * undeliverable mail is not a poison event: returning REJECT would also
- * roll back the recipient the same event carried. Only "retrying" (the
+ * notifications_log table: "sent", and "failed" when the server refused
+ * for good (5xx); the handler returns OK. When the last attempt fails for
+ * a reason that may pass (server down, timeout, 4xx), the row says
+ * "dead_lettered" and the handler returns KEEP_AND_DEAD_LETTER: the rows
+ * and the recipient the event carried commit, and the event waits in the
+ * dead-letter topic until an operator redrives it; the redriven copy sends
+ * what is still unsent. An undeliverable mail is not a poison event:
+ * returning REJECT would also roll back the recipient the same event
+ * carried, and the "sent" rows of a broadcast. Only "retrying" (the
  * handler returns RETRY) cannot be written, so it lives in memory
  * (notif_pending.h); memory also remembers mails that left while their row
  * was not yet committed, so a retry does not send them twice. REJECT is
@@ -25,7 +30,7 @@
 /* ------------------------------------------------------------ log table */
 
 /* 1 with the row's status copied, 0 when there is no row, -1 on error. */
-static int log_status(evh_tx *tx, const char *log_id, char status[12])
+static int log_status(evh_tx *tx, const char *log_id, char status[NOTIF_STATUS_LEN])
 {
 	evh_value arg = EVH_TEXT(log_id);
 	evh_rows *rows;
@@ -36,7 +41,7 @@ static int log_status(evh_tx *tx, const char *log_id, char status[12])
 		return -1;
 	rc = evh_rows_next(rows);
 	if (rc == 1)
-		snprintf(status, 12, "%s", evh_rows_text(rows, 0, NULL));
+		snprintf(status, NOTIF_STATUS_LEN, "%s", evh_rows_text(rows, 0, NULL));
 	evh_rows_close(rows);
 	return rc < 0 ? -1 : rc;
 }
@@ -68,7 +73,8 @@ typedef enum deliv_outcome {
 	DELIV_SENT,    /* sent now; "sent" row written */
 	DELIV_ALREADY, /* an earlier attempt or delivery settled it; nothing sent */
 	DELIV_RETRY,   /* transient failure, attempts remain; in memory only */
-	DELIV_FAILED,  /* refused for good or attempts exhausted; "failed" row written */
+	DELIV_FAILED,  /* refused for good; "failed" row written */
+	DELIV_PARKED,  /* transient failure at the last attempt; "dead_lettered" row written */
 	DELIV_DBERR,   /* storage failed; `err` says how */
 } deliv_outcome;
 
@@ -106,7 +112,7 @@ static void remember(notif_state *st, const delivery *d, const char *status, con
  * what happened. */
 static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 {
-	char found[12], now[NOTIF_TIME_LEN];
+	char found[NOTIF_STATUS_LEN], now[NOTIF_TIME_LEN];
 	const char *status;
 	notif_entry mem;
 	notif_send_result res;
@@ -139,6 +145,16 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	if (res == NOTIF_SEND_TRANSIENT && !d->last_attempt) {
 		remember(st, d, NOTIF_RETRYING, d->err);
 		return DELIV_RETRY;
+	}
+	if (res == NOTIF_SEND_TRANSIENT) {
+		/* Nothing left: unlike the outcomes below, a redo of this attempt
+		 * (should the commit fail) must try to send again. */
+		remember(st, d, NOTIF_RETRYING, d->err);
+		notif_now_rfc3339(now);
+		if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, NOTIF_DEAD_LETTERED,
+		              d->attempts, d->err, d->created_at, now) != EVH_OK)
+			return db_error(tx, d, "writing notifications_log");
+		return DELIV_PARKED;
 	}
 	status = res == NOTIF_SEND_OK ? NOTIF_SENT : NOTIF_FAILED;
 	/* Before the row: should the write fail, the retry must not resend. */
@@ -392,6 +408,14 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		        d.err);
 		push_outcome(st, u.id, &d, NOTIF_FAILED, NULL);
 		break;
+	case DELIV_PARKED:
+		evh_log(st->p, EVH_LOG_WARN,
+		        "welcome mail for user %s not sent after %d attempt(s): %s; the event goes "
+		        "to the dead-letter topic: redrive it once the mail server is back",
+		        u.id, d.attempts, d.err);
+		evh_event_set_error(ev, d.err);
+		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
+		break;
 	case DELIV_RETRY:
 	case DELIV_DBERR:
 		evh_event_set_error(ev, d.err);
@@ -537,7 +561,7 @@ bad:
 }
 
 typedef struct broadcast_tally {
-	int sent, already, failed, retry;
+	int sent, already, failed, retry, parked;
 	char last_err[512];
 } broadcast_tally;
 
@@ -586,6 +610,10 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		push_outcome(st, r->id, &d, NOTIF_FAILED, b->subject);
 		return 0;
+	case DELIV_PARKED:
+		t->parked++;
+		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		return 0;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;
@@ -618,14 +646,21 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			goto out;
 		}
 	}
-	evh_log(st->p, EVH_LOG_INFO,
-	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry (attempt %d)", b.id,
-	        t.sent, t.already, t.failed, t.retry, evh_event_attempt(ev));
+	evh_log(st->p, t.parked ? EVH_LOG_WARN : EVH_LOG_INFO,
+	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry, %d given up "
+	        "for a redrive (attempt %d)",
+	        b.id, t.sent, t.already, t.failed, t.retry, t.parked, evh_event_attempt(ev));
 	if (t.retry) {
 		snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s", t.retry,
 		         n, t.last_err);
 		evh_event_set_error(ev, why);
 		result = EVH_EVENT_RETRY;
+	} else if (t.parked) {
+		/* The sent rows commit; the redriven copy serves the others. */
+		snprintf(why, sizeof why, "%d of %zu deliveries not sent after the last attempt; "
+		         "last error: %s", t.parked, n, t.last_err);
+		evh_event_set_error(ev, why);
+		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 	}
 out:
 	recipients_free(rs, n);

@@ -16,11 +16,14 @@
 #define NOTIF_SENT "sent"
 #define NOTIF_RETRYING "retrying"
 #define NOTIF_FAILED "failed"
+#define NOTIF_DEAD_LETTERED "dead_lettered" /* table only: waits for a redrive */
+#define NOTIF_STATUS_LEN 16 /* the longest status, with its NUL, fits */
+_Static_assert(sizeof NOTIF_DEAD_LETTERED <= NOTIF_STATUS_LEN, "status buffers too short");
 
 typedef struct notif_entry {
 	char *event_id, *recipient, *tmpl;
 	char *last_error; /* NULL when none */
-	char status[12];
+	char status[NOTIF_STATUS_LEN];
 	int attempts;
 	char created_at[NOTIF_TIME_LEN], updated_at[NOTIF_TIME_LEN];
 } notif_entry;

@@ -61,6 +61,28 @@ static const evh_migration notif_migrations[] = {
         "CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);"
         "CREATE INDEX notifications_log_recipient"
         " ON notifications_log (recipient, created_at, event_id);"},
+    /* "dead_lettered": the last attempt failed for a reason that may pass;
+     * the event waits in the dead-letter topic for a redrive. SQLite cannot
+     * change a CHECK constraint in place: the table is rebuilt. */
+    {2, "CREATE TABLE notifications_log_v2 ("
+        " event_id TEXT PRIMARY KEY,"
+        " recipient TEXT NOT NULL,"
+        " template TEXT NOT NULL,"
+        " status TEXT NOT NULL"
+        "  CHECK (status IN ('sent', 'retrying', 'failed', 'dead_lettered')),"
+        " attempts INTEGER NOT NULL,"
+        " last_error TEXT,"
+        " created_at TEXT NOT NULL,"
+        " updated_at TEXT NOT NULL);"
+        "INSERT INTO notifications_log_v2 (event_id, recipient, template, status, attempts,"
+        " last_error, created_at, updated_at)"
+        " SELECT event_id, recipient, template, status, attempts, last_error, created_at,"
+        " updated_at FROM notifications_log;"
+        "DROP TABLE notifications_log;"
+        "ALTER TABLE notifications_log_v2 RENAME TO notifications_log;"
+        "CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);"
+        "CREATE INDEX notifications_log_recipient"
+        " ON notifications_log (recipient, created_at, event_id);"},
 };
 
 /* ------------------------------------------------------------- files */

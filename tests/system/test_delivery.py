@@ -139,6 +139,17 @@ class Stack:
         return (session or requests).post(self.d.url + "/users", timeout=30, json={
             "name": name, "email": addr, "password": PASSWORD})
 
+    def create_users(self, label, n):
+        """n users with fresh addresses: {user id: address}."""
+        run = secrets.token_hex(3)
+        users = {}
+        for i in range(n):
+            addr = f"{label}{i}.{run}@example.org"
+            r = self.create_user(f"{label.capitalize()} {i}", addr)
+            assert r.status_code == 201, r.text
+            users[r.json()["id"]] = addr
+        return users
+
     def recipients(self):
         return {r[0]: (r[1], r[2]) for r in
                 db_rows(self.d, "notifications", "SELECT user_id, email, name FROM recipients")}
@@ -355,12 +366,7 @@ def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, u
                kafka={"retry.max_attempts": 3, "retry.backoff_ms": 300,
                       "retry.backoff_max_ms": 1200})
     smtp_server.stop()
-    run = secrets.token_hex(3)
-    users = {}
-    for i in range(5):
-        r = st.create_user(f"Down {i}", f"down{i}.{run}@example.org")
-        assert r.status_code == 201, r.text
-        users[r.json()["id"]] = f"down{i}.{run}@example.org"
+    users = st.create_users("down", 5)
 
     letters = dead_letters(st.d, "notifications", 5)
     assert {m["key"] for m in letters} == set(users)
@@ -400,6 +406,52 @@ def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, u
     assert dups == 0
     assert sent == 5
     assert set(st.recipients()) == set(users)
+
+
+def test_smtp_down_at_the_plugins_last_attempt_keeps_the_recipient(evhostd, tmp_path,
+                                                                    unique_name, kafka_bootstrap,
+                                                                    smtp_server):
+    # As packaged, the plugin knows its retry.max_attempts: at the last
+    # attempt it records the mail as dead_lettered and returns
+    # KEEP_AND_DEAD_LETTER, so the recipient and the row commit while the
+    # event waits in the dead-letter topic for a redrive.
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               notif={"retry.max_attempts": 2, "retry.backoff_ms": 200,
+                      "retry.backoff_max_ms": 400})
+    smtp_server.stop()
+    users = st.create_users("parked", 3)
+
+    letters = dead_letters(st.d, "notifications", 3)
+    assert {m["key"] for m in letters} == set(users)
+    for m in letters:
+        assert m["headers"]["evhost_dlq_attempts"] == "2"
+        assert "smtp" in m["headers"]["evhost_dlq_error"].lower()
+    # Kept although the event was dead-lettered: the recipients and the rows.
+    assert set(st.recipients()) == set(users)
+    rows = db_rows(st.d, "notifications",
+                   "SELECT recipient, status, attempts, last_error IS NOT NULL"
+                   " FROM notifications_log")
+    assert sorted(rows) == sorted((a, "dead_lettered", 2, 1) for a in users.values())
+    assert "redrive it once the mail server is back" in st.d.log_text()
+    assert not smtp_server.messages
+
+    smtp_server.start()
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["redriven"] == 3 and r.json()["failed"] == 0
+    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
+                   timeout=30, message="the welcome mails after the redrive")
+    lib.wait_until(lambda: db_rows(st.d, "notifications",
+                                   "SELECT COUNT(*) FROM notifications_log"
+                                   " WHERE status = 'sent'")[0][0] == 3,
+                   timeout=10, message="the rows to say sent")
+    time.sleep(1)
+    counts = welcome_counts(smtp_server)
+    report("smtp down at the plugin's last attempt", users=len(users),
+           dead_lettered=len(letters), recipients_kept=len(st.recipients()),
+           delivered=len(set(counts) & set(users.values())),
+           duplicates=sum(n - 1 for n in counts.values()))
+    assert all(counts[a] == 1 for a in users.values())
 
 
 # -------------------------------------------------------- 4: poison messages

@@ -52,7 +52,8 @@ def part(msg, ctype):
 class Env:
     """One daemon with user.so and notifications.so on their own topics."""
 
-    def __init__(self, evhostd, tmp_path, unique_name, kafka_bootstrap, notif=None, user=True):
+    def __init__(self, evhostd, tmp_path, unique_name, kafka_bootstrap, notif=None, user=True,
+                 state_dir=None):
         self.topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
         self.tmp = tmp_path
         secret = tmp_path / "jwt.key"
@@ -84,7 +85,7 @@ class Env:
                 "argon2_memlimit": "min",
             }
         self.config = config
-        self.d = evhostd(config, brokers=kafka_bootstrap)
+        self.d = evhostd(config, brokers=kafka_bootstrap, state_dir=state_dir)
         self.brokers = kafka_bootstrap
 
     def create_user(self, name, addr):
@@ -330,51 +331,102 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     assert len([m for m in smtp_server.messages if m.envelope_to == [addr]]) == 1
 
 
-def test_undeliverable_mail_is_logged_failed_and_the_user_kept(evhostd, tmp_path, unique_name,
-                                                                kafka_bootstrap, smtp_server):
+def test_undeliverable_mail_is_failed_or_dead_lettered_and_the_user_kept(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
                "list_role": "", "retry.max_attempts": 3, "retry.backoff_ms": 100,
                "retry.backoff_max_ms": 200},
               user=False)
 
-    def entry(event_id):
+    def entry(event_id, status):
         return lib.wait_until(
             lambda: next((i for i in env.d.get("/notifications").json()["items"]
-                          if i["event_id"] == event_id and i["status"] == "failed"), None),
-            timeout=30, message=f"a failed entry for {event_id}")
+                          if i["event_id"] == event_id and i["status"] == status), None),
+            timeout=30, message=f"a {status} entry for {event_id}")
 
-    # Refused for good (5xx): failed at once.
+    # Refused for good (5xx): failed at once, and that is the end of it.
     smtp_server.reply = "550 5.1.1 Mailbox unavailable"
     gone = f"gone.{uuid.uuid4().hex[:8]}@example.com"
     lib.kafka_produce(env.topics["created"], {"id": "u-gone", "name": "Gone", "email": gone},
                       key="u-gone", brokers=kafka_bootstrap,
                       headers={"ce_id": "gone-1", "ce_type": "user.created"})
-    failed = entry("gone-1")
+    failed = entry("gone-1", "failed")
     assert failed["attempts"] == 1 and "550" in failed["last_error"]
     assert failed["recipient"] == gone
 
-    # Temporary trouble that outlasts the retries: failed after the last one.
+    # Temporary trouble that outlasts the retries: dead_lettered after the
+    # last one, and the event waits in the dead-letter topic for a redrive.
     smtp_server.reply = "451 4.3.0 Try again later"
     busy = f"busy.{uuid.uuid4().hex[:8]}@example.com"
     lib.kafka_produce(env.topics["created"], {"id": "u-busy", "name": "Busy", "email": busy},
                       key="u-busy", brokers=kafka_bootstrap,
                       headers={"ce_id": "busy-1", "ce_type": "user.created"})
-    failed = entry("busy-1")
-    assert failed["attempts"] == 3 and "451" in failed["last_error"]
+    parked = entry("busy-1", "dead_lettered")
+    assert parked["attempts"] == 3 and "451" in parked["last_error"]
+    # The row commits first; the dead letter follows it.
+    letters = lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", count=1,
+                                timeout=30, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_id"] for m in letters] == ["busy-1"]
+    assert "451" in letters[0]["headers"]["evhost_dlq_error"]
 
     # Mail trouble is not bad data: both users stay recipients (of later
-    # broadcasts), and nothing went to the dead-letter topic.
+    # broadcasts).
     assert set(env.recipients()) == {"u-gone", "u-busy"}
-    assert lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", timeout=3,
-                             brokers=kafka_bootstrap) == []
     # The outcome is in the table: a restart keeps it.
     env.d.stop()
     d2 = evhostd(env.config, config_dir=env.d.config_dir, state_dir=env.d.state_dir,
                  brokers=kafka_bootstrap)
     items = {i["event_id"]: i for i in d2.get("/notifications").json()["items"]}
-    assert items["gone-1"]["status"] == "failed" and items["busy-1"]["status"] == "failed"
+    assert items["gone-1"]["status"] == "failed"
+    assert items["busy-1"]["status"] == "dead_lettered"
     assert smtp_server.messages == []
+
+
+# The delivery log as the plugin's first schema (migration 1) made it.
+LOG_V1 = """
+CREATE TABLE evh_migrations(version INTEGER PRIMARY KEY, applied_at TEXT);
+INSERT INTO evh_migrations VALUES (1, '2026-11-01T00:00:00.000Z');
+CREATE TABLE recipients (user_id TEXT PRIMARY KEY, email TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL);
+CREATE TABLE notifications_log (event_id TEXT PRIMARY KEY, recipient TEXT NOT NULL,
+  template TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('sent', 'retrying', 'failed')),
+  attempts INTEGER NOT NULL, last_error TEXT, created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);
+CREATE INDEX notifications_log_recipient ON notifications_log (recipient, created_at, event_id);
+INSERT INTO notifications_log VALUES ('old-1', 'old@example.com', 'welcome', 'failed', 1,
+  '550 gone', '2026-11-01T00:00:00.000Z', '2026-11-01T00:00:01.000Z');
+"""
+
+
+def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_name,
+                                                      kafka_bootstrap):
+    state = tmp_path / "old-state"
+    state.mkdir()
+    db = sqlite3.connect(state / "notifications.db")
+    db.executescript(LOG_V1)
+    db.close()
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap, {"list_role": ""}, user=False,
+              state_dir=state)
+    items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
+    assert items["old-1"]["status"] == "failed"
+    assert items["old-1"]["last_error"] == "550 gone"
+    assert items["old-1"]["created_at"] == "2026-11-01T00:00:00.000Z"
+    db = sqlite3.connect(state / "notifications.db")
+    try:
+        assert [r[0] for r in db.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
+            == [1, 2]
+        indexes = {r[0] for r in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications_log'"
+            " AND sql IS NOT NULL")}
+        assert indexes == {"notifications_log_page", "notifications_log_recipient"}
+        with db:
+            db.execute("INSERT INTO notifications_log VALUES ('new-1', 'new@example.com',"
+                       " 'welcome', 'dead_lettered', 5, 'down', 'x', 'x')")
+    finally:
+        db.close()
 
 
 # ---------------------------------------------------------------- broadcast
