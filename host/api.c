@@ -221,17 +221,17 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
                          size_t nroles, int ttl_s, char **token)
 {
-	const settings *s;
+	const auth_keyset *k;
 
 	if (!p || !subject || !*subject || !token || ttl_s <= 0 || (nroles && !roles))
 		return EVH_EINVAL;
-	s = &p->host->set;
-	if (!s->jwt_secret) {
+	k = host_auth(p->host);
+	if (!k || !k->secret) {
 		log_error(p->name, "cannot issue tokens: [auth] jwt_secret_file is not configured");
 		return EVH_ESTATE;
 	}
-	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, s->jwt_issuer,
-	             (const unsigned char *)s->jwt_secret, s->jwt_secret_len, token) != 0)
+	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, k->issuer, k->secret,
+	             k->len, token) != 0)
 		return EVH_ENOMEM;
 	return EVH_OK;
 }

@@ -1222,26 +1222,43 @@ static const key_def metrics_keys[] = {
 
 /* [auth] */
 
+/* A key file: its path into *file, its contents into *secret and *len. */
+static void get_key_file(set_ctx *x, const cfg_entry *e, char **file, char **secret,
+                         size_t *len)
+{
+	char *key;
+	size_t n;
+
+	get_path(x, e, file);
+	if (!*e->value)
+		return;
+	key = read_secret(x, e, *file, JWT_SECRET_MIN, &n);
+	if (!key)
+		return;
+	*secret = key;
+	*len = n;
+}
+
 static void k_jwt_secret_file(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
-	size_t len;
-	char *secret;
+	get_key_file(x, e, &s->jwt_secret_file, &s->jwt_secret, &s->jwt_secret_len);
+}
 
-	get_path(x, e, &s->jwt_secret_file);
-	if (!*e->value)
-		return;
-	secret = read_secret(x, e, s->jwt_secret_file, JWT_SECRET_MIN, &len);
-	if (!secret)
-		return;
-	s->jwt_secret = secret;
-	s->jwt_secret_len = len;
+/* The key a rotation replaced: tokens it signed are still accepted (until
+ * they expire and this key is removed), none is signed with it. */
+static void k_jwt_previous_secret_file(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	get_key_file(x, e, &s->jwt_previous_secret_file, &s->jwt_previous_secret,
+	             &s->jwt_previous_secret_len);
 }
 
 static void k_issuer(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->jwt_issuer); }
 
 static const key_def auth_keys[] = {
     {"jwt_secret_file", k_jwt_secret_file},
+    {"jwt_previous_secret_file", k_jwt_previous_secret_file},
     {"issuer", k_issuer},
     {NULL, NULL},
 };
@@ -1446,6 +1463,11 @@ static void check_cross(set_ctx *x)
 		         "retry.backoff_ms (%d)",
 		         s->retry_backoff_max_ms, s->retry_backoff_ms);
 	}
+	e = cfg_find(c, "auth", "jwt_previous_secret_file");
+	if (e && *e->value && (!s->jwt_secret_file || !*s->jwt_secret_file))
+		diag_add(x->d, e->file, e->line,
+		         "[auth] jwt_previous_secret_file needs jwt_secret_file: the previous key "
+		         "only checks tokens, the current one signs them");
 	/* Each open event stream holds a worker thread: at least one must stay
 	 * free for ordinary requests (and /healthz). */
 	e = cfg_find(c, "http", "max_streams");
@@ -1503,6 +1525,10 @@ void settings_free(settings *s)
 	if (s->jwt_secret)
 		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
 	free(s->jwt_secret);
+	free(s->jwt_previous_secret_file);
+	if (s->jwt_previous_secret)
+		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
+	free(s->jwt_previous_secret);
 	free(s->jwt_issuer);
 	free(s->admin_token_file);
 	free(s->source);

@@ -95,6 +95,9 @@ typedef struct settings {
 	char *jwt_secret_file; /* [auth] jwt_secret_file */
 	char *jwt_secret;      /* loaded contents */
 	size_t jwt_secret_len;
+	char *jwt_previous_secret_file; /* [auth] jwt_previous_secret_file */
+	char *jwt_previous_secret;      /* loaded contents: verifies, never signs */
+	size_t jwt_previous_secret_len;
 	char *jwt_issuer;
 	char *admin_token_file;
 	int metrics_enabled;   /* [metrics] enabled, default true */

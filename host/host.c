@@ -78,8 +78,9 @@ static char *host_signature(const cfg *c)
 	for (size_t i = 0; all && i < c->nsections; i++) {
 		char *sig, *grown;
 
-		/* Plugins are compared one by one; [log] applies at once. */
-		if (strncmp(c->sections[i], "plugin.", 7) == 0 || strcmp(c->sections[i], "log") == 0)
+		/* Plugins are compared one by one; [log] and [auth] apply at once. */
+		if (strncmp(c->sections[i], "plugin.", 7) == 0 || strcmp(c->sections[i], "log") == 0 ||
+		    strcmp(c->sections[i], "auth") == 0)
 			continue;
 		if (!(sig = section_signature(c, c->sections[i]))) {
 			free(all);
@@ -228,12 +229,106 @@ static int lock_state_dir(host *h)
 	return 0;
 }
 
+static void *dup_bytes(const void *p, size_t n)
+{
+	void *c = p ? malloc(n ? n : 1) : NULL;
+	if (c)
+		memcpy(c, p, n);
+	return c;
+}
+
+static void auth_keyset_free(auth_keyset *k)
+{
+	while (k) {
+		auth_keyset *older = k->older;
+		if (k->secret)
+			explicit_bzero(k->secret, k->len);
+		if (k->previous)
+			explicit_bzero(k->previous, k->previous_len);
+		free(k->secret);
+		free(k->previous);
+		free(k->issuer);
+		free(k);
+		k = older;
+	}
+}
+
+/* A copy of the keys in `s`, or NULL out of memory. */
+static auth_keyset *auth_keyset_new(const settings *s)
+{
+	auth_keyset *k = calloc(1, sizeof *k);
+	if (!k)
+		return NULL;
+	k->len = s->jwt_secret_len;
+	k->previous_len = s->jwt_previous_secret_len;
+	k->secret = dup_bytes(s->jwt_secret, s->jwt_secret_len);
+	k->previous = dup_bytes(s->jwt_previous_secret, s->jwt_previous_secret_len);
+	k->issuer = strdup(s->jwt_issuer ? s->jwt_issuer : "");
+	if ((s->jwt_secret && !k->secret) || (s->jwt_previous_secret && !k->previous) ||
+	    !k->issuer) {
+		auth_keyset_free(k);
+		return NULL;
+	}
+	return k;
+}
+
+const auth_keyset *host_auth(host *h) { return atomic_load(&h->auth); }
+
+static int same_key(const void *a, size_t alen, const void *b, size_t blen)
+{
+	return alen == blen && (!alen || (a && b && !memcmp(a, b, alen)));
+}
+
+/* [auth] takes effect at once: requests check tokens against, and plugins
+ * sign with, whatever set they load. Key files are read again on every
+ * reload, so a key replaced in place is picked up too. Nothing of a key is
+ * logged but where it came from. */
+static void host_reload_auth(host *h, const host *next)
+{
+	auth_keyset *cur = atomic_load(&h->auth), *k;
+	const settings *n = &next->set;
+	int secret_changed = !same_key(cur->secret, cur->len, n->jwt_secret, n->jwt_secret_len);
+	int previous_changed =
+	    !same_key(cur->previous, cur->previous_len, n->jwt_previous_secret,
+	              n->jwt_previous_secret_len);
+	int issuer_changed = strcmp(cur->issuer, n->jwt_issuer ? n->jwt_issuer : "") != 0;
+
+	if (!secret_changed && !previous_changed && !issuer_changed)
+		return;
+	k = auth_keyset_new(n);
+	if (!k) {
+		log_error("host", "reload: out of memory: [auth] not applied, the old keys stay");
+		return;
+	}
+	k->older = cur;
+	atomic_store(&h->auth, k);
+	if (secret_changed && k->secret)
+		log_info("host", "reload: [auth] tokens are now signed and checked with the key in %s",
+		         n->jwt_secret_file);
+	else if (secret_changed)
+		log_warn("host", "reload: [auth] no jwt_secret_file: routes that need a token now "
+		                 "refuse every request");
+	if (previous_changed && k->previous)
+		log_info("host", "reload: [auth] tokens signed with the key in %s are accepted until "
+		                 "they expire; remove jwt_previous_secret_file then",
+		         n->jwt_previous_secret_file);
+	else if (previous_changed)
+		log_info("host", "reload: [auth] no previous key: tokens it signed are refused");
+	if (issuer_changed)
+		log_info("host", "reload: [auth] issuer %s -> %s", cur->issuer, k->issuer);
+}
+
 int host_start(host *h)
 {
 	char err[1024];
 
 	if (lock_state_dir(h) != 0)
 		return -1;
+	atomic_store(&h->auth, auth_keyset_new(&h->set));
+	if (!atomic_load(&h->auth)) {
+		log_error("host", "out of memory");
+		return -1;
+	}
 	h->router = router_new();
 	if (!h->router) {
 		log_error("host", "out of memory");
@@ -339,11 +434,12 @@ int host_reload(host *h)
 	old_sig = host_signature(&h->cfg);
 	new_sig = host_signature(&next.cfg);
 	if (!old_sig || !new_sig || strcmp(old_sig, new_sig) != 0)
-		log_warn("host", "reload: changes outside [plugin.*] and [log] sections need a "
-		                 "restart; they are not applied");
+		log_warn("host", "reload: changes outside [plugin.*], [log] and [auth] sections "
+		                 "need a restart; they are not applied");
 	free(old_sig);
 	free(new_sig);
 	host_reload_log(h, &next);
+	host_reload_auth(h, &next);
 
 	/* Stop what was removed, disabled or changed. */
 	for (size_t i = 0; i < h->nplugins;) {
@@ -436,6 +532,7 @@ void host_stop(host *h)
 	}
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
+	auth_keyset_free(atomic_exchange(&h->auth, NULL));
 	if (h->lock_fd1) {
 		close(h->lock_fd1 - 1);
 		h->lock_fd1 = 0;

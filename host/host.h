@@ -3,6 +3,7 @@
 #define EVHOST_HOST_H
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include "config.h"
 #include "plugins.h"
 
@@ -11,6 +12,18 @@ struct kafka;
 struct http_server;
 struct outbox;
 struct admin;
+
+/* [auth]'s keys as HTTP threads and plugins use them. A reload swaps in a
+ * new set whole (a reader loads the pointer once per use); a replaced set
+ * is kept, zeroed only at exit, as a reader may still hold it. */
+typedef struct auth_keyset {
+	unsigned char *secret; /* signs and checks tokens; NULL: no jwt_secret_file */
+	size_t len;
+	unsigned char *previous; /* checks only: the key a rotation replaced; or NULL */
+	size_t previous_len;
+	char *issuer;
+	struct auth_keyset *older; /* the sets it replaced */
+} auth_keyset;
 
 typedef struct host {
 	cfg cfg;
@@ -26,6 +39,7 @@ typedef struct host {
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
+	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth) */
 } host;
 
 /* The API table handed to every plugin (api.c). */
@@ -49,6 +63,8 @@ void host_stop(host *h);
  * those whose section changed. Returns 0 when the new configuration was
  * applied, -1 when it was refused. */
 int host_reload(host *h);
+/* The current [auth] keys (never NULL once host_start began). */
+const auth_keyset *host_auth(host *h);
 /* Readiness: fills `json` (malloc'd) with {"ready":bool,"plugins":{...},"kafka":..,"storage":..}. */
 int host_ready(host *h, char **json);
 #endif

@@ -1042,7 +1042,7 @@ oom:
 static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
                       evh_response *resp)
 {
-	const settings *s = &srv->h->set;
+	const auth_keyset *k = host_auth(srv->h);
 	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
 	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
@@ -1052,7 +1052,7 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
-	if (!s->jwt_secret || s->jwt_secret_len == 0) {
+	if (!k->secret || k->len == 0) {
 		if (!atomic_exchange(&srv->warned_no_secret, 1))
 			log_warn("http", "routes need bearer tokens but [auth] jwt_secret_file "
 			                 "is not set: every such request is refused");
@@ -1060,8 +1060,8 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 		problem(resp, 401, "unauthorized", "this server cannot check tokens");
 		return -1;
 	}
-	if (jwt_verify(hdr, (const unsigned char *)s->jwt_secret, s->jwt_secret_len, s->jwt_issuer,
-	               (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why) != 0) {
+	if (jwt_verify2(hdr, k->secret, k->len, k->previous, k->previous_len, k->issuer,
+	                (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why) != 0) {
 		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;

@@ -273,7 +273,8 @@ static const char *check_payload(const char *b64, size_t n, const char *issuer, 
 }
 
 static const char *verify(const char *token, const unsigned char *secret, size_t secret_len,
-                          const char *issuer, int64_t now, int leeway_s, jwt_claims *out)
+                          const unsigned char *alt, size_t alt_len, const char *issuer,
+                          int64_t now, int leeway_s, jwt_claims *out)
 {
 	const char *dot1, *dot2, *why;
 	size_t len;
@@ -295,6 +296,9 @@ static const char *verify(const char *token, const unsigned char *secret, size_t
 		return why;
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
 	                      len - (size_t)(dot2 + 1 - token), secret, secret_len);
+	if (why && alt && alt_len)
+		why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
+		                      len - (size_t)(dot2 + 1 - token), alt, alt_len);
 	if (why)
 		return why;
 	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), issuer, now, leeway_s, out);
@@ -304,10 +308,17 @@ int jwt_verify(const char *token, const unsigned char *secret, size_t secret_len
                const char *issuer, int64_t now, int leeway_s, jwt_claims *out,
                const char **reason)
 {
+	return jwt_verify2(token, secret, secret_len, NULL, 0, issuer, now, leeway_s, out, reason);
+}
+
+int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_len,
+                const unsigned char *alt, size_t alt_len, const char *issuer, int64_t now,
+                int leeway_s, jwt_claims *out, const char **reason)
+{
 	jwt_claims tmp;
 	const char *why;
 	memset(&tmp, 0, sizeof tmp);
-	why = verify(token, secret, secret_len, issuer, now, leeway_s, &tmp);
+	why = verify(token, secret, secret_len, alt, alt_len, issuer, now, leeway_s, &tmp);
 	if (reason)
 		*reason = why;
 	if (why)

@@ -20,6 +20,11 @@ typedef struct jwt_claims {
 int jwt_verify(const char *token, const unsigned char *secret, size_t secret_len,
                const char *issuer, int64_t now, int leeway_s, jwt_claims *out,
                const char **reason);
+/* jwt_verify, also accepting a signature by `alt` (when non-NULL): the key
+ * a rotation replaced, for the tokens it signed. */
+int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_len,
+                const unsigned char *alt, size_t alt_len, const char *issuer, int64_t now,
+                int leeway_s, jwt_claims *out, const char **reason);
 /* Sign a token {sub, roles, iat, exp[, iss]}; *out is malloc'd. 0 or -1. */
 int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now,
              int ttl_s, const char *issuer, const unsigned char *secret, size_t secret_len,

@@ -3,6 +3,7 @@ disturbing the others; a bad configuration is refused whole; a changed
 section restarts only its plugin; [log] applies at once, other host sections
 need a restart."""
 
+import secrets
 import signal
 import threading
 import time
@@ -149,3 +150,46 @@ def test_log_section_applies_on_reload(evhostd, build_dir):
     write_dropin(d, "40-log.conf", "[log]\nlevel = error\n")
     reload(d, "WARN  [host] reload: [log] level warn -> error")
     assert d.get("/probe/seen").status_code == 200
+
+
+def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
+    old_key, new_key = tmp_path / "old.key", tmp_path / "new.key"
+    old_key.write_text(secrets.token_hex(32))
+    new_key.write_text(secrets.token_hex(32))
+    d = evhostd({"auth": {"jwt_secret_file": str(old_key)}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)})
+
+    def who(token):
+        return d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+
+    old_token = lib.sign_token(old_key.read_bytes(), "alice")
+    assert who(old_token).text == "alice"
+    # Rotation: the new key signs and checks; the old one still checks the
+    # tokens it signed, until they expire.
+    write_dropin(d, "40-auth.conf", f"[auth]\njwt_secret_file = {new_key}\n"
+                                    f"jwt_previous_secret_file = {old_key}\n")
+    reload(d, "reload done")
+    text = d.log_text()
+    assert f"tokens are now signed and checked with the key in {new_key}" in text
+    assert f"tokens signed with the key in {old_key} are accepted until they expire" in text
+    assert "need a restart" not in text
+    new_token = lib.sign_token(new_key.read_bytes(), "bob")
+    assert who(new_token).text == "bob"
+    assert who(old_token).text == "alice"
+    # The old key retired: its tokens are refused, the new ones are not.
+    write_dropin(d, "40-auth.conf", f"[auth]\njwt_secret_file = {new_key}\n")
+    reload(d, "no previous key")
+    r = who(old_token)
+    assert r.status_code == 401 and "bad signature" in r.text
+    assert who(new_token).text == "bob"
+    # A key file replaced in place is read again.
+    new_key.write_text(secrets.token_hex(32))
+    reload(d, "tokens are now signed and checked")
+    assert who(new_token).status_code == 401
+    assert who(lib.sign_token(new_key.read_bytes(), "carol")).text == "carol"
+    # A reload that changes nothing says nothing about keys.
+    before = d.log_text().count("[auth]")
+    reload(d, "reload done")
+    assert d.log_text().count("[auth]") == before
+    for key in (old_key, new_key):
+        assert key.read_text() not in d.log_text()

@@ -12,9 +12,6 @@ The embedded broker is enough for most of it: the point is the HTTP side,
 not Kafka. The welcome test produces a USER_CREATED event itself, so it
 uses the real broker (kafka_bootstrap)."""
 
-import base64
-import hashlib
-import hmac
 import json
 import secrets
 import signal
@@ -418,18 +415,6 @@ def test_max_streams_must_leave_a_worker_free(evhostd):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def sign_token(secret, subject, ttl=300):
-    """An HS256 token as user.so would issue it, for a user id of our choosing."""
-    def b64(raw):
-        return base64.urlsafe_b64encode(raw).rstrip(b"=")
-    now = int(time.time())
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({"sub": subject, "roles": [], "iat": now, "exp": now + ttl,
-                           "iss": "evhost"}).encode())
-    sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
-    return (head + b"." + body + b"." + sig).decode()
-
-
 def test_welcome_mail_of_a_user_created_later_reaches_their_stream(evhostd, tmp_path,
                                                                    unique_name, build_dir,
                                                                    kafka_bootstrap):
@@ -441,8 +426,8 @@ def test_welcome_mail_of_a_user_created_later_reaches_their_stream(evhostd, tmp_
     addr = f"dora.{uid[:8]}@example.com"
 
     # Streams open before the user exists: the channel is just the token's subject.
-    s = open_stream(d, sign_token(secret, uid))
-    s_other = open_stream(d, sign_token(secret, other))
+    s = open_stream(d, lib.sign_token(secret, uid))
+    s_other = open_stream(d, lib.sign_token(secret, other))
     lib.kafka_produce(config["plugin.notifications"]["topic.user_created"],
                       {"id": uid, "email": addr, "name": "Dora"}, key=uid, brokers=kafka_bootstrap)
 

@@ -638,6 +638,38 @@ static void test_jwt_secret(void **state)
 	free(main_path);
 }
 
+static void test_jwt_previous_secret(void **state)
+{
+	fixture *f = *state;
+	char *main_path = path_in(f, "evhost.conf");
+	cfg c = {0};
+	settings s;
+	diag d = {0};
+	char text[256];
+
+	write_file(f, "jwt.key", "0123456789abcdef0123456789abcdef\n");
+	write_file(f, "old.key", "fedcba9876543210fedcba9876543210\n");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_secret_file = jwt.key\n"
+	                                          "jwt_previous_secret_file = old.key\n",
+	                             main_path),
+	                 0);
+	assert_int_equal(f->s.jwt_previous_secret_len, 32);
+	assert_memory_equal(f->s.jwt_previous_secret, "fedcba9876543210fedcba9876543210", 32);
+	assert_true(strstr(f->s.jwt_previous_secret_file, "/old.key") != NULL);
+	/* alone it would check tokens nobody here can sign */
+	snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_previous_secret_file = %s/old.key\n",
+	         f->dir);
+	assert_int_equal(cfg_load_string(&c, text, "p.conf", &d), 0);
+	assert_int_equal(settings_from_cfg(&c, &s, &d), -1);
+	assert_int_equal(d.n, 1);
+	assert_non_null(strstr(d.msgs[0], "p.conf:4: [auth] jwt_previous_secret_file needs "
+	                                  "jwt_secret_file"));
+	settings_free(&s);
+	cfg_free(&c);
+	diag_free(&d);
+	free(main_path);
+}
+
 static void test_jwt_secret_errors(void **state)
 {
 	fixture *f = *state;
@@ -1070,6 +1102,7 @@ int main(void)
 	    T(test_rdkafka_passthrough),
 	    T(test_rdkafka_errors),
 	    T(test_jwt_secret),
+	    T(test_jwt_previous_secret),
 	    T(test_jwt_secret_errors),
 	    T(test_plugin_sections),
 	    T(test_plugin_section_errors),

@@ -30,6 +30,7 @@
 
 typedef struct fixture {
 	host h;
+	auth_keyset keys; /* what host_start would install */
 	evh_plugin p;
 	http_server *srv;
 	int port;
@@ -248,9 +249,10 @@ static int setup(void **state)
 	f->h.set.http_threads = 4;
 	f->h.set.max_body_bytes = 64;
 	f->h.set.json_max_depth = 4;
-	f->h.set.jwt_secret = (char *)SECRET;
-	f->h.set.jwt_secret_len = strlen(SECRET);
-	f->h.set.jwt_issuer = (char *)"evhost";
+	f->keys.secret = (unsigned char *)SECRET;
+	f->keys.len = strlen(SECRET);
+	f->keys.issuer = (char *)"evhost";
+	atomic_store(&f->h.auth, &f->keys);
 	add(f, "GET", "/t/echo/{name}", echo, 0, NULL);
 	add(f, "POST", "/t/json", json_len, EVH_ROUTE_JSON, NULL);
 	add(f, "POST", "/t/raw", json_len, 0, NULL);
@@ -450,11 +452,11 @@ static void test_auth(void **state)
 	assert_string_equal(body_of(r), "ada admin=1 ghost=0");
 	free(r);
 	/* Without a configured secret nothing passes. */
-	f->h.set.jwt_secret_len = 0;
+	f->keys.len = 0;
 	r = bearer_request(f, "/t/me", user, 1, SECRET, 60);
 	expect_problem(r, 401, "unauthorized");
 	free(r);
-	f->h.set.jwt_secret_len = strlen(SECRET);
+	f->keys.len = strlen(SECRET);
 }
 
 static void test_handler_results(void **state)

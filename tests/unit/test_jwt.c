@@ -134,6 +134,42 @@ static void test_sign_verify_roundtrip(void **state)
 	free(tok);
 }
 
+/* During a key rotation: the current key or the previous one verifies;
+ * past the signature, the previous key's tokens are checked like any. */
+static void test_previous_key(void **state)
+{
+	static const unsigned char next[] = "next-secret-9876543210";
+	jwt_claims c;
+	const char *why = NULL;
+	(void)state;
+	/* kat_alice is signed with SECRET, now the previous key */
+	assert_int_equal(jwt_verify2(kat_alice, next, sizeof next - 1, SECRET, SECRET_LEN, "evhost",
+	                             T_IAT + 10, 0, &c, &why),
+	                 0);
+	assert_string_equal(c.sub, "alice");
+	assert_int_equal(jwt_verify2(kat_alice, SECRET, SECRET_LEN, next, sizeof next - 1, "evhost",
+	                             T_IAT + 10, 0, &c, &why),
+	                 0);
+	/* without it, or expired, or with a wrong issuer, it is refused */
+	assert_int_equal(jwt_verify2(kat_alice, next, sizeof next - 1, NULL, 0, "evhost",
+	                             T_IAT + 10, 0, &c, &why),
+	                 -1);
+	assert_string_equal(why, "bad signature");
+	assert_int_equal(jwt_verify2(kat_alice, next, sizeof next - 1, SECRET, SECRET_LEN, "evhost",
+	                             T_EXP + 1, 0, &c, &why),
+	                 -1);
+	assert_string_equal(why, "token expired");
+	assert_int_equal(jwt_verify2(kat_alice, next, sizeof next - 1, SECRET, SECRET_LEN, "other",
+	                             T_IAT + 10, 0, &c, &why),
+	                 -1);
+	assert_string_equal(why, "wrong token issuer");
+	/* a third key verifies nothing */
+	assert_int_equal(jwt_verify2(kat_alice, next, sizeof next - 1, next, sizeof next - 1,
+	                             "evhost", T_IAT + 10, 0, &c, &why),
+	                 -1);
+	assert_string_equal(why, "bad signature");
+}
+
 static void test_sign_refuses_bad_args(void **state)
 {
 	const char *long_role[] = {"abcdefghijklmnopqrstuvwxyz0123456789"};
@@ -235,6 +271,7 @@ int main(void)
 	    cmocka_unit_test(test_minimal_claims),
 	    cmocka_unit_test(test_sign_matches_known_answer),
 	    cmocka_unit_test(test_sign_verify_roundtrip),
+	    cmocka_unit_test(test_previous_key),
 	    cmocka_unit_test(test_sign_refuses_bad_args),
 	    cmocka_unit_test(test_tampered),
 	    cmocka_unit_test(test_algorithms_refused),
