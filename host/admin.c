@@ -55,6 +55,8 @@
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
 struct admin {
+	/* The token; a reload may change it (admin_reload_token). */
+	pthread_mutex_t token_mu;
 	int enabled;
 	unsigned char token_hash[crypto_generichash_BYTES];
 	pthread_mutex_t redrive_mu;
@@ -107,6 +109,7 @@ int admin_start(host *h)
 		log_error(ADMIN_LOG, "out of memory");
 		return -1;
 	}
+	pthread_mutex_init(&a->token_mu, NULL);
 	pthread_mutex_init(&a->redrive_mu, NULL);
 	pthread_mutex_init(&a->reload_mu, NULL);
 	pthread_condattr_init(&ca);
@@ -126,12 +129,42 @@ int admin_start(host *h)
 	return 0;
 }
 
+void admin_reload_token(host *h, const settings *next)
+{
+	struct admin *a = h->admin;
+	unsigned char hash[crypto_generichash_BYTES] = {0};
+	const char *file = next->admin_token_file;
+	int changed;
+
+	if (!a)
+		return;
+	if (file && (sodium_init() < 0 || read_token(file, hash) != 0)) {
+		log_error(ADMIN_LOG, "reload: [admin] not applied: the admin API keeps its %s",
+		          a->enabled ? "token" : "off state");
+		return;
+	}
+	pthread_mutex_lock(&a->token_mu);
+	changed = a->enabled != (file != NULL) ||
+	          (file && sodium_memcmp(hash, a->token_hash, sizeof hash) != 0);
+	if (changed) {
+		memcpy(a->token_hash, hash, sizeof hash);
+		a->enabled = file != NULL;
+	}
+	pthread_mutex_unlock(&a->token_mu);
+	sodium_memzero(hash, sizeof hash);
+	if (changed && file)
+		log_info(ADMIN_LOG, "reload: [admin] the admin API now takes the token in %s", file);
+	else if (changed)
+		log_info(ADMIN_LOG, "reload: [admin] no token_file: the admin API is disabled");
+}
+
 void admin_stop(host *h)
 {
 	struct admin *a = h->admin;
 	if (!a)
 		return;
 	sodium_memzero(a->token_hash, sizeof a->token_hash);
+	pthread_mutex_destroy(&a->token_mu);
 	pthread_mutex_destroy(&a->redrive_mu);
 	pthread_mutex_destroy(&a->reload_mu);
 	pthread_cond_destroy(&a->reload_cv);
@@ -184,17 +217,25 @@ static int invalid(evh_response *resp, const char *field, const char *detail)
 
 /* ----------------------------------------------------------------- input */
 
-static int authorized(const struct admin *a, evh_request *req)
+/* -1 when the admin API is off, 1 when the request carries its token, 0
+ * when not. */
+static int authorized(struct admin *a, evh_request *req)
 {
 	unsigned char got[crypto_generichash_BYTES];
 	const char *hdr = http_req_header(req, "Authorization");
-	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0)
-		return 0;
-	hdr += 7;
-	while (*hdr == ' ')
-		hdr++;
-	crypto_generichash(got, sizeof got, (const unsigned char *)hdr, strlen(hdr), NULL, 0);
-	return sodium_memcmp(got, a->token_hash, sizeof got) == 0;
+	int ok;
+	if (hdr && strncasecmp(hdr, "Bearer ", 7) == 0) {
+		hdr += 7;
+		while (*hdr == ' ')
+			hdr++;
+		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, strlen(hdr), NULL, 0);
+	} else {
+		hdr = NULL;
+	}
+	pthread_mutex_lock(&a->token_mu);
+	ok = !a->enabled ? -1 : hdr && sodium_memcmp(got, a->token_hash, sizeof got) == 0;
+	pthread_mutex_unlock(&a->token_mu);
+	return ok;
 }
 
 /* A query parameter as an integer in [min, max]; `dflt` when absent.
@@ -1152,14 +1193,16 @@ static int route(host *h, evh_request *req, evh_response *resp)
 int admin_handle(host *h, evh_request *req, evh_response *resp)
 {
 	const char *path = http_req_path(req);
+	int ok;
 	if (!path || strncmp(path, "/admin", 6) != 0 || (path[6] && path[6] != '/'))
 		return 0;
-	if (!h->admin || !h->admin->enabled) {
+	ok = h->admin ? authorized(h->admin, req) : -1;
+	if (ok < 0) {
 		problem(resp, 404, "not-found", NULL,
 		        "the admin API is disabled: set [admin] token_file to enable it");
 		return 1;
 	}
-	if (!authorized(h->admin, req)) {
+	if (!ok) {
 		http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"evhost-admin\"");
 		problem(resp, 401, "unauthorized", NULL, "the admin API needs its bearer token");
 		return 1;

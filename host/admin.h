@@ -31,6 +31,10 @@
 int admin_start(host *h);
 /* Free h->admin (after HTTP stopped). */
 void admin_stop(host *h);
+/* Reload: read [admin] token_file of the new settings; a changed token
+ * (or none, or a first one) applies at once. An unreadable file keeps the
+ * running state (logged). */
+void admin_reload_token(host *h, const settings *next);
 /* Answer `req` when its path is /admin or below and return 1; return 0
  * (untouched) for any other path. The caller must have read the request
  * body (POST routes take JSON). HTTP worker threads. */

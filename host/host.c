@@ -78,9 +78,9 @@ static char *host_signature(const cfg *c)
 	for (size_t i = 0; all && i < c->nsections; i++) {
 		char *sig, *grown;
 
-		/* Plugins are compared one by one; [log] and [auth] apply at once. */
+		/* Plugins are compared one by one; [log], [auth], [admin] apply at once. */
 		if (strncmp(c->sections[i], "plugin.", 7) == 0 || strcmp(c->sections[i], "log") == 0 ||
-		    strcmp(c->sections[i], "auth") == 0)
+		    strcmp(c->sections[i], "auth") == 0 || strcmp(c->sections[i], "admin") == 0)
 			continue;
 		if (!(sig = section_signature(c, c->sections[i]))) {
 			free(all);
@@ -434,12 +434,13 @@ int host_reload(host *h)
 	old_sig = host_signature(&h->cfg);
 	new_sig = host_signature(&next.cfg);
 	if (!old_sig || !new_sig || strcmp(old_sig, new_sig) != 0)
-		log_warn("host", "reload: changes outside [plugin.*], [log] and [auth] sections "
-		                 "need a restart; they are not applied");
+		log_warn("host", "reload: changes outside [plugin.*], [log], [auth] and [admin] "
+		                 "sections need a restart; they are not applied");
 	free(old_sig);
 	free(new_sig);
 	host_reload_log(h, &next);
 	host_reload_auth(h, &next);
+	admin_reload_token(h, &next.set);
 
 	/* Stop what was removed, disabled or changed. */
 	for (size_t i = 0; i < h->nplugins;) {

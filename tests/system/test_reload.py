@@ -193,3 +193,32 @@ def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
     assert d.log_text().count("[auth]") == before
     for key in (old_key, new_key):
         assert key.read_text() not in d.log_text()
+
+
+def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
+    tokens = {}
+    for name in ("first", "second"):
+        tokens[name] = secrets.token_hex(16)
+        (tmp_path / f"{name}.token").write_text(tokens[name] + "\n")
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir),
+                         "40-admin.conf": f"[admin]\ntoken_file = {tmp_path / 'first.token'}\n"})
+
+    def status(token):
+        return d.get("/admin/plugins", headers={"Authorization": f"Bearer {token}"}).status_code
+
+    assert status(tokens["first"]) == 200 and status(tokens["second"]) == 401
+    write_dropin(d, "40-admin.conf", f"[admin]\ntoken_file = {tmp_path / 'second.token'}\n")
+    reload(d, "reload done")
+    assert "the admin API now takes the token in" in d.log_text()
+    assert "need a restart" not in d.log_text()
+    assert status(tokens["first"]) == 401 and status(tokens["second"]) == 200
+    # An unreadable token file keeps the running token.
+    write_dropin(d, "40-admin.conf", f"[admin]\ntoken_file = {tmp_path / 'gone.token'}\n")
+    reload(d, "reload: [admin] not applied")
+    assert status(tokens["second"]) == 200
+    # Without a token file the admin API is off.
+    (d.config_dir / "conf.d" / "40-admin.conf").unlink()
+    reload(d, "the admin API is disabled")
+    assert status(tokens["second"]) == 404
+    for token in tokens.values():
+        assert token not in d.log_text()
