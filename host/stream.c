@@ -72,7 +72,11 @@ struct stream_hub {
 	uint64_t last_id;  /* the newest id assigned */
 	hist_entry *hist[STREAM_HISTORY_MAX]; /* a ring, hist[hist_head] the oldest */
 	size_t hist_head, hist_count, hist_bytes;
-	uint64_t hist_lost; /* frames up to this id may be missing from hist */
+	/* Per (plugin name, channel) hash bucket: frames of the bucket's
+	 * channels up to this id may be missing from hist. A bucket shared by
+	 * two channels can only make a client told of a gap it does not have,
+	 * never the reverse. */
+	uint64_t hist_lost[STREAM_LOST_BUCKETS];
 };
 
 static stream_hub global_hub = {.mu = PTHREAD_MUTEX_INITIALIZER,
@@ -488,6 +492,25 @@ static hist_entry *hist_at(const stream_hub *hub, size_t i)
 	return hub->hist[(hub->hist_head + i) % STREAM_HISTORY_MAX];
 }
 
+/* The hist_lost bucket of (name, channel): FNV-1a over both. */
+static uint64_t *lost_of(stream_hub *hub, const char *name, const char *channel)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = name; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	h = (h ^ 0xffu) * 16777619u; /* a separator no name contains */
+	for (const char *p = channel; *p; p++)
+		h = (h ^ (unsigned char)*p) * 16777619u;
+	return &hub->hist_lost[h % STREAM_LOST_BUCKETS];
+}
+
+static void lost_up_to(stream_hub *hub, const char *name, const char *channel, uint64_t id)
+{
+	uint64_t *lost = lost_of(hub, name, channel);
+	if (id > *lost)
+		*lost = id;
+}
+
 /* Forget the oldest entry; hub->mu held, hub->hist_count > 0. */
 static void hist_drop_oldest(stream_hub *hub)
 {
@@ -496,8 +519,7 @@ static void hist_drop_oldest(stream_hub *hub)
 	hub->hist_head = (hub->hist_head + 1) % STREAM_HISTORY_MAX;
 	hub->hist_count--;
 	hub->hist_bytes -= e->size;
-	if (e->id > hub->hist_lost)
-		hub->hist_lost = e->id;
+	lost_up_to(hub, e->name, e->channel, e->id);
 	free(e->text);
 	free(e);
 }
@@ -520,7 +542,7 @@ static void hist_add_locked(stream_hub *hub, uint64_t id, const char *name, cons
 	hist_entry *e = size <= STREAM_HISTORY_BYTES ? malloc(sizeof *e + nl + cl) : NULL;
 
 	if (!e) {
-		hub->hist_lost = id;
+		lost_up_to(hub, name, channel, id);
 		free(text);
 		return;
 	}
@@ -571,7 +593,7 @@ static int resume_locked(stream_hub *hub, stream *s, uint64_t last)
 	first_id_locked(hub);
 	if (last < hub->first_id)
 		gap = "restart";
-	else if (last < hub->hist_lost)
+	else if (last < *lost_of(hub, s->name, s->channel))
 		gap = "history";
 	/* The entries newer than `last` are the ring's newest. */
 	while (from > 0 && hist_at(hub, from - 1)->id > last) {

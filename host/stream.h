@@ -44,6 +44,10 @@
  * STREAM_DATA_MAX of line breaks, each one a "data: " line). 1024 frames
  * cover a reconnect of a few seconds at hundreds of events a second. */
 #define STREAM_HISTORY_MAX 1024
+/* Evicted frames are remembered per plugin and channel, hashed into this
+ * many buckets: a client is told of a gap only when its own channel (or
+ * one sharing its bucket) lost frames after its last id. */
+#define STREAM_LOST_BUCKETS 4096
 #define STREAM_HISTORY_BYTES (4 * 1024 * 1024)
 /* The most frames a resuming client is sent (half a queue, so live frames
  * published right after still fit). */
