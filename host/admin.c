@@ -42,8 +42,6 @@
 #include "store.h"
 
 #define ADMIN_LOG "admin"
-#define TOKEN_MIN_BYTES 16
-#define TOKEN_MAX_BYTES 4096
 #define DLQ_READ_TIMEOUT_MS 15000
 #define REDRIVE_ACK_TIMEOUT_MS 30000
 #define REPLAY_TIMEOUT_MS 15000
@@ -72,33 +70,12 @@ struct admin {
 
 /* ------------------------------------------------------------ start/stop */
 
-/* The token file's first line, without its line end. */
-static int read_token(const char *path, unsigned char *hash)
+/* Only a hash of the token is kept: comparisons then take the same time
+ * whatever the length of the token presented. */
+static void token_hash(const char *token, unsigned char *hash)
 {
-	char buf[TOKEN_MAX_BYTES + 2];
-	size_t n;
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		log_error(ADMIN_LOG, "[admin] token_file: cannot read '%s': %s", path,
-		          strerror(errno));
-		return -1;
-	}
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	n = strcspn(buf, "\r\n");
-	if (n < TOKEN_MIN_BYTES || n > TOKEN_MAX_BYTES) {
-		log_error(ADMIN_LOG, "[admin] token_file: the token in '%s' must be %d to %d bytes "
-		                     "on its first line (e.g. head -c 32 /dev/urandom | base64)",
-		          path, TOKEN_MIN_BYTES, TOKEN_MAX_BYTES);
-		explicit_bzero(buf, sizeof buf);
-		return -1;
-	}
-	/* Only a hash is kept: comparisons then take the same time whatever
-	 * the length of the token presented. */
-	crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)buf, n, NULL, 0);
-	explicit_bzero(buf, sizeof buf);
-	return 0;
+	crypto_generichash(hash, crypto_generichash_BYTES, (const unsigned char *)token,
+	                   strlen(token), NULL, 0);
 }
 
 int admin_start(host *h)
@@ -121,8 +98,12 @@ int admin_start(host *h)
 		log_info(ADMIN_LOG, "admin API disabled ([admin] token_file is not set)");
 		return 0;
 	}
-	if (sodium_init() < 0 || read_token(h->set.admin_token_file, a->token_hash) != 0)
+	if (sodium_init() < 0 || !h->set.admin_token) {
+		log_error(ADMIN_LOG, "cannot start the admin API: %s",
+		          h->set.admin_token ? "libsodium failed to initialise" : "no token");
 		return -1;
+	}
+	token_hash(h->set.admin_token, a->token_hash);
 	a->enabled = 1;
 	log_info(ADMIN_LOG, "admin API enabled under /admin (token from %s)",
 	         h->set.admin_token_file);
@@ -138,11 +119,13 @@ void admin_reload_token(host *h, const settings *next)
 
 	if (!a)
 		return;
-	if (file && (sodium_init() < 0 || read_token(file, hash) != 0)) {
+	if (file && (sodium_init() < 0 || !next->admin_token)) {
 		log_error(ADMIN_LOG, "reload: [admin] not applied: the admin API keeps its %s",
 		          a->enabled ? "token" : "off state");
 		return;
 	}
+	if (file)
+		token_hash(next->admin_token, hash);
 	pthread_mutex_lock(&a->token_mu);
 	changed = a->enabled != (file != NULL) ||
 	          (file && sodium_memcmp(hash, a->token_hash, sizeof hash) != 0);

@@ -31,9 +31,9 @@
 int admin_start(host *h);
 /* Free h->admin (after HTTP stopped). */
 void admin_stop(host *h);
-/* Reload: read [admin] token_file of the new settings; a changed token
- * (or none, or a first one) applies at once. An unreadable file keeps the
- * running state (logged). */
+/* Reload: the new settings' [admin] token (read with the configuration,
+ * which refuses an unreadable or short one) applies at once when it
+ * changed, or none turns the admin API off. */
 void admin_reload_token(host *h, const settings *next);
 /* Answer `req` when its path is /admin or below and return 1; return 0
  * (untouched) for any other path. The caller must have read the request

@@ -1265,9 +1265,41 @@ static const key_def auth_keys[] = {
 
 /* [admin] */
 
+/* The admin token: the first line of the file, without its line end.
+ * Read here, so --check-config and a reload find a bad one. */
 static void k_token_file(set_ctx *x, const cfg_entry *e)
 {
-	get_path(x, e, &x->s->admin_token_file);
+	settings *s = x->s;
+	size_t n;
+	char *buf;
+
+	get_path(x, e, &s->admin_token_file);
+	if (!*e->value)
+		return;
+	buf = read_file(s->admin_token_file, CFG_MAX_SECRET, &n);
+	if (!buf) {
+		diag_add(x->d, e->file, e->line, "[admin] token_file: cannot read '%s': %s",
+		         s->admin_token_file, strerror(errno));
+		return;
+	}
+	n = strcspn(buf, "\r\n");
+	if (n < ADMIN_TOKEN_MIN || n > ADMIN_TOKEN_MAX) {
+		diag_add(x->d, e->file, e->line,
+		         "[admin] token_file: the token in '%s' must be %d to %d bytes on its first "
+		         "line (e.g. head -c 32 /dev/urandom | base64)",
+		         s->admin_token_file, ADMIN_TOKEN_MIN, ADMIN_TOKEN_MAX);
+		explicit_bzero(buf, strlen(buf));
+		free(buf);
+		return;
+	}
+	if (s->admin_token) {
+		explicit_bzero(s->admin_token, strlen(s->admin_token));
+		free(s->admin_token);
+	}
+	buf[n] = '\0';
+	s->admin_token = xstrdup(buf);
+	explicit_bzero(buf, strlen(buf));
+	free(buf);
 }
 
 static const key_def admin_keys[] = {
@@ -1531,6 +1563,9 @@ void settings_free(settings *s)
 	free(s->jwt_previous_secret);
 	free(s->jwt_issuer);
 	free(s->admin_token_file);
+	if (s->admin_token)
+		explicit_bzero(s->admin_token, strlen(s->admin_token));
+	free(s->admin_token);
 	free(s->source);
 	for (size_t i = 0; i < s->nplugins; i++) {
 		free(s->plugins[i].name);

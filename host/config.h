@@ -70,6 +70,9 @@ typedef struct plugin_settings {
 #define SETTINGS_EVENT_RETENTION_MS (7LL * 86400000)
 #define SETTINGS_INBOX_RETENTION_MS (30LL * 86400000)
 
+#define ADMIN_TOKEN_MIN 16   /* bytes of the [admin] token */
+#define ADMIN_TOKEN_MAX 4096
+
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;
 	char *http_listen; /* civetweb listening_ports syntax derived from host:port */
@@ -100,6 +103,7 @@ typedef struct settings {
 	size_t jwt_previous_secret_len;
 	char *jwt_issuer;
 	char *admin_token_file;
+	char *admin_token; /* its first line, read with the configuration; or NULL */
 	int metrics_enabled;   /* [metrics] enabled, default true */
 	char *source;          /* CloudEvents source prefix, default "evhost://<hostname>" */
 	plugin_settings *plugins;

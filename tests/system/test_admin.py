@@ -114,6 +114,11 @@ def test_unreadable_or_short_token_refuses_to_start(evhostd, build_dir, tmp_path
     assert d.wait(30) == 1
     assert "must be 16 to 4096 bytes" in d.log_text()
     d.expect_exit_code = None
+    # --check-config finds both, with file:line.
+    for name, needle in (("missing.token", "cannot read"), ("short.token", "16 to 4096")):
+        conf["admin"]["token_file"] = str(tmp_path / name)
+        r = evhostd.run(["--check-config"], config=conf)
+        assert r.returncode == 1 and "[admin] token_file" in r.stdout and needle in r.stdout
 
 
 def test_event_retention_is_validated(evhostd):

@@ -212,9 +212,11 @@ def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
     assert "the admin API now takes the token in" in d.log_text()
     assert "need a restart" not in d.log_text()
     assert status(tokens["first"]) == 401 and status(tokens["second"]) == 200
-    # An unreadable token file keeps the running token.
+    # An unreadable token file is a configuration error: the reload is
+    # refused whole, the running token stays.
     write_dropin(d, "40-admin.conf", f"[admin]\ntoken_file = {tmp_path / 'gone.token'}\n")
-    reload(d, "reload: [admin] not applied")
+    reload(d, "reload refused: ")
+    assert "40-admin.conf:2: [admin] token_file: cannot read" in d.log_text()
     assert status(tokens["second"]) == 200
     # Without a token file the admin API is off.
     (d.config_dir / "conf.d" / "40-admin.conf").unlink()

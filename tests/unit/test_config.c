@@ -412,22 +412,25 @@ static void test_all_keys_set(void **state)
 {
 	fixture *f = *state;
 	settings *s = &f->s;
+	char text[1024], token[160];
 
-	assert_int_equal(settings_of(f,
-	                             "[host]\nplugin_dir = lib/plugins\nstate_dir = /srv/ev\n"
-	                             "confdir = /etc/ev.d\nsource = urn:svc\n"
-	                             "[http]\nlisten = [::1]:0\nthreads = 256\n"
-	                             "max_body_bytes = 64k\njson_max_depth = 8\n"
-	                             "[kafka]\nbrokers = a:9092,b:9092\nretry.max_attempts = 9\n"
-	                             "retry.backoff_ms = 50\nretry.backoff_max_ms = 60000\n"
-	                             "dlq_suffix = -dead\n"
-	                             "[store]\nsynchronous = normal\noutbox_max_rows = 0\n"
-	                             "[log]\nlevel = warn\nformat = json\n"
-	                             "[metrics]\nenabled = off\n"
-	                             "[auth]\nissuer = me\n"
-	                             "[admin]\ntoken_file = admin.token\n",
-	                             "/etc/evhost/main.conf"),
-	                 0);
+	write_file(f, "admin.token", "0123456789abcdef\n");
+	snprintf(token, sizeof token, "%s/admin.token", f->dir);
+	snprintf(text, sizeof text,
+	         "[host]\nplugin_dir = lib/plugins\nstate_dir = /srv/ev\n"
+	         "confdir = /etc/ev.d\nsource = urn:svc\n"
+	         "[http]\nlisten = [::1]:0\nthreads = 256\n"
+	         "max_body_bytes = 64k\njson_max_depth = 8\n"
+	         "[kafka]\nbrokers = a:9092,b:9092\nretry.max_attempts = 9\n"
+	         "retry.backoff_ms = 50\nretry.backoff_max_ms = 60000\n"
+	         "dlq_suffix = -dead\n"
+	         "[store]\nsynchronous = normal\noutbox_max_rows = 0\n"
+	         "[log]\nlevel = warn\nformat = json\n"
+	         "[metrics]\nenabled = off\n"
+	         "[auth]\nissuer = me\n"
+	         "[admin]\ntoken_file = %s\n",
+	         token);
+	assert_int_equal(settings_of(f, text, "/etc/evhost/main.conf"), 0);
 	assert_no_diag(&f->d);
 	assert_string_equal(s->plugin_dir, "/etc/evhost/lib/plugins");
 	assert_string_equal(s->state_dir, "/srv/ev");
@@ -451,7 +454,8 @@ static void test_all_keys_set(void **state)
 	assert_int_equal(s->log_fmt, LOG_FORMAT_JSON);
 	assert_int_equal(s->metrics_enabled, 0);
 	assert_string_equal(s->jwt_issuer, "me");
-	assert_string_equal(s->admin_token_file, "/etc/evhost/admin.token");
+	assert_string_equal(s->admin_token_file, token);
+	assert_string_equal(s->admin_token, "0123456789abcdef");
 }
 
 static void test_unknown_section_and_key(void **state)
@@ -667,6 +671,36 @@ static void test_jwt_previous_secret(void **state)
 	settings_free(&s);
 	cfg_free(&c);
 	diag_free(&d);
+	free(main_path);
+}
+
+static void test_admin_token(void **state)
+{
+	fixture *f = *state;
+	char *main_path = path_in(f, "evhost.conf");
+	static const char *const bad[] = {"short.token", "missing.token"};
+
+	write_file(f, "admin.token", "0123456789abcdef-admin\r\nnot this line\n");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[admin]\ntoken_file = admin.token\n", main_path),
+	                 0);
+	assert_string_equal(f->s.admin_token, "0123456789abcdef-admin");
+	write_file(f, "short.token", "0123456789abcde\n"); /* 15 bytes */
+	for (size_t i = 0; i < 2; i++) {
+		cfg c = {0};
+		settings s;
+		diag d = {0};
+		char text[256];
+		snprintf(text, sizeof text, MIN_KAFKA "[admin]\ntoken_file = %s/%s\n", f->dir, bad[i]);
+		assert_int_equal(cfg_load_string(&c, text, "a.conf", &d), 0);
+		assert_int_equal(settings_from_cfg(&c, &s, &d), -1);
+		assert_int_equal(d.n, 1);
+		assert_non_null(strstr(d.msgs[0], "a.conf:4: [admin] token_file: "));
+		assert_non_null(strstr(d.msgs[0], i ? "cannot read" : "must be 16 to 4096 bytes"));
+		assert_null(s.admin_token);
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+	}
 	free(main_path);
 }
 
@@ -1103,6 +1137,7 @@ int main(void)
 	    T(test_rdkafka_errors),
 	    T(test_jwt_secret),
 	    T(test_jwt_previous_secret),
+	    T(test_admin_token),
 	    T(test_jwt_secret_errors),
 	    T(test_plugin_sections),
 	    T(test_plugin_section_errors),
