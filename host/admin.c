@@ -104,6 +104,10 @@ int admin_start(host *h)
 		return -1;
 	}
 	token_hash(h->set.admin_token, a->token_hash);
+	/* Only the hash stays in memory. */
+	explicit_bzero(h->set.admin_token, strlen(h->set.admin_token));
+	free(h->set.admin_token);
+	h->set.admin_token = NULL;
 	a->enabled = 1;
 	log_info(ADMIN_LOG, "admin API enabled under /admin (token from %s)",
 	         h->set.admin_token_file);
