@@ -1028,10 +1028,6 @@ static void set_trace_context(const char *traceparent)
 	log_set_context(NULL, trace);
 }
 
-/* Run every matching handler inside a savepoint of `tx` (the batch's), with
- * the inbox check and record. The first non-OK result decides and rolls the
- * savepoint back, so only this event's writes are undone; *sub gets the
- * subscription whose policy applies. */
 /* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER: keep the writes made
  * so far (the later handlers of the event do not run), but not the inbox
  * claim, so the event's redriven copy is handled again. */
@@ -1048,6 +1044,10 @@ static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx)
 	return OUT_KEEP;
 }
 
+/* Run every matching handler inside a savepoint of `tx` (the batch's), with
+ * the inbox check and record. The first non-OK result decides and rolls the
+ * savepoint back, so only this event's writes are undone (but see
+ * keep_writes); *sub gets the subscription whose policy applies. */
 static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, size_t first,
                                  size_t *sub)
 {
@@ -1756,8 +1756,8 @@ static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
  * is rolled back (kept, for OUT_KEEP), the others commit, and then it is
- * retried or dead-lettered as a lone message would be. Offsets are stored only after
- * the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
+ * retried or dead-lettered as a lone message would be. Offsets are stored
+ * only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
 static void handle_batch(struct consumer *c, struct pbuf *b)
