@@ -49,6 +49,7 @@
 #define COMMIT_EVERY_MS 1000
 #define COMMIT_EVERY_MSGS 100
 #define SEEK_TIMEOUT_MS 5000
+#define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
 #define DLQ_WAIT_STOPPING_MS 30000
 #define DLQ_RETRY_MAX_MS 30000
 #define TOPIC_WARN_EVERY_MS 60000
@@ -1960,7 +1961,7 @@ static int targets_from_start_or_time(struct consumer *c, const replay_request *
 static int replay_seek(struct consumer *c, rd_kafka_topic_partition_list_t *l, char *err,
                        size_t errlen)
 {
-	rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+	rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, REPLAY_SEEK_TIMEOUT_MS);
 	if (e) {
 		snprintf(err, errlen, "seek failed: %s", rd_kafka_error_string(e));
 		rd_kafka_error_destroy(e);
@@ -2040,15 +2041,20 @@ static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
 		rd_kafka_topic_partition_list_destroy(prev);
 		prev = NULL;
 	}
-	drop_slots(c, l, 1); /* the seek replaces any pending retry... */
-	for (int i = 0; i < l->cnt; i++) { /* ...and what was buffered */
-		struct pbuf *b = pbuf_find(c, l->elems[i].topic, l->elems[i].partition);
-		if (b)
-			pbuf_clear(c, b);
-	}
+	/* Only a seek that took replaces the pending retries and what was
+	 * buffered: dropped before a seek that then failed (a timeout on a
+	 * loaded machine), they would be skipped, and committed past, for good.
+	 * Nothing is dispatched in between: this runs on the consumer thread. */
 	status = replay_seek(c, l, err, errlen);
-	if (!status)
+	if (!status) {
+		drop_slots(c, l, 1);
+		for (int i = 0; i < l->cnt; i++) {
+			struct pbuf *b = pbuf_find(c, l->elems[i].topic, l->elems[i].partition);
+			if (b)
+				pbuf_clear(c, b);
+		}
 		status = replay_forget_inbox(c, l, &res->inbox_deleted, err, errlen);
+	}
 	if (!status) {
 		replay_commit(c, l);
 		status = replay_report(l, prev, res);
