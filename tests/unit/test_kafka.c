@@ -127,6 +127,11 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 		kafka_ev_set_error(ev, "bad data");
 		return EVH_EVENT_REJECT;
 	}
+	if (!strcmp(type, "KEEP_BROKEN")) {
+		/* a failed write the handler ignores: nothing may be kept */
+		store_exec(tx, "INSERT INTO nowhere VALUES(1)", NULL, 0, NULL);
+		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
+	}
 	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
 		kafka_ev_set_error(ev, "mail server down");
 		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
@@ -978,6 +983,29 @@ static void test_keep_and_dead_letter(void **state)
 	dlq_list_free(&l);
 }
 
+/* KEEP_AND_DEAD_LETTER after a failed storage call keeps nothing: the
+ * event is retried like any storage failure, then dead-lettered. */
+static void test_keep_after_failed_write_keeps_nothing(void **state)
+{
+	char broken[37], after[37];
+	const dlq_msg *m;
+	dlq_list l;
+	events_uuid(broken);
+	events_uuid(after);
+	publish(broken, "keep-broken", "KEEP_BROKEN", "{}");
+	publish(after, "keep-broken", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(after, 1), 1);
+	assert_int_equal(count_calls(broken, 0), 3); /* [kafka] retry max 3 */
+	assert_int_equal(handled_rows(broken), 0);
+	assert_int_equal(inbox_has(broken), 0);
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", broken, 1), 1);
+	m = dlq_nth(&l, "ce_id", broken, 0);
+	assert_non_null(m);
+	assert_string_equal(dlq_header(m, "evhost_dlq_attempts", NULL), "3");
+	assert_non_null(strstr(dlq_header(m, "evhost_dlq_error", NULL), "nowhere"));
+	dlq_list_free(&l);
+}
+
 static void test_replay_rewinds_and_forgets_inbox(void **state)
 {
 	struct extra x;
@@ -1157,6 +1185,11 @@ static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx
 	if (!strcmp(type, "REJECT_ME")) {
 		kafka_ev_set_error(ev, "bad data");
 		return EVH_EVENT_REJECT;
+	}
+	if (!strcmp(type, "KEEP_BROKEN")) {
+		/* a failed write the handler ignores: nothing may be kept */
+		store_exec(tx, "INSERT INTO nowhere VALUES(1)", NULL, 0, NULL);
+		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
 	}
 	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
 		kafka_ev_set_error(ev, "mail server down");
@@ -1338,6 +1371,7 @@ static const struct {
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
     {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
     {cmocka_unit_test(test_keep_and_dead_letter), 2},
+    {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 3},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},         /* 8.6 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 1}, /* 3.4 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */
