@@ -356,12 +356,25 @@ def test_full_outbox_answers_503_with_retry_after(evhostd, tmp_path, unique_name
 # ------------------------------------- 3: SMTP down, dead letters, redrive
 
 
+def restart_smtp_and_redrive(st, smtp_server, users):
+    """Bring the mail server back, redrive the plugin's dead letters (one
+    per user) and wait for every user's welcome mail. The redrive's answer."""
+    smtp_server.start()
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["redriven"] == len(users) and answer["failed"] == 0
+    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
+                   timeout=30, message="the welcome mails after the redrive")
+    return answer
+
+
 def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, unique_name,
                                                              kafka_bootstrap, smtp_server):
     # The plugin's own retry.max_attempts is left unset on purpose: then a
     # mail that keeps failing is a dead letter ([kafka] attempts), which is
     # what this test is about. With it set (the packaged conf.d does), the
-    # last attempt records "failed" in notifications_log instead.
+    # plugin dead-letters the event itself and keeps the recipient (next test).
     st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
                kafka={"retry.max_attempts": 3, "retry.backoff_ms": 300,
                       "retry.backoff_max_ms": 1200})
@@ -383,13 +396,7 @@ def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, u
     assert len(retries) == 5 * 2, retries  # attempts 1 and 2 each scheduled a retry
     assert not smtp_server.messages
 
-    smtp_server.start()
-    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
-    assert r.status_code == 200, r.text
-    first = r.json()
-    assert first["redriven"] == 5 and first["failed"] == 0
-    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
-                   timeout=30, message="the welcome mails after the redrive")
+    first = restart_smtp_and_redrive(st, smtp_server, users)
     # Redriving again sends nothing: every dead letter is recorded as redriven.
     r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
     second = r.json()
@@ -435,12 +442,7 @@ def test_smtp_down_at_the_plugins_last_attempt_keeps_the_recipient(evhostd, tmp_
     assert "redrive it once the mail server is back" in st.d.log_text()
     assert not smtp_server.messages
 
-    smtp_server.start()
-    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
-    assert r.status_code == 200, r.text
-    assert r.json()["redriven"] == 3 and r.json()["failed"] == 0
-    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
-                   timeout=30, message="the welcome mails after the redrive")
+    restart_smtp_and_redrive(st, smtp_server, users)
     lib.wait_until(lambda: db_rows(st.d, "notifications",
                                    "SELECT COUNT(*) FROM notifications_log"
                                    " WHERE status = 'sent'")[0][0] == 3,

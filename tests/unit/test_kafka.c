@@ -1186,15 +1186,6 @@ static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx
 		kafka_ev_set_error(ev, "bad data");
 		return EVH_EVENT_REJECT;
 	}
-	if (!strcmp(type, "KEEP_BROKEN")) {
-		/* a failed write the handler ignores: nothing may be kept */
-		store_exec(tx, "INSERT INTO nowhere VALUES(1)", NULL, 0, NULL);
-		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
-	}
-	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
-		kafka_ev_set_error(ev, "mail server down");
-		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
-	}
 	return EVH_EVENT_OK;
 }
 
