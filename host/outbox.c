@@ -13,7 +13,9 @@
  * flight any more, then rewinds sent_upto to just below the failed row and
  * sends again from there, so per-key order is kept; rows that were in
  * flight behind the failed one may be sent twice, which consumers absorb
- * (the event id is the row's id, stable across re-sends).
+ * (the event id is the row's id, stable across re-sends). Under load it
+ * sends in waves, to keep librdkafka's broker thread from spinning (see
+ * "Waves" below).
  *
  * Locking: o->mu guards the relay list and the wake/stop flags; each
  * relay's own mutex guards what delivery callbacks touch (they may run on
@@ -78,6 +80,7 @@ struct relay {
 	int64_t last_error_seq;
 	int64_t last_fetch_ms;
 	int need_fetch; /* rewound, or a batch was full */
+	int wave;       /* sending in waves (see "Waves") */
 	int64_t next_prune_ms;
 };
 
@@ -297,12 +300,14 @@ static int stop_expired(outbox *o)
 	return expired;
 }
 
-/* Send the next batch of rows. Returns 1 when more rows may be waiting. */
-static int relay_send(outbox *o, struct relay *r)
+/* Send the next batch of rows (`*sent` of them). Returns 1 when more rows
+ * may be waiting. */
+static int relay_send(outbox *o, struct relay *r, size_t *sent)
 {
 	outbox_row *rows = NULL;
 	size_t n = 0, i = 0;
 	int rc;
+	*sent = 0;
 	r->last_fetch_ms = now_ms();
 	r->need_fetch = 0;
 	if (store_outbox_fetch(r->st, r->sent_upto, FETCH_ROWS, &rows, &n) != EVH_OK) {
@@ -335,9 +340,54 @@ static int relay_send(outbox *o, struct relay *r)
 		i++;
 	}
 	store_outbox_rows_free(rows, n);
+	*sent = i;
 	if (i == FETCH_ROWS)
 		r->need_fetch = 1;
 	return i == FETCH_ROWS;
+}
+
+/* Waves. librdkafka 2.0.2 (Debian 12's) lets an idempotent producer send a
+ * partition's next request only while fewer than five *messages* of that
+ * partition are in flight (rdkafka_broker.c compares a message count with a
+ * limit of five requests). Under load that is one request per partition at
+ * a time, and while it waits for the broker's answer, messages queued behind
+ * it whose linger.ms has passed make its broker thread poll() with a zero
+ * timeout, over and over: up to a third of a core on this project's
+ * benchmark machine, taken from the HTTP workers and the broker.
+ *
+ * So once OUTBOX_WAVE_ENTER of a plugin's rows are in flight at once, its relay
+ * sends in waves: the rows pending (at most OUTBOX_WAVE_MAX), then nothing more
+ * until every one of them has its delivery report. Between waves nothing
+ * waits in librdkafka's queues, so its broker thread sleeps; rows committed
+ * meanwhile wait in the outbox instead, about as long as they would have
+ * waited in those queues. A wave of fewer than OUTBOX_WAVE_EXIT rows means the load
+ * has passed: rows are sent as they come again (at a few hundred events a
+ * second nothing changes, so neither does their latency). */
+
+/* Send what is pending now; switch to waves when too much is in flight. */
+static int relay_send_now(outbox *o, struct relay *r)
+{
+	size_t sent;
+	int more = relay_send(o, r, &sent);
+	if (relay_inflight(r) >= OUTBOX_WAVE_ENTER)
+		r->wave = 1;
+	return more;
+}
+
+/* Send one wave (nothing of this plugin is in flight). Returns 0: the next
+ * wave waits for this one's delivery reports (need_fetch says more rows may
+ * be pending). */
+static int relay_send_wave(outbox *o, struct relay *r)
+{
+	size_t sent, total = 0;
+	int more;
+	do {
+		more = relay_send(o, r, &sent);
+		total += sent;
+	} while (more && total < OUTBOX_WAVE_MAX && !stop_expired(o));
+	if (total < OUTBOX_WAVE_EXIT)
+		r->wave = 0;
+	return 0;
 }
 
 /* The plugin's [store] event_retention and inbox_retention (unit tests run
@@ -399,9 +449,14 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 	if (removing || relay_handle_failure(r))
 		return 0;
 	relay_prune(r);
+	if (r->wave && relay_inflight(r) > 0) {
+		if (woken)
+			r->need_fetch = 1;
+		return 0;
+	}
 	if (!woken && !r->need_fetch && now_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
 		return 0;
-	return relay_send(o, r);
+	return r->wave ? relay_send_wave(o, r) : relay_send_now(o, r);
 }
 
 static int64_t total_inflight(outbox *o)

@@ -8,6 +8,14 @@
 
 typedef struct outbox outbox;
 
+/* Under load a plugin's rows go out in waves (see outbox.c): from
+ * OUTBOX_WAVE_ENTER rows in flight at once, the rows pending (at most
+ * OUTBOX_WAVE_MAX) only once the previous wave is acknowledged; a wave of
+ * fewer than OUTBOX_WAVE_EXIT rows ends that. */
+#define OUTBOX_WAVE_ENTER 64
+#define OUTBOX_WAVE_EXIT 8
+#define OUTBOX_WAVE_MAX 5000
+
 int outbox_start(outbox **o, kafka *k, const char *source);
 /* Start relaying this plugin's store (hooks its commits). */
 void outbox_add_plugin(outbox *o, evh_plugin *p);

@@ -202,8 +202,10 @@ static int64_t handled_rows(const char *id)
 }
 
 /* Publish like the SDK does: an outbox row committed in a transaction. */
-static void publish_topic(store *st, const char *topic, const char *id, const char *key,
-                          const char *type, const char *data)
+/* The n events ids[0..n-1], all of one key, type and data, in one
+ * transaction. */
+static void publish_many(store *st, const char *topic, const char *const *ids, int n,
+                         const char *key, const char *type, const char *data)
 {
 	evh_tx *tx;
 	char now[40], tp[56];
@@ -211,7 +213,6 @@ static void publish_topic(store *st, const char *topic, const char *id, const ch
 	events_now_rfc3339(now);
 	events_new_traceparent(tp);
 	memset(&row, 0, sizeof row);
-	row.id = (char *)id;
 	row.topic = (char *)topic;
 	row.key = (char *)key;
 	row.type = (char *)type;
@@ -220,8 +221,17 @@ static void publish_topic(store *st, const char *topic, const char *id, const ch
 	row.data = (char *)data;
 	row.data_len = strlen(data);
 	assert_int_equal(store_tx_begin(st, &tx), EVH_OK);
-	assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	for (int i = 0; i < n; i++) {
+		row.id = (char *)ids[i];
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	}
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+static void publish_topic(store *st, const char *topic, const char *id, const char *key,
+                          const char *type, const char *data)
+{
+	publish_many(st, topic, &id, 1, key, type, data);
 }
 
 static void publish_to(store *st, const char *id, const char *key, const char *type,
@@ -548,61 +558,129 @@ static void test_passthrough_error(void **state)
 	assert_non_null(strstr(err, "[kafka] rdkafka.no.such.property: "));
 }
 
-/* A delivery that fails for good (broker down past message.timeout.ms) is
- * sent again by the relay, and the row is deleted only after that. Uses a
- * mock cluster of its own, so the broker can be taken down. */
-static void test_relay_resends_after_failed_delivery(void **state)
-{
-	char err[256], path[160], warm[37], id[37];
-	char *keys[] = {(char *)"message.timeout.ms"}, *values[] = {(char *)"1500"};
-	const char *ids[1] = {id};
-	rd_kafka_headers_t *out[1] = {NULL};
-	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+/* A relay with a mock cluster of its own (one broker), so a test can take
+ * the broker down or slow it, and one plugin "relay" publishing to TOPIC. */
+struct relay_rig {
 	rd_kafka_t *mrk;
 	rd_kafka_mock_cluster_t *mc;
+	char *keys[1], *values[1];
 	settings s;
 	kafka *k;
 	outbox *o;
 	evh_plugin pl;
+};
+
+static void rig_start(struct relay_rig *g)
+{
+	char err[256], path[160], warm[37];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	memset(g, 0, sizeof *g);
 	rd_kafka_conf_set_log_cb(conf, NULL); /* it is no client: nothing to say */
-	mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-	assert_non_null(mrk);
-	mc = rd_kafka_mock_cluster_new(mrk, 1);
-	assert_non_null(mc);
-	memset(&s, 0, sizeof s);
-	s.brokers = (char *)rd_kafka_mock_cluster_bootstraps(mc);
-	s.rdkafka_keys = keys;
-	s.rdkafka_values = values;
-	s.nrdkafka = 1;
-	assert_int_equal(kafka_start(&k, &s, err, sizeof err), 0);
-	assert_int_equal(outbox_start(&o, k, "evhost://test"), 0);
-	memset(&pl, 0, sizeof pl);
-	pl.name = (char *)"relay";
+	g->mrk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(g->mrk);
+	g->mc = rd_kafka_mock_cluster_new(g->mrk, 1);
+	assert_non_null(g->mc);
+	g->keys[0] = (char *)"message.timeout.ms";
+	g->values[0] = (char *)"1500";
+	g->s.brokers = (char *)rd_kafka_mock_cluster_bootstraps(g->mc);
+	g->s.rdkafka_keys = g->keys;
+	g->s.rdkafka_values = g->values;
+	g->s.nrdkafka = 1;
+	assert_int_equal(kafka_start(&g->k, &g->s, err, sizeof err), 0);
+	assert_int_equal(outbox_start(&g->o, g->k, "evhost://test"), 0);
+	g->pl.name = (char *)"relay";
 	snprintf(path, sizeof path, "%s/relay.db", fx.dir);
-	assert_int_equal(store_open(&pl.store, path, "NORMAL", err, sizeof err), EVH_OK);
-	outbox_add_plugin(o, &pl);
+	assert_int_equal(store_open(&g->pl.store, path, "NORMAL", err, sizeof err), EVH_OK);
+	outbox_add_plugin(g->o, &g->pl);
+	events_uuid(warm); /* the topic exists and the producer knows it */
+	publish_to(g->pl.store, warm, "r", "WARM_UP", "{}");
+	assert_true(wait_pending(g->pl.store, 0, WAIT_MS));
+}
 
-	events_uuid(warm);
-	publish_to(pl.store, warm, "r", "WARM_UP", "{}");
-	assert_true(wait_pending(pl.store, 0, WAIT_MS));
-
-	rd_kafka_mock_broker_set_down(mc, 1);
-	events_uuid(id);
-	publish_to(pl.store, id, "r", "AFTER_OUTAGE", "{\"n\":1}");
-	sleep(4); /* well past message.timeout.ms: the first delivery failed */
-	assert_int_equal(store_outbox_pending(pl.store), 1);
-	rd_kafka_mock_broker_set_up(mc, 1);
-	assert_true(wait_pending(pl.store, 0, WAIT_MS));
-	assert_int_equal(read_topic(s.brokers, TOPIC, ids, out, 1), 1);
-	rd_kafka_headers_destroy(out[0]);
-
-	outbox_remove_plugin(o, &pl);
-	assert_int_equal(outbox_stop(o, 5000), 0);
-	kafka_stop(k, 5000);
-	store_close(pl.store);
+static void rig_stop(struct relay_rig *g)
+{
+	outbox_remove_plugin(g->o, &g->pl);
+	assert_int_equal(outbox_stop(g->o, 5000), 0);
+	kafka_stop(g->k, 5000);
+	store_close(g->pl.store);
 	remove_db("relay");
-	rd_kafka_mock_cluster_destroy(mc);
-	rd_kafka_destroy(mrk);
+	rd_kafka_mock_cluster_destroy(g->mc);
+	rd_kafka_destroy(g->mrk);
+}
+
+/* A delivery that fails for good (broker down past message.timeout.ms) is
+ * sent again by the relay, and the row is deleted only after that. */
+static void test_relay_resends_after_failed_delivery(void **state)
+{
+	char id[37];
+	const char *ids[1] = {id};
+	rd_kafka_headers_t *out[1] = {NULL};
+	struct relay_rig g;
+	rig_start(&g);
+
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	events_uuid(id);
+	publish_to(g.pl.store, id, "r", "AFTER_OUTAGE", "{\"n\":1}");
+	sleep(4); /* well past message.timeout.ms: the first delivery failed */
+	assert_int_equal(store_outbox_pending(g.pl.store), 1);
+	rd_kafka_mock_broker_set_up(g.mc, 1);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
+	rd_kafka_headers_destroy(out[0]);
+	rig_stop(&g);
+}
+
+/* Waits until the producer holds `want` messages not yet acknowledged. */
+static int wait_outq(kafka *k, int want, int ms)
+{
+	int64_t end = now_ms() + ms;
+	while (kafka_outq_len(k) != want && now_ms() < end)
+		usleep(2000);
+	return kafka_outq_len(k) == want;
+}
+
+/* Under load the relay sends in waves (outbox.c says why): with
+ * OUTBOX_WAVE_ENTER rows in flight, a row committed next waits in the
+ * outbox, not in the producer, until the whole wave is acknowledged. A
+ * small wave ends that: then a row goes out while another is in flight.
+ * The broker answers after RTT_MS, far longer than any step here takes;
+ * every row arrives. */
+static void test_relay_sends_in_waves_under_load(void **state)
+{
+	enum { BURST = OUTBOX_WAVE_ENTER + 36, N = BURST + 3, RTT_MS = 600 };
+	char idbuf[N][37];
+	const char *ids[N];
+	rd_kafka_headers_t *out[N] = {NULL};
+	struct relay_rig g;
+	rig_start(&g);
+	for (int i = 0; i < N; i++) {
+		events_uuid(idbuf[i]);
+		ids[i] = idbuf[i];
+	}
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
+
+	publish_many(g.pl.store, TOPIC, ids, BURST, "w", "WAVE", "{}");
+	assert_true(wait_outq(g.k, BURST, 2000)); /* all in flight: a wave */
+	publish_to(g.pl.store, ids[BURST], "w", "WAVE", "{}");
+	usleep(200 * 1000);
+	/* still unanswered, and the new row held back */
+	assert_int_equal(store_outbox_pending(g.pl.store), BURST + 1);
+	assert_int_equal(kafka_outq_len(g.k), BURST);
+	/* the held row goes out as a wave of one once the burst is answered */
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+
+	/* no more waves: the next row goes out while the one before is in flight */
+	publish_to(g.pl.store, ids[BURST + 1], "w", "WAVE", "{}");
+	assert_true(wait_outq(g.k, 1, 2000));
+	publish_to(g.pl.store, ids[BURST + 2], "w", "WAVE", "{}");
+	assert_true(wait_outq(g.k, 2, RTT_MS / 3));
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, N), N);
+	for (int i = 0; i < N; i++)
+		rd_kafka_headers_destroy(out[i]);
+	rig_stop(&g);
 }
 
 static int64_t mono_ms(void)
@@ -1356,6 +1434,7 @@ static const struct {
     {cmocka_unit_test(test_plain_message_and_type_filter), 2},
     {cmocka_unit_test(test_passthrough_error), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
+    {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
