@@ -1413,6 +1413,18 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 	return 0;
 }
 
+/* evhost authorises requests itself (JWT routes, the admin token). Without
+ * a handler for it, civetweb looks for a ".htpasswd" beside every request's
+ * path (with no document root that is "/.htpasswd": a stat() per request)
+ * and, were one there, would demand HTTP digest authentication of every
+ * route. */
+static int civetweb_auth(struct mg_connection *conn, void *cbdata)
+{
+	(void)conn;
+	(void)cbdata;
+	return 1;
+}
+
 int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
@@ -1460,6 +1472,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		free(srv);
 		return -1;
 	}
+	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
 	stream_hub_start(stream_hub_global(), max_streams(h));
 	*out = srv;

@@ -2,6 +2,7 @@
  * host (router, settings, one fake plugin) and test handlers that call the
  * SDK implementations directly. The client is a raw socket so the exact
  * bytes on the wire (status line, headers, no body on HEAD) are visible. */
+#define _GNU_SOURCE /* stat64 */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,6 +41,19 @@ typedef struct fixture {
 } fixture;
 
 static atomic_int slow_done;
+
+/* civetweb looks for ".htpasswd" files with stat64 (glibc's symbol, which
+ * this definition comes before for libcivetweb): count those lookups. */
+static atomic_int htpasswd_lookups;
+
+__attribute__((visibility("default"))) int stat64(const char *restrict path,
+                                                  struct stat64 *restrict buf)
+{
+	const char *base = strrchr(path, '/');
+	if (!strcmp(base ? base + 1 : path, ".htpasswd"))
+		atomic_fetch_add(&htpasswd_lookups, 1);
+	return fstatat64(AT_FDCWD, path, buf, 0);
+}
 
 /* ------------------------------------------------------------ handlers */
 
@@ -302,6 +318,22 @@ static void test_health_and_request_id(void **state)
 	r = request(f, "POST", "/healthz", NULL, "x");
 	expect_problem(r, 405, "method-not-allowed");
 	free(r);
+}
+
+/* evhost authorises requests itself: civetweb looks for no .htpasswd
+ * (one would otherwise put HTTP digest authentication on every route). */
+static void test_no_htpasswd_lookups(void **state)
+{
+	fixture *f = *state;
+	char *r;
+	atomic_store(&htpasswd_lookups, 0);
+	r = request(f, "GET", "/healthz", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	free(r);
+	r = request(f, "GET", "/t/echo/x", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	free(r);
+	assert_int_equal(atomic_load(&htpasswd_lookups), 0);
 }
 
 static void test_not_found_and_405(void **state)
@@ -581,6 +613,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_health_and_request_id),
+	    cmocka_unit_test(test_no_htpasswd_lookups),
 	    cmocka_unit_test(test_not_found_and_405),
 	    cmocka_unit_test(test_params_query_headers),
 	    cmocka_unit_test(test_head_has_no_body),
