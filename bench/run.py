@@ -44,8 +44,10 @@ WRK_SCRIPT = ROOT / "bench" / "wrk.lua"
 
 PROFILES = {
     # Every key is produced by both; quick only shortens the runs.
-    "quick": {"http_seconds": 3, "events": 5000, "e2e_seconds": 3, "settle_seconds": 1},
-    "full": {"http_seconds": 15, "events": 300000, "e2e_seconds": 20, "settle_seconds": 3},
+    "quick": {"http_seconds": 3, "http_warmup_seconds": 1, "events": 5000, "e2e_seconds": 3,
+              "settle_seconds": 1},
+    "full": {"http_seconds": 15, "http_warmup_seconds": 3, "events": 300000,
+             "e2e_seconds": 20, "settle_seconds": 3},
 }
 COMMON = {
     "wrk_threads": 2,
@@ -229,20 +231,17 @@ def crud_override():
 
 
 def run_wrk(ctx, url, body=None):
+    """A warm-up run of http_warmup_seconds (not counted: every server, and the
+    broker behind it, is measured warm, whichever side of a pair goes first),
+    then the measured run of http_seconds."""
     s = ctx.s
     env = dict(os.environ)
     if body is not None:
         body_file = ctx.work / "post-body.json"
         body_file.write_text(json.dumps(body))
         env["WRK_BODY_FILE"] = str(body_file)
-    argv = ["wrk", f"-t{s['wrk_threads']}", f"-c{s['wrk_connections']}",
-            f"-d{s['http_seconds']}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
-    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                       env=env, timeout=s["http_seconds"] + 60)
-    m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
-    if r.returncode != 0 or not m:
-        raise BenchError(f"wrk {url} failed ({r.returncode}):\n{r.stdout[-2000:]}")
-    w = json.loads(m.group(1))
+    wrk_once(ctx, url, env, s["http_warmup_seconds"])
+    w = wrk_once(ctx, url, env, s["http_seconds"])
     errors = (w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["timeouts"] +
               w["non_2xx"])
     if errors:
@@ -250,6 +249,18 @@ def run_wrk(ctx, url, body=None):
     ok = w["requests"] - w["non_2xx"]
     return {"rps": round(ok / (w["duration_us"] / 1e6), 1), "p50_ms": w["p50_us"] / 1000,
             "p99_ms": w["p99_us"] / 1000, "requests": w["requests"], "errors": errors}
+
+
+def wrk_once(ctx, url, env, seconds):
+    s = ctx.s
+    argv = ["wrk", f"-t{s['wrk_threads']}", f"-c{s['wrk_connections']}", f"-d{seconds}s",
+            "--timeout", "10s", "-s", str(WRK_SCRIPT), url]
+    r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=env, timeout=seconds + 60)
+    m = re.search(r"^WRKJSON (\{.*\})$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        raise BenchError(f"wrk {url} failed ({r.returncode}):\n{r.stdout[-2000:]}")
+    return json.loads(m.group(1))
 
 
 # ---------------------------------------------------------------- end to end
