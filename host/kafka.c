@@ -2387,6 +2387,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 		snprintf(err, errlen, "plugin %s: cannot start consumer thread", p->name);
 		goto fail;
 	}
+	log_thread_name(c->thread, "evh-c:", p->name);
 	p->consumer = c;
 	log_info(KAFKA_LOG, "%s: consumer started (group %s, %zu subscription(s))", p->name,
 	         p->group, p->nsubs);

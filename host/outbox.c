@@ -647,9 +647,10 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 	pthread_cond_init(&o->removed, NULL);
 	pthread_cond_init(&o->move_cv, NULL);
 	/* Without the mover (no thread to be had) the relay moves rows itself. */
-	if (pthread_create(&o->mover, NULL, mover_main, o) == 0)
+	if (pthread_create(&o->mover, NULL, mover_main, o) == 0) {
 		o->mover_running = 1;
-	else
+		log_thread_name(o->mover, "evh-mover", NULL);
+	} else
 		log_warn(OUTBOX_LOG, "no mover thread (%s): the relay moves delivered rows itself",
 		         strerror(errno));
 	if (pthread_create(&o->thread, NULL, relay_main, o) != 0) {
@@ -663,6 +664,7 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 		free(o);
 		return -1;
 	}
+	log_thread_name(o->thread, "evh-relay", NULL);
 	*out = o;
 	return 0;
 }

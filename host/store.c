@@ -758,6 +758,7 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
                               size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
+	const char *base;
 	char sql[64];
 	int rc = sqlite3_open_v2(path, &s->ckpt_db, flags, NULL);
 	if (rc == SQLITE_OK) {
@@ -774,6 +775,8 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 		set_err(err, errlen, "%s: cannot start the checkpoint thread", path);
 		return EVH_ENOMEM;
 	}
+	base = strrchr(path, '/');
+	log_thread_name(s->ckpt_thread, "evh-ck:", base ? base + 1 : path);
 	s->ckpt_running = 1;
 	sqlite3_wal_hook(s->db, wal_hook, s); /* replaces SQLite's autocheckpoint */
 	return EVH_OK;

@@ -6,6 +6,7 @@
  * their headers (also for types no handler takes, and truncated when too
  * big), reading and redriving dead letters, replay, plain (non-CloudEvents)
  * messages and type filters. Every wait is bounded. */
+#include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -556,6 +557,41 @@ static void test_passthrough_error(void **state)
 	assert_int_equal(kafka_start(&k, &s, err, sizeof err), -1);
 	assert_null(k);
 	assert_non_null(strstr(err, "[kafka] rdkafka.no.such.property: "));
+}
+
+/* Does this process have a thread named `name` (/proc/self/task/N/comm)? */
+static int has_thread(const char *name)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	char path[300], comm[32];
+	int found = 0;
+	assert_non_null(d);
+	while (!found && (e = readdir(d))) {
+		FILE *f;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		if (!(f = fopen(path, "r")))
+			continue; /* the thread ended meanwhile */
+		if (fgets(comm, sizeof comm, f)) {
+			comm[strcspn(comm, "\n")] = '\0';
+			found = !strcmp(comm, name);
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return found;
+}
+
+/* The host's own threads say what they are (top -H, ps -L, perf, gdb). */
+static void test_threads_are_named(void **state)
+{
+	assert_true(has_thread("evh-relay"));
+	assert_true(has_thread("evh-mover"));
+	assert_true(has_thread("evh-c:notificat")); /* cut to the kernel's 15 characters */
+	assert_true(has_thread("evh-ck:user.db"));
+	assert_true(has_thread("evh-ck:notifica"));
 }
 
 /* A relay with a mock cluster of its own (one broker), so a test can take
@@ -1435,6 +1471,7 @@ static const struct {
     {cmocka_unit_test(test_passthrough_error), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
+    {cmocka_unit_test(test_threads_are_named), 1},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
