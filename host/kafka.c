@@ -2242,6 +2242,7 @@ static void report_lag(struct consumer *c)
 static void *consumer_main(void *arg)
 {
 	struct consumer *c = arg;
+	log_thread_name("evh-c:", c->p->name);
 	while (!atomic_load(&c->stop)) {
 		if (serve_replay(c) || serve_slots(c))
 			continue;
@@ -2387,7 +2388,6 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 		snprintf(err, errlen, "plugin %s: cannot start consumer thread", p->name);
 		goto fail;
 	}
-	log_thread_name(c->thread, "evh-c:", p->name);
 	p->consumer = c;
 	log_info(KAFKA_LOG, "%s: consumer started (group %s, %zu subscription(s))", p->name,
 	         p->group, p->nsubs);

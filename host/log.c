@@ -1,7 +1,6 @@
 /* Logging: one line per event on stderr, text for people at a terminal and
  * JSON lines for journald and log shippers. Each line goes out in a single
  * write() so lines from concurrent threads never interleave. */
-#define _GNU_SOURCE /* pthread_setname_np */
 #include "log.h"
 
 #include <errno.h>
@@ -11,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -332,9 +332,9 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
 	va_end(ap);
 }
 
-void log_thread_name(pthread_t t, const char *prefix, const char *name)
+void log_thread_name(const char *prefix, const char *name)
 {
 	char buf[16]; /* the kernel's limit, with the NUL */
 	snprintf(buf, sizeof buf, "%s%s", prefix, name ? name : "");
-	(void)pthread_setname_np(t, buf);
+	(void)prctl(PR_SET_NAME, buf, 0, 0, 0);
 }

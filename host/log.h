@@ -2,7 +2,6 @@
  * (or when [log] format says so). Never log secrets. Thread-safe. */
 #ifndef EVHOST_LOG_H
 #define EVHOST_LOG_H
-#include <pthread.h>
 #include <evhost/evhost.h>
 
 typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON } log_format;
@@ -26,10 +25,11 @@ const char *log_trace_id(void);
 void log_msg_at(int threshold, evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* Name thread `t` "<prefix><name>", cut to the kernel's 15 characters, as
- * top -H, ps -L, perf and gdb show it. Best effort: a failure changes
- * nothing else. */
-void log_thread_name(pthread_t t, const char *prefix, const char *name);
+/* Name the calling thread "<prefix><name>", cut to the kernel's 15
+ * characters, as top -H, ps -L, perf and gdb show it (prctl: no file is
+ * written, which the systemd unit's sandbox checks). Best effort: a
+ * failure changes nothing else. */
+void log_thread_name(const char *prefix, const char *name);
 
 #define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(EVH_LOG_WARN, c, __VA_ARGS__)

@@ -352,7 +352,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
  * limit of five requests). Under load that is one request per partition at
  * a time, and while it waits for the broker's answer, messages queued behind
  * it whose linger.ms has passed make its broker thread poll() with a zero
- * timeout, over and over: up to a third of a core on this project's
+ * timeout, over and over: about a quarter of a core on this project's
  * benchmark machine, taken from the HTTP workers and the broker.
  *
  * So once OUTBOX_WAVE_ENTER of a plugin's rows are in flight at once, its relay
@@ -552,6 +552,7 @@ static void mover_kick(outbox *o, struct relay **list, size_t n)
 static void *mover_main(void *arg)
 {
 	outbox *o = arg;
+	log_thread_name("evh-mover", NULL);
 	pthread_mutex_lock(&o->mu);
 	while (!o->move_stop) {
 		struct relay **list;
@@ -584,6 +585,7 @@ static void *mover_main(void *arg)
 static void *relay_main(void *arg)
 {
 	outbox *o = arg;
+	log_thread_name("evh-relay", NULL);
 	for (;;) {
 		struct relay **list;
 		int *removing, more = 0, stop, woken;
@@ -649,10 +651,10 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 	/* Without the mover (no thread to be had) the relay moves rows itself. */
 	if (pthread_create(&o->mover, NULL, mover_main, o) == 0) {
 		o->mover_running = 1;
-		log_thread_name(o->mover, "evh-mover", NULL);
-	} else
+	} else {
 		log_warn(OUTBOX_LOG, "no mover thread (%s): the relay moves delivered rows itself",
 		         strerror(errno));
+	}
 	if (pthread_create(&o->thread, NULL, relay_main, o) != 0) {
 		log_error(OUTBOX_LOG, "cannot start the outbox relay thread: %s", strerror(errno));
 		mover_stop(o);
@@ -664,7 +666,6 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 		free(o);
 		return -1;
 	}
-	log_thread_name(o->thread, "evh-relay", NULL);
 	*out = o;
 	return 0;
 }

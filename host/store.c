@@ -134,6 +134,7 @@ struct store {
 	/* The checkpointer (see the top of the file). */
 	sqlite3 *ckpt_db;
 	pthread_t ckpt_thread;
+	char ckpt_name[16]; /* the thread's name: the file's, cut */
 	int ckpt_running;
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cv;
@@ -715,6 +716,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 static void *checkpointer(void *arg)
 {
 	store *s = arg;
+	log_thread_name("evh-ck:", s->ckpt_name);
 	pthread_mutex_lock(&s->ckpt_mu);
 	for (;;) {
 		while (!s->ckpt_due && !s->ckpt_stop)
@@ -771,12 +773,12 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 		        s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
 		return status_of(rc);
 	}
+	base = strrchr(path, '/');
+	snprintf(s->ckpt_name, sizeof s->ckpt_name, "%s", base ? base + 1 : path);
 	if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
 		set_err(err, errlen, "%s: cannot start the checkpoint thread", path);
 		return EVH_ENOMEM;
 	}
-	base = strrchr(path, '/');
-	log_thread_name(s->ckpt_thread, "evh-ck:", base ? base + 1 : path);
 	s->ckpt_running = 1;
 	sqlite3_wal_hook(s->db, wal_hook, s); /* replaces SQLite's autocheckpoint */
 	return EVH_OK;

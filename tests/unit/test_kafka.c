@@ -584,18 +584,29 @@ static int has_thread(const char *name)
 	return found;
 }
 
+/* Waits (a bounded while: threads name themselves when they start) for a
+ * thread named `name`. */
+static int wait_thread(const char *name)
+{
+	int64_t end = now_ms() + WAIT_MS;
+	while (!has_thread(name) && now_ms() < end)
+		usleep(20000);
+	return has_thread(name);
+}
+
 /* The host's own threads say what they are (top -H, ps -L, perf, gdb). */
 static void test_threads_are_named(void **state)
 {
-	assert_true(has_thread("evh-relay"));
-	assert_true(has_thread("evh-mover"));
-	assert_true(has_thread("evh-c:notificat")); /* cut to the kernel's 15 characters */
-	assert_true(has_thread("evh-ck:user.db"));
-	assert_true(has_thread("evh-ck:notifica"));
+	assert_true(wait_thread("evh-relay"));
+	assert_true(wait_thread("evh-mover"));
+	assert_true(wait_thread("evh-c:notificat")); /* cut to the kernel's 15 characters */
+	assert_true(wait_thread("evh-ck:user.db"));
+	assert_true(wait_thread("evh-ck:notifica"));
 }
 
 /* A relay with a mock cluster of its own (one broker), so a test can take
- * the broker down or slow it, and one plugin "relay" publishing to TOPIC. */
+ * the broker down or slow it, and one plugin "relay" publishing to TOPIC;
+ * the producer gives up on a message after `timeout_ms` (message.timeout.ms). */
 struct relay_rig {
 	rd_kafka_t *mrk;
 	rd_kafka_mock_cluster_t *mc;
@@ -606,7 +617,7 @@ struct relay_rig {
 	evh_plugin pl;
 };
 
-static void rig_start(struct relay_rig *g)
+static void rig_start(struct relay_rig *g, const char *timeout_ms)
 {
 	char err[256], path[160], warm[37];
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -617,7 +628,7 @@ static void rig_start(struct relay_rig *g)
 	g->mc = rd_kafka_mock_cluster_new(g->mrk, 1);
 	assert_non_null(g->mc);
 	g->keys[0] = (char *)"message.timeout.ms";
-	g->values[0] = (char *)"1500";
+	g->values[0] = (char *)timeout_ms;
 	g->s.brokers = (char *)rd_kafka_mock_cluster_bootstraps(g->mc);
 	g->s.rdkafka_keys = g->keys;
 	g->s.rdkafka_values = g->values;
@@ -652,7 +663,7 @@ static void test_relay_resends_after_failed_delivery(void **state)
 	const char *ids[1] = {id};
 	rd_kafka_headers_t *out[1] = {NULL};
 	struct relay_rig g;
-	rig_start(&g);
+	rig_start(&g, "1500");
 
 	rd_kafka_mock_broker_set_down(g.mc, 1);
 	events_uuid(id);
@@ -683,12 +694,12 @@ static int wait_outq(kafka *k, int want, int ms)
  * every row arrives. */
 static void test_relay_sends_in_waves_under_load(void **state)
 {
-	enum { BURST = OUTBOX_WAVE_ENTER + 36, N = BURST + 3, RTT_MS = 600 };
+	enum { BURST = OUTBOX_WAVE_ENTER + 36, N = BURST + 3, RTT_MS = 1000 };
 	char idbuf[N][37];
 	const char *ids[N];
 	rd_kafka_headers_t *out[N] = {NULL};
 	struct relay_rig g;
-	rig_start(&g);
+	rig_start(&g, "30000");
 	for (int i = 0; i < N; i++) {
 		events_uuid(idbuf[i]);
 		ids[i] = idbuf[i];
