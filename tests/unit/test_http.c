@@ -42,8 +42,9 @@ typedef struct fixture {
 
 static atomic_int slow_done;
 
-/* civetweb looks for ".htpasswd" files with stat64 (glibc's symbol, which
- * this definition comes before for libcivetweb): count those lookups. */
+/* civetweb looks for ".htpasswd" files with stat64. This program's stat64
+ * (exported: see tests/CMakeLists.txt) comes before glibc's for
+ * libcivetweb, and counts those lookups. */
 static atomic_int htpasswd_lookups;
 
 __attribute__((visibility("default"))) int stat64(const char *restrict path,
