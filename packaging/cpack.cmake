@@ -82,6 +82,9 @@ add_custom_target(evhost_package_files ALL DEPENDS ${evhost_gz_outputs})
 # --- the Grafana dashboard (docs/operations.md, "Metrics") --------------------
 install(FILES ${EVHOST_PKG_SRC}/grafana/evhost.json
         DESTINATION ${CMAKE_INSTALL_DATADIR}/evhost/grafana COMPONENT runtime)
+# --- Prometheus alerting rules (docs/operations.md, "Alerts") -----------------
+install(FILES ${EVHOST_PKG_SRC}/prometheus/evhost-alerts.yml
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/evhost/prometheus COMPONENT runtime)
 
 foreach(comp_doc runtime:${EVHOST_DOC_DIR} dev:${EVHOST_DEV_DOC_DIR})
   string(REPLACE ":" ";" comp_doc "${comp_doc}")

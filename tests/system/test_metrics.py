@@ -13,6 +13,7 @@ import uuid
 
 import pytest
 import requests
+import yaml
 
 import evhost_testlib as lib
 
@@ -20,6 +21,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PASSWORD = "correct horse battery"
 TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
 DASHBOARD = lib.REPO_ROOT / "packaging" / "grafana" / "evhost.json"
+ALERTS = lib.REPO_ROOT / "packaging" / "prometheus" / "evhost-alerts.yml"
 
 # ---------------------------------------------------------------- the parser
 
@@ -297,6 +299,7 @@ def test_metrics_move_with_requests_and_events(evhostd):
     assert events.get("process_start_time_seconds") > 1.6e9
 
     check_dashboard(events.types)
+    check_alerts(events.types)
 
     # A poison message: rejected at once and dead-lettered.
     mock = re.search(r"mock cluster at (127\.0\.0\.1:\d+)", d.log_text()).group(1)
@@ -315,6 +318,23 @@ def test_metrics_move_with_requests_and_events(evhostd):
     assert d.post("/metrics").status_code == 405
     head = requests.head(d.url + "/metrics", timeout=10)
     assert head.status_code == 200 and head.headers["Content-Type"] == CONTENT_TYPE
+
+
+def check_alerts(types):
+    """The shipped alerting rules are Prometheus rule groups, each rule with a
+    severity and a summary, and query only families the daemon exposes."""
+    doc = yaml.safe_load(ALERTS.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} >= {"EvhostPluginDown", "EvhostDeadLetters",
+                                           "EvhostOutboxBacklog", "EvhostConsumerLag"}
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        names = re.findall(r"\b(evhost_[a-z_]+)\b", rule["expr"])
+        assert names, rule["alert"]
+        for name in names:
+            assert name in types, (rule["alert"], name)
 
 
 def check_dashboard(types):

@@ -136,6 +136,7 @@ def test_package_metadata_and_contents(debs):
                  "/usr/share/man/man8/evhostd.8.gz", "/usr/share/man/man5/evhost.conf.5.gz",
                  "/usr/bin/evhostctl", "/usr/share/man/man1/evhostctl.1.gz",
                  "/usr/share/evhost/grafana/evhost.json",
+                 "/usr/share/evhost/prometheus/evhost-alerts.yml",
                  "/usr/share/evhost/templates/welcome.subject",
                  "/usr/share/doc/evhost/copyright", "/usr/share/doc/evhost/changelog.Debian.gz"):
         assert path in files, path
