@@ -134,7 +134,6 @@ struct store {
 	/* The checkpointer (see the top of the file). */
 	sqlite3 *ckpt_db;
 	pthread_t ckpt_thread;
-	char ckpt_name[16]; /* the thread's name: the file's, cut */
 	int ckpt_running;
 	pthread_mutex_t ckpt_mu;
 	pthread_cond_t ckpt_cv;
@@ -716,7 +715,9 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 static void *checkpointer(void *arg)
 {
 	store *s = arg;
-	log_thread_name("evh-ck:", s->ckpt_name);
+	const char *path = sqlite3_db_filename(s->ckpt_db, "main"), *base;
+	base = path ? strrchr(path, '/') : NULL;
+	log_thread_name("evh-ck:", base ? base + 1 : path);
 	pthread_mutex_lock(&s->ckpt_mu);
 	for (;;) {
 		while (!s->ckpt_due && !s->ckpt_stop)
@@ -760,7 +761,6 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
                               size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
-	const char *base;
 	char sql[64];
 	int rc = sqlite3_open_v2(path, &s->ckpt_db, flags, NULL);
 	if (rc == SQLITE_OK) {
@@ -773,8 +773,6 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 		        s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
 		return status_of(rc);
 	}
-	base = strrchr(path, '/');
-	snprintf(s->ckpt_name, sizeof s->ckpt_name, "%s", base ? base + 1 : path);
 	if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
 		set_err(err, errlen, "%s: cannot start the checkpoint thread", path);
 		return EVH_ENOMEM;
