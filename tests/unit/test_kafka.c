@@ -202,9 +202,8 @@ static int64_t handled_rows(const char *id)
 	return n;
 }
 
-/* Publish like the SDK does: an outbox row committed in a transaction. */
-/* The n events ids[0..n-1], all of one key, type and data, in one
- * transaction. */
+/* Publish like the SDK does: outbox rows committed in a transaction, here
+ * the n events ids[0..n-1], all of one key, type, data and traceparent. */
 static void publish_many(store *st, const char *topic, const char *const *ids, int n,
                          const char *key, const char *type, const char *data)
 {
