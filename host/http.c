@@ -36,6 +36,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "router.h"
+#include "store.h"
 #include "stream.h"
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
@@ -1123,7 +1124,24 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 
 static void call_handler(const http_route *rt, evh_request *req, evh_response *resp)
 {
-	int rc = rt->r.handler(req, resp, rt->r.ud);
+	int rc;
+	store_take_lost_reads(); /* only this handler's transactions count */
+	rc = rt->r.handler(req, resp, rt->r.ud);
+	if (store_take_lost_reads()) {
+		/* It read inside a group commit that then failed: its answer may
+		 * show writes that are not in the database. */
+		log_error("http", "%s %s (plugin '%s'): answered 503 instead of %d: the handler "
+		          "read data of a group commit that then failed",
+		          req->method, req->path, rt->plugin ? rt->plugin->name : "host",
+		          resp->filled ? resp->status : 200);
+		resp_free(resp);
+		resp->filled = 0;
+		resp->status = 0;
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "storage", "the data this answer was read from could not be "
+		                              "stored; try again");
+		return;
+	}
 	if (rc == EVH_OK || resp->filled)
 		return;
 	log_error("http", "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,

@@ -1243,6 +1243,35 @@ static void tx_finish(evh_tx *tx, int committed)
 	free(tx);
 }
 
+/* Deferred foreign keys (DEFERRABLE INITIALLY DEFERRED, or PRAGMA
+ * defer_foreign_keys) are checked by SQLite only at COMMIT. A group's COMMIT,
+ * and a consumer batch's, is shared: one member's dangling reference would
+ * fail every member's commit. So a member, and an event's savepoint, checks
+ * them at its own end: none were outstanding when it began (the previous one
+ * was checked the same way), so any outstanding now are its own. */
+static int deferred_fk_check(evh_tx *tx)
+{
+	int now = 0, high = 0;
+	if (sqlite3_db_status(tx->s->db, SQLITE_DBSTATUS_DEFERRED_FKS, &now, &high, 0) != SQLITE_OK ||
+	    now == 0)
+		return EVH_OK;
+	return tx_fail_msg(tx, EVH_ECONSTRAINT,
+	                   "FOREIGN KEY constraint failed (a deferred foreign key still "
+	                   "refers to no row at the end of the transaction)");
+}
+
+/* Set on a thread whose rolled-back group member waited for a group that
+ * then failed to commit: what it read may have been other members' writes,
+ * which are now gone. store_take_lost_reads hands it over. */
+static _Thread_local int reads_lost;
+
+int store_take_lost_reads(void)
+{
+	int lost = reads_lost;
+	reads_lost = 0;
+	return lost;
+}
+
 /* End a group member: keep its writes (commit) or undo them, then wait for
  * the group to be committed, by this thread or by a later member. */
 static int member_end(evh_tx *tx, int keep)
@@ -1253,7 +1282,7 @@ static int member_end(evh_tx *tx, int keep)
 	tx_detach_rows(tx);
 	if (keep && tx->failed)
 		status = tx->failed;
-	else if (keep)
+	else if (keep && !(status = deferred_fk_check(tx)))
 		status = stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, tx->err,
 		                  sizeof tx->err);
 	if (!keep || status) {
@@ -1285,6 +1314,8 @@ static int member_end(evh_tx *tx, int keep)
 		pthread_mutex_unlock(&s->gmu);
 		if (keep && !status)
 			status = tx->gstatus;
+		else if (!keep && tx->gstatus != EVH_OK)
+			reads_lost = 1;
 	}
 	free(tx);
 	return status;
@@ -1363,6 +1394,9 @@ int store_tx_savepoint_release(evh_tx *tx)
 	tx_detach_rows(tx);
 	if (tx->failed)
 		return tx->failed; /* still open: the caller rolls it back */
+	status = deferred_fk_check(tx);
+	if (status)
+		return status; /* likewise */
 	status = savepoint_sql(tx, "RELEASE evh_event");
 	if (status)
 		return tx_fail(tx, status);
@@ -2020,6 +2054,8 @@ void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
 	*by_thread = s ? atomic_load(&s->ckpt_thread_runs) : 0;
 	*by_writer = s ? atomic_load(&s->ckpt_inline_runs) : 0;
 }
+
+int store_group_queued(store *s) { return s ? atomic_load(&s->gqueued) : 0; }
 
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members)
 {

@@ -36,6 +36,14 @@ int store_tx_begin(store *s, evh_tx **tx);
 int store_tx_begin_grouped(store *s, evh_tx **tx);
 /* Group commits so far and the transactions committed in them. */
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members);
+/* Threads waiting for the lock to join a group, now (for tests). */
+int store_group_queued(store *s);
+/* Nonzero (once) if a group member this thread rolled back since the last
+ * call had waited for a group that then failed to commit. A rolled-back
+ * member may have read other members' writes, which that failure undid, and
+ * store_tx_rollback returns nothing: the HTTP layer asks here after each
+ * handler and answers 503 instead of what was built on those reads. */
+int store_take_lost_reads(void);
 /* WAL checkpoints run so far by the store's checkpoint thread, and by a
  * committing writer because that thread had fallen far behind. */
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer);

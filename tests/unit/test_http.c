@@ -27,7 +27,9 @@
 
 #include "http.h"
 #include "jwt.h"
+#include "store_faults.h"
 #include "router.h"
+#include "store.h"
 
 #define SECRET "unit-test-secret"
 
@@ -235,8 +237,8 @@ static void expect_problem(const char *reply, int status, const char *slug)
 
 /* ------------------------------------------------------------- fixture */
 
-static void add(fixture *f, const char *method, const char *pattern, evh_http_handler fn,
-                uint32_t flags, const char *role)
+static void add_ud(fixture *f, const char *method, const char *pattern, evh_http_handler fn,
+                   uint32_t flags, const char *role, void *ud)
 {
 	evh_route r;
 	char err[256];
@@ -247,8 +249,15 @@ static void add(fixture *f, const char *method, const char *pattern, evh_http_ha
 	r.handler = fn;
 	r.flags = flags;
 	r.role = role;
+	r.ud = ud;
 	if (http_add_route(&f->h, &f->p, &r, err, sizeof err) != EVH_OK)
 		fail_msg("http_add_route: %s", err);
+}
+
+static void add(fixture *f, const char *method, const char *pattern, evh_http_handler fn,
+                uint32_t flags, const char *role)
+{
+	add_ud(f, method, pattern, fn, flags, role, NULL);
 }
 
 static int setup(void **state)
@@ -517,6 +526,82 @@ static void test_handler_results(void **state)
 	free(r);
 }
 
+/* GET /t/group?fail=0|1: read, in a group commit, another member's write,
+ * roll back (which commits the group, failing if fail=1), and answer 200
+ * with the count read; "bad" if a step of the set-up itself failed. */
+static int read_in_group(evh_request *req, evh_response *resp, void *ud)
+{
+	store *s = ud;
+	other_member m = {.s = s, .sql = "INSERT INTO t VALUES(1)"};
+	const char *fail = http_req_query(req, "fail");
+	char buf[64] = "bad";
+	evh_tx *tx;
+	evh_rows *r;
+	int failing = fail && !strcmp(fail, "1");
+
+	http_resp_header(resp, "Location", "/t/group/1"); /* must not outlive a 503 */
+	if (member_start(&m) != 0)
+		return http_resp_body(resp, "text/plain", buf, strlen(buf));
+	if (store_tx_begin_grouped(s, &tx) == EVH_OK) {
+		if (store_query(tx, "SELECT COUNT(*) FROM t", NULL, 0, &r) == EVH_OK) {
+			if (store_rows_next(r) == 1)
+				snprintf(buf, sizeof buf, "count=%lld", (long long)store_rows_int(r, 0));
+			store_rows_close(r);
+		}
+		if (failing)
+			wal_writes_fail(1);
+		store_tx_rollback(tx);
+		if (failing)
+			wal_writes_fail(0);
+	}
+	member_join(&m);
+	if (m.failure[0])
+		snprintf(buf, sizeof buf, "bad");
+	return http_resp_body(resp, "text/plain", buf, strlen(buf));
+}
+
+/* What a handler read from a group commit that then failed is never sent:
+ * the answer is a 503, without the handler's headers. */
+static void test_reads_of_a_failed_group_are_not_sent(void **state)
+{
+	fixture *f = *state;
+	char dir[] = "/tmp/evh-http-XXXXXX", path[64], err[256] = "";
+	store *s;
+	evh_tx *tx;
+	char *r;
+
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/t.db", dir);
+	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "CREATE TABLE t(a INTEGER)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	add_ud(f, "GET", "/t/group", read_in_group, 0, NULL, s);
+
+	r = request(f, "GET", "/t/group?fail=0", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	assert_string_equal(body_of(r), "count=1");
+	free(r);
+	r = request(f, "GET", "/t/group?fail=1", NULL, NULL);
+	expect_problem(r, 503, "storage");
+	assert_string_equal(header_of(r, "Retry-After"), "1");
+	assert_null(header_of(r, "Location"));
+	free(r);
+	r = request(f, "GET", "/t/group?fail=0", NULL, NULL); /* the failed one is not there */
+	assert_int_equal(status_of(r), 200);
+	assert_string_equal(body_of(r), "count=2");
+	free(r);
+
+	store_close(s);
+	for (int i = 0; i < 3; i++) {
+		char file[80];
+		snprintf(file, sizeof file, "%s%s", path, (const char *[]){"", "-wal", "-shm"}[i]);
+		unlink(file);
+	}
+	rmdir(dir);
+}
+
 static void test_plugin_state(void **state)
 {
 	fixture *f = *state;
@@ -622,6 +707,7 @@ int main(void)
 	    cmocka_unit_test(test_body_limits),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_handler_results),
+	    cmocka_unit_test(test_reads_of_a_failed_group_are_not_sent),
 	    cmocka_unit_test(test_plugin_state),
 	    cmocka_unit_test(test_readyz_without_kafka),
 	    cmocka_unit_test(test_route_registration),

@@ -32,6 +32,7 @@
 #include "outbox.h"
 #include "plugins.h"
 #include "store.h"
+#include "store_faults.h"
 
 #define TOPIC "TEST_EVENTS"
 #define DLQ_TOPIC "TEST_EVENTS.notifications.dlq"
@@ -1244,6 +1245,7 @@ static void test_backlog_over_topics_keeps_produced_order(void **state)
 
 #define BATCH_TOPIC "BATCH_EVENTS"
 #define BREAK_TOPIC "BREAK_EVENTS"
+#define DANGLE_TOPIC "DANGLE_EVENTS"
 
 static const evh_migration batch_mig[] = {
     {1, "CREATE TABLE handled(id TEXT);"
@@ -1271,9 +1273,11 @@ static int64_t committed_rows(const char *name)
 /* Writes a row like `handler`, and by type: PEEK records how many rows were
  * committed at that moment; NESTED_BEGIN tries a transaction of its own;
  * SILENT_FAIL_ONCE makes a storage call fail on its first attempt and
- * returns OK all the same; BREAKS_COMMIT writes a row whose deferred
- * foreign key fails the COMMIT (a crash between handler and commit, as far
- * as the handler can tell); RETRY_TWICE and REJECT_ME as in `handler`. */
+ * returns OK all the same; BREAKS_COMMIT makes the next write to disk of
+ * this (the consumer's) thread fail, so the COMMIT after it fails (an I/O
+ * error between handler and commit, as far as the handler can tell);
+ * DANGLING_KEY writes a row whose deferred foreign key refers to nothing;
+ * RETRY_TWICE and REJECT_ME as in `handler`. */
 static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	const char *type = kafka_ev_type(ev);
@@ -1299,7 +1303,9 @@ static evh_event_result batch_handler(evh_plugin *p, const evh_event *ev, evh_tx
 		return EVH_EVENT_RETRY;
 	if (!strcmp(type, "SILENT_FAIL_ONCE") && kafka_ev_attempt(ev) == 1)
 		(void)store_exec(tx, "INSERT INTO nosuch VALUES(1)", NULL, 0, NULL);
-	if (!strcmp(type, "BREAKS_COMMIT") &&
+	if (!strcmp(type, "BREAKS_COMMIT") && wal_next_write_fails_here() != SQLITE_OK)
+		return EVH_EVENT_RETRY;
+	if (!strcmp(type, "DANGLING_KEY") &&
 	    store_exec(tx, "INSERT INTO child(pid) VALUES('nobody')", NULL, 0, NULL) != EVH_OK)
 		return EVH_EVENT_RETRY;
 	if (!strcmp(type, "RETRY_TWICE") && kafka_ev_attempt(ev) < 3) {
@@ -1422,23 +1428,46 @@ static void test_batch_commits_together_and_retry_undoes_only_its_event(void **s
 	extra_stop(&again);
 }
 
+/* Publish USER_CREATED, `middle`, USER_CREATED to `topic` (one partition,
+ * so in that order); return once all three are in Kafka. */
+static void publish_around(const char *topic, const char *source, const char *middle,
+                           char ids[3][37])
+{
+	const char *types[] = {"USER_CREATED", middle, "USER_CREATED"};
+	for (int i = 0; i < 3; i++) {
+		events_uuid(ids[i]);
+		publish_topic(fx.user.store, topic, ids[i], source, types[i], "{}");
+	}
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+}
+
+/* Event `id`, consumed from `topic` by `plugin`, is in its dead-letter
+ * topic after `attempts` attempts; its error goes to `error`. */
+static void expect_dead_letter(const char *topic, const char *plugin, const char *id,
+                               const char *attempts, char *error, size_t len)
+{
+	char dlq[128];
+	const char *want[1] = {id};
+	rd_kafka_headers_t *out[1] = {NULL};
+	kafka_dlq_topic(topic, plugin, ".dlq", dlq, sizeof dlq);
+	assert_int_equal(read_topic(kafka_bootstraps(fx.k), dlq, want, out, 1), 1);
+	assert_non_null(hdr(out[0], "evhost_dlq_attempts", error, len));
+	assert_string_equal(error, attempts);
+	assert_non_null(hdr(out[0], "evhost_dlq_error", error, len));
+	rd_kafka_headers_destroy(out[0]);
+}
+
 /* A batch whose COMMIT fails wrote nothing: its events are handled again,
  * each alone. The one that breaks every commit is retried and
  * dead-lettered; the others end with exactly one row each, and the event
  * behind the broken one (same partition) is handled after it. */
 static void test_batch_commit_failure_handles_each_again(void **state)
 {
-	static const char *const types[] = {"USER_CREATED", "BREAKS_COMMIT", "USER_CREATED"};
-	char ids[3][37], dlq[128], buf[512];
-	const char *want[1];
-	rd_kafka_headers_t *out[1] = {NULL};
+	char ids[3][37], error[512];
 	struct extra x;
 	(void)state;
-	for (int i = 0; i < 3; i++) {
-		events_uuid(ids[i]);
-		publish_topic(fx.user.store, BREAK_TOPIC, ids[i], "break", types[i], "{}");
-	}
-	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	publish_around(BREAK_TOPIC, "break", "BREAKS_COMMIT", ids);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK); /* in place before the consumer runs */
 	batch_start(&x, "breaker", "evhost.breaker", BREAK_TOPIC, NULL);
 	assert_int_equal(wait_calls(ids[2], 2), 2);
 	usleep(300000);
@@ -1451,13 +1480,35 @@ static void test_batch_commit_failure_handles_each_again(void **state)
 	assert_true(call_index(ids[1], 3) < call_index(ids[2], 1));
 	assert_int_equal(count_calls(ids[2], 0), 2);
 	assert_int_equal(batch_handled(x.p.store, ids[2]), 1);
-	kafka_dlq_topic(BREAK_TOPIC, "breaker", ".dlq", dlq, sizeof dlq);
-	want[0] = ids[1];
-	assert_int_equal(read_topic(kafka_bootstraps(fx.k), dlq, want, out, 1), 1);
-	assert_string_equal(hdr(out[0], "evhost_dlq_attempts", buf, sizeof buf), "3");
-	assert_string_equal(hdr(out[0], "evhost_dlq_error", buf, sizeof buf),
-	                    "storage: commit failed");
-	rd_kafka_headers_destroy(out[0]);
+	expect_dead_letter(BREAK_TOPIC, "breaker", ids[1], "3", error, sizeof error);
+	assert_string_equal(error, "storage: commit failed");
+	extra_stop(&x);
+}
+
+/* A deferred foreign key left dangling by one event's handler fails that
+ * event alone, at the end of its savepoint: it is retried and dead-lettered
+ * with the reason, and the events around it in the batch are handled once
+ * (before, the batch's COMMIT failed and every event was handled again). */
+static void test_batch_dangling_key_fails_only_its_event(void **state)
+{
+	char ids[3][37], error[512];
+	struct extra x;
+	(void)state;
+	publish_around(DANGLE_TOPIC, "dangle", "DANGLING_KEY", ids);
+	batch_start(&x, "dangler", "evhost.dangler", DANGLE_TOPIC, NULL);
+	assert_int_equal(wait_calls(ids[2], 1), 1);
+	usleep(300000);
+	assert_int_equal(count_calls(ids[0], 0), 1);
+	assert_int_equal(count_calls(ids[1], 0), 3); /* max_attempts = 3, then dead */
+	assert_int_equal(count_calls(ids[2], 0), 1);
+	assert_true(call_index(ids[1], 2) < call_index(ids[2], 0));
+	assert_int_equal(batch_handled(x.p.store, ids[0]), 1);
+	assert_int_equal(batch_handled(x.p.store, ids[1]), 0);
+	assert_int_equal(batch_handled(x.p.store, ids[2]), 1);
+	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM child WHERE pid = ?", "nobody"), 0);
+	expect_dead_letter(DANGLE_TOPIC, "dangler", ids[1], "3", error, sizeof error);
+	if (!strstr(error, "FOREIGN KEY"))
+		fail_msg("dead letter's error: %s", error);
 	extra_stop(&x);
 }
 
@@ -1493,6 +1544,7 @@ static const struct {
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 1}, /* 3.4 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */
     {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 4}, /* 5.7 */
+    {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 3},
 };
 
 int main(void)

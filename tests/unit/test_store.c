@@ -20,6 +20,7 @@
 
 #include <sqlite3.h>
 
+#include "store_faults.h"
 #include "stderr_capture.h"
 #include "store.h"
 
@@ -1315,6 +1316,116 @@ static void test_group_alone(void **state)
 	assert_int_equal(query_int(f->s, "SELECT SUM(a) FROM t"), 4);
 }
 
+/* A member that leaves a deferred foreign key dangling fails alone: its
+ * commit says why, and the member sharing its group commits (SQLite checks
+ * deferred keys only at the group's COMMIT, which would fail for all). */
+static void test_group_deferred_fk_fails_only_its_member(void **state)
+{
+	fixture *f = *state;
+	other_member m = {.s = f->s, .sql = "INSERT INTO child VALUES(42)"};
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE parent(id INTEGER PRIMARY KEY)");
+	exec1(f->s, "CREATE TABLE child(pid INTEGER REFERENCES parent(id) "
+	            "DEFERRABLE INITIALLY DEFERRED)");
+	assert_int_equal(member_start(&m), 0);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO parent VALUES(1)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(1)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	member_join(&m);
+	if (m.failure[0])
+		fail_msg("%s", m.failure);
+	assert_int_equal(m.status, EVH_ECONSTRAINT);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM child"), 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM parent"), 1);
+
+	/* Alone, with the reason in its error, and the store usable after. */
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(7)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(7)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO parent VALUES(7)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK); /* resolved before the end */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM child"), 2);
+}
+
+/* The consumer's batch: an event whose savepoint leaves a deferred key
+ * dangling fails at its release (with the reason); rolled back, it leaves
+ * the batch's other events to commit. */
+static void test_savepoint_deferred_fk_fails_only_its_event(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE parent(id INTEGER PRIMARY KEY)");
+	exec1(f->s, "CREATE TABLE child(pid INTEGER REFERENCES parent(id) "
+	            "DEFERRABLE INITIALLY DEFERRED)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO parent VALUES(1)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_ECONSTRAINT);
+	assert_non_null(strstr(store_tx_error(tx), "FOREIGN KEY"));
+	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(1)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_savepoint_release(tx), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM child"), 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM parent"), 1);
+}
+
+/* A member that only reads, inside a group with another member's write, and
+ * rolls back: if the group's COMMIT fails, what it read is gone, and
+ * store_take_lost_reads says so on its thread (once). If the COMMIT works,
+ * it says nothing. */
+static void group_read_then_rollback(fixture *f, int fail_commit, int64_t rows_before)
+{
+	other_member m = {.s = f->s, .sql = "INSERT INTO t VALUES('written')"};
+	evh_tx *tx;
+	evh_rows *r;
+
+	assert_int_equal(member_start(&m), 0);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT COUNT(*) FROM t", NULL, 0, &r), EVH_OK);
+	assert_int_equal(store_rows_next(r), 1);
+	/* The member's write too, not durable yet. */
+	assert_int_equal(store_rows_int(r, 0), rows_before + 1);
+	store_rows_close(r);
+	if (fail_commit)
+		assert_int_equal(wal_writes_fail(1), SQLITE_OK);
+	store_tx_rollback(tx); /* the last one in: it commits the group */
+	if (fail_commit)
+		assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	member_join(&m);
+	if (m.failure[0])
+		fail_msg("%s", m.failure);
+	if (fail_commit) {
+		assert_int_not_equal(m.status, EVH_OK);
+		assert_int_equal(store_take_lost_reads(), 1);
+	} else {
+		assert_int_equal(m.status, EVH_OK);
+		assert_int_equal(store_take_lost_reads(), 0);
+	}
+	assert_int_equal(store_take_lost_reads(), 0); /* handed over once */
+}
+
+static void test_group_failure_reports_lost_reads(void **state)
+{
+	fixture *f = *state;
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	group_read_then_rollback(f, 0, 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+	group_read_then_rollback(f, 1, 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1); /* the second is gone */
+	group_read_then_rollback(f, 0, 1); /* and the store works after */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
+}
+
 typedef struct fetch_arg {
 	store *s;
 	int status;
@@ -1572,6 +1683,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_alone, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_deferred_fk_fails_only_its_member, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_savepoint_deferred_fk_fails_only_its_event, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),

@@ -588,7 +588,9 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
 /* Commit and release `tx` (also on failure: then nothing was written). */
 static inline int evh_tx_commit(evh_tx *tx) { return evh__api->tx_commit(tx); }
-/* Roll back and release `tx`. */
+/* Roll back and release `tx`. Its reads may have been of writes that a
+ * failed group commit then undid: an HTTP handler's answer is replaced by a
+ * 503 then; elsewhere, end with evh_tx_commit to learn the group's result. */
 static inline void evh_tx_rollback(evh_tx *tx) { evh__api->tx_rollback(tx); }
 /* The storage engine's message for the last failed call on `tx`. */
 static inline const char *evh_tx_error(evh_tx *tx) { return evh__api->tx_error(tx); }
