@@ -1,0 +1,39 @@
+"""scripts/demo, the README's first command, as a newcomer runs it.
+
+It builds nothing here (the build under test is newer than the sources), runs
+evhostd with the three plugins on the embedded broker, creates a user over
+HTTP and shows the welcome mail and the notifications log. It must end by
+itself, with status 0, and stop the daemon it started.
+"""
+
+import os
+import re
+import socket
+import subprocess
+
+import evhost_testlib as lib
+
+DEMO = lib.REPO_ROOT / "scripts" / "demo"
+
+
+def test_demo_shows_the_flow_and_stops(build_dir):
+    port = lib.free_port()
+    env = dict(os.environ, EVHOST_BUILD_DIR=str(build_dir.resolve()),
+               EVHOST_DEMO_PORT=str(port))
+    run = subprocess.run([str(DEMO), "--once"], env=env, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=300)
+    out = run.stdout
+    assert run.returncode == 0, f"scripts/demo exited {run.returncode}:\n{out}\n{run.stderr}"
+    assert "== building" not in out, "the demo rebuilt a build tree newer than its sources"
+    # The user made over HTTP, its welcome mail, and the log saying it was sent.
+    assert re.search(r"HTTP/1\.1 201", out), out
+    email = re.search(r"ada\.\d+@example\.com", out).group(0)
+    assert "Subject:" in out and "Welcome, Ada Lovelace!" in out, out
+    log = re.search(r'^\{"items":.*$', out, re.M)
+    assert log, f"no notifications log in the output:\n{out}"
+    assert f'"recipient":"{email}"' in log.group(0) and '"status":"sent"' in log.group(0)
+    # The daemon it started is gone: nothing listens on its port any more.
+    assert "evhostd stopped; its log:" in out, out
+    with socket.socket() as s:
+        s.settimeout(5)
+        assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still served after the demo"
