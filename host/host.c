@@ -71,34 +71,39 @@ out:
 }
 
 /* Everything but plugin sections: what a reload cannot apply live. */
-static char *host_signature(const cfg *c)
+/* Sections a reload applies: plugins one by one, [log], [auth], [admin]. */
+static int applies_on_reload(const char *section)
 {
-	char *all = strdup("");
+	return strncmp(section, "plugin.", 7) == 0 || strcmp(section, "log") == 0 ||
+	       strcmp(section, "auth") == 0 || strcmp(section, "admin") == 0;
+}
 
-	for (size_t i = 0; all && i < c->nsections; i++) {
-		char *sig, *grown;
-
-		/* Plugins are compared one by one; [log], [auth], [admin] apply at once. */
-		if (strncmp(c->sections[i], "plugin.", 7) == 0 || strcmp(c->sections[i], "log") == 0 ||
-		    strcmp(c->sections[i], "auth") == 0 || strcmp(c->sections[i], "admin") == 0)
+/* Log each key of the other sections that the reload would change (set,
+ * changed or removed), with where it is now set, and say it is not applied.
+ * Values are not logged: [kafka] may hold credentials. Returns how many. */
+static size_t log_restart_only_changes(const cfg *old, const cfg *next)
+{
+	size_t changed = 0;
+	for (size_t i = 0; i < next->n; i++) {
+		const cfg_entry *e = &next->v[i], *was;
+		if (applies_on_reload(e->section))
 			continue;
-		if (!(sig = section_signature(c, c->sections[i]))) {
-			free(all);
-			return NULL;
-		}
-		grown = realloc(all, strlen(all) + strlen(c->sections[i]) + strlen(sig) + 4);
-		if (grown) {
-			strcat(grown, "[");
-			strcat(grown, c->sections[i]);
-			strcat(grown, "]\n");
-			strcat(grown, sig);
-		} else {
-			free(all);
-		}
-		all = grown;
-		free(sig);
+		was = cfg_find(old, e->section, e->key);
+		if (was && strcmp(was->value, e->value) == 0)
+			continue;
+		log_warn("host", "reload: [%s] %s %s (%s:%d): needs a restart, not applied",
+		         e->section, e->key, was ? "changed" : "set", e->file, e->line);
+		changed++;
 	}
-	return all;
+	for (size_t i = 0; i < old->n; i++) {
+		const cfg_entry *e = &old->v[i];
+		if (applies_on_reload(e->section) || cfg_find(next, e->section, e->key))
+			continue;
+		log_warn("host", "reload: [%s] %s removed (was set at %s:%d): needs a restart, "
+		         "not applied", e->section, e->key, e->file, e->line);
+		changed++;
+	}
+	return changed;
 }
 
 static int host_add_plugin(host *h, evh_plugin *p)
@@ -416,7 +421,6 @@ int host_reload(host *h)
 {
 	host next;
 	diag d = {0};
-	char *old_sig = NULL, *new_sig = NULL;
 	size_t started = 0, stopped = 0, kept = 0;
 
 	memset(&next, 0, sizeof next);
@@ -431,13 +435,9 @@ int host_reload(host *h)
 		return -1;
 	}
 	diag_free(&d);
-	old_sig = host_signature(&h->cfg);
-	new_sig = host_signature(&next.cfg);
-	if (!old_sig || !new_sig || strcmp(old_sig, new_sig) != 0)
+	if (log_restart_only_changes(&h->cfg, &next.cfg))
 		log_warn("host", "reload: changes outside [plugin.*], [log], [auth] and [admin] "
 		                 "sections need a restart; they are not applied");
-	free(old_sig);
-	free(new_sig);
 	host_reload_log(h, &next);
 	host_reload_auth(h, &next);
 	admin_reload_token(h, &next.set);

@@ -122,11 +122,39 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
     assert d.get("/probe/seen").status_code == 200
 
 
+def reload_log(d, log_needle):
+    """Reload, and return what the log gained."""
+    mark = len(d.log_text())
+    reload(d, log_needle)
+    return d.log_text()[mark:]
+
+
 def test_host_section_change_needs_restart(evhostd, build_dir):
+    """Each key a reload cannot apply is named, with where it is set, but
+    not its value ([kafka] may hold credentials)."""
     d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir)})
-    write_dropin(d, "40-log.conf", "[kafka]\nretry.backoff_ms = 300\n")
-    reload(d, "reload done")
-    assert "need a restart" in d.log_text()
+    write_dropin(d, "40-kafka.conf", "[kafka]\nretry.backoff_ms = 300\n")
+    text = reload_log(d, "reload done")
+    assert "need a restart" in text
+    line = next(l for l in text.splitlines() if "[kafka] retry.backoff_ms set" in l)
+    assert "40-kafka.conf:2): needs a restart, not applied" in line
+    assert "300" not in line
+
+    # Compared with what runs, not with the previous reload: still not applied.
+    write_dropin(d, "40-kafka.conf", "[kafka]\nretry.backoff_ms = 400\n")
+    assert "[kafka] retry.backoff_ms set" in reload_log(d, "reload done")
+
+
+def test_restart_only_keys_changed_and_removed_are_named(evhostd):
+    d = evhostd(dropins={"40-kafka.conf": "[kafka]\nretry.backoff_ms = 300\n"})
+    write_dropin(d, "40-kafka.conf", "[kafka]\nretry.backoff_ms = 400\n")
+    assert "[kafka] retry.backoff_ms changed (" in reload_log(d, "reload done")
+    (d.config_dir / "conf.d" / "40-kafka.conf").unlink()
+    text = reload_log(d, "reload done")
+    assert "[kafka] retry.backoff_ms removed (was set at " in text
+    assert "40-kafka.conf:2): needs a restart, not applied" in text
+    # Only what changed is named.
+    assert len([l for l in text.splitlines() if "needs a restart, not applied" in l]) == 1, text
 
 
 def test_log_section_applies_on_reload(evhostd, build_dir):
