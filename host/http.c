@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "admin.h"
+#include "events.h"
 #include "json.h"
 #include "jwt.h"
 #include "log.h"
@@ -673,24 +674,39 @@ static void request_id(evh_request *req)
 	sodium_bin2hex(req->id, sizeof req->id, rnd, sizeof rnd);
 }
 
-/* The trace id of a W3C traceparent header, "00-<32 hex>-<16 hex>-<2 hex>". */
-static int trace_id(const char *tp, char out[33])
+/* Is s[0..31] a W3C trace id: hex digits, not all zero? */
+static int is_trace_id(const char *s)
 {
 	int nonzero = 0;
-	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-')
-		return -1;
-	if (router_hexval(tp[0]) < 0 || router_hexval(tp[1]) < 0 || !strncasecmp(tp, "ff", 2))
-		return -1;
-	for (int i = 3; i < 35; i++) {
-		if (router_hexval(tp[i]) < 0)
-			return -1;
-		nonzero |= tp[i] != '0';
+	for (int i = 0; i < 32; i++) {
+		if (router_hexval(s[i]) < 0)
+			return 0;
+		nonzero |= s[i] != '0';
 	}
-	if (!nonzero)
-		return -1;
-	memcpy(out, tp + 3, 32);
+	return nonzero;
+}
+
+/* The request's trace id, in lowercase: the caller's, from a W3C traceparent
+ * header ("00-<32 hex>-<16 hex>-<2 hex>"); else the request id when it can
+ * be one (evhost's own ids can); else a new one. The events the request
+ * publishes continue this trace, so their handlers log the same id. */
+static void request_trace_id(const evh_request *req, const char *tp, char out[33])
+{
+	const char *from = NULL;
+	char fresh[56];
+	if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
+	    router_hexval(tp[0]) >= 0 && router_hexval(tp[1]) >= 0 && strncasecmp(tp, "ff", 2) &&
+	    is_trace_id(tp + 3))
+		from = tp + 3;
+	else if (strlen(req->id) == 32 && is_trace_id(req->id))
+		from = req->id;
+	else {
+		events_new_traceparent(fresh);
+		from = fresh + 3;
+	}
+	for (int i = 0; i < 32; i++)
+		out[i] = (char)tolower((unsigned char)from[i]);
 	out[32] = '\0';
-	return 0;
 }
 
 /* -------------------------------------------------------------- routes */
@@ -1334,10 +1350,9 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	resp.status = 200;
 	request_id(&req);
 	/* Without a caller's traceparent the request starts a trace; its id is
-	 * the request id (16 random bytes, as W3C asks), so the events it
-	 * publishes and the handlers they reach log the same id. */
-	log_set_context(req.id, trace_id(mg_get_header(conn, "traceparent"), trace) == 0 ? trace
-	                                                                                    : req.id);
+	 * the request id when evhost made that (16 random bytes, as W3C asks). */
+	request_trace_id(&req, mg_get_header(conn, "traceparent"), trace);
+	log_set_context(req.id, trace);
 	dispatch(srv, &req, &resp);
 	/* civetweb would read and drop an unread body to keep the connection;
 	 * not worth it for a big or open-ended one. */

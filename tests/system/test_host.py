@@ -5,6 +5,7 @@ example (hello)."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -365,6 +366,25 @@ def test_event_published_in_tx_reaches_subscriber_on_real_kafka(evhostd, build_d
     assert span != "00f067aa0ba902b7" and len(span) == 16 and flags == "01"
     assert f"trace_id=4bf92f3577b34da6a3ce929d0e0e4736" in d.log_text() or \
         '"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"' in d.log_text()
+
+    # A caller's request id that cannot be a trace id, and no traceparent: the
+    # request starts a new trace, which its log lines and its event share.
+    r = d.post("/probe/publish?key=order-9", json={"order": 9},
+               headers={"X-Request-Id": "checkout-9"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Request-Id"] == "checkout-9"
+    ev = [e for e in published_seen(d, 3) if e["key"] == "order-9"][0]
+    trace = ev["traceparent"].split("-")[1]
+    assert re.fullmatch(r"[0-9a-f]{32}", trace) and trace != "0" * 32
+    lines = [l for l in d.log_text().splitlines() if "checkout-9" in l]
+    assert lines and all(trace in l for l in lines), (trace, lines)
+
+    # An upper-case traceparent (W3C asks for lower case) is the same trace.
+    r = d.post("/probe/publish?key=order-10", json={"order": 10},
+               headers={"traceparent": caller.upper()})
+    assert r.status_code == 200, r.text
+    ev = [e for e in published_seen(d, 4) if e["key"] == "order-10"][0]
+    assert ev["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_bootstrap,
