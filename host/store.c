@@ -586,14 +586,23 @@ static const char host_tables[] =
     " dlq_topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
     " to_topic TEXT, to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
     " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));";
-static const char host_views[] =
-    "CREATE VIEW IF NOT EXISTS evh_outbox AS"
-    " SELECT p.seq AS seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data"
-    " FROM evh_pending AS p CROSS JOIN evh_log AS l ON l.seq = p.seq;"
-    "CREATE VIEW IF NOT EXISTS evh_events AS"
-    " SELECT l.seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data,"
-    " d.delivered_at, d.\"partition\", d.\"offset\""
-    " FROM evh_delivery AS d JOIN evh_log AS l ON l.seq = d.seq;";
+/* The host's views, as SQLite keeps their text in sqlite_master. A database
+ * made by an earlier evhost may hold an older definition: ensure_views
+ * replaces any view whose text differs, and leaves the schema alone (no
+ * schema change for other connections) when all match. */
+static const struct {
+	const char *name, *sql;
+} host_views[] = {
+    {"evh_outbox",
+     "CREATE VIEW evh_outbox AS"
+     " SELECT p.seq AS seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data"
+     " FROM evh_pending AS p CROSS JOIN evh_log AS l ON l.seq = p.seq"},
+    {"evh_events",
+     "CREATE VIEW evh_events AS"
+     " SELECT l.seq, l.id, l.topic, l.key, l.type, l.source, l.time, l.traceparent, l.data,"
+     " d.delivered_at, d.\"partition\", d.\"offset\""
+     " FROM evh_delivery AS d JOIN evh_log AS l ON l.seq = d.seq"},
+};
 
 /* A database of evhost 0.1's first schema kept the outbox (evh_outbox) and
  * the event log (evh_events) as two tables, a delivered row being copied
@@ -616,6 +625,46 @@ static const char migrate_v1_sql[] =
     " SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'evh_outbox');"
     "DROP TABLE evh_outbox;"
     "DROP TABLE evh_events;";
+
+/* Is view `name` defined as `sql`? */
+static int view_is(sqlite3 *db, const char *name, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int same = 0;
+	if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?",
+	                       -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW) {
+		const char *now = (const char *)sqlite3_column_text(st, 0);
+		same = now && strcmp(now, sql) == 0;
+	}
+	sqlite3_finalize(st);
+	return same;
+}
+
+static int ensure_views(sqlite3 *db, char *msg, size_t len)
+{
+	size_t n = sizeof host_views / sizeof host_views[0], stale = 0;
+	int status;
+	for (size_t i = 0; i < n; i++)
+		stale += !view_is(db, host_views[i].name, host_views[i].sql);
+	if (!stale)
+		return EVH_OK;
+	status = run_simple(db, "BEGIN IMMEDIATE", msg, len);
+	for (size_t i = 0; !status && i < n; i++) {
+		char drop[64];
+		if (view_is(db, host_views[i].name, host_views[i].sql))
+			continue;
+		snprintf(drop, sizeof drop, "DROP VIEW IF EXISTS %s", host_views[i].name);
+		status = run_simple(db, drop, msg, len);
+		if (!status)
+			status = run_simple(db, host_views[i].sql, msg, len);
+	}
+	if (!status)
+		return run_simple(db, "COMMIT", msg, len);
+	rollback_if_open(db);
+	return status;
+}
 
 static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err, size_t errlen)
 {
@@ -702,7 +751,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	status = migrate_v1(s, path, err, errlen);
 	if (status)
 		return status;
-	status = run_simple(s->db, host_views, msg, sizeof msg);
+	status = ensure_views(s->db, msg, sizeof msg);
 	if (status) {
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;

@@ -1640,6 +1640,36 @@ static void test_checkpoint_thread(void **state)
 
 /* ---------------------------------------------------------------- reopen */
 
+static void reopen(fixture *f)
+{
+	char err[256] = "";
+	store_close(f->s);
+	f->s = NULL;
+	if (store_open(&f->s, f->path, "FULL", err, sizeof err) != EVH_OK)
+		fail_msg("reopen: %s", err);
+}
+
+/* A database holding an older definition of a host view (as an earlier
+ * evhost made it) gets the current one at open; one whose views are
+ * current is left as it is (its schema version does not move, so other
+ * connections need not re-prepare). */
+static void test_views_follow_the_current_definition(void **state)
+{
+	fixture *f = *state;
+	int64_t version;
+
+	add_rows(f->s, 2, 1);
+	exec1(f->s, "DROP VIEW evh_events");
+	exec1(f->s, "CREATE VIEW evh_events AS SELECT seq FROM evh_delivery");
+	exec1(f->s, "DROP VIEW evh_outbox");
+	reopen(f);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM pragma_table_info('evh_events')"), 12);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 2);
+	version = query_int(f->s, "PRAGMA schema_version");
+	reopen(f);
+	assert_int_equal(query_int(f->s, "PRAGMA schema_version"), version);
+}
+
 static void test_reopen_persists(void **state)
 {
 	fixture *f = *state;
@@ -1693,6 +1723,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_views_follow_the_current_definition, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
