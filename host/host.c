@@ -70,7 +70,6 @@ out:
 	return out;
 }
 
-/* Everything but plugin sections: what a reload cannot apply live. */
 /* Sections a reload applies: plugins one by one, [log], [auth], [admin]. */
 static int applies_on_reload(const char *section)
 {

@@ -1331,7 +1331,9 @@ static int member_end(evh_tx *tx, int keep)
 	tx_detach_rows(tx);
 	if (keep && tx->failed)
 		status = tx->failed;
-	else if (keep && !(status = deferred_fk_check(tx)))
+	else if (keep)
+		status = deferred_fk_check(tx);
+	if (keep && !status)
 		status = stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, tx->err,
 		                  sizeof tx->err);
 	if (!keep || status) {

@@ -27,9 +27,9 @@
 
 #include "http.h"
 #include "jwt.h"
-#include "store_faults.h"
 #include "router.h"
 #include "store.h"
+#include "store_faults.h"
 
 #define SECRET "unit-test-secret"
 
