@@ -166,13 +166,16 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	return res == NOTIF_SEND_OK ? DELIV_SENT : DELIV_FAILED;
 }
 
-/* Tell the user's open streams (GET /notifications/stream) about a final
- * outcome: "sent" or "failed", never "retrying". It is pushed while the
+/* Tell the user's open streams (GET /notifications/stream) about an
+ * outcome: "sent" or "failed" (final), or "dead_lettered" (the last attempt
+ * failed for a reason that may pass: the mail waits for a redrive, which
+ * pushes "sent" or "failed" then); never "retrying". It is pushed while the
  * handler's transaction is still open, because the SDK has no after-commit
- * hook; that is safe because a final outcome cannot change: should the
- * commit fail, the redelivered event finds the outcome in memory
- * (notif_pending), writes the row and returns DELIV_ALREADY, which pushes
- * nothing. So every pushed outcome reaches the log, but a client that
+ * hook. That is safe for a final outcome, which cannot change: should the
+ * commit fail, the redelivered event finds it in memory (notif_pending),
+ * writes the row and returns DELIV_ALREADY, which pushes nothing. A
+ * "dead_lettered" whose commit fails is followed by the retried attempt's
+ * own outcome. So the latest pushed outcome is the log's, but a client that
  * re-reads GET /notifications the instant an event arrives may get there
  * a few milliseconds before the row. `subject` is NULL when it is rendered
  * from a template (welcome mails). */
@@ -413,6 +416,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		        "welcome mail for user %s not sent after %d attempt(s): %s; the event goes "
 		        "to the dead-letter topic: redrive it once the mail server is back",
 		        u.id, d.attempts, d.err);
+		push_outcome(st, u.id, &d, NOTIF_DEAD_LETTERED, NULL);
 		evh_event_set_error(ev, d.err);
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 		break;
@@ -613,6 +617,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	case DELIV_PARKED:
 		t->parked++;
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		push_outcome(st, r->id, &d, NOTIF_DEAD_LETTERED, b->subject);
 		return 0;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);

@@ -16,7 +16,7 @@
 #define NOTIF_SENT "sent"
 #define NOTIF_RETRYING "retrying"
 #define NOTIF_FAILED "failed"
-#define NOTIF_DEAD_LETTERED "dead_lettered" /* table only: waits for a redrive */
+#define NOTIF_DEAD_LETTERED "dead_lettered" /* the last attempt failed: waits for a redrive */
 #define NOTIF_STATUS_LEN 16 /* the longest status, with its NUL, fits */
 _Static_assert(sizeof NOTIF_DEAD_LETTERED <= NOTIF_STATUS_LEN, "status buffers too short");
 

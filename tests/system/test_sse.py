@@ -440,3 +440,30 @@ def test_welcome_mail_of_a_user_created_later_reaches_their_stream(evhostd, tmp_
     assert s_other.next_event(timeout=2) is None and s_other.events == []
     s.close()
     s_other.close()
+
+
+def test_welcome_mail_parked_for_a_redrive_is_streamed_as_dead_lettered(evhostd, tmp_path,
+                                                                        unique_name, build_dir,
+                                                                        kafka_bootstrap):
+    # No mail server where the plugin sends: every attempt fails for a reason
+    # that may pass, and at the plugin's last one the mail waits for a redrive.
+    config = notif_config(tmp_path, unique_name, build_dir)
+    del config["plugin.user"]
+    config["plugin.notifications"].update({
+        "transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{lib.free_port()}",
+        "retry.max_attempts": 2, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200})
+    del config["plugin.notifications"]["maildir"]
+    d = evhostd(config, brokers=kafka_bootstrap)
+    uid = str(uuid.uuid4())
+    s = open_stream(d, lib.sign_token((tmp_path / "jwt.key").read_bytes(), uid))
+    lib.kafka_produce(config["plugin.notifications"]["topic.user_created"],
+                      {"id": uid, "email": f"eve.{uid[:8]}@example.com", "name": "Eve"},
+                      key=uid, brokers=kafka_bootstrap)
+
+    ev = s.wait_for(lambda e: e.get("event") == "notification", timeout=60)
+    item = json.loads(ev["data"])
+    assert item["status"] == "dead_lettered" and item["attempts"] == 2, item
+    assert item["user_id"] == uid and item["template"] == "welcome"
+    # Nothing was pushed for the first attempt ("retrying" is never streamed).
+    assert [e for e in s.events if e.get("event") == "notification"] == [ev]
+    s.close()
