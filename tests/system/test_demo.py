@@ -1,8 +1,9 @@
 """scripts/demo, the README's first command, as a newcomer runs it.
 
-It builds nothing here (the build under test is newer than the sources), runs
-evhostd with the three plugins on the embedded broker, creates a user over
-HTTP and shows the welcome mail and the notifications log. It must end by
+It runs evhostd of the build under test (bringing it up to date first if a
+source is newer, as for a newcomer) with the three plugins on the embedded
+broker, creates a user over HTTP and shows the welcome mail and the
+notifications log. It must end by
 itself, with status 0, and stop the daemon it started.
 """
 
@@ -24,7 +25,6 @@ def test_demo_shows_the_flow_and_stops(build_dir):
                          capture_output=True, text=True, timeout=300)
     out = run.stdout
     assert run.returncode == 0, f"scripts/demo exited {run.returncode}:\n{out}\n{run.stderr}"
-    assert "== building" not in out, "the demo rebuilt a build tree newer than its sources"
     # The user made over HTTP, its welcome mail, and the log saying it was sent.
     assert re.search(r"HTTP/1\.1 201", out), out
     email = re.search(r"ada\.\d+@example\.com", out).group(0)
