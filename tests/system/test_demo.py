@@ -3,8 +3,8 @@
 It runs evhostd of the build under test (bringing it up to date first if a
 source is newer, as for a newcomer) with the three plugins on the embedded
 broker, creates a user over HTTP and shows the welcome mail and the
-notifications log. It must end by
-itself, with status 0, and stop the daemon it started.
+notifications log. It must end by itself, with status 0, and stop the daemon
+it started.
 """
 
 import os

@@ -136,8 +136,8 @@ def test_host_section_change_needs_restart(evhostd, build_dir):
     write_dropin(d, "40-kafka.conf", "[kafka]\nretry.backoff_ms = 300\n")
     text = reload_log(d, "reload done")
     assert "need a restart" in text
-    line = next(l for l in text.splitlines() if "[kafka] retry.backoff_ms set" in l)
-    assert "40-kafka.conf:2): needs a restart, not applied" in line
+    line = next((l for l in text.splitlines() if "[kafka] retry.backoff_ms set" in l), None)
+    assert line and "40-kafka.conf:2): needs a restart, not applied" in line, text
     assert "300" not in line
 
     # Compared with what runs, not with the previous reload: still not applied.
