@@ -20,9 +20,9 @@
 
 #include <sqlite3.h>
 
-#include "store_faults.h"
 #include "stderr_capture.h"
 #include "store.h"
+#include "store_faults.h"
 
 typedef struct fixture {
 	char dir[64];
@@ -1340,7 +1340,7 @@ static void test_group_deferred_fk_fails_only_its_member(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM child"), 1);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM parent"), 1);
 
-	/* Alone, with the reason in its error, and the store usable after. */
+	/* Alone it fails the same way; resolved before its end, it commits. */
 	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
 	assert_int_equal(store_exec(tx, "INSERT INTO child VALUES(7)", NULL, 0, NULL), EVH_OK);
 	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT);
