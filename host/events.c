@@ -3,6 +3,7 @@
  * of random bytes); safe from any thread. */
 #include "events.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -162,6 +164,30 @@ static void traceparent_format(char out[56], const char *trace_hex, const char *
 	out[35] = '-';
 	memcpy(out + 36, span_hex, 16);
 	memcpy(out + 52, "-01", 4); /* with the NUL */
+}
+
+static int hex_digit(char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+int events_trace_id(const char *tp, char out[33])
+{
+	int nonzero = 0;
+	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
+	    !hex_digit(tp[0]) || !hex_digit(tp[1]) || !strncasecmp(tp, "ff", 2))
+		return -1;
+	for (int i = 3; i < 35; i++) {
+		if (!hex_digit(tp[i]))
+			return -1;
+		nonzero |= tp[i] != '0';
+	}
+	if (!nonzero)
+		return -1;
+	for (int i = 0; i < 32; i++)
+		out[i] = (char)tolower((unsigned char)tp[3 + i]);
+	out[32] = '\0';
+	return 0;
 }
 
 void events_child_traceparent(const char *trace_id, char out[56])

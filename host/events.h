@@ -22,6 +22,10 @@ void events_uuid(char out[37]);
 void events_now_rfc3339(char out[40]);
 /* A fresh W3C traceparent "00-<32 hex>-<16 hex>-01". */
 void events_new_traceparent(char out[56]);
+/* The trace id of a W3C traceparent ("<2 hex version, not ff>-<32 hex, not
+ * all zero>-<16 hex>-<2 hex>", as a caller or a Kafka header gives it), in
+ * lowercase: 0, or -1 (out untouched) when `traceparent` is NULL or not one. */
+int events_trace_id(const char *traceparent, char out[33]);
 /* A traceparent in the trace `trace_id` (32 lowercase hex digits, not all
  * zero) with a new span id; a new trace when trace_id is NULL or invalid. */
 void events_child_traceparent(const char *trace_id, char out[56]);

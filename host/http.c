@@ -674,38 +674,22 @@ static void request_id(evh_request *req)
 	sodium_bin2hex(req->id, sizeof req->id, rnd, sizeof rnd);
 }
 
-/* Is s[0..31] a W3C trace id: hex digits, not all zero? */
-static int is_trace_id(const char *s)
-{
-	int nonzero = 0;
-	for (int i = 0; i < 32; i++) {
-		if (router_hexval(s[i]) < 0)
-			return 0;
-		nonzero |= s[i] != '0';
-	}
-	return nonzero;
-}
-
-/* The request's trace id, in lowercase: the caller's, from a W3C traceparent
- * header ("00-<32 hex>-<16 hex>-<2 hex>"); else the request id when it can
- * be one (evhost's own ids can); else a new one. The events the request
- * publishes continue this trace, so their handlers log the same id. */
+/* The request's trace id: the caller's, from a W3C traceparent header; else
+ * the request id when it can be one (evhost's own ids can: 32 lowercase hex
+ * digits); else a new one. The events the request publishes continue this
+ * trace, so their handlers log the same id. */
 static void request_trace_id(const evh_request *req, const char *tp, char out[33])
 {
-	const char *from = NULL;
 	char fresh[56];
-	if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
-	    router_hexval(tp[0]) >= 0 && router_hexval(tp[1]) >= 0 && strncasecmp(tp, "ff", 2) &&
-	    is_trace_id(tp + 3))
-		from = tp + 3;
-	else if (strlen(req->id) == 32 && is_trace_id(req->id))
-		from = req->id;
-	else {
-		events_new_traceparent(fresh);
-		from = fresh + 3;
+	if (events_trace_id(tp, out) == 0)
+		return;
+	if (strlen(req->id) == 32 && strspn(req->id, "0123456789abcdef") == 32 &&
+	    strspn(req->id, "0") < 32) {
+		memcpy(out, req->id, 33);
+		return;
 	}
-	for (int i = 0; i < 32; i++)
-		out[i] = (char)tolower((unsigned char)from[i]);
+	events_new_traceparent(fresh);
+	memcpy(out, fresh + 3, 32);
 	out[32] = '\0';
 }
 

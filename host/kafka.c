@@ -1016,17 +1016,12 @@ static int sub_matches(const plugin_sub *s, const char *topic, const char *type)
 	return !strcmp(s->topic, topic) && (!s->type || !strcmp(s->type, type));
 }
 
+/* The handler's log lines carry the event's trace id; none when its
+ * traceparent is missing or malformed (its events then start a trace). */
 static void set_trace_context(const char *traceparent)
 {
 	char trace[33];
-	/* "00-<32 hex trace id>-<16 hex>-<2 hex>" */
-	if (strlen(traceparent) < 35 || traceparent[2] != '-') {
-		log_set_context(NULL, NULL);
-		return;
-	}
-	memcpy(trace, traceparent + 3, 32);
-	trace[32] = '\0';
-	log_set_context(NULL, trace);
+	log_set_context(NULL, events_trace_id(traceparent, trace) == 0 ? trace : NULL);
 }
 
 /* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER: keep the writes made

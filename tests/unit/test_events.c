@@ -121,6 +121,35 @@ static void test_child_traceparent(void **state)
 	}
 }
 
+/* The trace id of a caller's or a Kafka header's traceparent, in lower
+ * case; anything else is refused and leaves `out` alone. */
+static void test_trace_id_of_traceparent(void **state)
+{
+	const char *bad[] = {NULL,
+	                     "",
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+	                     "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+	                     "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+	                     "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+	                     "00-4bf92f3577b34da6a3ce929d0e0e473x-00f067aa0ba902b7-01",
+	                     "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7_01"};
+	char out[33];
+	(void)state;
+	assert_int_equal(
+	    events_trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", out), 0);
+	assert_string_equal(out, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_int_equal(
+	    events_trace_id("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", out), 0);
+	assert_string_equal(out, "4bf92f3577b34da6a3ce929d0e0e4736");
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		strcpy(out, "untouched");
+		if (events_trace_id(bad[i], out) != -1 || strcmp(out, "untouched"))
+			fail_msg("accepted: %s", bad[i] ? bad[i] : "(null)");
+	}
+}
+
 static void test_round_trip(void **state)
 {
 	ce_meta in, out;
@@ -232,7 +261,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_uuid_time_ordered),      cmocka_unit_test(test_time_format),
 	    cmocka_unit_test(test_traceparent_format),
-	    cmocka_unit_test(test_child_traceparent), cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_child_traceparent), cmocka_unit_test(test_trace_id_of_traceparent),
+	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_skips_empty),      cmocka_unit_test(test_missing_headers),
 	    cmocka_unit_test(test_untrusted_values), cmocka_unit_test(test_retry_delay),
 	};
