@@ -603,6 +603,7 @@ static const struct {
      " d.delivered_at, d.\"partition\", d.\"offset\""
      " FROM evh_delivery AS d JOIN evh_log AS l ON l.seq = d.seq"},
 };
+#define HOST_VIEWS (sizeof host_views / sizeof host_views[0])
 
 /* A database of evhost 0.1's first schema kept the outbox (evh_outbox) and
  * the event log (evh_events) as two tables, a delivered row being copied
@@ -644,21 +645,20 @@ static int view_is(sqlite3 *db, const char *name, const char *sql)
 
 static int ensure_views(sqlite3 *db, char *msg, size_t len)
 {
-	size_t n = sizeof host_views / sizeof host_views[0], stale = 0;
+	size_t stale[HOST_VIEWS], nstale = 0;
 	int status;
-	for (size_t i = 0; i < n; i++)
-		stale += !view_is(db, host_views[i].name, host_views[i].sql);
-	if (!stale)
+	for (size_t i = 0; i < HOST_VIEWS; i++)
+		if (!view_is(db, host_views[i].name, host_views[i].sql))
+			stale[nstale++] = i;
+	if (!nstale)
 		return EVH_OK;
 	status = run_simple(db, "BEGIN IMMEDIATE", msg, len);
-	for (size_t i = 0; !status && i < n; i++) {
+	for (size_t j = 0; !status && j < nstale; j++) {
 		char drop[64];
-		if (view_is(db, host_views[i].name, host_views[i].sql))
-			continue;
-		snprintf(drop, sizeof drop, "DROP VIEW IF EXISTS %s", host_views[i].name);
+		snprintf(drop, sizeof drop, "DROP VIEW IF EXISTS %s", host_views[stale[j]].name);
 		status = run_simple(db, drop, msg, len);
 		if (!status)
-			status = run_simple(db, host_views[i].sql, msg, len);
+			status = run_simple(db, host_views[stale[j]].sql, msg, len);
 	}
 	if (!status)
 		return run_simple(db, "COMMIT", msg, len);
