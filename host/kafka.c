@@ -18,11 +18,14 @@
  *  - messages are handed to handlers in timestamp order across the
  *    plugin's partitions (see "ordered dispatch"), so events about one
  *    entity spread over several topics keep their order in a backlog. */
+#define _GNU_SOURCE /* SCHED_IDLE */
 #include "kafka.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -60,13 +63,26 @@
 #define FILL_MAX 500        /* messages taken from librdkafka per round */
 #define BATCH_MAX 256       /* events handled in one storage transaction... */
 #define BATCH_MAX_US 5000   /* ...or for at most this long (latency) */
+#define MOCK_THREADS 8      /* broker threads of the embedded cluster's client */
+#define MAX_TASKS 256       /* threads looked at to find them */
+#define TOPIC_HANDLES_MAX 4096 /* topics with a kept producer handle (see topic_handle) */
 
 struct kafka {
 	rd_kafka_t *producer;
 	rd_kafka_t *mock_rk; /* owns the mock cluster (brokers = embedded) */
 	rd_kafka_mock_cluster_t *mock;
+	pid_t mock_tids[MOCK_THREADS]; /* its client's broker threads (see idle_mock_threads) */
+	size_t nmock_tids;
 	char *bootstraps;
 	const settings *set; /* for clients made later (kafka_reader_conf) */
+	/* The producer's topic handles by name: an open-addressing table of
+	 * `topics_cap` slots (a power of two), `ntopics` used. */
+	pthread_mutex_t topics_mu;
+	struct topic_slot {
+		char *name;
+		rd_kafka_topic_t *rkt;
+	} *topics;
+	size_t ntopics, topics_cap;
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -218,8 +234,147 @@ static const char *const producer_owned[] = {
     "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
     "request.required.acks", NULL};
 
+static size_t topic_hash(const char *s)
+{
+	size_t h = 14695981039346656037u; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211u;
+	return h;
+}
+
+static struct topic_slot *topic_slot(struct topic_slot *t, size_t cap, const char *name)
+{
+	size_t i = topic_hash(name) & (cap - 1);
+	while (t[i].name && strcmp(t[i].name, name) != 0)
+		i = (i + 1) & (cap - 1);
+	return &t[i];
+}
+
+/* Double the table (k->topics_mu held). */
+static int topics_grow(kafka *k)
+{
+	size_t cap = k->topics_cap ? k->topics_cap * 2 : 64;
+	struct topic_slot *t = calloc(cap, sizeof *t);
+	if (!t)
+		return -1;
+	for (size_t i = 0; i < k->topics_cap; i++)
+		if (k->topics[i].name)
+			*topic_slot(t, cap, k->topics[i].name) = k->topics[i];
+	free(k->topics);
+	k->topics = t;
+	k->topics_cap = cap;
+	return 0;
+}
+
+/* The producer's handle of `topic`, made at its first use and kept until
+ * kafka_stop. Making one (rd_kafka_topic_new) asks the cluster for the
+ * topic's partitions at once; producing by name alone leaves a topic the
+ * producer has not seen waiting for librdkafka's topic scan, once a second,
+ * so the first event to every topic waited up to a second. NULL (produce by
+ * name) beyond TOPIC_HANDLES_MAX topics or without memory. */
+static rd_kafka_topic_t *topic_handle(kafka *k, const char *topic)
+{
+	struct topic_slot *slot;
+	rd_kafka_topic_t *rkt = NULL;
+	pthread_mutex_lock(&k->topics_mu);
+	if (k->topics_cap && (slot = topic_slot(k->topics, k->topics_cap, topic))->name) {
+		rkt = slot->rkt;
+	} else if (k->ntopics < TOPIC_HANDLES_MAX &&
+	           (2 * (k->ntopics + 1) <= k->topics_cap || topics_grow(k) == 0)) {
+		slot = topic_slot(k->topics, k->topics_cap, topic);
+		if ((slot->name = strdup(topic)) &&
+		    (slot->rkt = rd_kafka_topic_new(k->producer, topic, NULL))) {
+			rkt = slot->rkt;
+			k->ntopics++;
+		} else {
+			free(slot->name);
+			slot->name = NULL;
+		}
+	}
+	pthread_mutex_unlock(&k->topics_mu);
+	return rkt;
+}
+
+static void topics_free(kafka *k)
+{
+	for (size_t i = 0; i < k->topics_cap; i++) {
+		if (k->topics[i].rkt)
+			rd_kafka_topic_destroy(k->topics[i].rkt);
+		free(k->topics[i].name);
+	}
+	free(k->topics);
+	k->topics = NULL;
+	k->ntopics = k->topics_cap = 0;
+}
+
+/* This process's threads (at most `max`), with their names; returns how
+ * many. */
+struct task {
+	pid_t tid;
+	char comm[32];
+};
+
+static size_t list_tasks(struct task *t, size_t max)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	size_t n = 0;
+	while (d && n < max && (e = readdir(d))) {
+		char path[300];
+		FILE *f;
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+		if (!(f = fopen(path, "re")))
+			continue;
+		t[n].tid = (pid_t)atoi(e->d_name);
+		if (!fgets(t[n].comm, sizeof t[n].comm, f))
+			t[n].comm[0] = '\0';
+		fclose(f);
+		n++;
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static int has_task(const struct task *t, size_t n, pid_t tid)
+{
+	for (size_t i = 0; i < n; i++)
+		if (t[i].tid == tid)
+			return 1;
+	return 0;
+}
+
+/* Note the broker threads that came with the embedded cluster's client
+ * (threads not in `before`): its internal broker and the cluster's. They
+ * name themselves when they start, so this waits (briefly) for every new
+ * thread to carry librdkafka's "rdk:" name. */
+static void note_mock_threads(kafka *k, const struct task *before, size_t nbefore)
+{
+	struct task now[MAX_TASKS];
+	for (int tries = 0; tries < 100; tries++) {
+		size_t n = list_tasks(now, MAX_TASKS), unnamed = 0;
+		k->nmock_tids = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (has_task(before, nbefore, now[i].tid))
+				continue;
+			if (strncmp(now[i].comm, "rdk:", 4) != 0)
+				unnamed++;
+			else if (strncmp(now[i].comm, "rdk:broker", 10) == 0 &&
+			         k->nmock_tids < MOCK_THREADS)
+				k->mock_tids[k->nmock_tids++] = now[i].tid;
+		}
+		if (!unnamed)
+			return;
+		usleep(1000);
+	}
+}
+
 static int start_mock(kafka *k, char *err, size_t errlen)
 {
+	struct task before[MAX_TASKS];
+	size_t nbefore = list_tasks(before, MAX_TASKS);
 	char msg[512];
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_conf_set_log_cb(conf, mock_log_cb);
@@ -238,6 +393,7 @@ static int start_mock(kafka *k, char *err, size_t errlen)
 		snprintf(err, errlen, "[kafka] embedded mock cluster could not be created");
 		return -1;
 	}
+	note_mock_threads(k, before, nbefore);
 	k->bootstraps = strdup(rd_kafka_mock_cluster_bootstraps(k->mock));
 	if (!k->bootstraps) {
 		snprintf(err, errlen, "out of memory");
@@ -279,6 +435,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 		return -1;
 	}
 	k->set = s;
+	pthread_mutex_init(&k->topics_mu, NULL);
 	if (s->embedded) {
 		if (start_mock(k, err, errlen))
 			goto fail;
@@ -328,6 +485,37 @@ static void *mock_waker_main(void *arg)
 	return NULL;
 }
 
+/* librdkafka 2.0's rd_kafka_mock_cluster_destroy wakes the cluster's
+ * internal broker thread to end it, and only then drops the reference that
+ * thread waits to see dropped. The woken thread usually preempts the
+ * destroying one, finds the reference still held and sleeps out its 1 s
+ * poll before it looks again: every stop of the embedded broker took a
+ * second. SCHED_IDLE threads never preempt others, so the client's broker
+ * threads are lowered to it for the destroy, and those left (the client's
+ * own internal broker) raised again after it: under load, an idle thread
+ * gets next to no CPU. Best effort: where that is refused (the systemd
+ * unit's system call filter) the stop takes the second. */
+static void idle_mock_threads(kafka *k)
+{
+	struct sched_param sp = {0};
+	size_t lowered = 0;
+	int why = 0;
+	for (size_t i = 0; i < k->nmock_tids; i++) {
+		if (sched_setscheduler(k->mock_tids[i], SCHED_IDLE, &sp) == 0)
+			lowered++;
+		else
+			why = errno;
+	}
+	if (lowered == k->nmock_tids && lowered > 0)
+		log_debug(KAFKA_LOG, "embedded cluster: %zu broker thread(s) lowered for its stop",
+		          lowered);
+	else
+		log_debug(KAFKA_LOG,
+		          "embedded cluster: %zu of %zu broker thread(s) lowered for its stop (%s); "
+		          "it may take a second",
+		          lowered, k->nmock_tids, why ? strerror(why) : "none found");
+}
+
 static void destroy_mock(kafka *k)
 {
 	struct mock_waker w;
@@ -346,8 +534,13 @@ static void destroy_mock(kafka *k)
 		waking = inet_pton(AF_INET, host, &w.addr.sin_addr) == 1 &&
 		         pthread_create(&t, NULL, mock_waker_main, &w) == 0;
 	}
+	idle_mock_threads(k);
 	rd_kafka_mock_cluster_destroy(k->mock);
 	k->mock = NULL;
+	for (size_t i = 0; i < k->nmock_tids; i++) {
+		struct sched_param sp = {0};
+		(void)sched_setscheduler(k->mock_tids[i], SCHED_OTHER, &sp); /* ESRCH: ended */
+	}
 	if (waking) {
 		atomic_store(&w.done, 1);
 		pthread_join(t, NULL);
@@ -369,12 +562,14 @@ void kafka_stop(kafka *k, int timeout_ms)
 			               RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 			rd_kafka_flush(k->producer, 1000);
 		}
+		topics_free(k);
 		rd_kafka_destroy(k->producer);
 	}
 	if (k->mock)
 		destroy_mock(k);
 	if (k->mock_rk)
 		rd_kafka_destroy(k->mock_rk);
+	pthread_mutex_destroy(&k->topics_mu);
 	free(k->bootstraps);
 	free(k);
 }
@@ -469,18 +664,43 @@ static int produce(kafka *k, const char *topic, int32_t partition, int64_t times
                    const void *key, size_t keylen, const void *value, size_t len,
                    rd_kafka_headers_t *hdrs, const struct kafka_dr *dr)
 {
-	rd_kafka_resp_err_t e;
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+	rd_kafka_topic_t *rkt = topic_handle(k, topic);
+	rd_kafka_error_t *error;
+	rd_kafka_vu_t vu[8];
 	struct kafka_dr *d = malloc(sizeof *d);
 	if (!d) {
 		rd_kafka_headers_destroy(hdrs);
 		return EVH_ENOMEM;
 	}
 	*d = *dr;
-	e = rd_kafka_producev(k->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-	                      RD_KAFKA_V_TIMESTAMP(timestamp_ms > 0 ? timestamp_ms : 0),
-	                      RD_KAFKA_V_KEY(key, keylen), RD_KAFKA_V_VALUE((void *)value, len),
-	                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
-	                      RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+	if (rkt) {
+		vu[0].vtype = RD_KAFKA_VTYPE_RKT;
+		vu[0].u.rkt = rkt;
+	} else {
+		vu[0].vtype = RD_KAFKA_VTYPE_TOPIC;
+		vu[0].u.cstr = topic;
+	}
+	vu[1].vtype = RD_KAFKA_VTYPE_PARTITION;
+	vu[1].u.i32 = partition;
+	vu[2].vtype = RD_KAFKA_VTYPE_TIMESTAMP;
+	vu[2].u.i64 = timestamp_ms > 0 ? timestamp_ms : 0;
+	vu[3].vtype = RD_KAFKA_VTYPE_KEY;
+	vu[3].u.mem.ptr = (void *)key;
+	vu[3].u.mem.size = keylen;
+	vu[4].vtype = RD_KAFKA_VTYPE_VALUE;
+	vu[4].u.mem.ptr = (void *)value;
+	vu[4].u.mem.size = len;
+	vu[5].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+	vu[5].u.i = RD_KAFKA_MSG_F_COPY;
+	vu[6].vtype = RD_KAFKA_VTYPE_HEADERS;
+	vu[6].u.headers = hdrs;
+	vu[7].vtype = RD_KAFKA_VTYPE_OPAQUE;
+	vu[7].u.ptr = d;
+	if ((error = rd_kafka_produceva(k->producer, vu, 8))) {
+		e = rd_kafka_error_code(error);
+		rd_kafka_error_destroy(error);
+	}
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
 		return EVH_OK;
 	free(d);

@@ -455,6 +455,35 @@ def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstra
     assert len(msgs) == 1000
 
 
+def test_sigterm_on_the_embedded_broker_lowers_its_threads_first(evhostd, build_dir):
+    # librdkafka 2.0's mock cluster can sleep out a 1 s poll when it is
+    # destroyed; evhostd lowers that cluster's broker threads first (see
+    # kafka.c, idle_mock_threads). Its debug line says whether it found and
+    # lowered them; without them found, every stop took a second.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    assert d.post("/probe/publish?n=3", json={"x": 1}).status_code == 200
+    assert d.stop(signal.SIGTERM, timeout=30) == 0, d.log_tail()
+    m = re.search(r"embedded cluster: (\d+) broker thread\(s\) lowered for its stop",
+                  d.log_text())
+    assert m and int(m.group(1)) >= 1, d.log_tail()
+
+
+def test_first_event_to_a_topic_asks_for_its_partitions_at_once(evhostd, build_dir,
+                                                                kafka_bootstrap, unique_name):
+    # Producing by topic name alone, librdkafka 2.0 learns a new topic's
+    # partitions only at its topic scan, once a second: the first event to
+    # every topic waited up to a second. evhostd makes a topic handle first,
+    # which asks at once ("leader query" in librdkafka's metadata debug log).
+    topic = unique_name("probe")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, subscribe="false"),
+                 "kafka": {"rdkafka.debug": "metadata"}}, brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?n=1", json={"x": 1}).status_code == 200
+    lib.wait_until(lambda: outbox_count(d.state_dir, "probe") == 0, timeout=20,
+                   message="the event delivered")
+    assert re.search(r"Requesting metadata for 1/1 topics: leader query", d.log_text()), \
+        d.log_tail()
+
+
 def test_publish_without_tx_is_durable(evhostd, build_dir, kafka_bootstrap, unique_name):
     topic = unique_name("probe")
     d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, group=unique_name("g"))},

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -875,6 +876,71 @@ static void raw_produce(const char *topic, int32_t partition, const char *key, c
 	rd_kafka_destroy(rk);
 }
 
+struct deliveries {
+	atomic_int ok, failed;
+};
+
+static void count_delivery(void *opaque, int ok, const char *error, int32_t partition,
+                           int64_t offset)
+{
+	struct deliveries *d = opaque;
+	(void)error, (void)partition, (void)offset;
+	atomic_fetch_add(ok ? &d->ok : &d->failed, 1);
+}
+
+/* Messages in `topic` (all partitions), asked through client `rk`. */
+static int64_t topic_messages(rd_kafka_t *rk, const char *topic)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+	int64_t n = 0, lo, hi;
+	assert_non_null(t);
+	assert_int_equal(rd_kafka_metadata(rk, 0, t, &md, WAIT_MS), RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(md->topic_cnt, 1);
+	for (int p = 0; p < md->topics[0].partition_cnt; p++) {
+		assert_int_equal(rd_kafka_query_watermark_offsets(rk, topic, p, &lo, &hi, WAIT_MS),
+		                 RD_KAFKA_RESP_ERR_NO_ERROR);
+		n += hi - lo;
+	}
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(t);
+	return n;
+}
+
+/* The producer keeps a handle per topic, made at the topic's first message,
+ * in a table that grows: messages to 150 new topics, then again to the
+ * first ones (found after the table grew), all reach their own topic. */
+static void test_many_topics_are_all_delivered(void **state)
+{
+	enum { TOPICS = 150, AGAIN = 3 };
+	struct deliveries d;
+	char topic[64], err[256];
+	int64_t deadline = now_ms() + WAIT_MS;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *reader;
+	(void)state;
+	rd_kafka_conf_set(conf, "bootstrap.servers", kafka_bootstraps(fx.k), err, sizeof err);
+	reader = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(reader);
+	atomic_init(&d.ok, 0);
+	atomic_init(&d.failed, 0);
+	for (int i = 0; i < TOPICS + AGAIN; i++) {
+		snprintf(topic, sizeof topic, "many-topics.%d", i % TOPICS);
+		assert_int_equal(kafka_produce_message(fx.k, topic, RD_KAFKA_PARTITION_UA, "k", 1, "v",
+		                                       1, rd_kafka_headers_new(0), count_delivery, &d),
+		                 EVH_OK);
+	}
+	while (atomic_load(&d.ok) + atomic_load(&d.failed) < TOPICS + AGAIN && now_ms() < deadline)
+		usleep(10 * 1000); /* the relay thread polls the producer */
+	assert_int_equal(atomic_load(&d.failed), 0);
+	assert_int_equal(atomic_load(&d.ok), TOPICS + AGAIN);
+	for (int i = 0; i < TOPICS; i++) {
+		snprintf(topic, sizeof topic, "many-topics.%d", i);
+		assert_int_equal(topic_messages(reader, topic), i < AGAIN ? 2 : 1);
+	}
+	rd_kafka_destroy(reader);
+}
+
 /* Read `topic` with dlq_read until a message matches, at most WAIT_MS. */
 static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
                     int want)
@@ -1545,6 +1611,7 @@ static const struct {
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */
     {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 4}, /* 5.7 */
     {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 3},
+    {cmocka_unit_test(test_many_topics_are_all_delivered), 4},
 };
 
 int main(void)
