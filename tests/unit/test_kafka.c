@@ -420,14 +420,19 @@ static const char *hdr(rd_kafka_headers_t *h, const char *name, char *buf, size_
 static int read_topic(const char *bootstraps, const char *topic, const char *const *ids,
                       rd_kafka_headers_t **out, int want)
 {
-	char err[256], buf[320];
+	static atomic_int readers;
+	char err[256], buf[320], group[32];
 	int got = 0;
 	int64_t end = now_ms() + WAIT_MS;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *rk;
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, err, sizeof err);
-	rd_kafka_conf_set(conf, "group.id", "test-reader", err, sizeof err);
+	/* A group of its own: after the last member of a group leaves, the
+	 * embedded cluster rebalances it with the session timeout less a second
+	 * (44 s here), and a member joining meanwhile waits for all of it. */
+	snprintf(group, sizeof group, "test-reader-%d", atomic_fetch_add(&readers, 1));
+	rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
 	rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", err, sizeof err);
 	rd_kafka_conf_set(conf, "allow.auto.create.topics", "true", err, sizeof err);
 	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
