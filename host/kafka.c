@@ -2497,6 +2497,12 @@ static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, cha
 	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
 	    conf_set(conf, "allow.auto.create.topics", "true", err, errlen) ||
 	    conf_set(conf, "topic.metadata.refresh.interval.ms", "5000", err, errlen) ||
+	    /* After a group's last member leaves (a plugin's restart at a
+	     * reload), the embedded cluster rebalances it for the session
+	     * timeout less a second, and the new member waits for all of it:
+	     * 44 s with the default. [kafka] rdkafka.* may still say otherwise. */
+	    (s->embedded && (conf_set(conf, "session.timeout.ms", "6000", err, errlen) ||
+	                     conf_set(conf, "heartbeat.interval.ms", "2000", err, errlen))) ||
 	    conf_passthrough(conf, s, consumer_owned, err, errlen) ||
 	    conf_set(conf, "bootstrap.servers", c->k->bootstraps, err, errlen) ||
 	    conf_set(conf, "group.id", c->p->group, err, errlen) ||
