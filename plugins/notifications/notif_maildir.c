@@ -168,7 +168,10 @@ notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_
 	return NOTIF_SEND_OK;
 fail:
 	e = errno;
-	snprintf(err, errlen, "maildir: cannot write %s: %s", failed_path, strerror(e));
+	if (snprintf(err, errlen, "maildir: cannot write %s: %s", failed_path, strerror(e)) >=
+	        (int)errlen &&
+	    errlen > 4)
+		memcpy(err + errlen - 4, "...", 4); /* a long path: say the message was cut */
 	if (fd >= 0)
 		close(fd);
 	unlink(tmp);

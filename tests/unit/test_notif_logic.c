@@ -765,6 +765,29 @@ static void test_maildir_delivery(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* An error that names a long path is cut to the caller's buffer, and ends
+ * with "..." to say so. */
+static void test_maildir_error_about_a_long_path_is_cut(void **state)
+{
+	char root[] = "/tmp/notif-maildir-XXXXXX", dir[512], path[600], err[128];
+	notif_maildir m;
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof dir, "%s/%0200d", root, 0);
+	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	assert_int_equal(rmdir(path), 0); /* the message cannot be written now */
+	assert_int_not_equal(notif_maildir_deliver(&m, "Subject: a\r\n\r\nx\r\n", 18, NULL, 0,
+	                                           err, sizeof err),
+	                     NOTIF_SEND_OK);
+	assert_int_equal(strlen(err), sizeof err - 1);
+	assert_memory_equal(err, "maildir: cannot write /tmp/notif-maildir-", 41);
+	assert_string_equal(err + sizeof err - 4, "...");
+	notif_maildir_close(&m);
+	snprintf(path, sizeof path, "rm -rf '%s'", root);
+	assert_int_equal(system(path), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -794,6 +817,7 @@ int main(void)
 	    cmocka_unit_test(test_pending_state),
 	    cmocka_unit_test(test_pending_eviction_prefers_sent),
 	    cmocka_unit_test(test_maildir_delivery),
+	    cmocka_unit_test(test_maildir_error_about_a_long_path_is_cut),
 	};
 	return cmocka_run_group_tests_name("notif_logic", tests, NULL, NULL);
 }
