@@ -236,10 +236,10 @@ static const char *const producer_owned[] = {
 
 static size_t topic_hash(const char *s)
 {
-	size_t h = 14695981039346656037u; /* FNV-1a */
+	uint64_t h = 14695981039346656037u; /* FNV-1a, 64-bit */
 	for (; *s; s++)
 		h = (h ^ (unsigned char)*s) * 1099511628211u;
-	return h;
+	return (size_t)h;
 }
 
 static struct topic_slot *topic_slot(struct topic_slot *t, size_t cap, const char *name)
