@@ -166,19 +166,15 @@ static void traceparent_format(char out[56], const char *trace_hex, const char *
 	memcpy(out + 52, "-01", 4); /* with the NUL */
 }
 
-static int hex_digit(char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
 int events_trace_id(const char *tp, char out[33])
 {
 	int nonzero = 0;
 	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
-	    !hex_digit(tp[0]) || !hex_digit(tp[1]) || !strncasecmp(tp, "ff", 2))
+	    !isxdigit((unsigned char)tp[0]) || !isxdigit((unsigned char)tp[1]) ||
+	    !strncasecmp(tp, "ff", 2))
 		return -1;
 	for (int i = 3; i < 35; i++) {
-		if (!hex_digit(tp[i]))
+		if (!isxdigit((unsigned char)tp[i]))
 			return -1;
 		nonzero |= tp[i] != '0';
 	}
