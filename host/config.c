@@ -1067,9 +1067,10 @@ static ssize_t rdkafka_index(const settings *s, const char *key)
 	return -1;
 }
 
-/* rdkafka.NAME passes NAME to librdkafka as is (it checks names and values
- * when the client is created). rdkafka.NAME_file reads NAME's value from a
- * file, so passwords stay out of the configuration. */
+/* rdkafka.NAME passes NAME to librdkafka as is (kafka_check_settings has
+ * librdkafka check names and values; evhostctl, which shares this parser,
+ * does not link it). rdkafka.NAME_file reads NAME's value from a file, so
+ * passwords stay out of the configuration. */
 static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
@@ -1106,8 +1107,12 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 	}
 	s->rdkafka_keys = xrealloc(s->rdkafka_keys, (s->nrdkafka + 1) * sizeof(char *));
 	s->rdkafka_values = xrealloc(s->rdkafka_values, (s->nrdkafka + 1) * sizeof(char *));
+	s->rdkafka_files = xrealloc(s->rdkafka_files, (s->nrdkafka + 1) * sizeof(char *));
+	s->rdkafka_lines = xrealloc(s->rdkafka_lines, (s->nrdkafka + 1) * sizeof(int));
 	s->rdkafka_keys[s->nrdkafka] = key;
 	s->rdkafka_values[s->nrdkafka] = value;
+	s->rdkafka_files[s->nrdkafka] = e->file;
+	s->rdkafka_lines[s->nrdkafka] = e->line;
 	s->nrdkafka++;
 }
 
@@ -1551,6 +1556,8 @@ void settings_free(settings *s)
 	}
 	free(s->rdkafka_keys);
 	free(s->rdkafka_values);
+	free(s->rdkafka_files);
+	free(s->rdkafka_lines);
 	free(s->dlq_suffix);
 	free(s->store_synchronous);
 	free(s->jwt_secret_file);

@@ -85,6 +85,8 @@ typedef struct settings {
 	char *brokers; /* "embedded" or bootstrap list */
 	int embedded;
 	char **rdkafka_keys, **rdkafka_values; /* passthrough, "rdkafka." stripped */
+	const char **rdkafka_files; /* where each was set (for messages; borrowed from the cfg) */
+	int *rdkafka_lines;
 	size_t nrdkafka;
 	int retry_max_attempts, retry_backoff_ms, retry_backoff_max_ms;
 	char *dlq_suffix;      /* default ".dlq": DLQ topic = <topic>.<plugin><suffix> */

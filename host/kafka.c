@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/random.h>
@@ -204,6 +205,110 @@ static int conf_passthrough(rd_kafka_conf_t *conf, const settings *s, const char
 	return 0;
 }
 
+/* ------------------------------------------------------------- checks */
+
+/* What evhost sets itself on its clients (rdkafka.* of these is ignored). */
+static const char *const producer_owned[] = {
+    "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
+    "request.required.acks", NULL};
+static const char *const consumer_owned[] = {
+    "bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit",
+    "enable.auto.offset.store", NULL};
+
+static void rdk_quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	(void)rk, (void)level, (void)fac, (void)buf;
+}
+
+/* A throwaway client of `type` made from the passthrough keys, with no
+ * bootstrap servers, so it contacts nothing: librdkafka loads certificates
+ * and keys and checks SASL and the combination of settings when a client
+ * is made, not when a key is set. 0, or -1 with librdkafka's reason. */
+static int check_client(const settings *s, rd_kafka_type_t type, char *err, size_t errlen)
+{
+	char msg[512];
+	rd_kafka_t *rk;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_conf_set_log_cb(conf, rdk_quiet_log_cb);
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		if (!key_in(s->rdkafka_keys[i], type == RD_KAFKA_PRODUCER ? producer_owned
+		                                                          : consumer_owned))
+			rd_kafka_conf_set(conf, s->rdkafka_keys[i], s->rdkafka_values[i], msg,
+			                  sizeof msg);
+	}
+	if (type == RD_KAFKA_CONSUMER)
+		rd_kafka_conf_set(conf, "group.id", "evhost.check-config", msg, sizeof msg);
+	rk = rd_kafka_new(type, conf, err, errlen);
+	if (rk) {
+		rd_kafka_destroy(rk);
+		return 0;
+	}
+	rd_kafka_conf_destroy(conf);
+	return -1;
+}
+
+static void client_refused(diag *d, const char *file, const char *what, const char *why)
+{
+	diag_add(d, file, 0, "[kafka] librdkafka cannot make a %s of the rdkafka.* settings: %s",
+	         what, why);
+}
+
+int kafka_check_settings(const settings *s, int make_clients, diag *d)
+{
+	char msg[512];
+	size_t before = d->n;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		if (rd_kafka_conf_set(conf, s->rdkafka_keys[i], s->rdkafka_values[i], msg,
+		                      sizeof msg) != RD_KAFKA_CONF_OK)
+			diag_add(d, s->rdkafka_files ? s->rdkafka_files[i] : NULL,
+			         s->rdkafka_lines ? s->rdkafka_lines[i] : 0, "[kafka] rdkafka.%s: %s",
+			         s->rdkafka_keys[i], msg);
+	}
+	rd_kafka_conf_destroy(conf);
+	if (make_clients && s->nrdkafka && d->n == before) {
+		char perr[512] = "", cerr[512] = "";
+		int p = check_client(s, RD_KAFKA_PRODUCER, perr, sizeof perr);
+		int c = check_client(s, RD_KAFKA_CONSUMER, cerr, sizeof cerr);
+		const char *file = s->rdkafka_files ? s->rdkafka_files[0] : NULL;
+		if (p && c && !strcmp(perr, cerr)) {
+			client_refused(d, file, "client", perr);
+		} else {
+			if (p)
+				client_refused(d, file, "producer", perr);
+			if (c)
+				client_refused(d, file, "consumer", cerr);
+		}
+	}
+	return d->n == before ? 0 : -1;
+}
+
+/* librdkafka before 2.6.1 (Debian 12 ships 2.0.2) sends a SCRAM final
+ * message that Apache Kafka 4 rejects as invalid credentials
+ * (confluentinc/librdkafka#4895): say so before the broker does. */
+int kafka_known_issues(const settings *s)
+{
+	int n = 0;
+	if (rd_kafka_version() >= 0x02060100)
+		return 0;
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		if ((!strcmp(s->rdkafka_keys[i], "sasl.mechanisms") ||
+		     !strcmp(s->rdkafka_keys[i], "sasl.mechanism")) &&
+		    !strncasecmp(s->rdkafka_values[i], "SCRAM-", 6)) {
+			log_warn(KAFKA_LOG,
+			         "%s:%d: rdkafka.%s = %s: librdkafka %s fails SCRAM authentication "
+			         "with Apache Kafka 4 brokers (they answer 'invalid credentials'; fixed "
+			         "in librdkafka 2.6.1). With Kafka 4 use PLAIN over TLS (SASL_SSL) or "
+			         "mutual TLS; Kafka 3 brokers accept it",
+			         s->rdkafka_files ? s->rdkafka_files[i] : "[kafka]",
+			         s->rdkafka_lines ? s->rdkafka_lines[i] : 0, s->rdkafka_keys[i],
+			         s->rdkafka_values[i], rd_kafka_version_str());
+			n++;
+		}
+	}
+	return n;
+}
+
 /* ------------------------------------------------------------ producer */
 
 /* Who hears of a message's fate: at most one of the callbacks is set. */
@@ -229,10 +334,6 @@ static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opa
 		d->msg_cb(d->opaque, m);
 	free(d);
 }
-
-static const char *const producer_owned[] = {
-    "bootstrap.servers", "metadata.broker.list", "enable.idempotence", "acks",
-    "request.required.acks", NULL};
 
 static size_t topic_hash(const char *s)
 {
@@ -436,6 +537,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 	}
 	k->set = s;
 	pthread_mutex_init(&k->topics_mu, NULL);
+	kafka_known_issues(s);
 	if (s->embedded) {
 		if (start_mock(k, err, errlen))
 			goto fail;
@@ -2477,10 +2579,6 @@ static void *consumer_main(void *arg)
 }
 
 /* ---- lifecycle ---- */
-
-static const char *const consumer_owned[] = {
-    "bootstrap.servers", "metadata.broker.list", "group.id", "enable.auto.commit",
-    "enable.auto.offset.store", NULL};
 
 static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, char *err,
                                       size_t errlen)

@@ -14,6 +14,13 @@
 
 typedef struct kafka kafka;
 
+/* Have librdkafka check the [kafka] rdkafka.* keys: each name and value
+ * (errors at the key's file and line), then, with make_clients, whether a
+ * producer and a consumer can be made of them (certificates, keys, SASL),
+ * without contacting a broker. 0 when `d` got no error. */
+int kafka_check_settings(const settings *s, int make_clients, diag *d);
+/* Warn of settings known not to work with this librdkafka; how many. */
+int kafka_known_issues(const settings *s);
 /* Create the producer (and the mock cluster when embedded). */
 int kafka_start(kafka **k, const settings *s, char *err, size_t errlen);
 /* Flush outstanding messages (up to timeout_ms) and destroy everything. */

@@ -17,6 +17,7 @@
 #include "admin.h"
 #include "diag.h"
 #include "host.h"
+#include "kafka.h"
 #include "log.h"
 
 static void usage(FILE *out)
@@ -155,6 +156,11 @@ int main(int argc, char **argv)
 	memset(&h, 0, sizeof h);
 	block_signals();
 	rc = host_configure(&h, conf, &d);
+	if (check && rc == 0) {
+		/* What only making a client shows (certificates, keys, SASL). */
+		rc = kafka_check_settings(&h.set, 1, &d);
+		kafka_known_issues(&h.set);
+	}
 	if (rc != 0 || check) {
 		diag_print(&d, check ? stdout : stderr);
 		if (check && rc == 0)

@@ -4,6 +4,7 @@ helpers behind them).
     build_dir        the CMake build tree under test (EVHOST_BUILD_DIR, default build/)
     kafka_bootstrap  "127.0.0.1:PORT" of a real Apache Kafka: EVHOST_TEST_KAFKA as set by
                      scripts/test, else one started by scripts/kafka for this session
+    kafka_tls        that broker's TLS listeners and certificates (lib.KafkaTls)
     smtp_server      an SmtpSink: collects mail, can be stopped and started on its port
     evhostd          a DaemonFactory: evhostd(config, dropins, brokers=...) -> Daemon
     unique_name      unique_name("users") -> "users.<random>" for topics and groups
@@ -43,19 +44,36 @@ def build_dir():
     return d
 
 
+_session_broker = None
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory):
+    global _session_broker
     given = os.environ.get("EVHOST_TEST_KAFKA")
     if given:
         lib.default_brokers = given
         yield given
         return
-    broker = lib.KafkaBroker(tmp_path_factory.mktemp("kafka") / "broker")
-    lib.default_brokers = broker.start()
+    _session_broker = lib.KafkaBroker(tmp_path_factory.mktemp("kafka") / "broker")
+    lib.default_brokers = _session_broker.start()
     try:
-        yield broker.bootstrap
+        yield _session_broker.bootstrap
     finally:
-        broker.stop()
+        _session_broker.stop()
+        _session_broker = None
+
+
+@pytest.fixture(scope="session")
+def kafka_tls(kafka_bootstrap):
+    if _session_broker is not None:
+        return _session_broker.tls()
+    # EVHOST_TEST_KAFKA's broker, started by scripts/kafka: the same script
+    # finds it by its port and data dir (KAFKA_PORT and EVHOST_KAFKA_DIR, as
+    # scripts/test exports them; else the defaults for that port).
+    env = dict(os.environ)
+    env.setdefault("KAFKA_PORT", kafka_bootstrap.rsplit(":", 1)[1])
+    return lib.kafka_tls(env)
 
 
 @pytest.fixture

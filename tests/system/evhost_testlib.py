@@ -89,12 +89,41 @@ def wait_until(fn, timeout=10.0, interval=0.1, message=None, ignore=()):
 # --------------------------------------------------------------------- Kafka
 
 
+class KafkaTls:
+    """A broker's TLS listeners (see scripts/kafka): `ssl` (client
+    certificates required), `sasl` (SASL_SSL, PLAIN and SCRAM-SHA-512, user
+    "evhost"), and `dir` with ca.crt, client.crt, client.key, other-ca.crt and
+    sasl.password."""
+
+    def __init__(self, line):
+        parts = line.split()
+        if len(parts) != 3:
+            raise RuntimeError(f"scripts/kafka tls printed {line!r}")
+        self.ssl, self.sasl, d = parts
+        self.dir = Path(d)
+
+    def password(self):
+        return (self.dir / "sasl.password").read_text().strip()
+
+
+def kafka_tls(env=None):
+    """The TLS listeners of the scripts/kafka broker that `env` (KAFKA_PORT,
+    EVHOST_KAFKA_DIR) names."""
+    r = subprocess.run([str(KAFKA_SCRIPT), "tls"], env=env, timeout=30, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"scripts/kafka tls failed ({r.returncode}):\n{r.stderr}")
+    return KafkaTls(r.stdout)
+
+
 class KafkaBroker:
     """A broker started by scripts/kafka on its own ports and data dir."""
 
     def __init__(self, data_dir, port=None, controller_port=None):
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
+        self.ssl_port = free_port()
+        self.sasl_port = free_port()
         self.data_dir = Path(data_dir)
         self.bootstrap = f"127.0.0.1:{self.port}"
 
@@ -102,6 +131,8 @@ class KafkaBroker:
         env = dict(os.environ)
         env["KAFKA_PORT"] = str(self.port)
         env["KAFKA_CONTROLLER_PORT"] = str(self.controller_port)
+        env["KAFKA_SSL_PORT"] = str(self.ssl_port)
+        env["KAFKA_SASL_PORT"] = str(self.sasl_port)
         env["EVHOST_KAFKA_DIR"] = str(self.data_dir)
         return env
 
@@ -123,6 +154,9 @@ class KafkaBroker:
 
     def running(self):
         return self._run("status", timeout=30).returncode == 0
+
+    def tls(self):
+        return kafka_tls(self._env())
 
 
 def _brokers(brokers):

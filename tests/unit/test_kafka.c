@@ -569,6 +569,92 @@ static void test_passthrough_error(void **state)
 	assert_non_null(strstr(err, "[kafka] rdkafka.no.such.property: "));
 }
 
+/* settings with the rdkafka.* keys of `kv` (name, value, ...), each "set"
+ * at conf:10, conf:11, ... */
+#define CHECKED_MAX 4
+struct checked {
+	settings s;
+	char *keys[CHECKED_MAX], *values[CHECKED_MAX];
+	const char *files[CHECKED_MAX];
+	int lines[CHECKED_MAX];
+	diag d;
+};
+
+static void checked_init(struct checked *c, size_t n, const char *const *kv)
+{
+	memset(c, 0, sizeof *c);
+	assert_true(n <= CHECKED_MAX);
+	for (size_t i = 0; i < n; i++) {
+		c->keys[i] = (char *)kv[2 * i];
+		c->values[i] = (char *)kv[2 * i + 1];
+		c->files[i] = "conf";
+		c->lines[i] = 10 + (int)i;
+	}
+	c->s.brokers = (char *)"127.0.0.1:1";
+	c->s.rdkafka_keys = c->keys;
+	c->s.rdkafka_values = c->values;
+	c->s.rdkafka_files = c->files;
+	c->s.rdkafka_lines = c->lines;
+	c->s.nrdkafka = n;
+}
+
+static void test_check_settings_names_the_key_and_line(void **state)
+{
+	static const char *const kv[] = {"linger.ms", "5", "no.such.property", "1",
+	                                  "security.protocol", "TLS"};
+	struct checked c;
+	(void)state;
+	checked_init(&c, 3, kv);
+	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
+	assert_int_equal(c.d.n, 2); /* no client is tried after these */
+	assert_non_null(strstr(c.d.msgs[0], "conf:11: [kafka] rdkafka.no.such.property: No such "
+	                                    "configuration property"));
+	assert_non_null(strstr(c.d.msgs[1], "conf:12: [kafka] rdkafka.security.protocol: "));
+	diag_free(&c.d);
+}
+
+static void test_check_settings_makes_clients_without_a_broker(void **state)
+{
+	static const char *const missing_ca[] = {"security.protocol", "SSL", "ssl.ca.location",
+	                                         "/nonexistent/evhost-ca.pem"};
+	static const char *const no_user[] = {"security.protocol", "SASL_SSL", "sasl.mechanisms",
+	                                      "PLAIN"};
+	static const char *const fine[] = {"security.protocol", "SASL_PLAINTEXT",
+	                                   "sasl.mechanisms", "PLAIN", "sasl.username", "u",
+	                                   "sasl.password", "p"};
+	struct checked c;
+	(void)state;
+	/* Every key is valid on its own: only a client finds what is wrong. */
+	checked_init(&c, 2, missing_ca);
+	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
+	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
+	assert_int_equal(c.d.n, 1); /* the same reason for both: said once */
+	assert_non_null(strstr(c.d.msgs[0], "conf: [kafka] librdkafka cannot make a client of the "
+	                                    "rdkafka.* settings: ssl.ca.location failed"));
+	diag_free(&c.d);
+
+	checked_init(&c, 2, no_user);
+	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
+	assert_non_null(strstr(c.d.msgs[0], "sasl.username and sasl.password must be set"));
+	diag_free(&c.d);
+
+	checked_init(&c, 4, fine);
+	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), 0);
+	assert_int_equal(c.d.n, 0);
+}
+
+static void test_known_issues_warn_of_scram_before_librdkafka_2_6_1(void **state)
+{
+	static const char *const scram[] = {"sasl.mechanism", "scram-sha-256"};
+	static const char *const plain[] = {"sasl.mechanisms", "PLAIN"};
+	struct checked c;
+	(void)state;
+	checked_init(&c, 1, scram);
+	assert_int_equal(kafka_known_issues(&c.s), rd_kafka_version() < 0x02060100 ? 1 : 0);
+	checked_init(&c, 1, plain);
+	assert_int_equal(kafka_known_issues(&c.s), 0);
+}
+
 /* Does this process have a thread named `name` (/proc/self/task/N/comm)? */
 static int has_thread(const char *name)
 {
@@ -1638,6 +1724,9 @@ static const struct {
     {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 3},           /* 4.3 */
     {cmocka_unit_test(test_plain_message_and_type_filter), 2},
     {cmocka_unit_test(test_passthrough_error), 4},
+    {cmocka_unit_test(test_check_settings_names_the_key_and_line), 4},
+    {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 4},
+    {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_threads_are_named), 1},
