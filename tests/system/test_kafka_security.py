@@ -66,10 +66,17 @@ def check_flow(env, smtp_server):
 
 
 def test_welcome_mail_over_mutual_tls(evhostd, tmp_path, unique_name, kafka_tls, smtp_server):
+    token = tmp_path / "admin.token"
+    token.write_text("admin-token-for-tls-tests-0123\n")
     env = Env(evhostd, tmp_path, unique_name, kafka_tls.ssl,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
-              kafka=mutual_tls(kafka_tls))
+              kafka=mutual_tls(kafka_tls), extra={"admin": {"token_file": str(token)}})
     check_flow(env, smtp_server)
+    # The admin API's dead-letter reader is a client of its own, over TLS too.
+    r = env.d.get("/admin/plugins/notifications/dlq", timeout=30,
+                  headers={"Authorization": "Bearer admin-token-for-tls-tests-0123"})
+    assert r.status_code == 200, r.text
+    assert r.json()["messages"] == []
 
 
 def test_welcome_mail_over_sasl_plain_and_tls(evhostd, tmp_path, unique_name, kafka_tls,
