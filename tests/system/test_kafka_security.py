@@ -2,7 +2,8 @@
 mail flow over mutual TLS and over SASL_SSL (PLAIN), with the settings the
 configuration reference shows, on the test broker's TLS listeners
 (scripts/kafka makes its CA and certificates). Also what an admin sees when
-they are wrong: --check-config names the key and file; an untrusted broker
+they are wrong: --check-config, the start and a reload name the key's file and
+line; an untrusted broker
 certificate is logged, readiness says Kafka is unreachable, and the events
 wait in the outbox until a restart with the right CA sends them.
 
@@ -10,6 +11,7 @@ librdkafka before 2.6.1 (Debian 12 ships 2.0.2) cannot authenticate with
 SCRAM against Kafka 4; evhostd warns of it, and a test pins down what happens."""
 
 import ctypes
+import signal
 import time
 import uuid
 
@@ -149,6 +151,16 @@ def test_bad_rdkafka_key_stops_the_start_with_its_line(evhostd):
     r = evhostd.run([], config={"kafka": {"rdkafka.linger.ms": "soon"}}, timeout=30)
     assert r.returncode == 1
     assert "evhost.conf:" in r.stderr and "[kafka] rdkafka.linger.ms: " in r.stderr, r.stderr
+
+
+def test_reload_with_a_bad_rdkafka_key_is_refused(evhostd):
+    d = evhostd({"kafka": {"rdkafka.linger.ms": "5"}})
+    (d.config_dir / "conf.d" / "50-local.conf").write_text(
+        "[kafka]\nrdkafka.linger.ms = soon\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload refused: ", timeout=20)
+    assert "50-local.conf:2: [kafka] rdkafka.linger.ms: " in d.log_text()
+    assert d.get("/healthz").status_code == 200
 
 
 def test_scram_against_kafka_4(evhostd, tmp_path, unique_name, kafka_tls, smtp_server):
