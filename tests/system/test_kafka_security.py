@@ -3,9 +3,9 @@ mail flow over mutual TLS and over SASL_SSL (PLAIN), with the settings the
 configuration reference shows, on the test broker's TLS listeners
 (scripts/kafka makes its CA and certificates). Also what an admin sees when
 they are wrong: --check-config, the start and a reload name the key's file and
-line; an untrusted broker
-certificate is logged, readiness says Kafka is unreachable, and the events
-wait in the outbox until a restart with the right CA sends them.
+line; an untrusted broker certificate is logged, readiness says Kafka is
+unreachable, and the events wait in the outbox until a restart with the right
+CA sends them.
 
 librdkafka before 2.6.1 (Debian 12 ships 2.0.2) cannot authenticate with
 SCRAM against Kafka 4; evhostd warns of it, and a test pins down what happens."""
