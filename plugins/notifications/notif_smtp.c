@@ -1,6 +1,7 @@
 #include "notif_transport.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,8 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
 	rc |= curl_easy_setopt(c, CURLOPT_USE_SSL, s->starttls ? (long)CURLUSESSL_ALL
 	                                                        : (long)CURLUSESSL_NONE);
+	if (s->ca_file)
+		rc |= curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
 	if (s->user) {
 		rc |= curl_easy_setopt(c, CURLOPT_USERNAME, s->user);
 		rc |= curl_easy_setopt(c, CURLOPT_PASSWORD, s->password ? s->password : "");
@@ -64,6 +67,16 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 		return -1;
 	}
 	smtps = !strncmp(c->url, "smtps://", 8);
+	if (c->ca_file) {
+		/* libcurl would only say so at the first mail, as a failed delivery. */
+		FILE *f = fopen(c->ca_file, "r");
+		if (!f) {
+			snprintf(err, errlen, "smtp_ca_file: cannot read '%s': %s", c->ca_file,
+			         strerror(errno));
+			return -1;
+		}
+		fclose(f);
+	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, errlen, "smtp: curl_global_init failed");
 		return -1;
@@ -74,7 +87,8 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 		goto fail_global;
 	}
 	if (dup_opt(c->url, &s->url) || dup_opt(c->user, &s->user) ||
-	    dup_opt(c->password, &s->password) || dup_opt(c->from_addr, &s->from_addr)) {
+	    dup_opt(c->password, &s->password) || dup_opt(c->from_addr, &s->from_addr) ||
+	    dup_opt(c->ca_file, &s->ca_file)) {
 		snprintf(err, errlen, "out of memory");
 		goto fail;
 	}
@@ -101,6 +115,7 @@ fail:
 	free(s->user);
 	free(s->password);
 	free(s->from_addr);
+	free(s->ca_file);
 	memset(s, 0, sizeof *s);
 fail_global:
 	curl_global_cleanup();
@@ -119,6 +134,7 @@ void notif_smtp_close(notif_smtp *s)
 	free(s->user);
 	free(s->password);
 	free(s->from_addr);
+	free(s->ca_file);
 	memset(s, 0, sizeof *s);
 	curl_global_cleanup();
 }
@@ -141,22 +157,16 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
 	return n;
 }
 
+/* Only the server's verdict on the message is final: a 5xx reply to it.
+ * Whatever is wrong with the connection or the setup (login denied, which
+ * is a 535 reply to AUTH; a certificate not trusted; no STARTTLS offered)
+ * is temporary: retried, and dead-lettered at the last attempt, so a
+ * redrive sends the mail once it is mended. */
 static notif_send_result classify(CURLcode rc, long code)
 {
-	if (code >= 500 && code < 600)
+	if (rc != CURLE_LOGIN_DENIED && code >= 500 && code < 600)
 		return NOTIF_SEND_PERMANENT;
-	if (code >= 400 && code < 500)
-		return NOTIF_SEND_TRANSIENT;
-	switch (rc) {
-	case CURLE_LOGIN_DENIED:
-	case CURLE_URL_MALFORMAT:
-	case CURLE_UNSUPPORTED_PROTOCOL:
-	case CURLE_USE_SSL_FAILED:
-	case CURLE_PEER_FAILED_VERIFICATION:
-		return NOTIF_SEND_PERMANENT;
-	default:
-		return NOTIF_SEND_TRANSIENT;
-	}
+	return NOTIF_SEND_TRANSIENT;
 }
 
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,

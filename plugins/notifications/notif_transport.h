@@ -36,6 +36,7 @@ typedef struct notif_smtp_config {
 	const char *user;     /* NULL: no AUTH */
 	const char *password; /* with user */
 	int starttls;         /* require STARTTLS (CURLUSESSL_ALL) */
+	const char *ca_file;  /* PEM CA certificates to verify the server; NULL: the system's */
 	long timeout_ms;
 	const char *from_addr; /* envelope sender */
 } notif_smtp_config;
@@ -43,12 +44,13 @@ typedef struct notif_smtp_config {
 typedef struct notif_smtp {
 	pthread_mutex_t mu;
 	void *curl; /* CURL *, kept across sends so the connection is reused */
-	char *url, *user, *password, *from_addr;
+	char *url, *user, *password, *from_addr, *ca_file;
 	int starttls;
 	long timeout_ms;
 } notif_smtp;
 
-/* Check the URL scheme and libcurl's SMTP support, create the handle.
+/* Check the URL scheme, libcurl's SMTP support and that the CA file can be
+ * read, create the handle.
  * Calls curl_global_init. 0, or -1 with `err` set. */
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
 /* Close the handle (and the connection), wipe the password. */

@@ -30,6 +30,8 @@ static const evh_config_key notif_config[] = {
     {"smtp_user", EVH_CFG_STRING, NULL, 0, "SMTP AUTH user name; unset: no AUTH"},
     {"smtp_password_file", EVH_CFG_PATH, NULL, 0, "file holding the SMTP password"},
     {"smtp_starttls", EVH_CFG_BOOL, "false", 0, "require STARTTLS on smtp:// URLs"},
+    {"smtp_ca_file", EVH_CFG_PATH, NULL, 0,
+     "PEM CA certificates to verify the SMTP server with; unset: the system's"},
     {"smtp_timeout_ms", EVH_CFG_INT, "10000", 0, "connect and transfer timeout per mail"},
     {"from", EVH_CFG_STRING, "evhost <noreply@localhost>", 0, "From: mailbox"},
     {"maildir", EVH_CFG_PATH, NULL, 0, "Maildir for transport = maildir; default <state>/maildir"},
@@ -221,6 +223,9 @@ static int open_smtp(notif_state *st)
 	c.user = user;
 	c.password = pw.p;
 	c.starttls = evh_config_bool(st->p, "smtp_starttls", 0);
+	c.ca_file = evh_config_str(st->p, "smtp_ca_file");
+	if (c.ca_file && !*c.ca_file)
+		c.ca_file = NULL;
 	c.timeout_ms = (long)timeout;
 	c.from_addr = st->from_addr;
 	rc = notif_smtp_open(&st->smtp, &c, err, sizeof err);

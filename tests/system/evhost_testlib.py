@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -318,6 +319,9 @@ class _Handler:
         # Where the SMTP envelope said it goes (Bcc lives only there).
         msg.envelope_from = envelope.mail_from
         msg.envelope_to = list(envelope.rcpt_tos)
+        # Whether it came over TLS (STARTTLS, or TLS from the first byte).
+        msg.tls = (session.ssl is not None
+                   or server.transport.get_extra_info("ssl_object") is not None)
         self.sink._add(msg)
         return "250 OK"
 
@@ -329,12 +333,20 @@ class SmtpSink:
     stop() and start() again reuse the same port, for "mail server down"
     tests; set `reply` (e.g. "451 4.3.0 try again later") to make it refuse
     messages with that answer instead of keeping them.
+
+    tls="starttls" offers and requires STARTTLS (AUTH only after it);
+    tls="implicit" is TLS from the first byte (smtps://). Both use `certs`
+    (a TlsCerts). Each kept message has .tls set.
     """
 
-    def __init__(self, port=None, auth=None):
+    def __init__(self, port=None, auth=None, tls=None, certs=None):
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.auth = auth  # (user, password) to require AUTH, or None
+        if tls not in (None, "starttls", "implicit") or (tls and certs is None):
+            raise ValueError("tls is None, 'starttls' or 'implicit' (with certs)")
+        self.tls = tls
+        self.certs = certs
         self.reply = None
         self._messages = []
         self._cond = threading.Condition()
@@ -356,7 +368,14 @@ class SmtpSink:
         kwargs = {}
         if self.auth:
             kwargs = {"authenticator": self._authenticator, "auth_required": True,
-                      "auth_require_tls": False}
+                      "auth_require_tls": self.tls == "starttls"}
+        if self.tls:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(self.certs.server_crt, self.certs.server_key)
+            if self.tls == "starttls":
+                kwargs.update(tls_context=ctx, require_starttls=True)
+            else:
+                kwargs.update(ssl_context=ctx)
         # A fresh loop each time: Controller closes the one it ran on when stopped.
         self._controller = Controller(_Handler(self), hostname=self.host, port=self.port,
                                       loop=asyncio.new_event_loop(), ready_timeout=10,
@@ -414,6 +433,39 @@ class SmtpSink:
                                          f"got {len(self._messages)}")
                 self._cond.wait(left)
             return list(self._messages)
+
+
+class TlsCerts:
+    """A throwaway CA and a server certificate for 127.0.0.1 (and localhost)
+    made with openssl in `directory`: ca_crt, server_crt, server_key, and
+    other_ca_crt, a CA that signed nothing here."""
+
+    def __init__(self, directory):
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.ca_crt, self.other_ca_crt = d / "ca.crt", d / "other-ca.crt"
+        self.server_crt, self.server_key = d / "server.crt", d / "server.key"
+        ext = d / "server.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                       "extendedKeyUsage=serverAuth\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for crt, name in ((self.ca_crt, "evhost test CA"), (self.other_ca_crt, "unrelated CA")):
+            self._openssl("req", "-x509", *ec, "-keyout", crt.with_suffix(".key"), "-out", crt,
+                          "-days", "2", "-subj", f"/CN={name}",
+                          "-addext", "basicConstraints=critical,CA:TRUE")
+        csr = d / "server.csr"
+        self._openssl("req", "-new", *ec, "-keyout", self.server_key, "-out", csr,
+                      "-subj", "/CN=127.0.0.1")
+        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca_crt,
+                      "-CAkey", self.ca_crt.with_suffix(".key"), "-CAcreateserial",
+                      "-days", "2", "-out", self.server_crt, "-extfile", ext)
+
+    @staticmethod
+    def _openssl(*args):
+        r = subprocess.run(["openssl", *map(str, args)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {r.stderr.strip()}")
 
 
 def mail_body(msg):

@@ -1,8 +1,11 @@
 """notifications.so against the real daemon, real Kafka and a real SMTP server:
 welcome mails for users created through user.so, Maildir delivery, no second
 mail for a redelivered event, admin broadcasts to every recipient, the delivery
-log (GET /notifications) with its retrying/failed states, SMTP AUTH, and poison
-messages going to the dead-letter topic without stopping the ones after them."""
+log (GET /notifications) with its retrying/failed states, SMTP AUTH, STARTTLS
+and smtps:// with a private CA (smtp_ca_file), setup trouble (an untrusted
+certificate, a wrong password, no STARTTLS) dead-lettered rather than failed,
+and poison messages going to the dead-letter topic without stopping the ones
+after them."""
 
 import email
 import email.header
@@ -153,6 +156,7 @@ def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_nam
     print(f"\nwelcome mail arrived {elapsed * 1000:.0f} ms after POST /users returned 201")
 
     assert subject(msg) == f"Welcome, {name}!"
+    assert msg.tls is False  # plain smtp:// without smtp_starttls
     assert to_addr(msg) == (name, addr)
     assert msg.envelope_from == "noreply@example.org"
     assert email.utils.parseaddr(decoded(msg["From"])) == ("Evhost Tests", "noreply@example.org")
@@ -203,6 +207,97 @@ def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_boot
         assert "s3cret-Passw0rd" not in env.d.log_text()
     finally:
         sink.stop()
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return lib.TlsCerts(tmp_path_factory.mktemp("certs"))
+
+
+def test_welcome_mail_over_starttls_with_auth_and_a_private_ca(evhostd, tmp_path, unique_name,
+                                                                kafka_bootstrap, certs):
+    # The server takes AUTH only after STARTTLS, with a certificate from a CA
+    # that only smtp_ca_file names.
+    sink = lib.SmtpSink(auth=("mailer", "s3cret-Passw0rd"), tls="starttls", certs=certs).start()
+    try:
+        pw = tmp_path / "smtp.password"
+        pw.write_text("s3cret-Passw0rd\n")
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{sink.port}",
+                   "smtp_starttls": True, "smtp_ca_file": str(certs.ca_crt),
+                   "smtp_user": "mailer", "smtp_password_file": str(pw)})
+        addr = f"starttls.{uuid.uuid4().hex[:8]}@example.com"
+        env.create_user("Stella", addr)
+        assert sink.wait_for(welcome_to(addr), timeout=60).tls
+    finally:
+        sink.stop()
+
+
+def test_welcome_mail_over_smtps(evhostd, tmp_path, unique_name, kafka_bootstrap, certs):
+    sink = lib.SmtpSink(tls="implicit", certs=certs).start()
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtps://127.0.0.1:{sink.port}",
+                   "smtp_ca_file": str(certs.ca_crt)})
+        addr = f"smtps.{uuid.uuid4().hex[:8]}@example.com"
+        env.create_user("Simon", addr)
+        assert sink.wait_for(welcome_to(addr), timeout=60).tls
+    finally:
+        sink.stop()
+
+
+@pytest.mark.parametrize("trouble", ["untrusted certificate", "wrong password", "no STARTTLS"])
+def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, unique_name,
+                                                        kafka_bootstrap, certs, trouble):
+    # What is wrong with the setup, not with the mail, must not lose it: it is
+    # retried, then dead-lettered for a redrive once mended.
+    pw = tmp_path / "smtp.password"
+    pw.write_text("not-the-password\n")
+    notif = {"transport": "smtp", "list_role": "", "retry.max_attempts": 2,
+             "retry.backoff_ms": 100, "retry.backoff_max_ms": 200, "smtp_timeout_ms": 5000}
+    if trouble == "untrusted certificate":
+        sink = lib.SmtpSink(tls="implicit", certs=certs).start()
+        notif.update(smtp_url=f"smtps://127.0.0.1:{sink.port}",
+                     smtp_ca_file=str(certs.other_ca_crt))
+        expect = "certificate"
+    elif trouble == "wrong password":
+        sink = lib.SmtpSink(auth=("mailer", "s3cret-Passw0rd"), tls="starttls",
+                            certs=certs).start()
+        notif.update(smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_starttls=True,
+                     smtp_ca_file=str(certs.ca_crt), smtp_user="mailer",
+                     smtp_password_file=str(pw))
+        expect = "Login denied"
+    else:
+        sink = lib.SmtpSink().start()
+        notif.update(smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_starttls=True)
+        expect = "SSL"
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap, notif, user=False)
+        addr = f"setup.{uuid.uuid4().hex[:8]}@example.com"
+        lib.kafka_produce(env.topics["created"], {"id": "u-s", "name": "S", "email": addr},
+                          key="u-s", brokers=kafka_bootstrap,
+                          headers={"ce_id": "setup-1", "ce_type": "user.created"})
+        entry = lib.wait_until(
+            lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                          if i["event_id"] == "setup-1" and i["status"] == "dead_lettered"),
+                         None), timeout=60, message="a dead_lettered entry")
+        assert entry["attempts"] == 2 and expect in entry["last_error"], entry
+        letters = lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", count=1,
+                                    timeout=30, brokers=kafka_bootstrap)
+        assert [m["headers"]["ce_id"] for m in letters] == ["setup-1"]
+        assert sink.messages == []
+    finally:
+        sink.stop()
+
+
+def test_unreadable_smtp_ca_file_stops_the_start(evhostd, tmp_path, unique_name):
+    missing = tmp_path / "no-such-ca.pem"
+    r = evhostd.run([], config={"plugin.notifications": {
+        "transport": "smtp", "smtp_url": "smtps://127.0.0.1:9", "smtp_ca_file": str(missing),
+        "templates_dir": str(TEMPLATES)}}, timeout=60)
+    assert r.returncode == 1
+    assert f"smtp_ca_file: cannot read '{missing}': No such file or directory" in r.stderr, \
+        r.stderr
 
 
 # ------------------------------------------------------------------ Maildir
