@@ -103,9 +103,6 @@ class KafkaTls:
         self.ssl, self.sasl, d = parts
         self.dir = Path(d)
 
-    def password(self):
-        return (self.dir / "sasl.password").read_text().strip()
-
 
 def kafka_tls(env=None):
     """The TLS listeners of the scripts/kafka broker that `env` (KAFKA_PORT,
@@ -436,36 +433,18 @@ class SmtpSink:
 
 
 class TlsCerts:
-    """A throwaway CA and a server certificate for 127.0.0.1 (and localhost)
-    made with openssl in `directory`: ca_crt, server_crt, server_key, and
+    """scripts/test-certs's throwaway CA and certificates in `directory`:
+    ca_crt, server_crt and server_key (for 127.0.0.1 and localhost), and
     other_ca_crt, a CA that signed nothing here."""
 
     def __init__(self, directory):
         d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run([str(REPO_ROOT / "scripts" / "test-certs"), str(d)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"scripts/test-certs failed ({r.returncode}):\n{r.stderr}")
         self.ca_crt, self.other_ca_crt = d / "ca.crt", d / "other-ca.crt"
         self.server_crt, self.server_key = d / "server.crt", d / "server.key"
-        ext = d / "server.ext"
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
-                       "extendedKeyUsage=serverAuth\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-        for crt, name in ((self.ca_crt, "evhost test CA"), (self.other_ca_crt, "unrelated CA")):
-            self._openssl("req", "-x509", *ec, "-keyout", crt.with_suffix(".key"), "-out", crt,
-                          "-days", "2", "-subj", f"/CN={name}",
-                          "-addext", "basicConstraints=critical,CA:TRUE")
-        csr = d / "server.csr"
-        self._openssl("req", "-new", *ec, "-keyout", self.server_key, "-out", csr,
-                      "-subj", "/CN=127.0.0.1")
-        self._openssl("x509", "-req", "-in", csr, "-CA", self.ca_crt,
-                      "-CAkey", self.ca_crt.with_suffix(".key"), "-CAcreateserial",
-                      "-days", "2", "-out", self.server_crt, "-extfile", ext)
-
-    @staticmethod
-    def _openssl(*args):
-        r = subprocess.run(["openssl", *map(str, args)], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RuntimeError(f"openssl {args[0]} failed: {r.stderr.strip()}")
 
 
 def mail_body(msg):
