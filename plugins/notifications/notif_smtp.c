@@ -158,13 +158,17 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
 }
 
 /* Only the server's verdict on the message is final: a 5xx reply to it.
- * Whatever is wrong with the connection or the setup (login denied, which
- * is a 535 reply to AUTH; a certificate not trusted; no STARTTLS offered)
- * is temporary: retried, and dead-lettered at the last attempt, so a
- * redrive sends the mail once it is mended. */
+ * Whatever is wrong with the connection or the setup is temporary: retried,
+ * and dead-lettered at the last attempt, so a redrive sends the mail once it
+ * is mended. That is a certificate not trusted, no STARTTLS offered, and the
+ * 5xx replies about the session rather than the mail: 530 (authentication
+ * or STARTTLS required), 534 (mechanism too weak), 535 (login denied),
+ * 538 (encryption required for the mechanism). */
 static notif_send_result classify(CURLcode rc, long code)
 {
-	if (rc != CURLE_LOGIN_DENIED && code >= 500 && code < 600)
+	if (rc == CURLE_LOGIN_DENIED || code == 530 || code == 534 || code == 535 || code == 538)
+		return NOTIF_SEND_TRANSIENT;
+	if (code >= 500 && code < 600)
 		return NOTIF_SEND_PERMANENT;
 	return NOTIF_SEND_TRANSIENT;
 }

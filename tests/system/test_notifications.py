@@ -246,7 +246,8 @@ def test_welcome_mail_over_smtps(evhostd, tmp_path, unique_name, kafka_bootstrap
         sink.stop()
 
 
-@pytest.mark.parametrize("trouble", ["untrusted certificate", "wrong password", "no STARTTLS"])
+@pytest.mark.parametrize("trouble", ["untrusted certificate", "wrong password", "no STARTTLS",
+                                     "STARTTLS required"])
 def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, unique_name,
                                                         kafka_bootstrap, certs, trouble):
     # What is wrong with the setup, not with the mail, must not lose it: it is
@@ -267,10 +268,14 @@ def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, uniqu
                      smtp_ca_file=str(certs.ca_crt), smtp_user="mailer",
                      smtp_password_file=str(pw))
         expect = "Login denied"
-    else:
+    elif trouble == "no STARTTLS":
         sink = lib.SmtpSink().start()
         notif.update(smtp_url=f"smtp://127.0.0.1:{sink.port}", smtp_starttls=True)
         expect = "SSL"
+    else:  # the server wants STARTTLS, evhost is not told to use it
+        sink = lib.SmtpSink(tls="starttls", certs=certs).start()
+        notif.update(smtp_url=f"smtp://127.0.0.1:{sink.port}")
+        expect = "530"
     try:
         env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap, notif, user=False)
         addr = f"setup.{uuid.uuid4().hex[:8]}@example.com"
