@@ -619,6 +619,7 @@ const char *cfg_check_value(evh_config_type type, const char *value)
 	case EVH_CFG_LIST:
 		return list_ok(value) ? NULL : "expected a comma-separated list of words";
 	case EVH_CFG_PATH:
+	case EVH_CFG_FILE:
 		return *value ? NULL : "expected a path";
 	}
 	return "the plugin's schema declares an unknown type for this key";

@@ -238,6 +238,25 @@ static char *resolve_path(const char *value, const char *file)
 	return out;
 }
 
+/* EVH_CFG_FILE: the file must be there and readable now, so that the
+ * admin hears of it from --check-config, at its line, not from the
+ * plugin's init at the next start. */
+static void check_file(const evh_plugin *p, const cfg_entry *e, const char *path, diag *d)
+{
+	struct stat st;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+
+	if (fd < 0) {
+		diag_add(d, e->file, e->line, "[%s] %s: cannot read '%s': %s", p->section, e->key,
+		         path, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
+		diag_add(d, e->file, e->line, "[%s] %s: '%s' is not a regular file", p->section,
+		         e->key, path);
+	close(fd);
+}
+
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 {
 	size_t before = d->n;
@@ -257,9 +276,11 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 			owned |= !strcmp(*o, e->key);
 		if (owned || !(k = schema_find(p->desc->config, e->key)))
 			continue;
-		if (k->type == EVH_CFG_PATH) {
+		if (k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE) {
 			char *path = resolve_path(e->value, e->file);
 			int rc = path ? cfg_set(p, e->key, path) : -1;
+			if (!rc && k->type == EVH_CFG_FILE && *e->value)
+				check_file(p, e, path, d);
 			free(path);
 			if (rc)
 				goto oom;

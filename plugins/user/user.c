@@ -22,7 +22,7 @@ static const evh_config_key user_config[] = {
      "role a bearer token needs for GET /users and GET /users/{id} (unset: public)"},
     {"admin_email", EVH_CFG_STRING, NULL, 0,
      "email of the administrator account created at start when it does not exist"},
-    {"admin_password_file", EVH_CFG_PATH, NULL, 0,
+    {"admin_password_file", EVH_CFG_FILE, NULL, 0,
      "file holding that administrator's initial password (with admin_email)"},
     {NULL, 0, NULL, 0, NULL},
 };

@@ -295,14 +295,22 @@ def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, uniqu
         sink.stop()
 
 
-def test_unreadable_smtp_ca_file_stops_the_start(evhostd, tmp_path, unique_name):
-    missing = tmp_path / "no-such-ca.pem"
-    r = evhostd.run([], config={"plugin.notifications": {
-        "transport": "smtp", "smtp_url": "smtps://127.0.0.1:9", "smtp_ca_file": str(missing),
-        "templates_dir": str(TEMPLATES)}}, timeout=60)
-    assert r.returncode == 1
-    assert f"smtp_ca_file: cannot read '{missing}': No such file or directory" in r.stderr, \
-        r.stderr
+@pytest.mark.parametrize("key", ["smtp_ca_file", "smtp_password_file"])
+def test_unreadable_smtp_file_is_a_configuration_error(evhostd, tmp_path, key):
+    # An EVH_CFG_FILE key: --check-config finds it, at its line, and the
+    # start stops with the same message before any plugin starts.
+    missing = tmp_path / "no-such-file"
+    config = {"plugin.notifications": {
+        "transport": "smtp", "smtp_url": "smtps://127.0.0.1:9", "smtp_user": "mailer",
+        "smtp_password_file": str(tmp_path / "smtp.password"), "templates_dir": str(TEMPLATES)}}
+    (tmp_path / "smtp.password").write_text("pw\n")
+    config["plugin.notifications"][key] = str(missing)
+    needle = (f"[plugin.notifications] {key}: cannot read '{missing}': "
+              f"No such file or directory")
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 1 and "evhost.conf:" in r.stdout and needle in r.stdout, r.stdout
+    r = evhostd.run([], config=config, timeout=60)
+    assert r.returncode == 1 and needle in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------ Maildir

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -135,6 +136,56 @@ static void test_good_plugin_and_schema(void **st)
 	plugin_destroy(p);
 }
 
+/* EVH_CFG_FILE: readable regular file when the configuration is read,
+ * else an error at the key's line; relative paths resolve like PATH's. */
+static void test_file_keys_must_be_readable(void **st)
+{
+	host h;
+	cfg c;
+	diag d = {0};
+	char err[1024] = "", dir[] = "/tmp/evh-abi-XXXXXX", conf[256], text[1024];
+	plugin_settings ps = settings_for("good", "good.so");
+	evh_plugin *p;
+	FILE *f;
+
+	(void)st;
+	assert_non_null(mkdtemp(dir));
+	snprintf(conf, sizeof conf, "%s/secret", dir);
+	f = fopen(conf, "w");
+	assert_non_null(f);
+	fputs("s3cret\n", f);
+	fclose(f);
+	snprintf(conf, sizeof conf, "%s/50-good.conf", dir);
+	memset(&h, 0, sizeof h);
+	for (int round = 0; round < 3; round++) {
+		static const char *const values[] = {"missing", ".", "secret"};
+		memset(&c, 0, sizeof c);
+		p = plugin_open(&h, &ps, err, sizeof err);
+		assert_non_null(p);
+		snprintf(text, sizeof text, "[plugin.good]\nenabled = true\nsecret_file = %s\n",
+		         values[round]);
+		assert_int_equal(cfg_load_string(&c, text, conf, &d), 0);
+		if (round < 2) {
+			assert_int_not_equal(plugin_configure(p, &c, &d), 0);
+			assert_int_equal(d.n, 1);
+			assert_non_null(strstr(d.msgs[0], "50-good.conf:3: [plugin.good] secret_file: "));
+			assert_non_null(strstr(d.msgs[0], round == 0 ? "/missing': No such file"
+			                                              : "' is not a regular file"));
+		} else {
+			assert_int_equal(plugin_configure(p, &c, &d), 0);
+			assert_int_equal(d.n, 0);
+			snprintf(text, sizeof text, "%s/secret", dir);
+			assert_string_equal(host_api()->config_get(p, "secret_file"), text);
+		}
+		diag_free(&d);
+		cfg_free(&c);
+		plugin_destroy(p);
+	}
+	snprintf(text, sizeof text, "%s/secret", dir);
+	unlink(text);
+	rmdir(dir);
+}
+
 static void test_init_failure_quotes_plugin(void **st)
 {
 	host h;
@@ -170,7 +221,8 @@ int main(void)
 	    cmocka_unit_test(test_wrong_major_descriptor),
 	    cmocka_unit_test(test_newer_minor),
 	    cmocka_unit_test(test_good_plugin_and_schema),
-	    cmocka_unit_test(test_init_failure_quotes_plugin),
+	    cmocka_unit_test(test_file_keys_must_be_readable),
+    cmocka_unit_test(test_init_failure_quotes_plugin),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

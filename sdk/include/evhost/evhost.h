@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 2
+#define EVH_ABI_MINOR 3
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -111,6 +111,11 @@ typedef enum evh_config_type {
 	EVH_CFG_BOOL = 3, /* true/false, yes/no, on/off, 1/0 */
 	EVH_CFG_LIST = 4, /* comma-separated words */
 	EVH_CFG_PATH = 5, /* a file path; relative ones resolve against the directory of the file that set it */
+	/* ABI 1.3: an EVH_CFG_PATH that must name a readable regular file when
+	 * the configuration is read (at start, at a reload, by --check-config),
+	 * or that is a configuration error at the key's file:line. For secrets
+	 * and certificates; checked when set, not for a default. */
+	EVH_CFG_FILE = 6,
 } evh_config_type;
 
 /* One key a plugin accepts in its [plugin.NAME] section. The host rejects
