@@ -620,6 +620,7 @@ const char *cfg_check_value(evh_config_type type, const char *value)
 		return list_ok(value) ? NULL : "expected a comma-separated list of words";
 	case EVH_CFG_PATH:
 	case EVH_CFG_FILE:
+	case EVH_CFG_DIR:
 		return *value ? NULL : "expected a path";
 	}
 	return "the plugin's schema declares an unknown type for this key";
@@ -873,7 +874,38 @@ static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_
 /* [host] */
 
 static void k_plugin_dir(set_ctx *x, const cfg_entry *e) { get_path(x, e, &x->s->plugin_dir); }
-static void k_state_dir(set_ctx *x, const cfg_entry *e) { get_path(x, e, &x->s->state_dir); }
+/* evhostd creates state_dir (one level) at start; say now, at the key's
+ * line, when it cannot: a file in its place, or no parent directory.
+ * Permissions are not judged: --check-config may run as another user. */
+static void k_state_dir(set_ctx *x, const cfg_entry *e)
+{
+	struct stat st;
+	char *parent, *slash;
+
+	get_path(x, e, &x->s->state_dir);
+	if (!*e->value)
+		return;
+	if (stat(x->s->state_dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			diag_add(x->d, e->file, e->line, "[host] state_dir: '%s' is not a directory",
+			         x->s->state_dir);
+		return;
+	}
+	if (errno != ENOENT)
+		return;
+	parent = xstrdup(x->s->state_dir);
+	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
+		parent[n - 1] = '\0';
+	slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		*slash = '\0';
+		if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))
+			diag_add(x->d, e->file, e->line,
+			         "[host] state_dir: '%s' cannot be created: '%s' is not a directory",
+			         x->s->state_dir, parent);
+	}
+	free(parent);
+}
 static void k_source(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->source); }
 
 /* cfg_load reads the drop-in directory named in the main file before any

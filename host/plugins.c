@@ -238,12 +238,14 @@ static char *resolve_path(const char *value, const char *file)
 	return out;
 }
 
-/* EVH_CFG_FILE: the file must be there and readable now, so that the
- * admin hears of it from --check-config, at its line, not from the
- * plugin's init at the next start. */
-static void check_file(const evh_plugin *p, const cfg_entry *e, const char *path, diag *d)
+/* EVH_CFG_FILE and EVH_CFG_DIR: the file or directory must be there and
+ * readable now, so that the admin hears of it from --check-config, at its
+ * line, not from the plugin's init at the next start. */
+static void check_file(const evh_plugin *p, const cfg_entry *e, evh_config_type type,
+                       const char *path, diag *d)
 {
 	struct stat st;
+	int want_dir = type == EVH_CFG_DIR;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 
 	if (fd < 0) {
@@ -251,9 +253,9 @@ static void check_file(const evh_plugin *p, const cfg_entry *e, const char *path
 		         path, strerror(errno));
 		return;
 	}
-	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode))
-		diag_add(d, e->file, e->line, "[%s] %s: '%s' is not a regular file", p->section,
-		         e->key, path);
+	if (fstat(fd, &st) == 0 && (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+		diag_add(d, e->file, e->line, "[%s] %s: '%s' is not a %s", p->section, e->key, path,
+		         want_dir ? "directory" : "regular file");
 	close(fd);
 }
 
@@ -276,11 +278,11 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 			owned |= !strcmp(*o, e->key);
 		if (owned || !(k = schema_find(p->desc->config, e->key)))
 			continue;
-		if (k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE) {
+		if (k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE || k->type == EVH_CFG_DIR) {
 			char *path = resolve_path(e->value, e->file);
 			int rc = path ? cfg_set(p, e->key, path) : -1;
-			if (!rc && k->type == EVH_CFG_FILE && *e->value)
-				check_file(p, e, path, d);
+			if (!rc && k->type != EVH_CFG_PATH && *e->value)
+				check_file(p, e, k->type, path, d);
 			free(path);
 			if (rc)
 				goto oom;

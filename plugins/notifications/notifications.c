@@ -35,7 +35,7 @@ static const evh_config_key notif_config[] = {
     {"smtp_timeout_ms", EVH_CFG_INT, "10000", 0, "connect and transfer timeout per mail"},
     {"from", EVH_CFG_STRING, "evhost <noreply@localhost>", 0, "From: mailbox"},
     {"maildir", EVH_CFG_PATH, NULL, 0, "Maildir for transport = maildir; default <state>/maildir"},
-    {"templates_dir", EVH_CFG_PATH, NOTIF_DEFAULT_TEMPLATES_DIR, 0,
+    {"templates_dir", EVH_CFG_DIR, NOTIF_DEFAULT_TEMPLATES_DIR, 0,
      "directory of welcome.* and broadcast.* templates"},
     {"list_role", EVH_CFG_STRING, "admin", 0,
      "role a bearer token needs for GET /notifications; empty: no token needed"},

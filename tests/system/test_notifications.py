@@ -681,7 +681,10 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
         ({"transport": "smtp"}, "smtp_url must start with smtp:// or smtps://"),
         ({"transport": "smtp", "smtp_url": "http://x"}, "smtp_url must start"),
         ({"from": "not an address"}, "from must be"),
-        ({"templates_dir": str(tmp_path / "none")}, "welcome.subject"),
+        ({"templates_dir": str(tmp_path / "none")},
+         f"[plugin.notifications] templates_dir: cannot read '{tmp_path / 'none'}'"),
+        # A directory without the templates: the plugin's own check.
+        ({"templates_dir": str(tmp_path)}, "welcome.subject"),
         ({"transport": "smtp", "smtp_url": "smtp://127.0.0.1:1", "smtp_user": "u"},
          "smtp_password_file is not"),
         ({"topic.user_updated": "USER_CREATED"}, "must differ"),
@@ -699,3 +702,9 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
     (bad / "welcome.txt").write_text("Hi {{nmae}}\n")
     r = evhostd.run([], config={"plugin.notifications": {"templates_dir": str(bad)}}, timeout=30)
     assert r.returncode != 0 and "unknown placeholder {{nmae}}" in r.stderr, r.stderr
+
+    # An EVH_CFG_DIR key: --check-config finds a missing directory at its line.
+    r = evhostd.run(["--check-config"],
+                    config={"plugin.notifications": {"templates_dir": str(tmp_path / "none")}})
+    assert r.returncode == 1 and "evhost.conf:" in r.stdout, r.stdout
+    assert f"templates_dir: cannot read '{tmp_path / 'none'}': No such file" in r.stdout

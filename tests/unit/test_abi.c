@@ -136,10 +136,21 @@ static void test_good_plugin_and_schema(void **st)
 	plugin_destroy(p);
 }
 
-/* EVH_CFG_FILE: readable regular file when the configuration is read,
- * else an error at the key's line; relative paths resolve like PATH's. */
+/* EVH_CFG_FILE and EVH_CFG_DIR: a readable file or directory when the
+ * configuration is read, else an error at the key's line; relative paths
+ * resolve like EVH_CFG_PATH's. */
 static void test_file_keys_must_be_readable(void **st)
 {
+	static const struct {
+		const char *key, *value, *error; /* error NULL: accepted */
+	} cases[] = {
+	    {"secret_file", "missing", "/missing': No such file"},
+	    {"secret_file", ".", "' is not a regular file"},
+	    {"secret_file", "secret", NULL},
+	    {"assets_dir", "missing", "/missing': No such file"},
+	    {"assets_dir", "secret", "/secret' is not a directory"},
+	    {"assets_dir", ".", NULL},
+	};
 	host h;
 	cfg c;
 	diag d = {0};
@@ -157,25 +168,24 @@ static void test_file_keys_must_be_readable(void **st)
 	fclose(f);
 	snprintf(conf, sizeof conf, "%s/50-good.conf", dir);
 	memset(&h, 0, sizeof h);
-	for (int round = 0; round < 3; round++) {
-		static const char *const values[] = {"missing", ".", "secret"};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		memset(&c, 0, sizeof c);
 		p = plugin_open(&h, &ps, err, sizeof err);
 		assert_non_null(p);
-		snprintf(text, sizeof text, "[plugin.good]\nenabled = true\nsecret_file = %s\n",
-		         values[round]);
+		snprintf(text, sizeof text, "[plugin.good]\nenabled = true\n%s = %s\n", cases[i].key,
+		         cases[i].value);
 		assert_int_equal(cfg_load_string(&c, text, conf, &d), 0);
-		if (round < 2) {
+		if (cases[i].error) {
 			assert_int_not_equal(plugin_configure(p, &c, &d), 0);
 			assert_int_equal(d.n, 1);
-			assert_non_null(strstr(d.msgs[0], "50-good.conf:3: [plugin.good] secret_file: "));
-			assert_non_null(strstr(d.msgs[0], round == 0 ? "/missing': No such file"
-			                                              : "' is not a regular file"));
+			snprintf(text, sizeof text, "50-good.conf:3: [plugin.good] %s: ", cases[i].key);
+			assert_non_null(strstr(d.msgs[0], text));
+			assert_non_null(strstr(d.msgs[0], cases[i].error));
 		} else {
 			assert_int_equal(plugin_configure(p, &c, &d), 0);
 			assert_int_equal(d.n, 0);
-			snprintf(text, sizeof text, "%s/secret", dir);
-			assert_string_equal(host_api()->config_get(p, "secret_file"), text);
+			snprintf(text, sizeof text, "%s/%s", dir, cases[i].value);
+			assert_string_equal(host_api()->config_get(p, cases[i].key), text);
 		}
 		diag_free(&d);
 		cfg_free(&c);

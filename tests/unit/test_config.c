@@ -426,6 +426,45 @@ static void test_defaults(void **state)
 	assert_int_equal(s->nplugins, 0);
 }
 
+/* state_dir is created at start; what cannot be is an error at its line. */
+static void test_state_dir_that_cannot_be_made(void **state)
+{
+	fixture *f = *state;
+	char text[1024], want[1024];
+
+	write_file(f, "a-file", "x\n");
+	snprintf(text, sizeof text, "[host]\nstate_dir = %s/a-file\n" MIN_KAFKA, f->dir);
+	assert_int_not_equal(settings_of(f, text, "main.conf"), 0);
+	snprintf(want, sizeof want, "main.conf:2: [host] state_dir: '%s/a-file' is not a directory",
+	         f->dir);
+	assert_diag(&f->d, want);
+}
+
+static void test_state_dir_without_a_parent(void **state)
+{
+	fixture *f = *state;
+	char text[1024], want[1024];
+
+	snprintf(text, sizeof text, "[host]\nstate_dir = %s/no/such/state\n" MIN_KAFKA, f->dir);
+	assert_int_not_equal(settings_of(f, text, "main.conf"), 0);
+	snprintf(want, sizeof want,
+	         "main.conf:2: [host] state_dir: '%s/no/such/state' cannot be created: "
+	         "'%s/no/such' is not a directory",
+	         f->dir, f->dir);
+	assert_diag(&f->d, want);
+}
+
+static void test_state_dir_made_at_start_is_fine(void **state)
+{
+	fixture *f = *state;
+	char text[1024];
+
+	/* Not there yet, but its parent is (a trailing slash as well). */
+	snprintf(text, sizeof text, "[host]\nstate_dir = %s/state/\n" MIN_KAFKA, f->dir);
+	assert_int_equal(settings_of(f, text, "main.conf"), 0);
+	assert_no_diag(&f->d);
+}
+
 static void test_all_keys_set(void **state)
 {
 	fixture *f = *state;
@@ -1126,6 +1165,9 @@ int main(void)
 	    T(test_comments_and_trimming),
 	    T(test_long_lines),
 	    T(test_defaults),
+	    T(test_state_dir_that_cannot_be_made),
+	    T(test_state_dir_without_a_parent),
+	    T(test_state_dir_made_at_start_is_fine),
 	    T(test_all_keys_set),
 	    T(test_unknown_section_and_key),
 	    T(test_key_outside_section),

@@ -116,6 +116,9 @@ typedef enum evh_config_type {
 	 * or that is a configuration error at the key's file:line. For secrets
 	 * and certificates; checked when set, not for a default. */
 	EVH_CFG_FILE = 6,
+	/* ABI 1.3: the same for a directory that must exist and be readable
+	 * (templates, say; not one the plugin creates: that is EVH_CFG_PATH). */
+	EVH_CFG_DIR = 7,
 } evh_config_type;
 
 /* One key a plugin accepts in its [plugin.NAME] section. The host rejects
