@@ -259,11 +259,19 @@ int kafka_check_settings(const settings *s, int make_clients, diag *d)
 	size_t before = d->n;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	for (size_t i = 0; i < s->nrdkafka; i++) {
+		const char *file = s->rdkafka_files ? s->rdkafka_files[i] : NULL;
+		int line = s->rdkafka_lines ? s->rdkafka_lines[i] : 0;
 		if (rd_kafka_conf_set(conf, s->rdkafka_keys[i], s->rdkafka_values[i], msg,
 		                      sizeof msg) != RD_KAFKA_CONF_OK)
-			diag_add(d, s->rdkafka_files ? s->rdkafka_files[i] : NULL,
-			         s->rdkafka_lines ? s->rdkafka_lines[i] : 0, "[kafka] rdkafka.%s: %s",
-			         s->rdkafka_keys[i], msg);
+			diag_add(d, file, line, "[kafka] rdkafka.%s: %s", s->rdkafka_keys[i], msg);
+		/* The embedded cluster listens in plain text only: every client
+		 * would retry its handshake for ever. */
+		else if (s->embedded && !strcmp(s->rdkafka_keys[i], "security.protocol") &&
+		         strcasecmp(s->rdkafka_values[i], "plaintext"))
+			diag_add(d, file, line,
+			         "[kafka] rdkafka.security.protocol = %s: brokers = embedded speaks "
+			         "plain text only (PLAINTEXT)",
+			         s->rdkafka_values[i]);
 	}
 	rd_kafka_conf_destroy(conf);
 	if (make_clients && s->nrdkafka && d->n == before) {

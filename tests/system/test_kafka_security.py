@@ -115,34 +115,39 @@ def test_untrusted_broker_is_reported_and_its_events_wait(evhostd, tmp_path, uni
 
 
 def test_check_config_asks_librdkafka(evhostd, tmp_path, kafka_tls):
+    def check(kafka, brokers="192.0.2.1:9"):
+        # A broker address nothing answers on: --check-config contacts none.
+        return evhostd.run(["--check-config"], config={"kafka": dict(kafka, brokers=brokers)})
+
     # A misspelt property: the file and line of the key.
-    r = evhostd.run(["--check-config"], config={"kafka": {"rdkafka.ssl.ca.locatoin": "/x"}})
+    r = check({"rdkafka.ssl.ca.locatoin": "/x"})
     assert r.returncode == 1, r.stdout
     assert "evhost.conf:" in r.stdout
     assert '[kafka] rdkafka.ssl.ca.locatoin: No such configuration property: ' \
            '"ssl.ca.locatoin"' in r.stdout
     # A bad value.
-    r = evhostd.run(["--check-config"], config={"kafka": {"rdkafka.security.protocol": "TLS"}})
+    r = check({"rdkafka.security.protocol": "TLS"})
     assert r.returncode == 1 and "[kafka] rdkafka.security.protocol: " in r.stdout, r.stdout
     # What only making a client finds: a CA file that is not there.
-    missing = tmp_path / "no-such-ca.pem"
-    r = evhostd.run(["--check-config"],
-                    config={"kafka": mutual_tls(kafka_tls, ca=missing)})
+    r = check(mutual_tls(kafka_tls, ca=tmp_path / "no-such-ca.pem"))
     assert r.returncode == 1, r.stdout
     assert "[kafka] librdkafka cannot make a client of the rdkafka.* settings: " \
            "ssl.ca.location failed" in r.stdout, r.stdout
     # SASL without a user.
     settings = sasl_ssl(kafka_tls, "PLAIN")
     del settings["rdkafka.sasl.username"], settings["rdkafka.sasl.password_file"]
-    r = evhostd.run(["--check-config"], config={"kafka": settings})
+    r = check(settings)
     assert r.returncode == 1 and "sasl.username and sasl.password must be set" in r.stdout
-    # The settings of the flow tests pass, without a broker being asked.
+    # The settings of the flow tests pass.
     for good in (mutual_tls(kafka_tls), sasl_ssl(kafka_tls, "PLAIN")):
-        r = evhostd.run(["--check-config"], config={"kafka": dict(good, brokers="192.0.2.1:9")})
+        r = check(good)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "configuration OK" in r.stdout
+    # Not with the embedded broker, which speaks plain text only.
+    r = check(mutual_tls(kafka_tls), brokers="embedded")
+    assert r.returncode == 1 and "brokers = embedded speaks plain text only" in r.stdout
     # SCRAM: a warning where this librdkafka cannot do it with Kafka 4.
-    r = evhostd.run(["--check-config"], config={"kafka": sasl_ssl(kafka_tls, "SCRAM-SHA-512")})
+    r = check(sasl_ssl(kafka_tls, "SCRAM-SHA-512"))
     assert r.returncode == 0, r.stdout + r.stderr
     assert (SCRAM_WARNING in r.stderr) == SCRAM_BROKEN, r.stderr
 

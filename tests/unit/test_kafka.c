@@ -643,6 +643,26 @@ static void test_check_settings_makes_clients_without_a_broker(void **state)
 	assert_int_equal(c.d.n, 0);
 }
 
+static void test_check_settings_embedded_is_plain_text_only(void **state)
+{
+	static const char *const tls[] = {"security.protocol", "SSL"};
+	static const char *const plain[] = {"security.protocol", "plaintext"};
+	struct checked c;
+	(void)state;
+	checked_init(&c, 1, tls);
+	c.s.embedded = 1;
+	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), -1);
+	assert_int_equal(c.d.n, 1);
+	assert_non_null(strstr(c.d.msgs[0], "conf:10: [kafka] rdkafka.security.protocol = SSL: "
+	                                    "brokers = embedded speaks plain text only"));
+	diag_free(&c.d);
+	c.s.embedded = 0; /* a real cluster may well speak TLS */
+	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
+	checked_init(&c, 1, plain);
+	c.s.embedded = 1;
+	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
+}
+
 static void test_known_issues_warn_of_scram_before_librdkafka_2_6_1(void **state)
 {
 	static const char *const scram[] = {"sasl.mechanism", "scram-sha-256"};
@@ -1726,6 +1746,7 @@ static const struct {
     {cmocka_unit_test(test_passthrough_error), 4},
     {cmocka_unit_test(test_check_settings_names_the_key_and_line), 4},
     {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 4},
+    {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 4},
     {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
