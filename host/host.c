@@ -142,7 +142,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	/* Keep going after host-section errors: the admin wants every problem
 	 * of the configuration in one run, plugin sections included. */
 	settings_from_cfg(&h->cfg, &h->set, d);
-	kafka_check_settings(&h->set, 0, d);
+	kafka_check_settings(&h->set, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;

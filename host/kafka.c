@@ -226,18 +226,16 @@ static void rdk_quiet_log_cb(const rd_kafka_t *rk, int level, const char *fac, c
  * is made, not when a key is set. 0, or -1 with librdkafka's reason. */
 static int check_client(const settings *s, rd_kafka_type_t type, char *err, size_t errlen)
 {
-	char msg[512];
 	rd_kafka_t *rk;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_conf_set_log_cb(conf, rdk_quiet_log_cb);
-	for (size_t i = 0; i < s->nrdkafka; i++) {
-		if (!key_in(s->rdkafka_keys[i], type == RD_KAFKA_PRODUCER ? producer_owned
-		                                                          : consumer_owned))
-			rd_kafka_conf_set(conf, s->rdkafka_keys[i], s->rdkafka_values[i], msg,
-			                  sizeof msg);
+	if (conf_passthrough(conf, s, type == RD_KAFKA_PRODUCER ? producer_owned : consumer_owned,
+	                     err, errlen) ||
+	    (type == RD_KAFKA_CONSUMER &&
+	     conf_set(conf, "group.id", "evhost.check-config", err, errlen))) {
+		rd_kafka_conf_destroy(conf);
+		return -1;
 	}
-	if (type == RD_KAFKA_CONSUMER)
-		rd_kafka_conf_set(conf, "group.id", "evhost.check-config", msg, sizeof msg);
 	rk = rd_kafka_new(type, conf, err, errlen);
 	if (rk) {
 		rd_kafka_destroy(rk);
@@ -253,7 +251,7 @@ static void client_refused(diag *d, const char *file, const char *what, const ch
 	         what, why);
 }
 
-int kafka_check_settings(const settings *s, int make_clients, diag *d)
+int kafka_check_settings(const settings *s, diag *d)
 {
 	char msg[512];
 	size_t before = d->n;
@@ -274,21 +272,28 @@ int kafka_check_settings(const settings *s, int make_clients, diag *d)
 			         s->rdkafka_values[i]);
 	}
 	rd_kafka_conf_destroy(conf);
-	if (make_clients && s->nrdkafka && d->n == before) {
-		char perr[512] = "", cerr[512] = "";
-		int p = check_client(s, RD_KAFKA_PRODUCER, perr, sizeof perr);
-		int c = check_client(s, RD_KAFKA_CONSUMER, cerr, sizeof cerr);
-		const char *file = s->rdkafka_files ? s->rdkafka_files[0] : NULL;
-		if (p && c && !strcmp(perr, cerr)) {
-			client_refused(d, file, "client", perr);
-		} else {
-			if (p)
-				client_refused(d, file, "producer", perr);
-			if (c)
-				client_refused(d, file, "consumer", cerr);
-		}
-	}
 	return d->n == before ? 0 : -1;
+}
+
+int kafka_check_clients(const settings *s, diag *d)
+{
+	char perr[512] = "", cerr[512] = "";
+	const char *file = s->rdkafka_files ? s->rdkafka_files[0] : NULL;
+	int p, c;
+
+	if (!s->nrdkafka)
+		return 0;
+	p = check_client(s, RD_KAFKA_PRODUCER, perr, sizeof perr);
+	c = check_client(s, RD_KAFKA_CONSUMER, cerr, sizeof cerr);
+	if (p && c && !strcmp(perr, cerr)) {
+		client_refused(d, file, "client", perr);
+	} else {
+		if (p)
+			client_refused(d, file, "producer", perr);
+		if (c)
+			client_refused(d, file, "consumer", cerr);
+	}
+	return p || c ? -1 : 0;
 }
 
 /* librdkafka before 2.6.1 (Debian 12 ships 2.0.2) sends a SCRAM final

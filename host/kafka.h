@@ -14,11 +14,12 @@
 
 typedef struct kafka kafka;
 
-/* Have librdkafka check the [kafka] rdkafka.* keys: each name and value
- * (errors at the key's file and line), then, with make_clients, whether a
- * producer and a consumer can be made of them (certificates, keys, SASL),
- * without contacting a broker. 0 when `d` got no error. */
-int kafka_check_settings(const settings *s, int make_clients, diag *d);
+/* Have librdkafka check each [kafka] rdkafka.* name and value (errors at
+ * the key's file and line). 0 when `d` got no error. */
+int kafka_check_settings(const settings *s, diag *d);
+/* For keys kafka_check_settings passed: can a producer and a consumer be
+ * made of them (certificates, keys, SASL)? Contacts no broker. */
+int kafka_check_clients(const settings *s, diag *d);
 /* Warn of settings known not to work with this librdkafka; how many. */
 int kafka_known_issues(const settings *s);
 /* Create the producer (and the mock cluster when embedded). */

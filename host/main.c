@@ -158,7 +158,7 @@ int main(int argc, char **argv)
 	rc = host_configure(&h, conf, &d);
 	if (check && rc == 0) {
 		/* What only making a client shows (certificates, keys, SASL). */
-		rc = kafka_check_settings(&h.set, 1, &d);
+		rc = kafka_check_clients(&h.set, &d);
 		kafka_known_issues(&h.set);
 	}
 	if (rc != 0 || check) {

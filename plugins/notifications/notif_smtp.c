@@ -1,7 +1,6 @@
 #include "notif_transport.h"
 
 #include <curl/curl.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,16 +66,6 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 		return -1;
 	}
 	smtps = !strncmp(c->url, "smtps://", 8);
-	if (c->ca_file) {
-		/* libcurl would only say so at the first mail, as a failed delivery. */
-		FILE *f = fopen(c->ca_file, "r");
-		if (!f) {
-			snprintf(err, errlen, "smtp_ca_file: cannot read '%s': %s", c->ca_file,
-			         strerror(errno));
-			return -1;
-		}
-		fclose(f);
-	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, errlen, "smtp: curl_global_init failed");
 		return -1;

@@ -49,8 +49,8 @@ typedef struct notif_smtp {
 	long timeout_ms;
 } notif_smtp;
 
-/* Check the URL scheme, libcurl's SMTP support and that the CA file can be
- * read, create the handle.
+/* Check the URL scheme and libcurl's SMTP support, create the handle (the
+ * host checked that ca_file is readable: an EVH_CFG_FILE key).
  * Calls curl_global_init. 0, or -1 with `err` set. */
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
 /* Close the handle (and the connection), wipe the password. */

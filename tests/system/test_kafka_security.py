@@ -72,7 +72,7 @@ def test_welcome_mail_over_mutual_tls(evhostd, tmp_path, unique_name, kafka_tls,
     token.write_text("admin-token-for-tls-tests-0123\n")
     env = Env(evhostd, tmp_path, unique_name, kafka_tls.ssl,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
-              kafka=mutual_tls(kafka_tls), extra={"admin": {"token_file": str(token)}})
+              extra={"kafka": mutual_tls(kafka_tls), "admin": {"token_file": str(token)}})
     check_flow(env, smtp_server)
     # The admin API's dead-letter reader is a client of its own, over TLS too.
     r = env.d.get("/admin/plugins/notifications/dlq", timeout=30,
@@ -85,7 +85,7 @@ def test_welcome_mail_over_sasl_plain_and_tls(evhostd, tmp_path, unique_name, ka
                                               smtp_server):
     env = Env(evhostd, tmp_path, unique_name, kafka_tls.sasl,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
-              kafka=sasl_ssl(kafka_tls, "PLAIN"))
+              extra={"kafka": sasl_ssl(kafka_tls, "PLAIN")})
     check_flow(env, smtp_server)
 
 
@@ -94,8 +94,8 @@ def test_untrusted_broker_is_reported_and_its_events_wait(evhostd, tmp_path, uni
     notif = {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"}
     # The broker's certificate is not signed by the CA evhostd is told to trust.
     env = Env(evhostd, tmp_path, unique_name, kafka_tls.ssl, notif,
-              kafka=mutual_tls(kafka_tls, ca=kafka_tls.dir / "other-ca.crt"),
-              extra={"host": {"stop_timeout": "1s"}})
+              extra={"kafka": mutual_tls(kafka_tls, ca=kafka_tls.dir / "other-ca.crt"),
+                     "host": {"stop_timeout": "1s"}})
     env.d.wait_for_log("certificate verify failed", timeout=30)
     r = env.d.get("/readyz")
     assert r.status_code == 503 and r.json()["kafka"] == "unreachable", r.text
@@ -171,7 +171,8 @@ def test_reload_with_a_bad_rdkafka_key_is_refused(evhostd):
 def test_scram_against_kafka_4(evhostd, tmp_path, unique_name, kafka_tls, smtp_server):
     notif = {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"}
     env = Env(evhostd, tmp_path, unique_name, kafka_tls.sasl, notif,
-              kafka=sasl_ssl(kafka_tls, "SCRAM-SHA-512"), extra={"host": {"stop_timeout": "1s"}})
+              extra={"kafka": sasl_ssl(kafka_tls, "SCRAM-SHA-512"),
+                     "host": {"stop_timeout": "1s"}})
     if not SCRAM_BROKEN:
         check_flow(env, smtp_server)
         assert SCRAM_WARNING not in env.d.log_text()

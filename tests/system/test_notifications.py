@@ -56,7 +56,7 @@ class Env:
     """One daemon with user.so and notifications.so on their own topics."""
 
     def __init__(self, evhostd, tmp_path, unique_name, kafka_bootstrap, notif=None, user=True,
-                 state_dir=None, kafka=None, extra=None):
+                 state_dir=None, extra=None):
         self.topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
         self.tmp = tmp_path
         secret = tmp_path / "jwt.key"
@@ -87,9 +87,7 @@ class Env:
                 "argon2_opslimit": "min",
                 "argon2_memlimit": "min",
             }
-        if kafka:
-            config["kafka"] = dict(kafka)
-        config.update(extra or {})
+        config.update(extra or {})  # more sections, e.g. {"kafka": {...}}
         self.config = config
         self.d = evhostd(config, brokers=kafka_bootstrap, state_dir=state_dir)
         self.brokers = kafka_bootstrap

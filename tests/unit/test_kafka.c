@@ -605,8 +605,8 @@ static void test_check_settings_names_the_key_and_line(void **state)
 	struct checked c;
 	(void)state;
 	checked_init(&c, 3, kv);
-	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
-	assert_int_equal(c.d.n, 2); /* no client is tried after these */
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), -1);
+	assert_int_equal(c.d.n, 2);
 	assert_non_null(strstr(c.d.msgs[0], "conf:11: [kafka] rdkafka.no.such.property: No such "
 	                                    "configuration property"));
 	assert_non_null(strstr(c.d.msgs[1], "conf:12: [kafka] rdkafka.security.protocol: "));
@@ -626,20 +626,20 @@ static void test_check_settings_makes_clients_without_a_broker(void **state)
 	(void)state;
 	/* Every key is valid on its own: only a client finds what is wrong. */
 	checked_init(&c, 2, missing_ca);
-	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
-	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), 0);
+	assert_int_equal(kafka_check_clients(&c.s, &c.d), -1);
 	assert_int_equal(c.d.n, 1); /* the same reason for both: said once */
 	assert_non_null(strstr(c.d.msgs[0], "conf: [kafka] librdkafka cannot make a client of the "
 	                                    "rdkafka.* settings: ssl.ca.location failed"));
 	diag_free(&c.d);
 
 	checked_init(&c, 2, no_user);
-	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), -1);
+	assert_int_equal(kafka_check_clients(&c.s, &c.d), -1);
 	assert_non_null(strstr(c.d.msgs[0], "sasl.username and sasl.password must be set"));
 	diag_free(&c.d);
 
 	checked_init(&c, 4, fine);
-	assert_int_equal(kafka_check_settings(&c.s, 1, &c.d), 0);
+	assert_int_equal(kafka_check_clients(&c.s, &c.d), 0);
 	assert_int_equal(c.d.n, 0);
 }
 
@@ -651,16 +651,16 @@ static void test_check_settings_embedded_is_plain_text_only(void **state)
 	(void)state;
 	checked_init(&c, 1, tls);
 	c.s.embedded = 1;
-	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), -1);
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), -1);
 	assert_int_equal(c.d.n, 1);
 	assert_non_null(strstr(c.d.msgs[0], "conf:10: [kafka] rdkafka.security.protocol = SSL: "
 	                                    "brokers = embedded speaks plain text only"));
 	diag_free(&c.d);
 	c.s.embedded = 0; /* a real cluster may well speak TLS */
-	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), 0);
 	checked_init(&c, 1, plain);
 	c.s.embedded = 1;
-	assert_int_equal(kafka_check_settings(&c.s, 0, &c.d), 0);
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), 0);
 }
 
 static void test_known_issues_warn_of_scram_before_librdkafka_2_6_1(void **state)
