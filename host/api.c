@@ -14,6 +14,7 @@
 #include "log.h"
 #include "store.h"
 #include "stream.h"
+#include "trace.h"
 
 const char *host_strerror(int status)
 {
@@ -135,10 +136,25 @@ static int valid_topic(const char *t)
 	return n <= 249 && strcmp(t, ".") && strcmp(t, "..");
 }
 
+/* OpenTelemetry's messaging conventions, and CloudEvents'. */
+static void publish_span_attrs(trace_span *sp, const evh_plugin *p, const char *topic,
+                               const char *key, const char *type, const char *id)
+{
+	trace_attr(sp, "messaging.system", "kafka");
+	trace_attr(sp, "messaging.operation.type", "create");
+	trace_attr(sp, "messaging.destination.name", topic);
+	trace_attr(sp, "messaging.message.id", id);
+	trace_attr(sp, "messaging.kafka.message.key", key);
+	trace_attr(sp, "cloudevents.event_id", id);
+	trace_attr(sp, "cloudevents.event_type", type);
+	trace_attr(sp, "evhost.plugin", p->name);
+}
+
 static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
                        const char *type, const char *json, size_t len)
 {
 	char id[37], now[40], trace[56], source[512];
+	trace_span span;
 	outbox_row row;
 	evh_tx *own = NULL;
 	size_t at = 0;
@@ -166,9 +182,13 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	}
 	events_uuid(id);
 	events_now_rfc3339(now);
-	/* The request's or the handled event's trace, so a flow is one trace. */
-	events_child_traceparent(log_trace_id(), trace);
 	snprintf(source, sizeof source, "%s/%s", p->host->set.source, p->name);
+	/* A child of the request's or the handled event's span, so a flow is
+	 * one trace; the event carries this span as its parent (OpenTelemetry's
+	 * "create" span: the relay sends it later, in a batch). */
+	trace_begin(&span, TRACE_PRODUCER, NULL, NULL, "create %s", topic);
+	trace_traceparent(&span, trace);
+	publish_span_attrs(&span, p, topic, key, type, id);
 	memset(&row, 0, sizeof row);
 	row.id = id;
 	row.topic = (char *)topic;
@@ -181,20 +201,24 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.data_len = len;
 	if (!tx) {
 		rc = store_tx_begin_grouped(p->store, &own);
-		if (rc != EVH_OK)
-			return rc;
 		tx = own;
 	} else if (store_of_tx(tx) != p->store) {
 		log_error(p->name, "publish: transaction belongs to another plugin");
-		return EVH_EINVAL;
+		rc = EVH_EINVAL;
+	} else {
+		rc = EVH_OK;
 	}
-	rc = store_outbox_add(tx, &row);
+	if (rc == EVH_OK)
+		rc = store_outbox_add(tx, &row);
 	if (own) {
 		if (rc == EVH_OK)
 			rc = store_tx_commit(own);
 		else
 			store_tx_rollback(own);
 	}
+	if (rc != EVH_OK)
+		trace_error(&span, "not written to the outbox: %s", host_strerror(rc));
+	trace_end(&span);
 	return rc;
 }
 

@@ -1345,6 +1345,146 @@ static const key_def admin_keys[] = {
     {NULL, NULL},
 };
 
+/* [tracing] */
+
+/* http://HOST[:PORT][/PATH]: the collector's OTLP/HTTP base URL, as
+ * OTEL_EXPORTER_OTLP_ENDPOINT takes it; spans go to PATH/v1/traces. */
+static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	const char *v = e->value, *h, *he, *p;
+	char *host, *port = NULL;
+	int n;
+
+	if (!*v)
+		return; /* off */
+	if (!strncasecmp(v, "https://", 8)) {
+		diag_add(x->d, e->file, e->line,
+		         "[tracing] otlp_endpoint: https is not supported (evhostd sends spans without "
+		         "TLS): run a collector on this host, e.g. http://127.0.0.1:4318, and let it "
+		         "forward them over TLS");
+		return;
+	}
+	if (strncasecmp(v, "http://", 7) != 0) {
+		bad_value(x, e, "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318");
+		return;
+	}
+	h = v + 7;
+	if (*h == '[') {
+		he = strchr(h, ']');
+		p = he ? he + 1 : NULL;
+		h++;
+	} else {
+		he = h + strcspn(h, ":/?#");
+		p = he;
+	}
+	if (!he || he == h || !p || (*p && *p != ':' && *p != '/') ||
+	    strcspn(h, " \t\"@") < (size_t)(he - h)) {
+		bad_value(x, e, "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318");
+		return;
+	}
+	host = xstrndup(h, (size_t)(he - h));
+	if (*p == ':') {
+		size_t plen = strcspn(p + 1, "/");
+		port = xstrndup(p + 1, plen);
+		if (parse_port(port, &n) < 0 || n == 0) {
+			bad_value(x, e, "expected a port of 1-65535 after the host");
+			free(host);
+			free(port);
+			return;
+		}
+		p += 1 + plen;
+	}
+	if (strpbrk(p, "?# \t\"")) {
+		bad_value(x, e, "expected a path without query, fragment or spaces");
+		free(host);
+		free(port);
+		return;
+	}
+	free(s->trace_host);
+	free(s->trace_port);
+	free(s->trace_path);
+	free(s->trace_endpoint);
+	s->trace_host = host;
+	s->trace_port = port ? port : xstrdup("80");
+	/* "/v1/traces" after the path, without a doubled '/'. */
+	n = (int)strlen(p);
+	while (n > 0 && p[n - 1] == '/')
+		n--;
+	s->trace_path = xasprintf("%.*s/v1/traces", n, p);
+	s->trace_endpoint = xasprintf("http://%s%s%s:%s%s", strchr(host, ':') ? "[" : "", host,
+	                              strchr(host, ':') ? "]" : "", s->trace_port, s->trace_path);
+}
+
+static void k_service_name(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->trace_service);
+}
+
+static void k_sample_ratio(set_ctx *x, const cfg_entry *e)
+{
+	char *end = NULL;
+	double r;
+	errno = 0;
+	r = strtod(e->value, &end);
+	if (!*e->value || !end || *end || errno || !(r >= 0.0 && r <= 1.0))
+		bad_value(x, e, "expected a number from 0 to 1, such as 0.1 (a tenth of new traces)");
+	else
+		x->s->trace_sample_ratio = r;
+}
+
+static void k_queue_size(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 1000000, &x->s->trace_queue_size);
+}
+
+static void k_batch_size(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 1, 100000, &x->s->trace_batch_size);
+}
+
+/* A duration of at least 1 ms: "250ms", or the units of parse_duration_ms. */
+static void duration_ms_key(set_ctx *x, const cfg_entry *e, int64_t max, int *dst)
+{
+	size_t n = strlen(e->value);
+	int64_t ms;
+	char *end = NULL;
+	long long v;
+
+	if (n > 2 && !strcmp(e->value + n - 2, "ms") && isdigit((unsigned char)e->value[0])) {
+		errno = 0;
+		v = strtoll(e->value, &end, 10);
+		ms = end == e->value + n - 2 && !errno ? v : -1;
+	} else if (parse_duration_ms(e->value, &ms) != 0) {
+		ms = -1;
+	}
+	if (ms < 1 || ms > max)
+		bad_value(x, e, "expected a duration from 1ms to 1h, such as 500ms, 5s or 1m");
+	else
+		*dst = (int)ms;
+}
+
+static void k_export_interval(set_ctx *x, const cfg_entry *e)
+{
+	duration_ms_key(x, e, 3600000, &x->s->trace_interval_ms);
+}
+
+static void k_export_timeout(set_ctx *x, const cfg_entry *e)
+{
+	duration_ms_key(x, e, 3600000, &x->s->trace_timeout_ms);
+}
+
+static const key_def tracing_keys[] = {
+    {"otlp_endpoint", k_otlp_endpoint},
+    {"service_name", k_service_name},
+    {"sample_ratio", k_sample_ratio},
+    {"queue_size", k_queue_size},
+    {"batch_size", k_batch_size},
+    {"export_interval", k_export_interval},
+    {"export_timeout", k_export_timeout},
+    {NULL, NULL},
+};
+
 typedef struct section_def {
 	const char *name;
 	const key_def *keys;
@@ -1353,7 +1493,8 @@ typedef struct section_def {
 static const section_def host_sections[] = {
     {"host", host_keys},   {"http", http_keys},       {"kafka", kafka_keys},
     {"store", store_keys}, {"log", log_keys},         {"metrics", metrics_keys},
-    {"auth", auth_keys},   {"admin", admin_keys},     {NULL, NULL},
+    {"auth", auth_keys},   {"admin", admin_keys},     {"tracing", tracing_keys},
+    {NULL, NULL},
 };
 
 static const section_def *find_section(const char *name)
@@ -1421,6 +1562,12 @@ static void settings_defaults(set_ctx *x)
 	s->log_fmt = LOG_FORMAT_AUTO;
 	s->metrics_enabled = 1;
 	s->jwt_issuer = xstrdup("evhost");
+	s->trace_service = xstrdup("evhost");
+	s->trace_sample_ratio = 1.0;
+	s->trace_queue_size = 2048;
+	s->trace_batch_size = 512;
+	s->trace_interval_ms = 2000;
+	s->trace_timeout_ms = 10000;
 }
 
 /* ------------------------------------------------------------- plugins */
@@ -1607,6 +1754,11 @@ void settings_free(settings *s)
 		explicit_bzero(s->admin_token, strlen(s->admin_token));
 	free(s->admin_token);
 	free(s->source);
+	free(s->trace_endpoint);
+	free(s->trace_host);
+	free(s->trace_port);
+	free(s->trace_path);
+	free(s->trace_service);
 	for (size_t i = 0; i < s->nplugins; i++) {
 		free(s->plugins[i].name);
 		free(s->plugins[i].section);

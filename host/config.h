@@ -65,7 +65,8 @@ typedef struct plugin_settings {
 	int line;
 } plugin_settings;
 
-/* Everything the host needs from [host] [http] [kafka] [store] [log] [metrics] [auth] [admin]. */
+/* Everything the host needs from [host] [http] [kafka] [store] [log] [metrics] [auth] [admin]
+ * [tracing]. */
 /* [store] retention defaults (also what a plugin run without a host gets). */
 #define SETTINGS_EVENT_RETENTION_MS (7LL * 86400000)
 #define SETTINGS_INBOX_RETENTION_MS (30LL * 86400000)
@@ -108,6 +109,12 @@ typedef struct settings {
 	char *admin_token; /* its first line, read with the configuration; or NULL */
 	int metrics_enabled;   /* [metrics] enabled, default true */
 	char *source;          /* CloudEvents source prefix, default "evhost://<hostname>" */
+	/* [tracing]: spans to an OTLP/HTTP collector; off without otlp_endpoint */
+	char *trace_endpoint;   /* the full URL spans are posted to, or NULL */
+	char *trace_host, *trace_port, *trace_path; /* its parts */
+	char *trace_service;    /* service_name: the resource's service.name */
+	double trace_sample_ratio;
+	int trace_queue_size, trace_batch_size, trace_interval_ms, trace_timeout_ms;
 	plugin_settings *plugins;
 	size_t nplugins;
 } settings;

@@ -156,66 +156,54 @@ static int all_zero(const unsigned char *b, size_t n)
 	return 1;
 }
 
-/* "00-<32 hex trace-id>-<16 hex span-id>-01" (55 characters) */
-static void traceparent_format(char out[56], const char *trace_hex, const char *span_hex)
+void events_random_hex(char *out, size_t bytes)
 {
-	memcpy(out, "00-", 3);
-	memcpy(out + 3, trace_hex, 32);
-	out[35] = '-';
-	memcpy(out + 36, span_hex, 16);
-	memcpy(out + 52, "-01", 4); /* with the NUL */
+	unsigned char b[16];
+	/* W3C trace context: an all-zero trace-id or parent-id is invalid. */
+	do
+		random_bytes(b, bytes);
+	while (all_zero(b, bytes));
+	hex_encode(b, bytes, out);
+}
+
+static int hex_lower(const char *in, size_t n, char *out)
+{
+	int nonzero = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!isxdigit((unsigned char)in[i]))
+			return -1;
+		out[i] = (char)tolower((unsigned char)in[i]);
+		nonzero |= in[i] != '0';
+	}
+	out[n] = '\0';
+	return nonzero ? 0 : -1;
+}
+
+int events_traceparent_parse(const char *tp, char trace_id[33], char span_id[17], int *flags)
+{
+	char t[33], sp[17], f[3];
+	/* Version 00 is exactly 55 characters; a later version may add fields
+	 * after a '-', and its first four are read the same way (W3C). */
+	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
+	    (tp[55] && (tp[55] != '-' || !strncmp(tp, "00", 2))) ||
+	    !isxdigit((unsigned char)tp[0]) || !isxdigit((unsigned char)tp[1]) ||
+	    !strncasecmp(tp, "ff", 2) || hex_lower(tp + 3, 32, t) || hex_lower(tp + 36, 16, sp) ||
+	    !isxdigit((unsigned char)tp[53]) || !isxdigit((unsigned char)tp[54]))
+		return -1;
+	memcpy(f, tp + 53, 2);
+	f[2] = '\0';
+	if (trace_id)
+		memcpy(trace_id, t, 33);
+	if (span_id)
+		memcpy(span_id, sp, 17);
+	if (flags)
+		*flags = (int)strtol(f, NULL, 16);
+	return 0;
 }
 
 int events_trace_id(const char *tp, char out[33])
 {
-	int nonzero = 0;
-	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
-	    !isxdigit((unsigned char)tp[0]) || !isxdigit((unsigned char)tp[1]) ||
-	    !strncasecmp(tp, "ff", 2))
-		return -1;
-	for (int i = 3; i < 35; i++) {
-		if (!isxdigit((unsigned char)tp[i]))
-			return -1;
-		nonzero |= tp[i] != '0';
-	}
-	if (!nonzero)
-		return -1;
-	for (int i = 0; i < 32; i++)
-		out[i] = (char)tolower((unsigned char)tp[3 + i]);
-	out[32] = '\0';
-	return 0;
-}
-
-void events_child_traceparent(const char *trace_id, char out[56])
-{
-	unsigned char span[8];
-	char sh[17];
-	size_t n = trace_id ? strspn(trace_id, "0123456789abcdef") : 0;
-	if (n != 32 || trace_id[32] || strspn(trace_id, "0") == 32) {
-		events_new_traceparent(out);
-		return;
-	}
-	do
-		random_bytes(span, sizeof span);
-	while (all_zero(span, sizeof span));
-	hex_encode(span, sizeof span, sh);
-	traceparent_format(out, trace_id, sh);
-}
-
-void events_new_traceparent(char out[56])
-{
-	unsigned char trace[16], span[8];
-	char th[33], sh[17];
-	/* W3C trace context: all-zero trace-id or parent-id is invalid. */
-	do
-		random_bytes(trace, sizeof trace);
-	while (all_zero(trace, sizeof trace));
-	do
-		random_bytes(span, sizeof span);
-	while (all_zero(span, sizeof span));
-	hex_encode(trace, sizeof trace, th);
-	hex_encode(span, sizeof span, sh);
-	traceparent_format(out, th, sh);
+	return events_traceparent_parse(tp, out, NULL, NULL);
 }
 
 static int add_header(rd_kafka_headers_t *hdrs, const char *name, const char *value)

@@ -20,15 +20,16 @@ typedef struct ce_meta {
 void events_uuid(char out[37]);
 /* Current UTC time as RFC 3339 with milliseconds: 2026-01-02T03:04:05.678Z. */
 void events_now_rfc3339(char out[40]);
-/* A fresh W3C traceparent "00-<32 hex>-<16 hex>-01". */
-void events_new_traceparent(char out[56]);
-/* The trace id of a W3C traceparent ("<2 hex version, not ff>-<32 hex, not
- * all zero>-<16 hex>-<2 hex>", as a caller or a Kafka header gives it), in
- * lowercase: 0, or -1 (out untouched) when `traceparent` is NULL or not one. */
+/* `bytes` (8 or 16) random bytes, not all zero, as lowercase hex into out
+ * (2 * bytes + 1): W3C trace and span ids. */
+void events_random_hex(char *out, size_t bytes);
+/* Read a W3C traceparent ("<2 hex version, not ff>-<32 hex trace id, not
+ * all zero>-<16 hex parent id, not all zero>-<2 hex flags>", as a caller or
+ * a Kafka header gives it): the ids in lowercase, each output optional.
+ * 0, or -1 (outputs untouched) when `tp` is NULL or not one. */
+int events_traceparent_parse(const char *tp, char trace_id[33], char span_id[17], int *flags);
+/* Its trace id alone. */
 int events_trace_id(const char *traceparent, char out[33]);
-/* A traceparent in the trace `trace_id` (32 lowercase hex digits, not all
- * zero) with a new span id; a new trace when trace_id is NULL or invalid. */
-void events_child_traceparent(const char *trace_id, char out[56]);
 /* Append the CloudEvents headers for `m` to `hdrs`. */
 int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs);
 /* Read them back; missing ones are left empty. Returns 0 when ce_id and

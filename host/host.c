@@ -23,6 +23,7 @@
 #include "outbox.h"
 #include "router.h"
 #include "store.h"
+#include "trace.h"
 
 #define STOP_TIMEOUT_MS 10000 /* when settings are not loaded */
 
@@ -349,6 +350,10 @@ int host_start(host *h)
 	}
 	if (admin_start(h) != 0)
 		return -1;
+	/* Before the first request or event, which may be traced. */
+	if (trace_start(&h->set) != 0)
+		return -1;
+	h->tracing = 1;
 	for (size_t i = 0; i < h->nplugins;) {
 		int rc = host_start_plugin(h, h->plugins[i]);
 		if (rc < 0)
@@ -514,6 +519,12 @@ void host_stop(host *h)
 		int rest = budget - (int)(now_ms() - t0);
 		kafka_stop(h->kafka, rest > 500 ? rest : 500);
 		h->kafka = NULL;
+	}
+	/* Every span has ended: requests, handlers and publishers are done. */
+	if (h->tracing) {
+		int rest = budget - (int)(now_ms() - t0);
+		trace_stop(rest > 1000 ? rest : 1000);
+		h->tracing = 0;
 	}
 	for (size_t i = 0; i < h->nplugins; i++) {
 		if (h->plugins[i]->status == PLUGIN_RUNNING)

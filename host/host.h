@@ -40,6 +40,7 @@ typedef struct host {
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
 	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth) */
+	int tracing;                  /* host_start started the span exporter */
 } host;
 
 /* The API table handed to every plugin (api.c). */

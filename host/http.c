@@ -39,6 +39,7 @@
 #include "router.h"
 #include "store.h"
 #include "stream.h"
+#include "trace.h"
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
 #define HTTP_REQUEST_ID_MAX 64
@@ -90,6 +91,7 @@ struct evh_request {
 	jwt_claims claims;
 	metrics_series *metrics; /* its route's series; NULL: unmatched */
 	evh_plugin *plugin;      /* the matched route's plugin, while its handler runs */
+	trace_span *span;        /* the request's span (trace.h) */
 };
 
 struct evh_response {
@@ -674,25 +676,6 @@ static void request_id(evh_request *req)
 	sodium_bin2hex(req->id, sizeof req->id, rnd, sizeof rnd);
 }
 
-/* The request's trace id: the caller's, from a W3C traceparent header; else
- * the request id when it can be one (evhost's own ids can: 32 lowercase hex
- * digits); else a new one. The events the request publishes continue this
- * trace, so their handlers log the same id. */
-static void request_trace_id(const evh_request *req, const char *tp, char out[33])
-{
-	char fresh[56];
-	if (events_trace_id(tp, out) == 0)
-		return;
-	if (strlen(req->id) == 32 && strspn(req->id, "0123456789abcdef") == 32 &&
-	    strspn(req->id, "0") < 32) {
-		memcpy(out, req->id, 33);
-		return;
-	}
-	events_new_traceparent(fresh);
-	memcpy(out, fresh + 3, 32);
-	out[32] = '\0';
-}
-
 /* -------------------------------------------------------------- routes */
 
 static void route_rec_free(route_rec *rec)
@@ -1194,6 +1177,10 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 	} else {
 		req->metrics = metrics_http_route(rec->pub.plugin ? rec->pub.plugin->name : "",
 		                                  rec->pub.r.pattern, rec->pub.r.method);
+		trace_rename(req->span, "%s %s", req->method, rec->pub.r.pattern);
+		trace_attr(req->span, "http.route", rec->pub.r.pattern);
+		if (rec->pub.plugin)
+			trace_attr(req->span, "evhost.plugin", rec->pub.plugin->name);
 		plugin_route(srv, &rec->pub, req, resp);
 	}
 	route_release(rec);
@@ -1316,12 +1303,34 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 	return sent;
 }
 
+/* Probes and scrapes come every few seconds and say nothing about a trace:
+ * no span for them. */
+static int untraced(const evh_request *req)
+{
+	return !strcmp(req->path, "/healthz") || !strcmp(req->path, "/readyz") ||
+	       !strcmp(req->path, "/metrics");
+}
+
+/* The request's span, once it is answered. */
+static void request_span_end(evh_request *req, const evh_response *resp)
+{
+	trace_attr(req->span, "http.request.method", req->method);
+	trace_attr(req->span, "url.path", req->path);
+	trace_attr_int(req->span, "http.response.status_code", resp->status);
+	trace_attr(req->span, "client.address", req->ri->remote_addr);
+	trace_attr(req->span, "evhost.request_id", req->id);
+	if (resp->status >= 500)
+		trace_error(req->span, "HTTP %d", resp->status);
+	trace_end(req->span);
+	trace_current_clear();
+}
+
 static int handle_request(struct mg_connection *conn, void *cbdata)
 {
 	http_server *srv = cbdata;
 	evh_request req;
 	evh_response resp;
-	char trace[33];
+	trace_span span;
 	double t0 = now_ms();
 	size_t sent;
 	memset(&req, 0, sizeof req);
@@ -1333,10 +1342,16 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	resp.req = &req;
 	resp.status = 200;
 	request_id(&req);
-	/* Without a caller's traceparent the request starts a trace; its id is
-	 * the request id when evhost made that (16 random bytes, as W3C asks). */
-	request_trace_id(&req, mg_get_header(conn, "traceparent"), trace);
-	log_set_context(req.id, trace);
+	/* The caller's trace, from its traceparent header; else a trace whose
+	 * id is the request id when evhost made that (16 random bytes, as W3C
+	 * asks). The span is named "METHOD /route" once the route is known. */
+	trace_begin(&span, TRACE_SERVER, mg_get_header(conn, "traceparent"), req.id, "%s",
+	            req.method);
+	if (untraced(&req))
+		trace_drop(&span);
+	req.span = &span;
+	trace_current_set(&span);
+	log_set_context(req.id, span.trace_id);
 	dispatch(srv, &req, &resp);
 	/* civetweb would read and drop an unread body to keep the connection;
 	 * not worth it for a big or open-ended one. */
@@ -1351,6 +1366,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 		metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
 		sent = resp_send(&req, &resp);
 	}
+	request_span_end(&req, &resp);
 	log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status, sent,
 	         now_ms() - t0);
 	log_set_context(NULL, NULL);

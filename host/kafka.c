@@ -44,6 +44,7 @@
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "trace.h"
 
 #define KAFKA_LOG "kafka"
 #define DEFAULT_MAX_ATTEMPTS 5
@@ -933,6 +934,7 @@ struct evh_event {
 	size_t nhdrs;
 	int hdrs_copied;
 	int attempt;
+	int duplicate; /* in the inbox already: skipped */
 	char error[512];
 };
 
@@ -1351,12 +1353,42 @@ static int sub_matches(const plugin_sub *s, const char *topic, const char *type)
 	return !strcmp(s->topic, topic) && (!s->type || !strcmp(s->type, type));
 }
 
-/* The handler's log lines carry the event's trace id; none when its
- * traceparent is missing or malformed (its events then start a trace). */
-static void set_trace_context(const char *traceparent)
+/* The handling's span ("process <topic>"), a child of the event's
+ * traceparent (the span that created the event); a trace of its own when
+ * that is missing or malformed. The handler's log lines carry its trace id
+ * and the events it publishes are its children. */
+static void process_span_begin(trace_span *sp, const struct consumer *c, const evh_event *ev)
 {
-	char trace[33];
-	log_set_context(NULL, events_trace_id(traceparent, trace) == 0 ? trace : NULL);
+	/* traceparent is "" when the event had none (never NULL, which would
+	 * mean the thread's current span). */
+	trace_begin(sp, TRACE_CONSUMER, ev->meta.traceparent, NULL, "process %s", ev->topic);
+	trace_attr(sp, "messaging.system", "kafka");
+	trace_attr(sp, "messaging.operation.type", "process");
+	trace_attr(sp, "messaging.destination.name", ev->topic);
+	if (sp->recording) {
+		char part[16];
+		snprintf(part, sizeof part, "%" PRId32, ev->partition);
+		trace_attr(sp, "messaging.destination.partition.id", part);
+	}
+	trace_attr_int(sp, "messaging.kafka.offset", ev->offset);
+	trace_attr(sp, "messaging.consumer.group.name", c->p->group);
+	trace_attr(sp, "messaging.message.id", ev->id);
+	trace_attr(sp, "cloudevents.event_type", ev->meta.type);
+	trace_attr(sp, "evhost.plugin", c->p->name);
+	trace_attr_int(sp, "evhost.attempt", ev->attempt);
+	trace_current_set(sp);
+	log_set_context(NULL, sp->trace_id);
+}
+
+static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome out)
+{
+	static const char *const names[] = {"handled", "retry", "rejected", "kept_dead_lettered"};
+	trace_attr(sp, "evhost.outcome", ev->duplicate ? "duplicate" : names[out]);
+	if (out != OUT_DONE)
+		trace_error(sp, "%s", ev->error[0] ? ev->error : names[out]);
+	trace_end(sp);
+	trace_current_clear();
+	log_set_context(NULL, NULL);
 }
 
 /* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER: keep the writes made
@@ -1400,6 +1432,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		return OUT_RETRY;
 	}
 	if (!claimed) {
+		ev->duplicate = 1;
 		log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name, ev->id);
 		metrics_event_handled(p->name, ev->topic, METRICS_EVENT_DUPLICATE);
 		store_tx_savepoint_rollback(tx); /* nothing was written */
@@ -1477,11 +1510,12 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 			break;
 	if (first < c->p->nsubs) {
 		double t0 = metrics_now();
-		set_trace_context(ev.meta.traceparent);
+		trace_span span;
+		process_span_begin(&span, c, &ev);
 		out = tx ? run_handlers(c, &ev, tx, first, sub)
 		         : run_handlers_alone(c, &ev, first, sub);
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
-		log_set_context(NULL, NULL);
+		process_span_end(&span, &ev, out);
 	} else {
 		/* The plugin subscribed to this topic for other types only: an
 		 * event it has no handler for is a dead letter, not a silent skip

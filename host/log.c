@@ -204,6 +204,30 @@ static void lb_escaped(line_buf *b, const char *s, int json)
 	}
 }
 
+size_t log_json_escape(char *out, size_t cap, const char *s)
+{
+	const unsigned char *u = (const unsigned char *)(s ? s : "");
+	size_t len = 0;
+
+	if (!cap)
+		return 0;
+	while (*u) {
+		/* One character at a time, so none is ever cut in two. */
+		char one[5] = {0}, esc[16];
+		line_buf b = {esc, 0, sizeof esc};
+		size_t n = utf8_len(u);
+		memcpy(one, u, n ? n : 1); /* an invalid byte: lb_escaped writes U+FFFD */
+		lb_escaped(&b, one, 1);
+		if (len + b.len + 1 > cap)
+			break;
+		memcpy(out + len, esc, b.len);
+		len += b.len;
+		u += n ? n : 1;
+	}
+	out[len] = '\0';
+	return len;
+}
+
 /* 2026-11-28T04:00:00.123Z */
 static void log_timestamp(char *out, size_t len)
 {

@@ -2,6 +2,7 @@
  * (or when [log] format says so). Never log secrets. Thread-safe. */
 #ifndef EVHOST_LOG_H
 #define EVHOST_LOG_H
+#include <stddef.h>
 #include <evhost/evhost.h>
 
 typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON } log_format;
@@ -19,6 +20,12 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
 void log_set_context(const char *request_id, const char *trace_id);
 /* This thread's trace id (32 hex digits), or NULL when it has none. */
 const char *log_trace_id(void);
+
+/* `s` (NULL: "") as the inside of a JSON string, escaped as JSON log lines
+ * are (control characters escaped, invalid UTF-8 as \ufffd), into
+ * out[cap], NUL-terminated, cut before the first character that would not
+ * fit whole. Returns its length. */
+size_t log_json_escape(char *out, size_t cap, const char *s);
 
 /* The same with the threshold given (a plugin's own log_level); a negative
  * threshold means the [log] level. */

@@ -30,6 +30,8 @@
 
 #include "host.h"
 #include "store.h"
+#include "textbuf.h"
+#include "trace.h"
 
 #define TABLE_SIZE (2 * METRICS_MAX_SERIES) /* power of two, load factor <= 1/2 */
 #define MAX_LABELS 4
@@ -342,93 +344,49 @@ void metrics_plugin_failed(const char *plugin)
 
 /* -------------------------------------------------------------- output */
 
-struct out {
-	char *p;
-	size_t n, cap;
-	int oom;
-};
-
-static void put(struct out *o, const char *s, size_t n)
-{
-	if (o->oom)
-		return;
-	if (o->n + n + 1 > o->cap) {
-		size_t cap = o->cap ? o->cap : 4096;
-		char *np;
-		while (cap < o->n + n + 1)
-			cap *= 2;
-		if (!(np = realloc(o->p, cap))) {
-			o->oom = 1;
-			return;
-		}
-		o->p = np;
-		o->cap = cap;
-	}
-	memcpy(o->p + o->n, s, n);
-	o->n += n;
-	o->p[o->n] = '\0';
-}
-
-static void puts_(struct out *o, const char *s) { put(o, s, strlen(s)); }
-
-/* For numbers and other short text only (at most 255 bytes); names, help
- * and label values of any length go through puts_ and put_value. */
-static void putf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void putf(struct out *o, const char *fmt, ...)
-{
-	char buf[256];
-	va_list ap;
-	int n;
-	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof buf, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		put(o, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
-}
-
 /* A label value: backslash, double quote and newline escaped (0.0.4). */
-static void put_value(struct out *o, const char *s)
+static void put_value(textbuf *o, const char *s)
 {
 	for (; *s; s++) {
 		if (*s == '\\')
-			puts_(o, "\\\\");
+			tb_puts(o, "\\\\");
 		else if (*s == '"')
-			puts_(o, "\\\"");
+			tb_puts(o, "\\\"");
 		else if (*s == '\n')
-			puts_(o, "\\n");
+			tb_puts(o, "\\n");
 		else
-			put(o, s, 1);
+			tb_put(o, s, 1);
 	}
 }
 
-static void put_label(struct out *o, int *first, const char *name, const char *value)
+static void put_label(textbuf *o, int *first, const char *name, const char *value)
 {
-	puts_(o, *first ? "{" : ",");
+	tb_puts(o, *first ? "{" : ",");
 	*first = 0;
-	puts_(o, name);
-	puts_(o, "=\"");
+	tb_puts(o, name);
+	tb_puts(o, "=\"");
 	put_value(o, value);
-	puts_(o, "\"");
+	tb_puts(o, "\"");
 }
 
 /* name{labels of s[,extra="value"]} followed by a space. */
-static void put_name(struct out *o, const char *name, const metrics_series *s,
+static void put_name(textbuf *o, const char *name, const metrics_series *s,
                      const char *extra, const char *extra_value)
 {
 	int first = 1;
-	puts_(o, name);
+	tb_puts(o, name);
 	for (int i = 0; s && i < families[s->family].nlabels; i++)
 		put_label(o, &first, families[s->family].labels[i], s->label[i]);
 	if (extra)
 		put_label(o, &first, extra, extra_value);
-	puts_(o, first ? " " : "} ");
+	tb_puts(o, first ? " " : "} ");
 }
 
-static void put_head(struct out *o, const char *name, const char *type, const char *help)
+static void put_head(textbuf *o, const char *name, const char *type, const char *help)
 {
 	const char *parts[] = {"# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n"};
 	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-		puts_(o, parts[i]);
+		tb_puts(o, parts[i]);
 }
 
 static int series_cmp(const void *a, const void *b)
@@ -445,7 +403,7 @@ static int series_cmp(const void *a, const void *b)
 
 /* Every series of `fam`, sorted by label values (stable, readable output);
  * NULL (and o->oom) when memory ran out. */
-static metrics_series **collect(int fam, size_t *n, struct out *o)
+static metrics_series **collect(int fam, size_t *n, textbuf *o)
 {
 	size_t cap = atomic_load(&nseries) + 16;
 	metrics_series **v = malloc(cap * sizeof *v);
@@ -463,9 +421,9 @@ static metrics_series **collect(int fam, size_t *n, struct out *o)
 	return v;
 }
 
-static void put_ns(struct out *o, uint64_t ns)
+static void put_ns(textbuf *o, uint64_t ns)
 {
-	putf(o, "%" PRIu64 ".%09" PRIu64 "\n", ns / 1000000000u, ns % 1000000000u);
+	tb_printf(o, "%" PRIu64 ".%09" PRIu64 "\n", ns / 1000000000u, ns % 1000000000u);
 }
 
 static uint64_t histogram_count(const metrics_series *s)
@@ -476,7 +434,7 @@ static uint64_t histogram_count(const metrics_series *s)
 	return n;
 }
 
-static void put_histogram(struct out *o, const char *name, const metrics_series *s)
+static void put_histogram(textbuf *o, const char *name, const metrics_series *s)
 {
 	char key[128];
 	uint64_t cum = 0;
@@ -484,17 +442,17 @@ static void put_histogram(struct out *o, const char *name, const metrics_series 
 	for (size_t i = 0; i <= NBUCKETS; i++) {
 		cum += atomic_load_explicit(&s->bucket[i], memory_order_relaxed);
 		put_name(o, key, s, "le", i < NBUCKETS ? bucket_text[i] : "+Inf");
-		putf(o, "%" PRIu64 "\n", cum);
+		tb_printf(o, "%" PRIu64 "\n", cum);
 	}
 	snprintf(key, sizeof key, "%s_sum", name);
 	put_name(o, key, s, NULL, NULL);
 	put_ns(o, atomic_load_explicit(&s->sum_ns, memory_order_relaxed));
 	snprintf(key, sizeof key, "%s_count", name);
 	put_name(o, key, s, NULL, NULL);
-	putf(o, "%" PRIu64 "\n", cum);
+	tb_printf(o, "%" PRIu64 "\n", cum);
 }
 
-static void render_http(struct out *o)
+static void render_http(textbuf *o)
 {
 	static const char *const req = "evhost_http_requests_total";
 	static const char *const dur = "evhost_http_request_duration_seconds";
@@ -515,7 +473,7 @@ static void render_http(struct out *o)
 			else
 				snprintf(code, sizeof code, "%d", c);
 			put_name(o, req, v[i], "status", code);
-			putf(o, "%" PRIu64 "\n", cnt);
+			tb_printf(o, "%" PRIu64 "\n", cnt);
 		}
 	}
 	put_head(o, dur, "histogram", "Time from request start to response sent, in seconds.");
@@ -527,19 +485,19 @@ static void render_http(struct out *o)
 	free(v);
 }
 
-static void render_counters(struct out *o, int fam, const char *name, const char *help)
+static void render_counters(textbuf *o, int fam, const char *name, const char *help)
 {
 	size_t n;
 	metrics_series **v = collect(fam, &n, o);
 	put_head(o, name, "counter", help);
 	for (size_t i = 0; v && i < n; i++) {
 		put_name(o, name, v[i], NULL, NULL);
-		putf(o, "%" PRIu64 "\n", atomic_load_explicit(&v[i]->count, memory_order_relaxed));
+		tb_printf(o, "%" PRIu64 "\n", atomic_load_explicit(&v[i]->count, memory_order_relaxed));
 	}
 	free(v);
 }
 
-static void render_handler_time(struct out *o)
+static void render_handler_time(textbuf *o)
 {
 	static const char *const name = "evhost_event_handler_duration_seconds";
 	size_t n;
@@ -551,7 +509,7 @@ static void render_handler_time(struct out *o)
 	free(v);
 }
 
-static void render_lag(struct out *o)
+static void render_lag(textbuf *o)
 {
 	static const char *const name = "evhost_consumer_lag";
 	size_t n;
@@ -563,13 +521,13 @@ static void render_lag(struct out *o)
 		if (!atomic_load(&v[i]->present))
 			continue;
 		put_name(o, name, v[i], NULL, NULL);
-		putf(o, "%" PRId64 "\n", (int64_t)atomic_load(&v[i]->gauge));
+		tb_printf(o, "%" PRId64 "\n", (int64_t)atomic_load(&v[i]->gauge));
 	}
 	free(v);
 }
 
 /* Group commit counters of each plugin's store (under plugins_lock). */
-static void render_group_commits(struct out *o, host *h, metrics_series *one)
+static void render_group_commits(textbuf *o, host *h, metrics_series *one)
 {
 	static const char *const groups = "evhost_store_group_commits_total",
 	                         *const members = "evhost_store_group_members_total";
@@ -581,7 +539,7 @@ static void render_group_commits(struct out *o, host *h, metrics_series *one)
 		one->label[0] = h->plugins[i]->name;
 		store_group_stats(h->plugins[i]->store, &g, &m);
 		put_name(o, groups, one, NULL, NULL);
-		putf(o, "%" PRIu64 "\n", g);
+		tb_printf(o, "%" PRIu64 "\n", g);
 	}
 	put_head(o, members, "counter",
 	         "Transactions committed in those groups (divided by the commits: the mean "
@@ -590,12 +548,12 @@ static void render_group_commits(struct out *o, host *h, metrics_series *one)
 		one->label[0] = h->plugins[i]->name;
 		store_group_stats(h->plugins[i]->store, &g, &m);
 		put_name(o, members, one, NULL, NULL);
-		putf(o, "%" PRIu64 "\n", m);
+		tb_printf(o, "%" PRIu64 "\n", m);
 	}
 }
 
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
-static void render_plugins(struct out *o, host *h)
+static void render_plugins(textbuf *o, host *h)
 {
 	static const char *const up = "evhost_plugin_up", *const pending = "evhost_outbox_pending";
 	metrics_series one = {0};
@@ -608,7 +566,7 @@ static void render_plugins(struct out *o, host *h)
 	for (size_t i = 0; h && i < h->nplugins; i++) {
 		one.label[0] = h->plugins[i]->name;
 		put_name(o, up, &one, NULL, NULL);
-		puts_(o, h->plugins[i]->status == PLUGIN_RUNNING ? "1\n" : "0\n");
+		tb_puts(o, h->plugins[i]->status == PLUGIN_RUNNING ? "1\n" : "0\n");
 	}
 	for (size_t i = 0; failed && i < n; i++) {
 		int running = 0;
@@ -617,19 +575,34 @@ static void render_plugins(struct out *o, host *h)
 		if (running)
 			continue;
 		put_name(o, up, failed[i], NULL, NULL);
-		puts_(o, "0\n");
+		tb_puts(o, "0\n");
 	}
 	put_head(o, pending, "gauge",
 	         "Events in the plugin's outbox not yet acknowledged by Kafka.");
 	for (size_t i = 0; h && i < h->nplugins; i++) {
 		one.label[0] = h->plugins[i]->name;
 		put_name(o, pending, &one, NULL, NULL);
-		putf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
+		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
 	render_group_commits(o, h, &one);
 	if (h)
 		pthread_mutex_unlock(&h->plugins_lock);
 	free(failed);
+}
+
+/* The span exporter's counters (trace.h): all zero while tracing is off. */
+static void render_trace(textbuf *o)
+{
+	static const char *const name = "evhost_trace_spans_total";
+	uint64_t v[3];
+	static const char *const outcome[] = {"exported", "dropped_queue_full",
+	                                      "dropped_export_failed"};
+	trace_stats(&v[0], &v[1], &v[2]);
+	put_head(o, name, "counter",
+	         "Spans ended while tracing is on: sent to the collector, or dropped (the queue "
+	         "was full, or the collector did not take them).");
+	for (int i = 0; i < 3; i++)
+		tb_printf(o, "%s{outcome=\"%s\"} %" PRIu64 "\n", name, outcome[i], v[i]);
 }
 
 /* Seconds since the epoch of a start `ticks_since_boot` clock ticks after
@@ -658,7 +631,7 @@ static int open_fds(void)
 	return n > 3 ? n - 3 : 0;
 }
 
-static void render_process(struct out *o)
+static void render_process(textbuf *o)
 {
 	char buf[1024], *p;
 	unsigned long utime, stime, vsize;
@@ -680,28 +653,28 @@ static void render_process(struct out *o)
 		return;
 	put_head(o, "process_cpu_seconds_total", "counter",
 	         "User and system CPU time, in seconds.");
-	putf(o, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)ticks);
+	tb_printf(o, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / (double)ticks);
 	put_head(o, "process_resident_memory_bytes", "gauge", "Resident set size, in bytes.");
-	putf(o, "process_resident_memory_bytes %ld\n", rss * page);
+	tb_printf(o, "process_resident_memory_bytes %ld\n", rss * page);
 	put_head(o, "process_virtual_memory_bytes", "gauge", "Virtual memory size, in bytes.");
-	putf(o, "process_virtual_memory_bytes %lu\n", vsize);
+	tb_printf(o, "process_virtual_memory_bytes %lu\n", vsize);
 	put_head(o, "process_start_time_seconds", "gauge",
 	         "Start time of the process since the Unix epoch, in seconds.");
-	putf(o, "process_start_time_seconds %.2f\n", start_time(start, ticks));
+	tb_printf(o, "process_start_time_seconds %.2f\n", start_time(start, ticks));
 	if (fds < 0)
 		return;
 	put_head(o, "process_open_fds", "gauge", "Open file descriptors.");
-	putf(o, "process_open_fds %d\n", fds);
+	tb_printf(o, "process_open_fds %d\n", fds);
 }
 
 int metrics_render(host *h, char **text, size_t *len)
 {
-	struct out o = {0};
+	textbuf o = {0};
 	*text = NULL;
 	*len = 0;
 	put_head(&o, "evhost_build_info", "gauge",
 	         "Always 1; labels: the daemon's version and ABI.");
-	putf(&o, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", EVHOST_VERSION,
+	tb_printf(&o, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", EVHOST_VERSION,
 	     EVH_ABI_MAJOR, EVH_ABI_MINOR);
 	render_http(&o);
 	render_counters(&o, F_PUBLISHED, "evhost_events_published_total",
@@ -713,10 +686,11 @@ int metrics_render(host *h, char **text, size_t *len)
 	                "Messages written to dead-letter topics, by the topic they came from.");
 	render_lag(&o);
 	render_plugins(&o, h);
+	render_trace(&o);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",
 	         "Updates lost because their series could not be created (registry full or "
 	         "out of memory).");
-	putf(&o, "evhost_metrics_series_dropped_total %" PRIu64 "\n", atomic_load(&dropped));
+	tb_printf(&o, "evhost_metrics_series_dropped_total %" PRIu64 "\n", atomic_load(&dropped));
 	render_process(&o);
 	if (o.oom) {
 		free(o.p);

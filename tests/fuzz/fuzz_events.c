@@ -75,6 +75,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check_terminated(m.traceparent, sizeof m.traceparent);
 	rd_kafka_headers_destroy(h);
 
+	/* A traceparent accepted gives ids a child can be made of: lowercase
+	 * hex, not all zero, and the same trace id as events_trace_id. */
+	{
+		char t[33], sp[17], t2[33];
+		int flags = -1;
+		if (events_traceparent_parse(m.traceparent, t, sp, &flags) == 0 &&
+		    (strlen(t) != 32 || strspn(t, "0123456789abcdef") != 32 || strspn(t, "0") == 32 ||
+		     strlen(sp) != 16 || strspn(sp, "0123456789abcdef") != 16 ||
+		     strspn(sp, "0") == 16 || flags < 0 || flags > 255 ||
+		     events_trace_id(m.traceparent, t2) != 0 || strcmp(t, t2)))
+			__builtin_trap();
+	}
+
 	/* What was decoded encodes and decodes to the same thing. */
 	h = rd_kafka_headers_new(8);
 	if (events_headers_encode(&m, h) == 0) {

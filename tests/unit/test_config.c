@@ -1148,6 +1148,100 @@ static void test_shipped_config(void **state)
 	assert_string_equal(f->s.brokers, "localhost:9092");
 }
 
+/* [tracing]: off by default; an endpoint's parts and the URL spans go to;
+ * every other key with its range. */
+static void test_tracing(void **state)
+{
+	static const struct {
+		const char *value, *host, *port, *url;
+	} ok[] = {
+	    {"http://127.0.0.1:4318", "127.0.0.1", "4318", "http://127.0.0.1:4318/v1/traces"},
+	    {"http://collector", "collector", "80", "http://collector:80/v1/traces"},
+	    {"HTTP://otel.local:4318/", "otel.local", "4318", "http://otel.local:4318/v1/traces"},
+	    {"http://gw:8080/otel//", "gw", "8080", "http://gw:8080/otel/v1/traces"},
+	    {"http://[::1]:4318", "::1", "4318", "http://[::1]:4318/v1/traces"},
+	};
+	static const struct {
+		const char *line, *want;
+	} bad[] = {
+	    {"otlp_endpoint = https://collector:4318", "https is not supported"},
+	    {"otlp_endpoint = collector:4318", "expected http://HOST[:PORT][/PATH]"},
+	    {"otlp_endpoint = http://", "expected http://HOST[:PORT][/PATH]"},
+	    {"otlp_endpoint = http://:4318", "expected http://HOST[:PORT][/PATH]"},
+	    {"otlp_endpoint = http://user@collector", "expected http://HOST[:PORT][/PATH]"},
+	    {"otlp_endpoint = http://collector:0", "expected a port of 1-65535"},
+	    {"otlp_endpoint = http://collector:99999", "expected a port of 1-65535"},
+	    {"otlp_endpoint = http://collector:43x8", "expected a port of 1-65535"},
+	    {"otlp_endpoint = http://[::1", "expected http://HOST[:PORT][/PATH]"},
+	    {"otlp_endpoint = http://collector/v1?x=1", "without query"},
+	    {"sample_ratio = 1.5", "expected a number from 0 to 1"},
+	    {"sample_ratio = -0.1", "expected a number from 0 to 1"},
+	    {"sample_ratio = half", "expected a number from 0 to 1"},
+	    {"sample_ratio = nan", "expected a number from 0 to 1"},
+	    {"queue_size = 0", "must be between 1 and 1000000"},
+	    {"batch_size = many", "[tracing] batch_size"},
+	    {"export_interval = 0ms", "expected a duration from 1ms to 1h"},
+	    {"export_interval = 2h", "expected a duration from 1ms to 1h"},
+	    {"export_timeout = soon", "expected a duration from 1ms to 1h"},
+	    {"service_name = ", "expected a value"},
+	    {"endpoint = http://x", "unknown key"},
+	};
+	fixture *f = *state;
+	char text[512];
+
+	assert_int_equal(settings_of(f, MIN_KAFKA, "evhost.conf"), 0);
+	assert_null(f->s.trace_endpoint);
+	assert_string_equal(f->s.trace_service, "evhost");
+	assert_true(f->s.trace_sample_ratio == 1.0);
+	assert_int_equal(f->s.trace_queue_size, 2048);
+	assert_int_equal(f->s.trace_batch_size, 512);
+	assert_int_equal(f->s.trace_interval_ms, 2000);
+	assert_int_equal(f->s.trace_timeout_ms, 10000);
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		cfg c = {0};
+		settings s;
+		diag d = {0};
+		snprintf(text, sizeof text, MIN_KAFKA "[tracing]\notlp_endpoint = %s\n", ok[i].value);
+		assert_int_equal(cfg_load_string(&c, text, "t.conf", &d), 0);
+		if (settings_from_cfg(&c, &s, &d) != 0)
+			fail_msg("%s refused: %s", ok[i].value, d.msgs[0]);
+		assert_string_equal(s.trace_host, ok[i].host);
+		assert_string_equal(s.trace_port, ok[i].port);
+		assert_string_equal(s.trace_endpoint, ok[i].url);
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+	}
+	{
+		cfg c = {0};
+		settings s;
+		diag d = {0};
+		assert_int_equal(cfg_load_string(&c,
+		                                 MIN_KAFKA "[tracing]\nservice_name = shop\n"
+		                                           "sample_ratio = 0.25\nqueue_size = 64\n"
+		                                           "batch_size = 8\nexport_interval = 250ms\n"
+		                                           "export_timeout = 3s\n",
+		                                 "t.conf", &d),
+		                 0);
+		assert_int_equal(settings_from_cfg(&c, &s, &d), 0);
+		assert_string_equal(s.trace_service, "shop");
+		assert_true(s.trace_sample_ratio == 0.25);
+		assert_int_equal(s.trace_queue_size, 64);
+		assert_int_equal(s.trace_batch_size, 8);
+		assert_int_equal(s.trace_interval_ms, 250);
+		assert_int_equal(s.trace_timeout_ms, 3000);
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		snprintf(text, sizeof text, MIN_KAFKA "[tracing]\n%s\n", bad[i].line);
+		expect_one_error(text, "t.conf", bad[i].want);
+		/* at the key's file and line */
+		expect_one_error(text, "t.conf", "t.conf:4");
+	}
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1186,6 +1280,7 @@ int main(void)
 	    T(test_validate_section),
 	    T(test_validate_types),
 	    T(test_validate_missing_section),
+	    T(test_tracing),
 	    cmocka_unit_test(test_key_matches),
 	    cmocka_unit_test(test_check_value),
 	    cmocka_unit_test(test_diag),

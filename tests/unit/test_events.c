@@ -78,47 +78,53 @@ static void test_time_format(void **state)
 	assert_int_equal(z, 'Z');
 }
 
-static void test_traceparent_format(void **state)
+/* Trace and span ids: lowercase hex, never all zero, different each time. */
+static void test_random_hex(void **state)
 {
-	char tp[56];
+	char a[33], b[33], s[17];
 	(void)state;
-	events_new_traceparent(tp);
-	assert_int_equal(strlen(tp), 55);
-	assert_memory_equal(tp, "00-", 3);
-	assert_true(is_hex_lower(tp + 3, 32));
-	assert_int_equal(tp[35], '-');
-	assert_true(is_hex_lower(tp + 36, 16));
-	assert_string_equal(tp + 52, "-01");
-	assert_memory_not_equal(tp + 3, "00000000000000000000000000000000", 32);
+	events_random_hex(a, 16);
+	events_random_hex(b, 16);
+	events_random_hex(s, 8);
+	assert_int_equal(strlen(a), 32);
+	assert_int_equal(strlen(s), 16);
+	assert_true(is_hex_lower(a, 32) && is_hex_lower(s, 16));
+	assert_string_not_equal(a, b);
+	assert_memory_not_equal(a, "00000000000000000000000000000000", 32);
 }
 
-/* A child keeps its parent's trace id and gets a span id of its own; a
- * trace id that is not 32 lowercase hex digits (or all zeros) starts a new
- * trace instead. */
-static void test_child_traceparent(void **state)
+/* A traceparent's parts: ids in lower case, the flags as a number; a
+ * later version's extra fields are allowed, version 00's are not. */
+static void test_traceparent_parse(void **state)
 {
-	const char *trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-	const char *bad[] = {NULL, "", "4BF92F3577B34DA6A3CE929D0E0E4736",
-	                     "00000000000000000000000000000000", "4bf92f3577b34da6a3ce929d0e0e47",
-	                     "4bf92f3577b34da6a3ce929d0e0e4736ff"};
-	char a[56], b[56];
+	char t[33], sp[17];
+	int flags = -1;
 	(void)state;
-	events_child_traceparent(trace, a);
-	events_child_traceparent(trace, b);
-	assert_int_equal(strlen(a), 55);
-	assert_memory_equal(a, "00-", 3);
-	assert_memory_equal(a + 3, trace, 32);
-	assert_int_equal(a[35], '-');
-	assert_true(is_hex_lower(a + 36, 16));
-	assert_string_equal(a + 52, "-01");
-	assert_memory_not_equal(a + 36, b + 36, 16);
-	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-		events_child_traceparent(bad[i], a);
-		assert_int_equal(strlen(a), 55);
-		assert_true(is_hex_lower(a + 3, 32) && is_hex_lower(a + 36, 16));
-		assert_memory_not_equal(a + 3, trace, 32);
-		assert_memory_not_equal(a + 3, "00000000000000000000000000000000", 32);
-	}
+	assert_int_equal(events_traceparent_parse(
+	                     "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", t, sp, &flags),
+	                 0);
+	assert_string_equal(t, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(sp, "00f067aa0ba902b7");
+	assert_int_equal(flags, 1);
+	assert_int_equal(events_traceparent_parse(
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", t, sp, &flags),
+	                 0);
+	assert_int_equal(flags, 0);
+	assert_int_equal(events_traceparent_parse(
+	                     "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03-xyz", NULL,
+	                     NULL, &flags),
+	                 0);
+	assert_int_equal(flags, 3);
+	assert_int_equal(events_traceparent_parse(
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz", t, sp,
+	                     &flags),
+	                 -1);
+	assert_int_equal(events_traceparent_parse(
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", t, sp, &flags),
+	                 -1);
+	assert_int_equal(events_traceparent_parse(
+	                     "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x", t, sp, &flags),
+	                 -1);
 }
 
 /* The trace id of a caller's or a Kafka header's traceparent, in lower
@@ -162,7 +168,7 @@ static void test_round_trip(void **state)
 	strcpy(in.type, "USER_CREATED");
 	strcpy(in.source, "evhost://host1/user");
 	events_now_rfc3339(in.time);
-	events_new_traceparent(in.traceparent);
+	strcpy(in.traceparent, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
 	assert_int_equal(events_headers_encode(&in, h), 0);
 	/* defaults filled in; empty fields skipped */
 	assert_int_equal(rd_kafka_header_cnt(h), 7);
@@ -260,8 +266,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_uuid_format),      cmocka_unit_test(test_uuid_time_ordered),      cmocka_unit_test(test_time_format),
-	    cmocka_unit_test(test_traceparent_format),
-	    cmocka_unit_test(test_child_traceparent), cmocka_unit_test(test_trace_id_of_traceparent),
+	    cmocka_unit_test(test_random_hex),
+	    cmocka_unit_test(test_traceparent_parse), cmocka_unit_test(test_trace_id_of_traceparent),
 	    cmocka_unit_test(test_round_trip),
 	    cmocka_unit_test(test_skips_empty),      cmocka_unit_test(test_missing_headers),
 	    cmocka_unit_test(test_untrusted_values), cmocka_unit_test(test_retry_delay),

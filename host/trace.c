@@ -1,0 +1,665 @@
+/* Tracing: spans, their queue, and the OTLP/HTTP JSON exporter (trace.h).
+ *
+ * The exporter speaks plain HTTP/1.1 itself (a POST per batch, a connection
+ * per POST, every step under a deadline) rather than through civetweb's
+ * client, whose connect has no deadline: the stop must not wait minutes for
+ * a collector that does not answer. No TLS: a collector on the same host
+ * (or a local agent) takes the spans, as OpenTelemetry's deployment guide
+ * has it; evhostd refuses an https:// endpoint at configuration time. */
+#include "trace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "events.h"
+#include "log.h"
+#include "textbuf.h"
+
+#define RETRIES 3          /* further attempts at a batch the collector could not take */
+#define RETRY_FIRST_MS 500 /* then twice as long each time */
+#define DROP_LOG_MS 60000  /* at most one line a minute about dropped spans */
+#define RESPONSE_MAX 4096  /* of the collector's answer, kept for the log */
+
+static struct {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	trace_span *ring; /* cap spans; n queued from head */
+	size_t cap, head, n;
+	trace_span *batch; /* the exporter's copy of what it sends */
+	size_t batch_max;
+	int stopping;
+	pthread_t thread;
+	int started;
+	/* settings, fixed while running */
+	char *host, *port, *path, *endpoint;
+	int interval_ms, timeout_ms;
+	uint64_t ratio_bound; /* sampled when the trace id's low 64 bits are below it */
+	int ratio_all;        /* sample_ratio 1: every trace */
+	char *resource;       /* the "resource" and "scope" JSON, rendered once */
+	int64_t last_drop_log_ms;
+} ex = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .ratio_all = 1};
+
+static atomic_int enabled;
+static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
+static _Atomic int64_t stop_deadline; /* mono_ms by which the stop sends nothing more */
+
+static _Thread_local struct {
+	char trace_id[33], span_id[17];
+	unsigned char sampled, set;
+} current;
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int trace_enabled(void) { return atomic_load_explicit(&enabled, memory_order_relaxed); }
+
+void trace_stats(uint64_t *exported, uint64_t *queue_full, uint64_t *export_failed)
+{
+	*exported = atomic_load(&n_exported);
+	*queue_full = atomic_load(&n_queue_full);
+	*export_failed = atomic_load(&n_export_failed);
+}
+
+/* ------------------------------------------------------------- spans */
+
+static int valid_trace_id(const char *t)
+{
+	return t && strlen(t) == 32 && strspn(t, "0123456789abcdef") == 32 && strspn(t, "0") < 32;
+}
+
+/* TraceIdRatioBased, as OpenTelemetry's SDKs decide it: by the trace id's
+ * last 8 bytes, so every participant decides a trace alike. */
+static int sample(const char *trace_id)
+{
+	char low[17];
+	if (ex.ratio_all)
+		return 1;
+	memcpy(low, trace_id + 16, 16);
+	low[16] = '\0';
+	return strtoull(low, NULL, 16) < ex.ratio_bound;
+}
+
+static void set_name(trace_span *sp, const char *fmt, va_list ap)
+{
+	if (vsnprintf(sp->name, sizeof sp->name, fmt, ap) < 0)
+		sp->name[0] = '\0';
+}
+
+void trace_begin(trace_span *sp, trace_kind kind, const char *parent, const char *trace_id,
+                 const char *name_fmt, ...)
+{
+	int flags = 0;
+	va_list ap;
+
+	sp->kind = (unsigned char)kind;
+	sp->error = 0;
+	sp->nattrs = 0;
+	sp->status_at = -1;
+	sp->used = 0;
+	sp->end_ns = 0;
+	if (parent && events_traceparent_parse(parent, sp->trace_id, sp->parent_id, &flags) == 0) {
+		sp->sampled = flags & 1;
+	} else if (!parent && current.set) {
+		memcpy(sp->trace_id, current.trace_id, sizeof sp->trace_id);
+		memcpy(sp->parent_id, current.span_id, sizeof sp->parent_id);
+		sp->sampled = current.sampled;
+	} else {
+		if (valid_trace_id(trace_id))
+			memcpy(sp->trace_id, trace_id, 33);
+		else
+			events_random_hex(sp->trace_id, 16);
+		sp->parent_id[0] = '\0';
+		sp->sampled = (unsigned char)sample(sp->trace_id);
+	}
+	events_random_hex(sp->span_id, 8);
+	sp->recording = sp->sampled && trace_enabled();
+	if (!sp->recording) {
+		sp->name[0] = '\0';
+		return;
+	}
+	sp->start_ns = now_ns();
+	va_start(ap, name_fmt);
+	set_name(sp, name_fmt, ap);
+	va_end(ap);
+}
+
+void trace_drop(trace_span *sp) { sp->recording = 0; }
+
+void trace_rename(trace_span *sp, const char *fmt, ...)
+{
+	va_list ap;
+	if (!sp->recording)
+		return;
+	va_start(ap, fmt);
+	set_name(sp, fmt, ap);
+	va_end(ap);
+}
+
+/* `value`, escaped, into the span's text: its offset, or -1 when no room is
+ * left (not even for an empty string). */
+static short put_text(trace_span *sp, const char *value)
+{
+	size_t room = sizeof sp->text - sp->used;
+	short at = (short)sp->used;
+	if (room == 0)
+		return -1;
+	if (room > TRACE_VALUE_MAX + 1)
+		room = TRACE_VALUE_MAX + 1; /* so one long value leaves room for others */
+	sp->used += log_json_escape(sp->text + sp->used, room, value) + 1;
+	return at;
+}
+
+void trace_attr(trace_span *sp, const char *key, const char *value)
+{
+	short at;
+	if (!sp->recording || !value || sp->nattrs >= TRACE_MAX_ATTRS)
+		return;
+	if ((at = put_text(sp, value)) < 0)
+		return;
+	sp->attrs[sp->nattrs].key = key;
+	sp->attrs[sp->nattrs].at = at;
+	sp->attrs[sp->nattrs++].num = 0;
+}
+
+void trace_attr_int(trace_span *sp, const char *key, int64_t value)
+{
+	if (!sp->recording || sp->nattrs >= TRACE_MAX_ATTRS)
+		return;
+	sp->attrs[sp->nattrs].key = key;
+	sp->attrs[sp->nattrs].at = -1;
+	sp->attrs[sp->nattrs++].num = value;
+}
+
+void trace_error(trace_span *sp, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	if (!sp->recording)
+		return;
+	sp->error = 1;
+	va_start(ap, fmt);
+	if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
+		msg[0] = '\0';
+	va_end(ap);
+	sp->status_at = put_text(sp, msg);
+}
+
+void trace_traceparent(const trace_span *sp, char out[56])
+{
+	snprintf(out, 56, "00-%s-%s-%02x", sp->trace_id, sp->span_id, sp->sampled ? 1u : 0u);
+}
+
+void trace_current_set(const trace_span *sp)
+{
+	memcpy(current.trace_id, sp->trace_id, sizeof current.trace_id);
+	memcpy(current.span_id, sp->span_id, sizeof current.span_id);
+	current.sampled = sp->sampled;
+	current.set = 1;
+}
+
+void trace_current_clear(void) { current.set = 0; }
+
+static void log_drops(const char *why)
+{
+	int64_t now = mono_ms();
+	/* under ex.mu */
+	if (ex.last_drop_log_ms && now - ex.last_drop_log_ms < DROP_LOG_MS)
+		return;
+	ex.last_drop_log_ms = now;
+	log_warn("trace", "spans dropped: %s (evhost_trace_spans_total counts them; at most one "
+	                  "such line a minute)",
+	         why);
+}
+
+void trace_end(trace_span *sp)
+{
+	if (!sp->recording)
+		return;
+	sp->end_ns = now_ns();
+	pthread_mutex_lock(&ex.mu);
+	if (ex.stopping || !ex.ring) {
+		pthread_mutex_unlock(&ex.mu);
+		return;
+	}
+	if (ex.n == ex.cap) {
+		atomic_fetch_add(&n_queue_full, 1);
+		log_drops("the queue is full ([tracing] queue_size); the collector does not keep up, "
+		          "or spans come faster than one exporter sends them (sample_ratio)");
+	} else {
+		/* Only the used part of the text: most spans use little of it. */
+		trace_span *slot = &ex.ring[(ex.head + ex.n++) % ex.cap];
+		memcpy(slot, sp, offsetof(trace_span, text) + sp->used);
+		if (ex.n >= ex.batch_max)
+			pthread_cond_signal(&ex.cv);
+	}
+	pthread_mutex_unlock(&ex.mu);
+}
+
+/* ----------------------------------------------------------- encoding */
+
+/* A JSON string of raw text. */
+static void put_string(textbuf *b, const char *s)
+{
+	char esc[1024];
+	tb_puts(b, "\"");
+	log_json_escape(esc, sizeof esc, s);
+	tb_puts(b, esc);
+	tb_puts(b, "\"");
+}
+
+static void put_attr_str(textbuf *b, const char *key, const char *escaped)
+{
+	tb_printf(b, "{\"key\":\"%s\",\"value\":{\"stringValue\":\"", key);
+	tb_puts(b, escaped);
+	tb_puts(b, "\"}}");
+}
+
+static void put_span(textbuf *b, const trace_span *sp)
+{
+	tb_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", sp->trace_id, sp->span_id);
+	if (sp->parent_id[0])
+		tb_printf(b, "\"parentSpanId\":\"%s\",", sp->parent_id);
+	tb_puts(b, "\"name\":");
+	put_string(b, sp->name);
+	tb_printf(b, ",\"kind\":%d,\"startTimeUnixNano\":\"%" PRIu64 "\",\"endTimeUnixNano\":\"%" PRIu64
+	        "\",\"attributes\":[",
+	     sp->kind, sp->start_ns, sp->end_ns);
+	for (int i = 0; i < sp->nattrs; i++) {
+		if (i)
+			tb_puts(b, ",");
+		if (sp->attrs[i].at >= 0)
+			put_attr_str(b, sp->attrs[i].key, sp->text + sp->attrs[i].at);
+		else
+			tb_printf(b, "{\"key\":\"%s\",\"value\":{\"intValue\":\"%" PRId64 "\"}}",
+			     sp->attrs[i].key, sp->attrs[i].num);
+	}
+	tb_puts(b, "]");
+	if (sp->error) {
+		tb_puts(b, ",\"status\":{\"code\":2");
+		if (sp->status_at >= 0) {
+			tb_puts(b, ",\"message\":\"");
+			tb_puts(b, sp->text + sp->status_at);
+			tb_puts(b, "\"");
+		}
+		tb_puts(b, "}");
+	}
+	tb_puts(b, "}");
+}
+
+/* service.name and the rest of the resource, then the scope: the part of
+ * every request body before the spans. */
+static char *render_resource(const char *service)
+{
+	char host[256], pid[32];
+	textbuf b = {0};
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "localhost");
+	host[sizeof host - 1] = '\0';
+	snprintf(pid, sizeof pid, "%ld", (long)getpid());
+	tb_puts(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
+	tb_puts(&b, "{\"key\":\"service.name\",\"value\":{\"stringValue\":");
+	put_string(&b, service);
+	tb_puts(&b, "}},{\"key\":\"service.version\",\"value\":{\"stringValue\":\"" EVHOST_VERSION
+	          "\"}},{\"key\":\"host.name\",\"value\":{\"stringValue\":");
+	put_string(&b, host);
+	tb_printf(&b, "}},{\"key\":\"process.pid\",\"value\":{\"intValue\":\"%s\"}}", pid);
+	tb_puts(&b, ",{\"key\":\"telemetry.sdk.name\",\"value\":{\"stringValue\":\"evhost\"}}"
+	          ",{\"key\":\"telemetry.sdk.language\",\"value\":{\"stringValue\":\"c\"}}]},"
+	          "\"scopeSpans\":[{\"scope\":{\"name\":\"evhost\",\"version\":\"" EVHOST_VERSION
+	          "\"},\"spans\":[");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
+char *trace_encode(const trace_span *v, size_t n, size_t *len)
+{
+	textbuf b = {0};
+	char *own = NULL;
+	const char *head = ex.resource;
+	if (!head && !(head = own = render_resource("evhost")))
+		return NULL;
+	tb_puts(&b, head);
+	free(own);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			tb_puts(&b, ",");
+		put_span(&b, &v[i]);
+	}
+	tb_puts(&b, "]}]}]}");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	if (len)
+		*len = b.n;
+	return b.p;
+}
+
+/* -------------------------------------------------------------- HTTP */
+
+/* Wait for `events` on fd until `deadline` (mono_ms): 1, 0 on timeout, -1. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	for (;;) {
+		int64_t left = deadline - mono_ms();
+		int r;
+		if (left <= 0)
+			return 0;
+		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+static int connect_to(const char *host, const char *port, int64_t deadline, char *err,
+                      size_t errlen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res, *a;
+	int rc = getaddrinfo(host, port, &hints, &res), fd = -1;
+	if (rc) {
+		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	snprintf(err, errlen, "cannot connect to %s:%s", host, port);
+	for (a = res; a && fd < 0; a = a->ai_next) {
+		int soerr = 0;
+		socklen_t sl = sizeof soerr;
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		if (errno == EINPROGRESS) {
+			rc = wait_fd(fd, POLLOUT, deadline);
+			if (rc > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr)
+				break;
+			errno = rc == 0 ? ETIMEDOUT : soerr ? soerr : errno;
+		}
+		snprintf(err, errlen, "cannot connect to %s:%s: %s", host, port, strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n, int64_t deadline)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+		if (w > 0) {
+			p += w;
+			n -= (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (wait_fd(fd, POLLOUT, deadline) <= 0)
+				return -1;
+		} else {
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* POST `body` to the collector: its HTTP status (and the start of its
+ * answer in `answer`), or -1 with `err` set when there was no answer. */
+static int post(const char *body, size_t len, char *answer, size_t answer_len, char *err,
+                size_t errlen)
+{
+	int64_t deadline = mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
+	char head[1024], resp[RESPONSE_MAX];
+	size_t got = 0;
+	int fd, status = -1, n;
+	char *end;
+
+	answer[0] = '\0';
+	if (stop && stop < deadline)
+		deadline = stop;
+	if ((fd = connect_to(ex.host, ex.port, deadline, err, errlen)) < 0)
+		return -1;
+	n = snprintf(head, sizeof head,
+	             "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: evhost/" EVHOST_VERSION
+	             "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+	             "Connection: close\r\n\r\n",
+	             ex.path, strchr(ex.host, ':') ? "[" : "", ex.host, strchr(ex.host, ':') ? "]" : "",
+	             ex.port, len);
+	errno = 0;
+	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n, deadline) ||
+	    send_all(fd, body, len, deadline)) {
+		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint,
+		         errno ? strerror(errno) : "timed out");
+		close(fd);
+		return -1;
+	}
+	/* The answer, up to what fits, until the collector closes the
+	 * connection (Connection: close) or the deadline. */
+	while (got < sizeof resp - 1) {
+		ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
+		if (r > 0)
+			got += (size_t)r;
+		else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+			break;
+		else if (errno != EINTR && wait_fd(fd, POLLIN, deadline) <= 0)
+			break;
+	}
+	close(fd);
+	resp[got] = '\0';
+	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
+		snprintf(err, errlen, "%s gave no HTTP answer within %d ms", ex.endpoint,
+		         ex.timeout_ms);
+		return -1;
+	}
+	if ((end = strstr(resp, "\r\n\r\n")))
+		log_json_escape(answer, answer_len, end + 4);
+	return status;
+}
+
+/* OTLP/HTTP: 429, 502, 503 and 504 are worth another try, as is no answer. */
+static int retryable(int status)
+{
+	return status < 0 || status == 429 || status == 502 || status == 503 || status == 504;
+}
+
+/* Wait `ms`, or less when the stop comes; 1 when stopping. */
+static int pause_ms(int ms)
+{
+	struct timespec until;
+	int stop;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&ex.mu);
+	while (!ex.stopping && pthread_cond_timedwait(&ex.cv, &ex.mu, &until) == 0)
+		;
+	stop = ex.stopping;
+	pthread_mutex_unlock(&ex.mu);
+	return stop;
+}
+
+static void export_batch(size_t n, int final)
+{
+	char err[512], answer[512];
+	size_t len;
+	char *body = trace_encode(ex.batch, n, &len);
+	int status = -1, delay = RETRY_FIRST_MS;
+
+	if (!body) {
+		atomic_fetch_add(&n_export_failed, n);
+		log_error("trace", "out of memory encoding %zu spans; they are dropped", n);
+		return;
+	}
+	for (int attempt = 0;; attempt++) {
+		err[0] = '\0';
+		status = post(body, len, answer, sizeof answer, err, sizeof err);
+		if (status >= 200 && status < 300)
+			break;
+		if (!retryable(status) || attempt == RETRIES || final || pause_ms(delay))
+			break;
+		delay *= 2;
+	}
+	free(body);
+	if (status >= 200 && status < 300) {
+		atomic_fetch_add(&n_exported, n);
+		return;
+	}
+	atomic_fetch_add(&n_export_failed, n);
+	pthread_mutex_lock(&ex.mu);
+	if (status < 0)
+		log_drops(err);
+	else {
+		snprintf(err, sizeof err, "%s answered %d%s%s", ex.endpoint, status,
+		         answer[0] ? ": " : "", answer);
+		log_drops(err);
+	}
+	pthread_mutex_unlock(&ex.mu);
+}
+
+static void *exporter_main(void *arg)
+{
+	(void)arg;
+	log_thread_name("evh-trace", NULL);
+	pthread_mutex_lock(&ex.mu);
+	for (;;) {
+		struct timespec until;
+		size_t n;
+		int stopping;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += ex.interval_ms / 1000;
+		until.tv_nsec += (long)(ex.interval_ms % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		while (!ex.stopping && ex.n < ex.batch_max &&
+		       pthread_cond_timedwait(&ex.cv, &ex.mu, &until) == 0)
+			;
+		stopping = ex.stopping;
+		if (stopping && ex.n && mono_ms() >= atomic_load(&stop_deadline)) {
+			atomic_fetch_add(&n_export_failed, ex.n);
+			log_warn("trace", "stopping: %zu spans not sent within [tracing] export_timeout",
+			         ex.n);
+			ex.n = 0;
+		}
+		if (!ex.n && stopping)
+			break;
+		/* One batch per turn; when the queue held more, the next turn
+		 * does not wait (ex.n is still at least a batch, or stopping). */
+		n = ex.n < ex.batch_max ? ex.n : ex.batch_max;
+		for (size_t i = 0; i < n; i++) {
+			const trace_span *s = &ex.ring[(ex.head + i) % ex.cap];
+			memcpy(&ex.batch[i], s, offsetof(trace_span, text) + s->used);
+		}
+		ex.head = (ex.head + n) % ex.cap;
+		ex.n -= n;
+		pthread_mutex_unlock(&ex.mu);
+		if (n)
+			export_batch(n, stopping);
+		pthread_mutex_lock(&ex.mu);
+	}
+	pthread_mutex_unlock(&ex.mu);
+	return NULL;
+}
+
+int trace_start(const settings *s)
+{
+	int rc;
+	if (!s->trace_endpoint)
+		return 0;
+	ex.cap = (size_t)s->trace_queue_size;
+	/* A batch is at most the whole queue. */
+	ex.batch_max = s->trace_batch_size < s->trace_queue_size ? (size_t)s->trace_batch_size
+	                                                          : ex.cap;
+	ex.ring = calloc(ex.cap, sizeof *ex.ring);
+	ex.batch = calloc(ex.batch_max, sizeof *ex.batch);
+	ex.host = strdup(s->trace_host);
+	ex.port = strdup(s->trace_port);
+	ex.path = strdup(s->trace_path);
+	ex.endpoint = strdup(s->trace_endpoint);
+	ex.resource = render_resource(s->trace_service);
+	if (!ex.ring || !ex.batch || !ex.host || !ex.port || !ex.path || !ex.endpoint ||
+	    !ex.resource) {
+		log_error("trace", "out of memory for the span queue ([tracing] queue_size %d)",
+		          s->trace_queue_size);
+		trace_stop(0);
+		return -1;
+	}
+	ex.interval_ms = s->trace_interval_ms;
+	ex.timeout_ms = s->trace_timeout_ms;
+	ex.ratio_all = s->trace_sample_ratio >= 1.0;
+	ex.ratio_bound = (uint64_t)(s->trace_sample_ratio * 18446744073709551616.0);
+	ex.head = ex.n = 0;
+	ex.stopping = 0;
+	ex.last_drop_log_ms = 0;
+	if ((rc = pthread_create(&ex.thread, NULL, exporter_main, NULL)) != 0) {
+		log_error("trace", "cannot start the exporter thread: %s", strerror(rc));
+		trace_stop(0);
+		return -1;
+	}
+	ex.started = 1;
+	atomic_store(&enabled, 1);
+	log_info("trace", "exporting spans to %s (service.name %s, sample_ratio %g)",
+	         ex.endpoint, s->trace_service, s->trace_sample_ratio);
+	return 0;
+}
+
+void trace_stop(int timeout_ms)
+{
+	atomic_store(&enabled, 0);
+	atomic_store(&stop_deadline,
+	             mono_ms() + (timeout_ms < ex.timeout_ms ? timeout_ms : ex.timeout_ms));
+	pthread_mutex_lock(&ex.mu);
+	ex.stopping = 1;
+	pthread_cond_broadcast(&ex.cv);
+	pthread_mutex_unlock(&ex.mu);
+	if (ex.started)
+		pthread_join(ex.thread, NULL);
+	ex.started = 0;
+	free(ex.ring);
+	free(ex.batch);
+	free(ex.host);
+	free(ex.port);
+	free(ex.path);
+	free(ex.endpoint);
+	free(ex.resource);
+	ex.ring = ex.batch = NULL;
+	ex.host = ex.port = ex.path = ex.endpoint = ex.resource = NULL;
+	ex.n = ex.head = 0;
+	/* The sampling settings stay: threads that outlive the stop may still
+	 * begin spans (not recorded) and read them. */
+	atomic_store(&stop_deadline, 0);
+}

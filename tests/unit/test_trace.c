@@ -1,0 +1,406 @@
+/* trace.c: span context (parents, the current span, sampling), the OTLP/JSON
+ * encoding, and the exporter's behaviour against a collector that answers
+ * 503 then 200, one that refuses a batch (400), one that never answers, and
+ * a full queue. The collector here is a small HTTP server on a loopback
+ * socket; tests/system/test_tracing.py runs against a real OpenTelemetry
+ * Collector. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <cjson/cJSON.h>
+
+#include "config.h"
+#include "trace.h"
+
+#define CALLER "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+/* ------------------------------------------------- a scripted collector */
+
+typedef struct collector {
+	int fd, port;
+	int statuses[8]; /* the answer to each request in turn; 0: never answer */
+	int nstatus;
+	int requests;
+	char *bodies[8];
+	pthread_t thread;
+} collector;
+
+static void *collector_main(void *arg)
+{
+	collector *c = arg;
+	for (int i = 0; i < c->nstatus; i++) {
+		char buf[1 << 16], *body;
+		size_t got = 0, want = 0;
+		int fd = accept(c->fd, NULL, NULL);
+		if (fd < 0)
+			return NULL;
+		for (;;) {
+			ssize_t r = recv(fd, buf + got, sizeof buf - 1 - got, 0);
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+			buf[got] = '\0';
+			body = strstr(buf, "\r\n\r\n");
+			if (body && !want) {
+				const char *cl = strstr(buf, "Content-Length: ");
+				want = (size_t)(body + 4 - buf) + (cl ? strtoul(cl + 16, NULL, 10) : 0);
+			}
+			if (want && got >= want)
+				break;
+		}
+		body = strstr(buf, "\r\n\r\n");
+		c->bodies[i] = strdup(body ? body + 4 : "");
+		c->requests++;
+		if (c->statuses[i]) {
+			char resp[128];
+			int n = snprintf(resp, sizeof resp,
+			                 "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+			                 c->statuses[i]);
+			assert_true(send(fd, resp, (size_t)n, 0) == n);
+			close(fd);
+		} else {
+			/* Never answers: the exporter's deadline must end the wait. */
+			sleep(1);
+			close(fd);
+		}
+	}
+	return NULL;
+}
+
+static void collector_start(collector *c)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t len = sizeof a;
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(c->fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(c->fd, 8), 0);
+	assert_int_equal(getsockname(c->fd, (struct sockaddr *)&a, &len), 0);
+	c->port = ntohs(a.sin_port);
+	assert_int_equal(pthread_create(&c->thread, NULL, collector_main, c), 0);
+}
+
+static void collector_stop(collector *c)
+{
+	shutdown(c->fd, SHUT_RDWR);
+	pthread_join(c->thread, NULL);
+	close(c->fd);
+	for (int i = 0; i < c->requests; i++)
+		free(c->bodies[i]);
+}
+
+/* Tracing on, toward 127.0.0.1:port. */
+static void start(int port, double ratio, int queue, int batch, int interval_ms, int timeout_ms)
+{
+	settings s;
+	char p[16], url[64];
+	memset(&s, 0, sizeof s);
+	snprintf(p, sizeof p, "%d", port);
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/traces", port);
+	s.trace_endpoint = url;
+	s.trace_host = "127.0.0.1";
+	s.trace_port = p;
+	s.trace_path = "/v1/traces";
+	s.trace_service = "test \"svc\"";
+	s.trace_sample_ratio = ratio;
+	s.trace_queue_size = queue;
+	s.trace_batch_size = batch;
+	s.trace_interval_ms = interval_ms;
+	s.trace_timeout_ms = timeout_ms;
+	assert_int_equal(trace_start(&s), 0);
+	assert_true(trace_enabled());
+}
+
+static void counts(uint64_t *exported, uint64_t *full, uint64_t *failed)
+{
+	trace_stats(exported, full, failed);
+}
+
+/* --------------------------------------------------------------- tests */
+
+static const cJSON *attr(const cJSON *span, const char *key)
+{
+	const cJSON *a;
+	cJSON_ArrayForEach(a, cJSON_GetObjectItem(span, "attributes"))
+	{
+		if (!strcmp(cJSON_GetObjectItem(a, "key")->valuestring, key))
+			return cJSON_GetObjectItem(a, "value");
+	}
+	fail_msg("no attribute %s", key);
+	return NULL;
+}
+
+/* A caller's traceparent makes the parent; the current span makes the
+ * parent of spans begun without one; a trace id given for a new trace is
+ * used; the sampled flag passes on. Off: nothing records, context passes. */
+static void test_context(void **state)
+{
+	trace_span a, b, c;
+	char tp[56];
+	(void)state;
+	assert_false(trace_enabled());
+	trace_begin(&a, TRACE_SERVER, CALLER, NULL, "GET");
+	assert_false(a.recording);
+	assert_string_equal(a.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(a.parent_id, "00f067aa0ba902b7");
+	assert_int_equal(strlen(a.span_id), 16);
+	assert_string_not_equal(a.span_id, a.parent_id);
+	trace_traceparent(&a, tp);
+	assert_int_equal(strlen(tp), 55);
+	assert_memory_equal(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-", 36);
+	assert_memory_equal(tp + 36, a.span_id, 16);
+	assert_string_equal(tp + 52, "-01");
+
+	trace_current_set(&a);
+	trace_begin(&b, TRACE_PRODUCER, NULL, NULL, "create t");
+	assert_string_equal(b.trace_id, a.trace_id);
+	assert_string_equal(b.parent_id, a.span_id);
+	/* "" (an event without traceparent) is never the current span */
+	trace_begin(&c, TRACE_CONSUMER, "", NULL, "process t");
+	assert_string_not_equal(c.trace_id, a.trace_id);
+	assert_string_equal(c.parent_id, "");
+	trace_current_clear();
+
+	trace_begin(&c, TRACE_SERVER, NULL, "0123456789abcdef0123456789abcdef", "GET");
+	assert_string_equal(c.trace_id, "0123456789abcdef0123456789abcdef");
+	assert_string_equal(c.parent_id, "");
+	assert_true(c.sampled);
+	trace_begin(&c, TRACE_SERVER, "garbage", "not-hex", "GET");
+	assert_int_equal(strlen(c.trace_id), 32);
+	assert_string_not_equal(c.trace_id, "not-hex");
+
+	/* not sampled upstream: passed on as such */
+	trace_begin(&a, TRACE_SERVER, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+	            NULL, "GET");
+	assert_false(a.sampled);
+	trace_current_set(&a);
+	trace_begin(&b, TRACE_PRODUCER, NULL, NULL, "create t");
+	trace_traceparent(&b, tp);
+	assert_string_equal(tp + 52, "-00");
+	trace_current_clear();
+}
+
+/* One span as OTLP/JSON: ids, kind, times, attributes (text escaped, invalid
+ * UTF-8 replaced, integers as strings), error status, the resource. */
+static void test_encode(void **state)
+{
+	trace_span sp;
+	cJSON *doc, *span, *rs, *res;
+	char *body;
+	size_t len;
+	(void)state;
+	start(9, 1.0, 8, 8, 3600000, 1000); /* port 9 (discard): never reached */
+	trace_begin(&sp, TRACE_CONSUMER, CALLER, NULL, "process %s", "orders");
+	assert_true(sp.recording);
+	trace_attr(&sp, "evhost.text", "a \"quoted\"\nline\x01 \xff end");
+	trace_attr(&sp, "evhost.utf8", "caf\xc3\xa9");
+	trace_attr(&sp, "evhost.unset", NULL);
+	trace_attr_int(&sp, "messaging.kafka.offset", 1234567890123LL);
+	trace_error(&sp, "handler said %s", "no");
+	sp.end_ns = sp.start_ns + 1500;
+	body = trace_encode(&sp, 1, &len);
+	assert_non_null(body);
+	assert_int_equal(strlen(body), len);
+	doc = cJSON_Parse(body);
+	if (!doc)
+		fail_msg("not JSON: %s", body);
+	rs = cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0);
+	res = cJSON_GetObjectItem(cJSON_GetObjectItem(rs, "resource"), "attributes");
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "value"),
+	                        "stringValue")
+	        ->valuestring,
+	    "test \"svc\"");
+	span = cJSON_GetArrayItem(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(rs, "scopeSpans"), 0),
+	                        "spans"),
+	    0);
+	assert_string_equal(cJSON_GetObjectItem(span, "traceId")->valuestring,
+	                    "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(cJSON_GetObjectItem(span, "parentSpanId")->valuestring,
+	                    "00f067aa0ba902b7");
+	assert_string_equal(cJSON_GetObjectItem(span, "spanId")->valuestring, sp.span_id);
+	assert_string_equal(cJSON_GetObjectItem(span, "name")->valuestring, "process orders");
+	assert_int_equal(cJSON_GetObjectItem(span, "kind")->valueint, 5);
+	assert_int_equal(strtoull(cJSON_GetObjectItem(span, "endTimeUnixNano")->valuestring, NULL,
+	                          10) -
+	                     strtoull(cJSON_GetObjectItem(span, "startTimeUnixNano")->valuestring,
+	                              NULL, 10),
+	                 1500);
+	assert_string_equal(cJSON_GetObjectItem(attr(span, "evhost.text"), "stringValue")->valuestring,
+	                    "a \"quoted\"\nline\x01 \xef\xbf\xbd end");
+	assert_string_equal(cJSON_GetObjectItem(attr(span, "evhost.utf8"), "stringValue")->valuestring,
+	                    "caf\xc3\xa9");
+	assert_string_equal(
+	    cJSON_GetObjectItem(attr(span, "messaging.kafka.offset"), "intValue")->valuestring,
+	    "1234567890123");
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(span, "attributes")), 3);
+	assert_int_equal(
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(span, "status"), "code")->valueint, 2);
+	assert_string_equal(
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(span, "status"), "message")->valuestring,
+	    "handler said no");
+	cJSON_Delete(doc);
+	free(body);
+	trace_stop(0);
+	assert_false(trace_enabled());
+}
+
+/* More attributes and text than a span holds: cut, still valid JSON. */
+static void test_span_limits(void **state)
+{
+	trace_span sp;
+	char big[4000];
+	cJSON *doc;
+	char *body;
+	(void)state;
+	start(9, 1.0, 8, 8, 3600000, 1000);
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	trace_begin(&sp, TRACE_SERVER, NULL, NULL, "%s", big);
+	assert_int_equal(strlen(sp.name), sizeof sp.name - 1);
+	trace_attr(&sp, "first", big);
+	assert_int_equal(strlen(sp.text), TRACE_VALUE_MAX);
+	trace_attr(&sp, "second", "short");
+	assert_string_equal(sp.text + sp.attrs[1].at, "short");
+	for (int i = 0; i < TRACE_MAX_ATTRS; i++)
+		trace_attr(&sp, "k", big); /* until the text is full: then left out */
+	assert_true(sp.nattrs < TRACE_MAX_ATTRS);
+	assert_int_equal(sp.used, sizeof sp.text);
+	trace_attr_int(&sp, "int", 7); /* needs no text */
+	assert_string_equal(sp.attrs[sp.nattrs - 1].key, "int");
+	while (sp.nattrs < TRACE_MAX_ATTRS)
+		trace_attr_int(&sp, "more", 1);
+	trace_attr_int(&sp, "too many", 1);
+	assert_int_equal(sp.nattrs, TRACE_MAX_ATTRS);
+	assert_string_equal(sp.attrs[TRACE_MAX_ATTRS - 1].key, "more");
+	sp.end_ns = sp.start_ns;
+	body = trace_encode(&sp, 1, NULL);
+	doc = cJSON_Parse(body);
+	assert_non_null(doc);
+	cJSON_Delete(doc);
+	free(body);
+	trace_stop(0);
+}
+
+/* sample_ratio decides a new trace by its id's last 16 hex digits; a child
+ * of a sampled parent records whatever the ratio. */
+static void test_sampling(void **state)
+{
+	trace_span sp;
+	(void)state;
+	start(9, 0.5, 8, 8, 3600000, 1000);
+	trace_begin(&sp, TRACE_SERVER, NULL, "0123456789abcdef0000000000000001", "GET");
+	assert_true(sp.sampled && sp.recording);
+	trace_begin(&sp, TRACE_SERVER, NULL, "0123456789abcdefffffffffffffff00", "GET");
+	assert_false(sp.sampled || sp.recording);
+	trace_stop(0);
+	start(9, 0.0, 8, 8, 3600000, 1000);
+	trace_begin(&sp, TRACE_SERVER, NULL, "0123456789abcdef0000000000000001", "GET");
+	assert_false(sp.sampled || sp.recording);
+	trace_begin(&sp, TRACE_SERVER, CALLER, NULL, "GET");
+	assert_true(sp.sampled && sp.recording);
+	trace_stop(0);
+}
+
+static void end_spans(int n)
+{
+	for (int i = 0; i < n; i++) {
+		trace_span sp;
+		trace_begin(&sp, TRACE_SERVER, CALLER, NULL, "span %d", i);
+		trace_end(&sp);
+	}
+}
+
+/* 503 is retried; the same batch then goes through. 400 is not retried. */
+static void test_export_retry(void **state)
+{
+	collector c = {.statuses = {503, 200, 400}, .nstatus = 3};
+	uint64_t e0, f0, x0, e, f, x;
+	cJSON *doc;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 3, 3600000, 5000);
+	end_spans(3); /* a full batch: sent at once */
+	for (int i = 0; i < 100 && c.requests < 2; i++)
+		usleep(50000);
+	assert_int_equal(c.requests, 2);
+	assert_string_equal(c.bodies[0], c.bodies[1]);
+	doc = cJSON_Parse(c.bodies[1]);
+	assert_non_null(doc);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(
+	                     cJSON_GetArrayItem(
+	                         cJSON_GetObjectItem(
+	                             cJSON_GetArrayItem(cJSON_GetObjectItem(doc, "resourceSpans"), 0),
+	                             "scopeSpans"),
+	                         0),
+	                     "spans")),
+	                 3);
+	cJSON_Delete(doc);
+	end_spans(2); /* sent by the stop: refused (400), not retried */
+	trace_stop(5000);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 3);
+	counts(&e, &f, &x);
+	assert_int_equal(e - e0, 3);
+	assert_int_equal(x - x0, 2);
+	assert_int_equal(f - f0, 0);
+}
+
+/* A collector that never answers holds the exporter up to export_timeout;
+ * meanwhile the queue fills and the rest are dropped, counted. The stop
+ * ends within its bound. Every span ended is counted once. */
+static void test_queue_full_and_timeout(void **state)
+{
+	collector c = {.statuses = {0, 0}, .nstatus = 2};
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 4, 4, 3600000, 400);
+	end_spans(4);
+	for (int i = 0; i < 100 && c.requests < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.requests, 1);
+	end_spans(10); /* 4 fit in the queue, 6 do not */
+	trace_stop(400);
+	counts(&e, &f, &x);
+	assert_int_equal(e - e0, 0);
+	assert_int_equal(f - f0, 6);
+	assert_int_equal(x - x0, 8);
+	collector_stop(&c);
+}
+
+/* Spans ended while tracing is off (or after the stop) are not counted. */
+static void test_off(void **state)
+{
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	counts(&e0, &f0, &x0);
+	end_spans(5);
+	counts(&e, &f, &x);
+	assert_true(e == e0 && f == f0 && x == x0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_context),     cmocka_unit_test(test_encode),
+	    cmocka_unit_test(test_span_limits), cmocka_unit_test(test_sampling),
+	    cmocka_unit_test(test_export_retry), cmocka_unit_test(test_queue_full_and_timeout),
+	    cmocka_unit_test(test_off),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
