@@ -8,6 +8,9 @@ helpers behind them).
     smtp_server      an SmtpSink: collects mail, can be stopped and started on its port
     evhostd          a DaemonFactory: evhostd(config, dropins, brokers=...) -> Daemon
     unique_name      unique_name("users") -> "users.<random>" for topics and groups
+    otel_collector   a started lib.Collector: a real OpenTelemetry Collector on 127.0.0.1
+                     (EVHOST_OTELCOL, else built by scripts/otelcol); .endpoint, .spans(),
+                     .wait_spans(pred), stop() and start() again on the same port
 """
 
 import os
@@ -105,3 +108,24 @@ def unique_name():
     def make(prefix="t"):
         return f"{prefix}.{uuid.uuid4().hex[:12]}"
     return make
+
+
+@pytest.fixture
+def otel_collector(tmp_path, request):
+    # No collector is a failure, never a skip: the tracing tests would pass vacuously.
+    collector = lib.Collector(tmp_path / "otelcol")
+    problem = None
+    try:
+        collector.start()
+    except (RuntimeError, AssertionError) as exc:
+        collector.stop()
+        problem = str(exc)
+    if problem:
+        pytest.fail(f"otel_collector: {problem}", pytrace=False)
+    try:
+        yield collector
+    finally:
+        collector.stop()
+        if _failed(request):
+            print(f"--- OpenTelemetry Collector log ({collector.log_file}), last lines ---\n"
+                  f"{collector.log_tail(80)}")

@@ -483,7 +483,20 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runti
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
-class Daemon:
+class LogFile:
+    """A process's log file (self.log_file), read back."""
+
+    def log_text(self):
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines=60):
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+
+class Daemon(LogFile):
     """One evhostd process with its own config dir, state dir, port and log."""
 
     def __init__(self, binary, config_dir, state_dir, port, env=None):
@@ -524,15 +537,6 @@ class Daemon:
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
-
-    def log_text(self):
-        try:
-            return self.log_file.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def log_tail(self, lines=60):
-        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def wait_for_log(self, needle, timeout=10.0):
         """Wait until `needle` (a str) appears in the daemon's log."""
@@ -693,3 +697,284 @@ class DaemonFactory:
 def health_timeout():
     # Sanitizer builds start several times slower.
     return float(os.environ.get("EVHOST_TEST_START_TIMEOUT", "30"))
+
+
+# ------------------------------------------------------ OpenTelemetry Collector
+
+OTELCOL_SCRIPT = REPO_ROOT / "scripts" / "otelcol"
+
+# scripts/otelcol build's outcome in this process: (path, None) or (None, error).
+_otelcol_build = None
+
+
+def otelcol_binary():
+    """The test collector's binary (tests/otelcol): $EVHOST_OTELCOL as
+    scripts/test exports it, else what `scripts/otelcol build` builds (once
+    per process; a minute or two the first time, then cached). Raises
+    RuntimeError saying why when there is none."""
+    global _otelcol_build
+    given = os.environ.get("EVHOST_OTELCOL")
+    if given is not None:
+        if not given:
+            raise RuntimeError("EVHOST_OTELCOL is empty: scripts/test could not build the test "
+                               "OpenTelemetry Collector (see 'scripts/otelcol build' in its "
+                               "output), or unset it to have the tests build it")
+        path = Path(given)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise RuntimeError(f"EVHOST_OTELCOL={given} is not an executable file "
+                               f"(scripts/otelcol build prints the right path)")
+        return path
+    if _otelcol_build is None:
+        try:
+            r = subprocess.run([str(OTELCOL_SCRIPT), "build"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=1200)
+            out = r.stdout.strip().splitlines()
+            if r.returncode == 0 and out and Path(out[-1]).is_file():
+                _otelcol_build = (Path(out[-1]), None)
+            else:
+                _otelcol_build = (None, f"scripts/otelcol build failed ({r.returncode}):\n"
+                                        f"{r.stderr.strip()}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            _otelcol_build = (None, f"scripts/otelcol build failed: {exc}")
+    path, error = _otelcol_build
+    if error:
+        raise RuntimeError(f"no test OpenTelemetry Collector: {error}")
+    return path
+
+
+def otlp_value(v):
+    """An OTLP JSON AnyValue as a Python value (intValue comes as a string)."""
+    if not v:
+        return None
+    if "stringValue" in v:
+        return v["stringValue"]
+    if "intValue" in v:
+        return int(v["intValue"])
+    if "boolValue" in v:
+        return bool(v["boolValue"])
+    if "doubleValue" in v:
+        return float(v["doubleValue"])  # also "NaN", "Infinity" as protojson writes them
+    if "bytesValue" in v:
+        return base64.b64decode(v["bytesValue"])
+    if "arrayValue" in v:
+        return [otlp_value(x) for x in (v["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in v:
+        return attrs((v["kvlistValue"] or {}).get("values", []))
+    raise ValueError(f"unknown OTLP value {v!r}")
+
+
+def attrs(kvs):
+    """OTLP JSON attributes [{"key": k, "value": {"stringValue": v}}, ...] as
+    {k: v} (ints as int, booleans as bool, doubles as float)."""
+    return {kv["key"]: otlp_value(kv.get("value")) for kv in (kvs or [])}
+
+
+def otlp_spans(lines):
+    """The spans in OTLP JSON trace export requests, one request per item of
+    `lines` (str), as a flat list of dicts: each span's OTLP JSON with its
+    "attributes" (and its events' "attributes") flattened by attrs(), plus
+    "resource" (its resource's attributes, flattened) and "scope" (the
+    instrumentation scope's dict)."""
+    out = []
+    for line in lines:
+        for rs in json.loads(line).get("resourceSpans") or []:
+            resource = attrs((rs.get("resource") or {}).get("attributes"))
+            for ss in rs.get("scopeSpans") or []:
+                scope = ss.get("scope") or {}
+                for span in ss.get("spans") or []:
+                    s = dict(span)
+                    s["attributes"] = attrs(span.get("attributes"))
+                    if span.get("events"):
+                        s["events"] = [dict(e, attributes=attrs(e.get("attributes")))
+                                       for e in span["events"]]
+                    s["resource"] = resource
+                    s["scope"] = scope
+                    out.append(s)
+    return out
+
+
+class Collector(LogFile):
+    """A real OpenTelemetry Collector (tests/otelcol, see scripts/otelcol)
+    receiving OTLP/HTTP on 127.0.0.1 (`endpoint`, e.g. "http://127.0.0.1:PORT";
+    traces go to endpoint + "/v1/traces") and writing every batch it receives
+    as a line of OTLP JSON to a file, which spans() reads back.
+
+    Its config, spans file and log live in `directory` (a temporary one,
+    removed by close(), when none is given). stop() and start() again reuse
+    the same port, for "collector down" tests; the spans file is appended to,
+    so spans from before a restart stay. Also a context manager: started on
+    entry, stopped and closed on exit.
+    """
+
+    def __init__(self, directory=None, port=None, binary=None):
+        self._tmp = None
+        if directory is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="evhost-otelcol-")
+            directory = self._tmp.name
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.binary = Path(binary) if binary else None
+        self.config_file = self.dir / "otelcol.yaml"
+        self.spans_file = self.dir / "spans.jsonl"
+        self.log_file = self.dir / "otelcol.log"
+        self.proc = None
+        self._log = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def traces_url(self):
+        return self.endpoint + "/v1/traces"
+
+    def _write_config(self):
+        q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
+        self.config_file.write_text(f"""\
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {q(f"127.0.0.1:{self.port}")}
+exporters:
+  file:
+    path: {q(str(self.spans_file))}
+    format: json
+    append: true
+    flush_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: info
+      encoding: console
+      output_paths: [{q(str(self.log_file))}]
+      error_output_paths: [{q(str(self.log_file))}]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      exporters: [file]
+""")
+
+    def start(self, timeout=30.0):
+        """Start it and wait (up to `timeout` s) until its port accepts
+        connections. Raises RuntimeError (no binary) or AssertionError (it did
+        not come up; with its log's tail)."""
+        if self.running():
+            return self
+        if self.binary is None:
+            self.binary = otelcol_binary()
+        # Else the wait below would take that listener for the collector.
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                pass
+            raise AssertionError(f"something else listens on 127.0.0.1:{self.port} already; "
+                                 f"not starting the OpenTelemetry Collector there")
+        except OSError:
+            pass
+        self._write_config()
+        self.spans_file.touch()
+        # Errors before its logger exists (a bad config) go to stderr: same file.
+        self._log = open(self.log_file, "ab")
+        self.proc = subprocess.Popen([str(self.binary), "--config", str(self.config_file)],
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self._close_log()
+                raise AssertionError(f"the OpenTelemetry Collector exited with {code} during "
+                                     f"start:\n{self.log_tail()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            except OSError:
+                pass
+            if time.monotonic() >= deadline:
+                self.stop()
+                raise AssertionError(f"the OpenTelemetry Collector did not accept connections "
+                                     f"on {self.endpoint} within {timeout:g}s:\n"
+                                     f"{self.log_tail()}")
+            time.sleep(0.1)
+
+    def stop(self, timeout=15.0):
+        """Stop it (SIGTERM, then SIGKILL after `timeout` s); it flushes
+        what it received to the spans file first. Returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_log()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def restart(self, timeout=30.0):
+        self.stop()
+        return self.start(timeout)
+
+    def close(self):
+        """Stop it and remove its temporary directory (if it made one)."""
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _close_log(self):
+        if self._log and not self._log.closed:
+            self._log.close()
+
+    def spans(self):
+        """Every span received so far (see otlp_spans), in arrival order. A
+        last line still being written is left for the next call."""
+        try:
+            data = self.spans_file.read_bytes()
+        except FileNotFoundError:
+            return []
+        lines = data.split(b"\n")
+        complete, last = lines[:-1], lines[-1]
+        texts = [ln.decode("utf-8", "replace") for ln in complete if ln.strip()]
+        if last.strip():
+            # No newline after it yet: whole if it parses, else half-written.
+            try:
+                json.loads(last)
+                texts.append(last.decode("utf-8", "replace"))
+            except ValueError:
+                pass
+        return otlp_spans(texts)
+
+    def wait_spans(self, pred=lambda s: True, count=1, timeout=30.0):
+        """Wait until at least `count` received spans satisfy pred(span);
+        return those spans. Raises AssertionError, naming the spans seen,
+        after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self.spans()
+            matching = [s for s in seen if pred(s)]
+            if len(matching) >= count:
+                return matching
+            if time.monotonic() >= deadline:
+                names = [s.get("name") for s in seen]
+                state = "" if self.running() else " (the collector is not running)"
+                raise AssertionError(f"expected {count} matching span(s) within {timeout:g}s, "
+                                     f"got {len(matching)}{state}; received {len(seen)}: "
+                                     f"{names}")
+            time.sleep(0.1)

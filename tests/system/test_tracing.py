@@ -1,0 +1,226 @@
+"""OpenTelemetry spans, exported to a real OpenTelemetry Collector (built from
+tests/otelcol by scripts/otelcol, its file exporter read back by the
+testlib's Collector): the user -> USER_CREATED -> welcome mail flow on real
+Kafka is one trace of an HTTP server span, the event's create span and the
+notifications plugin's process span; the event's traceparent header names its
+create span; sampling follows a caller's flag and [tracing] sample_ratio; a
+collector that is down costs spans, counted and logged, never a request or a
+mail; what is queued at the stop is sent; a bad endpoint is refused at its
+file and line."""
+
+import os
+import re
+import time
+import uuid
+
+import evhost_testlib as lib
+from test_metrics import scrape_value
+from test_notifications import PASSWORD, Env, welcome_to
+
+SERVER, PRODUCER, CONSUMER = 2, 4, 5
+
+
+def tracing(collector, **more):
+    conf = {"otlp_endpoint": collector.endpoint, "export_interval": "100ms",
+            "service_name": "evhost-tests"}
+    conf.update(more)
+    return {"tracing": conf}
+
+
+def caller(sampled=True):
+    """A caller's traceparent: (header, its trace id, its span id)."""
+    trace, span = os.urandom(16).hex(), os.urandom(8).hex()
+    return f"00-{trace}-{span}-{'01' if sampled else '00'}", trace, span
+
+
+def create_user(env, headers=None):
+    addr = f"trace.{uuid.uuid4().hex[:8]}@example.com"
+    r = env.d.post("/users", json={"name": "Tracy", "email": addr, "password": PASSWORD},
+                   headers=headers or {})
+    assert r.status_code == 201, r.text
+    return r, addr
+
+
+def event_of(env, user_id):
+    """The USER_CREATED message of `user_id` as Kafka has it."""
+    found = []
+
+    def look():
+        found[:] = [m for m in lib.kafka_consume(env.topics["created"], timeout=10,
+                                                 brokers=env.brokers)
+                    if user_id in (m["value"] or "")]
+        return found
+    lib.wait_until(look, timeout=30, message=f"no USER_CREATED for {user_id} in Kafka")
+    return found[0]
+
+
+def in_trace(trace):
+    return lambda s: s["traceId"] == trace
+
+
+def test_user_flow_is_one_trace(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+                                otel_collector):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+              extra=tracing(otel_collector))
+    header, trace, caller_span = caller()
+    r, addr = create_user(env, {"traceparent": header})
+    user = r.json()
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+
+    spans = otel_collector.wait_spans(in_trace(trace), count=3, timeout=30)
+    assert len(spans) == 3, [s["name"] for s in spans]
+    by_kind = {s["kind"]: s for s in spans}
+    server, create, process = by_kind[SERVER], by_kind[PRODUCER], by_kind[CONSUMER]
+    topic = env.topics["created"]
+
+    # POST /users: a child of the caller's span.
+    assert server["name"] == "POST /users"
+    assert server["parentSpanId"] == caller_span
+    a = server["attributes"]
+    assert a["http.request.method"] == "POST" and a["http.route"] == "/users"
+    assert a["url.path"] == "/users" and a["http.response.status_code"] == 201
+    assert a["evhost.plugin"] == "user"
+    assert a["evhost.request_id"] == r.headers["X-Request-Id"]
+    assert a["client.address"] == "127.0.0.1"
+    assert int(server["endTimeUnixNano"]) >= int(server["startTimeUnixNano"]) > 0
+
+    # The event's creation, within the request.
+    assert create["name"] == f"create {topic}"
+    assert create["parentSpanId"] == server["spanId"]
+    a = create["attributes"]
+    assert a["messaging.system"] == "kafka" and a["messaging.operation.type"] == "create"
+    assert a["messaging.destination.name"] == topic
+    assert a["cloudevents.event_type"] == "user.created"
+    assert a["messaging.kafka.message.key"] == user["id"]
+    assert a["evhost.plugin"] == "user"
+    assert int(server["startTimeUnixNano"]) <= int(create["startTimeUnixNano"])
+    assert int(create["endTimeUnixNano"]) <= int(server["endTimeUnixNano"])
+
+    # Kafka carries the create span as the event's parent.
+    msg = event_of(env, user["id"])
+    assert msg["headers"]["traceparent"] == f"00-{trace}-{create['spanId']}-01"
+    assert msg["headers"]["ce_id"] == a["messaging.message.id"] == a["cloudevents.event_id"]
+
+    # Its handling by the notifications plugin, a child of the create span.
+    assert process["name"] == f"process {topic}"
+    assert process["parentSpanId"] == create["spanId"]
+    a = process["attributes"]
+    assert a["messaging.operation.type"] == "process"
+    assert a["messaging.destination.name"] == topic
+    assert a["messaging.consumer.group.name"] == env.config["plugin.notifications"]["group"]
+    assert a["messaging.kafka.offset"] == msg["offset"]
+    assert a["messaging.destination.partition.id"] == str(msg["partition"])
+    assert a["messaging.message.id"] == msg["headers"]["ce_id"]
+    assert a["evhost.plugin"] == "notifications" and a["evhost.attempt"] == 1
+    assert a["evhost.outcome"] == "handled"
+    assert "status" not in process or process["status"].get("code", 0) != 2
+
+    for s in spans:
+        assert s["resource"]["service.name"] == "evhost-tests"
+        assert s["resource"]["process.pid"] == env.d.proc.pid
+        assert re.fullmatch(r"\d+\.\d+\.\d+.*", s["resource"]["service.version"])
+        assert s["scope"]["name"] == "evhost"
+    # The mail's log line is in the same trace.
+    assert any(trace in line and "welcome mail" in line
+               for line in env.d.log_text().splitlines())
+    # Probes are not traced (the test harness polled /healthz at start).
+    assert not [s for s in otel_collector.spans()
+                if s["attributes"].get("url.path") in ("/healthz", "/readyz", "/metrics")]
+    lib.wait_until(lambda: scrape_value(env.d, "evhost_trace_spans_total",
+                                        outcome="exported") >= 3, timeout=10)
+
+
+def test_sampling_follows_the_caller_and_the_ratio(evhostd, tmp_path, unique_name,
+                                                  kafka_bootstrap, otel_collector):
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(tmp_path / "mail")},
+              extra=tracing(otel_collector, sample_ratio="0"))
+    # A caller that did not sample: nothing recorded, the flag passed on.
+    header, unsampled, _ = caller(sampled=False)
+    r, _ = create_user(env, {"traceparent": header})
+    msg = event_of(env, r.json()["id"])
+    assert re.fullmatch(rf"00-{unsampled}-[0-9a-f]{{16}}-00", msg["headers"]["traceparent"])
+    # A trace evhost begins, at sample_ratio 0: nothing recorded either.
+    r, _ = create_user(env)
+    own = r.headers["X-Request-Id"]
+    msg = event_of(env, r.json()["id"])
+    assert re.fullmatch(rf"00-{own}-[0-9a-f]{{16}}-00", msg["headers"]["traceparent"])
+    # A caller that sampled: recorded, whatever the ratio, both plugins.
+    header, sampled, _ = caller()
+    create_user(env, {"traceparent": header})
+    spans = otel_collector.wait_spans(in_trace(sampled), count=3, timeout=30)
+    assert sorted(s["kind"] for s in spans) == [SERVER, PRODUCER, CONSUMER]
+    # Every handling has ended (the inbox has all three), and the exporter
+    # sends in order: had the others been recorded, they would be here.
+    lib.wait_until(lambda: scrape_value(env.d, "evhost_events_handled_total",
+                                        plugin="notifications", topic=env.topics["created"],
+                                        result="ok") >= 3, timeout=30)
+    env.d.get("/users/nobody")  # a request after them all, sampled by nobody
+    time.sleep(0.5)
+    traces = {s["traceId"] for s in otel_collector.spans()}
+    assert unsampled not in traces and own not in traces
+
+
+def test_collector_down_costs_spans_not_requests(evhostd, tmp_path, unique_name,
+                                                kafka_bootstrap, smtp_server, otel_collector):
+    otel_collector.stop()
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+              extra=tracing(otel_collector))
+    header, lost, _ = caller()
+    _, addr = create_user(env, {"traceparent": header})
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+    # Each batch gets three more tries, 0.5, 1 and 2 s apart, then is
+    # dropped: wait until the count has not moved for longer than that, so
+    # no batch of the first flow is still being tried.
+    last = [None, time.monotonic()]
+
+    def settled():
+        v = scrape_value(env.d, "evhost_trace_spans_total", outcome="dropped_export_failed")
+        if v != last[0]:
+            last[:] = [v, time.monotonic()]
+        return v >= 3 and time.monotonic() - last[1] > 4.5
+    lib.wait_until(settled, timeout=60, interval=0.25)
+    assert scrape_value(env.d, "evhost_trace_spans_total", outcome="exported") == 0
+    port = otel_collector.endpoint.rsplit(":", 1)[1]
+    assert re.search(rf"spans dropped: cannot connect to 127\.0\.0\.1:{port}",
+                     env.d.log_text()), env.d.log_tail()
+    # Back up: later spans arrive; the lost ones stay lost (and counted).
+    otel_collector.start()
+    header, found, _ = caller()
+    _, addr = create_user(env, {"traceparent": header})
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+    otel_collector.wait_spans(in_trace(found), count=3, timeout=30)
+    assert not otel_collector.wait_spans(in_trace(lost), count=0, timeout=0)
+    assert env.d.log_text().count("spans dropped") == 1  # at most one a minute
+
+
+def test_queued_spans_are_sent_at_the_stop(evhostd, tmp_path, otel_collector):
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    d = evhostd({"auth": {"jwt_secret_file": str(secret)},
+                 "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+                 **tracing(otel_collector, export_interval="1h", batch_size="100")},
+                brokers="embedded")
+    header, trace, _ = caller()
+    r = d.get("/users/nobody", headers={"traceparent": header})
+    assert r.status_code == 404, r.text
+    time.sleep(0.5)
+    assert not [s for s in otel_collector.spans() if s["traceId"] == trace]
+    assert d.stop(timeout=30) == 0
+    [span] = otel_collector.wait_spans(in_trace(trace), timeout=5)
+    assert span["name"] == "GET /users/{id}"
+    assert span["attributes"]["http.response.status_code"] == 404
+    assert span["attributes"]["url.path"] == "/users/nobody"
+
+
+def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
+    for value, want in (("https://127.0.0.1:4318", "https is not supported"),
+                        ("127.0.0.1:4318", "expected http://HOST[:PORT][/PATH]")):
+        p = evhostd.run(["--check-config"], config={"tracing": {"otlp_endpoint": value}},
+                        brokers="embedded")
+        assert p.returncode != 0, p.stdout + p.stderr
+        out = p.stdout + p.stderr
+        assert re.search(r"evhost\.conf:\d+: \[tracing\] otlp_endpoint: .*" + re.escape(want),
+                         out), out
