@@ -277,6 +277,49 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 	return rc;
 }
 
+/* A plugin's own span: the host's span, and the thread's current span
+ * before it, put back at its end. */
+struct evh_span {
+	trace_span sp;
+	trace_ctx outer;
+};
+
+static evh_span *api_span_begin(evh_plugin *p, evh_span_kind kind, const char *name)
+{
+	evh_span *s;
+	if (!p || !name || !trace_enabled() ||
+	    (kind != EVH_SPAN_INTERNAL && kind != EVH_SPAN_CLIENT))
+		return NULL;
+	if (!(s = malloc(sizeof *s)))
+		return NULL;
+	trace_begin(&s->sp, (trace_kind)kind, NULL, NULL, "%s", name);
+	if (!s->sp.recording) {
+		free(s);
+		return NULL;
+	}
+	trace_attr(&s->sp, "evhost.plugin", p->name);
+	trace_current_save(&s->outer);
+	trace_current_set(&s->sp);
+	return s;
+}
+
+static void api_span_set(evh_span *s, const char *key, const char *value)
+{
+	if (s)
+		trace_attr(&s->sp, key, value);
+}
+
+static void api_span_end(evh_span *s, const char *error)
+{
+	if (!s)
+		return;
+	if (error)
+		trace_error(&s->sp, "%s", error);
+	trace_end(&s->sp);
+	trace_current_restore(&s->outer);
+	free(s);
+}
+
 static const evh_api api_table = {
     .struct_size = sizeof(evh_api),
     .abi_major = EVH_ABI_MAJOR,
@@ -335,6 +378,9 @@ static const evh_api api_table = {
     .req_query_string = http_req_query_string,
     .resp_stream = http_resp_stream,
     .stream_publish = api_stream_publish,
+    .span_begin = api_span_begin,
+    .span_set = api_span_set,
+    .span_end = api_span_end,
 };
 
 const evh_api *host_api(void) { return &api_table; }

@@ -1693,6 +1693,11 @@ static void check_cross(set_ctx *x)
 		         "[http] max_streams (%d) must be below threads (%d): each open event "
 		         "stream holds a worker thread",
 		         s->http_max_streams, s->http_threads);
+	e = cfg_find(c, "tracing", "batch_size");
+	if (e && s->trace_batch_size > s->trace_queue_size)
+		diag_add(x->d, e->file, e->line,
+		         "[tracing] batch_size (%d) must not exceed queue_size (%d)",
+		         s->trace_batch_size, s->trace_queue_size);
 }
 
 int settings_from_cfg(const cfg *c, settings *s, diag *d)

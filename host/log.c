@@ -95,8 +95,6 @@ void log_set_context(const char *request_id, const char *trace_id)
 	ctx_copy(log_ctx_trace, trace_id);
 }
 
-const char *log_trace_id(void) { return log_ctx_trace[0] ? log_ctx_trace : NULL; }
-
 /* A small append-only buffer that silently stops at its end. */
 typedef struct line_buf {
 	char *p;

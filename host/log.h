@@ -18,8 +18,6 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Per-thread context added to every line of this thread (request id, trace id). NULL clears. */
 void log_set_context(const char *request_id, const char *trace_id);
-/* This thread's trace id (32 hex digits), or NULL when it has none. */
-const char *log_trace_id(void);
 
 /* `s` (NULL: "") as the inside of a JSON string, escaped as JSON log lines
  * are (control characters escaped, invalid UTF-8 as \ufffd), into

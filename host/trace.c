@@ -56,10 +56,7 @@ static atomic_int enabled;
 static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
 static _Atomic int64_t stop_deadline; /* mono_ms by which the stop sends nothing more */
 
-static _Thread_local struct {
-	char trace_id[33], span_id[17];
-	unsigned char sampled, set;
-} current;
+static _Thread_local trace_ctx current;
 
 static uint64_t now_ns(void)
 {
@@ -173,25 +170,35 @@ static short put_text(trace_span *sp, const char *value)
 	return at;
 }
 
+/* A new attribute with its key, or NULL when there is no room for one. */
+static int add_attr(trace_span *sp, const char *key)
+{
+	short k;
+	if (!sp->recording || !key || sp->nattrs >= TRACE_MAX_ATTRS || (k = put_text(sp, key)) < 0)
+		return -1;
+	sp->attrs[sp->nattrs].key = k;
+	sp->attrs[sp->nattrs].at = -1;
+	sp->attrs[sp->nattrs].num = 0;
+	return sp->nattrs++;
+}
+
 void trace_attr(trace_span *sp, const char *key, const char *value)
 {
-	short at;
-	if (!sp->recording || !value || sp->nattrs >= TRACE_MAX_ATTRS)
+	size_t used = sp->used;
+	int i;
+	if (!value || (i = add_attr(sp, key)) < 0)
 		return;
-	if ((at = put_text(sp, value)) < 0)
-		return;
-	sp->attrs[sp->nattrs].key = key;
-	sp->attrs[sp->nattrs].at = at;
-	sp->attrs[sp->nattrs++].num = 0;
+	if ((sp->attrs[i].at = put_text(sp, value)) < 0) {
+		sp->nattrs--; /* no room for the value: not the key either */
+		sp->used = used;
+	}
 }
 
 void trace_attr_int(trace_span *sp, const char *key, int64_t value)
 {
-	if (!sp->recording || sp->nattrs >= TRACE_MAX_ATTRS)
-		return;
-	sp->attrs[sp->nattrs].key = key;
-	sp->attrs[sp->nattrs].at = -1;
-	sp->attrs[sp->nattrs++].num = value;
+	int i = add_attr(sp, key);
+	if (i >= 0)
+		sp->attrs[i].num = value;
 }
 
 void trace_error(trace_span *sp, const char *fmt, ...)
@@ -222,6 +229,10 @@ void trace_current_set(const trace_span *sp)
 }
 
 void trace_current_clear(void) { current.set = 0; }
+
+void trace_current_save(trace_ctx *out) { *out = current; }
+
+void trace_current_restore(const trace_ctx *in) { current = *in; }
 
 static void log_drops(const char *why)
 {
@@ -271,12 +282,6 @@ static void put_string(textbuf *b, const char *s)
 	tb_puts(b, "\"");
 }
 
-static void put_attr_str(textbuf *b, const char *key, const char *escaped)
-{
-	tb_printf(b, "{\"key\":\"%s\",\"value\":{\"stringValue\":\"", key);
-	tb_puts(b, escaped);
-	tb_puts(b, "\"}}");
-}
 
 static void put_span(textbuf *b, const trace_span *sp)
 {
@@ -289,13 +294,15 @@ static void put_span(textbuf *b, const trace_span *sp)
 	        "\",\"attributes\":[",
 	     sp->kind, sp->start_ns, sp->end_ns);
 	for (int i = 0; i < sp->nattrs; i++) {
-		if (i)
-			tb_puts(b, ",");
-		if (sp->attrs[i].at >= 0)
-			put_attr_str(b, sp->attrs[i].key, sp->text + sp->attrs[i].at);
-		else
-			tb_printf(b, "{\"key\":\"%s\",\"value\":{\"intValue\":\"%" PRId64 "\"}}",
-			     sp->attrs[i].key, sp->attrs[i].num);
+		tb_puts(b, i ? ",{\"key\":\"" : "{\"key\":\"");
+		tb_puts(b, sp->text + sp->attrs[i].key);
+		if (sp->attrs[i].at >= 0) {
+			tb_puts(b, "\",\"value\":{\"stringValue\":\"");
+			tb_puts(b, sp->text + sp->attrs[i].at);
+			tb_puts(b, "\"}}");
+		} else {
+			tb_printf(b, "\",\"value\":{\"intValue\":\"%" PRId64 "\"}}", sp->attrs[i].num);
+		}
 	}
 	tb_puts(b, "]");
 	if (sp->error) {

@@ -19,14 +19,16 @@ struct settings;
 
 /* OTLP's SpanKind values. */
 typedef enum trace_kind {
+	TRACE_INTERNAL = 1,
 	TRACE_SERVER = 2,
+	TRACE_CLIENT = 3,
 	TRACE_PRODUCER = 4,
 	TRACE_CONSUMER = 5,
 } trace_kind;
 
 #define TRACE_MAX_ATTRS 16
-#define TRACE_TEXT_MAX 1536 /* attribute and status text of one span, escaped */
-#define TRACE_VALUE_MAX 256 /* bytes of one value, escaped; longer ones are cut */
+#define TRACE_TEXT_MAX 2048 /* attribute keys, values and status text of one span, escaped */
+#define TRACE_VALUE_MAX 256 /* bytes of one key or value, escaped; longer ones are cut */
 
 typedef struct trace_span {
 	char trace_id[33];  /* 32 lowercase hex digits */
@@ -40,9 +42,9 @@ typedef struct trace_span {
 	uint64_t start_ns, end_ns; /* since the Unix epoch */
 	char name[128];
 	struct {
-		const char *key; /* a string literal */
-		int64_t num;     /* the value of an integer attribute */
-		short at;        /* the value's offset in text; -1 for an integer */
+		int64_t num; /* the value of an integer attribute */
+		short key;   /* the key's offset in text */
+		short at;    /* the value's offset in text; -1 for an integer */
 	} attrs[TRACE_MAX_ATTRS];
 	short status_at; /* the status message's offset in text; -1: none */
 	size_t used;
@@ -72,9 +74,9 @@ void trace_begin(trace_span *sp, trace_kind kind, const char *parent, const char
 void trace_drop(trace_span *sp);
 /* Rename it (an HTTP span, once its route is known). */
 void trace_rename(trace_span *sp, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Attributes (at most TRACE_MAX_ATTRS; text is escaped and cut to
- * TRACE_VALUE_MAX, and left out when the span's text is full). `key`
- * must outlive the span: a string literal. NULL `value`: not set. */
+/* Attributes (at most TRACE_MAX_ATTRS; keys and text are escaped and cut to
+ * TRACE_VALUE_MAX, and the attribute left out when the span's text is
+ * full). NULL `key` or `value`: not set. */
 void trace_attr(trace_span *sp, const char *key, const char *value);
 void trace_attr_int(trace_span *sp, const char *key, int64_t value);
 /* Status ERROR with a message. */
@@ -89,6 +91,15 @@ void trace_traceparent(const trace_span *sp, char out[56]);
  * must stay alive until trace_current_clear. */
 void trace_current_set(const trace_span *sp);
 void trace_current_clear(void);
+
+/* The current span's context, to put back after a nested span (a plugin's
+ * own, evh_span_begin) made itself current. */
+typedef struct trace_ctx {
+	char trace_id[33], span_id[17];
+	unsigned char sampled, set;
+} trace_ctx;
+void trace_current_save(trace_ctx *out);
+void trace_current_restore(const trace_ctx *in);
 
 /* Counters for /metrics. */
 void trace_stats(uint64_t *exported, uint64_t *queue_full, uint64_t *export_failed);

@@ -30,6 +30,7 @@ typedef struct notif_state {
 	char from_addr[NOTIF_ADDR_MAX + 1];
 	int max_attempts; /* 0: the host's default, which the plugin cannot see */
 	int use_smtp;
+	char server_address[256]; /* smtp_url's host, for spans (never its user or password) */
 	notif_smtp smtp;
 	notif_maildir maildir;
 	notif_pending pending;

@@ -190,6 +190,28 @@ static void free_templates(notif_templates *t)
 
 /* ---------------------------------------------------------- transports */
 
+/* The host of an smtp:// or smtps:// URL: after "//" and any "user@", up
+ * to a port, path or the end; "" when there is none. */
+static void url_host(const char *url, char *out, size_t outlen)
+{
+	const char *h = url ? strstr(url, "//") : NULL, *at, *end;
+	size_t n;
+	out[0] = '\0';
+	if (!h)
+		return;
+	h += 2;
+	end = h + strcspn(h, "/?#");
+	if ((at = memchr(h, '@', (size_t)(end - h))))
+		h = at + 1;
+	if (*h == '[')
+		n = strcspn(h, "]") + (h[strcspn(h, "]")] == ']');
+	else
+		n = strcspn(h, ":/?#");
+	if (h + n > end)
+		n = (size_t)(end - h);
+	snprintf(out, outlen, "%.*s", (int)n, h);
+}
+
 static int open_smtp(notif_state *st)
 {
 	const char *user = evh_config_str(st->p, "smtp_user");
@@ -220,6 +242,7 @@ static int open_smtp(notif_state *st)
 	}
 	memset(&c, 0, sizeof c);
 	c.url = evh_config_str(st->p, "smtp_url");
+	url_host(c.url, st->server_address, sizeof st->server_address);
 	c.user = user;
 	c.password = pw.p;
 	c.starttls = evh_config_bool(st->p, "smtp_starttls", 0);
@@ -282,6 +305,7 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 {
 	char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL;
 	char unique[40];
+	evh_span *span;
 	notif_send_result res = NOTIF_SEND_TRANSIENT;
 	notif_mail m;
 	size_t len;
@@ -314,10 +338,19 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 		res = NOTIF_SEND_PERMANENT;
 		goto out;
 	}
-	if (st->use_smtp)
+	/* A span of the plugin's own in the event's trace: the send is what
+	 * takes time, and what fails. No recipient in it (spans leave the
+	 * host): libcurl's and the Maildir's errors name codes and files. */
+	span = st->use_smtp ? evh_span_begin(st->p, EVH_SPAN_CLIENT, "smtp send")
+	                    : evh_span_begin(st->p, EVH_SPAN_INTERNAL, "maildir write");
+	evh_span_set(span, "evhost.notification.template", c->tmpl_name);
+	if (st->use_smtp) {
+		evh_span_set(span, "server.address", st->server_address);
 		res = notif_smtp_send(&st->smtp, to_addr, msg, len, err, errlen);
-	else
+	} else {
 		res = notif_maildir_deliver(&st->maildir, msg, len, NULL, 0, err, errlen);
+	}
+	evh_span_end(span, res == NOTIF_SEND_OK ? NULL : err);
 out:
 	free(subject);
 	free(text);

@@ -1184,6 +1184,7 @@ static void test_tracing(void **state)
 	    {"export_interval = 2h", "expected a duration from 1ms to 1h"},
 	    {"export_timeout = soon", "expected a duration from 1ms to 1h"},
 	    {"service_name = ", "expected a value"},
+	    {"batch_size = 4096", "batch_size (4096) must not exceed queue_size (2048)"},
 	    {"endpoint = http://x", "unknown key"},
 	};
 	fixture *f = *state;

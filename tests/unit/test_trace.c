@@ -21,6 +21,8 @@
 #include <cjson/cJSON.h>
 
 #include "config.h"
+#include "host.h"
+#include "plugins.h"
 #include "trace.h"
 
 #define CALLER "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -271,20 +273,29 @@ static void test_span_limits(void **state)
 	trace_begin(&sp, TRACE_SERVER, NULL, NULL, "%s", big);
 	assert_int_equal(strlen(sp.name), sizeof sp.name - 1);
 	trace_attr(&sp, "first", big);
-	assert_int_equal(strlen(sp.text), TRACE_VALUE_MAX);
+	assert_string_equal(sp.text + sp.attrs[0].key, "first");
+	assert_int_equal(strlen(sp.text + sp.attrs[0].at), TRACE_VALUE_MAX);
+	trace_attr(&sp, big, "long key");
+	assert_int_equal(strlen(sp.text + sp.attrs[1].key), TRACE_VALUE_MAX);
 	trace_attr(&sp, "second", "short");
-	assert_string_equal(sp.text + sp.attrs[1].at, "short");
+	assert_string_equal(sp.text + sp.attrs[2].at, "short");
 	for (int i = 0; i < TRACE_MAX_ATTRS; i++)
 		trace_attr(&sp, "k", big); /* until the text is full: then left out */
 	assert_true(sp.nattrs < TRACE_MAX_ATTRS);
-	assert_int_equal(sp.used, sizeof sp.text);
-	trace_attr_int(&sp, "int", 7); /* needs no text */
-	assert_string_equal(sp.attrs[sp.nattrs - 1].key, "int");
-	while (sp.nattrs < TRACE_MAX_ATTRS)
-		trace_attr_int(&sp, "more", 1);
-	trace_attr_int(&sp, "too many", 1);
-	assert_int_equal(sp.nattrs, TRACE_MAX_ATTRS);
-	assert_string_equal(sp.attrs[TRACE_MAX_ATTRS - 1].key, "more");
+	assert_true(sp.used <= sizeof sp.text);
+	for (int i = 0; i < sp.nattrs; i++) /* each whole: a key and a value */
+		assert_true(sp.attrs[i].at > sp.attrs[i].key &&
+		            memchr(sp.text + sp.attrs[i].at, '\0', sizeof sp.text - (size_t)sp.attrs[i].at));
+	trace_attr(&sp, NULL, "no key");
+	trace_attr(&sp, "no value", NULL);
+	{
+		trace_span ints;
+		trace_begin(&ints, TRACE_SERVER, NULL, NULL, "ints");
+		for (int i = 0; i < TRACE_MAX_ATTRS + 1; i++)
+			trace_attr_int(&ints, i < TRACE_MAX_ATTRS ? "n" : "too many", i);
+		assert_int_equal(ints.nattrs, TRACE_MAX_ATTRS);
+		assert_int_equal(ints.attrs[TRACE_MAX_ATTRS - 1].num, TRACE_MAX_ATTRS - 1);
+	}
 	sp.end_ns = sp.start_ns;
 	body = trace_encode(&sp, 1, NULL);
 	doc = cJSON_Parse(body);
@@ -383,6 +394,55 @@ static void test_queue_full_and_timeout(void **state)
 	collector_stop(&c);
 }
 
+/* A plugin's own spans (SDK, ABI 1.4): children of the thread's current
+ * span, current themselves until they end (nested as a stack), NULL when
+ * not recorded, and the NULL handle is harmless. */
+static void test_plugin_spans(void **state)
+{
+	const evh_api *api = host_api();
+	evh_plugin p;
+	trace_span req;
+	trace_ctx outer, inner, now;
+	evh_span *a, *b;
+	(void)state;
+	memset(&p, 0, sizeof p);
+	p.name = "plug";
+	assert_null(api->span_begin(&p, EVH_SPAN_CLIENT, "off"));
+	start(9, 1.0, 64, 64, 3600000, 1000);
+	trace_begin(&req, TRACE_SERVER, CALLER, NULL, "GET");
+	trace_current_set(&req);
+	a = api->span_begin(&p, EVH_SPAN_CLIENT, "smtp send");
+	assert_non_null(a);
+	trace_current_save(&outer);
+	assert_string_equal(outer.trace_id, req.trace_id);
+	assert_string_not_equal(outer.span_id, req.span_id);
+	b = api->span_begin(&p, EVH_SPAN_INTERNAL, "render");
+	assert_non_null(b);
+	trace_current_save(&inner);
+	assert_string_equal(inner.trace_id, req.trace_id);
+	assert_string_not_equal(inner.span_id, outer.span_id);
+	api->span_set(b, "k", "v");
+	api->span_set(b, NULL, "v");
+	api->span_end(b, NULL);
+	trace_current_save(&now);
+	assert_string_equal(now.span_id, outer.span_id);
+	api->span_end(a, "refused");
+	trace_current_save(&now);
+	assert_string_equal(now.span_id, req.span_id);
+	assert_null(api->span_begin(&p, (evh_span_kind)2, "a server span is the host's"));
+	assert_null(api->span_begin(&p, EVH_SPAN_CLIENT, NULL));
+	assert_null(api->span_begin(NULL, EVH_SPAN_CLIENT, "x"));
+	api->span_set(NULL, "k", "v");
+	api->span_end(NULL, "x");
+	/* not sampled upstream: nothing recorded, nothing to end */
+	trace_begin(&req, TRACE_SERVER, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+	            NULL, "GET");
+	trace_current_set(&req);
+	assert_null(api->span_begin(&p, EVH_SPAN_CLIENT, "x"));
+	trace_current_clear();
+	trace_stop(0);
+}
+
 /* Spans ended while tracing is off (or after the stop) are not counted. */
 static void test_off(void **state)
 {
@@ -400,7 +460,7 @@ int main(void)
 	    cmocka_unit_test(test_context),     cmocka_unit_test(test_encode),
 	    cmocka_unit_test(test_span_limits), cmocka_unit_test(test_sampling),
 	    cmocka_unit_test(test_export_retry), cmocka_unit_test(test_queue_full_and_timeout),
-	    cmocka_unit_test(test_off),
+	    cmocka_unit_test(test_plugin_spans), cmocka_unit_test(test_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 3
+#define EVH_ABI_MINOR 4
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -102,6 +102,13 @@ typedef struct evh_response evh_response; /* its response, being built */
 typedef struct evh_event evh_event;       /* one consumed event */
 typedef struct evh_tx evh_tx;             /* one storage transaction */
 typedef struct evh_rows evh_rows;         /* a query's result cursor */
+typedef struct evh_span evh_span;         /* a span of the plugin's own (ABI 1.4) */
+
+/* What a span of the plugin's own stands for (OpenTelemetry's SpanKind). */
+typedef enum evh_span_kind {
+	EVH_SPAN_INTERNAL = 1, /* work inside the plugin */
+	EVH_SPAN_CLIENT = 3,   /* a call to another service: SMTP, HTTP, a database */
+} evh_span_kind;
 
 /* ------------------------------------------------------------ config schema */
 
@@ -301,6 +308,11 @@ typedef struct evh_api {
 	int (*resp_stream)(evh_response *resp, const char *channel);
 	int (*stream_publish)(evh_plugin *p, const char *channel, const char *event,
 	                      const char *data);
+
+	/* tracing (ABI 1.4) */
+	evh_span *(*span_begin)(evh_plugin *p, evh_span_kind kind, const char *name);
+	void (*span_set)(evh_span *span, const char *key, const char *value);
+	void (*span_end)(evh_span *span, const char *error);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -698,6 +710,44 @@ static inline int evh_stream_publish(evh_plugin *p, const char *channel, const c
 	if (!EVH_API_HAS(stream_publish))
 		return EVH_EUNSUPPORTED;
 	return evh__api->stream_publish(p, channel, event, data);
+}
+
+/* ------------------------------------------------------------------ tracing */
+
+/* A span of your own (ABI 1.4), for work worth seeing in a trace: a call to
+ * an SMTP server, another service, a slow computation. It is a child of the
+ * span the host has open on this thread (the HTTP request or the event
+ * being handled), or begins a trace on a thread of your own; until it ends,
+ * events you publish on this thread are its children. NULL when the span
+ * is not recorded (tracing off, trace not sampled, out of memory, or an
+ * older host): the two calls below take NULL and do nothing, so call them
+ * unconditionally. End it on the thread that began it, the last begun
+ * first. `name` is low-cardinality ("smtp send", not one with an address in
+ * it); at most 127 bytes are kept. */
+static inline evh_span *evh_span_begin(evh_plugin *p, evh_span_kind kind, const char *name)
+{
+	if (!EVH_API_HAS(span_begin))
+		return NULL;
+	return evh__api->span_begin(p, kind, name);
+}
+
+/* A string attribute (OpenTelemetry's names where one fits, e.g.
+ * "server.address"; yours under your plugin's name). Keys and values are
+ * copied (at most 256 bytes each) and at most 16 are kept, the host's
+ * "evhost.plugin" among them. Never put secrets or personal data in one:
+ * spans leave the machine. */
+static inline void evh_span_set(evh_span *span, const char *key, const char *value)
+{
+	if (span)
+		evh__api->span_set(span, key, value);
+}
+
+/* End it and free it: `error` NULL for success, else the span's status is
+ * an error with this message (no personal data, as above). */
+static inline void evh_span_end(evh_span *span, const char *error)
+{
+	if (span)
+		evh__api->span_end(span, error);
 }
 
 #ifdef __cplusplus
