@@ -1,9 +1,10 @@
 """OpenTelemetry spans, exported to a real OpenTelemetry Collector (built from
 tests/otelcol by scripts/otelcol, its file exporter read back by the
 testlib's Collector): the user -> USER_CREATED -> welcome mail flow on real
-Kafka is one trace of an HTTP server span, the event's create span and the
-notifications plugin's process span; the event's traceparent header names its
-create span; sampling follows a caller's flag and [tracing] sample_ratio; a
+Kafka is one trace of an HTTP server span, the event's create span, the
+notifications plugin's process span and the plugin's own span around the SMTP
+send (SDK, evh_span_begin); the event's traceparent header names its create
+span; sampling follows a caller's flag and [tracing] sample_ratio; a
 collector that is down costs spans, counted and logged, never a request or a
 mail; what is queued at the stop is sent; a bad endpoint is refused at its
 file and line."""
@@ -13,11 +14,13 @@ import re
 import time
 import uuid
 
+import pytest
+
 import evhost_testlib as lib
 from test_metrics import scrape_value
 from test_notifications import PASSWORD, Env, welcome_to
 
-SERVER, PRODUCER, CONSUMER = 2, 4, 5
+INTERNAL, SERVER, CLIENT, PRODUCER, CONSUMER = 1, 2, 3, 4, 5
 
 
 def tracing(collector, **more):
@@ -68,10 +71,11 @@ def test_user_flow_is_one_trace(evhostd, tmp_path, unique_name, kafka_bootstrap,
     user = r.json()
     smtp_server.wait_for(welcome_to(addr), timeout=60)
 
-    spans = otel_collector.wait_spans(in_trace(trace), count=3, timeout=30)
-    assert len(spans) == 3, [s["name"] for s in spans]
+    spans = otel_collector.wait_spans(in_trace(trace), count=4, timeout=30)
+    assert len(spans) == 4, [s["name"] for s in spans]
     by_kind = {s["kind"]: s for s in spans}
     server, create, process = by_kind[SERVER], by_kind[PRODUCER], by_kind[CONSUMER]
+    send = by_kind[CLIENT]
     topic = env.topics["created"]
 
     # POST /users: a child of the caller's span.
@@ -116,6 +120,16 @@ def test_user_flow_is_one_trace(evhostd, tmp_path, unique_name, kafka_bootstrap,
     assert a["evhost.outcome"] == "handled"
     assert "status" not in process or process["status"].get("code", 0) != 2
 
+    # The plugin's own span (SDK, evh_span_begin): the SMTP send, within
+    # the handling.
+    assert send["name"] == "smtp send"
+    assert send["parentSpanId"] == process["spanId"]
+    assert send["attributes"] == {"evhost.plugin": "notifications",
+                                  "evhost.notification.template": "welcome",
+                                  "server.address": "127.0.0.1"}
+    assert int(process["startTimeUnixNano"]) <= int(send["startTimeUnixNano"])
+    assert int(send["endTimeUnixNano"]) <= int(process["endTimeUnixNano"])
+
     for s in spans:
         assert s["resource"]["service.name"] == "evhost-tests"
         assert s["resource"]["process.pid"] == env.d.proc.pid
@@ -149,8 +163,9 @@ def test_sampling_follows_the_caller_and_the_ratio(evhostd, tmp_path, unique_nam
     # A caller that sampled: recorded, whatever the ratio, both plugins.
     header, sampled, _ = caller()
     create_user(env, {"traceparent": header})
-    spans = otel_collector.wait_spans(in_trace(sampled), count=3, timeout=30)
-    assert sorted(s["kind"] for s in spans) == [SERVER, PRODUCER, CONSUMER]
+    spans = otel_collector.wait_spans(in_trace(sampled), count=4, timeout=30)
+    assert sorted(s["kind"] for s in spans) == [INTERNAL, SERVER, PRODUCER, CONSUMER]
+    assert [s["name"] for s in spans if s["kind"] == INTERNAL] == ["maildir write"]
     # Every handling has ended (the inbox has all three), and the exporter
     # sends in order: had the others been recorded, they would be here.
     lib.wait_until(lambda: scrape_value(env.d, "evhost_events_handled_total",
@@ -162,6 +177,7 @@ def test_sampling_follows_the_caller_and_the_ratio(evhostd, tmp_path, unique_nam
     assert unsampled not in traces and own not in traces
 
 
+@pytest.mark.slow  # mostly waiting out the exporter's retries
 def test_collector_down_costs_spans_not_requests(evhostd, tmp_path, unique_name,
                                                 kafka_bootstrap, smtp_server, otel_collector):
     otel_collector.stop()
@@ -191,7 +207,7 @@ def test_collector_down_costs_spans_not_requests(evhostd, tmp_path, unique_name,
     header, found, _ = caller()
     _, addr = create_user(env, {"traceparent": header})
     smtp_server.wait_for(welcome_to(addr), timeout=60)
-    otel_collector.wait_spans(in_trace(found), count=3, timeout=30)
+    otel_collector.wait_spans(in_trace(found), count=4, timeout=30)
     assert not otel_collector.wait_spans(in_trace(lost), count=0, timeout=0)
     assert env.d.log_text().count("spans dropped") == 1  # at most one a minute
 
