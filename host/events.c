@@ -3,7 +3,6 @@
  * of random bytes); safe from any thread. */
 #include "events.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -12,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -166,32 +164,36 @@ void events_random_hex(char *out, size_t bytes)
 	hex_encode(b, bytes, out);
 }
 
-static int hex_lower(const char *in, size_t n, char *out)
+/* in[0..n) as lowercase hex into out (NUL-terminated): 1, or 0 when all
+ * digits are zero, or -1 (out unfinished) at a character that is not a hex
+ * digit. Without <ctype.h>: this runs for every event consumed. */
+static int hex_copy(const char *in, size_t n, char *out)
 {
 	int nonzero = 0;
 	for (size_t i = 0; i < n; i++) {
-		if (!isxdigit((unsigned char)in[i]))
+		char c = in[i];
+		if (c >= 'A' && c <= 'F')
+			c = (char)(c - 'A' + 'a');
+		else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
 			return -1;
-		out[i] = (char)tolower((unsigned char)in[i]);
-		nonzero |= in[i] != '0';
+		out[i] = c;
+		nonzero |= c != '0';
 	}
 	out[n] = '\0';
-	return nonzero ? 0 : -1;
+	return nonzero;
 }
 
 int events_traceparent_parse(const char *tp, char trace_id[33], char span_id[17], int *flags)
 {
-	char t[33], sp[17], f[3];
+	char v[3], t[33], sp[17], f[3];
 	/* Version 00 is exactly 55 characters; a later version may add fields
-	 * after a '-', and its first four are read the same way (W3C). */
-	if (!tp || strlen(tp) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
-	    (tp[55] && (tp[55] != '-' || !strncmp(tp, "00", 2))) ||
-	    !isxdigit((unsigned char)tp[0]) || !isxdigit((unsigned char)tp[1]) ||
-	    !strncasecmp(tp, "ff", 2) || hex_lower(tp + 3, 32, t) || hex_lower(tp + 36, 16, sp) ||
-	    !isxdigit((unsigned char)tp[53]) || !isxdigit((unsigned char)tp[54]))
+	 * after a '-', and its first four are read the same way (W3C). Ids may
+	 * not be all zero; version ff is invalid. */
+	if (!tp || strnlen(tp, 56) < 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' ||
+	    (tp[55] && (tp[55] != '-' || !strncmp(tp, "00", 2))) || hex_copy(tp, 2, v) < 0 ||
+	    !strcmp(v, "ff") || hex_copy(tp + 3, 32, t) != 1 || hex_copy(tp + 36, 16, sp) != 1 ||
+	    hex_copy(tp + 53, 2, f) < 0)
 		return -1;
-	memcpy(f, tp + 53, 2);
-	f[2] = '\0';
 	if (trace_id)
 		memcpy(trace_id, t, 33);
 	if (span_id)

@@ -1331,6 +1331,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	evh_request req;
 	evh_response resp;
 	trace_span span;
+	const char *tp;
 	double t0 = now_ms();
 	size_t sent;
 	memset(&req, 0, sizeof req);
@@ -1344,9 +1345,11 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	request_id(&req);
 	/* The caller's trace, from its traceparent header; else a trace whose
 	 * id is the request id when evhost made that (16 random bytes, as W3C
-	 * asks). The span is named "METHOD /route" once the route is known. */
-	trace_begin(&span, TRACE_SERVER, mg_get_header(conn, "traceparent"), req.id, "%s",
-	            req.method);
+	 * asks). Never the thread's current span ("" rather than NULL): a
+	 * request is the first span of this thread's work. The span is named
+	 * "METHOD /route" once the route is known. */
+	tp = mg_get_header(conn, "traceparent");
+	trace_begin(&span, TRACE_SERVER, tp ? tp : "", req.id, "%s", req.method);
 	if (untraced(&req))
 		trace_drop(&span);
 	req.span = &span;

@@ -132,12 +132,19 @@ void trace_begin(trace_span *sp, trace_kind kind, const char *parent, const char
 		sp->parent_id[0] = '\0';
 		sp->sampled = (unsigned char)sample(sp->trace_id);
 	}
-	events_random_hex(sp->span_id, 8);
 	sp->recording = sp->sampled && trace_enabled();
 	if (!sp->recording) {
+		/* A span nobody records passes its parent's id on, so the events
+		 * published under it name a span a backend may have (the caller's,
+		 * or the event's creator), and costs no random bytes. */
+		if (sp->parent_id[0])
+			memcpy(sp->span_id, sp->parent_id, sizeof sp->span_id);
+		else
+			events_random_hex(sp->span_id, 8);
 		sp->name[0] = '\0';
 		return;
 	}
+	events_random_hex(sp->span_id, 8);
 	sp->start_ns = now_ns();
 	va_start(ap, name_fmt);
 	set_name(sp, name_fmt, ap);
@@ -578,7 +585,8 @@ static void *exporter_main(void *arg)
 		stopping = ex.stopping;
 		if (stopping && ex.n && mono_ms() >= atomic_load(&stop_deadline)) {
 			atomic_fetch_add(&n_export_failed, ex.n);
-			log_warn("trace", "stopping: %zu spans not sent within [tracing] export_timeout",
+			log_warn("trace", "stopping: %zu spans not sent in the time the stop allows "
+			                  "([tracing] export_timeout, [host] stop_timeout)",
 			         ex.n);
 			ex.n = 0;
 		}

@@ -66,7 +66,9 @@ int trace_enabled(void);
  * (trace_current_set), else as the first span of a new trace: in the trace
  * `trace_id` when that is 32 lowercase hex digits, not all zero, else in a
  * random one. A new trace is sampled per [tracing] sample_ratio, decided by
- * its id so every evhost decides it alike; a child follows its parent. */
+ * its id so every evhost decides it alike; a child follows its parent. A
+ * span that is not recorded takes its parent's span id (a new one when it
+ * has no parent), so what it passes on never names a span no one has. */
 void trace_begin(trace_span *sp, trace_kind kind, const char *parent, const char *trace_id,
                  const char *name_fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Do not record it (its context still passes on, as a span's that was not
