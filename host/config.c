@@ -1435,12 +1435,12 @@ static void k_sample_ratio(set_ctx *x, const cfg_entry *e)
 
 static void k_queue_size(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, 1000000, &x->s->trace_queue_size);
+	get_int_into(x, e, 1, 65536, &x->s->trace_queue_size);
 }
 
 static void k_batch_size(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, 100000, &x->s->trace_batch_size);
+	get_int_into(x, e, 1, 65536, &x->s->trace_batch_size);
 }
 
 /* A duration of at least 1 ms: "250ms", or the units of parse_duration_ms. */
