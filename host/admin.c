@@ -35,6 +35,7 @@
 #include <cjson/cJSON.h>
 #include <sodium.h>
 
+#include "clock.h"
 #include "dlq.h"
 #include "http.h"
 #include "kafka.h"
@@ -1059,19 +1060,12 @@ void admin_reload_end(host *h, int rc)
 	pthread_mutex_unlock(&a->reload_mu);
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait (reload_mu held) until request `id` is covered by a finished reload,
  * the daemon stops, or RELOAD_WAIT_MS pass. Returns whether it was. */
 static int reload_wait_locked(host *h, struct admin *a, uint64_t id)
 {
-	int64_t deadline = mono_ms() + RELOAD_WAIT_MS;
-	while (a->reload_done < id && !h->stopping && mono_ms() < deadline) {
+	int64_t deadline = clock_mono_ms() + RELOAD_WAIT_MS;
+	while (a->reload_done < id && !h->stopping && clock_mono_ms() < deadline) {
 		struct timespec until;
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_nsec += RELOAD_SLICE_MS * 1000000L;

@@ -284,6 +284,11 @@ struct evh_span {
 	trace_ctx outer;
 };
 
+/* The SDK's span kinds are OTLP's, as trace.h's are. */
+_Static_assert((int)EVH_SPAN_INTERNAL == (int)TRACE_INTERNAL &&
+                   (int)EVH_SPAN_CLIENT == (int)TRACE_CLIENT,
+               "evh_span_kind and trace_kind must agree");
+
 static evh_span *api_span_begin(evh_plugin *p, evh_span_kind kind, const char *name)
 {
 	evh_span *s;

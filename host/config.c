@@ -1347,6 +1347,8 @@ static const key_def admin_keys[] = {
 
 /* [tracing] */
 
+#define MSG_OTLP_URL "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318"
+
 /* http://HOST[:PORT][/PATH]: the collector's OTLP/HTTP base URL, as
  * OTEL_EXPORTER_OTLP_ENDPOINT takes it; spans go to PATH/v1/traces. */
 static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
@@ -1366,7 +1368,7 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 		return;
 	}
 	if (strncasecmp(v, "http://", 7) != 0) {
-		bad_value(x, e, "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318");
+		bad_value(x, e, MSG_OTLP_URL);
 		return;
 	}
 	h = v + 7;
@@ -1380,7 +1382,7 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 	}
 	if (!he || he == h || !p || (*p && *p != ':' && *p != '/') ||
 	    strcspn(h, " \t\"@") < (size_t)(he - h)) {
-		bad_value(x, e, "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318");
+		bad_value(x, e, MSG_OTLP_URL);
 		return;
 	}
 	host = xstrndup(h, (size_t)(he - h));

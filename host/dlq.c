@@ -19,18 +19,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define DLQ_LOG "admin"
 #define POLL_MS 100
 #define METADATA_TIMEOUT_MS 5000
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static char *dup_bytes(const void *p, size_t n)
 {
@@ -242,12 +236,12 @@ static int keep(struct reader *r, const rd_kafka_message_t *km, struct part *p)
 
 static int consume(struct reader *r, int timeout_ms, char *err, size_t errlen)
 {
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	while (!all_done(r)) {
 		rd_kafka_message_t *km;
 		struct part *p;
 		int rc = 0;
-		if (now_ms() >= deadline) {
+		if (clock_mono_ms() >= deadline) {
 			snprintf(err, errlen, "reading the dead-letter topics took longer than "
 			                      "%d ms", timeout_ms);
 			return EVH_EKAFKA;
@@ -477,7 +471,7 @@ void dlq_redrive(kafka *k, const dlq_msg *const *msgs, size_t n, int timeout_ms,
                  dlq_redrive_result *res)
 {
 	struct batch *b = calloc(1, sizeof *b);
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 
 	memset(res, 0, n * sizeof *res);
 	if (b)
@@ -514,7 +508,7 @@ void dlq_redrive(kafka *k, const dlq_msg *const *msgs, size_t n, int timeout_ms,
 		kafka_poll_producer(k, POLL_MS);
 		pthread_mutex_lock(&b->mu);
 		pending = b->pending;
-		if (!pending || now_ms() >= deadline) {
+		if (!pending || clock_mono_ms() >= deadline) {
 			for (size_t i = 0; pending && i < n; i++)
 				if (b->slots[i].waiting) {
 					res[i].outcome = DLQ_FAILED;

@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "clock.h"
 #include "config.h"
 #include "diag.h"
 
@@ -718,19 +719,12 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Poll until the plugin is as asked: /admin/plugins with a token, else
  * the unauthenticated /readyz (its "plugins" map). 0 when reached, 1 on
  * timeout, or an exit status. */
 static int wait_state(ctl *c, const char *name, int enable)
 {
-	long long deadline = now_ms() + c->o.timeout * 1000;
+	long long deadline = clock_mono_ms() + c->o.timeout * 1000;
 	for (;;) {
 		reply r;
 		const char *state = NULL;
@@ -753,7 +747,7 @@ static int wait_state(ctl *c, const char *name, int enable)
 		reply_free(&r);
 		if (rc)
 			return 0;
-		if (now_ms() >= deadline)
+		if (clock_mono_ms() >= deadline)
 			return 1;
 		sleep_ms(POLL_MS);
 	}

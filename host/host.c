@@ -15,6 +15,7 @@
 
 #include "admin.h"
 
+#include "clock.h"
 #include "host.h"
 #include "http.h"
 #include "kafka.h"
@@ -483,17 +484,10 @@ int host_reload(host *h)
 	return 0;
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void host_stop(host *h)
 {
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	h->stopping = 1;
 	if (h->http) {
 		http_stop(h->http);
@@ -506,7 +500,7 @@ void host_stop(host *h)
 	/* Events not sent by now stay in the outboxes on disk and go out at the
 	 * next start, so the flush is bounded by [host] stop_timeout. */
 	if (h->outbox) {
-		int spent = (int)(now_ms() - t0);
+		int spent = (int)(clock_mono_ms() - t0);
 		int64_t left = outbox_stop(h->outbox, budget - spent > 1000 ? budget - spent : 1000);
 		if (left > 0)
 			log_warn("host",
@@ -516,13 +510,13 @@ void host_stop(host *h)
 		h->outbox = NULL;
 	}
 	if (h->kafka) {
-		int rest = budget - (int)(now_ms() - t0);
+		int rest = budget - (int)(clock_mono_ms() - t0);
 		kafka_stop(h->kafka, rest > 500 ? rest : 500);
 		h->kafka = NULL;
 	}
 	/* Every span has ended: requests, handlers and publishers are done. */
 	if (h->tracing) {
-		int rest = budget - (int)(now_ms() - t0);
+		int rest = budget - (int)(clock_mono_ms() - t0);
 		trace_stop(rest > 1000 ? rest : 1000);
 		h->tracing = 0;
 	}

@@ -41,6 +41,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include "clock.h"
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
@@ -89,13 +90,6 @@ struct kafka {
 
 /* ------------------------------------------------------------- helpers */
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int64_t now_us(void)
 {
 	struct timespec ts;
@@ -115,7 +109,7 @@ static uint32_t random_u32(void)
 	uint32_t r;
 	if (getrandom(&r, sizeof r, 0) == (ssize_t)sizeof r)
 		return r;
-	return (uint32_t)now_ms(); /* jitter only: predictability is harmless */
+	return (uint32_t)clock_mono_ms(); /* jitter only: predictability is harmless */
 }
 
 int kafka_retry_delay_ms(int backoff_ms, int backoff_max_ms, int attempt, uint32_t rnd)
@@ -1218,7 +1212,7 @@ static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t part
 	if (!(b->topic = strdup(topic)))
 		return NULL;
 	b->partition = partition;
-	b->empty_since = now_ms();
+	b->empty_since = clock_mono_ms();
 	c->nbufs++;
 	return b;
 }
@@ -1231,7 +1225,7 @@ static void pbuf_clear(struct consumer *c, struct pbuf *b)
 		rd_kafka_message_destroy(b->v[b->head]);
 	b->head = 0;
 	b->key.m = NULL; /* a new message may get a freed one's address */
-	b->empty_since = now_ms();
+	b->empty_since = clock_mono_ms();
 }
 
 /* Forget the buffers of `parts` (NULL: all), e.g. revoked partitions. */
@@ -1280,7 +1274,7 @@ static rd_kafka_message_t *pbuf_pop(struct consumer *c, struct pbuf *b)
 	b->key.m = NULL; /* m is handled and freed: its address may come back */
 	c->nbuffered--;
 	if (--b->n == 0)
-		b->empty_since = now_ms();
+		b->empty_since = clock_mono_ms();
 	return m;
 }
 
@@ -1327,7 +1321,7 @@ static void store_offset(struct consumer *c, rd_kafka_message_t *msg)
 static void commit_stored(struct consumer *c, int async, int force)
 {
 	rd_kafka_resp_err_t e;
-	c->last_commit_ms = now_ms();
+	c->last_commit_ms = clock_mono_ms();
 	if (!c->stored && !force)
 		return;
 	c->stored = 0;
@@ -1624,7 +1618,7 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 	rd_kafka_headers_t *h = dlq_headers(c, msg, attempts, error, truncated);
 	struct kafka_dr dr = {.msg_cb = dlq_delivered, .opaque = w};
 	size_t len = truncated && msg->len > DLQ_TRUNCATE_BYTES ? DLQ_TRUNCATE_BYTES : msg->len;
-	int64_t start = now_ms();
+	int64_t start = clock_mono_ms();
 	int rc, done = 0, too_big = 0;
 	if (!w || !h) {
 		free(w);
@@ -1656,7 +1650,7 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 		too_big = w->too_big;
 		snprintf(why, whylen, "%s", w->error);
 		pthread_mutex_unlock(&w->mu);
-		if (!done && atomic_load(&c->stop) && now_ms() - start > DLQ_WAIT_STOPPING_MS)
+		if (!done && atomic_load(&c->stop) && clock_mono_ms() - start > DLQ_WAIT_STOPPING_MS)
 			break;
 	}
 	dlq_wait_release(w);
@@ -1731,7 +1725,7 @@ static int slot_resume(struct consumer *c, struct retry_slot *s)
 		         plugin_label(c), s->topic, s->partition, s->resume_offset,
 		         e ? rd_kafka_error_string(e) : rd_kafka_err2str(perr));
 		rd_kafka_error_destroy(e);
-		s->due_ms = now_ms() + 1000;
+		s->due_ms = clock_mono_ms() + 1000;
 		return -1;
 	}
 	partition_pause(c, s->topic, s->partition, 0);
@@ -1775,7 +1769,7 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	s->msg = msg;
 	s->attempts = attempts;
 	s->sub = sub;
-	s->due_ms = now_ms() + delay;
+	s->due_ms = clock_mono_ms() + delay;
 	snprintf(s->error, sizeof s->error, "%s", error);
 	log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in "
 	                    "%d ms",
@@ -1833,7 +1827,7 @@ static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int atte
 /* Act on the first slot that is due. Returns 1 when something was done. */
 static int serve_slots(struct consumer *c)
 {
-	int64_t now = now_ms();
+	int64_t now = clock_mono_ms();
 	for (size_t i = 0; i < c->nslots; i++) {
 		struct retry_slot *s = &c->slots[i];
 		if (s->due_ms > now)
@@ -1849,7 +1843,7 @@ static int serve_slots(struct consumer *c)
 
 static int poll_timeout(const struct consumer *c)
 {
-	int64_t now = now_ms(), t = POLL_MS;
+	int64_t now = clock_mono_ms(), t = POLL_MS;
 	for (size_t i = 0; i < c->nslots; i++)
 		if (c->slots[i].due_ms - now < t)
 			t = c->slots[i].due_ms - now;
@@ -1931,7 +1925,7 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
 {
-	int64_t now = now_ms();
+	int64_t now = clock_mono_ms();
 	const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "-";
 	/* A subscription to a topic nobody has produced to yet is normal at
 	 * first start; say it now and then, not every metadata refresh. */
@@ -2053,7 +2047,7 @@ static int64_t hold_ms(struct consumer *c, const struct pbuf *b, int64_t now)
 static struct pbuf *next_buffer(struct consumer *c, int *wait_ms)
 {
 	struct pbuf *best = NULL;
-	int64_t now = now_ms(), wait = 0;
+	int64_t now = clock_mono_ms(), wait = 0;
 	for (size_t i = 0; i < c->nbufs; i++) {
 		struct pbuf *b = &c->bufs[i];
 		if (b->n) {
@@ -2227,15 +2221,15 @@ static int watermark_error_passes(rd_kafka_resp_err_t e)
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo,
                      int64_t *hi, int timeout_ms, char *err, size_t errlen)
 {
-	int64_t deadline = now_ms() + timeout_ms, left;
+	int64_t deadline = clock_mono_ms() + timeout_ms, left;
 	rd_kafka_resp_err_t e;
 	for (;;) {
-		left = deadline - now_ms();
+		left = deadline - clock_mono_ms();
 		e = rd_kafka_query_watermark_offsets(rk, topic, partition, lo, hi,
 		                                     left > 100 ? (int)left : 100);
 		if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
 			return EVH_OK;
-		if (!watermark_error_passes(e) || now_ms() + 100 >= deadline)
+		if (!watermark_error_passes(e) || clock_mono_ms() + 100 >= deadline)
 			break;
 		usleep(100 * 1000);
 	}
@@ -2375,7 +2369,7 @@ static void replay_commit(struct consumer *c, rd_kafka_topic_partition_list_t *l
 		                    "committed with the next handled event",
 		         plugin_label(c), rd_kafka_err2str(e));
 	c->stored = 0;
-	c->last_commit_ms = now_ms();
+	c->last_commit_ms = clock_mono_ms();
 }
 
 static int replay_report(const rd_kafka_topic_partition_list_t *l,
@@ -2511,7 +2505,7 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
                     int timeout_ms, char *err, size_t errlen)
 {
 	struct consumer *c = p->consumer;
-	int64_t deadline = now_ms() + timeout_ms;
+	int64_t deadline = clock_mono_ms() + timeout_ms;
 	int status;
 	memset(res, 0, sizeof *res);
 	if (!c) {
@@ -2531,7 +2525,7 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 	 * consumer did not pick up in time (a handler busy) is withdrawn. */
 	while (c->rstate == REPLAY_PENDING || c->rstate == REPLAY_RUNNING) {
 		struct timespec ts;
-		if (c->rstate == REPLAY_PENDING && now_ms() >= deadline) {
+		if (c->rstate == REPLAY_PENDING && clock_mono_ms() >= deadline) {
 			c->rstate = REPLAY_IDLE;
 			pthread_mutex_unlock(&c->rmu);
 			snprintf(err, errlen,
@@ -2611,7 +2605,7 @@ static void *consumer_main(void *arg)
 		if (serve_replay(c) || serve_slots(c))
 			continue;
 		if (c->stored >= COMMIT_EVERY_MSGS ||
-		    now_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) {
+		    clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) {
 			commit_stored(c, 1, 0);
 			report_lag(c);
 		}
@@ -2749,7 +2743,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	rd_kafka_poll_set_consumer(c->rk);
 	if (subscribe_topics(c, err, errlen))
 		goto fail;
-	c->last_commit_ms = now_ms();
+	c->last_commit_ms = clock_mono_ms();
 	if (pthread_create(&c->thread, NULL, consumer_main, c) != 0) {
 		snprintf(err, errlen, "plugin %s: cannot start consumer thread", p->name);
 		goto fail;

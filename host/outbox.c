@@ -39,6 +39,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "host.h"
 #include "log.h"
 #include "metrics.h"
@@ -108,13 +109,6 @@ struct inflight_msg {
 	int64_t seq;
 	metrics_series *published; /* counted on a successful delivery report */
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int push_done(outbox_done **v, size_t *n, size_t *cap, outbox_done d)
 {
@@ -261,10 +255,10 @@ static int relay_handle_failure(struct relay *r)
 		         r->p->name, rewind_to + 1, error);
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
-		r->resend_at = now_ms() + RESEND_DELAY_MS;
+		r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
 		r->need_fetch = 1;
 	}
-	return now_ms() < r->resend_at;
+	return clock_mono_ms() < r->resend_at;
 }
 
 static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
@@ -295,7 +289,7 @@ static int stop_expired(outbox *o)
 {
 	int expired;
 	pthread_mutex_lock(&o->mu);
-	expired = o->stop && now_ms() >= o->stop_deadline;
+	expired = o->stop && clock_mono_ms() >= o->stop_deadline;
 	pthread_mutex_unlock(&o->mu);
 	return expired;
 }
@@ -308,11 +302,11 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	size_t n = 0, i = 0;
 	int rc;
 	*sent = 0;
-	r->last_fetch_ms = now_ms();
+	r->last_fetch_ms = clock_mono_ms();
 	r->need_fetch = 0;
 	if (store_outbox_fetch(r->st, r->sent_upto, FETCH_ROWS, &rows, &n) != EVH_OK) {
 		log_warn(OUTBOX_LOG, "%s: cannot read the outbox; will retry", r->p->name);
-		r->resend_at = now_ms() + RESEND_DELAY_MS;
+		r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
 		r->need_fetch = 1;
 		return 0;
 	}
@@ -332,7 +326,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 				          r->p->name, rows[i].seq, rows[i].topic,
 				          rc == EVH_ENOMEM ? "out of memory" : "see above");
 			r->last_error_seq = rows[i].seq;
-			r->resend_at = now_ms() + RESEND_DELAY_MS;
+			r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
 			r->need_fetch = 1;
 			break;
 		}
@@ -424,7 +418,7 @@ static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t 
  * batches come back full. */
 static void relay_prune(struct relay *r)
 {
-	int64_t now = now_ms(), events = relay_retention_ms(r), inbox = relay_inbox_retention_ms(r);
+	int64_t now = clock_mono_ms(), events = relay_retention_ms(r), inbox = relay_inbox_retention_ms(r);
 	int64_t shortest = events > 0 && (inbox <= 0 || events < inbox) ? events : inbox;
 	int64_t every = shortest / 2 < PRUNE_EVERY_MS ? shortest / 2 : PRUNE_EVERY_MS;
 	int more;
@@ -454,7 +448,7 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 			r->need_fetch = 1;
 		return 0;
 	}
-	if (!woken && !r->need_fetch && now_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
+	if (!woken && !r->need_fetch && clock_mono_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
 		return 0;
 	return r->wave ? relay_send_wave(o, r) : relay_send_now(o, r);
 }
@@ -471,7 +465,7 @@ static int64_t total_inflight(outbox *o)
  * time ran out: late reports then only touch the refcounted relay). */
 static void relay_detach_removed(outbox *o)
 {
-	int64_t now = now_ms();
+	int64_t now = clock_mono_ms();
 	pthread_mutex_lock(&o->mu);
 	for (size_t i = 0; i < o->n;) {
 		struct relay *r = o->relays[i];
@@ -736,7 +730,7 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 	r->refs++;
 	pthread_mutex_unlock(&r->mu);
 	r->removing = 1;
-	r->remove_deadline = now_ms() + REMOVE_DRAIN_MS;
+	r->remove_deadline = clock_mono_ms() + REMOVE_DRAIN_MS;
 	o->wake = 1;
 	pthread_cond_signal(&o->cv);
 	while (!r->detached && !o->exited)
@@ -764,7 +758,7 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 		return 0;
 	pthread_mutex_lock(&o->mu);
 	o->stop = 1;
-	o->stop_deadline = now_ms() + timeout_ms;
+	o->stop_deadline = clock_mono_ms() + timeout_ms;
 	pthread_cond_signal(&o->cv);
 	pthread_mutex_unlock(&o->mu);
 	pthread_join(o->thread, NULL);

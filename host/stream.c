@@ -23,6 +23,8 @@
 
 #include <evhost/evhost.h>
 
+#include "clock.h"
+
 typedef struct frame {
 	struct frame *next;
 	size_t len;
@@ -194,13 +196,7 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms)
 {
 	struct timespec until;
 	int n;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = clock_after_ms(CLOCK_REALTIME, timeout_ms);
 	pthread_mutex_lock(&hub->mu);
 	while (hub->count > 0)
 		if (pthread_cond_timedwait(&hub->idle, &hub->mu, &until) == ETIMEDOUT)
@@ -726,13 +722,7 @@ stream_wait_result stream_wait(stream *s, int timeout_ms, char **out, size_t *le
 
 	*out = NULL;
 	*len = 0;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	until = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	pthread_mutex_lock(&s->mu);
 	while (!s->qhead && s->why == CLOSE_NONE) {
 		if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)

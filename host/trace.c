@@ -23,6 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "events.h"
 #include "log.h"
@@ -54,7 +55,7 @@ static struct {
 
 static atomic_int enabled;
 static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
-static _Atomic int64_t stop_deadline; /* mono_ms by which the stop sends nothing more */
+static _Atomic int64_t stop_deadline; /* clock_mono_ms by which the stop sends nothing more */
 
 static _Thread_local trace_ctx current;
 
@@ -63,13 +64,6 @@ static uint64_t now_ns(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 int trace_enabled(void) { return atomic_load_explicit(&enabled, memory_order_relaxed); }
@@ -243,7 +237,7 @@ void trace_current_restore(const trace_ctx *in) { current = *in; }
 
 static void log_drops(const char *why)
 {
-	int64_t now = mono_ms();
+	int64_t now = clock_mono_ms();
 	/* under ex.mu */
 	if (ex.last_drop_log_ms && now - ex.last_drop_log_ms < DROP_LOG_MS)
 		return;
@@ -378,12 +372,12 @@ char *trace_encode(const trace_span *v, size_t n, size_t *len)
 
 /* -------------------------------------------------------------- HTTP */
 
-/* Wait for `events` on fd until `deadline` (mono_ms): 1, 0 on timeout, -1. */
+/* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};
 	for (;;) {
-		int64_t left = deadline - mono_ms();
+		int64_t left = deadline - clock_mono_ms();
 		int r;
 		if (left <= 0)
 			return 0;
@@ -451,7 +445,7 @@ static int send_all(int fd, const char *p, size_t n, int64_t deadline)
 static int post(const char *body, size_t len, char *answer, size_t answer_len, char *err,
                 size_t errlen)
 {
-	int64_t deadline = mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
+	int64_t deadline = clock_mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
 	char head[1024], resp[RESPONSE_MAX];
 	size_t got = 0;
 	int fd, status = -1, n;
@@ -508,15 +502,8 @@ static int retryable(int status)
 /* Wait `ms`, or less when the stop comes; 1 when stopping. */
 static int pause_ms(int ms)
 {
-	struct timespec until;
+	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
 	int stop;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
 	pthread_mutex_lock(&ex.mu);
 	while (!ex.stopping && pthread_cond_timedwait(&ex.cv, &ex.mu, &until) == 0)
 		;
@@ -569,21 +556,14 @@ static void *exporter_main(void *arg)
 	log_thread_name("evh-trace", NULL);
 	pthread_mutex_lock(&ex.mu);
 	for (;;) {
-		struct timespec until;
+		struct timespec until = clock_after_ms(CLOCK_REALTIME, ex.interval_ms);
 		size_t n;
 		int stopping;
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += ex.interval_ms / 1000;
-		until.tv_nsec += (long)(ex.interval_ms % 1000) * 1000000;
-		if (until.tv_nsec >= 1000000000) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000;
-		}
 		while (!ex.stopping && ex.n < ex.batch_max &&
 		       pthread_cond_timedwait(&ex.cv, &ex.mu, &until) == 0)
 			;
 		stopping = ex.stopping;
-		if (stopping && ex.n && mono_ms() >= atomic_load(&stop_deadline)) {
+		if (stopping && ex.n && clock_mono_ms() >= atomic_load(&stop_deadline)) {
 			atomic_fetch_add(&n_export_failed, ex.n);
 			log_warn("trace", "stopping: %zu spans not sent in the time the stop allows "
 			                  "([tracing] export_timeout, [host] stop_timeout)",
@@ -656,7 +636,7 @@ void trace_stop(int timeout_ms)
 {
 	atomic_store(&enabled, 0);
 	atomic_store(&stop_deadline,
-	             mono_ms() + (timeout_ms < ex.timeout_ms ? timeout_ms : ex.timeout_ms));
+	             clock_mono_ms() + (timeout_ms < ex.timeout_ms ? timeout_ms : ex.timeout_ms));
 	pthread_mutex_lock(&ex.mu);
 	ex.stopping = 1;
 	pthread_cond_broadcast(&ex.cv);

@@ -483,8 +483,31 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runti
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
-class LogFile:
-    """A process's log file (self.log_file), read back."""
+class Child:
+    """A process the tests started (self.proc), its output in self.log_file
+    (self._log while it runs)."""
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def _close_log(self):
+        log = getattr(self, "_log", None)
+        if log and not log.closed:
+            log.close()
+
+    def _signal_and_wait(self, sig, timeout):
+        """Send `sig` unless it has exited, wait up to `timeout` s, then
+        SIGKILL it. True when it exited by itself."""
+        if self.proc.poll() is not None:
+            return True
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return False
 
     def log_text(self):
         try:
@@ -496,7 +519,7 @@ class LogFile:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
-class Daemon(LogFile):
+class Daemon(Child):
     """One evhostd process with its own config dir, state dir, port and log."""
 
     def __init__(self, binary, config_dir, state_dir, port, env=None):
@@ -535,9 +558,6 @@ class Daemon(LogFile):
             raise AssertionError(f"{exc}\n--- evhostd log ---\n{self.log_tail()}") from None
         return self
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
     def wait_for_log(self, needle, timeout=10.0):
         """Wait until `needle` (a str) appears in the daemon's log."""
         return wait_until(lambda: needle in self.log_text(), timeout,
@@ -555,23 +575,12 @@ class Daemon(LogFile):
         exit code as Popen reports it (negative: killed by that signal)."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                self._close_log()
-                raise AssertionError(f"evhostd did not exit within {timeout:g}s of {signal!r}; "
-                                     f"killed it\n{self.log_tail()}") from None
+        exited = self._signal_and_wait(signal, timeout)
         self._close_log()
+        if not exited:
+            raise AssertionError(f"evhostd did not exit within {timeout:g}s of {signal!r}; "
+                                 f"killed it\n{self.log_tail()}")
         return self.proc.returncode
-
-    def _close_log(self):
-        log = getattr(self, "_log", None)
-        if log and not log.closed:
-            log.close()
 
     def sanitizer_report(self):
         text = self.log_text()
@@ -794,7 +803,7 @@ def otlp_spans(lines):
     return out
 
 
-class Collector(LogFile):
+class Collector(Child):
     """A real OpenTelemetry Collector (tests/otelcol, see scripts/otelcol)
     receiving OTLP/HTTP on 127.0.0.1 (`endpoint`, e.g. "http://127.0.0.1:PORT";
     traces go to endpoint + "/v1/traces") and writing every batch it receives
@@ -906,13 +915,7 @@ service:
         what it received to the spans file first. Returns the exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        self._signal_and_wait(signal.SIGTERM, timeout)
         self._close_log()
         code = self.proc.returncode
         self.proc = None
@@ -935,12 +938,6 @@ service:
     def __exit__(self, *exc):
         self.close()
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def _close_log(self):
-        if self._log and not self._log.closed:
-            self._log.close()
 
     def spans(self):
         """Every span received so far (see otlp_spans), in arrival order. A
