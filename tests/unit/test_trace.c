@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,7 +34,7 @@ typedef struct collector {
 	int fd, port;
 	int statuses[8]; /* the answer to each request in turn; 0: never answer */
 	int nstatus;
-	int requests;
+	_Atomic int requests; /* counted after bodies[i] is set: the test reads both */
 	char *bodies[8];
 	pthread_t thread;
 } collector;
