@@ -34,7 +34,7 @@ typedef struct host {
 	struct kafka *kafka;
 	struct http_server *http;
 	struct outbox *outbox;
-	volatile sig_atomic_t stopping;
+	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */

@@ -120,12 +120,65 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	return NULL;
 }
 
+/* The libraries plugins hold, each with the descriptor its entry returned.
+ * A library that is loaded already (by another [plugin.*] section with the same
+ * path, or by the running instance while a reload opens its successor) is not
+ * entered again: the entry writes the library's evh__api, which the running
+ * instance's threads read. Main thread only (plugin_open, plugin_destroy). */
+typedef struct loaded_lib {
+	void *dl;
+	const evh_plugin_desc *desc;
+	unsigned refs; /* plugins holding dl */
+	struct loaded_lib *next;
+} loaded_lib;
+static loaded_lib *loaded_libs;
+
+static loaded_lib *loaded_find(void *dl)
+{
+	for (loaded_lib *l = loaded_libs; l; l = l->next)
+		if (l->dl == dl)
+			return l;
+	return NULL;
+}
+
+/* One more plugin holds dl. Without memory for the record, the next open of
+ * the library calls its entry again, as before this record existed. */
+static void loaded_hold(void *dl, const evh_plugin_desc *desc)
+{
+	loaded_lib *l = loaded_find(dl);
+	if (!l) {
+		l = calloc(1, sizeof *l);
+		if (!l)
+			return;
+		l->dl = dl;
+		l->desc = desc;
+		l->next = loaded_libs;
+		loaded_libs = l;
+	}
+	l->refs++;
+}
+
+static void loaded_release(void *dl)
+{
+	for (loaded_lib **pp = &loaded_libs; *pp; pp = &(*pp)->next) {
+		loaded_lib *l = *pp;
+		if (l->dl != dl)
+			continue;
+		if (--l->refs == 0) {
+			*pp = l->next;
+			free(l);
+		}
+		return;
+	}
+}
+
 evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen)
 {
 	char buf[256];
 	const char *why;
 	evh_plugin_entry_fn entry;
 	const evh_plugin_desc *desc;
+	loaded_lib *known;
 	evh_plugin *p;
 	void *dl;
 
@@ -151,7 +204,8 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 		dlclose(dl);
 		return NULL;
 	}
-	desc = entry(host_api());
+	known = loaded_find(dl);
+	desc = known ? known->desc : entry(host_api());
 	why = check_descriptor(desc, buf, sizeof buf);
 	if (why) {
 		snprintf(err, errlen, "%s: %s", ps->path, why);
@@ -170,6 +224,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	p->path = strdup(ps->path);
 	p->group = strdup(ps->group);
 	p->dl = dl;
+	loaded_hold(dl, desc);
 	p->desc = desc;
 	p->required = ps->required;
 	p->log_level = ps->log_level;
@@ -367,6 +422,8 @@ void plugin_destroy(evh_plugin *p)
 	free(p->cfg_values);
 	/* Under ASan, keep the code mapped so leak reports can symbolize frames
 	 * from the plugin; otherwise unload it. */
+	if (p->dl)
+		loaded_release(p->dl);
 #if !defined(__SANITIZE_ADDRESS__)
 	if (p->dl)
 		dlclose(p->dl);

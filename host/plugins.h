@@ -42,7 +42,7 @@ struct evh_plugin {
 	void *state; /* from init */
 	int inited;  /* init succeeded: fini is owed */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
-	volatile plugin_state status;
+	_Atomic plugin_state status; /* written by the main thread, read by workers */
 	int required;
 	char last_error[512]; /* last ERROR logged (refusal reason) */
 	/* config values: schema keys with defaults applied, then the section's */

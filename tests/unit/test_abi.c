@@ -1,6 +1,7 @@
 /* ABI checks at plugin load: each fixture in tests/fixtures is wrong in one
  * way, and the host must refuse it with one line that says what it found
  * and what it expected. */
+#include <dlfcn.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -136,6 +137,43 @@ static void test_good_plugin_and_schema(void **st)
 	plugin_destroy(p);
 }
 
+/* A library is entered once per load: a second plugin from the same file (a
+ * reload's successor, or another section with the same path) gets the
+ * descriptor without a call that would write the library's evh__api under
+ * the running instance; once every holder is gone, a new load enters again. */
+static void test_entry_called_once_per_load(void **st)
+{
+	host h;
+	char err[1024] = "";
+	plugin_settings ps1 = settings_for("one", "entry_count.so");
+	plugin_settings ps2 = settings_for("two", "entry_count.so");
+	evh_plugin *a, *b;
+	void *dl;
+	int *calls;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	a = plugin_open(&h, &ps1, err, sizeof err);
+	assert_non_null(a);
+	dl = dlopen(ps1.path, RTLD_NOW | RTLD_NOLOAD);
+	assert_non_null(dl);
+	calls = dlsym(dl, "entry_calls");
+	assert_non_null(calls);
+	assert_int_equal(*calls, 1);
+	b = plugin_open(&h, &ps2, err, sizeof err);
+	assert_non_null(b);
+	assert_int_equal(*calls, 1);
+	assert_ptr_equal(a->desc, b->desc);
+	plugin_destroy(a);
+	plugin_destroy(b);
+	/* Our own handle keeps the library loaded: the next open is a new holder. */
+	a = plugin_open(&h, &ps1, err, sizeof err);
+	assert_non_null(a);
+	assert_int_equal(*calls, 2);
+	plugin_destroy(a);
+	dlclose(dl);
+}
+
 /* EVH_CFG_FILE and EVH_CFG_DIR: a readable file or directory when the
  * configuration is read, else an error at the key's line; relative paths
  * resolve like EVH_CFG_PATH's. */
@@ -231,6 +269,7 @@ int main(void)
 	    cmocka_unit_test(test_wrong_major_descriptor),
 	    cmocka_unit_test(test_newer_minor),
 	    cmocka_unit_test(test_good_plugin_and_schema),
+	    cmocka_unit_test(test_entry_called_once_per_load),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
     cmocka_unit_test(test_init_failure_quotes_plugin),
 	};
