@@ -548,7 +548,7 @@ void host_stop(host *h)
 int host_ready(host *h, char **json)
 {
 	cJSON *root = cJSON_CreateObject(), *plugins = cJSON_CreateObject();
-	int ready = !h->stopping, kafka_ok, store_ok = 1;
+	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0;
 
 	if (!root || !plugins) {
 		cJSON_Delete(root);
@@ -564,12 +564,16 @@ int host_ready(host *h, char **json)
 			ready = 0;
 		if (p->store && store_check_writable(p->store) != 0)
 			store_ok = 0;
+		if (p->store && store_full_recheck(p->store))
+			store_full_seen = 1;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);
 	cJSON_AddStringToObject(root, "kafka", kafka_ok ? "reachable" : "unreachable");
-	cJSON_AddStringToObject(root, "storage", store_ok ? "writable" : "not writable");
-	ready = ready && kafka_ok && store_ok;
+	cJSON_AddStringToObject(root, "storage", !store_ok        ? "not writable"
+	                                         : store_full_seen ? "full"
+	                                                           : "writable");
+	ready = ready && kafka_ok && store_ok && !store_full_seen;
 	cJSON_AddBoolToObject(root, "ready", ready);
 	*json = cJSON_PrintUnformatted(root);
 	cJSON_Delete(root);

@@ -50,6 +50,7 @@
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
+#define HTTP_FULL_RETRY_AFTER "30"  /* seconds, when a plugin's database is full */
 
 struct http_server {
 	host *h;
@@ -1127,6 +1128,16 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	}
 	if (rc == EVH_OK || resp->filled)
 		return;
+	if (rt->plugin && store_full(rt->plugin->store)) {
+		/* The store said which file, once a minute; this is the request's line. */
+		log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database is full",
+		         req->method, req->path, rt->r.pattern, rt->plugin->name, host_strerror(rc));
+		http_resp_header(resp, "Retry-After", HTTP_FULL_RETRY_AFTER);
+		problem(resp, 503, "unavailable",
+		        "the storage of service '%s' is full; try again later",
+		        rt->plugin->name);
+		return;
+	}
 	log_error("http", "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,
 	          rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc));
 	problem(resp, 500, "internal", "the request could not be handled");

@@ -1114,8 +1114,10 @@ struct consumer {
 
 /* What became of one dispatch. */
 /* OUT_KEEP: EVH_EVENT_KEEP_AND_DEAD_LETTER, its writes kept in the
- * transaction, its inbox claim taken back; dead-lettered once committed. */
-enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP };
+ * transaction, its inbox claim taken back; dead-lettered once committed.
+ * OUT_WAIT: a retry while the plugin's database is full (store_full): not the
+ * event's fault, so it uses up no attempt and never reaches the DLQ for it. */
+enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT };
 
 static const char *plugin_label(const struct consumer *c) { return c->p->name; }
 
@@ -1376,7 +1378,8 @@ static void process_span_begin(trace_span *sp, const struct consumer *c, const e
 
 static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome out)
 {
-	static const char *const names[] = {"handled", "retry", "rejected", "kept_dead_lettered"};
+	static const char *const names[] = {"handled", "retry", "rejected", "kept_dead_lettered",
+	                                    "waiting_for_storage"};
 	trace_attr(sp, "evhost.outcome", ev->duplicate ? "duplicate" : names[out]);
 	if (out != OUT_DONE)
 		trace_error(sp, "%s", ev->error[0] ? ev->error : names[out]);
@@ -1508,6 +1511,8 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		process_span_begin(&span, c, &ev);
 		out = tx ? run_handlers(c, &ev, tx, first, sub)
 		         : run_handlers_alone(c, &ev, first, sub);
+		if (out == OUT_RETRY && store_full(c->p->store))
+			out = OUT_WAIT;
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		process_span_end(&span, &ev, out);
 	} else {
@@ -1528,7 +1533,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	else if (out == OUT_KEEP)
 		snprintf(err, errlen, "%s",
 		         ev.error[0] ? ev.error : "handler kept its writes and gave the event up");
-	else if (out == OUT_RETRY)
+	else if (out == OUT_RETRY || out == OUT_WAIT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
 	event_free(&ev);
 	return out;
@@ -1760,21 +1765,29 @@ static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
 	return s;
 }
 
+/* Retry attempt `attempts` + 1 later; `waiting` (OUT_WAIT): the attempt
+ * made does not count, and the wait is the policy's longest backoff. */
 static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_message_t *msg,
-                           int attempts, size_t sub, const char *error)
+                           int attempts, size_t sub, const char *error, int waiting)
 {
 	const struct retry_policy *pol = &c->policy[sub];
-	int delay =
-	    kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts, random_u32());
+	int delay = waiting ? pol->backoff_max_ms
+	                    : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts,
+	                                           random_u32());
 	s->msg = msg;
-	s->attempts = attempts;
+	s->attempts = waiting ? attempts - 1 : attempts;
 	s->sub = sub;
 	s->due_ms = clock_mono_ms() + delay;
 	snprintf(s->error, sizeof s->error, "%s", error);
-	log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in "
-	                    "%d ms",
-	         plugin_label(c), s->topic, s->partition, msg->offset, attempts, pol->max_attempts,
-	         error, delay);
+	if (waiting)
+		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full "
+		                    "(%s); not counted as an attempt; again in %d ms",
+		         plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
+	else
+		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); "
+		                    "retry in %d ms",
+		         plugin_label(c), s->topic, s->partition, msg->offset, attempts,
+		         pol->max_attempts, error, delay);
 }
 
 /* Act on what attempt `attempt` of `msg` came to (its writes, if any, are
@@ -1783,15 +1796,16 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
                    struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
-	if (out == OUT_RETRY && attempt < c->policy[sub].max_attempts) {
+	if (out == OUT_WAIT || (out == OUT_RETRY && attempt < c->policy[sub].max_attempts)) {
 		if (!s)
 			s = slot_add(c, msg);
 		if (s) {
-			schedule_retry(c, s, msg, attempt, sub, err);
+			schedule_retry(c, s, msg, attempt, sub, err, out == OUT_WAIT);
 			metrics_event_handled(c->p->name, s->topic, METRICS_EVENT_RETRY);
 			return;
 		}
 		log_error(KAFKA_LOG, "%s: out of memory scheduling a retry", plugin_label(c));
+		out = OUT_RETRY;
 	}
 	if (s)
 		s->msg = NULL; /* ownership is back here */

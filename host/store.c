@@ -52,11 +52,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "log.h"
 
 #define STORE_LOG "store"
@@ -103,6 +105,8 @@ struct store {
 	void *commit_hook_ud;
 	int hook_due; /* outbox rows became visible: call the hook at unlock */
 	int sync_full; /* synchronous = FULL (else NORMAL) */
+	_Atomic int full;       /* the last write failed for want of room (store_full) */
+	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -177,8 +181,18 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* Free space that ends a full store's "full" for readiness (store_full_recheck):
+ * room for a few group commits' WAL frames. */
+#define STORE_ROOM_BYTES (4u << 20)
+
+/* Set on the thread whose SQLite call failed with SQLITE_FULL (the disk or
+ * the file system's quota is full), until full_note hands it to the store. */
+static _Thread_local int full_seen;
+
 static int status_of(int rc)
 {
+	if ((rc & 0xff) == SQLITE_FULL)
+		full_seen = 1;
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		return EVH_ECONSTRAINT;
@@ -264,10 +278,43 @@ static int store_lock_first(store *s)
 
 /* Unlock, then wake the relay if a commit made outbox rows visible (outside
  * the lock: the hook takes the outbox's). */
+/* A disk-full failure on this thread marks the store full (under mu): said
+ * once a minute at most, with the file, until a commit succeeds again. */
+static void full_note(store *s)
+{
+	int64_t now;
+	if (!full_seen)
+		return;
+	full_seen = 0;
+	atomic_store(&s->full, 1);
+	now = clock_mono_ms();
+	if (s->full_logged_ms && now - s->full_logged_ms < 60000)
+		return;
+	s->full_logged_ms = now;
+	log_error("store", "%s: database or disk is full: writes fail (HTTP 503, events wait "
+	                   "unhandled) until its file system has room (at most one such line a "
+	                   "minute)",
+	          sqlite3_db_filename(s->db, "main"));
+}
+
+/* Room again (under mu): `why`, e.g. a commit went through. */
+static void full_clear(store *s, const char *why)
+{
+	if (!atomic_load(&s->full))
+		return;
+	atomic_store(&s->full, 0);
+	if (s->full_logged_ms)
+		log_info("store", "%s: %s", sqlite3_db_filename(s->db, "main"), why);
+	s->full_logged_ms = 0;
+}
+
+int store_full(store *s) { return s ? atomic_load(&s->full) : 0; }
+
 static void store_unlock(store *s)
 {
 	void (*hook)(void *) = NULL;
 	void *ud = NULL;
+	full_note(s);
 	if (s->hook_due) {
 		s->hook_due = 0;
 		hook = s->commit_hook;
@@ -276,6 +323,18 @@ static void store_unlock(store *s)
 	unlock_raw(s);
 	if (hook)
 		hook(ud);
+}
+
+int store_full_recheck(store *s)
+{
+	struct statvfs v;
+	if (!store_full(s) || store_lock(s))
+		return store_full(s);
+	if (statvfs(sqlite3_db_filename(s->db, "main"), &v) == 0 &&
+	    (uint64_t)v.f_bavail * v.f_frsize >= STORE_ROOM_BYTES)
+		full_clear(s, "its file system has room again");
+	store_unlock(s);
+	return store_full(s);
 }
 
 /* Run fixed SQL with no binds and no result (BEGIN, COMMIT, pragmas). */
@@ -1200,6 +1259,11 @@ static void group_commit_locked(store *s)
 		if (status)
 			rollback_if_open(s->db);
 	}
+	/* Before the members wake: they look at store_full to say why. */
+	if (status)
+		full_note(s);
+	else if (s->gmembers)
+		full_clear(s, "writes succeed again");
 	if (status == EVH_OK && s->goutbox) {
 		atomic_fetch_add(&s->pending, s->goutbox);
 		s->hook_due = 1;
@@ -1392,6 +1456,8 @@ int store_tx_commit(evh_tx *tx)
 	status = run_simple(db, "COMMIT", NULL, 0);
 	if (status)
 		rollback_if_open(db);
+	else
+		full_clear(tx->s, "writes succeed again");
 	tx_finish(tx, status == EVH_OK);
 	return status;
 }

@@ -12,7 +12,8 @@
  * SQLite's writes go through the unix VFS's pwrite64, which these replace
  * (xSetSystemCall) with one that can fail (EIO), so that a COMMIT fails:
  * wal_writes_fail(1) makes every thread's writes fail from then on, and
- * wal_writes_fail(0) ends that; wal_next_write_fails_here() makes only the
+ * wal_writes_fail(0) ends that (wal_writes_fail_with: another errno, e.g.
+ * ENOSPC for a full disk); wal_next_write_fails_here() makes only the
  * calling thread's next write fail, once. Both return SQLite's status. */
 #ifndef EVHOST_TEST_STORE_FAULTS_H
 #define EVHOST_TEST_STORE_FAULTS_H
@@ -84,13 +85,14 @@ static inline void member_join(other_member *m) { pthread_join(m->th, NULL); }
 typedef ssize_t (*faults_pwrite_fn)(int, const void *, size_t, off_t);
 static faults_pwrite_fn faults_real_pwrite;
 static atomic_int faults_all_fail;
+static atomic_int faults_errno = EIO;
 static _Thread_local int faults_fail_once;
 
 static inline ssize_t faults_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
 	if (atomic_load(&faults_all_fail) || faults_fail_once) {
 		faults_fail_once = 0;
-		errno = EIO;
+		errno = atomic_load(&faults_errno);
 		return -1;
 	}
 	return faults_real_pwrite(fd, buf, n, off);
@@ -110,6 +112,16 @@ static inline int faults_install(void)
 static inline int wal_writes_fail(int on)
 {
 	int rc = faults_install();
+	atomic_store(&faults_errno, EIO);
+	atomic_store(&faults_all_fail, on);
+	return rc;
+}
+
+/* wal_writes_fail, with `err` (ENOSPC: SQLite's SQLITE_FULL) instead of EIO. */
+static inline int wal_writes_fail_with(int on, int err)
+{
+	int rc = faults_install();
+	atomic_store(&faults_errno, err);
 	atomic_store(&faults_all_fail, on);
 	return rc;
 }

@@ -1414,6 +1414,51 @@ static void group_read_then_rollback(fixture *f, int fail_commit, int64_t rows_b
 	assert_int_equal(store_take_lost_reads(), 0); /* handed over once */
 }
 
+/* Writes that fail for want of room (ENOSPC: SQLITE_FULL) mark the store full,
+ * in a group commit (for the member that waited too) and alone; an I/O error
+ * does not; the next commit that goes through clears it. */
+static void test_disk_full_marks_store_full(void **state)
+{
+	fixture *f = *state;
+	other_member m = {.s = f->s, .sql = "INSERT INTO t VALUES('member')"};
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_full(f->s), 0);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('eio')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail(1), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_full(f->s), 0);
+
+	assert_int_equal(member_start(&m), 0);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('mine')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, ENOSPC), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK); /* the last one in: the group's */
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	member_join(&m);
+	if (m.failure[0])
+		fail_msg("%s", m.failure);
+	assert_int_not_equal(m.status, EVH_OK);
+	assert_int_equal(store_full(f->s), 1);
+	/* There is room (this file system is not full): readiness looks again. */
+	assert_int_equal(store_full_recheck(f->s), 0);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('alone')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, ENOSPC), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_full(f->s), 1);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_full(f->s), 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+}
+
 static void test_group_failure_reports_lost_reads(void **state)
 {
 	fixture *f = *state;
@@ -1718,6 +1763,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_savepoint_deferred_fk_fails_only_its_event, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
