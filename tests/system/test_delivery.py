@@ -91,7 +91,7 @@ class Stack:
     of their own, and the admin API on."""
 
     def __init__(self, evhostd, tmp_path, unique_name, brokers, smtp, kafka=None, notif=None,
-                 config=None, topics=None):
+                 config=None, topics=None, state_dir=None):
         self.evhostd, self.brokers = evhostd, brokers
         self.topics = topics or {k: unique_name(k)
                                  for k in ("created", "updated", "deleted", "broadcast")}
@@ -127,7 +127,7 @@ class Stack:
         }
         for section, keys in (config or {}).items():
             self.config.setdefault(section, {}).update(keys)
-        self.d = evhostd(self.config, brokers=brokers)
+        self.d = evhostd(self.config, brokers=brokers, state_dir=state_dir)
 
     def restart(self):
         old = self.d

@@ -1,0 +1,127 @@
+"""A full disk under the state directory, for real: the state directory is a
+small tmpfs mounted for the test (root only), filled up with a file, and
+freed again. Against the real daemon, real Apache Kafka and a real SMTP
+server:
+
+- a create while the disk is full answers 503 with Retry-After and says why
+  (not 500), stores nothing and publishes nothing; the log names the database;
+- an event that arrives while the notifications plugin cannot write is not
+  dead-lettered however long the disk stays full: it waits, and its welcome
+  mail goes out once there is room;
+- after the space comes back, writes succeed again without a restart, and
+  nothing acknowledged before is missing.
+"""
+
+import errno
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import evhost_testlib as lib
+from test_delivery import Stack, admin, db_rows, welcome_counts
+
+FS_SIZE = "24m"
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A tmpfs of FS_SIZE at tmp_path/state, unmounted after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem for the state directory needs root")
+    mnt = tmp_path / "state"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_SIZE},mode=0755", "tmpfs",
+                    str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        # The daemon may still run (a failed test; the evhostd fixture stops it
+        # after this): detach the mount now, freed once its files are closed.
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)
+
+
+def fill(fs):
+    """Write a file until the filesystem is full; return its path."""
+    path = Path(fs) / "filler"
+    chunk = b"\0" * (64 * 1024)
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(chunk)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+        # The last few bytes too: tmpfs counts pages.
+        try:
+            while True:
+                f.write(b"\0" * 512)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+    return path
+
+
+@pytest.mark.slow
+def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, small_fs):
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               state_dir=small_fs,
+               kafka={"retry.max_attempts": 2, "retry.backoff_ms": 200,
+                      "retry.backoff_max_ms": 400})
+    before = st.create_users("before", 3)
+    smtp_server.wait_for_count(3, timeout=60)
+
+    filler = fill(small_fs)
+    # Writes fail now: every create answers 503 with Retry-After, none 500.
+    for i in range(3):
+        r = st.create_user(f"Full {i}", f"full{i}@example.org")
+        assert r.status_code == 503, r.text
+        assert int(r.headers["Retry-After"]) > 0
+        assert r.headers["Content-Type"] == "application/problem+json"
+        assert "storage of service 'user' is full" in r.json()["detail"], r.text
+    r = st.d.get("/readyz")
+    assert r.status_code == 503 and r.json()["storage"] == "full", r.text
+    log = st.d.log_text()
+    assert "database or disk is full" in log
+    assert str(small_fs / "user.db") in log
+
+    # An event for notifications while its database cannot take it either:
+    # a user created elsewhere, as its USER_CREATED event.
+    uid = "0b1f8e52-6c9a-4c44-9d7e-5a4c2b1d0e99"
+    lib.kafka_produce(st.topics["created"],
+                      '{"id": "%s", "name": "Outside", "email": "outside@example.org"}' % uid,
+                      key=uid, brokers=kafka_bootstrap, headers={
+                          "ce_specversion": "1.0", "ce_type": "user.created",
+                          "ce_source": "/test", "ce_id": f"outside-{uid}",
+                          "ce_time": "2026-11-30T05:00:00Z",
+                          "content-type": "application/json"})
+    st.d.wait_for_log("waits: its database is full", timeout=60)
+    # Far longer than two attempts with their backoff: it must still wait. (Its
+    # mail may have left already, in the attempt whose commit failed; the
+    # plugin remembers that, and the retries do not send it again.)
+    time.sleep(5)
+    assert not [u for u, in db_rows(st.d, "notifications",
+                                    "SELECT user_id FROM recipients WHERE user_id = ?", (uid,))]
+    r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
+    assert r.status_code == 200 and r.json()["messages"] == [], r.text
+
+    os.unlink(filler)
+    # Room again: the waiting event is handled, and creates succeed.
+    lib.wait_until(lambda: db_rows(st.d, "notifications",
+                                   "SELECT user_id FROM recipients WHERE user_id = ?", (uid,)),
+                   timeout=60, message="the waiting event handled")
+    smtp_server.wait_for(lambda m: m.envelope_to == ["outside@example.org"], timeout=60)
+    assert "notifications.db: writes succeed again" in st.d.log_text()
+    lib.wait_until(lambda: st.d.get("/readyz").status_code == 200, timeout=30,
+                   message="ready again")
+    after = st.create_users("after", 2)
+    smtp_server.wait_for_count(3 + 1 + 2, timeout=60)
+    counts = welcome_counts(smtp_server)
+    for addr in list(before.values()) + list(after.values()) + ["outside@example.org"]:
+        assert counts[addr] == 1, (addr, counts)
+    for i in range(3):
+        assert counts[f"full{i}@example.org"] == 0
+    r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
+    assert r.status_code == 200 and r.json()["messages"] == [], r.text
+    assert st.d.stop() == 0
