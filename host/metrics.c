@@ -584,6 +584,15 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
+	put_head(o, "evhost_store_full", "gauge",
+	         "1 while the plugin's database cannot grow (disk or quota full): writes "
+	         "answer 503 and its events wait.");
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, "evhost_store_full", &one, NULL, NULL);
+		/* Looked at again: no write may come to clear it (see store_full_recheck). */
+		tb_puts(o, store_full_recheck(h->plugins[i]->store) ? "1\n" : "0\n");
+	}
 	render_group_commits(o, h, &one);
 	if (h)
 		pthread_mutex_unlock(&h->plugins_lock);

@@ -23,7 +23,8 @@ int store_open(store **s, const char *path, const char *synchronous, char *err, 
 int store_full(store *s);
 /* store_full, after looking again when it is 1: with 4 MiB free on the
  * database's file system, writes are expected to succeed again (readiness,
- * which must not wait for a write that nothing sends while it says 503). */
+ * and metrics, which must not wait for a write that nothing sends while they
+ * say full). */
 int store_full_recheck(store *s);
 void store_close(store *s);
 /* Called after every commit that added outbox rows (wakes the relay). */

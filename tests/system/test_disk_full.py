@@ -22,6 +22,7 @@ import pytest
 
 import evhost_testlib as lib
 from test_delivery import Stack, admin, db_rows, welcome_counts
+from test_metrics import scrape_value
 
 FS_SIZE = "24m"
 
@@ -82,6 +83,7 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
         assert "storage of service 'user' is full" in r.json()["detail"], r.text
     r = st.d.get("/readyz")
     assert r.status_code == 503 and r.json()["storage"] == "full", r.text
+    assert scrape_value(st.d, "evhost_store_full", plugin="user") == 1
     log = st.d.log_text()
     assert "database or disk is full" in log
     assert str(small_fs / "user.db") in log
@@ -115,6 +117,8 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     assert "notifications.db: writes succeed again" in st.d.log_text()
     lib.wait_until(lambda: st.d.get("/readyz").status_code == 200, timeout=30,
                    message="ready again")
+    assert scrape_value(st.d, "evhost_store_full", plugin="user") == 0
+    assert scrape_value(st.d, "evhost_store_full", plugin="notifications") == 0
     after = st.create_users("after", 2)
     smtp_server.wait_for_count(3 + 1 + 2, timeout=60)
     counts = welcome_counts(smtp_server)

@@ -220,7 +220,8 @@ def test_metrics_move_with_requests_and_events(evhostd):
                    "evhost_dlq_messages_total"):
         assert before.types[family] == "counter"
     for family in ("evhost_outbox_pending", "evhost_consumer_lag", "evhost_plugin_up",
-                   "process_resident_memory_bytes", "process_start_time_seconds"):
+                   "evhost_store_full", "process_resident_memory_bytes",
+                   "process_start_time_seconds"):
         assert before.types[family] == "gauge"
     assert before.types["evhost_event_handler_duration_seconds"] == "histogram"
 
@@ -365,7 +366,7 @@ def check_dashboard(types):
                    "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
                    "evhost_store_group_commits_total", "evhost_store_group_members_total",
-                   "process_resident_memory_bytes"):
+                   "evhost_store_full", "process_resident_memory_bytes"):
         assert family in used, family
 
 
