@@ -337,6 +337,21 @@ int store_full_recheck(store *s)
 	return store_full(s);
 }
 
+/* A database opened with less than STORE_ROOM_BYTES free beside it starts
+ * out full (readiness, metrics) until a write goes through or room is made:
+ * a restart on a full disk must not look ready until its first write fails. */
+static void full_at_open(store *s, const char *path)
+{
+	struct statvfs v;
+	if (statvfs(path, &v) != 0 || (uint64_t)v.f_bavail * v.f_frsize >= STORE_ROOM_BYTES)
+		return;
+	atomic_store(&s->full, 1);
+	s->full_logged_ms = clock_mono_ms();
+	log_warn("store", "%s: only %" PRIu64 " KiB free on its file system: writes may fail "
+	                  "for want of room (readiness says storage full until there is room)",
+	         path, (uint64_t)v.f_bavail * v.f_frsize / 1024);
+}
+
 /* Run fixed SQL with no binds and no result (BEGIN, COMMIT, pragmas). */
 static int run_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
@@ -993,9 +1008,11 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (!status)
 		status = reader_open(s, path, err, errlen);
 	if (status) {
+		full_seen = 0; /* said in err; not another store's to take at its unlock */
 		store_close(s);
 		return status;
 	}
+	full_at_open(s, path);
 	*out = s;
 	return EVH_OK;
 }

@@ -8,6 +8,8 @@ server:
 - an event that arrives while the notifications plugin cannot write is not
   dead-lettered however long the disk stays full: it waits, and its welcome
   mail goes out once there is room;
+- a restart while the disk is full stops cleanly, starts, serves reads and
+  says storage full; the waiting event waits on;
 - after the space comes back, writes succeed again without a restart, and
   nothing acknowledged before is missing.
 """
@@ -108,6 +110,17 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
     assert r.status_code == 200 and r.json()["messages"] == [], r.text
 
+    # A restart on the full disk: it stops cleanly, starts, serves reads, says
+    # storage full, and the waiting event (its offset not committed) waits on.
+    assert st.d.stop() == 0
+    st.restart()
+    r = st.d.get("/readyz")
+    assert r.status_code == 503 and r.json()["storage"] == "full", r.text
+    assert "writes may fail for want of room" in st.d.log_text()
+    uid0 = next(iter(before))
+    assert st.d.get(f"/users/{uid0}").status_code == 200
+    assert st.create_user("Full again", "full0@example.org").status_code == 503
+
     os.unlink(filler)
     # Room again: the waiting event is handled, and creates succeed.
     lib.wait_until(lambda: db_rows(st.d, "notifications",
@@ -120,10 +133,15 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     assert scrape_value(st.d, "evhost_store_full", plugin="user") == 0
     assert scrape_value(st.d, "evhost_store_full", plugin="notifications") == 0
     after = st.create_users("after", 2)
-    smtp_server.wait_for_count(3 + 1 + 2, timeout=60)
+    lib.wait_until(lambda: all(welcome_counts(smtp_server)[a] for a in after.values()),
+                   timeout=60, message="the welcome mails of the users created after")
     counts = welcome_counts(smtp_server)
-    for addr in list(before.values()) + list(after.values()) + ["outside@example.org"]:
+    for addr in list(before.values()) + list(after.values()):
         assert counts[addr] == 1, (addr, counts)
+    # Its mail may have left before the first failed commit; the restart lost
+    # notifications' memory of that, so it may have left twice (at least once,
+    # as after a crash: docs/operations.md, "A full disk").
+    assert counts["outside@example.org"] in (1, 2), counts
     for i in range(3):
         assert counts[f"full{i}@example.org"] == 0
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
