@@ -141,11 +141,10 @@ static loaded_lib *loaded_find(void *dl)
 	return NULL;
 }
 
-/* One more plugin holds dl. Without memory for the record, the next open of
- * the library calls its entry again, as before this record existed. */
-static void loaded_hold(void *dl, const evh_plugin_desc *desc)
+/* One more plugin holds dl (`l`: its record, if loaded_find had one). Without
+ * memory for a record, the next open of the library calls its entry again. */
+static void loaded_hold(loaded_lib *l, void *dl, const evh_plugin_desc *desc)
 {
-	loaded_lib *l = loaded_find(dl);
 	if (!l) {
 		l = calloc(1, sizeof *l);
 		if (!l)
@@ -224,7 +223,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	p->path = strdup(ps->path);
 	p->group = strdup(ps->group);
 	p->dl = dl;
-	loaded_hold(dl, desc);
+	loaded_hold(known, dl, desc);
 	p->desc = desc;
 	p->required = ps->required;
 	p->log_level = ps->log_level;

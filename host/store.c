@@ -183,7 +183,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Free space that ends a full store's "full" for readiness (store_full_recheck):
  * room for a few group commits' WAL frames. */
-#define STORE_ROOM_BYTES (4u << 20)
+#define STORE_ROOM_BYTES ((int64_t)4 << 20)
 
 /* Set on the thread whose SQLite call failed with SQLITE_FULL (the disk or
  * the file system's quota is full), until full_note hands it to the store. */
@@ -325,13 +325,20 @@ static void store_unlock(store *s)
 		hook(ud);
 }
 
-int store_full_recheck(store *s)
+/* Bytes free to unprivileged writers on the file system of `path`, or -1. */
+static int64_t free_bytes(const char *path)
 {
 	struct statvfs v;
+	if (statvfs(path, &v) != 0)
+		return -1;
+	return (int64_t)((uint64_t)v.f_bavail * v.f_frsize);
+}
+
+int store_full_recheck(store *s)
+{
 	if (!store_full(s) || store_lock(s))
 		return store_full(s);
-	if (statvfs(sqlite3_db_filename(s->db, "main"), &v) == 0 &&
-	    (uint64_t)v.f_bavail * v.f_frsize >= STORE_ROOM_BYTES)
+	if (free_bytes(sqlite3_db_filename(s->db, "main")) >= STORE_ROOM_BYTES)
 		full_clear(s, "its file system has room again");
 	store_unlock(s);
 	return store_full(s);
@@ -342,14 +349,14 @@ int store_full_recheck(store *s)
  * a restart on a full disk must not look ready until its first write fails. */
 static void full_at_open(store *s, const char *path)
 {
-	struct statvfs v;
-	if (statvfs(path, &v) != 0 || (uint64_t)v.f_bavail * v.f_frsize >= STORE_ROOM_BYTES)
+	int64_t avail = free_bytes(path);
+	if (avail < 0 || avail >= STORE_ROOM_BYTES)
 		return;
 	atomic_store(&s->full, 1);
 	s->full_logged_ms = clock_mono_ms();
-	log_warn("store", "%s: only %" PRIu64 " KiB free on its file system: writes may fail "
+	log_warn("store", "%s: only %" PRId64 " KiB free on its file system: writes may fail "
 	                  "for want of room (readiness says storage full until there is room)",
-	         path, (uint64_t)v.f_bavail * v.f_frsize / 1024);
+	         path, avail / 1024);
 }
 
 /* Run fixed SQL with no binds and no result (BEGIN, COMMIT, pragmas). */

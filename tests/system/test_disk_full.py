@@ -49,19 +49,14 @@ def small_fs(tmp_path):
 def fill(fs):
     """Write a file until the filesystem is full; return its path."""
     path = Path(fs) / "filler"
-    chunk = b"\0" * (64 * 1024)
     with open(path, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(chunk)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
-        # The last few bytes too: tmpfs counts pages.
-        try:
-            while True:
-                f.write(b"\0" * 512)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, exc
+        # Big writes, then small ones for the last bytes; each loop ends at ENOSPC.
+        for size in (64 * 1024, 512):
+            try:
+                while True:
+                    f.write(b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
     return path
 
 
