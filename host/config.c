@@ -25,6 +25,7 @@
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
 #define CFG_MAX_FILE (1 << 20)  /* a configuration file larger than this is a mistake */
 #define CFG_MAX_SECRET 65536    /* same for a secret file */
+#define CFG_MAX_PEM (1024 * 1024) /* [http] tls_certificate */
 #define JWT_SECRET_MIN 32       /* HS256 wants a key as long as its hash */
 #define PLUGIN_NAME_MAX 64
 
@@ -990,29 +991,92 @@ static int parse_listen(const char *v, char **host, int *port)
 	return 0;
 }
 
+/* civetweb's listening_ports syntax for one address. */
+static char *listen_text(const char *host, int port)
+{
+	return strchr(host, ':') ? xasprintf("[%s]:%d", host, port)
+	                         : xasprintf("%s:%d", host, port);
+}
+
 static void set_listen(settings *s, char *host, int port)
 {
 	free(s->http_host);
 	free(s->http_listen);
 	s->http_host = host;
 	s->http_port = port;
-	if (strchr(host, ':'))
-		s->http_listen = xasprintf("[%s]:%d", host, port);
-	else
-		s->http_listen = xasprintf("%s:%d", host, port);
+	s->http_listen = listen_text(host, port);
+}
+
+/* The value of a listen key; NULL (said at the key's line) when bad. */
+static char *get_listen(set_ctx *x, const cfg_entry *e, int *port, const char *example)
+{
+	char *host;
+
+	if (parse_listen(e->value, &host, port) < 0) {
+		char what[128];
+		snprintf(what, sizeof what, "expected IP:port with a port of 0-65535, e.g. %s",
+		         example);
+		bad_value(x, e, what);
+		return NULL;
+	}
+	return host;
 }
 
 static void k_listen(set_ctx *x, const cfg_entry *e)
 {
-	char *host;
 	int port;
+	char *host = get_listen(x, e, &port, "127.0.0.1:8080 or [::1]:8080");
 
-	if (parse_listen(e->value, &host, &port) < 0) {
-		bad_value(x, e, "expected IP:port with a port of 0-65535, "
-		                "e.g. 127.0.0.1:8080 or [::1]:8080");
+	if (host)
+		set_listen(x->s, host, port);
+}
+
+static void k_tls_listen(set_ctx *x, const cfg_entry *e)
+{
+	int port;
+	char *host = get_listen(x, e, &port, "0.0.0.0:8443 or [::]:8443");
+
+	if (!host)
+		return;
+	free(x->s->http_tls_listen);
+	x->s->http_tls_listen = listen_text(host, port);
+	free(host);
+}
+
+/* The PEM file civetweb serves HTTPS with: the private key and the
+ * certificate chain in one file. Read now, so a wrong file is said at its
+ * line rather than as a failed start. */
+static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
+{
+	const char *missing = NULL;
+	char *pem;
+	size_t n;
+
+	get_path(x, e, &x->s->http_tls_certificate);
+	if (!*e->value)
+		return;
+	pem = read_file(x->s->http_tls_certificate, CFG_MAX_PEM, &n);
+	if (!pem) {
+		diag_add(x->d, e->file, e->line, "[http] tls_certificate: cannot read '%s': %s",
+		         x->s->http_tls_certificate,
+		         errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
 		return;
 	}
-	set_listen(x->s, host, port);
+	if (!strstr(pem, "-----BEGIN CERTIFICATE-----"))
+		missing = "no certificate (-----BEGIN CERTIFICATE-----)";
+	else if (!strstr(pem, " PRIVATE KEY-----"))
+		missing = "no private key (-----BEGIN PRIVATE KEY-----)";
+	else if (strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
+	         strstr(pem, "Proc-Type: 4,ENCRYPTED"))
+		missing = "an encrypted private key, and evhostd asks nobody for a passphrase "
+		          "(write it out decrypted: openssl pkey -in KEY -out KEY.pem)";
+	if (missing)
+		diag_add(x->d, e->file, e->line,
+		         "[http] tls_certificate: '%s' has %s; it must hold the private key and "
+		         "the certificate chain, in PEM",
+		         x->s->http_tls_certificate, missing);
+	explicit_bzero(pem, n);
+	free(pem);
 }
 
 static void k_threads(set_ctx *x, const cfg_entry *e)
@@ -1040,6 +1104,8 @@ static void k_json_depth(set_ctx *x, const cfg_entry *e)
 
 static const key_def http_keys[] = {
     {"listen", k_listen},
+    {"tls_listen", k_tls_listen},
+    {"tls_certificate", k_tls_certificate},
     {"threads", k_threads},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
@@ -1695,6 +1761,16 @@ static void check_cross(set_ctx *x)
 		         "[http] max_streams (%d) must be below threads (%d): each open event "
 		         "stream holds a worker thread",
 		         s->http_max_streams, s->http_threads);
+	e = cfg_find(c, "http", "tls_listen");
+	if (e && s->http_tls_listen && !s->http_tls_certificate)
+		diag_add(x->d, e->file, e->line,
+		         "[http] tls_listen needs tls_certificate (a PEM file with the private key "
+		         "and the certificate chain)");
+	e = cfg_find(c, "http", "tls_certificate");
+	if (e && *e->value && !cfg_find(c, "http", "tls_listen"))
+		diag_add(x->d, e->file, e->line,
+		         "[http] tls_certificate is set but tls_listen is not: no HTTPS listener "
+		         "would use it");
 	e = cfg_find(c, "tracing", "batch_size");
 	if (e && s->trace_batch_size > s->trace_queue_size)
 		diag_add(x->d, e->file, e->line,
@@ -1734,6 +1810,8 @@ void settings_free(settings *s)
 	free(s->confdir);
 	free(s->http_listen);
 	free(s->http_host);
+	free(s->http_tls_listen);
+	free(s->http_tls_certificate);
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		free(s->rdkafka_keys[i]);

@@ -79,6 +79,8 @@ typedef struct settings {
 	char *http_listen; /* civetweb listening_ports syntax derived from host:port */
 	char *http_host;
 	int http_port;
+	char *http_tls_listen;      /* [http] tls_listen in civetweb syntax (no "s"); NULL = none */
+	char *http_tls_certificate; /* [http] tls_certificate: PEM, private key and chain */
 	int http_threads;
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;

@@ -370,9 +370,10 @@ int host_start(host *h)
 		log_error("host", "http: %s", err);
 		return -1;
 	}
-	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s, kafka %s", EVHOST_VERSION,
+	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,
 	         h->nplugins, h->nplugins == 1 ? "" : "s", h->set.http_listen,
-	         kafka_bootstraps(h->kafka));
+	         h->set.http_tls_listen ? ", https on " : "",
+	         h->set.http_tls_listen ? h->set.http_tls_listen : "", kafka_bootstraps(h->kafka));
 	return 0;
 }
 

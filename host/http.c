@@ -39,6 +39,7 @@
 #include "router.h"
 #include "store.h"
 #include "stream.h"
+#include "tls_compat.h"
 #include "trace.h"
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
@@ -1423,6 +1424,13 @@ static int log_civetweb(const struct mg_connection *conn, const char *msg)
 			snprintf(srv->start_error, sizeof srv->start_error, "%s", msg);
 		return 1;
 	}
+	/* A client that fails the TLS handshake (plain HTTP sent to the HTTPS
+	 * port, a scanner, a certificate the client refused) is the client's
+	 * business, and anyone can cause as many as they like. */
+	if (!strncmp(msg, "sslize error", 12)) {
+		log_debug("http", "a TLS handshake failed: %s", msg);
+		return 1;
+	}
 	log_warn("http", "civetweb: %s", msg);
 	return 1;
 }
@@ -1450,11 +1458,43 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 	else
 		snprintf(srv->listen, sizeof srv->listen, "%s:%d",
 		         s->http_host ? s->http_host : "127.0.0.1", s->http_port);
-	if (srv->listen[0] == '[' && !mg_check_feature(MG_FEATURES_IPV6)) {
+	if ((srv->listen[0] == '[' || (s->http_tls_listen && s->http_tls_listen[0] == '[')) &&
+	    !mg_check_feature(MG_FEATURES_IPV6)) {
 		snprintf(err, errlen,
 		         "cannot listen on %s: this civetweb build has no IPv6 support; "
 		         "use an IPv4 address",
-		         srv->listen);
+		         srv->listen[0] == '[' ? srv->listen : s->http_tls_listen);
+		return -1;
+	}
+	/* civetweb's syntax for a TLS port: the address with an "s". */
+	if (s->http_tls_listen) {
+		size_t n = strlen(srv->listen);
+		int w = snprintf(srv->listen + n, sizeof srv->listen - n, ",%ss", s->http_tls_listen);
+		if (w < 0 || (size_t)w >= sizeof srv->listen - n) {
+			snprintf(err, errlen, "listen addresses too long");
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* HTTPS: OpenSSL for civetweb (tls_compat.c), then civetweb's TLS set up.
+ * The certificate itself is loaded by mg_start2, which says what is wrong
+ * with it. */
+static int tls_init(char *err, size_t errlen)
+{
+	char why[768];
+	if (!mg_check_feature(MG_FEATURES_TLS)) {
+		snprintf(err, errlen, "[http] tls_listen: this civetweb build has no TLS support");
+		return -1;
+	}
+	if (tls_compat_load(why, sizeof why) != 0) {
+		snprintf(err, errlen, "[http] tls_listen: %s", why);
+		return -1;
+	}
+	if (!(mg_init_library(MG_FEATURES_TLS) & MG_FEATURES_TLS)) {
+		mg_exit_library();
+		snprintf(err, errlen, "[http] tls_listen: civetweb could not initialise OpenSSL");
 		return -1;
 	}
 	return 0;
@@ -1481,7 +1521,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
 	                      "request_timeout_ms", "30000", "enable_keep_alive", "yes",
-	                      "decode_url", "no", "tcp_nodelay", "1", NULL};
+	                      "decode_url", "no", "tcp_nodelay", "1",
+	                      /* HTTPS (set below): key and chain from one PEM file;
+	                       * TLS 1.2 and later only */
+	                      NULL, NULL, NULL, NULL, NULL};
+	const size_t tls_at = 12;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	if (!h || !h->router) {
@@ -1508,13 +1552,32 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;
 	init.user_data = srv;
-	mg_init_library(0);
+	if (h->set.http_tls_listen) {
+		if (tls_init(err, errlen) != 0) {
+			free(srv);
+			return -1;
+		}
+		opts[tls_at] = "ssl_certificate"; /* civetweb reads the chain from it too */
+		opts[tls_at + 1] = h->set.http_tls_certificate;
+		opts[tls_at + 2] = "ssl_protocol_version";
+		opts[tls_at + 3] = "4";
+	} else {
+		mg_init_library(0);
+	}
 	atomic_store(&srv->starting, 1);
 	srv->ctx = mg_start2(&init, &e);
 	atomic_store(&srv->starting, 0);
 	if (!srv->ctx) {
 		start_reason(srv, etext, reason, sizeof reason);
-		snprintf(err, errlen, "cannot listen on %s: %s", srv->listen, reason);
+		if (h->set.http_tls_listen && !strncmp(reason, "ssl", 3))
+			snprintf(err, errlen, "[http] tls_certificate '%s': %s",
+			         h->set.http_tls_certificate, reason);
+		else if (h->set.http_tls_listen)
+			snprintf(err, errlen, "cannot listen on %.*s and %s (HTTPS): %s",
+			         (int)strcspn(srv->listen, ","), srv->listen, h->set.http_tls_listen,
+			         reason);
+		else
+			snprintf(err, errlen, "cannot listen on %s: %s", srv->listen, reason);
 		mg_exit_library();
 		free(srv);
 		return -1;

@@ -124,7 +124,7 @@ def test_package_metadata_and_contents(debs):
     # dpkg-shlibdeps computed the libraries; adduser is for postinst.
     depends = field(rt, "Depends")
     for pkg in ("adduser", "libc6", "librdkafka1", "libcivetweb1", "libsqlite3-0", "libsodium23",
-                "libcjson1", "libinih1", "libcurl4", "libsystemd0"):
+                "libcjson1", "libinih1", "libcurl4", "libsystemd0", "libssl3"):
         assert re.search(rf"(^|, ){re.escape(pkg)}( |,|$)", depends), (pkg, depends)
     assert field(dev, "Depends") == ""
 
@@ -143,6 +143,9 @@ def test_package_metadata_and_contents(debs):
     plugins = sorted(Path(p).name for p in files if "/evhost/plugins/" in p)
     assert plugins == ["crud.so", "notifications.so", "user.so"]
     assert f"/usr/lib/{multiarch}/evhost/plugins/user.so" in files
+    # HTTPS: the two libraries civetweb's OpenSSL loader is given (host/tls_compat.c).
+    tls = sorted(Path(p).name for p in files if p.startswith(f"/usr/lib/{multiarch}/evhost/tls/"))
+    assert tls == ["libcrypto.so", "libssl.so"], tls
     # The example plugin is only the SDK's source, never a binary here.
     assert not any(p.endswith("hello.so") for p in files)
 

@@ -603,6 +603,38 @@ static void test_listen_forms(void **state)
 	}
 }
 
+/* [http] tls_listen and tls_certificate: the address in civetweb's syntax,
+ * the PEM file read for its key and certificate, each needing the other. */
+static void test_tls_keys(void **state)
+{
+	fixture *f = *state;
+	char *pem = path_in(f, "server.pem"), *key = path_in(f, "key.pem"), text[1024];
+
+	write_file(f, "server.pem",
+	           "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n"
+	           "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+	write_file(f, "key.pem", "-----BEGIN EC PRIVATE KEY-----\nAA==\n-----END EC PRIVATE KEY-----\n");
+	snprintf(text, sizeof text, MIN_KAFKA "[http]\ntls_listen = [::]:8443\ntls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0);
+	assert_no_diag(&f->d);
+	assert_string_equal(f->s.http_tls_listen, "[::]:8443");
+	assert_string_equal(f->s.http_tls_certificate, pem);
+	assert_string_equal(f->s.http_listen, "127.0.0.1:8080"); /* the plain one stays */
+
+	snprintf(text, sizeof text, MIN_KAFKA "[http]\ntls_listen = 0.0.0.0:8443\ntls_certificate = %s\n",
+	         key);
+	expect_one_error(text, "t.conf", "has no certificate");
+	expect_one_error(MIN_KAFKA "[http]\ntls_listen = 0.0.0.0:8443\n", "t.conf",
+	                 "t.conf:4: [http] tls_listen needs tls_certificate");
+	snprintf(text, sizeof text, MIN_KAFKA "[http]\ntls_certificate = %s\n", pem);
+	expect_one_error(text, "t.conf", "tls_certificate is set but tls_listen is not");
+	snprintf(text, sizeof text, MIN_KAFKA "[http]\ntls_listen = :8443\ntls_certificate = %s\n", pem);
+	expect_one_error(text, "t.conf", "e.g. 0.0.0.0:8443 or [::]:8443, got ':8443'");
+	free(pem);
+	free(key);
+}
+
 static void test_brokers_required(void **state)
 {
 	fixture *f = *state;
@@ -1269,6 +1301,7 @@ int main(void)
 	    T(test_key_outside_section),
 	    T(test_bad_values),
 	    T(test_listen_forms),
+	    T(test_tls_keys),
 	    T(test_brokers_required),
 	    T(test_backoff_cross_check),
 	    T(test_rdkafka_passthrough),
