@@ -54,6 +54,10 @@ COMMON = {
     "wrk_connections": 16,
     "http_threads": 32,  # evhostd's [http] threads default; bare civetweb gets the same
     "e2e_rate": 500,
+    # Client connections of the end-to-end runs (both sides). Fewer than
+    # http_threads: civetweb keeps a worker on each kept-alive connection, so
+    # a connection beyond the workers waits, unserved, until one closes.
+    "e2e_connections": 24,
     "event_bytes": 256,
     "events_per_tx": 1000,
     "partitions": 3,
@@ -266,7 +270,7 @@ def wrk_once(ctx, url, env, seconds):
 # ---------------------------------------------------------------- end to end
 
 
-def paced_posts(url, rate, seconds, workers=40, t_field=True):
+def paced_posts(url, rate, seconds, workers, t_field=True):
     """POST /crud/e2e-like bodies at a fixed rate (open loop: request i is due
     at start + i/rate, whatever happened to the others). Each body carries
     "t", the wall-clock µs just before it was sent. Enough connections that a
@@ -329,16 +333,19 @@ def percentile(values, p):
 
 def e2e_measure(ctx, post_url, stats_url, reset_url, proc):
     """Warm up (consumer assigned, connections open), then the measured run."""
-    warm = paced_posts(post_url, 100, 0.3)
+    warm = paced_posts(post_url, 100, 0.3, ctx.s["e2e_connections"])
     wait_until(stats_when(stats_url, lambda st: len(st["e2e_us"]) >= warm["ok"]), 60,
                "the warm-up events to arrive", 0.1, proc)
     requests.post(reset_url, timeout=5)
-    run = paced_posts(post_url, ctx.s["e2e_rate"], ctx.s["e2e_seconds"])
+    run = paced_posts(post_url, ctx.s["e2e_rate"], ctx.s["e2e_seconds"],
+                      ctx.s["e2e_connections"])
     stats = wait_until(stats_when(stats_url, lambda st: len(st["e2e_us"]) >= run["ok"]), 60,
                        "every event to reach the handler", 0.1, proc)
     lat = stats["e2e_us"]
     if not lat:
         raise BenchError(f"no end-to-end samples from {stats_url}")
+    if run["errors"]:
+        say(f"warning: {run['errors']} of {run['sent']} POSTs to {post_url} failed or timed out")
     if run["rate"] < 0.95 * ctx.s["e2e_rate"]:
         say(f"warning: {post_url} took only {run['rate']}/s of {ctx.s['e2e_rate']}/s "
             f"(answers too slow?): its latencies are not at the intended rate")
@@ -458,6 +465,7 @@ def phase_node(ctx, r):
                           sink)
         r["e2e_node_p50_ms"], r["e2e_node_p99_ms"] = e2e["p50_ms"], e2e["p99_ms"]
         r["e2e_node_rate"] = e2e["client"]["rate"]
+        ctx.errors["e2e_node"] = e2e["client"]["errors"]
         ctx.detail["e2e_node"] = e2e
     finally:
         api.stop()
@@ -476,6 +484,7 @@ def phase_e2e(ctx, r):
         d.stop()
     r["e2e_p50_ms"], r["e2e_p99_ms"] = e2e["p50_ms"], e2e["p99_ms"]
     r["e2e_rate"] = e2e["client"]["rate"]
+    ctx.errors["e2e"] = e2e["client"]["errors"]
     ctx.detail["e2e"] = e2e
 
 
