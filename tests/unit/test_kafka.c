@@ -1223,6 +1223,11 @@ static void test_dlq_read_and_redrive(void **state)
 	events_uuid(rej);
 	publish(rej, "redrive", "REJECT_ME", "{\"r\":1}");
 	assert_int_equal(wait_calls(rej, 1), 1);
+	/* Its dead letter is written after the handler returned: wait for it,
+	 * or the messages produced next may land first and the read below,
+	 * which waits for the last of them, may not have it yet. */
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", rej, 1), 1);
+	dlq_list_free(&l);
 	raw_produce(DLQ_TOPIC, RD_KAFKA_PARTITION_UA, "plain-redrive", "{\"plain\":2}", 11, fake);
 	raw_produce(DLQ_TOPIC, RD_KAFKA_PARTITION_UA, "orphan", "{}", 2, orphan);
 	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "x-note", "no origin", 1), 1);
