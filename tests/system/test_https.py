@@ -109,7 +109,7 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
     assert requests.get(base + "/healthz", verify=str(root), timeout=10).status_code == 200
-    assert "a TLS handshake failed" in env.d.log_text()
+    env.d.wait_for_log("a TLS handshake failed")
 
 
 @pytest.mark.parametrize("case, needle", [
