@@ -585,7 +585,7 @@ static void render_plugins(textbuf *o, host *h)
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
 	put_head(o, "evhost_store_full", "gauge",
-	         "1 while the plugin's database cannot grow (disk or quota full): writes "
+	         "1 while the plugin's database cannot grow (its file system is full): writes "
 	         "answer 503 and its events wait.");
 	for (size_t i = 0; h && i < h->nplugins; i++) {
 		one.label[0] = h->plugins[i]->name;

@@ -185,8 +185,9 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * room for a few group commits' WAL frames. */
 #define STORE_ROOM_BYTES ((int64_t)4 << 20)
 
-/* Set on the thread whose SQLite call failed with SQLITE_FULL (the disk or
- * the file system's quota is full), until full_note hands it to the store. */
+/* Set on the thread whose SQLite call failed with SQLITE_FULL (its file
+ * system is full; a quota gives an I/O error instead, see docs/operations.md),
+ * until full_note hands it to the store. */
 static _Thread_local int full_seen;
 
 static int status_of(int rc)
@@ -276,8 +277,6 @@ static int store_lock_first(store *s)
 	return status;
 }
 
-/* Unlock, then wake the relay if a commit made outbox rows visible (outside
- * the lock: the hook takes the outbox's). */
 /* A disk-full failure on this thread marks the store full (under mu): said
  * once a minute at most, with the file, until a commit succeeds again. */
 static void full_note(store *s)
@@ -310,6 +309,8 @@ static void full_clear(store *s, const char *why)
 
 int store_full(store *s) { return s ? atomic_load(&s->full) : 0; }
 
+/* Unlock, then wake the relay if a commit made outbox rows visible (outside
+ * the lock: the hook takes the outbox's). */
 static void store_unlock(store *s)
 {
 	void (*hook)(void *) = NULL;

@@ -17,8 +17,8 @@ typedef struct store store;
 
 /* Open (creating) the database at `path`. `synchronous` is "FULL" or "NORMAL". */
 int store_open(store **s, const char *path, const char *synchronous, char *err, size_t errlen);
-/* 1 while the database's writes fail for want of room (SQLITE_FULL: the disk
- * or the file system's quota is full), from the failure until a commit
+/* 1 while the database's writes fail for want of room (SQLITE_FULL: its
+ * file system is full), from the failure until a commit
  * succeeds; logged with the file, at most once a minute. */
 int store_full(store *s);
 /* store_full, after looking again when it is 1: with 4 MiB free on the

@@ -77,12 +77,12 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     assert f"https on 127.0.0.1:{port}" in env.d.log_text()
     base = f"https://localhost:{port}"
 
-    # The handshake: TLS 1.2 or later, and the root alone verifies the
-    # server, so the intermediate came with it.
+    # The handshake: the root alone verifies the server, so the
+    # intermediate came with it (wrap_socket raises otherwise).
     ctx = ssl.create_default_context(cafile=str(root))
     with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3"), tls.version()
+        with ctx.wrap_socket(raw, server_hostname="localhost"):
+            pass
 
     lib.wait_until(lambda: requests.get(base + "/readyz", verify=str(root),
                                         timeout=10).status_code == 200,
