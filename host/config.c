@@ -1043,9 +1043,10 @@ static void k_tls_listen(set_ctx *x, const cfg_entry *e)
 	free(host);
 }
 
-/* The PEM file civetweb serves HTTPS with: the private key and the
- * certificate chain in one file. Read now, so a wrong file is said at its
- * line rather than as a failed start. */
+/* The PEM file HTTPS is served with: the private key and the certificate
+ * chain in one file. Read now, so a wrong file is said at its line rather
+ * than as a failed start. Checked here for what needs no OpenSSL (evhostctl
+ * reads the configuration too); evhostd then parses it (host_configure). */
 static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 {
 	const char *missing = NULL;
@@ -1060,6 +1061,7 @@ static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 		diag_add(x->d, e->file, e->line, "[http] tls_certificate: cannot read '%s': %s",
 		         x->s->http_tls_certificate,
 		         errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+		x->s->http_tls_certificate_bad = 1;
 		return;
 	}
 	if (!strstr(pem, "-----BEGIN CERTIFICATE-----"))
@@ -1070,6 +1072,7 @@ static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 	         strstr(pem, "Proc-Type: 4,ENCRYPTED"))
 		missing = "an encrypted private key, and evhostd asks nobody for a passphrase "
 		          "(write it out decrypted: openssl pkey -in KEY -out KEY.pem)";
+	x->s->http_tls_certificate_bad = missing != NULL;
 	if (missing)
 		diag_add(x->d, e->file, e->line,
 		         "[http] tls_certificate: '%s' has %s; it must hold the private key and "

@@ -24,6 +24,7 @@
 #include "outbox.h"
 #include "router.h"
 #include "store.h"
+#include "tls_compat.h"
 #include "trace.h"
 
 #define STOP_TIMEOUT_MS 10000 /* when settings are not loaded */
@@ -72,11 +73,14 @@ out:
 	return out;
 }
 
-/* Sections a reload applies: plugins one by one, [log], [auth], [admin]. */
-static int applies_on_reload(const char *section)
+/* What a reload applies: plugins one by one, [log], [auth], [admin], and
+ * [http] tls_certificate (host_reload_tls). */
+static int applies_on_reload(const cfg_entry *e)
 {
+	const char *section = e->section;
 	return strncmp(section, "plugin.", 7) == 0 || strcmp(section, "log") == 0 ||
-	       strcmp(section, "auth") == 0 || strcmp(section, "admin") == 0;
+	       strcmp(section, "auth") == 0 || strcmp(section, "admin") == 0 ||
+	       (strcmp(section, "http") == 0 && strcmp(e->key, "tls_certificate") == 0);
 }
 
 /* Log each key of the other sections that the reload would change (set,
@@ -87,7 +91,7 @@ static size_t log_restart_only_changes(const cfg *old, const cfg *next)
 	size_t changed = 0;
 	for (size_t i = 0; i < next->n; i++) {
 		const cfg_entry *e = &next->v[i], *was;
-		if (applies_on_reload(e->section))
+		if (applies_on_reload(e))
 			continue;
 		was = cfg_find(old, e->section, e->key);
 		if (was && strcmp(was->value, e->value) == 0)
@@ -98,7 +102,7 @@ static size_t log_restart_only_changes(const cfg *old, const cfg *next)
 	}
 	for (size_t i = 0; i < old->n; i++) {
 		const cfg_entry *e = &old->v[i];
-		if (applies_on_reload(e->section) || cfg_find(next, e->section, e->key))
+		if (applies_on_reload(e) || cfg_find(next, e->section, e->key))
 			continue;
 		log_warn("host", "reload: [%s] %s removed (was set at %s:%d): needs a restart, "
 		         "not applied", e->section, e->key, e->file, e->line);
@@ -131,6 +135,26 @@ static void host_drop_plugin(host *h, size_t i)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
+/* [http] tls_certificate, parsed by OpenSSL now (config.c checked what it
+ * could without it): a key that is not the certificate's is said at its
+ * line, by --check-config and by a reload too. Kept in h->tls to serve. */
+static void host_check_tls(host *h, diag *d)
+{
+	const cfg_entry *listen = cfg_find(&h->cfg, "http", "tls_listen");
+	const cfg_entry *cert = cfg_find(&h->cfg, "http", "tls_certificate");
+	char err[1024];
+	if (!h->set.http_tls_listen || !listen || !cert || !*cert->value ||
+	    h->set.http_tls_certificate_bad)
+		return;
+	if (tls_compat_load(err, sizeof err) != 0) {
+		diag_add(d, listen->file, listen->line, "[http] tls_listen: %s", err);
+		return;
+	}
+	if (!(h->tls = tls_cert_load(h->set.http_tls_certificate, err, sizeof err)))
+		diag_add(d, cert->file, cert->line, "[http] tls_certificate '%s': %s",
+		         h->set.http_tls_certificate, err);
+}
+
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
@@ -145,6 +169,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	 * of the configuration in one run, plugin sections included. */
 	settings_from_cfg(&h->cfg, &h->set, d);
 	kafka_check_settings(&h->set, d);
+	host_check_tls(h, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;
@@ -424,6 +449,28 @@ static void host_reload_log(host *h, const host *next)
 	h->set.log_fmt = next->set.log_fmt;
 }
 
+/* [http] tls_certificate: read again at every reload (certbot renews the
+ * file in place), already checked by host_configure; new handshakes get it,
+ * open connections keep theirs. A listener added by the reload needs a
+ * restart (said with the other restart-only keys). */
+static void host_reload_tls(host *h, host *next)
+{
+	char what[768];
+	char *path;
+	if (!h->http || !h->set.http_tls_listen || !next->tls)
+		return;
+	tls_cert_describe(next->tls, what, sizeof what);
+	tls_cert_use(next->tls);
+	next->tls = NULL;
+	/* The running settings name the file now served. */
+	path = h->set.http_tls_certificate;
+	h->set.http_tls_certificate = next->set.http_tls_certificate;
+	next->set.http_tls_certificate = path;
+	log_info("host", "reload: [http] tls_certificate %s: serving %s", h->set.http_tls_certificate,
+	         what);
+	tls_expiry_warn(tls_serving_expiry(), h->set.http_tls_certificate);
+}
+
 int host_reload(host *h)
 {
 	host next;
@@ -448,6 +495,7 @@ int host_reload(host *h)
 	host_reload_log(h, &next);
 	host_reload_auth(h, &next);
 	admin_reload_token(h, &next.set);
+	host_reload_tls(h, &next);
 
 	/* Stop what was removed, disabled or changed. */
 	for (size_t i = 0; i < h->nplugins;) {
@@ -537,6 +585,8 @@ void host_stop(host *h)
 		router_free(h->router);
 		h->router = NULL;
 	}
+	tls_cert_free(h->tls);
+	h->tls = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
 	auth_keyset_free(atomic_exchange(&h->auth, NULL));

@@ -41,6 +41,8 @@ typedef struct host {
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
 	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth) */
 	int tracing;                  /* host_start started the span exporter */
+	struct evhost_tls_cert *tls;  /* [http] tls_certificate read by host_configure, until
+	                               * http_start (or a reload) serves it */
 } host;
 
 /* The API table handed to every plugin (api.c). */

@@ -1516,7 +1516,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
 	struct mg_callbacks cb;
-	char threads[16], etext[256] = "", reason[256];
+	char threads[16], etext[256] = "", reason[256], what[768] = "";
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
@@ -1557,6 +1557,16 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 			free(srv);
 			return -1;
 		}
+		if (!h->tls) { /* host_configure read it */
+			snprintf(err, errlen, "[http] tls_certificate: not read");
+			free(srv);
+			return -1;
+		}
+		tls_cert_describe(h->tls, what, sizeof what);
+		tls_cert_use(h->tls);
+		h->tls = NULL;
+		/* Each handshake gets the bundle in use (replaced by a reload). */
+		cb.init_ssl = tls_cert_attach;
 		opts[tls_at] = "ssl_certificate"; /* civetweb reads the chain from it too */
 		opts[tls_at + 1] = h->set.http_tls_certificate;
 		opts[tls_at + 2] = "ssl_protocol_version";
@@ -1581,6 +1591,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		mg_exit_library();
 		free(srv);
 		return -1;
+	}
+	if (h->set.http_tls_listen) {
+		log_info("http", "https on %s: serving %s (%s)", h->set.http_tls_listen, what,
+		         h->set.http_tls_certificate);
+		tls_expiry_warn(tls_serving_expiry(), h->set.http_tls_certificate);
 	}
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);

@@ -31,6 +31,7 @@
 #include "host.h"
 #include "store.h"
 #include "textbuf.h"
+#include "tls_compat.h"
 #include "trace.h"
 
 #define TABLE_SIZE (2 * METRICS_MAX_SERIES) /* power of two, load factor <= 1/2 */
@@ -676,6 +677,18 @@ static void render_process(textbuf *o)
 	tb_printf(o, "process_open_fds %d\n", fds);
 }
 
+/* Only with HTTPS on: the certificate being served (reloads replace it). */
+static void render_tls(textbuf *o)
+{
+	int64_t expiry = tls_serving_expiry();
+	if (!expiry)
+		return;
+	put_head(o, "evhost_tls_certificate_expiry_timestamp_seconds", "gauge",
+	         "When the HTTPS certificate being served, or an intermediate sent with it, "
+	         "expires, in seconds since the Unix epoch.");
+	tb_printf(o, "evhost_tls_certificate_expiry_timestamp_seconds %" PRId64 "\n", expiry);
+}
+
 int metrics_render(host *h, char **text, size_t *len)
 {
 	textbuf o = {0};
@@ -696,6 +709,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_lag(&o);
 	render_plugins(&o, h);
 	render_trace(&o);
+	render_tls(&o);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",
 	         "Updates lost because their series could not be created (registry full or "
 	         "out of memory).");

@@ -15,21 +15,62 @@
  * libcrypto.so.3, the first also defining the old name over the new one.
  * Loaded here first, they are what civetweb's dlopen returns, and its
  * lookups find OpenSSL 3's functions through their dependencies. They are
- * never unloaded: civetweb keeps the function pointers until exit. */
+ * never unloaded: civetweb keeps the function pointers until exit.
+ *
+ * evhost's libssl.so also holds the certificate being served (tls/cert.c),
+ * reached here through dlsym: evhostd itself never links OpenSSL. */
 #include "tls_compat.h"
+#include "tls/cert.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "log.h"
 
 #ifndef EVHOST_TLS_DIR
 #define EVHOST_TLS_DIR "/usr/lib/evhost/tls"
 #endif
 
 static int loaded;
+static struct {
+	evhost_tls_load_fn *load;
+	evhost_tls_free_fn *free;
+	evhost_tls_expiry_fn *expiry;
+	evhost_tls_describe_fn *describe;
+	evhost_tls_use_fn *use;
+	evhost_tls_attach_fn *attach;
+} fn;
+static atomic_int_least64_t serving_expiry;
+
+/* evhost's functions in its libssl.so. */
+static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
+{
+	static const char *const names[] = {"evhost_tls_load",     "evhost_tls_free",
+	                                    "evhost_tls_expiry",   "evhost_tls_describe",
+	                                    "evhost_tls_use",      "evhost_tls_attach"};
+	void *found[sizeof names / sizeof names[0]];
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		if (!(found[i] = dlsym(ssl, names[i]))) {
+			snprintf(err, errlen, "%s: no %s (a library of another evhost version?)", path,
+			         names[i]);
+			return -1;
+		}
+	}
+	/* POSIX: a function pointer round-trips through dlsym's void *. */
+	*(void **)&fn.load = found[0];
+	*(void **)&fn.free = found[1];
+	*(void **)&fn.expiry = found[2];
+	*(void **)&fn.describe = found[3];
+	*(void **)&fn.use = found[4];
+	*(void **)&fn.attach = found[5];
+	return 0;
+}
 
 /* Both libraries from `dir`; crypto first, which ssl depends on. */
 static int load_from(const char *dir, char *err, size_t errlen)
@@ -46,11 +87,14 @@ static int load_from(const char *dir, char *err, size_t errlen)
 			snprintf(err, errlen, "%s: %s", path, strerror(errno));
 			return -1;
 		}
-		if (!dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE)) {
+		void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+		if (!lib) {
 			const char *why = dlerror();
 			snprintf(err, errlen, "%s", why ? why : path);
 			return -1;
 		}
+		if (!strcmp(names[i], "libssl.so")) /* evhost's, with cert.c */
+			return find_functions(lib, path, err, errlen);
 	}
 	return 0;
 }
@@ -91,4 +135,59 @@ int tls_compat_load(char *err, size_t errlen)
 	}
 	loaded = 1;
 	return 0;
+}
+
+tls_cert *tls_cert_load(const char *path, char *err, size_t errlen)
+{
+	if (tls_compat_load(err, errlen) != 0)
+		return NULL;
+	return fn.load(path, err, errlen);
+}
+
+void tls_cert_free(tls_cert *c)
+{
+	if (c)
+		fn.free(c);
+}
+
+int64_t tls_cert_expiry(const tls_cert *c) { return fn.expiry(c); }
+
+void tls_cert_describe(const tls_cert *c, char *out, size_t n) { fn.describe(c, out, n); }
+
+void tls_cert_use(tls_cert *c)
+{
+	atomic_store(&serving_expiry, fn.expiry(c));
+	fn.use(c);
+}
+
+int tls_cert_attach(void *ssl_ctx, void *user_data)
+{
+	(void)user_data;
+	/* 0: civetweb goes on to load [http] tls_certificate into the SSL_CTX
+	 * itself; the callback serves the same bundle until a reload. */
+	return loaded && fn.attach(ssl_ctx) == 0 ? 0 : -1;
+}
+
+int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }
+
+/* Renewals are due well before this: certbot renews at 30 days left. */
+#define EXPIRY_WARN_DAYS 14
+
+void tls_expiry_warn(int64_t expiry, const char *path)
+{
+	time_t t = (time_t)expiry;
+	struct tm tm;
+	char when[32];
+	int64_t left = expiry - (int64_t)time(NULL);
+	if (!expiry || left > EXPIRY_WARN_DAYS * 86400LL || !gmtime_r(&t, &tm))
+		return;
+	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+	if (left <= 0)
+		log_warn("http", "[http] tls_certificate %s: a certificate in it expired on %s; "
+		                 "clients refuse it. Renew it, then reload (systemctl reload evhostd)",
+		         path, when);
+	else
+		log_warn("http", "[http] tls_certificate %s: a certificate in it expires on %s, in "
+		                 "%lld day(s). Renew it, then reload (systemctl reload evhostd)",
+		         path, when, (long long)(left / 86400));
 }

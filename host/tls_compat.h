@@ -3,11 +3,33 @@
 #ifndef EVHOST_TLS_COMPAT_H
 #define EVHOST_TLS_COMPAT_H
 #include <stddef.h>
+#include <stdint.h>
 
 /* Load the two compatibility libraries, from host/tls/ beside the running
  * executable (a build tree) or else from EVHOST_TLS_DIR (installed). Once
  * they are loaded, civetweb's mg_init_library(MG_FEATURES_TLS) finds
  * OpenSSL. Returns 0, or -1 with the reason in err. Idempotent. */
 int tls_compat_load(char *err, size_t errlen);
+
+/* The certificate served over HTTPS (tls/cert.h has the details). */
+typedef struct evhost_tls_cert tls_cert;
+/* Load the libraries if need be, then read [http] tls_certificate's PEM
+ * file and check that its key is its first certificate's. NULL with the
+ * reason in err. */
+tls_cert *tls_cert_load(const char *path, char *err, size_t errlen);
+void tls_cert_free(tls_cert *c);
+/* The earliest notAfter of its certificates (Unix seconds), and a line for
+ * the log saying what it is. */
+int64_t tls_cert_expiry(const tls_cert *c);
+void tls_cert_describe(const tls_cert *c, char *out, size_t n);
+/* Serve `c` (owned from now on) from the next TLS handshake on. */
+void tls_cert_use(tls_cert *c);
+/* civetweb's init_ssl callback: makes each handshake use the bundle given
+ * to tls_cert_use. */
+int tls_cert_attach(void *ssl_ctx, void *user_data);
+/* The notAfter of the bundle being served; 0 when none. */
+int64_t tls_serving_expiry(void);
+/* Warn when `expiry` (the file at `path`) has passed or is two weeks off. */
+void tls_expiry_warn(int64_t expiry, const char *path);
 
 #endif

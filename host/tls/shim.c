@@ -3,13 +3,13 @@
  *
  *   libssl.so     soname "libssl.so", linked to libssl.so.3 and
  *                 libcrypto.so.3, plus the one function civetweb 1.15 asks
- *                 for that OpenSSL 3 renamed;
+ *                 for that OpenSSL 3 renamed, and the certificate evhostd
+ *                 serves (cert.c);
  *   libcrypto.so  soname "libcrypto.so", linked to libcrypto.so.3 (every
  *                 function civetweb asks of it is there under its name).
  *
- * No OpenSSL header is included: <openssl/ssl.h> defines
- * SSL_get_peer_certificate as a macro for SSL_get1_peer_certificate, and
- * it would need libssl-dev at build time for two declarations. */
+ * No OpenSSL header is included here: <openssl/ssl.h> defines
+ * SSL_get_peer_certificate as a macro for SSL_get1_peer_certificate. */
 #ifdef EVHOST_TLS_SHIM_SSL
 struct ssl_st;
 struct x509_st;

@@ -6,21 +6,33 @@ client that speaks plain HTTP to the HTTPS port is refused and does no harm.
 Also what an admin sees when it is set up wrong: --check-config names the
 key's file and line for a file without a key or a certificate, with an
 encrypted key, or missing; a key that does not match its certificate stops
-the start with civetweb's reason; and without evhost's TLS libraries the
-start says where they belong."""
+the start with OpenSSL's reason; and without evhost's TLS libraries the
+start says where they belong. A renewed certificate is served after a
+reload (new handshakes get it, open connections keep theirs, a wrong file
+refuses the reload), also while handshakes are under way; its expiry is on
+/metrics and in the shipped alerts."""
 
+import http.client
+import os
+import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import threading
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 import evhost_testlib as lib
 from test_notifications import PASSWORD, Env, welcome_to
+
+ALERTS = lib.REPO_ROOT / "packaging" / "prometheus" / "evhost-alerts.yml"
 
 
 def openssl(cwd, *args):
@@ -33,31 +45,41 @@ def ec_key(d, name, *extra):
             *extra, "-out", f"{name}.key")
 
 
-def sign(d, name, subject, ca, ext):
+def rsa_key(d, name):
+    openssl(d, "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+            "-out", f"{name}.key")
+
+
+def sign(d, name, subject, ca, ext, days=2):
     """A certificate for `name`.key signed by `ca` (.crt and .key in d)."""
     openssl(d, "req", "-new", "-key", f"{name}.key", "-out", f"{name}.csr", "-subj", subject)
     (d / f"{name}.ext").write_text(ext)
     openssl(d, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", "-extfile", f"{name}.ext")
+            "-CAcreateserial", "-days", str(days), "-out", f"{name}.crt", "-extfile",
+            f"{name}.ext")
 
 
-def chain(directory):
+def chain(directory, days=2, server_key=ec_key, inter_days=None):
     """root CA -> intermediate CA -> server certificate (127.0.0.1, localhost)
-    in `directory`. Returns (the root's certificate, the server's PEM file:
-    its key, its certificate, the intermediate's), so a client that trusts
-    only the root verifies the server only if the intermediate is sent."""
+    in `directory`, each valid for `days` (the intermediate `inter_days`, if
+    given). Returns (the root's certificate,
+    the server's PEM file: its key, its certificate, the intermediate's), so
+    a client that trusts only the root verifies the server only if the
+    intermediate is sent."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     ec_key(d, "root")
-    openssl(d, "req", "-x509", "-new", "-key", "root.key", "-out", "root.crt", "-days", "2",
-            "-subj", "/CN=evhost HTTPS test root", "-addext", "basicConstraints=critical,CA:TRUE",
+    openssl(d, "req", "-x509", "-new", "-key", "root.key", "-out", "root.crt", "-days",
+            str(days), "-subj", "/CN=evhost HTTPS test root",
+            "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign")
     ec_key(d, "inter")
     sign(d, "inter", "/CN=evhost HTTPS test intermediate", "root",
-         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n")
-    ec_key(d, "server")
+         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+         inter_days or days)
+    server_key(d, "server")
     sign(d, "server", "/CN=localhost", "inter",
-         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+         "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n", days)
     pem = d / "server.pem"
     pem.write_text("".join((d / f).read_text() for f in ("server.key", "server.crt", "inter.crt")))
     return d / "root.crt", pem
@@ -117,6 +139,10 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     ("key only", "has no certificate"),
     ("encrypted key", "has an encrypted private key"),
     ("missing", "cannot read"),
+    ("another key", "the private key does not match the certificate (/CN=localhost)"),
+    ("intermediate first", "the private key belongs to certificate 2 (/CN=localhost), not to "
+                           "the first: the server's certificate must come first"),
+    ("damaged key", "its private key cannot be read"),
 ])
 def test_a_wrong_certificate_file_is_said_at_its_line(evhostd, tmp_path, case, needle):
     root, pem = chain(tmp_path / "pki")
@@ -129,6 +155,15 @@ def test_a_wrong_certificate_file_is_said_at_its_line(evhostd, tmp_path, case, n
     elif case == "encrypted key":
         ec_key(d, "locked", "-aes-256-cbc", "-pass", "pass:secret")
         wrong.write_text((d / "locked.key").read_text() + (d / "server.crt").read_text())
+    elif case == "another key":
+        wrong.write_text((d / "inter.key").read_text() + (d / "server.crt").read_text())
+    elif case == "intermediate first":
+        wrong.write_text("".join((d / f).read_text()
+                                 for f in ("server.key", "inter.crt", "server.crt")))
+    elif case == "damaged key":
+        key = (d / "server.key").read_text().splitlines()
+        key[1] = key[1][:10] + "AAAA" + key[1][14:]  # still base64, no longer a key
+        wrong.write_text("\n".join(key) + "\n" + (d / "server.crt").read_text())
     r = evhostd.run(["--check-config"],
                     dropins={"20-https.conf": {"http": https_conf(lib.free_port(), wrong)}})
     assert r.returncode == 1, r.stdout + r.stderr
@@ -163,6 +198,122 @@ def test_a_key_that_is_not_the_certificates_stops_the_start(evhostd, tmp_path):
     daemon.expect_exit_code = None
 
 
+def served(port, cafile):
+    """The certificate (DER) a new HTTPS connection gets, verified against
+    `cafile` alone (so the intermediate must come with it)."""
+    ctx = ssl.create_default_context(cafile=str(cafile))
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+            return tls.getpeercert(binary_form=True)
+
+
+def der(crt):
+    return ssl.PEM_cert_to_DER_cert(Path(crt).read_text())
+
+
+def not_after(crt):
+    out = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-enddate"], check=True,
+                         stdout=subprocess.PIPE, text=True, timeout=30).stdout
+    return ssl.cert_time_to_seconds(out.strip().split("=", 1)[1])
+
+
+def earliest(pki):
+    """The earliest notAfter of a chain() directory's served certificates
+    (the intermediate, made first, may end a second before the server's)."""
+    return min(not_after(pki / "server.crt"), not_after(pki / "inter.crt"))
+
+
+def expiry_metric(d):
+    r = d.get("/metrics")
+    assert r.status_code == 200
+    m = re.search(r"^evhost_tls_certificate_expiry_timestamp_seconds (\d+)$", r.text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def reload(d, needle):
+    before = d.log_text().count(needle)
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: d.log_text().count(needle) > before, timeout=30,
+                   message=f"no '{needle}' in the log after SIGHUP")
+    return d.log_text()
+
+
+def test_a_renewed_certificate_is_served_after_a_reload(evhostd, tmp_path):
+    """What certbot's renewal does: the file is replaced, evhostd reloaded.
+    New connections get the new chain (another key type, another CA, so an
+    old certificate left beside the new one would show); open ones keep
+    theirs; a wrong file is refused and the running one stays."""
+    old_root, old_pem = chain(tmp_path / "old")
+    # The new intermediate ends first: the metric is the earliest end.
+    new_root, new_pem = chain(tmp_path / "new", days=40, server_key=rsa_key, inter_days=20)
+    pem = tmp_path / "live.pem"
+    shutil.copy(old_pem, pem)
+    port = lib.free_port()
+    d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, pem)}}, brokers="embedded")
+    text = d.log_text()
+    assert (f"https on 127.0.0.1:{port}: serving /CN=localhost issued by /CN=evhost HTTPS test "
+            f"intermediate, 1 intermediate, expires ") in text, text
+    # Two days left: said at start.
+    assert f"[http] tls_certificate {pem}: a certificate in it expires on " in text
+    assert served(port, old_root) == der(old_pem.parent / "server.crt")
+    assert expiry_metric(d) == earliest(old_pem.parent)
+    # The shipped alerts on it fire on this two-day certificate.
+    rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"]
+             for r in g["rules"]}
+    for name, days in (("EvhostTLSCertificateExpiresSoon", 14), ("EvhostTLSCertificateExpiring", 3)):
+        assert rules[name]["expr"] == (f"evhost_tls_certificate_expiry_timestamp_seconds - time() "
+                                       f"< {days} * 86400")
+    assert expiry_metric(d) - time.time() < 3 * 86400
+
+    # A kept-alive connection opened before the renewal.
+    kept = http.client.HTTPSConnection(
+        "localhost", port, timeout=10, context=ssl.create_default_context(cafile=str(old_root)))
+    kept.request("GET", "/healthz")
+    assert kept.getresponse().read() and kept.sock.getpeercert(True) == der(
+        old_pem.parent / "server.crt")
+
+    tmp = tmp_path / "live.pem.new"
+    shutil.copy(new_pem, tmp)
+    os.replace(tmp, pem)
+    text = reload(d, "reload done")
+    assert (f"reload: [http] tls_certificate {pem}: serving /CN=localhost issued by "
+            f"/CN=evhost HTTPS test intermediate, 1 intermediate, expires ") in text
+    assert "needs a restart" not in text
+    assert served(port, new_root) == der(new_pem.parent / "server.crt")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        served(port, old_root)
+    assert expiry_metric(d) == not_after(new_pem.parent / "inter.crt") == earliest(new_pem.parent)
+    assert expiry_metric(d) - time.time() > 19 * 86400
+    assert "a certificate in it expires on" not in text.split("reloading")[-1]
+    kept.request("GET", "/healthz")
+    assert kept.getresponse().status == 200
+    assert kept.sock.getpeercert(True) == der(old_pem.parent / "server.crt")
+    kept.close()
+
+    # A renewal gone wrong (the key of another certificate) is refused
+    # whole, at its line; the certificate in use stays.
+    mixed = tmp_path / "new" / "inter.key"
+    pem.write_text(mixed.read_text() + (tmp_path / "new" / "server.crt").read_text())
+    text = reload(d, "the running configuration stays")
+    assert f"reload refused: " in text and "the private key does not match" in text, text
+    assert served(port, new_root) == der(new_pem.parent / "server.crt")
+
+    # Another file named by the reload is served too; a new tls_listen
+    # needs a restart (and is said so).
+    moved = tmp_path / "moved.pem"
+    shutil.copy(old_pem, moved)
+    other = lib.free_port()
+    lib.write_ini(d.config_dir / "conf.d" / "20-https.conf",
+                  {"http": https_conf(other, moved)})
+    text = reload(d, "reload done")
+    assert f"reload: [http] tls_certificate {moved}: serving /CN=localhost" in text
+    assert "[http] tls_listen changed" in text and "needs a restart, not applied" in text
+    assert "[http] tls_certificate changed" not in text
+    assert served(port, old_root) == der(old_pem.parent / "server.crt")
+    with pytest.raises(OSError):
+        served(other, old_root)
+
+
 TLS_DIRS = ("/usr/lib/evhost/tls", "/usr/local/lib/evhost/tls",
             "/usr/lib/x86_64-linux-gnu/evhost/tls")
 
@@ -180,3 +331,45 @@ def test_without_the_tls_libraries_the_start_says_where_they_belong(evhostd, tmp
     text = daemon.log_text()
     assert "cannot load OpenSSL for civetweb" in text and "evhost's TLS libraries belong in" in text
     daemon.expect_exit_code = None
+
+
+def test_handshakes_during_reloads_all_succeed(evhostd, tmp_path):
+    """Reloads swap the certificate under handshakes in flight: every
+    handshake gets one whole chain or the other, never a failure (and, in
+    the sanitizer passes, no race or use after free)."""
+    roots, pems = zip(*(chain(tmp_path / name, server_key=key)
+                        for name, key in (("a", ec_key), ("b", rsa_key))))
+    both = tmp_path / "roots.pem"
+    both.write_text("".join(Path(r).read_text() for r in roots))
+    wanted = {der(Path(p).parent / "server.crt") for p in pems}
+    pem = tmp_path / "live.pem"
+    shutil.copy(pems[0], pem)
+    port = lib.free_port()
+    d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, pem)}}, brokers="embedded")
+    seen, errors, stop = [], [], threading.Event()
+
+    def handshakes():
+        deadline = time.monotonic() + 120  # bounded even if the main thread dies
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                seen.append(served(port, both))
+            except (OSError, ssl.SSLError) as exc:
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=handshakes, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(1, 9):
+            tmp = tmp_path / "live.pem.new"
+            shutil.copy(pems[i % 2], tmp)
+            os.replace(tmp, pem)
+            reload(d, "reload done")
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not errors, errors[:5]
+    assert set(seen) == wanted and len(seen) > 50, len(seen)
+    assert served(port, both) == der(Path(pems[0]).parent / "server.crt")

@@ -1,0 +1,268 @@
+/* The certificate HTTPS is served with, and its replacement while evhostd
+ * runs: see cert.h. Part of evhost's libssl.so (shim.c has the rest), the
+ * only code of evhost that uses OpenSSL directly. */
+#define _GNU_SOURCE /* timegm */
+#include "cert.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#define PUBLIC __attribute__((visibility("default")))
+#define MAX_PEM (1024 * 1024) /* as [http] tls_certificate's check in config.c */
+
+struct evhost_tls_cert {
+	EVP_PKEY *key;
+	X509 *leaf;             /* the server's certificate: the file's first */
+	STACK_OF(X509) *chain;  /* the intermediates after it, in order */
+	int64_t expiry;         /* the earliest notAfter of them all */
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static evhost_tls_cert *current; /* what handshakes get; under mu */
+
+/* Never ask for a passphrase (OpenSSL's default reads the terminal). */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return -1;
+}
+
+/* OpenSSL's reason for the last failure, or `fallback`; clears its queue. */
+static const char *ssl_reason(char *buf, size_t n, const char *fallback)
+{
+	unsigned long e = ERR_peek_last_error();
+	if (e)
+		ERR_error_string_n(e, buf, n);
+	else
+		snprintf(buf, n, "%s", fallback);
+	ERR_clear_error();
+	return buf;
+}
+
+static char *read_pem(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "re");
+	char *data;
+	size_t n;
+	if (!f) {
+		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	data = malloc(MAX_PEM + 1);
+	if (!data) {
+		fclose(f);
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	n = fread(data, 1, MAX_PEM + 1, f);
+	if (ferror(f) || n > MAX_PEM) {
+		snprintf(err, errlen, "cannot read '%s': %s", path,
+		         ferror(f) ? "read error" : "larger than 1 MiB");
+		fclose(f);
+		explicit_bzero(data, n);
+		free(data);
+		return NULL;
+	}
+	fclose(f);
+	*len = n;
+	return data;
+}
+
+static int64_t not_after(const X509 *x)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof tm);
+	if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) != 1)
+		return 0;
+	return (int64_t)timegm(&tm);
+}
+
+static void subject(const X509 *x, char *out, size_t n)
+{
+	if (!X509_NAME_oneline(X509_get_subject_name(x), out, (int)n))
+		snprintf(out, n, "?");
+}
+
+PUBLIC void evhost_tls_free(evhost_tls_cert *c)
+{
+	if (!c)
+		return;
+	EVP_PKEY_free(c->key);
+	X509_free(c->leaf);
+	sk_X509_pop_free(c->chain, X509_free);
+	free(c);
+}
+
+/* Every certificate in `pem`, in order: the first into c->leaf, the rest
+ * into c->chain. 0, or -1 with the reason. */
+static int read_certs(evhost_tls_cert *c, const char *pem, size_t len, char *err, size_t errlen)
+{
+	char why[256];
+	BIO *b = BIO_new_mem_buf(pem, (int)len);
+	X509 *x;
+	if (!b || !(c->chain = sk_X509_new_null())) {
+		BIO_free(b);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	ERR_clear_error();
+	while ((x = PEM_read_bio_X509(b, NULL, no_passphrase, NULL))) {
+		int64_t t = not_after(x);
+		if (t && (!c->expiry || t < c->expiry))
+			c->expiry = t;
+		if (!c->leaf) {
+			c->leaf = x;
+		} else if (!sk_X509_push(c->chain, x)) {
+			X509_free(x);
+			BIO_free(b);
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	BIO_free(b);
+	/* The end of the file is "no start line"; anything else is a
+	 * certificate OpenSSL could not read. */
+	if (ERR_GET_REASON(ERR_peek_last_error()) != PEM_R_NO_START_LINE) {
+		snprintf(err, errlen, "a certificate cannot be read (OpenSSL: %s)",
+		         ssl_reason(why, sizeof why, "?"));
+		return -1;
+	}
+	ERR_clear_error();
+	if (!c->leaf) {
+		snprintf(err, errlen, "has no certificate");
+		return -1;
+	}
+	return 0;
+}
+
+/* The key is not the first certificate's: say whose it is, if one's. */
+static void key_mismatch(const evhost_tls_cert *c, char *err, size_t errlen)
+{
+	char who[256], why[256];
+	ssl_reason(why, sizeof why, "key values mismatch");
+	for (int i = 0; i < sk_X509_num(c->chain); i++) {
+		X509 *x = sk_X509_value(c->chain, i);
+		if (X509_check_private_key(x, c->key) == 1) {
+			subject(x, who, sizeof who);
+			snprintf(err, errlen,
+			         "the private key belongs to certificate %d (%s), not to the first: the "
+			         "server's certificate must come first, then its intermediates",
+			         i + 2, who);
+			ERR_clear_error();
+			return;
+		}
+		ERR_clear_error();
+	}
+	subject(c->leaf, who, sizeof who);
+	snprintf(err, errlen,
+	         "the private key does not match the certificate (%s) (OpenSSL: %s)", who, why);
+}
+
+PUBLIC evhost_tls_cert *evhost_tls_load(const char *path, char *err, size_t errlen)
+{
+	evhost_tls_cert *c;
+	char why[256];
+	size_t len = 0;
+	char *pem = read_pem(path, &len, err, errlen);
+	BIO *b;
+	if (!pem)
+		return NULL;
+	c = calloc(1, sizeof *c);
+	b = c ? BIO_new_mem_buf(pem, (int)len) : NULL;
+	if (!b) {
+		snprintf(err, errlen, "out of memory");
+		goto fail;
+	}
+	ERR_clear_error();
+	c->key = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
+	BIO_free(b);
+	if (!c->key) {
+		if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE)
+			snprintf(err, errlen, "has no private key");
+		else
+			snprintf(err, errlen,
+			         "its private key cannot be read (encrypted, or damaged) (OpenSSL: %s)",
+			         ssl_reason(why, sizeof why, "?"));
+		goto fail;
+	}
+	if (read_certs(c, pem, len, err, errlen) != 0)
+		goto fail;
+	if (X509_check_private_key(c->leaf, c->key) != 1) {
+		key_mismatch(c, err, errlen);
+		goto fail;
+	}
+	ERR_clear_error();
+	explicit_bzero(pem, len);
+	free(pem);
+	return c;
+fail:
+	ERR_clear_error();
+	evhost_tls_free(c);
+	explicit_bzero(pem, len);
+	free(pem);
+	return NULL;
+}
+
+PUBLIC int64_t evhost_tls_expiry(const evhost_tls_cert *c) { return c ? c->expiry : 0; }
+
+PUBLIC void evhost_tls_describe(const evhost_tls_cert *c, char *out, size_t n)
+{
+	char who[256], by[256], when[32] = "?";
+	time_t t = (time_t)c->expiry;
+	struct tm tm;
+	int inter = sk_X509_num(c->chain);
+	subject(c->leaf, who, sizeof who);
+	if (!X509_NAME_oneline(X509_get_issuer_name(c->leaf), by, (int)sizeof by))
+		snprintf(by, sizeof by, "?");
+	if (t && gmtime_r(&t, &tm))
+		strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+	snprintf(out, n, "%s issued by %s, %d intermediate%s, expires %s", who, by, inter,
+	         inter == 1 ? "" : "s", when);
+}
+
+PUBLIC void evhost_tls_use(evhost_tls_cert *c)
+{
+	evhost_tls_cert *old;
+	pthread_mutex_lock(&mu);
+	old = current;
+	current = c;
+	pthread_mutex_unlock(&mu);
+	/* Connections that took it hold references of their own. */
+	evhost_tls_free(old);
+}
+
+/* In each handshake, before OpenSSL picks the certificate: the bundle in
+ * use replaces whatever the connection had (every key type: a new ECDSA
+ * certificate must not leave an old RSA one beside it). */
+static int cert_cb(SSL *ssl, void *arg)
+{
+	int ok = 1;
+	(void)arg;
+	pthread_mutex_lock(&mu);
+	if (current) {
+		SSL_certs_clear(ssl);
+		ok = SSL_use_cert_and_key(ssl, current->leaf, current->key, current->chain, 1) == 1;
+	}
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
+PUBLIC int evhost_tls_attach(void *ssl_ctx)
+{
+	if (!ssl_ctx)
+		return -1;
+	SSL_CTX_set_cert_cb(ssl_ctx, cert_cb, NULL);
+	return 0;
+}

@@ -1,0 +1,48 @@
+/* The server certificate HTTPS is served with, replaceable while evhostd
+ * runs (a reload after certbot renews it). Implemented in cert.c, inside
+ * evhost's libssl.so (linked to OpenSSL 3); evhostd reaches it with dlsym
+ * through tls_compat.c, so evhostd itself never links OpenSSL.
+ *
+ * How a new certificate reaches clients: civetweb creates the server's
+ * SSL_CTX and loads [http] tls_certificate into it at start. evhost adds a
+ * certificate callback to that SSL_CTX (evhost_tls_attach), which OpenSSL
+ * runs in every handshake before it picks the certificate: it sets the
+ * connection's key, certificate and chain to the bundle in use
+ * (evhost_tls_use). Connections already open keep the certificate they
+ * were opened with. */
+#ifndef EVHOST_TLS_CERT_H
+#define EVHOST_TLS_CERT_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct evhost_tls_cert evhost_tls_cert;
+
+/* Read a PEM file holding a private key (not encrypted), the server's
+ * certificate and then its intermediates, and check that the key is the
+ * first certificate's. NULL with the reason in err (never prompts for a
+ * passphrase). */
+typedef evhost_tls_cert *evhost_tls_load_fn(const char *path, char *err, size_t errlen);
+/* Free a bundle not handed to evhost_tls_use. */
+typedef void evhost_tls_free_fn(evhost_tls_cert *c);
+/* The earliest notAfter of the file's certificates, in seconds since the
+ * Unix epoch; and a line for the log: the server certificate's subject and
+ * when it (or an intermediate) expires. */
+typedef int64_t evhost_tls_expiry_fn(const evhost_tls_cert *c);
+typedef void evhost_tls_describe_fn(const evhost_tls_cert *c, char *out, size_t n);
+/* Serve `c` from the next handshake on (it is owned here from now on; the
+ * bundle it replaces is freed). Thread-safe against handshakes. */
+typedef void evhost_tls_use_fn(evhost_tls_cert *c);
+/* Add the certificate callback to civetweb's SSL_CTX (its init_ssl
+ * callback). 0, or -1. */
+typedef int evhost_tls_attach_fn(void *ssl_ctx);
+
+#ifdef EVHOST_TLS_SHIM_SSL /* defined in the library; evhostd uses dlsym */
+evhost_tls_load_fn evhost_tls_load;
+evhost_tls_free_fn evhost_tls_free;
+evhost_tls_expiry_fn evhost_tls_expiry;
+evhost_tls_describe_fn evhost_tls_describe;
+evhost_tls_use_fn evhost_tls_use;
+evhost_tls_attach_fn evhost_tls_attach;
+#endif
+
+#endif
