@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ struct admin {
 	/* The token; a reload may change it (admin_reload_token). */
 	pthread_mutex_t token_mu;
 	int enabled;
+	atomic_int https; /* [admin] https: served over [http] tls_listen too */
 	unsigned char token_hash[crypto_generichash_BYTES];
 	pthread_mutex_t redrive_mu;
 	/* Reloads: requests are numbered; a reload covers every request made
@@ -94,6 +96,7 @@ int admin_start(host *h)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&a->reload_cv, &ca);
 	pthread_condattr_destroy(&ca);
+	atomic_store(&a->https, h->set.admin_https);
 	h->admin = a;
 	if (!h->set.admin_token_file) {
 		log_info(ADMIN_LOG, "admin API disabled ([admin] token_file is not set)");
@@ -124,6 +127,11 @@ void admin_reload_token(host *h, const settings *next)
 
 	if (!a)
 		return;
+	if (atomic_exchange(&a->https, next->admin_https) != next->admin_https)
+		log_info(ADMIN_LOG, "reload: [admin] https = %s: the admin API is %s",
+		         next->admin_https ? "true" : "false",
+		         next->admin_https ? "served over HTTPS too"
+		                           : "no longer served over HTTPS ([http] listen only)");
 	if (file && (sodium_init() < 0 || !next->admin_token)) {
 		log_error(ADMIN_LOG, "reload: [admin] not applied: the admin API keeps its %s",
 		          a->enabled ? "token" : "off state");
@@ -145,6 +153,8 @@ void admin_reload_token(host *h, const settings *next)
 	else if (changed)
 		log_info(ADMIN_LOG, "reload: [admin] no token_file: the admin API is disabled");
 }
+
+int admin_over_https(host *h) { return h->admin && atomic_load(&h->admin->https); }
 
 void admin_stop(host *h)
 {

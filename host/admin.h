@@ -35,6 +35,9 @@ void admin_stop(host *h);
  * which refuses an unreadable or short one) applies at once when it
  * changed, or none turns the admin API off. */
 void admin_reload_token(host *h, const settings *next);
+/* [admin] https: whether the admin API answers over [http] tls_listen too
+ * (read per request; a reload may change it). */
+int admin_over_https(host *h);
 /* Answer `req` when its path is /admin or below and return 1; return 0
  * (untouched) for any other path. The caller must have read the request
  * body (POST routes take JSON). HTTP worker threads. */

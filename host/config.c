@@ -1322,8 +1322,14 @@ static void k_metrics_enabled(set_ctx *x, const cfg_entry *e)
 	get_bool_into(x, e, &x->s->metrics_enabled);
 }
 
+static void k_metrics_https(set_ctx *x, const cfg_entry *e)
+{
+	get_bool_into(x, e, &x->s->metrics_https);
+}
+
 static const key_def metrics_keys[] = {
     {"enabled", k_metrics_enabled},
+    {"https", k_metrics_https},
     {NULL, NULL},
 };
 
@@ -1409,8 +1415,14 @@ static void k_token_file(set_ctx *x, const cfg_entry *e)
 	free(buf);
 }
 
+static void k_admin_https(set_ctx *x, const cfg_entry *e)
+{
+	get_bool_into(x, e, &x->s->admin_https);
+}
+
 static const key_def admin_keys[] = {
     {"token_file", k_token_file},
+    {"https", k_admin_https},
     {NULL, NULL},
 };
 

@@ -110,7 +110,9 @@ typedef struct settings {
 	char *jwt_issuer;
 	char *admin_token_file;
 	char *admin_token; /* its first line, read with the configuration; or NULL */
+	int admin_https;       /* [admin] https: also over [http] tls_listen (default false) */
 	int metrics_enabled;   /* [metrics] enabled, default true */
+	int metrics_https;     /* [metrics] https: also over [http] tls_listen (default false) */
 	char *source;          /* CloudEvents source prefix, default "evhost://<hostname>" */
 	/* [tracing]: spans to an OTLP/HTTP collector; off without otlp_endpoint */
 	char *trace_endpoint;   /* the full URL spans are posted to, or NULL */

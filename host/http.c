@@ -1071,6 +1071,12 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 	int rc;
 	if (!strncmp(req->path, "/admin", 6) && (!req->path[6] || req->path[6] == '/')) {
 		req->metrics = metrics_http_route("", "/admin", req->method);
+		if (req->ri->is_ssl && !admin_over_https(srv->h)) {
+			problem(resp, 404, "not-found",
+			        "the admin API is not served over HTTPS: use [http] listen "
+			        "([admin] https = false)");
+			return 1;
+		}
 		if (read_body(srv->h, req, resp) == 0)
 			admin_handle(srv->h, req, resp);
 		return 1;
@@ -1078,6 +1084,12 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 	if (!health && !ready && !metrics)
 		return 0;
 	req->metrics = metrics_http_route("", req->path, req->method);
+	if (metrics && req->ri->is_ssl && !srv->h->set.metrics_https) {
+		problem(resp, 404, "not-found",
+		        "/metrics is not served over HTTPS: scrape [http] listen "
+		        "([metrics] https = false)");
+		return 1;
+	}
 	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
 		http_resp_header(resp, "Allow", "GET");
 		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: GET)",

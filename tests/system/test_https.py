@@ -373,3 +373,54 @@ def test_handshakes_during_reloads_all_succeed(evhostd, tmp_path):
     assert not errors, errors[:5]
     assert set(seen) == wanted and len(seen) > 50, len(seen)
     assert served(port, both) == der(Path(pems[0]).parent / "server.crt")
+
+
+def test_admin_and_metrics_stay_off_https_unless_asked(evhostd, tmp_path):
+    """The HTTPS listener is the public one: the admin API and /metrics
+    answer 404 there (saying where they are) unless [admin] https or
+    [metrics] https says otherwise; the plain listener serves them either
+    way. [admin] https applies on reload."""
+    root, pem = chain(tmp_path / "pki")
+    token = "t0ken-" + uuid.uuid4().hex
+    (tmp_path / "admin.token").write_text(token + "\n")
+    port = lib.free_port()
+    dropin = {"http": https_conf(port, pem), "admin": {"token_file": str(tmp_path / "admin.token")}}
+    d = evhostd(dropins={"20-https.conf": dropin}, brokers="embedded")
+    base = f"https://localhost:{port}"
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def tls_get(path, **kw):
+        return requests.get(base + path, verify=str(root), timeout=10, **kw)
+
+    r = tls_get("/admin/plugins", headers=auth)
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"] == ("the admin API is not served over HTTPS: use [http] listen "
+                                  "([admin] https = false)")
+    r = tls_get("/metrics")
+    assert r.status_code == 404 and "[metrics] https = false" in r.json()["detail"], r.text
+    assert tls_get("/healthz").status_code == 200
+    assert d.get("/admin/plugins", headers=auth).status_code == 200
+    assert d.get("/metrics").status_code == 200
+
+    # [admin] https = true, by a reload: over HTTPS too, the token still needed.
+    dropin["admin"]["https"] = True
+    lib.write_ini(d.config_dir / "conf.d" / "20-https.conf", dropin)
+    text = reload(d, "reload done")
+    assert "reload: [admin] https = true: the admin API is served over HTTPS too" in text
+    assert "needs a restart" not in text
+    assert tls_get("/admin/plugins", headers=auth).status_code == 200
+    assert tls_get("/admin/plugins").status_code == 401
+    assert tls_get("/metrics").status_code == 404
+    dropin["admin"]["https"] = False
+    lib.write_ini(d.config_dir / "conf.d" / "20-https.conf", dropin)
+    reload(d, "the admin API is no longer served over HTTPS")
+    assert tls_get("/admin/plugins", headers=auth).status_code == 404
+
+    # [metrics] https = true (a restart): scraped over HTTPS, the
+    # certificate's expiry with the rest.
+    d.stop()
+    dropin["metrics"] = {"https": True}
+    evhostd(dropins={"20-https.conf": dropin}, brokers="embedded")
+    r = requests.get(f"https://localhost:{port}/metrics", verify=str(root), timeout=10)
+    assert r.status_code == 200, r.text
+    assert "evhost_tls_certificate_expiry_timestamp_seconds " in r.text
