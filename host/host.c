@@ -350,6 +350,21 @@ static void host_reload_auth(host *h, const host *next)
 		log_info("host", "reload: [auth] issuer %s -> %s", cur->issuer, k->issuer);
 }
 
+/* [tracing] keys with no otlp_endpoint (commented out, say) do nothing:
+ * said once, at start, so the admin does not wait for spans. */
+static void tracing_off_note(const host *h)
+{
+	if (h->set.trace_endpoint)
+		return;
+	for (size_t i = 0; i < h->cfg.n; i++) {
+		const cfg_entry *e = &h->cfg.v[i];
+		if (strcmp(e->section, "tracing") || !strcmp(e->key, "otlp_endpoint"))
+			continue;
+		log_warn("host", "[tracing] %s (%s:%d) is set but otlp_endpoint is not: tracing is off",
+		         e->key, e->file, e->line);
+	}
+}
+
 int host_start(host *h)
 {
 	char err[1024];
@@ -377,6 +392,7 @@ int host_start(host *h)
 	if (admin_start(h) != 0)
 		return -1;
 	/* Before the first request or event, which may be traced. */
+	tracing_off_note(h);
 	if (trace_start(&h->set) != 0)
 		return -1;
 	h->tracing = 1;

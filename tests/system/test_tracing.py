@@ -240,3 +240,16 @@ def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
         out = p.stdout + p.stderr
         assert re.search(r"evhost\.conf:\d+: \[tracing\] otlp_endpoint: .*" + re.escape(want),
                          out), out
+
+
+def test_tracing_keys_without_an_endpoint_are_said_at_start(evhostd):
+    """otlp_endpoint commented out, the other keys left: tracing is off, and
+    the start says so for each key, with where it is set."""
+    d = evhostd(dropins={"30-tracing.conf": {"tracing": {"sample_ratio": 0.5,
+                                                          "service_name": "shop"}}},
+                brokers="embedded")
+    text = d.log_text()
+    for key, line in (("sample_ratio", 2), ("service_name", 3)):
+        assert (f"[tracing] {key} (" in text and f"30-tracing.conf:{line}) is set but "
+                f"otlp_endpoint is not: tracing is off" in text), text
+    assert d.get("/healthz").status_code == 200
