@@ -1428,22 +1428,39 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	return 0;
 }
 
+evh_log_level http_civetweb_level(const char *msg, char *out, size_t n)
+{
+	/* A client that fails the TLS handshake (plain HTTP sent to the HTTPS
+	 * port, a scanner, a certificate the client refused) is the client's
+	 * business, and anyone can cause as many as they like. */
+	if (!strncmp(msg, "sslize error", 12)) {
+		snprintf(out, n, "a TLS handshake failed: %s", msg);
+		return EVH_LOG_DEBUG;
+	}
+	/* The same for a TLS connection the client reset or dropped (civetweb
+	 * says "SSL syscall error <errno>" where a plain one says nothing). */
+	if (!strncmp(msg, "SSL syscall error ", 18)) {
+		int code = atoi(msg + 18);
+		snprintf(out, n, "a TLS connection ended abruptly: %s (%s)", msg,
+		         code > 0 ? strerror(code) : "end of file");
+		return EVH_LOG_DEBUG;
+	}
+	snprintf(out, n, "civetweb: %s", msg);
+	return EVH_LOG_WARN;
+}
+
 static int log_civetweb(const struct mg_connection *conn, const char *msg)
 {
 	http_server *srv = conn ? mg_get_user_data(mg_get_context(conn)) : NULL;
+	char text[1024];
+	evh_log_level level;
 	if (srv && atomic_load(&srv->starting)) {
 		if (!srv->start_error[0])
 			snprintf(srv->start_error, sizeof srv->start_error, "%s", msg);
 		return 1;
 	}
-	/* A client that fails the TLS handshake (plain HTTP sent to the HTTPS
-	 * port, a scanner, a certificate the client refused) is the client's
-	 * business, and anyone can cause as many as they like. */
-	if (!strncmp(msg, "sslize error", 12)) {
-		log_debug("http", "a TLS handshake failed: %s", msg);
-		return 1;
-	}
-	log_warn("http", "civetweb: %s", msg);
+	level = http_civetweb_level(msg, text, sizeof text);
+	log_msg(level, "http", "%s", text);
 	return 1;
 }
 

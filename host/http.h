@@ -18,6 +18,10 @@ typedef struct http_route {
 int http_start(http_server **srv, host *h, char *err, size_t errlen);
 /* Stop accepting, finish in-flight requests, free. */
 void http_stop(http_server *srv);
+/* How a message of civetweb's is logged: the text (into out) and the level.
+ * Clients' own failures (a failed TLS handshake, a reset TLS connection)
+ * are debug: anyone can cause as many as they like. Exposed for tests. */
+evh_log_level http_civetweb_level(const char *msg, char *out, size_t n);
 /* Register a plugin route into the host router (used by the API's http_route). */
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
 /* Remove and free every route of `p`. Waits until requests already inside one

@@ -183,11 +183,11 @@ void tls_expiry_warn(int64_t expiry, const char *path)
 		return;
 	strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
 	if (left <= 0)
-		log_warn("http", "[http] tls_certificate %s: a certificate in it expired on %s; "
+		log_warn("host", "[http] tls_certificate %s: a certificate in it expired on %s; "
 		                 "clients refuse it. Renew it, then reload (systemctl reload evhostd)",
 		         path, when);
 	else
-		log_warn("http", "[http] tls_certificate %s: a certificate in it expires on %s, in "
+		log_warn("host", "[http] tls_certificate %s: a certificate in it expires on %s, in "
 		                 "%lld day(s). Renew it, then reload (systemctl reload evhostd)",
 		         path, when, (long long)(left / 86400));
 }

@@ -424,3 +424,4 @@ def test_admin_and_metrics_stay_off_https_unless_asked(evhostd, tmp_path):
     r = requests.get(f"https://localhost:{port}/metrics", verify=str(root), timeout=10)
     assert r.status_code == 200, r.text
     assert "evhost_tls_certificate_expiry_timestamp_seconds " in r.text
+

@@ -683,6 +683,25 @@ static void test_remove_waits_for_handlers(void **state)
 	free(r);
 }
 
+static void test_civetweb_messages(void **state)
+{
+	char out[256];
+	(void)state;
+	assert_int_equal(http_civetweb_level("sslize error: ", out, sizeof out), EVH_LOG_DEBUG);
+	assert_string_equal(out, "a TLS handshake failed: sslize error: ");
+	assert_int_equal(http_civetweb_level("SSL syscall error 104", out, sizeof out),
+	                 EVH_LOG_DEBUG);
+	assert_string_equal(out, "a TLS connection ended abruptly: SSL syscall error 104 "
+	                         "(Connection reset by peer)");
+	assert_int_equal(http_civetweb_level("SSL syscall error 0", out, sizeof out), EVH_LOG_DEBUG);
+	assert_string_equal(out, "a TLS connection ended abruptly: SSL syscall error 0 (end of file)");
+	/* Anything else is the server's business: a warning, said as it is. */
+	assert_int_equal(http_civetweb_level("SSL connection error", out, sizeof out), EVH_LOG_WARN);
+	assert_string_equal(out, "civetweb: SSL connection error");
+	assert_int_equal(http_civetweb_level("cannot bind to 1.2.3.4:80: 99 (x)", out, sizeof out),
+	                 EVH_LOG_WARN);
+}
+
 static void test_port_in_use(void **state)
 {
 	fixture *f = *state;
@@ -699,6 +718,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_health_and_request_id),
+	    cmocka_unit_test(test_civetweb_messages),
 	    cmocka_unit_test(test_no_htpasswd_lookups),
 	    cmocka_unit_test(test_not_found_and_405),
 	    cmocka_unit_test(test_params_query_headers),
