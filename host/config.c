@@ -1082,6 +1082,21 @@ static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 	free(pem);
 }
 
+static void k_tls_min_version(set_ctx *x, const cfg_entry *e)
+{
+	if (!strcmp(e->value, "1.2") || !strcmp(e->value, "1.3"))
+		x->s->http_tls_min13 = !strcmp(e->value, "1.3");
+	else
+		bad_value(x, e, "expected 1.2 or 1.3 (TLS versions before 1.2 are not served)");
+}
+
+/* Mutual TLS: HTTPS clients must present a certificate issued by one of the
+ * CAs in this PEM file, which evhostd reads with OpenSSL (host_configure). */
+static void k_tls_client_ca(set_ctx *x, const cfg_entry *e)
+{
+	get_path(x, e, &x->s->http_tls_client_ca);
+}
+
 static void k_threads(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 1, 256, &x->s->http_threads);
@@ -1109,6 +1124,8 @@ static const key_def http_keys[] = {
     {"listen", k_listen},
     {"tls_listen", k_tls_listen},
     {"tls_certificate", k_tls_certificate},
+    {"tls_min_version", k_tls_min_version},
+    {"tls_client_ca", k_tls_client_ca},
     {"threads", k_threads},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
@@ -1786,6 +1803,13 @@ static void check_cross(set_ctx *x)
 		diag_add(x->d, e->file, e->line,
 		         "[http] tls_certificate is set but tls_listen is not: no HTTPS listener "
 		         "would use it");
+	for (const char *const *k = (const char *const[]){"tls_min_version", "tls_client_ca", NULL};
+	     *k; k++) {
+		e = cfg_find(c, "http", *k);
+		if (e && *e->value && !cfg_find(c, "http", "tls_listen"))
+			diag_add(x->d, e->file, e->line,
+			         "[http] %s is set but tls_listen is not: there is no HTTPS listener", *k);
+	}
 	e = cfg_find(c, "tracing", "batch_size");
 	if (e && s->trace_batch_size > s->trace_queue_size)
 		diag_add(x->d, e->file, e->line,
@@ -1827,6 +1851,7 @@ void settings_free(settings *s)
 	free(s->http_host);
 	free(s->http_tls_listen);
 	free(s->http_tls_certificate);
+	free(s->http_tls_client_ca);
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		free(s->rdkafka_keys[i]);

@@ -153,6 +153,11 @@ static void host_check_tls(host *h, diag *d)
 	if (!(h->tls = tls_cert_load(h->set.http_tls_certificate, err, sizeof err)))
 		diag_add(d, cert->file, cert->line, "[http] tls_certificate '%s': %s",
 		         h->set.http_tls_certificate, err);
+	cert = cfg_find(&h->cfg, "http", "tls_client_ca");
+	if (cert && *cert->value && h->set.http_tls_client_ca &&
+	    tls_ca_check(h->set.http_tls_client_ca, err, sizeof err) < 0)
+		diag_add(d, cert->file, cert->line, "[http] tls_client_ca '%s': %s",
+		         h->set.http_tls_client_ca, err);
 }
 
 int host_configure(host *h, const char *conf_file, diag *d)

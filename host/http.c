@@ -1394,8 +1394,12 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 		sent = resp_send(&req, &resp);
 	}
 	request_span_end(&req, &resp);
-	log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status, sent,
-	         now_ms() - t0);
+	if (req.ri->client_cert && req.ri->client_cert->subject) /* mutual TLS */
+		log_info("http", "%s %s %d %zu bytes %.1f ms, client %s", req.method, req.path,
+		         resp.status, sent, now_ms() - t0, req.ri->client_cert->subject);
+	else
+		log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status,
+		         sent, now_ms() - t0);
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);
@@ -1529,6 +1533,13 @@ static int tls_init(char *err, size_t errlen)
 	return 0;
 }
 
+/* civetweb's init_ssl callback, before it loads the certificate. */
+static int init_tls(void *ssl_ctx, void *user_data)
+{
+	const settings *s = &((http_server *)user_data)->h->set;
+	return tls_ctx_setup(ssl_ctx, s->http_tls_min13, s->http_tls_client_ca);
+}
+
 /* evhost authorises requests itself (JWT routes, the admin token). Without
  * a handler for it, civetweb looks for a ".htpasswd" beside every request's
  * path (with no document root that is "/.htpasswd": a stat() per request)
@@ -1552,8 +1563,9 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	                      "request_timeout_ms", "30000", "enable_keep_alive", "yes",
 	                      "decode_url", "no", "tcp_nodelay", "1",
 	                      /* HTTPS (set below): key and chain from one PEM file;
-	                       * TLS 1.2 and later only */
-	                      NULL, NULL, NULL, NULL, NULL};
+	                       * TLS 1.2 and later only; client certificates */
+	                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+	                      NULL};
 	const size_t tls_at = 12;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
@@ -1595,11 +1607,21 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		tls_cert_use(h->tls);
 		h->tls = NULL;
 		/* Each handshake gets the bundle in use (replaced by a reload). */
-		cb.init_ssl = tls_cert_attach;
+		cb.init_ssl = init_tls;
 		opts[tls_at] = "ssl_certificate"; /* civetweb reads the chain from it too */
 		opts[tls_at + 1] = h->set.http_tls_certificate;
 		opts[tls_at + 2] = "ssl_protocol_version";
 		opts[tls_at + 3] = "4";
+		if (h->set.http_tls_client_ca) {
+			/* Mutual TLS: a client certificate from these CAs only (not the
+			 * system's, which would admit any publicly trusted one). */
+			opts[tls_at + 4] = "ssl_verify_peer";
+			opts[tls_at + 5] = "yes";
+			opts[tls_at + 6] = "ssl_ca_file";
+			opts[tls_at + 7] = h->set.http_tls_client_ca;
+			opts[tls_at + 8] = "ssl_default_verify_paths";
+			opts[tls_at + 9] = "no";
+		}
 	} else {
 		mg_init_library(0);
 	}
@@ -1622,8 +1644,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		return -1;
 	}
 	if (h->set.http_tls_listen) {
-		log_info("http", "https on %s: serving %s (%s)", h->set.http_tls_listen, what,
-		         h->set.http_tls_certificate);
+		log_info("http", "https on %s: serving %s (%s)%s%s%s", h->set.http_tls_listen, what,
+		         h->set.http_tls_certificate, h->set.http_tls_min13 ? ", TLS 1.3 only" : "",
+		         h->set.http_tls_client_ca ? ", clients need a certificate issued by a CA in "
+		                                   : "",
+		         h->set.http_tls_client_ca ? h->set.http_tls_client_ca : "");
 		tls_expiry_warn(tls_serving_expiry(), h->set.http_tls_certificate);
 	}
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);

@@ -45,6 +45,7 @@ static struct {
 	evhost_tls_describe_fn *describe;
 	evhost_tls_use_fn *use;
 	evhost_tls_attach_fn *attach;
+	evhost_tls_ca_check_fn *ca_check;
 } fn;
 static atomic_int_least64_t serving_expiry;
 
@@ -53,7 +54,8 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 {
 	static const char *const names[] = {"evhost_tls_load",     "evhost_tls_free",
 	                                    "evhost_tls_expiry",   "evhost_tls_describe",
-	                                    "evhost_tls_use",      "evhost_tls_attach"};
+	                                    "evhost_tls_use",      "evhost_tls_attach",
+	                                    "evhost_tls_ca_check"};
 	void *found[sizeof names / sizeof names[0]];
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (!(found[i] = dlsym(ssl, names[i]))) {
@@ -69,6 +71,7 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	*(void **)&fn.describe = found[3];
 	*(void **)&fn.use = found[4];
 	*(void **)&fn.attach = found[5];
+	*(void **)&fn.ca_check = found[6];
 	return 0;
 }
 
@@ -160,12 +163,16 @@ void tls_cert_use(tls_cert *c)
 	fn.use(c);
 }
 
-int tls_cert_attach(void *ssl_ctx, void *user_data)
+int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca)
 {
-	(void)user_data;
-	/* 0: civetweb goes on to load [http] tls_certificate into the SSL_CTX
-	 * itself; the callback serves the same bundle until a reload. */
-	return loaded && fn.attach(ssl_ctx) == 0 ? 0 : -1;
+	return loaded && fn.attach(ssl_ctx, min_tls13, client_ca) == 0 ? 0 : -1;
+}
+
+int tls_ca_check(const char *path, char *err, size_t errlen)
+{
+	if (tls_compat_load(err, errlen) != 0)
+		return -1;
+	return fn.ca_check(path, err, errlen);
 }
 
 int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }

@@ -24,9 +24,13 @@ int64_t tls_cert_expiry(const tls_cert *c);
 void tls_cert_describe(const tls_cert *c, char *out, size_t n);
 /* Serve `c` (owned from now on) from the next TLS handshake on. */
 void tls_cert_use(tls_cert *c);
-/* civetweb's init_ssl callback: makes each handshake use the bundle given
- * to tls_cert_use. */
-int tls_cert_attach(void *ssl_ctx, void *user_data);
+/* Set up civetweb's SSL_CTX (from its init_ssl callback): each handshake
+ * uses the bundle given to tls_cert_use; TLS 1.3 at least if min_tls13;
+ * client_ca (or NULL) names the CAs client certificates need. 0, or -1. */
+int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca);
+/* [http] tls_client_ca: how many CA certificates the file holds, or -1 with
+ * the reason. */
+int tls_ca_check(const char *path, char *err, size_t errlen);
 /* The notAfter of the bundle being served; 0 when none. */
 int64_t tls_serving_expiry(void);
 /* Warn when `expiry` (the file at `path`) has passed or is two weeks off. */

@@ -259,10 +259,35 @@ static int cert_cb(SSL *ssl, void *arg)
 	return ok;
 }
 
-PUBLIC int evhost_tls_attach(void *ssl_ctx)
+PUBLIC int evhost_tls_attach(void *ssl_ctx, int min_tls13, const char *client_ca)
 {
 	if (!ssl_ctx)
 		return -1;
 	SSL_CTX_set_cert_cb(ssl_ctx, cert_cb, NULL);
+	if (min_tls13 && SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_3_VERSION) != 1)
+		return -1;
+	if (client_ca) {
+		STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(client_ca);
+		if (!names)
+			return -1;
+		SSL_CTX_set_client_CA_list(ssl_ctx, names); /* takes them */
+	}
+	ERR_clear_error();
 	return 0;
+}
+
+PUBLIC int evhost_tls_ca_check(const char *path, char *err, size_t errlen)
+{
+	evhost_tls_cert c;
+	size_t len = 0;
+	char *pem = read_pem(path, &len, err, errlen);
+	int n;
+	if (!pem)
+		return -1;
+	memset(&c, 0, sizeof c);
+	n = read_certs(&c, pem, len, err, errlen) == 0 ? 1 + sk_X509_num(c.chain) : -1;
+	X509_free(c.leaf);
+	sk_X509_pop_free(c.chain, X509_free);
+	free(pem);
+	return n;
 }

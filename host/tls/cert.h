@@ -32,9 +32,14 @@ typedef void evhost_tls_describe_fn(const evhost_tls_cert *c, char *out, size_t 
 /* Serve `c` from the next handshake on (it is owned here from now on; the
  * bundle it replaces is freed). Thread-safe against handshakes. */
 typedef void evhost_tls_use_fn(evhost_tls_cert *c);
-/* Add the certificate callback to civetweb's SSL_CTX (its init_ssl
- * callback). 0, or -1. */
-typedef int evhost_tls_attach_fn(void *ssl_ctx);
+/* Set up civetweb's SSL_CTX (from its init_ssl callback): the certificate
+ * callback; TLS 1.3 at least if min_tls13; with client_ca (a PEM file of CA
+ * certificates, or NULL), the CAs named to clients asked for a certificate
+ * (civetweb itself verifies them). 0, or -1. */
+typedef int evhost_tls_attach_fn(void *ssl_ctx, int min_tls13, const char *client_ca);
+/* The CA certificates in a PEM file: how many (at least 1), or -1 with the
+ * reason (none, or one OpenSSL cannot read). */
+typedef int evhost_tls_ca_check_fn(const char *path, char *err, size_t errlen);
 
 #ifdef EVHOST_TLS_SHIM_SSL /* defined in the library; evhostd uses dlsym */
 evhost_tls_load_fn evhost_tls_load;
@@ -43,6 +48,7 @@ evhost_tls_expiry_fn evhost_tls_expiry;
 evhost_tls_describe_fn evhost_tls_describe;
 evhost_tls_use_fn evhost_tls_use;
 evhost_tls_attach_fn evhost_tls_attach;
+evhost_tls_ca_check_fn evhost_tls_ca_check;
 #endif
 
 #endif

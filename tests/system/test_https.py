@@ -425,3 +425,89 @@ def test_admin_and_metrics_stay_off_https_unless_asked(evhostd, tmp_path):
     assert r.status_code == 200, r.text
     assert "evhost_tls_certificate_expiry_timestamp_seconds " in r.text
 
+
+
+def client_cert(d, name, ca, cn):
+    """A client certificate for `cn`, signed by `ca` (in directory d)."""
+    ec_key(d, name)
+    sign(d, name, f"/CN={cn}", ca, "extendedKeyUsage=clientAuth\n")
+    return d / f"{name}.crt", d / f"{name}.key"
+
+
+def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path):
+    """[http] tls_client_ca: mutual TLS. A client certificate issued under
+    that CA gets in (and is named in the access log); none, or one from
+    another CA, does not, even when the system trusts that other CA (its
+    store would admit any publicly trusted certificate)."""
+    root, pem = chain(tmp_path / "pki")
+    pki = pem.parent
+    good = client_cert(pki, "alice", "inter", "alice")
+    other_root, other_pem = chain(tmp_path / "other")
+    stranger = client_cert(other_pem.parent, "mallory", "inter", "mallory")
+    # The CA file: the root; the intermediate comes with the client's chain.
+    port = lib.free_port()
+    alice = tmp_path / "alice-chain.crt"
+    alice.write_text(good[0].read_text() + (pki / "inter.crt").read_text())
+    mallory = tmp_path / "mallory-chain.crt"
+    mallory.write_text(stranger[0].read_text() + (other_pem.parent / "inter.crt").read_text())
+    # OpenSSL's default store, as the daemon would see it: the other CA.
+    d = evhostd(dropins={"20-https.conf": {"http": {**https_conf(port, pem),
+                                                    "tls_client_ca": str(root)}}},
+                brokers="embedded", env={"SSL_CERT_FILE": str(other_root)})
+    assert f"clients need a certificate issued by a CA in {root}" in d.log_text()
+    url = f"https://localhost:{port}/healthz"
+    r = requests.get(url, verify=str(root), cert=(str(alice), str(good[1])), timeout=10)
+    assert r.status_code == 200, r.text
+    d.wait_for_log(", client /CN=alice")
+    for cert in (None, (str(mallory), str(stranger[1]))):
+        with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
+            requests.get(url, verify=str(root), cert=cert, timeout=10)
+    # The plain listener asks nothing of its clients.
+    assert d.get("/healthz").status_code == 200
+
+
+def test_tls_min_version(evhostd, tmp_path):
+    """Default: TLS 1.2 and 1.3. tls_min_version = 1.3: a client that
+    speaks at most 1.2 is refused."""
+    root, pem = chain(tmp_path / "pki")
+
+    def handshake(port, max_version=None):
+        ctx = ssl.create_default_context(cafile=str(root))
+        if max_version:
+            ctx.maximum_version = max_version
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.version()
+
+    port = lib.free_port()
+    d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, pem)}}, brokers="embedded")
+    assert handshake(port, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
+    assert handshake(port) == "TLSv1.3"
+    d.stop()
+    d = evhostd(dropins={"20-https.conf": {"http": {**https_conf(port, pem),
+                                                    "tls_min_version": "1.3"}}},
+                brokers="embedded")
+    assert ", TLS 1.3 only" in d.log_text()
+    assert handshake(port) == "TLSv1.3"
+    with pytest.raises(ssl.SSLError):
+        handshake(port, ssl.TLSVersion.TLSv1_2)
+
+
+@pytest.mark.parametrize("keys, needle", [
+    ({"tls_min_version": "1.1"}, "[http] tls_min_version: expected 1.2 or 1.3"),
+    ({"tls_client_ca": "MISSING"}, "[http] tls_client_ca 'MISSING': cannot read"),
+    ({"tls_client_ca": "KEY"}, "has no certificate"),
+])
+def test_tls_policy_keys_are_checked_at_their_line(evhostd, tmp_path, keys, needle):
+    _, pem = chain(tmp_path / "pki")
+    paths = {"MISSING": str(tmp_path / "missing.pem"), "KEY": str(pem.parent / "server.key")}
+    keys = {k: paths.get(v, v) for k, v in keys.items()}
+    needle = needle.replace("MISSING", paths["MISSING"])
+    r = evhostd.run(["--check-config"], dropins={
+        "20-https.conf": {"http": {**https_conf(lib.free_port(), pem), **keys}}})
+    assert r.returncode == 1, r.stdout
+    line = [ln for ln in r.stdout.splitlines() if needle in ln]
+    assert line and "conf.d/20-https.conf:4:" in line[0], r.stdout
+    # Without an HTTPS listener they are refused too.
+    r = evhostd.run(["--check-config"], dropins={"20-https.conf": {"http": keys}})
+    assert r.returncode == 1 and "is set but tls_listen is not" in r.stdout, r.stdout
