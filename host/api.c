@@ -386,6 +386,7 @@ static const evh_api api_table = {
     .span_begin = api_span_begin,
     .span_set = api_span_set,
     .span_end = api_span_end,
+    .req_client_cert = http_req_client_cert,
 };
 
 const evh_api *host_api(void) { return &api_table; }

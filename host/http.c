@@ -639,6 +639,15 @@ const char *http_req_auth_subject(evh_request *req)
 	return req && req->authed ? req->claims.sub : NULL;
 }
 
+const char *http_req_client_cert(evh_request *req)
+{
+	/* civetweb verified it in the handshake (ssl_verify_peer, only with
+	 * [http] tls_client_ca) and keeps it for the connection. */
+	if (!req || !req->ri || !req->ri->is_ssl || !req->ri->client_cert)
+		return NULL;
+	return req->ri->client_cert->subject;
+}
+
 int http_req_auth_has_role(evh_request *req, const char *role)
 {
 	if (!req || !req->authed || !role)

@@ -31,6 +31,7 @@ import yaml
 
 import evhost_testlib as lib
 from test_notifications import PASSWORD, Env, welcome_to
+from test_reload import probe_dropin
 
 ALERTS = lib.REPO_ROOT / "packaging" / "prometheus" / "evhost-alerts.yml"
 
@@ -434,11 +435,12 @@ def client_cert(d, name, ca, cn):
     return d / f"{name}.crt", d / f"{name}.key"
 
 
-def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path):
+def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path, build_dir):
     """[http] tls_client_ca: mutual TLS. A client certificate issued under
-    that CA gets in (and is named in the access log); none, or one from
-    another CA, does not, even when the system trusts that other CA (its
-    store would admit any publicly trusted certificate)."""
+    that CA gets in (named in the access log, and to plugins by
+    evh_req_client_cert); none, or one from another CA, does not, even when
+    the system trusts that other CA (its store would admit any publicly
+    trusted certificate)."""
     root, pem = chain(tmp_path / "pki")
     pki = pem.parent
     good = client_cert(pki, "alice", "inter", "alice")
@@ -452,13 +454,20 @@ def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path):
     mallory.write_text(stranger[0].read_text() + (other_pem.parent / "inter.crt").read_text())
     # OpenSSL's default store, as the daemon would see it: the other CA.
     d = evhostd(dropins={"20-https.conf": {"http": {**https_conf(port, pem),
-                                                    "tls_client_ca": str(root)}}},
+                                                    "tls_client_ca": str(root)}},
+                         "30-probe.conf": probe_dropin(build_dir)},
                 brokers="embedded", env={"SSL_CERT_FILE": str(other_root)})
     assert f"clients need a certificate issued by a CA in {root}" in d.log_text()
     url = f"https://localhost:{port}/healthz"
     r = requests.get(url, verify=str(root), cert=(str(alice), str(good[1])), timeout=10)
     assert r.status_code == 200, r.text
     d.wait_for_log(", client /CN=alice")
+    # The plugin's view (SDK, ABI 1.5): the verified subject over HTTPS,
+    # nothing on the plain listener.
+    r = requests.get(f"https://localhost:{port}/probe/client", verify=str(root),
+                     cert=(str(alice), str(good[1])), timeout=10)
+    assert r.status_code == 200 and r.text == "/CN=alice", r.text
+    assert d.get("/probe/client").status_code == 404
     for cert in (None, (str(mallory), str(stranger[1]))):
         with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
             requests.get(url, verify=str(root), cert=cert, timeout=10)

@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 4
+#define EVH_ABI_MINOR 5
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -313,6 +313,9 @@ typedef struct evh_api {
 	evh_span *(*span_begin)(evh_plugin *p, evh_span_kind kind, const char *name);
 	void (*span_set)(evh_span *span, const char *key, const char *value);
 	void (*span_end)(evh_span *span, const char *error);
+
+	/* mutual TLS (ABI 1.5) */
+	const char *(*req_client_cert)(evh_request *req);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -498,6 +501,17 @@ static inline const char *evh_req_id(evh_request *r) { return evh__api->req_id(r
 static inline const char *evh_req_auth_subject(evh_request *r)
 {
 	return evh__api->req_auth_subject(r);
+}
+/* The subject of the client certificate the request came with (ABI 1.5),
+ * e.g. "/CN=billing/O=Example": only over HTTPS with mutual TLS on ([http]
+ * tls_client_ca), where the host has verified it against those CAs before
+ * the request was read. NULL otherwise (the plain listener, no client
+ * certificate asked for, or an older host). Valid during the handler. */
+static inline const char *evh_req_client_cert(evh_request *r)
+{
+	if (!EVH_API_HAS(req_client_cert))
+		return NULL;
+	return evh__api->req_client_cert(r);
 }
 /* For EVH_ROUTE_AUTH routes: whether the token carries `role`. */
 static inline int evh_req_auth_has_role(evh_request *r, const char *role)
