@@ -1403,12 +1403,12 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 		sent = resp_send(&req, &resp);
 	}
 	request_span_end(&req, &resp);
-	if (req.ri->client_cert && req.ri->client_cert->subject) /* mutual TLS */
-		log_info("http", "%s %s %d %zu bytes %.1f ms, client %s", req.method, req.path,
-		         resp.status, sent, now_ms() - t0, req.ri->client_cert->subject);
-	else
-		log_info("http", "%s %s %d %zu bytes %.1f ms", req.method, req.path, resp.status,
-		         sent, now_ms() - t0);
+	/* The access log: the peer's address (a proxy's, behind one), and under
+	 * mutual TLS the client certificate's subject. */
+	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s", req.method, req.path,
+	         resp.status, sent, now_ms() - t0, req.ri->remote_addr,
+	         http_req_client_cert(&req) ? ", client " : "",
+	         http_req_client_cert(&req) ? http_req_client_cert(&req) : "");
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);

@@ -378,6 +378,10 @@ def test_event_published_in_tx_reaches_subscriber_on_real_kafka(evhostd, build_d
     assert re.fullmatch(r"[0-9a-f]{32}", trace) and trace != "0" * 32
     lines = [l for l in d.log_text().splitlines() if "checkout-9" in l]
     assert lines and all(trace in l for l in lines), (trace, lines)
+    # The access log line, with the peer's address, is one of them.
+    lib.wait_until(lambda: any("POST /probe/publish 200 " in l and ", from 127.0.0.1" in l
+                               for l in d.log_text().splitlines() if "checkout-9" in l),
+                   timeout=10, message="the access log line of checkout-9")
 
     # An upper-case traceparent (W3C asks for lower case) is the same trace.
     r = d.post("/probe/publish?key=order-10", json={"order": 10},

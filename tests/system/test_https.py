@@ -461,7 +461,7 @@ def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path, build_dir
     url = f"https://localhost:{port}/healthz"
     r = requests.get(url, verify=str(root), cert=(str(alice), str(good[1])), timeout=10)
     assert r.status_code == 200, r.text
-    d.wait_for_log(", client /CN=alice")
+    d.wait_for_log(", from 127.0.0.1, client /CN=alice")
     # The plugin's view (SDK, ABI 1.5): the verified subject over HTTPS,
     # nothing on the plain listener.
     r = requests.get(f"https://localhost:{port}/probe/client", verify=str(root),
