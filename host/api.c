@@ -387,6 +387,7 @@ static const evh_api api_table = {
     .span_set = api_span_set,
     .span_end = api_span_end,
     .req_client_cert = http_req_client_cert,
+    .req_client_addr = http_req_client_addr,
 };
 
 const evh_api *host_api(void) { return &api_table; }

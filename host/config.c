@@ -1097,6 +1097,14 @@ static void k_tls_client_ca(set_ctx *x, const cfg_entry *e)
 	get_path(x, e, &x->s->http_tls_client_ca);
 }
 
+static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
+{
+	char why[256];
+	proxy_list_free(&x->s->http_trusted_proxies);
+	if (proxy_list_parse(e->value, &x->s->http_trusted_proxies, why, sizeof why) != 0)
+		bad_value(x, e, why);
+}
+
 static void k_threads(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 1, 256, &x->s->http_threads);
@@ -1126,6 +1134,7 @@ static const key_def http_keys[] = {
     {"tls_certificate", k_tls_certificate},
     {"tls_min_version", k_tls_min_version},
     {"tls_client_ca", k_tls_client_ca},
+    {"trusted_proxies", k_trusted_proxies},
     {"threads", k_threads},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
@@ -1852,6 +1861,7 @@ void settings_free(settings *s)
 	free(s->http_tls_listen);
 	free(s->http_tls_certificate);
 	free(s->http_tls_client_ca);
+	proxy_list_free(&s->http_trusted_proxies);
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		free(s->rdkafka_keys[i]);

@@ -9,6 +9,7 @@
 #include <evhost/evhost.h>
 #include "diag.h"
 #include "log.h"
+#include "proxy.h"
 
 typedef struct cfg_entry {
 	char *section; /* "host", "kafka", "plugin.user" */
@@ -84,6 +85,7 @@ typedef struct settings {
 	int http_tls_certificate_bad; /* its file was refused already (said in the diag) */
 	int http_tls_min13;         /* [http] tls_min_version = 1.3 (default 1.2) */
 	char *http_tls_client_ca;   /* [http] tls_client_ca: CAs client certificates need */
+	proxy_list http_trusted_proxies; /* [http] trusted_proxies; empty: X-Forwarded-For unread */
 	int http_threads;
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;

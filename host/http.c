@@ -36,6 +36,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
+#include "proxy.h"
 #include "router.h"
 #include "store.h"
 #include "stream.h"
@@ -94,6 +95,8 @@ struct evh_request {
 	metrics_series *metrics; /* its route's series; NULL: unmatched */
 	evh_plugin *plugin;      /* the matched route's plugin, while its handler runs */
 	trace_span *span;        /* the request's span (trace.h) */
+	char client[PROXY_ADDR_LEN]; /* the client's address (client_address) */
+	int forwarded;           /* ... from a trusted proxy's X-Forwarded-For */
 };
 
 struct evh_response {
@@ -638,6 +641,8 @@ const char *http_req_auth_subject(evh_request *req)
 {
 	return req && req->authed ? req->claims.sub : NULL;
 }
+
+const char *http_req_client_addr(evh_request *req) { return req ? req->client : NULL; }
 
 const char *http_req_client_cert(evh_request *req)
 {
@@ -1336,6 +1341,34 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 	return sent;
 }
 
+/* The client's address: the peer's, or behind a proxy of [http]
+ * trusted_proxies the one its X-Forwarded-For names (proxy.h). Several
+ * such headers are one list, in order. */
+static void client_address(const http_server *srv, evh_request *req)
+{
+	const proxy_list *trusted = &srv->h->set.http_trusted_proxies;
+	char xff[2048];
+	size_t n = 0;
+	xff[0] = '\0';
+	if (trusted->n) {
+		for (int i = 0; i < req->ri->num_headers; i++) {
+			const struct mg_header *hd = &req->ri->http_headers[i];
+			int w;
+			if (!hd->name || !hd->value || strcasecmp(hd->name, "X-Forwarded-For"))
+				continue;
+			w = snprintf(xff + n, sizeof xff - n, "%s%s", n ? ", " : "", hd->value);
+			if (w < 0 || (size_t)w >= sizeof xff - n) {
+				xff[0] = '\0'; /* too long to be believed: the peer it is */
+				n = 0;
+				break;
+			}
+			n += (size_t)w;
+		}
+	}
+	req->forwarded = proxy_client_addr(trusted, req->ri->remote_addr, n ? xff : NULL,
+	                                   req->client, sizeof req->client);
+}
+
 /* Probes and scrapes come every few seconds and say nothing about a trace:
  * no span for them. */
 static int untraced(const evh_request *req)
@@ -1350,7 +1383,9 @@ static void request_span_end(evh_request *req, const evh_response *resp)
 	trace_attr(req->span, "http.request.method", req->method);
 	trace_attr(req->span, "url.path", req->path);
 	trace_attr_int(req->span, "http.response.status_code", resp->status);
-	trace_attr(req->span, "client.address", req->ri->remote_addr);
+	trace_attr(req->span, "client.address", req->client);
+	if (req->forwarded)
+		trace_attr(req->span, "network.peer.address", req->ri->remote_addr);
 	trace_attr(req->span, "evhost.request_id", req->id);
 	if (resp->status >= 500)
 		trace_error(req->span, "HTTP %d", resp->status);
@@ -1375,6 +1410,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	req.path = req.ri->local_uri ? req.ri->local_uri : "/";
 	resp.req = &req;
 	resp.status = 200;
+	client_address(srv, &req);
 	request_id(&req);
 	/* The caller's trace, from its traceparent header; else a trace whose
 	 * id is the request id when evhost made that (16 random bytes, as W3C
@@ -1405,8 +1441,9 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	request_span_end(&req, &resp);
 	/* The access log: the peer's address (a proxy's, behind one), and under
 	 * mutual TLS the client certificate's subject. */
-	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s", req.method, req.path,
-	         resp.status, sent, now_ms() - t0, req.ri->remote_addr,
+	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s", req.method, req.path,
+	         resp.status, sent, now_ms() - t0, req.client, req.forwarded ? " via " : "",
+	         req.forwarded ? req.ri->remote_addr : "",
 	         http_req_client_cert(&req) ? ", client " : "",
 	         http_req_client_cert(&req) ? http_req_client_cert(&req) : "");
 	log_set_context(NULL, NULL);

@@ -495,3 +495,39 @@ def test_publish_without_tx_is_durable(evhostd, build_dir, kafka_bootstrap, uniq
     assert d.post("/probe/publish?mode=notx&n=2", json={"x": 1}).status_code == 200
     rows = published_seen(d, 2)
     assert len({r["event_id"] for r in rows}) == 2
+
+
+def test_client_address_behind_a_trusted_proxy(evhostd, build_dir):
+    """[http] trusted_proxies: from such a peer, X-Forwarded-For names the
+    client (the first untrusted address from the right; what the client
+    wrote itself is not believed), in the access log, in the span and to
+    plugins (evh_req_client_addr). Without it the header is ignored."""
+    spoof = {"X-Forwarded-For": "6.6.6.6, 203.0.113.9"}
+    d = evhostd({"plugin.probe": probe_conf(build_dir)}, brokers="embedded")
+    r = d.get("/probe/addr", headers=spoof)
+    assert r.status_code == 200 and r.text == "127.0.0.1", r.text
+    line = lib.wait_until(lambda: next((l for l in d.log_text().splitlines()
+                                        if "GET /probe/addr 200 9 bytes" in l), None), timeout=10)
+    assert ", from 127.0.0.1" in line and " via " not in line, line
+    d.stop()
+
+    d = evhostd({"plugin.probe": probe_conf(build_dir),
+                 "http": {"trusted_proxies": "127.0.0.1, ::1, 10.0.0.0/8"}}, brokers="embedded")
+    r = d.get("/probe/addr", headers=spoof)
+    assert r.status_code == 200 and r.text == "203.0.113.9", r.text
+    # Two headers are one list, in order; a hop inside 10/8 is a proxy too.
+    status, _, body, _ = raw_exchange(d.port, b"GET /probe/addr HTTP/1.1\r\nHost: x\r\n"
+                                               b"X-Forwarded-For: 198.51.100.4\r\n"
+                                               b"X-Forwarded-For: 10.9.8.7\r\n\r\n")
+    assert " 200 " in status and body == b"198.51.100.4", (status, body)
+    lib.wait_until(lambda: "GET /probe/addr 200 11 bytes" in d.log_text() and
+                   ", from 203.0.113.9 via 127.0.0.1" in d.log_text(), timeout=10,
+                   message="the access log line of the forwarded request")
+
+
+def test_trusted_proxies_is_checked_at_its_line(evhostd):
+    r = evhostd.run(["--check-config"], config={"http": {"trusted_proxies": "10.0.0.1/8"}},
+                    brokers="embedded")
+    assert r.returncode == 1, r.stdout
+    assert re.search(r"evhost\.conf:\d+: \[http\] trusted_proxies: '10\.0\.0\.1/8': has bits set "
+                     r"after the first 8", r.stdout), r.stdout

@@ -314,8 +314,9 @@ typedef struct evh_api {
 	void (*span_set)(evh_span *span, const char *key, const char *value);
 	void (*span_end)(evh_span *span, const char *error);
 
-	/* mutual TLS (ABI 1.5) */
+	/* the client (ABI 1.5) */
 	const char *(*req_client_cert)(evh_request *req);
+	const char *(*req_client_addr)(evh_request *req);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -512,6 +513,17 @@ static inline const char *evh_req_client_cert(evh_request *r)
 	if (!EVH_API_HAS(req_client_cert))
 		return NULL;
 	return evh__api->req_client_cert(r);
+}
+/* The client's IP address (ABI 1.5), e.g. "192.0.2.7" or "2001:db8::7":
+ * the connection's peer, or behind a reverse proxy listed in [http]
+ * trusted_proxies, the address its X-Forwarded-For header names (what a
+ * client writes there itself is not believed). NULL on an older host.
+ * Valid during the handler. */
+static inline const char *evh_req_client_addr(evh_request *r)
+{
+	if (!EVH_API_HAS(req_client_addr))
+		return NULL;
+	return evh__api->req_client_addr(r);
 }
 /* For EVH_ROUTE_AUTH routes: whether the token carries `role`. */
 static inline int evh_req_auth_has_role(evh_request *r, const char *role)
