@@ -13,6 +13,7 @@ refuses the reload), also while handshakes are under way; its expiry is on
 /metrics and in the shipped alerts."""
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from test_notifications import PASSWORD, Env, welcome_to
 from test_reload import probe_dropin
 
 ALERTS = lib.REPO_ROOT / "packaging" / "prometheus" / "evhost-alerts.yml"
+DASHBOARD = lib.REPO_ROOT / "packaging" / "grafana" / "evhost.json"
 
 
 def openssl(cwd, *args):
@@ -265,6 +267,9 @@ def test_a_renewed_certificate_is_served_after_a_reload(evhostd, tmp_path):
         assert rules[name]["expr"] == (f"evhost_tls_certificate_expiry_timestamp_seconds - time() "
                                        f"< {days} * 86400")
     assert expiry_metric(d) - time.time() < 3 * 86400
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert [p for p in dashboard["panels"] if "evhost_tls_certificate_expiry_timestamp_seconds"
+            in "".join(t["expr"] for t in p.get("targets", []))], "no dashboard panel"
 
     # A kept-alive connection opened before the renewal.
     kept = http.client.HTTPSConnection(
