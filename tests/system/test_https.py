@@ -146,6 +146,7 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     ("intermediate first", "the private key belongs to certificate 2 (/CN=localhost), not to "
                            "the first: the server's certificate must come first"),
     ("damaged key", "its private key cannot be read"),
+    ("damaged certificate", "a certificate cannot be read (OpenSSL: "),
 ])
 def test_a_wrong_certificate_file_is_said_at_its_line(evhostd, tmp_path, case, needle):
     root, pem = chain(tmp_path / "pki")
@@ -167,6 +168,10 @@ def test_a_wrong_certificate_file_is_said_at_its_line(evhostd, tmp_path, case, n
         key = (d / "server.key").read_text().splitlines()
         key[1] = key[1][:10] + "AAAA" + key[1][14:]  # still base64, no longer a key
         wrong.write_text("\n".join(key) + "\n" + (d / "server.crt").read_text())
+    elif case == "damaged certificate":
+        crt = (d / "server.crt").read_text().splitlines()
+        del crt[3]  # the DER's lengths no longer add up
+        wrong.write_text((d / "server.key").read_text() + "\n".join(crt) + "\n")
     r = evhostd.run(["--check-config"],
                     dropins={"20-https.conf": {"http": https_conf(lib.free_port(), wrong)}})
     assert r.returncode == 1, r.stdout + r.stderr
