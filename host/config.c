@@ -25,7 +25,6 @@
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
 #define CFG_MAX_FILE (1 << 20)  /* a configuration file larger than this is a mistake */
 #define CFG_MAX_SECRET 65536    /* same for a secret file */
-#define CFG_MAX_PEM (1024 * 1024) /* [http] tls_certificate */
 #define JWT_SECRET_MIN 32       /* HS256 wants a key as long as its hash */
 #define PLUGIN_NAME_MAX 64
 
@@ -1044,42 +1043,12 @@ static void k_tls_listen(set_ctx *x, const cfg_entry *e)
 }
 
 /* The PEM file HTTPS is served with: the private key and the certificate
- * chain in one file. Read now, so a wrong file is said at its line rather
- * than as a failed start. Checked here for what needs no OpenSSL (evhostctl
- * reads the configuration too); evhostd then parses it (host_configure). */
+ * chain in one file. evhostd reads it with OpenSSL (host_configure), so a
+ * wrong file is said at its line rather than as a failed start; evhostctl,
+ * which reads this configuration too, never opens it. */
 static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 {
-	const char *missing = NULL;
-	char *pem;
-	size_t n;
-
 	get_path(x, e, &x->s->http_tls_certificate);
-	if (!*e->value)
-		return;
-	pem = read_file(x->s->http_tls_certificate, CFG_MAX_PEM, &n);
-	if (!pem) {
-		diag_add(x->d, e->file, e->line, "[http] tls_certificate: cannot read '%s': %s",
-		         x->s->http_tls_certificate,
-		         errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
-		x->s->http_tls_certificate_bad = 1;
-		return;
-	}
-	if (!strstr(pem, "-----BEGIN CERTIFICATE-----"))
-		missing = "no certificate (-----BEGIN CERTIFICATE-----)";
-	else if (!strstr(pem, " PRIVATE KEY-----"))
-		missing = "no private key (-----BEGIN PRIVATE KEY-----)";
-	else if (strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
-	         strstr(pem, "Proc-Type: 4,ENCRYPTED"))
-		missing = "an encrypted private key, and evhostd asks nobody for a passphrase "
-		          "(write it out decrypted: openssl pkey -in KEY -out KEY.pem)";
-	x->s->http_tls_certificate_bad = missing != NULL;
-	if (missing)
-		diag_add(x->d, e->file, e->line,
-		         "[http] tls_certificate: '%s' has %s; it must hold the private key and "
-		         "the certificate chain, in PEM",
-		         x->s->http_tls_certificate, missing);
-	explicit_bzero(pem, n);
-	free(pem);
 }
 
 static void k_tls_min_version(set_ctx *x, const cfg_entry *e)

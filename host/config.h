@@ -82,7 +82,6 @@ typedef struct settings {
 	int http_port;
 	char *http_tls_listen;      /* [http] tls_listen in civetweb syntax (no "s"); NULL = none */
 	char *http_tls_certificate; /* [http] tls_certificate: PEM, private key and chain */
-	int http_tls_certificate_bad; /* its file was refused already (said in the diag) */
 	int http_tls_min13;         /* [http] tls_min_version = 1.3 (default 1.2) */
 	char *http_tls_client_ca;   /* [http] tls_client_ca: CAs client certificates need */
 	proxy_list http_trusted_proxies; /* [http] trusted_proxies; empty: X-Forwarded-For unread */

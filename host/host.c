@@ -135,16 +135,15 @@ static void host_drop_plugin(host *h, size_t i)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* [http] tls_certificate, parsed by OpenSSL now (config.c checked what it
- * could without it): a key that is not the certificate's is said at its
- * line, by --check-config and by a reload too. Kept in h->tls to serve. */
+/* [http] tls_certificate and tls_client_ca, read by OpenSSL: what is wrong
+ * with them is said at their line, by --check-config and by a reload too.
+ * The certificate is kept in h->tls to serve. */
 static void host_check_tls(host *h, diag *d)
 {
 	const cfg_entry *listen = cfg_find(&h->cfg, "http", "tls_listen");
 	const cfg_entry *cert = cfg_find(&h->cfg, "http", "tls_certificate");
 	char err[1024];
-	if (!h->set.http_tls_listen || !listen || !cert || !*cert->value ||
-	    h->set.http_tls_certificate_bad)
+	if (!h->set.http_tls_listen || !listen || !cert || !*cert->value)
 		return;
 	if (tls_compat_load(err, sizeof err) != 0) {
 		diag_add(d, listen->file, listen->line, "[http] tls_listen: %s", err);

@@ -17,7 +17,7 @@
 #include <openssl/x509.h>
 
 #define PUBLIC __attribute__((visibility("default")))
-#define MAX_PEM (1024 * 1024) /* as [http] tls_certificate's check in config.c */
+#define MAX_PEM (1024 * 1024)
 
 struct evhost_tls_cert {
 	EVP_PKEY *key;
@@ -76,6 +76,7 @@ static char *read_pem(const char *path, size_t *len, char *err, size_t errlen)
 		return NULL;
 	}
 	fclose(f);
+	data[n] = '\0'; /* for the markers looked for in it */
 	*len = n;
 	return data;
 }
@@ -141,7 +142,7 @@ static int read_certs(evhost_tls_cert *c, const char *pem, size_t len, char *err
 	}
 	ERR_clear_error();
 	if (!c->leaf) {
-		snprintf(err, errlen, "has no certificate");
+		snprintf(err, errlen, "has no certificate (-----BEGIN CERTIFICATE-----)");
 		return -1;
 	}
 	return 0;
@@ -189,11 +190,17 @@ PUBLIC evhost_tls_cert *evhost_tls_load(const char *path, char *err, size_t errl
 	c->key = PEM_read_bio_PrivateKey(b, NULL, no_passphrase, NULL);
 	BIO_free(b);
 	if (!c->key) {
-		if (ERR_GET_REASON(ERR_peek_last_error()) == PEM_R_NO_START_LINE)
-			snprintf(err, errlen, "has no private key");
+		if (strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----") ||
+		    strstr(pem, "Proc-Type: 4,ENCRYPTED"))
+			snprintf(err, errlen,
+			         "has an encrypted private key, and evhostd asks nobody for a passphrase "
+			         "(write it out decrypted: openssl pkey -in KEY -out KEY.pem)");
+		else if (!strstr(pem, " PRIVATE KEY-----")) /* OpenSSL 3 says "unsupported" */
+			snprintf(err, errlen, "has no private key (-----BEGIN PRIVATE KEY-----); it must "
+			                      "hold the private key and the certificate chain, in PEM");
 		else
 			snprintf(err, errlen,
-			         "its private key cannot be read (encrypted, or damaged) (OpenSSL: %s)",
+			         "its private key cannot be read (damaged?) (OpenSSL: %s)",
 			         ssl_reason(why, sizeof why, "?"));
 		goto fail;
 	}
@@ -278,16 +285,15 @@ PUBLIC int evhost_tls_attach(void *ssl_ctx, int min_tls13, const char *client_ca
 
 PUBLIC int evhost_tls_ca_check(const char *path, char *err, size_t errlen)
 {
-	evhost_tls_cert c;
 	size_t len = 0;
 	char *pem = read_pem(path, &len, err, errlen);
-	int n;
-	if (!pem)
-		return -1;
-	memset(&c, 0, sizeof c);
-	n = read_certs(&c, pem, len, err, errlen) == 0 ? 1 + sk_X509_num(c.chain) : -1;
-	X509_free(c.leaf);
-	sk_X509_pop_free(c.chain, X509_free);
+	evhost_tls_cert *c = pem ? calloc(1, sizeof *c) : NULL;
+	int n = -1;
+	if (pem && !c)
+		snprintf(err, errlen, "out of memory");
+	else if (c && read_certs(c, pem, len, err, errlen) == 0)
+		n = 1 + sk_X509_num(c->chain);
+	evhost_tls_free(c);
 	free(pem);
 	return n;
 }

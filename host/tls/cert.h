@@ -19,8 +19,9 @@ typedef struct evhost_tls_cert evhost_tls_cert;
 
 /* Read a PEM file holding a private key (not encrypted), the server's
  * certificate and then its intermediates, and check that the key is the
- * first certificate's. NULL with the reason in err (never prompts for a
- * passphrase). */
+ * first certificate's. NULL with the reason in err: unreadable, larger
+ * than 1 MiB, no key, an encrypted one (never prompts for a passphrase), no
+ * certificate, one OpenSSL cannot parse, or a key of another certificate. */
 typedef evhost_tls_cert *evhost_tls_load_fn(const char *path, char *err, size_t errlen);
 /* Free a bundle not handed to evhost_tls_use. */
 typedef void evhost_tls_free_fn(evhost_tls_cert *c);
