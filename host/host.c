@@ -479,16 +479,15 @@ static void host_reload_tls(host *h, host *next)
 	char *path;
 	if (!h->http || !h->set.http_tls_listen || !next->tls)
 		return;
-	tls_cert_describe(next->tls, what, sizeof what);
-	tls_cert_use(next->tls);
-	next->tls = NULL;
 	/* The running settings name the file now served. */
 	path = h->set.http_tls_certificate;
 	h->set.http_tls_certificate = next->set.http_tls_certificate;
 	next->set.http_tls_certificate = path;
+	tls_cert_describe(next->tls, what, sizeof what);
 	log_info("host", "reload: [http] tls_certificate %s: serving %s", h->set.http_tls_certificate,
 	         what);
-	tls_expiry_warn(tls_serving_expiry(), h->set.http_tls_certificate);
+	tls_cert_use(next->tls, h->set.http_tls_certificate);
+	next->tls = NULL;
 }
 
 int host_reload(host *h)

@@ -1399,7 +1399,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	evh_request req;
 	evh_response resp;
 	trace_span span;
-	const char *tp;
+	const char *tp, *cert;
 	double t0 = now_ms();
 	size_t sent;
 	memset(&req, 0, sizeof req);
@@ -1441,11 +1441,10 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	request_span_end(&req, &resp);
 	/* The access log: the peer's address (a proxy's, behind one), and under
 	 * mutual TLS the client certificate's subject. */
+	cert = http_req_client_cert(&req);
 	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s", req.method, req.path,
 	         resp.status, sent, now_ms() - t0, req.client, req.forwarded ? " via " : "",
-	         req.forwarded ? req.ri->remote_addr : "",
-	         http_req_client_cert(&req) ? ", client " : "",
-	         http_req_client_cert(&req) ? http_req_client_cert(&req) : "");
+	         req.forwarded ? req.ri->remote_addr : "", cert ? ", client " : "", cert ? cert : "");
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);
@@ -1649,10 +1648,8 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 			free(srv);
 			return -1;
 		}
-		tls_cert_describe(h->tls, what, sizeof what);
-		tls_cert_use(h->tls);
-		h->tls = NULL;
-		/* Each handshake gets the bundle in use (replaced by a reload). */
+		/* Each handshake gets the bundle in use (h->tls once started;
+		 * replaced by a reload). */
 		cb.init_ssl = init_tls;
 		opts[tls_at] = "ssl_certificate"; /* civetweb reads the chain from it too */
 		opts[tls_at + 1] = h->set.http_tls_certificate;
@@ -1690,12 +1687,14 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		return -1;
 	}
 	if (h->set.http_tls_listen) {
+		tls_cert_describe(h->tls, what, sizeof what);
 		log_info("http", "https on %s: serving %s (%s)%s%s%s", h->set.http_tls_listen, what,
 		         h->set.http_tls_certificate, h->set.http_tls_min13 ? ", TLS 1.3 only" : "",
 		         h->set.http_tls_client_ca ? ", clients need a certificate issued by a CA in "
 		                                   : "",
 		         h->set.http_tls_client_ca ? h->set.http_tls_client_ca : "");
-		tls_expiry_warn(tls_serving_expiry(), h->set.http_tls_certificate);
+		tls_cert_use(h->tls, h->set.http_tls_certificate);
+		h->tls = NULL;
 	}
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);

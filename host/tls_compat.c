@@ -153,34 +153,10 @@ void tls_cert_free(tls_cert *c)
 		fn.free(c);
 }
 
-int64_t tls_cert_expiry(const tls_cert *c) { return fn.expiry(c); }
-
-void tls_cert_describe(const tls_cert *c, char *out, size_t n) { fn.describe(c, out, n); }
-
-void tls_cert_use(tls_cert *c)
-{
-	atomic_store(&serving_expiry, fn.expiry(c));
-	fn.use(c);
-}
-
-int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca)
-{
-	return loaded && fn.attach(ssl_ctx, min_tls13, client_ca) == 0 ? 0 : -1;
-}
-
-int tls_ca_check(const char *path, char *err, size_t errlen)
-{
-	if (tls_compat_load(err, errlen) != 0)
-		return -1;
-	return fn.ca_check(path, err, errlen);
-}
-
-int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }
-
 /* Renewals are due well before this: certbot renews at 30 days left. */
 #define EXPIRY_WARN_DAYS 14
 
-void tls_expiry_warn(int64_t expiry, const char *path)
+static void expiry_warn(int64_t expiry, const char *path)
 {
 	time_t t = (time_t)expiry;
 	struct tm tm;
@@ -198,3 +174,27 @@ void tls_expiry_warn(int64_t expiry, const char *path)
 		                 "%lld day(s). Renew it, then reload (systemctl reload evhostd)",
 		         path, when, (long long)(left / 86400));
 }
+
+void tls_cert_describe(const tls_cert *c, char *out, size_t n) { fn.describe(c, out, n); }
+
+void tls_cert_use(tls_cert *c, const char *path)
+{
+	int64_t expiry = fn.expiry(c);
+	atomic_store(&serving_expiry, expiry);
+	fn.use(c);
+	expiry_warn(expiry, path);
+}
+
+int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca)
+{
+	return loaded && fn.attach(ssl_ctx, min_tls13, client_ca) == 0 ? 0 : -1;
+}
+
+int tls_ca_check(const char *path, char *err, size_t errlen)
+{
+	if (tls_compat_load(err, errlen) != 0)
+		return -1;
+	return fn.ca_check(path, err, errlen);
+}
+
+int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }

@@ -18,12 +18,12 @@ typedef struct evhost_tls_cert tls_cert;
  * reason in err. */
 tls_cert *tls_cert_load(const char *path, char *err, size_t errlen);
 void tls_cert_free(tls_cert *c);
-/* The earliest notAfter of its certificates (Unix seconds), and a line for
- * the log saying what it is. */
-int64_t tls_cert_expiry(const tls_cert *c);
+/* A line for the log saying what it is. */
 void tls_cert_describe(const tls_cert *c, char *out, size_t n);
-/* Serve `c` (owned from now on) from the next TLS handshake on. */
-void tls_cert_use(tls_cert *c);
+/* Serve `c` (owned from now on; read from `path`) from the next TLS
+ * handshake on; warn when a certificate in it has expired or expires within
+ * two weeks. */
+void tls_cert_use(tls_cert *c, const char *path);
 /* Set up civetweb's SSL_CTX (from its init_ssl callback): each handshake
  * uses the bundle given to tls_cert_use; TLS 1.3 at least if min_tls13;
  * client_ca (or NULL) names the CAs client certificates need. 0, or -1. */
@@ -31,9 +31,8 @@ int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca);
 /* [http] tls_client_ca: how many CA certificates the file holds, or -1 with
  * the reason. */
 int tls_ca_check(const char *path, char *err, size_t errlen);
-/* The notAfter of the bundle being served; 0 when none. */
+/* The earliest notAfter of the bundle being served (Unix seconds); 0 when
+ * none. */
 int64_t tls_serving_expiry(void);
-/* Warn when `expiry` (the file at `path`) has passed or is two weeks off. */
-void tls_expiry_warn(int64_t expiry, const char *path);
 
 #endif
