@@ -520,6 +520,9 @@ def test_client_address_behind_a_trusted_proxy(evhostd, build_dir):
                                                b"X-Forwarded-For: 198.51.100.4\r\n"
                                                b"X-Forwarded-For: 10.9.8.7\r\n\r\n")
     assert " 200 " in status and body == b"198.51.100.4", (status, body)
+    # A list longer than evhost reads (2 KiB) is not believed at all.
+    r = d.get("/probe/addr", headers={"X-Forwarded-For": ", ".join(["203.0.113.9"] * 200)})
+    assert r.status_code == 200 and r.text == "127.0.0.1", r.text
     lib.wait_until(lambda: "GET /probe/addr 200 11 bytes" in d.log_text() and
                    ", from 203.0.113.9 via 127.0.0.1" in d.log_text(), timeout=10,
                    message="the access log line of the forwarded request")

@@ -530,3 +530,25 @@ def test_tls_policy_keys_are_checked_at_their_line(evhostd, tmp_path, keys, need
     # Without an HTTPS listener they are refused too.
     r = evhostd.run(["--check-config"], dropins={"20-https.conf": {"http": keys}})
     assert r.returncode == 1 and "is set but tls_listen is not" in r.stdout, r.stdout
+
+
+def test_an_expired_certificate_is_served_and_said(evhostd, tmp_path):
+    """A certificate that has expired still starts (clients decide), but the
+    start says so, and /metrics has its end in the past."""
+    _, pem = chain(tmp_path / "pki")
+    d = pem.parent
+    (d / "old.cnf").write_text("[ca]\ndefault_ca = c\n[c]\ndatabase = index.txt\n"
+                               "new_certs_dir = .\ndefault_md = sha256\npolicy = p\n"
+                               "serial = old.serial\n[p]\ncommonName = supplied\n")
+    (d / "index.txt").write_text("")
+    (d / "old.serial").write_text("01\n")
+    openssl(d, "ca", "-batch", "-notext", "-config", "old.cnf", "-cert", "inter.crt",
+            "-keyfile", "inter.key", "-in", "server.csr", "-out", "old.crt",
+            "-startdate", "20200101000000Z", "-enddate", "20200102000000Z")
+    expired = tmp_path / "expired.pem"
+    expired.write_text("".join((d / f).read_text() for f in ("server.key", "old.crt", "inter.crt")))
+    daemon = evhostd(dropins={"20-https.conf": {"http": https_conf(lib.free_port(), expired)}},
+                     brokers="embedded")
+    assert (f"[http] tls_certificate {expired}: a certificate in it expired on "
+            f"2020-01-02 00:00:00 UTC; clients refuse it") in daemon.log_text()
+    assert expiry_metric(daemon) == 1577923200
