@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -109,6 +110,12 @@ struct inflight_msg {
 	int64_t seq;
 	metrics_series *published; /* counted on a successful delivery report */
 };
+
+/* How long an idle relay sleeps when no commit wakes it: the bound on a
+ * missed wake-up (IDLE_WAIT_MS; tests lengthen it to show none is missed). */
+static _Atomic int idle_wait_ms = IDLE_WAIT_MS;
+
+void outbox_set_idle_wait_ms(int ms) { atomic_store(&idle_wait_ms, ms > 0 ? ms : IDLE_WAIT_MS); }
 
 static int push_done(outbox_done **v, size_t *n, size_t *cap, outbox_done d)
 {
@@ -448,7 +455,7 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 			r->need_fetch = 1;
 		return 0;
 	}
-	if (!woken && !r->need_fetch && clock_mono_ms() - r->last_fetch_ms < IDLE_WAIT_MS)
+	if (!woken && !r->need_fetch && clock_mono_ms() - r->last_fetch_ms < atomic_load(&idle_wait_ms))
 		return 0;
 	return r->wave ? relay_send_wave(o, r) : relay_send_now(o, r);
 }
@@ -517,13 +524,28 @@ static struct relay **relay_snapshot(outbox *o, size_t *n, int **removing)
 	return list;
 }
 
+/* Rows owed now, with nothing in flight to poll for: a wave ended with
+ * rows committed behind it (their commit's wake-up came while it was in
+ * flight), or a full batch. Under o->mu, on the relay thread (need_fetch
+ * and resend_at are its own). */
+static int relay_owed(outbox *o)
+{
+	int64_t now = clock_mono_ms();
+	for (size_t i = 0; i < o->n; i++) {
+		struct relay *r = o->relays[i];
+		if (!r->removing && r->need_fetch && now >= r->resend_at)
+			return 1;
+	}
+	return 0;
+}
+
 static void wait_for_work(outbox *o)
 {
 	struct timespec ts;
-	if (o->wake || o->stop || total_inflight(o) > 0)
+	if (o->wake || o->stop || total_inflight(o) > 0 || relay_owed(o))
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)IDLE_WAIT_MS * 1000000L;
+	ts.tv_nsec += (long)atomic_load(&idle_wait_ms) * 1000000L;
 	ts.tv_sec += ts.tv_nsec / 1000000000L;
 	ts.tv_nsec %= 1000000000L;
 	pthread_cond_timedwait(&o->cv, &o->mu, &ts);

@@ -25,4 +25,8 @@ void outbox_wake(void *o);
 /* Stop: relay what is pending until empty or timeout_ms, then join. Returns
  * the number of rows left undelivered across plugins. */
 int64_t outbox_stop(outbox *o, int timeout_ms);
+/* For tests: how long an idle relay sleeps between looks at the outbox when
+ * no commit wakes it (500 ms; <= 0 restores that). Lengthened, it shows
+ * that no row waits for that look. */
+void outbox_set_idle_wait_ms(int ms);
 #endif
