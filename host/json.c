@@ -2,6 +2,7 @@
  * recursion: the open objects and arrays are a stack of bytes. */
 #include "json.h"
 
+#include <stdint.h>
 #include <string.h>
 
 static size_t skip_ws(const char *s, size_t n, size_t i)
@@ -36,12 +37,32 @@ static long hex4(const char *s, size_t n, size_t i)
  * or 0 with *bad at the offending byte. A \u escape must not leave half of
  * a surrogate pair alone (such a string has no UTF-8 form, and cJSON
  * refuses it). */
+/* Does none of the 8 bytes in `w` end or escape a string or need one (a
+ * quote, a backslash, a control character)? Word-at-a-time tests: a byte
+ * of x is zero, or below 0x20, exactly when its bit 7 is set in the result
+ * (the borrows they cause only reach bytes above one that is). */
+static int plain8(uint64_t w)
+{
+	const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
+	uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+	uint64_t hit = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+	               ((w - ones * 0x20) & ~w);
+	return !(hit & high);
+}
+
 static int string(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	size_t k = *i + 1;
 	while (k < n) {
-		unsigned char c = (unsigned char)s[k];
+		unsigned char c;
 		long u, lo;
+		uint64_t w;
+		/* Most of a string is plain text: 8 bytes a step while it is. */
+		while (n - k >= 8 && (memcpy(&w, s + k, 8), plain8(w)))
+			k += 8;
+		if (k >= n)
+			break;
+		c = (unsigned char)s[k];
 		if (c == '"') {
 			*i = k + 1;
 			return 1;

@@ -113,6 +113,51 @@ static void test_nul_inside(void **state)
 	assert_int_equal(at, 2);
 }
 
+/* Strings are scanned 8 bytes a step while plain: a quote, a backslash or
+ * a control character must be seen at every offset of a step, and at the
+ * short tail, with the error at its byte. */
+static void test_string_every_offset(void **state)
+{
+	char buf[128];
+	(void)state;
+	for (size_t len = 0; len <= 40; len++) {
+		for (size_t at = 0; at <= len; at++) {
+			/* "aaaa<X>aaaa" with X a control character: refused there */
+			for (const char *bad = "\x01\x1f\n\t"; *bad; bad++) {
+				int n = snprintf(buf, sizeof buf, "\"%.*s%c%.*s\"", (int)at,
+				                 "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", *bad,
+				                 (int)(len - at), "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+				assert_true(n > 0 && (size_t)n < sizeof buf);
+				expect_error(buf, at + 1);
+			}
+			/* an escape there: accepted */
+			snprintf(buf, sizeof buf, "\"%.*s\\n%.*s\"", (int)at,
+			         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", (int)(len - at),
+			         "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+			expect_ok(buf);
+			/* a bad escape there: refused at its backslash */
+			snprintf(buf, sizeof buf, "\"%.*s\\x%.*s\"", (int)at,
+			         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", (int)(len - at),
+			         "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+			expect_error(buf, at + 1);
+			/* a quote there ends the string: what follows is the error */
+			snprintf(buf, sizeof buf, "[\"%.*s\"%.*sb\"]", (int)at,
+			         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", (int)(len - at),
+			         "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb");
+			expect_error(buf, at + 3);
+		}
+		/* unterminated: the error is at the end of the text */
+		snprintf(buf, sizeof buf, "\"%.*s", (int)len,
+		         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+		expect_error(buf, len + 1);
+		/* bytes of UTF-8 (bit 7 set) are plain text */
+		snprintf(buf, sizeof buf, "\"%.*s\"", (int)(len / 2 * 2),
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+		expect_ok(buf);
+	}
+}
+
 static void test_depth(void **state)
 {
 	char *deep = malloc(2 * JSON_MAX_DEPTH + 3);
@@ -147,6 +192,7 @@ int main(void)
 	    cmocka_unit_test(test_valid),
 	    cmocka_unit_test(test_invalid_and_where),
 	    cmocka_unit_test(test_nul_inside),
+	    cmocka_unit_test(test_string_every_offset),
 	    cmocka_unit_test(test_depth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
