@@ -64,6 +64,7 @@
 #define STORE_LOG "store"
 
 #define STORE_CACHE_SIZE 64
+#define STORE_HOST_STMTS 16
 #define STORE_ERR_LEN 512
 #define STORE_BUSY_TIMEOUT_MS 5000
 #define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
@@ -97,6 +98,11 @@ struct store {
 	pthread_mutex_t mu;
 	cached_stmt cache[STORE_CACHE_SIZE];
 	uint64_t clock;
+	/* The host's own hot statements (host_run): keyed by the address of
+	 * their string literal, so finding one is a pointer comparison, not a
+	 * hash and a strcmp of the SQL as in `cache` (which the plugins' SQL,
+	 * in buffers of theirs, needs). */
+	cached_stmt host[STORE_HOST_STMTS];
 	/* Committed outbox rows; atomic so metrics/readiness never wait for a tx. */
 	_Atomic int64_t pending;
 	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
@@ -514,6 +520,39 @@ static void cache_clear(store *s)
 		free(s->cache[i].sql);
 		memset(&s->cache[i], 0, sizeof s->cache[i]);
 	}
+	for (size_t i = 0; i < STORE_HOST_STMTS; i++) { /* sql: a literal, not ours */
+		sqlite3_finalize(s->host[i].st);
+		memset(&s->host[i], 0, sizeof s->host[i]);
+	}
+}
+
+/* Check out the host statement whose SQL is the string literal `sql`:
+ * found by its address, prepared on first use. Falls back to the shared
+ * cache when the slots are full or it is already checked out. */
+static int host_acquire(store *s, const char *sql, stmt_ref *ref, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < STORE_HOST_STMTS; i++) {
+		cached_stmt *c = &s->host[i];
+		if (c->sql == sql) {
+			if (c->busy)
+				break;
+			c->busy = 1;
+			*ref = (stmt_ref){c->st, c};
+			return EVH_OK;
+		}
+		if (!c->sql) {
+			int rc;
+			ref->slot = NULL;
+			rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err,
+			                      errlen);
+			if (rc)
+				return rc;
+			*c = (cached_stmt){(char *)sql, 0, ref->st, 0, 1};
+			ref->slot = c;
+			return EVH_OK;
+		}
+	}
+	return stmt_acquire(s, sql, ref, err, errlen);
 }
 
 /* ------------------------------------------------------------- binding */
@@ -567,15 +606,11 @@ static int stmt_bind(sqlite3 *db, sqlite3_stmt *st, const evh_value *args, size_
 
 /* Prepare, bind and step `sql` to completion. *had_row (optional): it
  * produced at least one row; *changes (optional): rows it changed. */
-static int stmt_run(store *s, const char *sql, const evh_value *args, size_t nargs,
-                    int64_t *changes, int *had_row, char *err, size_t errlen)
+static int run_ref(store *s, stmt_ref ref, const evh_value *args, size_t nargs,
+                   int64_t *changes, int *had_row, char *err, size_t errlen)
 {
-	stmt_ref ref;
 	int rc, status;
 
-	status = stmt_acquire(s, sql, &ref, err, errlen);
-	if (status)
-		return status;
 	status = stmt_bind(s->db, ref.st, args, nargs, err, errlen);
 	if (status)
 		goto out;
@@ -593,6 +628,29 @@ static int stmt_run(store *s, const char *sql, const evh_value *args, size_t nar
 out:
 	stmt_release(&ref);
 	return status;
+}
+
+static int stmt_run(store *s, const char *sql, const evh_value *args, size_t nargs,
+                    int64_t *changes, int *had_row, char *err, size_t errlen)
+{
+	stmt_ref ref;
+	int status = stmt_acquire(s, sql, &ref, err, errlen);
+	return status ? status : run_ref(s, ref, args, nargs, changes, had_row, err, errlen);
+}
+
+/* stmt_run for the host's own SQL, a string literal (see store.host). */
+static int host_run(store *s, const char *sql, const evh_value *args, size_t nargs,
+                    int64_t *changes, int *had_row, char *err, size_t errlen)
+{
+	stmt_ref ref;
+	int status = host_acquire(s, sql, &ref, err, errlen);
+	return status ? status : run_ref(s, ref, args, nargs, changes, had_row, err, errlen);
+}
+
+/* run_simple on the writer connection, prepared once (BEGIN, COMMIT). */
+static int host_simple(store *s, const char *sql, char *err, size_t errlen)
+{
+	return host_run(s, sql, NULL, 0, NULL, NULL, err, errlen);
 }
 
 /* ---------------------------------------------------------------- open */
@@ -1256,7 +1314,7 @@ int store_tx_begin(store *s, evh_tx **out)
 		free(tx);
 		return status;
 	}
-	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
 	if (status) {
 		store_unlock(s);
 		free(tx);
@@ -1280,7 +1338,7 @@ static void group_commit_locked(store *s)
 		snprintf(msg, sizeof msg, "the database rolled the transaction back");
 		status = EVH_ESTORE;
 	} else {
-		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+		status = host_simple(s, "COMMIT", msg, sizeof msg);
 		if (status)
 			rollback_if_open(s->db);
 	}
@@ -1336,11 +1394,11 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	tx->s = s;
 	tx->grouped = 1;
 	if (!s->gopen) {
-		status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+		status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
 		s->gopen = status == EVH_OK;
 	}
 	if (!status)
-		status = stmt_run(s, "SAVEPOINT evh_member", NULL, 0, NULL, NULL, tx->err,
+		status = host_run(s, "SAVEPOINT evh_member", NULL, 0, NULL, NULL, tx->err,
 		                  sizeof tx->err);
 	if (status) {
 		group_commit_locked(s); /* members waiting on it must not wait on */
@@ -1423,14 +1481,14 @@ static int member_end(evh_tx *tx, int keep)
 	else if (keep)
 		status = deferred_fk_check(tx);
 	if (keep && !status)
-		status = stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, tx->err,
+		status = host_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, tx->err,
 		                  sizeof tx->err);
 	if (!keep || status) {
 		char ignore[STORE_ERR_LEN];
 		if (!sqlite3_get_autocommit(s->db) &&
-		    stmt_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
+		    host_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
 		             sizeof ignore) == EVH_OK)
-			stmt_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore, sizeof ignore);
+			host_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore, sizeof ignore);
 		/* A rollback still waits if the group held others' writes: it may
 		 * have read them, and they are not durable yet. */
 		wait = s->gmembers > 0;
@@ -1478,7 +1536,7 @@ int store_tx_commit(evh_tx *tx)
 		tx_finish(tx, 0);
 		return status;
 	}
-	status = run_simple(db, "COMMIT", NULL, 0);
+	status = host_simple(tx->s, "COMMIT", NULL, 0);
 	if (status)
 		rollback_if_open(db);
 	else
@@ -1911,7 +1969,7 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	    EVH_TEXT(row->type),   EVH_TEXT(row->source), EVH_TEXT(row->time),
 	    EVH_TEXT(row->traceparent), EVH_BLOB(row->data, row->data_len),
 	};
-	status = stmt_run(s,
+	status = host_run(s,
 	                  "INSERT INTO evh_log(id, topic, key, type, source, time, traceparent,"
 	                  " data) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
 	                  v, 8, NULL, NULL, tx->err, sizeof tx->err);
@@ -1919,7 +1977,7 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 		return tx_fail(tx, status);
 	seq = sqlite3_last_insert_rowid(s->db);
 	v[0] = EVH_INT(seq);
-	status = stmt_run(s, "INSERT INTO evh_pending(seq) VALUES(?)", v, 1, NULL, NULL, tx->err,
+	status = host_run(s, "INSERT INTO evh_pending(seq) VALUES(?)", v, 1, NULL, NULL, tx->err,
 	                  sizeof tx->err);
 	if (status)
 		return tx_fail(tx, status);
@@ -2106,7 +2164,7 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 			;
 		v[0] = EVH_INT(d[i].seq);
 		v[1] = EVH_INT(d[j - 1].seq);
-		status = stmt_run(s, "DELETE FROM evh_pending WHERE seq BETWEEN ? AND ?", v, 2,
+		status = host_run(s, "DELETE FROM evh_pending WHERE seq BETWEEN ? AND ?", v, 2,
 		                  &changes, NULL, NULL, 0);
 		*moved += changes;
 	}
@@ -2136,7 +2194,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 	int status;
 
 	lazy_sync(s, 1);
-	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+	status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
 
 	now_text(now);
 	while (!status && i < n) {
@@ -2148,7 +2206,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 	if (!status)
 		status = outbox_delete_runs(s, d, n, moved);
 	if (!status)
-		status = run_simple(s->db, "COMMIT", NULL, 0);
+		status = host_simple(s, "COMMIT", NULL, 0);
 	if (status) {
 		rollback_if_open(s->db);
 		*moved = *logged = 0;
@@ -2217,7 +2275,7 @@ int store_inbox_seen(evh_tx *tx, const char *event_id)
 	if (!event_id)
 		return tx_fail_msg(tx, EVH_EINVAL, "no event id");
 	v = EVH_TEXT(event_id);
-	status = stmt_run(tx->s, "SELECT 1 FROM evh_inbox WHERE event_id = ?", &v, 1, NULL, &seen,
+	status = host_run(tx->s, "SELECT 1 FROM evh_inbox WHERE event_id = ?", &v, 1, NULL, &seen,
 	                  tx->err, sizeof tx->err);
 	if (status)
 		return tx_fail(tx, status);
@@ -2252,7 +2310,7 @@ int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32
 	v[3] = EVH_INT(offset);
 	now_text(now); /* the same text as STORE_NOW_SQL, without SQLite's date parser */
 	v[4] = EVH_TEXT(now);
-	status = stmt_run(tx->s,
+	status = host_run(tx->s,
 	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
 	                  " handled_at) VALUES(?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING",
 	                  v, 5, &added, NULL, tx->err, sizeof tx->err);
