@@ -33,14 +33,11 @@ static long hex4(const char *s, size_t n, size_t i)
 	return v;
 }
 
-/* A string whose opening quote is s[*i]: 1 with *i past its closing quote,
- * or 0 with *bad at the offending byte. A \u escape must not leave half of
- * a surrogate pair alone (such a string has no UTF-8 form, and cJSON
- * refuses it). */
-/* Does none of the 8 bytes in `w` end or escape a string or need one (a
- * quote, a backslash, a control character)? Word-at-a-time tests: a byte
- * of x is zero, or below 0x20, exactly when its bit 7 is set in the result
- * (the borrows they cause only reach bytes above one that is). */
+/* Are the 8 bytes in `w` plain string text: no quote, no backslash, no
+ * control character? Word-at-a-time: (x - 0x01 each) & ~x has a bit 7 set
+ * if and only if some byte of x is zero, and (w - 0x20 each) & ~w if and
+ * only if some byte of w is below 0x20 (a borrow may mark the bytes above
+ * one that matched, never a word with none). */
 static int plain8(uint64_t w)
 {
 	const uint64_t ones = 0x0101010101010101u, high = 0x8080808080808080u;
@@ -50,6 +47,10 @@ static int plain8(uint64_t w)
 	return !(hit & high);
 }
 
+/* A string whose opening quote is s[*i]: 1 with *i past its closing quote,
+ * or 0 with *bad at the offending byte. A \u escape must not leave half of
+ * a surrogate pair alone (such a string has no UTF-8 form, and cJSON
+ * refuses it). */
 static int string(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	size_t k = *i + 1;

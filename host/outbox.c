@@ -455,7 +455,8 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 			r->need_fetch = 1;
 		return 0;
 	}
-	if (!woken && !r->need_fetch && clock_mono_ms() - r->last_fetch_ms < atomic_load(&idle_wait_ms))
+	if (!woken && !r->need_fetch &&
+	    clock_mono_ms() - r->last_fetch_ms < atomic_load(&idle_wait_ms))
 		return 0;
 	return r->wave ? relay_send_wave(o, r) : relay_send_now(o, r);
 }

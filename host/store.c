@@ -543,8 +543,7 @@ static int host_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 		if (!c->sql) {
 			int rc;
 			ref->slot = NULL;
-			rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err,
-			                      errlen);
+			rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
 			if (rc)
 				return rc;
 			*c = (cached_stmt){(char *)sql, 0, ref->st, 0, 1};
@@ -1558,9 +1557,8 @@ void store_tx_rollback(evh_tx *tx)
 	tx_finish(tx, 0);
 }
 
-/* Savepoints run through the statement cache: the consumer opens one per
- * event, and re-parsing the SQL each time would cost more than the work. */
-/* `sql`: a literal (host_run). */
+/* Savepoints are host statements (`sql`: a literal): the consumer opens one
+ * per event, and re-parsing the SQL each time would cost more than the work. */
 static int savepoint_sql(evh_tx *tx, const char *sql)
 {
 	return host_run(tx->s, sql, NULL, 0, NULL, NULL, tx->err, sizeof tx->err);
