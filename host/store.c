@@ -22,8 +22,9 @@
  * its savepoint and then, if other members are queued for the lock, leaves
  * the group open for them and waits; the member that finds nobody queued (or
  * the group full) COMMITs for all, one fsync for the group, and wakes them
- * (when the group already has two members or more, it first yields the CPU
- * once, so that writers runnable but not running can queue and join it).
+ * (when the group, or the one before it, has two members or more, it first
+ * yields the CPU once, so that writers runnable but not running can queue
+ * and join it).
  * Every member returns only once the group is durable, with the group's
  * result, so "commit returned OK" still means "on disk". A member that
  * rolls back undoes only its savepoint, but still waits when the group held
@@ -124,6 +125,7 @@ struct store {
 	pthread_cond_t gcv;      /* broadcast when a group ends */
 	int gopen;               /* a group's transaction is open */
 	int gmembers;            /* members committed into it so far */
+	int glast;               /* members of the group committed before it */
 	int64_t goutbox;         /* their outbox rows, pending once it commits */
 	evh_tx *gwait;           /* members waiting for it to end */
 	_Atomic int gqueued;     /* threads on their way into a group */
@@ -1368,6 +1370,7 @@ static void group_commit_locked(store *s)
 	}
 	s->gwait = NULL;
 	s->gopen = 0;
+	s->glast = s->gmembers;
 	s->gmembers = 0;
 	s->goutbox = 0;
 	if (waiting)
@@ -1503,15 +1506,17 @@ static int member_end(evh_tx *tx, int keep)
 		tx->gnext = s->gwait;
 		s->gwait = tx;
 	}
-	/* Under concurrent load (this group has others' writes), give the
-	 * threads that are runnable but not running (two cores, many HTTP
-	 * workers) one chance to queue for the lock before the group commits:
-	 * they join this group instead of waiting for its fsync and making
-	 * the next one. Groups of the HTTP write benchmark went from 10.5 to
-	 * 12-14 members, its requests/s up by a tenth (docs/benchmarks.md).
-	 * A lone writer (light load, groups of one) never yields. */
+	/* Under concurrent load (this group, or the one before it, has two
+	 * members or more), give the threads that are runnable but not running
+	 * (two cores, many HTTP workers) one chance to queue for the lock before
+	 * the group commits: they join this group instead of waiting for its
+	 * fsync and making the next one. Groups of the HTTP write benchmark went
+	 * from 10.5 to 14 members, its requests/s up by a fifth or more
+	 * (docs/benchmarks.md). A lone writer at light load (groups of one)
+	 * never yields. */
 	if (!sqlite3_get_autocommit(s->db) && atomic_load(&s->gqueued) == 0 &&
-	    s->gmembers >= 2 && s->gmembers < STORE_GROUP_MAX)
+	    s->gmembers >= 1 && (s->gmembers >= 2 || s->glast >= 2) &&
+	    s->gmembers < STORE_GROUP_MAX)
 		sched_yield();
 	if (sqlite3_get_autocommit(s->db) || atomic_load(&s->gqueued) == 0 ||
 	    s->gmembers >= STORE_GROUP_MAX)
