@@ -72,6 +72,7 @@
 
 struct kafka {
 	rd_kafka_t *producer;
+	rd_kafka_queue_t *reports; /* the queue rd_kafka_poll serves (kafka_wake_producer) */
 	rd_kafka_t *mock_rk; /* owns the mock cluster (brokers = embedded) */
 	rd_kafka_mock_cluster_t *mock;
 	pid_t mock_tids[MOCK_THREADS]; /* its client's broker threads (see idle_mock_threads) */
@@ -565,6 +566,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "[kafka] cannot create producer: %s", msg);
 		goto fail;
 	}
+	k->reports = rd_kafka_queue_get_main(k->producer);
 	*out = k;
 	return 0;
 fail:
@@ -673,6 +675,8 @@ void kafka_stop(kafka *k, int timeout_ms)
 			rd_kafka_flush(k->producer, 1000);
 		}
 		topics_free(k);
+		if (k->reports)
+			rd_kafka_queue_destroy(k->reports);
 		rd_kafka_destroy(k->producer);
 	}
 	if (k->mock)
@@ -904,6 +908,12 @@ void kafka_dlq_topic(const char *topic, const char *plugin, const char *suffix, 
 }
 
 void kafka_poll_producer(kafka *k, int timeout_ms) { rd_kafka_poll(k->producer, timeout_ms); }
+
+void kafka_wake_producer(kafka *k)
+{
+	if (k && k->reports)
+		rd_kafka_queue_yield(k->reports);
+}
 
 int kafka_outq_len(kafka *k) { return rd_kafka_outq_len(k->producer); }
 

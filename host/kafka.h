@@ -77,6 +77,9 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64
 
 /* Serve delivery reports. */
 void kafka_poll_producer(kafka *k, int timeout_ms);
+/* Make a kafka_poll_producer waiting now (on any thread) return at once, or
+ * the next one if none is waiting (rd_kafka_queue_yield). */
+void kafka_wake_producer(kafka *k);
 int kafka_outq_len(kafka *k);
 
 /* Start / stop the consumer thread of a plugin with subscriptions. Stop

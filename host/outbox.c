@@ -117,6 +117,14 @@ static _Atomic int idle_wait_ms = IDLE_WAIT_MS;
 
 void outbox_set_idle_wait_ms(int ms) { atomic_store(&idle_wait_ms, ms > 0 ? ms : IDLE_WAIT_MS); }
 
+/* INFLIGHT_POLL_MS, lengthened by tests (outbox_set_inflight_poll_ms). */
+static _Atomic int inflight_poll_ms = INFLIGHT_POLL_MS;
+
+void outbox_set_inflight_poll_ms(int ms)
+{
+	atomic_store(&inflight_poll_ms, ms > 0 ? ms : INFLIGHT_POLL_MS);
+}
+
 static int push_done(outbox_done **v, size_t *n, size_t *cap, outbox_done d)
 {
 	if (*n == *cap) {
@@ -616,7 +624,7 @@ static void *relay_main(void *arg)
 		pthread_mutex_unlock(&o->mu);
 		for (size_t i = 0; list && i < n; i++)
 			more |= relay_run(o, list[i], removing[i], woken, stop);
-		kafka_poll_producer(o->k, more ? 0 : INFLIGHT_POLL_MS);
+		kafka_poll_producer(o->k, more ? 0 : atomic_load(&inflight_poll_ms));
 		mover_kick(o, list, n);
 		if (stop && (relay_drained(o, list, n) || stop_expired(o))) {
 			free(list);
@@ -727,6 +735,7 @@ void outbox_add_plugin(outbox *o, evh_plugin *p)
 	o->wake = 1; /* rows left from a previous run go out now */
 	pthread_cond_signal(&o->cv);
 	pthread_mutex_unlock(&o->mu);
+	kafka_wake_producer(o->k);
 	store_set_commit_hook(p->store, outbox_wake, o);
 	return;
 oom:
@@ -756,6 +765,7 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 	r->remove_deadline = clock_mono_ms() + REMOVE_DRAIN_MS;
 	o->wake = 1;
 	pthread_cond_signal(&o->cv);
+	kafka_wake_producer(o->k);
 	while (!r->detached && !o->exited)
 		pthread_cond_wait(&o->removed, &o->mu);
 	detached = r->detached;
@@ -772,6 +782,12 @@ void outbox_wake(void *arg)
 	o->wake = 1;
 	pthread_cond_signal(&o->cv);
 	pthread_mutex_unlock(&o->mu);
+	/* While events are in flight the relay waits in the producer's poll
+	 * (up to INFLIGHT_POLL_MS) for their delivery reports, not on cv: cut
+	 * that short too, or a new row waits for the next report (at 500 events
+	 * a second, 4 ms of a 10 ms end-to-end median). The other wake-ups
+	 * (a plugin added or removed, the stop) do the same. */
+	kafka_wake_producer(o->k);
 }
 
 int64_t outbox_stop(outbox *o, int timeout_ms)
@@ -784,6 +800,7 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 	o->stop_deadline = clock_mono_ms() + timeout_ms;
 	pthread_cond_signal(&o->cv);
 	pthread_mutex_unlock(&o->mu);
+	kafka_wake_producer(o->k);
 	pthread_join(o->thread, NULL);
 	mover_stop(o);
 	for (size_t i = 0; i < o->n; i++) {

@@ -29,4 +29,8 @@ int64_t outbox_stop(outbox *o, int timeout_ms);
  * no commit wakes it (500 ms; <= 0 restores that). Lengthened, it shows
  * that no row waits for that look. */
 void outbox_set_idle_wait_ms(int ms);
+/* For tests: how long the relay waits in the producer's poll for delivery
+ * reports while events are in flight (10 ms; <= 0 restores that).
+ * Lengthened, it shows that a commit cuts that wait short. */
+void outbox_set_inflight_poll_ms(int ms);
 #endif

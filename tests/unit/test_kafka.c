@@ -753,6 +753,7 @@ static void rig_start(struct relay_rig *g, const char *timeout_ms)
 	/* The default idle look, even after a test that lengthened it failed
 	 * before putting it back. */
 	outbox_set_idle_wait_ms(0);
+	outbox_set_inflight_poll_ms(0);
 	assert_int_equal(outbox_start(&g->o, g->k, "evhost://test"), 0);
 	g->pl.name = (char *)"relay";
 	snprintf(path, sizeof path, "%s/relay.db", fx.dir);
@@ -851,6 +852,39 @@ static void test_relay_sends_in_waves_under_load(void **state)
 		rd_kafka_headers_destroy(out[i]);
 	rig_stop(&g);
 	outbox_set_idle_wait_ms(0);
+}
+
+/* A row committed while another is in flight goes out at once: the commit
+ * cuts short the relay's wait in the producer's poll for delivery reports
+ * (at 500 events a second there is always one in flight, and waiting for
+ * its report put 4 ms on the end-to-end median). The wait is lengthened
+ * beyond the broker's answer, so a row left to it would wait for that. */
+static void test_relay_commit_cuts_delivery_wait_short(void **state)
+{
+	enum { RTT_MS = 3000 };
+	char a[37], b[37];
+	const char *ids[2] = {a, b};
+	rd_kafka_headers_t *out[2] = {NULL};
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, "30000");
+	events_uuid(a);
+	events_uuid(b);
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
+	outbox_set_inflight_poll_ms(10 * WAIT_MS);
+
+	publish_to(g.pl.store, a, "c", "CUT", "{}");
+	assert_true(wait_outq(g.k, 1, 2000)); /* in flight, unanswered for RTT_MS */
+	publish_to(g.pl.store, b, "c", "CUT", "{}");
+	assert_true(wait_outq(g.k, 2, RTT_MS / 3));
+
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 2), 2);
+	for (int i = 0; i < 2; i++)
+		rd_kafka_headers_destroy(out[i]);
+	rig_stop(&g);
+	outbox_set_inflight_poll_ms(0);
 }
 
 static int64_t mono_ms(void)
@@ -1770,6 +1804,7 @@ static const struct {
     {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
+    {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
     {cmocka_unit_test(test_threads_are_named), 1},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
