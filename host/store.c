@@ -1478,7 +1478,7 @@ int store_take_lost_reads(void)
 static int member_end(evh_tx *tx, int keep)
 {
 	store *s = tx->s;
-	int status = EVH_OK, wait = 0;
+	int status = EVH_OK, wait = 0, ended;
 
 	tx_detach_rows(tx);
 	if (keep && tx->failed)
@@ -1514,12 +1514,11 @@ static int member_end(evh_tx *tx, int keep)
 	 * from 10.5 to 14 members, its requests/s up by a fifth or more
 	 * (docs/benchmarks.md). A lone writer at light load (groups of one)
 	 * never yields. */
-	if (!sqlite3_get_autocommit(s->db) && atomic_load(&s->gqueued) == 0 &&
-	    s->gmembers >= 1 && (s->gmembers >= 2 || s->glast >= 2) &&
-	    s->gmembers < STORE_GROUP_MAX)
+	ended = sqlite3_get_autocommit(s->db); /* by SQLite, after an error */
+	if (!ended && atomic_load(&s->gqueued) == 0 && s->gmembers >= 1 &&
+	    (s->gmembers >= 2 || s->glast >= 2) && s->gmembers < STORE_GROUP_MAX)
 		sched_yield();
-	if (sqlite3_get_autocommit(s->db) || atomic_load(&s->gqueued) == 0 ||
-	    s->gmembers >= STORE_GROUP_MAX)
+	if (ended || atomic_load(&s->gqueued) == 0 || s->gmembers >= STORE_GROUP_MAX)
 		group_commit_locked(s);
 	store_unlock(s);
 	if (wait) {
