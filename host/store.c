@@ -117,6 +117,7 @@ struct store {
 	int sync_full; /* synchronous = FULL (else NORMAL) */
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
+	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -196,15 +197,17 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * room for a few group commits' WAL frames. */
 #define STORE_ROOM_BYTES ((int64_t)4 << 20)
 
-/* Set on the thread whose SQLite call failed with SQLITE_FULL (its file
- * system is full; a quota gives an I/O error instead, see docs/operations.md),
- * until full_note hands it to the store. */
+/* Why a write found no room, set on the thread whose SQLite call failed
+ * that way until full_note hands it to the store. SQLite says SQLITE_FULL
+ * only for ENOSPC from write(); a disk quota (EDQUOT), or ENOSPC from an
+ * fsync, comes back as an I/O error (see room_lost). */
+enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA };
 static _Thread_local int full_seen;
 
 static int status_of(int rc)
 {
 	if ((rc & 0xff) == SQLITE_FULL)
-		full_seen = 1;
+		full_seen = ROOM_DISK;
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		return EVH_ECONSTRAINT;
@@ -220,9 +223,33 @@ static int status_of(int rc)
 	}
 }
 
+/* Whether db's failed write (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
+ * or ROOM_OK. SQLite keeps the errno of a file's last failed system call
+ * with the file; a writer in WAL mode writes and syncs only the WAL, which
+ * the pager hands out as its journal. */
+static int room_lost(sqlite3 *db, int rc)
+{
+	sqlite3_file *wal = NULL;
+	int e = 0;
+	if (rc != SQLITE_IOERR_WRITE && rc != SQLITE_IOERR_FSYNC && rc != SQLITE_IOERR_TRUNCATE)
+		return ROOM_OK;
+	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+	    !wal || !wal->pMethods ||
+	    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &e) != SQLITE_OK)
+		return ROOM_OK;
+	return e == EDQUOT ? ROOM_QUOTA : e == ENOSPC ? ROOM_DISK : ROOM_OK;
+}
+
 /* Report a failed SQLite call: its message into err, its status back. */
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
+	int room = room_lost(db, rc);
+	if (room) {
+		full_seen = room;
+		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
+		        room == ROOM_QUOTA ? "disk quota exceeded" : "no space left on device");
+		return EVH_ESTORE;
+	}
 	set_err(err, errlen, "%s", sqlite3_errmsg(db));
 	return status_of(rc);
 }
@@ -293,18 +320,26 @@ static int store_lock_first(store *s)
 static void full_note(store *s)
 {
 	int64_t now;
+	int quota = full_seen == ROOM_QUOTA;
 	if (!full_seen)
 		return;
-	full_seen = 0;
+	full_seen = ROOM_OK;
 	atomic_store(&s->full, 1);
+	s->full_quota = quota;
 	now = clock_mono_ms();
 	if (s->full_logged_ms && now - s->full_logged_ms < 60000)
 		return;
 	s->full_logged_ms = now;
-	log_error("store", "%s: database or disk is full: writes fail (HTTP 503, events wait "
-	                   "unhandled) until its file system has room (at most one such line a "
-	                   "minute)",
-	          sqlite3_db_filename(s->db, "main"));
+	if (quota)
+		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "
+		                   "unhandled) until its owner's quota has room (at most one such "
+		                   "line a minute)",
+		          sqlite3_db_filename(s->db, "main"));
+	else
+		log_error("store", "%s: database or disk is full: writes fail (HTTP 503, events "
+		                   "wait unhandled) until its file system has room (at most one "
+		                   "such line a minute)",
+		          sqlite3_db_filename(s->db, "main"));
 }
 
 /* Room again (under mu): `why`, e.g. a commit went through. */
@@ -350,7 +385,9 @@ int store_full_recheck(store *s)
 {
 	if (!store_full(s) || store_lock(s))
 		return store_full(s);
-	if (free_bytes(sqlite3_db_filename(s->db, "main")) >= STORE_ROOM_BYTES)
+	/* Free blocks say nothing of a quota: that "full" ends with a commit. */
+	if (!s->full_quota &&
+	    free_bytes(sqlite3_db_filename(s->db, "main")) >= STORE_ROOM_BYTES)
 		full_clear(s, "its file system has room again");
 	store_unlock(s);
 	return store_full(s);
@@ -1078,7 +1115,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (!status)
 		status = reader_open(s, path, err, errlen);
 	if (status) {
-		full_seen = 0; /* said in err; not another store's to take at its unlock */
+		full_seen = ROOM_OK; /* said in err; not another store's to take at its unlock */
 		store_close(s);
 		return status;
 	}

@@ -1459,6 +1459,43 @@ static void test_disk_full_marks_store_full(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
 }
 
+/* A disk quota reached (EDQUOT: SQLite says only "disk I/O error") marks the
+ * store full too, says so in the error, and, since free blocks say nothing of
+ * a quota, readiness's look at the file system does not end it: the next
+ * commit that goes through does. */
+static void test_disk_quota_marks_store_full(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('over')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, EDQUOT), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_full(f->s), 1);
+	assert_int_equal(store_full_recheck(f->s), 1);
+
+	/* The failed statement's error names the quota. */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, EDQUOT), SQLITE_OK);
+	for (int i = 0; i < 2000 && store_exec(tx, "INSERT INTO t VALUES(zeroblob(4096))", NULL,
+	                                         0, NULL) == EVH_OK;
+	     i++)
+		; /* the page cache spills to the WAL at last */
+	assert_non_null(strstr(store_tx_error(tx), "disk quota exceeded"));
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	store_tx_rollback(tx);
+	assert_int_equal(store_full(f->s), 1);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_full(f->s), 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+}
+
 static void test_group_failure_reports_lost_reads(void **state)
 {
 	fixture *f = *state;
@@ -1764,6 +1801,7 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
