@@ -883,8 +883,45 @@ static void test_relay_commit_cuts_delivery_wait_short(void **state)
 	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 2), 2);
 	for (int i = 0; i < 2; i++)
 		rd_kafka_headers_destroy(out[i]);
-	rig_stop(&g);
+	/* Before the stop: a stopping relay that waits for its mover polls
+	 * again after the stop's yield was taken, for the whole wait. */
 	outbox_set_inflight_poll_ms(0);
+	rig_stop(&g);
+}
+
+/* Removing a plugin cuts the relay's wait for another plugin's delivery
+ * report short too: the removal returns while that event is still in
+ * flight (the broker answers after RTT_MS), not once its report came. */
+static void test_relay_remove_cuts_delivery_wait_short(void **state)
+{
+	enum { RTT_MS = 3000 };
+	char a[37], err[256], path[160];
+	const char *ids[1] = {a};
+	rd_kafka_headers_t *out[1] = {NULL};
+	evh_plugin other = {.name = (char *)"other"};
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, "30000");
+	snprintf(path, sizeof path, "%s/other.db", fx.dir);
+	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
+	outbox_add_plugin(g.o, &other);
+	events_uuid(a);
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
+	outbox_set_inflight_poll_ms(10 * WAIT_MS);
+
+	publish_to(g.pl.store, a, "c", "CUT", "{}");
+	assert_true(wait_outq(g.k, 1, 2000)); /* in flight, unanswered for RTT_MS */
+	outbox_remove_plugin(g.o, &other);
+	assert_int_equal(kafka_outq_len(g.k), 1);
+
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
+	rd_kafka_headers_destroy(out[0]);
+	outbox_set_inflight_poll_ms(0); /* before the stop, as above */
+	rig_stop(&g);
+	store_close(other.store);
+	remove_db("other");
 }
 
 static int64_t mono_ms(void)
@@ -1805,6 +1842,7 @@ static const struct {
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
+    {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},
     {cmocka_unit_test(test_threads_are_named), 1},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
