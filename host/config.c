@@ -1066,6 +1066,18 @@ static void k_tls_client_ca(set_ctx *x, const cfg_entry *e)
 	get_path(x, e, &x->s->http_tls_client_ca);
 }
 
+/* The ciphers HTTPS offers; evhostd checks them with OpenSSL
+ * (host_configure), so that a list OpenSSL refuses is said at its line. */
+static void k_tls_ciphers(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->http_tls_ciphers);
+}
+
+static void k_tls_ciphersuites(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->http_tls_ciphersuites);
+}
+
 static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
 {
 	char why[256];
@@ -1103,6 +1115,8 @@ static const key_def http_keys[] = {
     {"tls_certificate", k_tls_certificate},
     {"tls_min_version", k_tls_min_version},
     {"tls_client_ca", k_tls_client_ca},
+    {"tls_ciphers", k_tls_ciphers},
+    {"tls_ciphersuites", k_tls_ciphersuites},
     {"trusted_proxies", k_trusted_proxies},
     {"threads", k_threads},
     {"max_streams", k_max_streams},
@@ -1781,7 +1795,8 @@ static void check_cross(set_ctx *x)
 		diag_add(x->d, e->file, e->line,
 		         "[http] tls_certificate is set but tls_listen is not: no HTTPS listener "
 		         "would use it");
-	for (const char *const *k = (const char *const[]){"tls_min_version", "tls_client_ca", NULL};
+	for (const char *const *k = (const char *const[]){"tls_min_version", "tls_client_ca",
+	                                                  "tls_ciphers", "tls_ciphersuites", NULL};
 	     *k; k++) {
 		e = cfg_find(c, "http", *k);
 		if (e && *e->value && !cfg_find(c, "http", "tls_listen"))
@@ -1830,6 +1845,8 @@ void settings_free(settings *s)
 	free(s->http_tls_listen);
 	free(s->http_tls_certificate);
 	free(s->http_tls_client_ca);
+	free(s->http_tls_ciphers);
+	free(s->http_tls_ciphersuites);
 	proxy_list_free(&s->http_trusted_proxies);
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {

@@ -84,6 +84,8 @@ typedef struct settings {
 	char *http_tls_certificate; /* [http] tls_certificate: PEM, private key and chain */
 	int http_tls_min13;         /* [http] tls_min_version = 1.3 (default 1.2) */
 	char *http_tls_client_ca;   /* [http] tls_client_ca: CAs client certificates need */
+	char *http_tls_ciphers;     /* [http] tls_ciphers: TLS 1.2 ciphers; NULL = OpenSSL's */
+	char *http_tls_ciphersuites; /* [http] tls_ciphersuites: TLS 1.3's; NULL = OpenSSL's */
 	proxy_list http_trusted_proxies; /* [http] trusted_proxies; empty: X-Forwarded-For unread */
 	int http_threads;
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */

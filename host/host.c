@@ -135,8 +135,9 @@ static void host_drop_plugin(host *h, size_t i)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* [http] tls_certificate and tls_client_ca, read by OpenSSL: what is wrong
- * with them is said at their line, by --check-config and by a reload too.
+/* [http] tls_certificate, tls_client_ca and the cipher lists, read by
+ * OpenSSL: what is wrong with them is said at their line, by --check-config
+ * and by a reload too.
  * The certificate is kept in h->tls to serve. */
 static void host_check_tls(host *h, diag *d)
 {
@@ -157,6 +158,12 @@ static void host_check_tls(host *h, diag *d)
 	    tls_ca_check(h->set.http_tls_client_ca, err, sizeof err) < 0)
 		diag_add(d, cert->file, cert->line, "[http] tls_client_ca '%s': %s",
 		         h->set.http_tls_client_ca, err);
+	if (tls_ciphers_set(NULL, h->set.http_tls_ciphers, NULL, err, sizeof err) < 0 &&
+	    (cert = cfg_find(&h->cfg, "http", "tls_ciphers")))
+		diag_add(d, cert->file, cert->line, "[http] %s", err);
+	if (tls_ciphers_set(NULL, NULL, h->set.http_tls_ciphersuites, err, sizeof err) < 0 &&
+	    (cert = cfg_find(&h->cfg, "http", "tls_ciphersuites")))
+		diag_add(d, cert->file, cert->line, "[http] %s", err);
 }
 
 int host_configure(host *h, const char *conf_file, diag *d)

@@ -1582,7 +1582,16 @@ static int tls_init(char *err, size_t errlen)
 static int init_tls(void *ssl_ctx, void *user_data)
 {
 	const settings *s = &((http_server *)user_data)->h->set;
-	return tls_ctx_setup(ssl_ctx, s->http_tls_min13, s->http_tls_client_ca);
+	char err[512];
+	if (tls_ctx_setup(ssl_ctx, s->http_tls_min13, s->http_tls_client_ca) != 0)
+		return -1;
+	/* Checked with the configuration: a failure here is not expected. */
+	if (tls_ciphers_set(ssl_ctx, s->http_tls_ciphers, s->http_tls_ciphersuites, err,
+	                    sizeof err) != 0) {
+		log_error("http", "[http] %s", err);
+		return -1;
+	}
+	return 0;
 }
 
 /* evhost authorises requests itself (JWT routes, the admin token). Without

@@ -46,6 +46,7 @@ static struct {
 	evhost_tls_use_fn *use;
 	evhost_tls_attach_fn *attach;
 	evhost_tls_ca_check_fn *ca_check;
+	evhost_tls_ciphers_fn *ciphers;
 } fn;
 static atomic_int_least64_t serving_expiry;
 
@@ -55,7 +56,7 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	static const char *const names[] = {"evhost_tls_load",     "evhost_tls_free",
 	                                    "evhost_tls_expiry",   "evhost_tls_describe",
 	                                    "evhost_tls_use",      "evhost_tls_attach",
-	                                    "evhost_tls_ca_check"};
+	                                    "evhost_tls_ca_check", "evhost_tls_ciphers"};
 	void *found[sizeof names / sizeof names[0]];
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (!(found[i] = dlsym(ssl, names[i]))) {
@@ -72,6 +73,7 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	*(void **)&fn.use = found[4];
 	*(void **)&fn.attach = found[5];
 	*(void **)&fn.ca_check = found[6];
+	*(void **)&fn.ciphers = found[7];
 	return 0;
 }
 
@@ -195,6 +197,16 @@ int tls_ca_check(const char *path, char *err, size_t errlen)
 	if (tls_compat_load(err, errlen) != 0)
 		return -1;
 	return fn.ca_check(path, err, errlen);
+}
+
+int tls_ciphers_set(void *ssl_ctx, const char *ciphers, const char *suites, char *err,
+                    size_t errlen)
+{
+	if (!ciphers && !suites)
+		return 0;
+	if (tls_compat_load(err, errlen) != 0)
+		return -1;
+	return fn.ciphers(ssl_ctx, ciphers, suites, err, errlen);
 }
 
 int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }

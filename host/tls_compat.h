@@ -31,6 +31,11 @@ int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca);
 /* [http] tls_client_ca: how many CA certificates the file holds, or -1 with
  * the reason. */
 int tls_ca_check(const char *path, char *err, size_t errlen);
+/* [http] tls_ciphers (TLS 1.2) and tls_ciphersuites (TLS 1.3), either NULL
+ * for OpenSSL's defaults: set on civetweb's SSL_CTX, or checked with
+ * ssl_ctx NULL. 0, or -1 with the reason (naming the key) in err. */
+int tls_ciphers_set(void *ssl_ctx, const char *ciphers, const char *suites, char *err,
+                    size_t errlen);
 /* The earliest notAfter of the bundle being served (Unix seconds); 0 when
  * none. */
 int64_t tls_serving_expiry(void);

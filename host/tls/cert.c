@@ -297,3 +297,68 @@ PUBLIC int evhost_tls_ca_check(const char *path, char *err, size_t errlen)
 	free(pem);
 	return n;
 }
+
+/* How many TLS 1.3 suites `ctx` offers. */
+static int tls13_count(SSL_CTX *ctx)
+{
+	STACK_OF(SSL_CIPHER) *all = SSL_CTX_get_ciphers(ctx);
+	int n = 0;
+	for (int i = 0; i < sk_SSL_CIPHER_num(all); i++)
+		if (!strcmp(SSL_CIPHER_get_version(sk_SSL_CIPHER_value(all, i)), "TLSv1.3"))
+			n++;
+	return n;
+}
+
+/* OpenSSL skips the TLS 1.3 suite names it does not know: so a typing
+ * error would silently offer fewer suites, or none (no TLS 1.3 at all).
+ * Each name must be one it knows. */
+static int suites_set(SSL_CTX *ctx, const char *suites, char *err, size_t errlen)
+{
+	char *copy = strdup(suites), *save = NULL;
+	int want = 0, rc = -1;
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (char *name = strtok_r(copy, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
+		if (SSL_CTX_set_ciphersuites(ctx, name) != 1 || tls13_count(ctx) != 1) {
+			snprintf(err, errlen,
+			         "tls_ciphersuites: '%s' is not a TLS 1.3 cipher suite OpenSSL knows "
+			         "(e.g. TLS_AES_256_GCM_SHA384, TLS_CHACHA20_POLY1305_SHA256)",
+			         name);
+			goto out;
+		}
+		want++;
+	}
+	if (!want)
+		snprintf(err, errlen, "tls_ciphersuites: expected suite names separated by ':'");
+	else if (SSL_CTX_set_ciphersuites(ctx, suites) != 1 || tls13_count(ctx) != want)
+		snprintf(err, errlen, "tls_ciphersuites: OpenSSL refused '%s'", suites);
+	else
+		rc = 0;
+out:
+	free(copy);
+	return rc;
+}
+
+PUBLIC int evhost_tls_ciphers(void *ssl_ctx, const char *ciphers, const char *suites,
+                              char *err, size_t errlen)
+{
+	SSL_CTX *ctx = ssl_ctx ? ssl_ctx : SSL_CTX_new(TLS_server_method());
+	int rc = -1;
+	if (!ctx) {
+		snprintf(err, errlen, "OpenSSL could not make a TLS context");
+		return -1;
+	}
+	if (ciphers && SSL_CTX_set_cipher_list(ctx, ciphers) != 1)
+		snprintf(err, errlen,
+		         "tls_ciphers: '%s' leaves no TLS 1.2 cipher OpenSSL knows (e.g. "
+		         "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384)",
+		         ciphers);
+	else if (!suites || suites_set(ctx, suites, err, errlen) == 0)
+		rc = 0;
+	ERR_clear_error();
+	if (!ssl_ctx)
+		SSL_CTX_free(ctx);
+	return rc;
+}

@@ -41,6 +41,14 @@ typedef int evhost_tls_attach_fn(void *ssl_ctx, int min_tls13, const char *clien
 /* The CA certificates in a PEM file: how many (at least 1), or -1 with the
  * reason (none, or one OpenSSL cannot read). */
 typedef int evhost_tls_ca_check_fn(const char *path, char *err, size_t errlen);
+/* The ciphers offered: `ciphers` for TLS 1.2 (OpenSSL's cipher list syntax;
+ * names it does not know are skipped, a list that leaves none is refused),
+ * `suites` for TLS 1.3 (names separated by ':', each one OpenSSL knows);
+ * NULL keeps OpenSSL's defaults. On civetweb's SSL_CTX, or with ssl_ctx NULL
+ * on a scratch one, to check them. 0, or -1 with the reason in err, which
+ * names the key (tls_ciphers, tls_ciphersuites). */
+typedef int evhost_tls_ciphers_fn(void *ssl_ctx, const char *ciphers, const char *suites,
+                                  char *err, size_t errlen);
 
 #ifdef EVHOST_TLS_SHIM_SSL /* defined in the library; evhostd uses dlsym */
 evhost_tls_load_fn evhost_tls_load;
@@ -50,6 +58,7 @@ evhost_tls_describe_fn evhost_tls_describe;
 evhost_tls_use_fn evhost_tls_use;
 evhost_tls_attach_fn evhost_tls_attach;
 evhost_tls_ca_check_fn evhost_tls_ca_check;
+evhost_tls_ciphers_fn evhost_tls_ciphers;
 #endif
 
 #endif

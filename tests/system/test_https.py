@@ -10,7 +10,9 @@ the start with OpenSSL's reason; and without evhost's TLS libraries the
 start says where they belong. A renewed certificate is served after a
 reload (new handshakes get it, open connections keep theirs, a wrong file
 refuses the reload), also while handshakes are under way; its expiry is on
-/metrics and in the shipped alerts."""
+/metrics and in the shipped alerts. tls_ciphers and tls_ciphersuites narrow
+what TLS 1.2 and TLS 1.3 clients negotiate, and a list OpenSSL cannot use is
+refused at its line."""
 
 import http.client
 import json
@@ -512,8 +514,50 @@ def test_tls_min_version(evhostd, tmp_path):
         handshake(port, ssl.TLSVersion.TLSv1_2)
 
 
+def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
+    """tls_ciphers limits what a TLS 1.2 client may negotiate, and
+    tls_ciphersuites what a TLS 1.3 one gets (the server's certificate is
+    ECDSA)."""
+    root, pem = chain(tmp_path / "pki")
+
+    def handshake(port, version, ciphers=None):
+        ctx = ssl.create_default_context(cafile=str(root))
+        ctx.minimum_version = ctx.maximum_version = version
+        if ciphers:
+            ctx.set_ciphers(ciphers)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.cipher()[0]
+
+    port = lib.free_port()
+    # OpenSSL's defaults first: the client's choice of TLS 1.2 cipher is taken,
+    # and TLS 1.3 gets OpenSSL's first suite.
+    d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, pem)}}, brokers="embedded")
+    assert handshake(port, ssl.TLSVersion.TLSv1_2,
+                     "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLS_AES_256_GCM_SHA384"
+    d.stop()
+
+    d = evhostd(dropins={"20-https.conf": {"http": {
+        **https_conf(port, pem),
+        "tls_ciphers": "ECDHE-ECDSA-CHACHA20-POLY1305:NOT-A-CIPHER",
+        "tls_ciphersuites": "TLS_CHACHA20_POLY1305_SHA256"}}}, brokers="embedded")
+    with pytest.raises(ssl.SSLError):
+        handshake(port, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert handshake(port, ssl.TLSVersion.TLSv1_2) == "ECDHE-ECDSA-CHACHA20-POLY1305"
+    assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLS_CHACHA20_POLY1305_SHA256"
+    # The API is served over it.
+    r = requests.get(f"https://localhost:{port}/healthz", verify=str(root), timeout=10)
+    assert r.status_code == 200
+
+
 @pytest.mark.parametrize("keys, needle", [
     ({"tls_min_version": "1.1"}, "[http] tls_min_version: expected 1.2 or 1.3"),
+    ({"tls_ciphers": "NOPE:ALSO-NOPE"},
+     "[http] tls_ciphers: 'NOPE:ALSO-NOPE' leaves no TLS 1.2 cipher OpenSSL knows"),
+    ({"tls_ciphersuites": "TLS_AES_256_GCM_SHA384:TLS_AES_257_GCM"},
+     "[http] tls_ciphersuites: 'TLS_AES_257_GCM' is not a TLS 1.3 cipher suite OpenSSL knows"),
+    ({"tls_ciphersuites": ":"}, "[http] tls_ciphersuites: expected suite names separated by"),
     ({"tls_client_ca": "MISSING"}, "[http] tls_client_ca 'MISSING': cannot read"),
     ({"tls_client_ca": "KEY"}, "has no certificate"),
 ])
