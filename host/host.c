@@ -142,7 +142,7 @@ static void host_drop_plugin(host *h, size_t i)
 static void host_check_tls(host *h, diag *d)
 {
 	const cfg_entry *listen = cfg_find(&h->cfg, "http", "tls_listen");
-	const cfg_entry *cert = cfg_find(&h->cfg, "http", "tls_certificate");
+	const cfg_entry *cert = cfg_find(&h->cfg, "http", "tls_certificate"), *e;
 	char err[1024];
 	if (!h->set.http_tls_listen || !listen || !cert || !*cert->value)
 		return;
@@ -158,12 +158,13 @@ static void host_check_tls(host *h, diag *d)
 	    tls_ca_check(h->set.http_tls_client_ca, err, sizeof err) < 0)
 		diag_add(d, cert->file, cert->line, "[http] tls_client_ca '%s': %s",
 		         h->set.http_tls_client_ca, err);
-	if (tls_ciphers_set(NULL, h->set.http_tls_ciphers, NULL, err, sizeof err) < 0 &&
-	    (cert = cfg_find(&h->cfg, "http", "tls_ciphers")))
-		diag_add(d, cert->file, cert->line, "[http] %s", err);
-	if (tls_ciphers_set(NULL, NULL, h->set.http_tls_ciphersuites, err, sizeof err) < 0 &&
-	    (cert = cfg_find(&h->cfg, "http", "tls_ciphersuites")))
-		diag_add(d, cert->file, cert->line, "[http] %s", err);
+	/* One list at a time, so that each is said at its own key's line. */
+	e = cfg_find(&h->cfg, "http", "tls_ciphers");
+	if (e && tls_ciphers_set(NULL, h->set.http_tls_ciphers, NULL, err, sizeof err) < 0)
+		diag_add(d, e->file, e->line, "[http] %s", err);
+	e = cfg_find(&h->cfg, "http", "tls_ciphersuites");
+	if (e && tls_ciphers_set(NULL, NULL, h->set.http_tls_ciphersuites, err, sizeof err) < 0)
+		diag_add(d, e->file, e->line, "[http] %s", err);
 }
 
 int host_configure(host *h, const char *conf_file, diag *d)

@@ -197,17 +197,13 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * room for a few group commits' WAL frames. */
 #define STORE_ROOM_BYTES ((int64_t)4 << 20)
 
-/* Why a write found no room, set on the thread whose SQLite call failed
- * that way until full_note hands it to the store. SQLite says SQLITE_FULL
- * only for ENOSPC from write(); a disk quota (EDQUOT), or ENOSPC from an
- * fsync, comes back as an I/O error (see room_lost). */
+/* Why a write found no room (room_lost), set on the thread whose SQLite
+ * call failed that way until full_note hands it to the store. */
 enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA };
 static _Thread_local int full_seen;
 
 static int status_of(int rc)
 {
-	if ((rc & 0xff) == SQLITE_FULL)
-		full_seen = ROOM_DISK;
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		return EVH_ECONSTRAINT;
@@ -223,14 +219,18 @@ static int status_of(int rc)
 	}
 }
 
-/* Whether db's failed write (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
- * or ROOM_OK. SQLite keeps the errno of a file's last failed system call
- * with the file; a writer in WAL mode writes and syncs only the WAL, which
- * the pager hands out as its journal. */
+/* Whether db's failed call (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
+ * or ROOM_OK. SQLite says SQLITE_FULL only for ENOSPC from write(); a disk
+ * quota (EDQUOT), or ENOSPC from an fsync, comes back as an I/O error. SQLite
+ * keeps the errno of a file's last failed system call with the file; a
+ * writer in WAL mode writes and syncs only the WAL, which the pager hands out
+ * as its journal. */
 static int room_lost(sqlite3 *db, int rc)
 {
 	sqlite3_file *wal = NULL;
 	int e = 0;
+	if ((rc & 0xff) == SQLITE_FULL)
+		return ROOM_DISK;
 	if (rc != SQLITE_IOERR_WRITE && rc != SQLITE_IOERR_FSYNC && rc != SQLITE_IOERR_TRUNCATE)
 		return ROOM_OK;
 	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
@@ -240,17 +240,19 @@ static int room_lost(sqlite3 *db, int rc)
 	return e == EDQUOT ? ROOM_QUOTA : e == ENOSPC ? ROOM_DISK : ROOM_OK;
 }
 
-/* Report a failed SQLite call: its message into err, its status back. */
+/* Report a failed SQLite call: its message into err (with the reason when
+ * SQLite's says only "disk I/O error"), its status back. Every write goes
+ * through here, so a want of room is noted here (full_seen). */
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
 	int room = room_lost(db, rc);
-	if (room) {
+	if (room)
 		full_seen = room;
+	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
 		        room == ROOM_QUOTA ? "disk quota exceeded" : "no space left on device");
-		return EVH_ESTORE;
-	}
-	set_err(err, errlen, "%s", sqlite3_errmsg(db));
+	else
+		set_err(err, errlen, "%s", sqlite3_errmsg(db));
 	return status_of(rc);
 }
 

@@ -854,50 +854,62 @@ static void test_relay_sends_in_waves_under_load(void **state)
 	outbox_set_idle_wait_ms(0);
 }
 
+enum { INFLIGHT_RTT_MS = 3000 };
+
+/* Publish `id` and wait until it is in flight: the broker answers after
+ * INFLIGHT_RTT_MS, and the relay's wait for delivery reports is lengthened
+ * far beyond that, so whatever waits on it shows. */
+static void hold_in_flight(struct relay_rig *g, const char *id)
+{
+	rd_kafka_mock_broker_set_rtt(g->mc, 1, INFLIGHT_RTT_MS);
+	outbox_set_inflight_poll_ms(10 * WAIT_MS);
+	publish_to(g->pl.store, id, "c", "CUT", "{}");
+	assert_true(wait_outq(g->k, 1, 2000));
+}
+
+/* Let the broker answer, check that the n events arrived, and stop the rig.
+ * The relay's wait is restored before the stop: a stopping relay that waits
+ * for its mover polls again after the stop's yield was taken, for the whole
+ * wait. */
+static void release_and_stop(struct relay_rig *g, const char **ids, int n)
+{
+	rd_kafka_headers_t *out[2] = {NULL};
+	assert_true(n <= 2);
+	rd_kafka_mock_broker_set_rtt(g->mc, 1, 0);
+	assert_true(wait_pending(g->pl.store, 0, WAIT_MS));
+	assert_int_equal(read_topic(g->s.brokers, TOPIC, ids, out, n), n);
+	for (int i = 0; i < n; i++)
+		rd_kafka_headers_destroy(out[i]);
+	outbox_set_inflight_poll_ms(0);
+	rig_stop(g);
+}
+
 /* A row committed while another is in flight goes out at once: the commit
  * cuts short the relay's wait in the producer's poll for delivery reports
  * (at 500 events a second there is always one in flight, and waiting for
- * its report put 4 ms on the end-to-end median). The wait is lengthened
- * beyond the broker's answer, so a row left to it would wait for that. */
+ * its report put 4 ms on the end-to-end median). */
 static void test_relay_commit_cuts_delivery_wait_short(void **state)
 {
-	enum { RTT_MS = 3000 };
 	char a[37], b[37];
 	const char *ids[2] = {a, b};
-	rd_kafka_headers_t *out[2] = {NULL};
 	struct relay_rig g;
 	(void)state;
 	rig_start(&g, "30000");
 	events_uuid(a);
 	events_uuid(b);
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
-	outbox_set_inflight_poll_ms(10 * WAIT_MS);
-
-	publish_to(g.pl.store, a, "c", "CUT", "{}");
-	assert_true(wait_outq(g.k, 1, 2000)); /* in flight, unanswered for RTT_MS */
+	hold_in_flight(&g, a);
 	publish_to(g.pl.store, b, "c", "CUT", "{}");
-	assert_true(wait_outq(g.k, 2, RTT_MS / 3));
-
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
-	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 2), 2);
-	for (int i = 0; i < 2; i++)
-		rd_kafka_headers_destroy(out[i]);
-	/* Before the stop: a stopping relay that waits for its mover polls
-	 * again after the stop's yield was taken, for the whole wait. */
-	outbox_set_inflight_poll_ms(0);
-	rig_stop(&g);
+	assert_true(wait_outq(g.k, 2, INFLIGHT_RTT_MS / 3));
+	release_and_stop(&g, ids, 2);
 }
 
 /* Removing a plugin cuts the relay's wait for another plugin's delivery
  * report short too: the removal returns while that event is still in
- * flight (the broker answers after RTT_MS), not once its report came. */
+ * flight, not once its report came. */
 static void test_relay_remove_cuts_delivery_wait_short(void **state)
 {
-	enum { RTT_MS = 3000 };
 	char a[37], err[256], path[160];
 	const char *ids[1] = {a};
-	rd_kafka_headers_t *out[1] = {NULL};
 	evh_plugin other = {.name = (char *)"other"};
 	struct relay_rig g;
 	(void)state;
@@ -906,20 +918,10 @@ static void test_relay_remove_cuts_delivery_wait_short(void **state)
 	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
 	outbox_add_plugin(g.o, &other);
 	events_uuid(a);
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
-	outbox_set_inflight_poll_ms(10 * WAIT_MS);
-
-	publish_to(g.pl.store, a, "c", "CUT", "{}");
-	assert_true(wait_outq(g.k, 1, 2000)); /* in flight, unanswered for RTT_MS */
+	hold_in_flight(&g, a);
 	outbox_remove_plugin(g.o, &other);
 	assert_int_equal(kafka_outq_len(g.k), 1);
-
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
-	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
-	rd_kafka_headers_destroy(out[0]);
-	outbox_set_inflight_poll_ms(0); /* before the stop, as above */
-	rig_stop(&g);
+	release_and_stop(&g, ids, 1);
 	store_close(other.store);
 	remove_db("other");
 }

@@ -1414,6 +1414,19 @@ static void group_read_then_rollback(fixture *f, int fail_commit, int64_t rows_b
 	assert_int_equal(store_take_lost_reads(), 0); /* handed over once */
 }
 
+/* The next commit that goes through ends a store's "full"; it is then t's
+ * only row (every write before it failed). */
+static void commit_ends_full(store *s)
+{
+	evh_tx *tx;
+	assert_int_equal(store_full(s), 1);
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_full(s), 0);
+	assert_int_equal(query_int(s, "SELECT COUNT(*) FROM t"), 1);
+}
+
 /* Writes that fail for want of room (ENOSPC: SQLITE_FULL) mark the store full,
  * in a group commit (for the member that waited too) and alone; an I/O error
  * does not; the next commit that goes through clears it. */
@@ -1452,11 +1465,7 @@ static void test_disk_full_marks_store_full(void **state)
 	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
 	assert_int_equal(store_full(f->s), 1);
-	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
-	assert_int_equal(store_full(f->s), 0);
-	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+	commit_ends_full(f->s);
 }
 
 /* A disk quota reached (EDQUOT: SQLite says only "disk I/O error") marks the
@@ -1489,11 +1498,7 @@ static void test_disk_quota_marks_store_full(void **state)
 	store_tx_rollback(tx);
 	assert_int_equal(store_full(f->s), 1);
 
-	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
-	assert_int_equal(store_full(f->s), 0);
-	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+	commit_ends_full(f->s);
 }
 
 static void test_group_failure_reports_lost_reads(void **state)
