@@ -309,18 +309,42 @@ static int tls13_count(SSL_CTX *ctx)
 	return n;
 }
 
+/* Is `name` (n bytes) among the first `count` names of the ':'-separated
+ * `list`? */
+static int listed_before(const char *list, int count, const char *name, size_t n)
+{
+	for (int i = 0; i < count; i++) {
+		size_t len = strcspn(list, ":");
+		if (len == n && !memcmp(list, name, n))
+			return 1;
+		list += len + 1;
+	}
+	return 0;
+}
+
 /* OpenSSL skips the TLS 1.3 suite names it does not know: so a typing
  * error would silently offer fewer suites, or none (no TLS 1.3 at all).
- * Each name must be one it knows. */
+ * Each name must be one it knows, once, and none may be empty. */
 static int suites_set(SSL_CTX *ctx, const char *suites, char *err, size_t errlen)
 {
-	char *copy = strdup(suites), *save = NULL;
+	char *copy, *save = NULL;
 	int want = 0, rc = -1;
-	if (!copy) {
+	size_t len = strlen(suites);
+	if (len && (suites[0] == ':' || suites[len - 1] == ':' || strstr(suites, "::"))) {
+		snprintf(err, errlen,
+		         "tls_ciphersuites: '%s' has an empty name (a ':' at an end, or two in a row)",
+		         suites);
+		return -1;
+	}
+	if (!(copy = strdup(suites))) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	for (char *name = strtok_r(copy, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
+		if (listed_before(suites, want, name, strlen(name))) {
+			snprintf(err, errlen, "tls_ciphersuites: '%s' is listed twice", name);
+			goto out;
+		}
 		if (SSL_CTX_set_ciphersuites(ctx, name) != 1 || tls13_count(ctx) != 1) {
 			snprintf(err, errlen,
 			         "tls_ciphersuites: '%s' is not a TLS 1.3 cipher suite OpenSSL knows "

@@ -557,7 +557,13 @@ def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
      "[http] tls_ciphers: 'NOPE:ALSO-NOPE' leaves no TLS 1.2 cipher OpenSSL knows"),
     ({"tls_ciphersuites": "TLS_AES_256_GCM_SHA384:TLS_AES_257_GCM"},
      "[http] tls_ciphersuites: 'TLS_AES_257_GCM' is not a TLS 1.3 cipher suite OpenSSL knows"),
-    ({"tls_ciphersuites": ":"}, "[http] tls_ciphersuites: expected suite names separated by"),
+    ({"tls_ciphersuites": ":"}, "[http] tls_ciphersuites: ':' has an empty name"),
+    ({"tls_ciphersuites": "TLS_AES_256_GCM_SHA384::TLS_CHACHA20_POLY1305_SHA256"},
+     "[http] tls_ciphersuites: 'TLS_AES_256_GCM_SHA384::TLS_CHACHA20_POLY1305_SHA256' has "
+     "an empty name (a ':' at an end, or two in a row)"),
+    ({"tls_ciphersuites": "TLS_AES_256_GCM_SHA384:"}, "has an empty name"),
+    ({"tls_ciphersuites": "TLS_AES_256_GCM_SHA384:TLS_AES_256_GCM_SHA384"},
+     "[http] tls_ciphersuites: 'TLS_AES_256_GCM_SHA384' is listed twice"),
     ({"tls_client_ca": "MISSING"}, "[http] tls_client_ca 'MISSING': cannot read"),
     ({"tls_client_ca": "KEY"}, "has no certificate"),
 ])
