@@ -14,7 +14,15 @@
  * wal_writes_fail(1) makes every thread's writes fail from then on, and
  * wal_writes_fail(0) ends that (wal_writes_fail_with: another errno, e.g.
  * ENOSPC for a full disk); wal_next_write_fails_here() makes only the
- * calling thread's next write fail, once. Both return SQLite's status. */
+ * calling thread's next write fail, once. Both return SQLite's status.
+ *
+ * fsync is not among the unix VFS's replaceable calls, so a failing sync
+ * goes through a VFS of its own, "faults", wrapping the default one:
+ * sync_faults_install() makes it the default (for connections opened after
+ * it), sync_faults_fail(err) makes every sync of a WAL file fail with errno
+ * `err` (SQLITE_IOERR_FSYNC, and that errno as the file's last, as the unix
+ * VFS keeps it), sync_faults_fail(0) ends that, sync_faults_uninstall() puts
+ * the default back once those connections are closed. */
 #ifndef EVHOST_TEST_STORE_FAULTS_H
 #define EVHOST_TEST_STORE_FAULTS_H
 #include <errno.h>
@@ -131,6 +139,154 @@ static inline int wal_next_write_fails_here(void)
 	int rc = faults_install();
 	faults_fail_once = 1;
 	return rc;
+}
+
+/* A file of the "faults" VFS: the default VFS's file right after it. */
+typedef struct faults_file {
+	sqlite3_file base;
+	sqlite3_file *real;
+	int wal;        /* a WAL file: its syncs may fail */
+	int last_errno; /* that failure's errno, for SQLITE_FCNTL_LAST_ERRNO */
+} faults_file;
+
+static sqlite3_vfs *faults_real_vfs;
+static sqlite3_vfs faults_vfs;
+static atomic_int faults_sync_errno;
+
+#define FAULTS_REAL(f) (((faults_file *)(f))->real)
+
+static inline int faults_close(sqlite3_file *f)
+{
+	return FAULTS_REAL(f)->pMethods->xClose(FAULTS_REAL(f));
+}
+static inline int faults_read(sqlite3_file *f, void *b, int n, sqlite3_int64 o)
+{
+	return FAULTS_REAL(f)->pMethods->xRead(FAULTS_REAL(f), b, n, o);
+}
+static inline int faults_write(sqlite3_file *f, const void *b, int n, sqlite3_int64 o)
+{
+	return FAULTS_REAL(f)->pMethods->xWrite(FAULTS_REAL(f), b, n, o);
+}
+static inline int faults_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+	return FAULTS_REAL(f)->pMethods->xTruncate(FAULTS_REAL(f), size);
+}
+static inline int faults_sync(sqlite3_file *f, int flags)
+{
+	faults_file *ff = (faults_file *)f;
+	int e = atomic_load(&faults_sync_errno);
+	if (ff->wal && e) {
+		ff->last_errno = e;
+		return SQLITE_IOERR_FSYNC;
+	}
+	return ff->real->pMethods->xSync(ff->real, flags);
+}
+static inline int faults_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+	return FAULTS_REAL(f)->pMethods->xFileSize(FAULTS_REAL(f), size);
+}
+static inline int faults_lock(sqlite3_file *f, int l)
+{
+	return FAULTS_REAL(f)->pMethods->xLock(FAULTS_REAL(f), l);
+}
+static inline int faults_unlock(sqlite3_file *f, int l)
+{
+	return FAULTS_REAL(f)->pMethods->xUnlock(FAULTS_REAL(f), l);
+}
+static inline int faults_reserved(sqlite3_file *f, int *out)
+{
+	return FAULTS_REAL(f)->pMethods->xCheckReservedLock(FAULTS_REAL(f), out);
+}
+static inline int faults_fcntl(sqlite3_file *f, int op, void *arg)
+{
+	faults_file *ff = (faults_file *)f;
+	if (op == SQLITE_FCNTL_LAST_ERRNO && ff->last_errno) {
+		*(int *)arg = ff->last_errno;
+		return SQLITE_OK;
+	}
+	return ff->real->pMethods->xFileControl(ff->real, op, arg);
+}
+static inline int faults_sector(sqlite3_file *f)
+{
+	return FAULTS_REAL(f)->pMethods->xSectorSize(FAULTS_REAL(f));
+}
+static inline int faults_devchar(sqlite3_file *f)
+{
+	return FAULTS_REAL(f)->pMethods->xDeviceCharacteristics(FAULTS_REAL(f));
+}
+static inline int faults_shm_map(sqlite3_file *f, int pg, int sz, int extend, void volatile **p)
+{
+	return FAULTS_REAL(f)->pMethods->xShmMap(FAULTS_REAL(f), pg, sz, extend, p);
+}
+static inline int faults_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+	return FAULTS_REAL(f)->pMethods->xShmLock(FAULTS_REAL(f), off, n, flags);
+}
+static inline void faults_shm_barrier(sqlite3_file *f)
+{
+	FAULTS_REAL(f)->pMethods->xShmBarrier(FAULTS_REAL(f));
+}
+static inline int faults_shm_unmap(sqlite3_file *f, int del)
+{
+	return FAULTS_REAL(f)->pMethods->xShmUnmap(FAULTS_REAL(f), del);
+}
+
+/* Version 2 (shared memory, for WAL); no memory mapping (version 3). */
+static const sqlite3_io_methods faults_methods = {
+    2,
+    faults_close,
+    faults_read,
+    faults_write,
+    faults_truncate,
+    faults_sync,
+    faults_size,
+    faults_lock,
+    faults_unlock,
+    faults_reserved,
+    faults_fcntl,
+    faults_sector,
+    faults_devchar,
+    faults_shm_map,
+    faults_shm_lock,
+    faults_shm_barrier,
+    faults_shm_unmap,
+    NULL,
+    NULL,
+};
+
+static inline int faults_open(sqlite3_vfs *vfs, const char *name, sqlite3_file *f, int flags,
+                              int *out_flags)
+{
+	faults_file *ff = (faults_file *)f;
+	int rc;
+	(void)vfs;
+	ff->real = (sqlite3_file *)(ff + 1);
+	ff->wal = (flags & SQLITE_OPEN_WAL) != 0;
+	ff->last_errno = 0;
+	rc = faults_real_vfs->xOpen(faults_real_vfs, name, ff->real, flags, out_flags);
+	/* A file the default VFS did not open is closed by nobody. */
+	f->pMethods = ff->real->pMethods ? &faults_methods : NULL;
+	return rc;
+}
+
+static inline int sync_faults_install(void)
+{
+	if (!faults_real_vfs) {
+		faults_real_vfs = sqlite3_vfs_find(NULL);
+		faults_vfs = *faults_real_vfs;
+		faults_vfs.zName = "faults";
+		faults_vfs.szOsFile = (int)sizeof(faults_file) + faults_real_vfs->szOsFile;
+		faults_vfs.xOpen = faults_open;
+	}
+	return sqlite3_vfs_register(&faults_vfs, 1);
+}
+
+static inline void sync_faults_fail(int err) { atomic_store(&faults_sync_errno, err); }
+
+static inline int sync_faults_uninstall(void)
+{
+	int rc = sqlite3_vfs_unregister(&faults_vfs);
+	return rc == SQLITE_OK ? sqlite3_vfs_register(faults_real_vfs, 1) : rc;
 }
 
 #endif

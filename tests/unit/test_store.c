@@ -1501,6 +1501,49 @@ static void test_disk_quota_marks_store_full(void **state)
 	commit_ends_full(f->s);
 }
 
+/* ENOSPC from the WAL's fsync (SQLite says only "disk I/O error") marks the
+ * store full and is logged as such, as ENOSPC from a write is; nothing of
+ * the transaction stays; the next commit that goes through ends it. The
+ * store syncs only with synchronous = FULL, so it opens one of its own,
+ * through the "faults" VFS. */
+static void test_sync_without_room_marks_store_full(void **state)
+{
+	fixture *f = *state;
+	char path[160], err[256] = "", *log;
+	stderr_capture cap;
+	store *s = NULL;
+	evh_tx *tx;
+	int status;
+
+	snprintf(path, sizeof path, "%s/synced.db", f->dir);
+	assert_int_equal(sync_faults_install(), SQLITE_OK);
+	if (store_open(&s, path, "FULL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	exec1(s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('over')", NULL, 0, NULL), EVH_OK);
+	sync_faults_fail(ENOSPC);
+	cap = stderr_begin();
+	status = store_tx_commit(tx);
+	log = stderr_end(cap);
+	sync_faults_fail(0);
+	assert_int_not_equal(status, EVH_OK);
+	assert_int_equal(store_full(s), 1);
+	if (!strstr(log, "synced.db: database or disk is full"))
+		fail_msg("the log says: %s", log);
+	free(log);
+	assert_int_equal(query_int(s, "SELECT COUNT(*) FROM t"), 0);
+
+	commit_ends_full(s);
+	store_close(s);
+	assert_int_equal(sync_faults_uninstall(), SQLITE_OK);
+	for (size_t i = 0; i < 3; i++) {
+		char p[200];
+		snprintf(p, sizeof p, "%s%s", path, (const char *[]){"", "-wal", "-shm"}[i]);
+		unlink(p);
+	}
+}
+
 static void test_group_failure_reports_lost_reads(void **state)
 {
 	fixture *f = *state;
@@ -1807,6 +1850,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_sync_without_room_marks_store_full, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
