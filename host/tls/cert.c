@@ -309,16 +309,12 @@ static int tls13_count(SSL_CTX *ctx)
 	return n;
 }
 
-/* Is `name` (n bytes) among the first `count` names of the ':'-separated
- * `list`? */
-static int listed_before(const char *list, int count, const char *name, size_t n)
+/* Is `name` among the first `count` of the NUL-separated `names`? */
+static int listed_before(const char *names, int count, const char *name)
 {
-	for (int i = 0; i < count; i++) {
-		size_t len = strcspn(list, ":");
-		if (len == n && !memcmp(list, name, n))
+	for (int i = 0; i < count; i++, names += strlen(names) + 1)
+		if (!strcmp(names, name))
 			return 1;
-		list += len + 1;
-	}
 	return 0;
 }
 
@@ -327,21 +323,25 @@ static int listed_before(const char *list, int count, const char *name, size_t n
  * Each name must be one it knows, once, and none may be empty. */
 static int suites_set(SSL_CTX *ctx, const char *suites, char *err, size_t errlen)
 {
-	char *copy, *save = NULL;
-	int want = 0, rc = -1;
-	size_t len = strlen(suites);
-	if (len && (suites[0] == ':' || suites[len - 1] == ':' || strstr(suites, "::"))) {
-		snprintf(err, errlen,
-		         "tls_ciphersuites: '%s' has an empty name (a ':' at an end, or two in a row)",
-		         suites);
-		return -1;
-	}
-	if (!(copy = strdup(suites))) {
+	char *copy = strdup(suites);
+	int want = 0, rc = -1, last = 0;
+	if (!copy) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	for (char *name = strtok_r(copy, ":", &save); name; name = strtok_r(NULL, ":", &save)) {
-		if (listed_before(suites, want, name, strlen(name))) {
+	/* The names in place in `copy`, each ':' made a NUL. */
+	for (char *name = copy; !last; name += strlen(name) + 1, want++) {
+		size_t len = strcspn(name, ":");
+		last = name[len] == '\0';
+		name[len] = '\0';
+		if (!len) {
+			snprintf(err, errlen,
+			         "tls_ciphersuites: '%s' has an empty name (a ':' at an end, or two in "
+			         "a row)",
+			         suites);
+			goto out;
+		}
+		if (listed_before(copy, want, name)) {
 			snprintf(err, errlen, "tls_ciphersuites: '%s' is listed twice", name);
 			goto out;
 		}
@@ -352,11 +352,8 @@ static int suites_set(SSL_CTX *ctx, const char *suites, char *err, size_t errlen
 			         name);
 			goto out;
 		}
-		want++;
 	}
-	if (!want)
-		snprintf(err, errlen, "tls_ciphersuites: expected suite names separated by ':'");
-	else if (SSL_CTX_set_ciphersuites(ctx, suites) != 1 || tls13_count(ctx) != want)
+	if (SSL_CTX_set_ciphersuites(ctx, suites) != 1 || tls13_count(ctx) != want)
 		snprintf(err, errlen, "tls_ciphersuites: OpenSSL refused '%s'", suites);
 	else
 		rc = 0;

@@ -44,12 +44,12 @@ static int setup(void **state)
 	return 0;
 }
 
-static void remove_db_files(const fixture *f)
+static void remove_db_files(const char *path)
 {
 	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-	char p[160];
+	char p[200];
 	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-		snprintf(p, sizeof p, "%s%s", f->path, suffixes[i]);
+		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
 		unlink(p);
 	}
 }
@@ -58,7 +58,7 @@ static int teardown(void **state)
 {
 	fixture *f = *state;
 	store_close(f->s);
-	remove_db_files(f);
+	remove_db_files(f->path);
 	rmdir(f->dir);
 	free(f);
 	return 0;
@@ -746,7 +746,7 @@ static void test_first_schema_migration_failure_changes_nothing(void **state)
 
 	store_close(f->s);
 	f->s = NULL;
-	remove_db_files(f);
+	remove_db_files(f->path);
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	if (sqlite3_exec(db,
 	                 "CREATE TABLE evh_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT"
@@ -789,7 +789,7 @@ static void test_first_schema_migration_failure_changes_nothing(void **state)
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	/* the fixture's teardown closes a store: give it one on a fresh file */
-	remove_db_files(f);
+	remove_db_files(f->path);
 	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
 		fail_msg("store_open: %s", err);
 }
@@ -1000,7 +1000,7 @@ static void test_first_schema_is_migrated(void **state)
 
 	store_close(f->s);
 	f->s = NULL;
-	remove_db_files(f);
+	remove_db_files(f->path);
 	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
 	if (sqlite3_exec(db, first_schema, NULL, NULL, &msg) != SQLITE_OK)
 		fail_msg("first schema: %s", msg);
@@ -1537,11 +1537,7 @@ static void test_sync_without_room_marks_store_full(void **state)
 	commit_ends_full(s);
 	store_close(s);
 	assert_int_equal(sync_faults_uninstall(), SQLITE_OK);
-	for (size_t i = 0; i < 3; i++) {
-		char p[200];
-		snprintf(p, sizeof p, "%s%s", path, (const char *[]){"", "-wal", "-shm"}[i]);
-		unlink(p);
-	}
+	remove_db_files(path);
 }
 
 static void test_group_failure_reports_lost_reads(void **state)
