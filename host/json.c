@@ -2,7 +2,10 @@
  * recursion: the open objects and arrays are a stack of bytes. */
 #include "json.h"
 
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static size_t skip_ws(const char *s, size_t n, size_t i)
@@ -98,17 +101,72 @@ static int string(const char *s, size_t n, size_t *i, size_t *bad)
 	return 0;
 }
 
-/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? at s[*i]. */
+/* Does the number s[k..end) (JSON's grammar, already checked) lie beyond
+ * a double's range, so that strtod, and so cJSON, reads it as infinity
+ * (which cJSON then writes as null)? Decided by its decimal magnitude, and
+ * at 10^308 by strtod on its first 310 significant digits: the line
+ * (2^1024 - 2^970, half way from DBL_MAX to 2^1024, which rounds up) is an
+ * integer of 309 digits, so the digits after them cannot carry a number
+ * over it. Written without a decimal point, so no locale can misread it. */
+static int beyond_double(const char *s, size_t k, size_t end)
+{
+	char digits[320];
+	size_t nd = 0, lead = 0;
+	long mag = -1, exp = 0;
+	int in_frac = 0, esign = 1;
+
+	if (s[k] == '-')
+		k++;
+	for (; k < end && s[k] != 'e' && s[k] != 'E'; k++) {
+		if (s[k] == '.') {
+			in_frac = 1;
+			continue;
+		}
+		if (nd == 0 && s[k] == '0') { /* a leading zero: "0" or "0.00..." */
+			lead += in_frac;
+			continue;
+		}
+		if (nd == 0)
+			mag = in_frac ? -(long)lead - 1 : 0;
+		else if (!in_frac)
+			mag++;
+		if (nd < sizeof digits - 8)
+			digits[nd++] = s[k];
+		else
+			nd++; /* counted, not kept: past the 310th, they cannot matter */
+	}
+	if (nd == 0)
+		return 0; /* zero */
+	if (k < end) {
+		k++;
+		if (s[k] == '+' || s[k] == '-')
+			esign = s[k++] == '-' ? -1 : 1;
+		for (; k < end; k++)
+			if (exp < 100000)
+				exp = exp * 10 + (s[k] - '0');
+	}
+	mag += esign * exp; /* the number is in [10^mag, 10^(mag + 1)) */
+	if (mag != 308)
+		return mag > 308;
+	if (nd > sizeof digits - 8)
+		nd = sizeof digits - 8;
+	snprintf(digits + nd, sizeof digits - nd, "e%ld", 308 - (long)(nd - 1));
+	return isinf(strtod(digits, NULL));
+}
+
+/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? at s[*i]: 1, or 0
+ * at a syntax error, -1 when beyond a double's range (*bad: where). */
 static int number(const char *s, size_t n, size_t *i, size_t *bad)
 {
-	size_t k = *i;
+	size_t k = *i, int_digits = 0;
+	int exponent = 0;
 	if (k < n && s[k] == '-')
 		k++;
 	if (k < n && s[k] == '0') {
 		k++;
 	} else if (k < n && s[k] >= '1' && s[k] <= '9') {
 		while (k < n && is_digit(s[k]))
-			k++;
+			k++, int_digits++;
 	} else {
 		*bad = k;
 		return 0;
@@ -122,6 +180,7 @@ static int number(const char *s, size_t n, size_t *i, size_t *bad)
 			k++;
 	}
 	if (k < n && (s[k] == 'e' || s[k] == 'E')) {
+		exponent = 1;
 		if (++k < n && (s[k] == '+' || s[k] == '-'))
 			k++;
 		if (k >= n || !is_digit(s[k])) {
@@ -130,6 +189,11 @@ static int number(const char *s, size_t n, size_t *i, size_t *bad)
 		}
 		while (k < n && is_digit(s[k]))
 			k++;
+	}
+	/* Most numbers: no exponent and under 10^308. */
+	if ((exponent || int_digits > 308) && beyond_double(s, *i, k)) {
+		*bad = *i;
+		return -1;
 	}
 	*i = k;
 	return 1;
@@ -146,7 +210,8 @@ static int literal(const char *s, size_t n, size_t *i, size_t *bad, const char *
 	return 1;
 }
 
-/* A string, number or literal at s[*i]. */
+/* A string, number or literal at s[*i]: 1, 0 at a syntax error, -1 for a
+ * number beyond a double's range. */
 static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	if (*i >= n) {
@@ -190,7 +255,7 @@ static char closer(char open) { return open == '{' ? '}' : ']'; }
 json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 {
 	char open[JSON_MAX_DEPTH]; /* '{' or '[' for each level entered */
-	int depth = 0, max = max_depth < 0 ? 0 : max_depth;
+	int depth = 0, max = max_depth < 0 ? 0 : max_depth, r;
 	size_t i = skip_ws(s, n, 0), bad = 0;
 	json_status st = JSON_SYNTAX;
 
@@ -216,7 +281,9 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 			} else {
 				break;
 			}
-		} else if (!scalar(s, n, &i, &bad)) {
+		} else if ((r = scalar(s, n, &i, &bad)) <= 0) {
+			if (r < 0)
+				st = JSON_RANGE;
 			break;
 		}
 		/* After a value: close what it completes, then expect the next

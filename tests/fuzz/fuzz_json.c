@@ -1,9 +1,11 @@
 /* libFuzzer: arbitrary bytes through json_check, the host's allocation-free
  * JSON check (request bodies, published event data). Checked properties:
- * what it accepts, cJSON (what the plugins parse with) parses too, whole;
- * an error is reported inside the input; a text accepted at some depth bound
+ * what it accepts, cJSON (what the plugins parse with) parses too, whole,
+ * with every number finite; what it refuses as out of range, cJSON reads
+ * with an infinite number (so the line is strtod's, not an estimate); an error is reported inside the input; a text accepted at some depth bound
  * is accepted at every larger one, and one refused as too deep is refused
  * at every smaller one. */
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -13,6 +15,16 @@
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static int all_finite(const cJSON *j)
+{
+	if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
+		return 0;
+	for (const cJSON *c = j ? j->child : NULL; c; c = c->next)
+		if (!all_finite(c))
+			return 0;
+	return 1;
+}
 
 static int only_whitespace(const char *p, const char *end)
 {
@@ -34,7 +46,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	if (full == JSON_OK) {
 		j = cJSON_ParseWithLengthOpts(s, size, &end, 0);
-		if (!j || !end || end > s + size || !only_whitespace(end, s + size))
+		if (!j || !end || end > s + size || !only_whitespace(end, s + size) || !all_finite(j))
+			__builtin_trap();
+		cJSON_Delete(j);
+	}
+	if (full == JSON_RANGE) {
+		j = cJSON_ParseWithLengthOpts(s, size, &end, 0);
+		/* cJSON may stop at a later error; what it read up to the number
+		 * holds an infinite one unless the error came first */
+		if (j && only_whitespace(end, s + size) && all_finite(j))
 			__builtin_trap();
 		cJSON_Delete(j);
 	}

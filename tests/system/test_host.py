@@ -208,6 +208,17 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
     r = d.post("/probe/publish", data=deep, headers={"Content-Type": "application/json"})
     assert r.status_code == 400
 
+    # a number no double holds: cJSON would read infinity and write null
+    r = d.post("/probe/publish", data='{"price": 1e999}',
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    p = r.json()
+    assert p["type"].endswith("malformed-json")
+    assert p["detail"] == ("the number at byte 10 is beyond the range of a double"
+                           " (about 1.8e308)")
+    assert d.post("/probe/publish", data='{"price": 1e308}',
+                  headers={"Content-Type": "application/json"}).status_code == 200
+
     r = d.post("/probe/publish", data="{}", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
 
@@ -437,6 +448,15 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: data is not valid JSON (nested deeper than 1000"
                    " levels at byte 1000)")
+    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    # 10^400 x 10^-100 passes the HTTP check; cut to 10^400 x 10^-1 it is
+    # beyond a double's range (consumers would read infinity)
+    big = "[1" + "0" * 400 + "e-100]"
+    r = d.post(f"/probe/publish?mode=notx&truncate={len(big) - 3}", data=big,
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: the number at byte 1 of the data is beyond the"
+                   " range of a double")
     assert count_rows(d.state_dir, "probe", "evh_log") == 0
     assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200
     assert count_rows(d.state_dir, "probe", "evh_log") == 1

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,6 +159,87 @@ static void test_string_every_offset(void **state)
 	}
 }
 
+/* Whether every number in `j` is finite, as cJSON read it. */
+static int all_finite(const cJSON *j)
+{
+	if (cJSON_IsNumber(j) && !isfinite(j->valuedouble))
+		return 0;
+	for (const cJSON *c = j ? j->child : NULL; c; c = c->next)
+		if (!all_finite(c))
+			return 0;
+	return 1;
+}
+
+static void expect_finite(const char *s)
+{
+	cJSON *j;
+	expect_ok(s);
+	j = cJSON_Parse(s);
+	if (!all_finite(j))
+		fail_msg("accepted a number cJSON reads as infinite: %.60s", s);
+	cJSON_Delete(j);
+}
+
+/* Refused as out of range at byte `where`; cJSON agrees it is infinite. */
+static void expect_range(const char *s, size_t where)
+{
+	size_t at = 12345;
+	cJSON *j;
+	if (check(s, &at) != JSON_RANGE)
+		fail_msg("not refused as out of range: %.60s", s);
+	if (at != where)
+		fail_msg("range error in '%.60s' reported at byte %zu, expected %zu", s, at, where);
+	j = cJSON_Parse(s);
+	if (!j || all_finite(j))
+		fail_msg("refused a number cJSON reads as finite: %.60s", s);
+	cJSON_Delete(j);
+}
+
+/* Half way from DBL_MAX to 2^1024 (2^1024 - 2^970): this and above round to
+ * infinity, below it to DBL_MAX. */
+static const char halfway[] =
+    "1797693134862315807937289714053034150799341327100378269361737789804449"
+    "6829276475094664901797758720709633028641669288791094655554785194040263"
+    "0657488671505820681908902000708383676273854845817711531764475730270069"
+    "8555713669596228429148198608349364752927190741684443655107043427115596"
+    "99508093042880177904174497792";
+
+static void test_number_range(void **state)
+{
+	char buf[700];
+	(void)state;
+	expect_finite("1e308");
+	expect_finite("-1.7976931348623157e308"); /* DBL_MAX */
+	expect_finite("1.7976931348623158e308");  /* below half way: DBL_MAX */
+	expect_finite("0.00001e313");
+	expect_finite("1e-400"); /* too small: 0, as doubles round */
+	expect_finite("0e99999999999999999999");
+	expect_finite("-0.0E+400");
+	expect_range("1.797693134862315808e308", 0);
+	expect_range("1e309", 0);
+	expect_range("{\"price\":-1e309}", 9);
+	expect_range("[1,2,3E400]", 5);
+	expect_range("0.00001e314", 0);
+	expect_range("123e99999999999999999999", 0);
+	/* 10^308 written out is finite, 10^309 is not */
+	snprintf(buf, sizeof buf, "1%0308d", 0);
+	expect_finite(buf);
+	snprintf(buf, sizeof buf, "[1%0309d]", 0);
+	expect_range(buf, 1);
+	/* at the line, digit by digit: the 309 digits decide, whatever follows */
+	expect_range(halfway, 0);
+	snprintf(buf, sizeof buf, "%.308s1.99999999", halfway); /* ...791.999...: below */
+	expect_finite(buf);
+	snprintf(buf, sizeof buf, "%.308s1%0300d", halfway, 0); /* ...791 and 300 zeros: x10^300 */
+	expect_range(buf, 0);
+	snprintf(buf, sizeof buf, "0.%s1e309", halfway); /* 0.<halfway>1 x 10^309: above */
+	expect_range(buf, 0);
+	snprintf(buf, sizeof buf, "0.%.308s1999e309", halfway); /* ...7911999: below */
+	expect_finite(buf);
+	snprintf(buf, sizeof buf, "%.1s.%se308", halfway, halfway + 1); /* 1.797...e308, exact */
+	expect_range(buf, 0);
+}
+
 static void test_depth(void **state)
 {
 	char *deep = malloc(2 * JSON_MAX_DEPTH + 3);
@@ -194,6 +276,7 @@ int main(void)
 	    cmocka_unit_test(test_nul_inside),
 	    cmocka_unit_test(test_string_every_offset),
 	    cmocka_unit_test(test_depth),
+	    cmocka_unit_test(test_number_range),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
