@@ -299,6 +299,8 @@ int user_roles_has(const char *list, const char *role)
 {
 	size_t rl = strlen(role);
 
+	if (!rl) /* empty items are skipped, as user_roles_split does */
+		return 0;
 	while (list && *list) {
 		size_t len = strcspn(list, ",");
 		if (len == rl && !memcmp(list, role, rl))

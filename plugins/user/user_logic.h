@@ -44,6 +44,6 @@ int user_argon2_memlimit(const char *s, size_t *out, const char **why);
 /* Split a stored comma list ("admin,user") into at most USER_ROLES_MAX
  * roles; returns how many. Empty items are skipped, long ones truncated. */
 size_t user_roles_split(const char *list, char roles[][USER_ROLE_LEN], size_t max);
-/* Whether comma list `list` contains `role`. */
+/* Whether comma list `list` contains `role` (never an empty one). */
 int user_roles_has(const char *list, const char *role);
 #endif

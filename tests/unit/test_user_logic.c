@@ -222,6 +222,10 @@ static void test_roles(void **state)
 	assert_false(user_roles_has("administrator,user", "admin"));
 	assert_false(user_roles_has("user", "use"));
 	assert_false(user_roles_has("", "admin"));
+	/* the empty items a split skips are no role either (found by fuzz_user) */
+	assert_false(user_roles_has(",", ""));
+	assert_false(user_roles_has("admin,,user", ""));
+	assert_false(user_roles_has("", ""));
 }
 
 static void test_uuid_v4(void **state)
