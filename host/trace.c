@@ -94,7 +94,8 @@ static int sample(const char *trace_id)
 	return strtoull(low, NULL, 16) < ex.ratio_bound;
 }
 
-static void set_name(trace_span *sp, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void set_name(trace_span *sp, const char *fmt,
+                                                         va_list ap)
 {
 	if (vsnprintf(sp->name, sizeof sp->name, fmt, ap) < 0)
 		sp->name[0] = '\0';

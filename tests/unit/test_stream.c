@@ -48,7 +48,7 @@ static double now_s(void)
 }
 
 /* `fmt` formatted into `buf`, which must be big enough. */
-static const char *text(char *buf, size_t size, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static const char *text(char *buf, size_t size, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
