@@ -175,6 +175,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 			          "publish to %s: data is not valid JSON (nested deeper than %d levels"
 			          " at byte %zu)",
 			          topic, JSON_MAX_DEPTH, at);
+		else if (js == JSON_NUL)
+			log_error(p->name,
+			          "publish to %s: data holds \\u0000 in a string at byte %zu"
+			          " (consumers' strings would end there)",
+			          topic, at);
 		else if (js == JSON_RANGE)
 			log_error(p->name,
 			          "publish to %s: the number at byte %zu of the data is beyond the range"

@@ -966,6 +966,10 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		problem(resp, 400, "malformed-json", "JSON nested deeper than %d levels at byte %zu",
 		        max < JSON_MAX_DEPTH ? max : JSON_MAX_DEPTH, pos);
 		return -1;
+	case JSON_NUL:
+		problem(resp, 400, "malformed-json",
+		        "\\u0000 in a string at byte %zu (the string would end there)", pos);
+		return -1;
 	case JSON_RANGE:
 		problem(resp, 400, "malformed-json",
 		        "the number at byte %zu is beyond the range of a double (about 1.8e308)", pos);

@@ -8,6 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What a part of the text is: well formed (1), or why not. */
+enum { PART_OK = 1, BAD_SYNTAX = 0, BAD_RANGE = -1, BAD_NUL = -2 };
+
+static json_status status_of(int part)
+{
+	return part == BAD_RANGE ? JSON_RANGE : part == BAD_NUL ? JSON_NUL : JSON_SYNTAX;
+}
+
 static size_t skip_ws(const char *s, size_t n, size_t i)
 {
 	while (i < n && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r'))
@@ -50,10 +58,10 @@ static int plain8(uint64_t w)
 	return !(hit & high);
 }
 
-/* A string whose opening quote is s[*i]: 1 with *i past its closing quote,
- * or 0 with *bad at the offending byte. A \u escape must not leave half of
- * a surrogate pair alone (such a string has no UTF-8 form, and cJSON
- * refuses it). */
+/* A string whose opening quote is s[*i]: PART_OK with *i past its closing
+ * quote, or BAD_SYNTAX (BAD_NUL for a \u0000) with *bad at the offending
+ * byte. A \u escape must not leave half of a surrogate pair alone (such a
+ * string has no UTF-8 form, and cJSON refuses it). */
 static int string(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	size_t k = *i + 1;
@@ -87,6 +95,10 @@ static int string(const char *s, size_t n, size_t *i, size_t *bad)
 		}
 		if (s[k + 1] != 'u' || (u = hex4(s, n, k + 2)) < 0 || (u >= 0xdc00 && u <= 0xdfff))
 			break;
+		if (u == 0) { /* cJSON would end the C string there */
+			*bad = k;
+			return BAD_NUL;
+		}
 		k += 6;
 		if (u >= 0xd800 && u <= 0xdbff) { /* a low surrogate must follow */
 			if (k + 1 >= n || s[k] != '\\' || s[k + 1] != 'u' ||
@@ -154,8 +166,8 @@ static int beyond_double(const char *s, size_t k, size_t end)
 	return isinf(strtod(digits, NULL));
 }
 
-/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? at s[*i]: 1, or 0
- * at a syntax error, -1 when beyond a double's range (*bad: where). */
+/* -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)? at s[*i]: PART_OK,
+ * BAD_SYNTAX, or BAD_RANGE when beyond a double's range (*bad: where). */
 static int number(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	size_t k = *i, int_digits = 0;
@@ -193,10 +205,10 @@ static int number(const char *s, size_t n, size_t *i, size_t *bad)
 	/* Most numbers: no exponent and under 10^308. */
 	if ((exponent || int_digits > 308) && beyond_double(s, *i, k)) {
 		*bad = *i;
-		return -1;
+		return BAD_RANGE;
 	}
 	*i = k;
-	return 1;
+	return PART_OK;
 }
 
 static int literal(const char *s, size_t n, size_t *i, size_t *bad, const char *word)
@@ -210,8 +222,7 @@ static int literal(const char *s, size_t n, size_t *i, size_t *bad, const char *
 	return 1;
 }
 
-/* A string, number or literal at s[*i]: 1, 0 at a syntax error, -1 for a
- * number beyond a double's range. */
+/* A string, number or literal at s[*i]: PART_OK, or why not. */
 static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
 {
 	if (*i >= n) {
@@ -239,8 +250,9 @@ static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
 		*bad = *i < n ? *i : n;
 		return 0;
 	}
-	if (!string(s, n, i, bad))
-		return 0;
+	int part = string(s, n, i, bad);
+	if (part != PART_OK)
+		return part;
 	*i = skip_ws(s, n, *i);
 	if (*i >= n || s[*i] != ':') {
 		*bad = *i < n ? *i : n;
@@ -276,14 +288,14 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 				i++;
 			} else if (open[depth - 1] == '[') {
 				continue; /* its first element */
-			} else if (member_name(s, n, &i, &bad)) {
+			} else if ((r = member_name(s, n, &i, &bad)) == PART_OK) {
 				continue; /* its first member's value */
 			} else {
+				st = status_of(r);
 				break;
 			}
-		} else if ((r = scalar(s, n, &i, &bad)) <= 0) {
-			if (r < 0)
-				st = JSON_RANGE;
+		} else if ((r = scalar(s, n, &i, &bad)) != PART_OK) {
+			st = status_of(r);
 			break;
 		}
 		/* After a value: close what it completes, then expect the next
@@ -306,8 +318,10 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 			break;
 		}
 		i = skip_ws(s, n, i + 1);
-		if (open[depth - 1] == '{' && !member_name(s, n, &i, &bad))
+		if (open[depth - 1] == '{' && (r = member_name(s, n, &i, &bad)) != PART_OK) {
+			st = status_of(r);
 			break;
+		}
 	}
 	if (at)
 		*at = bad;

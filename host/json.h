@@ -15,13 +15,15 @@ typedef enum json_status {
 	JSON_TOO_DEEP, /* objects and arrays nested deeper than max_depth */
 	JSON_RANGE,    /* a number beyond a double's range (about 1.8e308 in magnitude),
 	                  which cJSON would read as infinity and write as null */
+	JSON_NUL,      /* \u0000 in a string: cJSON's C strings would end there */
 } json_status;
 
 /* Is s[0..n) exactly one JSON value, with optional whitespace around it,
  * nested at most max_depth levels (an object or array is one level; a
  * max_depth above JSON_MAX_DEPTH counts as JSON_MAX_DEPTH)? Strict RFC 8259 grammar:
  * no leading zeros, '+' signs, bare '.5', trailing commas, comments, raw
- * control characters or NUL bytes in strings; and no number a double cannot
+ * control characters or NUL bytes in strings, nor \u0000 escapes (cJSON
+ * would cut the string short there); and no number a double cannot
  * hold (RFC 8259 section 6 lets a parser limit them): the plugins parse with
  * cJSON, which would turn one silently into null. Numbers too small for a
  * double become 0, as any double's rounding. UTF-8 is not checked. On an

@@ -2,7 +2,9 @@
  * JSON check (request bodies, published event data). Checked properties:
  * what it accepts, cJSON (what the plugins parse with) parses too, whole,
  * with every number finite; what it refuses as out of range, cJSON reads
- * with an infinite number (so the line is strtod's, not an estimate); an error is reported inside the input; a text accepted at some depth bound
+ * with an infinite number (so the line is strtod's, not an estimate); it
+ * accepts no \u0000 in a string, and points at the one it refuses; an
+ * error is reported inside the input; a text accepted at some depth bound
  * is accepted at every larger one, and one refused as too deep is refused
  * at every smaller one. */
 #include <math.h>
@@ -15,6 +17,22 @@
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A \u0000 escape inside a string of the valid JSON text s[0..n). */
+static int has_nul_escape(const char *s, size_t n)
+{
+	int in = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!in)
+			in = s[i] == '"';
+		else if (s[i] == '"')
+			in = 0;
+		else if (s[i] == '\\' && i + 1 < n && s[++i] == 'u' && n - i > 4 &&
+		         !memcmp(s + i + 1, "0000", 4))
+			return 1;
+	}
+	return 0;
+}
 
 static int all_finite(const cJSON *j)
 {
@@ -46,10 +64,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	if (full == JSON_OK) {
 		j = cJSON_ParseWithLengthOpts(s, size, &end, 0);
-		if (!j || !end || end > s + size || !only_whitespace(end, s + size) || !all_finite(j))
+		if (!j || !end || end > s + size || !only_whitespace(end, s + size) || !all_finite(j) ||
+		    has_nul_escape(s, size))
 			__builtin_trap();
 		cJSON_Delete(j);
 	}
+	if (full == JSON_NUL && (size - at < 6 || memcmp(s + at, "\\u0000", 6)))
+		__builtin_trap();
 	if (full == JSON_RANGE) {
 		j = cJSON_ParseWithLengthOpts(s, size, &end, 0);
 		/* cJSON may stop at a later error; what it read up to the number

@@ -144,6 +144,15 @@ def test_a_number_beyond_a_double_is_refused_not_stored_as_null(d):
     assert [p["id"] for p in d.get("/crud/products").json()["items"]] == [doc["id"]]
 
 
+def test_a_nul_escape_is_refused_not_cut_short(d):
+    # cJSON reads "lamp\u0000 (discontinued)" as "lamp"
+    r = d.post("/crud/products", data='{"name": "lamp\\u0000 (discontinued)", "price": 1}',
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert "\\u0000 in a string at byte 14" in r.json()["detail"]
+    assert d.get("/crud/products").json()["items"] == []
+
+
 def test_unknown_collection_is_404_on_every_route(d):
     doc_id = create(d, {"name": "lamp", "price": 1})["id"]
     for r in (d.post("/crud/nope", json={"a": 1}), d.get("/crud/nope"),

@@ -219,6 +219,12 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
     assert d.post("/probe/publish", data='{"price": 1e308}',
                   headers={"Content-Type": "application/json"}).status_code == 200
 
+    # \u0000 is JSON, but the plugin's C string would end there
+    r = d.post("/probe/publish", data='{"name": "lamp\\u0000 hidden"}',
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 400
+    assert r.json()["detail"] == "\\u0000 in a string at byte 14 (the string would end there)"
+
     r = d.post("/probe/publish", data="{}", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
 

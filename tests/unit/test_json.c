@@ -47,7 +47,7 @@ static void test_valid(void **state)
 	static const char *const ok[] = {
 	    "0", "-0", "1", "-12", "3.25", "1e9", "1E+9", "2.5e-3", "-0.0e0", "123456789012345678901234567890",
 	    "true", "false", "null", "\"\"", "\"a\"", "\" \\\" \\\\ \\/ \\b \\f \\n \\r \\t \"",
-	    "\"\\u00e9\\u20AC\"", "\"\\ud83d\\ude00\"", "\"\\u0000\"", "\"\xc3\xa9\"", "[]", "{}",
+	    "\"\\u00e9\\u20AC\"", "\"\\ud83d\\ude00\"", "\"\\u0001\\u0100\"", "\"\xc3\xa9\"", "[]", "{}",
 	    "[1,2,3]", "{\"a\":1,\"b\":[true,false,null],\"c\":{\"d\":\"e\"}}",
 	    " \t\r\n[ 1 , { \"a\" : [ ] } ]\n ", "[[[[[[[[[[]]]]]]]]]]", "{\"\":{\"\":{}}}",
 	    "[\"]\",\"}\",\"[\",\"{\"]", "{\"a\":1}\n",
@@ -157,6 +157,30 @@ static void test_string_every_offset(void **state)
 		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
 		expect_ok(buf);
 	}
+}
+
+/* \u0000 is JSON, but cJSON would end the C string there: "a\u0000b" would
+ * be read as "a". Refused, at its backslash, in keys and values. */
+static void expect_nul(const char *s, size_t where)
+{
+	size_t at = 12345;
+	if (check(s, &at) != JSON_NUL)
+		fail_msg("not refused for its \\u0000: %s", s);
+	if (at != where)
+		fail_msg("\\u0000 in '%s' reported at byte %zu, expected %zu", s, at, where);
+}
+
+static void test_nul_escape(void **state)
+{
+	(void)state;
+	expect_nul("\"\\u0000\"", 1);
+	expect_nul("{\"name\":\"lamp\\u0000 hidden\"}", 13);
+	expect_nul("{\"k\\u0000\":1}", 3);
+	expect_nul("[\"abcdefghijklmnopq\\u0000\"]", 19); /* after a plain run */
+	expect_nul("[\"\\n\", \"\\u0000\"]", 8);
+	/* an escaped backslash, then the text u0000: no NUL */
+	expect_ok("\"\\\\u0000\"");
+	expect_ok("\"a\\u0030\""); /* other escapes of control characters pass */
 }
 
 /* Whether every number in `j` is finite, as cJSON read it. */
@@ -277,6 +301,7 @@ int main(void)
 	    cmocka_unit_test(test_string_every_offset),
 	    cmocka_unit_test(test_depth),
 	    cmocka_unit_test(test_number_range),
+	    cmocka_unit_test(test_nul_escape),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
