@@ -158,6 +158,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	outbox_row row;
 	evh_tx *own = NULL;
 	size_t at = 0;
+	long bad_utf8;
 	json_status js;
 	int rc;
 
@@ -169,6 +170,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	}
 	/* Consumers are promised JSON; refuse anything else at the source.
 	 * Checked, not parsed (json.h): the plugin has just written it. */
+	if ((bad_utf8 = json_utf8_error(json, len)) >= 0) {
+		log_error(p->name, "publish to %s: data is not valid UTF-8 (at byte %ld)", topic,
+		          bad_utf8);
+		return EVH_EINVAL;
+	}
 	if ((js = json_check(json, len, JSON_MAX_DEPTH, &at)) != JSON_OK) {
 		if (js == JSON_TOO_DEEP)
 			log_error(p->name,

@@ -891,38 +891,6 @@ void http_remove_plugin_routes(host *h, evh_plugin *p)
 
 /* ---------------------------------------------------------- body checks */
 
-/* Offset of the first byte that is not well-formed UTF-8, or -1. */
-static long utf8_error(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-	while (i < n) {
-		unsigned c = s[i], need, min, cp;
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			need = 1, min = 0x80, cp = c & 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			need = 2, min = 0x800, cp = c & 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			need = 3, min = 0x10000, cp = c & 0x07;
-		else
-			return (long)i;
-		if (i + need >= n)
-			return (long)i;
-		for (unsigned k = 1; k <= need; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return (long)i;
-			cp = cp << 6 | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return (long)i;
-		i += need + 1;
-	}
-	return -1;
-}
-
 /* "application/json", "application/merge-patch+json", with parameters. */
 static int is_json_media_type(const char *ct)
 {
@@ -954,7 +922,7 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		problem(resp, 400, "malformed-json", "NUL byte in the JSON body at byte %ld", at);
 		return -1;
 	}
-	if ((at = utf8_error((const unsigned char *)req->body, req->body_len)) >= 0) {
+	if ((at = json_utf8_error(req->body, req->body_len)) >= 0) {
 		problem(resp, 400, "malformed-json", "invalid UTF-8 at byte %ld", at);
 		return -1;
 	}

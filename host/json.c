@@ -327,3 +327,42 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 		*at = bad;
 	return st;
 }
+
+long json_utf8_error(const char *text, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)text;
+	size_t i = 0;
+	while (i < n) {
+		unsigned c, need, min, cp;
+		uint64_t w;
+		/* ASCII, 8 bytes a step while it lasts */
+		while (n - i >= 8 && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080u)))
+			i += 8;
+		if (i >= n)
+			break;
+		c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			need = 1, min = 0x80, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			need = 2, min = 0x800, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			need = 3, min = 0x10000, cp = c & 0x07;
+		else
+			return (long)i;
+		if (i + need >= n)
+			return (long)i;
+		for (unsigned k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return (long)i;
+			cp = cp << 6 | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return (long)i;
+		i += need + 1;
+	}
+	return -1;
+}

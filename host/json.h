@@ -30,4 +30,10 @@ typedef enum json_status {
  * error, *at (optional) gets the offset of the byte where it was found. */
 json_status json_check(const char *s, size_t n, int max_depth, size_t *at);
 
+/* Offset of the first byte of s[0..n) that is not well-formed UTF-8 (RFC
+ * 3629: no overlong forms, surrogates or code points past U+10FFFF, no
+ * sequence cut short by the end), or -1. JSON exchanged between systems
+ * must be UTF-8 (RFC 8259 section 8.1). */
+long json_utf8_error(const char *s, size_t n);
+
 #endif

@@ -9,8 +9,9 @@
  * short enough, and one notifications.so can send to (the welcome email of
  * USER_CREATED must never fail on an address user.so took); an accepted
  * name is a trimmed, non-empty slice of the input of at most 200 characters
- * of valid UTF-8 with no control characters; the code point count agrees
- * with a decoder written from RFC 3629's table of well-formed sequences; a
+ * of valid UTF-8 with no control characters; the code point count, and the
+ * host's UTF-8 check (json_utf8_error), agree with a decoder written from
+ * RFC 3629's table of well-formed sequences; a
  * role list says it has exactly the roles it splits into. */
 #include <stddef.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include <string.h>
 
 #include "fuzz_modes.h"
+#include "json.h"
 #include "../../plugins/notifications/notif_buf.c"
 #include "../../plugins/notifications/notif_mail.c"
 #include "../../plugins/user/user_logic.c"
@@ -125,6 +127,16 @@ static void fuzz_utf8(const char *bytes, size_t n)
 	const char *why = NULL;
 
 	CHECK(user_utf8_chars(bytes, n) == want);
+	/* the host's check of bodies and published data agrees, and says where */
+	{
+		long at = json_utf8_error(bytes, n);
+		size_t ok = 0;
+		uint32_t cp;
+		for (size_t len; ok < n && (len = rfc3629_seq((const unsigned char *)bytes + ok,
+		                                              n - ok, &cp)) != 0;)
+			ok += len;
+		CHECK(want < 0 ? at == (long)ok : at == -1);
+	}
 	/* A password is read up to its first NUL, as a C string. */
 	want = ref_chars((const unsigned char *)bytes, zlen, &control);
 	for (long min = 0; min <= 3; min++) {

@@ -464,6 +464,13 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     d.wait_for_log("publish to probe.events: the number at byte 1 of the data is beyond the"
                    " range of a double")
     assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    # cut inside the two bytes of an e-acute: not UTF-8, which JSON between
+    # systems must be (a Python or Java consumer would fail to decode it)
+    r = d.post("/probe/publish?mode=notx&truncate=3", data='["\u00e9"]'.encode(),
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: data is not valid UTF-8 (at byte 2)")
+    assert count_rows(d.state_dir, "probe", "evh_log") == 0
     assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200
     assert count_rows(d.state_dir, "probe", "evh_log") == 1
     # the same body, whole, is published (one event, waiting or delivered)

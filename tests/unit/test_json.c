@@ -183,6 +183,44 @@ static void test_nul_escape(void **state)
 	expect_ok("\"a\\u0030\""); /* other escapes of control characters pass */
 }
 
+static void test_utf8(void **state)
+{
+	static const struct {
+		const char *s;
+		long at;
+	} cases[] = {
+	    {"plain ascii", -1},
+	    {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf", -1},
+	    {"ab\xc3", 2},                 /* cut short by the end */
+	    {"ab\xe2\x82", 2},
+	    {"a\xc3(", 1},                 /* no continuation byte */
+	    {"a\x80", 1},                  /* a continuation byte alone */
+	    {"a\xc0\xaf", 1},              /* overlong '/' */
+	    {"a\xe0\x80\xaf", 1},          /* overlong, three bytes */
+	    {"a\xed\xa0\x80", 1},          /* a surrogate */
+	    {"a\xf4\x90\x80\x80", 1},      /* past U+10FFFF */
+	    {"a\xff", 1},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		if (json_utf8_error(cases[i].s, strlen(cases[i].s)) != cases[i].at)
+			fail_msg("case %zu: expected %ld", i, cases[i].at);
+	/* at every offset of the 8-byte ASCII steps and of the tail */
+	for (size_t k = 0; k < 24; k++) {
+		char buf[40];
+		memset(buf, 'a', sizeof buf);
+		buf[k] = (char)0xff;
+		assert_int_equal(json_utf8_error(buf, 32), (long)k);
+		buf[k] = (char)0xc3;
+		buf[k + 1] = (char)0xa9;
+		assert_int_equal(json_utf8_error(buf, 32), -1);
+		assert_int_equal(json_utf8_error(buf, k + 1), (long)k);
+	}
+	/* the length bounds the scan: a sequence the bound cuts is cut short */
+	assert_int_equal(json_utf8_error("a\xc3\xa9", 2), 1);
+	assert_int_equal(json_utf8_error("a\xc3\xa9", 3), -1);
+}
+
 /* Whether every number in `j` is finite, as cJSON read it. */
 static int all_finite(const cJSON *j)
 {
@@ -302,6 +340,7 @@ int main(void)
 	    cmocka_unit_test(test_depth),
 	    cmocka_unit_test(test_number_range),
 	    cmocka_unit_test(test_nul_escape),
+	    cmocka_unit_test(test_utf8),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -578,9 +578,9 @@ static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
  * it to the outbox in a transaction of its own. Either way, EVH_OK means the
  * event is on disk; the relay sends it to Kafka after the commit.
  * EVH_EFULL: the outbox is at its bound (answer 503 with Retry-After).
- * EVH_EINVAL: `json` is not one strict RFC 8259 JSON text, or holds a number
- * beyond a double's range or a \u0000 in a string (logged with the byte
- * where it broke). */
+ * EVH_EINVAL: `json` is not UTF-8, or not one strict RFC 8259 JSON text,
+ * or holds a number beyond a double's range or a \u0000 in a string
+ * (logged with the byte where it broke). */
 static inline int evh_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
                               const char *type, const char *json, size_t len)
 {
