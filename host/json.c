@@ -243,15 +243,16 @@ static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
 	}
 }
 
-/* An object member's name and colon at s[*i]; *i is left at its value. */
+/* An object member's name and colon at s[*i]; *i is left at its value.
+ * PART_OK, or why not. */
 static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
 {
+	int part;
 	if (*i >= n || s[*i] != '"') {
 		*bad = *i < n ? *i : n;
 		return 0;
 	}
-	int part = string(s, n, i, bad);
-	if (part != PART_OK)
+	if ((part = string(s, n, i, bad)) != PART_OK)
 		return part;
 	*i = skip_ws(s, n, *i);
 	if (*i >= n || s[*i] != ':') {
