@@ -626,7 +626,8 @@ static void *relay_main(void *arg)
 			more |= relay_run(o, list[i], removing[i], woken, stop);
 		kafka_poll_producer(o->k, more ? 0 : atomic_load(&inflight_poll_ms));
 		mover_kick(o, list, n);
-		if (stop && (relay_drained(o, list, n) || stop_expired(o))) {
+		/* Without a list (out of memory) nothing is known to be drained. */
+		if (stop && ((list && relay_drained(o, list, n)) || stop_expired(o))) {
 			free(list);
 			free(removing);
 			break;
