@@ -116,7 +116,7 @@ static void check_filter(const char *name, const char *value)
 			CHECK(why && *why);
 			continue;
 		}
-		/* The JSON path is the field itself: nothing else reaches SQL text. */
+		/* The JSON path bound for json_extract is "$." and the valid name alone. */
 		CHECK(!strncmp(f.path, "$.", 2) && !strcmp(f.path + 2, name));
 		switch (f.kind) {
 		case CRUD_F_TEXT:
