@@ -1,0 +1,306 @@
+/* Out of memory: each scenario runs again and again, the Nth allocation of
+ * the host's own code failing in run N (N = 0, 1, 2, ... until a run needs
+ * no more than N), and must never crash, must report the failure or carry
+ * on without what it could not allocate, and must leave nothing behind:
+ * the ASan build's leak check (scripts/test runs the unit tests there too)
+ * fails the program for any allocation a failure path forgets.
+ *
+ * The host's calls to malloc, calloc, realloc, strdup and strndup are
+ * linked to the wrappers below (ld --wrap, tests/CMakeLists.txt). Libraries
+ * (SQLite, cJSON, librdkafka) allocate on their own, unaffected; only the
+ * test's own thread is failed, not threads the code under test starts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "jwt.h"
+#include "proxy.h"
+#include "router.h"
+#include "store.h"
+#include "textbuf.h"
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+char *__real_strdup(const char *s);
+char *__real_strndup(const char *s, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+char *__wrap_strdup(const char *s);
+char *__wrap_strndup(const char *s, size_t n);
+
+static _Thread_local int armed;       /* this thread's allocations are counted */
+static _Thread_local long seen, fail; /* allocations so far; the one to fail */
+static _Thread_local int failed;      /* whether it was failed */
+
+static int refuse(void)
+{
+	if (!armed)
+		return 0;
+	if (seen++ == fail) {
+		failed = 1;
+		return 1;
+	}
+	return 0;
+}
+
+void *__wrap_malloc(size_t n) { return refuse() ? NULL : __real_malloc(n); }
+void *__wrap_calloc(size_t n, size_t size) { return refuse() ? NULL : __real_calloc(n, size); }
+void *__wrap_realloc(void *p, size_t n) { return refuse() ? NULL : __real_realloc(p, n); }
+char *__wrap_strdup(const char *s) { return refuse() ? NULL : __real_strdup(s); }
+char *__wrap_strndup(const char *s, size_t n) { return refuse() ? NULL : __real_strndup(s, n); }
+
+/* Run `scenario` with each of its allocations failing in turn; it returns
+ * 0 when it did its whole work, -1 when it stopped at a reported failure.
+ * A run with no failure must do the whole work; returns how many runs. */
+static long sweep(int (*scenario)(void *), void *arg)
+{
+	long n;
+	for (n = 0;; n++) {
+		int rc;
+		seen = 0;
+		fail = n;
+		failed = 0;
+		armed = 1;
+		rc = scenario(arg);
+		armed = 0;
+		if (!failed) {
+			assert_int_equal(rc, 0);
+			return n + 1;
+		}
+		assert_true(rc == 0 || rc == -1);
+	}
+}
+
+/* ---------------------------------------------------------------- router */
+
+static int t_a, t_b, t_c, owner_x, owner_y;
+
+static int router_scenario(void *arg)
+{
+	char err[256], allow[64];
+	route_match m;
+	router *r = router_new();
+	int rc = -1;
+	(void)arg;
+	if (!r)
+		return -1;
+	if (router_add(r, "GET", "/users/{id}", &t_a, &owner_x, err, sizeof err) ||
+	    router_add(r, "POST", "/users", &t_b, &owner_x, err, sizeof err) ||
+	    router_add(r, "PUT", "/c/{coll}/{id}/n/{n}", &t_c, &owner_y, err, sizeof err))
+		goto out;
+	memset(&m, 0, sizeof m);
+	switch (router_match(r, "PUT", "/c/books/42/n/%C3%A9", &m, allow, sizeof allow)) {
+	case ROUTER_FOUND:
+		assert_ptr_equal(m.target, &t_c);
+		assert_int_equal(m.nparams, 3);
+		assert_string_equal(m.values[2], "\xc3\xa9");
+		break;
+	case ROUTER_NOT_FOUND: /* what a match that could not allocate answers */
+		assert_true(failed);
+		goto out;
+	default:
+		fail_msg("unexpected match result");
+	}
+	route_match_free(&m);
+	switch (router_match(r, "DELETE", "/users/7", &m, allow, sizeof allow)) {
+	case ROUTER_METHOD_NOT_ALLOWED:
+		assert_string_equal(allow, "GET");
+		break;
+	case ROUTER_NOT_FOUND:
+		assert_true(failed);
+		goto out;
+	default:
+		fail_msg("unexpected match result");
+	}
+	route_match_free(&m);
+	router_remove_owner(r, &owner_x);
+	rc = 0;
+out:
+	router_free(r);
+	return rc;
+}
+
+static void test_router(void **state)
+{
+	(void)state;
+	assert_true(sweep(router_scenario, NULL) > 5);
+}
+
+/* ----------------------------------------------------------------- proxy */
+
+static int proxy_scenario(void *arg)
+{
+	char err[256], out[PROXY_ADDR_LEN];
+	proxy_list l;
+	(void)arg;
+	if (proxy_list_parse("10.0.0.0/8, ::1 192.168.1.1,fd00::/8", &l, err, sizeof err) != 0) {
+		assert_true(err[0] != '\0');
+		return -1;
+	}
+	assert_int_equal(l.n, 4);
+	assert_int_equal(proxy_client_addr(&l, "10.1.2.3", "203.0.113.9, 192.168.1.1", out,
+	                                   sizeof out),
+	                 1);
+	assert_string_equal(out, "203.0.113.9");
+	proxy_list_free(&l);
+	return 0;
+}
+
+static void test_proxy(void **state)
+{
+	(void)state;
+	assert_true(sweep(proxy_scenario, NULL) > 1);
+}
+
+/* ------------------------------------------------------------------- jwt */
+
+static int jwt_scenario(void *arg)
+{
+	static const unsigned char secret[] = "0123456789abcdef0123456789abcdef";
+	const char *const roles[] = {"admin", "user"};
+	const char *reason = NULL;
+	jwt_claims c;
+	char *token = NULL;
+	(void)arg;
+	if (jwt_sign("alice", roles, 2, 1700000000, 3600, "evhost", secret, sizeof secret - 1,
+	             &token) != 0)
+		return -1;
+	assert_non_null(token);
+	if (jwt_verify(token, secret, sizeof secret - 1, "evhost", 1700000100, 0, &c, &reason)) {
+		/* only for want of memory: the token is good */
+		assert_non_null(reason);
+		assert_true(failed);
+		free(token);
+		return -1;
+	}
+	assert_string_equal(c.sub, "alice");
+	assert_int_equal(c.nroles, 2);
+	free(token);
+	return 0;
+}
+
+static void test_jwt(void **state)
+{
+	(void)state;
+	assert_true(sweep(jwt_scenario, NULL) > 2);
+}
+
+/* --------------------------------------------------------------- textbuf */
+
+static int textbuf_scenario(void *arg)
+{
+	textbuf b = {0};
+	(void)arg;
+	for (int i = 0; i < 2000; i++)
+		tb_printf(&b, "%d,", i);
+	tb_puts(&b, "end");
+	if (b.oom) { /* sticky: nothing after a failed append is kept */
+		free(b.p);
+		return -1;
+	}
+	assert_true(b.n > 8000 && !memcmp(b.p + b.n - 3, "end", 3));
+	free(b.p);
+	return 0;
+}
+
+static void test_textbuf(void **state)
+{
+	(void)state;
+	assert_true(sweep(textbuf_scenario, NULL) > 3);
+}
+
+/* ----------------------------------------------------------------- store */
+
+static int store_scenario(void *arg)
+{
+	const char *path = arg;
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	char err[256], p[300], *json = NULL;
+	outbox_row row, *rows = NULL;
+	outbox_done done[3];
+	size_t n = 0;
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	int rc = -1;
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK) {
+		assert_true(err[0] != '\0');
+		return -1;
+	}
+	memset(&row, 0, sizeof row);
+	row.topic = (char *)"t";
+	row.key = (char *)"k";
+	row.type = (char *)"T";
+	row.source = (char *)"evhost/oom";
+	row.time = (char *)"2026-12-01T00:00:00.000Z";
+	row.data = (char *)"{\"n\":1}";
+	row.data_len = strlen(row.data);
+	if (store_tx_begin(s, &tx) != EVH_OK)
+		goto out;
+	for (int i = 0; i < 3; i++) {
+		char id[8];
+		snprintf(id, sizeof id, "id-%d", i);
+		row.id = id;
+		if (store_outbox_add(tx, &row) != EVH_OK) {
+			store_tx_rollback(tx);
+			goto out;
+		}
+	}
+	if (store_tx_commit(tx) != EVH_OK)
+		goto out;
+	if (store_outbox_fetch(s, 0, 10, &rows, &n) != EVH_OK)
+		goto out;
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++)
+		done[i] = (outbox_done){rows[i].seq, 0, (int64_t)i};
+	store_outbox_rows_free(rows, n);
+	if (store_outbox_delivered(s, done, n) != EVH_OK)
+		goto out;
+	if (store_events_json(s, "k", 0, 10, &json) != EVH_OK)
+		goto out;
+	assert_non_null(strstr(json, "\"id-2\""));
+	free(json);
+	rc = 0;
+out:
+	store_close(s);
+	return rc;
+}
+
+static void test_store(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/oom.db", dir);
+	assert_true(sweep(store_scenario, path) > 5);
+	for (size_t i = 0; i < 3; i++) {
+		char p[80];
+		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
+	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
+	    cmocka_unit_test(test_store),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
