@@ -24,6 +24,7 @@
 #include "proxy.h"
 #include "router.h"
 #include "store.h"
+#include "stream.h"
 #include "textbuf.h"
 
 void *__real_malloc(size_t n);
@@ -218,6 +219,71 @@ static void test_textbuf(void **state)
 	assert_true(sweep(textbuf_scenario, NULL) > 3);
 }
 
+/* ------------------------------------------------------------ SSE streams */
+
+static int count_of(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, what)) != NULL; p++)
+		n++;
+	return n;
+}
+
+static int stream_scenario(void *arg)
+{
+	stream_hub *hub = stream_hub_new();
+	stream *a = NULL, *b = NULL;
+	char *out = NULL, last[32];
+	size_t len = 0;
+	int rc = -1;
+	(void)arg;
+	if (!hub)
+		return -1;
+	stream_hub_start(hub, 8);
+	if (stream_open(hub, &owner_x, "x", "ch", NULL, &a) != EVH_OK)
+		goto out;
+	for (int i = 0; i < 3; i++)
+		if (stream_publish(hub, &owner_x, "x", "ch", "n", "hello\nworld", 11) < 0)
+			goto out;
+	/* Frames that could not be copied out wait for the next call. */
+	if (stream_wait(a, 1000, &out, &len) != STREAM_FRAMES) {
+		assert_true(failed);
+		goto out;
+	}
+	assert_int_equal(count_of(out, "data: hello\ndata: world\n"), 3);
+	/* a client that saw the first comes back: the other two are replayed,
+	 * none lost and none twice */
+	snprintf(last, sizeof last, "%.*s", (int)strcspn(out + 4, "\n"), out + 4);
+	free(out);
+	out = NULL;
+	if (stream_open(hub, &owner_x, "x", "ch", last, &b) != EVH_OK)
+		goto out;
+	if (stream_wait(b, 1000, &out, &len) != STREAM_FRAMES) {
+		assert_true(failed);
+		goto out;
+	}
+	/* or, when a frame could not be kept for replay, the client is told */
+	if (count_of(out, "data: hello\n") != 2)
+		assert_true(failed && count_of(out, "event: evhost.missed\n") == 1 &&
+		            strstr(out, "\"reason\":\"history\"}"));
+	rc = 0;
+out:
+	free(out);
+	stream_hub_stop(hub);
+	if (a)
+		stream_release(a);
+	if (b)
+		stream_release(b);
+	stream_hub_free(hub);
+	return rc;
+}
+
+static void test_stream(void **state)
+{
+	(void)state;
+	assert_true(sweep(stream_scenario, NULL) > 5);
+}
+
 /* ----------------------------------------------------------------- store */
 
 static int store_scenario(void *arg)
@@ -300,7 +366,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
-	    cmocka_unit_test(test_store),
+	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
