@@ -345,6 +345,57 @@ out:
 	return rc;
 }
 
+/* What a consumer does with each event: in one grouped transaction, a
+ * savepoint, the inbox claim and the handler's write; then a read. */
+static int consume_scenario(void *arg)
+{
+	static const evh_migration mig[] = {{1, "CREATE TABLE seen(id TEXT, n INTEGER);"}};
+	static const char *const suffixes[] = {"", "-wal", "-shm"};
+	const char *path = arg;
+	char err[256], p[300];
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	int rc = -1;
+
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+		unlink(p);
+	}
+	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK)
+		return -1;
+	if (store_migrate(s, mig, 1, err, sizeof err) != EVH_OK || store_tx_begin_grouped(s, &tx))
+		goto out;
+	for (int i = 0; i < 3; i++) {
+		char id[16];
+		evh_value v[2];
+		snprintf(id, sizeof id, "ev-%d", i);
+		v[0] = EVH_TEXT(id);
+		v[1] = EVH_INT(i);
+		if (store_tx_savepoint(tx) != EVH_OK || store_inbox_claim(tx, id, "t", 0, i) != 1 ||
+		    store_exec(tx, "INSERT INTO seen VALUES(?, ?)", v, 2, NULL) != EVH_OK ||
+		    store_tx_savepoint_release(tx) != EVH_OK) {
+			store_tx_rollback(tx);
+			goto out;
+		}
+	}
+	if (store_tx_commit(tx) != EVH_OK || store_tx_begin(s, &tx) != EVH_OK)
+		goto out;
+	if (store_inbox_seen(tx, "ev-1") != 1 ||
+	    store_query(tx, "SELECT COUNT(*) FROM seen", NULL, 0, &rows) != EVH_OK) {
+		store_tx_rollback(tx);
+		goto out;
+	}
+	assert_int_equal(store_rows_next(rows), 1);
+	assert_int_equal(store_rows_int(rows, 0), 3);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	rc = 0;
+out:
+	store_close(s);
+	return rc;
+}
+
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
@@ -353,6 +404,7 @@ static void test_store(void **state)
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/oom.db", dir);
 	assert_true(sweep(store_scenario, path) > 5);
+	assert_true(sweep(consume_scenario, path) > 5);
 	for (size_t i = 0; i < 3; i++) {
 		char p[80];
 		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
