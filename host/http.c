@@ -479,6 +479,23 @@ static void hb_header(headbuf *b, const char *name, const char *value)
 	hb_add(b, "\r\n", 2);
 }
 
+/* The answer when the response's head cannot be built (out of memory): a
+ * bare 500 from the stack, so the client is not left with a connection
+ * closed without a word. The handler's status goes to the log. */
+static void send_bare_500(evh_request *req, int status)
+{
+	char head[64 + HTTP_REQUEST_ID_MAX + 64];
+	int n = snprintf(head, sizeof head,
+	                 "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+	                 "X-Request-Id: %s\r\nConnection: close\r\n\r\n",
+	                 req->id);
+	mg_disable_keep_alive(req->conn);
+	log_error("http", "%s %s: out of memory writing the answer (status %d): answered 500",
+	          req->method, req->path, status);
+	if (n > 0 && (size_t)n < sizeof head)
+		mg_write(req->conn, head, (size_t)n);
+}
+
 /* Write the response. Returns the bytes of body written. */
 static size_t resp_send(evh_request *req, evh_response *resp)
 {
@@ -501,7 +518,7 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 		mg_disable_keep_alive(c);
 	b = malloc(sizeof *b);
 	if (!b) {
-		mg_disable_keep_alive(c); /* nothing sent: the client sees a close */
+		send_bare_500(req, resp->status);
 		return 0;
 	}
 	b->p = b->local;
@@ -536,7 +553,7 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 		sent = resp->body_len;
 	}
 	if (b->failed) {
-		mg_disable_keep_alive(c);
+		send_bare_500(req, resp->status);
 		sent = 0;
 	} else if (mg_write(c, b->p, b->len) <= 0) {
 		sent = 0;
@@ -1036,8 +1053,15 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 		problem(resp, 401, "unauthorized", "this server cannot check tokens");
 		return -1;
 	}
-	if (jwt_verify2(hdr, k->secret, k->len, k->previous, k->previous_len, k->issuer,
-	                (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why) != 0) {
+	switch (jwt_verify2(hdr, k->secret, k->len, k->previous, k->previous_len, k->issuer,
+	                    (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why)) {
+	case 0:
+		break;
+	case -2: /* not the token's fault: it may well be good */
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", "%s", why);
+		return -1;
+	default:
 		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;
@@ -1184,6 +1208,9 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 	rec = route_acquire(srv->h, req->method, req->path, &req->m, allow, sizeof allow, &res);
 	if (res == ROUTER_NOT_FOUND) {
 		problem(resp, 404, "not-found", "no route for %s %s", req->method, req->path);
+	} else if (res == ROUTER_NO_MEMORY) {
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", "out of memory matching the route");
 	} else if (res == ROUTER_METHOD_NOT_ALLOWED) {
 		http_resp_header(resp, "Allow", allow);
 		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: %s)",

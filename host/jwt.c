@@ -12,6 +12,8 @@
 #include <cjson/cJSON.h>
 #include <sodium.h>
 
+#include "json.h"
+
 #define JWT_MAX_TOKEN 4096
 #define JWT_SIG_BYTES crypto_auth_hmacsha256_BYTES
 /* Largest integer a double holds exactly; claims beyond it are nonsense. */
@@ -74,10 +76,14 @@ static int b64url_value(char c)
 	return -1;
 }
 
+/* Why a token could not be checked, rather than what is wrong with it. */
+static const char no_memory[] = "out of memory checking the token";
+
 /* Decode [in, in+n) into a malloc'd, NUL-terminated buffer. Only the
  * canonical form is accepted (no padding, unused trailing bits zero), so a
- * token has exactly one spelling. Returns NULL on bad input. */
-static unsigned char *b64url_decode(const char *in, size_t n, size_t *outlen)
+ * token has exactly one spelling. Returns NULL on bad input, or out of
+ * memory (then *oom is set). */
+static unsigned char *b64url_decode(const char *in, size_t n, size_t *outlen, int *oom)
 {
 	unsigned char *out;
 	size_t o = 0;
@@ -86,8 +92,10 @@ static unsigned char *b64url_decode(const char *in, size_t n, size_t *outlen)
 	if (n % 4 == 1)
 		return NULL;
 	out = malloc(n / 4 * 3 + 3);
-	if (!out)
+	if (!out) {
+		*oom = 1;
 		return NULL;
+	}
 	for (size_t i = 0; i < n; i++) {
 		int v = b64url_value(in[i]);
 		if (v < 0)
@@ -123,14 +131,18 @@ static void hmac_sha256(const unsigned char *key, size_t keylen, const char *msg
 
 /* ------------------------------------------------------------- verify */
 
-static cJSON *parse_part(const char *b64, size_t n)
+/* A part's JSON object, or NULL: malformed, or out of memory (*oom set;
+ * cJSON failing on text the host's check calls JSON can only be that). */
+static cJSON *parse_part(const char *b64, size_t n, int *oom)
 {
 	size_t len;
-	unsigned char *raw = b64url_decode(b64, n, &len);
+	unsigned char *raw = b64url_decode(b64, n, &len, oom);
 	cJSON *j;
 	if (!raw)
 		return NULL;
 	j = cJSON_ParseWithLengthOpts((const char *)raw, len + 1, NULL, 1);
+	if (!j && json_check((const char *)raw, len, JSON_MAX_DEPTH, NULL) == JSON_OK)
+		*oom = 1;
 	free(raw);
 	if (j && !cJSON_IsObject(j)) {
 		cJSON_Delete(j);
@@ -141,11 +153,12 @@ static cJSON *parse_part(const char *b64, size_t n)
 
 static const char *check_header(const char *b64, size_t n)
 {
-	cJSON *hdr = parse_part(b64, n);
+	int oom = 0;
+	cJSON *hdr = parse_part(b64, n, &oom);
 	const cJSON *alg, *typ;
 	const char *why = NULL;
 	if (!hdr)
-		return "malformed token header";
+		return oom ? no_memory : "malformed token header";
 	alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
 	typ = cJSON_GetObjectItemCaseSensitive(hdr, "typ");
 	if (!cJSON_IsString(alg))
@@ -165,10 +178,10 @@ static const char *check_signature(const char *token, size_t signed_len, const c
 {
 	unsigned char mac[JWT_SIG_BYTES];
 	size_t len;
-	unsigned char *sig = b64url_decode(sig_b64, sig_n, &len);
-	int ok;
+	int oom = 0, ok;
+	unsigned char *sig = b64url_decode(sig_b64, sig_n, &len, &oom);
 	if (!sig)
-		return "malformed token signature";
+		return oom ? no_memory : "malformed token signature";
 	if (len != JWT_SIG_BYTES) {
 		free(sig);
 		return "bad signature";
@@ -259,10 +272,11 @@ static const char *check_roles(const cJSON *payload, jwt_claims *out)
 static const char *check_payload(const char *b64, size_t n, const char *issuer, int64_t now,
                                  int leeway_s, jwt_claims *out)
 {
-	cJSON *payload = parse_part(b64, n);
+	int oom = 0;
+	cJSON *payload = parse_part(b64, n, &oom);
 	const char *why;
 	if (!payload)
-		return "malformed token payload";
+		return oom ? no_memory : "malformed token payload";
 	why = check_times(payload, now, leeway_s, out);
 	if (!why)
 		why = check_identity(payload, issuer, out);
@@ -296,7 +310,7 @@ static const char *verify(const char *token, const unsigned char *secret, size_t
 		return why;
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
 	                      len - (size_t)(dot2 + 1 - token), secret, secret_len);
-	if (why && alt && alt_len)
+	if (why && why != no_memory && alt && alt_len)
 		why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
 		                      len - (size_t)(dot2 + 1 - token), alt, alt_len);
 	if (why)
@@ -322,7 +336,7 @@ int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_le
 	if (reason)
 		*reason = why;
 	if (why)
-		return -1;
+		return why == no_memory ? -2 : -1;
 	if (out)
 		*out = tmp;
 	return 0;

@@ -16,7 +16,8 @@ typedef struct jwt_claims {
 } jwt_claims;
 
 /* Verify signature (HS256 only; alg none refused), exp (with `leeway_s`),
- * and iss when `issuer` is non-NULL. Returns 0, or -1 with a static reason. */
+ * and iss when `issuer` is non-NULL. Returns 0, or -1 with a static reason,
+ * or -2 when it could not tell for want of memory (the token may be good). */
 int jwt_verify(const char *token, const unsigned char *secret, size_t secret_len,
                const char *issuer, int64_t now, int leeway_s, jwt_claims *out,
                const char **reason);

@@ -421,7 +421,8 @@ static int decode_inplace(char *s)
 }
 
 /* Split a request path into decoded segments. One trailing '/' is
- * tolerated; other empty segments make the path unroutable (-1). */
+ * tolerated; other empty segments make the path unroutable (-1); -2: out
+ * of memory. */
 static int path_split(const char *path, rpath *rp)
 {
 	size_t len;
@@ -435,7 +436,7 @@ static int path_split(const char *path, rpath *rp)
 		return -1;
 	rp->buf = strdup(path + 1);
 	if (!rp->buf)
-		return -1;
+		return -2;
 	len = strlen(rp->buf);
 	if (len > 0 && rp->buf[len - 1] == '/')
 		rp->buf[--len] = '\0';
@@ -564,23 +565,26 @@ router_result router_match(router *r, const char *method, const char *path, rout
 	rroute *rt;
 	int path_hit = 0;
 	router_result res = ROUTER_NOT_FOUND;
+	int split = 0;
 	memset(m, 0, sizeof *m);
 	if (allow && allowlen)
 		allow[0] = '\0';
-	if (!method || path_split(path, &rp) < 0) {
+	if (!method || (split = path_split(path, &rp)) < 0) {
 		free(rp.buf);
-		return ROUTER_NOT_FOUND;
+		return split == -2 ? ROUTER_NO_MEMORY : ROUTER_NOT_FOUND;
 	}
 	pthread_rwlock_rdlock(&r->lock);
 	rt = search(&r->root, &rp, 0, method, &path_hit);
 	if (rt) {
 		m->target = rt->target;
-		/* Out of memory while copying params: treat as no route rather
-		 * than hand the handler a half-filled match. */
-		if (fill_params(rt, &rp, m) == 0)
+		/* Out of memory while copying params: say so rather than hand
+		 * the handler a half-filled match (or the client a 404). */
+		if (fill_params(rt, &rp, m) == 0) {
 			res = ROUTER_FOUND;
-		else
+		} else {
 			route_match_free(m);
+			res = ROUTER_NO_MEMORY;
+		}
 	} else if (path_hit) {
 		allow_list(&r->root, &rp, allow, allowlen);
 		res = ROUTER_METHOD_NOT_ALLOWED;

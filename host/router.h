@@ -13,6 +13,7 @@ typedef enum router_result {
 	ROUTER_FOUND = 0,
 	ROUTER_NOT_FOUND = 1,
 	ROUTER_METHOD_NOT_ALLOWED = 2,
+	ROUTER_NO_MEMORY = 3, /* out of memory: no answer about the path either way */
 } router_result;
 
 /* (The type is route_match; router_match() is the lookup.) */

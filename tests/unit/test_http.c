@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "alloc_faults.h"
 #include "http.h"
 #include "jwt.h"
 #include "router.h"
@@ -714,6 +715,48 @@ static void test_port_in_use(void **state)
 	assert_string_equal(err, want);
 }
 
+/* Out of memory in the worker serving a request: the host's Nth allocation
+ * fails in run N, through requests that parse a query, check a JSON body,
+ * verify a token and write a problem. Each must still be answered, with
+ * its own status or a 5xx (never a dropped connection, never a crash), and
+ * the ASan pass checks nothing leaks. */
+static void test_out_of_memory(void **state)
+{
+	fixture *f = *state;
+	const char *const roles[] = {"admin"};
+	char *token = NULL, auth[600];
+	long n;
+	assert_int_equal(jwt_sign("alice", roles, 1, time(NULL), 600, "evhost",
+	                          (const unsigned char *)SECRET, strlen(SECRET), &token),
+	                 0);
+	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+	free(token);
+	for (n = 0;; n++) {
+		char *r[4];
+		int want[4] = {200, 201, 200, 422}, failed;
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		r[0] = request(f, "GET", "/t/echo/al%20ice?q=a%2Bb&z=1", "X-Test: 1\r\n", NULL);
+		r[1] = request(f, "POST", "/t/json", "Content-Type: application/json\r\n",
+		               "{\"a\":[1,2.5e3,\"\\u00e9\"]}");
+		r[2] = request(f, "GET", "/t/admin", auth, NULL);
+		r[3] = request(f, "GET", "/t/problem", NULL, NULL);
+		failed = alloc_faults_disarm();
+		for (int i = 0; i < 4; i++) {
+			int st;
+			if (!r[i][0])
+				fail_msg("run %ld, request %d: the connection closed without an answer", n, i);
+			st = status_of(r[i]);
+			if (st != want[i] && !(failed && st >= 500))
+				fail_msg("run %ld, request %d: %d, expected %d%s:\n%s", n, i, st, want[i],
+				         failed ? " or 5xx" : "", r[i]);
+			free(r[i]);
+		}
+		if (!failed)
+			break;
+	}
+	assert_true(n > 5); /* the host allocated, and was failed, along the way */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -726,6 +769,7 @@ int main(void)
 	    cmocka_unit_test(test_json_checks),
 	    cmocka_unit_test(test_body_limits),
 	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_out_of_memory), /* before routes are removed */
 	    cmocka_unit_test(test_handler_results),
 	    cmocka_unit_test(test_reads_of_a_failed_group_are_not_sent),
 	    cmocka_unit_test(test_plugin_state),

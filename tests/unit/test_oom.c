@@ -5,10 +5,9 @@
  * the ASan build's leak check (scripts/test runs the unit tests there too)
  * fails the program for any allocation a failure path forgets.
  *
- * The host's calls to malloc, calloc, realloc, strdup and strndup are
- * linked to the wrappers below (ld --wrap, tests/CMakeLists.txt). Libraries
- * (SQLite, cJSON, librdkafka) allocate on their own, unaffected; only the
- * test's own thread is failed, not threads the code under test starts. */
+ * The allocations are failed through alloc_faults.h; only the test's own
+ * thread is failed, not threads the code under test starts (test_http.c
+ * fails an HTTP worker's). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,44 +19,13 @@
 
 #include <cmocka.h>
 
+#include "alloc_faults.h"
 #include "jwt.h"
 #include "proxy.h"
 #include "router.h"
 #include "store.h"
 #include "stream.h"
 #include "textbuf.h"
-
-void *__real_malloc(size_t n);
-void *__real_calloc(size_t n, size_t size);
-void *__real_realloc(void *p, size_t n);
-char *__real_strdup(const char *s);
-char *__real_strndup(const char *s, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-char *__wrap_strndup(const char *s, size_t n);
-
-static _Thread_local int armed;       /* this thread's allocations are counted */
-static _Thread_local long seen, fail; /* allocations so far; the one to fail */
-static _Thread_local int failed;      /* whether it was failed */
-
-static int refuse(void)
-{
-	if (!armed)
-		return 0;
-	if (seen++ == fail) {
-		failed = 1;
-		return 1;
-	}
-	return 0;
-}
-
-void *__wrap_malloc(size_t n) { return refuse() ? NULL : __real_malloc(n); }
-void *__wrap_calloc(size_t n, size_t size) { return refuse() ? NULL : __real_calloc(n, size); }
-void *__wrap_realloc(void *p, size_t n) { return refuse() ? NULL : __real_realloc(p, n); }
-char *__wrap_strdup(const char *s) { return refuse() ? NULL : __real_strdup(s); }
-char *__wrap_strndup(const char *s, size_t n) { return refuse() ? NULL : __real_strndup(s, n); }
 
 /* Run `scenario` with each of its allocations failing in turn; it returns
  * 0 when it did its whole work, -1 when it stopped at a reported failure.
@@ -66,13 +34,10 @@ static long sweep(int (*scenario)(void *), void *arg)
 {
 	long n;
 	for (n = 0;; n++) {
-		int rc;
-		seen = 0;
-		fail = n;
-		failed = 0;
-		armed = 1;
+		int rc, failed;
+		alloc_faults_arm(n, ALLOC_THIS_THREAD);
 		rc = scenario(arg);
-		armed = 0;
+		failed = alloc_faults_disarm();
 		if (!failed) {
 			assert_int_equal(rc, 0);
 			return n + 1;
@@ -105,8 +70,8 @@ static int router_scenario(void *arg)
 		assert_int_equal(m.nparams, 3);
 		assert_string_equal(m.values[2], "\xc3\xa9");
 		break;
-	case ROUTER_NOT_FOUND: /* what a match that could not allocate answers */
-		assert_true(failed);
+	case ROUTER_NO_MEMORY:
+		assert_true(alloc_faults_hit());
 		goto out;
 	default:
 		fail_msg("unexpected match result");
@@ -116,8 +81,8 @@ static int router_scenario(void *arg)
 	case ROUTER_METHOD_NOT_ALLOWED:
 		assert_string_equal(allow, "GET");
 		break;
-	case ROUTER_NOT_FOUND:
-		assert_true(failed);
+	case ROUTER_NO_MEMORY:
+		assert_true(alloc_faults_hit());
 		goto out;
 	default:
 		fail_msg("unexpected match result");
@@ -171,15 +136,19 @@ static int jwt_scenario(void *arg)
 	const char *reason = NULL;
 	jwt_claims c;
 	char *token = NULL;
+	int rc;
 	(void)arg;
 	if (jwt_sign("alice", roles, 2, 1700000000, 3600, "evhost", secret, sizeof secret - 1,
 	             &token) != 0)
 		return -1;
 	assert_non_null(token);
-	if (jwt_verify(token, secret, sizeof secret - 1, "evhost", 1700000100, 0, &c, &reason)) {
-		/* only for want of memory: the token is good */
-		assert_non_null(reason);
-		assert_true(failed);
+	rc = jwt_verify(token, secret, sizeof secret - 1, "evhost", 1700000100, 0, &c, &reason);
+	if (rc) {
+		/* only for want of memory, and said so (-2): the token is good, and
+		 * an HTTP client must not be told otherwise (503, not 401) */
+		assert_int_equal(rc, -2);
+		assert_string_equal(reason, "out of memory checking the token");
+		assert_true(alloc_faults_hit());
 		free(token);
 		return -1;
 	}
@@ -247,7 +216,7 @@ static int stream_scenario(void *arg)
 			goto out;
 	/* Frames that could not be copied out wait for the next call. */
 	if (stream_wait(a, 1000, &out, &len) != STREAM_FRAMES) {
-		assert_true(failed);
+		assert_true(alloc_faults_hit());
 		goto out;
 	}
 	assert_int_equal(count_of(out, "data: hello\ndata: world\n"), 3);
@@ -259,12 +228,12 @@ static int stream_scenario(void *arg)
 	if (stream_open(hub, &owner_x, "x", "ch", last, &b) != EVH_OK)
 		goto out;
 	if (stream_wait(b, 1000, &out, &len) != STREAM_FRAMES) {
-		assert_true(failed);
+		assert_true(alloc_faults_hit());
 		goto out;
 	}
 	/* or, when a frame could not be kept for replay, the client is told */
 	if (count_of(out, "data: hello\n") != 2)
-		assert_true(failed && count_of(out, "event: evhost.missed\n") == 1 &&
+		assert_true(alloc_faults_hit() && count_of(out, "event: evhost.missed\n") == 1 &&
 		            strstr(out, "\"reason\":\"history\"}"));
 	rc = 0;
 out:
