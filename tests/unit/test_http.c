@@ -717,7 +717,8 @@ static void test_port_in_use(void **state)
 
 /* Out of memory in the worker serving a request: the host's Nth allocation
  * fails in run N, through requests that parse a query, check a JSON body,
- * verify a token and write a problem. Each must still be answered, with
+ * verify a token, write problems (a handler's, 404, 405, a failed
+ * handler's 500), set headers and ask for health. Each must be answered, with
  * its own status or a 5xx (never a dropped connection, never a crash), and
  * the ASan pass checks nothing leaks. */
 static void test_out_of_memory(void **state)
@@ -732,16 +733,21 @@ static void test_out_of_memory(void **state)
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
 	free(token);
 	for (n = 0;; n++) {
-		char *r[4];
-		int want[4] = {200, 201, 200, 422}, failed;
+		char *r[9];
+		int want[9] = {200, 201, 200, 422, 405, 404, 200, 500, 202}, failed;
 		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
 		r[0] = request(f, "GET", "/t/echo/al%20ice?q=a%2Bb&z=1", "X-Test: 1\r\n", NULL);
 		r[1] = request(f, "POST", "/t/json", "Content-Type: application/json\r\n",
 		               "{\"a\":[1,2.5e3,\"\\u00e9\"]}");
 		r[2] = request(f, "GET", "/t/admin", auth, NULL);
 		r[3] = request(f, "GET", "/t/problem", NULL, NULL);
+		r[4] = request(f, "DELETE", "/t/json", NULL, NULL);
+		r[5] = request(f, "GET", "/t/none/here", NULL, NULL);
+		r[6] = request(f, "GET", "/healthz", NULL, NULL);
+		r[7] = request(f, "GET", "/t/fail", NULL, NULL);
+		r[8] = request(f, "GET", "/t/headers", NULL, NULL);
 		failed = alloc_faults_disarm();
-		for (int i = 0; i < 4; i++) {
+		for (int i = 0; i < 9; i++) {
 			int st;
 			if (!r[i][0])
 				fail_msg("run %ld, request %d: the connection closed without an answer", n, i);
