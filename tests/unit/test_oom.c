@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "alloc_faults.h"
+#include "db_files.h"
 #include "jwt.h"
 #include "proxy.h"
 #include "router.h"
@@ -258,8 +259,7 @@ static void test_stream(void **state)
 static int store_scenario(void *arg)
 {
 	const char *path = arg;
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
-	char err[256], p[300], *json = NULL;
+	char err[256], *json = NULL;
 	outbox_row row, *rows = NULL;
 	outbox_done done[3];
 	size_t n = 0;
@@ -267,10 +267,7 @@ static int store_scenario(void *arg)
 	evh_tx *tx = NULL;
 	int rc = -1;
 
-	for (size_t i = 0; i < 3; i++) {
-		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
+	remove_db_files(path);
 	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK) {
 		assert_true(err[0] != '\0');
 		return -1;
@@ -319,18 +316,14 @@ out:
 static int consume_scenario(void *arg)
 {
 	static const evh_migration mig[] = {{1, "CREATE TABLE seen(id TEXT, n INTEGER);"}};
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
 	const char *path = arg;
-	char err[256], p[300];
+	char err[256];
 	store *s = NULL;
 	evh_tx *tx = NULL;
 	evh_rows *rows = NULL;
 	int rc = -1;
 
-	for (size_t i = 0; i < 3; i++) {
-		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
+	remove_db_files(path);
 	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK)
 		return -1;
 	if (store_migrate(s, mig, 1, err, sizeof err) != EVH_OK || store_tx_begin_grouped(s, &tx))
@@ -368,17 +361,12 @@ out:
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
-	static const char *const suffixes[] = {"", "-wal", "-shm"};
 	(void)state;
 	assert_non_null(mkdtemp(dir));
 	snprintf(path, sizeof path, "%s/oom.db", dir);
 	assert_true(sweep(store_scenario, path) > 5);
 	assert_true(sweep(consume_scenario, path) > 5);
-	for (size_t i = 0; i < 3; i++) {
-		char p[80];
-		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
+	remove_db_files(path);
 	rmdir(dir);
 }
 

@@ -22,6 +22,7 @@
 
 #include "stderr_capture.h"
 #include "store.h"
+#include "db_files.h"
 #include "store_faults.h"
 
 typedef struct fixture {
@@ -42,16 +43,6 @@ static int setup(void **state)
 		fail_msg("store_open: %s", err);
 	*state = f;
 	return 0;
-}
-
-static void remove_db_files(const char *path)
-{
-	static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
-	char p[200];
-	for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-		snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-		unlink(p);
-	}
 }
 
 static int teardown(void **state)
