@@ -74,6 +74,7 @@ struct relay {
 	pthread_mutex_t move_mu;
 	outbox_done *del; /* rows to move (retried when that fails) */
 	size_t ndel, capdel;
+	_Atomic int64_t move_again_at; /* after a failed move: when to try again (0: none) */
 	/* relay thread only (st: changed under move_mu too) */
 	evh_plugin *p;
 	store *st;
@@ -125,16 +126,30 @@ void outbox_set_inflight_poll_ms(int ms)
 	atomic_store(&inflight_poll_ms, ms > 0 ? ms : INFLIGHT_POLL_MS);
 }
 
+/* RESEND_DELAY_MS, shortened by tests (outbox_set_resend_delay_ms). */
+static _Atomic int resend_delay_ms = RESEND_DELAY_MS;
+
+void outbox_set_resend_delay_ms(int ms)
+{
+	atomic_store(&resend_delay_ms, ms > 0 ? ms : RESEND_DELAY_MS);
+}
+
+/* Double the room of an outbox_done array. */
+static int grow_done(outbox_done **v, size_t *cap)
+{
+	size_t c = *cap ? *cap * 2 : 64;
+	outbox_done *nv = realloc(*v, c * sizeof *nv);
+	if (!nv)
+		return -1;
+	*v = nv;
+	*cap = c;
+	return 0;
+}
+
 static int push_done(outbox_done **v, size_t *n, size_t *cap, outbox_done d)
 {
-	if (*n == *cap) {
-		size_t c = *cap ? *cap * 2 : 64;
-		outbox_done *nv = realloc(*v, c * sizeof *nv);
-		if (!nv)
-			return -1;
-		*v = nv;
-		*cap = c;
-	}
+	if (*n == *cap && grow_done(v, cap))
+		return -1;
 	(*v)[(*n)++] = d;
 	return 0;
 }
@@ -164,10 +179,9 @@ static void relay_delivered(void *opaque, int ok, const char *error, int32_t par
 	if (ok)
 		metrics_count(m->published);
 	pthread_mutex_lock(&r->mu);
-	if (ok && push_done(&r->done, &r->ndone, &r->capdone, d))
-		log_warn(OUTBOX_LOG, "out of memory: delivered outbox row %" PRId64
-		                     " stays and will be sent again", m->seq);
-	if (!ok) {
+	if (ok) {
+		r->done[r->ndone++] = d; /* room reserved by relay_produce */
+	} else {
 		if (r->rewind_to < 0 || m->seq - 1 < r->rewind_to)
 			r->rewind_to = m->seq - 1;
 		snprintf(r->fail_error, sizeof r->fail_error, "%s",
@@ -189,10 +203,12 @@ static int64_t relay_inflight(struct relay *r)
 }
 
 /* Record what was delivered (store_outbox_delivered). Rows whose record
- * fails stay queued for the next round (they are below sent_upto, so not re-sent).
- * Any thread; under move_mu. */
-static void relay_delete_done(struct relay *r)
+ * fails stay queued, to be tried again after the resend delay (they are
+ * below sent_upto, so not re-sent); returns 1 then. Any thread; under
+ * move_mu. */
+static int relay_delete_done(struct relay *r)
 {
+	int again;
 	size_t i;
 	pthread_mutex_lock(&r->move_mu);
 	pthread_mutex_lock(&r->mu);
@@ -210,7 +226,7 @@ static void relay_delete_done(struct relay *r)
 		size_t n = r->ndel - i < MOVE_ROWS ? r->ndel - i : MOVE_ROWS;
 		if (store_outbox_delivered(r->st, r->del + i, n) != EVH_OK) {
 			log_warn(OUTBOX_LOG,
-			         "%s: cannot delete %zu delivered outbox row(s); will retry",
+			         "%s: cannot record %zu delivered outbox row(s); will retry",
 			         r->p->name, r->ndel - i);
 			break;
 		}
@@ -219,7 +235,12 @@ static void relay_delete_done(struct relay *r)
 	if (i)
 		memmove(r->del, r->del + i, (r->ndel - i) * sizeof *r->del);
 	r->ndel -= i;
+	/* No delivery report may come to kick the mover again: the relay does. */
+	again = r->ndel > 0;
+	atomic_store(&r->move_again_at,
+	             again ? clock_mono_ms() + atomic_load(&resend_delay_ms) : 0);
 	pthread_mutex_unlock(&r->move_mu);
+	return again;
 }
 
 /* The plugin's store is going away: no more moves. Not under o->mu (a move
@@ -270,7 +291,7 @@ static int relay_handle_failure(struct relay *r)
 		         r->p->name, rewind_to + 1, error);
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
-		r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
+		r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
 	}
 	return clock_mono_ms() < r->resend_at;
@@ -286,6 +307,15 @@ static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
 	m->seq = row->seq;
 	m->published = metrics_published(r->p->name, row->topic);
 	pthread_mutex_lock(&r->mu);
+	/* Room in `done` for every report in flight, this one's too, so that
+	 * recording a delivery never fails for want of memory: its row would
+	 * stay in the outbox, past sent_upto, not sent again before a restart. */
+	if (r->ndone + (size_t)r->inflight == r->capdone &&
+	    grow_done(&r->done, &r->capdone)) {
+		pthread_mutex_unlock(&r->mu);
+		free(m);
+		return EVH_ENOMEM;
+	}
 	r->refs++;
 	r->inflight++;
 	pthread_mutex_unlock(&r->mu);
@@ -321,7 +351,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	r->need_fetch = 0;
 	if (store_outbox_fetch(r->st, r->sent_upto, FETCH_ROWS, &rows, &n) != EVH_OK) {
 		log_warn(OUTBOX_LOG, "%s: cannot read the outbox; will retry", r->p->name);
-		r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
+		r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
 		return 0;
 	}
@@ -341,7 +371,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 				          r->p->name, rows[i].seq, rows[i].topic,
 				          rc == EVH_ENOMEM ? "out of memory" : "see above");
 			r->last_error_seq = rows[i].seq;
-			r->resend_at = clock_mono_ms() + RESEND_DELAY_MS;
+			r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
 			r->need_fetch = 1;
 			break;
 		}
@@ -533,39 +563,54 @@ static struct relay **relay_snapshot(outbox *o, size_t *n, int **removing)
 	return list;
 }
 
-/* Rows owed now, with nothing in flight to poll for: a wave ended with
- * rows committed behind it (their commit's wake-up came while it was in
- * flight), or a full batch. Under o->mu, on the relay thread (need_fetch
- * and resend_at are its own). */
-static int relay_owed(outbox *o)
+/* The sooner of `in` milliseconds from now and time `at`, in ms from now. */
+static int64_t owed_sooner(int64_t in, int64_t at, int64_t now)
 {
-	int64_t now = clock_mono_ms();
+	return at - now >= in ? in : at > now ? at - now : 0;
+}
+
+/* In how many milliseconds work is owed (0: now; the idle wait if none),
+ * with nothing in flight to poll for: a wave ended with rows committed
+ * behind it (their commit's wake-up came while it was in flight), a full
+ * batch, or a read, send or move to try again after an error. Under o->mu,
+ * on the relay thread (need_fetch and resend_at are its own). */
+static int64_t relay_owed_in(outbox *o)
+{
+	int64_t now = clock_mono_ms(), in = atomic_load(&idle_wait_ms), at;
 	for (size_t i = 0; i < o->n; i++) {
 		struct relay *r = o->relays[i];
-		if (!r->removing && r->need_fetch && now >= r->resend_at)
-			return 1;
+		if (r->removing)
+			continue;
+		if (r->need_fetch)
+			in = owed_sooner(in, r->resend_at, now);
+		if ((at = atomic_load(&r->move_again_at)))
+			in = owed_sooner(in, at, now);
 	}
-	return 0;
+	return in;
 }
 
 static void wait_for_work(outbox *o)
 {
 	struct timespec ts;
-	if (o->wake || o->stop || total_inflight(o) > 0 || relay_owed(o))
+	int64_t wait_ms;
+	if (o->wake || o->stop || total_inflight(o) > 0 || !(wait_ms = relay_owed_in(o)))
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)atomic_load(&idle_wait_ms) * 1000000L;
+	ts.tv_nsec += (long)wait_ms * 1000000L;
 	ts.tv_sec += ts.tv_nsec / 1000000000L;
 	ts.tv_nsec %= 1000000000L;
 	pthread_cond_timedwait(&o->cv, &o->mu, &ts);
 }
 
-/* Wake the mover if a delivery report left rows to move. */
+/* Wake the mover if a delivery report left rows to move, or a move that
+ * failed is due to be tried again. */
 static void mover_kick(outbox *o, struct relay **list, size_t n)
 {
+	int64_t now = clock_mono_ms(), again;
 	int any = 0;
 	for (size_t i = 0; list && i < n && !any; i++)
-		any = relay_has_done(list[i]);
+		any = relay_has_done(list[i]) ||
+		      ((again = atomic_load(&list[i]->move_again_at)) && now >= again);
 	if (!any)
 		return;
 	pthread_mutex_lock(&o->mu);
@@ -582,6 +627,7 @@ static void *mover_main(void *arg)
 	while (!o->move_stop) {
 		struct relay **list;
 		size_t n = 0;
+		int again = 0;
 		if (!o->move_wake) {
 			pthread_cond_wait(&o->move_cv, &o->mu);
 			continue;
@@ -597,11 +643,13 @@ static void *mover_main(void *arg)
 		}
 		pthread_mutex_unlock(&o->mu);
 		for (size_t i = 0; i < n; i++) {
-			relay_delete_done(list[i]);
+			again |= relay_delete_done(list[i]);
 			relay_release(list[i]);
 		}
 		free(list);
 		pthread_mutex_lock(&o->mu);
+		if (again) /* an idle relay's wait must end in time to kick us again */
+			pthread_cond_signal(&o->cv);
 	}
 	pthread_mutex_unlock(&o->mu);
 	return NULL;

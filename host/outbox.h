@@ -33,4 +33,8 @@ void outbox_set_idle_wait_ms(int ms);
  * reports while events are in flight (10 ms; <= 0 restores that).
  * Lengthened, it shows that a commit cuts that wait short. */
 void outbox_set_inflight_poll_ms(int ms);
+/* For tests: how long the relay waits before it reads the outbox again
+ * after an error (a failed read, a row it could not produce, a failed
+ * delivery: 1000 ms; <= 0 restores that). */
+void outbox_set_resend_delay_ms(int ms);
 #endif

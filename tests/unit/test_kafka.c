@@ -926,6 +926,38 @@ static void test_relay_remove_cuts_delivery_wait_short(void **state)
 	remove_db("other");
 }
 
+/* A delivery the relay could not record (the disk refused the write) is
+ * recorded again after the relay's resend delay: not left pending until
+ * the next delivery report or the relay's idle look at the outbox
+ * (lengthened here far beyond every wait). */
+static void test_relay_records_delivery_again_after_failed_write(void **state)
+{
+	char id[37];
+	const char *ids[1] = {id};
+	rd_kafka_headers_t *out[1] = {NULL};
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, "30000");
+	outbox_set_idle_wait_ms(10 * WAIT_MS);
+	outbox_set_resend_delay_ms(200);
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 1000);
+	events_uuid(id);
+	publish_to(g.pl.store, id, "r", "RECORD_AGAIN", "{}");
+	assert_true(wait_outq(g.k, 1, 2000));
+	assert_int_equal(wal_writes_fail(1), SQLITE_OK);
+	assert_true(wait_outq(g.k, 0, 5000)); /* acknowledged... */
+	usleep(300000);
+	assert_int_equal(store_outbox_pending(g.pl.store), 1); /* ...not recorded */
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_true(wait_pending(g.pl.store, 0, 3000));
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
+	rd_kafka_headers_destroy(out[0]);
+	outbox_set_resend_delay_ms(0);
+	outbox_set_idle_wait_ms(0);
+	rig_stop(&g);
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -1845,6 +1877,7 @@ static const struct {
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},
+    {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 3},
     {cmocka_unit_test(test_threads_are_named), 1},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},

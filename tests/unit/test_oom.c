@@ -5,9 +5,10 @@
  * the ASan build's leak check (scripts/test runs the unit tests there too)
  * fails the program for any allocation a failure path forgets.
  *
- * The allocations are failed through alloc_faults.h; only the test's own
- * thread is failed, not threads the code under test starts (test_http.c
- * fails an HTTP worker's). */
+ * The allocations are failed through alloc_faults.h: the test's own
+ * thread's, or for the outbox relay those of the threads it runs (the
+ * relay, the mover, the store's checkpointer; test_http.c fails an HTTP
+ * worker's). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -21,22 +22,28 @@
 
 #include "alloc_faults.h"
 #include "db_files.h"
+#include "clock.h"
 #include "jwt.h"
+#include "kafka.h"
+#include "log.h"
+#include "outbox.h"
 #include "proxy.h"
 #include "router.h"
 #include "store.h"
 #include "stream.h"
 #include "textbuf.h"
 
-/* Run `scenario` with each of its allocations failing in turn; it returns
- * 0 when it did its whole work, -1 when it stopped at a reported failure.
- * A run with no failure must do the whole work; returns how many runs. */
-static long sweep(int (*scenario)(void *), void *arg)
+/* Run `scenario` with each of its allocations failing in turn (those of
+ * the calling thread, or with ALLOC_OTHER_THREADS those of the threads the
+ * scenario starts); it returns 0 when it did its whole work, -1 when it
+ * stopped at a reported failure. A run with no failure must do the whole
+ * work; returns how many runs. */
+static long sweep_threads(int (*scenario)(void *), void *arg, int mode)
 {
 	long n;
 	for (n = 0;; n++) {
 		int rc, failed;
-		alloc_faults_arm(n, ALLOC_THIS_THREAD);
+		alloc_faults_arm(n, mode);
 		rc = scenario(arg);
 		failed = alloc_faults_disarm();
 		if (!failed) {
@@ -45,6 +52,11 @@ static long sweep(int (*scenario)(void *), void *arg)
 		}
 		assert_true(rc == 0 || rc == -1);
 	}
+}
+
+static long sweep(int (*scenario)(void *), void *arg)
+{
+	return sweep_threads(scenario, arg, ALLOC_THIS_THREAD);
 }
 
 /* ---------------------------------------------------------------- router */
@@ -256,6 +268,19 @@ static void test_stream(void **state)
 
 /* ----------------------------------------------------------------- store */
 
+/* An outbox row of key "k" to `topic` (its id is the caller's). */
+static void oom_row(outbox_row *row, const char *topic)
+{
+	memset(row, 0, sizeof *row);
+	row->topic = (char *)topic;
+	row->key = (char *)"k";
+	row->type = (char *)"T";
+	row->source = (char *)"evhost/oom";
+	row->time = (char *)"2026-12-01T00:00:00.000Z";
+	row->data = (char *)"{\"n\":1}";
+	row->data_len = strlen(row->data);
+}
+
 static int store_scenario(void *arg)
 {
 	const char *path = arg;
@@ -272,14 +297,7 @@ static int store_scenario(void *arg)
 		assert_true(err[0] != '\0');
 		return -1;
 	}
-	memset(&row, 0, sizeof row);
-	row.topic = (char *)"t";
-	row.key = (char *)"k";
-	row.type = (char *)"T";
-	row.source = (char *)"evhost/oom";
-	row.time = (char *)"2026-12-01T00:00:00.000Z";
-	row.data = (char *)"{\"n\":1}";
-	row.data_len = strlen(row.data);
+	oom_row(&row, "t");
 	if (store_tx_begin(s, &tx) != EVH_OK)
 		goto out;
 	for (int i = 0; i < 3; i++) {
@@ -370,12 +388,103 @@ static void test_store(void **state)
 	rmdir(dir);
 }
 
+/* ----------------------------------------------------------------- relay */
+
+#define RELAY_ROWS 3
+
+struct relay_fixture {
+	char path[64];
+	settings s;
+	kafka *k;
+};
+
+static int wait_pending_zero(store *s, int ms)
+{
+	int64_t end = clock_mono_ms() + ms;
+	while (store_outbox_pending(s) != 0 && clock_mono_ms() < end)
+		usleep(2000);
+	return store_outbox_pending(s) == 0;
+}
+
+/* The relay's threads out of memory (the relay, the mover, the store's
+ * checkpointer: every thread but the test's): whichever allocation fails,
+ * every row committed must still reach the broker and be recorded in the
+ * event log, before the outbox stops, never dropped or left behind. A fresh
+ * outbox and relay each run, so first-use allocations are swept too. */
+static int relay_scenario(void *arg)
+{
+	struct relay_fixture *f = arg;
+	char err[256], *json = NULL;
+	evh_plugin pl;
+	outbox_row row;
+	outbox *o = NULL;
+	evh_tx *tx = NULL;
+	int delivered;
+
+	memset(&pl, 0, sizeof pl);
+	pl.name = (char *)"relay";
+	remove_db_files(f->path);
+	assert_int_equal(store_open(&pl.store, f->path, "NORMAL", err, sizeof err), EVH_OK);
+	oom_row(&row, "OOM_EVENTS");
+	assert_int_equal(store_tx_begin(pl.store, &tx), EVH_OK);
+	for (int i = 0; i < RELAY_ROWS; i++) {
+		char id[16];
+		snprintf(id, sizeof id, "row-%d", i);
+		row.id = id;
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	}
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(outbox_start(&o, f->k, "evhost://oom"), 0);
+	outbox_add_plugin(o, &pl);
+	delivered = wait_pending_zero(pl.store, 10000);
+	outbox_remove_plugin(o, &pl);
+	assert_int_equal(outbox_stop(o, 5000), 0);
+	assert_true(delivered);
+	assert_int_equal(store_events_json(pl.store, "k", 0, 10, &json), EVH_OK);
+	for (int i = 0; i < RELAY_ROWS; i++) {
+		char id[24];
+		snprintf(id, sizeof id, "\"row-%d\"", i);
+		assert_non_null(strstr(json, id));
+	}
+	free(json);
+	store_close(pl.store);
+	return 0;
+}
+
+static void test_relay(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-XXXXXX", err[256];
+	struct relay_fixture f;
+	long runs;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	assert_non_null(mkdtemp(dir));
+	snprintf(f.path, sizeof f.path, "%s/relay.db", dir);
+	f.s.brokers = (char *)"embedded";
+	f.s.embedded = 1;
+	assert_int_equal(kafka_start(&f.k, &f.s, err, sizeof err), 0);
+	/* Each failure costs a wait (the next look at the outbox): keep it short. */
+	outbox_set_resend_delay_ms(10);
+	outbox_set_idle_wait_ms(20);
+	runs = sweep_threads(relay_scenario, &f, ALLOC_OTHER_THREADS);
+	outbox_set_idle_wait_ms(0);
+	outbox_set_resend_delay_ms(0);
+	print_message("relay: %ld runs\n", runs);
+	assert_true(runs > 5);
+	kafka_stop(f.k, 5000);
+	remove_db_files(f.path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
+	    cmocka_unit_test(test_relay),
 	};
+	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
