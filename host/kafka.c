@@ -1775,15 +1775,32 @@ static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
 	return s;
 }
 
+/* How long before the attempt after `attempts`; `waiting` (OUT_WAIT): the
+ * policy's longest backoff. */
+static int retry_delay(const struct consumer *c, size_t sub, int attempts, int waiting)
+{
+	const struct retry_policy *pol = &c->policy[sub];
+	return waiting ? pol->backoff_max_ms
+	               : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts,
+	                                      random_u32());
+}
+
+/* Sleep `ms` on the consumer's thread, unless it is told to stop meanwhile:
+ * returns 0 then. */
+static int sleep_unless_stopping(struct consumer *c, int ms)
+{
+	for (; ms > 0 && !atomic_load(&c->stop); ms -= POLL_MS)
+		sleep_ms(ms < POLL_MS ? ms : POLL_MS);
+	return !atomic_load(&c->stop);
+}
+
 /* Retry attempt `attempts` + 1 later; `waiting` (OUT_WAIT): the attempt
  * made does not count, and the wait is the policy's longest backoff. */
 static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_message_t *msg,
                            int attempts, size_t sub, const char *error, int waiting)
 {
 	const struct retry_policy *pol = &c->policy[sub];
-	int delay = waiting ? pol->backoff_max_ms
-	                    : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts,
-	                                           random_u32());
+	int delay = retry_delay(c, sub, attempts, waiting);
 	s->msg = msg;
 	s->attempts = waiting ? attempts - 1 : attempts;
 	s->sub = sub;
@@ -1806,16 +1823,34 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
                    struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
-	if (out == OUT_WAIT || (out == OUT_RETRY && attempt < c->policy[sub].max_attempts)) {
+	char again_err[512];
+	while (out == OUT_WAIT || (out == OUT_RETRY && attempt < c->policy[sub].max_attempts)) {
+		int waiting = out == OUT_WAIT, delay;
 		if (!s)
 			s = slot_add(c, msg);
 		if (s) {
-			schedule_retry(c, s, msg, attempt, sub, err, out == OUT_WAIT);
+			schedule_retry(c, s, msg, attempt, sub, err, waiting);
 			metrics_event_handled(c->p->name, s->topic, METRICS_EVENT_RETRY);
 			return;
 		}
-		log_error(KAFKA_LOG, "%s: out of memory scheduling a retry", plugin_label(c));
-		out = OUT_RETRY;
+		/* No slot to be had (out of memory): the retry is made here, after
+		 * its backoff, nothing else of this plugin handled meanwhile (so
+		 * the partition's order holds), rather than giving the event up. */
+		delay = retry_delay(c, sub, attempt, waiting);
+		log_error(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": out of memory scheduling "
+		                     "a retry (%s); trying again in place in %d ms",
+		          plugin_label(c), rd_kafka_topic_name(msg->rkt), msg->partition,
+		          msg->offset, err, delay);
+		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
+		                      METRICS_EVENT_RETRY);
+		if (!sleep_unless_stopping(c, delay)) {
+			rd_kafka_message_destroy(msg); /* uncommitted: redelivered later */
+			return;
+		}
+		if (!waiting)
+			attempt++;
+		out = dispatch(c, NULL, msg, attempt, &sub, again_err, sizeof again_err);
+		err = again_err;
 	}
 	if (s)
 		s->msg = NULL; /* ownership is back here */

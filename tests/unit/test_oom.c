@@ -10,6 +10,7 @@
  * relay, the mover, the store's checkpointer; test_http.c fails an HTTP
  * worker's). */
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -392,11 +393,31 @@ static void test_store(void **state)
 
 #define RELAY_ROWS 3
 
-struct relay_fixture {
-	char path[64];
+/* A host's Kafka client on an embedded broker, and a database path in a
+ * directory of its own. Settings beyond the broker's are the caller's. */
+struct kafka_rig {
+	char dir[24], path[64];
 	settings s;
 	kafka *k;
 };
+
+static void kafka_rig_start(struct kafka_rig *g, const char *db)
+{
+	char err[256];
+	snprintf(g->dir, sizeof g->dir, "/tmp/evhost-oom-XXXXXX");
+	assert_non_null(mkdtemp(g->dir));
+	snprintf(g->path, sizeof g->path, "%s/%s", g->dir, db);
+	g->s.brokers = (char *)"embedded";
+	g->s.embedded = 1;
+	assert_int_equal(kafka_start(&g->k, &g->s, err, sizeof err), 0);
+}
+
+static void kafka_rig_stop(struct kafka_rig *g)
+{
+	kafka_stop(g->k, 5000);
+	remove_db_files(g->path);
+	rmdir(g->dir);
+}
 
 static int wait_pending_zero(store *s, int ms)
 {
@@ -413,7 +434,7 @@ static int wait_pending_zero(store *s, int ms)
  * outbox and relay each run, so first-use allocations are swept too. */
 static int relay_scenario(void *arg)
 {
-	struct relay_fixture *f = arg;
+	struct kafka_rig *f = arg;
 	char err[256], *json = NULL;
 	evh_plugin pl;
 	outbox_row row;
@@ -454,16 +475,11 @@ static int relay_scenario(void *arg)
 
 static void test_relay(void **state)
 {
-	char dir[] = "/tmp/evhost-oom-XXXXXX", err[256];
-	struct relay_fixture f;
+	struct kafka_rig f;
 	long runs;
 	(void)state;
 	memset(&f, 0, sizeof f);
-	assert_non_null(mkdtemp(dir));
-	snprintf(f.path, sizeof f.path, "%s/relay.db", dir);
-	f.s.brokers = (char *)"embedded";
-	f.s.embedded = 1;
-	assert_int_equal(kafka_start(&f.k, &f.s, err, sizeof err), 0);
+	kafka_rig_start(&f, "relay.db");
 	/* Each failure costs a wait (the next look at the outbox): keep it short. */
 	outbox_set_resend_delay_ms(10);
 	outbox_set_idle_wait_ms(20);
@@ -472,9 +488,129 @@ static void test_relay(void **state)
 	outbox_set_resend_delay_ms(0);
 	print_message("relay: %ld runs\n", runs);
 	assert_true(runs > 5);
-	kafka_stop(f.k, 5000);
-	remove_db_files(f.path);
-	rmdir(dir);
+	kafka_rig_stop(&f);
+}
+
+/* -------------------------------------------------------------- consumer */
+
+#define CONSUME_EVENTS 3
+
+struct consume_fixture {
+	struct kafka_rig g;
+	evh_plugin pl;
+	plugin_sub sub;
+	int produced;      /* events sent so far: ids ev-0, ev-1, ... */
+	atomic_int acked;  /* their delivery reports */
+};
+
+/* Records each event; every third one (ev-1, ev-4, ...) fails its first
+ * attempt, so retries are scheduled on the way too. */
+static evh_event_result sink(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	const char *id = kafka_ev_id(ev);
+	evh_value v = EVH_TEXT(id);
+	(void)p;
+	(void)ud;
+	if (kafka_ev_attempt(ev) == 1 && strtol(id + 3, NULL, 10) % 3 == 1)
+		return EVH_EVENT_RETRY;
+	return store_exec(tx, "INSERT INTO handled(id) VALUES(?)", &v, 1, NULL) == EVH_OK
+	           ? EVH_EVENT_OK
+	           : EVH_EVENT_RETRY;
+}
+
+static void acked(void *opaque, int ok, const char *error)
+{
+	struct consume_fixture *f = opaque;
+	(void)error;
+	assert_true(ok);
+	atomic_fetch_add(&f->acked, 1);
+}
+
+/* How many events the sink holds, and how many distinct ones. */
+static void handled_counts(store *s, int64_t *all, int64_t *distinct)
+{
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT COUNT(*), COUNT(DISTINCT id) FROM handled", NULL,
+	                             0, &rows),
+	                 EVH_OK);
+	assert_int_equal(store_rows_next(rows), 1);
+	*all = store_rows_int(rows, 0);
+	*distinct = store_rows_int(rows, 1);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+}
+
+/* Send `n` more events and wait until the sink has them all, each once. */
+static int consume_more(struct consume_fixture *f, int n, int ms)
+{
+	outbox_row row;
+	int64_t end = clock_mono_ms() + ms, all = 0, distinct = 0;
+	int want = f->produced + n;
+	oom_row(&row, "OOM_CONSUME");
+	for (; f->produced < want; f->produced++) {
+		char id[16];
+		snprintf(id, sizeof id, "ev-%d", f->produced);
+		row.id = id;
+		assert_int_equal(kafka_produce_row(f->g.k, &row, "evhost://oom", acked, f), EVH_OK);
+	}
+	while (atomic_load(&f->acked) < want && clock_mono_ms() < end)
+		kafka_poll_producer(f->g.k, 10);
+	do {
+		handled_counts(f->pl.store, &all, &distinct);
+		if (all < want)
+			usleep(2000);
+	} while (all < want && clock_mono_ms() < end);
+	assert_int_equal(all, distinct);
+	return all == want;
+}
+
+/* The consumer's thread out of memory: whichever allocation fails, every
+ * event is handled, once (an attempt that fails is tried again), none is
+ * given up as a dead letter. */
+static int consume_thread_scenario(void *arg)
+{
+	struct consume_fixture *f = arg;
+	assert_true(consume_more(f, CONSUME_EVENTS, 10000));
+	return 0;
+}
+
+static void test_consumer(void **state)
+{
+	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
+	/* The embedded broker makes a fetch at the end of a partition wait this
+	 * long (500 ms by default) before it answers: each run would. */
+	static char *keys[] = {(char *)"fetch.wait.max.ms"}, *values[] = {(char *)"10"};
+	char err[256];
+	struct consume_fixture f;
+	long runs;
+	(void)state;
+	memset(&f, 0, sizeof f);
+	f.g.s.dlq_suffix = (char *)".dlq";
+	f.g.s.retry_max_attempts = 3;
+	f.g.s.retry_backoff_ms = 10;
+	f.g.s.retry_backoff_max_ms = 50;
+	f.g.s.rdkafka_keys = keys;
+	f.g.s.rdkafka_values = values;
+	f.g.s.nrdkafka = 1;
+	kafka_rig_start(&f.g, "consume.db");
+	f.pl.name = (char *)"sink";
+	f.pl.group = (char *)"evhost.oom";
+	assert_int_equal(store_open(&f.pl.store, f.g.path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_int_equal(store_migrate(f.pl.store, mig, 1, err, sizeof err), EVH_OK);
+	f.sub.topic = (char *)"OOM_CONSUME";
+	f.sub.handler = sink;
+	f.pl.subs = &f.sub;
+	f.pl.nsubs = 1;
+	assert_int_equal(consumer_start(f.g.k, &f.pl, &f.g.s, err, sizeof err), 0);
+	assert_true(consume_more(&f, 1, 30000)); /* assigned, and the topic exists */
+	runs = sweep_threads(consume_thread_scenario, &f, ALLOC_OTHER_THREADS);
+	print_message("consumer: %ld runs\n", runs);
+	assert_true(runs > 5);
+	consumer_stop(&f.pl);
+	store_close(f.pl.store);
+	kafka_rig_stop(&f.g);
 }
 
 int main(void)
@@ -483,7 +619,7 @@ int main(void)
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
-	    cmocka_unit_test(test_relay),
+	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
 	return cmocka_run_group_tests(tests, NULL, NULL);
