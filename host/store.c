@@ -1191,7 +1191,12 @@ static int migration_cmp(const void *a, const void *b)
 static int migrations_sorted(const evh_migration *m, size_t n, evh_migration **out, char *err,
                              size_t errlen)
 {
-	evh_migration *v = malloc(n * sizeof *v);
+	evh_migration *v;
+	if (n > SIZE_MAX / sizeof *v) { /* a count no array can hold */
+		set_err(err, errlen, "%zu migrations: more than memory can hold", n);
+		return EVH_EINVAL;
+	}
+	v = malloc(n * sizeof *v);
 	if (!v) {
 		set_err(err, errlen, "out of memory sorting migrations");
 		return EVH_ENOMEM;

@@ -200,6 +200,11 @@ static void test_migration_downgrade_and_invalid(void **state)
 	assert_non_null(strstr(err, "migration 1"));
 	assert_int_equal(store_migrate(f->s, zero, 1, err, sizeof err), EVH_EINVAL);
 	assert_non_null(strstr(err, "migration 0"));
+	/* A count whose array size wraps around (to 16 bytes here) is refused,
+	 * not copied and sorted past the end of a small allocation. */
+	assert_int_equal(store_migrate(f->s, zero, SIZE_MAX / sizeof zero[0] + 2, err, sizeof err),
+	                 EVH_EINVAL);
+	assert_non_null(strstr(err, "more than memory can hold"));
 }
 
 /* ---------------------------------------------------------- transactions */
