@@ -471,6 +471,14 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: data is not valid UTF-8 (at byte 2)")
     assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    # an escaped NUL (from the query string, past the HTTP body check): cJSON,
+    # and C consumers, would end the string there
+    r = d.post("/probe/publish?mode=notx", params={"data": '{"name":"lamp\\u0000 (old)"}'},
+               json={})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: data holds \\u0000 in a string at byte 13"
+                   " (consumers' strings would end there)")
+    assert count_rows(d.state_dir, "probe", "evh_log") == 0
     assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200
     assert count_rows(d.state_dir, "probe", "evh_log") == 1
     # the same body, whole, is published (one event, waiting or delivered)
