@@ -111,6 +111,23 @@ static int headers(evh_request *req, evh_response *resp, void *ud)
 	return http_resp_body(resp, "text/plain", buf, strlen(buf));
 }
 
+/* A response head larger than the one-send buffer (resp_send grows it). */
+#define BIG_HEADER_LEN 20000
+
+static int big_header(evh_request *req, evh_response *resp, void *ud)
+{
+	char *v = malloc(BIG_HEADER_LEN + 1);
+	int rc;
+	(void)req, (void)ud;
+	if (!v)
+		return EVH_ENOMEM;
+	memset(v, 'b', BIG_HEADER_LEN);
+	v[BIG_HEADER_LEN] = '\0';
+	rc = http_resp_header(resp, "X-Big", v);
+	free(v);
+	return rc != EVH_OK ? rc : http_resp_body(resp, "text/plain", "big", 3);
+}
+
 static int problem_field(evh_request *req, evh_response *resp, void *ud)
 {
 	(void)req, (void)ud;
@@ -287,6 +304,7 @@ static int setup(void **state)
 	add(f, "GET", "/t/me", whoami, EVH_ROUTE_AUTH, NULL);
 	add(f, "GET", "/t/fail", fails, 0, NULL);
 	add(f, "GET", "/t/headers", headers, 0, NULL);
+	add(f, "GET", "/t/big-header", big_header, 0, NULL);
 	add(f, "GET", "/t/problem", problem_field, 0, NULL);
 	add(f, "GET", "/t/nothing", nothing, 0, NULL);
 	add(f, "GET", "/t/slow", slow, 0, NULL);
@@ -514,6 +532,11 @@ static void test_handler_results(void **state)
 	assert_string_equal(header_of(r, "X-Good"), "yes");
 	assert_null(header_of(r, "Set-Cookie"));
 	free(r);
+	r = request(f, "GET", "/t/big-header", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	assert_int_equal(strspn(strstr(r, "\r\nX-Big: ") + 9, "b"), BIG_HEADER_LEN);
+	assert_string_equal(body_of(r), "big");
+	free(r);
 	r = request(f, "GET", "/t/problem", NULL, NULL);
 	expect_problem(r, 422, "validation");
 	assert_non_null(strstr(body_of(r), "\"detail\":\"say \\\"why\\\"\""));
@@ -718,7 +741,8 @@ static void test_port_in_use(void **state)
 /* Out of memory in the worker serving a request: the host's Nth allocation
  * fails in run N, through requests that parse a query, check a JSON body,
  * verify a token, write problems (a handler's, 404, 405, a failed
- * handler's 500), set headers and ask for health. Each must be answered, with
+ * handler's 500), set headers (one head larger than the one-send buffer)
+ * and ask for health. Each must be answered, with
  * its own status or a 5xx (never a dropped connection, never a crash), and
  * the ASan pass checks nothing leaks. */
 static void test_out_of_memory(void **state)
@@ -733,8 +757,8 @@ static void test_out_of_memory(void **state)
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
 	free(token);
 	for (n = 0;; n++) {
-		char *r[9];
-		int want[9] = {200, 201, 200, 422, 405, 404, 200, 500, 202}, failed;
+		char *r[10];
+		int want[10] = {200, 201, 200, 422, 405, 404, 200, 500, 202, 200}, failed;
 		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
 		r[0] = request(f, "GET", "/t/echo/al%20ice?q=a%2Bb&z=1", "X-Test: 1\r\n", NULL);
 		r[1] = request(f, "POST", "/t/json", "Content-Type: application/json\r\n",
@@ -746,8 +770,9 @@ static void test_out_of_memory(void **state)
 		r[6] = request(f, "GET", "/healthz", NULL, NULL);
 		r[7] = request(f, "GET", "/t/fail", NULL, NULL);
 		r[8] = request(f, "GET", "/t/headers", NULL, NULL);
+		r[9] = request(f, "GET", "/t/big-header", NULL, NULL);
 		failed = alloc_faults_disarm();
-		for (int i = 0; i < 9; i++) {
+		for (int i = 0; i < 10; i++) {
 			int st;
 			if (!r[i][0])
 				fail_msg("run %ld, request %d: the connection closed without an answer", n, i);
