@@ -2122,6 +2122,23 @@ static struct pbuf *next_buffer(struct consumer *c, int *wait_ms)
 	return best && !wait ? best : NULL;
 }
 
+/* `msg` could not be buffered (out of memory): handle it now, but after
+ * what its partition has buffered before it. Handling it first would break
+ * the partition's order, and store an offset past messages not yet handled
+ * (a commit then, and a crash, would lose them). A retry scheduled on the
+ * way pauses the partition: the rest is fetched again after its seek. */
+static void handle_unbuffered(struct consumer *c, rd_kafka_message_t *msg)
+{
+	const char *topic = rd_kafka_topic_name(msg->rkt);
+	struct pbuf *b = pbuf_find(c, topic, msg->partition);
+	while (b && b->n && !slot_find(c, topic, msg->partition))
+		handle_message(c, pbuf_pop(c, b), 1, NULL);
+	if (slot_find(c, topic, msg->partition))
+		rd_kafka_message_destroy(msg);
+	else
+		handle_message(c, msg, 1, NULL);
+}
+
 /* Take what librdkafka has, at most `max` (waiting up to timeout_ms for the
  * first). */
 static void fill_buffers(struct consumer *c, int timeout_ms, int max)
@@ -2135,11 +2152,10 @@ static void fill_buffers(struct consumer *c, int timeout_ms, int max)
 			/* Paused for a retry: fetched again after the seek. */
 			rd_kafka_message_destroy(msg);
 		} else if (pbuf_push(c, msg)) {
-			/* Out of memory: handle it now, out of order rather than not
-			 * at all (skipping it would commit past it later). */
-			log_error(KAFKA_LOG, "%s: out of memory buffering a message",
+			log_error(KAFKA_LOG, "%s: out of memory buffering a message; handling "
+			                     "it (after its partition's) now",
 			          plugin_label(c));
-			handle_message(c, msg, 1, NULL);
+			handle_unbuffered(c, msg);
 		}
 		msg = n + 1 < max ? rd_kafka_consumer_poll(c->rk, 0) : NULL;
 	}

@@ -493,25 +493,28 @@ static void test_relay(void **state)
 
 /* -------------------------------------------------------------- consumer */
 
-#define CONSUME_EVENTS 3
+/* More than a partition's buffer holds at first (16), so that it grows. */
+#define CONSUME_EVENTS 20
 
 struct consume_fixture {
 	struct kafka_rig g;
 	evh_plugin pl;
 	plugin_sub sub;
 	int produced;      /* events sent so far: ids ev-0, ev-1, ... */
+	int64_t seen_rowid; /* check_order's place in the sink */
+	long seen_ev;
 	atomic_int acked;  /* their delivery reports */
 };
 
-/* Records each event; every third one (ev-1, ev-4, ...) fails its first
- * attempt, so retries are scheduled on the way too. */
+/* Records each event; the second of each run's (ev-1, ev-21, ...) fails its
+ * first attempt, so a retry is scheduled on the way too. */
 static evh_event_result sink(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	const char *id = kafka_ev_id(ev);
 	evh_value v = EVH_TEXT(id);
 	(void)p;
 	(void)ud;
-	if (kafka_ev_attempt(ev) == 1 && strtol(id + 3, NULL, 10) % 3 == 1)
+	if (kafka_ev_attempt(ev) == 1 && strtol(id + 3, NULL, 10) % CONSUME_EVENTS == 1)
 		return EVH_EVENT_RETRY;
 	return store_exec(tx, "INSERT INTO handled(id) VALUES(?)", &v, 1, NULL) == EVH_OK
 	           ? EVH_EVENT_OK
@@ -542,7 +545,31 @@ static void handled_counts(store *s, int64_t *all, int64_t *distinct)
 	store_tx_rollback(tx);
 }
 
-/* Send `n` more events and wait until the sink has them all, each once. */
+/* The events the sink took since the last look were handled in the order
+ * they were sent (one key: one partition). */
+static void check_order(struct consume_fixture *f)
+{
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	evh_value after = EVH_INT(f->seen_rowid);
+	assert_int_equal(store_tx_begin(f->pl.store, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT rowid, id FROM handled WHERE rowid > ? "
+	                                 "ORDER BY rowid",
+	                             &after, 1, &rows),
+	                 EVH_OK);
+	while (store_rows_next(rows) == 1) {
+		long ev = strtol(store_rows_text(rows, 1, NULL) + 3, NULL, 10);
+		if (ev <= f->seen_ev)
+			fail_msg("ev-%ld handled after ev-%ld", ev, f->seen_ev);
+		f->seen_ev = ev;
+		f->seen_rowid = store_rows_int(rows, 0);
+	}
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+}
+
+/* Send `n` more events and wait until the sink has them all, each once, in
+ * order. */
 static int consume_more(struct consume_fixture *f, int n, int ms)
 {
 	outbox_row row;
@@ -563,12 +590,13 @@ static int consume_more(struct consume_fixture *f, int n, int ms)
 			usleep(2000);
 	} while (all < want && clock_mono_ms() < end);
 	assert_int_equal(all, distinct);
+	check_order(f);
 	return all == want;
 }
 
 /* The consumer's thread out of memory: whichever allocation fails, every
- * event is handled, once (an attempt that fails is tried again), none is
- * given up as a dead letter. */
+ * event is handled, once (an attempt that fails is tried again), in order,
+ * none is given up as a dead letter. */
 static int consume_thread_scenario(void *arg)
 {
 	struct consume_fixture *f = arg;
@@ -587,6 +615,7 @@ static void test_consumer(void **state)
 	long runs;
 	(void)state;
 	memset(&f, 0, sizeof f);
+	f.seen_ev = -1;
 	f.g.s.dlq_suffix = (char *)".dlq";
 	f.g.s.retry_max_attempts = 3;
 	f.g.s.retry_backoff_ms = 10;
