@@ -39,6 +39,7 @@
 #include "clock.h"
 #include "dlq.h"
 #include "http.h"
+#include "json.h"
 #include "kafka.h"
 #include "log.h"
 #include "store.h"
@@ -376,30 +377,6 @@ static int get_plugins(host *h, evh_response *resp, const char *name)
 
 /* ---------------------------------------------------------------- bytes */
 
-static int utf8_valid(const unsigned char *s, size_t n)
-{
-	for (size_t i = 0; i < n;) {
-		unsigned char c = s[i];
-		size_t len = c < 0x80           ? 1
-		             : (c >> 5) == 6    ? 2
-		             : (c >> 4) == 14   ? 3
-		             : (c >> 3) == 30   ? 4
-		                                : 0;
-		if (!len || (len == 1 && c == 0) || i + len > n)
-			return 0;
-		for (size_t j = 1; j < len; j++)
-			if ((s[i + j] & 0xC0) != 0x80)
-				return 0;
-		if ((len == 2 && c < 0xC2) || (len == 3 && c == 0xE0 && s[i + 1] < 0xA0) ||
-		    (len == 3 && c == 0xED && s[i + 1] >= 0xA0) ||
-		    (len == 4 && (c > 0xF4 || (c == 0xF0 && s[i + 1] < 0x90) ||
-		                  (c == 0xF4 && s[i + 1] >= 0x90))))
-			return 0;
-		i += len;
-	}
-	return 1;
-}
-
 static char *base64(const unsigned char *p, size_t n)
 {
 	size_t outlen = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
@@ -423,7 +400,8 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 		cJSON_AddNullToObject(o, name);
 		return;
 	}
-	if (utf8_valid((const unsigned char *)p, n) && (text = strndup(p, n))) {
+	/* Text without NUL bytes: a JSON string (cJSON's) would end at one. */
+	if (json_utf8_error(p, n) < 0 && !memchr(p, 0, n) && (text = strndup(p, n))) {
 		cJSON_AddStringToObject(o, name, text);
 		free(text);
 		return;

@@ -19,6 +19,7 @@ Each prints its counts (sent, acknowledged, delivered, duplicates, lost);
 run with -s to see them. The admin API (redrive, replay) needs its token.
 """
 
+import base64
 import collections
 import json
 import os
@@ -518,6 +519,11 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
     assert by_error["event data is not a JSON object"] == 2  # the text and the 1 MiB
     assert by_error['event data has no usable "id" (string or number)'] == 1
     assert by_error['event data has no "email"'] == 1
+    # bytes that are not text (a NUL, or not UTF-8) are shown as base64, text as is
+    poison = base64.b64encode(b"\x00\x01 not json {").decode()
+    assert [m.get("value_base64") for m in letters].count(poison) == 1
+    assert {"name": "no email", "id": "u-1"} in [
+        json.loads(m["value"]) for m in letters if "value" in m]
     big = [m for m in letters if "evhost_dlq_truncated" in m["headers"]]
     assert len(big) == 1 and big[0]["headers"]["evhost_dlq_truncated"] == str(len(garbage))
     assert big[0]["value_size"] == 65536 and "value_base64" in big[0]
