@@ -310,7 +310,7 @@ static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
 	/* Room in `done` for every report in flight, this one's too, so that
 	 * recording a delivery never fails for want of memory: its row would
 	 * stay in the outbox, past sent_upto, not sent again before a restart. */
-	if (r->ndone + (size_t)r->inflight == r->capdone &&
+	if (r->ndone + (size_t)r->inflight >= r->capdone &&
 	    grow_done(&r->done, &r->capdone)) {
 		pthread_mutex_unlock(&r->mu);
 		free(m);
