@@ -79,6 +79,7 @@ struct kafka {
 	size_t nmock_tids;
 	char *bootstraps;
 	const settings *set; /* for clients made later (kafka_reader_conf) */
+	size_t max_message_bytes; /* the producer's message.max.bytes */
 	/* The producer's topic handles by name: an open-addressing table of
 	 * `topics_cap` slots (a power of two), `ntopics` used. */
 	pthread_mutex_t topics_mu;
@@ -515,6 +516,14 @@ static int start_mock(kafka *k, char *err, size_t errlen)
 	return 0;
 }
 
+/* A numeric property of `conf` (0 when it has none). */
+static size_t conf_size(const rd_kafka_conf_t *conf, const char *name)
+{
+	char v[32];
+	size_t n = sizeof v;
+	return rd_kafka_conf_get(conf, name, v, &n) == RD_KAFKA_CONF_OK ? strtoul(v, NULL, 10) : 0;
+}
+
 static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -560,6 +569,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 	conf = producer_conf(k, s, err, errlen);
 	if (!conf)
 		goto fail;
+	k->max_message_bytes = conf_size(conf, "message.max.bytes");
 	k->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, msg, sizeof msg);
 	if (!k->producer) {
 		rd_kafka_conf_destroy(conf);
@@ -854,12 +864,30 @@ static int produce_row(kafka *k, const outbox_row *row, const char *source,
 		ts = 0; /* librdkafka stamps it now */
 	rc = produce(k, row->topic, RD_KAFKA_PARTITION_UA, ts, row->key,
 	             row->key ? strlen(row->key) : 0, row->data, row->data_len, hdrs, dr);
-	if (rc == EVH_ETOOBIG)
+	if (rc == EVH_ETOOBIG) /* published before evh_publish checked, or the limit was lowered */
 		log_error(KAFKA_LOG, "cannot produce event %s to %s: %zu bytes is more than "
-		                     "message.max.bytes",
-		          row->id ? row->id : "?", row->topic, row->data_len);
+		                     "message.max.bytes (%zu); the events published after it wait "
+		                     "behind it: raise [kafka] rdkafka.message.max.bytes (and the "
+		                     "topic's max.message.bytes) and restart",
+		          row->id ? row->id : "?", row->topic, row->data_len, k->max_message_bytes);
 	return rc;
 }
+
+/* What an event's message holds besides its key and data, at most: the
+ * headers produce_row adds (values from a ce_meta, the seq's 20 digits, the
+ * names) with two length varints each, and the record's own overhead. */
+#define EVENT_OVERHEAD_MAX 1024
+_Static_assert(sizeof(ce_meta) + 8 * (16 + 10) + 20 + 64 <= EVENT_OVERHEAD_MAX,
+               "EVENT_OVERHEAD_MAX must bound an event's headers and record overhead");
+
+size_t kafka_max_event_bytes(const kafka *k)
+{
+	return k && k->max_message_bytes > EVENT_OVERHEAD_MAX
+	           ? k->max_message_bytes - EVENT_OVERHEAD_MAX
+	           : 0;
+}
+
+size_t kafka_max_message_bytes(const kafka *k) { return k ? k->max_message_bytes : 0; }
 
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque)

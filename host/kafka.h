@@ -41,6 +41,14 @@ typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
  * consumer thread waiting for a dead-letter write), so it must be
  * thread-safe; kafka_stop reports messages it could not deliver with ok == 0.
  * EVH_EBUSY: the local queue is full; poll and try again. */
+/* The most key and data bytes an event (an outbox row) may have together
+ * for its message to fit the producer's message.max.bytes, headers and all
+ * (a bound: about 1 KB below it); 0 when not known. A larger event could
+ * never be sent: evh_publish refuses it, so that it never enters an outbox,
+ * where it would hold back every event of its plugin behind it. */
+size_t kafka_max_event_bytes(const kafka *k);
+/* The producer's message.max.bytes (0: not known). */
+size_t kafka_max_message_bytes(const kafka *k);
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque);
 /* kafka_produce_row, reporting the partition and offset of each delivery

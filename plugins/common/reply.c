@@ -68,7 +68,8 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 {
 	const char *why = tx ? evh_tx_error(tx) : NULL;
 
-	evh_log(p, rc == EVH_EFULL ? EVH_LOG_WARN : EVH_LOG_ERROR, "%s failed: %s%s%s", what,
+	evh_log(p, rc == EVH_EFULL || rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR,
+	        "%s failed: %s%s%s", what,
 	        evh_strerror(rc), why && *why ? ": " : "", why ? why : "");
 	if (tx)
 		evh_tx_rollback(tx);
@@ -77,6 +78,11 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 
 int reply_failure(evh_response *resp, int rc)
 {
+	if (rc == EVH_ETOOBIG) /* the change's event: larger than a Kafka message may be */
+		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
+		                        "the event this change publishes would be larger than the "
+		                        "broker takes (the daemon's log says by how much)",
+		                        NULL);
 	if (rc != EVH_EFULL)
 		return rc;
 	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);

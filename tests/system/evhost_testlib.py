@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import tempfile
@@ -975,3 +976,17 @@ service:
                                      f"got {len(matching)}{state}; received {len(seen)}: "
                                      f"{names}")
             time.sleep(0.1)
+
+
+def count_rows(state_dir, plugin, table):
+    """Rows of `table` in a plugin's database under the daemon's state dir."""
+    db = sqlite3.connect(str(Path(state_dir) / f"{plugin}.db"))
+    try:
+        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        db.close()
+
+
+def outbox_count(state_dir, plugin):
+    """A plugin's events not yet acknowledged by Kafka."""
+    return count_rows(state_dir, plugin, "evh_outbox")

@@ -153,6 +153,29 @@ def test_a_nul_escape_is_refused_not_cut_short(d):
     assert d.get("/crud/products").json()["items"] == []
 
 
+def wait_outbox_empty(d, timeout=30):
+    deadline = time.monotonic() + timeout
+    while lib.outbox_count(d.state_dir, "crud") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return lib.outbox_count(d.state_dir, "crud") == 0
+
+
+def test_a_document_whose_event_cannot_be_a_kafka_message_is_refused(d):
+    """Under the HTTP body limit (1 MiB) but over what one Kafka message may
+    carry (the producer's message.max.bytes, 1,000,000): its event could never
+    be sent, and in the outbox it would hold back every event after it. Refused
+    with 413, nothing stored; one just under the line is stored and sent."""
+    r = d.post("/crud/orders", json={"text": "x" * 1_030_000})
+    problem(r, 413, "payload-too-large")
+    d.wait_for_log("more than a message may carry (998976: the producer's"
+                   " message.max.bytes, 1000000, less room for headers)")
+    assert d.get("/crud/orders").json()["items"] == []
+    big = create(d, {"text": "x" * 990_000}, collection="orders")
+    small = create(d, {"text": "small"}, collection="orders")
+    assert wait_outbox_empty(d), d.log_tail()
+    assert {o["id"] for o in d.get("/crud/orders").json()["items"]} == {big["id"], small["id"]}
+
+
 def test_unknown_collection_is_404_on_every_route(d):
     doc_id = create(d, {"name": "lamp", "price": 1})["id"]
     for r in (d.post("/crud/nope", json={"a": 1}), d.get("/crud/nope"),

@@ -9,10 +9,8 @@ import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -425,18 +423,6 @@ def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_boo
     assert [m["value"] for m in msgs] == ['{"marker": true}']
 
 
-def count_rows(state_dir, plugin, table):
-    db = sqlite3.connect(str(Path(state_dir) / f"{plugin}.db"))
-    try:
-        return db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
-    finally:
-        db.close()
-
-
-def outbox_count(state_dir, plugin):
-    return count_rows(state_dir, plugin, "evh_outbox")
-
-
 def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     """evh_publish checks its data (host/json.c): text that is not JSON is
     EVH_EINVAL, logged with where it broke, and nothing reaches the outbox."""
@@ -447,14 +433,14 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     d.wait_for_log("publish to probe.events: data is not valid JSON (syntax error at byte 6)")
     r = d.post("/probe/publish?mode=notx&truncate=6", json={"order": 7})
     assert r.status_code == 500
-    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     # nested deeper than the check follows (1000 levels, as cJSON): 999
     # arrays around the object are 1000 levels, 1000 arrays one too many
     r = d.post("/probe/publish?mode=notx&wrap=1000", json={"order": 7})
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: data is not valid JSON (nested deeper than 1000"
                    " levels at byte 1000)")
-    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     # 10^400 x 10^-100 passes the HTTP check; cut to 10^400 x 10^-1 it is
     # beyond a double's range (consumers would read infinity)
     big = "[1" + "0" * 400 + "e-100]"
@@ -463,14 +449,14 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: the number at byte 1 of the data is beyond the"
                    " range of a double")
-    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     # cut inside the two bytes of an e-acute: not UTF-8, which JSON between
     # systems must be (a Python or Java consumer would fail to decode it)
     r = d.post("/probe/publish?mode=notx&truncate=3", data='["\u00e9"]'.encode(),
                headers={"Content-Type": "application/json"})
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: data is not valid UTF-8 (at byte 2)")
-    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     # an escaped NUL (from the query string, past the HTTP body check): cJSON,
     # and C consumers, would end the string there
     r = d.post("/probe/publish?mode=notx", params={"data": '{"name":"lamp\\u0000 (old)"}'},
@@ -478,12 +464,18 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     assert r.status_code == 500
     d.wait_for_log("publish to probe.events: data holds \\u0000 in a string at byte 13"
                    " (consumers' strings would end there)")
-    assert count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
+    # a type its ce_type header cannot hold whole (127 bytes at most)
+    r = d.post("/probe/publish?mode=notx", params={"type": "t" * 128}, json={"order": 7})
+    assert r.status_code == 500
+    d.wait_for_log("publish to probe.events: type is longer than 127 bytes (its ce_type"
+                   " header would be cut)")
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200
-    assert count_rows(d.state_dir, "probe", "evh_log") == 1
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 1
     # the same body, whole, is published (one event, waiting or delivered)
     assert d.post("/probe/publish?mode=notx", json={"order": 7}).status_code == 200
-    assert count_rows(d.state_dir, "probe", "evh_log") == 2
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 2
 
 
 def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstrap, unique_name):
@@ -495,7 +487,7 @@ def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstra
         assert r.status_code == 200
     code = d.stop(signal.SIGTERM, timeout=60)
     assert code == 0, d.log_tail()
-    assert outbox_count(d.state_dir, "probe") == 0
+    assert lib.outbox_count(d.state_dir, "probe") == 0
     msgs = lib.kafka_consume(topic, timeout=20, brokers=kafka_bootstrap)
     assert len(msgs) == 1000
 
@@ -523,7 +515,7 @@ def test_first_event_to_a_topic_asks_for_its_partitions_at_once(evhostd, build_d
     d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, subscribe="false"),
                  "kafka": {"rdkafka.debug": "metadata"}}, brokers=kafka_bootstrap)
     assert d.post("/probe/publish?n=1", json={"x": 1}).status_code == 200
-    lib.wait_until(lambda: outbox_count(d.state_dir, "probe") == 0, timeout=20,
+    lib.wait_until(lambda: lib.outbox_count(d.state_dir, "probe") == 0, timeout=20,
                    message="the event delivered")
     assert re.search(r"Requesting metadata for 1/1 topics: leader query", d.log_text()), \
         d.log_tail()

@@ -1195,6 +1195,51 @@ static void test_refused_topic_name_is_an_error(void **state)
 	assert_int_equal(atomic_load(&d.failed), 0);
 }
 
+/* kafka_max_event_bytes is a bound: an event with that many bytes of key
+ * and data, and the longest headers an event can have, is still a message
+ * the producer takes; a few KB more is not (EVH_ETOOBIG, what evh_publish
+ * now refuses up front). */
+static void test_max_event_bytes_bounds_the_message(void **state)
+{
+	static struct deliveries d; /* reports may come after a failed test returned */
+	char type[128], source[256], topic[] = "max-event-bytes";
+	size_t max = kafka_max_event_bytes(fx.k);
+	outbox_row row;
+	char *data;
+	int64_t deadline = now_ms() + WAIT_MS;
+	(void)state;
+	atomic_init(&d.ok, 0);
+	atomic_init(&d.failed, 0);
+	assert_int_equal(kafka_max_message_bytes(fx.k), 1000000); /* librdkafka's default */
+	assert_true(max > 990000 && max < 1000000);
+	memset(type, 't', sizeof type - 1);
+	type[sizeof type - 1] = '\0';
+	memset(source, 's', sizeof source - 1);
+	source[sizeof source - 1] = '\0';
+	assert_non_null(data = malloc(max + 4096));
+	memset(data, 'x', max + 4096);
+	memset(&row, 0, sizeof row);
+	row.seq = INT64_MAX; /* the longest evhost_seq */
+	row.id = (char *)"01a2313f-0000-7000-8000-000000000000";
+	row.topic = topic;
+	row.key = (char *)"key";
+	row.type = type;
+	row.source = source;
+	row.time = (char *)"2026-12-01T12:00:00.000Z";
+	row.traceparent = (char *)"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+	row.data = data;
+	row.data_len = max - strlen(row.key);
+	assert_int_equal(kafka_produce_row_pos(fx.k, &row, "evhost://test", count_delivery, &d),
+	                 EVH_OK);
+	row.data_len = max + 4096;
+	assert_int_equal(kafka_produce_row_pos(fx.k, &row, "evhost://test", count_delivery, &d),
+	                 EVH_ETOOBIG);
+	free(data);
+	while (atomic_load(&d.ok) + atomic_load(&d.failed) < 1 && now_ms() < deadline)
+		kafka_poll_producer(fx.k, 10);
+	assert_int_equal(atomic_load(&d.ok), 1);
+}
+
 /* Read `topic` with dlq_read until a message matches, at most WAIT_MS. */
 static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
                     int want)
@@ -1893,6 +1938,7 @@ static const struct {
     {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 3},
     {cmocka_unit_test(test_many_topics_are_all_delivered), 4},
     {cmocka_unit_test(test_refused_topic_name_is_an_error), 4},
+    {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 4},
 };
 
 int main(void)
