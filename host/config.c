@@ -906,7 +906,19 @@ static void k_state_dir(set_ctx *x, const cfg_entry *e)
 	}
 	free(parent);
 }
-static void k_source(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->source); }
+/* With "/" and a plugin's name (PLUGIN_NAME_MAX) it is each event's ce_source
+ * header, which holds 255 bytes (events.h): longer, it would be cut. */
+#define SOURCE_MAX 190
+_Static_assert(SOURCE_MAX + 1 + PLUGIN_NAME_MAX <= 255, "[host] source must fit ce_source");
+
+static void k_source(set_ctx *x, const cfg_entry *e)
+{
+	if (strlen(e->value) > SOURCE_MAX)
+		bad_value(x, e, "expected at most 190 bytes (with '/' and a plugin's name it is "
+		                "each event's ce_source, 255 bytes at most)");
+	else
+		get_nonempty(x, e, &x->s->source);
+}
 
 /* cfg_load reads the drop-in directory named in the main file before any
  * drop-in, so the key means nothing anywhere else. */

@@ -578,6 +578,24 @@ static void test_bad_values(void **state)
 	assert_string_equal(f->s.http_listen, "127.0.0.1:8080");
 }
 
+/* [host] source is each event's ce_source with "/NAME" after it: one that
+ * header could not hold whole is refused, the longest that fits taken. */
+static void test_source_fits_ce_source(void **state)
+{
+	fixture *f = *state;
+	char text[512], value[192];
+	memset(value, 'a', 191);
+	value[191] = '\0';
+	snprintf(text, sizeof text, MIN_KAFKA "[host]\nsource = %s\n", value);
+	expect_one_error(text, "s.conf",
+	                 "s.conf:4: [host] source: expected at most 190 bytes (with '/' and a "
+	                 "plugin's name it is each event's ce_source, 255 bytes at most), got 'aaa");
+	value[190] = '\0';
+	snprintf(text, sizeof text, MIN_KAFKA "[host]\nsource = %s\n", value);
+	assert_int_equal(settings_of(f, text, "s.conf"), 0);
+	assert_string_equal(f->s.source, value);
+}
+
 static void test_listen_forms(void **state)
 {
 	fixture *f = *state;
@@ -1293,6 +1311,7 @@ int main(void)
 	    T(test_unknown_section_and_key),
 	    T(test_key_outside_section),
 	    T(test_bad_values),
+	    T(test_source_fits_ce_source),
 	    T(test_listen_forms),
 	    T(test_tls_keys),
 	    T(test_brokers_required),
