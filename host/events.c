@@ -229,19 +229,21 @@ int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs)
 }
 
 /* Header values are raw bytes without a terminator: copy at most cap-1 of
- * them and stop at an embedded NUL, so the result is always a C string. */
-static void copy_value(const void *val, size_t size, char *dst, size_t cap)
+ * them and stop at an embedded NUL, so the result is always a C string.
+ * Returns 1 when that cut the value short. */
+static int copy_value(const void *val, size_t size, char *dst, size_t cap)
 {
 	size_t n = size < cap - 1 ? size : cap - 1;
 	const char *nul;
 	dst[0] = '\0';
 	if (!val)
-		return;
+		return 0;
 	nul = memchr(val, '\0', n);
 	if (nul)
 		n = (size_t)(nul - (const char *)val);
 	memcpy(dst, val, n);
 	dst[n] = '\0';
+	return n < size;
 }
 
 /* One pass over the headers (a lookup per name would scan them all each
@@ -277,7 +279,9 @@ int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m)
 		} else if (!strcmp(name, "traceparent")) {
 			dst = m->traceparent, cap = sizeof m->traceparent;
 		}
-		if (dst)
+		if (dst == m->id) /* the last one wins, its length too */
+			m->id_cut = copy_value(val, size, dst, cap);
+		else if (dst)
 			copy_value(val, size, dst, cap);
 	}
 	return m->id[0] && m->type[0] ? 0 : -1;

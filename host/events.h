@@ -7,7 +7,8 @@
 #include <librdkafka/rdkafka.h>
 
 typedef struct ce_meta {
-	char id[64];
+	char id[256];
+	int id_cut; /* ce_id was longer than `id` holds, or held a NUL: `id` is cut */
 	char type[128];
 	char source[256];
 	char specversion[8];

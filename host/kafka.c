@@ -874,10 +874,12 @@ static int produce_row(kafka *k, const outbox_row *row, const char *source,
 }
 
 /* What an event's message holds besides its key and data, at most: the
- * headers produce_row adds (values from a ce_meta, the seq's 20 digits, the
- * names) with two length varints each, and the record's own overhead. */
+ * headers produce_row adds (values from a ce_meta, whose id is the host's
+ * 36-character UUID, the seq's 20 digits, the names) with two length
+ * varints each, and the record's own overhead. */
 #define EVENT_OVERHEAD_MAX 1024
-_Static_assert(sizeof(ce_meta) + 8 * (16 + 10) + 20 + 64 <= EVENT_OVERHEAD_MAX,
+_Static_assert(sizeof(ce_meta) - sizeof(((ce_meta *)NULL)->id) + 37 + 8 * (16 + 10) + 20 + 64 <=
+                   EVENT_OVERHEAD_MAX,
                "EVENT_OVERHEAD_MAX must bound an event's headers and record overhead");
 
 size_t kafka_max_event_bytes(const kafka *k)
@@ -1034,8 +1036,15 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 	if (rd_kafka_message_headers(msg, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
 		h = NULL;
 	events_headers_decode(h, &ev->meta);
-	/* A plain producer's message has no ce_id: its position is its identity. */
-	if (ev->meta.id[0])
+	/* A plain producer's message has no ce_id: its position is its identity.
+	 * So has one whose ce_id was cut: two events whose ids differ only past
+	 * the cut would be one event to the inbox, the second skipped. */
+	if (ev->meta.id_cut)
+		log_warn(KAFKA_LOG, "%s [%" PRId32 "] @%" PRId64 ": ce_id is longer than %zu bytes"
+		                    " or holds a NUL byte; the message's position is its identity "
+		                    "instead (a copy sent again would not be known as one)",
+		         ev->topic, msg->partition, msg->offset, sizeof ev->meta.id - 1);
+	if (ev->meta.id[0] && !ev->meta.id_cut)
 		snprintf(ev->id, sizeof ev->id, "%s", ev->meta.id);
 	else
 		snprintf(ev->id, sizeof ev->id, "%s/%" PRId32 "/%" PRId64, ev->topic,

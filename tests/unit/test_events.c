@@ -237,12 +237,20 @@ static void test_untrusted_values(void **state)
 	rd_kafka_header_add(h, "ce_source", -1, NULL, 0);              /* null value */
 	assert_int_equal(events_headers_decode(h, &out), 0);
 	assert_int_equal(strlen(out.id), sizeof out.id - 1);
+	assert_true(out.id_cut); /* so not an identity (kafka.c) */
 	assert_string_equal(out.type, "AB");
 	assert_string_equal(out.source, "");
-	/* the last header of a name wins */
+	/* the last header of a name wins, its length too: 255 bytes fit whole */
 	rd_kafka_header_add(h, "ce_type", -1, "LAST", 4);
+	rd_kafka_header_add(h, "ce_id", -1, big, sizeof out.id - 1);
 	assert_int_equal(events_headers_decode(h, &out), 0);
 	assert_string_equal(out.type, "LAST");
+	assert_int_equal(strlen(out.id), sizeof out.id - 1);
+	assert_false(out.id_cut);
+	rd_kafka_header_add(h, "ce_id", -1, "A\0B", 3); /* a NUL cuts it too */
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_string_equal(out.id, "A");
+	assert_true(out.id_cut);
 	rd_kafka_headers_destroy(h);
 }
 

@@ -1195,6 +1195,64 @@ static void test_refused_topic_name_is_an_error(void **state)
 	assert_int_equal(atomic_load(&d.failed), 0);
 }
 
+struct position {
+	atomic_int done;
+	int32_t partition;
+	int64_t offset;
+};
+
+static void keep_position(void *opaque, int ok, const char *error, int32_t partition,
+                          int64_t offset)
+{
+	struct position *pos = opaque;
+	(void)error;
+	pos->partition = ok ? partition : -1;
+	pos->offset = ok ? offset : -1;
+	atomic_store(&pos->done, 1);
+}
+
+/* Two events from another producer whose ce_ids are longer than evhost
+ * keeps (255 bytes) and differ only past that: both are handled, each under
+ * its position as its identity; cut to the same text, the inbox took the
+ * second for a copy of the first and skipped it. A 255-byte id is kept. */
+static void test_long_ce_ids_are_not_cut_into_one(void **state)
+{
+	static struct position pos[3]; /* reports may come after a failed test returned */
+	char ids[3][320], want[3][320];
+	int64_t deadline = now_ms() + WAIT_MS;
+	(void)state;
+	memset(ids, 'i', sizeof ids);
+	ids[0][300] = ids[1][300] = '\0';
+	ids[0][299] = '1';
+	ids[1][299] = '2';
+	ids[2][255] = '\0';
+	ids[2][0] = '3';
+	for (int i = 0; i < 3; i++) {
+		rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+		rd_kafka_header_add(h, "ce_id", -1, ids[i], -1);
+		rd_kafka_header_add(h, "ce_type", -1, "LONG_ID", -1);
+		rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+		atomic_init(&pos[i].done, 0);
+		assert_int_equal(kafka_produce_message(fx.k, TOPIC, RD_KAFKA_PARTITION_UA, "long", 4,
+		                                       "{}", 2, h, keep_position, &pos[i]),
+		                 EVH_OK);
+	}
+	while ((!atomic_load(&pos[0].done) || !atomic_load(&pos[1].done) ||
+	        !atomic_load(&pos[2].done)) &&
+	       now_ms() < deadline)
+		kafka_poll_producer(fx.k, 10);
+	for (int i = 0; i < 2; i++) {
+		assert_true(pos[i].offset >= 0);
+		snprintf(want[i], sizeof want[i], "%s/%" PRId32 "/%" PRId64, TOPIC, pos[i].partition,
+		         pos[i].offset);
+	}
+	snprintf(want[2], sizeof want[2], "%s", ids[2]);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(wait_calls(want[i], 1), 1);
+		assert_int_equal(handled_rows(want[i]), 1);
+	}
+}
+
 /* kafka_max_event_bytes is a bound: an event with that many bytes of key
  * and data, and the longest headers an event can have, is still a message
  * the producer takes; a few KB more is not (EVH_ETOOBIG, what evh_publish
@@ -1939,6 +1997,7 @@ static const struct {
     {cmocka_unit_test(test_many_topics_are_all_delivered), 4},
     {cmocka_unit_test(test_refused_topic_name_is_an_error), 4},
     {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 4},
+    {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 4},
 };
 
 int main(void)

@@ -590,7 +590,10 @@ static inline int evh_publish(evh_plugin *p, evh_tx *tx, const char *topic, cons
 	return evh__api->publish(p, tx, topic, key, type, json, len);
 }
 
-/* Event accessors. Strings are borrowed from the event and NUL-terminated. */
+/* Event accessors. Strings are borrowed from the event and NUL-terminated.
+ * The id is the ce_id header, or "TOPIC/PARTITION/OFFSET" for a message
+ * without one, or whose ce_id is longer than 255 bytes or holds a NUL; it is
+ * what the inbox de-duplicates on. */
 static inline const char *evh_event_id(const evh_event *e) { return evh__api->ev_id(e); }
 static inline const char *evh_event_type(const evh_event *e) { return evh__api->ev_type(e); }
 static inline const char *evh_event_source(const evh_event *e) { return evh__api->ev_source(e); }
