@@ -36,11 +36,6 @@ typedef void (*kafka_delivery_cb)(void *opaque, int ok, const char *error);
 /* The same with where the message landed (offset -1 when it failed). */
 typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
                                       int32_t partition, int64_t offset);
-/* Produce one outbox row (headers built from its metadata). The callback
- * runs on whichever thread polls the producer (kafka_poll_producer, or a
- * consumer thread waiting for a dead-letter write), so it must be
- * thread-safe; kafka_stop reports messages it could not deliver with ok == 0.
- * EVH_EBUSY: the local queue is full; poll and try again. */
 /* The most key and data bytes an event (an outbox row) may have together
  * for its message to fit the producer's message.max.bytes, headers and all
  * (a bound: about 1 KB below it); 0 when not known. A larger event could
@@ -49,6 +44,11 @@ typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
 size_t kafka_max_event_bytes(const kafka *k);
 /* The producer's message.max.bytes (0: not known). */
 size_t kafka_max_message_bytes(const kafka *k);
+/* Produce one outbox row (headers built from its metadata). The callback
+ * runs on whichever thread polls the producer (kafka_poll_producer, or a
+ * consumer thread waiting for a dead-letter write), so it must be
+ * thread-safe; kafka_stop reports messages it could not deliver with ok == 0.
+ * EVH_EBUSY: the local queue is full; poll and try again. */
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque);
 /* kafka_produce_row, reporting the partition and offset of each delivery

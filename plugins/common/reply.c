@@ -78,10 +78,10 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 
 int reply_failure(evh_response *resp, int rc)
 {
-	if (rc == EVH_ETOOBIG) /* the change's event: larger than a Kafka message may be */
+	if (rc == EVH_ETOOBIG) /* mostly the change's event: more than a Kafka message takes */
 		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
-		                        "the event this change publishes would be larger than the "
-		                        "broker takes (the daemon's log says by how much)",
+		                        "this change, or the event it publishes, is larger than the "
+		                        "service takes (the daemon's log says which limit)",
 		                        NULL);
 	if (rc != EVH_EFULL)
 		return rc;
