@@ -312,6 +312,13 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 		                      "too many events are waiting to be published", NULL);
 		goto out;
 	}
+	if (rc == EVH_ETOOBIG) { /* the host logged the sizes */
+		rc = evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
+		                      "the broadcast's event would be larger than a Kafka message "
+		                      "may be",
+		                      "message");
+		goto out;
+	}
 	if (rc != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR, "broadcast %s: publish failed: %s", id,
 		        evh_strerror(rc));

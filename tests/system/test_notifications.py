@@ -577,6 +577,13 @@ def test_broadcast_reaches_every_current_user(evhostd, tmp_path, unique_name, ka
         assert r.headers["Content-Type"].startswith("application/problem+json")
         assert r.json().get("field") == field, r.text
 
+    # under the body limit (1 MiB), over what one Kafka message may carry: its
+    # event could never be sent (and would hold back every broadcast after it)
+    r = env.d.post("/notifications/broadcast", json={"subject": "s", "message": "m" * 1_030_000},
+                   headers=env.auth(admin))
+    assert r.status_code == 413, r.text
+    assert r.json()["field"] == "message"
+
     r = env.d.post("/notifications/broadcast", json=body, headers=env.auth(admin))
     assert r.status_code == 202, r.text
     bid = r.json()["broadcast_id"]
