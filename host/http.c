@@ -53,6 +53,7 @@
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
 #define HTTP_FULL_RETRY_AFTER "30"  /* seconds, when a plugin's database is full */
+#define HTTP_OUTBOX_RETRY_AFTER "5" /* seconds, when a plugin's outbox is at its bound */
 
 struct http_server {
 	host *h;
@@ -1163,6 +1164,23 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		problem(resp, 503, "unavailable",
 		        "the storage of service '%s' is full; try again later",
 		        rt->plugin->name);
+		return;
+	}
+	if (rc == EVH_EFULL || rc == EVH_ETOOBIG) {
+		/* evh_publish's two refusals a client can act on: the outbox at
+		 * its bound (try later), an event larger than Kafka takes. */
+		log_warn("http", "%s %s (route %s of plugin '%s') failed: %s", req->method,
+		         req->path, rt->r.pattern, rt->plugin ? rt->plugin->name : "host",
+		         host_strerror(rc));
+		if (rc == EVH_EFULL) {
+			http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
+			problem(resp, 503, "unavailable",
+			        "too many events are waiting to be sent; try again later");
+		} else {
+			problem(resp, 413, "payload-too-large",
+			        "the event this request publishes would be larger than a Kafka "
+			        "message may be");
+		}
 		return;
 	}
 	log_error("http", "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,

@@ -98,6 +98,14 @@ static int fails(evh_request *req, evh_response *resp, void *ud)
 	return EVH_ESTORE;
 }
 
+/* Returns what evh_publish said when the query names one: "full" or "big". */
+static int publish_refused(evh_request *req, evh_response *resp, void *ud)
+{
+	const char *what = http_req_query(req, "what");
+	(void)resp, (void)ud;
+	return what && !strcmp(what, "full") ? EVH_EFULL : EVH_ETOOBIG;
+}
+
 static int headers(evh_request *req, evh_response *resp, void *ud)
 {
 	char buf[128];
@@ -303,6 +311,7 @@ static int setup(void **state)
 	add(f, "GET", "/t/admin", whoami, EVH_ROUTE_AUTH, "admin");
 	add(f, "GET", "/t/me", whoami, EVH_ROUTE_AUTH, NULL);
 	add(f, "GET", "/t/fail", fails, 0, NULL);
+	add(f, "GET", "/t/refused", publish_refused, 0, NULL);
 	add(f, "GET", "/t/headers", headers, 0, NULL);
 	add(f, "GET", "/t/big-header", big_header, 0, NULL);
 	add(f, "GET", "/t/problem", problem_field, 0, NULL);
@@ -525,6 +534,14 @@ static void test_handler_results(void **state)
 	fixture *f = *state;
 	char *r = request(f, "GET", "/t/fail", NULL, NULL);
 	expect_problem(r, 500, "internal");
+	free(r);
+	/* evh_publish's refusals, returned as they are: what a client can act on */
+	r = request(f, "GET", "/t/refused?what=full", NULL, NULL);
+	expect_problem(r, 503, "unavailable");
+	assert_string_equal(header_of(r, "Retry-After"), "5");
+	free(r);
+	r = request(f, "GET", "/t/refused?what=big", NULL, NULL);
+	expect_problem(r, 413, "payload-too-large");
 	free(r);
 	r = request(f, "GET", "/t/headers", NULL, NULL);
 	assert_int_equal(status_of(r), 202);
