@@ -281,6 +281,8 @@ int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m)
 		}
 		if (dst == m->id) /* the last one wins, its length too */
 			m->id_cut = copy_value(val, size, dst, cap);
+		else if (dst == m->type)
+			m->type_cut = copy_value(val, size, dst, cap);
 		else if (dst)
 			copy_value(val, size, dst, cap);
 	}

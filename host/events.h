@@ -9,7 +9,8 @@
 typedef struct ce_meta {
 	char id[256];
 	int id_cut; /* ce_id was longer than `id` holds, or held a NUL: `id` is cut */
-	char type[128];
+	char type[256];
+	int type_cut; /* the same for ce_type */
 	char source[256];
 	char specversion[8];
 	char time[40];

@@ -878,7 +878,10 @@ static int produce_row(kafka *k, const outbox_row *row, const char *source,
  * 36-character UUID, the seq's 20 digits, the names) with two length
  * varints each, and the record's own overhead. */
 #define EVENT_OVERHEAD_MAX 1024
-_Static_assert(sizeof(ce_meta) - sizeof(((ce_meta *)NULL)->id) + 37 + 8 * (16 + 10) + 20 + 64 <=
+#define CE_FIELD(f) sizeof(((ce_meta *)NULL)->f)
+_Static_assert(37 + CE_FIELD(type) + CE_FIELD(source) + CE_FIELD(specversion) + CE_FIELD(time) +
+                       CE_FIELD(content_type) + CE_FIELD(traceparent) + 8 * (16 + 10) + 20 +
+                       64 <=
                    EVENT_OVERHEAD_MAX,
                "EVENT_OVERHEAD_MAX must bound an event's headers and record overhead");
 
@@ -1549,7 +1552,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		event_free(&ev);
 		return OUT_RETRY;
 	}
-	for (first = 0; first < c->p->nsubs; first++)
+	/* A cut type is not the event's: its handlers would see, and type
+	 * filters match, another one. */
+	for (first = ev.meta.type_cut ? c->p->nsubs : 0; first < c->p->nsubs; first++)
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
 	if (first < c->p->nsubs) {
@@ -1563,11 +1568,15 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		process_span_end(&span, &ev, out);
 	} else {
-		/* The plugin subscribed to this topic for other types only: an
-		 * event it has no handler for is a dead letter, not a silent skip
-		 * (that would commit past it and lose it). */
+		/* The plugin subscribed to this topic for other types only (or
+		 * the type was cut): an event it has no handler for is a dead
+		 * letter, not a silent skip (that would commit past it and lose it). */
 		out = OUT_REJECT;
-		if (ev.meta.type[0])
+		if (ev.meta.type_cut)
+			snprintf(ev.error, sizeof ev.error,
+			         "ce_type is longer than %zu bytes or holds a NUL byte",
+			         sizeof ev.meta.type - 1);
+		else if (ev.meta.type[0])
 			snprintf(ev.error, sizeof ev.error,
 			         "no handler for ce_type '%s' on topic %s", ev.meta.type, ev.topic);
 		else

@@ -465,10 +465,10 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     d.wait_for_log("publish to probe.events: data holds \\u0000 in a string at byte 13"
                    " (consumers' strings would end there)")
     assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
-    # a type its ce_type header cannot hold whole (127 bytes at most)
-    r = d.post("/probe/publish?mode=notx", params={"type": "t" * 128}, json={"order": 7})
+    # a type its ce_type header cannot hold whole (255 bytes at most)
+    r = d.post("/probe/publish?mode=notx", params={"type": "t" * 256}, json={"order": 7})
     assert r.status_code == 500
-    d.wait_for_log("publish to probe.events: type is longer than 127 bytes (its ce_type"
+    d.wait_for_log("publish to probe.events: type is longer than 255 bytes (its ce_type"
                    " header would be cut)")
     assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
     assert d.post("/probe/publish?mode=notx&wrap=999", json={"order": 7}).status_code == 200

@@ -251,6 +251,11 @@ static void test_untrusted_values(void **state)
 	assert_int_equal(events_headers_decode(h, &out), 0);
 	assert_string_equal(out.id, "A");
 	assert_true(out.id_cut);
+	assert_false(out.type_cut);
+	rd_kafka_header_add(h, "ce_type", -1, big, sizeof out.type); /* one byte too many */
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_int_equal(strlen(out.type), sizeof out.type - 1);
+	assert_true(out.type_cut); /* so dead-lettered, not dispatched (kafka.c) */
 	rd_kafka_headers_destroy(h);
 }
 

@@ -1214,7 +1214,12 @@ static void keep_position(void *opaque, int ok, const char *error, int32_t parti
 /* Two events from another producer whose ce_ids are longer than evhost
  * keeps (255 bytes) and differ only past that: both are handled, each under
  * its position as its identity; cut to the same text, the inbox took the
- * second for a copy of the first and skipped it. A 255-byte id is kept. */
+ * second for a copy of the first and skipped it. A 255-byte id is kept. An
+ * event whose ce_type is longer than that is dead-lettered, saying so: its
+ * handlers would have seen another type. */
+static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
+                    int want);
+
 static void test_long_ce_ids_are_not_cut_into_one(void **state)
 {
 	static struct position pos[3]; /* reports may come after a failed test returned */
@@ -1251,6 +1256,28 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 		assert_int_equal(wait_calls(want[i], 1), 1);
 		assert_int_equal(handled_rows(want[i]), 1);
 	}
+	{
+		char type[300], id[37];
+		dlq_list l = {0};
+		rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+		memset(type, 'T', sizeof type - 1);
+		type[sizeof type - 1] = '\0';
+		events_uuid(id);
+		rd_kafka_header_add(h, "ce_id", -1, id, -1);
+		rd_kafka_header_add(h, "ce_type", -1, type, -1);
+		rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+		assert_int_equal(kafka_produce_message(fx.k, TOPIC, RD_KAFKA_PARTITION_UA, "long", 4,
+		                                       "{}", 2, h, keep_position, &pos[0]),
+		                 EVH_OK);
+		assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", id, 1), 1);
+		for (size_t i = 0; i < l.n; i++)
+			if (dlq_header(&l.v[i], "ce_id", NULL) &&
+			    !strcmp(dlq_header(&l.v[i], "ce_id", NULL), id))
+				assert_string_equal(dlq_header(&l.v[i], "evhost_dlq_error", NULL),
+				                    "ce_type is longer than 255 bytes or holds a NUL byte");
+		dlq_list_free(&l);
+		assert_int_equal(count_calls(id, 0), 0);
+	}
 }
 
 /* kafka_max_event_bytes is a bound: an event with that many bytes of key
@@ -1260,7 +1287,7 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 static void test_max_event_bytes_bounds_the_message(void **state)
 {
 	static struct deliveries d; /* reports may come after a failed test returned */
-	char type[128], source[256], topic[] = "max-event-bytes";
+	char type[256], source[256], topic[] = "max-event-bytes";
 	size_t max = kafka_max_event_bytes(fx.k);
 	outbox_row row;
 	char *data;

@@ -580,7 +580,7 @@ static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
  * EVH_EFULL: the outbox is at its bound (answer 503 with Retry-After).
  * EVH_EINVAL: `json` is not UTF-8, or not one strict RFC 8259 JSON text,
  * or holds a number beyond a double's range or a \u0000 in a string
- * (logged with the byte where it broke); or `type` is longer than 127 bytes.
+ * (logged with the byte where it broke); or `type` is longer than 255 bytes.
  * EVH_ETOOBIG: key and data are more than one Kafka message may carry (the
  * producer's message.max.bytes less about 1 KB for headers; answer 413):
  * such an event could never be sent. */
