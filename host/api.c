@@ -157,7 +157,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	trace_span span;
 	outbox_row row;
 	evh_tx *own = NULL;
-	size_t at = 0, max;
+	size_t at = 0, max, size;
 	long bad_utf8;
 	json_status js;
 	int rc;
@@ -175,12 +175,12 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		return EVH_EINVAL;
 	}
 	max = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
-	if (max && len + (key ? strlen(key) : 0) > max) {
+	size = len + (key ? strlen(key) : 0);
+	if (max && size > max) {
 		log_error(p->name, "publish to %s: the event's key and data are %zu bytes, more than"
 		                   " a message may carry (%zu: the producer's message.max.bytes, %zu,"
 		                   " less room for headers); it could never be sent",
-		          topic, len + (key ? strlen(key) : 0), max,
-		          kafka_max_message_bytes(p->host->kafka));
+		          topic, size, max, kafka_max_message_bytes(p->host->kafka));
 		return EVH_ETOOBIG;
 	}
 	/* Consumers are promised JSON; refuse anything else at the source.

@@ -1166,26 +1166,21 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		        rt->plugin->name);
 		return;
 	}
-	if (rc == EVH_EFULL || rc == EVH_ETOOBIG) {
-		/* evh_publish's two refusals a client can act on: the outbox at
-		 * its bound (try later), an event larger than Kafka takes. */
-		log_warn("http", "%s %s (route %s of plugin '%s') failed: %s", req->method,
-		         req->path, rt->r.pattern, rt->plugin ? rt->plugin->name : "host",
-		         host_strerror(rc));
-		if (rc == EVH_EFULL) {
-			http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
-			problem(resp, 503, "unavailable",
-			        "too many events are waiting to be sent; try again later");
-		} else {
-			problem(resp, 413, "payload-too-large",
-			        "the event this request publishes would be larger than a Kafka "
-			        "message may be");
-		}
-		return;
+	/* evh_publish's two refusals a client can act on (the outbox at its
+	 * bound: try later; an event larger than Kafka takes) are warnings. */
+	log_msg(rc == EVH_EFULL || rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
+	        "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,
+	        rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc));
+	if (rc == EVH_EFULL) {
+		http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
+		problem(resp, 503, "unavailable", "too many events are waiting to be sent; try again "
+		                                  "later");
+	} else if (rc == EVH_ETOOBIG) {
+		problem(resp, 413, "payload-too-large",
+		        "the event this request publishes would be larger than a Kafka message may be");
+	} else {
+		problem(resp, 500, "internal", "the request could not be handled");
 	}
-	log_error("http", "%s %s (route %s of plugin '%s') failed: %s", req->method, req->path,
-	          rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc));
-	problem(resp, 500, "internal", "the request could not be handled");
 }
 
 /* Everything between routing and the handler: state, auth, body, JSON. */

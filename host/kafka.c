@@ -1720,6 +1720,15 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 	return too_big ? 2 : rc;
 }
 
+/* Sleep `ms` on the consumer's thread, unless it is told to stop meanwhile:
+ * returns 0 then. */
+static int sleep_unless_stopping(struct consumer *c, int ms)
+{
+	for (; ms > 0 && !atomic_load(&c->stop); ms -= POLL_MS)
+		sleep_ms(ms < POLL_MS ? ms : POLL_MS);
+	return !atomic_load(&c->stop);
+}
+
 /* Write `msg` to <topic>.<plugin><suffix>, retrying until it is
  * acknowledged: losing a dead letter would lose the event. A message too big
  * for the dead-letter topic is sent with only the first DLQ_TRUNCATE_BYTES
@@ -1760,8 +1769,7 @@ static int dead_letter(struct consumer *c, const rd_kafka_message_t *msg, int at
 		}
 		log_error(KAFKA_LOG, "%s: dead letter to %s failed (%s); retrying in %d ms",
 		          plugin_label(c), topic, why, delay);
-		for (int waited = 0; waited < delay && !atomic_load(&c->stop); waited += POLL_MS)
-			sleep_ms(POLL_MS);
+		sleep_unless_stopping(c, delay); /* a stop cuts it short: the next round gives up */
 		delay = delay * 2 > DLQ_RETRY_MAX_MS ? DLQ_RETRY_MAX_MS : delay * 2;
 	}
 }
@@ -1829,15 +1837,6 @@ static int retry_delay(const struct consumer *c, size_t sub, int attempts, int w
 	return waiting ? pol->backoff_max_ms
 	               : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts,
 	                                      random_u32());
-}
-
-/* Sleep `ms` on the consumer's thread, unless it is told to stop meanwhile:
- * returns 0 then. */
-static int sleep_unless_stopping(struct consumer *c, int ms)
-{
-	for (; ms > 0 && !atomic_load(&c->stop); ms -= POLL_MS)
-		sleep_ms(ms < POLL_MS ? ms : POLL_MS);
-	return !atomic_load(&c->stop);
 }
 
 /* Retry attempt `attempts` + 1 later; `waiting` (OUT_WAIT): the attempt
