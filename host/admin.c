@@ -40,6 +40,7 @@
 #include "dlq.h"
 #include "http.h"
 #include "json.h"
+#include "jsonb.h"
 #include "kafka.h"
 #include "log.h"
 #include "store.h"
@@ -186,18 +187,28 @@ static int problem(evh_response *resp, int status, const char *slug, const char 
 	return http_resp_problem(resp, status, slug, NULL, detail, field);
 }
 
-/* Send `root` (consumed) as the JSON body. */
-static int reply_json(evh_response *resp, int status, cJSON *root)
+/* Send `root` (consumed) as the JSON body. When a part of it could not be
+ * built (`ok` false, see jsonb.h) or it cannot be printed: 500, saying what
+ * was done all the same (`done`, for a request that changed something; NULL
+ * for a read), so that it is not taken for a request that failed. */
+static int reply_json_done(evh_response *resp, int status, cJSON *root, int ok,
+                           const char *done)
 {
-	char *json = root ? cJSON_PrintUnformatted(root) : NULL;
+	char *json = root && ok ? cJSON_PrintUnformatted(root) : NULL;
 	int rc;
 	cJSON_Delete(root);
 	if (!json)
-		return problem(resp, 500, "internal", NULL, "out of memory");
+		return problem(resp, 500, "internal", NULL, "out of memory writing the answer%s%s",
+		               done ? "; " : "", done ? done : "");
 	http_resp_status(resp, status);
 	rc = http_resp_body(resp, "application/json", json, strlen(json));
 	free(json);
 	return rc;
+}
+
+static int reply_json(evh_response *resp, int status, cJSON *root, int ok)
+{
+	return reply_json_done(resp, status, root, ok, NULL);
 }
 
 /* Answer 500 (out of memory) or 422 for `field`; both return -1 so input
@@ -260,21 +271,24 @@ static int query_int(evh_request *req, evh_response *resp, const char *name, int
 }
 
 /* The request body as a JSON object; an empty body is {}. NULL after
- * answering 422. */
+ * answering 422, or 500 when a well-formed body could not be parsed (cJSON
+ * says NULL for both). */
 static cJSON *body_object(evh_request *req, evh_response *resp)
 {
 	size_t len = 0;
 	const char *body = http_req_body(req, &len);
 	cJSON *o;
 	if (!body || !len)
-		return cJSON_CreateObject();
-	o = cJSON_ParseWithLength(body, len);
-	if (!cJSON_IsObject(o)) {
-		cJSON_Delete(o);
+		len = 0;
+	o = len ? cJSON_ParseWithLength(body, len) : cJSON_CreateObject();
+	if (cJSON_IsObject(o))
+		return o;
+	cJSON_Delete(o);
+	if (!o && (!len || json_check(body, len, JSON_MAX_DEPTH, NULL) == JSON_OK))
+		oom(resp);
+	else
 		problem(resp, 422, "validation", NULL, "the body must be a JSON object");
-		return NULL;
-	}
-	return o;
+	return NULL;
 }
 
 /* ------------------------------------------------------------- plugins */
@@ -310,52 +324,46 @@ static void strv_free(char **v, size_t n)
 	free(v);
 }
 
-static cJSON *subscription_json(host *h, const evh_plugin *p, const plugin_sub *sub)
+static cJSON *subscription_json(host *h, const evh_plugin *p, const plugin_sub *sub, int *ok)
 {
 	char dlq[512];
 	int attempts, backoff, backoff_max;
 	cJSON *o = cJSON_CreateObject();
 	kafka_retry_policy(sub, &h->set, &attempts, &backoff, &backoff_max);
 	kafka_dlq_topic(sub->topic, p->name, h->set.dlq_suffix, dlq, sizeof dlq);
-	cJSON_AddStringToObject(o, "topic", sub->topic);
-	if (sub->type)
-		cJSON_AddStringToObject(o, "type", sub->type);
-	else
-		cJSON_AddNullToObject(o, "type");
-	cJSON_AddNumberToObject(o, "max_attempts", attempts);
-	cJSON_AddNumberToObject(o, "backoff_ms", backoff);
-	cJSON_AddNumberToObject(o, "backoff_max_ms", backoff_max);
-	cJSON_AddStringToObject(o, "dlq_topic", dlq);
+	jsonb_put_str(o, "topic", sub->topic, ok);
+	jsonb_put_str(o, "type", sub->type, ok);
+	jsonb_put_num(o, "max_attempts", attempts, ok);
+	jsonb_put_num(o, "backoff_ms", backoff, ok);
+	jsonb_put_num(o, "backoff_max_ms", backoff_max, ok);
+	jsonb_put_str(o, "dlq_topic", dlq, ok);
 	return o;
 }
 
-static cJSON *plugin_json(host *h, const evh_plugin *p)
+static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 {
-	cJSON *o = cJSON_CreateObject(), *subs = cJSON_CreateArray();
+	cJSON *o = cJSON_CreateObject(), *subs;
 	const char *version = p->desc && p->desc->version ? p->desc->version : NULL;
-	cJSON_AddStringToObject(o, "name", p->name);
-	cJSON_AddStringToObject(o, "path", p->path ? p->path : "");
-	if (version)
-		cJSON_AddStringToObject(o, "version", version);
-	else
-		cJSON_AddNullToObject(o, "version");
-	cJSON_AddStringToObject(o, "state", plugin_state_name(p->status));
-	cJSON_AddStringToObject(o, "group", p->group ? p->group : "");
-	for (size_t i = 0; i < p->nsubs; i++)
-		cJSON_AddItemToArray(subs, subscription_json(h, p, &p->subs[i]));
-	cJSON_AddItemToObject(o, "subscriptions", subs);
-	cJSON_AddNumberToObject(o, "outbox_pending", (double)store_outbox_pending(p->store));
-	cJSON_AddNumberToObject(o, "events_stored", (double)store_events_count(p->store));
+	jsonb_put_str(o, "name", p->name, ok);
+	jsonb_put_str(o, "path", p->path ? p->path : "", ok);
+	jsonb_put_str(o, "version", version, ok);
+	jsonb_put_str(o, "state", plugin_state_name(p->status), ok);
+	jsonb_put_str(o, "group", p->group ? p->group : "", ok);
+	subs = jsonb_put_array(o, "subscriptions", ok);
+	for (size_t i = 0; subs && i < p->nsubs; i++)
+		jsonb_put(subs, NULL, subscription_json(h, p, &p->subs[i], ok), ok);
+	jsonb_put_num(o, "outbox_pending", (double)store_outbox_pending(p->store), ok);
+	jsonb_put_num(o, "events_stored", (double)store_events_count(p->store), ok);
 	return o;
 }
 
 /* {"plugins": [...]} for every plugin. */
-static cJSON *plugins_object(host *h)
+static cJSON *plugins_object(host *h, int *ok)
 {
-	cJSON *root = cJSON_CreateObject(), *list = cJSON_AddArrayToObject(root, "plugins");
+	cJSON *root = cJSON_CreateObject(), *list = jsonb_put_array(root, "plugins", ok);
 	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; list && i < h->nplugins; i++)
-		cJSON_AddItemToArray(list, plugin_json(h, h->plugins[i]));
+		jsonb_put(list, NULL, plugin_json(h, h->plugins[i], ok), ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	return root;
 }
@@ -363,16 +371,21 @@ static cJSON *plugins_object(host *h)
 static int get_plugins(host *h, evh_response *resp, const char *name)
 {
 	cJSON *one = NULL;
-	if (!name)
-		return reply_json(resp, 200, plugins_object(h));
+	int found = 0, ok = 1;
+	if (!name) {
+		cJSON *all = plugins_object(h, &ok);
+		return reply_json(resp, 200, all, ok);
+	}
 	pthread_mutex_lock(&h->plugins_lock);
-	for (size_t i = 0; !one && i < h->nplugins; i++)
-		if (!strcmp(h->plugins[i]->name, name))
-			one = plugin_json(h, h->plugins[i]);
+	for (size_t i = 0; !found && i < h->nplugins; i++)
+		if (!strcmp(h->plugins[i]->name, name)) {
+			one = plugin_json(h, h->plugins[i], &ok);
+			found = 1;
+		}
 	pthread_mutex_unlock(&h->plugins_lock);
-	if (!one)
+	if (!found)
 		return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
-	return reply_json(resp, 200, one);
+	return reply_json(resp, 200, one, ok);
 }
 
 /* ---------------------------------------------------------------- bytes */
@@ -389,7 +402,8 @@ static char *base64(const unsigned char *p, size_t n)
 /* Bytes as a JSON string under `name` when they are UTF-8 text, else as
  * base64 under `name`_base64; NULL bytes as null. At most `max` bytes are
  * shown (0: all); *cut tells whether some were left out. */
-static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_t max, int *cut)
+static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_t max, int *cut,
+                      int *ok)
 {
 	char key[64], *b64, *text;
 	if (cut)
@@ -397,44 +411,50 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 	if (max && n > max)
 		n = max;
 	if (!p) {
-		cJSON_AddNullToObject(o, name);
+		jsonb_put_str(o, name, NULL, ok);
 		return;
 	}
 	/* Text without NUL bytes: a JSON string (cJSON's) would end at one. */
-	if (json_utf8_error(p, n) < 0 && !memchr(p, 0, n) && (text = strndup(p, n))) {
-		cJSON_AddStringToObject(o, name, text);
+	if (json_utf8_error(p, n) < 0 && !memchr(p, 0, n)) {
+		text = strndup(p, n);
+		if (!text)
+			*ok = 0;
+		else
+			jsonb_put_str(o, name, text, ok);
 		free(text);
 		return;
 	}
 	snprintf(key, sizeof key, "%s_base64", name);
 	b64 = base64((const unsigned char *)p, n);
-	if (b64)
-		cJSON_AddStringToObject(o, key, b64);
+	if (!b64)
+		*ok = 0;
+	else
+		jsonb_put_str(o, key, b64, ok);
 	free(b64);
 }
 
 /* ------------------------------------------------------------------ dlq */
 
-static cJSON *dlq_msg_json(const dlq_msg *m, int redriven)
+static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int *ok)
 {
-	cJSON *o = cJSON_CreateObject(), *hdrs = cJSON_CreateObject();
+	cJSON *o = cJSON_CreateObject(), *hdrs;
 	int cut = 0;
-	cJSON_AddStringToObject(o, "topic", m->topic);
-	cJSON_AddNumberToObject(o, "partition", m->partition);
-	cJSON_AddNumberToObject(o, "offset", (double)m->offset);
+	jsonb_put_str(o, "topic", m->topic, ok);
+	jsonb_put_num(o, "partition", m->partition, ok);
+	jsonb_put_num(o, "offset", (double)m->offset, ok);
 	if (m->timestamp_ms >= 0)
-		cJSON_AddNumberToObject(o, "timestamp_ms", (double)m->timestamp_ms);
-	add_bytes(o, "key", m->key, m->key_len, 0, NULL);
-	add_bytes(o, "value", m->value, m->value_len, VALUE_SHOW_MAX, &cut);
-	cJSON_AddNumberToObject(o, "value_size", (double)m->value_len);
+		jsonb_put_num(o, "timestamp_ms", (double)m->timestamp_ms, ok);
+	add_bytes(o, "key", m->key, m->key_len, 0, NULL, ok);
+	add_bytes(o, "value", m->value, m->value_len, VALUE_SHOW_MAX, &cut, ok);
+	jsonb_put_num(o, "value_size", (double)m->value_len, ok);
 	if (cut)
-		cJSON_AddTrueToObject(o, "value_shortened");
-	for (size_t i = 0; i < m->nheaders; i++) {
+		jsonb_put_bool(o, "value_shortened", 1, ok);
+	hdrs = jsonb_put_object(o, "headers", ok);
+	for (size_t i = 0; hdrs && i < m->nheaders; i++) {
 		cJSON_DeleteItemFromObjectCaseSensitive(hdrs, m->hname[i]); /* the last wins */
-		add_bytes(hdrs, m->hname[i], m->hvalue[i], m->hlen[i], 0, NULL);
+		add_bytes(hdrs, m->hname[i], m->hvalue[i], m->hlen[i], 0, NULL, ok);
 	}
-	cJSON_AddItemToObject(o, "headers", hdrs);
-	cJSON_AddBoolToObject(o, "redriven", redriven);
+	jsonb_put_bool(o, "redriven", redriven, ok);
 	return o;
 }
 
@@ -486,7 +506,7 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	size_t ntopics = 0;
 	int64_t limit;
 	dlq_list l;
-	int *flags;
+	int *flags, ok = 1;
 	cJSON *root, *tl, *msgs;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit))
@@ -500,19 +520,21 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	flags = calloc(l.n ? l.n : 1, sizeof *flags);
 	if (flags)
 		mark_redriven(h, name, &l, flags);
+	else
+		ok = 0; /* "redriven" would be false for each */
 	root = cJSON_CreateObject();
-	cJSON_AddStringToObject(root, "plugin", name);
-	tl = cJSON_AddArrayToObject(root, "topics");
-	for (size_t i = 0; i < ntopics; i++)
-		cJSON_AddItemToArray(tl, cJSON_CreateString(topics[i]));
-	msgs = cJSON_AddArrayToObject(root, "messages");
-	for (size_t i = 0; msgs && i < l.n; i++)
-		cJSON_AddItemToArray(msgs, dlq_msg_json(&l.v[i], flags && flags[i]));
-	cJSON_AddBoolToObject(root, "truncated", l.truncated);
+	jsonb_put_str(root, "plugin", name, &ok);
+	tl = jsonb_put_array(root, "topics", &ok);
+	for (size_t i = 0; tl && i < ntopics; i++)
+		jsonb_put_str(tl, NULL, topics[i], &ok);
+	msgs = jsonb_put_array(root, "messages", &ok);
+	for (size_t i = 0; msgs && ok && i < l.n; i++)
+		jsonb_put(msgs, NULL, dlq_msg_json(&l.v[i], flags[i], &ok), &ok);
+	jsonb_put_bool(root, "truncated", l.truncated, &ok);
 	free(flags);
 	dlq_list_free(&l);
 	strv_free(topics, ntopics);
-	return reply_json(resp, 200, root);
+	return reply_json(resp, 200, root, ok);
 }
 
 /* ---------------------------------------------------------------- redrive */
@@ -634,21 +656,21 @@ static size_t record_redriven(host *h, const char *name, const dlq_msg *const *s
 }
 
 static cJSON *redrive_entry(const dlq_msg *m, const char *outcome, const char *to_topic,
-                            int32_t to_partition, int64_t to_offset, const char *error)
+                            int32_t to_partition, int64_t to_offset, const char *error, int *ok)
 {
 	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "topic", m->topic);
-	cJSON_AddNumberToObject(o, "partition", m->partition);
-	cJSON_AddNumberToObject(o, "offset", (double)m->offset);
-	cJSON_AddStringToObject(o, "outcome", outcome);
+	jsonb_put_str(o, "topic", m->topic, ok);
+	jsonb_put_num(o, "partition", m->partition, ok);
+	jsonb_put_num(o, "offset", (double)m->offset, ok);
+	jsonb_put_str(o, "outcome", outcome, ok);
 	if (to_topic && *to_topic)
-		cJSON_AddStringToObject(o, "to_topic", to_topic);
+		jsonb_put_str(o, "to_topic", to_topic, ok);
 	if (to_partition >= 0)
-		cJSON_AddNumberToObject(o, "to_partition", to_partition);
+		jsonb_put_num(o, "to_partition", to_partition, ok);
 	if (to_offset >= 0)
-		cJSON_AddNumberToObject(o, "to_offset", (double)to_offset);
+		jsonb_put_num(o, "to_offset", (double)to_offset, ok);
 	if (error && *error)
-		cJSON_AddStringToObject(o, "error", error);
+		jsonb_put_str(o, "error", error, ok);
 	return o;
 }
 
@@ -660,6 +682,7 @@ struct redrive_job {
 	dlq_redrive_result *res;
 	size_t nsel;
 	cJSON *results;
+	int ok; /* results has every entry (jsonb.h) */
 	size_t counts[3]; /* redriven, skipped, failed */
 };
 
@@ -670,8 +693,9 @@ static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, in
 		if (!picked(picks, npicks, all, m))
 			continue;
 		if (j->done_before[i]) {
-			cJSON_AddItemToArray(j->results, redrive_entry(m, "skipped", NULL, -1, -1,
-			                                               "already redriven"));
+			jsonb_put(j->results, NULL,
+			          redrive_entry(m, "skipped", NULL, -1, -1, "already redriven", &j->ok),
+			          &j->ok);
 			j->counts[1]++;
 			continue;
 		}
@@ -684,9 +708,10 @@ static void redrive_report(struct redrive_job *j)
 	static const char *const names[] = {"redriven", "skipped", "failed"};
 	for (size_t i = 0; i < j->nsel; i++) {
 		const dlq_redrive_result *r = &j->res[i];
-		cJSON_AddItemToArray(j->results,
-		                     redrive_entry(j->sel[i], names[r->outcome], r->to_topic,
-		                                   r->to_partition, r->to_offset, r->error));
+		jsonb_put(j->results, NULL,
+		          redrive_entry(j->sel[i], names[r->outcome], r->to_topic, r->to_partition,
+		                        r->to_offset, r->error, &j->ok),
+		          &j->ok);
 		j->counts[r->outcome]++;
 	}
 }
@@ -694,21 +719,27 @@ static void redrive_report(struct redrive_job *j)
 static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick *picks,
                           size_t npicks, size_t unrecorded)
 {
-	cJSON *root = cJSON_CreateObject(), *nf = cJSON_CreateArray();
-	cJSON_AddStringToObject(root, "plugin", j->name);
-	cJSON_AddNumberToObject(root, "redriven", (double)j->counts[0]);
-	cJSON_AddNumberToObject(root, "skipped", (double)j->counts[1]);
-	cJSON_AddNumberToObject(root, "failed", (double)j->counts[2]);
+	cJSON *root = cJSON_CreateObject(), *nf;
+	char done[160];
+	int ok = j->ok;
+	jsonb_put_str(root, "plugin", j->name, &ok);
+	jsonb_put_num(root, "redriven", (double)j->counts[0], &ok);
+	jsonb_put_num(root, "skipped", (double)j->counts[1], &ok);
+	jsonb_put_num(root, "failed", (double)j->counts[2], &ok);
 	if (unrecorded)
-		cJSON_AddNumberToObject(root, "unrecorded", (double)unrecorded);
-	cJSON_AddItemToObject(root, "results", j->results);
+		jsonb_put_num(root, "unrecorded", (double)unrecorded, &ok);
+	jsonb_put(root, "results", j->results, &ok);
 	j->results = NULL;
-	for (size_t i = 0; i < npicks; i++)
+	nf = jsonb_put_array(root, "not_found", &ok);
+	for (size_t i = 0; nf && i < npicks; i++)
 		if (!picks[i].found)
-			cJSON_AddItemToArray(nf, cJSON_CreateNumber((double)picks[i].offset));
-	cJSON_AddItemToObject(root, "not_found", nf);
-	cJSON_AddBoolToObject(root, "truncated", j->l.truncated);
-	return reply_json(resp, 200, root);
+			jsonb_put_num(nf, NULL, (double)picks[i].offset, &ok);
+	jsonb_put_bool(root, "truncated", j->l.truncated, &ok);
+	snprintf(done, sizeof done,
+	         "the redrive ran: %zu redriven, %zu skipped, %zu failed (GET the dead letters "
+	         "for each one's state)",
+	         j->counts[0], j->counts[1], j->counts[2]);
+	return reply_json_done(resp, 200, root, ok, done);
 }
 
 static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char **topics,
@@ -722,6 +753,7 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 	j->sel = calloc(j->l.n ? j->l.n : 1, sizeof *j->sel);
 	j->res = calloc(j->l.n ? j->l.n : 1, sizeof *j->res);
 	j->results = cJSON_CreateArray();
+	j->ok = 1;
 	if (!j->done_before || !j->sel || !j->res || !j->results) {
 		oom(resp);
 		return EVH_OK;
@@ -870,21 +902,26 @@ static int replay_status(int rc)
 static int replay_answer(evh_response *resp, const char *name, const replay_result *res)
 {
 	cJSON *root = cJSON_CreateObject(), *parts;
-	cJSON_AddStringToObject(root, "plugin", name);
-	parts = cJSON_AddArrayToObject(root, "partitions");
+	char done[160];
+	int ok = 1;
+	jsonb_put_str(root, "plugin", name, &ok);
+	parts = jsonb_put_array(root, "partitions", &ok);
 	for (size_t i = 0; parts && i < res->nparts; i++) {
-		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "topic", res->parts[i].topic);
-		cJSON_AddNumberToObject(o, "partition", res->parts[i].partition);
-		cJSON_AddNumberToObject(o, "offset", (double)res->parts[i].offset);
+		cJSON *o = jsonb_put_object(parts, NULL, &ok);
+		jsonb_put_str(o, "topic", res->parts[i].topic, &ok);
+		jsonb_put_num(o, "partition", res->parts[i].partition, &ok);
+		jsonb_put_num(o, "offset", (double)res->parts[i].offset, &ok);
 		if (res->parts[i].previous >= 0)
-			cJSON_AddNumberToObject(o, "previous", (double)res->parts[i].previous);
+			jsonb_put_num(o, "previous", (double)res->parts[i].previous, &ok);
 		else
-			cJSON_AddNullToObject(o, "previous");
-		cJSON_AddItemToArray(parts, o);
+			jsonb_put_str(o, "previous", NULL, &ok);
 	}
-	cJSON_AddNumberToObject(root, "inbox_deleted", (double)res->inbox_deleted);
-	return reply_json(resp, 200, root);
+	jsonb_put_num(root, "inbox_deleted", (double)res->inbox_deleted, &ok);
+	snprintf(done, sizeof done,
+	         "the replay was applied: %zu partition(s) rewound, %" PRId64
+	         " inbox record(s) deleted",
+	         res->nparts, (int64_t)res->inbox_deleted);
+	return reply_json_done(resp, 200, root, ok, done);
 }
 
 static int post_replay(host *h, evh_request *req, evh_response *resp, const char *name)
@@ -939,8 +976,13 @@ static int add_plugin_events(cJSON *out, const evh_plugin *p, const char *aggreg
 	if (!arr)
 		return EVH_ENOMEM;
 	while ((ev = cJSON_DetachItemFromArray(arr, 0))) {
-		cJSON_AddStringToObject(ev, "plugin", p->name);
-		cJSON_AddItemToArray(out, ev);
+		int ok = 1;
+		jsonb_put_str(ev, "plugin", p->name, &ok);
+		jsonb_put(out, NULL, ev, &ok);
+		if (!ok) {
+			cJSON_Delete(arr);
+			return EVH_ENOMEM;
+		}
 	}
 	cJSON_Delete(arr);
 	return EVH_OK;
@@ -992,7 +1034,7 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	const char *plugin = http_req_query(req, "plugin");
 	const char *aggregate = http_req_query(req, "aggregate");
 	int64_t limit, after;
-	int rc = EVH_OK, found = 0;
+	int rc = EVH_OK, found = 0, ok = 1;
 	cJSON *all = cJSON_CreateArray(), *root, *events;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
@@ -1002,8 +1044,10 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	}
 	if (aggregate && !*aggregate)
 		aggregate = NULL;
+	if (!all)
+		return problem(resp, 500, "internal", NULL, "out of memory");
 	pthread_mutex_lock(&h->plugins_lock);
-	for (size_t i = 0; !rc && all && i < h->nplugins; i++) {
+	for (size_t i = 0; !rc && i < h->nplugins; i++) {
 		const evh_plugin *p = h->plugins[i];
 		if ((plugin && strcmp(plugin, p->name)) || !p->store)
 			continue;
@@ -1015,13 +1059,15 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 		cJSON_Delete(all);
 		return problem(resp, 404, "not-found", "plugin", "no plugin named '%s'", plugin);
 	}
-	events = rc || !all ? NULL : sorted_events(all, limit);
+	events = rc ? NULL : sorted_events(all, limit);
 	cJSON_Delete(all);
 	if (!events)
-		return problem(resp, 500, "internal", NULL, "reading the event log failed");
+		return problem(resp, 500, "internal", NULL, "%s",
+		               rc && rc != EVH_ENOMEM ? "reading the event log failed"
+		                                      : "out of memory");
 	root = cJSON_CreateObject();
-	cJSON_AddItemToObject(root, "events", events);
-	return reply_json(resp, 200, root);
+	jsonb_put(root, "events", events, &ok);
+	return reply_json(resp, 200, root, ok);
 }
 
 /* ----------------------------------------------------------------- reload */
@@ -1069,7 +1115,7 @@ static int post_reload(host *h, evh_response *resp)
 	struct admin *a = h->admin;
 	sigset_t mask;
 	uint64_t id;
-	int done, rc;
+	int done, rc, ok = 1;
 	cJSON *root;
 
 	/* Only a process whose threads block SIGHUP takes it on a waiting main
@@ -1092,19 +1138,20 @@ static int post_reload(host *h, evh_response *resp)
 		return problem(resp, 503, "unavailable", NULL, "the daemon is stopping");
 	if (!done) {
 		root = cJSON_CreateObject();
-		cJSON_AddStringToObject(root, "result", "pending");
-		cJSON_AddStringToObject(root, "detail", "the reload is still running; watch "
-		                                        "GET /admin/plugins for its outcome");
-		return reply_json(resp, 202, root);
+		jsonb_put_str(root, "result", "pending", &ok);
+		jsonb_put_str(root, "detail",
+		              "the reload is still running; watch GET /admin/plugins for its outcome",
+		              &ok);
+		return reply_json_done(resp, 202, root, ok, "the reload is still running");
 	}
 	if (rc != 0)
 		return problem(resp, 409, "reload-refused", NULL,
 		               "the new configuration has errors and was refused; the running "
 		               "configuration stays (the daemon's log names each problem as "
 		               "file:line, as does evhostd --check-config)");
-	root = plugins_object(h);
-	cJSON_AddStringToObject(root, "result", "applied");
-	return reply_json(resp, 200, root);
+	root = plugins_object(h, &ok);
+	jsonb_put_str(root, "result", "applied", &ok);
+	return reply_json_done(resp, 200, root, ok, "the new configuration was applied");
 }
 
 /* -------------------------------------------------------------- dispatch */

@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "config.h"
 #include "diag.h"
+#include "jsonb.h"
 
 enum {
 	EXIT_OK = 0,
@@ -1017,9 +1018,24 @@ static int cmd_dlq_show(ctl *c, const char *name)
 	return EXIT_OK;
 }
 
+/* `body` (consumed) as the request's JSON text; out of memory, the command
+ * stops there (a request with a part missing would ask for something else:
+ * a redrive without its "offsets" is one of every dead letter). */
+static char *request_json(cJSON *body, int ok)
+{
+	char *json = body && ok ? cJSON_PrintUnformatted(body) : NULL;
+	cJSON_Delete(body);
+	if (!json) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	return json;
+}
+
 /* "O", "P:O" or "TOPIC:P:O" as a redrive selection entry; NULL when it is
- * none of those. Topic names cannot contain ':'. */
-static cJSON *parse_id(const char *id)
+ * none of those. Topic names cannot contain ':'. Out of memory, *ok is
+ * cleared (see jsonb.h). */
+static cJSON *parse_id(const char *id, int *ok)
 {
 	const char *last = strrchr(id, ':'), *first = strchr(id, ':');
 	char *end;
@@ -1035,21 +1051,24 @@ static cJSON *parse_id(const char *id)
 		if (end != last || end == ps || part < 0 || part > INT_MAX)
 			return NULL;
 	}
-	if (!last)
-		return cJSON_CreateNumber((double)off);
+	if (!last) {
+		o = cJSON_CreateNumber((double)off);
+		*ok = *ok && o;
+		return o;
+	}
+	if (first != last && first == id)
+		return NULL; /* ":P:O": no topic */
 	o = cJSON_CreateObject();
 	if (first != last) {
 		char *topic = strndup(id, (size_t)(first - id));
-		if (!topic || !*topic) {
-			free(topic);
-			cJSON_Delete(o);
-			return NULL;
-		}
-		cJSON_AddStringToObject(o, "topic", topic);
+		if (!topic)
+			*ok = 0;
+		else
+			jsonb_put_str(o, "topic", topic, ok);
 		free(topic);
 	}
-	cJSON_AddNumberToObject(o, "partition", (double)part);
-	cJSON_AddNumberToObject(o, "offset", (double)off);
+	jsonb_put_num(o, "partition", (double)part, ok);
+	jsonb_put_num(o, "offset", (double)off, ok);
 	return o;
 }
 
@@ -1078,26 +1097,25 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	cJSON *body = cJSON_CreateObject(), *offs;
 	char *json = NULL, *path = NULL;
 	reply r;
-	int rc;
+	int rc, ok = 1;
 
 	if (c->o.all == (nids > 0)) {
 		cJSON_Delete(body);
 		return usage_error(c->o.all ? "dlq redrive takes --all or dead-letter ids, not both"
 		                            : "dlq redrive needs --all or dead-letter ids");
 	}
-	offs = c->o.all ? NULL : cJSON_AddArrayToObject(body, "offsets");
-	for (int i = 0; i < nids; i++) {
-		cJSON *one = parse_id(ids[i]);
-		if (!one) {
+	offs = c->o.all ? NULL : jsonb_put_array(body, "offsets", &ok);
+	for (int i = 0; ok && i < nids; i++) {
+		cJSON *one = parse_id(ids[i], &ok);
+		if (!one && ok) {
 			cJSON_Delete(body);
 			return usage_error("'%s' is not a dead-letter id (OFFSET, "
 			                   "PARTITION:OFFSET or TOPIC:PARTITION:OFFSET)",
 			                   ids[i]);
 		}
-		cJSON_AddItemToArray(offs, one);
+		jsonb_put(offs, NULL, one, &ok);
 	}
-	json = cJSON_PrintUnformatted(body);
-	cJSON_Delete(body);
+	json = request_json(body, ok);
 	path = xasprintf("/admin/plugins/%s/dlq/redrive", name);
 	rc = call(c, "POST", path, json, &r);
 	free(json);
@@ -1121,19 +1139,18 @@ static int cmd_replay(ctl *c, const char *name)
 	cJSON *body, *topics, *p;
 	char *json, *path;
 	reply r;
-	int rc;
+	int rc, ok = 1;
 
 	if (!c->o.from)
 		return usage_error("replay needs --from beginning or --from TIME (RFC 3339)");
 	body = cJSON_CreateObject();
-	cJSON_AddStringToObject(body, "from", c->o.from);
+	jsonb_put_str(body, "from", c->o.from, &ok);
 	if (c->o.ntopics) {
-		topics = cJSON_AddArrayToObject(body, "topics");
-		for (size_t i = 0; i < c->o.ntopics; i++)
-			cJSON_AddItemToArray(topics, cJSON_CreateString(c->o.topics[i]));
+		topics = jsonb_put_array(body, "topics", &ok);
+		for (size_t i = 0; topics && i < c->o.ntopics; i++)
+			jsonb_put_str(topics, NULL, c->o.topics[i], &ok);
 	}
-	json = cJSON_PrintUnformatted(body);
-	cJSON_Delete(body);
+	json = request_json(body, ok);
 	path = xasprintf("/admin/plugins/%s/replay", name);
 	rc = call(c, "POST", path, json, &r);
 	free(json);

@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "host.h"
 #include "http.h"
+#include "jsonb.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -625,19 +626,18 @@ void host_stop(host *h)
 
 int host_ready(host *h, char **json)
 {
-	cJSON *root = cJSON_CreateObject(), *plugins = cJSON_CreateObject();
-	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0;
+	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0, ok = 1;
+	cJSON *root = cJSON_CreateObject(), *plugins = jsonb_put_object(root, "plugins", &ok);
 
-	if (!root || !plugins) {
+	*json = NULL;
+	if (!plugins) {
 		cJSON_Delete(root);
-		cJSON_Delete(plugins);
 		return -1;
 	}
-	cJSON_AddItemToObject(root, "plugins", plugins);
 	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; i < h->nplugins; i++) {
 		evh_plugin *p = h->plugins[i];
-		cJSON_AddStringToObject(plugins, p->name, plugin_state_name(p->status));
+		jsonb_put_str(plugins, p->name, plugin_state_name(p->status), &ok);
 		if (p->status != PLUGIN_RUNNING)
 			ready = 0;
 		if (p->store && store_check_writable(p->store) != 0)
@@ -647,13 +647,12 @@ int host_ready(host *h, char **json)
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);
-	cJSON_AddStringToObject(root, "kafka", kafka_ok ? "reachable" : "unreachable");
-	cJSON_AddStringToObject(root, "storage", !store_ok        ? "not writable"
-	                                         : store_full_seen ? "full"
-	                                                           : "writable");
+	jsonb_put_str(root, "kafka", kafka_ok ? "reachable" : "unreachable", &ok);
+	jsonb_put_str(root, "storage",
+	              !store_ok ? "not writable" : store_full_seen ? "full" : "writable", &ok);
 	ready = ready && kafka_ok && store_ok && !store_full_seen;
-	cJSON_AddBoolToObject(root, "ready", ready);
-	*json = cJSON_PrintUnformatted(root);
+	jsonb_put_bool(root, "ready", ready, &ok);
+	*json = ok ? cJSON_PrintUnformatted(root) : NULL;
 	cJSON_Delete(root);
 	return *json ? ready : -1;
 }

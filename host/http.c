@@ -104,6 +104,7 @@ struct evh_response {
 	evh_request *req;
 	int status;
 	int filled; /* status or body set */
+	int body_lost; /* the last body set could not be kept (out of memory) */
 	char *ctype;
 	char *body;
 	size_t body_len;
@@ -175,12 +176,15 @@ static double now_ms(void)
 }
 
 /* Percent-decode [s, s+n) into a new string; '+' is a space (query strings
- * are form-encoded). NULL on a bad escape or an encoded NUL. */
-static char *form_decode(const char *s, size_t n)
+ * are form-encoded). NULL on a bad escape or an encoded NUL, or out of
+ * memory (*oom set). */
+static char *form_decode(const char *s, size_t n, int *oom)
 {
 	char *out = malloc(n + 1), *w = out;
-	if (!out)
+	if (!out) {
+		*oom = 1;
 		return NULL;
+	}
 	for (size_t i = 0; i < n; i++) {
 		int hi, lo;
 		if (s[i] == '+') {
@@ -307,11 +311,14 @@ int http_resp_body(evh_response *resp, const char *content_type, const void *bod
 		return EVH_EINVAL;
 	if (content_type && !header_value_ok(content_type))
 		return EVH_EINVAL;
-	if (content_type && !(ct = strdup(content_type)))
+	if (content_type && !(ct = strdup(content_type))) {
+		resp->body_lost = 1;
 		return EVH_ENOMEM;
+	}
 	b = malloc(len + 1);
 	if (!b) {
 		free(ct);
+		resp->body_lost = 1;
 		return EVH_ENOMEM;
 	}
 	if (len)
@@ -321,6 +328,7 @@ int http_resp_body(evh_response *resp, const char *content_type, const void *bod
 	resp->ctype = ct;
 	resp->body = b;
 	resp->body_len = len;
+	resp->body_lost = 0;
 	resp->filled = 1;
 	return EVH_OK;
 }
@@ -364,9 +372,14 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 	if (!json)
 		goto out;
 	rc = http_resp_body(resp, "application/problem+json", json, strlen(json));
-	if (rc == EVH_OK)
-		http_resp_status(resp, status);
 out:
+	if (rc != EVH_OK) {
+		/* Out of memory: the status still goes out, without a body (a
+		 * smaller answer, not another one). */
+		resp_reset_body(resp);
+		resp->body_lost = 0;
+	}
+	http_resp_status(resp, status);
 	cJSON_Delete(o);
 	free(uri);
 	free(json);
@@ -383,12 +396,7 @@ static void problem(evh_response *resp, int status, const char *slug, const char
 	va_start(ap, fmt);
 	vsnprintf(detail, sizeof detail, fmt, ap);
 	va_end(ap);
-	if (http_resp_problem(resp, status, slug, NULL, detail, NULL) != EVH_OK) {
-		/* Out of memory: still answer with the right status. */
-		resp_reset_body(resp);
-		resp->status = status;
-		resp->filled = 1;
-	}
+	http_resp_problem(resp, status, slug, NULL, detail, NULL); /* sets the status anyway */
 }
 
 static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
@@ -497,6 +505,25 @@ static void send_bare_500(evh_request *req, int status)
 		mg_write(req->conn, head, (size_t)n);
 }
 
+/* A body the handler set but that could not be kept (out of memory): a
+ * success without it would pass for a whole answer, so it becomes a 500
+ * that says the request was carried out; an error keeps its status, without
+ * a body (as a problem does when out of memory). */
+static void resp_body_lost(evh_request *req, evh_response *resp)
+{
+	int status = resp->status;
+	log_error("http", "%s %s: out of memory keeping the answer's body (status %d)%s",
+	          req->method, req->path, status, status < 400 ? ": answered 500" : "");
+	resp_reset_body(resp);
+	resp->body_lost = 0;
+	if (status >= 400)
+		return;
+	problem(resp, 500, "internal",
+	        "out of memory writing the answer; the request itself was carried out "
+	        "(status %d)",
+	        status);
+}
+
 /* Write the response. Returns the bytes of body written. */
 static size_t resp_send(evh_request *req, evh_response *resp)
 {
@@ -513,6 +540,8 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 		resp_free(resp);
 		problem(resp, 500, "internal", "the handler produced an invalid response");
 	}
+	if (resp->body_lost)
+		resp_body_lost(req, resp);
 	with_body = !head && status_has_body(resp->status) && resp->body_len > 0;
 	keep = resp_keeps_alive(req, resp);
 	if (!keep)
@@ -590,15 +619,23 @@ const char *http_req_query_string(evh_request *req)
 	return req->ri->query_string;
 }
 
+/* One name=value pair of the query string. Undecodable pairs are treated
+ * as absent (plugins that must refuse them read the raw query string).
+ * Returns -1 out of memory. */
 static int query_add(evh_request *req, const char *pair, size_t n)
 {
 	const char *eq = memchr(pair, '=', n);
 	size_t klen = eq ? (size_t)(eq - pair) : n;
-	char *k = form_decode(pair, klen);
-	char *v = eq ? form_decode(eq + 1, n - klen - 1) : strdup("");
+	int oom = 0;
+	char *k = form_decode(pair, klen, &oom), *v = NULL;
 	char **nk, **nv;
-	if (!k || !v) /* undecodable pairs are treated as absent */
+	if (k)
+		v = eq ? form_decode(eq + 1, n - klen - 1, &oom) : strdup("");
+	if (k && !v && !eq)
+		oom = 1;
+	if (!k || !v)
 		goto skip;
+	oom = 1; /* from here on, only an allocation fails */
 	nk = realloc(req->qkeys, (req->nquery + 1) * sizeof *nk);
 	if (!nk)
 		goto skip;
@@ -613,20 +650,24 @@ static int query_add(evh_request *req, const char *pair, size_t n)
 skip:
 	free(k);
 	free(v);
-	return -1;
+	return oom ? -1 : 0;
 }
 
-static void query_parse(evh_request *req)
+/* Decode the query string once, before any handler runs: a parameter lost
+ * to a failed allocation would read as absent (a list without its filter).
+ * Returns -1 out of memory. */
+static int query_parse(evh_request *req)
 {
 	const char *q = req->ri->query_string;
 	req->query_parsed = 1;
 	while (q && *q) {
 		const char *amp = strchr(q, '&');
 		size_t n = amp ? (size_t)(amp - q) : strlen(q);
-		if (n)
-			query_add(req, q, n);
+		if (n && query_add(req, q, n) != 0)
+			return -1;
 		q = amp ? amp + 1 : NULL;
 	}
+	return 0;
 }
 
 const char *http_req_query(evh_request *req, const char *name)
@@ -634,7 +675,7 @@ const char *http_req_query(evh_request *req, const char *name)
 	if (!req || !name)
 		return NULL;
 	if (!req->query_parsed)
-		query_parse(req);
+		query_parse(req); /* dispatch did; out of memory there, no handler ran */
 	for (size_t i = 0; i < req->nquery; i++)
 		if (!strcmp(req->qkeys[i], name))
 			return req->qvalues[i];
@@ -1216,6 +1257,11 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 	char allow[128];
 	router_result res;
 	route_rec *rec;
+	if (req->ri->query_string && *req->ri->query_string && query_parse(req) != 0) {
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", "out of memory reading the query string");
+		return;
+	}
 	if (host_route(srv, req, resp))
 		return;
 	rec = route_acquire(srv->h, req->method, req->path, &req->m, allow, sizeof allow, &res);

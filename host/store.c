@@ -63,6 +63,8 @@
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "json.h"
+#include "jsonb.h"
 #include "log.h"
 
 #define STORE_LOG "store"
@@ -1874,14 +1876,20 @@ static int is_json_column(const char *name)
 	return n > 5 && !strcmp(name + n - 5, "_json");
 }
 
-/* A TEXT value of a *_json column, parsed; NULL when it is not JSON. */
-static cJSON *json_embedded(sqlite3_stmt *st, int col)
+/* A TEXT value of a *_json column, parsed; NULL when it is not JSON, or
+ * when it is but cJSON ran out of memory (*oom set). */
+static cJSON *json_embedded(sqlite3_stmt *st, int col, int *oom)
 {
 	const char *text = (const char *)sqlite3_column_text(st, col);
 	size_t len = (size_t)sqlite3_column_bytes(st, col);
+	cJSON *v;
+	*oom = 0;
 	if (!text || strlen(text) != len) /* an embedded NUL would hide the rest */
 		return NULL;
-	return cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
+	v = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
+	if (!v)
+		*oom = json_check(text, len, JSON_MAX_DEPTH, NULL) == JSON_OK;
+	return v;
 }
 
 static cJSON *json_scalar(sqlite3_stmt *st, int col)
@@ -1917,12 +1925,16 @@ static int json_column(evh_rows *r, cJSON *obj, int col, const char *name, size_
 	int embed = is_json_column(name);
 	char *key = embed ? strndup(name, strlen(name) - 5) : NULL;
 	cJSON *v = NULL;
-	int status = EVH_OK;
+	int status = EVH_OK, oom = 0;
 
 	if (embed && !key)
 		return tx_fail_msg(r->tx, EVH_ENOMEM, "out of memory");
 	if (embed && sqlite3_column_type(st, col) == SQLITE_TEXT) {
-		v = json_embedded(st, col);
+		v = json_embedded(st, col, &oom);
+		if (!v && oom) {
+			status = tx_fail_msg(r->tx, EVH_ENOMEM, "out of memory");
+			goto out;
+		}
 		if (!v) {
 			status = tx_fail_msg(r->tx, EVH_ESTORE,
 			                     "column %s of row %zu is not valid JSON", name, rowno);
@@ -2439,19 +2451,22 @@ int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
 	             NULL, retention_ms, max, deleted);
 }
 
-static int json_add_text_col(cJSON *o, const char *name, sqlite3_stmt *st, int col)
+/* A TEXT or INTEGER column into `o` (see jsonb.h); SQL NULL as null. */
+static void json_put_text_col(cJSON *o, const char *name, sqlite3_stmt *st, int col, int *ok)
 {
 	const char *t = (const char *)sqlite3_column_text(st, col);
-	cJSON *v = t ? cJSON_CreateString(t) : cJSON_CreateNull();
-	return v && cJSON_AddItemToObject(o, name, v) ? 0 : -1;
+	if (!t && sqlite3_column_type(st, col) != SQLITE_NULL)
+		*ok = 0; /* SQLite out of memory */
+	else
+		jsonb_put_str(o, name, t, ok);
 }
 
-static int json_add_int_col(cJSON *o, const char *name, sqlite3_stmt *st, int col)
+static void json_put_int_col(cJSON *o, const char *name, sqlite3_stmt *st, int col, int *ok)
 {
-	cJSON *v = sqlite3_column_type(st, col) == SQLITE_NULL
-	               ? cJSON_CreateNull()
-	               : cJSON_CreateNumber((double)sqlite3_column_int64(st, col));
-	return v && cJSON_AddItemToObject(o, name, v) ? 0 : -1;
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		jsonb_put_str(o, name, NULL, ok);
+	else
+		jsonb_put_num(o, name, (double)sqlite3_column_int64(st, col), ok);
 }
 
 /* The event's data: embedded when it is JSON (api_publish makes sure it is),
@@ -2465,6 +2480,8 @@ static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
 
 	if (v)
 		return cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
+	if (p && n && json_check(p, n, JSON_MAX_DEPTH, NULL) == JSON_OK)
+		return -1; /* JSON that cJSON could not parse: out of memory */
 	b64 = base64_encode((const unsigned char *)(p ? p : ""), p ? n : 0);
 	v = b64 ? cJSON_CreateString(b64) : NULL;
 	free(b64);
@@ -2476,13 +2493,17 @@ static cJSON *event_json(sqlite3_stmt *st)
 	static const char *const text_cols[] = {"id", "topic", "key", "type", "source", "time",
 	                                        "traceparent"};
 	cJSON *o = cJSON_CreateObject();
-	int bad = !o || json_add_int_col(o, "seq", st, 0);
+	int ok = o != NULL;
 
-	for (int i = 0; !bad && i < 7; i++)
-		bad = json_add_text_col(o, text_cols[i], st, i + 1);
-	bad = bad || json_add_event_data(o, st, 8) || json_add_text_col(o, "delivered_at", st, 9) ||
-	      json_add_int_col(o, "partition", st, 10) || json_add_int_col(o, "offset", st, 11);
-	if (bad) {
+	json_put_int_col(o, "seq", st, 0, &ok);
+	for (int i = 0; ok && i < 7; i++)
+		json_put_text_col(o, text_cols[i], st, i + 1, &ok);
+	if (ok && json_add_event_data(o, st, 8))
+		ok = 0;
+	json_put_text_col(o, "delivered_at", st, 9, &ok);
+	json_put_int_col(o, "partition", st, 10, &ok);
+	json_put_int_col(o, "offset", st, 11, &ok);
+	if (!ok) {
 		cJSON_Delete(o);
 		return NULL;
 	}

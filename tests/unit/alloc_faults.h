@@ -2,8 +2,9 @@
  *   ld --wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup
  * (tests/CMakeLists.txt) includes this once; the host's calls (evhost_core
  * is a static library, so its references are rewritten too) and the
- * program's own then come here. Libraries (civetweb, SQLite, cJSON,
- * librdkafka) allocate on their own, unaffected.
+ * program's own then come here, and cJSON's once alloc_faults_cjson() has
+ * set its hooks. Other libraries (civetweb, SQLite, librdkafka) and the
+ * plugins (shared objects) allocate on their own, unaffected.
  *
  * alloc_faults_arm(n, ALLOC_THIS_THREAD) fails the nth allocation (from 0)
  * made by the calling thread from now on; ALLOC_OTHER_THREADS the nth made
@@ -17,6 +18,8 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
+
+#include <cjson/cJSON.h>
 
 void *__real_malloc(size_t n);
 void *__real_calloc(size_t n, size_t size);
@@ -78,6 +81,14 @@ static inline int alloc_faults_disarm(void)
 	atomic_store(&alloc_mode, ALLOC_OFF);
 	alloc_armer = 0;
 	return atomic_load(&alloc_failed);
+}
+
+/* cJSON (a shared library) allocates through hooks: send them here too, so
+ * the host's JSON building is failed like its own allocations. */
+static inline void alloc_faults_cjson(void)
+{
+	cJSON_Hooks hooks = {__wrap_malloc, free};
+	cJSON_InitHooks(&hooks);
 }
 
 /* Whether it was failed, while still armed. */

@@ -25,7 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "alloc_faults.h"
+#include "http_client.h"
+#include "db_files.h"
 #include "http.h"
 #include "jwt.h"
 #include "router.h"
@@ -159,94 +162,10 @@ static int slow(evh_request *req, evh_response *resp, void *ud)
 
 /* -------------------------------------------------------------- client */
 
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), port;
-	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-	port = ntohs(a.sin_port);
-	close(fd);
-	return port;
-}
-
-/* Send `raw` and read until the server closes. Returns a malloc'd reply. */
-static char *exchange(int port, const char *raw, size_t rawlen)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {5, 0};
-	size_t cap = 65536, n = 0;
-	char *out = malloc(cap);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	assert_non_null(out);
-	assert_true(fd >= 0);
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(send(fd, raw, rawlen, MSG_NOSIGNAL), (ssize_t)rawlen);
-	for (;;) {
-		ssize_t r = recv(fd, out + n, cap - n - 1, 0);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		assert_true(n < cap - 1);
-	}
-	out[n] = '\0';
-	close(fd);
-	return out;
-}
-
 static char *request(fixture *f, const char *method, const char *path, const char *hdrs,
                      const char *body)
 {
-	char raw[8192];
-	int n;
-	if (body)
-		n = snprintf(raw, sizeof raw,
-		             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: "
-		             "%zu\r\n\r\n%s",
-		             method, path, hdrs ? hdrs : "", strlen(body), body);
-	else
-		n = snprintf(raw, sizeof raw,
-		             "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s\r\n", method,
-		             path, hdrs ? hdrs : "");
-	assert_true(n > 0 && (size_t)n < sizeof raw);
-	return exchange(f->port, raw, (size_t)n);
-}
-
-static int status_of(const char *reply)
-{
-	int st = 0;
-	if (sscanf(reply, "HTTP/1.1 %d", &st) != 1)
-		fail_msg("not an HTTP reply: %.200s", reply);
-	return st;
-}
-
-/* The value of header `name` (case-insensitive) in a static buffer. */
-static const char *header_of(const char *reply, const char *name)
-{
-	static char val[512];
-	size_t nl = strlen(name);
-	const char *end = strstr(reply, "\r\n\r\n");
-	for (const char *l = strstr(reply, "\r\n"); l && l < end; l = strstr(l + 2, "\r\n")) {
-		if (!strncasecmp(l + 2, name, nl) && l[2 + nl] == ':') {
-			const char *v = l + 3 + nl, *e = strstr(v, "\r\n");
-			while (*v == ' ')
-				v++;
-			snprintf(val, sizeof val, "%.*s", (int)(e - v), v);
-			return val;
-		}
-	}
-	return NULL;
-}
-
-static const char *body_of(const char *reply)
-{
-	const char *b = strstr(reply, "\r\n\r\n");
-	assert_non_null(b);
-	return b + 4;
+	return http_request(f->port, method, path, hdrs, body);
 }
 
 static void expect_problem(const char *reply, int status, const char *slug)
@@ -797,12 +716,151 @@ static void test_out_of_memory(void **state)
 			if (st != want[i] && !(failed && st >= 500))
 				fail_msg("run %ld, request %d: %d, expected %d%s:\n%s", n, i, st, want[i],
 				         failed ? " or 5xx" : "", r[i]);
+			/* Each success has a body: one without it would pass for whole. */
+			if (st < 300 && !*body_of(r[i]))
+				fail_msg("run %ld, request %d: %d without its body:\n%s", n, i, st, r[i]);
 			free(r[i]);
 		}
 		if (!failed)
 			break;
 	}
 	assert_true(n > 5); /* the host allocated, and was failed, along the way */
+}
+
+/* The admin API and /readyz out of memory, cJSON's allocations included
+ * (alloc_faults_cjson): every answer is its run-free answer, byte for byte,
+ * or a 5xx. A 200 with a part of the document missing (an object cJSON
+ * could not add) would pass for the whole of it. */
+#define ADMIN_TOKEN "admin-unit-token"
+static void admin_fixture_events(fixture *f, char *dir, char *db)
+{
+	char err[256];
+	outbox_row row = {0};
+	outbox_row *rows = NULL;
+	outbox_done done[3];
+	size_t n = 0;
+	evh_tx *tx = NULL;
+	assert_non_null(mkdtemp(dir));
+	snprintf(db, 300, "%s/t.db", dir);
+	if (store_open(&f->p.store, db, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	row.topic = (char *)"t.things";
+	row.type = (char *)"THING_MADE";
+	row.source = (char *)"evhost/t";
+	row.data = (char *)"{\"n\":1,\"s\":\"\\u00e9\"}";
+	row.data_len = strlen(row.data);
+	assert_int_equal(store_tx_begin(f->p.store, &tx), EVH_OK);
+	for (int i = 0; i < 3; i++) {
+		char id[8], time[32];
+		snprintf(id, sizeof id, "id-%d", i);
+		snprintf(time, sizeof time, "2026-12-01T00:00:0%d.000Z", i);
+		row.id = id;
+		row.key = i == 1 ? (char *)"b" : (char *)"a";
+		row.time = time;
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+	}
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_outbox_fetch(f->p.store, 0, 10, &rows, &n), EVH_OK);
+	assert_int_equal(n, 3);
+	for (size_t i = 0; i < n; i++)
+		done[i] = (outbox_done){rows[i].seq, 0, (int64_t)i};
+	store_outbox_rows_free(rows, n);
+	assert_int_equal(store_outbox_delivered(f->p.store, done, n), EVH_OK);
+}
+
+static void test_admin_out_of_memory(void **state)
+{
+	fixture *f = *state;
+	enum { NREQ = 10 };
+	static const char *const what[NREQ][3] = {
+	    {"GET", "/admin/plugins", NULL},
+	    {"GET", "/admin/plugins/t", NULL},
+	    {"GET", "/admin/plugins/nope", NULL},
+	    {"GET", "/admin/events?limit=5", NULL},
+	    {"GET", "/admin/events?plugin=t&aggregate=a", NULL},
+	    {"POST", "/admin/plugins/t/replay", "{\"from\":\"beginning\",\"topics\":[\"t.things\"]}"},
+	    {"POST", "/admin/plugins/t/replay", "{\"from\":{\"offsets\":{\"t.things\":{\"0\":1}}}}"},
+	    {"POST", "/admin/plugins/t/replay", "{\"from\":7}"},
+	    {"DELETE", "/admin/events", NULL},
+	    {"GET", "/readyz", NULL},
+	};
+	char dir[] = "/tmp/evh-http-admin-XXXXXX", db[300], *want[NREQ];
+	const char *auth = "Authorization: Bearer " ADMIN_TOKEN "\r\n";
+	evh_plugin *list[1] = {&f->p};
+	plugin_sub sub = {.topic = (char *)"t.things", .type = (char *)"THING_MADE"};
+	long n;
+
+	admin_fixture_events(f, dir, db);
+	f->p.subs = &sub;
+	f->p.nsubs = 1;
+	f->h.plugins = list;
+	f->h.nplugins = 1;
+	f->h.set.admin_token_file = (char *)"token";
+	f->h.set.admin_token = strdup(ADMIN_TOKEN);
+	assert_int_equal(admin_start(&f->h), 0);
+	for (int i = 0; i < NREQ; i++) {
+		char *r = request(f, what[i][0], what[i][1], auth, what[i][2]);
+		want[i] = strdup(r);
+		free(r);
+	}
+	/* What the run-free answers are: the sweep holds each run to them. */
+	assert_int_equal(status_of(want[0]), 200);
+	assert_non_null(strstr(body_of(want[0]), "\"dlq_topic\":\"t.things.t.dlq\""));
+	assert_non_null(strstr(body_of(want[0]), "\"events_stored\":3"));
+	assert_int_equal(status_of(want[1]), 200);
+	expect_problem(want[2], 404, "not-found");
+	assert_int_equal(status_of(want[3]), 200);
+	assert_non_null(strstr(body_of(want[3]), "\"id-2\""));
+	assert_int_equal(status_of(want[4]), 200);
+	assert_non_null(strstr(body_of(want[4]), "\"id-2\""));
+	assert_null(strstr(body_of(want[4]), "\"id-1\""));
+	expect_problem(want[5], 409, "conflict"); /* no consumer here */
+	expect_problem(want[6], 409, "conflict");
+	expect_problem(want[7], 422, "validation");
+	expect_problem(want[8], 405, "method-not-allowed");
+	assert_int_equal(status_of(want[9]), 503); /* no Kafka */
+	assert_non_null(strstr(body_of(want[9]), "\"kafka\":\"unreachable\""));
+	for (n = 0;; n++) {
+		char *r[NREQ];
+		int failed;
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		for (int i = 0; i < NREQ; i++)
+			r[i] = request(f, what[i][0], what[i][1], auth, what[i][2]);
+		failed = alloc_faults_disarm();
+		for (int i = 0; i < NREQ; i++) {
+			const char *ct;
+			int st, oom_answer;
+			if (!r[i][0])
+				fail_msg("run %ld, %s %s: the connection closed without an answer", n,
+				         what[i][0], what[i][1]);
+			st = status_of(r[i]);
+			/* Out of memory: a 5xx problem, or (a problem that could not be
+			 * written) its status without a body. */
+			ct = header_of(r[i], "Content-Type");
+			oom_answer = (st >= 500 && ct && !strcmp(ct, "application/problem+json")) ||
+			             ((st >= 500 || st == status_of(want[i])) && !*body_of(r[i]));
+			if (!(failed && oom_answer) && strcmp(body_of(r[i]), body_of(want[i])))
+				fail_msg("run %ld, %s %s: %s\nexpected %s%s", n, what[i][0], what[i][1],
+				         r[i], want[i], failed ? " or a 5xx" : "");
+			free(r[i]);
+		}
+		if (!failed)
+			break;
+	}
+	assert_true(n > 20);
+	printf("admin API: %ld runs\n", n);
+	for (int i = 0; i < NREQ; i++)
+		free(want[i]);
+	admin_stop(&f->h);
+	f->h.set.admin_token_file = NULL;
+	f->h.plugins = NULL;
+	f->h.nplugins = 0;
+	f->p.subs = NULL;
+	f->p.nsubs = 0;
+	store_close(f->p.store);
+	f->p.store = NULL;
+	remove_db_files(db);
+	rmdir(dir);
 }
 
 int main(void)
@@ -818,6 +876,7 @@ int main(void)
 	    cmocka_unit_test(test_body_limits),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_out_of_memory), /* before routes are removed */
+	    cmocka_unit_test(test_admin_out_of_memory),
 	    cmocka_unit_test(test_handler_results),
 	    cmocka_unit_test(test_reads_of_a_failed_group_are_not_sent),
 	    cmocka_unit_test(test_plugin_state),
@@ -826,5 +885,6 @@ int main(void)
 	    cmocka_unit_test(test_port_in_use),
 	    cmocka_unit_test(test_remove_waits_for_handlers),
 	};
+	alloc_faults_cjson();
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -541,7 +541,11 @@ static inline int evh_resp_header(evh_response *resp, const char *name, const ch
 {
 	return evh__api->resp_header(resp, name, value);
 }
-/* Set the body (copied) and its Content-Type. */
+/* Set the body (copied) and its Content-Type. EVH_ENOMEM when it cannot be
+ * copied: if nothing sets another body, the host then answers 500 for a
+ * 1xx-3xx status, saying the request was carried out (a success without
+ * its body would pass for a whole answer), or the 4xx/5xx status without
+ * a body. */
 static inline int evh_resp_body(evh_response *resp, const char *content_type, const void *body,
                                 size_t len)
 {
@@ -555,7 +559,8 @@ static inline int evh_resp_json(evh_response *resp, int status, const char *json
 }
 /* An RFC 9457 application/problem+json answer. `type` is a short stable
  * slug (e.g. "validation"), expanded by the host to a URI; `field` names
- * the offending input field or is NULL. */
+ * the offending input field or is NULL. Out of memory (EVH_ENOMEM) the
+ * status is set all the same, without a body. */
 static inline int evh_resp_problem(evh_response *resp, int status, const char *type,
                                    const char *title, const char *detail, const char *field)
 {
