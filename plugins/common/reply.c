@@ -3,18 +3,24 @@
 
 #include <stdlib.h>
 
+#include "jsonin.h"
 #include "paging.h"
 
 cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
 {
 	size_t len = 0;
 	const char *body = evh_req_body(req, &len);
-	cJSON *obj = body ? cJSON_ParseWithLength(body, len) : NULL;
+	int oom = 0;
+	cJSON *obj = jsonin_parse(body, len, &oom);
 
 	if (cJSON_IsObject(obj))
 		return obj;
 	cJSON_Delete(obj);
-	*rc = reply_invalid(resp, NULL, "the request body must be a JSON object");
+	if (oom)
+		*rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
+		                       "out of memory reading the request body", NULL);
+	else
+		*rc = reply_invalid(resp, NULL, "the request body must be a JSON object");
 	return NULL;
 }
 

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/jsonin.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -242,12 +243,21 @@ static void user_event_free(user_event *u)
 	memset(u, 0, sizeof *u);
 }
 
-static char *id_from_json(const cJSON *v)
+/* A copy of `s`; out of memory, NULL with *oom set. */
+static char *dup_id(const char *s, int *oom)
+{
+	char *id = strdup(s);
+	if (!id)
+		*oom = 1;
+	return id;
+}
+
+static char *id_from_json(const cJSON *v, int *oom)
 {
 	char buf[64];
 
 	if (cJSON_IsString(v) && v->valuestring[0] && strlen(v->valuestring) <= ID_MAX)
-		return strdup(v->valuestring);
+		return dup_id(v->valuestring, oom);
 	if (!cJSON_IsNumber(v))
 		return NULL;
 	if (v->valuedouble >= -9e15 && v->valuedouble <= 9e15 &&
@@ -255,10 +265,10 @@ static char *id_from_json(const cJSON *v)
 		snprintf(buf, sizeof buf, "%lld", (long long)v->valuedouble);
 	else
 		snprintf(buf, sizeof buf, "%.17g", v->valuedouble);
-	return strdup(buf);
+	return dup_id(buf, oom);
 }
 
-static char *id_from_key(const evh_event *ev)
+static char *id_from_key(const evh_event *ev, int *oom)
 {
 	size_t n = 0;
 	const char *k = evh_event_key(ev, &n);
@@ -267,32 +277,68 @@ static char *id_from_key(const evh_event *ev)
 	if (!k || n == 0 || n > ID_MAX || memchr(k, '\0', n))
 		return NULL;
 	id = malloc(n + 1);
-	if (!id)
+	if (!id) {
+		*oom = 1;
 		return NULL;
+	}
 	memcpy(id, k, n);
 	id[n] = '\0';
 	return id;
 }
 
-/* Parse {"id","email","name"}; id falls back to the Kafka key. Returns 0,
- * or -1 with `why` saying what is wrong with the data (never its values:
- * they are personal data and `why` goes to logs and DLQ headers). */
-static int parse_user_event(const evh_event *ev, int need_email, user_event *u, char *why,
-                            size_t whylen)
+/* What parsing an event's data came to, when not 0. */
+enum { PARSE_BAD = -1, PARSE_OOM = -2 };
+
+/* The event's data as a JSON object in *root, or PARSE_BAD / PARSE_OOM with
+ * `why` saying so. */
+static int parse_object(const evh_event *ev, cJSON **root, char *why, size_t whylen)
 {
 	size_t len = 0;
 	const char *data = evh_event_data(ev, &len);
+	int oom = 0;
+
+	*root = jsonin_parse(data, len, &oom);
+	if (oom) {
+		snprintf(why, whylen, "out of memory parsing the event data");
+		return PARSE_OOM;
+	}
+	if (!cJSON_IsObject(*root)) {
+		snprintf(why, whylen, "event data is not a JSON object");
+		return PARSE_BAD;
+	}
+	return 0;
+}
+
+/* An event that could not be parsed: dead-lettered when its data is bad,
+ * retried when memory ran out (it would be lost to the dead letters). */
+static evh_event_result not_parsed(const evh_event *ev, int rc, const char *why)
+{
+	evh_event_set_error(ev, why);
+	return rc == PARSE_OOM ? EVH_EVENT_RETRY : EVH_EVENT_REJECT;
+}
+
+/* Parse {"id","email","name"}; id falls back to the Kafka key. Returns 0,
+ * or PARSE_BAD / PARSE_OOM with `why` saying what is wrong with the data
+ * (never its values: they are personal data and `why` goes to logs and DLQ
+ * headers). */
+static int parse_user_event(const evh_event *ev, int need_email, user_event *u, char *why,
+                            size_t whylen)
+{
 	const cJSON *email, *name;
+	int rc, oom = 0;
 
 	memset(u, 0, sizeof *u);
-	u->root = data && len ? cJSON_ParseWithLength(data, len) : NULL;
-	if (!cJSON_IsObject(u->root)) {
-		snprintf(why, whylen, "event data is not a JSON object");
+	if ((rc = parse_object(ev, &u->root, why, whylen)) != 0)
+		goto bad;
+	rc = PARSE_BAD;
+	u->id = id_from_json(cJSON_GetObjectItemCaseSensitive(u->root, "id"), &oom);
+	if (!u->id && !oom)
+		u->id = id_from_key(ev, &oom);
+	if (oom) {
+		snprintf(why, whylen, "out of memory reading the user id");
+		rc = PARSE_OOM;
 		goto bad;
 	}
-	u->id = id_from_json(cJSON_GetObjectItemCaseSensitive(u->root, "id"));
-	if (!u->id)
-		u->id = id_from_key(ev);
 	if (!u->id) {
 		snprintf(why, whylen, "event data has no usable \"id\" (string or number)");
 		goto bad;
@@ -315,13 +361,7 @@ static int parse_user_event(const evh_event *ev, int need_email, user_event *u, 
 	return 0;
 bad:
 	user_event_free(u);
-	return -1;
-}
-
-static evh_event_result reject(const evh_event *ev, const char *why)
-{
-	evh_event_set_error(ev, why);
-	return EVH_EVENT_REJECT;
+	return rc;
 }
 
 static evh_event_result retry_db(const evh_event *ev, evh_tx *tx, const char *what)
@@ -371,10 +411,11 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	delivery d;
 	notif_content c;
 	evh_event_result result = EVH_EVENT_OK;
+	int parsed;
 
 	(void)p;
-	if (parse_user_event(ev, 1, &u, why, sizeof why) < 0)
-		return reject(ev, why);
+	if ((parsed = parse_user_event(ev, 1, &u, why, sizeof why)) != 0)
+		return not_parsed(ev, parsed, why);
 	if (recipient_upsert(tx, &u) != EVH_OK) {
 		result = retry_db(ev, tx, "writing recipients");
 		goto out;
@@ -436,11 +477,12 @@ evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_t
 	char why[256];
 	user_event u;
 	evh_event_result result = EVH_EVENT_OK;
+	int parsed;
 
 	(void)p;
 	(void)ud;
-	if (parse_user_event(ev, 0, &u, why, sizeof why) < 0)
-		return reject(ev, why);
+	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
+		return not_parsed(ev, parsed, why);
 	if (recipient_upsert(tx, &u) != EVH_OK)
 		result = retry_db(ev, tx, "writing recipients");
 	user_event_free(&u);
@@ -453,11 +495,12 @@ evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_t
 	user_event u;
 	evh_value arg;
 	evh_event_result result = EVH_EVENT_OK;
+	int parsed;
 
 	(void)p;
 	(void)ud;
-	if (parse_user_event(ev, 0, &u, why, sizeof why) < 0)
-		return reject(ev, why);
+	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
+		return not_parsed(ev, parsed, why);
 	arg = EVH_TEXT(u.id);
 	if (evh_exec(tx, "DELETE FROM recipients WHERE user_id = ?", &arg, 1, NULL) != EVH_OK)
 		result = retry_db(ev, tx, "deleting from recipients");
@@ -533,16 +576,13 @@ typedef struct broadcast {
 
 static int parse_broadcast(const evh_event *ev, broadcast *b, char *why, size_t whylen)
 {
-	size_t len = 0;
-	const char *data = evh_event_data(ev, &len);
 	const cJSON *id, *subject, *message;
+	int rc;
 
 	memset(b, 0, sizeof *b);
-	b->root = data && len ? cJSON_ParseWithLength(data, len) : NULL;
-	if (!cJSON_IsObject(b->root)) {
-		snprintf(why, whylen, "event data is not a JSON object");
+	if ((rc = parse_object(ev, &b->root, why, whylen)) != 0)
 		goto bad;
-	}
+	rc = PARSE_BAD;
 	id = cJSON_GetObjectItemCaseSensitive(b->root, "broadcast_id");
 	subject = cJSON_GetObjectItemCaseSensitive(b->root, "subject");
 	message = cJSON_GetObjectItemCaseSensitive(b->root, "message");
@@ -561,7 +601,7 @@ static int parse_broadcast(const evh_event *ev, broadcast *b, char *why, size_t 
 bad:
 	cJSON_Delete(b->root);
 	b->root = NULL;
-	return -1;
+	return rc;
 }
 
 typedef struct broadcast_tally {
@@ -635,10 +675,11 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	recipient *rs = NULL;
 	size_t n = 0;
 	evh_event_result result = EVH_EVENT_OK;
+	int parsed;
 
 	(void)p;
-	if (parse_broadcast(ev, &b, why, sizeof why) < 0)
-		return reject(ev, why);
+	if ((parsed = parse_broadcast(ev, &b, why, sizeof why)) != 0)
+		return not_parsed(ev, parsed, why);
 	if (recipients_load(tx, &rs, &n) < 0) {
 		result = retry_db(ev, tx, "reading recipients");
 		goto out;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../host/jsonb.h"
+#include "../common/jsonin.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -18,15 +20,18 @@ static int problem_422(evh_response *resp, const char *detail, const char *field
 	return evh_resp_problem(resp, 422, "validation", "Invalid request", detail, field);
 }
 
-static int reply_json(evh_response *resp, int status, cJSON *body)
+/* Answer `body` (consumed); 500 when a part of it could not be built (`ok`
+ * false, see jsonb.h) or it cannot be printed: `done` (or NULL) says what
+ * was done all the same. */
+static int reply_json(evh_response *resp, int status, cJSON *body, int ok, const char *done)
 {
-	char *s = body ? cJSON_PrintUnformatted(body) : NULL;
+	char *s = body && ok ? cJSON_PrintUnformatted(body) : NULL;
 	int rc;
 
 	cJSON_Delete(body);
 	if (!s)
 		return evh_resp_problem(resp, 500, "internal", "Out of memory",
-		                        "could not render the response", NULL);
+		                        done ? done : "could not render the response", NULL);
 	rc = evh_resp_json(resp, status, s, strlen(s));
 	free(s);
 	return rc;
@@ -138,40 +143,34 @@ static int in_table(const notif_entry *t, size_t nt, const char *event_id)
 	return 0;
 }
 
-static cJSON *entry_json(const notif_entry *e)
+static cJSON *entry_json(const notif_entry *e, int *ok)
 {
 	cJSON *o = cJSON_CreateObject();
 
-	if (!o)
-		return NULL;
-	cJSON_AddStringToObject(o, "event_id", e->event_id);
-	cJSON_AddStringToObject(o, "recipient", e->recipient);
-	cJSON_AddStringToObject(o, "template", e->tmpl);
-	cJSON_AddStringToObject(o, "status", e->status);
-	cJSON_AddNumberToObject(o, "attempts", e->attempts);
-	if (e->last_error)
-		cJSON_AddStringToObject(o, "last_error", e->last_error);
-	else
-		cJSON_AddNullToObject(o, "last_error");
-	cJSON_AddStringToObject(o, "created_at", e->created_at);
-	cJSON_AddStringToObject(o, "updated_at", e->updated_at);
+	jsonb_put_str(o, "event_id", e->event_id, ok);
+	jsonb_put_str(o, "recipient", e->recipient, ok);
+	jsonb_put_str(o, "template", e->tmpl, ok);
+	jsonb_put_str(o, "status", e->status, ok);
+	jsonb_put_num(o, "attempts", e->attempts, ok);
+	jsonb_put_str(o, "last_error", e->last_error, ok);
+	jsonb_put_str(o, "created_at", e->created_at, ok);
+	jsonb_put_str(o, "updated_at", e->updated_at, ok);
 	return o;
 }
 
 /* Merge table rows and in-memory entries (both newest first) into one page
- * of at most `limit` items; a row in the table wins over memory. */
+ * of at most `limit` items; a row in the table wins over memory. *ok is
+ * cleared when a part of it could not be built (see jsonb.h). */
 static cJSON *merge_page(const notif_entry *t, size_t nt, const notif_entry *m, size_t nm,
-                         int limit)
+                         int limit, int *ok)
 {
-	cJSON *body = cJSON_CreateObject(), *items = cJSON_AddArrayToObject(body, "items");
+	cJSON *body = cJSON_CreateObject(), *items = jsonb_put_array(body, "items", ok);
 	const notif_entry *last = NULL;
 	size_t i = 0, j = 0;
 	int count = 0, more = 0;
 
-	if (!body || !items) {
-		cJSON_Delete(body);
-		return NULL;
-	}
+	if (!items)
+		return body;
 	while (i < nt || j < nm) {
 		const notif_entry *e;
 		if (j < nm && in_table(t, nt, m[j].event_id)) {
@@ -187,20 +186,19 @@ static cJSON *merge_page(const notif_entry *t, size_t nt, const notif_entry *m, 
 			more = 1;
 			break;
 		}
-		cJSON_AddItemToArray(items, entry_json(e));
+		jsonb_put(items, NULL, entry_json(e, ok), ok);
 		last = e;
 		count++;
 	}
 	if (more && last) {
 		char *c = notif_cursor_encode(last->created_at, last->event_id);
-		if (!c) {
-			cJSON_Delete(body);
-			return NULL;
-		}
-		cJSON_AddStringToObject(body, "next_cursor", c);
+		if (!c)
+			*ok = 0;
+		else
+			jsonb_put_str(body, "next_cursor", c, ok);
 		free(c);
 	} else {
-		cJSON_AddNullToObject(body, "next_cursor");
+		jsonb_put_str(body, "next_cursor", NULL, ok);
 	}
 	return body;
 }
@@ -214,7 +212,8 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	char *after_id = NULL;
 	notif_entry *t = NULL, *m = NULL;
 	size_t nt = 0;
-	int limit, nm = 0, rc;
+	int limit, nm = 0, rc, ok = 1;
+	cJSON *page;
 
 	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)
 		return problem_422(resp, "limit must be an integer from 1 to 100", "limit");
@@ -238,7 +237,8 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 		                      "could not read the delivery state", NULL);
 		goto out;
 	}
-	rc = reply_json(resp, 200, merge_page(t, nt, m, (size_t)nm, limit));
+	page = merge_page(t, nt, m, (size_t)nm, limit, &ok);
+	rc = reply_json(resp, 200, page, ok, NULL);
 out:
 	notif_entries_free(t, nt);
 	notif_entries_free(m, m ? (size_t)nm : 0);
@@ -261,14 +261,19 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 	notif_state *st = ud;
 	size_t len = 0;
 	const char *body = evh_req_body(req, &len);
-	cJSON *root = cJSON_ParseWithLength(body ? body : "", len), *data = NULL, *reply;
+	int oom = 0, ok = 1, rc;
+	cJSON *root = jsonin_parse(body, len, &oom), *data = NULL, *reply;
 	const cJSON *subject, *message;
-	char id[37], *json = NULL;
+	char id[37], done[128], *json = NULL;
 	const char *who = evh_req_auth_subject(req);
-	int rc;
 
 	subject = cJSON_GetObjectItemCaseSensitive(root, "subject");
 	message = cJSON_GetObjectItemCaseSensitive(root, "message");
+	if (oom) { /* the host checked it is JSON (EVH_ROUTE_JSON) */
+		rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
+		                      "could not read the request body", NULL);
+		goto out;
+	}
 	if (!cJSON_IsObject(root)) {
 		rc = problem_422(resp, "the body must be a JSON object", NULL);
 		goto out;
@@ -290,15 +295,16 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 		                      "could not generate a broadcast id", NULL);
 		goto out;
 	}
+	/* Each member or none: an event without its message would be
+	 * dead-lettered by the consumer after a 202 here. */
 	data = cJSON_CreateObject();
-	if (data) {
-		cJSON_AddStringToObject(data, "broadcast_id", id);
-		cJSON_AddStringToObject(data, "subject", subject->valuestring);
-		cJSON_AddStringToObject(data, "message", message->valuestring);
-		if (who)
-			cJSON_AddStringToObject(data, "requested_by", who);
+	jsonb_put_str(data, "broadcast_id", id, &ok);
+	jsonb_put_str(data, "subject", subject->valuestring, &ok);
+	jsonb_put_str(data, "message", message->valuestring, &ok);
+	if (who)
+		jsonb_put_str(data, "requested_by", who, &ok);
+	if (ok)
 		json = cJSON_PrintUnformatted(data);
-	}
 	if (!json) {
 		rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
 		                      "could not build the broadcast event", NULL);
@@ -328,9 +334,10 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 	}
 	evh_log(st->p, EVH_LOG_INFO, "broadcast %s queued by %s", id, who ? who : "(unknown)");
 	reply = cJSON_CreateObject();
-	if (reply)
-		cJSON_AddStringToObject(reply, "broadcast_id", id);
-	rc = reply_json(resp, 202, reply);
+	jsonb_put_str(reply, "broadcast_id", id, &ok);
+	snprintf(done, sizeof done, "broadcast %s was queued, but the answer could not be written",
+	         id);
+	rc = reply_json(resp, 202, reply, ok, done);
 out:
 	cJSON_Delete(root);
 	cJSON_Delete(data);

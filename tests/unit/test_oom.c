@@ -5,10 +5,11 @@
  * the ASan build's leak check (scripts/test runs the unit tests there too)
  * fails the program for any allocation a failure path forgets.
  *
- * The allocations are failed through alloc_faults.h: the test's own
- * thread's, or for the outbox relay those of the threads it runs (the
- * relay, the mover, the store's checkpointer; test_http.c fails an HTTP
- * worker's). */
+ * The allocations are failed through alloc_faults.h (cJSON's included):
+ * the test's own thread's, or for the outbox relay those of the threads it
+ * runs (the relay, the mover, the store's checkpointer; test_http.c fails
+ * an HTTP worker's, test_services_oom.c those of a host running the three
+ * services). */
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdarg.h>
@@ -33,6 +34,8 @@
 #include "store.h"
 #include "stream.h"
 #include "textbuf.h"
+
+#include "../../plugins/common/jsonin.c"
 
 /* Run `scenario` with each of its allocations failing in turn (those of
  * the calling thread, or with ALLOC_OTHER_THREADS those of the threads the
@@ -200,6 +203,37 @@ static void test_textbuf(void **state)
 {
 	(void)state;
 	assert_true(sweep(textbuf_scenario, NULL) > 3);
+}
+
+/* ---------------------------------------------------------- plugins' JSON */
+
+/* cJSON says NULL for bad text and out of memory alike; jsonin_parse must
+ * tell them apart in every run (a plugin dead-letters the one, retries the
+ * other). cJSON's allocations come here through alloc_faults_cjson. */
+static int jsonin_scenario(void *arg)
+{
+	static const char good[] = "{\"id\":\"u-1\",\"email\":\"a@b.c\",\"tags\":[1,2.5,\"x\"]}";
+	static const char bad[] = "{\"id\":\"u-1\",\"email\":}";
+	int oom = 0;
+	cJSON *v = jsonin_parse(bad, strlen(bad), &oom);
+	(void)arg;
+	assert_null(v);
+	assert_false(oom);
+	v = jsonin_parse(good, strlen(good), &oom);
+	if (!v) {
+		assert_true(oom); /* never taken for bad text */
+		return -1;
+	}
+	assert_false(oom);
+	assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(v, "tags")), 3);
+	cJSON_Delete(v);
+	return 0;
+}
+
+static void test_jsonin(void **state)
+{
+	(void)state;
+	assert_true(sweep(jsonin_scenario, NULL) > 5);
 }
 
 /* ------------------------------------------------------------ SSE streams */
@@ -647,9 +681,11 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
+	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
+	alloc_faults_cjson();
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,462 @@
+/* The three services out of memory, end to end: a host started as evhostd
+ * starts one (host_configure, host_start) with user.so, crud.so and
+ * notifications.so from the build, Kafka embedded, HTTP on a real socket.
+ * The allocations failed one by one (alloc_faults.h, ALLOC_OTHER_THREADS:
+ * every thread but the test's) are the host's own and cJSON's: the plugins
+ * build and parse their JSON with the process's one libcjson, whose hooks
+ * send its allocations to the same place. The plugins' own malloc calls are
+ * not reached (they are shared objects of their own).
+ *
+ * What must hold in every run:
+ * - the welcome mail of a user created before the run arrives, whatever
+ *   allocation failed on its way (relay, consumer, the plugin's parse):
+ *   an event whose handler ran out of memory is retried, never
+ *   dead-lettered;
+ * - every HTTP answer is the one a run without failures gives (byte for
+ *   byte where nothing changes between runs; complete, for a creation), or
+ *   an out-of-memory answer: a 5xx problem, or a status without a body. A
+ *   list must never come back without its filter, a success never without
+ *   a part of its document;
+ * - at the end, no dead letter in any plugin's dead-letter topics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "alloc_faults.h"
+#include "diag.h"
+#include "host.h"
+#include "http_client.h"
+#include "log.h"
+
+#define ADMIN_TOKEN "services-oom-admin-token"
+#define ADMIN_EMAIL "admin@example.com"
+#define ADMIN_PASSWORD "admin password 1"
+#define FIRST_EMAIL "first@example.com"
+#define MAIL_WAIT_MS 30000
+
+typedef struct fixture {
+	char dir[64];
+	int port;
+	host h;
+	char token[1024]; /* the administrator's bearer token */
+	char auth[1100];  /* "Authorization: Bearer ...\r\n" */
+	char admin[128];  /* the admin API's header */
+	char first_id[64];
+} fixture;
+
+/* ------------------------------------------------------------- helpers */
+
+static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
+{
+	char path[256];
+	FILE *f;
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(chmod(path, mode), 0);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether a file in the maildir's new/ holds `needle`. */
+static int mail_has(fixture *f, const char *needle)
+{
+	char path[256];
+	struct dirent *e;
+	DIR *d;
+	int found = 0;
+	snprintf(path, sizeof path, "%s/maildir/new", f->dir);
+	d = opendir(path);
+	if (!d)
+		return 0;
+	while (!found && (e = readdir(d))) {
+		char file[600], buf[8192];
+		FILE *m;
+		size_t n;
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+		m = fopen(file, "r");
+		if (!m)
+			continue;
+		n = fread(buf, 1, sizeof buf - 1, m);
+		buf[n] = '\0';
+		fclose(m);
+		found = strstr(buf, needle) != NULL;
+	}
+	closedir(d);
+	return found;
+}
+
+static int wait_mail(fixture *f, const char *email, int ms)
+{
+	char to[160];
+	int64_t until = now_ms() + ms;
+	snprintf(to, sizeof to, "<%s>", email); /* To: "Name" <email> */
+	while (!mail_has(f, to)) {
+		if (now_ms() > until)
+			return 0;
+		sleep_ms(10);
+	}
+	return 1;
+}
+
+/* A member of the reply's JSON body, as text ("" when absent). */
+static const char *json_member(const char *reply, const char *name, char *out, size_t n)
+{
+	cJSON *j = cJSON_Parse(body_of(reply));
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+	snprintf(out, n, "%s", cJSON_IsString(v) ? v->valuestring : "");
+	cJSON_Delete(j);
+	return out;
+}
+
+static char *post_json(fixture *f, const char *path, const char *hdrs, const char *body)
+{
+	char h[1200];
+	snprintf(h, sizeof h, "Content-Type: application/json\r\n%s", hdrs ? hdrs : "");
+	return http_request(f->port, "POST", path, h, body);
+}
+
+/* ------------------------------------------------------------- fixture */
+
+static void write_config(fixture *f)
+{
+	char text[2048], sub[128];
+	snprintf(sub, sizeof sub, "%s/conf.d", f->dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(sub, sizeof sub, "%s/state", f->dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	write_file(f->dir, "jwt.secret", "services-oom-unit-test-secret-0123456789\n", 0600);
+	write_file(f->dir, "admin.token", ADMIN_TOKEN "\n", 0600);
+	write_file(f->dir, "admin.password", ADMIN_PASSWORD "\n", 0600);
+	snprintf(text, sizeof text,
+	         "[host]\nplugin_dir = %s/../../plugins\nstate_dir = %s/state\n"
+	         "[http]\nlisten = 127.0.0.1:%d\nthreads = 4\n"
+	         "[kafka]\nbrokers = embedded\nretry.backoff_ms = 20\n"
+	         "retry.backoff_max_ms = 200\nrdkafka.fetch.wait.max.ms = 10\n"
+	         "[auth]\njwt_secret_file = %s/jwt.secret\n"
+	         "[admin]\ntoken_file = %s/admin.token\n"
+	         "[log]\nlevel = error\nformat = text\n",
+	         EVHOST_TEST_FIXTURES, f->dir, f->port, f->dir, f->dir);
+	write_file(f->dir, "evhost.conf", text, 0600);
+	snprintf(text, sizeof text,
+	         "[plugin.user]\nenabled = true\nargon2_opslimit = min\nargon2_memlimit = min\n"
+	         "admin_email = " ADMIN_EMAIL "\nadmin_password_file = %s/admin.password\n",
+	         f->dir);
+	write_file(f->dir, "conf.d/10-user.conf", text, 0600);
+	write_file(f->dir, "conf.d/20-crud.conf",
+	           "[plugin.crud]\nenabled = true\ncollections = products\n"
+	           "collection.products.required = name, price\n"
+	           "collection.products.types = name:string, price:number\n",
+	           0600);
+	snprintf(text, sizeof text,
+	         "[plugin.notifications]\nenabled = true\ntransport = maildir\n"
+	         "maildir = %s/maildir\ntemplates_dir = %s/plugins/notifications/templates\n",
+	         f->dir, EVHOST_TEST_SRCDIR);
+	write_file(f->dir, "conf.d/30-notifications.conf", text, 0600);
+}
+
+static void wait_ready(fixture *f)
+{
+	int64_t until = now_ms() + 60000;
+	for (;;) {
+		char *r = http_request(f->port, "GET", "/readyz", NULL, NULL);
+		int ok = r[0] && status_of(r) == 200;
+		free(r);
+		if (ok)
+			return;
+		if (now_ms() > until)
+			fail_msg("the host did not become ready in 60 s");
+		sleep_ms(50);
+	}
+}
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof *f);
+	char conf[128], *r, buf[64];
+	diag d = {0};
+	assert_non_null(f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/evh-services-oom-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	f->port = free_port();
+	write_config(f);
+	snprintf(conf, sizeof conf, "%s/evhost.conf", f->dir);
+	if (host_configure(&f->h, conf, &d) != 0) {
+		diag_print(&d, stderr);
+		fail_msg("host_configure failed");
+	}
+	diag_free(&d);
+	log_setup(f->h.set.log_level, f->h.set.log_fmt);
+	assert_int_equal(host_start(&f->h), 0);
+	wait_ready(f);
+	r = post_json(f, "/auth/login", NULL,
+	              "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PASSWORD "\"}");
+	assert_int_equal(status_of(r), 200);
+	json_member(r, "token", f->token, sizeof f->token);
+	free(r);
+	assert_true(f->token[0]);
+	snprintf(f->auth, sizeof f->auth, "Authorization: Bearer %s\r\n", f->token);
+	snprintf(f->admin, sizeof f->admin, "Authorization: Bearer " ADMIN_TOKEN "\r\n");
+	/* What the runs read and must always find the same. */
+	r = post_json(f, "/users", NULL,
+	              "{\"name\":\"First\",\"email\":\"" FIRST_EMAIL "\",\"password\":\"first "
+	              "password 1\"}");
+	assert_int_equal(status_of(r), 201);
+	json_member(r, "id", f->first_id, sizeof f->first_id);
+	free(r);
+	for (int i = 0; i < 3; i++) {
+		snprintf(buf, sizeof buf, "{\"name\":\"%s\",\"price\":%d}", i == 1 ? "desk" : "lamp",
+		         i);
+		r = post_json(f, "/crud/products", NULL, buf);
+		assert_int_equal(status_of(r), 201);
+		free(r);
+	}
+	assert_true(wait_mail(f, FIRST_EMAIL, MAIL_WAIT_MS));
+	*state = f;
+	return 0;
+}
+
+static void remove_tree(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		char sub[512];
+		struct stat st;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
+		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
+			remove_tree(sub);
+		else
+			unlink(sub);
+	}
+	if (d)
+		closedir(d);
+	rmdir(path);
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	if (!f)
+		return 0;
+	host_stop(&f->h);
+	remove_tree(f->dir);
+	free(f);
+	return 0;
+}
+
+/* --------------------------------------------------------------- tests */
+
+/* The welcome mail's way (the relay producing USER_CREATED, the consumer,
+ * notifications' handler) with its Nth allocation failing in run N. */
+static void test_welcome_mail_arrives(void **state)
+{
+	fixture *f = *state;
+	int64_t t0 = now_ms();
+	long n;
+	for (n = 0;; n++) {
+		char body[256], email[64], *r;
+		int failed, arrived;
+		snprintf(email, sizeof email, "welcome-%ld@example.com", n);
+		snprintf(body, sizeof body,
+		         "{\"name\":\"W %ld\",\"email\":\"%s\",\"password\":\"welcome password\"}", n,
+		         email);
+		r = post_json(f, "/users", NULL, body);
+		if (status_of(r) != 201)
+			fail_msg("run %ld: POST /users: %s", n, r);
+		free(r);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		arrived = wait_mail(f, email, MAIL_WAIT_MS);
+		failed = alloc_faults_disarm();
+		if (!arrived)
+			fail_msg("run %ld: no welcome mail for %s in %d s%s", n, email,
+			         MAIL_WAIT_MS / 1000, failed ? " (an allocation was failed)" : "");
+		if (!failed)
+			break;
+	}
+	printf("welcome mail: %ld runs, %.1f s\n", n + 1, (double)(now_ms() - t0) / 1000);
+	assert_true(n > 10);
+}
+
+struct req {
+	const char *method, *path, *hdrs, *body;
+	int status;
+	int stable;       /* the body is the same in every run */
+	const char *must; /* else: a member its JSON body must have */
+	/* A list's filter: each of its "items" has `key` = `value`. */
+	const char *key, *value;
+};
+
+/* An out-of-memory answer: a 5xx problem, or a status without a body (a
+ * problem that could not be written keeps its status). */
+static int oom_answer(const char *r, int want)
+{
+	const char *ct = header_of(r, "Content-Type");
+	int st = status_of(r);
+	return (st >= 500 && ct && !strcmp(ct, "application/problem+json")) ||
+	       ((st >= 500 || (st == want && st >= 400)) && !*body_of(r));
+}
+
+static void check_answer(long n, const struct req *q, const char *r, const char *want,
+                         int failed)
+{
+	int st;
+	if (!r[0])
+		fail_msg("run %ld, %s %s: the connection closed without an answer", n, q->method,
+		         q->path);
+	st = status_of(r);
+	if (failed && oom_answer(r, q->status))
+		return;
+	if (st != q->status)
+		fail_msg("run %ld, %s %s: %d, expected %d%s:\n%s", n, q->method, q->path, st,
+		         q->status, failed ? " or an out-of-memory answer" : "", r);
+	if (q->stable && strcmp(body_of(r), body_of(want)))
+		fail_msg("run %ld, %s %s: %s\nexpected the body of\n%s", n, q->method, q->path, r,
+		         want);
+	if (q->must) {
+		cJSON *j = cJSON_Parse(body_of(r));
+		int has = cJSON_GetObjectItemCaseSensitive(j, q->must) != NULL;
+		cJSON_Delete(j);
+		if (!has)
+			fail_msg("run %ld, %s %s: no \"%s\" in %s", n, q->method, q->path, q->must, r);
+	}
+	if (q->key) {
+		cJSON *j = cJSON_Parse(body_of(r)), *it;
+		const cJSON *items = cJSON_GetObjectItemCaseSensitive(j, "items");
+		int count = 0;
+		cJSON_ArrayForEach(it, items) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(it, q->key);
+			if (!cJSON_IsString(v) || strcmp(v->valuestring, q->value))
+				fail_msg("run %ld, %s %s: an item without %s = %s (the filter lost?):\n%s",
+				         n, q->method, q->path, q->key, q->value, r);
+			count++;
+		}
+		cJSON_Delete(j);
+		if (!count)
+			fail_msg("run %ld, %s %s: no items: %s", n, q->method, q->path, r);
+	}
+}
+
+/* Requests through the three services, their Nth allocation failing in run N. */
+static void test_answers(void **state)
+{
+	fixture *f = *state;
+	char user_path[128], notif_path[128], chair[64];
+	enum { NREQ = 10 };
+	struct req q[NREQ] = {
+	    {"GET", "/crud/products?name=lamp", NULL, NULL, 200, 1, NULL, "name", "lamp"},
+	    {"GET", "/crud/products/none-such", NULL, NULL, 404, 1, NULL, NULL, NULL},
+	    {"POST", "/crud/products", NULL, chair, 201, 0, "id", NULL, NULL},
+	    {"POST", "/crud/products", NULL, "{\"name\":7,\"price\":1}", 422, 1, NULL, NULL, NULL},
+	    {"GET", user_path, f->auth, NULL, 200, 1, NULL, NULL, NULL},
+	    /* broadcasts add to it: not the same in each run */
+	    {"GET", notif_path, f->auth, NULL, 200, 0, "next_cursor", "recipient", FIRST_EMAIL},
+	    {"POST", "/auth/login", NULL,
+	     "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PASSWORD "\"}", 200, 0, "token",
+	     NULL, NULL},
+	    {"POST", "/notifications/broadcast", f->auth,
+	     "{\"subject\":\"Hello\",\"message\":\"to all\"}", 202, 0, "broadcast_id", NULL, NULL},
+	    {"GET", "/admin/plugins/crud", f->admin, NULL, 200, 0, "subscriptions", NULL, NULL},
+	    {"GET", "/users", f->auth, NULL, 200, 0, "items", NULL, NULL},
+	};
+	char *want[NREQ];
+	int64_t t0 = now_ms();
+	long n;
+
+	snprintf(user_path, sizeof user_path, "/users/%s", f->first_id);
+	snprintf(notif_path, sizeof notif_path, "/notifications?recipient=%s", FIRST_EMAIL);
+	snprintf(chair, sizeof chair, "{\"name\":\"chair\",\"price\":1}");
+	for (int i = 0; i < NREQ; i++) {
+		want[i] = q[i].body && strcmp(q[i].method, "GET")
+		              ? post_json(f, q[i].path, q[i].hdrs, q[i].body)
+		              : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
+		check_answer(-1, &q[i], want[i], want[i], 0);
+	}
+	/* The reference lamp list: two lamps, no desk. */
+	assert_null(strstr(body_of(want[0]), "desk"));
+	assert_non_null(strstr(strstr(body_of(want[0]), "lamp") + 1, "lamp"));
+	for (n = 0;; n++) {
+		char *r[NREQ];
+		int failed;
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		for (int i = 0; i < NREQ; i++)
+			r[i] = q[i].body && strcmp(q[i].method, "GET")
+			           ? post_json(f, q[i].path, q[i].hdrs, q[i].body)
+			           : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
+		failed = alloc_faults_disarm();
+		for (int i = 0; i < NREQ; i++) {
+			check_answer(n, &q[i], r[i], want[i], failed);
+			free(r[i]);
+		}
+		if (!failed)
+			break;
+	}
+	printf("HTTP answers: %ld runs, %.1f s\n", n + 1, (double)(now_ms() - t0) / 1000);
+	assert_true(n > 50);
+	for (int i = 0; i < NREQ; i++)
+		free(want[i]);
+}
+
+/* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
+ * topics read through the admin API). */
+static void test_no_dead_letters(void **state)
+{
+	fixture *f = *state;
+	static const char *const plugins[] = {"user", "crud", "notifications"};
+	for (size_t i = 0; i < sizeof plugins / sizeof plugins[0]; i++) {
+		char path[128], *r;
+		cJSON *j;
+		snprintf(path, sizeof path, "/admin/plugins/%s/dlq", plugins[i]);
+		r = http_request(f->port, "GET", path, f->admin, NULL);
+		if (status_of(r) != 200)
+			fail_msg("%s: %s", path, r);
+		j = cJSON_Parse(body_of(r));
+		if (cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(j, "messages")) != 0)
+			fail_msg("%s: dead letters: %s", path, body_of(r));
+		cJSON_Delete(j);
+		free(r);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    /* first: its broadcasts then go to few recipients */
+	    cmocka_unit_test(test_answers),
+	    cmocka_unit_test(test_welcome_mail_arrives),
+	    cmocka_unit_test(test_no_dead_letters),
+	};
+	alloc_faults_cjson();
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
