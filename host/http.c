@@ -104,7 +104,8 @@ struct evh_response {
 	evh_request *req;
 	int status;
 	int filled; /* status or body set */
-	int body_lost; /* the last body set could not be kept (out of memory) */
+	int body_lost;   /* the last body set could not be kept (out of memory) */
+	int header_lost; /* a header could not be kept (out of memory) */
 	char *ctype;
 	char *body;
 	size_t body_len;
@@ -284,8 +285,10 @@ int http_resp_header(evh_response *resp, const char *name, const char *value)
 		return EVH_EINVAL;
 	if (!strcasecmp(name, "Content-Type")) {
 		v = strdup(value);
-		if (!v)
+		if (!v) {
+			resp->header_lost = 1;
 			return EVH_ENOMEM;
+		}
 		free(resp->ctype);
 		resp->ctype = v;
 		return EVH_OK;
@@ -297,6 +300,7 @@ int http_resp_header(evh_response *resp, const char *name, const char *value)
 	if (!n || !v) {
 		free(n);
 		free(v);
+		resp->header_lost = 1;
 		return EVH_ENOMEM;
 	}
 	resp->hname[resp->nheaders] = n;
@@ -489,15 +493,24 @@ static void hb_header(headbuf *b, const char *name, const char *value)
 }
 
 /* The answer when the response's head cannot be built (out of memory): a
- * bare 500 from the stack, so the client is not left with a connection
- * closed without a word. The handler's status goes to the log. */
+ * 500 problem written from the stack, so the client is not left with a
+ * connection closed without a word, and learns whether the handler had
+ * carried the request out (its status below 400). */
 static void send_bare_500(evh_request *req, int status)
 {
-	char head[64 + HTTP_REQUEST_ID_MAX + 64];
-	int n = snprintf(head, sizeof head,
-	                 "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
-	                 "X-Request-Id: %s\r\nConnection: close\r\n\r\n",
-	                 req->id);
+	char body[256], head[192 + HTTP_REQUEST_ID_MAX + sizeof body];
+	int nb, n;
+	nb = snprintf(body, sizeof body,
+	              "{\"type\":\"" HTTP_PROBLEM_BASE "internal\",\"title\":\"Internal Server "
+	              "Error\",\"status\":500,\"detail\":\"out of memory writing the answer%s "
+	              "(status %d)\"}",
+	              status < 400 ? "; the request itself was carried out" : "", status);
+	if (nb < 0 || (size_t)nb >= sizeof body)
+		nb = 0;
+	n = snprintf(head, sizeof head,
+	             "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/problem+json\r\n"
+	             "Content-Length: %d\r\nX-Request-Id: %s\r\nConnection: close\r\n\r\n%s",
+	             nb, req->id, nb ? body : "");
 	mg_disable_keep_alive(req->conn);
 	log_error("http", "%s %s: out of memory writing the answer (status %d): answered 500",
 	          req->method, req->path, status);
@@ -505,17 +518,20 @@ static void send_bare_500(evh_request *req, int status)
 		mg_write(req->conn, head, (size_t)n);
 }
 
-/* A body the handler set but that could not be kept (out of memory): a
- * success without it would pass for a whole answer, so it becomes a 500
- * that says the request was carried out; an error keeps its status, without
- * a body (as a problem does when out of memory). */
-static void resp_body_lost(evh_request *req, evh_response *resp)
+/* A body or header the handler set but that could not be kept (out of
+ * memory): a success without it (a 201 without its Location, say) would
+ * pass for a whole answer, so it becomes a 500 that says the request was
+ * carried out; an error keeps its status, without its body (as a problem
+ * does when out of memory) or the header. */
+static void resp_part_lost(evh_request *req, evh_response *resp)
 {
 	int status = resp->status;
-	log_error("http", "%s %s: out of memory keeping the answer's body (status %d)%s",
-	          req->method, req->path, status, status < 400 ? ": answered 500" : "");
-	resp_reset_body(resp);
-	resp->body_lost = 0;
+	log_error("http", "%s %s: out of memory keeping the answer's %s (status %d)%s",
+	          req->method, req->path, resp->body_lost ? "body" : "headers", status,
+	          status < 400 ? ": answered 500" : "");
+	if (resp->body_lost || status < 400)
+		resp_reset_body(resp);
+	resp->body_lost = resp->header_lost = 0;
 	if (status >= 400)
 		return;
 	problem(resp, 500, "internal",
@@ -540,8 +556,8 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 		resp_free(resp);
 		problem(resp, 500, "internal", "the handler produced an invalid response");
 	}
-	if (resp->body_lost)
-		resp_body_lost(req, resp);
+	if (resp->body_lost || resp->header_lost)
+		resp_part_lost(req, resp);
 	with_body = !head && status_has_body(resp->status) && resp->body_len > 0;
 	keep = resp_keeps_alive(req, resp);
 	if (!keep)

@@ -3,6 +3,7 @@
 #include "user.h"
 
 #include <stdio.h>
+#include <string.h>
 
 #include "../common/paging.h"
 #include "../common/reply.h"
@@ -141,11 +142,33 @@ static int reply_user(evh_response *resp, int status, const user_rec *u)
 	return rc;
 }
 
+/* The user as the answer's JSON text (free with cJSON_free), rendered
+ * before the change is committed: out of memory then, nothing is stored and
+ * the 500 is true. (Copying it into the answer can still fail after the
+ * commit; the host then answers 500 saying the request was carried out.) */
+static char *user_text(const user_rec *u)
+{
+	cJSON *o = user_to_json(u);
+	char *json = o ? cJSON_PrintUnformatted(o) : NULL;
+
+	cJSON_Delete(o);
+	return json;
+}
+
+/* Answer `status` with `json` (consumed; see user_text). */
+static int reply_text(evh_response *resp, int status, char *json)
+{
+	int rc = evh_resp_json(resp, status, json, strlen(json));
+
+	cJSON_free(json);
+	return rc;
+}
+
 static int create_user(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
 	const char *password = NULL;
-	char location[64];
+	char location[64], *json = NULL;
 	int rc = EVH_OK, answered = 0;
 	cJSON *body = reply_body_object(req, resp, &rc);
 	user_rec u;
@@ -162,6 +185,10 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 	ids_now_rfc3339(u.created_at);
 	memcpy(u.updated_at, u.created_at, sizeof u.updated_at);
 	snprintf(u.roles, sizeof u.roles, "%s", USER_ROLES_DEFAULT);
+	if (!(json = user_text(&u))) {
+		rc = EVH_ENOMEM;
+		goto out;
+	}
 	rc = user_create_tx(st, &u);
 	if (rc == EVH_ECONSTRAINT) {
 		rc = reply_email_taken(resp);
@@ -173,9 +200,11 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 	}
 	snprintf(location, sizeof location, "/users/%s", u.id);
 	evh_resp_header(resp, "Location", location);
-	rc = reply_user(resp, 201, &u);
+	rc = reply_text(resp, 201, json);
+	json = NULL;
 out:
 	sodium_memzero(u.password_hash, sizeof u.password_hash);
+	cJSON_free(json);
 	cJSON_Delete(body);
 	return rc;
 }
@@ -273,6 +302,7 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
                      int new_password, user_rec *u)
 {
 	cJSON *changed = NULL;
+	char *json = NULL;
 	evh_tx *tx;
 	int rc;
 
@@ -304,11 +334,15 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 		             updated_event(u, changed));
 	else
 		cJSON_Delete(changed);
+	if (rc == EVH_OK && !(json = user_text(u)))
+		rc = EVH_ENOMEM;
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, tx, rc, "update user");
-	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+	if ((rc = evh_tx_commit(tx)) != EVH_OK) {
+		cJSON_free(json);
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: commit");
-	return reply_user(resp, 200, u);
+	}
+	return reply_text(resp, 200, json);
 }
 
 static int patch_user(evh_request *req, evh_response *resp, void *ud)

@@ -17,6 +17,8 @@
  *   an out-of-memory answer: a 5xx problem, or a status without a body. A
  *   list must never come back without its filter, a success never without
  *   a part of its document;
+ * - a user exists exactly when its creation was answered 201 (or 500 saying
+ *   the request was carried out), and gets its welcome mail;
  * - at the end, no dead letter in any plugin's dead-letter topics. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -428,6 +430,60 @@ static void test_answers(void **state)
 		free(want[i]);
 }
 
+/* Creating users, the Nth allocation of the request failing in run N: a
+ * user that was created (201, or a 500 saying it was) gets its welcome
+ * mail, as one a failure stopped leaves nothing behind to mail. */
+static void test_create_user(void **state)
+{
+	fixture *f = *state;
+	enum { MAXRUNS = 2000 };
+	static char created[MAXRUNS][64];
+	size_t ncreated = 0, listed;
+	char *r;
+	int64_t t0 = now_ms();
+	long n;
+	for (n = 0; n < MAXRUNS; n++) {
+		char body[256], email[64];
+		int failed, st;
+		snprintf(email, sizeof email, "create-%ld@example.com", n);
+		snprintf(body, sizeof body,
+		         "{\"name\":\"C %ld\",\"email\":\"%s\",\"password\":\"create password\"}",
+		         n, email);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		r = post_json(f, "/users", NULL, body);
+		failed = alloc_faults_disarm();
+		if (!r[0])
+			fail_msg("run %ld: POST /users: the connection closed without an answer", n);
+		st = status_of(r);
+		if (st == 201 || (st == 500 && strstr(r, "carried out (status 201)")))
+			snprintf(created[ncreated++], sizeof created[0], "%s", email);
+		else if (!(failed && oom_answer(r, 201)))
+			fail_msg("run %ld: POST /users: %s", n, r);
+
+		free(r);
+		if (!failed)
+			break;
+	}
+	assert_true(n < 100); /* one page of /users lists them all */
+	for (size_t i = 0; i < ncreated; i++)
+		if (!wait_mail(f, created[i], MAIL_WAIT_MS))
+			fail_msg("no welcome mail for %s, created under out of memory", created[i]);
+	/* And no other: a user whose creation was answered 5xx (other than
+	 * "carried out") must not exist. */
+	r = http_request(f->port, "GET", "/users?limit=100", f->auth, NULL);
+	assert_int_equal(status_of(r), 200);
+	listed = 0;
+	for (const char *p = body_of(r); (p = strstr(p, "\"email\":\"create-")); p++)
+		listed++;
+	if (listed != ncreated)
+		fail_msg("%zu users created under out of memory, %zu answered as created:\n%s", listed,
+		         ncreated, r);
+	free(r);
+	printf("creating users: %ld runs, %zu users created, %.1f s\n", n + 1, ncreated,
+	       (double)(now_ms() - t0) / 1000);
+	assert_true(n > 20 && ncreated > 0);
+}
+
 /* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
  * topics read through the admin API). */
 static void test_no_dead_letters(void **state)
@@ -454,6 +510,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    /* first: its broadcasts then go to few recipients */
 	    cmocka_unit_test(test_answers),
+	    cmocka_unit_test(test_create_user),
 	    cmocka_unit_test(test_welcome_mail_arrives),
 	    cmocka_unit_test(test_no_dead_letters),
 	};

@@ -536,7 +536,8 @@ static inline void evh_resp_status(evh_response *resp, int status)
 {
 	evh__api->resp_status(resp, status);
 }
-/* Add a header. Name and value are copied. */
+/* Add a header. Name and value are copied (EVH_ENOMEM when they cannot be:
+ * the host then answers as for a body it could not copy, see below). */
 static inline int evh_resp_header(evh_response *resp, const char *name, const char *value)
 {
 	return evh__api->resp_header(resp, name, value);
