@@ -175,7 +175,7 @@ static void write_config(fixture *f)
 	         f->dir);
 	write_file(f->dir, "conf.d/10-user.conf", text, 0600);
 	write_file(f->dir, "conf.d/20-crud.conf",
-	           "[plugin.crud]\nenabled = true\ncollections = products\n"
+	           "[plugin.crud]\nenabled = true\ncollections = products, orders\n"
 	           "collection.products.required = name, price\n"
 	           "collection.products.types = name:string, price:number\n",
 	           0600);
@@ -430,58 +430,98 @@ static void test_answers(void **state)
 		free(want[i]);
 }
 
+/* POST the body `make` writes for run N to `path`, the Nth allocation of
+ * the request failing in run N, until a run fails none. Each answer is 201,
+ * 500 saying the request was carried out (both counted in *done, their run
+ * numbers in done_runs), or one of out of memory. */
+static long sweep_posts(fixture *f, const char *path, void (*make)(long, char *, size_t),
+                        long *done_runs, size_t max, size_t *done)
+{
+	long n;
+	*done = 0;
+	for (n = 0;; n++) {
+		char body[256], *r;
+		int failed, st;
+		make(n, body, sizeof body);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		r = post_json(f, path, NULL, body);
+		failed = alloc_faults_disarm();
+		if (!r[0])
+			fail_msg("run %ld: POST %s: the connection closed without an answer", n, path);
+		st = status_of(r);
+		if (st == 201 || (st == 500 && strstr(r, "carried out (status 201)"))) {
+			assert_true(*done < max);
+			done_runs[(*done)++] = n;
+		} else if (!(failed && oom_answer(r, 201))) {
+			fail_msg("run %ld: POST %s: %s", n, path, r);
+		}
+		free(r);
+		if (!failed)
+			return n + 1;
+	}
+}
+
+/* How many times `needle` is in the body of GET `path`. */
+static size_t count_in(fixture *f, const char *path, const char *needle)
+{
+	char *r = http_request(f->port, "GET", path, f->auth, NULL);
+	size_t k = 0;
+	if (status_of(r) != 200)
+		fail_msg("GET %s: %s", path, r);
+	for (const char *p = body_of(r); (p = strstr(p, needle)); p++)
+		k++;
+	free(r);
+	return k;
+}
+
 /* Creating users, the Nth allocation of the request failing in run N: a
- * user that was created (201, or a 500 saying it was) gets its welcome
- * mail, as one a failure stopped leaves nothing behind to mail. */
+ * user exists exactly when its creation was answered as done (201, or a
+ * 500 saying so), and gets its welcome mail. */
+static void user_body(long n, char *buf, size_t len)
+{
+	snprintf(buf, len,
+	         "{\"name\":\"C %ld\",\"email\":\"create-%ld@example.com\","
+	         "\"password\":\"create password\"}",
+	         n, n);
+}
+
 static void test_create_user(void **state)
 {
 	fixture *f = *state;
-	enum { MAXRUNS = 2000 };
-	static char created[MAXRUNS][64];
-	size_t ncreated = 0, listed;
-	char *r;
+	long done_runs[100], runs;
+	size_t done, listed;
 	int64_t t0 = now_ms();
-	long n;
-	for (n = 0; n < MAXRUNS; n++) {
-		char body[256], email[64];
-		int failed, st;
-		snprintf(email, sizeof email, "create-%ld@example.com", n);
-		snprintf(body, sizeof body,
-		         "{\"name\":\"C %ld\",\"email\":\"%s\",\"password\":\"create password\"}",
-		         n, email);
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
-		r = post_json(f, "/users", NULL, body);
-		failed = alloc_faults_disarm();
-		if (!r[0])
-			fail_msg("run %ld: POST /users: the connection closed without an answer", n);
-		st = status_of(r);
-		if (st == 201 || (st == 500 && strstr(r, "carried out (status 201)")))
-			snprintf(created[ncreated++], sizeof created[0], "%s", email);
-		else if (!(failed && oom_answer(r, 201)))
-			fail_msg("run %ld: POST /users: %s", n, r);
-
-		free(r);
-		if (!failed)
-			break;
+	runs = sweep_posts(f, "/users", user_body, done_runs, 100, &done);
+	assert_true(runs > 20 && runs < 100 && done > 0); /* one page of /users: all */
+	for (size_t i = 0; i < done; i++) {
+		char email[64];
+		snprintf(email, sizeof email, "create-%ld@example.com", done_runs[i]);
+		if (!wait_mail(f, email, MAIL_WAIT_MS))
+			fail_msg("no welcome mail for %s, created under out of memory", email);
 	}
-	assert_true(n < 100); /* one page of /users lists them all */
-	for (size_t i = 0; i < ncreated; i++)
-		if (!wait_mail(f, created[i], MAIL_WAIT_MS))
-			fail_msg("no welcome mail for %s, created under out of memory", created[i]);
-	/* And no other: a user whose creation was answered 5xx (other than
-	 * "carried out") must not exist. */
-	r = http_request(f->port, "GET", "/users?limit=100", f->auth, NULL);
-	assert_int_equal(status_of(r), 200);
-	listed = 0;
-	for (const char *p = body_of(r); (p = strstr(p, "\"email\":\"create-")); p++)
-		listed++;
-	if (listed != ncreated)
-		fail_msg("%zu users created under out of memory, %zu answered as created:\n%s", listed,
-		         ncreated, r);
-	free(r);
-	printf("creating users: %ld runs, %zu users created, %.1f s\n", n + 1, ncreated,
+	listed = count_in(f, "/users?limit=100", "\"email\":\"create-");
+	if (listed != done)
+		fail_msg("%zu users created under out of memory, %zu answered as created", listed,
+		         done);
+	printf("creating users: %ld runs, %zu created, %.1f s\n", runs, done,
 	       (double)(now_ms() - t0) / 1000);
-	assert_true(n > 20 && ncreated > 0);
+}
+
+static void order_body(long n, char *buf, size_t len) { snprintf(buf, len, "{\"n\":%ld}", n); }
+
+/* The same for crud's documents (a collection of their own). */
+static void test_create_document(void **state)
+{
+	fixture *f = *state;
+	long done_runs[100], runs;
+	size_t done, listed;
+	runs = sweep_posts(f, "/crud/orders", order_body, done_runs, 100, &done);
+	assert_true(runs > 10 && runs < 100 && done > 0); /* one page: all */
+	listed = count_in(f, "/crud/orders?limit=100", "\"n\":");
+	if (listed != done)
+		fail_msg("%zu documents created under out of memory, %zu answered as created",
+		         listed, done);
+	printf("creating documents: %ld runs, %zu created\n", runs, done);
 }
 
 /* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
@@ -511,6 +551,7 @@ int main(void)
 	    /* first: its broadcasts then go to few recipients */
 	    cmocka_unit_test(test_answers),
 	    cmocka_unit_test(test_create_user),
+	    cmocka_unit_test(test_create_document),
 	    cmocka_unit_test(test_welcome_mail_arrives),
 	    cmocka_unit_test(test_no_dead_letters),
 	};
