@@ -58,6 +58,7 @@ typedef struct fixture {
 	char auth[1100];  /* "Authorization: Bearer ...\r\n" */
 	char admin[128];  /* the admin API's header */
 	char first_id[64];
+	char lamp_id[64]; /* the first lamp's */
 } fixture;
 
 /* ------------------------------------------------------------- helpers */
@@ -140,11 +141,18 @@ static const char *json_member(const char *reply, const char *name, char *out, s
 	return out;
 }
 
-static char *post_json(fixture *f, const char *path, const char *hdrs, const char *body)
+/* `method` with a JSON body. */
+static char *send_json(fixture *f, const char *method, const char *path, const char *hdrs,
+                       const char *body)
 {
 	char h[1200];
 	snprintf(h, sizeof h, "Content-Type: application/json\r\n%s", hdrs ? hdrs : "");
-	return http_request(f->port, "POST", path, h, body);
+	return http_request(f->port, method, path, h, body);
+}
+
+static char *post_json(fixture *f, const char *path, const char *hdrs, const char *body)
+{
+	return send_json(f, "POST", path, hdrs, body);
 }
 
 /* ------------------------------------------------------------- fixture */
@@ -240,6 +248,8 @@ static int setup(void **state)
 		         i);
 		r = post_json(f, "/crud/products", NULL, buf);
 		assert_int_equal(status_of(r), 201);
+		if (i == 0)
+			json_member(r, "id", f->lamp_id, sizeof f->lamp_id);
 		free(r);
 	}
 	assert_true(wait_mail(f, FIRST_EMAIL, MAIL_WAIT_MS));
@@ -375,7 +385,8 @@ static void test_answers(void **state)
 {
 	fixture *f = *state;
 	char user_path[128], notif_path[128], chair[64];
-	enum { NREQ = 10 };
+	enum { NREQ = 14 };
+	char lamp_path[128], lamp_page[] = "/crud/products?name=lamp&limit=1";
 	struct req q[NREQ] = {
 	    {"GET", "/crud/products?name=lamp", NULL, NULL, 200, 1, NULL, "name", "lamp"},
 	    {"GET", "/crud/products/none-such", NULL, NULL, 404, 1, NULL, NULL, NULL},
@@ -391,18 +402,24 @@ static void test_answers(void **state)
 	     "{\"subject\":\"Hello\",\"message\":\"to all\"}", 202, 0, "broadcast_id", NULL, NULL},
 	    {"GET", "/admin/plugins/crud", f->admin, NULL, 200, 0, "subscriptions", NULL, NULL},
 	    {"GET", "/users", f->auth, NULL, 200, 0, "items", NULL, NULL},
+	    /* each PUT makes a new version: not the same in each run */
+	    {"PUT", lamp_path, NULL, "{\"name\":\"lamp\",\"price\":0}", 200, 0, "id", NULL, NULL},
+	    {"PATCH", lamp_path, NULL, "{\"price\":null}", 422, 1, NULL, NULL, NULL},
+	    {"GET", lamp_page, NULL, NULL, 200, 1, "next_cursor", "name", "lamp"},
+	    /* nothing changes: the same answer each time */
+	    {"PATCH", user_path, f->auth, "{\"name\":\"First\"}", 200, 1, NULL, NULL, NULL},
 	};
 	char *want[NREQ];
 	int64_t t0 = now_ms();
 	long n;
 
 	snprintf(user_path, sizeof user_path, "/users/%s", f->first_id);
+	snprintf(lamp_path, sizeof lamp_path, "/crud/products/%s", f->lamp_id);
 	snprintf(notif_path, sizeof notif_path, "/notifications?recipient=%s", FIRST_EMAIL);
 	snprintf(chair, sizeof chair, "{\"name\":\"chair\",\"price\":1}");
 	for (int i = 0; i < NREQ; i++) {
-		want[i] = q[i].body && strcmp(q[i].method, "GET")
-		              ? post_json(f, q[i].path, q[i].hdrs, q[i].body)
-		              : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
+		want[i] = q[i].body ? send_json(f, q[i].method, q[i].path, q[i].hdrs, q[i].body)
+		                    : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
 		check_answer(-1, &q[i], want[i], want[i], 0);
 	}
 	/* The reference lamp list: two lamps, no desk. */
@@ -413,9 +430,8 @@ static void test_answers(void **state)
 		int failed;
 		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
 		for (int i = 0; i < NREQ; i++)
-			r[i] = q[i].body && strcmp(q[i].method, "GET")
-			           ? post_json(f, q[i].path, q[i].hdrs, q[i].body)
-			           : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
+			r[i] = q[i].body ? send_json(f, q[i].method, q[i].path, q[i].hdrs, q[i].body)
+			                 : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
 		failed = alloc_faults_disarm();
 		for (int i = 0; i < NREQ; i++) {
 			check_answer(n, &q[i], r[i], want[i], failed);
