@@ -1184,6 +1184,10 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
 	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 
+	if (http_req_query_bad(req)) /* a filter read as absent would widen the answer */
+		return problem(resp, 422, "validation", NULL,
+		               "the query string has a malformed percent-escape (each %% must be "
+		               "followed by two hex digits, and %%00 is not allowed)");
 	if (n == 1 && !strcmp(seg[0], "reload"))
 		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))

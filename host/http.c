@@ -89,6 +89,7 @@ struct evh_request {
 	size_t body_len;
 	int body_read;
 	int query_parsed;
+	int query_bad; /* a pair's percent-encoding is broken (read as absent) */
 	size_t nquery;
 	char **qkeys, **qvalues;
 	int authed;
@@ -649,8 +650,10 @@ static int query_add(evh_request *req, const char *pair, size_t n)
 		v = eq ? form_decode(eq + 1, n - klen - 1, &oom) : strdup("");
 	if (k && !v && !eq)
 		oom = 1;
-	if (!k || !v)
+	if (!k || !v) {
+		req->query_bad |= !oom;
 		goto skip;
+	}
 	oom = 1; /* from here on, only an allocation fails */
 	nk = realloc(req->qkeys, (req->nquery + 1) * sizeof *nk);
 	if (!nk)
@@ -684,6 +687,13 @@ static int query_parse(evh_request *req)
 		q = amp ? amp + 1 : NULL;
 	}
 	return 0;
+}
+
+int http_req_query_bad(evh_request *req)
+{
+	if (!req->query_parsed)
+		query_parse(req); /* out of memory: no handler runs (dispatch) */
+	return req->query_bad;
 }
 
 const char *http_req_query(evh_request *req, const char *name)

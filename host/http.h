@@ -35,6 +35,10 @@ const char *http_req_method(evh_request *req);
 const char *http_req_path(evh_request *req);
 const char *http_req_param(evh_request *req, const char *name);
 const char *http_req_query(evh_request *req, const char *name);
+/* Whether a pair of the query string has a broken percent-escape (or
+ * %00): http_req_query reads it as absent, so a route whose parameters
+ * filter what it answers refuses such a request. */
+int http_req_query_bad(evh_request *req);
 const char *http_req_query_string(evh_request *req);
 const char *http_req_header(evh_request *req, const char *name);
 const char *http_req_body(evh_request *req, size_t *len);

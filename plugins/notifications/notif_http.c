@@ -9,6 +9,7 @@
 
 #include "../../host/jsonb.h"
 #include "../common/jsonin.h"
+#include "../common/query.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -215,6 +216,8 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	int limit, nm = 0, rc, ok = 1;
 	cJSON *page;
 
+	if (!query_escapes_ok(evh_req_query_string(req)))
+		return problem_422(resp, QUERY_ESCAPES_BAD, NULL);
 	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)
 		return problem_422(resp, "limit must be an integer from 1 to 100", "limit");
 	if (cursor && *cursor && notif_cursor_decode(cursor, after_created, &after_id) < 0)

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../common/paging.h"
+#include "../common/query.h"
 #include "../common/reply.h"
 
 #define USER_PAGE_DEFAULT 20
@@ -237,6 +238,8 @@ static int list_users(evh_request *req, evh_response *resp, void *ud)
 	cJSON *items;
 	evh_tx *tx;
 
+	if (!query_escapes_ok(evh_req_query_string(req)))
+		return reply_invalid(resp, NULL, QUERY_ESCAPES_BAD);
 	if (paging_limit_parse(evh_req_query(req, "limit"), USER_PAGE_DEFAULT, USER_PAGE_MAX,
 	                       &limit) != 0)
 		return reply_invalid(resp, "limit", "limit must be a whole number from 1 to 100");

@@ -13,6 +13,7 @@ import email
 import email.message
 import hashlib
 import hmac
+import http.client
 import json
 import os
 import random
@@ -611,6 +612,18 @@ class Daemon(Child):
     def delete(self, path, **kw):
         kw.setdefault("timeout", 10)
         return requests.delete(self.url + path, **kw)
+
+    def get_raw(self, path, headers=None):
+        """GET `path` sent as it is (requests would re-encode a bad escape
+        into a good one): (status, Content-Type, parsed JSON body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            resp = conn.getresponse()
+            body = json.loads(resp.read())
+        finally:
+            conn.close()
+        return resp.status, resp.getheader("Content-Type"), body
 
 
 class DaemonFactory:

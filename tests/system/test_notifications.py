@@ -678,6 +678,11 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
         r = env.d.get("/notifications", params=params, headers=env.auth(admin))
         assert r.status_code == 422, (params, r.text)
         assert r.json().get("field") == field
+    # A filter whose escape is broken is refused, not dropped (every recipient's rows).
+    for query in ("recipient=u2%2", "recipient=%zz", "recipient=a%00b"):
+        status, _, body = env.d.get_raw("/notifications?" + query, headers=env.auth(admin))
+        assert status == 422, (query, body)
+        assert "percent-escape" in body["detail"]
 
 
 def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):

@@ -253,6 +253,15 @@ def test_list_rejects_bad_limit_and_cursor(d, query, field):
     problem(d.get("/users?" + query), 422, "validation", field)
 
 
+@pytest.mark.parametrize("query", ["cursor=%zz", "limit=%4", "limit=1%00", "x=%"])
+def test_list_refuses_a_malformed_query_string(d, query):
+    # Not read as if the parameter were absent (the first page, the default limit).
+    status, ctype, body = d.get_raw("/users?" + query)
+    assert status == 422, body
+    assert ctype.startswith("application/problem+json")
+    assert "percent-escape" in body["detail"] and body.get("field") is None
+
+
 def test_list_limit_bounds_are_inclusive(d):
     assert d.get("/users?limit=1").status_code == 200
     assert d.get("/users?limit=100").status_code == 200

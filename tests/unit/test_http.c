@@ -771,7 +771,7 @@ static void admin_fixture_events(fixture *f, char *dir, char *db)
 static void test_admin_out_of_memory(void **state)
 {
 	fixture *f = *state;
-	enum { NREQ = 10 };
+	enum { NREQ = 11 };
 	static const char *const what[NREQ][3] = {
 	    {"GET", "/admin/plugins", NULL},
 	    {"GET", "/admin/plugins/t", NULL},
@@ -783,6 +783,7 @@ static void test_admin_out_of_memory(void **state)
 	    {"POST", "/admin/plugins/t/replay", "{\"from\":7}"},
 	    {"DELETE", "/admin/events", NULL},
 	    {"GET", "/readyz", NULL},
+	    {"GET", "/admin/events?plugin=t&aggregate=%zz", NULL},
 	};
 	char dir[] = "/tmp/evh-http-admin-XXXXXX", db[300], *want[NREQ];
 	const char *auth = "Authorization: Bearer " ADMIN_TOKEN "\r\n";
@@ -820,6 +821,7 @@ static void test_admin_out_of_memory(void **state)
 	expect_problem(want[8], 405, "method-not-allowed");
 	assert_int_equal(status_of(want[9]), 503); /* no Kafka */
 	assert_non_null(strstr(body_of(want[9]), "\"kafka\":\"unreachable\""));
+	expect_problem(want[10], 422, "validation"); /* not every aggregate's events */
 	for (n = 0;; n++) {
 		char *r[NREQ];
 		int failed;

@@ -1,6 +1,7 @@
 /* user.so's pure rules (plugins/user/user_logic.c) and the id/time helpers
- * it shares with crud.so (plugins/common/ids.c), compiled in directly: they
- * make no SDK calls. */
+ * it shares with crud.so (plugins/common/ids.c), and the query-string check
+ * it shares with notifications.so (plugins/common/query.c), compiled in
+ * directly: they make no SDK calls. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 
 #include "../../plugins/common/ids.c"
+#include "../../plugins/common/query.c"
 #include "../../plugins/user/user_logic.c"
 
 static int setup_sodium(void **state)
@@ -284,6 +286,22 @@ static void test_now_rfc3339(void **state)
 	assert_true(strncmp(now, "2024", 4) > 0);
 }
 
+static void test_query_escapes(void **state)
+{
+	static const char *const good[] = {NULL,          "",         "limit=5&cursor=abc",
+	                                   "q=a%2Bb%20c", "x=%ff%FF%0a", "a+b=c&&d",
+	                                   "e=%41%42"};
+	static const char *const bad[] = {"x=%",   "x=%4",   "x=%zz",     "x=%g1",
+	                                  "x=%00", "%00=1",  "a=1&b=%2", "c=%%41"};
+	(void)state;
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		if (!query_escapes_ok(good[i]))
+			fail_msg("'%s' refused", good[i] ? good[i] : "(null)");
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (query_escapes_ok(bad[i]))
+			fail_msg("'%s' accepted", bad[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -293,6 +311,7 @@ int main(void)
 	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
 	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
+	    cmocka_unit_test(test_query_escapes),
 	};
 	return cmocka_run_group_tests(tests, setup_sodium, NULL);
 }
