@@ -283,6 +283,10 @@ int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m)
 			m->id_cut = copy_value(val, size, dst, cap);
 		else if (dst == m->type)
 			m->type_cut = copy_value(val, size, dst, cap);
+		else if (dst == m->source)
+			m->source_cut = copy_value(val, size, dst, cap);
+		else if (dst == m->time)
+			m->time_cut = copy_value(val, size, dst, cap);
 		else if (dst)
 			copy_value(val, size, dst, cap);
 	}

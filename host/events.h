@@ -12,8 +12,10 @@ typedef struct ce_meta {
 	char type[256];
 	int type_cut; /* the same for ce_type */
 	char source[256];
+	int source_cut; /* the same for ce_source */
 	char specversion[8];
 	char time[40];
+	int time_cut; /* the same for ce_time (RFC 3339 times need 35 bytes at most) */
 	char content_type[64];
 	char traceparent[64];
 } ce_meta;

@@ -1027,6 +1027,16 @@ static int event_copy_headers(evh_event *ev, const rd_kafka_headers_t *h)
 	return 0;
 }
 
+/* A CloudEvents header too long for its buffer (or with a NUL byte), read
+ * as absent rather than cut: say so. */
+static void warn_header_cut(const evh_event *ev, const char *name, size_t max,
+                            const char *accessor)
+{
+	log_warn(KAFKA_LOG, "%s [%" PRId32 "] @%" PRId64 ": %s is longer than %zu bytes or holds a "
+	                    "NUL byte; handlers read it as absent (%s gives NULL), not cut",
+	         ev->topic, ev->partition, ev->offset, name, max, accessor);
+}
+
 /* Build the handler's view of `msg`. Returns -1 when out of memory. */
 static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt)
 {
@@ -1047,6 +1057,10 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 		                    " or holds a NUL byte; the message's position is its identity "
 		                    "instead (a copy sent again would not be known as one)",
 		         ev->topic, msg->partition, msg->offset, sizeof ev->meta.id - 1);
+	if (ev->meta.source_cut)
+		warn_header_cut(ev, "ce_source", sizeof ev->meta.source - 1, "evh_event_source");
+	if (ev->meta.time_cut)
+		warn_header_cut(ev, "ce_time", sizeof ev->meta.time - 1, "evh_event_time");
 	if (ev->meta.id[0] && !ev->meta.id_cut)
 		snprintf(ev->id, sizeof ev->id, "%s", ev->meta.id);
 	else
@@ -1067,8 +1081,16 @@ static const char *or_null(const char *s) { return s[0] ? s : NULL; }
 
 const char *kafka_ev_id(const evh_event *ev) { return ev->id; }
 const char *kafka_ev_type(const evh_event *ev) { return ev->meta.type; }
-const char *kafka_ev_source(const evh_event *ev) { return or_null(ev->meta.source); }
-const char *kafka_ev_time(const evh_event *ev) { return or_null(ev->meta.time); }
+/* A header too long for its buffer reads as absent: a cut value would pass
+ * for the producer's. */
+const char *kafka_ev_source(const evh_event *ev)
+{
+	return ev->meta.source_cut ? NULL : or_null(ev->meta.source);
+}
+const char *kafka_ev_time(const evh_event *ev)
+{
+	return ev->meta.time_cut ? NULL : or_null(ev->meta.time);
+}
 const char *kafka_ev_topic(const evh_event *ev) { return ev->topic; }
 int32_t kafka_ev_partition(const evh_event *ev) { return ev->partition; }
 int64_t kafka_ev_offset(const evh_event *ev) { return ev->offset; }

@@ -88,13 +88,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 	}
 
-	/* What was decoded encodes and decodes to the same thing (an id or a
-	 * type that was cut is whole the second time). */
+	/* What was decoded encodes and decodes to the same thing (a header that
+	 * was cut is whole the second time). */
 	h = rd_kafka_headers_new(8);
 	if (events_headers_encode(&m, h) == 0) {
 		events_headers_decode(h, &again);
 		if (strcmp(m.id, again.id) || again.id_cut || strcmp(m.type, again.type) ||
-		    again.type_cut || strcmp(m.source, again.source) || strcmp(m.time, again.time) ||
+		    again.type_cut || strcmp(m.source, again.source) || again.source_cut ||
+		    strcmp(m.time, again.time) || again.time_cut ||
 		    strcmp(m.traceparent, again.traceparent))
 			__builtin_trap();
 	}

@@ -256,6 +256,19 @@ static void test_untrusted_values(void **state)
 	assert_int_equal(events_headers_decode(h, &out), 0);
 	assert_int_equal(strlen(out.type), sizeof out.type - 1);
 	assert_true(out.type_cut); /* so dead-lettered, not dispatched (kafka.c) */
+	/* source and time: read as absent when cut (kafka_ev_source, kafka_ev_time) */
+	assert_false(out.source_cut);
+	assert_false(out.time_cut);
+	rd_kafka_header_add(h, "ce_source", -1, big, sizeof out.source - 1);
+	rd_kafka_header_add(h, "ce_time", -1, "2026-12-01T00:00:00.000000000+00:00", -1);
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_false(out.source_cut);
+	assert_false(out.time_cut);
+	rd_kafka_header_add(h, "ce_source", -1, big, sizeof out.source);
+	rd_kafka_header_add(h, "ce_time", -1, big, sizeof out.time);
+	assert_int_equal(events_headers_decode(h, &out), 0);
+	assert_true(out.source_cut);
+	assert_true(out.time_cut);
 	rd_kafka_headers_destroy(h);
 }
 

@@ -1233,10 +1233,12 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 	ids[2][255] = '\0';
 	ids[2][0] = '3';
 	for (int i = 0; i < 3; i++) {
-		rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+		rd_kafka_headers_t *h = rd_kafka_headers_new(4);
 		rd_kafka_header_add(h, "ce_id", -1, ids[i], -1);
 		rd_kafka_header_add(h, "ce_type", -1, "LONG_ID", -1);
 		rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
+		/* the third's source too long to hold: absent to its handler, not cut */
+		rd_kafka_header_add(h, "ce_source", -1, i == 2 ? ids[0] : "short", -1);
 		atomic_init(&pos[i].done, 0);
 		assert_int_equal(kafka_produce_message(fx.k, TOPIC, RD_KAFKA_PARTITION_UA, "long", 4,
 		                                       "{}", 2, h, keep_position, &pos[i]),
@@ -1253,8 +1255,12 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 	}
 	snprintf(want[2], sizeof want[2], "%s", ids[2]);
 	for (int i = 0; i < 3; i++) {
+		int n;
 		assert_int_equal(wait_calls(want[i], 1), 1);
 		assert_int_equal(handled_rows(want[i]), 1);
+		n = call_index(want[i], 0); /* a call's record is not written again */
+		assert_true(n >= 0);
+		assert_string_equal(rec.calls[n].source, i == 2 ? "(null)" : "short");
 	}
 	{
 		char type[300], id[37];

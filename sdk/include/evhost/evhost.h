@@ -599,7 +599,9 @@ static inline int evh_publish(evh_plugin *p, evh_tx *tx, const char *topic, cons
 /* Event accessors. Strings are borrowed from the event and NUL-terminated.
  * The id is the ce_id header, or "TOPIC/PARTITION/OFFSET" for a message
  * without one, or whose ce_id is longer than 255 bytes or holds a NUL; it is
- * what the inbox de-duplicates on. */
+ * what the inbox de-duplicates on. Source and time are NULL when absent, and
+ * when longer than their buffers (255 and 39 bytes) or holding a NUL: never
+ * a cut value. */
 static inline const char *evh_event_id(const evh_event *e) { return evh__api->ev_id(e); }
 static inline const char *evh_event_type(const evh_event *e) { return evh__api->ev_type(e); }
 static inline const char *evh_event_source(const evh_event *e) { return evh__api->ev_source(e); }
