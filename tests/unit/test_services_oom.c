@@ -170,7 +170,7 @@ static void write_config(fixture *f)
 	write_file(f->dir, "admin.password", ADMIN_PASSWORD "\n", 0600);
 	snprintf(text, sizeof text,
 	         "[host]\nplugin_dir = %s/../../plugins\nstate_dir = %s/state\n"
-	         "[http]\nlisten = 127.0.0.1:%d\nthreads = 4\n"
+	         "[http]\nlisten = 127.0.0.1:%d\nthreads = 64\nmax_streams = 48\n"
 	         "[kafka]\nbrokers = embedded\nretry.backoff_ms = 20\n"
 	         "retry.backoff_max_ms = 200\nrdkafka.fetch.wait.max.ms = 10\n"
 	         "[auth]\njwt_secret_file = %s/jwt.secret\n"
@@ -450,6 +450,36 @@ static void test_answers(void **state)
 		free(want[i]);
 }
 
+/* The live stream's opening (GET /notifications/stream, its head read),
+ * its Nth allocation failing in run N: the stream, or out of memory said.
+ * (A stream ends within half a second of its client leaving; [http]
+ * max_streams leaves room for every run's.) */
+static void test_stream_opening(void **state)
+{
+	fixture *f = *state;
+	long n;
+	for (n = 0;; n++) {
+		char *r;
+		const char *ct;
+		int failed;
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		r = http_head(f->port, "/notifications/stream", f->auth);
+		failed = alloc_faults_disarm();
+		if (!r[0])
+			fail_msg("run %ld: the connection closed without an answer", n);
+		ct = header_of(r, "Content-Type");
+		if (!(status_of(r) == 200 && ct && !strcmp(ct, "text/event-stream")) &&
+		    !(failed && status_of(r) >= 500 && ct &&
+		      !strcmp(ct, "application/problem+json")))
+			fail_msg("run %ld: %s", n, r);
+		free(r);
+		if (!failed)
+			break;
+	}
+	printf("the stream's opening: %ld runs\n", n + 1);
+	assert_true(n > 10);
+}
+
 /* POST the body `make` writes for run N to `path`, the Nth allocation of
  * the request failing in run N, until a run fails none. Each answer is 201,
  * 500 saying the request was carried out (both counted in *done, their run
@@ -570,6 +600,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    /* first: its broadcasts then go to few recipients */
 	    cmocka_unit_test(test_answers),
+	    cmocka_unit_test(test_stream_opening),
 	    cmocka_unit_test(test_create_user),
 	    cmocka_unit_test(test_create_document),
 	    cmocka_unit_test(test_welcome_mail_arrives),
