@@ -4,7 +4,8 @@
  * the first, a 500 or a retry for the second (an event would otherwise be
  * dead-lettered, its e-mail never sent, for want of memory for a moment).
  * The host's allocation-free check (host/json.c, compiled into the plugins
- * that use this) tells them apart. */
+ * that use this) tells them apart: what it accepts, cJSON parses (fuzz_json
+ * checks that), so a NULL for text it accepts is a failed allocation. */
 #ifndef EVH_PLUGINS_JSONIN_H
 #define EVH_PLUGINS_JSONIN_H
 #include <stddef.h>

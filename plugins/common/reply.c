@@ -16,10 +16,11 @@ cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
 	if (cJSON_IsObject(obj))
 		return obj;
 	cJSON_Delete(obj);
-	if (oom)
-		*rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
-		                       "out of memory reading the request body", NULL);
-	else
+	if (oom) { /* nothing done yet: the client may simply try again */
+		evh_resp_header(resp, "Retry-After", "1");
+		*rc = evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
+		                       "out of memory reading the request body; try again", NULL);
+	} else
 		*rc = reply_invalid(resp, NULL, "the request body must be a JSON object");
 	return NULL;
 }

@@ -11,8 +11,8 @@
 
 /* Parse the request body as a JSON object. Returns it (free with
  * cJSON_Delete), or NULL after answering 422 when the body is not an
- * object (500 when it is JSON but cJSON ran out of memory); *rc is what the
- * handler should return then. */
+ * object (503 with Retry-After when it is JSON but cJSON ran out of memory:
+ * nothing was done); *rc is what the handler should return then. */
 cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc);
 /* Answer `status` with `body` rendered as application/json. */
 int reply_json(evh_response *resp, int status, const cJSON *body);

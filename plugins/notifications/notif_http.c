@@ -272,9 +272,10 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 
 	subject = cJSON_GetObjectItemCaseSensitive(root, "subject");
 	message = cJSON_GetObjectItemCaseSensitive(root, "message");
-	if (oom) { /* the host checked it is JSON (EVH_ROUTE_JSON) */
-		rc = evh_resp_problem(resp, 500, "internal", "Out of memory",
-		                      "could not read the request body", NULL);
+	if (oom) { /* the host checked it is JSON (EVH_ROUTE_JSON); nothing done yet */
+		evh_resp_header(resp, "Retry-After", "1");
+		rc = evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
+		                      "out of memory reading the request body; try again", NULL);
 		goto out;
 	}
 	if (!cJSON_IsObject(root)) {
