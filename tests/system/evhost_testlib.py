@@ -25,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import requests
@@ -485,6 +486,21 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runti
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+def lsan_tracer_crashed(code, log):
+    """Whether a process that aborted did so because LeakSanitizer's own
+    tracer crashed at exit ("Tracer caught signal 11", google/sanitizers
+    issue 1353: a sanitizer-runtime bug, seen once in the ASan pass under
+    load), with no sanitizer report: its leak check could not run, which
+    says nothing about the code. Warned about, not failed."""
+    if code != -signal.SIGABRT or "Tracer caught signal" not in log or \
+            "LeakSanitizer has encountered a fatal error" not in log or \
+            any(marker in log for marker in SANITIZER_MARKERS):
+        return False
+    warnings.warn("LeakSanitizer's tracer crashed at exit (google/sanitizers#1353); "
+                  "that process's leak check did not run")
+    return True
+
+
 class Child:
     """A process the tests started (self.proc), its output in self.log_file
     (self._log while it runs)."""
@@ -708,7 +724,8 @@ class DaemonFactory:
             except AssertionError as exc:
                 problems.append(str(exc))
                 continue
-            if was_running and d.expect_exit_code is not None and code != d.expect_exit_code:
+            if (was_running and d.expect_exit_code is not None and code != d.expect_exit_code
+                    and not lsan_tracer_crashed(code, d.log_text())):
                 problems.append(f"evhostd ({d.config_dir}) exited with {code} on SIGTERM, "
                                 f"expected {d.expect_exit_code}\n{d.log_tail()}")
             report = d.sanitizer_report()
