@@ -39,6 +39,7 @@
 #include <cjson/cJSON.h>
 
 #include "alloc_faults.h"
+#include "clock.h"
 #include "diag.h"
 #include "host.h"
 #include "http_client.h"
@@ -82,13 +83,6 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Whether a file in the maildir's new/ holds `needle`. */
 static int mail_has(fixture *f, const char *needle)
 {
@@ -122,10 +116,10 @@ static int mail_has(fixture *f, const char *needle)
 static int wait_mail(fixture *f, const char *email, int ms)
 {
 	char to[160];
-	int64_t until = now_ms() + ms;
+	int64_t until = clock_mono_ms() + ms;
 	snprintf(to, sizeof to, "<%s>", email); /* To: "Name" <email> */
 	while (!mail_has(f, to)) {
-		if (now_ms() > until)
+		if (clock_mono_ms() > until)
 			return 0;
 		sleep_ms(10);
 	}
@@ -197,14 +191,14 @@ static void write_config(fixture *f)
 
 static void wait_ready(fixture *f)
 {
-	int64_t until = now_ms() + 60000;
+	int64_t until = clock_mono_ms() + 60000;
 	for (;;) {
 		char *r = http_request(f->port, "GET", "/readyz", NULL, NULL);
 		int ok = r[0] && status_of(r) == 200;
 		free(r);
 		if (ok)
 			return;
-		if (now_ms() > until)
+		if (clock_mono_ms() > until)
 			fail_msg("the host did not become ready in 60 s");
 		sleep_ms(50);
 	}
@@ -299,7 +293,7 @@ static int teardown(void **state)
 static void test_welcome_mail_arrives(void **state)
 {
 	fixture *f = *state;
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	long n;
 	for (n = 0;; n++) {
 		char body[256], email[64], *r;
@@ -321,7 +315,7 @@ static void test_welcome_mail_arrives(void **state)
 		if (!failed)
 			break;
 	}
-	printf("welcome mail: %ld runs, %.1f s\n", n + 1, (double)(now_ms() - t0) / 1000);
+	printf("welcome mail: %ld runs, %.1f s\n", n + 1, (double)(clock_mono_ms() - t0) / 1000);
 	assert_true(n > 10);
 }
 
@@ -414,7 +408,7 @@ static void test_answers(void **state)
 	    {"PATCH", user_path, f->auth, "{\"name\":\"First\"}", 200, 1, NULL, NULL, NULL},
 	};
 	char *want[NREQ];
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	long n;
 
 	snprintf(user_path, sizeof user_path, "/users/%s", f->first_id);
@@ -444,7 +438,7 @@ static void test_answers(void **state)
 		if (!failed)
 			break;
 	}
-	printf("HTTP answers: %ld runs, %.1f s\n", n + 1, (double)(now_ms() - t0) / 1000);
+	printf("HTTP answers: %ld runs, %.1f s\n", n + 1, (double)(clock_mono_ms() - t0) / 1000);
 	assert_true(n > 50);
 	for (int i = 0; i < NREQ; i++)
 		free(want[i]);
@@ -540,7 +534,7 @@ static void test_create_user(void **state)
 	fixture *f = *state;
 	long done_runs[100], runs;
 	size_t done, listed;
-	int64_t t0 = now_ms();
+	int64_t t0 = clock_mono_ms();
 	runs = sweep_posts(f, "/users", user_body, done_runs, 100, &done);
 	assert_true(runs > 20 && runs < 100 && done > 0); /* one page of /users: all */
 	for (size_t i = 0; i < done; i++) {
@@ -554,7 +548,7 @@ static void test_create_user(void **state)
 		fail_msg("%zu users created under out of memory, %zu answered as created", listed,
 		         done);
 	printf("creating users: %ld runs, %zu created, %.1f s\n", runs, done,
-	       (double)(now_ms() - t0) / 1000);
+	       (double)(clock_mono_ms() - t0) / 1000);
 }
 
 static void order_body(long n, char *buf, size_t len) { snprintf(buf, len, "{\"n\":%ld}", n); }
