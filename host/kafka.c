@@ -1257,7 +1257,11 @@ struct pbuf {
 	rd_kafka_message_t **v; /* ring of cap, n messages from head */
 	size_t head, n, cap;
 	int64_t empty_since;    /* when it last ran empty */
-	struct order_key key;   /* of v[head], computed once per head */
+	/* Where the consumer last sought it (-1: not since its last message):
+	 * rd_kafka_position says "invalid" after a seek until a message
+	 * comes, and hold_ms must know the position. */
+	int64_t sought;
+	struct order_key key; /* of v[head], computed once per head */
 };
 
 static struct pbuf *pbuf_find(struct consumer *c, const char *topic, int32_t partition)
@@ -1287,6 +1291,7 @@ static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t part
 		return NULL;
 	b->partition = partition;
 	b->empty_since = clock_mono_ms();
+	b->sought = -1;
 	c->nbufs++;
 	return b;
 }
@@ -1338,6 +1343,7 @@ static int pbuf_push(struct consumer *c, rd_kafka_message_t *m)
 	}
 	b->v[(b->head + b->n++) % b->cap] = m;
 	c->nbuffered++;
+	b->sought = -1; /* the position is the message's now */
 	return 0;
 }
 
@@ -1805,6 +1811,7 @@ static int slot_resume(struct consumer *c, struct retry_slot *s)
 {
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_error_t *e;
+	struct pbuf *b;
 	rd_kafka_resp_err_t perr;
 	rd_kafka_topic_partition_list_add(l, s->topic, s->partition)->offset = s->resume_offset;
 	e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
@@ -1819,6 +1826,9 @@ static int slot_resume(struct consumer *c, struct retry_slot *s)
 		s->due_ms = clock_mono_ms() + 1000;
 		return -1;
 	}
+	b = pbuf_find(c, s->topic, s->partition);
+	if (b)
+		b->sought = s->resume_offset;
 	partition_pause(c, s->topic, s->partition, 0);
 	slot_remove(c, s);
 	return 0;
@@ -2140,6 +2150,15 @@ static int msg_before(const struct order_key *a, const struct order_key *b)
 	return a->seq < b->seq;
 }
 
+/* ORDER_WAIT_MS and ORDER_START_WAIT_MS, lengthened by tests. */
+static _Atomic int order_wait_ms = ORDER_WAIT_MS, order_start_wait_ms = ORDER_START_WAIT_MS;
+
+void kafka_set_order_waits_ms(int wait_ms, int start_wait_ms)
+{
+	atomic_store(&order_wait_ms, wait_ms > 0 ? wait_ms : ORDER_WAIT_MS);
+	atomic_store(&order_start_wait_ms, start_wait_ms > 0 ? start_wait_ms : ORDER_START_WAIT_MS);
+}
+
 /* How much longer the empty buffer `b` may hold the others back: while its
  * partition has messages on their way (its position is short of the end the
  * last fetch reported), or has not been fetched from at all (its first
@@ -2149,22 +2168,25 @@ static int64_t hold_ms(struct consumer *c, const struct pbuf *b, int64_t now)
 {
 	rd_kafka_topic_partition_list_t *l;
 	int64_t lo = -1, hi = -1, pos, waited = now - b->empty_since;
-	if (waited >= ORDER_START_WAIT_MS || slot_find(c, b->topic, b->partition))
+	int64_t wait = atomic_load(&order_wait_ms), start_wait = atomic_load(&order_start_wait_ms);
+	if (waited >= start_wait || slot_find(c, b->topic, b->partition))
 		return 0;
 	if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
 	        RD_KAFKA_RESP_ERR_NO_ERROR ||
 	    hi < 0)
-		return ORDER_START_WAIT_MS - waited;
+		return start_wait - waited;
 	l = rd_kafka_topic_partition_list_new(1);
 	rd_kafka_topic_partition_list_add(l, b->topic, b->partition);
 	rd_kafka_position(c->rk, l);
 	pos = l->elems[0].offset;
 	rd_kafka_topic_partition_list_destroy(l);
+	if (pos < 0 && b->sought >= 0)
+		pos = b->sought; /* a retry finished, or a replay, sought it there */
 	/* Nothing handled yet: an empty partition is done; otherwise its
 	 * committed offset may or may not be the end, so wait (once). */
 	if (pos < 0 ? hi == 0 || lo == hi : pos >= hi)
 		return 0;
-	return waited < ORDER_WAIT_MS ? ORDER_WAIT_MS - waited : 0;
+	return waited < wait ? wait - waited : 0;
 }
 
 /* The buffer whose first message is due now, or NULL; then *wait_ms is how
@@ -2550,8 +2572,10 @@ static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
 		drop_slots(c, l, 1);
 		for (int i = 0; i < l->cnt; i++) {
 			struct pbuf *b = pbuf_find(c, l->elems[i].topic, l->elems[i].partition);
-			if (b)
+			if (b) {
 				pbuf_clear(c, b);
+				b->sought = l->elems[i].offset;
+			}
 		}
 		status = replay_forget_inbox(c, l, &res->inbox_deleted, err, errlen);
 	}

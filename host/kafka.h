@@ -160,4 +160,10 @@ void kafka_ev_set_error(const evh_event *ev, const char *message);
  * uniform in [0, min(backoff_max_ms, backoff_ms * 2^(attempt-1))], picked
  * by `rnd`. Pure; exposed for tests. */
 int kafka_retry_delay_ms(int backoff_ms, int backoff_max_ms, int attempt, uint32_t rnd);
+
+/* How long, at most, an empty partition with messages on their way holds
+ * the others back in ordered dispatch (1 s), and one not fetched from yet
+ * (5 s, also the bound on any hold); 0 restores a default. Tests lengthen
+ * them to show a partition does not hold the others when it should not. */
+void kafka_set_order_waits_ms(int wait_ms, int start_wait_ms);
 #endif

@@ -1710,6 +1710,83 @@ static void test_backlog_over_topics_keeps_produced_order(void **state)
 	remove_db("ordered");
 }
 
+/* Partitions of `topic`, asked through a client of its own. */
+static int topic_partitions(const char *topic)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_t *t;
+	rd_kafka_t *rk;
+	char err[256];
+	int n;
+	rd_kafka_conf_set(conf, "bootstrap.servers", kafka_bootstraps(fx.k), err, sizeof err);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+	t = rd_kafka_topic_new(rk, topic, NULL);
+	assert_non_null(t);
+	assert_int_equal(rd_kafka_metadata(rk, 0, t, &md, WAIT_MS), RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(md->topic_cnt, 1);
+	n = md->topics[0].partition_cnt;
+	rd_kafka_metadata_destroy(md);
+	rd_kafka_topic_destroy(t);
+	rd_kafka_destroy(rk);
+	return n;
+}
+
+/* A partition whose retry finished is sought past its message, and until a
+ * message comes from it again librdkafka gives its position as "invalid".
+ * Ordered dispatch took that for "messages on their way" and held every
+ * other partition of the plugin back for ORDER_WAIT_MS after each finished
+ * retry. Lengthened to a minute here, such a hold outlasts the wait below. */
+static void test_finished_retry_holds_no_partition(void **state)
+{
+	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
+	char retried[37], later[37], key[32], err[256];
+	plugin_sub sub;
+	evh_plugin p;
+	int32_t held, parts;
+	int i, at, handled;
+	memset(&p, 0, sizeof p);
+	memset(&sub, 0, sizeof sub);
+	p.name = (char *)"held";
+	p.group = (char *)"evhost.held";
+	assert_int_equal(open_store(&p, "held"), 0);
+	assert_int_equal(store_migrate(p.store, mig, 1, err, sizeof err), EVH_OK);
+	sub.topic = (char *)"HELD_EVENTS";
+	sub.handler = handler;
+	p.subs = &sub;
+	p.nsubs = 1;
+	kafka_set_order_waits_ms(60000, 60000);
+	if (consumer_start(fx.k, &p, &fx.s, err, sizeof err))
+		fail_msg("consumer_start: %s", err);
+	events_uuid(retried);
+	publish_topic(fx.user.store, "HELD_EVENTS", retried, "retried", "RETRY_TWICE", "{}");
+	assert_int_equal(wait_calls(retried, 3), 3);
+	held = rec.calls[call_index(retried, 2)].partition;
+	parts = topic_partitions("HELD_EVENTS");
+	assert_true(parts > 1);
+	/* The next event on another partition (a key the producer's partitioner,
+	 * consistent_random, puts there); nothing more comes on the retried one. */
+	for (i = 0;; i++) {
+		snprintf(key, sizeof key, "later-%d", i);
+		if (rd_kafka_msg_partitioner_consistent_random(NULL, key, strlen(key), parts, NULL,
+		                                               NULL) != held)
+			break;
+	}
+	usleep(200000); /* the retried partition sought and resumed meanwhile */
+	events_uuid(later);
+	publish_topic(fx.user.store, "HELD_EVENTS", later, key, "USER_CREATED", "{}");
+	handled = wait_calls(later, 1);
+	kafka_set_order_waits_ms(0, 0);
+	if (handled != 1)
+		fail_msg("the event after a finished retry was not handled in %d s", WAIT_MS / 1000);
+	at = call_index(later, 0);
+	assert_true(rec.calls[at].partition != held);
+	consumer_stop(&p);
+	store_close(p.store);
+	remove_db("held");
+}
+
 /* ---- group commit: batches of fetched events in one transaction ---- */
 
 #define BATCH_TOPIC "BATCH_EVENTS"
@@ -2031,6 +2108,7 @@ static const struct {
     {cmocka_unit_test(test_refused_topic_name_is_an_error), 4},
     {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 4},
     {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 4},
+    {cmocka_unit_test(test_finished_retry_holds_no_partition), 4},
 };
 
 int main(void)
