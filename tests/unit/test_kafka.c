@@ -34,6 +34,7 @@
 #include "plugins.h"
 #include "store.h"
 #include "store_faults.h"
+#include "test_parts.h"
 
 #define TOPIC "TEST_EVENTS"
 #define DLQ_TOPIC "TEST_EVENTS.notifications.dlq"
@@ -2071,10 +2072,7 @@ static void test_batch_dangling_key_fails_only_its_event(void **state)
  * `part` spreads the slow ones (seconds in a comment, RelWithDebInfo).
  * Without EVHOST_TEST_PART every test runs, in this order. */
 #define TEST_PARTS 4
-static const struct {
-	struct CMUnitTest test;
-	int part;
-} all_tests[] = {
+static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_reachable), 3},
     {cmocka_unit_test(test_delivery), 4},                                 /* 3.6 */
     {cmocka_unit_test(test_duplicate_handled_once), 1},
@@ -2115,21 +2113,8 @@ int main(void)
 {
 	enum { N = sizeof all_tests / sizeof all_tests[0] };
 	struct CMUnitTest tests[N];
-	const char *env = getenv("EVHOST_TEST_PART");
-	int part = 0;
-	size_t n = 0;
-	if (env) {
-		char *end;
-		long v = strtol(env, &end, 10);
-		if (*end || v < 1 || v > TEST_PARTS) {
-			fprintf(stderr, "test_kafka: EVHOST_TEST_PART=%s: expected 1 to %d\n", env,
-			        TEST_PARTS);
-			return 2;
-		}
-		part = (int)v;
-	}
-	for (size_t i = 0; i < N; i++)
-		if (!part || all_tests[i].part == part)
-			tests[n++] = all_tests[i].test;
-	return _cmocka_run_group_tests("test_kafka", tests, n, setup, teardown);
+	long n = test_parts_select("test_kafka", TEST_PARTS, all_tests, N, tests);
+	if (n < 0)
+		return 2;
+	return _cmocka_run_group_tests("test_kafka", tests, (size_t)n, setup, teardown);
 }

@@ -4,8 +4,10 @@
  * The allocations failed one by one (alloc_faults.h, ALLOC_OTHER_THREADS:
  * every thread but the test's) are the host's own and cJSON's: the plugins
  * build and parse their JSON with the process's one libcjson, whose hooks
- * send its allocations to the same place. The plugins' own malloc calls are
- * not reached (they are shared objects of their own).
+ * send its allocations to the same place. Then, in the same sweeps, SQLite's
+ * (ALLOC_SQLITE: its allocator is the test's), the plugins' storage
+ * included. The plugins' own malloc calls are not reached (they are shared
+ * objects of their own).
  *
  * What must hold in every run:
  * - the welcome mail of a user created before the run arrives, whatever
@@ -45,6 +47,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "outbox.h"
+#include "test_parts.h"
 
 #define ADMIN_TOKEN "services-oom-admin-token"
 #define ADMIN_EMAIL "admin@example.com"
@@ -289,16 +292,19 @@ static int teardown(void **state)
 /* --------------------------------------------------------------- tests */
 
 /* The welcome mail's way (the relay producing USER_CREATED, the consumer,
- * notifications' handler) with its Nth allocation failing in run N. */
-static void test_welcome_mail_arrives(void **state)
+ * notifications' handler) with its Nth allocation failing in run N;
+ * `scope`: 0 or ALLOC_SQLITE (SQLite's allocations alone); `threads`: the
+ * threads counted (alloc_faults_threads; NULL: all but the test's). */
+static void sweep_welcome_mail(fixture *f, int scope, const char *threads)
 {
-	fixture *f = *state;
+	static int sweeps;
 	int64_t t0 = clock_mono_ms();
+	int sweep = sweeps++;
 	long n;
 	for (n = 0;; n++) {
 		char body[256], email[64], *r;
 		int failed, arrived;
-		snprintf(email, sizeof email, "welcome-%ld@example.com", n);
+		snprintf(email, sizeof email, "welcome%d-%ld@example.com", sweep, n);
 		snprintf(body, sizeof body,
 		         "{\"name\":\"W %ld\",\"email\":\"%s\",\"password\":\"welcome password\"}", n,
 		         email);
@@ -306,17 +312,33 @@ static void test_welcome_mail_arrives(void **state)
 		if (status_of(r) != 201)
 			fail_msg("run %ld: POST /users: %s", n, r);
 		free(r);
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		alloc_faults_threads(threads);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
 		arrived = wait_mail(f, email, MAIL_WAIT_MS);
 		failed = alloc_faults_disarm();
+		alloc_faults_threads(NULL);
 		if (!arrived)
 			fail_msg("run %ld: no welcome mail for %s in %d s%s", n, email,
 			         MAIL_WAIT_MS / 1000, failed ? " (an allocation was failed)" : "");
 		if (!failed)
 			break;
 	}
-	printf("welcome mail: %ld runs, %.1f s\n", n + 1, (double)(clock_mono_ms() - t0) / 1000);
+	printf("welcome mail%s%s%s: %ld runs, %.1f s\n", scope ? " (SQLite's allocations)" : "",
+	       threads ? ", threads " : "", threads ? threads : "", n + 1,
+	       (double)(clock_mono_ms() - t0) / 1000);
 	assert_true(n > 10);
+}
+
+static void test_welcome_mail_arrives(void **state) { sweep_welcome_mail(*state, 0, NULL); }
+
+/* SQLite's allocations on the consumer's thread (the inbox record, the
+ * handler's writes, the batch's commit). Counted on every thread, the
+ * failures land mostly where SQLite allocates whatever the event does (a
+ * relay's read after a checkpoint, the mover's retried deletes), so the
+ * handler's storage would go untested. */
+static void test_welcome_mail_arrives_sqlite(void **state)
+{
+	sweep_welcome_mail(*state, ALLOC_SQLITE, "evh-c:notific");
 }
 
 struct req {
@@ -326,6 +348,9 @@ struct req {
 	const char *must; /* else: a member its JSON body must have */
 	/* A list's filter: each of its "items" has `key` = `value`. */
 	const char *key, *value;
+	/* It adds what another request reads: left out of the SQLite sweep,
+	 * whose reads allocate per row (the run would never end). */
+	int grows;
 };
 
 /* An out-of-memory answer: a 5xx problem, or a status without a body (a
@@ -378,34 +403,35 @@ static void check_answer(long n, const struct req *q, const char *r, const char 
 	}
 }
 
-/* Requests through the three services, their Nth allocation failing in run N. */
-static void test_answers(void **state)
+/* Requests through the three services, their Nth allocation failing in run
+ * N; `scope`: 0 or ALLOC_SQLITE. */
+static void sweep_answers(fixture *f, int scope)
 {
-	fixture *f = *state;
 	char user_path[128], notif_path[128], chair[64];
 	enum { NREQ = 14 };
 	char lamp_path[128], lamp_page[] = "/crud/products?name=lamp&limit=1";
 	struct req q[NREQ] = {
-	    {"GET", "/crud/products?name=lamp", NULL, NULL, 200, 1, NULL, "name", "lamp"},
-	    {"GET", "/crud/products/none-such", NULL, NULL, 404, 1, NULL, NULL, NULL},
-	    {"POST", "/crud/products", NULL, chair, 201, 0, "id", NULL, NULL},
-	    {"POST", "/crud/products", NULL, "{\"name\":7,\"price\":1}", 422, 1, NULL, NULL, NULL},
-	    {"GET", user_path, f->auth, NULL, 200, 1, NULL, NULL, NULL},
+	    {"GET", "/crud/products?name=lamp", NULL, NULL, 200, 1, NULL, "name", "lamp", 0},
+	    {"GET", "/crud/products/none-such", NULL, NULL, 404, 1, NULL, NULL, NULL, 0},
+	    {"POST", "/crud/products", NULL, chair, 201, 0, "id", NULL, NULL, 1},
+	    {"POST", "/crud/products", NULL, "{\"name\":7,\"price\":1}", 422, 1, NULL, NULL, NULL, 0},
+	    {"GET", user_path, f->auth, NULL, 200, 1, NULL, NULL, NULL, 0},
 	    /* broadcasts add to it: not the same in each run */
-	    {"GET", notif_path, f->auth, NULL, 200, 0, "next_cursor", "recipient", FIRST_EMAIL},
+	    {"GET", notif_path, f->auth, NULL, 200, 0, "next_cursor", "recipient", FIRST_EMAIL, 0},
 	    {"POST", "/auth/login", NULL,
 	     "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PASSWORD "\"}", 200, 0, "token",
-	     NULL, NULL},
+	     NULL, NULL, 0},
 	    {"POST", "/notifications/broadcast", f->auth,
-	     "{\"subject\":\"Hello\",\"message\":\"to all\"}", 202, 0, "broadcast_id", NULL, NULL},
-	    {"GET", "/admin/plugins/crud", f->admin, NULL, 200, 0, "subscriptions", NULL, NULL},
-	    {"GET", "/users", f->auth, NULL, 200, 0, "items", NULL, NULL},
+	     "{\"subject\":\"Hello\",\"message\":\"to all\"}", 202, 0, "broadcast_id", NULL, NULL,
+	     1},
+	    {"GET", "/admin/plugins/crud", f->admin, NULL, 200, 0, "subscriptions", NULL, NULL, 0},
+	    {"GET", "/users", f->auth, NULL, 200, 0, "items", NULL, NULL, 0},
 	    /* each PUT makes a new version: not the same in each run */
-	    {"PUT", lamp_path, NULL, "{\"name\":\"lamp\",\"price\":0}", 200, 0, "id", NULL, NULL},
-	    {"PATCH", lamp_path, NULL, "{\"price\":null}", 422, 1, NULL, NULL, NULL},
-	    {"GET", lamp_page, NULL, NULL, 200, 1, "next_cursor", "name", "lamp"},
+	    {"PUT", lamp_path, NULL, "{\"name\":\"lamp\",\"price\":0}", 200, 0, "id", NULL, NULL, 0},
+	    {"PATCH", lamp_path, NULL, "{\"price\":null}", 422, 1, NULL, NULL, NULL, 0},
+	    {"GET", lamp_page, NULL, NULL, 200, 1, "next_cursor", "name", "lamp", 0},
 	    /* nothing changes: the same answer each time */
-	    {"PATCH", user_path, f->auth, "{\"name\":\"First\"}", 200, 1, NULL, NULL, NULL},
+	    {"PATCH", user_path, f->auth, "{\"name\":\"First\"}", 200, 1, NULL, NULL, NULL, 0},
 	};
 	char *want[NREQ];
 	int64_t t0 = clock_mono_ms();
@@ -424,25 +450,32 @@ static void test_answers(void **state)
 	assert_null(strstr(body_of(want[0]), "desk"));
 	assert_non_null(strstr(strstr(body_of(want[0]), "lamp") + 1, "lamp"));
 	for (n = 0;; n++) {
-		char *r[NREQ];
+		char *r[NREQ] = {NULL};
 		int failed;
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
 		for (int i = 0; i < NREQ; i++)
-			r[i] = q[i].body ? send_json(f, q[i].method, q[i].path, q[i].hdrs, q[i].body)
-			                 : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
+			if (!scope || !q[i].grows)
+				r[i] = q[i].body
+				           ? send_json(f, q[i].method, q[i].path, q[i].hdrs, q[i].body)
+				           : http_request(f->port, q[i].method, q[i].path, q[i].hdrs, NULL);
 		failed = alloc_faults_disarm();
 		for (int i = 0; i < NREQ; i++) {
-			check_answer(n, &q[i], r[i], want[i], failed);
+			if (r[i])
+				check_answer(n, &q[i], r[i], want[i], failed);
 			free(r[i]);
 		}
 		if (!failed)
 			break;
 	}
-	printf("HTTP answers: %ld runs, %.1f s\n", n + 1, (double)(clock_mono_ms() - t0) / 1000);
+	printf("HTTP answers%s: %ld runs, %.1f s\n", scope ? " (SQLite's allocations)" : "", n + 1,
+	       (double)(clock_mono_ms() - t0) / 1000);
 	assert_true(n > 50);
 	for (int i = 0; i < NREQ; i++)
 		free(want[i]);
 }
+
+static void test_answers(void **state) { sweep_answers(*state, 0); }
+static void test_answers_sqlite(void **state) { sweep_answers(*state, ALLOC_SQLITE); }
 
 /* The live stream's opening (GET /notifications/stream, its head read),
  * its Nth allocation failing in run N: the stream, or out of memory said.
@@ -478,16 +511,17 @@ static void test_stream_opening(void **state)
  * the request failing in run N, until a run fails none. Each answer is 201,
  * 500 saying the request was carried out (both counted in *done, their run
  * numbers in done_runs), or one of out of memory. */
-static long sweep_posts(fixture *f, const char *path, void (*make)(long, char *, size_t),
-                        long *done_runs, size_t max, size_t *done)
+static long sweep_posts(fixture *f, int scope, const char *path,
+                        void (*make)(int, long, char *, size_t), long *done_runs, size_t max,
+                        size_t *done)
 {
 	long n;
 	*done = 0;
 	for (n = 0;; n++) {
 		char body[256], *r;
 		int failed, st;
-		make(n, body, sizeof body);
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
+		make(scope, n, body, sizeof body);
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
 		r = post_json(f, path, NULL, body);
 		failed = alloc_faults_disarm();
 		if (!r[0])
@@ -505,67 +539,97 @@ static long sweep_posts(fixture *f, const char *path, void (*make)(long, char *,
 	}
 }
 
-/* How many times `needle` is in the body of GET `path`. */
+/* How many times `needle` is in the bodies of GET `path` (a list, whose
+ * query string ends in `?` or `&`) and of its next pages. */
 static size_t count_in(fixture *f, const char *path, const char *needle)
 {
-	char *r = http_request(f->port, "GET", path, f->auth, NULL);
+	char cursor[256] = "";
 	size_t k = 0;
-	if (status_of(r) != 200)
-		fail_msg("GET %s: %s", path, r);
-	for (const char *p = body_of(r); (p = strstr(p, needle)); p++)
-		k++;
-	free(r);
+	do {
+		char url[512], *r;
+		snprintf(url, sizeof url, "%slimit=100%s%s", path, cursor[0] ? "&cursor=" : "",
+		         cursor);
+		r = http_request(f->port, "GET", url, f->auth, NULL);
+		if (status_of(r) != 200)
+			fail_msg("GET %s: %s", url, r);
+		for (const char *p = body_of(r); (p = strstr(p, needle)); p++)
+			k++;
+		json_member(r, "next_cursor", cursor, sizeof cursor);
+		free(r);
+	} while (cursor[0]);
 	return k;
 }
 
 /* Creating users, the Nth allocation of the request failing in run N: a
  * user exists exactly when its creation was answered as done (201, or a
  * 500 saying so), and gets its welcome mail. */
-static void user_body(long n, char *buf, size_t len)
+#define MAX_RUNS 1000
+static void user_body(int scope, long n, char *buf, size_t len)
 {
 	snprintf(buf, len,
-	         "{\"name\":\"C %ld\",\"email\":\"create-%ld@example.com\","
+	         "{\"name\":\"C %ld\",\"email\":\"%screate-%ld@example.com\","
 	         "\"password\":\"create password\"}",
-	         n, n);
+	         n, scope ? "sql" : "", n);
 }
 
-static void test_create_user(void **state)
+static void sweep_create_user(fixture *f, int scope)
 {
-	fixture *f = *state;
-	long done_runs[100], runs;
+	static long done_runs[MAX_RUNS];
+	long runs;
 	size_t done, listed;
+	char needle[64];
 	int64_t t0 = clock_mono_ms();
-	runs = sweep_posts(f, "/users", user_body, done_runs, 100, &done);
-	assert_true(runs > 20 && runs < 100 && done > 0); /* one page of /users: all */
+	runs = sweep_posts(f, scope, "/users", user_body, done_runs, MAX_RUNS, &done);
+	assert_true(runs > 20 && done > 0);
 	for (size_t i = 0; i < done; i++) {
 		char email[64];
-		snprintf(email, sizeof email, "create-%ld@example.com", done_runs[i]);
+		snprintf(email, sizeof email, "%screate-%ld@example.com", scope ? "sql" : "",
+		         done_runs[i]);
 		if (!wait_mail(f, email, MAIL_WAIT_MS))
 			fail_msg("no welcome mail for %s, created under out of memory", email);
 	}
-	listed = count_in(f, "/users?limit=100", "\"email\":\"create-");
+	snprintf(needle, sizeof needle, "\"email\":\"%screate-", scope ? "sql" : "");
+	listed = count_in(f, "/users?", needle);
 	if (listed != done)
 		fail_msg("%zu users created under out of memory, %zu answered as created", listed,
 		         done);
-	printf("creating users: %ld runs, %zu created, %.1f s\n", runs, done,
+	printf("creating users%s: %ld runs, %zu created, %.1f s\n",
+	       scope ? " (SQLite's allocations)" : "", runs, done,
 	       (double)(clock_mono_ms() - t0) / 1000);
 }
 
-static void order_body(long n, char *buf, size_t len) { snprintf(buf, len, "{\"n\":%ld}", n); }
+static void test_create_user(void **state) { sweep_create_user(*state, 0); }
+static void test_create_user_sqlite(void **state)
+{
+	sweep_create_user(*state, ALLOC_SQLITE);
+}
+
+/* Each scope's documents have a member of their own: "n", "m". */
+static void order_body(int scope, long n, char *buf, size_t len)
+{
+	snprintf(buf, len, "{\"%s\":%ld}", scope ? "m" : "n", n);
+}
 
 /* The same for crud's documents (a collection of their own). */
-static void test_create_document(void **state)
+static void sweep_create_document(fixture *f, int scope)
 {
-	fixture *f = *state;
-	long done_runs[100], runs;
+	static long done_runs[MAX_RUNS];
+	long runs;
 	size_t done, listed;
-	runs = sweep_posts(f, "/crud/orders", order_body, done_runs, 100, &done);
-	assert_true(runs > 10 && runs < 100 && done > 0); /* one page: all */
-	listed = count_in(f, "/crud/orders?limit=100", "\"n\":");
+	runs = sweep_posts(f, scope, "/crud/orders", order_body, done_runs, MAX_RUNS, &done);
+	assert_true(runs > 10 && done > 0);
+	listed = count_in(f, "/crud/orders?", scope ? "\"m\":" : "\"n\":");
 	if (listed != done)
 		fail_msg("%zu documents created under out of memory, %zu answered as created",
 		         listed, done);
-	printf("creating documents: %ld runs, %zu created\n", runs, done);
+	printf("creating documents%s: %ld runs, %zu created\n",
+	       scope ? " (SQLite's allocations)" : "", runs, done);
+}
+
+static void test_create_document(void **state) { sweep_create_document(*state, 0); }
+static void test_create_document_sqlite(void **state)
+{
+	sweep_create_document(*state, ALLOC_SQLITE);
 }
 
 /* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
@@ -589,17 +653,35 @@ static void test_no_dead_letters(void **state)
 	}
 }
 
+/* Two processes side by side (test_parts.h), each with a host of its own:
+ * the host's and cJSON's allocations, then SQLite's. */
+#define TEST_PARTS 2
+static const struct part_test all_tests[] = {
+    /* first: its broadcasts then go to few recipients */
+    {cmocka_unit_test(test_answers), 1},
+    {cmocka_unit_test(test_stream_opening), 1},
+    {cmocka_unit_test(test_create_user), 1},
+    {cmocka_unit_test(test_create_document), 1},
+    {cmocka_unit_test(test_welcome_mail_arrives), 1},
+    {cmocka_unit_test(test_answers_sqlite), 2},
+    {cmocka_unit_test(test_create_user_sqlite), 2},
+    {cmocka_unit_test(test_create_document_sqlite), 2},
+    {cmocka_unit_test(test_welcome_mail_arrives_sqlite), 2},
+    /* last in each part */
+    {cmocka_unit_test(test_no_dead_letters), 0},
+};
+
 int main(void)
 {
-	const struct CMUnitTest tests[] = {
-	    /* first: its broadcasts then go to few recipients */
-	    cmocka_unit_test(test_answers),
-	    cmocka_unit_test(test_stream_opening),
-	    cmocka_unit_test(test_create_user),
-	    cmocka_unit_test(test_create_document),
-	    cmocka_unit_test(test_welcome_mail_arrives),
-	    cmocka_unit_test(test_no_dead_letters),
-	};
+	enum { N = sizeof all_tests / sizeof all_tests[0] };
+	struct CMUnitTest tests[N];
+	long n = test_parts_select("test_services_oom", TEST_PARTS, all_tests, N, tests);
+	if (n < 0)
+		return 2;
 	alloc_faults_cjson();
-	return cmocka_run_group_tests(tests, setup, teardown);
+	if (alloc_faults_sqlite() != SQLITE_OK) {
+		fprintf(stderr, "SQLite refused the test's allocator\n");
+		return 1;
+	}
+	return _cmocka_run_group_tests("test_services_oom", tests, (size_t)n, setup, teardown);
 }
