@@ -209,7 +209,7 @@ static int64_t relay_inflight(struct relay *r)
 static int relay_delete_done(struct relay *r)
 {
 	int again;
-	size_t i;
+	size_t i, left;
 	pthread_mutex_lock(&r->move_mu);
 	pthread_mutex_lock(&r->mu);
 	for (i = 0; i < r->ndone; i++)
@@ -218,6 +218,7 @@ static int relay_delete_done(struct relay *r)
 	if (i < r->ndone)
 		memmove(r->done, r->done + i, (r->ndone - i) * sizeof *r->done);
 	r->ndone -= i;
+	left = r->ndone;
 	pthread_mutex_unlock(&r->mu);
 	/* In transactions of at most MOVE_ROWS, in delivery order: a backlog
 	 * must not hold the plugin's store (and its HTTP requests) for long. */
@@ -235,8 +236,9 @@ static int relay_delete_done(struct relay *r)
 	if (i)
 		memmove(r->del, r->del + i, (r->ndel - i) * sizeof *r->del);
 	r->ndel -= i;
-	/* No delivery report may come to kick the mover again: the relay does. */
-	again = r->ndel > 0;
+	/* No delivery report may come to kick the mover again: the relay does
+	 * (rows left in `done` for want of memory too). */
+	again = r->ndel > 0 || left > 0;
 	atomic_store(&r->move_again_at,
 	             again ? clock_mono_ms() + atomic_load(&resend_delay_ms) : 0);
 	pthread_mutex_unlock(&r->move_mu);
@@ -589,25 +591,32 @@ static int64_t relay_owed_in(outbox *o)
 	return in;
 }
 
-static void wait_for_work(outbox *o)
+/* Wait on `cv` (under o->mu) for at most `ms`. */
+static void wait_ms_on(outbox *o, pthread_cond_t *cv, int64_t ms)
 {
 	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	ts.tv_sec += ts.tv_nsec / 1000000000L;
+	ts.tv_nsec %= 1000000000L;
+	pthread_cond_timedwait(cv, &o->mu, &ts);
+}
+
+static void wait_for_work(outbox *o)
+{
 	int64_t wait_ms;
 	if (o->wake || o->stop || total_inflight(o) > 0 || !(wait_ms = relay_owed_in(o)))
 		return;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_nsec += (long)wait_ms * 1000000L;
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	pthread_cond_timedwait(&o->cv, &o->mu, &ts);
+	wait_ms_on(o, &o->cv, wait_ms);
 }
 
 /* Wake the mover if a delivery report left rows to move, or a move that
- * failed is due to be tried again. */
+ * failed is due to be tried again; without a list (out of memory), in case. */
 static void mover_kick(outbox *o, struct relay **list, size_t n)
 {
 	int64_t now = clock_mono_ms(), again;
-	int any = 0;
+	int any = !list;
 	for (size_t i = 0; list && i < n && !any; i++)
 		any = relay_has_done(list[i]) ||
 		      ((again = atomic_load(&list[i]->move_again_at)) && now >= again);
@@ -634,7 +643,12 @@ static void *mover_main(void *arg)
 		}
 		o->move_wake = 0;
 		list = malloc((o->n ? o->n : 1) * sizeof *list);
-		for (size_t i = 0; list && i < o->n; i++) {
+		if (!list) { /* out of memory: nothing moved; again after the resend delay */
+			wait_ms_on(o, &o->move_cv, atomic_load(&resend_delay_ms));
+			o->move_wake = 1;
+			continue;
+		}
+		for (size_t i = 0; i < o->n; i++) {
 			struct relay *r = o->relays[i];
 			pthread_mutex_lock(&r->mu);
 			r->refs++; /* kept while moving without o->mu */
@@ -669,6 +683,8 @@ static void *relay_main(void *arg)
 		o->wake = 0;
 		stop = o->stop;
 		list = relay_snapshot(o, &n, &removing);
+		if (!list && woken)
+			o->wake = 1; /* out of memory: no relay ran, the commit's wake-up is kept */
 		pthread_mutex_unlock(&o->mu);
 		for (size_t i = 0; list && i < n; i++)
 			more |= relay_run(o, list[i], removing[i], woken, stop);
