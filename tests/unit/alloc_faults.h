@@ -126,8 +126,8 @@ static inline void alloc_faults_cjson(void)
 /* SQLite's allocator (SQLITE_CONFIG_MALLOC), counted and failed when armed
  * with ALLOC_SQLITE. SQLite asks an allocation's size back (xSize): it is
  * kept in the 8 bytes before the pointer handed out, which stays 8-aligned
- * as SQLite requires. What SQLite serves from a connection's lookaside never comes
- * here, as in production. */
+ * as SQLite requires. What SQLite serves from a connection's lookaside
+ * never comes here, as in production. */
 static inline void *alloc_sqlite_malloc(int n)
 {
 	sqlite3_int64 *p = alloc_refuse_of(1) ? NULL : __real_malloc((size_t)n + 8);

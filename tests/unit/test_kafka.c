@@ -1757,7 +1757,6 @@ static void test_finished_retry_holds_no_partition(void **state)
 	sub.handler = handler;
 	p.subs = &sub;
 	p.nsubs = 1;
-	kafka_set_order_waits_ms(60000, 60000);
 	if (consumer_start(fx.k, &p, &fx.s, err, sizeof err))
 		fail_msg("consumer_start: %s", err);
 	events_uuid(retried);
@@ -1774,6 +1773,7 @@ static void test_finished_retry_holds_no_partition(void **state)
 		                                               NULL) != held)
 			break;
 	}
+	kafka_set_order_waits_ms(60000, 60000);
 	usleep(200000); /* the retried partition sought and resumed meanwhile */
 	events_uuid(later);
 	publish_topic(fx.user.store, "HELD_EVENTS", later, key, "USER_CREATED", "{}");

@@ -560,10 +560,11 @@ static size_t count_in(fixture *f, const char *path, const char *needle)
 	return k;
 }
 
+#define MAX_RUNS 1000 /* of a creation sweep */
+
 /* Creating users, the Nth allocation of the request failing in run N: a
  * user exists exactly when its creation was answered as done (201, or a
  * 500 saying so), and gets its welcome mail. */
-#define MAX_RUNS 1000
 static void user_body(int scope, long n, char *buf, size_t len)
 {
 	snprintf(buf, len,
