@@ -626,7 +626,7 @@ void host_stop(host *h)
 
 int host_ready(host *h, char **json)
 {
-	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0, ok = 1;
+	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0, ok = 1, rc;
 	cJSON *root = cJSON_CreateObject(), *plugins = jsonb_put_object(root, "plugins", &ok);
 
 	*json = NULL;
@@ -640,7 +640,12 @@ int host_ready(host *h, char **json)
 		jsonb_put_str(plugins, p->name, plugin_state_name(p->status), &ok);
 		if (p->status != PLUGIN_RUNNING)
 			ready = 0;
-		if (p->store && store_check_writable(p->store) != 0)
+		/* Out of memory says nothing of the disk: the check itself failed
+		 * (ok = 0: no document, the caller answers 503 without one). */
+		rc = p->store ? store_check_writable(p->store) : EVH_OK;
+		if (rc == EVH_ENOMEM)
+			ok = 0;
+		else if (rc != EVH_OK)
 			store_ok = 0;
 		if (p->store && store_full_recheck(p->store))
 			store_full_seen = 1;

@@ -58,6 +58,7 @@
 #include <strings.h>
 #include <sys/statvfs.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
@@ -206,6 +207,8 @@ static _Thread_local int full_seen;
 
 static int status_of(int rc)
 {
+	if (rc == SQLITE_IOERR_NOMEM) /* out of memory in the VFS: not the disk */
+		return EVH_ENOMEM;
 	switch (rc & 0xff) {
 	case SQLITE_CONSTRAINT:
 		return EVH_ECONSTRAINT;
@@ -420,11 +423,25 @@ static int run_simple(sqlite3 *db, const char *sql, char *err, size_t errlen)
 }
 
 /* ROLLBACK only when a transaction is still open: SQLite rolls back by itself
- * after some errors (disk full, I/O), and a second ROLLBACK would fail. */
+ * after some errors (disk full, I/O), and a second ROLLBACK would fail.
+ * ROLLBACK itself can fail for want of memory (sqlite3_exec prepares it):
+ * tried again a few times; a transaction still open is said, and the next
+ * begin_immediate rolls it back before its BEGIN (else every later BEGIN
+ * would fail with "cannot start a transaction within a transaction", and
+ * the write lock stay held, for good). */
+#define ROLLBACK_TRIES 5
 static void rollback_if_open(sqlite3 *db)
 {
+	int rc = SQLITE_OK;
+	for (int i = 0; i < ROLLBACK_TRIES && !sqlite3_get_autocommit(db); i++) {
+		if (i)
+			usleep(1000);
+		rc = sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	}
 	if (!sqlite3_get_autocommit(db))
-		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+		log_error(STORE_LOG, "%s: cannot roll back (%s); the transaction stays open until "
+		                     "the next one begins, which rolls it back first",
+		          sqlite3_db_filename(db, "main"), sqlite3_errstr(rc));
 }
 
 /* ---------------------------------------------------- statement cache */
@@ -696,6 +713,15 @@ static int host_run(store *s, const char *sql, const evh_value *args, size_t nar
 static int host_simple(store *s, const char *sql, char *err, size_t errlen)
 {
 	return host_run(s, sql, NULL, 0, NULL, NULL, err, errlen);
+}
+
+/* BEGIN IMMEDIATE on the writer (under the store's lock, no transaction of
+ * the store's open): first rolls back one a failed ROLLBACK left open. */
+static int begin_immediate(store *s, char *err, size_t errlen)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		rollback_if_open(s->db);
+	return host_simple(s, "BEGIN IMMEDIATE", err, errlen);
 }
 
 /* ---------------------------------------------------------------- open */
@@ -1173,12 +1199,12 @@ int store_check_writable(store *s)
 {
 	int status;
 	if (!s || store_lock(s))
-		return -1;
-	status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+		return EVH_ESTORE;
+	status = begin_immediate(s, NULL, 0);
 	if (!status)
 		rollback_if_open(s->db);
 	store_unlock(s);
-	return status ? -1 : 0;
+	return status;
 }
 
 /* ---------------------------------------------------------- migrations */
@@ -1364,7 +1390,7 @@ int store_tx_begin(store *s, evh_tx **out)
 		free(tx);
 		return status;
 	}
-	status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
+	status = begin_immediate(s, NULL, 0);
 	if (status) {
 		store_unlock(s);
 		free(tx);
@@ -1445,7 +1471,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	tx->s = s;
 	tx->grouped = 1;
 	if (!s->gopen) {
-		status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
+		status = begin_immediate(s, NULL, 0);
 		s->gopen = status == EVH_OK;
 	}
 	if (!status)
@@ -2266,7 +2292,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 	int status;
 
 	lazy_sync(s, 1);
-	status = host_simple(s, "BEGIN IMMEDIATE", NULL, 0);
+	status = begin_immediate(s, NULL, 0);
 
 	now_text(now);
 	while (!status && i < n) {

@@ -31,7 +31,9 @@ void store_close(store *s);
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
 /* Bound on outbox rows; store_outbox_add fails with EVH_EFULL beyond it (0 = none). */
 void store_set_outbox_limit(store *s, int64_t max_rows);
-/* Is the database writable right now (readiness)? */
+/* Is the database writable right now (readiness)? EVH_OK; EVH_ENOMEM when
+ * SQLite ran out of memory finding out (that says nothing of the disk);
+ * another status when it is not. */
 int store_check_writable(store *s);
 
 /* SDK implementations (see evhost.h for their contracts). */

@@ -43,7 +43,7 @@ enum { ALLOC_OFF, ALLOC_THIS_THREAD, ALLOC_OTHER_THREADS };
 enum { ALLOC_SQLITE = 4 }; /* or'ed into the mode */
 
 static atomic_int alloc_mode;
-static atomic_long alloc_seen, alloc_fail_at;
+static atomic_long alloc_seen, alloc_fail_at, alloc_fail_count = 1;
 static atomic_int alloc_failed;
 static _Thread_local int alloc_armer; /* the thread that armed */
 static const char *_Atomic alloc_thread_prefix; /* alloc_faults_threads */
@@ -74,7 +74,8 @@ static int alloc_refuse_of(int sqlite)
 	if (who == ALLOC_OFF || (who == ALLOC_THIS_THREAD) != alloc_armer ||
 	    !(mode & ALLOC_SQLITE) != !sqlite || !alloc_thread_counts())
 		return 0;
-	if (atomic_fetch_add(&alloc_seen, 1) != atomic_load(&alloc_fail_at))
+	long i = atomic_fetch_add(&alloc_seen, 1), at = atomic_load(&alloc_fail_at);
+	if (i < at || i - at >= atomic_load(&alloc_fail_count))
 		return 0;
 	atomic_store(&alloc_failed, 1);
 	if (getenv("ALLOC_FAULTS_TRACE")) { /* where it failed, to stderr */
@@ -98,10 +99,22 @@ char *__wrap_strndup(const char *s, size_t n)
 	return alloc_refuse() ? NULL : __real_strndup(s, n);
 }
 
+/* Fail `count` allocations from the nth on (memory short for a while). */
+static inline void alloc_faults_arm_many(long n, long count, int mode)
+{
+	atomic_store(&alloc_seen, 0);
+	atomic_store(&alloc_fail_at, n);
+	atomic_store(&alloc_fail_count, count);
+	atomic_store(&alloc_failed, 0);
+	alloc_armer = 1;
+	atomic_store(&alloc_mode, mode);
+}
+
 static inline void alloc_faults_arm(long n, int mode)
 {
 	atomic_store(&alloc_seen, 0);
 	atomic_store(&alloc_fail_at, n);
+	atomic_store(&alloc_fail_count, 1);
 	atomic_store(&alloc_failed, 0);
 	alloc_armer = 1;
 	atomic_store(&alloc_mode, mode);

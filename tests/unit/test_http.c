@@ -771,6 +771,43 @@ static void admin_fixture_events(fixture *f, char *dir, char *db)
 	assert_int_equal(store_outbox_delivered(f->p.store, done, n), EVH_OK);
 }
 
+/* test_admin_out_of_memory's sweep: the Nth allocation failing in run N
+ * (the host's and cJSON's, or with `scope` ALLOC_SQLITE SQLite's) until a
+ * run fails none. Returns the runs. */
+static long admin_sweep(fixture *f, const char *const (*what)[3], char *const *want, int nreq,
+                        const char *auth, int scope)
+{
+	long n;
+	for (n = 0;; n++) {
+		char *r[16];
+		int failed;
+		alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
+		for (int i = 0; i < nreq; i++)
+			r[i] = request(f, what[i][0], what[i][1], auth, what[i][2]);
+		failed = alloc_faults_disarm();
+		for (int i = 0; i < nreq; i++) {
+			const char *ct;
+			int st, oom_answer;
+			if (!r[i][0])
+				fail_msg("run %ld, %s %s: the connection closed without an answer", n,
+				         what[i][0], what[i][1]);
+			st = status_of(r[i]);
+			/* Out of memory: a 5xx problem, or (a problem that could not be
+			 * written) its status without a body. */
+			ct = header_of(r[i], "Content-Type");
+			oom_answer = (st >= 500 && ct && !strcmp(ct, "application/problem+json")) ||
+			             ((st >= 500 || st == status_of(want[i])) && !*body_of(r[i]));
+			if (!(failed && oom_answer) && strcmp(body_of(r[i]), body_of(want[i])))
+				fail_msg("run %ld, %s %s: %s\nexpected %s%s", n, what[i][0], what[i][1],
+				         r[i], want[i], failed ? " or a 5xx" : "");
+			free(r[i]);
+		}
+		if (!failed)
+			break;
+	}
+	return n;
+}
+
 static void test_admin_out_of_memory(void **state)
 {
 	fixture *f = *state;
@@ -825,35 +862,13 @@ static void test_admin_out_of_memory(void **state)
 	assert_int_equal(status_of(want[9]), 503); /* no Kafka */
 	assert_non_null(strstr(body_of(want[9]), "\"kafka\":\"unreachable\""));
 	expect_problem(want[10], 422, "validation"); /* not every aggregate's events */
-	for (n = 0;; n++) {
-		char *r[NREQ];
-		int failed;
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
-		for (int i = 0; i < NREQ; i++)
-			r[i] = request(f, what[i][0], what[i][1], auth, what[i][2]);
-		failed = alloc_faults_disarm();
-		for (int i = 0; i < NREQ; i++) {
-			const char *ct;
-			int st, oom_answer;
-			if (!r[i][0])
-				fail_msg("run %ld, %s %s: the connection closed without an answer", n,
-				         what[i][0], what[i][1]);
-			st = status_of(r[i]);
-			/* Out of memory: a 5xx problem, or (a problem that could not be
-			 * written) its status without a body. */
-			ct = header_of(r[i], "Content-Type");
-			oom_answer = (st >= 500 && ct && !strcmp(ct, "application/problem+json")) ||
-			             ((st >= 500 || st == status_of(want[i])) && !*body_of(r[i]));
-			if (!(failed && oom_answer) && strcmp(body_of(r[i]), body_of(want[i])))
-				fail_msg("run %ld, %s %s: %s\nexpected %s%s", n, what[i][0], what[i][1],
-				         r[i], want[i], failed ? " or a 5xx" : "");
-			free(r[i]);
-		}
-		if (!failed)
-			break;
-	}
+	assert_true(NREQ <= 16);
+	n = admin_sweep(f, what, want, NREQ, auth, 0);
 	assert_true(n > 20);
 	printf("admin API: %ld runs\n", n);
+	n = admin_sweep(f, what, want, NREQ, auth, ALLOC_SQLITE);
+	assert_true(n > 20);
+	printf("admin API (SQLite's allocations): %ld runs\n", n);
 	for (int i = 0; i < NREQ; i++)
 		free(want[i]);
 	admin_stop(&f->h);
@@ -891,5 +906,9 @@ int main(void)
 	    cmocka_unit_test(test_remove_waits_for_handlers),
 	};
 	alloc_faults_cjson();
+	if (alloc_faults_sqlite() != SQLITE_OK) {
+		fprintf(stderr, "SQLite refused the test's allocator\n");
+		return 1;
+	}
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -411,6 +411,45 @@ out:
 	return rc;
 }
 
+/* A ROLLBACK that SQLite could not run for want of memory (sqlite3_exec
+ * prepares it) left the writer in its transaction: every later BEGIN failed
+ * ("cannot start a transaction within a transaction") and the write lock
+ * stayed held, for good. Now a rollback is tried again, and a transaction a
+ * failed one left open is rolled back before the next BEGIN. */
+static void test_store_rollback_without_memory(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256];
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/rollback.db", dir);
+	assert_int_equal(store_open(&s, path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "CREATE TABLE t(x)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	/* Memory short for the whole rollback: every SQLite allocation fails. */
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
+	alloc_faults_arm_many(0, 1000000, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+	store_tx_rollback(tx);
+	assert_true(alloc_faults_disarm());
+	/* Memory back: the store writes again, and the insert was not kept. */
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT group_concat(x) FROM t", NULL, 0, &rows), EVH_OK);
+	assert_int_equal(store_rows_next(rows), 1);
+	assert_string_equal(store_rows_text(rows, 0, NULL), "2");
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	store_close(s);
+	remove_db_files(path);
+	rmdir(dir);
+}
+
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
@@ -686,9 +725,14 @@ int main(void)
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
+	    cmocka_unit_test(test_store_rollback_without_memory),
 	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
 	alloc_faults_cjson();
+	if (alloc_faults_sqlite() != SQLITE_OK) {
+		fprintf(stderr, "SQLite refused the test's allocator\n");
+		return 1;
+	}
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
