@@ -128,6 +128,7 @@ struct store {
 	pthread_mutex_t gmu;
 	pthread_cond_t gcv;      /* broadcast when a group ends */
 	int gopen;               /* a group's transaction is open */
+	int gfailed;             /* a member's rollback failed: it must not commit */
 	int gmembers;            /* members committed into it so far */
 	int glast;               /* members of the group committed before it */
 	int64_t goutbox;         /* their outbox rows, pending once it commits */
@@ -1409,7 +1410,13 @@ static void group_commit_locked(store *s)
 
 	if (!s->gopen)
 		return;
-	if (sqlite3_get_autocommit(s->db)) {
+	if (s->gfailed) {
+		/* A member's rollback failed (out of memory): its writes are in. */
+		rollback_if_open(s->db);
+		s->gfailed = 0;
+		snprintf(msg, sizeof msg, "a member's writes could not be undone; none kept");
+		status = EVH_ESTORE;
+	} else if (sqlite3_get_autocommit(s->db)) {
 		/* SQLite ended the transaction itself (I/O error, disk full). */
 		snprintf(msg, sizeof msg, "the database rolled the transaction back");
 		status = EVH_ESTORE;
@@ -1470,6 +1477,12 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	}
 	tx->s = s;
 	tx->grouped = 1;
+	/* The group's transaction ended under it (SQLite rolled it back after an
+	 * I/O error, or a member's rollback failed): its members fail, and this
+	 * one starts a group of its own, not a transaction SAVEPOINT would open
+	 * and its RELEASE commit alone. */
+	if (s->gopen && (s->gfailed || sqlite3_get_autocommit(s->db)))
+		group_commit_locked(s);
 	if (!s->gopen) {
 		status = begin_immediate(s, NULL, 0);
 		s->gopen = status == EVH_OK;
@@ -1562,10 +1575,18 @@ static int member_end(evh_tx *tx, int keep)
 		                  sizeof tx->err);
 	if (!keep || status) {
 		char ignore[STORE_ERR_LEN];
-		if (!sqlite3_get_autocommit(s->db) &&
-		    host_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
-		             sizeof ignore) == EVH_OK)
-			host_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore, sizeof ignore);
+		/* (SQLite may have ended the group's transaction: nothing to undo.) */
+		if (!sqlite3_get_autocommit(s->db)) {
+			if (host_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
+			             sizeof ignore) == EVH_OK)
+				host_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore,
+				         sizeof ignore);
+			else { /* out of memory: its writes must not commit with the group's;
+			        * none do, the group fails (store_tx_begin_grouped ends it) */
+				s->gfailed = 1;
+				rollback_if_open(s->db);
+			}
+		}
 		/* A rollback still waits if the group held others' writes: it may
 		 * have read them, and they are not durable yet. */
 		wait = s->gmembers > 0;

@@ -450,6 +450,47 @@ static void test_store_rollback_without_memory(void **state)
 	rmdir(dir);
 }
 
+/* A group member whose rollback SQLite could not run (its ROLLBACK TO
+ * prepared for the first time, out of memory) left its writes in the
+ * group's transaction, and the next member's commit committed them. */
+static void test_store_group_member_rollback_without_memory(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256];
+	evh_value v;
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/group.db", dir);
+	assert_int_equal(store_open(&s, path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "CREATE TABLE t(x)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	for (int i = 1; i <= 3; i++) {
+		v = (evh_value)EVH_INT(i);
+		assert_int_equal(store_tx_begin_grouped(s, &tx), EVH_OK);
+		assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL), EVH_OK);
+		if (i != 2) {
+			assert_int_equal(store_tx_commit(tx), EVH_OK);
+			continue;
+		}
+		/* The second rolls back with no memory for SQLite at all. */
+		alloc_faults_arm_many(0, 1000000, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+		store_tx_rollback(tx);
+		assert_true(alloc_faults_disarm());
+	}
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT group_concat(x) FROM t", NULL, 0, &rows), EVH_OK);
+	assert_int_equal(store_rows_next(rows), 1);
+	assert_string_equal(store_rows_text(rows, 0, NULL), "1,3");
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	store_close(s);
+	remove_db_files(path);
+	rmdir(dir);
+}
+
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
@@ -726,6 +767,7 @@ int main(void)
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
+	    cmocka_unit_test(test_store_group_member_rollback_without_memory),
 	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
