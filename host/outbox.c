@@ -594,13 +594,8 @@ static int64_t relay_owed_in(outbox *o)
 /* Wait on `cv` (under o->mu) for at most `ms`. */
 static void wait_ms_on(outbox *o, pthread_cond_t *cv, int64_t ms)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	ts.tv_sec += ts.tv_nsec / 1000000000L;
-	ts.tv_nsec %= 1000000000L;
-	pthread_cond_timedwait(cv, &o->mu, &ts);
+	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
+	pthread_cond_timedwait(cv, &o->mu, &until);
 }
 
 static void wait_for_work(outbox *o)

@@ -110,15 +110,7 @@ static inline void alloc_faults_arm_many(long n, long count, int mode)
 	atomic_store(&alloc_mode, mode);
 }
 
-static inline void alloc_faults_arm(long n, int mode)
-{
-	atomic_store(&alloc_seen, 0);
-	atomic_store(&alloc_fail_at, n);
-	atomic_store(&alloc_fail_count, 1);
-	atomic_store(&alloc_failed, 0);
-	alloc_armer = 1;
-	atomic_store(&alloc_mode, mode);
-}
+static inline void alloc_faults_arm(long n, int mode) { alloc_faults_arm_many(n, 1, mode); }
 
 /* Whether the armed allocation was failed. */
 static inline int alloc_faults_disarm(void)

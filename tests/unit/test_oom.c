@@ -411,6 +411,49 @@ out:
 	return rc;
 }
 
+/* A store of its own in a new directory, with an empty table t(x). */
+struct table_store {
+	char dir[32], path[64];
+	store *s;
+};
+
+static void table_store_open(struct table_store *t, const char *name)
+{
+	char err[256];
+	evh_tx *tx = NULL;
+	snprintf(t->dir, sizeof t->dir, "/tmp/evhost-oom-XXXXXX"); /* mkdtemp's template */
+	assert_non_null(mkdtemp(t->dir));
+	snprintf(t->path, sizeof t->path, "%s/%s", t->dir, name);
+	assert_int_equal(store_open(&t->s, t->path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_int_equal(store_tx_begin(t->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "CREATE TABLE t(x)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+/* t holds the values `want` (group_concat's order), then the store goes. */
+static void table_store_check_close(struct table_store *t, const char *want)
+{
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	assert_int_equal(store_tx_begin(t->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT group_concat(x) FROM t", NULL, 0, &rows), EVH_OK);
+	assert_int_equal(store_rows_next(rows), 1);
+	assert_string_equal(store_rows_text(rows, 0, NULL), want);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	store_close(t->s);
+	remove_db_files(t->path);
+	rmdir(t->dir);
+}
+
+/* Roll `tx` back with no memory for SQLite at all. */
+static void rollback_without_memory(evh_tx *tx)
+{
+	alloc_faults_arm_many(0, 1000000, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+	store_tx_rollback(tx);
+	assert_true(alloc_faults_disarm());
+}
+
 /* A ROLLBACK that SQLite could not run for want of memory (sqlite3_exec
  * prepares it) left the writer in its transaction: every later BEGIN failed
  * ("cannot start a transaction within a transaction") and the write lock
@@ -418,36 +461,18 @@ out:
  * failed one left open is rolled back before the next BEGIN. */
 static void test_store_rollback_without_memory(void **state)
 {
-	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256];
-	store *s = NULL;
+	struct table_store t;
 	evh_tx *tx = NULL;
-	evh_rows *rows = NULL;
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/rollback.db", dir);
-	assert_int_equal(store_open(&s, path, "NORMAL", err, sizeof err), EVH_OK);
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "CREATE TABLE t(x)", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
-	/* Memory short for the whole rollback: every SQLite allocation fails. */
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	table_store_open(&t, "rollback.db");
+	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
 	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
-	alloc_faults_arm_many(0, 1000000, ALLOC_THIS_THREAD | ALLOC_SQLITE);
-	store_tx_rollback(tx);
-	assert_true(alloc_faults_disarm());
+	rollback_without_memory(tx);
 	/* Memory back: the store writes again, and the insert was not kept. */
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
 	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-	assert_int_equal(store_query(tx, "SELECT group_concat(x) FROM t", NULL, 0, &rows), EVH_OK);
-	assert_int_equal(store_rows_next(rows), 1);
-	assert_string_equal(store_rows_text(rows, 0, NULL), "2");
-	store_rows_close(rows);
-	store_tx_rollback(tx);
-	store_close(s);
-	remove_db_files(path);
-	rmdir(dir);
+	table_store_check_close(&t, "2");
 }
 
 /* A group member whose rollback SQLite could not run (its ROLLBACK TO
@@ -455,40 +480,20 @@ static void test_store_rollback_without_memory(void **state)
  * group's transaction, and the next member's commit committed them. */
 static void test_store_group_member_rollback_without_memory(void **state)
 {
-	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256];
-	evh_value v;
-	store *s = NULL;
+	struct table_store t;
 	evh_tx *tx = NULL;
-	evh_rows *rows = NULL;
 	(void)state;
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/group.db", dir);
-	assert_int_equal(store_open(&s, path, "NORMAL", err, sizeof err), EVH_OK);
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "CREATE TABLE t(x)", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	table_store_open(&t, "group.db");
 	for (int i = 1; i <= 3; i++) {
-		v = (evh_value)EVH_INT(i);
-		assert_int_equal(store_tx_begin_grouped(s, &tx), EVH_OK);
+		evh_value v = EVH_INT(i);
+		assert_int_equal(store_tx_begin_grouped(t.s, &tx), EVH_OK);
 		assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL), EVH_OK);
-		if (i != 2) {
+		if (i == 2)
+			rollback_without_memory(tx);
+		else
 			assert_int_equal(store_tx_commit(tx), EVH_OK);
-			continue;
-		}
-		/* The second rolls back with no memory for SQLite at all. */
-		alloc_faults_arm_many(0, 1000000, ALLOC_THIS_THREAD | ALLOC_SQLITE);
-		store_tx_rollback(tx);
-		assert_true(alloc_faults_disarm());
 	}
-	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-	assert_int_equal(store_query(tx, "SELECT group_concat(x) FROM t", NULL, 0, &rows), EVH_OK);
-	assert_int_equal(store_rows_next(rows), 1);
-	assert_string_equal(store_rows_text(rows, 0, NULL), "1,3");
-	store_rows_close(rows);
-	store_tx_rollback(tx);
-	store_close(s);
-	remove_db_files(path);
-	rmdir(dir);
+	table_store_check_close(&t, "1,3");
 }
 
 static void test_store(void **state)
