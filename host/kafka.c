@@ -57,7 +57,10 @@
 #define SEEK_TIMEOUT_MS 5000
 #define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
 #define DLQ_WAIT_STOPPING_MS 30000
-#define DLQ_RETRY_MAX_MS 30000
+#define DLQ_RETRY_FIRST_MS 1000 /* after a failed dead letter; doubled up to retry.backoff_max_ms */
+#define DLQ_RETRY_MIN_MS 100    /* ...but never less than this */
+#define DLQ_INLINE_MS 500       /* a dead letter's wait before its partition is parked */
+#define DLQ_CHECK_MS 20         /* how often a parked dead letter in flight is looked at */
 #define TOPIC_WARN_EVERY_MS 60000
 #define DLQ_TRUNCATE_BYTES 65536
 #define ORDER_WAIT_MS 1000  /* how long a partition with data on its way holds others */
@@ -1144,9 +1147,21 @@ struct retry_policy {
 	int max_attempts, backoff_ms, backoff_max_ms;
 };
 
-/* A partition paused for a retry. While msg != NULL the message waits for
- * its next attempt at due_ms; once finished (msg == NULL) the partition
- * waits to be sought to resume_offset and resumed. */
+struct dlq_wait;
+
+/* A dead letter on its way: its send in flight (NULL: none), whether its
+ * value is cut, and the waits before sending it again. */
+struct dlq_send {
+	struct dlq_wait *w;
+	int truncated;
+	int wait_ms;  /* before the next send, after a failed one */
+	int delay_ms; /* the wait after the next failure */
+};
+
+/* A paused partition. While msg != NULL the message waits for its next
+ * attempt at due_ms, or, when dead, for its dead letter to be written (or
+ * looked at again) then; once finished (msg == NULL) the partition waits to
+ * be sought to resume_offset and resumed. */
 struct retry_slot {
 	char *topic;
 	int32_t partition;
@@ -1155,6 +1170,8 @@ struct retry_slot {
 	size_t sub;      /* index of the subscription whose policy applies */
 	int64_t due_ms;
 	int64_t resume_offset;
+	int dead;        /* msg goes to the dead-letter topic, not to a handler */
+	struct dlq_send dl;
 	char error[512];
 };
 
@@ -1201,11 +1218,15 @@ static struct retry_slot *slot_find(struct consumer *c, const char *topic, int32
 	return NULL;
 }
 
+static void dlq_wait_release(struct dlq_wait *w);
+
 static void slot_remove(struct consumer *c, struct retry_slot *s)
 {
 	size_t i = (size_t)(s - c->slots);
 	if (s->msg)
 		rd_kafka_message_destroy(s->msg);
+	if (s->dl.w)
+		dlq_wait_release(s->dl.w); /* written or not, its message comes again */
 	free(s->topic);
 	c->slots[i] = c->slots[--c->nslots];
 }
@@ -1694,21 +1715,19 @@ static rd_kafka_headers_t *dlq_headers(struct consumer *c, const rd_kafka_messag
 	return h;
 }
 
-/* Produce one dead letter and wait for its delivery report. `truncated`:
- * send only the start of the value (the whole one was too big). Returns 1
- * on success, 0 on a failed delivery (try again), 2 when the message is too
- * big for the producer or the broker, -1 when stopping before the outcome
- * was known. */
-static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_message_t *msg,
-                         int attempts, const char *error, int truncated, char *why,
-                         size_t whylen)
+/* Hand one dead letter to the producer; its delivery report comes to *out.
+ * `truncated`: send only the start of the value (the whole one was too
+ * big). Returns 1 when sent on its way, 0 when it could not be (try again),
+ * 2 when it is too big for the producer. */
+static int dlq_send_start(struct consumer *c, const char *topic, const rd_kafka_message_t *msg,
+                          int attempts, const char *error, int truncated,
+                          struct dlq_wait **out, char *why, size_t whylen)
 {
 	struct dlq_wait *w = calloc(1, sizeof *w);
 	rd_kafka_headers_t *h = dlq_headers(c, msg, attempts, error, truncated);
 	struct kafka_dr dr = {.msg_cb = dlq_delivered, .opaque = w};
 	size_t len = truncated && msg->len > DLQ_TRUNCATE_BYTES ? DLQ_TRUNCATE_BYTES : msg->len;
-	int64_t start = clock_mono_ms();
-	int rc, done = 0, too_big = 0;
+	int rc;
 	if (!w || !h) {
 		free(w);
 		if (h)
@@ -1729,23 +1748,23 @@ static int dlq_send_once(struct consumer *c, const char *topic, const rd_kafka_m
 		dlq_wait_release(w);
 		return rc == EVH_ETOOBIG ? 2 : 0;
 	}
-	/* librdkafka always reports a message's fate (at the latest after
-	 * message.timeout.ms), so wait for it; only a stop cuts this short. */
-	while (!done) {
-		rd_kafka_poll(c->k->producer, POLL_MS);
-		pthread_mutex_lock(&w->mu);
-		done = w->done;
-		rc = w->ok;
-		too_big = w->too_big;
-		snprintf(why, whylen, "%s", w->error);
-		pthread_mutex_unlock(&w->mu);
-		if (!done && atomic_load(&c->stop) && clock_mono_ms() - start > DLQ_WAIT_STOPPING_MS)
-			break;
-	}
-	dlq_wait_release(w);
-	if (!done)
-		return -1;
-	return too_big ? 2 : rc;
+	*out = w;
+	return 1;
+}
+
+/* Has the dead letter of `w` had its delivery report? Then *ok says whether
+ * it was written, *too_big whether it was refused for its size, and `why`
+ * what went wrong. */
+static int dlq_wait_done(struct dlq_wait *w, int *ok, int *too_big, char *why, size_t whylen)
+{
+	int done;
+	pthread_mutex_lock(&w->mu);
+	done = w->done;
+	*ok = w->ok;
+	*too_big = w->too_big;
+	snprintf(why, whylen, "%s", w->error);
+	pthread_mutex_unlock(&w->mu);
+	return done;
 }
 
 /* Sleep `ms` on the consumer's thread, unless it is told to stop meanwhile:
@@ -1757,48 +1776,78 @@ static int sleep_unless_stopping(struct consumer *c, int ms)
 	return !atomic_load(&c->stop);
 }
 
-/* Write `msg` to <topic>.<plugin><suffix>, retrying until it is
- * acknowledged: losing a dead letter would lose the event. A message too big
- * for the dead-letter topic is sent with only the first DLQ_TRUNCATE_BYTES
- * of its value and an evhost_dlq_truncated header (its full size): blocking
- * the partition forever would be worse. Returns 0 when written, -1 when
- * stopping first (the offset then stays uncommitted). */
-static int dead_letter(struct consumer *c, const rd_kafka_message_t *msg, int attempts,
-                       const char *error)
+enum dl_step { DL_WRITTEN, DL_IN_FLIGHT, DL_FAILED };
+
+/* One step of writing `msg` to <topic>.<plugin><suffix>: send it when
+ * nothing is in flight, and see what became of what is. Never blocks.
+ * DL_FAILED: refused or not sent; send again after d->wait_ms (said in the
+ * log), which doubles from DLQ_RETRY_FIRST_MS up to the subscription's
+ * retry.backoff_max_ms (at least DLQ_RETRY_MIN_MS): losing a dead letter
+ * would lose the event. A
+ * message too big for the dead-letter topic is sent again at once with only
+ * its first DLQ_TRUNCATE_BYTES and an evhost_dlq_truncated header (its full
+ * size): blocking the partition forever would be worse. */
+static enum dl_step dead_letter_step(struct consumer *c, const rd_kafka_message_t *msg,
+                                     int attempts, const char *error, size_t sub,
+                                     struct dlq_send *d)
 {
 	char topic[512], why[256];
-	int delay = 1000, rc, truncated = 0;
 	const char *src = rd_kafka_topic_name(msg->rkt);
+	int rc = 1, ok = 0, too_big = 0, max = c->policy[sub].backoff_max_ms;
+	if (max < DLQ_RETRY_MIN_MS)
+		max = DLQ_RETRY_MIN_MS;
 	kafka_dlq_topic(src, c->p->name, c->dlq_suffix, topic, sizeof topic);
-	log_warn(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d "
-	                    "attempt(s): %s",
-	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
-	for (;;) {
-		rc = dlq_send_once(c, topic, msg, attempts, error, truncated, why, sizeof why);
-		if (rc == 1) {
+	if (!d->w)
+		rc = dlq_send_start(c, topic, msg, attempts, error, d->truncated, &d->w, why,
+		                    sizeof why);
+	if (rc == 1) {
+		rd_kafka_poll(c->k->producer, 0); /* its report, if the relay is idle */
+		if (!dlq_wait_done(d->w, &ok, &too_big, why, sizeof why))
+			return DL_IN_FLIGHT;
+		dlq_wait_release(d->w);
+		d->w = NULL;
+		if (ok) {
 			metrics_dlq_message(c->p->name, src);
-			return 0;
+			return DL_WRITTEN;
 		}
-		if (rc == 2 && !truncated) {
-			log_warn(KAFKA_LOG,
-			         "%s: %s [%" PRId32 "] @%" PRId64 " (%zu bytes) is too big for %s "
-			         "(%s); dead-lettering its first %d bytes",
-			         plugin_label(c), src, msg->partition, msg->offset, msg->len, topic,
-			         why, DLQ_TRUNCATE_BYTES);
-			truncated = 1;
-			continue;
-		}
-		if (rc < 0 || atomic_load(&c->stop)) {
-			log_warn(KAFKA_LOG,
-			         "%s: stopping before dead letter to %s was acknowledged; "
-			         "%s [%" PRId32 "] @%" PRId64 " will be redelivered",
-			         plugin_label(c), topic, src, msg->partition, msg->offset);
-			return -1;
-		}
-		log_error(KAFKA_LOG, "%s: dead letter to %s failed (%s); retrying in %d ms",
-		          plugin_label(c), topic, why, delay);
-		sleep_unless_stopping(c, delay); /* a stop cuts it short: the next round gives up */
-		delay = delay * 2 > DLQ_RETRY_MAX_MS ? DLQ_RETRY_MAX_MS : delay * 2;
+	}
+	if ((rc == 2 || too_big) && !d->truncated && msg->len > DLQ_TRUNCATE_BYTES) {
+		log_warn(KAFKA_LOG,
+		         "%s: %s [%" PRId32 "] @%" PRId64 " (%zu bytes) is too big for %s (%s); "
+		         "dead-lettering its first %d bytes",
+		         plugin_label(c), src, msg->partition, msg->offset, msg->len, topic, why,
+		         DLQ_TRUNCATE_BYTES);
+		d->truncated = 1;
+		d->wait_ms = 0;
+		return DL_FAILED;
+	}
+	if (!d->delay_ms)
+		d->delay_ms = DLQ_RETRY_FIRST_MS < max ? DLQ_RETRY_FIRST_MS : max;
+	d->wait_ms = d->delay_ms;
+	d->delay_ms = d->delay_ms > max / 2 ? max : d->delay_ms * 2;
+	log_error(KAFKA_LOG, "%s: dead letter to %s failed (%s); retrying in %d ms; %s [%" PRId32
+	                     "] waits for it from @%" PRId64,
+	          plugin_label(c), topic, why, d->wait_ms, src, msg->partition, msg->offset);
+	return DL_FAILED;
+}
+
+/* Step the dead letter of `msg` on, waiting on this thread, until it is
+ * written or, with until_ms >= 0, until then or its first failed send that
+ * is to wait (the caller parks it); with until_ms < 0 only a stop ends the
+ * wait. Returns the last step's outcome. */
+static enum dl_step dead_letter_wait(struct consumer *c, const rd_kafka_message_t *msg,
+                                     int attempts, const char *error, size_t sub,
+                                     struct dlq_send *d, int64_t until_ms)
+{
+	for (;;) {
+		enum dl_step st = dead_letter_step(c, msg, attempts, error, sub, d);
+		if (st == DL_WRITTEN || (until_ms < 0 && atomic_load(&c->stop)) ||
+		    (until_ms >= 0 && (clock_mono_ms() >= until_ms || (st == DL_FAILED && d->wait_ms))))
+			return st;
+		if (st == DL_IN_FLIGHT)
+			rd_kafka_poll(c->k->producer, 10);
+		else
+			sleep_unless_stopping(c, d->wait_ms);
 	}
 }
 
@@ -1894,6 +1943,105 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 		         pol->max_attempts, error, delay);
 }
 
+/* Dead-letter `msg`, whose attempt `attempts` came to `error`. Returns 1
+ * once its dead letter is written (the caller stores its offset and still
+ * owns `msg`). A dead letter not written within DLQ_INLINE_MS (the topic
+ * refuses it, or the broker is slow to answer) is parked in a slot (`s`,
+ * its retry slot, or a new one): its partition waits, paused, and
+ * serve_slots carries on with it while the plugin's other partitions are
+ * handled and the consumer keeps polling, so however long the dead-letter
+ * topic refuses, the consumer stays in its group. Returns 0 then, and also
+ * when stopping first without a slot (`msg` is then left uncommitted,
+ * redelivered later); either way `msg` is no longer the caller's. */
+static int dead_letter(struct consumer *c, rd_kafka_message_t *msg, int attempts, size_t sub,
+                       const char *error, struct retry_slot *s)
+{
+	struct dlq_send d = {0};
+	char topic[512];
+	const char *src = rd_kafka_topic_name(msg->rkt);
+	kafka_dlq_topic(src, c->p->name, c->dlq_suffix, topic, sizeof topic);
+	log_warn(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d "
+	                    "attempt(s): %s",
+	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
+	if (dead_letter_wait(c, msg, attempts, error, sub, &d, clock_mono_ms() + DLQ_INLINE_MS) ==
+	    DL_WRITTEN)
+		return 1;
+	if (!s)
+		s = slot_add(c, msg);
+	if (s) {
+		if (d.w)
+			log_info(KAFKA_LOG, "%s: the dead letter to %s is not acknowledged yet; %s [%" PRId32
+			                    "] waits for it from @%" PRId64 ", the others go on",
+			         plugin_label(c), topic, src, msg->partition, msg->offset);
+		s->msg = msg;
+		s->dead = 1;
+		s->dl = d;
+		s->attempts = attempts;
+		s->sub = sub;
+		s->due_ms = clock_mono_ms() + (d.w ? DLQ_CHECK_MS : d.wait_ms);
+		snprintf(s->error, sizeof s->error, "%s", error);
+		return 0;
+	}
+	log_error(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": out of memory parking its dead "
+	                     "letter; waiting for it here, nothing else of this plugin handled",
+	          plugin_label(c), src, msg->partition, msg->offset);
+	if (dead_letter_wait(c, msg, attempts, error, sub, &d, -1) == DL_WRITTEN)
+		return 1;
+	log_warn(KAFKA_LOG, "%s: stopping before the dead letter to %s was written; %s [%" PRId32
+	                    "] @%" PRId64 " will be redelivered",
+	         plugin_label(c), topic, src, msg->partition, msg->offset);
+	if (d.w)
+		dlq_wait_release(d.w);
+	rd_kafka_message_destroy(msg);
+	return 0;
+}
+
+/* The parked dead letter of `s`, due: one step on. Once written, the
+ * message's offset is stored and its partition resumes after it. */
+static void dead_letter_resume(struct consumer *c, struct retry_slot *s)
+{
+	enum dl_step st = dead_letter_step(c, s->msg, s->attempts, s->error, s->sub, &s->dl);
+	if (st != DL_WRITTEN) {
+		s->due_ms = clock_mono_ms() + (st == DL_IN_FLIGHT ? DLQ_CHECK_MS : s->dl.wait_ms);
+		return;
+	}
+	log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered; its partition goes on",
+	         plugin_label(c), s->topic, s->partition, s->msg->offset);
+	store_offset(c, s->msg);
+	s->resume_offset = s->msg->offset + 1;
+	rd_kafka_message_destroy(s->msg);
+	s->msg = NULL;
+	s->dead = 0;
+	slot_resume(c, s);
+}
+
+/* Stopping: the parked dead letters in flight get a while to be written,
+ * so that those written have their offsets stored rather than being
+ * written again after a restart. */
+static void finish_dead_letters(struct consumer *c)
+{
+	int64_t until = clock_mono_ms() + DLQ_WAIT_STOPPING_MS;
+	char why[256];
+	for (size_t i = 0; i < c->nslots;) {
+		struct retry_slot *s = &c->slots[i];
+		int ok = 0, too_big;
+		if (!s->dead || !s->dl.w) {
+			i++;
+			continue;
+		}
+		while (!dlq_wait_done(s->dl.w, &ok, &too_big, why, sizeof why) &&
+		       clock_mono_ms() < until)
+			rd_kafka_poll(c->k->producer, 10);
+		if (!ok) {
+			i++;
+			continue;
+		}
+		metrics_dlq_message(c->p->name, s->topic);
+		store_offset(c, s->msg);
+		slot_remove(c, s);
+	}
+}
+
 /* Act on what attempt `attempt` of `msg` came to (its writes, if any, are
  * committed): schedule a retry, dead-letter it, or store its offset. Takes
  * ownership of `msg`; `s` is its retry slot when this was a retry. */
@@ -1931,15 +2079,11 @@ static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
 	}
 	if (s)
 		s->msg = NULL; /* ownership is back here */
-	if (out != OUT_DONE)
+	if (out != OUT_DONE) {
 		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
 		                      out == OUT_RETRY ? METRICS_EVENT_DLQ : METRICS_EVENT_REJECT);
-	if (out != OUT_DONE && dead_letter(c, msg, attempt, err) != 0) {
-		/* Stopping: left uncommitted on purpose, redelivered later. */
-		if (s)
-			slot_remove(c, s);
-		rd_kafka_message_destroy(msg);
-		return;
+		if (!dead_letter(c, msg, attempt, sub, err, s))
+			return; /* parked in a slot, or stopping */
 	}
 	store_offset(c, msg);
 	if (s) {
@@ -1970,6 +2114,8 @@ static int serve_slots(struct consumer *c)
 			continue;
 		if (!s->msg)
 			slot_resume(c, s);
+		else if (s->dead)
+			dead_letter_resume(c, s);
 		else
 			handle_message(c, s->msg, s->attempts + 1, s);
 		return 1;
@@ -1995,10 +2141,11 @@ static void drop_slots(struct consumer *c, const rd_kafka_topic_partition_list_t
 			i++;
 			continue;
 		}
-		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": pending retry dropped; it is "
+		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": pending %s dropped; it is "
 		                    "redelivered from the committed offset",
 		         plugin_label(c), s->topic, s->partition,
-		         s->msg ? s->msg->offset : s->resume_offset - 1);
+		         s->msg ? s->msg->offset : s->resume_offset - 1,
+		         s->dead ? "dead letter" : "retry");
 		if (resume)
 			partition_pause(c, s->topic, s->partition, 0);
 		slot_remove(c, s);
@@ -2778,6 +2925,7 @@ static void *consumer_main(void *arg)
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
+	finish_dead_letters(c);
 	drop_slots(c, NULL, 0);
 	commit_stored(c, 0, 1);
 	replay_cancel(c);

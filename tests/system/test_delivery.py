@@ -11,8 +11,9 @@ Kafka and a real SMTP server (issue 4):
 4. poison messages (not JSON, missing fields, 1 MiB of garbage, a type no
    handler takes) each end in the DLQ with their headers, the messages after
    them are processed, the daemon keeps running;
-5. handlers slower in total than max.poll.interval.ms across a batch: no
-   rebalance, no duplicate processing;
+5. handlers slower in total than max.poll.interval.ms across a batch, and a
+   dead-letter topic that refuses messages for longer than that: no
+   rebalance, no duplicate processing, only the dead letter's partition waits;
 6. replay from the beginning rebuilds notifications' recipients table.
 
 Each prints its counts (sent, acknowledged, delivered, duplicates, lost);
@@ -575,6 +576,78 @@ def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, uniq
     assert len(rows) == n and len(ids) == n
     assert all(r["attempt"] == 1 for r in rows)
     assert assigned == 1 and revoked == 0 and maxpoll == 0
+
+
+@pytest.mark.slow
+def test_dead_letter_topic_refusing_holds_only_its_partition(evhostd, build_dir, unique_name,
+                                                             kafka_bootstrap):
+    """A dead-letter topic that refuses messages (here: its max.message.bytes
+    too small for any) holds back only the partition of the message being
+    dead-lettered: the plugin's other partitions are handled meanwhile, the
+    consumer keeps polling (no rebalance however long it lasts), and once the
+    topic takes messages again the dead letter is written once and the
+    partition goes on in order."""
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    topic = unique_name("dlqwait")
+    dlq = topic + ".probe.dlq"
+    a = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, api_version_auto_timeout_ms=10000)
+    try:
+        a.create_topics([NewTopic(topic, 3, 1),
+                         NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "64"})])
+        d = evhostd({
+            "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
+                      "rdkafka.heartbeat.interval.ms": 500, "retry.backoff_max_ms": 1000},
+            "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                             "topic": topic, "group": unique_name("g")},
+        }, brokers=kafka_bootstrap)
+        post = lambda key, body: d.post(f"/probe/publish?key={key}", data=json.dumps(body),
+                                        headers={"Content-Type": "application/json"})
+        assert post("poison", {"fail": "reject"}).status_code == 200
+        lib.wait_until(lambda: f"dead letter to {dlq} failed" in d.log_text(), timeout=30,
+                       message="the dead-letter topic to refuse the dead letter")
+        refused_at = time.monotonic()
+        keys = [f"k{i}" for i in range(12)]
+        for i, k in enumerate(keys):
+            assert post(k, {"i": i}).status_code == 200
+        on_topic = lib.kafka_consume(topic, count=len(keys) + 1, timeout=30,
+                                     brokers=kafka_bootstrap)
+        part = {m["key"]: m["partition"] for m in on_topic}
+        behind = {k for k in keys if part[k] == part["poison"]}
+        others = set(keys) - behind
+        assert others, "every key went to the poison's partition"
+
+        def seen_keys():
+            return {r["key"] for r in d.get("/probe/seen").json()}
+        # The other partitions go on while the dead letter waits...
+        lib.wait_until(lambda: others <= seen_keys(), timeout=20,
+                       message="the events of the other partitions to be handled")
+        # ... for more than twice max.poll.interval.ms, without a rebalance.
+        time.sleep(max(0.0, 8.0 - (time.monotonic() - refused_at)))
+        assert not (behind & seen_keys()), "an event overtook the one being dead-lettered"
+        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, dlq,
+                                        configs={"max.message.bytes": "1048588"})])
+        lib.wait_until(lambda: set(keys) <= seen_keys(), timeout=30,
+                       message="the events behind the dead letter to be handled")
+    finally:
+        a.close()
+    time.sleep(2)  # a duplicate dead letter or a redelivery would show now
+    letters = lib.kafka_consume(dlq, timeout=10, brokers=kafka_bootstrap)
+    rows = d.get("/probe/seen").json()
+    log = d.log_text()
+    counts = collections.Counter(r["key"] for r in rows)
+    maxpoll = sum(1 for line in log.splitlines()
+                  if "maximum poll interval" in line or "MAXPOLL" in line)
+    report("dead-letter topic refusing", sent=len(keys) + 1, handled=len(rows) + 1,
+           dead_letters=len(letters), duplicates=sum(n - 1 for n in counts.values()),
+           assignments=log.count("probe: assigned "), revocations=log.count("revoked"),
+           max_poll_warnings=maxpoll)
+    assert len(letters) == 1 and letters[0]["key"] == "poison"
+    assert letters[0]["headers"]["evhost_dlq_error"] == "probe: rejected on request"
+    assert "evhost_dlq_truncated" not in letters[0]["headers"]
+    assert sorted(counts) == sorted(keys) and set(counts.values()) == {1}
+    order = [r["key"] for r in rows]
+    assert [k for k in order if k in behind] == sorted(behind, key=keys.index)
+    assert log.count("probe: assigned ") == 1 and "revoked" not in log and maxpoll == 0
 
 
 # --------------------------------------------------- 6: replay rebuilds state

@@ -1041,8 +1041,9 @@ struct extra {
 	char group[64];
 };
 
-static void extra_start(struct extra *x, const char *name, const char *topic, const char *type,
-                        evh_event_handler h)
+/* ...consuming through `k`, started with settings `s`. */
+static void extra_start_on(struct extra *x, kafka *k, const settings *s, const char *name,
+                           const char *topic, const char *type, evh_event_handler h)
 {
 	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
 	char err[256];
@@ -1057,8 +1058,14 @@ static void extra_start(struct extra *x, const char *name, const char *topic, co
 	x->sub.handler = h;
 	x->p.subs = &x->sub;
 	x->p.nsubs = 1;
-	if (consumer_start(fx.k, &x->p, &fx.s, err, sizeof err))
+	if (consumer_start(k, &x->p, s, err, sizeof err))
 		fail_msg("consumer_start: %s", err);
+}
+
+static void extra_start(struct extra *x, const char *name, const char *topic, const char *type,
+                        evh_event_handler h)
+{
+	extra_start_on(x, fx.k, &fx.s, name, topic, type, h);
 }
 
 static void extra_stop(struct extra *x)
@@ -1333,15 +1340,16 @@ static void test_max_event_bytes_bounds_the_message(void **state)
 }
 
 /* Read `topic` with dlq_read until a message matches, at most WAIT_MS. */
-static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
-                    int want)
+/* ...read through `k`. */
+static int find_dlq_on(kafka *k, dlq_list *l, const char *topic, const char *hname,
+                       const char *hvalue, int want)
 {
 	const char *topics[1] = {topic};
 	char err[256];
 	int64_t end = now_ms() + WAIT_MS;
 	for (;;) {
 		int found = 0;
-		if (dlq_read(fx.k, topics, 1, 1000, WAIT_MS, l, err, sizeof err) != EVH_OK)
+		if (dlq_read(k, topics, 1, 1000, WAIT_MS, l, err, sizeof err) != EVH_OK)
 			fail_msg("dlq_read: %s", err);
 		for (size_t i = 0; i < l->n; i++) {
 			const char *v = dlq_header(&l->v[i], hname, NULL);
@@ -1352,6 +1360,12 @@ static int find_dlq(dlq_list *l, const char *topic, const char *hname, const cha
 		dlq_list_free(l);
 		usleep(100000);
 	}
+}
+
+static int find_dlq(dlq_list *l, const char *topic, const char *hname, const char *hvalue,
+                    int want)
+{
+	return find_dlq_on(fx.k, l, topic, hname, hvalue, want);
 }
 
 static const dlq_msg *dlq_nth(const dlq_list *l, const char *hname, const char *hvalue, int nth)
@@ -1455,6 +1469,74 @@ static void test_dead_letter_too_big_is_truncated(void **state)
 	assert_int_equal(m->value_len, 65536);
 	assert_int_equal(m->value[0], 'x');
 	dlq_list_free(&l);
+}
+
+/* The rig's cluster, for park_handler to slow down. */
+static rd_kafka_mock_cluster_t *park_mc;
+
+/* Records the event; REJECT_SLOWLY also makes the broker answer 1.5 s late
+ * from then on (so its dead letter is still on its way past DLQ_INLINE_MS,
+ * and parked) and rejects it. */
+static evh_event_result park_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	(void)p, (void)tx, (void)ud;
+	record(ev, 0);
+	if (strcmp(kafka_ev_type(ev), "REJECT_SLOWLY"))
+		return EVH_EVENT_OK;
+	rd_kafka_mock_broker_set_rtt(park_mc, 1, 1500);
+	kafka_ev_set_error(ev, "bad data");
+	return EVH_EVENT_REJECT;
+}
+
+/* The offset group `group` committed for `topic` [`partition`]. */
+static int64_t committed_offset(const char *bootstraps, const char *group, const char *topic,
+                                int32_t partition)
+{
+	char err[256];
+	int64_t off;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_t *rk;
+	rd_kafka_conf_set(conf, "bootstrap.servers", bootstraps, err, sizeof err);
+	rd_kafka_conf_set(conf, "group.id", group, err, sizeof err);
+	rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+	assert_non_null(rk);
+	rd_kafka_topic_partition_list_add(l, topic, partition);
+	assert_int_equal(rd_kafka_committed(rk, l, WAIT_MS), RD_KAFKA_RESP_ERR_NO_ERROR);
+	off = l->elems[0].offset;
+	rd_kafka_topic_partition_list_destroy(l);
+	rd_kafka_destroy(rk);
+	return off;
+}
+
+/* A dead letter still on its way when its consumer stops is waited for:
+ * once written, its message's offset is committed, so after a restart the
+ * message is neither handled nor dead-lettered again. */
+static void test_parked_dead_letter_is_finished_at_stop(void **state)
+{
+	char bad[37];
+	struct relay_rig g;
+	struct extra x;
+	dlq_list l;
+	int i;
+	(void)state;
+	rig_start(&g, "30000");
+	park_mc = g.mc;
+	extra_start_on(&x, g.k, &g.s, "parker", TOPIC, NULL, park_handler);
+	events_uuid(bad);
+	publish_to(g.pl.store, bad, "p", "REJECT_SLOWLY", "{}");
+	assert_int_equal(wait_calls(bad, 1), 1);
+	usleep(800 * 1000); /* past DLQ_INLINE_MS: parked, on its way */
+	consumer_stop(&x.p);
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	i = call_index(bad, 0);
+	assert_int_equal(committed_offset(g.s.brokers, x.group, TOPIC, rec.calls[i].partition),
+	                 rec.calls[i].offset + 1);
+	assert_int_equal(find_dlq_on(g.k, &l, TOPIC ".parker.dlq", "ce_id", bad, 1), 1);
+	dlq_list_free(&l);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+	rig_stop(&g);
 }
 
 static void test_dlq_read_and_redrive(void **state)
@@ -2094,6 +2176,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
+    {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 1},
     {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
     {cmocka_unit_test(test_keep_and_dead_letter), 2},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 3},
