@@ -463,7 +463,9 @@ static int redrive_one(kafka *k, const dlq_msg *m, struct slot *s, dlq_redrive_r
 		return 1;
 	r->outcome = DLQ_FAILED;
 	snprintf(r->error, sizeof r->error, "cannot produce to %s: %s", topic,
-	         rc == EVH_EBUSY ? "the producer's queue is full" : "see the log");
+	         rc == EVH_EBUSY       ? "the producer's queue is full"
+	         : rc == EVH_ENOTFOUND ? KAFKA_NO_TOPIC
+	                               : "see the log");
 	return 0;
 }
 

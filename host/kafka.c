@@ -332,11 +332,22 @@ struct kafka_dr {
 	void *opaque;
 };
 
+static int no_such_topic(rd_kafka_resp_err_t e)
+{
+	return e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+}
+
+/* Why a message was not delivered, for the log. */
+static const char *delivery_error(rd_kafka_resp_err_t e)
+{
+	return no_such_topic(e) ? KAFKA_NO_TOPIC : rd_kafka_err2str(e);
+}
+
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct kafka_dr *d = m->_private;
 	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
-	const char *error = ok ? NULL : rd_kafka_err2str(m->err);
+	const char *error = ok ? NULL : delivery_error(m->err);
 	if (!d)
 		return;
 	if (d->cb)
@@ -786,7 +797,8 @@ static void meta_from_row(ce_meta *m, const outbox_row *row, const char *source)
 }
 
 /* Produce with a delivery callback (`dr` is copied). Takes ownership of
- * `hdrs` whatever happens. EVH_ETOOBIG: bigger than message.max.bytes. */
+ * `hdrs` whatever happens. EVH_ETOOBIG: bigger than message.max.bytes;
+ * EVH_ENOTFOUND: the cluster has no such topic. */
 static int produce(kafka *k, const char *topic, int32_t partition, int64_t timestamp_ms,
                    const void *key, size_t keylen, const void *value, size_t len,
                    rd_kafka_headers_t *hdrs, const struct kafka_dr *dr)
@@ -836,6 +848,8 @@ static int produce(kafka *k, const char *topic, int32_t partition, int64_t times
 		return EVH_EBUSY;
 	if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
 		return EVH_ETOOBIG;
+	if (no_such_topic(e))
+		return EVH_ENOTFOUND; /* said by the caller, who knows what waits for it */
 	log_error(KAFKA_LOG, "cannot produce to %s: %s", topic, rd_kafka_err2str(e));
 	return EVH_EKAFKA;
 }
@@ -1145,6 +1159,7 @@ void kafka_ev_set_error(const evh_event *ev, const char *message)
 
 struct retry_policy {
 	int max_attempts, backoff_ms, backoff_max_ms;
+	int64_t missing_warned_ms; /* when the log last said its topic is missing */
 };
 
 struct dlq_wait;
@@ -1190,7 +1205,6 @@ struct consumer {
 	size_t nbuffered; /* messages in all of them */
 	int stored;                  /* offsets stored since the last commit */
 	int64_t last_commit_ms;
-	int64_t last_topic_warn_ms;
 	/* A replay handed over by consumer_replay (another thread), under rmu. */
 	pthread_mutex_t rmu;
 	pthread_cond_t rcv;
@@ -1674,7 +1688,7 @@ static void dlq_delivered(void *opaque, const rd_kafka_message_t *m)
 	w->done = 1;
 	w->ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
 	w->too_big = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
-	snprintf(w->error, sizeof w->error, "%s", w->ok ? "" : rd_kafka_err2str(m->err));
+	snprintf(w->error, sizeof w->error, "%s", w->ok ? "" : delivery_error(m->err));
 	pthread_mutex_unlock(&w->mu);
 	dlq_wait_release(w);
 }
@@ -1741,9 +1755,10 @@ static int dlq_send_start(struct consumer *c, const char *topic, const rd_kafka_
 	             len, h, &dr);
 	if (rc != EVH_OK) {
 		snprintf(why, whylen, "produce failed: %s",
-		         rc == EVH_EBUSY    ? "queue full"
-		         : rc == EVH_ETOOBIG ? "message larger than message.max.bytes"
-		                             : "see log");
+		         rc == EVH_EBUSY       ? "queue full"
+		         : rc == EVH_ETOOBIG   ? "message larger than message.max.bytes"
+		         : rc == EVH_ENOTFOUND ? KAFKA_NO_TOPIC
+		                               : "see log");
 		w->refs = 1;
 		dlq_wait_release(w);
 		return rc == EVH_ETOOBIG ? 2 : 0;
@@ -2211,15 +2226,22 @@ static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
 	int64_t now = clock_mono_ms();
 	const char *topic = msg->rkt ? rd_kafka_topic_name(msg->rkt) : "-";
 	/* A subscription to a topic nobody has produced to yet is normal at
-	 * first start; say it now and then, not every metadata refresh. */
-	if (msg->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-	    msg->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
+	 * first start; say it now and then for each topic, not every metadata
+	 * refresh. */
+	if (no_such_topic(msg->err)) {
 		evh_log_level l = EVH_LOG_DEBUG;
-		if (!c->last_topic_warn_ms || now - c->last_topic_warn_ms >= TOPIC_WARN_EVERY_MS) {
+		int64_t *warned = NULL;
+		for (size_t i = 0; i < c->p->nsubs && !warned; i++)
+			if (!strcmp(c->p->subs[i].topic, topic))
+				warned = &c->policy[i].missing_warned_ms;
+		if (!warned || !*warned || now - *warned >= TOPIC_WARN_EVERY_MS) {
 			l = EVH_LOG_WARN;
-			c->last_topic_warn_ms = now;
+			if (warned)
+				*warned = now;
 		}
-		log_msg(l, KAFKA_LOG, "%s: subscribed topic %s does not exist yet: %s",
+		log_msg(l, KAFKA_LOG, "%s: subscribed topic %s does not exist yet (%s): the first "
+		                      "event published to it creates it where the cluster allows "
+		                      "that; otherwise create it",
 		        plugin_label(c), topic, rd_kafka_message_errstr(msg));
 		return;
 	}

@@ -31,7 +31,13 @@ const char *kafka_bootstraps(kafka *k);
 /* Can we reach the cluster (metadata within timeout)? */
 int kafka_reachable(kafka *k, int timeout_ms);
 
-/* Delivery callback: ok != 0 when the broker acknowledged the message. */
+/* What to say of a topic the cluster does not have (EVH_ENOTFOUND from a
+ * produce call, or a delivery that failed for it). */
+#define KAFKA_NO_TOPIC                                                                           \
+	"no such topic, and the cluster does not create topics on first use: create it"
+
+/* Delivery callback: ok != 0 when the broker acknowledged the message;
+ * `error` says why not (KAFKA_NO_TOPIC for a topic the cluster lacks). */
 typedef void (*kafka_delivery_cb)(void *opaque, int ok, const char *error);
 /* The same with where the message landed (offset -1 when it failed). */
 typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
@@ -48,7 +54,8 @@ size_t kafka_max_message_bytes(const kafka *k);
  * runs on whichever thread polls the producer (kafka_poll_producer, or a
  * consumer thread waiting for a dead-letter write), so it must be
  * thread-safe; kafka_stop reports messages it could not deliver with ok == 0.
- * EVH_EBUSY: the local queue is full; poll and try again. */
+ * EVH_EBUSY: the local queue is full; poll and try again. EVH_ENOTFOUND:
+ * the cluster said it has no such topic (KAFKA_NO_TOPIC; not logged). */
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque);
 /* kafka_produce_row, reporting the partition and offset of each delivery
@@ -57,7 +64,7 @@ int kafka_produce_row_pos(kafka *k, const outbox_row *row, const char *source,
                           kafka_delivery_pos_cb cb, void *opaque);
 /* Produce a message as given (dead-letter redrive): `partition` may be
  * RD_KAFKA_PARTITION_UA; `hdrs` is taken in every case. Same callback rules
- * as kafka_produce_row; EVH_ETOOBIG beyond message.max.bytes. */
+ * and statuses as kafka_produce_row; EVH_ETOOBIG beyond message.max.bytes. */
 int kafka_produce_message(kafka *k, const char *topic, int32_t partition, const void *key,
                           size_t keylen, const void *value, size_t len, rd_kafka_headers_t *hdrs,
                           kafka_delivery_pos_cb cb, void *opaque);

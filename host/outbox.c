@@ -371,7 +371,10 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 				          "%s: cannot produce outbox row %" PRId64
 				          " to %s (%s); will retry",
 				          r->p->name, rows[i].seq, rows[i].topic,
-				          rc == EVH_ENOMEM ? "out of memory" : "see above");
+				          rc == EVH_ENOMEM      ? "out of memory"
+				          : rc == EVH_ENOTFOUND ? KAFKA_NO_TOPIC "; the plugin's events "
+				                                  "wait in its outbox, in order, until then"
+				                                : "see above");
 			r->last_error_seq = rows[i].seq;
 			r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
 			r->need_fetch = 1;

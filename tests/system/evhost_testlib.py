@@ -118,9 +118,11 @@ def kafka_tls(env=None):
 
 
 class KafkaBroker:
-    """A broker started by scripts/kafka on its own ports and data dir."""
+    """A broker started by scripts/kafka on its own ports and data dir;
+    auto_create=False: one that creates no topic on first use."""
 
-    def __init__(self, data_dir, port=None, controller_port=None):
+    def __init__(self, data_dir, port=None, controller_port=None, auto_create=True):
+        self.auto_create = auto_create
         self.port = port or free_port()
         self.controller_port = controller_port or free_port()
         self.ssl_port = free_port()
@@ -135,6 +137,7 @@ class KafkaBroker:
         env["KAFKA_SSL_PORT"] = str(self.ssl_port)
         env["KAFKA_SASL_PORT"] = str(self.sasl_port)
         env["EVHOST_KAFKA_DIR"] = str(self.data_dir)
+        env["KAFKA_AUTO_CREATE_TOPICS"] = "true" if self.auto_create else "false"
         return env
 
     def _run(self, *args, timeout):
@@ -289,6 +292,18 @@ def kafka_produce(topic, value, key=None, headers=None, brokers=None, timeout=30
                                text=True, timeout=timeout)
     if r.returncode != 0 or "Delivery failed" in r.stderr:
         raise RuntimeError(f"kcat produce to {topic} failed ({r.returncode}): {r.stderr.strip()}")
+
+
+def create_topics(topics, brokers=None, partitions=3, configs=None):
+    """Create `topics` (kafka-python's admin client), each with `partitions`
+    and the topic configs `configs`."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    a = KafkaAdminClient(bootstrap_servers=_brokers(brokers), api_version_auto_timeout_ms=10000)
+    try:
+        a.create_topics([NewTopic(t, partitions, 1, topic_configs=dict(configs or {}))
+                         for t in topics])
+    finally:
+        a.close()
 
 
 def kafka_topics(brokers=None, timeout=15.0):

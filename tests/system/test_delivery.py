@@ -5,7 +5,9 @@ Kafka and a real SMTP server (issue 4):
    got a 2xx has its event on Kafka, and its user exactly one welcome mail;
 2. the broker stopped for 30 s under steady load: writes answer 201, or 503
    with Retry-After once the outbox bound is hit, never another 5xx; nothing
-   acknowledged is missing afterwards;
+   acknowledged is missing afterwards; on a cluster that creates no topic on
+   first use, events (and dead letters) wait for their topics, the log says
+   to create them, and nothing is lost or sent twice once they exist;
 3. SMTP down: retries with backoff, then the dead-letter topic; SMTP back,
    redrive: every mail delivered once;
 4. poison messages (not JSON, missing fields, 1 MiB of garbage, a type no
@@ -257,11 +259,14 @@ def test_kill_9_during_burst_loses_nothing_and_mails_once(evhostd, tmp_path, uni
 # --------------------------------------------- 2: broker down for 30 seconds
 
 
-@pytest.fixture
-def own_broker(tmp_path):
-    """A broker of our own (it is stopped and started again by the test)."""
+@pytest.fixture(scope="module")
+def own_broker():
+    """A broker of our own, for the slow tests that stop it or need it to
+    create no topic on first use (as many production clusters do): each
+    creates the topics it needs."""
     data = Path(f"/tmp/evhost-kafka-delivery-{os.getpid()}")
-    broker = lib.KafkaBroker(data, port=OWN_BROKER_PORT, controller_port=OWN_BROKER_PORT + 1)
+    broker = lib.KafkaBroker(data, port=OWN_BROKER_PORT, controller_port=OWN_BROKER_PORT + 1,
+                             auto_create=False)
     broker.start()
     try:
         yield broker
@@ -273,6 +278,7 @@ def own_broker(tmp_path):
 def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
         evhostd, tmp_path, unique_name, own_broker):
     topic = unique_name("crud.orders")
+    lib.create_topics([topic], own_broker.bootstrap)
     d = evhostd({"plugin.crud": {"collections": "orders", "collection.orders.topic": topic},
                  "store": {"outbox_max_rows": 400}}, brokers=own_broker.bootstrap)
     acked, statuses, stop = [], collections.Counter(), threading.Event()
@@ -326,6 +332,53 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
     assert full_during > 0, "the outbox bound (400) was never reached"
     assert not lost
     assert d.get("/healthz").status_code == 200
+
+
+NO_TOPIC = "no such topic, and the cluster does not create topics on first use: create it"
+
+
+@pytest.mark.slow
+def test_cluster_creating_no_topics_holds_events_until_they_exist(evhostd, tmp_path,
+                                                                  unique_name, own_broker,
+                                                                  smtp_server):
+    """On a cluster that creates no topic on first use, a user created
+    before its topics exist is answered 201, its USER_CREATED waits in the
+    outbox and the log says to create the topic; once it exists the welcome
+    mail goes out, once. A dead letter whose topic does not exist waits the
+    same way (only its partition), and is written once the topic exists."""
+    st = Stack(evhostd, tmp_path, unique_name, own_broker.bootstrap, smtp_server,
+               kafka={"rdkafka.topic.metadata.propagation.max.ms": 1000,
+                      "retry.backoff_max_ms": 2000})
+    created, run = st.topics["created"], secrets.token_hex(3)
+    early = f"early.{run}@example.org"
+    assert st.create_user("Early", early).status_code == 201
+    lib.wait_until(lambda: f"to {created} ({NO_TOPIC}" in st.d.log_text(), timeout=30,
+                   message="the log to say the topic must be created")
+    for t in st.topics.values():
+        assert f"WARN  [kafka] notifications: subscribed topic {t} does not exist" in (
+            st.d.log_text())
+    assert outbox_pending(st.d, "user") == 1 and not welcome_counts(smtp_server)
+    lib.create_topics(list(st.topics.values()), own_broker.bootstrap)
+    smtp_server.wait_for(lambda m: m.envelope_to == [early], timeout=60)
+    lib.wait_until(lambda: outbox_pending(st.d, "user") == 0, timeout=30,
+                   message="the outbox to drain")
+
+    dlq = created + ".notifications.dlq"
+    lib.kafka_produce(created, "not json", key="poison", brokers=own_broker.bootstrap)
+    lib.wait_until(lambda: f"dead letter to {dlq} failed ({NO_TOPIC})" in st.d.log_text(),
+                   timeout=30, message="the dead letter to wait for its topic")
+    later = f"later.{run}@example.org"
+    assert st.create_user("Later", later).status_code == 201
+    lib.create_topics([dlq], own_broker.bootstrap)
+    letters = dead_letters(st.d, "notifications", 1)
+    smtp_server.wait_for(lambda m: m.envelope_to == [later], timeout=60)
+    time.sleep(1)
+    counts = welcome_counts(smtp_server)
+    report("cluster creating no topics", users=2, delivered=len(counts),
+           duplicates=sum(n - 1 for n in counts.values()), dead_letters=len(letters))
+    assert counts == {early: 1, later: 1}
+    assert len(letters) == 1 and letters[0]["key"] == "poison"
+    assert letters[0]["headers"]["evhost_dlq_error"] == "event data is not a JSON object"
 
 
 def test_full_outbox_answers_503_with_retry_after(evhostd, tmp_path, unique_name):
@@ -462,14 +515,8 @@ def test_smtp_down_at_the_plugins_last_attempt_keeps_the_recipient(evhostd, tmp_
 
 
 def create_topic(topic, brokers, max_message_bytes):
-    """A topic that takes big messages (kafka-python's admin client)."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    a = KafkaAdminClient(bootstrap_servers=brokers, api_version_auto_timeout_ms=10000)
-    try:
-        a.create_topics([NewTopic(topic, 3, 1, topic_configs={
-            "max.message.bytes": str(max_message_bytes)})])
-    finally:
-        a.close()
+    """A topic that takes big messages."""
+    lib.create_topics([topic], brokers, configs={"max.message.bytes": str(max_message_bytes)})
 
 
 def produce_big(topic, value, key, brokers):
@@ -587,13 +634,13 @@ def test_dead_letter_topic_refusing_holds_only_its_partition(evhostd, build_dir,
     consumer keeps polling (no rebalance however long it lasts), and once the
     topic takes messages again the dead letter is written once and the
     partition goes on in order."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
     topic = unique_name("dlqwait")
     dlq = topic + ".probe.dlq"
+    lib.create_topics([topic], kafka_bootstrap)
+    lib.create_topics([dlq], kafka_bootstrap, partitions=1, configs={"max.message.bytes": "64"})
     a = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, api_version_auto_timeout_ms=10000)
     try:
-        a.create_topics([NewTopic(topic, 3, 1),
-                         NewTopic(dlq, 1, 1, topic_configs={"max.message.bytes": "64"})])
         d = evhostd({
             "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
                       "rdkafka.heartbeat.interval.ms": 500, "retry.backoff_max_ms": 1000},
