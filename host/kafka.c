@@ -72,6 +72,12 @@
 #define MOCK_THREADS 8      /* broker threads of the embedded cluster's client */
 #define MAX_TASKS 256       /* threads looked at to find them */
 #define TOPIC_HANDLES_MAX 4096 /* topics with a kept producer handle (see topic_handle) */
+/* What an event's message holds besides its key and data, at most: the
+ * headers produce_row adds (values from a ce_meta, whose id is the host's
+ * 36-character UUID, the seq's 20 digits, the names) with two length
+ * varints each, and the record's own overhead. */
+#define EVENT_OVERHEAD_MAX 1024
+#define MESSAGE_MAX_BYTES_MIN (2 * EVENT_OVERHEAD_MAX) /* rdkafka.message.max.bytes */
 
 struct kafka {
 	rd_kafka_t *producer;
@@ -270,6 +276,14 @@ int kafka_check_settings(const settings *s, diag *d)
 			         "[kafka] rdkafka.security.protocol = %s: brokers = embedded speaks "
 			         "plain text only (PLAINTEXT)",
 			         s->rdkafka_values[i]);
+		/* Below this an event's headers could leave no room for its data,
+		 * and kafka_max_event_bytes no bound to check events against. */
+		else if (!strcmp(s->rdkafka_keys[i], "message.max.bytes") &&
+		         strtol(s->rdkafka_values[i], NULL, 10) < MESSAGE_MAX_BYTES_MIN)
+			diag_add(d, file, line,
+			         "[kafka] rdkafka.message.max.bytes = %s: at least %d (an event's "
+			         "headers alone may take %d bytes)",
+			         s->rdkafka_values[i], MESSAGE_MAX_BYTES_MIN, EVENT_OVERHEAD_MAX);
 	}
 	rd_kafka_conf_destroy(conf);
 	return d->n == before ? 0 : -1;
@@ -890,11 +904,6 @@ static int produce_row(kafka *k, const outbox_row *row, const char *source,
 	return rc;
 }
 
-/* What an event's message holds besides its key and data, at most: the
- * headers produce_row adds (values from a ce_meta, whose id is the host's
- * 36-character UUID, the seq's 20 digits, the names) with two length
- * varints each, and the record's own overhead. */
-#define EVENT_OVERHEAD_MAX 1024
 #define CE_FIELD(f) sizeof(((ce_meta *)NULL)->f)
 _Static_assert(37 + CE_FIELD(type) + CE_FIELD(source) + CE_FIELD(specversion) + CE_FIELD(time) +
                        CE_FIELD(content_type) + CE_FIELD(traceparent) + 8 * (16 + 10) + 20 +

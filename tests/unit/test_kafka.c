@@ -601,16 +601,24 @@ static void checked_init(struct checked *c, size_t n, const char *const *kv)
 
 static void test_check_settings_names_the_key_and_line(void **state)
 {
-	static const char *const kv[] = {"linger.ms", "5", "no.such.property", "1",
-	                                  "security.protocol", "TLS"};
+	static const char *const kv[] = {"linger.ms",         "5",   "no.such.property",  "1",
+	                                  "security.protocol", "TLS", "message.max.bytes", "2047"};
+	static const char *const least[] = {"message.max.bytes", "2048"};
 	struct checked c;
 	(void)state;
-	checked_init(&c, 3, kv);
+	checked_init(&c, 4, kv);
 	assert_int_equal(kafka_check_settings(&c.s, &c.d), -1);
-	assert_int_equal(c.d.n, 2);
+	assert_int_equal(c.d.n, 3);
 	assert_non_null(strstr(c.d.msgs[0], "conf:11: [kafka] rdkafka.no.such.property: No such "
 	                                    "configuration property"));
 	assert_non_null(strstr(c.d.msgs[1], "conf:12: [kafka] rdkafka.security.protocol: "));
+	/* librdkafka takes 1000 and up; an event's headers need more room */
+	assert_non_null(strstr(c.d.msgs[2], "conf:13: [kafka] rdkafka.message.max.bytes = 2047: "
+	                                    "at least 2048 (an event's headers alone may take "
+	                                    "1024 bytes)"));
+	diag_free(&c.d);
+	checked_init(&c, 1, least);
+	assert_int_equal(kafka_check_settings(&c.s, &c.d), 0);
 	diag_free(&c.d);
 }
 
