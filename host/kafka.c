@@ -351,10 +351,20 @@ static int no_such_topic(rd_kafka_resp_err_t e)
 	return e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC || e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
 }
 
-/* Why a message was not delivered, for the log. */
+/* Why a message was not delivered, for the log: what to do where the
+ * broker refuses it for good (it is sent again and again meanwhile). */
 static const char *delivery_error(rd_kafka_resp_err_t e)
 {
-	return no_such_topic(e) ? KAFKA_NO_TOPIC : rd_kafka_err2str(e);
+	switch (e) {
+	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+	case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART: return KAFKA_NO_TOPIC;
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		return "Broker: Message size too large: the topic's max.message.bytes is smaller "
+		       "than this message; raise it";
+	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+		return "Broker: Topic authorization failed: allow this client to write to the topic";
+	default: return rd_kafka_err2str(e);
+	}
 }
 
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)

@@ -53,6 +53,7 @@
 #define INFLIGHT_POLL_MS 10
 #define QUEUE_FULL_POLL_MS 100
 #define RESEND_DELAY_MS 1000
+#define FAILURE_WARN_EVERY_MS 60000 /* the same row's failed delivery, said again */
 #define REMOVE_DRAIN_MS 5000
 #define PRUNE_EVERY_MS 60000
 #define PRUNE_MIN_EVERY_MS 1000
@@ -81,6 +82,7 @@ struct relay {
 	int64_t sent_upto;
 	int64_t resend_at;
 	int64_t last_error_seq;
+	int64_t warned_seq, warned_ms; /* the last failed delivery said at warn level */
 	int64_t last_fetch_ms;
 	int need_fetch; /* rewound, or a batch was full */
 	int wave;       /* sending in waves (see "Waves") */
@@ -288,9 +290,17 @@ static int relay_handle_failure(struct relay *r)
 	if (rewind_to >= 0) {
 		if (relay_inflight(r) > 0)
 			return 1;
-		log_warn(OUTBOX_LOG, "%s: delivery of outbox row %" PRId64 " failed (%s); sending "
-		                     "again from there",
-		         r->p->name, rewind_to + 1, error);
+		/* A refusal for good comes back every resend: said once a minute. */
+		int64_t now = clock_mono_ms();
+		int again = r->warned_seq == rewind_to + 1 && now - r->warned_ms < FAILURE_WARN_EVERY_MS;
+		log_msg(again ? EVH_LOG_DEBUG : EVH_LOG_WARN, OUTBOX_LOG,
+		        "%s: delivery of outbox row %" PRId64 " failed (%s); sending again from "
+		        "there, the plugin's later events behind it",
+		        r->p->name, rewind_to + 1, error);
+		if (!again) {
+			r->warned_seq = rewind_to + 1;
+			r->warned_ms = now;
+		}
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
 		r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);

@@ -338,6 +338,45 @@ NO_TOPIC = "no such topic, and the cluster does not create topics on first use: 
 
 
 @pytest.mark.slow
+def test_a_topic_refusing_an_event_holds_back_its_outbox_until_fixed(evhostd, unique_name,
+                                                                     kafka_bootstrap):
+    """A topic whose max.message.bytes is below an event's size (the
+    producer's limit, checked when publishing, is above it) refuses it for
+    good: the event and its plugin's later ones wait in the outbox, in order;
+    the log says why and what to do once a minute, not at every resend; once
+    the topic takes it, all go out in order, each once."""
+    topic = unique_name("crud.notes")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1,
+                      configs={"max.message.bytes": "600"})
+    d = evhostd({"plugin.crud": {"collections": "notes", "collection.notes.topic": topic}},
+                brokers=kafka_bootstrap)
+    ids = []
+    for text in ("x" * 1000, "small"):
+        r = d.post("/crud/notes", json={"text": text})
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["id"])
+    lib.wait_until(lambda: "max.message.bytes is smaller than this message; raise it" in
+                   d.log_text(), timeout=30, message="the log to say why the topic refuses")
+    time.sleep(4)  # resent every second or so meanwhile
+    warned = d.log_text().count("WARN  [outbox] crud: delivery of outbox row 1 failed")
+    pending = outbox_pending(d, "crud")
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    a = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, api_version_auto_timeout_ms=10000)
+    try:
+        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                        configs={"max.message.bytes": "1048588"})])
+    finally:
+        a.close()
+    lib.wait_until(lambda: outbox_pending(d, "crud") == 0, timeout=30,
+                   message="the outbox to drain once the topic takes the event")
+    keys = [m["key"] for m in read_topic(topic, kafka_bootstrap)]
+    report("topic refusing an event", published=2, waited=pending, warnings=warned,
+           delivered=len(keys))
+    assert pending == 2 and warned == 1
+    assert keys == ids
+
+
+@pytest.mark.slow
 def test_cluster_creating_no_topics_holds_events_until_they_exist(evhostd, tmp_path,
                                                                   unique_name, own_broker,
                                                                   smtp_server):
