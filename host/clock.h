@@ -1,5 +1,6 @@
 /* Time for timeouts and durations: the monotonic clock in milliseconds,
- * and absolute deadlines for pthread_cond_timedwait. Header-only, so every
+ * and absolute deadlines for pthread_cond_timedwait; the wall clock for
+ * timestamps. Header-only, so every
  * program (evhostd, evhostctl, tests) shares one definition. */
 #ifndef EVHOST_CLOCK_H
 #define EVHOST_CLOCK_H
@@ -12,6 +13,15 @@ static inline int64_t clock_mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Milliseconds since the epoch (CLOCK_REALTIME): for times shown to
+ * people and monitoring, never for durations. */
+static inline int64_t clock_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 

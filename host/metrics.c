@@ -585,6 +585,15 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
+	put_head(o, "evhost_outbox_last_delivery_timestamp_seconds", "gauge",
+	         "When Kafka last acknowledged events of the plugin's outbox (the plugin's start "
+	         "until the first): with events pending, how long none has gone out.");
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		int64_t ms = store_outbox_delivered_ms(h->plugins[i]->store);
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, "evhost_outbox_last_delivery_timestamp_seconds", &one, NULL, NULL);
+		tb_printf(o, "%" PRId64 ".%03d\n", ms / 1000, (int)(ms % 1000));
+	}
 	put_head(o, "evhost_store_full", "gauge",
 	         "1 while the plugin's database cannot grow (its file system is full): writes "
 	         "answer 503 and its events wait.");

@@ -113,6 +113,7 @@ struct store {
 	/* Committed outbox rows; atomic so metrics/readiness never wait for a tx. */
 	_Atomic int64_t pending;
 	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
+	_Atomic int64_t delivered_ms; /* wall clock: rows last left the outbox, or the open */
 	int64_t outbox_limit; /* 0 = unbounded */
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
@@ -933,6 +934,7 @@ static int count_outbox(store *s, char *err, size_t errlen)
 	int status = count_rows(s, "evh_pending", &s->pending, err, errlen);
 	if (!status)
 		status = count_rows(s, "evh_delivery", &s->events, err, errlen);
+	atomic_store(&s->delivered_ms, clock_wall_ms());
 	return status;
 }
 
@@ -2357,7 +2359,9 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 	status = outbox_delivered_locked(s, sorted, n, &moved, &logged);
 	free(sorted);
 	if (moved) {
-		int64_t left = atomic_fetch_sub(&s->pending, moved) - moved;
+		int64_t left;
+		atomic_store(&s->delivered_ms, clock_wall_ms()); /* first: seen with the count */
+		left = atomic_fetch_sub(&s->pending, moved) - moved;
 		if (left < 0) /* only if someone deleted rows behind our back */
 			atomic_store(&s->pending, 0);
 	}
@@ -2367,6 +2371,8 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 }
 
 int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0; }
+
+int64_t store_outbox_delivered_ms(store *s) { return s ? atomic_load(&s->delivered_ms) : 0; }
 
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
 {

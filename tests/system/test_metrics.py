@@ -9,6 +9,7 @@ The embedded broker is enough: nothing here depends on durability."""
 import json
 import math
 import re
+import time
 import uuid
 
 import pytest
@@ -219,13 +220,17 @@ def test_metrics_move_with_requests_and_events(evhostd):
     for family in ("evhost_events_published_total", "evhost_events_handled_total",
                    "evhost_dlq_messages_total"):
         assert before.types[family] == "counter"
-    for family in ("evhost_outbox_pending", "evhost_consumer_lag", "evhost_plugin_up",
-                   "evhost_store_full", "process_resident_memory_bytes",
-                   "process_start_time_seconds"):
+    for family in ("evhost_outbox_pending", "evhost_outbox_last_delivery_timestamp_seconds",
+                   "evhost_consumer_lag", "evhost_plugin_up", "evhost_store_full",
+                   "process_resident_memory_bytes", "process_start_time_seconds"):
         assert before.types[family] == "gauge"
+    # Nothing delivered yet: the plugin's start.
+    started = before.get("evhost_outbox_last_delivery_timestamp_seconds", plugin="user")
+    assert before.get("process_start_time_seconds") - 1 <= started <= time.time()
     assert before.types["evhost_event_handler_duration_seconds"] == "histogram"
 
     addr = f"m.{uuid.uuid4().hex[:10]}@example.com"
+    posted = time.time()
     r = d.post("/users", json={"name": "Metric", "email": addr, "password": PASSWORD})
     assert r.status_code == 201, r.text
     uid = r.json()["id"]
@@ -282,6 +287,11 @@ def test_metrics_move_with_requests_and_events(evhostd):
     for plugin in ("user", "notifications"):
         pending = events.get("evhost_outbox_pending", plugin=plugin)
         assert pending is not None and pending >= 0
+    # USER_CREATED left user's outbox after the POST (its delivery recorded).
+    lib.wait_until(lambda: scrape_value(d, "evhost_outbox_pending", plugin="user") == 0,
+                   timeout=15, message="user's outbox to empty")
+    delivered = scrape_value(d, "evhost_outbox_last_delivery_timestamp_seconds", plugin="user")
+    assert posted <= delivered <= time.time()
 
     def lag():
         # Reported by the consumer once a second: wait for the partitions.
@@ -331,7 +341,8 @@ def check_alerts(types):
     doc = yaml.safe_load(ALERTS.read_text())
     rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {"EvhostPluginDown", "EvhostDeadLetters",
-                                           "EvhostOutboxBacklog", "EvhostConsumerLag"}
+                                           "EvhostOutboxBacklog", "EvhostOutboxStuck",
+                                           "EvhostConsumerLag"}
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
@@ -373,6 +384,7 @@ def check_dashboard(types):
     for family in ("evhost_http_requests_total", "evhost_http_request_duration_seconds",
                    "evhost_events_published_total", "evhost_events_handled_total",
                    "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
+                   "evhost_outbox_last_delivery_timestamp_seconds",
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
                    "evhost_store_group_commits_total", "evhost_store_group_members_total",
                    "evhost_store_full", "process_resident_memory_bytes",
