@@ -1817,10 +1817,10 @@ enum dl_step { DL_WRITTEN, DL_IN_FLIGHT, DL_FAILED };
  * DL_FAILED: refused or not sent; send again after d->wait_ms (said in the
  * log), which doubles from DLQ_RETRY_FIRST_MS up to the subscription's
  * retry.backoff_max_ms (at least DLQ_RETRY_MIN_MS): losing a dead letter
- * would lose the event. A
- * message too big for the dead-letter topic is sent again at once with only
- * its first DLQ_TRUNCATE_BYTES and an evhost_dlq_truncated header (its full
- * size): blocking the partition forever would be worse. */
+ * would lose the event. A message over DLQ_TRUNCATE_BYTES too big for the
+ * dead-letter topic is sent again at once with only its first
+ * DLQ_TRUNCATE_BYTES and an evhost_dlq_truncated header (its full size):
+ * blocking the partition forever would be worse. */
 static enum dl_step dead_letter_step(struct consumer *c, const rd_kafka_message_t *msg,
                                      int attempts, const char *error, size_t sub,
                                      struct dlq_send *d)
