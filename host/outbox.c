@@ -288,11 +288,12 @@ static int relay_handle_failure(struct relay *r)
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (rewind_to >= 0) {
+		int64_t now = clock_mono_ms();
+		int again;
 		if (relay_inflight(r) > 0)
 			return 1;
 		/* A refusal for good comes back every resend: said once a minute. */
-		int64_t now = clock_mono_ms();
-		int again = r->warned_seq == rewind_to + 1 && now - r->warned_ms < FAILURE_WARN_EVERY_MS;
+		again = r->warned_seq == rewind_to + 1 && now - r->warned_ms < FAILURE_WARN_EVERY_MS;
 		log_msg(again ? EVH_LOG_DEBUG : EVH_LOG_WARN, OUTBOX_LOG,
 		        "%s: delivery of outbox row %" PRId64 " failed (%s); sending again from "
 		        "there, the plugin's later events behind it",
