@@ -25,6 +25,7 @@
 #include "alloc_faults.h"
 #include "db_files.h"
 #include "clock.h"
+#include "dlq.h"
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
@@ -628,14 +629,23 @@ struct consume_fixture {
 	atomic_int acked;  /* their delivery reports */
 };
 
+static atomic_int starved; /* a "dl-" event left its thread without memory */
+
 /* Records each event; the second of each run's (ev-1, ev-21, ...) fails its
- * first attempt, so a retry is scheduled on the way too. */
+ * first attempt, so a retry is scheduled on the way too. An event "dl-..."
+ * is rejected, and every allocation of its thread fails from then on (until
+ * the test disarms): its dead letter cannot be sent, nor parked. */
 static evh_event_result sink(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	const char *id = kafka_ev_id(ev);
 	evh_value v = EVH_TEXT(id);
 	(void)p;
 	(void)ud;
+	if (!strncmp(id, "dl-", 3)) {
+		alloc_faults_arm_many(0, 1L << 40, ALLOC_THIS_THREAD);
+		atomic_store(&starved, 1);
+		return EVH_EVENT_REJECT;
+	}
 	if (kafka_ev_attempt(ev) == 1 && strtol(id + 3, NULL, 10) % CONSUME_EVENTS == 1)
 		return EVH_EVENT_RETRY;
 	return store_exec(tx, "INSERT INTO handled(id) VALUES(?)", &v, 1, NULL) == EVH_OK
@@ -726,42 +736,89 @@ static int consume_thread_scenario(void *arg)
 	return 0;
 }
 
-static void test_consumer(void **state)
+/* A consuming plugin "sink" on OOM_CONSUME, assigned, the topic there. */
+static void consume_start(struct consume_fixture *f)
 {
 	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
 	/* The embedded broker makes a fetch at the end of a partition wait this
 	 * long (500 ms by default) before it answers: each run would. */
 	static char *keys[] = {(char *)"fetch.wait.max.ms"}, *values[] = {(char *)"10"};
 	char err[256];
+	memset(f, 0, sizeof *f);
+	f->seen_ev = -1;
+	f->g.s.dlq_suffix = (char *)".dlq";
+	f->g.s.retry_max_attempts = 3;
+	f->g.s.retry_backoff_ms = 10;
+	f->g.s.retry_backoff_max_ms = 50;
+	f->g.s.rdkafka_keys = keys;
+	f->g.s.rdkafka_values = values;
+	f->g.s.nrdkafka = 1;
+	kafka_rig_start(&f->g, "consume.db");
+	f->pl.name = (char *)"sink";
+	f->pl.group = (char *)"evhost.oom";
+	assert_int_equal(store_open(&f->pl.store, f->g.path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_int_equal(store_migrate(f->pl.store, mig, 1, err, sizeof err), EVH_OK);
+	f->sub.topic = (char *)"OOM_CONSUME";
+	f->sub.handler = sink;
+	f->pl.subs = &f->sub;
+	f->pl.nsubs = 1;
+	assert_int_equal(consumer_start(f->g.k, &f->pl, &f->g.s, err, sizeof err), 0);
+	assert_true(consume_more(f, 1, 30000)); /* assigned, and the topic exists */
+}
+
+static void consume_stop(struct consume_fixture *f)
+{
+	consumer_stop(&f->pl);
+	store_close(f->pl.store);
+	kafka_rig_stop(&f->g);
+}
+
+static void test_consumer(void **state)
+{
 	struct consume_fixture f;
 	long runs;
 	(void)state;
-	memset(&f, 0, sizeof f);
-	f.seen_ev = -1;
-	f.g.s.dlq_suffix = (char *)".dlq";
-	f.g.s.retry_max_attempts = 3;
-	f.g.s.retry_backoff_ms = 10;
-	f.g.s.retry_backoff_max_ms = 50;
-	f.g.s.rdkafka_keys = keys;
-	f.g.s.rdkafka_values = values;
-	f.g.s.nrdkafka = 1;
-	kafka_rig_start(&f.g, "consume.db");
-	f.pl.name = (char *)"sink";
-	f.pl.group = (char *)"evhost.oom";
-	assert_int_equal(store_open(&f.pl.store, f.g.path, "NORMAL", err, sizeof err), EVH_OK);
-	assert_int_equal(store_migrate(f.pl.store, mig, 1, err, sizeof err), EVH_OK);
-	f.sub.topic = (char *)"OOM_CONSUME";
-	f.sub.handler = sink;
-	f.pl.subs = &f.sub;
-	f.pl.nsubs = 1;
-	assert_int_equal(consumer_start(f.g.k, &f.pl, &f.g.s, err, sizeof err), 0);
-	assert_true(consume_more(&f, 1, 30000)); /* assigned, and the topic exists */
+	consume_start(&f);
 	runs = sweep_threads(consume_thread_scenario, &f, ALLOC_OTHER_THREADS);
 	print_message("consumer: %ld runs\n", runs);
 	assert_true(runs > 5);
-	consumer_stop(&f.pl);
-	store_close(f.pl.store);
-	kafka_rig_stop(&f.g);
+	consume_stop(&f);
+}
+
+/* A dead letter that can be neither sent nor parked (no memory for its
+ * partition's slot) is waited for on the consumer's thread, as before
+ * parking: written once memory comes back, its offset stored, nothing
+ * lost, and the partition goes on. */
+static void test_dead_letter_parking_without_memory(void **state)
+{
+	static const char *const topics[] = {"OOM_CONSUME.sink.dlq"};
+	struct consume_fixture f;
+	outbox_row row;
+	dlq_list l;
+	char err[256];
+	int64_t end;
+	size_t found = 0;
+	(void)state;
+	consume_start(&f);
+	atomic_store(&starved, 0);
+	oom_row(&row, "OOM_CONSUME");
+	row.id = (char *)"dl-1";
+	assert_int_equal(kafka_produce_row(f.g.k, &row, "evhost://oom", acked, &f), EVH_OK);
+	end = clock_mono_ms() + 10000;
+	while (!atomic_load(&starved) && clock_mono_ms() < end)
+		usleep(2000);
+	assert_true(atomic_load(&starved));
+	usleep(1000 * 1000); /* a second of failed sends, every 100 ms */
+	assert_true(alloc_faults_disarm());
+	assert_true(consume_more(&f, 2, 10000)); /* the partition goes on, each once */
+	assert_int_equal(dlq_read(f.g.k, topics, 1, 100, 10000, &l, err, sizeof err), EVH_OK);
+	for (size_t i = 0; i < l.n; i++) {
+		const char *id = dlq_header(&l.v[i], "ce_id", NULL);
+		found += id && !strcmp(id, "dl-1");
+	}
+	dlq_list_free(&l);
+	assert_int_equal(found, 1);
+	consume_stop(&f);
 }
 
 int main(void)
@@ -774,6 +831,7 @@ int main(void)
 	    cmocka_unit_test(test_store_rollback_without_memory),
 	    cmocka_unit_test(test_store_group_member_rollback_without_memory),
 	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
+	    cmocka_unit_test(test_dead_letter_parking_without_memory),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
 	alloc_faults_cjson();
