@@ -572,6 +572,8 @@ void host_stop(host *h)
 	}
 	admin_stop(h);
 	for (size_t i = 0; i < h->nplugins; i++)
+		consumer_signal_stop(h->plugins[i]);
+	for (size_t i = 0; i < h->nplugins; i++)
 		if (h->plugins[i]->consumer)
 			consumer_stop(h->plugins[i]);
 	/* Events not sent by now stay in the outboxes on disk and go out at the

@@ -3112,6 +3112,12 @@ fail:
 	return -1;
 }
 
+void consumer_signal_stop(evh_plugin *p)
+{
+	if (p->consumer)
+		atomic_store(&p->consumer->stop, 1);
+}
+
 void consumer_stop(evh_plugin *p)
 {
 	struct consumer *c = p->consumer;

@@ -101,6 +101,11 @@ int kafka_outq_len(kafka *k);
  * finishes the message in hand, commits offsets and leaves the group. */
 int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t errlen);
 void consumer_stop(evh_plugin *p);
+/* Tell the consumer thread to stop without waiting for it: stopping several
+ * plugins, each winds down (the message in hand, a dead letter on its way,
+ * the commit, leaving the group) beside the others; consumer_stop then
+ * waits. */
+void consumer_signal_stop(evh_plugin *p);
 
 /* Replay: rewind a plugin's consumer so its handlers see events again (to
  * rebuild state). The consumer thread seeks every partition asked for that
