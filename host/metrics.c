@@ -556,7 +556,8 @@ static void render_group_commits(textbuf *o, host *h, metrics_series *one)
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
 static void render_plugins(textbuf *o, host *h)
 {
-	static const char *const up = "evhost_plugin_up", *const pending = "evhost_outbox_pending";
+	static const char *const up = "evhost_plugin_up", *const pending = "evhost_outbox_pending",
+	                         *const delivered = "evhost_outbox_last_delivery_timestamp_seconds";
 	metrics_series one = {0};
 	size_t n;
 	metrics_series **failed = collect(F_PLUGIN_FAILED, &n, o);
@@ -585,13 +586,13 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
-	put_head(o, "evhost_outbox_last_delivery_timestamp_seconds", "gauge",
+	put_head(o, delivered, "gauge",
 	         "When Kafka last acknowledged events of the plugin's outbox (the plugin's start "
 	         "until the first): with events pending, how long none has gone out.");
 	for (size_t i = 0; h && i < h->nplugins; i++) {
 		int64_t ms = store_outbox_delivered_ms(h->plugins[i]->store);
 		one.label[0] = h->plugins[i]->name;
-		put_name(o, "evhost_outbox_last_delivery_timestamp_seconds", &one, NULL, NULL);
+		put_name(o, delivered, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 ".%03d\n", ms / 1000, (int)(ms % 1000));
 	}
 	put_head(o, "evhost_store_full", "gauge",

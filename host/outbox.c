@@ -304,7 +304,7 @@ static int relay_handle_failure(struct relay *r)
 		}
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
-		r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
+		r->resend_at = now + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
 	}
 	return clock_mono_ms() < r->resend_at;

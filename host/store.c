@@ -721,8 +721,7 @@ static int host_simple(store *s, const char *sql, char *err, size_t errlen)
  * the store's open): first rolls back one a failed ROLLBACK left open. */
 static int begin_immediate(store *s, char *err, size_t errlen)
 {
-	if (!sqlite3_get_autocommit(s->db))
-		rollback_if_open(s->db);
+	rollback_if_open(s->db);
 	return host_simple(s, "BEGIN IMMEDIATE", err, errlen);
 }
 

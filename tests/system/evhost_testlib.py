@@ -294,14 +294,30 @@ def kafka_produce(topic, value, key=None, headers=None, brokers=None, timeout=30
         raise RuntimeError(f"kcat produce to {topic} failed ({r.returncode}): {r.stderr.strip()}")
 
 
+def _admin(brokers):
+    from kafka.admin import KafkaAdminClient
+    return KafkaAdminClient(bootstrap_servers=_brokers(brokers), api_version_auto_timeout_ms=10000)
+
+
 def create_topics(topics, brokers=None, partitions=3, configs=None):
     """Create `topics` (kafka-python's admin client), each with `partitions`
     and the topic configs `configs`."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    a = KafkaAdminClient(bootstrap_servers=_brokers(brokers), api_version_auto_timeout_ms=10000)
+    from kafka.admin import NewTopic
+    a = _admin(brokers)
     try:
         a.create_topics([NewTopic(t, partitions, 1, topic_configs=dict(configs or {}))
                          for t in topics])
+    finally:
+        a.close()
+
+
+def alter_topic(topic, configs, brokers=None):
+    """Set `topic`'s configs (all of them: those not given go back to the
+    broker's defaults)."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+    a = _admin(brokers)
+    try:
+        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
     finally:
         a.close()
 

@@ -360,13 +360,7 @@ def test_a_topic_refusing_an_event_holds_back_its_outbox_until_fixed(evhostd, un
     time.sleep(4)  # resent every second or so meanwhile
     warned = d.log_text().count("WARN  [outbox] crud: delivery of outbox row 1 failed")
     pending = outbox_pending(d, "crud")
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
-    a = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, api_version_auto_timeout_ms=10000)
-    try:
-        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
-                                        configs={"max.message.bytes": "1048588"})])
-    finally:
-        a.close()
+    lib.alter_topic(topic, {"max.message.bytes": "1048588"}, kafka_bootstrap)
     lib.wait_until(lambda: outbox_pending(d, "crud") == 0, timeout=30,
                    message="the outbox to drain once the topic takes the event")
     keys = [m["key"] for m in read_topic(topic, kafka_bootstrap)]
@@ -673,49 +667,43 @@ def test_dead_letter_topic_refusing_holds_only_its_partition(evhostd, build_dir,
     consumer keeps polling (no rebalance however long it lasts), and once the
     topic takes messages again the dead letter is written once and the
     partition goes on in order."""
-    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
     topic = unique_name("dlqwait")
     dlq = topic + ".probe.dlq"
     lib.create_topics([topic], kafka_bootstrap)
     lib.create_topics([dlq], kafka_bootstrap, partitions=1, configs={"max.message.bytes": "64"})
-    a = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, api_version_auto_timeout_ms=10000)
-    try:
-        d = evhostd({
-            "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
-                      "rdkafka.heartbeat.interval.ms": 500, "retry.backoff_max_ms": 1000},
-            "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
-                             "topic": topic, "group": unique_name("g")},
-        }, brokers=kafka_bootstrap)
-        post = lambda key, body: d.post(f"/probe/publish?key={key}", data=json.dumps(body),
-                                        headers={"Content-Type": "application/json"})
-        assert post("poison", {"fail": "reject"}).status_code == 200
-        lib.wait_until(lambda: f"dead letter to {dlq} failed" in d.log_text(), timeout=30,
-                       message="the dead-letter topic to refuse the dead letter")
-        refused_at = time.monotonic()
-        keys = [f"k{i}" for i in range(12)]
-        for i, k in enumerate(keys):
-            assert post(k, {"i": i}).status_code == 200
-        on_topic = lib.kafka_consume(topic, count=len(keys) + 1, timeout=30,
-                                     brokers=kafka_bootstrap)
-        part = {m["key"]: m["partition"] for m in on_topic}
-        behind = {k for k in keys if part[k] == part["poison"]}
-        others = set(keys) - behind
-        assert others, "every key went to the poison's partition"
+    d = evhostd({
+        "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
+                  "rdkafka.heartbeat.interval.ms": 500, "retry.backoff_max_ms": 1000},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": topic, "group": unique_name("g")},
+    }, brokers=kafka_bootstrap)
+    post = lambda key, body: d.post(f"/probe/publish?key={key}", data=json.dumps(body),
+                                    headers={"Content-Type": "application/json"})
+    assert post("poison", {"fail": "reject"}).status_code == 200
+    lib.wait_until(lambda: f"dead letter to {dlq} failed" in d.log_text(), timeout=30,
+                   message="the dead-letter topic to refuse the dead letter")
+    refused_at = time.monotonic()
+    keys = [f"k{i}" for i in range(12)]
+    for i, k in enumerate(keys):
+        assert post(k, {"i": i}).status_code == 200
+    on_topic = lib.kafka_consume(topic, count=len(keys) + 1, timeout=30,
+                                 brokers=kafka_bootstrap)
+    part = {m["key"]: m["partition"] for m in on_topic}
+    behind = {k for k in keys if part[k] == part["poison"]}
+    others = set(keys) - behind
+    assert others, "every key went to the poison's partition"
 
-        def seen_keys():
-            return {r["key"] for r in d.get("/probe/seen").json()}
-        # The other partitions go on while the dead letter waits...
-        lib.wait_until(lambda: others <= seen_keys(), timeout=20,
-                       message="the events of the other partitions to be handled")
-        # ... for more than twice max.poll.interval.ms, without a rebalance.
-        time.sleep(max(0.0, 8.0 - (time.monotonic() - refused_at)))
-        assert not (behind & seen_keys()), "an event overtook the one being dead-lettered"
-        a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, dlq,
-                                        configs={"max.message.bytes": "1048588"})])
-        lib.wait_until(lambda: set(keys) <= seen_keys(), timeout=30,
-                       message="the events behind the dead letter to be handled")
-    finally:
-        a.close()
+    def seen_keys():
+        return {r["key"] for r in d.get("/probe/seen").json()}
+    # The other partitions go on while the dead letter waits...
+    lib.wait_until(lambda: others <= seen_keys(), timeout=20,
+                   message="the events of the other partitions to be handled")
+    # ... for more than twice max.poll.interval.ms, without a rebalance.
+    time.sleep(max(0.0, 8.0 - (time.monotonic() - refused_at)))
+    assert not (behind & seen_keys()), "an event overtook the one being dead-lettered"
+    lib.alter_topic(dlq, {"max.message.bytes": "1048588"}, kafka_bootstrap)
+    lib.wait_until(lambda: set(keys) <= seen_keys(), timeout=30,
+                   message="the events behind the dead letter to be handled")
     time.sleep(2)  # a duplicate dead letter or a redelivery would show now
     letters = lib.kafka_consume(dlq, timeout=10, brokers=kafka_bootstrap)
     rows = d.get("/probe/seen").json()
