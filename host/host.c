@@ -437,10 +437,11 @@ int host_start(host *h)
  * then its routes go (404) once in-flight requests have finished. */
 static void host_retire_plugin(host *h, evh_plugin *p, const char *why)
 {
+	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	log_info("host", "plugin '%s': %s, draining", p->name, why);
 	p->status = PLUGIN_DRAINING;
-	if (p->consumer)
-		consumer_stop(p);
+	consumer_signal_stop(p, clock_mono_ms() + budget);
+	consumer_stop(p);
 	outbox_remove_plugin(h->outbox, p);
 	http_remove_plugin_routes(h, p);
 	p->status = PLUGIN_STOPPED;
@@ -572,10 +573,9 @@ void host_stop(host *h)
 	}
 	admin_stop(h);
 	for (size_t i = 0; i < h->nplugins; i++)
-		consumer_signal_stop(h->plugins[i]);
+		consumer_signal_stop(h->plugins[i], t0 + budget);
 	for (size_t i = 0; i < h->nplugins; i++)
-		if (h->plugins[i]->consumer)
-			consumer_stop(h->plugins[i]);
+		consumer_stop(h->plugins[i]);
 	/* Events not sent by now stay in the outboxes on disk and go out at the
 	 * next start, so the flush is bounded by [host] stop_timeout. */
 	if (h->outbox) {

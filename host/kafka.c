@@ -56,7 +56,7 @@
 #define COMMIT_EVERY_MSGS 100
 #define SEEK_TIMEOUT_MS 5000
 #define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
-#define DLQ_WAIT_STOPPING_MS 30000
+#define DLQ_WAIT_STOPPING_MS 30000 /* a stop's wait for dead letters, unless told a deadline */
 #define DLQ_RETRY_FIRST_MS 1000 /* after a failed dead letter; doubled up to retry.backoff_max_ms */
 #define DLQ_RETRY_MIN_MS 100    /* ...but never less than this */
 #define DLQ_INLINE_MS 500       /* a dead letter's wait before its partition is parked */
@@ -1215,6 +1215,7 @@ struct consumer {
 	rd_kafka_t *rk;
 	pthread_t thread;
 	atomic_int stop;
+	_Atomic int64_t stop_by_ms; /* set before stop: dead letters are waited for until then */
 	char *dlq_suffix;
 	struct retry_policy *policy; /* one per p->subs */
 	struct retry_slot *slots;
@@ -2049,12 +2050,14 @@ static void dead_letter_resume(struct consumer *c, struct retry_slot *s)
 	slot_resume(c, s);
 }
 
-/* Stopping: the parked dead letters in flight get a while to be written,
- * so that those written have their offsets stored rather than being
- * written again after a restart. */
+/* Stopping: the parked dead letters in flight get until the stop's
+ * deadline to be written, so that those written have their offsets stored
+ * rather than being written again after a restart. One not acknowledged
+ * by then is dropped with its slot: its message is handled again at the
+ * next start (a second dead letter if the broker wrote this one late). */
 static void finish_dead_letters(struct consumer *c)
 {
-	int64_t until = clock_mono_ms() + DLQ_WAIT_STOPPING_MS;
+	int64_t until = atomic_load(&c->stop_by_ms);
 	char why[256];
 	for (size_t i = 0; i < c->nslots;) {
 		struct retry_slot *s = &c->slots[i];
@@ -2067,6 +2070,10 @@ static void finish_dead_letters(struct consumer *c)
 		       clock_mono_ms() < until)
 			rd_kafka_poll(c->k->producer, 10);
 		if (!ok) {
+			log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32 "] @%" PRId64
+			                    " is not acknowledged within the stop's time ([host] "
+			                    "stop_timeout); the message is handled again at the next start",
+			         plugin_label(c), s->topic, s->partition, s->msg->offset);
 			i++;
 			continue;
 		}
@@ -3112,10 +3119,13 @@ fail:
 	return -1;
 }
 
-void consumer_signal_stop(evh_plugin *p)
+void consumer_signal_stop(evh_plugin *p, int64_t by_ms)
 {
-	if (p->consumer)
-		atomic_store(&p->consumer->stop, 1);
+	struct consumer *c = p->consumer;
+	if (!c || atomic_load(&c->stop))
+		return;
+	atomic_store(&c->stop_by_ms, by_ms);
+	atomic_store(&c->stop, 1);
 }
 
 void consumer_stop(evh_plugin *p)
@@ -3123,7 +3133,7 @@ void consumer_stop(evh_plugin *p)
 	struct consumer *c = p->consumer;
 	if (!c)
 		return;
-	atomic_store(&c->stop, 1);
+	consumer_signal_stop(p, clock_mono_ms() + DLQ_WAIT_STOPPING_MS);
 	pthread_join(c->thread, NULL);
 	p->consumer = NULL;
 	consumer_free(c);

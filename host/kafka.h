@@ -104,8 +104,9 @@ void consumer_stop(evh_plugin *p);
 /* Tell the consumer thread to stop without waiting for it: stopping several
  * plugins, each winds down (the message in hand, a dead letter on its way,
  * the commit, leaving the group) beside the others; consumer_stop then
- * waits. */
-void consumer_signal_stop(evh_plugin *p);
+ * waits. Dead letters on their way are waited for until `by_ms`
+ * (clock_mono_ms); consumer_stop alone gives them 30 s. */
+void consumer_signal_stop(evh_plugin *p, int64_t by_ms);
 
 /* Replay: rewind a plugin's consumer so its handlers see events again (to
  * rebuild state). The consumer thread seeks every partition asked for that

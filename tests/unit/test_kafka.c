@@ -1479,19 +1479,20 @@ static void test_dead_letter_too_big_is_truncated(void **state)
 	dlq_list_free(&l);
 }
 
-/* The rig's cluster, for park_handler to slow down. */
+/* The rig's cluster, for park_handler to slow down, and by how much. */
 static rd_kafka_mock_cluster_t *park_mc;
+static int park_rtt_ms = 1500;
 
-/* Records the event; REJECT_SLOWLY also makes the broker answer 1.5 s late
- * from then on (so its dead letter is still on its way past DLQ_INLINE_MS,
- * and parked) and rejects it. */
+/* Records the event; REJECT_SLOWLY also makes the broker answer park_rtt_ms
+ * late from then on (so its dead letter is still on its way past
+ * DLQ_INLINE_MS, and parked) and rejects it. */
 static evh_event_result park_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	(void)p, (void)tx, (void)ud;
 	record(ev, 0);
 	if (strcmp(kafka_ev_type(ev), "REJECT_SLOWLY"))
 		return EVH_EVENT_OK;
-	rd_kafka_mock_broker_set_rtt(park_mc, 1, 1500);
+	rd_kafka_mock_broker_set_rtt(park_mc, 1, park_rtt_ms);
 	kafka_ev_set_error(ev, "bad data");
 	return EVH_EVENT_REJECT;
 }
@@ -1542,6 +1543,36 @@ static void test_parked_dead_letter_is_finished_at_stop(void **state)
 	                 rec.calls[i].offset + 1);
 	assert_int_equal(find_dlq_on(g.k, &l, TOPIC ".parker.dlq", "ce_id", bad, 1), 1);
 	dlq_list_free(&l);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+	rig_stop(&g);
+}
+
+/* ...but only until the stop's deadline ([host] stop_timeout): one not
+ * acknowledged by then is left and its message's offset is not committed,
+ * so the message is handled again at the next start. */
+static void test_parked_dead_letter_waits_only_until_the_stop_deadline(void **state)
+{
+	char bad[37];
+	struct relay_rig g;
+	struct extra x;
+	int i;
+	(void)state;
+	rig_start(&g, "30000");
+	park_mc = g.mc;
+	park_rtt_ms = 1200;
+	extra_start_on(&x, g.k, &g.s, "parker2", TOPIC, NULL, park_handler);
+	events_uuid(bad);
+	publish_to(g.pl.store, bad, "p", "REJECT_SLOWLY", "{}");
+	assert_int_equal(wait_calls(bad, 1), 1);
+	usleep(700 * 1000); /* past DLQ_INLINE_MS: parked, on its way */
+	consumer_signal_stop(&x.p, now_ms() + 300); /* before its answer */
+	consumer_stop(&x.p);
+	park_rtt_ms = 1500;
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	i = call_index(bad, 0);
+	assert_true(committed_offset(g.s.brokers, x.group, TOPIC, rec.calls[i].partition) <=
+	            rec.calls[i].offset);
 	store_close(x.p.store);
 	remove_db(x.p.name);
 	rig_stop(&g);
@@ -2185,6 +2216,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
     {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 1},
+    {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 1},
     {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
     {cmocka_unit_test(test_keep_and_dead_letter), 2},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 3},
