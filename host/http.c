@@ -88,6 +88,7 @@ struct evh_request {
 	char *body;
 	size_t body_len;
 	int body_read;
+	int expect_continue; /* Expect: 100-continue, and the 100 not sent yet */
 	int query_parsed;
 	int query_bad; /* a pair's percent-encoding is broken (read as absent) */
 	size_t nquery;
@@ -141,6 +142,7 @@ static const char *reason_phrase(int status)
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 415: return "Unsupported Media Type";
+	case 417: return "Expectation Failed";
 	case 422: return "Unprocessable Content";
 	case 428: return "Precondition Required";
 	case 429: return "Too Many Requests";
@@ -164,6 +166,7 @@ static const char *status_slug(int status)
 	case 411: return "length-required";
 	case 413: return "payload-too-large";
 	case 414: return "uri-too-long";
+	case 417: return "expectation-failed";
 	case 431: return "headers-too-large";
 	case 503: return "unavailable";
 	default: return status >= 500 ? "internal" : "bad-request";
@@ -1057,8 +1060,18 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 		        (long long)limit);
 		return -1;
 	}
-	if (cl < 0 && !is_chunked(req->conn))
+	if (cl == 0 || (cl < 0 && !is_chunked(req->conn)))
 		return 0;
+	/* The client waits for this before it sends the body. */
+	if (req->expect_continue) {
+		static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
+		req->expect_continue = 0;
+		if (mg_write(req->conn, go_on, sizeof go_on - 1) != (int)(sizeof go_on - 1)) {
+			resp->close = 1;
+			problem(resp, 400, "bad-request", "the connection failed before the body");
+			return -1;
+		}
+	}
 	cap = cl >= 0 ? (size_t)cl : HTTP_CHUNK;
 	want = cl >= 0 ? (size_t)cl : (size_t)limit + 1;
 	req->body = malloc(cap + 1);
@@ -1481,6 +1494,31 @@ static void request_span_end(evh_request *req, const evh_response *resp)
 	trace_current_clear();
 }
 
+/* Expect (RFC 9110, 10.1.1). 100-continue is answered when the body is
+ * read, after the checks that could refuse the request (404, 401, 415,
+ * 413...), so a refused client need not send its body at all; any other
+ * expectation is refused with 417. An HTTP/1.0 request's is ignored.
+ * 0, or -1 with the 417 set. */
+static int check_expect(evh_request *req, evh_response *resp)
+{
+	const char *v = mg_get_header(req->conn, "Expect");
+	size_t n;
+	if (!v || (req->ri->http_version && !strcmp(req->ri->http_version, "1.0")))
+		return 0;
+	v += strspn(v, " \t");
+	n = strlen(v);
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n == 12 && !strncasecmp(v, "100-continue", 12)) {
+		req->expect_continue = 1;
+		return 0;
+	}
+	resp->close = 1;
+	problem(resp, 417, "expectation-failed",
+	        "Expect: %.*s is not supported (only 100-continue is)", n > 64 ? 64 : (int)n, v);
+	return -1;
+}
+
 static int handle_request(struct mg_connection *conn, void *cbdata)
 {
 	http_server *srv = cbdata;
@@ -1512,10 +1550,14 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	req.span = &span;
 	trace_current_set(&span);
 	log_set_context(req.id, span.trace_id);
-	dispatch(srv, &req, &resp);
+	if (check_expect(&req, &resp) == 0)
+		dispatch(srv, &req, &resp);
 	/* civetweb would read and drop an unread body to keep the connection;
-	 * not worth it for a big or open-ended one. */
-	if (!req.body_read && (req.ri->content_length > HTTP_CHUNK || is_chunked(conn)))
+	 * not worth it for a big or open-ended one, nor possible for one the
+	 * client holds back until it is told to go on (a refused Expect:
+	 * 100-continue). */
+	if (!req.body_read && (req.ri->content_length > HTTP_CHUNK || is_chunked(conn) ||
+	                       (req.expect_continue && req.ri->content_length > 0)))
 		resp.close = 1;
 	if (resp.stream) {
 		sent = stream_serve(&req, &resp);

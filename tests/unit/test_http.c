@@ -400,6 +400,85 @@ static void test_body_limits(void **state)
 	free(r);
 }
 
+/* Read from `fd` until `end` has come (or 5 s pass, or the peer closes);
+ * malloc'd. */
+static char *read_until(int fd, const char *end)
+{
+	size_t n = 0;
+	char *out = malloc(8192);
+	assert_non_null(out);
+	out[0] = '\0';
+	while (n < 8191 && !strstr(out, end)) {
+		ssize_t r = recv(fd, out + n, 8191 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		out[n] = '\0';
+	}
+	return out;
+}
+
+static void test_expect_continue(void **state)
+{
+	fixture *f = *state;
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)f->port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {5, 0};
+	const char *head = "POST /t/raw HTTP/1.1\r\nHost: t\r\nExpect: 100-Continue\r\n"
+	                   "Content-Length: 5\r\n\r\n",
+	           *next = "GET /t/echo/again HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	const char *raw;
+	char *r;
+	/* The client holds its body back until told to go on; then the
+	 * connection carries on. */
+	assert_true(fd >= 0);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+	r = read_until(fd, "\r\n\r\n");
+	assert_string_equal(r, "HTTP/1.1 100 Continue\r\n\r\n");
+	free(r);
+	assert_int_equal(send(fd, "hello", 5, MSG_NOSIGNAL), 5);
+	r = read_until(fd, "{\"len\":5,\"nul\":1}");
+	assert_int_equal(status_of(r), 201);
+	assert_string_equal(header_of(r, "Connection"), "keep-alive");
+	assert_string_equal(body_of(r), "{\"len\":5,\"nul\":1}");
+	free(r);
+	assert_int_equal(send(fd, next, strlen(next), MSG_NOSIGNAL), (ssize_t)strlen(next));
+	r = read_until(fd, "\r\n\r\n");
+	assert_int_equal(status_of(r), 200);
+	free(r);
+	close(fd);
+
+	/* Refused before its body is read: no 100, and the connection closes
+	 * rather than waiting for a body that is not coming. */
+	raw = "POST /t/json HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+	      "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+	r = exchange(f->port, raw, strlen(raw));
+	expect_problem(r, 415, "unsupported-media-type");
+	assert_string_equal(header_of(r, "Connection"), "close");
+	free(r);
+	raw = "POST /t/raw HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+	      "Content-Length: 1000\r\n\r\n";
+	r = exchange(f->port, raw, strlen(raw));
+	expect_problem(r, 413, "payload-too-large");
+	assert_string_equal(header_of(r, "Connection"), "close");
+	free(r);
+
+	/* Any other expectation is refused (HTTP/1.1), or ignored (HTTP/1.0). */
+	r = request(f, "POST", "/t/raw", "Expect: 200-ok\r\n", "hello");
+	expect_problem(r, 417, "expectation-failed");
+	assert_non_null(strstr(body_of(r), "Expect: 200-ok is not supported"));
+	assert_string_equal(header_of(r, "Connection"), "close");
+	free(r);
+	raw = "POST /t/raw HTTP/1.0\r\nHost: t\r\nExpect: 200-ok\r\n"
+	      "Content-Length: 5\r\n\r\nhello";
+	r = exchange(f->port, raw, strlen(raw));
+	assert_int_equal(strncmp(r, "HTTP/1.0 201 ", 13), 0);
+	free(r);
+}
+
 static char *bearer_request(fixture *f, const char *path, const char *const *roles, size_t n,
                             const char *secret, int ttl)
 {
@@ -894,6 +973,7 @@ int main(void)
 	    cmocka_unit_test(test_head_has_no_body),
 	    cmocka_unit_test(test_json_checks),
 	    cmocka_unit_test(test_body_limits),
+	    cmocka_unit_test(test_expect_continue),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_out_of_memory), /* before routes are removed */
 	    cmocka_unit_test(test_admin_out_of_memory),
