@@ -423,6 +423,11 @@ static int header_has_token(const char *v, const char *token)
 	return 0;
 }
 
+static int is_http10(const evh_request *req)
+{
+	return req->ri->http_version && !strcmp(req->ri->http_version, "1.0");
+}
+
 /* Will civetweb keep the connection after this response? Its own rule
  * (should_keep_alive in civetweb 1.15), so the Connection header we send
  * says what it will do: not after a 401, a Connection header without
@@ -575,9 +580,7 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 	b->len = 0;
 	b->cap = sizeof b->local;
 	b->failed = 0;
-	snprintf(line, sizeof line, "HTTP/%s %d ",
-	         req->ri && req->ri->http_version && !strcmp(req->ri->http_version, "1.0") ? "1.0"
-	                                                                                 : "1.1",
+	snprintf(line, sizeof line, "HTTP/%s %d ", req->ri && is_http10(req) ? "1.0" : "1.1",
 	         resp->status);
 	hb_str(b, line);
 	hb_str(b, mg_get_response_code_text(c, resp->status));
@@ -1088,7 +1091,15 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 			cap = ncap;
 		}
 		n = mg_read(req->conn, req->body + req->body_len, cap - req->body_len);
-		if (n <= 0)
+		if (n < 0) {
+			resp->close = 1;
+			problem(resp, 400, "bad-request",
+			        "the body could not be read after %zu bytes (%s)", req->body_len,
+			        cl < 0 ? "malformed chunked encoding, or the connection failed"
+			               : "the connection failed");
+			return -1;
+		}
+		if (n == 0)
 			break;
 		req->body_len += (size_t)n;
 	}
@@ -1494,16 +1505,62 @@ static void request_span_end(evh_request *req, const evh_response *resp)
 	trace_current_clear();
 }
 
-/* Expect (RFC 9110, 10.1.1). 100-continue is answered when the body is
- * read, after the checks that could refuse the request (404, 401, 415,
- * 413...), so a refused client need not send its body at all; any other
- * expectation is refused with 417. An HTTP/1.0 request's is ignored.
- * 0, or -1 with the 417 set. */
-static int check_expect(evh_request *req, evh_response *resp)
+/* A Content-Length value: digits only, and not past int64. */
+static int content_length_ok(const char *v)
 {
-	const char *v = mg_get_header(req->conn, "Expect");
+	size_t n = strspn(v, "0123456789");
+	return n > 0 && n <= 18 && v[n + strspn(v + n, " \t")] == '\0';
+}
+
+/* The request's framing and head, as RFC 9112 asks of a server, before
+ * anything else (civetweb 1.15 takes the first of two Content-Lengths,
+ * reads "12x" as 12, lets Transfer-Encoding override a Content-Length
+ * without a word, and serves HTTP/1.1 without Host). A message whose
+ * length is in doubt is refused and its connection closed: a proxy in
+ * front may have framed it otherwise (request smuggling). Then Expect
+ * (RFC 9110, 10.1.1): 100-continue is answered when the body is read,
+ * after the checks that could refuse the request (404, 401, 415, 413...),
+ * so a refused client need not send its body at all; any other
+ * expectation is refused with 417, an HTTP/1.0 request's is ignored.
+ * 0, or -1 with the problem set. */
+static int check_head(evh_request *req, evh_response *resp)
+{
+	const char *v;
+	int ncl = 0, nhost = 0;
 	size_t n;
-	if (!v || (req->ri->http_version && !strcmp(req->ri->http_version, "1.0")))
+	for (int i = 0; i < req->ri->num_headers; i++) {
+		const struct mg_header *hd = &req->ri->http_headers[i];
+		if (!hd->name || !hd->value)
+			continue;
+		if (!strcasecmp(hd->name, "Host"))
+			nhost++;
+		if (strcasecmp(hd->name, "Content-Length"))
+			continue;
+		if (!content_length_ok(hd->value)) {
+			resp->close = 1;
+			problem(resp, 400, "bad-request", "Content-Length: %.32s is not a length",
+			        hd->value);
+			return -1;
+		}
+		if (ncl++ && strtoll(hd->value, NULL, 10) != req->ri->content_length) {
+			resp->close = 1;
+			problem(resp, 400, "bad-request", "two different Content-Length headers");
+			return -1;
+		}
+	}
+	if (ncl && mg_get_header(req->conn, "Transfer-Encoding")) {
+		resp->close = 1;
+		problem(resp, 400, "bad-request", "both Content-Length and Transfer-Encoding");
+		return -1;
+	}
+	if (!is_http10(req) && nhost != 1) {
+		resp->close = 1;
+		problem(resp, 400, "bad-request", nhost ? "more than one Host header"
+		                                        : "an HTTP/1.1 request needs a Host header");
+		return -1;
+	}
+	v = mg_get_header(req->conn, "Expect");
+	if (!v || is_http10(req))
 		return 0;
 	v += strspn(v, " \t");
 	n = strlen(v);
@@ -1550,7 +1607,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	req.span = &span;
 	trace_current_set(&span);
 	log_set_context(req.id, span.trace_id);
-	if (check_expect(&req, &resp) == 0)
+	if (check_head(&req, &resp) == 0)
 		dispatch(srv, &req, &resp);
 	/* civetweb would read and drop an unread body to keep the connection;
 	 * not worth it for a big or open-ended one, nor possible for one the

@@ -418,6 +418,57 @@ static char *read_until(int fd, const char *end)
 	return out;
 }
 
+/* `raw` on a connection of its own: a 400 bad-request saying `detail`,
+ * and the connection closed. */
+static void expect_refused(fixture *f, const char *raw, const char *detail)
+{
+	char *r = exchange(f->port, raw, strlen(raw));
+	expect_problem(r, 400, "bad-request");
+	if (!strstr(body_of(r), detail))
+		fail_msg("expected \"%s\" in %s", detail, body_of(r));
+	assert_string_equal(header_of(r, "Connection"), "close");
+	if (strstr(body_of(r), "\r\n\r\n")) /* nothing read as a second request */
+		fail_msg("a second reply after the refusal: %s", r);
+	free(r);
+}
+
+/* A message whose length is in doubt is refused, not guessed at: a proxy
+ * in front may have framed it otherwise. */
+static void test_framing(void **state)
+{
+	fixture *f = *state;
+	const char *raw;
+	char *r;
+	expect_refused(f,
+	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+	               "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	               "both Content-Length and Transfer-Encoding");
+	expect_refused(f,
+	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+	               "Content-Length: 2\r\n\r\nhello",
+	               "two different Content-Length headers");
+	expect_refused(f,
+	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nContent-Length: 2x\r\n\r\n"
+	               "hiGET /t/echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+	               "Content-Length: 2x is not a length");
+	expect_refused(f, "GET /t/echo/x HTTP/1.1\r\n\r\n", "needs a Host header");
+	expect_refused(f, "GET /t/echo/x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	               "more than one Host header");
+	expect_refused(f,
+	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	               "zz\r\nhello\r\n0\r\n\r\n",
+	               "malformed chunked encoding");
+	/* the same length twice is one length; HTTP/1.0 needs no Host */
+	r = request(f, "POST", "/t/raw", "Content-Length: 5\r\n", "hello");
+	assert_int_equal(status_of(r), 201);
+	assert_string_equal(body_of(r), "{\"len\":5,\"nul\":1}");
+	free(r);
+	raw = "GET /t/echo/x HTTP/1.0\r\n\r\n";
+	r = exchange(f->port, raw, strlen(raw));
+	assert_int_equal(strncmp(r, "HTTP/1.0 200 ", 13), 0);
+	free(r);
+}
+
 static void test_expect_continue(void **state)
 {
 	fixture *f = *state;
@@ -974,6 +1025,7 @@ int main(void)
 	    cmocka_unit_test(test_json_checks),
 	    cmocka_unit_test(test_body_limits),
 	    cmocka_unit_test(test_expect_continue),
+	    cmocka_unit_test(test_framing),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_out_of_memory), /* before routes are removed */
 	    cmocka_unit_test(test_admin_out_of_memory),
