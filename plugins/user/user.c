@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static const evh_config_key user_config[] = {
     {"topic.created", EVH_CFG_STRING, "USER_CREATED", 0, "topic of user.created events"},
@@ -18,6 +19,10 @@ static const evh_config_key user_config[] = {
      "Argon2id time cost: min, interactive, moderate, sensitive or a number"},
     {"argon2_memlimit", EVH_CFG_STRING, "interactive", 0,
      "Argon2id memory cost: min, interactive, moderate, sensitive or bytes (k/M/G)"},
+    {"hash_concurrency", EVH_CFG_INT, NULL, 0,
+     "password hashes computed at once (each takes argon2_memlimit); default: the cores"},
+    {"hash_wait_ms", EVH_CFG_INT, "5000", 0,
+     "how long a request waits for a hashing turn before 503"},
     {"read_role", EVH_CFG_STRING, NULL, 0,
      "role a bearer token needs for GET /users and GET /users/{id} (unset: public)"},
     {"admin_email", EVH_CFG_STRING, NULL, 0,
@@ -28,6 +33,8 @@ static const evh_config_key user_config[] = {
 };
 
 #define USER_TOKEN_TTL_MAX (30 * 24 * 3600)
+#define USER_HASH_CONCURRENCY_MAX 256
+#define USER_HASH_WAIT_MAX_MS 60000
 #define USER_ADMIN_NAME "Administrator"
 
 static int config_error(user_state *st, const char *msg)
@@ -64,6 +71,18 @@ static int read_config(user_state *st)
 	    user_argon2_memlimit(evh_config_str(st->p, "argon2_memlimit"), &st->memlimit, &why) !=
 	        0)
 		return config_error(st, why);
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	n = evh_config_int(st->p, "hash_concurrency", n > 0 ? n : 1);
+	if (n < 1 || n > USER_HASH_CONCURRENCY_MAX)
+		return config_error(st, "hash_concurrency must be between 1 and 256");
+	st->hash_concurrency = (long)n;
+	n = evh_config_int(st->p, "hash_wait_ms", 5000);
+	if (n < 0 || n > USER_HASH_WAIT_MAX_MS)
+		return config_error(st, "hash_wait_ms must be between 0 and 60000");
+	st->hash_wait_ms = (int)n;
+	if (sem_init(&st->hash_slots, 0, (unsigned)st->hash_concurrency) != 0)
+		return config_error(st, "cannot create the hashing semaphore");
+	st->hash_slots_ready = 1;
 	return EVH_OK;
 }
 
@@ -189,6 +208,8 @@ static void user_fini(evh_plugin *p, void *state)
 
 	if (!st)
 		return;
+	if (st->hash_slots_ready)
+		sem_destroy(&st->hash_slots);
 	sodium_memzero(st, sizeof *st);
 	free(st);
 }

@@ -4,6 +4,7 @@
  * user_auth.c: password hashing, POST /auth/login, who may change whom. */
 #ifndef EVH_USER_H
 #define EVH_USER_H
+#include <semaphore.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
@@ -26,6 +27,12 @@ typedef struct user_state {
 	int token_ttl;
 	unsigned long long opslimit;
 	size_t memlimit;
+	/* Argon2id computations running at once: at most hash_concurrency, each
+	 * holding memlimit bytes; a request waits up to hash_wait_ms for one. */
+	sem_t hash_slots;
+	int hash_slots_ready;
+	long hash_concurrency;
+	int hash_wait_ms;
 	/* Hash of a random password: verified against when a login names an
 	 * unknown email, so that answer takes as long as a wrong password. */
 	char dummy_hash[crypto_pwhash_STRBYTES];
@@ -68,9 +75,12 @@ int user_create_tx(user_state *st, const user_rec *u);
 
 /* ---- user_auth.c */
 /* Argon2id-hash `password` with the configured cost. Slow by design: call
- * outside any transaction. */
-int user_password_hash(const user_state *st, const char *password,
-                       char out[crypto_pwhash_STRBYTES]);
+ * outside any transaction. EVH_EBUSY when no hashing slot came free within
+ * hash_wait_ms, EVH_ENOMEM when libsodium could not get memlimit bytes. */
+int user_password_hash(user_state *st, const char *password, char out[crypto_pwhash_STRBYTES]);
+/* After user_password_hash failed with `rc` in a handler: 503 with
+ * Retry-After for a busy or memory-starved hasher; else `rc`. */
+int user_hash_failure(evh_plugin *p, evh_response *resp, int rc);
 int user_login(evh_request *req, evh_response *resp, void *ud);
 /* May the caller of an EVH_ROUTE_AUTH request act on user `id`? Yes for the
  * user themself and for role admin. */

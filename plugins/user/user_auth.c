@@ -1,16 +1,81 @@
 /* Passwords and tokens: Argon2id hashing, POST /auth/login, and the rule
  * for who may change a user. */
+#define _GNU_SOURCE /* sem_clockwait */
 #include "user.h"
+
+#include <errno.h>
+#include <time.h>
 
 #include "../common/reply.h"
 
-int user_password_hash(const user_state *st, const char *password,
-                       char out[crypto_pwhash_STRBYTES])
+/* A turn at hashing, waiting up to hash_wait_ms for one: at most
+ * hash_concurrency Argon2id computations run at once, so the memory they
+ * take (memlimit each, 64 MiB at `interactive`) stays bounded however many
+ * logins and registrations arrive together. */
+static int hash_begin(user_state *st)
 {
+	struct timespec until;
+	if (sem_trywait(&st->hash_slots) == 0)
+		return EVH_OK;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += st->hash_wait_ms / 1000;
+	until.tv_nsec += (long)(st->hash_wait_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (sem_clockwait(&st->hash_slots, CLOCK_MONOTONIC, &until) != 0)
+		if (errno != EINTR)
+			return EVH_EBUSY;
+	return EVH_OK;
+}
+
+int user_password_hash(user_state *st, const char *password, char out[crypto_pwhash_STRBYTES])
+{
+	int rc = hash_begin(st);
+	if (rc != EVH_OK)
+		return rc;
+	/* libsodium's only failure here: it could not get memlimit bytes */
 	if (crypto_pwhash_str_alg(out, password, strlen(password), st->opslimit, st->memlimit,
 	                          crypto_pwhash_ALG_ARGON2ID13) != 0)
-		return EVH_ENOMEM; /* libsodium's only failure here: it could not get memlimit */
-	return EVH_OK;
+		rc = EVH_ENOMEM;
+	sem_post(&st->hash_slots);
+	return rc;
+}
+
+/* Does `password` match `hash`? *ok says; EVH_EBUSY or EVH_ENOMEM when it
+ * could not be checked (libsodium sets errno to EINVAL for a mismatch
+ * only). */
+static int password_verify(user_state *st, const char *hash, const char *password, int *ok)
+{
+	int rc = hash_begin(st);
+	*ok = 0;
+	if (rc != EVH_OK)
+		return rc;
+	errno = 0;
+	if (crypto_pwhash_str_verify(hash, password, strlen(password)) == 0)
+		*ok = 1;
+	else if (errno != EINVAL)
+		rc = EVH_ENOMEM;
+	sem_post(&st->hash_slots);
+	return rc;
+}
+
+int user_hash_failure(evh_plugin *p, evh_response *resp, int rc)
+{
+	if (rc != EVH_EBUSY && rc != EVH_ENOMEM)
+		return rc;
+	if (rc == EVH_ENOMEM)
+		evh_log(p, EVH_LOG_WARN, "a password could not be hashed or checked: out of memory "
+		                         "for argon2_memlimit (hash_concurrency of them may run at "
+		                         "once)");
+	evh_resp_header(resp, "Retry-After", "1");
+	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	                        rc == EVH_EBUSY ? "too many passwords are being checked at once; "
+	                                          "try again"
+	                                        : "not enough memory to check a password now; "
+	                                          "try again",
+	                        NULL);
 }
 
 int user_may_modify(evh_request *req, const char *id)
@@ -100,9 +165,11 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 		rc = reply_failure(resp, rc);
 		goto out;
 	}
-	ok = crypto_pwhash_str_verify(found ? u.password_hash : st->dummy_hash,
-	                              jpw->valuestring, strlen(jpw->valuestring)) == 0;
-	if (found && ok)
+	rc = password_verify(st, found ? u.password_hash : st->dummy_hash, jpw->valuestring,
+	                     &ok);
+	if (rc != EVH_OK)
+		rc = user_hash_failure(st->p, resp, rc);
+	else if (found && ok)
 		rc = reply_token(st, resp, &u);
 	else
 		rc = reply_bad_credentials(resp);

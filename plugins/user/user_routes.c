@@ -180,8 +180,10 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 	rc = read_profile(st, body, 1, &u, &password, resp, &answered);
 	if (answered)
 		goto out;
-	if ((rc = user_password_hash(st, password, u.password_hash)) != EVH_OK)
+	if ((rc = user_password_hash(st, password, u.password_hash)) != EVH_OK) {
+		rc = user_hash_failure(st->p, resp, rc);
 		goto out;
+	}
 	ids_uuid_v4(u.id);
 	ids_now_rfc3339(u.created_at);
 	memcpy(u.updated_at, u.created_at, sizeof u.updated_at);
@@ -365,8 +367,10 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 	rc = read_profile(st, body, 0, &in, &password, resp, &answered);
 	if (answered)
 		goto out;
-	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK)
+	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK) {
+		rc = user_hash_failure(st->p, resp, rc);
 		goto out;
+	}
 	rc = update_tx(st, resp, id, &in, password != NULL, &u);
 out:
 	sodium_memzero(in.password_hash, sizeof in.password_hash);

@@ -327,6 +327,62 @@ def test_login_without_a_jwt_secret_is_unavailable(evhostd):
             503, "unavailable")
 
 
+def peak_rss_kb(d):
+    for line in open(f"/proc/{d.proc.pid}/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def at_once(n, fn):
+    """fn() on n threads started together; their results."""
+    go, out = threading.Barrier(n), [None] * n
+
+    def run(i):
+        go.wait()
+        out[i] = fn()
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+def test_password_hashes_run_at_most_hash_concurrency_at_once(evhostd, tmp_path):
+    # Each Argon2id hash takes argon2_memlimit (32 MiB here) while it runs:
+    # eight registrations at once would take 256 MiB more (measured: 226 MiB
+    # with hash_concurrency = 8); one at a time, no more than the start's own
+    # hash did.
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
+                            argon2_memlimit="32M", hash_concurrency=1))
+    before = peak_rss_kb(d)
+    codes = at_once(8, lambda: d.post("/users", json={
+        "name": "Ada", "email": email(), "password": PASSWORD}).status_code)
+    assert codes == [201] * 8
+    assert peak_rss_kb(d) - before < 16 * 1024
+
+
+def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
+    # One hash at a time, about a second each, and no waiting for a turn.
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="150",
+                            argon2_memlimit="32M", hash_concurrency=1, hash_wait_ms=0))
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=d.post("/users", json={
+        "name": "Ada", "email": email(), "password": PASSWORD})))
+    t.start()
+    time.sleep(0.4)  # the registration is hashing
+    r = d.post("/auth/login", json={"email": email(), "password": PASSWORD})
+    body = problem(r, 503, "unavailable")
+    assert "too many passwords are being checked at once" in body["detail"]
+    assert r.headers["Retry-After"] == "1"
+    t.join(60)
+    assert first["r"].status_code == 201, first["r"].text
+    # the turn was given back
+    problem(d.post("/auth/login", json={"email": email(), "password": PASSWORD}),
+            401, "unauthorized")
+
+
 # ---------------------------------------------------------- change, delete
 
 
@@ -472,6 +528,8 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     ({"admin_email": "admin@example.com", "admin_password_file": None},
      "admin_password_file"),
     ({"admin_email": "not an email"}, "admin_email"),
+    ({"hash_concurrency": 0}, "hash_concurrency"),
+    ({"hash_wait_ms": -1}, "hash_wait_ms"),
     ({"admin_password_file": "/nonexistent/admin.password"}, "/nonexistent/admin.password"),
 ])
 def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):
