@@ -8,7 +8,9 @@
  * (reading Kafka). A replay holds the lock while the consumer works on it
  * (bounded by REPLAY_TIMEOUT_MS for it to be picked up), so the consumer
  * cannot be stopped under it. Redrives run one at a time (redrive_mu), so
- * the "already redriven" check and its record cannot interleave.
+ * the "already redriven" check and its record cannot interleave. Backups
+ * run one at a time too (backup_mu), and copy the databases by their paths,
+ * taken under the lock, on connections of their own outside it.
  *
  * POST /admin/reload runs the reload SIGHUP runs, on the main thread: the
  * worker raises SIGHUP for the process (every thread blocks it and main.c
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +66,7 @@ struct admin {
 	atomic_int https; /* [admin] https: served over [http] tls_listen too */
 	unsigned char token_hash[crypto_generichash_BYTES];
 	pthread_mutex_t redrive_mu;
+	pthread_mutex_t backup_mu; /* backups run one at a time */
 	/* Reloads: requests are numbered; a reload covers every request made
 	 * before it began (it reads the configuration after that). */
 	pthread_mutex_t reload_mu;
@@ -93,6 +97,7 @@ int admin_start(host *h)
 	}
 	pthread_mutex_init(&a->token_mu, NULL);
 	pthread_mutex_init(&a->redrive_mu, NULL);
+	pthread_mutex_init(&a->backup_mu, NULL);
 	pthread_mutex_init(&a->reload_mu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -166,6 +171,7 @@ void admin_stop(host *h)
 	sodium_memzero(a->token_hash, sizeof a->token_hash);
 	pthread_mutex_destroy(&a->token_mu);
 	pthread_mutex_destroy(&a->redrive_mu);
+	pthread_mutex_destroy(&a->backup_mu);
 	pthread_mutex_destroy(&a->reload_mu);
 	pthread_cond_destroy(&a->reload_cv);
 	free(a);
@@ -1070,6 +1076,142 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	return reply_json(resp, 200, root, ok);
 }
 
+/* ----------------------------------------------------------------- backup */
+
+struct backup_src {
+	char *plugin, *path, *dest;
+	int64_t bytes;
+};
+
+static void backup_srcs_free(struct backup_src *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].plugin);
+		free(v[i].path);
+		free(v[i].dest);
+	}
+	free(v);
+}
+
+/* The plugins' names and database files, now. 0, or -1 out of memory. */
+static int backup_sources(host *h, struct backup_src **out, size_t *n)
+{
+	int rc = 0;
+	pthread_mutex_lock(&h->plugins_lock);
+	*n = 0;
+	*out = calloc(h->nplugins ? h->nplugins : 1, sizeof **out);
+	for (size_t i = 0; *out && i < h->nplugins; i++) {
+		struct backup_src *b = &(*out)[*n];
+		if (!h->plugins[i]->store)
+			continue;
+		b->plugin = strdup(h->plugins[i]->name);
+		b->path = strdup(store_path(h->plugins[i]->store));
+		(*n)++;
+		if (!b->plugin || !b->path)
+			rc = -1;
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	return *out ? rc : -1;
+}
+
+/* Undo a backup that failed part way: its files and its directory. */
+static void backup_discard(struct backup_src *v, size_t n, const char *dir)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i].dest)
+			unlink(v[i].dest);
+	rmdir(dir);
+}
+
+static int backup_answer(evh_response *resp, const char *dir, const char *when,
+                         const struct backup_src *v, size_t n)
+{
+	int ok = 1;
+	cJSON *root = cJSON_CreateObject(), *list;
+	jsonb_put_str(root, "dir", dir, &ok);
+	jsonb_put_str(root, "time", when, &ok);
+	list = jsonb_put_array(root, "plugins", &ok);
+	for (size_t i = 0; list && i < n; i++) {
+		cJSON *o = jsonb_put_object(list, NULL, &ok);
+		jsonb_put_str(o, "plugin", v[i].plugin, &ok);
+		jsonb_put_str(o, "file", v[i].dest, &ok);
+		jsonb_put_num(o, "bytes", (double)v[i].bytes, &ok);
+	}
+	return reply_json_done(resp, 200, root, ok, "the backup was written");
+}
+
+/* POST /admin/backup: a copy of every plugin's database, taken while the
+ * daemon runs, in <state_dir>/backups/<time>/<plugin>.db (see
+ * store_backup). Each copy is one database at one moment, the moments of
+ * the plugins a few milliseconds apart; a restore then replays from `time`
+ * (docs/operations.md, "Backup and restore"). One backup at a time. */
+static int post_backup(host *h, evh_response *resp)
+{
+	struct backup_src *v = NULL;
+	size_t n = 0, i;
+	char root[4096], dir[4200], err[8400] = "", stamp[32], when[40];
+	struct timespec now;
+	struct tm tm;
+	int64_t total = 0;
+	int rc;
+
+	if (backup_sources(h, &v, &n) != 0) {
+		backup_srcs_free(v, n);
+		return oom(resp);
+	}
+	if (!n) {
+		backup_srcs_free(v, n);
+		return problem(resp, 409, "conflict", NULL, "no plugin with a database is running");
+	}
+	pthread_mutex_lock(&h->admin->backup_mu);
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ",
+	         now.tv_nsec / 1000000L);
+	if (snprintf(root, sizeof root, "%s/backups", h->set.state_dir) >= (int)sizeof root ||
+	    snprintf(dir, sizeof dir, "%s/%s.%03ldZ", root, stamp, now.tv_nsec / 1000000L) >=
+	        (int)sizeof dir) {
+		snprintf(err, sizeof err, "[host] state_dir is too long a path");
+		dir[0] = '\0';
+		goto failed;
+	}
+	if ((mkdir(root, 0750) != 0 && errno != EEXIST) || mkdir(dir, 0750) != 0) {
+		snprintf(err, sizeof err, "cannot create %s: %s", errno == EEXIST ? dir : root,
+		         strerror(errno));
+		dir[0] = '\0'; /* not ours to remove */
+		goto failed;
+	}
+	for (i = 0; i < n; i++) {
+		char e[768];
+		if (!(v[i].dest = malloc(strlen(dir) + strlen(v[i].plugin) + 5))) {
+			snprintf(err, sizeof err, "out of memory");
+			goto failed;
+		}
+		sprintf(v[i].dest, "%s/%s.db", dir, v[i].plugin);
+		if ((rc = store_backup(v[i].path, v[i].dest, &v[i].bytes, e, sizeof e)) != EVH_OK) {
+			snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
+			goto failed;
+		}
+		total += v[i].bytes;
+	}
+	pthread_mutex_unlock(&h->admin->backup_mu);
+	log_info(ADMIN_LOG, "backup of %zu plugin database(s), %" PRId64 " bytes, in %s", n, total,
+	         dir);
+	rc = backup_answer(resp, dir, when, v, n);
+	backup_srcs_free(v, n);
+	return rc;
+failed:
+	if (dir[0])
+		backup_discard(v, n, dir);
+	pthread_mutex_unlock(&h->admin->backup_mu);
+	backup_srcs_free(v, n);
+	log_error(ADMIN_LOG, "backup failed, nothing kept: %s", err);
+	return problem(resp, 500, "backup-failed", NULL, "the backup failed and nothing was kept: %s",
+	               err);
+}
+
 /* ----------------------------------------------------------------- reload */
 
 void admin_reload_begin(host *h)
@@ -1190,6 +1332,8 @@ static int route(host *h, evh_request *req, evh_response *resp)
 		               "followed by two hex digits, and %%00 is not allowed)");
 	if (n == 1 && !strcmp(seg[0], "reload"))
 		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
+	if (n == 1 && !strcmp(seg[0], "backup"))
+		return post ? post_backup(h, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))
 		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
 	if (n >= 1 && !strcmp(seg[0], "plugins")) {

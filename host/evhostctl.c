@@ -41,6 +41,7 @@ enum {
 #define CONNECT_TIMEOUT_S 5L
 /* Dead-letter reads take up to 15 s, redrives 30 s, a reload 60 s. */
 #define REQUEST_TIMEOUT_S 90L
+#define BACKUP_TIMEOUT_S 3600L /* a backup copies every plugin's database */
 #define RELOAD_TIMEOUT_S 60L
 #define POLL_MS 200
 #define NAME_MAX_LEN 64
@@ -66,6 +67,7 @@ typedef struct ctl {
 	char *url;   /* without a trailing slash */
 	char *token; /* NULL: the admin API is not configured */
 	CURL *curl;
+	long request_timeout_s; /* 0: REQUEST_TIMEOUT_S */
 } ctl;
 
 typedef struct reply {
@@ -124,6 +126,8 @@ static void usage(FILE *out)
 	        "                                rewind the plugin's consumer (TIME: RFC 3339)\n"
 	        "  events [--plugin NAME] [--aggregate KEY] [--limit N]\n"
 	        "                                the event log\n"
+	        "  backup                        copy every plugin's database, consistently, into\n"
+	        "                                STATE_DIR/backups/TIME/ (restore: operations.md)\n"
 	        "  check                         evhostd --check-config on the configuration\n"
 	        "\n"
 	        "Options:\n"
@@ -295,7 +299,8 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 	curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c->curl, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c->curl, CURLOPT_CONNECTTIMEOUT, CONNECT_TIMEOUT_S);
-	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
+	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT,
+	                 c->request_timeout_s ? c->request_timeout_s : REQUEST_TIMEOUT_S);
 	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, r);
@@ -1228,6 +1233,31 @@ static int cmd_events(ctl *c)
 	return EXIT_OK;
 }
 
+/* --------------------------------------------------------------- backup */
+
+static int cmd_backup(ctl *c)
+{
+	const cJSON *p;
+	reply r;
+	int rc;
+
+	c->request_timeout_s = BACKUP_TIMEOUT_S;
+	rc = call(c, "POST", "/admin/backup", NULL, &r);
+	if (rc || c->o.json) {
+		if (!rc)
+			reply_free(&r);
+		return rc;
+	}
+	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "plugins")) {
+		char *bytes = num(json_num(p, "bytes"));
+		printf("%s: %s (%s bytes)\n", json_str(p, "plugin"), json_str(p, "file"), bytes);
+		free(bytes);
+	}
+	printf("backup in %s, taken at %s\n", json_str(r.json, "dir"), json_str(r.json, "time"));
+	reply_free(&r);
+	return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- check */
 
 /* evhostd next to this program (the build tree), in ../sbin (an install:
@@ -1424,7 +1454,8 @@ static int run(ctl *c, const char *cmd, char **args, int n)
 	int rc;
 	if (!strcmp(cmd, "check"))
 		return need_args(cmd, n, 0, 0) ? EXIT_USAGE : cmd_check(c);
-	if (!strcmp(cmd, "status") || !strcmp(cmd, "plugins") || !strcmp(cmd, "events")) {
+	if (!strcmp(cmd, "status") || !strcmp(cmd, "plugins") || !strcmp(cmd, "events") ||
+	    !strcmp(cmd, "backup")) {
 		if ((rc = need_args(cmd, n, 0, 0)))
 			return rc;
 	} else if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable") || !strcmp(cmd, "replay") ||
@@ -1448,6 +1479,8 @@ static int run(ctl *c, const char *cmd, char **args, int n)
 		return cmd_plugins(c);
 	if (!strcmp(cmd, "events"))
 		return cmd_events(c);
+	if (!strcmp(cmd, "backup"))
+		return cmd_backup(c);
 	if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable"))
 		return cmd_toggle(c, args[0], !strcmp(cmd, "enable"));
 	if (!strcmp(cmd, "replay"))

@@ -47,6 +47,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sched.h>
@@ -56,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -1041,6 +1043,70 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 	}
 	s->ckpt_running = 1;
 	sqlite3_wal_hook(s->db, wal_hook, s); /* replaces SQLite's autocheckpoint */
+	return EVH_OK;
+}
+
+const char *store_path(store *s)
+{
+	return sqlite3_db_filename(s->db, "main");
+}
+
+/* fsync `path` (a file, or with O_DIRECTORY a directory). */
+static int sync_path(const char *path, int flags)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | flags), rc;
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+int store_backup(const char *src, const char *dest, int64_t *bytes, char *err, size_t errlen)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char dir[4096], *slash;
+	struct stat sb;
+	int rc, fd;
+	*bytes = 0;
+	/* Ours alone, and not readable by others (it holds what the plugin
+	 * stores, password hashes included); VACUUM INTO fills an empty file. */
+	fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd < 0) {
+		set_err(err, errlen, "cannot create %s: %s", dest, strerror(errno));
+		return EVH_ESTORE;
+	}
+	close(fd);
+	rc = sqlite3_open_v2(src, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+		rc = sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 1, dest, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
+		rc = SQLITE_OK;
+	if (rc != SQLITE_OK)
+		set_err(err, errlen, "copying %s: %s", src,
+		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	if (rc != SQLITE_OK) {
+		unlink(dest);
+		return status_of(rc);
+	}
+	snprintf(dir, sizeof dir, "%s", dest);
+	slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = '\0';
+	if (sync_path(dest, 0) != 0 || sync_path(slash ? dir : ".", O_DIRECTORY) != 0 ||
+	    stat(dest, &sb) != 0) {
+		set_err(err, errlen, "syncing %s: %s", dest, strerror(errno));
+		unlink(dest);
+		return EVH_ESTORE;
+	}
+	*bytes = (int64_t)sb.st_size;
 	return EVH_OK;
 }
 

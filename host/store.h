@@ -27,6 +27,15 @@ int store_full(store *s);
  * say full). */
 int store_full_recheck(store *s);
 void store_close(store *s);
+/* The database's file (for the life of `s`). */
+const char *store_path(store *s);
+/* Write a consistent copy of the database file `src` (a store's, open or
+ * not) to `dest`, a file it creates (mode 0640; one that exists is an
+ * error): VACUUM INTO on a read-only connection of its own, so the plugin's
+ * transactions go on meanwhile (the copy is the state committed at its
+ * start, compacted); then the copy and its directory are synced. Its size
+ * in *bytes. A failure says why in `err` and leaves no file it made. */
+int store_backup(const char *src, const char *dest, int64_t *bytes, char *err, size_t errlen);
 /* Called after every commit that added outbox rows (wakes the relay). */
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
 /* Bound on outbox rows; store_outbox_add fails with EVH_EFULL beyond it (0 = none). */

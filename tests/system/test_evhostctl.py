@@ -6,9 +6,13 @@ letter and replay commands against real Kafka."""
 
 import json
 import os
+import re
+import shutil
+import sqlite3
 import stat
 import subprocess
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 
@@ -222,6 +226,68 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("usage: evhostctl")
     r = ctl(build_dir, d, "--version")
     assert r.returncode == 0 and r.stdout.startswith("evhostctl 0.")
+
+
+def crud_daemon(evhostd, tmp_path, **kw):
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    return evhostd({"admin": {"token_file": str(token)},
+                    "plugin.crud": {"collections": "products"},
+                    "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"}}, **kw)
+
+
+def test_backup_and_restore(evhostd, build_dir, tmp_path):
+    d = crud_daemon(evhostd, tmp_path)
+    kept = d.post("/crud/products", json={"name": "kept"}).json()
+    r = ctl(build_dir, d, "backup")
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(r"backup in (\S+), taken at (\S+)", r.stdout.strip().splitlines()[-1])
+    assert m, r.stdout
+    where = Path(m.group(1))
+    assert where.parent == d.state_dir / "backups"
+    taken = datetime.fromisoformat(m.group(2).replace("Z", "+00:00"))
+    assert abs((datetime.now(timezone.utc) - taken).total_seconds()) < 60
+    copy = where / "crud.db"
+    assert f"crud: {copy} (" in r.stdout and f"user: {where / 'user.db'} (" in r.stdout
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o640
+    db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT COUNT(*) FROM documents WHERE id = ?",
+                          (kept["id"],)).fetchone()[0] == 1
+    finally:
+        db.close()
+    later = d.post("/crud/products", json={"name": "after the backup"}).json()
+    r = ctl(build_dir, d, "--json", "backup")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p["plugin"] for p in json.loads(r.stdout)["plugins"]) == ["crud", "user"]
+    assert len(list((d.state_dir / "backups").iterdir())) == 2
+
+    # Restore as operations.md says: stop, put the copy in place of the
+    # database and its WAL, start.
+    assert d.stop() == 0
+    for suffix in ("", "-wal", "-shm"):
+        (d.state_dir / f"crud.db{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(copy, d.state_dir / "crud.db")
+    d2 = crud_daemon(evhostd, tmp_path, state_dir=d.state_dir)
+    assert d2.get(f"/crud/products/{kept['id']}").status_code == 200
+    assert d2.get(f"/crud/products/{later['id']}").status_code == 404
+
+
+def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
+    d = crud_daemon(evhostd, tmp_path)
+    backups = d.state_dir / "backups"
+    # user.db cannot be read (it is copied after crud.db): crud's copy goes too
+    (d.state_dir / "user.db").rename(d.state_dir / "user.db.away")
+    try:
+        assert_one_error(ctl(build_dir, d, "backup"), 1, "plugin 'user': copying")
+    finally:
+        (d.state_dir / "user.db.away").rename(d.state_dir / "user.db")
+    assert list(backups.iterdir()) == []
+    backups.rmdir()
+    backups.write_text("in the way")
+    assert_one_error(ctl(build_dir, d, "backup"), 1, f"cannot create {backups}")
+    assert "backup failed, nothing kept" in d.log_text()
 
 
 def test_without_admin_api(evhostd, build_dir, tmp_path):

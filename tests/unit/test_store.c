@@ -1730,6 +1730,67 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 
 /* Crossing the WAL threshold wakes the checkpoint thread; the writer
  * itself does not checkpoint (that is what the thread is for). */
+/* A single integer from `sql` on the database file `path`. */
+static int64_t file_int(const char *path, const char *sql)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t v;
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+	v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void test_backup(void **state)
+{
+	fixture *f = *state;
+	char copy[160], err[512] = "";
+	int64_t bytes = 0;
+	struct stat sb;
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)");
+	exec1(f->s, "INSERT INTO t(name) VALUES ('committed')");
+	/* a transaction in progress is not in the copy, and does not wait for it */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t(name) VALUES ('open')", NULL, 0, NULL),
+	                 EVH_OK);
+	snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
+	if (store_backup(store_path(f->s), copy, &bytes, err, sizeof err) != EVH_OK)
+		fail_msg("store_backup: %s", err);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(stat(copy, &sb), 0);
+	assert_int_equal(bytes, sb.st_size);
+	assert_int_equal(sb.st_mode & 0777, 0640);
+	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t WHERE name = 'committed'"), 1);
+	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t"), 1);
+	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM pragma_integrity_check "
+	                                "WHERE integrity_check = 'ok'"),
+	                 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
+
+	/* an existing file is not written over, nor removed */
+	assert_int_not_equal(store_backup(store_path(f->s), copy, &bytes, err, sizeof err), EVH_OK);
+	assert_non_null(strstr(err, "cannot create"));
+	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t"), 1);
+	unlink(copy);
+	/* a source that cannot be read leaves nothing behind */
+	snprintf(err, sizeof err, "%s", "");
+	assert_int_not_equal(store_backup("/nonexistent/plugin.db", copy, &bytes, err, sizeof err),
+	                     EVH_OK);
+	assert_non_null(strstr(err, "copying /nonexistent/plugin.db"));
+	assert_int_equal(access(copy, F_OK), -1);
+	/* nor does a destination in no directory */
+	assert_int_not_equal(store_backup(store_path(f->s), "/nonexistent/copy.db", &bytes, err,
+	                                  sizeof err),
+	                     EVH_OK);
+	assert_non_null(strstr(err, "/nonexistent/copy.db"));
+}
+
 static void test_checkpoint_thread(void **state)
 {
 	fixture *f = *state;
@@ -1848,6 +1909,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_views_follow_the_current_definition, setup,
 	                                    teardown),
