@@ -1063,10 +1063,10 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 		        (long long)limit);
 		return -1;
 	}
-	if (cl == 0 || (cl < 0 && !is_chunked(req->conn)))
+	if (cl < 0 && !is_chunked(req->conn))
 		return 0;
 	/* The client waits for this before it sends the body. */
-	if (req->expect_continue) {
+	if (req->expect_continue && cl != 0) {
 		static const char go_on[] = "HTTP/1.1 100 Continue\r\n\r\n";
 		req->expect_continue = 0;
 		if (mg_write(req->conn, go_on, sizeof go_on - 1) != (int)(sizeof go_on - 1)) {
