@@ -4,6 +4,7 @@
 #include "user.h"
 
 #include <errno.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "../common/reply.h"
@@ -43,19 +44,33 @@ int user_password_hash(user_state *st, const char *password, char out[crypto_pwh
 	return rc;
 }
 
+/* Could memlimit bytes be had now? A mapping of that size, not touched,
+ * taken and given back: what fails when the address space (LimitAS=) or
+ * the commit charge (vm.overcommit_memory = 2) has no room for a hash. */
+static int hash_memory_available(const user_state *st)
+{
+	void *m = mmap(NULL, st->memlimit, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+	               -1, 0);
+	if (m == MAP_FAILED)
+		return 0;
+	munmap(m, st->memlimit);
+	return 1;
+}
+
 /* Does `password` match `hash`? *ok says; EVH_EBUSY or EVH_ENOMEM when it
- * could not be checked (libsodium sets errno to EINVAL for a mismatch
- * only). */
+ * could not be checked. libsodium answers -1 both for a mismatch and when
+ * it could not get the hash's memory, with errno EINVAL either way; when
+ * that memory cannot be had now either, it was the memory, and the client
+ * is told to try again rather than that its password is wrong. */
 static int password_verify(user_state *st, const char *hash, const char *password, int *ok)
 {
 	int rc = hash_begin(st);
 	*ok = 0;
 	if (rc != EVH_OK)
 		return rc;
-	errno = 0;
 	if (crypto_pwhash_str_verify(hash, password, strlen(password)) == 0)
 		*ok = 1;
-	else if (errno != EINVAL)
+	else if (!hash_memory_available(st))
 		rc = EVH_ENOMEM;
 	sem_post(&st->hash_slots);
 	return rc;

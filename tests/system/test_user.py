@@ -6,6 +6,7 @@ USER_CREATED / USER_UPDATED / USER_DELETED events as a plain Kafka client
 
 import base64
 import json
+import resource
 import secrets
 import sqlite3
 import threading
@@ -381,6 +382,28 @@ def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
     # the turn was given back
     problem(d.post("/auth/login", json={"email": email(), "password": PASSWORD}),
             401, "unauthorized")
+
+
+def test_a_login_whose_hash_gets_no_memory_is_503_not_401(evhostd, tmp_path, build_dir):
+    # Address space for the daemon's allocations now, not for a 32 MiB hash:
+    # the right password must not be told it is wrong.
+    if "EVHOST_SANITIZE:BOOL=ON" in (build_dir / "CMakeCache.txt").read_text():
+        pytest.skip("a sanitizer's allocator cannot run under an address-space limit; "
+                    "the plain pass runs this")
+    d = evhostd(user_config(tmp_path, argon2_opslimit="1", argon2_memlimit="32M"))
+    vm = next(int(line.split()[1]) for line in open(f"/proc/{d.proc.pid}/status")
+              if line.startswith("VmSize:"))
+    soft, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_AS)
+    resource.prlimit(d.proc.pid, resource.RLIMIT_AS, ((vm + 8 * 1024) * 1024, hard))
+    try:
+        r = d.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    finally:
+        resource.prlimit(d.proc.pid, resource.RLIMIT_AS, (soft, hard))
+    body = problem(r, 503, "unavailable")
+    assert "not enough memory to check a password" in body["detail"]
+    assert r.headers["Retry-After"] == "1"
+    assert "out of memory for argon2_memlimit" in d.log_text()
+    login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
 # ---------------------------------------------------------- change, delete
