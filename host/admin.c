@@ -23,6 +23,8 @@
 #define _GNU_SOURCE
 #include "admin.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -56,6 +58,7 @@
 #define LIST_MAX 1000
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
+#define BACKUP_KEEP_MAX 10000
 #define RELOAD_WAIT_MS 60000 /* then 202: still running, poll /admin/plugins */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
@@ -1123,10 +1126,95 @@ static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 	rmdir(dir);
 }
 
-static int backup_answer(evh_response *resp, const char *dir, const char *when,
-                         const struct backup_src *v, size_t n)
+/* Is `name` one of the directories post_backup makes (20261201T205218.831Z)? */
+static int backup_dir_name(const char *name)
 {
-	int ok = 1;
+	static const char shape[] = "dddddddd" "Tdddddd" ".dddZ";
+	size_t i;
+	for (i = 0; shape[i]; i++)
+		if (shape[i] == 'd' ? !isdigit((unsigned char)name[i]) : name[i] != shape[i])
+			return 0;
+	return name[i] == '\0';
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Remove backup directory `dir`: its files, then itself. 0, or -1 with
+ * errno (and what is left, left). */
+static int backup_remove(const char *dir)
+{
+	char path[4400];
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	int rc = 0;
+	if (!d)
+		return -1;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
+		    (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path ||
+		     unlink(path) != 0))
+			rc = -1;
+	closedir(d);
+	return rc || rmdir(dir) != 0 ? -1 : 0;
+}
+
+/* Keep the newest `keep` backups under `root` (ours by their names, which
+ * sort by time), remove the others; their paths go to `removed`. Nothing
+ * is removed unless the whole directory could be listed. */
+static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
+{
+	char **names = NULL, path[4400];
+	size_t n = 0, cap = 0;
+	int listed = 1;
+	struct dirent *e;
+	DIR *d = opendir(root);
+	if (!d) {
+		log_warn(ADMIN_LOG, "backup: cannot list %s to remove old backups: %s", root,
+		         strerror(errno));
+		return;
+	}
+	while (listed && (e = readdir(d))) {
+		if (!backup_dir_name(e->d_name))
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **grown = realloc(names, ncap * sizeof *names);
+			if (!grown) {
+				listed = 0;
+				break;
+			}
+			names = grown;
+			cap = ncap;
+		}
+		if (!(names[n] = strdup(e->d_name)))
+			listed = 0;
+		else
+			n++;
+	}
+	closedir(d);
+	if (!listed)
+		log_warn(ADMIN_LOG, "backup: out of memory listing %s; no old backup removed", root);
+	else if (n)
+		qsort(names, n, sizeof *names, name_cmp);
+	for (size_t i = 0; listed && i + (size_t)keep < n; i++) {
+		snprintf(path, sizeof path, "%s/%s", root, names[i]);
+		if (backup_remove(path) == 0)
+			jsonb_put_str(removed, NULL, path, ok);
+		else
+			log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s: %s", path,
+			         strerror(errno));
+	}
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
+                         const char *when, const struct backup_src *v, size_t n, int ok)
+{
 	cJSON *root = cJSON_CreateObject(), *list;
 	jsonb_put_str(root, "dir", dir, &ok);
 	jsonb_put_str(root, "time", when, &ok);
@@ -1137,6 +1225,7 @@ static int backup_answer(evh_response *resp, const char *dir, const char *when,
 		jsonb_put_str(o, "file", v[i].dest, &ok);
 		jsonb_put_num(o, "bytes", (double)v[i].bytes, &ok);
 	}
+	jsonb_put(root, "removed", removed, &ok);
 	return reply_json_done(resp, 200, root, ok, "the backup was written");
 }
 
@@ -1145,7 +1234,7 @@ static int backup_answer(evh_response *resp, const char *dir, const char *when,
  * store_backup). Each copy is one database at one moment, the moments of
  * the plugins a few milliseconds apart; a restore then replays from `time`
  * (docs/operations.md, "Backup and restore"). One backup at a time. */
-static int post_backup(host *h, evh_response *resp)
+static int post_backup(host *h, evh_request *req, evh_response *resp)
 {
 	struct backup_src *v = NULL;
 	size_t n = 0, i;
@@ -1153,8 +1242,22 @@ static int post_backup(host *h, evh_response *resp)
 	struct timespec now;
 	struct tm tm;
 	int64_t total = 0;
-	int rc;
+	long keep = 0;
+	int rc, ok = 1;
+	cJSON *body = body_object(req, resp), *removed;
+	const cJSON *k;
 
+	if (!body)
+		return EVH_OK;
+	k = cJSON_GetObjectItemCaseSensitive(body, "keep");
+	if (k && (!cJSON_IsNumber(k) || k->valuedouble != (double)(long)k->valuedouble ||
+	          k->valuedouble < 1 || k->valuedouble > BACKUP_KEEP_MAX)) {
+		cJSON_Delete(body);
+		return problem(resp, 422, "validation", "keep",
+		               "keep: the number of backups to keep, 1 to %d", BACKUP_KEEP_MAX);
+	}
+	keep = k ? (long)k->valuedouble : 0;
+	cJSON_Delete(body);
 	if (backup_sources(h, &v, &n) != 0) {
 		backup_srcs_free(v, n);
 		return oom(resp);
@@ -1196,10 +1299,15 @@ static int post_backup(host *h, evh_response *resp)
 		}
 		total += v[i].bytes;
 	}
-	pthread_mutex_unlock(&h->admin->backup_mu);
 	log_info(ADMIN_LOG, "backup of %zu plugin database(s), %" PRId64 " bytes, in %s", n, total,
 	         dir);
-	rc = backup_answer(resp, dir, when, v, n);
+	removed = cJSON_CreateArray();
+	if (!removed)
+		ok = 0;
+	else if (keep)
+		backup_prune(root, keep, removed, &ok);
+	pthread_mutex_unlock(&h->admin->backup_mu);
+	rc = backup_answer(resp, removed, dir, when, v, n, ok);
 	backup_srcs_free(v, n);
 	return rc;
 failed:
@@ -1333,7 +1441,7 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	if (n == 1 && !strcmp(seg[0], "reload"))
 		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "backup"))
-		return post ? post_backup(h, resp) : method_not_allowed(resp, method, "POST");
+		return post ? post_backup(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))
 		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
 	if (n >= 1 && !strcmp(seg[0], "plugins")) {

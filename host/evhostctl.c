@@ -42,6 +42,7 @@ enum {
 /* Dead-letter reads take up to 15 s, redrives 30 s, a reload 60 s. */
 #define REQUEST_TIMEOUT_S 90L
 #define BACKUP_TIMEOUT_S 3600L /* a backup copies every plugin's database */
+#define BACKUP_KEEP_MAX 10000
 #define RELOAD_TIMEOUT_S 60L
 #define POLL_MS 200
 #define NAME_MAX_LEN 64
@@ -56,6 +57,7 @@ typedef struct opts {
 	size_t ntopics;
 	long limit;   /* -1: the command's default */
 	long timeout; /* seconds, enable/disable */
+	long keep;    /* backup: how many to keep; 0: all */
 	int json, all, systemd;
 } opts;
 
@@ -126,8 +128,9 @@ static void usage(FILE *out)
 	        "                                rewind the plugin's consumer (TIME: RFC 3339)\n"
 	        "  events [--plugin NAME] [--aggregate KEY] [--limit N]\n"
 	        "                                the event log\n"
-	        "  backup                        copy every plugin's database, consistently, into\n"
-	        "                                STATE_DIR/backups/TIME/ (restore: operations.md)\n"
+	        "  backup [--keep N]             copy every plugin's database, consistently, into\n"
+	        "                                STATE_DIR/backups/TIME/ (restore: operations.md);\n"
+	        "                                then remove all but the newest N backups\n"
 	        "  check                         evhostd --check-config on the configuration\n"
 	        "\n"
 	        "Options:\n"
@@ -1238,11 +1241,18 @@ static int cmd_events(ctl *c)
 static int cmd_backup(ctl *c)
 {
 	const cJSON *p;
+	char *json = NULL;
 	reply r;
-	int rc;
+	int rc, ok = 1;
 
+	if (c->o.keep > 0) {
+		cJSON *body = cJSON_CreateObject();
+		jsonb_put_num(body, "keep", (double)c->o.keep, &ok);
+		json = request_json(body, ok);
+	}
 	c->request_timeout_s = BACKUP_TIMEOUT_S;
-	rc = call(c, "POST", "/admin/backup", NULL, &r);
+	rc = call(c, "POST", "/admin/backup", json, &r);
+	free(json);
 	if (rc || c->o.json) {
 		if (!rc)
 			reply_free(&r);
@@ -1253,6 +1263,8 @@ static int cmd_backup(ctl *c)
 		printf("%s: %s (%s bytes)\n", json_str(p, "plugin"), json_str(p, "file"), bytes);
 		free(bytes);
 	}
+	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "removed"))
+		printf("removed the older backup %s\n", cJSON_GetStringValue(p));
 	printf("backup in %s, taken at %s\n", json_str(r.json, "dir"), json_str(r.json, "time"));
 	reply_free(&r);
 	return EXIT_OK;
@@ -1302,6 +1314,7 @@ enum {
 	OPT_TIMEOUT,
 	OPT_PLUGIN,
 	OPT_AGGREGATE,
+	OPT_KEEP,
 };
 
 static int parse_long(const char *opt, const char *v, long min, long max, long *out)
@@ -1328,6 +1341,7 @@ static int parse_opt(opts *o, int opt, const char *arg)
 	case OPT_SYSTEMD: o->systemd = 1; return 0;
 	case OPT_PLUGIN: o->plugin = arg; return 0;
 	case OPT_AGGREGATE: o->aggregate = arg; return 0;
+	case OPT_KEEP: return parse_long("--keep", arg, 1, BACKUP_KEEP_MAX, &o->keep);
 	case OPT_LIMIT: return parse_long("--limit", arg, 1, 1000, &o->limit);
 	case OPT_TIMEOUT: return parse_long("--timeout", arg, 1, 3600, &o->timeout);
 	case OPT_TOPIC:
@@ -1353,9 +1367,11 @@ static int check_opts(const opts *o, const char *cmd)
 	    {"--timeout", "|enable|disable|"},
 	    {"--plugin", "|events|"},
 	    {"--aggregate", "|events|"},
+	    {"--keep", "|backup|"},
 	};
-	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
-	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL};
+	int set[] = {o->limit > 0,   o->all,           o->from != NULL,      o->ntopics > 0,
+	             o->systemd,     o->timeout > 0,   o->plugin != NULL,    o->aggregate != NULL,
+	             o->keep > 0};
 	char key[64];
 	snprintf(key, sizeof key, "|%s|", cmd);
 	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
@@ -1379,6 +1395,7 @@ static int parse_args(opts *o, int argc, char **argv)
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"plugin", required_argument, NULL, OPT_PLUGIN},
 	    {"aggregate", required_argument, NULL, OPT_AGGREGATE},
+	    {"keep", required_argument, NULL, OPT_KEEP},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},

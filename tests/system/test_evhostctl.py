@@ -257,18 +257,33 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
                           (kept["id"],)).fetchone()[0] == 1
     finally:
         db.close()
+    saved = tmp_path / "crud.db.saved"  # for the restore below (--keep removes `where`)
+    shutil.copyfile(copy, saved)
     later = d.post("/crud/products", json={"name": "after the backup"}).json()
     r = ctl(build_dir, d, "--json", "backup")
     assert r.returncode == 0, r.stderr
     assert sorted(p["plugin"] for p in json.loads(r.stdout)["plugins"]) == ["crud", "user"]
     assert len(list((d.state_dir / "backups").iterdir())) == 2
+    # --keep: the newest N stay; what evhostd did not make is not its to remove
+    (d.state_dir / "backups" / "copied-by-hand").mkdir()
+    r = ctl(build_dir, d, "backup", "--keep", "1")
+    assert r.returncode == 0, r.stderr
+    newest = Path(r.stdout.strip().splitlines()[-1].split()[2].rstrip(","))
+    assert f"removed the older backup {where}" in r.stdout
+    assert sorted(p.name for p in (d.state_dir / "backups").iterdir()) == \
+        sorted([newest.name, "copied-by-hand"])
+    assert_one_error(ctl(build_dir, d, "backup", "--keep", "0"), 2, "--keep")
+    r = d.post("/admin/backup", json={"keep": "all"}, headers=auth())
+    assert r.status_code == 422 and r.json()["field"] == "keep", r.text
+    assert_one_error(ctl(build_dir, d, "events", "--keep", "1"), 2,
+                     "--keep does not apply to 'events'")
 
     # Restore as operations.md says: stop, put the copy in place of the
     # database and its WAL, start.
     assert d.stop() == 0
     for suffix in ("", "-wal", "-shm"):
         (d.state_dir / f"crud.db{suffix}").unlink(missing_ok=True)
-    shutil.copyfile(copy, d.state_dir / "crud.db")
+    shutil.copyfile(saved, d.state_dir / "crud.db")
     d2 = crud_daemon(evhostd, tmp_path, state_dir=d.state_dir)
     assert d2.get(f"/crud/products/{kept['id']}").status_code == 200
     assert d2.get(f"/crud/products/{later['id']}").status_code == 404
