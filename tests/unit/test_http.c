@@ -458,6 +458,11 @@ static void test_framing(void **state)
 	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 	               "zz\r\nhello\r\n0\r\n\r\n",
 	               "malformed chunked encoding");
+	/* an empty body is there, empty (with Expect too: nothing to wait for) */
+	r = request(f, "POST", "/t/raw", "Expect: 100-continue\r\n", "");
+	assert_int_equal(status_of(r), 201);
+	assert_string_equal(body_of(r), "{\"len\":0,\"nul\":1}");
+	free(r);
 	/* the same length twice is one length; HTTP/1.0 needs no Host */
 	r = request(f, "POST", "/t/raw", "Content-Length: 5\r\n", "hello");
 	assert_int_equal(status_of(r), 201);
