@@ -933,13 +933,19 @@ static void k_confdir(set_ctx *x, const cfg_entry *e)
 
 static int parse_duration_ms(const char *v, int64_t *ms);
 
-static void k_stop_timeout(set_ctx *x, const cfg_entry *e)
+/* A duration from 1 s to 1 h, in ms into *out. */
+static void get_timeout_ms(set_ctx *x, const cfg_entry *e, int *out)
 {
 	int64_t ms;
 	if (parse_duration_ms(e->value, &ms) != 0 || ms < 1000 || ms > 3600000)
 		bad_value(x, e, "expected a duration from 1s to 1h, such as 10s or 2m");
 	else
-		x->s->stop_timeout_ms = (int)ms;
+		*out = (int)ms;
+}
+
+static void k_stop_timeout(set_ctx *x, const cfg_entry *e)
+{
+	get_timeout_ms(x, e, &x->s->stop_timeout_ms);
 }
 
 static const key_def host_keys[] = {
@@ -1103,6 +1109,11 @@ static void k_threads(set_ctx *x, const cfg_entry *e)
 	get_int_into(x, e, 1, 256, &x->s->http_threads);
 }
 
+static void k_request_timeout(set_ctx *x, const cfg_entry *e)
+{
+	get_timeout_ms(x, e, &x->s->http_request_timeout_ms);
+}
+
 static void k_max_streams(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 1, 256, &x->s->http_max_streams);
@@ -1131,6 +1142,7 @@ static const key_def http_keys[] = {
     {"tls_ciphersuites", k_tls_ciphersuites},
     {"trusted_proxies", k_trusted_proxies},
     {"threads", k_threads},
+    {"request_timeout", k_request_timeout},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
     {"json_max_depth", k_json_depth},
@@ -1651,6 +1663,7 @@ static void settings_defaults(set_ctx *x)
 	s->source = xasprintf("evhost://%s", host);
 	set_listen(s, xstrdup("127.0.0.1"), 8080);
 	s->http_threads = 32;
+	s->http_request_timeout_ms = 10000;
 	s->max_body_bytes = 1024 * 1024;
 	s->json_max_depth = 32;
 	s->retry_max_attempts = 5;

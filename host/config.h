@@ -88,6 +88,7 @@ typedef struct settings {
 	char *http_tls_ciphersuites; /* [http] tls_ciphersuites: TLS 1.3's; NULL = OpenSSL's */
 	proxy_list http_trusted_proxies; /* [http] trusted_proxies; empty: X-Forwarded-For unread */
 	int http_threads;
+	int http_request_timeout_ms; /* [http] request_timeout: a request's head, each body read */
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;
 	int json_max_depth;

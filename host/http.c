@@ -49,6 +49,7 @@
 #define HTTP_JWT_LEEWAY_S 30
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HTTP_DEFAULT_JSON_DEPTH 32
+#define HTTP_REQUEST_TIMEOUT_MS 10000 /* when settings do not say ([http] request_timeout) */
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
@@ -1797,11 +1798,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
 	struct mg_callbacks cb;
-	char threads[16], etext[256] = "", reason[256], what[768] = "";
+	char threads[16], timeout[16], etext[256] = "", reason[256], what[768] = "";
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
-	                      "request_timeout_ms", "30000", "enable_keep_alive", "yes",
+	                      "request_timeout_ms", timeout, "enable_keep_alive", "yes",
 	                      "decode_url", "no", "tcp_nodelay", "1",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
@@ -1830,6 +1831,9 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	}
 	opts[1] = srv->listen;
 	snprintf(threads, sizeof threads, "%d", h->set.http_threads > 0 ? h->set.http_threads : 8);
+	snprintf(timeout, sizeof timeout, "%d",
+	         h->set.http_request_timeout_ms > 0 ? h->set.http_request_timeout_ms
+	                                            : HTTP_REQUEST_TIMEOUT_MS);
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;

@@ -295,6 +295,28 @@ def test_response_framing_and_keep_alive_on_raw_sockets(evhostd, build_dir):
         assert headers["connection"] == "close" and closed, (req, headers)
 
 
+def test_idle_connections_free_their_workers_after_request_timeout(evhostd, build_dir):
+    # civetweb gives each connection a worker: as many idle connections as
+    # there are workers would stop the service until [http] request_timeout
+    # frees them (30 s before it was a setting; 10 s by default now).
+    d = evhostd({"http": {"threads": 4, "request_timeout": "2s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false")})
+    idle = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(6)]
+    try:
+        idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHo")  # a head that never ends
+        t0 = time.monotonic()
+        r = d.get("/healthz", timeout=15)
+        waited = time.monotonic() - t0
+        assert r.status_code == 200
+        # told, or closed by the server, not left for the client to give up on
+        assert idle[0].recv(100).startswith(b"HTTP/1.1 400 ")  # civetweb: timed out
+        assert idle[1].recv(100) == b""
+        assert waited < 9, f"the request waited {waited:.1f} s for a worker"
+    finally:
+        for s in idle:
+            s.close()
+
+
 # ------------------------------------------------------------ SDK install
 
 

@@ -576,6 +576,17 @@ static void test_bad_values(void **state)
 	/* bad values leave the defaults in place */
 	assert_int_equal(f->s.http_threads, 32);
 	assert_string_equal(f->s.http_listen, "127.0.0.1:8080");
+	assert_int_equal(f->s.http_request_timeout_ms, 10000);
+}
+
+static void test_request_timeout(void **state)
+{
+	fixture *f = *state;
+	expect_one_error(MIN_KAFKA "[http]\nrequest_timeout = 500ms\n", "t.conf",
+	                 "t.conf:4: [http] request_timeout: expected a duration from 1s to 1h, "
+	                 "such as 10s or 2m, got '500ms'");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nrequest_timeout = 2m\n", "t.conf"), 0);
+	assert_int_equal(f->s.http_request_timeout_ms, 120000);
 }
 
 /* [host] source is each event's ce_source with "/NAME" after it: one that
@@ -1311,6 +1322,7 @@ int main(void)
 	    T(test_unknown_section_and_key),
 	    T(test_key_outside_section),
 	    T(test_bad_values),
+	    T(test_request_timeout),
 	    T(test_source_fits_ce_source),
 	    T(test_listen_forms),
 	    T(test_tls_keys),
