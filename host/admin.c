@@ -1250,8 +1250,8 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	if (!body)
 		return EVH_OK;
 	k = cJSON_GetObjectItemCaseSensitive(body, "keep");
-	if (k && (!cJSON_IsNumber(k) || k->valuedouble != (double)(long)k->valuedouble ||
-	          k->valuedouble < 1 || k->valuedouble > BACKUP_KEEP_MAX)) {
+	if (k && (!cJSON_IsNumber(k) || !(k->valuedouble >= 1 && k->valuedouble <= BACKUP_KEEP_MAX) ||
+	          k->valuedouble != (double)(long)k->valuedouble)) {
 		cJSON_Delete(body);
 		return problem(resp, 422, "validation", "keep",
 		               "keep: the number of backups to keep, 1 to %d", BACKUP_KEEP_MAX);

@@ -273,8 +273,9 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert sorted(p.name for p in (d.state_dir / "backups").iterdir()) == \
         sorted([newest.name, "copied-by-hand"])
     assert_one_error(ctl(build_dir, d, "backup", "--keep", "0"), 2, "--keep")
-    r = d.post("/admin/backup", json={"keep": "all"}, headers=auth())
-    assert r.status_code == 422 and r.json()["field"] == "keep", r.text
+    for keep in ("all", 0, 1.5, 1e300):
+        r = d.post("/admin/backup", json={"keep": keep}, headers=auth())
+        assert r.status_code == 422 and r.json()["field"] == "keep", (keep, r.text)
     assert_one_error(ctl(build_dir, d, "events", "--keep", "1"), 2,
                      "--keep does not apply to 'events'")
 
