@@ -1369,9 +1369,8 @@ static int check_opts(const opts *o, const char *cmd)
 	    {"--aggregate", "|events|"},
 	    {"--keep", "|backup|"},
 	};
-	int set[] = {o->limit > 0,   o->all,           o->from != NULL,      o->ntopics > 0,
-	             o->systemd,     o->timeout > 0,   o->plugin != NULL,    o->aggregate != NULL,
-	             o->keep > 0};
+	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
+	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL, o->keep > 0};
 	char key[64];
 	snprintf(key, sizeof key, "|%s|", cmd);
 	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)

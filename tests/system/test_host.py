@@ -304,14 +304,12 @@ def test_idle_connections_free_their_workers_after_request_timeout(evhostd, buil
     idle = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(6)]
     try:
         idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHo")  # a head that never ends
-        t0 = time.monotonic()
-        r = d.get("/healthz", timeout=15)
-        waited = time.monotonic() - t0
-        assert r.status_code == 200
+        # served once the timeout frees a worker (with the old fixed 30 s, the
+        # client gives up first)
+        assert d.get("/healthz", timeout=15).status_code == 200
         # told, or closed by the server, not left for the client to give up on
         assert idle[0].recv(100).startswith(b"HTTP/1.1 400 ")  # civetweb: timed out
         assert idle[1].recv(100) == b""
-        assert waited < 9, f"the request waited {waited:.1f} s for a worker"
     finally:
         for s in idle:
             s.close()
