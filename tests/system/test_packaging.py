@@ -803,6 +803,11 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         if smtp:
             sections["plugin.notifications"].update(transport="smtp",
                                                     smtp_url=f"smtp://{smtp.host}:{smtp.port}")
+        token = base / "admin.token"
+        token.write_text("sandbox-admin-token-0123456789\n")
+        token.chmod(0o600)
+        os.chown(token, nobody.pw_uid, nobody.pw_gid)
+        sections["admin"] = {"token_file": str(token)}
         conf, state = installed_config(sandbox_root, base, port, kafka_bootstrap, sections)
         for p in [state, *state.rglob("*")]:
             os.chown(p, nobody.pw_uid, nobody.pw_gid)
@@ -813,6 +818,14 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         d.start().wait_healthy(lib.health_timeout() * 2)
         assert d.get("/hello/ada").status_code == 200
         create_user_and_wait_for_mail(d, state, "Grace Hopper", smtp=smtp)
+        # Two backups, the older removed by the second (evhostctl backup --keep 1).
+        admin = {"Authorization": "Bearer sandbox-admin-token-0123456789"}
+        first = d.post("/admin/backup", json={}, headers=admin, timeout=60)
+        assert first.status_code == 200, first.text
+        second = d.post("/admin/backup", json={"keep": 1}, headers=admin, timeout=60)
+        assert second.status_code == 200, second.text
+        assert second.json()["removed"] == [first.json()["dir"]]
+        assert (Path(second.json()["dir"]) / "user.db").is_file()
         # A reload that drains and stops one plugin.
         (conf / "conf.d" / "95-reload.conf").write_text("[plugin.crud]\nenabled = false\n")
         d.send_signal(signal.SIGHUP)
