@@ -1126,6 +1126,8 @@ static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 	rmdir(dir);
 }
 
+#define BACKUP_PARTIAL ".partial-" /* a backup being written: renamed once whole */
+
 /* Is `name` one of the directories post_backup makes (20261201T205218.831Z)? */
 static int backup_dir_name(const char *name)
 {
@@ -1159,6 +1161,30 @@ static int backup_remove(const char *dir)
 			rc = -1;
 	closedir(d);
 	return rc || rmdir(dir) != 0 ? -1 : 0;
+}
+
+/* Backups of a daemon killed while writing them (one at a time runs, so
+ * any found now is not being written): removed, and said. */
+static void backup_remove_partials(const char *root)
+{
+	char path[4400];
+	struct dirent *e;
+	DIR *d = opendir(root);
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, BACKUP_PARTIAL, strlen(BACKUP_PARTIAL)) ||
+		    !backup_dir_name(e->d_name + strlen(BACKUP_PARTIAL)))
+			continue;
+		snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+		if (backup_remove(path) == 0)
+			log_info(ADMIN_LOG, "backup: removed %s, left unfinished by an earlier daemon",
+			         path);
+		else
+			log_warn(ADMIN_LOG, "backup: cannot remove the unfinished %s: %s", path,
+			         strerror(errno));
+	}
+	closedir(d);
 }
 
 /* Keep the newest `keep` backups under `root` (ours by their names, which
@@ -1216,13 +1242,15 @@ static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
                          const char *when, const struct backup_src *v, size_t n, int ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list;
+	char file[4400];
 	jsonb_put_str(root, "dir", dir, &ok);
 	jsonb_put_str(root, "time", when, &ok);
 	list = jsonb_put_array(root, "plugins", &ok);
 	for (size_t i = 0; list && i < n; i++) {
 		cJSON *o = jsonb_put_object(list, NULL, &ok);
+		snprintf(file, sizeof file, "%s/%s.db", dir, v[i].plugin);
 		jsonb_put_str(o, "plugin", v[i].plugin, &ok);
-		jsonb_put_str(o, "file", v[i].dest, &ok);
+		jsonb_put_str(o, "file", file, &ok);
 		jsonb_put_num(o, "bytes", (double)v[i].bytes, &ok);
 	}
 	jsonb_put(root, "removed", removed, &ok);
@@ -1238,7 +1266,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 {
 	struct backup_src *v = NULL;
 	size_t n = 0, i;
-	char root[4096], dir[4200], err[8400] = "", stamp[32], when[40];
+	char root[4096], dir[4200], done[4200], err[8400] = "", stamp[32], when[40];
 	struct timespec now;
 	struct tm tm;
 	int64_t total = 0;
@@ -1273,13 +1301,18 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ",
 	         now.tv_nsec / 1000000L);
+	/* Written under a name of its own, renamed once whole: a daemon killed
+	 * meanwhile leaves no directory that looks like a backup. */
 	if (snprintf(root, sizeof root, "%s/backups", h->set.state_dir) >= (int)sizeof root ||
-	    snprintf(dir, sizeof dir, "%s/%s.%03ldZ", root, stamp, now.tv_nsec / 1000000L) >=
-	        (int)sizeof dir) {
+	    snprintf(done, sizeof done, "%s/%s.%03ldZ", root, stamp, now.tv_nsec / 1000000L) >=
+	        (int)sizeof done ||
+	    snprintf(dir, sizeof dir, "%s/" BACKUP_PARTIAL "%s.%03ldZ", root, stamp,
+	             now.tv_nsec / 1000000L) >= (int)sizeof dir) {
 		snprintf(err, sizeof err, "[host] state_dir is too long a path");
 		dir[0] = '\0';
 		goto failed;
 	}
+	backup_remove_partials(root);
 	if ((mkdir(root, 0750) != 0 && errno != EEXIST) || mkdir(dir, 0750) != 0) {
 		snprintf(err, sizeof err, "cannot create %s: %s", errno == EEXIST ? dir : root,
 		         strerror(errno));
@@ -1293,21 +1326,26 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 			goto failed;
 		}
 		sprintf(v[i].dest, "%s/%s.db", dir, v[i].plugin);
-		if ((rc = store_backup(v[i].path, v[i].dest, &v[i].bytes, e, sizeof e)) != EVH_OK) {
+		if ((rc = store_backup(v[i].path, v[i].dest, &h->stopping, &v[i].bytes, e, sizeof e)) !=
+		    EVH_OK) {
 			snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
 			goto failed;
 		}
 		total += v[i].bytes;
 	}
+	if (rename(dir, done) != 0 || store_sync_dir(root) != 0) {
+		snprintf(err, sizeof err, "cannot rename %s to %s: %s", dir, done, strerror(errno));
+		goto failed;
+	}
 	log_info(ADMIN_LOG, "backup of %zu plugin database(s), %" PRId64 " bytes, in %s", n, total,
-	         dir);
+	         done);
 	removed = cJSON_CreateArray();
 	if (!removed)
 		ok = 0;
 	else if (keep)
 		backup_prune(root, keep, removed, &ok);
 	pthread_mutex_unlock(&h->admin->backup_mu);
-	rc = backup_answer(resp, removed, dir, when, v, n, ok);
+	rc = backup_answer(resp, removed, done, when, v, n, ok);
 	backup_srcs_free(v, n);
 	return rc;
 failed:

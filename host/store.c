@@ -1062,7 +1062,19 @@ static int sync_path(const char *path, int flags)
 	return rc;
 }
 
-int store_backup(const char *src, const char *dest, int64_t *bytes, char *err, size_t errlen)
+int store_sync_dir(const char *path)
+{
+	return sync_path(path, O_DIRECTORY);
+}
+
+/* sqlite3_progress_handler: nonzero interrupts the statement. */
+static int backup_cancelled(void *cancel)
+{
+	return atomic_load((const atomic_int *)cancel) != 0;
+}
+
+int store_backup(const char *src, const char *dest, const atomic_int *cancel, int64_t *bytes,
+                 char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
@@ -1081,13 +1093,16 @@ int store_backup(const char *src, const char *dest, int64_t *bytes, char *err, s
 	rc = sqlite3_open_v2(src, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+		sqlite3_progress_handler(db, 100, backup_cancelled, (void *)cancel);
 		rc = sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL);
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_text(st, 1, dest, -1, SQLITE_STATIC);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_DONE)
 		rc = SQLITE_OK;
-	if (rc != SQLITE_OK)
+	if (rc == SQLITE_INTERRUPT)
+		set_err(err, errlen, "copying %s: given up, the daemon is stopping", src);
+	else if (rc != SQLITE_OK)
 		set_err(err, errlen, "copying %s: %s", src,
 		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 	sqlite3_finalize(st);

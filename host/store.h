@@ -10,6 +10,7 @@
  * commit/rollback, so a plugin's transactions run one at a time. */
 #ifndef EVHOST_STORE_H
 #define EVHOST_STORE_H
+#include <stdatomic.h>
 #include <stdint.h>
 #include <evhost/evhost.h>
 
@@ -34,8 +35,12 @@ const char *store_path(store *s);
  * error): VACUUM INTO on a read-only connection of its own, so the plugin's
  * transactions go on meanwhile (the copy is the state committed at its
  * start, compacted); then the copy and its directory are synced. Its size
- * in *bytes. A failure says why in `err` and leaves no file it made. */
-int store_backup(const char *src, const char *dest, int64_t *bytes, char *err, size_t errlen);
+ * in *bytes. It gives up soon after *cancel becomes nonzero (the daemon
+ * stopping). A failure says why in `err` and leaves no file it made. */
+int store_backup(const char *src, const char *dest, const atomic_int *cancel, int64_t *bytes,
+                 char *err, size_t errlen);
+/* fsync directory `path`, so that a rename or a file made in it lasts. 0 or -1. */
+int store_sync_dir(const char *path);
 /* Called after every commit that added outbox rows (wakes the relay). */
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
 /* Bound on outbox rows; store_outbox_add fails with EVH_EFULL beyond it (0 = none). */

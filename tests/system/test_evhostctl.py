@@ -239,6 +239,10 @@ def crud_daemon(evhostd, tmp_path, **kw):
 def test_backup_and_restore(evhostd, build_dir, tmp_path):
     d = crud_daemon(evhostd, tmp_path)
     kept = d.post("/crud/products", json={"name": "kept"}).json()
+    # what a daemon killed in the middle of a backup leaves: not a backup
+    unfinished = d.state_dir / "backups" / ".partial-20260101T000000.000Z"
+    unfinished.mkdir(parents=True)
+    (unfinished / "crud.db").write_bytes(b"SQLite format 3\0 cut short")
     r = ctl(build_dir, d, "backup")
     assert r.returncode == 0, r.stderr
     m = re.fullmatch(r"backup in (\S+), taken at (\S+)", r.stdout.strip().splitlines()[-1])
@@ -250,6 +254,8 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     copy = where / "crud.db"
     assert f"crud: {copy} (" in r.stdout and f"user: {where / 'user.db'} (" in r.stdout
     assert stat.S_IMODE(copy.stat().st_mode) == 0o640
+    assert not unfinished.exists()
+    assert f"removed {unfinished}, left unfinished by an earlier daemon" in d.log_text()
     db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
