@@ -1128,15 +1128,41 @@ static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 
 #define BACKUP_PARTIAL ".partial-" /* a backup being written: renamed once whole */
 
+#define BACKUP_NAME_LEN 20 /* 20261201T205218.831Z */
+
 /* Is `name` one of the directories post_backup makes (20261201T205218.831Z)? */
 static int backup_dir_name(const char *name)
 {
 	static const char shape[] = "dddddddd" "Tdddddd" ".dddZ";
 	size_t i;
+	_Static_assert(sizeof shape - 1 == BACKUP_NAME_LEN, "BACKUP_NAME_LEN is the shape's");
 	for (i = 0; shape[i]; i++)
 		if (shape[i] == 'd' ? !isdigit((unsigned char)name[i]) : name[i] != shape[i])
 			return 0;
 	return name[i] == '\0';
+}
+
+int64_t admin_backup_newest_ms(const char *state_dir)
+{
+	char root[4096], newest[32] = "";
+	struct dirent *e;
+	struct tm tm;
+	int ms;
+	DIR *d;
+	if (snprintf(root, sizeof root, "%s/backups", state_dir) >= (int)sizeof root ||
+	    !(d = opendir(root)))
+		return 0;
+	while ((e = readdir(d)))
+		if (backup_dir_name(e->d_name) && strcmp(e->d_name, newest) > 0)
+			memcpy(newest, e->d_name, BACKUP_NAME_LEN + 1); /* its shape's length */
+	closedir(d);
+	memset(&tm, 0, sizeof tm);
+	if (!newest[0] || sscanf(newest, "%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+	                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+		return 0;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm) * 1000 + ms;
 }
 
 static int name_cmp(const void *a, const void *b)

@@ -12,6 +12,8 @@
  *                                              "topics":[...]}
  *   GET  /admin/events?plugin=&aggregate=&limit=&after=
  *                                             the event log, by aggregate id (key)
+ *   POST /admin/backup                        {"keep": N}: every plugin's database
+ *                                             copied to state_dir/backups/TIME/
  *   POST /admin/reload                        the SIGHUP reload, run by the main
  *                                             thread; answers once it is done:
  *                                             200 applied (with the plugins),
@@ -47,4 +49,7 @@ int admin_handle(host *h, evh_request *req, evh_response *resp);
  * host_reload). No-ops before admin_start. */
 void admin_reload_begin(host *h);
 void admin_reload_end(host *h, int rc);
+/* When the newest complete backup under `state_dir`/backups was taken (its
+ * name), in ms since the epoch; 0 when there is none. Any thread. */
+int64_t admin_backup_newest_ms(const char *state_dir);
 #endif

@@ -28,6 +28,7 @@
 
 #include <evhost/evhost.h>
 
+#include "admin.h"
 #include "host.h"
 #include "store.h"
 #include "textbuf.h"
@@ -687,6 +688,18 @@ static void render_process(textbuf *o)
 	tb_printf(o, "process_open_fds %d\n", fds);
 }
 
+/* Only once a backup exists: when the newest was taken. */
+static void render_backup(textbuf *o, host *h)
+{
+	int64_t ms = h->set.state_dir ? admin_backup_newest_ms(h->set.state_dir) : 0;
+	if (!ms)
+		return;
+	put_head(o, "evhost_backup_last_timestamp_seconds", "gauge",
+	         "When the newest complete backup under state_dir/backups was taken "
+	         "(evhostctl backup), in seconds since the Unix epoch.");
+	tb_printf(o, "evhost_backup_last_timestamp_seconds %.3f\n", (double)ms / 1000.0);
+}
+
 /* Only with HTTPS on: the certificate being served (reloads replace it). */
 static void render_tls(textbuf *o)
 {
@@ -720,6 +733,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_plugins(&o, h);
 	render_trace(&o);
 	render_tls(&o);
+	render_backup(&o, h);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",
 	         "Updates lost because their series could not be created (registry full or "
 	         "out of memory).");

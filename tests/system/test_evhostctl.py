@@ -243,6 +243,7 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     unfinished = d.state_dir / "backups" / ".partial-20260101T000000.000Z"
     unfinished.mkdir(parents=True)
     (unfinished / "crud.db").write_bytes(b"SQLite format 3\0 cut short")
+    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
     r = ctl(build_dir, d, "backup")
     assert r.returncode == 0, r.stderr
     m = re.fullmatch(r"backup in (\S+), taken at (\S+)", r.stdout.strip().splitlines()[-1])
@@ -256,6 +257,10 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert stat.S_IMODE(copy.stat().st_mode) == 0o640
     assert not unfinished.exists()
     assert f"removed {unfinished}, left unfinished by an earlier daemon" in d.log_text()
+    # the metric EvhostBackupOld watches: when the newest backup was taken
+    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
+                      d.get("/metrics").text, re.M)
+    assert gauge and abs(float(gauge.group(1)) - taken.timestamp()) < 0.002, gauge
     db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -331,8 +331,10 @@ def test_metrics_move_with_requests_and_events(evhostd):
     assert head.status_code == 200 and head.headers["Content-Type"] == CONTENT_TYPE
 
 
-# Families exposed only while HTTPS is on: test_https checks them.
-ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds"}
+# Families exposed only while HTTPS is on (test_https checks them), or once a
+# backup exists (test_evhostctl does).
+ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",
+                   "evhost_backup_last_timestamp_seconds"}
 
 
 def check_alerts(types):
