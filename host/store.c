@@ -1093,7 +1093,8 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 	rc = sqlite3_open_v2(src, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
-		sqlite3_progress_handler(db, 100, backup_cancelled, (void *)cancel);
+		if (cancel)
+			sqlite3_progress_handler(db, 100, backup_cancelled, (void *)cancel);
 		rc = sqlite3_prepare_v2(db, "VACUUM INTO ?1", -1, &st, NULL);
 	}
 	if (rc == SQLITE_OK)

@@ -35,8 +35,8 @@ const char *store_path(store *s);
  * error): VACUUM INTO on a read-only connection of its own, so the plugin's
  * transactions go on meanwhile (the copy is the state committed at its
  * start, compacted); then the copy and its directory are synced. Its size
- * in *bytes. It gives up soon after *cancel becomes nonzero (the daemon
- * stopping). A failure says why in `err` and leaves no file it made. */
+ * in *bytes. It gives up soon after *cancel (NULL: never) becomes nonzero
+ * (the daemon stopping). A failure says why in `err` and leaves no file it made. */
 int store_backup(const char *src, const char *dest, const atomic_int *cancel, int64_t *bytes,
                  char *err, size_t errlen);
 /* fsync directory `path`, so that a rename or a file made in it lasts. 0 or -1. */
