@@ -385,16 +385,16 @@ def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
 
 
 def test_a_login_whose_hash_gets_no_memory_is_503_not_401(evhostd, tmp_path, build_dir):
-    # Address space for the daemon's allocations now, not for a 32 MiB hash:
-    # the right password must not be told it is wrong.
+    # Address space for the daemon's other allocations (40 MiB more), not for
+    # a 64 MiB hash: the right password must not be told it is wrong.
     if "EVHOST_SANITIZE:BOOL=ON" in (build_dir / "CMakeCache.txt").read_text():
         pytest.skip("a sanitizer's allocator cannot run under an address-space limit; "
                     "the plain pass runs this")
-    d = evhostd(user_config(tmp_path, argon2_opslimit="1", argon2_memlimit="32M"))
+    d = evhostd(user_config(tmp_path, argon2_opslimit="1", argon2_memlimit="64M"))
     vm = next(int(line.split()[1]) for line in open(f"/proc/{d.proc.pid}/status")
               if line.startswith("VmSize:"))
     soft, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_AS)
-    resource.prlimit(d.proc.pid, resource.RLIMIT_AS, ((vm + 8 * 1024) * 1024, hard))
+    resource.prlimit(d.proc.pid, resource.RLIMIT_AS, ((vm + 40 * 1024) * 1024, hard))
     try:
         r = d.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
     finally:
