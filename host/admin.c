@@ -870,7 +870,11 @@ static int parse_replay(const cJSON *body, struct replay_args *a, evh_response *
 {
 	const cJSON *from = cJSON_GetObjectItemCaseSensitive(body, "from");
 	const cJSON *topics = cJSON_GetObjectItemCaseSensitive(body, "topics"), *t;
+	const cJSON *keep = cJSON_GetObjectItemCaseSensitive(body, "keep_inbox");
 	memset(a, 0, sizeof *a);
+	if (keep && !cJSON_IsBool(keep))
+		return invalid(resp, "keep_inbox", "keep_inbox must be true or false");
+	a->req.keep_inbox = cJSON_IsTrue(keep);
 	if (cJSON_IsString(from) && !strcmp(from->valuestring, "beginning"))
 		a->req.from = REPLAY_BEGINNING;
 	else if (cJSON_IsString(from) && !kafka_parse_time(from->valuestring, &a->req.time_ms))

@@ -9,7 +9,7 @@
  *   POST /admin/plugins/NAME/dlq/redrive      {"offsets":[...]} (default: all)
  *   POST /admin/plugins/NAME/replay           {"from":"beginning" | RFC 3339 time |
  *                                              {"offsets":{topic:{partition:offset}}},
- *                                              "topics":[...]}
+ *                                              "topics":[...], "keep_inbox": bool}
  *   GET  /admin/events?plugin=&aggregate=&limit=&after=
  *                                             the event log, by aggregate id (key)
  *   POST /admin/backup                        {"keep": N}: every plugin's database

@@ -58,7 +58,7 @@ typedef struct opts {
 	long limit;   /* -1: the command's default */
 	long timeout; /* seconds, enable/disable */
 	long keep;    /* backup: how many to keep; 0: all */
-	int json, all, systemd;
+	int json, all, systemd, keep_inbox;
 } opts;
 
 typedef struct ctl {
@@ -124,8 +124,10 @@ static void usage(FILE *out)
 	        "                                send dead letters back to their topic; ID:\n"
 	        "                                OFFSET, PARTITION:OFFSET or\n"
 	        "                                TOPIC:PARTITION:OFFSET (as dlq list shows)\n"
-	        "  replay NAME --from beginning|TIME [--topic T]...\n"
-	        "                                rewind the plugin's consumer (TIME: RFC 3339)\n"
+	        "  replay NAME --from beginning|TIME [--topic T]... [--keep-inbox]\n"
+	        "                                rewind the plugin's consumer (TIME: RFC 3339);\n"
+	        "                                --keep-inbox: skip events its inbox has (a\n"
+	        "                                restored backup catching up)\n"
 	        "  events [--plugin NAME] [--aggregate KEY] [--limit N]\n"
 	        "                                the event log\n"
 	        "  backup [--keep N]             copy every plugin's database, consistently, into\n"
@@ -1153,6 +1155,8 @@ static int cmd_replay(ctl *c, const char *name)
 		return usage_error("replay needs --from beginning or --from TIME (RFC 3339)");
 	body = cJSON_CreateObject();
 	jsonb_put_str(body, "from", c->o.from, &ok);
+	if (c->o.keep_inbox)
+		jsonb_put_bool(body, "keep_inbox", 1, &ok);
 	if (c->o.ntopics) {
 		topics = jsonb_put_array(body, "topics", &ok);
 		for (size_t i = 0; topics && i < c->o.ntopics; i++)
@@ -1173,8 +1177,11 @@ static int cmd_replay(ctl *c, const char *name)
 			       json_num(p, "partition"), json_num(p, "offset"), was);
 			free(was);
 		}
-		printf("%s: rewound; %.0f inbox record(s) deleted\n", name,
-		       json_num(r.json, "inbox_deleted"));
+		if (c->o.keep_inbox)
+			printf("%s: rewound; its inbox kept (events it has are skipped)\n", name);
+		else
+			printf("%s: rewound; %.0f inbox record(s) deleted\n", name,
+			       json_num(r.json, "inbox_deleted"));
 	}
 	reply_free(&r);
 	return EXIT_OK;
@@ -1315,6 +1322,7 @@ enum {
 	OPT_PLUGIN,
 	OPT_AGGREGATE,
 	OPT_KEEP,
+	OPT_KEEP_INBOX,
 };
 
 static int parse_long(const char *opt, const char *v, long min, long max, long *out)
@@ -1342,6 +1350,7 @@ static int parse_opt(opts *o, int opt, const char *arg)
 	case OPT_PLUGIN: o->plugin = arg; return 0;
 	case OPT_AGGREGATE: o->aggregate = arg; return 0;
 	case OPT_KEEP: return parse_long("--keep", arg, 1, BACKUP_KEEP_MAX, &o->keep);
+	case OPT_KEEP_INBOX: o->keep_inbox = 1; return 0;
 	case OPT_LIMIT: return parse_long("--limit", arg, 1, 1000, &o->limit);
 	case OPT_TIMEOUT: return parse_long("--timeout", arg, 1, 3600, &o->timeout);
 	case OPT_TOPIC:
@@ -1368,9 +1377,11 @@ static int check_opts(const opts *o, const char *cmd)
 	    {"--plugin", "|events|"},
 	    {"--aggregate", "|events|"},
 	    {"--keep", "|backup|"},
+	    {"--keep-inbox", "|replay|"},
 	};
 	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
-	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL, o->keep > 0};
+	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL, o->keep > 0,
+	             o->keep_inbox};
 	char key[64];
 	snprintf(key, sizeof key, "|%s|", cmd);
 	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
@@ -1395,6 +1406,7 @@ static int parse_args(opts *o, int argc, char **argv)
 	    {"plugin", required_argument, NULL, OPT_PLUGIN},
 	    {"aggregate", required_argument, NULL, OPT_AGGREGATE},
 	    {"keep", required_argument, NULL, OPT_KEEP},
+	    {"keep-inbox", no_argument, NULL, OPT_KEEP_INBOX},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},

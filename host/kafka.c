@@ -2750,7 +2750,7 @@ static int replay_report(const rd_kafka_topic_partition_list_t *l,
 }
 
 static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
-                        replay_result *res, char *err, size_t errlen)
+                        int keep_inbox, replay_result *res, char *err, size_t errlen)
 {
 	rd_kafka_topic_partition_list_t *prev = rd_kafka_topic_partition_list_copy(l);
 	int status;
@@ -2772,7 +2772,8 @@ static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
 				b->sought = l->elems[i].offset;
 			}
 		}
-		status = replay_forget_inbox(c, l, &res->inbox_deleted, err, errlen);
+		if (!keep_inbox)
+			status = replay_forget_inbox(c, l, &res->inbox_deleted, err, errlen);
 	}
 	if (!status) {
 		replay_commit(c, l);
@@ -2807,7 +2808,7 @@ static int replay_run(struct consumer *c, const replay_request *req, replay_resu
 		status = EVH_ESTATE;
 	}
 	if (!status)
-		status = replay_apply(c, l, res, err, errlen);
+		status = replay_apply(c, l, req->keep_inbox, res, err, errlen);
 	if (!status)
 		log_info(KAFKA_LOG, "%s: replay: %d partition(s) rewound, %" PRId64 " inbox "
 		                    "record(s) forgotten",

@@ -132,6 +132,9 @@ typedef struct replay_request {
 	size_t ntopics;
 	const replay_pos *offsets; /* REPLAY_OFFSETS; partitions not listed stay */
 	size_t noffsets;
+	/* The inbox's records are kept: events it has are skipped, the others
+	 * handled (a restored backup catching up), instead of all handled again. */
+	int keep_inbox;
 } replay_request;
 
 typedef struct replay_result {

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -299,6 +299,50 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     d2 = crud_daemon(evhostd, tmp_path, state_dir=d.state_dir)
     assert d2.get(f"/crud/products/{kept['id']}").status_code == 200
     assert d2.get(f"/crud/products/{later['id']}").status_code == 404
+
+
+def test_restore_then_catch_up_with_replay_keeping_the_inbox(evhostd, build_dir, tmp_path,
+                                                             kafka_bootstrap, unique_name):
+    # operations.md, "Backup and restore": after a restore, the plugin's group
+    # has committed past what the copy knows; replay from before the backup,
+    # keeping the copy's inbox, handles what came after it and nothing twice.
+    topic, group = unique_name("bk"), unique_name("g")
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    config = {"admin": {"token_file": str(token)},
+              "plugin.probe": probe_conf(build_dir, topic=topic, group=group)}
+    d = evhostd(config, brokers=kafka_bootstrap)
+
+    def keys(daemon):
+        return sorted(e["key"] for e in daemon.get("/probe/seen").json())
+    for key in ("a", "b", "c"):  # several partitions
+        assert d.post(f"/probe/publish?key=before-{key}", json={}).status_code == 200
+    lib.wait_until(lambda: len(keys(d)) == 3, timeout=30, message="three handled")
+    r = ctl(build_dir, d, "--json", "backup")
+    assert r.returncode == 0, r.stderr
+    backup = json.loads(r.stdout)
+    copy = Path(next(p["file"] for p in backup["plugins"] if p["plugin"] == "probe"))
+    for key in ("a", "b", "c"):
+        assert d.post(f"/probe/publish?key=after-{key}", json={}).status_code == 200
+    lib.wait_until(lambda: len(keys(d)) == 6, timeout=30, message="six handled")
+    assert d.stop() == 0
+
+    for suffix in ("", "-wal", "-shm"):
+        (d.state_dir / f"probe.db{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(copy, d.state_dir / "probe.db")
+    d2 = evhostd(config, brokers=kafka_bootstrap, state_dir=d.state_dir)
+    assert keys(d2) == ["before-a", "before-b", "before-c"]
+    since = (datetime.fromisoformat(backup["time"].replace("Z", "+00:00")) -
+             timedelta(minutes=10)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    r = lib.wait_until(lambda: (lambda r: r if r.returncode == 0 else None)(
+        ctl(build_dir, d2, "replay", "probe", "--from", since, "--keep-inbox")),
+        timeout=60, message="the replay taken (the consumer assigned)")
+    assert "probe: rewound; its inbox kept" in r.stdout, r.stdout
+    bad = d2.post("/admin/plugins/probe/replay", headers=auth(),
+                  json={"from": "beginning", "keep_inbox": "yes"})
+    assert bad.status_code == 422 and bad.json()["field"] == "keep_inbox", bad.text
+    lib.wait_until(lambda: len(keys(d2)) >= 6, timeout=30, message="the later three handled")
+    assert keys(d2) == ["after-a", "after-b", "after-c", "before-a", "before-b", "before-c"]
 
 
 def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
