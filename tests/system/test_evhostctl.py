@@ -301,6 +301,7 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert d2.get(f"/crud/products/{later['id']}").status_code == 404
 
 
+@pytest.mark.slow  # mostly waiting for consumer groups: the plain pass runs it
 def test_restore_then_catch_up_with_replay_keeping_the_inbox(evhostd, build_dir, tmp_path,
                                                              kafka_bootstrap, unique_name):
     # operations.md, "Backup and restore": after a restore, the plugin's group
