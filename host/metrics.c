@@ -691,7 +691,7 @@ static void render_process(textbuf *o)
 /* Only once a backup exists: when the newest was taken. */
 static void render_backup(textbuf *o, host *h)
 {
-	int64_t ms = h->set.state_dir ? admin_backup_newest_ms(h->set.state_dir) : 0;
+	int64_t ms = h && h->set.state_dir ? admin_backup_newest_ms(h->set.state_dir) : 0;
 	if (!ms)
 		return;
 	put_head(o, "evhost_backup_last_timestamp_seconds", "gauge",
