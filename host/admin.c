@@ -1100,6 +1100,19 @@ static void backup_srcs_free(struct backup_src *v, size_t n)
 	free(v);
 }
 
+/* "`dir`/`name`", malloc'd; NULL out of memory (errno ENOMEM). Paths are
+ * built on the heap here: civetweb's worker threads have 100 KiB stacks,
+ * and SQLite's open below a backup takes its share of one. */
+static char *path_join(const char *dir, const char *name)
+{
+	char *p;
+	if (asprintf(&p, "%s/%s", dir, name) < 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return p;
+}
+
 /* The plugins' names and database files, now. 0, or -1 out of memory. */
 static int backup_sources(host *h, struct backup_src **out, size_t *n)
 {
@@ -1148,13 +1161,13 @@ static int backup_dir_name(const char *name)
 
 int64_t admin_backup_newest_ms(const char *state_dir)
 {
-	char root[4096], newest[32] = "";
+	char *root = path_join(state_dir, "backups"), newest[32] = "";
 	struct dirent *e;
 	struct tm tm;
 	int ms;
-	DIR *d;
-	if (snprintf(root, sizeof root, "%s/backups", state_dir) >= (int)sizeof root ||
-	    !(d = opendir(root)))
+	DIR *d = root ? opendir(root) : NULL;
+	free(root);
+	if (!d)
 		return 0;
 	while ((e = readdir(d)))
 		if (backup_dir_name(e->d_name) && strcmp(e->d_name, newest) > 0)
@@ -1178,17 +1191,19 @@ static int name_cmp(const void *a, const void *b)
  * errno (and what is left, left). */
 static int backup_remove(const char *dir)
 {
-	char path[4400];
 	struct dirent *e;
 	DIR *d = opendir(dir);
 	int rc = 0;
 	if (!d)
 		return -1;
-	while ((e = readdir(d)))
-		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") &&
-		    (snprintf(path, sizeof path, "%s/%s", dir, e->d_name) >= (int)sizeof path ||
-		     unlink(path) != 0))
+	while ((e = readdir(d))) {
+		char *path;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (!(path = path_join(dir, e->d_name)) || unlink(path) != 0)
 			rc = -1;
+		free(path);
+	}
 	closedir(d);
 	return rc || rmdir(dir) != 0 ? -1 : 0;
 }
@@ -1197,22 +1212,22 @@ static int backup_remove(const char *dir)
  * any found now is not being written): removed, and said. */
 static void backup_remove_partials(const char *root)
 {
-	char path[4400];
 	struct dirent *e;
 	DIR *d = opendir(root);
 	if (!d)
 		return;
 	while ((e = readdir(d))) {
+		char *path;
 		if (strncmp(e->d_name, BACKUP_PARTIAL, strlen(BACKUP_PARTIAL)) ||
 		    !backup_dir_name(e->d_name + strlen(BACKUP_PARTIAL)))
 			continue;
-		snprintf(path, sizeof path, "%s/%s", root, e->d_name);
-		if (backup_remove(path) == 0)
+		if ((path = path_join(root, e->d_name)) && backup_remove(path) == 0)
 			log_info(ADMIN_LOG, "backup: removed %s, left unfinished by an earlier daemon",
 			         path);
 		else
-			log_warn(ADMIN_LOG, "backup: cannot remove the unfinished %s: %s", path,
-			         strerror(errno));
+			log_warn(ADMIN_LOG, "backup: cannot remove the unfinished %s/%s: %s", root,
+			         e->d_name, strerror(errno));
+		free(path);
 	}
 	closedir(d);
 }
@@ -1222,7 +1237,7 @@ static void backup_remove_partials(const char *root)
  * is removed unless the whole directory could be listed. */
 static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
 {
-	char **names = NULL, path[4400];
+	char **names = NULL;
 	size_t n = 0, cap = 0;
 	int listed = 1;
 	struct dirent *e;
@@ -1256,12 +1271,13 @@ static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
 	else if (n)
 		qsort(names, n, sizeof *names, name_cmp);
 	for (size_t i = 0; listed && i + (size_t)keep < n; i++) {
-		snprintf(path, sizeof path, "%s/%s", root, names[i]);
-		if (backup_remove(path) == 0)
+		char *path = path_join(root, names[i]);
+		if (path && backup_remove(path) == 0)
 			jsonb_put_str(removed, NULL, path, ok);
 		else
-			log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s: %s", path,
-			         strerror(errno));
+			log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s/%s: %s", root,
+			         names[i], strerror(errno));
+		free(path);
 	}
 	for (size_t i = 0; i < n; i++)
 		free(names[i]);
@@ -1272,16 +1288,21 @@ static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
                          const char *when, const struct backup_src *v, size_t n, int ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list;
-	char file[4400];
 	jsonb_put_str(root, "dir", dir, &ok);
 	jsonb_put_str(root, "time", when, &ok);
 	list = jsonb_put_array(root, "plugins", &ok);
 	for (size_t i = 0; list && i < n; i++) {
 		cJSON *o = jsonb_put_object(list, NULL, &ok);
-		snprintf(file, sizeof file, "%s/%s.db", dir, v[i].plugin);
+		char *file = NULL;
+		if (asprintf(&file, "%s/%s.db", dir, v[i].plugin) < 0)
+			file = NULL;
 		jsonb_put_str(o, "plugin", v[i].plugin, &ok);
-		jsonb_put_str(o, "file", file, &ok);
+		if (file)
+			jsonb_put_str(o, "file", file, &ok);
+		else
+			ok = 0;
 		jsonb_put_num(o, "bytes", (double)v[i].bytes, &ok);
+		free(file);
 	}
 	jsonb_put(root, "removed", removed, &ok);
 	return reply_json_done(resp, 200, root, ok, "the backup was written");
@@ -1296,12 +1317,12 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 {
 	struct backup_src *v = NULL;
 	size_t n = 0, i;
-	char root[4096], dir[4200], done[4200], err[8400] = "", stamp[32], when[40];
+	char *root = NULL, *dir = NULL, *done = NULL, err[1024] = "", stamp[32], when[40];
 	struct timespec now;
 	struct tm tm;
 	int64_t total = 0;
-	long keep = 0;
-	int rc, ok = 1;
+	long keep = 0, msec;
+	int rc, ok = 1, made = 0;
 	cJSON *body = body_object(req, resp), *removed;
 	const cJSON *k;
 
@@ -1327,35 +1348,33 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	pthread_mutex_lock(&h->admin->backup_mu);
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
+	msec = now.tv_nsec / 1000000L;
 	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ",
-	         now.tv_nsec / 1000000L);
+	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ", msec);
 	/* Written under a name of its own, renamed once whole: a daemon killed
 	 * meanwhile leaves no directory that looks like a backup. */
-	if (snprintf(root, sizeof root, "%s/backups", h->set.state_dir) >= (int)sizeof root ||
-	    snprintf(done, sizeof done, "%s/%s.%03ldZ", root, stamp, now.tv_nsec / 1000000L) >=
-	        (int)sizeof done ||
-	    snprintf(dir, sizeof dir, "%s/" BACKUP_PARTIAL "%s.%03ldZ", root, stamp,
-	             now.tv_nsec / 1000000L) >= (int)sizeof dir) {
-		snprintf(err, sizeof err, "[host] state_dir is too long a path");
-		dir[0] = '\0';
+	if (!(root = path_join(h->set.state_dir, "backups")) ||
+	    asprintf(&done, "%s/%s.%03ldZ", root, stamp, msec) < 0 ||
+	    asprintf(&dir, "%s/" BACKUP_PARTIAL "%s.%03ldZ", root, stamp, msec) < 0) {
+		done = dir = NULL;
+		snprintf(err, sizeof err, "out of memory");
 		goto failed;
 	}
 	backup_remove_partials(root);
 	if ((mkdir(root, 0750) != 0 && errno != EEXIST) || mkdir(dir, 0750) != 0) {
 		snprintf(err, sizeof err, "cannot create %s: %s", errno == EEXIST ? dir : root,
 		         strerror(errno));
-		dir[0] = '\0'; /* not ours to remove */
 		goto failed;
 	}
+	made = 1;
 	for (i = 0; i < n; i++) {
 		char e[768];
-		if (!(v[i].dest = malloc(strlen(dir) + strlen(v[i].plugin) + 5))) {
+		if (asprintf(&v[i].dest, "%s/%s.db", dir, v[i].plugin) < 0) {
+			v[i].dest = NULL;
 			snprintf(err, sizeof err, "out of memory");
 			goto failed;
 		}
-		sprintf(v[i].dest, "%s/%s.db", dir, v[i].plugin);
 		if ((rc = store_backup(v[i].path, v[i].dest, &h->stopping, &v[i].bytes, e, sizeof e)) !=
 		    EVH_OK) {
 			snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
@@ -1377,12 +1396,18 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	pthread_mutex_unlock(&h->admin->backup_mu);
 	rc = backup_answer(resp, removed, done, when, v, n, ok);
 	backup_srcs_free(v, n);
+	free(root);
+	free(dir);
+	free(done);
 	return rc;
 failed:
-	if (dir[0])
+	if (made) /* not a directory of someone else's */
 		backup_discard(v, n, dir);
 	pthread_mutex_unlock(&h->admin->backup_mu);
 	backup_srcs_free(v, n);
+	free(root);
+	free(dir);
+	free(done);
 	log_error(ADMIN_LOG, "backup failed, nothing kept: %s", err);
 	return problem(resp, 500, "backup-failed", NULL, "the backup failed and nothing was kept: %s",
 	               err);

@@ -1078,9 +1078,9 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
-	char dir[4096], *slash;
+	char *dir, *slash; /* on the heap: HTTP workers' stacks are 100 KiB */
 	struct stat sb;
-	int rc, fd;
+	int rc, fd, synced;
 	*bytes = 0;
 	/* Ours alone, and not readable by others (it holds what the plugin
 	 * stores, password hashes included); VACUUM INTO fills an empty file. */
@@ -1112,12 +1112,17 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 		unlink(dest);
 		return status_of(rc);
 	}
-	snprintf(dir, sizeof dir, "%s", dest);
+	if (!(dir = strdup(dest))) {
+		set_err(err, errlen, "syncing %s: out of memory", dest);
+		unlink(dest);
+		return EVH_ENOMEM;
+	}
 	slash = strrchr(dir, '/');
 	if (slash)
 		*(slash == dir ? slash + 1 : slash) = '\0';
-	if (sync_path(dest, 0) != 0 || sync_path(slash ? dir : ".", O_DIRECTORY) != 0 ||
-	    stat(dest, &sb) != 0) {
+	synced = sync_path(dest, 0) == 0 && sync_path(slash ? dir : ".", O_DIRECTORY) == 0;
+	free(dir);
+	if (!synced || stat(dest, &sb) != 0) {
 		set_err(err, errlen, "syncing %s: %s", dest, strerror(errno));
 		unlink(dest);
 		return EVH_ESTORE;
