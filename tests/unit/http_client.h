@@ -73,6 +73,24 @@ static inline char *http_request(int port, const char *method, const char *path,
 	return exchange(port, raw, (size_t)n);
 }
 
+/* Read from `fd` until `end` has come (or its receive timeout passes, or
+ * the peer closes); malloc'd, "" when nothing came. */
+static inline char *read_until(int fd, const char *end)
+{
+	size_t n = 0;
+	char *out = malloc(8192);
+	assert_non_null(out);
+	out[0] = '\0';
+	while (n < 8191 && !strstr(out, end)) {
+		ssize_t r = recv(fd, out + n, 8191 - n, 0);
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		out[n] = '\0';
+	}
+	return out;
+}
+
 /* GET `path` and read only the answer's head (a stream's never ends);
  * malloc'd, "" when the server closed without a word. */
 static inline char *http_head(int port, const char *path, const char *hdrs)
@@ -80,24 +98,15 @@ static inline char *http_head(int port, const char *path, const char *hdrs)
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
 	struct timeval tv = {5, 0};
-	char raw[2048], *out = malloc(8192);
-	size_t n = 0;
+	char raw[2048], *out;
 	int fd = socket(AF_INET, SOCK_STREAM, 0), len;
 	len = snprintf(raw, sizeof raw, "GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n", path,
 	               hdrs ? hdrs : "");
-	assert_non_null(out);
 	assert_true(fd >= 0 && len > 0 && (size_t)len < sizeof raw);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
 	assert_int_equal(send(fd, raw, (size_t)len, MSG_NOSIGNAL), len);
-	out[0] = '\0';
-	while (n < 8191 && !strstr(out, "\r\n\r\n")) {
-		ssize_t r = recv(fd, out + n, 8191 - n, 0);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		out[n] = '\0';
-	}
+	out = read_until(fd, "\r\n\r\n");
 	close(fd);
 	return out;
 }

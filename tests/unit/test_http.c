@@ -400,36 +400,25 @@ static void test_body_limits(void **state)
 	free(r);
 }
 
-/* Read from `fd` until `end` has come (or 5 s pass, or the peer closes);
- * malloc'd. */
-static char *read_until(int fd, const char *end)
-{
-	size_t n = 0;
-	char *out = malloc(8192);
-	assert_non_null(out);
-	out[0] = '\0';
-	while (n < 8191 && !strstr(out, end)) {
-		ssize_t r = recv(fd, out + n, 8191 - n, 0);
-		if (r <= 0)
-			break;
-		n += (size_t)r;
-		out[n] = '\0';
-	}
-	return out;
-}
-
-/* `raw` on a connection of its own: a 400 bad-request saying `detail`,
- * and the connection closed. */
-static void expect_refused(fixture *f, const char *raw, const char *detail)
+/* `raw` on a connection of its own: problem `status` `slug` saying
+ * `detail`, and the connection closed. */
+static void expect_closing_problem(fixture *f, const char *raw, int status, const char *slug,
+                                   const char *detail)
 {
 	char *r = exchange(f->port, raw, strlen(raw));
-	expect_problem(r, 400, "bad-request");
+	expect_problem(r, status, slug);
 	if (!strstr(body_of(r), detail))
 		fail_msg("expected \"%s\" in %s", detail, body_of(r));
 	assert_string_equal(header_of(r, "Connection"), "close");
 	if (strstr(body_of(r), "\r\n\r\n")) /* nothing read as a second request */
 		fail_msg("a second reply after the refusal: %s", r);
 	free(r);
+}
+
+/* ...a 400 bad-request: the framing refused. */
+static void expect_refused(fixture *f, const char *raw, const char *detail)
+{
+	expect_closing_problem(f, raw, 400, "bad-request", detail);
 }
 
 /* A message whose length is in doubt is refused, not guessed at: a proxy
@@ -509,18 +498,14 @@ static void test_expect_continue(void **state)
 
 	/* Refused before its body is read: no 100, and the connection closes
 	 * rather than waiting for a body that is not coming. */
-	raw = "POST /t/json HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
-	      "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n";
-	r = exchange(f->port, raw, strlen(raw));
-	expect_problem(r, 415, "unsupported-media-type");
-	assert_string_equal(header_of(r, "Connection"), "close");
-	free(r);
-	raw = "POST /t/raw HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
-	      "Content-Length: 1000\r\n\r\n";
-	r = exchange(f->port, raw, strlen(raw));
-	expect_problem(r, 413, "payload-too-large");
-	assert_string_equal(header_of(r, "Connection"), "close");
-	free(r);
+	expect_closing_problem(f,
+	                       "POST /t/json HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+	                       "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+	                       415, "unsupported-media-type", "application/json");
+	expect_closing_problem(f,
+	                       "POST /t/raw HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+	                       "Content-Length: 1000\r\n\r\n",
+	                       413, "payload-too-large", "1000 bytes");
 
 	/* Any other expectation is refused (HTTP/1.1), or ignored (HTTP/1.0). */
 	r = request(f, "POST", "/t/raw", "Expect: 200-ok\r\n", "hello");
