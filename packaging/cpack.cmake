@@ -1,7 +1,8 @@
 # Debian packages, built with CPack from the install() rules:
 #
 #   evhost      (component runtime) evhostd, the plugins, the default
-#               configuration (conffiles), the systemd unit, man pages,
+#               configuration (conffiles), the systemd units (the daemon;
+#               the backup timer, off), man pages,
 #               mail templates, documentation
 #   evhost-dev  (component dev) SDK headers, evhost-sdk.pc, the CMake package
 #               config, the example plugin's source
@@ -21,26 +22,28 @@ set(EVHOST_DOC_DIR ${CMAKE_INSTALL_DATADIR}/doc/evhost)
 set(EVHOST_DEV_DOC_DIR ${CMAKE_INSTALL_DATADIR}/doc/evhost-dev)
 find_program(EVHOST_GZIP gzip REQUIRED)
 
-# --- the systemd unit -------------------------------------------------------
-# The checked-in unit names the paths of a /usr install, so it can be checked
-# with systemd-analyze as it is; other prefixes get their own paths.
-file(READ ${EVHOST_PKG_SRC}/systemd/evhostd.service evhost_unit)
-string(REPLACE "/usr/sbin/evhostd" "${CMAKE_INSTALL_FULL_SBINDIR}/evhostd" evhost_unit
-       "${evhost_unit}")
-string(REPLACE "/etc/evhost/evhost.conf" "${CMAKE_INSTALL_FULL_SYSCONFDIR}/evhost/evhost.conf"
-       evhost_unit "${evhost_unit}")
-file(CONFIGURE OUTPUT ${EVHOST_PKG_BIN}/evhostd.service CONTENT "${evhost_unit}" @ONLY)
-set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
-             ${EVHOST_PKG_SRC}/systemd/evhostd.service)
+# --- the systemd units ------------------------------------------------------
+# The checked-in units name the paths of a /usr install, so they can be checked
+# with systemd-analyze as they are; other prefixes get their own paths.
 # Debian 12 keeps packaged units in /lib/systemd/system; other prefixes keep
-# it under the prefix (systemd reads /usr/local/lib/systemd/system too).
+# them under the prefix (systemd reads /usr/local/lib/systemd/system too).
 if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
   set(EVHOST_UNIT_DIR /lib/systemd/system)
 else()
   set(EVHOST_UNIT_DIR lib/systemd/system)
 endif()
-install(FILES ${EVHOST_PKG_BIN}/evhostd.service DESTINATION ${EVHOST_UNIT_DIR}
-        COMPONENT runtime)
+foreach(unit evhostd.service evhost-backup.service evhost-backup.timer)
+  file(READ ${EVHOST_PKG_SRC}/systemd/${unit} evhost_unit)
+  string(REPLACE "/usr/sbin/evhostd" "${CMAKE_INSTALL_FULL_SBINDIR}/evhostd" evhost_unit
+         "${evhost_unit}")
+  string(REPLACE "/usr/bin/evhostctl" "${CMAKE_INSTALL_FULL_BINDIR}/evhostctl" evhost_unit
+         "${evhost_unit}")
+  string(REPLACE "/etc/evhost/evhost.conf" "${CMAKE_INSTALL_FULL_SYSCONFDIR}/evhost/evhost.conf"
+         evhost_unit "${evhost_unit}")
+  file(CONFIGURE OUTPUT ${EVHOST_PKG_BIN}/${unit} CONTENT "${evhost_unit}" @ONLY)
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${EVHOST_PKG_SRC}/systemd/${unit})
+  install(FILES ${EVHOST_PKG_BIN}/${unit} DESTINATION ${EVHOST_UNIT_DIR} COMPONENT runtime)
+endforeach()
 
 # --- compressed man pages and documents (Debian policy 12.1, 12.3) ----------
 set(evhost_gz_outputs)
@@ -143,7 +146,8 @@ and gives them HTTP routes, Kafka consumers with retries and dead-letter
 topics, durable event publishing through a transactional outbox, and one
 SQLite database each.
 .
-This package contains the daemon with its systemd unit and three plugins:
+This package contains the daemon with its systemd unit (and a daily backup
+timer, off until enabled) and three plugins:
 user (accounts and login), crud (JSON document collections) and
 notifications (welcome and broadcast mails over SMTP or to a Maildir).")
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_CONTROL_EXTRA

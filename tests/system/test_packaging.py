@@ -13,9 +13,10 @@ plugin built against the installed evhost-dev, and the packages are removed
 and purged, leaving the root as it was.
 
 Also here: lintian, shellcheck of the maintainer scripts, `systemd-analyze
-verify` and `security` on the unit, sd_notify (READY, STATUS, WATCHDOG,
-STOPPING), and the unit's sandbox (system call filter, address families,
-W^X memory) checked against everything evhostd does under strace.
+verify` and `security` on the units, sd_notify (READY, STATUS, WATCHDOG,
+STOPPING), and the units' sandboxes (system call filter, address families,
+W^X memory) checked against everything evhostd, and evhostctl taking the
+backup timer's backup, do under strace.
 """
 
 import email
@@ -41,6 +42,9 @@ import evhost_testlib as lib
 REPO = lib.REPO_ROOT
 BUILD_DEBS = REPO / "packaging" / "build-debs"
 UNIT_SOURCE = REPO / "packaging" / "systemd" / "evhostd.service"
+BACKUP_SERVICE_SOURCE = REPO / "packaging" / "systemd" / "evhost-backup.service"
+BACKUP_TIMER_SOURCE = REPO / "packaging" / "systemd" / "evhost-backup.timer"
+UNIT_SOURCES = (UNIT_SOURCE, BACKUP_SERVICE_SOURCE, BACKUP_TIMER_SOURCE)
 PASSWORD = "correct horse battery"
 
 # lintian warnings that do not apply to packages built outside the Debian
@@ -49,7 +53,7 @@ LINTIAN_ALLOWED_WARNINGS = {
     # An archive upload's first changelog entry closes an ITP bug; ours has none.
     "initial-upload-closes-no-bugs",
 }
-# The exposure score `systemd-analyze security` gives the unit (docs/operations.md).
+# The exposure score `systemd-analyze security` gives the services (docs/operations.md).
 MAX_EXPOSURE = 1.5
 
 
@@ -228,24 +232,55 @@ def test_unit_is_hardened_as_documented():
         assert u.get(key) == ["yes"], key
 
 
+def test_backup_timer_units_are_as_documented():
+    s = unit_settings(BACKUP_SERVICE_SOURCE.read_text())
+    expect = {
+        "Type": "oneshot", "User": "evhost", "Group": "evhost",
+        "ExecStart": "/usr/bin/evhostctl -c /etc/evhost/evhost.conf backup --keep "
+                     "${EVHOST_BACKUP_KEEP}",
+        "Environment": "EVHOST_BACKUP_KEEP=7", "After": "evhostd.service",
+        "ProtectSystem": "strict", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "MemoryDenyWriteExecute": "yes",
+        "SystemCallArchitectures": "native",
+    }
+    for key, value in expect.items():
+        assert s.get(key) == [value], (key, s.get(key))
+    # The same system call filter as the daemon's (the sandbox test checks
+    # evhostctl's calls against it); started by the timer only.
+    assert s["SystemCallFilter"] == unit_settings(UNIT_SOURCE.read_text())["SystemCallFilter"]
+    assert "WantedBy" not in s
+    t = unit_settings(BACKUP_TIMER_SOURCE.read_text())
+    assert (t["OnCalendar"], t["Persistent"], t["WantedBy"]) == (["daily"], ["yes"],
+                                                                 ["timers.target"])
+
+
 def test_unit_passes_systemd_analyze(root, tmp_path):
     need("systemd-analyze", "checking the unit")
-    # The installed unit, with its binary looked up in the package root (the
-    # rest of what verify checks, /bin/kill and the targets, is the host's).
-    text = (root.path / "lib/systemd/system/evhostd.service").read_text()
-    assert text == UNIT_SOURCE.read_text()
-    unit = tmp_path / "evhostd.service"
-    unit.write_text(text.replace("/usr/sbin/evhostd", str(root.path / "usr/sbin/evhostd")))
+    # The installed units, with their binaries looked up in the package root
+    # (the rest of what verify checks, /bin/kill and the targets, is the host's).
+    units = []
+    for source in UNIT_SOURCES:
+        text = (root.path / "lib/systemd/system" / source.name).read_text()
+        assert text == source.read_text()
+        for binary in ("/usr/sbin/evhostd", "/usr/bin/evhostctl"):
+            text = text.replace(binary, str(root.path / binary.lstrip("/")))
+        units.append(tmp_path / source.name)
+        units[-1].write_text(text)
     env = dict(os.environ, MANPATH=str(root.path / "usr/share/man"))
     man = [] if shutil.which("man") else ["--man=no"]
-    r = run(["systemd-analyze", "verify", *man, unit], env=env, check=False)
+    r = run(["systemd-analyze", "verify", *man, *units], env=env, check=False)
     assert r.returncode == 0 and not r.stderr.strip() and not r.stdout.strip(), r.stderr
 
-    r = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit], check=False)
-    m = re.search(r"Overall exposure level for evhostd\.service: ([0-9.]+)", r.stdout)
-    assert m, r.stdout + r.stderr
-    print(f"\nsystemd-analyze security: exposure {m.group(1)}")
-    assert float(m.group(1)) <= MAX_EXPOSURE, r.stdout
+    for unit in units:
+        if unit.suffix != ".service":
+            continue
+        r = run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit],
+                check=False)
+        m = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([0-9.]+)",
+                      r.stdout)
+        assert m, r.stdout + r.stderr
+        print(f"\nsystemd-analyze security {unit.name}: exposure {m.group(1)}")
+        assert float(m.group(1)) <= MAX_EXPOSURE, r.stdout
 
 
 # ------------------------------------------------------ the package root
@@ -263,7 +298,28 @@ for a; do name=$a; done
 echo "$name:x:998:998:evhost daemon:/var/lib/evhost:/usr/sbin/nologin" >> /etc/passwd
 echo "$name:x:998:" >> /etc/group
 """,
-        "usr/bin/deb-systemd-helper": '#!/bin/sh\necho "deb-systemd-helper $*" >> /standins.log\n',
+        # deb-systemd-helper records its arguments and keeps as much state as
+        # the maintainer scripts ask of it: whether a unit was installed
+        # (debian-installed) and enabled (was-enabled, true for a unit never
+        # seen), in /standins.state.
+        "usr/bin/deb-systemd-helper": """#!/bin/sh
+echo "deb-systemd-helper $*" >> /standins.log
+[ "$1" = --quiet ] && shift
+cmd=$1
+shift
+install -d /standins.state
+for u; do
+	case $cmd in
+	debian-installed) [ -e "/standins.state/$u.known" ] || exit 1 ;;
+	was-enabled) [ ! -e "/standins.state/$u.known" ] || [ -e "/standins.state/$u.enabled" ] ||
+		exit 1 ;;
+	enable) : >"/standins.state/$u.known"; : >"/standins.state/$u.enabled" ;;
+	disable) rm -f "/standins.state/$u.enabled" ;;
+	update-state) : >"/standins.state/$u.known" ;;
+	purge) rm -f "/standins.state/$u.known" "/standins.state/$u.enabled" ;;
+	esac
+done
+""",
         "usr/bin/deb-systemd-invoke": '#!/bin/sh\necho "deb-systemd-invoke $*" >> /standins.log\n',
         "usr/bin/systemctl": '#!/bin/sh\necho "systemctl $*" >> /standins.log\n',
     }
@@ -364,13 +420,18 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     r = PackageRoot(tmp_path / "root").create()
     before = r.snapshot()
 
-    # First install: the system user, its state directory, the unit enabled;
-    # systemd is not running in this root, so nothing is started.
+    # First install: the system user, its state directory, the unit enabled,
+    # the backup timer not; systemd is not running in this root, so nothing
+    # is started.
     r.dpkg("-i", debs["evhost"], debs["evhost-dev"])
     calls = r.standins()
     assert ("adduser --quiet --system --group --home /var/lib/evhost --no-create-home "
             "--gecos evhost daemon evhost") in calls
     assert "deb-systemd-helper enable evhostd.service" in calls
+    assert "deb-systemd-helper update-state evhost-backup.timer" in calls
+    assert "deb-systemd-helper enable evhost-backup.timer" not in calls
+    for unit in ("evhostd.service", "evhost-backup.service", "evhost-backup.timer"):
+        assert (r.path / "lib/systemd/system" / unit).is_file(), unit
     assert not [c for c in calls if c.startswith(("systemctl", "deb-systemd-invoke"))], calls
     state = r.path / "var/lib/evhost"
     st = state.stat()
@@ -381,19 +442,30 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     (state / "user.db").write_text("state")
 
     # Again with systemd running: the user is not added twice, and the
-    # daemon is reloaded into and restarted as for an upgrade.
+    # daemon is reloaded into and restarted as for an upgrade. The timer
+    # stays off...
     (r.path / "run/systemd/system").mkdir(parents=True)  # what "systemd is running" means
     r.dpkg("-i", debs["evhost"])
     calls = r.standins()
     assert not [c for c in calls if c.startswith("adduser")], calls
     assert "systemctl --system daemon-reload" in calls
     assert "deb-systemd-invoke restart evhostd.service" in calls
+    assert "deb-systemd-helper enable evhost-backup.timer" not in calls
+    # ... until an admin turns it on (systemctl enable): then upgrades keep
+    # it on. (deb-systemd-invoke restarts only enabled units.)
+    (r.path / "standins.state" / "evhost-backup.timer.enabled").touch()
+    r.dpkg("-i", debs["evhost"])
+    calls = r.standins()
+    assert "deb-systemd-helper enable evhost-backup.timer" in calls
+    assert "deb-systemd-invoke restart evhost-backup.timer" in calls
 
     # Remove: the daemon stops first, the conffiles and the state stay.
     r.dpkg("-r", "evhost-dev", "evhost")
     calls = r.standins()
     assert "deb-systemd-invoke stop evhostd.service" in calls
+    assert "deb-systemd-invoke stop evhost-backup.timer evhost-backup.service" in calls
     assert "deb-systemd-helper mask evhostd.service" in calls
+    assert "deb-systemd-helper mask evhost-backup.timer" in calls
     assert not (r.path / "usr/sbin/evhostd").exists()
     assert not (r.path / "usr/include/evhost").exists()
     assert (r.path / "etc/evhost/evhost.conf").exists()
@@ -403,7 +475,8 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     shutil.rmtree(r.path / "run")
     r.dpkg("--purge", "evhost")
     calls = r.standins()
-    assert "deb-systemd-helper purge evhostd.service" in calls
+    assert "deb-systemd-helper purge evhostd.service evhost-backup.timer" in calls
+    assert not list((r.path / "standins.state").iterdir())
     assert not (r.path / "etc/evhost").exists()
     assert not state.exists()
 
@@ -412,7 +485,7 @@ def test_install_upgrade_remove_purge(debs, tmp_path):
     after = r.snapshot()
     gone = set(before) - set(after)
     added = {p for p in set(after) - set(before)
-             if not p.startswith(("var/lib/dpkg/", "var/log/dpkg.log"))}
+             if not p.startswith(("var/lib/dpkg/", "var/log/dpkg.log", "standins.state"))}
     assert not gone and not added, (gone, added)
     assert "evhost:x:998" in (r.path / "etc/passwd").read_text()
 
@@ -750,10 +823,10 @@ def expand(groups, names):
     return out
 
 
-def unit_syscall_allow_list(groups):
-    """What the unit's SystemCallFilter= lines leave allowed."""
+def unit_syscall_allow_list(groups, source=UNIT_SOURCE):
+    """What a unit's SystemCallFilter= lines leave allowed."""
     allowed = set()
-    for value in unit_settings(UNIT_SOURCE.read_text())["SystemCallFilter"]:
+    for value in unit_settings(source.read_text())["SystemCallFilter"]:
         if value.startswith("~"):
             allowed -= expand(groups, value[1:].split())
         else:
@@ -776,6 +849,56 @@ def strace_calls(text):
             rest = pending.pop(pid) + m.group(1)
         out.append(f"{pid} {rest}")
     return "\n".join(out)
+
+
+def check_sandboxed_calls(who, trace, allowed, writable):
+    """The system calls in `trace` (strace -f -o) pass a unit's sandbox:
+    `allowed` by its filter, its address families, no W^X mapping, files
+    changed only below `writable` (None: none at all), only its own /proc."""
+    text = strace_calls(trace.read_text())
+    calls = re.findall(r"^\d+\s+([a-z_0-9]+)\(", text, re.M)
+    assert calls[0] == "execve" and "connect" in calls, calls[:5]
+    used = set(calls)
+    print(f"\n{who} made {len(calls)} system calls of {len(used)} kinds")
+    assert not used - allowed, f"not allowed by SystemCallFilter=: {sorted(used - allowed)}"
+
+    families = set(re.findall(r"^\d+\s+socket\((AF_[A-Z0-9]+),", text, re.M))
+    assert families - {"AF_NETLINK"} <= {"AF_INET", "AF_INET6", "AF_UNIX"}, families
+    # The one exception: getaddrinfo(AI_ADDRCONFIG) asks the kernel for the
+    # host's addresses over netlink (librdkafka resolving a broker). Under
+    # RestrictAddressFamilies= that socket() fails, and glibc then assumes
+    # both IPv4 and IPv6 are there (check_pf.c), so resolving still works.
+    # Nothing else may use netlink.
+    netlink = re.findall(r"^\d+\s+socket\(AF_NETLINK, .*NETLINK_ROUTE", text, re.M)
+    requests_sent = re.findall(r"^\d+\s+send(?:to|msg)\(\d+, .*?nlmsg_type=(\w+)", text, re.M)
+    assert set(requests_sent) <= {"RTM_GETADDR"}, requests_sent
+    assert len(netlink) == len(requests_sent), (netlink, requests_sent)
+
+    # MemoryDenyWriteExecute=yes: no mapping both writable and executable.
+    wx = re.findall(r"^\d+\s+(?:mmap|mprotect|pkey_mprotect)\(.*PROT_WRITE\|PROT_EXEC.*$",
+                    text, re.M)
+    wx += re.findall(r"^\d+\s+(?:mmap|mprotect|pkey_mprotect)\(.*PROT_EXEC\|PROT_WRITE.*$",
+                     text, re.M)
+    assert not wx, wx
+
+    # ProtectSystem=strict: the daemon changes files only below its state
+    # directory (the unit's StateDirectory=); evhostctl changes none. Failed
+    # calls (mkdir of an existing parent) change nothing.
+    written = re.findall(r'^\d+ open(?:at)?\((?:AT_FDCWD, )?"([^"]+)", [^)]*'
+                         r'O_(?:WRONLY|RDWR|CREAT).*= \d+$', text, re.M)
+    written += re.findall(r'^\d+ (?:mkdir|unlink|rename|rmdir)(?:at)?\((?:AT_FDCWD, )?"([^"]+)"'
+                          r'.*= 0$', text, re.M)
+    if writable is None:
+        assert not [w for w in written if w != "/dev/null"], written
+    else:
+        assert written, "no writes seen: the pattern is wrong"
+        outside = [w for w in written if not Path(w).is_relative_to(writable)]
+        assert not outside, outside
+
+    # ProcSubset=pid: only the process's own /proc entries exist.
+    proc = re.findall(r'^\d+ open(?:at)?\(.*?"(/proc/[^"]*)".*= \d+$', text, re.M)
+    foreign = [p for p in proc if not re.match(r"/proc/(self|thread-self|\d+)(/|$)", p)]
+    assert not foreign, foreign
 
 
 @pytest.mark.parametrize("transport", ["maildir", "smtp"])
@@ -818,14 +941,20 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         d.start().wait_healthy(lib.health_timeout() * 2)
         assert d.get("/hello/ada").status_code == 200
         create_user_and_wait_for_mail(d, state, "Grace Hopper", smtp=smtp)
-        # Two backups, the older removed by the second (evhostctl backup --keep 1).
+        # Two backups, the older removed by the second, taken as the backup
+        # timer's unit takes it: the packaged evhostctl, as the daemon's user.
         admin = {"Authorization": "Bearer sandbox-admin-token-0123456789"}
         first = d.post("/admin/backup", json={}, headers=admin, timeout=60)
         assert first.status_code == 200, first.text
-        second = d.post("/admin/backup", json={"keep": 1}, headers=admin, timeout=60)
-        assert second.status_code == 200, second.text
-        assert second.json()["removed"] == [first.json()["dir"]]
-        assert (Path(second.json()["dir"]) / "user.db").is_file()
+        ctl_trace = tmp_path / "strace-evhostctl.out"
+        exec_start = unit_settings(BACKUP_SERVICE_SOURCE.read_text())["ExecStart"][0].split()
+        assert exec_start[:3] == ["/usr/bin/evhostctl", "-c", "/etc/evhost/evhost.conf"]
+        ctl = run(["strace", "-f", "-qq", "-u", "nobody", "-o", ctl_trace,
+                   pkg / "usr/bin/evhostctl", "-c", conf / "evhost.conf", "backup", "--keep", "1"],
+                  timeout=90)
+        assert f"removed the older backup {first.json()['dir']}" in ctl.stdout, ctl.stdout
+        second = Path(re.search(r"^backup in (\S+),", ctl.stdout, re.M).group(1))
+        assert (second / "user.db").is_file() and not Path(first.json()["dir"]).exists()
         # A reload that drains and stops one plugin.
         (conf / "conf.d" / "95-reload.conf").write_text("[plugin.crud]\nenabled = false\n")
         d.send_signal(signal.SIGHUP)
@@ -835,44 +964,9 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
-    text = strace_calls(trace.read_text())
-    calls = re.findall(r"^\d+\s+([a-z_0-9]+)\(", text, re.M)
-    assert calls[0] == "execve" and "sendmsg" in calls, calls[:5]
-    used = set(calls)
-    print(f"\nevhostd made {len(calls)} system calls of {len(used)} kinds")
-    assert not used - allowed, f"not allowed by SystemCallFilter=: {sorted(used - allowed)}"
-
-    families = set(re.findall(r"^\d+\s+socket\((AF_[A-Z0-9]+),", text, re.M))
-    assert families - {"AF_NETLINK"} <= {"AF_INET", "AF_INET6", "AF_UNIX"}, families
-    # The one exception: getaddrinfo(AI_ADDRCONFIG) asks the kernel for the
-    # host's addresses over netlink (librdkafka resolving a broker). Under
-    # RestrictAddressFamilies= that socket() fails, and glibc then assumes
-    # both IPv4 and IPv6 are there (check_pf.c), so resolving still works.
-    # Nothing else may use netlink.
-    netlink = re.findall(r"^\d+\s+socket\(AF_NETLINK, .*NETLINK_ROUTE", text, re.M)
-    requests_sent = re.findall(r"^\d+\s+send(?:to|msg)\(\d+, .*?nlmsg_type=(\w+)", text, re.M)
-    assert set(requests_sent) <= {"RTM_GETADDR"}, requests_sent
-    assert len(netlink) == len(requests_sent), (netlink, requests_sent)
-
-    # MemoryDenyWriteExecute=yes: no mapping both writable and executable.
-    wx = re.findall(r"^\d+\s+(?:mmap|mprotect|pkey_mprotect)\(.*PROT_WRITE\|PROT_EXEC.*$",
-                    text, re.M)
-    wx += re.findall(r"^\d+\s+(?:mmap|mprotect|pkey_mprotect)\(.*PROT_EXEC\|PROT_WRITE.*$",
-                     text, re.M)
-    assert not wx, wx
-
-    # ProtectSystem=strict: the daemon changes files only below its state
-    # directory (the unit's StateDirectory=). Failed calls (mkdir of an
-    # existing parent) change nothing.
-    written = re.findall(r'^\d+ open(?:at)?\((?:AT_FDCWD, )?"([^"]+)", [^)]*'
-                         r'O_(?:WRONLY|RDWR|CREAT).*= \d+$', text, re.M)
-    written += re.findall(r'^\d+ (?:mkdir|unlink|rename|rmdir)(?:at)?\((?:AT_FDCWD, )?"([^"]+)"'
-                          r'.*= 0$', text, re.M)
-    assert written, "no writes seen: the pattern is wrong"
-    outside = [w for w in written if not Path(w).is_relative_to(state)]
-    assert not outside, outside
-
-    # ProcSubset=pid: only the process's own /proc entries exist.
-    proc = re.findall(r'^\d+ open(?:at)?\(.*?"(/proc/[^"]*)".*= \d+$', text, re.M)
-    foreign = [p for p in proc if not re.match(r"/proc/(self|thread-self|\d+)(/|$)", p)]
-    assert not foreign, foreign
+    check_sandboxed_calls("evhostd", trace, allowed, writable=state)
+    # evhostctl under the backup unit's filter: it reads and talks HTTP, and
+    # writes nothing at all.
+    check_sandboxed_calls("evhostctl", ctl_trace,
+                          unit_syscall_allow_list(syscall_groups(), BACKUP_SERVICE_SOURCE),
+                          writable=None)
