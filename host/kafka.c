@@ -2260,11 +2260,8 @@ static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
 		for (size_t i = 0; i < c->p->nsubs && !warned; i++)
 			if (!strcmp(c->p->subs[i].topic, topic))
 				warned = &c->policy[i].missing_warned_ms;
-		if (!warned || !*warned || now - *warned >= TOPIC_WARN_EVERY_MS) {
+		if (!warned || log_due(warned, now, TOPIC_WARN_EVERY_MS))
 			l = EVH_LOG_WARN;
-			if (warned)
-				*warned = now;
-		}
 		log_msg(l, KAFKA_LOG, "%s: subscribed topic %s does not exist yet (%s): the first "
 		                      "event published to it creates it where the cluster allows "
 		                      "that; otherwise create it",

@@ -3,6 +3,7 @@
 #ifndef EVHOST_LOG_H
 #define EVHOST_LOG_H
 #include <stddef.h>
+#include <stdint.h>
 #include <evhost/evhost.h>
 
 typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON } log_format;
@@ -35,6 +36,18 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
  * written, which the systemd unit's sandbox checks). Best effort: a
  * failure changes nothing else. */
 void log_thread_name(const char *prefix, const char *name);
+
+/* For lines said at most once every `every_ms`: 1, and *last_ms = now, when
+ * none was said yet (*last_ms is 0) or the last one is `every_ms` or more
+ * before `now` (clock_mono_ms()); else 0. Calls on one `last_ms` must not
+ * race (the caller's lock or thread). */
+static inline int log_due(int64_t *last_ms, int64_t now, int64_t every_ms)
+{
+	if (*last_ms && now - *last_ms < every_ms)
+		return 0;
+	*last_ms = now;
+	return 1;
+}
 
 #define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(EVH_LOG_WARN, c, __VA_ARGS__)

@@ -82,7 +82,7 @@ struct relay {
 	int64_t sent_upto;
 	int64_t resend_at;
 	int64_t last_error_seq;
-	int64_t warned_seq, warned_ms; /* the last failed delivery said at warn level */
+	int64_t warned_seq, warned_ms; /* the last failed delivery said at warn level, when */
 	int64_t last_fetch_ms;
 	int need_fetch; /* rewound, or a batch was full */
 	int wave;       /* sending in waves (see "Waves") */
@@ -289,19 +289,18 @@ static int relay_handle_failure(struct relay *r)
 	pthread_mutex_unlock(&r->mu);
 	if (rewind_to >= 0) {
 		int64_t now = clock_mono_ms();
-		int again;
 		if (relay_inflight(r) > 0)
 			return 1;
 		/* A refusal for good comes back every resend: said once a minute. */
-		again = r->warned_seq == rewind_to + 1 && now - r->warned_ms < FAILURE_WARN_EVERY_MS;
-		log_msg(again ? EVH_LOG_DEBUG : EVH_LOG_WARN, OUTBOX_LOG,
+		if (r->warned_seq != rewind_to + 1)
+			r->warned_ms = 0;
+		r->warned_seq = rewind_to + 1;
+		log_msg(log_due(&r->warned_ms, now, FAILURE_WARN_EVERY_MS) ? EVH_LOG_WARN
+		                                                           : EVH_LOG_DEBUG,
+		        OUTBOX_LOG,
 		        "%s: delivery of outbox row %" PRId64 " failed (%s); sending again from "
 		        "there, the plugin's later events behind it",
 		        r->p->name, rewind_to + 1, error);
-		if (!again) {
-			r->warned_seq = rewind_to + 1;
-			r->warned_ms = now;
-		}
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
 		r->resend_at = now + atomic_load(&resend_delay_ms);
