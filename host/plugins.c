@@ -361,7 +361,7 @@ static int make_dir(const char *path, char *err, size_t errlen)
 int plugin_start(evh_plugin *p, char *err, size_t errlen)
 {
 	const settings *s = &p->host->set;
-	char dberr[256], *db;
+	char dberr[512], *db;
 	size_t len;
 	int rc;
 
@@ -380,7 +380,7 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 		return -1;
 	}
 	if (store_open(&p->store, db, s->store_synchronous, dberr, sizeof dberr) != 0) {
-		snprintf(err, errlen, "plugin '%s': storage %s: %s", p->name, db, dberr);
+		snprintf(err, errlen, "plugin '%s': storage: %s", p->name, dberr); /* names db */
 		free(db);
 		return -1;
 	}

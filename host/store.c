@@ -338,9 +338,8 @@ static void full_note(store *s)
 	atomic_store(&s->full, 1);
 	s->full_quota = quota;
 	now = clock_mono_ms();
-	if (s->full_logged_ms && now - s->full_logged_ms < 60000)
+	if (!log_due(&s->full_logged_ms, now, 60000))
 		return;
-	s->full_logged_ms = now;
 	if (quota)
 		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "
 		                   "unhandled) until its owner's quota has room (at most one such "
@@ -930,11 +929,14 @@ static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *e
 	return query_int(s, sql, out, err, errlen);
 }
 
-static int count_outbox(store *s, char *err, size_t errlen)
+static int count_outbox(store *s, const char *path, char *err, size_t errlen)
 {
-	int status = count_rows(s, "evh_pending", &s->pending, err, errlen);
+	char why[256] = "";
+	int status = count_rows(s, "evh_pending", &s->pending, why, sizeof why);
 	if (!status)
-		status = count_rows(s, "evh_delivery", &s->events, err, errlen);
+		status = count_rows(s, "evh_delivery", &s->events, why, sizeof why);
+	if (status)
+		set_err(err, errlen, "%s: %s", path, why);
 	atomic_store(&s->delivered_ms, clock_wall_ms());
 	return status;
 }
@@ -971,7 +973,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
 	}
-	return count_outbox(s, err, errlen);
+	return count_outbox(s, path, err, errlen);
 }
 
 /* ---------------------------------------------------------- checkpoints */
@@ -1190,6 +1192,19 @@ static int init_mutex(pthread_mutex_t *mu)
 	return e;
 }
 
+/* After a failed open: when SQLite found the file damaged, or not a
+ * database at all (a wrong file restored, a truncated copy), say what to do
+ * after what happened. */
+static void say_if_damaged(store *s, char *err, size_t errlen)
+{
+	int rc = s->db ? sqlite3_errcode(s->db) : SQLITE_OK;
+	size_t len = err ? strlen(err) : 0;
+	if ((rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) && len + 1 < errlen)
+		snprintf(err + len, errlen - len,
+		         " (the file is damaged or not an SQLite database: restore it from a "
+		         "backup, docs/operations.md \"Backup and restore\")");
+}
+
 int store_open(store **out, const char *path, const char *synchronous, char *err, size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -1225,6 +1240,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot open database: %s", path,
 		        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status_of(rc);
 	}
@@ -1235,6 +1251,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		status = reader_open(s, path, err, errlen);
 	if (status) {
 		full_seen = ROOM_OK; /* said in err; not another store's to take at its unlock */
+		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status;
 	}

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -109,6 +110,32 @@ def test_second_daemon_on_the_same_state_dir_is_refused(evhostd, build_dir):
     assert first.stop() == 0
     evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
             state_dir=first.state_dir)
+
+
+@pytest.mark.parametrize("damage", ["pages", "not_a_database"])
+def test_a_damaged_database_stops_the_start_and_is_left_as_it_is(evhostd, build_dir, damage):
+    first = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    assert first.stop() == 0
+    db = Path(first.state_dir) / "probe.db"
+    data = db.read_bytes()
+    assert len(data) > 8192 and data.startswith(b"SQLite format 3\0")
+    if damage == "pages":  # the header kept, every page after the first overwritten
+        db.write_bytes(data[:4096] + b"\xa5" * (len(data) - 4096))
+        said = "database disk image is malformed"
+    else:  # e.g. a wrong file restored
+        db.write_text("not a database\n")
+        said = "file is not a database"
+    before = db.read_bytes()
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
+                state_dir=first.state_dir, wait=False)
+    assert d.wait(timeout=30) == 1
+    d.expect_exit_code = None
+    line = next((l for l in d.log_text().splitlines() if "ERROR" in l and said in l), None)
+    assert line, d.log_text()
+    # which plugin, which file, what happened, what to do; said once
+    assert "plugin 'probe'" in line and line.count(str(db)) == 1, line
+    assert "restore it from a backup" in line, line
+    assert db.read_bytes() == before
 
 
 def test_disabled_plugin_is_not_loaded(evhostd, build_dir):
