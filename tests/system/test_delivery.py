@@ -280,7 +280,7 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
     topic = unique_name("crud.orders")
     lib.create_topics([topic], own_broker.bootstrap)
     d = evhostd({"plugin.crud": {"collections": "orders", "collection.orders.topic": topic},
-                 "store": {"outbox_max_rows": 400}}, brokers=own_broker.bootstrap)
+                 "store": {"outbox_max_rows": 200}}, brokers=own_broker.bootstrap)
     acked, statuses, stop = [], collections.Counter(), threading.Event()
     missing_retry_after = []
 
@@ -308,7 +308,10 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
         before = len(acked)
         own_broker.stop(keep=True)
         down_at = len(acked)
-        time.sleep(30)
+        # Down until the outbox is full (writes answered 503), and a while after.
+        lib.wait_until(lambda: statuses[503] > 0, timeout=60, interval=0.5,
+                       message="a 503 once the outbox bound (200) is reached")
+        time.sleep(3)
         during = len(acked) - down_at
         full_during = statuses[503]
         own_broker.start()
@@ -329,7 +332,7 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
     assert set(statuses) <= {201, 503}, statuses
     assert not missing_retry_after
     assert during > 0, "writes stopped while the broker was down"
-    assert full_during > 0, "the outbox bound (400) was never reached"
+    assert full_during > 0, "the outbox bound (200) was never reached"
     assert not lost
     assert d.get("/healthz").status_code == 200
 
