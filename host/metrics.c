@@ -554,6 +554,18 @@ static void render_group_commits(textbuf *o, host *h, metrics_series *one)
 	}
 }
 
+/* A 0/1 gauge per plugin from its store (under plugins_lock). */
+static void render_store_flag(textbuf *o, host *h, metrics_series *one, const char *name,
+                              int (*flag)(store *), const char *help)
+{
+	put_head(o, name, "gauge", help);
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one->label[0] = h->plugins[i]->name;
+		put_name(o, name, one, NULL, NULL);
+		tb_puts(o, flag(h->plugins[i]->store) ? "1\n" : "0\n");
+	}
+}
+
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
 static void render_plugins(textbuf *o, host *h)
 {
@@ -596,15 +608,13 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, delivered, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 ".%03d\n", ms / 1000, (int)(ms % 1000));
 	}
-	put_head(o, "evhost_store_full", "gauge",
-	         "1 while the plugin's database cannot grow (its file system is full): writes "
-	         "answer 503 and its events wait.");
-	for (size_t i = 0; h && i < h->nplugins; i++) {
-		one.label[0] = h->plugins[i]->name;
-		put_name(o, "evhost_store_full", &one, NULL, NULL);
-		/* Looked at again: no write may come to clear it (see store_full_recheck). */
-		tb_puts(o, store_full_recheck(h->plugins[i]->store) ? "1\n" : "0\n");
-	}
+	/* Full: looked at again, no write may come to clear it (store_full_recheck). */
+	render_store_flag(o, h, &one, "evhost_store_full", store_full_recheck,
+	                  "1 while the plugin's database cannot grow (its file system is full): "
+	                  "writes answer 503 and its events wait.");
+	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
+	                  "1 once SQLite found the plugin's database file damaged since it was "
+	                  "opened: what it cannot read fails; restore the file from a backup.");
 	render_group_commits(o, h, &one);
 	if (h)
 		pthread_mutex_unlock(&h->plugins_lock);

@@ -124,6 +124,7 @@ struct store {
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
 	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
+	_Atomic int damaged;    /* SQLite found the file damaged since the open (store_damaged) */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -208,6 +209,9 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * call failed that way until full_note hands it to the store. */
 enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA };
 static _Thread_local int full_seen;
+/* SQLITE_CORRUPT or SQLITE_NOTADB, seen on this thread (sqlite_fail) until
+ * full_note hands it to the store; 0: none. */
+static _Thread_local int damage_seen;
 
 static int status_of(int rc)
 {
@@ -250,13 +254,16 @@ static int room_lost(sqlite3 *db, int rc)
 }
 
 /* Report a failed SQLite call: its message into err (with the reason when
- * SQLite's says only "disk I/O error"), its status back. Every write goes
- * through here, so a want of room is noted here (full_seen). */
+ * SQLite's says only "disk I/O error"), its status back. Every statement
+ * goes through here, so a want of room is noted here (full_seen), and
+ * damage SQLite found in the file (damage_seen). */
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
 	int room = room_lost(db, rc);
 	if (room)
 		full_seen = room;
+	if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+		damage_seen = rc & 0xff;
 	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
 		        room == ROOM_QUOTA ? "disk quota exceeded" : "no space left on device");
@@ -326,12 +333,30 @@ static int store_lock_first(store *s)
 	return status;
 }
 
+/* Damage SQLite found on this thread marks the store damaged (under mu),
+ * said once: it stays until the file is replaced (a restart). */
+static void damage_note(store *s)
+{
+	int code = damage_seen;
+	damage_seen = 0;
+	if (!code || atomic_exchange(&s->damaged, 1))
+		return;
+	log_error("store", "%s: SQLite finds the database damaged (%s): what it cannot read "
+	                   "fails (HTTP 500, events retried, then dead-lettered) while the rest is "
+	                   "served; stop the daemon and restore the file from a backup "
+	                   "(docs/operations.md \"Backup and restore\"); said once",
+	          sqlite3_db_filename(s->db, "main"), sqlite3_errstr(code));
+}
+
+int store_damaged(store *s) { return s ? atomic_load(&s->damaged) : 0; }
+
 /* A disk-full failure on this thread marks the store full (under mu): said
  * once a minute at most, with the file, until a commit succeeds again. */
 static void full_note(store *s)
 {
 	int64_t now;
 	int quota = full_seen == ROOM_QUOTA;
+	damage_note(s);
 	if (!full_seen)
 		return;
 	full_seen = ROOM_OK;
@@ -1251,6 +1276,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		status = reader_open(s, path, err, errlen);
 	if (status) {
 		full_seen = ROOM_OK; /* said in err; not another store's to take at its unlock */
+		damage_seen = 0;
 		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status;

@@ -22,6 +22,9 @@ int store_open(store **s, const char *path, const char *synchronous, char *err, 
  * file system is full), from the failure until a commit
  * succeeds; logged with the file, at most once a minute. */
 int store_full(store *s);
+/* 1 once SQLite found the database file damaged (SQLITE_CORRUPT or
+ * SQLITE_NOTADB from a statement) since it was opened; said once in the log. */
+int store_damaged(store *s);
 /* store_full, after looking again when it is 1: with 4 MiB free on the
  * database's file system, writes are expected to succeed again (readiness,
  * and metrics, which must not wait for a write that nothing sends while they

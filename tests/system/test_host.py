@@ -3,12 +3,14 @@ the out-of-tree SDK path, publishing through the outbox to real Kafka, and a
 clean SIGTERM. Plugins used: tests/fixtures (probe, broken ones) and the SDK
 example (hello)."""
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -136,6 +138,43 @@ def test_a_damaged_database_stops_the_start_and_is_left_as_it_is(evhostd, build_
     assert "plugin 'probe'" in line and line.count(str(db)) == 1, line
     assert "restore it from a backup" in line, line
     assert db.read_bytes() == before
+
+
+def test_damage_found_while_running_is_said_once_and_measured(evhostd):
+    conf = {"plugin.crud": {"collections": "notes"}}
+    first = evhostd(conf)
+    for i in range(60):
+        r = first.post("/crud/notes", json={"n": i, "text": "x" * 1000})
+        assert r.status_code == 201, r.text
+    assert first.stop() == 0
+    db = Path(first.state_dir) / "crud.db"
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        size = c.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'documents' "
+                                          "AND pagetype = 'leaf'")]
+    assert len(leaves) >= 4, leaves
+    with open(db, "r+b") as f:  # some of the documents' pages; the schema, the outbox intact
+        for page in leaves[:3]:
+            f.seek((page - 1) * size)
+            f.write(b"\xa5" * size)
+
+    def damaged():
+        m = re.search(r'^evhost_store_damaged\{plugin="crud"\} (\d)$', d.get("/metrics").text,
+                      re.M)
+        return int(m.group(1))
+
+    d = evhostd(conf, state_dir=first.state_dir)
+    assert damaged() == 0
+    for _ in range(2):
+        r = d.get("/crud/notes", params={"limit": 100})
+        assert r.status_code == 500, r.text
+    assert damaged() == 1
+    said = [l for l in d.log_text().splitlines() if "SQLite finds the database damaged" in l]
+    assert len(said) == 1, said
+    assert str(db) in said[0] and "restore the file from a backup" in said[0], said[0]
+    # The rest is served: the daemon stays up and ready.
+    assert d.get("/readyz").status_code == 200
+    assert d.post("/crud/notes", json={"n": 60}).status_code == 201
 
 
 def test_disabled_plugin_is_not_loaded(evhostd, build_dir):

@@ -222,7 +222,8 @@ def test_metrics_move_with_requests_and_events(evhostd):
         assert before.types[family] == "counter"
     for family in ("evhost_outbox_pending", "evhost_outbox_last_delivery_timestamp_seconds",
                    "evhost_consumer_lag", "evhost_plugin_up", "evhost_store_full",
-                   "process_resident_memory_bytes", "process_start_time_seconds"):
+                   "evhost_store_damaged", "process_resident_memory_bytes",
+                   "process_start_time_seconds"):
         assert before.types[family] == "gauge"
     # Nothing delivered yet: the plugin's start.
     started = before.get("evhost_outbox_last_delivery_timestamp_seconds", plugin="user")
@@ -392,7 +393,7 @@ def check_dashboard(types):
                    "evhost_outbox_last_delivery_timestamp_seconds",
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
                    "evhost_store_group_commits_total", "evhost_store_group_members_total",
-                   "evhost_store_full", "process_resident_memory_bytes",
+                   "evhost_store_full", "evhost_store_damaged", "process_resident_memory_bytes",
                    "evhost_tls_certificate_expiry_timestamp_seconds"):
         assert family in used, family
 
