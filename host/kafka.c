@@ -2061,19 +2061,26 @@ static void finish_dead_letters(struct consumer *c)
 	char why[256];
 	for (size_t i = 0; i < c->nslots;) {
 		struct retry_slot *s = &c->slots[i];
-		int ok = 0, too_big;
+		int ok = 0, too_big, done;
 		if (!s->dead || !s->dl.w) {
 			i++;
 			continue;
 		}
-		while (!dlq_wait_done(s->dl.w, &ok, &too_big, why, sizeof why) &&
+		while (!(done = dlq_wait_done(s->dl.w, &ok, &too_big, why, sizeof why)) &&
 		       clock_mono_ms() < until)
 			rd_kafka_poll(c->k->producer, 10);
 		if (!ok) {
-			log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32 "] @%" PRId64
-			                    " is not acknowledged within the stop's time ([host] "
-			                    "stop_timeout); the message is handled again at the next start",
-			         plugin_label(c), s->topic, s->partition, s->msg->offset);
+			if (done)
+				log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32
+				                    "] @%" PRId64 " failed (%s); the message is handled "
+				                    "again at the next start",
+				         plugin_label(c), s->topic, s->partition, s->msg->offset, why);
+			else
+				log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32
+				                    "] @%" PRId64 " is not acknowledged within the stop's "
+				                    "time ([host] stop_timeout); the message is handled "
+				                    "again at the next start",
+				         plugin_label(c), s->topic, s->partition, s->msg->offset);
 			i++;
 			continue;
 		}

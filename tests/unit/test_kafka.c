@@ -33,6 +33,7 @@
 #include "outbox.h"
 #include "plugins.h"
 #include "store.h"
+#include "stderr_capture.h"
 #include "store_faults.h"
 #include "test_parts.h"
 
@@ -271,6 +272,9 @@ static int open_store(evh_plugin *p, const char *name)
 	return 0;
 }
 
+/* The log level the tests run with (EVHOST_TEST_LOG, else errors only). */
+static evh_log_level test_log_level = EVH_LOG_ERROR;
+
 static int setup(void **state)
 {
 	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
@@ -280,6 +284,7 @@ static int setup(void **state)
 	if (lvl)
 		log_level_parse(lvl, &level);
 	log_setup(level, LOG_FORMAT_TEXT);
+	test_log_level = level;
 	snprintf(fx.dir, sizeof fx.dir, "/tmp/evhost-test-kafka-XXXXXX");
 	if (!mkdtemp(fx.dir))
 		return -1;
@@ -1482,17 +1487,23 @@ static void test_dead_letter_too_big_is_truncated(void **state)
 /* The rig's cluster, for park_handler to slow down, and by how much. */
 static rd_kafka_mock_cluster_t *park_mc;
 static int park_rtt_ms = 1500;
+/* Not 0: the broker answers the produce request after the rejection (its
+ * dead letter) with this error. */
+static rd_kafka_resp_err_t park_produce_error;
 
 /* Records the event; REJECT_SLOWLY also makes the broker answer park_rtt_ms
  * late from then on (so its dead letter is still on its way past
  * DLQ_INLINE_MS, and parked) and rejects it. */
 static evh_event_result park_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
+	enum { PRODUCE = 0 }; /* the Kafka protocol's ApiKey */
 	(void)p, (void)tx, (void)ud;
 	record(ev, 0);
 	if (strcmp(kafka_ev_type(ev), "REJECT_SLOWLY"))
 		return EVH_EVENT_OK;
 	rd_kafka_mock_broker_set_rtt(park_mc, 1, park_rtt_ms);
+	if (park_produce_error)
+		rd_kafka_mock_push_request_errors(park_mc, PRODUCE, 1, park_produce_error);
 	kafka_ev_set_error(ev, "bad data");
 	return EVH_EVENT_REJECT;
 }
@@ -1551,24 +1562,35 @@ static void test_parked_dead_letter_is_finished_at_stop(void **state)
 /* ...but only until the stop's deadline ([host] stop_timeout): one not
  * acknowledged by then is left and its message's offset is not committed,
  * so the message is handled again at the next start. */
-static void test_parked_dead_letter_waits_only_until_the_stop_deadline(void **state)
+/* A dead letter parked (on its way, its answer 1.2 s late) when the
+ * consumer is told to stop with `stop_in_ms` left, the broker refusing it
+ * with `refusal` (0: taking it): the committed offset stays at or before the
+ * message, which comes again at the next start. Returns the stop's log. */
+static char *stop_with_a_parked_dead_letter(const char *plugin, int stop_in_ms,
+                                            rd_kafka_resp_err_t refusal)
 {
-	char bad[37];
+	char bad[37], *log;
 	struct relay_rig g;
 	struct extra x;
+	stderr_capture cap;
 	int i;
-	(void)state;
 	rig_start(&g, "30000");
 	park_mc = g.mc;
 	park_rtt_ms = 1200;
-	extra_start_on(&x, g.k, &g.s, "parker2", TOPIC, NULL, park_handler);
+	park_produce_error = refusal;
+	extra_start_on(&x, g.k, &g.s, plugin, TOPIC, NULL, park_handler);
 	events_uuid(bad);
 	publish_to(g.pl.store, bad, "p", "REJECT_SLOWLY", "{}");
 	assert_int_equal(wait_calls(bad, 1), 1);
 	usleep(700 * 1000); /* past DLQ_INLINE_MS: parked, on its way */
-	consumer_signal_stop(&x.p, now_ms() + 300); /* before its answer */
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	consumer_signal_stop(&x.p, now_ms() + stop_in_ms);
 	consumer_stop(&x.p);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
 	park_rtt_ms = 1500;
+	park_produce_error = RD_KAFKA_RESP_ERR_NO_ERROR;
 	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
 	i = call_index(bad, 0);
 	assert_true(committed_offset(g.s.brokers, x.group, TOPIC, rec.calls[i].partition) <=
@@ -1576,6 +1598,28 @@ static void test_parked_dead_letter_waits_only_until_the_stop_deadline(void **st
 	store_close(x.p.store);
 	remove_db(x.p.name);
 	rig_stop(&g);
+	return log;
+}
+
+static void test_parked_dead_letter_waits_only_until_the_stop_deadline(void **state)
+{
+	/* 300 ms: before its answer. */
+	char *log = stop_with_a_parked_dead_letter("parker2", 300, RD_KAFKA_RESP_ERR_NO_ERROR);
+	(void)state;
+	assert_non_null(strstr(log, "is not acknowledged within the stop's time"));
+	free(log);
+}
+
+static void test_parked_dead_letter_refused_during_the_stop_says_why(void **state)
+{
+	/* 5 s: the refusal comes first, and is what the log says. */
+	char *log = stop_with_a_parked_dead_letter("parker3", 5000,
+	                                           RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	(void)state;
+	assert_non_null(strstr(log, " failed (Broker: Topic authorization failed"));
+	assert_non_null(strstr(log, "); the message is handled again at the next start"));
+	assert_null(strstr(log, "not acknowledged"));
+	free(log);
 }
 
 static void test_dlq_read_and_redrive(void **state)
@@ -2217,6 +2261,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
     {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 1},
     {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 1},
+    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 1},
     {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
     {cmocka_unit_test(test_keep_and_dead_letter), 2},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 3},
