@@ -88,8 +88,8 @@ int user_hash_failure(evh_plugin *p, evh_response *resp, int rc)
 	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
 	                        rc == EVH_EBUSY ? "too many passwords are being checked at once; "
 	                                          "try again"
-	                                        : "not enough memory to check a password now; "
-	                                          "try again",
+	                                        : "not enough memory for a password hash "
+	                                          "now; try again",
 	                        NULL);
 }
 

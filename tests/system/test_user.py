@@ -384,26 +384,40 @@ def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
             401, "unauthorized")
 
 
-def test_a_login_whose_hash_gets_no_memory_is_503_not_401(evhostd, tmp_path, build_dir):
+def test_a_hash_without_memory_is_503_and_changes_nothing(evhostd, tmp_path, build_dir):
     # Address space for the daemon's other allocations (40 MiB more), not for
-    # a 64 MiB hash: the right password must not be told it is wrong.
+    # a 64 MiB hash: the right password must not be told it is wrong, and a
+    # registration or password change must not half happen.
     if "EVHOST_SANITIZE:BOOL=ON" in (build_dir / "CMakeCache.txt").read_text():
         pytest.skip("a sanitizer's allocator cannot run under an address-space limit; "
                     "the plain pass runs this")
     d = evhostd(user_config(tmp_path, argon2_opslimit="1", argon2_memlimit="64M"))
+    ada = register(d)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    grace = email()
     vm = next(int(line.split()[1]) for line in open(f"/proc/{d.proc.pid}/status")
               if line.startswith("VmSize:"))
     soft, hard = resource.prlimit(d.proc.pid, resource.RLIMIT_AS)
     resource.prlimit(d.proc.pid, resource.RLIMIT_AS, ((vm + 40 * 1024) * 1024, hard))
     try:
-        r = d.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+        answers = {
+            "login": d.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+            "registration": d.post("/users", json={"name": "Grace Hopper", "email": grace,
+                                                   "password": PASSWORD}),
+            "password change": d.patch(f"/users/{ada['id']}", headers=bearer(admin),
+                                       json={"password": "another password"}),
+        }
     finally:
         resource.prlimit(d.proc.pid, resource.RLIMIT_AS, (soft, hard))
-    body = problem(r, 503, "unavailable")
-    assert "not enough memory to check a password" in body["detail"]
-    assert r.headers["Retry-After"] == "1"
-    assert "out of memory for argon2_memlimit" in d.log_text()
+    for what, r in answers.items():
+        body = problem(r, 503, "unavailable")
+        assert "not enough memory for a password hash" in body["detail"], what
+        assert r.headers["Retry-After"] == "1", what
+    assert d.log_text().count("out of memory for argon2_memlimit") == 3
+    # Nothing changed: the passwords are the old ones, the address is free.
     login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    login(d, ada["email"])
+    register(d, "Grace Hopper", grace)
 
 
 # ---------------------------------------------------------- change, delete
