@@ -526,15 +526,20 @@ int host_reload(host *h)
 	admin_reload_token(h, &next.set);
 	host_reload_tls(h, &next);
 
-	/* Stop what was removed, disabled or changed. */
+	/* Stop what was removed, disabled or changed: its section, or its file
+	 * (a new build installed in its place). */
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
-		if (n && strcmp(n->signature, p->signature) == 0) {
+		int same_section = n && strcmp(n->signature, p->signature) == 0;
+		if (same_section && plugin_same_build(n, p)) {
 			i++;
 			continue;
 		}
 		host_drop_plugin(h, i);
-		host_retire_plugin(h, p, n ? "configuration changed" : "disabled");
+		host_retire_plugin(h, p,
+		                   !n             ? "disabled"
+		                   : same_section ? "its file was replaced (a new build)"
+		                                  : "configuration changed");
 		stopped++;
 	}
 	/* Start what is new or changed; discard the copies of unchanged ones. */

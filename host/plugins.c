@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -38,19 +39,19 @@ const char *plugin_state_name(plugin_state s)
 }
 
 /* Say "not a shared object" ourselves rather than quoting dlerror's
- * "invalid ELF header", which admins misread as a corrupt install. */
-static int check_elf(const char *path, char *err, size_t errlen)
+ * "invalid ELF header", which admins misread as a corrupt install. *st: the
+ * file, as stat() found it. */
+static int check_elf(const char *path, struct stat *st, char *err, size_t errlen)
 {
 	unsigned char magic[4] = {0};
-	struct stat st;
 	int fd;
 	ssize_t n;
 
-	if (stat(path, &st) != 0) {
+	if (stat(path, st) != 0) {
 		snprintf(err, errlen, "%s: cannot open plugin: %s", path, strerror(errno));
 		return -1;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st->st_mode)) {
 		snprintf(err, errlen, "%s: not a regular file", path);
 		return -1;
 	}
@@ -120,15 +121,31 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	return NULL;
 }
 
-/* The libraries plugins hold, each with the descriptor its entry returned.
- * A library that is loaded already (by another [plugin.*] section with the same
- * path, or by the running instance while a reload opens its successor) is not
- * entered again: the entry writes the library's evh__api, which the running
- * instance's threads read. Main thread only (plugin_open, plugin_destroy). */
+/* The libraries plugins hold, each with the descriptor its entry returned
+ * and the file it was loaded from. A library that is loaded already (by
+ * another [plugin.*] section with the same file, or by the running instance
+ * while a reload opens its successor) is not entered again: the entry writes
+ * the library's evh__api, which the running instance's threads read. Main
+ * thread only (plugin_open, plugin_destroy).
+ *
+ * A plugin file replaced by a new build (install(1), mv, a package upgrade:
+ * a new inode at the same path) is loaded beside the old one, so that a
+ * reload can check it and restart the plugin with it. dlopen() would hand
+ * back the old build for the same path (glibc matches loaded libraries by
+ * name first), so the new file is opened and loaded by the name of its
+ * descriptor, /proc/self/fd/N, which is held open while the library is
+ * loaded: no other library can be loaded under that name meanwhile. */
 typedef struct loaded_lib {
 	void *dl;
 	const evh_plugin_desc *desc;
-	unsigned refs; /* plugins holding dl */
+	dev_t dev; /* the file loaded */
+	ino_t ino;
+	off_t size;
+	struct timespec mtime;
+	int fd;            /* -1, or the descriptor it was loaded by (see above) */
+	char name[PATH_MAX]; /* what it was loaded by: the path, or /proc/self/fd/<fd> */
+	int changed;       /* its file was seen changed in place: said once */
+	unsigned refs;     /* plugins holding dl */
 	struct loaded_lib *next;
 } loaded_lib;
 static loaded_lib *loaded_libs;
@@ -141,34 +158,141 @@ static loaded_lib *loaded_find(void *dl)
 	return NULL;
 }
 
-/* One more plugin holds dl (`l`: its record, if loaded_find had one). Without
- * memory for a record, the next open of the library calls its entry again. */
-static void loaded_hold(loaded_lib *l, void *dl, const evh_plugin_desc *desc)
+static loaded_lib *loaded_find_file(const struct stat *st)
+{
+	for (loaded_lib *l = loaded_libs; l; l = l->next)
+		if (l->dev == st->st_dev && l->ino == st->st_ino)
+			return l;
+	return NULL;
+}
+
+/* One more plugin holds dl (`l`: its record, if it has one), loaded by
+ * `name` from the file `st` describes (through descriptor `fd`, or -1).
+ * Returns the record, or NULL without memory for a new one. */
+static loaded_lib *loaded_hold(loaded_lib *l, void *dl, const evh_plugin_desc *desc,
+                               const char *name, const struct stat *st, int fd)
 {
 	if (!l) {
 		l = calloc(1, sizeof *l);
 		if (!l)
-			return;
+			return NULL;
 		l->dl = dl;
 		l->desc = desc;
+		l->dev = st->st_dev;
+		l->ino = st->st_ino;
+		l->size = st->st_size;
+		l->mtime = st->st_mtim;
+		l->fd = fd;
+		snprintf(l->name, sizeof l->name, "%s", name);
 		l->next = loaded_libs;
 		loaded_libs = l;
 	}
 	l->refs++;
+	return l;
 }
 
+/* A plugin lets go of dl: dlclose, and the record and its descriptor go
+ * with the last one. Under ASan the code stays mapped so that leak reports
+ * can symbolize frames from the plugin; its record stays too, so that a
+ * later open knows which file that mapping came from. */
 static void loaded_release(void *dl)
 {
 	for (loaded_lib **pp = &loaded_libs; *pp; pp = &(*pp)->next) {
 		loaded_lib *l = *pp;
 		if (l->dl != dl)
 			continue;
-		if (--l->refs == 0) {
+		if (l->refs)
+			l->refs--;
+#if !defined(__SANITIZE_ADDRESS__)
+		dlclose(dl);
+		if (l->refs == 0) {
 			*pp = l->next;
+			if (l->fd >= 0)
+				close(l->fd);
 			free(l);
 		}
+#endif
 		return;
 	}
+}
+
+/* What load_file loaded: the library, the name it was loaded by, and the
+ * descriptor that name refers to (-1: loaded by its path). */
+typedef struct loaded_file {
+	void *dl;
+	int fd;
+	char name[PATH_MAX];
+} loaded_file;
+
+/* A library named `name` and loaded from the file `l` records, if it still
+ * is (another reference to it), else NULL. */
+static void *reopen(const loaded_lib *l)
+{
+	void *dl = dlopen(l->name, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+	if (dl && dl != l->dl) {
+		dlclose(dl);
+		dl = NULL;
+	}
+	return dl;
+}
+
+/* dlopen() the plugin file at `path`, which is `st` now: the library loaded
+ * from that very file if there is one, else the file, by its path or, when
+ * a library of that path from another file is loaded, by a descriptor (see
+ * loaded_lib). 0, or -1 with the reason in err. */
+static int load_file(const char *path, const struct stat *st, loaded_file *f, char *err,
+                     size_t errlen)
+{
+	loaded_lib *l = loaded_find_file(st);
+	void *dl;
+	f->fd = -1;
+	snprintf(f->name, sizeof f->name, "%s", path);
+	if (l && (f->dl = reopen(l))) {
+		snprintf(f->name, sizeof f->name, "%s", l->name);
+		if (!l->changed && (l->size != st->st_size || l->mtime.tv_sec != st->st_mtim.tv_sec ||
+		                    l->mtime.tv_nsec != st->st_mtim.tv_nsec)) {
+			l->changed = 1;
+			log_warn("host", "%s was written over in place: the build loaded before keeps "
+			                 "running; install plugin files with install(1) or mv, which "
+			                 "replace the file, then reload",
+			         path);
+		}
+		return 0;
+	}
+	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
+	if (dl) {
+		/* Loaded by this path from another file: the file was replaced. */
+		dlclose(dl);
+		if ((f->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			snprintf(err, errlen, "%s: cannot load: %s", path, strerror(errno));
+			return -1;
+		}
+		snprintf(f->name, sizeof f->name, "/proc/self/fd/%d", f->fd);
+	}
+	dlerror();
+	if (!(f->dl = dlopen(f->name, RTLD_NOW | RTLD_LOCAL))) {
+		snprintf(err, errlen, "%s: cannot load: %s", path, dlerror());
+		if (f->fd >= 0)
+			close(f->fd);
+		return -1;
+	}
+	return 0;
+}
+
+/* Undo load_file for a plugin that was not made. A descriptor whose name
+ * glibc now also gives a library held by others stays open (a name must
+ * not outlive its descriptor while it names a loaded library). */
+static void unload_file(loaded_file *f)
+{
+	int held = loaded_find(f->dl) != NULL;
+	dlclose(f->dl);
+	if (f->fd >= 0 && !held)
+		close(f->fd);
+}
+
+int plugin_same_build(const evh_plugin *a, const evh_plugin *b)
+{
+	return a->dl == b->dl;
 }
 
 evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen)
@@ -178,20 +302,15 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	evh_plugin_entry_fn entry;
 	const evh_plugin_desc *desc;
 	loaded_lib *known;
+	loaded_file f;
 	evh_plugin *p;
-	void *dl;
+	struct stat st;
 
-	if (check_elf(ps->path, err, errlen) != 0)
+	if (check_elf(ps->path, &st, err, errlen) != 0 || load_file(ps->path, &st, &f, err, errlen))
 		return NULL;
-	dlerror();
-	dl = dlopen(ps->path, RTLD_NOW | RTLD_LOCAL);
-	if (!dl) {
-		snprintf(err, errlen, "%s: cannot load: %s", ps->path, dlerror());
-		return NULL;
-	}
-	*(void **)&entry = dlsym(dl, EVH_PLUGIN_ENTRY_SYMBOL);
+	*(void **)&entry = dlsym(f.dl, EVH_PLUGIN_ENTRY_SYMBOL);
 	if (!entry) {
-		int other = find_other_abi(dl);
+		int other = find_other_abi(f.dl);
 		if (other >= 0)
 			snprintf(err, errlen,
 			         "%s: built for ABI %d (exports evh_plugin_entry_v%d), this host supports ABI %d (%s)",
@@ -200,21 +319,35 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 			snprintf(err, errlen,
 			         "%s: no symbol %s; not an evhost plugin (write it with EVH_PLUGIN())",
 			         ps->path, EVH_PLUGIN_ENTRY_SYMBOL);
-		dlclose(dl);
+		unload_file(&f);
 		return NULL;
 	}
-	known = loaded_find(dl);
-	desc = known ? known->desc : entry(host_api());
+	known = loaded_find(f.dl);
+	if (known && f.fd >= 0 && fstat(f.fd, &st) == 0) {
+		/* glibc found the file loaded already, under a record that did not
+		 * know it: the file was replaced while it was first loaded. The
+		 * record learns its file; the descriptor stays open (see
+		 * unload_file), held by the record if it has none. */
+		known->dev = st.st_dev;
+		known->ino = st.st_ino;
+		known->size = st.st_size;
+		known->mtime = st.st_mtim;
+		if (known->fd < 0) {
+			known->fd = f.fd;
+			snprintf(known->name, sizeof known->name, "%s", f.name);
+		}
+	}
+	/* Entered again once every holder had let go (the library may have been
+	 * unloaded and loaded again meanwhile). */
+	desc = known && known->refs ? known->desc : entry(host_api());
+	if (known)
+		known->desc = desc;
 	why = check_descriptor(desc, buf, sizeof buf);
-	if (why) {
-		snprintf(err, errlen, "%s: %s", ps->path, why);
-		dlclose(dl);
-		return NULL;
-	}
-	p = calloc(1, sizeof *p);
-	if (!p) {
-		snprintf(err, errlen, "%s: out of memory", ps->path);
-		dlclose(dl);
+	p = why ? NULL : calloc(1, sizeof *p);
+	if (!p || !loaded_hold(known, f.dl, desc, f.name, &st, f.fd)) {
+		snprintf(err, errlen, "%s: %s", ps->path, why ? why : "out of memory");
+		free(p);
+		unload_file(&f);
 		return NULL;
 	}
 	p->host = h;
@@ -222,8 +355,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	p->section = strdup(ps->section);
 	p->path = strdup(ps->path);
 	p->group = strdup(ps->group);
-	p->dl = dl;
-	loaded_hold(known, dl, desc);
+	p->dl = f.dl;
 	p->desc = desc;
 	p->required = ps->required;
 	p->log_level = ps->log_level;
@@ -419,14 +551,8 @@ void plugin_destroy(evh_plugin *p)
 	}
 	free(p->cfg_keys);
 	free(p->cfg_values);
-	/* Under ASan, keep the code mapped so leak reports can symbolize frames
-	 * from the plugin; otherwise unload it. */
 	if (p->dl)
 		loaded_release(p->dl);
-#if !defined(__SANITIZE_ADDRESS__)
-	if (p->dl)
-		dlclose(p->dl);
-#endif
 	free(p->state_dir);
 	free(p->signature);
 	free(p->name);

@@ -67,5 +67,8 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
 int plugin_start(evh_plugin *p, char *err, size_t errlen);
 /* Call fini, close the store, dlclose, free. */
 void plugin_destroy(evh_plugin *p);
+/* Do two plugin instances run the same build: the library loaded from the
+ * same file? A reload restarts a plugin whose file was replaced. */
+int plugin_same_build(const evh_plugin *a, const evh_plugin *b);
 const char *plugin_state_name(plugin_state s);
 #endif

@@ -3,8 +3,11 @@ disturbing the others; a bad configuration is refused whole; a changed
 section restarts only its plugin; [log] applies at once, other host sections
 need a restart."""
 
+import os
 import secrets
+import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -120,6 +123,78 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
     assert "plugin 'hello': configuration changed" not in text
     assert d.get("/hello").status_code == 200
     assert d.get("/probe/seen").status_code == 200
+
+
+def build_hello(tmp_path, version, greeting):
+    """The SDK's example plugin built as `version`, greeting `greeting` when
+    no name is given (GET /hello); returns the .so file."""
+    src = (lib.REPO_ROOT / "sdk" / "examples" / "hello" / "hello.c").read_text()
+    assert src.count('"1.0.0"') == 1 and src.count('name = "world";') == 1
+    src = src.replace('"1.0.0"', f'"{version}"').replace('name = "world";',
+                                                         f'name = "{greeting}";')
+    c, out = tmp_path / f"hello-{version}.c", tmp_path / f"hello-{version}.so"
+    c.write_text(src)
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", f"-I{lib.REPO_ROOT / 'sdk' / 'include'}",
+                        str(c), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, build_dir,
+                                                                     tmp_path):
+    v1, v2, v3 = (build_hello(tmp_path, v, g) for v, g in
+                  (("1.0.0", "world"), ("2.0.0", "again"), ("3.0.0", "third")))
+    installed = tmp_path / "plugins" / "hello.so"
+    installed.parent.mkdir()
+
+    def install(build):  # as install(1) and package upgrades do: a new file, renamed in place
+        shutil.copyfile(build, installed.with_suffix(".new"))
+        os.replace(installed.with_suffix(".new"), installed)
+
+    install(v1)
+    d = evhostd(dropins={
+        "10-hello.conf": {"plugin.hello": {"path": str(installed)}},
+        "20-probe.conf": probe_dropin(build_dir),
+    })
+    assert d.get("/hello").json()["hello"] == "world"
+    assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 1}
+
+    # A reload with nothing changed keeps it.
+    reload(d, "reload done")
+    assert "0 started, 0 stopped, 2 unchanged" in d.log_text()
+
+    # The new build replaces the file; the reload restarts that plugin alone.
+    install(v2)
+    with Load(d.url, "/probe/seen") as load:
+        reload(d, "1 started, 1 stopped, 1 unchanged")
+    assert load.failed == [] and load.ok > 0
+    text = d.log_text()
+    assert "plugin 'hello': its file was replaced (a new build), draining" in text
+    assert f"plugin 'hello' 2.0.0 running ({installed}" in text
+    assert d.get("/hello").json()["hello"] == "again"
+    # Its data stays: the second greeting of ada counts on from the first.
+    assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 2}
+
+    # Once more (the running build now came in by a descriptor), and a reload
+    # after it changes nothing.
+    install(v3)
+    reload(d, "1 started, 1 stopped, 1 unchanged")
+    assert d.get("/hello").json()["hello"] == "third"
+    reload(d, "0 started, 0 stopped, 2 unchanged")
+
+    # A file that is not a plugin for this host is refused; the running build stays.
+    shutil.copyfile(fixture_plugin(build_dir, "wrong_abi_major"), installed.with_suffix(".new"))
+    os.replace(installed.with_suffix(".new"), installed)
+    reload(d, "reload refused:")
+    assert "built for ABI 7.2" in d.log_text()
+    assert d.get("/hello").json()["hello"] == "third"
+
+    # Written over in place (the same file): said, and the loaded build runs on.
+    install(v3)  # a new file again: restarted with it
+    reload(d, "1 started, 1 stopped, 1 unchanged")
+    os.utime(installed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    reload(d, "was written over in place")
+    assert d.get("/hello").json()["hello"] == "third"
 
 
 def test_restarted_consumer_on_the_embedded_broker_rejoins_its_group_soon(evhostd, build_dir):
