@@ -1134,6 +1134,19 @@ static int backup_sources(host *h, struct backup_src **out, size_t *n)
 	return *out ? rc : -1;
 }
 
+/* The copy of `b` found its database damaged: the plugin's store says so
+ * (evhost_store_damaged), if it still runs on that file. */
+static void backup_found_damage(host *h, const struct backup_src *b)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	for (size_t i = 0; i < h->nplugins; i++) {
+		store *s = h->plugins[i]->store;
+		if (s && !strcmp(h->plugins[i]->name, b->plugin) && !strcmp(store_path(s), b->path))
+			store_note_damaged(s, "found by a backup");
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
 /* Undo a backup that failed part way: its files and its directory. */
 static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 {
@@ -1322,7 +1335,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	struct tm tm;
 	int64_t total = 0;
 	long keep = 0, msec;
-	int rc, ok = 1, made = 0;
+	int rc, ok = 1, made = 0, damaged = 0;
 	cJSON *body = body_object(req, resp), *removed;
 	const cJSON *k;
 
@@ -1375,9 +1388,11 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 			snprintf(err, sizeof err, "out of memory");
 			goto failed;
 		}
-		if ((rc = store_backup(v[i].path, v[i].dest, &h->stopping, &v[i].bytes, e, sizeof e)) !=
-		    EVH_OK) {
+		if ((rc = store_backup(v[i].path, v[i].dest, &h->stopping, &v[i].bytes, &damaged, e,
+		                       sizeof e)) != EVH_OK) {
 			snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
+			if (damaged)
+				backup_found_damage(h, &v[i]);
 			goto failed;
 		}
 		total += v[i].bytes;

@@ -333,19 +333,24 @@ static int store_lock_first(store *s)
 	return status;
 }
 
-/* Damage SQLite found on this thread marks the store damaged (under mu),
- * said once: it stays until the file is replaced (a restart). */
-static void damage_note(store *s)
+void store_note_damaged(store *s, const char *found)
 {
-	int code = damage_seen;
-	damage_seen = 0;
-	if (!code || atomic_exchange(&s->damaged, 1))
+	if (!s || atomic_exchange(&s->damaged, 1))
 		return;
 	log_error("store", "%s: SQLite finds the database damaged (%s): what it cannot read "
 	                   "fails (HTTP 500, events retried, then dead-lettered) while the rest is "
 	                   "served; stop the daemon and restore the file from a backup "
 	                   "(docs/operations.md \"Backup and restore\"); said once",
-	          sqlite3_db_filename(s->db, "main"), sqlite3_errstr(code));
+	          sqlite3_db_filename(s->db, "main"), found);
+}
+
+/* Damage SQLite found on this thread marks the store damaged (under mu). */
+static void damage_note(store *s)
+{
+	int code = damage_seen;
+	damage_seen = 0;
+	if (code)
+		store_note_damaged(s, sqlite3_errstr(code));
 }
 
 int store_damaged(store *s) { return s ? atomic_load(&s->damaged) : 0; }
@@ -1101,7 +1106,7 @@ static int backup_cancelled(void *cancel)
 }
 
 int store_backup(const char *src, const char *dest, const atomic_int *cancel, int64_t *bytes,
-                 char *err, size_t errlen)
+                 int *damaged, char *err, size_t errlen)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
@@ -1109,6 +1114,8 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 	struct stat sb;
 	int rc, fd, synced;
 	*bytes = 0;
+	if (damaged)
+		*damaged = 0;
 	/* Ours alone, and not readable by others (it holds what the plugin
 	 * stores, password hashes included); VACUUM INTO fills an empty file. */
 	fd = open(dest, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -1130,7 +1137,14 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 		rc = SQLITE_OK;
 	if (rc == SQLITE_INTERRUPT)
 		set_err(err, errlen, "copying %s: given up, the daemon is stopping", src);
-	else if (rc != SQLITE_OK)
+	else if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) {
+		/* VACUUM reads every page: a backup finds damage requests have not met yet. */
+		set_err(err, errlen, "copying %s: %s: the database is damaged; restore it from an "
+		                     "earlier backup (docs/operations.md \"Backup and restore\")",
+		        src, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		if (damaged)
+			*damaged = 1;
+	} else if (rc != SQLITE_OK)
 		set_err(err, errlen, "copying %s: %s", src,
 		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 	sqlite3_finalize(st);

@@ -25,6 +25,9 @@ int store_full(store *s);
 /* 1 once SQLite found the database file damaged (SQLITE_CORRUPT or
  * SQLITE_NOTADB from a statement) since it was opened; said once in the log. */
 int store_damaged(store *s);
+/* Mark the database damaged, as SQLite `found` it elsewhere (a backup's
+ * copy): store_damaged says 1 from now on; said once in the log. */
+void store_note_damaged(store *s, const char *found);
 /* store_full, after looking again when it is 1: with 4 MiB free on the
  * database's file system, writes are expected to succeed again (readiness,
  * and metrics, which must not wait for a write that nothing sends while they
@@ -39,9 +42,10 @@ const char *store_path(store *s);
  * transactions go on meanwhile (the copy is the state committed at its
  * start, compacted); then the copy and its directory are synced. Its size
  * in *bytes. It gives up soon after *cancel (NULL: never) becomes nonzero
- * (the daemon stopping). A failure says why in `err` and leaves no file it made. */
+ * (the daemon stopping). A failure says why in `err` and leaves no file it made;
+ * *damaged (NULL: not asked) says whether it was SQLite finding `src` damaged. */
 int store_backup(const char *src, const char *dest, const atomic_int *cancel, int64_t *bytes,
-                 char *err, size_t errlen);
+                 int *damaged, char *err, size_t errlen);
 /* fsync directory `path`, so that a rename or a file made in it lasts. 0 or -1. */
 int store_sync_dir(const char *path);
 /* Called after every commit that added outbox rows (wakes the relay). */

@@ -140,8 +140,11 @@ def test_a_damaged_database_stops_the_start_and_is_left_as_it_is(evhostd, build_
     assert db.read_bytes() == before
 
 
-def test_damage_found_while_running_is_said_once_and_measured(evhostd):
-    conf = {"plugin.crud": {"collections": "notes"}}
+@pytest.mark.parametrize("found_by", ["request", "backup"])
+def test_damage_found_while_running_is_said_once_and_measured(evhostd, tmp_path, found_by):
+    token = tmp_path / "admin.token"
+    token.write_text("damage-admin-token-0123456789\n")
+    conf = {"plugin.crud": {"collections": "notes"}, "admin": {"token_file": str(token)}}
     first = evhostd(conf)
     for i in range(60):
         r = first.post("/crud/notes", json={"n": i, "text": "x" * 1000})
@@ -165,6 +168,12 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd):
 
     d = evhostd(conf, state_dir=first.state_dir)
     assert damaged() == 0
+    if found_by == "backup":  # it reads every page: it finds the damage before any request
+        r = d.post("/admin/backup", json={},
+                   headers={"Authorization": "Bearer damage-admin-token-0123456789"}, timeout=60)
+        assert r.status_code == 500, r.text
+        assert "the database is damaged; restore it from an earlier backup" in r.json()["detail"]
+        assert damaged() == 1
     for _ in range(2):
         r = d.get("/crud/notes", params={"limit": 100})
         assert r.status_code == 500, r.text
@@ -172,6 +181,8 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd):
     said = [l for l in d.log_text().splitlines() if "SQLite finds the database damaged" in l]
     assert len(said) == 1, said
     assert str(db) in said[0] and "restore the file from a backup" in said[0], said[0]
+    found = "found by a backup" if found_by == "backup" else "database disk image is malformed"
+    assert f"damaged ({found})" in said[0], said[0]
     # The rest is served: the daemon stays up and ready.
     assert d.get("/readyz").status_code == 200
     assert d.post("/crud/notes", json={"n": 60}).status_code == 201

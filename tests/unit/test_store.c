@@ -1753,6 +1753,9 @@ static void test_backup(void **state)
 	struct stat sb;
 	evh_tx *tx;
 	atomic_int go_on = 0, stop = 1;
+	int damaged = -1;
+	char junk[160];
+	FILE *fp;
 
 	exec1(f->s, "CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT)");
 	exec1(f->s, "INSERT INTO t(name) VALUES ('committed')");
@@ -1761,7 +1764,7 @@ static void test_backup(void **state)
 	assert_int_equal(store_exec(tx, "INSERT INTO t(name) VALUES ('open')", NULL, 0, NULL),
 	                 EVH_OK);
 	snprintf(copy, sizeof copy, "%s/copy.db", f->dir);
-	if (store_backup(store_path(f->s), copy, &go_on, &bytes, err, sizeof err) != EVH_OK)
+	if (store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err))
 		fail_msg("store_backup: %s", err);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
 	assert_int_equal(stat(copy, &sb), 0);
@@ -1775,26 +1778,40 @@ static void test_backup(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
 
 	/* an existing file is not written over, nor removed */
-	assert_int_not_equal(store_backup(store_path(f->s), copy, &go_on, &bytes, err, sizeof err),
-	                     EVH_OK);
+	assert_int_not_equal(
+	    store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err), EVH_OK);
 	assert_non_null(strstr(err, "cannot create"));
 	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t"), 1);
 	unlink(copy);
 	/* a source that cannot be read leaves nothing behind */
 	snprintf(err, sizeof err, "%s", "");
 	assert_int_not_equal(
-	    store_backup("/nonexistent/plugin.db", copy, &go_on, &bytes, err, sizeof err), EVH_OK);
+	    store_backup("/nonexistent/plugin.db", copy, &go_on, &bytes, &damaged, err, sizeof err),
+	    EVH_OK);
 	assert_non_null(strstr(err, "copying /nonexistent/plugin.db"));
 	assert_int_equal(access(copy, F_OK), -1);
 	/* nor does a destination in no directory */
-	assert_int_not_equal(store_backup(store_path(f->s), "/nonexistent/copy.db", &go_on, &bytes, err,
-	                                  sizeof err),
+	assert_int_not_equal(store_backup(store_path(f->s), "/nonexistent/copy.db", &go_on, &bytes, NULL,
+	                                  err, sizeof err),
 	                     EVH_OK);
 	assert_non_null(strstr(err, "/nonexistent/copy.db"));
 	/* the daemon stopping: given up, nothing left */
-	assert_int_not_equal(store_backup(store_path(f->s), copy, &stop, &bytes, err, sizeof err),
-	                     EVH_OK);
+	assert_int_not_equal(
+	    store_backup(store_path(f->s), copy, &stop, &bytes, &damaged, err, sizeof err), EVH_OK);
 	assert_non_null(strstr(err, "the daemon is stopping"));
+	assert_int_equal(damaged, 0);
+	assert_int_equal(access(copy, F_OK), -1);
+	/* a source SQLite finds damaged (here: not a database at all) says so */
+	snprintf(junk, sizeof junk, "%s/junk.db", f->dir);
+	fp = fopen(junk, "w");
+	assert_non_null(fp);
+	fputs("not a database, but long enough to be read as one's header\n", fp);
+	fclose(fp);
+	assert_int_not_equal(store_backup(junk, copy, &go_on, &bytes, &damaged, err, sizeof err),
+	                     EVH_OK);
+	unlink(junk);
+	assert_int_equal(damaged, 1);
+	assert_non_null(strstr(err, "the database is damaged; restore it from an earlier backup"));
 	assert_int_equal(access(copy, F_OK), -1);
 }
 
