@@ -349,6 +349,13 @@ static cJSON *subscription_json(host *h, const evh_plugin *p, const plugin_sub *
 	return o;
 }
 
+/* The plugin database's condition: "ok", "full", "damaged" or both. */
+static const char *storage_state(store *s)
+{
+	int full = store_full(s), damaged = store_damaged(s);
+	return full && damaged ? "full,damaged" : full ? "full" : damaged ? "damaged" : "ok";
+}
+
 static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 {
 	cJSON *o = cJSON_CreateObject(), *subs;
@@ -363,6 +370,7 @@ static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 		jsonb_put(subs, NULL, subscription_json(h, p, &p->subs[i], ok), ok);
 	jsonb_put_num(o, "outbox_pending", (double)store_outbox_pending(p->store), ok);
 	jsonb_put_num(o, "events_stored", (double)store_events_count(p->store), ok);
+	jsonb_put_str(o, "storage", storage_state(p->store), ok);
 	return o;
 }
 

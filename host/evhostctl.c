@@ -514,14 +514,16 @@ static char *subscriptions_text(const cJSON *plugin)
 static void print_plugins(const cJSON *list)
 {
 	const cJSON *p;
-	table t = {.ncols = 7};
-	table_row(&t, "NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS", "SUBSCRIPTIONS");
+	table t = {.ncols = 8};
+	table_row(&t, "NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS", "STORAGE",
+	          "SUBSCRIPTIONS");
 	cJSON_ArrayForEach(p, list) {
 		char *subs = subscriptions_text(p), *outbox = num(json_num(p, "outbox_pending"));
 		char *events = num(json_num(p, "events_stored"));
-		const char *version = json_str(p, "version");
+		const char *version = json_str(p, "version"), *storage = json_str(p, "storage");
 		table_row(&t, json_str(p, "name"), json_str(p, "state"), *version ? version : "-",
-		          json_str(p, "group"), outbox, events, *subs ? subs : "-");
+		          json_str(p, "group"), outbox, events, *storage ? storage : "-",
+		          *subs ? subs : "-");
 		free(subs);
 		free(outbox);
 		free(events);

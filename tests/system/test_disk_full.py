@@ -81,6 +81,7 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     r = st.d.get("/readyz")
     assert r.status_code == 503 and r.json()["storage"] == "full", r.text
     assert scrape_value(st.d, "evhost_store_full", plugin="user") == 1
+    assert st.d.get("/admin/plugins/user", headers=admin()).json()["storage"] == "full"
     log = st.d.log_text()
     assert "database or disk is full" in log
     assert str(small_fs / "user.db") in log
@@ -127,6 +128,7 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
                    message="ready again")
     assert scrape_value(st.d, "evhost_store_full", plugin="user") == 0
     assert scrape_value(st.d, "evhost_store_full", plugin="notifications") == 0
+    assert st.d.get("/admin/plugins/user", headers=admin()).json()["storage"] == "ok"
     after = st.create_users("after", 2)
     lib.wait_until(lambda: all(welcome_counts(smtp_server)[a] for a in after.values()),
                    timeout=60, message="the welcome mails of the users created after")

@@ -81,10 +81,10 @@ def test_status_plugins_events(evhostd, build_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     head, *lines = r.stdout.splitlines()
     assert head.split() == ["NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS",
-                            "SUBSCRIPTIONS"]
+                            "STORAGE", "SUBSCRIPTIONS"]
     cols = {line.split()[0]: line.split() for line in lines}
-    assert cols["probe"] == ["probe", "running", "1.0", "evhost.probe", "0", "0", "-"]
-    assert cols["hello"][1] == "running" and cols["hello"][6] == "hello.events"
+    assert cols["probe"] == ["probe", "running", "1.0", "evhost.probe", "0", "0", "ok", "-"]
+    assert cols["hello"][1] == "running" and cols["hello"][7] == "hello.events"
     r = ctl(build_dir, d, "--json", "plugins")
     assert json.loads(r.stdout) == d.get("/admin/plugins", headers=auth()).json()
 

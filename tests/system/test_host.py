@@ -178,6 +178,8 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd, tmp_path,
         r = d.get("/crud/notes", params={"limit": 100})
         assert r.status_code == 500, r.text
     assert damaged() == 1
+    admin = {"Authorization": "Bearer damage-admin-token-0123456789"}
+    assert d.get("/admin/plugins/crud", headers=admin).json()["storage"] == "damaged"
     said = [l for l in d.log_text().splitlines() if "SQLite finds the database damaged" in l]
     assert len(said) == 1, said
     assert str(db) in said[0] and "restore the file from a backup" in said[0], said[0]
