@@ -355,8 +355,9 @@ static void damage_note(store *s)
 
 int store_damaged(store *s) { return s ? atomic_load(&s->damaged) : 0; }
 
-/* A disk-full failure on this thread marks the store full (under mu): said
- * once a minute at most, with the file, until a commit succeeds again. */
+/* What this thread's failed calls found, handed to the store (under mu):
+ * damage (damage_note), and a want of room, which marks the store full:
+ * said once a minute at most, with the file, until a commit succeeds again. */
 static void full_note(store *s)
 {
 	int64_t now;
