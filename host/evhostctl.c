@@ -482,6 +482,10 @@ static int cmd_status(ctl *c)
 		printf("evhostd at %s: serving, %s\n", c->url, ok ? "ready" : "NOT READY");
 		printf("kafka: %s, storage: %s\n", json_str(ready.json, "kafka"),
 		       json_str(ready.json, "storage"));
+		cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(ready.json, "damaged")) {
+			printf("plugin %s: its database is damaged; restore it from a backup\n",
+			       cJSON_GetStringValue(p) ? cJSON_GetStringValue(p) : "?");
+		}
 		plugins = cJSON_GetObjectItemCaseSensitive(ready.json, "plugins");
 		table_row(&t, "PLUGIN", "STATE");
 		cJSON_ArrayForEach(p, plugins) {

@@ -635,6 +635,7 @@ int host_ready(host *h, char **json)
 {
 	int ready = !h->stopping, kafka_ok, store_ok = 1, store_full_seen = 0, ok = 1, rc;
 	cJSON *root = cJSON_CreateObject(), *plugins = jsonb_put_object(root, "plugins", &ok);
+	cJSON *damaged = NULL;
 
 	*json = NULL;
 	if (!plugins) {
@@ -656,6 +657,10 @@ int host_ready(host *h, char **json)
 			store_ok = 0;
 		if (p->store && store_full_recheck(p->store))
 			store_full_seen = 1;
+		/* Said, not a reason to stop serving what is not damaged. */
+		if (p->store && store_damaged(p->store) &&
+		    (damaged || (damaged = jsonb_put_array(root, "damaged", &ok))))
+			jsonb_put_str(damaged, NULL, p->name, &ok);
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);

@@ -141,7 +141,8 @@ def test_a_damaged_database_stops_the_start_and_is_left_as_it_is(evhostd, build_
 
 
 @pytest.mark.parametrize("found_by", ["request", "backup"])
-def test_damage_found_while_running_is_said_once_and_measured(evhostd, tmp_path, found_by):
+def test_damage_found_while_running_is_said_once_and_measured(evhostd, build_dir, tmp_path,
+                                                              found_by):
     token = tmp_path / "admin.token"
     token.write_text("damage-admin-token-0123456789\n")
     conf = {"plugin.crud": {"collections": "notes"}, "admin": {"token_file": str(token)}}
@@ -185,8 +186,13 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd, tmp_path,
     assert str(db) in said[0] and "restore the file from a backup" in said[0], said[0]
     found = "found by a backup" if found_by == "backup" else "database disk image is malformed"
     assert f"damaged ({found})" in said[0], said[0]
-    # The rest is served: the daemon stays up and ready.
-    assert d.get("/readyz").status_code == 200
+    # The rest is served: the daemon stays up and ready, and says what is damaged.
+    r = d.get("/readyz")
+    assert r.status_code == 200 and r.json()["damaged"] == ["crud"], r.text
+    r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file),
+                        "status"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "plugin crud: its database is damaged; restore it from a backup" in r.stdout
     assert d.post("/crud/notes", json={"n": 60}).status_code == 201
 
 
