@@ -2482,10 +2482,18 @@ static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
  * only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
+/* BATCH_MAX_US, lengthened by tests on slow builds (kafka_set_batch_time_us). */
+static _Atomic int batch_time_us = BATCH_MAX_US;
+
+void kafka_set_batch_time_us(int us)
+{
+	atomic_store(&batch_time_us, us > 0 ? us : BATCH_MAX_US);
+}
+
 static void handle_batch(struct consumer *c, struct pbuf *b)
 {
 	rd_kafka_message_t *done[BATCH_MAX], *failed = NULL;
-	int64_t deadline = now_us() + BATCH_MAX_US;
+	int64_t deadline = now_us() + atomic_load(&batch_time_us);
 	enum outcome out = OUT_DONE;
 	char err[512] = "";
 	size_t n = 0, sub = 0;

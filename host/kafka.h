@@ -96,6 +96,10 @@ void kafka_poll_producer(kafka *k, int timeout_ms);
  * the next one if none is waiting (rd_kafka_queue_yield). */
 void kafka_wake_producer(kafka *k);
 int kafka_outq_len(kafka *k);
+/* How long one consumer transaction may go on taking events (for tests
+ * that need a backlog handled in one, on a slow build); <= 0: the default,
+ * 5 ms. */
+void kafka_set_batch_time_us(int us);
 
 /* Start / stop the consumer thread of a plugin with subscriptions. Stop
  * finishes the message in hand, commits offsets and leaves the group. */
