@@ -2062,6 +2062,7 @@ static void finish_dead_letters(struct consumer *c)
 	for (size_t i = 0; i < c->nslots;) {
 		struct retry_slot *s = &c->slots[i];
 		int ok = 0, too_big, done;
+		char how[320];
 		if (!s->dead || !s->dl.w) {
 			i++;
 			continue;
@@ -2071,16 +2072,13 @@ static void finish_dead_letters(struct consumer *c)
 			rd_kafka_poll(c->k->producer, 10);
 		if (!ok) {
 			if (done)
-				log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32
-				                    "] @%" PRId64 " failed (%s); the message is handled "
-				                    "again at the next start",
-				         plugin_label(c), s->topic, s->partition, s->msg->offset, why);
+				snprintf(how, sizeof how, "failed (%s)", why);
 			else
-				log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32
-				                    "] @%" PRId64 " is not acknowledged within the stop's "
-				                    "time ([host] stop_timeout); the message is handled "
-				                    "again at the next start",
-				         plugin_label(c), s->topic, s->partition, s->msg->offset);
+				snprintf(how, sizeof how, "is not acknowledged within the stop's time "
+				                          "([host] stop_timeout)");
+			log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32 "] @%" PRId64
+			                    " %s; the message is handled again at the next start",
+			         plugin_label(c), s->topic, s->partition, s->msg->offset, how);
 			i++;
 			continue;
 		}
@@ -2473,6 +2471,14 @@ static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
 	}
 }
 
+/* BATCH_MAX_US, lengthened by tests on slow builds (kafka_set_batch_time_us). */
+static _Atomic int batch_time_us = BATCH_MAX_US;
+
+void kafka_set_batch_time_us(int us)
+{
+	atomic_store(&batch_time_us, us > 0 ? us : BATCH_MAX_US);
+}
+
 /* Hand what is buffered, from `b` on in dispatch order, to the handlers in
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
@@ -2482,14 +2488,6 @@ static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
  * only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
-/* BATCH_MAX_US, lengthened by tests on slow builds (kafka_set_batch_time_us). */
-static _Atomic int batch_time_us = BATCH_MAX_US;
-
-void kafka_set_batch_time_us(int us)
-{
-	atomic_store(&batch_time_us, us > 0 ? us : BATCH_MAX_US);
-}
-
 static void handle_batch(struct consumer *c, struct pbuf *b)
 {
 	rd_kafka_message_t *done[BATCH_MAX], *failed = NULL;

@@ -213,6 +213,15 @@ static _Thread_local int full_seen;
  * full_note hands it to the store; 0: none. */
 static _Thread_local int damage_seen;
 
+/* Where every message about a damaged database sends the admin. */
+#define DAMAGE_DOC "(docs/operations.md \"Backup and restore\")"
+
+/* Did SQLite find the file damaged, or not a database at all? */
+static int is_damage(int rc)
+{
+	return (rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB;
+}
+
 static int status_of(int rc)
 {
 	if (rc == SQLITE_IOERR_NOMEM) /* out of memory in the VFS: not the disk */
@@ -262,7 +271,7 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 	int room = room_lost(db, rc);
 	if (room)
 		full_seen = room;
-	if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB)
+	if (is_damage(rc))
 		damage_seen = rc & 0xff;
 	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
@@ -339,8 +348,8 @@ void store_note_damaged(store *s, const char *found)
 		return;
 	log_error("store", "%s: SQLite finds the database damaged (%s): what it cannot read "
 	                   "fails (HTTP 500, events retried, then dead-lettered) while the rest is "
-	                   "served; stop the daemon and restore the file from a backup "
-	                   "(docs/operations.md \"Backup and restore\"); said once",
+	                   "served; stop the daemon and restore the file from a backup " DAMAGE_DOC
+	                   "; said once",
 	          sqlite3_db_filename(s->db, "main"), found);
 }
 
@@ -1138,11 +1147,11 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 		rc = SQLITE_OK;
 	if (rc == SQLITE_INTERRUPT)
 		set_err(err, errlen, "copying %s: given up, the daemon is stopping", src);
-	else if ((rc & 0xff) == SQLITE_CORRUPT || (rc & 0xff) == SQLITE_NOTADB) {
+	else if (is_damage(rc)) {
 		/* VACUUM reads every page: a backup finds damage requests have not met yet. */
 		set_err(err, errlen, "copying %s: %s: the database is damaged; restore it from an "
-		                     "earlier backup (docs/operations.md \"Backup and restore\")",
-		        src, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		                     "earlier backup " DAMAGE_DOC, src,
+		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		if (damaged)
 			*damaged = 1;
 	} else if (rc != SQLITE_OK)
@@ -1237,9 +1246,8 @@ static int init_mutex(pthread_mutex_t *mu)
  * after what happened. */
 static void say_if_damaged(store *s, char *err, size_t errlen)
 {
-	int rc = s->db ? sqlite3_errcode(s->db) : SQLITE_OK;
 	size_t len = err ? strlen(err) : 0;
-	if ((rc == SQLITE_CORRUPT || rc == SQLITE_NOTADB) && len + 1 < errlen)
+	if (s->db && is_damage(sqlite3_errcode(s->db)) && len + 1 < errlen)
 		snprintf(err + len, errlen - len,
 		         " (the file is damaged or not an SQLite database: restore it from a "
 		         "backup, docs/operations.md \"Backup and restore\")");
