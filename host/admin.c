@@ -1166,46 +1166,86 @@ static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 
 #define BACKUP_PARTIAL ".partial-" /* a backup being written: renamed once whole */
 
-#define BACKUP_NAME_LEN 20 /* 20261201T205218.831Z */
-
 /* Is `name` one of the directories post_backup makes (20261201T205218.831Z)? */
 static int backup_dir_name(const char *name)
 {
 	static const char shape[] = "dddddddd" "Tdddddd" ".dddZ";
 	size_t i;
-	_Static_assert(sizeof shape - 1 == BACKUP_NAME_LEN, "BACKUP_NAME_LEN is the shape's");
 	for (i = 0; shape[i]; i++)
 		if (shape[i] == 'd' ? !isdigit((unsigned char)name[i]) : name[i] != shape[i])
 			return 0;
 	return name[i] == '\0';
 }
 
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void names_free(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The complete backups under `root` (post_backup's names, which sort by
+ * time), oldest first: *names (each malloc'd, as the array is), *n of them.
+ * 0, or -1 with errno (no such directory, out of memory) and nothing. */
+static int backup_list(const char *root, char ***names, size_t *n)
+{
+	size_t cap = 0;
+	struct dirent *e;
+	DIR *d = opendir(root);
+	*names = NULL;
+	*n = 0;
+	if (!d)
+		return -1;
+	while ((e = readdir(d))) {
+		if (!backup_dir_name(e->d_name))
+			continue;
+		if (*n == cap) {
+			size_t ncap = cap ? cap * 2 : 16;
+			char **grown = realloc(*names, ncap * sizeof *grown);
+			if (!grown)
+				break;
+			*names = grown;
+			cap = ncap;
+		}
+		if (!((*names)[*n] = strdup(e->d_name)))
+			break;
+		(*n)++;
+	}
+	closedir(d);
+	if (e) { /* stopped for want of memory */
+		names_free(*names, *n);
+		*names = NULL;
+		*n = 0;
+		errno = ENOMEM;
+		return -1;
+	}
+	if (*n)
+		qsort(*names, *n, sizeof **names, name_cmp);
+	return 0;
+}
+
 int64_t admin_backup_newest_ms(const char *state_dir)
 {
-	char *root = path_join(state_dir, "backups"), newest[32] = "";
-	struct dirent *e;
+	char *root = path_join(state_dir, "backups"), **names = NULL;
+	size_t n = 0;
 	struct tm tm;
-	int ms;
-	DIR *d = root ? opendir(root) : NULL;
-	free(root);
-	if (!d)
-		return 0;
-	while ((e = readdir(d)))
-		if (backup_dir_name(e->d_name) && strcmp(e->d_name, newest) > 0)
-			memcpy(newest, e->d_name, BACKUP_NAME_LEN + 1); /* its shape's length */
-	closedir(d);
+	int ms, found;
 	memset(&tm, 0, sizeof tm);
-	if (!newest[0] || sscanf(newest, "%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
-	                         &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
+	found = root && backup_list(root, &names, &n) == 0 && n &&
+	        sscanf(names[n - 1], "%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
+	               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7;
+	free(root);
+	names_free(names, n);
+	if (!found)
 		return 0;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
 	return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
-static int name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Remove backup directory `dir`: its files, then itself. 0, or -1 with
@@ -1258,40 +1298,14 @@ static void backup_remove_partials(const char *root)
  * is removed unless the whole directory could be listed. */
 static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
 {
-	char **names = NULL;
-	size_t n = 0, cap = 0;
-	int listed = 1;
-	struct dirent *e;
-	DIR *d = opendir(root);
-	if (!d) {
-		log_warn(ADMIN_LOG, "backup: cannot list %s to remove old backups: %s", root,
-		         strerror(errno));
+	char **names;
+	size_t n;
+	if (backup_list(root, &names, &n) != 0) {
+		log_warn(ADMIN_LOG, "backup: cannot list %s to remove old backups: %s; none removed",
+		         root, strerror(errno));
 		return;
 	}
-	while (listed && (e = readdir(d))) {
-		if (!backup_dir_name(e->d_name))
-			continue;
-		if (n == cap) {
-			size_t ncap = cap ? cap * 2 : 16;
-			char **grown = realloc(names, ncap * sizeof *names);
-			if (!grown) {
-				listed = 0;
-				break;
-			}
-			names = grown;
-			cap = ncap;
-		}
-		if (!(names[n] = strdup(e->d_name)))
-			listed = 0;
-		else
-			n++;
-	}
-	closedir(d);
-	if (!listed)
-		log_warn(ADMIN_LOG, "backup: out of memory listing %s; no old backup removed", root);
-	else if (n)
-		qsort(names, n, sizeof *names, name_cmp);
-	for (size_t i = 0; listed && i + (size_t)keep < n; i++) {
+	for (size_t i = 0; i + (size_t)keep < n; i++) {
 		char *path = path_join(root, names[i]);
 		if (path && backup_remove(path) == 0)
 			jsonb_put_str(removed, NULL, path, ok);
@@ -1300,9 +1314,7 @@ static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
 			         names[i], strerror(errno));
 		free(path);
 	}
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
+	names_free(names, n);
 }
 
 static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
