@@ -273,8 +273,14 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     later = d.post("/crud/products", json={"name": "after the backup"}).json()
     r = ctl(build_dir, d, "--json", "backup")
     assert r.returncode == 0, r.stderr
-    assert sorted(p["plugin"] for p in json.loads(r.stdout)["plugins"]) == ["crud", "user"]
+    second = json.loads(r.stdout)
+    assert sorted(p["plugin"] for p in second["plugins"]) == ["crud", "user"]
     assert len(list((d.state_dir / "backups").iterdir())) == 2
+    # the gauge follows the newest of several
+    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
+                      d.get("/metrics").text, re.M)
+    newer = datetime.fromisoformat(second["time"].replace("Z", "+00:00")).timestamp()
+    assert gauge and abs(float(gauge.group(1)) - newer) < 0.002, gauge
     # --keep: the newest N stay; what evhostd did not make is not its to remove
     (d.state_dir / "backups" / "copied-by-hand").mkdir()
     r = ctl(build_dir, d, "backup", "--keep", "1")
