@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "textbuf.h"
+
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
 #define CFG_MAX_FILE (1 << 20)  /* a configuration file larger than this is a mistake */
 #define CFG_MAX_SECRET 65536    /* same for a secret file */
@@ -1461,31 +1463,27 @@ static const key_def admin_keys[] = {
 
 /* [tracing] */
 
-#define MSG_OTLP_URL "expected http://HOST[:PORT][/PATH], e.g. http://127.0.0.1:4318"
+#define MSG_OTLP_URL                                                                      \
+	"expected http://HOST[:PORT][/PATH] or https://HOST[:PORT][/PATH], e.g. "              \
+	"http://127.0.0.1:4318"
 
-/* http://HOST[:PORT][/PATH]: the collector's OTLP/HTTP base URL, as
+/* http[s]://HOST[:PORT][/PATH]: the collector's OTLP/HTTP base URL, as
  * OTEL_EXPORTER_OTLP_ENDPOINT takes it; spans go to PATH/v1/traces. */
 static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
 	const char *v = e->value, *h, *he, *p;
 	char *host, *port = NULL;
-	int n;
+	int n, tls;
 
 	if (!*v)
 		return; /* off */
-	if (!strncasecmp(v, "https://", 8)) {
-		diag_add(x->d, e->file, e->line,
-		         "[tracing] otlp_endpoint: https is not supported (evhostd sends spans without "
-		         "TLS): run a collector on this host, e.g. http://127.0.0.1:4318, and let it "
-		         "forward them over TLS");
-		return;
-	}
-	if (strncasecmp(v, "http://", 7) != 0) {
+	tls = !strncasecmp(v, "https://", 8);
+	if (!tls && strncasecmp(v, "http://", 7) != 0) {
 		bad_value(x, e, MSG_OTLP_URL);
 		return;
 	}
-	h = v + 7;
+	h = v + (tls ? 8 : 7);
 	if (*h == '[') {
 		he = strchr(h, ']');
 		p = he ? he + 1 : NULL;
@@ -1521,15 +1519,138 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 	free(s->trace_port);
 	free(s->trace_path);
 	free(s->trace_endpoint);
+	s->trace_tls = tls;
 	s->trace_host = host;
-	s->trace_port = port ? port : xstrdup("80");
+	s->trace_port = port ? port : xstrdup(tls ? "443" : "80");
 	/* "/v1/traces" after the path, without a doubled '/'. */
 	n = (int)strlen(p);
 	while (n > 0 && p[n - 1] == '/')
 		n--;
 	s->trace_path = xasprintf("%.*s/v1/traces", n, p);
-	s->trace_endpoint = xasprintf("http://%s%s%s:%s%s", strchr(host, ':') ? "[" : "", host,
-	                              strchr(host, ':') ? "]" : "", s->trace_port, s->trace_path);
+	s->trace_endpoint =
+	    xasprintf("%s://%s%s%s:%s%s", tls ? "https" : "http", strchr(host, ':') ? "[" : "",
+	              host, strchr(host, ':') ? "]" : "", s->trace_port, s->trace_path);
+}
+
+static void k_otlp_ca_file(set_ctx *x, const cfg_entry *e)
+{
+	get_path(x, e, &x->s->trace_ca_file);
+}
+
+#define OTLP_HEADERS_MAX 16384 /* bytes of otlp_headers_file */
+
+/* Headers evhostd writes itself, or that would change how the request is
+ * framed or carried. */
+static int reserved_header(const char *name, size_t n)
+{
+	static const char *const names[] = {"host",    "content-length",    "content-type",
+	                                    "connection", "transfer-encoding", "user-agent",
+	                                    "te",      "trailer",           "upgrade",
+	                                    "expect",  "keep-alive",        "proxy-connection"};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+		if (strlen(names[i]) == n && !strncasecmp(names[i], name, n))
+			return 1;
+	return 0;
+}
+
+char *settings_otlp_headers(const char *text, char *why, size_t whylen)
+{
+	textbuf out = {0};
+	int line = 0, count = 0;
+	for (const char *next = text; *next;) {
+		const char *p = next, *end = next + strcspn(next, "\n"), *colon, *value;
+		size_t name_len, vlen;
+		next = *end ? end + 1 : end;
+		line++;
+		if (end > p && end[-1] == '\r')
+			end--;
+		while (p < end && (*p == ' ' || *p == '\t'))
+			p++;
+		if (p == end || *p == '#')
+			continue;
+		name_len = strspn(p, "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+		                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+		colon = p + name_len;
+		if (!name_len || colon >= end || *colon != ':') {
+			snprintf(why, whylen, "line %d: expected 'Name: value' (a header name, then ':')",
+			         line);
+			goto bad;
+		}
+		if (reserved_header(p, name_len)) {
+			snprintf(why, whylen, "line %d: %.*s is set by evhostd itself", line,
+			         (int)name_len, p);
+			goto bad;
+		}
+		for (value = colon + 1; value < end && (*value == ' ' || *value == '\t'); value++)
+			;
+		vlen = (size_t)(end - value);
+		while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
+			vlen--;
+		for (size_t i = 0; i < vlen; i++) {
+			unsigned char c = (unsigned char)value[i];
+			if ((c < 0x20 && c != '\t') || c == 0x7f) {
+				snprintf(why, whylen, "line %d: a control character in %.*s's value", line,
+				         (int)name_len, p);
+				goto bad;
+			}
+		}
+		if (++count > 64) {
+			snprintf(why, whylen, "more than 64 headers");
+			goto bad;
+		}
+		tb_put(&out, p, name_len);
+		tb_put(&out, ": ", 2);
+		tb_put(&out, value, vlen);
+		tb_put(&out, "\r\n", 2);
+	}
+	if (!count) {
+		snprintf(why, whylen, "no header in it ('Name: value' lines)");
+		goto bad;
+	}
+	if (out.oom) {
+		snprintf(why, whylen, "out of memory");
+		goto bad;
+	}
+	return out.p;
+bad:
+	if (out.p)
+		explicit_bzero(out.p, out.cap);
+	free(out.p);
+	return NULL;
+}
+/* Headers sent with every export (an API key, a tenant): read here, so that
+ * --check-config finds a bad file; a secret, so never logged. */
+static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	char why[256], *text, *headers;
+	size_t n;
+
+	get_path(x, e, &s->trace_headers_file);
+	if (!*e->value)
+		return;
+	text = read_file(s->trace_headers_file, OTLP_HEADERS_MAX, &n);
+	if (!text) {
+		diag_add(x->d, e->file, e->line, "[tracing] otlp_headers_file: cannot read '%s': %s",
+		         s->trace_headers_file,
+		         errno == EFBIG ? "larger than 16 KiB" : strerror(errno));
+		return;
+	}
+	headers = strlen(text) == n ? settings_otlp_headers(text, why, sizeof why) : NULL;
+	if (strlen(text) != n)
+		snprintf(why, sizeof why, "a NUL byte in it");
+	explicit_bzero(text, n);
+	free(text);
+	if (!headers) {
+		diag_add(x->d, e->file, e->line, "[tracing] otlp_headers_file '%s': %s",
+		         s->trace_headers_file, why);
+		return;
+	}
+	if (s->trace_headers) {
+		explicit_bzero(s->trace_headers, strlen(s->trace_headers));
+		free(s->trace_headers);
+	}
+	s->trace_headers = headers;
 }
 
 static void k_service_name(set_ctx *x, const cfg_entry *e)
@@ -1592,6 +1713,8 @@ static void k_export_timeout(set_ctx *x, const cfg_entry *e)
 
 static const key_def tracing_keys[] = {
     {"otlp_endpoint", k_otlp_endpoint},
+    {"otlp_ca_file", k_otlp_ca_file},
+    {"otlp_headers_file", k_otlp_headers_file},
     {"service_name", k_service_name},
     {"sample_ratio", k_sample_ratio},
     {"queue_size", k_queue_size},
@@ -1828,6 +1951,11 @@ static void check_cross(set_ctx *x)
 			diag_add(x->d, e->file, e->line,
 			         "[http] %s is set but tls_listen is not: there is no HTTPS listener", *k);
 	}
+	e = cfg_find(c, "tracing", "otlp_ca_file");
+	if (e && *e->value && s->trace_endpoint && !s->trace_tls)
+		diag_add(x->d, e->file, e->line,
+		         "[tracing] otlp_ca_file is set but otlp_endpoint is http://, without TLS: "
+		         "use https:// to have the collector's certificate checked");
 	e = cfg_find(c, "tracing", "batch_size");
 	if (e && s->trace_batch_size > s->trace_queue_size)
 		diag_add(x->d, e->file, e->line,
@@ -1905,6 +2033,11 @@ void settings_free(settings *s)
 	free(s->trace_port);
 	free(s->trace_path);
 	free(s->trace_service);
+	free(s->trace_ca_file);
+	free(s->trace_headers_file);
+	if (s->trace_headers)
+		explicit_bzero(s->trace_headers, strlen(s->trace_headers));
+	free(s->trace_headers);
 	for (size_t i = 0; i < s->nplugins; i++) {
 		free(s->plugins[i].name);
 		free(s->plugins[i].section);

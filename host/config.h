@@ -123,6 +123,10 @@ typedef struct settings {
 	/* [tracing]: spans to an OTLP/HTTP collector; off without otlp_endpoint */
 	char *trace_endpoint;   /* the full URL spans are posted to, or NULL */
 	char *trace_host, *trace_port, *trace_path; /* its parts */
+	int trace_tls;          /* https:// */
+	char *trace_ca_file;    /* otlp_ca_file: the CAs trusted for the collector, or NULL */
+	char *trace_headers_file;
+	char *trace_headers;    /* otlp_headers_file's headers, "Name: value\r\n" each, or NULL */
 	char *trace_service;    /* service_name: the resource's service.name */
 	double trace_sample_ratio;
 	int trace_queue_size, trace_batch_size, trace_interval_ms, trace_timeout_ms;
@@ -137,4 +141,8 @@ typedef struct settings {
  * must not outlive it. */
 int settings_from_cfg(const cfg *c, settings *s, diag *d);
 void settings_free(settings *s);
+/* [tracing] otlp_headers_file's text ("Name: value" lines, blank lines and
+ * '#' comments skipped) as HTTP header lines, each ending in CRLF; NULL with
+ * the reason (naming the line) in why. Exposed for the fuzzer. */
+char *settings_otlp_headers(const char *text, char *why, size_t whylen);
 #endif

@@ -168,6 +168,23 @@ static void host_check_tls(host *h, diag *d)
 		diag_add(d, e->file, e->line, "[http] %s", err);
 }
 
+/* [tracing] otlp_endpoint = https://...: OpenSSL loads and otlp_ca_file's
+ * CA certificates are read now, so that --check-config says what is wrong
+ * at the key's line rather than the exporter dropping every span. */
+static void host_check_trace_tls(host *h, diag *d)
+{
+	const cfg_entry *e = cfg_find(&h->cfg, "tracing", "otlp_ca_file");
+	char err[1024];
+	tls_client *c;
+	if (!h->set.trace_endpoint || !h->set.trace_tls)
+		return;
+	if (!e || !*e->value)
+		e = cfg_find(&h->cfg, "tracing", "otlp_endpoint");
+	if (!(c = tls_client_new(h->set.trace_ca_file, err, sizeof err)))
+		diag_add(d, e->file, e->line, "[tracing] %s: %s", e->key, err);
+	tls_client_free(c);
+}
+
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
@@ -183,6 +200,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	settings_from_cfg(&h->cfg, &h->set, d);
 	kafka_check_settings(&h->set, d);
 	host_check_tls(h, d);
+	host_check_trace_tls(h, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;

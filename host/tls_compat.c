@@ -21,6 +21,7 @@
  * reached here through dlsym: evhostd itself never links OpenSSL. */
 #include "tls_compat.h"
 #include "tls/cert.h"
+#include "tls/client.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -47,6 +48,11 @@ static struct {
 	evhost_tls_attach_fn *attach;
 	evhost_tls_ca_check_fn *ca_check;
 	evhost_tls_ciphers_fn *ciphers;
+	evhost_tls_client_new_fn *client_new;
+	evhost_tls_client_free_fn *client_free;
+	evhost_tls_conn_new_fn *conn_new;
+	evhost_tls_conn_io_fn *conn_io;
+	evhost_tls_conn_free_fn *conn_free;
 } fn;
 static atomic_int_least64_t serving_expiry;
 
@@ -56,7 +62,10 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	static const char *const names[] = {"evhost_tls_load",     "evhost_tls_free",
 	                                    "evhost_tls_expiry",   "evhost_tls_describe",
 	                                    "evhost_tls_use",      "evhost_tls_attach",
-	                                    "evhost_tls_ca_check", "evhost_tls_ciphers"};
+	                                    "evhost_tls_ca_check", "evhost_tls_ciphers",
+	                                    "evhost_tls_client_new", "evhost_tls_client_free",
+	                                    "evhost_tls_conn_new",   "evhost_tls_conn_io",
+	                                    "evhost_tls_conn_free"};
 	void *found[sizeof names / sizeof names[0]];
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (!(found[i] = dlsym(ssl, names[i]))) {
@@ -74,6 +83,11 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	*(void **)&fn.attach = found[5];
 	*(void **)&fn.ca_check = found[6];
 	*(void **)&fn.ciphers = found[7];
+	*(void **)&fn.client_new = found[8];
+	*(void **)&fn.client_free = found[9];
+	*(void **)&fn.conn_new = found[10];
+	*(void **)&fn.conn_io = found[11];
+	*(void **)&fn.conn_free = found[12];
 	return 0;
 }
 
@@ -133,7 +147,7 @@ int tls_compat_load(char *err, size_t errlen)
 	}
 	if (load_from(EVHOST_TLS_DIR, why, sizeof why) != 0) {
 		snprintf(err, errlen,
-		         "cannot load OpenSSL for civetweb: %s (evhost's TLS libraries belong in "
+		         "cannot load OpenSSL: %s (evhost's TLS libraries belong in "
 		         "%s; see the operations guide, \"TLS\")",
 		         why, EVHOST_TLS_DIR);
 		return -1;
@@ -210,3 +224,32 @@ int tls_ciphers_set(void *ssl_ctx, const char *ciphers, const char *suites, char
 }
 
 int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }
+
+tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
+{
+	if (tls_compat_load(err, errlen) != 0)
+		return NULL;
+	return fn.client_new(ca_file, err, errlen);
+}
+
+void tls_client_free(tls_client *c)
+{
+	if (c)
+		fn.client_free(c);
+}
+
+tls_conn *tls_conn_new(tls_client *c, int fd, const char *host, char *err, size_t errlen)
+{
+	return fn.conn_new(c, fd, host, err, errlen);
+}
+
+int tls_conn_io(tls_conn *conn, int op, void *buf, size_t n, char *err, size_t errlen)
+{
+	return fn.conn_io(conn, op, buf, n, err, errlen);
+}
+
+void tls_conn_free(tls_conn *conn)
+{
+	if (conn)
+		fn.conn_free(conn);
+}

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "tls/client.h" /* EVHOST_TLS_HANDSHAKE, _WRITE, _READ, _WANT_READ, _WANT_WRITE */
+
 /* Load the two compatibility libraries, from host/tls/ beside the running
  * executable (a build tree) or else from EVHOST_TLS_DIR (installed). Once
  * they are loaded, civetweb's mg_init_library(MG_FEATURES_TLS) finds
@@ -39,5 +41,20 @@ int tls_ciphers_set(void *ssl_ctx, const char *ciphers, const char *suites, char
 /* The earliest notAfter of the bundle being served (Unix seconds); 0 when
  * none. */
 int64_t tls_serving_expiry(void);
+
+/* A TLS client for evhostd's own connections (tls/client.h has the
+ * details): verifies servers against the CA certificates in ca_file, or the
+ * system's with NULL. Loads the libraries if need be. NULL with the reason. */
+typedef void tls_client;
+typedef void tls_conn;
+tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen);
+void tls_client_free(tls_client *c);
+/* A connection over the connected non-blocking socket fd to host (a name or
+ * an IP address, checked against the certificate); then tls_conn_io steps
+ * (EVHOST_TLS_HANDSHAKE, _WRITE, _READ), each returning what client.h says
+ * (EVHOST_TLS_WANT_READ/_WRITE: poll, then the same call again). */
+tls_conn *tls_conn_new(tls_client *c, int fd, const char *host, char *err, size_t errlen);
+int tls_conn_io(tls_conn *conn, int op, void *buf, size_t n, char *err, size_t errlen);
+void tls_conn_free(tls_conn *conn);
 
 #endif

@@ -1,11 +1,11 @@
 /* Tracing: spans, their queue, and the OTLP/HTTP JSON exporter (trace.h).
  *
- * The exporter speaks plain HTTP/1.1 itself (a POST per batch, a connection
- * per POST, every step under a deadline) rather than through civetweb's
- * client, whose connect has no deadline: the stop must not wait minutes for
- * a collector that does not answer. No TLS: a collector on the same host
- * (or a local agent) takes the spans, as OpenTelemetry's deployment guide
- * has it; evhostd refuses an https:// endpoint at configuration time. */
+ * The exporter speaks HTTP/1.1 itself (a POST per batch, a connection per
+ * POST, every step under a deadline) rather than through civetweb's client,
+ * whose connect has no deadline: the stop must not wait minutes for a
+ * collector that does not answer. An https:// endpoint is reached over TLS
+ * (tls_compat.h: OpenSSL in evhost's libssl.so), the collector's
+ * certificate checked against [tracing] otlp_ca_file or the system's CAs. */
 #include "trace.h"
 
 #include <errno.h>
@@ -28,6 +28,7 @@
 #include "events.h"
 #include "log.h"
 #include "textbuf.h"
+#include "tls_compat.h"
 
 #define RETRIES 3          /* further attempts at a batch the collector could not take */
 #define RETRY_FIRST_MS 500 /* then twice as long each time */
@@ -46,6 +47,8 @@ static struct {
 	int started;
 	/* settings, fixed while running */
 	char *host, *port, *path, *endpoint;
+	char *req_head;    /* the request's head up to its Content-Length */
+	tls_client *tls;   /* https://, else NULL */
 	int interval_ms, timeout_ms;
 	uint64_t ratio_bound; /* sampled when the trace id's low 64 bits are below it */
 	int ratio_all;        /* sample_ratio 1: every trace */
@@ -422,23 +425,84 @@ static int connect_to(const char *host, const char *port, int64_t deadline, char
 	return fd;
 }
 
-static int send_all(int fd, const char *p, size_t n, int64_t deadline)
+/* A connection to the collector: plain, or TLS over the socket. */
+typedef struct conn {
+	int fd;
+	tls_conn *tls;
+} conn;
+
+/* A TLS step (tls_compat.h), waiting for the socket as it asks, until
+ * `deadline`: what the step returned, or -1 with the reason in err. */
+static int tls_step(conn *c, int op, void *buf, size_t n, int64_t deadline, char *err,
+                    size_t errlen)
 {
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w > 0) {
-			p += w;
-			n -= (size_t)w;
-		} else if (w < 0 && errno == EINTR) {
-			continue;
-		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			if (wait_fd(fd, POLLOUT, deadline) <= 0)
-				return -1;
-		} else {
+	for (;;) {
+		int r = tls_conn_io(c->tls, op, buf, n, err, errlen), w;
+		if (r != EVHOST_TLS_WANT_READ && r != EVHOST_TLS_WANT_WRITE)
+			return r;
+		w = wait_fd(c->fd, r == EVHOST_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
+		if (w <= 0) {
+			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
 			return -1;
 		}
 	}
+}
+
+static int send_all(conn *c, const char *p, size_t n, int64_t deadline, char *err,
+                    size_t errlen)
+{
+	while (n) {
+		ssize_t w;
+		if (c->tls) {
+			if ((w = tls_step(c, EVHOST_TLS_WRITE, (void *)p, n, deadline, err, errlen)) < 0)
+				return -1;
+		} else if ((w = send(c->fd, p, n, MSG_NOSIGNAL)) <= 0) {
+			int r;
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				if ((r = wait_fd(c->fd, POLLOUT, deadline)) > 0)
+					continue;
+				snprintf(err, errlen, "%s", r == 0 ? "timed out" : strerror(errno));
+			} else {
+				snprintf(err, errlen, "%s", w == 0 ? "nothing sent" : strerror(errno));
+			}
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
 	return 0;
+}
+
+/* Read the answer into buf (up to n - 1 bytes, NUL-terminated) until the
+ * collector closes the connection (Connection: close), the deadline, or an
+ * error: how many bytes came. */
+static size_t recv_answer(conn *c, char *buf, size_t n, int64_t deadline)
+{
+	char err[256];
+	size_t got = 0;
+	while (got < n - 1) {
+		ssize_t r;
+		if (c->tls)
+			r = tls_step(c, EVHOST_TLS_READ, buf + got, n - 1 - got, deadline, err, sizeof err);
+		else
+			r = recv(c->fd, buf + got, n - 1 - got, 0);
+		if (r > 0)
+			got += (size_t)r;
+		else if (c->tls || r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+			break;
+		else if (errno != EINTR && wait_fd(c->fd, POLLIN, deadline) <= 0)
+			break;
+	}
+	buf[got] = '\0';
+	return got;
+}
+
+static void conn_close(conn *c)
+{
+	tls_conn_free(c->tls);
+	close(c->fd);
 }
 
 /* POST `body` to the collector: its HTTP status (and the start of its
@@ -447,43 +511,34 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
                 size_t errlen)
 {
 	int64_t deadline = clock_mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
-	char head[1024], resp[RESPONSE_MAX];
-	size_t got = 0;
-	int fd, status = -1, n;
+	char tail[96], resp[RESPONSE_MAX], why[256];
+	conn c = {.fd = -1};
+	int status = -1, n;
 	char *end;
 
 	answer[0] = '\0';
 	if (stop && stop < deadline)
 		deadline = stop;
-	if ((fd = connect_to(ex.host, ex.port, deadline, err, errlen)) < 0)
+	if ((c.fd = connect_to(ex.host, ex.port, deadline, err, errlen)) < 0)
 		return -1;
-	n = snprintf(head, sizeof head,
-	             "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: evhost/" EVHOST_VERSION
-	             "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-	             "Connection: close\r\n\r\n",
-	             ex.path, strchr(ex.host, ':') ? "[" : "", ex.host, strchr(ex.host, ':') ? "]" : "",
-	             ex.port, len);
-	errno = 0;
-	if (n < 0 || (size_t)n >= sizeof head || send_all(fd, head, (size_t)n, deadline) ||
-	    send_all(fd, body, len, deadline)) {
-		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint,
-		         errno ? strerror(errno) : "timed out");
-		close(fd);
+	if (ex.tls &&
+	    (!(c.tls = tls_conn_new(ex.tls, c.fd, ex.host, why, sizeof why)) ||
+	     tls_step(&c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why) < 0)) {
+		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", strchr(ex.host, ':') ? "[" : "",
+		         ex.host, strchr(ex.host, ':') ? "]" : "", ex.port, why);
+		conn_close(&c);
 		return -1;
 	}
-	/* The answer, up to what fits, until the collector closes the
-	 * connection (Connection: close) or the deadline. */
-	while (got < sizeof resp - 1) {
-		ssize_t r = recv(fd, resp + got, sizeof resp - 1 - got, 0);
-		if (r > 0)
-			got += (size_t)r;
-		else if (r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
-			break;
-		else if (errno != EINTR && wait_fd(fd, POLLIN, deadline) <= 0)
-			break;
+	n = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nConnection: close\r\n\r\n", len);
+	if (send_all(&c, ex.req_head, strlen(ex.req_head), deadline, why, sizeof why) ||
+	    send_all(&c, tail, (size_t)n, deadline, why, sizeof why) ||
+	    send_all(&c, body, len, deadline, why, sizeof why)) {
+		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
+		conn_close(&c);
+		return -1;
 	}
-	close(fd);
-	resp[got] = '\0';
+	recv_answer(&c, resp, sizeof resp, deadline);
+	conn_close(&c);
 	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
 		snprintf(err, errlen, "%s gave no HTTP answer within %d ms", ex.endpoint,
 		         ex.timeout_ms);
@@ -591,8 +646,32 @@ static void *exporter_main(void *arg)
 	return NULL;
 }
 
+/* The request's head up to its Content-Length: the collector's path, Host,
+ * and [tracing] otlp_headers_file's headers (each line ending in CRLF). */
+static char *render_head(const char *headers)
+{
+	textbuf b = {0};
+	int v6 = strchr(ex.host, ':') != NULL;
+	tb_puts(&b, "POST ");
+	tb_puts(&b, ex.path);
+	tb_puts(&b, " HTTP/1.1\r\nHost: ");
+	tb_puts(&b, v6 ? "[" : "");
+	tb_puts(&b, ex.host);
+	tb_puts(&b, v6 ? "]:" : ":");
+	tb_puts(&b, ex.port);
+	tb_puts(&b, "\r\nUser-Agent: evhost/" EVHOST_VERSION "\r\nContent-Type: application/json\r\n");
+	if (headers)
+		tb_puts(&b, headers);
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
+}
+
 int trace_start(const settings *s)
 {
+	char err[1024];
 	int rc;
 	if (!s->trace_endpoint)
 		return 0;
@@ -607,10 +686,17 @@ int trace_start(const settings *s)
 	ex.path = strdup(s->trace_path);
 	ex.endpoint = strdup(s->trace_endpoint);
 	ex.resource = render_resource(s->trace_service);
+	if (ex.host && ex.port && ex.path)
+		ex.req_head = render_head(s->trace_headers);
 	if (!ex.ring || !ex.batch || !ex.host || !ex.port || !ex.path || !ex.endpoint ||
-	    !ex.resource) {
+	    !ex.resource || !ex.req_head) {
 		log_error("trace", "out of memory for the span queue ([tracing] queue_size %d)",
 		          s->trace_queue_size);
+		trace_stop(0);
+		return -1;
+	}
+	if (s->trace_tls && !(ex.tls = tls_client_new(s->trace_ca_file, err, sizeof err))) {
+		log_error("trace", "[tracing] otlp_endpoint %s: %s", s->trace_endpoint, err);
 		trace_stop(0);
 		return -1;
 	}
@@ -652,6 +738,12 @@ void trace_stop(int timeout_ms)
 	free(ex.path);
 	free(ex.endpoint);
 	free(ex.resource);
+	if (ex.req_head)
+		explicit_bzero(ex.req_head, strlen(ex.req_head)); /* otlp_headers_file's secrets */
+	free(ex.req_head);
+	tls_client_free(ex.tls);
+	ex.req_head = NULL;
+	ex.tls = NULL;
 	ex.ring = ex.batch = NULL;
 	ex.host = ex.port = ex.path = ex.endpoint = ex.resource = NULL;
 	ex.n = ex.head = 0;

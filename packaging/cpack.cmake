@@ -139,6 +139,10 @@ set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME evhost)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION net)
 # adduser: postinst creates the system user. Libraries: dpkg-shlibdeps.
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "adduser")
+# The system's CA certificates: what TLS to a collector ([tracing]
+# otlp_endpoint = https://...), an SMTP server or a Kafka broker verifies
+# against unless a CA file is configured.
+set(CPACK_DEBIAN_RUNTIME_PACKAGE_RECOMMENDS "ca-certificates")
 set(CPACK_COMPONENT_RUNTIME_DESCRIPTION
 "event-driven service plugins on Apache Kafka
 evhostd hosts service plugins (shared objects named in INI configuration)

@@ -39,8 +39,11 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u)
 	return -1;
 }
 
-/* OpenSSL's reason for the last failure, or `fallback`; clears its queue. */
-static const char *ssl_reason(char *buf, size_t n, const char *fallback)
+/* OpenSSL's reason for the last failure, or `fallback`; clears its queue.
+ * Also used by client.c. */
+__attribute__((visibility("hidden"))) const char *ssl_reason(char *buf, size_t n,
+                                                             const char *fallback);
+const char *ssl_reason(char *buf, size_t n, const char *fallback)
 {
 	unsigned long e = ERR_peek_last_error();
 	if (e)

@@ -1,5 +1,6 @@
 /* libFuzzer: arbitrary bytes as a configuration file, through the parser,
- * the host settings, and schema validation of every plugin section. */
+ * the host settings, and schema validation of every plugin section; and as
+ * a [tracing] otlp_headers_file. */
 #define _GNU_SOURCE /* memmem */
 #include <stddef.h>
 #include <stdint.h>
@@ -24,6 +25,35 @@ static const evh_config_key fuzz_schema[] = {
 
 static const char *const fuzz_skip[] = {"enabled", "required", "path", "group", NULL};
 
+/* The same bytes as [tracing] otlp_headers_file: refused with a reason, or
+ * header lines that cannot split or add a request line: each "Name: value"
+ * with a token name, ending in CRLF, no other control character than tab. */
+static void headers(const char *text)
+{
+	char why[256] = "";
+	char *h = settings_otlp_headers(text, why, sizeof why);
+	if (!h) {
+		if (!why[0])
+			abort();
+		return;
+	}
+	for (const char *p = h; *p;) {
+		const char *end = strstr(p, "\r\n"), *colon = strchr(p, ':');
+		if (!end || !colon || colon == p || colon > end || colon[1] != ' ')
+			abort();
+		for (const char *q = p; q < colon; q++)
+			if (!strchr("!#$%&'*+-.^_`|~", *q) && !((*q >= '0' && *q <= '9') ||
+			                                       (*q >= 'a' && *q <= 'z') ||
+			                                       (*q >= 'A' && *q <= 'Z')))
+				abort();
+		for (const char *q = colon; q < end; q++)
+			if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
+				abort();
+		p = end + 2;
+	}
+	free(h);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	cfg c = {0};
@@ -41,6 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(text, data, size);
 	text[size] = '\0';
+	headers(text);
 	cfg_load_string(&c, text, "/etc/evhost/fuzz.conf", &d);
 	settings_from_cfg(&c, &s, &d);
 	for (size_t i = 0; i < c.nsections; i++) {

@@ -1,7 +1,8 @@
 // otelcol-evhost-test: a minimal OpenTelemetry Collector distribution for
 // evhost's system tests only; it is never shipped. It is built the way the
-// collector builder (ocb) builds one, with just the OTLP receiver and the
-// contrib file exporter, so that tests check the spans evhostd exports
+// collector builder (ocb) builds one, with just the OTLP receiver, the
+// contrib file exporter and the contrib bearer token authenticator (for
+// evhostd's [tracing] otlp_headers_file), so that tests check the spans evhostd exports
 // against a real collector's OTLP/HTTP decoding rather than a mock's idea of
 // it. scripts/otelcol builds it; tests/system/evhost_testlib.py (Collector)
 // runs it on 127.0.0.1 and reads the spans back from the file exporter.
@@ -14,10 +15,12 @@ import (
 	"log"
 
 	"github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter"
+	"github.com/open-telemetry/opentelemetry-collector-contrib/extension/bearertokenauthextension"
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/provider/fileprovider"
 	"go.opentelemetry.io/collector/exporter"
+	"go.opentelemetry.io/collector/extension"
 	"go.opentelemetry.io/collector/otelcol"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/otlpreceiver"
@@ -32,6 +35,10 @@ func components() (otelcol.Factories, error) {
 		return f, err
 	}
 	f.Exporters, err = otelcol.MakeFactoryMap[exporter.Factory](fileexporter.NewFactory())
+	if err != nil {
+		return f, err
+	}
+	f.Extensions, err = otelcol.MakeFactoryMap[extension.Factory](bearertokenauthextension.NewFactory())
 	if err != nil {
 		return f, err
 	}

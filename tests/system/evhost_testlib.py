@@ -876,9 +876,15 @@ class Collector(Child):
     the same port, for "collector down" tests; the spans file is appended to,
     so spans from before a restart stay. Also a context manager: started on
     entry, stopped and closed on exit.
+
+    tls=(cert, key): OTLP over HTTPS (`endpoint` is then "https://...");
+    bearer_token: requests without "Authorization: Bearer <token>" are refused
+    with 401 (the contrib bearertokenauth extension).
     """
 
-    def __init__(self, directory=None, port=None, binary=None):
+    def __init__(self, directory=None, port=None, binary=None, tls=None, bearer_token=None):
+        self.tls = tls
+        self.bearer_token = bearer_token
         self._tmp = None
         if directory is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="evhost-otelcol-")
@@ -895,7 +901,7 @@ class Collector(Child):
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def traces_url(self):
@@ -903,20 +909,40 @@ class Collector(Child):
 
     def _write_config(self):
         q = json.dumps  # a JSON string is a valid YAML scalar, whatever the path holds
+        http = f"""\
+        endpoint: {q(f"127.0.0.1:{self.port}")}
+"""
+        if self.tls:
+            http += f"""\
+        tls:
+          cert_file: {q(str(self.tls[0]))}
+          key_file: {q(str(self.tls[1]))}
+"""
+        extensions, service_extensions = "", ""
+        if self.bearer_token:
+            http += """\
+        auth:
+          authenticator: bearertokenauth
+"""
+            extensions = f"""\
+extensions:
+  bearertokenauth:
+    token: {q(self.bearer_token)}
+"""
+            service_extensions = "  extensions: [bearertokenauth]\n"
         self.config_file.write_text(f"""\
-receivers:
+{extensions}receivers:
   otlp:
     protocols:
       http:
-        endpoint: {q(f"127.0.0.1:{self.port}")}
-exporters:
+{http}exporters:
   file:
     path: {q(str(self.spans_file))}
     format: json
     append: true
     flush_interval: 100ms
 service:
-  telemetry:
+{service_extensions}  telemetry:
     metrics:
       level: none
     logs:

@@ -131,6 +131,7 @@ def test_package_metadata_and_contents(debs):
                 "libcjson1", "libinih1", "libcurl4", "libsystemd0", "libssl3"):
         assert re.search(rf"(^|, ){re.escape(pkg)}( |,|$)", depends), (pkg, depends)
     assert field(dev, "Depends") == ""
+    assert field(rt, "Recommends") == "ca-certificates"  # TLS's default trust store
 
     multiarch = run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"]).stdout.strip()
     files = deb_files(rt)

@@ -6,8 +6,9 @@ notifications plugin's process span and the plugin's own span around the SMTP
 send (SDK, evh_span_begin); the event's traceparent header names its create
 span; sampling follows a caller's flag and [tracing] sample_ratio; a
 collector that is down costs spans, counted and logged, never a request or a
-mail; what is queued at the stop is sent; a bad endpoint is refused at its
-file and line."""
+mail; what is queued at the stop is sent; an https:// collector's
+certificate is checked and the headers file's headers reach it; a bad
+endpoint is refused at its file and line."""
 
 import os
 import re
@@ -231,14 +232,60 @@ def test_queued_spans_are_sent_at_the_stop(evhostd, tmp_path, otel_collector):
     assert span["attributes"]["url.path"] == "/users/nobody"
 
 
-def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
-    for value, want in (("https://127.0.0.1:4318", "https is not supported"),
-                        ("127.0.0.1:4318", "expected http://HOST[:PORT][/PATH]")):
-        p = evhostd.run(["--check-config"], config={"tracing": {"otlp_endpoint": value}},
+def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
+    """An https:// collector: its certificate is checked against
+    otlp_ca_file and otlp_headers_file's headers go with every export (this
+    collector refuses a request without its bearer token). Another CA, or
+    another token, costs the spans and the log says why."""
+    certs = lib.TlsCerts(tmp_path / "certs")
+    token = "tok-" + uuid.uuid4().hex
+    good, wrong = tmp_path / "good.headers", tmp_path / "wrong.headers"
+    good.write_text(f"# the collector's token\nAuthorization: Bearer {token}\n"
+                    f"X-Scope-OrgID: shop\n")
+    wrong.write_text("Authorization: Bearer not-the-token\n")
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    with lib.Collector(tmp_path / "otelcol", tls=(certs.server_crt, certs.server_key),
+                       bearer_token=token) as collector:
+        def daemon(ca, headers):
+            d = evhostd({"auth": {"jwt_secret_file": str(secret)},
+                         "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+                         **tracing(collector, otlp_ca_file=str(ca),
+                                   otlp_headers_file=str(headers))},
                         brokers="embedded")
+            header, trace, _ = caller()
+            assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
+            return d, trace
+
+        d, trace = daemon(certs.ca_crt, good)
+        [span] = collector.wait_spans(in_trace(trace), timeout=15)
+        assert span["name"] == "GET /users/{id}"
+        assert "Bearer" not in d.log_text()  # the headers are a secret
+        assert d.stop(timeout=30) == 0
+        port = collector.port
+        for ca, headers, want in (
+                (certs.other_ca_crt, good, rf"spans dropped: TLS with 127\.0\.0\.1:{port} "
+                 r"failed: the server's certificate was refused: unable to get local issuer"),
+                (certs.ca_crt, wrong, rf"spans dropped: https://127\.0\.0\.1:{port}/v1/traces "
+                 r"answered 401")):
+            d, trace = daemon(ca, headers)
+            assert d.stop(timeout=30) == 0  # the stop's last try logs what it met
+            assert re.search(want, d.log_text()), d.log_tail()
+            assert not collector.wait_spans(in_trace(trace), count=0, timeout=0)
+
+
+def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("not a certificate\n")
+    for conf, key, want in (
+            ({"otlp_endpoint": "ftp://127.0.0.1:4318"}, "otlp_endpoint",
+             "expected http://HOST[:PORT][/PATH]"),
+            ({"otlp_endpoint": "https://127.0.0.1:4318", "otlp_ca_file": str(not_pem)},
+             "otlp_ca_file", f"cannot load CA certificates from '{not_pem}'")):
+        p = evhostd.run(["--check-config"], config={"tracing": conf}, brokers="embedded")
         assert p.returncode != 0, p.stdout + p.stderr
         out = p.stdout + p.stderr
-        assert re.search(r"evhost\.conf:\d+: \[tracing\] otlp_endpoint: .*" + re.escape(want),
+        assert re.search(rf"evhost\.conf:\d+: \[tracing\] {key}: .*" + re.escape(want),
                          out), out
 
 

@@ -1214,11 +1214,15 @@ static void test_tracing(void **state)
 	    {"HTTP://otel.local:4318/", "otel.local", "4318", "http://otel.local:4318/v1/traces"},
 	    {"http://gw:8080/otel//", "gw", "8080", "http://gw:8080/otel/v1/traces"},
 	    {"http://[::1]:4318", "::1", "4318", "http://[::1]:4318/v1/traces"},
+	    {"https://otel.example.com", "otel.example.com", "443",
+	     "https://otel.example.com:443/v1/traces"},
+	    {"HTTPS://10.0.0.7:4318/otlp", "10.0.0.7", "4318", "https://10.0.0.7:4318/otlp/v1/traces"},
 	};
 	static const struct {
 		const char *line, *want;
 	} bad[] = {
-	    {"otlp_endpoint = https://collector:4318", "https is not supported"},
+	    {"otlp_endpoint = ftp://collector:4318", "expected http://HOST[:PORT][/PATH] or https://"},
+	    {"otlp_endpoint = https://", "expected http://HOST[:PORT][/PATH]"},
 	    {"otlp_endpoint = collector:4318", "expected http://HOST[:PORT][/PATH]"},
 	    {"otlp_endpoint = http://", "expected http://HOST[:PORT][/PATH]"},
 	    {"otlp_endpoint = http://:4318", "expected http://HOST[:PORT][/PATH]"},
@@ -1264,6 +1268,7 @@ static void test_tracing(void **state)
 		assert_string_equal(s.trace_host, ok[i].host);
 		assert_string_equal(s.trace_port, ok[i].port);
 		assert_string_equal(s.trace_endpoint, ok[i].url);
+		assert_int_equal(s.trace_tls, ok[i].url[4] == 's');
 		settings_free(&s);
 		cfg_free(&c);
 		diag_free(&d);
@@ -1296,6 +1301,53 @@ static void test_tracing(void **state)
 		/* at the key's file and line */
 		expect_one_error(text, "t.conf", "t.conf:4");
 	}
+	/* A CA file for a collector reached without TLS would check nothing. */
+	expect_one_error(MIN_KAFKA "[tracing]\notlp_endpoint = http://c:4318\notlp_ca_file = /x.pem\n",
+	                 "t.conf",
+	                 "t.conf:5: [tracing] otlp_ca_file is set but otlp_endpoint is http://");
+}
+
+/* [tracing] otlp_headers_file: "Name: value" lines, checked when the
+ * configuration is read, at the key's line; a header evhostd writes itself
+ * is refused. */
+static void test_tracing_headers(void **state)
+{
+	static const struct {
+		const char *file, *want;
+	} bad[] = {
+	    {"Authorization Bearer x\n", "line 1: expected 'Name: value'"},
+	    {"# tenant\n\nX-Scope-OrgID: a\nBad Name: b\n", "line 4: expected 'Name: value'"},
+	    {": value\n", "line 1: expected 'Name: value'"},
+	    {"Host: elsewhere\n", "line 1: Host is set by evhostd itself"},
+	    {"content-length: 5\n", "line 1: content-length is set by evhostd itself"},
+	    {"X-Key: a\x01b\n", "line 1: a control character in X-Key's value"},
+	    {"# nothing but a comment\n", "no header in it"},
+	};
+	fixture *f = *state;
+	char *main_path = path_in(f, "evhost.conf"), text[512];
+
+	write_file(f, "otlp.headers",
+	           "# for the collector\r\nAuthorization:  Bearer s3cr3t \r\n\n  X-Scope-OrgID:shop\n"
+	           "X-Empty:\n");
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[tracing]\notlp_endpoint = https://c\n"
+	                                       "otlp_headers_file = otlp.headers\n",
+	                             main_path),
+	                 0);
+	assert_string_equal(f->s.trace_headers, "Authorization: Bearer s3cr3t\r\n"
+	                                        "X-Scope-OrgID: shop\r\nX-Empty: \r\n");
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+		char want[512];
+		write_file(f, "bad.headers", bad[i].file);
+		snprintf(text, sizeof text, MIN_KAFKA "[tracing]\notlp_headers_file = %s/bad.headers\n",
+		         f->dir);
+		snprintf(want, sizeof want, "t.conf:4: [tracing] otlp_headers_file '%s/bad.headers': %s",
+		         f->dir, bad[i].want);
+		expect_one_error(text, "t.conf", want);
+	}
+	snprintf(text, sizeof text, MIN_KAFKA "[tracing]\notlp_headers_file = %s/missing\n", f->dir);
+	expect_one_error(text, "t.conf", "t.conf:4: [tracing] otlp_headers_file: cannot read");
+	free(main_path);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -1340,6 +1392,7 @@ int main(void)
 	    T(test_validate_types),
 	    T(test_validate_missing_section),
 	    T(test_tracing),
+	    T(test_tracing_headers),
 	    cmocka_unit_test(test_key_matches),
 	    cmocka_unit_test(test_check_value),
 	    cmocka_unit_test(test_diag),
