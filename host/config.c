@@ -1537,6 +1537,11 @@ static void k_otlp_ca_file(set_ctx *x, const cfg_entry *e)
 	get_path(x, e, &x->s->trace_ca_file);
 }
 
+static void k_otlp_client_certificate(set_ctx *x, const cfg_entry *e)
+{
+	get_path(x, e, &x->s->trace_client_cert);
+}
+
 #define OTLP_HEADERS_MAX 16384 /* bytes of otlp_headers_file */
 
 /* Headers evhostd writes itself, or that would change how the request is
@@ -1714,6 +1719,7 @@ static void k_export_timeout(set_ctx *x, const cfg_entry *e)
 static const key_def tracing_keys[] = {
     {"otlp_endpoint", k_otlp_endpoint},
     {"otlp_ca_file", k_otlp_ca_file},
+    {"otlp_client_certificate", k_otlp_client_certificate},
     {"otlp_headers_file", k_otlp_headers_file},
     {"service_name", k_service_name},
     {"sample_ratio", k_sample_ratio},
@@ -1951,11 +1957,16 @@ static void check_cross(set_ctx *x)
 			diag_add(x->d, e->file, e->line,
 			         "[http] %s is set but tls_listen is not: there is no HTTPS listener", *k);
 	}
-	e = cfg_find(c, "tracing", "otlp_ca_file");
-	if (e && *e->value && s->trace_endpoint && !s->trace_tls)
-		diag_add(x->d, e->file, e->line,
-		         "[tracing] otlp_ca_file is set but otlp_endpoint is http://, without TLS: "
-		         "use https:// to have the collector's certificate checked");
+	for (const char *const *k = (const char *const[]){"otlp_ca_file", "otlp_client_certificate",
+	                                                  NULL};
+	     *k; k++) {
+		e = cfg_find(c, "tracing", *k);
+		if (e && *e->value && s->trace_endpoint && !s->trace_tls)
+			diag_add(x->d, e->file, e->line,
+			         "[tracing] %s is set but otlp_endpoint is http://, without TLS: use "
+			         "https://",
+			         *k);
+	}
 	e = cfg_find(c, "tracing", "batch_size");
 	if (e && s->trace_batch_size > s->trace_queue_size)
 		diag_add(x->d, e->file, e->line,
@@ -2034,6 +2045,7 @@ void settings_free(settings *s)
 	free(s->trace_path);
 	free(s->trace_service);
 	free(s->trace_ca_file);
+	free(s->trace_client_cert);
 	free(s->trace_headers_file);
 	if (s->trace_headers)
 		explicit_bzero(s->trace_headers, strlen(s->trace_headers));

@@ -125,6 +125,7 @@ typedef struct settings {
 	char *trace_host, *trace_port, *trace_path; /* its parts */
 	int trace_tls;          /* https:// */
 	char *trace_ca_file;    /* otlp_ca_file: the CAs trusted for the collector, or NULL */
+	char *trace_client_cert; /* otlp_client_certificate: key and chain offered, or NULL */
 	char *trace_headers_file;
 	char *trace_headers;    /* otlp_headers_file's headers, "Name: value\r\n" each, or NULL */
 	char *trace_service;    /* service_name: the resource's service.name */

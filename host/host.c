@@ -168,20 +168,27 @@ static void host_check_tls(host *h, diag *d)
 		diag_add(d, e->file, e->line, "[http] %s", err);
 }
 
-/* [tracing] otlp_endpoint = https://...: OpenSSL loads and otlp_ca_file's
- * CA certificates are read now, so that --check-config says what is wrong
- * at the key's line rather than the exporter dropping every span. */
+/* [tracing] otlp_endpoint = https://...: OpenSSL loads, and otlp_ca_file's
+ * CA certificates and otlp_client_certificate's key and chain are read now,
+ * so that --check-config says what is wrong at the key's line rather than
+ * the exporter dropping every span. */
 static void host_check_trace_tls(host *h, diag *d)
 {
-	const cfg_entry *e = cfg_find(&h->cfg, "tracing", "otlp_ca_file");
+	const cfg_entry *ca = cfg_find(&h->cfg, "tracing", "otlp_ca_file"),
+	                *cert = cfg_find(&h->cfg, "tracing", "otlp_client_certificate");
 	char err[1024];
 	tls_client *c;
 	if (!h->set.trace_endpoint || !h->set.trace_tls)
 		return;
-	if (!e || !*e->value)
-		e = cfg_find(&h->cfg, "tracing", "otlp_endpoint");
-	if (!(c = tls_client_new(h->set.trace_ca_file, err, sizeof err)))
-		diag_add(d, e->file, e->line, "[tracing] %s: %s", e->key, err);
+	if (!ca || !*ca->value)
+		ca = cfg_find(&h->cfg, "tracing", "otlp_endpoint");
+	if (!(c = tls_client_new(h->set.trace_ca_file, NULL, err, sizeof err)))
+		diag_add(d, ca->file, ca->line, "[tracing] %s: %s", ca->key, err);
+	tls_client_free(c);
+	if (!c || !cert || !h->set.trace_client_cert)
+		return;
+	if (!(c = tls_client_new(NULL, h->set.trace_client_cert, err, sizeof err)))
+		diag_add(d, cert->file, cert->line, "[tracing] %s: %s", cert->key, err);
 	tls_client_free(c);
 }
 

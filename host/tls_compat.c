@@ -225,11 +225,12 @@ int tls_ciphers_set(void *ssl_ctx, const char *ciphers, const char *suites, char
 
 int64_t tls_serving_expiry(void) { return atomic_load(&serving_expiry); }
 
-tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
+tls_client *tls_client_new(const char *ca_file, const char *cert_file, char *err,
+                           size_t errlen)
 {
 	if (tls_compat_load(err, errlen) != 0)
 		return NULL;
-	return fn.client_new(ca_file, err, errlen);
+	return fn.client_new(ca_file, cert_file, err, errlen);
 }
 
 void tls_client_free(tls_client *c)

@@ -44,10 +44,13 @@ int64_t tls_serving_expiry(void);
 
 /* A TLS client for evhostd's own connections (tls/client.h has the
  * details): verifies servers against the CA certificates in ca_file, or the
- * system's with NULL. Loads the libraries if need be. NULL with the reason. */
+ * system's with NULL; offers cert_file's certificate (or none with NULL)
+ * when a server asks for one. Loads the libraries if need be. NULL with the
+ * reason. */
 typedef void tls_client;
 typedef void tls_conn;
-tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen);
+tls_client *tls_client_new(const char *ca_file, const char *cert_file, char *err,
+                           size_t errlen);
 void tls_client_free(tls_client *c);
 /* A connection over the connected non-blocking socket fd to host (a name or
  * an IP address, checked against the certificate); then tls_conn_io steps

@@ -477,26 +477,47 @@ static int send_all(conn *c, const char *p, size_t n, int64_t deadline, char *er
 
 /* Read the answer into buf (up to n - 1 bytes, NUL-terminated) until the
  * collector closes the connection (Connection: close), the deadline, or an
- * error: how many bytes came. */
-static size_t recv_answer(conn *c, char *buf, size_t n, int64_t deadline)
+ * error, said in err (a TLS alert, say: in TLS 1.3 a server refusing the
+ * client's certificate says so after the handshake). */
+static void recv_answer(conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                        size_t errlen)
 {
-	char err[256];
 	size_t got = 0;
+	int w;
+	snprintf(err, errlen, "the connection was closed");
 	while (got < n - 1) {
 		ssize_t r;
 		if (c->tls)
-			r = tls_step(c, EVHOST_TLS_READ, buf + got, n - 1 - got, deadline, err, sizeof err);
+			r = tls_step(c, EVHOST_TLS_READ, buf + got, n - 1 - got, deadline, err, errlen);
 		else
 			r = recv(c->fd, buf + got, n - 1 - got, 0);
-		if (r > 0)
+		if (r > 0) {
 			got += (size_t)r;
-		else if (c->tls || r == 0 || (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK))
+		} else if (c->tls || r == 0) {
 			break;
-		else if (errno != EINTR && wait_fd(c->fd, POLLIN, deadline) <= 0)
+		} else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "%s", strerror(errno));
 			break;
+		} else if (errno != EINTR && (w = wait_fd(c->fd, POLLIN, deadline)) <= 0) {
+			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
+			break;
+		}
 	}
 	buf[got] = '\0';
-	return got;
+}
+
+/* A TLS server that refuses the connection after the handshake (TLS 1.3:
+ * no client certificate, or one it does not trust) sends an alert and
+ * closes, and the client's next write fails with EPIPE: the alert, if it
+ * came, says why. Appended to err. */
+static void tls_alert(conn *c, char *err, size_t errlen)
+{
+	char scratch[256], alert[256];
+	size_t used = strlen(err);
+	if (c->tls &&
+	    tls_conn_io(c->tls, EVHOST_TLS_READ, scratch, sizeof scratch, alert, sizeof alert) < 0 &&
+	    strstr(alert, "alert") && used < errlen)
+		snprintf(err + used, errlen - used, " (the server's TLS alert: %s)", alert);
 }
 
 static void conn_close(conn *c)
@@ -534,14 +555,15 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	    send_all(&c, tail, (size_t)n, deadline, why, sizeof why) ||
 	    send_all(&c, body, len, deadline, why, sizeof why)) {
 		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
+		tls_alert(&c, err, errlen);
 		conn_close(&c);
 		return -1;
 	}
-	recv_answer(&c, resp, sizeof resp, deadline);
+	recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
 	conn_close(&c);
 	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
-		snprintf(err, errlen, "%s gave no HTTP answer within %d ms", ex.endpoint,
-		         ex.timeout_ms);
+		snprintf(err, errlen, "%s gave no HTTP answer: %s (export_timeout %d ms)", ex.endpoint,
+		         why, ex.timeout_ms);
 		return -1;
 	}
 	if ((end = strstr(resp, "\r\n\r\n")))
@@ -695,7 +717,8 @@ int trace_start(const settings *s)
 		trace_stop(0);
 		return -1;
 	}
-	if (s->trace_tls && !(ex.tls = tls_client_new(s->trace_ca_file, err, sizeof err))) {
+	if (s->trace_tls &&
+	    !(ex.tls = tls_client_new(s->trace_ca_file, s->trace_client_cert, err, sizeof err))) {
 		log_error("trace", "[tracing] otlp_endpoint %s: %s", s->trace_endpoint, err);
 		trace_stop(0);
 		return -1;

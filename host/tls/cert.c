@@ -29,8 +29,11 @@ struct evhost_tls_cert {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static evhost_tls_cert *current; /* what handshakes get; under mu */
 
-/* Never ask for a passphrase (OpenSSL's default reads the terminal). */
-static int no_passphrase(char *buf, int size, int rwflag, void *u)
+/* Never ask for a passphrase (OpenSSL's default reads the terminal). Also
+ * used by client.c. */
+__attribute__((visibility("hidden"))) int no_passphrase(char *buf, int size, int rwflag,
+                                                        void *u);
+int no_passphrase(char *buf, int size, int rwflag, void *u)
 {
 	(void)buf;
 	(void)size;
@@ -46,7 +49,10 @@ __attribute__((visibility("hidden"))) const char *ssl_reason(char *buf, size_t n
 const char *ssl_reason(char *buf, size_t n, const char *fallback)
 {
 	unsigned long e = ERR_peek_last_error();
-	if (e)
+	const char *reason = e ? ERR_reason_error_string(e) : NULL;
+	if (reason) /* "tlsv13 alert certificate required", without the codes */
+		snprintf(buf, n, "%s", reason);
+	else if (e)
 		ERR_error_string_n(e, buf, n);
 	else
 		snprintf(buf, n, "%s", fallback);

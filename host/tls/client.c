@@ -16,8 +16,30 @@
 /* cert.c */
 __attribute__((visibility("hidden"))) const char *ssl_reason(char *buf, size_t n,
                                                              const char *fallback);
+__attribute__((visibility("hidden"))) int no_passphrase(char *buf, int size, int rwflag,
+                                                        void *u);
 
-PUBLIC void *evhost_tls_client_new(const char *ca_file, char *err, size_t errlen)
+/* cert_file's key and chain into ctx; 0, or -1 with the reason. */
+static int use_client_cert(SSL_CTX *ctx, const char *cert_file, char *err, size_t errlen)
+{
+	char why[256];
+	const char *step;
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1)
+		step = "no certificate OpenSSL can read in it";
+	else if (SSL_CTX_use_PrivateKey_file(ctx, cert_file, SSL_FILETYPE_PEM) != 1)
+		step = "no private key OpenSSL can read in it (an encrypted one is refused)";
+	else if (SSL_CTX_check_private_key(ctx) != 1)
+		step = "its private key is not its first certificate's";
+	else
+		return 0;
+	snprintf(err, errlen, "client certificate '%s': %s (%s)", cert_file, step,
+	         ssl_reason(why, sizeof why, "?"));
+	return -1;
+}
+
+PUBLIC void *evhost_tls_client_new(const char *ca_file, const char *cert_file, char *err,
+                                   size_t errlen)
 {
 	char why[256];
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -39,6 +61,10 @@ PUBLIC void *evhost_tls_client_new(const char *ca_file, char *err, size_t errlen
 		else
 			snprintf(err, errlen, "cannot load the system's CA certificates: %s",
 			         ssl_reason(why, sizeof why, "?"));
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	if (cert_file && use_client_cert(ctx, cert_file, err, errlen) != 0) {
 		SSL_CTX_free(ctx);
 		return NULL;
 	}

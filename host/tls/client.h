@@ -18,8 +18,12 @@ enum { EVHOST_TLS_HANDSHAKE, EVHOST_TLS_WRITE, EVHOST_TLS_READ };
 /* Settings shared by connections: TLS 1.2 at least, the server's
  * certificate verified against the CA certificates in the PEM file
  * `ca_file`, or with NULL the system's trust store (OpenSSL's default
- * paths, /etc/ssl/certs on Debian). NULL with the reason in err. */
-typedef void *evhost_tls_client_new_fn(const char *ca_file, char *err, size_t errlen);
+ * paths, /etc/ssl/certs on Debian); with `cert_file`, the client
+ * certificate offered when the server asks for one (a PEM file holding the
+ * private key, not encrypted, the certificate and its intermediates, like
+ * [http] tls_certificate). NULL with the reason in err. */
+typedef void *evhost_tls_client_new_fn(const char *ca_file, const char *cert_file, char *err,
+                                       size_t errlen);
 typedef void evhost_tls_client_free_fn(void *client);
 /* A connection over the socket fd to `host` (a name, sent as SNI and
  * matched against the certificate's DNS names, or an IP address matched

@@ -468,8 +468,9 @@ class SmtpSink:
 
 class TlsCerts:
     """scripts/test-certs's throwaway CA and certificates in `directory`:
-    ca_crt, server_crt and server_key (for 127.0.0.1 and localhost), and
-    other_ca_crt, a CA that signed nothing here."""
+    ca_crt, server_crt and server_key (for 127.0.0.1 and localhost),
+    client_crt and client_key (CN=evhost), and other_ca_crt, a CA that signed
+    nothing here."""
 
     def __init__(self, directory):
         d = Path(directory)
@@ -479,6 +480,7 @@ class TlsCerts:
             raise RuntimeError(f"scripts/test-certs failed ({r.returncode}):\n{r.stderr}")
         self.ca_crt, self.other_ca_crt = d / "ca.crt", d / "other-ca.crt"
         self.server_crt, self.server_key = d / "server.crt", d / "server.key"
+        self.client_crt, self.client_key = d / "client.crt", d / "client.key"
 
 
 def mail_body(msg):
@@ -877,7 +879,8 @@ class Collector(Child):
     so spans from before a restart stay. Also a context manager: started on
     entry, stopped and closed on exit.
 
-    tls=(cert, key): OTLP over HTTPS (`endpoint` is then "https://...");
+    tls=(cert, key[, client_ca]): OTLP over HTTPS (`endpoint` is then
+    "https://..."); with client_ca, clients must show a certificate it signed;
     bearer_token: requests without "Authorization: Bearer <token>" are refused
     with 401 (the contrib bearertokenauth extension).
     """
@@ -917,6 +920,10 @@ class Collector(Child):
         tls:
           cert_file: {q(str(self.tls[0]))}
           key_file: {q(str(self.tls[1]))}
+"""
+            if len(self.tls) > 2:
+                http += f"""\
+          client_ca_file: {q(str(self.tls[2]))}
 """
         extensions, service_extensions = "", ""
         if self.bearer_token:

@@ -234,10 +234,13 @@ def test_queued_spans_are_sent_at_the_stop(evhostd, tmp_path, otel_collector):
 
 def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
     """An https:// collector: its certificate is checked against
-    otlp_ca_file and otlp_headers_file's headers go with every export (this
-    collector refuses a request without its bearer token). Another CA, or
-    another token, costs the spans and the log says why."""
+    otlp_ca_file, otlp_client_certificate is shown when it asks for one, and
+    otlp_headers_file's headers go with every export (this collector refuses
+    a request without its bearer token). Another CA, another token, or no
+    client certificate costs the spans and the log says why."""
     certs = lib.TlsCerts(tmp_path / "certs")
+    client = tmp_path / "client.pem"  # key and chain in one file, as [http] tls_certificate
+    client.write_text(certs.client_key.read_text() + certs.client_crt.read_text())
     token = "tok-" + uuid.uuid4().hex
     good, wrong = tmp_path / "good.headers", tmp_path / "wrong.headers"
     good.write_text(f"# the collector's token\nAuthorization: Bearer {token}\n"
@@ -245,30 +248,38 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
     wrong.write_text("Authorization: Bearer not-the-token\n")
     secret = tmp_path / "jwt.key"
     secret.write_text("k" * 48)
-    with lib.Collector(tmp_path / "otelcol", tls=(certs.server_crt, certs.server_key),
-                       bearer_token=token) as collector:
-        def daemon(ca, headers):
+    with lib.Collector(tmp_path / "otelcol", bearer_token=token,
+                       tls=(certs.server_crt, certs.server_key, certs.ca_crt)) as collector:
+        def daemon(**keys):
+            conf = {"otlp_ca_file": str(certs.ca_crt), "otlp_headers_file": str(good),
+                    "otlp_client_certificate": str(client)}
+            conf.update(keys)
             d = evhostd({"auth": {"jwt_secret_file": str(secret)},
                          "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
-                         **tracing(collector, otlp_ca_file=str(ca),
-                                   otlp_headers_file=str(headers))},
+                         **tracing(collector, **{k: v for k, v in conf.items() if v})},
                         brokers="embedded")
             header, trace, _ = caller()
             assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
             return d, trace
 
-        d, trace = daemon(certs.ca_crt, good)
+        d, trace = daemon()
         [span] = collector.wait_spans(in_trace(trace), timeout=15)
         assert span["name"] == "GET /users/{id}"
         assert "Bearer" not in d.log_text()  # the headers are a secret
         assert d.stop(timeout=30) == 0
-        port = collector.port
-        for ca, headers, want in (
-                (certs.other_ca_crt, good, rf"spans dropped: TLS with 127\.0\.0\.1:{port} "
-                 r"failed: the server's certificate was refused: unable to get local issuer"),
-                (certs.ca_crt, wrong, rf"spans dropped: https://127\.0\.0\.1:{port}/v1/traces "
-                 r"answered 401")):
-            d, trace = daemon(ca, headers)
+        endpoint = re.escape(collector.endpoint)
+        for keys, want in (
+                ({"otlp_ca_file": str(certs.other_ca_crt)},
+                 rf"spans dropped: TLS with 127\.0\.0\.1:{collector.port} failed: the server's "
+                 r"certificate was refused: unable to get local issuer"),
+                ({"otlp_headers_file": str(wrong)},
+                 rf"spans dropped: {endpoint}/v1/traces answered 401"),
+                ({"otlp_client_certificate": None},
+                 # TLS 1.3: refused after the handshake, while sending or before the answer
+                 rf"spans dropped: (sending to {endpoint}/v1/traces failed: .*TLS alert: "
+                 rf"|{endpoint}/v1/traces gave no HTTP answer: |TLS with .* failed: )"
+                 r"tlsv13 alert certificate required")):
+            d, trace = daemon(**keys)
             assert d.stop(timeout=30) == 0  # the stop's last try logs what it met
             assert re.search(want, d.log_text()), d.log_tail()
             assert not collector.wait_spans(in_trace(trace), count=0, timeout=0)
@@ -281,7 +292,10 @@ def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
             ({"otlp_endpoint": "ftp://127.0.0.1:4318"}, "otlp_endpoint",
              "expected http://HOST[:PORT][/PATH]"),
             ({"otlp_endpoint": "https://127.0.0.1:4318", "otlp_ca_file": str(not_pem)},
-             "otlp_ca_file", f"cannot load CA certificates from '{not_pem}'")):
+             "otlp_ca_file", f"cannot load CA certificates from '{not_pem}'"),
+            ({"otlp_endpoint": "https://127.0.0.1:4318", "otlp_client_certificate": str(not_pem)},
+             "otlp_client_certificate",
+             f"client certificate '{not_pem}': no certificate OpenSSL can read in it")):
         p = evhostd.run(["--check-config"], config={"tracing": conf}, brokers="embedded")
         assert p.returncode != 0, p.stdout + p.stderr
         out = p.stdout + p.stderr

@@ -1305,6 +1305,11 @@ static void test_tracing(void **state)
 	expect_one_error(MIN_KAFKA "[tracing]\notlp_endpoint = http://c:4318\notlp_ca_file = /x.pem\n",
 	                 "t.conf",
 	                 "t.conf:5: [tracing] otlp_ca_file is set but otlp_endpoint is http://");
+	expect_one_error(MIN_KAFKA "[tracing]\notlp_endpoint = http://c\n"
+	                           "otlp_client_certificate = /c.pem\n",
+	                 "t.conf",
+	                 "t.conf:5: [tracing] otlp_client_certificate is set but otlp_endpoint is "
+	                 "http://");
 }
 
 /* [tracing] otlp_headers_file: "Name: value" lines, checked when the
