@@ -914,6 +914,7 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
     # a state directory only that user writes: as under the unit's User=.
     nobody = pwd.getpwnam("nobody")
     base = Path(tempfile.mkdtemp(prefix="evh-sandbox-"))
+    collector = None
     try:
         base.chmod(0o755)
         pkg = base / "pkg"
@@ -927,6 +928,19 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         if smtp:
             sections["plugin.notifications"].update(transport="smtp",
                                                     smtp_url=f"smtp://{smtp.host}:{smtp.port}")
+            # Spans to an https collector: the exporter's TLS (the packaged
+            # libssl.so) under the sandbox too.
+            certs = lib.TlsCerts(base / "certs")
+            # Unpacked, not installed: the packaged TLS libraries where
+            # evhostd looks first, beside itself.
+            multiarch = run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"]).stdout.strip()
+            (pkg / "usr/sbin/tls").symlink_to(pkg / f"usr/lib/{multiarch}/evhost/tls")
+            for p in [base / "certs", *(base / "certs").iterdir()]:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+            collector = lib.Collector(tmp_path / "otelcol",
+                                      tls=(certs.server_crt, certs.server_key)).start()
+            sections["tracing"] = {"otlp_endpoint": collector.endpoint,
+                                   "otlp_ca_file": str(certs.ca_crt), "export_interval": "100ms"}
         token = base / "admin.token"
         token.write_text("sandbox-admin-token-0123456789\n")
         token.chmod(0o600)
@@ -942,6 +956,8 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         d.start().wait_healthy(lib.health_timeout() * 2)
         assert d.get("/hello/ada").status_code == 200
         create_user_and_wait_for_mail(d, state, "Grace Hopper", smtp=smtp)
+        if collector:
+            collector.wait_spans(lambda sp: sp["name"] == "POST /users", timeout=30)
         # Two backups, the older removed by the second, taken as the backup
         # timer's unit takes it: the packaged evhostctl, as the daemon's user.
         admin = {"Authorization": "Bearer sandbox-admin-token-0123456789"}
@@ -963,6 +979,8 @@ def test_unit_sandbox_permits_what_evhostd_does(transport, debs, root, hello_so,
         assert d.get("/crud/products").status_code == 404
         assert d.stop() == 0
     finally:
+        if collector:
+            collector.close()
         shutil.rmtree(base, ignore_errors=True)
 
     check_sandboxed_calls("evhostd", trace, allowed, writable=state)
