@@ -17,8 +17,9 @@
  * lookups find OpenSSL 3's functions through their dependencies. They are
  * never unloaded: civetweb keeps the function pointers until exit.
  *
- * evhost's libssl.so also holds the certificate being served (tls/cert.c),
- * reached here through dlsym: evhostd itself never links OpenSSL. */
+ * evhost's libssl.so also holds the certificate being served (tls/cert.c)
+ * and the span exporter's TLS client (tls/client.c), reached here through
+ * dlsym: evhostd itself never links OpenSSL. */
 #include "tls_compat.h"
 #include "tls/cert.h"
 #include "tls/client.h"

@@ -1,5 +1,6 @@
 /* HTTPS with Debian 12's civetweb: load OpenSSL the way its TLS loader
- * expects (see tls_compat.c). */
+ * expects (see tls_compat.c); and evhostd's own TLS client, in the same
+ * library. */
 #ifndef EVHOST_TLS_COMPAT_H
 #define EVHOST_TLS_COMPAT_H
 #include <stddef.h>
