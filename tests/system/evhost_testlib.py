@@ -469,8 +469,9 @@ class SmtpSink:
 class TlsCerts:
     """scripts/test-certs's throwaway CA and certificates in `directory`:
     ca_crt, server_crt and server_key (for 127.0.0.1 and localhost),
-    client_crt and client_key (CN=evhost), and other_ca_crt, a CA that signed
-    nothing here."""
+    client_crt and client_key (CN=evhost), elsewhere_crt and elsewhere_key
+    (for elsewhere.example only), and other_ca_crt, a CA that signed nothing
+    here."""
 
     def __init__(self, directory):
         d = Path(directory)
@@ -481,6 +482,7 @@ class TlsCerts:
         self.ca_crt, self.other_ca_crt = d / "ca.crt", d / "other-ca.crt"
         self.server_crt, self.server_key = d / "server.crt", d / "server.key"
         self.client_crt, self.client_key = d / "client.crt", d / "client.key"
+        self.elsewhere_crt, self.elsewhere_key = d / "elsewhere.crt", d / "elsewhere.key"
 
 
 def mail_body(msg):

@@ -262,7 +262,8 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
             assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
             return d, trace
 
-        d, trace = daemon()
+        # By name: sent as SNI, matched against the certificate's DNS names.
+        d, trace = daemon(otlp_endpoint=f"https://localhost:{collector.port}")
         [span] = collector.wait_spans(in_trace(trace), timeout=15)
         assert span["name"] == "GET /users/{id}"
         assert "Bearer" not in d.log_text()  # the headers are a secret
@@ -283,6 +284,13 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
             assert d.stop(timeout=30) == 0  # the stop's last try logs what it met
             assert re.search(want, d.log_text()), d.log_tail()
             assert not collector.wait_spans(in_trace(trace), count=0, timeout=0)
+        # A certificate of our CA, but for another name.
+        collector.tls = (certs.elsewhere_crt, certs.elsewhere_key, certs.ca_crt)
+        collector.restart()
+        d, trace = daemon(otlp_endpoint=f"https://localhost:{collector.port}")
+        assert d.stop(timeout=30) == 0
+        assert re.search(r"spans dropped: TLS with localhost:\d+ failed: the server's certificate "
+                         r"was refused: hostname mismatch", d.log_text()), d.log_tail()
 
 
 def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
