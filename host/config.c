@@ -1558,6 +1558,7 @@ static int reserved_header(const char *name, size_t n)
 	return 0;
 }
 
+/* config.h; what reserved_header names is refused. */
 char *settings_otlp_headers(const char *text, char *why, size_t whylen)
 {
 	textbuf out = {0};
@@ -1623,6 +1624,7 @@ bad:
 	free(out.p);
 	return NULL;
 }
+
 /* Headers sent with every export (an API key, a tenant): read here, so that
  * --check-config finds a bad file; a secret, so never logged. */
 static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
