@@ -12,6 +12,7 @@ endpoint is refused at its file and line."""
 
 import os
 import re
+import socket
 import time
 import uuid
 
@@ -291,6 +292,19 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         assert d.stop(timeout=30) == 0
         assert re.search(r"spans dropped: TLS with localhost:\d+ failed: the server's certificate "
                          r"was refused: hostname mismatch", d.log_text()), d.log_tail()
+    # A peer that takes the connection and never answers the handshake: the
+    # handshake is bounded by export_timeout, like a connect.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        d = evhostd(tracing(collector, otlp_endpoint=f"https://127.0.0.1:{port}",
+                            otlp_ca_file=str(certs.ca_crt), export_timeout="300ms"),
+                    brokers="embedded")
+        assert d.get("/nowhere").status_code == 404  # a span to send
+        began = time.monotonic()
+        assert d.stop(timeout=30) == 0
+        assert time.monotonic() - began < 10
+        assert re.search(rf"TLS with 127\.0\.0\.1:{port} failed: timed out", d.log_text()), \
+            d.log_tail()
 
 
 def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
