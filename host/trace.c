@@ -691,6 +691,26 @@ static char *render_head(const char *headers)
 	return b.p;
 }
 
+/* "; ..." for the start's log line: how the collector is checked, the
+ * client certificate, how many headers come from where (never their values). */
+static const char *describe_tls(const settings *s, char *buf, size_t n)
+{
+	int headers = 0, used;
+	for (const char *h = s->trace_headers; h && (h = strstr(h, "\r\n")); h += 2)
+		headers++;
+	buf[0] = '\0';
+	used = s->trace_tls ? snprintf(buf, n, "; its certificate checked against %s",
+	                               s->trace_ca_file ? s->trace_ca_file : "the system's CAs")
+	                    : 0;
+	if (s->trace_client_cert && used >= 0 && (size_t)used < n)
+		used += snprintf(buf + used, n - (size_t)used, "; client certificate %s",
+		                 s->trace_client_cert);
+	if (headers && used >= 0 && (size_t)used < n)
+		snprintf(buf + used, n - (size_t)used, "; %d header(s) from %s", headers,
+		         s->trace_headers_file);
+	return buf;
+}
+
 int trace_start(const settings *s)
 {
 	char err[1024];
@@ -737,8 +757,8 @@ int trace_start(const settings *s)
 	}
 	ex.started = 1;
 	atomic_store(&enabled, 1);
-	log_info("trace", "exporting spans to %s (service.name %s, sample_ratio %g)",
-	         ex.endpoint, s->trace_service, s->trace_sample_ratio);
+	log_info("trace", "exporting spans to %s (service.name %s, sample_ratio %g%s)", ex.endpoint,
+	         s->trace_service, s->trace_sample_ratio, describe_tls(s, err, sizeof err));
 	return 0;
 }
 

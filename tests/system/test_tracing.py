@@ -268,6 +268,8 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         [span] = collector.wait_spans(in_trace(trace), timeout=15)
         assert span["name"] == "GET /users/{id}"
         assert "Bearer" not in d.log_text()  # the headers are a secret
+        assert (f"its certificate checked against {certs.ca_crt}; client certificate {client}; "
+                f"2 header(s) from {good})") in d.log_text()
         assert d.stop(timeout=30) == 0
         endpoint = re.escape(collector.endpoint)
         for keys, want in (
