@@ -237,8 +237,9 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
     """An https:// collector: its certificate is checked against
     otlp_ca_file, otlp_client_certificate is shown when it asks for one, and
     otlp_headers_file's headers go with every export (this collector refuses
-    a request without its bearer token). Another CA, another token, or no
-    client certificate costs the spans and the log says why."""
+    a request without its bearer token). Another CA, another token, no
+    client certificate, a certificate for another name, or a peer that never
+    answers the handshake costs the spans and the log says why."""
     certs = lib.TlsCerts(tmp_path / "certs")
     client = tmp_path / "client.pem"  # key and chain in one file, as [http] tls_certificate
     client.write_text(certs.client_key.read_text() + certs.client_crt.read_text())
@@ -298,8 +299,8 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
     # handshake is bounded by export_timeout, like a connect.
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
-        d = evhostd(tracing(collector, otlp_endpoint=f"https://127.0.0.1:{port}",
-                            otlp_ca_file=str(certs.ca_crt), export_timeout="300ms"),
+        d = evhostd({"tracing": {"otlp_endpoint": f"https://127.0.0.1:{port}",
+                                 "otlp_ca_file": str(certs.ca_crt), "export_timeout": "300ms"}},
                     brokers="embedded")
         assert d.get("/nowhere").status_code == 404  # a span to send
         began = time.monotonic()
