@@ -562,8 +562,11 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
 	conn_close(&c);
 	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
-		snprintf(err, errlen, "%s gave no HTTP answer: %s (export_timeout %d ms)", ex.endpoint,
-		         why, ex.timeout_ms);
+		if (!strcmp(why, "timed out"))
+			snprintf(err, errlen, "%s gave no HTTP answer within %d ms (export_timeout)",
+			         ex.endpoint, ex.timeout_ms);
+		else
+			snprintf(err, errlen, "%s gave no HTTP answer: %s", ex.endpoint, why);
 		return -1;
 	}
 	if ((end = strstr(resp, "\r\n\r\n")))
