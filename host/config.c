@@ -845,6 +845,14 @@ static void get_path(set_ctx *x, const cfg_entry *e, char **dst)
 	*dst = resolve_path(x->base, e->value);
 }
 
+/* Free a NUL-terminated secret (NULL is fine), its bytes zeroed first. */
+static void free_secret(char *p)
+{
+	if (p)
+		explicit_bzero(p, strlen(p));
+	free(p);
+}
+
 /* A secret from a file: one trailing newline dropped (editors add it), at
  * least `min` bytes. Messages name the file, never its contents. */
 static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_t min,
@@ -1237,9 +1245,8 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		diag_add(x->d, e->file, e->line,
 		         "[kafka] %s: '%s' is set twice (rdkafka.%s and rdkafka.%s_file); keep one",
 		         e->key, key, key, key);
-		explicit_bzero(value, strlen(value));
 		free(key);
-		free(value);
+		free_secret(value);
 		return;
 	}
 	s->rdkafka_keys = xrealloc(s->rdkafka_keys, (s->nrdkafka + 1) * sizeof(char *));
@@ -1436,18 +1443,12 @@ static void k_token_file(set_ctx *x, const cfg_entry *e)
 		         "[admin] token_file: the token in '%s' must be %d to %d bytes on its first "
 		         "line (e.g. head -c 32 /dev/urandom | base64)",
 		         s->admin_token_file, ADMIN_TOKEN_MIN, ADMIN_TOKEN_MAX);
-		explicit_bzero(buf, strlen(buf));
-		free(buf);
+		free_secret(buf);
 		return;
 	}
-	if (s->admin_token) {
-		explicit_bzero(s->admin_token, strlen(s->admin_token));
-		free(s->admin_token);
-	}
-	buf[n] = '\0';
-	s->admin_token = xstrdup(buf);
-	explicit_bzero(buf, strlen(buf));
-	free(buf);
+	free_secret(s->admin_token);
+	s->admin_token = xstrndup(buf, n);
+	free_secret(buf); /* the whole file, not only its first line */
 }
 
 static void k_admin_https(set_ctx *x, const cfg_entry *e)
@@ -1653,10 +1654,7 @@ static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
 		         s->trace_headers_file, why);
 		return;
 	}
-	if (s->trace_headers) {
-		explicit_bzero(s->trace_headers, strlen(s->trace_headers));
-		free(s->trace_headers);
-	}
+	free_secret(s->trace_headers);
 	s->trace_headers = headers;
 }
 
@@ -2017,9 +2015,7 @@ void settings_free(settings *s)
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		free(s->rdkafka_keys[i]);
-		/* Values may be secrets read from files. */
-		explicit_bzero(s->rdkafka_values[i], strlen(s->rdkafka_values[i]));
-		free(s->rdkafka_values[i]);
+		free_secret(s->rdkafka_values[i]); /* may be read from a file */
 	}
 	free(s->rdkafka_keys);
 	free(s->rdkafka_values);
@@ -2037,9 +2033,7 @@ void settings_free(settings *s)
 	free(s->jwt_previous_secret);
 	free(s->jwt_issuer);
 	free(s->admin_token_file);
-	if (s->admin_token)
-		explicit_bzero(s->admin_token, strlen(s->admin_token));
-	free(s->admin_token);
+	free_secret(s->admin_token);
 	free(s->source);
 	free(s->trace_endpoint);
 	free(s->trace_host);
@@ -2049,9 +2043,7 @@ void settings_free(settings *s)
 	free(s->trace_ca_file);
 	free(s->trace_client_cert);
 	free(s->trace_headers_file);
-	if (s->trace_headers)
-		explicit_bzero(s->trace_headers, strlen(s->trace_headers));
-	free(s->trace_headers);
+	free_secret(s->trace_headers);
 	for (size_t i = 0; i < s->nplugins; i++) {
 		free(s->plugins[i].name);
 		free(s->plugins[i].section);
