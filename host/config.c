@@ -1411,10 +1411,50 @@ static void k_jwt_previous_secret_file(set_ctx *x, const cfg_entry *e)
 
 static void k_issuer(set_ctx *x, const cfg_entry *e) { get_nonempty(x, e, &x->s->jwt_issuer); }
 
+/* Another issuer's public keys: the PEM text, read here (so a reload sees a
+ * file replaced in place); evhostd parses it with OpenSSL (host.c), which
+ * evhostctl, sharing this file, does not link. */
+static void k_jwt_public_key_file(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	size_t n;
+	char *text;
+	get_path(x, e, &s->jwt_public_key_file);
+	if (!*e->value)
+		return;
+	if (!(text = read_file(s->jwt_public_key_file, CFG_MAX_SECRET, &n))) {
+		diag_add(x->d, e->file, e->line, "[auth] jwt_public_key_file: cannot read '%s': %s",
+		         s->jwt_public_key_file, errno == EFBIG ? "larger than 64 KiB" : strerror(errno));
+		return;
+	}
+	free(s->jwt_public_keys);
+	s->jwt_public_keys = text;
+	s->jwt_public_keys_len = n;
+}
+
+static void k_jwt_public_key_issuer(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->jwt_public_issuer);
+}
+
+static void k_jwt_public_key_audience(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->jwt_public_audience);
+}
+
+static void k_jwt_public_key_roles_claim(set_ctx *x, const cfg_entry *e)
+{
+	get_nonempty(x, e, &x->s->jwt_public_roles);
+}
+
 static const key_def auth_keys[] = {
     {"jwt_secret_file", k_jwt_secret_file},
     {"jwt_previous_secret_file", k_jwt_previous_secret_file},
     {"issuer", k_issuer},
+    {"jwt_public_key_file", k_jwt_public_key_file},
+    {"jwt_public_key_issuer", k_jwt_public_key_issuer},
+    {"jwt_public_key_audience", k_jwt_public_key_audience},
+    {"jwt_public_key_roles_claim", k_jwt_public_key_roles_claim},
     {NULL, NULL},
 };
 
@@ -1957,6 +1997,22 @@ static void check_cross(set_ctx *x)
 			diag_add(x->d, e->file, e->line,
 			         "[http] %s is set but tls_listen is not: there is no HTTPS listener", *k);
 	}
+	e = cfg_find(c, "auth", "jwt_public_key_file");
+	if (e && s->jwt_public_keys && !s->jwt_public_issuer)
+		diag_add(x->d, e->file, e->line,
+		         "[auth] jwt_public_key_file needs jwt_public_key_issuer (the iss its tokens "
+		         "carry): without it, tokens of any issuer those keys sign would do");
+	for (const char *const *k = (const char *const[]){"jwt_public_key_issuer",
+	                                                  "jwt_public_key_audience",
+	                                                  "jwt_public_key_roles_claim", NULL};
+	     *k; k++) {
+		e = cfg_find(c, "auth", *k);
+		if (e && *e->value && !s->jwt_public_key_file)
+			diag_add(x->d, e->file, e->line,
+			         "[auth] %s is set but jwt_public_key_file is not: no token is checked "
+			         "with it",
+			         *k);
+	}
 	for (const char *const *k = (const char *const[]){"otlp_ca_file", "otlp_client_certificate",
 	                                                  NULL};
 	     *k; k++) {
@@ -2032,6 +2088,11 @@ void settings_free(settings *s)
 		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
 	free(s->jwt_previous_secret);
 	free(s->jwt_issuer);
+	free(s->jwt_public_key_file);
+	free(s->jwt_public_keys);
+	free(s->jwt_public_issuer);
+	free(s->jwt_public_audience);
+	free(s->jwt_public_roles);
 	free(s->admin_token_file);
 	free_secret(s->admin_token);
 	free(s->source);

@@ -114,6 +114,11 @@ typedef struct settings {
 	char *jwt_previous_secret;      /* loaded contents: verifies, never signs */
 	size_t jwt_previous_secret_len;
 	char *jwt_issuer;
+	/* [auth] jwt_public_key_*: another issuer's RS256/ES256 tokens */
+	char *jwt_public_key_file;
+	char *jwt_public_keys; /* the file's PEM text (evhostd parses it: host.c) */
+	size_t jwt_public_keys_len;
+	char *jwt_public_issuer, *jwt_public_audience, *jwt_public_roles;
 	char *admin_token_file;
 	char *admin_token; /* its first line, read with the configuration; or NULL */
 	int admin_https;       /* [admin] https: also over [http] tls_listen (default false) */

@@ -192,6 +192,22 @@ static void host_check_trace_tls(host *h, diag *d)
 	tls_client_free(c);
 }
 
+/* [auth] jwt_public_key_file's keys, read by OpenSSL: what is wrong with
+ * them is said at the key's line (--check-config, the start, a reload).
+ * Kept in h until an auth_keyset takes them. */
+static void host_check_jwt_keys(host *h, diag *d)
+{
+	const cfg_entry *e = cfg_find(&h->cfg, "auth", "jwt_public_key_file");
+	char err[512];
+	if (!e || !h->set.jwt_public_keys)
+		return;
+	h->jwt_pubkeys = tls_pubkeys_load(h->set.jwt_public_keys, h->set.jwt_public_keys_len,
+	                                  &h->jwt_nrsa, &h->jwt_nec, err, sizeof err);
+	if (!h->jwt_pubkeys)
+		diag_add(d, e->file, e->line, "[auth] jwt_public_key_file '%s': %s",
+		         h->set.jwt_public_key_file, err);
+}
+
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
@@ -208,6 +224,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	kafka_check_settings(&h->set, d);
 	host_check_tls(h, d);
 	host_check_trace_tls(h, d);
+	host_check_jwt_keys(h, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;
@@ -318,15 +335,30 @@ static void auth_keyset_free(auth_keyset *k)
 		free(k->secret);
 		free(k->previous);
 		free(k->issuer);
+		tls_pubkeys_free(k->pubkeys);
+		free(k->pk_text);
+		free(k->pk_issuer);
+		free(k->pk_audience);
+		free(k->pk_roles);
 		free(k);
 		k = older;
 	}
 }
 
-/* A copy of the keys in `s`, or NULL out of memory. */
-static auth_keyset *auth_keyset_new(const settings *s)
+static char *dup_or_null(const char *s, int *oom)
+{
+	char *c = s ? strdup(s) : NULL;
+	if (s && !c)
+		*oom = 1;
+	return c;
+}
+
+/* A copy of the keys in `s`, taking h's public keys (read by
+ * host_configure), or NULL out of memory (h keeps them then). */
+static auth_keyset *auth_keyset_new(host *h, const settings *s)
 {
 	auth_keyset *k = calloc(1, sizeof *k);
+	int oom = 0;
 	if (!k)
 		return NULL;
 	k->len = s->jwt_secret_len;
@@ -334,12 +366,25 @@ static auth_keyset *auth_keyset_new(const settings *s)
 	k->secret = dup_bytes(s->jwt_secret, s->jwt_secret_len);
 	k->previous = dup_bytes(s->jwt_previous_secret, s->jwt_previous_secret_len);
 	k->issuer = strdup(s->jwt_issuer ? s->jwt_issuer : "");
+	k->pk_text = dup_or_null(s->jwt_public_keys, &oom);
+	k->pk_issuer = dup_or_null(s->jwt_public_issuer, &oom);
+	k->pk_audience = dup_or_null(s->jwt_public_audience, &oom);
+	k->pk_roles = dup_or_null(s->jwt_public_roles, &oom);
 	if ((s->jwt_secret && !k->secret) || (s->jwt_previous_secret && !k->previous) ||
-	    !k->issuer) {
+	    !k->issuer || oom) {
 		auth_keyset_free(k);
 		return NULL;
 	}
+	k->pubkeys = h->jwt_pubkeys;
+	k->nrsa = h->jwt_nrsa;
+	k->nec = h->jwt_nec;
+	h->jwt_pubkeys = NULL;
 	return k;
+}
+
+static int same_text(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
 const auth_keyset *host_auth(host *h) { return atomic_load(&h->auth); }
@@ -353,7 +398,7 @@ static int same_key(const void *a, size_t alen, const void *b, size_t blen)
  * sign with, whatever set they load. Key files are read again on every
  * reload, so a key replaced in place is picked up too. Nothing of a key is
  * logged but where it came from. */
-static void host_reload_auth(host *h, const host *next)
+static void host_reload_auth(host *h, host *next)
 {
 	auth_keyset *cur = atomic_load(&h->auth), *k;
 	const settings *n = &next->set;
@@ -362,10 +407,15 @@ static void host_reload_auth(host *h, const host *next)
 	    !same_key(cur->previous, cur->previous_len, n->jwt_previous_secret,
 	              n->jwt_previous_secret_len);
 	int issuer_changed = strcmp(cur->issuer, n->jwt_issuer ? n->jwt_issuer : "") != 0;
+	int public_changed = !same_text(cur->pk_text, n->jwt_public_keys) ||
+	                     !same_text(cur->pk_issuer, n->jwt_public_issuer) ||
+	                     !same_text(cur->pk_audience, n->jwt_public_audience) ||
+	                     !same_text(cur->pk_roles, n->jwt_public_roles);
 
-	if (!secret_changed && !previous_changed && !issuer_changed)
+	if (!secret_changed && !previous_changed && !issuer_changed && !public_changed)
 		return;
-	k = auth_keyset_new(n);
+	/* The keys next read (moved into the new set). */
+	k = auth_keyset_new(next, n);
 	if (!k) {
 		log_error("host", "reload: out of memory: [auth] not applied, the old keys stay");
 		return;
@@ -386,6 +436,12 @@ static void host_reload_auth(host *h, const host *next)
 		log_info("host", "reload: [auth] no previous key: tokens it signed are refused");
 	if (issuer_changed)
 		log_info("host", "reload: [auth] issuer %s -> %s", cur->issuer, k->issuer);
+	if (public_changed && k->pubkeys)
+		log_info("host", "reload: [auth] tokens of %s are now checked with the %d key(s) in %s",
+		         k->pk_issuer, k->nrsa + k->nec, n->jwt_public_key_file);
+	else if (public_changed)
+		log_info("host", "reload: [auth] no jwt_public_key_file: tokens of another issuer "
+		                 "are refused");
 }
 
 /* [tracing] keys with no otlp_endpoint (commented out, say) do nothing:
@@ -409,10 +465,17 @@ int host_start(host *h)
 
 	if (lock_state_dir(h) != 0)
 		return -1;
-	atomic_store(&h->auth, auth_keyset_new(&h->set));
+	atomic_store(&h->auth, auth_keyset_new(h, &h->set));
 	if (!atomic_load(&h->auth)) {
 		log_error("host", "out of memory");
 		return -1;
+	}
+	if (atomic_load(&h->auth)->pubkeys) {
+		const auth_keyset *k = atomic_load(&h->auth);
+		log_info("host", "[auth] tokens of %s are checked with the key(s) in %s (%d RSA for "
+		                 "RS256, %d EC for ES256)%s%s",
+		         k->pk_issuer, h->set.jwt_public_key_file, k->nrsa, k->nec,
+		         k->pk_audience ? "; audience " : "", k->pk_audience ? k->pk_audience : "");
 	}
 	h->router = router_new();
 	if (!h->router) {
@@ -647,6 +710,8 @@ void host_stop(host *h)
 	}
 	tls_cert_free(h->tls);
 	h->tls = NULL;
+	tls_pubkeys_free(h->jwt_pubkeys);
+	h->jwt_pubkeys = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
 	auth_keyset_free(atomic_exchange(&h->auth, NULL));

@@ -22,6 +22,12 @@ typedef struct auth_keyset {
 	unsigned char *previous; /* checks only: the key a rotation replaced; or NULL */
 	size_t previous_len;
 	char *issuer;
+	/* Another issuer's tokens ([auth] jwt_public_key_*): its keys (OpenSSL's,
+	 * tls_compat.h) or NULL, how many of each kind, and what its tokens must
+	 * carry. pk_text: the key file's text, to tell a reload's change. */
+	void *pubkeys;
+	int nrsa, nec;
+	char *pk_text, *pk_issuer, *pk_audience, *pk_roles;
 	struct auth_keyset *older; /* the sets it replaced */
 } auth_keyset;
 
@@ -43,6 +49,9 @@ typedef struct host {
 	int tracing;                  /* host_start started the span exporter */
 	struct evhost_tls_cert *tls;  /* [http] tls_certificate read by host_configure, until
 	                               * http_start (or a reload) serves it */
+	void *jwt_pubkeys;            /* [auth] jwt_public_key_file read by host_configure,
+	                               * until an auth_keyset takes it */
+	int jwt_nrsa, jwt_nec;
 } host;
 
 /* The API table handed to every plugin (api.c). */

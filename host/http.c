@@ -1138,16 +1138,28 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
-	if (!k->secret || k->len == 0) {
+	if ((!k->secret || k->len == 0) && !k->pubkeys) {
 		if (!atomic_exchange(&srv->warned_no_secret, 1))
-			log_warn("http", "routes need bearer tokens but [auth] jwt_secret_file "
-			                 "is not set: every such request is refused");
+			log_warn("http", "routes need bearer tokens but neither [auth] jwt_secret_file "
+			                 "nor jwt_public_key_file is set: every such request is refused");
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "this server cannot check tokens");
 		return -1;
 	}
-	switch (jwt_verify2(hdr, k->secret, k->len, k->previous, k->previous_len, k->issuer,
-	                    (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why)) {
+	switch (jwt_verify_keys(hdr,
+	                        &(jwt_keys){.secret = k->secret,
+	                                    .secret_len = k->len,
+	                                    .previous = k->previous,
+	                                    .previous_len = k->previous_len,
+	                                    .issuer = k->issuer,
+	                                    .pk_verify = k->pubkeys ? tls_pubkeys_verify : NULL,
+	                                    .pk_ctx = k->pubkeys,
+	                                    .pk_rsa = k->nrsa,
+	                                    .pk_ec = k->nec,
+	                                    .pk_issuer = k->pk_issuer,
+	                                    .pk_audience = k->pk_audience,
+	                                    .pk_roles = k->pk_roles},
+	                        (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why)) {
 	case 0:
 		break;
 	case -2: /* not the token's fault: it may well be good */

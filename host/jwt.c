@@ -1,6 +1,9 @@
-/* HS256 JSON Web Tokens. Verification is deliberately narrow: one algorithm,
- * canonical unpadded base64url only, the signature checked before the
- * payload is parsed, and every claim we rely on type-checked. */
+/* JSON Web Tokens: HS256 signed and checked here; RS256 and ES256 of another
+ * issuer checked through a callback (the public keys live in OpenSSL, see
+ * tls/pubkey.c). Verification is deliberately narrow: the algorithms the
+ * configured keys serve and no other, canonical unpadded base64url only,
+ * the signature checked before the payload is parsed, and every claim we
+ * rely on type-checked. */
 #include "jwt.h"
 
 #include <math.h>
@@ -15,6 +18,10 @@
 #include "json.h"
 
 #define JWT_MAX_TOKEN 4096
+/* Our own tokens: at most 8 roles, names under 32 bytes (jwt_claims has
+ * room for more, for other issuers' tokens). */
+#define OWN_MAX_ROLES 8
+#define OWN_ROLE_SIZE 32
 #define JWT_SIG_BYTES crypto_auth_hmacsha256_BYTES
 /* Largest integer a double holds exactly; claims beyond it are nonsense. */
 #define JWT_MAX_TIME 9007199254740991.0
@@ -151,20 +158,50 @@ static cJSON *parse_part(const char *b64, size_t n, int *oom)
 	return j;
 }
 
-static const char *check_header(const char *b64, size_t n)
+typedef enum { ALG_HS256, ALG_RS256, ALG_ES256 } jwt_alg;
+
+/* The algorithms `k` can check, as a reason for refusing another one. */
+static const char *alg_refused(const jwt_keys *k)
 {
-	int oom = 0;
+	static const char *const why[8] = {
+	    "token algorithm is not accepted (no keys)",
+	    "token algorithm is not HS256",
+	    "token algorithm is not RS256",
+	    "token algorithm is not HS256 or RS256",
+	    "token algorithm is not ES256",
+	    "token algorithm is not HS256 or ES256",
+	    "token algorithm is not RS256 or ES256",
+	    "token algorithm is not HS256, RS256 or ES256",
+	};
+	int pk = k->pk_verify != NULL;
+	return why[(k->secret && k->secret_len) | (pk && k->pk_rsa) << 1 | (pk && k->pk_ec) << 2];
+}
+
+/* The header's algorithm, if `k` has keys for it: HS256 with a secret,
+ * RS256 and ES256 with public keys of that kind, never another (no "none",
+ * and a token cannot choose which kind of key checks it). */
+static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jwt_alg *alg)
+{
+	int oom = 0, pk = k->pk_verify != NULL;
 	cJSON *hdr = parse_part(b64, n, &oom);
-	const cJSON *alg, *typ;
+	const cJSON *a, *typ;
 	const char *why = NULL;
 	if (!hdr)
 		return oom ? no_memory : "malformed token header";
-	alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
+	a = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
 	typ = cJSON_GetObjectItemCaseSensitive(hdr, "typ");
-	if (!cJSON_IsString(alg))
+	if (!cJSON_IsString(a))
 		why = "token header has no alg";
-	else if (strcmp(alg->valuestring, "HS256") != 0)
-		why = "token algorithm is not HS256";
+	else if (!strcmp(a->valuestring, "HS256") && k->secret && k->secret_len)
+		*alg = ALG_HS256;
+	else if (!strcmp(a->valuestring, "RS256") && pk && k->pk_rsa)
+		*alg = ALG_RS256;
+	else if (!strcmp(a->valuestring, "ES256") && pk && k->pk_ec)
+		*alg = ALG_ES256;
+	else
+		why = alg_refused(k);
+	if (why)
+		;
 	else if (typ && !cJSON_IsString(typ))
 		why = "token header typ is not a string";
 	else if (cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
@@ -173,23 +210,36 @@ static const char *check_header(const char *b64, size_t n)
 	return why;
 }
 
-static const char *check_signature(const char *token, size_t signed_len, const char *sig_b64,
-                                   size_t sig_n, const unsigned char *secret, size_t secret_len)
+static const char *check_hmac(const char *token, size_t signed_len, const unsigned char *sig,
+                              size_t len, const unsigned char *secret, size_t secret_len)
 {
 	unsigned char mac[JWT_SIG_BYTES];
+	if (len != JWT_SIG_BYTES)
+		return "bad signature";
+	hmac_sha256(secret, secret_len, token, signed_len, mac);
+	return sodium_memcmp(mac, sig, JWT_SIG_BYTES) == 0 ? NULL : "bad signature";
+}
+
+static const char *check_signature(const char *token, size_t signed_len, const char *sig_b64,
+                                   size_t sig_n, const jwt_keys *k, jwt_alg alg)
+{
 	size_t len;
-	int oom = 0, ok;
+	int oom = 0, rc;
 	unsigned char *sig = b64url_decode(sig_b64, sig_n, &len, &oom);
+	const char *why;
 	if (!sig)
 		return oom ? no_memory : "malformed token signature";
-	if (len != JWT_SIG_BYTES) {
-		free(sig);
-		return "bad signature";
+	if (alg == ALG_HS256) {
+		why = check_hmac(token, signed_len, sig, len, k->secret, k->secret_len);
+		if (why && k->previous && k->previous_len)
+			why = check_hmac(token, signed_len, sig, len, k->previous, k->previous_len);
+	} else {
+		rc = k->pk_verify(k->pk_ctx, alg == ALG_RS256 ? "RS256" : "ES256", token, signed_len,
+		                  sig, len);
+		why = rc > 0 ? NULL : rc < 0 ? no_memory : "bad signature";
 	}
-	hmac_sha256(secret, secret_len, token, signed_len, mac);
-	ok = sodium_memcmp(mac, sig, JWT_SIG_BYTES) == 0;
 	free(sig);
-	return ok ? NULL : "bad signature";
+	return why;
 }
 
 /* A NumericDate claim. Returns 1 and sets *out when present and sane, 0 when
@@ -247,6 +297,24 @@ static const char *check_identity(const cJSON *payload, const char *issuer, jwt_
 	return NULL;
 }
 
+/* aud (RFC 7519, 4.1.3): a string, or an array of strings, naming `audience`. */
+static const char *check_audience(const cJSON *payload, const char *audience)
+{
+	const cJSON *aud = cJSON_GetObjectItemCaseSensitive(payload, "aud"), *a;
+	if (!audience)
+		return NULL;
+	if (cJSON_IsString(aud) && !strcmp(aud->valuestring, audience))
+		return NULL;
+	if (cJSON_IsArray(aud))
+		cJSON_ArrayForEach(a, aud)
+		{
+			if (cJSON_IsString(a) && !strcmp(a->valuestring, audience))
+				return NULL;
+		}
+	return "token is not for this audience (aud)";
+}
+
+/* Our own tokens' roles: an array of at most OWN_MAX_ROLES names that fit. */
 static const char *check_roles(const cJSON *payload, jwt_claims *out)
 {
 	const cJSON *roles = cJSON_GetObjectItemCaseSensitive(payload, "roles");
@@ -255,13 +323,13 @@ static const char *check_roles(const cJSON *payload, jwt_claims *out)
 		return NULL;
 	if (!cJSON_IsArray(roles))
 		return "token roles is not an array";
-	if (cJSON_GetArraySize(roles) > JWT_MAX_ROLES)
+	if (cJSON_GetArraySize(roles) > OWN_MAX_ROLES)
 		return "token has too many roles";
 	cJSON_ArrayForEach(r, roles)
 	{
 		if (!cJSON_IsString(r))
 			return "token role is not a string";
-		if (strlen(r->valuestring) >= sizeof out->roles[0])
+		if (strlen(r->valuestring) >= OWN_ROLE_SIZE)
 			return "token role name is too long";
 		snprintf(out->roles[out->nroles], sizeof out->roles[0], "%s", r->valuestring);
 		out->nroles++;
@@ -269,8 +337,63 @@ static const char *check_roles(const cJSON *payload, jwt_claims *out)
 	return NULL;
 }
 
-static const char *check_payload(const char *b64, size_t n, const char *issuer, int64_t now,
-                                 int leeway_s, jwt_claims *out)
+static void add_role(jwt_claims *out, const char *name, size_t n)
+{
+	if (n && n < sizeof out->roles[0] && out->nroles < JWT_MAX_ROLES) {
+		memcpy(out->roles[out->nroles], name, n);
+		out->roles[out->nroles++][n] = '\0';
+	}
+}
+
+/* Another issuer's roles, at `claim`: a claim of that name, else a path of
+ * nested objects ("realm_access.roles"); an array of names or one string of
+ * names separated by spaces (OAuth's "scope"). Names that do not fit, and
+ * those beyond JWT_MAX_ROLES, are left out: a token carries fewer roles
+ * here, never more. */
+static const char *check_foreign_roles(const cJSON *payload, const char *claim, jwt_claims *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(payload, claim ? claim : "roles"), *r;
+	if (!v && claim && strchr(claim, '.')) {
+		const char *seg = claim;
+		v = payload;
+		while (v && seg) {
+			const char *dot = strchr(seg, '.');
+			size_t n = dot ? (size_t)(dot - seg) : strlen(seg);
+			const cJSON *child = NULL, *c;
+			if (cJSON_IsObject(v))
+				cJSON_ArrayForEach(c, v)
+				{
+					if (c->string && strlen(c->string) == n && !memcmp(c->string, seg, n)) {
+						child = c;
+						break;
+					}
+				}
+			v = child;
+			seg = dot ? dot + 1 : NULL;
+		}
+	}
+	if (!v)
+		return NULL;
+	if (cJSON_IsString(v)) {
+		for (const char *p = v->valuestring; *p;) {
+			size_t n = strcspn(p, " ");
+			add_role(out, p, n);
+			p += n + (p[n] == ' ');
+		}
+		return NULL;
+	}
+	if (!cJSON_IsArray(v))
+		return "token roles claim is neither an array nor a string";
+	cJSON_ArrayForEach(r, v)
+	{
+		if (cJSON_IsString(r))
+			add_role(out, r->valuestring, strlen(r->valuestring));
+	}
+	return NULL;
+}
+
+static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, jwt_alg alg,
+                                 int64_t now, int leeway_s, jwt_claims *out)
 {
 	int oom = 0;
 	cJSON *payload = parse_part(b64, n, &oom);
@@ -279,25 +402,28 @@ static const char *check_payload(const char *b64, size_t n, const char *issuer, 
 		return oom ? no_memory : "malformed token payload";
 	why = check_times(payload, now, leeway_s, out);
 	if (!why)
-		why = check_identity(payload, issuer, out);
+		why = check_identity(payload, alg == ALG_HS256 ? k->issuer : k->pk_issuer, out);
+	if (!why && alg != ALG_HS256)
+		why = check_audience(payload, k->pk_audience);
 	if (!why)
-		why = check_roles(payload, out);
+		why = alg == ALG_HS256 ? check_roles(payload, out)
+		                       : check_foreign_roles(payload, k->pk_roles, out);
 	cJSON_Delete(payload);
 	return why;
 }
 
-static const char *verify(const char *token, const unsigned char *secret, size_t secret_len,
-                          const unsigned char *alt, size_t alt_len, const char *issuer,
-                          int64_t now, int leeway_s, jwt_claims *out)
+static const char *verify(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
+                          jwt_claims *out)
 {
 	const char *dot1, *dot2, *why;
+	jwt_alg alg = ALG_HS256;
 	size_t len;
 	if (!token || !*token)
 		return "missing token";
 	len = strnlen(token, JWT_MAX_TOKEN + 1);
 	if (len > JWT_MAX_TOKEN)
 		return "token too long";
-	if (!secret || secret_len == 0)
+	if ((!k->secret || k->secret_len == 0) && !k->pk_verify)
 		return "no token secret configured";
 	if (!crypto_ready())
 		return "crypto library failed to initialize";
@@ -305,17 +431,30 @@ static const char *verify(const char *token, const unsigned char *secret, size_t
 	dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	if (!dot2 || strchr(dot2 + 1, '.'))
 		return "malformed token (expected three parts)";
-	why = check_header(token, (size_t)(dot1 - token));
+	why = check_header(token, (size_t)(dot1 - token), k, &alg);
 	if (why)
 		return why;
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
-	                      len - (size_t)(dot2 + 1 - token), secret, secret_len);
-	if (why && why != no_memory && alt && alt_len)
-		why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
-		                      len - (size_t)(dot2 + 1 - token), alt, alt_len);
+	                      len - (size_t)(dot2 + 1 - token), k, alg);
 	if (why)
 		return why;
-	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), issuer, now, leeway_s, out);
+	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), k, alg, now, leeway_s, out);
+}
+
+int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
+                    jwt_claims *out, const char **reason)
+{
+	jwt_claims tmp;
+	const char *why;
+	memset(&tmp, 0, sizeof tmp);
+	why = verify(token, k, now, leeway_s, &tmp);
+	if (reason)
+		*reason = why;
+	if (why)
+		return why == no_memory ? -2 : -1;
+	if (out)
+		*out = tmp;
+	return 0;
 }
 
 int jwt_verify(const char *token, const unsigned char *secret, size_t secret_len,
@@ -329,17 +468,12 @@ int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_le
                 const unsigned char *alt, size_t alt_len, const char *issuer, int64_t now,
                 int leeway_s, jwt_claims *out, const char **reason)
 {
-	jwt_claims tmp;
-	const char *why;
-	memset(&tmp, 0, sizeof tmp);
-	why = verify(token, secret, secret_len, alt, alt_len, issuer, now, leeway_s, &tmp);
-	if (reason)
-		*reason = why;
-	if (why)
-		return why == no_memory ? -2 : -1;
-	if (out)
-		*out = tmp;
-	return 0;
+	jwt_keys k = {.secret = secret,
+	              .secret_len = secret_len,
+	              .previous = alt,
+	              .previous_len = alt_len,
+	              .issuer = issuer};
+	return jwt_verify_keys(token, &k, now, leeway_s, out, reason);
 }
 
 /* --------------------------------------------------------------- sign */
@@ -379,10 +513,10 @@ static int sign_args_ok(const char *subject, const char *const *roles, size_t nr
 		return 0;
 	if (issuer && strlen(issuer) >= sizeof(((jwt_claims *)0)->iss))
 		return 0;
-	if (nroles > JWT_MAX_ROLES || (nroles && !roles))
+	if (nroles > OWN_MAX_ROLES || (nroles && !roles))
 		return 0;
 	for (size_t i = 0; i < nroles; i++)
-		if (!roles[i] || strlen(roles[i]) >= sizeof(((jwt_claims *)0)->roles[0]))
+		if (!roles[i] || strlen(roles[i]) >= OWN_ROLE_SIZE)
 			return 0;
 	return ttl_s > 0 && secret && secret_len > 0;
 }

@@ -1,19 +1,47 @@
-/* JSON Web Tokens, HS256 only (RFC 7519): verification for EVH_ROUTE_AUTH
- * routes. Pure functions over bytes; HMAC from libsodium. */
+/* JSON Web Tokens (RFC 7519): verification for EVH_ROUTE_AUTH routes, HS256
+ * signing for plugins. Pure functions over bytes; HMAC from libsodium, the
+ * public-key algorithms through a callback. */
 #ifndef EVHOST_JWT_H
 #define EVHOST_JWT_H
 #include <stddef.h>
 #include <stdint.h>
 
-#define JWT_MAX_ROLES 8
+#define JWT_MAX_ROLES 16
 
 typedef struct jwt_claims {
 	char sub[128];
 	char iss[128];
 	int64_t exp, iat;
-	char roles[JWT_MAX_ROLES][32];
+	char roles[JWT_MAX_ROLES][64];
 	int nroles;
 } jwt_claims;
+
+/* The keys a token may be checked with. HS256 tokens are this host's own
+ * (signed with `secret`, or `previous` before a rotation), their iss checked
+ * against `issuer` when non-NULL and their roles read from "roles". RS256
+ * and ES256 tokens are another issuer's, checked by `pk_verify` (1: signed
+ * by one of its keys, 0: not, -1: out of memory) when it is set and has keys
+ * of that kind (pk_rsa, pk_ec); their iss must be `pk_issuer`, their aud
+ * name `pk_audience` (when non-NULL), and their roles are read at
+ * `pk_roles` (see jwt.c, check_foreign_roles; NULL: "roles"). */
+typedef int jwt_pk_verify_fn(void *ctx, const char *alg, const void *data, size_t n,
+                             const unsigned char *sig, size_t siglen);
+typedef struct jwt_keys {
+	const unsigned char *secret, *previous;
+	size_t secret_len, previous_len;
+	const char *issuer;
+	jwt_pk_verify_fn *pk_verify;
+	void *pk_ctx;
+	int pk_rsa, pk_ec;
+	const char *pk_issuer, *pk_audience, *pk_roles;
+} jwt_keys;
+
+/* Verify the signature with the key its algorithm names (no other: "none"
+ * and algorithms without a key are refused), exp (with `leeway_s`), nbf,
+ * and the claims `k` asks for. Returns 0, or -1 with a static reason, or -2
+ * when it could not tell for want of memory (the token may be good). */
+int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
+                    jwt_claims *out, const char **reason);
 
 /* Verify signature (HS256 only; alg none refused), exp (with `leeway_s`),
  * and iss when `issuer` is non-NULL. Returns 0, or -1 with a static reason,

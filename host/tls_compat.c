@@ -17,12 +17,14 @@
  * lookups find OpenSSL 3's functions through their dependencies. They are
  * never unloaded: civetweb keeps the function pointers until exit.
  *
- * evhost's libssl.so also holds the certificate being served (tls/cert.c)
- * and the span exporter's TLS client (tls/client.c), reached here through
- * dlsym: evhostd itself never links OpenSSL. */
+ * evhost's libssl.so also holds the certificate being served (tls/cert.c),
+ * the span exporter's TLS client (tls/client.c) and the public keys of
+ * tokens issued elsewhere (tls/pubkey.c), reached here through dlsym:
+ * evhostd itself never links OpenSSL. */
 #include "tls_compat.h"
 #include "tls/cert.h"
 #include "tls/client.h"
+#include "tls/pubkey.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -54,6 +56,9 @@ static struct {
 	evhost_tls_conn_new_fn *conn_new;
 	evhost_tls_conn_io_fn *conn_io;
 	evhost_tls_conn_free_fn *conn_free;
+	evhost_tls_pubkeys_load_fn *pubkeys_load;
+	evhost_tls_pubkeys_free_fn *pubkeys_free;
+	evhost_tls_pubkeys_verify_fn *pubkeys_verify;
 } fn;
 static atomic_int_least64_t serving_expiry;
 
@@ -66,7 +71,8 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	                                    "evhost_tls_ca_check", "evhost_tls_ciphers",
 	                                    "evhost_tls_client_new", "evhost_tls_client_free",
 	                                    "evhost_tls_conn_new",   "evhost_tls_conn_io",
-	                                    "evhost_tls_conn_free"};
+	                                    "evhost_tls_conn_free",  "evhost_tls_pubkeys_load",
+	                                    "evhost_tls_pubkeys_free", "evhost_tls_pubkeys_verify"};
 	void *found[sizeof names / sizeof names[0]];
 	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
 		if (!(found[i] = dlsym(ssl, names[i]))) {
@@ -89,6 +95,9 @@ static int find_functions(void *ssl, const char *path, char *err, size_t errlen)
 	*(void **)&fn.conn_new = found[10];
 	*(void **)&fn.conn_io = found[11];
 	*(void **)&fn.conn_free = found[12];
+	*(void **)&fn.pubkeys_load = found[13];
+	*(void **)&fn.pubkeys_free = found[14];
+	*(void **)&fn.pubkeys_verify = found[15];
 	return 0;
 }
 
@@ -254,4 +263,24 @@ void tls_conn_free(tls_conn *conn)
 {
 	if (conn)
 		fn.conn_free(conn);
+}
+
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int *nec, char *err,
+                              size_t errlen)
+{
+	if (tls_compat_load(err, errlen) != 0)
+		return NULL;
+	return fn.pubkeys_load(pem, len, nrsa, nec, err, errlen);
+}
+
+void tls_pubkeys_free(tls_pubkeys *k)
+{
+	if (k)
+		fn.pubkeys_free(k);
+}
+
+int tls_pubkeys_verify(tls_pubkeys *k, const char *alg, const void *data, size_t n,
+                       const unsigned char *sig, size_t siglen)
+{
+	return fn.pubkeys_verify(k, alg, data, n, sig, siglen);
 }

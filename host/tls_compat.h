@@ -61,4 +61,15 @@ tls_conn *tls_conn_new(tls_client *c, int fd, const char *host, char *err, size_
 int tls_conn_io(tls_conn *conn, int op, void *buf, size_t n, char *err, size_t errlen);
 void tls_conn_free(tls_conn *conn);
 
+/* [auth] jwt_public_key_file's keys (tls/pubkey.h has the details): loads
+ * the libraries if need be; NULL with the reason. */
+typedef void tls_pubkeys;
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int *nec, char *err,
+                              size_t errlen);
+void tls_pubkeys_free(tls_pubkeys *k);
+/* 1: one of the keys signed data with `alg` (RS256, ES256); 0: none did;
+ * -1: out of memory. */
+int tls_pubkeys_verify(tls_pubkeys *k, const char *alg, const void *data, size_t n,
+                       const unsigned char *sig, size_t siglen);
+
 #endif

@@ -797,6 +797,36 @@ static void test_admin_token(void **state)
 	free(main_path);
 }
 
+/* [auth] jwt_public_key_*: the key file's text is read (evhostd parses it);
+ * the issuer is required with it, the other keys need it. */
+static void test_jwt_public_keys(void **state)
+{
+	fixture *f = *state;
+	char text[512];
+	write_file(f, "idp.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[auth]\njwt_public_key_file = %s/idp.pem\n"
+	                   "jwt_public_key_issuer = https://idp\njwt_public_key_audience = shop\n"
+	                   "jwt_public_key_roles_claim = realm_access.roles\n",
+	         f->dir);
+	assert_int_equal(settings_of(f, text, "a.conf"), 0);
+	assert_non_null(strstr(f->s.jwt_public_keys, "BEGIN PUBLIC KEY"));
+	assert_int_equal(f->s.jwt_public_keys_len, strlen(f->s.jwt_public_keys));
+	assert_string_equal(f->s.jwt_public_issuer, "https://idp");
+	assert_string_equal(f->s.jwt_public_audience, "shop");
+	assert_string_equal(f->s.jwt_public_roles, "realm_access.roles");
+	snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_public_key_file = %s/idp.pem\n", f->dir);
+	expect_one_error(text, "a.conf", "a.conf:4: [auth] jwt_public_key_file needs "
+	                                 "jwt_public_key_issuer");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_public_key_audience = shop\n", "a.conf",
+	                 "a.conf:4: [auth] jwt_public_key_audience is set but jwt_public_key_file "
+	                 "is not");
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[auth]\njwt_public_key_file = %s/none.pem\njwt_public_key_issuer = i\n",
+	         f->dir);
+	expect_one_error(text, "a.conf", "a.conf:4: [auth] jwt_public_key_file: cannot read");
+}
+
 static void test_jwt_secret_errors(void **state)
 {
 	fixture *f = *state;
@@ -1398,6 +1428,7 @@ int main(void)
 	    T(test_validate_missing_section),
 	    T(test_tracing),
 	    T(test_tracing_headers),
+	    T(test_jwt_public_keys),
 	    cmocka_unit_test(test_key_matches),
 	    cmocka_unit_test(test_check_value),
 	    cmocka_unit_test(test_diag),

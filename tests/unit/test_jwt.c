@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -264,6 +265,172 @@ static void test_structure(void **state)
 	assert_int_equal(jwt_verify(kat_alice, NULL, 0, NULL, T_IAT, 0, NULL, NULL), -1);
 }
 
+/* ------------------------------------------- another issuer's tokens */
+
+/* The public-key check is OpenSSL's (tls/pubkey.c, tested with real keys
+ * in test_auth.py); here a stand-in accepts the signature "ok" and says
+ * which algorithm it was asked for, to test what jwt.c decides around it. */
+static const char *pk_alg_seen;
+static int pk_answer = 1;
+
+static int fake_pk_verify(void *ctx, const char *alg, const void *data, size_t n,
+                          const unsigned char *sig, size_t siglen)
+{
+	(void)ctx;
+	(void)data;
+	(void)n;
+	pk_alg_seen = alg;
+	if (pk_answer < 0)
+		return -1;
+	return siglen == 2 && !memcmp(sig, "ok", 2) ? pk_answer : 0;
+}
+
+static char *b64url(const char *text)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+	size_t n = strlen(text), o = 0;
+	char *out = malloc(n / 3 * 4 + 5);
+	assert_non_null(out);
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned char)text[i] << 16;
+		size_t left = n - i;
+		if (left > 1)
+			v |= (unsigned char)text[i + 1] << 8;
+		if (left > 2)
+			v |= (unsigned char)text[i + 2];
+		out[o++] = a[v >> 18 & 63];
+		out[o++] = a[v >> 12 & 63];
+		if (left > 1)
+			out[o++] = a[v >> 6 & 63];
+		if (left > 2)
+			out[o++] = a[v & 63];
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* header.payload."ok" (b2s: base64url of "ok"). */
+static char *foreign(const char *alg, const char *payload)
+{
+	char head[64], *h, *p, *tok;
+	snprintf(head, sizeof head, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
+	h = b64url(head);
+	p = b64url(payload);
+	tok = malloc(strlen(h) + strlen(p) + 8);
+	assert_non_null(tok);
+	sprintf(tok, "%s.%s.b2s", h, p); /* sized above */
+	free(h);
+	free(p);
+	return tok;
+}
+
+#define IDP "\"iss\":\"https://idp\",\"sub\":\"ada\",\"exp\":1700003600"
+
+static int check_foreign(const jwt_keys *k, const char *alg, const char *payload, jwt_claims *c,
+                         const char **why)
+{
+	char *tok = foreign(alg, payload);
+	int rc;
+	memset(c, 0, sizeof *c);
+	rc = jwt_verify_keys(tok, k, T_IAT, 0, c, why);
+	free(tok);
+	return rc;
+}
+
+static void test_foreign_tokens(void **state)
+{
+	jwt_keys k = {.secret = SECRET,
+	              .secret_len = SECRET_LEN,
+	              .issuer = "evhost",
+	              .pk_verify = fake_pk_verify,
+	              .pk_rsa = 1,
+	              .pk_ec = 1,
+	              .pk_issuer = "https://idp",
+	              .pk_audience = "shop",
+	              .pk_roles = "realm_access.roles"};
+	jwt_claims c;
+	const char *why = NULL;
+	(void)state;
+	pk_answer = 1;
+	/* Checked by the public keys, for the algorithm the header names. */
+	assert_int_equal(check_foreign(&k, "RS256",
+	                               "{" IDP ",\"aud\":[\"x\",\"shop\"],\"realm_access\":"
+	                               "{\"roles\":[\"admin\",7,\"user\"]},\"roles\":[\"root\"]}",
+	                               &c, &why),
+	                 0);
+	assert_string_equal(pk_alg_seen, "RS256");
+	assert_string_equal(c.sub, "ada");
+	assert_int_equal(c.nroles, 2); /* the 7 is no role; "roles" is not where they are */
+	assert_string_equal(c.roles[0], "admin");
+	assert_string_equal(c.roles[1], "user");
+	assert_int_equal(check_foreign(&k, "ES256", "{" IDP ",\"aud\":\"shop\"}", &c, &why), 0);
+	assert_string_equal(pk_alg_seen, "ES256");
+	assert_int_equal(c.nroles, 0);
+	/* Issuer and audience. */
+	assert_int_equal(check_foreign(&k, "RS256",
+	                               "{\"iss\":\"evhost\",\"sub\":\"a\",\"exp\":1700003600,"
+	                               "\"aud\":\"shop\"}",
+	                               &c, &why),
+	                 -1);
+	assert_string_equal(why, "wrong token issuer");
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":\"other\"}", &c, &why), -1);
+	assert_string_equal(why, "token is not for this audience (aud)");
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":[1,\"other\"]}", &c, &why),
+	                 -1);
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "token is not for this audience (aud)");
+	/* Roles: a string of names (OAuth's scope), a claim named like a URL,
+	 * names that do not fit left out, at most JWT_MAX_ROLES kept. */
+	k.pk_audience = NULL;
+	k.pk_roles = "scope";
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"scope\":\"read  write admin\"}", &c,
+	                               &why),
+	                 0);
+	assert_int_equal(c.nroles, 3);
+	assert_string_equal(c.roles[2], "admin");
+	k.pk_roles = "https://shop.example/roles";
+	assert_int_equal(check_foreign(&k, "RS256",
+	                               "{" IDP ",\"https://shop.example/roles\":[\"a\",\"" 
+	                               "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	                               "\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\","
+	                               "\"l\",\"m\",\"n\",\"o\",\"p\",\"q\",\"r\"]}",
+	                               &c, &why),
+	                 0);
+	assert_int_equal(c.nroles, JWT_MAX_ROLES);
+	assert_string_equal(c.roles[0], "a");
+	assert_string_equal(c.roles[1], "b");
+	k.pk_roles = "realm_access.roles";
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"realm_access\":{\"roles\":{}}}", &c,
+	                               &why),
+	                 -1);
+	assert_string_equal(why, "token roles claim is neither an array nor a string");
+	/* A bad signature, and no memory to tell. */
+	pk_answer = 0;
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "bad signature");
+	pk_answer = -1;
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), -2);
+	pk_answer = 1;
+	/* Only the algorithms there are keys for; HS256 only with the secret. */
+	k.pk_ec = 0;
+	assert_int_equal(check_foreign(&k, "ES256", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "token algorithm is not HS256 or RS256");
+	k.secret = NULL;
+	k.secret_len = 0;
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), -1);
+	assert_string_equal(why, "token algorithm is not RS256");
+	k.pk_verify = NULL;
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), -1);
+	assert_string_equal(why, "no token secret configured");
+	/* Our own tokens keep their issuer and their "roles". */
+	k = (jwt_keys){.secret = SECRET, .secret_len = SECRET_LEN, .issuer = "evhost",
+	               .pk_verify = fake_pk_verify, .pk_rsa = 1, .pk_issuer = "https://idp",
+	               .pk_roles = "realm_access.roles"};
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
+	assert_int_equal(c.nroles, 2);
+	assert_string_equal(c.roles[0], "admin");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -279,6 +446,7 @@ int main(void)
 	    cmocka_unit_test(test_issuer),
 	    cmocka_unit_test(test_claim_shapes),
 	    cmocka_unit_test(test_structure),
+	    cmocka_unit_test(test_foreign_tokens),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

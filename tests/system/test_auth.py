@@ -1,0 +1,163 @@
+"""Bearer tokens of another issuer (an identity provider such as Keycloak):
+[auth] jwt_public_key_file's RSA and EC public keys check RS256 and ES256
+tokens signed with real keys (made here with python3-cryptography), beside
+evhost's own HS256 tokens; their issuer and audience are required, their
+roles read where the provider puts them; every other token is refused with
+the reason; a reload swaps the keys; a bad key file is said at its line."""
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+
+import evhost_testlib as lib
+from test_reload import fixture_plugin, reload
+
+ISSUER = "https://idp.example/realms/shop"
+
+
+def b64(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+def sign(key, alg, claims, header=None):
+    """A compact JWS of `claims`, signed as `alg` says with `key` (a private
+    key; bytes for HS256)."""
+    head = b64(json.dumps(header or {"alg": alg, "typ": "JWT", "kid": "k1"}).encode())
+    data = head + b"." + b64(json.dumps(claims).encode())
+    if alg == "RS256":
+        sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+    elif alg == "ES256":  # JWS wants r || s, 32 bytes each, not DER
+        r, s = utils.decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    elif alg == "HS256":
+        sig = hmac.new(key, data, hashlib.sha256).digest()
+    else:
+        sig = b""
+    return (data + b"." + b64(sig)).decode()
+
+
+def claims(**changes):
+    """What the provider issues for Ada (None removes a claim)."""
+    now = int(time.time())
+    c = {"iss": ISSUER, "sub": "f:0c5e:ada", "aud": ["account", "shop-api"], "iat": now,
+         "exp": now + 300, "realm_access": {"roles": ["offline_access", "admin"]}}
+    c.update(changes)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+def pem(private):
+    return private.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return {"rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+            "ec": ec.generate_private_key(ec.SECP256R1()),
+            "other": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+
+
+def probe(build_dir):
+    return (f"[plugin.probe]\npath = {fixture_plugin(build_dir, 'probe')}\n"
+            f"topic = probe.auth\nsubscribe = false\n")
+
+
+def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
+    key_file, secret = tmp_path / "idp.pem", tmp_path / "jwt.key"
+    key_file.write_bytes(pem(keys["rsa"]) + pem(keys["ec"]))
+    secret.write_text("k" * 48)
+    d = evhostd({"auth": {"jwt_secret_file": str(secret), "jwt_public_key_file": str(key_file),
+                          "jwt_public_key_issuer": ISSUER,
+                          "jwt_public_key_audience": "shop-api",
+                          "jwt_public_key_roles_claim": "realm_access.roles"}},
+                dropins={"20-probe.conf": probe(build_dir)}, brokers="embedded")
+    assert (f"[auth] tokens of {ISSUER} are checked with the key(s) in {key_file} "
+            f"(1 RSA for RS256, 1 EC for ES256); audience shop-api") in d.log_text()
+
+    def get(path, token):
+        return d.get(path, headers={"Authorization": f"Bearer {token}"})
+
+    for alg, key in (("RS256", keys["rsa"]), ("ES256", keys["ec"])):
+        token = sign(key, alg, claims())
+        r = get("/probe/whoami", token)
+        assert r.status_code == 200 and r.text == "f:0c5e:ada", (alg, r.text)
+        assert get("/probe/admin", token).status_code == 200, alg
+    # Roles where the provider puts them: without "admin" there, 403; a
+    # "roles" claim of its own does not count.
+    r = get("/probe/admin", sign(keys["rsa"], "RS256",
+                                 claims(realm_access={"roles": ["user"]}, roles=["admin"])))
+    assert r.status_code == 403, r.text
+    # evhost's own tokens are checked as before.
+    assert get("/probe/whoami", lib.sign_token(secret.read_bytes(), "bob")).text == "bob"
+
+    now = int(time.time())
+    refused = (
+        (sign(keys["other"], "RS256", claims()), "bad signature"),
+        (sign(keys["rsa"], "RS256", claims(iss="https://elsewhere.example")),
+         "wrong token issuer"),
+        (sign(keys["rsa"], "RS256", claims(iss=None)), "wrong token issuer"),
+        (sign(keys["ec"], "ES256", claims(aud="other-api")), "not for this audience"),
+        (sign(keys["ec"], "ES256", claims(aud=None)), "not for this audience"),
+        (sign(keys["rsa"], "RS256", claims(exp=now - 600)), "token expired"),
+        (sign(keys["rsa"], "RS256", claims(sub=None)), "token has no sub"),
+        # The ES256 key's signature labelled RS256, and the other way round.
+        (sign(keys["ec"], "ES256", claims(), header={"alg": "RS256"}), "bad signature"),
+        (sign(keys["rsa"], "RS256", claims(), header={"alg": "ES256"}), "bad signature"),
+        # An HMAC keyed with the public key's PEM (the classic confusion):
+        # HS256 is checked with the secret only.
+        (sign(pem(keys["rsa"]), "HS256", claims()), "bad signature"),
+        (sign(None, "none", claims()), "token algorithm is not HS256, RS256 or ES256"),
+        (sign(keys["rsa"], "RS256", claims(realm_access={"roles": "admin"}), header={
+            "alg": "RS256", "crit": ["exp"]}), "critical extensions"),
+    )
+    for token, why in refused:
+        r = get("/probe/whoami", token)
+        assert r.status_code == 401 and why in r.text, (why, r.status_code, r.text)
+
+    # A reload swaps the keys: the RSA key alone now, another one.
+    key_file.write_bytes(pem(keys["other"]))
+    mark = len(d.log_text())
+    reload(d, "reload done")
+    assert (f"reload: [auth] tokens of {ISSUER} are now checked with the 1 key(s) in "
+            f"{key_file}") in d.log_text()[mark:]
+    assert get("/probe/whoami", sign(keys["other"], "RS256", claims())).status_code == 200
+    r = get("/probe/whoami", sign(keys["rsa"], "RS256", claims()))
+    assert r.status_code == 401 and "bad signature" in r.text
+    r = get("/probe/whoami", sign(keys["ec"], "ES256", claims()))
+    assert r.status_code == 401 and "token algorithm is not HS256 or RS256" in r.text
+
+
+def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    cases = {
+        "weak.pem": (pem(weak), "block 1 is an RSA key of fewer than 2048 bits"),
+        "p384.pem": (pem(keys["ec"]) + pem(p384), "block 2 is an EC key not on P-256"),
+        "private.pem": (keys["rsa"].private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()),
+                        "block 1 is a PRIVATE KEY, not a PUBLIC KEY"),
+        "empty.pem": (b"nothing here\n", "no PEM block"),
+    }
+    for name, (data, want) in cases.items():
+        f = tmp_path / name
+        f.write_bytes(data)
+        p = evhostd.run(["--check-config"],
+                        config={"auth": {"jwt_public_key_file": str(f),
+                                         "jwt_public_key_issuer": ISSUER}},
+                        brokers="embedded")
+        out = p.stdout + p.stderr
+        assert p.returncode != 0, out
+        assert f"[auth] jwt_public_key_file '{f}': {want}" in out, out
+    good = tmp_path / "good.pem"
+    good.write_bytes(pem(keys["rsa"]))
+    p = evhostd.run(["--check-config"], config={"auth": {"jwt_public_key_file": str(good)}},
+                    brokers="embedded")
+    assert p.returncode != 0
+    assert "[auth] jwt_public_key_file needs jwt_public_key_issuer" in p.stdout + p.stderr
