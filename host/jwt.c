@@ -200,11 +200,9 @@ static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jw
 		*alg = ALG_ES256;
 	else
 		why = alg_refused(k);
-	if (why)
-		;
-	else if (typ && !cJSON_IsString(typ))
+	if (!why && typ && !cJSON_IsString(typ))
 		why = "token header typ is not a string";
-	else if (cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
+	else if (!why && cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
 		why = "token header has critical extensions";
 	cJSON_Delete(hdr);
 	return why;

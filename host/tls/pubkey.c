@@ -59,10 +59,10 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int
                                      char *err, size_t errlen)
 {
 	char why[256];
-	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	BIO *bio = len > 1 << 20 ? NULL : BIO_new_mem_buf(pem, (int)len);
 	pubkeys *k = calloc(1, sizeof *k);
 	*nrsa = *nec = 0;
-	if (!bio || !k || len > 1 << 20) {
+	if (!bio || !k) {
 		snprintf(err, errlen, "%s", len > 1 << 20 ? "larger than 1 MiB" : "out of memory");
 		goto fail;
 	}
@@ -75,12 +75,16 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int
 		const char *bad;
 		if (!PEM_read_bio(bio, &name, &header, &data, &dlen)) {
 			unsigned long e = ERR_peek_last_error();
-			if (ERR_GET_REASON(e) == PEM_R_NO_START_LINE && k->n > 0) {
+			int none = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
+			if (none && k->n > 0) {
 				ERR_clear_error();
 				break; /* the end */
 			}
-			snprintf(err, errlen, "%s", k->n ? ssl_reason(why, sizeof why, "unreadable")
-			                                 : "no PEM block (\"-----BEGIN PUBLIC KEY-----\")");
+			if (none)
+				snprintf(err, errlen, "no PEM block (\"-----BEGIN PUBLIC KEY-----\")");
+			else
+				snprintf(err, errlen, "block %d: %s", k->n + 1,
+				         ssl_reason(why, sizeof why, "unreadable"));
 			ERR_clear_error();
 			goto fail;
 		}

@@ -144,6 +144,8 @@ def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
                                                   serialization.NoEncryption()),
                         "block 1 is a PRIVATE KEY, not a PUBLIC KEY"),
         "empty.pem": (b"nothing here\n", "no PEM block"),
+        "broken.pem": (b"-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n"
+                       b"-----END PUBLIC KEY-----\n", "block 1: "),
     }
     for name, (data, want) in cases.items():
         f = tmp_path / name
