@@ -389,16 +389,24 @@ static void test_foreign_tokens(void **state)
 	assert_int_equal(c.nroles, 3);
 	assert_string_equal(c.roles[2], "admin");
 	k.pk_roles = "https://shop.example/roles";
-	assert_int_equal(check_foreign(&k, "RS256",
-	                               "{" IDP ",\"https://shop.example/roles\":[\"a\",\"" 
-	                               "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
-	                               "\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\","
-	                               "\"l\",\"m\",\"n\",\"o\",\"p\",\"q\",\"r\"]}",
-	                               &c, &why),
-	                 0);
-	assert_int_equal(c.nroles, JWT_MAX_ROLES);
-	assert_string_equal(c.roles[0], "a");
-	assert_string_equal(c.roles[1], "b");
+	{
+		/* One byte over what a role name may be, and one that just fits. */
+		char over[sizeof c.roles[0] + 1], fits[sizeof c.roles[0]], payload[512];
+		memset(over, 'o', sizeof over - 1);
+		over[sizeof over - 1] = '\0';
+		memset(fits, 'f', sizeof fits - 1);
+		fits[sizeof fits - 1] = '\0';
+		snprintf(payload, sizeof payload,
+		         "{" IDP ",\"https://shop.example/roles\":[\"%s\",\"%s\",\"b\",\"c\",\"d\","
+		         "\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\","
+		         "\"q\",\"r\"]}",
+		         over, fits);
+		assert_int_equal(check_foreign(&k, "RS256", payload, &c, &why), 0);
+		assert_int_equal(c.nroles, JWT_MAX_ROLES); /* 18 names that fit: the first 16 */
+		assert_string_equal(c.roles[0], fits);
+		assert_string_equal(c.roles[1], "b");
+		assert_string_equal(c.roles[JWT_MAX_ROLES - 1], "p");
+	}
 	k.pk_roles = "realm_access.roles";
 	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"realm_access\":{\"roles\":{}}}", &c,
 	                               &why),
