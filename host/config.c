@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "http_syntax.h"
 #include "textbuf.h"
 
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
@@ -1615,8 +1616,7 @@ char *settings_otlp_headers(const char *text, char *why, size_t whylen)
 			p++;
 		if (p == end || *p == '#')
 			continue;
-		name_len = strspn(p, "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
-		                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ");
+		name_len = http_token_len(p, (size_t)(end - p));
 		colon = p + name_len;
 		if (!name_len || colon >= end || *colon != ':') {
 			snprintf(why, whylen, "line %d: expected 'Name: value' (a header name, then ':')",
@@ -1633,13 +1633,10 @@ char *settings_otlp_headers(const char *text, char *why, size_t whylen)
 		vlen = (size_t)(end - value);
 		while (vlen && (value[vlen - 1] == ' ' || value[vlen - 1] == '\t'))
 			vlen--;
-		for (size_t i = 0; i < vlen; i++) {
-			unsigned char c = (unsigned char)value[i];
-			if ((c < 0x20 && c != '\t') || c == 0x7f) {
-				snprintf(why, whylen, "line %d: a control character in %.*s's value", line,
-				         (int)name_len, p);
-				goto bad;
-			}
+		if (!http_value_ok(value, vlen)) {
+			snprintf(why, whylen, "line %d: a control character in %.*s's value", line,
+			         (int)name_len, p);
+			goto bad;
 		}
 		if (++count > 64) {
 			snprintf(why, whylen, "more than 64 headers");

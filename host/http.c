@@ -40,6 +40,7 @@
 #include "router.h"
 #include "store.h"
 #include "stream.h"
+#include "http_syntax.h"
 #include "tls_compat.h"
 #include "trace.h"
 
@@ -218,35 +219,13 @@ static char *form_decode(const char *s, size_t n, int *oom)
 	return out;
 }
 
-/* RFC 9110 token characters, for header names. */
-static int is_tchar(unsigned char c)
-{
-	return isalnum(c) || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 static int header_name_ok(const char *s)
 {
-	if (!s || !*s)
-		return 0;
-	for (; *s; s++)
-		if (!is_tchar((unsigned char)*s))
-			return 0;
-	return 1;
+	size_t n = s ? strlen(s) : 0;
+	return n && http_token_len(s, n) == n;
 }
 
-/* Values may hold visible characters, spaces and tabs; never CR, LF or
- * other controls (response splitting). */
-static int header_value_ok(const char *s)
-{
-	if (!s)
-		return 0;
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if ((c < 0x20 && c != '\t') || c == 0x7f)
-			return 0;
-	}
-	return 1;
-}
+static int header_value_ok(const char *s) { return s && http_value_ok(s, strlen(s)); }
 
 /* ---------------------------------------------------------- responses */
 
