@@ -171,25 +171,28 @@ static void host_check_tls(host *h, diag *d)
 /* [tracing] otlp_endpoint = https://...: OpenSSL loads, and otlp_ca_file's
  * CA certificates and otlp_client_certificate's key and chain are read now,
  * so that --check-config says what is wrong at the key's line rather than
- * the exporter dropping every span. */
+ * the exporter dropping every span. The client is kept in h for
+ * trace_start. */
 static void host_check_trace_tls(host *h, diag *d)
 {
 	const cfg_entry *ca = cfg_find(&h->cfg, "tracing", "otlp_ca_file"),
 	                *cert = cfg_find(&h->cfg, "tracing", "otlp_client_certificate");
 	char err[1024];
-	tls_client *c;
 	if (!h->set.trace_endpoint || !h->set.trace_tls)
 		return;
 	if (!ca || !*ca->value)
 		ca = cfg_find(&h->cfg, "tracing", "otlp_endpoint");
-	if (!(c = tls_client_new(h->set.trace_ca_file, NULL, err, sizeof err)))
+	/* The CAs alone first, so that a failure is said at the right key. */
+	if (!(h->trace_tls = tls_client_new(h->set.trace_ca_file, NULL, err, sizeof err))) {
 		diag_add(d, ca->file, ca->line, "[tracing] %s: %s", ca->key, err);
-	tls_client_free(c);
-	if (!c || !cert || !h->set.trace_client_cert)
 		return;
-	if (!(c = tls_client_new(NULL, h->set.trace_client_cert, err, sizeof err)))
+	}
+	if (!cert || !h->set.trace_client_cert)
+		return;
+	tls_client_free(h->trace_tls);
+	if (!(h->trace_tls = tls_client_new(h->set.trace_ca_file, h->set.trace_client_cert, err,
+	                                    sizeof err)))
 		diag_add(d, cert->file, cert->line, "[tracing] %s: %s", cert->key, err);
-	tls_client_free(c);
 }
 
 /* [auth] jwt_public_key_file's keys, read by OpenSSL: what is wrong with
@@ -494,8 +497,11 @@ int host_start(host *h)
 		return -1;
 	/* Before the first request or event, which may be traced. */
 	tracing_off_note(h);
-	if (trace_start(&h->set) != 0)
+	if (trace_start(&h->set, h->trace_tls) != 0) {
+		h->trace_tls = NULL;
 		return -1;
+	}
+	h->trace_tls = NULL;
 	h->tracing = 1;
 	for (size_t i = 0; i < h->nplugins;) {
 		int rc = host_start_plugin(h, h->plugins[i]);
@@ -712,6 +718,8 @@ void host_stop(host *h)
 	h->tls = NULL;
 	tls_pubkeys_free(h->jwt_pubkeys);
 	h->jwt_pubkeys = NULL;
+	tls_client_free(h->trace_tls);
+	h->trace_tls = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
 	auth_keyset_free(atomic_exchange(&h->auth, NULL));

@@ -51,6 +51,8 @@ typedef struct host {
 	                               * http_start (or a reload) serves it */
 	void *jwt_pubkeys;            /* [auth] jwt_public_key_file read by host_configure,
 	                               * until an auth_keyset takes it */
+	void *trace_tls;              /* [tracing]'s TLS client set up by host_configure,
+	                               * until trace_start takes it */
 	int jwt_nrsa, jwt_nec;
 } host;
 

@@ -714,12 +714,15 @@ static const char *describe_tls(const settings *s, char *buf, size_t n)
 	return buf;
 }
 
-int trace_start(const settings *s)
+int trace_start(const settings *s, void *tls)
 {
 	char err[1024];
 	int rc;
-	if (!s->trace_endpoint)
+	if (!s->trace_endpoint) {
+		tls_client_free(tls);
 		return 0;
+	}
+	ex.tls = tls; /* trace_stop frees it, whatever happens below */
 	ex.cap = (size_t)s->trace_queue_size;
 	/* A batch is at most the whole queue. */
 	ex.batch_max = s->trace_batch_size < s->trace_queue_size ? (size_t)s->trace_batch_size
@@ -740,9 +743,8 @@ int trace_start(const settings *s)
 		trace_stop(0);
 		return -1;
 	}
-	if (s->trace_tls &&
-	    !(ex.tls = tls_client_new(s->trace_ca_file, s->trace_client_cert, err, sizeof err))) {
-		log_error("trace", "[tracing] otlp_endpoint %s: %s", s->trace_endpoint, err);
+	if (s->trace_tls && !ex.tls) {
+		log_error("trace", "[tracing] otlp_endpoint %s: no TLS client", s->trace_endpoint);
 		trace_stop(0);
 		return -1;
 	}

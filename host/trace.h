@@ -53,8 +53,10 @@ typedef struct trace_span {
 } trace_span;
 
 /* Start exporting per `s` ([tracing]): a no-op without otlp_endpoint.
+ * `tls` (tls_compat.h's tls_client, owned from now on, NULL for http://):
+ * the client host_configure set up and checked for an https:// endpoint.
  * Returns 0, or -1 after logging why (out of memory, no thread). */
-int trace_start(const struct settings *s);
+int trace_start(const struct settings *s, void *tls);
 /* Send what is queued (for at most `timeout_ms`, and no longer than [tracing]
  * export_timeout), then stop the exporter. Spans ended later are not
  * recorded. */

@@ -121,7 +121,7 @@ static void start(int port, double ratio, int queue, int batch, int interval_ms,
 	s.trace_batch_size = batch;
 	s.trace_interval_ms = interval_ms;
 	s.trace_timeout_ms = timeout_ms;
-	assert_int_equal(trace_start(&s), 0);
+	assert_int_equal(trace_start(&s, NULL), 0);
 	assert_true(trace_enabled());
 }
 
