@@ -506,20 +506,6 @@ static void recv_answer(conn *c, char *buf, size_t n, int64_t deadline, char *er
 	buf[got] = '\0';
 }
 
-/* A TLS server that refuses the connection after the handshake (TLS 1.3:
- * no client certificate, or one it does not trust) sends an alert and
- * closes, and the client's next write fails with EPIPE: the alert, if it
- * came, says why. Appended to err. */
-static void tls_alert(conn *c, char *err, size_t errlen)
-{
-	char scratch[256], alert[256];
-	size_t used = strlen(err);
-	if (c->tls &&
-	    tls_conn_io(c->tls, EVHOST_TLS_READ, scratch, sizeof scratch, alert, sizeof alert) < 0 &&
-	    strstr(alert, "alert") && used < errlen)
-		snprintf(err + used, errlen - used, " (the server's TLS alert: %s)", alert);
-}
-
 static void conn_close(conn *c)
 {
 	tls_conn_free(c->tls);
@@ -555,7 +541,6 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	    send_all(&c, tail, (size_t)n, deadline, why, sizeof why) ||
 	    send_all(&c, body, len, deadline, why, sizeof why)) {
 		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
-		tls_alert(&c, err, errlen);
 		conn_close(&c);
 		return -1;
 	}

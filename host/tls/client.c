@@ -108,6 +108,18 @@ static void failure(SSL *ssl, int op, int code, int saved_errno, char *err, size
 	else
 		snprintf(err, errlen, "%s", ssl_reason(why, sizeof why, "TLS failed"));
 	ERR_clear_error();
+	/* A TLS 1.3 server refuses the client (no certificate, an untrusted one)
+	 * after the handshake: it sends an alert and closes, and the next write
+	 * fails with EPIPE. The alert, if it came, says why. */
+	if (op == EVHOST_TLS_WRITE && code == SSL_ERROR_SYSCALL) {
+		char scratch[256];
+		size_t n, used = strlen(err);
+		int r = SSL_read_ex(ssl, scratch, sizeof scratch, &n);
+		if (r != 1 && SSL_get_error(ssl, r) == SSL_ERROR_SSL &&
+		    strstr(ssl_reason(why, sizeof why, ""), "alert") && used < errlen)
+			snprintf(err + used, errlen - used, " (the server's TLS alert: %s)", why);
+		ERR_clear_error();
+	}
 }
 
 PUBLIC int evhost_tls_conn_io(void *conn, int op, void *buf, size_t n, char *err,
