@@ -13,7 +13,7 @@ import time
 
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
 
 import evhost_testlib as lib
 from test_reload import fixture_plugin, reload
@@ -144,6 +144,9 @@ def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
                                                   serialization.NoEncryption()),
                         "block 1 is a PRIVATE KEY, not a PUBLIC KEY"),
         "empty.pem": (b"nothing here\n", "no PEM block"),
+        "ed25519.pem": (pem(ed25519.Ed25519PrivateKey.generate()),
+                        "block 1 is neither an RSA nor an EC key"),
+        "seventeen.pem": (pem(keys["ec"]) * 17, "more than 16 keys"),
         "broken.pem": (b"-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n"
                        b"-----END PUBLIC KEY-----\n", "block 1: "),
     }

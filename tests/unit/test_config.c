@@ -1382,6 +1382,39 @@ static void test_tracing_headers(void **state)
 	}
 	snprintf(text, sizeof text, MIN_KAFKA "[tracing]\notlp_headers_file = %s/missing\n", f->dir);
 	expect_one_error(text, "t.conf", "t.conf:4: [tracing] otlp_headers_file: cannot read");
+	{
+		/* Bounds: 64 headers, 16 KiB; and a NUL byte. */
+		static const char *const want[] = {"more than 64 headers", "larger than 16 KiB",
+		                                   "a NUL byte in it"};
+		char *many = NULL, *p;
+		size_t len = 0;
+		FILE *m = open_memstream(&many, &len);
+		assert_non_null(m);
+		for (int i = 0; i < 65; i++)
+			fprintf(m, "X-H%d: v\n", i);
+		assert_int_equal(fclose(m), 0);
+		write_file(f, "many.headers", many);
+		free(many);
+		assert_non_null(p = malloc(17 * 1024 + 1));
+		memset(p, 'a', 17 * 1024);
+		memcpy(p, "X-Big: ", 7);
+		p[17 * 1024] = '\0';
+		write_file(f, "big.headers", p);
+		free(p);
+		p = path_in(f, "nul.headers");
+		m = fopen(p, "w");
+		assert_non_null(m);
+		assert_int_equal(fwrite("X-A: a\0b\n", 1, 10, m), 10);
+		assert_int_equal(fclose(m), 0);
+		free(p);
+		for (size_t i = 0; i < 3; i++) {
+			static const char *const name[] = {"many", "big", "nul"};
+			snprintf(text, sizeof text,
+			         MIN_KAFKA "[tracing]\notlp_headers_file = %s/%s.headers\n", f->dir,
+			         name[i]);
+			expect_one_error(text, "t.conf", want[i]);
+		}
+	}
 	free(main_path);
 }
 
