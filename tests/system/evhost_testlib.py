@@ -52,11 +52,20 @@ def free_port():
 
     Taken below the kernel's ephemeral range: a port the kernel hands out
     for bind(0) (the embedded broker's listener, outgoing connections) could
-    otherwise be given away again before the daemon binds this one."""
+    otherwise be given away again before the daemon binds this one. Under
+    pytest-xdist each worker draws from its own slice of that range, so two
+    tests running side by side never pick the same port."""
     lo, _ = _ephemeral_range()
     top = lo - 1 if lo > 12000 else 65535
+    bottom = 10000
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    if workers > 1 and worker[2:].isdigit():
+        width = (top - bottom + 1) // workers
+        bottom += int(worker[2:]) * width
+        top = bottom + width - 1
     for _ in range(200):
-        port = random.randint(10000, top)
+        port = random.randint(bottom, top)
         if 19000 <= port < 19400:  # scripts/kafka and scripts/bench brokers
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -66,6 +75,18 @@ def free_port():
                 continue
             return port
     raise RuntimeError("no free TCP port on 127.0.0.1 below the ephemeral range")
+
+
+def sanitizer(build_dir):
+    """"asan" (AddressSanitizer and UBSan), "tsan" (ThreadSanitizer) or None: how the
+    CMake build tree build_dir was configured."""
+    cache = Path(build_dir) / "CMakeCache.txt"
+    text = cache.read_text() if cache.exists() else ""
+    if "EVHOST_SANITIZE:BOOL=ON" in text:
+        return "asan"
+    if "EVHOST_TSAN:BOOL=ON" in text:
+        return "tsan"
+    return None
 
 
 def wait_until(fn, timeout=10.0, interval=0.1, message=None, ignore=()):

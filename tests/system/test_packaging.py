@@ -39,6 +39,9 @@ import requests
 
 import evhost_testlib as lib
 
+# One pytest-xdist worker runs the module: the packages are built once for it.
+pytestmark = pytest.mark.xdist_group("packaging")
+
 REPO = lib.REPO_ROOT
 BUILD_DEBS = REPO / "packaging" / "build-debs"
 UNIT_SOURCE = REPO / "packaging" / "systemd" / "evhostd.service"
@@ -82,10 +85,9 @@ def need(tool, why):
 @pytest.fixture(scope="module", autouse=True)
 def not_in_sanitizer_pass():
     # The packages are built here, without sanitizers, whatever the build tree
-    # under test is; scripts/test's ASan pass would only repeat the plain one.
+    # under test is; scripts/test's sanitizer passes would only repeat the plain one.
     build = os.environ.get("EVHOST_BUILD_DIR")
-    cache = Path(build or "") / "CMakeCache.txt"
-    if build and cache.exists() and "EVHOST_SANITIZE:BOOL=ON" in cache.read_text():
+    if build and lib.sanitizer(build):
         pytest.skip("package tests run in the plain pass (the .debs are never sanitized)")
 
 
