@@ -19,6 +19,7 @@
 #include "host.h"
 #include "http.h"
 #include "jsonb.h"
+#include "jwks.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -195,20 +196,35 @@ static void host_check_trace_tls(host *h, diag *d)
 		diag_add(d, cert->file, cert->line, "[tracing] %s: %s", cert->key, err);
 }
 
-/* [auth] jwt_public_key_file's keys, read by OpenSSL: what is wrong with
- * them is said at the key's line (--check-config, the start, a reload).
- * Kept in h until an auth_keyset takes them. */
+/* [auth] jwt_public_key_file's keys (PEM, or a JWKS turned into PEM), read
+ * by OpenSSL: what is wrong with them is said at the key's line
+ * (--check-config, the start, a reload). Kept in h until an auth_keyset
+ * takes them. */
 static void host_check_jwt_keys(host *h, diag *d)
 {
 	const cfg_entry *e = cfg_find(&h->cfg, "auth", "jwt_public_key_file");
 	char err[512];
-	if (!e || !h->set.jwt_public_keys)
+	jwks_pem jwks = {0};
+	const char *pem = h->set.jwt_public_keys;
+	size_t len = h->set.jwt_public_keys_len;
+	if (!e || !pem)
 		return;
-	h->jwt_pubkeys = tls_pubkeys_load(h->set.jwt_public_keys, h->set.jwt_public_keys_len,
-	                                  &h->jwt_nrsa, &h->jwt_nec, err, sizeof err);
+	if (jwks_is_jwks(pem, len)) {
+		if (jwks_to_pem(pem, len, &jwks, err, sizeof err) != 0) {
+			diag_add(d, e->file, e->line, "[auth] jwt_public_key_file '%s': %s",
+			         h->set.jwt_public_key_file, err);
+			return;
+		}
+		pem = jwks.pem;
+		len = jwks.len;
+		h->jwt_left_out = jwks.skipped;
+	}
+	h->jwt_pubkeys = tls_pubkeys_load(pem, len, jwks.pem ? jwks.labels : NULL, &h->jwt_nrsa,
+	                                  &h->jwt_nec, err, sizeof err);
 	if (!h->jwt_pubkeys)
 		diag_add(d, e->file, e->line, "[auth] jwt_public_key_file '%s': %s",
 		         h->set.jwt_public_key_file, err);
+	jwks_pem_free(&jwks);
 }
 
 int host_configure(host *h, const char *conf_file, diag *d)
@@ -479,6 +495,10 @@ int host_start(host *h)
 		                 "RS256, %d EC for ES256)%s%s",
 		         k->pk_issuer, h->set.jwt_public_key_file, k->nrsa, k->nec,
 		         k->pk_audience ? "; audience " : "", k->pk_audience ? k->pk_audience : "");
+		if (h->jwt_left_out)
+			log_info("host", "[auth] %d key(s) of the JWKS in %s left out: not for RS256 or "
+			                 "ES256 signatures (use, key_ops, alg, kty or crv)",
+			         h->jwt_left_out, h->set.jwt_public_key_file);
 	}
 	h->router = router_new();
 	if (!h->router) {

@@ -54,6 +54,7 @@ typedef struct host {
 	void *trace_tls;              /* [tracing]'s TLS client set up by host_configure,
 	                               * until trace_start takes it */
 	int jwt_nrsa, jwt_nec;
+	int jwt_left_out;             /* keys of a JWKS jwt_public_key_file left out */
 } host;
 
 /* The API table handed to every plugin (api.c). */

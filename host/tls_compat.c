@@ -265,12 +265,12 @@ void tls_conn_free(tls_conn *conn)
 		fn.conn_free(conn);
 }
 
-tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int *nec, char *err,
-                              size_t errlen)
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels, int *nrsa,
+                              int *nec, char *err, size_t errlen)
 {
 	if (tls_compat_load(err, errlen) != 0)
 		return NULL;
-	return fn.pubkeys_load(pem, len, nrsa, nec, err, errlen);
+	return fn.pubkeys_load(pem, len, labels, nrsa, nec, err, errlen);
 }
 
 void tls_pubkeys_free(tls_pubkeys *k)

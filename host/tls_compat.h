@@ -64,8 +64,8 @@ void tls_conn_free(tls_conn *conn);
 /* [auth] jwt_public_key_file's keys (tls/pubkey.h has the details): loads
  * the libraries if need be; NULL with the reason. */
 typedef void tls_pubkeys;
-tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int *nec, char *err,
-                              size_t errlen);
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels, int *nrsa,
+                              int *nec, char *err, size_t errlen);
 void tls_pubkeys_free(tls_pubkeys *k);
 /* 1: one of the keys signed data with `alg` (RS256, ES256); 0: none did;
  * -1: out of memory. */

@@ -55,10 +55,10 @@ static const char *unfit(EVP_PKEY *key)
 	return "neither an RSA nor an EC key";
 }
 
-PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int *nec,
-                                     char *err, size_t errlen)
+PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, const char *const *labels,
+                                     int *nrsa, int *nec, char *err, size_t errlen)
 {
-	char why[256];
+	char why[256], block[32];
 	BIO *bio = len > 1 << 20 ? NULL : BIO_new_mem_buf(pem, (int)len);
 	pubkeys *k = calloc(1, sizeof *k);
 	*nrsa = *nec = 0;
@@ -72,7 +72,10 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int
 		long dlen = 0;
 		const unsigned char *p;
 		EVP_PKEY *key;
-		const char *bad;
+		const char *bad, *what = block;
+		snprintf(block, sizeof block, "block %d", k->n + 1);
+		if (labels && k->n < PUBKEYS_MAX && labels[k->n])
+			what = labels[k->n];
 		if (!PEM_read_bio(bio, &name, &header, &data, &dlen)) {
 			unsigned long e = ERR_peek_last_error();
 			int none = ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE;
@@ -83,7 +86,7 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int
 			if (none)
 				snprintf(err, errlen, "no PEM block (\"-----BEGIN PUBLIC KEY-----\")");
 			else
-				snprintf(err, errlen, "block %d: %s", k->n + 1,
+				snprintf(err, errlen, "%s: %s", what,
 				         ssl_reason(why, sizeof why, "unreadable"));
 			ERR_clear_error();
 			goto fail;
@@ -91,12 +94,12 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, int *nrsa, int
 		p = data;
 		key = strcmp(name, "PUBLIC KEY") ? NULL : d2i_PUBKEY(NULL, &p, dlen);
 		if (strcmp(name, "PUBLIC KEY") != 0)
-			snprintf(err, errlen, "block %d is a %s, not a PUBLIC KEY", k->n + 1, name);
+			snprintf(err, errlen, "%s is a %s, not a PUBLIC KEY", what, name);
 		else if (!key)
-			snprintf(err, errlen, "block %d: %s", k->n + 1,
-			         ssl_reason(why, sizeof why, "not a public key OpenSSL can read"));
+			snprintf(err, errlen, "%s is not a public key OpenSSL can read (%s)", what,
+			         ssl_reason(why, sizeof why, "no reason given"));
 		else if ((bad = unfit(key)))
-			snprintf(err, errlen, "block %d is %s", k->n + 1, bad);
+			snprintf(err, errlen, "%s is %s", what, bad);
 		else if (k->n == PUBKEYS_MAX)
 			snprintf(err, errlen, "more than %d keys", PUBKEYS_MAX);
 		OPENSSL_free(name);

@@ -9,9 +9,10 @@
 /* The public keys in `pem` (len bytes of PEM text: "PUBLIC KEY" blocks,
  * SubjectPublicKeyInfo, as identity providers publish them; other blocks are
  * an error): RSA of 2048 bits or more, or EC on P-256. At most 16. NULL with
- * the reason in err (which names the block). *nrsa and *nec: how many of
- * each. */
-typedef void *evhost_tls_pubkeys_load_fn(const char *pem, size_t len, int *nrsa, int *nec,
+ * the reason in err, which names the block: "block 2", or labels[1] when
+ * labels (one per block) is given. *nrsa and *nec: how many of each. */
+typedef void *evhost_tls_pubkeys_load_fn(const char *pem, size_t len,
+                                         const char *const *labels, int *nrsa, int *nec,
                                          char *err, size_t errlen);
 typedef void evhost_tls_pubkeys_free_fn(void *keys);
 /* Whether `sig` (the JWS signature, decoded) signs data[0..n) under `alg`

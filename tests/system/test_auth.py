@@ -3,7 +3,8 @@
 tokens signed with real keys (made here with python3-cryptography), beside
 evhost's own HS256 tokens; their issuer and audience are required, their
 roles read where the provider puts them; every other token is refused with
-the reason; a reload swaps the keys; a bad key file is said at its line."""
+the reason; a reload swaps the keys; a bad key file is said at its line. The
+keys come as PEM or as the provider's JWKS."""
 
 import base64
 import hashlib
@@ -133,6 +134,71 @@ def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
     assert r.status_code == 401 and "token algorithm is not HS256 or RS256" in r.text
 
 
+def jwk(private, kid, **members):
+    """The JSON Web Key of private's public half, as a provider's JWKS lists it."""
+    def b64int(i, size=None):
+        return b64(i.to_bytes(size or (i.bit_length() + 7) // 8, "big")).decode()
+    if isinstance(private, rsa.RSAPrivateKey):
+        nums = private.public_key().public_numbers()
+        key = {"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64int(nums.n),
+               "e": b64int(nums.e)}
+    elif isinstance(private, ec.EllipticCurvePrivateKey):
+        nums = private.public_key().public_numbers()
+        key = {"kty": "EC", "kid": kid, "use": "sig", "crv": "P-256", "x": b64int(nums.x, 32),
+               "y": b64int(nums.y, 32)}
+    else:
+        key = {"kty": "OKP", "kid": kid, "crv": "Ed25519", "x": b64(private.public_key()
+               .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)).decode()}
+    key.update(members)
+    return key
+
+
+def test_a_providers_jwks_as_it_publishes_it(evhostd, build_dir, tmp_path, keys):
+    # What a provider's jwks_uri answers (Keycloak's lists an encryption key
+    # too): its signing keys check its tokens, the others are left out.
+    key_file = tmp_path / "jwks.json"
+    key_file.write_text(json.dumps({"keys": [
+        jwk(keys["other"], "enc-1", use="enc", alg="RSA-OAEP"),
+        jwk(keys["rsa"], "rsa-1"),
+        jwk(ed25519.Ed25519PrivateKey.generate(), "ed-1"),
+        jwk(keys["ec"], "ec-1")]}, indent=2))
+    d = evhostd({"auth": {"jwt_public_key_file": str(key_file), "jwt_public_key_issuer": ISSUER}},
+                dropins={"20-probe.conf": probe(build_dir)}, brokers="embedded")
+    log = d.log_text()
+    assert (f"[auth] tokens of {ISSUER} are checked with the key(s) in {key_file} "
+            f"(1 RSA for RS256, 1 EC for ES256)") in log
+    assert f"[auth] 2 key(s) of the JWKS in {key_file} left out" in log
+
+    def whoami(token):
+        return d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+
+    for alg, key in (("RS256", keys["rsa"]), ("ES256", keys["ec"])):
+        r = whoami(sign(key, alg, claims()))
+        assert r.status_code == 200 and r.text == "f:0c5e:ada", (alg, r.text)
+    # The encryption key checks nothing.
+    r = whoami(sign(keys["other"], "RS256", claims()))
+    assert r.status_code == 401 and "bad signature" in r.text
+
+    # The provider rotates: a reload reads the new set.
+    key_file.write_text(json.dumps({"keys": [jwk(keys["other"], "rsa-2")]}))
+    mark = len(d.log_text())
+    reload(d, "reload done")
+    assert (f"reload: [auth] tokens of {ISSUER} are now checked with the 1 key(s) in "
+            f"{key_file}") in d.log_text()[mark:]
+    assert whoami(sign(keys["other"], "RS256", claims())).status_code == 200
+    assert whoami(sign(keys["rsa"], "RS256", claims())).status_code == 401
+
+    # A set cut short (a download that failed half way): the reload is
+    # refused and the keys stay.
+    key_file.write_text('{"keys": [{"kty": "RSA", "n": "')
+    mark = len(d.log_text())
+    reload(d, "reload refused")
+    assert (f"reload refused: {d.config_file}:" in d.log_text()[mark:] and
+            f"[auth] jwt_public_key_file '{key_file}': not a JWKS: invalid JSON at line 1"
+            in d.log_text()[mark:]), d.log_text()[mark:]
+    assert whoami(sign(keys["other"], "RS256", claims())).status_code == 200
+
+
 def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
     weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
     p384 = ec.generate_private_key(ec.SECP384R1())
@@ -149,6 +215,16 @@ def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
         "seventeen.pem": (pem(keys["ec"]) * 17, "more than 16 keys"),
         "broken.pem": (b"-----BEGIN PUBLIC KEY-----\nnot base64 at all!\n"
                        b"-----END PUBLIC KEY-----\n", "block 1: "),
+        # JWKS: the key is named by its place and kid.
+        "off-curve.json": (json.dumps({"keys": [jwk(keys["rsa"], "r"), jwk(
+            keys["ec"], "moved", y=b64(bytes(31) + b"\1").decode())]}).encode(),
+            "JWKS key 2 (kid 'moved') is not a public key OpenSSL can read"),
+        "weak.json": (json.dumps({"keys": [jwk(weak, "old")]}).encode(),
+                      "JWKS key 1 (kid 'old'): an RSA key of fewer than 2048 bits"),
+        "enc-only.json": (json.dumps({"keys": [jwk(keys["rsa"], "e", use="enc")]}).encode(),
+                          "no RS256 or ES256 signing key among its 1 key(s)"),
+        "truncated.json": (b'{"keys": [\n  {"kty": "RSA",\n',
+                           "not a JWKS: invalid JSON at line 3, column 1"),
     }
     for name, (data, want) in cases.items():
         f = tmp_path / name

@@ -9,7 +9,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <sodium.h>
 
+#include "jwks.h"
 #include "jwt.h"
 
 #define SECRET ((const unsigned char *)"test-secret-0123456789")
@@ -439,6 +441,164 @@ static void test_foreign_tokens(void **state)
 	assert_string_equal(c.roles[0], "admin");
 }
 
+/* ------------------------------------------------------------------ JWKS */
+
+/* A JWKS's keys as PEM: known answers from Python's cryptography, which wrote
+ * each key's PEM and its JWK members (RFC 7518, 6.2.1 and 6.3.1). */
+#define KAT_N                                                                                  \
+	"2G3M2fk3n-SfClPUkcN0gShBSMcbATxUgnm1F7lbxSg0SRLdsVx2C9uIedzlR5Mm5Bw6dEqUTcSSnONH4Rp93-6" \
+	"EDCunEs76m62ieIlQxsMSghC6AbK9lngZV9mQdXUg5-R6y4KBZDD6Kw4FzWGLsgpjJ1beG_u1K45z-9A0MXKk6m8" \
+	"UL9nyBeHTZjFvdvIDlBrl52v85rlIJxQrBHUNpdDF7ld38bypouRa7BRNdisJGy1Na-8VV3s9Ph7gqexklV3LiFN" \
+	"6TO80wBsAK65VngxnCgAbcU5pmAiLj2b7kb0tRn_JZtfbJ1fDA494K4CWk6mcuohP_pLBMmwRnidCWQ"
+#define KAT_X "hcBmMPqvQRgEWo5yO1Mfpw1Bi-kQsJNlSVGeKxwKATs"
+#define KAT_Y "jJHqiaHzKWurRO7Ct48-zJeHLGsTPq_56Wk166R-C1M"
+#define KAT_RSA_JWK "{\"kty\":\"RSA\",\"kid\":\"r1\",\"use\":\"sig\",\"alg\":\"RS256\",\"n\":\"" KAT_N "\",\"e\":\"AQAB\"}"
+#define KAT_EC_JWK "{\"kty\":\"EC\",\"kid\":\"e1\",\"crv\":\"P-256\",\"x\":\"" KAT_X "\",\"y\":\"" KAT_Y "\"}"
+
+static const char kat_rsa_pem[] = "-----BEGIN PUBLIC KEY-----\n"
+                                  "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA2G3M2fk3n+SfClPUkcN0\n"
+                                  "gShBSMcbATxUgnm1F7lbxSg0SRLdsVx2C9uIedzlR5Mm5Bw6dEqUTcSSnONH4Rp9\n"
+                                  "3+6EDCunEs76m62ieIlQxsMSghC6AbK9lngZV9mQdXUg5+R6y4KBZDD6Kw4FzWGL\n"
+                                  "sgpjJ1beG/u1K45z+9A0MXKk6m8UL9nyBeHTZjFvdvIDlBrl52v85rlIJxQrBHUN\n"
+                                  "pdDF7ld38bypouRa7BRNdisJGy1Na+8VV3s9Ph7gqexklV3LiFN6TO80wBsAK65V\n"
+                                  "ngxnCgAbcU5pmAiLj2b7kb0tRn/JZtfbJ1fDA494K4CWk6mcuohP/pLBMmwRnidC\n"
+                                  "WQIDAQAB\n"
+                                  "-----END PUBLIC KEY-----\n";
+static const char kat_ec_pem[] = "-----BEGIN PUBLIC KEY-----\n"
+                                 "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEhcBmMPqvQRgEWo5yO1Mfpw1Bi+kQ\n"
+                                 "sJNlSVGeKxwKATuMkeqJofMpa6tE7sK3jz7Ml4csaxM+r/npaTXrpH4LUw==\n"
+                                 "-----END PUBLIC KEY-----\n";
+
+static void test_jwks_known_answer(void **state)
+{
+	static const char set[] = " \n{\"keys\":[" KAT_RSA_JWK "," KAT_EC_JWK "]}\n";
+	jwks_pem p;
+	char err[256] = "", want[sizeof kat_rsa_pem + sizeof kat_ec_pem];
+	(void)state;
+	assert_true(jwks_is_jwks(set, sizeof set - 1));
+	assert_false(jwks_is_jwks(kat_rsa_pem, sizeof kat_rsa_pem - 1));
+	assert_false(jwks_is_jwks(" \n", 2));
+	assert_int_equal(jwks_to_pem(set, sizeof set - 1, &p, err, sizeof err), 0);
+	snprintf(want, sizeof want, "%s%s", kat_rsa_pem, kat_ec_pem);
+	assert_string_equal(p.pem, want);
+	assert_int_equal(p.len, strlen(want));
+	assert_int_equal(p.nkeys, 2);
+	assert_int_equal(p.skipped, 0);
+	assert_string_equal(p.labels[0], "JWKS key 1 (kid 'r1')");
+	assert_string_equal(p.labels[1], "JWKS key 2 (kid 'e1')");
+	jwks_pem_free(&p);
+	assert_null(p.pem);
+
+	/* Leading zero bytes in n and e, and base64 padding, change nothing. */
+	unsigned char raw[300];
+	size_t rawlen = 0;
+	char zeros[400], set2[1024];
+	assert_int_equal(sodium_base642bin(raw + 2, sizeof raw - 2, KAT_N, strlen(KAT_N), NULL,
+	                                   &rawlen, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING),
+	                 0);
+	raw[0] = raw[1] = 0;
+	sodium_bin2base64(zeros, sizeof zeros, raw, rawlen + 2, sodium_base64_VARIANT_URLSAFE);
+	snprintf(set2, sizeof set2, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"AAEAAQ==\"}]}",
+	         zeros);
+	assert_int_equal(jwks_to_pem(set2, strlen(set2), &p, err, sizeof err), 0);
+	assert_string_equal(p.pem, kat_rsa_pem);
+	assert_string_equal(p.labels[0], "JWKS key 1");
+	jwks_pem_free(&p);
+}
+
+static void test_jwks_left_out(void **state)
+{
+	/* Keys for encryption, other algorithms, curves and kinds are left out;
+	 * the usable ones keep their order. */
+	static const char set[] =
+	    "{\"keys\":["
+	    "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"" KAT_N "\",\"e\":\"AQAB\"},"
+	    "{\"kty\":\"RSA\",\"alg\":\"RS384\",\"n\":\"" KAT_N "\",\"e\":\"AQAB\"},"
+	    "{\"kty\":\"RSA\",\"key_ops\":[\"encrypt\"],\"n\":\"" KAT_N "\",\"e\":\"AQAB\"},"
+	    "{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"},"
+	    "{\"kty\":\"EC\",\"alg\":\"ES384\",\"crv\":\"P-256\",\"x\":\"" KAT_X "\",\"y\":\"" KAT_Y "\"},"
+	    "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AA\"},"
+	    "{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}," KAT_EC_JWK ","
+	    "{\"kty\":\"RSA\",\"key_ops\":[\"verify\"],\"n\":\"" KAT_N "\",\"e\":\"AQAB\"}"
+	    "]}";
+	jwks_pem p;
+	char err[256] = "", want[sizeof kat_rsa_pem + sizeof kat_ec_pem];
+	(void)state;
+	assert_int_equal(jwks_to_pem(set, sizeof set - 1, &p, err, sizeof err), 0);
+	snprintf(want, sizeof want, "%s%s", kat_ec_pem, kat_rsa_pem);
+	assert_string_equal(p.pem, want);
+	assert_int_equal(p.nkeys, 2);
+	assert_int_equal(p.skipped, 7);
+	assert_string_equal(p.labels[0], "JWKS key 8 (kid 'e1')");
+	assert_string_equal(p.labels[1], "JWKS key 9");
+	jwks_pem_free(&p);
+}
+
+static void jwks_error(const char *set, const char *want)
+{
+	jwks_pem p;
+	char err[256] = "";
+	if (jwks_to_pem(set, strlen(set), &p, err, sizeof err) != -1)
+		fail_msg("%s: taken", set);
+	assert_null(p.pem);
+	if (!strstr(err, want))
+		fail_msg("for %s: got \"%s\", want \"%s\"", set, err, want);
+}
+
+static void test_jwks_errors(void **state)
+{
+	char many[8192] = "{\"keys\":[";
+	(void)state;
+	jwks_error("{\"keys\":[}", "not a JWKS: invalid JSON at line 1, column 10");
+	jwks_error("{\n \"keys\": [\n  {,\n", "invalid JSON at line 3, column 4");
+	jwks_error("{\"kid\":\"x\"}", "not a JWKS: no \"keys\" array");
+	jwks_error("{\"keys\":{}}", "no \"keys\" array");
+	jwks_error("{\"keys\":[]}", "no RS256 or ES256 signing key among its 0 key(s)");
+	jwks_error("{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
+	           "no RS256 or ES256 signing key among its 1 key(s)");
+	jwks_error("{\"keys\":[1]}", "JWKS key 1 is not a JSON Web Key (no kty)");
+	jwks_error("{\"keys\":[" KAT_EC_JWK ",{\"kid\":\"k\"}]}",
+	           "JWKS key 2 (kid 'k') is not a JSON Web Key (no kty)");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"a'b\\n\",\"e\":\"AQAB\"}]}",
+	           "JWKS key 1 (kid 'a?b?'): its n is missing, not base64url, or over 16384 bits");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "!\",\"e\":\"AQAB\"}]}",
+	           "its n is missing, not base64url");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "\"}]}", "its e is missing");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "\",\"e\":\"AQAAAAAAAAAB\"}]}",
+	           "its e is missing, not base64url, or over 8 bytes");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "\",\"e\":\"AQAA\"}]}",
+	           "its e is not an odd number of 3 or more");
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "\",\"e\":\"AQ\"}]}",
+	           "its e is not an odd number of 3 or more");
+	/* 1024 bits */
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"n\":\"" KAT_N "\",\"e\":\"AQAB\"},"
+	           "{\"kty\":\"RSA\",\"kid\":\"short\",\"n\":\"2G3M2fk3n-SfClPUkcN0gShBSMcbATxUgnm1F7lb"
+	           "xSg0SRLdsVx2C9uIedzlR5Mm5Bw6dEqUTcSSnONH4Rp93-6EDCunEs76m62ieIlQxsMSghC6AbK9lngZV9m"
+	           "QdXUg5-R6y4KBZDD6Kw4FzWGLsgpjJ1beG_u1K45z-9A0MXKk\",\"e\":\"AQAB\"}]}",
+	           "JWKS key 2 (kid 'short'): an RSA key of fewer than 2048 bits");
+	jwks_error("{\"keys\":[{\"kty\":\"EC\",\"x\":\"" KAT_X "\",\"y\":\"" KAT_Y "\"}]}",
+	           "its crv is missing");
+	jwks_error("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"" KAT_X "\"}]}",
+	           "its x and y are not 32 bytes of base64url each");
+	jwks_error("{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"" KAT_X "AA\",\"y\":\"" KAT_Y
+	           "\"}]}",
+	           "its x and y are not 32 bytes");
+	/* n of 16392 bits, one byte over. */
+	unsigned char big[2049];
+	char b64[2800], set[3000];
+	memset(big, 0xa5, sizeof big);
+	sodium_bin2base64(b64, sizeof b64, big, sizeof big,
+	                  sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+	snprintf(set, sizeof set, "{\"keys\":[{\"kty\":\"RSA\",\"n\":\"%s\",\"e\":\"AQAB\"}]}", b64);
+	jwks_error(set, "its n is missing, not base64url, or over 16384 bits");
+	/* More keys than the loader takes. */
+	for (int i = 0; i < JWKS_MAX_KEYS + 1; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "%s" KAT_EC_JWK,
+		         i ? "," : "");
+	strcat(many, "]}");
+	jwks_error(many, "more than 16 RS256 or ES256 keys");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -455,6 +615,9 @@ int main(void)
 	    cmocka_unit_test(test_claim_shapes),
 	    cmocka_unit_test(test_structure),
 	    cmocka_unit_test(test_foreign_tokens),
+	    cmocka_unit_test(test_jwks_known_answer),
+	    cmocka_unit_test(test_jwks_left_out),
+	    cmocka_unit_test(test_jwks_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
