@@ -295,6 +295,12 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         assert d.stop(timeout=30) == 0
         assert re.search(r"spans dropped: TLS with localhost:\d+ failed: the server's certificate "
                          r"was refused: hostname mismatch", d.log_text()), d.log_tail()
+        # By address: matched against its IP addresses, which it has none of.
+        d, trace = daemon(otlp_endpoint=f"https://127.0.0.1:{collector.port}")
+        assert d.stop(timeout=30) == 0
+        assert re.search(r"spans dropped: TLS with 127\.0\.0\.1:\d+ failed: the server's "
+                         r"certificate was refused: IP address mismatch", d.log_text()), \
+            d.log_tail()
     # A peer that takes the connection and never answers the handshake: the
     # handshake is bounded by export_timeout, like a connect.
     with socket.create_server(("127.0.0.1", 0)) as silent:
