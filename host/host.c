@@ -219,8 +219,9 @@ static void host_check_jwt_keys(host *h, diag *d)
 		len = jwks.len;
 		h->jwt_left_out = jwks.skipped;
 	}
-	h->jwt_pubkeys = tls_pubkeys_load(pem, len, jwks.pem ? jwks.labels : NULL, &h->jwt_nrsa,
-	                                  &h->jwt_nec, err, sizeof err);
+	h->jwt_pubkeys = tls_pubkeys_load(pem, len, jwks.pem ? jwks.labels : NULL,
+	                                  jwks.pem ? jwks.kids : NULL, &h->jwt_nrsa, &h->jwt_nec,
+	                                  err, sizeof err);
 	if (!h->jwt_pubkeys)
 		diag_add(d, e->file, e->line, "[auth] jwt_public_key_file '%s': %s",
 		         h->set.jwt_public_key_file, err);

@@ -305,7 +305,7 @@ int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t err
 	}
 	cJSON_ArrayForEach(key, keys)
 	{
-		const char *kty = string_member(key, "kty"), *why;
+		const char *kty = string_member(key, "kty"), *why, *kid;
 		char what[sizeof out->label[0]];
 		label(what, sizeof what, ++index, key);
 		if (!cJSON_IsObject(key) || !kty) {
@@ -328,6 +328,11 @@ int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t err
 		}
 		memcpy(out->label[out->nkeys], what, sizeof what);
 		out->labels[out->nkeys] = out->label[out->nkeys];
+		kid = string_member(key, "kid");
+		if (kid && *kid && strlen(kid) <= JWKS_KID_MAX) {
+			memcpy(out->kid[out->nkeys], kid, strlen(kid) + 1);
+			out->kids[out->nkeys] = out->kid[out->nkeys];
+		}
 		out->nkeys++;
 		put_pem(&t, d);
 	}

@@ -7,6 +7,8 @@
 
 /* As many keys as the loader takes. */
 #define JWKS_MAX_KEYS 16
+/* A longer kid is kept as none (jwt.c refuses tokens with one). */
+#define JWKS_KID_MAX 255
 
 typedef struct jwks_pem {
 	char *pem;                          /* "PUBLIC KEY" blocks, NUL-terminated */
@@ -15,6 +17,8 @@ typedef struct jwks_pem {
 	int skipped;                        /* keys of the set left out */
 	char label[JWKS_MAX_KEYS][96];      /* each block's key: "JWKS key 3 (kid 'a1')" */
 	const char *labels[JWKS_MAX_KEYS];  /* label[i], for the loader */
+	char kid[JWKS_MAX_KEYS][JWKS_KID_MAX + 1];
+	const char *kids[JWKS_MAX_KEYS];    /* kid[i], or NULL: the key has no kid */
 } jwks_pem;
 
 /* Does text[0..n) look like a JWKS rather than PEM (its first character

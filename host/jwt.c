@@ -177,14 +177,19 @@ static const char *alg_refused(const jwt_keys *k)
 	return why[(k->secret && k->secret_len) | (pk && k->pk_rsa) << 1 | (pk && k->pk_ec) << 2];
 }
 
+/* A key id longer than this is refused (providers use a few dozen bytes). */
+#define KID_MAX 255
+
 /* The header's algorithm, if `k` has keys for it: HS256 with a secret,
  * RS256 and ES256 with public keys of that kind, never another (no "none",
- * and a token cannot choose which kind of key checks it). */
-static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jwt_alg *alg)
+ * and a token cannot choose which kind of key checks it). Its key id (kid)
+ * into kid (KID_MAX + 1 bytes; "" when it has none). */
+static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jwt_alg *alg,
+                                char *kid)
 {
 	int oom = 0, pk = k->pk_verify != NULL;
 	cJSON *hdr = parse_part(b64, n, &oom);
-	const cJSON *a, *typ;
+	const cJSON *a, *typ, *id;
 	const char *why = NULL;
 	if (!hdr)
 		return oom ? no_memory : "malformed token header";
@@ -200,8 +205,13 @@ static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jw
 		*alg = ALG_ES256;
 	else
 		why = alg_refused(k);
+	id = cJSON_GetObjectItemCaseSensitive(hdr, "kid");
 	if (!why && typ && !cJSON_IsString(typ))
 		why = "token header typ is not a string";
+	else if (!why && id && (!cJSON_IsString(id) || strlen(id->valuestring) > KID_MAX))
+		why = "token header kid is not a string of at most 255 bytes";
+	else if (!why && id)
+		snprintf(kid, KID_MAX + 1, "%s", id->valuestring);
 	else if (!why && cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
 		why = "token header has critical extensions";
 	cJSON_Delete(hdr);
@@ -219,7 +229,7 @@ static const char *check_hmac(const char *token, size_t signed_len, const unsign
 }
 
 static const char *check_signature(const char *token, size_t signed_len, const char *sig_b64,
-                                   size_t sig_n, const jwt_keys *k, jwt_alg alg)
+                                   size_t sig_n, const jwt_keys *k, jwt_alg alg, const char *kid)
 {
 	size_t len;
 	int oom = 0, rc;
@@ -232,9 +242,12 @@ static const char *check_signature(const char *token, size_t signed_len, const c
 		if (why && k->previous && k->previous_len)
 			why = check_hmac(token, signed_len, sig, len, k->previous, k->previous_len);
 	} else {
-		rc = k->pk_verify(k->pk_ctx, alg == ALG_RS256 ? "RS256" : "ES256", token, signed_len,
-		                  sig, len);
-		why = rc > 0 ? NULL : rc < 0 ? no_memory : "bad signature";
+		rc = k->pk_verify(k->pk_ctx, *kid ? kid : NULL, alg == ALG_RS256 ? "RS256" : "ES256",
+		                  token, signed_len, sig, len);
+		why = rc > 0    ? NULL
+		      : rc == 0 ? "bad signature"
+		      : rc == -2 ? "token signed with an unknown key (kid)"
+		                 : no_memory;
 	}
 	free(sig);
 	return why;
@@ -415,6 +428,7 @@ static const char *verify(const char *token, const jwt_keys *k, int64_t now, int
 {
 	const char *dot1, *dot2, *why;
 	jwt_alg alg = ALG_HS256;
+	char kid[KID_MAX + 1] = "";
 	size_t len;
 	if (!token || !*token)
 		return "missing token";
@@ -429,11 +443,11 @@ static const char *verify(const char *token, const jwt_keys *k, int64_t now, int
 	dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	if (!dot2 || strchr(dot2 + 1, '.'))
 		return "malformed token (expected three parts)";
-	why = check_header(token, (size_t)(dot1 - token), k, &alg);
+	why = check_header(token, (size_t)(dot1 - token), k, &alg, kid);
 	if (why)
 		return why;
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
-	                      len - (size_t)(dot2 + 1 - token), k, alg);
+	                      len - (size_t)(dot2 + 1 - token), k, alg, kid);
 	if (why)
 		return why;
 	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), k, alg, now, leeway_s, out);

@@ -19,13 +19,14 @@ typedef struct jwt_claims {
 /* The keys a token may be checked with. HS256 tokens are this host's own
  * (signed with `secret`, or `previous` before a rotation), their iss checked
  * against `issuer` when non-NULL and their roles read from "roles". RS256
- * and ES256 tokens are another issuer's, checked by `pk_verify` (1: signed
- * by one of its keys, 0: not, -1: out of memory) when it is set and has keys
- * of that kind (pk_rsa, pk_ec); their iss must be `pk_issuer`, their aud
- * name `pk_audience` (when non-NULL), and their roles are read at
- * `pk_roles` (see jwt.c, check_foreign_roles; NULL: "roles"). */
-typedef int jwt_pk_verify_fn(void *ctx, const char *alg, const void *data, size_t n,
-                             const unsigned char *sig, size_t siglen);
+ * and ES256 tokens are another issuer's, checked by `pk_verify` (given the
+ * header's kid or NULL; 1: signed by one of its keys, 0: not, -1: out of
+ * memory, -2: no key has that kid) when it is set and has keys of that kind
+ * (pk_rsa, pk_ec); their iss must be `pk_issuer`, their aud name
+ * `pk_audience` (when non-NULL), and their roles are read at `pk_roles` (see
+ * jwt.c, check_foreign_roles; NULL: "roles"). */
+typedef int jwt_pk_verify_fn(void *ctx, const char *kid, const char *alg, const void *data,
+                             size_t n, const unsigned char *sig, size_t siglen);
 typedef struct jwt_keys {
 	const unsigned char *secret, *previous;
 	size_t secret_len, previous_len;

@@ -265,12 +265,13 @@ void tls_conn_free(tls_conn *conn)
 		fn.conn_free(conn);
 }
 
-tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels, int *nrsa,
-                              int *nec, char *err, size_t errlen)
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels,
+                              const char *const *kids, int *nrsa, int *nec, char *err,
+                              size_t errlen)
 {
 	if (tls_compat_load(err, errlen) != 0)
 		return NULL;
-	return fn.pubkeys_load(pem, len, labels, nrsa, nec, err, errlen);
+	return fn.pubkeys_load(pem, len, labels, kids, nrsa, nec, err, errlen);
 }
 
 void tls_pubkeys_free(tls_pubkeys *k)
@@ -279,8 +280,8 @@ void tls_pubkeys_free(tls_pubkeys *k)
 		fn.pubkeys_free(k);
 }
 
-int tls_pubkeys_verify(tls_pubkeys *k, const char *alg, const void *data, size_t n,
-                       const unsigned char *sig, size_t siglen)
+int tls_pubkeys_verify(tls_pubkeys *k, const char *kid, const char *alg, const void *data,
+                       size_t n, const unsigned char *sig, size_t siglen)
 {
-	return fn.pubkeys_verify(k, alg, data, n, sig, siglen);
+	return fn.pubkeys_verify(k, kid, alg, data, n, sig, siglen);
 }

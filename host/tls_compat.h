@@ -64,12 +64,14 @@ void tls_conn_free(tls_conn *conn);
 /* [auth] jwt_public_key_file's keys (tls/pubkey.h has the details): loads
  * the libraries if need be; NULL with the reason. */
 typedef void tls_pubkeys;
-tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels, int *nrsa,
-                              int *nec, char *err, size_t errlen);
+tls_pubkeys *tls_pubkeys_load(const char *pem, size_t len, const char *const *labels,
+                              const char *const *kids, int *nrsa, int *nec, char *err,
+                              size_t errlen);
 void tls_pubkeys_free(tls_pubkeys *k);
-/* 1: one of the keys signed data with `alg` (RS256, ES256); 0: none did;
- * -1: out of memory. */
-int tls_pubkeys_verify(tls_pubkeys *k, const char *alg, const void *data, size_t n,
-                       const unsigned char *sig, size_t siglen);
+/* 1: one of the keys signed data with `alg` (RS256, ES256), the one whose
+ * id is kid when there is one; 0: none did; -1: out of memory; -2: every key
+ * has an id and none is kid. */
+int tls_pubkeys_verify(tls_pubkeys *k, const char *kid, const char *alg, const void *data,
+                       size_t n, const unsigned char *sig, size_t siglen);
 
 #endif

@@ -25,7 +25,9 @@ __attribute__((visibility("hidden"))) const char *ssl_reason(char *buf, size_t n
 
 typedef struct pubkeys {
 	EVP_PKEY *key[PUBKEYS_MAX];
+	char *kid[PUBKEYS_MAX]; /* NULL: no id */
 	int n;
+	int all_kids; /* every key has an id */
 } pubkeys;
 
 PUBLIC void evhost_tls_pubkeys_free(void *keys)
@@ -33,8 +35,10 @@ PUBLIC void evhost_tls_pubkeys_free(void *keys)
 	pubkeys *k = keys;
 	if (!k)
 		return;
-	for (int i = 0; i < k->n; i++)
+	for (int i = 0; i < k->n; i++) {
 		EVP_PKEY_free(k->key[i]);
+		free(k->kid[i]);
+	}
 	free(k);
 }
 
@@ -56,7 +60,8 @@ static const char *unfit(EVP_PKEY *key)
 }
 
 PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, const char *const *labels,
-                                     int *nrsa, int *nec, char *err, size_t errlen)
+                                     const char *const *kids, int *nrsa, int *nec, char *err,
+                                     size_t errlen)
 {
 	char why[256], block[32];
 	BIO *bio = len > 1 << 20 ? NULL : BIO_new_mem_buf(pem, (int)len);
@@ -110,12 +115,20 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, const char *co
 			ERR_clear_error();
 			goto fail;
 		}
+		if (kids && kids[k->n] && !(k->kid[k->n] = strdup(kids[k->n]))) {
+			EVP_PKEY_free(key);
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
 		if (EVP_PKEY_is_a(key, "RSA"))
 			++*nrsa;
 		else
 			++*nec;
 		k->key[k->n++] = key;
 	}
+	k->all_kids = 1;
+	for (int i = 0; i < k->n; i++)
+		k->all_kids &= k->kid[i] != NULL;
 	BIO_free(bio);
 	return k;
 fail:
@@ -157,14 +170,27 @@ static int verify_one(EVP_PKEY *key, const void *data, size_t n, const unsigned 
 	return ok;
 }
 
-PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *alg, const void *data, size_t n,
-                                     const unsigned char *sig, size_t siglen)
+/* The index of the key whose id is kid, or -1. */
+static int key_of(const pubkeys *k, const char *kid)
+{
+	for (int i = 0; kid && i < k->n; i++)
+		if (k->kid[i] && strcmp(k->kid[i], kid) == 0)
+			return i;
+	return -1;
+}
+
+PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *kid, const char *alg,
+                                     const void *data, size_t n, const unsigned char *sig,
+                                     size_t siglen)
 {
 	pubkeys *k = keys;
-	int rsa = !strcmp(alg, "RS256"), rc = 0, derlen = 0;
+	int rsa = !strcmp(alg, "RS256"), rc = 0, derlen = 0, only;
 	unsigned char *der = NULL;
 	if (!k || (!rsa && strcmp(alg, "ES256") != 0))
 		return 0;
+	only = key_of(k, kid);
+	if (kid && only < 0 && k->all_kids)
+		return -2;
 	if (!rsa) {
 		if (siglen != ES256_SIG)
 			return 0;
@@ -173,7 +199,7 @@ PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *alg, const void *da
 	}
 	for (int i = 0; i < k->n && rc != 1; i++) {
 		int r;
-		if (!EVP_PKEY_is_a(k->key[i], rsa ? "RSA" : "EC"))
+		if ((only >= 0 && i != only) || !EVP_PKEY_is_a(k->key[i], rsa ? "RSA" : "EC"))
 			continue;
 		r = rsa ? verify_one(k->key[i], data, n, sig, siglen)
 		        : verify_one(k->key[i], data, n, der, (size_t)derlen);

@@ -10,17 +10,22 @@
  * SubjectPublicKeyInfo, as identity providers publish them; other blocks are
  * an error): RSA of 2048 bits or more, or EC on P-256. At most 16. NULL with
  * the reason in err, which names the block: "block 2", or labels[1] when
- * labels (one per block) is given. *nrsa and *nec: how many of each. */
+ * labels (one per block) is given. kids (NULL, or one per block, each NULL
+ * or the key's id: a JWKS's "kid") are kept for verify. *nrsa and *nec: how
+ * many of each. */
 typedef void *evhost_tls_pubkeys_load_fn(const char *pem, size_t len,
-                                         const char *const *labels, int *nrsa, int *nec,
-                                         char *err, size_t errlen);
+                                         const char *const *labels, const char *const *kids,
+                                         int *nrsa, int *nec, char *err, size_t errlen);
 typedef void evhost_tls_pubkeys_free_fn(void *keys);
 /* Whether `sig` (the JWS signature, decoded) signs data[0..n) under `alg`
  * ("RS256": RSASSA-PKCS1-v1_5 with SHA-256, by one of the RSA keys;
  * "ES256": ECDSA P-256 with SHA-256, r and s of 32 bytes each, by one of
- * the EC keys): 1 yes, 0 no, -1 out of memory. Thread-safe. */
-typedef int evhost_tls_pubkeys_verify_fn(void *keys, const char *alg, const void *data, size_t n,
-                                         const unsigned char *sig, size_t siglen);
+ * the EC keys): 1 yes, 0 no, -1 out of memory. With `kid` (the token's key
+ * id, or NULL), only the key of that id is tried when there is one; when
+ * every key has an id and none is kid: -2. Thread-safe. */
+typedef int evhost_tls_pubkeys_verify_fn(void *keys, const char *kid, const char *alg,
+                                         const void *data, size_t n, const unsigned char *sig,
+                                         size_t siglen);
 
 #ifdef EVHOST_TLS_SHIM_SSL /* defined in the library; evhostd uses dlsym */
 evhost_tls_pubkeys_load_fn evhost_tls_pubkeys_load;

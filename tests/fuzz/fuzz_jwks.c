@@ -2,7 +2,8 @@
  * conversion must never crash, must give a reason exactly when it refuses,
  * and what it gives must be what the key loader expects: PEM "PUBLIC KEY"
  * blocks, as many as it says, each the base64 of one DER SEQUENCE whose
- * nested lengths add up (checked here by a walker of its own), labelled. */
+ * nested lengths add up (checked here by a walker of its own), labelled,
+ * with its kid when it has one. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -100,7 +101,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		__builtin_trap();
 	for (int i = 0; i < p.nkeys; i++)
 		if (p.labels[i] != p.label[i] || strncmp(p.label[i], "JWKS key ", 9) != 0 ||
-		    !memchr(p.label[i], '\0', sizeof p.label[i]))
+		    !memchr(p.label[i], '\0', sizeof p.label[i]) ||
+		    (p.kids[i] && (p.kids[i] != p.kid[i] || !*p.kid[i] ||
+		                   !memchr(p.kid[i], '\0', sizeof p.kid[i]))))
 			__builtin_trap();
 	jwks_pem_free(&p);
 	return 0;

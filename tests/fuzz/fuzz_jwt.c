@@ -40,10 +40,11 @@ static void verify_input(const char *tok)
 /* Another issuer's keys, here accepting any signature: what the payload
  * says (issuer, audience, roles at a nested claim or in a string) is what
  * is fuzzed, past the check a real key would make. */
-static int any_signature(void *ctx, const char *alg, const void *data, size_t n,
-                         const unsigned char *sig, size_t siglen)
+static int any_signature(void *ctx, const char *kid, const char *alg, const void *data,
+                         size_t n, const unsigned char *sig, size_t siglen)
 {
 	(void)ctx;
+	(void)kid;
 	(void)alg;
 	(void)data;
 	(void)n;

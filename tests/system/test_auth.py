@@ -157,36 +157,51 @@ def test_a_providers_jwks_as_it_publishes_it(evhostd, build_dir, tmp_path, keys)
     # What a provider's jwks_uri answers (Keycloak's lists an encryption key
     # too): its signing keys check its tokens, the others are left out.
     key_file = tmp_path / "jwks.json"
+    second = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     key_file.write_text(json.dumps({"keys": [
         jwk(keys["other"], "enc-1", use="enc", alg="RSA-OAEP"),
         jwk(keys["rsa"], "rsa-1"),
         jwk(ed25519.Ed25519PrivateKey.generate(), "ed-1"),
-        jwk(keys["ec"], "ec-1")]}, indent=2))
+        jwk(keys["ec"], "ec-1"),
+        jwk(second, "rsa-2")]}, indent=2))
     d = evhostd({"auth": {"jwt_public_key_file": str(key_file), "jwt_public_key_issuer": ISSUER}},
                 dropins={"20-probe.conf": probe(build_dir)}, brokers="embedded")
     log = d.log_text()
     assert (f"[auth] tokens of {ISSUER} are checked with the key(s) in {key_file} "
-            f"(1 RSA for RS256, 1 EC for ES256)") in log
+            f"(2 RSA for RS256, 1 EC for ES256)") in log
     assert f"[auth] 2 key(s) of the JWKS in {key_file} left out" in log
 
     def whoami(token):
         return d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
 
-    for alg, key in (("RS256", keys["rsa"]), ("ES256", keys["ec"])):
-        r = whoami(sign(key, alg, claims()))
-        assert r.status_code == 200 and r.text == "f:0c5e:ada", (alg, r.text)
-    # The encryption key checks nothing.
-    r = whoami(sign(keys["other"], "RS256", claims()))
-    assert r.status_code == 401 and "bad signature" in r.text
+    def token(key, alg, kid):
+        return sign(key, alg, claims(), header={"alg": alg, "typ": "JWT", "kid": kid})
+
+    for alg, key, kid in (("RS256", keys["rsa"], "rsa-1"), ("ES256", keys["ec"], "ec-1"),
+                          ("RS256", second, "rsa-2"),
+                          ("RS256", second, None)):  # no kid: every RSA key is tried
+        r = whoami(token(key, alg, kid) if kid else sign(key, alg, claims(), header={
+            "alg": alg}))
+        assert r.status_code == 200 and r.text == "f:0c5e:ada", (alg, kid, r.text)
+    # The key its kid names checks it, no other; the encryption key checks nothing.
+    for tok, why in ((token(second, "RS256", "rsa-1"), "bad signature"),
+                     (token(keys["other"], "RS256", "enc-1"),
+                      "token signed with an unknown key (kid)"),
+                     (token(keys["rsa"], "RS256", "rsa-0"),
+                      "token signed with an unknown key (kid)")):
+        r = whoami(tok)
+        assert r.status_code == 401 and why in r.text, (why, r.text)
 
     # The provider rotates: a reload reads the new set.
-    key_file.write_text(json.dumps({"keys": [jwk(keys["other"], "rsa-2")]}))
+    key_file.write_text(json.dumps({"keys": [jwk(keys["other"], "rsa-3")]}))
     mark = len(d.log_text())
     reload(d, "reload done")
     assert (f"reload: [auth] tokens of {ISSUER} are now checked with the 1 key(s) in "
             f"{key_file}") in d.log_text()[mark:]
-    assert whoami(sign(keys["other"], "RS256", claims())).status_code == 200
-    assert whoami(sign(keys["rsa"], "RS256", claims())).status_code == 401
+    assert whoami(token(keys["other"], "RS256", "rsa-3")).status_code == 200
+    # A token of the key rotated out says so.
+    r = whoami(token(keys["rsa"], "RS256", "rsa-1"))
+    assert r.status_code == 401 and "unknown key (kid)" in r.text, r.text
 
     # A set cut short (a download that failed half way): the reload is
     # refused and the keys stay.
@@ -196,7 +211,7 @@ def test_a_providers_jwks_as_it_publishes_it(evhostd, build_dir, tmp_path, keys)
     assert (f"reload refused: {d.config_file}:" in d.log_text()[mark:] and
             f"[auth] jwt_public_key_file '{key_file}': not a JWKS: invalid JSON at line 1"
             in d.log_text()[mark:]), d.log_text()[mark:]
-    assert whoami(sign(keys["other"], "RS256", claims())).status_code == 200
+    assert whoami(token(keys["other"], "RS256", "rsa-3")).status_code == 200
 
 
 def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):

@@ -275,15 +275,19 @@ static void test_structure(void **state)
 static const char *pk_alg_seen;
 static int pk_answer = 1;
 
-static int fake_pk_verify(void *ctx, const char *alg, const void *data, size_t n,
-                          const unsigned char *sig, size_t siglen)
+static const char *pk_kid_seen; /* pk_kid_copy, or NULL: no kid */
+static char pk_kid_copy[300];
+
+static int fake_pk_verify(void *ctx, const char *kid, const char *alg, const void *data,
+                          size_t n, const unsigned char *sig, size_t siglen)
 {
 	(void)ctx;
 	(void)data;
 	(void)n;
 	pk_alg_seen = alg;
+	pk_kid_seen = kid ? strncpy(pk_kid_copy, kid, sizeof pk_kid_copy - 1) : NULL;
 	if (pk_answer < 0)
-		return -1;
+		return pk_answer;
 	return siglen == 2 && !memcmp(sig, "ok", 2) ? pk_answer : 0;
 }
 
@@ -312,10 +316,9 @@ static char *b64url(const char *text)
 }
 
 /* header.payload."ok" (b2s: base64url of "ok"). */
-static char *foreign(const char *alg, const char *payload)
+static char *foreign_header(const char *head, const char *payload)
 {
-	char head[64], *h, *p, *tok;
-	snprintf(head, sizeof head, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
+	char *h, *p, *tok;
 	h = b64url(head);
 	p = b64url(payload);
 	tok = malloc(strlen(h) + strlen(p) + 8);
@@ -324,6 +327,13 @@ static char *foreign(const char *alg, const char *payload)
 	free(h);
 	free(p);
 	return tok;
+}
+
+static char *foreign(const char *alg, const char *payload)
+{
+	char head[64];
+	snprintf(head, sizeof head, "{\"alg\":\"%s\",\"typ\":\"JWT\"}", alg);
+	return foreign_header(head, payload);
 }
 
 #define IDP "\"iss\":\"https://idp\",\"sub\":\"ada\",\"exp\":1700003600"
@@ -421,6 +431,38 @@ static void test_foreign_tokens(void **state)
 	pk_answer = -1;
 	assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), -2);
 	pk_answer = 1;
+	/* The header's key id goes to the keys; no key of that id is a reason
+	 * of its own; a kid that is not a short string is refused. */
+	{
+		char head[400], *tok;
+		const char *const heads[] = {"{\"alg\":\"RS256\",\"kid\":7}",
+		                             "{\"alg\":\"RS256\",\"kid\":null}", head};
+		assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), 0);
+		assert_null(pk_kid_seen);
+		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\"}", "{" IDP "}");
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), 0);
+		assert_string_equal(pk_kid_seen, "k-1");
+		pk_answer = -2;
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_string_equal(why, "token signed with an unknown key (kid)");
+		pk_answer = 1;
+		free(tok);
+		/* 255 bytes fit; 256 do not. */
+		snprintf(head, sizeof head, "{\"alg\":\"RS256\",\"kid\":\"%0255d\"}", 0);
+		tok = foreign_header(head, "{" IDP "}");
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), 0);
+		assert_int_equal(strlen(pk_kid_seen), 255);
+		free(tok);
+		snprintf(head, sizeof head, "{\"alg\":\"RS256\",\"kid\":\"%0256d\"}", 0);
+		for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+			tok = foreign_header(heads[i], "{" IDP "}");
+			pk_kid_seen = "untouched";
+			assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+			assert_string_equal(why, "token header kid is not a string of at most 255 bytes");
+			assert_string_equal(pk_kid_seen, "untouched");
+			free(tok);
+		}
+	}
 	/* Only the algorithms there are keys for; HS256 only with the secret. */
 	k.pk_ec = 0;
 	assert_int_equal(check_foreign(&k, "ES256", "{" IDP "}", &c, &why), -1);
@@ -486,6 +528,8 @@ static void test_jwks_known_answer(void **state)
 	assert_int_equal(p.skipped, 0);
 	assert_string_equal(p.labels[0], "JWKS key 1 (kid 'r1')");
 	assert_string_equal(p.labels[1], "JWKS key 2 (kid 'e1')");
+	assert_string_equal(p.kids[0], "r1");
+	assert_string_equal(p.kids[1], "e1");
 	jwks_pem_free(&p);
 	assert_null(p.pem);
 
@@ -503,6 +547,7 @@ static void test_jwks_known_answer(void **state)
 	assert_int_equal(jwks_to_pem(set2, strlen(set2), &p, err, sizeof err), 0);
 	assert_string_equal(p.pem, kat_rsa_pem);
 	assert_string_equal(p.labels[0], "JWKS key 1");
+	assert_null(p.kids[0]);
 	jwks_pem_free(&p);
 }
 
@@ -531,6 +576,8 @@ static void test_jwks_left_out(void **state)
 	assert_int_equal(p.skipped, 7);
 	assert_string_equal(p.labels[0], "JWKS key 8 (kid 'e1')");
 	assert_string_equal(p.labels[1], "JWKS key 9");
+	assert_string_equal(p.kids[0], "e1");
+	assert_null(p.kids[1]);
 	jwks_pem_free(&p);
 }
 
