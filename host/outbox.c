@@ -11,9 +11,14 @@
  * retention when that is shorter). When a delivery fails for good (after
  * message.timeout.ms), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
- * sends again from there, so per-key order is kept; rows that were in
- * flight behind the failed one may be sent twice, which consumers absorb
- * (the event id is the row's id, stable across re-sends). Under load it
+ * sends again from there, so per-key order is kept for every row produced
+ * after the failure is known. Rows that were in flight behind the failed one
+ * may be sent twice, which consumers absorb (the event id is the row's id,
+ * stable across re-sends), and, when the broker refused the failed one for
+ * good (a topic's max.message.bytes), one of them may already have been
+ * delivered ahead of it: librdkafka's idempotent producer keeps a
+ * partition's order only while nothing fails (enable.gapless.guarantee
+ * would stop the producer instead). Under load it
  * sends in waves, to keep librdkafka's broker thread from spinning (see
  * "Waves" below).
  *
