@@ -1417,8 +1417,17 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		}
 		total += v[i].bytes;
 	}
-	if (rename(dir, done) != 0 || store_sync_dir(root) != 0) {
+	if (rename(dir, done) != 0) {
 		snprintf(err, sizeof err, "cannot rename %s to %s: %s", dir, done, strerror(errno));
+		goto failed;
+	}
+	if (store_sync_dir(root) != 0) {
+		/* Whole, but maybe gone after a crash: not a backup to answer 200 for,
+		 * nor to leave behind after saying nothing was kept. */
+		snprintf(err, sizeof err, "cannot sync %s after renaming the backup into it: %s", root,
+		         strerror(errno));
+		backup_remove(done);
+		made = 0;
 		goto failed;
 	}
 	log_info(ADMIN_LOG, "backup of %zu plugin database(s), %" PRId64 " bytes, in %s", n, total,
