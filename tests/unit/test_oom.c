@@ -26,6 +26,7 @@
 #include "db_files.h"
 #include "clock.h"
 #include "dlq.h"
+#include "jwks.h"
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
@@ -180,6 +181,37 @@ static void test_jwt(void **state)
 {
 	(void)state;
 	assert_true(sweep(jwt_scenario, NULL) > 2);
+}
+
+/* An identity provider's JWKS as PEM: refused as out of memory, or whole. */
+static int jwks_scenario(void *arg)
+{
+	static const char set[] =
+	    "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e1\",\"use\":\"sig\",\"crv\":\"P-256\","
+	    "\"x\":\"hcBmMPqvQRgEWo5yO1Mfpw1Bi-kQsJNlSVGeKxwKATs\","
+	    "\"y\":\"jJHqiaHzKWurRO7Ct48-zJeHLGsTPq_56Wk166R-C1M\"},"
+	    "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}";
+	jwks_pem p;
+	char err[256] = "";
+	(void)arg;
+	if (jwks_to_pem(set, sizeof set - 1, &p, err, sizeof err) != 0) {
+		assert_true(alloc_faults_hit());
+		assert_string_equal(err, "out of memory");
+		assert_null(p.pem);
+		return -1;
+	}
+	assert_int_equal(p.nkeys, 1);
+	assert_int_equal(p.skipped, 1);
+	assert_string_equal(p.kids[0], "e1");
+	assert_non_null(strstr(p.pem, "-----END PUBLIC KEY-----\n"));
+	jwks_pem_free(&p);
+	return 0;
+}
+
+static void test_jwks(void **state)
+{
+	(void)state;
+	assert_true(sweep(jwks_scenario, NULL) > 3);
 }
 
 /* --------------------------------------------------------------- textbuf */
@@ -825,7 +857,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
-	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_textbuf),
+	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_jwks),
+	    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
