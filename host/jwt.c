@@ -210,10 +210,10 @@ static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jw
 		why = "token header typ is not a string";
 	else if (!why && id && (!cJSON_IsString(id) || strlen(id->valuestring) > KID_MAX))
 		why = "token header kid is not a string of at most 255 bytes";
-	else if (!why && id)
-		snprintf(kid, KID_MAX + 1, "%s", id->valuestring);
 	else if (!why && cJSON_GetObjectItemCaseSensitive(hdr, "crit"))
 		why = "token header has critical extensions";
+	if (!why && id)
+		snprintf(kid, KID_MAX + 1, "%s", id->valuestring);
 	cJSON_Delete(hdr);
 	return why;
 }

@@ -437,6 +437,16 @@ static void test_foreign_tokens(void **state)
 		char head[400], *tok;
 		const char *const heads[] = {"{\"alg\":\"RS256\",\"kid\":7}",
 		                             "{\"alg\":\"RS256\",\"kid\":null}", head};
+		/* A kid does not spare a token the other header checks. */
+		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\",\"crit\":[\"exp\"]}",
+		                     "{" IDP "}");
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_string_equal(why, "token header has critical extensions");
+		free(tok);
+		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\",\"typ\":1}", "{" IDP "}");
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_string_equal(why, "token header typ is not a string");
+		free(tok);
 		assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), 0);
 		assert_null(pk_kid_seen);
 		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\"}", "{" IDP "}");
