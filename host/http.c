@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "admin.h"
+#include "clock.h"
 #include "events.h"
 #include "json.h"
 #include "jwt.h"
@@ -64,6 +65,7 @@ struct http_server {
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
 	char start_error[256];   /* first civetweb message while starting */
 	atomic_int warned_no_secret;
+	_Atomic int64_t warned_kid_ms; /* the last "unknown kid" warning (clock_mono_ms) */
 };
 
 /* A route as registered: the public http_route first, so the router's
@@ -1103,6 +1105,18 @@ oom:
 	return -1;
 }
 
+/* A token naming a key the provider's set lacks: the operator hears of it
+ * (at most once a minute, whichever worker sees it), the client gets 401. */
+static void warn_unknown_kid(http_server *srv)
+{
+	int64_t now = clock_mono_ms(), last = atomic_load(&srv->warned_kid_ms);
+	if ((last == 0 || now - last >= 60000) &&
+	    atomic_compare_exchange_strong(&srv->warned_kid_ms, &last, now))
+		log_warn("http", "[auth] a token names a key (kid) that jwt_public_key_file does not "
+		                 "have: if the provider rotated its keys, save its JWKS again and "
+		                 "reload (said at most once a minute)");
+}
+
 /* 0 when the bearer token is good for this route; else fills 401/403. */
 static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
                       evh_response *resp)
@@ -1146,6 +1160,8 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 		problem(resp, 503, "unavailable", "%s", why);
 		return -1;
 	default:
+		if (why == jwt_reason_unknown_kid)
+			warn_unknown_kid(srv);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;

@@ -180,6 +180,8 @@ static const char *alg_refused(const jwt_keys *k)
 /* A key id longer than this is refused (providers use a few dozen bytes). */
 #define KID_MAX 255
 
+const char jwt_reason_unknown_kid[] = "token signed with an unknown key (kid)";
+
 /* The header's algorithm, if `k` has keys for it: HS256 with a secret,
  * RS256 and ES256 with public keys of that kind, never another (no "none",
  * and a token cannot choose which kind of key checks it). Its key id (kid)
@@ -246,7 +248,7 @@ static const char *check_signature(const char *token, size_t signed_len, const c
 		                  token, signed_len, sig, len);
 		why = rc > 0    ? NULL
 		      : rc == 0 ? "bad signature"
-		      : rc == -2 ? "token signed with an unknown key (kid)"
+		      : rc == -2 ? jwt_reason_unknown_kid
 		                 : no_memory;
 	}
 	free(sig);

@@ -37,6 +37,10 @@ typedef struct jwt_keys {
 	const char *pk_issuer, *pk_audience, *pk_roles;
 } jwt_keys;
 
+/* The reason jwt_verify_keys gives (this very pointer) for a token whose kid
+ * no key of another issuer has: a rotation its key file missed, likely. */
+extern const char jwt_reason_unknown_kid[];
+
 /* Verify the signature with the key its algorithm names (no other: "none"
  * and algorithms without a key are refused), exp (with `leeway_s`), nbf,
  * and the claims `k` asks for. Returns 0, or -1 with a static reason, or -2

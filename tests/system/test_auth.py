@@ -199,9 +199,13 @@ def test_a_providers_jwks_as_it_publishes_it(evhostd, build_dir, tmp_path, keys)
     assert (f"reload: [auth] tokens of {ISSUER} are now checked with the 1 key(s) in "
             f"{key_file}") in d.log_text()[mark:]
     assert whoami(token(keys["other"], "RS256", "rsa-3")).status_code == 200
-    # A token of the key rotated out says so.
+    # A token of the key rotated out says so; the log told the operator once
+    # (three such tokens within the minute).
     r = whoami(token(keys["rsa"], "RS256", "rsa-1"))
     assert r.status_code == 401 and "unknown key (kid)" in r.text, r.text
+    assert d.log_text().count("a token names a key (kid) that jwt_public_key_file does not "
+                              "have: if the provider rotated its keys, save its JWKS "
+                              "again and reload") == 1, d.log_tail()
 
     # A set cut short (a download that failed half way): the reload is
     # refused and the keys stay.
