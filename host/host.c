@@ -178,22 +178,26 @@ static void host_check_trace_tls(host *h, diag *d)
 {
 	const cfg_entry *ca = cfg_find(&h->cfg, "tracing", "otlp_ca_file"),
 	                *cert = cfg_find(&h->cfg, "tracing", "otlp_client_certificate");
-	char err[1024];
+	const char *client_cert = cert ? h->set.trace_client_cert : NULL;
+	char err[1024], ca_err[1024];
+	tls_client *cas_alone;
 	if (!h->set.trace_endpoint || !h->set.trace_tls)
 		return;
 	if (!ca || !*ca->value)
 		ca = cfg_find(&h->cfg, "tracing", "otlp_endpoint");
-	/* The CAs alone first, so that a failure is said at the right key. */
-	if (!(h->trace_tls = tls_client_new(h->set.trace_ca_file, NULL, err, sizeof err))) {
+	if ((h->trace_tls = tls_client_new(h->set.trace_ca_file, client_cert, err, sizeof err)))
+		return;
+	/* Which key is at fault: a client of the CAs alone tells (only when
+	 * something is wrong, so a good configuration builds one client). */
+	if (!client_cert) {
 		diag_add(d, ca->file, ca->line, "[tracing] %s: %s", ca->key, err);
-		return;
-	}
-	if (!cert || !h->set.trace_client_cert)
-		return;
-	tls_client_free(h->trace_tls);
-	if (!(h->trace_tls = tls_client_new(h->set.trace_ca_file, h->set.trace_client_cert, err,
-	                                    sizeof err)))
+	} else if (!(cas_alone = tls_client_new(h->set.trace_ca_file, NULL, ca_err,
+	                                        sizeof ca_err))) {
+		diag_add(d, ca->file, ca->line, "[tracing] %s: %s", ca->key, ca_err);
+	} else {
+		tls_client_free(cas_alone);
 		diag_add(d, cert->file, cert->line, "[tracing] %s: %s", cert->key, err);
+	}
 }
 
 /* [auth] jwt_public_key_file's keys (PEM, or a JWKS turned into PEM), read

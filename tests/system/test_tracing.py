@@ -326,7 +326,11 @@ def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
              "otlp_ca_file", f"cannot load CA certificates from '{not_pem}'"),
             ({"otlp_endpoint": "https://127.0.0.1:4318", "otlp_client_certificate": str(not_pem)},
              "otlp_client_certificate",
-             f"client certificate '{not_pem}': no certificate OpenSSL can read in it")):
+             f"client certificate '{not_pem}': no certificate OpenSSL can read in it"),
+            # Both wrong: the CAs are said first.
+            ({"otlp_endpoint": "https://127.0.0.1:4318", "otlp_ca_file": str(not_pem),
+              "otlp_client_certificate": str(not_pem)},
+             "otlp_ca_file", f"cannot load CA certificates from '{not_pem}'")):
         p = evhostd.run(["--check-config"], config={"tracing": conf}, brokers="embedded")
         assert p.returncode != 0, p.stdout + p.stderr
         out = p.stdout + p.stderr
