@@ -1109,9 +1109,7 @@ oom:
  * (at most once a minute, whichever worker sees it), the client gets 401. */
 static void warn_unknown_kid(http_server *srv)
 {
-	int64_t now = clock_mono_ms(), last = atomic_load(&srv->warned_kid_ms);
-	if ((last == 0 || now - last >= 60000) &&
-	    atomic_compare_exchange_strong(&srv->warned_kid_ms, &last, now))
+	if (log_due_shared(&srv->warned_kid_ms, clock_mono_ms(), 60000))
 		log_warn("http", "[auth] a token names a key (kid) that jwt_public_key_file does not "
 		                 "have: if the provider rotated its keys, save its JWKS again and "
 		                 "reload (said at most once a minute)");

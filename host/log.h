@@ -2,6 +2,7 @@
  * (or when [log] format says so). Never log secrets. Thread-safe. */
 #ifndef EVHOST_LOG_H
 #define EVHOST_LOG_H
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <evhost/evhost.h>
@@ -47,6 +48,15 @@ static inline int log_due(int64_t *last_ms, int64_t now, int64_t every_ms)
 		return 0;
 	*last_ms = now;
 	return 1;
+}
+
+/* log_due for a line any thread may say: the thread that moves *last_ms
+ * says it. */
+static inline int log_due_shared(_Atomic int64_t *last_ms, int64_t now, int64_t every_ms)
+{
+	int64_t last = atomic_load(last_ms);
+	return (!last || now - last >= every_ms) &&
+	       atomic_compare_exchange_strong(last_ms, &last, now);
 }
 
 #define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
