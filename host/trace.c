@@ -8,24 +8,20 @@
  * certificate checked against [tracing] otlp_ca_file or the system's CAs. */
 #include "trace.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
 #include "config.h"
 #include "events.h"
+#include "httpc.h"
 #include "log.h"
 #include "textbuf.h"
 #include "tls_compat.h"
@@ -376,142 +372,6 @@ char *trace_encode(const trace_span *v, size_t n, size_t *len)
 
 /* -------------------------------------------------------------- HTTP */
 
-/* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	struct pollfd p = {.fd = fd, .events = events};
-	for (;;) {
-		int64_t left = deadline - clock_mono_ms();
-		int r;
-		if (left <= 0)
-			return 0;
-		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
-		if (r > 0)
-			return 1;
-		if (r < 0 && errno != EINTR)
-			return -1;
-	}
-}
-
-static int connect_to(const char *host, const char *port, int64_t deadline, char *err,
-                      size_t errlen)
-{
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res, *a;
-	int rc = getaddrinfo(host, port, &hints, &res), fd = -1;
-	if (rc) {
-		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
-		return -1;
-	}
-	snprintf(err, errlen, "cannot connect to %s:%s", host, port);
-	for (a = res; a && fd < 0; a = a->ai_next) {
-		int soerr = 0;
-		socklen_t sl = sizeof soerr;
-		fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-		if (fd < 0)
-			continue;
-		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-			break;
-		if (errno == EINPROGRESS) {
-			rc = wait_fd(fd, POLLOUT, deadline);
-			if (rc > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr)
-				break;
-			errno = rc == 0 ? ETIMEDOUT : soerr ? soerr : errno;
-		}
-		snprintf(err, errlen, "cannot connect to %s:%s: %s", host, port, strerror(errno));
-		close(fd);
-		fd = -1;
-	}
-	freeaddrinfo(res);
-	return fd;
-}
-
-/* A connection to the collector: plain, or TLS over the socket. */
-typedef struct conn {
-	int fd;
-	tls_conn *tls;
-} conn;
-
-/* A TLS step (tls_compat.h), waiting for the socket as it asks, until
- * `deadline`: what the step returned, or -1 with the reason in err. */
-static int tls_step(conn *c, int op, void *buf, size_t n, int64_t deadline, char *err,
-                    size_t errlen)
-{
-	for (;;) {
-		int r = tls_conn_io(c->tls, op, buf, n, err, errlen), w;
-		if (r != EVHOST_TLS_WANT_READ && r != EVHOST_TLS_WANT_WRITE)
-			return r;
-		w = wait_fd(c->fd, r == EVHOST_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
-		if (w <= 0) {
-			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
-			return -1;
-		}
-	}
-}
-
-static int send_all(conn *c, const char *p, size_t n, int64_t deadline, char *err,
-                    size_t errlen)
-{
-	while (n) {
-		ssize_t w;
-		if (c->tls) {
-			if ((w = tls_step(c, EVHOST_TLS_WRITE, (void *)p, n, deadline, err, errlen)) < 0)
-				return -1;
-		} else if ((w = send(c->fd, p, n, MSG_NOSIGNAL)) <= 0) {
-			int r;
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-				if ((r = wait_fd(c->fd, POLLOUT, deadline)) > 0)
-					continue;
-				snprintf(err, errlen, "%s", r == 0 ? "timed out" : strerror(errno));
-			} else {
-				snprintf(err, errlen, "%s", w == 0 ? "nothing sent" : strerror(errno));
-			}
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-/* Read the answer into buf (up to n - 1 bytes, NUL-terminated) until the
- * collector closes the connection (Connection: close), the deadline, or an
- * error, said in err (a TLS alert, say: in TLS 1.3 a server refusing the
- * client's certificate says so after the handshake). */
-static void recv_answer(conn *c, char *buf, size_t n, int64_t deadline, char *err,
-                        size_t errlen)
-{
-	size_t got = 0;
-	int w;
-	snprintf(err, errlen, "the connection was closed");
-	while (got < n - 1) {
-		ssize_t r;
-		if (c->tls)
-			r = tls_step(c, EVHOST_TLS_READ, buf + got, n - 1 - got, deadline, err, errlen);
-		else
-			r = recv(c->fd, buf + got, n - 1 - got, 0);
-		if (r > 0) {
-			got += (size_t)r;
-		} else if (c->tls || r == 0) {
-			break;
-		} else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
-			snprintf(err, errlen, "%s", strerror(errno));
-			break;
-		} else if (errno != EINTR && (w = wait_fd(c->fd, POLLIN, deadline)) <= 0) {
-			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
-			break;
-		}
-	}
-	buf[got] = '\0';
-}
-
-static void conn_close(conn *c)
-{
-	tls_conn_free(c->tls);
-	close(c->fd);
-}
-
 /* POST `body` to the collector: its HTTP status (and the start of its
  * answer in `answer`), or -1 with `err` set when there was no answer. */
 static int post(const char *body, size_t len, char *answer, size_t answer_len, char *err,
@@ -519,33 +379,25 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 {
 	int64_t deadline = clock_mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
 	char tail[96], resp[RESPONSE_MAX], why[256];
-	conn c = {.fd = -1};
+	httpc_conn c;
 	int status = -1, n;
 	char *end;
 
 	answer[0] = '\0';
 	if (stop && stop < deadline)
 		deadline = stop;
-	if ((c.fd = connect_to(ex.host, ex.port, deadline, err, errlen)) < 0)
+	if (httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen) != 0)
 		return -1;
-	if (ex.tls &&
-	    (!(c.tls = tls_conn_new(ex.tls, c.fd, ex.host, why, sizeof why)) ||
-	     tls_step(&c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why) < 0)) {
-		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", strchr(ex.host, ':') ? "[" : "",
-		         ex.host, strchr(ex.host, ':') ? "]" : "", ex.port, why);
-		conn_close(&c);
-		return -1;
-	}
 	n = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nConnection: close\r\n\r\n", len);
-	if (send_all(&c, ex.req_head, strlen(ex.req_head), deadline, why, sizeof why) ||
-	    send_all(&c, tail, (size_t)n, deadline, why, sizeof why) ||
-	    send_all(&c, body, len, deadline, why, sizeof why)) {
+	if (httpc_send(&c, ex.req_head, strlen(ex.req_head), deadline, why, sizeof why) ||
+	    httpc_send(&c, tail, (size_t)n, deadline, why, sizeof why) ||
+	    httpc_send(&c, body, len, deadline, why, sizeof why)) {
 		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
-		conn_close(&c);
+		httpc_close(&c);
 		return -1;
 	}
-	recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
-	conn_close(&c);
+	httpc_recv(&c, resp, sizeof resp, deadline, why, sizeof why);
+	httpc_close(&c);
 	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
 		if (!strcmp(why, "timed out"))
 			snprintf(err, errlen, "%s gave no HTTP answer within %d ms (export_timeout)",

@@ -1,0 +1,340 @@
+/* evhostd's outgoing HTTP/1.1 requests (httpc.h). */
+#define _GNU_SOURCE /* memmem */
+#include "httpc.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "tls_compat.h"
+
+/* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd p = {.fd = fd, .events = events};
+	for (;;) {
+		int64_t left = deadline - clock_mono_ms();
+		int r;
+		if (left <= 0)
+			return 0;
+		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
+		if (r > 0)
+			return 1;
+		if (r < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+static int connect_to(const char *host, const char *port, int64_t deadline, char *err,
+                      size_t errlen)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res, *a;
+	int rc = getaddrinfo(host, port, &hints, &res), fd = -1;
+	if (rc) {
+		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	snprintf(err, errlen, "cannot connect to %s:%s", host, port);
+	for (a = res; a && fd < 0; a = a->ai_next) {
+		int soerr = 0;
+		socklen_t sl = sizeof soerr;
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+			break;
+		if (errno == EINPROGRESS) {
+			rc = wait_fd(fd, POLLOUT, deadline);
+			if (rc > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr)
+				break;
+			errno = rc == 0 ? ETIMEDOUT : soerr ? soerr : errno;
+		}
+		snprintf(err, errlen, "cannot connect to %s:%s: %s", host, port, strerror(errno));
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* A TLS step (tls_compat.h), waiting for the socket as it asks, until
+ * `deadline`: what the step returned, or -1 with the reason in err. */
+static int tls_step(httpc_conn *c, int op, void *buf, size_t n, int64_t deadline, char *err,
+                    size_t errlen)
+{
+	for (;;) {
+		int r = tls_conn_io(c->tls, op, buf, n, err, errlen), w;
+		if (r != EVHOST_TLS_WANT_READ && r != EVHOST_TLS_WANT_WRITE)
+			return r;
+		w = wait_fd(c->fd, r == EVHOST_TLS_WANT_READ ? POLLIN : POLLOUT, deadline);
+		if (w <= 0) {
+			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
+			return -1;
+		}
+	}
+}
+
+int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
+               char *err, size_t errlen)
+{
+	char why[256];
+	int v6 = strchr(host, ':') != NULL;
+	c->tls = NULL;
+	if ((c->fd = connect_to(host, port, deadline, err, errlen)) < 0)
+		return -1;
+	if (tls && (!(c->tls = tls_conn_new(tls, c->fd, host, why, sizeof why)) ||
+	            tls_step(c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why) < 0)) {
+		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", v6 ? "[" : "", host,
+		         v6 ? "]" : "", port, why);
+		httpc_close(c);
+		return -1;
+	}
+	return 0;
+}
+
+int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *err,
+               size_t errlen)
+{
+	while (n) {
+		ssize_t w;
+		if (c->tls) {
+			if ((w = tls_step(c, EVHOST_TLS_WRITE, (void *)p, n, deadline, err, errlen)) < 0)
+				return -1;
+		} else if ((w = send(c->fd, p, n, MSG_NOSIGNAL)) <= 0) {
+			int r;
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+				if ((r = wait_fd(c->fd, POLLOUT, deadline)) > 0)
+					continue;
+				snprintf(err, errlen, "%s", r == 0 ? "timed out" : strerror(errno));
+			} else {
+				snprintf(err, errlen, "%s", w == 0 ? "nothing sent" : strerror(errno));
+			}
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* One read into buf[0..n): the bytes read, 0 at the close, -1 with the
+ * reason in err. In TLS 1.3 a server refusing the client's certificate
+ * says so here, after the handshake. */
+static ssize_t read_some(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                         size_t errlen)
+{
+	for (;;) {
+		ssize_t r;
+		int w;
+		if (c->tls)
+			return tls_step(c, EVHOST_TLS_READ, buf, n, deadline, err, errlen);
+		r = recv(c->fd, buf, n, 0);
+		if (r >= 0)
+			return r;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			snprintf(err, errlen, "%s", strerror(errno));
+			return -1;
+		}
+		if ((w = wait_fd(c->fd, POLLIN, deadline)) <= 0) {
+			snprintf(err, errlen, "%s", w == 0 ? "timed out" : strerror(errno));
+			return -1;
+		}
+	}
+}
+
+size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                  size_t errlen)
+{
+	size_t got = 0;
+	snprintf(err, errlen, "the connection was closed");
+	while (got < n - 1) {
+		ssize_t r = read_some(c, buf + got, n - 1 - got, deadline, err, errlen);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	buf[got] = '\0';
+	return got;
+}
+
+int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size_t *len,
+                   char *err, size_t errlen)
+{
+	size_t cap = 16384 < max ? 16384 : max, got = 0;
+	char *buf = malloc(cap + 1), *bigger;
+	int rc = 0;
+	*out = NULL;
+	*len = 0;
+	if (!buf) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (;;) {
+		ssize_t r;
+		if (got == cap) {
+			if (cap == max) {
+				rc = 1;
+				break;
+			}
+			cap = cap * 2 < max ? cap * 2 : max;
+			if (!(bigger = realloc(buf, cap + 1))) {
+				free(buf);
+				snprintf(err, errlen, "out of memory");
+				return -1;
+			}
+			buf = bigger;
+		}
+		r = read_some(c, buf + got, cap - got, deadline, err, errlen);
+		if (r < 0) {
+			rc = -1;
+			break;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return rc;
+}
+
+void httpc_close(httpc_conn *c)
+{
+	tls_conn_free(c->tls);
+	c->tls = NULL;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+/* ------------------------------------------------------ the answer */
+
+/* A header line's value if its name is `name` (case-insensitive), with
+ * spaces around it trimmed into *vlen; else NULL. */
+static const char *header_value(const char *line, size_t n, const char *name, size_t *vlen)
+{
+	size_t k = strlen(name);
+	const char *v, *end = line + n;
+	if (n <= k || strncasecmp(line, name, k) != 0 || line[k] != ':')
+		return NULL;
+	v = line + k + 1;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*vlen = (size_t)(end - v);
+	return v;
+}
+
+/* Decode the chunked body at p[0..n) where it lies: its length, or -1. */
+static int dechunk(char *p, size_t n, size_t *out, char *err, size_t errlen)
+{
+	size_t r = 0, w = 0;
+	while (r < n) {
+		size_t size = 0, digits = 0;
+		while (r < n && isxdigit((unsigned char)p[r]) && digits < 16) {
+			int c = (unsigned char)p[r];
+			size = size * 16 + (size_t)(isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
+			r++;
+			digits++;
+		}
+		if (!digits || (r < n && isxdigit((unsigned char)p[r]))) {
+			snprintf(err, errlen, "a malformed chunked body (chunk size at byte %zu)", r);
+			return -1;
+		}
+		while (r < n && p[r] != '\r' && p[r] != '\n') /* chunk extensions: ignored */
+			r++;
+		if (r + 1 >= n || p[r] != '\r' || p[r + 1] != '\n')
+			break;
+		r += 2;
+		if (size == 0) {
+			*out = w;
+			return 0; /* trailers, if any, are not read */
+		}
+		if (size > n - r || n - r - size < 2)
+			break;
+		if (p[r + size] != '\r' || p[r + size + 1] != '\n') {
+			snprintf(err, errlen, "a malformed chunked body (no line end after a chunk)");
+			return -1;
+		}
+		memmove(p + w, p + r, size);
+		w += size;
+		r += size + 2;
+	}
+	snprintf(err, errlen, "the chunked body ended before its last chunk");
+	return -1;
+}
+
+int httpc_parse_answer(char *buf, size_t n, httpc_answer *a, char *err, size_t errlen)
+{
+	char *head_end, *line, *body;
+	size_t rest, cl = 0;
+	int has_cl = 0, chunked = 0;
+
+	memset(a, 0, sizeof *a);
+	if (n < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)buf[7]) ||
+	    buf[8] != ' ' || buf[9] < '1' || buf[9] > '9' || !isdigit((unsigned char)buf[10]) ||
+	    !isdigit((unsigned char)buf[11]) || (n > 12 && buf[12] != ' ' && buf[12] != '\r')) {
+		snprintf(err, errlen, "no HTTP answer");
+		return -1;
+	}
+	a->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+	head_end = memmem(buf, n, "\r\n\r\n", 4);
+	if (!head_end) {
+		snprintf(err, errlen, "the answer's head ended before its blank line");
+		return -1;
+	}
+	line = (char *)memchr(buf, '\n', (size_t)(head_end + 2 - buf)) + 1;
+	while (line < head_end + 2) {
+		char *eol = memmem(line, (size_t)(head_end + 2 - line), "\r\n", 2);
+		size_t len = (size_t)(eol - line), vlen;
+		const char *v;
+		if ((v = header_value(line, len, "Content-Length", &vlen))) {
+			size_t val = 0, i;
+			for (i = 0; i < vlen && isdigit((unsigned char)v[i]) && val < ((size_t)1 << 48); i++)
+				val = val * 10 + (size_t)(v[i] - '0');
+			if (!vlen || i != vlen || (has_cl && val != cl)) {
+				snprintf(err, errlen, "a bad Content-Length: '%.*s'", vlen > 40 ? 40 : (int)vlen,
+				         v);
+				return -1;
+			}
+			cl = val;
+			has_cl = 1;
+		} else if ((v = header_value(line, len, "Transfer-Encoding", &vlen))) {
+			if (vlen != 7 || strncasecmp(v, "chunked", 7) != 0) {
+				snprintf(err, errlen, "Transfer-Encoding '%.*s' is not supported",
+				         vlen > 40 ? 40 : (int)vlen, v);
+				return -1;
+			}
+			chunked = 1;
+		} else if ((v = header_value(line, len, "Location", &vlen))) {
+			snprintf(a->location, sizeof a->location, "%.*s",
+			         vlen < sizeof a->location ? (int)vlen : (int)sizeof a->location - 1, v);
+		}
+		line = eol + 2;
+	}
+	body = head_end + 4;
+	rest = n - (size_t)(body - buf);
+	a->body = body;
+	if (chunked)
+		return dechunk(body, rest, &a->body_len, err, errlen);
+	if (has_cl && rest < cl) {
+		snprintf(err, errlen, "the answer ended after %zu of %zu bytes", rest, cl);
+		return -1;
+	}
+	a->body_len = has_cl ? cl : rest;
+	return 0;
+}

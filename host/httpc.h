@@ -1,0 +1,54 @@
+/* evhostd's own outgoing HTTP/1.1 requests (the OTLP exporter's POSTs, the
+ * JWKS fetcher's GETs): a connection per request (Connection: close), every
+ * step under a deadline (clock_mono_ms), plain or over TLS (tls_compat.h).
+ * Not civetweb's client, whose connect has no deadline: a stop must not
+ * wait minutes for a server that does not answer. */
+#ifndef EVHOST_HTTPC_H
+#define EVHOST_HTTPC_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct httpc_conn {
+	int fd;
+	void *tls; /* tls_conn, or NULL */
+} httpc_conn;
+
+/* Connect to host:port (a name or an address; IPv6 without brackets) and,
+ * with `tls` (a tls_client), do the handshake, the server's certificate
+ * checked for `host`. 0, or -1 with the reason in err ("cannot resolve ...",
+ * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ..."). */
+int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
+               char *err, size_t errlen);
+/* Send n bytes. 0, or -1 with the reason in err. */
+int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *err,
+               size_t errlen);
+/* Read until the server closes the connection (or the deadline, or an
+ * error, said in err; "the connection was closed" when it simply ended):
+ * into buf, up to n - 1 bytes, NUL-terminated; how many. */
+size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                  size_t errlen);
+/* The same into a malloc'd buffer (*out, NUL-terminated) of at most max
+ * bytes: 0 when the server closed the connection, 1 when it sent more than
+ * max (*out holds max), -1 with the reason in err (*out holds what came:
+ * a timeout in the middle of an answer). *out NULL: out of memory. */
+int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size_t *len,
+                   char *err, size_t errlen);
+/* Free the TLS connection and close the socket. */
+void httpc_close(httpc_conn *c);
+
+/* An HTTP/1.x answer read whole (up to the connection's close). */
+typedef struct httpc_answer {
+	int status;
+	char *body; /* into the buffer parsed; chunked bodies decoded in place */
+	size_t body_len;
+	char location[512]; /* the Location header's value ("" when none; cut) */
+} httpc_answer;
+
+/* Parse buf[0..n) (modified: a chunked body is decoded where it lies): the
+ * status line, the headers (Content-Length or Transfer-Encoding: chunked,
+ * else the body ends at the close), the body. 0, or -1 with the reason in
+ * err: no status line, a head without its blank line, a body shorter than
+ * its Content-Length ("the answer ended after X of Y bytes"), a malformed
+ * or unfinished chunked body. */
+int httpc_parse_answer(char *buf, size_t n, httpc_answer *a, char *err, size_t errlen);
+#endif

@@ -1,0 +1,127 @@
+/* An HTTP server's answer as evhostd reads it (httpc.c, the JWKS fetcher's
+ * GETs): the status, the body as Content-Length, chunked coding or the
+ * connection's close delimits it, the Location of a redirect, and every
+ * answer refused with its reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpc.h"
+
+/* Parse a copy of `text` (the parser writes into it); the body into body. */
+static int parse(const char *text, httpc_answer *a, char *body, size_t n, char *err)
+{
+	char *buf = strdup(text);
+	int rc;
+	assert_non_null(buf);
+	err[0] = '\0';
+	rc = httpc_parse_answer(buf, strlen(buf), a, err, 256);
+	if (rc == 0)
+		snprintf(body, n, "%.*s", (int)a->body_len, a->body);
+	free(buf);
+	return rc;
+}
+
+static void good(const char *text, int status, const char *want)
+{
+	httpc_answer a;
+	char body[256], err[256];
+	if (parse(text, &a, body, sizeof body, err) != 0)
+		fail_msg("refused: %s\n%s", err, text);
+	assert_int_equal(a.status, status);
+	assert_string_equal(body, want);
+}
+
+static void refused(const char *text, const char *why)
+{
+	httpc_answer a;
+	char body[256], err[256];
+	assert_int_equal(parse(text, &a, body, sizeof body, err), -1);
+	if (!strstr(err, why))
+		fail_msg("expected '%s' in '%s'", why, err);
+}
+
+static void test_framing(void **state)
+{
+	(void)state;
+	good("HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"keys\":[]}", 200, "{\"keys\":[]}");
+	/* Bytes past Content-Length are not the body. */
+	good("HTTP/1.1 200 OK\r\ncontent-length:  4 \r\n\r\nabcdef", 200, "abcd");
+	/* No length: the body ends at the close. */
+	good("HTTP/1.0 200 OK\r\nServer: x\r\n\r\n{\"keys\":[]}", 200, "{\"keys\":[]}");
+	good("HTTP/1.1 204\r\n\r\n", 204, "");
+	/* Chunked, with an extension and a trailer; it wins over a length. */
+	good("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+	     "5\r\n{\"key\r\n6;ext=1\r\ns\":[]}\r\n0\r\nX-Trailer: 1\r\n\r\n",
+	     200, "{\"keys\":[]}");
+	good("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
+	     200, "0123456789");
+	good("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, "");
+}
+
+static void test_redirect(void **state)
+{
+	httpc_answer a;
+	char body[64], err[256];
+	(void)state;
+	assert_int_equal(parse("HTTP/1.1 301 Moved\r\nLocation:  https://idp.example/c \r\n"
+	                       "Content-Length: 0\r\n\r\n",
+	                       &a, body, sizeof body, err),
+	                 0);
+	assert_int_equal(a.status, 301);
+	assert_string_equal(a.location, "https://idp.example/c");
+	assert_int_equal(parse("HTTP/1.1 200 OK\r\n\r\n", &a, body, sizeof body, err), 0);
+	assert_string_equal(a.location, "");
+}
+
+static void test_refused(void **state)
+{
+	(void)state;
+	refused("", "no HTTP answer");
+	refused("SSH-2.0-OpenSSH_9.2\r\n", "no HTTP answer");
+	refused("HTTP/2 200\r\n\r\n", "no HTTP answer");
+	refused("HTTP/1.1 20 OK\r\n\r\n", "no HTTP answer");
+	refused("HTTP/1.1 2000 OK\r\n\r\n", "no HTTP answer");
+	refused("HTTP/1.1 000 OK\r\n\r\n", "no HTTP answer");
+	refused("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n", "head ended before its blank line");
+	refused("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"keys\"",
+	        "the answer ended after 7 of 100 bytes");
+	refused("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "a bad Content-Length: '-1'");
+	refused("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+	        "a bad Content-Length");
+	refused("HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+	        "a bad Content-Length");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+	        "Transfer-Encoding 'gzip, chunked' is not supported");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabc",
+	        "ended before its last chunk");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+	        "ended before its last chunk");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+	        "a malformed chunked body (chunk size at byte 0)");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n0\r\n\r\n",
+	        "no line end after a chunk");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	        "10000000000000000\r\n",
+	        "a malformed chunked body");
+	refused("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+	        "ffffffffffffffff\r\nab\r\n0\r\n\r\n",
+	        "ended before its last chunk");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_framing),
+	    cmocka_unit_test(test_redirect),
+	    cmocka_unit_test(test_refused),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
