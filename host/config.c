@@ -987,6 +987,59 @@ static int parse_port(const char *p, int *port)
 	return 0;
 }
 
+/* An http[s]://HOST[:PORT][/PATH] URL's parts (malloc'd; the port 80 or 443
+ * when not given; the path "" or from its '/'; with `query`, a "?..." may
+ * follow). 0, or -1 with what is wrong in *why (NULL: the form as a whole). */
+typedef struct url_parts {
+	int tls;
+	char *host, *port, *path;
+} url_parts;
+
+static int parse_http_url(const char *v, int query, url_parts *u, const char **why)
+{
+	const char *h, *he, *p;
+	char *port = NULL;
+	int n;
+
+	*why = NULL;
+	memset(u, 0, sizeof *u);
+	u->tls = !strncasecmp(v, "https://", 8);
+	if (!u->tls && strncasecmp(v, "http://", 7) != 0)
+		return -1;
+	h = v + (u->tls ? 8 : 7);
+	if (*h == '[') {
+		he = strchr(h, ']');
+		p = he ? he + 1 : NULL;
+		h++;
+	} else {
+		he = h + strcspn(h, ":/?#");
+		p = he;
+	}
+	if (!he || he == h || !p || (*p && *p != ':' && *p != '/') ||
+	    strcspn(h, " \t\"@") < (size_t)(he - h))
+		return -1;
+	if (*p == ':') {
+		size_t plen = strcspn(p + 1, "/");
+		port = xstrndup(p + 1, plen);
+		if (parse_port(port, &n) < 0 || n == 0) {
+			*why = "expected a port of 1-65535 after the host";
+			free(port);
+			return -1;
+		}
+		p += 1 + plen;
+	}
+	if (strpbrk(p, query ? "# \t\"" : "?# \t\"")) {
+		*why = query ? "expected a path without fragment or spaces"
+		             : "expected a path without query, fragment or spaces";
+		free(port);
+		return -1;
+	}
+	u->host = xstrndup(h, (size_t)(he - h));
+	u->port = port ? port : xstrdup(u->tls ? "443" : "80");
+	u->path = xstrdup(p);
+	return 0;
+}
+
 /* "IPv4:port" or "[IPv6]:port": civetweb binds addresses, not names. */
 static int parse_listen(const char *v, char **host, int *port)
 {
@@ -1448,6 +1501,71 @@ static void k_jwt_public_key_roles_claim(set_ctx *x, const cfg_entry *e)
 	get_nonempty(x, e, &x->s->jwt_public_roles);
 }
 
+#define MSG_JWKS_URL                                                                      \
+	"expected https://HOST[:PORT][/PATH], or http:// to a loopback address (keys fetched " \
+	"in clear from elsewhere could be forged)"
+
+static int loopback_host(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (!strcasecmp(host, "localhost"))
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The provider's jwks_uri: evhostd fetches its keys (jwksfetch.c). Over
+ * TLS, unless the provider is on this host. */
+static void k_jwt_jwks_url(set_ctx *x, const cfg_entry *e)
+{
+	settings *s = x->s;
+	url_parts u;
+	const char *why;
+
+	if (!*e->value)
+		return;
+	if (parse_http_url(e->value, 1, &u, &why) != 0) {
+		bad_value(x, e, why ? why : MSG_JWKS_URL);
+		return;
+	}
+	if (!u.tls && !loopback_host(u.host)) {
+		bad_value(x, e, MSG_JWKS_URL);
+		free(u.host);
+		free(u.port);
+		free(u.path);
+		return;
+	}
+	free(s->jwks_url);
+	free(s->jwks_host);
+	free(s->jwks_port);
+	free(s->jwks_target);
+	s->jwks_url = xstrdup(e->value);
+	s->jwks_tls = u.tls;
+	s->jwks_host = u.host;
+	s->jwks_port = u.port;
+	if (!*u.path) {
+		free(u.path);
+		u.path = xstrdup("/");
+	}
+	s->jwks_target = u.path;
+}
+
+static void k_jwt_jwks_ca_file(set_ctx *x, const cfg_entry *e)
+{
+	get_path(x, e, &x->s->jwks_ca_file);
+}
+
+static void k_jwt_jwks_refresh(set_ctx *x, const cfg_entry *e)
+{
+	int64_t ms;
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < 5000 || ms > 86400000)
+		bad_value(x, e, "expected a duration from 5s to 24h, such as 15m or 1h");
+	else
+		x->s->jwks_refresh_s = (int)(ms / 1000);
+}
+
 static const key_def auth_keys[] = {
     {"jwt_secret_file", k_jwt_secret_file},
     {"jwt_previous_secret_file", k_jwt_previous_secret_file},
@@ -1456,6 +1574,9 @@ static const key_def auth_keys[] = {
     {"jwt_public_key_issuer", k_jwt_public_key_issuer},
     {"jwt_public_key_audience", k_jwt_public_key_audience},
     {"jwt_public_key_roles_claim", k_jwt_public_key_roles_claim},
+    {"jwt_jwks_url", k_jwt_jwks_url},
+    {"jwt_jwks_ca_file", k_jwt_jwks_ca_file},
+    {"jwt_jwks_refresh", k_jwt_jwks_refresh},
     {NULL, NULL},
 };
 
@@ -1514,64 +1635,32 @@ static const key_def admin_keys[] = {
 static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
-	const char *v = e->value, *h, *he, *p;
-	char *host, *port = NULL;
-	int n, tls;
+	url_parts u;
+	const char *why;
+	int n;
 
-	if (!*v)
+	if (!*e->value)
 		return; /* off */
-	tls = !strncasecmp(v, "https://", 8);
-	if (!tls && strncasecmp(v, "http://", 7) != 0) {
-		bad_value(x, e, MSG_OTLP_URL);
-		return;
-	}
-	h = v + (tls ? 8 : 7);
-	if (*h == '[') {
-		he = strchr(h, ']');
-		p = he ? he + 1 : NULL;
-		h++;
-	} else {
-		he = h + strcspn(h, ":/?#");
-		p = he;
-	}
-	if (!he || he == h || !p || (*p && *p != ':' && *p != '/') ||
-	    strcspn(h, " \t\"@") < (size_t)(he - h)) {
-		bad_value(x, e, MSG_OTLP_URL);
-		return;
-	}
-	host = xstrndup(h, (size_t)(he - h));
-	if (*p == ':') {
-		size_t plen = strcspn(p + 1, "/");
-		port = xstrndup(p + 1, plen);
-		if (parse_port(port, &n) < 0 || n == 0) {
-			bad_value(x, e, "expected a port of 1-65535 after the host");
-			free(host);
-			free(port);
-			return;
-		}
-		p += 1 + plen;
-	}
-	if (strpbrk(p, "?# \t\"")) {
-		bad_value(x, e, "expected a path without query, fragment or spaces");
-		free(host);
-		free(port);
+	if (parse_http_url(e->value, 0, &u, &why) != 0) {
+		bad_value(x, e, why ? why : MSG_OTLP_URL);
 		return;
 	}
 	free(s->trace_host);
 	free(s->trace_port);
 	free(s->trace_path);
 	free(s->trace_endpoint);
-	s->trace_tls = tls;
-	s->trace_host = host;
-	s->trace_port = port ? port : xstrdup(tls ? "443" : "80");
+	s->trace_tls = u.tls;
+	s->trace_host = u.host;
+	s->trace_port = u.port;
 	/* "/v1/traces" after the path, without a doubled '/'. */
-	n = (int)strlen(p);
-	while (n > 0 && p[n - 1] == '/')
+	n = (int)strlen(u.path);
+	while (n > 0 && u.path[n - 1] == '/')
 		n--;
-	s->trace_path = xasprintf("%.*s/v1/traces", n, p);
-	s->trace_endpoint =
-	    xasprintf("%s://%s%s%s:%s%s", tls ? "https" : "http", strchr(host, ':') ? "[" : "",
-	              host, strchr(host, ':') ? "]" : "", s->trace_port, s->trace_path);
+	s->trace_path = xasprintf("%.*s/v1/traces", n, u.path);
+	free(u.path);
+	s->trace_endpoint = xasprintf("%s://%s%s%s:%s%s", u.tls ? "https" : "http",
+	                              strchr(u.host, ':') ? "[" : "", u.host,
+	                              strchr(u.host, ':') ? "]" : "", s->trace_port, s->trace_path);
 }
 
 static void k_otlp_ca_file(set_ctx *x, const cfg_entry *e)
@@ -1850,6 +1939,7 @@ static void settings_defaults(set_ctx *x)
 	s->trace_queue_size = 2048;
 	s->trace_batch_size = 512;
 	s->trace_interval_ms = 2000;
+	s->jwks_refresh_s = 3600;
 	s->trace_timeout_ms = 10000;
 }
 
@@ -1949,7 +2039,7 @@ static void check_cross(set_ctx *x)
 {
 	const cfg *c = x->c;
 	settings *s = x->s;
-	const cfg_entry *e;
+	const cfg_entry *e, *url;
 
 	if (!cfg_find(c, "kafka", "brokers"))
 		diag_add(x->d, c->main_file, 0, "[kafka] brokers is required "
@@ -1999,16 +2089,39 @@ static void check_cross(set_ctx *x)
 		diag_add(x->d, e->file, e->line,
 		         "[auth] jwt_public_key_file needs jwt_public_key_issuer (the iss its tokens "
 		         "carry): without it, tokens of any issuer those keys sign would do");
+	e = cfg_find(c, "auth", "jwt_jwks_url");
+	if (e && s->jwks_url && s->jwt_public_key_file)
+		diag_add(x->d, e->file, e->line,
+		         "[auth] jwt_jwks_url and jwt_public_key_file are both set: keep one (the URL "
+		         "fetches the provider's keys, the file is a copy saved by hand)");
+	else if (e && s->jwks_url && !s->jwt_public_issuer)
+		diag_add(x->d, e->file, e->line,
+		         "[auth] jwt_jwks_url needs jwt_public_key_issuer (the iss its tokens carry): "
+		         "without it, tokens of any issuer those keys sign would do");
+	/* A jwt_jwks_url refused above counts as given: one error, not two. */
+	url = cfg_find(c, "auth", "jwt_jwks_url");
 	for (const char *const *k = (const char *const[]){"jwt_public_key_issuer",
 	                                                  "jwt_public_key_audience",
 	                                                  "jwt_public_key_roles_claim", NULL};
 	     *k; k++) {
 		e = cfg_find(c, "auth", *k);
-		if (e && *e->value && !s->jwt_public_key_file)
+		if (e && *e->value && !s->jwt_public_key_file && !(url && *url->value))
 			diag_add(x->d, e->file, e->line,
-			         "[auth] %s is set but jwt_public_key_file is not: no token is checked "
-			         "with it",
+			         "[auth] %s is set but neither jwt_public_key_file nor jwt_jwks_url is: "
+			         "no token is checked with it",
 			         *k);
+	}
+	for (const char *const *k = (const char *const[]){"jwt_jwks_ca_file", "jwt_jwks_refresh",
+	                                                  NULL};
+	     *k; k++) {
+		e = cfg_find(c, "auth", *k);
+		if (e && *e->value && !(url && *url->value))
+			diag_add(x->d, e->file, e->line,
+			         "[auth] %s is set but jwt_jwks_url is not: no keys are fetched", *k);
+		else if (e && *e->value && s->jwks_url && !s->jwks_tls &&
+		         !strcmp(*k, "jwt_jwks_ca_file"))
+			diag_add(x->d, e->file, e->line,
+			         "[auth] jwt_jwks_ca_file is set but jwt_jwks_url is http://, without TLS");
 	}
 	for (const char *const *k = (const char *const[]){"otlp_ca_file", "otlp_client_certificate",
 	                                                  NULL};
@@ -2090,6 +2203,11 @@ void settings_free(settings *s)
 	free(s->jwt_public_issuer);
 	free(s->jwt_public_audience);
 	free(s->jwt_public_roles);
+	free(s->jwks_url);
+	free(s->jwks_host);
+	free(s->jwks_port);
+	free(s->jwks_target);
+	free(s->jwks_ca_file);
 	free(s->admin_token_file);
 	free_secret(s->admin_token);
 	free(s->source);

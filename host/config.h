@@ -119,6 +119,12 @@ typedef struct settings {
 	char *jwt_public_keys; /* the file's PEM text (evhostd parses it: host.c) */
 	size_t jwt_public_keys_len;
 	char *jwt_public_issuer, *jwt_public_audience, *jwt_public_roles;
+	/* [auth] jwt_jwks_*: or those keys fetched from the provider's jwks_uri */
+	char *jwks_url;                          /* as given, for the log; or NULL */
+	char *jwks_host, *jwks_port, *jwks_target; /* its parts (target: path and query) */
+	int jwks_tls;                            /* https:// */
+	char *jwks_ca_file;                      /* the CAs trusted for the provider, or NULL */
+	int jwks_refresh_s;                      /* jwt_jwks_refresh, default 3600 */
 	char *admin_token_file;
 	char *admin_token; /* its first line, read with the configuration; or NULL */
 	int admin_https;       /* [admin] https: also over [http] tls_listen (default false) */

@@ -20,6 +20,7 @@
 #include "http.h"
 #include "jsonb.h"
 #include "jwks.h"
+#include "jwksfetch.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -200,6 +201,21 @@ static void host_check_trace_tls(host *h, diag *d)
 	}
 }
 
+/* [auth] jwt_jwks_url's fetcher, made (its CAs read) but not started: a bad
+ * jwt_jwks_ca_file is said at its line. Nothing is fetched here
+ * (--check-config does not depend on the provider being up). */
+static void host_check_jwks(host *h, diag *d)
+{
+	const cfg_entry *e = cfg_find(&h->cfg, "auth", "jwt_jwks_ca_file");
+	char err[512];
+	if (!h->set.jwks_url || !h->set.jwt_public_issuer || h->set.jwt_public_key_file)
+		return;
+	if (!e)
+		e = cfg_find(&h->cfg, "auth", "jwt_jwks_url");
+	if (!(h->jwks = jwks_fetcher_new(&h->set, err, sizeof err)))
+		diag_add(d, e->file, e->line, "[auth] %s: %s", e->key, err);
+}
+
 /* [auth] jwt_public_key_file's keys (PEM, or a JWKS turned into PEM), read
  * by OpenSSL: what is wrong with them is said at the key's line
  * (--check-config, the start, a reload). Kept in h until an auth_keyset
@@ -249,6 +265,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	host_check_tls(h, d);
 	host_check_trace_tls(h, d);
 	host_check_jwt_keys(h, d);
+	host_check_jwks(h, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;
@@ -431,10 +448,12 @@ static void host_reload_auth(host *h, host *next)
 	    !same_key(cur->previous, cur->previous_len, n->jwt_previous_secret,
 	              n->jwt_previous_secret_len);
 	int issuer_changed = strcmp(cur->issuer, n->jwt_issuer ? n->jwt_issuer : "") != 0;
+	int jwks_changed =
+	    cur->jwks ? !next->jwks || !jwks_fetcher_same(cur->jwks, n) : next->jwks != NULL;
 	int public_changed = !same_text(cur->pk_text, n->jwt_public_keys) ||
 	                     !same_text(cur->pk_issuer, n->jwt_public_issuer) ||
 	                     !same_text(cur->pk_audience, n->jwt_public_audience) ||
-	                     !same_text(cur->pk_roles, n->jwt_public_roles);
+	                     !same_text(cur->pk_roles, n->jwt_public_roles) || jwks_changed;
 
 	if (!secret_changed && !previous_changed && !issuer_changed && !public_changed)
 		return;
@@ -443,6 +462,24 @@ static void host_reload_auth(host *h, host *next)
 	if (!k) {
 		log_error("host", "reload: out of memory: [auth] not applied, the old keys stay");
 		return;
+	}
+	k->jwks = cur->jwks;
+	if (jwks_changed && next->jwks) {
+		/* Fetched before the new set is in use; the fetcher it replaces
+		 * stops, kept for requests that still hold the old set. */
+		if (jwks_fetcher_start(next->jwks) != 0) {
+			log_error("host", "reload: [auth] not applied, the old keys stay");
+			auth_keyset_free(k);
+			return;
+		}
+		if (h->jwks)
+			jwks_fetcher_retire(next->jwks, h->jwks);
+		k->jwks = h->jwks = next->jwks;
+		next->jwks = NULL;
+	} else if (jwks_changed) {
+		/* No URL now: the fetcher stops, kept (h->jwks) until exit. */
+		jwks_fetcher_stop(cur->jwks);
+		k->jwks = NULL;
 	}
 	k->older = cur;
 	atomic_store(&h->auth, k);
@@ -463,9 +500,13 @@ static void host_reload_auth(host *h, host *next)
 	if (public_changed && k->pubkeys)
 		log_info("host", "reload: [auth] tokens of %s are now checked with the %d key(s) in %s",
 		         k->pk_issuer, k->nrsa + k->nec, n->jwt_public_key_file);
+	else if (public_changed && k->jwks)
+		log_info("host", "reload: [auth] tokens of %s are now checked with the keys fetched "
+		                 "from %s",
+		         k->pk_issuer, jwks_fetcher_url(k->jwks));
 	else if (public_changed)
-		log_info("host", "reload: [auth] no jwt_public_key_file: tokens of another issuer "
-		                 "are refused");
+		log_info("host", "reload: [auth] no jwt_public_key_file or jwt_jwks_url: tokens of "
+		                 "another issuer are refused");
 }
 
 /* [tracing] keys with no otlp_endpoint (commented out, say) do nothing:
@@ -493,6 +534,12 @@ int host_start(host *h)
 	if (!atomic_load(&h->auth)) {
 		log_error("host", "out of memory");
 		return -1;
+	}
+	if (h->jwks) {
+		/* Before HTTP: the first requests find the keys fetched (or cached). */
+		atomic_load(&h->auth)->jwks = h->jwks;
+		if (jwks_fetcher_start(h->jwks) != 0)
+			return -1;
 	}
 	if (atomic_load(&h->auth)->pubkeys) {
 		const auth_keyset *k = atomic_load(&h->auth);
@@ -743,6 +790,8 @@ void host_stop(host *h)
 	h->tls = NULL;
 	tls_pubkeys_free(h->jwt_pubkeys);
 	h->jwt_pubkeys = NULL;
+	jwks_fetcher_free(h->jwks); /* HTTP has stopped: no request holds its keys */
+	h->jwks = NULL;
 	tls_client_free(h->trace_tls);
 	h->trace_tls = NULL;
 	settings_free(&h->set);

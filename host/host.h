@@ -28,6 +28,9 @@ typedef struct auth_keyset {
 	void *pubkeys;
 	int nrsa, nec;
 	char *pk_text, *pk_issuer, *pk_audience, *pk_roles;
+	/* Or its keys fetched from [auth] jwt_jwks_url (jwksfetch.h; the host's,
+	 * borrowed here), or NULL. */
+	struct jwks_fetcher *jwks;
 	struct auth_keyset *older; /* the sets it replaced */
 } auth_keyset;
 
@@ -53,6 +56,8 @@ typedef struct host {
 	                               * until an auth_keyset takes it */
 	void *trace_tls;              /* [tracing]'s TLS client set up by host_configure,
 	                               * until trace_start takes it */
+	struct jwks_fetcher *jwks;    /* [auth] jwt_jwks_url's fetcher: made by host_configure,
+	                               * started by host_start (or a reload), freed at stop */
 	int jwt_nrsa, jwt_nec;
 	int jwt_left_out;             /* keys of a JWKS jwt_public_key_file left out */
 } host;

@@ -35,6 +35,7 @@
 #include "events.h"
 #include "json.h"
 #include "jwt.h"
+#include "jwksfetch.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -1107,12 +1108,49 @@ oom:
 
 /* A token naming a key the provider's set lacks: the operator hears of it
  * (at most once a minute, whichever worker sees it), the client gets 401. */
-static void warn_unknown_kid(http_server *srv)
+static void warn_unknown_kid(http_server *srv, const auth_keyset *k)
 {
-	if (log_due_shared(&srv->warned_kid_ms, clock_mono_ms(), 60000))
+	if (!log_due_shared(&srv->warned_kid_ms, clock_mono_ms(), 60000))
+		return;
+	if (k->jwks)
+		log_warn("http", "[auth] a token names a key (kid) the JWKS from %s does not have "
+		                 "(fetched again for such a token at most every %d s; said at most "
+		                 "once a minute)",
+		         jwks_fetcher_url(k->jwks), JWKS_REFETCH_MIN_MS / 1000);
+	else
 		log_warn("http", "[auth] a token names a key (kid) that jwt_public_key_file does not "
 		                 "have: if the provider rotated its keys, save its JWKS again and "
 		                 "reload (said at most once a minute)");
+}
+
+/* jwt_verify_keys with k's keys: the provider's fetched keys are held for
+ * the check. */
+static int verify_token(const auth_keyset *k, const char *token, evh_request *req,
+                        const char **why)
+{
+	jwks_view v = {.keys = k->pubkeys, .nrsa = k->nrsa, .nec = k->nec};
+	int rc;
+	if (k->jwks)
+		jwks_fetcher_acquire(k->jwks, &v);
+	rc = jwt_verify_keys(token,
+	                     &(jwt_keys){.secret = k->secret,
+	                                 .secret_len = k->len,
+	                                 .previous = k->previous,
+	                                 .previous_len = k->previous_len,
+	                                 .issuer = k->issuer,
+	                                 .pk_verify = v.keys || k->jwks ? tls_pubkeys_verify : NULL,
+	                                 .pk_ctx = v.keys,
+	                                 .pk_rsa = v.nrsa,
+	                                 .pk_ec = v.nec,
+	                                 .pk_issuer = k->pk_issuer,
+	                                 .pk_audience = k->pk_audience,
+	                                 .pk_roles = k->pk_roles,
+	                                 .pk_pending = k->jwks && !v.keys ? jwt_reason_keys_pending
+	                                                                  : NULL},
+	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why);
+	if (k->jwks)
+		jwks_fetcher_release(k->jwks);
+	return rc;
 }
 
 /* 0 when the bearer token is good for this route; else fills 401/403. */
@@ -1121,6 +1159,7 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 {
 	const auth_keyset *k = host_auth(srv->h);
 	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
+	int rc;
 	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "a bearer token is required");
@@ -1129,37 +1168,30 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
-	if ((!k->secret || k->len == 0) && !k->pubkeys) {
+	if ((!k->secret || k->len == 0) && !k->pubkeys && !k->jwks) {
 		if (!atomic_exchange(&srv->warned_no_secret, 1))
 			log_warn("http", "routes need bearer tokens but neither [auth] jwt_secret_file "
-			                 "nor jwt_public_key_file is set: every such request is refused");
+			                 "nor jwt_public_key_file nor jwt_jwks_url is set: every such "
+			                 "request is refused");
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "this server cannot check tokens");
 		return -1;
 	}
-	switch (jwt_verify_keys(hdr,
-	                        &(jwt_keys){.secret = k->secret,
-	                                    .secret_len = k->len,
-	                                    .previous = k->previous,
-	                                    .previous_len = k->previous_len,
-	                                    .issuer = k->issuer,
-	                                    .pk_verify = k->pubkeys ? tls_pubkeys_verify : NULL,
-	                                    .pk_ctx = k->pubkeys,
-	                                    .pk_rsa = k->nrsa,
-	                                    .pk_ec = k->nec,
-	                                    .pk_issuer = k->pk_issuer,
-	                                    .pk_audience = k->pk_audience,
-	                                    .pk_roles = k->pk_roles},
-	                        (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, &why)) {
+	rc = verify_token(k, hdr, req, &why);
+	/* The provider may have rotated its keys: fetch them again (at most
+	 * once every few seconds) and check once more. */
+	if (rc == -1 && why == jwt_reason_unknown_kid && k->jwks && jwks_fetcher_refetch(k->jwks))
+		rc = verify_token(k, hdr, req, &why);
+	switch (rc) {
 	case 0:
 		break;
 	case -2: /* not the token's fault: it may well be good */
-		http_resp_header(resp, "Retry-After", "1");
+		http_resp_header(resp, "Retry-After", why == jwt_reason_keys_pending ? "5" : "1");
 		problem(resp, 503, "unavailable", "%s", why);
 		return -1;
 	default:
 		if (why == jwt_reason_unknown_kid)
-			warn_unknown_kid(srv);
+			warn_unknown_kid(srv, k);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;

@@ -181,6 +181,7 @@ static const char *alg_refused(const jwt_keys *k)
 #define KID_MAX 255
 
 const char jwt_reason_unknown_kid[] = "token signed with an unknown key (kid)";
+const char jwt_reason_keys_pending[] = "the identity provider's keys are not fetched yet";
 
 /* The header's algorithm, if `k` has keys for it: HS256 with a secret,
  * RS256 and ES256 with public keys of that kind, never another (no "none",
@@ -201,6 +202,9 @@ static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jw
 		why = "token header has no alg";
 	else if (!strcmp(a->valuestring, "HS256") && k->secret && k->secret_len)
 		*alg = ALG_HS256;
+	else if ((!strcmp(a->valuestring, "RS256") || !strcmp(a->valuestring, "ES256")) && pk &&
+	         k->pk_pending)
+		why = k->pk_pending;
 	else if (!strcmp(a->valuestring, "RS256") && pk && k->pk_rsa)
 		*alg = ALG_RS256;
 	else if (!strcmp(a->valuestring, "ES256") && pk && k->pk_ec)
@@ -465,7 +469,7 @@ int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leewa
 	if (reason)
 		*reason = why;
 	if (why)
-		return why == no_memory ? -2 : -1;
+		return why == no_memory || (k->pk_pending && why == k->pk_pending) ? -2 : -1;
 	if (out)
 		*out = tmp;
 	return 0;

@@ -35,16 +35,22 @@ typedef struct jwt_keys {
 	void *pk_ctx;
 	int pk_rsa, pk_ec;
 	const char *pk_issuer, *pk_audience, *pk_roles;
+	/* Non-NULL: another issuer's keys are to come (jwt_reason_keys_pending):
+	 * its RS256 and ES256 tokens are answered -2, not refused. */
+	const char *pk_pending;
 } jwt_keys;
 
 /* The reason jwt_verify_keys gives (this very pointer) for a token whose kid
  * no key of another issuer has: a rotation its key file missed, likely. */
 extern const char jwt_reason_unknown_kid[];
+/* The reason for pk_pending: the provider's keys are not fetched yet. */
+extern const char jwt_reason_keys_pending[];
 
 /* Verify the signature with the key its algorithm names (no other: "none"
  * and algorithms without a key are refused), exp (with `leeway_s`), nbf,
  * and the claims `k` asks for. Returns 0, or -1 with a static reason, or -2
- * when it could not tell for want of memory (the token may be good). */
+ * when it could not tell for want of memory or of the issuer's keys
+ * (pk_pending: the token may be good). */
 int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
                     jwt_claims *out, const char **reason);
 

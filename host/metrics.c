@@ -30,6 +30,7 @@
 
 #include "admin.h"
 #include "host.h"
+#include "jwksfetch.h"
 #include "store.h"
 #include "textbuf.h"
 #include "tls_compat.h"
@@ -636,6 +637,27 @@ static void render_trace(textbuf *o)
 		tb_printf(o, "%s{outcome=\"%s\"} %" PRIu64 "\n", name, outcome[i], v[i]);
 }
 
+/* [auth] jwt_jwks_url's fetches: only once one was made (a last-success
+ * time of 0 would set off an alert on its age where nothing is fetched). */
+static void render_jwks(textbuf *o)
+{
+	static const char *const name = "evhost_jwks_fetches_total";
+	uint64_t ok, failed;
+	int64_t last;
+	jwks_stats(&ok, &failed, &last);
+	if (!ok && !failed)
+		return;
+	put_head(o, name, "counter",
+	         "Fetches of the identity provider's keys ([auth] jwt_jwks_url): good, or failed "
+	         "(the keys fetched before stay in use).");
+	tb_printf(o, "%s{result=\"ok\"} %" PRIu64 "\n", name, ok);
+	tb_printf(o, "%s{result=\"failed\"} %" PRIu64 "\n", name, failed);
+	put_head(o, "evhost_jwks_last_success_timestamp_seconds", "gauge",
+	         "When the last good fetch of the provider's keys ended, in seconds since the "
+	         "epoch (0: none yet): alert when it is older than a few jwt_jwks_refresh.");
+	tb_printf(o, "evhost_jwks_last_success_timestamp_seconds %" PRId64 "\n", last);
+}
+
 /* Seconds since the epoch of a start `ticks_since_boot` clock ticks after
  * boot. From CLOCK_BOOTTIME, not /proc/stat's btime: the unit's
  * ProcSubset=pid hides /proc/stat. */
@@ -742,6 +764,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_lag(&o);
 	render_plugins(&o, h);
 	render_trace(&o);
+	render_jwks(&o);
 	render_tls(&o);
 	render_backup(&o, h);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",

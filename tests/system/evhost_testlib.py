@@ -14,10 +14,12 @@ import email.message
 import hashlib
 import hmac
 import http.client
+import http.server
 import json
 import os
 import random
 import signal
+import socketserver
 import socket
 import sqlite3
 import ssl
@@ -1107,3 +1109,291 @@ def count_rows(state_dir, plugin, table):
 def outbox_count(state_dir, plugin):
     """A plugin's events not yet acknowledged by Kafka."""
     return count_rows(state_dir, plugin, "evh_outbox")
+
+
+# ------------------------------------------------------------ JWKS provider
+
+class JwksRequest:
+    """One request a JwksServer received: method, target (path and query as
+    sent), version ("HTTP/1.1"), headers ({lower-case name: value}), time
+    (time.monotonic() when it came), done (when its answer was written, or
+    failed to be) and answer (what it was given, e.g. "200 chunked", "500",
+    "200 truncated")."""
+
+    def __init__(self, method, target, version, headers, when):
+        self.method, self.target, self.version = method, target, version
+        self.headers = headers
+        self.time = when
+        self.done = None
+        self.answer = None
+
+    def __repr__(self):
+        return f"<{self.method} {self.target} {self.version} -> {self.answer}>"
+
+
+class _JwksHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.owner._answer(self)
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_GET
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet, the requests are recorded
+        pass
+
+
+class _JwksHttpServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, owner, address, family):
+        self.owner = owner
+        self.address_family = family
+        super().__init__(address, _JwksHandler)
+
+    def server_bind(self):
+        # HTTPServer's would look the address up with getfqdn(): not needed here.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def finish_request(self, request, client_address):
+        # Runs in the connection's own thread: a TLS handshake that fails or
+        # stalls holds up no other connection.
+        owner = self.owner
+        with owner._lock:
+            owner.connections += 1
+        request.settimeout(10)
+        tls = owner.tls
+        conn = request
+        if tls:
+            try:
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+                conn = ctx.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                with owner._lock:
+                    owner.tls_failures.append(repr(exc))
+                return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        except OSError:
+            pass  # the client went away: nothing to answer
+        finally:
+            if conn is not request:
+                try:
+                    conn.unwrap()  # close_notify: the end of a close-delimited answer
+                except (OSError, ValueError):
+                    pass
+                conn.close()
+
+    def handle_error(self, request, client_address):
+        # Quiet (a test asserts on what was recorded), but a fault of the
+        # server itself is kept for the one reading `errors`.
+        import traceback
+        with self.owner._lock:
+            self.owner.errors.append(traceback.format_exc())
+
+
+class JwksServer:
+    """An identity provider's jwks_uri on 127.0.0.1 (or host="localhost",
+    then also on ::1 when this machine has it, same port): answers GET
+    `path` (with its query, if any, compared as sent) with the JSON of the
+    mutable dict `jwks`; other targets get 404.
+
+    tls=(cert, key) for https (the default when given; may be changed while
+    running: each new connection uses the pair set then), None for plain
+    http. `url` is what evhostd's jwt_jwks_url takes.
+
+    Settable at any time, for every later answer:
+      framing  "length" (Content-Length), "chunked" (Transfer-Encoding:
+               chunked, several chunks written apart), "close" (no length:
+               the body ends with the connection, written in pieces)
+      status   an HTTP status to answer instead (with `headers`, e.g.
+               {"Location": ...}, and a short text body)
+      body     raw bytes to send instead of the JSON of `jwks`
+      truncate True: announce a Content-Length larger than the body sent,
+               then close
+      delay    seconds to wait before answering (stop() ends the wait)
+    answer_next(**how) queues a one-off answer (the same names, plus jwks)
+    for the next request; queued ones are used in order before the
+    standing settings.
+
+    Records every request in `requests` (JwksRequest), the connections it
+    accepted in `connections`, failed TLS handshakes in `tls_failures` and
+    its own faults (tracebacks) in `errors`.
+    stop() and start() again reuse the same port (for "provider down"
+    tests); a context manager: started on entry, stopped on exit.
+    """
+
+    def __init__(self, jwks=None, *, tls=None, path="/realms/shop/protocol/openid-connect/certs",
+                 port=None, host="127.0.0.1"):
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError("JwksServer listens on loopback only: 127.0.0.1 or localhost")
+        self.jwks = jwks if jwks is not None else {"keys": []}
+        self.tls = tls
+        self.path = path
+        self.host = host
+        self.port = port or free_port()
+        self.framing = "length"
+        self.status = None
+        self.headers = {}
+        self.body = None
+        self.truncate = False
+        self.delay = 0
+        self._requests = []
+        self.connections = 0
+        self.tls_failures = []
+        self.errors = []
+        self._queue = []
+        self._lock = threading.Lock()
+        self._servers = []
+        self._threads = []
+        self._stopping = threading.Event()
+
+    # -- addresses
+    @property
+    def scheme(self):
+        return "https" if self.tls else "http"
+
+    def url_for(self, target):
+        return f"{self.scheme}://{self.host}:{self.port}{target}"
+
+    @property
+    def url(self):
+        return self.url_for(self.path)
+
+    # -- what it answers
+    def answer_next(self, **how):
+        allowed = {"framing", "status", "headers", "body", "truncate", "delay", "jwks"}
+        if set(how) - allowed:
+            raise ValueError(f"answer_next takes {sorted(allowed)}, not {sorted(set(how))}")
+        with self._lock:
+            self._queue.append(how)
+
+    @property
+    def requests(self):
+        with self._lock:
+            return list(self._requests)
+
+    def wait_requests(self, n, timeout=10.0):
+        """Wait until at least n requests came; return them all."""
+        def enough():
+            got = self.requests
+            return got if len(got) >= n else None
+        try:
+            return wait_until(enough, timeout, 0.05)
+        except AssertionError:
+            raise AssertionError(f"expected {n} request(s) at {self.url} within {timeout:g}s, "
+                                 f"got {self.requests}") from None
+
+    def _answer(self, h):
+        headers = {k.lower(): v for k, v in h.headers.items()}
+        req = JwksRequest(h.command, h.path, h.request_version, headers, time.monotonic())
+        with self._lock:
+            how = self._queue.pop(0) if self._queue else {}
+            self._requests.append(req)
+            framing = how.get("framing", self.framing)
+            status = how.get("status", self.status)
+            extra = dict(how.get("headers", self.headers) or {})
+            body = how.get("body", self.body)
+            truncate = how.get("truncate", self.truncate)
+            delay = how.get("delay", self.delay)
+            jwks = how.get("jwks", self.jwks)
+            body_json = json.dumps(jwks, indent=2).encode() if body is None else None
+        h.close_connection = True
+        if delay:
+            self._stopping.wait(delay)
+        if status is None and (h.command != "GET" or h.path != self.path):
+            status = 404 if h.command == "GET" else 405
+            body = None
+        if status is not None:
+            payload = body if body is not None else f"{status}\n".encode()
+            ctype = "text/plain"
+            req.answer = str(status)
+        else:
+            payload = body if body is not None else body_json
+            ctype = "application/json"
+            req.answer = f"200 {'truncated' if truncate else framing}"
+        head = [f"HTTP/1.1 {status or 200} {_reason(status or 200)}",
+                f"Content-Type: {ctype}", "Cache-Control: max-age=300",
+                "Connection: close"]
+        head += [f"{k}: {v}" for k, v in extra.items()]
+        pieces = [payload]
+        if truncate:
+            head.append(f"Content-Length: {len(payload) + 1000}")
+            pieces = [payload[:len(payload) // 2]]
+        elif framing == "chunked" and status is None:
+            head.append("Transfer-Encoding: chunked")
+            cuts = sorted({0, 1, 8, len(payload) // 3, len(payload) // 2, len(payload)})
+            chunks = [payload[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+            pieces = [b"%x\r\n%s\r\n" % (len(c), c) for c in chunks] + [b"0\r\n\r\n"]
+        elif framing == "close" and status is None:
+            third = max(1, len(payload) // 3)
+            pieces = [payload[:third], payload[third:2 * third], payload[2 * third:]]
+        else:
+            head.append(f"Content-Length: {len(payload)}")
+        try:
+            h.wfile.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            for i, piece in enumerate(pieces):
+                if i:
+                    h.wfile.flush()
+                    time.sleep(0.01)  # apart: the reader gets them in separate reads
+                h.wfile.write(piece)
+            h.wfile.flush()
+        except OSError:
+            req.answer += " (the client had gone)"
+            raise
+        finally:
+            req.done = time.monotonic()
+
+    # -- running
+    def start(self):
+        if self._servers:
+            return self
+        self._stopping.clear()
+        addresses = [(socket.AF_INET, ("127.0.0.1", self.port))]
+        if self.host == "localhost":
+            addresses.append((socket.AF_INET6, ("::1", self.port)))
+        for family, address in addresses:
+            try:
+                server = _JwksHttpServer(self, address, family)
+            except OSError:
+                if family == socket.AF_INET6:
+                    continue  # no ::1 here: localhost is 127.0.0.1 alone
+                self.stop()
+                raise
+            t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+                                 name=f"jwks-{address[0]}:{self.port}", daemon=True)
+            t.start()
+            self._servers.append(server)
+            self._threads.append(t)
+        return self
+
+    def stop(self):
+        """Stop listening (the port is free again at once); answers held by a
+        delay are let go."""
+        self._stopping.set()
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._servers, self._threads = [], []
+
+    @property
+    def running(self):
+        return bool(self._servers)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _reason(status):
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Whatever"

@@ -819,12 +819,100 @@ static void test_jwt_public_keys(void **state)
 	expect_one_error(text, "a.conf", "a.conf:4: [auth] jwt_public_key_file needs "
 	                                 "jwt_public_key_issuer");
 	expect_one_error(MIN_KAFKA "[auth]\njwt_public_key_audience = shop\n", "a.conf",
-	                 "a.conf:4: [auth] jwt_public_key_audience is set but jwt_public_key_file "
-	                 "is not");
+	                 "a.conf:4: [auth] jwt_public_key_audience is set but neither "
+	                 "jwt_public_key_file nor jwt_jwks_url is");
 	snprintf(text, sizeof text,
 	         MIN_KAFKA "[auth]\njwt_public_key_file = %s/none.pem\njwt_public_key_issuer = i\n",
 	         f->dir);
 	expect_one_error(text, "a.conf", "a.conf:4: [auth] jwt_public_key_file: cannot read");
+}
+
+/* [auth] jwt_jwks_url: its parts as the fetcher uses them; TLS unless the
+ * provider is on this host; the keys that go with it. */
+static void jwks_url(fixture *f, const char *url, int tls, const char *host, const char *port,
+                     const char *target)
+{
+	char text[512];
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[auth]\njwt_jwks_url = %s\njwt_public_key_issuer = https://idp\n", url);
+	assert_int_equal(settings_of(f, text, "a.conf"), 0);
+	assert_string_equal(f->s.jwks_url, url);
+	assert_int_equal(f->s.jwks_tls, tls);
+	assert_string_equal(f->s.jwks_host, host);
+	assert_string_equal(f->s.jwks_port, port);
+	assert_string_equal(f->s.jwks_target, target);
+	assert_int_equal(f->s.jwks_refresh_s, 3600);
+}
+
+static void test_jwks_url(void **state)
+{
+	fixture *f = *state;
+	char text[512];
+	jwks_url(f, "https://sso.example.com/realms/shop/protocol/openid-connect/certs", 1,
+	         "sso.example.com", "443", "/realms/shop/protocol/openid-connect/certs");
+	jwks_url(f, "HTTPS://idp:8443", 1, "idp", "8443", "/");
+	jwks_url(f, "https://www.googleapis.com/oauth2/v3/certs?x=1", 1, "www.googleapis.com",
+	         "443", "/oauth2/v3/certs?x=1");
+	jwks_url(f, "http://127.0.0.1:8080/certs", 0, "127.0.0.1", "8080", "/certs");
+	jwks_url(f, "http://127.9.8.7/c", 0, "127.9.8.7", "80", "/c");
+	jwks_url(f, "http://LocalHost:1/", 0, "LocalHost", "1", "/");
+	jwks_url(f, "http://[::1]:9000/jwks", 0, "::1", "9000", "/jwks");
+	jwks_url(f, "https://[2001:db8::1]/jwks", 1, "2001:db8::1", "443", "/jwks");
+
+	for (const char *const *bad = (const char *const[]){
+	         "http://idp.example/certs", "http://10.0.0.1/certs", "http://[::2]/c",
+	         "http://localhost.idp.example/c", "http://127.0.0.1.idp.example/c", "ftp://idp/c",
+	         "https://", "https:///c", "idp.example/certs", "https://[::1/c",
+	         "https://user@idp/c", NULL};
+	     *bad; bad++) {
+		snprintf(text, sizeof text,
+		         MIN_KAFKA "[auth]\njwt_jwks_url = %s\njwt_public_key_issuer = i\n", *bad);
+		expect_one_error(text, "a.conf",
+		                 "a.conf:4: [auth] jwt_jwks_url: expected https://HOST[:PORT][/PATH], "
+		                 "or http:// to a loopback address");
+	}
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_url = https://idp:0/c\njwt_public_key_issuer "
+	                           "= i\n",
+	                 "a.conf", "a.conf:4: [auth] jwt_jwks_url: expected a port of 1-65535");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c#k\njwt_public_key_issuer "
+	                           "= i\n",
+	                 "a.conf", "a.conf:4: [auth] jwt_jwks_url: expected a path without fragment");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n", "a.conf",
+	                 "a.conf:4: [auth] jwt_jwks_url needs jwt_public_key_issuer");
+	write_file(f, "idp.pem", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\njwt_public_key_file = %s/idp.pem\n"
+	                   "jwt_public_key_issuer = i\n",
+	         f->dir);
+	expect_one_error(text, "a.conf",
+	                 "a.conf:4: [auth] jwt_jwks_url and jwt_public_key_file are both set");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_ca_file = /etc/ssl/ca.pem\n", "a.conf",
+	                 "a.conf:4: [auth] jwt_jwks_ca_file is set but jwt_jwks_url is not");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_refresh = 5m\n", "a.conf",
+	                 "a.conf:4: [auth] jwt_jwks_refresh is set but jwt_jwks_url is not");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_url = http://127.0.0.1/c\n"
+	                           "jwt_public_key_issuer = i\njwt_jwks_ca_file = /etc/ca.pem\n",
+	                 "a.conf",
+	                 "a.conf:6: [auth] jwt_jwks_ca_file is set but jwt_jwks_url is http://");
+	for (const char *const *bad = (const char *const[]){"4s", "2d", "soon", "0", "", NULL};
+	     *bad; bad++) {
+		snprintf(text, sizeof text,
+		         MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\njwt_public_key_issuer = i\n"
+		                   "jwt_jwks_refresh = %s\n",
+		         *bad);
+		expect_one_error(text, "a.conf",
+		                 "a.conf:6: [auth] jwt_jwks_refresh: expected a duration from 5s to 24h");
+	}
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
+	                                          "jwt_public_key_issuer = i\njwt_jwks_refresh = 5s\n",
+	                             "a.conf"),
+	                 0);
+	assert_int_equal(f->s.jwks_refresh_s, 5);
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
+	                                          "jwt_public_key_issuer = i\njwt_jwks_refresh = 24h\n",
+	                             "a.conf"),
+	                 0);
+	assert_int_equal(f->s.jwks_refresh_s, 86400);
 }
 
 static void test_jwt_secret_errors(void **state)
@@ -1462,6 +1550,7 @@ int main(void)
 	    T(test_tracing),
 	    T(test_tracing_headers),
 	    T(test_jwt_public_keys),
+	    T(test_jwks_url),
 	    cmocka_unit_test(test_key_matches),
 	    cmocka_unit_test(test_check_value),
 	    cmocka_unit_test(test_diag),

@@ -491,6 +491,18 @@ static void test_foreign_tokens(void **state)
 	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
 	assert_int_equal(c.nroles, 2);
 	assert_string_equal(c.roles[0], "admin");
+	/* The provider's keys not fetched yet: its tokens cannot be told good
+	 * or bad (-2, the reason given), evhost's own are checked as ever. */
+	k = (jwt_keys){.secret = SECRET, .secret_len = SECRET_LEN, .issuer = "evhost",
+	               .pk_verify = fake_pk_verify, .pk_issuer = "https://idp",
+	               .pk_pending = jwt_reason_keys_pending};
+	for (const char *const *alg = (const char *const[]){"RS256", "ES256", NULL}; *alg; alg++) {
+		assert_int_equal(check_foreign(&k, *alg, "{" IDP "}", &c, &why), -2);
+		assert_ptr_equal(why, jwt_reason_keys_pending);
+	}
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
+	assert_int_equal(check_foreign(&k, "none", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "token algorithm is not HS256");
 }
 
 /* ------------------------------------------------------------------ JWKS */

@@ -1,0 +1,582 @@
+/* [auth] jwt_jwks_url: the provider's keys, fetched (jwksfetch.h). */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np */
+#include "jwksfetch.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "httpc.h"
+#include "jwks.h"
+#include "log.h"
+#include "textbuf.h"
+#include "tls_compat.h"
+
+#define CACHE_NAME "jwks-cache.json"
+#define HEAD_MAX 65536 /* the answer's status line and headers, beside the set */
+
+struct jwks_fetcher {
+	/* Settings, fixed. */
+	char *url, *host, *port, *request, *ca_file, *issuer, *cache_path;
+	int refresh_s;
+	void *tls; /* tls_client for https://, else NULL */
+	/* The keys, under rw: readers hold them for a check. */
+	pthread_rwlock_t rw;
+	void *keys;
+	int nrsa, nec;
+	/* The fetcher thread's own: the set in use, to tell a change. */
+	char *fingerprint;
+	int failures;
+	/* Under mu: the thread's schedule and what requests wait for. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+	int stopping, kick, fetching, started;
+	uint64_t attempts; /* fetches finished */
+	int64_t last_attempt_ms;
+	pthread_t thread;
+	struct jwks_fetcher *older; /* fetchers a reload replaced, freed with this one */
+};
+
+static _Atomic uint64_t n_ok, n_failed;
+static _Atomic int64_t last_ok_s;
+
+void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok)
+{
+	*ok = atomic_load(&n_ok);
+	*failed = atomic_load(&n_failed);
+	*last_ok = atomic_load(&last_ok_s);
+}
+
+static char *dup_opt(const char *s, int *oom)
+{
+	char *c = s ? strdup(s) : NULL;
+	if (s && !c)
+		*oom = 1;
+	return c;
+}
+
+static int same_opt(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
+{
+	jwks_fetcher *f = calloc(1, sizeof *f);
+	pthread_rwlockattr_t ra;
+	pthread_condattr_t ca;
+	textbuf req = {0};
+	int oom = 0, v6 = strchr(s->jwks_host, ':') != NULL;
+
+	if (!f) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	/* A writer (a new set) must not wait behind a stream of readers. */
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&f->rw, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&f->mu, NULL);
+	f->refresh_s = s->jwks_refresh_s;
+	f->url = dup_opt(s->jwks_url, &oom);
+	f->host = dup_opt(s->jwks_host, &oom);
+	f->port = dup_opt(s->jwks_port, &oom);
+	f->ca_file = dup_opt(s->jwks_ca_file, &oom);
+	f->issuer = dup_opt(s->jwt_public_issuer, &oom);
+	if (s->state_dir && asprintf(&f->cache_path, "%s/" CACHE_NAME, s->state_dir) < 0) {
+		f->cache_path = NULL;
+		oom = 1;
+	}
+	tb_puts(&req, "GET ");
+	tb_puts(&req, s->jwks_target);
+	tb_puts(&req, " HTTP/1.1\r\nHost: ");
+	tb_puts(&req, v6 ? "[" : "");
+	tb_puts(&req, s->jwks_host);
+	tb_puts(&req, v6 ? "]:" : ":");
+	tb_puts(&req, s->jwks_port);
+	tb_puts(&req, "\r\nUser-Agent: evhost/" EVHOST_VERSION
+	              "\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
+	f->request = req.p;
+	if (oom || req.oom) {
+		snprintf(err, errlen, "out of memory");
+		jwks_fetcher_free(f);
+		return NULL;
+	}
+	if (s->jwks_tls && !(f->tls = tls_client_new(s->jwks_ca_file, NULL, err, errlen))) {
+		jwks_fetcher_free(f);
+		return NULL;
+	}
+	return f;
+}
+
+int jwks_fetcher_same(const jwks_fetcher *f, const settings *s)
+{
+	return same_opt(f->url, s->jwks_url) && same_opt(f->ca_file, s->jwks_ca_file) &&
+	       same_opt(f->issuer, s->jwt_public_issuer) && f->refresh_s == s->jwks_refresh_s;
+}
+
+const char *jwks_fetcher_url(const jwks_fetcher *f) { return f->url; }
+
+/* ------------------------------------------------------------ fetching */
+
+/* Printable bytes of an answer's body, for the log. */
+static void excerpt(char *out, size_t n, const char *p, size_t len)
+{
+	size_t i;
+	for (i = 0; i + 1 < n && i < len && i < 120; i++)
+		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : ' ';
+	out[i] = '\0';
+}
+
+/* GET the set: the body (malloc'd, NUL-terminated) and its length, or NULL
+ * with the reason in err. */
+static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
+{
+	int64_t deadline = clock_mono_ms() + JWKS_FETCH_TIMEOUT_MS;
+	char why[256], start[128];
+	httpc_conn c;
+	httpc_answer a;
+	char *buf;
+	size_t n;
+	int rc;
+
+	if (httpc_open(&c, f->host, f->port, f->tls, deadline, err, errlen) != 0)
+		return NULL;
+	if (httpc_send(&c, f->request, strlen(f->request), deadline, why, sizeof why) != 0) {
+		snprintf(err, errlen, "sending the request failed: %s", why);
+		httpc_close(&c);
+		return NULL;
+	}
+	rc = httpc_recv_all(&c, JWKS_ANSWER_MAX + HEAD_MAX, deadline, &buf, &n, why, sizeof why);
+	httpc_close(&c);
+	if (!buf) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (rc > 0 || (rc < 0 && n == 0)) {
+		if (rc > 0)
+			snprintf(err, errlen, "the answer is larger than %d bytes", JWKS_ANSWER_MAX);
+		else if (!strcmp(why, "timed out"))
+			snprintf(err, errlen, "no answer within %d s", JWKS_FETCH_TIMEOUT_MS / 1000);
+		else
+			snprintf(err, errlen, "no answer: %s", why);
+		free(buf);
+		return NULL;
+	}
+	/* A TLS server may end without close_notify: what came is used when it
+	 * is a whole answer (a JWKS cut short is no longer JSON). */
+	if (httpc_parse_answer(buf, n, &a, err, errlen) != 0) {
+		if (rc < 0) {
+			size_t m = strlen(err);
+			snprintf(err + m, errlen - m, " (%s%s)",
+			         !strcmp(why, "timed out") ? "no more within the timeout: " : "", why);
+		}
+		free(buf);
+		return NULL;
+	}
+	if (a.status != 200) {
+		excerpt(start, sizeof start, a.body, a.body_len);
+		if (a.status >= 300 && a.status < 400 && a.location[0])
+			snprintf(err, errlen, "answered %d, a redirect to %s: set jwt_jwks_url to where "
+			                      "it leads",
+			         a.status, a.location);
+		else
+			snprintf(err, errlen, "answered %d%s%s", a.status, start[0] ? ": " : "", start);
+		free(buf);
+		return NULL;
+	}
+	if (a.body_len > JWKS_ANSWER_MAX) {
+		snprintf(err, errlen, "the answer is larger than %d bytes", JWKS_ANSWER_MAX);
+		free(buf);
+		return NULL;
+	}
+	memmove(buf, a.body, a.body_len);
+	buf[a.body_len] = '\0';
+	*len = a.body_len;
+	return buf;
+}
+
+/* A set read: its keys loaded, and what tells it from another. */
+typedef struct loaded {
+	void *keys;
+	int nrsa, nec, skipped;
+	char *fingerprint;
+} loaded;
+
+/* The set text[0..n) turned into keys. 0, or -1 with the reason in err. */
+static int load_set(const char *text, size_t n, loaded *out, char *err, size_t errlen)
+{
+	jwks_pem p;
+	textbuf fp = {0};
+	memset(out, 0, sizeof *out);
+	if (jwks_to_pem(text, n, &p, err, errlen) != 0)
+		return -1;
+	out->keys = tls_pubkeys_load(p.pem, p.len, p.labels, p.kids, &out->nrsa, &out->nec, err,
+	                             errlen);
+	out->skipped = p.skipped;
+	if (out->keys) {
+		tb_puts(&fp, p.pem);
+		for (int i = 0; i < p.nkeys; i++) {
+			tb_puts(&fp, "kid:");
+			tb_puts(&fp, p.kids[i] ? p.kids[i] : "");
+			tb_puts(&fp, "\n");
+		}
+		out->fingerprint = fp.p;
+		if (fp.oom) {
+			snprintf(err, errlen, "out of memory");
+			tls_pubkeys_free(out->keys);
+			free(fp.p);
+			out->keys = NULL;
+		}
+	}
+	jwks_pem_free(&p);
+	return out->keys ? 0 : -1;
+}
+
+/* Put the set in use (taking l's keys); 1 when it differs from the one in
+ * use, 0 when the same (l's keys freed). */
+static int use_set(jwks_fetcher *f, loaded *l)
+{
+	void *old;
+	if (f->fingerprint && !strcmp(f->fingerprint, l->fingerprint)) {
+		tls_pubkeys_free(l->keys);
+		free(l->fingerprint);
+		return 0;
+	}
+	pthread_rwlock_wrlock(&f->rw);
+	old = f->keys;
+	f->keys = l->keys;
+	f->nrsa = l->nrsa;
+	f->nec = l->nec;
+	pthread_rwlock_unlock(&f->rw);
+	tls_pubkeys_free(old);
+	free(f->fingerprint);
+	f->fingerprint = l->fingerprint;
+	return 1;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Keep the set in state_dir for a start while the provider is down: the
+ * URL, when, and the set as fetched; written whole (a new file renamed
+ * over the old, synced). A failure is logged and changes nothing else. */
+static void save_cache(jwks_fetcher *f, const char *text, size_t n)
+{
+	cJSON *root = cJSON_CreateObject(), *set = cJSON_ParseWithLength(text, n);
+	char when[32], *json = NULL, *tmp = NULL, *slash;
+	time_t now = time(NULL);
+	struct tm tm;
+	int fd = -1, dfd;
+
+	if (!f->cache_path)
+		goto out;
+	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+	if (!root || !set || !cJSON_AddStringToObject(root, "url", f->url) ||
+	    !cJSON_AddStringToObject(root, "fetched_at", when) ||
+	    !cJSON_AddItemToObject(root, "jwks", set)) {
+		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
+		goto out;
+	}
+	set = NULL; /* root's now */
+	if (!(json = cJSON_PrintUnformatted(root)) || asprintf(&tmp, "%s.tmp", f->cache_path) < 0) {
+		tmp = NULL;
+		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0 || write_all(fd, json, strlen(json)) != 0 || fsync(fd) != 0 ||
+	    rename(tmp, f->cache_path) != 0) {
+		log_warn("host", "cannot keep the JWKS in %s: %s", f->cache_path, strerror(errno));
+		if (fd >= 0)
+			unlink(tmp);
+		goto out;
+	}
+	if ((slash = strrchr(tmp, '/'))) {
+		*slash = '\0';
+		if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+			if (fsync(dfd) != 0)
+				log_warn("host", "cannot sync %s after writing %s: %s", tmp, CACHE_NAME,
+				         strerror(errno));
+			close(dfd);
+		}
+	}
+out:
+	if (fd >= 0)
+		close(fd);
+	cJSON_Delete(root);
+	cJSON_Delete(set);
+	free(json);
+	free(tmp);
+}
+
+/* The keys kept by an earlier run, when fetching at start failed: 0 when
+ * they are in use. Said in the log either way, unless there is no cache. */
+static int use_cache(jwks_fetcher *f)
+{
+	char err[512], *text = NULL, *set_text = NULL;
+	const cJSON *url, *when, *set;
+	cJSON *root = NULL;
+	loaded l;
+	long size;
+	FILE *fp;
+	int rc = -1;
+
+	if (!f->cache_path || !(fp = fopen(f->cache_path, "re")))
+		return -1;
+	if (fseek(fp, 0, SEEK_END) == 0 && (size = ftell(fp)) >= 0 &&
+	    size <= JWKS_ANSWER_MAX + 4096 && fseek(fp, 0, SEEK_SET) == 0 &&
+	    (text = malloc((size_t)size + 1)) && fread(text, 1, (size_t)size, fp) == (size_t)size) {
+		text[size] = '\0';
+		root = cJSON_ParseWithLength(text, (size_t)size);
+	}
+	fclose(fp);
+	url = cJSON_GetObjectItemCaseSensitive(root, "url");
+	when = cJSON_GetObjectItemCaseSensitive(root, "fetched_at");
+	set = cJSON_GetObjectItemCaseSensitive(root, "jwks");
+	if (!cJSON_IsString(url) || !cJSON_IsString(when) || !cJSON_IsObject(set)) {
+		log_warn("host", "%s is not a JWKS cache evhostd wrote: not used", f->cache_path);
+	} else if (strcmp(url->valuestring, f->url) != 0) {
+		log_info("host", "%s holds the keys of %s, not of %s: not used", f->cache_path,
+		         url->valuestring, f->url);
+	} else if (!(set_text = cJSON_PrintUnformatted(set))) {
+		log_warn("host", "out of memory reading %s", f->cache_path);
+	} else if (load_set(set_text, strlen(set_text), &l, err, sizeof err) != 0) {
+		log_warn("host", "the keys in %s are not used: %s", f->cache_path, err);
+	} else {
+		use_set(f, &l);
+		log_warn("host", "[auth] using the keys fetched from %s at %s, kept in %s (%d RSA for "
+		                 "RS256, %d EC for ES256), until a fetch succeeds",
+		         f->url, when->valuestring, f->cache_path, f->nrsa, f->nec);
+		rc = 0;
+	}
+	cJSON_Delete(root);
+	free(text);
+	free(set_text);
+	return rc;
+}
+
+/* The pause before the next attempt after `failures` failures in a row. */
+static int64_t retry_ms(const jwks_fetcher *f)
+{
+	int64_t ms = 1000, cap = (int64_t)f->refresh_s * 1000;
+	for (int i = 1; i < f->failures && ms < JWKS_RETRY_MAX_MS; i++)
+		ms *= 2;
+	if (ms > JWKS_RETRY_MAX_MS)
+		ms = JWKS_RETRY_MAX_MS;
+	return ms < cap ? ms : cap;
+}
+
+/* One fetch: the set in use when it is good (logged when it changed), else
+ * the reason logged and the keys in use kept. 0 or -1. */
+static int fetch_once(jwks_fetcher *f, int first)
+{
+	char err[1024];
+	size_t n = 0;
+	char *text = download(f, &n, err, sizeof err);
+	loaded l;
+	int changed, had_keys = f->fingerprint != NULL;
+
+	if (!text || load_set(text, n, &l, err, sizeof err) != 0) {
+		atomic_fetch_add(&n_failed, 1);
+		f->failures++;
+		if (first)
+			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s", f->url, err);
+		else
+			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s; %s, next try in %lld s",
+			         f->url, err,
+			         f->keys ? "the keys fetched before stay in use"
+			                 : "tokens of its issuer are answered 503 until it succeeds",
+			         (long long)(retry_ms(f) / 1000));
+		free(text);
+		return -1;
+	}
+	atomic_fetch_add(&n_ok, 1);
+	atomic_store(&last_ok_s, (int64_t)time(NULL));
+	f->failures = 0;
+	changed = use_set(f, &l);
+	if (changed && !had_keys)
+		log_info("host", "[auth] tokens of %s are checked with the key(s) fetched from %s (%d "
+		                 "RSA for RS256, %d EC for ES256); refreshed every %d s",
+		         f->issuer, f->url, f->nrsa, f->nec, f->refresh_s);
+	else if (changed)
+		log_info("host", "[auth] the JWKS from %s changed: %d key(s) now (%d RSA for RS256, %d "
+		                 "EC for ES256)",
+		         f->url, f->nrsa + f->nec, f->nrsa, f->nec);
+	if (changed && l.skipped)
+		log_info("host", "[auth] %d key(s) of the JWKS from %s left out: not for RS256 or "
+		                 "ES256 signatures (use, key_ops, alg, kty or crv)",
+		         l.skipped, f->url);
+	if (changed)
+		save_cache(f, text, n);
+	free(text);
+	return 0;
+}
+
+static void *fetcher_main(void *arg)
+{
+	jwks_fetcher *f = arg;
+	int64_t next = clock_mono_ms() + (f->failures ? retry_ms(f) : f->refresh_s * 1000LL);
+	log_thread_name("evh-jwks", NULL);
+	pthread_mutex_lock(&f->mu);
+	for (;;) {
+		struct timespec until;
+		int64_t now = clock_mono_ms();
+		int rc;
+		if (f->stopping)
+			break;
+		if (!f->kick && now < next) {
+			until = clock_after_ms(CLOCK_MONOTONIC, next - now);
+			pthread_cond_timedwait(&f->cv, &f->mu, &until);
+			continue;
+		}
+		f->kick = 0;
+		f->fetching = 1;
+		f->last_attempt_ms = now;
+		pthread_mutex_unlock(&f->mu);
+		rc = fetch_once(f, 0);
+		pthread_mutex_lock(&f->mu);
+		f->fetching = 0;
+		f->attempts++;
+		pthread_cond_broadcast(&f->cv);
+		next = clock_mono_ms() + (rc == 0 ? f->refresh_s * 1000LL : retry_ms(f));
+	}
+	pthread_mutex_unlock(&f->mu);
+	return NULL;
+}
+
+int jwks_fetcher_start(jwks_fetcher *f)
+{
+	int rc;
+	f->last_attempt_ms = clock_mono_ms();
+	if (fetch_once(f, 1) != 0) {
+		if (use_cache(f) != 0)
+			log_warn("host", "[auth] no keys for the tokens of %s yet: they are answered 503 "
+			                 "until a fetch from %s succeeds (next try in 1 s)",
+			         f->issuer, f->url);
+		else
+			log_info("host", "[auth] next try to fetch the JWKS from %s in 1 s", f->url);
+	}
+	f->attempts = 1;
+	if ((rc = pthread_create(&f->thread, NULL, fetcher_main, f)) != 0) {
+		log_error("host", "cannot start the JWKS fetcher thread: %s", strerror(rc));
+		return -1;
+	}
+	pthread_mutex_lock(&f->mu); /* requests read it (jwks_fetcher_refetch) */
+	f->started = 1;
+	pthread_mutex_unlock(&f->mu);
+	return 0;
+}
+
+void jwks_fetcher_stop(jwks_fetcher *f)
+{
+	void *keys;
+	int started;
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = 1;
+	started = f->started;
+	f->started = 0;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	if (started)
+		pthread_join(f->thread, NULL);
+	pthread_rwlock_wrlock(&f->rw);
+	keys = f->keys;
+	f->keys = NULL;
+	f->nrsa = f->nec = 0;
+	pthread_rwlock_unlock(&f->rw);
+	tls_pubkeys_free(keys);
+}
+
+void jwks_fetcher_free(jwks_fetcher *f)
+{
+	while (f) {
+		jwks_fetcher *older = f->older;
+		jwks_fetcher_stop(f);
+		tls_client_free(f->tls);
+		free(f->url);
+		free(f->host);
+		free(f->port);
+		free(f->request);
+		free(f->ca_file);
+		free(f->issuer);
+		free(f->cache_path);
+		free(f->fingerprint);
+		pthread_rwlock_destroy(&f->rw);
+		pthread_mutex_destroy(&f->mu);
+		pthread_cond_destroy(&f->cv);
+		free(f);
+		f = older;
+	}
+}
+
+void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old)
+{
+	jwks_fetcher_stop(old);
+	f->older = old;
+}
+
+/* ------------------------------------------------------------- readers */
+
+void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v)
+{
+	pthread_rwlock_rdlock(&f->rw);
+	v->keys = f->keys;
+	v->nrsa = f->nrsa;
+	v->nec = f->nec;
+}
+
+void jwks_fetcher_release(jwks_fetcher *f) { pthread_rwlock_unlock(&f->rw); }
+
+int jwks_fetcher_refetch(jwks_fetcher *f)
+{
+	int64_t now = clock_mono_ms();
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, JWKS_FETCH_TIMEOUT_MS + 1000);
+	uint64_t seen;
+	int done;
+
+	pthread_mutex_lock(&f->mu);
+	seen = f->attempts;
+	if (f->stopping || !f->started ||
+	    (!f->fetching && !f->kick && now - f->last_attempt_ms < JWKS_REFETCH_MIN_MS)) {
+		pthread_mutex_unlock(&f->mu);
+		return 0;
+	}
+	if (!f->fetching && !f->kick) {
+		f->kick = 1;
+		pthread_cond_broadcast(&f->cv);
+	}
+	while (f->attempts == seen && !f->stopping &&
+	       pthread_cond_timedwait(&f->cv, &f->mu, &until) == 0)
+		;
+	done = f->attempts != seen;
+	pthread_mutex_unlock(&f->mu);
+	return done;
+}

@@ -1,0 +1,64 @@
+/* [auth] jwt_jwks_url: the identity provider's JSON Web Key Set fetched
+ * from its jwks_uri at start, every jwt_jwks_refresh, and again when a
+ * token names a key (kid) the set lacks (a rotation), the last good set
+ * kept in state_dir/jwks-cache.json for starts while the provider is down.
+ *
+ * Readers (HTTP workers checking a token) hold the keys under a read lock
+ * for one check; a fetch that brings a different set swaps it under the
+ * write lock and frees the old one. */
+#ifndef EVHOST_JWKSFETCH_H
+#define EVHOST_JWKSFETCH_H
+#include <stdint.h>
+
+#include "config.h"
+
+/* How long one fetch may take, connection to last byte. */
+#define JWKS_FETCH_TIMEOUT_MS 5000
+/* An unknown kid fetches again only this long after the last attempt. */
+#define JWKS_REFETCH_MIN_MS 5000
+/* Retries after a failed fetch: 1 s, then twice as long, up to this (and
+ * never later than the refresh). */
+#define JWKS_RETRY_MAX_MS 60000
+/* The largest set taken. */
+#define JWKS_ANSWER_MAX (1024 * 1024)
+
+typedef struct jwks_fetcher jwks_fetcher;
+
+/* A fetcher for s's jwt_jwks_url (its TLS client built from
+ * jwt_jwks_ca_file or the system's CAs); nothing fetched yet. NULL with the
+ * reason in err (a CA file OpenSSL cannot read, out of memory). */
+jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen);
+/* Does f fetch what s asks for (URL, CAs, refresh, issuer for the log)? */
+int jwks_fetcher_same(const jwks_fetcher *f, const settings *s);
+/* Fetch once (waiting at most JWKS_FETCH_TIMEOUT_MS), use the cache in
+ * s->state_dir if that fails, then start the thread that refreshes. Every
+ * outcome is logged. 0, or -1 when the thread cannot start. */
+int jwks_fetcher_start(jwks_fetcher *f);
+/* Stop the thread (a fetch under way finishes first, within its timeout)
+ * and drop the keys: readers that still hold f find none. */
+void jwks_fetcher_stop(jwks_fetcher *f);
+/* Free f and the fetchers it replaced. */
+void jwks_fetcher_free(jwks_fetcher *f);
+/* A reload put f in place of `old`: stop old, kept (readers may still hold
+ * it) until f is freed. */
+void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old);
+
+/* The keys a reader checks one token with, held until jwks_fetcher_release:
+ * keys NULL (none fetched yet) or tls_pubkeys, and how many of each kind. */
+typedef struct jwks_view {
+	void *keys;
+	int nrsa, nec;
+} jwks_view;
+void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v);
+void jwks_fetcher_release(jwks_fetcher *f);
+/* A token names a kid the keys lack: fetch again now, unless an attempt
+ * began less than JWKS_REFETCH_MIN_MS ago, and wait for that fetch (or one
+ * under way). 1 when a fetch finished (check the token again), 0 when none
+ * did. Call without holding the keys. */
+int jwks_fetcher_refetch(jwks_fetcher *f);
+/* Fetches since the start, every fetcher's: good ones, failed ones, and
+ * when the last good one ended (seconds since the epoch; 0: none). */
+void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok_s);
+/* The URL, for the log. */
+const char *jwks_fetcher_url(const jwks_fetcher *f);
+#endif

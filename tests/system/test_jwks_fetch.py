@@ -1,0 +1,531 @@
+"""Bearer tokens of an identity provider whose keys evhostd fetches itself:
+[auth] jwt_jwks_url names the provider's JWKS (https, checked against
+jwt_jwks_ca_file; http to loopback only) and evhostd GETs it at start, on a
+token naming a kid it lacks (at most once every 5 s) and every
+jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
+
+- the request it sends, and the set used as jwt_public_key_file's would be
+  (issuer, audience, roles claim; keys for other uses left out and said);
+- an answer framed by Content-Length, by chunks or by the connection's
+  close is read whole;
+- a rotated key is found by the unknown-kid fetch (the request waits for it)
+  and by the periodic refresh, and the log says the set changed;
+- a failed fetch (HTTP error, redirect, not a JWKS, no usable key, an
+  answer cut short, a certificate for another name or of an unknown CA, a
+  provider that does not answer) says why, keeps the keys it had and is
+  retried 1 s, 2 s, 4 s ... later, never later than the refresh;
+- with no keys at all, tokens of that issuer are answered 503 with
+  Retry-After while evhost's own tokens work, until a retry succeeds;
+- the last good set is kept in the state dir and used when the provider is
+  down at a later start (for the same URL only);
+- a reload that names another provider fetches from it;
+- --check-config says each wrong key at its file:line, and fetches nothing.
+"""
+
+import json
+import subprocess
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+import evhost_testlib as lib
+from test_auth import ISSUER, claims, jwk, pem, probe, sign
+from test_metrics import scrape_value
+from test_reload import reload
+
+IDP_DROPIN = "30-idp.conf"
+NOT_FETCHED = "the identity provider's keys are not fetched yet"
+UNKNOWN_KID = "token signed with an unknown key (kid)"
+
+
+@pytest.fixture(scope="module")
+def k():
+    """The provider's private keys (their JWKs are what JwksServer serves)."""
+    def rsa_key():
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {"rsa": rsa_key(), "rsa2": rsa_key(), "rsa3": rsa_key(), "other": rsa_key(),
+            "ec": ec.generate_private_key(ec.SECP256R1()),
+            "ed": ed25519.Ed25519PrivateKey.generate()}
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return lib.TlsCerts(tmp_path_factory.mktemp("certs"))
+
+
+def server_tls(certs):
+    return (certs.server_crt, certs.server_key)
+
+
+def idp_conf(**keys):
+    """An [auth] drop-in with the keys in the order given: the i-th (from 0)
+    is at line i + 2."""
+    return "[auth]\n" + "".join(f"{key} = {value}\n" for key, value in keys.items())
+
+
+def jwks_auth(idp, certs=None, **more):
+    auth = {"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": idp.url}
+    if idp.tls:
+        auth["jwt_jwks_ca_file"] = str(certs.ca_crt)
+    auth.update(more)
+    return auth
+
+
+def start(evhostd, build_dir, auth, **kw):
+    return evhostd(dropins={"20-probe.conf": probe(build_dir), IDP_DROPIN: idp_conf(**auth)},
+                   brokers="embedded", **kw)
+
+
+def token(key, kid, **changes):
+    alg = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+    return sign(key, alg, claims(**changes), header={"alg": alg, "typ": "JWT", "kid": kid})
+
+
+def whoami(d, tok):
+    return d.get("/probe/whoami", headers={"Authorization": f"Bearer {tok}"})
+
+
+def ok(d, tok):
+    r = whoami(d, tok)
+    return r.status_code == 200 and r.text == "f:0c5e:ada"
+
+
+def assert_ok(d, tok, what=""):
+    r = whoami(d, tok)
+    assert r.status_code == 200 and r.text == "f:0c5e:ada", (what, r.status_code, r.text,
+                                                             d.log_tail(20))
+
+
+def assert_refused(d, tok, why):
+    r = whoami(d, tok)
+    assert r.status_code == 401 and why in r.text, (why, r.status_code, r.text)
+
+
+def assert_not_fetched_yet(d, tok):
+    r = whoami(d, tok)
+    assert r.status_code == 503 and NOT_FETCHED in r.text, (r.status_code, r.text)
+    assert r.headers.get("Retry-After", "").isdigit(), r.headers
+
+
+def fetched(url, nrsa, nec):
+    return (f"[auth] tokens of {ISSUER} are checked with the key(s) fetched from {url} "
+            f"({nrsa} RSA for RS256, {nec} EC for ES256)")
+
+
+def cannot(url, why=""):
+    return f"[auth] cannot fetch the JWKS from {url}: {why}"
+
+
+def changed(url, n):
+    return f"[auth] the JWKS from {url} changed: {n} key(s) now"
+
+
+def line_with(d, needle):
+    return next((ln for ln in d.log_text().splitlines() if needle in ln), None)
+
+
+def wait_count(d, needle, n, timeout):
+    lib.wait_until(lambda: d.log_text().count(needle) >= n, timeout,
+                   message=f"{n} x {needle!r} in the evhostd log")
+
+
+def wait_past(t):
+    """Sleep until time.monotonic() reaches t (no longer)."""
+    time.sleep(max(0.0, t - time.monotonic()))
+
+
+def gaps(requests):
+    return [round(b.time - a.time, 2) for a, b in zip(requests, requests[1:])]
+
+
+def version(build_dir):
+    out = subprocess.run([str(build_dir / "host" / "evhostd"), "--version"],
+                         capture_output=True, text=True, timeout=10).stdout
+    return out.split()[1]  # "evhostd 0.1.0 (plugin ABI 1.5)"
+
+
+# ------------------------------------------------------------------ fetching
+
+
+def test_keys_fetched_at_start_check_the_providers_tokens(evhostd, build_dir, tmp_path, certs,
+                                                          k):
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    jwks = {"keys": [jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP"),
+                     jwk(k["rsa"], "rsa-1"), jwk(k["ed"], "ed-1"), jwk(k["ec"], "ec-1")]}
+    target = "/realms/shop/protocol/openid-connect/certs?client=evhost"
+    with lib.JwksServer(jwks, tls=server_tls(certs), path=target) as idp:
+        d = start(evhostd, build_dir, jwks_auth(
+            idp, certs, jwt_public_key_audience="shop-api",
+            jwt_public_key_roles_claim="realm_access.roles", jwt_secret_file=str(secret)))
+        # One GET, as an HTTP/1.1 client that asks for JSON and no more.
+        reqs = idp.requests
+        assert len(reqs) == 1, reqs
+        r = reqs[0]
+        assert (r.method, r.target, r.version) == ("GET", target, "HTTP/1.1"), r
+        assert r.headers.get("host") == f"127.0.0.1:{idp.port}", r.headers
+        assert r.headers.get("accept") == "application/json", r.headers
+        assert r.headers.get("connection", "").lower() == "close", r.headers
+        assert r.headers.get("user-agent") == f"evhost/{version(build_dir)}", r.headers
+
+        line = line_with(d, fetched(idp.url, 1, 1))
+        assert line and "refreshed every 3600 s" in line, d.log_tail()
+        assert f"[auth] 2 key(s) of the JWKS from {idp.url} left out" in d.log_text()
+        cache = d.state_dir / "jwks-cache.json"
+        lib.wait_until(lambda: cache.exists() and idp.url in cache.read_text(), timeout=5,
+                       message=f"{cache} naming {idp.url}")
+
+        for key, kid in ((k["rsa"], "rsa-1"), (k["ec"], "ec-1")):
+            assert_ok(d, token(key, kid), kid)
+            r = d.get("/probe/admin", headers={"Authorization": f"Bearer {token(key, kid)}"})
+            assert r.status_code == 200, (kid, r.text)
+        # Issuer, audience and roles claim apply as to jwt_public_key_file's keys.
+        r = d.get("/probe/admin", headers={"Authorization": "Bearer " + token(
+            k["rsa"], "rsa-1", realm_access={"roles": ["user"]}, roles=["admin"])})
+        assert r.status_code == 403, r.text
+        assert_refused(d, token(k["rsa"], "rsa-1", iss="https://elsewhere.example"),
+                       "wrong token issuer")
+        assert_refused(d, token(k["ec"], "ec-1", aud="other-api"), "not for this audience")
+        assert_refused(d, token(k["rsa2"], "rsa-1"), "bad signature")
+        # evhost's own tokens work beside them.
+        r = whoami(d, lib.sign_token(secret.read_bytes(), "bob"))
+        assert r.status_code == 200 and r.text == "bob", r.text
+        # Tokens of known kids asked for nothing more.
+        assert len(idp.requests) == 1, idp.requests
+        # The encryption key left out checks nothing.
+        assert_refused(d, token(k["other"], "enc-1"), UNKNOWN_KID)
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_the_answer_may_be_framed_any_way(evhostd, build_dir, certs, k, framing):
+    # A set of some size (a provider's with certificates runs to kilobytes),
+    # written in pieces: read across several reads, whole.
+    jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["rsa2"], "rsa-2"), jwk(k["rsa3"], "rsa-3"),
+                     jwk(k["ec"], "ec-1"), jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP")]}
+    with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
+        idp.framing = framing
+        idp.body = (json.dumps(jwks, indent=2) + " " * 20000 + "\n").encode()
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        assert [r.answer for r in idp.requests] == [f"200 {framing}"], idp.requests
+        assert line_with(d, fetched(idp.url, 3, 1)), d.log_tail()
+        for key, kid in ((k["rsa"], "rsa-1"), (k["rsa3"], "rsa-3"), (k["ec"], "ec-1")):
+            assert_ok(d, token(key, kid), kid)
+
+
+def test_an_unknown_kid_fetches_the_set_again_at_most_every_5_s(evhostd, build_dir, certs, k):
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        # The provider rotates in a new key; evhostd may ask again 5 s after it last did.
+        idp.jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["rsa2"], "rsa-2")]}
+        wait_past(idp.requests[-1].done + 5.3)
+        idp.delay = 1.0  # the token's request waits for the fetch
+        assert_ok(d, token(k["rsa2"], "rsa-2"), "kid of the new key")
+        assert len(idp.requests) == 2, idp.requests
+        d.wait_for_log(changed(idp.url, 2), timeout=2)
+        idp.delay = 0
+
+        # Within 5 s of that fetch, another unknown kid asks for nothing.
+        last = idp.requests[-1]
+        assert_refused(d, token(k["rsa3"], "rsa-9"), UNKNOWN_KID)
+        assert time.monotonic() - last.done < 4.5, "too slow to see the 5 s rule"
+        assert len(idp.requests) == 2, idp.requests
+        # After them, it asks again; the set lacks that kid still.
+        wait_past(last.done + 5.3)
+        assert_refused(d, token(k["rsa3"], "rsa-9"), UNKNOWN_KID)
+        assert len(idp.requests) == 3, idp.requests
+        # The same set again is no change.
+        assert d.log_text().count(f"[auth] the JWKS from {idp.url} changed") == 1, d.log_tail()
+        assert_ok(d, token(k["rsa"], "rsa-1"), "the key kept")
+
+
+def test_the_set_is_fetched_again_every_refresh(evhostd, build_dir, certs, k):
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        line = line_with(d, fetched(idp.url, 1, 0))
+        assert line and "refreshed every 5 s" in line, d.log_tail()
+        # The provider rotates: the old key out, a new one in.
+        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
+        reqs = idp.wait_requests(2, timeout=9)
+        assert 4.5 <= gaps(reqs)[0] <= 7, gaps(reqs)
+        d.wait_for_log(changed(idp.url, 1), timeout=3)
+        # Used at once: no token with the new kid was needed to find it.
+        assert_ok(d, token(k["rsa2"], "rsa-2"), "the rotated key")
+        assert len(idp.requests) == 2, idp.requests
+        reqs = idp.wait_requests(3, timeout=9)
+        assert 4.5 <= gaps(reqs)[1] <= 7, gaps(reqs)
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+
+
+# ------------------------------------------------------------------- failing
+
+
+def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, k):
+    good = {"keys": [jwk(k["rsa"], "rsa-1")]}
+    with lib.JwksServer(good, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        cache = d.state_dir / "jwks-cache.json"
+        lib.wait_until(cache.exists, timeout=5, message=f"{cache}")
+        # The next four answers fail, each its own way.
+        idp.answer_next(status=500)
+        idp.answer_next(jwks={"keys": [jwk(k["other"], "enc-only", use="enc",
+                                           alg="RSA-OAEP")]})
+        idp.answer_next(jwks={"keys": [jwk(k["ed"], "ed-only")]})
+        idp.answer_next(truncate=True)
+        steps = ((cannot(idp.url, "answered 500"), 1),
+                 (cannot(idp.url, "no RS256 or ES256 signing key among its 1 key(s)"), 1),
+                 (cannot(idp.url, "no RS256 or ES256 signing key among its 1 key(s)"), 2),
+                 (cannot(idp.url, "the answer ended after"), 1))
+        for needle, n in steps:
+            wait_count(d, needle, n, timeout=8)
+            assert_ok(d, token(k["rsa"], "rsa-1"), f"keys kept after {needle!r}")
+        reqs = idp.requests
+        assert [r.answer for r in reqs] == ["200 length", "500", "200 length", "200 length",
+                                            "200 truncated"], reqs
+        # The refresh, then retries 1 s, 2 s and 4 s after each failure.
+        g = gaps(reqs)
+        assert 4.5 <= g[0] <= 7 and 0.8 <= g[1] <= 2.5 and 1.6 <= g[2] <= 3.5 and \
+            3.2 <= g[3] <= 5.5, g
+        # The set kept is still the good one.
+        text = cache.read_text()
+        assert idp.url in text and "rsa-1" in text and "ed-only" not in text, text
+        # What /metrics tells the operator: the good fetches (the start's, and
+        # the retry after the four if it came), the failed ones, and when the
+        # last good one ended.
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="ok") in (1, 2)
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") >= 4
+        last = scrape_value(d, "evhost_jwks_last_success_timestamp_seconds")
+        assert time.time() - 60 < last <= time.time(), last
+
+
+def test_no_keys_answers_503_until_a_retry_succeeds(evhostd, build_dir, certs, k):
+    jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["ec"], "ec-1")]}
+    with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
+        idp.answer_next(status=301, headers={"Location": idp.url_for("/moved")})
+        idp.answer_next(body=b"<html><body>Service temporarily unavailable</body></html>")
+        idp.answer_next(jwks={"kid": "x", "kty": "RSA"})  # a key, not a set
+        idp.answer_next(status=500)
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        d.wait_for_log(cannot(idp.url, f"answered 301, a redirect to {idp.url_for('/moved')}"),
+                       timeout=5)
+        assert (f"[auth] no keys for the tokens of {ISSUER} yet: they are answered 503 until "
+                f"a fetch from {idp.url} succeeds") in d.log_text(), d.log_tail()
+        assert_not_fetched_yet(d, token(k["rsa"], "rsa-1"))
+        wait_count(d, cannot(idp.url, "not a JWKS"), 2, timeout=6)
+        d.wait_for_log(cannot(idp.url, "answered 500"), timeout=6)
+        assert_not_fetched_yet(d, token(k["ec"], "ec-1"))
+        # The fifth try, 5 s after the fourth (the refresh caps the backoff),
+        # gets the keys. (No token meanwhile: one might fetch too.)
+        d.wait_for_log(fetched(idp.url, 1, 1), timeout=8)
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        assert_ok(d, token(k["ec"], "ec-1"))
+        reqs = idp.requests
+        # The redirect was not followed.
+        assert len(reqs) == 5 and all(r.target == idp.path for r in reqs), reqs
+        g = gaps(reqs)
+        assert 0.8 <= g[0] <= 2.5 and 1.6 <= g[1] <= 3.5 and 3.2 <= g[2] <= 5.5 and \
+            4.0 <= g[3] <= 6.5, g
+
+
+def test_provider_down_at_the_first_start(evhostd, build_dir, tmp_path, k):
+    # Plain http, to a loopback address; nothing listens there yet.
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    idp = lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["ec"], "ec-1")]})
+    try:
+        d = start(evhostd, build_dir, jwks_auth(idp, jwt_secret_file=str(secret)))
+        d.wait_for_log(cannot(idp.url, "cannot connect to"), timeout=5)
+        assert (f"[auth] no keys for the tokens of {ISSUER} yet: they are answered 503 until "
+                f"a fetch from {idp.url} succeeds") in d.log_text(), d.log_tail()
+        assert not (d.state_dir / "jwks-cache.json").exists()
+        lib.wait_until(lambda: d.get("/readyz").status_code == 200, timeout=20,
+                       message="readyz 200")
+        assert_not_fetched_yet(d, token(k["rsa"], "rsa-1"))
+        assert_not_fetched_yet(d, token(k["ec"], "ec-1"))
+        r = whoami(d, lib.sign_token(secret.read_bytes(), "bob"))
+        assert r.status_code == 200 and r.text == "bob", r.text
+        # The provider comes up: a retry within the backoff finds it.
+        idp.start()
+        lib.wait_until(lambda: ok(d, token(k["rsa"], "rsa-1")), timeout=15, interval=0.3,
+                       message="a token accepted once the provider is up")
+        assert fetched(idp.url, 1, 1) in d.log_text(), d.log_tail()
+        assert_ok(d, token(k["ec"], "ec-1"))
+        assert idp.requests[0].headers.get("host") == f"127.0.0.1:{idp.port}"
+    finally:
+        idp.stop()
+
+
+def test_a_provider_that_does_not_answer_holds_the_start_5_s_at_most(evhostd, build_dir,
+                                                                      certs, k):
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        idp.answer_next(delay=20)  # accepted, never answered in time
+        d = start(evhostd, build_dir, jwks_auth(idp, certs), timeout=15)
+        d.wait_for_log(cannot(idp.url), timeout=8)
+        assert (f"[auth] no keys for the tokens of {ISSUER} yet: they are answered 503 until "
+                f"a fetch from {idp.url} succeeds") in d.log_text(), d.log_tail()
+        lib.wait_until(lambda: ok(d, token(k["rsa"], "rsa-1")), timeout=10,
+                       message="a token accepted once the provider answers")
+        assert len(idp.requests) >= 2, idp.requests
+
+
+def test_the_providers_certificate_is_checked(evhostd, build_dir, certs, k):
+    # A certificate for elsewhere.example, from the CA that jwt_jwks_ca_file trusts.
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, host="localhost",
+                        tls=(certs.elsewhere_crt, certs.elsewhere_key)) as idp:
+        tls_failed = cannot(idp.url, f"TLS with localhost:{idp.port} failed: ")
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        d.wait_for_log(tls_failed, timeout=5)
+        assert idp.requests == [], "asked over a connection that failed the check"
+        assert_not_fetched_yet(d, token(k["rsa"], "rsa-1"))
+        # The right certificate: a retry gets the keys.
+        idp.tls = server_tls(certs)
+        lib.wait_until(lambda: ok(d, token(k["rsa"], "rsa-1")), timeout=15, interval=0.3,
+                       message="a token accepted once the certificate is right")
+        assert idp.requests[0].headers.get("host") == f"localhost:{idp.port}"
+
+        # Without jwt_jwks_ca_file, the system's CAs: they know no test CA.
+        n = len(idp.requests)
+        auth = jwks_auth(idp, certs)
+        del auth["jwt_jwks_ca_file"]
+        d2 = start(evhostd, build_dir, auth)
+        d2.wait_for_log(tls_failed, timeout=5)
+        assert_not_fetched_yet(d2, token(k["rsa"], "rsa-1"))
+        # A jwt_jwks_ca_file of another CA: that one is what the certificate is checked against.
+        d3 = start(evhostd, build_dir, dict(auth, jwt_jwks_ca_file=str(certs.other_ca_crt)))
+        d3.wait_for_log(tls_failed, timeout=5)
+        assert_not_fetched_yet(d3, token(k["rsa"], "rsa-1"))
+        assert len(idp.requests) == n, idp.requests
+
+
+# ----------------------------------------------------------- cache and reload
+
+
+def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, build_dir,
+                                                                     tmp_path, certs, k):
+    state = tmp_path / "state"
+    cache = state / "jwks-cache.json"
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        auth = jwks_auth(idp, certs)
+        d1 = start(evhostd, build_dir, auth, state_dir=state)
+        lib.wait_until(lambda: cache.exists() and idp.url in cache.read_text(), timeout=5,
+                       message=f"{cache} naming {idp.url}")
+        assert_ok(d1, token(k["rsa"], "rsa-1"))
+        assert d1.stop() == 0
+    # The provider is down now.
+    d2 = start(evhostd, build_dir, auth, state_dir=state)
+    d2.wait_for_log(f"[auth] using the keys fetched from {idp.url} at ", timeout=5)
+    line = line_with(d2, f"[auth] using the keys fetched from {idp.url} at ")
+    assert line and f", kept in {cache}" in line, d2.log_tail()
+    assert cannot(idp.url) in d2.log_text(), d2.log_tail()
+    assert_ok(d2, token(k["rsa"], "rsa-1"), "a cached key")
+    assert_refused(d2, token(k["rsa2"], "rsa-1"), "bad signature")
+    assert d2.stop() == 0
+    # Kept for that URL only: another provider's tokens wait for its keys.
+    other = dict(auth, jwt_jwks_url=idp.url_for("/realms/other/protocol/openid-connect/certs"))
+    d3 = start(evhostd, build_dir, other, state_dir=state)
+    d3.wait_for_log(cannot(other["jwt_jwks_url"]), timeout=5)
+    assert "using the keys fetched from" not in d3.log_text(), d3.log_tail()
+    assert_not_fetched_yet(d3, token(k["rsa"], "rsa-1"))
+
+
+def test_a_reload_to_another_provider_fetches_from_it(evhostd, build_dir, certs, k):
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "a-1")]}, tls=server_tls(certs)) as a, \
+            lib.JwksServer({"keys": [jwk(k["ec"], "b-1")]}, tls=server_tls(certs)) as b:
+        d = start(evhostd, build_dir, jwks_auth(a, certs))
+        assert_ok(d, token(k["rsa"], "a-1"))
+        # Only ES256 keys at b: an ES256 token is refused for its algorithm here.
+        assert_refused(d, token(k["ec"], "b-1"), "token algorithm is not RS256")
+        assert b.requests == []
+
+        (d.config_dir / "conf.d" / IDP_DROPIN).write_text(idp_conf(**jwks_auth(b, certs)))
+        asked_a = len(a.requests)
+        reload(d, "reload done", timeout=15)
+        b.wait_requests(1, timeout=5)
+        lib.wait_until(lambda: ok(d, token(k["ec"], "b-1")), timeout=5,
+                       message="the new provider's token accepted")
+        # The old provider's key is gone (no RSA key at all now), and a is
+        # not asked again.
+        assert_refused(d, token(k["rsa"], "a-1"), "token algorithm is not ES256")
+        assert len(a.requests) == asked_a, a.requests
+
+
+# -------------------------------------------------------------- check-config
+
+
+def test_check_config_says_each_wrong_key_at_its_line(evhostd, tmp_path, certs, k):
+    pem_file = tmp_path / "idp.pem"
+    pem_file.write_bytes(pem(k["rsa"]))
+    not_pem = tmp_path / "not-a-ca.pem"
+    not_pem.write_text("no certificate here\n")
+    url = "https://idp.example/realms/shop/protocol/openid-connect/certs"
+
+    def check(**keys):
+        p = evhostd.run(["--check-config"], dropins={IDP_DROPIN: idp_conf(**keys)},
+                        brokers="embedded")
+        return p.returncode, p.stdout + p.stderr
+
+    def at(key, keys):
+        return f"conf.d/{IDP_DROPIN}:{list(keys).index(key) + 2}: "
+
+    def refused(keys, key, message):
+        code, out = check(**keys)
+        assert code != 0, (keys, out)
+        assert at(key, keys) + message in out, (keys, message, out)
+
+    for bad in ("ftp://x", "https://", "http://idp.example/certs",
+                "http://localhost.idp.example/certs", "http://127.0.0.1.idp.example/certs"):
+        keys = {"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": bad}
+        refused(keys, "jwt_jwks_url",
+                "[auth] jwt_jwks_url: expected https://HOST[:PORT][/PATH], or http:// to a "
+                "loopback address (keys fetched in clear from elsewhere could be forged), "
+                f"got '{bad}'")
+
+    keys = {"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url,
+            "jwt_public_key_file": str(pem_file)}
+    code, out = check(**keys)
+    assert code != 0, out
+    message = "[auth] jwt_jwks_url and jwt_public_key_file are both set: keep one"
+    assert (at("jwt_jwks_url", keys) + message in out
+            or at("jwt_public_key_file", keys) + message in out), out
+
+    refused({"jwt_jwks_url": url}, "jwt_jwks_url",
+            "[auth] jwt_jwks_url needs jwt_public_key_issuer")
+    refused({"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": "http://127.0.0.1:8080/certs",
+             "jwt_jwks_ca_file": str(certs.ca_crt)}, "jwt_jwks_ca_file",
+            "[auth] jwt_jwks_ca_file is set but jwt_jwks_url is http://, without TLS")
+    refused({"jwt_jwks_ca_file": str(certs.ca_crt)}, "jwt_jwks_ca_file",
+            "[auth] jwt_jwks_ca_file is set but jwt_jwks_url is not")
+    refused({"jwt_jwks_refresh": "15m"}, "jwt_jwks_refresh",
+            "[auth] jwt_jwks_refresh is set but jwt_jwks_url is not")
+    for bad in ("1s", "4s", "2d", "25h", "soon"):
+        refused({"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url, "jwt_jwks_refresh": bad},
+                "jwt_jwks_refresh",
+                "[auth] jwt_jwks_refresh: expected a duration from 5s to 24h, such as 15m or "
+                f"1h, got '{bad}'")
+    refused({"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url,
+             "jwt_jwks_ca_file": str(not_pem)}, "jwt_jwks_ca_file", "[auth] jwt_jwks_ca_file: ")
+    refused({"jwt_public_key_issuer": ISSUER}, "jwt_public_key_issuer",
+            "[auth] jwt_public_key_issuer is set but neither jwt_public_key_file nor "
+            "jwt_jwks_url is")
+
+    # Good ones pass, and --check-config asks no provider for its keys, not
+    # even one that answers.
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        goods = (
+            {"jwt_jwks_url": idp.url, "jwt_jwks_ca_file": str(certs.ca_crt),
+             "jwt_jwks_refresh": "5s", "jwt_public_key_audience": "shop-api",
+             "jwt_public_key_roles_claim": "realm_access.roles"},
+            {"jwt_jwks_url": url + "?client=evhost", "jwt_jwks_refresh": "24h"},
+            {"jwt_jwks_url": "https://idp.example", "jwt_jwks_refresh": "15m"},
+            {"jwt_jwks_url": "https://idp.example:8443/certs", "jwt_jwks_refresh": "1h"},
+            {"jwt_jwks_url": f"http://127.0.0.1:{idp.port}/certs"},
+            {"jwt_jwks_url": "http://127.10.0.1:8080/certs"},
+            {"jwt_jwks_url": "http://localhost/certs"},
+            {"jwt_jwks_url": "http://[::1]:8080/certs"},
+        )
+        for good in goods:
+            code, out = check(jwt_public_key_issuer=ISSUER, **good)
+            assert code == 0 and "configuration OK" in out, (good, out)
+        assert idp.connections == 0 and idp.requests == [], idp.requests
