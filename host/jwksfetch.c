@@ -28,7 +28,7 @@ struct jwks_fetcher {
 	/* Settings, fixed. */
 	char *url, *host, *port, *request, *ca_file, *issuer, *cache_path;
 	int refresh_s;
-	void *tls; /* tls_client for https://, else NULL */
+	int tls; /* https:// */
 	/* The keys, under rw: readers hold them for a check. */
 	pthread_rwlock_t rw;
 	void *keys;
@@ -40,6 +40,7 @@ struct jwks_fetcher {
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
 	int stopping, kick, fetching, started;
+	int last_failed; /* the last attempt failed: requests do not wait for the next */
 	uint64_t attempts; /* fetches finished */
 	int64_t last_attempt_ms;
 	pthread_t thread;
@@ -116,9 +117,16 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 		jwks_fetcher_free(f);
 		return NULL;
 	}
-	if (s->jwks_tls && !(f->tls = tls_client_new(s->jwks_ca_file, NULL, err, errlen))) {
-		jwks_fetcher_free(f);
-		return NULL;
+	/* Read here to say a bad file at its line; again at every fetch, so that
+	 * CA certificates replaced in place are used without a reload. */
+	f->tls = s->jwks_tls;
+	if (f->tls) {
+		void *tls = tls_client_new(s->jwks_ca_file, NULL, err, errlen);
+		if (!tls) {
+			jwks_fetcher_free(f);
+			return NULL;
+		}
+		tls_client_free(tls);
 	}
 	return f;
 }
@@ -154,15 +162,26 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	size_t n;
 	int rc;
 
-	if (httpc_open(&c, f->host, f->port, f->tls, deadline, err, errlen) != 0)
+	void *tls = NULL;
+
+	if (f->tls && !(tls = tls_client_new(f->ca_file, NULL, why, sizeof why))) {
+		snprintf(err, errlen, "%s: %s", f->ca_file ? "jwt_jwks_ca_file" : "the system's CAs",
+		         why);
 		return NULL;
+	}
+	if (httpc_open(&c, f->host, f->port, tls, deadline, err, errlen) != 0) {
+		tls_client_free(tls);
+		return NULL;
+	}
 	if (httpc_send(&c, f->request, strlen(f->request), deadline, why, sizeof why) != 0) {
 		snprintf(err, errlen, "sending the request failed: %s", why);
 		httpc_close(&c);
+		tls_client_free(tls);
 		return NULL;
 	}
 	rc = httpc_recv_all(&c, JWKS_ANSWER_MAX + HEAD_MAX, deadline, &buf, &n, why, sizeof why);
 	httpc_close(&c);
+	tls_client_free(tls);
 	if (!buf) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -462,6 +481,7 @@ static void *fetcher_main(void *arg)
 		rc = fetch_once(f, 0);
 		pthread_mutex_lock(&f->mu);
 		f->fetching = 0;
+		f->last_failed = rc != 0;
 		f->attempts++;
 		pthread_cond_broadcast(&f->cv);
 		next = clock_mono_ms() + (rc == 0 ? f->refresh_s * 1000LL : retry_ms(f));
@@ -474,7 +494,7 @@ int jwks_fetcher_start(jwks_fetcher *f)
 {
 	int rc;
 	f->last_attempt_ms = clock_mono_ms();
-	if (fetch_once(f, 1) != 0) {
+	if ((f->last_failed = fetch_once(f, 1) != 0)) {
 		if (use_cache(f) != 0)
 			log_warn("host", "[auth] no keys for the tokens of %s yet: they are answered 503 "
 			                 "until a fetch from %s succeeds (next try in 1 s)",
@@ -520,7 +540,6 @@ void jwks_fetcher_free(jwks_fetcher *f)
 	while (f) {
 		jwks_fetcher *older = f->older;
 		jwks_fetcher_stop(f);
-		tls_client_free(f->tls);
 		free(f->url);
 		free(f->host);
 		free(f->port);
@@ -572,6 +591,12 @@ int jwks_fetcher_refetch(jwks_fetcher *f)
 	if (!f->fetching && !f->kick) {
 		f->kick = 1;
 		pthread_cond_broadcast(&f->cv);
+	}
+	/* A provider that failed last time may well hang until the timeout:
+	 * requests do not wait for it (they would hold HTTP workers). */
+	if (f->last_failed) {
+		pthread_mutex_unlock(&f->mu);
+		return 0;
 	}
 	while (f->attempts == seen && !f->stopping &&
 	       pthread_cond_timedwait(&f->cv, &f->mu, &until) == 0)

@@ -24,9 +24,10 @@
 
 typedef struct jwks_fetcher jwks_fetcher;
 
-/* A fetcher for s's jwt_jwks_url (its TLS client built from
- * jwt_jwks_ca_file or the system's CAs); nothing fetched yet. NULL with the
- * reason in err (a CA file OpenSSL cannot read, out of memory). */
+/* A fetcher for s's jwt_jwks_url (the CAs of jwt_jwks_ca_file, or the
+ * system's, read to check them; again at each fetch); nothing fetched yet.
+ * NULL with the reason in err (a CA file OpenSSL cannot read, out of
+ * memory). */
 jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen);
 /* Does f fetch what s asks for (URL, CAs, refresh, issuer for the log)? */
 int jwks_fetcher_same(const jwks_fetcher *f, const settings *s);
@@ -53,8 +54,8 @@ void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v);
 void jwks_fetcher_release(jwks_fetcher *f);
 /* A token names a kid the keys lack: fetch again now, unless an attempt
  * began less than JWKS_REFETCH_MIN_MS ago, and wait for that fetch (or one
- * under way). 1 when a fetch finished (check the token again), 0 when none
- * did. Call without holding the keys. */
+ * under way), unless the last attempt failed. 1 when a fetch finished
+ * (check the token again), 0 when none did. Call without holding the keys. */
 int jwks_fetcher_refetch(jwks_fetcher *f);
 /* Fetches since the start, every fetcher's: good ones, failed ones, and
  * when the last good one ended (seconds since the epoch; 0: none). */

@@ -370,7 +370,7 @@ def test_a_provider_that_does_not_answer_holds_the_start_5_s_at_most(evhostd, bu
         assert len(idp.requests) >= 2, idp.requests
 
 
-def test_the_providers_certificate_is_checked(evhostd, build_dir, certs, k):
+def test_the_providers_certificate_is_checked(evhostd, build_dir, tmp_path, certs, k):
     # A certificate for elsewhere.example, from the CA that jwt_jwks_ca_file trusts.
     with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, host="localhost",
                         tls=(certs.elsewhere_crt, certs.elsewhere_key)) as idp:
@@ -393,10 +393,42 @@ def test_the_providers_certificate_is_checked(evhostd, build_dir, certs, k):
         d2.wait_for_log(tls_failed, timeout=5)
         assert_not_fetched_yet(d2, token(k["rsa"], "rsa-1"))
         # A jwt_jwks_ca_file of another CA: that one is what the certificate is checked against.
-        d3 = start(evhostd, build_dir, dict(auth, jwt_jwks_ca_file=str(certs.other_ca_crt)))
+        ca_file = tmp_path / "idp-ca.crt"
+        ca_file.write_bytes(certs.other_ca_crt.read_bytes())
+        d3 = start(evhostd, build_dir, dict(auth, jwt_jwks_ca_file=str(ca_file)))
         d3.wait_for_log(tls_failed, timeout=5)
         assert_not_fetched_yet(d3, token(k["rsa"], "rsa-1"))
         assert len(idp.requests) == n, idp.requests
+        # The file is read at every fetch: the right CA put in its place is
+        # used by the next retry, without a reload.
+        ca_file.write_bytes(certs.ca_crt.read_bytes())
+        lib.wait_until(lambda: ok(d3, token(k["rsa"], "rsa-1")), timeout=15, interval=0.3,
+                       message="a token accepted once the CA file is right")
+        assert len(idp.requests) == n + 1, idp.requests
+
+
+def test_an_unknown_kid_does_not_wait_for_a_provider_that_failed(evhostd, build_dir, certs, k):
+    # A provider that fails may hang until the fetch's timeout: requests with
+    # an unknown kid then get their answer at once (they would hold HTTP
+    # workers), and still ask for a fetch.
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        idp.answer_next(status=503)
+        idp.wait_requests(2, timeout=9)
+        d.wait_for_log(cannot(idp.url, "answered 503"), timeout=3)
+        # The provider rotates, and its next answer takes 3 s.
+        idp.jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["rsa2"], "rsa-2")]}
+        idp.delay = 3.0
+        wait_past(idp.requests[-1].done + 0.2)
+        t0 = time.monotonic()
+        assert_refused(d, token(k["rsa2"], "rsa-2"), UNKNOWN_KID)
+        assert time.monotonic() - t0 < 1.5, "the request waited for the provider"
+        assert_ok(d, token(k["rsa"], "rsa-1"), "the keys kept")
+        # The fetch it asked for (or the 1 s retry) brings the new key.
+        idp.wait_requests(3, timeout=5)
+        idp.delay = 0
+        d.wait_for_log(changed(idp.url, 2), timeout=8)
+        assert_ok(d, token(k["rsa2"], "rsa-2"), "the new key")
 
 
 # ----------------------------------------------------------- cache and reload
