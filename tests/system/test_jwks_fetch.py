@@ -23,15 +23,17 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
 """
 
 import json
+import re
 import subprocess
 import time
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import evhost_testlib as lib
 from test_auth import ISSUER, claims, jwk, pem, probe, sign
-from test_metrics import scrape_value
+from test_metrics import ALERTS, scrape_value
 from test_reload import reload
 
 IDP_DROPIN = "30-idp.conf"
@@ -298,6 +300,11 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
         assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") >= 4
         last = scrape_value(d, "evhost_jwks_last_success_timestamp_seconds")
         assert time.time() - 60 < last <= time.time(), last
+        # The shipped alert on failing fetches reads that family.
+        rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"]
+                 for r in g["rules"]}
+        assert set(re.findall(r"\bevhost_[a-z_]+\b", rules["EvhostJwksFetchFailing"]["expr"])) \
+            == {"evhost_jwks_fetches_total"}
 
 
 def test_no_keys_answers_503_until_a_retry_succeeds(evhostd, build_dir, certs, k):
