@@ -1146,7 +1146,8 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	                                 .pk_audience = k->pk_audience,
 	                                 .pk_roles = k->pk_roles,
 	                                 .pk_pending = k->jwks && !v.keys ? jwt_reason_keys_pending
-	                                                                  : NULL},
+	                                                                  : NULL,
+	                                 .pk_refetchable = k->jwks != NULL},
 	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why);
 	if (k->jwks)
 		jwks_fetcher_release(k->jwks);

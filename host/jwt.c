@@ -209,6 +209,9 @@ static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jw
 		*alg = ALG_RS256;
 	else if (!strcmp(a->valuestring, "ES256") && pk && k->pk_ec)
 		*alg = ALG_ES256;
+	else if ((!strcmp(a->valuestring, "RS256") || !strcmp(a->valuestring, "ES256")) && pk &&
+	         k->pk_refetchable)
+		why = jwt_reason_unknown_kid;
 	else
 		why = alg_refused(k);
 	id = cJSON_GetObjectItemCaseSensitive(hdr, "kid");

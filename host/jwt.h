@@ -38,6 +38,10 @@ typedef struct jwt_keys {
 	/* Non-NULL: another issuer's keys are to come (jwt_reason_keys_pending):
 	 * its RS256 and ES256 tokens are answered -2, not refused. */
 	const char *pk_pending;
+	/* The keys can be fetched again (the provider's JWKS): an RS256 or ES256
+	 * token with no key of its kind is refused as jwt_reason_unknown_kid (a
+	 * key the provider added), not for its algorithm. */
+	int pk_refetchable;
 } jwt_keys;
 
 /* The reason jwt_verify_keys gives (this very pointer) for a token whose kid

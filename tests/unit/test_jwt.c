@@ -503,6 +503,15 @@ static void test_foreign_tokens(void **state)
 	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
 	assert_int_equal(check_foreign(&k, "none", "{" IDP "}", &c, &why), -1);
 	assert_string_equal(why, "token algorithm is not HS256");
+	/* Keys that can be fetched again: a token of a kind they have none of
+	 * names a key they lack, not a refused algorithm. */
+	k.pk_pending = NULL;
+	k.pk_rsa = 1;
+	k.pk_refetchable = 1;
+	assert_int_equal(check_foreign(&k, "ES256", "{" IDP "}", &c, &why), -1);
+	assert_ptr_equal(why, jwt_reason_unknown_kid);
+	assert_int_equal(check_foreign(&k, "PS256", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "token algorithm is not HS256 or RS256");
 }
 
 /* ------------------------------------------------------------------ JWKS */
