@@ -20,6 +20,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
 #include <cmocka.h>
 
 #include "alloc_faults.h"
@@ -27,6 +33,7 @@
 #include "clock.h"
 #include "dlq.h"
 #include "jwks.h"
+#include "jwksfetch.h"
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
@@ -212,6 +219,147 @@ static void test_jwks(void **state)
 {
 	(void)state;
 	assert_true(sweep(jwks_scenario, NULL) > 3);
+}
+
+/* ------------------------------------------------------------ JWKS fetch */
+
+/* A provider on loopback, plain HTTP: every GET is answered `status` with
+ * the set below, until stopped. */
+static struct {
+	int fd, port;
+	atomic_int status, stop;
+	pthread_t thread;
+} idp;
+
+static const char idp_set[] =
+    "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e1\",\"use\":\"sig\",\"crv\":\"P-256\","
+    "\"x\":\"hcBmMPqvQRgEWo5yO1Mfpw1Bi-kQsJNlSVGeKxwKATs\","
+    "\"y\":\"jJHqiaHzKWurRO7Ct48-zJeHLGsTPq_56Wk166R-C1M\"},"
+    "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"}]}";
+
+static void *idp_main(void *arg)
+{
+	(void)arg;
+	while (!atomic_load(&idp.stop)) {
+		struct pollfd p = {.fd = idp.fd, .events = POLLIN};
+		char req[2048], head[256];
+		size_t got = 0;
+		int c, n;
+		if (poll(&p, 1, 100) <= 0 || (c = accept(idp.fd, NULL, NULL)) < 0)
+			continue;
+		while (got < sizeof req - 1) {
+			ssize_t r = recv(c, req + got, sizeof req - 1 - got, 0);
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+			req[got] = '\0';
+			if (strstr(req, "\r\n\r\n"))
+				break;
+		}
+		n = snprintf(head, sizeof head, "HTTP/1.1 %d X\r\nContent-Length: %zu\r\n\r\n",
+		             atomic_load(&idp.status), sizeof idp_set - 1);
+		if (send(c, head, (size_t)n, MSG_NOSIGNAL) == n)
+			(void)!send(c, idp_set, sizeof idp_set - 1, MSG_NOSIGNAL);
+		close(c);
+	}
+	return NULL;
+}
+
+static void idp_start(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	idp.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(idp.fd >= 0);
+	assert_int_equal(bind(idp.fd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(idp.fd, 16), 0);
+	assert_int_equal(getsockname(idp.fd, (struct sockaddr *)&a, &len), 0);
+	idp.port = ntohs(a.sin_port);
+	atomic_store(&idp.status, 200);
+	atomic_store(&idp.stop, 0);
+	assert_int_equal(pthread_create(&idp.thread, NULL, idp_main, NULL), 0);
+}
+
+static void idp_stop(void)
+{
+	atomic_store(&idp.stop, 1);
+	pthread_join(idp.thread, NULL);
+	close(idp.fd);
+}
+
+typedef struct fetch_case {
+	settings s;
+	char cache[300];
+	int keep_cache; /* else the cache is removed before each run */
+} fetch_case;
+
+/* Fetch at start (or use the cache when the provider answers 500): the keys
+ * are there, or the failure was an allocation's; the cache is written when
+ * nothing failed. */
+static int jwks_fetch_scenario(void *arg)
+{
+	fetch_case *fc = arg;
+	char err[256] = "";
+	jwks_view v;
+	jwks_fetcher *f;
+	int have;
+	if (!fc->keep_cache)
+		unlink(fc->cache);
+	if (!(f = jwks_fetcher_new(&fc->s, err, sizeof err))) {
+		assert_true(alloc_faults_hit());
+		assert_string_equal(err, "out of memory");
+		return -1;
+	}
+	if (jwks_fetcher_start(f) != 0) {
+		assert_true(alloc_faults_hit());
+		jwks_fetcher_free(f);
+		return -1;
+	}
+	jwks_fetcher_acquire(f, &v);
+	have = v.keys != NULL;
+	if (have) {
+		assert_int_equal(v.nec, 1);
+		assert_int_equal(v.nrsa, 0);
+	}
+	jwks_fetcher_release(f);
+	jwks_fetcher_free(f);
+	if (!have) {
+		assert_true(alloc_faults_hit());
+		return -1;
+	}
+	if (!alloc_faults_hit())
+		assert_int_equal(access(fc->cache, R_OK), 0);
+	return 0;
+}
+
+static void test_jwks_fetch(void **state)
+{
+	fetch_case fc;
+	char dir[] = "/tmp/evhost-oom-jwks-XXXXXX", url[64], port[8];
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	idp_start();
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/certs", idp.port);
+	snprintf(port, sizeof port, "%d", idp.port);
+	memset(&fc, 0, sizeof fc);
+	fc.s.jwks_url = url;
+	fc.s.jwks_host = (char *)"127.0.0.1";
+	fc.s.jwks_port = port;
+	fc.s.jwks_target = (char *)"/certs";
+	fc.s.jwks_refresh_s = 3600;
+	fc.s.jwt_public_issuer = (char *)"https://idp";
+	fc.s.state_dir = dir;
+	snprintf(fc.cache, sizeof fc.cache, "%s/jwks-cache.json", dir);
+	/* Fetched, converted, loaded, kept in the cache. */
+	assert_true(sweep(jwks_fetch_scenario, &fc) > 50);
+	/* The provider failing: the cache read back. */
+	assert_int_equal(jwks_fetch_scenario(&fc), 0);
+	atomic_store(&idp.status, 500);
+	fc.keep_cache = 1;
+	assert_true(sweep(jwks_fetch_scenario, &fc) > 20);
+	idp_stop();
+	unlink(fc.cache);
+	assert_int_equal(rmdir(dir), 0);
 }
 
 /* --------------------------------------------------------------- textbuf */
@@ -863,6 +1011,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_jwks),
+	    cmocka_unit_test(test_jwks_fetch),
 	    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
