@@ -321,8 +321,11 @@ int httpc_parse_answer(char *buf, size_t n, httpc_answer *a, char *err, size_t e
 			}
 			chunked = 1;
 		} else if ((v = header_value(line, len, "Location", &vlen))) {
-			snprintf(a->location, sizeof a->location, "%.*s",
-			         vlen < sizeof a->location ? (int)vlen : (int)sizeof a->location - 1, v);
+			/* For the log: bytes other than printable ASCII as '?'. */
+			size_t i;
+			for (i = 0; i < vlen && i + 1 < sizeof a->location; i++)
+				a->location[i] = v[i] > 0x20 && v[i] < 0x7f ? v[i] : '?';
+			a->location[i] = '\0';
 		}
 		line = eol + 2;
 	}

@@ -41,7 +41,8 @@ typedef struct httpc_answer {
 	int status;
 	char *body; /* into the buffer parsed; chunked bodies decoded in place */
 	size_t body_len;
-	char location[512]; /* the Location header's value ("" when none; cut) */
+	char location[512]; /* the Location header's value ("" when none; cut; other bytes
+	                     * than printable ASCII as '?') */
 } httpc_answer;
 
 /* Parse buf[0..n) (modified: a chunked body is decoded where it lies): the

@@ -161,7 +161,6 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	char *buf;
 	size_t n;
 	int rc;
-
 	void *tls = NULL;
 
 	if (f->tls && !(tls = tls_client_new(f->ca_file, NULL, why, sizeof why))) {
@@ -199,10 +198,13 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	/* A TLS server may end without close_notify: what came is used when it
 	 * is a whole answer (a JWKS cut short is no longer JSON). */
 	if (httpc_parse_answer(buf, n, &a, err, errlen) != 0) {
-		if (rc < 0) {
+		if (rc < 0 && !strcmp(why, "timed out")) {
 			size_t m = strlen(err);
-			snprintf(err + m, errlen - m, " (%s%s)",
-			         !strcmp(why, "timed out") ? "no more within the timeout: " : "", why);
+			snprintf(err + m, errlen - m, " (no more came within %d s)",
+			         JWKS_FETCH_TIMEOUT_MS / 1000);
+		} else if (rc < 0) {
+			size_t m = strlen(err);
+			snprintf(err + m, errlen - m, " (%s)", why);
 		}
 		free(buf);
 		return NULL;

@@ -79,6 +79,11 @@ static void test_redirect(void **state)
 	assert_string_equal(a.location, "https://idp.example/c");
 	assert_int_equal(parse("HTTP/1.1 200 OK\r\n\r\n", &a, body, sizeof body, err), 0);
 	assert_string_equal(a.location, "");
+	/* What reaches the log is one printable line. */
+	assert_int_equal(parse("HTTP/1.1 302 Found\r\nLocation: /a\nb\x1b[31m c\r\n\r\n", &a, body,
+	                       sizeof body, err),
+	                 0);
+	assert_string_equal(a.location, "/a?b?[31m?c");
 }
 
 static void test_refused(void **state)
