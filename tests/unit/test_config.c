@@ -827,6 +827,20 @@ static void test_jwt_public_keys(void **state)
 	expect_one_error(text, "a.conf", "a.conf:4: [auth] jwt_public_key_file: cannot read");
 }
 
+/* settings_of again on the same fixture: what the last one made is freed. */
+static int settings_again(fixture *f, const char *text, const char *file)
+{
+	if (f->have_settings)
+		settings_free(&f->s);
+	cfg_free(&f->c);
+	diag_free(&f->d);
+	memset(&f->c, 0, sizeof f->c);
+	memset(&f->s, 0, sizeof f->s);
+	memset(&f->d, 0, sizeof f->d);
+	f->have_settings = 0;
+	return settings_of(f, text, file);
+}
+
 /* [auth] jwt_jwks_url: its parts as the fetcher uses them; TLS unless the
  * provider is on this host; the keys that go with it. */
 static void jwks_url(fixture *f, const char *url, int tls, const char *host, const char *port,
@@ -835,7 +849,7 @@ static void jwks_url(fixture *f, const char *url, int tls, const char *host, con
 	char text[512];
 	snprintf(text, sizeof text,
 	         MIN_KAFKA "[auth]\njwt_jwks_url = %s\njwt_public_key_issuer = https://idp\n", url);
-	assert_int_equal(settings_of(f, text, "a.conf"), 0);
+	assert_int_equal(settings_again(f, text, "a.conf"), 0);
 	assert_string_equal(f->s.jwks_url, url);
 	assert_int_equal(f->s.jwks_tls, tls);
 	assert_string_equal(f->s.jwks_host, host);
@@ -903,14 +917,14 @@ static void test_jwks_url(void **state)
 		expect_one_error(text, "a.conf",
 		                 "a.conf:6: [auth] jwt_jwks_refresh: expected a duration from 5s to 24h");
 	}
-	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
-	                                          "jwt_public_key_issuer = i\njwt_jwks_refresh = 5s\n",
-	                             "a.conf"),
+	assert_int_equal(settings_again(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
+	                                             "jwt_public_key_issuer = i\njwt_jwks_refresh = 5s\n",
+	                                "a.conf"),
 	                 0);
 	assert_int_equal(f->s.jwks_refresh_s, 5);
-	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
-	                                          "jwt_public_key_issuer = i\njwt_jwks_refresh = 24h\n",
-	                             "a.conf"),
+	assert_int_equal(settings_again(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
+	                                             "jwt_public_key_issuer = i\njwt_jwks_refresh = 24h\n",
+	                                "a.conf"),
 	                 0);
 	assert_int_equal(f->s.jwks_refresh_s, 86400);
 }
