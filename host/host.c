@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "host.h"
 #include "http.h"
+#include "httpc.h"
 #include "jsonb.h"
 #include "jwks.h"
 #include "jwksfetch.h"
@@ -201,6 +202,37 @@ static void host_check_trace_tls(host *h, diag *d)
 	}
 }
 
+/* The environment's proxy for outgoing HTTPS (httpc.h), when something goes
+ * out over HTTPS ([tracing] to an https:// collector, [auth] jwt_jwks_url):
+ * a malformed https_proxy is said here; at start, where they go. */
+static int outgoing_https(const host *h, char *what, size_t n)
+{
+	snprintf(what, n, "%s%s%s", h->set.trace_tls ? "spans" : "",
+	         h->set.trace_tls && h->set.jwks_tls ? ", " : "",
+	         h->set.jwks_tls ? "the identity provider's keys" : "");
+	return h->set.trace_tls || h->set.jwks_tls;
+}
+
+static void host_check_proxy(host *h, diag *d)
+{
+	httpc_proxy p;
+	char err[512], what[64];
+	if (outgoing_https(h, what, sizeof what) && httpc_proxy_get(&p, err, sizeof err) < 0)
+		diag_add(d, h->cfg.main_file, 0, "environment: %s", err);
+}
+
+static void log_proxy(const host *h)
+{
+	httpc_proxy p;
+	char err[512], what[64];
+	if (!outgoing_https(h, what, sizeof what) || httpc_proxy_get(&p, err, sizeof err) != 0)
+		return;
+	log_info("host", "outgoing HTTPS (%s) goes through the proxy %s:%s (%s%s)%s%s%s", what,
+	         p.host, p.port, p.var, *p.auth ? ", with its credentials" : "",
+	         p.no_proxy ? "; direct to no_proxy's '" : "", p.no_proxy ? p.no_proxy : "",
+	         p.no_proxy ? "'" : "");
+}
+
 /* [auth] jwt_jwks_url's fetcher, made (its CAs read) but not started: a bad
  * jwt_jwks_ca_file is said at its line. Nothing is fetched here
  * (--check-config does not depend on the provider being up). */
@@ -266,6 +298,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	host_check_trace_tls(h, d);
 	host_check_jwt_keys(h, d);
 	host_check_jwks(h, d);
+	host_check_proxy(h, d);
 	for (size_t i = 0; i < h->set.nplugins; i++) {
 		const plugin_settings *ps = &h->set.plugins[i];
 		evh_plugin *p;
@@ -535,6 +568,7 @@ int host_start(host *h)
 		log_error("host", "out of memory");
 		return -1;
 	}
+	log_proxy(h);
 	if (h->jwks) {
 		/* Before HTTP: the first requests find the keys fetched (or cached). */
 		atomic_load(&h->auth)->jwks = h->jwks;

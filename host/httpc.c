@@ -2,9 +2,11 @@
 #define _GNU_SOURCE /* memmem */
 #include "httpc.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,8 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "clock.h"
 #include "tls_compat.h"
@@ -82,14 +86,238 @@ static int tls_step(httpc_conn *c, int op, void *buf, size_t n, int64_t deadline
 	}
 }
 
+/* ------------------------------------------------------------- proxy */
+
+static ssize_t read_some(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                         size_t errlen);
+
+static const char *env2(const char *lower, const char *upper, const char **name)
+{
+	const char *v = getenv(lower);
+	*name = lower;
+	if (!v || !*v) {
+		v = getenv(upper);
+		*name = upper;
+	}
+	return v && *v ? v : NULL;
+}
+
+/* %XX decoded from s[0..n) into out (cap bytes): its length, or -1. */
+static int pct_decode(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned int c = (unsigned char)s[i];
+		if (c == '%') {
+			if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+			    !isxdigit((unsigned char)s[i + 2]) || sscanf(s + i + 1, "%2x", &c) != 1)
+				return -1;
+			i += 2;
+		}
+		if (o + 1 >= cap)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return (int)o;
+}
+
+int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
+{
+	const char *v, *h, *at, *end, *colon, *no_var;
+	char cred[512];
+	size_t hn;
+	int n;
+
+	memset(p, 0, sizeof *p);
+	if (!(v = env2("https_proxy", "HTTPS_PROXY", &p->var)))
+		return 1;
+	p->no_proxy = env2("no_proxy", "NO_PROXY", &no_var);
+	h = v;
+	if (!strncasecmp(h, "http://", 7))
+		h += 7;
+	else if (strstr(h, "://")) {
+		snprintf(err, errlen, "%s '%s': only an http:// proxy is supported (CONNECT)", p->var, v);
+		return -1;
+	}
+	end = h + strcspn(h, "/?#");
+	if (*end && strcmp(end, "/") != 0) {
+		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, v);
+		return -1;
+	}
+	if ((at = memchr(h, '@', (size_t)(end - h)))) {
+		colon = memchr(h, ':', (size_t)(at - h));
+		n = pct_decode(h, (size_t)(at - h), cred, sizeof cred);
+		if (n < 0 || !colon) {
+			snprintf(err, errlen, "%s: expected USER:PASSWORD@ before the host", p->var);
+			return -1;
+		}
+		memcpy(p->auth, "Basic ", 6);
+		sodium_bin2base64(p->auth + 6, sizeof p->auth - 6, (const unsigned char *)cred,
+		                  (size_t)n, sodium_base64_VARIANT_ORIGINAL);
+		sodium_memzero(cred, sizeof cred);
+		h = at + 1;
+	}
+	if (*h == '[') {
+		const char *rb = memchr(h, ']', (size_t)(end - h));
+		hn = rb ? (size_t)(rb - h - 1) : 0;
+		colon = rb && rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
+		if (!rb || (rb + 1 < end && !colon)) {
+			snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]",
+			         p->var, v);
+			return -1;
+		}
+		h++;
+	} else {
+		colon = memchr(h, ':', (size_t)(end - h));
+		hn = (size_t)((colon ? colon : end) - h);
+	}
+	if (!hn || hn >= sizeof p->host) {
+		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, v);
+		return -1;
+	}
+	memcpy(p->host, h, hn);
+	p->host[hn] = '\0';
+	if (colon) {
+		size_t pn = (size_t)(end - colon - 1);
+		long port = pn && pn < 6 && strspn(colon + 1, "0123456789") >= pn
+		                ? strtol(colon + 1, NULL, 10)
+		                : 0;
+		if (port < 1 || port > 65535) {
+			snprintf(err, errlen, "%s '%s': expected a port of 1-65535 after the host", p->var,
+			         v);
+			return -1;
+		}
+		snprintf(p->port, sizeof p->port, "%ld", port);
+	} else {
+		snprintf(p->port, sizeof p->port, "80");
+	}
+	return 0;
+}
+
+static int loopback(const char *host)
+{
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (!strcasecmp(host, "localhost"))
+		return 1;
+	if (inet_pton(AF_INET, host, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
+{
+	const char *e = p->no_proxy;
+	size_t hl = strlen(host);
+	if (loopback(host))
+		return 1;
+	while (e && *e) {
+		size_t n;
+		while (*e == ' ' || *e == '\t' || *e == ',')
+			e++;
+		n = strcspn(e, ", \t");
+		if (n == 1 && *e == '*')
+			return 1;
+		if (n && *e == '.') { /* ".example.com": the same as "example.com" */
+			e++;
+			n--;
+		}
+		if (n && (hl == n || (hl > n && host[hl - n - 1] == '.')) &&
+		    !strncasecmp(host + hl - n, e, n))
+			return 1;
+		e += n;
+	}
+	return 0;
+}
+
+/* The tunnel through the proxy to host:port on c->fd, connected to it:
+ * 0, or -1 with the reason in err. */
+static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const char *port,
+                  int64_t deadline, char *err, size_t errlen)
+{
+	char req[1200], head[4096], why[256];
+	int v6 = strchr(host, ':') != NULL, n;
+	size_t got = 0;
+	char *end = NULL;
+
+	n = snprintf(req, sizeof req,
+	             "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: evhost/" EVHOST_VERSION
+	             "\r\n%s%s%s\r\n",
+	             v6 ? "[" : "", host, v6 ? "]" : "", port, v6 ? "[" : "", host, v6 ? "]" : "", port,
+	             *p->auth ? "Proxy-Authorization: " : "", p->auth, *p->auth ? "\r\n" : "");
+	if (n < 0 || (size_t)n >= sizeof req) {
+		snprintf(err, errlen, "the CONNECT request is too long");
+		return -1;
+	}
+	n = httpc_send(c, req, (size_t)n, deadline, why, sizeof why);
+	sodium_memzero(req, sizeof req);
+	if (n != 0) {
+		snprintf(err, errlen, "the proxy %s:%s (%s): %s", p->host, p->port, p->var, why);
+		return -1;
+	}
+	/* Its answer's head, nothing more: the server says nothing before the
+	 * TLS handshake, and a refusal's body is not read. */
+	while (!end && got < sizeof head - 1) {
+		ssize_t r = read_some(c, head + got, sizeof head - 1 - got, deadline, why, sizeof why);
+		if (r <= 0) {
+			snprintf(err, errlen, "the proxy %s:%s (%s) gave no answer to CONNECT: %s", p->host,
+			         p->port, p->var, r == 0 ? "the connection was closed" : why);
+			return -1;
+		}
+		got += (size_t)r;
+		head[got] = '\0';
+		end = strstr(head, "\r\n\r\n");
+	}
+	if (!end || strncmp(head, "HTTP/1.", 7) != 0 || got < 12 || head[8] != ' ') {
+		snprintf(err, errlen, "the proxy %s:%s (%s) gave no HTTP answer to CONNECT", p->host,
+		         p->port, p->var);
+		return -1;
+	}
+	if (head[9] != '2') {
+		char *eol = strstr(head, "\r\n");
+		*eol = '\0';
+		for (char *q = head; *q; q++)
+			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
+				*q = '?';
+		snprintf(err, errlen, "the proxy %s:%s (%s) refused the tunnel to %s:%s: %s", p->host,
+		         p->port, p->var, host, port, head + 9);
+		return -1;
+	}
+	if (end + 4 != head + got) {
+		snprintf(err, errlen, "the proxy %s:%s (%s) sent bytes after its answer to CONNECT",
+		         p->host, p->port, p->var);
+		return -1;
+	}
+	return 0;
+}
+
 int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
                char *err, size_t errlen)
 {
 	char why[256];
-	int v6 = strchr(host, ':') != NULL;
+	int v6 = strchr(host, ':') != NULL, via = 0;
+	httpc_proxy p;
 	c->tls = NULL;
-	if ((c->fd = connect_to(host, port, deadline, err, errlen)) < 0)
+	c->fd = -1;
+	if (tls && !loopback(host)) {
+		int rc = httpc_proxy_get(&p, err, errlen);
+		if (rc < 0)
+			return -1;
+		via = rc == 0 && !httpc_proxy_bypassed(&p, host);
+	}
+	if (via) {
+		if ((c->fd = connect_to(p.host, p.port, deadline, why, sizeof why)) < 0) {
+			snprintf(err, errlen, "the proxy (%s): %s", p.var, why);
+			return -1;
+		}
+		if (tunnel(c, &p, host, port, deadline, err, errlen) != 0) {
+			httpc_close(c);
+			return -1;
+		}
+	} else if ((c->fd = connect_to(host, port, deadline, err, errlen)) < 0) {
 		return -1;
+	}
 	if (tls && (!(c->tls = tls_conn_new(tls, c->fd, host, why, sizeof why)) ||
 	            tls_step(c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why) < 0)) {
 		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", v6 ? "[" : "", host,

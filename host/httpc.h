@@ -16,7 +16,10 @@ typedef struct httpc_conn {
 /* Connect to host:port (a name or an address; IPv6 without brackets) and,
  * with `tls` (a tls_client), do the handshake, the server's certificate
  * checked for `host`. 0, or -1 with the reason in err ("cannot resolve ...",
- * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ..."). */
+ * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ...").
+ * A TLS connection goes through the proxy of the environment (below) when
+ * there is one for host: a CONNECT tunnel, the certificate still checked
+ * for host. */
 int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
                char *err, size_t errlen);
 /* Send n bytes. 0, or -1 with the reason in err. */
@@ -35,6 +38,25 @@ int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size
                    char *err, size_t errlen);
 /* Free the TLS connection and close the socket. */
 void httpc_close(httpc_conn *c);
+
+/* The proxy for outgoing HTTPS, as curl and Go's net/http take it from the
+ * environment: https_proxy (or HTTPS_PROXY), http://[USER:PASSWORD@]HOST[:PORT]
+ * (port 80 by default; USER and PASSWORD percent-encoded, sent as Basic
+ * Proxy-Authorization), reached by a CONNECT tunnel; no_proxy (or NO_PROXY),
+ * names that go direct: "*", a host, or a domain and its subdomains
+ * ("example.com" or ".example.com"), separated by commas. Loopback addresses
+ * and "localhost" always go direct. Plain http:// requests never use it. */
+typedef struct httpc_proxy {
+	char host[256], port[8];
+	char auth[700]; /* "Basic ..." or "" */
+	const char *var;   /* the variable it came from */
+	const char *no_proxy; /* its value, or NULL */
+} httpc_proxy;
+/* 0 and *p filled when a proxy is set, 1 when none, -1 when the variable
+ * is malformed (the reason in err, naming it). */
+int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen);
+/* Does a connection to host go direct, proxy or not? */
+int httpc_proxy_bypassed(const httpc_proxy *p, const char *host);
 
 /* An HTTP/1.x answer read whole (up to the connection's close). */
 typedef struct httpc_answer {

@@ -18,6 +18,7 @@ import http.server
 import json
 import os
 import random
+import selectors
 import signal
 import socketserver
 import socket
@@ -761,13 +762,15 @@ class DaemonFactory:
             d.wait_healthy(timeout or health_timeout())
         return d
 
-    def run(self, args, config=None, dropins=None, timeout=60, **kw):
+    def run(self, args, config=None, dropins=None, timeout=60, env=None, **kw):
         """Run evhostd once with `args` (e.g. ["--check-config"]) against a
-        freshly written configuration; return the CompletedProcess."""
+        freshly written configuration (and `env` added to the environment);
+        return the CompletedProcess."""
         config_dir, _, _ = self.write_config(config, dropins, **kw)
         return subprocess.run([str(self.binary), "-c", str(config_dir / "evhost.conf"), *args],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+                              stderr=subprocess.PIPE, text=True, timeout=timeout,
+                              env=dict(os.environ, **env) if env else None)
 
     def teardown(self):
         """Stop every daemon still running; return a list of problems found
@@ -1397,3 +1400,100 @@ def _reason(status):
         return http.HTTPStatus(status).phrase
     except ValueError:
         return "Whatever"
+
+
+class ConnectProxy:
+    """An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT), as corporate
+    proxies do for HTTPS. `routes` maps a requested host name to the address
+    the tunnel really goes to, so that a client can ask for a name no DNS
+    knows while every byte stays on loopback. Records each CONNECT's target
+    (`connects`) and its Proxy-Authorization (`auths`); `refuse` ("407 Proxy
+    Authentication Required", say) answers CONNECT with that status instead."""
+
+    def __init__(self, routes=None):
+        self.routes = dict(routes or {})
+        self.connects, self.auths = [], []
+        self.refuse = None
+        self.port = None
+        self._sock = None
+        self._threads = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def __enter__(self):
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        t = threading.Thread(target=self._accept, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        self._stopping.set()
+        for t in list(self._threads):
+            t.join(timeout=5)
+        if self._sock:
+            self._sock.close()
+            self._sock = None
+
+    def _accept(self):
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            t.start()
+
+    def _serve(self, conn):
+        upstream = None
+        try:
+            conn.settimeout(10)
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 8192:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            method, target, _ = lines[0].split(" ", 2)
+            headers = {k.strip().lower(): v.strip() for k, v in
+                       (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+            with self._lock:
+                self.connects.append(target)
+                self.auths.append(headers.get("proxy-authorization"))
+            if method != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            if self.refuse:
+                conn.sendall(f"HTTP/1.1 {self.refuse}\r\nContent-Length: 0\r\n\r\n".encode())
+                return
+            host, port = target.rsplit(":", 1)
+            upstream = socket.create_connection((self.routes.get(host, host), int(port)),
+                                                timeout=10)
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self._relay(conn, upstream)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            if upstream:
+                upstream.close()
+
+    def _relay(self, a, b):
+        sel = selectors.DefaultSelector()
+        sel.register(a, selectors.EVENT_READ, b)
+        sel.register(b, selectors.EVENT_READ, a)
+        while not self._stopping.is_set():
+            for key, _ in sel.select(timeout=0.2):
+                data = key.fileobj.recv(65536)
+                if not data:
+                    return
+                key.data.sendall(data)

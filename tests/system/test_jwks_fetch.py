@@ -22,6 +22,7 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
 - --check-config says each wrong key at its file:line, and fetches nothing.
 """
 
+import base64
 import json
 import re
 import subprocess
@@ -442,6 +443,54 @@ def test_an_unknown_kid_does_not_wait_for_a_provider_that_failed(evhostd, build_
         idp.delay = 0
         d.wait_for_log(changed(idp.url, 2), timeout=8)
         assert_ok(d, token(k["rsa2"], "rsa-2"), "the new key")
+
+
+def test_keys_fetched_through_the_environments_proxy(evhostd, build_dir, certs, k):
+    # A host that reaches the provider only through its network's proxy
+    # (HTTPS_PROXY, as curl takes it): a CONNECT tunnel to the provider's
+    # name, which only the proxy resolves (here to 127.0.0.1), the
+    # certificate checked for that name.
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]},
+                        tls=(certs.elsewhere_crt, certs.elsewhere_key)) as idp, \
+            lib.ConnectProxy(routes={"elsewhere.example": "127.0.0.1"}) as proxy:
+        url = f"https://elsewhere.example:{idp.port}/realms/shop/protocol/openid-connect/certs"
+        auth = {"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url,
+                "jwt_jwks_ca_file": str(certs.ca_crt), "jwt_jwks_refresh": "5s"}
+        env = {"HTTPS_PROXY": f"http://ada:s%40cr3t@127.0.0.1:{proxy.port}",
+               "NO_PROXY": "internal.corp"}
+        d = start(evhostd, build_dir, auth, env=env)
+        log = d.log_text()
+        assert (f"outgoing HTTPS (the identity provider's keys) goes through the proxy "
+                f"127.0.0.1:{proxy.port} (HTTPS_PROXY, with its credentials); direct to "
+                f"no_proxy's 'internal.corp'") in log, d.log_tail()
+        assert "s%40cr3t" not in log and "s@cr3t" not in log
+        assert line_with(d, fetched(url, 1, 0)), d.log_tail()
+        assert proxy.connects == [f"elsewhere.example:{idp.port}"], proxy.connects
+        assert proxy.auths == ["Basic " + base64.b64encode(b"ada:s@cr3t").decode()], proxy.auths
+        assert idp.requests[0].headers.get("host") == f"elsewhere.example:{idp.port}"
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+
+        # The proxy refusing the tunnel, then gone: each said, the keys kept.
+        proxy.refuse = "407 Proxy Authentication Required"
+        d.wait_for_log(cannot(url, f"the proxy 127.0.0.1:{proxy.port} (HTTPS_PROXY) refused "
+                                   f"the tunnel to elsewhere.example:{idp.port}: 407 Proxy "
+                                   f"Authentication Required"), timeout=9)
+        proxy.stop()
+        d.wait_for_log(cannot(url, f"the proxy (HTTPS_PROXY): cannot connect to "
+                                   f"127.0.0.1:{proxy.port}"), timeout=9)
+        assert_ok(d, token(k["rsa"], "rsa-1"), "the keys kept")
+
+
+def test_a_malformed_proxy_is_said_by_check_config(evhostd, tmp_path):
+    url = "https://idp.example/realms/shop/protocol/openid-connect/certs"
+    p = evhostd.run(["--check-config"], brokers="embedded",
+                    dropins={IDP_DROPIN: idp_conf(jwt_public_key_issuer=ISSUER,
+                                                  jwt_jwks_url=url)},
+                    env={"https_proxy": "socks5://127.0.0.1:1080"})
+    out = p.stdout + p.stderr
+    assert p.returncode != 0, out
+    assert ("evhost.conf: environment: https_proxy 'socks5://127.0.0.1:1080': only an http:// "
+            "proxy is supported (CONNECT)") in out, out
 
 
 # ----------------------------------------------------------- cache and reload

@@ -252,14 +252,14 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
     secret.write_text("k" * 48)
     with lib.Collector(tmp_path / "otelcol", bearer_token=token,
                        tls=(certs.server_crt, certs.server_key, certs.ca_crt)) as collector:
-        def daemon(**keys):
+        def daemon(env=None, **keys):
             conf = {"otlp_ca_file": str(certs.ca_crt), "otlp_headers_file": str(good),
                     "otlp_client_certificate": str(client)}
             conf.update(keys)
             d = evhostd({"auth": {"jwt_secret_file": str(secret)},
                          "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
                          **tracing(collector, **{k: v for k, v in conf.items() if v})},
-                        brokers="embedded")
+                        brokers="embedded", env=env)
             header, trace, _ = caller()
             assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
             return d, trace
@@ -301,6 +301,17 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         assert re.search(r"spans dropped: TLS with 127\.0\.0\.1:\d+ failed: the server's "
                          r"certificate was refused: IP address mismatch", d.log_text()), \
             d.log_tail()
+        # Through the environment's proxy, by the name on that certificate,
+        # which only the proxy resolves: a CONNECT tunnel, checked end to end.
+        with lib.ConnectProxy(routes={"elsewhere.example": "127.0.0.1"}) as proxy:
+            d, trace = daemon(otlp_endpoint=f"https://elsewhere.example:{collector.port}",
+                              env={"HTTPS_PROXY": f"http://127.0.0.1:{proxy.port}"})
+            [span] = collector.wait_spans(in_trace(trace), timeout=15)
+            assert proxy.connects and set(proxy.connects) == {
+                f"elsewhere.example:{collector.port}"}, proxy.connects
+            assert (f"outgoing HTTPS (spans) goes through the proxy 127.0.0.1:{proxy.port} "
+                    f"(HTTPS_PROXY)") in d.log_text()
+            assert d.stop(timeout=30) == 0
     # A peer that takes the connection and never answers the handshake: the
     # handshake is bounded by export_timeout, like a connect.
     with socket.create_server(("127.0.0.1", 0)) as silent:

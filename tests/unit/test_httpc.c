@@ -1,7 +1,8 @@
 /* An HTTP server's answer as evhostd reads it (httpc.c, the JWKS fetcher's
  * GETs): the status, the body as Content-Length, chunked coding or the
  * connection's close delimits it, the Location of a redirect, and every
- * answer refused with its reason. */
+ * answer refused with its reason. And the proxy for outgoing HTTPS from the
+ * environment (https_proxy, no_proxy), as curl and Go read it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -121,12 +122,115 @@ static void test_refused(void **state)
 	        "ended before its last chunk");
 }
 
+/* The proxy from the environment, as curl and Go read it. */
+static void unset_proxy(void)
+{
+	unsetenv("https_proxy");
+	unsetenv("HTTPS_PROXY");
+	unsetenv("no_proxy");
+	unsetenv("NO_PROXY");
+}
+
+static void proxy_ok(const char *value, const char *host, const char *port, const char *auth)
+{
+	httpc_proxy p;
+	char err[256] = "";
+	setenv("HTTPS_PROXY", value, 1);
+	if (httpc_proxy_get(&p, err, sizeof err) != 0)
+		fail_msg("'%s' refused: %s", value, err);
+	assert_string_equal(p.var, "HTTPS_PROXY");
+	assert_string_equal(p.host, host);
+	assert_string_equal(p.port, port);
+	assert_string_equal(p.auth, auth);
+}
+
+static void proxy_refused(const char *value, const char *why)
+{
+	httpc_proxy p;
+	char err[256] = "";
+	setenv("HTTPS_PROXY", value, 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), -1);
+	if (!strstr(err, why))
+		fail_msg("'%s': expected '%s' in '%s'", value, why, err);
+}
+
+static void test_proxy(void **state)
+{
+	httpc_proxy p;
+	char err[256];
+	(void)state;
+	unset_proxy();
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 1);
+	setenv("HTTPS_PROXY", "", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 1);
+
+	proxy_ok("http://proxy.corp:3128", "proxy.corp", "3128", "");
+	proxy_ok("http://proxy.corp:3128/", "proxy.corp", "3128", "");
+	proxy_ok("proxy.corp:8080", "proxy.corp", "8080", "");
+	proxy_ok("HTTP://proxy.corp", "proxy.corp", "80", "");
+	proxy_ok("http://[fd00::1]:3128", "fd00::1", "3128", "");
+	/* "ada:p@ss w" percent-encoded, as Basic credentials. */
+	proxy_ok("http://ada:p%40ss%20w@proxy.corp:3128", "proxy.corp", "3128",
+	         "Basic YWRhOnBAc3Mgdw==");
+	proxy_refused("https://proxy.corp:3128", "only an http:// proxy is supported");
+	proxy_refused("socks5://proxy.corp:1080", "only an http:// proxy is supported");
+	proxy_refused("http://proxy.corp:0", "expected a port of 1-65535");
+	proxy_refused("http://proxy.corp:99999", "expected a port of 1-65535");
+	proxy_refused("http://proxy.corp:31x", "expected a port of 1-65535");
+	proxy_refused("http://proxy.corp/path", "expected http://[USER:PASSWORD@]HOST[:PORT]");
+	proxy_refused("http://:3128", "expected http://[USER:PASSWORD@]HOST[:PORT]");
+	proxy_refused("http://[fd00::1", "expected http://[USER:PASSWORD@]HOST[:PORT]");
+	proxy_refused("http://ada@proxy.corp:3128", "expected USER:PASSWORD@");
+	proxy_refused("http://ada:%zz@proxy.corp:3128", "expected USER:PASSWORD@");
+	/* The lower-case variable first, as curl reads them. */
+	setenv("https_proxy", "http://lower:1", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_string_equal(p.var, "https_proxy");
+	assert_string_equal(p.host, "lower");
+	unset_proxy();
+}
+
+static void test_no_proxy(void **state)
+{
+	httpc_proxy p;
+	char err[256];
+	(void)state;
+	unset_proxy();
+	setenv("HTTPS_PROXY", "http://proxy.corp:3128", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	/* Loopback always goes direct. */
+	assert_true(httpc_proxy_bypassed(&p, "localhost"));
+	assert_true(httpc_proxy_bypassed(&p, "127.0.0.1"));
+	assert_true(httpc_proxy_bypassed(&p, "127.8.9.10"));
+	assert_true(httpc_proxy_bypassed(&p, "::1"));
+	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
+	assert_false(httpc_proxy_bypassed(&p, "10.0.0.1"));
+	setenv("NO_PROXY", " internal.corp, .svc.local ,10.0.0.1,Collector", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_true(httpc_proxy_bypassed(&p, "internal.corp"));
+	assert_true(httpc_proxy_bypassed(&p, "sso.internal.corp"));
+	assert_true(httpc_proxy_bypassed(&p, "otel.svc.local"));
+	assert_true(httpc_proxy_bypassed(&p, "svc.local"));
+	assert_true(httpc_proxy_bypassed(&p, "10.0.0.1"));
+	assert_true(httpc_proxy_bypassed(&p, "collector"));
+	assert_false(httpc_proxy_bypassed(&p, "notinternal.corp"));
+	assert_false(httpc_proxy_bypassed(&p, "internal.corp.evil.example"));
+	assert_false(httpc_proxy_bypassed(&p, "10.0.0.10"));
+	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
+	setenv("no_proxy", "*", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_true(httpc_proxy_bypassed(&p, "sso.example.com"));
+	unset_proxy();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_framing),
 	    cmocka_unit_test(test_redirect),
 	    cmocka_unit_test(test_refused),
+	    cmocka_unit_test(test_proxy),
+	    cmocka_unit_test(test_no_proxy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
