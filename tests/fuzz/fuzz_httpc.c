@@ -1,5 +1,6 @@
 /* libFuzzer: an HTTP server's answer as evhostd reads it (httpc.c,
- * httpc_parse_answer: the JWKS fetcher's GETs). Checks what callers rely
+ * httpc_parse_answer: the JWKS fetcher's GETs), and the environment's
+ * proxy (httpc_proxy_get, httpc_proxy_bypassed). Checks what callers rely
  * on: a parsed answer has a three-digit status and a body inside the buffer
  * (a chunked body decoded in place, never longer than what came); a refused
  * one says why; the Location kept is a C string. */
@@ -12,6 +13,38 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* Input "P<value>": <value> as https_proxy and no_proxy (httpc_proxy_get):
+ * taken with a host and a port of 1-65535, or refused with a reason; the
+ * no_proxy matcher runs over it. */
+static void proxy(const char *value)
+{
+	static const char *const hosts[] = {"sso.example.com", "example.com", "127.0.0.1",
+	                                    "10.0.0.1", "a", ""};
+	httpc_proxy p;
+	char err[256] = "";
+	long port;
+	setenv("https_proxy", value, 1);
+	setenv("no_proxy", value, 1);
+	switch (httpc_proxy_get(&p, err, sizeof err)) {
+	case 0:
+		port = strtol(p.port, NULL, 10);
+		if (!p.host[0] || port < 1 || port > 65535 || strcmp(p.var, "https_proxy"))
+			__builtin_trap();
+		for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++)
+			(void)httpc_proxy_bypassed(&p, hosts[i]);
+		if (!httpc_proxy_bypassed(&p, "127.0.0.1"))
+			__builtin_trap();
+		break;
+	case 1:
+		if (*value)
+			__builtin_trap();
+		break;
+	default:
+		if (!err[0])
+			__builtin_trap();
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = malloc(size + 1), err[256];
@@ -20,6 +53,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	memcpy(buf, data, size);
 	buf[size] = '\0';
+	if (size && buf[0] == 'P') {
+		proxy(buf + 1); /* up to the first NUL, as the environment holds it */
+		free(buf);
+		return 0;
+	}
 	err[0] = '\0';
 	if (httpc_parse_answer(buf, size, &a, err, sizeof err) == 0) {
 		if (a.status < 100 || a.status > 999 || !a.body || a.body < buf ||
