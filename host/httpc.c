@@ -122,30 +122,51 @@ static int pct_decode(const char *s, size_t n, char *out, size_t cap)
 	return (int)o;
 }
 
+/* The variable's value for a message: its credentials, if any, as "***". */
+static const char *shown(const char *v, char *out, size_t n)
+{
+	const char *h = strstr(v, "://"), *end, *at;
+	h = h ? h + 3 : v;
+	end = h + strcspn(h, "/?#");
+	at = memchr(h, '@', (size_t)(end - h));
+	if (!at)
+		return v;
+	/* The last '@' before the host: a password may hold one unencoded. */
+	while (memchr(at + 1, '@', (size_t)(end - at - 1)))
+		at = memchr(at + 1, '@', (size_t)(end - at - 1));
+	snprintf(out, n, "%.*s***%s", (int)(h - v), v, at);
+	return out;
+}
+
 int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 {
-	const char *v, *h, *at, *end, *colon, *no_var;
-	char cred[512];
+	const char *v, *sv, *h, *at = NULL, *end, *colon, *no_var;
+	char cred[512], buf[512];
 	size_t hn;
 	int n;
 
 	memset(p, 0, sizeof *p);
 	if (!(v = env2("https_proxy", "HTTPS_PROXY", &p->var)))
 		return 1;
+	sv = shown(v, buf, sizeof buf);
 	p->no_proxy = env2("no_proxy", "NO_PROXY", &no_var);
 	h = v;
 	if (!strncasecmp(h, "http://", 7))
 		h += 7;
 	else if (strstr(h, "://")) {
-		snprintf(err, errlen, "%s '%s': only an http:// proxy is supported (CONNECT)", p->var, v);
+		snprintf(err, errlen, "%s '%s': only an http:// proxy is supported (CONNECT)", p->var, sv);
 		return -1;
 	}
 	end = h + strcspn(h, "/?#");
 	if (*end && strcmp(end, "/") != 0) {
-		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, v);
+		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, sv);
 		return -1;
 	}
-	if ((at = memchr(h, '@', (size_t)(end - h)))) {
+	/* The last '@' before the host ends the credentials, as Go reads them:
+	 * a password may hold one unencoded. */
+	for (const char *q = h; (q = memchr(q, '@', (size_t)(end - q))); q++)
+		at = q;
+	if (at) {
 		colon = memchr(h, ':', (size_t)(at - h));
 		n = pct_decode(h, (size_t)(at - h), cred, sizeof cred);
 		if (n < 0 || !colon) {
@@ -164,7 +185,7 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 		colon = rb && rb + 1 < end && rb[1] == ':' ? rb + 1 : NULL;
 		if (!rb || (rb + 1 < end && !colon)) {
 			snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]",
-			         p->var, v);
+			         p->var, sv);
 			return -1;
 		}
 		h++;
@@ -173,7 +194,7 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 		hn = (size_t)((colon ? colon : end) - h);
 	}
 	if (!hn || hn >= sizeof p->host) {
-		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, v);
+		snprintf(err, errlen, "%s '%s': expected http://[USER:PASSWORD@]HOST[:PORT]", p->var, sv);
 		return -1;
 	}
 	memcpy(p->host, h, hn);
@@ -185,7 +206,7 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 		                : 0;
 		if (port < 1 || port > 65535) {
 			snprintf(err, errlen, "%s '%s': expected a port of 1-65535 after the host", p->var,
-			         v);
+			         sv);
 			return -1;
 		}
 		snprintf(p->port, sizeof p->port, "%ld", port);

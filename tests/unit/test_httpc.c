@@ -172,6 +172,11 @@ static void test_proxy(void **state)
 	/* "ada:p@ss w" percent-encoded, as Basic credentials. */
 	proxy_ok("http://ada:p%40ss%20w@proxy.corp:3128", "proxy.corp", "3128",
 	         "Basic YWRhOnBAc3Mgdw==");
+	proxy_ok("http://ada:p@ss@proxy.corp:3128", "proxy.corp", "3128", "Basic YWRhOnBAc3M=");
+	/* Credentials are never in a message. */
+	proxy_refused("http://ada:s3cr3t@proxy.corp:0", "'http://***@proxy.corp:0'");
+	proxy_refused("https://ada:s3cr3t@proxy.corp", "'https://***@proxy.corp'");
+	proxy_refused("http://ada:s@cr3t@proxy.corp/x", "'http://***@proxy.corp/x'");
 	proxy_refused("https://proxy.corp:3128", "only an http:// proxy is supported");
 	proxy_refused("socks5://proxy.corp:1080", "only an http:// proxy is supported");
 	proxy_refused("http://proxy.corp:0", "expected a port of 1-65535");
