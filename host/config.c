@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "http_syntax.h"
+#include "loopback.h"
 #include "textbuf.h"
 
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
@@ -1504,17 +1505,6 @@ static void k_jwt_public_key_roles_claim(set_ctx *x, const cfg_entry *e)
 #define MSG_JWKS_URL                                                                      \
 	"expected https://HOST[:PORT][/PATH], or http:// to a loopback address (keys fetched " \
 	"in clear from elsewhere could be forged)"
-
-static int loopback_host(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-	if (!strcasecmp(host, "localhost"))
-		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
-}
 
 /* The provider's jwks_uri: evhostd fetches its keys (jwksfetch.c). Over
  * TLS, unless the provider is on this host. */

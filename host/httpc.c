@@ -2,11 +2,9 @@
 #define _GNU_SOURCE /* memmem */
 #include "httpc.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +16,7 @@
 #include <sodium.h>
 
 #include "clock.h"
+#include "loopback.h"
 #include "tls_compat.h"
 
 /* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
@@ -216,22 +215,11 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 	return 0;
 }
 
-static int loopback(const char *host)
-{
-	struct in_addr a4;
-	struct in6_addr a6;
-	if (!strcasecmp(host, "localhost"))
-		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
-		return (ntohl(a4.s_addr) >> 24) == 127;
-	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
-}
-
 int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
 {
 	const char *e = p->no_proxy;
 	size_t hl = strlen(host);
-	if (loopback(host))
+	if (loopback_host(host))
 		return 1;
 	while (e && *e) {
 		size_t n;
@@ -321,7 +309,7 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
 	httpc_proxy p;
 	c->tls = NULL;
 	c->fd = -1;
-	if (tls && !loopback(host)) {
+	if (tls && !loopback_host(host)) {
 		int rc = httpc_proxy_get(&p, err, errlen);
 		if (rc < 0)
 			return -1;
