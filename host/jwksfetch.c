@@ -305,7 +305,7 @@ static int write_all(int fd, const char *p, size_t n)
 }
 
 /* Keep the set in state_dir for a start while the provider is down: the
- * URL, when, and the set as fetched; written whole (a new file renamed
+ * URL, when it was fetched, and the set as fetched; written whole (a new file renamed
  * over the old, synced). A failure is logged and changes nothing else. */
 static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 {
@@ -453,8 +453,8 @@ static int fetch_once(jwks_fetcher *f, int first)
 		log_info("host", "[auth] %d key(s) of the JWKS from %s left out: not for RS256 or "
 		                 "ES256 signatures (use, key_ops, alg, kty or crv)",
 		         l.skipped, f->url);
-	if (changed)
-		save_cache(f, text, n);
+	/* Every good fetch, so that its time is the last one's. */
+	save_cache(f, text, n);
 	free(text);
 	return 0;
 }

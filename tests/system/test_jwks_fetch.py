@@ -262,9 +262,14 @@ def test_the_set_is_fetched_again_every_refresh(evhostd, build_dir, certs, k):
         # Used at once: no token with the new kid was needed to find it.
         assert_ok(d, token(k["rsa2"], "rsa-2"), "the rotated key")
         assert len(idp.requests) == 2, idp.requests
+        cache = d.state_dir / "jwks-cache.json"
+        first = json.loads(cache.read_text())["fetched_at"]
         reqs = idp.wait_requests(3, timeout=9)
         assert 4.5 <= gaps(reqs)[1] <= 7, gaps(reqs)
         assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        # The same set again: the cache says when it was last fetched.
+        lib.wait_until(lambda: json.loads(cache.read_text())["fetched_at"] > first, timeout=3,
+                       message="the cache's fetched_at moved on")
 
 
 # ------------------------------------------------------------------- failing
