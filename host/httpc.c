@@ -17,6 +17,7 @@
 
 #include "clock.h"
 #include "loopback.h"
+#include "proxy.h"
 #include "tls_compat.h"
 
 /* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
@@ -228,6 +229,23 @@ int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
 		n = strcspn(e, ", \t");
 		if (n == 1 && *e == '*')
 			return 1;
+		if (memchr(e, '/', n)) { /* a network: "10.0.0.0/8", "fd00::/8" */
+			char net[64], why[128];
+			proxy_list l;
+			int in = 0;
+			if (n < sizeof net) {
+				memcpy(net, e, n);
+				net[n] = '\0';
+				if (proxy_list_parse(net, &l, why, sizeof why) == 0) {
+					in = proxy_list_has(&l, host);
+					proxy_list_free(&l);
+				}
+			}
+			if (in)
+				return 1;
+			e += n;
+			continue;
+		}
 		if (n && *e == '.') { /* ".example.com": the same as "example.com" */
 			e++;
 			n--;

@@ -43,8 +43,9 @@ void httpc_close(httpc_conn *c);
  * environment: https_proxy (or HTTPS_PROXY), http://[USER:PASSWORD@]HOST[:PORT]
  * (port 80 by default; USER and PASSWORD percent-encoded, sent as Basic
  * Proxy-Authorization), reached by a CONNECT tunnel; no_proxy (or NO_PROXY),
- * names that go direct: "*", a host, or a domain and its subdomains
- * ("example.com" or ".example.com"), separated by commas. Loopback addresses
+ * names that go direct: "*", a host, a domain and its subdomains
+ * ("example.com" or ".example.com"), or a network of addresses
+ * ("10.0.0.0/8"), separated by commas. Loopback addresses
  * and "localhost" always go direct. Plain http:// requests never use it. */
 typedef struct httpc_proxy {
 	char host[256], port[8];

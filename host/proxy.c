@@ -144,6 +144,12 @@ static int trusted(const proxy_list *l, const proxy_net *a)
 	return 0;
 }
 
+int proxy_list_has(const proxy_list *l, const char *addr)
+{
+	proxy_net a;
+	return parse_addr(addr, &a) == 0 && trusted(l, &a);
+}
+
 /* One X-Forwarded-For entry (spaces around it, maybe a port: "192.0.2.1:
  * 4711", "[2001:db8::1]:443") into `a`. */
 static int parse_hop(const char *p, size_t len, proxy_net *a)

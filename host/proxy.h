@@ -23,6 +23,9 @@ typedef struct proxy_list {
 int proxy_list_parse(const char *text, proxy_list *out, char *err, size_t errlen);
 void proxy_list_free(proxy_list *l);
 
+/* Is `addr` (an address in text form) in one of l's networks? A name: no. */
+int proxy_list_has(const proxy_list *l, const char *addr);
+
 /* Longest address text proxy_client_addr writes, with its NUL. */
 #define PROXY_ADDR_LEN 46
 

@@ -222,6 +222,15 @@ static void test_no_proxy(void **state)
 	assert_false(httpc_proxy_bypassed(&p, "internal.corp.evil.example"));
 	assert_false(httpc_proxy_bypassed(&p, "10.0.0.10"));
 	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
+	/* Networks, as curl takes them since 7.86: addresses in them go direct. */
+	setenv("NO_PROXY", "10.0.0.0/8, fd00::/8,192.168.1.0/33,nonsense/8", 1);
+	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_true(httpc_proxy_bypassed(&p, "10.1.2.3"));
+	assert_true(httpc_proxy_bypassed(&p, "fd00::5"));
+	assert_false(httpc_proxy_bypassed(&p, "11.0.0.1"));
+	assert_false(httpc_proxy_bypassed(&p, "192.168.1.1")); /* a bad entry matches nothing */
+	assert_false(httpc_proxy_bypassed(&p, "10.example.com"));
+	assert_false(httpc_proxy_bypassed(&p, "fe80::1"));
 	setenv("no_proxy", "*", 1);
 	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
 	assert_true(httpc_proxy_bypassed(&p, "sso.example.com"));
