@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import evhost_testlib as lib
 from test_auth import ISSUER, claims, jwk, pem, probe, sign
-from test_metrics import ALERTS, scrape_value
+from test_metrics import ALERTS, DASHBOARD, scrape_value
 from test_reload import reload
 
 IDP_DROPIN = "30-idp.conf"
@@ -312,11 +312,17 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
         assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") >= 4
         last = scrape_value(d, "evhost_jwks_last_success_timestamp_seconds")
         assert time.time() - 60 < last <= time.time(), last
-        # The shipped alert on failing fetches reads that family.
+        # The shipped alert on failing fetches, and the dashboard's panel, read
+        # those families.
         rules = {r["alert"]: r for g in yaml.safe_load(ALERTS.read_text())["groups"]
                  for r in g["rules"]}
         assert set(re.findall(r"\bevhost_[a-z_]+\b", rules["EvhostJwksFetchFailing"]["expr"])) \
             == {"evhost_jwks_fetches_total"}
+        panel = [" ".join(t["expr"] for t in p.get("targets", []))
+                 for p in json.loads(DASHBOARD.read_text())["panels"]
+                 if "evhost_jwks_" in json.dumps(p.get("targets", []))]
+        assert panel and set(re.findall(r"\bevhost_[a-z_]+\b", panel[0])) == {
+            "evhost_jwks_fetches_total", "evhost_jwks_last_success_timestamp_seconds"}, panel
 
 
 def test_no_keys_answers_503_until_a_retry_succeeds(evhostd, build_dir, certs, k):

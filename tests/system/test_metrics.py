@@ -340,7 +340,8 @@ def test_metrics_move_with_requests_and_events(evhostd):
 # Families exposed only once something happened: scraped by the tests named.
 ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_https
                    "evhost_backup_last_timestamp_seconds",  # test_https
-                   "evhost_jwks_fetches_total"}  # test_jwks_fetch
+                   "evhost_jwks_fetches_total",  # test_jwks_fetch
+                   "evhost_jwks_last_success_timestamp_seconds"}  # test_jwks_fetch
 
 
 def check_alerts(types):
@@ -382,7 +383,7 @@ def check_dashboard(types):
     for expr in exprs:
         for name in re.findall(r"\b((?:evhost|process)_[a-z_]+)\b", expr):
             family = re.sub(r"_bucket$", "", name)
-            if family in ONLY_WITH_HTTPS:  # scraped by test_https
+            if family in ONLY_WITH_HTTPS:  # scraped by the tests named there
                 used.add(family)
                 continue
             assert family in types, (name, expr)
