@@ -58,7 +58,6 @@
 #define LIST_MAX 1000
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
-#define BACKUP_KEEP_MAX 10000
 #define RELOAD_WAIT_MS 60000 /* then 202: still running, poll /admin/plugins */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 

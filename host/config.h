@@ -11,6 +11,10 @@
 #include "log.h"
 #include "proxy.h"
 
+/* The most backups POST /admin/backup keeps ({"keep": N}), which evhostctl
+ * backup --keep checks before asking. */
+#define BACKUP_KEEP_MAX 10000
+
 typedef struct cfg_entry {
 	char *section; /* "host", "kafka", "plugin.user" */
 	char *key;

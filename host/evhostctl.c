@@ -42,7 +42,6 @@ enum {
 /* Dead-letter reads take up to 15 s, redrives 30 s, a reload 60 s. */
 #define REQUEST_TIMEOUT_S 90L
 #define BACKUP_TIMEOUT_S 3600L /* a backup copies every plugin's database */
-#define BACKUP_KEEP_MAX 10000
 #define RELOAD_TIMEOUT_S 60L
 #define POLL_MS 200
 #define NAME_MAX_LEN 64
