@@ -364,19 +364,29 @@ static int use_cache(jwks_fetcher *f)
 	const cJSON *url, *when, *set;
 	cJSON *root = NULL;
 	loaded l;
-	long size;
+	long size = 0;
 	FILE *fp;
 	int rc = -1;
 
 	if (!f->cache_path || !(fp = fopen(f->cache_path, "re")))
 		return -1;
-	if (fseek(fp, 0, SEEK_END) == 0 && (size = ftell(fp)) >= 0 &&
-	    size <= JWKS_ANSWER_MAX + 4096 && fseek(fp, 0, SEEK_SET) == 0 &&
-	    (text = malloc((size_t)size + 1)) && fread(text, 1, (size_t)size, fp) == (size_t)size) {
-		text[size] = '\0';
-		root = cJSON_ParseWithLength(text, (size_t)size);
+	if (fseek(fp, 0, SEEK_END) != 0 || (size = ftell(fp)) < 0 || fseek(fp, 0, SEEK_SET) != 0 ||
+	    size > JWKS_ANSWER_MAX + 4096) {
+		log_warn("host", "cannot read %s: %s: not used", f->cache_path,
+		         size > JWKS_ANSWER_MAX + 4096 ? "too large" : strerror(errno));
+		fclose(fp);
+		return -1;
+	}
+	if (!(text = malloc((size_t)size + 1)) || fread(text, 1, (size_t)size, fp) != (size_t)size) {
+		log_warn("host", "cannot read %s: %s: not used", f->cache_path,
+		         text ? "a short read" : "out of memory");
+		fclose(fp);
+		free(text);
+		return -1;
 	}
 	fclose(fp);
+	text[size] = '\0';
+	root = cJSON_ParseWithLength(text, (size_t)size);
 	url = cJSON_GetObjectItemCaseSensitive(root, "url");
 	when = cJSON_GetObjectItemCaseSensitive(root, "fetched_at");
 	set = cJSON_GetObjectItemCaseSensitive(root, "jwks");

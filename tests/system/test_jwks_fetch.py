@@ -532,7 +532,21 @@ def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, bu
     d3 = start(evhostd, build_dir, other, state_dir=state)
     d3.wait_for_log(cannot(other["jwt_jwks_url"]), timeout=5)
     assert "using the keys fetched from" not in d3.log_text(), d3.log_tail()
+    assert f"{cache} holds the keys of {idp.url}, not of {other['jwt_jwks_url']}: not used" \
+        in d3.log_text(), d3.log_tail()
     assert_not_fetched_yet(d3, token(k["rsa"], "rsa-1"))
+    assert d3.stop() == 0
+    # A cache damaged, or too large to be one: said, not used, nothing else changes.
+    for content, why in ((b'{"url": "' + idp.url.encode() + b'", "jwks": {"ke', "is not a "
+                          "JWKS cache evhostd wrote: not used"),
+                         (b" " * (1024 * 1024 + 8192), "cannot read " + str(cache) +
+                          ": too large: not used")):
+        cache.write_bytes(content)
+        d4 = start(evhostd, build_dir, auth, state_dir=state)
+        d4.wait_for_log(cannot(idp.url), timeout=5)
+        assert why in d4.log_text(), d4.log_tail()
+        assert_not_fetched_yet(d4, token(k["rsa"], "rsa-1"))
+        assert d4.stop() == 0
 
 
 def test_a_reload_to_another_provider_fetches_from_it(evhostd, build_dir, certs, k):
