@@ -27,6 +27,7 @@
 #include "clock.h"
 #include "config.h"
 #include "diag.h"
+#include "fileio.h"
 #include "jsonb.h"
 
 enum {
@@ -613,42 +614,15 @@ static char *read_file(const char *path, size_t *len)
 	return buf;
 }
 
-/* Replace `path` with `text` atomically: a temporary file in the same
- * directory (not ending in .conf, so a reload never reads it half
- * written), flushed, renamed over it, and the directory flushed. */
+/* Replace `path` with `text` (fileio.h: a temporary file in the same
+ * directory, not ending in .conf, so a reload never reads it half written). */
 static int write_atomic(const char *path, const char *text, size_t len)
 {
-	char *dir = xasprintf("%s", path), *tmp, *slash = strrchr(dir, '/');
-	int fd, rc = -1, dfd;
-
-	if (slash)
-		*slash = '\0';
-	tmp = xasprintf("%s/.%s.XXXXXX", slash ? dir : ".", slash ? slash + 1 : path);
-	if ((fd = mkstemp(tmp)) < 0) {
-		say("cannot create a file in %s: %s", slash ? dir : ".", strerror(errno));
-		goto out;
-	}
-	if (fchmod(fd, 0644) != 0 || write(fd, text, len) != (ssize_t)len || fsync(fd) != 0) {
-		say("cannot write %s: %s", tmp, strerror(errno));
-		close(fd);
-		unlink(tmp);
-		goto out;
-	}
-	close(fd);
-	if (rename(tmp, path) != 0) {
-		say("cannot rename %s to %s: %s", tmp, path, strerror(errno));
-		unlink(tmp);
-		goto out;
-	}
-	if ((dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY)) >= 0) {
-		fsync(dfd);
-		close(dfd);
-	}
-	rc = 0;
-out:
-	free(tmp);
-	free(dir);
-	return rc;
+	char err[PATH_MAX + 256];
+	int rc = file_replace(path, text, len, 0644, err, sizeof err);
+	if (rc < 0)
+		say("%s", err);
+	return rc < 0 ? -1 : 0;
 }
 
 /* Put the drop-in back as it was before we wrote it. */

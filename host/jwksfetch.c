@@ -5,6 +5,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "fileio.h"
 #include "httpc.h"
 #include "jwks.h"
 #include "log.h"
@@ -141,15 +143,6 @@ const char *jwks_fetcher_url(const jwks_fetcher *f) { return f->url; }
 
 /* ------------------------------------------------------------ fetching */
 
-/* Printable bytes of an answer's body, for the log. */
-static void excerpt(char *out, size_t n, const char *p, size_t len)
-{
-	size_t i;
-	for (i = 0; i + 1 < n && i < len && i < 120; i++)
-		out[i] = p[i] >= 0x20 && p[i] < 0x7f ? p[i] : ' ';
-	out[i] = '\0';
-}
-
 /* GET the set: the body (malloc'd, NUL-terminated) and its length, or NULL
  * with the reason in err. */
 static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
@@ -210,7 +203,8 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 		return NULL;
 	}
 	if (a.status != 200) {
-		excerpt(start, sizeof start, a.body, a.body_len);
+		a.body[a.body_len] = '\0'; /* within buf: body_len <= what came */
+		log_json_escape(start, sizeof start, a.body); /* its start, for the log */
 		if (a.status >= 300 && a.status < 400 && a.location[0])
 			snprintf(err, errlen, "answered %d, a redirect to %s: set jwt_jwks_url to where "
 			                      "it leads",
@@ -290,70 +284,39 @@ static int use_set(jwks_fetcher *f, loaded *l)
 	return 1;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Keep the set in state_dir for a start while the provider is down: the
- * URL, when it was fetched, and the set as fetched; written whole (a new file renamed
- * over the old, synced). A failure is logged and changes nothing else. */
+ * URL, when it was fetched, and the set as fetched (JSON already: it is
+ * put in as it came, not parsed again); replaced whole (fileio.h). A
+ * failure is logged and changes nothing else. */
 static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 {
-	cJSON *root = cJSON_CreateObject(), *set = cJSON_ParseWithLength(text, n);
-	char when[32], *json = NULL, *tmp = NULL, *slash;
+	char when[32], err[PATH_MAX + 256], *url;
+	size_t cap = strlen(f->url) * 6 + 1;
 	time_t now = time(NULL);
 	struct tm tm;
-	int fd = -1, dfd;
+	textbuf b = {0};
 
 	if (!f->cache_path)
-		goto out;
+		return;
+	if (!(url = malloc(cap))) {
+		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
+		return;
+	}
+	log_json_escape(url, cap, f->url);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-	if (!root || !set || !cJSON_AddStringToObject(root, "url", f->url) ||
-	    !cJSON_AddStringToObject(root, "fetched_at", when) ||
-	    !cJSON_AddItemToObject(root, "jwks", set)) {
+	tb_puts(&b, "{\"url\":\"");
+	tb_puts(&b, url);
+	tb_puts(&b, "\",\"fetched_at\":\"");
+	tb_puts(&b, when);
+	tb_puts(&b, "\",\"jwks\":");
+	tb_put(&b, text, n);
+	tb_puts(&b, "}\n");
+	free(url);
+	if (b.oom)
 		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
-		goto out;
-	}
-	set = NULL; /* root's now */
-	if (!(json = cJSON_PrintUnformatted(root)) || asprintf(&tmp, "%s.tmp", f->cache_path) < 0) {
-		tmp = NULL;
-		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
-		goto out;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0 || write_all(fd, json, strlen(json)) != 0 || fsync(fd) != 0 ||
-	    rename(tmp, f->cache_path) != 0) {
-		log_warn("host", "cannot keep the JWKS in %s: %s", f->cache_path, strerror(errno));
-		if (fd >= 0)
-			unlink(tmp);
-		goto out;
-	}
-	if ((slash = strrchr(tmp, '/'))) {
-		*slash = '\0';
-		if ((dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-			if (fsync(dfd) != 0)
-				log_warn("host", "cannot sync %s after writing %s: %s", tmp, CACHE_NAME,
-				         strerror(errno));
-			close(dfd);
-		}
-	}
-out:
-	if (fd >= 0)
-		close(fd);
-	cJSON_Delete(root);
-	cJSON_Delete(set);
-	free(json);
-	free(tmp);
+	else if (file_replace(f->cache_path, b.p, b.n, 0640, err, sizeof err) != 0)
+		log_warn("host", "cannot keep the JWKS in %s: %s", f->cache_path, err);
+	free(b.p);
 }
 
 /* The keys kept by an earlier run, when fetching at start failed: 0 when

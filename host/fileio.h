@@ -1,0 +1,14 @@
+/* Files replaced whole: evhostd's JWKS cache, evhostctl's drop-ins. */
+#ifndef EVHOST_FILEIO_H
+#define EVHOST_FILEIO_H
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Replace `path` with text[0..len), all or nothing: a temporary file beside
+ * it (".NAME.XXXXXX", which a reload never reads as a drop-in), written,
+ * synced and given `mode`, renamed over `path`, then the directory synced.
+ * 0; 1 when the file is in place but the directory could not be synced
+ * (the reason in err); -1 when nothing was replaced, the reason in err. */
+int file_replace(const char *path, const char *text, size_t len, mode_t mode, char *err,
+                 size_t errlen);
+#endif
