@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -319,26 +320,40 @@ static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const c
 	return 0;
 }
 
+/* The environment's proxy, read once: it does not change while evhostd
+ * runs (host.c refuses a malformed one at start). */
+static pthread_once_t env_once = PTHREAD_ONCE_INIT;
+static httpc_proxy env_proxy;
+static int env_rc;
+static char env_err[512];
+
+static void read_env_proxy(void)
+{
+	env_rc = httpc_proxy_get(&env_proxy, env_err, sizeof env_err);
+}
+
 int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
                char *err, size_t errlen)
 {
 	char why[256];
 	int v6 = strchr(host, ':') != NULL, via = 0;
-	httpc_proxy p;
+	const httpc_proxy *p = &env_proxy;
 	c->tls = NULL;
 	c->fd = -1;
 	if (tls && !loopback_host(host)) {
-		int rc = httpc_proxy_get(&p, err, errlen);
-		if (rc < 0)
-			return -1;
-		via = rc == 0 && !httpc_proxy_bypassed(&p, host);
-	}
-	if (via) {
-		if ((c->fd = connect_to(p.host, p.port, deadline, why, sizeof why)) < 0) {
-			snprintf(err, errlen, "the proxy (%s): %s", p.var, why);
+		pthread_once(&env_once, read_env_proxy);
+		if (env_rc < 0) {
+			snprintf(err, errlen, "%s", env_err);
 			return -1;
 		}
-		if (tunnel(c, &p, host, port, deadline, err, errlen) != 0) {
+		via = env_rc == 0 && !httpc_proxy_bypassed(p, host);
+	}
+	if (via) {
+		if ((c->fd = connect_to(p->host, p->port, deadline, why, sizeof why)) < 0) {
+			snprintf(err, errlen, "the proxy (%s): %s", p->var, why);
+			return -1;
+		}
+		if (tunnel(c, p, host, port, deadline, err, errlen) != 0) {
 			httpc_close(c);
 			return -1;
 		}
