@@ -1408,12 +1408,14 @@ class ConnectProxy:
     the tunnel really goes to, so that a client can ask for a name no DNS
     knows while every byte stays on loopback. Records each CONNECT's target
     (`connects`) and its Proxy-Authorization (`auths`); `refuse` ("407 Proxy
-    Authentication Required", say) answers CONNECT with that status instead."""
+    Authentication Required", say) answers CONNECT with that status instead;
+    `raw` (bytes) answers it with those bytes as they are, then closes."""
 
     def __init__(self, routes=None):
         self.routes = dict(routes or {})
         self.connects, self.auths = [], []
         self.refuse = None
+        self.raw = None
         self.port = None
         self._sock = None
         self._threads = []
@@ -1474,6 +1476,9 @@ class ConnectProxy:
                 return
             if self.refuse:
                 conn.sendall(f"HTTP/1.1 {self.refuse}\r\nContent-Length: 0\r\n\r\n".encode())
+                return
+            if self.raw is not None:
+                conn.sendall(self.raw)
                 return
             host, port = target.rsplit(":", 1)
             upstream = socket.create_connection((self.routes.get(host, host), int(port)),

@@ -325,6 +325,24 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
             "evhost_jwks_fetches_total", "evhost_jwks_last_success_timestamp_seconds"}, panel
 
 
+def test_an_answer_too_large_or_a_cache_that_cannot_be_written_is_said(evhostd, build_dir,
+                                                                      certs, k, tmp_path):
+    state = tmp_path / "state"
+    # Where the cache goes, a directory it cannot be renamed over.
+    (state / "jwks-cache.json").mkdir(parents=True)
+    (state / "jwks-cache.json" / "keep").write_text("")
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        idp.answer_next(body=b" " * (1024 * 1024 + 1) + b"{}")
+        d = start(evhostd, build_dir, jwks_auth(idp, certs), state_dir=state)
+        d.wait_for_log(cannot(idp.url, "the answer is larger than 1048576 bytes"), timeout=5)
+        # The retry gets the set; keeping it fails, and says why; the keys work.
+        d.wait_for_log(fetched(idp.url, 1, 0), timeout=8)
+        d.wait_for_log(f"cannot keep the JWKS in {state}/jwks-cache.json: cannot rename ",
+                       timeout=3)
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        assert [p.name for p in state.iterdir() if p.name.startswith(".jwks-cache")] == []
+
+
 def test_no_keys_answers_503_until_a_retry_succeeds(evhostd, build_dir, certs, k):
     jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["ec"], "ec-1")]}
     with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
@@ -481,11 +499,21 @@ def test_keys_fetched_through_the_environments_proxy(evhostd, build_dir, certs, 
         assert idp.requests[0].headers.get("host") == f"elsewhere.example:{idp.port}"
         assert_ok(d, token(k["rsa"], "rsa-1"))
 
-        # The proxy refusing the tunnel, then gone: each said, the keys kept.
+        # The proxy refusing the tunnel, answering what is not HTTP, more than
+        # its answer, or nothing, then gone: each said, the keys kept.
         proxy.refuse = "407 Proxy Authentication Required"
         d.wait_for_log(cannot(url, f"the proxy 127.0.0.1:{proxy.port} (HTTPS_PROXY) refused "
                                    f"the tunnel to elsewhere.example:{idp.port}: 407 Proxy "
                                    f"Authentication Required"), timeout=9)
+        proxy.refuse = None
+        the_proxy = f"the proxy 127.0.0.1:{proxy.port} (HTTPS_PROXY)"
+        for raw, why in ((b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "gave no HTTP answer to CONNECT"),
+                         (b"HTTP/1.1 200 OK\r\n\r\n\x16\x03\x01",
+                          "sent bytes after its answer to CONNECT"),
+                         (b"", "gave no answer to CONNECT: the connection was closed")):
+            proxy.raw = raw
+            d.wait_for_log(cannot(url, f"{the_proxy} {why}"), timeout=9)
+        assert_ok(d, token(k["rsa"], "rsa-1"), "the keys kept")
         proxy.stop()
         d.wait_for_log(cannot(url, f"the proxy (HTTPS_PROXY): cannot connect to "
                                    f"127.0.0.1:{proxy.port}"), timeout=9)
