@@ -24,6 +24,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -308,6 +309,23 @@ int kafka_check_clients(const settings *s, diag *d)
 			client_refused(d, file, "consumer", cerr);
 	}
 	return p || c ? -1 : 0;
+}
+
+/* librdkafka before 2.1.0 (Debian 12 ships 2.0.2) waits a thousandth of the
+ * timeout given to rd_kafka_seek_partitions (confluentinc/librdkafka#4230): a
+ * seek the broker thread takes more than 15 ms to serve, on a busy host,
+ * failed as timed out. Give those versions the timeout meant. */
+int kafka_seek_timeout_ms(int timeout_ms)
+{
+	if (rd_kafka_version() >= 0x02010000 || timeout_ms <= 0)
+		return timeout_ms;
+	return timeout_ms > INT_MAX / 1000 ? INT_MAX : timeout_ms * 1000;
+}
+
+static rd_kafka_error_t *seek_partitions(rd_kafka_t *rk, rd_kafka_topic_partition_list_t *l,
+                                         int timeout_ms)
+{
+	return rd_kafka_seek_partitions(rk, l, kafka_seek_timeout_ms(timeout_ms));
 }
 
 /* librdkafka before 2.6.1 (Debian 12 ships 2.0.2) sends a SCRAM final
@@ -1898,7 +1916,7 @@ static int slot_resume(struct consumer *c, struct retry_slot *s)
 	struct pbuf *b;
 	rd_kafka_resp_err_t perr;
 	rd_kafka_topic_partition_list_add(l, s->topic, s->partition)->offset = s->resume_offset;
-	e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+	e = seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
 	perr = l->elems[0].err;
 	rd_kafka_topic_partition_list_destroy(l);
 	if (e || perr) {
@@ -2688,7 +2706,7 @@ static int targets_from_start_or_time(struct consumer *c, const replay_request *
 static int replay_seek(struct consumer *c, rd_kafka_topic_partition_list_t *l, char *err,
                        size_t errlen)
 {
-	rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, REPLAY_SEEK_TIMEOUT_MS);
+	rd_kafka_error_t *e = seek_partitions(c->rk, l, REPLAY_SEEK_TIMEOUT_MS);
 	if (e) {
 		snprintf(err, errlen, "seek failed: %s", rd_kafka_error_string(e));
 		rd_kafka_error_destroy(e);

@@ -83,6 +83,10 @@ int kafka_parse_time(const char *rfc3339, int64_t *ms);
 void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attempts,
                         int *backoff_ms, int *backoff_max_ms);
 
+/* The timeout to give rd_kafka_seek_partitions for one of timeout_ms with
+ * the librdkafka loaded (before 2.1.0 it waits a thousandth of it). */
+int kafka_seek_timeout_ms(int timeout_ms);
+
 /* rd_kafka_query_watermark_offsets, retried for up to timeout_ms while the
  * broker answers with a passing condition (a leader being elected after a
  * topic was created or a broker restarted). On failure, `err` says which

@@ -7,6 +7,7 @@
  * big), reading and redriving dead letters, replay, plain (non-CloudEvents)
  * messages and type filters. Every wait is bounded. */
 #include <dirent.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -687,6 +688,19 @@ static void test_known_issues_warn_of_scram_before_librdkafka_2_6_1(void **state
 	assert_int_equal(kafka_known_issues(&c.s), rd_kafka_version() < 0x02060100 ? 1 : 0);
 	checked_init(&c, 1, plain);
 	assert_int_equal(kafka_known_issues(&c.s), 0);
+}
+
+/* librdkafka before 2.1.0 waited a thousandth of a seek's timeout: a replay
+ * on a busy host failed after 15 ms instead of 15 s. */
+static void test_seek_timeout_is_the_one_meant(void **state)
+{
+	int old = rd_kafka_version() < 0x02010000;
+	(void)state;
+	assert_int_equal(kafka_seek_timeout_ms(15000), old ? 15000000 : 15000);
+	assert_int_equal(kafka_seek_timeout_ms(5000), old ? 5000000 : 5000);
+	assert_int_equal(kafka_seek_timeout_ms(0), 0); /* asynchronous stays so */
+	assert_int_equal(kafka_seek_timeout_ms(-1), -1);
+	assert_int_equal(kafka_seek_timeout_ms(INT_MAX / 2), old ? INT_MAX : INT_MAX / 2);
 }
 
 /* Does this process have a thread named `name` (/proc/self/task/N/comm)? */
@@ -2253,6 +2267,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 4},
     {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 4},
     {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
+    {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
