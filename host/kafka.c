@@ -14,7 +14,8 @@
  *    finished the partition is sought to the next offset and resumed, so
  *    anything fetched (and discarded) meanwhile is fetched again;
  *  - a revoked partition drops its retry: the new owner starts from the
- *    committed offset;
+ *    committed offset. A dead letter of it on its way is waited for first
+ *    (DLQ_WAIT_REVOKE_MS), so that the new owner does not write it again;
  *  - messages are handed to handlers in timestamp order across the
  *    plugin's partitions (see "ordered dispatch"), so events about one
  *    entity spread over several topics keep their order in a backlog. */
@@ -58,6 +59,7 @@
 #define SEEK_TIMEOUT_MS 5000
 #define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
 #define DLQ_WAIT_STOPPING_MS 30000 /* a stop's wait for dead letters, unless told a deadline */
+#define DLQ_WAIT_REVOKE_MS 5000 /* a rebalance's wait for the revoked partitions' dead letters */
 #define DLQ_RETRY_FIRST_MS 1000 /* after a failed dead letter; doubled up to retry.backoff_max_ms */
 #define DLQ_RETRY_MIN_MS 100    /* ...but never less than this */
 #define DLQ_INLINE_MS 500       /* a dead letter's wait before its partition is parked */
@@ -2068,20 +2070,22 @@ static void dead_letter_resume(struct consumer *c, struct retry_slot *s)
 	slot_resume(c, s);
 }
 
-/* Stopping: the parked dead letters in flight get until the stop's
- * deadline to be written, so that those written have their offsets stored
- * rather than being written again after a restart. One not acknowledged
- * by then is dropped with its slot: its message is handled again at the
- * next start (a second dead letter if the broker wrote this one late). */
-static void finish_dead_letters(struct consumer *c)
+/* Stopping (`parts` NULL), or giving up `parts` in a rebalance: the parked
+ * dead letters in flight there get until `until` to be written, so that
+ * those written have their offsets stored (and committed next) rather than
+ * being written a second time by whoever handles the message next. One not
+ * acknowledged by then is left to drop_slots: its message is handled again
+ * (a second dead letter if the broker wrote this one late). */
+static void finish_dead_letters(struct consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                                int64_t until)
 {
-	int64_t until = atomic_load(&c->stop_by_ms);
 	char why[256];
 	for (size_t i = 0; i < c->nslots;) {
 		struct retry_slot *s = &c->slots[i];
 		int ok = 0, too_big, done;
 		char how[320];
-		if (!s->dead || !s->dl.w) {
+		if (!s->dead || !s->dl.w ||
+		    (parts && !rd_kafka_topic_partition_list_find(parts, s->topic, s->partition))) {
 			i++;
 			continue;
 		}
@@ -2091,17 +2095,28 @@ static void finish_dead_letters(struct consumer *c)
 		if (!ok) {
 			if (done)
 				snprintf(how, sizeof how, "failed (%s)", why);
+			else if (parts)
+				snprintf(how, sizeof how, "is not acknowledged within %d ms",
+				         DLQ_WAIT_REVOKE_MS);
 			else
 				snprintf(how, sizeof how, "is not acknowledged within the stop's time "
 				                          "([host] stop_timeout)");
-			log_warn(KAFKA_LOG, "%s: stopping: the dead letter of %s [%" PRId32 "] @%" PRId64
-			                    " %s; the message is handled again at the next start",
-			         plugin_label(c), s->topic, s->partition, s->msg->offset, how);
+			log_warn(KAFKA_LOG, "%s: %s: the dead letter of %s [%" PRId32 "] @%" PRId64
+			                    " %s; the message is handled again %s",
+			         plugin_label(c), parts ? "partition revoked" : "stopping", s->topic,
+			         s->partition, s->msg->offset, how,
+			         parts ? "by the partition's next owner" : "at the next start");
 			i++;
 			continue;
 		}
+		log_info(KAFKA_LOG, "%s: %s: the dead letter of %s [%" PRId32 "] @%" PRId64
+		                    " is written; its offset is committed",
+		         plugin_label(c), parts ? "partition revoked" : "stopping", s->topic,
+		         s->partition, s->msg->offset);
 		metrics_dlq_message(c->p->name, s->topic);
 		store_offset(c, s->msg);
+		if (parts)
+			partition_pause(c, s->topic, s->partition, 0);
 		slot_remove(c, s);
 	}
 }
@@ -2219,6 +2234,15 @@ static void drop_slots(struct consumer *c, const rd_kafka_topic_partition_list_t
 
 /* ---- group membership ---- */
 
+/* How long a revocation waits for its partitions' dead letters on their
+ * way: DLQ_WAIT_REVOKE_MS, or less when stopping by then. */
+static int64_t revoke_deadline(struct consumer *c)
+{
+	int64_t until = clock_mono_ms() + DLQ_WAIT_REVOKE_MS;
+	int64_t stop_by = atomic_load(&c->stop_by_ms);
+	return atomic_load(&c->stop) && stop_by < until ? stop_by : until;
+}
+
 static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -2243,6 +2267,8 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
 		log_info(KAFKA_LOG, "%s: %d partition(s) revoked%s", plugin_label(c), parts->cnt,
 		         rd_kafka_assignment_lost(rk) ? " (lost)" : "");
+		if (!rd_kafka_assignment_lost(rk))
+			finish_dead_letters(c, parts, revoke_deadline(c));
 		drop_slots(c, parts, 1);
 		pbufs_drop(c, parts);
 		if (!rd_kafka_assignment_lost(rk))
@@ -3002,7 +3028,7 @@ static void *consumer_main(void *arg)
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
-	finish_dead_letters(c);
+	finish_dead_letters(c, NULL, atomic_load(&c->stop_by_ms));
 	drop_slots(c, NULL, 0);
 	commit_stored(c, 0, 1);
 	replay_cancel(c);

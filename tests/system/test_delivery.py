@@ -738,6 +738,46 @@ def test_dead_letter_topic_refusing_holds_only_its_partition(evhostd, build_dir,
     assert log.count("probe: assigned ") == 1 and "revoked" not in log and maxpoll == 0
 
 
+@pytest.mark.slow
+@OWN_BROKER
+def test_dead_letter_on_its_way_at_a_rebalance_is_written_once(evhostd, build_dir, unique_name,
+                                                               own_broker):
+    """A second daemon joins the group while a dead letter of the first is
+    on its way (its topic does not exist yet, on a cluster that creates no
+    topics): the first one's revocation waits for it and commits its offset,
+    so neither daemon handles the message again or writes a second dead
+    letter once the topic exists."""
+    topic = unique_name("dlqjoin")
+    dlq = topic + ".probe.dlq"
+    group = unique_name("g")
+    lib.create_topics([topic], own_broker.bootstrap, partitions=2)
+    config = {
+        "kafka": {"rdkafka.session.timeout.ms": 6000, "rdkafka.heartbeat.interval.ms": 500,
+                  # the dead letter waits for its topic this long before failing
+                  "rdkafka.topic.metadata.propagation.max.ms": 60000},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": topic, "group": group},
+    }
+    first = evhostd(config, brokers=own_broker.bootstrap)
+    r = first.post("/probe/publish?key=poison", data='{"fail":"reject"}',
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 200, r.text
+    first.wait_for_log(f"the dead letter to {dlq} is not acknowledged yet", timeout=30)
+    second = evhostd(config, brokers=own_broker.bootstrap)
+    first.wait_for_log("probe: 2 partition(s) revoked", timeout=30)
+    lib.create_topics([dlq], own_broker.bootstrap, partitions=1)
+    second.wait_for_log("probe: assigned 1 partition(s)", timeout=30)
+    first.wait_for_log("probe: assigned 1 partition(s)", timeout=30)
+    time.sleep(3)  # a redelivery of the poison would be handled now
+    letters = lib.kafka_consume(dlq, timeout=10, brokers=own_broker.bootstrap)
+    logs = first.log_text() + second.log_text()
+    handled = logs.count(f"dead-lettered to {dlq} after")
+    report("dead letter at a rebalance", dead_letters=len(letters), poison_handled=handled)
+    assert handled == 1 and len(letters) == 1 and letters[0]["key"] == "poison"
+    assert "partition revoked: the dead letter of" in first.log_text()
+    assert "pending dead letter dropped" not in logs
+
+
 # --------------------------------------------------- 6: replay rebuilds state
 
 
