@@ -19,6 +19,7 @@
 #include "host.h"
 #include "http.h"
 #include "httpc.h"
+#include "loopback.h"
 #include "jsonb.h"
 #include "jwks.h"
 #include "jwksfetch.h"
@@ -202,11 +203,19 @@ static void host_check_trace_tls(host *h, diag *d)
 	}
 }
 
-/* The environment's proxy for outgoing HTTPS (httpc.h), when something goes
- * out over HTTPS ([tracing] to an https:// collector, [auth] jwt_jwks_url):
- * a malformed https_proxy is said here; at start, where they go. */
-static int outgoing_https(const host *h, char *what, size_t n)
+/* The environment's proxies (httpc.h) for what goes out: over HTTPS
+ * ([tracing] to an https:// collector, [auth] jwt_jwks_url) and over plain
+ * HTTP ([tracing] to an http:// collector not on this host; a plain
+ * jwt_jwks_url is loopback only). A malformed variable is said by the
+ * check; at start, where they go. */
+static int outgoing(const host *h, int tls, char *what, size_t n)
 {
+	if (!tls) {
+		int plain = h->set.trace_endpoint && !h->set.trace_tls &&
+		            !loopback_host(h->set.trace_host);
+		snprintf(what, n, "%s", plain ? "spans" : "");
+		return plain;
+	}
 	snprintf(what, n, "%s%s%s", h->set.trace_tls ? "spans" : "",
 	         h->set.trace_tls && h->set.jwks_tls ? ", " : "",
 	         h->set.jwks_tls ? "the identity provider's keys" : "");
@@ -217,20 +226,24 @@ static void host_check_proxy(host *h, diag *d)
 {
 	httpc_proxy p;
 	char err[512], what[64];
-	if (outgoing_https(h, what, sizeof what) && httpc_proxy_get(&p, err, sizeof err) < 0)
-		diag_add(d, h->cfg.main_file, 0, "environment: %s", err);
+	for (int tls = 0; tls < 2; tls++)
+		if (outgoing(h, tls, what, sizeof what) && httpc_proxy_get(&p, tls, err, sizeof err) < 0)
+			diag_add(d, h->cfg.main_file, 0, "environment: %s", err);
 }
 
 static void log_proxy(const host *h)
 {
 	httpc_proxy p;
 	char err[512], what[64];
-	if (!outgoing_https(h, what, sizeof what) || httpc_proxy_get(&p, err, sizeof err) != 0)
-		return;
-	log_info("host", "outgoing HTTPS (%s) goes through the proxy %s:%s (%s%s)%s%s%s", what,
-	         p.host, p.port, p.var, *p.auth ? ", with its credentials" : "",
-	         p.no_proxy ? "; direct to no_proxy's '" : "", p.no_proxy ? p.no_proxy : "",
-	         p.no_proxy ? "'" : "");
+	for (int tls = 0; tls < 2; tls++) {
+		if (!outgoing(h, tls, what, sizeof what) || httpc_proxy_get(&p, tls, err, sizeof err))
+			continue;
+		log_info("host", "outgoing %s (%s) goes through the proxy %s:%s (%s%s)%s%s%s",
+		         tls ? "HTTPS" : "HTTP", what, p.host, p.port, p.var,
+		         *p.auth ? ", with its credentials" : "",
+		         p.no_proxy ? "; direct to no_proxy's '" : "", p.no_proxy ? p.no_proxy : "",
+		         p.no_proxy ? "'" : "");
+	}
 }
 
 /* [auth] jwt_jwks_url's fetcher, made (its CAs read) but not started: a bad

@@ -139,7 +139,7 @@ static const char *shown(const char *v, char *out, size_t n)
 	return out;
 }
 
-int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
+int httpc_proxy_get(httpc_proxy *p, int tls, char *err, size_t errlen)
 {
 	const char *v, *sv, *h, *at = NULL, *end, *colon, *no_var;
 	char cred[512], buf[512];
@@ -147,7 +147,8 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 	int n;
 
 	memset(p, 0, sizeof *p);
-	if (!(v = env2("https_proxy", "HTTPS_PROXY", &p->var)))
+	if (!(v = tls ? env2("https_proxy", "HTTPS_PROXY", &p->var)
+	              : env2("http_proxy", "HTTP_PROXY", &p->var)))
 		return 1;
 	sv = shown(v, buf, sizeof buf);
 	p->no_proxy = env2("no_proxy", "NO_PROXY", &no_var);
@@ -155,7 +156,8 @@ int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen)
 	if (!strncasecmp(h, "http://", 7))
 		h += 7;
 	else if (strstr(h, "://")) {
-		snprintf(err, errlen, "%s '%s': only an http:// proxy is supported (CONNECT)", p->var, sv);
+		snprintf(err, errlen, "%s '%s': only an http:// proxy is supported%s", p->var, sv,
+		         tls ? " (CONNECT)" : "");
 		return -1;
 	}
 	end = h + strcspn(h, "/?#");
@@ -320,38 +322,45 @@ static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const c
 	return 0;
 }
 
-/* The environment's proxy, read once: it does not change while evhostd
- * runs (host.c refuses a malformed one at start). */
+/* The environment's proxies ([0] plain HTTP, [1] HTTPS), read once: they
+ * do not change while evhostd runs (host.c refuses a malformed one at
+ * start). */
 static pthread_once_t env_once = PTHREAD_ONCE_INIT;
-static httpc_proxy env_proxy;
-static int env_rc;
-static char env_err[512];
+static httpc_proxy env_proxy[2];
+static int env_rc[2];
+static char env_err[2][512];
 
 static void read_env_proxy(void)
 {
-	env_rc = httpc_proxy_get(&env_proxy, env_err, sizeof env_err);
+	for (int tls = 0; tls < 2; tls++)
+		env_rc[tls] = httpc_proxy_get(&env_proxy[tls], tls, env_err[tls], sizeof env_err[tls]);
 }
 
 int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
                char *err, size_t errlen)
 {
 	char why[256];
-	int v6 = strchr(host, ':') != NULL, via = 0;
-	const httpc_proxy *p = &env_proxy;
+	int v6 = strchr(host, ':') != NULL, via = 0, t = tls != NULL;
+	const httpc_proxy *p = &env_proxy[t];
 	c->tls = NULL;
+	c->proxy = NULL;
 	c->fd = -1;
-	if (tls && !loopback_host(host)) {
+	if (!loopback_host(host)) {
 		pthread_once(&env_once, read_env_proxy);
-		if (env_rc < 0) {
-			snprintf(err, errlen, "%s", env_err);
+		if (env_rc[t] < 0) {
+			snprintf(err, errlen, "%s", env_err[t]);
 			return -1;
 		}
-		via = env_rc == 0 && !httpc_proxy_bypassed(p, host);
+		via = env_rc[t] == 0 && !httpc_proxy_bypassed(p, host);
 	}
 	if (via) {
 		if ((c->fd = connect_to(p->host, p->port, deadline, why, sizeof why)) < 0) {
 			snprintf(err, errlen, "the proxy (%s): %s", p->var, why);
 			return -1;
+		}
+		if (!tls) {
+			c->proxy = p;
+			return 0;
 		}
 		if (tunnel(c, p, host, port, deadline, err, errlen) != 0) {
 			httpc_close(c);
@@ -368,6 +377,30 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
 		return -1;
 	}
 	return 0;
+}
+
+int httpc_send_head(httpc_conn *c, const char *method, const char *host, const char *port,
+                    const char *target, const char *rest, int64_t deadline, char *err,
+                    size_t errlen)
+{
+	int v6 = strchr(host, ':') != NULL, rc;
+	const char *lb = v6 ? "[" : "", *rb = v6 ? "]" : "";
+	const char *auth = c->proxy && *c->proxy->auth ? c->proxy->auth : NULL;
+	char *head;
+	const char *via = c->proxy ? "http://" : "";
+	/* To a proxy, the request line names the server: "http://HOST:PORT/PATH". */
+	if (asprintf(&head, "%s %s%s%s%s%s%s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n%s%s%s%s", method,
+	             via, *via ? lb : "", *via ? host : "", *via ? rb : "", *via ? ":" : "",
+	             *via ? port : "", target, lb, host, rb, port,
+	             auth ? "Proxy-Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "",
+	             rest) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = httpc_send(c, head, strlen(head), deadline, err, errlen);
+	explicit_bzero(head, strlen(head)); /* credentials, a headers file's secrets */
+	free(head);
+	return rc;
 }
 
 int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *err,

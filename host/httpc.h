@@ -8,20 +8,32 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct httpc_proxy;
 typedef struct httpc_conn {
 	int fd;
 	void *tls; /* tls_conn, or NULL */
+	/* Plain HTTP through this proxy (httpc_send_head names the server in
+	 * the request line), or NULL: direct, or a CONNECT tunnel. */
+	const struct httpc_proxy *proxy;
 } httpc_conn;
 
 /* Connect to host:port (a name or an address; IPv6 without brackets) and,
  * with `tls` (a tls_client), do the handshake, the server's certificate
  * checked for `host`. 0, or -1 with the reason in err ("cannot resolve ...",
  * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ...").
- * A TLS connection goes through the proxy of the environment (below) when
- * there is one for host: a CONNECT tunnel, the certificate still checked
- * for host. */
+ * Goes through the proxy of the environment (below) when there is one for
+ * host: over TLS a CONNECT tunnel, the certificate still checked for host;
+ * plain HTTP to the proxy itself, which forwards the request. */
 int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int64_t deadline,
                char *err, size_t errlen);
+/* Send a request's head: "METHOD TARGET HTTP/1.1" (TARGET as
+ * "http://HOST:PORT/PATH" to a proxy of plain HTTP), Host, the proxy's
+ * Proxy-Authorization there, then `rest`: the other header lines, each
+ * ending in CRLF, and the blank line if the head ends there. 0, or -1 with
+ * the reason in err. */
+int httpc_send_head(httpc_conn *c, const char *method, const char *host, const char *port,
+                    const char *target, const char *rest, int64_t deadline, char *err,
+                    size_t errlen);
 /* Send n bytes. 0, or -1 with the reason in err. */
 int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *err,
                size_t errlen);
@@ -39,23 +51,25 @@ int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size
 /* Free the TLS connection and close the socket. */
 void httpc_close(httpc_conn *c);
 
-/* The proxy for outgoing HTTPS, as curl and Go's net/http take it from the
- * environment: https_proxy (or HTTPS_PROXY), http://[USER:PASSWORD@]HOST[:PORT]
- * (port 80 by default; USER and PASSWORD percent-encoded, sent as Basic
- * Proxy-Authorization), reached by a CONNECT tunnel; no_proxy (or NO_PROXY),
- * names that go direct: "*", a host, a domain and its subdomains
- * ("example.com" or ".example.com"), or a network of addresses
- * ("10.0.0.0/8"), separated by commas. Loopback addresses
- * and "localhost" always go direct. Plain http:// requests never use it. */
+/* The proxy for outgoing requests, as curl and Go's net/http take it from
+ * the environment: https_proxy (or HTTPS_PROXY) for HTTPS, reached by a
+ * CONNECT tunnel, and http_proxy (or HTTP_PROXY) for plain HTTP, which the
+ * proxy forwards; http://[USER:PASSWORD@]HOST[:PORT] (port 80 by default;
+ * USER and PASSWORD percent-encoded, sent as Basic Proxy-Authorization).
+ * no_proxy (or NO_PROXY): names that go direct: "*", a host, a domain and
+ * its subdomains ("example.com" or ".example.com"), or a network of
+ * addresses ("10.0.0.0/8"), separated by commas. Loopback addresses and
+ * "localhost" always go direct. */
 typedef struct httpc_proxy {
 	char host[256], port[8];
 	char auth[700]; /* "Basic ..." or "" */
 	const char *var;   /* the variable it came from */
 	const char *no_proxy; /* its value, or NULL */
 } httpc_proxy;
-/* 0 and *p filled when a proxy is set, 1 when none, -1 when the variable
- * is malformed (the reason in err, naming it). */
-int httpc_proxy_get(httpc_proxy *p, char *err, size_t errlen);
+/* The proxy for HTTPS (`tls`) or plain HTTP: 0 and *p filled when one is
+ * set, 1 when none, -1 when the variable is malformed (the reason in err,
+ * naming it). */
+int httpc_proxy_get(httpc_proxy *p, int tls, char *err, size_t errlen);
 /* Does a connection to host go direct, proxy or not? */
 int httpc_proxy_bypassed(const httpc_proxy *p, const char *host);
 

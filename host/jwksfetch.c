@@ -28,7 +28,7 @@
 
 struct jwks_fetcher {
 	/* Settings, fixed. */
-	char *url, *host, *port, *request, *ca_file, *issuer, *cache_path;
+	char *url, *host, *port, *target, *ca_file, *issuer, *cache_path;
 	int refresh_s;
 	int tls; /* https:// */
 	/* The keys, under rw: readers hold them for a check. */
@@ -77,8 +77,7 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 	jwks_fetcher *f = calloc(1, sizeof *f);
 	pthread_rwlockattr_t ra;
 	pthread_condattr_t ca;
-	textbuf req = {0};
-	int oom = 0, v6 = strchr(s->jwks_host, ':') != NULL;
+	int oom = 0;
 
 	if (!f) {
 		snprintf(err, errlen, "out of memory");
@@ -104,17 +103,8 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 		f->cache_path = NULL;
 		oom = 1;
 	}
-	tb_puts(&req, "GET ");
-	tb_puts(&req, s->jwks_target);
-	tb_puts(&req, " HTTP/1.1\r\nHost: ");
-	tb_puts(&req, v6 ? "[" : "");
-	tb_puts(&req, s->jwks_host);
-	tb_puts(&req, v6 ? "]:" : ":");
-	tb_puts(&req, s->jwks_port);
-	tb_puts(&req, "\r\nUser-Agent: evhost/" EVHOST_VERSION
-	              "\r\nAccept: application/json\r\nConnection: close\r\n\r\n");
-	f->request = req.p;
-	if (oom || req.oom) {
+	f->target = dup_opt(s->jwks_target, &oom);
+	if (oom) {
 		snprintf(err, errlen, "out of memory");
 		jwks_fetcher_free(f);
 		return NULL;
@@ -165,7 +155,10 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 		tls_client_free(tls);
 		return NULL;
 	}
-	if (httpc_send(&c, f->request, strlen(f->request), deadline, why, sizeof why) != 0) {
+	if (httpc_send_head(&c, "GET", f->host, f->port, f->target,
+	                    "User-Agent: evhost/" EVHOST_VERSION "\r\nAccept: application/json\r\n"
+	                    "Connection: close\r\n\r\n",
+	                    deadline, why, sizeof why) != 0) {
 		snprintf(err, errlen, "sending the request failed: %s", why);
 		httpc_close(&c);
 		tls_client_free(tls);
@@ -518,7 +511,7 @@ void jwks_fetcher_free(jwks_fetcher *f)
 		free(f->url);
 		free(f->host);
 		free(f->port);
-		free(f->request);
+		free(f->target);
 		free(f->ca_file);
 		free(f->issuer);
 		free(f->cache_path);

@@ -7,14 +7,14 @@
 #include <netinet/in.h>
 #include <strings.h>
 
-static inline int loopback_host(const char *host)
+static inline int loopback_host(const char *name)
 {
 	struct in_addr a4;
 	struct in6_addr a6;
-	if (!strcasecmp(host, "localhost"))
+	if (!strcasecmp(name, "localhost"))
 		return 1;
-	if (inet_pton(AF_INET, host, &a4) == 1)
+	if (inet_pton(AF_INET, name, &a4) == 1)
 		return (ntohl(a4.s_addr) >> 24) == 127;
-	return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	return inet_pton(AF_INET6, name, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 #endif

@@ -43,7 +43,7 @@ static struct {
 	int started;
 	/* settings, fixed while running */
 	char *host, *port, *path, *endpoint;
-	char *req_head;    /* the request's head up to its Content-Length */
+	char *req_head;    /* the request's headers after Host, up to its Content-Length */
 	tls_client *tls;   /* https://, else NULL */
 	int interval_ms, timeout_ms;
 	uint64_t ratio_bound; /* sampled when the trace id's low 64 bits are below it */
@@ -389,7 +389,8 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	if (httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen) != 0)
 		return -1;
 	n = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nConnection: close\r\n\r\n", len);
-	if (httpc_send(&c, ex.req_head, strlen(ex.req_head), deadline, why, sizeof why) ||
+	if (httpc_send_head(&c, "POST", ex.host, ex.port, ex.path, ex.req_head, deadline, why,
+	                    sizeof why) ||
 	    httpc_send(&c, tail, (size_t)n, deadline, why, sizeof why) ||
 	    httpc_send(&c, body, len, deadline, why, sizeof why)) {
 		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
@@ -508,20 +509,12 @@ static void *exporter_main(void *arg)
 	return NULL;
 }
 
-/* The request's head up to its Content-Length: the collector's path, Host,
- * and [tracing] otlp_headers_file's headers (each line ending in CRLF). */
+/* The request's headers after Host, up to its Content-Length: and
+ * [tracing] otlp_headers_file's (each line ending in CRLF). */
 static char *render_head(const char *headers)
 {
 	textbuf b = {0};
-	int v6 = strchr(ex.host, ':') != NULL;
-	tb_puts(&b, "POST ");
-	tb_puts(&b, ex.path);
-	tb_puts(&b, " HTTP/1.1\r\nHost: ");
-	tb_puts(&b, v6 ? "[" : "");
-	tb_puts(&b, ex.host);
-	tb_puts(&b, v6 ? "]:" : ":");
-	tb_puts(&b, ex.port);
-	tb_puts(&b, "\r\nUser-Agent: evhost/" EVHOST_VERSION "\r\nContent-Type: application/json\r\n");
+	tb_puts(&b, "User-Agent: evhost/" EVHOST_VERSION "\r\nContent-Type: application/json\r\n");
 	if (headers)
 		tb_puts(&b, headers);
 	if (b.oom) {

@@ -13,10 +13,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-/* Input "P<value>": <value> as https_proxy and no_proxy (httpc_proxy_get):
- * taken with a host and a port of 1-65535, or refused with a reason; the
- * no_proxy matcher runs over it. */
-static void proxy(const char *value)
+/* Input "P<value>": <value> as https_proxy, http_proxy and no_proxy
+ * (httpc_proxy_get, both kinds): taken with a host and a port of 1-65535,
+ * or refused with a reason; the no_proxy matcher runs over it. */
+static void proxy(const char *value, int tls)
 {
 	static const char *const hosts[] = {"sso.example.com", "example.com", "127.0.0.1",
 	                                    "10.0.0.1", "a", ""};
@@ -24,11 +24,13 @@ static void proxy(const char *value)
 	char err[256] = "";
 	long port;
 	setenv("https_proxy", value, 1);
+	setenv("http_proxy", value, 1);
 	setenv("no_proxy", value, 1);
-	switch (httpc_proxy_get(&p, err, sizeof err)) {
+	switch (httpc_proxy_get(&p, tls, err, sizeof err)) {
 	case 0:
 		port = strtol(p.port, NULL, 10);
-		if (!p.host[0] || port < 1 || port > 65535 || strcmp(p.var, "https_proxy"))
+		if (!p.host[0] || port < 1 || port > 65535 ||
+		    strcmp(p.var, tls ? "https_proxy" : "http_proxy"))
 			__builtin_trap();
 		for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++)
 			(void)httpc_proxy_bypassed(&p, hosts[i]);
@@ -54,7 +56,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(buf, data, size);
 	buf[size] = '\0';
 	if (size && buf[0] == 'P') {
-		proxy(buf + 1); /* up to the first NUL, as the environment holds it */
+		proxy(buf + 1, 1); /* up to the first NUL, as the environment holds it */
+		proxy(buf + 1, 0);
 		free(buf);
 		return 0;
 	}

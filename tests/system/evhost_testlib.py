@@ -1403,17 +1403,20 @@ def _reason(status):
 
 
 class ConnectProxy:
-    """An HTTP proxy on 127.0.0.1 that only tunnels (CONNECT), as corporate
-    proxies do for HTTPS. `routes` maps a requested host name to the address
-    the tunnel really goes to, so that a client can ask for a name no DNS
-    knows while every byte stays on loopback. Records each CONNECT's target
-    (`connects`) and its Proxy-Authorization (`auths`); `refuse` ("407 Proxy
-    Authentication Required", say) answers CONNECT with that status instead;
-    `raw` (bytes) answers it with those bytes as they are, then closes."""
+    """An HTTP proxy on 127.0.0.1: it tunnels (CONNECT), as corporate proxies
+    do for HTTPS, and forwards plain requests whose target names the server
+    ("POST http://HOST:PORT/PATH"), as they do for HTTP. `routes` maps a
+    requested host name to the address it really goes to, so that a client
+    can ask for a name no DNS knows while every byte stays on loopback.
+    Records each CONNECT's target (`connects`), each forwarded request's
+    method and target (`forwards`) and the Proxy-Authorization of both
+    (`auths`); `refuse` ("407 Proxy Authentication Required", say) answers
+    CONNECT with that status instead; `raw` (bytes) answers it with those
+    bytes as they are, then closes."""
 
     def __init__(self, routes=None):
         self.routes = dict(routes or {})
-        self.connects, self.auths = [], []
+        self.connects, self.forwards, self.auths = [], [], []
         self.refuse = None
         self.raw = None
         self.port = None
@@ -1464,13 +1467,26 @@ class ConnectProxy:
                 if not chunk:
                     return
                 head += chunk
-            lines = head.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-            method, target, _ = lines[0].split(" ", 2)
+            raw_head, rest = head.split(b"\r\n\r\n", 1)
+            lines = raw_head.decode("latin-1").split("\r\n")
+            method, target, version = lines[0].split(" ", 2)
             headers = {k.strip().lower(): v.strip() for k, v in
                        (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
             with self._lock:
-                self.connects.append(target)
+                (self.connects if method == "CONNECT" else self.forwards).append(
+                    target if method == "CONNECT" else (method, target))
                 self.auths.append(headers.get("proxy-authorization"))
+            if method != "CONNECT" and target.startswith("http://"):
+                authority, _, path = target[len("http://"):].partition("/")
+                host, port = authority.rsplit(":", 1)
+                upstream = socket.create_connection(
+                    (self.routes.get(host.strip("[]"), host.strip("[]")), int(port)), timeout=10)
+                kept = [ln for ln in lines[1:]
+                        if not ln.lower().startswith("proxy-authorization:")]
+                upstream.sendall("\r\n".join([f"{method} /{path} {version}", *kept])
+                                 .encode("latin-1") + b"\r\n\r\n" + rest)
+                self._relay(conn, upstream)
+                return
             if method != "CONNECT":
                 conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
                 return

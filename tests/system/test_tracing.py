@@ -10,6 +10,7 @@ mail; what is queued at the stop is sent; an https:// collector's
 certificate is checked and the headers file's headers reach it; a bad
 endpoint is refused at its file and line."""
 
+import base64
 import os
 import re
 import socket
@@ -231,6 +232,61 @@ def test_queued_spans_are_sent_at_the_stop(evhostd, tmp_path, otel_collector):
     assert span["name"] == "GET /users/{id}"
     assert span["attributes"]["http.response.status_code"] == 404
     assert span["attributes"]["url.path"] == "/users/nobody"
+
+
+def test_spans_to_a_plain_collector_elsewhere_go_through_http_proxy(evhostd, tmp_path,
+                                                                    otel_collector):
+    """An http:// collector beyond this host, reached through the network's
+    proxy (http_proxy, as curl takes it): the request goes to the proxy,
+    naming the collector, with the proxy's credentials; the collector gets
+    the spans. A collector on loopback, or in no_proxy, goes direct."""
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    port = otel_collector.port
+    with lib.ConnectProxy(routes={"collector.example": "127.0.0.1"}) as proxy:
+        def daemon(endpoint, env):
+            d = evhostd({"auth": {"jwt_secret_file": str(secret)},
+                         "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+                         **tracing(otel_collector, otlp_endpoint=endpoint)},
+                        brokers="embedded", env=env)
+            header, trace, _ = caller()
+            assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
+            return d, trace
+
+        via = {"http_proxy": f"http://ada:s%40cr3t@127.0.0.1:{proxy.port}",
+               "HTTPS_PROXY": "http://unused.example:3128"}
+        d, trace = daemon(f"http://collector.example:{port}", via)
+        [span] = otel_collector.wait_spans(in_trace(trace), timeout=15)
+        assert span["name"] == "GET /users/{id}"
+        assert ("POST", f"http://collector.example:{port}/v1/traces") in proxy.forwards, \
+            proxy.forwards
+        assert not proxy.connects
+        assert set(proxy.auths) == {"Basic " + base64.b64encode(b"ada:s@cr3t").decode()}
+        log = d.log_text()
+        assert (f"outgoing HTTP (spans) goes through the proxy 127.0.0.1:{proxy.port} "
+                f"(http_proxy, with its credentials)") in log, d.log_tail()
+        assert "outgoing HTTPS" not in log and "s%40cr3t" not in log
+        assert d.stop(timeout=30) == 0
+        sent = len(proxy.forwards)
+        # Loopback, and what no_proxy names, go direct.
+        for endpoint, env in ((f"http://127.0.0.1:{port}", via),
+                              (f"http://0.0.0.0:{port}", dict(via, no_proxy="0.0.0.0"))):
+            d, trace = daemon(endpoint, env)
+            otel_collector.wait_spans(in_trace(trace), timeout=15)
+            assert d.stop(timeout=30) == 0
+            assert len(proxy.forwards) == sent, proxy.forwards
+    # A malformed http_proxy is said where it would be used, not elsewhere.
+    tr = {"tracing": {"otlp_endpoint": "http://collector.example:4318"}}
+    p = evhostd.run(["--check-config"], tr, brokers="embedded",
+                    env={"http_proxy": "socks5://127.0.0.1:1080"})
+    assert p.returncode != 0, p.stdout + p.stderr
+    out = p.stdout + p.stderr
+    assert ("evhost.conf: environment: http_proxy 'socks5://127.0.0.1:1080': only an http:// "
+            "proxy is supported") in out and "CONNECT" not in out, out
+    tr = {"tracing": {"otlp_endpoint": "http://127.0.0.1:4318"}}
+    p = evhostd.run(["--check-config"], tr, brokers="embedded",
+                    env={"http_proxy": "socks5://127.0.0.1:1080"})
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):

@@ -1,8 +1,9 @@
 /* An HTTP server's answer as evhostd reads it (httpc.c, the JWKS fetcher's
  * GETs): the status, the body as Content-Length, chunked coding or the
  * connection's close delimits it, the Location of a redirect, and every
- * answer refused with its reason. And the proxy for outgoing HTTPS from the
- * environment (https_proxy, no_proxy), as curl and Go read it. */
+ * answer refused with its reason. And the proxies for outgoing requests from
+ * the environment (https_proxy, http_proxy, no_proxy), as curl and Go read
+ * them, and the request's head, direct or to a proxy of plain HTTP. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "httpc.h"
 
@@ -127,6 +133,8 @@ static void unset_proxy(void)
 {
 	unsetenv("https_proxy");
 	unsetenv("HTTPS_PROXY");
+	unsetenv("http_proxy");
+	unsetenv("HTTP_PROXY");
 	unsetenv("no_proxy");
 	unsetenv("NO_PROXY");
 }
@@ -136,7 +144,7 @@ static void proxy_ok(const char *value, const char *host, const char *port, cons
 	httpc_proxy p;
 	char err[256] = "";
 	setenv("HTTPS_PROXY", value, 1);
-	if (httpc_proxy_get(&p, err, sizeof err) != 0)
+	if (httpc_proxy_get(&p, 1, err, sizeof err) != 0)
 		fail_msg("'%s' refused: %s", value, err);
 	assert_string_equal(p.var, "HTTPS_PROXY");
 	assert_string_equal(p.host, host);
@@ -149,7 +157,7 @@ static void proxy_refused(const char *value, const char *why)
 	httpc_proxy p;
 	char err[256] = "";
 	setenv("HTTPS_PROXY", value, 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), -1);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), -1);
 	if (!strstr(err, why))
 		fail_msg("'%s': expected '%s' in '%s'", value, why, err);
 }
@@ -160,9 +168,9 @@ static void test_proxy(void **state)
 	char err[256];
 	(void)state;
 	unset_proxy();
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 1);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 1);
 	setenv("HTTPS_PROXY", "", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 1);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 1);
 
 	proxy_ok("http://proxy.corp:3128", "proxy.corp", "3128", "");
 	proxy_ok("http://proxy.corp:3128/", "proxy.corp", "3128", "");
@@ -189,9 +197,108 @@ static void test_proxy(void **state)
 	proxy_refused("http://ada:%zz@proxy.corp:3128", "expected USER:PASSWORD@");
 	/* The lower-case variable first, as curl reads them. */
 	setenv("https_proxy", "http://lower:1", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	assert_string_equal(p.var, "https_proxy");
 	assert_string_equal(p.host, "lower");
+	/* Plain HTTP has its own variables: neither reads the other's. */
+	assert_int_equal(httpc_proxy_get(&p, 0, err, sizeof err), 1);
+	setenv("HTTP_PROXY", "http://plain.corp:3128", 1);
+	assert_int_equal(httpc_proxy_get(&p, 0, err, sizeof err), 0);
+	assert_string_equal(p.var, "HTTP_PROXY");
+	assert_string_equal(p.host, "plain.corp");
+	assert_string_equal(p.port, "3128");
+	setenv("http_proxy", "socks5://plain.corp:1080", 1);
+	assert_int_equal(httpc_proxy_get(&p, 0, err, sizeof err), -1);
+	assert_string_equal(err, "http_proxy 'socks5://plain.corp:1080': only an http:// proxy "
+	                         "is supported");
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
+	assert_string_equal(p.var, "https_proxy");
+	unset_proxy();
+}
+
+/* What httpc_send_head sends on a connection to `host`:`port`, direct or
+ * (`via`) to a proxy of plain HTTP; malloc'd. */
+static char *head_sent(const httpc_proxy *via, const char *host, const char *port)
+{
+	int sv[2];
+	char buf[1024], err[256];
+	ssize_t n;
+	httpc_conn c = {.tls = NULL, .proxy = via};
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	c.fd = sv[0];
+	assert_int_equal(httpc_send_head(&c, "POST", host, port, "/v1/traces?a=1",
+	                                 "X-Scope-OrgID: t1\r\n\r\n", INT64_MAX, err, sizeof err),
+	                 0);
+	close(sv[0]);
+	n = read(sv[1], buf, sizeof buf - 1);
+	close(sv[1]);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	return strdup(buf);
+}
+
+static void test_request_head(void **state)
+{
+	httpc_proxy p = {.host = "proxy.corp", .port = "3128", .var = "http_proxy"};
+	char *h;
+	(void)state;
+	h = head_sent(NULL, "collector.example", "4318");
+	assert_string_equal(h, "POST /v1/traces?a=1 HTTP/1.1\r\nHost: collector.example:4318\r\n"
+	                       "X-Scope-OrgID: t1\r\n\r\n");
+	free(h);
+	/* To a proxy the request line names the server; its credentials follow Host. */
+	h = head_sent(&p, "collector.example", "4318");
+	assert_string_equal(h, "POST http://collector.example:4318/v1/traces?a=1 HTTP/1.1\r\n"
+	                       "Host: collector.example:4318\r\nX-Scope-OrgID: t1\r\n\r\n");
+	free(h);
+	snprintf(p.auth, sizeof p.auth, "Basic YWRhOnM=");
+	h = head_sent(&p, "fd00::7", "4318");
+	assert_string_equal(h, "POST http://[fd00::7]:4318/v1/traces?a=1 HTTP/1.1\r\n"
+	                       "Host: [fd00::7]:4318\r\nProxy-Authorization: Basic YWRhOnM=\r\n"
+	                       "X-Scope-OrgID: t1\r\n\r\n");
+	free(h);
+}
+
+/* httpc_open with http_proxy set: a server elsewhere is reached through the
+ * proxy (here a listener on loopback: the server's name is never resolved),
+ * a loopback one direct. The only test here that opens connections: the
+ * environment is read at the first. */
+static void test_open_through_the_http_proxy(void **state)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	char env[64], port[8], err[256];
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), fd;
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(port, sizeof port, "%d", ntohs(a.sin_port));
+	snprintf(env, sizeof env, "http://127.0.0.1:%s", port);
+	setenv("http_proxy", env, 1);
+	setenv("no_proxy", "internal.corp,0.0.0.0", 1);
+	assert_int_equal(httpc_open(&c, "collector.example", "4318", NULL, INT64_MAX, err,
+	                            sizeof err),
+	                 0);
+	assert_non_null(c.proxy);
+	assert_string_equal(c.proxy->var, "http_proxy");
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	close(fd);
+	httpc_close(&c);
+	/* Loopback goes direct (here to the same listener), as no_proxy's do
+	 * (0.0.0.0, which Linux connects to this host: no DNS needed). */
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_null(c.proxy);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	close(fd);
+	httpc_close(&c);
+	assert_int_equal(httpc_open(&c, "0.0.0.0", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_null(c.proxy);
+	httpc_close(&c);
+	close(lfd);
 	unset_proxy();
 }
 
@@ -202,7 +309,7 @@ static void test_no_proxy(void **state)
 	(void)state;
 	unset_proxy();
 	setenv("HTTPS_PROXY", "http://proxy.corp:3128", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	/* Loopback always goes direct. */
 	assert_true(httpc_proxy_bypassed(&p, "localhost"));
 	assert_true(httpc_proxy_bypassed(&p, "127.0.0.1"));
@@ -211,7 +318,7 @@ static void test_no_proxy(void **state)
 	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
 	assert_false(httpc_proxy_bypassed(&p, "10.0.0.1"));
 	setenv("NO_PROXY", " internal.corp, .svc.local ,10.0.0.1,Collector", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	assert_true(httpc_proxy_bypassed(&p, "internal.corp"));
 	assert_true(httpc_proxy_bypassed(&p, "sso.internal.corp"));
 	assert_true(httpc_proxy_bypassed(&p, "otel.svc.local"));
@@ -224,7 +331,7 @@ static void test_no_proxy(void **state)
 	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
 	/* Networks, as curl takes them since 7.86: addresses in them go direct. */
 	setenv("NO_PROXY", "10.0.0.0/8, fd00::/8,192.168.1.0/33,nonsense/8", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	assert_true(httpc_proxy_bypassed(&p, "10.1.2.3"));
 	assert_true(httpc_proxy_bypassed(&p, "fd00::5"));
 	assert_false(httpc_proxy_bypassed(&p, "11.0.0.1"));
@@ -232,7 +339,7 @@ static void test_no_proxy(void **state)
 	assert_false(httpc_proxy_bypassed(&p, "10.example.com"));
 	assert_false(httpc_proxy_bypassed(&p, "fe80::1"));
 	setenv("no_proxy", "*", 1);
-	assert_int_equal(httpc_proxy_get(&p, err, sizeof err), 0);
+	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	assert_true(httpc_proxy_bypassed(&p, "sso.example.com"));
 	unset_proxy();
 }
@@ -245,6 +352,8 @@ int main(void)
 	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_no_proxy),
+	    cmocka_unit_test(test_request_head),
+	    cmocka_unit_test(test_open_through_the_http_proxy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
