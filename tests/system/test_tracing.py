@@ -234,6 +234,17 @@ def test_queued_spans_are_sent_at_the_stop(evhostd, tmp_path, otel_collector):
     assert span["attributes"]["url.path"] == "/users/nobody"
 
 
+def traced_404(evhostd, secret, tracing_conf, env):
+    """A daemon (user plugin, tokens signed with `secret`) exporting spans
+    as `tracing_conf` says, and the trace id of a request it answered 404."""
+    d = evhostd({"auth": {"jwt_secret_file": str(secret)},
+                 "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
+                 **tracing_conf}, brokers="embedded", env=env)
+    header, trace, _ = caller()
+    assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
+    return d, trace
+
+
 def test_spans_to_a_plain_collector_elsewhere_go_through_http_proxy(evhostd, tmp_path,
                                                                     otel_collector):
     """An http:// collector beyond this host, reached through the network's
@@ -245,13 +256,8 @@ def test_spans_to_a_plain_collector_elsewhere_go_through_http_proxy(evhostd, tmp
     port = otel_collector.port
     with lib.ConnectProxy(routes={"collector.example": "127.0.0.1"}) as proxy:
         def daemon(endpoint, env):
-            d = evhostd({"auth": {"jwt_secret_file": str(secret)},
-                         "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
-                         **tracing(otel_collector, otlp_endpoint=endpoint)},
-                        brokers="embedded", env=env)
-            header, trace, _ = caller()
-            assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
-            return d, trace
+            return traced_404(evhostd, secret, tracing(otel_collector, otlp_endpoint=endpoint),
+                              env)
 
         via = {"http_proxy": f"http://ada:s%40cr3t@127.0.0.1:{proxy.port}",
                "HTTPS_PROXY": "http://unused.example:3128"}
@@ -312,13 +318,8 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
             conf = {"otlp_ca_file": str(certs.ca_crt), "otlp_headers_file": str(good),
                     "otlp_client_certificate": str(client)}
             conf.update(keys)
-            d = evhostd({"auth": {"jwt_secret_file": str(secret)},
-                         "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"},
-                         **tracing(collector, **{k: v for k, v in conf.items() if v})},
-                        brokers="embedded", env=env)
-            header, trace, _ = caller()
-            assert d.get("/users/nobody", headers={"traceparent": header}).status_code == 404
-            return d, trace
+            return traced_404(evhostd, secret,
+                              tracing(collector, **{k: v for k, v in conf.items() if v}), env)
 
         # By name: sent as SNI, matched against the certificate's DNS names.
         d, trace = daemon(otlp_endpoint=f"https://localhost:{collector.port}")
