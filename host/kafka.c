@@ -2110,7 +2110,7 @@ static void finish_dead_letters(struct consumer *c, const rd_kafka_topic_partiti
 			continue;
 		}
 		log_info(KAFKA_LOG, "%s: %s: the dead letter of %s [%" PRId32 "] @%" PRId64
-		                    " is written; its offset is committed",
+		                    " is written; its offset is committed next",
 		         plugin_label(c), parts ? "partition revoked" : "stopping", s->topic,
 		         s->partition, s->msg->offset);
 		metrics_dlq_message(c->p->name, s->topic);
