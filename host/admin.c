@@ -1164,6 +1164,7 @@ static void backup_discard(struct backup_src *v, size_t n, const char *dir)
 }
 
 #define BACKUP_PARTIAL ".partial-" /* a backup being written: renamed once whole */
+#define BACKUP_REMOVING ".removing-" /* a backup being removed: renamed first */
 
 /* Is `name` one of the directories post_backup makes (20261201T205218.831Z)? */
 static int backup_dir_name(const char *name)
@@ -1248,12 +1249,12 @@ int64_t admin_backup_newest_ms(const char *state_dir)
 }
 
 /* Remove backup directory `dir`: its files, then itself. 0, or -1 with
- * errno (and what is left, left). */
+ * errno of the first failure (and what is left, left). */
 static int backup_remove(const char *dir)
 {
 	struct dirent *e;
 	DIR *d = opendir(dir);
-	int rc = 0;
+	int err = 0;
 	if (!d)
 		return -1;
 	while ((e = readdir(d))) {
@@ -1261,32 +1262,69 @@ static int backup_remove(const char *dir)
 		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
 			continue;
 		if (!(path = path_join(dir, e->d_name)) || unlink(path) != 0)
-			rc = -1;
+			err = err ? err : (path ? errno : ENOMEM);
 		free(path);
 	}
 	closedir(d);
-	return rc || rmdir(dir) != 0 ? -1 : 0;
+	if (!err && rmdir(dir) != 0)
+		err = errno;
+	errno = err;
+	return err ? -1 : 0;
 }
 
-/* Backups of a daemon killed while writing them (one at a time runs, so
- * any found now is not being written): removed, and said. */
+/* Remove backup `name` under `root`. It is renamed out of the backups'
+ * names first (BACKUP_REMOVING), so that a removal stopped part way (a
+ * directory put inside it, say) leaves nothing that looks like a backup
+ * with files missing; remains are said, and removed at the next backup.
+ * 0 once it is no longer a backup, -1 with errno when it could not be
+ * renamed (nothing changed). */
+static int backup_retire(const char *root, const char *name)
+{
+	char *path = path_join(root, name), *gone = NULL;
+	int rc = -1;
+	if (path && asprintf(&gone, "%s/" BACKUP_REMOVING "%s", root, name) < 0)
+		gone = NULL;
+	if (!path || !gone)
+		errno = ENOMEM;
+	else if (rename(path, gone) == 0) {
+		rc = 0;
+		if (backup_remove(gone) != 0)
+			log_warn(ADMIN_LOG, "backup: %s is no longer a backup, but not all of it could "
+			                    "be removed (%s): what is left, in %s, is removed at the next "
+			                    "backup",
+			         path, strerror(errno), gone);
+	}
+	free(path);
+	free(gone);
+	return rc;
+}
+
+/* What a daemon killed while writing a backup left (BACKUP_PARTIAL; one
+ * backup runs at a time, so any found now is not being written), and the
+ * remains of a backup whose removal stopped part way (BACKUP_REMOVING):
+ * removed, and said. */
 static void backup_remove_partials(const char *root)
 {
+	static const char *const prefixes[] = {BACKUP_PARTIAL, BACKUP_REMOVING};
+	static const char *const what[] = {"left unfinished by an earlier daemon",
+	                                   "left by the removal of an old backup"};
 	struct dirent *e;
 	DIR *d = opendir(root);
 	if (!d)
 		return;
 	while ((e = readdir(d))) {
 		char *path;
-		if (strncmp(e->d_name, BACKUP_PARTIAL, strlen(BACKUP_PARTIAL)) ||
-		    !backup_dir_name(e->d_name + strlen(BACKUP_PARTIAL)))
+		size_t k = 0;
+		while (k < 2 && (strncmp(e->d_name, prefixes[k], strlen(prefixes[k])) ||
+		                 !backup_dir_name(e->d_name + strlen(prefixes[k]))))
+			k++;
+		if (k == 2)
 			continue;
 		if ((path = path_join(root, e->d_name)) && backup_remove(path) == 0)
-			log_info(ADMIN_LOG, "backup: removed %s, left unfinished by an earlier daemon",
-			         path);
+			log_info(ADMIN_LOG, "backup: removed %s, %s", path, what[k]);
 		else
-			log_warn(ADMIN_LOG, "backup: cannot remove the unfinished %s/%s: %s", root,
-			         e->d_name, strerror(errno));
+			log_warn(ADMIN_LOG, "backup: cannot remove %s/%s, %s: %s", root, e->d_name,
+			         what[k], strerror(errno));
 		free(path);
 	}
 	closedir(d);
@@ -1306,7 +1344,7 @@ static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
 	}
 	for (size_t i = 0; i + (size_t)keep < n; i++) {
 		char *path = path_join(root, names[i]);
-		if (path && backup_remove(path) == 0)
+		if (path && backup_retire(root, names[i]) == 0)
 			jsonb_put_str(removed, NULL, path, ok);
 		else
 			log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s/%s: %s", root,
@@ -1425,7 +1463,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		 * nor to leave behind after saying nothing was kept. */
 		snprintf(err, sizeof err, "cannot sync %s after renaming the backup into it: %s", root,
 		         strerror(errno));
-		backup_remove(done);
+		backup_retire(root, done + strlen(root) + 1);
 		made = 0;
 		goto failed;
 	}

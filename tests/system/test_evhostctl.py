@@ -352,6 +352,35 @@ def test_restore_then_catch_up_with_replay_keeping_the_inbox(evhostd, build_dir,
     assert keys(d2) == ["after-a", "after-b", "after-c", "before-a", "before-b", "before-c"]
 
 
+def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd, build_dir,
+                                                                        tmp_path):
+    # A directory someone put in an old backup stops its removal part way:
+    # what is left is renamed out of the backups' names (never a "backup"
+    # with its databases gone), said, and removed by the next backup.
+    d = crud_daemon(evhostd, tmp_path)
+    backups = d.state_dir / "backups"
+    made = []
+    for _ in range(3):
+        r = ctl(build_dir, d, "--json", "backup", *(["--keep", "1"] if len(made) == 2 else []))
+        assert r.returncode == 0, r.stderr
+        made.append(Path(json.loads(r.stdout)["dir"]))
+        if len(made) == 1:
+            (made[0] / "notes by hand").mkdir()
+    oldest, middle, newest = made
+    remains = backups / (".removing-" + oldest.name)
+    assert sorted(p.name for p in backups.iterdir()) == sorted([newest.name, remains.name])
+    assert (remains / "notes by hand").is_dir() and not (remains / "crud.db").exists()
+    assert (f"backup: {oldest} is no longer a backup, but not all of it could be removed "
+            f"(Is a directory): what is left, in {remains}, is removed at the next backup"
+            ) in d.log_text(), d.log_tail()
+    assert json.loads(r.stdout)["removed"] == [str(oldest), str(middle)]
+    (remains / "notes by hand").rmdir()
+    r = ctl(build_dir, d, "backup")
+    assert r.returncode == 0, r.stderr
+    assert not remains.exists()
+    assert f"backup: removed {remains}, left by the removal of an old backup" in d.log_text()
+
+
 def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
     d = crud_daemon(evhostd, tmp_path)
     backups = d.state_dir / "backups"
