@@ -462,7 +462,11 @@ static void export_batch(size_t n, int final)
 	if (status < 0)
 		log_drops(err);
 	else {
-		snprintf(err, sizeof err, "%s answered %d%s%s", ex.endpoint, status,
+		/* 407 is a proxy's (http_proxy): say where its credentials go. */
+		snprintf(err, sizeof err, "%s answered %d%s%s%s", ex.endpoint, status,
+		         status == 407 ? " (from the proxy: it wants credentials, "
+		                         "http_proxy=http://USER:PASSWORD@HOST:PORT)"
+		                       : "",
 		         answer[0] ? ": " : "", answer);
 		log_drops(err);
 	}

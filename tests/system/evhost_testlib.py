@@ -1411,8 +1411,8 @@ class ConnectProxy:
     Records each CONNECT's target (`connects`), each forwarded request's
     method and target (`forwards`) and the Proxy-Authorization of both
     (`auths`); `refuse` ("407 Proxy Authentication Required", say) answers
-    CONNECT with that status instead; `raw` (bytes) answers it with those
-    bytes as they are, then closes."""
+    CONNECT or a plain request with that status instead; `raw` (bytes)
+    answers CONNECT with those bytes as they are, then closes."""
 
     def __init__(self, routes=None):
         self.routes = dict(routes or {})
@@ -1476,6 +1476,9 @@ class ConnectProxy:
                 (self.connects if method == "CONNECT" else self.forwards).append(
                     target if method == "CONNECT" else (method, target))
                 self.auths.append(headers.get("proxy-authorization"))
+            if method != "CONNECT" and target.startswith("http://") and self.refuse:
+                conn.sendall(f"HTTP/1.1 {self.refuse}\r\nContent-Length: 0\r\n\r\n".encode())
+                return
             if method != "CONNECT" and target.startswith("http://"):
                 authority, _, path = target[len("http://"):].partition("/")
                 host, port = authority.rsplit(":", 1)

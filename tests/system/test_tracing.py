@@ -272,7 +272,14 @@ def test_spans_to_a_plain_collector_elsewhere_go_through_http_proxy(evhostd, tmp
         assert (f"outgoing HTTP (spans) goes through the proxy 127.0.0.1:{proxy.port} "
                 f"(http_proxy, with its credentials)") in log, d.log_tail()
         assert "outgoing HTTPS" not in log and "s%40cr3t" not in log
+        # A proxy asking for credentials: said, with where they go.
+        proxy.refuse = "407 Proxy Authentication Required"
+        assert d.get("/users/nobody").status_code == 404  # a span to send
         assert d.stop(timeout=30) == 0
+        assert (f"spans dropped: http://collector.example:{port}/v1/traces answered 407 (from "
+                f"the proxy: it wants credentials, http_proxy=http://USER:PASSWORD@HOST:PORT)"
+                ) in d.log_text(), d.log_tail()
+        proxy.refuse = None
         sent = len(proxy.forwards)
         # Loopback, and what no_proxy names, go direct.
         for endpoint, env in ((f"http://127.0.0.1:{port}", via),
