@@ -261,28 +261,44 @@ int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
 	return 0;
 }
 
+/* A request's head: "METHOD TARGET HTTP/1.1" (target NULL: CONNECT's
+ * "HOST:PORT"; through a proxy of plain HTTP, "http://HOST:PORT/PATH"),
+ * Host, Proxy-Authorization with `auth`, then `rest`. */
+static int send_head(httpc_conn *c, const char *method, const char *host, const char *port,
+                     const char *target, const char *auth, const char *rest, int64_t deadline,
+                     char *err, size_t errlen)
+{
+	int v6 = strchr(host, ':') != NULL, rc;
+	const char *lb = v6 ? "[" : "", *rb = v6 ? "]" : "";
+	/* The server named in the request line: to a proxy, or for CONNECT. */
+	int named = c->proxy || !target;
+	char *head;
+	if (asprintf(&head, "%s %s%s%s%s%s%s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n%s%s%s%s", method,
+	             target && named ? "http://" : "", named ? lb : "", named ? host : "",
+	             named ? rb : "", named ? ":" : "", named ? port : "", target ? target : "", lb,
+	             host, rb, port, auth ? "Proxy-Authorization: " : "", auth ? auth : "",
+	             auth ? "\r\n" : "", rest) < 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	rc = httpc_send(c, head, strlen(head), deadline, err, errlen);
+	explicit_bzero(head, strlen(head)); /* credentials, a headers file's secrets */
+	free(head);
+	return rc;
+}
+
 /* The tunnel through the proxy to host:port on c->fd, connected to it:
  * 0, or -1 with the reason in err. */
 static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const char *port,
                   int64_t deadline, char *err, size_t errlen)
 {
-	char req[1200], head[4096], why[256];
-	int v6 = strchr(host, ':') != NULL, n;
+	char head[4096], why[256];
 	size_t got = 0;
 	char *end = NULL;
 
-	n = snprintf(req, sizeof req,
-	             "CONNECT %s%s%s:%s HTTP/1.1\r\nHost: %s%s%s:%s\r\nUser-Agent: evhost/" EVHOST_VERSION
-	             "\r\n%s%s%s\r\n",
-	             v6 ? "[" : "", host, v6 ? "]" : "", port, v6 ? "[" : "", host, v6 ? "]" : "", port,
-	             *p->auth ? "Proxy-Authorization: " : "", p->auth, *p->auth ? "\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof req) {
-		snprintf(err, errlen, "the CONNECT request is too long");
-		return -1;
-	}
-	n = httpc_send(c, req, (size_t)n, deadline, why, sizeof why);
-	sodium_memzero(req, sizeof req);
-	if (n != 0) {
+	if (send_head(c, "CONNECT", host, port, NULL, *p->auth ? p->auth : NULL,
+	              "User-Agent: evhost/" EVHOST_VERSION "\r\n\r\n", deadline, why,
+	              sizeof why) != 0) {
 		snprintf(err, errlen, "the proxy %s:%s (%s): %s", p->host, p->port, p->var, why);
 		return -1;
 	}
@@ -383,24 +399,9 @@ int httpc_send_head(httpc_conn *c, const char *method, const char *host, const c
                     const char *target, const char *rest, int64_t deadline, char *err,
                     size_t errlen)
 {
-	int v6 = strchr(host, ':') != NULL, rc;
-	const char *lb = v6 ? "[" : "", *rb = v6 ? "]" : "";
-	const char *auth = c->proxy && *c->proxy->auth ? c->proxy->auth : NULL;
-	char *head;
-	const char *via = c->proxy ? "http://" : "";
-	/* To a proxy, the request line names the server: "http://HOST:PORT/PATH". */
-	if (asprintf(&head, "%s %s%s%s%s%s%s%s HTTP/1.1\r\nHost: %s%s%s:%s\r\n%s%s%s%s", method,
-	             via, *via ? lb : "", *via ? host : "", *via ? rb : "", *via ? ":" : "",
-	             *via ? port : "", target, lb, host, rb, port,
-	             auth ? "Proxy-Authorization: " : "", auth ? auth : "", auth ? "\r\n" : "",
-	             rest) < 0) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
-	}
-	rc = httpc_send(c, head, strlen(head), deadline, err, errlen);
-	explicit_bzero(head, strlen(head)); /* credentials, a headers file's secrets */
-	free(head);
-	return rc;
+	return send_head(c, method, host, port, target,
+	                 c->proxy && *c->proxy->auth ? c->proxy->auth : NULL, rest, deadline, err,
+	                 errlen);
 }
 
 int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *err,
