@@ -375,10 +375,26 @@ def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd,
             ) in d.log_text(), d.log_tail()
     assert json.loads(r.stdout)["removed"] == [str(oldest), str(middle)]
     (remains / "notes by hand").rmdir()
-    r = ctl(build_dir, d, "backup")
+    r = ctl(build_dir, d, "--json", "backup")
     assert r.returncode == 0, r.stderr
+    fourth = json.loads(r.stdout)["dir"]
     assert not remains.exists()
     assert f"backup: removed {remains}, left by the removal of an old backup" in d.log_text()
+
+    # Remains that cannot be removed either (here, named for the next backup
+    # to go) are said, and block that backup's renaming: it stays whole, still
+    # a backup; the other old one goes.
+    nxt = newest
+    stuck = backups / (".removing-" + nxt.name)
+    (stuck / "in the way").mkdir(parents=True)
+    r = ctl(build_dir, d, "--json", "backup", "--keep", "1")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["removed"] == [fourth], r.stdout
+    log = d.log_text()
+    assert (f"backup: cannot remove {backups}/{stuck.name}, left by the removal of an old "
+            f"backup: Is a directory") in log, d.log_tail()
+    assert f"backup: cannot remove the old backup {backups}/{nxt.name}: " in log, d.log_tail()
+    assert (nxt / "crud.db").is_file() and (nxt / "user.db").is_file()
 
 
 def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
