@@ -1245,6 +1245,13 @@ struct consumer {
 	size_t nbuffered; /* messages in all of them */
 	int stored;                  /* offsets stored since the last commit */
 	int64_t last_commit_ms;
+	/* Time without a consumer poll: past max.poll.interval.ms librdkafka
+	 * takes the consumer out of its group. busy_report says so at half of
+	 * it, with the longest step since the last poll. */
+	int max_poll_ms;
+	int64_t polled_ms; /* when the last consumer poll returned (0: none yet) */
+	const char *busiest;
+	int64_t busiest_ms;
 	/* A replay handed over by consumer_replay (another thread), under rmu. */
 	pthread_mutex_t rmu;
 	pthread_cond_t rcv;
@@ -2469,11 +2476,45 @@ static void handle_unbuffered(struct consumer *c, rd_kafka_message_t *msg)
 		handle_message(c, msg, 1, NULL);
 }
 
+/* The consumer thread's step `what`, begun at `t0` (clock_mono_ms), is
+ * done: the longest since the last poll is kept for busy_report. */
+static void busy_step(struct consumer *c, const char *what, int64_t t0)
+{
+	int64_t took = clock_mono_ms() - t0;
+	if (took > c->busiest_ms) {
+		c->busiest_ms = took;
+		c->busiest = what;
+	}
+}
+
+/* About to poll: a thread that went half of max.poll.interval.ms or more
+ * without it is said, with what took longest, before librdkafka's MAXPOLL
+ * (which names neither) takes the consumer out of its group. */
+static void busy_report(struct consumer *c)
+{
+	int64_t gap = clock_mono_ms() - c->polled_ms;
+	if (c->polled_ms && c->max_poll_ms > 0 && gap * 2 >= c->max_poll_ms) {
+		char longest[160] = "";
+		if (c->busiest)
+			snprintf(longest, sizeof longest, ", %" PRId64 " ms of it %s", c->busiest_ms,
+			         c->busiest);
+		log_warn(KAFKA_LOG, "%s: %" PRId64 " ms without polling Kafka%s; max.poll.interval.ms "
+		                    "is %d: past it the consumer leaves its group and its partitions "
+		                    "go to the group's other members",
+		         plugin_label(c), gap, longest, c->max_poll_ms);
+	}
+	c->busiest = NULL;
+	c->busiest_ms = 0;
+}
+
 /* Take what librdkafka has, at most `max` (waiting up to timeout_ms for the
  * first). */
 static void fill_buffers(struct consumer *c, int timeout_ms, int max)
 {
-	rd_kafka_message_t *msg = rd_kafka_consumer_poll(c->rk, timeout_ms);
+	rd_kafka_message_t *msg;
+	busy_report(c);
+	msg = rd_kafka_consumer_poll(c->rk, timeout_ms);
+	c->polled_ms = clock_mono_ms();
 	for (int n = 0; msg; n++) {
 		if (msg->err) {
 			consumer_error(c, msg);
@@ -2488,6 +2529,7 @@ static void fill_buffers(struct consumer *c, int timeout_ms, int max)
 			handle_unbuffered(c, msg);
 		}
 		msg = n + 1 < max ? rd_kafka_consumer_poll(c->rk, 0) : NULL;
+		c->polled_ms = clock_mono_ms();
 	}
 }
 
@@ -2574,12 +2616,16 @@ static void consume_round(struct consumer *c)
 {
 	int wait, timeout = poll_timeout(c);
 	struct pbuf *b = next_buffer(c, &wait);
+	int64_t t0;
 	if (b || (wait >= 0 && wait < timeout))
 		timeout = b ? 0 : wait;
 	fill_buffers(c, timeout, c->nbuffered < ORDER_BUF_MAX ? FILL_MAX : 1);
 	b = next_buffer(c, &wait);
-	if (b)
+	if (b) {
+		t0 = clock_mono_ms();
 		handle_batch(c, b);
+		busy_step(c, "handling a batch of events", t0);
+	}
 }
 
 /* ---- replay ---- */
@@ -3018,8 +3064,15 @@ static void *consumer_main(void *arg)
 	struct consumer *c = arg;
 	log_thread_name("evh-c:", c->p->name);
 	while (!atomic_load(&c->stop)) {
-		if (serve_replay(c) || serve_slots(c))
+		int64_t t0 = clock_mono_ms();
+		if (serve_replay(c)) {
+			busy_step(c, "seeking for a replay", t0);
 			continue;
+		}
+		if (serve_slots(c)) {
+			busy_step(c, "on a retry or a dead letter", t0);
+			continue;
+		}
 		if (c->stored >= COMMIT_EVERY_MSGS ||
 		    clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) {
 			commit_stored(c, 1, 0);
@@ -3151,6 +3204,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	conf = consumer_conf(c, s, err, errlen);
 	if (!conf)
 		goto fail;
+	c->max_poll_ms = (int)conf_size(conf, "max.poll.interval.ms"); /* <= 86400000 */
 	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof msg);
 	if (!c->rk) {
 		rd_kafka_conf_destroy(conf);

@@ -26,6 +26,7 @@ import base64
 import collections
 import json
 import os
+import re
 import secrets
 import signal
 import sqlite3
@@ -670,6 +671,31 @@ def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, uniq
     assert len(rows) == n and len(ids) == n
     assert all(r["attempt"] == 1 for r in rows)
     assert assigned == 1 and revoked == 0 and maxpoll == 0
+
+
+def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_name,
+                                                 kafka_bootstrap):
+    """A handler call longer than half of max.poll.interval.ms is said, with
+    how long and what it was, before librdkafka's MAXPOLL (which names
+    neither) would take the consumer out of its group."""
+    topic = unique_name("busy")
+    d = evhostd({
+        "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
+                  "rdkafka.heartbeat.interval.ms": 500},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": topic, "group": unique_name("g")},
+    }, brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?key=one", data='{"sleep_ms":1800}',
+                  headers={"Content-Type": "application/json"}).status_code == 200
+    line = lib.wait_until(lambda: next((ln for ln in d.log_text().splitlines()
+                                        if "without polling Kafka" in ln), None),
+                          timeout=60, message="the warning of a long handler")
+    m = re.search(r"probe: (\d+) ms without polling Kafka, (\d+) ms of it handling a batch "
+                  r"of events; max\.poll\.interval\.ms is 3000: past it the consumer leaves "
+                  r"its group", line)
+    assert m, line
+    assert int(m.group(1)) >= int(m.group(2)) >= 1800, line
+    assert len(d.get("/probe/seen").json()) == 1
 
 
 @pytest.mark.slow
