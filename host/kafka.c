@@ -192,10 +192,84 @@ static int key_in(const char *key, const char *const *list)
 	return 0;
 }
 
-/* Apply the [kafka] rdkafka.* passthrough keys, except `owned` ones, which
- * evhost sets itself because delivery guarantees depend on them. */
-static int conf_passthrough(rd_kafka_conf_t *conf, const settings *s, const char *const *owned,
-                            char *err, size_t errlen)
+/* Which kind of client each librdkafka property is for, from the linked
+ * librdkafka's own table (rd_kafka_conf_properties_show: "name | C/P |
+ * ..."), read once: the properties only a consumer ('C') or only a producer
+ * ('P') takes. */
+struct prop_kind {
+	char *name;
+	char kind;
+};
+static struct prop_kind *prop_kinds;
+static size_t nprop_kinds;
+static pthread_once_t prop_kinds_once = PTHREAD_ONCE_INIT;
+
+static void prop_kinds_read(void)
+{
+	char *table, *line, *next;
+	size_t cap = 0;
+	long len;
+	/* A file, not open_memstream, which librdkafka 2.0.2 leaves empty. */
+	FILE *f = tmpfile();
+	if (!f)
+		return; /* every property to every client, as librdkafka would */
+	rd_kafka_conf_properties_show(f);
+	len = fflush(f) == 0 ? ftell(f) : -1;
+	table = len > 0 ? malloc((size_t)len + 1) : NULL;
+	if (!table || fseek(f, 0, SEEK_SET) != 0 || fread(table, 1, (size_t)len, f) != (size_t)len) {
+		free(table);
+		fclose(f);
+		return;
+	}
+	fclose(f);
+	table[len] = '\0';
+	for (line = table; line; line = next) {
+		char *bar, *kind, *end;
+		next = strchr(line, '\n');
+		if (next)
+			*next++ = '\0';
+		bar = strchr(line, '|');
+		if (!bar)
+			continue;
+		for (end = bar; end > line && end[-1] == ' '; end--)
+			;
+		*end = '\0';
+		for (kind = bar + 1; *kind == ' '; kind++)
+			;
+		if ((*kind != 'C' && *kind != 'P') || (kind[1] != ' ' && kind[1] != '|') ||
+		    !*line)
+			continue;
+		if (nprop_kinds == cap) {
+			size_t ncap = cap ? cap * 2 : 64;
+			struct prop_kind *n = realloc(prop_kinds, ncap * sizeof *n);
+			if (!n)
+				break;
+			prop_kinds = n;
+			cap = ncap;
+		}
+		prop_kinds[nprop_kinds].name = strdup(line);
+		if (!prop_kinds[nprop_kinds].name)
+			break;
+		prop_kinds[nprop_kinds++].kind = *kind;
+	}
+	free(table);
+}
+
+int kafka_property_for(const char *name, rd_kafka_type_t type)
+{
+	pthread_once(&prop_kinds_once, prop_kinds_read);
+	for (size_t i = 0; i < nprop_kinds; i++)
+		if (!strcmp(prop_kinds[i].name, name))
+			return prop_kinds[i].kind == (type == RD_KAFKA_PRODUCER ? 'P' : 'C');
+	return 1;
+}
+
+/* Apply the [kafka] rdkafka.* passthrough keys to a client of `type`,
+ * except `owned` ones, which evhost sets itself because delivery guarantees
+ * depend on them, and those for the other kind of client: librdkafka would
+ * warn that it ignores them (CONFWARN), yet they are meant for the other. */
+static int conf_passthrough(rd_kafka_conf_t *conf, rd_kafka_type_t type, const settings *s,
+                            const char *const *owned, char *err, size_t errlen)
 {
 	char msg[512];
 	for (size_t i = 0; i < s->nrdkafka; i++) {
@@ -205,6 +279,8 @@ static int conf_passthrough(rd_kafka_conf_t *conf, const settings *s, const char
 			         key);
 			continue;
 		}
+		if (!kafka_property_for(key, type))
+			continue;
 		if (rd_kafka_conf_set(conf, key, s->rdkafka_values[i], msg, sizeof msg) !=
 		    RD_KAFKA_CONF_OK) {
 			snprintf(err, errlen, "[kafka] rdkafka.%s: %s", key, msg);
@@ -238,8 +314,9 @@ static int check_client(const settings *s, rd_kafka_type_t type, char *err, size
 	rd_kafka_t *rk;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_conf_set_log_cb(conf, rdk_quiet_log_cb);
-	if (conf_passthrough(conf, s, type == RD_KAFKA_PRODUCER ? producer_owned : consumer_owned,
-	                     err, errlen) ||
+	if (conf_passthrough(conf, type, s,
+	                     type == RD_KAFKA_PRODUCER ? producer_owned : consumer_owned, err,
+	                     errlen) ||
 	    (type == RD_KAFKA_CONSUMER &&
 	     conf_set(conf, "group.id", "evhost.check-config", err, errlen))) {
 		rd_kafka_conf_destroy(conf);
@@ -591,7 +668,7 @@ static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, si
 	rd_kafka_conf_set_opaque(conf, k);
 	if (conf_set(conf, "client.id", "evhost", err, errlen) ||
 	    conf_set(conf, "linger.ms", "5", err, errlen) ||
-	    conf_passthrough(conf, s, producer_owned, err, errlen) ||
+	    conf_passthrough(conf, RD_KAFKA_PRODUCER, s, producer_owned, err, errlen) ||
 	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
 	    conf_set(conf, "enable.idempotence", "true", err, errlen) ||
 	    conf_set(conf, "acks", "all", err, errlen)) {
@@ -980,7 +1057,7 @@ rd_kafka_conf_t *kafka_reader_conf(kafka *k, const char *client_id, char *err, s
 	rd_kafka_conf_set_log_cb(conf, rdk_log_cb);
 	rd_kafka_conf_set_error_cb(conf, rdk_error_cb);
 	if (conf_set(conf, "client.id", client_id, err, errlen) ||
-	    (k->set && conf_passthrough(conf, k->set, owned, err, errlen)) ||
+	    (k->set && conf_passthrough(conf, RD_KAFKA_CONSUMER, k->set, owned, err, errlen)) ||
 	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
 	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||
 	    conf_set(conf, "allow.auto.create.topics", "false", err, errlen)) {
@@ -3112,7 +3189,7 @@ static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, cha
 	     * 44 s with the default. [kafka] rdkafka.* may still say otherwise. */
 	    (s->embedded && (conf_set(conf, "session.timeout.ms", "6000", err, errlen) ||
 	                     conf_set(conf, "heartbeat.interval.ms", "2000", err, errlen))) ||
-	    conf_passthrough(conf, s, consumer_owned, err, errlen) ||
+	    conf_passthrough(conf, RD_KAFKA_CONSUMER, s, consumer_owned, err, errlen) ||
 	    conf_set(conf, "bootstrap.servers", c->k->bootstraps, err, errlen) ||
 	    conf_set(conf, "group.id", c->p->group, err, errlen) ||
 	    conf_set(conf, "enable.auto.commit", "false", err, errlen) ||

@@ -20,6 +20,11 @@ int kafka_check_settings(const settings *s, diag *d);
 /* For keys kafka_check_settings passed: can a producer and a consumer be
  * made of them (certificates, keys, SASL)? Contacts no broker. */
 int kafka_check_clients(const settings *s, diag *d);
+/* Is librdkafka property `name` for a client of `type`? 0 for one only
+ * the other kind takes (max.poll.interval.ms for a producer, linger.ms for
+ * a consumer), 1 otherwise (unknown names too). [kafka] rdkafka.* keys go
+ * to each client they are for. */
+int kafka_property_for(const char *name, rd_kafka_type_t type);
 /* Warn of settings known not to work with this librdkafka; how many. */
 int kafka_known_issues(const settings *s);
 /* Create the producer (and the mock cluster when embedded). */

@@ -158,6 +158,24 @@ def test_bad_rdkafka_key_stops_the_start_with_its_line(evhostd):
     assert "evhost.conf:" in r.stderr and "[kafka] rdkafka.linger.ms: " in r.stderr, r.stderr
 
 
+def test_rdkafka_keys_go_to_the_clients_they_are_for(evhostd, build_dir, unique_name):
+    """A consumer's property is not handed to the producer, nor a
+    producer's to the consumers: librdkafka would warn at every start that
+    it ignores them (CONFWARN), though each is meant for the other kind."""
+    d = evhostd({
+        "kafka": {"rdkafka.linger.ms": "7", "rdkafka.max.poll.interval.ms": "400000",
+                  "rdkafka.fetch.wait.max.ms": "200"},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": unique_name("kinds"), "group": unique_name("g")},
+    })
+    d.wait_for_log("probe: consumer started", timeout=30)
+    log = d.log_text()
+    # librdkafka: "Configuration property P is a consumer property and will
+    # be ignored by this producer instance"
+    assert "will be ignored by this" not in log, log
+    assert d.get("/healthz").status_code == 200
+
+
 def test_reload_with_a_bad_rdkafka_key_is_refused(evhostd):
     d = evhostd({"kafka": {"rdkafka.linger.ms": "5"}})
     (d.config_dir / "conf.d" / "50-local.conf").write_text(

@@ -739,6 +739,23 @@ static int wait_thread(const char *name)
 }
 
 /* The host's own threads say what they are (top -H, ps -L, perf, gdb). */
+static void test_each_kind_of_client_gets_its_properties(void **state)
+{
+	(void)state;
+	/* From librdkafka's own table: consumer only, producer only, both. */
+	assert_false(kafka_property_for("max.poll.interval.ms", RD_KAFKA_PRODUCER));
+	assert_true(kafka_property_for("max.poll.interval.ms", RD_KAFKA_CONSUMER));
+	assert_true(kafka_property_for("linger.ms", RD_KAFKA_PRODUCER));
+	assert_false(kafka_property_for("linger.ms", RD_KAFKA_CONSUMER));
+	assert_false(kafka_property_for("auto.offset.reset", RD_KAFKA_PRODUCER)); /* a topic's */
+	assert_false(kafka_property_for("compression.codec", RD_KAFKA_CONSUMER));
+	assert_true(kafka_property_for("security.protocol", RD_KAFKA_PRODUCER));
+	assert_true(kafka_property_for("security.protocol", RD_KAFKA_CONSUMER));
+	/* Not a property: left for librdkafka to refuse, with its reason. */
+	assert_true(kafka_property_for("no.such.property", RD_KAFKA_PRODUCER));
+	assert_true(kafka_property_for("linger", RD_KAFKA_CONSUMER));
+}
+
 static void test_threads_are_named(void **state)
 {
 	assert_true(wait_thread("evh-relay"));
@@ -2268,6 +2285,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 4},
     {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
     {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 4},
+    {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
