@@ -206,23 +206,16 @@ static pthread_once_t prop_kinds_once = PTHREAD_ONCE_INIT;
 
 static void prop_kinds_read(void)
 {
-	char *table, *line, *next;
-	size_t cap = 0;
-	long len;
-	/* A file, not open_memstream, which librdkafka 2.0.2 leaves empty. */
-	FILE *f = tmpfile();
+	char *table = NULL, *line, *next;
+	size_t len = 0, cap = 0;
+	FILE *f = open_memstream(&table, &len);
 	if (!f)
 		return; /* every property to every client, as librdkafka would */
 	rd_kafka_conf_properties_show(f);
-	len = fflush(f) == 0 ? ftell(f) : -1;
-	table = len > 0 ? malloc((size_t)len + 1) : NULL;
-	if (!table || fseek(f, 0, SEEK_SET) != 0 || fread(table, 1, (size_t)len, f) != (size_t)len) {
+	if (fclose(f) != 0) {
 		free(table);
-		fclose(f);
 		return;
 	}
-	fclose(f);
-	table[len] = '\0';
 	for (line = table; line; line = next) {
 		char *bar, *kind, *end;
 		next = strchr(line, '\n');
