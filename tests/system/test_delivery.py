@@ -804,12 +804,31 @@ def test_dead_letter_still_on_its_way_after_the_rebalance_wait_is_dropped(
     assert handled == 2 and len(letters) == 2, (handled, letters)
 
 
-def dead_letter_at_a_rebalance(evhostd, build_dir, unique_name, own_broker, topic_late):
+@pytest.mark.slow
+@OWN_BROKER
+def test_dead_letter_refused_during_the_rebalance_wait_is_said(evhostd, build_dir, unique_name,
+                                                               own_broker):
+    """The dead-letter topic, created as the revocation begins, refuses the
+    dead letter (too large for it): the revocation says so, and the
+    partition's next owner handles the message again, its dead letter
+    waiting for the topic to take it."""
+    first, second, letters, handled = dead_letter_at_a_rebalance(
+        evhostd, build_dir, unique_name, own_broker, topic_late=False, refusing=True)
+    line = next(ln for ln in first.log_text().splitlines() if "partition revoked: the dead "
+                "letter of" in ln)
+    assert re.search(r" failed \(.*\); the message is handled again by the partition's next "
+                     r"owner$", line), line
+    assert handled == 2 and letters == [], (handled, letters)
+
+
+def dead_letter_at_a_rebalance(evhostd, build_dir, unique_name, own_broker, topic_late,
+                               refusing=False):
     """A daemon's dead letter waits for its topic (which does not exist; the
     cluster creates no topics) when a second daemon joins its group. The
     topic is created as the first one's revocation begins, or (`topic_late`)
-    once that revocation has given up waiting. Returns both daemons, the
-    dead letters on the topic and how many times the poison was handled."""
+    once that revocation has given up waiting; `refusing`: too small for any
+    message. Returns both daemons, the dead letters on the topic and how
+    many times the poison was handled."""
     topic = unique_name("dlqjoin")
     dlq = topic + ".probe.dlq"
     group = unique_name("g")
@@ -830,10 +849,11 @@ def dead_letter_at_a_rebalance(evhostd, build_dir, unique_name, own_broker, topi
     first.wait_for_log("probe: 2 partition(s) revoked", timeout=30)
     if topic_late:
         first.wait_for_log("is not acknowledged within 5000 ms", timeout=15)
-    lib.create_topics([dlq], own_broker.bootstrap, partitions=1)
+    lib.create_topics([dlq], own_broker.bootstrap, partitions=1,
+                      configs={"max.message.bytes": "64"} if refusing else None)
     second.wait_for_log("probe: assigned 1 partition(s)", timeout=30)
     first.wait_for_log("probe: assigned 1 partition(s)", timeout=30)
-    want = 2 if topic_late else 1
+    want = 2 if topic_late or refusing else 1
     lib.wait_until(lambda: (first.log_text() + second.log_text()).count(
         f"dead-lettered to {dlq} after") >= want, timeout=30, message="the poison handled")
     time.sleep(3)  # a redelivery of the poison (or a second dead letter) would come now
