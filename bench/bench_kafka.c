@@ -4,6 +4,7 @@
  *   bench_kafka create  -b BROKERS [-p PARTITIONS] TOPIC...
  *   bench_kafka produce -b BROKERS -t TOPIC -n COUNT [-s SIZE] [-l LINGER_MS]
  *   bench_kafka consume -b BROKERS -t TOPIC -n COUNT -g GROUP [-w TIMEOUT_S] [-d DB]
+ *   bench_kafka e2e     -b BROKERS -t TOPIC -n COUNT -g GROUP -r RATE [-s SIZE] [-l LINGER_MS]
  *
  * produce sends what evhost's outbox relay sends for the bench plugin's
  * events (the same key, value and CloudEvents headers) with the producer
@@ -15,11 +16,18 @@
  * handled twice, even after a crash): each message's ce_id goes into an
  * inbox table of the SQLite database DB (WAL, synchronous = FULL), 256 to a
  * transaction as evhost's batches, and offsets are stored only once their
- * transaction is committed. No handler, savepoint or dispatch order. Both
- * print one JSON line on stdout. */
+ * transaction is committed. No handler, savepoint or dispatch order.
+ * e2e is the end-to-end floor of the machine and broker: one producer (the
+ * same settings) sends COUNT messages at RATE a second, each stamped with its
+ * send time, to a consumer in the same process (a group subscription, as
+ * evhost's), which takes each one's latency from that stamp; p50, p99 and
+ * the largest, after a warm-up that ends once a message has come through.
+ * No HTTP, storage or dispatch. Each prints one JSON line on stdout. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +46,7 @@
 
 struct opts {
 	const char *brokers, *topic, *group, *db;
-	long count, size, linger_ms, partitions, wait_s;
+	long count, size, linger_ms, partitions, wait_s, rate;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -63,7 +71,9 @@ static void usage(void)
 	        "       bench_kafka create  -b BROKERS [-p PARTITIONS] TOPIC...\n"
 	        "       bench_kafka produce -b BROKERS -t TOPIC -n COUNT [-s SIZE] [-l LINGER_MS]\n"
 	        "       bench_kafka consume -b BROKERS -t TOPIC -n COUNT -g GROUP "
-	        "[-w TIMEOUT_S] [-d DB]\n");
+	        "[-w TIMEOUT_S] [-d DB]\n"
+	        "       bench_kafka e2e     -b BROKERS -t TOPIC -n COUNT -g GROUP -r RATE "
+	        "[-s SIZE] [-l LINGER_MS]\n");
 	exit(2);
 }
 
@@ -89,7 +99,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 	o->linger_ms = 5;
 	o->partitions = 3;
 	o->wait_s = 120;
-	while ((c = getopt(argc, argv, "b:t:g:n:s:l:p:w:d:")) != -1) {
+	while ((c = getopt(argc, argv, "b:t:g:n:s:l:p:w:d:r:")) != -1) {
 		switch (c) {
 		case 'b': o->brokers = optarg; break;
 		case 't': o->topic = optarg; break;
@@ -100,6 +110,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
 		case 'p': o->partitions = parse_long("-p", optarg); break;
 		case 'w': o->wait_s = parse_long("-w", optarg); break;
 		case 'd': o->db = optarg; break;
+		case 'r': o->rate = parse_long("-r", optarg); break;
 		default: usage();
 		}
 	}
@@ -355,14 +366,16 @@ static int cmd_produce(const struct opts *o)
 
 /* --------------------------------------------------------------- consume */
 
-static rd_kafka_t *new_consumer(const struct opts *o)
+/* A consumer of o->topic in group o->group, from `reset` (auto.offset.reset)
+ * on. */
+static rd_kafka_t *new_consumer(const struct opts *o, const char *reset)
 {
 	char err[512];
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_topic_partition_list_t *topics;
 	rd_kafka_t *rk;
 	if (set(conf, "bootstrap.servers", o->brokers) || set(conf, "group.id", o->group) ||
-	    set(conf, "client.id", "bench") || set(conf, "auto.offset.reset", "earliest") ||
+	    set(conf, "client.id", "bench") || set(conf, "auto.offset.reset", reset) ||
 	    (o->db && set(conf, "enable.auto.offset.store", "false"))) {
 		rd_kafka_conf_destroy(conf);
 		return NULL;
@@ -499,7 +512,7 @@ static int cmd_consume(const struct opts *o)
 		inbox_close(&ib);
 		return -1;
 	}
-	if (!(rk = new_consumer(o))) {
+	if (!(rk = new_consumer(o, "earliest"))) {
 		if (o->db)
 			inbox_close(&ib);
 		return -1;
@@ -540,6 +553,192 @@ static int cmd_consume(const struct opts *o)
 	return n == o->count ? 0 : -1;
 }
 
+/* ------------------------------------------------------------------- e2e */
+
+#define E2E_STAMP "bench_sent_us" /* header: the send time, CLOCK_MONOTONIC µs */
+#define E2E_WARMUP_S 30
+
+struct e2e {
+	const struct opts *o;
+	rd_kafka_t *producer;
+	atomic_int warm;    /* the consumer has had a message: the measured run may begin */
+	atomic_long sent;   /* measured messages produced */
+	atomic_int done;    /* the producer is through (sent is final) */
+	int failed;
+};
+
+static int64_t sleep_until_us(int64_t t)
+{
+	int64_t now;
+	while ((now = now_us()) < t) {
+		int64_t left = t - now;
+		struct timespec ts = {left / 1000000, (left % 1000000) * 1000};
+		nanosleep(&ts, NULL);
+	}
+	return now;
+}
+
+/* Produce one message stamped with its send time, or (stamp < 0) a warm-up
+ * message stamped -1, which the consumer takes only as a sign that it is
+ * assigned. */
+static int e2e_produce(struct e2e *e, long seq, char *value, int64_t stamp)
+{
+	char key[32];
+	size_t vlen = bench_event_value(value, (size_t)e->o->size + 1, seq, (size_t)e->o->size);
+	rd_kafka_resp_err_t err;
+	bench_event_key(key, sizeof key, seq);
+	if (stamp >= 0)
+		stamp = now_us();
+	err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(e->o->topic),
+	                        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE(value, vlen),
+	                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+	                        RD_KAFKA_V_HEADER(E2E_STAMP, &stamp, (ssize_t)sizeof stamp),
+	                        RD_KAFKA_V_END);
+	rd_kafka_poll(e->producer, 0);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		return 0;
+	fprintf(stderr, "bench_kafka: e2e: produce: %s\n", rd_kafka_err2str(err));
+	return -1;
+}
+
+static void *e2e_producer(void *arg)
+{
+	struct e2e *e = arg;
+	char *value = malloc((size_t)e->o->size + 1);
+	int64_t t0, deadline = now_us() + (int64_t)E2E_WARMUP_S * 1000000;
+	long seq = 0;
+	if (!value) {
+		e->failed = 1;
+		atomic_store(&e->done, 1);
+		return NULL;
+	}
+	/* Warm-up: until the consumer has one (assigned, its position found). */
+	while (!atomic_load(&e->warm) && !stop_requested && now_us() < deadline) {
+		if (e2e_produce(e, seq++, value, -1)) {
+			e->failed = 1;
+			break;
+		}
+		sleep_until_us(now_us() + 20000);
+	}
+	if (!atomic_load(&e->warm) && !e->failed) {
+		fprintf(stderr, "bench_kafka: e2e: no message came through within %d s\n",
+		        E2E_WARMUP_S);
+		e->failed = 1;
+	}
+	t0 = now_us();
+	for (long i = 0; i < e->o->count && !e->failed && !stop_requested; i++) {
+		sleep_until_us(t0 + i * 1000000 / e->o->rate);
+		if (e2e_produce(e, seq++, value, 0))
+			e->failed = 1;
+		else
+			atomic_fetch_add(&e->sent, 1);
+	}
+	rd_kafka_flush(e->producer, FLUSH_TIMEOUT_MS);
+	free(value);
+	atomic_store(&e->done, 1);
+	return NULL;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+static double pct_ms(const int64_t *v, long n, int p)
+{
+	long i = (long)((double)p / 100.0 * (double)(n - 1) + 0.5);
+	return (double)v[i] / 1000.0;
+}
+
+static int cmd_e2e(const struct opts *o)
+{
+	struct produce_state st = {0};
+	struct e2e e = {.o = o};
+	int64_t *lat;
+	long n = 0;
+	int64_t quiet_since = 0;
+	rd_kafka_t *rk;
+	pthread_t th;
+	int rc;
+	if (!o->topic || !o->group || o->count <= 0 || o->rate <= 0 ||
+	    o->size < BENCH_EVENT_MIN_SIZE)
+		usage();
+	if (!(lat = malloc((size_t)o->count * sizeof *lat)))
+		return -1;
+	if (!(e.producer = new_producer(o, &st))) {
+		free(lat);
+		return -1;
+	}
+	if (!(rk = new_consumer(o, "latest"))) { /* what is sent from now on */
+		rd_kafka_destroy(e.producer);
+		free(lat);
+		return -1;
+	}
+	warm_up(e.producer, o->topic);
+	if ((rc = pthread_create(&th, NULL, e2e_producer, &e)) != 0) {
+		fprintf(stderr, "bench_kafka: e2e: thread: %s\n", strerror(rc));
+		rd_kafka_destroy(rk);
+		rd_kafka_destroy(e.producer);
+		free(lat);
+		return -1;
+	}
+	/* Until every measured message has come, or nothing has for 10 s after
+	 * the producer was through. */
+	while (!stop_requested) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+		int64_t now = now_us();
+		const void *v;
+		size_t vn;
+		if (atomic_load(&e.done)) {
+			if (n >= atomic_load(&e.sent))
+				break;
+			if (!quiet_since)
+				quiet_since = now;
+			else if (now - quiet_since > 10000000)
+				break;
+		}
+		if (!m)
+			continue;
+		if (m->err) {
+			if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				fprintf(stderr, "bench_kafka: e2e: %s\n", rd_kafka_message_errstr(m));
+		} else {
+			rd_kafka_headers_t *h = NULL;
+			atomic_store(&e.warm, 1);
+			if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			    rd_kafka_header_get_last(h, E2E_STAMP, &v, &vn) ==
+			        RD_KAFKA_RESP_ERR_NO_ERROR &&
+			    v && vn == sizeof(int64_t) && n < o->count) {
+				int64_t sent;
+				memcpy(&sent, v, sizeof sent);
+				if (sent >= 0) {
+					lat[n++] = now - sent;
+					quiet_since = 0;
+				}
+			}
+		}
+		rd_kafka_message_destroy(m);
+	}
+	pthread_join(th, NULL);
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	rd_kafka_destroy(e.producer);
+	rc = e.failed || n == 0 || n < atomic_load(&e.sent) ? -1 : 0;
+	if (n < atomic_load(&e.sent))
+		fprintf(stderr, "bench_kafka: e2e: %ld of %ld messages came through\n", n,
+		        atomic_load(&e.sent));
+	if (n > 0) {
+		qsort(lat, (size_t)n, sizeof *lat, cmp_i64);
+		printf("{\"count\":%ld,\"received\":%ld,\"rate\":%ld,\"p50_ms\":%.3f,"
+		       "\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+		       o->count, n, o->rate, pct_ms(lat, n, 50), pct_ms(lat, n, 99),
+		       (double)lat[n - 1] / 1000.0);
+	}
+	free(lat);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	struct opts o;
@@ -564,6 +763,8 @@ int main(int argc, char **argv)
 		return cmd_produce(&o) ? 1 : 0;
 	if (!strcmp(cmd, "consume"))
 		return cmd_consume(&o) ? 1 : 0;
+	if (!strcmp(cmd, "e2e"))
+		return cmd_e2e(&o) ? 1 : 0;
 	usage();
 	return 2;
 }

@@ -12,7 +12,9 @@ Order, so that nothing measured runs next to something else loading the CPU:
   2. Node (Express + KafkaJS api, KafkaJS sink): RSS idle, wrk POST, RSS at
      the end; end to end POST -> sink at a fixed rate.
   3. evhostd with crud and the bench plugin: end to end POST /crud/e2e ->
-     the bench plugin's handler at the same rate.
+     the bench plugin's handler at the same rate; then the floor under both,
+     a bare librdkafka producer -> consumer at that rate (no HTTP, storage or
+     dispatch): what this machine and broker allow this hour.
   4. publish: the bench plugin through the SDK until delivered, then the
      bare librdkafka producer, same messages and producer settings.
   5. consume the events of 4: bare librdkafka, bare librdkafka with a durable
@@ -75,7 +77,7 @@ TARGETS = {
     "rss_idle": ("evhostd RSS <= 20 MB idle", 20 * 1024),
     "rss_load": ("evhostd RSS <= 1/5 of Node's under load", 0.20),
 }
-TOPICS = ["crud.products", "crud.e2e", "node.products", "node.e2e", "bench.events",
+TOPICS = ["crud.products", "crud.e2e", "node.products", "node.e2e", "bare.e2e", "bench.events",
           "bench.events.base", "bench.warmup", "USER_CREATED", "USER_UPDATED", "USER_DELETED",
           "notifications.broadcast"]
 PRODUCT = {"name": "bench widget", "price": 9.99, "stock": 3, "tags": ["bench", "evhost"]}
@@ -486,6 +488,14 @@ def phase_e2e(ctx, r):
     r["e2e_rate"] = e2e["client"]["rate"]
     ctx.errors["e2e"] = e2e["client"]["errors"]
     ctx.detail["e2e"] = e2e
+    s = ctx.s
+    say(f"end to end: bare librdkafka producer -> consumer at {s['e2e_rate']}/s (the floor)")
+    floor = run_json([ctx.build / "bench" / "bench_kafka", "e2e", "-b", ctx.brokers, "-t",
+                      "bare.e2e", "-n", s["e2e_rate"] * s["e2e_seconds"], "-r", s["e2e_rate"],
+                      "-g", f"bench-floor-{ctx.run_id}", "-s", s["event_bytes"], "-l",
+                      s["linger_ms"]], 120 + s["e2e_seconds"])
+    r["e2e_baseline_p50_ms"], r["e2e_baseline_p99_ms"] = floor["p50_ms"], floor["p99_ms"]
+    ctx.detail["e2e_baseline"] = floor
 
 
 def outbox_empty(url):
@@ -692,7 +702,9 @@ def table(r, q):
          f"{q['consume_vs_node']:.2f}x KafkaJS", "consume"),
         (f"end to end @{r['e2e_rate']:.0f}/s; Node @{r['e2e_node_rate']:.0f}/s",
          f"p50 {r['e2e_p50_ms']:.1f} / p99 {r['e2e_p99_ms']:.1f} ms",
-         f"Node p50 {r['e2e_node_p50_ms']:.1f} / p99 {r['e2e_node_p99_ms']:.1f} ms",
+         f"Node p50 {r['e2e_node_p50_ms']:.1f} / p99 {r['e2e_node_p99_ms']:.1f} ms; "
+         f"bare librdkafka p50 {r['e2e_baseline_p50_ms']:.1f} / p99 "
+         f"{r['e2e_baseline_p99_ms']:.1f} ms",
          e2e_ratio(r), "e2e"),
         ("RSS idle", f"{r['rss_idle_kb'] / 1024:.1f} MB",
          f"Node {r['rss_node_idle_kb'] / 1024:.1f} MB", "-", "rss_idle"),
@@ -712,7 +724,8 @@ def table(r, q):
 REQUIRED_KEYS = ["http_get_rps", "http_get_baseline_rps", "http_post_rps", "http_post_node_rps",
                  "publish_eps", "publish_baseline_eps", "consume_eps", "consume_baseline_eps",
                  "consume_node_eps", "consume_durable_baseline_eps", "e2e_p50_ms", "e2e_p99_ms",
-                 "e2e_node_p99_ms", "rss_idle_kb", "rss_load_kb", "rss_node_kb",
+                 "e2e_node_p99_ms", "e2e_baseline_p50_ms", "e2e_baseline_p99_ms",
+                 "rss_idle_kb", "rss_load_kb", "rss_node_kb",
                  "http_get_p99_ms", "http_get_baseline_p99_ms", "http_post_p99_ms",
                  "http_post_node_p99_ms"]
 
