@@ -636,18 +636,26 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
 # ------------------------------------------- 5: slow handlers, no rebalance
 
 
-@pytest.mark.slow
-def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
-                                                        kafka_bootstrap):
-    topic = unique_name("slow")
-    # 6 s, not 3: each handler's 1.5 s then leaves a loaded CI host 4.5 s of
-    # stall before the consumer would miss its poll, which is not under test.
-    d = evhostd({
-        "kafka": {"rdkafka.max.poll.interval.ms": 6000, "rdkafka.session.timeout.ms": 6000,
-                  "rdkafka.heartbeat.interval.ms": 1000},
+def probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap, topic, max_poll_ms,
+                         **kafka):
+    """evhostd with the probe plugin on `topic`, its consumer's
+    max.poll.interval.ms and session.timeout.ms at `max_poll_ms`."""
+    return evhostd({
+        "kafka": {"rdkafka.max.poll.interval.ms": max_poll_ms,
+                  "rdkafka.session.timeout.ms": max_poll_ms,
+                  "rdkafka.heartbeat.interval.ms": max_poll_ms // 6, **kafka},
         "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
                          "topic": topic, "group": unique_name("g")},
     }, brokers=kafka_bootstrap)
+
+
+@pytest.mark.slow
+def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
+                                                        kafka_bootstrap):
+    # 6 s, not 3: each handler's 1.5 s then leaves a loaded CI host 4.5 s of
+    # stall before the consumer would miss its poll, which is not under test.
+    d = probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap,
+                             unique_name("slow"), 6000)
     n, each_ms = 8, 1500  # 12 s in all, twice max.poll.interval.ms
     assert d.post(f"/probe/publish?key=one&n={n}",
                   data=f'{{"sleep_ms":{each_ms}}}',
@@ -680,13 +688,8 @@ def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_nam
     """A handler call longer than half of max.poll.interval.ms is said, with
     how long and what it was, before librdkafka's MAXPOLL (which names
     neither) would take the consumer out of its group."""
-    topic = unique_name("busy")
-    d = evhostd({
-        "kafka": {"rdkafka.max.poll.interval.ms": 3000, "rdkafka.session.timeout.ms": 3000,
-                  "rdkafka.heartbeat.interval.ms": 500},
-        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
-                         "topic": topic, "group": unique_name("g")},
-    }, brokers=kafka_bootstrap)
+    d = probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap,
+                             unique_name("busy"), 3000)
     assert d.post("/probe/publish?key=one", data='{"sleep_ms":1800}',
                   headers={"Content-Type": "application/json"}).status_code == 200
     line = lib.wait_until(lambda: next((ln for ln in d.log_text().splitlines()
@@ -716,13 +719,8 @@ def test_dead_letter_topic_refusing_holds_only_its_partition(evhostd, build_dir,
     # 6 s, not less: a CI host once held a sanitized daemon's consumer thread
     # past 3 s (the rebalance that follows is not what this test is about).
     max_poll_ms = 6000
-    d = evhostd({
-        "kafka": {"rdkafka.max.poll.interval.ms": max_poll_ms,
-                  "rdkafka.session.timeout.ms": max_poll_ms,
-                  "rdkafka.heartbeat.interval.ms": 1000, "retry.backoff_max_ms": 1000},
-        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
-                         "topic": topic, "group": unique_name("g")},
-    }, brokers=kafka_bootstrap)
+    d = probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap, topic,
+                             max_poll_ms, **{"retry.backoff_max_ms": 1000})
     post = lambda key, body: d.post(f"/probe/publish?key={key}", data=json.dumps(body),
                                     headers={"Content-Type": "application/json"})
     assert post("poison", {"fail": "reject"}).status_code == 200
