@@ -645,10 +645,11 @@ static int cmp_i64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+/* Nearest-rank percentile `p` of the sorted v[0..n), in ms (as run.py's). */
 static double pct_ms(const int64_t *v, long n, int p)
 {
-	long i = (long)((double)p / 100.0 * (double)(n - 1) + 0.5);
-	return (double)v[i] / 1000.0;
+	long k = ((long)p * n + 99) / 100 - 1;
+	return (double)v[k < 0 ? 0 : k] / 1000.0;
 }
 
 static int cmd_e2e(const struct opts *o)

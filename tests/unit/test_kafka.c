@@ -738,7 +738,7 @@ static int wait_thread(const char *name)
 	return has_thread(name);
 }
 
-/* The host's own threads say what they are (top -H, ps -L, perf, gdb). */
+/* [kafka] rdkafka.* keys go to the clients of their kind only. */
 static void test_each_kind_of_client_gets_its_properties(void **state)
 {
 	(void)state;
@@ -756,6 +756,7 @@ static void test_each_kind_of_client_gets_its_properties(void **state)
 	assert_true(kafka_property_for("linger", RD_KAFKA_CONSUMER));
 }
 
+/* The host's own threads say what they are (top -H, ps -L, perf, gdb). */
 static void test_threads_are_named(void **state)
 {
 	assert_true(wait_thread("evh-relay"));
