@@ -785,6 +785,9 @@ void host_stop(host *h)
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	int64_t t0 = clock_mono_ms();
 	h->stopping = 1;
+	/* A JWKS fetch under way gives up rather than hold the stop; requests
+	 * waiting for it are answered before HTTP waits for them to end. */
+	jwks_fetcher_signal_stop(h->jwks);
 	if (h->http) {
 		http_stop(h->http);
 		h->http = NULL;

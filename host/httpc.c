@@ -21,16 +21,23 @@
 #include "proxy.h"
 #include "tls_compat.h"
 
-/* Wait for `events` on fd until `deadline` (clock_mono_ms): 1, 0 on timeout, -1. */
+/* httpc_abort_on's flag for this thread (NULL: none). */
+static _Thread_local const atomic_int *abort_flag;
+
+void httpc_abort_on(const atomic_int *flag) { abort_flag = flag; }
+
+/* Wait for `events` on fd until `deadline` (clock_mono_ms), or until this
+ * thread's abort flag is raised: 1, 0 on timeout (or abort), -1. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};
+	int slice = abort_flag ? 100 : 1000;
 	for (;;) {
 		int64_t left = deadline - clock_mono_ms();
 		int r;
-		if (left <= 0)
+		if (left <= 0 || (abort_flag && atomic_load(abort_flag)))
 			return 0;
-		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
+		r = poll(&p, 1, left > slice ? slice : (int)left);
 		if (r > 0)
 			return 1;
 		if (r < 0 && errno != EINTR)

@@ -6,6 +6,7 @@
 #ifndef EVHOST_HTTPC_H
 #define EVHOST_HTTPC_H
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct httpc_proxy;
@@ -16,6 +17,12 @@ typedef struct httpc_conn {
 	 * the request line), or NULL: direct, or a CONNECT tunnel. */
 	const struct httpc_proxy *proxy;
 } httpc_conn;
+
+/* From now on, the calling thread's requests give up as if their deadline
+ * had passed within 100 ms of *flag turning non-zero (NULL: never), for a
+ * thread that must stop promptly: the JWKS fetcher at a stop or reload.
+ * Name resolution is not cut short (the resolver's own timeouts bound it). */
+void httpc_abort_on(const atomic_int *flag);
 
 /* Connect to host:port (a name or an address; IPv6 without brackets) and,
  * with `tls` (a tls_client), do the handshake, the server's certificate

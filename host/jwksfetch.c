@@ -46,6 +46,9 @@ struct jwks_fetcher {
 	uint64_t attempts; /* fetches finished */
 	int64_t last_attempt_ms;
 	pthread_t thread;
+	/* Raised by jwks_fetcher_stop: a fetch under way on the thread gives up
+	 * (httpc_abort_on) rather than hold a stop or reload up to its timeout. */
+	atomic_int abort;
 	struct jwks_fetcher *older; /* fetchers a reload replaced, freed with this one */
 };
 
@@ -389,6 +392,12 @@ static int fetch_once(jwks_fetcher *f, int first)
 	loaded l;
 	int changed, had_keys = f->fingerprint != NULL;
 
+	if (!text && atomic_load(&f->abort)) {
+		log_info("host", "[auth] the fetch of the JWKS from %s under way is given up: its "
+		         "fetcher stops (a stop, or a reload that replaces it)",
+		         f->url);
+		return -1;
+	}
 	if (!text || load_set(text, n, &l, err, sizeof err) != 0) {
 		atomic_fetch_add(&n_failed, 1);
 		f->failures++;
@@ -430,6 +439,7 @@ static void *fetcher_main(void *arg)
 	jwks_fetcher *f = arg;
 	int64_t next = clock_mono_ms() + (f->failures ? retry_ms(f) : f->refresh_s * 1000LL);
 	log_thread_name("evh-jwks", NULL);
+	httpc_abort_on(&f->abort);
 	pthread_mutex_lock(&f->mu);
 	for (;;) {
 		struct timespec until;
@@ -481,6 +491,17 @@ int jwks_fetcher_start(jwks_fetcher *f)
 	return 0;
 }
 
+void jwks_fetcher_signal_stop(jwks_fetcher *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->mu);
+	f->stopping = 1;
+	atomic_store(&f->abort, 1);
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+}
+
 void jwks_fetcher_stop(jwks_fetcher *f)
 {
 	void *keys;
@@ -489,6 +510,7 @@ void jwks_fetcher_stop(jwks_fetcher *f)
 		return;
 	pthread_mutex_lock(&f->mu);
 	f->stopping = 1;
+	atomic_store(&f->abort, 1);
 	started = f->started;
 	f->started = 0;
 	pthread_cond_broadcast(&f->cv);

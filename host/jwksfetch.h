@@ -35,8 +35,13 @@ int jwks_fetcher_same(const jwks_fetcher *f, const settings *s);
  * s->state_dir if that fails, then start the thread that refreshes. Every
  * outcome is logged. 0, or -1 when the thread cannot start. */
 int jwks_fetcher_start(jwks_fetcher *f);
-/* Stop the thread (a fetch under way finishes first, within its timeout)
- * and drop the keys: readers that still hold f find none. */
+/* The daemon stops: a fetch under way gives up now (said at info), and no
+ * other begins; requests waiting for one are answered. Returns at once;
+ * jwks_fetcher_stop (or _free) joins the thread. NULL: nothing. */
+void jwks_fetcher_signal_stop(jwks_fetcher *f);
+/* Stop the thread (a fetch under way gives up within 100 ms; name
+ * resolution is not cut short) and drop the keys: readers that still hold
+ * f find none. */
 void jwks_fetcher_stop(jwks_fetcher *f);
 /* Free f and the fetchers it replaced. */
 void jwks_fetcher_free(jwks_fetcher *f);

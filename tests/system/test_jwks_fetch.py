@@ -474,6 +474,49 @@ def test_an_unknown_kid_does_not_wait_for_a_provider_that_failed(evhostd, build_
         assert_ok(d, token(k["rsa2"], "rsa-2"), "the new key")
 
 
+def log_time(line):
+    """The time (s) of an evhostd log line's UTC timestamp."""
+    stamp = line.split()[0]
+    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float(stamp[19:-1] or 0)
+
+
+def test_a_stop_does_not_wait_for_a_fetch_under_way(evhostd, build_dir, certs, k):
+    """A provider slow to answer the periodic fetch does not hold up a stop
+    until the fetch's 5 s timeout: the fetch is given up at once, and said
+    so, not as a failure."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        idp.delay = 30
+        idp.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
+        assert d.stop() == 0
+        log = d.log_text()
+        stopping = line_with(d, "SIGTERM: stopping")
+        given_up = line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up: "
+                                "its fetcher stops")
+        assert stopping and given_up, log
+        assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
+        assert "cannot fetch the JWKS" not in log, log
+
+
+def test_a_reload_does_not_wait_for_the_replaced_fetchers_fetch(evhostd, build_dir, certs, k):
+    """Nor a reload that replaces the fetcher (here: a new refresh period):
+    the old one's fetch under way is given up, the new one fetches."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        idp.answer_next(delay=30)
+        idp.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
+        (d.config_dir / "conf.d" / IDP_DROPIN).write_text(
+            idp_conf(**jwks_auth(idp, certs, jwt_jwks_refresh="7s")))
+        t0 = time.monotonic()
+        reload(d, "reload done", timeout=15)
+        took = time.monotonic() - t0
+        assert line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up"), \
+            d.log_tail()
+        assert took < 3.5, f"the reload took {took:.1f} s"
+        assert len(idp.requests) == 3, idp.requests  # the new fetcher's first
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+
+
 def test_keys_fetched_through_the_environments_proxy(evhostd, build_dir, certs, k):
     # A host that reaches the provider only through its network's proxy
     # (HTTPS_PROXY, as curl takes it): a CONNECT tunnel to the provider's
