@@ -11,9 +11,11 @@
  * retention when that is shorter). When a delivery fails for good (after
  * message.timeout.ms), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
- * sends again from there, so per-key order is kept for every row produced
- * after the failure is known. Rows that were in flight behind the failed one
- * may be sent twice, which consumers absorb (the event id is the row's id,
+ * sends again from there: the failed row alone, the rows behind it only once
+ * it is delivered (however librdkafka would batch them, a row refused for
+ * good cannot be overtaken by one sent with it), so per-key order is kept
+ * for every row produced after the failure is known. Rows that were in
+ * flight behind the failed one may be sent twice, which consumers absorb (the event id is the row's id,
  * stable across re-sends), and, when the broker refused the failed one for
  * good (a topic's max.message.bytes), one of them may already have been
  * delivered ahead of it: librdkafka's idempotent producer keeps a
@@ -91,6 +93,11 @@ struct relay {
 	int64_t last_fetch_ms;
 	int need_fetch; /* rewound, or a batch was full */
 	int wave;       /* sending in waves (see "Waves") */
+	/* After a failed delivery, the row is sent again alone, and the rows
+	 * behind it only once it is delivered: a row the broker refuses for
+	 * good (a topic's max.message.bytes) holds back every later one of its
+	 * plugin, however librdkafka batches them. */
+	enum { PROBE_NONE, PROBE_DUE, PROBE_SENT } probe;
 	int64_t next_prune_ms;
 };
 
@@ -310,6 +317,7 @@ static int relay_handle_failure(struct relay *r)
 			r->sent_upto = rewind_to;
 		r->resend_at = now + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
+		r->probe = PROBE_DUE;
 	}
 	return clock_mono_ms() < r->resend_at;
 }
@@ -366,7 +374,8 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	*sent = 0;
 	r->last_fetch_ms = clock_mono_ms();
 	r->need_fetch = 0;
-	if (store_outbox_fetch(r->st, r->sent_upto, FETCH_ROWS, &rows, &n) != EVH_OK) {
+	if (store_outbox_fetch(r->st, r->sent_upto, r->probe == PROBE_DUE ? 1 : FETCH_ROWS, &rows,
+	                       &n) != EVH_OK) {
 		log_warn(OUTBOX_LOG, "%s: cannot read the outbox; will retry", r->p->name);
 		r->resend_at = clock_mono_ms() + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
@@ -400,6 +409,14 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	}
 	store_outbox_rows_free(rows, n);
 	*sent = i;
+	if (r->probe == PROBE_DUE) {
+		if (i) /* the failed row, alone: the rest once it is delivered */
+			r->probe = PROBE_SENT;
+		else if (n == 0)
+			r->probe = PROBE_NONE; /* gone from the outbox meanwhile */
+		r->need_fetch = 1;
+		return 0;
+	}
 	if (i == FETCH_ROWS)
 		r->need_fetch = 1;
 	return i == FETCH_ROWS;
@@ -508,6 +525,15 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 	if (removing || relay_handle_failure(r))
 		return 0;
 	relay_prune(r);
+	if (r->probe == PROBE_SENT) {
+		int settled;
+		pthread_mutex_lock(&r->mu);
+		settled = r->inflight == 0 && r->rewind_to < 0;
+		pthread_mutex_unlock(&r->mu);
+		if (!settled)
+			return 0; /* the resent row's report first (a failure: rewound next round) */
+		r->probe = PROBE_NONE; /* delivered */
+	}
 	if (r->wave && relay_inflight(r) > 0) {
 		if (woken)
 			r->need_fetch = 1;
