@@ -15,12 +15,12 @@
  * it is delivered (however librdkafka would batch them, a row refused for
  * good cannot be overtaken by one sent with it), so per-key order is kept
  * for every row produced after the failure is known. Rows that were in
- * flight behind the failed one may be sent twice, which consumers absorb (the event id is the row's id,
- * stable across re-sends), and, when the broker refused the failed one for
- * good (a topic's max.message.bytes), one of them may already have been
- * delivered ahead of it: librdkafka's idempotent producer keeps a
- * partition's order only while nothing fails (enable.gapless.guarantee
- * would stop the producer instead). Under load it
+ * flight behind the failed one may be sent twice, which consumers absorb
+ * (the event id is the row's id, stable across re-sends), and, when the
+ * broker refused the failed one for good (a topic's max.message.bytes), one
+ * of them may already have been delivered ahead of it: librdkafka's
+ * idempotent producer keeps a partition's order only while nothing fails
+ * (enable.gapless.guarantee would stop the producer instead). Under load it
  * sends in waves, to keep librdkafka's broker thread from spinning (see
  * "Waves" below).
  *
