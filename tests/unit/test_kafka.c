@@ -852,6 +852,46 @@ static int wait_outq(kafka *k, int want, int ms)
 	return kafka_outq_len(k) == want;
 }
 
+/* After a failed delivery the relay sends the failed row again alone, and
+ * the rows published behind it only once it is delivered: sent with it,
+ * one could land in a batch of its own and be taken while the broker
+ * refuses the failed one for good (outbox.c). */
+static void test_relay_resends_the_failed_row_alone(void **state)
+{
+	enum { N = 3, RTT_MS = 800 };
+	char idbuf[N][37];
+	const char *ids[N];
+	rd_kafka_headers_t *out[N] = {NULL};
+	struct relay_rig g;
+	int64_t end;
+	int most = 0;
+	rig_start(&g, "1500");
+	for (int i = 0; i < N; i++) {
+		events_uuid(idbuf[i]);
+		ids[i] = idbuf[i];
+	}
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	publish_to(g.pl.store, ids[0], "o", "FIRST", "{}");
+	sleep(3); /* past message.timeout.ms: its delivery failed */
+	publish_many(g.pl.store, TOPIC, ids + 1, N - 1, "o", "BEHIND", NULL, "{}");
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
+	rd_kafka_mock_broker_set_up(g.mc, 1);
+	/* Until the failed row is delivered, it alone is in flight. */
+	end = now_ms() + WAIT_MS;
+	while (store_outbox_pending(g.pl.store) == N && now_ms() < end) {
+		int q = kafka_outq_len(g.k);
+		most = q > most ? q : most;
+		usleep(2000);
+	}
+	assert_int_equal(most, 1);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
+	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, N), N);
+	for (int i = 0; i < N; i++)
+		rd_kafka_headers_destroy(out[i]);
+	rig_stop(&g);
+}
+
 /* Under load the relay sends in waves (outbox.c says why): with
  * OUTBOX_WAVE_ENTER rows in flight, a row committed next waits in the
  * outbox, not in the producer, until the whole wave is acknowledged. A
@@ -2288,6 +2328,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 4},
     {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 4},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
+    {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 3},
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},
