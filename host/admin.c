@@ -1308,6 +1308,7 @@ static void backup_remove_partials(const char *root)
 	static const char *const prefixes[] = {BACKUP_PARTIAL, BACKUP_REMOVING};
 	static const char *const what[] = {"left unfinished by an earlier daemon",
 	                                   "left by the removal of an old backup"};
+	const size_t nprefixes = sizeof prefixes / sizeof *prefixes;
 	struct dirent *e;
 	DIR *d = opendir(root);
 	if (!d)
@@ -1315,10 +1316,10 @@ static void backup_remove_partials(const char *root)
 	while ((e = readdir(d))) {
 		char *path;
 		size_t k = 0;
-		while (k < 2 && (strncmp(e->d_name, prefixes[k], strlen(prefixes[k])) ||
-		                 !backup_dir_name(e->d_name + strlen(prefixes[k]))))
+		while (k < nprefixes && (strncmp(e->d_name, prefixes[k], strlen(prefixes[k])) ||
+		                         !backup_dir_name(e->d_name + strlen(prefixes[k]))))
 			k++;
-		if (k == 2)
+		if (k == nprefixes)
 			continue;
 		if ((path = path_join(root, e->d_name)) && backup_remove(path) == 0)
 			log_info(ADMIN_LOG, "backup: removed %s, %s", path, what[k]);
@@ -1387,7 +1388,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 {
 	struct backup_src *v = NULL;
 	size_t n = 0, i;
-	char *root = NULL, *dir = NULL, *done = NULL, err[1024] = "", stamp[32], when[40];
+	char *root = NULL, *dir = NULL, *done = NULL, err[1024] = "", stamp[32], when[40], name[48];
 	struct timespec now;
 	struct tm tm;
 	int64_t total = 0;
@@ -1420,13 +1421,14 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	gmtime_r(&now.tv_sec, &tm);
 	msec = now.tv_nsec / 1000000L;
 	strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%S", &tm);
+	snprintf(name, sizeof name, "%s.%03ldZ", stamp, msec); /* the backup's directory */
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + strlen(when), sizeof when - strlen(when), ".%03ldZ", msec);
 	/* Written under a name of its own, renamed once whole: a daemon killed
 	 * meanwhile leaves no directory that looks like a backup. */
 	if (!(root = path_join(h->set.state_dir, "backups")) ||
-	    asprintf(&done, "%s/%s.%03ldZ", root, stamp, msec) < 0 ||
-	    asprintf(&dir, "%s/" BACKUP_PARTIAL "%s.%03ldZ", root, stamp, msec) < 0) {
+	    asprintf(&done, "%s/%s", root, name) < 0 ||
+	    asprintf(&dir, "%s/" BACKUP_PARTIAL "%s", root, name) < 0) {
 		done = dir = NULL;
 		snprintf(err, sizeof err, "out of memory");
 		goto failed;
@@ -1463,7 +1465,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		 * nor to leave behind after saying nothing was kept. */
 		snprintf(err, sizeof err, "cannot sync %s after renaming the backup into it: %s", root,
 		         strerror(errno));
-		backup_retire(root, done + strlen(root) + 1);
+		backup_retire(root, name);
 		made = 0;
 		goto failed;
 	}
