@@ -27,6 +27,7 @@ import json
 import re
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 import yaml
@@ -475,9 +476,8 @@ def test_an_unknown_kid_does_not_wait_for_a_provider_that_failed(evhostd, build_
 
 
 def log_time(line):
-    """The time (s) of an evhostd log line's UTC timestamp."""
-    stamp = line.split()[0]
-    return time.mktime(time.strptime(stamp[:19], "%Y-%m-%dT%H:%M:%S")) + float(stamp[19:-1] or 0)
+    """The time (s since the epoch) of an evhostd log line."""
+    return datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
 
 
 def test_a_stop_does_not_wait_for_a_fetch_under_way(evhostd, build_dir, certs, k):
