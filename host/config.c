@@ -1169,6 +1169,37 @@ static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, why);
 }
 
+/* A duration in ms: "250ms", or the units of parse_duration_ms. */
+static int parse_duration_or_ms(const char *v, int64_t *ms)
+{
+	size_t n = strlen(v);
+	char *end = NULL;
+	long long l;
+
+	if (n > 2 && !strcmp(v + n - 2, "ms") && isdigit((unsigned char)v[0])) {
+		errno = 0;
+		l = strtoll(v, &end, 10);
+		if (end != v + n - 2 || errno)
+			return -1;
+		*ms = l;
+		return 0;
+	}
+	return parse_duration_ms(v, ms);
+}
+
+/* A duration from min (0 or 1) ms to max ms, into *dst. */
+static void duration_ms_key(set_ctx *x, const cfg_entry *e, int64_t min, int64_t max, int *dst)
+{
+	int64_t ms;
+
+	if (parse_duration_or_ms(e->value, &ms) != 0 || ms < min || ms > max)
+		bad_value(x, e, min > 0 ? "expected a duration from 1ms to 1h, such as 500ms, 5s or 1m"
+		                        : "expected 0 (off) or a duration up to 1h, such as 500ms, 5s "
+		                          "or 1m");
+	else
+		*dst = (int)ms;
+}
+
 static void k_threads(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 1, 256, &x->s->http_threads);
@@ -1177,6 +1208,11 @@ static void k_threads(set_ctx *x, const cfg_entry *e)
 static void k_request_timeout(set_ctx *x, const cfg_entry *e)
 {
 	get_timeout_ms(x, e, &x->s->http_request_timeout_ms);
+}
+
+static void k_keep_alive_timeout(set_ctx *x, const cfg_entry *e)
+{
+	duration_ms_key(x, e, 0, 3600000, &x->s->http_keep_alive_ms);
 }
 
 static void k_max_streams(set_ctx *x, const cfg_entry *e)
@@ -1208,6 +1244,7 @@ static const key_def http_keys[] = {
     {"trusted_proxies", k_trusted_proxies},
     {"threads", k_threads},
     {"request_timeout", k_request_timeout},
+    {"keep_alive_timeout", k_keep_alive_timeout},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
     {"json_max_depth", k_json_depth},
@@ -1801,35 +1838,14 @@ static void k_batch_size(set_ctx *x, const cfg_entry *e)
 	get_int_into(x, e, 1, 65536, &x->s->trace_batch_size);
 }
 
-/* A duration of at least 1 ms: "250ms", or the units of parse_duration_ms. */
-static void duration_ms_key(set_ctx *x, const cfg_entry *e, int64_t max, int *dst)
-{
-	size_t n = strlen(e->value);
-	int64_t ms;
-	char *end = NULL;
-	long long v;
-
-	if (n > 2 && !strcmp(e->value + n - 2, "ms") && isdigit((unsigned char)e->value[0])) {
-		errno = 0;
-		v = strtoll(e->value, &end, 10);
-		ms = end == e->value + n - 2 && !errno ? v : -1;
-	} else if (parse_duration_ms(e->value, &ms) != 0) {
-		ms = -1;
-	}
-	if (ms < 1 || ms > max)
-		bad_value(x, e, "expected a duration from 1ms to 1h, such as 500ms, 5s or 1m");
-	else
-		*dst = (int)ms;
-}
-
 static void k_export_interval(set_ctx *x, const cfg_entry *e)
 {
-	duration_ms_key(x, e, 3600000, &x->s->trace_interval_ms);
+	duration_ms_key(x, e, 1, 3600000, &x->s->trace_interval_ms);
 }
 
 static void k_export_timeout(set_ctx *x, const cfg_entry *e)
 {
-	duration_ms_key(x, e, 3600000, &x->s->trace_timeout_ms);
+	duration_ms_key(x, e, 1, 3600000, &x->s->trace_timeout_ms);
 }
 
 static const key_def tracing_keys[] = {
@@ -1909,6 +1925,7 @@ static void settings_defaults(set_ctx *x)
 	set_listen(s, xstrdup("127.0.0.1"), 8080);
 	s->http_threads = 32;
 	s->http_request_timeout_ms = 10000;
+	s->http_keep_alive_ms = 500;
 	s->max_body_bytes = 1024 * 1024;
 	s->json_max_depth = 32;
 	s->retry_max_attempts = 5;

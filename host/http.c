@@ -65,6 +65,7 @@ struct http_server {
 	char listen[256];
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
 	char start_error[256];   /* first civetweb message while starting */
+	int keep_alive;          /* [http] keep_alive_timeout > 0, as started */
 	atomic_int warned_no_secret;
 	_Atomic int64_t warned_kid_ms; /* the last "unknown kid" warning (clock_mono_ms) */
 };
@@ -413,13 +414,15 @@ static int is_http10(const evh_request *req)
 
 /* Will civetweb keep the connection after this response? Its own rule
  * (should_keep_alive in civetweb 1.15), so the Connection header we send
- * says what it will do: not after a 401, a Connection header without
+ * says what it will do: not when keep-alive is off ([http]
+ * keep_alive_timeout = 0), after a 401, a Connection header without
  * keep-alive, an HTTP/1.0 request that did not ask for it, or a response
  * that must close. */
 static int resp_keeps_alive(evh_request *req, evh_response *resp)
 {
+	const http_server *srv = mg_get_user_data(mg_get_context(req->conn));
 	const char *conn, *version;
-	if (resp->close || resp->status == 401 || !req->ri)
+	if (!srv->keep_alive || resp->close || resp->status == 401 || !req->ri)
 		return 0;
 	conn = mg_get_header(req->conn, "Connection");
 	version = req->ri->http_version ? req->ri->http_version : "1.1";
@@ -1836,17 +1839,18 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
 	struct mg_callbacks cb;
-	char threads[16], timeout[16], etext[256] = "", reason[256], what[768] = "";
+	char threads[16], timeout[16], keep_ms[16], etext[256] = "", reason[256], what[768] = "";
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
 	                      "request_timeout_ms", timeout, "enable_keep_alive", "yes",
+	                      "keep_alive_timeout_ms", keep_ms,
 	                      "decode_url", "no", "tcp_nodelay", "1",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
 	                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	                      NULL};
-	const size_t tls_at = 12;
+	const size_t tls_at = 14;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	if (!h || !h->router) {
@@ -1872,6 +1876,10 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	snprintf(timeout, sizeof timeout, "%d",
 	         h->set.http_request_timeout_ms > 0 ? h->set.http_request_timeout_ms
 	                                            : HTTP_REQUEST_TIMEOUT_MS);
+	/* civetweb's own default is 500 ms; 0 turns keep-alive off. */
+	srv->keep_alive = h->set.http_keep_alive_ms > 0;
+	snprintf(keep_ms, sizeof keep_ms, "%d", h->set.http_keep_alive_ms);
+	opts[7] = srv->keep_alive ? "yes" : "no";
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;

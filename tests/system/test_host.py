@@ -380,6 +380,68 @@ def test_response_framing_and_keep_alive_on_raw_sockets(evhostd, build_dir):
         assert headers["connection"] == "close" and closed, (req, headers)
 
 
+def one_response(s):
+    """Read one response (framed by Content-Length) from socket s: its head
+    as text, or None when the server closed the connection first."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        if not chunk:
+            assert not data, f"closed inside a response head: {data!r}"
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    head = head.decode("latin-1")
+    length = int(head.lower().split("content-length: ")[1].split("\r\n")[0])
+    while len(body) < length:
+        chunk = s.recv(65536)
+        assert chunk, "closed inside a body"
+        body += chunk
+    return head
+
+
+def ask_after_idle(port, idle_s):
+    """One request, idle_s seconds of silence, then a second request on the
+    same connection: the heads of both answers (the second None when the
+    server had closed the connection meanwhile)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = one_response(s)
+        time.sleep(idle_s)
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            second = one_response(s)
+        except (BrokenPipeError, ConnectionResetError):
+            second = None
+        return first, second
+
+
+def test_keep_alive_timeout_sets_how_long_an_idle_connection_is_kept(evhostd, build_dir):
+    # A reverse proxy that keeps upstream connections open (nginx's
+    # keepalive) must close them before evhostd does, or a request it sends
+    # just as evhostd closes fails; [http] keep_alive_timeout is evhostd's side.
+    conf = probe_conf(build_dir, subscribe="false")
+    d = evhostd({"plugin.probe": conf})  # the default: 500 ms
+    first, second = ask_after_idle(d.port, 0.1)
+    assert "Connection: keep-alive" in first and second.startswith("HTTP/1.1 200 "), second
+    first, second = ask_after_idle(d.port, 1.5)
+    assert "Connection: keep-alive" in first and second is None, second
+    d.stop()
+
+    d = evhostd({"http": {"keep_alive_timeout": "4s"}, "plugin.probe": conf})
+    first, second = ask_after_idle(d.port, 1.5)
+    assert second is not None and second.startswith("HTTP/1.1 200 "), second
+    assert "Connection: keep-alive" in second
+    d.stop()
+
+    # 0: no keep-alive; every answer says so and the connection is closed.
+    d = evhostd({"http": {"keep_alive_timeout": "0"}, "plugin.probe": conf})
+    first, second = ask_after_idle(d.port, 0)
+    assert first.startswith("HTTP/1.1 200 ") and "Connection: close" in first, first
+    assert second is None
+    assert d.get("/healthz").status_code == 200
+
+
 def test_idle_connections_free_their_workers_after_request_timeout(evhostd, build_dir):
     # civetweb gives each connection a worker: as many idle connections as
     # there are workers would stop the service until [http] request_timeout

@@ -589,6 +589,30 @@ static void test_request_timeout(void **state)
 	assert_int_equal(f->s.http_request_timeout_ms, 120000);
 }
 
+static void test_keep_alive_timeout(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(settings_of(f, MIN_KAFKA, "t.conf"), 0);
+	assert_int_equal(f->s.http_keep_alive_ms, 500); /* civetweb's own default */
+	expect_one_error(MIN_KAFKA "[http]\nkeep_alive_timeout = 2h\n", "t.conf",
+	                 "t.conf:4: [http] keep_alive_timeout: expected 0 (off) or a duration up "
+	                 "to 1h, such as 500ms, 5s or 1m, got '2h'");
+	expect_one_error(MIN_KAFKA "[http]\nkeep_alive_timeout = -1\n", "t.conf",
+	                 "t.conf:4: [http] keep_alive_timeout: expected 0 (off) or a duration up "
+	                 "to 1h, such as 500ms, 5s or 1m, got '-1'");
+	expect_one_error(MIN_KAFKA "[http]\nkeep_alive_timeout = 5 s\n", "t.conf",
+	                 "t.conf:4: [http] keep_alive_timeout: expected 0 (off) or a duration up "
+	                 "to 1h, such as 500ms, 5s or 1m, got '5 s'");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nkeep_alive_timeout = 75s\n", "t.conf"),
+	                 0);
+	assert_int_equal(f->s.http_keep_alive_ms, 75000);
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nkeep_alive_timeout = 250ms\n", "t.conf"),
+	                 0);
+	assert_int_equal(f->s.http_keep_alive_ms, 250);
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nkeep_alive_timeout = 0\n", "t.conf"), 0);
+	assert_int_equal(f->s.http_keep_alive_ms, 0);
+}
+
 /* [host] source is each event's ce_source with "/NAME" after it: one that
  * header could not hold whole is refused, the longest that fits taken. */
 static void test_source_fits_ce_source(void **state)
@@ -1545,6 +1569,7 @@ int main(void)
 	    T(test_key_outside_section),
 	    T(test_bad_values),
 	    T(test_request_timeout),
+	    T(test_keep_alive_timeout),
 	    T(test_source_fits_ce_source),
 	    T(test_listen_forms),
 	    T(test_tls_keys),
