@@ -686,8 +686,8 @@ def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, uniq
 def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_name,
                                                  kafka_bootstrap):
     """A handler call longer than half of max.poll.interval.ms is said, with
-    how long and what it was, before librdkafka's MAXPOLL (which names
-    neither) would take the consumer out of its group."""
+    how long and what it was (a batch's or a retry's), before librdkafka's
+    MAXPOLL (which names neither) would take the consumer out of its group."""
     d = probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap,
                              unique_name("busy"), 3000)
     assert d.post("/probe/publish?key=one", data='{"sleep_ms":1800}',
@@ -701,6 +701,20 @@ def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_nam
     assert m, line
     assert int(m.group(1)) >= int(m.group(2)) >= 1800, line
     assert len(d.get("/probe/seen").json()) == 1
+    # A retry's attempt runs between polls too, and is named as such (its
+    # first attempt is the batch's).
+    assert d.post("/probe/publish?key=two",
+                  data='{"sleep_ms":1800,"fail":"retry","succeed_on":"2"}',
+                  headers={"Content-Type": "application/json"}).status_code == 200
+    line = lib.wait_until(lambda: next((ln for ln in d.log_text().splitlines()
+                                        if "on a retry or a dead letter" in ln), None),
+                          timeout=60, message="the warning of a long retry")
+    m = re.search(r"probe: (\d+) ms without polling Kafka, (\d+) ms of it on a retry or a "
+                  r"dead letter; max\.poll\.interval\.ms is 3000", line)
+    assert m, line
+    assert int(m.group(1)) >= int(m.group(2)) >= 1800, line
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 2, timeout=30,
+                   message="the retried event to be handled")
 
 
 @pytest.mark.slow
