@@ -413,6 +413,47 @@ def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
     assert "backup failed, nothing kept" in d.log_text()
 
 
+def faults_preloaded(build_dir, **faults):
+    """evhostd's environment with tests/fixtures/faults.so preloaded and its
+    EVH_FAULT_* settings; skipped in sanitized builds, whose runtime must be
+    the first library loaded."""
+    if lib.sanitizer(build_dir):
+        pytest.skip("a preloaded library comes before the sanitizer's runtime")
+    return {"LD_PRELOAD": str(build_dir / "tests" / "fixtures" / "faults.so"),
+            **{f"EVH_FAULT_{k.upper()}": str(v) for k, v in faults.items()}}
+
+
+def test_a_backup_that_cannot_be_renamed_whole_keeps_nothing(evhostd, build_dir, tmp_path):
+    # Written under .partial-NAME, renamed to NAME once whole: a rename that
+    # fails leaves no backup, and no partial one either.
+    d = crud_daemon(evhostd, tmp_path, env=faults_preloaded(build_dir, rename="/.partial-"))
+    assert d.post("/crud/products", json={"name": "kept"}).status_code == 201
+    r = ctl(build_dir, d, "backup")
+    assert_one_error(r, 1, "cannot rename ")
+    backups = d.state_dir / "backups"
+    m = re.search(r"cannot rename (\S+) to (\S+): Input/output error", r.stderr)
+    assert m and Path(m.group(1)).parent == backups, r.stderr
+    assert Path(m.group(1)).name == ".partial-" + Path(m.group(2)).name, r.stderr
+    assert list(backups.iterdir()) == []
+    assert "backup failed, nothing kept: cannot rename " in d.log_text(), d.log_tail()
+    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+
+
+def test_a_backup_whose_directory_cannot_be_synced_is_not_kept(evhostd, build_dir, tmp_path):
+    # Renamed whole, but the rename may not survive a crash while the
+    # directory holding it is not synced: not a backup to answer for.
+    backups = tmp_path / "state" / "backups"
+    d = crud_daemon(evhostd, tmp_path, state_dir=tmp_path / "state",
+                    env=faults_preloaded(build_dir, fsync_dir=backups))
+    assert d.post("/crud/products", json={"name": "kept"}).status_code == 201
+    r = ctl(build_dir, d, "backup")
+    assert_one_error(r, 1, f"cannot sync {backups} after renaming the backup into it: "
+                           "Input/output error")
+    assert list(backups.iterdir()) == []
+    assert "backup failed, nothing kept: cannot sync " in d.log_text(), d.log_tail()
+    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+
+
 def test_without_admin_api(evhostd, build_dir, tmp_path):
     d = evhostd(dropins={"20-probe.conf": {"plugin.probe": probe_conf(build_dir,
                                                                        subscribe="false")}})
