@@ -615,13 +615,19 @@ static char *read_file(const char *path, size_t *len)
 }
 
 /* Replace `path` with `text` (fileio.h: a temporary file in the same
- * directory, not ending in .conf, so a reload never reads it half written). */
+ * directory, not ending in .conf, so a reload never reads it half written).
+ * A directory that could not be synced is said, and the file used: it is in
+ * place, only a crash before the disk writes it back could undo it. */
 static int write_atomic(const char *path, const char *text, size_t len)
 {
 	char err[PATH_MAX + 256];
 	int rc = file_replace(path, text, len, 0644, err, sizeof err);
 	if (rc < 0)
 		say("%s", err);
+	else if (rc > 0)
+		say("warning: %s; %s is written, but a crash of this machine before its disk "
+		    "catches up may undo that",
+		    err, path);
 	return rc < 0 ? -1 : 0;
 }
 

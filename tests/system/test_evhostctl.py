@@ -454,6 +454,20 @@ def test_a_backup_whose_directory_cannot_be_synced_is_not_kept(evhostd, build_di
     assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
 
 
+def test_a_dropin_whose_directory_cannot_be_synced_is_used_and_said(evhostd, build_dir,
+                                                                   tmp_path):
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    r = ctl(build_dir, d, "disable", "probe", env=faults_preloaded(build_dir, fsync_dir=confd))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"probe: disabled, stopped ({confd / DROPIN})\n"
+    assert r.stderr == (f"evhostctl: warning: cannot sync {confd} after replacing {DROPIN}: "
+                        f"Input/output error; {confd / DROPIN} is written, but a crash of this "
+                        "machine before its disk catches up may undo that\n"), r.stderr
+    assert (confd / DROPIN).read_text() == dropin_text(False)
+    assert d.get("/probe/seen").status_code == 404
+
+
 def test_without_admin_api(evhostd, build_dir, tmp_path):
     d = evhostd(dropins={"20-probe.conf": {"plugin.probe": probe_conf(build_dir,
                                                                        subscribe="false")}})
