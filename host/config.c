@@ -1212,7 +1212,9 @@ static void k_request_timeout(set_ctx *x, const cfg_entry *e)
 
 static void k_keep_alive_timeout(set_ctx *x, const cfg_entry *e)
 {
-	duration_ms_key(x, e, 0, 3600000, &x->s->http_keep_alive_ms);
+	int ms = x->s->http_keep_alive_ms;
+	duration_ms_key(x, e, 0, 3600000, &ms);
+	x->s->http_keep_alive_ms = ms == 0 ? -1 : ms; /* 0 in settings: the default */
 }
 
 static void k_max_streams(set_ctx *x, const cfg_entry *e)

@@ -93,7 +93,8 @@ typedef struct settings {
 	proxy_list http_trusted_proxies; /* [http] trusted_proxies; empty: X-Forwarded-For unread */
 	int http_threads;
 	int http_request_timeout_ms; /* [http] request_timeout: a request's head, each body read */
-	int http_keep_alive_ms; /* [http] keep_alive_timeout: idle wait between requests; 0 = off */
+	int http_keep_alive_ms; /* [http] keep_alive_timeout: idle wait between requests;
+	                         * -1: keep-alive off ("0"); 0: civetweb's 500 ms */
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;
 	int json_max_depth;

@@ -53,6 +53,7 @@
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HTTP_DEFAULT_JSON_DEPTH 32
 #define HTTP_REQUEST_TIMEOUT_MS 10000 /* when settings do not say ([http] request_timeout) */
+#define HTTP_KEEP_ALIVE_MS 500 /* ... [http] keep_alive_timeout: civetweb's own default */
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
@@ -65,7 +66,7 @@ struct http_server {
 	char listen[256];
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
 	char start_error[256];   /* first civetweb message while starting */
-	int keep_alive;          /* [http] keep_alive_timeout > 0, as started */
+	int keep_alive;          /* [http] keep_alive_timeout is not 0 (off), as started */
 	atomic_int warned_no_secret;
 	_Atomic int64_t warned_kid_ms; /* the last "unknown kid" warning (clock_mono_ms) */
 };
@@ -1876,10 +1877,10 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	snprintf(timeout, sizeof timeout, "%d",
 	         h->set.http_request_timeout_ms > 0 ? h->set.http_request_timeout_ms
 	                                            : HTTP_REQUEST_TIMEOUT_MS);
-	/* civetweb's own default is 500 ms; 0 turns keep-alive off. */
-	srv->keep_alive = h->set.http_keep_alive_ms > 0;
-	snprintf(keep_ms, sizeof keep_ms, "%d", h->set.http_keep_alive_ms);
-	opts[7] = srv->keep_alive ? "yes" : "no";
+	srv->keep_alive = h->set.http_keep_alive_ms >= 0;
+	snprintf(keep_ms, sizeof keep_ms, "%d",
+	         h->set.http_keep_alive_ms > 0 ? h->set.http_keep_alive_ms : HTTP_KEEP_ALIVE_MS);
+	opts[7] = srv->keep_alive ? "yes" : "no"; /* enable_keep_alive */
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;
