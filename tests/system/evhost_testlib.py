@@ -1169,6 +1169,8 @@ class _JwksHttpServer(http.server.ThreadingHTTPServer):
         request.settimeout(10)
         tls = owner.tls
         conn = request
+        if owner.handshake_delay:
+            owner._stopping.wait(owner.handshake_delay)
         if tls:
             try:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -1218,6 +1220,9 @@ class JwksServer:
       truncate True: announce a Content-Length larger than the body sent,
                then close
       delay    seconds to wait before answering (stop() ends the wait)
+      handshake_delay
+               seconds a new connection waits, before its TLS handshake
+               (or its request, over http), for anything from the server
     answer_next(**how) queues a one-off answer (the same names, plus jwks)
     for the next request; queued ones are used in order before the
     standing settings.
@@ -1244,6 +1249,7 @@ class JwksServer:
         self.body = None
         self.truncate = False
         self.delay = 0
+        self.handshake_delay = 0
         self._requests = []
         self.connections = 0
         self.tls_failures = []

@@ -498,6 +498,27 @@ def test_a_stop_does_not_wait_for_a_fetch_under_way(evhostd, build_dir, certs, k
         assert "cannot fetch the JWKS" not in log, log
 
 
+def test_a_stop_does_not_wait_for_a_tls_handshake_under_way(evhostd, build_dir, certs, k):
+    """Nor for a provider that accepted the connection and has not answered
+    the TLS handshake."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        assert idp.connections == 1
+        idp.handshake_delay = 30
+        lib.wait_until(lambda: idp.connections == 2, timeout=9,
+                       message="the refresh's connection")
+        time.sleep(0.5)  # its ClientHello sent, the handshake waiting for the server
+        assert d.stop() == 0
+        log = d.log_text()
+        stopping = line_with(d, "SIGTERM: stopping")
+        given_up = line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up: "
+                                "its fetcher stops")
+        assert stopping and given_up, log
+        assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
+        assert "cannot fetch the JWKS" not in log, log
+        assert len(idp.requests) == 1  # the start's; the refresh sent none
+
+
 def test_a_reload_does_not_wait_for_the_replaced_fetchers_fetch(evhostd, build_dir, certs, k):
     """Nor a reload that replaces the fetcher (here: a new refresh period):
     the old one's fetch under way is given up, the new one fetches."""
