@@ -54,6 +54,8 @@
 #define HTTP_DEFAULT_JSON_DEPTH 32
 #define HTTP_REQUEST_TIMEOUT_MS 10000 /* when settings do not say ([http] request_timeout) */
 #define HTTP_KEEP_ALIVE_MS 500 /* ... [http] keep_alive_timeout: civetweb's own default */
+#define HTTP_MAX_HEAD "16384"  /* civetweb's max_request_size: a request line and headers */
+#define HTTP_MAX_HEAD_TEXT "16 KB"
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
@@ -1681,13 +1683,14 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	return resp.status;
 }
 
-/* civetweb's own errors (malformed requests, oversized headers) as
- * problem+json too. */
+/* civetweb's own errors (requests it refuses before evhost sees them) as
+ * problem+json too, in the access log, and counted (route "unmatched"). */
 static int handle_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 {
 	evh_request req;
 	evh_response resp;
 	const struct mg_request_info *ri = mg_get_request_info(conn);
+	size_t sent;
 	memset(&req, 0, sizeof req);
 	memset(&resp, 0, sizeof resp);
 	req.conn = conn;
@@ -1698,11 +1701,23 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		return 1;
 	resp.req = &req;
 	request_id(&req);
-	if (!msg || !*msg)
+	log_set_context(req.id, NULL);
+	/* civetweb 1.15 says this of a head that is not HTTP, but also of one
+	 * that outgrew its buffer (max_request_size, where 431 belongs) or was
+	 * still incomplete at request_timeout: it cannot tell us which. */
+	if (msg && !strcmp(msg, "Malformed message"))
+		msg = "the request's head was malformed, larger than " HTTP_MAX_HEAD_TEXT
+		      " (request line and headers), or incomplete at [http] request_timeout";
+	else if (!msg || !*msg)
 		msg = reason_phrase(status);
 	problem(&resp, status, status_slug(status), "%s", msg);
 	resp.close = 1;
-	resp_send(&req, &resp);
+	metrics_http_request(NULL, req.method, status, 0);
+	sent = resp_send(&req, &resp);
+	log_info("http", "%s %s %d %zu bytes, from %s: %s", *req.method ? req.method : "-",
+	         req.path ? req.path : "-", status, sent,
+	         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
+	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	return 0;
 }
@@ -1845,13 +1860,13 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
 	                      "request_timeout_ms", timeout, "enable_keep_alive", "yes",
-	                      "keep_alive_timeout_ms", keep_ms,
+	                      "keep_alive_timeout_ms", keep_ms, "max_request_size", HTTP_MAX_HEAD,
 	                      "decode_url", "no", "tcp_nodelay", "1",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
 	                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	                      NULL};
-	const size_t tls_at = 14;
+	const size_t tls_at = 16;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	if (!h || !h->router) {

@@ -442,6 +442,36 @@ def test_keep_alive_timeout_sets_how_long_an_idle_connection_is_kept(evhostd, bu
     assert d.get("/healthz").status_code == 200
 
 
+def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
+    """civetweb refuses a head over 16 KB, or one that is not HTTP, before
+    evhostd sees the request: still a problem+json answer that says what
+    may be wrong (civetweb 1.15 says "Malformed message" of all three), a
+    line in the access log, and a count on /metrics."""
+    d = evhostd()
+    heads = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 17000 + b"\r\n\r\n",
+             b"GET /healthz?" + b"q" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"]  # TLS to plain HTTP
+    for head in heads:
+        status, headers, body, closed = raw_exchange(d.port, head, read_until_close=True)
+        assert status == "HTTP/1.1 400 Bad Request", (head[:40], status)
+        assert headers["content-type"] == "application/problem+json" and closed
+        problem = json.loads(body)
+        assert problem["detail"] == ("the request's head was malformed, larger than 16 KB "
+                                     "(request line and headers), or incomplete at [http] "
+                                     "request_timeout"), problem
+    lines = [ln for ln in d.log_text().splitlines()
+             if "[http] - - 400 " in ln and "from 127.0.0.1: the request's head was" in ln]
+    assert len(lines) == 3 and all("request_id=" in ln for ln in lines), d.log_tail()
+    # Just below the limit, the same head is served.
+    ok = b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 16000 + b"\r\n\r\n"
+    assert raw_exchange(d.port, ok)[0] == "HTTP/1.1 200 OK"
+    text = d.get("/metrics").text
+    counted = [ln for ln in text.splitlines() if ln.startswith("evhost_http_requests_total{")
+               and all(f'{k}="{v}"' in ln for k, v in (("plugin", ""), ("route", "unmatched"),
+                                                      ("method", "other"), ("status", "400")))]
+    assert len(counted) == 1 and counted[0].endswith(" 3"), text
+
+
 def test_idle_connections_free_their_workers_after_request_timeout(evhostd, build_dir):
     # civetweb gives each connection a worker: as many idle connections as
     # there are workers would stop the service until [http] request_timeout
