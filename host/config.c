@@ -1230,6 +1230,14 @@ static void k_max_body(set_ctx *x, const cfg_entry *e)
 		x->s->max_body_bytes = n;
 }
 
+static void k_max_head(set_ctx *x, const cfg_entry *e)
+{
+	int64_t n;
+
+	if (get_int(x, e, true, 4096, 1024 * 1024, &n) == 0)
+		x->s->http_max_head_bytes = (int)n;
+}
+
 static void k_json_depth(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 1, 1024, &x->s->json_max_depth);
@@ -1249,6 +1257,7 @@ static const key_def http_keys[] = {
     {"keep_alive_timeout", k_keep_alive_timeout},
     {"max_streams", k_max_streams},
     {"max_body_bytes", k_max_body},
+    {"max_head_bytes", k_max_head},
     {"json_max_depth", k_json_depth},
     {NULL, NULL},
 };
@@ -1929,6 +1938,7 @@ static void settings_defaults(set_ctx *x)
 	s->http_request_timeout_ms = 10000;
 	s->http_keep_alive_ms = 500;
 	s->max_body_bytes = 1024 * 1024;
+	s->http_max_head_bytes = 16 * 1024;
 	s->json_max_depth = 32;
 	s->retry_max_attempts = 5;
 	s->retry_backoff_ms = 200;

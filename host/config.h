@@ -97,6 +97,7 @@ typedef struct settings {
 	                         * -1: keep-alive off ("0"); 0: civetweb's 500 ms */
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
 	int64_t max_body_bytes;
+	int http_max_head_bytes; /* [http] max_head_bytes: a request line and headers; 0 = 16K */
 	int json_max_depth;
 	char *brokers; /* "embedded" or bootstrap list */
 	int embedded;

@@ -54,8 +54,7 @@
 #define HTTP_DEFAULT_JSON_DEPTH 32
 #define HTTP_REQUEST_TIMEOUT_MS 10000 /* when settings do not say ([http] request_timeout) */
 #define HTTP_KEEP_ALIVE_MS 500 /* ... [http] keep_alive_timeout: civetweb's own default */
-#define HTTP_MAX_HEAD "16384"  /* civetweb's max_request_size: a request line and headers */
-#define HTTP_MAX_HEAD_TEXT "16 KB"
+#define HTTP_MAX_HEAD 16384 /* ... [http] max_head_bytes (civetweb's max_request_size) */
 #define HTTP_CHUNK 16384
 #define HTTP_DRAIN_WARN_S 5
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
@@ -69,6 +68,7 @@ struct http_server {
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
 	char start_error[256];   /* first civetweb message while starting */
 	int keep_alive;          /* [http] keep_alive_timeout is not 0 (off), as started */
+	int max_head;            /* [http] max_head_bytes, as started */
 	atomic_int warned_no_secret;
 	_Atomic int64_t warned_kid_ms; /* the last "unknown kid" warning (clock_mono_ms) */
 };
@@ -1690,6 +1690,8 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	evh_request req;
 	evh_response resp;
 	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const http_server *srv = mg_get_user_data(mg_get_context(conn));
+	char why[256];
 	size_t sent;
 	memset(&req, 0, sizeof req);
 	memset(&resp, 0, sizeof resp);
@@ -1705,11 +1707,16 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	/* civetweb 1.15 says this of a head that is not HTTP, but also of one
 	 * that outgrew its buffer (max_request_size, where 431 belongs) or was
 	 * still incomplete at request_timeout: it cannot tell us which. */
-	if (msg && !strcmp(msg, "Malformed message"))
-		msg = "the request's head was malformed, larger than " HTTP_MAX_HEAD_TEXT
-		      " (request line and headers), or incomplete at [http] request_timeout";
-	else if (!msg || !*msg)
+	if (msg && !strcmp(msg, "Malformed message")) {
+		snprintf(why, sizeof why,
+		         "the request's head was malformed, larger than %d bytes ([http] "
+		         "max_head_bytes: the request line and headers), or incomplete at [http] "
+		         "request_timeout",
+		         srv->max_head);
+		msg = why;
+	} else if (!msg || !*msg) {
 		msg = reason_phrase(status);
+	}
 	problem(&resp, status, status_slug(status), "%s", msg);
 	resp.close = 1;
 	metrics_http_request(NULL, req.method, status, 0);
@@ -1855,12 +1862,12 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
 	struct mg_callbacks cb;
-	char threads[16], timeout[16], keep_ms[16], etext[256] = "", reason[256], what[768] = "";
+	char threads[16], timeout[16], keep_ms[16], head[16], etext[256] = "", reason[256], what[768] = "";
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
 	                      "request_timeout_ms", timeout, "enable_keep_alive", "yes",
-	                      "keep_alive_timeout_ms", keep_ms, "max_request_size", HTTP_MAX_HEAD,
+	                      "keep_alive_timeout_ms", keep_ms, "max_request_size", head,
 	                      "decode_url", "no", "tcp_nodelay", "1",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
@@ -1896,6 +1903,8 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	snprintf(keep_ms, sizeof keep_ms, "%d",
 	         h->set.http_keep_alive_ms > 0 ? h->set.http_keep_alive_ms : HTTP_KEEP_ALIVE_MS);
 	opts[7] = srv->keep_alive ? "yes" : "no"; /* enable_keep_alive */
+	srv->max_head = h->set.http_max_head_bytes > 0 ? h->set.http_max_head_bytes : HTTP_MAX_HEAD;
+	snprintf(head, sizeof head, "%d", srv->max_head);
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;

@@ -443,10 +443,11 @@ def test_keep_alive_timeout_sets_how_long_an_idle_connection_is_kept(evhostd, bu
 
 
 def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
-    """civetweb refuses a head over 16 KB, or one that is not HTTP, before
-    evhostd sees the request: still a problem+json answer that says what
-    may be wrong (civetweb 1.15 says "Malformed message" of all three), a
-    line in the access log, and a count on /metrics."""
+    """civetweb refuses a head over [http] max_head_bytes (16 KB), or one
+    that is not HTTP, before evhostd sees the request: still a problem+json
+    answer that says what may be wrong (civetweb 1.15 says "Malformed
+    message" of all three), a line in the access log, and a count on
+    /metrics."""
     d = evhostd()
     heads = [b"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 17000 + b"\r\n\r\n",
              b"GET /healthz?" + b"q" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -456,9 +457,9 @@ def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
         assert status == "HTTP/1.1 400 Bad Request", (head[:40], status)
         assert headers["content-type"] == "application/problem+json" and closed
         problem = json.loads(body)
-        assert problem["detail"] == ("the request's head was malformed, larger than 16 KB "
-                                     "(request line and headers), or incomplete at [http] "
-                                     "request_timeout"), problem
+        assert problem["detail"] == ("the request's head was malformed, larger than 16384 "
+                                     "bytes ([http] max_head_bytes: the request line and "
+                                     "headers), or incomplete at [http] request_timeout"), problem
     lines = [ln for ln in d.log_text().splitlines()
              if "[http] - - 400 " in ln and "from 127.0.0.1: the request's head was" in ln]
     assert len(lines) == 3 and all("request_id=" in ln for ln in lines), d.log_tail()
@@ -470,6 +471,13 @@ def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
                and all(f'{k}="{v}"' in ln for k, v in (("plugin", ""), ("route", "unmatched"),
                                                       ("method", "other"), ("status", "400")))]
     assert len(counted) == 1 and counted[0].endswith(" 3"), text
+    d.stop()
+
+    # A larger limit (large tokens or cookies) takes the 17 KB head.
+    d = evhostd({"http": {"max_head_bytes": "32K"}})
+    assert raw_exchange(d.port, heads[0])[0] == "HTTP/1.1 200 OK"
+    status, _, body, _ = raw_exchange(d.port, heads[0].replace(b"c" * 17000, b"c" * 33000))
+    assert status == "HTTP/1.1 400 Bad Request" and b"larger than 32768 bytes" in body, body
 
 
 def test_idle_connections_free_their_workers_after_request_timeout(evhostd, build_dir):

@@ -589,6 +589,21 @@ static void test_request_timeout(void **state)
 	assert_int_equal(f->s.http_request_timeout_ms, 120000);
 }
 
+static void test_max_head_bytes(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(settings_of(f, MIN_KAFKA, "t.conf"), 0);
+	assert_int_equal(f->s.http_max_head_bytes, 16384);
+	expect_one_error(MIN_KAFKA "[http]\nmax_head_bytes = 1K\n", "t.conf",
+	                 "t.conf:4: [http] max_head_bytes: must be between 4096 and 1048576, "
+	                 "got '1K'");
+	expect_one_error(MIN_KAFKA "[http]\nmax_head_bytes = 2M\n", "t.conf",
+	                 "t.conf:4: [http] max_head_bytes: must be between 4096 and 1048576, "
+	                 "got '2M'");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nmax_head_bytes = 64K\n", "t.conf"), 0);
+	assert_int_equal(f->s.http_max_head_bytes, 65536);
+}
+
 static void test_keep_alive_timeout(void **state)
 {
 	fixture *f = *state;
@@ -1570,6 +1585,7 @@ int main(void)
 	    T(test_bad_values),
 	    T(test_request_timeout),
 	    T(test_keep_alive_timeout),
+	    T(test_max_head_bytes),
 	    T(test_source_fits_ce_source),
 	    T(test_listen_forms),
 	    T(test_tls_keys),
