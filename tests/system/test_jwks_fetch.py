@@ -488,14 +488,20 @@ def test_a_stop_does_not_wait_for_a_fetch_under_way(evhostd, build_dir, certs, k
         d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
         idp.delay = 30
         idp.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
-        assert d.stop() == 0
-        log = d.log_text()
-        stopping = line_with(d, "SIGTERM: stopping")
-        given_up = line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up: "
-                                "its fetcher stops")
-        assert stopping and given_up, log
-        assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
-        assert "cannot fetch the JWKS" not in log, log
+        stop_gives_the_fetch_up(d, idp)
+
+
+def stop_gives_the_fetch_up(d, idp):
+    """Stop d: its fetch from idp under way is given up within 2 s of the
+    SIGTERM, said so, and not as a failed fetch."""
+    assert d.stop() == 0
+    log = d.log_text()
+    stopping = line_with(d, "SIGTERM: stopping")
+    given_up = line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up: "
+                            "its fetcher stops")
+    assert stopping and given_up, log
+    assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
+    assert "cannot fetch the JWKS" not in log, log
 
 
 def test_a_stop_does_not_wait_for_a_tls_handshake_under_way(evhostd, build_dir, certs, k):
@@ -508,14 +514,7 @@ def test_a_stop_does_not_wait_for_a_tls_handshake_under_way(evhostd, build_dir, 
         lib.wait_until(lambda: idp.connections == 2, timeout=9,
                        message="the refresh's connection")
         time.sleep(0.5)  # its ClientHello sent, the handshake waiting for the server
-        assert d.stop() == 0
-        log = d.log_text()
-        stopping = line_with(d, "SIGTERM: stopping")
-        given_up = line_with(d, f"the fetch of the JWKS from {idp.url} under way is given up: "
-                                "its fetcher stops")
-        assert stopping and given_up, log
-        assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
-        assert "cannot fetch the JWKS" not in log, log
+        stop_gives_the_fetch_up(d, idp)
         assert len(idp.requests) == 1  # the start's; the refresh sent none
 
 
