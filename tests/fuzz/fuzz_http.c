@@ -6,7 +6,8 @@
  * whose write side is then shut, and the reply read until the server
  * closes. Checks what every client relies on, of the reply to the first
  * request: a status line, header lines, an X-Request-Id on every final
- * answer, and a body as long as its Content-Length. The rest of a
+ * answer, and a body as long as its Content-Length; and that no input makes
+ * it a 500 (bad input is the client's error). The rest of a
  * pipelined reply is read, not checked (a HEAD's answer has a length and no
  * body, and which answer is a HEAD's depends on the input). AddressSanitizer
  * watches the server threads throughout. */
@@ -230,6 +231,7 @@ static void check_first_answer(const char *out, size_t n, int clean, int head_re
 		if (status < 200)
 			continue; /* 100 Continue: the final answer follows */
 		CHECK(request_id);
+		CHECK(status != 500); /* whatever a client sends, it is not the server's fault */
 		if (head_request || status == 204 || status == 304)
 			return;
 		CHECK(length >= 0); /* evhostd frames every answer with a body */
