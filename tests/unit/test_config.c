@@ -118,8 +118,15 @@ static int load_main(fixture *f, const char *text)
 	return rc;
 }
 
+/* Settings from `text` alone: called again, it starts afresh (the
+ * diagnostics are kept). */
 static int settings_of(fixture *f, const char *text, const char *file)
 {
+	if (f->have_settings) {
+		settings_free(&f->s);
+		cfg_free(&f->c); /* and cleared */
+		f->have_settings = 0;
+	}
 	assert_int_equal(cfg_load_string(&f->c, text, file, &f->d), 0);
 	f->have_settings = 1;
 	return settings_from_cfg(&f->c, &f->s, &f->d);
