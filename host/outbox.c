@@ -553,6 +553,15 @@ static int64_t total_inflight(outbox *o)
 	return n;
 }
 
+int64_t outbox_inflight(outbox *o)
+{
+	int64_t n;
+	pthread_mutex_lock(&o->mu);
+	n = total_inflight(o);
+	pthread_mutex_unlock(&o->mu);
+	return n;
+}
+
 /* Detach relays being removed once their messages settled (or their drain
  * time ran out: late reports then only touch the refcounted relay). */
 static void relay_detach_removed(outbox *o)

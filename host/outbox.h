@@ -37,4 +37,8 @@ void outbox_set_inflight_poll_ms(int ms);
  * after an error (a failed read, a row it could not produce, a failed
  * delivery: 1000 ms; <= 0 restores that). */
 void outbox_set_resend_delay_ms(int ms);
+/* For tests: the messages the relay has produced and had no delivery report
+ * for yet, every plugin's together. (The producer's rd_kafka_outq_len also
+ * counts events queued for the application, such as an error report.) */
+int64_t outbox_inflight(outbox *o);
 #endif

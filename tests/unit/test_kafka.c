@@ -852,6 +852,15 @@ static int wait_outq(kafka *k, int want, int ms)
 	return kafka_outq_len(k) == want;
 }
 
+/* Waits until the relay has `want` messages in flight. */
+static int wait_inflight(outbox *o, int64_t want, int ms)
+{
+	int64_t end = now_ms() + ms;
+	while (outbox_inflight(o) != want && now_ms() < end)
+		usleep(2000);
+	return outbox_inflight(o) == want;
+}
+
 /* After a failed delivery the relay sends the failed row again alone, and
  * the rows published behind it only once it is delivered: sent with it,
  * one could land in a batch of its own and be taken while the broker
@@ -872,15 +881,22 @@ static void test_relay_resends_the_failed_row_alone(void **state)
 	}
 	rd_kafka_mock_broker_set_down(g.mc, 1);
 	publish_to(g.pl.store, ids[0], "o", "FIRST", "{}");
-	sleep(3); /* past message.timeout.ms: its delivery failed */
+	/* Sent, and failed (past message.timeout.ms): waited for, not slept
+	 * for, so that a loaded machine's relay cannot send it late, after the
+	 * broker is back, and deliver it at the first try. */
+	assert_true(wait_inflight(g.o, 1, WAIT_MS));
+	assert_true(wait_inflight(g.o, 0, WAIT_MS));
+	assert_int_equal(store_outbox_pending(g.pl.store), 1);
 	publish_many(g.pl.store, TOPIC, ids + 1, N - 1, "o", "BEHIND", NULL, "{}");
 	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
 	rd_kafka_mock_broker_set_up(g.mc, 1);
-	/* Until the failed row is delivered, it alone is in flight. */
+	/* Until the failed row is delivered, it alone is in flight (counted by
+	 * the relay: the producer's queue length also counts error reports the
+	 * outage left for the relay to poll). */
 	end = now_ms() + WAIT_MS;
 	while (store_outbox_pending(g.pl.store) == N && now_ms() < end) {
-		int q = kafka_outq_len(g.k);
-		most = q > most ? q : most;
+		int64_t q = outbox_inflight(g.o);
+		most = q > most ? (int)q : most;
 		usleep(2000);
 	}
 	assert_int_equal(most, 1);
