@@ -25,6 +25,7 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
 import base64
 import json
 import re
+import socket
 import subprocess
 import time
 from datetime import datetime
@@ -516,6 +517,40 @@ def test_a_stop_does_not_wait_for_a_tls_handshake_under_way(evhostd, build_dir, 
         time.sleep(0.5)  # its ClientHello sent, the handshake waiting for the server
         stop_gives_the_fetch_up(d, idp)
         assert len(idp.requests) == 1  # the start's; the refresh sent none
+
+
+def test_a_stop_does_not_wait_for_a_connection_under_way(evhostd, build_dir, k):
+    """Nor for a connection the provider's host has not accepted: here a
+    listener whose queue is full, so the kernel drops the refresh's SYN."""
+    idp = lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}).start()
+    try:
+        d = start(evhostd, build_dir, jwks_auth(idp, jwt_jwks_refresh="5s"))
+        started = time.monotonic()
+        assert len(idp.requests) == 1
+    finally:
+        idp.stop()
+    with socket.socket() as full:
+        full.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        full.bind(("127.0.0.1", idp.port))
+        full.listen(0)  # never accepted: fills after a connection or two
+        fillers = []
+        try:
+            for _ in range(4):  # until the queue is full and a SYN is dropped
+                s = socket.socket()
+                fillers.append(s)
+                s.settimeout(1.0)
+                try:
+                    s.connect(("127.0.0.1", idp.port))
+                except socket.timeout:
+                    break
+            else:
+                pytest.fail("a listen queue that does not fill")
+            time.sleep(max(0.0, started + 6.5 - time.monotonic()))  # the refresh connecting
+            stop_gives_the_fetch_up(d, idp)
+            assert "cannot connect" not in d.log_text(), d.log_tail()
+        finally:
+            for s in fillers:
+                s.close()
 
 
 def test_a_reload_does_not_wait_for_the_replaced_fetchers_fetch(evhostd, build_dir, certs, k):
