@@ -1851,6 +1851,29 @@ static int init_tls(void *ssl_ctx, void *user_data)
  * path (with no document root that is "/.htpasswd": a stat() per request)
  * and, were one there, would demand HTTP digest authentication of every
  * route. */
+/* Connections as civetweb's workers take them and let them go:
+ * evhost_http_connections. civetweb 1.15 calls init_connection once a TLS
+ * handshake is done, but connection_close for every connection, failed
+ * handshakes too: a connection counted is marked, and only a marked one is
+ * counted off (and unmarked: civetweb reuses the connection's record). */
+static char counted_mark;
+
+static int connection_taken(const struct mg_connection *conn, void **conn_data)
+{
+	(void)conn;
+	*conn_data = &counted_mark;
+	metrics_http_connection(1);
+	return 0;
+}
+
+static void connection_closing(const struct mg_connection *conn)
+{
+	if (mg_get_user_connection_data(conn) != &counted_mark)
+		return;
+	mg_set_user_connection_data(conn, NULL);
+	metrics_http_connection(-1);
+}
+
 static int civetweb_auth(struct mg_connection *conn, void *cbdata)
 {
 	(void)conn;
@@ -1908,6 +1931,8 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
 	cb.http_error = handle_civetweb_error;
+	cb.init_connection = connection_taken;
+	cb.connection_close = connection_closing;
 	init.user_data = srv;
 	if (h->set.http_tls_listen) {
 		if (tls_init(err, errlen) != 0) {

@@ -257,6 +257,10 @@ void metrics_reset(void)
 
 /* --------------------------------------------------------------- feeds */
 
+static atomic_int http_connections; /* metrics_http_connection */
+
+void metrics_http_connection(int delta) { atomic_fetch_add(&http_connections, delta); }
+
 /* Methods of host routes and unmatched requests come from the client:
  * anything unusual is one "other", not a new series per invented verb. */
 static const char *fold_method(const char *m)
@@ -453,6 +457,20 @@ static void put_histogram(textbuf *o, const char *name, const metrics_series *s)
 	snprintf(key, sizeof key, "%s_count", name);
 	put_name(o, key, s, NULL, NULL);
 	tb_printf(o, "%" PRIu64 "\n", cum);
+}
+
+/* The HTTP workers: how many there are, and how many a connection holds. */
+static void render_http_workers(textbuf *o, const host *h)
+{
+	if (!h)
+		return;
+	put_head(o, "evhost_http_connections", "gauge",
+	         "Open HTTP connections, each held by a worker thread of its own: a request "
+	         "being handled, a kept-alive connection waiting for its next one, a stream. At "
+	         "evhost_http_threads, new connections wait for a worker.");
+	tb_printf(o, "evhost_http_connections %d\n", atomic_load(&http_connections));
+	put_head(o, "evhost_http_threads", "gauge", "HTTP worker threads ([http] threads).");
+	tb_printf(o, "evhost_http_threads %d\n", h->set.http_threads > 0 ? h->set.http_threads : 8);
 }
 
 static void render_http(textbuf *o)
@@ -754,6 +772,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	tb_printf(&o, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"} 1\n", EVHOST_VERSION,
 	     EVH_ABI_MAJOR, EVH_ABI_MINOR);
 	render_http(&o);
+	render_http_workers(&o, h);
 	render_counters(&o, F_PUBLISHED, "evhost_events_published_total",
 	                "Events the outbox relay published and Kafka acknowledged.");
 	render_counters(&o, F_HANDLED, "evhost_events_handled_total",

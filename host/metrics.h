@@ -46,6 +46,9 @@ metrics_series *metrics_http_route(const char *plugin, const char *route, const 
  * route (plugin="" route="unmatched", the method folded to a known one). */
 void metrics_http_request(metrics_series *route, const char *method, int status,
                           double seconds);
+/* A connection taken by an HTTP worker (+1), or closed (-1): civetweb
+ * serves each open connection on a worker thread of its own. */
+void metrics_http_connection(int delta);
 
 /* ---- events (outbox.c, kafka.c) ---- */
 

@@ -480,6 +480,37 @@ def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
     assert status == "HTTP/1.1 400 Bad Request" and b"larger than 32768 bytes" in body, body
 
 
+def http_gauge(d, name):
+    """The value of the unlabelled gauge `name` on d's /metrics (a scrape
+    whose own connection holds a worker while it is answered)."""
+    m = re.search(rf"^{name} (\d+)$", d.get("/metrics").text, re.M)
+    assert m, name
+    return int(m.group(1))
+
+
+def test_connections_holding_workers_are_on_metrics(evhostd):
+    # civetweb gives each open connection a worker: evhost_http_connections
+    # against evhost_http_threads says how close the service is to making new
+    # clients wait, whatever holds the workers (idle or kept-alive clients,
+    # slow requests, streams).
+    d = evhostd({"http": {"threads": 6, "keep_alive_timeout": "10s"}})
+    assert http_gauge(d, "evhost_http_threads") == 6
+    lib.wait_until(lambda: http_gauge(d, "evhost_http_connections") == 1, timeout=10,
+                   message="only the scrape's own connection")
+    idle = [socket.create_connection(("127.0.0.1", d.port), timeout=10) for _ in range(2)]
+    kept = socket.create_connection(("127.0.0.1", d.port), timeout=10)
+    try:
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert kept.recv(4096).startswith(b"HTTP/1.1 200 ")  # then kept alive, idle
+        lib.wait_until(lambda: http_gauge(d, "evhost_http_connections") == 4, timeout=10,
+                       message="2 idle, 1 kept alive and the scrape")
+    finally:
+        for s in idle + [kept]:
+            s.close()
+    lib.wait_until(lambda: http_gauge(d, "evhost_http_connections") == 1, timeout=10,
+                   message="the closed connections to let their workers go")
+
+
 def test_idle_connections_free_their_workers_after_request_timeout(evhostd, build_dir):
     # civetweb gives each connection a worker: as many idle connections as
     # there are workers would stop the service until [http] request_timeout

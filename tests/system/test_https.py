@@ -514,6 +514,13 @@ def test_tls_min_version(evhostd, tmp_path):
     assert handshake(port) == "TLSv1.3"
     with pytest.raises(ssl.SSLError):
         handshake(port, ssl.TLSVersion.TLSv1_2)
+    # Failed handshakes let their workers go too (evhost_http_connections).
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"GET / HTTP/1.1\r\n\r\n")  # plain HTTP to the TLS port
+            raw.recv(100)
+    lib.wait_until(lambda: re.search(r"^evhost_http_connections 1$", d.get("/metrics").text,
+                                     re.M), timeout=10, message="only the scrape's connection")
 
 
 def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
