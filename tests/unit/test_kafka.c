@@ -821,13 +821,25 @@ static void rig_stop(struct relay_rig *g)
 	rd_kafka_destroy(g->mrk);
 }
 
+/* Every one of the n events `ids` is on the rig's topic (the broker answering
+ * at once again). */
+static void rig_expect_on_topic(struct relay_rig *g, const char *const *ids, int n)
+{
+	rd_kafka_headers_t **out = calloc((size_t)n, sizeof *out);
+	assert_non_null(out);
+	rd_kafka_mock_broker_set_rtt(g->mc, 1, 0);
+	assert_int_equal(read_topic(g->s.brokers, TOPIC, ids, out, n), n);
+	for (int i = 0; i < n; i++)
+		rd_kafka_headers_destroy(out[i]);
+	free(out);
+}
+
 /* A delivery that fails for good (broker down past message.timeout.ms) is
  * sent again by the relay, and the row is deleted only after that. */
 static void test_relay_resends_after_failed_delivery(void **state)
 {
 	char id[37];
 	const char *ids[1] = {id};
-	rd_kafka_headers_t *out[1] = {NULL};
 	struct relay_rig g;
 	rig_start(&g, "1500");
 
@@ -838,8 +850,7 @@ static void test_relay_resends_after_failed_delivery(void **state)
 	assert_int_equal(store_outbox_pending(g.pl.store), 1);
 	rd_kafka_mock_broker_set_up(g.mc, 1);
 	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
-	rd_kafka_headers_destroy(out[0]);
+	rig_expect_on_topic(&g, ids, 1);
 	rig_stop(&g);
 }
 
@@ -870,7 +881,6 @@ static void test_relay_resends_the_failed_row_alone(void **state)
 	enum { N = 3, RTT_MS = 1000 };
 	char idbuf[N][37];
 	const char *ids[N];
-	rd_kafka_headers_t *out[N] = {NULL};
 	struct relay_rig g;
 	int64_t end;
 	int most = 0;
@@ -908,10 +918,7 @@ static void test_relay_resends_the_failed_row_alone(void **state)
 	} while (now_ms() < end);
 	assert_int_equal(most, 1);
 	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, N), N);
-	for (int i = 0; i < N; i++)
-		rd_kafka_headers_destroy(out[i]);
+	rig_expect_on_topic(&g, ids, N);
 	rig_stop(&g);
 }
 
@@ -926,7 +933,6 @@ static void test_relay_sends_in_waves_under_load(void **state)
 	enum { BURST = OUTBOX_WAVE_ENTER + 36, N = BURST + 3, RTT_MS = 1000 };
 	char idbuf[N][37];
 	const char *ids[N];
-	rd_kafka_headers_t *out[N] = {NULL};
 	struct relay_rig g;
 	rig_start(&g, "30000");
 	for (int i = 0; i < N; i++) {
@@ -955,10 +961,7 @@ static void test_relay_sends_in_waves_under_load(void **state)
 	assert_true(wait_outq(g.k, 2, RTT_MS / 3));
 	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
 
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, N), N);
-	for (int i = 0; i < N; i++)
-		rd_kafka_headers_destroy(out[i]);
+	rig_expect_on_topic(&g, ids, N);
 	rig_stop(&g);
 	outbox_set_idle_wait_ms(0);
 }
@@ -1043,7 +1046,6 @@ static void test_relay_records_delivery_again_after_failed_write(void **state)
 {
 	char id[37];
 	const char *ids[1] = {id};
-	rd_kafka_headers_t *out[1] = {NULL};
 	struct relay_rig g;
 	(void)state;
 	rig_start(&g, "30000");
@@ -1059,9 +1061,7 @@ static void test_relay_records_delivery_again_after_failed_write(void **state)
 	assert_int_equal(store_outbox_pending(g.pl.store), 1); /* ...not recorded */
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
 	assert_true(wait_pending(g.pl.store, 0, 3000));
-	rd_kafka_mock_broker_set_rtt(g.mc, 1, 0);
-	assert_int_equal(read_topic(g.s.brokers, TOPIC, ids, out, 1), 1);
-	rd_kafka_headers_destroy(out[0]);
+	rig_expect_on_topic(&g, ids, 1);
 	outbox_set_resend_delay_ms(0);
 	outbox_set_idle_wait_ms(0);
 	rig_stop(&g);
