@@ -1885,7 +1885,8 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 {
 	http_server *srv;
 	struct mg_callbacks cb;
-	char threads[16], timeout[16], keep_ms[16], head[16], etext[256] = "", reason[256], what[768] = "";
+	char threads[16], timeout[16], keep_ms[16], head[16];
+	char etext[256] = "", reason[256], what[768] = "";
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
