@@ -114,8 +114,13 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 		         d->abi_major, d->abi_minor, EVH_ABI_MAJOR, EVH_ABI_MINOR);
 		return buf;
 	}
-	if (!valid_plugin_name(d->name))
-		return "descriptor name is missing or not [a-z0-9_-]{1,64}";
+	if (!d->name)
+		return "descriptor has no name";
+	if (!valid_plugin_name(d->name)) {
+		snprintf(buf, len, "descriptor name '%.80s%s' is not [a-z0-9_-]{1,64}", d->name,
+		         strlen(d->name) > 80 ? "..." : "");
+		return buf;
+	}
 	if (!d->init)
 		return "descriptor has no init function";
 	return NULL;

@@ -97,6 +97,24 @@ static void test_newer_minor(void **st)
 	expect_refusal("needs_newer_minor.so", "needs ABI 1.99", "upgrade evhost");
 }
 
+/* A descriptor the entry returns that is wrong in itself, whatever its ABI
+ * version says. */
+static void test_descriptor_checks(void **st)
+{
+	(void)st;
+	expect_refusal("bad_desc_1.so", "entry returned no descriptor", NULL);
+	expect_refusal("bad_desc_2.so", "descriptor is 16 bytes, expected at least", NULL);
+	expect_refusal("bad_desc_3.so", "descriptor name 'Bad Name' is not [a-z0-9_-]{1,64}", NULL);
+	expect_refusal("bad_desc_4.so", "descriptor has no init function", NULL);
+}
+
+/* A directory where the plugin file should be. */
+static void test_not_a_file(void **st)
+{
+	(void)st;
+	expect_refusal(".", "not a regular file", NULL);
+}
+
 static void test_good_plugin_and_schema(void **st)
 {
 	host h;
@@ -268,6 +286,8 @@ int main(void)
 	    cmocka_unit_test(test_other_major_entry),
 	    cmocka_unit_test(test_wrong_major_descriptor),
 	    cmocka_unit_test(test_newer_minor),
+	    cmocka_unit_test(test_descriptor_checks),
+	    cmocka_unit_test(test_not_a_file),
 	    cmocka_unit_test(test_good_plugin_and_schema),
 	    cmocka_unit_test(test_entry_called_once_per_load),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
