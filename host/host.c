@@ -32,7 +32,6 @@
 #include "tls_compat.h"
 #include "trace.h"
 
-#define STOP_TIMEOUT_MS 10000 /* when settings are not loaded */
 
 /* A section's content in a canonical form: sorted "key=value" lines. Two
  * configurations that differ only in file layout or key order compare equal,

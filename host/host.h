@@ -13,6 +13,9 @@ struct http_server;
 struct outbox;
 struct admin;
 
+/* [host] stop_timeout when settings are not loaded. */
+#define STOP_TIMEOUT_MS 10000
+
 /* [auth]'s keys as HTTP threads and plugins use them. A reload swaps in a
  * new set whole (a reader loads the pointer once per use); a replaced set
  * is kept, zeroed only at exit, as a reader may still hold it. */

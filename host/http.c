@@ -71,6 +71,10 @@ struct http_server {
 	int max_head;            /* [http] max_head_bytes, as started */
 	atomic_int warned_no_secret;
 	_Atomic int64_t warned_kid_ms; /* the last "unknown kid" warning (clock_mono_ms) */
+	/* At a stop, requests that came before it are answered before civetweb
+	 * stops (after mg_stop every write fails); later ones get a 503. */
+	atomic_int stopping;
+	atomic_int inflight; /* in handle_request now; drain_cv is signalled at 0 */
 };
 
 /* A route as registered: the public http_route first, so the router's
@@ -1652,8 +1656,16 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	req.span = &span;
 	trace_current_set(&span);
 	log_set_context(req.id, span.trace_id);
-	if (check_head(&req, &resp) == 0)
+	/* Counted before `stopping` is read, so a stop either waits for this
+	 * request or this request sees the stop. */
+	atomic_fetch_add(&srv->inflight, 1);
+	if (atomic_load(&srv->stopping)) {
+		http_resp_header(&resp, "Retry-After", "1");
+		problem(&resp, 503, "unavailable", "the server is stopping");
+		resp.close = 1;
+	} else if (check_head(&req, &resp) == 0) {
 		dispatch(srv, &req, &resp);
+	}
 	/* civetweb would read and drop an unread body to keep the connection;
 	 * not worth it for a big or open-ended one, nor possible for one the
 	 * client holds back until it is told to go on (a refused Expect:
@@ -1680,6 +1692,11 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);
+	if (atomic_fetch_sub(&srv->inflight, 1) == 1 && atomic_load(&srv->stopping)) {
+		pthread_mutex_lock(&drain_mu);
+		pthread_cond_broadcast(&drain_cv);
+		pthread_mutex_unlock(&drain_mu);
+	}
 	return resp.status;
 }
 
@@ -2044,22 +2061,52 @@ static void wake_listeners(const struct mg_server_port *ports, int n)
 	}
 }
 
+/* Wait until no request is in handle_request, at most `ms`: the requests
+ * that came before the stop get their answers written while civetweb can
+ * still write them. Returns how many are left. */
+static int drain_requests(http_server *srv, int ms)
+{
+	struct timespec until;
+	int left;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&drain_mu);
+	while ((left = atomic_load(&srv->inflight)) > 0 &&
+	       pthread_cond_timedwait(&drain_cv, &drain_mu, &until) != ETIMEDOUT)
+		;
+	left = atomic_load(&srv->inflight);
+	pthread_mutex_unlock(&drain_mu);
+	return left;
+}
+
 void http_stop(http_server *srv)
 {
 	struct stopper st = {srv ? srv->ctx : NULL, 0};
 	struct mg_server_port ports[8];
 	pthread_t t;
-	int nports;
+	int nports, budget, left;
 	if (!srv)
 		return;
+	budget = srv->h->set.stop_timeout_ms > 0 ? srv->h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	/* Taken now: once mg_stop runs, the context may be freed at any time. */
 	nports = mg_get_server_ports(srv->ctx, 8, ports);
+	atomic_store(&srv->stopping, 1);
 	/* Open streams hold workers that mg_stop would wait for. Give them a
 	 * moment to say goodbye: once mg_stop runs, civetweb fails every write. */
 	if (stream_hub_stop(stream_hub_global()) > 0 &&
 	    stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS) > 0)
 		log_warn("http", "event streams still writing after %d ms; closing them",
 		         STREAM_STOP_GRACE_MS);
+	if ((left = drain_requests(srv, budget)) > 0)
+		log_warn("http",
+		         "%d request(s) still running after [host] stop_timeout (%d ms); their "
+		         "clients get no answer",
+		         left, budget);
 	if (pthread_create(&t, NULL, stop_main, &st) == 0) {
 		for (int i = 0; i < 200 && !atomic_load(&st.done); i++) {
 			struct timespec ts = {0, 10 * 1000 * 1000};

@@ -12,6 +12,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -726,6 +727,39 @@ def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstra
     assert lib.outbox_count(d.state_dir, "probe") == 0
     msgs = lib.kafka_consume(topic, timeout=20, brokers=kafka_bootstrap)
     assert len(msgs) == 1000
+
+
+def test_sigterm_answers_the_requests_in_flight(evhostd, build_dir):
+    # A request that came before SIGTERM is finished and its answer written
+    # before civetweb stops (after mg_stop every write fails: the client got
+    # an empty reply for a committed write); one that comes meanwhile gets a
+    # 503 that says why.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = d.post("/probe/publish?sleep_ms=1500", json={"x": 1}, timeout=20)
+        except requests.RequestException as e:
+            out["e"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    d.wait_for_log("probe: sleeping 1500 ms")
+    d.send_signal(signal.SIGTERM)
+    d.wait_for_log("SIGTERM: stopping")
+    time.sleep(0.2)
+    late = d.get("/healthz", timeout=5)
+    t.join(20)
+    assert "e" not in out, out.get("e")
+    assert out["r"].status_code == 200, out["r"].text
+    assert out["r"].json() == {"published": 1, "mode": "commit"}
+    assert late.status_code == 503, late.text
+    assert late.headers.get("Connection", "").lower() == "close"
+    assert late.json()["detail"] == "the server is stopping"
+    assert d.wait(timeout=30) == 0, d.log_tail()
+    assert re.search(r"POST /probe/publish 200 [1-9]\d* bytes", d.log_text()), d.log_tail()
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 1
 
 
 def test_sigterm_on_the_embedded_broker_lowers_its_threads_first(evhostd, build_dir):
