@@ -419,6 +419,7 @@ static const evh_api api_table = {
     .span_end = api_span_end,
     .req_client_cert = http_req_client_cert,
     .req_client_addr = http_req_client_addr,
+    .req_auth_local = http_req_auth_local,
 };
 
 const evh_api *host_api(void) { return &api_table; }

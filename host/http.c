@@ -726,6 +726,11 @@ const char *http_req_auth_subject(evh_request *req)
 	return req && req->authed ? req->claims.sub : NULL;
 }
 
+int http_req_auth_local(evh_request *req)
+{
+	return req && req->authed && !req->claims.foreign;
+}
+
 const char *http_req_client_addr(evh_request *req) { return req ? req->client : NULL; }
 
 const char *http_req_client_cert(evh_request *req)

@@ -46,6 +46,7 @@ const char *http_req_id(evh_request *req);
 const char *http_req_auth_subject(evh_request *req);
 const char *http_req_client_cert(evh_request *req);
 const char *http_req_client_addr(evh_request *req);
+int http_req_auth_local(evh_request *req);
 int http_req_auth_has_role(evh_request *req, const char *role);
 void http_resp_status(evh_response *resp, int status);
 int http_resp_header(evh_response *resp, const char *name, const char *value);

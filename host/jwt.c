@@ -420,6 +420,7 @@ static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, j
 	const char *why;
 	if (!payload)
 		return oom ? no_memory : "malformed token payload";
+	out->foreign = alg != ALG_HS256;
 	why = check_times(payload, now, leeway_s, out);
 	if (!why)
 		why = check_identity(payload, alg == ALG_HS256 ? k->issuer : k->pk_issuer, out);

@@ -14,6 +14,7 @@ typedef struct jwt_claims {
 	int64_t exp, iat;
 	char roles[JWT_MAX_ROLES][64];
 	int nroles;
+	int foreign; /* signed by another issuer's key (RS256/ES256), not this host's */
 } jwt_claims;
 
 /* The keys a token may be checked with. HS256 tokens are this host's own

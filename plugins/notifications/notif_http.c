@@ -364,6 +364,13 @@ int notif_http_stream(evh_request *req, evh_response *resp, void *ud)
 	if (!who || !*who)
 		return evh_resp_problem(resp, 401, "unauthorized", "Unauthorized",
 		                        "the token has no subject", NULL);
+	/* The channels are user ids, which only this host's tokens name: an
+	 * identity provider's subject equal to one is another person. */
+	if (!evh_req_auth_local(req))
+		return evh_resp_problem(resp, 403, "forbidden", "Forbidden",
+		                        "notifications are streamed to the users this server "
+		                        "signs tokens for, not to another issuer's",
+		                        NULL);
 	rc = evh_resp_stream(resp, who);
 	if (rc == EVH_EUNSUPPORTED)
 		return evh_resp_problem(resp, 501, "not-implemented", "Not Implemented",

@@ -97,7 +97,11 @@ int user_may_modify(evh_request *req, const char *id)
 {
 	const char *sub = evh_req_auth_subject(req);
 
-	return (sub && !strcmp(sub, id)) || evh_req_auth_has_role(req, USER_ROLE_ADMIN);
+	/* A user id is this plugin's: only a token this host signed names one.
+	 * An identity provider's subject that happens to equal it is another
+	 * person (services.md). */
+	return (sub && evh_req_auth_local(req) && !strcmp(sub, id)) ||
+	       evh_req_auth_has_role(req, USER_ROLE_ADMIN);
 }
 
 static int reply_bad_credentials(evh_response *resp)

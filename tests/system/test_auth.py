@@ -261,3 +261,44 @@ def test_bad_key_files_are_said_at_their_line(evhostd, tmp_path, keys):
                     brokers="embedded")
     assert p.returncode != 0
     assert "[auth] jwt_public_key_file needs jwt_public_key_issuer" in p.stdout + p.stderr
+
+
+def test_a_providers_subject_is_not_a_local_user(evhostd, build_dir, tmp_path, keys,
+                                                 unique_name):
+    # User ids are user.so's own, named only by the tokens this host signs. A
+    # provider's token whose sub happens to be a local user's id is another
+    # person: it may not change that user (nor set their password and log in
+    # as them), nor listen to their notifications. The provider's admins
+    # still act through role admin, and the user's own token still works.
+    from test_sse import Sse, new_user, notif_config
+    config = notif_config(tmp_path, unique_name, build_dir)
+    key_file = tmp_path / "idp.pem"
+    key_file.write_bytes(pem(keys["rsa"]))
+    config["auth"].update({"jwt_public_key_file": str(key_file),
+                           "jwt_public_key_issuer": ISSUER,
+                           "jwt_public_key_audience": "shop-api",
+                           "jwt_public_key_roles_claim": "realm_access.roles"})
+    d = evhostd(config, brokers="embedded")
+    uid, addr, own = new_user(d, "Alice")
+
+    def as_provider(roles):
+        return {"Authorization": "Bearer " + sign(keys["rsa"], "RS256", claims(
+            sub=uid, realm_access={"roles": roles}))}
+
+    r = d.patch(f"/users/{uid}", json={"password": "attacker password"},
+                headers=as_provider(["user"]))
+    assert r.status_code == 403, r.text
+    r = d.post("/auth/login", json={"email": addr, "password": "attacker password"})
+    assert r.status_code == 401, r.text
+    r = d.delete(f"/users/{uid}", headers=as_provider(["user"]))
+    assert r.status_code == 403, r.text
+    s = Sse(d.port, token=as_provider(["user"])["Authorization"][7:])
+    assert s.status == 403, s.headers
+    # The user's own token, and the provider's admin.
+    r = d.patch(f"/users/{uid}", json={"name": "Alice B."},
+                headers={"Authorization": f"Bearer {own}"})
+    assert r.status_code == 200, r.text
+    r = d.patch(f"/users/{uid}", json={"name": "Alice C."}, headers=as_provider(["admin"]))
+    assert r.status_code == 200, r.text
+    s = Sse(d.port, token=own)
+    assert s.status == 200, s.headers

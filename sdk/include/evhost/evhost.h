@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 5
+#define EVH_ABI_MINOR 6
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -317,6 +317,9 @@ typedef struct evh_api {
 	/* the client (ABI 1.5) */
 	const char *(*req_client_cert)(evh_request *req);
 	const char *(*req_client_addr)(evh_request *req);
+
+	/* auth (ABI 1.6) */
+	int (*req_auth_local)(evh_request *req);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -524,6 +527,19 @@ static inline const char *evh_req_client_addr(evh_request *r)
 	if (!EVH_API_HAS(req_client_addr))
 		return NULL;
 	return evh__api->req_client_addr(r);
+}
+/* For EVH_ROUTE_AUTH routes (ABI 1.6): 1 when the token is this host's own
+ * (signed with [auth] jwt_secret_file, as evh_auth_sign makes them), 0 when
+ * another issuer signed it ([auth] jwt_public_key_file, jwt_jwks_url) or
+ * there is none. Subjects are only unique within their issuer: before
+ * taking a token's subject for one of your own ids (a user id your plugin
+ * made), check that the token is local, or an identity provider's user
+ * whose `sub` happens to be that id acts as that user. 0 on an older host. */
+static inline int evh_req_auth_local(evh_request *r)
+{
+	if (!EVH_API_HAS(req_auth_local))
+		return 0;
+	return evh__api->req_auth_local(r);
 }
 /* For EVH_ROUTE_AUTH routes: whether the token carries `role`. */
 static inline int evh_req_auth_has_role(evh_request *r, const char *role)
