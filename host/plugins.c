@@ -149,7 +149,7 @@ typedef struct loaded_lib {
 	struct timespec mtime;
 	int fd;            /* -1, or the descriptor it was loaded by (see above) */
 	char name[PATH_MAX]; /* what it was loaded by: the path, or /proc/self/fd/<fd> */
-	int changed;       /* its file was seen changed in place: said once */
+	int changed;       /* its file was seen changed in place: never used again */
 	unsigned refs;     /* plugins holding dl */
 	struct loaded_lib *next;
 } loaded_lib;
@@ -252,16 +252,22 @@ static int load_file(const char *path, const struct stat *st, loaded_file *f, ch
 	void *dl;
 	f->fd = -1;
 	snprintf(f->name, sizeof f->name, "%s", path);
+	if (l && (l->changed || l->size != st->st_size || l->mtime.tv_sec != st->st_mtim.tv_sec ||
+	          l->mtime.tv_nsec != st->st_mtim.tv_nsec)) {
+		/* The loaded build's code and tables are mapped from this file, so
+		 * they changed with it: not a library to look a symbol up in (ld.so
+		 * crashed doing so after a cp) nor to keep calling. */
+		l->changed = 1;
+		snprintf(err, errlen,
+		         "%s was written over in place while loaded (cp onto it?): the running "
+		         "build's code changed under it and may crash; restart evhostd to load the "
+		         "new file, and install plugin files with install(1) or mv, which replace "
+		         "the file",
+		         path);
+		return -1;
+	}
 	if (l && (f->dl = reopen(l))) {
 		snprintf(f->name, sizeof f->name, "%s", l->name);
-		if (!l->changed && (l->size != st->st_size || l->mtime.tv_sec != st->st_mtim.tv_sec ||
-		                    l->mtime.tv_nsec != st->st_mtim.tv_nsec)) {
-			l->changed = 1;
-			log_warn("host", "%s was written over in place: the build loaded before keeps "
-			                 "running; install plugin files with install(1) or mv, which "
-			                 "replace the file, then reload",
-			         path);
-		}
 		return 0;
 	}
 	dl = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);

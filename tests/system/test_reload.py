@@ -189,12 +189,38 @@ def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, bu
     assert "built for ABI 7.2" in d.log_text()
     assert d.get("/hello").json()["hello"] == "third"
 
-    # Written over in place (the same file): said, and the loaded build runs on.
+    # Written over in place (the same file): refused, the loaded build runs on.
     install(v3)  # a new file again: restarted with it
     reload(d, "1 started, 1 stopped, 1 unchanged")
     os.utime(installed, ns=(time.time_ns(), time.time_ns() + 10**9))
-    reload(d, "was written over in place")
+    reload(d, "reload refused:")
+    assert f"{installed} was written over in place while loaded" in d.log_text()
     assert d.get("/hello").json()["hello"] == "third"
+    # A new file again is loaded as any new build.
+    install(v1)
+    reload(d, "1 started, 1 stopped, 1 unchanged")
+    assert d.get("/hello").json()["hello"] == "world"
+
+
+def test_a_plugin_file_written_over_by_cp_refuses_the_reload(evhostd, build_dir, tmp_path):
+    # cp onto the loaded file truncates it, which takes even the library's
+    # relocated pages away, then writes another build into the mapping: the
+    # reload looked a symbol up in it and ld.so crashed. Now the reload is
+    # refused before anything looks into that library, and says to restart.
+    # (The changed build's code would crash whenever it ran: this daemon is
+    # killed, as a restart would do, not stopped, which would call its fini.)
+    v1, v2 = (build_hello(tmp_path, v, g) for v, g in (("1.0.0", "world"), ("2.0.0", "again")))
+    installed = tmp_path / "hello.so"
+    shutil.copyfile(v1, installed)
+    d = evhostd(dropins={"10-hello.conf": {"plugin.hello": {"path": str(installed)}}},
+                brokers="embedded")
+    assert d.get("/hello").json()["hello"] == "world"
+    shutil.copyfile(v2, installed)
+    reload(d, "reload refused:")
+    assert (f"{installed} was written over in place while loaded (cp onto it?): the running "
+            "build's code changed under it and may crash; restart evhostd") in d.log_text()
+    assert d.get("/healthz").status_code == 200
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
 
 
 def test_restarted_consumer_on_the_embedded_broker_rejoins_its_group_soon(evhostd, build_dir):
