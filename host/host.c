@@ -131,6 +131,28 @@ static int host_add_plugin(host *h, evh_plugin *p)
 	return rc;
 }
 
+/* A required plugin a reload left off (`off`) or started again: /readyz
+ * says it is down until a reload starts it or removes its section. */
+static void host_mark_down(host *h, const char *name, int off)
+{
+	size_t i;
+	pthread_mutex_lock(&h->plugins_lock);
+	for (i = 0; i < h->ndown && strcmp(h->down[i], name) != 0; i++)
+		;
+	if (!off && i < h->ndown) {
+		free(h->down[i]);
+		h->down[i] = h->down[--h->ndown];
+	} else if (off && i == h->ndown) {
+		char **v = realloc(h->down, (h->ndown + 1) * sizeof *v);
+		if (v) {
+			h->down = v;
+			if ((v[h->ndown] = strdup(name)))
+				h->ndown++;
+		}
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
 static void host_drop_plugin(host *h, size_t i)
 {
 	pthread_mutex_lock(&h->plugins_lock);
@@ -668,6 +690,18 @@ static evh_plugin *find_plugin(evh_plugin **v, size_t n, const char *name)
 	return NULL;
 }
 
+/* find_plugin, and the slot is emptied: the caller owns it. */
+static evh_plugin *take_plugin(evh_plugin **v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] && strcmp(v[i]->name, name) == 0) {
+			evh_plugin *p = v[i];
+			v[i] = NULL;
+			return p;
+		}
+	return NULL;
+}
+
 /* [log] takes effect at once: every line reads the level and format when it
  * is written. The change is said at the louder of the two levels (applied
  * before the line when it gets louder, after it when quieter), and as a
@@ -716,7 +750,8 @@ int host_reload(host *h)
 {
 	host next;
 	diag d = {0};
-	size_t started = 0, stopped = 0, kept = 0;
+	size_t started = 0, stopped = 0, kept = 0, nfallbacks = 0;
+	evh_plugin **fallbacks;
 
 	memset(&next, 0, sizeof next);
 	log_info("host", "reloading %s", h->conf_file);
@@ -739,13 +774,25 @@ int host_reload(host *h)
 	host_reload_tls(h, &next);
 
 	/* Stop what was removed, disabled or changed: its section, or its file
-	 * (a new build installed in its place). */
+	 * (a new build installed in its place). A plugin whose section changed
+	 * keeps a copy of itself as it ran, to start again should its new
+	 * configuration fail in init (checked only there, by the plugin). */
+	fallbacks = calloc(h->nplugins ? h->nplugins : 1, sizeof *fallbacks);
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
 		int same_section = n && strcmp(n->signature, p->signature) == 0;
 		if (same_section && plugin_same_build(n, p)) {
 			i++;
 			continue;
+		}
+		if (n && !same_section && plugin_same_build(n, p) && fallbacks) {
+			char err[1024];
+			if (!(fallbacks[nfallbacks] = plugin_reopen(p, err, sizeof err)))
+				log_warn("host", "reload: plugin '%s': no way back should its new "
+				                 "configuration fail: %s",
+				         p->name, err);
+			else
+				nfallbacks++;
 		}
 		host_drop_plugin(h, i);
 		host_retire_plugin(h, p,
@@ -754,6 +801,10 @@ int host_reload(host *h)
 		                                  : "configuration changed");
 		stopped++;
 	}
+	/* A plugin left off by an earlier reload whose section is gone now. */
+	for (size_t i = h->ndown; i-- > 0;)
+		if (!find_plugin(next.plugins, next.nplugins, h->down[i]))
+			host_mark_down(h, h->down[i], 0);
 	/* Start what is new or changed; discard the copies of unchanged ones. */
 	for (size_t i = 0; i < next.nplugins; i++) {
 		evh_plugin *n = next.plugins[i];
@@ -765,13 +816,34 @@ int host_reload(host *h)
 		}
 		n->host = h;
 		if (host_start_plugin(h, n) != 0 || host_add_plugin(h, n) != 0) {
-			log_error("host", "reload: plugin '%s' could not be started; it stays off",
-			          n->name);
+			evh_plugin *fb = take_plugin(fallbacks, nfallbacks, n->name);
+			int required = n->required;
+			char name[80];
+			snprintf(name, sizeof name, "%s", n->name);
 			plugin_destroy(n);
+			if (fb && host_start_plugin(h, fb) == 0 && host_add_plugin(h, fb) == 0) {
+				log_error("host", "reload: plugin '%s' could not be started with its new "
+				                  "configuration; it runs again as it ran before: mend its "
+				                  "section and reload",
+				          name);
+				host_mark_down(h, name, 0);
+				started++;
+				continue;
+			}
+			if (fb)
+				plugin_destroy(fb);
+			host_mark_down(h, name, required);
+			log_error("host", "reload: plugin '%s' could not be started; it stays off%s", name,
+			          required ? " (/readyz says so until a reload starts it)" : "");
 			continue;
 		}
+		host_mark_down(h, n->name, 0);
 		started++;
 	}
+	for (size_t i = 0; i < nfallbacks; i++)
+		if (fallbacks[i])
+			plugin_destroy(fallbacks[i]);
+	free(fallbacks);
 	next.nplugins = 0;
 	host_stop(&next);
 	log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged", started, stopped,
@@ -845,6 +917,11 @@ void host_stop(host *h)
 	h->trace_tls = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
+	for (size_t i = 0; i < h->ndown; i++)
+		free(h->down[i]);
+	free(h->down);
+	h->down = NULL;
+	h->ndown = 0;
 	auth_keyset_free(atomic_exchange(&h->auth, NULL));
 	if (h->lock_fd1) {
 		close(h->lock_fd1 - 1);
@@ -882,6 +959,11 @@ int host_ready(host *h, char **json)
 		if (p->store && store_damaged(p->store) &&
 		    (damaged || (damaged = jsonb_put_array(root, "damaged", &ok))))
 			jsonb_put_str(damaged, NULL, p->name, &ok);
+	}
+	/* A required plugin a reload could not start is down, not gone. */
+	for (size_t i = 0; i < h->ndown; i++) {
+		jsonb_put_str(plugins, h->down[i], plugin_state_name(PLUGIN_FAILED), &ok);
+		ready = 0;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);

@@ -48,6 +48,8 @@ typedef struct host {
 	struct outbox *outbox;
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
+	char **down;                  /* required plugins a reload could not start (readyz), */
+	size_t ndown;                 /* under plugins_lock too */
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */

@@ -410,6 +410,37 @@ static int cfg_set(evh_plugin *p, const char *key, const char *value)
 	return 0;
 }
 
+evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen)
+{
+	plugin_settings ps = {.name = p->name,
+	                      .section = p->section,
+	                      .enabled = 1,
+	                      .required = p->required,
+	                      .path = p->path,
+	                      .group = p->group,
+	                      .log_level = p->log_level,
+	                      .file = "(the running configuration)",
+	                      .line = 0};
+	evh_plugin *n = plugin_open(p->host, &ps, err, errlen);
+	if (!n)
+		return NULL;
+	if (!plugin_same_build(n, p)) {
+		snprintf(err, errlen, "%s: not the build that ran any more", p->path);
+		plugin_destroy(n);
+		return NULL;
+	}
+	for (size_t i = 0; i < p->ncfg; i++)
+		if (cfg_set(n, p->cfg_keys[i], p->cfg_values[i]) != 0)
+			goto oom;
+	if (p->signature && !(n->signature = strdup(p->signature)))
+		goto oom;
+	return n;
+oom:
+	snprintf(err, errlen, "%s: out of memory", p->path);
+	plugin_destroy(n);
+	return NULL;
+}
+
 static const evh_config_key *schema_find(const evh_config_key *schema, const char *key)
 {
 	for (const evh_config_key *k = schema; k && k->name; k++)

@@ -373,3 +373,50 @@ def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
     assert status(tokens["second"]) == 404
     for token in tokens.values():
         assert token not in d.log_text()
+
+
+def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
+        evhostd, build_dir, tmp_path, unique_name):
+    # Plugins check their own values in init, which --check-config cannot
+    # run: a reload that changes notifications' transport to one it does not
+    # know stopped it and left it off, with /readyz still 200. Now it runs
+    # again as it ran before (its old values), and when even that fails it
+    # is down on /readyz until a reload starts it.
+    from test_sse import notif_config
+    config = notif_config(tmp_path, unique_name, build_dir)
+    del config["plugin.abi10"]
+    mail = tmp_path / "mail"
+    d = evhostd(config, brokers="embedded")
+
+    def readyz():
+        r = d.get("/readyz")
+        return r.status_code, r.json()["plugins"]
+
+    assert readyz() == (200, {"user": "running", "notifications": "running"})
+    write_dropin(d, "50-local.conf", "[plugin.notifications]\ntransport = pigeon\n")
+    text = reload_log(d, "reload done")
+    assert "transport must be smtp or maildir" in text, text
+    assert ("reload: plugin 'notifications' could not be started with its new configuration; "
+            "it runs again as it ran before: mend its section and reload") in text, text
+    assert "1 started, 1 stopped, 1 unchanged" in text, text
+    assert readyz() == (200, {"user": "running", "notifications": "running"})
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    lib.wait_until(lambda: any((mail / "new").glob("*")), timeout=30,
+                   message="the welcome mail of the plugin started again")
+    # Neither the new configuration nor the old one starts (its maildir is
+    # a file now): down, and /readyz says so.
+    mail.rename(tmp_path / "mail.away")
+    mail.write_text("not a directory")
+    text = reload_log(d, "reload done")
+    assert ("reload: plugin 'notifications' could not be started; it stays off (/readyz says "
+            "so until a reload starts it)") in text, text
+    assert readyz() == (503, {"user": "running", "notifications": "failed"})
+    # Mended: started, ready again.
+    mail.unlink()
+    (tmp_path / "mail.away").rename(mail)
+    (d.config_dir / "conf.d" / "50-local.conf").unlink()
+    text = reload_log(d, "reload done")
+    assert "1 started, 0 stopped, 1 unchanged" in text, text
+    assert readyz() == (200, {"user": "running", "notifications": "running"})
