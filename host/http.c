@@ -1299,8 +1299,25 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		                              "stored; try again");
 		return;
 	}
-	if (rc == EVH_OK || resp->filled)
+	if (rc == EVH_OK)
 		return;
+	if (resp->filled && (resp->body_lost || resp->header_lost))
+		return; /* answered for by resp_send, which says what was lost */
+	if (resp->filled && (resp->body || !status_has_body(resp->status))) {
+		/* An answer it made (a body, or one that needs none), then a
+		 * failure: the answer stands, as the header promises. */
+		log_warn("http", "%s %s (route %s of plugin '%s') returned %s after making its %d "
+		                 "answer; the answer is sent",
+		         req->method, req->path, rt->r.pattern, rt->plugin ? rt->plugin->name : "host",
+		         host_strerror(rc), resp->status);
+		return;
+	}
+	/* A status alone (or headers) and then a failure: not an answer. A 200
+	 * with no body would tell the client it worked. */
+	if (resp->filled) {
+		resp_free(resp);
+		resp->filled = 0;
+	}
 	if (rt->plugin && store_full(rt->plugin->store)) {
 		/* The store said which file, once a minute; this is the request's line. */
 		log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database is full",

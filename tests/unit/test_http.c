@@ -101,6 +101,21 @@ static int fails(evh_request *req, evh_response *resp, void *ud)
 	return EVH_ESTORE;
 }
 
+/* ?after=status: a 201 and a Location, then a failure (a commit that
+ * failed); ?after=body: a whole answer, then a failure. */
+static int fails_late(evh_request *req, evh_response *resp, void *ud)
+{
+	const char *after = http_req_query(req, "after");
+	(void)ud;
+	if (after && !strcmp(after, "body")) {
+		http_resp_body(resp, "application/json", "{\"made\":1}", 10);
+	} else {
+		http_resp_status(resp, 201);
+		http_resp_header(resp, "Location", "/t/made/1");
+	}
+	return EVH_ESTORE;
+}
+
 /* Returns what evh_publish said when the query names one: "full" or "big". */
 static int publish_refused(evh_request *req, evh_response *resp, void *ud)
 {
@@ -230,6 +245,7 @@ static int setup(void **state)
 	add(f, "GET", "/t/admin", whoami, EVH_ROUTE_AUTH, "admin");
 	add(f, "GET", "/t/me", whoami, EVH_ROUTE_AUTH, NULL);
 	add(f, "GET", "/t/fail", fails, 0, NULL);
+	add(f, "GET", "/t/fail-late", fails_late, 0, NULL);
 	add(f, "GET", "/t/refused", publish_refused, 0, NULL);
 	add(f, "GET", "/t/headers", headers, 0, NULL);
 	add(f, "GET", "/t/big-header", big_header, 0, NULL);
@@ -573,6 +589,16 @@ static void test_handler_results(void **state)
 	fixture *f = *state;
 	char *r = request(f, "GET", "/t/fail", NULL, NULL);
 	expect_problem(r, 500, "internal");
+	free(r);
+	/* A status alone, then a failure: no empty 201 (nor its Location). */
+	r = request(f, "GET", "/t/fail-late?after=status", NULL, NULL);
+	expect_problem(r, 500, "internal");
+	assert_null(header_of(r, "Location"));
+	free(r);
+	/* A whole answer, then a failure: the answer stands (the header says so). */
+	r = request(f, "GET", "/t/fail-late?after=body", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	assert_string_equal(body_of(r), "{\"made\":1}");
 	free(r);
 	/* evh_publish's refusals, returned as they are: what a client can act on */
 	r = request(f, "GET", "/t/refused?what=full", NULL, NULL);

@@ -180,8 +180,11 @@ typedef struct evh_migration {
 /* --------------------------------------------------------------- callbacks */
 
 /* HTTP handler. Fill `resp`; return EVH_OK. Any other return makes the host
- * answer 500 problem+json (unless the response was already filled). Runs on
- * an HTTP worker thread. */
+ * answer 500 problem+json (and log it), unless the response was already
+ * made: a body set, or a status that has none (204, 304); that answer is
+ * sent and the failure logged. A status alone (and headers) does not count:
+ * a 201 whose commit then failed is answered 500. Runs on an HTTP worker
+ * thread. */
 typedef int (*evh_http_handler)(evh_request *req, evh_response *resp, void *ud);
 
 /* Event handler. `tx` is an open transaction on the plugin's store: writes
