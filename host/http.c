@@ -32,6 +32,7 @@
 
 #include "admin.h"
 #include "clock.h"
+#include "crash.h"
 #include "events.h"
 #include "json.h"
 #include "jwt.h"
@@ -1283,7 +1284,9 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 {
 	int rc;
 	store_take_lost_reads(); /* only this handler's transactions count */
+	crash_enter_http(rt->plugin ? rt->plugin->name : "host", req->method, req->path, req->id);
 	rc = rt->r.handler(req, resp, rt->r.ud);
+	crash_leave();
 	if (store_take_lost_reads()) {
 		/* It read inside a group commit that then failed: its answer may
 		 * show writes that are not in the database. */

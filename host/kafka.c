@@ -44,6 +44,7 @@
 #include <librdkafka/rdkafka_mock.h>
 
 #include "clock.h"
+#include "crash.h"
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
@@ -1669,7 +1670,9 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		if (!sub_matches(&p->subs[i], ev->topic, ev->meta.type))
 			continue;
 		*sub = i;
+		crash_enter_event(p->name, ev->topic, ev->partition, ev->offset, ev->id);
 		r = p->subs[i].handler(p, ev, tx, p->subs[i].ud);
+		crash_leave();
 		if (r == EVH_EVENT_OK)
 			continue;
 		if (r == EVH_EVENT_KEEP_AND_DEAD_LETTER)

@@ -15,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "admin.h"
+#include "crash.h"
 #include "diag.h"
 #include "host.h"
 #include "kafka.h"
@@ -155,6 +156,7 @@ int main(int argc, char **argv)
 
 	memset(&h, 0, sizeof h);
 	block_signals();
+	crash_handlers_install();
 	rc = host_configure(&h, conf, &d);
 	if (check && rc == 0) {
 		/* What only making a client shows (certificates, keys, SASL). */

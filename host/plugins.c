@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crash.h"
 #include "host.h"
 #include "log.h"
 #include "store.h"
@@ -564,7 +565,9 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 	p->last_error[0] = '\0';
 	p->status = PLUGIN_INITIALIZING;
 	p->inited = 1; /* fini is owed even if init fails: it cleans up half-built state */
+	crash_enter_call(p->name, "init");
 	rc = p->desc->init(p, &p->state);
+	crash_leave();
 	if (rc != EVH_OK) {
 		p->status = PLUGIN_FAILED;
 		snprintf(err, errlen, "%s: plugin '%s' init failed (%s)%s%s", p->path, p->name,
@@ -578,8 +581,11 @@ void plugin_destroy(evh_plugin *p)
 {
 	if (!p)
 		return;
-	if (p->inited && p->desc->fini)
+	if (p->inited && p->desc->fini) {
+		crash_enter_call(p->name, "fini");
 		p->desc->fini(p, p->state);
+		crash_leave();
+	}
 	if (p->store)
 		store_close(p->store);
 	for (size_t i = 0; i < p->nsubs; i++) {

@@ -762,6 +762,33 @@ def test_sigterm_answers_the_requests_in_flight(evhostd, build_dir):
     assert lib.count_rows(d.state_dir, "probe", "evh_log") == 1
 
 
+@pytest.mark.parametrize("where", ["http", "event"])
+def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, where):
+    # A plugin's bad pointer ends the daemon (its memory can no longer be
+    # trusted), but no longer without a word: the last line names the
+    # plugin and the request or event, with a backtrace through its file;
+    # then the default action (a core dump) and systemd's restart.
+    if lib.sanitizer(build_dir):
+        pytest.skip("sanitizer runtimes report fatal signals themselves")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe=str(where == "event").lower())})
+    if where == "http":
+        with pytest.raises(requests.ConnectionError):
+            d.post("/probe/publish?crash=16", json={"x": 1}, timeout=10)
+        want = (r"in plugin 'probe', handling HTTP POST /probe/publish \(request id "
+                r"[0-9a-f]{32}\)")
+    else:
+        d.wait_for_log("probe: assigned", timeout=30)
+        assert d.post("/probe/publish", json={"crash": 16}).status_code == 200
+        want = (r"in plugin 'probe', handling event [0-9a-f-]{36} of probe\.events \[\d+\] at "
+                r"offset \d+ \(not committed: it is handled again after the restart\)")
+    assert d.wait(timeout=30) == -signal.SIGSEGV, d.log_tail()
+    text = d.log_text()
+    m = re.search(r"evhostd: FATAL: SIGSEGV at address 0x10 " + want +
+                  r"; the daemon stops\. Backtrace:\n", text)
+    assert m, d.log_tail()
+    assert "probe.so(" in text[m.end():], text[m.end():]
+
+
 def test_sigterm_on_the_embedded_broker_lowers_its_threads_first(evhostd, build_dir):
     # librdkafka 2.0's mock cluster can sleep out a 1 s poll when it is
     # destroyed; evhostd lowers that cluster's broker threads first (see

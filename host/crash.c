@@ -1,0 +1,171 @@
+#include "crash.h"
+
+#include <execinfo.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Pointers only: setting them costs nothing per request or event; the line
+ * is made in the handler, with async-signal-safe steps alone. */
+static _Thread_local struct {
+	const char *plugin, *kind, *a, *b, *c;
+	int64_t n1, n2;
+} ctx;
+
+void crash_enter_http(const char *plugin, const char *method, const char *path,
+                      const char *request_id)
+{
+	ctx.plugin = plugin;
+	ctx.a = method;
+	ctx.b = path;
+	ctx.c = request_id;
+	ctx.kind = "http";
+}
+
+void crash_enter_event(const char *plugin, const char *topic, int32_t partition,
+                       int64_t offset, const char *event_id)
+{
+	ctx.plugin = plugin;
+	ctx.a = topic;
+	ctx.n1 = partition;
+	ctx.n2 = offset;
+	ctx.c = event_id;
+	ctx.kind = "event";
+}
+
+void crash_enter_call(const char *plugin, const char *what)
+{
+	ctx.plugin = plugin;
+	ctx.a = what;
+	ctx.kind = "call";
+}
+
+void crash_leave(void) { ctx.kind = NULL; }
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+
+typedef struct {
+	char buf[1024];
+	size_t n;
+} line;
+
+static void put(line *l, const char *s)
+{
+	size_t k = s ? strlen(s) : 6;
+	if (!s)
+		s = "(null)";
+	if (k > sizeof l->buf - 1 - l->n)
+		k = sizeof l->buf - 1 - l->n;
+	memcpy(l->buf + l->n, s, k);
+	l->n += k;
+}
+
+static void put_int(line *l, int64_t v)
+{
+	char d[24];
+	int i = (int)sizeof d;
+	uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+	d[--i] = '\0';
+	do
+		d[--i] = (char)('0' + u % 10);
+	while ((u /= 10) && i > 1);
+	if (v < 0)
+		d[--i] = '-';
+	put(l, d + i);
+}
+
+static void put_hex(line *l, uintptr_t v)
+{
+	char d[2 + 2 * sizeof v + 1];
+	int i = (int)sizeof d;
+	d[--i] = '\0';
+	do
+		d[--i] = "0123456789abcdef"[v & 15];
+	while ((v >>= 4) && i > 2);
+	d[--i] = 'x';
+	d[--i] = '0';
+	put(l, d + i);
+}
+
+static const char *signal_name(int sig)
+{
+	switch (sig) {
+	case SIGSEGV: return "SIGSEGV";
+	case SIGBUS: return "SIGBUS";
+	case SIGILL: return "SIGILL";
+	case SIGFPE: return "SIGFPE";
+	case SIGABRT: return "SIGABRT";
+	default: return "a fatal signal";
+	}
+}
+
+static void on_fatal(int sig, siginfo_t *si, void *uc)
+{
+	line l = {.n = 0};
+	void *frames[48];
+	int n;
+	(void)uc;
+	put(&l, "evhostd: FATAL: ");
+	put(&l, signal_name(sig));
+	if (sig == SIGSEGV || sig == SIGBUS) {
+		put(&l, " at address ");
+		put_hex(&l, (uintptr_t)si->si_addr);
+	}
+	if (!ctx.kind) {
+		put(&l, " outside any plugin call");
+	} else {
+		put(&l, " in plugin '");
+		put(&l, ctx.plugin);
+		put(&l, "'");
+		if (!strcmp(ctx.kind, "http")) {
+			put(&l, ", handling HTTP ");
+			put(&l, ctx.a);
+			put(&l, " ");
+			put(&l, ctx.b);
+			put(&l, " (request id ");
+			put(&l, ctx.c);
+			put(&l, ")");
+		} else if (!strcmp(ctx.kind, "event")) {
+			put(&l, ", handling event ");
+			put(&l, ctx.c);
+			put(&l, " of ");
+			put(&l, ctx.a);
+			put(&l, " [");
+			put_int(&l, ctx.n1);
+			put(&l, "] at offset ");
+			put_int(&l, ctx.n2);
+			put(&l, " (not committed: it is handled again after the restart)");
+		} else {
+			put(&l, ", in its ");
+			put(&l, ctx.a);
+		}
+	}
+	put(&l, "; the daemon stops. Backtrace:\n");
+	(void)!write(STDERR_FILENO, l.buf, l.n);
+	n = backtrace(frames, (int)(sizeof frames / sizeof frames[0]));
+	backtrace_symbols_fd(frames, n, STDERR_FILENO);
+	/* SA_RESETHAND put the default action back: a fault recurs when this
+	 * returns; a signal sent (abort, kill) is raised again. A core dump
+	 * either way. */
+	if (si->si_code <= 0)
+		raise(sig);
+}
+
+void crash_handlers_install(void)
+{
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+	struct sigaction sa;
+	void *warm[1];
+	/* backtrace() loads libgcc on its first call, which allocates: not in
+	 * a signal handler. */
+	(void)backtrace(warm, 1);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_fatal;
+	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaction(sigs[i], &sa, NULL);
+}
+#else
+void crash_handlers_install(void) {}
+#endif

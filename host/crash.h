@@ -1,0 +1,23 @@
+/* A fatal signal (a plugin's bad pointer, an abort) ends the daemon, as it
+ * must: its memory can no longer be trusted. Before it does, one line on
+ * standard error (the journal) says which plugin the thread was running and
+ * what for (an HTTP request, an event, init, fini), with a backtrace; then
+ * the signal's default action (a core dump) follows and systemd restarts
+ * the daemon. Not installed in sanitized builds, whose runtimes report such
+ * signals themselves. */
+#ifndef EVHOST_CRASH_H
+#define EVHOST_CRASH_H
+#include <stdint.h>
+
+void crash_handlers_install(void);
+
+/* What this thread runs of a plugin from now until crash_leave. The
+ * strings must outlive the call (they are read only if a signal comes). */
+void crash_enter_http(const char *plugin, const char *method, const char *path,
+                      const char *request_id);
+void crash_enter_event(const char *plugin, const char *topic, int32_t partition,
+                       int64_t offset, const char *event_id);
+void crash_enter_call(const char *plugin, const char *what); /* "init", "fini" */
+void crash_leave(void);
+
+#endif
