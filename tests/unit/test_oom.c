@@ -32,6 +32,7 @@
 #include "db_files.h"
 #include "clock.h"
 #include "dlq.h"
+#include "jsonb.h"
 #include "jwks.h"
 #include "jwksfetch.h"
 #include "jwt.h"
@@ -384,6 +385,33 @@ static void test_textbuf(void **state)
 {
 	(void)state;
 	assert_true(sweep(textbuf_scenario, NULL) > 3);
+}
+
+/* ------------------------------------------------------------ jsonb_print */
+
+/* A document larger than textbuf's first buffer, so it grows on the way. */
+static int jsonb_print_scenario(void *arg)
+{
+	const cJSON *doc = arg;
+	char *s = jsonb_print(doc);
+	if (!s)
+		return -1;
+	assert_true(strlen(s) > 4096);
+	assert_non_null(strstr(s, "9007199254740991"));
+	free(s);
+	return 0;
+}
+
+static void test_jsonb_print(void **state)
+{
+	cJSON *doc = cJSON_CreateArray();
+	(void)state;
+	assert_non_null(doc);
+	for (int i = 0; i < 400; i++)
+		assert_true(cJSON_AddItemToArray(doc, cJSON_CreateString("0123456789")));
+	assert_true(cJSON_AddItemToArray(doc, cJSON_CreateNumber(9007199254740991.0)));
+	assert_true(sweep(jsonb_print_scenario, doc) > 1);
+	cJSON_Delete(doc);
 }
 
 /* ---------------------------------------------------------- plugins' JSON */
@@ -1013,6 +1041,7 @@ int main(void)
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_jwks),
 	    cmocka_unit_test(test_jwks_fetch),
 	    cmocka_unit_test(test_textbuf),
+	    cmocka_unit_test(test_jsonb_print),
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
