@@ -202,7 +202,7 @@ static int problem(evh_response *resp, int status, const char *slug, const char 
 static int reply_json_done(evh_response *resp, int status, cJSON *root, int ok,
                            const char *done)
 {
-	char *json = root && ok ? cJSON_PrintUnformatted(root) : NULL;
+	char *json = root && ok ? jsonb_print(root) : NULL;
 	int rc;
 	cJSON_Delete(root);
 	if (!json)

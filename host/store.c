@@ -2203,7 +2203,7 @@ int store_query_json(evh_tx *tx, const char *sql, const evh_value *args, size_t 
 		status = rc;
 		goto out;
 	}
-	*json = cJSON_PrintUnformatted(arr);
+	*json = jsonb_print(arr);
 	if (!*json) {
 		status = tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
 		goto out;
@@ -2768,7 +2768,7 @@ int store_events_json(store *s, const char *key, int64_t after_seq, int limit, c
 		status = events_json_locked(s, key, after_seq, limit, arr);
 		store_unlock(s);
 	}
-	if (!status && !(*json = cJSON_PrintUnformatted(arr)))
+	if (!status && !(*json = jsonb_print(arr)))
 		status = EVH_ENOMEM;
 	cJSON_Delete(arr);
 	return status;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "../../host/jsonb.h"
 #include "jsonin.h"
 #include "paging.h"
 
@@ -27,13 +28,13 @@ cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
 
 int reply_json(evh_response *resp, int status, const cJSON *body)
 {
-	char *text = cJSON_PrintUnformatted(body);
+	char *text = jsonb_print(body); /* numbers exact: cJSON's may not be */
 	int rc;
 
 	if (!text)
 		return EVH_ENOMEM;
 	rc = evh_resp_json(resp, status, text, strlen(text));
-	cJSON_free(text);
+	free(text);
 	return rc;
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../host/jsonb.h"
 #include "../common/ids.h"
 #include "../common/paging.h"
 #include "../common/reply.h"
@@ -113,7 +114,7 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 	if (check_rules(c, doc, resp, &rc) != 0)
 		goto out;
 	ids_uuid_v7(id); /* time-ordered: new documents append to the index */
-	if (crud_doc_set_id(doc, id) != 0 || !(json = cJSON_PrintUnformatted(doc))) {
+	if (crud_doc_set_id(doc, id) != 0 || !(json = jsonb_print(doc))) {
 		rc = EVH_ENOMEM;
 		goto out;
 	}
@@ -125,7 +126,7 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 	evh_resp_header(resp, "Location", location);
 	rc = reply_doc(resp, 201, 1, json);
 out:
-	cJSON_free(json);
+	free(json);
 	cJSON_Delete(doc);
 	return rc;
 }
@@ -212,7 +213,7 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 		goto out;
 	}
 	ids_now_rfc3339(now);
-	rc = doc && (json = cJSON_PrintUnformatted(doc)) ? EVH_OK : EVH_ENOMEM;
+	rc = doc && (json = jsonb_print(doc)) ? EVH_OK : EVH_ENOMEM;
 	if (rc == EVH_OK && (rc = crud_db_update(tx, c->name, id, json, now)) == EVH_OK)
 		rc = publish(st, tx, c, c->type_updated, id, json);
 	if (rc != EVH_OK) {
@@ -225,7 +226,7 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 	}
 	rc = reply_doc(resp, 200, version + 1, json);
 out:
-	cJSON_free(json);
+	free(json);
 	cJSON_Delete(doc);
 	free(current);
 	return rc;

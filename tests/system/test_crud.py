@@ -5,9 +5,11 @@ and the crud.<collection>.* events as a plain Kafka client (kcat) sees them
 on a real broker. HTTP-only tests use the embedded broker."""
 
 import json
+import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -141,6 +143,99 @@ def test_a_number_beyond_a_double_is_refused_not_stored_as_null(d):
         assert r.status_code == 400
     assert d.get(url).json() == doc
     assert [p["id"] for p in d.get("/crud/products").json()["items"]] == [doc["id"]]
+
+
+# Numbers as a client sends them (raw text) and the value JSON gives them.
+# cJSON printed a number with 15 digits whenever they read back *nearly* as
+# the same double: 9007199254740991 was stored and published as
+# 9.00719925474099e+15 (9007199254740990).
+EXACT_NUMBERS = {
+    "big": ("9007199254740991", 9007199254740991),
+    "neg": ("-9007199254740991", -9007199254740991),
+    "odd": ("8000000000000001", 8000000000000001),
+    "sum": ("0.30000000000000004", 0.30000000000000004),
+    "tenth": ("0.1", 0.1),
+    "huge": ("1e21", 1e21),
+    "tiny": ("5e-324", 5e-324),
+    "int": ("123", 123),
+    "half": ("1.5", 1.5),
+}
+
+
+def exact_numbers_body(**extra):
+    members = [f'"{k}": {text}' for k, (text, _) in EXACT_NUMBERS.items()]
+    members += [f'"{k}": {json.dumps(v)}' for k, v in extra.items()]
+    return "{" + ", ".join(members) + "}"
+
+
+def assert_numbers_exact(text, where):
+    doc = json.loads(text)
+    for k, (_, value) in EXACT_NUMBERS.items():
+        assert doc[k] == value and type(doc[k]) is type(value), (where, k, text)
+    for k in ("big", "neg", "odd"):  # integers in plain digits, not 9.0...e+15
+        assert f'"{k}":{EXACT_NUMBERS[k][0]}' in text, (where, text)
+    assert '"sum":0.30000000000000004' in text, (where, text)
+    return doc
+
+
+def test_numbers_are_kept_exactly(evhostd, tmp_path):
+    """What is stored, answered, listed and published is the number sent:
+    integers exact up to 2^53, every double read back as itself; and so is
+    what the admin API shows of the events."""
+    token = "admin-token-for-tests-0123456789"
+    (tmp_path / "admin.token").write_text(token + "\n")
+    d = evhostd({"plugin.crud": dict(PRODUCTS),
+                 "admin": {"token_file": str(tmp_path / "admin.token")}})
+    hdrs = {"Content-Type": "application/json"}
+    r = d.post("/crud/orders", data=exact_numbers_body(), headers=hdrs)
+    assert r.status_code == 201, r.text
+    doc_id = assert_numbers_exact(r.text, "POST")["id"]
+    url = f"/crud/orders/{doc_id}"
+    assert_numbers_exact(d.get(url).text, "GET")
+    (item,) = listing(d, collection="orders")["items"]
+    assert_numbers_exact(json.dumps(item, separators=(",", ":")), "list")
+    r = d.get("/crud/orders")
+    assert '"big":9007199254740991' in r.text and '"sum":0.30000000000000004' in r.text, r.text
+    r = d.put(url, data=exact_numbers_body(v=1), headers=hdrs)
+    assert r.status_code == 200, r.text
+    assert_numbers_exact(r.text, "PUT")
+    r = d.patch(url, data='{"v": 2, "more": 9007199254740993}', headers=MERGE_PATCH)
+    assert r.status_code == 200, r.text
+    assert_numbers_exact(r.text, "PATCH")
+    assert '"more":9007199254740992' in r.text  # beyond 2^53: the nearest double, exactly
+    assert_numbers_exact(d.get(url).text, "GET after PATCH")
+    # The events carry the same text (crud publishes the document as stored).
+    assert wait_outbox_empty(d), d.log_tail()
+    r = d.get("/admin/events", params={"plugin": "crud"},
+              headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    assert [e["type"] for e in r.json()["events"]] == ["crud.orders.created",
+                                                       "crud.orders.updated",
+                                                       "crud.orders.updated"], r.text
+    for e in r.json()["events"]:
+        assert_numbers_exact(json.dumps(e["data"], separators=(",", ":")), "admin")
+    assert r.text.count('"big":9007199254740991') == 3, r.text
+    db = sqlite3.connect(str(Path(d.state_dir) / "crud.db"))
+    try:
+        events = [v if isinstance(v, str) else bytes(v).decode() for (v,) in
+                  db.execute("SELECT data FROM evh_log ORDER BY seq").fetchall()]
+    finally:
+        db.close()
+    assert len(events) == 3, events
+    for i, text in enumerate(events):
+        assert_numbers_exact(text, f"event {i}")
+
+
+@pytest.mark.parametrize("text,value", [("1.7976931348623157e308", 1.7976931348623157e308),
+                                        ("-1.7976931348623157e308", -1.7976931348623157e308)])
+def test_the_largest_double_is_stored(d, text, value):
+    # Printed with 15 digits it was 1.79769313486232e+308, beyond a double's
+    # range: the host refused the event and the client got 500.
+    r = d.post("/crud/orders", data='{"max": %s}' % text,
+               headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.json()["max"] == value
+    assert d.get(f"/crud/orders/{r.json()['id']}").json()["max"] == value
 
 
 def test_a_nul_escape_is_refused_not_cut_short(d):

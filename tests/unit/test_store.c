@@ -416,6 +416,17 @@ static void test_query_json(void **state)
 	                 EVH_OK);
 	assert_string_equal(json, "[]");
 	free(json);
+	/* REAL columns and numbers in embedded JSON exact (cJSON's printer wrote
+	 * 0.3 and 9.00719925474099e+15 for these) */
+	assert_int_equal(store_query_json(tx,
+	                                  "SELECT 0.30000000000000004 AS r, "
+	                                  "'[9007199254740991,1.7976931348623157e308]' AS v_json",
+	                                  NULL, 0, &json, NULL),
+	                 EVH_OK);
+	assert_string_equal(json,
+	                    "[{\"r\":0.30000000000000004,"
+	                    "\"v\":[9007199254740991,1.7976931348623157e+308]}]");
+	free(json);
 	/* A *_json column holding something else than JSON is an error. */
 	assert_int_equal(store_query_json(tx, "SELECT 'nope{' AS bad_json", NULL, 0, &json, NULL),
 	                 EVH_ESTORE);
