@@ -124,6 +124,15 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	}
 	if (!d->init)
 		return "descriptor has no init function";
+	for (const evh_config_key *k = d->config; k && k->name; k++)
+		for (const char *const *o = host_owned_keys; *o; o++)
+			if (!strcmp(k->name, *o)) {
+				snprintf(buf, len,
+				         "its configuration schema declares '%s', a key of the host's "
+				         "(enabled, required, path, group, log_level): rename it",
+				         k->name);
+				return buf;
+			}
 	return NULL;
 }
 

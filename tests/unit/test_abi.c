@@ -106,6 +106,8 @@ static void test_descriptor_checks(void **st)
 	expect_refusal("bad_desc_2.so", "descriptor is 16 bytes, expected at least", NULL);
 	expect_refusal("bad_desc_3.so", "descriptor name 'Bad Name' is not [a-z0-9_-]{1,64}", NULL);
 	expect_refusal("bad_desc_4.so", "descriptor has no init function", NULL);
+	expect_refusal("bad_desc_5.so", "its configuration schema declares 'path', a key of the host's",
+	               "rename it");
 }
 
 /* A directory where the plugin file should be. */
