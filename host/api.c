@@ -163,9 +163,13 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	int rc;
 
 	if (!p || !valid_topic(topic) || !type || !*type || !json) {
-		if (p)
-			log_error(p->name, "publish: bad topic '%s' or missing type/data",
+		if (p && !valid_topic(topic))
+			log_error(p->name, "publish: topic '%.260s' is not a Kafka topic name (1-249 of "
+			                   "a-z A-Z 0-9 . _ -, not . or ..)",
 			          topic ? topic : "(null)");
+		else if (p)
+			log_error(p->name, "publish to %s: %s", topic,
+			          !type || !*type ? "no type (the event's ce_type)" : "no data (NULL)");
 		return EVH_EINVAL;
 	}
 	if (strlen(type) >= sizeof ((ce_meta *)NULL)->type) {

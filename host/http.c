@@ -548,6 +548,7 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 {
 	struct mg_connection *c = req->conn;
 	char line[64];
+	const char *reason;
 	headbuf *b;
 	int head = !strcmp(req->method, "HEAD"), keep, has_date = 0;
 	int with_body;
@@ -577,7 +578,13 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 	snprintf(line, sizeof line, "HTTP/%s %d ", req->ri && is_http10(req) ? "1.0" : "1.1",
 	         resp->status);
 	hb_str(b, line);
-	hb_str(b, mg_get_response_code_text(c, resp->status));
+	/* civetweb's own texts have a typo or two ("Unproccessable entity"): its
+	 * own for the statuses evhost has none of. */
+	reason = reason_phrase(resp->status);
+	if (!strcmp(reason, "Server Error") || !strcmp(reason, "Client Error") ||
+	    (!strcmp(reason, "OK") && resp->status != 200))
+		reason = mg_get_response_code_text(c, resp->status);
+	hb_str(b, reason);
 	hb_add(b, "\r\n", 2);
 	if (status_has_body(resp->status)) {
 		if (resp->ctype)

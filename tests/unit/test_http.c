@@ -621,6 +621,8 @@ static void test_handler_results(void **state)
 	free(r);
 	r = request(f, "GET", "/t/problem", NULL, NULL);
 	expect_problem(r, 422, "validation");
+	/* evhost's reason phrase, not civetweb's "Unproccessable entity" */
+	assert_memory_equal(r, "HTTP/1.1 422 Unprocessable Content\r\n", 36);
 	assert_non_null(strstr(body_of(r), "\"detail\":\"say \\\"why\\\"\""));
 	assert_non_null(strstr(body_of(r), "\"field\":\"email\""));
 	assert_non_null(strstr(body_of(r), "\"title\":\"Unprocessable Content\""));
