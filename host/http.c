@@ -1010,6 +1010,7 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 	int max = h->set.json_max_depth > 0 ? h->set.json_max_depth : HTTP_DEFAULT_JSON_DEPTH;
 	size_t pos = 0;
 	long at;
+	char name[128];
 	if (!req->body || req->body_len == 0) {
 		problem(resp, 400, "malformed-json", "the request body is empty; JSON expected");
 		return -1;
@@ -1023,10 +1024,23 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		problem(resp, 400, "malformed-json", "invalid UTF-8 at byte %ld", at);
 		return -1;
 	}
-	/* Checked, not parsed: the plugin parses it (json.h). */
+	/* Checked without a tree first (json.h); parsed only for the names. */
 	switch (json_check(req->body, req->body_len, max, &pos)) {
 	case JSON_OK:
-		return 0;
+		switch (json_duplicate_member(req->body, req->body_len, name, sizeof name)) {
+		case 0: return 0;
+		case 1:
+			problem(resp, 400, "malformed-json",
+			        "the member name \"%.100s\" appears twice in one object (parsers "
+			        "disagree on which value counts)",
+			        name);
+			return -1;
+		default:
+			http_resp_header(resp, "Retry-After", "1");
+			problem(resp, 503, "unavailable", "out of memory checking the JSON body; try "
+			                                  "again");
+			return -1;
+		}
 	case JSON_TOO_DEEP:
 		problem(resp, 400, "malformed-json", "JSON nested deeper than %d levels at byte %zu",
 		        max < JSON_MAX_DEPTH ? max : JSON_MAX_DEPTH, pos);

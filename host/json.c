@@ -1,7 +1,9 @@
 /* JSON syntax check without allocation (see json.h). One pass, no
- * recursion: the open objects and arrays are a stack of bytes. */
+ * recursion: the open objects and arrays are a stack of bytes. And the
+ * duplicate member check, which parses. */
 #include "json.h"
 
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -366,4 +368,75 @@ long json_utf8_error(const char *text, size_t n)
 		i += need + 1;
 	}
 	return -1;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A member name given twice among the children of `o`, or NULL; *oom set
+ * when the sort needed memory it did not get. */
+static const char *twice_in(const cJSON *o, int *oom)
+{
+	const char **names, *dup = NULL;
+	size_t k = 0, i = 0;
+	const cJSON *c;
+	for (c = o->child; c; c = c->next)
+		k++;
+	if (k <= 8) { /* the usual body: a few members, no allocation */
+		for (c = o->child; c && !dup; c = c->next)
+			for (const cJSON *d = c->next; d && !dup; d = d->next)
+				if (!strcmp(c->string, d->string))
+					dup = c->string;
+		return dup;
+	}
+	if (!(names = malloc(k * sizeof *names))) {
+		*oom = 1;
+		return NULL;
+	}
+	for (c = o->child; c; c = c->next)
+		names[i++] = c->string;
+	qsort(names, k, sizeof *names, name_cmp);
+	for (i = 1; i < k && !dup; i++)
+		if (!strcmp(names[i - 1], names[i]))
+			dup = names[i];
+	free(names);
+	return dup;
+}
+
+#define STACK_MAX (2 * (JSON_MAX_DEPTH + 2))
+
+int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen)
+{
+	cJSON *root = cJSON_ParseWithLength(s, n);
+	const cJSON **stack;
+	size_t top = 0;
+	int rc = 0, oom = 0;
+	if (!root)
+		return -1; /* json_check passed it: only memory can fail here */
+	/* Depth-first without recursion (a worker's stack is small). A popped
+	 * node pushes its next sibling and its first child: at most two
+	 * entries per level of nesting wait at a time. */
+	if (!(stack = malloc(STACK_MAX * sizeof *stack))) {
+		cJSON_Delete(root);
+		return -1;
+	}
+	stack[top++] = root;
+	while (top && !rc && !oom) {
+		const cJSON *v = stack[--top];
+		const char *dup;
+		if (cJSON_IsObject(v) && (dup = twice_in(v, &oom))) {
+			snprintf(name, namelen, "%s", dup);
+			rc = 1;
+		}
+		/* The next sibling waits under the first child. */
+		if (v != root && v->next && top < STACK_MAX)
+			stack[top++] = v->next;
+		if ((cJSON_IsObject(v) || cJSON_IsArray(v)) && v->child && top < STACK_MAX)
+			stack[top++] = v->child;
+	}
+	free(stack);
+	cJSON_Delete(root);
+	return oom ? -1 : rc;
 }

@@ -36,4 +36,13 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at);
  * must be UTF-8 (RFC 8259 section 8.1). */
 long json_utf8_error(const char *s, size_t n);
 
+/* Does s[0..n), a text json_check accepted, have an object that names a
+ * member twice (compared after decoding escapes: "a" and "\u0061" are one
+ * name)? RFC 8259 leaves what that means to each parser, and parsers
+ * disagree (cJSON takes the first, most others the last): a check made on
+ * one value would not hold for the other. 1 with the name copied to `name`
+ * (cut to namelen), 0 when every name is unique, -1 out of memory. Parses
+ * the text (allocates). */
+int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen);
+
 #endif

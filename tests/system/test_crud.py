@@ -128,6 +128,24 @@ def test_malformed_json_is_refused_by_the_host(d):
     assert r.status_code == 400
 
 
+def test_a_member_named_twice_is_refused_not_stored(d):
+    # crud checks the first "price" (cJSON's reading), a consumer in Python
+    # or JavaScript reads the last: {"price":1,"price":"free"} passed the
+    # collection's rules and reached them as a string. The host refuses
+    # such a body before any plugin sees it, however the name is written.
+    for body in ('{"name":"x","price":1,"price":"free"}',
+                 '{"name":"x","price":1,"\\u0070rice":"free"}'):
+        r = d.post("/crud/products", data=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"] == ('the member name "price" appears twice in one object '
+                                      '(parsers disagree on which value counts)'), r.text
+    created = create(d, {"name": "x", "price": 1})
+    r = d.patch(f"/crud/products/{created['id']}", data='{"price":2,"price":"free"}',
+                headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert [p["id"] for p in d.get("/crud/products").json()["items"]] == [created["id"]]
+
+
 def test_a_number_beyond_a_double_is_refused_not_stored_as_null(d):
     # cJSON reads 1e999 as infinity and writes it as null: a required number
     # would be stored as null, and the product's price lost without a word

@@ -295,6 +295,56 @@ static void test_number_range(void **state)
 	expect_range(buf, 0);
 }
 
+static int dup_of(const char *s, char *name)
+{
+	return json_duplicate_member(s, strlen(s), name, 64);
+}
+
+static void test_duplicate_members(void **state)
+{
+	char name[64], *deep, *wide;
+	size_t n = 0;
+	(void)state;
+	assert_int_equal(dup_of("{\"a\":1,\"b\":2,\"c\":{\"a\":3}}", name), 0);
+	assert_int_equal(dup_of("[{\"a\":1},{\"a\":2}]", name), 0);
+	assert_int_equal(dup_of("\"x\"", name), 0);
+	assert_int_equal(dup_of("{\"name\":\"x\",\"price\":1,\"price\":\"free\"}", name), 1);
+	assert_string_equal(name, "price");
+	/* one name, however it is written */
+	assert_int_equal(dup_of("{\"a\":1,\"\\u0061\":2}", name), 1);
+	assert_string_equal(name, "a");
+	/* deeper, and after the first member of an array */
+	assert_int_equal(dup_of("{\"l\":[1,{\"k\":{\"z\":1,\"y\":2,\"z\":3}}]}", name), 1);
+	assert_string_equal(name, "z");
+	/* many members (sorted, not compared pairwise): the last one again */
+	wide = malloc(20 * 16 + 32);
+	assert_non_null(wide);
+	n += (size_t)sprintf(wide, "{");
+	for (int i = 0; i < 20; i++)
+		n += (size_t)sprintf(wide + n, "\"m%d\":%d,", i, i);
+	sprintf(wide + n, "\"m19\":0}");
+	assert_int_equal(dup_of(wide, name), 1);
+	assert_string_equal(name, "m19");
+	wide[n - 1] = '}';
+	wide[n] = '\0';
+	assert_int_equal(dup_of(wide, name), 0);
+	free(wide);
+	/* at the bottom of JSON_MAX_DEPTH levels, beside siblings at each */
+	deep = malloc(JSON_MAX_DEPTH * 12 + 64);
+	assert_non_null(deep);
+	n = 0;
+	for (int i = 0; i < JSON_MAX_DEPTH - 1; i++)
+		n += (size_t)sprintf(deep + n, "[1,");
+	n += (size_t)sprintf(deep + n, "{\"q\":1,\"q\":2}");
+	for (int i = 0; i < JSON_MAX_DEPTH - 1; i++)
+		deep[n++] = ']';
+	deep[n] = '\0';
+	assert_int_equal(json_check(deep, n, JSON_MAX_DEPTH, NULL), JSON_OK);
+	assert_int_equal(dup_of(deep, name), 1);
+	assert_string_equal(name, "q");
+	free(deep);
+}
+
 static void test_depth(void **state)
 {
 	char *deep = malloc(2 * JSON_MAX_DEPTH + 3);
@@ -331,6 +381,7 @@ int main(void)
 	    cmocka_unit_test(test_nul_inside),
 	    cmocka_unit_test(test_string_every_offset),
 	    cmocka_unit_test(test_depth),
+	    cmocka_unit_test(test_duplicate_members),
 	    cmocka_unit_test(test_number_range),
 	    cmocka_unit_test(test_nul_escape),
 	    cmocka_unit_test(test_utf8),
