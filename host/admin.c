@@ -58,6 +58,9 @@
 #define LIST_MAX 1000
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
+/* The largest offset a request may name: JSON numbers are doubles here, and
+ * above 2^53 a double no longer holds every integer (2^53 + 1 reads as 2^53). */
+#define OFFSET_MAX 9007199254740992.0 /* 2^53 */
 #define RELOAD_WAIT_MS 60000 /* then 202: still running, poll /admin/plugins */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
@@ -275,6 +278,21 @@ static int query_int(evh_request *req, evh_response *resp, const char *name, int
 		return -1;
 	}
 	*out = n;
+	return 0;
+}
+
+/* A JSON number that is an integer in [min, max] (both within +-2^53, where
+ * a double holds every integer): 0 and *out set, or -1. A fraction, a string
+ * ("1"), or anything out of range is -1, never truncated or wrapped. */
+static int json_int(const cJSON *v, double min, double max, int64_t *out)
+{
+	double d;
+	if (!cJSON_IsNumber(v))
+		return -1;
+	d = v->valuedouble;
+	if (!(d >= min && d <= max) || d != (double)(int64_t)d)
+		return -1;
+	*out = (int64_t)d;
 	return 0;
 }
 
@@ -585,18 +603,41 @@ static int parse_picks(const cJSON *body, pick **out, size_t *n, int *all, evh_r
 		const cJSON *pa = cJSON_GetObjectItemCaseSensitive(it, "partition");
 		const cJSON *o =
 		    cJSON_IsNumber(it) ? it : cJSON_GetObjectItemCaseSensitive(it, "offset");
-		pick *pk = &(*out)[i++];
-		*n = i;
+		pick *pk = &(*out)[i];
+		char field[64];
+		int64_t v;
+		*n = ++i;
 		pk->partition = -1;
-		if (!cJSON_IsNumber(o) || o->valuedouble < 0 ||
-		    (!cJSON_IsNumber(it) && !cJSON_IsObject(it)) || (t && !cJSON_IsString(t)) ||
-		    (pa && (!cJSON_IsNumber(pa) || pa->valuedouble < 0)))
-			return invalid(resp, "offsets",
-			               "each entry of offsets is an offset or "
-			               "{\"topic\",\"partition\",\"offset\"}");
-		pk->offset = (int64_t)o->valuedouble;
-		if (pa)
-			pk->partition = (int32_t)pa->valuedouble;
+		if (!cJSON_IsObject(it) && !cJSON_IsNumber(it)) {
+			snprintf(field, sizeof field, "offsets[%zu]", i - 1);
+			problem(resp, 422, "validation", field,
+			        "%s: each entry of offsets is an offset or "
+			        "{\"topic\",\"partition\",\"offset\"}",
+			        field);
+			return -1;
+		}
+		if (t && !cJSON_IsString(t)) {
+			snprintf(field, sizeof field, "offsets[%zu].topic", i - 1);
+			problem(resp, 422, "validation", field, "%s must be a string", field);
+			return -1;
+		}
+		if (json_int(o, 0, OFFSET_MAX, &v)) {
+			snprintf(field, sizeof field,
+			         cJSON_IsNumber(it) ? "offsets[%zu]" : "offsets[%zu].offset", i - 1);
+			problem(resp, 422, "validation", field,
+			        "%s must be an integer from 0 to %.0f", field, OFFSET_MAX);
+			return -1;
+		}
+		pk->offset = v;
+		if (pa) {
+			if (json_int(pa, 0, INT32_MAX, &v)) {
+				snprintf(field, sizeof field, "offsets[%zu].partition", i - 1);
+				problem(resp, 422, "validation", field,
+				        "%s must be an integer from 0 to %d", field, INT32_MAX);
+				return -1;
+			}
+			pk->partition = (int32_t)v;
+		}
 		if (t && !(pk->topic = strdup(t->valuestring)))
 			return oom(resp);
 	}
@@ -853,14 +894,28 @@ static int parse_offsets(const cJSON *from, struct replay_args *a, evh_response 
 	cJSON_ArrayForEach(t, offs) cJSON_ArrayForEach(p, t) {
 		replay_pos *r = &a->offsets[a->noffsets];
 		char *end;
-		long part = strtol(p->string, &end, 10);
-		if (!*p->string || *end || part < 0 || part > INT32_MAX || !cJSON_IsNumber(p) ||
-		    p->valuedouble < 0)
-			goto bad;
+		long long part;
+		int64_t off;
+		errno = 0;
+		part = isdigit((unsigned char)*p->string) ? strtoll(p->string, &end, 10) : -1;
+		if (part < 0 || *end || errno || part > INT32_MAX) {
+			problem(resp, 422, "validation", "from.offsets",
+			        "from.offsets: topic %s: partition '%s' must be an integer from 0 "
+			        "to %d",
+			        t->string, p->string, INT32_MAX);
+			return -1;
+		}
+		if (json_int(p, 0, OFFSET_MAX, &off)) {
+			problem(resp, 422, "validation", "from.offsets",
+			        "from.offsets: topic %s partition %lld: the offset must be an "
+			        "integer from 0 to %.0f",
+			        t->string, part, OFFSET_MAX);
+			return -1;
+		}
 		if (!(r->topic = strdup(t->string)))
 			return oom(resp);
 		r->partition = (int32_t)part;
-		r->offset = (int64_t)p->valuedouble;
+		r->offset = off;
 		a->noffsets++;
 	}
 	a->req.from = REPLAY_OFFSETS;

@@ -1030,22 +1030,36 @@ static char *request_json(cJSON *body, int ok)
 /* "O", "P:O" or "TOPIC:P:O" as a redrive selection entry; NULL when it is
  * none of those. Topic names cannot contain ':'. Out of memory, *ok is
  * cleared (see jsonb.h). */
+/* The digits from s up to `stop` (a '\0' or ':') as a number in [0, max]:
+ * 0, or -1 for no digits, anything else ("+1", " 1", "1.5") or too big. */
+static int parse_digits(const char *s, const char *stop, long long max, long long *out)
+{
+	long long n = 0;
+	if (s == stop)
+		return -1;
+	for (; s < stop; s++) {
+		if (*s < '0' || *s > '9' || n > (max - (*s - '0')) / 10)
+			return -1;
+		n = n * 10 + (*s - '0');
+	}
+	*out = n;
+	return 0;
+}
+
+/* The largest offset the admin API takes: 2^53, up to where a JSON number
+ * (a double) holds every integer. */
+#define ID_OFFSET_MAX 9007199254740992LL
+
 static cJSON *parse_id(const char *id, int *ok)
 {
 	const char *last = strrchr(id, ':'), *first = strchr(id, ':');
-	char *end;
 	long long off, part = -1;
 	cJSON *o;
 
-	off = strtoll(last ? last + 1 : id, &end, 10);
-	if (*end || end == (last ? last + 1 : id) || off < 0)
+	if (parse_digits(last ? last + 1 : id, id + strlen(id), ID_OFFSET_MAX, &off))
 		return NULL;
-	if (last) {
-		const char *ps = first == last ? id : first + 1;
-		part = strtoll(ps, &end, 10);
-		if (end != last || end == ps || part < 0 || part > INT_MAX)
-			return NULL;
-	}
+	if (last && parse_digits(first == last ? id : first + 1, last, INT32_MAX, &part))
+		return NULL;
 	if (!last) {
 		o = cJSON_CreateNumber((double)off);
 		*ok = *ok && o;

@@ -261,6 +261,29 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"limit": "x"})
     assert r.status_code == 422
 
+    # A partition or offset that is not an integer in range is refused, naming the
+    # field, and nothing is redriven: not truncated (2.9 once meant 2), not wrapped
+    # (partition 1e10 once came out negative, which meant "any partition").
+    poison = by_key["k9"]
+    part, off = poison["partition"], poison["offset"]
+    bad_partitions = (1e10, 2 ** 31, -1, 2.5, part + 0.9, "1", 2 ** 53 + 2)
+    bad_offsets = (1e20, -1, 2.5, off + 0.9, "1", 2 ** 53 + 2)
+    for entry, field in ([({"partition": b, "offset": off}, "offsets[1].partition")
+                          for b in bad_partitions] +
+                         [({"partition": part, "offset": b}, "offsets[1].offset")
+                          for b in bad_offsets] +
+                         [(b, "offsets[1]") for b in bad_offsets]):
+        r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+                   json={"offsets": [{"partition": part, "offset": 999999}, entry]})
+        assert r.status_code == 422, (entry, r.text)
+        assert r.json()["field"] == field, (entry, r.text)
+        assert field in r.json()["detail"], r.text
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+               json={"offsets": [{"topic": poison["topic"], "partition": 1e10,
+                                  "offset": off + 0.9}]})
+    assert r.status_code == 422, r.text
+    assert not any(m["redriven"] for m in dlq(d)["messages"])
+
     # The dependency is back: redrive the two (by offset), not the poison one.
     fine = wait_seen(d, 1)  # the event behind the failed one in its partition went on
     assert [r["data"] for r in fine] == [{"fine": True}]
@@ -369,6 +392,17 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     r = d.post("/admin/plugins/probe/replay", headers=auth(),
                json={"from": {"offsets": {topic: {"0": 10 ** 9}}}})
     assert r.status_code == 422
+    # Offsets and partitions that are not integers in range: refused before any
+    # rewind (2.5 once rewound to 2; "+0" and " 0" once read as partition 0).
+    p0 = str(last["partition"])
+    for offsets in ({p0: 2.5}, {p0: -1}, {p0: "1"}, {p0: 1e10 * 1e10}, {p0: 2 ** 53 + 2},
+                    {"-1": 0}, {"+0": 0}, {" 0": 0}, {"0.0": 0}, {"1e10": 0},
+                    {"10000000000": 0}, {"": 0}):
+        r = d.post("/admin/plugins/probe/replay", headers=auth(),
+                   json={"from": {"offsets": {topic: offsets}}})
+        assert r.status_code == 422, (offsets, r.text)
+        assert r.json()["field"] == "from.offsets", (offsets, r.text)
+        assert topic in r.json()["detail"], r.text
     assert d.post("/admin/plugins/nobody/replay", headers=auth(),
                   json={"from": "beginning"}).status_code == 404
     time.sleep(0.5)

@@ -217,6 +217,13 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
                          (["dlq", "redrive", "probe"], "needs --all or dead-letter ids"),
                          (["dlq", "redrive", "probe", "--all", "0:1"], "not both"),
                          (["dlq", "redrive", "probe", "1:x"], "'1:x' is not a dead-letter id"),
+                         (["dlq", "redrive", "probe", "1:+2"], "'1:+2' is not a dead-letter id"),
+                         (["dlq", "redrive", "probe", "1: 2"], "'1: 2' is not a dead-letter id"),
+                         (["dlq", "redrive", "probe", "2147483648:0"], "is not a dead-letter"),
+                         (["dlq", "redrive", "probe", "0:9007199254740993"],
+                          "'0:9007199254740993' is not a dead-letter id"),
+                         (["dlq", "redrive", "probe", "99999999999999999999"],
+                          "is not a dead-letter id"),
                          (["replay", "probe"], "needs --from"),
                          (["enable", "../etc"], "is not a plugin name"),
                          (["status", "extra"], "takes 0 arguments")):
