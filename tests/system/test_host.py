@@ -564,6 +564,69 @@ def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_pat
     assert d.get("/hello/ada").json()["greeted"] == 2
 
 
+CXX_PLUGIN = r"""
+// A plugin written in C++: EVH_PLUGIN must give its entry C linkage.
+#include <evhost/evhost.h>
+
+#include <string>
+
+namespace {
+
+const evh_config_key cxx_config[] = {
+    {"greeting", EVH_CFG_STRING, "hi", 0, "what to say"},
+    {nullptr, EVH_CFG_STRING, nullptr, 0, nullptr},
+};
+
+struct state {
+    std::string body;
+};
+
+int greet(evh_request *, evh_response *resp, void *ud)
+{
+    const std::string &body = static_cast<state *>(ud)->body;
+    return evh_resp_json(resp, 200, body.data(), body.size());
+}
+
+int cxx_init(evh_plugin *p, void **out)
+{
+    state *s = new state{std::string("{\"greeting\":\"") + evh_config_str(p, "greeting") +
+                         "\",\"lang\":\"c++\"}"};
+    *out = s;
+    return evh_http_route(p, "GET", "/cxx", greet, s);
+}
+
+void cxx_fini(evh_plugin *, void *st) { delete static_cast<state *>(st); }
+
+} // namespace
+
+EVH_PLUGIN("cxx", "1.0.0", "a C++ plugin", cxx_config, cxx_init, cxx_fini)
+"""
+
+
+def test_cxx_plugin_builds_exports_a_c_entry_and_loads(evhostd, tmp_path):
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        pytest.skip("no C++ compiler (g++) is installed")
+    src = tmp_path / "cxx.cpp"
+    src.write_text(CXX_PLUGIN)
+    out = tmp_path / "cxx.so"
+    r = subprocess.run([cxx, "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        "-Wl,--no-undefined", f"-I{lib.REPO_ROOT / 'sdk' / 'include'}",
+                        str(src), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    if shutil.which("nm"):
+        syms = subprocess.run(["nm", "-D", "--defined-only", str(out)], capture_output=True,
+                              text=True, check=True).stdout.split()
+        assert "evh_plugin_entry_v1" in syms, syms
+        assert not [s for s in syms if "evh_plugin_entry" in s and s.startswith("_Z")], syms
+
+    d = evhostd({"plugin.cxx": {"path": str(out), "greeting": "hallo"}})
+    r = d.get("/cxx")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"greeting": "hallo", "lang": "c++"}
+
+
 # ------------------------------------------------- events through real Kafka
 
 

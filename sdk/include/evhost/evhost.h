@@ -360,7 +360,17 @@ typedef struct evh_plugin_desc {
 typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
 #define EVH_PLUGIN_ENTRY_SYMBOL "evh_plugin_entry_v1"
 
-/* Write the entry point. Use once per plugin, in one .c file:
+/* C linkage for what EVH_PLUGIN defines: the macro expands in the plugin's
+ * own file, outside this header's extern "C", and the host looks the entry up
+ * by its C name (a C++ compiler would otherwise mangle it). */
+#ifdef __cplusplus
+#define EVH__C_LINKAGE extern "C"
+#else
+#define EVH__C_LINKAGE
+#endif
+
+/* Write the entry point. Use once per plugin, in one .c (or C++) file, at
+ * file scope (not inside a namespace):
  *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini);
  */
 #define EVH_PLUGIN(name_, version_, descr_, config_, init_, fini_)                         \
@@ -368,8 +378,10 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
 	static const evh_plugin_desc evh__desc = {                                             \
 	    sizeof(evh_plugin_desc), EVH_ABI_MAJOR, EVH_ABI_MINOR, (name_), (version_),       \
 	    (descr_), (config_), (init_), (fini_), {0}};                                       \
-	EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(const evh_api *api);            \
-	EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(const evh_api *api)             \
+	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
+	    const evh_api *api);                                                               \
+	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
+	    const evh_api *api)                                                                \
 	{                                                                                      \
 		evh__api = api;                                                                \
 		return &evh__desc;                                                             \
