@@ -80,6 +80,37 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 
 static int positive_or(int v, int dflt) { return v > 0 ? v : dflt; }
 
+/* A subscription's own retry policy, held to [kafka] retry.*'s ranges (0
+ * takes the host's value): 0 when it is, else -1 after logging which field of
+ * which topic is wrong (the log's component is the plugin). */
+static int check_sub_retry(evh_plugin *p, const evh_subscription *sub)
+{
+	static const char *const name[] = {"max_attempts", "backoff_ms", "backoff_max_ms"};
+	static const int max[] = {RETRY_ATTEMPTS_MAX, RETRY_BACKOFF_MS_MAX,
+	                          RETRY_BACKOFF_MAX_MS_MAX};
+	const int v[] = {sub->max_attempts, sub->backoff_ms, sub->backoff_max_ms};
+	char msg[512];
+	for (size_t i = 0; i < 3; i++) {
+		if (v[i] < 0 || v[i] > max[i]) {
+			snprintf(msg, sizeof msg,
+			         "subscription to %s refused: %s %d is out of range (0 for the "
+			         "host's [kafka] retry.%s, or 1 to %d)",
+			         sub->topic, name[i], v[i], name[i], max[i]);
+			api_log(p, EVH_LOG_ERROR, msg);
+			return -1;
+		}
+	}
+	if (sub->backoff_ms > 0 && sub->backoff_max_ms > 0 && sub->backoff_max_ms < sub->backoff_ms) {
+		snprintf(msg, sizeof msg,
+		         "subscription to %s refused: backoff_max_ms (%d) must not be below "
+		         "backoff_ms (%d)",
+		         sub->topic, sub->backoff_max_ms, sub->backoff_ms);
+		api_log(p, EVH_LOG_ERROR, msg);
+		return -1;
+	}
+	return 0;
+}
+
 static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 {
 	const settings *s;
@@ -92,6 +123,8 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 		log_error(p->name, "subscriptions can only be added during init");
 		return EVH_ESTATE;
 	}
+	if (sub->struct_size >= offsetof(evh_subscription, reserved) && check_sub_retry(p, sub))
+		return EVH_EINVAL;
 	s = &p->host->set;
 	subs = realloc(p->subs, (p->nsubs + 1) * sizeof *subs);
 	if (!subs)

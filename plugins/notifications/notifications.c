@@ -3,6 +3,7 @@
  * every known recipient, and logs each delivery. This file: configuration,
  * templates, transports, init/fini. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,17 +405,38 @@ static int route(notif_state *st, const char *method, const char *pattern,
 	return rc;
 }
 
+/* The subscription's retry policy: the ranges of the host's [kafka] retry.*
+ * (0 here takes the host's value), and backoff_max_ms not below backoff_ms
+ * when both are set (the host refuses the subscription otherwise). */
 static int check_retry_keys(notif_state *st)
 {
-	static const char *const keys[] = {"retry.max_attempts", "retry.backoff_ms",
-	                                   "retry.backoff_max_ms"};
-	for (size_t i = 0; i < 3; i++) {
-		int64_t v = evh_config_int(st->p, keys[i], 0);
-		if (v < 0 || v > 1000000000) {
-			evh_log(st->p, EVH_LOG_ERROR, "%s must be between 0 and 1000000000",
-			        keys[i]);
+	static const struct {
+		const char *key;
+		int64_t max;
+	} keys[] = {
+	    {"retry.max_attempts", 1000},
+	    {"retry.backoff_ms", 3600 * 1000},
+	    {"retry.backoff_max_ms", 24 * 3600 * 1000},
+	};
+	int64_t backoff, backoff_max;
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		int64_t v = evh_config_int(st->p, keys[i].key, 0);
+		if (v < 0 || v > keys[i].max) {
+			evh_log(st->p, EVH_LOG_ERROR,
+			        "%s must be 0 (the host's [kafka] %s) or between 1 and %" PRId64
+			        " (got %" PRId64 ")",
+			        keys[i].key, keys[i].key, keys[i].max, v);
 			return -1;
 		}
+	}
+	backoff = evh_config_int(st->p, "retry.backoff_ms", 0);
+	backoff_max = evh_config_int(st->p, "retry.backoff_max_ms", 0);
+	if (backoff > 0 && backoff_max > 0 && backoff_max < backoff) {
+		evh_log(st->p, EVH_LOG_ERROR,
+		        "retry.backoff_max_ms (%" PRId64 ") must not be below retry.backoff_ms "
+		        "(%" PRId64 ")",
+		        backoff_max, backoff);
+		return -1;
 	}
 	st->max_attempts = (int)evh_config_int(st->p, "retry.max_attempts", 0);
 	return 0;

@@ -87,6 +87,25 @@ def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     d.expect_exit_code = None
 
 
+@pytest.mark.parametrize("keys,needle", [
+    ({"retry.max_attempts": 1001}, "max_attempts 1001 is out of range (0 for the host's "
+                                   "[kafka] retry.max_attempts, or 1 to 1000)"),
+    ({"retry.max_attempts": -1}, "max_attempts -1 is out of range"),
+    ({"retry.backoff_ms": 3600001}, "backoff_ms 3600001 is out of range"),
+    # the probe's backoff_max_ms is 1000
+    ({"retry.backoff_ms": 2000}, "backoff_max_ms (1000) must not be below backoff_ms (2000)"),
+])
+def test_subscription_with_a_retry_policy_out_of_range_is_refused(evhostd, build_dir, keys,
+                                                                    needle):
+    conf = probe_conf(build_dir, topic="probe.retry.range", **{k: str(v) for k, v in keys.items()})
+    r = evhostd.run([], config={"plugin.probe": conf}, timeout=30)
+    assert r.returncode != 0, r.stderr
+    lines = [l for l in r.stderr.splitlines() if needle in l]
+    assert lines, r.stderr
+    # names the plugin (the line's component) and the topic
+    assert "probe" in lines[0] and "subscription to probe.retry.range refused" in lines[0]
+
+
 def test_optional_plugin_failure_is_a_warning(evhostd, build_dir):
     bad = fixture_dir(build_dir) / "init_fails.so"
     d = evhostd({

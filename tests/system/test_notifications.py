@@ -698,6 +698,18 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
         ({"transport": "smtp", "smtp_url": "smtp://127.0.0.1:1", "smtp_user": "u"},
          "smtp_password_file is not"),
         ({"topic.user_updated": "USER_CREATED"}, "must differ"),
+        # The host's [kafka] retry.* ranges; 0 takes the host's value.
+        ({"retry.max_attempts": 1000000},
+         "retry.max_attempts must be 0 (the host's [kafka] retry.max_attempts) or between "
+         "1 and 1000 (got 1000000)"),
+        ({"retry.max_attempts": 1001}, "retry.max_attempts must be 0"),
+        ({"retry.max_attempts": -1}, "retry.max_attempts must be 0"),
+        ({"retry.backoff_ms": 3600001},
+         "retry.backoff_ms must be 0 (the host's [kafka] retry.backoff_ms) or between 1 and "
+         "3600000"),
+        ({"retry.backoff_max_ms": 86400001}, "or between 1 and 86400000 (got 86400001)"),
+        ({"retry.backoff_ms": 500, "retry.backoff_max_ms": 400},
+         "retry.backoff_max_ms (400) must not be below retry.backoff_ms (500)"),
     ]
     for keys, needle in cases:
         conf = {"templates_dir": str(TEMPLATES), **keys}

@@ -220,7 +220,10 @@ typedef struct evh_subscription {
 	const char *type;     /* only events whose ce_type equals this; NULL = all */
 	evh_event_handler handler;
 	void *ud;
-	/* Retry policy; 0 takes the host's default ([kafka] retry.*). */
+	/* Retry policy; 0 takes the host's default ([kafka] retry.*). Else the
+	 * same ranges as those keys: max_attempts 1-1000, backoff_ms 1-3600000,
+	 * backoff_max_ms 1-86400000 and, when both are set, not below
+	 * backoff_ms; evh_subscribe refuses anything else with EVH_EINVAL. */
 	int max_attempts;
 	int backoff_ms;
 	int backoff_max_ms;
