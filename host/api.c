@@ -117,8 +117,16 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	plugin_sub *subs, *n;
 
 	if (!p || !sub || sub->struct_size < offsetof(evh_subscription, max_attempts) ||
-	    !sub->topic || !*sub->topic || !sub->handler)
+	    !sub->topic || !*sub->topic || !sub->handler) {
+		if (p)
+			log_error(p->name, "subscribe: %s",
+			          !sub ? "no subscription given"
+			          : sub->struct_size < offsetof(evh_subscription, max_attempts)
+			              ? "evh_subscription.struct_size too small"
+			          : !sub->topic || !*sub->topic ? "no topic"
+			                                        : "no handler");
 		return EVH_EINVAL;
+	}
 	if (p->status != PLUGIN_INITIALIZING) {
 		log_error(p->name, "subscriptions can only be added during init");
 		return EVH_ESTATE;
