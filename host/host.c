@@ -668,7 +668,7 @@ int host_start(host *h)
 /* Take a running plugin out of service without disturbing the others: its
  * routes answer 503 while it drains, its consumer finishes the message in
  * hand, commits and leaves the group, the relay sends what its outbox holds,
- * then its routes go (404) once in-flight requests have finished. */
+ * then its routes go (404), and in-flight requests are waited for. */
 static void host_retire_plugin(host *h, evh_plugin *p, const char *why)
 {
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
