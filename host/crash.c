@@ -2,13 +2,16 @@
 
 #include <execinfo.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <string.h>
 #include <unistd.h>
 
 /* Pointers only: setting them costs nothing per request or event; the line
  * is made in the handler, with async-signal-safe steps alone. */
+enum crash_kind { CRASH_NONE, CRASH_HTTP, CRASH_EVENT, CRASH_CALL };
 static _Thread_local struct {
-	const char *plugin, *kind, *a, *b, *c;
+	enum crash_kind kind;
+	const char *plugin, *a, *b, *c;
 	int64_t n1, n2;
 } ctx;
 
@@ -19,7 +22,7 @@ void crash_enter_http(const char *plugin, const char *method, const char *path,
 	ctx.a = method;
 	ctx.b = path;
 	ctx.c = request_id;
-	ctx.kind = "http";
+	ctx.kind = CRASH_HTTP;
 }
 
 void crash_enter_event(const char *plugin, const char *topic, int32_t partition,
@@ -30,17 +33,17 @@ void crash_enter_event(const char *plugin, const char *topic, int32_t partition,
 	ctx.n1 = partition;
 	ctx.n2 = offset;
 	ctx.c = event_id;
-	ctx.kind = "event";
+	ctx.kind = CRASH_EVENT;
 }
 
 void crash_enter_call(const char *plugin, const char *what)
 {
 	ctx.plugin = plugin;
 	ctx.a = what;
-	ctx.kind = "call";
+	ctx.kind = CRASH_CALL;
 }
 
-void crash_leave(void) { ctx.kind = NULL; }
+void crash_leave(void) { ctx.kind = CRASH_NONE; }
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 
@@ -58,6 +61,17 @@ static void put(line *l, const char *s)
 		k = sizeof l->buf - 1 - l->n;
 	memcpy(l->buf + l->n, s, k);
 	l->n += k;
+}
+
+/* put() each string argument in turn, up to a NULL. */
+static void put_all(line *l, ...)
+{
+	va_list ap;
+	const char *s;
+	va_start(ap, l);
+	while ((s = va_arg(ap, const char *)))
+		put(l, s);
+	va_end(ap);
 }
 
 static void put_int(line *l, int64_t v)
@@ -111,34 +125,21 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 		put(&l, " at address ");
 		put_hex(&l, (uintptr_t)si->si_addr);
 	}
-	if (!ctx.kind) {
-		put(&l, " outside any plugin call");
-	} else {
-		put(&l, " in plugin '");
-		put(&l, ctx.plugin);
-		put(&l, "'");
-		if (!strcmp(ctx.kind, "http")) {
-			put(&l, ", handling HTTP ");
-			put(&l, ctx.a);
-			put(&l, " ");
-			put(&l, ctx.b);
-			put(&l, " (request id ");
-			put(&l, ctx.c);
-			put(&l, ")");
-		} else if (!strcmp(ctx.kind, "event")) {
-			put(&l, ", handling event ");
-			put(&l, ctx.c);
-			put(&l, " of ");
-			put(&l, ctx.a);
-			put(&l, " [");
-			put_int(&l, ctx.n1);
-			put(&l, "] at offset ");
-			put_int(&l, ctx.n2);
-			put(&l, " (not committed: it is handled again after the restart)");
-		} else {
-			put(&l, ", in its ");
-			put(&l, ctx.a);
-		}
+	switch (ctx.kind) {
+	case CRASH_NONE: put(&l, " outside any plugin call"); break;
+	case CRASH_HTTP:
+		put_all(&l, " in plugin '", ctx.plugin, "', handling HTTP ", ctx.a, " ", ctx.b,
+		        " (request id ", ctx.c, ")", (char *)NULL);
+		break;
+	case CRASH_EVENT:
+		put_all(&l, " in plugin '", ctx.plugin, "', handling event ", ctx.c, " of ", ctx.a,
+		        " [", (char *)NULL);
+		put_int(&l, ctx.n1);
+		put(&l, "] at offset ");
+		put_int(&l, ctx.n2);
+		put(&l, " (not committed: it is handled again after the restart)");
+		break;
+	case CRASH_CALL: put_all(&l, " in plugin '", ctx.plugin, "', in its ", ctx.a, (char *)NULL);
 	}
 	put(&l, "; the daemon stops. Backtrace:\n");
 	(void)!write(STDERR_FILENO, l.buf, l.n);

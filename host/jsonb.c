@@ -119,16 +119,22 @@ static void put_string(textbuf *b, const char *s)
 	tb_put(b, "\"", 1);
 }
 
-static int put_value(textbuf *b, const cJSON *item)
+/* Its own frame: put_value recurses, and a worker's stack is small. */
+__attribute__((noinline)) static void put_number(textbuf *b, double v)
 {
 	char num[JSONB_NUMBER_MAX];
+	tb_put(b, num, jsonb_number(v, num));
+}
+
+static int put_value(textbuf *b, const cJSON *item)
+{
 	const cJSON *c;
 
 	switch (item->type & 0xFF) {
 	case cJSON_NULL: tb_put(b, "null", 4); return 0;
 	case cJSON_False: tb_put(b, "false", 5); return 0;
 	case cJSON_True: tb_put(b, "true", 4); return 0;
-	case cJSON_Number: tb_put(b, num, jsonb_number(item->valuedouble, num)); return 0;
+	case cJSON_Number: put_number(b, item->valuedouble); return 0;
 	case cJSON_String: put_string(b, item->valuestring); return 0;
 	case cJSON_Raw:
 		if (!item->valuestring)
@@ -136,27 +142,22 @@ static int put_value(textbuf *b, const cJSON *item)
 		tb_put(b, item->valuestring, strlen(item->valuestring));
 		return 0;
 	case cJSON_Array:
-		tb_put(b, "[", 1);
+	case cJSON_Object: {
+		int obj = cJSON_IsObject(item);
+		tb_put(b, obj ? "{" : "[", 1);
 		for (c = item->child; c; c = c->next) {
+			if (obj) {
+				put_string(b, c->string);
+				tb_put(b, ":", 1);
+			}
 			if (put_value(b, c) != 0)
 				return -1;
 			if (c->next)
 				tb_put(b, ",", 1);
 		}
-		tb_put(b, "]", 1);
+		tb_put(b, obj ? "}" : "]", 1);
 		return 0;
-	case cJSON_Object:
-		tb_put(b, "{", 1);
-		for (c = item->child; c; c = c->next) {
-			put_string(b, c->string);
-			tb_put(b, ":", 1);
-			if (put_value(b, c) != 0)
-				return -1;
-			if (c->next)
-				tb_put(b, ",", 1);
-		}
-		tb_put(b, "}", 1);
-		return 0;
+	}
 	default: return -1;
 	}
 }
