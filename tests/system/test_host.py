@@ -844,6 +844,30 @@ def test_sigterm_answers_the_requests_in_flight(evhostd, build_dir):
     assert lib.count_rows(d.state_dir, "probe", "evh_log") == 1
 
 
+def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhostd, build_dir):
+    # A request still running at [host] stop_timeout is named in a warning
+    # and the stop goes on: its client gets no answer, the exit is clean.
+    d = evhostd({"host": {"stop_timeout": "1s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false")})
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = d.post("/probe/publish?sleep_ms=4000", json={"x": 1}, timeout=20)
+        except requests.RequestException as e:
+            out["e"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    d.wait_for_log("probe: sleeping 4000 ms")
+    d.send_signal(signal.SIGTERM)
+    d.wait_for_log("1 request(s) still running after [host] stop_timeout (1000 ms); their "
+                   "clients get no answer")
+    t.join(20)
+    assert "e" in out, out
+    assert d.wait(timeout=30) == 0, d.log_tail()
+
+
 @pytest.mark.parametrize("where", ["http", "event"])
 def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, where):
     # A plugin's bad pointer ends the daemon (its memory can no longer be

@@ -32,6 +32,7 @@
 #include "db_files.h"
 #include "clock.h"
 #include "dlq.h"
+#include "json.h"
 #include "jsonb.h"
 #include "jwks.h"
 #include "jwksfetch.h"
@@ -412,6 +413,29 @@ static void test_jsonb_print(void **state)
 	assert_true(cJSON_AddItemToArray(doc, cJSON_CreateNumber(9007199254740991.0)));
 	assert_true(sweep(jsonb_print_scenario, doc) > 1);
 	cJSON_Delete(doc);
+}
+
+/* The duplicate-name check parses: out of memory it says -1 (the request is
+ * answered 503), never "unique" nor a wrong name. A wide object takes the
+ * sorted path's allocation too. */
+static int duplicate_scenario(void *arg)
+{
+	const char *text = arg;
+	char name[64];
+	int rc = json_duplicate_member(text, strlen(text), name, sizeof name);
+	if (rc < 0)
+		return -1;
+	assert_int_equal(rc, 1);
+	assert_string_equal(name, "m3");
+	return 0;
+}
+
+static void test_json_duplicate_member(void **state)
+{
+	static const char text[] = "[1,{\"m0\":0,\"m1\":1,\"m2\":2,\"m3\":3,\"m4\":4,\"m5\":5,"
+	                           "\"m6\":6,\"m7\":7,\"m8\":8,\"m3\":9}]";
+	(void)state;
+	assert_true(sweep(duplicate_scenario, (void *)text) > 2);
 }
 
 /* ---------------------------------------------------------- plugins' JSON */
@@ -1042,6 +1066,7 @@ int main(void)
 	    cmocka_unit_test(test_jwks_fetch),
 	    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonb_print),
+	    cmocka_unit_test(test_json_duplicate_member),
 	    cmocka_unit_test(test_jsonin),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
