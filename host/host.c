@@ -378,7 +378,9 @@ static int host_start_plugin(host *h, evh_plugin *p)
 	         p->nsubs == 1 ? "" : "s");
 	return 0;
 failed:
-	http_remove_plugin_routes(h, p);
+	/* A reload may start another instance in its place (the plugin as it
+	 * ran before): until then, or the reload's end, its paths say 503. */
+	http_hold_plugin_routes(h, p);
 	metrics_plugin_failed(p->name);
 	if (p->required) {
 		log_error("host", "%s", err);
@@ -654,6 +656,7 @@ int host_start(host *h)
 		}
 		i++;
 	}
+	http_drop_placeholders(h);
 	if (http_start(&h->http, h, err, sizeof err) != 0) {
 		log_error("host", "http: %s", err);
 		return -1;
@@ -668,8 +671,9 @@ int host_start(host *h)
 /* Take a running plugin out of service without disturbing the others: its
  * routes answer 503 while it drains, its consumer finishes the message in
  * hand, commits and leaves the group, the relay sends what its outbox holds,
- * then its routes go (404), and in-flight requests are waited for. */
-static void host_retire_plugin(host *h, evh_plugin *p, const char *why)
+ * then its routes go (404; with `restart`, placeholders answer 503 until its
+ * new instance routes them), and in-flight requests are waited for. */
+static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int restart)
 {
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	log_info("host", "plugin '%s': %s, draining", p->name, why);
@@ -677,7 +681,10 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why)
 	consumer_signal_stop(p, clock_mono_ms() + budget);
 	consumer_stop(p);
 	outbox_remove_plugin(h->outbox, p);
-	http_remove_plugin_routes(h, p);
+	if (restart)
+		http_hold_plugin_routes(h, p);
+	else
+		http_remove_plugin_routes(h, p);
 	p->status = PLUGIN_STOPPED;
 	plugin_destroy(p);
 }
@@ -798,7 +805,8 @@ int host_reload(host *h)
 		host_retire_plugin(h, p,
 		                   !n             ? "disabled"
 		                   : same_section ? "its file was replaced (a new build)"
-		                                  : "configuration changed");
+		                                  : "configuration changed",
+		                   n != NULL);
 		stopped++;
 	}
 	/* A plugin left off by an earlier reload whose section is gone now. */
@@ -844,6 +852,7 @@ int host_reload(host *h)
 		if (fallbacks[i])
 			plugin_destroy(fallbacks[i]);
 	free(fallbacks);
+	http_drop_placeholders(h);
 	next.nplugins = 0;
 	host_stop(&next);
 	log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged", started, stopped,
@@ -904,6 +913,7 @@ void host_stop(host *h)
 	free(h->conf_file);
 	h->conf_file = NULL;
 	if (h->router) {
+		http_drop_placeholders(h);
 		router_free(h->router);
 		h->router = NULL;
 	}

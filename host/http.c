@@ -8,7 +8,11 @@
  * and by every request currently using it. Lookups take routes_lock for
  * reading while they take a reference; removal takes it for writing, so once
  * a plugin's routes are out of the router no new reference appears, and
- * http_remove_plugin_routes then waits for the old ones to drop. */
+ * http_remove_plugin_routes then waits for the old ones to drop.
+ *
+ * A plugin restarted by a reload leaves placeholders in its routes' places
+ * (http_hold_plugin_routes): they answer 503 "restarting" until a route of
+ * the same method and shape replaces them, or the reload ends. */
 #define _GNU_SOURCE
 #include "http.h"
 
@@ -83,6 +87,7 @@ struct http_server {
 typedef struct route_rec {
 	http_route pub;
 	host *h;
+	char *held; /* a placeholder: the name of the plugin restarting (pub.plugin is NULL) */
 	atomic_int refs; /* requests currently using this route */
 	struct route_rec *next;
 } route_rec;
@@ -796,7 +801,13 @@ static void route_rec_free(route_rec *rec)
 	free((char *)rec->pub.r.method);
 	free((char *)rec->pub.r.pattern);
 	free((char *)rec->pub.r.role);
+	free(rec->held);
 	free(rec);
+}
+
+static const char *route_plugin_name(const route_rec *rec)
+{
+	return rec->held ? rec->held : rec->pub.plugin ? rec->pub.plugin->name : "";
 }
 
 static route_rec *route_acquire(host *h, const char *method, const char *path, route_match *m,
@@ -853,14 +864,33 @@ static void route_conflict(char *err, size_t errlen, const evh_route *r, const r
 		         r->method, r->pattern, r->method, other->pub.r.pattern, who);
 }
 
-/* Who already holds method+pattern (for the error message); routes_lock held. */
-static const route_rec *route_owner_of(host *h, const char *method, const char *pattern)
+/* The link to who already holds method+pattern, or NULL; routes_lock held. */
+static route_rec **route_link_of(host *h, const char *method, const char *pattern)
 {
-	for (const route_rec *r = routes_head; r; r = r->next)
-		if (r->h == h && !strcmp(r->pub.r.method, method) &&
-		    same_shape(r->pub.r.pattern, pattern))
-			return r;
+	for (route_rec **pp = &routes_head; *pp; pp = &(*pp)->next)
+		if ((*pp)->h == h && !strcmp((*pp)->pub.r.method, method) &&
+		    same_shape((*pp)->pub.r.pattern, pattern))
+			return pp;
 	return NULL;
+}
+
+/* A placeholder for `old`'s method and pattern, answering 503 for its
+ * plugin; NULL out of memory. */
+static route_rec *placeholder_new(const route_rec *old)
+{
+	route_rec *ph = calloc(1, sizeof *ph);
+	if (!ph)
+		return NULL;
+	ph->h = old->h;
+	ph->pub.r.struct_size = sizeof(evh_route);
+	ph->pub.r.method = strdup(old->pub.r.method);
+	ph->pub.r.pattern = strdup(old->pub.r.pattern);
+	ph->held = strdup(route_plugin_name(old));
+	if (!ph->pub.r.method || !ph->pub.r.pattern || !ph->held) {
+		route_rec_free(ph);
+		return NULL;
+	}
+	return ph;
 }
 
 static route_rec *route_rec_new(evh_plugin *p, const evh_route *r)
@@ -903,11 +933,26 @@ static const char *route_error(const evh_route *r)
 	return NULL;
 }
 
+static void route_wait_idle(route_rec *rec)
+{
+	struct timespec until;
+	pthread_mutex_lock(&drain_mu);
+	while (atomic_load(&rec->refs) > 0) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += HTTP_DRAIN_WARN_S;
+		if (pthread_cond_timedwait(&drain_cv, &drain_mu, &until) == ETIMEDOUT &&
+		    atomic_load(&rec->refs) > 0)
+			log_warn("http", "still waiting for %d request(s) in %s %s of plugin '%s'",
+			         atomic_load(&rec->refs), rec->pub.r.method, rec->pub.r.pattern,
+			         route_plugin_name(rec));
+	}
+	pthread_mutex_unlock(&drain_mu);
+}
+
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen)
 {
 	const char *why;
-	const route_rec *other;
-	route_rec *rec;
+	route_rec *rec, **link, *ph = NULL;
 	if (!h || !h->router || !r) {
 		snprintf(err, errlen, "route: no router or no route given");
 		return EVH_EINVAL;
@@ -925,39 +970,54 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 	}
 	rec->h = h;
 	pthread_rwlock_wrlock(&routes_lock);
+	link = route_link_of(h, r->method, r->pattern);
+	if (link && (*link)->held) {
+		/* A restarting plugin's place, taken over in one step: no request
+		 * finds the path unrouted in between. */
+		ph = *link;
+		*link = ph->next;
+		router_remove_owner(h->router, ph);
+		link = NULL;
+	}
 	if (router_add(h->router, r->method, r->pattern, rec, p, err, errlen) != 0) {
-		other = route_owner_of(h, r->method, r->pattern);
-		if (other && other->pub.plugin)
-			route_conflict(err, errlen, r, other);
+		if (link && (*link)->pub.plugin)
+			route_conflict(err, errlen, r, *link);
 		pthread_rwlock_unlock(&routes_lock);
 		route_rec_free(rec);
+		if (ph) {
+			route_wait_idle(ph);
+			route_rec_free(ph);
+		}
 		return EVH_EINVAL;
 	}
 	rec->next = routes_head;
 	routes_head = rec;
 	pthread_rwlock_unlock(&routes_lock);
+	if (ph) {
+		route_wait_idle(ph);
+		route_rec_free(ph);
+	}
 	return EVH_OK;
 }
 
-static void route_wait_idle(route_rec *rec)
+
+/* Wait for requests still using the routes in `gone`, then free them. */
+static void routes_free_idle(route_rec *gone)
 {
-	struct timespec until;
-	pthread_mutex_lock(&drain_mu);
-	while (atomic_load(&rec->refs) > 0) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += HTTP_DRAIN_WARN_S;
-		if (pthread_cond_timedwait(&drain_cv, &drain_mu, &until) == ETIMEDOUT &&
-		    atomic_load(&rec->refs) > 0)
-			log_warn("http", "still waiting for %d request(s) in %s %s of plugin '%s'",
-			         atomic_load(&rec->refs), rec->pub.r.method, rec->pub.r.pattern,
-			         rec->pub.plugin ? rec->pub.plugin->name : "?");
+	while (gone) {
+		route_rec *next = gone->next;
+		route_wait_idle(gone);
+		route_rec_free(gone);
+		gone = next;
 	}
-	pthread_mutex_unlock(&drain_mu);
 }
 
-void http_remove_plugin_routes(host *h, evh_plugin *p)
+/* Out of the router and the list, with a placeholder in each one's place
+ * when `hold`; waits for the requests in them. Main thread. */
+static void routes_retire(host *h, evh_plugin *p, int hold)
 {
 	route_rec *gone = NULL, **pp;
+	char err[256];
 	if (!h)
 		return;
 	pthread_rwlock_wrlock(&routes_lock);
@@ -966,7 +1026,7 @@ void http_remove_plugin_routes(host *h, evh_plugin *p)
 	pp = &routes_head;
 	while (*pp) {
 		route_rec *rec = *pp;
-		if (rec->h == h && rec->pub.plugin == p) {
+		if (rec->h == h && rec->pub.plugin == p && !rec->held) {
 			*pp = rec->next;
 			rec->next = gone;
 			gone = rec;
@@ -974,16 +1034,55 @@ void http_remove_plugin_routes(host *h, evh_plugin *p)
 			pp = &rec->next;
 		}
 	}
-	pthread_rwlock_unlock(&routes_lock);
-	while (gone) {
-		route_rec *next = gone->next;
-		route_wait_idle(gone);
-		route_rec_free(gone);
-		gone = next;
+	for (route_rec *rec = gone; hold && p && h->router && rec; rec = rec->next) {
+		/* Out of memory, the path answers 404 until the new instance routes it. */
+		route_rec *ph = placeholder_new(rec);
+		if (ph && router_add(h->router, ph->pub.r.method, ph->pub.r.pattern, ph, ph, err,
+		                     sizeof err) == 0) {
+			ph->next = routes_head;
+			routes_head = ph;
+		} else if (ph) {
+			route_rec_free(ph);
+		}
 	}
+	pthread_rwlock_unlock(&routes_lock);
+	routes_free_idle(gone);
 	/* No handler of `p` runs now, so none can open a stream after this. */
 	if (p)
 		stream_close_owner(stream_hub_global(), p);
+}
+
+void http_remove_plugin_routes(host *h, evh_plugin *p)
+{
+	routes_retire(h, p, 0);
+}
+
+void http_hold_plugin_routes(host *h, evh_plugin *p)
+{
+	routes_retire(h, p, 1);
+}
+
+void http_drop_placeholders(host *h)
+{
+	route_rec *gone = NULL, **pp;
+	if (!h)
+		return;
+	pthread_rwlock_wrlock(&routes_lock);
+	pp = &routes_head;
+	while (*pp) {
+		route_rec *rec = *pp;
+		if (rec->h == h && rec->held) {
+			*pp = rec->next;
+			if (h->router)
+				router_remove_owner(h->router, rec);
+			rec->next = gone;
+			gone = rec;
+		} else {
+			pp = &rec->next;
+		}
+	}
+	pthread_rwlock_unlock(&routes_lock);
+	routes_free_idle(gone);
 }
 
 /* ---------------------------------------------------------- body checks */
@@ -1420,13 +1519,18 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: %s)",
 		        req->method, allow);
 	} else {
-		req->metrics = metrics_http_route(rec->pub.plugin ? rec->pub.plugin->name : "",
-		                                  rec->pub.r.pattern, rec->pub.r.method);
+		req->metrics = metrics_http_route(route_plugin_name(rec), rec->pub.r.pattern,
+		                                  rec->pub.r.method);
 		trace_rename(req->span, "%s %s", req->method, rec->pub.r.pattern);
 		trace_attr(req->span, "http.route", rec->pub.r.pattern);
-		if (rec->pub.plugin)
-			trace_attr(req->span, "evhost.plugin", rec->pub.plugin->name);
-		plugin_route(srv, &rec->pub, req, resp);
+		if (*route_plugin_name(rec))
+			trace_attr(req->span, "evhost.plugin", route_plugin_name(rec));
+		if (rec->held) {
+			http_resp_header(resp, "Retry-After", "1");
+			problem(resp, 503, "unavailable", "service '%s' is restarting", rec->held);
+		} else {
+			plugin_route(srv, &rec->pub, req, resp);
+		}
 	}
 	route_release(rec);
 }

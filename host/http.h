@@ -22,13 +22,21 @@ void http_stop(http_server *srv);
  * Clients' own failures (a failed TLS handshake, a reset TLS connection)
  * are debug: anyone can cause as many as they like. Exposed for tests. */
 evh_log_level http_civetweb_level(const char *msg, char *out, size_t n);
-/* Register a plugin route into the host router (used by the API's http_route). */
+/* Register a plugin route into the host router (used by the API's http_route).
+ * It takes the place of a placeholder of the same method and shape. */
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
 /* Remove and free every route of `p`. Waits until requests already inside one
  * of its handlers have returned, so afterwards HTTP never calls into `p`
  * (safe to run fini and dlclose), then closes its event streams (they never
  * call into `p` either; their workers end them within moments). Main thread. */
 void http_remove_plugin_routes(host *h, evh_plugin *p);
+/* The same, leaving in each route's place a placeholder that answers 503
+ * "service 'NAME' is restarting" (Retry-After: 1), so a plugin restarted by
+ * a reload never answers 404: its new instance's routes replace them. */
+void http_hold_plugin_routes(host *h, evh_plugin *p);
+/* Remove the placeholders no new route replaced (404 from then on): at the
+ * end of a start or a reload. Main thread. */
+void http_drop_placeholders(host *h);
 
 /* SDK implementations. */
 const char *http_req_method(evh_request *req);

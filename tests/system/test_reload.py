@@ -125,6 +125,46 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
     assert d.get("/probe/seen").status_code == 200
 
 
+def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them(
+        evhostd, build_dir):
+    # Its routes left the router before its new instance's init routed them
+    # again: for that long its paths answered 404, as if the service were
+    # gone. Placeholders answer 503 "restarting" now, until the new
+    # instance's routes take their places (the init below sleeps 1.5 s first).
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")})
+    assert d.get("/probe/seen").status_code == 200
+    write_dropin(d, "20-probe.conf",
+                 probe_dropin(build_dir, topic="probe.two") + "init_sleep_ms = 1500\n")
+    seen, stop = [], threading.Event()
+
+    def poll():
+        s = requests.Session()
+        deadline = time.monotonic() + 60
+        while not stop.is_set() and time.monotonic() < deadline:
+            r = s.get(d.url + "/probe/seen", timeout=10)
+            seen.append((r.status_code, r.headers.get("Retry-After"),
+                         r.json().get("detail") if r.status_code != 200 else None))
+            time.sleep(0.01)
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        reload(d, "reload done")
+    finally:
+        stop.set()
+        t.join(timeout=30)
+    assert "probe: init sleeping 1500 ms" in d.log_text()
+    codes = {c for c, _, _ in seen}
+    assert 404 not in codes, seen
+    assert (503, "1", "service 'probe' is restarting") in seen, seen
+    assert codes <= {200, 503}, seen
+    assert seen[-1][0] == 200 and d.get("/probe/seen").status_code == 200, seen
+    # A plugin that is removed has no new instance: 404 once it is gone.
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
+    reload(d, "reload done")
+    assert d.get("/probe/seen").status_code == 404
+
+
 def build_hello(tmp_path, version, greeting):
     """The SDK's example plugin built as `version`, greeting `greeting` when
     no name is given (GET /hello); returns the .so file."""
