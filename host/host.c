@@ -677,6 +677,7 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 {
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	log_info("host", "plugin '%s': %s, draining", p->name, why);
+	p->restarting = restart;
 	p->status = PLUGIN_DRAINING;
 	consumer_signal_stop(p, clock_mono_ms() + budget);
 	consumer_stop(p);

@@ -1476,7 +1476,9 @@ static void plugin_route(http_server *srv, const http_route *rt, evh_request *re
 	if (p && p->status != PLUGIN_RUNNING) {
 		http_resp_header(resp, "Retry-After", "1");
 		problem(resp, 503, "unavailable", "service '%s' is %s", p->name,
-		        p->status == PLUGIN_DRAINING ? "restarting" : "not running");
+		        p->status != PLUGIN_DRAINING ? "not running"
+		        : p->restarting              ? "restarting"
+		                                     : "stopping");
 		return;
 	}
 	if ((rt->r.flags & EVH_ROUTE_AUTH) && check_auth(srv, rt, req, resp) != 0)

@@ -43,6 +43,7 @@ struct evh_plugin {
 	int inited;  /* init succeeded: fini is owed */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	_Atomic plugin_state status; /* written by the main thread, read by workers */
+	int restarting; /* while DRAINING: a new instance follows (set before status) */
 	int required;
 	char last_error[512]; /* last ERROR logged (refusal reason) */
 	/* config values: schema keys with defaults applied, then the section's */

@@ -159,9 +159,23 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     assert (503, "1", "service 'probe' is restarting") in seen, seen
     assert codes <= {200, 503}, seen
     assert seen[-1][0] == 200 and d.get("/probe/seen").status_code == 200, seen
-    # A plugin that is removed has no new instance: 404 once it is gone.
+    # A plugin that is removed has no new instance: 503 "stopping" while its
+    # consumer finishes the event in hand, 404 once it is gone.
+    assert d.post("/probe/publish", json={"sleep_ms": 3000}).status_code == 200
+    lib.wait_until(lambda: "probe: event sleeping 3000 ms" in d.log_text(), timeout=60,
+                   message="the probe handling the slow event")
     write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
-    reload(d, "reload done")
+    d.send_signal(signal.SIGHUP)
+
+    def draining():
+        r = d.get("/probe/seen")
+        return r.status_code == 503 and [r.json()["detail"]]
+
+    assert lib.wait_until(draining, timeout=10, interval=0.02,
+                          message="a 503 while the probe drains") == [
+        "service 'probe' is stopping"]
+    lib.wait_until(lambda: d.log_text().count("reload done") == 2, timeout=30,
+                   message="the end of the second reload")
     assert d.get("/probe/seen").status_code == 404
 
 
