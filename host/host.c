@@ -676,9 +676,9 @@ int host_start(host *h)
 static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int restart)
 {
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
-	log_info("host", "plugin '%s': %s, draining", p->name, why);
 	p->restarting = restart;
 	p->status = PLUGIN_DRAINING;
+	log_info("host", "plugin '%s': %s, draining", p->name, why);
 	consumer_signal_stop(p, clock_mono_ms() + budget);
 	consumer_stop(p);
 	outbox_remove_plugin(h->outbox, p);
@@ -782,9 +782,10 @@ int host_reload(host *h)
 	host_reload_tls(h, &next);
 
 	/* Stop what was removed, disabled or changed: its section, or its file
-	 * (a new build installed in its place). A plugin whose section changed
-	 * keeps a copy of itself as it ran, to start again should its new
-	 * configuration fail in init (checked only there, by the plugin). */
+	 * (a new build installed in its place). A plugin that is restarted keeps
+	 * a copy of itself as it ran (its build stays loaded), to start again
+	 * should its new configuration or build fail in init (only that can
+	 * check a plugin's own values). */
 	fallbacks = calloc(h->nplugins ? h->nplugins : 1, sizeof *fallbacks);
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
@@ -793,7 +794,7 @@ int host_reload(host *h)
 			i++;
 			continue;
 		}
-		if (n && !same_section && plugin_same_build(n, p) && fallbacks) {
+		if (n && fallbacks) {
 			char err[1024];
 			if (!(fallbacks[nfallbacks] = plugin_reopen(p, err, sizeof err)))
 				log_warn("host", "reload: plugin '%s': no way back should its new "
@@ -827,14 +828,17 @@ int host_reload(host *h)
 		if (host_start_plugin(h, n) != 0 || host_add_plugin(h, n) != 0) {
 			evh_plugin *fb = take_plugin(fallbacks, nfallbacks, n->name);
 			int required = n->required;
+			const char *what = !fb || plugin_same_build(fb, n) ? "configuration"
+			                   : strcmp(fb->signature, n->signature) == 0
+			                       ? "build"
+			                       : "build and configuration";
 			char name[80];
 			snprintf(name, sizeof name, "%s", n->name);
 			plugin_destroy(n);
 			if (fb && host_start_plugin(h, fb) == 0 && host_add_plugin(h, fb) == 0) {
-				log_error("host", "reload: plugin '%s' could not be started with its new "
-				                  "configuration; it runs again as it ran before: mend its "
-				                  "section and reload",
-				          name);
+				log_error("host", "reload: plugin '%s' could not be started with its new %s; "
+				                  "it runs again as it ran before (%s): mend it and reload",
+				          name, what, fb->desc->version ? fb->desc->version : "");
 				host_mark_down(h, name, 0);
 				started++;
 				continue;

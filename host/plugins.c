@@ -316,6 +316,26 @@ int plugin_same_build(const evh_plugin *a, const evh_plugin *b)
 	return a->dl == b->dl;
 }
 
+/* A new plugin `p` (zeroed), which holds `dl` already, takes its settings;
+ * destroyed (letting go of dl) when memory runs out. */
+static evh_plugin *plugin_fill(evh_plugin *p, host *h, const plugin_settings *ps, void *dl,
+                               const evh_plugin_desc *desc, char *err, size_t errlen)
+{
+	p->host = h;
+	p->dl = dl;
+	p->desc = desc;
+	p->required = ps->required;
+	p->log_level = ps->log_level;
+	p->status = PLUGIN_LOADED;
+	if (!(p->name = strdup(ps->name)) || !(p->section = strdup(ps->section)) ||
+	    !(p->path = strdup(ps->path)) || !(p->group = strdup(ps->group))) {
+		snprintf(err, errlen, "%s: out of memory", ps->path);
+		plugin_destroy(p);
+		return NULL;
+	}
+	return p;
+}
+
 evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen)
 {
 	char buf[256];
@@ -371,22 +391,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 		unload_file(&f);
 		return NULL;
 	}
-	p->host = h;
-	p->name = strdup(ps->name);
-	p->section = strdup(ps->section);
-	p->path = strdup(ps->path);
-	p->group = strdup(ps->group);
-	p->dl = f.dl;
-	p->desc = desc;
-	p->required = ps->required;
-	p->log_level = ps->log_level;
-	p->status = PLUGIN_LOADED;
-	if (!p->name || !p->section || !p->path || !p->group) {
-		snprintf(err, errlen, "%s: out of memory", ps->path);
-		plugin_destroy(p);
-		return NULL;
-	}
-	return p;
+	return plugin_fill(p, h, ps, f.dl, desc, err, errlen);
 }
 
 static int cfg_set(evh_plugin *p, const char *key, const char *value)
@@ -424,21 +429,27 @@ evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen)
 {
 	plugin_settings ps = {.name = p->name,
 	                      .section = p->section,
-	                      .enabled = 1,
 	                      .required = p->required,
 	                      .path = p->path,
 	                      .group = p->group,
-	                      .log_level = p->log_level,
-	                      .file = "(the running configuration)",
-	                      .line = 0};
-	evh_plugin *n = plugin_open(p->host, &ps, err, errlen);
-	if (!n)
-		return NULL;
-	if (!plugin_same_build(n, p)) {
-		snprintf(err, errlen, "%s: not the build that ran any more", p->path);
-		plugin_destroy(n);
+	                      .log_level = p->log_level};
+	/* From the library `p` holds, not from its path: a reload may have
+	 * installed a new build there (the one whose init then failed). */
+	loaded_lib *l = loaded_find(p->dl);
+	void *dl = l ? reopen(l) : NULL;
+	evh_plugin *n;
+	if (!dl) {
+		snprintf(err, errlen, "%s: the build that ran is not loaded", p->path);
 		return NULL;
 	}
+	if (!(n = calloc(1, sizeof *n))) {
+		dlclose(dl);
+		snprintf(err, errlen, "%s: out of memory", p->path);
+		return NULL;
+	}
+	l->refs++;
+	if (!(n = plugin_fill(n, p->host, &ps, dl, l->desc, err, errlen)))
+		return NULL;
 	for (size_t i = 0; i < p->ncfg; i++)
 		if (cfg_set(n, p->cfg_keys[i], p->cfg_values[i]) != 0)
 			goto oom;

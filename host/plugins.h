@@ -60,9 +60,10 @@ struct evh_plugin {
  * struct size, ABI major/minor, name. On failure returns NULL and writes one
  * precise line to `err` (path, found, expected). */
 evh_plugin *plugin_open(struct host *h, const plugin_settings *ps, char *err, size_t errlen);
-/* A new instance of `p`, not started: the same build (p holds it: call this
- * before p is destroyed), settings and configuration values. For a reload
- * to start a plugin again as it ran when its new configuration fails. NULL
+/* A new instance of `p`, not started: the same build (the library p holds,
+ * even when a new build has replaced its file: call this before p is
+ * destroyed), settings and configuration values. For a reload to start a
+ * plugin again as it ran when its new configuration or build fails. NULL
  * with the reason in err. */
 evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen);
 /* Validate the plugin's [plugin.NAME] keys against its schema (into `d`) and

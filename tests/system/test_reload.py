@@ -161,31 +161,36 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     assert seen[-1][0] == 200 and d.get("/probe/seen").status_code == 200, seen
     # A plugin that is removed has no new instance: 503 "stopping" while its
     # consumer finishes the event in hand, 404 once it is gone.
-    assert d.post("/probe/publish", json={"sleep_ms": 3000}).status_code == 200
-    lib.wait_until(lambda: "probe: event sleeping 3000 ms" in d.log_text(), timeout=60,
-                   message="the probe handling the slow event")
+    hold = d.config_dir / "hold"
+    hold.write_text("")
+    assert d.post("/probe/publish", json={"hold_while": str(hold)}).status_code == 200
+    lib.wait_until(lambda: "probe: event held while" in d.log_text(), timeout=60,
+                   message="the probe holding the event")
     write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
     d.send_signal(signal.SIGHUP)
-
-    def draining():
+    try:
+        lib.wait_until(lambda: "plugin 'probe': disabled, draining" in d.log_text(),
+                       timeout=30, message="the probe draining")
         r = d.get("/probe/seen")
-        return r.status_code == 503 and [r.json()["detail"]]
-
-    assert lib.wait_until(draining, timeout=10, interval=0.02,
-                          message="a 503 while the probe drains") == [
-        "service 'probe' is stopping"]
+        assert (r.status_code, r.json()["detail"]) == (503, "service 'probe' is stopping")
+    finally:
+        hold.unlink()
     lib.wait_until(lambda: d.log_text().count("reload done") == 2, timeout=30,
                    message="the end of the second reload")
     assert d.get("/probe/seen").status_code == 404
 
 
-def build_hello(tmp_path, version, greeting):
+def build_hello(tmp_path, version, greeting, fail_init=False):
     """The SDK's example plugin built as `version`, greeting `greeting` when
-    no name is given (GET /hello); returns the .so file."""
+    no name is given (GET /hello), or failing in init; returns the .so file."""
     src = (lib.REPO_ROOT / "sdk" / "examples" / "hello" / "hello.c").read_text()
     assert src.count('"1.0.0"') == 1 and src.count('name = "world";') == 1
+    assert src.count("\th->p = p;\n") == 1
     src = src.replace('"1.0.0"', f'"{version}"').replace('name = "world";',
                                                          f'name = "{greeting}";')
+    if fail_init:
+        src = src.replace("\th->p = p;\n", '\tfree(h);\n\tevh_log(p, EVH_LOG_ERROR, '
+                          '"hello: this build refuses to start");\n\treturn EVH_EINVAL;\n')
     c, out = tmp_path / f"hello-{version}.c", tmp_path / f"hello-{version}.so"
     c.write_text(src)
     r = subprocess.run(["cc", "-shared", "-fPIC", "-O1", f"-I{lib.REPO_ROOT / 'sdk' / 'include'}",
@@ -254,6 +259,21 @@ def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, bu
     install(v1)
     reload(d, "1 started, 1 stopped, 1 unchanged")
     assert d.get("/hello").json()["hello"] == "world"
+
+    # A new build whose init fails: the build that ran starts again (it
+    # stayed off before), with its data, and the log says so.
+    install(build_hello(tmp_path, "5.0.0", "never", fail_init=True))
+    text = reload_log(d, "reload done")
+    assert "hello: this build refuses to start" in text, text
+    assert ("reload: plugin 'hello' could not be started with its new build; it runs again "
+            "as it ran before (1.0.0): mend it and reload") in text, text
+    assert d.get("/hello").json()["hello"] == "world"
+    assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 3}
+    assert d.get("/readyz").json()["plugins"]["hello"] == "running"
+    # And once more: the build that runs is the one loaded at the reload before.
+    install(v2)
+    reload(d, "1 started, 1 stopped, 1 unchanged")
+    assert d.get("/hello").json()["hello"] == "again"
 
 
 def test_a_plugin_file_written_over_by_cp_refuses_the_reload(evhostd, build_dir, tmp_path):
@@ -451,7 +471,7 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     text = reload_log(d, "reload done")
     assert "transport must be smtp or maildir" in text, text
     assert ("reload: plugin 'notifications' could not be started with its new configuration; "
-            "it runs again as it ran before: mend its section and reload") in text, text
+            "it runs again as it ran before (1.0.0): mend it and reload") in text, text
     assert "1 started, 1 stopped, 1 unchanged" in text, text
     assert readyz() == (200, {"user": "running", "notifications": "running"})
     r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
