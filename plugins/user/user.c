@@ -23,6 +23,16 @@ static const evh_config_key user_config[] = {
      "password hashes computed at once (each takes argon2_memlimit); default: the cores"},
     {"hash_wait_ms", EVH_CFG_INT, "5000", 0,
      "how long a request waits for a hashing turn before 503"},
+    {"login.max_failures", EVH_CFG_INT, "5", 0,
+     "failed logins for one email within login.window before it is locked for "
+     "login.window (0: no limit)"},
+    {"login.max_failures_per_address", EVH_CFG_INT, "100", 0,
+     "failed logins from one client address (an IPv6 /64) within login.window before it "
+     "is locked for login.window (0: no limit)"},
+    {"login.window", EVH_CFG_INT, "900", 0,
+     "seconds failed logins are counted over, and a lockout lasts"},
+    {"login.table_size", EVH_CFG_INT, "16384", 0,
+     "emails and addresses whose failed logins are remembered at once"},
     {"read_role", EVH_CFG_STRING, NULL, 0,
      "role a bearer token needs for GET /users and GET /users/{id} (unset: public)"},
     {"admin_email", EVH_CFG_STRING, NULL, 0,
@@ -36,11 +46,55 @@ static const evh_config_key user_config[] = {
 #define USER_HASH_CONCURRENCY_MAX 256
 #define USER_HASH_WAIT_MAX_MS 60000
 #define USER_ADMIN_NAME "Administrator"
+#define USER_LOGIN_FAILURES_MAX 1000
+#define USER_LOGIN_ADDRESS_FAILURES_MAX 100000
+#define USER_LOGIN_WINDOW_MAX 86400
+#define USER_LOGIN_TABLE_MIN 64
+#define USER_LOGIN_TABLE_MAX 1048576
 
 static int config_error(user_state *st, const char *msg)
 {
 	evh_log(st->p, EVH_LOG_ERROR, "%s", msg);
 	return EVH_EINVAL;
+}
+
+/* Integer `key` (default `dflt`) into *out when within [min, max]; else
+ * the error "KEY must be between MIN and MAX" and `unit`. */
+static int config_range(user_state *st, const char *key, int64_t dflt, int64_t min,
+                        int64_t max, const char *unit, int64_t *out)
+{
+	char msg[160];
+
+	*out = evh_config_int(st->p, key, dflt);
+	if (*out >= min && *out <= max)
+		return EVH_OK;
+	snprintf(msg, sizeof msg, "%s must be between %lld and %lld%s", key, (long long)min,
+	         (long long)max, unit);
+	return config_error(st, msg);
+}
+
+/* login.*: the failed-login limits and the table that counts them. */
+static int read_login_config(user_state *st)
+{
+	int64_t max, per_address, window, size;
+
+	if (config_range(st, "login.max_failures", 5, 0, USER_LOGIN_FAILURES_MAX, "", &max) ||
+	    config_range(st, "login.max_failures_per_address", 100, 0,
+	                 USER_LOGIN_ADDRESS_FAILURES_MAX, "", &per_address) ||
+	    config_range(st, "login.window", 900, 1, USER_LOGIN_WINDOW_MAX, " seconds (1 day)",
+	                 &window) ||
+	    config_range(st, "login.table_size", 16384, USER_LOGIN_TABLE_MIN, USER_LOGIN_TABLE_MAX,
+	                 "", &size))
+		return EVH_EINVAL;
+	st->max_failures = (unsigned)max;
+	st->max_failures_per_address = (unsigned)per_address;
+	st->login_window = (int)window;
+	if (login_limit_init(&st->limit, (size_t)size, window * 1000) != 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "out of memory");
+		return EVH_ENOMEM;
+	}
+	st->limit_ready = 1;
+	return EVH_OK;
 }
 
 static int read_config(user_state *st)
@@ -83,7 +137,7 @@ static int read_config(user_state *st)
 	if (sem_init(&st->hash_slots, 0, (unsigned)st->hash_concurrency) != 0)
 		return config_error(st, "cannot create the hashing semaphore");
 	st->hash_slots_ready = 1;
-	return EVH_OK;
+	return read_login_config(st);
 }
 
 /* The hash unknown-email logins are verified against: of a random password
@@ -210,6 +264,8 @@ static void user_fini(evh_plugin *p, void *state)
 		return;
 	if (st->hash_slots_ready)
 		sem_destroy(&st->hash_slots);
+	if (st->limit_ready)
+		login_limit_fini(&st->limit);
 	sodium_memzero(st, sizeof *st);
 	free(st);
 }

@@ -1,7 +1,8 @@
 /* user.so internals: the plugin's state and the pieces its files share.
  * user.c: descriptor, configuration, init/fini and the first administrator.
  * user_store.c: the users table. user_routes.c: /users handlers.
- * user_auth.c: password hashing, POST /auth/login, who may change whom. */
+ * user_auth.c: password hashing, POST /auth/login, who may change whom.
+ * login_limit.c: the failed-login counters POST /auth/login is held to. */
 #ifndef EVH_USER_H
 #define EVH_USER_H
 #include <semaphore.h>
@@ -12,6 +13,7 @@
 #include <sodium.h>
 
 #include "../common/ids.h"
+#include "login_limit.h"
 #include "user_logic.h"
 
 #define USER_ROLE_ADMIN "admin"
@@ -36,6 +38,13 @@ typedef struct user_state {
 	/* Hash of a random password: verified against when a login names an
 	 * unknown email, so that answer takes as long as a wrong password. */
 	char dummy_hash[crypto_pwhash_STRBYTES];
+	/* Failed logins per account and per client address (login.*): after
+	 * max_failures (0: no limit) within login_window seconds, further
+	 * attempts are 429 for login_window seconds, the password unchecked. */
+	login_limit limit;
+	int limit_ready;
+	unsigned max_failures, max_failures_per_address;
+	int login_window;
 } user_state;
 
 /* One row of the users table. Fixed buffers: every field is bounded by

@@ -4,6 +4,7 @@
 #include "user.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <sys/mman.h>
 #include <time.h>
 
@@ -158,14 +159,102 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	return rc;
 }
 
+/* The counters a login is held to (login_limit.h): its account's, by the
+ * normalised email whether or not it is registered (NULL: a malformed one,
+ * which names no account), and its client address's. */
+enum { RULE_ACCOUNT, RULE_ADDRESS, NRULES };
+
+static void login_rules(user_state *st, evh_request *req, const char *email,
+                        login_rule rules[NRULES])
+{
+	const char *addr = evh_req_client_addr(req);
+
+	memset(rules, 0, sizeof(login_rule) * NRULES);
+	if (email) {
+		login_limit_key(&st->limit, 'e', email, strlen(email), rules[RULE_ACCOUNT].key);
+		rules[RULE_ACCOUNT].max = st->max_failures;
+	}
+	if (addr) {
+		login_limit_addr_key(&st->limit, addr, rules[RULE_ADDRESS].key);
+		rules[RULE_ADDRESS].max = st->max_failures_per_address;
+	}
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+static int reply_locked(evh_response *resp, size_t which, int64_t retry_ms)
+{
+	char secs[24];
+
+	snprintf(secs, sizeof secs, "%lld", (long long)((retry_ms + 999) / 1000));
+	evh_resp_header(resp, "Retry-After", secs);
+	return evh_resp_problem(resp, 429, "too-many-requests", "Too many requests",
+	                        which == RULE_ADDRESS
+	                            ? "too many failed logins from this address; try again later"
+	                            : "too many failed logins for this account; try again later",
+	                        NULL);
+}
+
+/* A lockout, once, as a warning: the user's id rather than the email (an
+ * unregistered one is not written down), and the client's address, which
+ * the access log has anyway. */
+static void log_lockout(user_state *st, evh_request *req, unsigned locked, const user_rec *u)
+{
+	const char *addr = evh_req_client_addr(req);
+
+	if (!addr)
+		addr = "an unknown address";
+	if (locked & 1u << RULE_ACCOUNT)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "login: %s%s locked for %d s after %u failed logins (the last from %s)",
+		        u ? "user " : "an unregistered email", u ? u->id : "", st->login_window,
+		        st->max_failures, addr);
+	if (locked & 1u << RULE_ADDRESS)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "login: client address %s%s locked for %d s after %u failed logins from it",
+		        addr, strchr(addr, ':') ? " (its /64)" : "", st->login_window,
+		        st->max_failures_per_address);
+}
+
+/* Check the password of the account `email` names (NULL: none) and answer;
+ * *outcome says what the attempt comes to for the failure counters. */
+static int login_check(user_state *st, evh_response *resp, const char *email,
+                       const char *password, user_rec *u, int *found, login_outcome *outcome)
+{
+	int rc = email ? find_account(st, email, u, found) : EVH_OK, ok;
+
+	*outcome = LOGIN_UNDECIDED;
+	if (rc != EVH_OK)
+		return reply_failure(resp, rc);
+	rc = password_verify(st, *found ? u->password_hash : st->dummy_hash, password, &ok);
+	if (rc != EVH_OK)
+		return user_hash_failure(st->p, resp, rc);
+	if (*found && ok) {
+		*outcome = LOGIN_SUCCEEDED;
+		return reply_token(st, resp, u);
+	}
+	*outcome = LOGIN_FAILED;
+	return reply_bad_credentials(resp);
+}
+
 int user_login(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
 	char email[USER_EMAIL_MAX + 1];
 	const cJSON *jemail, *jpw;
 	const char *why;
+	login_rule rules[NRULES];
+	login_outcome outcome;
+	int64_t retry_ms;
+	size_t which;
+	unsigned locked;
 	user_rec u;
-	int rc = EVH_OK, found = 0, ok;
+	int rc = EVH_OK, found = 0, named;
 	cJSON *body = reply_body_object(req, resp, &rc);
 
 	if (!body)
@@ -179,19 +268,18 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 	if (!cJSON_IsString(jemail) || !cJSON_IsString(jpw))
 		goto out;
 	/* A malformed email cannot name an account: treat it as an unknown one. */
-	if (user_email_normalize(jemail->valuestring, email, &why) == 0 &&
-	    (rc = find_account(st, email, &u, &found)) != EVH_OK) {
-		rc = reply_failure(resp, rc);
+	named = user_email_normalize(jemail->valuestring, email, &why) == 0;
+	login_rules(st, req, named ? email : NULL, rules);
+	/* Locked out: refused before the password is looked at, so that a right
+	 * one is no more use during the lockout than a wrong one. */
+	if (login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms, &which) != 0) {
+		rc = reply_locked(resp, which, retry_ms);
 		goto out;
 	}
-	rc = password_verify(st, found ? u.password_hash : st->dummy_hash, jpw->valuestring,
-	                     &ok);
-	if (rc != EVH_OK)
-		rc = user_hash_failure(st->p, resp, rc);
-	else if (found && ok)
-		rc = reply_token(st, resp, &u);
-	else
-		rc = reply_bad_credentials(resp);
+	rc = login_check(st, resp, named ? email : NULL, jpw->valuestring, &u, &found, &outcome);
+	locked = login_limit_end(&st->limit, rules, NRULES, outcome, RULE_ACCOUNT, mono_ms());
+	if (locked)
+		log_lockout(st, req, locked, found ? &u : NULL);
 out:
 	if (found)
 		sodium_memzero(u.password_hash, sizeof u.password_hash);

@@ -328,6 +328,115 @@ def test_login_without_a_jwt_secret_is_unavailable(evhostd):
             503, "unavailable")
 
 
+# ---------------------------------------------------- failed-login limits
+
+
+def attempt(d, addr, password=PASSWORD, client=None):
+    """POST /auth/login, from `client` (X-Forwarded-For, believed from a
+    trusted proxy) when given."""
+    headers = {"X-Forwarded-For": client} if client else None
+    return d.post("/auth/login", json={"email": addr, "password": password}, headers=headers)
+
+
+def login_limited(tmp_path, **login):
+    """user_config without an administrator, with [plugin.user] login.KEY =
+    value for each keyword (hash_concurrency as it is)."""
+    keys = {k if k == "hash_concurrency" else f"login.{k}": v for k, v in login.items()}
+    return user_config(tmp_path, admin=False, **keys)
+
+
+def fail_login(d, addr, times, client=None):
+    """`times` wrong passwords for `addr`, each answered 401."""
+    for _ in range(times):
+        problem(attempt(d, addr, "wrong password", client), 401, "unauthorized")
+
+
+def locked_out(r, window, of="account"):
+    """Assert `r` is a lockout: 429, problem+json, Retry-After within the
+    window. Its Retry-After."""
+    body = problem(r, 429, "too-many-requests")
+    assert f"too many failed logins {'for this account' if of == 'account' else 'from this address'}" \
+        in body["detail"], body
+    wait = int(r.headers["Retry-After"])
+    assert 1 <= wait <= window, r.headers
+    return wait
+
+
+def test_failed_logins_lock_the_account_for_the_window(evhostd, tmp_path):
+    d = evhostd(login_limited(tmp_path, max_failures=3, window=2))
+    ada, bob, ghost = register(d), register(d, "Bob"), email()
+    fail_login(d, ada["email"], 3)
+    locked_at = time.monotonic()
+    # The right password is refused too, unchecked, whatever the email's
+    # case.
+    locked_out(attempt(d, ada["email"]), 2)
+    locked_out(attempt(d, " " + ada["email"].upper()), 2)
+    # An unregistered email is locked alike: no telling them apart.
+    fail_login(d, ghost, 3)
+    locked_out(attempt(d, ghost), 2)
+    # Another account from the same address is not.
+    login(d, bob["email"])
+    deadline = time.monotonic() + 15
+    while (r := attempt(d, ada["email"])).status_code == 429:
+        assert time.monotonic() < deadline, "still locked"
+        time.sleep(0.2)
+    assert r.status_code == 200, r.text
+    assert time.monotonic() - locked_at > 1.5  # the lock lasted its window
+    log = d.log_text()
+    assert (f"login: user {ada['id']} locked for 2 s after 3 failed logins (the last from "
+            f"127.0.0.1)") in log, log
+    assert "login: an unregistered email locked for 2 s after 3 failed logins" in log, log
+    assert ada["email"] not in log and ghost not in log
+
+
+def test_a_successful_login_resets_the_accounts_count(evhostd, tmp_path):
+    d = evhostd(login_limited(tmp_path, max_failures=3, window=60))
+    addr = register(d)["email"]
+    fail_login(d, addr, 2)
+    login(d, addr)
+    fail_login(d, addr, 2)
+    login(d, addr)  # two since the success: not locked
+    fail_login(d, addr, 3)
+    assert locked_out(attempt(d, addr), 60) > 50
+
+
+def test_failed_logins_at_once_get_no_more_tries(evhostd, tmp_path):
+    # Attempts still being checked count: ten wrong passwords sent together
+    # get at most login.max_failures answers, the others 429.
+    d = evhostd(login_limited(tmp_path, max_failures=3, window=60, hash_concurrency=1))
+    addr = register(d)["email"]
+    codes = at_once(10, lambda: attempt(d, addr, "wrong password").status_code)
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) <= 3, codes
+    locked_out(attempt(d, addr), 60)
+
+
+def test_failed_logins_per_client_address(evhostd, tmp_path):
+    # Behind a trusted proxy, X-Forwarded-For names the client; an IPv6
+    # client is counted by its /64.
+    config = login_limited(tmp_path, max_failures_per_address=4, window=60)
+    config["http"] = {"trusted_proxies": "127.0.0.1"}
+    d = evhostd(config)
+    addr = register(d)["email"]
+    for client, same, other in (("192.0.2.1", "192.0.2.1", "192.0.2.2"),
+                                ("2001:db8:1:2::1", "2001:db8:1:2::99", "2001:db8:1:3::1")):
+        for _ in range(4):  # a different email each time
+            fail_login(d, email(), 1, client)
+        locked_out(attempt(d, addr, client=same), 60, of="address")
+        r = attempt(d, addr, client=other)
+        assert r.status_code == 200, r.text
+    log = d.log_text()
+    assert "login: client address 192.0.2.1 locked for 60 s after 4 failed logins from it" in log
+    assert ("login: client address 2001:db8:1:2::1 (its /64) locked for 60 s after 4 failed "
+            "logins from it") in log, log
+
+
+def test_login_limits_of_zero_are_off(evhostd, tmp_path):
+    d = evhostd(login_limited(tmp_path, max_failures=0, max_failures_per_address=0))
+    addr = register(d)["email"]
+    fail_login(d, addr, 12)
+    login(d, addr)
+
+
 def peak_rss_kb(d):
     for line in open(f"/proc/{d.proc.pid}/status"):
         if line.startswith("VmHWM:"):
@@ -570,6 +679,11 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     ({"admin_email": "not an email"}, "admin_email"),
     ({"hash_concurrency": 0}, "hash_concurrency"),
     ({"hash_wait_ms": -1}, "hash_wait_ms"),
+    ({"login.max_failures": -1}, "login.max_failures must be between 0 and 1000"),
+    ({"login.max_failures_per_address": 100001},
+     "login.max_failures_per_address must be between 0 and 100000"),
+    ({"login.window": 0}, "login.window must be between 1 and 86400"),
+    ({"login.table_size": 63}, "login.table_size must be between 64 and 1048576"),
     ({"admin_password_file": "/nonexistent/admin.password"}, "/nonexistent/admin.password"),
 ])
 def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):
