@@ -217,7 +217,8 @@ static void log_lockout(user_state *st, evh_request *req, unsigned locked, const
 	if (locked & 1u << RULE_ADDRESS)
 		evh_log(st->p, EVH_LOG_WARN,
 		        "login: client address %s%s locked for %d s after %u failed logins from it",
-		        addr, strchr(addr, ':') ? " (its /64)" : "", st->login_window,
+		        addr, strchr(addr, ':') && !strchr(addr, '.') ? " (its /64)" : "",
+		        st->login_window,
 		        st->max_failures_per_address);
 }
 
