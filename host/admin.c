@@ -272,7 +272,8 @@ static int query_int(evh_request *req, evh_response *resp, const char *name, int
 		return 0;
 	errno = 0;
 	n = strtoll(v, &end, 10);
-	if (!*v || *end || errno || n < min || n > max) {
+	/* Digits only: strtoll would also take "+5", " 5" and "-0". */
+	if (!*v || v[strspn(v, "0123456789")] || *end || errno || n < min || n > max) {
 		problem(resp, 422, "validation", name, "%s must be an integer from %lld to %lld",
 		        name, (long long)min, (long long)max);
 		return -1;

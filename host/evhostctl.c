@@ -1018,7 +1018,7 @@ static int cmd_dlq_show(ctl *c, const char *name)
  * a redrive without its "offsets" is one of every dead letter). */
 static char *request_json(cJSON *body, int ok)
 {
-	char *json = body && ok ? cJSON_PrintUnformatted(body) : NULL;
+	char *json = body && ok ? jsonb_print(body) : NULL; /* exact offsets */
 	cJSON_Delete(body);
 	if (!json) {
 		say("out of memory");

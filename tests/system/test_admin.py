@@ -191,6 +191,10 @@ def test_event_log_by_aggregate(evhostd, build_dir, tmp_path, kafka_bootstrap, u
     assert d.get("/admin/events", headers=auth(), params={"plugin": "x"}).status_code == 404
     r = d.get("/admin/events", headers=auth(), params={"limit": "0"})
     assert r.status_code == 422 and r.json()["field"] == "limit"
+    # Digits only: strtoll took a sign and leading blanks.
+    for name, bad in (("limit", "+2"), ("limit", " 2"), ("after", "-0"), ("after", "+1")):
+        r = d.get("/admin/events", headers=auth(), params={"plugin": "probe", name: bad})
+        assert r.status_code == 422 and r.json()["field"] == name, (name, bad, r.text)
     p = d.get("/admin/plugins/probe", headers=auth()).json()
     assert p["events_stored"] == 4
 
