@@ -895,6 +895,22 @@ def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, wh
     assert "probe.so(" in text[m.end():], text[m.end():]
 
 
+@pytest.mark.parametrize("how,sig,at", [("abort", signal.SIGABRT, ""),
+                                        ("bus", signal.SIGBUS, r" at address 0x[0-9a-f]+")])
+def test_a_plugin_abort_or_bus_error_is_said_too(evhostd, build_dir, how, sig, at):
+    # abort() is a signal sent (raised again after the line), a bus error a
+    # fault at an address (recurs after it): both end in the default action.
+    if lib.sanitizer(build_dir):
+        pytest.skip("sanitizer runtimes report fatal signals themselves")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    with pytest.raises(requests.ConnectionError):
+        d.post(f"/probe/publish?{how}=1", json={"x": 1}, timeout=10)
+    assert d.wait(timeout=30) == -sig, d.log_tail()
+    assert re.search(rf"evhostd: FATAL: {sig.name}{at} in plugin 'probe', handling HTTP POST "
+                     r"/probe/publish \(request id [0-9a-f]{32}\); the daemon stops\. "
+                     r"Backtrace:\n", d.log_text()), d.log_tail()
+
+
 def test_sigterm_on_the_embedded_broker_lowers_its_threads_first(evhostd, build_dir):
     # librdkafka 2.0's mock cluster can sleep out a 1 s poll when it is
     # destroyed; evhostd lowers that cluster's broker threads first (see
