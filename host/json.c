@@ -410,18 +410,24 @@ static const char *twice_in(const cJSON *o, int *oom)
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen)
 {
 	cJSON *root = cJSON_ParseWithLength(s, n);
+	int rc;
+	if (!root)
+		return -1; /* json_check passed it: only memory can fail here */
+	rc = json_tree_duplicate_member(root, name, namelen);
+	cJSON_Delete(root);
+	return rc;
+}
+
+int json_tree_duplicate_member(const struct cJSON *root, char *name, size_t namelen)
+{
 	const cJSON **stack;
 	size_t top = 0;
 	int rc = 0, oom = 0;
-	if (!root)
-		return -1; /* json_check passed it: only memory can fail here */
 	/* Depth-first without recursion (a worker's stack is small). A popped
 	 * node pushes its next sibling and its first child: at most two
 	 * entries per level of nesting wait at a time. */
-	if (!(stack = malloc(STACK_MAX * sizeof *stack))) {
-		cJSON_Delete(root);
+	if (!(stack = malloc(STACK_MAX * sizeof *stack)))
 		return -1;
-	}
 	stack[top++] = root;
 	while (top && !rc && !oom) {
 		const cJSON *v = stack[--top];
@@ -437,6 +443,5 @@ int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen)
 			stack[top++] = v->child;
 	}
 	free(stack);
-	cJSON_Delete(root);
 	return oom ? -1 : rc;
 }

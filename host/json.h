@@ -45,4 +45,11 @@ long json_utf8_error(const char *s, size_t n);
  * the text (allocates). */
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen);
 
+struct cJSON;
+/* The same for a tree cJSON already parsed (from such a text: a tree
+ * deeper than JSON_MAX_DEPTH is not walked whole), so that a caller that
+ * keeps the tree parses once. Allocates (its walk's stack, a sort of the
+ * names of an object of more than 8 members): -1 when that fails. */
+int json_tree_duplicate_member(const struct cJSON *root, char *name, size_t namelen);
+
 #endif
