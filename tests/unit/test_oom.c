@@ -443,16 +443,11 @@ static void test_json_duplicate_member(void **state)
 /* cJSON says NULL for bad text and out of memory alike; jsonin_parse must
  * tell them apart in every run (a plugin dead-letters the one, retries the
  * other). cJSON's allocations come here through alloc_faults_cjson. */
-static int jsonin_scenario(void *arg)
+static const char jsonin_good[] = "{\"id\":\"u-1\",\"email\":\"a@b.c\",\"tags\":[1,2.5,\"x\"]}";
+
+/* jsonin_good as parsed: whole, or NULL for want of memory (-1). */
+static int jsonin_good_parsed(cJSON *v, int oom)
 {
-	static const char good[] = "{\"id\":\"u-1\",\"email\":\"a@b.c\",\"tags\":[1,2.5,\"x\"]}";
-	static const char bad[] = "{\"id\":\"u-1\",\"email\":}";
-	int oom = 0;
-	cJSON *v = jsonin_parse(bad, strlen(bad), &oom);
-	(void)arg;
-	assert_null(v);
-	assert_false(oom);
-	v = jsonin_parse(good, strlen(good), &oom);
 	if (!v) {
 		assert_true(oom); /* never taken for bad text */
 		return -1;
@@ -463,10 +458,59 @@ static int jsonin_scenario(void *arg)
 	return 0;
 }
 
+static int jsonin_scenario(void *arg)
+{
+	static const char bad[] = "{\"id\":\"u-1\",\"email\":}";
+	int oom = 0;
+	cJSON *v = jsonin_parse(bad, strlen(bad), &oom);
+	(void)arg;
+	assert_null(v);
+	assert_false(oom);
+	v = jsonin_parse(jsonin_good, strlen(jsonin_good), &oom);
+	return jsonin_good_parsed(v, oom);
+}
+
 static void test_jsonin(void **state)
 {
 	(void)state;
 	assert_true(sweep(jsonin_scenario, NULL) > 5);
+}
+
+/* jsonin_parse_strict (event data) the same way: bad text is refused for
+ * what it is in every run, good text is parsed or refused as out of memory
+ * (a retry), and a name given twice, in an object large enough that the
+ * check sorts its names, is never taken for unique when the sort's memory
+ * fails. */
+static int jsonin_strict_scenario(void *arg)
+{
+	static const char bad[] = "{\"id\":\"u-1\",\"email\":1e999}";
+	static const char twice[] = "{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,"
+	                            "\"h\":8,\"i\":9,\"b\":10}";
+	char why[200];
+	int oom = 0;
+	cJSON *v = jsonin_parse_strict(bad, strlen(bad), "event data", &oom, why, sizeof why);
+	(void)arg;
+	assert_null(v);
+	assert_false(oom);
+	assert_string_equal(why, "event data is not valid JSON: a number out of range at byte 20");
+	v = jsonin_parse_strict(twice, strlen(twice), "event data", &oom, why, sizeof why);
+	assert_null(v);
+	if (oom) {
+		assert_string_equal(why, "out of memory parsing the event data");
+		return -1;
+	}
+	assert_string_equal(why, "event data names member \"b\" twice");
+	v = jsonin_parse_strict(jsonin_good, strlen(jsonin_good), "event data", &oom, why,
+	                        sizeof why);
+	if (!v && oom)
+		assert_string_equal(why, "out of memory parsing the event data");
+	return jsonin_good_parsed(v, oom);
+}
+
+static void test_jsonin_strict(void **state)
+{
+	(void)state;
+	assert_true(sweep(jsonin_strict_scenario, NULL) > 10);
 }
 
 /* ------------------------------------------------------------ SSE streams */
@@ -1068,6 +1112,7 @@ int main(void)
 	    cmocka_unit_test(test_jsonb_print),
 	    cmocka_unit_test(test_json_duplicate_member),
 	    cmocka_unit_test(test_jsonin),
+	    cmocka_unit_test(test_jsonin_strict),
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
 	    cmocka_unit_test(test_store_group_member_rollback_without_memory),
