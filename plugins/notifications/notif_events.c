@@ -18,6 +18,7 @@
  * was not yet committed, so a retry does not send them twice. REJECT is
  * kept for events whose data is unusable: they go to the dead-letter topic. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,20 +253,40 @@ static char *dup_id(const char *s, int *oom)
 	return id;
 }
 
-static char *id_from_json(const cJSON *v, int *oom)
+/* The largest integer a numeric id may be, in magnitude: 2^53 - 1, the
+ * last of the run of integers a double holds exactly, so that every
+ * consumer (JavaScript's too) reads the same id. */
+#define ID_NUMBER_MAX 9007199254740991.0
+
+/* The "id" of `root`, which jsonin_parse_strict read from data[0..len): a
+ * string as it is; a number as written, when it is written as an integer
+ * within ID_NUMBER_MAX (beyond, readers that hold numbers in doubles round
+ * it; 1.5, 1e2 or 1.0000000000000000001 is no id, and the double cJSON read
+ * would print as something else than was sent). NULL when there is no
+ * usable one, with *bad_number set for a number that is not such an
+ * integer, or *oom. */
+static char *id_from_json(const cJSON *root, const char *data, size_t len, int *bad_number,
+                          int *oom)
 {
-	char buf[64];
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "id");
+	const char *text;
+	size_t n = 0, sign;
+	char *id;
 
 	if (cJSON_IsString(v) && v->valuestring[0] && strlen(v->valuestring) <= ID_MAX)
 		return dup_id(v->valuestring, oom);
 	if (!cJSON_IsNumber(v))
 		return NULL;
-	if (v->valuedouble >= -9e15 && v->valuedouble <= 9e15 &&
-	    v->valuedouble == (double)(long long)v->valuedouble)
-		snprintf(buf, sizeof buf, "%lld", (long long)v->valuedouble);
-	else
-		snprintf(buf, sizeof buf, "%.17g", v->valuedouble);
-	return dup_id(buf, oom);
+	text = jsonin_member_text(data, len, root, v, &n);
+	sign = text && n && text[0] == '-';
+	if (!text || n == sign || strspn(text + sign, "0123456789") != n - sign ||
+	    fabs(v->valuedouble) > ID_NUMBER_MAX) {
+		*bad_number = 1;
+		return NULL;
+	}
+	if (!(id = strndup(text, n)))
+		*oom = 1;
+	return id;
 }
 
 static char *id_from_key(const evh_event *ev, int *oom)
@@ -290,18 +311,22 @@ static char *id_from_key(const evh_event *ev, int *oom)
 enum { PARSE_BAD = -1, PARSE_OOM = -2 };
 
 /* The event's data as a JSON object in *root, or PARSE_BAD / PARSE_OOM with
- * `why` saying so. */
+ * `why` saying so. The host checks what plugins publish, not what other
+ * producers write to a topic: the data is held to what the host asks of an
+ * HTTP body (jsonin_parse_strict), so that nothing is read otherwise than
+ * it was written (a name cut at a \u0000, an id of 1e400 as "inf", a
+ * member given twice read as another consumer would not). */
 static int parse_object(const evh_event *ev, cJSON **root, char *why, size_t whylen)
 {
 	size_t len = 0;
 	const char *data = evh_event_data(ev, &len);
 	int oom = 0;
 
-	*root = jsonin_parse(data, len, &oom);
-	if (oom) {
-		snprintf(why, whylen, "out of memory parsing the event data");
+	*root = jsonin_parse_strict(data, len, "event data", &oom, why, whylen);
+	if (oom)
 		return PARSE_OOM;
-	}
+	if (!*root)
+		return PARSE_BAD;
 	if (!cJSON_IsObject(*root)) {
 		snprintf(why, whylen, "event data is not a JSON object");
 		return PARSE_BAD;
@@ -325,18 +350,25 @@ static int parse_user_event(const evh_event *ev, int need_email, user_event *u, 
                             size_t whylen)
 {
 	const cJSON *email, *name;
-	int rc, oom = 0;
+	size_t len = 0;
+	const char *data = evh_event_data(ev, &len);
+	int rc, oom = 0, bad_number = 0;
 
 	memset(u, 0, sizeof *u);
 	if ((rc = parse_object(ev, &u->root, why, whylen)) != 0)
 		goto bad;
 	rc = PARSE_BAD;
-	u->id = id_from_json(cJSON_GetObjectItemCaseSensitive(u->root, "id"), &oom);
-	if (!u->id && !oom)
+	u->id = id_from_json(u->root, data, len, &bad_number, &oom);
+	if (!u->id && !oom && !bad_number)
 		u->id = id_from_key(ev, &oom);
 	if (oom) {
 		snprintf(why, whylen, "out of memory reading the user id");
 		rc = PARSE_OOM;
+		goto bad;
+	}
+	if (bad_number) {
+		snprintf(why, whylen, "event data's \"id\" is a number but not an integer of at most "
+		                      "2^53 - 1 (9007199254740991) in magnitude: send it as a string");
 		goto bad;
 	}
 	if (!u->id) {

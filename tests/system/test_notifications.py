@@ -7,6 +7,7 @@ certificate, a wrong password, no STARTTLS) dead-lettered rather than failed,
 and poison messages going to the dead-letter topic without stopping the ones
 after them."""
 
+import base64
 import email
 import email.header
 import email.utils
@@ -395,12 +396,94 @@ def test_poison_message_goes_to_dlq_and_the_next_one_is_handled(evhostd, tmp_pat
     assert sorted(m["value"] for m in dlq) == sorted(['this is { not JSON',
                                                       '{"id": "u-no-mail", "name": "No Mail"}'])
     errors = {m["headers"]["ce_id"]: m["headers"]["evhost_dlq_error"] for m in dlq}
-    assert "not a JSON object" in errors["poison-1"]
+    assert errors["poison-1"] == "event data is not valid JSON: malformed at byte 0"
     assert "no \"email\"" in errors["poison-2"]
     assert all(m["headers"]["evhost_dlq_plugin"] == "notifications" for m in dlq)
     # Rejected at once: no retries for poison.
     assert all(m["headers"]["evhost_dlq_attempts"] == "1" for m in dlq)
     assert len(smtp_server.messages) == 1
+
+
+ADMIN_TOKEN = "admin-token-for-notification-tests-0123"
+
+
+def test_event_data_is_held_to_what_an_http_body_is(evhostd, tmp_path, unique_name,
+                                                    kafka_bootstrap, smtp_server):
+    """Event data from a producer other than evhost (the host checks only
+    what plugins publish) is checked as strictly as an HTTP body: what
+    cJSON would read otherwise than it was written (a name cut at \\u0000,
+    an id of 1e400 as "inf", one beyond 2^53 rounded, a member given twice
+    read as the first where other consumers read the last, bytes that are
+    not UTF-8) is dead-lettered at once with a reason saying what and
+    where, and never its values; no mail goes out for it, and the event
+    after it is delivered."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+              user=False, extra={"admin": {"token_file": str(token_file)}})
+    topic = env.topics["created"]
+    tag = uuid.uuid4().hex[:8]
+
+    def bad_addr(what):
+        return f"bad.{what}.{tag}@example.com"
+
+    utf8 = ('{"id":"u-utf8","name":"Bad \xff Name","email":"%s"}' % bad_addr("utf8")).encode(
+        "latin-1")
+    nul = '{"id":"u-nul","name":"Al\\u0000ice","email":"%s"}' % bad_addr("nul")
+    surrogate = '{"id":"u-sur","name":"\\ud800","email":"%s"}' % bad_addr("sur")
+    twice = '{"id":"u-dup","email":"%s","email":"%s","name":"Dup"}' % (
+        bad_addr("first"), bad_addr("last"))
+    inf = '{"id":1e400,"name":"Inf","email":"%s"}' % bad_addr("inf")
+    big = '{"id":9007199254740993,"name":"Big","email":"%s"}' % bad_addr("big")
+    frac = '{"id":1.5,"name":"Half","email":"%s"}' % bad_addr("frac")
+    bad = {
+        "bad-utf8": (utf8, "event data is not valid JSON: invalid UTF-8 at byte %d"
+                     % utf8.index(b"\xff")),
+        "bad-nul": (nul, "event data is not valid JSON: \\u0000 in a string at byte %d"
+                    % nul.index("\\u0000")),
+        "bad-surrogate": (surrogate, "event data is not valid JSON: a lone surrogate escape "
+                          "at byte %d" % surrogate.index("\\ud800")),
+        "bad-twice": (twice, 'event data names member "email" twice'),
+        "bad-inf": (inf, "event data is not valid JSON: a number out of range at byte 6"),
+        "bad-big": (big, 'event data\'s "id" is a number but not an integer of at most '
+                    "2^53 - 1 (9007199254740991) in magnitude: send it as a string"),
+        "bad-frac": (frac, 'event data\'s "id" is a number but not an integer of at most '
+                     "2^53 - 1 (9007199254740991) in magnitude: send it as a string"),
+    }
+    key = "strict-key"  # one partition: the good event comes after the bad ones
+    for ce_id, (value, _) in bad.items():
+        lib.kafka_produce(topic, value, key=key, brokers=kafka_bootstrap,
+                          headers={"ce_id": ce_id, "ce_type": "user.created"})
+    good = f"good.{tag}@example.com"
+    lib.kafka_produce(topic, {"id": 9007199254740991, "name": "Gó Od", "email": good}, key=key,
+                      brokers=kafka_bootstrap,
+                      headers={"ce_id": "good-strict", "ce_type": "user.created"})
+
+    msg = smtp_server.wait_for(welcome_to(good), timeout=60)
+    assert subject(msg) == "Welcome, Gó Od!"
+
+    def dead_letters():
+        r = env.d.get("/admin/plugins/notifications/dlq", params={"limit": 100},
+                      headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
+        assert r.status_code == 200, r.text
+        msgs = r.json()["messages"]
+        return msgs if len(msgs) >= len(bad) else None
+    letters = lib.wait_until(dead_letters, timeout=40, message="the dead letters")
+    errors = {m["headers"]["ce_id"]: m["headers"]["evhost_dlq_error"] for m in letters}
+    assert errors == {ce_id: why for ce_id, (_, why) in bad.items()}
+    # Rejected at once, and kept whole: the invalid UTF-8 comes back as it was.
+    assert all(m["headers"]["evhost_dlq_attempts"] == "1" for m in letters)
+    by_id = {m["headers"]["ce_id"]: m for m in letters}
+    assert base64.b64decode(by_id["bad-utf8"]["value_base64"]) == utf8
+    assert by_id["bad-nul"]["value"] == nul
+    # No reason quotes a value (the addresses are personal data).
+    assert not any(tag in why for why in errors.values())
+
+    # Only the good event was mailed, and only its recipient stored.
+    time.sleep(1)
+    assert [m.envelope_to for m in smtp_server.messages] == [[good]]
+    assert env.recipients() == {"9007199254740991": (good, "Gó Od")}
 
 
 # ------------------------------------------------------- retrying / failed
