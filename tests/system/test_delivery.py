@@ -436,7 +436,8 @@ def test_cluster_creating_no_topics_holds_events_until_they_exist(evhostd, tmp_p
            duplicates=sum(n - 1 for n in counts.values()), dead_letters=len(letters))
     assert counts == {early: 1, later: 1}
     assert len(letters) == 1 and letters[0]["key"] == "poison"
-    assert letters[0]["headers"]["evhost_dlq_error"] == "event data is not a JSON object"
+    assert letters[0]["headers"]["evhost_dlq_error"] == (
+        "event data is not valid JSON: malformed at byte 0")
 
 
 def test_full_outbox_answers_503_with_retry_after(evhostd, tmp_path, unique_name):
@@ -622,7 +623,15 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
         assert int(h["evhost_dlq_partition"]) >= 0 and int(h["evhost_dlq_offset"]) >= 0
         errors[h["evhost_dlq_offset"] + "/" + h["evhost_dlq_partition"]] = h
     by_error = collections.Counter(h["evhost_dlq_error"] for h in errors.values())
-    assert by_error["event data is not a JSON object"] == 2  # the text and the 1 MiB
+    # The reason says where the data broke: the text's NUL, and the 1 MiB's
+    # first NUL byte (or, should it have none, its first byte not UTF-8).
+    assert by_error["event data is not valid JSON: a NUL byte at byte 0"] == 1
+    nul = garbage.find(b"\0")
+    if nul >= 0:
+        assert by_error[f"event data is not valid JSON: a NUL byte at byte {nul}"] == 1
+    else:
+        assert sum(n for why, n in by_error.items()
+                   if why.startswith("event data is not valid JSON: invalid UTF-8 at byte ")) == 1
     assert by_error['event data has no usable "id" (string or number)'] == 1
     assert by_error['event data has no "email"'] == 1
     # bytes that are not text (a NUL, or not UTF-8) are shown as base64, text as is
