@@ -597,7 +597,8 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
     create_topic(topics["created"], kafka_bootstrap, 4 * 1024 * 1024)
     st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, topics=topics)
     created, bcast = topics["created"], topics["broadcast"]
-    garbage = os.urandom(1024 * 1024)
+    # Not a NUL first: the text's reason names byte 0, the garbage's another.
+    garbage = b"\x01" + os.urandom(1024 * 1024 - 1)
     # All on one key: one partition, so the good event after them can only be
     # handled if the poison did not stop the partition.
     lib.kafka_produce(created, b"\x00\x01 not json {", key="poison", brokers=kafka_bootstrap)
