@@ -589,6 +589,29 @@ def produce_big(topic, value, key, brokers):
     assert r.returncode == 0 and "Delivery failed" not in r.stderr, r.stderr
 
 
+def test_the_sdk_example_dead_letters_data_it_cannot_store(evhostd, build_dir, unique_name,
+                                                           kafka_bootstrap):
+    """hello.c, which third parties copy, stored any event data in a column
+    GET /hello-seen embeds as JSON: one event that was not JSON made every
+    later listing fail. It rejects such data now (to the dead-letter topic,
+    with its reason) and the listing goes on."""
+    topic = unique_name("hello.events")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    d = evhostd({"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so"),
+                                  "topic": topic}}, brokers=kafka_bootstrap)
+    lib.kafka_produce(topic, b"not json {", key="k", brokers=kafka_bootstrap)
+    lib.kafka_produce(topic, b"{}\x00", key="k", brokers=kafka_bootstrap)
+    lib.kafka_produce(topic, {"good": 1}, key="k", brokers=kafka_bootstrap)
+    seen = lib.wait_until(lambda: (lambda r: r.status_code == 200 and r.json())(
+        d.get("/hello-seen")), timeout=60, message="the good event listed")
+    assert [e["data"] for e in seen] == [{"good": 1}], seen
+    letters = [m["value"] for m in read_topic(topic + ".hello.dlq", kafka_bootstrap)]
+    assert letters[:2] == ["not json {", "{}\x00"], letters
+    text = d.log_text()
+    assert "hello: event data is not JSON" in text
+    assert "hello: event data is not JSON (none, or a NUL byte)" in text
+
+
 def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path, unique_name,
                                                               kafka_bootstrap, smtp_server):
     topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}

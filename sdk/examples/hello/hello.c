@@ -10,6 +10,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <evhost/evhost.h>
 
@@ -80,16 +81,30 @@ static int greet(evh_request *req, evh_response *resp, void *ud)
 	return evh_resp_json(resp, 200, json, strlen(json));
 }
 
-/* Records every event it sees; the host's inbox makes a redelivery a no-op. */
+/* Records every event it sees; the host's inbox makes a redelivery a no-op.
+ * Any producer may write to a topic: data that is not JSON (GET /hello-seen
+ * embeds it as JSON) is rejected, so the host moves it to the dead-letter
+ * topic with the reason, rather than stored to break every later listing. */
 static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	size_t len;
 	const char *data = evh_event_data(ev, &len);
+	int64_t stored = 0;
 	(void)ud;
 	evh_value args[] = {EVH_TEXT(evh_event_id(ev)), EVH_TEXT(evh_event_type(ev)),
 	                    EVH_TEXTN(data, len)};
-	if (evh_exec(tx, "INSERT INTO seen(event_id, type, data) VALUES(?, ?, ?)", args, 3, NULL))
+	if (!data || memchr(data, '\0', len)) { /* SQLite's text would end at a NUL */
+		evh_event_set_error(ev, "hello: event data is not JSON (none, or a NUL byte)");
+		return EVH_EVENT_REJECT;
+	}
+	if (evh_exec(tx, "INSERT INTO seen(event_id, type, data) SELECT ?1, ?2, ?3 "
+	                 "WHERE json_valid(?3)",
+	             args, 3, &stored))
 		return EVH_EVENT_RETRY;
+	if (!stored) {
+		evh_event_set_error(ev, "hello: event data is not JSON");
+		return EVH_EVENT_REJECT;
+	}
 	evh_log(p, EVH_LOG_INFO, "saw %s event %s", evh_event_type(ev), evh_event_id(ev));
 	return EVH_EVENT_OK;
 }
