@@ -1675,6 +1675,10 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		crash_leave();
 		if (r == EVH_EVENT_OK)
 			continue;
+		/* A storage failure the handler gave up or retried on without a
+		 * word: its message is the reason (before the rollback clears it). */
+		if (!ev->error[0] && store_tx_failed(tx))
+			snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
 		if (r == EVH_EVENT_KEEP_AND_DEAD_LETTER)
 			return keep_writes(c, ev, tx);
 		store_tx_savepoint_rollback(tx);

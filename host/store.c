@@ -1500,11 +1500,32 @@ int store_migrate(store *s, const evh_migration *m, size_t n, char *err, size_t 
 /* -------------------------------------------------------- transactions */
 
 /* Record an error on `tx` (the message is already in tx->err). */
+/* The last storage failure on this thread, for the line that reports a
+ * handler's failure (the plugin may have rolled its transaction back, and
+ * its message with it, before returning). */
+static _Thread_local char thread_error[STORE_ERR_LEN];
+
 static int tx_fail(evh_tx *tx, int status)
 {
 	if (!tx->failed)
 		tx->failed = status;
+	snprintf(thread_error, sizeof thread_error, "%s", tx->err);
 	return status;
+}
+
+void store_thread_error_clear(void)
+{
+	thread_error[0] = '\0';
+}
+
+const char *store_thread_error(void)
+{
+	return thread_error;
+}
+
+int store_tx_failed(evh_tx *tx)
+{
+	return tx ? tx->failed : EVH_EINVAL;
 }
 
 static int tx_fail_msg(evh_tx *tx, int status, const char *fmt, ...)

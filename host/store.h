@@ -82,6 +82,14 @@ void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer);
 int store_tx_commit(evh_tx *tx);
 void store_tx_rollback(evh_tx *tx);
 const char *store_tx_error(evh_tx *tx);
+/* The status `tx` failed with (0: none so far, or cleared by a savepoint's
+ * rollback). */
+int store_tx_failed(evh_tx *tx);
+/* The message of the last storage failure on this thread since the last
+ * clear ("" if none): what a handler's "storage error" was, for its log line
+ * (no values: SQLite's messages name tables, columns and constraints). */
+void store_thread_error_clear(void);
+const char *store_thread_error(void);
 /* One level of savepoint inside `tx` (the consumer handles a batch of events
  * in one transaction, each event inside a savepoint). Failures are tracked
  * per savepoint: store_tx_savepoint_release returns the first error of a

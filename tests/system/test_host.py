@@ -868,6 +868,22 @@ def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhos
     assert d.wait(timeout=30) == 0, d.log_tail()
 
 
+def test_a_storage_error_a_handler_returns_is_logged_with_its_message(evhostd, build_dir):
+    # The handler's transaction (and its message) was gone when the host
+    # logged "failed: storage error": the line now says what SQLite said,
+    # and an event given up on without a reason of its own gets it too.
+    d = evhostd({"plugin.probe": probe_conf(build_dir)})
+    r = d.post("/probe/publish?bad_sql=1", json={"x": 1})
+    assert r.status_code == 500, r.text
+    assert ("POST /probe/publish (route /probe/publish of plugin 'probe') failed: storage "
+            "error (storage: no such table: no_such_table)") in d.log_text(), d.log_tail()
+    d.wait_for_log("probe: assigned", timeout=30)
+    assert d.post("/probe/publish", json={"bad_sql": 1}).status_code == 200
+    d.wait_for_log(" dead-lettered to ", timeout=30)
+    line = next(ln for ln in d.log_text().splitlines() if " dead-lettered to " in ln)
+    assert line.endswith("after 1 attempt(s): storage: no such table: no_such_table"), line
+
+
 @pytest.mark.parametrize("where", ["http", "event"])
 def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, where):
     # A plugin's bad pointer ends the daemon (its memory can no longer be
