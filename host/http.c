@@ -1402,7 +1402,7 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 
 static void call_handler(const http_route *rt, evh_request *req, evh_response *resp)
 {
-	int rc;
+	int rc, store_said;
 	store_take_lost_reads(); /* only this handler's transactions count */
 	store_thread_error_clear();
 	crash_enter_http(rt->plugin ? rt->plugin->name : "host", req->method, req->path, req->id);
@@ -1454,11 +1454,15 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	}
 	/* evh_publish's two refusals a client can act on (the outbox at its
 	 * bound: try later; an event larger than Kafka takes) are warnings. */
+	/* A storage status with the message of the failure behind it (one the
+	 * handler had handled may precede another kind of failure: not named). */
+	store_said = (rc == EVH_ESTORE || rc == EVH_ECONSTRAINT || rc == EVH_EBUSY) &&
+	             *store_thread_error();
 	log_msg(rc == EVH_EFULL || rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
 	        "%s %s (route %s of plugin '%s') failed: %s%s%s%s", req->method, req->path,
 	        rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc),
-	        *store_thread_error() ? " (storage: " : "", store_thread_error(),
-	        *store_thread_error() ? ")" : "");
+	        store_said ? " (storage: " : "", store_said ? store_thread_error() : "",
+	        store_said ? ")" : "");
 	if (rc == EVH_EFULL) {
 		http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
 		problem(resp, 503, "unavailable", "too many events are waiting to be sent; try again "
