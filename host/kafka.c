@@ -3106,7 +3106,8 @@ void replay_result_free(replay_result *res)
  * querying variant is a broker round trip that would block this loop)
  * minus the next offset for a handler: a waiting retry's, else the first
  * buffered message's, else the position (rd_kafka_position, also local).
- * A partition not fetched from yet is left out unless it is empty. */
+ * A partition not fetched from yet is left out unless it is empty; one
+ * sought since its last message (a retry finished) counts from there. */
 static void report_lag(struct consumer *c)
 {
 	rd_kafka_topic_partition_list_t *l;
@@ -3128,6 +3129,11 @@ static void report_lag(struct consumer *c)
 			next = s->msg ? s->msg->offset : s->resume_offset;
 		else if (b->n)
 			next = b->v[b->head]->offset;
+		/* After a finished retry or dead letter (or a replay) sought it,
+		 * librdkafka says "invalid" until a message comes: without this
+		 * the series kept the lag it had while the retry waited. */
+		if (next < 0 && b->sought >= 0)
+			next = b->sought;
 		if (next < 0 && lo == hi)
 			next = hi;
 		if (next >= 0)
