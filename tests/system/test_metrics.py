@@ -313,8 +313,8 @@ def test_metrics_move_with_requests_and_events(evhostd):
     assert events.get("process_resident_memory_bytes") > 0
     assert events.get("process_start_time_seconds") > 1.6e9
 
-    check_dashboard(events.types)
-    check_alerts(events.types)
+    check_dashboard(events)
+    check_alerts(events)
 
     # A poison message: rejected at once and dead-lettered.
     mock = re.search(r"mock cluster at (127\.0\.0\.1:\d+)", d.log_text()).group(1)
@@ -326,6 +326,7 @@ def test_metrics_move_with_requests_and_events(evhostd):
     poisoned = Scrape(d)
     assert poisoned.get("evhost_events_handled_total", 0, result="reject", **dlq) == 1
     assert poisoned.get("evhost_events_handled_total", 0, result="ok", **dlq) == 1
+    check_documented(poisoned)
 
     # Scrapes are requests too, under the host route.
     assert events.get("evhost_http_requests_total", plugin="", route="/metrics", method="GET",
@@ -335,18 +336,139 @@ def test_metrics_move_with_requests_and_events(evhostd):
     assert head.status_code == 200 and head.headers["Content-Type"] == CONTENT_TYPE
 
 
-# Families exposed only while HTTPS is on (test_https checks them), or once a
-# backup exists (test_evhostctl does).
-# Families exposed only once something happened: scraped by the tests named.
+# Families exposed only once something happened (HTTPS on, a backup taken, a
+# JWKS fetched), scraped by the tests named.
 ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_https
                    "evhost_backup_last_timestamp_seconds",  # test_https
                    "evhost_jwks_fetches_total",  # test_jwks_fetch
                    "evhost_jwks_last_success_timestamp_seconds"}  # test_jwks_fetch
+OPERATIONS = lib.REPO_ROOT / "docs" / "operations.md"
+TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every series it scrapes
+_FAMILY = re.compile(r"\b((?:evhost|process)_[a-z_]+)\b")
+_SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
 
-def check_alerts(types):
+def documented_families():
+    """docs/operations.md's table of series: {family: (type, label names)}."""
+    text = OPERATIONS.read_text()
+    table = text[text.index("| series | type | labels | meaning |"):].split("\n\n")[0]
+    out = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        names = re.findall(r"`([a-z_]+)`", cells[0])
+        kinds = re.findall(r"counter|gauge|histogram", cells[1])
+        labels = set(re.findall(r"`([a-z_]+)`", cells[2]))
+        assert names and kinds, row
+        for i, name in enumerate(names):  # "counter, gauges": the first, then the rest
+            out[name] = (kinds[min(i, len(kinds) - 1)], labels)
+    assert len(out) > 20, out
+    return out
+
+
+def check_documented(scrape):
+    """The table of series in docs/operations.md is the daemon's: every
+    family exposed is documented with its type and exactly the labels its
+    series have, and every documented family is exposed (but those that
+    need HTTPS, a backup or a JWKS fetch)."""
+    documented = documented_families()
+    labels = {}
+    for (name, pairs), _ in scrape.samples.items():
+        family = name if name in scrape.types else _SUFFIX.sub("", name)
+        labels.setdefault(family, set()).update(
+            k for k, _ in pairs if not (k == "le" and name.endswith("_bucket")))
+    assert not set(scrape.types) - set(documented), \
+        f"exposed, not in operations.md: {sorted(set(scrape.types) - set(documented))}"
+    missing = set(documented) - set(scrape.types) - ONLY_WITH_HTTPS
+    assert not missing, f"in operations.md, not exposed: {sorted(missing)}"
+    for family, kind in scrape.types.items():
+        assert documented[family][0] == kind, (family, documented[family][0], kind)
+        if family in labels:  # a family may have no series yet
+            assert documented[family][1] == labels[family], \
+                (family, "documented", documented[family][1], "exposed", labels[family])
+
+
+def query_problems(expr, families, result_labels=()):
+    """What is wrong with a PromQL query (an alert's expr, a panel's target)
+    against the families evhostd exposes ({family: (type, labels)}): a
+    series or label that does not exist, a grouping or legend/annotation
+    label that no series of the query has or that its aggregation dropped,
+    rate()/increase() of anything but a counter (or a histogram's series),
+    deriv()/delta() of anything but a gauge, a histogram_quantile() without
+    _bucket and le. Read with regular expressions: the shipped queries'
+    forms, not PromQL in general."""
+    problems = []
+    e = expr.replace("$__rate_interval", "1m")
+
+    def family(name):
+        base = _SUFFIX.sub("", name)
+        if name in families:
+            return name, name
+        if base in families and families[base][0] == "histogram":
+            return base, name
+        return None, name
+    names = _FAMILY.findall(e)
+    have = set(TARGET_LABELS)
+    for name in names:
+        fam, _ = family(name)
+        if fam is None:
+            problems.append(f"{name} is not exposed")
+            continue
+        have |= families[fam][1] | ({"le"} if name.endswith("_bucket") else set())
+    for m in re.finditer(r"\b((?:evhost|process)_[a-z_]+)\{([^}]*)\}", e):
+        fam, _ = family(m.group(1))
+        for label in re.findall(r"([a-zA-Z_]+)\s*(?:=~|!~|!=|=)", m.group(2)):
+            if fam and label not in families[fam][1] | TARGET_LABELS:
+                problems.append(f"{m.group(1)} has no label {label}")
+    for grouping in re.findall(r"\b(?:by|on|without|ignoring)\s*\(([^)]*)\)", e):
+        for label in filter(None, (x.strip() for x in grouping.split(","))):
+            if label not in have:
+                problems.append(f"{label} (grouping) is a label of none of {names}")
+    kept = [{x.strip() for x in g.split(",")} for g in re.findall(r"\bby\s*\(([^)]*)\)", e)]
+    for label in result_labels:
+        if label not in have:
+            problems.append(f"{label} (legend or annotation) is a label of none of {names}")
+        elif kept and not any(label in k for k in kept):
+            problems.append(f"{label} (legend or annotation) is aggregated away")
+    for fn, name in re.findall(r"\b(rate|irate|increase|deriv|delta)\(\s*([a-z_]+)", e):
+        fam, sample = family(name)
+        kind = families[fam][0] if fam else None
+        if fn in ("rate", "irate", "increase") and not (
+                kind == "counter" or (kind == "histogram" and sample != fam)):
+            problems.append(f"{fn}() of {name}, a {kind}")
+        if fn in ("deriv", "delta") and kind != "gauge":
+            problems.append(f"{fn}() of {name}, a {kind}")
+    for m in re.finditer(r"histogram_quantile\(", e):
+        inner = e[m.end():]
+        if not re.search(r"_bucket\b", inner) or not re.search(r"\bby\s*\([^)]*\ble\b", inner):
+            problems.append("histogram_quantile() without _bucket series summed by le")
+    return problems
+
+
+def test_query_problems_are_found():
+    families = {"evhost_a_total": ("counter", {"plugin"}), "evhost_g": ("gauge", {"plugin"}),
+                "evhost_h_seconds": ("histogram", {"route"})}
+    assert query_problems('sum by (plugin) (rate(evhost_a_total{plugin=~"$plugin"}[5m]))',
+                          families, {"plugin"}) == []
+    assert query_problems("histogram_quantile(0.9, sum by (le, route) "
+                          "(rate(evhost_h_seconds_bucket[5m])))", families, {"route"}) == []
+    for bad, legend in [("evhost_nope", ()),                          # no such series
+                        ('evhost_g{topic="x"}', ()),                  # no such label
+                        ("sum by (topic) (evhost_g)", ()),            # grouping by it
+                        ("evhost_g", {"topic"}),                      # legend of it
+                        ("sum by (instance) (evhost_g)", {"plugin"}),  # aggregated away
+                        ("rate(evhost_g[5m])", ()),                   # rate of a gauge
+                        ("deriv(evhost_a_total[5m])", ()),            # deriv of a counter
+                        ("rate(evhost_h_seconds[5m])", ()),           # not a series
+                        ("histogram_quantile(0.9, rate(evhost_h_seconds_bucket[5m]))", ())]:
+        assert query_problems(bad, families, legend), bad
+
+
+def check_alerts(scrape):
     """The shipped alerting rules are Prometheus rule groups, each rule with a
-    severity and a summary, and query only families the daemon exposes."""
+    severity and a summary, and query only series, labels and types the
+    daemon exposes; their annotations name only labels the result keeps."""
+    check_documented(scrape)
+    families = documented_families()
     doc = yaml.safe_load(ALERTS.read_text())
     rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {"EvhostPluginDown", "EvhostDeadLetters",
@@ -356,40 +478,46 @@ def check_alerts(types):
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        names = re.findall(r"\b(evhost_[a-z_]+)\b", rule["expr"])
-        assert names, rule["alert"]
-        for name in names:
-            if name in ONLY_WITH_HTTPS:
-                continue
-            assert name in types, (rule["alert"], name)
+        assert re.findall(r"\b(evhost_[a-z_]+)\b", rule["expr"]), rule["alert"]
+        used = set(re.findall(r"\$labels\.([a-z_]+)", " ".join(rule["annotations"].values())))
+        assert not query_problems(rule["expr"], families, used), \
+            (rule["alert"], query_problems(rule["expr"], families, used))
 
 
-def check_dashboard(types):
+def check_dashboard(scrape):
     """The Grafana dashboard imports as it is (a Prometheus data source
-    variable used by every panel) and queries only families the daemon
-    exposes, histograms through their _bucket series."""
+    variable used by every panel) and queries only series, labels and types
+    the daemon exposes, histograms through their _bucket series; every
+    series with a plugin label follows the Plugin variable."""
+    check_documented(scrape)
+    families = documented_families()
     dash = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    exprs = []
+    for name in ("instance", "plugin"):
+        query = re.fullmatch(r"label_values\((.*), (\w+)\)", variables[name]["definition"])
+        assert query and query.group(2) == name, variables[name]
+        assert not query_problems(query.group(1), families, {name}), variables[name]
+    targets = []
     for panel in dash["panels"]:
         if panel["type"] == "row":
             continue
         assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
         assert panel["targets"], panel["title"]
-        exprs += [t["expr"] for t in panel["targets"]]
+        targets += [(panel["title"], t) for t in panel["targets"]]
     used = set()
-    for expr in exprs:
-        for name in re.findall(r"\b((?:evhost|process)_[a-z_]+)\b", expr):
-            family = re.sub(r"_bucket$", "", name)
-            if family in ONLY_WITH_HTTPS:  # scraped by the tests named there
-                used.add(family)
-                continue
-            assert family in types, (name, expr)
-            if name.endswith("_bucket"):
-                assert types[family] == "histogram", expr
+    for title, target in targets:
+        expr = target["expr"]
+        legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
+        assert not query_problems(expr, families, legend), \
+            (title, expr, query_problems(expr, families, legend))
+        for m in re.finditer(r"\b((?:evhost|process)_[a-z_]+)(\{[^}]*\})?", expr):
+            family = _SUFFIX.sub("", m.group(1)) if m.group(1) not in families else m.group(1)
             used.add(family)
+            assert 'instance=~"$instance"' in (m.group(2) or ""), (title, expr)
+            if "plugin" in families[family][1]:
+                assert 'plugin=~"$plugin"' in (m.group(2) or ""), (title, expr)
     for family in ("evhost_http_requests_total", "evhost_http_request_duration_seconds",
                    "evhost_events_published_total", "evhost_events_handled_total",
                    "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
