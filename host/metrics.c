@@ -497,7 +497,9 @@ static void render_http(textbuf *o)
 			tb_printf(o, "%" PRIu64 "\n", cnt);
 		}
 	}
-	put_head(o, dur, "histogram", "Time from request start to response sent, in seconds.");
+	put_head(o, dur, "histogram",
+	         "Time from request start until its response is ready to send (event streams: "
+	         "until they end), in seconds.");
 	/* A route interned by a request still in flight (this scrape) waits
 	 * for its first observation, as its requests_total does. */
 	for (size_t i = 0; v && i < n; i++)

@@ -381,6 +381,7 @@ def check_documented(scrape):
     missing = set(documented) - set(scrape.types) - ONLY_WITH_HTTPS
     assert not missing, f"in operations.md, not exposed: {sorted(missing)}"
     for family, kind in scrape.types.items():
+        assert re.search(rf"^# HELP {family} \S", scrape.text, re.M), f"{family} has no HELP"
         assert documented[family][0] == kind, (family, documented[family][0], kind)
         if family in labels:  # a family may have no series yet
             assert documented[family][1] == labels[family], \
