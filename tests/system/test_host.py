@@ -87,6 +87,12 @@ def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     d.expect_exit_code = None
 
 
+def test_a_subscription_without_a_topic_is_refused_and_said(evhostd, build_dir):
+    r = evhostd.run([], config={"plugin.probe": probe_conf(build_dir, topic="")}, timeout=30)
+    assert r.returncode != 0, r.stderr
+    assert re.search(r"ERROR +\[probe\] subscribe: no topic", r.stderr), r.stderr
+
+
 @pytest.mark.parametrize("keys,needle", [
     ({"retry.max_attempts": 1001}, "max_attempts 1001 is out of range (0 for the host's "
                                    "[kafka] retry.max_attempts, or 1 to 1000)"),
