@@ -48,6 +48,25 @@ static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
 	log_msg_at(p->log_level, level, p->name, "%s", msg);
 }
 
+/* evh_config_error: a diagnostic during the plugin's check, else an ERROR
+ * line "KEY: message" (its last error, as evh_log's). */
+static void api_config_error(evh_plugin *p, const char *key, const char *msg)
+{
+	size_t len;
+	char *line;
+
+	if (!p || !msg || plugin_check_report(p, key, msg))
+		return;
+	len = key ? strlen(key) + strlen(msg) + 3 : 0;
+	if (!key || !(line = malloc(len))) {
+		api_log(p, EVH_LOG_ERROR, msg);
+		return;
+	}
+	snprintf(line, len, "%s: %s", key, msg);
+	api_log(p, EVH_LOG_ERROR, line);
+	free(line);
+}
+
 static const char *api_config_get(evh_plugin *p, const char *key)
 {
 	if (!p || !key)
@@ -275,7 +294,10 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.traceparent = trace;
 	row.data = (char *)json;
 	row.data_len = len;
-	if (!tx) {
+	if (!tx && !p->store) { /* not during check */
+		log_error(p->name, "publish to %s: only once the plugin has started", topic);
+		rc = EVH_ESTATE;
+	} else if (!tx) {
 		rc = store_tx_begin_grouped(p->store, &own);
 		tx = own;
 	} else if (store_of_tx(tx) != p->store) {
@@ -312,6 +334,8 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 
 	if (!p || (!m && n))
 		return EVH_EINVAL;
+	if (!p->store) /* not during check */
+		return EVH_ESTATE;
 	rc = store_migrate(p->store, m, n, err, sizeof err);
 	if (rc != EVH_OK)
 		api_log(p, EVH_LOG_ERROR, err);
@@ -465,6 +489,7 @@ static const evh_api api_table = {
     .req_client_cert = http_req_client_cert,
     .req_client_addr = http_req_client_addr,
     .req_auth_local = http_req_auth_local,
+    .config_error = api_config_error,
 };
 
 const evh_api *host_api(void) { return &api_table; }

@@ -314,6 +314,41 @@ static void host_check_jwt_keys(host *h, diag *d)
 	jwks_pem_free(&jwks);
 }
 
+static int name_in(char *const *v, size_t n, const char *name)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i], name))
+			return 1;
+	return 0;
+}
+
+/* The plugin's check of its own values (ABI 1.7), into `d` for a required
+ * plugin. One with required = false that fails it is left out with a
+ * warning, like one that cannot be loaded, and named in h->unchecked (a
+ * reload keeps its running instance). 0 when the plugin stays. */
+static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, diag *d)
+{
+	diag own = {0};
+	char **v;
+
+	if (ps->required)
+		return plugin_check(p, &h->cfg, ps->file, ps->line, d);
+	if (plugin_check(p, &h->cfg, ps->file, ps->line, &own) == 0)
+		return 0;
+	for (size_t i = 0; i < own.n; i++)
+		log_warn("host", "%s", own.msgs[i]);
+	log_warn("host", "%s:%d: [%s] skipped (required = false): its values were refused", ps->file,
+	         ps->line, ps->section);
+	diag_free(&own);
+	v = realloc(h->unchecked, (h->nunchecked + 1) * sizeof *v);
+	if (v) {
+		h->unchecked = v;
+		if ((v[h->nunchecked] = strdup(p->name)))
+			h->nunchecked++;
+	}
+	return -1;
+}
+
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
@@ -348,7 +383,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 				         ps->line, ps->section, err);
 			continue;
 		}
-		if (plugin_configure(p, &h->cfg, d) != 0 ||
+		if (plugin_configure(p, &h->cfg, d) != 0 || host_check_plugin(h, p, ps, d) != 0 ||
 		    !(p->signature = section_signature(&h->cfg, p->section)) ||
 		    host_add_plugin(h, p) != 0) {
 			plugin_destroy(p);
@@ -784,13 +819,21 @@ int host_reload(host *h)
 	/* Stop what was removed, disabled or changed: its section, or its file
 	 * (a new build installed in its place). A plugin that is restarted keeps
 	 * a copy of itself as it ran (its build stays loaded), to start again
-	 * should its new configuration or build fail in init (only that can
-	 * check a plugin's own values). */
+	 * should its new configuration or build fail in init (step 1 ran the
+	 * plugins' checks of their values, but only init sees what needs the
+	 * file system or the network, or a plugin without a check). */
 	fallbacks = calloc(h->nplugins ? h->nplugins : 1, sizeof *fallbacks);
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
 		int same_section = n && strcmp(n->signature, p->signature) == 0;
 		if (same_section && plugin_same_build(n, p)) {
+			i++;
+			continue;
+		}
+		if (!n && name_in(next.unchecked, next.nunchecked, p->name)) {
+			log_warn("host", "reload: plugin '%s' (required = false) keeps running as it ran: "
+			                 "its new values were refused",
+			         p->name);
 			i++;
 			continue;
 		}
@@ -937,6 +980,11 @@ void host_stop(host *h)
 	free(h->down);
 	h->down = NULL;
 	h->ndown = 0;
+	for (size_t i = 0; i < h->nunchecked; i++)
+		free(h->unchecked[i]);
+	free(h->unchecked);
+	h->unchecked = NULL;
+	h->nunchecked = 0;
 	auth_keyset_free(atomic_exchange(&h->auth, NULL));
 	if (h->lock_fd1) {
 		close(h->lock_fd1 - 1);

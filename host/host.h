@@ -65,6 +65,8 @@ typedef struct host {
 	                               * started by host_start (or a reload), freed at stop */
 	int jwt_nrsa, jwt_nec;
 	int jwt_left_out;             /* keys of a JWKS jwt_public_key_file left out */
+	char **unchecked;             /* plugins with required = false that host_configure left */
+	size_t nunchecked;            /* out: their check refused their values */
 } host;
 
 /* The API table handed to every plugin (api.c). */

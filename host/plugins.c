@@ -23,6 +23,12 @@
  * from any evhost.h we ever shipped. */
 #define DESC_MIN_SIZE (offsetof(evh_plugin_desc, fini) + sizeof(void (*)(void)))
 
+/* ABI 1.7 gave reserved[0] a meaning (check): the descriptor's size and
+ * layout must not have changed with it. */
+_Static_assert(offsetof(evh_plugin_desc, check) == DESC_MIN_SIZE &&
+                   sizeof(evh_plugin_desc) == DESC_MIN_SIZE + 8 * sizeof(void *),
+               "evh_plugin_desc's size or layout changed");
+
 static const char *const host_owned_keys[] = {"enabled", "required", "path", "group",
                                                "log_level", NULL};
 
@@ -543,6 +549,66 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 oom:
 	diag_add(d, NULL, 0, "[%s]: out of memory", p->section);
 	return -1;
+}
+
+/* The check's place to report to, while it runs. */
+struct plugin_checking {
+	const cfg *c;
+	diag *d;
+	const char *file; /* the section's header */
+	int line;
+	size_t errors;
+};
+
+/* The descriptor's check: a plugin built for ABI 1.7 or later whose
+ * descriptor reaches the slot (before 1.7 it was reserved[0], not ours to
+ * read as a function). */
+static int (*desc_check(const evh_plugin_desc *d))(evh_plugin *)
+{
+	if (d->abi_minor < 7 ||
+	    d->struct_size < offsetof(evh_plugin_desc, check) + sizeof d->check)
+		return NULL;
+	return d->check;
+}
+
+int plugin_check_report(evh_plugin *p, const char *key, const char *msg)
+{
+	struct plugin_checking *k = p->checking;
+	const cfg_entry *e;
+
+	if (!k)
+		return 0;
+	e = key ? cfg_find(k->c, p->section, key) : NULL;
+	k->errors++;
+	if (key)
+		diag_add(k->d, e ? e->file : k->file, e ? e->line : k->line, "[%s] %s: %s", p->section,
+		         key, msg);
+	else
+		diag_add(k->d, k->file, k->line, "[%s] %s", p->section, msg);
+	return 1;
+}
+
+int plugin_check(evh_plugin *p, const cfg *c, const char *section_file, int section_line,
+                 diag *d)
+{
+	struct plugin_checking k = {c, d, section_file, section_line, 0};
+	int (*check)(evh_plugin *) = desc_check(p->desc);
+	int rc;
+
+	if (!check)
+		return 0;
+	p->last_error[0] = '\0';
+	p->checking = &k;
+	crash_enter_call(p->name, "check");
+	rc = check(p);
+	crash_leave();
+	p->checking = NULL;
+	if (rc != EVH_OK && !k.errors)
+		/* Failed without saying which key: its last ERROR line, if any. */
+		diag_add(d, section_file, section_line, "[%s] the plugin's check failed (%s)%s%s",
+		         p->section, host_strerror(rc), p->last_error[0] ? ": " : "", p->last_error);
+	p->last_error[0] = '\0';
+	return rc == EVH_OK && !k.errors ? 0 : -1;
 }
 
 static int make_dir(const char *path, char *err, size_t errlen)

@@ -54,6 +54,7 @@ struct evh_plugin {
 	plugin_sub *subs;
 	size_t nsubs;
 	struct consumer *consumer;
+	struct plugin_checking *checking; /* during its check (plugin_check): where to report */
 };
 
 /* Open a plugin file and check it: ELF/dlopen error, entry symbol, descriptor
@@ -69,6 +70,16 @@ evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen);
 /* Validate the plugin's [plugin.NAME] keys against its schema (into `d`) and
  * load its values. */
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
+/* The plugin's own check of its values (the descriptor's `check`, ABI 1.7),
+ * after plugin_configure succeeded: each evh_config_error it makes goes to
+ * `d` as "FILE:LINE: [plugin.NAME] KEY: message", at the line that set KEY
+ * in `c` (the section's header for a default). 0 when it passes (or the
+ * plugin has none), -1 when it failed (at least one line in `d`). */
+int plugin_check(evh_plugin *p, const cfg *c, const char *section_file, int section_line,
+                 diag *d);
+/* evh_config_error: during plugin_check, a line of its diagnostics (returns
+ * 1); otherwise 0 and the caller logs it. */
+int plugin_check_report(evh_plugin *p, const char *key, const char *msg);
 /* Open its store, call init. On failure returns -1 with `err` set (quoting
  * the plugin's last error line). */
 int plugin_start(evh_plugin *p, char *err, size_t errlen);

@@ -16,7 +16,7 @@
  * evh_free(). Strings returned as `const char *` are borrowed from the object
  * they came from and live as long as it does.
  *
- * THREADING. init and fini run on the host's main thread, never concurrently
+ * THREADING. check (ABI 1.7), init and fini run on the host's main thread, never concurrently
  * with any other callback of the same plugin. HTTP handlers run on the HTTP
  * server's worker threads, several at once. Event handlers of one plugin run
  * on that plugin's consumer thread, one message at a time. Every SDK call is
@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 6
+#define EVH_ABI_MINOR 7
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -326,6 +326,9 @@ typedef struct evh_api {
 
 	/* auth (ABI 1.6) */
 	int (*req_auth_local)(evh_request *req);
+
+	/* config (ABI 1.7); the SDK's evh_config_error formats the message */
+	void (*config_error)(evh_plugin *p, const char *key, const char *msg);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -357,7 +360,30 @@ typedef struct evh_plugin_desc {
 	/* Called once before unload, on the main thread, after HTTP and the
 	 * consumer have stopped calling the plugin; also after a failed init. */
 	void (*fini)(evh_plugin *p, void *state);
-	void *reserved[8];
+	/* (ABI 1.7; NULL: none) Check the plugin's own values, without starting
+	 * anything: set with EVH_PLUGIN_CHECKED. Called on the main thread after
+	 * the [plugin.NAME] section has been read and validated against `config`
+	 * (keys, types, defaults), before init: at every start, at every reload
+	 * (its step 1, before any plugin is stopped) and by `evhostd
+	 * --check-config`, and possibly for an instance that is never started
+	 * (--check-config, a reload refused for another reason). Say what is
+	 * wrong with evh_config_error(p, KEY, ...), which the host reports at the
+	 * file:line where KEY was set (the section's header for a default);
+	 * return EVH_OK, or EVH_EINVAL when a value is wrong. A failed check of
+	 * a required plugin fails the start and refuses a reload whole (nothing
+	 * stopped); one of a plugin with required = false leaves it out (a
+	 * warning), or at a reload keeps it running as it ran.
+	 * It may only call evh_config_str/_int/_bool, evh_plugin_name, evh_log
+	 * and evh_config_error, and must have no side effects: no files written
+	 * or opened for writing, no network, no state kept (no *state: init has
+	 * not run, and fini is not called for a check). Checks that need the
+	 * file system or the network (reading a password file, opening a
+	 * Maildir, connecting) belong in init.
+	 * A host older than 1.7 ignores this slot (it was reserved[0]): there,
+	 * only init sees the values, so init must still refuse bad ones; call
+	 * the same validation function from both. */
+	int (*check)(evh_plugin *p);
+	void *reserved[7];
 } evh_plugin_desc;
 
 typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
@@ -377,10 +403,18 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
  *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini);
  */
 #define EVH_PLUGIN(name_, version_, descr_, config_, init_, fini_)                         \
+	EVH_PLUGIN_CHECKED(name_, version_, descr_, config_, NULL, init_, fini_)
+
+/* (ABI 1.7) The same, with a check of the plugin's own values (the
+ * descriptor's `check`, see there), run before init and by --check-config:
+ *   EVH_PLUGIN_CHECKED("hello", "1.0.0", "Says hello", hello_config, hello_check,
+ *                      hello_init, hello_fini);
+ */
+#define EVH_PLUGIN_CHECKED(name_, version_, descr_, config_, check_, init_, fini_)         \
 	const evh_api *evh__api EVH__HIDDEN;                                                    \
 	static const evh_plugin_desc evh__desc = {                                             \
 	    sizeof(evh_plugin_desc), EVH_ABI_MAJOR, EVH_ABI_MINOR, (name_), (version_),       \
-	    (descr_), (config_), (init_), (fini_), {0}};                                       \
+	    (descr_), (config_), (init_), (fini_), (check_), {0}};                             \
 	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
 	    const evh_api *api);                                                               \
 	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
@@ -450,6 +484,32 @@ static inline int evh_config_bool(evh_plugin *p, const char *key, int dflt)
 	if (!v || !*v)
 		return dflt;
 	return !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1");
+}
+
+/* (ABI 1.7) Say that the value of `key` in [plugin.NAME] is wrong, e.g.
+ *   evh_config_error(p, "transport", "must be smtp or maildir, got '%s'", t);
+ * In the descriptor's check, the host reports it as
+ * "FILE:LINE: [plugin.NAME] KEY: message" at the line that set `key` (the
+ * section's header when `key` has its default; `key` NULL: the section as
+ * a whole), and the check fails, whatever it returns. Elsewhere (init), it
+ * logs an ERROR "KEY: message", which is then the refusal reason like any
+ * ERROR line of init; on a host older than 1.7 the SDK does that itself
+ * through evh_log. Main thread. */
+static inline void evh_config_error(evh_plugin *p, const char *key, const char *fmt, ...)
+    EVH__PRINTF(3, 4);
+static inline void evh_config_error(evh_plugin *p, const char *key, const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	if (EVH_API_HAS(config_error))
+		evh__api->config_error(p, key, buf);
+	else if (key)
+		evh_log(p, EVH_LOG_ERROR, "%s: %s", key, buf);
+	else
+		evh__api->log(p, EVH_LOG_ERROR, buf);
 }
 
 /* The plugin's instance name (the NAME of [plugin.NAME]). Borrowed. */
