@@ -47,62 +47,80 @@ static const char *coll_key(const char *coll, const char *what, char *buf, size_
 	return buf;
 }
 
+/* crud_rules_parse's reason begins "required: " or "types: ": said at that
+ * key of the collection, without it. */
+static void rules_error(evh_plugin *p, const char *coll, const char *err)
+{
+	char key[CRUD_NAME_MAX + 32];
+	const char *what = !strncmp(err, "types: ", 7) ? "types" : "required";
+	size_t n = strlen(what);
+
+	if (!strncmp(err, what, n) && err[n] == ':' && err[n + 1] == ' ')
+		err += n + 2;
+	evh_config_error(p, coll_key(coll, what, key, sizeof key), "%s", err);
+}
+
 static int configure_collection(crud_state *st, crud_collection *c)
 {
 	char key[CRUD_NAME_MAX + 32], err[256];
 	const char *topic = evh_config_str(st->p, coll_key(c->name, "topic", key, sizeof key));
 	const char *required = evh_config_str(st->p, coll_key(c->name, "required", key, sizeof key));
 	const char *types = evh_config_str(st->p, coll_key(c->name, "types", key, sizeof key));
+	int rc = EVH_OK;
 
 	if (crud_rules_parse(&c->rules, required, types, err, sizeof err) != 0) {
-		evh_log(st->p, EVH_LOG_ERROR, "collection.%s: %s", c->name, err);
-		return EVH_EINVAL;
+		rules_error(st->p, c->name, err);
+		rc = EVH_EINVAL;
 	}
 	if (topic && *topic)
 		snprintf(c->topic, sizeof c->topic, "%s", topic);
 	else
 		snprintf(c->topic, sizeof c->topic, "crud.%s", c->name);
 	if (!topic_ok(c->topic)) {
-		evh_log(st->p, EVH_LOG_ERROR, "collection.%s.topic: '%s' is not a Kafka topic name",
-		        c->name, c->topic);
-		return EVH_EINVAL;
+		evh_config_error(st->p, coll_key(c->name, "topic", key, sizeof key),
+		                 "'%s' is not a Kafka topic name", c->topic);
+		rc = EVH_EINVAL;
 	}
 	snprintf(c->type_created, sizeof c->type_created, "crud.%s.created", c->name);
 	snprintf(c->type_updated, sizeof c->type_updated, "crud.%s.updated", c->name);
 	snprintf(c->type_deleted, sizeof c->type_deleted, "crud.%s.deleted", c->name);
-	return EVH_OK;
+	return rc;
 }
 
-/* One collection name from the `collections` list: valid and not repeated. */
+/* One collection name from the `collections` list: valid and not repeated.
+ * EVH_ERR: no more can be taken. */
 static int add_collection(crud_state *st, const char *name, size_t len)
 {
 	crud_collection *c;
 
 	if (len > CRUD_NAME_MAX || st->ncolls == CRUD_COLLECTIONS_MAX) {
-		evh_log(st->p, EVH_LOG_ERROR, "collections: a name over 64 characters, or more "
-		                              "than 64 collections");
-		return EVH_EINVAL;
+		evh_config_error(st->p, "collections",
+		                 "a name over 64 characters, or more than 64 collections");
+		return EVH_ERR;
 	}
 	c = &st->colls[st->ncolls];
 	memcpy(c->name, name, len);
 	c->name[len] = '\0';
 	if (!crud_collection_name_ok(c->name)) {
-		evh_log(st->p, EVH_LOG_ERROR, "collections: '%s' is not a collection name "
-		                              "([A-Za-z0-9_-])", c->name);
+		evh_config_error(st->p, "collections",
+		                 "'%s' is not a collection name ([A-Za-z0-9_-])", c->name);
 		return EVH_EINVAL;
 	}
 	if (crud_find_collection(st, c->name)) {
-		evh_log(st->p, EVH_LOG_ERROR, "collections: '%s' is listed twice", c->name);
+		evh_config_error(st->p, "collections", "'%s' is listed twice", c->name);
 		return EVH_EINVAL;
 	}
 	st->ncolls++;
 	return configure_collection(st, c);
 }
 
+/* The collections and their rules and topics, into `st` (a scratch one for
+ * the descriptor's check): every value init checks, none needing files or
+ * the network, each problem said at its key. The check and init both run it. */
 static int read_config(crud_state *st)
 {
 	const char *list = evh_config_str(st->p, "collections");
-	int rc;
+	int rc = EVH_OK, one;
 
 	st->colls = calloc(CRUD_COLLECTIONS_MAX, sizeof *st->colls);
 	if (!st->colls) {
@@ -114,15 +132,28 @@ static int read_config(crud_state *st)
 
 		list += strspn(list, " \t,");
 		len = strcspn(list, " \t,");
-		if (len && (rc = add_collection(st, list, len)) != EVH_OK)
-			return rc;
+		if (len && (one = add_collection(st, list, len)) != EVH_OK) {
+			rc = EVH_EINVAL;
+			if (one == EVH_ERR)
+				break;
+		}
 		list += len;
 	}
-	if (st->ncolls == 0) {
-		evh_log(st->p, EVH_LOG_ERROR, "collections: name at least one collection");
+	if (st->ncolls == 0 && rc == EVH_OK) {
+		evh_config_error(st->p, "collections", "name at least one collection");
 		return EVH_EINVAL;
 	}
-	return EVH_OK;
+	return rc;
+}
+
+/* The descriptor's check (ABI 1.7): read_config into a scratch state. */
+static int crud_check(evh_plugin *p)
+{
+	crud_state scratch = {p, NULL, 0};
+	int rc = read_config(&scratch);
+
+	free(scratch.colls);
+	return rc;
 }
 
 static void crud_fini(evh_plugin *p, void *state)
@@ -149,6 +180,7 @@ static int crud_init(evh_plugin *p, void **state)
 		return EVH_ENOMEM;
 	}
 	st->p = p;
+	/* read_config checks again: a host older than ABI 1.7 never ran crud_check. */
 	if ((rc = read_config(st)) == EVH_OK &&
 	    (rc = evh_migrate(p, crud_migrations, crud_nmigrations)) == EVH_OK)
 		rc = crud_routes_register(st);
@@ -163,5 +195,5 @@ static int crud_init(evh_plugin *p, void **state)
 	return EVH_OK;
 }
 
-EVH_PLUGIN("crud", "1.0.0", "JSON document collections with ETags and crud.* events",
-           crud_config, crud_init, crud_fini);
+EVH_PLUGIN_CHECKED("crud", "1.0.0", "JSON document collections with ETags and crud.* events",
+                   crud_config, crud_check, crud_init, crud_fini);

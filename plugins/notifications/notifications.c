@@ -225,14 +225,6 @@ static int open_smtp(notif_state *st)
 
 	if (user && !*user)
 		user = NULL;
-	if (user && (!pwfile || !*pwfile)) {
-		evh_log(st->p, EVH_LOG_ERROR, "smtp_user is set but smtp_password_file is not");
-		return -1;
-	}
-	if (timeout < 1 || timeout > 24 * 3600 * 1000) {
-		evh_log(st->p, EVH_LOG_ERROR, "smtp_timeout_ms must be between 1 and 86400000");
-		return -1;
-	}
 	if (user) {
 		/* The message names the file, never its contents. */
 		if (read_file(pwfile, SECRET_MAX_BYTES, &pw, err, sizeof err) < 0) {
@@ -279,18 +271,10 @@ static int open_maildir(notif_state *st)
 	return 0;
 }
 
+/* After check_values: st->use_smtp says which. */
 static int open_transport(notif_state *st)
 {
-	const char *t = evh_config_str(st->p, "transport");
-
-	if (t && !strcmp(t, "smtp")) {
-		st->use_smtp = 1;
-		return open_smtp(st);
-	}
-	if (t && !strcmp(t, "maildir"))
-		return open_maildir(st);
-	evh_log(st->p, EVH_LOG_ERROR, "transport must be smtp or maildir (got \"%s\")", t ? t : "");
-	return -1;
+	return st->use_smtp ? open_smtp(st) : open_maildir(st);
 }
 
 static void close_transport(notif_state *st)
@@ -408,7 +392,7 @@ static int route(notif_state *st, const char *method, const char *pattern,
 /* The subscription's retry policy: the ranges of the host's [kafka] retry.*
  * (0 here takes the host's value), and backoff_max_ms not below backoff_ms
  * when both are set (the host refuses the subscription otherwise). */
-static int check_retry_keys(notif_state *st)
+static int check_retry_keys(evh_plugin *p, notif_state *st)
 {
 	static const struct {
 		const char *key;
@@ -419,27 +403,63 @@ static int check_retry_keys(notif_state *st)
 	    {"retry.backoff_max_ms", 24 * 3600 * 1000},
 	};
 	int64_t backoff, backoff_max;
+	int rc = 0;
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-		int64_t v = evh_config_int(st->p, keys[i].key, 0);
+		int64_t v = evh_config_int(p, keys[i].key, 0);
 		if (v < 0 || v > keys[i].max) {
-			evh_log(st->p, EVH_LOG_ERROR,
-			        "%s must be 0 (the host's [kafka] %s) or between 1 and %" PRId64
-			        " (got %" PRId64 ")",
-			        keys[i].key, keys[i].key, keys[i].max, v);
-			return -1;
+			evh_config_error(p, keys[i].key,
+			                 "must be 0 (the host's [kafka] %s) or between 1 and %" PRId64
+			                 " (got %" PRId64 ")",
+			                 keys[i].key, keys[i].max, v);
+			rc = -1;
 		}
 	}
-	backoff = evh_config_int(st->p, "retry.backoff_ms", 0);
-	backoff_max = evh_config_int(st->p, "retry.backoff_max_ms", 0);
+	backoff = evh_config_int(p, "retry.backoff_ms", 0);
+	backoff_max = evh_config_int(p, "retry.backoff_max_ms", 0);
 	if (backoff > 0 && backoff_max > 0 && backoff_max < backoff) {
-		evh_log(st->p, EVH_LOG_ERROR,
-		        "retry.backoff_max_ms (%" PRId64 ") must not be below retry.backoff_ms "
-		        "(%" PRId64 ")",
-		        backoff_max, backoff);
+		evh_config_error(p, "retry.backoff_max_ms",
+		                 "%" PRId64 " must not be below retry.backoff_ms (%" PRId64 ")",
+		                 backoff_max, backoff);
+		rc = -1;
+	}
+	st->max_attempts = (int)evh_config_int(p, "retry.max_attempts", 0);
+	return rc;
+}
+
+/* transport, and for smtp the keys that need neither the network nor the
+ * password file: the URL's scheme, the timeout, user and password together. */
+static int check_transport(evh_plugin *p, notif_state *st)
+{
+	const char *t = evh_config_str(p, "transport"), *url, *user, *pwfile;
+	int64_t timeout;
+	int rc = 0;
+
+	if (t && !strcmp(t, "maildir"))
+		return 0;
+	if (!t || strcmp(t, "smtp")) {
+		evh_config_error(p, "transport", "must be smtp or maildir (got \"%s\")", t ? t : "");
 		return -1;
 	}
-	st->max_attempts = (int)evh_config_int(st->p, "retry.max_attempts", 0);
-	return 0;
+	st->use_smtp = 1;
+	url = evh_config_str(p, "smtp_url");
+	if (!url || (strncmp(url, "smtp://", 7) && strncmp(url, "smtps://", 8))) {
+		evh_config_error(p, "smtp_url", "must start with smtp:// or smtps:// (got \"%s\")",
+		                 url ? url : "");
+		rc = -1;
+	}
+	user = evh_config_str(p, "smtp_user");
+	pwfile = evh_config_str(p, "smtp_password_file");
+	if (user && *user && (!pwfile || !*pwfile)) {
+		evh_config_error(p, "smtp_user", "is set but smtp_password_file is not");
+		rc = -1;
+	}
+	timeout = evh_config_int(p, "smtp_timeout_ms", 10000);
+	if (timeout < 1 || timeout > 24 * 3600 * 1000) {
+		evh_config_error(p, "smtp_timeout_ms", "must be between 1 and 86400000 (got %" PRId64 ")",
+		                 timeout);
+		rc = -1;
+	}
+	return rc;
 }
 
 static int topics_overlap(const notif_state *st)
@@ -453,35 +473,66 @@ static int topics_overlap(const notif_state *st)
 	return 0;
 }
 
-static int configure(notif_state *st)
-{
-	const char *from = evh_config_str(st->p, "from");
+static const char *const topic_keys[] = {"topic.user_created", "topic.user_updated",
+                                          "topic.user_deleted", "topic.broadcast"};
 
-	st->topic_created = evh_config_str(st->p, "topic.user_created");
-	st->topic_updated = evh_config_str(st->p, "topic.user_updated");
-	st->topic_deleted = evh_config_str(st->p, "topic.user_deleted");
-	st->topic_broadcast = evh_config_str(st->p, "topic.broadcast");
-	if (!st->topic_created || !*st->topic_created || !st->topic_updated ||
-	    !*st->topic_updated || !st->topic_deleted || !*st->topic_deleted ||
-	    !st->topic_broadcast || !*st->topic_broadcast) {
-		evh_log(st->p, EVH_LOG_ERROR, "topic.* keys must not be empty");
-		return -1;
+/* Every value init checks that needs neither files nor the network, into
+ * `st` (a scratch one for the descriptor's check): topics, from, retry.*,
+ * transport and its smtp_* keys. Each problem is said at its key; -1 when
+ * there was one. Pure: the check and init both run it. */
+static int check_values(evh_plugin *p, notif_state *st)
+{
+	const char *from = evh_config_str(p, "from");
+	const char **topics[] = {&st->topic_created, &st->topic_updated, &st->topic_deleted,
+	                         &st->topic_broadcast};
+	int rc = 0, empty = 0;
+
+	for (size_t i = 0; i < 4; i++) {
+		*topics[i] = evh_config_str(p, topic_keys[i]);
+		if (!*topics[i] || !**topics[i]) {
+			evh_config_error(p, topic_keys[i], "must not be empty");
+			empty = 1;
+		}
 	}
-	if (topics_overlap(st)) {
+	if (empty) {
+		rc = -1;
+	} else if (topics_overlap(st)) {
 		/* The user handlers subscribe without a type filter (plain producers
 		 * send none), so the topic is what tells the events apart. */
-		evh_log(st->p, EVH_LOG_ERROR, "topic.user_created, topic.user_updated, "
-		                              "topic.user_deleted and topic.broadcast must differ");
-		return -1;
+		for (size_t i = 0; i < 4; i++)
+			for (size_t j = 0; j < i; j++)
+				if (!strcmp(*topics[i], *topics[j])) {
+					evh_config_error(p, topic_keys[i],
+					                 "'%s' is %s's topic too: topic.user_created, "
+					                 "topic.user_updated, topic.user_deleted and "
+					                 "topic.broadcast must differ",
+					                 *topics[i], topic_keys[j]);
+					break;
+				}
+		rc = -1;
 	}
 	if (!from || notif_mailbox_parse(from, st->from_name, sizeof st->from_name, st->from_addr,
 	                                 sizeof st->from_addr) < 0) {
-		evh_log(st->p, EVH_LOG_ERROR,
-		        "from must be \"Name <local@domain>\" or \"local@domain\" (got \"%s\")",
-		        from ? from : "");
-		return -1;
+		evh_config_error(p, "from",
+		                 "must be \"Name <local@domain>\" or \"local@domain\" (got \"%s\")",
+		                 from ? from : "");
+		rc = -1;
 	}
-	return check_retry_keys(st);
+	if (check_retry_keys(p, st) < 0)
+		rc = -1;
+	if (check_transport(p, st) < 0)
+		rc = -1;
+	return rc;
+}
+
+/* The descriptor's check (ABI 1.7): check_values on a scratch state (the
+ * main thread's stack; nothing in it is opened). */
+static int notif_check(evh_plugin *p)
+{
+	notif_state scratch;
+
+	memset(&scratch, 0, sizeof scratch);
+	return check_values(p, &scratch) < 0 ? EVH_EINVAL : EVH_OK;
 }
 
 static int register_all(notif_state *st)
@@ -513,7 +564,8 @@ static int notif_init(evh_plugin *p, void **state)
 		return EVH_ENOMEM;
 	}
 	st->p = p;
-	if (configure(st) < 0 || load_templates(st) < 0)
+	/* check_values again: a host older than ABI 1.7 never ran notif_check. */
+	if (check_values(p, st) < 0 || load_templates(st) < 0)
 		goto fail;
 	if (open_transport(st) < 0)
 		goto fail;
@@ -555,5 +607,5 @@ static void notif_fini(evh_plugin *p, void *state)
 	free(st);
 }
 
-EVH_PLUGIN("notifications", "1.0.0", "Welcome mails, broadcasts and a delivery log",
-           notif_config, notif_init, notif_fini)
+EVH_PLUGIN_CHECKED("notifications", "1.0.0", "Welcome mails, broadcasts and a delivery log",
+                   notif_config, notif_check, notif_init, notif_fini)

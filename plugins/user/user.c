@@ -52,92 +52,148 @@ static const evh_config_key user_config[] = {
 #define USER_LOGIN_TABLE_MIN 64
 #define USER_LOGIN_TABLE_MAX 1048576
 
-static int config_error(user_state *st, const char *msg)
+/* Integer `key` (default `dflt`) into *out when within [min, max]; else
+ * "must be between MIN and MAX" and `unit`, said at the key. */
+static int config_range(evh_plugin *p, const char *key, int64_t dflt, int64_t min, int64_t max,
+                        const char *unit, int64_t *out)
 {
-	evh_log(st->p, EVH_LOG_ERROR, "%s", msg);
+	*out = evh_config_int(p, key, dflt);
+	if (*out >= min && *out <= max)
+		return EVH_OK;
+	evh_config_error(p, key, "must be between %lld and %lld%s (got %lld)", (long long)min,
+	                 (long long)max, unit, (long long)*out);
 	return EVH_EINVAL;
 }
 
-/* Integer `key` (default `dflt`) into *out when within [min, max]; else
- * the error "KEY must be between MIN and MAX" and `unit`. */
-static int config_range(user_state *st, const char *key, int64_t dflt, int64_t min,
-                        int64_t max, const char *unit, int64_t *out)
+/* user_logic's reasons begin with the key they are about: said at that key,
+ * without it. */
+static void config_why(evh_plugin *p, const char *key, const char *why)
 {
-	char msg[160];
-
-	*out = evh_config_int(st->p, key, dflt);
-	if (*out >= min && *out <= max)
-		return EVH_OK;
-	snprintf(msg, sizeof msg, "%s must be between %lld and %lld%s", key, (long long)min,
-	         (long long)max, unit);
-	return config_error(st, msg);
+	size_t n = strlen(key);
+	if (!strncmp(why, key, n) && why[n] == ':' && why[n + 1] == ' ')
+		why += n + 2;
+	evh_config_error(p, key, "%s", why);
 }
 
-/* login.*: the failed-login limits and the table that counts them. */
-static int read_login_config(user_state *st)
+/* admin_email and admin_password_file: both or neither, and the email
+ * valid (normalized into `email`; "" when there is none). */
+static int check_admin_keys(evh_plugin *p, char email[USER_EMAIL_MAX + 1])
 {
-	int64_t max, per_address, window, size;
+	const char *e = evh_config_str(p, "admin_email");
+	const char *path = evh_config_str(p, "admin_password_file");
+	const char *why;
+	int has_email = e && *e, has_path = path && *path;
 
-	if (config_range(st, "login.max_failures", 5, 0, USER_LOGIN_FAILURES_MAX, "", &max) ||
-	    config_range(st, "login.max_failures_per_address", 100, 0,
-	                 USER_LOGIN_ADDRESS_FAILURES_MAX, "", &per_address) ||
-	    config_range(st, "login.window", 900, 1, USER_LOGIN_WINDOW_MAX, " seconds (1 day)",
-	                 &window) ||
-	    config_range(st, "login.table_size", 16384, USER_LOGIN_TABLE_MIN, USER_LOGIN_TABLE_MAX,
-	                 "", &size))
+	email[0] = '\0';
+	if (!has_email && !has_path)
+		return EVH_OK;
+	if (!has_email || !has_path) {
+		evh_config_error(p, has_email ? "admin_email" : "admin_password_file",
+		                 "is set but %s is not: admin_email and admin_password_file go "
+		                 "together",
+		                 has_email ? "admin_password_file" : "admin_email");
 		return EVH_EINVAL;
+	}
+	if (user_email_normalize(e, email, &why) != 0) {
+		config_why(p, "admin_email", why);
+		return EVH_EINVAL;
+	}
+	return EVH_OK;
+}
+
+/* Every value init checks that needs neither files nor the network, into
+ * `st` (a scratch one for the descriptor's check); nothing is allocated or
+ * started. Each problem is said at its key. The check and init both run it. */
+static int check_values(evh_plugin *p, user_state *st)
+{
+	static const char *const topics[] = {"topic.created", "topic.updated", "topic.deleted"};
+	const char **topic[] = {&st->topic_created, &st->topic_updated, &st->topic_deleted};
+	char email[USER_EMAIL_MAX + 1];
+	const char *why;
+	int64_t n, cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int64_t max, per_address, window, size;
+	int rc = EVH_OK;
+
+	for (size_t i = 0; i < 3; i++) {
+		*topic[i] = evh_config_str(p, topics[i]);
+		if (!*topic[i] || !**topic[i]) {
+			evh_config_error(p, topics[i], "must not be empty");
+			rc = EVH_EINVAL;
+		}
+	}
+	st->read_role = evh_config_str(p, "read_role");
+	if (st->read_role && !*st->read_role)
+		st->read_role = NULL;
+	if (config_range(p, "password_min_length", 8, 1, USER_PASSWORD_MAX_BYTES, "", &n))
+		rc = EVH_EINVAL;
+	st->password_min = (long)n;
+	if (config_range(p, "token_ttl", 3600, 1, USER_TOKEN_TTL_MAX, " seconds (30 days)", &n))
+		rc = EVH_EINVAL;
+	st->token_ttl = (int)n;
+	if (user_argon2_opslimit(evh_config_str(p, "argon2_opslimit"), &st->opslimit, &why)) {
+		config_why(p, "argon2_opslimit", why);
+		rc = EVH_EINVAL;
+	}
+	if (user_argon2_memlimit(evh_config_str(p, "argon2_memlimit"), &st->memlimit, &why)) {
+		config_why(p, "argon2_memlimit", why);
+		rc = EVH_EINVAL;
+	}
+	if (config_range(p, "hash_concurrency", cores > 0 ? cores : 1, 1,
+	                 USER_HASH_CONCURRENCY_MAX, "", &n))
+		rc = EVH_EINVAL;
+	st->hash_concurrency = (long)n;
+	if (config_range(p, "hash_wait_ms", 5000, 0, USER_HASH_WAIT_MAX_MS, "", &n))
+		rc = EVH_EINVAL;
+	st->hash_wait_ms = (int)n;
+	/* login.*: the failed-login limits and the table that counts them (`|`, not
+	 * `||`: each bad one is said). */
+	if (config_range(p, "login.max_failures", 5, 0, USER_LOGIN_FAILURES_MAX, "", &max) |
+	    config_range(p, "login.max_failures_per_address", 100, 0,
+	                 USER_LOGIN_ADDRESS_FAILURES_MAX, "", &per_address) |
+	    config_range(p, "login.window", 900, 1, USER_LOGIN_WINDOW_MAX, " seconds (1 day)",
+	                 &window) |
+	    config_range(p, "login.table_size", 16384, USER_LOGIN_TABLE_MIN, USER_LOGIN_TABLE_MAX,
+	                 "", &size))
+		rc = EVH_EINVAL;
 	st->max_failures = (unsigned)max;
 	st->max_failures_per_address = (unsigned)per_address;
 	st->login_window = (int)window;
-	if (login_limit_init(&st->limit, (size_t)size, window * 1000) != 0) {
+	st->login_table_size = (size_t)size;
+	if (check_admin_keys(p, email) != EVH_OK)
+		rc = EVH_EINVAL;
+	return rc;
+}
+
+/* The descriptor's check (ABI 1.7): check_values on a scratch state (the
+ * main thread's stack; no semaphore or table is made). */
+static int user_check(evh_plugin *p)
+{
+	user_state scratch;
+
+	memset(&scratch, 0, sizeof scratch);
+	return check_values(p, &scratch);
+}
+
+/* check_values again (a host older than ABI 1.7 never ran user_check), then
+ * what the values need: the hashing semaphore and the login table. */
+static int read_config(user_state *st)
+{
+	int rc = check_values(st->p, st);
+
+	if (rc != EVH_OK)
+		return rc;
+	if (sem_init(&st->hash_slots, 0, (unsigned)st->hash_concurrency) != 0) {
+		evh_log(st->p, EVH_LOG_ERROR, "cannot create the hashing semaphore");
+		return EVH_ERR;
+	}
+	st->hash_slots_ready = 1;
+	if (login_limit_init(&st->limit, st->login_table_size,
+	                     (int64_t)st->login_window * 1000) != 0) {
 		evh_log(st->p, EVH_LOG_ERROR, "out of memory");
 		return EVH_ENOMEM;
 	}
 	st->limit_ready = 1;
 	return EVH_OK;
-}
-
-static int read_config(user_state *st)
-{
-	const char *why;
-	int64_t n;
-
-	st->topic_created = evh_config_str(st->p, "topic.created");
-	st->topic_updated = evh_config_str(st->p, "topic.updated");
-	st->topic_deleted = evh_config_str(st->p, "topic.deleted");
-	if (!st->topic_created || !*st->topic_created || !st->topic_updated ||
-	    !*st->topic_updated || !st->topic_deleted || !*st->topic_deleted)
-		return config_error(st, "topic.created, topic.updated and topic.deleted must not "
-		                        "be empty");
-	st->read_role = evh_config_str(st->p, "read_role");
-	if (st->read_role && !*st->read_role)
-		st->read_role = NULL;
-	n = evh_config_int(st->p, "password_min_length", 8);
-	if (n < 1 || n > USER_PASSWORD_MAX_BYTES)
-		return config_error(st, "password_min_length must be between 1 and 1024");
-	st->password_min = (long)n;
-	n = evh_config_int(st->p, "token_ttl", 3600);
-	if (n < 1 || n > USER_TOKEN_TTL_MAX)
-		return config_error(st, "token_ttl must be between 1 and 2592000 seconds (30 days)");
-	st->token_ttl = (int)n;
-	if (user_argon2_opslimit(evh_config_str(st->p, "argon2_opslimit"), &st->opslimit,
-	                         &why) != 0 ||
-	    user_argon2_memlimit(evh_config_str(st->p, "argon2_memlimit"), &st->memlimit, &why) !=
-	        0)
-		return config_error(st, why);
-	n = sysconf(_SC_NPROCESSORS_ONLN);
-	n = evh_config_int(st->p, "hash_concurrency", n > 0 ? n : 1);
-	if (n < 1 || n > USER_HASH_CONCURRENCY_MAX)
-		return config_error(st, "hash_concurrency must be between 1 and 256");
-	st->hash_concurrency = (long)n;
-	n = evh_config_int(st->p, "hash_wait_ms", 5000);
-	if (n < 0 || n > USER_HASH_WAIT_MAX_MS)
-		return config_error(st, "hash_wait_ms must be between 0 and 60000");
-	st->hash_wait_ms = (int)n;
-	if (sem_init(&st->hash_slots, 0, (unsigned)st->hash_concurrency) != 0)
-		return config_error(st, "cannot create the hashing semaphore");
-	st->hash_slots_ready = 1;
-	return read_login_config(st);
 }
 
 /* The hash unknown-email logins are verified against: of a random password
@@ -226,21 +282,13 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
  * promoted: whoever registered the address first must not become admin. */
 static int ensure_admin(user_state *st)
 {
-	const char *email = evh_config_str(st->p, "admin_email");
 	const char *path = evh_config_str(st->p, "admin_password_file");
-	const char *why;
 	int found = 0, rc;
 	user_rec u;
 
-	if ((!email || !*email) && (!path || !*path))
-		return EVH_OK;
-	if (!email || !*email || !path || !*path)
-		return config_error(st, "admin_email and admin_password_file must be set together");
 	memset(&u, 0, sizeof u);
-	if (user_email_normalize(email, u.email, &why) != 0) {
-		evh_log(st->p, EVH_LOG_ERROR, "admin_email: %s", why);
-		return EVH_EINVAL;
-	}
+	if ((rc = check_admin_keys(st->p, u.email)) != EVH_OK || !u.email[0])
+		return rc;
 	if ((rc = find_admin(st, u.email, &u, &found)) != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR, "cannot look up admin_email: %s", evh_strerror(rc));
 		return rc;
@@ -296,5 +344,5 @@ static int user_init(evh_plugin *p, void **state)
 	return EVH_OK;
 }
 
-EVH_PLUGIN("user", "1.0.0", "user accounts, login tokens and USER_* events", user_config,
-           user_init, user_fini);
+EVH_PLUGIN_CHECKED("user", "1.0.0", "user accounts, login tokens and USER_* events",
+                   user_config, user_check, user_init, user_fini);

@@ -45,6 +45,7 @@ typedef struct user_state {
 	int limit_ready;
 	unsigned max_failures, max_failures_per_address;
 	int login_window;
+	size_t login_table_size; /* login.table_size */
 } user_state;
 
 /* One row of the users table. Fixed buffers: every field is bounded by
