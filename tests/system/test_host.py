@@ -273,6 +273,93 @@ def test_check_config_reports_file_and_line(evhostd, build_dir):
     assert "conf.d/30-http.conf:3:" in out and "listen_address" in out
 
 
+TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+
+
+def test_check_config_runs_the_plugins_checks_of_their_values(evhostd):
+    # ABI 1.7: a plugin's own values (checked only by its init before) are
+    # refused by --check-config, at the drop-in's file:line of the key.
+    dropins = {
+        "30-notifications.conf": ("[plugin.notifications]\n"
+                                  f"templates_dir = {TEMPLATES}\n"
+                                  "transport = pigeon\n"),
+        "10-user.conf": "[plugin.user]\n\npassword_min_length = 0\n",
+    }
+    r = evhostd.run(["--check-config"], dropins=dropins)
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = r.stdout
+    assert ("conf.d/30-notifications.conf:3: [plugin.notifications] transport: must be smtp "
+            "or maildir (got \"pigeon\")") in out, out
+    assert ("conf.d/10-user.conf:3: [plugin.user] password_min_length: must be between 1 and "
+            "1024 (got 0)") in out, out
+    assert "2 problems found" in out, out
+    # A key left to its default is said at the section's header:
+    # topic.user_updated's default is the topic topic.user_created names.
+    r = evhostd.run(["--check-config"], dropins={
+        "30-notifications.conf": ("# mail\n[plugin.notifications]\n"
+                                  f"templates_dir = {TEMPLATES}\n"
+                                  "topic.user_created = USER_UPDATED\n")})
+    assert r.returncode == 1
+    assert ("conf.d/30-notifications.conf:2: [plugin.notifications] topic.user_updated: "
+            "'USER_UPDATED' is topic.user_created's topic too") in r.stdout, r.stdout
+    r = evhostd.run(["--check-config"], dropins={
+        "20-crud.conf": "[plugin.crud]\ncollections = products, orders\n"
+                        "collection.orders.types = total:float\n"})
+    assert r.returncode == 1
+    assert ("conf.d/20-crud.conf:3: [plugin.crud] collection.orders.types: 'float' is not one "
+            "of string") in r.stdout, r.stdout
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": "# users\n[plugin.user]\nadmin_email = root@example.org\n"})
+    assert r.returncode == 1
+    assert ("conf.d/10-user.conf:3: [plugin.user] admin_email: is set but admin_password_file "
+            "is not") in r.stdout, r.stdout
+    # Good values pass.
+    r = evhostd.run(["--check-config"], dropins={
+        "30-notifications.conf": f"[plugin.notifications]\ntemplates_dir = {TEMPLATES}\n",
+        "10-user.conf": "[plugin.user]\npassword_min_length = 12\n"})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_a_plugins_check_at_start_says_the_file_and_line(evhostd):
+    r = evhostd.run([], dropins={"30-notifications.conf": (
+        "[plugin.notifications]\n"
+        f"templates_dir = {TEMPLATES}\n"
+        "transport = pigeon\n")}, timeout=30)
+    assert r.returncode == 1
+    assert ("conf.d/30-notifications.conf:3: [plugin.notifications] transport: must be smtp "
+            "or maildir") in r.stderr, r.stderr
+    # Refused before anything started (init would have logged its own line).
+    assert "init failed" not in r.stderr, r.stderr
+
+
+def test_a_plugin_not_required_whose_check_fails_is_skipped(evhostd, build_dir):
+    d = evhostd({
+        "plugin.notifications": {"templates_dir": str(TEMPLATES), "transport": "pigeon",
+                                 "required": "false"},
+        "plugin.probe": probe_conf(build_dir, subscribe="false"),
+    })
+    text = d.log_text()
+    assert "[plugin.notifications] transport: must be smtp or maildir" in text, text
+    assert "[plugin.notifications] skipped (required = false)" in text, text
+    r = lib.wait_until(lambda: (lambda x: x if x.status_code == 200 else None)(d.get("/readyz")),
+                       timeout=20)
+    assert r.json()["plugins"] == {"probe": "running"}
+    r = evhostd.run(["--check-config"], config={
+        "plugin.notifications": {"templates_dir": str(TEMPLATES), "transport": "pigeon",
+                                 "required": "false"}})
+    assert r.returncode == 0 and "configuration OK (0 plugins)" in r.stdout, r.stdout
+
+
+def test_a_plugin_built_for_an_old_abi_still_loads(evhostd, build_dir):
+    # abi_1_0.so: descriptor 1.0, and in the slot ABI 1.7 calls check (its
+    # reserved[0]) a function that refuses everything: not called for it.
+    conf = {"plugin.abi10": {"path": str(fixture_dir(build_dir) / "abi_1_0.so")}}
+    r = evhostd.run(["--check-config"], config=conf)
+    assert r.returncode == 0 and "configuration OK (1 plugin)" in r.stdout, r.stdout + r.stderr
+    d = evhostd(conf)
+    assert d.get("/abi10").json() == {"abi": "1.0"}
+
+
 def test_bad_config_at_start_exits_nonzero_with_same_messages(evhostd):
     r = evhostd.run([], dropins={"10-x.conf": "[kafka]\nretry.backoff_ms = soon\n"})
     assert r.returncode == 1

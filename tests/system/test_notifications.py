@@ -770,10 +770,10 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
 
 def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
     cases = [
-        ({"transport": "pigeon"}, "transport must be smtp or maildir"),
-        ({"transport": "smtp"}, "smtp_url must start with smtp:// or smtps://"),
-        ({"transport": "smtp", "smtp_url": "http://x"}, "smtp_url must start"),
-        ({"from": "not an address"}, "from must be"),
+        ({"transport": "pigeon"}, "transport: must be smtp or maildir"),
+        ({"transport": "smtp"}, "smtp_url: must start with smtp:// or smtps://"),
+        ({"transport": "smtp", "smtp_url": "http://x"}, "smtp_url: must start"),
+        ({"from": "not an address"}, "from: must be"),
         ({"templates_dir": str(tmp_path / "none")},
          f"[plugin.notifications] templates_dir: cannot read '{tmp_path / 'none'}'"),
         # A directory without the templates: the plugin's own check.
@@ -783,16 +783,16 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
         ({"topic.user_updated": "USER_CREATED"}, "must differ"),
         # The host's [kafka] retry.* ranges; 0 takes the host's value.
         ({"retry.max_attempts": 1000000},
-         "retry.max_attempts must be 0 (the host's [kafka] retry.max_attempts) or between "
+         "retry.max_attempts: must be 0 (the host's [kafka] retry.max_attempts) or between "
          "1 and 1000 (got 1000000)"),
-        ({"retry.max_attempts": 1001}, "retry.max_attempts must be 0"),
-        ({"retry.max_attempts": -1}, "retry.max_attempts must be 0"),
+        ({"retry.max_attempts": 1001}, "retry.max_attempts: must be 0"),
+        ({"retry.max_attempts": -1}, "retry.max_attempts: must be 0"),
         ({"retry.backoff_ms": 3600001},
-         "retry.backoff_ms must be 0 (the host's [kafka] retry.backoff_ms) or between 1 and "
+         "retry.backoff_ms: must be 0 (the host's [kafka] retry.backoff_ms) or between 1 and "
          "3600000"),
         ({"retry.backoff_max_ms": 86400001}, "or between 1 and 86400000 (got 86400001)"),
         ({"retry.backoff_ms": 500, "retry.backoff_max_ms": 400},
-         "retry.backoff_max_ms (400) must not be below retry.backoff_ms (500)"),
+         "retry.backoff_max_ms: 400 must not be below retry.backoff_ms (500)"),
     ]
     for keys, needle in cases:
         conf = {"templates_dir": str(TEMPLATES), **keys}

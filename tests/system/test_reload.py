@@ -451,15 +451,19 @@ def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
 
 def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
         evhostd, build_dir, tmp_path, unique_name):
-    # Plugins check their own values in init, which --check-config cannot
-    # run: a reload that changes notifications' transport to one it does not
-    # know stopped it and left it off, with /readyz still 200. Now it runs
-    # again as it ran before (its old values), and when even that fails it
-    # is down on /readyz until a reload starts it.
+    # What only init sees (files, the network; values are refused by the
+    # plugin's check in step 1, test below): a reload whose new
+    # configuration fails in init stopped the plugin and left it off, with
+    # /readyz still 200. Now it runs again as it ran before (its old
+    # values), and when even that fails it is down on /readyz until a
+    # reload starts it. Here: a templates_dir that is a directory, without
+    # the templates.
     from test_sse import notif_config
     config = notif_config(tmp_path, unique_name, build_dir)
     del config["plugin.abi10"]
     mail = tmp_path / "mail"
+    empty = tmp_path / "no-templates"
+    empty.mkdir()
     d = evhostd(config, brokers="embedded")
 
     def readyz():
@@ -467,9 +471,9 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
         return r.status_code, r.json()["plugins"]
 
     assert readyz() == (200, {"user": "running", "notifications": "running"})
-    write_dropin(d, "50-local.conf", "[plugin.notifications]\ntransport = pigeon\n")
+    write_dropin(d, "50-local.conf", f"[plugin.notifications]\ntemplates_dir = {empty}\n")
     text = reload_log(d, "reload done")
-    assert "transport must be smtp or maildir" in text, text
+    assert f"templates_dir: cannot open {empty}/welcome.subject" in text, text
     assert ("reload: plugin 'notifications' could not be started with its new configuration; "
             "it runs again as it ran before (1.0.0): mend it and reload") in text, text
     assert "1 started, 1 stopped, 1 unchanged" in text, text
@@ -494,3 +498,58 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     text = reload_log(d, "reload done")
     assert "1 started, 0 stopped, 1 unchanged" in text, text
     assert readyz() == (200, {"user": "running", "notifications": "running"})
+
+
+def test_a_new_value_the_plugins_check_refuses_refuses_the_reload_whole(
+        evhostd, build_dir, tmp_path, unique_name):
+    # ABI 1.7: the plugin checks its values in step 1, before anything is
+    # stopped. A notifications transport it does not know used to stop the
+    # plugin, fail its init and start the old instance again; now the reload
+    # is refused at the value's file:line and the plugin is not touched.
+    from test_sse import notif_config
+    config = notif_config(tmp_path, unique_name, build_dir)
+    del config["plugin.abi10"]
+    d = evhostd(config, brokers="embedded")
+    dropin = d.config_dir / "conf.d" / "50-local.conf"
+    write_dropin(d, "50-local.conf", "[plugin.notifications]\n# a carrier\ntransport = pigeon\n")
+    text = reload_log(d, "reload refused: 1 problem")
+    assert (f"reload refused: {dropin}:3: [plugin.notifications] transport: must be smtp or "
+            f"maildir (got \"pigeon\")") in text, text
+    assert "draining" not in text and "could not be started" not in text, text
+    assert "init failed" not in text, text
+    assert d.get("/readyz").json()["plugins"] == {"user": "running", "notifications": "running"}
+    # user's password_min_length = 0, said at its line; user keeps serving.
+    write_dropin(d, "50-local.conf", "[plugin.user]\npassword_min_length = 0\n")
+    text = reload_log(d, "reload refused: 1 problem")
+    assert (f"reload refused: {dropin}:2: [plugin.user] password_min_length: must be between "
+            "1 and 1024 (got 0)") in text, text
+    assert "draining" not in text, text
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    # Mended: the reload is applied (nothing changed, nothing restarted).
+    dropin.unlink()
+    text = reload_log(d, "reload done")
+    assert "0 started, 0 stopped, 2 unchanged" in text, text
+
+
+def test_a_plugin_not_required_whose_check_fails_keeps_running_at_a_reload(
+        evhostd, build_dir, tmp_path, unique_name):
+    # required = false: a failed check leaves the plugin out like a file
+    # that cannot be loaded, but a reload does not stop the instance that
+    # runs; the rest of the reload is applied.
+    from test_sse import notif_config
+    config = notif_config(tmp_path, unique_name, build_dir)
+    del config["plugin.abi10"]
+    config["plugin.notifications"]["required"] = "false"
+    d = evhostd(config, brokers="embedded")
+    write_dropin(d, "50-local.conf", "[plugin.notifications]\ntransport = pigeon\n"
+                                     "[log]\nlevel = info\n")
+    text = reload_log(d, "reload done")
+    dropin = d.config_dir / "conf.d" / "50-local.conf"
+    assert (f"{dropin}:2: [plugin.notifications] transport: must be smtp or maildir") in text, text
+    assert "skipped (required = false)" in text, text
+    assert ("reload: plugin 'notifications' (required = false) keeps running as it ran") in text
+    assert "draining" not in text, text
+    assert "level debug -> info" in text, text
+    assert d.get("/readyz").json()["plugins"] == {"user": "running", "notifications": "running"}

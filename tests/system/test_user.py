@@ -679,11 +679,11 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     ({"admin_email": "not an email"}, "admin_email"),
     ({"hash_concurrency": 0}, "hash_concurrency"),
     ({"hash_wait_ms": -1}, "hash_wait_ms"),
-    ({"login.max_failures": -1}, "login.max_failures must be between 0 and 1000"),
+    ({"login.max_failures": -1}, "login.max_failures: must be between 0 and 1000"),
     ({"login.max_failures_per_address": 100001},
-     "login.max_failures_per_address must be between 0 and 100000"),
-    ({"login.window": 0}, "login.window must be between 1 and 86400"),
-    ({"login.table_size": 63}, "login.table_size must be between 64 and 1048576"),
+     "login.max_failures_per_address: must be between 0 and 100000"),
+    ({"login.window": 0}, "login.window: must be between 1 and 86400"),
+    ({"login.table_size": 63}, "login.table_size: must be between 64 and 1048576"),
     ({"admin_password_file": "/nonexistent/admin.password"}, "/nonexistent/admin.password"),
 ])
 def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):

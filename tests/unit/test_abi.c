@@ -157,6 +157,39 @@ static void test_good_plugin_and_schema(void **st)
 	plugin_destroy(p);
 }
 
+/* ABI 1.7's check: the slot after fini was reserved[0] before, so a plugin
+ * of an older ABI is never checked (abi_1_0.so holds a refusing function
+ * there), nor one without a check; evh_config_error outside a check is an
+ * ERROR line "KEY: message", the plugin's last error. */
+static void test_check_only_from_abi_1_7(void **st)
+{
+	static const char *const files[] = {"abi_1_0.so", "good.so"};
+	host h;
+	cfg c;
+	diag d = {0};
+	char err[1024] = "";
+
+	(void)st;
+	for (size_t i = 0; i < 2; i++) {
+		plugin_settings ps = settings_for(i ? "good" : "abi10", files[i]);
+		evh_plugin *p;
+		memset(&h, 0, sizeof h);
+		memset(&c, 0, sizeof c);
+		p = plugin_open(&h, &ps, err, sizeof err);
+		assert_non_null(p);
+		assert_int_equal(cfg_load_string(&c, i ? "[plugin.good]\n" : "[plugin.abi10]\n",
+		                                 "conf.d/50-x.conf", &d),
+		                 0);
+		assert_int_equal(plugin_configure(p, &c, &d), 0);
+		assert_int_equal(plugin_check(p, &c, ps.file, ps.line, &d), 0);
+		assert_int_equal(d.n, 0);
+		host_api()->config_error(p, "limit", "must be small");
+		assert_string_equal(p->last_error, "limit: must be small");
+		cfg_free(&c);
+		plugin_destroy(p);
+	}
+}
+
 /* A library is entered once per load: a second plugin from the same file (a
  * reload's successor, or another section with the same path) gets the
  * descriptor without a call that would write the library's evh__api under
@@ -291,6 +324,7 @@ int main(void)
 	    cmocka_unit_test(test_descriptor_checks),
 	    cmocka_unit_test(test_not_a_file),
 	    cmocka_unit_test(test_good_plugin_and_schema),
+	    cmocka_unit_test(test_check_only_from_abi_1_7),
 	    cmocka_unit_test(test_entry_called_once_per_load),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
     cmocka_unit_test(test_init_failure_quotes_plugin),
