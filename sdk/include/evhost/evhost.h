@@ -16,8 +16,8 @@
  * evh_free(). Strings returned as `const char *` are borrowed from the object
  * they came from and live as long as it does.
  *
- * THREADING. check (ABI 1.7), init and fini run on the host's main thread, never concurrently
- * with any other callback of the same plugin. HTTP handlers run on the HTTP
+ * THREADING. check (ABI 1.7), init and fini run on the host's main thread,
+ * never concurrently with any other callback of the same plugin. HTTP handlers run on the HTTP
  * server's worker threads, several at once. Event handlers of one plugin run
  * on that plugin's consumer thread, one message at a time. Every SDK call is
  * safe from any of those threads unless its comment says otherwise. A storage
@@ -379,9 +379,12 @@ typedef struct evh_plugin_desc {
 	 * not run, and fini is not called for a check). Checks that need the
 	 * file system or the network (reading a password file, opening a
 	 * Maildir, connecting) belong in init.
-	 * A host older than 1.7 ignores this slot (it was reserved[0]): there,
-	 * only init sees the values, so init must still refuse bad ones; call
-	 * the same validation function from both. */
+	 * Keep init refusing bad values too, by calling the same validation
+	 * function: check is a convenience of the host, not a guarantee. A host
+	 * older than 1.7 refuses a plugin built against this header at load
+	 * ("needs ABI 1.7"); one that loaded it anyway would ignore the slot (it
+	 * was reserved[0]), as a fake host in your unit tests may, and then only
+	 * init sees the values. */
 	int (*check)(evh_plugin *p);
 	void *reserved[7];
 } evh_plugin_desc;
