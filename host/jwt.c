@@ -138,24 +138,43 @@ static void hmac_sha256(const unsigned char *key, size_t keylen, const char *msg
 
 /* ------------------------------------------------------------- verify */
 
-/* A part's JSON object, or NULL: malformed, or out of memory (*oom set;
- * cJSON failing on text the host's check calls JSON can only be that). */
-static cJSON *parse_part(const char *b64, size_t n, int *oom)
+/* A part that is JSON but not what a token may hold: the rules the host
+ * holds an HTTP body to (UTF-8, no \u0000, no number beyond a double),
+ * and no member named twice. RFC 7515 (4) and RFC 7519 (4) have a parser
+ * refuse duplicate names or take the last; cJSON takes the first, so a
+ * service in front of evhostd reading the same token would see another
+ * "exp", "aud" or "alg" than we do. */
+static const char twice_in_header[] = "token header names a member twice";
+static const char twice_in_payload[] = "token payload names a claim twice";
+
+/* A part's JSON object, or NULL: malformed (*twice set when only because a
+ * member is named twice), or out of memory (*oom set). */
+static cJSON *parse_part(const char *b64, size_t n, int *oom, int *twice)
 {
 	size_t len;
 	unsigned char *raw = b64url_decode(b64, n, &len, oom);
-	cJSON *j;
+	const char *text = (const char *)raw;
+	char name[64];
+	cJSON *j = NULL;
+	int dup;
 	if (!raw)
 		return NULL;
-	j = cJSON_ParseWithLengthOpts((const char *)raw, len + 1, NULL, 1);
-	if (!j && json_check((const char *)raw, len, JSON_MAX_DEPTH, NULL) == JSON_OK)
-		*oom = 1;
-	free(raw);
-	if (j && !cJSON_IsObject(j)) {
-		cJSON_Delete(j);
-		return NULL;
+	if (json_utf8_error(text, len) < 0 &&
+	    json_check(text, len, JSON_MAX_DEPTH, NULL) == JSON_OK) {
+		/* cJSON failing on text json_check calls JSON: out of memory */
+		j = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
+		*oom = !j;
 	}
-	return j;
+	free(raw);
+	if (j && cJSON_IsObject(j)) {
+		dup = json_tree_duplicate_member(j, name, sizeof name);
+		if (dup == 0)
+			return j;
+		*twice = dup == 1;
+		*oom = dup < 0;
+	}
+	cJSON_Delete(j);
+	return NULL;
 }
 
 typedef enum { ALG_HS256, ALG_RS256, ALG_ES256 } jwt_alg;
@@ -190,12 +209,12 @@ const char jwt_reason_keys_pending[] = "the identity provider's keys are not fet
 static const char *check_header(const char *b64, size_t n, const jwt_keys *k, jwt_alg *alg,
                                 char *kid)
 {
-	int oom = 0, pk = k->pk_verify != NULL;
-	cJSON *hdr = parse_part(b64, n, &oom);
+	int oom = 0, twice = 0, pk = k->pk_verify != NULL;
+	cJSON *hdr = parse_part(b64, n, &oom, &twice);
 	const cJSON *a, *typ, *id;
 	const char *why = NULL;
 	if (!hdr)
-		return oom ? no_memory : "malformed token header";
+		return oom ? no_memory : twice ? twice_in_header : "malformed token header";
 	a = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
 	typ = cJSON_GetObjectItemCaseSensitive(hdr, "typ");
 	if (!cJSON_IsString(a))
@@ -415,11 +434,11 @@ static const char *check_foreign_roles(const cJSON *payload, const char *claim, 
 static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, jwt_alg alg,
                                  int64_t now, int leeway_s, jwt_claims *out)
 {
-	int oom = 0;
-	cJSON *payload = parse_part(b64, n, &oom);
+	int oom = 0, twice = 0;
+	cJSON *payload = parse_part(b64, n, &oom, &twice);
 	const char *why;
 	if (!payload)
-		return oom ? no_memory : "malformed token payload";
+		return oom ? no_memory : twice ? twice_in_payload : "malformed token payload";
 	out->foreign = alg != ALG_HS256;
 	why = check_times(payload, now, leeway_s, out);
 	if (!why)

@@ -27,10 +27,11 @@ def b64(raw):
 
 
 def sign(key, alg, claims, header=None):
-    """A compact JWS of `claims`, signed as `alg` says with `key` (a private
-    key; bytes for HS256)."""
+    """A compact JWS of `claims` (a dict, or the JSON text as bytes), signed
+    as `alg` says with `key` (a private key; bytes for HS256)."""
     head = b64(json.dumps(header or {"alg": alg, "typ": "JWT", "kid": "k1"}).encode())
-    data = head + b"." + b64(json.dumps(claims).encode())
+    body = claims if isinstance(claims, bytes) else json.dumps(claims).encode()
+    data = head + b"." + b64(body)
     if alg == "RS256":
         sig = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     elif alg == "ES256":  # JWS wants r || s, 32 bytes each, not DER
@@ -116,6 +117,16 @@ def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
         (sign(None, "none", claims()), "token algorithm is not HS256, RS256 or ES256"),
         (sign(keys["rsa"], "RS256", claims(realm_access={"roles": "admin"}), header={
             "alg": "RS256", "crit": ["exp"]}), "critical extensions"),
+        # A claim named twice: evhostd's parser would read the first "aud",
+        # others the last (RFC 7519 section 4); and a sub cut at \u0000.
+        (sign(keys["rsa"], "RS256", json.dumps(claims(aud="shop-api")).replace(
+            '"aud": "shop-api"', '"aud": "shop-api", "aud": "other-api"').encode()),
+         "token payload names a claim twice"),
+        (sign(keys["rsa"], "RS256", json.dumps(claims(exp=now + 300)).replace(
+            '"exp"', '"exp": %d, "exp"' % (now - 3600)).encode()),
+         "token payload names a claim twice"),
+        (sign(keys["rsa"], "RS256", claims(sub="f:0c5e:ada\u0000admin")),
+         "malformed token payload"),
     )
     for token, why in refused:
         r = get("/probe/whoami", token)

@@ -677,6 +677,52 @@ static void test_jwks_errors(void **state)
 	jwks_error(many, "more than 16 RS256 or ES256 keys");
 }
 
+/* Token JSON held to the rules of a request body: a member named twice
+ * (cJSON would take the first, most parsers the last: RFC 7519 section 4
+ * has a parser refuse them or take the last), \u0000 (a C string ends
+ * there), invalid UTF-8. A signed token cannot carry two of a claim. */
+static void test_token_json_strict(void **state)
+{
+	static const struct {
+		const char *payload, *why;
+	} refused[] = {
+	    /* the first "aud" is the audience; the last, which others read, is not */
+	    {"{" IDP ",\"aud\":\"shop\",\"aud\":\"other\"}", "token payload names a claim twice"},
+	    /* two roles claims, nested; a name spelt with an escape */
+	    {"{" IDP ",\"aud\":\"shop\",\"realm_access\":{\"roles\":[\"admin\"],\"roles\":[]}}",
+	     "token payload names a claim twice"},
+	    {"{" IDP ",\"aud\":\"shop\",\"\\u0065xp\":1}", "token payload names a claim twice"},
+	    /* a sub cut short at \u0000 ("ada\u0000admin" read as "ada") */
+	    {"{\"iss\":\"https://idp\",\"sub\":\"ada\\u0000admin\",\"exp\":1700003600,"
+	     "\"aud\":\"shop\"}",
+	     "malformed token payload"},
+	    /* invalid UTF-8 (a lone continuation byte) in a claim */
+	    {"{" IDP ",\"aud\":\"shop\",\"name\":\"\x80\"}", "malformed token payload"},
+	};
+	jwt_keys k = {
+	    .pk_verify = fake_pk_verify, .pk_rsa = 1, .pk_issuer = "https://idp", .pk_audience = "shop"};
+	jwt_claims c;
+	const char *why = NULL;
+	char *tok;
+	(void)state;
+	pk_answer = 1;
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":\"shop\"}", &c, &why), 0);
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		why = NULL;
+		assert_int_equal(check_foreign(&k, "RS256", refused[i].payload, &c, &why), -1);
+		assert_string_equal(why, refused[i].why);
+	}
+	/* the header's alg named twice */
+	tok = foreign_header("{\"alg\":\"RS256\",\"alg\":\"none\"}", "{" IDP ",\"aud\":\"shop\"}");
+	assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+	assert_string_equal(why, "token header names a member twice");
+	free(tok);
+	/* HS256 tokens alike: {"alg":"HS256","alg":"HS256"} */
+	assert_string_equal(
+	    verify_reason("eyJhbGciOiJIUzI1NiIsImFsZyI6IkhTMjU2In0.e30.AAAA", NULL, T_IAT),
+	    "token header names a member twice");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -693,6 +739,7 @@ int main(void)
 	    cmocka_unit_test(test_claim_shapes),
 	    cmocka_unit_test(test_structure),
 	    cmocka_unit_test(test_foreign_tokens),
+	    cmocka_unit_test(test_token_json_strict),
 	    cmocka_unit_test(test_jwks_known_answer),
 	    cmocka_unit_test(test_jwks_left_out),
 	    cmocka_unit_test(test_jwks_errors),
