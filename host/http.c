@@ -1615,16 +1615,25 @@ static void stream_head(evh_request *req, evh_response *resp)
 	mg_response_header_send(c);
 }
 
+/* A stream opened with a bearer token lasts no longer than the token: past
+ * its exp (and the leeway a request gets) it ends, so that an expired
+ * token, or one signed with a key rotated out, does not keep receiving.
+ * EventSource reconnects by itself, and is then asked for a token again. */
+static int stream_token_expired(const evh_request *req)
+{
+	return req->authed && (int64_t)time(NULL) > req->claims.exp + HTTP_JWT_LEEWAY_S;
+}
+
 /* Serve an SSE stream on this worker thread until the client leaves, the
- * plugin stops, the server stops or the client is dropped as too slow.
- * Returns the bytes of body written. */
+ * plugin stops, the server stops, the client is dropped as too slow or its
+ * token expires. Returns the bytes of body written. */
 static size_t stream_serve(evh_request *req, evh_response *resp)
 {
 	struct mg_connection *c = req->conn;
 	char hello[32], *buf;
 	size_t sent = 0, len;
 	double last;
-	int fd, ok = 1;
+	int fd, ok = 1, expired = 0;
 	stream_wait_result r = STREAM_IDLE;
 
 	if (resp->status != 200 || resp->close) {
@@ -1643,6 +1652,11 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 	last = now_ms();
 	while (ok && r != STREAM_CLOSED && !stream_peer_gone(fd)) {
 		int left = STREAM_KEEPALIVE_MS - (int)(now_ms() - last);
+		if (stream_token_expired(req)) {
+			expired = 1;
+			stream_put(c, ": token expired\n\n", 17, &sent);
+			break;
+		}
 		if (left <= 0) {
 			ok = stream_put(c, ": keepalive\n\n", 13, &sent);
 			last = now_ms();
@@ -1657,7 +1671,9 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 		last = now_ms();
 	}
 	log_debug("http", "%s %s: event stream ended (%s)", req->method, req->path,
-	          r == STREAM_CLOSED ? stream_close_reason(resp->stream) : "client left");
+	          expired               ? "token expired"
+	          : r == STREAM_CLOSED ? stream_close_reason(resp->stream)
+	                               : "client left");
 	return sent;
 }
 

@@ -5,7 +5,7 @@ the stream of a user created after it opened; [http] max_streams (503
 with Retry-After); a departed client freeing its slot; a client reconnecting
 with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
 first when its id is older than the history; a reload closing the plugin's
-streams; SIGTERM with streams open exiting 0 at once; and a plugin built
+streams; a stream ending when its token expires; SIGTERM with streams open exiting 0 at once; and a plugin built
 against ABI 1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
@@ -401,6 +401,29 @@ def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build
     ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
     assert json.loads(ev["data"])["user_id"] == a_id
     s.close()
+
+
+def test_a_stream_ends_when_its_token_expires(evhostd, tmp_path, unique_name, build_dir):
+    """A token is good for exp plus 30 s of leeway; a stream it opened lasted
+    until the client left, so an expired token (or one of a key rotated out
+    since) kept receiving the user's notifications."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    a_id, _, a_token = new_user(d, "Erin")
+    secret = (tmp_path / "jwt.key").read_bytes().rstrip(b"\n")
+    lasting = open_stream(d, a_token)
+    # Accepted now, within the leeway; past it two seconds later.
+    s = open_stream(d, lib.sign_token(secret, a_id, ttl=-28))
+    t0 = time.monotonic()
+    assert s.read_to_eof(timeout=10), s.comments
+    assert "token expired" in s.comments and time.monotonic() - t0 < 6
+    s.close()
+    d.wait_for_log(f"GET {STREAM}: event stream ended (token expired)")
+    # A stream of a token still good is not touched (its welcome may come).
+    while lasting.next_event(timeout=1) is not None:
+        pass
+    assert not lasting.eof, lasting.comments
+    lasting.close()
 
 
 def test_max_streams_must_leave_a_worker_free(evhostd):
