@@ -1,6 +1,8 @@
 /* The API table plugins receive: thin adapters from the SDK's calls to the
  * host modules, plus the checks that belong at the boundary (argument
  * sanity, "only during init", outbox envelope). */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -38,12 +40,19 @@ const char *host_strerror(int status)
 
 static void api_free(void *ptr) { free(ptr); }
 
+/* In init or the check, on the main thread: where p->last_error is kept. */
+static int main_thread_call(const evh_plugin *p)
+{
+	return p->status == PLUGIN_INITIALIZING || p->checking;
+}
+
 static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
 {
 	if (!p || !msg)
 		return;
-	/* The last ERROR during init is the reason quoted when the plugin is refused. */
-	if (level == EVH_LOG_ERROR)
+	/* The last ERROR during init (or its check) is the reason quoted when
+	 * the plugin is refused; later ones (worker threads) are only logged. */
+	if (level == EVH_LOG_ERROR && main_thread_call(p))
 		snprintf(p->last_error, sizeof p->last_error, "%s", msg);
 	log_msg_at(p->log_level, level, p->name, "%s", msg);
 }
@@ -67,6 +76,22 @@ static void api_config_error(evh_plugin *p, const char *key, const char *msg)
 	free(line);
 }
 
+/* An ERROR line of the host's about the plugin's call, which also becomes
+ * its last error: quoted when init fails ("init failed ...: subscribe: no
+ * topic"), as the plugin's own ERROR lines are. */
+static void plugin_error(evh_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plugin_error(evh_plugin *p, const char *fmt, ...)
+{
+	char msg[sizeof p->last_error];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (main_thread_call(p))
+		memcpy(p->last_error, msg, sizeof msg);
+	log_error(p->name, "%s", msg);
+}
+
 static const char *api_config_get(evh_plugin *p, const char *key)
 {
 	if (!p || !key)
@@ -87,7 +112,7 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 	if (!p || !route || route->struct_size < offsetof(evh_route, flags))
 		return EVH_EINVAL;
 	if (p->status != PLUGIN_INITIALIZING) {
-		log_error(p->name, "routes can only be registered during init");
+		plugin_error(p, "routes can only be registered during init");
 		return EVH_ESTATE;
 	}
 	if (http_add_route(p->host, p, route, err, sizeof err) != 0) {
@@ -138,7 +163,7 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	if (!p || !sub || sub->struct_size < offsetof(evh_subscription, max_attempts) ||
 	    !sub->topic || !*sub->topic || !sub->handler) {
 		if (p)
-			log_error(p->name, "subscribe: %s",
+			plugin_error(p, "subscribe: %s",
 			          !sub ? "no subscription given"
 			          : sub->struct_size < offsetof(evh_subscription, max_attempts)
 			              ? "evh_subscription.struct_size too small"
@@ -147,7 +172,7 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 		return EVH_EINVAL;
 	}
 	if (p->status != PLUGIN_INITIALIZING) {
-		log_error(p->name, "subscriptions can only be added during init");
+		plugin_error(p, "subscriptions can only be added during init");
 		return EVH_ESTATE;
 	}
 	if (sub->struct_size >= offsetof(evh_subscription, reserved) && check_sub_retry(p, sub))
@@ -224,16 +249,16 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 
 	if (!p || !valid_topic(topic) || !type || !*type || !json) {
 		if (p && !valid_topic(topic))
-			log_error(p->name, "publish: topic '%.260s' is not a Kafka topic name (1-249 of "
+			plugin_error(p, "publish: topic '%.260s' is not a Kafka topic name (1-249 of "
 			                   "a-z A-Z 0-9 . _ -, not . or ..)",
 			          topic ? topic : "(null)");
 		else if (p)
-			log_error(p->name, "publish to %s: %s", topic,
+			plugin_error(p, "publish to %s: %s", topic,
 			          !type || !*type ? "no type (the event's ce_type)" : "no data (NULL)");
 		return EVH_EINVAL;
 	}
 	if (strlen(type) >= sizeof ((ce_meta *)NULL)->type) {
-		log_error(p->name, "publish to %s: type is longer than %zu bytes (its ce_type header"
+		plugin_error(p, "publish to %s: type is longer than %zu bytes (its ce_type header"
 		                   " would be cut)",
 		          topic, sizeof ((ce_meta *)NULL)->type - 1);
 		return EVH_EINVAL;
@@ -241,7 +266,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	max = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 	size = len + (key ? strlen(key) : 0);
 	if (max && size > max) {
-		log_error(p->name, "publish to %s: the event's key and data are %zu bytes, more than"
+		plugin_error(p, "publish to %s: the event's key and data are %zu bytes, more than"
 		                   " a message may carry (%zu: the producer's message.max.bytes, %zu,"
 		                   " less room for headers); it could never be sent",
 		          topic, size, max, kafka_max_message_bytes(p->host->kafka));
@@ -250,7 +275,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	/* Consumers are promised JSON; refuse anything else at the source.
 	 * Checked, not parsed (json.h): the plugin has just written it. */
 	if ((bad_utf8 = json_utf8_error(json, len)) >= 0) {
-		log_error(p->name, "publish to %s: data is not valid UTF-8 (at byte %ld)", topic,
+		plugin_error(p, "publish to %s: data is not valid UTF-8 (at byte %ld)", topic,
 		          bad_utf8);
 		return EVH_EINVAL;
 	}
@@ -271,7 +296,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 			          " of a double (consumers parsing it would read infinity)",
 			          topic, at);
 		else
-			log_error(p->name, "publish to %s: data is not valid JSON (syntax error at byte %zu)",
+			plugin_error(p, "publish to %s: data is not valid JSON (syntax error at byte %zu)",
 			          topic, at);
 		return EVH_EINVAL;
 	}
@@ -295,13 +320,13 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.data = (char *)json;
 	row.data_len = len;
 	if (!tx && !p->store) { /* not during check */
-		log_error(p->name, "publish to %s: only once the plugin has started", topic);
+		plugin_error(p, "publish to %s: only once the plugin has started", topic);
 		rc = EVH_ESTATE;
 	} else if (!tx) {
 		rc = store_tx_begin_grouped(p->store, &own);
 		tx = own;
 	} else if (store_of_tx(tx) != p->store) {
-		log_error(p->name, "publish: transaction belongs to another plugin");
+		plugin_error(p, "publish: transaction belongs to another plugin");
 		rc = EVH_EINVAL;
 	} else {
 		rc = EVH_OK;
@@ -351,7 +376,7 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 		return EVH_EINVAL;
 	k = host_auth(p->host);
 	if (!k || !k->secret) {
-		log_error(p->name, "cannot issue tokens: [auth] jwt_secret_file is not configured");
+		plugin_error(p, "cannot issue tokens: [auth] jwt_secret_file is not configured");
 		return EVH_ESTATE;
 	}
 	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, k->issuer, k->secret,
@@ -370,10 +395,10 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 	rc = stream_publish(stream_hub_global(), p, p->name, channel, event, data,
 	                    data ? strlen(data) : 0);
 	if (rc == EVH_EINVAL)
-		log_error(p->name, "stream publish: bad channel or event name (names starting"
+		plugin_error(p, "stream publish: bad channel or event name (names starting"
 		                   " \"" STREAM_HOST_PREFIX "\" are the host's)");
 	else if (rc == EVH_ETOOBIG)
-		log_error(p->name, "stream publish: data exceeds %d bytes", STREAM_DATA_MAX);
+		plugin_error(p, "stream publish: data exceeds %d bytes", STREAM_DATA_MAX);
 	return rc;
 }
 

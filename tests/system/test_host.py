@@ -91,6 +91,9 @@ def test_a_subscription_without_a_topic_is_refused_and_said(evhostd, build_dir):
     r = evhostd.run([], config={"plugin.probe": probe_conf(build_dir, topic="")}, timeout=30)
     assert r.returncode != 0, r.stderr
     assert re.search(r"ERROR +\[probe\] subscribe: no topic", r.stderr), r.stderr
+    # and the refusal quotes it, as it quotes the plugin's own ERROR lines
+    assert "plugin 'probe' init failed (invalid argument): subscribe: no topic" in r.stderr, \
+        r.stderr
 
 
 @pytest.mark.parametrize("keys,needle", [
