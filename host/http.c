@@ -2022,6 +2022,15 @@ static int tls_init(char *err, size_t errlen)
 	return 0;
 }
 
+/* [http] tls_ciphers by default: TLS 1.2 only with forward secrecy (ECDHE)
+ * and an AEAD cipher (GCM, ChaCha20-Poly1305), for ECDSA and RSA
+ * certificates. OpenSSL's own default also offers static-RSA key exchange
+ * (no forward secrecy) and CBC with SHA-1. */
+#define HTTP_TLS12_CIPHERS                                                                 \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                           \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                           \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
 /* civetweb's init_ssl callback, before it loads the certificate. */
 static int init_tls(void *ssl_ctx, void *user_data)
 {
@@ -2030,8 +2039,8 @@ static int init_tls(void *ssl_ctx, void *user_data)
 	if (tls_ctx_setup(ssl_ctx, s->http_tls_min13, s->http_tls_client_ca) != 0)
 		return -1;
 	/* Checked with the configuration: a failure here is not expected. */
-	if (tls_ciphers_set(ssl_ctx, s->http_tls_ciphers, s->http_tls_ciphersuites, err,
-	                    sizeof err) != 0) {
+	if (tls_ciphers_set(ssl_ctx, s->http_tls_ciphers ? s->http_tls_ciphers : HTTP_TLS12_CIPHERS,
+	                    s->http_tls_ciphersuites, err, sizeof err) != 0) {
 		log_error("http", "[http] %s", err);
 		return -1;
 	}

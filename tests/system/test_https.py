@@ -524,13 +524,13 @@ def test_tls_min_version(evhostd, tmp_path):
 
 
 def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
-    """tls_ciphers limits what a TLS 1.2 client may negotiate, and
-    tls_ciphersuites what a TLS 1.3 one gets (the server's certificate is
-    ECDSA)."""
+    """tls_ciphers limits what a TLS 1.2 client may negotiate (by default
+    forward secrecy and AEAD only), and tls_ciphersuites what a TLS 1.3 one
+    gets (the server's certificate is ECDSA, then RSA)."""
     root, pem = chain(tmp_path / "pki")
 
-    def handshake(port, version, ciphers=None):
-        ctx = ssl.create_default_context(cafile=str(root))
+    def handshake(port, version, ciphers=None, cafile=root):
+        ctx = ssl.create_default_context(cafile=str(cafile))
         ctx.minimum_version = ctx.maximum_version = version
         if ciphers:
             ctx.set_ciphers(ciphers)
@@ -539,12 +539,24 @@ def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
                 return tls.cipher()[0]
 
     port = lib.free_port()
-    # OpenSSL's defaults first: the client's choice of TLS 1.2 cipher is taken,
-    # and TLS 1.3 gets OpenSSL's first suite.
+    # The defaults first: the client's choice among the forward-secret AEAD
+    # TLS 1.2 ciphers is taken (CBC with SHA-1 is not offered), and TLS 1.3
+    # gets OpenSSL's first suite.
     d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, pem)}}, brokers="embedded")
     assert handshake(port, ssl.TLSVersion.TLSv1_2,
                      "ECDHE-ECDSA-AES128-GCM-SHA256") == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    with pytest.raises(ssl.SSLError):
+        handshake(port, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-SHA")
     assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLS_AES_256_GCM_SHA384"
+    d.stop()
+    # With an RSA certificate: no RSA key exchange (no forward secrecy).
+    rsa_root, rsa_pem = chain(tmp_path / "rsa", server_key=rsa_key)
+    d = evhostd(dropins={"20-https.conf": {"http": https_conf(port, rsa_pem)}},
+                brokers="embedded")
+    with pytest.raises(ssl.SSLError):
+        handshake(port, ssl.TLSVersion.TLSv1_2, "AES128-GCM-SHA256", cafile=rsa_root)
+    assert handshake(port, ssl.TLSVersion.TLSv1_2, "ECDHE-RSA-AES128-GCM-SHA256:AES128-GCM-SHA256",
+                     cafile=rsa_root) == "ECDHE-RSA-AES128-GCM-SHA256"
     d.stop()
 
     d = evhostd(dropins={"20-https.conf": {"http": {
