@@ -2205,11 +2205,45 @@ static void finish_dead_letters(struct consumer *c, const rd_kafka_topic_partiti
 	}
 }
 
+static const char *msg_header(const rd_kafka_message_t *m, const char *name, size_t *len);
+
+/* The lines about `msg`'s retry or dead letter carry the trace of its
+ * attempts' spans: its traceparent's (none when it has none; each attempt
+ * then began a trace of its own). */
+static void log_trace_of(const rd_kafka_message_t *msg)
+{
+	char tp[64], id[33] = "";
+	size_t n;
+	const char *v = msg_header(msg, "traceparent", &n);
+	if (v && n < sizeof tp) {
+		memcpy(tp, v, n);
+		tp[n] = '\0';
+		if (events_trace_id(tp, id) != 0)
+			id[0] = '\0';
+	}
+	log_set_context(NULL, id[0] ? id : NULL);
+}
+
+static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attempt,
+                          struct retry_slot *s, enum outcome out, size_t sub, const char *err);
+
 /* Act on what attempt `attempt` of `msg` came to (its writes, if any, are
  * committed): schedule a retry, dead-letter it, or store its offset. Takes
  * ownership of `msg`; `s` is its retry slot when this was a retry. */
 static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
                    struct retry_slot *s, enum outcome out, size_t sub, const char *err)
+{
+	if (out == OUT_DONE) {
+		settle_traced(c, msg, attempt, s, out, sub, err);
+		return;
+	}
+	log_trace_of(msg);
+	settle_traced(c, msg, attempt, s, out, sub, err);
+	log_set_context(NULL, NULL);
+}
+
+static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attempt,
+                          struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
 	char again_err[512];
 	while (out == OUT_WAIT || (out == OUT_RETRY && attempt < c->policy[sub].max_attempts)) {
@@ -2239,6 +2273,7 @@ static void settle(struct consumer *c, rd_kafka_message_t *msg, int attempt,
 			attempt++;
 		out = dispatch(c, NULL, msg, attempt, &sub, again_err, sizeof again_err);
 		err = again_err;
+		log_trace_of(msg); /* the attempt's span ended with dispatch */
 	}
 	if (s)
 		s->msg = NULL; /* ownership is back here */

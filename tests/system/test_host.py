@@ -980,6 +980,22 @@ def test_a_storage_error_a_handler_returns_is_logged_with_its_message(evhostd, b
     assert line.endswith("after 1 attempt(s): storage: no such table: no_such_table"), line
 
 
+def test_the_lines_about_an_events_retry_and_dead_letter_carry_its_trace(evhostd, build_dir):
+    # They were logged after the attempt's span had ended, without trace_id:
+    # grepping a trace showed the plugin's lines but not the retries.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, **{"retry.max_attempts": "2"})})
+    d.wait_for_log("probe: assigned", timeout=30)
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert d.post("/probe/publish", json={"fail": "retry"},
+                  headers={"traceparent": f"00-{trace}-00f067aa0ba902b7-01"}).status_code == 200
+    d.wait_for_log(" dead-lettered to ", timeout=30)
+    lines = d.log_text().splitlines()
+    failed = [ln for ln in lines if " attempt 1/2 failed " in ln]
+    dead = [ln for ln in lines if " dead-lettered to " in ln]
+    assert failed and dead, d.log_tail()
+    assert f"trace_id={trace}" in failed[0] and f"trace_id={trace}" in dead[0], (failed, dead)
+
+
 @pytest.mark.parametrize("where", ["http", "event"])
 def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, where):
     # A plugin's bad pointer ends the daemon (its memory can no longer be
