@@ -95,4 +95,10 @@ int user_login(evh_request *req, evh_response *resp, void *ud);
 /* May the caller of an EVH_ROUTE_AUTH request act on user `id`? Yes for the
  * user themself and for role admin. */
 int user_may_modify(evh_request *req, const char *id);
+/* A user changing their own password or email proves they know the current
+ * password: checked against `u` (as stored), held to the failed-login limit
+ * like a login. *answered clear: it is right, go on; else the answer (403,
+ * 429, 503) is made and its status returned. */
+int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
+                        const user_rec *u, const char *password, int *answered);
 #endif

@@ -243,6 +243,39 @@ static int login_check(user_state *st, evh_response *resp, const char *email,
 	return reply_bad_credentials(resp);
 }
 
+int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
+                        const user_rec *u, const char *password, int *answered)
+{
+	login_rule rules[NRULES];
+	login_outcome outcome = LOGIN_UNDECIDED;
+	int64_t retry_ms;
+	size_t which;
+	unsigned locked;
+	int rc, ok = 0;
+
+	*answered = 1;
+	login_rules(st, req, u->email, rules);
+	if (login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms, &which) != 0)
+		return reply_locked(resp, which, retry_ms);
+	rc = password_verify(st, u->password_hash, password, &ok);
+	if (rc != EVH_OK) {
+		rc = user_hash_failure(st->p, resp, rc); /* counts nothing */
+	} else if (!ok) {
+		outcome = LOGIN_FAILED;
+		rc = evh_resp_problem(resp, 403, "forbidden", "Forbidden",
+		                      "current_password is not this user's password", "current_password");
+	} else {
+		outcome = LOGIN_SUCCEEDED;
+		*answered = 0;
+	}
+	/* Only a failure counts: success does not reset the account's count (a
+	 * token holder would otherwise clear it between guesses at logins). */
+	locked = login_limit_end(&st->limit, rules, NRULES, outcome, NRULES, mono_ms());
+	if (locked)
+		log_lockout(st, req, locked, u);
+	return rc;
+}
+
 int user_login(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;

@@ -350,6 +350,42 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 	return reply_text(resp, 200, json);
 }
 
+/* The current password of user `id` for a change of its password (or of
+ * its email to another): 422 without it, 404 without the user, 403 when it
+ * is wrong (see user_verify_current). *answered clear: go on. */
+static int check_current(user_state *st, evh_request *req, evh_response *resp,
+                         const cJSON *body, const char *id, const user_rec *in,
+                         int new_password, int *answered)
+{
+	const char *current = NULL;
+	user_rec u;
+	evh_tx *tx;
+	int rc, has;
+
+	*answered = 1;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "update user: begin");
+	rc = user_db_get(tx, id, &u);
+	evh_tx_rollback(tx);
+	if (rc == EVH_ENOTFOUND)
+		return reply_not_found(resp, "no user has this id");
+	if (rc != EVH_OK)
+		return reply_tx_failure(st->p, resp, NULL, rc, "update user: read user");
+	if (!new_password && !strcmp(in->email, u.email)) {
+		*answered = 0; /* the email it has: no change */
+		rc = EVH_OK;
+	} else if ((has = body_string(body, "current_password", &current)) <= 0) {
+		rc = reply_invalid(resp, "current_password",
+		                   has < 0 ? "current_password must be a string"
+		                           : "current_password is required to change the password "
+		                             "or the email");
+	} else {
+		rc = user_verify_current(st, req, resp, &u, current, answered);
+	}
+	sodium_memzero(u.password_hash, sizeof u.password_hash);
+	return rc;
+}
+
 static int patch_user(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
@@ -367,6 +403,14 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 	rc = read_profile(st, body, 0, &in, &password, resp, &answered);
 	if (answered)
 		goto out;
+	/* The user themself changing the password or the email (what a login
+	 * needs) proves they know the current password: a token alone (stolen,
+	 * or left signed in) must not take the account over. An admin need not. */
+	if ((password || in.email[0]) && !evh_req_auth_has_role(req, USER_ROLE_ADMIN)) {
+		rc = check_current(st, req, resp, body, id, &in, password != NULL, &answered);
+		if (answered)
+			goto out;
+	}
 	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK) {
 		rc = user_hash_failure(st->p, resp, rc);
 		goto out;

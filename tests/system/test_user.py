@@ -542,7 +542,7 @@ def test_patch_changes_own_profile_and_password(d):
     time.sleep(0.01)  # so updated_at can differ from created_at at millisecond resolution
     r = d.patch(f"/users/{user['id']}", headers=bearer(token),
                 json={"name": "Ada King", "email": new_addr.upper(), "password": "new password!",
-                      "id": "ignored"})
+                      "id": "ignored", "current_password": PASSWORD})
     assert r.status_code == 200, r.text
     changed = r.json()
     assert changed["id"] == user["id"]
@@ -556,6 +556,36 @@ def test_patch_changes_own_profile_and_password(d):
     problem(d.post("/auth/login", json={"email": new_addr, "password": PASSWORD}),
             401, "unauthorized")
     login(d, new_addr, "new password!")
+
+
+def test_a_token_alone_does_not_change_the_password_or_email(d):
+    # A stolen token (or one left signed in) could PATCH the password, then
+    # log in with it: the account was the thief's for good. The user now
+    # proves they know the current password; an admin need not; a wrong one
+    # counts toward the failed-login limit like a login.
+    user = register(d)
+    token = login(d, user["email"])
+    for body in ({"password": "stolen password!"}, {"email": email()}):
+        problem(d.patch(f"/users/{user['id']}", json=body, headers=bearer(token)),
+                422, "validation", "current_password")
+        problem(d.patch(f"/users/{user['id']}", json={**body, "current_password": 12},
+                        headers=bearer(token)), 422, "validation", "current_password")
+        problem(d.patch(f"/users/{user['id']}", json={**body, "current_password": "a guess"},
+                        headers=bearer(token)), 403, "forbidden", "current_password")
+    assert d.get(f"/users/{user['id']}").json() == user
+    # A name alone, or the email it has, needs none.
+    r = d.patch(f"/users/{user['id']}", json={"name": "Ada K.", "email": user["email"]},
+                headers=bearer(token))
+    assert r.status_code == 200, r.text
+    # Wrong guesses lock the account like failed logins (5 by default: 2
+    # above, 3 more), then even the right one is refused for a while.
+    for _ in range(3):
+        problem(d.patch(f"/users/{user['id']}", headers=bearer(token),
+                        json={"password": "stolen password!", "current_password": "guess"}),
+                403, "forbidden", "current_password")
+    r = d.patch(f"/users/{user['id']}", headers=bearer(token),
+                json={"password": "new password!", "current_password": PASSWORD})
+    assert r.status_code == 429 and r.headers.get("Retry-After"), r.text
 
 
 def test_patch_with_nothing_new_changes_nothing(d):
@@ -610,7 +640,8 @@ def test_patch_rejects_invalid_fields(d, body, field):
 def test_patch_to_a_taken_email_is_a_conflict(d):
     ada, bob = register(d, "Ada"), register(d, "Bob")
     token = login(d, ada["email"])
-    problem(d.patch(f"/users/{ada['id']}", json={"name": "New", "email": bob["email"]},
+    problem(d.patch(f"/users/{ada['id']}", json={"name": "New", "email": bob["email"],
+                                                  "current_password": PASSWORD},
                     headers=bearer(token)), 409, "conflict", "email")
     assert d.get(f"/users/{ada['id']}").json() == ada  # nothing of the change was kept
 
@@ -762,7 +793,8 @@ def test_events_reach_kafka_with_cloudevents_headers(evhostd, tmp_path, kafka_bo
     assert h["traceparent"].startswith("00-")
 
     token = login(d, "ada.events@example.com")
-    r = d.patch(f"/users/{user['id']}", json={"name": "Ada King", "password": "another one!"},
+    r = d.patch(f"/users/{user['id']}", json={"name": "Ada King", "password": "another one!",
+                                              "current_password": PASSWORD},
                 headers=bearer(token))
     assert r.status_code == 200, r.text
     [m] = lib.kafka_consume(topics["updated"], count=1, timeout=60, brokers=kafka_bootstrap)
