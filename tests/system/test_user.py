@@ -835,3 +835,28 @@ def test_default_topic_is_user_created(evhostd, tmp_path, kafka_bootstrap):
     [m] = lib.wait_until(mine, timeout=60, message="USER_CREATED for the new user")
     assert json.loads(m["value"]) == {"id": user["id"], "name": user["name"],
                                       "email": user["email"]}
+
+
+def test_a_lock_stays_with_the_email_across_patches(evhostd, tmp_path):
+    # services.md, "Failed logins": a new password does not lift a lock, a new
+    # email leaves it behind on the old address; the first administrator is
+    # locked like anyone.
+    config = login_limited(tmp_path, max_failures=3, window=60)
+    pw = tmp_path / "admin.password"
+    pw.write_text(ADMIN_PASSWORD + "\n")
+    config["plugin.user"].update(admin_email=ADMIN_EMAIL, admin_password_file=str(pw))
+    d = evhostd(config)
+    admin = bearer(login(d, ADMIN_EMAIL, ADMIN_PASSWORD))
+    user = register(d)
+    own = bearer(login(d, user["email"]))
+    fail_login(d, user["email"], 3)
+    r = d.patch(f"/users/{user['id']}", json={"password": "a new password"}, headers=admin)
+    assert r.status_code == 200, r.text
+    locked_out(attempt(d, user["email"], "a new password"), 60)
+    moved = email()
+    r = d.patch(f"/users/{user['id']}", json={"email": moved}, headers=own)
+    assert r.status_code == 200, r.text
+    login(d, moved, "a new password")
+    locked_out(attempt(d, user["email"], "a new password"), 60)
+    fail_login(d, ADMIN_EMAIL, 3)
+    locked_out(attempt(d, ADMIN_EMAIL, ADMIN_PASSWORD), 60)
