@@ -853,8 +853,13 @@ def test_a_lock_stays_with_the_email_across_patches(evhostd, tmp_path):
     r = d.patch(f"/users/{user['id']}", json={"password": "a new password"}, headers=admin)
     assert r.status_code == 200, r.text
     locked_out(attempt(d, user["email"], "a new password"), 60)
+    # The user cannot move the account away from its lock: a new email needs
+    # the current password, held to the same lock. An admin can.
     moved = email()
-    r = d.patch(f"/users/{user['id']}", json={"email": moved}, headers=own)
+    r = d.patch(f"/users/{user['id']}", json={"email": moved, "current_password": "a new password"},
+                headers=own)
+    locked_out(r, 60)
+    r = d.patch(f"/users/{user['id']}", json={"email": moved}, headers=admin)
     assert r.status_code == 200, r.text
     login(d, moved, "a new password")
     locked_out(attempt(d, user["email"], "a new password"), 60)
