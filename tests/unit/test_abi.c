@@ -183,8 +183,16 @@ static void test_check_only_from_abi_1_7(void **st)
 		assert_int_equal(plugin_configure(p, &c, &d), 0);
 		assert_int_equal(plugin_check(p, &c, ps.file, ps.line, &d), 0);
 		assert_int_equal(d.n, 0);
+		/* In init it is the reason quoted if init fails; later (a worker
+		 * thread's) only logged. */
+		p->status = PLUGIN_INITIALIZING;
 		host_api()->config_error(p, "limit", "must be small");
 		assert_string_equal(p->last_error, "limit: must be small");
+		p->status = PLUGIN_RUNNING;
+		p->last_error[0] = '\0';
+		host_api()->config_error(p, "limit", "must be smaller");
+		assert_string_equal(p->last_error, "");
+		p->status = PLUGIN_LOADED;
 		cfg_free(&c);
 		plugin_destroy(p);
 	}
