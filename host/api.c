@@ -347,8 +347,10 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 
 static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 {
-	if (!p || !tx || !p->store)
+	if (!p || !tx)
 		return EVH_EINVAL;
+	if (!p->store) /* not during check, like evh_migrate and evh_publish */
+		return EVH_ESTATE;
 	return store_tx_begin_grouped(p->store, tx);
 }
 

@@ -742,6 +742,39 @@ def test_cxx_plugin_builds_exports_a_c_entry_and_loads(evhostd, tmp_path):
     assert r.json() == {"greeting": "hallo", "lang": "c++"}
 
 
+CHECK_MISUSE_PLUGIN = r"""
+#include <evhost/evhost.h>
+static const evh_config_key cfg[] = {{NULL, EVH_CFG_STRING, NULL, 0, NULL}};
+static const evh_migration mig[] = {{1, "CREATE TABLE t(x);"}};
+static int chk(evh_plugin *p)
+{
+	evh_tx *tx = NULL;
+	int b = evh_tx_begin(p, &tx), m = evh_migrate(p, mig, 1);
+	int pub = evh_publish(p, NULL, "t", "k", "T", "{}", 2);
+	evh_log(p, EVH_LOG_WARN, "in check: tx_begin %d migrate %d publish %d", b, m, pub);
+	return EVH_OK;
+}
+static int ini(evh_plugin *p, void **s) { (void)p; (void)s; return EVH_OK; }
+static void fin(evh_plugin *p, void *s) { (void)p; (void)s; }
+EVH_PLUGIN_CHECKED("misuse", "1.0", "storage calls in check", cfg, chk, ini, fin)
+"""
+
+
+def test_storage_calls_in_check_are_refused_with_estate(evhostd, tmp_path):
+    """sdk.md: check may not touch storage; evh_tx_begin, evh_migrate and
+    evh_publish all answer EVH_ESTATE (-9) there (evh_tx_begin said EVH_EINVAL)."""
+    src = tmp_path / "misuse.c"
+    src.write_text(CHECK_MISUSE_PLUGIN)
+    out = tmp_path / "misuse.so"
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        f"-I{lib.REPO_ROOT / 'sdk' / 'include'}", str(src), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    r = evhostd.run(["--check-config"], {"plugin.misuse": {"path": str(out)}})
+    assert r.returncode == 0, r.stderr
+    assert "in check: tx_begin -9 migrate -9 publish -9" in r.stderr, r.stderr
+
+
 # ------------------------------------------------- events through real Kafka
 
 

@@ -374,7 +374,8 @@ typedef struct evh_plugin_desc {
 	 * stopped); one of a plugin with required = false leaves it out (a
 	 * warning), or at a reload keeps it running as it ran.
 	 * It may only call evh_config_str/_int/_bool, evh_plugin_name, evh_log
-	 * and evh_config_error, and must have no side effects: no files written
+	 * and evh_config_error (evh_tx_begin, evh_migrate and evh_publish return
+	 * EVH_ESTATE: the database is not open yet), and must have no side effects: no files written
 	 * or opened for writing, no network, no state kept (no *state: init has
 	 * not run, and fini is not called for a check). Checks that need the
 	 * file system or the network (reading a password file, opening a
