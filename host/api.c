@@ -164,11 +164,11 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	    !sub->topic || !*sub->topic || !sub->handler) {
 		if (p)
 			plugin_error(p, "subscribe: %s",
-			          !sub ? "no subscription given"
-			          : sub->struct_size < offsetof(evh_subscription, max_attempts)
-			              ? "evh_subscription.struct_size too small"
-			          : !sub->topic || !*sub->topic ? "no topic"
-			                                        : "no handler");
+			             !sub ? "no subscription given"
+			             : sub->struct_size < offsetof(evh_subscription, max_attempts)
+			                 ? "evh_subscription.struct_size too small"
+			             : !sub->topic || !*sub->topic ? "no topic"
+			                                           : "no handler");
 		return EVH_EINVAL;
 	}
 	if (p->status != PLUGIN_INITIALIZING) {
@@ -250,33 +250,33 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	if (!p || !valid_topic(topic) || !type || !*type || !json) {
 		if (p && !valid_topic(topic))
 			plugin_error(p, "publish: topic '%.260s' is not a Kafka topic name (1-249 of "
-			                   "a-z A-Z 0-9 . _ -, not . or ..)",
-			          topic ? topic : "(null)");
+			                "a-z A-Z 0-9 . _ -, not . or ..)",
+			             topic ? topic : "(null)");
 		else if (p)
 			plugin_error(p, "publish to %s: %s", topic,
-			          !type || !*type ? "no type (the event's ce_type)" : "no data (NULL)");
+			             !type || !*type ? "no type (the event's ce_type)" : "no data (NULL)");
 		return EVH_EINVAL;
 	}
 	if (strlen(type) >= sizeof ((ce_meta *)NULL)->type) {
 		plugin_error(p, "publish to %s: type is longer than %zu bytes (its ce_type header"
-		                   " would be cut)",
-		          topic, sizeof ((ce_meta *)NULL)->type - 1);
+		                " would be cut)",
+		             topic, sizeof ((ce_meta *)NULL)->type - 1);
 		return EVH_EINVAL;
 	}
 	max = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 	size = len + (key ? strlen(key) : 0);
 	if (max && size > max) {
 		plugin_error(p, "publish to %s: the event's key and data are %zu bytes, more than"
-		                   " a message may carry (%zu: the producer's message.max.bytes, %zu,"
-		                   " less room for headers); it could never be sent",
-		          topic, size, max, kafka_max_message_bytes(p->host->kafka));
+		                " a message may carry (%zu: the producer's message.max.bytes, %zu,"
+		                " less room for headers); it could never be sent",
+		             topic, size, max, kafka_max_message_bytes(p->host->kafka));
 		return EVH_ETOOBIG;
 	}
 	/* Consumers are promised JSON; refuse anything else at the source.
 	 * Checked, not parsed (json.h): the plugin has just written it. */
 	if ((bad_utf8 = json_utf8_error(json, len)) >= 0) {
 		plugin_error(p, "publish to %s: data is not valid UTF-8 (at byte %ld)", topic,
-		          bad_utf8);
+		             bad_utf8);
 		return EVH_EINVAL;
 	}
 	if ((js = json_check(json, len, JSON_MAX_DEPTH, &at)) != JSON_OK) {
@@ -297,7 +297,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 			          topic, at);
 		else
 			plugin_error(p, "publish to %s: data is not valid JSON (syntax error at byte %zu)",
-			          topic, at);
+			             topic, at);
 		return EVH_EINVAL;
 	}
 	events_uuid(id);
@@ -398,7 +398,7 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 	                    data ? strlen(data) : 0);
 	if (rc == EVH_EINVAL)
 		plugin_error(p, "stream publish: bad channel or event name (names starting"
-		                   " \"" STREAM_HOST_PREFIX "\" are the host's)");
+		                " \"" STREAM_HOST_PREFIX "\" are the host's)");
 	else if (rc == EVH_ETOOBIG)
 		plugin_error(p, "stream publish: data exceeds %d bytes", STREAM_DATA_MAX);
 	return rc;
