@@ -281,20 +281,20 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	}
 	if ((js = json_check(json, len, JSON_MAX_DEPTH, &at)) != JSON_OK) {
 		if (js == JSON_TOO_DEEP)
-			log_error(p->name,
-			          "publish to %s: data is not valid JSON (nested deeper than %d levels"
-			          " at byte %zu)",
-			          topic, JSON_MAX_DEPTH, at);
+			plugin_error(p,
+			             "publish to %s: data is not valid JSON (nested deeper than %d levels"
+			             " at byte %zu)",
+			             topic, JSON_MAX_DEPTH, at);
 		else if (js == JSON_NUL)
-			log_error(p->name,
-			          "publish to %s: data holds \\u0000 in a string at byte %zu"
-			          " (consumers' strings would end there)",
-			          topic, at);
+			plugin_error(p,
+			             "publish to %s: data holds \\u0000 in a string at byte %zu"
+			             " (consumers' strings would end there)",
+			             topic, at);
 		else if (js == JSON_RANGE)
-			log_error(p->name,
-			          "publish to %s: the number at byte %zu of the data is beyond the range"
-			          " of a double (consumers parsing it would read infinity)",
-			          topic, at);
+			plugin_error(p,
+			             "publish to %s: the number at byte %zu of the data is beyond the range"
+			             " of a double (consumers parsing it would read infinity)",
+			             topic, at);
 		else
 			plugin_error(p, "publish to %s: data is not valid JSON (syntax error at byte %zu)",
 			             topic, at);
