@@ -381,6 +381,11 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 		plugin_error(p, "cannot issue tokens: [auth] jwt_secret_file is not configured");
 		return EVH_ESTATE;
 	}
+	if (!jwt_sign_args_ok(subject, roles, nroles, ttl_s, k->issuer, k->secret, k->len)) {
+		plugin_error(p, "auth sign: the subject or a role is too long, there are too many "
+		                "roles, or one is not UTF-8");
+		return EVH_EINVAL;
+	}
 	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, k->issuer, k->secret,
 	             k->len, token) != 0)
 		return EVH_ENOMEM;

@@ -547,17 +547,25 @@ out:
 	return s;
 }
 
-static int sign_args_ok(const char *subject, const char *const *roles, size_t nroles, int ttl_s,
-                        const char *issuer, const unsigned char *secret, size_t secret_len)
+/* Text a token may carry: verification refuses a part that is not UTF-8,
+ * so a token signed with such a claim would be refused by this very host. */
+static int utf8_ok(const char *s)
 {
-	if (!subject || !*subject || strlen(subject) >= sizeof(((jwt_claims *)0)->sub))
+	return json_utf8_error(s, strlen(s)) < 0;
+}
+
+int jwt_sign_args_ok(const char *subject, const char *const *roles, size_t nroles, int ttl_s,
+                     const char *issuer, const unsigned char *secret, size_t secret_len)
+{
+	if (!subject || !*subject || strlen(subject) >= sizeof(((jwt_claims *)0)->sub) ||
+	    !utf8_ok(subject))
 		return 0;
-	if (issuer && strlen(issuer) >= sizeof(((jwt_claims *)0)->iss))
+	if (issuer && (strlen(issuer) >= sizeof(((jwt_claims *)0)->iss) || !utf8_ok(issuer)))
 		return 0;
 	if (nroles > OWN_MAX_ROLES || (nroles && !roles))
 		return 0;
 	for (size_t i = 0; i < nroles; i++)
-		if (!roles[i] || strlen(roles[i]) >= OWN_ROLE_SIZE)
+		if (!roles[i] || strlen(roles[i]) >= OWN_ROLE_SIZE || !utf8_ok(roles[i]))
 			return 0;
 	return ttl_s > 0 && secret && secret_len > 0;
 }
@@ -572,7 +580,7 @@ int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64
 	size_t hlen, plen, total, used;
 	int rc = -1;
 	*out = NULL;
-	if (!sign_args_ok(subject, roles, nroles, ttl_s, issuer, secret, secret_len) ||
+	if (!jwt_sign_args_ok(subject, roles, nroles, ttl_s, issuer, secret, secret_len) ||
 	    !crypto_ready())
 		return -1;
 	payload = payload_json(subject, roles, nroles, now, ttl_s, issuer);

@@ -70,6 +70,10 @@ int jwt_verify(const char *token, const unsigned char *secret, size_t secret_len
 int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_len,
                 const unsigned char *alt, size_t alt_len, const char *issuer, int64_t now,
                 int leeway_s, jwt_claims *out, const char **reason);
+/* Whether jwt_sign would take these (1 for yes): a subject and roles of
+ * the sizes a token may carry, all UTF-8, a positive ttl, a secret. */
+int jwt_sign_args_ok(const char *subject, const char *const *roles, size_t nroles, int ttl_s,
+                     const char *issuer, const unsigned char *secret, size_t secret_len);
 /* Sign a token {sub, roles, iat, exp[, iss]}; *out is malloc'd. 0 or -1. */
 int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now,
              int ttl_s, const char *issuer, const unsigned char *secret, size_t secret_len,

@@ -185,6 +185,14 @@ static void test_sign_refuses_bad_args(void **state)
 	assert_int_equal(jwt_sign("a", nine, 9, 0, 60, NULL, SECRET, SECRET_LEN, &tok), -1);
 	assert_int_equal(jwt_sign("a", NULL, 0, 0, 0, NULL, SECRET, SECRET_LEN, &tok), -1);
 	assert_int_equal(jwt_sign("a", NULL, 0, 0, 60, NULL, SECRET, 0, &tok), -1);
+	/* not UTF-8: jwt_verify would refuse the token it made (fuzz_jwt found it) */
+	{
+		const char *bad_role[] = {"r\xff"};
+		assert_int_equal(jwt_sign("\xff\xff", NULL, 0, 0, 60, NULL, SECRET, SECRET_LEN, &tok),
+		                 -1);
+		assert_int_equal(jwt_sign("a", bad_role, 1, 0, 60, NULL, SECRET, SECRET_LEN, &tok), -1);
+		assert_int_equal(jwt_sign("a", NULL, 0, 0, 60, "i\xc3", SECRET, SECRET_LEN, &tok), -1);
+	}
 	assert_null(tok);
 }
 
