@@ -940,23 +940,30 @@ def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstra
     assert len(msgs) == 1000
 
 
+def slow_publish(d, ms):
+    """POST /probe/publish taking `ms` ms, from a thread, once the probe says
+    it sleeps; returns the thread and {"r": response} or {"e": exception}."""
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = d.post(f"/probe/publish?sleep_ms={ms}", json={"x": 1}, timeout=20)
+        except requests.RequestException as e:
+            out["e"] = e
+
+    t = threading.Thread(target=slow)
+    t.start()
+    d.wait_for_log(f"probe: sleeping {ms} ms")
+    return t, out
+
+
 def test_sigterm_answers_the_requests_in_flight(evhostd, build_dir):
     # A request that came before SIGTERM is finished and its answer written
     # before civetweb stops (after mg_stop every write fails: the client got
     # an empty reply for a committed write); one that comes meanwhile gets a
     # 503 that says why.
     d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
-    out = {}
-
-    def slow():
-        try:
-            out["r"] = d.post("/probe/publish?sleep_ms=1500", json={"x": 1}, timeout=20)
-        except requests.RequestException as e:
-            out["e"] = e
-
-    t = threading.Thread(target=slow)
-    t.start()
-    d.wait_for_log("probe: sleeping 1500 ms")
+    t, out = slow_publish(d, 1500)
     d.send_signal(signal.SIGTERM)
     d.wait_for_log("SIGTERM: stopping")
     time.sleep(0.2)
@@ -978,17 +985,7 @@ def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhos
     # and the stop goes on: its client gets no answer, the exit is clean.
     d = evhostd({"host": {"stop_timeout": "1s"},
                  "plugin.probe": probe_conf(build_dir, subscribe="false")})
-    out = {}
-
-    def slow():
-        try:
-            out["r"] = d.post("/probe/publish?sleep_ms=4000", json={"x": 1}, timeout=20)
-        except requests.RequestException as e:
-            out["e"] = e
-
-    t = threading.Thread(target=slow)
-    t.start()
-    d.wait_for_log("probe: sleeping 4000 ms")
+    t, out = slow_publish(d, 4000)
     d.send_signal(signal.SIGTERM)
     d.wait_for_log("1 request(s) still running after [host] stop_timeout (1000 ms); their "
                    "clients get no answer")
