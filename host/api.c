@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "events.h"
 #include "host.h"
 #include "http.h"
@@ -14,6 +15,7 @@
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
+#include "revoke.h"
 #include "store.h"
 #include "stream.h"
 #include "trace.h"
@@ -386,9 +388,43 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 		                "roles, or one is not UTF-8");
 		return EVH_EINVAL;
 	}
-	if (jwt_sign(subject, roles, nroles, (int64_t)time(NULL), ttl_s, k->issuer, k->secret,
-	             k->len, token) != 0)
+	if (ttl_s > k->ttl_max_s) {
+		plugin_error(p, "auth sign: a token for %d s would outlive [auth] token_ttl_max (%lld s)",
+		             ttl_s, (long long)k->ttl_max_s);
+		return EVH_EINVAL;
+	}
+	if (jwt_sign(subject, roles, nroles, clock_wall_ms(), ttl_s, k->issuer, k->secret, k->len,
+	             token) != 0)
 		return EVH_ENOMEM;
+	return EVH_OK;
+}
+
+static int api_auth_revoke(evh_plugin *p, const char *subject)
+{
+	const auth_keyset *k;
+	char err[1024];
+	int64_t now;
+
+	if (!p || !subject || !*subject || strlen(subject) >= sizeof(((jwt_claims *)0)->sub))
+		return EVH_EINVAL;
+	if (!p->store || !p->host->revoked) /* not during check */
+		return EVH_ESTATE;
+	k = host_auth(p->host);
+	if (!k || !k->secret) {
+		plugin_error(p, "cannot sign out: [auth] jwt_secret_file is not configured, so this "
+		                "host has signed no token");
+		return EVH_ESTATE;
+	}
+	now = clock_wall_ms();
+	/* Kept while a token signed before now may be taken: token_ttl_max,
+	 * and the leeway past its exp. */
+	if (revocations_add(p->host->revoked, subject, now,
+	                    now + (k->ttl_max_s + HTTP_JWT_LEEWAY_S) * 1000, err, sizeof err) != 0) {
+		plugin_error(p, "sign out: %s (refused until evhostd stops, not after a restart)",
+		             err);
+		return EVH_ESTORE;
+	}
+	log_info(p->name, "signed %s out: the tokens it had are refused from now on", subject);
 	return EVH_OK;
 }
 
@@ -522,6 +558,7 @@ static const evh_api api_table = {
     .req_client_addr = http_req_client_addr,
     .req_auth_local = http_req_auth_local,
     .config_error = api_config_error,
+    .auth_revoke = api_auth_revoke,
 };
 
 const evh_api *host_api(void) { return &api_table; }

@@ -1604,7 +1604,21 @@ static void k_jwt_jwks_refresh(set_ctx *x, const cfg_entry *e)
 		x->s->jwks_refresh_s = (int)(ms / 1000);
 }
 
+/* The longest a token this host signs may live: evh_auth_sign refuses a
+ * longer one, requests refuse one signed longer, and a sign-out is kept
+ * this long (revoke.h). */
+static void k_token_ttl_max(set_ctx *x, const cfg_entry *e)
+{
+	int64_t ms;
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
+	    ms % 1000)
+		bad_value(x, e, "expected whole seconds from 1m to 366d, such as 12h or 30d");
+	else
+		x->s->token_ttl_max_s = ms / 1000;
+}
+
 static const key_def auth_keys[] = {
+    {"token_ttl_max", k_token_ttl_max},
     {"jwt_secret_file", k_jwt_secret_file},
     {"jwt_previous_secret_file", k_jwt_previous_secret_file},
     {"issuer", k_issuer},
@@ -1959,6 +1973,7 @@ static void settings_defaults(set_ctx *x)
 	s->trace_batch_size = 512;
 	s->trace_interval_ms = 2000;
 	s->jwks_refresh_s = 3600;
+	s->token_ttl_max_s = 30 * 86400;
 	s->trace_timeout_ms = 10000;
 }
 

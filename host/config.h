@@ -127,6 +127,7 @@ typedef struct settings {
 	char *jwt_previous_secret;      /* loaded contents: verifies, never signs */
 	size_t jwt_previous_secret_len;
 	char *jwt_issuer;
+	int64_t token_ttl_max_s; /* [auth] token_ttl_max: the longest a token of this host lives */
 	/* [auth] jwt_public_key_*: another issuer's RS256/ES256 tokens */
 	char *jwt_public_key_file;
 	char *jwt_public_keys; /* the file's PEM text (evhostd parses it: host.c) */

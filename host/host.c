@@ -27,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "outbox.h"
+#include "revoke.h"
 #include "router.h"
 #include "store.h"
 #include "tls_compat.h"
@@ -511,6 +512,7 @@ static auth_keyset *auth_keyset_new(host *h, const settings *s)
 	k->secret = dup_bytes(s->jwt_secret, s->jwt_secret_len);
 	k->previous = dup_bytes(s->jwt_previous_secret, s->jwt_previous_secret_len);
 	k->issuer = strdup(s->jwt_issuer ? s->jwt_issuer : "");
+	k->ttl_max_s = s->token_ttl_max_s;
 	k->pk_text = dup_or_null(s->jwt_public_keys, &oom);
 	k->pk_issuer = dup_or_null(s->jwt_public_issuer, &oom);
 	k->pk_audience = dup_or_null(s->jwt_public_audience, &oom);
@@ -552,6 +554,7 @@ static void host_reload_auth(host *h, host *next)
 	    !same_key(cur->previous, cur->previous_len, n->jwt_previous_secret,
 	              n->jwt_previous_secret_len);
 	int issuer_changed = strcmp(cur->issuer, n->jwt_issuer ? n->jwt_issuer : "") != 0;
+	int ttl_changed = cur->ttl_max_s != n->token_ttl_max_s;
 	int jwks_changed =
 	    cur->jwks ? !next->jwks || !jwks_fetcher_same(cur->jwks, n) : next->jwks != NULL;
 	int public_changed = !same_text(cur->pk_text, n->jwt_public_keys) ||
@@ -559,7 +562,8 @@ static void host_reload_auth(host *h, host *next)
 	                     !same_text(cur->pk_audience, n->jwt_public_audience) ||
 	                     !same_text(cur->pk_roles, n->jwt_public_roles) || jwks_changed;
 
-	if (!secret_changed && !previous_changed && !issuer_changed && !public_changed)
+	if (!secret_changed && !previous_changed && !issuer_changed && !public_changed &&
+	    !ttl_changed)
 		return;
 	/* The keys next read (moved into the new set). */
 	k = auth_keyset_new(next, n);
@@ -601,6 +605,11 @@ static void host_reload_auth(host *h, host *next)
 		log_info("host", "reload: [auth] no previous key: tokens it signed are refused");
 	if (issuer_changed)
 		log_info("host", "reload: [auth] issuer %s -> %s", cur->issuer, k->issuer);
+	if (ttl_changed)
+		log_info("host", "reload: [auth] token_ttl_max %lld s -> %lld s%s",
+		         (long long)cur->ttl_max_s, (long long)k->ttl_max_s,
+		         k->ttl_max_s < cur->ttl_max_s ? ": tokens signed to live longer are refused"
+		                                       : "");
 	if (public_changed && k->pubkeys)
 		log_info("host", "reload: [auth] tokens of %s are now checked with the %d key(s) in %s",
 		         k->pk_issuer, k->nrsa + k->nec, n->jwt_public_key_file);
@@ -628,11 +637,38 @@ static void tracing_off_note(const host *h)
 	}
 }
 
+/* The signed-out subjects (revoke.h). A file that cannot be read stops
+ * the start: the tokens it refuses would be taken again. */
+static int open_revocations(host *h)
+{
+	char path[4096], err[1024];
+	size_t n;
+	if ((size_t)snprintf(path, sizeof path, "%s/" REVOCATIONS_FILE, h->set.state_dir) >=
+	    sizeof path) {
+		log_error("host", "[host] state_dir is too long: %s", h->set.state_dir);
+		return -1;
+	}
+	if (revocations_open(&h->revoked, path, clock_wall_ms(), err, sizeof err) != 0) {
+		log_error("host", "cannot open the signed-out tokens' file %s; without it tokens "
+		                  "signed out before would be accepted again, so evhostd does not "
+		                  "start (move the file away to start without those sign-outs)",
+		          err);
+		return -1;
+	}
+	n = revocations_count(h->revoked);
+	if (n)
+		log_info("host", "[auth] %zu signed-out subject%s: their earlier tokens are refused", n,
+		         n == 1 ? "" : "s");
+	return 0;
+}
+
 int host_start(host *h)
 {
 	char err[1024];
 
 	if (lock_state_dir(h) != 0)
+		return -1;
+	if (open_revocations(h) != 0)
 		return -1;
 	atomic_store(&h->auth, auth_keyset_new(h, &h->set));
 	if (!atomic_load(&h->auth)) {
@@ -965,6 +1001,8 @@ void host_stop(host *h)
 		router_free(h->router);
 		h->router = NULL;
 	}
+	revocations_close(h->revoked);
+	h->revoked = NULL;
 	tls_cert_free(h->tls);
 	h->tls = NULL;
 	tls_pubkeys_free(h->jwt_pubkeys);

@@ -25,6 +25,7 @@ typedef struct auth_keyset {
 	unsigned char *previous; /* checks only: the key a rotation replaced; or NULL */
 	size_t previous_len;
 	char *issuer;
+	int64_t ttl_max_s; /* [auth] token_ttl_max */
 	/* Another issuer's tokens ([auth] jwt_public_key_*): its keys (OpenSSL's,
 	 * tls_compat.h) or NULL, how many of each kind, and what its tokens must
 	 * carry. pk_text: the key file's text, to tell a reload's change. */
@@ -54,6 +55,7 @@ typedef struct host {
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
 	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth) */
+	struct revocations *revoked;  /* signed-out subjects (revoke.h), from host_start on */
 	int tracing;                  /* host_start started the span exporter */
 	struct evhost_tls_cert *tls;  /* [http] tls_certificate read by host_configure, until
 	                               * http_start (or a reload) serves it */

@@ -44,6 +44,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "revoke.h"
 #include "router.h"
 #include "store.h"
 #include "stream.h"
@@ -54,7 +55,6 @@
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
 #define HTTP_REQUEST_ID_MAX 64
 #define HTTP_RESP_MAX_HEADERS 64
-#define HTTP_JWT_LEEWAY_S 30
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HTTP_DEFAULT_JSON_DEPTH 32
 #define HTTP_REQUEST_TIMEOUT_MS 10000 /* when settings do not say ([http] request_timeout) */
@@ -1333,6 +1333,13 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;
 	}
+	/* This host's own tokens: signed out, or signed to live too long. */
+	why = revocations_refuse(srv->h->revoked, &req->claims, k->ttl_max_s, clock_wall_ms());
+	if (why) {
+		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
+		problem(resp, 401, "unauthorized", "%s", why);
+		return -1;
+	}
 	req->authed = 1;
 	if (rt->r.role && !http_req_auth_has_role(req, rt->r.role)) {
 		problem(resp, 403, "forbidden", "this needs the role '%s'", rt->r.role);
@@ -1617,23 +1624,35 @@ static void stream_head(evh_request *req, evh_response *resp)
 
 /* A stream opened with a bearer token lasts no longer than the token: past
  * its exp (and the leeway a request gets) it ends, so that an expired
- * token, or one signed with a key rotated out, does not keep receiving.
- * EventSource reconnects by itself, and is then asked for a token again. */
-static int stream_token_expired(const evh_request *req)
+ * token, or one signed with a key rotated out, does not keep receiving;
+ * so does one whose subject is signed out (revoke.h). EventSource
+ * reconnects by itself, and is then asked for a token again. Returns the
+ * comment to end with, or NULL. */
+static const char *stream_token_ended(const http_server *srv, const evh_request *req)
 {
-	return req->authed && (int64_t)time(NULL) > req->claims.exp + HTTP_JWT_LEEWAY_S;
+	if (!req->authed)
+		return NULL;
+	if ((int64_t)time(NULL) > req->claims.exp + HTTP_JWT_LEEWAY_S)
+		return "token expired";
+	if (!req->claims.foreign) {
+		int64_t since = revocations_since(srv->h->revoked, req->claims.sub, clock_wall_ms());
+		if (since && req->claims.iat_ms < since)
+			return "token revoked";
+	}
+	return NULL;
 }
 
 /* Serve an SSE stream on this worker thread until the client leaves, the
  * plugin stops, the server stops, the client is dropped as too slow or its
  * token expires. Returns the bytes of body written. */
-static size_t stream_serve(evh_request *req, evh_response *resp)
+static size_t stream_serve(const http_server *srv, evh_request *req, evh_response *resp)
 {
 	struct mg_connection *c = req->conn;
-	char hello[32], *buf;
+	char hello[32], end[32], *buf;
+	const char *ended = NULL;
 	size_t sent = 0, len;
 	double last;
-	int fd, ok = 1, expired = 0;
+	int fd, ok = 1;
 	stream_wait_result r = STREAM_IDLE;
 
 	if (resp->status != 200 || resp->close) {
@@ -1652,9 +1671,9 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 	last = now_ms();
 	while (ok && r != STREAM_CLOSED && !stream_peer_gone(fd)) {
 		int left = STREAM_KEEPALIVE_MS - (int)(now_ms() - last);
-		if (stream_token_expired(req)) {
-			expired = 1;
-			stream_put(c, ": token expired\n\n", 17, &sent);
+		if ((ended = stream_token_ended(srv, req)) != NULL) {
+			snprintf(end, sizeof end, ": %s\n\n", ended);
+			stream_put(c, end, strlen(end), &sent);
 			break;
 		}
 		if (left <= 0) {
@@ -1671,7 +1690,7 @@ static size_t stream_serve(evh_request *req, evh_response *resp)
 		last = now_ms();
 	}
 	log_debug("http", "%s %s: event stream ended (%s)", req->method, req->path,
-	          expired               ? "token expired"
+	          ended                 ? ended
 	          : r == STREAM_CLOSED ? stream_close_reason(resp->stream)
 	                               : "client left");
 	return sent;
@@ -1849,7 +1868,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	                       (req.expect_continue && req.ri->content_length > 0)))
 		resp.close = 1;
 	if (resp.stream) {
-		sent = stream_serve(&req, &resp);
+		sent = stream_serve(srv, &req, &resp);
 		metrics_http_request(req.metrics, req.method, resp.status, (now_ms() - t0) / 1000.0);
 	} else {
 		/* Counted before the write: a client that scrapes /metrics right

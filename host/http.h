@@ -9,6 +9,9 @@
 
 typedef struct http_server http_server;
 
+/* Seconds a token is taken past its exp (clocks differ). */
+#define HTTP_JWT_LEEWAY_S 30
+
 /* A route target as stored in the router. */
 typedef struct http_route {
 	evh_plugin *plugin; /* NULL for host routes */

@@ -305,8 +305,13 @@ static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, 
 		return "token exp is not a valid time";
 	if (now > out->exp + lw)
 		return "token expired";
-	if (time_claim(payload, "iat", &out->iat) < 0)
+	rc = time_claim(payload, "iat", &out->iat);
+	if (rc < 0)
 		return "token iat is not a valid time";
+	out->iat_ms = rc > 0 ? out->iat * 1000 : -1;
+	if (time_claim(payload, "evh_iat_ms", &out->iat_ms) < 0 ||
+	    (out->iat_ms >= 0 && out->iat_ms / 1000 != (rc > 0 ? out->iat : -1)))
+		return "token evh_iat_ms is not a valid time, or not within its iat";
 	rc = time_claim(payload, "nbf", &nbf);
 	if (rc < 0)
 		return "token nbf is not a valid time";
@@ -520,7 +525,7 @@ int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_le
 /* --------------------------------------------------------------- sign */
 
 static char *payload_json(const char *subject, const char *const *roles, size_t nroles,
-                          int64_t now, int ttl_s, const char *issuer)
+                          int64_t now_ms, int ttl_s, const char *issuer)
 {
 	cJSON *o = cJSON_CreateObject(), *arr;
 	char *s = NULL;
@@ -536,8 +541,9 @@ static char *payload_json(const char *subject, const char *const *roles, size_t 
 			goto out;
 		}
 	}
-	if (!cJSON_AddNumberToObject(o, "iat", (double)now) ||
-	    !cJSON_AddNumberToObject(o, "exp", (double)(now + ttl_s)))
+	if (!cJSON_AddNumberToObject(o, "iat", (double)(now_ms / 1000)) ||
+	    !cJSON_AddNumberToObject(o, "evh_iat_ms", (double)now_ms) ||
+	    !cJSON_AddNumberToObject(o, "exp", (double)(now_ms / 1000 + ttl_s)))
 		goto out;
 	if (issuer && !cJSON_AddStringToObject(o, "iss", issuer))
 		goto out;
@@ -570,7 +576,7 @@ int jwt_sign_args_ok(const char *subject, const char *const *roles, size_t nrole
 	return ttl_s > 0 && secret && secret_len > 0;
 }
 
-int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now,
+int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now_ms,
              int ttl_s, const char *issuer, const unsigned char *secret, size_t secret_len,
              char **out)
 {
@@ -583,7 +589,7 @@ int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64
 	if (!jwt_sign_args_ok(subject, roles, nroles, ttl_s, issuer, secret, secret_len) ||
 	    !crypto_ready())
 		return -1;
-	payload = payload_json(subject, roles, nroles, now, ttl_s, issuer);
+	payload = payload_json(subject, roles, nroles, now_ms, ttl_s, issuer);
 	if (!payload)
 		goto out;
 	hlen = b64url_encoded_len(sizeof header - 1);

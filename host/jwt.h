@@ -12,6 +12,9 @@ typedef struct jwt_claims {
 	char sub[128];
 	char iss[128];
 	int64_t exp, iat;
+	/* When it was signed, in ms: this host's evh_iat_ms claim, else iat
+	 * (whole seconds), else -1 (revoke.h compares it). */
+	int64_t iat_ms;
 	char roles[JWT_MAX_ROLES][64];
 	int nroles;
 	int foreign; /* signed by another issuer's key (RS256/ES256), not this host's */
@@ -74,8 +77,11 @@ int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_le
  * the sizes a token may carry, all UTF-8, a positive ttl, a secret. */
 int jwt_sign_args_ok(const char *subject, const char *const *roles, size_t nroles, int ttl_s,
                      const char *issuer, const unsigned char *secret, size_t secret_len);
-/* Sign a token {sub, roles, iat, exp[, iss]}; *out is malloc'd. 0 or -1. */
-int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now,
+/* Sign a token {sub, roles, iat, evh_iat_ms, exp[, iss]} at `now_ms`
+ * (milliseconds since the epoch: iat is its whole seconds, evh_iat_ms the
+ * moment itself, which a sign-out is compared with, revoke.h); *out is
+ * malloc'd. 0 or -1. */
+int jwt_sign(const char *subject, const char *const *roles, size_t nroles, int64_t now_ms,
              int ttl_s, const char *issuer, const unsigned char *secret, size_t secret_len,
              char **out);
 #endif

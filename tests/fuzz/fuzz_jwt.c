@@ -76,11 +76,11 @@ static void sign_roundtrip(const char *subject)
 	const char *roles[] = {"user"};
 	char *tok = NULL;
 	jwt_claims c;
-	if (jwt_sign(subject, roles, 1, 1700000000, 60, "fuzz", secret, sizeof secret - 1,
+	if (jwt_sign(subject, roles, 1, 1700000000000LL, 60, "fuzz", secret, sizeof secret - 1,
 	             &tok) != 0)
 		return;
 	if (jwt_verify(tok, secret, sizeof secret - 1, "fuzz", 1700000000, 0, &c, NULL) != 0 ||
-	    strcmp(c.sub, subject) != 0 || c.nroles != 1)
+	    strcmp(c.sub, subject) != 0 || c.nroles != 1 || c.iat_ms != 1700000000000LL)
 		__builtin_trap();
 	free(tok);
 }

@@ -238,6 +238,7 @@ static int setup(void **state)
 	f->keys.secret = (unsigned char *)SECRET;
 	f->keys.len = strlen(SECRET);
 	f->keys.issuer = (char *)"evhost";
+	f->keys.ttl_max_s = 30 * 86400;
 	atomic_store(&f->h.auth, &f->keys);
 	add(f, "GET", "/t/echo/{name}", echo, 0, NULL);
 	add(f, "POST", "/t/json", json_len, EVH_ROUTE_JSON, NULL);
@@ -540,7 +541,7 @@ static char *bearer_request(fixture *f, const char *path, const char *const *rol
                             const char *secret, int ttl)
 {
 	char *tok = NULL, hdr[1024], *r;
-	assert_int_equal(jwt_sign("ada", roles, n, (int64_t)time(NULL), ttl, "evhost",
+	assert_int_equal(jwt_sign("ada", roles, n, (int64_t)time(NULL) * 1000, ttl, "evhost",
 	                          (const unsigned char *)secret, strlen(secret), &tok),
 	                 0);
 	snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", tok);
@@ -835,7 +836,7 @@ static void test_out_of_memory(void **state)
 	const char *const roles[] = {"admin"};
 	char *token = NULL, auth[600];
 	long n;
-	assert_int_equal(jwt_sign("alice", roles, 1, time(NULL), 600, "evhost",
+	assert_int_equal(jwt_sign("alice", roles, 1, (int64_t)time(NULL) * 1000, 600, "evhost",
 	                          (const unsigned char *)SECRET, strlen(SECRET), &token),
 	                 0);
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);

@@ -27,6 +27,28 @@ static const char kat_alice[] =
     "MDAwMzYwMCwiaXNzIjoiZXZob3N0In0."
     "8R1iZCc-eKYiM9DDRITolkgOFswrLMyNVSyjZOxKzHA";
 
+/* kat_alice as this host signs it since evh_iat_ms (the signing moment in
+ * ms, for sign-outs): {"sub":"alice","roles":["admin","user"],
+ * "iat":1700000000,"evh_iat_ms":1700000000123,"exp":1700003600,"iss":"evhost"} */
+static const char kat_alice_ms[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsInJvbGVzIjpbImFkbWluIiwidXNlciJdLCJpYXQiOjE3MDAwMDAwMDAsImV2aF9pYXRf"
+    "bXMiOjE3MDAwMDAwMDAxMjMsImV4cCI6MTcwMDAwMzYwMCwiaXNzIjoiZXZob3N0In0."
+    "OAgtFcef-hhUmlpQuzBTbvJqqFR6G_Dk5sSdduBGLVI";
+
+/* {"sub":"alice","iat":1700000000,"evh_iat_ms":1700000001000,"exp":1700003600}:
+ * a moment outside its iat's second. */
+static const char kat_ms_outside[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsImlhdCI6MTcwMDAwMDAwMCwiZXZoX2lhdF9tcyI6MTcwMDAwMDAwMTAwMCwiZXhwIjox"
+    "NzAwMDAzNjAwfQ.kghhOTUh7LAg7XbOwFES5kli5cCWg2HxBmBWTXTpJvM";
+
+/* {"sub":"alice","evh_iat_ms":1700000000123,"exp":1700003600}: no iat. */
+static const char kat_ms_no_iat[] =
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."
+    "eyJzdWIiOiJhbGljZSIsImV2aF9pYXRfbXMiOjE3MDAwMDAwMDAxMjMsImV4cCI6MTcwMDAwMzYwMH0."
+    "2gGOgapmiO1glH36tkbw9MNavwPTzzyaqpYfg4TBYVU";
+
 /* {"alg":"HS256"} {"sub":"bob","exp":1700003600}: no typ, roles, iss. */
 static const char kat_bob[] = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJleHAiOjE3MDAwMDM2MDB9."
                               "xBa1KlYV3KDpcOfjqSvjOXf_C_-o6lvLsRqUOzV-hwE";
@@ -90,10 +112,27 @@ static void test_known_answer(void **state)
 	assert_string_equal(c.sub, "alice");
 	assert_string_equal(c.iss, "evhost");
 	assert_int_equal(c.iat, T_IAT);
+	assert_int_equal(c.iat_ms, T_IAT * 1000LL); /* signed before evh_iat_ms: its iat */
 	assert_int_equal(c.exp, T_EXP);
 	assert_int_equal(c.nroles, 2);
 	assert_string_equal(c.roles[0], "admin");
 	assert_string_equal(c.roles[1], "user");
+}
+
+/* The signing moment in ms: read from evh_iat_ms, which must fall within
+ * the second iat names. */
+static void test_issue_ms(void **state)
+{
+	jwt_claims c;
+	(void)state;
+	assert_int_equal(jwt_verify(kat_alice_ms, SECRET, SECRET_LEN, "evhost", T_IAT, 0, &c, NULL),
+	                 0);
+	assert_int_equal(c.iat, T_IAT);
+	assert_int_equal(c.iat_ms, T_IAT * 1000LL + 123);
+	assert_string_equal(verify_reason(kat_ms_outside, NULL, T_IAT),
+	                    "token evh_iat_ms is not a valid time, or not within its iat");
+	assert_string_equal(verify_reason(kat_ms_no_iat, NULL, T_IAT),
+	                    "token evh_iat_ms is not a valid time, or not within its iat");
 }
 
 static void test_minimal_claims(void **state)
@@ -115,9 +154,11 @@ static void test_sign_matches_known_answer(void **state)
 	char *tok = NULL;
 	(void)state;
 	assert_int_equal(
-	    jwt_sign("alice", roles, 2, T_IAT, 3600, "evhost", SECRET, SECRET_LEN, &tok), 0);
+	    jwt_sign("alice", roles, 2, T_IAT * 1000LL + 123, 3600, "evhost", SECRET, SECRET_LEN,
+	             &tok),
+	    0);
 	assert_non_null(tok);
-	assert_string_equal(tok, kat_alice);
+	assert_string_equal(tok, kat_alice_ms);
 	free(tok);
 }
 
@@ -126,7 +167,7 @@ static void test_sign_verify_roundtrip(void **state)
 	char *tok = NULL;
 	jwt_claims c;
 	(void)state;
-	assert_int_equal(jwt_sign("u-1", NULL, 0, 1000, 60, NULL, SECRET, SECRET_LEN, &tok), 0);
+	assert_int_equal(jwt_sign("u-1", NULL, 0, 1000000, 60, NULL, SECRET, SECRET_LEN, &tok), 0);
 	assert_int_equal(jwt_verify(tok, SECRET, SECRET_LEN, NULL, 1059, 0, &c, NULL), 0);
 	assert_string_equal(c.sub, "u-1");
 	assert_int_equal(c.exp, 1060);
@@ -735,6 +776,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_known_answer),
+	    cmocka_unit_test(test_issue_ms),
 	    cmocka_unit_test(test_minimal_claims),
 	    cmocka_unit_test(test_sign_matches_known_answer),
 	    cmocka_unit_test(test_sign_verify_roundtrip),

@@ -166,7 +166,7 @@ static int jwt_scenario(void *arg)
 	char *token = NULL;
 	int rc;
 	(void)arg;
-	if (jwt_sign("alice", roles, 2, 1700000000, 3600, "evhost", secret, sizeof secret - 1,
+	if (jwt_sign("alice", roles, 2, 1700000000000LL, 3600, "evhost", secret, sizeof secret - 1,
 	             &token) != 0)
 		return -1;
 	assert_non_null(token);

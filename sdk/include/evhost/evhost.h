@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 7
+#define EVH_ABI_MINOR 8
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -329,6 +329,9 @@ typedef struct evh_api {
 
 	/* config (ABI 1.7); the SDK's evh_config_error formats the message */
 	void (*config_error)(evh_plugin *p, const char *key, const char *msg);
+
+	/* auth (ABI 1.8) */
+	int (*auth_revoke)(evh_plugin *p, const char *subject);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -800,13 +803,39 @@ static inline int evh_query_json(evh_tx *tx, const char *sql, const evh_value *a
 /* Issue a bearer token (JWT, HS256, signed with the host's [auth] secret)
  * for `subject` carrying `roles`, valid for `ttl_s` seconds. The host checks
  * such tokens on EVH_ROUTE_AUTH routes of every plugin. *token: free with
- * evh_free. EVH_ESTATE when no [auth] jwt_secret_file is configured. */
+ * evh_free. EVH_ESTATE when no [auth] jwt_secret_file is configured;
+ * EVH_EINVAL for a subject or roles a token cannot carry, or (host 1.8 and
+ * later) a ttl_s over [auth] token_ttl_max (30 days unless configured). */
 static inline int evh_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
                                 size_t nroles, int ttl_s, char **token)
 {
 	if (!EVH_API_HAS(auth_sign))
 		return EVH_EUNSUPPORTED;
 	return evh__api->auth_sign(p, subject, roles, nroles, ttl_s, token);
+}
+
+/* Sign `subject` out everywhere (ABI 1.8): every token this host signed
+ * for it before this call is refused from the call's return on, on the
+ * EVH_ROUTE_AUTH routes of every plugin (401 "token revoked ...") and by
+ * the event streams it opened, which end; tokens signed after the call are
+ * good. Kept on disk ([host] state_dir) with a full sync before the call
+ * returns, so a restart does not bring the tokens back, and for [auth]
+ * token_ttl_max, after which no token signed before it is valid anyway.
+ * For a password change, a deleted account or fewer roles, call it before
+ * committing the change: if the commit then fails, the tokens are gone but
+ * nothing else changed, which a new login mends; the other order would
+ * leave a window where the old tokens outlive the change. Only tokens of
+ * this host ([auth] jwt_secret_file); another issuer's (evh_req_auth_local
+ * says 0) are that issuer's to revoke. EVH_EINVAL: an empty subject or one
+ * of 128 bytes or more. EVH_ESTATE: in check, or no [auth]
+ * jwt_secret_file. EVH_ESTORE: the sign-out could not be saved; it holds
+ * until evhostd stops (the log says why), so treat it as a failure of the
+ * change that asked for it. EVH_EUNSUPPORTED: a host older than 1.8. */
+static inline int evh_auth_revoke(evh_plugin *p, const char *subject)
+{
+	if (!EVH_API_HAS(auth_revoke))
+		return EVH_EUNSUPPORTED;
+	return evh__api->auth_revoke(p, subject);
 }
 
 /* ---- server-sent events (ABI 1.1) ---- */

@@ -1,0 +1,56 @@
+/* Signing a subject out (evh_auth_revoke, ABI 1.8): the tokens this host
+ * signed for it before that moment are refused from then on, on every
+ * plugin's EVH_ROUTE_AUTH routes and open event streams.
+ *
+ * A revocation is the subject and the moment, in milliseconds: a token whose
+ * evh_iat_ms (the millisecond it was signed, jwt.h) is earlier is refused.
+ * It is kept in memory for lookups and in a small SQLite file of its own
+ * (<state_dir>/evhostd.auth.db, written with a full sync before the call
+ * returns) so a restart does not bring signed-out tokens back. It is kept
+ * until no token it refuses can still be valid: [auth] token_ttl_max after
+ * it (no token of this host lives longer, see revocations_refuse), plus the
+ * leeway a token gets past its exp. */
+#ifndef EVHOST_REVOKE_H
+#define EVHOST_REVOKE_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jwt.h"
+
+typedef struct revocations revocations;
+
+/* File name under [host] state_dir. Plugin names have no dots, so no
+ * plugin's database (NAME.db) can be this file. */
+#define REVOCATIONS_FILE "evhostd.auth.db"
+
+/* Open (creating it) the file at `path` and read the revocations still in
+ * force at `now_ms`. Returns 0, or -1 with a message in err. */
+int revocations_open(revocations **out, const char *path, int64_t now_ms, char *err,
+                     size_t errlen);
+void revocations_close(revocations *r);
+
+/* Refuse the tokens signed for `subject` before `now_ms`, until `until_ms`.
+ * In force in memory at once; then written to the file. Returns 0, or -1
+ * with err when the file could not be written (the revocation holds until
+ * the daemon stops, not past a restart). Also drops what has lapsed. */
+int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t until_ms,
+                    char *err, size_t errlen);
+
+/* The moment before which `subject`'s tokens are refused, or 0. */
+int64_t revocations_since(revocations *r, const char *subject, int64_t now_ms);
+
+/* How many revocations are held (lapsed ones may still count). */
+size_t revocations_count(revocations *r);
+
+/* Why this host refuses one of its own tokens (c->foreign == 0) that
+ * jwt_verify_keys accepted, or NULL: it has no issue time, it lives longer
+ * than `ttl_max_s` ([auth] token_ttl_max), or its subject was signed out
+ * after it was signed. `r` may be NULL (nothing revoked). */
+const char *revocations_refuse(revocations *r, const jwt_claims *c, int64_t ttl_max_s,
+                               int64_t now_ms);
+
+/* The reasons revocations_refuse gives (these very pointers). */
+extern const char revoke_reason_revoked[];
+extern const char revoke_reason_no_iat[];
+extern const char revoke_reason_too_long[];
+#endif

@@ -1,0 +1,198 @@
+/* revoke.c: sign-outs in a real SQLite file, kept across a reopen until
+ * they lapse, and the reasons a host's own token is refused. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db_files.h"
+#include "revoke.h"
+
+#define T0 1700000000000LL /* ms */
+#define DAY_MS 86400000LL
+
+typedef struct fixture {
+	char dir[64], path[128];
+	revocations *r;
+} fixture;
+
+static int setup(void **state)
+{
+	fixture *f = calloc(1, sizeof *f);
+	char err[256];
+	if (!f)
+		return -1;
+	snprintf(f->dir, sizeof f->dir, "/tmp/evh-revoke.XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof f->path, "%s/" REVOCATIONS_FILE, f->dir);
+	if (revocations_open(&f->r, f->path, T0, err, sizeof err) != 0) {
+		fprintf(stderr, "%s\n", err);
+		return -1;
+	}
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	fixture *f = *state;
+	revocations_close(f->r);
+	remove_db_files(f->path);
+	rmdir(f->dir);
+	free(f);
+	return 0;
+}
+
+static void reopen(fixture *f, int64_t now_ms)
+{
+	char err[256];
+	revocations_close(f->r);
+	f->r = NULL;
+	assert_int_equal(revocations_open(&f->r, f->path, now_ms, err, sizeof err), 0);
+}
+
+static jwt_claims own_token(const char *sub, int64_t iat_ms, int64_t ttl_s)
+{
+	jwt_claims c;
+	memset(&c, 0, sizeof c);
+	snprintf(c.sub, sizeof c.sub, "%s", sub);
+	c.iat_ms = iat_ms;
+	c.iat = iat_ms / 1000;
+	c.exp = c.iat + ttl_s;
+	return c;
+}
+
+static void test_sign_out_and_restart(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	assert_int_equal(revocations_since(f->r, "u-1", T0), 0);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 500, T0 + DAY_MS, err, sizeof err), 0);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 600), T0 + 500);
+	assert_int_equal(revocations_since(f->r, "u-2", T0 + 600), 0);
+	/* A later sign-out moves the moment; an earlier one does not. */
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 900, T0 + DAY_MS, err, sizeof err), 0);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 700, T0 + DAY_MS, err, sizeof err), 0);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 1000), T0 + 900);
+	/* Kept across a restart, until it lapses. */
+	reopen(f, T0 + 2000);
+	assert_int_equal(revocations_count(f->r), 1);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 2000), T0 + 900);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + DAY_MS), 0);
+	reopen(f, T0 + DAY_MS);
+	assert_int_equal(revocations_count(f->r), 0);
+}
+
+/* Many subjects: the table grows, every one is found; lapsed ones go. */
+static void test_many_and_pruned(void **state)
+{
+	fixture *f = *state;
+	char err[256], sub[32];
+	for (int i = 0; i < 3000; i++) {
+		snprintf(sub, sizeof sub, "user-%d", i);
+		assert_int_equal(revocations_add(f->r, sub, T0 + i, T0 + (i < 1000 ? 5000 : DAY_MS),
+		                                 err, sizeof err),
+		                 0);
+	}
+	assert_int_equal(revocations_count(f->r), 3000);
+	for (int i = 0; i < 3000; i++) {
+		snprintf(sub, sizeof sub, "user-%d", i);
+		assert_int_equal(revocations_since(f->r, sub, T0 + 4000), T0 + i);
+	}
+	/* A minute on, the next sign-out drops the lapsed ones, on disk too. */
+	assert_int_equal(revocations_add(f->r, "late", T0 + 70000, T0 + DAY_MS, err, sizeof err), 0);
+	assert_int_equal(revocations_count(f->r), 2001);
+	assert_int_equal(revocations_since(f->r, "user-5", T0 + 70000), 0);
+	assert_int_equal(revocations_since(f->r, "user-2999", T0 + 70000), T0 + 2999);
+	reopen(f, T0 + 70001);
+	assert_int_equal(revocations_count(f->r), 2001);
+}
+
+static void test_refuse_reasons(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	jwt_claims c = own_token("u-1", T0, 3600);
+	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 10));
+	assert_null(revocations_refuse(NULL, &c, 30 * 86400, T0 + 10));
+	/* Longer than token_ttl_max. */
+	assert_ptr_equal(revocations_refuse(f->r, &c, 3599, T0 + 10), revoke_reason_too_long);
+	assert_null(revocations_refuse(f->r, &c, 3600, T0 + 10));
+	/* No issue time. */
+	c.iat_ms = -1;
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, T0 + 10), revoke_reason_no_iat);
+	/* Signed out after it was signed: refused; a token signed after the
+	 * sign-out, even in the same second, is good. */
+	c = own_token("u-1", T0 + 100, 3600);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 200, T0 + DAY_MS, err, sizeof err), 0);
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300), revoke_reason_revoked);
+	c = own_token("u-1", T0 + 200, 3600);
+	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300));
+	c = own_token("u-2", T0 + 100, 3600);
+	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300));
+	/* Another issuer's tokens are not this host's to refuse. */
+	c = own_token("u-1", T0 + 100, 3600);
+	c.foreign = 1;
+	c.iat_ms = -1;
+	assert_null(revocations_refuse(f->r, &c, 60, T0 + 300));
+}
+
+/* A file that cannot be used says so, with its path. */
+static void test_bad_files(void **state)
+{
+	fixture *f = *state;
+	char err[512], path[160];
+	revocations *r = NULL;
+	sqlite3 *db;
+	FILE *fp;
+
+	/* A newer evhostd's format. */
+	revocations_close(f->r);
+	f->r = NULL;
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 7", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assert_int_equal(revocations_open(&r, f->path, T0, err, sizeof err), -1);
+	assert_null(r);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, "written by a newer evhostd (format 7"));
+	/* Not a database. */
+	snprintf(path, sizeof path, "%s/junk.db", f->dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("this is not an SQLite database, but it is long enough to look at its header\n",
+	      fp);
+	fclose(fp);
+	assert_int_equal(revocations_open(&r, path, T0, err, sizeof err), -1);
+	assert_non_null(strstr(err, "junk.db: "));
+	remove_db_files(path);
+	/* A directory that is not there. */
+	snprintf(path, sizeof path, "%s/missing/x.db", f->dir);
+	assert_int_equal(revocations_open(&r, path, T0, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot open it"));
+	/* Back to a good file for teardown. */
+	remove_db_files(f->path);
+	reopen(f, T0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_sign_out_and_restart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_and_pruned, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refuse_reasons, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
