@@ -76,6 +76,16 @@ int user_db_delete(evh_tx *tx, const char *id);
 int user_db_page(evh_tx *tx, int64_t after_seq, int limit, cJSON *items, int *more,
                  int64_t *last_seq);
 
+/* Sign user `id` out (evh_auth_revoke: the tokens it has are refused),
+ * before the change that calls for it (a new password, the account
+ * deleted) is committed in `tx`. Go on when *answered is clear (also when
+ * the host signs no tokens); otherwise `tx` (may be NULL) was rolled back
+ * and 503 answered: the handler returns what this returns. */
+int user_sign_out(user_state *st, evh_response *resp, evh_tx *tx, const char *id,
+                  int *answered);
+/* POST /auth/logout: sign the token's user out everywhere (204). */
+int user_logout(evh_request *req, evh_response *resp, void *ud);
+
 /* ---- user_routes.c */
 int user_routes_register(user_state *st);
 /* The public view of a user: id, name, email, created_at, updated_at. */

@@ -142,7 +142,9 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	for (i = 0; i < n; i++)
 		role_ptrs[i] = roles[i];
 	rc = evh_auth_sign(st->p, u->id, role_ptrs, n, st->token_ttl, &token);
-	if (rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED)
+	/* No [auth] secret, an old host, or token_ttl over [auth]
+	 * token_ttl_max (the host's ERROR line says which). */
+	if (rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED || rc == EVH_EINVAL)
 		return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
 		                        "login is not configured on this server", NULL);
 	if (rc != EVH_OK)
@@ -319,4 +321,52 @@ out:
 		sodium_memzero(u.password_hash, sizeof u.password_hash);
 	cJSON_Delete(body);
 	return rc;
+}
+
+int user_sign_out(user_state *st, evh_response *resp, evh_tx *tx, const char *id,
+                  int *answered)
+{
+	int rc = evh_auth_revoke(st->p, id);
+
+	*answered = 0;
+	/* No [auth] secret (no token of this host to refuse), or a host before
+	 * ABI 1.8 (which cannot): nothing to do. */
+	if (rc == EVH_OK || rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED)
+		return EVH_OK;
+	*answered = 1;
+	if (tx)
+		evh_tx_rollback(tx);
+	/* The host logged why (EVH_ESTORE: the sign-out holds until it stops). */
+	evh_resp_header(resp, "Retry-After", "1");
+	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	                        "the user's tokens could not be signed out, so nothing was "
+	                        "changed; try again",
+	                        NULL);
+}
+
+int user_logout(evh_request *req, evh_response *resp, void *ud)
+{
+	user_state *st = ud;
+	const char *sub = evh_req_auth_subject(req);
+	int rc;
+
+	/* Another issuer's token: its users sign out there. */
+	if (!sub || !evh_req_auth_local(req))
+		return evh_resp_problem(resp, 400, "bad-request", "Bad request",
+		                        "this token was issued by another issuer, not by this "
+		                        "server: sign out with that issuer",
+		                        NULL);
+	rc = evh_auth_revoke(st->p, sub);
+	if (rc == EVH_EUNSUPPORTED)
+		return evh_resp_problem(resp, 501, "not-implemented", "Not implemented",
+		                        "this server's evhostd cannot sign tokens out (it needs "
+		                        "ABI 1.8)",
+		                        NULL);
+	if (rc != EVH_OK) {
+		evh_resp_header(resp, "Retry-After", "1");
+		return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+		                        "the sign-out could not be saved; try again", NULL);
+	}
+	evh_resp_status(resp, 204);
+	return EVH_OK;
 }

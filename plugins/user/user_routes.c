@@ -343,6 +343,17 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 		rc = EVH_ENOMEM;
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, tx, rc, "update user");
+	/* Tokens signed before a new password are refused (the one this
+	 * request came with too): who held one without the password holds
+	 * nothing now. Before the commit: see user_sign_out. */
+	if (new_password) {
+		int answered;
+		rc = user_sign_out(st, resp, tx, u->id, &answered);
+		if (answered) {
+			cJSON_free(json);
+			return rc;
+		}
+	}
 	if ((rc = evh_tx_commit(tx)) != EVH_OK) {
 		cJSON_free(json);
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: commit");
@@ -429,7 +440,7 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 	const char *id = evh_req_param(req, "id");
 	cJSON *data;
 	evh_tx *tx;
-	int rc;
+	int rc, answered;
 
 	if (!user_may_modify(req, id))
 		return reply_forbidden(resp);
@@ -450,6 +461,10 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 	}
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, tx, rc, "delete user");
+	/* A deleted user's tokens must not go on working on other services. */
+	rc = user_sign_out(st, resp, tx, id, &answered);
+	if (answered)
+		return rc;
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "delete user: commit");
 	evh_resp_status(resp, 204);
@@ -471,6 +486,7 @@ int user_routes_register(user_state *st)
 	    {"PATCH", "/users/{id}", patch_user, EVH_ROUTE_JSON | EVH_ROUTE_AUTH, NULL},
 	    {"DELETE", "/users/{id}", delete_user, EVH_ROUTE_AUTH, NULL},
 	    {"POST", "/auth/login", user_login, EVH_ROUTE_JSON, NULL},
+	    {"POST", "/auth/logout", user_logout, EVH_ROUTE_AUTH, NULL},
 	};
 	size_t i;
 

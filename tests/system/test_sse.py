@@ -5,8 +5,9 @@ the stream of a user created after it opened; [http] max_streams (503
 with Retry-After); a departed client freeing its slot; a client reconnecting
 with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
 first when its id is older than the history; a reload closing the plugin's
-streams; a stream ending when its token expires; SIGTERM with streams open exiting 0 at once; and a plugin built
-against ABI 1.0 still loading next to it.
+streams; a stream ending when its token expires or its user signs out;
+SIGTERM with streams open exiting 0 at once; and a plugin built against ABI
+1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
 not Kafka. The welcome test produces a USER_CREATED event itself, so it
@@ -424,6 +425,29 @@ def test_a_stream_ends_when_its_token_expires(evhostd, tmp_path, unique_name, bu
         pass
     assert not lasting.eof, lasting.comments
     lasting.close()
+
+
+def test_a_stream_ends_when_its_user_signs_out(evhostd, tmp_path, unique_name, build_dir):
+    """A stream outlived a sign-out: a token signed out (a logout, a new
+    password) kept receiving the user's notifications until it expired."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    _, _, a_token = new_user(d, "Fay")
+    _, _, b_token = new_user(d, "Gus")
+    a_stream, b_stream = open_stream(d, a_token), open_stream(d, b_token)
+    r = d.post("/auth/logout", headers={"Authorization": f"Bearer {a_token}"})
+    assert r.status_code == 204, r.text
+    t0 = time.monotonic()
+    assert a_stream.read_to_eof(timeout=10), a_stream.comments
+    assert "token revoked" in a_stream.comments and time.monotonic() - t0 < 6
+    a_stream.close()
+    d.wait_for_log(f"GET {STREAM}: event stream ended (token revoked)")
+    assert Sse(d.port, token=a_token).status == 401
+    # Another user's stream is not touched.
+    while b_stream.next_event(timeout=1) is not None:
+        pass
+    assert not b_stream.eof, b_stream.comments
+    b_stream.close()
 
 
 def test_max_streams_must_leave_a_worker_free(evhostd):

@@ -5,6 +5,8 @@ USER_CREATED / USER_UPDATED / USER_DELETED events as a plain Kafka client
 (kcat) sees them on a real broker. HTTP-only tests use the embedded broker."""
 
 import base64
+import hashlib
+import hmac
 import json
 import resource
 import secrets
@@ -667,6 +669,133 @@ def test_delete_removes_the_user(d):
     register(d, addr=user["email"])
 
 
+# ------------------------------------------------------------- signing out
+
+
+def revoked(r):
+    p = problem(r, 401, "unauthorized")
+    assert p["detail"].startswith("token revoked"), p
+    assert "invalid_token" in r.headers.get("WWW-Authenticate", ""), r.headers
+
+
+def rename(d, user, token, name="Ada"):
+    return d.patch(f"/users/{user['id']}", json={"name": name}, headers=bearer(token))
+
+
+def test_a_new_password_signs_out_the_tokens_issued_before(evhostd, tmp_path):
+    """A token stayed good until token_ttl after the password it was had
+    with changed: whoever held one kept the account for an hour. Tokens
+    signed before the change are refused, on every restart after too; a
+    login right after it (the same second) is good."""
+    config = user_config(tmp_path)
+    d = evhostd(config)
+    user, other = register(d), register(d, "Bob")
+    old1, old2 = login(d, user["email"]), login(d, user["email"])
+    bobs = login(d, other["email"])
+    assert claims(old1)["evh_iat_ms"] // 1000 == claims(old1)["iat"]
+    r = d.patch(f"/users/{user['id']}", headers=bearer(old1),
+                json={"password": "new password!", "current_password": PASSWORD})
+    assert r.status_code == 200, r.text
+    fresh = login(d, user["email"], "new password!")
+    for token in (old1, old2):
+        revoked(rename(d, user, token))
+        revoked(d.delete(f"/users/{user['id']}", headers=bearer(token)))
+    assert rename(d, user, fresh).status_code == 200
+    assert rename(d, other, bobs, "Bob").status_code == 200  # another user's: untouched
+    d.wait_for_log(f"signed {user['id']} out")
+    # An admin setting the password signs the user out as well.
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = d.patch(f"/users/{user['id']}", json={"password": "set by admin"}, headers=bearer(admin))
+    assert r.status_code == 200, r.text
+    revoked(rename(d, user, fresh))
+    fresh = login(d, user["email"], "set by admin")
+    # Kept across a restart: the sign-outs are on disk.
+    state_dir = d.state_dir
+    d.stop()
+    d = evhostd(config, state_dir=state_dir)
+    d.wait_for_log("1 signed-out subject")
+    revoked(rename(d, user, old1))
+    assert rename(d, user, fresh).status_code == 200
+    assert rename(d, other, bobs, "Bob").status_code == 200
+
+
+def test_logout_signs_the_user_out_everywhere(d):
+    user = register(d)
+    phone, laptop = login(d, user["email"]), login(d, user["email"])
+    assert d.post("/auth/logout").status_code == 401
+    r = d.post("/auth/logout", headers=bearer(phone))
+    assert r.status_code == 204 and r.content == b"", r.text
+    revoked(rename(d, user, laptop))
+    revoked(d.post("/auth/logout", headers=bearer(phone)))
+    assert rename(d, user, login(d, user["email"])).status_code == 200
+
+
+def test_a_deleted_users_tokens_are_refused(d):
+    user = register(d)
+    token = login(d, user["email"])
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    assert d.delete(f"/users/{user['id']}", headers=bearer(admin)).status_code == 204
+    revoked(d.post("/auth/logout", headers=bearer(token)))
+    # A new account with the same email is another id: its tokens are good.
+    again = register(d, addr=user["email"])
+    assert rename(d, again, login(d, user["email"])).status_code == 200
+
+
+def test_tokens_longer_than_token_ttl_max_are_refused(evhostd, tmp_path):
+    """A sign-out is kept [auth] token_ttl_max: a token of this host's key
+    that lives longer, or says nothing of when it was signed, could outlast
+    it, so neither is taken; nor does login sign one."""
+    config = user_config(tmp_path, token_ttl="7200")
+    config["auth"]["token_ttl_max"] = "1h"
+    d = evhostd(config)
+    user = register(d)
+    secret = (tmp_path / "jwt.key").read_bytes()
+    r = rename(d, user, lib.sign_token(secret, user["id"], ttl=3601))
+    p = problem(r, 401, "unauthorized")
+    assert p["detail"] == "token lives longer than [auth] token_ttl_max allows", p
+    # Signed before evh_iat_ms (its iat, whole seconds, says when): good.
+    assert rename(d, user, lib.sign_token(secret, user["id"], ttl=3600)).status_code == 200
+    # No iat at all.
+    now = int(time.time())
+    head = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(json.dumps(
+        {"sub": user["id"], "exp": now + 60, "iss": "evhost"}).encode()).rstrip(b"=")
+    sig = base64.urlsafe_b64encode(hmac.new(secret, head + b"." + body, hashlib.sha256)
+                                   .digest()).rstrip(b"=")
+    p = problem(rename(d, user, (head + b"." + body + b"." + sig).decode()), 401, "unauthorized")
+    assert p["detail"] == "token has no iat (this host's tokens carry one)", p
+    # token_ttl over it: login cannot sign, and says so where the admin looks.
+    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
+            503, "unavailable")
+    d.wait_for_log("auth sign: a token for 7200 s would outlive [auth] token_ttl_max (3600 s)")
+
+
+@pytest.mark.parametrize("value", ["30s", "367d", "1.5m", "soon", ""])
+def test_bad_token_ttl_max_stops_the_start(evhostd, tmp_path, value):
+    config = user_config(tmp_path)
+    config["auth"]["token_ttl_max"] = value
+    d = evhostd(config, wait=False)
+    assert d.wait(timeout=30) != 0
+    assert "token_ttl_max" in d.log_text() and "from 1m to 366d" in d.log_text(), d.log_text()
+
+
+def test_an_unreadable_sign_out_file_stops_the_start(evhostd, tmp_path):
+    """Starting without the sign-outs would take the tokens they refuse."""
+    config = user_config(tmp_path)
+    d = evhostd(config)
+    state_dir = d.state_dir
+    d.stop()
+    path = state_dir / "evhostd.auth.db"
+    assert path.exists()
+    for suffix in ("-wal", "-shm"):
+        (state_dir / f"evhostd.auth.db{suffix}").unlink(missing_ok=True)
+    path.write_bytes(b"not a database " * 64)
+    d = evhostd(config, state_dir=state_dir, wait=False)
+    assert d.wait(timeout=30) != 0
+    assert f"cannot open the signed-out tokens' file {path}: " in d.log_text(), d.log_text()
+    assert "move the file away" in d.log_text()
+
+
 # ---------------------------------------------------- the first administrator
 
 
@@ -804,6 +933,7 @@ def test_events_reach_kafka_with_cloudevents_headers(evhostd, tmp_path, kafka_bo
                                       "email": "ada.events@example.com",
                                       "changed": ["name", "password"]}
 
+    token = login(d, "ada.events@example.com", "another one!")  # the new password signed out
     assert d.delete(f"/users/{user['id']}", headers=bearer(token)).status_code == 204
     [m] = lib.kafka_consume(topics["deleted"], count=1, timeout=60, brokers=kafka_bootstrap)
     assert m["key"] == user["id"]
@@ -850,15 +980,16 @@ def test_a_lock_stays_with_the_email_across_patches(evhostd, tmp_path):
     user = register(d)
     own = bearer(login(d, user["email"]))
     fail_login(d, user["email"], 3)
-    r = d.patch(f"/users/{user['id']}", json={"password": "a new password"}, headers=admin)
-    assert r.status_code == 200, r.text
-    locked_out(attempt(d, user["email"], "a new password"), 60)
     # The user cannot move the account away from its lock: a new email needs
     # the current password, held to the same lock. An admin can.
     moved = email()
-    r = d.patch(f"/users/{user['id']}", json={"email": moved, "current_password": "a new password"},
+    r = d.patch(f"/users/{user['id']}", json={"email": moved, "current_password": PASSWORD},
                 headers=own)
     locked_out(r, 60)
+    r = d.patch(f"/users/{user['id']}", json={"password": "a new password"}, headers=admin)
+    assert r.status_code == 200, r.text
+    locked_out(attempt(d, user["email"], "a new password"), 60)
+    revoked(d.patch(f"/users/{user['id']}", json={"name": "X"}, headers=own))  # signed out
     r = d.patch(f"/users/{user['id']}", json={"email": moved}, headers=admin)
     assert r.status_code == 200, r.text
     login(d, moved, "a new password")
