@@ -43,6 +43,7 @@
 
 #include "clock.h"
 #include "dlq.h"
+#include "events.h"
 #include "http.h"
 #include "json.h"
 #include "jsonb.h"
@@ -1146,6 +1147,53 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	return reply_json(resp, 200, root, ok);
 }
 
+/* --------------------------------------------------------------- sign-out */
+
+#define SIGN_OUT_SUBJECT "subject: the token subject (sub) to sign out, 1 to 127 bytes of UTF-8"
+
+/* POST /admin/sign-out {"subject"}: what a plugin's evh_auth_revoke does,
+ * for the operator (an account taken over, a plugin that does not sign
+ * its users out itself). */
+static int post_sign_out(host *h, evh_request *req, evh_response *resp)
+{
+	size_t len = 0;
+	const char *text = http_req_body(req, &len);
+	const cJSON *sub;
+	char err[1024], at[40];
+	cJSON *body, *out;
+	int rc, ok = 1;
+
+	/* \u0000 would cut the subject short: another subject signed out. */
+	if (text && len && json_check(text, len, JSON_MAX_DEPTH, NULL) != JSON_OK)
+		return problem(resp, 422, "validation", NULL,
+		               "the body is not one JSON text (or has \\u0000 in a string)");
+	if (!(body = body_object(req, resp)))
+		return EVH_OK;
+	sub = cJSON_GetObjectItemCaseSensitive(body, "subject");
+	if (!cJSON_IsString(sub) || !*sub->valuestring ||
+	    json_utf8_error(sub->valuestring, strlen(sub->valuestring)) >= 0) {
+		cJSON_Delete(body);
+		return invalid(resp, "subject", SIGN_OUT_SUBJECT), EVH_OK;
+	}
+	rc = host_sign_out(h, sub->valuestring, ADMIN_LOG, err, sizeof err);
+	if (rc == EVH_EINVAL)
+		invalid(resp, "subject", SIGN_OUT_SUBJECT);
+	else if (rc == EVH_ESTATE)
+		problem(resp, 409, "conflict", NULL, "%s", err);
+	else if (rc != EVH_OK)
+		problem(resp, 500, "internal", NULL, "the sign-out could not be saved: %s", err);
+	if (rc != EVH_OK) {
+		cJSON_Delete(body);
+		return EVH_OK;
+	}
+	events_now_rfc3339(at);
+	out = cJSON_CreateObject();
+	jsonb_put_str(out, "subject", sub->valuestring, &ok);
+	jsonb_put_str(out, "signed_out_at", at, &ok);
+	cJSON_Delete(body);
+	return reply_json_done(resp, 200, out, ok, "the subject is signed out");
+}
+
 /* ----------------------------------------------------------------- backup */
 
 struct backup_src {
@@ -1674,6 +1722,8 @@ static int route(host *h, evh_request *req, evh_response *resp)
 		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "backup"))
 		return post ? post_backup(h, req, resp) : method_not_allowed(resp, method, "POST");
+	if (n == 1 && !strcmp(seg[0], "sign-out"))
+		return post ? post_sign_out(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))
 		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
 	if (n >= 1 && !strcmp(seg[0], "plugins")) {

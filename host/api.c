@@ -15,7 +15,6 @@
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
-#include "revoke.h"
 #include "store.h"
 #include "stream.h"
 #include "trace.h"
@@ -401,31 +400,17 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 
 static int api_auth_revoke(evh_plugin *p, const char *subject)
 {
-	const auth_keyset *k;
 	char err[1024];
-	int64_t now;
+	int rc;
 
-	if (!p || !subject || !*subject || strlen(subject) >= sizeof(((jwt_claims *)0)->sub))
+	if (!p)
 		return EVH_EINVAL;
-	if (!p->store || !p->host->revoked) /* not during check */
+	if (!p->store) /* not during check */
 		return EVH_ESTATE;
-	k = host_auth(p->host);
-	if (!k || !k->secret) {
-		plugin_error(p, "cannot sign out: [auth] jwt_secret_file is not configured, so this "
-		                "host has signed no token");
-		return EVH_ESTATE;
-	}
-	now = clock_wall_ms();
-	/* Kept while a token signed before now may be taken: token_ttl_max,
-	 * and the leeway past its exp. */
-	if (revocations_add(p->host->revoked, subject, now,
-	                    now + (k->ttl_max_s + HTTP_JWT_LEEWAY_S) * 1000, err, sizeof err) != 0) {
-		plugin_error(p, "sign out: %s (refused until evhostd stops, not after a restart)",
-		             err);
-		return EVH_ESTORE;
-	}
-	log_info(p->name, "signed %s out: the tokens it had are refused from now on", subject);
-	return EVH_OK;
+	rc = host_sign_out(p->host, subject, p->name, err, sizeof err);
+	if (rc != EVH_OK && rc != EVH_EINVAL)
+		plugin_error(p, "sign out: %s", err);
+	return rc;
 }
 
 static int api_stream_publish(evh_plugin *p, const char *channel, const char *event,

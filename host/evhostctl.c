@@ -133,6 +133,8 @@ static void usage(FILE *out)
 	        "  backup [--keep N]             copy every plugin's database, consistently, into\n"
 	        "                                STATE_DIR/backups/TIME/ (restore: operations.md);\n"
 	        "                                then remove all but the newest N backups\n"
+	        "  sign-out SUBJECT              refuse every token the daemon signed for\n"
+	        "                                SUBJECT (a user id) until now\n"
 	        "  check                         evhostd --check-config on the configuration\n"
 	        "\n"
 	        "Options:\n"
@@ -1276,6 +1278,30 @@ static int cmd_backup(ctl *c)
 	return EXIT_OK;
 }
 
+/* ------------------------------------------------------------- sign-out */
+
+static int cmd_sign_out(ctl *c, const char *subject)
+{
+	cJSON *body = cJSON_CreateObject();
+	char *json;
+	reply r;
+	int rc, ok = 1;
+
+	jsonb_put_str(body, "subject", subject, &ok);
+	json = request_json(body, ok);
+	rc = call(c, "POST", "/admin/sign-out", json, &r);
+	free(json);
+	if (rc || c->o.json) {
+		if (!rc)
+			reply_free(&r);
+		return rc;
+	}
+	printf("%s signed out at %s: the tokens the daemon signed for it before are refused\n",
+	       json_str(r.json, "subject"), json_str(r.json, "signed_out_at"));
+	reply_free(&r);
+	return EXIT_OK;
+}
+
 /* ---------------------------------------------------------------- check */
 
 /* evhostd next to this program (the build tree), in ../sbin (an install:
@@ -1492,6 +1518,9 @@ static int run(ctl *c, const char *cmd, char **args, int n)
 	} else if (!strcmp(cmd, "dlq redrive")) {
 		if ((rc = plugin_arg(cmd, args, n, -1)))
 			return rc;
+	} else if (!strcmp(cmd, "sign-out")) {
+		if (n != 1)
+			return usage_error("'sign-out' takes one subject (a user id)");
 	} else {
 		return usage_error("unknown command '%s'", cmd);
 	}
@@ -1508,6 +1537,8 @@ static int run(ctl *c, const char *cmd, char **args, int n)
 		return cmd_events(c);
 	if (!strcmp(cmd, "backup"))
 		return cmd_backup(c);
+	if (!strcmp(cmd, "sign-out"))
+		return cmd_sign_out(c, args[0]);
 	if (!strcmp(cmd, "enable") || !strcmp(cmd, "disable"))
 		return cmd_toggle(c, args[0], !strcmp(cmd, "enable"));
 	if (!strcmp(cmd, "replay"))

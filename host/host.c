@@ -637,6 +637,38 @@ static void tracing_off_note(const host *h)
 	}
 }
 
+int host_sign_out(host *h, const char *subject, const char *by, char *err, size_t errlen)
+{
+	const auth_keyset *k = atomic_load(&h->auth);
+	int64_t now;
+
+	if (!subject || !*subject || strlen(subject) >= sizeof(((jwt_claims *)0)->sub)) {
+		snprintf(err, errlen, "a subject is 1 to %zu bytes",
+		         sizeof(((jwt_claims *)0)->sub) - 1);
+		return EVH_EINVAL;
+	}
+	if (!h->revoked || !k) {
+		snprintf(err, errlen, "the daemon is not started");
+		return EVH_ESTATE;
+	}
+	if (!k->secret) {
+		snprintf(err, errlen, "[auth] jwt_secret_file is not set, so this host has signed "
+		                      "no token");
+		return EVH_ESTATE;
+	}
+	now = clock_wall_ms();
+	/* Kept while a token signed before now may be taken: token_ttl_max,
+	 * and the leeway past its exp. */
+	if (revocations_add(h->revoked, subject, now,
+	                    now + (k->ttl_max_s + HTTP_JWT_LEEWAY_S) * 1000, err, errlen) != 0) {
+		size_t n = strlen(err);
+		snprintf(err + n, errlen - n, " (refused until evhostd stops, not after a restart)");
+		return EVH_ESTORE;
+	}
+	log_info(by, "signed %s out: the tokens it had are refused from now on", subject);
+	return EVH_OK;
+}
+
 /* The signed-out subjects (revoke.h). A file that cannot be read stops
  * the start: the tokens it refuses would be taken again. */
 static int open_revocations(host *h)

@@ -94,6 +94,13 @@ void host_stop(host *h);
 int host_reload(host *h);
 /* The current [auth] keys (never NULL once host_start began). */
 const auth_keyset *host_auth(host *h);
+/* Sign `subject` out (revoke.h): its tokens signed until now are refused
+ * from now on. `by` (a plugin's name, or "admin") is logged with it.
+ * EVH_OK; EVH_EINVAL for an empty subject or one a token cannot carry;
+ * EVH_ESTATE when no [auth] jwt_secret_file is set or the host is not
+ * started; EVH_ESTORE when it could not be saved (it holds until the
+ * daemon stops). `err` says why on failure. */
+int host_sign_out(host *h, const char *subject, const char *by, char *err, size_t errlen);
 /* Readiness: fills `json` (malloc'd) with {"ready":bool,"plugins":{...},"kafka":..,"storage":..}. */
 int host_ready(host *h, char **json);
 #endif

@@ -243,6 +243,59 @@ def crud_daemon(evhostd, tmp_path, **kw):
                     "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"}}, **kw)
 
 
+def test_sign_out_a_subject(evhostd, build_dir, tmp_path):
+    """The operator's sign-out (an account taken over; a plugin that does not
+    sign its users out itself): what evh_auth_revoke does, by subject."""
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    secret = tmp_path / "jwt.key"
+    secret.write_bytes(os.urandom(48).hex().encode())
+    config = {"admin": {"token_file": str(token)}, "auth": {"jwt_secret_file": str(secret)},
+              "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"}}
+    d = evhostd(config)
+    addr = "ctl.sign.out@example.com"
+    user = d.post("/users", json={"name": "Ctl", "email": addr, "password": "a password!"}).json()
+
+    def login():
+        r = d.post("/auth/login", json={"email": addr, "password": "a password!"})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+    def rename(headers):
+        return d.patch(f"/users/{user['id']}", json={"name": "X"}, headers=headers)
+    before, other = login(), lib.sign_token(secret.read_bytes(), "someone-else")
+    r = ctl(build_dir, d, "sign-out", user["id"])
+    assert r.returncode == 0, r.stderr
+    m = re.fullmatch(rf"{user['id']} signed out at (\S+): the tokens the daemon signed for it "
+                     r"before are refused", r.stdout.strip())
+    assert m, r.stdout
+    assert rename(before).status_code == 401
+    assert rename(login()).status_code == 200
+    assert f"signed {user['id']} out" in d.log_text()
+    # --json: the daemon's answer as it is.
+    r = ctl(build_dir, d, "--json", "sign-out", "someone-else")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["subject"] == "someone-else"
+    r = d.patch(f"/users/{user['id']}", json={"name": "X"},
+                headers={"Authorization": f"Bearer {other}"})
+    assert r.status_code == 401 and r.json()["detail"].startswith("token revoked"), r.text
+    # What is not a subject.
+    assert_one_error(ctl(build_dir, d, "sign-out"), 2, "'sign-out' takes one subject")
+    assert_one_error(ctl(build_dir, d, "sign-out", "a" * 128), 1, "1 to 127 bytes")
+    for body in ({}, {"subject": ""}, {"subject": 7}, '{"subject":"a\\u0000b"}'):
+        r = d.post("/admin/sign-out", headers=auth(),
+                   **({"data": body} if isinstance(body, str) else {"json": body}))
+        assert r.status_code == 422, (body, r.text)
+    assert d.get("/admin/sign-out", headers=auth()).status_code == 405
+    assert d.post("/admin/sign-out", json={"subject": "x"}).status_code == 401
+    d.stop()
+    # A host that signs no tokens has none to refuse.
+    del config["auth"]
+    d = evhostd(config)
+    r = d.post("/admin/sign-out", headers=auth(), json={"subject": "x"})
+    assert r.status_code == 409 and "jwt_secret_file is not set" in r.json()["detail"], r.text
+
+
 def test_backup_and_restore(evhostd, build_dir, tmp_path):
     d = crud_daemon(evhostd, tmp_path)
     kept = d.post("/crud/products", json={"name": "kept"}).json()
