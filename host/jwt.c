@@ -308,6 +308,10 @@ static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, 
 	rc = time_claim(payload, "iat", &out->iat);
 	if (rc < 0)
 		return "token iat is not a valid time";
+	/* Signed after now: a clock that ran ahead when it was signed. Taken,
+	 * such a token would outlive a sign-out made before its iat (revoke.h). */
+	if (rc > 0 && out->iat > now + lw)
+		return "token issued in the future (iat)";
 	out->iat_ms = rc > 0 ? out->iat * 1000 : -1;
 	if (time_claim(payload, "evh_iat_ms", &out->iat_ms) < 0 ||
 	    (out->iat_ms >= 0 && out->iat_ms / 1000 != (rc > 0 ? out->iat : -1)))

@@ -133,6 +133,10 @@ static void test_issue_ms(void **state)
 	                    "token evh_iat_ms is not a valid time, or not within its iat");
 	assert_string_equal(verify_reason(kat_ms_no_iat, NULL, T_IAT),
 	                    "token evh_iat_ms is not a valid time, or not within its iat");
+	/* Issued later than now, past the leeway (30 s in verify_reason). */
+	assert_null(verify_reason(kat_alice_ms, NULL, T_IAT - 30));
+	assert_string_equal(verify_reason(kat_alice_ms, NULL, T_IAT - 31),
+	                    "token issued in the future (iat)");
 }
 
 static void test_minimal_claims(void **state)
