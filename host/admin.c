@@ -49,6 +49,7 @@
 #include "jsonb.h"
 #include "kafka.h"
 #include "log.h"
+#include "revoke.h"
 #include "store.h"
 
 #define ADMIN_LOG "admin"
@@ -1197,9 +1198,11 @@ static int post_sign_out(host *h, evh_request *req, evh_response *resp)
 /* ----------------------------------------------------------------- backup */
 
 struct backup_src {
-	char *plugin, *path, *dest;
+	char *plugin, *path, *dest; /* plugin: the copy's name without ".db" */
 	int64_t bytes;
+	int sign_outs; /* the host's own file of sign-outs (revoke.h), not a plugin's */
 };
+
 
 static void backup_srcs_free(struct backup_src *v, size_t n)
 {
@@ -1242,6 +1245,25 @@ static int backup_sources(host *h, struct backup_src **out, size_t *n)
 			rc = -1;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
+	if (!*out)
+		return -1;
+	/* The sign-outs too: a host restored without them would take the
+	 * tokens they refuse. Copied last, so after every plugin's change it
+	 * could have been made for. */
+	if (*n && h->revoked) {
+		struct backup_src *grown = reallocarray(*out, *n + 1, sizeof **out), *b;
+		if (!grown)
+			return -1;
+		*out = grown;
+		b = &grown[*n];
+		memset(b, 0, sizeof *b);
+		b->sign_outs = 1;
+		b->plugin = strdup(REVOCATIONS_NAME);
+		b->path = strdup(revocations_path(h->revoked));
+		(*n)++;
+		if (!b->plugin || !b->path)
+			rc = -1;
+	}
 	return *out ? rc : -1;
 }
 
@@ -1467,11 +1489,13 @@ static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
 	jsonb_put_str(root, "time", when, &ok);
 	list = jsonb_put_array(root, "plugins", &ok);
 	for (size_t i = 0; list && i < n; i++) {
-		cJSON *o = jsonb_put_object(list, NULL, &ok);
+		cJSON *o = v[i].sign_outs ? jsonb_put_object(root, "sign_outs", &ok)
+		                          : jsonb_put_object(list, NULL, &ok);
 		char *file = NULL;
 		if (asprintf(&file, "%s/%s.db", dir, v[i].plugin) < 0)
 			file = NULL;
-		jsonb_put_str(o, "plugin", v[i].plugin, &ok);
+		if (!v[i].sign_outs)
+			jsonb_put_str(o, "plugin", v[i].plugin, &ok);
 		if (file)
 			jsonb_put_str(o, "file", file, &ok);
 		else
@@ -1553,8 +1577,11 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		}
 		if ((rc = store_backup(v[i].path, v[i].dest, &h->stopping, &v[i].bytes, &damaged, e,
 		                       sizeof e)) != EVH_OK) {
-			snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
-			if (damaged)
+			if (v[i].sign_outs)
+				snprintf(err, sizeof err, "the sign-outs (%s): %s", v[i].path, e);
+			else
+				snprintf(err, sizeof err, "plugin '%s': %s", v[i].plugin, e);
+			if (damaged && !v[i].sign_outs)
 				backup_found_damage(h, &v[i]);
 			goto failed;
 		}
@@ -1573,8 +1600,9 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		made = 0;
 		goto failed;
 	}
-	log_info(ADMIN_LOG, "backup of %zu plugin database(s), %" PRId64 " bytes, in %s", n, total,
-	         done);
+	log_info(ADMIN_LOG, "backup of %zu plugin database(s)%s, %" PRId64 " bytes, in %s",
+	         n - (v[n - 1].sign_outs ? 1 : 0), v[n - 1].sign_outs ? " and the sign-outs" : "",
+	         total, done);
 	removed = cJSON_CreateArray();
 	if (!removed)
 		ok = 0;

@@ -1271,6 +1271,12 @@ static int cmd_backup(ctl *c)
 		printf("%s: %s (%s bytes)\n", json_str(p, "plugin"), json_str(p, "file"), bytes);
 		free(bytes);
 	}
+	p = cJSON_GetObjectItemCaseSensitive(r.json, "sign_outs");
+	if (p) {
+		char *bytes = num(json_num(p, "bytes"));
+		printf("sign-outs: %s (%s bytes)\n", json_str(p, "file"), bytes);
+		free(bytes);
+	}
 	cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(r.json, "removed"))
 		printf("removed the older backup %s\n", cJSON_GetStringValue(p));
 	printf("backup in %s, taken at %s\n", json_str(r.json, "dir"), json_str(r.json, "time"));

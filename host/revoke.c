@@ -35,6 +35,7 @@ struct revocations {
 	pthread_mutex_t db_lock; /* the file, and last_prune */
 	sqlite3 *db;
 	int64_t last_prune;
+	char *path;
 };
 
 /* SipHash with a key of this run: subjects are the plugins' to choose,
@@ -203,6 +204,12 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 		return -1;
 	}
 	r->nbuckets = 64;
+	if (!(r->path = strdup(path))) {
+		free(r->buckets);
+		free(r);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	randombytes_buf(r->hash_key, sizeof r->hash_key);
 	pthread_rwlock_init(&r->lock, NULL);
 	pthread_mutex_init(&r->db_lock, NULL);
@@ -237,6 +244,7 @@ void revocations_close(revocations *r)
 			free(e);
 		}
 	free(r->buckets);
+	free(r->path);
 	sqlite3_close(r->db);
 	pthread_rwlock_destroy(&r->lock);
 	pthread_mutex_destroy(&r->db_lock);
@@ -323,6 +331,8 @@ int64_t revocations_since(revocations *r, const char *subject, int64_t now_ms)
 	pthread_rwlock_unlock(&r->lock);
 	return since;
 }
+
+const char *revocations_path(const revocations *r) { return r->path; }
 
 size_t revocations_count(revocations *r) { return r ? atomic_load(&r->count) : 0; }
 

@@ -21,7 +21,8 @@ typedef struct revocations revocations;
 
 /* File name under [host] state_dir. Plugin names have no dots, so no
  * plugin's database (NAME.db) can be this file. */
-#define REVOCATIONS_FILE "evhostd.auth.db"
+#define REVOCATIONS_NAME "evhostd.auth"
+#define REVOCATIONS_FILE REVOCATIONS_NAME ".db"
 
 /* Open (creating it) the file at `path` and read the revocations still in
  * force at `now_ms`. Returns 0, or -1 with a message in err. */
@@ -38,6 +39,9 @@ int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t
 
 /* The moment before which `subject`'s tokens are refused, or 0. */
 int64_t revocations_since(revocations *r, const char *subject, int64_t now_ms);
+
+/* The file's path, as given to revocations_open. */
+const char *revocations_path(const revocations *r);
 
 /* How many revocations are held (lapsed ones may still count). */
 size_t revocations_count(revocations *r);

@@ -288,6 +288,19 @@ def test_sign_out_a_subject(evhostd, build_dir, tmp_path):
         assert r.status_code == 422, (body, r.text)
     assert d.get("/admin/sign-out", headers=auth()).status_code == 405
     assert d.post("/admin/sign-out", json={"subject": "x"}).status_code == 401
+    # A backup has the sign-outs; a host restored with them refuses those tokens.
+    r = ctl(build_dir, d, "--json", "backup")
+    assert r.returncode == 0, r.stderr
+    copy = Path(json.loads(r.stdout)["sign_outs"]["file"])
+    assert copy.name == "evhostd.auth.db" and copy.parent.parent == d.state_dir / "backups"
+    state_dir = d.state_dir
+    assert d.stop() == 0
+    for suffix in ("", "-wal", "-shm"):
+        (state_dir / f"evhostd.auth.db{suffix}").unlink(missing_ok=True)
+    shutil.copyfile(copy, state_dir / "evhostd.auth.db")
+    d = evhostd(config, state_dir=state_dir)
+    assert rename(before).status_code == 401
+    assert "2 signed-out subjects" in d.log_text()
     d.stop()
     # A host that signs no tokens has none to refuse.
     del config["auth"]
@@ -314,6 +327,7 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert abs((datetime.now(timezone.utc) - taken).total_seconds()) < 60
     copy = where / "crud.db"
     assert f"crud: {copy} (" in r.stdout and f"user: {where / 'user.db'} (" in r.stdout
+    assert f"sign-outs: {where / 'evhostd.auth.db'} (" in r.stdout
     assert stat.S_IMODE(copy.stat().st_mode) == 0o640
     assert not unfinished.exists()
     assert f"removed {unfinished}, left unfinished by an earlier daemon" in d.log_text()
