@@ -394,6 +394,34 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	return d->n == before ? 0 : -1;
 }
 
+size_t host_check_disabled(host *h, FILE *out)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < h->set.nplugins; i++) {
+		const plugin_settings *ps = &h->set.plugins[i];
+		diag d = {0};
+		char err[1024];
+		evh_plugin *p;
+
+		if (ps->enabled)
+			continue;
+		if (!(p = plugin_open(h, ps, err, sizeof err))) {
+			diag_add(&d, ps->file, ps->line, "[%s] %s", ps->section, err);
+		} else {
+			if (plugin_configure(p, &h->cfg, &d) == 0)
+				plugin_check(p, &h->cfg, ps->file, ps->line, &d);
+			plugin_destroy(p);
+		}
+		for (size_t j = 0; j < d.n; j++)
+			fprintf(out, "%s (the plugin is disabled: enabling it would be refused)\n",
+			        d.msgs[j]);
+		n += d.n;
+		diag_free(&d);
+	}
+	return n;
+}
+
 /* Start one plugin: store, init, relay, consumer. A failure of a plugin with
  * required = false is a warning and the daemon runs without it. */
 static int host_start_plugin(host *h, evh_plugin *p)

@@ -79,6 +79,10 @@ const char *host_strerror(int status);
  * schema checks, no init). Problems go to `d` as file:line lines; returns 0
  * when there is no error. This is all `--check-config` does. */
 int host_configure(host *h, const char *conf_file, diag *d);
+/* For --check-config: what would refuse each disabled plugin if it were
+ * enabled (it cannot be loaded, an unknown key, its own check), one line
+ * each to `out`, as warnings. Returns how many. */
+size_t host_check_disabled(host *h, FILE *out);
 /* Start Kafka, the outbox relay, each plugin (store + init + consumer), then
  * HTTP. Returns 0, or -1 after logging why (a required plugin failed). */
 int host_start(host *h);

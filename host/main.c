@@ -165,6 +165,8 @@ int main(int argc, char **argv)
 	}
 	if (rc != 0 || check) {
 		diag_print(&d, check ? stdout : stderr);
+		if (check)
+			host_check_disabled(&h, stdout);
 		if (check && rc == 0)
 			printf("%s: configuration OK (%zu plugin%s)\n", conf, h.nplugins,
 			       h.nplugins == 1 ? "" : "s");

@@ -323,6 +323,29 @@ def test_check_config_runs_the_plugins_checks_of_their_values(evhostd):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_check_config_warns_of_what_would_refuse_a_disabled_plugin(evhostd, build_dir):
+    """A disabled plugin's section was not read at all: a typo in it showed
+    only when `evhostctl enable` reloaded (refused). --check-config says it
+    now, as a warning: the configuration as it is still passes."""
+    disabled = " (the plugin is disabled: enabling it would be refused)"
+    r = evhostd.run(["--check-config"], dropins={
+        "20-crud.conf": "[plugin.crud]\nenabled = false\ncolections = products\n",
+        "30-notifications.conf": ("[plugin.notifications]\nenabled = false\n"
+                                  f"templates_dir = {TEMPLATES}\ntransport = pigeon\n"),
+        "40-gone.conf": "[plugin.gone]\nenabled = false\n",
+        "50-probe.conf": (f"[plugin.probe]\nenabled = false\n"
+                          f"path = {fixture_dir(build_dir) / 'probe.so'}\n")})
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "conf.d/20-crud.conf:3:" in out and "colections" in out, out
+    assert ("conf.d/30-notifications.conf:4: [plugin.notifications] transport: must be smtp "
+            "or maildir (got \"pigeon\")" + disabled) in out, out
+    assert "conf.d/40-gone.conf:1: [plugin.gone]" in out and "gone.so" in out, out
+    assert "probe" not in out.replace("plugin.probe", ""), out  # good values: nothing said
+    assert sum(line.endswith(disabled) for line in out.splitlines()) == 3, out
+    assert "configuration OK" in out
+
+
 def test_a_plugins_check_at_start_says_the_file_and_line(evhostd):
     r = evhostd.run([], dropins={"30-notifications.conf": (
         "[plugin.notifications]\n"
