@@ -725,12 +725,34 @@ int greet(evh_request *, evh_response *resp, void *ud)
     return evh_resp_json(resp, 200, body.data(), body.size());
 }
 
+const evh_migration cxx_migrations[] = {{1, "CREATE TABLE said (what TEXT, n INTEGER)"}};
+
+// The value macros (EVH_TEXT, EVH_INT...) in C++: no compound literals.
+int remember(evh_plugin *p, const char *what)
+{
+    evh_tx *tx = nullptr;
+    int rc = evh_migrate(p, cxx_migrations, 1);
+    if (rc == EVH_OK)
+        rc = evh_tx_begin(p, &tx);
+    if (rc != EVH_OK)
+        return rc;
+    evh_value args[] = {EVH_TEXT(what), EVH_INT(1), EVH_NULL(), EVH_REAL(0.5)};
+    rc = evh_exec(tx, "INSERT INTO said (what, n) SELECT ?, ? + coalesce(?, 0) + ?", args, 4,
+                  nullptr);
+    if (rc != EVH_OK) {
+        evh_tx_rollback(tx);
+        return rc;
+    }
+    return evh_tx_commit(tx);
+}
+
 int cxx_init(evh_plugin *p, void **out)
 {
     state *s = new state{std::string("{\"greeting\":\"") + evh_config_str(p, "greeting") +
                          "\",\"lang\":\"c++\"}"};
     *out = s;
-    return evh_http_route(p, "GET", "/cxx", greet, s);
+    int rc = remember(p, evh_config_str(p, "greeting"));
+    return rc != EVH_OK ? rc : evh_http_route(p, "GET", "/cxx", greet, s);
 }
 
 void cxx_fini(evh_plugin *, void *st) { delete static_cast<state *>(st); }
@@ -749,6 +771,7 @@ def test_cxx_plugin_builds_exports_a_c_entry_and_loads(evhostd, tmp_path):
     src.write_text(CXX_PLUGIN)
     out = tmp_path / "cxx.so"
     r = subprocess.run([cxx, "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        "-pedantic", "-Wold-style-cast",
                         "-Wl,--no-undefined", f"-I{lib.REPO_ROOT / 'sdk' / 'include'}",
                         str(src), "-o", str(out)],
                        capture_output=True, text=True, timeout=120)
@@ -763,6 +786,12 @@ def test_cxx_plugin_builds_exports_a_c_entry_and_loads(evhostd, tmp_path):
     r = d.get("/cxx")
     assert r.status_code == 200, r.text
     assert r.json() == {"greeting": "hallo", "lang": "c++"}
+    d.stop()
+    db = sqlite3.connect(d.state_dir / "cxx.db")
+    try:
+        assert db.execute("SELECT what, n FROM said").fetchall() == [("hallo", 1.5)]
+    finally:
+        db.close()
 
 
 CHECK_MISUSE_PLUGIN = r"""

@@ -162,12 +162,34 @@ typedef struct evh_value {
 /* A function, not `(s) ? strlen(s) : 0`, so EVH_TEXT(array) compiles under -Waddress. */
 static inline size_t evh__strlen(const char *s) { return s ? strlen(s) : 0; }
 
+#ifdef __cplusplus
+/* C++ has no compound literals (g++ -pedantic refuses them): a function
+ * makes the same value. */
+static inline evh_value evh__value(evh_value_type t, int64_t i, double r, const void *p,
+                                   size_t n)
+{
+	evh_value v;
+	v.type = t;
+	v.i = i;
+	v.r = r;
+	v.p = p;
+	v.n = n;
+	return v;
+}
+#define EVH_NULL() evh__value(EVH_VAL_NULL, 0, 0, NULL, 0)
+#define EVH_INT(x) evh__value(EVH_VAL_INT, static_cast<int64_t>(x), 0, NULL, 0)
+#define EVH_REAL(x) evh__value(EVH_VAL_REAL, 0, static_cast<double>(x), NULL, 0)
+#define EVH_TEXT(s) evh__value(EVH_VAL_TEXT, 0, 0, (s), evh__strlen(s))
+#define EVH_TEXTN(s, len) evh__value(EVH_VAL_TEXT, 0, 0, (s), (len))
+#define EVH_BLOB(b, len) evh__value(EVH_VAL_BLOB, 0, 0, (b), (len))
+#else
 #define EVH_NULL() ((evh_value){EVH_VAL_NULL, 0, 0, NULL, 0})
 #define EVH_INT(x) ((evh_value){EVH_VAL_INT, (int64_t)(x), 0, NULL, 0})
 #define EVH_REAL(x) ((evh_value){EVH_VAL_REAL, 0, (double)(x), NULL, 0})
 #define EVH_TEXT(s) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), evh__strlen(s)})
 #define EVH_TEXTN(s, len) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (len)})
 #define EVH_BLOB(b, len) ((evh_value){EVH_VAL_BLOB, 0, 0, (b), (len)})
+#endif
 
 /* A schema migration: applied once, in order of version, each in its own
  * transaction, recorded in the plugin's database. Never edit a released one;
