@@ -93,6 +93,26 @@ static void plugin_error(evh_plugin *p, const char *fmt, ...)
 	log_error(p->name, "%s", msg);
 }
 
+/* A refusal a client's request can cause (evh_publish's event too big for
+ * Kafka, a document too large): the plugin answers the client (413), so
+ * on a worker it is a warning, as http.c's line for a handler that passes
+ * the status up; during init it is the plugin's own error, as above. */
+static void plugin_refusal(evh_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
+{
+	char msg[sizeof p->last_error];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (main_thread_call(p)) {
+		memcpy(p->last_error, msg, sizeof msg);
+		log_error(p->name, "%s", msg);
+	} else {
+		log_warn(p->name, "%s", msg);
+	}
+}
+
 static const char *api_config_get(evh_plugin *p, const char *key)
 {
 	if (!p || !key)
@@ -267,7 +287,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	max = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 	size = len + (key ? strlen(key) : 0);
 	if (max && size > max) {
-		plugin_error(p, "publish to %s: the event's key and data are %zu bytes, more than"
+		plugin_refusal(p, "publish to %s: the event's key and data are %zu bytes, more than"
 		                " a message may carry (%zu: the producer's message.max.bytes, %zu,"
 		                " less room for headers); it could never be sent",
 		             topic, size, max, kafka_max_message_bytes(p->host->kafka));
@@ -344,6 +364,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		trace_error(&span, "not written to the outbox: %s", host_strerror(rc));
 	trace_end(&span);
 	return rc;
+}
+
+static size_t api_publish_max_bytes(evh_plugin *p)
+{
+	return p && p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 }
 
 static int api_tx_begin(evh_plugin *p, evh_tx **tx)
@@ -544,6 +569,7 @@ static const evh_api api_table = {
     .req_auth_local = http_req_auth_local,
     .config_error = api_config_error,
     .auth_revoke = api_auth_revoke,
+    .publish_max_bytes = api_publish_max_bytes,
 };
 
 const evh_api *host_api(void) { return &api_table; }

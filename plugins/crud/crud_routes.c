@@ -77,6 +77,27 @@ static int publish(crud_state *st, evh_tx *tx, const crud_collection *c, const c
 	return evh_publish(st->p, tx, c->topic, id, type, json, strlen(json));
 }
 
+/* Answer a create or update of document `id` (stored as `json`; NULL when
+ * it could not be printed) that failed with `rc`. A document whose event
+ * evh_publish refused as too big (EVH_ETOOBIG) is a 413 that says how large
+ * it is and how large it may be: the event's limit less its key, the id.
+ * Anything else as reply_failure. */
+static int reply_change_failure(crud_state *st, evh_response *resp, int rc, const char *id,
+                                const char *json)
+{
+	size_t max = evh_publish_max_bytes(st->p), idlen = strlen(id), len;
+	char detail[256];
+
+	if (rc != EVH_ETOOBIG || !json || max <= idlen || (len = strlen(json)) + idlen <= max)
+		return reply_failure(resp, rc); /* not the event's size, or no limit known */
+	snprintf(detail, sizeof detail,
+	         "the document is %zu bytes as it would be stored (with its id); a document may "
+	         "be at most %zu bytes, since the event announcing each change must fit one "
+	         "Kafka message",
+	         len, max - idlen);
+	return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail, NULL);
+}
+
 /* ------------------------------------------------------------------ create */
 
 static int insert_tx(crud_state *st, const crud_collection *c, const char *id, const char *json)
@@ -119,7 +140,7 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 		goto out;
 	}
 	if ((rc = insert_tx(st, c, id, json)) != EVH_OK) {
-		rc = reply_failure(resp, rc);
+		rc = reply_change_failure(st, resp, rc, id, json);
 		goto out;
 	}
 	snprintf(location, sizeof location, "/crud/%s/%s", c->name, id);
@@ -217,7 +238,8 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 	if (rc == EVH_OK && (rc = crud_db_update(tx, c->name, id, json, now)) == EVH_OK)
 		rc = publish(st, tx, c, c->type_updated, id, json);
 	if (rc != EVH_OK) {
-		rc = reply_tx_failure(st->p, resp, tx, rc, "update document");
+		rc = reply_change_failure(st, resp, reply_log_failure(st->p, tx, rc, "update document"),
+		                          id, json);
 		goto out;
 	}
 	if ((rc = evh_tx_commit(tx)) != EVH_OK) {

@@ -276,12 +276,26 @@ def test_a_document_whose_event_cannot_be_a_kafka_message_is_refused(d):
     """Under the HTTP body limit (1 MiB) but over what one Kafka message may
     carry (the producer's message.max.bytes, 1,000,000): its event could never
     be sent, and in the outbox it would hold back every event after it. Refused
-    with 413, nothing stored; one just under the line is stored and sent."""
+    with 413, nothing stored; one just under the line is stored and sent.
+    The 413 tells the client the document's size and the limit in bytes (the
+    event's 998976 less its key, the 36-byte id); a client's mistake is a
+    warning in the log, never an ERROR line."""
     r = d.post("/crud/orders", json={"text": "x" * 1_030_000})
-    problem(r, 413, "payload-too-large")
+    p = problem(r, 413, "payload-too-large")
+    stored = len(json.dumps({"id": "0" * 36, "text": "x" * 1_030_000}, separators=(",", ":")))
+    assert f"the document is {stored} bytes" in p["detail"], p
+    assert "at most 998940 bytes" in p["detail"], p
+    assert "log" not in p["detail"] and "message.max.bytes" not in p["detail"], p
     d.wait_for_log("more than a message may carry (998976: the producer's"
                    " message.max.bytes, 1000000, less room for headers)")
     assert d.get("/crud/orders").json()["items"] == []
+    doc = create(d, {"text": "small"}, collection="orders")
+    r = d.patch(f"/crud/orders/{doc['id']}", json={"text": "x" * 1_030_000})
+    p = problem(r, 413, "payload-too-large")
+    assert f"the document is {stored} bytes" in p["detail"], p
+    assert d.get(f"/crud/orders/{doc['id']}").json()["text"] == "small"
+    assert " ERROR " not in d.log_text(), d.log_tail()
+    d.delete(f"/crud/orders/{doc['id']}")
     big = create(d, {"text": "x" * 990_000}, collection="orders")
     small = create(d, {"text": "small"}, collection="orders")
     assert wait_outbox_empty(d), d.log_tail()

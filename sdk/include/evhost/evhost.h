@@ -354,6 +354,9 @@ typedef struct evh_api {
 
 	/* auth (ABI 1.8) */
 	int (*auth_revoke)(evh_plugin *p, const char *subject);
+
+	/* events (ABI 1.8) */
+	size_t (*publish_max_bytes)(evh_plugin *p);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -712,12 +715,22 @@ static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
  * or holds a number beyond a double's range or a \u0000 in a string
  * (logged with the byte where it broke); or `type` is longer than 255 bytes.
  * EVH_ETOOBIG: key and data are more than one Kafka message may carry (the
- * producer's message.max.bytes less about 1 KB for headers; answer 413):
- * such an event could never be sent. */
+ * producer's message.max.bytes less about 1 KB for headers, as
+ * evh_publish_max_bytes says; answer 413): such an event could never be
+ * sent. Logged as a warning (an error during init). */
 static inline int evh_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
                               const char *type, const char *json, size_t len)
 {
 	return evh__api->publish(p, tx, topic, key, type, json, len);
+}
+
+/* (ABI 1.8) The most bytes of key and data together one event may have:
+ * beyond it evh_publish answers EVH_ETOOBIG. For telling a client the
+ * limit in its 413. 0 when not known: a host older than 1.8, or during
+ * check (no producer yet). Fixed for the process's life. */
+static inline size_t evh_publish_max_bytes(evh_plugin *p)
+{
+	return EVH_API_HAS(publish_max_bytes) ? evh__api->publish_max_bytes(p) : 0;
 }
 
 /* Event accessors. Strings are borrowed from the event and NUL-terminated.
