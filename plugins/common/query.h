@@ -10,8 +10,8 @@
  * digits, none of them %00 (a NUL would end the value early). */
 int query_escapes_ok(const char *qs);
 
+/* What a malformed percent-escape is, for the answers that say where one is. */
+#define QUERY_ESCAPE_RULE "each % must be followed by two hex digits, and %00 is not allowed"
 /* What a route answers (422, the body) when query_escapes_ok fails. */
-#define QUERY_ESCAPES_BAD                                                                    \
-	"the query string has a malformed percent-escape (each % must be followed by two hex " \
-	"digits, and %00 is not allowed)"
+#define QUERY_ESCAPES_BAD "the query string has a malformed percent-escape (" QUERY_ESCAPE_RULE ")"
 #endif

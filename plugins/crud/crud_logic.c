@@ -351,7 +351,8 @@ static int hex_value(char c)
 	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-/* Percent-decode [s, e) into out (size bytes). 0, or -1 when malformed. */
+/* Percent-decode [s, e) into out (size bytes). 0, -1 when an escape is
+ * malformed (or %00), -2 when it does not fit. */
 static int url_decode(const char *s, const char *e, char *out, size_t size)
 {
 	size_t o = 0;
@@ -370,7 +371,7 @@ static int url_decode(const char *s, const char *e, char *out, size_t size)
 			s += 2;
 		}
 		if (o + 1 >= size)
-			return -1;
+			return -2;
 		out[o++] = (char)c;
 	}
 	out[o] = '\0';
@@ -380,6 +381,7 @@ static int url_decode(const char *s, const char *e, char *out, size_t size)
 int crud_query_next(const char **qs, char *name, size_t nlen, char *value, size_t vlen)
 {
 	const char *p = *qs, *end, *eq;
+	int bad;
 
 	while (*p == '&')
 		p++;
@@ -390,9 +392,10 @@ int crud_query_next(const char **qs, char *name, size_t nlen, char *value, size_
 	end = p + strcspn(p, "&");
 	eq = memchr(p, '=', (size_t)(end - p));
 	*qs = end;
-	if (url_decode(p, eq ? eq : end, name, nlen) != 0 ||
-	    url_decode(eq ? eq + 1 : end, end, value, vlen) != 0)
-		return -1;
+	if ((bad = url_decode(p, eq ? eq : end, name, nlen)) != 0)
+		return bad == -1 ? CRUD_QUERY_BAD_NAME_ESCAPE : CRUD_QUERY_BAD_NAME_LENGTH;
+	if ((bad = url_decode(eq ? eq + 1 : end, end, value, vlen)) != 0)
+		return bad == -1 ? CRUD_QUERY_BAD_VALUE_ESCAPE : CRUD_QUERY_BAD_VALUE_LENGTH;
 	return 1;
 }
 

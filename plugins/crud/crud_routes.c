@@ -10,6 +10,7 @@
 #include "../../host/jsonb.h"
 #include "../common/ids.h"
 #include "../common/paging.h"
+#include "../common/query.h"
 #include "../common/reply.h"
 
 #define CRUD_PAGE_DEFAULT 20
@@ -360,6 +361,36 @@ static int add_filter(const crud_collection *c, const char *name, const char *va
 	return 0;
 }
 
+/* 422 for a query parameter crud_query_next could not decode (`bad`), naming
+ * it (`field`, and in the detail) when its name could be decoded. */
+static int reply_bad_query(evh_response *resp, int bad, const char *name)
+{
+	char detail[CRUD_QUERY_NAME_MAX + 192];
+
+	switch (bad) {
+	case CRUD_QUERY_BAD_NAME_ESCAPE:
+		return reply_invalid(resp, NULL,
+		                     "a parameter name in the query string has a malformed "
+		                     "percent-escape (" QUERY_ESCAPE_RULE ")");
+	case CRUD_QUERY_BAD_NAME_LENGTH:
+		snprintf(detail, sizeof detail,
+		         "a parameter name in the query string is longer than %d bytes (a filter "
+		         "names a field of at most %d)",
+		         CRUD_QUERY_NAME_MAX - 1, CRUD_NAME_MAX);
+		return reply_invalid(resp, NULL, detail);
+	case CRUD_QUERY_BAD_VALUE_ESCAPE:
+		snprintf(detail, sizeof detail,
+		         "the value of query parameter '%s' has a malformed percent-escape (%s)", name,
+		         QUERY_ESCAPE_RULE);
+		return reply_invalid(resp, name, detail);
+	default: /* CRUD_QUERY_BAD_VALUE_LENGTH */
+		snprintf(detail, sizeof detail,
+		         "the value of query parameter '%s' is longer than %d bytes", name,
+		         CRUD_FILTER_VALUE_MAX);
+		return reply_invalid(resp, name, detail);
+	}
+}
+
 /* Every query parameter but limit and cursor is a filter. On a host that
  * cannot list them, only the declared (typed) fields can be asked for. */
 static int read_filters(evh_request *req, evh_response *resp, const crud_collection *c,
@@ -380,8 +411,7 @@ static int read_filters(evh_request *req, evh_response *resp, const crud_collect
 	}
 	while (qs && (got = crud_query_next(&qs, name, sizeof name, value, sizeof value))) {
 		if (got < 0) {
-			*rc = reply_invalid(resp, NULL, "the query string is malformed, or a name or "
-			                                "value in it is too long");
+			*rc = reply_bad_query(resp, got, name);
 			return -1;
 		}
 		if (strcmp(name, "limit") && strcmp(name, "cursor") &&

@@ -164,8 +164,17 @@ static void fuzz_query(const char *qs)
 		nl = decoded_len(start, eq ? eq : end);
 		vl = eq ? decoded_len(eq + 1, end) : 0;
 		if (got < 0) {
-			/* refused: a bad escape, or a part longer than its buffer */
-			CHECK(nl < 0 || vl < 0 || nl >= NAME_CAP || vl >= VALUE_CAP);
+			/* refused: a bad escape, or a part longer than its buffer;
+			 * for a bad value, the name decoded (the 422 names it) */
+			if (nl < 0 || nl >= NAME_CAP) {
+				CHECK(got == CRUD_QUERY_BAD_NAME_LENGTH ||
+				      (nl < 0 && got == CRUD_QUERY_BAD_NAME_ESCAPE));
+			} else {
+				CHECK(vl < 0 || vl >= VALUE_CAP);
+				CHECK(got == CRUD_QUERY_BAD_VALUE_LENGTH ||
+				      (vl < 0 && got == CRUD_QUERY_BAD_VALUE_ESCAPE));
+				CHECK(strlen(name) == (size_t)nl);
+			}
 			continue;
 		}
 		CHECK(got == 1 && nl >= 0 && vl >= 0 && nl < NAME_CAP && vl < VALUE_CAP);

@@ -605,12 +605,32 @@ def test_list_filter_values_are_data_not_sql(d):
     assert names(d, "name=lamp") == ["lamp"]
 
 
-@pytest.mark.parametrize("query", ["name=%zz", "name=%4", "name=%00"])
-def test_list_malformed_query_string(d, query):
+ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowed)"
+
+
+@pytest.mark.parametrize("query,field,detail", [
+    # a value that cannot be decoded: the parameter is named, as limit and cursor are
+    ("name=%zz", "name", "the value of query parameter 'name' has a malformed percent-escape "
+                         + ESCAPE_RULE),
+    ("name=%4", "name", "'name' has a malformed percent-escape"),
+    ("name=%00", "name", "'name' has a malformed percent-escape"),
+    ("color=red&limit=%zz", "limit", "'limit' has a malformed percent-escape"),
+    ("cursor=%", "cursor", "'cursor' has a malformed percent-escape"),
+    ("name=" + "a" * 600, "name",
+     "the value of query parameter 'name' is longer than 512 bytes"),
+    # a name that cannot be: said, without a field
+    ("na%zzme=lamp", None, "a parameter name in the query string has a malformed "
+                           "percent-escape " + ESCAPE_RULE),
+    ("x" * 300 + "=1", None, "a parameter name in the query string is longer than 255 bytes"),
+])
+def test_list_malformed_query_string(d, query, field, detail):
+    """The 422 says which parameter and what is wrong with it, as user's and
+    notifications' do for theirs."""
     status, ctype, body = d.get_raw("/crud/products?" + query)
     assert status == 422
     assert ctype.startswith("application/problem+json")
-    assert body["type"].endswith("validation") and body.get("field") is None
+    assert body["type"].endswith("validation") and body.get("field") == field, body
+    assert detail in body["detail"], body
 
 
 # ------------------------------------------------------------- configuration
