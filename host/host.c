@@ -363,6 +363,10 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	/* Keep going after host-section errors: the admin wants every problem
 	 * of the configuration in one run, plugin sections included. */
 	settings_from_cfg(&h->cfg, &h->set, d);
+	/* The plugins' checks below log (through evh_log) as configured, also
+	 * for --check-config; a reload's next host waits until it is taken. */
+	if (!h->reloading)
+		log_setup(h->set.log_level, h->set.log_fmt);
 	kafka_check_settings(&h->set, d);
 	host_check_tls(h, d);
 	host_check_trace_tls(h, d);
@@ -893,6 +897,7 @@ int host_reload(host *h)
 	evh_plugin **fallbacks;
 
 	memset(&next, 0, sizeof next);
+	next.reloading = 1;
 	log_info("host", "reloading %s", h->conf_file);
 	if (host_configure(&next, h->conf_file, &d) != 0) {
 		for (size_t i = 0; i < d.n; i++)

@@ -69,6 +69,8 @@ typedef struct host {
 	int jwt_left_out;             /* keys of a JWKS jwt_public_key_file left out */
 	char **unchecked;             /* plugins with required = false that host_configure left */
 	size_t nunchecked;            /* out: their check refused their values */
+	int reloading;                /* a reload's next configuration: its [log] is applied
+	                               * only once it is taken (host_reload_log) */
 } host;
 
 /* The API table handed to every plugin (api.c). */
@@ -77,7 +79,9 @@ const evh_api *host_api(void);
 const char *host_strerror(int status);
 /* Read the configuration and open every enabled plugin (dlopen, ABI and
  * schema checks, no init). Problems go to `d` as file:line lines; returns 0
- * when there is no error. This is all `--check-config` does. */
+ * when there is no error. This is all `--check-config` does. Unless
+ * h->reloading, [log] level and format apply from when they are read, so
+ * the plugins' checks log as configured. */
 int host_configure(host *h, const char *conf_file, diag *d);
 /* For --check-config: what would refuse each disabled plugin if it were
  * enabled (it cannot be loaded, an unknown key, its own check), one line

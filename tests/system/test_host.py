@@ -376,6 +376,31 @@ def test_a_plugin_not_required_whose_check_fails_is_skipped(evhostd, build_dir):
     assert r.returncode == 0 and "configuration OK (0 plugins)" in r.stdout, r.stdout
 
 
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_check_config_logs_in_the_configured_format(evhostd, build_dir, fmt):
+    """--check-config's log lines (a plugin's own from its check, and the
+    host's about a check that refused a plugin not required) follow [log]
+    format: they came out as JSON before [log] was applied (stderr is no
+    terminal here), whatever it said."""
+    r = evhostd.run(["--check-config"], config={
+        "log": {"format": fmt},
+        "plugin.probe": probe_conf(build_dir, check_note="a line from the check"),
+        "plugin.notifications": {"templates_dir": str(TEMPLATES), "transport": "pigeon",
+                                 "required": "false"}})
+    assert r.returncode == 0 and "configuration OK (1 plugin)" in r.stdout, r.stdout + r.stderr
+    note = [x for x in r.stderr.splitlines() if "probe: check: a line from the check" in x]
+    skipped = [x for x in r.stderr.splitlines() if "transport: must be smtp or maildir" in x]
+    assert len(note) == 1 and len(skipped) == 1, r.stderr
+    if fmt == "json":
+        assert json.loads(note[0])["component"] == "probe", note
+        assert json.loads(skipped[0])["level"] == "warn", skipped
+    else:
+        assert re.match(r"^\S+ WARN  \[probe\] probe: check: a line from the check$", note[0]), note
+        assert re.match(r"^\S+ WARN  \[host\] .*\[plugin.notifications\] transport: ", skipped[0]), \
+            skipped
+        assert not any(x.startswith("{") for x in r.stderr.splitlines()), r.stderr
+
+
 def test_a_plugin_built_for_an_old_abi_still_loads(evhostd, build_dir):
     # abi_1_0.so: descriptor 1.0, and in the slot ABI 1.7 calls check (its
     # reserved[0]) a function that refuses everything: not called for it.
