@@ -38,8 +38,11 @@
 
 #define TABLE_SIZE (2 * METRICS_MAX_SERIES) /* power of two, load factor <= 1/2 */
 #define MAX_LABELS 4
-#define STATUS_SLOTS 16 /* distinct HTTP statuses per route; the last is "other" */
-#define STATUS_OTHER (-1)
+#define STATUS_SLOTS 15 /* distinct HTTP statuses per route, each its own series */
+/* Statuses past those count by class, "1xx" to "5xx" ([1] to [5]; [0]: one
+ * outside 100-599, "other"): a 5xx is never folded where an alert on
+ * status=~"5.." cannot see it. */
+#define STATUS_CLASSES 6
 #define MAX_SECONDS 1e9 /* clamp for a histogram's sum, in ns, to stay in 64 bits */
 
 enum family_id {
@@ -98,6 +101,7 @@ struct metrics_series {
 	atomic_uint_least64_t bucket[NBUCKETS + 1]; /* histograms, not cumulative; last: +Inf */
 	atomic_uint_least64_t sum_ns;
 	struct status_slot status[STATUS_SLOTS];
+	atomic_uint_least64_t status_class[STATUS_CLASSES]; /* the others, by class */
 	char text[];
 };
 
@@ -170,8 +174,6 @@ static metrics_series *series_new(int fam, uint64_t hash, const char *const *lab
 		s->label[i] = w;
 		w += len[i] + 1;
 	}
-	/* The last slot counts whatever does not fit in the others. */
-	atomic_store(&s->status[STATUS_SLOTS - 1].code, STATUS_OTHER);
 	return s;
 }
 
@@ -230,10 +232,11 @@ static void observe(metrics_series *s, double seconds)
 	                          memory_order_relaxed);
 }
 
-/* Count one `status` in the route's slots: find it or claim a free one. */
+/* Count one `status` in the route's slots: find it or claim a free one;
+ * when all are taken by others, in its class. */
 static void count_status(metrics_series *s, int status)
 {
-	for (int i = 0; status > 0 && i < STATUS_SLOTS - 1; i++) {
+	for (int i = 0; status > 0 && i < STATUS_SLOTS; i++) {
 		int code = atomic_load_explicit(&s->status[i].code, memory_order_acquire);
 		if (code == 0 && atomic_compare_exchange_strong(&s->status[i].code, &code, status))
 			code = status;
@@ -242,7 +245,8 @@ static void count_status(metrics_series *s, int status)
 			return;
 		}
 	}
-	atomic_fetch_add_explicit(&s->status[STATUS_SLOTS - 1].n, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&s->status_class[status >= 100 && status < 600 ? status / 100 : 0],
+	                          1, memory_order_relaxed);
 }
 
 void metrics_reset(void)
@@ -489,10 +493,19 @@ static void render_http(textbuf *o)
 			    atomic_load_explicit(&v[i]->status[k].n, memory_order_relaxed);
 			if (c == 0 || cnt == 0)
 				continue;
-			if (c == STATUS_OTHER)
+			snprintf(code, sizeof code, "%d", c);
+			put_name(o, req, v[i], "status", code);
+			tb_printf(o, "%" PRIu64 "\n", cnt);
+		}
+		for (int k = 0; k < STATUS_CLASSES; k++) {
+			uint64_t cnt =
+			    atomic_load_explicit(&v[i]->status_class[k], memory_order_relaxed);
+			if (cnt == 0)
+				continue;
+			if (k == 0)
 				snprintf(code, sizeof code, "other");
 			else
-				snprintf(code, sizeof code, "%d", c);
+				snprintf(code, sizeof code, "%dxx", k);
 			put_name(o, req, v[i], "status", code);
 			tb_printf(o, "%" PRIu64 "\n", cnt);
 		}

@@ -530,6 +530,31 @@ def check_dashboard(scrape):
         assert family in used, family
 
 
+def test_5xx_past_a_routes_statuses_still_reach_the_error_alert(evhostd, build_dir):
+    """Past 15 distinct statuses of one route, the others count by class
+    ("5xx", not "other", as until 2026-12): EvhostHttpErrors' own selector
+    still finds every 5xx, checked against a real scrape."""
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    d = evhostd({"plugin.probe": {"path": str(probe), "subscribe": "false"}},
+                brokers="embedded")
+    codes = list(range(200, 204)) + list(range(400, 411))  # 15 statuses: every slot
+    for code in codes + [500, 503, 500, 418, 299]:
+        r = d.get(f"/probe/status/{code}")
+        assert r.status_code == code, (code, r.status_code)
+    scrape = Scrape(d)
+    statuses = {lbl["status"]: v for lbl, v in scrape.series("evhost_http_requests_total")
+                if lbl["route"] == "/probe/status/{code}"}
+    assert statuses == {**{str(c): 1 for c in codes}, "5xx": 3, "4xx": 1, "2xx": 1}, statuses
+    rule = next(r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]
+                if r["alert"] == "EvhostHttpErrors")
+    errors = re.search(r'evhost_http_requests_total\{status=~"([^"]+)"\}', rule["expr"])
+    assert errors, rule["expr"]
+    counted = sum(v for status, v in statuses.items() if re.fullmatch(errors.group(1), status))
+    assert counted == 3, (errors.group(1), statuses)
+    check_alerts(scrape)
+    check_dashboard(scrape)
+
+
 def test_consumer_lag_returns_to_zero_after_a_dead_letter(evhostd):
     """Welcome mails the SMTP server refuses: each retried (its partition's
     lag counts it and those behind it meanwhile), then dead-lettered, and

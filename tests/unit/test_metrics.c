@@ -278,21 +278,37 @@ static void test_failed_plugin_is_down(void **state)
 	free(text);
 }
 
-static void test_status_slots_overflow_to_other(void **state)
+#define X_STATUS(code) \
+	"evhost_http_requests_total{plugin=\"p\",route=\"/x\",method=\"GET\",status=\"" code "\"}"
+
+/* Past 15 statuses of a route, the others count by class: a 5xx still
+ * matches status=~"5..", which an "other" did not. */
+static void test_status_slots_overflow_to_their_class(void **state)
 {
 	metrics_series *r = metrics_http_route("p", "/x", "GET");
 	char *text;
 	(void)state;
 	for (int s = 200; s < 220; s++) /* 20 statuses, 15 slots */
 		metrics_http_request(r, "GET", s, 0.001);
+	metrics_http_request(r, "GET", 500, 0.001);
+	metrics_http_request(r, "GET", 503, 0.001);
+	metrics_http_request(r, "GET", 503, 0.001);
+	metrics_http_request(r, "GET", 404, 0.001);
+	metrics_http_request(r, "GET", 214, 0.001); /* has its own slot */
+	metrics_http_request(r, "GET", 0, 0.001);   /* no status: not a class */
 	text = render();
 	check_exposition(text);
-	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/x\","
-	                         "method=\"GET\",status=\"214\"}") == 1);
-	assert_true(sample(text, "evhost_http_requests_total{plugin=\"p\",route=\"/x\","
-	                         "method=\"GET\",status=\"other\"}") == 5);
+	assert_true(sample(text, X_STATUS("214")) == 2);
+	assert_null(strstr(text, X_STATUS("215") " "));
+	assert_true(sample(text, X_STATUS("2xx")) == 5);
+	assert_true(sample(text, X_STATUS("5xx")) == 3);
+	assert_true(sample(text, X_STATUS("4xx")) == 1);
+	assert_true(sample(text, X_STATUS("other")) == 1);
+	assert_null(strstr(text, X_STATUS("1xx") " "));
+	assert_null(strstr(text, X_STATUS("3xx") " "));
+	assert_null(strstr(text, X_STATUS("500") " "));
 	assert_true(sample(text, "evhost_http_request_duration_seconds_count{plugin=\"p\","
-	                         "route=\"/x\",method=\"GET\"}") == 20);
+	                         "route=\"/x\",method=\"GET\"}") == 26);
 	free(text);
 }
 
@@ -381,7 +397,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_events_counters_and_results, setup),
 	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
-	    cmocka_unit_test_setup(test_status_slots_overflow_to_other, setup),
+	    cmocka_unit_test_setup(test_status_slots_overflow_to_their_class, setup),
 	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
