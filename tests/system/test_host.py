@@ -346,6 +346,33 @@ def test_check_config_warns_of_what_would_refuse_a_disabled_plugin(evhostd, buil
     assert "configuration OK" in out
 
 
+def test_the_hello_example_checks_its_topics(evhostd, build_dir):
+    """sdk/examples/hello, which third parties copy, has a check (ABI 1.7):
+    a topic that is not a Kafka topic name is said at its line by
+    --check-config (every bad one), and refused at a start before init."""
+    hello = str(build_dir / "plugins" / "hello.so")
+    r = evhostd.run(["--check-config"], dropins={"50-hello.conf": (
+        "[plugin.hello]\n"
+        f"path = {hello}\n"
+        "topic = hello events\n"
+        "greeting_topic = ..\n")})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("conf.d/50-hello.conf:3: [plugin.hello] topic: 'hello events' is not a Kafka "
+            "topic name") in r.stdout, r.stdout
+    assert ("conf.d/50-hello.conf:4: [plugin.hello] greeting_topic: '..' is not a Kafka "
+            "topic name") in r.stdout, r.stdout
+    assert "2 problems found" in r.stdout, r.stdout
+    r = evhostd.run([], dropins={"50-hello.conf": (
+        f"[plugin.hello]\npath = {hello}\ngreeting_topic = greet/ings\n")}, timeout=30)
+    assert r.returncode == 1
+    assert "conf.d/50-hello.conf:3: [plugin.hello] greeting_topic: 'greet/ings'" in r.stderr, \
+        r.stderr
+    assert "init failed" not in r.stderr, r.stderr
+    r = evhostd.run(["--check-config"], dropins={"50-hello.conf": (
+        f"[plugin.hello]\npath = {hello}\ntopic = hello.events-2\n")})
+    assert r.returncode == 0 and "configuration OK (1 plugin)" in r.stdout, r.stdout + r.stderr
+
+
 def test_a_plugins_check_at_start_says_the_file_and_line(evhostd):
     r = evhostd.run([], dropins={"30-notifications.conf": (
         "[plugin.notifications]\n"

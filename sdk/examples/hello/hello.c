@@ -4,6 +4,8 @@
  * GET /hello/{name}     -> {"hello":"<name>","greeted":N}
  * consumes `topic` (default "hello.events") and counts what it sees in its
  * own SQLite table; publishes a "hello.greeted" event for every greeting.
+ * Its check (ABI 1.7) refuses a topic or greeting_topic that is not a
+ * Kafka topic name, at the line that set it, before anything starts.
  *
  * Build outside the evhost tree with only the installed SDK:
  *   cc -shared -fPIC -Wl,--no-undefined hello.c $(pkg-config --cflags evhost-sdk) -o hello.so
@@ -29,6 +31,39 @@ typedef struct hello {
 	evh_plugin *p;
 	const char *greeting_topic;
 } hello;
+
+/* Kafka's topic names: 1 to 249 of [A-Za-z0-9._-], other than "." and "..". */
+static int topic_name_ok(const char *t)
+{
+	size_t n = t ? strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+	             : 0;
+
+	return n > 0 && n <= 249 && t[n] == '\0' && strcmp(t, ".") && strcmp(t, "..");
+}
+
+/* The descriptor's check (ABI 1.7): every value init relies on, each problem
+ * said at its key, so `evhostd --check-config` (and a start or a reload)
+ * reports it at the file:line that set it. Pure: reads values, keeps
+ * nothing. init calls it too: a host that never ran it (a fake one in unit
+ * tests) must not start with bad values either. */
+static int hello_check(evh_plugin *p)
+{
+	static const char *const topic_keys[] = {"topic", "greeting_topic"};
+	int rc = EVH_OK;
+
+	for (size_t i = 0; i < sizeof topic_keys / sizeof topic_keys[0]; i++) {
+		const char *t = evh_config_str(p, topic_keys[i]);
+
+		if (!topic_name_ok(t)) {
+			evh_config_error(p, topic_keys[i],
+			                 "'%s' is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -,"
+			                 " not . or ..)",
+			                 t ? t : "");
+			rc = EVH_EINVAL;
+		}
+	}
+	return rc;
+}
 
 /* Escape a name for a JSON string: keep it simple by refusing what would need escaping. */
 static int plain(const char *s)
@@ -132,10 +167,12 @@ static int seen(evh_request *req, evh_response *resp, void *ud)
 
 static int hello_init(evh_plugin *p, void **state)
 {
-	hello *h = calloc(1, sizeof *h);
+	hello *h;
 	int rc;
 
-	if (!h)
+	if ((rc = hello_check(p)) != EVH_OK) /* the values first: nothing to undo yet */
+		return rc;
+	if (!(h = calloc(1, sizeof *h)))
 		return EVH_ENOMEM;
 	h->p = p;
 	h->greeting_topic = evh_config_str(p, "greeting_topic");
@@ -161,5 +198,5 @@ static void hello_fini(evh_plugin *p, void *state)
 	free(state);
 }
 
-EVH_PLUGIN("hello", "1.0.0", "Example plugin: greets over HTTP, records events", hello_config,
-           hello_init, hello_fini)
+EVH_PLUGIN_CHECKED("hello", "1.0.0", "Example plugin: greets over HTTP, records events",
+                   hello_config, hello_check, hello_init, hello_fini)
