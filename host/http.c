@@ -1109,6 +1109,7 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 	int max = h->set.json_max_depth > 0 ? h->set.json_max_depth : HTTP_DEFAULT_JSON_DEPTH;
 	size_t pos = 0;
 	long at;
+	int dup;
 	char name[128];
 	if (!req->body || req->body_len == 0) {
 		problem(resp, 400, "malformed-json", "the request body is empty; JSON expected");
@@ -1123,10 +1124,10 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		problem(resp, 400, "malformed-json", "invalid UTF-8 at byte %ld", at);
 		return -1;
 	}
-	/* Checked without a tree first (json.h); parsed only for the names. */
-	switch (json_check(req->body, req->body_len, max, &pos)) {
+	/* Checked without a tree (json.h), the names in the same scan. */
+	switch (json_check_members(req->body, req->body_len, max, &pos, &dup, name, sizeof name)) {
 	case JSON_OK:
-		switch (json_duplicate_member(req->body, req->body_len, name, sizeof name)) {
+		switch (dup) {
 		case 0: return 0;
 		case 1:
 			problem(resp, 400, "malformed-json",

@@ -1,6 +1,7 @@
 /* JSON syntax check without allocation (see json.h). One pass, no
- * recursion: the open objects and arrays are a stack of bytes. And the
- * duplicate member check, which parses. */
+ * recursion: the open objects and arrays are a stack of bytes. The same pass
+ * can also find a member named twice (json_check_members), keeping the names
+ * of the objects open; and the same check on a tree cJSON parsed. */
 #include "json.h"
 
 #include <cjson/cJSON.h>
@@ -245,10 +246,214 @@ static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
 	}
 }
 
-/* An object member's name and colon at s[*i]; *i is left at its value.
- * PART_OK, or why not. */
-static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
+/* The member names of the objects a scan is inside, for json_check_members:
+ * a stack of them, each object's above a mark, popped when it closes. An
+ * object's names are compared when it closes, as json_tree_duplicate_member
+ * compares a tree's children: up to 8 pairwise (the first name given again
+ * later), more sorted (the least name given twice, by strcmp). Of the
+ * objects that have a duplicate, the walk reports the first to open: one
+ * that closes later wins only if it encloses the one found, and those are
+ * the objects still open at fewer levels than any object closed since. */
+struct member {
+	const char *name; /* decoded; NULL for an object's mark */
+	size_t len;       /* a mark's: the index of the enclosing object's mark */
+};
+
+#define NAMES_LOCAL 32 /* entries before the first allocation */
+
+struct names {
+	struct member *v, local[NAMES_LOCAL];
+	size_t top, cap;
+	size_t mark;    /* the innermost open object's, SIZE_MAX outside all */
+	unsigned level; /* objects open */
+	/* names with escapes, decoded: allocated at the first such name, at
+	 * s[i], with n - i bytes, as no name after it decodes longer than it
+	 * is written */
+	char *dec;
+	size_t dec_top;
+	int found, oom;
+	const char *dup; /* the name to report, when found */
+	size_t duplen;
+	unsigned dup_level; /* the fewest objects open since: one closing
+	                       inside fewer encloses the one found */
+};
+
+static void names_init(struct names *nm)
 {
+	nm->v = nm->local;
+	nm->cap = NAMES_LOCAL;
+	nm->top = 0;
+	nm->mark = SIZE_MAX;
+	nm->level = 0;
+	nm->dec = NULL;
+	nm->dec_top = 0;
+	nm->found = nm->oom = 0;
+	nm->dup = NULL;
+	nm->duplen = 0;
+	nm->dup_level = 0;
+}
+
+static void names_free(struct names *nm)
+{
+	if (nm->v != nm->local)
+		free(nm->v);
+	free(nm->dec);
+}
+
+static void names_push(struct names *nm, const char *name, size_t len)
+{
+	if (nm->top == nm->cap) {
+		struct member *v;
+		size_t cap = nm->cap * 2;
+		if (nm->v == nm->local) {
+			if ((v = malloc(cap * sizeof *v)))
+				memcpy(v, nm->local, sizeof nm->local);
+		} else {
+			v = realloc(nm->v, cap * sizeof *v);
+		}
+		if (!v) {
+			nm->oom = 1;
+			return;
+		}
+		nm->v = v;
+		nm->cap = cap;
+	}
+	nm->v[nm->top].name = name;
+	nm->v[nm->top++].len = len;
+}
+
+static void names_open(struct names *nm)
+{
+	if (nm->oom)
+		return;
+	names_push(nm, NULL, nm->mark);
+	nm->mark = nm->top - 1;
+	nm->level++;
+}
+
+/* A string's text s[0..len) (checked: its escapes are whole) decoded into
+ * out as cJSON decodes it; the decoded length, at most len. */
+static size_t unescape(const char *s, size_t len, char *out)
+{
+	size_t o = 0, k = 0;
+	while (k < len) {
+		long u;
+		if (s[k] != '\\') {
+			out[o++] = s[k++];
+			continue;
+		}
+		switch (s[k + 1]) {
+		case 'b': out[o++] = '\b'; break;
+		case 'f': out[o++] = '\f'; break;
+		case 'n': out[o++] = '\n'; break;
+		case 'r': out[o++] = '\r'; break;
+		case 't': out[o++] = '\t'; break;
+		case 'u':
+			u = hex4(s, len, k + 2);
+			k += 6;
+			if (u >= 0xd800 && u <= 0xdbff) { /* and its low half */
+				u = 0x10000 + ((u & 0x3ff) << 10 | (hex4(s, len, k + 2) & 0x3ff));
+				k += 6;
+			}
+			if (u < 0x80) {
+				out[o++] = (char)u;
+			} else if (u < 0x800) {
+				out[o++] = (char)(0xc0 | u >> 6);
+				out[o++] = (char)(0x80 | (u & 0x3f));
+			} else if (u < 0x10000) {
+				out[o++] = (char)(0xe0 | u >> 12);
+				out[o++] = (char)(0x80 | (u >> 6 & 0x3f));
+				out[o++] = (char)(0x80 | (u & 0x3f));
+			} else {
+				out[o++] = (char)(0xf0 | u >> 18);
+				out[o++] = (char)(0x80 | (u >> 12 & 0x3f));
+				out[o++] = (char)(0x80 | (u >> 6 & 0x3f));
+				out[o++] = (char)(0x80 | (u & 0x3f));
+			}
+			continue;
+		default: out[o++] = s[k + 1]; /* " \\ / */
+		}
+		k += 2;
+	}
+	return o;
+}
+
+/* A member name, the string s[q..end) (quotes included) of the text s[0..n). */
+static void names_member(struct names *nm, const char *s, size_t n, size_t q, size_t end)
+{
+	const char *name = s + q + 1;
+	size_t len = end - q - 2;
+	if (nm->oom)
+		return;
+	if (memchr(name, '\\', len)) {
+		if (!nm->dec && !(nm->dec = malloc(n - q))) {
+			nm->oom = 1;
+			return;
+		}
+		len = unescape(name, len, nm->dec + nm->dec_top);
+		name = nm->dec + nm->dec_top;
+		nm->dec_top += len;
+	}
+	names_push(nm, name, len);
+}
+
+static int same_name(const struct member *a, const struct member *b)
+{
+	return a->len == b->len && !memcmp(a->name, b->name, a->len);
+}
+
+/* strcmp's order: no name holds a NUL (json_check refuses \u0000 and raw
+ * control characters), so a proper prefix is the lesser. */
+static int member_cmp(const void *pa, const void *pb)
+{
+	const struct member *a = pa, *b = pb;
+	int c = memcmp(a->name, b->name, a->len < b->len ? a->len : b->len);
+	return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+/* The name json_tree_duplicate_member's twice_in reports among the k
+ * members m[0..k) (reordered), or NULL. */
+static const struct member *twice(struct member *m, size_t k)
+{
+	if (k <= 8) {
+		for (size_t i = 0; i < k; i++)
+			for (size_t j = i + 1; j < k; j++)
+				if (same_name(&m[i], &m[j]))
+					return &m[i];
+		return NULL;
+	}
+	qsort(m, k, sizeof *m, member_cmp);
+	for (size_t i = 1; i < k; i++)
+		if (same_name(&m[i - 1], &m[i]))
+			return &m[i];
+	return NULL;
+}
+
+static void names_close(struct names *nm)
+{
+	size_t mark = nm->mark;
+	const struct member *d;
+	if (nm->oom)
+		return;
+	nm->level--; /* now the objects around this one */
+	if (!nm->found || nm->level < nm->dup_level) {
+		if ((d = twice(nm->v + mark + 1, nm->top - mark - 1))) {
+			nm->found = 1;
+			nm->dup = d->name;
+			nm->duplen = d->len;
+		}
+		nm->dup_level = nm->level;
+	}
+	nm->top = mark;
+	nm->mark = nm->v[mark].len;
+}
+
+/* An object member's name and colon at s[*i]; *i is left at its value.
+ * PART_OK, or why not. With nm, the name joins the innermost object's. */
+static inline __attribute__((always_inline)) int member_name(const char *s, size_t n, size_t *i,
+                                                             size_t *bad, struct names *nm)
+{
+	size_t q = *i;
 	int part;
 	if (*i >= n || s[*i] != '"') {
 		*bad = *i < n ? *i : n;
@@ -256,6 +461,8 @@ static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
 	}
 	if ((part = string(s, n, i, bad)) != PART_OK)
 		return part;
+	if (nm)
+		names_member(nm, s, n, q, *i);
 	*i = skip_ws(s, n, *i);
 	if (*i >= n || s[*i] != ':') {
 		*bad = *i < n ? *i : n;
@@ -267,7 +474,11 @@ static int member_name(const char *s, size_t n, size_t *i, size_t *bad)
 
 static char closer(char open) { return open == '{' ? '}' : ']'; }
 
-json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
+/* json_check; with nm, json_check_members (the names tracked in *nm). Inlined
+ * into both, so that json_check tests no nm. */
+static inline __attribute__((always_inline)) json_status scan(const char *s, size_t n,
+                                                              int max_depth, size_t *at,
+                                                              struct names *nm)
 {
 	char open[JSON_MAX_DEPTH]; /* '{' or '[' for each level entered */
 	int depth = 0, max = max_depth < 0 ? 0 : max_depth, r;
@@ -291,9 +502,11 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 				i++;
 			} else if (open[depth - 1] == '[') {
 				continue; /* its first element */
-			} else if ((r = member_name(s, n, &i, &bad)) == PART_OK) {
-				continue; /* its first member's value */
 			} else {
+				if (nm)
+					names_open(nm);
+				if ((r = member_name(s, n, &i, &bad, nm)) == PART_OK)
+					continue; /* its first member's value */
 				st = status_of(r);
 				break;
 			}
@@ -309,6 +522,8 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 				break;
 			depth--;
 			i++;
+			if (nm && open[depth] == '{')
+				names_close(nm);
 		}
 		if (depth == 0) {
 			if (i == n)
@@ -321,13 +536,40 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
 			break;
 		}
 		i = skip_ws(s, n, i + 1);
-		if (open[depth - 1] == '{' && (r = member_name(s, n, &i, &bad)) != PART_OK) {
+		if (open[depth - 1] == '{' && (r = member_name(s, n, &i, &bad, nm)) != PART_OK) {
 			st = status_of(r);
 			break;
 		}
 	}
 	if (at)
 		*at = bad;
+	return st;
+}
+
+json_status json_check(const char *s, size_t n, int max_depth, size_t *at)
+{
+	return scan(s, n, max_depth, at, NULL);
+}
+
+json_status json_check_members(const char *s, size_t n, int max_depth, size_t *at, int *dup,
+                               char *name, size_t namelen)
+{
+	struct names nm;
+	json_status st;
+	names_init(&nm);
+	st = scan(s, n, max_depth, at, &nm);
+	*dup = 0;
+	if (st == JSON_OK && nm.oom) {
+		*dup = -1;
+	} else if (st == JSON_OK && nm.found) {
+		*dup = 1;
+		if (namelen) {
+			size_t k = nm.duplen < namelen - 1 ? nm.duplen : namelen - 1;
+			memcpy(name, nm.dup, k);
+			name[k] = '\0';
+		}
+	}
+	names_free(&nm);
 	return st;
 }
 
@@ -409,13 +651,10 @@ static const char *twice_in(const cJSON *o, int *oom)
 
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen)
 {
-	cJSON *root = cJSON_ParseWithLength(s, n);
-	int rc;
-	if (!root)
-		return -1; /* json_check passed it: only memory can fail here */
-	rc = json_tree_duplicate_member(root, name, namelen);
-	cJSON_Delete(root);
-	return rc;
+	int dup;
+	if (json_check_members(s, n, JSON_MAX_DEPTH, NULL, &dup, name, namelen) != JSON_OK)
+		return -1; /* not a text json_check accepts: no answer */
+	return dup;
 }
 
 int json_tree_duplicate_member(const struct cJSON *root, char *name, size_t namelen)

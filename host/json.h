@@ -1,7 +1,8 @@
 /* A JSON syntax check that allocates nothing, for text the host only has to
  * vouch for (request bodies before a plugin parses them, event data before
  * it enters the outbox): parsing it into a tree just to delete it cost an
- * allocation per value, on every request and every publish. */
+ * allocation per value, on every request and every publish. The duplicate
+ * member check of request bodies rides on the same scan. */
 #ifndef EVHOST_JSON_H
 #define EVHOST_JSON_H
 #include <stddef.h>
@@ -41,9 +42,21 @@ long json_utf8_error(const char *s, size_t n);
  * name)? RFC 8259 leaves what that means to each parser, and parsers
  * disagree (cJSON takes the first, most others the last): a check made on
  * one value would not hold for the other. 1 with the name copied to `name`
- * (cut to namelen), 0 when every name is unique, -1 out of memory. Parses
- * the text (allocates). */
+ * (cut to namelen), 0 when every name is unique, -1 out of memory (or for
+ * a text json_check refuses). The name is the one json_tree_duplicate_member
+ * reports for the tree cJSON parses from s: in the first object (in document
+ * order of their opening braces) that has a duplicate, among up to 8 members
+ * the first name given again later, among more the least name given twice
+ * (by strcmp). Scans the text, no tree: allocates only when the objects
+ * open at one time hold more than a few dozen names, and for names with
+ * escapes (memory linear in the text's length, time n log n at worst). */
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen);
+
+/* json_check and json_duplicate_member in the one scan: returns what
+ * json_check returns (and sets *at alike); when that is JSON_OK, *dup gets
+ * what json_duplicate_member returns (the name in `name`), else 0. */
+json_status json_check_members(const char *s, size_t n, int max_depth, size_t *at, int *dup,
+                               char *name, size_t namelen);
 
 struct cJSON;
 /* The same for a tree cJSON already parsed (from such a text: a tree
