@@ -1,6 +1,7 @@
 /* json_check: what is JSON (RFC 8259) and what is not, where an error is
  * reported, and the nesting bound. Every text it accepts must also parse
- * with cJSON (what plugins and the host read JSON with). */
+ * with cJSON (what plugins and the host read JSON with). And the duplicate
+ * member check of the same scan, against cJSON's tree walked. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +10,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +347,356 @@ static void test_duplicate_members(void **state)
 	free(deep);
 }
 
+/* ------------------------------------------- duplicate names, in the scan */
+
+/* What json_duplicate_member said when it parsed: cJSON's tree, walked by
+ * json_tree_duplicate_member. The scan must say the same, name and all. */
+static int dup_by_tree(const char *s, size_t n, char *name, size_t namelen)
+{
+	cJSON *root = cJSON_ParseWithLength(s, n);
+	int rc;
+	if (!root)
+		return -1;
+	rc = json_tree_duplicate_member(root, name, namelen);
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* s[0..n) through json_check_members and json_check alike (status, error
+ * offset) at a few depth bounds; and when json_check accepts it, the scan's
+ * duplicate against the tree's, with room for the whole name and for a
+ * piece. The scan's answer. */
+static int same_as_tree(const char *s, size_t n)
+{
+	static const int depths[] = {JSON_MAX_DEPTH, 0, 1, 3};
+	static const size_t lens[] = {256, 3, 1};
+	char name[256], want[256];
+	int dup = 7, rc = 0;
+	for (size_t d = 0; d < sizeof depths / sizeof *depths; d++) {
+		size_t at1 = 11, at2 = 22;
+		json_status st = json_check(s, n, depths[d], &at1);
+		assert_int_equal(json_check_members(s, n, depths[d], &at2, &dup, name, sizeof name), st);
+		if (st != JSON_OK) {
+			assert_int_equal(at1, at2);
+			assert_int_equal(dup, 0);
+		}
+	}
+	if (json_check(s, n, JSON_MAX_DEPTH, NULL) != JSON_OK)
+		return 0;
+	for (size_t l = 0; l < sizeof lens / sizeof *lens; l++) {
+		memset(name, 'x', sizeof name);
+		memset(want, 'y', sizeof want);
+		rc = json_duplicate_member(s, n, name, lens[l]);
+		if (rc != dup_by_tree(s, n, want, lens[l]))
+			fail_msg("the scan says %d, the tree %d: %.*s", rc, dup_by_tree(s, n, want, lens[l]),
+			         (int)n, s);
+		if (rc == 1 && strcmp(name, want))
+			fail_msg("the scan names \"%s\", the tree \"%s\": %.*s", name, want, (int)n, s);
+		assert_int_equal(json_check_members(s, n, JSON_MAX_DEPTH, NULL, &dup, want, lens[l]),
+		                 JSON_OK);
+		assert_int_equal(dup, rc);
+		if (rc == 1)
+			assert_string_equal(want, name);
+	}
+	return rc;
+}
+
+static int same_as_tree_str(const char *s)
+{
+	return same_as_tree(s, strlen(s));
+}
+
+static void expect_dup(const char *s, const char *name)
+{
+	char got[64];
+	assert_int_equal(same_as_tree_str(s), name ? 1 : 0);
+	if (name) {
+		assert_int_equal(dup_of(s, got), 1);
+		assert_string_equal(got, name);
+	}
+}
+
+/* A text of `count` members named "m0", "m1", ..., then `extra` as is
+ * (",\"m5\":0" say), in one object: malloc'd. */
+static char *wide_object(int count, const char *extra)
+{
+	char *s = malloc((size_t)count * 24 + strlen(extra) + 8);
+	size_t n = 1;
+	assert_non_null(s);
+	s[0] = '{';
+	for (int i = 0; i < count; i++)
+		n += (size_t)sprintf(s + n, "%s\"m%d\":%d", i ? "," : "", i, i);
+	n += (size_t)sprintf(s + n, "%s}", extra);
+	return s;
+}
+
+static void test_duplicate_members_scan(void **state)
+{
+	char name[64], *s;
+	int dup;
+	size_t at;
+	(void)state;
+	/* escapes: one name however written, compared decoded */
+	expect_dup("{\"\\u00e9\":1,\"\xc3\xa9\":2}", "\xc3\xa9");
+	expect_dup("{\"\\u00E9t\\u00e9\":1,\"\xc3\xa9t\xc3\xa9\":2}", "\xc3\xa9t\xc3\xa9");
+	expect_dup("{\"\\ud83d\\ude00\":1,\"\xf0\x9f\x98\x80\":2}", "\xf0\x9f\x98\x80");
+	expect_dup("{\"\\u20ac\":1,\"\xe2\x82\xac\":2}", "\xe2\x82\xac");
+	expect_dup("{\"a\\nb\":1,\"a\\u000ab\":2}", "a\nb");
+	expect_dup("{\"\\/\":1,\"/\":2}", "/");
+	expect_dup("{\"\\\"\":1,\"\\u0022\":2}", "\"");
+	expect_dup("{\"\\\\\":1,\"\\u005C\":2}", "\\");
+	expect_dup("{\"\\b\\f\\r\\t\":1,\"\\u0008\\u000c\\u000d\\u0009\":2}", "\b\f\r\t");
+	expect_dup("{\"\\u00e9\":1,\"\\u00e8\":2,\"\\u00e7\":3}", NULL);
+	expect_dup("{\"a\\\\\":1,\"a\\\\\\\\\":2,\"a\":3}", NULL);
+	/* a prefix is another name, pairwise and sorted */
+	expect_dup("{\"ab\":1,\"a\":2,\"abc\":3,\"\":4}", NULL);
+	expect_dup("{\"\":1,\"\":2}", "");
+	s = wide_object(12, ",\"m1\\u0032\":0,\"m1\\u0031x\":0,\"\":0");
+	expect_dup(s, NULL);
+	free(s);
+	s = wide_object(12, ",\"m1\\u0030\":0");
+	expect_dup(s, "m10");
+	free(s);
+	s = wide_object(12, ",\"\":0,\"\":1");
+	expect_dup(s, "");
+	free(s);
+	/* in one object: up to 8 members, the first name given again later; more,
+	 * sorted, the least name given twice (as the tree's check says) */
+	expect_dup("{\"b\":1,\"a\":1,\"a\":2,\"b\":2}", "b");
+	expect_dup("{\"b\":1,\"a\":1,\"c\":1,\"d\":1,\"e\":1,\"f\":1,\"b\":2,\"a\":2}", "b");
+	expect_dup("{\"b\":1,\"a\":1,\"c\":1,\"d\":1,\"e\":1,\"f\":1,\"g\":1,\"b\":2,\"a\":2}", "a");
+	s = wide_object(12, ",\"m7\":0,\"m10\":0");
+	expect_dup(s, "m10");
+	free(s);
+	/* between objects: the first to open that has one (the tree's walk, depth
+	 * first), not the first to close */
+	expect_dup("{\"x\":{\"a\":1,\"a\":2},\"x\":3}", "x");
+	expect_dup("{\"p\":{\"a\":1,\"a\":2},\"q\":{\"b\":1,\"b\":2}}", "a");
+	expect_dup("[{\"b\":1,\"b\":2},{\"a\":1,\"a\":2}]", "b");
+	expect_dup("[{\"k\":{\"a\":1,\"a\":2}},{\"z\":1,\"z\":2}]", "a");
+	expect_dup("[{\"k\":[{\"a\":1,\"a\":2}]},[{\"z\":1,\"z\":2}]]", "a");
+	expect_dup("{\"o\":{\"k\":[{\"a\":1,\"a\":2}],\"m\":{\"b\":1,\"b\":2}},\"o\":1}", "o");
+	expect_dup("{\"o\":{\"k\":[{\"a\":1,\"a\":2}],\"m\":{\"b\":1,\"b\":2},\"k\":1}}", "k");
+	expect_dup("{\"o\":{\"k\":{\"c\":{}},\"m\":{\"b\":1,\"b\":2}},\"p\":{\"a\":1,\"a\":2}}", "b");
+	/* arrays of objects: each its own names */
+	expect_dup("[{\"a\":1},{\"a\":2},[{\"a\":{\"a\":{}}}],{}]", NULL);
+	expect_dup("[[],{},[{\"a\":[{}],\"b\":{},\"a\":{}}]]", "a");
+	/* whitespace around names and colons */
+	expect_dup(" { \"a\" : 1 , \"b\" :{ \"a\" :2 } ,\n\t\"a\"\r: 3 } ", "a");
+	/* names cut to the room given */
+	assert_int_equal(json_duplicate_member("{\"price\":1,\"price\":2}", 21, name, 3), 1);
+	assert_string_equal(name, "pr");
+	name[0] = 'x';
+	assert_int_equal(json_duplicate_member("{\"price\":1,\"price\":2}", 21, name, 0), 1);
+	assert_int_equal(name[0], 'x');
+	/* a \u0000 name is refused by the check before any comparison */
+	s = "{\"a\\u0000\":1,\"a\":2}";
+	dup = 5;
+	assert_int_equal(json_check_members(s, strlen(s), JSON_MAX_DEPTH, &at, &dup, name, 64),
+	                 JSON_NUL);
+	assert_int_equal(at, 3);
+	assert_int_equal(dup, 0);
+	assert_int_equal(dup_of(s, name), -1);
+	/* a refused text: no answer, whatever its names */
+	s = "{\"a\":1,\"a\":2";
+	assert_int_equal(json_check_members(s, strlen(s), JSON_MAX_DEPTH, &at, &dup, name, 64),
+	                 JSON_SYNTAX);
+	assert_int_equal(dup, 0);
+	s = "{\"a\":{\"b\":1,\"b\":2},\"a\":2}";
+	assert_int_equal(json_check_members(s, strlen(s), 1, &at, &dup, name, 64), JSON_TOO_DEEP);
+	assert_int_equal(at, 5);
+	assert_int_equal(dup, 0);
+	assert_int_equal(json_check_members(s, strlen(s), 2, &at, &dup, name, 64), JSON_OK);
+	assert_int_equal(dup, 1);
+	assert_string_equal(name, "a");
+}
+
+/* An attacker's object of 100k members, 100k nested objects and a
+ * hundred objects of 2k members open at once: answered, and as the tree. */
+static void test_duplicate_members_many(void **state)
+{
+	enum { MANY = 100000 };
+	char name[64], *s, *p;
+	size_t n;
+	(void)state;
+	s = wide_object(MANY, "");
+	expect_dup(s, NULL);
+	free(s);
+	s = wide_object(MANY, ",\"m99998\":0");
+	expect_dup(s, "m99998");
+	free(s);
+	s = wide_object(MANY, ",\"m\\u0039\":0");
+	expect_dup(s, "m9");
+	free(s);
+	/* every name escaped */
+	s = malloc((size_t)MANY * 32);
+	assert_non_null(s);
+	n = (size_t)sprintf(s, "{");
+	for (int i = 0; i < MANY; i++)
+		n += (size_t)sprintf(s + n, "%s\"\\u006d%d\":%d", i ? "," : "", i, i);
+	strcpy(s + n, ",\"m77\":1}");
+	assert_int_equal(dup_of(s, name), 1);
+	assert_string_equal(name, "m77");
+	s[n] = '}';
+	s[n + 1] = '\0';
+	assert_int_equal(dup_of(s, name), 0);
+	/* objects in objects, each with a member before and after */
+	p = s;
+	for (int i = 0; i < 900; i++)
+		p += sprintf(p, "{\"a\":1,\"b%d\":", i);
+	p += sprintf(p, "{\"z\":1,\"z\":2}");
+	for (int i = 0; i < 900; i++)
+		p += sprintf(p, ",\"c\":%d}", i);
+	expect_dup(s, "z");
+	/* a hundred levels of 2000 members each, the innermost with a duplicate,
+	 * the outermost too: the outermost's (it opens first) */
+	p = s;
+	for (int i = 0; i < 100; i++) {
+		p += sprintf(p, "{");
+		for (int k = 0; k < 2000; k++)
+			p += sprintf(p, "\"n%d\":0,", k);
+		p += sprintf(p, "\"in\":");
+	}
+	p += sprintf(p, "{\"q\":1,\"q\":2}");
+	for (int i = 0; i < 100; i++)
+		p += sprintf(p, i == 99 ? ",\"n5\":0}" : "}");
+	expect_dup(s, "n5");
+	free(s);
+}
+
+/* Random texts, built so that names meet again often (one name written in
+ * several ways), objects of a few members and of more than 8, nested;
+ * and random bytes in JSON's alphabet. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static unsigned rnd(unsigned below)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (unsigned)(rng_state % below);
+}
+
+static const char *const pool[] = {
+    "a", "\\u0061", "b", "ab", "a\\u0062", "\\u0061b", "", "aa", "A",
+    "\xc3\xa9", "\\u00e9", "\\u00E9", "\xf0\x9f\x98\x80", "\\ud83d\\ude00", "\\uD83D\\uDE00",
+    "\\n", "\\u000a", "\\/", "/", "\\\\", "\\u005c", "\\\"", "\\u0022", "m1", "m10", "m2",
+    "\xe2\x82\xac", "\\u20ac", "\\u20AC", "z", "zz",
+};
+
+static void gen_value(char *s, size_t *n, size_t cap, int depth);
+
+static void gen_object(char *s, size_t *n, size_t cap, int depth)
+{
+	unsigned k = rnd(4) ? rnd(6) : rnd(24);
+	s[(*n)++] = '{';
+	for (unsigned i = 0; i < k && *n < cap - 64; i++) {
+		if (i)
+			s[(*n)++] = ',';
+		*n += (size_t)snprintf(s + *n, cap - *n, "%s\"%s\":", rnd(8) ? "" : " ",
+		                       pool[rnd(sizeof pool / sizeof *pool)]);
+		gen_value(s, n, cap, depth + 1);
+	}
+	s[(*n)++] = '}';
+}
+
+static void gen_value(char *s, size_t *n, size_t cap, int depth)
+{
+	unsigned what = depth > 5 || *n > cap - 128 ? 2 + rnd(2) : rnd(6);
+	if (what == 0 || what == 4) {
+		gen_object(s, n, cap, depth);
+	} else if (what == 1) {
+		unsigned k = rnd(5);
+		s[(*n)++] = '[';
+		for (unsigned i = 0; i < k && *n < cap - 64; i++) {
+			if (i)
+				s[(*n)++] = ',';
+			gen_value(s, n, cap, depth + 1);
+		}
+		s[(*n)++] = ']';
+	} else {
+		*n += (size_t)snprintf(s + *n, cap - *n, "%s", what == 2 ? "1" : "\"v\"");
+	}
+}
+
+static void test_duplicate_members_random(void **state)
+{
+	static const char alphabet[] = "{}[]:,\" a\\u0\xc3\xa9";
+	enum { CAP = 4096 };
+	char *s = malloc(CAP);
+	long dups = 0, unique = 0;
+	(void)state;
+	assert_non_null(s);
+	for (int t = 0; t < 10000; t++) {
+		size_t n = 0;
+		gen_object(s, &n, CAP, 0);
+		s[n] = '\0';
+		if (same_as_tree(s, n))
+			dups++;
+		else
+			unique++;
+		/* and cut short, or with a byte changed: mostly refused, alike */
+		same_as_tree(s, rnd((unsigned)n + 1));
+		s[rnd((unsigned)n)] = alphabet[rnd(sizeof alphabet - 1)];
+		same_as_tree(s, n);
+	}
+	for (int t = 0; t < 100000; t++) {
+		size_t n = rnd(24);
+		for (size_t i = 0; i < n; i++)
+			s[i] = alphabet[rnd(sizeof alphabet - 1)];
+		same_as_tree(s, n);
+	}
+	/* both answers well represented */
+	assert_true(dups > 3000);
+	assert_true(unique > 3000);
+	free(s);
+}
+
+/* Every input of the fuzzers' corpora (those of the JSON fuzzers are JSON
+ * texts; the others' mostly not, and are compared all the same), and each
+ * one cut at every length. */
+static void test_duplicate_members_corpus(void **state)
+{
+	const char *root = EVHOST_TEST_SRCDIR "/tests/fuzz/corpus";
+	DIR *top = opendir(root), *dir;
+	struct dirent *e, *f;
+	char path[4096];
+	long files = 0, json = 0;
+	(void)state;
+	assert_non_null(top);
+	while ((e = readdir(top))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "%s/%s", root, e->d_name);
+		if (!(dir = opendir(path)))
+			continue;
+		while ((f = readdir(dir))) {
+			FILE *fp;
+			char *text;
+			size_t n;
+			if (f->d_name[0] == '.')
+				continue;
+			snprintf(path, sizeof path, "%s/%s/%s", root, e->d_name, f->d_name);
+			if (!(fp = fopen(path, "rb")))
+				continue;
+			text = malloc(1 << 20);
+			assert_non_null(text);
+			n = fread(text, 1, 1 << 20, fp);
+			fclose(fp);
+			files++;
+			json += json_check(text, n, JSON_MAX_DEPTH, NULL) == JSON_OK;
+			for (size_t k = 0; k <= n && k <= 4096; k++)
+				same_as_tree(text, k);
+			same_as_tree(text, n);
+			free(text);
+		}
+		closedir(dir);
+	}
+	closedir(top);
+	assert_true(files >= 4);
+	assert_true(json >= 4);
+}
+
 static void test_depth(void **state)
 {
 	char *deep = malloc(2 * JSON_MAX_DEPTH + 3);
@@ -382,6 +734,10 @@ int main(void)
 	    cmocka_unit_test(test_string_every_offset),
 	    cmocka_unit_test(test_depth),
 	    cmocka_unit_test(test_duplicate_members),
+	    cmocka_unit_test(test_duplicate_members_scan),
+	    cmocka_unit_test(test_duplicate_members_many),
+	    cmocka_unit_test(test_duplicate_members_random),
+	    cmocka_unit_test(test_duplicate_members_corpus),
 	    cmocka_unit_test(test_number_range),
 	    cmocka_unit_test(test_nul_escape),
 	    cmocka_unit_test(test_utf8),
