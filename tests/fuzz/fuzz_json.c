@@ -6,7 +6,10 @@
  * accepts no \u0000 in a string, and points at the one it refuses; an
  * error is reported inside the input; a text accepted at some depth bound
  * is accepted at every larger one, and one refused as too deep is refused
- * at every smaller one. */
+ * at every smaller one. And json_check_members, the same scan keeping the
+ * member names: it says what json_check says (status and offset, at both
+ * bounds), and for a text accepted the duplicate name that cJSON's tree
+ * walked finds (json_tree_duplicate_member), the same name cut alike. */
 #include <math.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +47,40 @@ static int all_finite(const cJSON *j)
 	return 1;
 }
 
+/* The duplicate check on cJSON's tree of s[0..n): what the scan must say. */
+static int dup_by_tree(const char *s, size_t n, char *name, size_t namelen)
+{
+	cJSON *root = cJSON_ParseWithLength(s, n);
+	int rc;
+	if (!root)
+		return -1;
+	rc = json_tree_duplicate_member(root, name, namelen);
+	cJSON_Delete(root);
+	return rc;
+}
+
+/* json_check_members against json_check at the bound `depth`, and when the
+ * text is accepted at cJSON's bound, against the tree's duplicate check. */
+static void same_members(const char *s, size_t size, int depth, size_t namelen)
+{
+	char name[64], want[64];
+	size_t at1 = (size_t)-1, at2 = (size_t)-2;
+	json_status st = json_check(s, size, depth, &at1);
+	int dup = 7, rc;
+	if (json_check_members(s, size, depth, &at2, &dup, name, namelen) != st)
+		__builtin_trap();
+	if (st != JSON_OK) {
+		if (at1 != at2 || dup != 0)
+			__builtin_trap();
+		return;
+	}
+	if (depth < JSON_MAX_DEPTH)
+		return;
+	rc = dup_by_tree(s, size, want, namelen);
+	if (dup != rc || (rc == 1 && namelen && strcmp(name, want)))
+		__builtin_trap();
+}
+
 static int only_whitespace(const char *p, const char *end)
 {
 	for (; p < end; p++)
@@ -79,6 +116,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 		cJSON_Delete(j);
 	}
+	/* the names kept whole, or cut to a few bytes (from the input) */
+	same_members(s, size, JSON_MAX_DEPTH, 64);
+	same_members(s, size, JSON_MAX_DEPTH, size ? data[size - 1] % 5 : 0);
+	same_members(s, size, depth, 64);
 	at = (size_t)-1;
 	small = json_check(s, size, depth, &at);
 	if (small == JSON_OK && full != JSON_OK)
