@@ -323,6 +323,19 @@ def test_check_config_runs_the_plugins_checks_of_their_values(evhostd):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_a_check_that_fails_without_naming_a_key_is_still_said(evhostd, build_dir):
+    """A plugin's check that returns an error without evh_config_error is
+    refused at its section's line, with its last ERROR line when it logged one."""
+    probe = fixture_dir(build_dir) / "probe.so"
+    for fails, said in (("silent", "the plugin's check failed (invalid argument)"),
+                        ("logged", "the plugin's check failed (failure): probe: "
+                                   "check: the weather is wrong")):
+        r = evhostd.run(["--check-config"], dropins={"50-probe.conf": (
+            f"# probe\n[plugin.probe]\npath = {probe}\ncheck_fails = {fails}\n")})
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"conf.d/50-probe.conf:2: [plugin.probe] {said}" in r.stdout, r.stdout
+
+
 def test_check_config_warns_of_what_would_refuse_a_disabled_plugin(evhostd, build_dir):
     """A disabled plugin's section was not read at all: a typo in it showed
     only when `evhostctl enable` reloaded (refused). --check-config says it
