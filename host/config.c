@@ -1617,6 +1617,18 @@ static void k_token_ttl_max(set_ctx *x, const cfg_entry *e)
 		x->s->token_ttl_max_s = ms / 1000;
 }
 
+/* How old the kept set may be to be used at a start while the provider
+ * is down: keys it has since withdrawn (a leaked one) are not trusted for
+ * ever. */
+static void k_jwt_jwks_cache_max_age(set_ctx *x, const cfg_entry *e)
+{
+	int64_t ms;
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL)
+		bad_value(x, e, "expected a duration from 1m to 366d, such as 12h or 7d");
+	else
+		x->s->jwks_cache_max_age_s = ms / 1000;
+}
+
 static const key_def auth_keys[] = {
     {"token_ttl_max", k_token_ttl_max},
     {"jwt_secret_file", k_jwt_secret_file},
@@ -1629,6 +1641,7 @@ static const key_def auth_keys[] = {
     {"jwt_jwks_url", k_jwt_jwks_url},
     {"jwt_jwks_ca_file", k_jwt_jwks_ca_file},
     {"jwt_jwks_refresh", k_jwt_jwks_refresh},
+    {"jwt_jwks_cache_max_age", k_jwt_jwks_cache_max_age},
     {NULL, NULL},
 };
 
@@ -1974,6 +1987,7 @@ static void settings_defaults(set_ctx *x)
 	s->trace_interval_ms = 2000;
 	s->jwks_refresh_s = 3600;
 	s->token_ttl_max_s = 30 * 86400;
+	s->jwks_cache_max_age_s = 7 * 86400;
 	s->trace_timeout_ms = 10000;
 }
 

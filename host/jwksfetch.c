@@ -30,6 +30,7 @@ struct jwks_fetcher {
 	/* Settings, fixed. */
 	char *url, *host, *port, *target, *ca_file, *issuer, *cache_path;
 	int refresh_s;
+	int64_t cache_max_age_s; /* the kept set is not used at a start when older */
 	int tls; /* https:// */
 	/* The keys, under rw: readers hold them for a check. */
 	pthread_rwlock_t rw;
@@ -97,6 +98,7 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&f->mu, NULL);
 	f->refresh_s = s->jwks_refresh_s;
+	f->cache_max_age_s = s->jwks_cache_max_age_s;
 	f->url = dup_opt(s->jwks_url, &oom);
 	f->host = dup_opt(s->jwks_host, &oom);
 	f->port = dup_opt(s->jwks_port, &oom);
@@ -315,6 +317,21 @@ static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 	free(b.p);
 }
 
+/* Whether `when` (save_cache's "YYYY-MM-DDTHH:MM:SSZ") is at most max_age_s
+ * ago; a time that cannot be read is not. */
+static int fetched_recently(const char *when, int64_t max_age_s)
+{
+	struct tm tm;
+	const char *end;
+	time_t t;
+
+	memset(&tm, 0, sizeof tm);
+	end = strptime(when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+	if (!end || *end || (t = timegm(&tm)) == (time_t)-1)
+		return 0;
+	return (int64_t)time(NULL) - (int64_t)t <= max_age_s;
+}
+
 /* The keys kept by an earlier run, when fetching at start failed: 0 when
  * they are in use. Said in the log either way, unless there is no cache. */
 static int use_cache(jwks_fetcher *f)
@@ -354,6 +371,11 @@ static int use_cache(jwks_fetcher *f)
 	} else if (strcmp(url->valuestring, f->url) != 0) {
 		log_info("host", "%s holds the keys of %s, not of %s: not used", f->cache_path,
 		         url->valuestring, f->url);
+	} else if (!fetched_recently(when->valuestring, f->cache_max_age_s)) {
+		log_warn("host", "%s holds the keys fetched from %s at %s, longer ago than [auth] "
+		                 "jwt_jwks_cache_max_age (%lld s) allows: not used (the provider may "
+		                 "have withdrawn some since)",
+		         f->cache_path, f->url, when->valuestring, (long long)f->cache_max_age_s);
 	} else if (!(set_text = cJSON_PrintUnformatted(set))) {
 		log_warn("host", "out of memory reading %s", f->cache_path);
 	} else if (load_set(set_text, strlen(set_text), &l, err, sizeof err) != 0) {

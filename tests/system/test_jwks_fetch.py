@@ -662,6 +662,23 @@ def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, bu
         in d3.log_text(), d3.log_tail()
     assert_not_fetched_yet(d3, token(k["rsa"], "rsa-1"))
     assert d3.stop() == 0
+    # Kept longer ago than jwt_jwks_cache_max_age (7 days by default): not
+    # used, the provider may have withdrawn a key since; younger, it is.
+    kept = json.loads(cache.read_text())
+    kept["fetched_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                       time.gmtime(time.time() - 8 * 86400))
+    cache.write_text(json.dumps(kept))
+    d5 = start(evhostd, build_dir, auth, state_dir=state)
+    d5.wait_for_log(cannot(idp.url), timeout=5)
+    assert (f"{cache} holds the keys fetched from {idp.url} at {kept['fetched_at']}, longer "
+            "ago than [auth] jwt_jwks_cache_max_age (604800 s) allows: not used") \
+        in d5.log_text(), d5.log_tail()
+    assert_not_fetched_yet(d5, token(k["rsa"], "rsa-1"))
+    assert d5.stop() == 0
+    d6 = start(evhostd, build_dir, dict(auth, jwt_jwks_cache_max_age="9d"), state_dir=state)
+    d6.wait_for_log(f"[auth] using the keys fetched from {idp.url} at ", timeout=5)
+    assert_ok(d6, token(k["rsa"], "rsa-1"), "a cached key, 8 days old")
+    assert d6.stop() == 0
     # A cache damaged, or too large to be one: said, not used, nothing else changes.
     for content, why in ((b'{"url": "' + idp.url.encode() + b'", "jwks": {"ke', "is not a "
                           "JWKS cache evhostd wrote: not used"),
