@@ -83,6 +83,11 @@ int user_db_page(evh_tx *tx, int64_t after_seq, int limit, cJSON *items, int *mo
  * and 503 answered: the handler returns what this returns. */
 int user_sign_out(user_state *st, evh_response *resp, evh_tx *tx, const char *id,
                   int *answered);
+/* Sign user `id` out again once the change is committed: a login that
+ * read the account before the commit and signed its token after the first
+ * sign-out is refused too (see account_unchanged in user_auth.c). A failure
+ * to save it is logged; it holds until evhostd stops. */
+void user_sign_out_after(user_state *st, const char *id);
 /* POST /auth/logout: sign the token's user out everywhere (204). */
 int user_logout(evh_request *req, evh_response *resp, void *ud);
 

@@ -130,8 +130,34 @@ static int find_account(user_state *st, const char *email, user_rec *u, int *fou
 	return EVH_OK;
 }
 
+/* Is user `u` still as the login found it: there, with the password it
+ * checked? A login reads the account, then spends an Argon2id check before
+ * it signs; a new password or a deletion committed meanwhile signs the user
+ * out before the token exists, and the token would be good. Asked after the
+ * token is signed: a change committed later signs out again after its
+ * commit (user_sign_out_after), which refuses this token. EVH_OK, and *same
+ * says; else the failure. */
+static int account_unchanged(user_state *st, const user_rec *u, int *same)
+{
+	user_rec now;
+	evh_tx *tx;
+	int rc;
+
+	*same = 0;
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+		return reply_log_failure(st->p, NULL, rc, "login: begin");
+	rc = user_db_get(tx, u->id, &now);
+	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
+		return reply_log_failure(st->p, tx, rc, "login: read user again");
+	evh_tx_rollback(tx);
+	*same = rc == EVH_OK && !strcmp(now.password_hash, u->password_hash);
+	sodium_memzero(now.password_hash, sizeof now.password_hash);
+	return EVH_OK;
+}
+
 static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 {
+	int same;
 	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
 	const char *role_ptrs[USER_ROLES_MAX];
 	size_t n = user_roles_split(u->roles, roles, USER_ROLES_MAX), i;
@@ -149,6 +175,11 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 		                        "login is not configured on this server", NULL);
 	if (rc != EVH_OK)
 		return rc;
+	if ((rc = account_unchanged(st, u, &same)) != EVH_OK || !same) {
+		evh_free(token);
+		/* The password it checked is no longer the account's. */
+		return rc != EVH_OK ? reply_failure(resp, rc) : reply_bad_credentials(resp);
+	}
 	out = cJSON_CreateObject();
 	if (out && cJSON_AddStringToObject(out, "token", token) &&
 	    cJSON_AddStringToObject(out, "token_type", "Bearer") &&
@@ -342,6 +373,19 @@ int user_sign_out(user_state *st, evh_response *resp, evh_tx *tx, const char *id
 	                        "the user's tokens could not be signed out, so nothing was "
 	                        "changed; try again",
 	                        NULL);
+}
+
+void user_sign_out_after(user_state *st, const char *id)
+{
+	int rc = evh_auth_revoke(st->p, id);
+
+	/* In force anyway (the host holds it in memory when it cannot save
+	 * it); the sign-out before the commit is on disk. */
+	if (rc != EVH_OK && rc != EVH_ESTATE && rc != EVH_EUNSUPPORTED)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "user %s: the sign-out after the change could not be saved (%s): a token "
+		        "of a login that raced the change is refused until evhostd stops",
+		        id, evh_strerror(rc));
 }
 
 int user_logout(evh_request *req, evh_response *resp, void *ud)

@@ -358,6 +358,8 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 		cJSON_free(json);
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: commit");
 	}
+	if (new_password)
+		user_sign_out_after(st, u->id);
 	return reply_text(resp, 200, json);
 }
 
@@ -467,6 +469,7 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 		return rc;
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "delete user: commit");
+	user_sign_out_after(st, id);
 	evh_resp_status(resp, 204);
 	return EVH_OK;
 }

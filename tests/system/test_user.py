@@ -779,6 +779,48 @@ def test_bad_token_ttl_max_stops_the_start(evhostd, tmp_path, value):
     assert "token_ttl_max" in d.log_text() and "from 1m to 366d" in d.log_text(), d.log_text()
 
 
+@pytest.mark.parametrize("change", ["password", "delete"])
+def test_a_login_racing_a_sign_out_gets_no_token_that_lasts(evhostd, tmp_path, change):
+    """A login reads the account, checks the password (Argon2id, the slow
+    part), then signs. A new password or a deletion committed meanwhile had
+    signed the user out before the token was signed: a login with the old
+    password kept a token past the change, for a deleted account too."""
+    config = user_config(tmp_path, argon2_memlimit="8M", hash_concurrency="4",
+                         **{"login.max_failures": "0", "login.max_failures_per_address": "0"})
+    d = evhostd(config)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    kept = []
+    for _ in range(4):
+        user = register(d)
+        stop, tokens = threading.Event(), []
+
+        def spin():
+            while not stop.is_set():
+                r = d.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+                if r.status_code == 200:
+                    tokens.append(r.json()["token"])
+
+        threads = [threading.Thread(target=spin) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        if change == "password":
+            r = d.patch(f"/users/{user['id']}", json={"password": "set by admin"},
+                        headers=bearer(admin))
+            assert r.status_code == 200, r.text
+        else:
+            r = d.delete(f"/users/{user['id']}", headers=bearer(admin))
+            assert r.status_code == 204, r.text
+        stop.set()
+        for t in threads:
+            t.join()
+        assert tokens
+        # Every token a login answered was had with the old password (or
+        # for the account deleted): none is good now.
+        kept += [t for t in tokens if rename(d, user, t).status_code != 401]
+    assert not kept, [claims(t) for t in kept]
+
+
 def test_an_unreadable_sign_out_file_stops_the_start(evhostd, tmp_path):
     """Starting without the sign-outs would take the tokens they refuse."""
     config = user_config(tmp_path)
