@@ -15,6 +15,7 @@
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
+#include "revoke.h"
 #include "store.h"
 #include "stream.h"
 #include "trace.h"
@@ -417,8 +418,9 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 		             ttl_s, (long long)k->ttl_max_s);
 		return EVH_EINVAL;
 	}
-	if (jwt_sign(subject, roles, nroles, clock_wall_ms(), ttl_s, k->issuer, k->secret, k->len,
-	             token) != 0)
+	if (jwt_sign(subject, roles, nroles,
+	             revocations_sign_ms(p->host->revoked, subject, clock_wall_ms()), ttl_s,
+	             k->issuer, k->secret, k->len, token) != 0)
 		return EVH_ENOMEM;
 	return EVH_OK;
 }

@@ -1636,8 +1636,8 @@ static const char *stream_token_ended(const http_server *srv, const evh_request 
 	if ((int64_t)time(NULL) > req->claims.exp + HTTP_JWT_LEEWAY_S)
 		return "token expired";
 	if (!req->claims.foreign) {
-		int64_t since = revocations_since(srv->h->revoked, req->claims.sub, clock_wall_ms());
-		if (since && req->claims.iat_ms < since)
+		if (revocations_revokes(srv->h->revoked, req->claims.sub, req->claims.iat_ms,
+		                        clock_wall_ms()))
 			return "token revoked";
 	}
 	return NULL;

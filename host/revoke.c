@@ -332,6 +332,19 @@ int64_t revocations_since(revocations *r, const char *subject, int64_t now_ms)
 	return since;
 }
 
+int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int64_t now_ms)
+{
+	int64_t since = revocations_since(r, subject, now_ms);
+	/* Signed in the sign-out's millisecond: maybe before it. */
+	return since && iat_ms <= since;
+}
+
+int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
+{
+	int64_t since = revocations_since(r, subject, now_ms);
+	return since >= now_ms ? since + 1 : now_ms;
+}
+
 const char *revocations_path(const revocations *r) { return r->path; }
 
 size_t revocations_count(revocations *r) { return r ? atomic_load(&r->count) : 0; }
@@ -339,7 +352,6 @@ size_t revocations_count(revocations *r) { return r ? atomic_load(&r->count) : 0
 const char *revocations_refuse(revocations *r, const jwt_claims *c, int64_t ttl_max_s,
                                int64_t now_ms)
 {
-	int64_t since;
 	if (c->foreign)
 		return NULL;
 	if (c->iat_ms < 0)
@@ -348,6 +360,5 @@ const char *revocations_refuse(revocations *r, const jwt_claims *c, int64_t ttl_
 	 * token_ttl_max, and a token signed for longer is not taken. */
 	if (c->exp - c->iat_ms / 1000 > ttl_max_s)
 		return revoke_reason_too_long;
-	since = revocations_since(r, c->sub, now_ms);
-	return since && c->iat_ms < since ? revoke_reason_revoked : NULL;
+	return revocations_revokes(r, c->sub, c->iat_ms, now_ms) ? revoke_reason_revoked : NULL;
 }

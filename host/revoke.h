@@ -3,7 +3,9 @@
  * plugin's EVH_ROUTE_AUTH routes and open event streams.
  *
  * A revocation is the subject and the moment, in milliseconds: a token whose
- * evh_iat_ms (the millisecond it was signed, jwt.h) is earlier is refused.
+ * evh_iat_ms (the millisecond it was signed, jwt.h) is earlier, or the same,
+ * is refused; tokens signed after it are given a later one
+ * (revocations_sign_ms).
  * It is kept in memory for lookups and in a small SQLite file of its own
  * (<state_dir>/evhostd.auth.db, written with a full sync before the call
  * returns) so a restart does not bring signed-out tokens back. It is kept
@@ -39,6 +41,17 @@ int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t
 
 /* The moment before which `subject`'s tokens are refused, or 0. */
 int64_t revocations_since(revocations *r, const char *subject, int64_t now_ms);
+
+/* Does a sign-out of `subject` refuse its token signed at `iat_ms`? One
+ * signed in the very millisecond of the sign-out is refused: it may have
+ * been signed (and handed out) just before it. */
+int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int64_t now_ms);
+
+/* The moment to sign a token for `subject` at (its evh_iat_ms): `now_ms`,
+ * or just after the subject's sign-out when that is not earlier (the same
+ * millisecond, or a clock stepped back), so that a login right after a
+ * sign-out is good. */
+int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms);
 
 /* The file's path, as given to revocations_open. */
 const char *revocations_path(const revocations *r);

@@ -137,8 +137,20 @@ static void test_refuse_reasons(void **state)
 	c = own_token("u-1", T0 + 100, 3600);
 	assert_int_equal(revocations_add(f->r, "u-1", T0 + 200, T0 + DAY_MS, err, sizeof err), 0);
 	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300), revoke_reason_revoked);
-	c = own_token("u-1", T0 + 200, 3600);
+	c = own_token("u-1", T0 + 201, 3600);
 	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300));
+	/* Signed in the sign-out's very millisecond, maybe just before it and
+	 * handed out: refused. A token signed after it in that millisecond is
+	 * given the next one, and is good. */
+	c = own_token("u-1", T0 + 200, 3600);
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, T0 + 200), revoke_reason_revoked);
+	assert_int_equal(revocations_sign_ms(f->r, "u-1", T0 + 200), T0 + 201);
+	assert_int_equal(revocations_sign_ms(f->r, "u-1", T0 + 150), T0 + 201); /* clock back */
+	assert_int_equal(revocations_sign_ms(f->r, "u-1", T0 + 250), T0 + 250);
+	assert_int_equal(revocations_sign_ms(f->r, "u-2", T0 + 200), T0 + 200);
+	assert_int_equal(revocations_sign_ms(NULL, "u-1", T0 + 200), T0 + 200);
+	c = own_token("u-1", revocations_sign_ms(f->r, "u-1", T0 + 200), 3600);
+	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 200));
 	c = own_token("u-2", T0 + 100, 3600);
 	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 300));
 	/* Another issuer's tokens are not this host's to refuse. */
