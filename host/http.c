@@ -1686,6 +1686,14 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 		                &len);
 		if (!buf)
 			continue;
+		/* Asked again for what waited: an event published after a sign-out
+		 * while this worker waited is not the signed-out token's. */
+		if ((ended = stream_token_ended(srv, req)) != NULL) {
+			free(buf);
+			snprintf(end, sizeof end, ": %s\n\n", ended);
+			stream_put(c, end, strlen(end), &sent);
+			break;
+		}
 		ok = stream_put(c, buf, len, &sent);
 		free(buf);
 		last = now_ms();

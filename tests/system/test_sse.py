@@ -450,6 +450,48 @@ def test_a_stream_ends_when_its_user_signs_out(evhostd, tmp_path, unique_name, b
     b_stream.close()
 
 
+def test_a_signed_out_stream_gets_no_event_published_after(evhostd, tmp_path, unique_name,
+                                                           build_dir):
+    """The token was asked about only before a stream waited (up to half a
+    second): an event published right after a sign-out still reached the
+    signed-out stream."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    streams = []
+    for name in ("Hal", "Ida"):
+        _, _, token = new_user(d, name)
+        streams.append((open_stream(d, token), token))
+    time.sleep(1)  # the welcome mails' events, if any, have come
+    for s, _ in streams:
+        while s.next_event(timeout=0.5) is not None:
+            pass
+    for _ in range(3):
+        before = [len(s.events) for s, _ in streams]
+        for s, token in streams:
+            r = d.post("/auth/logout", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 204, r.text
+        r = d.post("/notifications/broadcast", json={"subject": "After", "message": "x"},
+                   headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 202, r.text
+        bid = r.json()["broadcast_id"]
+        for (s, _), n in zip(streams, before):
+            assert s.read_to_eof(timeout=10), s.comments
+            assert "token revoked" in s.comments
+            assert not any(is_broadcast(bid)(e) for e in s.events[n:]), s.events[n:]
+            s.close()
+        streams = []
+        for name in ("Kim", "Lou"):
+            _, _, token = new_user(d, name)
+            streams.append((open_stream(d, token), token))
+        time.sleep(1)
+        for s, _ in streams:
+            while s.next_event(timeout=0.5) is not None:
+                pass
+    for s, _ in streams:
+        s.close()
+
+
 def test_max_streams_must_leave_a_worker_free(evhostd):
     r = evhostd.run(["--check-config"], config={"http": {"threads": 4, "max_streams": 4}})
     assert r.returncode != 0
