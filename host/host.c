@@ -581,6 +581,7 @@ static void host_reload_auth(host *h, host *next)
 {
 	auth_keyset *cur = atomic_load(&h->auth), *k;
 	const settings *n = &next->set;
+	char err[1024];
 	int secret_changed = !same_key(cur->secret, cur->len, n->jwt_secret, n->jwt_secret_len);
 	int previous_changed =
 	    !same_key(cur->previous, cur->previous_len, n->jwt_previous_secret,
@@ -622,6 +623,12 @@ static void host_reload_auth(host *h, host *next)
 		k->jwks = NULL;
 	}
 	k->older = cur;
+	/* Noted before a token can be signed for it (revocations_note_ttl). */
+	if (ttl_changed && h->revoked &&
+	    revocations_note_ttl(h->revoked, k->ttl_max_s, err, sizeof err) != 0)
+		log_warn("host", "reload: [auth] token_ttl_max: %s (sign-outs are kept for it until "
+		                 "evhostd stops)",
+		         err);
 	atomic_store(&h->auth, k);
 	if (secret_changed && k->secret)
 		log_info("host", "reload: [auth] tokens are now signed and checked with the key in %s",
@@ -689,10 +696,11 @@ int host_sign_out(host *h, const char *subject, const char *by, char *err, size_
 		return EVH_ESTATE;
 	}
 	now = clock_wall_ms();
-	/* Kept while a token signed before now may be taken: token_ttl_max,
-	 * and the leeway past its exp. */
+	/* Kept while a token signed before now may be taken: the longest
+	 * token_ttl_max ever in force, and the leeway past its exp. */
 	if (revocations_add(h->revoked, subject, now,
-	                    now + (k->ttl_max_s + HTTP_JWT_LEEWAY_S) * 1000, err, errlen) != 0) {
+	                    now + (revocations_ttl_high(h->revoked) + HTTP_JWT_LEEWAY_S) * 1000, err,
+	                    errlen) != 0) {
 		size_t n = strlen(err);
 		snprintf(err + n, errlen - n, " (refused until evhostd stops, not after a restart)");
 		return EVH_ESTORE;
@@ -719,6 +727,10 @@ static int open_revocations(host *h)
 		          err);
 		return -1;
 	}
+	if (revocations_note_ttl(h->revoked, h->set.token_ttl_max_s, err, sizeof err) != 0)
+		log_warn("host", "[auth] token_ttl_max: %s (sign-outs are kept for it until evhostd "
+		                 "stops)",
+		         err);
 	n = revocations_count(h->revoked);
 	if (n)
 		log_info("host", "[auth] %zu signed-out subject%s: their earlier tokens are refused", n,

@@ -36,6 +36,7 @@ struct revocations {
 	sqlite3 *db;
 	int64_t last_prune;
 	char *path;
+	int64_t ttl_high_s; /* the longest token_ttl_max noted (under db_lock) */
 };
 
 /* SipHash with a key of this run: subjects are the plugins' to choose,
@@ -158,13 +159,30 @@ static int db_schema(sqlite3 *db, char *err, size_t errlen)
 	}
 	if (version == REVOKE_SCHEMA)
 		return 0;
+	/* meta: ttl_high_s, the longest token_ttl_max ever in force. */
 	return db_exec(db,
 	               "BEGIN IMMEDIATE;"
 	               "CREATE TABLE IF NOT EXISTS revoked (subject TEXT PRIMARY KEY NOT NULL,"
 	               " since_ms INTEGER NOT NULL, until_ms INTEGER NOT NULL) WITHOUT ROWID;"
+	               "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY NOT NULL,"
+	               " value INTEGER NOT NULL) WITHOUT ROWID;"
 	               "PRAGMA user_version = 1;"
 	               "COMMIT",
-	               "cannot create its table", err, errlen);
+	               "cannot create its tables", err, errlen);
+}
+
+static int db_ttl_high(revocations *r, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+	if (sqlite3_prepare_v2(r->db, "SELECT value FROM meta WHERE name = 'ttl_high_s'", -1, &st,
+	                       NULL) != SQLITE_OK)
+		return db_fail(r->db, "cannot read it", err, errlen);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW)
+		r->ttl_high_s = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(r->db, "cannot read it", err, errlen);
 }
 
 static int db_load(revocations *r, int64_t now_ms, char *err, size_t errlen)
@@ -221,7 +239,8 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 		rc = sqlite3_busy_timeout(r->db, 5000) != SQLITE_OK ||
 		             db_exec(r->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL",
 		                     "cannot set it up", why, sizeof why) ||
-		             db_schema(r->db, why, sizeof why) || db_load(r, now_ms, why, sizeof why)
+		             db_schema(r->db, why, sizeof why) || db_ttl_high(r, why, sizeof why) ||
+		             db_load(r, now_ms, why, sizeof why)
 		         ? -1
 		         : 0;
 	if (rc != 0) {
@@ -343,6 +362,41 @@ int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 {
 	int64_t since = revocations_since(r, subject, now_ms);
 	return since >= now_ms ? since + 1 : now_ms;
+}
+
+int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = 0;
+	pthread_mutex_lock(&r->db_lock);
+	if (ttl_max_s > r->ttl_high_s) {
+		/* Held even if it cannot be saved: this run keeps its sign-outs
+		 * that long. */
+		r->ttl_high_s = ttl_max_s;
+		if (sqlite3_prepare_v2(r->db,
+		                       "INSERT INTO meta (name, value) VALUES ('ttl_high_s', ?) "
+		                       "ON CONFLICT (name) DO UPDATE SET value = max(value, "
+		                       "excluded.value)",
+		                       -1, &st, NULL) != SQLITE_OK) {
+			rc = db_fail(r->db, "cannot write it", err, errlen);
+		} else {
+			sqlite3_bind_int64(st, 1, ttl_max_s);
+			if (sqlite3_step(st) != SQLITE_DONE)
+				rc = db_fail(r->db, "cannot write it", err, errlen);
+			sqlite3_finalize(st);
+		}
+	}
+	pthread_mutex_unlock(&r->db_lock);
+	return rc;
+}
+
+int64_t revocations_ttl_high(revocations *r)
+{
+	int64_t v;
+	pthread_mutex_lock(&r->db_lock);
+	v = r->ttl_high_s;
+	pthread_mutex_unlock(&r->db_lock);
+	return v;
 }
 
 const char *revocations_path(const revocations *r) { return r->path; }

@@ -9,9 +9,10 @@
  * It is kept in memory for lookups and in a small SQLite file of its own
  * (<state_dir>/evhostd.auth.db, written with a full sync before the call
  * returns) so a restart does not bring signed-out tokens back. It is kept
- * until no token it refuses can still be valid: [auth] token_ttl_max after
- * it (no token of this host lives longer, see revocations_refuse), plus the
- * leeway a token gets past its exp. */
+ * until no token it refuses can still be valid: the longest [auth]
+ * token_ttl_max ever in force after it (no token of this host lives longer,
+ * see revocations_refuse and revocations_note_ttl), plus the leeway a token
+ * gets past its exp. */
 #ifndef EVHOST_REVOKE_H
 #define EVHOST_REVOKE_H
 #include <stddef.h>
@@ -52,6 +53,15 @@ int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int
  * millisecond, or a clock stepped back), so that a login right after a
  * sign-out is good. */
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms);
+
+/* Note that tokens may live `ttl_max_s` ([auth] token_ttl_max, at a start
+ * and when a reload changes it). The longest ever noted is kept in the
+ * file: a token signed while it was in force may be valid that long, so a
+ * sign-out is kept that long (revocations_ttl_high), even after the value
+ * was lowered and raised again. 0, or -1 with err when it could not be
+ * saved (held until the daemon stops). */
+int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen);
+int64_t revocations_ttl_high(revocations *r);
 
 /* The file's path, as given to revocations_open. */
 const char *revocations_path(const revocations *r);

@@ -160,6 +160,24 @@ static void test_refuse_reasons(void **state)
 	assert_null(revocations_refuse(f->r, &c, 60, T0 + 300));
 }
 
+/* The longest token_ttl_max ever noted is kept, across a restart: lowered
+ * and raised again, it would otherwise let a sign-out lapse before a token
+ * signed under the higher value. */
+static void test_ttl_high_water(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	assert_int_equal(revocations_ttl_high(f->r), 0);
+	assert_int_equal(revocations_note_ttl(f->r, 90 * 86400, err, sizeof err), 0);
+	assert_int_equal(revocations_note_ttl(f->r, 30 * 86400, err, sizeof err), 0);
+	assert_int_equal(revocations_ttl_high(f->r), 90 * 86400);
+	reopen(f, T0);
+	assert_int_equal(revocations_ttl_high(f->r), 90 * 86400);
+	assert_int_equal(revocations_note_ttl(f->r, 100 * 86400, err, sizeof err), 0);
+	reopen(f, T0);
+	assert_int_equal(revocations_ttl_high(f->r), 100 * 86400);
+}
+
 /* A file that cannot be used says so, with its path. */
 static void test_bad_files(void **state)
 {
@@ -204,6 +222,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_sign_out_and_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_and_pruned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refuse_reasons, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_ttl_high_water, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
