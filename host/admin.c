@@ -1179,8 +1179,6 @@ static int post_sign_out(host *h, evh_request *req, evh_response *resp)
 	rc = host_sign_out(h, sub->valuestring, ADMIN_LOG, err, sizeof err);
 	if (rc == EVH_EINVAL)
 		invalid(resp, "subject", SIGN_OUT_SUBJECT);
-	else if (rc == EVH_ESTATE)
-		problem(resp, 409, "conflict", NULL, "%s", err);
 	else if (rc != EVH_OK)
 		problem(resp, 500, "internal", NULL, "the sign-out could not be saved: %s", err);
 	if (rc != EVH_OK) {

@@ -690,11 +690,8 @@ int host_sign_out(host *h, const char *subject, const char *by, char *err, size_
 		snprintf(err, errlen, "the daemon is not started");
 		return EVH_ESTATE;
 	}
-	if (!k->secret) {
-		snprintf(err, errlen, "[auth] jwt_secret_file is not set, so this host has signed "
-		                      "no token");
-		return EVH_ESTATE;
-	}
+	/* Made without a jwt_secret_file too: a key taken away and given back
+	 * by reloads brings the tokens it signed back with it. */
 	now = clock_wall_ms();
 	/* Kept while a token signed before now may be taken: the longest
 	 * token_ttl_max ever in force, and the leeway past its exp. */

@@ -862,8 +862,8 @@ static inline int evh_auth_sign(evh_plugin *p, const char *subject, const char *
  * leave a window where the old tokens outlive the change. Only tokens of
  * this host ([auth] jwt_secret_file); another issuer's (evh_req_auth_local
  * says 0) are that issuer's to revoke. EVH_EINVAL: an empty subject or one
- * of 128 bytes or more. EVH_ESTATE: in check, or no [auth]
- * jwt_secret_file. EVH_ESTORE: the sign-out could not be saved; it holds
+ * of 128 bytes or more. EVH_ESTATE: in check (also made without an [auth]
+ * jwt_secret_file: a key given back would bring its tokens). EVH_ESTORE: the sign-out could not be saved; it holds
  * until evhostd stops (the log says why), so treat it as a failure of the
  * change that asked for it. EVH_EUNSUPPORTED: a host older than 1.8. */
 static inline int evh_auth_revoke(evh_plugin *p, const char *subject)
