@@ -37,6 +37,9 @@ struct revocations {
 	int64_t last_prune;
 	char *path;
 	int64_t ttl_high_s; /* the longest token_ttl_max noted (under db_lock) */
+	/* The latest moment a token was signed at (revocations_sign_ms): a
+	 * sign-out is no earlier, whatever the clock did meanwhile. */
+	_Atomic int64_t last_signed;
 };
 
 /* SipHash with a key of this run: subjects are the plugins' to choose,
@@ -313,11 +316,16 @@ fail:
 int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t until_ms,
                     char *err, size_t errlen)
 {
+	/* After every token signed so far: one signed while the clock ran
+	 * ahead (then set back) carries a later moment than now. */
+	int64_t since = atomic_load(&r->last_signed);
 	int rc, prune;
+
+	since = since >= now_ms ? since + 1 : now_ms;
 	/* In force before it is on disk: a failed write must not leave the
 	 * tokens good. */
 	pthread_rwlock_wrlock(&r->lock);
-	rc = put(r, subject, now_ms, until_ms);
+	rc = put(r, subject, since, until_ms);
 	pthread_rwlock_unlock(&r->lock);
 	if (rc != 0) {
 		snprintf(err, errlen, "out of memory");
@@ -325,7 +333,7 @@ int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t
 	}
 	pthread_mutex_lock(&r->db_lock);
 	prune = now_ms - r->last_prune >= REVOKE_PRUNE_MS;
-	rc = db_put(r, subject, now_ms, until_ms, now_ms, err, errlen);
+	rc = db_put(r, subject, since, until_ms, now_ms, err, errlen);
 	if (prune && rc == 0)
 		r->last_prune = now_ms;
 	pthread_mutex_unlock(&r->db_lock);
@@ -360,8 +368,14 @@ int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int
 
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 {
-	int64_t since = revocations_since(r, subject, now_ms);
-	return since >= now_ms ? since + 1 : now_ms;
+	int64_t since = revocations_since(r, subject, now_ms), at, seen;
+	at = since >= now_ms ? since + 1 : now_ms;
+	if (r) {
+		seen = atomic_load(&r->last_signed);
+		while (at > seen && !atomic_compare_exchange_weak(&r->last_signed, &seen, at))
+			;
+	}
+	return at;
 }
 
 int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen)

@@ -33,7 +33,9 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
                      size_t errlen);
 void revocations_close(revocations *r);
 
-/* Refuse the tokens signed for `subject` before `now_ms`, until `until_ms`.
+/* Refuse the tokens signed for `subject` before `now_ms`, or up to the
+ * latest token signed (revocations_sign_ms) when that is later (a clock
+ * set back), until `until_ms`.
  * In force in memory at once; then written to the file. Returns 0, or -1
  * with err when the file could not be written (the revocation holds until
  * the daemon stops, not past a restart). Also drops what has lapsed. */

@@ -160,6 +160,24 @@ static void test_refuse_reasons(void **state)
 	assert_null(revocations_refuse(f->r, &c, 60, T0 + 300));
 }
 
+/* A token signed while the clock ran ahead, the clock then set back: a
+ * sign-out made after it still refuses it (it is no earlier than the
+ * latest token signed), and a token signed after the sign-out is good. */
+static void test_clock_set_back(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	int64_t ahead = revocations_sign_ms(f->r, "u-1", T0 + 20000), after;
+	jwt_claims c = own_token("u-1", ahead, 3600);
+	assert_int_equal(ahead, T0 + 20000);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 100, T0 + DAY_MS, err, sizeof err), 0);
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, T0 + 200), revoke_reason_revoked);
+	after = revocations_sign_ms(f->r, "u-1", T0 + 300);
+	assert_true(after > ahead);
+	c = own_token("u-1", after, 3600);
+	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 400));
+}
+
 /* The longest token_ttl_max ever noted is kept, across a restart: lowered
  * and raised again, it would otherwise let a sign-out lapse before a token
  * signed under the higher value. */
@@ -223,6 +241,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_many_and_pruned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refuse_reasons, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_ttl_high_water, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clock_set_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
