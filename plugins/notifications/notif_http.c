@@ -259,6 +259,28 @@ static int blank(const char *s)
 	return 1;
 }
 
+/* 413 for a broadcast whose event evh_publish refused as too big: its key
+ * and data are `size` bytes. Says the size and the limit when the host
+ * tells the limit (evh_publish_max_bytes), as the host's log line does. */
+static int reply_too_big(notif_state *st, evh_response *resp, size_t size)
+{
+	size_t max = evh_publish_max_bytes(st->p);
+	char detail[256];
+
+	if (!max || size <= max)
+		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
+		                        "the broadcast's event would be larger than a Kafka message "
+		                        "may be",
+		                        "message");
+	snprintf(detail, sizeof detail,
+	         "the broadcast's event would be %zu bytes (the subject and message as JSON, with "
+	         "the broadcast's id and who asked for it); an event may be at most %zu bytes, "
+	         "since it must fit one Kafka message",
+	         size, max);
+	return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail,
+	                        "message");
+}
+
 int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 {
 	notif_state *st = ud;
@@ -322,11 +344,8 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 		                      "too many events are waiting to be published", NULL);
 		goto out;
 	}
-	if (rc == EVH_ETOOBIG) { /* the host logged the sizes */
-		rc = evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
-		                      "the broadcast's event would be larger than a Kafka message "
-		                      "may be",
-		                      "message");
+	if (rc == EVH_ETOOBIG) {
+		rc = reply_too_big(st, resp, strlen(id) + strlen(json));
 		goto out;
 	}
 	if (rc != EVH_OK) {
