@@ -1,6 +1,7 @@
 /* See reply.h. */
 #include "reply.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "../../host/jsonb.h"
@@ -84,13 +85,27 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 	return rc;
 }
 
-int reply_failure(evh_response *resp, int rc)
+int reply_failure(evh_plugin *p, evh_response *resp, int rc)
 {
-	if (rc == EVH_ETOOBIG) /* mostly the change's event: more than a Kafka message takes */
-		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
-		                        "this change, or the event it publishes, is larger than the "
-		                        "service takes (the daemon's log says which limit)",
+	size_t max = p ? evh_publish_max_bytes(p) : 0;
+	char detail[256];
+
+	/* Mostly the change's event, more than a Kafka message takes, though a
+	 * storage limit says the same: the plugin cannot tell which. */
+	if (rc == EVH_ETOOBIG) {
+		if (!max)
+			return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
+			                        "this change, or the event it publishes, is larger than "
+			                        "the service takes",
+			                        NULL);
+		snprintf(detail, sizeof detail,
+		         "this change, or the event it publishes, is larger than the service takes: "
+		         "an event may be at most %zu bytes (its key and data), since it must fit "
+		         "one Kafka message",
+		         max);
+		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail,
 		                        NULL);
+	}
 	if (rc != EVH_EFULL)
 		return rc;
 	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);
@@ -100,5 +115,5 @@ int reply_failure(evh_response *resp, int rc)
 
 int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what)
 {
-	return reply_failure(resp, reply_log_failure(p, tx, rc, what));
+	return reply_failure(p, resp, reply_log_failure(p, tx, rc, what));
 }

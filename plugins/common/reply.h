@@ -28,9 +28,10 @@ int reply_not_found(evh_response *resp, const char *detail);
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what);
 /* Answer a failed storage call: 503 + Retry-After when the outbox is full
  * (EVH_EFULL), 413 when something is too big (EVH_ETOOBIG: mostly from
- * evh_publish, an event larger than a Kafka message may be); otherwise
- * return `rc` so the host answers 500. */
-int reply_failure(evh_response *resp, int rc);
+ * evh_publish, an event larger than a Kafka message may be; the answer says
+ * that limit in bytes when `p`'s host tells it, evh_publish_max_bytes);
+ * otherwise return `rc` so the host answers 500. */
+int reply_failure(evh_plugin *p, evh_response *resp, int rc);
 /* Both of the above: the usual end of a handler whose write failed. */
 int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what);
 #endif

@@ -90,7 +90,7 @@ static int reply_change_failure(crud_state *st, evh_response *resp, int rc, cons
 	char detail[256];
 
 	if (rc != EVH_ETOOBIG || !json || max <= idlen || (len = strlen(json)) + idlen <= max)
-		return reply_failure(resp, rc); /* not the event's size, or no limit known */
+		return reply_failure(st->p, resp, rc); /* not the event's size, or no limit known */
 	snprintf(detail, sizeof detail,
 	         "the document is %zu bytes as it would be stored (with its id); a document may "
 	         "be at most %zu bytes, since the event announcing each change must fit one "

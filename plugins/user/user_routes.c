@@ -198,7 +198,7 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 		goto out;
 	}
 	if (rc != EVH_OK) {
-		rc = reply_failure(resp, rc);
+		rc = reply_failure(st->p, resp, rc);
 		goto out;
 	}
 	snprintf(location, sizeof location, "/users/%s", u.id);

@@ -939,6 +939,31 @@ def test_full_outbox_answers_503_and_stores_nothing(evhostd, tmp_path):
         db.close()
 
 
+def test_a_user_whose_event_cannot_be_a_kafka_message_is_413_with_the_limit(evhostd, tmp_path):
+    """With message.max.bytes at its least (2048, 1024 for an event's key and
+    data), a user of the longest name and address makes an event too big to
+    send: 413, nothing stored, and the answer says the limit in bytes rather
+    than sending the client to a log it cannot read."""
+    config = user_config(tmp_path, admin=False)
+    config["kafka"] = {"rdkafka.message.max.bytes": "2048"}
+    d = evhostd(config)
+    r = d.post("/users", json={"name": "\U0001F600" * 200, "email": EMAIL_254,
+                               "password": PASSWORD})
+    p = problem(r, 413, "payload-too-large")
+    assert "an event may be at most 1024 bytes" in p["detail"], p
+    assert "log" not in p["detail"], p
+    assert all_users(d) == []
+    d.wait_for_log("more than a message may carry (1024")
+    # the same user under the line is stored; a PATCH over it is refused alike
+    user = register(d, "\U0001F600" * 100, EMAIL_254)
+    token = login(d, EMAIL_254)
+    r = d.patch(f"/users/{user['id']}", json={"name": "\U0001F600" * 200},
+                headers=bearer(token))
+    p = problem(r, 413, "payload-too-large")
+    assert "an event may be at most 1024 bytes" in p["detail"], p
+    assert d.get(f"/users/{user['id']}").json()["name"] == "\U0001F600" * 100
+
+
 # --------------------------------------------------- events on real Kafka
 
 
