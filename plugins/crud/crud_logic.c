@@ -341,64 +341,6 @@ int crud_media_type_is(const char *content_type, const char *type)
 	       *content_type == '\t';
 }
 
-/* ---------------------------------------------------------- query string */
-
-static int hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = (char)tolower((unsigned char)c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Percent-decode [s, e) into out (size bytes). 0, -1 when an escape is
- * malformed (or %00), -2 when it does not fit. */
-static int url_decode(const char *s, const char *e, char *out, size_t size)
-{
-	size_t o = 0;
-
-	for (; s < e; s++) {
-		int c = (unsigned char)*s;
-
-		if (c == '+') {
-			c = ' ';
-		} else if (c == '%') {
-			int hi = e - s > 2 ? hex_value(s[1]) : -1;
-			int lo = hi >= 0 ? hex_value(s[2]) : -1;
-			if (lo < 0 || (hi | lo) == 0)
-				return -1;
-			c = hi * 16 + lo;
-			s += 2;
-		}
-		if (o + 1 >= size)
-			return -2;
-		out[o++] = (char)c;
-	}
-	out[o] = '\0';
-	return 0;
-}
-
-int crud_query_next(const char **qs, char *name, size_t nlen, char *value, size_t vlen)
-{
-	const char *p = *qs, *end, *eq;
-	int bad;
-
-	while (*p == '&')
-		p++;
-	if (!*p) {
-		*qs = p;
-		return 0;
-	}
-	end = p + strcspn(p, "&");
-	eq = memchr(p, '=', (size_t)(end - p));
-	*qs = end;
-	if ((bad = url_decode(p, eq ? eq : end, name, nlen)) != 0)
-		return bad == -1 ? CRUD_QUERY_BAD_NAME_ESCAPE : CRUD_QUERY_BAD_NAME_LENGTH;
-	if ((bad = url_decode(eq ? eq + 1 : end, end, value, vlen)) != 0)
-		return bad == -1 ? CRUD_QUERY_BAD_VALUE_ESCAPE : CRUD_QUERY_BAD_VALUE_LENGTH;
-	return 1;
-}
-
 /* ---------------------------------------------------------------- filters */
 
 static const char *skip_digits(const char *p)

@@ -73,16 +73,6 @@ int crud_etag_matches(const char *header, int64_t version, int weak);
  * case ignored). */
 int crud_media_type_is(const char *content_type, const char *type);
 
-/* Iterate a raw query string: decode the next name=value pair ('+' and
- * %XX decoded) into the buffers and advance *qs. Returns 1 for a pair, 0 at
- * the end, or one of the CRUD_QUERY_BAD_* below for a part that cannot be
- * decoded: a malformed %XX or a %00, or more than its buffer holds. For a
- * bad value the name has been decoded, so the answer can name it. */
-int crud_query_next(const char **qs, char *name, size_t nlen, char *value, size_t vlen);
-#define CRUD_QUERY_BAD_NAME_ESCAPE (-1)
-#define CRUD_QUERY_BAD_NAME_LENGTH (-2)
-#define CRUD_QUERY_BAD_VALUE_ESCAPE (-3)
-#define CRUD_QUERY_BAD_VALUE_LENGTH (-4)
 
 typedef enum crud_filter_kind {
 	CRUD_F_TEXT = 1,

@@ -15,7 +15,7 @@
 
 #define CRUD_PAGE_DEFAULT 20
 #define CRUD_PAGE_MAX 100
-#define CRUD_QUERY_NAME_MAX 256
+#define CRUD_QUERY_NAME_MAX QUERY_NAME_MAX
 
 static const crud_collection *collection_of(crud_state *st, evh_request *req,
                                             evh_response *resp, int *rc)
@@ -361,33 +361,28 @@ static int add_filter(const crud_collection *c, const char *name, const char *va
 	return 0;
 }
 
-/* 422 for a query parameter crud_query_next could not decode (`bad`), naming
+/* 422 for a query parameter query_next could not decode (`bad`), naming
  * it (`field`, and in the detail) when its name could be decoded. */
 static int reply_bad_query(evh_response *resp, int bad, const char *name)
 {
-	char detail[CRUD_QUERY_NAME_MAX + 192];
+	char detail[QUERY_DETAIL_MAX];
+	const char *field;
 
 	switch (bad) {
-	case CRUD_QUERY_BAD_NAME_ESCAPE:
-		return reply_invalid(resp, NULL,
-		                     "a parameter name in the query string has a malformed "
-		                     "percent-escape (" QUERY_ESCAPE_RULE ")");
-	case CRUD_QUERY_BAD_NAME_LENGTH:
+	case QUERY_BAD_NAME_LENGTH:
 		snprintf(detail, sizeof detail,
 		         "a parameter name in the query string is longer than %d bytes (a filter "
 		         "names a field of at most %d)",
 		         CRUD_QUERY_NAME_MAX - 1, CRUD_NAME_MAX);
 		return reply_invalid(resp, NULL, detail);
-	case CRUD_QUERY_BAD_VALUE_ESCAPE:
-		snprintf(detail, sizeof detail,
-		         "the value of query parameter '%s' has a malformed percent-escape (%s)", name,
-		         QUERY_ESCAPE_RULE);
-		return reply_invalid(resp, name, detail);
-	default: /* CRUD_QUERY_BAD_VALUE_LENGTH */
+	case QUERY_BAD_VALUE_LENGTH:
 		snprintf(detail, sizeof detail,
 		         "the value of query parameter '%s' is longer than %d bytes", name,
 		         CRUD_FILTER_VALUE_MAX);
 		return reply_invalid(resp, name, detail);
+	default: /* an escape, the name's or the value's */
+		field = query_escape_problem(bad, name, detail, sizeof detail);
+		return reply_invalid(resp, field, detail);
 	}
 }
 
@@ -409,7 +404,7 @@ static int read_filters(evh_request *req, evh_response *resp, const crud_collect
 				return -1;
 		return 0;
 	}
-	while (qs && (got = crud_query_next(&qs, name, sizeof name, value, sizeof value))) {
+	while (qs && (got = query_next(&qs, name, sizeof name, value, sizeof value))) {
 		if (got < 0) {
 			*rc = reply_bad_query(resp, got, name);
 			return -1;

@@ -210,14 +210,17 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	const char *recipient = evh_req_query(req, "recipient");
 	const char *cursor = evh_req_query(req, "cursor");
 	char after_created[NOTIF_TIME_LEN], err[512];
+	char name[QUERY_NAME_MAX], detail[QUERY_DETAIL_MAX];
 	char *after_id = NULL;
 	notif_entry *t = NULL, *m = NULL;
 	size_t nt = 0;
 	int limit, nm = 0, rc, ok = 1;
 	cJSON *page;
 
-	if (!query_escapes_ok(evh_req_query_string(req)))
-		return problem_422(resp, QUERY_ESCAPES_BAD, NULL);
+	if ((rc = query_find_bad_escape(evh_req_query_string(req), name, sizeof name)) != 0) {
+		const char *field = query_escape_problem(rc, name, detail, sizeof detail);
+		return problem_422(resp, detail, field);
+	}
 	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)
 		return problem_422(resp, "limit must be an integer from 1 to 100", "limit");
 	if (cursor && *cursor && notif_cursor_decode(cursor, after_created, &after_id) < 0)

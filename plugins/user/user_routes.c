@@ -235,13 +235,16 @@ static int list_users(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
 	const char *cursor = evh_req_query(req, "cursor");
+	char name[QUERY_NAME_MAX], detail[QUERY_DETAIL_MAX];
 	int64_t after = 0, last = 0;
 	int limit, more = 0, rc;
 	cJSON *items;
 	evh_tx *tx;
 
-	if (!query_escapes_ok(evh_req_query_string(req)))
-		return reply_invalid(resp, NULL, QUERY_ESCAPES_BAD);
+	if ((rc = query_find_bad_escape(evh_req_query_string(req), name, sizeof name)) != 0) {
+		const char *field = query_escape_problem(rc, name, detail, sizeof detail);
+		return reply_invalid(resp, field, detail);
+	}
 	if (paging_limit_parse(evh_req_query(req, "limit"), USER_PAGE_DEFAULT, USER_PAGE_MAX,
 	                       &limit) != 0)
 		return reply_invalid(resp, "limit", "limit must be a whole number from 1 to 100");

@@ -1,7 +1,9 @@
-/* libFuzzer: what crud.so reads from clients (plugins/crud/crud_logic.c).
+/* libFuzzer: what crud.so reads from clients (plugins/crud/crud_logic.c,
+ * plugins/common/query.c).
  * The first input byte picks a mode; the rest is:
- *   0: a query string, walked with crud_query_next and each pair made a
- *      filter under every declared type;
+ *   0: a query string, walked with query_next and each pair made a
+ *      filter under every declared type, and the first bad escape found
+ *      (query_find_bad_escape) as user.so and notifications.so do;
  *   1: an If-Match / If-None-Match header, matched against versions;
  *   2: a Content-Type header;
  *   3: "TARGET\0PATCH", two JSON texts (as the host's check lets in) for an
@@ -24,6 +26,7 @@
 
 #include "fuzz_modes.h"
 #include "json.h"
+#include "../../plugins/common/query.c"
 #include "../../plugins/crud/crud_logic.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -146,12 +149,12 @@ static void check_filter(const char *name, const char *value)
 
 static void fuzz_query(const char *qs)
 {
-	char name[NAME_CAP], value[VALUE_CAP];
-	const char *p = qs;
+	char name[NAME_CAP], value[VALUE_CAP], bad_name[NAME_CAP], detail[QUERY_DETAIL_MAX];
+	const char *p = qs, *field;
 	size_t steps = 0;
-	int got;
+	int got, expect = 0, bad = query_find_bad_escape(qs, bad_name, sizeof bad_name);
 
-	while ((got = crud_query_next(&p, name, sizeof name, value, sizeof value)) != 0) {
+	while ((got = query_next(&p, name, sizeof name, value, sizeof value)) != 0) {
 		const char *start, *end, *eq;
 		long nl, vl;
 
@@ -163,16 +166,24 @@ static void fuzz_query(const char *qs)
 		eq = memchr(start, '=', (size_t)(end - start));
 		nl = decoded_len(start, eq ? eq : end);
 		vl = eq ? decoded_len(eq + 1, end) : 0;
+		/* query_find_bad_escape said the first pair with a bad escape, and
+		 * for a value's its name as decoded here (when it fits) */
+		if (!expect && (nl < 0 || vl < 0)) {
+			expect = nl < 0 ? QUERY_BAD_NAME_ESCAPE : QUERY_BAD_VALUE_ESCAPE;
+			CHECK(bad == expect);
+			if (bad == QUERY_BAD_VALUE_ESCAPE)
+				CHECK(nl < NAME_CAP ? strcmp(bad_name, name) == 0 : !*bad_name);
+		}
 		if (got < 0) {
 			/* refused: a bad escape, or a part longer than its buffer;
 			 * for a bad value, the name decoded (the 422 names it) */
 			if (nl < 0 || nl >= NAME_CAP) {
-				CHECK(got == CRUD_QUERY_BAD_NAME_LENGTH ||
-				      (nl < 0 && got == CRUD_QUERY_BAD_NAME_ESCAPE));
+				CHECK(got == QUERY_BAD_NAME_LENGTH ||
+				      (nl < 0 && got == QUERY_BAD_NAME_ESCAPE));
 			} else {
 				CHECK(vl < 0 || vl >= VALUE_CAP);
-				CHECK(got == CRUD_QUERY_BAD_VALUE_LENGTH ||
-				      (vl < 0 && got == CRUD_QUERY_BAD_VALUE_ESCAPE));
+				CHECK(got == QUERY_BAD_VALUE_LENGTH ||
+				      (vl < 0 && got == QUERY_BAD_VALUE_ESCAPE));
 				CHECK(strlen(name) == (size_t)nl);
 			}
 			continue;
@@ -182,6 +193,14 @@ static void fuzz_query(const char *qs)
 		check_filter(name, value);
 	}
 	CHECK(*p == '\0');
+	CHECK(bad == expect);
+	if (!bad)
+		return;
+	/* the 422: a name only for a value's escape, in UTF-8; the detail whole */
+	field = query_escape_problem(bad, bad_name, detail, sizeof detail);
+	CHECK(!field || (field == bad_name && bad == QUERY_BAD_VALUE_ESCAPE && *field &&
+	                 json_utf8_error(field, strlen(field)) < 0));
+	CHECK(strlen(detail) + 1 < sizeof detail && detail[strlen(detail) - 1] == ')');
 }
 
 static void fuzz_etag(const char *header, const uint8_t *data, size_t size)

@@ -621,6 +621,9 @@ ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowe
     # a name that cannot be: said, without a field
     ("na%zzme=lamp", None, "a parameter name in the query string has a malformed "
                            "percent-escape " + ESCAPE_RULE),
+    # a name that is not UTF-8 is not put in the JSON answer
+    ("%ff=%zz", None, "the value of a query parameter has a malformed percent-escape "
+                      + ESCAPE_RULE),
     ("x" * 300 + "=1", None, "a parameter name in the query string is longer than 255 bytes"),
 ])
 def test_list_malformed_query_string(d, query, field, detail):

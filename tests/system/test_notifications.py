@@ -779,11 +779,21 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
         r = env.d.get("/notifications", params=params, headers=env.auth(admin))
         assert r.status_code == 422, (params, r.text)
         assert r.json().get("field") == field
-    # A filter whose escape is broken is refused, not dropped (every recipient's rows).
-    for query in ("recipient=u2%2", "recipient=%zz", "recipient=a%00b"):
+    # A filter whose escape is broken is refused, not dropped (every recipient's
+    # rows), naming the parameter as crud does; a broken name is said, unnamed.
+    rule = "(each % must be followed by two hex digits, and %00 is not allowed)"
+    for query, field in (("recipient=u2%2", "recipient"), ("recipient=%zz", "recipient"),
+                         ("recipient=a%00b", "recipient"), ("limit=2&cursor=%4", "cursor"),
+                         ("recip%69ent=%zz", "recipient"), ("recip%zzent=a", None)):
         status, _, body = env.d.get_raw("/notifications?" + query, headers=env.auth(admin))
         assert status == 422, (query, body)
-        assert "percent-escape" in body["detail"]
+        assert body.get("field") == field, (query, body)
+        if field:
+            assert body["detail"] == (f"the value of query parameter '{field}' has a malformed"
+                                      f" percent-escape {rule}"), (query, body)
+        else:
+            assert body["detail"] == ("a parameter name in the query string has a malformed"
+                                      f" percent-escape {rule}"), (query, body)
 
 
 def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):

@@ -256,13 +256,31 @@ def test_list_rejects_bad_limit_and_cursor(d, query, field):
     problem(d.get("/users?" + query), 422, "validation", field)
 
 
-@pytest.mark.parametrize("query", ["cursor=%zz", "limit=%4", "limit=1%00", "x=%"])
-def test_list_refuses_a_malformed_query_string(d, query):
-    # Not read as if the parameter were absent (the first page, the default limit).
+ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowed)"
+
+
+@pytest.mark.parametrize("query,field", [
+    ("cursor=%zz", "cursor"), ("limit=%4", "limit"), ("limit=1%00", "limit"), ("x=%", "x"),
+    ("limit=5&cursor=ab%2", "cursor"), ("curs%6Fr=%zz", "cursor"), ("li%zzmit=5", None),
+    ("%ff=%zz", None),
+])
+def test_list_refuses_a_malformed_query_string(d, query, field):
+    """Not read as if the parameter were absent (the first page, the default
+    limit): a 422 naming the parameter whose value is broken, as crud's does;
+    a broken name is said without a field."""
     status, ctype, body = d.get_raw("/users?" + query)
     assert status == 422, body
     assert ctype.startswith("application/problem+json")
-    assert "percent-escape" in body["detail"] and body.get("field") is None
+    assert body.get("field") == field, body
+    if field:
+        assert body["detail"] == (f"the value of query parameter '{field}' has a malformed "
+                                  f"percent-escape {ESCAPE_RULE}"), body
+    elif query.startswith("%ff"):  # a name that is not UTF-8 is not put in the JSON
+        assert body["detail"] == ("the value of a query parameter has a malformed "
+                                  f"percent-escape {ESCAPE_RULE}"), body
+    else:
+        assert body["detail"] == ("a parameter name in the query string has a malformed "
+                                  f"percent-escape {ESCAPE_RULE}"), body
 
 
 def test_list_limit_bounds_are_inclusive(d):

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "../../plugins/common/paging.c"
+#include "../../plugins/common/query.c"
 #include "../../plugins/crud/crud_logic.c"
 
 static int setup_sodium(void **state)
@@ -296,61 +297,61 @@ static void test_query_string(void **state)
 	char name[16], value[32];
 	(void)state;
 
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "a");
 	assert_string_equal(value, "1");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "b");
 	assert_string_equal(value, "hello world");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "c");
 	assert_string_equal(value, "A+\xc3\xa9");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "d");
 	assert_string_equal(value, "");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "limit");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "e");
 	assert_string_equal(value, "");
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 0);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 0);
 
 	/* A bad value: its name is decoded, for the 422 to name the parameter. */
 	qs = "x=%zz";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_VALUE_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_VALUE_ESCAPE);
 	assert_string_equal(name, "x");
 	qs = "x%79=%00";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_VALUE_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_VALUE_ESCAPE);
 	assert_string_equal(name, "xy");
 	qs = "x=%4";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_VALUE_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_VALUE_ESCAPE);
 	qs = "x=%";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_VALUE_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_VALUE_ESCAPE);
 	qs = "x=0123456789012345678901234567890123456789";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_VALUE_LENGTH);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_VALUE_LENGTH);
 	assert_string_equal(name, "x");
 	qs = "%zz=1";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_NAME_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_NAME_ESCAPE);
 	qs = "a%00=1";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_NAME_ESCAPE);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_NAME_ESCAPE);
 	qs = "averyveryverylongname=1";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value),
-	                 CRUD_QUERY_BAD_NAME_LENGTH);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value),
+	                 QUERY_BAD_NAME_LENGTH);
 	/* ...and the next pair is read after any of them */
 	qs = "%zz=1&b=2";
-	assert_true(crud_query_next(&qs, name, sizeof name, value, sizeof value) < 0);
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 1);
+	assert_true(query_next(&qs, name, sizeof name, value, sizeof value) < 0);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 1);
 	assert_string_equal(name, "b");
 	qs = "";
-	assert_int_equal(crud_query_next(&qs, name, sizeof name, value, sizeof value), 0);
+	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 0);
 }
 
 /* ---------------------------------------------------------------- filters */

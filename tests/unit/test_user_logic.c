@@ -293,13 +293,81 @@ static void test_query_escapes(void **state)
 	                                   "e=%41%42"};
 	static const char *const bad[] = {"x=%",   "x=%4",   "x=%zz",     "x=%g1",
 	                                  "x=%00", "%00=1",  "a=1&b=%2", "c=%%41"};
+	char name[QUERY_NAME_MAX];
 	(void)state;
 	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
-		if (!query_escapes_ok(good[i]))
+		if (query_find_bad_escape(good[i], name, sizeof name) != 0)
 			fail_msg("'%s' refused", good[i] ? good[i] : "(null)");
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-		if (query_escapes_ok(bad[i]))
+		if (query_find_bad_escape(bad[i], name, sizeof name) == 0)
 			fail_msg("'%s' accepted", bad[i]);
+}
+
+/* Which parameter: the first pair with a broken escape, its name decoded. */
+static void test_query_bad_escape_named(void **state)
+{
+	char name[8], detail[QUERY_DETAIL_MAX], longer[QUERY_NAME_MAX + 16];
+	const char *field;
+	(void)state;
+
+	assert_int_equal(query_find_bad_escape("limit=5&cursor=%zz", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(name, "cursor");
+	field = query_escape_problem(QUERY_BAD_VALUE_ESCAPE, name, detail, sizeof detail);
+	assert_string_equal(field, "cursor");
+	assert_string_equal(detail, "the value of query parameter 'cursor' has a malformed "
+	                            "percent-escape (" QUERY_ESCAPE_RULE ")");
+	/* the name is decoded; the first bad pair is the one said */
+	assert_int_equal(query_find_bad_escape("re%63i+p=%00&limit=%4", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(name, "reci p");
+	assert_int_equal(query_find_bad_escape("x=1&&limit=1%4", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(name, "limit");
+	/* a name's escape: no field, whatever comes after */
+	assert_int_equal(query_find_bad_escape("a=1&li%zzmit=%zz", name, sizeof name),
+	                 QUERY_BAD_NAME_ESCAPE);
+	assert_null(query_escape_problem(QUERY_BAD_NAME_ESCAPE, name, detail, sizeof detail));
+	assert_string_equal(detail, "a parameter name in the query string has a malformed "
+	                            "percent-escape (" QUERY_ESCAPE_RULE ")");
+	/* a name too long for the buffer, or empty: said without one */
+	assert_int_equal(query_find_bad_escape("abcdefgh=%zz", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(name, "");
+	assert_null(query_escape_problem(QUERY_BAD_VALUE_ESCAPE, name, detail, sizeof detail));
+	assert_string_equal(detail, "the value of a query parameter has a malformed "
+	                            "percent-escape (" QUERY_ESCAPE_RULE ")");
+	assert_int_equal(query_find_bad_escape("=%zz", name, sizeof name), QUERY_BAD_VALUE_ESCAPE);
+	assert_null(query_escape_problem(QUERY_BAD_VALUE_ESCAPE, name, detail, sizeof detail));
+	/* ...or not UTF-8: the answer is JSON */
+	assert_int_equal(query_find_bad_escape("%ff=%zz", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(name, "\xff");
+	assert_null(query_escape_problem(QUERY_BAD_VALUE_ESCAPE, name, detail, sizeof detail));
+	assert_string_equal(detail, "the value of a query parameter has a malformed "
+	                            "percent-escape (" QUERY_ESCAPE_RULE ")");
+	assert_int_equal(query_find_bad_escape("%c3%a9t%c3%a9=%zz", name, sizeof name),
+	                 QUERY_BAD_VALUE_ESCAPE);
+	assert_string_equal(query_escape_problem(QUERY_BAD_VALUE_ESCAPE, name, detail, sizeof detail),
+	                    "\xc3\xa9t\xc3\xa9");
+	/* values and names of any length are checked, not refused */
+	memset(longer, 'a', sizeof longer - 1);
+	longer[sizeof longer - 1] = '\0';
+	assert_int_equal(query_find_bad_escape(longer, name, sizeof name), 0);
+	longer[sizeof longer - 2] = '%';
+	assert_int_equal(query_find_bad_escape(longer, name, sizeof name), QUERY_BAD_NAME_ESCAPE);
+	/* the longest name that fits is named in full */
+	memset(longer, 'n', QUERY_NAME_MAX - 1);
+	strcpy(longer + QUERY_NAME_MAX - 1, "=%zz");
+	{
+		char big[QUERY_NAME_MAX];
+		assert_int_equal(query_find_bad_escape(longer, big, sizeof big),
+		                 QUERY_BAD_VALUE_ESCAPE);
+		assert_int_equal(strlen(big), QUERY_NAME_MAX - 1);
+		field = query_escape_problem(QUERY_BAD_VALUE_ESCAPE, big, detail, sizeof detail);
+		assert_ptr_equal(field, big);
+		assert_non_null(strstr(detail, QUERY_ESCAPE_RULE ")"));
+	}
 }
 
 int main(void)
@@ -311,7 +379,7 @@ int main(void)
 	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
 	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
-	    cmocka_unit_test(test_query_escapes),
+	    cmocka_unit_test(test_query_escapes), cmocka_unit_test(test_query_bad_escape_named),
 	};
 	return cmocka_run_group_tests(tests, setup_sodium, NULL);
 }
