@@ -350,6 +350,18 @@ static char *problem_type(const char *type)
 	return s;
 }
 
+/* Add `s` to `o` as member `name`, its bytes that are not UTF-8 (a
+ * request's path decoded from %ff, a plugin's text) as U+FFFD: the answer
+ * stays JSON a client can parse. 0, or -1 out of memory. */
+static int add_text(cJSON *o, const char *name, const char *s)
+{
+	int oom = 0;
+	char *clean = json_utf8_scrub(s, &oom);
+	int ok = !oom && cJSON_AddStringToObject(o, name, clean ? clean : s) != NULL;
+	free(clean);
+	return ok ? 0 : -1;
+}
+
 int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
                       const char *detail, const char *field)
 {
@@ -362,16 +374,14 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 	o = cJSON_CreateObject();
 	if (!uri || !o)
 		goto out;
-	if (!cJSON_AddStringToObject(o, "type", uri) ||
-	    !cJSON_AddStringToObject(o, "title", title ? title : reason_phrase(status)) ||
+	if (add_text(o, "type", uri) || add_text(o, "title", title ? title : reason_phrase(status)) ||
 	    !cJSON_AddNumberToObject(o, "status", status))
 		goto out;
-	if (detail && !cJSON_AddStringToObject(o, "detail", detail))
+	if (detail && add_text(o, "detail", detail))
 		goto out;
-	if (field && !cJSON_AddStringToObject(o, "field", field))
+	if (field && add_text(o, "field", field))
 		goto out;
-	if (resp->req && resp->req->path &&
-	    !cJSON_AddStringToObject(o, "instance", resp->req->path))
+	if (resp->req && resp->req->path && add_text(o, "instance", resp->req->path))
 		goto out;
 	json = cJSON_PrintUnformatted(o);
 	if (!json)

@@ -573,6 +573,32 @@ json_status json_check_members(const char *s, size_t n, int max_depth, size_t *a
 	return st;
 }
 
+char *json_utf8_scrub(const char *s, int *oom)
+{
+	size_t n = strlen(s), o = 0;
+	long bad = json_utf8_error(s, n);
+	char *out;
+
+	if (bad < 0)
+		return NULL;
+	/* Each byte becomes at most three. */
+	if (n > (SIZE_MAX - 1) / 3 || !(out = malloc(n * 3 + 1))) {
+		*oom = 1;
+		return NULL;
+	}
+	while (bad >= 0) {
+		memcpy(out + o, s, (size_t)bad);
+		o += (size_t)bad;
+		memcpy(out + o, "\xef\xbf\xbd", 3);
+		o += 3;
+		s += bad + 1;
+		n -= (size_t)bad + 1;
+		bad = json_utf8_error(s, n);
+	}
+	memcpy(out + o, s, n + 1);
+	return out;
+}
+
 long json_utf8_error(const char *text, size_t n)
 {
 	const unsigned char *s = (const unsigned char *)text;

@@ -37,6 +37,12 @@ json_status json_check(const char *s, size_t n, int max_depth, size_t *at);
  * must be UTF-8 (RFC 8259 section 8.1). */
 long json_utf8_error(const char *s, size_t n);
 
+/* A copy of the string `s` with each byte that is not part of well-formed
+ * UTF-8 replaced by U+FFFD, for text that goes into JSON (RFC 8259 wants
+ * UTF-8; a client's parser may refuse the whole document otherwise). NULL
+ * when `s` is well-formed (use it as it is), or out of memory (*oom set). */
+char *json_utf8_scrub(const char *s, int *oom);
+
 /* Does s[0..n), a text json_check accepted, have an object that names a
  * member twice (compared after decoding escapes: "a" and "\u0061" are one
  * name)? RFC 8259 leaves what that means to each parser, and parsers

@@ -339,6 +339,19 @@ def test_get_unknown_document_is_404(d):
     problem(d.get(f"/crud/products/{uuid.uuid4()}"), 404, "not-found")
 
 
+def test_problems_are_utf8_whatever_the_request_held(d):
+    """A path or a parameter name decoded from %ff went into the problem's
+    instance or field as that byte: not UTF-8, so not JSON a client could
+    parse. Such bytes are U+FFFD there now."""
+    r = d.get("/crud/products?%ff=1")
+    assert r.status_code == 422, r.content
+    body = json.loads(r.content.decode("utf-8"))  # strict: raises on bytes not UTF-8
+    assert "\ufffd" in body["field"] + body["detail"], body
+    r = d.get("/crud/products/%ff%c3")
+    assert r.status_code == 404, r.content
+    json.loads(r.content.decode("utf-8"))
+
+
 # ----------------------------------------------------------------- replace
 
 

@@ -220,6 +220,34 @@ static void test_utf8(void **state)
 	assert_int_equal(json_utf8_error("a\xc3\xa9", 3), -1);
 }
 
+/* Bytes that are not UTF-8 become U+FFFD, one each; well-formed text is
+ * left alone (NULL). */
+static void test_utf8_scrub(void **state)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"/crud/\xff", "/crud/\xef\xbf\xbd"},
+	    {"\xff\xfe", "\xef\xbf\xbd\xef\xbf\xbd"},
+	    {"a\xc3(b", "a\xef\xbf\xbd(b"},
+	    {"caf\xc3\xa9\xed\xa0\x80!", "caf\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!"},
+	    {"end\xe2\x82", "end\xef\xbf\xbd\xef\xbf\xbd"},
+	};
+	int oom = 0;
+	(void)state;
+	assert_null(json_utf8_scrub("caf\xc3\xa9 \xf0\x9f\x98\x80", &oom));
+	assert_null(json_utf8_scrub("", &oom));
+	assert_int_equal(oom, 0);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *s = json_utf8_scrub(cases[i].in, &oom);
+		assert_non_null(s);
+		assert_string_equal(s, cases[i].out);
+		assert_int_equal(json_utf8_error(s, strlen(s)), -1);
+		free(s);
+	}
+	assert_int_equal(oom, 0);
+}
+
 /* Whether every number in `j` is finite, as cJSON read it. */
 static int all_finite(const cJSON *j)
 {
@@ -741,6 +769,7 @@ int main(void)
 	    cmocka_unit_test(test_number_range),
 	    cmocka_unit_test(test_nul_escape),
 	    cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_utf8_scrub),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
