@@ -78,20 +78,32 @@ static void api_config_error(evh_plugin *p, const char *key, const char *msg)
 	free(line);
 }
 
-/* An ERROR line of the host's about the plugin's call, which also becomes
- * its last error: quoted when init fails ("init failed ...: subscribe: no
- * topic"), as the plugin's own ERROR lines are. */
+/* A line of the host's about the plugin's call: an ERROR on the main
+ * thread (init, check), which also becomes its last error, quoted when init
+ * fails ("init failed ...: subscribe: no topic") as the plugin's own ERROR
+ * lines are; elsewhere (workers) an ERROR, or a WARN with `warn_elsewhere`. */
+static void plugin_vsay(evh_plugin *p, int warn_elsewhere, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static void plugin_vsay(evh_plugin *p, int warn_elsewhere, const char *fmt, va_list ap)
+{
+	char msg[sizeof p->last_error];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	if (main_thread_call(p))
+		memcpy(p->last_error, msg, sizeof msg);
+	else if (warn_elsewhere) {
+		log_warn(p->name, "%s", msg);
+		return;
+	}
+	log_error(p->name, "%s", msg);
+}
+
 static void plugin_error(evh_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void plugin_error(evh_plugin *p, const char *fmt, ...)
 {
-	char msg[sizeof p->last_error];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	plugin_vsay(p, 0, fmt, ap);
 	va_end(ap);
-	if (main_thread_call(p))
-		memcpy(p->last_error, msg, sizeof msg);
-	log_error(p->name, "%s", msg);
 }
 
 /* A refusal a client's request can cause (evh_publish's event too big for
@@ -101,17 +113,10 @@ static void plugin_error(evh_plugin *p, const char *fmt, ...)
 static void plugin_refusal(evh_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
 {
-	char msg[sizeof p->last_error];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	plugin_vsay(p, 1, fmt, ap);
 	va_end(ap);
-	if (main_thread_call(p)) {
-		memcpy(p->last_error, msg, sizeof msg);
-		log_error(p->name, "%s", msg);
-	} else {
-		log_warn(p->name, "%s", msg);
-	}
 }
 
 static const char *api_config_get(evh_plugin *p, const char *key)

@@ -17,6 +17,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "../unit/json_oracle.h"
 #include "json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,17 +48,6 @@ static int all_finite(const cJSON *j)
 	return 1;
 }
 
-/* The duplicate check on cJSON's tree of s[0..n): what the scan must say. */
-static int dup_by_tree(const char *s, size_t n, char *name, size_t namelen)
-{
-	cJSON *root = cJSON_ParseWithLength(s, n);
-	int rc;
-	if (!root)
-		return -1;
-	rc = json_tree_duplicate_member(root, name, namelen);
-	cJSON_Delete(root);
-	return rc;
-}
 
 /* json_check_members against json_check at the bound `depth`, and when the
  * text is accepted at cJSON's bound, against the tree's duplicate check. */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "json_oracle.h"
 
 static json_status check(const char *s, size_t *at)
 {
@@ -377,18 +378,6 @@ static void test_duplicate_members(void **state)
 
 /* ------------------------------------------- duplicate names, in the scan */
 
-/* What json_duplicate_member said when it parsed: cJSON's tree, walked by
- * json_tree_duplicate_member. The scan must say the same, name and all. */
-static int dup_by_tree(const char *s, size_t n, char *name, size_t namelen)
-{
-	cJSON *root = cJSON_ParseWithLength(s, n);
-	int rc;
-	if (!root)
-		return -1;
-	rc = json_tree_duplicate_member(root, name, namelen);
-	cJSON_Delete(root);
-	return rc;
-}
 
 /* s[0..n) through json_check_members and json_check alike (status, error
  * offset) at a few depth bounds; and when json_check accepts it, the scan's
