@@ -239,9 +239,11 @@ def test_plugin_log_level_overrides_the_global_one(evhostd, build_dir):
     d.stop()
     d = evhostd({"log": {"level": "debug"},
                  "plugin.probe": probe_conf(build_dir, subscribe="false", log_level="error")})
+    # "ready:" is logged once HTTP is up, so it can come after the fixture
+    # saw the daemon answer (a TSan build is slow enough): wait for it.
+    d.wait_for_log("ready:")
     text = d.log_text()
     assert "probe: debug detail" not in text and "probe: warning" not in text
-    assert "ready:" in text
     r = evhostd.run(["--check-config"], config={
         "plugin.probe": probe_conf(build_dir, log_level="verbose")})
     assert r.returncode != 0
