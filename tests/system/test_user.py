@@ -839,6 +839,52 @@ def test_a_login_racing_a_sign_out_gets_no_token_that_lasts(evhostd, tmp_path, c
     assert not kept, [claims(t) for t in kept]
 
 
+def test_a_sign_out_that_cannot_be_saved_changes_nothing(evhostd, tmp_path):
+    """Another writer holding the sign-outs' file past SQLite's busy timeout
+    (5 s: an admin's sqlite3 shell, a copying tool): a new password cannot
+    sign the user out on disk, so it is not made (503, the old password
+    still logs in), and an admin's sign-out answers 500 saying why. Either
+    still refuses the tokens signed before, until the daemon stops; with
+    the file free again both succeed."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("t" * 40 + "\n")
+    config = user_config(tmp_path)
+    config["admin"] = {"token_file": str(token_file)}
+    d = evhostd(config)
+    admin = {"Authorization": "Bearer " + "t" * 40}
+    user = register(d)
+    before = login(d, user["email"])
+    change = {"password": "new password!", "current_password": PASSWORD}
+    holder = sqlite3.connect(d.state_dir / "evhostd.auth.db", timeout=10,
+                             isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # the write lock, held
+        r = d.patch(f"/users/{user['id']}", json=change, headers=bearer(before), timeout=30)
+        problem(r, 503, "unavailable")
+        assert r.headers.get("Retry-After") == "1", r.headers
+        r = d.post("/admin/sign-out", json={"subject": "someone"}, headers=admin, timeout=30)
+        assert r.status_code == 500, r.text
+        detail = r.json()["detail"]
+        assert detail.startswith("the sign-out could not be saved: ") and "locked" in detail \
+            and detail.endswith("(refused until evhostd stops, not after a restart)"), detail
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    d.wait_for_log("locked")
+    # Nothing changed: the old password is still the password ...
+    fresh = login(d, user["email"])
+    assert d.post("/auth/login", json={"email": user["email"], "password": "new password!"}
+                  ).status_code == 401
+    # ... but the token presented before the failed change is refused anyway.
+    revoked(rename(d, user, before))
+    # The file free again: the change is made.
+    r = d.patch(f"/users/{user['id']}", json=change, headers=bearer(fresh))
+    assert r.status_code == 200, r.text
+    login(d, user["email"], "new password!")
+    r = d.post("/admin/sign-out", json={"subject": "someone"}, headers=admin)
+    assert r.status_code == 200, r.text
+
+
 def test_an_unreadable_sign_out_file_stops_the_start(evhostd, tmp_path):
     """Starting without the sign-outs would take the tokens they refuse."""
     config = user_config(tmp_path)

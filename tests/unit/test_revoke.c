@@ -196,6 +196,39 @@ static void test_ttl_high_water(void **state)
 	assert_int_equal(revocations_ttl_high(f->r), 100 * 86400);
 }
 
+/* The file held by another writer past the busy timeout (5 s): the
+ * sign-out is refused with the reason, yet in force until the process
+ * ends; a raised token_ttl_max is held in memory, not on disk. Both are
+ * written once the file is free. */
+static void test_write_refused(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	sqlite3 *db;
+	assert_int_equal(revocations_note_ttl(f->r, 30 * 86400, err, sizeof err), 0);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 500, T0 + DAY_MS, err, sizeof err), -1);
+	assert_non_null(strstr(err, "cannot write it: "));
+	assert_non_null(strstr(err, "locked"));
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 600), T0 + 500);
+	err[0] = '\0';
+	assert_int_equal(revocations_note_ttl(f->r, 90 * 86400, err, sizeof err), -1);
+	assert_non_null(strstr(err, "locked"));
+	assert_int_equal(revocations_ttl_high(f->r), 90 * 86400);
+	assert_int_equal(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	/* Neither reached the file. */
+	reopen(f, T0 + 1000);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 1000), 0);
+	assert_int_equal(revocations_ttl_high(f->r), 30 * 86400);
+	assert_int_equal(revocations_add(f->r, "u-1", T0 + 1500, T0 + DAY_MS, err, sizeof err), 0);
+	assert_int_equal(revocations_note_ttl(f->r, 90 * 86400, err, sizeof err), 0);
+	reopen(f, T0 + 2000);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 2000), T0 + 1500);
+	assert_int_equal(revocations_ttl_high(f->r), 90 * 86400);
+}
+
 /* A file that cannot be used says so, with its path. */
 static void test_bad_files(void **state)
 {
@@ -243,6 +276,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ttl_high_water, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clock_set_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
