@@ -157,8 +157,8 @@ static int positive_or(int v, int dflt) { return v > 0 ? v : dflt; }
 static int check_sub_retry(evh_plugin *p, const evh_subscription *sub)
 {
 	static const char *const name[] = {"max_attempts", "backoff_ms", "backoff_max_ms"};
-	static const int max[] = {RETRY_ATTEMPTS_MAX, RETRY_BACKOFF_MS_MAX,
-	                          RETRY_BACKOFF_MAX_MS_MAX};
+	static const int max[] = {EVH_RETRY_ATTEMPTS_MAX, EVH_RETRY_BACKOFF_MS_MAX,
+	                          EVH_RETRY_BACKOFF_MAX_MS_MAX};
 	const int v[] = {sub->max_attempts, sub->backoff_ms, sub->backoff_max_ms};
 	char msg[512];
 	for (size_t i = 0; i < 3; i++) {

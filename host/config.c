@@ -1272,17 +1272,17 @@ static void k_brokers(set_ctx *x, const cfg_entry *e)
 
 static void k_max_attempts(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, RETRY_ATTEMPTS_MAX, &x->s->retry_max_attempts);
+	get_int_into(x, e, 1, EVH_RETRY_ATTEMPTS_MAX, &x->s->retry_max_attempts);
 }
 
 static void k_backoff(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, RETRY_BACKOFF_MS_MAX, &x->s->retry_backoff_ms);
+	get_int_into(x, e, 1, EVH_RETRY_BACKOFF_MS_MAX, &x->s->retry_backoff_ms);
 }
 
 static void k_backoff_max(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, RETRY_BACKOFF_MAX_MS_MAX, &x->s->retry_backoff_max_ms);
+	get_int_into(x, e, 1, EVH_RETRY_BACKOFF_MAX_MS_MAX, &x->s->retry_backoff_max_ms);
 }
 
 /* The suffix becomes part of topic names, so it must be legal in one. */

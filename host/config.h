@@ -79,11 +79,6 @@ typedef struct plugin_settings {
 #define ADMIN_TOKEN_MIN 16   /* bytes of the [admin] token */
 #define ADMIN_TOKEN_MAX 4096
 
-/* The ranges of [kafka] retry.*; a plugin's own (evh_subscription, 0 taking
- * these) are held to the same, and backoff_max_ms must not be below backoff_ms. */
-#define RETRY_ATTEMPTS_MAX 1000
-#define RETRY_BACKOFF_MS_MAX (3600 * 1000)
-#define RETRY_BACKOFF_MAX_MS_MAX (24 * 3600 * 1000)
 
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;

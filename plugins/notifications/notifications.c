@@ -398,9 +398,9 @@ static int check_retry_keys(evh_plugin *p, notif_state *st)
 		const char *key;
 		int64_t max;
 	} keys[] = {
-	    {"retry.max_attempts", 1000},
-	    {"retry.backoff_ms", 3600 * 1000},
-	    {"retry.backoff_max_ms", 24 * 3600 * 1000},
+	    {"retry.max_attempts", EVH_RETRY_ATTEMPTS_MAX},
+	    {"retry.backoff_ms", EVH_RETRY_BACKOFF_MS_MAX},
+	    {"retry.backoff_max_ms", EVH_RETRY_BACKOFF_MAX_MS_MAX},
 	};
 	int64_t backoff, backoff_max;
 	int rc = 0;

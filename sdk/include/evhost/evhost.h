@@ -236,6 +236,12 @@ typedef struct evh_route {
 
 /* ---------------------------------------------------------- subscriptions */
 
+/* The ranges of a subscription's retry policy (below), which are those of
+ * the host's [kafka] retry.* keys: for checking a plugin's own keys. */
+#define EVH_RETRY_ATTEMPTS_MAX 1000
+#define EVH_RETRY_BACKOFF_MS_MAX (3600 * 1000)          /* an hour */
+#define EVH_RETRY_BACKOFF_MAX_MS_MAX (24 * 3600 * 1000) /* a day */
+
 typedef struct evh_subscription {
 	uint32_t struct_size; /* sizeof(evh_subscription) */
 	const char *topic;    /* topic name; usually from the plugin's config */
@@ -243,8 +249,9 @@ typedef struct evh_subscription {
 	evh_event_handler handler;
 	void *ud;
 	/* Retry policy; 0 takes the host's default ([kafka] retry.*). Else the
-	 * same ranges as those keys: max_attempts 1-1000, backoff_ms 1-3600000,
-	 * backoff_max_ms 1-86400000 and, when both are set, not below
+	 * same ranges as those keys: max_attempts 1-EVH_RETRY_ATTEMPTS_MAX,
+	 * backoff_ms 1-EVH_RETRY_BACKOFF_MS_MAX, backoff_max_ms
+	 * 1-EVH_RETRY_BACKOFF_MAX_MS_MAX and, when both are set, not below
 	 * backoff_ms; evh_subscribe refuses anything else with EVH_EINVAL. */
 	int max_attempts;
 	int backoff_ms;
