@@ -700,8 +700,10 @@ int host_sign_out(host *h, const char *subject, const char *by, char *err, size_
 	                    errlen) != 0) {
 		size_t n = strlen(err);
 		snprintf(err + n, errlen - n, " (refused until evhostd stops, not after a restart)");
+		metrics_sign_out(0);
 		return EVH_ESTORE;
 	}
+	metrics_sign_out(1);
 	log_info(by, "signed %s out: the tokens it had are refused from now on", subject);
 	return EVH_OK;
 }

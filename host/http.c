@@ -1273,7 +1273,7 @@ static void warn_unknown_kid(http_server *srv, const auth_keyset *k)
 /* jwt_verify_keys with k's keys: the provider's fetched keys are held for
  * the check. */
 static int verify_token(const auth_keyset *k, const char *token, evh_request *req,
-                        const char **why)
+                        const char **why, jwt_refusal *cls)
 {
 	jwks_view v = {.keys = k->pubkeys, .nrsa = k->nrsa, .nec = k->nec};
 	int rc;
@@ -1295,7 +1295,7 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	                                 .pk_pending = k->jwks && !v.keys ? jwt_reason_keys_pending
 	                                                                  : NULL,
 	                                 .pk_refetchable = k->jwks != NULL},
-	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why);
+	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why, cls);
 	if (k->jwks)
 		jwks_fetcher_release(k->jwks);
 	return rc;
@@ -1307,8 +1307,18 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 {
 	const auth_keyset *k = host_auth(srv->h);
 	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
+	/* jwt_refusal's kinds, in its order, as counted */
+	static const metrics_auth_reason counted[] = {
+	    [JWT_REFUSED_MALFORMED] = METRICS_AUTH_MALFORMED,
+	    [JWT_REFUSED_SIGNATURE] = METRICS_AUTH_SIGNATURE,
+	    [JWT_REFUSED_EXPIRED] = METRICS_AUTH_EXPIRED,
+	    [JWT_REFUSED_NOT_YET_VALID] = METRICS_AUTH_NOT_YET_VALID,
+	    [JWT_REFUSED_CLAIMS] = METRICS_AUTH_CLAIMS,
+	    [JWT_REFUSED_UNVERIFIABLE] = METRICS_AUTH_UNVERIFIABLE};
+	jwt_refusal cls = JWT_REFUSED_NONE;
 	int rc;
 	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
+		metrics_auth_refused(METRICS_AUTH_MISSING);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "a bearer token is required");
 		return -1;
@@ -1321,15 +1331,18 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 			log_warn("http", "routes need bearer tokens but neither [auth] jwt_secret_file "
 			                 "nor jwt_public_key_file nor jwt_jwks_url is set: every such "
 			                 "request is refused");
+		metrics_auth_refused(METRICS_AUTH_UNVERIFIABLE);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "this server cannot check tokens");
 		return -1;
 	}
-	rc = verify_token(k, hdr, req, &why);
+	rc = verify_token(k, hdr, req, &why, &cls);
 	/* The provider may have rotated its keys: fetch them again (at most
 	 * once every few seconds) and check once more. */
 	if (rc == -1 && why == jwt_reason_unknown_kid && k->jwks && jwks_fetcher_refetch(k->jwks))
-		rc = verify_token(k, hdr, req, &why);
+		rc = verify_token(k, hdr, req, &why, &cls);
+	if (rc != 0)
+		metrics_auth_refused(counted[cls]);
 	switch (rc) {
 	case 0:
 		break;
@@ -1347,12 +1360,15 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 	/* This host's own tokens: signed out, or signed to live too long. */
 	why = revocations_refuse(srv->h->revoked, &req->claims, k->ttl_max_s, clock_wall_ms());
 	if (why) {
+		metrics_auth_refused(why == revoke_reason_revoked ? METRICS_AUTH_REVOKED
+		                                                  : METRICS_AUTH_LIFETIME);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer error=\"invalid_token\"");
 		problem(resp, 401, "unauthorized", "%s", why);
 		return -1;
 	}
 	req->authed = 1;
 	if (rt->r.role && !http_req_auth_has_role(req, rt->r.role)) {
+		metrics_auth_refused(METRICS_AUTH_ROLE);
 		problem(resp, 403, "forbidden", "this needs the role '%s'", rt->r.role);
 		return -1;
 	}

@@ -85,6 +85,10 @@ static int b64url_value(char c)
 
 /* Why a token could not be checked, rather than what is wrong with it. */
 static const char no_memory[] = "out of memory checking the token";
+/* The time reasons a refusal is classed by (jwt_refusal). */
+static const char reason_expired[] = "token expired";
+static const char reason_future_iat[] = "token issued in the future (iat)";
+static const char reason_not_yet[] = "token not yet valid";
 
 /* Decode [in, in+n) into a malloc'd, NUL-terminated buffer. Only the
  * canonical form is accepted (no padding, unused trailing bits zero), so a
@@ -304,14 +308,14 @@ static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, 
 	if (rc < 0)
 		return "token exp is not a valid time";
 	if (now > out->exp + lw)
-		return "token expired";
+		return reason_expired;
 	rc = time_claim(payload, "iat", &out->iat);
 	if (rc < 0)
 		return "token iat is not a valid time";
 	/* Signed after now: a clock that ran ahead when it was signed. Taken,
 	 * such a token would outlive a sign-out made before its iat (revoke.h). */
 	if (rc > 0 && out->iat > now + lw)
-		return "token issued in the future (iat)";
+		return reason_future_iat;
 	out->iat_ms = rc > 0 ? out->iat * 1000 : -1;
 	if (time_claim(payload, "evh_iat_ms", &out->iat_ms) < 0 ||
 	    (out->iat_ms >= 0 && out->iat_ms / 1000 != (rc > 0 ? out->iat : -1)))
@@ -320,7 +324,7 @@ static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, 
 	if (rc < 0)
 		return "token nbf is not a valid time";
 	if (rc > 0 && now + lw < nbf)
-		return "token not yet valid";
+		return reason_not_yet;
 	return NULL;
 }
 
@@ -441,7 +445,7 @@ static const char *check_foreign_roles(const cJSON *payload, const char *claim, 
 }
 
 static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, jwt_alg alg,
-                                 int64_t now, int leeway_s, jwt_claims *out)
+                                 int64_t now, int leeway_s, jwt_claims *out, jwt_refusal *cls)
 {
 	int oom = 0, twice = 0;
 	cJSON *payload = parse_part(b64, n, &oom, &twice);
@@ -449,7 +453,12 @@ static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, j
 	if (!payload)
 		return oom ? no_memory : twice ? twice_in_payload : "malformed token payload";
 	out->foreign = alg != ALG_HS256;
+	*cls = JWT_REFUSED_CLAIMS;
 	why = check_times(payload, now, leeway_s, out);
+	if (why == reason_expired)
+		*cls = JWT_REFUSED_EXPIRED;
+	else if (why == reason_future_iat || why == reason_not_yet)
+		*cls = JWT_REFUSED_NOT_YET_VALID;
 	if (!why)
 		why = check_identity(payload, alg == ALG_HS256 ? k->issuer : k->pk_issuer, out);
 	if (!why && alg != ALG_HS256)
@@ -461,45 +470,64 @@ static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, j
 	return why;
 }
 
+/* *cls: what kind of refusal a reason is (MALFORMED unless a step says
+ * otherwise); jwt_verify_keys makes want of memory UNVERIFIABLE. */
 static const char *verify(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
-                          jwt_claims *out)
+                          jwt_claims *out, jwt_refusal *cls)
 {
 	const char *dot1, *dot2, *why;
 	jwt_alg alg = ALG_HS256;
 	char kid[KID_MAX + 1] = "";
 	size_t len;
+	*cls = JWT_REFUSED_MALFORMED;
 	if (!token || !*token)
 		return "missing token";
 	len = strnlen(token, JWT_MAX_TOKEN + 1);
 	if (len > JWT_MAX_TOKEN)
 		return "token too long";
+	*cls = JWT_REFUSED_UNVERIFIABLE;
 	if ((!k->secret || k->secret_len == 0) && !k->pk_verify)
 		return "no token secret configured";
 	if (!crypto_ready())
 		return "crypto library failed to initialize";
+	*cls = JWT_REFUSED_MALFORMED;
 	dot1 = strchr(token, '.');
 	dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	if (!dot2 || strchr(dot2 + 1, '.'))
 		return "malformed token (expected three parts)";
 	why = check_header(token, (size_t)(dot1 - token), k, &alg, kid);
-	if (why)
+	if (why) {
+		/* No key for what it says it is signed with, or not yet. */
+		if (why == jwt_reason_unknown_kid || why == alg_refused(k))
+			*cls = JWT_REFUSED_SIGNATURE;
+		else if (k->pk_pending && why == k->pk_pending)
+			*cls = JWT_REFUSED_UNVERIFIABLE;
 		return why;
+	}
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
 	                      len - (size_t)(dot2 + 1 - token), k, alg, kid);
-	if (why)
+	if (why) {
+		if (strcmp(why, "malformed token signature") != 0)
+			*cls = JWT_REFUSED_SIGNATURE;
 		return why;
-	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), k, alg, now, leeway_s, out);
+	}
+	return check_payload(dot1 + 1, (size_t)(dot2 - dot1 - 1), k, alg, now, leeway_s, out, cls);
 }
 
 int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
-                    jwt_claims *out, const char **reason)
+                    jwt_claims *out, const char **reason, jwt_refusal *refusal)
 {
 	jwt_claims tmp;
+	jwt_refusal cls;
 	const char *why;
 	memset(&tmp, 0, sizeof tmp);
-	why = verify(token, k, now, leeway_s, &tmp);
+	why = verify(token, k, now, leeway_s, &tmp, &cls);
+	if (why == no_memory)
+		cls = JWT_REFUSED_UNVERIFIABLE;
 	if (reason)
 		*reason = why;
+	if (refusal)
+		*refusal = why ? cls : JWT_REFUSED_NONE;
 	if (why)
 		return why == no_memory || (k->pk_pending && why == k->pk_pending) ? -2 : -1;
 	if (out)
@@ -523,7 +551,7 @@ int jwt_verify2(const char *token, const unsigned char *secret, size_t secret_le
 	              .previous = alt,
 	              .previous_len = alt_len,
 	              .issuer = issuer};
-	return jwt_verify_keys(token, &k, now, leeway_s, out, reason);
+	return jwt_verify_keys(token, &k, now, leeway_s, out, reason, NULL);
 }
 
 /* --------------------------------------------------------------- sign */

@@ -54,13 +54,30 @@ extern const char jwt_reason_unknown_kid[];
 /* The reason for pk_pending: the provider's keys are not fetched yet. */
 extern const char jwt_reason_keys_pending[];
 
+/* What kind of refusal a reason is, for counting them (the reason's text
+ * says more): a token that is not a JWT, one whose signature or algorithm
+ * no key checks, one expired, one not yet valid (nbf, or iat ahead), one
+ * whose claims are wrong (issuer, audience, subject, roles, a time that is
+ * not a number), or one that could not be checked (no keys configured,
+ * the provider's not fetched yet, want of memory). */
+typedef enum jwt_refusal {
+	JWT_REFUSED_NONE,
+	JWT_REFUSED_MALFORMED,
+	JWT_REFUSED_SIGNATURE,
+	JWT_REFUSED_EXPIRED,
+	JWT_REFUSED_NOT_YET_VALID,
+	JWT_REFUSED_CLAIMS,
+	JWT_REFUSED_UNVERIFIABLE,
+} jwt_refusal;
+
 /* Verify the signature with the key its algorithm names (no other: "none"
  * and algorithms without a key are refused), exp (with `leeway_s`), nbf,
  * and the claims `k` asks for. Returns 0, or -1 with a static reason, or -2
  * when it could not tell for want of memory or of the issuer's keys
- * (pk_pending: the token may be good). */
+ * (pk_pending: the token may be good). `refusal` (may be NULL): its kind,
+ * JWT_REFUSED_NONE for 0. */
 int jwt_verify_keys(const char *token, const jwt_keys *k, int64_t now, int leeway_s,
-                    jwt_claims *out, const char **reason);
+                    jwt_claims *out, const char **reason, jwt_refusal *refusal);
 
 /* Verify signature (HS256 only; alg none refused), exp (with `leeway_s`),
  * and iss when `issuer` is non-NULL. Returns 0, or -1 with a static reason,

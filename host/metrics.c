@@ -31,6 +31,7 @@
 #include "admin.h"
 #include "host.h"
 #include "jwksfetch.h"
+#include "revoke.h"
 #include "store.h"
 #include "textbuf.h"
 #include "tls_compat.h"
@@ -249,6 +250,10 @@ static void count_status(metrics_series *s, int status)
 	                          1, memory_order_relaxed);
 }
 
+/* metrics_auth_refused, metrics_sign_out */
+static atomic_uint_fast64_t auth_refusals[METRICS_AUTH_NREASONS];
+static atomic_uint_fast64_t sign_outs[2]; /* failed, saved */
+
 void metrics_reset(void)
 {
 	for (size_t i = 0; i < TABLE_SIZE; i++) {
@@ -257,6 +262,10 @@ void metrics_reset(void)
 	}
 	atomic_store(&nseries, 0);
 	atomic_store(&dropped, 0);
+	for (int i = 0; i < METRICS_AUTH_NREASONS; i++)
+		atomic_store(&auth_refusals[i], 0);
+	atomic_store(&sign_outs[0], 0);
+	atomic_store(&sign_outs[1], 0);
 }
 
 /* --------------------------------------------------------------- feeds */
@@ -352,6 +361,14 @@ void metrics_plugin_failed(const char *plugin)
 	if (s)
 		atomic_store(&s->present, 1);
 }
+
+void metrics_auth_refused(metrics_auth_reason why)
+{
+	if ((unsigned)why < METRICS_AUTH_NREASONS)
+		atomic_fetch_add_explicit(&auth_refusals[why], 1, memory_order_relaxed);
+}
+
+void metrics_sign_out(int saved) { atomic_fetch_add(&sign_outs[saved != 0], 1); }
 
 /* -------------------------------------------------------------- output */
 
@@ -753,6 +770,37 @@ static void render_process(textbuf *o)
 	tb_printf(o, "process_open_fds %d\n", fds);
 }
 
+/* Every reason, 0 included: a rate over a series that appears only at its
+ * first refusal misses that one. */
+static void render_auth(textbuf *o, host *h)
+{
+	static const char *const reason[METRICS_AUTH_NREASONS] = {
+	    "missing", "malformed", "signature", "expired",      "not_yet_valid",
+	    "claims",  "revoked",   "lifetime",  "unverifiable", "role"};
+	static const char *const name = "evhost_auth_refusals_total";
+	put_head(o, name, "counter",
+	         "Requests to routes that need a bearer token, refused by the host's check, by "
+	         "why: none given, not a JWT, signature or algorithm no key checks, expired, not "
+	         "yet valid, wrong claims, signed out, living longer than [auth] token_ttl_max, "
+	         "not checkable (no keys yet: 503), or good without the route's role (403).");
+	for (int i = 0; i < METRICS_AUTH_NREASONS; i++)
+		tb_printf(o, "%s{reason=\"%s\"} %" PRIu64 "\n", name, reason[i],
+		          (uint64_t)atomic_load(&auth_refusals[i]));
+	put_head(o, "evhost_auth_sign_outs_total", "counter",
+	         "Sign-outs (a plugin's evh_auth_revoke, POST /admin/sign-out): saved in "
+	         "state_dir/evhostd.auth.db, or not (in force until evhostd stops, not after).");
+	tb_printf(o, "evhost_auth_sign_outs_total{result=\"saved\"} %" PRIu64 "\n",
+	          (uint64_t)atomic_load(&sign_outs[1]));
+	tb_printf(o, "evhost_auth_sign_outs_total{result=\"failed\"} %" PRIu64 "\n",
+	          (uint64_t)atomic_load(&sign_outs[0]));
+	if (!h || !h->revoked)
+		return;
+	put_head(o, "evhost_auth_signed_out_subjects", "gauge",
+	         "Subjects signed out whose earlier tokens may still be presented (kept [auth] "
+	         "token_ttl_max).");
+	tb_printf(o, "evhost_auth_signed_out_subjects %zu\n", revocations_count(h->revoked));
+}
+
 /* Only once a backup exists: when the newest was taken. */
 static void render_backup(textbuf *o, host *h)
 {
@@ -798,6 +846,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_lag(&o);
 	render_plugins(&o, h);
 	render_trace(&o);
+	render_auth(&o, h);
 	render_jwks(&o);
 	render_tls(&o);
 	render_backup(&o, h);

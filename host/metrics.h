@@ -71,6 +71,28 @@ void metrics_consumer_lag_clear(const char *plugin, const char *topic, int32_t p
  * no plugin of that name runs. */
 void metrics_plugin_failed(const char *plugin);
 
+/* ---- auth (http.c, host.c) ---- */
+
+/* Why the host's check of a bearer token refused a request (401, 403, or
+ * 503 when it could not check): evhost_auth_refusals_total{reason}. */
+typedef enum metrics_auth_reason {
+	METRICS_AUTH_MISSING,       /* no bearer token */
+	METRICS_AUTH_MALFORMED,     /* not a JWT */
+	METRICS_AUTH_SIGNATURE,     /* no key checks its signature or algorithm */
+	METRICS_AUTH_EXPIRED,       /* exp passed */
+	METRICS_AUTH_NOT_YET_VALID, /* nbf, or iat, ahead */
+	METRICS_AUTH_CLAIMS,        /* issuer, audience, subject, roles claims */
+	METRICS_AUTH_REVOKED,       /* its subject signed out since */
+	METRICS_AUTH_LIFETIME,      /* this host's, without iat or past token_ttl_max */
+	METRICS_AUTH_UNVERIFIABLE,  /* no keys to check it (yet), or no memory: 503 or 401 */
+	METRICS_AUTH_ROLE,          /* good, without the route's role: 403 */
+	METRICS_AUTH_NREASONS
+} metrics_auth_reason;
+
+void metrics_auth_refused(metrics_auth_reason why);
+/* A sign-out (evh_auth_revoke, POST /admin/sign-out): saved, or not. */
+void metrics_sign_out(int saved);
+
 /* ---- exposition ---- */
 
 /* The whole exposition text (*text malloc'd, NUL-terminated; *len without

@@ -1,5 +1,5 @@
 /* libFuzzer: arbitrary bytes as a bearer token. Verification must never
- * crash, must give a reason exactly when it refuses, and must leave claims
+ * crash, must give a reason (and its kind) exactly when it refuses, and must leave claims
  * that are terminated strings within their bounds. A token this input could
  * not have been signed for (we do not know a secret that makes it valid by
  * chance) is refused; so each input is also signed as a subject and the
@@ -63,8 +63,10 @@ static void verify_foreign(const char *tok)
 	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
 		jwt_claims c;
 		const char *why = NULL;
-		int rc = jwt_verify_keys(tok, &keys[i], 1700000000, 30, &c, &why);
-		if ((rc == 0) != (why == NULL))
+		jwt_refusal cls = JWT_REFUSED_EXPIRED;
+		int rc = jwt_verify_keys(tok, &keys[i], 1700000000, 30, &c, &why, &cls);
+		if ((rc == 0) != (why == NULL) || (rc == 0) != (cls == JWT_REFUSED_NONE) ||
+		    (rc == -2 && cls != JWT_REFUSED_UNVERIFIABLE))
 			__builtin_trap();
 		if (rc == 0)
 			check_claims(&c);

@@ -591,6 +591,55 @@ def test_consumer_lag_returns_to_zero_after_a_dead_letter(evhostd):
                    message="evhost_consumer_lag of every USER_CREATED partition back to 0")
 
 
+def test_auth_refusals_and_sign_outs_are_counted(evhostd, tmp_path):
+    """Every refusal of the host's token check is counted by why (a spike
+    of bad signatures, a client with an old token); the sign-outs, saved or
+    not, and the subjects signed out."""
+    secret = tmp_path / "jwt.key"
+    secret.write_bytes(b"s" * 48)
+    conf = config()
+    conf["auth"] = {"jwt_secret_file": str(secret), "token_ttl_max": "1h"}
+    conf["plugin.user"]["read_role"] = "auditor"
+    d = evhostd(conf, brokers="embedded")
+    before = Scrape(d)
+    reasons = ("missing", "malformed", "signature", "expired", "not_yet_valid", "claims",
+               "revoked", "lifetime", "unverifiable", "role")
+    assert {lbl["reason"]: v for lbl, v in before.series("evhost_auth_refusals_total")} \
+        == dict.fromkeys(reasons, 0), before.series("evhost_auth_refusals_total")
+    assert before.get("evhost_auth_signed_out_subjects") == 0
+    user = d.post("/users", json={"name": "M", "email": f"m.{uuid.uuid4().hex[:8]}@example.com",
+                                  "password": PASSWORD}).json()
+    key = secret.read_bytes()
+
+    def rename(token, status=401):
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        r = d.patch(f"/users/{user['id']}", json={"name": "N"}, headers=headers)
+        assert r.status_code == status, r.text
+
+    rename(None)
+    rename("not-a-token")
+    rename(lib.sign_token(b"another key" * 4, user["id"]))
+    rename(lib.sign_token(key, user["id"], ttl=-120))
+    rename(lib.sign_token(key, user["id"], issuer="someone-else"))
+    rename(lib.sign_token(key, user["id"], ttl=7200))
+    good = lib.sign_token(key, user["id"])
+    rename(good, 200)
+    r = d.get("/users", headers={"Authorization": f"Bearer {good}"})
+    assert r.status_code == 403, r.text
+    r = d.post("/auth/logout", headers={"Authorization": f"Bearer {good}"})
+    assert r.status_code == 204, r.text
+    rename(good)
+    after = Scrape(d)
+    want = dict.fromkeys(reasons, 0)
+    want.update(missing=1, malformed=1, signature=1, expired=1, claims=1, lifetime=1, role=1,
+                revoked=1)
+    assert {lbl["reason"]: v for lbl, v in after.series("evhost_auth_refusals_total")} == want
+    assert after.get("evhost_auth_sign_outs_total", result="saved") == 1
+    assert after.get("evhost_auth_sign_outs_total", result="failed") == 0
+    assert after.get("evhost_auth_signed_out_subjects") == 1
+    assert after.types["evhost_auth_signed_out_subjects"] == "gauge"
+
+
 def test_metrics_disabled_answers_404(evhostd):
     d = evhostd({"metrics": {"enabled": False}}, brokers="embedded")
     r = d.get("/metrics")

@@ -883,6 +883,11 @@ def test_a_sign_out_that_cannot_be_saved_changes_nothing(evhostd, tmp_path):
     login(d, user["email"], "new password!")
     r = d.post("/admin/sign-out", json={"subject": "someone"}, headers=admin)
     assert r.status_code == 200, r.text
+    # Counted for the alert (EvhostSignOutNotSaved): the two that failed,
+    # and those saved (the change's two sign-outs, the admin's).
+    text = d.get("/metrics").text
+    assert 'evhost_auth_sign_outs_total{result="failed"} 2\n' in text, text
+    assert 'evhost_auth_sign_outs_total{result="saved"} 3\n' in text, text
 
 
 def test_an_unreadable_sign_out_file_stops_the_start(evhostd, tmp_path):

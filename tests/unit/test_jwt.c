@@ -320,6 +320,43 @@ static void test_structure(void **state)
 	assert_int_equal(jwt_verify(kat_alice, NULL, 0, NULL, T_IAT, 0, NULL, NULL), -1);
 }
 
+/* The kind of each refusal (counted in evhost_auth_refusals_total). */
+static jwt_refusal refusal_of(const char *tok, const jwt_keys *k, int64_t now, int want_rc)
+{
+	jwt_claims c;
+	const char *why = NULL;
+	jwt_refusal cls = JWT_REFUSED_NONE;
+	assert_int_equal(jwt_verify_keys(tok, k, now, 0, &c, &why, &cls), want_rc);
+	return cls;
+}
+
+static void test_refusal_kinds(void **state)
+{
+	jwt_keys k = {.secret = SECRET, .secret_len = SECRET_LEN, .issuer = "evhost"};
+	jwt_keys none = {.issuer = "evhost"};
+	char big[5000];
+	(void)state;
+	assert_int_equal(refusal_of(kat_alice, &k, T_IAT, 0), JWT_REFUSED_NONE);
+	memset(big, 'A', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	assert_int_equal(refusal_of("", &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
+	assert_int_equal(refusal_of(big, &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
+	assert_int_equal(refusal_of("a.b", &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
+	assert_int_equal(refusal_of("!!!.e30.AAAA", &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
+	assert_int_equal(refusal_of(tampered, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
+	assert_int_equal(refusal_of(alg_none, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
+	assert_int_equal(refusal_of(alg_hs512, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
+	assert_int_equal(refusal_of(kat_alice, &k, T_EXP + 1, -1), JWT_REFUSED_EXPIRED);
+	assert_int_equal(refusal_of(no_exp, &k, T_IAT, -1), JWT_REFUSED_CLAIMS);
+	assert_int_equal(refusal_of(no_sub, &k, T_IAT, -1), JWT_REFUSED_CLAIMS);
+	assert_int_equal(refusal_of(role_too_long, &k, T_IAT, -1), JWT_REFUSED_CLAIMS);
+	k.issuer = "someone-else";
+	assert_int_equal(refusal_of(kat_alice, &k, T_IAT, -1), JWT_REFUSED_CLAIMS);
+	assert_int_equal(refusal_of(kat_alice, &none, T_IAT, -1), JWT_REFUSED_UNVERIFIABLE);
+	/* Signed before now: iat ahead of the clock (beyond the leeway). */
+	assert_int_equal(refusal_of(kat_alice, &k, T_IAT - 3600, -1), JWT_REFUSED_NOT_YET_VALID);
+}
+
 /* ------------------------------------------- another issuer's tokens */
 
 /* The public-key check is OpenSSL's (tls/pubkey.c, tested with real keys
@@ -391,13 +428,15 @@ static char *foreign(const char *alg, const char *payload)
 
 #define IDP "\"iss\":\"https://idp\",\"sub\":\"ada\",\"exp\":1700003600"
 
+static jwt_refusal foreign_kind; /* check_foreign's last refusal */
+
 static int check_foreign(const jwt_keys *k, const char *alg, const char *payload, jwt_claims *c,
                          const char **why)
 {
 	char *tok = foreign(alg, payload);
 	int rc;
 	memset(c, 0, sizeof *c);
-	rc = jwt_verify_keys(tok, k, T_IAT, 0, c, why);
+	rc = jwt_verify_keys(tok, k, T_IAT, 0, c, why, &foreign_kind);
 	free(tok);
 	return rc;
 }
@@ -493,34 +532,34 @@ static void test_foreign_tokens(void **state)
 		/* A kid does not spare a token the other header checks. */
 		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\",\"crit\":[\"exp\"]}",
 		                     "{" IDP "}");
-		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), -1);
 		assert_string_equal(why, "token header has critical extensions");
 		free(tok);
 		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\",\"typ\":1}", "{" IDP "}");
-		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), -1);
 		assert_string_equal(why, "token header typ is not a string");
 		free(tok);
 		assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), 0);
 		assert_null(pk_kid_seen);
 		tok = foreign_header("{\"alg\":\"RS256\",\"kid\":\"k-1\"}", "{" IDP "}");
-		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), 0);
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), 0);
 		assert_string_equal(pk_kid_seen, "k-1");
 		pk_answer = -2;
-		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), -1);
 		assert_string_equal(why, "token signed with an unknown key (kid)");
 		pk_answer = 1;
 		free(tok);
 		/* 255 bytes fit; 256 do not. */
 		snprintf(head, sizeof head, "{\"alg\":\"RS256\",\"kid\":\"%0255d\"}", 0);
 		tok = foreign_header(head, "{" IDP "}");
-		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), 0);
+		assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), 0);
 		assert_int_equal(strlen(pk_kid_seen), 255);
 		free(tok);
 		snprintf(head, sizeof head, "{\"alg\":\"RS256\",\"kid\":\"%0256d\"}", 0);
 		for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
 			tok = foreign_header(heads[i], "{" IDP "}");
 			pk_kid_seen = "untouched";
-			assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+			assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), -1);
 			assert_string_equal(why, "token header kid is not a string of at most 255 bytes");
 			assert_string_equal(pk_kid_seen, "untouched");
 			free(tok);
@@ -532,16 +571,16 @@ static void test_foreign_tokens(void **state)
 	assert_string_equal(why, "token algorithm is not HS256 or RS256");
 	k.secret = NULL;
 	k.secret_len = 0;
-	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), -1);
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why, NULL), -1);
 	assert_string_equal(why, "token algorithm is not RS256");
 	k.pk_verify = NULL;
-	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), -1);
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why, NULL), -1);
 	assert_string_equal(why, "no token secret configured");
 	/* Our own tokens keep their issuer and their "roles". */
 	k = (jwt_keys){.secret = SECRET, .secret_len = SECRET_LEN, .issuer = "evhost",
 	               .pk_verify = fake_pk_verify, .pk_rsa = 1, .pk_issuer = "https://idp",
 	               .pk_roles = "realm_access.roles"};
-	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why, NULL), 0);
 	assert_int_equal(c.nroles, 2);
 	assert_string_equal(c.roles[0], "admin");
 	/* The provider's keys not fetched yet: its tokens cannot be told good
@@ -552,8 +591,9 @@ static void test_foreign_tokens(void **state)
 	for (const char *const *alg = (const char *const[]){"RS256", "ES256", NULL}; *alg; alg++) {
 		assert_int_equal(check_foreign(&k, *alg, "{" IDP "}", &c, &why), -2);
 		assert_ptr_equal(why, jwt_reason_keys_pending);
+		assert_int_equal(foreign_kind, JWT_REFUSED_UNVERIFIABLE);
 	}
-	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why), 0);
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT, 0, &c, &why, NULL), 0);
 	assert_int_equal(check_foreign(&k, "none", "{" IDP "}", &c, &why), -1);
 	assert_string_equal(why, "token algorithm is not HS256");
 	/* Keys that can be fetched again: a token of a kind they have none of
@@ -563,8 +603,27 @@ static void test_foreign_tokens(void **state)
 	k.pk_refetchable = 1;
 	assert_int_equal(check_foreign(&k, "ES256", "{" IDP "}", &c, &why), -1);
 	assert_ptr_equal(why, jwt_reason_unknown_kid);
+	assert_int_equal(foreign_kind, JWT_REFUSED_SIGNATURE);
 	assert_int_equal(check_foreign(&k, "PS256", "{" IDP "}", &c, &why), -1);
 	assert_string_equal(why, "token algorithm is not HS256 or RS256");
+	assert_int_equal(foreign_kind, JWT_REFUSED_SIGNATURE);
+	/* What the other kinds of refusal are, for another issuer's tokens. */
+	k.pk_audience = "shop";
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP "}", &c, &why), -1);
+	assert_string_equal(why, "token is not for this audience (aud)");
+	assert_int_equal(foreign_kind, JWT_REFUSED_CLAIMS);
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":\"shop\",\"nbf\":1800000000}",
+	                               &c, &why),
+	                 -1);
+	assert_string_equal(why, "token not yet valid");
+	assert_int_equal(foreign_kind, JWT_REFUSED_NOT_YET_VALID);
+	pk_answer = 0;
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":\"shop\"}", &c, &why), -1);
+	assert_string_equal(why, "bad signature");
+	assert_int_equal(foreign_kind, JWT_REFUSED_SIGNATURE);
+	pk_answer = 1;
+	assert_int_equal(check_foreign(&k, "RS256", "{" IDP ",\"aud\":\"shop\"}", &c, &why), 0);
+	assert_int_equal(foreign_kind, JWT_REFUSED_NONE);
 }
 
 /* ------------------------------------------------------------------ JWKS */
@@ -767,7 +826,7 @@ static void test_token_json_strict(void **state)
 	}
 	/* the header's alg named twice */
 	tok = foreign_header("{\"alg\":\"RS256\",\"alg\":\"none\"}", "{" IDP ",\"aud\":\"shop\"}");
-	assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why), -1);
+	assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL), -1);
 	assert_string_equal(why, "token header names a member twice");
 	free(tok);
 	/* HS256 tokens alike: {"alg":"HS256","alg":"HS256"} */
@@ -792,6 +851,7 @@ int main(void)
 	    cmocka_unit_test(test_issuer),
 	    cmocka_unit_test(test_claim_shapes),
 	    cmocka_unit_test(test_structure),
+	    cmocka_unit_test(test_refusal_kinds),
 	    cmocka_unit_test(test_foreign_tokens),
 	    cmocka_unit_test(test_token_json_strict),
 	    cmocka_unit_test(test_jwks_known_answer),
