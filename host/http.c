@@ -2148,11 +2148,19 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	                      "request_timeout_ms", timeout, "enable_keep_alive", "yes",
 	                      "keep_alive_timeout_ms", keep_ms, "max_request_size", head,
 	                      "decode_url", "no", "tcp_nodelay", "1",
+	                      /* An absolute-form target (GET http://host:port/path,
+	                       * RFC 9112 3.2.2) is served whatever host it names:
+	                       * with the check on, civetweb closes the connection
+	                       * without an answer unless the host is its
+	                       * authentication_domain, which evhostd does not use.
+	                       * It still does when the port is not the listening
+	                       * socket's, before any callback (operations.md). */
+	                      "enable_auth_domain_check", "no",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
 	                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	                      NULL};
-	const size_t tls_at = 16;
+	const size_t tls_at = 18;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	if (!h || !h->router) {
