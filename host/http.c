@@ -1790,10 +1790,33 @@ static int content_length_ok(const char *v)
 	return n > 0 && n <= 18 && v[n + strspn(v + n, " \t")] == '\0';
 }
 
+/* The first Content-Length of the request that is not a length, or NULL. */
+static const char *bad_content_length(const struct mg_request_info *ri)
+{
+	for (int i = 0; i < ri->num_headers; i++) {
+		const struct mg_header *hd = &ri->http_headers[i];
+		if (hd->name && hd->value && !strcasecmp(hd->name, "Content-Length") &&
+		    !content_length_ok(hd->value))
+			return hd->value;
+	}
+	return NULL;
+}
+
+/* What a 400 says of Content-Length `v` (civetweb has trimmed its spaces:
+ * an empty one would read "Content-Length:  is"). */
+static void say_bad_length(char *out, size_t n, const char *v)
+{
+	if (*v)
+		snprintf(out, n, "Content-Length: %.32s is not a length", v);
+	else
+		snprintf(out, n, "an empty Content-Length is not a length");
+}
+
 /* The request's framing and head, as RFC 9112 asks of a server, before
  * anything else (civetweb 1.15 takes the first of two Content-Lengths,
  * reads "12x" as 12, lets Transfer-Encoding override a Content-Length
- * without a word, and serves HTTP/1.1 without Host). A message whose
+ * without a word, and serves HTTP/1.1 without Host; a negative or empty
+ * Content-Length it answers itself, see handle_civetweb_error). A message whose
  * length is in doubt is refused and its connection closed: a proxy in
  * front may have framed it otherwise (request smuggling). Then Expect
  * (RFC 9110, 10.1.1): 100-continue is answered when the body is read,
@@ -1803,9 +1826,16 @@ static int content_length_ok(const char *v)
  * 0, or -1 with the problem set. */
 static int check_head(evh_request *req, evh_response *resp)
 {
-	const char *v;
+	const char *v = bad_content_length(req->ri);
+	char why[80];
 	int ncl = 0, nhost = 0;
 	size_t n;
+	if (v) {
+		resp->close = 1;
+		say_bad_length(why, sizeof why, v);
+		problem(resp, 400, "bad-request", "%s", why);
+		return -1;
+	}
 	for (int i = 0; i < req->ri->num_headers; i++) {
 		const struct mg_header *hd = &req->ri->http_headers[i];
 		if (!hd->name || !hd->value)
@@ -1814,12 +1844,6 @@ static int check_head(evh_request *req, evh_response *resp)
 			nhost++;
 		if (strcasecmp(hd->name, "Content-Length"))
 			continue;
-		if (!content_length_ok(hd->value)) {
-			resp->close = 1;
-			problem(resp, 400, "bad-request", "Content-Length: %.32s is not a length",
-			        hd->value);
-			return -1;
-		}
 		if (ncl++ && strtoll(hd->value, NULL, 10) != req->ri->content_length) {
 			resp->close = 1;
 			problem(resp, 400, "bad-request", "two different Content-Length headers");
@@ -1937,6 +1961,7 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	evh_response resp;
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const http_server *srv = mg_get_user_data(mg_get_context(conn));
+	const char *length;
 	char why[256];
 	size_t sent;
 	memset(&req, 0, sizeof req);
@@ -1959,6 +1984,14 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		         "max_head_bytes: the request line and headers), or incomplete at [http] "
 		         "request_timeout",
 		         srv->max_head);
+		msg = why;
+	} else if (status == 411 && ri && (length = bad_content_length(ri)) != NULL) {
+		/* civetweb 1.15 (get_request) says 411 "Bad request" of a
+		 * Content-Length that strtoll reads as negative or not at all
+		 * ("-1", ""): a 400 naming it, as check_head says of the others
+		 * (RFC 9112 6.3). The head is parsed by then. */
+		status = 400;
+		say_bad_length(why, sizeof why, length);
 		msg = why;
 	} else if (!msg || !*msg) {
 		msg = reason_phrase(status);

@@ -717,6 +717,49 @@ def test_absolute_form_request_targets_are_served(evhostd, build_dir):
             assert s.recv(65536) == b"", target
 
 
+def expect_refused_head(d, head, detail):
+    """`head` on a connection of its own is a 400 problem+json whose detail
+    is `detail`, and the connection is closed (nothing after the head, a
+    second request included, is answered)."""
+    line, headers, body, closed = raw_exchange(d.port, head, read_until_close=True)
+    assert line == "HTTP/1.1 400 Bad Request", (head, line, body)
+    assert headers["content-type"] == "application/problem+json", headers
+    problem = json.loads(body)
+    assert problem["type"].endswith("/bad-request") and problem["status"] == 400, problem
+    assert problem["detail"] == detail, (head, problem)
+    assert headers["connection"] == "close" and closed, (head, headers)
+
+
+def test_a_content_length_that_is_not_a_length_is_a_400_naming_it(evhostd):
+    """RFC 9112 6.3: an invalid Content-Length is a 400 and the connection
+    closed (a proxy in front may have framed the message otherwise). civetweb
+    1.15 answers a negative or empty one itself, with 411 Length Required;
+    evhostd answers those as it does the rest, which reach its handler."""
+    d = evhostd()
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    for value, detail in ((b"-1", "Content-Length: -1 is not a length"),
+                          (b"-0", "Content-Length: -0 is not a length"),
+                          (b"", "an empty Content-Length is not a length"),
+                          (b"1x", "Content-Length: 1x is not a length"),
+                          (b"+1", "Content-Length: +1 is not a length"),
+                          (b"1, 1", "Content-Length: 1, 1 is not a length")):
+        for method in (b"POST", b"GET", b"PUT"):
+            head = (method + b" /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: " + value +
+                    b"\r\n\r\nx" + smuggled)
+            expect_refused_head(d, head, detail)
+    expect_refused_head(d, b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n"
+                           b"Content-Length: 2\r\n\r\nxy" + smuggled,
+                        "two different Content-Length headers")
+    expect_refused_head(d, b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n"
+                           b"Content-Length: 2\r\n\r\nxy" + smuggled,
+                        "Content-Length: -1 is not a length")
+    # in the access log as civetweb's other refusals are (no path: civetweb
+    # refused the request before it had one)
+    assert re.search(
+        r"\] POST - 400 \d+ bytes, from 127\.0\.0\.1: Content-Length: -1 is not a length ",
+        d.log_text()), d.log_tail()
+
+
 def http_gauge(d, name):
     """The value of the unlabelled gauge `name` on d's /metrics (a scrape
     whose own connection holds a worker while it is answered)."""
