@@ -730,6 +730,21 @@ def expect_refused_head(d, head, detail):
     assert headers["connection"] == "close" and closed, (head, headers)
 
 
+def test_a_nul_byte_in_the_head_is_a_400(evhostd):
+    """civetweb 1.15 refuses any control character in a head but CR, LF and
+    TAB (get_http_header_len, "Malformed message"): the same 400 as for the
+    other heads it cannot read, whichever part holds the NUL."""
+    d = evhostd()
+    detail = ("the request's head was malformed, larger than 16384 bytes ([http] "
+              "max_head_bytes: the request line and headers), or incomplete at [http] "
+              "request_timeout")
+    for head in (b"GET /hea\x00lthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"\x00GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\x00\r\nHost: x\r\n\r\n",
+                 b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n"):
+        expect_refused_head(d, head, detail)
+
+
 def test_a_content_length_that_is_not_a_length_is_a_400_naming_it(evhostd):
     """RFC 9112 6.3: an invalid Content-Length is a 400 and the connection
     closed (a proxy in front may have framed the message otherwise). civetweb
