@@ -18,6 +18,7 @@
 #include "revoke.h"
 #include "store.h"
 #include "stream.h"
+#include "toobig.h"
 #include "trace.h"
 
 const char *host_strerror(int status)
@@ -297,6 +298,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		                " a message may carry (%zu: the producer's message.max.bytes, %zu,"
 		                " less room for headers); it could never be sent",
 		             topic, size, max, kafka_max_message_bytes(p->host->kafka));
+		toobig_note(TOOBIG_EVENT);
 		return EVH_ETOOBIG;
 	}
 	/* Consumers are promised JSON; refuse anything else at the source.

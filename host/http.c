@@ -50,6 +50,7 @@
 #include "stream.h"
 #include "http_syntax.h"
 #include "tls_compat.h"
+#include "toobig.h"
 #include "trace.h"
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
@@ -294,8 +295,10 @@ int http_resp_header(evh_response *resp, const char *name, const char *value)
 		resp->ctype = v;
 		return EVH_OK;
 	}
-	if (resp->nheaders == HTTP_RESP_MAX_HEADERS)
+	if (resp->nheaders == HTTP_RESP_MAX_HEADERS) {
+		toobig_note(TOOBIG_HEADERS); /* the plugin's, not its client's */
 		return EVH_ETOOBIG;
+	}
 	n = strdup(name);
 	v = strdup(value);
 	if (!n || !v) {
@@ -1434,11 +1437,27 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 	return 1;
 }
 
+/* What went past its limit, for the line about a handler that returned
+ * EVH_ETOOBIG from `from` (toobig.h); "" when the answer says it, or the
+ * line has more to say already (evh_publish's refusal, with its sizes). */
+static const char *toobig_said(toobig_source from)
+{
+	switch (from) {
+	case TOOBIG_HEADERS: return " (more response headers than the host keeps)";
+	case TOOBIG_STREAM: return " (a stream event's data, more than one may carry)";
+	case TOOBIG_UNKNOWN: return " (none of the host's limits: the plugin's own code)";
+	default: return "";
+	}
+}
+
 static void call_handler(const http_route *rt, evh_request *req, evh_response *resp)
 {
-	int rc, store_said;
+	const char *name = rt->plugin ? rt->plugin->name : "host";
+	toobig_source from;
+	int rc, store_said, clients;
 	store_take_lost_reads(); /* only this handler's transactions count */
 	store_thread_error_clear();
+	toobig_clear();
 	crash_enter_http(rt->plugin ? rt->plugin->name : "host", req->method, req->path, req->id);
 	rc = rt->r.handler(req, resp, rt->r.ud);
 	crash_leave();
@@ -1486,24 +1505,38 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		        rt->plugin->name);
 		return;
 	}
-	/* evh_publish's two refusals a client can act on (the outbox at its
-	 * bound: try later; an event larger than Kafka takes) are warnings. */
+	/* EVH_ETOOBIG is a 413 only when what the request carried was too
+	 * large: an event larger than a Kafka message, a value larger than
+	 * SQLite takes. The plugin's own limits (response headers, a stream
+	 * event), and a code the host did not give it, are the plugin's
+	 * failure: a 500. Where it came from was noted where the host returned
+	 * it (toobig.h); the last note of this handler's counts. */
+	from = rc == EVH_ETOOBIG ? toobig_last() : TOOBIG_UNKNOWN;
+	/* Refusals a client can act on (the outbox at its bound: try later; a
+	 * request too large: send less) are warnings. */
+	clients = rc == EVH_EFULL ||
+	          (rc == EVH_ETOOBIG && (from == TOOBIG_EVENT || from == TOOBIG_STORED));
 	/* A storage status with the message of the failure behind it (one the
 	 * handler had handled may precede another kind of failure: not named). */
-	store_said = (rc == EVH_ESTORE || rc == EVH_ECONSTRAINT || rc == EVH_EBUSY) &&
+	store_said = (rc == EVH_ESTORE || rc == EVH_ECONSTRAINT || rc == EVH_EBUSY ||
+	              (rc == EVH_ETOOBIG && from == TOOBIG_STORED)) &&
 	             *store_thread_error();
-	log_msg(rc == EVH_EFULL || rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
-	        "%s %s (route %s of plugin '%s') failed: %s%s%s%s", req->method, req->path,
-	        rt->r.pattern, rt->plugin ? rt->plugin->name : "host", host_strerror(rc),
+	log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
+	        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s", req->method, req->path,
+	        rt->r.pattern, name, host_strerror(rc),
 	        store_said ? " (storage: " : "", store_said ? store_thread_error() : "",
-	        store_said ? ")" : "");
+	        store_said ? ")" : "", rc == EVH_ETOOBIG ? toobig_said(from) : "");
 	if (rc == EVH_EFULL) {
 		http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
 		problem(resp, 503, "unavailable", "too many events are waiting to be sent; try again "
 		                                  "later");
-	} else if (rc == EVH_ETOOBIG) {
+	} else if (rc == EVH_ETOOBIG && from == TOOBIG_EVENT) {
 		problem(resp, 413, "payload-too-large",
 		        "the event this request publishes would be larger than a Kafka message may be");
+	} else if (rc == EVH_ETOOBIG && from == TOOBIG_STORED) {
+		problem(resp, 413, "payload-too-large",
+		        "a value this request stores is larger than the storage of service '%s' takes",
+		        name);
 	} else {
 		problem(resp, 500, "internal", "the request could not be handled");
 	}

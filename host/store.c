@@ -69,6 +69,7 @@
 #include "json.h"
 #include "jsonb.h"
 #include "log.h"
+#include "toobig.h"
 
 #define STORE_LOG "store"
 
@@ -235,6 +236,9 @@ static int status_of(int rc)
 	case SQLITE_NOMEM:
 		return EVH_ENOMEM;
 	case SQLITE_TOOBIG:
+		/* A value past SQLite's length limit: for a request that stores
+		 * it, too large a request (toobig.h). */
+		toobig_note(TOOBIG_STORED);
 		return EVH_ETOOBIG;
 	default:
 		return EVH_ESTORE;

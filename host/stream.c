@@ -24,6 +24,7 @@
 #include <evhost/evhost.h>
 
 #include "clock.h"
+#include "toobig.h"
 
 typedef struct frame {
 	struct frame *next;
@@ -627,8 +628,10 @@ int stream_publish(stream_hub *hub, const void *owner, const char *name, const c
 
 	if (!hub || !owner || !channel_ok(channel) || !event_ok(event) || (len && !data))
 		return EVH_EINVAL;
-	if (len > STREAM_DATA_MAX)
+	if (len > STREAM_DATA_MAX) {
+		toobig_note(TOOBIG_STREAM); /* the plugin's, not its client's */
 		return EVH_ETOOBIG;
+	}
 	pthread_mutex_lock(&hub->mu);
 	first_id_locked(hub);
 	id = ++hub->last_id;

@@ -1218,6 +1218,58 @@ def test_a_storage_error_a_handler_returns_is_logged_with_its_message(evhostd, b
     assert "after 1 attempt(s): storage: no such table: no_such_table" in line, line
 
 
+# Where the EVH_ETOOBIG a handler returns came from: its answer, the words
+# that say why, and the level of the host's line about it and what it adds.
+TOOBIG_SOURCES = {
+    "event": (413, "payload-too-large", "Content Too Large",
+              "the event this request publishes would be larger than a Kafka message may be",
+              "WARN", " (request_id="),
+    "stored": (413, "payload-too-large", "Content Too Large",
+               "a value this request stores is larger than the storage of service 'probe'"
+               " takes", "WARN", " (storage: string or blob too big)"),
+    # the plugin's own limits: nothing the client sent was too large
+    "headers": (500, "internal", "Internal Server Error", "the request could not be handled",
+                "ERROR", " (more response headers than the host keeps)"),
+    "stream": (500, "internal", "Internal Server Error", "the request could not be handled",
+               "ERROR", " (a stream event's data, more than one may carry)"),
+    "own": (500, "internal", "Internal Server Error", "the request could not be handled",
+            "ERROR", " (none of the host's limits: the plugin's own code)"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(TOOBIG_SOURCES))
+def test_a_handlers_too_big_is_a_413_only_when_the_client_sent_too_much(evhostd, build_dir,
+                                                                       source):
+    # A 413 tells the client to send less: right for an event larger than a
+    # Kafka message (message.max.bytes at its least: an event of 1024 bytes
+    # at most) and for a value larger than SQLite takes, each saying which;
+    # wrong when the plugin hit a limit of its own (more response headers than
+    # the host keeps, a stream event over 64 KiB) or returned the code for a
+    # reason the host cannot know: a 500, logged as an error. One worker
+    # thread, and first a refusal the handler dealt with itself: not taken
+    # for the next request's on the same thread.
+    status, slug, title, detail, level, why = TOOBIG_SOURCES[source]
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false"),
+                 "kafka": {"rdkafka.message.max.bytes": "2048"},
+                 "http": {"threads": "1"}})
+    r = d.get("/probe/toobig/handled")
+    assert r.status_code == 200 and r.json() == {"publish": -12}, r.text
+    r = d.get(f"/probe/toobig/{source}")
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json"), r.headers
+    p = r.json()
+    assert p["type"].endswith("/" + slug), p
+    assert (p["title"], p["detail"]) == (title, detail), p
+    said = (f"GET /probe/toobig/{source} (route /probe/toobig/{{from}} of plugin 'probe')"
+            " failed: too big" + why)
+    line = lib.wait_until(lambda: next(
+        (l for l in d.log_text().splitlines() if said in l), None), message=said)
+    assert re.search(rf"\b{level} +\[http\]", line), line
+    # an event under the line is published
+    r = d.get("/probe/toobig/event?bytes=1000")
+    assert r.status_code == 200, r.text
+
+
 def test_the_lines_about_an_events_retry_and_dead_letter_carry_its_trace(evhostd, build_dir):
     # They were logged after the attempt's span had ended, without trace_id:
     # grepping a trace showed the plugin's lines but not the retries.

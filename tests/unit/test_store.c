@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "store.h"
 #include "db_files.h"
 #include "store_faults.h"
+#include "toobig.h"
 
 typedef struct fixture {
 	char dir[64];
@@ -245,6 +247,49 @@ static void test_constraint_fails_tx(void **state)
 	/* The failed tx cannot commit its earlier write. */
 	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM u"), 1);
+}
+
+/* SQLite's length limit for a string or blob, as this SQLite was built. */
+static size_t sqlite_length_limit(void)
+{
+	sqlite3 *db;
+	int limit;
+	assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+	limit = sqlite3_limit(db, SQLITE_LIMIT_LENGTH, -1);
+	sqlite3_close(db);
+	assert_true(limit > 0);
+	return (size_t)limit;
+}
+
+/* A value past SQLite's limit is EVH_ETOOBIG, noted as the storage's for
+ * the answer to the request that stored it (toobig.h); the transaction has
+ * failed. The value: pages of zeros never touched (SQLite refuses it by its
+ * length before it reads a byte), so the test needs no gigabyte. */
+static void test_a_value_past_sqlites_limit_is_too_big(void **state)
+{
+	fixture *f = *state;
+	size_t n = sqlite_length_limit() + 1;
+	void *big = mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	evh_value v = EVH_BLOB(big, n), len = EVH_INT((int64_t)n);
+	evh_tx *tx;
+
+	assert_true(big != MAP_FAILED);
+	exec1(f->s, "CREATE TABLE b(v BLOB)");
+	toobig_clear();
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO b VALUES(?)", &v, 1, NULL), EVH_ETOOBIG);
+	assert_int_equal(toobig_last(), TOOBIG_STORED);
+	assert_non_null(strstr(store_tx_error(tx), "too big"));
+	assert_int_equal(store_tx_commit(tx), EVH_ETOOBIG);
+	/* made in SQL, the same */
+	toobig_clear();
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO b VALUES(zeroblob(?))", &len, 1, NULL),
+	                 EVH_ETOOBIG);
+	assert_int_equal(toobig_last(), TOOBIG_STORED);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM b"), 0);
+	munmap(big, n);
 }
 
 static void test_bad_calls(void **state)
@@ -1916,6 +1961,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_migration_downgrade_and_invalid, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tx_commit_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_constraint_fails_tx, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_value_past_sqlites_limit_is_too_big, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_calls, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_query_types, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rows_open_at_commit, setup, teardown),

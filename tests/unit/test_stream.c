@@ -28,6 +28,7 @@
 #include <evhost/evhost.h>
 
 #include "stream.h"
+#include "toobig.h"
 
 const evh_api *evh__api;
 
@@ -360,8 +361,11 @@ static void test_bad_arguments(void **st)
 	                 EVH_EINVAL);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "evhost", "x", 1), 0);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "", "n", "x", 1), EVH_EINVAL);
+	toobig_clear();
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", big, STREAM_DATA_MAX + 1),
 	                 EVH_ETOOBIG);
+	/* the plugin's limit, not its client's (toobig.h) */
+	assert_int_equal(toobig_last(), TOOBIG_STREAM);
 	assert_int_equal(stream_publish(hub, &plugin_a, "a", "u", "n", big, STREAM_DATA_MAX), 0);
 	free(big);
 	stream_hub_free(hub);

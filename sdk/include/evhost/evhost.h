@@ -205,8 +205,15 @@ typedef struct evh_migration {
  * answer 500 problem+json (and log it), unless the response was already
  * made: a body set, or a status that has none (204, 304); that answer is
  * sent and the failure logged. A status alone (and headers) does not count:
- * a 201 whose commit then failed is answered 500. Runs on an HTTP worker
- * thread. */
+ * a 201 whose commit then failed is answered 500. Refusals of the host's
+ * that the client can act on are answered for it instead: EVH_EFULL from
+ * evh_publish (503, Retry-After), and EVH_ETOOBIG when what the request
+ * carried was too large, from evh_publish (413: the event would be larger
+ * than a Kafka message) or a storage call (413: a value larger than SQLite
+ * takes). EVH_ETOOBIG from anything else (evh_resp_header past its 64
+ * headers, evh_stream_publish over 64 KiB, your own code) is the plugin's
+ * failure: 500. For a limit of your own a client must keep to, answer the
+ * 413 yourself (evh_resp_problem). Runs on an HTTP worker thread. */
 typedef int (*evh_http_handler)(evh_request *req, evh_response *resp, void *ud);
 
 /* Event handler. `tx` is an open transaction on the plugin's store: writes
@@ -670,7 +677,9 @@ static inline void evh_resp_status(evh_response *resp, int status)
 	evh__api->resp_status(resp, status);
 }
 /* Add a header. Name and value are copied (EVH_ENOMEM when they cannot be:
- * the host then answers as for a body it could not copy, see below). */
+ * the host then answers as for a body it could not copy, see below).
+ * EVH_ETOOBIG: the response has 64 headers already (returned from the
+ * handler, a 500: the plugin's failure, not the client's). */
 static inline int evh_resp_header(evh_response *resp, const char *name, const char *value)
 {
 	return evh__api->resp_header(resp, name, value);
