@@ -727,20 +727,40 @@ static int read_in_group(evh_request *req, evh_response *resp, void *ud)
 	return http_resp_body(resp, "text/plain", buf, strlen(buf));
 }
 
+/* A store in a directory of its own under /tmp, for a handler to use. */
+typedef struct temp_db {
+	char dir[32], path[64];
+	store *s;
+} temp_db;
+
+static store *temp_db_open(temp_db *db)
+{
+	char err[256] = "";
+	snprintf(db->dir, sizeof db->dir, "/tmp/evh-http-XXXXXX");
+	assert_non_null(mkdtemp(db->dir));
+	snprintf(db->path, sizeof db->path, "%s/t.db", db->dir);
+	if (store_open(&db->s, db->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	return db->s;
+}
+
+static void temp_db_close(temp_db *db)
+{
+	store_close(db->s);
+	remove_db_files(db->path);
+	rmdir(db->dir);
+}
+
 /* What a handler read from a group commit that then failed is never sent:
  * the answer is a 503, without the handler's headers. */
 static void test_reads_of_a_failed_group_are_not_sent(void **state)
 {
 	fixture *f = *state;
-	char dir[] = "/tmp/evh-http-XXXXXX", path[64], err[256] = "";
-	store *s;
+	temp_db db;
+	store *s = temp_db_open(&db);
 	evh_tx *tx;
 	char *r;
 
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/t.db", dir);
-	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK)
-		fail_msg("store_open: %s", err);
 	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
 	assert_int_equal(store_exec(tx, "CREATE TABLE t(a INTEGER)", NULL, 0, NULL), EVH_OK);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
@@ -760,13 +780,7 @@ static void test_reads_of_a_failed_group_are_not_sent(void **state)
 	assert_string_equal(body_of(r), "count=2");
 	free(r);
 
-	store_close(s);
-	for (int i = 0; i < 3; i++) {
-		char file[80];
-		snprintf(file, sizeof file, "%s%s", path, (const char *[]){"", "-wal", "-shm"}[i]);
-		unlink(file);
-	}
-	rmdir(dir);
+	temp_db_close(&db);
 }
 
 /* A value larger than SQLite takes: too large a request, a 413 that says
@@ -774,14 +788,10 @@ static void test_reads_of_a_failed_group_are_not_sent(void **state)
 static void test_a_value_too_big_to_store_is_413(void **state)
 {
 	fixture *f = *state;
-	char dir[] = "/tmp/evh-http-XXXXXX", path[64], err[256] = "";
-	store *s;
+	temp_db db;
+	store *s = temp_db_open(&db);
 	char *r;
 
-	assert_non_null(mkdtemp(dir));
-	snprintf(path, sizeof path, "%s/t.db", dir);
-	if (store_open(&s, path, "NORMAL", err, sizeof err) != EVH_OK)
-		fail_msg("store_open: %s", err);
 	add_ud(f, "GET", "/t/stored", stores_too_much, 0, NULL, s);
 	r = request(f, "GET", "/t/stored", NULL, NULL);
 	expect_problem(r, 413, "payload-too-large");
@@ -794,13 +804,7 @@ static void test_a_value_too_big_to_store_is_413(void **state)
 	expect_problem(r, 500, "internal");
 	free(r);
 
-	store_close(s);
-	for (int i = 0; i < 3; i++) {
-		char file[80];
-		snprintf(file, sizeof file, "%s%s", path, (const char *[]){"", "-wal", "-shm"}[i]);
-		unlink(file);
-	}
-	rmdir(dir);
+	temp_db_close(&db);
 }
 
 static void test_plugin_state(void **state)
