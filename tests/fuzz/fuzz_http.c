@@ -16,6 +16,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -133,6 +134,23 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+/* libFuzzer's -timeout is a SIGALRM every few seconds, without SA_RESTART:
+ * it interrupts whichever of this thread's socket calls is waiting then
+ * (EINTR). An interrupted connect goes on by itself and a later connect says
+ * how it ended (EALREADY while under way, EISCONN once done); a send or recv
+ * is tried again. Taken for "the server is gone", or for the end of the
+ * reply, it failed a run at random or skipped the checks. */
+static int connect_loopback(int fd, const struct sockaddr_in *a)
+{
+	int r = connect(fd, (const struct sockaddr *)a, sizeof *a), tries = 0;
+	while (r != 0 && (errno == EINTR || errno == EALREADY) && tries++ < 30) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		poll(&p, 1, 100);
+		r = connect(fd, (const struct sockaddr *)a, sizeof *a);
+	}
+	return r == 0 || errno == EISCONN ? 0 : -1;
+}
+
 /* Send the input, shut the write side, read the reply until the server
  * closes. *clean: it closed (not reset, not timed out). */
 static char *exchange(const uint8_t *data, size_t size, size_t *n, int *clean)
@@ -145,12 +163,16 @@ static char *exchange(const uint8_t *data, size_t size, size_t *n, int *clean)
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	*n = 0;
 	*clean = 0;
-	if (!out || fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0)
+	if (!out || fd < 0 || connect_loopback(fd, &a) != 0) {
+		perror("fuzz_http: connect");
 		abort(); /* the server is gone: nothing more can be tested */
+	}
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	while (sent < size) {
 		ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
 		if (w <= 0)
 			break; /* the server closed early (it refused the head): read its answer */
 		sent += (size_t)w;
@@ -170,6 +192,8 @@ static char *exchange(const uint8_t *data, size_t size, size_t *n, int *clean)
 			*n += (size_t)r;
 			continue;
 		}
+		if (r < 0 && errno == EINTR)
+			continue;
 		*clean = r == 0;
 		break;
 	}
