@@ -278,6 +278,41 @@ static void test_failed_plugin_is_down(void **state)
 	free(text);
 }
 
+/* Every reason from the start, each counted apart; out-of-range reasons
+ * are ignored; sign-outs by result; a reset forgets them (tests). Without
+ * a host there are no signed-out subjects to report. */
+static void test_auth_refusals_and_sign_outs(void **state)
+{
+	char *text;
+	(void)state;
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"missing\"}") == 0);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"role\"}") == 0);
+	free(text);
+	metrics_auth_refused(METRICS_AUTH_REVOKED);
+	metrics_auth_refused(METRICS_AUTH_REVOKED);
+	metrics_auth_refused(METRICS_AUTH_SIGNATURE);
+	metrics_auth_refused(METRICS_AUTH_NREASONS); /* not a reason */
+	metrics_sign_out(1);
+	metrics_sign_out(0);
+	metrics_sign_out(1);
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"revoked\"}") == 2);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"signature\"}") == 1);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"expired\"}") == 0);
+	assert_true(sample(text, "evhost_auth_sign_outs_total{result=\"saved\"}") == 2);
+	assert_true(sample(text, "evhost_auth_sign_outs_total{result=\"failed\"}") == 1);
+	assert_null(strstr(text, "evhost_auth_signed_out_subjects"));
+	free(text);
+	metrics_reset();
+	text = render();
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"revoked\"}") == 0);
+	assert_true(sample(text, "evhost_auth_sign_outs_total{result=\"saved\"}") == 0);
+	free(text);
+}
+
 #define X_STATUS(code) \
 	"evhost_http_requests_total{plugin=\"p\",route=\"/x\",method=\"GET\",status=\"" code "\"}"
 
@@ -397,6 +432,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_events_counters_and_results, setup),
 	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
+	    cmocka_unit_test_setup(test_auth_refusals_and_sign_outs, setup),
 	    cmocka_unit_test_setup(test_status_slots_overflow_to_their_class, setup),
 	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
 	};
