@@ -736,7 +736,7 @@ typedef struct temp_db {
 static store *temp_db_open(temp_db *db)
 {
 	char err[256] = "";
-	snprintf(db->dir, sizeof db->dir, "/tmp/evh-http-XXXXXX");
+	snprintf(db->dir, sizeof db->dir, "/tmp/evh-http-XXXXXX"); /* mkdtemp's template */
 	assert_non_null(mkdtemp(db->dir));
 	snprintf(db->path, sizeof db->path, "%s/t.db", db->dir);
 	if (store_open(&db->s, db->path, "NORMAL", err, sizeof err) != EVH_OK)
