@@ -85,7 +85,8 @@ static int b64url_value(char c)
 
 /* Why a token could not be checked, rather than what is wrong with it. */
 static const char no_memory[] = "out of memory checking the token";
-/* The time reasons a refusal is classed by (jwt_refusal). */
+/* The reasons a refusal is classed by (jwt_refusal), compared as pointers. */
+static const char reason_sig_encoding[] = "malformed token signature";
 static const char reason_expired[] = "token expired";
 static const char reason_future_iat[] = "token issued in the future (iat)";
 static const char reason_not_yet[] = "token not yet valid";
@@ -268,7 +269,7 @@ static const char *check_signature(const char *token, size_t signed_len, const c
 	unsigned char *sig = b64url_decode(sig_b64, sig_n, &len, &oom);
 	const char *why;
 	if (!sig)
-		return oom ? no_memory : "malformed token signature";
+		return oom ? no_memory : reason_sig_encoding;
 	if (alg == ALG_HS256) {
 		why = check_hmac(token, signed_len, sig, len, k->secret, k->secret_len);
 		if (why && k->previous && k->previous_len)
@@ -507,7 +508,7 @@ static const char *verify(const char *token, const jwt_keys *k, int64_t now, int
 	why = check_signature(token, (size_t)(dot2 - token), dot2 + 1,
 	                      len - (size_t)(dot2 + 1 - token), k, alg, kid);
 	if (why) {
-		if (strcmp(why, "malformed token signature") != 0)
+		if (why != reason_sig_encoding)
 			*cls = JWT_REFUSED_SIGNATURE;
 		return why;
 	}

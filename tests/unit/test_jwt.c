@@ -344,6 +344,10 @@ static void test_refusal_kinds(void **state)
 	assert_int_equal(refusal_of("a.b", &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
 	assert_int_equal(refusal_of("!!!.e30.AAAA", &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
 	assert_int_equal(refusal_of(tampered, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
+	/* A signature that is not canonical base64url: not a JWT, not a forgery. */
+	memcpy(big, kat_alice, sizeof kat_alice);
+	big[sizeof kat_alice - 2] = 'B';
+	assert_int_equal(refusal_of(big, &k, T_IAT, -1), JWT_REFUSED_MALFORMED);
 	assert_int_equal(refusal_of(alg_none, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
 	assert_int_equal(refusal_of(alg_hs512, &k, T_IAT, -1), JWT_REFUSED_SIGNATURE);
 	assert_int_equal(refusal_of(kat_alice, &k, T_EXP + 1, -1), JWT_REFUSED_EXPIRED);
