@@ -2329,54 +2329,54 @@ static void test_batch_dangling_key_fails_only_its_event(void **state)
 	extra_stop(&x);
 }
 
-/* The tests take about a minute in one process, most of it waiting on the
+/* The tests take over two minutes in one process, most of it waiting on the
  * embedded broker (consumer groups joining, delivery timeouts). ctest runs
  * them as TEST_PARTS processes side by side (tests/CMakeLists.txt sets
  * EVHOST_TEST_PART to 1..TEST_PARTS), each with its own broker and stores;
  * `part` spreads the slow ones (seconds in a comment, RelWithDebInfo).
  * Without EVHOST_TEST_PART every test runs, in this order. */
-#define TEST_PARTS 4
+#define TEST_PARTS 6
 static const struct part_test all_tests[] = {
-    {cmocka_unit_test(test_reachable), 3},
-    {cmocka_unit_test(test_delivery), 4},                                 /* 3.6 */
-    {cmocka_unit_test(test_duplicate_handled_once), 1},
-    {cmocka_unit_test(test_retry_then_ok_keeps_order), 2},                /* 1.3 */
-    {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 3},           /* 4.3 */
-    {cmocka_unit_test(test_plain_message_and_type_filter), 2},
-    {cmocka_unit_test(test_passthrough_error), 4},
-    {cmocka_unit_test(test_check_settings_names_the_key_and_line), 4},
-    {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 4},
-    {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 4},
-    {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 4},
-    {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 4},
-    {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 4},
-    {cmocka_unit_test(test_relay_resends_after_failed_delivery), 1},      /* 9.4 */
-    {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 3},
-    {cmocka_unit_test(test_relay_sends_in_waves_under_load), 2},
-    {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 1},
-    {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},
-    {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 3},
-    {cmocka_unit_test(test_threads_are_named), 1},
-    {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},      /* 1.7 */
+    {cmocka_unit_test(test_reachable), 4},
+    {cmocka_unit_test(test_delivery), 6},                                /* 3.6 */
+    {cmocka_unit_test(test_duplicate_handled_once), 1},                  /* 3.6 */
+    {cmocka_unit_test(test_retry_then_ok_keeps_order), 5},               /* 4.9 */
+    {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 4},          /* 7.7 */
+    {cmocka_unit_test(test_plain_message_and_type_filter), 5},
+    {cmocka_unit_test(test_passthrough_error), 6},
+    {cmocka_unit_test(test_check_settings_names_the_key_and_line), 6},
+    {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 6},
+    {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 6},
+    {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 6},
+    {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 6},
+    {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 6},
+    {cmocka_unit_test(test_relay_resends_after_failed_delivery), 3},     /* 9.0 */
+    {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 1},      /* 12.6 */
+    {cmocka_unit_test(test_relay_sends_in_waves_under_load), 5},         /* 7.7 */
+    {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 3},   /* 4.2 */
+    {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
+    {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 1}, /* 6.1 */
+    {cmocka_unit_test(test_threads_are_named), 2},
+    {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
-    {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 4},    /* 4.4 */
-    {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 2},
-    {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 1},
-    {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 1},
-    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 1},
-    {cmocka_unit_test(test_dlq_read_and_redrive), 3},                     /* 1.0 */
-    {cmocka_unit_test(test_keep_and_dead_letter), 2},
-    {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 3},
-    {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},         /* 8.6 */
-    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 1}, /* 3.4 */
-    {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 2}, /* 9.4 */
-    {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 4}, /* 5.7 */
-    {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 3},
-    {cmocka_unit_test(test_many_topics_are_all_delivered), 4},
-    {cmocka_unit_test(test_refused_topic_name_is_an_error), 4},
-    {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 4},
-    {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 4},
-    {cmocka_unit_test(test_finished_retry_holds_no_partition), 4},
+    {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 6},   /* 3.7 */
+    {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 5},
+    {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 2},  /* 10.2 */
+    {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 3}, /* 7.6 */
+    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 2}, /* 8.2 */
+    {cmocka_unit_test(test_dlq_read_and_redrive), 4},
+    {cmocka_unit_test(test_keep_and_dead_letter), 5},
+    {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 5},
+    {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 4},        /* 8.6 */
+    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 2}, /* 3.3 */
+    {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 5}, /* 8.7 */
+    {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 6}, /* 8.2 */
+    {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 4}, /* 7.7 */
+    {cmocka_unit_test(test_many_topics_are_all_delivered), 6},
+    {cmocka_unit_test(test_refused_topic_name_is_an_error), 6},
+    {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 6},
+    {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 6},
+    {cmocka_unit_test(test_finished_retry_holds_no_partition), 6},       /* 4.3 */
 };
 
 int main(void)
