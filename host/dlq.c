@@ -21,21 +21,11 @@
 
 #include "clock.h"
 #include "log.h"
+#include "textbuf.h"
 
 #define DLQ_LOG "admin"
 #define POLL_MS 100
 #define METADATA_TIMEOUT_MS 5000
-
-static char *dup_bytes(const void *p, size_t n)
-{
-	char *s = malloc(n + 1);
-	if (!s)
-		return NULL;
-	if (n)
-		memcpy(s, p, n);
-	s[n] = '\0';
-	return s;
-}
 
 /* ---------------------------------------------------------------- read */
 
@@ -109,7 +99,7 @@ static int copy_headers(dlq_msg *m, const rd_kafka_message_t *km)
 			break;
 		m->nheaders = i + 1;
 		m->hname[i] = strdup(name);
-		m->hvalue[i] = val ? dup_bytes(val, size) : NULL;
+		m->hvalue[i] = val ? tb_dup(val, size) : NULL;
 		m->hlen[i] = val ? size : 0;
 		if (!m->hname[i] || (val && !m->hvalue[i]))
 			return -1;
@@ -125,10 +115,10 @@ static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km)
 	m->partition = km->partition;
 	m->offset = km->offset;
 	m->timestamp_ms = rd_kafka_message_timestamp(km, &tstype);
-	if (km->key && !(m->key = dup_bytes(km->key, km->key_len)))
+	if (km->key && !(m->key = tb_dup(km->key, km->key_len)))
 		return -1;
 	m->key_len = km->key ? km->key_len : 0;
-	if (km->payload && !(m->value = dup_bytes(km->payload, km->len)))
+	if (km->payload && !(m->value = tb_dup(km->payload, km->len)))
 		return -1;
 	m->value_len = km->payload ? km->len : 0;
 	return m->topic ? copy_headers(m, km) : -1;

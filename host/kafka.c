@@ -48,6 +48,7 @@
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
+#include "textbuf.h"
 #include "trace.h"
 
 #define KAFKA_LOG "kafka"
@@ -1102,17 +1103,6 @@ struct evh_event {
 	char error[512];
 };
 
-static char *dup_bytes(const void *p, size_t n)
-{
-	char *s = malloc(n + 1);
-	if (!s)
-		return NULL;
-	if (n)
-		memcpy(s, p, n);
-	s[n] = '\0';
-	return s;
-}
-
 static void event_free_headers(evh_event *ev)
 {
 	for (size_t i = 0; i < ev->nhdrs; i++) {
@@ -1146,7 +1136,7 @@ static int event_copy_headers(evh_event *ev, const rd_kafka_headers_t *h)
 		if (rd_kafka_header_get_all(h, i, &name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
 			break;
 		ev->hdr_names[i] = strdup(name);
-		ev->hdr_values[i] = dup_bytes(val ? val : "", val ? size : 0);
+		ev->hdr_values[i] = tb_dup(val ? val : "", val ? size : 0);
 		ev->nhdrs = i + 1;
 		if (!ev->hdr_names[i] || !ev->hdr_values[i])
 			return -1;
@@ -1193,10 +1183,10 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 	else
 		snprintf(ev->id, sizeof ev->id, "%s/%" PRId32 "/%" PRId64, ev->topic,
 		         msg->partition, msg->offset);
-	if (msg->key && !(ev->key = dup_bytes(msg->key, msg->key_len)))
+	if (msg->key && !(ev->key = tb_dup(msg->key, msg->key_len)))
 		return -1;
 	ev->key_len = msg->key ? msg->key_len : 0;
-	ev->data = dup_bytes(msg->payload ? msg->payload : "", msg->payload ? msg->len : 0);
+	ev->data = tb_dup(msg->payload ? msg->payload : "", msg->payload ? msg->len : 0);
 	ev->data_len = msg->payload ? msg->len : 0;
 	if (!ev->data)
 		return -1;

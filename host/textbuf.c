@@ -40,3 +40,14 @@ void tb_printf(textbuf *b, const char *fmt, ...)
 	if (n > 0)
 		tb_put(b, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
 }
+
+char *tb_dup(const void *p, size_t n)
+{
+	char *s = malloc(n + 1);
+	if (!s)
+		return NULL;
+	if (n)
+		memcpy(s, p, n);
+	s[n] = '\0';
+	return s;
+}
