@@ -12,6 +12,7 @@
 #include "../common/paging.h"
 #include "../common/query.h"
 #include "../common/reply.h"
+#include "../common/routes.h"
 
 #define CRUD_PAGE_DEFAULT 20
 #define CRUD_PAGE_MAX 100
@@ -454,36 +455,13 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 
 int crud_routes_register(crud_state *st)
 {
-	static const struct {
-		const char *method, *pattern;
-		evh_http_handler handler;
-		uint32_t flags;
-	} routes[] = {
-	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON},
-	    {"GET", "/crud/{collection}", list_docs, 0},
-	    {"GET", "/crud/{collection}/{id}", get_doc, 0},
-	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON},
-	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON},
-	    {"DELETE", "/crud/{collection}/{id}", delete_doc, 0},
+	static const routes_entry routes[] = {
+	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON, NULL},
+	    {"GET", "/crud/{collection}", list_docs, 0, NULL},
+	    {"GET", "/crud/{collection}/{id}", get_doc, 0, NULL},
+	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON, NULL},
+	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON, NULL},
+	    {"DELETE", "/crud/{collection}/{id}", delete_doc, 0, NULL},
 	};
-	size_t i;
-
-	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		evh_route r;
-		int rc;
-
-		memset(&r, 0, sizeof r);
-		r.struct_size = sizeof r;
-		r.method = routes[i].method;
-		r.pattern = routes[i].pattern;
-		r.handler = routes[i].handler;
-		r.ud = st;
-		r.flags = routes[i].flags;
-		if ((rc = evh_http_route_ex(st->p, &r)) != EVH_OK) {
-			evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", r.method,
-			        r.pattern, evh_strerror(rc));
-			return rc;
-		}
-	}
-	return EVH_OK;
+	return routes_register(st->p, routes, sizeof routes / sizeof routes[0], st);
 }

@@ -8,6 +8,7 @@
 #include "../common/paging.h"
 #include "../common/query.h"
 #include "../common/reply.h"
+#include "../common/routes.h"
 
 #define USER_PAGE_DEFAULT 20
 #define USER_PAGE_MAX 100
@@ -480,12 +481,7 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 int user_routes_register(user_state *st)
 {
 	const uint32_t read = st->read_role ? EVH_ROUTE_AUTH : 0;
-	const struct {
-		const char *method, *pattern;
-		evh_http_handler handler;
-		uint32_t flags;
-		const char *role;
-	} routes[] = {
+	const routes_entry routes[] = {
 	    {"POST", "/users", create_user, EVH_ROUTE_JSON, NULL},
 	    {"GET", "/users", list_users, read, st->read_role},
 	    {"GET", "/users/{id}", get_user, read, st->read_role},
@@ -494,25 +490,5 @@ int user_routes_register(user_state *st)
 	    {"POST", "/auth/login", user_login, EVH_ROUTE_JSON, NULL},
 	    {"POST", "/auth/logout", user_logout, EVH_ROUTE_AUTH, NULL},
 	};
-	size_t i;
-
-	for (i = 0; i < sizeof routes / sizeof routes[0]; i++) {
-		evh_route r;
-		int rc;
-
-		memset(&r, 0, sizeof r);
-		r.struct_size = sizeof r;
-		r.method = routes[i].method;
-		r.pattern = routes[i].pattern;
-		r.handler = routes[i].handler;
-		r.ud = st;
-		r.flags = routes[i].flags;
-		r.role = routes[i].role;
-		if ((rc = evh_http_route_ex(st->p, &r)) != EVH_OK) {
-			evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", r.method,
-			        r.pattern, evh_strerror(rc));
-			return rc;
-		}
-	}
-	return EVH_OK;
+	return routes_register(st->p, routes, sizeof routes / sizeof routes[0], st);
 }
