@@ -1048,15 +1048,21 @@ static void routes_retire(host *h, evh_plugin *p, int hold)
 		}
 	}
 	for (route_rec *rec = gone; hold && p && h->router && rec; rec = rec->next) {
-		/* Out of memory, the path answers 404 until the new instance routes it. */
 		route_rec *ph = placeholder_new(rec);
 		if (ph && router_add(h->router, ph->pub.r.method, ph->pub.r.pattern, ph, ph, err,
 		                     sizeof err) == 0) {
 			ph->next = routes_head;
 			routes_head = ph;
-		} else if (ph) {
-			route_rec_free(ph);
+			continue;
 		}
+		if (ph)
+			route_rec_free(ph);
+		/* The route is unrouted until the plugin routes it again: a client
+		 * told 404 (or 405) is not told to retry, so the admin hears why. */
+		log_warn("http", "plugin '%s': out of memory for the placeholder of %s %s: it "
+		                 "answers 404 (or 405), not 503 \"restarting\", until the plugin "
+		                 "routes it again",
+		         p->name, rec->pub.r.method, rec->pub.r.pattern);
 	}
 	pthread_rwlock_unlock(&routes_lock);
 	routes_free_idle(gone);

@@ -35,7 +35,9 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 void http_remove_plugin_routes(host *h, evh_plugin *p);
 /* The same, leaving in each route's place a placeholder that answers 503
  * "service 'NAME' is restarting" (Retry-After: 1), so a plugin restarted by
- * a reload never answers 404: its new instance's routes replace them. */
+ * a reload does not answer 404: its new instance's routes replace them. A
+ * placeholder that cannot be allocated leaves its route unrouted (404, or
+ * 405) meanwhile, with a warning naming it. */
 void http_hold_plugin_routes(host *h, evh_plugin *p);
 /* Remove the placeholders no new route replaced (404 from then on): at the
  * end of a start or a reload. Main thread. */
