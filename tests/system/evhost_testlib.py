@@ -31,6 +31,7 @@ import time
 import warnings
 from pathlib import Path
 
+import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -90,6 +91,16 @@ def sanitizer(build_dir):
     if "EVHOST_TSAN:BOOL=ON" in text:
         return "tsan"
     return None
+
+
+def faults_preloaded(build_dir, **faults):
+    """evhostd's environment with tests/fixtures/faults.so preloaded and its
+    EVH_FAULT_* settings; skipped in sanitized builds, whose runtime must be
+    the first library loaded."""
+    if sanitizer(build_dir):
+        pytest.skip("a preloaded library comes before the sanitizer's runtime")
+    return {"LD_PRELOAD": str(Path(build_dir) / "tests" / "fixtures" / "faults.so"),
+            **{f"EVH_FAULT_{k.upper()}": str(v) for k, v in faults.items()}}
 
 
 def wait_until(fn, timeout=10.0, interval=0.1, message=None, ignore=()):

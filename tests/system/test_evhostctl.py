@@ -493,20 +493,11 @@ def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
     assert "backup failed, nothing kept" in d.log_text()
 
 
-def faults_preloaded(build_dir, **faults):
-    """evhostd's environment with tests/fixtures/faults.so preloaded and its
-    EVH_FAULT_* settings; skipped in sanitized builds, whose runtime must be
-    the first library loaded."""
-    if lib.sanitizer(build_dir):
-        pytest.skip("a preloaded library comes before the sanitizer's runtime")
-    return {"LD_PRELOAD": str(build_dir / "tests" / "fixtures" / "faults.so"),
-            **{f"EVH_FAULT_{k.upper()}": str(v) for k, v in faults.items()}}
-
-
 def test_a_backup_that_cannot_be_renamed_whole_keeps_nothing(evhostd, build_dir, tmp_path):
     # Written under .partial-NAME, renamed to NAME once whole: a rename that
     # fails leaves no backup, and no partial one either.
-    d = crud_daemon(evhostd, tmp_path, env=faults_preloaded(build_dir, rename="/.partial-"))
+    d = crud_daemon(evhostd, tmp_path,
+                    env=lib.faults_preloaded(build_dir, rename="/.partial-"))
     assert d.post("/crud/products", json={"name": "kept"}).status_code == 201
     r = ctl(build_dir, d, "backup")
     assert_one_error(r, 1, "cannot rename ")
@@ -524,7 +515,7 @@ def test_a_backup_whose_directory_cannot_be_synced_is_not_kept(evhostd, build_di
     # directory holding it is not synced: not a backup to answer for.
     backups = tmp_path / "state" / "backups"
     d = crud_daemon(evhostd, tmp_path, state_dir=tmp_path / "state",
-                    env=faults_preloaded(build_dir, fsync_dir=backups))
+                    env=lib.faults_preloaded(build_dir, fsync_dir=backups))
     assert d.post("/crud/products", json={"name": "kept"}).status_code == 201
     r = ctl(build_dir, d, "backup")
     assert_one_error(r, 1, f"cannot sync {backups} after renaming the backup into it: "
@@ -538,7 +529,8 @@ def test_a_dropin_whose_directory_cannot_be_synced_is_used_and_said(evhostd, bui
                                                                    tmp_path):
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     confd = d.config_dir / "conf.d"
-    r = ctl(build_dir, d, "disable", "probe", env=faults_preloaded(build_dir, fsync_dir=confd))
+    r = ctl(build_dir, d, "disable", "probe",
+            env=lib.faults_preloaded(build_dir, fsync_dir=confd))
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"probe: disabled, stopped ({confd / DROPIN})\n"
     assert r.stderr == (f"evhostctl: warning: cannot sync {confd} after replacing {DROPIN}: "

@@ -506,6 +506,57 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     assert readyz() == (200, {"user": "running", "notifications": "running"})
 
 
+def test_a_restart_without_the_build_that_ran_says_there_is_no_way_back(evhostd, build_dir,
+                                                                        unique_name):
+    # A restarted plugin's way back, should its new configuration fail in
+    # init, is the build that ran, found again by the name it was loaded by
+    # (plugin_reopen). Here that look-up finds nothing (faults.so: dlopen with
+    # RTLD_NOLOAD of the probe's file), as if the library were gone: the
+    # reload says there is no way back and goes on. A new configuration that
+    # starts runs, with the plugin's data; one that fails leaves the plugin
+    # off (/readyz says so) where the build that ran would have run again,
+    # until a reload mends it. The other plugin serves throughout.
+    probe = fixture_plugin(build_dir, "probe")
+    dropin = probe_dropin(build_dir, topic=unique_name("probe"))
+    d = evhostd(dropins={
+        "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
+        "20-probe.conf": dropin,
+    }, env=lib.faults_preloaded(build_dir, dlopen_noload=probe))
+    no_way_back = (f"reload: plugin 'probe': no way back should its new configuration fail: "
+                   f"{probe}: the build that ran is not loaded")
+    assert d.post("/probe/publish", json={"kept": 1}).status_code == 200
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 1, timeout=60,
+                   message="the probe handling its event")
+
+    def readyz():
+        r = d.get("/readyz")
+        return r.status_code, r.json()["plugins"]
+
+    write_dropin(d, "20-probe.conf", dropin + "retry.backoff_ms = 60\n")
+    text = reload_log(d, "reload done")
+    assert no_way_back in text, text
+    assert "1 started, 1 stopped, 1 unchanged" in text, text
+    assert [e["data"] for e in d.get("/probe/seen").json()] == [{"kept": 1}]
+    assert readyz() == (200, {"hello": "running", "probe": "running"})
+
+    write_dropin(d, "20-probe.conf", dropin + "retry.max_attempts = -1\n")
+    text = reload_log(d, "reload done")
+    assert no_way_back in text, text
+    assert "max_attempts -1 is out of range" in text, text
+    assert ("reload: plugin 'probe' could not be started; it stays off (/readyz says so "
+            "until a reload starts it)") in text, text
+    assert "runs again as it ran before" not in text, text
+    assert readyz() == (503, {"hello": "running", "probe": "failed"})
+    assert d.get("/probe/seen").status_code == 404
+    assert d.get("/hello").status_code == 200
+
+    write_dropin(d, "20-probe.conf", dropin)
+    text = reload_log(d, "reload done")
+    assert "1 started, 0 stopped, 1 unchanged" in text, text
+    assert readyz() == (200, {"hello": "running", "probe": "running"})
+    assert [e["data"] for e in d.get("/probe/seen").json()] == [{"kept": 1}]
+
+
 def test_a_new_value_the_plugins_check_refuses_refuses_the_reload_whole(
         evhostd, build_dir, tmp_path, unique_name):
     # ABI 1.7: the plugin checks its values in step 1, before anything is

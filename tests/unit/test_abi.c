@@ -18,6 +18,21 @@
 
 static char fixture_path[512];
 
+/* The host's dlopen calls come here (ld --wrap=dlopen, tests/CMakeLists.txt):
+ * while dlopen_finds_nothing is set, a look-up of a loaded library
+ * (RTLD_NOLOAD) by a name containing it finds nothing, as if the library
+ * had gone. */
+static const char *dlopen_finds_nothing;
+void *__real_dlopen(const char *name, int flags);
+void *__wrap_dlopen(const char *name, int flags);
+void *__wrap_dlopen(const char *name, int flags)
+{
+	if (dlopen_finds_nothing && name && (flags & RTLD_NOLOAD) &&
+	    strstr(name, dlopen_finds_nothing))
+		return NULL;
+	return __real_dlopen(name, flags);
+}
+
 static const char *fixture(const char *file)
 {
 	snprintf(fixture_path, sizeof fixture_path, "%s/%s", EVHOST_TEST_FIXTURES, file);
@@ -198,6 +213,21 @@ static void test_check_only_from_abi_1_7(void **st)
 	}
 }
 
+/* entry_count.so opened as `ps` says (*p), and a handle of our own (*dl)
+ * that keeps the library loaded: its count of entries, to read. */
+static int *open_counted(host *h, const plugin_settings *ps, evh_plugin **p, void **dl)
+{
+	char err[1024] = "";
+	int *calls;
+	*p = plugin_open(h, ps, err, sizeof err);
+	assert_non_null(*p);
+	*dl = dlopen(ps->path, RTLD_NOW | RTLD_NOLOAD);
+	assert_non_null(*dl);
+	calls = dlsym(*dl, "entry_calls");
+	assert_non_null(calls);
+	return calls;
+}
+
 /* A library is entered once per load: a second plugin from the same file (a
  * reload's successor, or another section with the same path) gets the
  * descriptor without a call that would write the library's evh__api under
@@ -214,12 +244,7 @@ static void test_entry_called_once_per_load(void **st)
 
 	(void)st;
 	memset(&h, 0, sizeof h);
-	a = plugin_open(&h, &ps1, err, sizeof err);
-	assert_non_null(a);
-	dl = dlopen(ps1.path, RTLD_NOW | RTLD_NOLOAD);
-	assert_non_null(dl);
-	calls = dlsym(dl, "entry_calls");
-	assert_non_null(calls);
+	calls = open_counted(&h, &ps1, &a, &dl);
 	assert_int_equal(*calls, 1);
 	b = plugin_open(&h, &ps2, err, sizeof err);
 	assert_non_null(b);
@@ -231,6 +256,46 @@ static void test_entry_called_once_per_load(void **st)
 	a = plugin_open(&h, &ps1, err, sizeof err);
 	assert_non_null(a);
 	assert_int_equal(*calls, 2);
+	plugin_destroy(a);
+	dlclose(dl);
+}
+
+/* A reload's way back for a plugin it restarts (plugin_reopen) is the build
+ * that ran: the library the plugin holds, found again by the name it was
+ * loaded by, and not entered again. When it cannot be found, the reopen
+ * says so (the reload logs that there is no way back: test_reload.py) and
+ * holds nothing: once the plugin is gone, the next open enters the library
+ * anew. */
+static void test_reopen_without_the_build_that_ran(void **st)
+{
+	host h;
+	char err[1024] = "", want[1024];
+	plugin_settings ps = settings_for("one", "entry_count.so");
+	evh_plugin *a, *b;
+	void *dl;
+	int *calls, entered;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	calls = open_counted(&h, &ps, &a, &dl);
+	entered = *calls;
+	b = plugin_reopen(a, err, sizeof err);
+	assert_non_null(b);
+	assert_true(plugin_same_build(a, b));
+	assert_int_equal(*calls, entered);
+	plugin_destroy(b);
+
+	dlopen_finds_nothing = "/entry_count.so";
+	b = plugin_reopen(a, err, sizeof err);
+	dlopen_finds_nothing = NULL;
+	assert_null(b);
+	snprintf(want, sizeof want, "%s: the build that ran is not loaded", ps.path);
+	assert_string_equal(err, want);
+	plugin_destroy(a);
+	/* A hold the failed reopen kept would spare the library this entry. */
+	a = plugin_open(&h, &ps, err, sizeof err);
+	assert_non_null(a);
+	assert_int_equal(*calls, entered + 1);
 	plugin_destroy(a);
 	dlclose(dl);
 }
@@ -334,6 +399,7 @@ int main(void)
 	    cmocka_unit_test(test_good_plugin_and_schema),
 	    cmocka_unit_test(test_check_only_from_abi_1_7),
 	    cmocka_unit_test(test_entry_called_once_per_load),
+	    cmocka_unit_test(test_reopen_without_the_build_that_ran),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
     cmocka_unit_test(test_init_failure_quotes_plugin),
 	};
