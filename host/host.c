@@ -949,14 +949,17 @@ int host_reload(host *h)
 			i++;
 			continue;
 		}
-		if (n && fallbacks) {
+		if (n) {
 			char err[1024];
-			if (!(fallbacks[nfallbacks] = plugin_reopen(p, err, sizeof err)))
+			evh_plugin *fb = NULL;
+			if (!fallbacks)
+				snprintf(err, sizeof err, "out of memory");
+			else if ((fb = plugin_reopen(p, err, sizeof err)))
+				fallbacks[nfallbacks++] = fb;
+			if (!fb)
 				log_warn("host", "reload: plugin '%s': no way back should its new "
 				                 "configuration fail: %s",
 				         p->name, err);
-			else
-				nfallbacks++;
 		}
 		host_drop_plugin(h, i);
 		host_retire_plugin(h, p,
