@@ -136,6 +136,7 @@ static const char *api_state_dir(evh_plugin *p) { return p ? p->state_dir : NULL
 static int api_http_route(evh_plugin *p, const evh_route *route)
 {
 	char err[256];
+	int rc;
 
 	if (!p || !route || route->struct_size < offsetof(evh_route, flags))
 		return EVH_EINVAL;
@@ -143,11 +144,10 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 		plugin_error(p, "routes can only be registered during init");
 		return EVH_ESTATE;
 	}
-	if (http_add_route(p->host, p, route, err, sizeof err) != 0) {
+	/* EVH_EINVAL for the route, EVH_ENOMEM for the host: not the same fix */
+	if ((rc = http_add_route(p->host, p, route, err, sizeof err)) != EVH_OK)
 		api_log(p, EVH_LOG_ERROR, err);
-		return EVH_EINVAL;
-	}
-	return EVH_OK;
+	return rc;
 }
 
 static int positive_or(int v, int dflt) { return v > 0 ? v : dflt; }

@@ -966,6 +966,7 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 {
 	const char *why;
 	route_rec *rec, **link, *ph = NULL;
+	int rc;
 	if (!h || !h->router || !r) {
 		snprintf(err, errlen, "route: no router or no route given");
 		return EVH_EINVAL;
@@ -992,8 +993,8 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 		router_remove_owner(h->router, ph);
 		link = NULL;
 	}
-	if (router_add(h->router, r->method, r->pattern, rec, p, err, errlen) != 0) {
-		if (link && (*link)->pub.plugin)
+	if ((rc = router_add(h->router, r->method, r->pattern, rec, p, err, errlen)) != 0) {
+		if (rc == -1 && link && (*link)->pub.plugin)
 			route_conflict(err, errlen, r, *link);
 		pthread_rwlock_unlock(&routes_lock);
 		route_rec_free(rec);
@@ -1001,7 +1002,7 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 			route_wait_idle(ph);
 			route_rec_free(ph);
 		}
-		return EVH_EINVAL;
+		return rc == -2 ? EVH_ENOMEM : EVH_EINVAL;
 	}
 	rec->next = routes_head;
 	routes_head = rec;

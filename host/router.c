@@ -336,6 +336,7 @@ int router_add(router *r, const char *method, const char *pattern, void *target,
 	n = node_for_pattern(&r->root, pattern);
 	if (!n) {
 		snprintf(err, errlen, "route %s %s: out of memory", method, pattern);
+		rc = -2;
 		goto out;
 	}
 	dup = node_route(n, method);
@@ -350,6 +351,7 @@ int router_add(router *r, const char *method, const char *pattern, void *target,
 	rt = route_new(method, pattern, target, owner);
 	if (!rt) {
 		snprintf(err, errlen, "route %s %s: out of memory", method, pattern);
+		rc = -2;
 		goto out;
 	}
 	rt->next = n->routes;

@@ -27,7 +27,8 @@ typedef struct route_match {
 router *router_new(void);
 void router_free(router *r);
 /* Add a route. `owner` groups routes for router_remove_owner. Returns 0, or
- * -1 with `err` set (bad pattern, duplicate method+pattern). */
+ * with `err` set -1 (bad pattern, duplicate method+pattern) or -2 (out of
+ * memory). */
 int router_add(router *r, const char *method, const char *pattern, void *target, void *owner,
                char *err, size_t errlen);
 void router_remove_owner(router *r, void *owner);

@@ -876,6 +876,44 @@ static void test_route_registration(void **state)
 	http_remove_plugin_routes(&f->h, &other); /* nothing of its own: harmless */
 }
 
+/* A route the host has no memory for is EVH_ENOMEM, not EVH_EINVAL (the
+ * plugin's author would look for a mistake in the route), with the reason,
+ * and leaves nothing routed; with memory it is routed. */
+static void test_route_registration_out_of_memory(void **state)
+{
+	fixture *f = *state;
+	evh_plugin other = {.name = (char *)"other", .status = PLUGIN_RUNNING, .host = &f->h};
+	evh_route r;
+	char err[256], *resp;
+	long n;
+	int rc;
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = "GET";
+	r.pattern = "/oom/{a}/deep/{b}";
+	r.handler = echo;
+	for (n = 0;; n++) {
+		int failed;
+		err[0] = '\0';
+		alloc_faults_arm(n, ALLOC_THIS_THREAD);
+		rc = http_add_route(&f->h, &other, &r, err, sizeof err);
+		failed = alloc_faults_disarm();
+		if (!failed)
+			break;
+		if (rc != EVH_ENOMEM || !strstr(err, "GET /oom/{a}/deep/{b}: out of memory"))
+			fail_msg("run %ld: %d (%s), expected EVH_ENOMEM and out of memory", n, rc, err);
+		resp = request(f, "GET", "/oom/1/deep/2", NULL, NULL);
+		assert_int_equal(status_of(resp), 404);
+		free(resp);
+	}
+	assert_true(n > 1);
+	assert_int_equal(rc, EVH_OK);
+	resp = request(f, "GET", "/oom/1/deep/2", NULL, NULL);
+	assert_int_equal(status_of(resp), 200);
+	free(resp);
+	http_remove_plugin_routes(&f->h, &other);
+}
+
 /* A plugin restarted by a reload leaves a placeholder in each route's place
  * (503 "restarting") until its new instance routes it. A placeholder that
  * cannot be allocated leaves its route unrouted meanwhile (404, or 405),
@@ -1237,6 +1275,7 @@ int main(void)
 	    cmocka_unit_test(test_plugin_state),
 	    cmocka_unit_test(test_readyz_without_kafka),
 	    cmocka_unit_test(test_route_registration),
+	    cmocka_unit_test(test_route_registration_out_of_memory),
 	    cmocka_unit_test(test_restart_without_memory_for_placeholders),
 	    cmocka_unit_test(test_port_in_use),
 	    cmocka_unit_test(test_remove_waits_for_handlers),

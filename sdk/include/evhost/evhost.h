@@ -568,7 +568,10 @@ static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_
 
 /* Register a route. Only during init. Patterns are matched segment by
  * segment; literal segments win over {captures}. Two plugins may not
- * register the same method and pattern (the second init fails). */
+ * register the same method and pattern (the second init fails). Returns
+ * EVH_OK; EVH_EINVAL for a route refused (bad method, pattern or flags, a
+ * conflict), EVH_ENOMEM when the host is out of memory, EVH_ESTATE outside
+ * init: each logged with the reason. */
 static inline int evh_http_route_ex(evh_plugin *p, const evh_route *route)
 {
 	return evh__api->http_route(p, route);
