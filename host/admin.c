@@ -49,6 +49,7 @@
 #include "jsonb.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "revoke.h"
 #include "store.h"
 
@@ -241,17 +242,24 @@ static int invalid(evh_response *resp, const char *field, const char *detail)
 /* ----------------------------------------------------------------- input */
 
 /* -1 when the admin API is off, 1 when the request carries its token, 0
- * when not. */
-static int authorized(struct admin *a, evh_request *req)
+ * when not, with *why set for evhost_admin_refusals_total. A header without
+ * a bearer token (the bare token pasted, another scheme) is counted apart
+ * from a wrong token: the first is a client set up wrong, the second
+ * someone trying tokens (or holding one a reload replaced). */
+static int authorized(struct admin *a, evh_request *req, metrics_admin_reason *why)
 {
 	unsigned char got[crypto_generichash_BYTES];
 	const char *hdr = http_req_header(req, "Authorization");
 	int ok;
+	*why = hdr ? METRICS_ADMIN_MALFORMED : METRICS_ADMIN_MISSING;
 	if (hdr && strncasecmp(hdr, "Bearer ", 7) == 0) {
 		hdr += 7;
 		while (*hdr == ' ')
 			hdr++;
 		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, strlen(hdr), NULL, 0);
+		/* An empty one is no token at all (a token file holds 16 bytes or more). */
+		if (*hdr)
+			*why = METRICS_ADMIN_WRONG;
 	} else {
 		hdr = NULL;
 	}
@@ -1773,16 +1781,18 @@ static int route(host *h, evh_request *req, evh_response *resp)
 int admin_handle(host *h, evh_request *req, evh_response *resp)
 {
 	const char *path = http_req_path(req);
+	metrics_admin_reason why = METRICS_ADMIN_MISSING;
 	int ok;
 	if (!path || strncmp(path, "/admin", 6) != 0 || (path[6] && path[6] != '/'))
 		return 0;
-	ok = h->admin ? authorized(h->admin, req) : -1;
+	ok = h->admin ? authorized(h->admin, req, &why) : -1;
 	if (ok < 0) {
 		problem(resp, 404, "not-found", NULL,
 		        "the admin API is disabled: set [admin] token_file to enable it");
 		return 1;
 	}
 	if (!ok) {
+		metrics_admin_refused(why);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"evhost-admin\"");
 		problem(resp, 401, "unauthorized", NULL, "the admin API needs its bearer token");
 		return 1;

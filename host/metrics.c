@@ -250,9 +250,10 @@ static void count_status(metrics_series *s, int status)
 	                          1, memory_order_relaxed);
 }
 
-/* metrics_auth_refused, metrics_sign_out */
+/* metrics_auth_refused, metrics_sign_out, metrics_admin_refused */
 static atomic_uint_fast64_t auth_refusals[METRICS_AUTH_NREASONS];
 static atomic_uint_fast64_t sign_outs[2]; /* failed, saved */
+static atomic_uint_fast64_t admin_refusals[METRICS_ADMIN_NREASONS];
 
 void metrics_reset(void)
 {
@@ -266,6 +267,8 @@ void metrics_reset(void)
 		atomic_store(&auth_refusals[i], 0);
 	atomic_store(&sign_outs[0], 0);
 	atomic_store(&sign_outs[1], 0);
+	for (int i = 0; i < METRICS_ADMIN_NREASONS; i++)
+		atomic_store(&admin_refusals[i], 0);
 }
 
 /* --------------------------------------------------------------- feeds */
@@ -362,10 +365,22 @@ void metrics_plugin_failed(const char *plugin)
 		atomic_store(&s->present, 1);
 }
 
+/* A reason out of range is a caller's bug: counting it would write past
+ * the array, so it is dropped. */
+static void count_reason(atomic_uint_fast64_t *count, unsigned why, unsigned nreasons)
+{
+	if (why < nreasons)
+		atomic_fetch_add_explicit(&count[why], 1, memory_order_relaxed);
+}
+
 void metrics_auth_refused(metrics_auth_reason why)
 {
-	if ((unsigned)why < METRICS_AUTH_NREASONS)
-		atomic_fetch_add_explicit(&auth_refusals[why], 1, memory_order_relaxed);
+	count_reason(auth_refusals, (unsigned)why, METRICS_AUTH_NREASONS);
+}
+
+void metrics_admin_refused(metrics_admin_reason why)
+{
+	count_reason(admin_refusals, (unsigned)why, METRICS_ADMIN_NREASONS);
 }
 
 void metrics_sign_out(int saved) { atomic_fetch_add(&sign_outs[saved != 0], 1); }
@@ -772,20 +787,27 @@ static void render_process(textbuf *o)
 
 /* Every reason, 0 included: a rate over a series that appears only at its
  * first refusal misses that one. */
+static void render_reasons(textbuf *o, const char *name, const char *help,
+                           const char *const *reason, atomic_uint_fast64_t *count, int n)
+{
+	put_head(o, name, "counter", help);
+	for (int i = 0; i < n; i++)
+		tb_printf(o, "%s{reason=\"%s\"} %" PRIu64 "\n", name, reason[i],
+		          (uint64_t)atomic_load(&count[i]));
+}
+
 static void render_auth(textbuf *o, host *h)
 {
 	static const char *const reason[METRICS_AUTH_NREASONS] = {
 	    "missing", "malformed", "signature", "expired",      "not_yet_valid",
 	    "claims",  "revoked",   "lifetime",  "unverifiable", "role"};
-	static const char *const name = "evhost_auth_refusals_total";
-	put_head(o, name, "counter",
-	         "Requests to routes that need a bearer token, refused by the host's check, by "
-	         "why: none given, not a JWT, signature or algorithm no key checks, expired, not "
-	         "yet valid, wrong claims, signed out, living longer than [auth] token_ttl_max, "
-	         "not checkable (no keys yet: 503), or good without the route's role (403).");
-	for (int i = 0; i < METRICS_AUTH_NREASONS; i++)
-		tb_printf(o, "%s{reason=\"%s\"} %" PRIu64 "\n", name, reason[i],
-		          (uint64_t)atomic_load(&auth_refusals[i]));
+	render_reasons(o, "evhost_auth_refusals_total",
+	               "Requests to routes that need a bearer token, refused by the host's check, "
+	               "by why: none given, not a JWT, signature or algorithm no key checks, "
+	               "expired, not yet valid, wrong claims, signed out, living longer than [auth] "
+	               "token_ttl_max, not checkable (no keys yet: 503), or good without the "
+	               "route's role (403).",
+	               reason, auth_refusals, METRICS_AUTH_NREASONS);
 	put_head(o, "evhost_auth_sign_outs_total", "counter",
 	         "Sign-outs (a plugin's evh_auth_revoke, POST /admin/sign-out): saved in "
 	         "state_dir/evhostd.auth.db, or not (in force until evhostd stops, not after).");
@@ -799,6 +821,18 @@ static void render_auth(textbuf *o, host *h)
 	         "Subjects signed out whose earlier tokens may still be presented (kept [auth] "
 	         "token_ttl_max).");
 	tb_printf(o, "evhost_auth_signed_out_subjects %zu\n", revocations_count(h->revoked));
+}
+
+/* Also while the admin API is off (nothing is counted then: it answers
+ * 404): a reload may turn it on, and its series are there from the start. */
+static void render_admin(textbuf *o)
+{
+	static const char *const reason[METRICS_ADMIN_NREASONS] = {"missing", "malformed", "wrong"};
+	render_reasons(o, "evhost_admin_refusals_total",
+	               "Requests to the admin API refused (401), by why: no Authorization header, "
+	               "one without a bearer token, or a bearer token that is not [admin] "
+	               "token_file's.",
+	               reason, admin_refusals, METRICS_ADMIN_NREASONS);
 }
 
 /* Only once a backup exists: when the newest was taken. */
@@ -847,6 +881,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_plugins(&o, h);
 	render_trace(&o);
 	render_auth(&o, h);
+	render_admin(&o);
 	render_jwks(&o);
 	render_tls(&o);
 	render_backup(&o, h);

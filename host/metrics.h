@@ -93,6 +93,19 @@ void metrics_auth_refused(metrics_auth_reason why);
 /* A sign-out (evh_auth_revoke, POST /admin/sign-out): saved, or not. */
 void metrics_sign_out(int saved);
 
+/* ---- admin API (admin.c) ---- */
+
+/* Why a request to the admin API was refused its token (401):
+ * evhost_admin_refusals_total{reason}. */
+typedef enum metrics_admin_reason {
+	METRICS_ADMIN_MISSING,   /* no Authorization header */
+	METRICS_ADMIN_MALFORMED, /* one without a bearer token (another scheme, none) */
+	METRICS_ADMIN_WRONG,     /* a bearer token that is not [admin] token_file's */
+	METRICS_ADMIN_NREASONS
+} metrics_admin_reason;
+
+void metrics_admin_refused(metrics_admin_reason why);
+
 /* ---- exposition ---- */
 
 /* The whole exposition text (*text malloc'd, NUL-terminated; *len without

@@ -526,7 +526,8 @@ def check_dashboard(scrape):
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
                    "evhost_store_group_commits_total", "evhost_store_group_members_total",
                    "evhost_store_full", "evhost_store_damaged", "process_resident_memory_bytes",
-                   "evhost_tls_certificate_expiry_timestamp_seconds"):
+                   "evhost_tls_certificate_expiry_timestamp_seconds",
+                   "evhost_admin_refusals_total"):
         assert family in used, family
 
 
@@ -638,6 +639,78 @@ def test_auth_refusals_and_sign_outs_are_counted(evhostd, tmp_path):
     assert after.get("evhost_auth_sign_outs_total", result="failed") == 0
     assert after.get("evhost_auth_signed_out_subjects") == 1
     assert after.types["evhost_auth_signed_out_subjects"] == "gauge"
+
+
+ADMIN_TOKEN = "admin-token-for-metrics-0123456789"
+ADMIN_REASONS = ("missing", "malformed", "wrong")
+
+
+def admin_refusals(scrape):
+    return {lbl["reason"]: v for lbl, v in scrape.series("evhost_admin_refusals_total")}
+
+
+def test_admin_refusals_are_counted(evhostd, tmp_path):
+    """Every request the admin API refuses for its token (401) is counted by
+    why: no Authorization header, one without a bearer token in it, or a
+    bearer token that is not the one in [admin] token_file (someone trying
+    tokens). Good requests are not counted, nor are the admin API's refusals
+    counted as the plugin routes' token check's."""
+    token_file = tmp_path / "admin.token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    conf = config()
+    conf["admin"] = {"token_file": str(token_file)}
+    d = evhostd(conf, brokers="embedded")
+    before = Scrape(d)
+    assert before.types["evhost_admin_refusals_total"] == "counter"
+    assert admin_refusals(before) == dict.fromkeys(ADMIN_REASONS, 0), admin_refusals(before)
+
+    def refused(method, path, headers):
+        r = requests.request(method, d.url + path, headers=headers, timeout=10)
+        assert r.status_code == 401, (method, path, headers, r.status_code, r.text)
+        assert r.headers["WWW-Authenticate"] == 'Bearer realm="evhost-admin"'
+
+    # No Authorization header: on a route, an unknown path, a POST.
+    refused("GET", "/admin/plugins", {})
+    refused("GET", "/admin/nothing", {})
+    refused("POST", "/admin/reload", {})
+    # A header with no bearer token in it: the bare token, another scheme, the
+    # scheme alone, the scheme with only spaces after it.
+    for value in (ADMIN_TOKEN, f"Basic {ADMIN_TOKEN}", "Bearer", "Bearer    "):
+        refused("GET", "/admin/plugins", {"Authorization": value})
+    # Bearer tokens that are not the token (the scheme in any case).
+    for value in (f"Bearer {ADMIN_TOKEN[:-1]}", f"Bearer {ADMIN_TOKEN}x",
+                  f"Bearer {ADMIN_TOKEN.upper()}", "bearer guess-0123456789abcdef",
+                  f"BEARER {ADMIN_TOKEN[::-1]}"):
+        refused("GET", "/admin/events", {"Authorization": value})
+    refused("POST", "/admin/sign-out", {"Authorization": "Bearer not-the-token-at-all"})
+    # The token itself, however the scheme is spelt: not refused, not counted.
+    for scheme in ("Bearer", "bearer"):
+        r = d.get("/admin/plugins", headers={"Authorization": f"{scheme} {ADMIN_TOKEN}"})
+        assert r.status_code == 200, r.text
+
+    after = Scrape(d)
+    want = {"missing": 3, "malformed": 4, "wrong": 6}
+    assert admin_refusals(after) == want, admin_refusals(after)
+    assert {lbl["reason"]: v for lbl, v in after.series("evhost_auth_refusals_total")} \
+        == {lbl["reason"]: v for lbl, v in before.series("evhost_auth_refusals_total")}
+    answered = {(lbl["method"], lbl["status"]): v
+                for lbl, v in after.series("evhost_http_requests_total")
+                if lbl["route"] == "/admin"}
+    assert answered == {("GET", "401"): 11, ("POST", "401"): 2, ("GET", "200"): 2}, answered
+    check_alerts(after)  # and check_documented
+    check_dashboard(after)  # which shows them
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert any('evhost_admin_refusals_total{reason="wrong"}' in r["expr"] for r in rules)
+
+
+def test_admin_api_off_counts_no_refusals(evhostd):
+    """Without [admin] token_file the admin API answers 404 to everyone: no
+    token was refused, and the counter is there at 0 all the same (a reload
+    may turn the API on)."""
+    d = evhostd(config(), brokers="embedded")
+    for headers in ({}, {"Authorization": "Bearer some-guess-0123456789"}):
+        assert d.get("/admin/plugins", headers=headers).status_code == 404
+    assert admin_refusals(Scrape(d)) == dict.fromkeys(ADMIN_REASONS, 0)
 
 
 def test_metrics_disabled_answers_404(evhostd):

@@ -313,6 +313,45 @@ static void test_auth_refusals_and_sign_outs(void **state)
 	free(text);
 }
 
+#define ADMIN_REFUSALS(reason) "evhost_admin_refusals_total{reason=\"" reason "\"}"
+
+/* A scrape's admin refusals are these, each reason's line there. */
+static void assert_admin_refusals(const char *text, int missing, int malformed, int wrong)
+{
+	check_exposition(text);
+	assert_float_equal(sample(text, ADMIN_REFUSALS("missing")), missing, 0);
+	assert_float_equal(sample(text, ADMIN_REFUSALS("malformed")), malformed, 0);
+	assert_float_equal(sample(text, ADMIN_REFUSALS("wrong")), wrong, 0);
+}
+
+/* The admin API's refusals: every reason from the start, also with no host
+ * (and so no admin API) to render for; each counted apart, and not as the
+ * plugin routes' refusals; out-of-range reasons ignored; a reset forgets
+ * them. */
+static void test_admin_refusals(void **state)
+{
+	char *text;
+	(void)state;
+	text = render();
+	assert_non_null(strstr(text, "\n# TYPE evhost_admin_refusals_total counter\n"));
+	assert_admin_refusals(text, 0, 0, 0);
+	free(text);
+	for (int i = 0; i < 3; i++)
+		metrics_admin_refused(METRICS_ADMIN_WRONG);
+	metrics_admin_refused(METRICS_ADMIN_MISSING);
+	metrics_admin_refused(METRICS_ADMIN_NREASONS); /* not a reason */
+	metrics_admin_refused((metrics_admin_reason)-1);
+	text = render();
+	assert_admin_refusals(text, 1, 0, 3);
+	assert_true(sample(text, "evhost_auth_refusals_total{reason=\"missing\"}") == 0);
+	free(text);
+	metrics_admin_refused(METRICS_ADMIN_MALFORMED);
+	metrics_reset();
+	text = render();
+	assert_admin_refusals(text, 0, 0, 0);
+	free(text);
+}
+
 #define X_STATUS(code) \
 	"evhost_http_requests_total{plugin=\"p\",route=\"/x\",method=\"GET\",status=\"" code "\"}"
 
@@ -433,6 +472,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
 	    cmocka_unit_test_setup(test_auth_refusals_and_sign_outs, setup),
+	    cmocka_unit_test_setup(test_admin_refusals, setup),
 	    cmocka_unit_test_setup(test_status_slots_overflow_to_their_class, setup),
 	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
 	};
