@@ -496,8 +496,7 @@ def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
 def test_a_backup_that_cannot_be_renamed_whole_keeps_nothing(evhostd, build_dir, tmp_path):
     # Written under .partial-NAME, renamed to NAME once whole: a rename that
     # fails leaves no backup, and no partial one either.
-    d = crud_daemon(evhostd, tmp_path,
-                    env=lib.faults_preloaded(build_dir, rename="/.partial-"))
+    d = crud_daemon(evhostd, tmp_path, env=lib.faults_preloaded(build_dir, rename="/.partial-"))
     assert d.post("/crud/products", json={"name": "kept"}).status_code == 201
     r = ctl(build_dir, d, "backup")
     assert_one_error(r, 1, "cannot rename ")
