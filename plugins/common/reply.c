@@ -85,27 +85,10 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 	return rc;
 }
 
-int reply_failure(evh_plugin *p, evh_response *resp, int rc)
+int reply_failure(evh_response *resp, int rc)
 {
-	size_t max = p ? evh_publish_max_bytes(p) : 0;
-	char detail[256];
-
-	/* Mostly the change's event, more than a Kafka message takes, though a
-	 * storage limit says the same: the plugin cannot tell which. */
-	if (rc == EVH_ETOOBIG) {
-		if (!max)
-			return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large",
-			                        "this change, or the event it publishes, is larger than "
-			                        "the service takes",
-			                        NULL);
-		snprintf(detail, sizeof detail,
-		         "this change, or the event it publishes, is larger than the service takes: "
-		         "an event may be at most %zu bytes (its key and data), since it must fit "
-		         "one Kafka message",
-		         max);
-		return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail,
-		                        NULL);
-	}
+	if (rc == EVH_ETOOBIG)
+		return EVH_ESTORE; /* see reply.h: not what the request carried */
 	if (rc != EVH_EFULL)
 		return rc;
 	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);
@@ -115,5 +98,62 @@ int reply_failure(evh_plugin *p, evh_response *resp, int rc)
 
 int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what)
 {
-	return reply_failure(p, resp, reply_log_failure(p, tx, rc, what));
+	return reply_failure(resp, reply_log_failure(p, tx, rc, what));
+}
+
+/* What a value of `bytes` (0: not known) was larger than: `limit`. */
+static void too_big_sized(char *detail, size_t size, const char *what, size_t bytes,
+                          const char *unit, const char *limit)
+{
+	if (bytes)
+		snprintf(detail, size, "%s is %zu bytes%s, more than %s", what, bytes, unit, limit);
+	else
+		snprintf(detail, size, "%s is larger than %s", what, limit);
+}
+
+/* The detail of the 413 for change `c`, refused as too big; `max` is the
+ * most bytes of key and data an event may have (0: not known). */
+static void too_big_detail(const reply_change *c, size_t max, char *detail, size_t size)
+{
+	static const char storage[] = "the storage of this service takes";
+	const char *event = c->event ? c->event : "the event announcing this change";
+
+	if (c->step == REPLY_STEP_STORE) {
+		too_big_sized(detail, size, c->stored ? c->stored : "this change", c->stored_bytes,
+		              " as it would be stored", storage);
+	} else if (!max) { /* a host before ABI 1.8: which of its limits, it does not say */
+		too_big_sized(detail, size, event, c->event_bytes, " (its key and data)",
+		              "this service takes for one event");
+	} else if (c->event_bytes && c->event_bytes <= max) {
+		/* Within Kafka's limit: the storage refused the event's row, in
+		 * which it waits to be sent. */
+		too_big_sized(detail, size, event, c->event_bytes, " (its key and data)",
+		              "the storage of this service takes to keep it until it is sent");
+	} else if (c->event_bytes) {
+		snprintf(detail, size,
+		         "%s is %zu bytes (its key and data); an event may be at most %zu bytes, "
+		         "since it must fit one Kafka message",
+		         event, c->event_bytes, max);
+	} else {
+		snprintf(detail, size,
+		         "%s is larger than an event may be: at most %zu bytes (its key and data), "
+		         "since it must fit one Kafka message",
+		         event, max);
+	}
+}
+
+int reply_change_failure(evh_plugin *p, evh_response *resp, const reply_change *c, int rc)
+{
+	char detail[320];
+
+	if (rc != EVH_ETOOBIG || c->step == REPLY_STEP_OTHER)
+		return reply_failure(resp, rc);
+	too_big_detail(c, p ? evh_publish_max_bytes(p) : 0, detail, sizeof detail);
+	return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail, NULL);
+}
+
+int reply_tx_change_failure(evh_plugin *p, evh_response *resp, evh_tx *tx,
+                            const reply_change *c, int rc, const char *what)
+{
+	return reply_change_failure(p, resp, c, reply_log_failure(p, tx, rc, what));
 }

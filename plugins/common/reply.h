@@ -26,12 +26,49 @@ int reply_not_found(evh_response *resp, const char *detail);
 /* A storage call on `tx` (may be NULL) failed with `rc`: log what failed
  * with the storage engine's message, roll `tx` back, and return `rc`. */
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what);
-/* Answer a failed storage call: 503 + Retry-After when the outbox is full
- * (EVH_EFULL), 413 when something is too big (EVH_ETOOBIG: mostly from
- * evh_publish, an event larger than a Kafka message may be; the answer says
- * that limit in bytes when `p`'s host tells it, evh_publish_max_bytes);
- * otherwise return `rc` so the host answers 500. */
-int reply_failure(evh_plugin *p, evh_response *resp, int rc);
-/* Both of the above: the usual end of a handler whose write failed. */
+/* Answer a failed call that neither stores nor publishes what the request
+ * carried (begin, a read, commit): 503 + Retry-After when the outbox is
+ * full (EVH_EFULL); otherwise return `rc` for the host's answer (500).
+ * EVH_ETOOBIG is returned as EVH_ESTORE: there it is a storage call that
+ * read a value larger than the storage takes (its limit lowered since it
+ * was stored), the service's failure, where a 413 would have the client
+ * shrink a request that was fine (and the host would answer it 413 for a
+ * value "this request stores"). Changes answer with reply_change_failure. */
+int reply_failure(evh_response *resp, int rc);
+/* Both of the above: the usual end of a handler whose call failed. */
 int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what);
+
+/* The call of a change under way when it failed: a storage call writing
+ * what the request stores, evh_publish of the event announcing it, or
+ * another (begin, a read, commit, a delete's statement), where what the
+ * request carried was not too large. */
+typedef enum reply_step {
+	REPLY_STEP_OTHER = 0,
+	REPLY_STEP_STORE,
+	REPLY_STEP_PUBLISH,
+} reply_step;
+
+/* A change a handler stores and announces, as far as it got, for the 413
+ * that says which of the two was too large. The nouns are the client's
+ * words ("the document", "the event announcing the new user"); a size of 0
+ * is one not known. */
+typedef struct reply_change {
+	reply_step step;     /* the call under way */
+	const char *stored;  /* what the change stores */
+	size_t stored_bytes; /* its size as stored */
+	const char *event;   /* the event announcing it */
+	size_t event_bytes;  /* its key and data together, as evh_publish counts them */
+} reply_change;
+
+/* Answer a change that failed with `rc` at c->step. EVH_ETOOBIG from its
+ * storage call or from evh_publish is a 413 naming what was too large, with
+ * the sizes known: the stored value (more than the storage takes: a limit
+ * the host does not tell plugins), or the event, more than an event may be
+ * (the limit when `p`'s host tells it, evh_publish_max_bytes) or, within
+ * that, more than the storage takes to keep it until it is sent. Anything
+ * else as reply_failure. */
+int reply_change_failure(evh_plugin *p, evh_response *resp, const reply_change *c, int rc);
+/* reply_log_failure, then reply_change_failure. */
+int reply_tx_change_failure(evh_plugin *p, evh_response *resp, evh_tx *tx,
+                            const reply_change *c, int rc, const char *what);
 #endif

@@ -80,18 +80,23 @@ static int publish(crud_state *st, evh_tx *tx, const crud_collection *c, const c
 }
 
 /* Answer a create or update of document `id` (stored as `json`; NULL when
- * it could not be printed) that failed with `rc`. A document whose event
- * evh_publish refused as too big (EVH_ETOOBIG) is a 413 that says how large
- * it is and how large it may be: the event's limit less its key, the id.
- * Anything else as reply_failure. */
-static int reply_change_failure(crud_state *st, evh_response *resp, int rc, const char *id,
-                                const char *json)
+ * it could not be printed) that failed with `rc` at `step`, the change
+ * announced by `event`. An event evh_publish refused as larger than a Kafka
+ * message is a 413 that says how large the document is and how large it
+ * may be: the event's limit less its key, the id, what the client can act
+ * on. Anything else as reply_change_failure, which names a document larger
+ * than the storage takes, or an event it cannot keep. */
+static int reply_doc_failure(crud_state *st, evh_response *resp, int rc, reply_step step,
+                             const char *event, const char *id, const char *json)
 {
-	size_t max = evh_publish_max_bytes(st->p), idlen = strlen(id), len;
+	size_t max = evh_publish_max_bytes(st->p), idlen = strlen(id), len = json ? strlen(json) : 0;
+	reply_change ch = {.step = step, .stored = "the document", .stored_bytes = len,
+	                   .event = event, .event_bytes = json ? len + idlen : 0};
 	char detail[256];
 
-	if (rc != EVH_ETOOBIG || !json || max <= idlen || (len = strlen(json)) + idlen <= max)
-		return reply_failure(st->p, resp, rc); /* not the event's size, or no limit known */
+	if (rc != EVH_ETOOBIG || step != REPLY_STEP_PUBLISH || !json || max <= idlen ||
+	    len + idlen <= max)
+		return reply_change_failure(st->p, resp, &ch, rc); /* no limit known, or not Kafka's */
 	snprintf(detail, sizeof detail,
 	         "the document is %zu bytes as it would be stored (with its id); a document may "
 	         "be at most %zu bytes, since the event announcing each change must fit one "
@@ -102,19 +107,26 @@ static int reply_change_failure(crud_state *st, evh_response *resp, int rc, cons
 
 /* ------------------------------------------------------------------ create */
 
-static int insert_tx(crud_state *st, const crud_collection *c, const char *id, const char *json)
+/* Store document `id` and announce it; *step says which call failed. */
+static int insert_tx(crud_state *st, const crud_collection *c, const char *id, const char *json,
+                     reply_step *step)
 {
 	char now[IDS_TIME_LEN + 1];
 	evh_tx *tx;
 	int rc;
 
 	ids_now_rfc3339(now);
+	*step = REPLY_STEP_OTHER;
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "create document: begin");
-	if ((rc = crud_db_insert(tx, c->name, id, json, now)) == EVH_OK)
+	*step = REPLY_STEP_STORE;
+	if ((rc = crud_db_insert(tx, c->name, id, json, now)) == EVH_OK) {
+		*step = REPLY_STEP_PUBLISH;
 		rc = publish(st, tx, c, c->type_created, id, json);
+	}
 	if (rc != EVH_OK)
 		return reply_log_failure(st->p, tx, rc, "create document");
+	*step = REPLY_STEP_OTHER;
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "create document: commit");
 	return EVH_OK;
@@ -124,6 +136,7 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 {
 	crud_state *st = ud;
 	char id[IDS_UUID_LEN + 1], location[CRUD_NAME_MAX + IDS_UUID_LEN + 16], *json = NULL;
+	reply_step step;
 	int rc = EVH_OK;
 	const crud_collection *c = collection_of(st, req, resp, &rc);
 	cJSON *doc = c ? reply_body_object(req, resp, &rc) : NULL;
@@ -141,8 +154,9 @@ static int create_doc(evh_request *req, evh_response *resp, void *ud)
 		rc = EVH_ENOMEM;
 		goto out;
 	}
-	if ((rc = insert_tx(st, c, id, json)) != EVH_OK) {
-		rc = reply_change_failure(st, resp, rc, id, json);
+	if ((rc = insert_tx(st, c, id, json, &step)) != EVH_OK) {
+		rc = reply_doc_failure(st, resp, rc, step, "the event announcing the new document", id,
+		                       json);
 		goto out;
 	}
 	snprintf(location, sizeof location, "/crud/%s/%s", c->name, id);
@@ -216,6 +230,7 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 {
 	const char *id = evh_req_param(req, "id");
 	char now[IDS_TIME_LEN + 1], *current = NULL, *json = NULL;
+	reply_step step = REPLY_STEP_OTHER;
 	int64_t version = 0;
 	cJSON *doc = NULL;
 	int rc = crud_db_get(tx, c->name, id, &version, &current);
@@ -237,11 +252,17 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 	}
 	ids_now_rfc3339(now);
 	rc = doc && (json = jsonb_print(doc)) ? EVH_OK : EVH_ENOMEM;
-	if (rc == EVH_OK && (rc = crud_db_update(tx, c->name, id, json, now)) == EVH_OK)
+	if (rc == EVH_OK) {
+		step = REPLY_STEP_STORE;
+		rc = crud_db_update(tx, c->name, id, json, now);
+	}
+	if (rc == EVH_OK) {
+		step = REPLY_STEP_PUBLISH;
 		rc = publish(st, tx, c, c->type_updated, id, json);
+	}
 	if (rc != EVH_OK) {
-		rc = reply_change_failure(st, resp, reply_log_failure(st->p, tx, rc, "update document"),
-		                          id, json);
+		rc = reply_doc_failure(st, resp, reply_log_failure(st->p, tx, rc, "update document"),
+		                       step, "the event announcing the change", id, json);
 		goto out;
 	}
 	if ((rc = evh_tx_commit(tx)) != EVH_OK) {
@@ -315,6 +336,8 @@ static int delete_doc(evh_request *req, evh_response *resp, void *ud)
 	int64_t version = 0;
 	char *data = NULL;
 	evh_tx *tx;
+	/* It stores nothing: only its event can be too large. */
+	reply_change ch = {.event = "the event announcing the deletion"};
 
 	if (!c)
 		return rc;
@@ -331,11 +354,14 @@ static int delete_doc(evh_request *req, evh_response *resp, void *ud)
 	}
 	if (rc == EVH_OK && !(data = id_json(id)))
 		rc = EVH_ENOMEM;
-	if (rc == EVH_OK && (rc = crud_db_delete(tx, c->name, id)) == EVH_OK)
+	if (rc == EVH_OK && (rc = crud_db_delete(tx, c->name, id)) == EVH_OK) {
+		ch.step = REPLY_STEP_PUBLISH;
+		ch.event_bytes = strlen(data) + strlen(id);
 		rc = publish(st, tx, c, c->type_deleted, id, data);
+	}
 	cJSON_free(data);
 	if (rc != EVH_OK)
-		return reply_tx_failure(st->p, resp, tx, rc, "delete document");
+		return reply_tx_change_failure(st->p, resp, tx, &ch, rc, "delete document");
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "delete document: commit");
 	evh_resp_status(resp, 204);

@@ -252,6 +252,7 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
 {
 	char password[USER_PASSWORD_MAX_BYTES + 2];
 	const char *why;
+	reply_change ch; /* no client to tell: the log says what failed */
 	int rc = read_password_file(st, path, password, sizeof password);
 
 	if (rc == EVH_OK && user_password_check(password, st->password_min, &why) != 0) {
@@ -268,7 +269,7 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
 	memcpy(u->updated_at, u->created_at, sizeof u->updated_at);
 	snprintf(u->name, sizeof u->name, "%s", USER_ADMIN_NAME);
 	snprintf(u->roles, sizeof u->roles, "%s", USER_ROLES_ADMIN);
-	rc = user_create_tx(st, u);
+	rc = user_create_tx(st, u, &ch);
 	if (rc == EVH_OK)
 		evh_log(st->p, EVH_LOG_INFO, "created administrator %s (id %s)", u->email, u->id);
 	else

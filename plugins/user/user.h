@@ -13,6 +13,7 @@
 #include <sodium.h>
 
 #include "../common/ids.h"
+#include "../common/reply.h"
 #include "login_limit.h"
 #include "user_logic.h"
 
@@ -70,6 +71,8 @@ int user_db_get(evh_tx *tx, const char *id, user_rec *u);
 int user_db_get_by_email(evh_tx *tx, const char *email, user_rec *u);
 int user_db_update(evh_tx *tx, const user_rec *u);
 int user_db_delete(evh_tx *tx, const char *id);
+/* The bytes of the values a row of `u` stores, for a 413 that says so. */
+size_t user_db_bytes(const user_rec *u);
 /* Up to `limit` users with seq > after_seq, in seq order, as JSON objects
  * appended to `items`; *more says whether rows remain, *last_seq is the last
  * one appended. */
@@ -95,8 +98,9 @@ int user_logout(evh_request *req, evh_response *resp, void *ud);
 int user_routes_register(user_state *st);
 /* The public view of a user: id, name, email, created_at, updated_at. */
 cJSON *user_to_json(const user_rec *u);
-/* Insert `u` and publish its created event in one transaction. */
-int user_create_tx(user_state *st, const user_rec *u);
+/* Insert `u` and publish its created event in one transaction. *ch says
+ * how far it got, for reply_change_failure. */
+int user_create_tx(user_state *st, const user_rec *u, reply_change *ch);
 
 /* ---- user_auth.c */
 /* Argon2id-hash `password` with the configured cost. Slow by design: call

@@ -178,7 +178,7 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	if ((rc = account_unchanged(st, u, &same)) != EVH_OK || !same) {
 		evh_free(token);
 		/* The password it checked is no longer the account's. */
-		return rc != EVH_OK ? reply_failure(st->p, resp, rc) : reply_bad_credentials(resp);
+		return rc != EVH_OK ? reply_failure(resp, rc) : reply_bad_credentials(resp);
 	}
 	out = cJSON_CreateObject();
 	if (out && cJSON_AddStringToObject(out, "token", token) &&
@@ -264,7 +264,7 @@ static int login_check(user_state *st, evh_response *resp, const char *email,
 
 	*outcome = LOGIN_UNDECIDED;
 	if (rc != EVH_OK)
-		return reply_failure(st->p, resp, rc);
+		return reply_failure(resp, rc);
 	rc = password_verify(st, *found ? u->password_hash : st->dummy_hash, password, &ok);
 	if (rc != EVH_OK)
 		return user_hash_failure(st->p, resp, rc);

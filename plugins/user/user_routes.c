@@ -32,9 +32,10 @@ cJSON *user_to_json(const user_rec *u)
 	return NULL;
 }
 
-/* Publish `data` (consumed) keyed by the user's id within `tx`. */
+/* Publish `data` (consumed) keyed by the user's id within `tx`; *bytes
+ * gets the event's size (key and data), for the answer to a refusal. */
 static int publish(user_state *st, evh_tx *tx, const char *topic, const char *type,
-                   const char *id, cJSON *data)
+                   const char *id, cJSON *data, size_t *bytes)
 {
 	char *json = data ? cJSON_PrintUnformatted(data) : NULL;
 	int rc;
@@ -42,6 +43,7 @@ static int publish(user_state *st, evh_tx *tx, const char *topic, const char *ty
 	cJSON_Delete(data);
 	if (!json)
 		return EVH_ENOMEM;
+	*bytes = strlen(json) + strlen(id);
 	rc = evh_publish(st->p, tx, topic, id, type, json, strlen(json));
 	cJSON_free(json);
 	return rc;
@@ -60,22 +62,37 @@ static cJSON *profile_event(const user_rec *u)
 	return NULL;
 }
 
-int user_create_tx(user_state *st, const user_rec *u)
+/* A change that stores user `u` and is announced by `event`, before its
+ * first call. */
+static reply_change user_change(const user_rec *u, const char *event)
+{
+	reply_change ch = {.stored = "the user", .stored_bytes = user_db_bytes(u), .event = event};
+
+	return ch;
+}
+
+int user_create_tx(user_state *st, const user_rec *u, reply_change *ch)
 {
 	evh_tx *tx;
 	int rc;
 
+	*ch = user_change(u, "the event announcing the new user");
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "create user: begin");
+	ch->step = REPLY_STEP_STORE;
 	rc = user_db_insert(tx, u);
 	if (rc == EVH_ECONSTRAINT) { /* the email is taken: an answer, not a failure */
 		evh_tx_rollback(tx);
 		return rc;
 	}
-	if (rc == EVH_OK)
-		rc = publish(st, tx, st->topic_created, USER_TYPE_CREATED, u->id, profile_event(u));
+	if (rc == EVH_OK) {
+		ch->step = REPLY_STEP_PUBLISH;
+		rc = publish(st, tx, st->topic_created, USER_TYPE_CREATED, u->id, profile_event(u),
+		             &ch->event_bytes);
+	}
 	if (rc != EVH_OK)
 		return reply_log_failure(st->p, tx, rc, "create user");
+	ch->step = REPLY_STEP_OTHER;
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "create user: commit");
 	return EVH_OK;
@@ -173,6 +190,7 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 	char location[64], *json = NULL;
 	int rc = EVH_OK, answered = 0;
 	cJSON *body = reply_body_object(req, resp, &rc);
+	reply_change ch;
 	user_rec u;
 
 	if (!body)
@@ -193,13 +211,13 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 		rc = EVH_ENOMEM;
 		goto out;
 	}
-	rc = user_create_tx(st, &u);
+	rc = user_create_tx(st, &u, &ch);
 	if (rc == EVH_ECONSTRAINT) {
 		rc = reply_email_taken(resp);
 		goto out;
 	}
 	if (rc != EVH_OK) {
-		rc = reply_failure(st->p, resp, rc);
+		rc = reply_change_failure(st->p, resp, &ch, rc);
 		goto out;
 	}
 	snprintf(location, sizeof location, "/users/%s", u.id);
@@ -312,6 +330,7 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 {
 	cJSON *changed = NULL;
 	char *json = NULL;
+	reply_change ch = {.step = REPLY_STEP_OTHER};
 	evh_tx *tx;
 	int rc;
 
@@ -331,6 +350,8 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 	}
 	if (rc == EVH_OK) {
 		ids_now_rfc3339(u->updated_at);
+		ch = user_change(u, "the event announcing the change");
+		ch.step = REPLY_STEP_STORE;
 		rc = user_db_update(tx, u);
 	}
 	if (rc == EVH_ECONSTRAINT) {
@@ -338,15 +359,17 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 		evh_tx_rollback(tx);
 		return reply_email_taken(resp);
 	}
-	if (rc == EVH_OK)
+	if (rc == EVH_OK) {
+		ch.step = REPLY_STEP_PUBLISH;
 		rc = publish(st, tx, st->topic_updated, USER_TYPE_UPDATED, u->id,
-		             updated_event(u, changed));
-	else
+		             updated_event(u, changed), &ch.event_bytes);
+	} else {
 		cJSON_Delete(changed);
+	}
 	if (rc == EVH_OK && !(json = user_text(u)))
 		rc = EVH_ENOMEM;
 	if (rc != EVH_OK)
-		return reply_tx_failure(st->p, resp, tx, rc, "update user");
+		return reply_tx_change_failure(st->p, resp, tx, &ch, rc, "update user");
 	/* Tokens signed before a new password are refused (the one this
 	 * request came with too): who held one without the password holds
 	 * nothing now. Before the commit: see user_sign_out. */
@@ -444,6 +467,8 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
 	const char *id = evh_req_param(req, "id");
+	/* It stores nothing: only its event can be too large. */
+	reply_change ch = {.event = "the event announcing the deletion"};
 	cJSON *data;
 	evh_tx *tx;
 	int rc, answered;
@@ -463,10 +488,11 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 			cJSON_Delete(data);
 			data = NULL;
 		}
-		rc = publish(st, tx, st->topic_deleted, USER_TYPE_DELETED, id, data);
+		ch.step = REPLY_STEP_PUBLISH;
+		rc = publish(st, tx, st->topic_deleted, USER_TYPE_DELETED, id, data, &ch.event_bytes);
 	}
 	if (rc != EVH_OK)
-		return reply_tx_failure(st->p, resp, tx, rc, "delete user");
+		return reply_tx_change_failure(st->p, resp, tx, &ch, rc, "delete user");
 	/* A deleted user's tokens must not go on working on other services. */
 	rc = user_sign_out(st, resp, tx, id, &answered);
 	if (answered)

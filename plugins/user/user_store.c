@@ -101,6 +101,12 @@ int user_db_update(evh_tx *tx, const user_rec *u)
 	return rc;
 }
 
+size_t user_db_bytes(const user_rec *u)
+{
+	return strlen(u->id) + strlen(u->name) + strlen(u->email) + strlen(u->password_hash) +
+	       strlen(u->roles) + strlen(u->created_at) + strlen(u->updated_at);
+}
+
 int user_db_delete(evh_tx *tx, const char *id)
 {
 	evh_value args[] = {EVH_TEXT(id)};

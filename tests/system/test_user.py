@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import resource
 import secrets
 import sqlite3
@@ -1008,29 +1009,69 @@ def test_full_outbox_answers_503_and_stores_nothing(evhostd, tmp_path):
         db.close()
 
 
+def event_size(user_id, data):
+    """An event's key (the user's id) and data, compact UTF-8 JSON, as
+    evh_publish counts them."""
+    return len(user_id) + len(json.dumps(data, ensure_ascii=False,
+                                         separators=(",", ":")).encode())
+
+
 def test_a_user_whose_event_cannot_be_a_kafka_message_is_413_with_the_limit(evhostd, tmp_path):
     """With message.max.bytes at its least (2048, 1024 for an event's key and
     data), a user of the longest name and address makes an event too big to
-    send: 413, nothing stored, and the answer says the limit in bytes rather
-    than sending the client to a log it cannot read."""
+    send: 413, nothing stored, and the answer names the event with its size
+    and the limit in bytes rather than sending the client to a log it cannot
+    read (or saying "this change, or the event it publishes")."""
     config = user_config(tmp_path, admin=False)
     config["kafka"] = {"rdkafka.message.max.bytes": "2048"}
     d = evhostd(config)
-    r = d.post("/users", json={"name": "\U0001F600" * 200, "email": EMAIL_254,
-                               "password": PASSWORD})
+    name = "\U0001F600" * 200
+    r = d.post("/users", json={"name": name, "email": EMAIL_254, "password": PASSWORD})
     p = problem(r, 413, "payload-too-large")
-    assert "an event may be at most 1024 bytes" in p["detail"], p
-    assert "log" not in p["detail"], p
+    size = event_size("0" * 36, {"id": "0" * 36, "name": name, "email": EMAIL_254})
+    assert p["detail"] == (f"the event announcing the new user is {size} bytes (its key and"
+                           " data); an event may be at most 1024 bytes, since it must fit one"
+                           " Kafka message"), p
     assert all_users(d) == []
     d.wait_for_log("more than a message may carry (1024")
     # the same user under the line is stored; a PATCH over it is refused alike
     user = register(d, "\U0001F600" * 100, EMAIL_254)
     token = login(d, EMAIL_254)
-    r = d.patch(f"/users/{user['id']}", json={"name": "\U0001F600" * 200},
-                headers=bearer(token))
+    r = d.patch(f"/users/{user['id']}", json={"name": name}, headers=bearer(token))
     p = problem(r, 413, "payload-too-large")
-    assert "an event may be at most 1024 bytes" in p["detail"], p
+    size = event_size(user["id"], {"id": user["id"], "name": name, "email": EMAIL_254,
+                                   "changed": ["name"]})
+    assert p["detail"] == (f"the event announcing the change is {size} bytes (its key and"
+                           " data); an event may be at most 1024 bytes, since it must fit one"
+                           " Kafka message"), p
     assert d.get(f"/users/{user['id']}").json()["name"] == "\U0001F600" * 100
+
+
+def test_a_user_larger_than_the_storage_takes_is_413_naming_the_user(evhostd, tmp_path,
+                                                                     build_dir):
+    """With SQLite's length limit lowered for user.db to 1000 bytes
+    (tests/fixtures/faults.c; at its default, 10^9, no user reaches it: its
+    fields are bounded), a user whose row is past it is a 413 naming the
+    user and its size, not its event (some 1100 bytes, far within a Kafka
+    message): on registration and on a PATCH. Nothing is stored, and the
+    client's mistake is a warning, never an ERROR line."""
+    d = evhostd(user_config(tmp_path, admin=False),
+                env=lib.faults_preloaded(build_dir, sqlite_length=1000, sqlite_db="user.db"))
+    name = "\U0001F600" * 200
+    stored = r"the user is (\d+) bytes as it would be stored, more than the storage of this" \
+             r" service takes"
+    r = d.post("/users", json={"name": name, "email": EMAIL_254, "password": PASSWORD})
+    m = re.fullmatch(stored, problem(r, 413, "payload-too-large")["detail"])
+    # its values: the id, name, email, password hash, roles and two times
+    assert m and int(m.group(1)) > 36 + len(name.encode()) + len(EMAIL_254) + 4 + 2 * 24, r.text
+    assert all_users(d) == []
+    user = register(d, "Ada", EMAIL_254)
+    token = login(d, EMAIL_254)
+    r = d.patch(f"/users/{user['id']}", json={"name": name}, headers=bearer(token))
+    m2 = re.fullmatch(stored, problem(r, 413, "payload-too-large")["detail"])
+    assert m2 and m2.group(1) == m.group(1), r.text  # the same values, another id
+    assert d.get(f"/users/{user['id']}").json()["name"] == "Ada"
+    assert " ERROR " not in d.log_text(), d.log_tail()
 
 
 # --------------------------------------------------- events on real Kafka
