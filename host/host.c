@@ -356,8 +356,10 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	size_t before = d->n;
 
 	pthread_mutex_init(&h->plugins_lock, NULL);
-	if (!h->conf_file && !(h->conf_file = strdup(conf_file)))
+	if (!h->conf_file && !(h->conf_file = strdup(conf_file))) {
+		diag_add(d, conf_file, 0, "out of memory");
 		return -1;
+	}
 	if (cfg_load(&h->cfg, conf_file, d) != 0)
 		return -1;
 	/* Keep going after host-section errors: the admin wants every problem
