@@ -390,11 +390,16 @@ int host_configure(host *h, const char *conf_file, diag *d)
 				         ps->line, ps->section, err);
 			continue;
 		}
-		if (plugin_configure(p, &h->cfg, d) != 0 || host_check_plugin(h, p, ps, d) != 0 ||
-		    !(p->signature = section_signature(&h->cfg, p->section)) ||
-		    host_add_plugin(h, p) != 0) {
+		if (plugin_configure(p, &h->cfg, d) != 0 || host_check_plugin(h, p, ps, d) != 0) {
 			plugin_destroy(p);
 			continue;
+		}
+		/* An error, not a plugin left out: a reload would take it for
+		 * removed and stop it. */
+		if (!(p->signature = section_signature(&h->cfg, p->section)) ||
+		    host_add_plugin(h, p) != 0) {
+			diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
+			plugin_destroy(p);
 		}
 	}
 	return d->n == before ? 0 : -1;
