@@ -116,20 +116,29 @@ static size_t log_restart_only_changes(const cfg *old, const cfg *next)
 	return changed;
 }
 
-static int host_add_plugin(host *h, evh_plugin *p)
+/* Room for one more plugin in h->plugins. A reload makes it before it
+ * starts the plugin: one running but not listed could never be stopped.
+ * Out of memory, the log names the plugin (`name`; NULL: the caller says). */
+static int host_reserve_plugin(host *h, const char *name)
 {
 	evh_plugin **v;
-	int rc = -1;
 
 	pthread_mutex_lock(&h->plugins_lock);
 	v = realloc(h->plugins, (h->nplugins + 1) * sizeof *v);
-	if (v) {
+	if (v)
 		h->plugins = v;
-		h->plugins[h->nplugins++] = p;
-		rc = 0;
-	}
 	pthread_mutex_unlock(&h->plugins_lock);
-	return rc;
+	if (!v && name)
+		log_error("host", "plugin '%s': out of memory for its place in the plugin list", name);
+	return v ? 0 : -1;
+}
+
+/* List `p` in the room host_reserve_plugin made. */
+static void host_list_plugin(host *h, evh_plugin *p)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	h->plugins[h->nplugins++] = p;
+	pthread_mutex_unlock(&h->plugins_lock);
 }
 
 /* A required plugin a reload left off (`off`) or started again: /readyz
@@ -397,10 +406,12 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		/* An error, not a plugin left out: a reload would take it for
 		 * removed and stop it. */
 		if (!(p->signature = section_signature(&h->cfg, p->section)) ||
-		    host_add_plugin(h, p) != 0) {
+		    host_reserve_plugin(h, NULL) != 0) {
 			diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
 			plugin_destroy(p);
+			continue;
 		}
+		host_list_plugin(h, p);
 	}
 	return d->n == before ? 0 : -1;
 }
@@ -990,7 +1001,7 @@ int host_reload(host *h)
 			continue;
 		}
 		n->host = h;
-		if (host_start_plugin(h, n) != 0 || host_add_plugin(h, n) != 0) {
+		if (host_reserve_plugin(h, n->name) != 0 || host_start_plugin(h, n) != 0) {
 			evh_plugin *fb = take_plugin(fallbacks, nfallbacks, n->name);
 			int required = n->required;
 			const char *what = !fb || plugin_same_build(fb, n) ? "configuration"
@@ -1000,7 +1011,8 @@ int host_reload(host *h)
 			char name[80];
 			snprintf(name, sizeof name, "%s", n->name);
 			plugin_destroy(n);
-			if (fb && host_start_plugin(h, fb) == 0 && host_add_plugin(h, fb) == 0) {
+			if (fb && host_reserve_plugin(h, name) == 0 && host_start_plugin(h, fb) == 0) {
+				host_list_plugin(h, fb);
 				log_error("host", "reload: plugin '%s' could not be started with its new %s; "
 				                  "it runs again as it ran before (%s): mend it and reload",
 				          name, what, fb->desc->version ? fb->desc->version : "");
@@ -1015,6 +1027,7 @@ int host_reload(host *h)
 			          required ? " (/readyz says so until a reload starts it)" : "");
 			continue;
 		}
+		host_list_plugin(h, n);
 		host_mark_down(h, n->name, 0);
 		started++;
 	}
