@@ -452,7 +452,11 @@ static int host_start_plugin(host *h, evh_plugin *p)
 
 	if (plugin_start(p, err, sizeof err) != 0)
 		goto failed;
-	outbox_add_plugin(h->outbox, p);
+	if (outbox_add_plugin(h->outbox, p) != 0) {
+		snprintf(err, sizeof err, "plugin '%s': out of memory for its outbox's relay", p->name);
+		p->status = PLUGIN_FAILED;
+		goto failed;
+	}
 	if (p->nsubs && consumer_start(h->kafka, p, &h->set, err, sizeof err) != 0) {
 		outbox_remove_plugin(h->outbox, p);
 		p->status = PLUGIN_FAILED;

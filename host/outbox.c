@@ -836,16 +836,16 @@ static void relay_kick(outbox *o)
 	kafka_wake_producer(o->k);
 }
 
-void outbox_add_plugin(outbox *o, evh_plugin *p)
+int outbox_add_plugin(outbox *o, evh_plugin *p)
 {
 	struct relay *r;
 	if (!p->store)
-		return;
+		return 0;
 	pthread_mutex_lock(&o->mu);
 	for (size_t i = 0; i < o->n; i++)
 		if (o->relays[i]->p == p && !o->relays[i]->removing) {
 			pthread_mutex_unlock(&o->mu);
-			return;
+			return 0;
 		}
 	if (o->n == o->cap) {
 		size_t cap = o->cap ? o->cap * 2 : 8;
@@ -862,10 +862,10 @@ void outbox_add_plugin(outbox *o, evh_plugin *p)
 	relay_kick(o);
 	pthread_mutex_unlock(&o->mu);
 	store_set_commit_hook(p->store, outbox_wake, o);
-	return;
+	return 0;
 oom:
 	pthread_mutex_unlock(&o->mu);
-	log_error(OUTBOX_LOG, "%s: out of memory: its outbox is not relayed", p->name);
+	return -1;
 }
 
 void outbox_remove_plugin(outbox *o, evh_plugin *p)

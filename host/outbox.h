@@ -17,8 +17,9 @@ typedef struct outbox outbox;
 #define OUTBOX_WAVE_MAX 5000
 
 int outbox_start(outbox **o, kafka *k, const char *source);
-/* Start relaying this plugin's store (hooks its commits). */
-void outbox_add_plugin(outbox *o, evh_plugin *p);
+/* Start relaying this plugin's store (hooks its commits). 0, or -1 out of
+ * memory: the plugin must not run, its events would never leave. */
+int outbox_add_plugin(outbox *o, evh_plugin *p);
 void outbox_remove_plugin(outbox *o, evh_plugin *p);
 /* Wake the relay (commit hook). */
 void outbox_wake(void *o);
