@@ -21,7 +21,15 @@
  *   a part of its document;
  * - a user exists exactly when its creation was answered 201 (or 500 saying
  *   the request was carried out), and gets its welcome mail;
- * - at the end, no dead letter in any plugin's dead-letter topics. */
+ * - at the end, no dead letter in any plugin's dead-letter topics.
+ *
+ * And a reload (host_reload, SIGHUP's) that restarts crud, with the Nth
+ * allocation of the reloading thread failing in run N: it is applied, or
+ * the log says out of memory at ERROR or WARN; every service answers, none
+ * is left listed but not running, one left off is down on /readyz, crud's
+ * events leave its outbox; the next reload, memory back, applies the
+ * configuration. The allocations reading the configuration files are left
+ * out: config.c ends the process when one fails (cfg_oom). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +39,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +56,7 @@
 #include "http_client.h"
 #include "log.h"
 #include "outbox.h"
+#include "stderr_capture.h"
 #include "test_parts.h"
 
 #define ADMIN_TOKEN "services-oom-admin-token"
@@ -639,6 +649,213 @@ static void test_create_document_sqlite(void **state)
 	sweep_create_document(*state, ALLOC_SQLITE);
 }
 
+/* ------------------------------------------------------------- reload */
+
+#define RELOAD_MAX_RUNS 3000
+
+static const char *const services[] = {"user", "crud", "notifications"};
+enum { NSERVICES = sizeof services / sizeof services[0] };
+
+/* [plugin.crud] with log_level = `level`: a reload that changes it
+ * restarts crud, and only crud. */
+static void write_crud_conf(fixture *f, const char *level)
+{
+	char text[512];
+	snprintf(text, sizeof text,
+	         "[plugin.crud]\nenabled = true\ncollections = products, orders\n"
+	         "collection.products.required = name, price\n"
+	         "collection.products.types = name:string, price:number\nlog_level = %s\n",
+	         level);
+	write_file(f->dir, "conf.d/20-crud.conf", text, 0600);
+}
+
+/* A GET each service answers with 200 while it runs. */
+static void service_get(fixture *f, size_t i, char *path, size_t n, const char **hdrs)
+{
+	*hdrs = i == 1 ? NULL : f->auth;
+	if (i == 0)
+		snprintf(path, n, "/users/%s", f->first_id);
+	else if (i == 1)
+		snprintf(path, n, "/crud/products?name=lamp");
+	else
+		snprintf(path, n, "/notifications?recipient=%s", FIRST_EMAIL);
+}
+
+static evh_plugin *running_plugin(fixture *f, const char *name)
+{
+	evh_plugin *found = NULL;
+	for (size_t i = 0; i < f->h.nplugins; i++)
+		if (!strcmp(f->h.plugins[i]->name, name)) {
+			if (found)
+				fail_msg("plugin '%s' twice in the host's list", name);
+			found = f->h.plugins[i];
+		}
+	return found;
+}
+
+static int is_down(fixture *f, const char *name)
+{
+	for (size_t i = 0; i < f->h.ndown; i++)
+		if (!strcmp(f->h.down[i], name))
+			return 1;
+	return 0;
+}
+
+/* What a reload left, as a demanding operator sees it: each service
+ * listed runs (never loaded, draining or failed but listed) and answers
+ * its GET; one that is not listed is down on /readyz. Returns whether
+ * every service runs, crud with `crud_level` (the new configuration). */
+static int check_services(fixture *f, long n, const char *crud_level, const char *log)
+{
+	char want[64];
+	int all = 1;
+	snprintf(want, sizeof want, "log_level=%s\n", crud_level);
+	for (size_t i = 0; i < NSERVICES; i++) {
+		evh_plugin *p = running_plugin(f, services[i]);
+		char path[256], *r;
+		const char *hdrs;
+		service_get(f, i, path, sizeof path, &hdrs);
+		r = http_request(f->port, "GET", path, hdrs, NULL);
+		if (!r[0])
+			fail_msg("run %ld: GET %s: no answer", n, path);
+		if (p && p->status != PLUGIN_RUNNING)
+			fail_msg("run %ld: plugin '%s' left %s:\n%s", n, services[i],
+			         plugin_state_name(p->status), log);
+		if (p && status_of(r) != 200)
+			fail_msg("run %ld: plugin '%s' runs but GET %s answered:\n%s\nlog:\n%s", n,
+			         services[i], path, r, log);
+		if (!p && !is_down(f, services[i]))
+			fail_msg("run %ld: plugin '%s' is gone, and /readyz does not say so:\n%s", n,
+			         services[i], log);
+		free(r);
+		if (!p || (i == 1 && !strstr(p->signature, want)))
+			all = 0;
+	}
+	return all;
+}
+
+/* Whether crud's events go out: a document created now leaves its outbox
+ * (outbox_pending, GET /admin/plugins/crud, back to 0) within 10 s. */
+static int crud_relayed(fixture *f, long n)
+{
+	int64_t until = clock_mono_ms() + 10000;
+	char body[64], *r;
+	snprintf(body, sizeof body, "{\"r\":%ld}", n);
+	r = post_json(f, "/crud/orders", NULL, body);
+	if (status_of(r) != 201)
+		fail_msg("run %ld: POST /crud/orders: %s", n, r);
+	free(r);
+	for (;;) {
+		cJSON *j;
+		const cJSON *v;
+		int empty;
+		r = http_request(f->port, "GET", "/admin/plugins/crud", f->admin, NULL);
+		j = cJSON_Parse(body_of(r));
+		v = cJSON_GetObjectItemCaseSensitive(j, "outbox_pending");
+		if (!cJSON_IsNumber(v))
+			fail_msg("run %ld: GET /admin/plugins/crud: %s", n, r);
+		empty = v->valuedouble == 0;
+		cJSON_Delete(j);
+		free(r);
+		if (empty)
+			return 1;
+		if (clock_mono_ms() > until)
+			return 0;
+		sleep_ms(5);
+	}
+}
+
+/* How many allocations the calling thread makes reading the configuration
+ * (cfg_load, settings_from_cfg), as a reload's host_configure does right
+ * after copying the file's name: config.c ends the process when one of
+ * them fails (cfg_oom, "nothing sensible to fall back to"), at a reload
+ * too, so the sweep steps over them. */
+static long config_allocations(fixture *f)
+{
+	char conf[128];
+	cfg c = {0};
+	settings s = {0};
+	diag d = {0};
+	long k;
+	snprintf(conf, sizeof conf, "%s/evhost.conf", f->dir);
+	alloc_faults_arm(LONG_MAX, ALLOC_THIS_THREAD);
+	cfg_load(&c, conf, &d);
+	settings_from_cfg(&c, &s, &d);
+	k = atomic_load(&alloc_seen);
+	assert_false(alloc_faults_disarm());
+	assert_int_equal(d.n, 0);
+	settings_free(&s);
+	cfg_free(&c);
+	diag_free(&d);
+	return k;
+}
+
+/* A reload that restarts crud, its Nth allocation on the reloading thread
+ * failing in run N (host_reload runs on the caller's). The reload either
+ * applies the new configuration or says what it could not do (an ERROR or
+ * WARN line naming out of memory); HTTP answers throughout, no plugin is
+ * left half-started (listed but not running, or running without its
+ * relay), and the next reload, memory available, brings every service to
+ * the new configuration. */
+static void test_reload(void **state)
+{
+	fixture *f = *state;
+	int64_t t0 = clock_mono_ms();
+	int no_way_back = 0;
+	long n, skip;
+	/* Warnings are what the reload says out of memory ([log] is error). */
+	write_file(f->dir, "conf.d/90-log.conf", "[log]\nlevel = warn\n", 0600);
+	assert_int_equal(host_reload(&f->h), 0);
+	write_crud_conf(f, "info"); /* the runs' key set */
+	skip = config_allocations(f);
+	for (n = 0; n < RELOAD_MAX_RUNS; n++) {
+		const char *level = n % 2 ? "error" : "warn";
+		stderr_capture cap;
+		char *log, *r;
+		int rc, failed, applied;
+		write_crud_conf(f, level);
+		cap = stderr_begin();
+		/* Allocation 0 is the copy of the file's name (host_configure). */
+		alloc_faults_arm(n ? n + skip : 0, ALLOC_THIS_THREAD);
+		rc = host_reload(&f->h);
+		failed = alloc_faults_disarm();
+		log = stderr_end(cap);
+		applied = check_services(f, n, level, log);
+		if (!failed && !(rc == 0 && applied))
+			fail_msg("run %ld: no allocation failed, and the reload (%d) was not applied:\n%s",
+			         n, rc, log);
+		if (failed && !(rc == 0 && applied) &&
+		    !((strstr(log, " ERROR ") || strstr(log, " WARN ")) && strstr(log, "out of memory")))
+			fail_msg("run %ld: the reload (%d) was not applied, and the log does not say "
+			         "out of memory:\n%s",
+			         n, rc, log);
+		if (running_plugin(f, "crud") && !crud_relayed(f, n))
+			fail_msg("run %ld: crud runs, and its events stay in its outbox:\n%s", n, log);
+		/* The fallbacks list not allocated (e4ff6d9): said for crud. */
+		if (strstr(log, "no way back should its new configuration fail: out of memory"))
+			no_way_back = 1;
+		free(log);
+		/* Memory back: the same configuration again. */
+		cap = stderr_begin();
+		rc = host_reload(&f->h);
+		log = stderr_end(cap);
+		if (rc != 0 || !check_services(f, n, level, log))
+			fail_msg("run %ld: the reload after it (%d) did not apply the configuration:\n%s",
+			         n, rc, log);
+		free(log);
+		r = http_request(f->port, "GET", "/readyz", NULL, NULL);
+		if (status_of(r) != 200)
+			fail_msg("run %ld: /readyz after the reload that followed: %s", n, r);
+		free(r);
+		if (!failed)
+			break;
+	}
+	printf("reload: %ld runs (the %ld allocations reading the configuration left out), %.1f s\n",
+	       n + 1, skip, (double)(clock_mono_ms() - t0) / 1000);
+	assert_true(n < RELOAD_MAX_RUNS);
+	assert_true(no_way_back);
+}
+
 /* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
  * topics read through the admin API). */
 static void test_no_dead_letters(void **state)
@@ -661,7 +878,8 @@ static void test_no_dead_letters(void **state)
 }
 
 /* Two processes side by side (test_parts.h), each with a host of its own:
- * the host's and cJSON's allocations, then SQLite's. */
+ * the host's and cJSON's allocations, then SQLite's and a reload's (a few
+ * seconds: the second part was the shorter). */
 #define TEST_PARTS 2
 static const struct part_test all_tests[] = {
     /* first: its broadcasts then go to few recipients */
@@ -674,6 +892,8 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_create_user_sqlite), 2},
     {cmocka_unit_test(test_create_document_sqlite), 2},
     {cmocka_unit_test(test_welcome_mail_arrives_sqlite), 2},
+    /* last before the end: it turns the log up to WARN */
+    {cmocka_unit_test(test_reload), 2},
     /* last in each part */
     {cmocka_unit_test(test_no_dead_letters), 0},
 };
