@@ -26,7 +26,8 @@ void http_stop(http_server *srv);
  * are debug: anyone can cause as many as they like. Exposed for tests. */
 evh_log_level http_civetweb_level(const char *msg, char *out, size_t n);
 /* Register a plugin route into the host router (used by the API's http_route).
- * It takes the place of a placeholder of the same method and shape. */
+ * It takes the place of a placeholder of the same method and shape. EVH_OK,
+ * EVH_EINVAL (a bad or taken route) or EVH_ENOMEM, `err` saying which. */
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
 /* Remove and free every route of `p`. Waits until requests already inside one
  * of its handlers have returned, so afterwards HTTP never calls into `p`
