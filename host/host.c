@@ -363,6 +363,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
 	size_t before = d->n;
+	int oom;
 
 	pthread_mutex_init(&h->plugins_lock, NULL);
 	if (!h->conf_file && !(h->conf_file = strdup(conf_file))) {
@@ -390,9 +391,11 @@ int host_configure(host *h, const char *conf_file, diag *d)
 
 		if (!ps->enabled)
 			continue;
-		p = plugin_open(h, ps, err, sizeof err);
+		p = plugin_open(h, ps, err, sizeof err, &oom);
 		if (!p) {
-			if (ps->required)
+			/* Out of memory, one with required = false is not left out
+			 * either: a reload would stop it. */
+			if (ps->required || oom)
 				diag_add(d, ps->file, ps->line, "[%s] %s", ps->section, err);
 			else
 				log_warn("host", "%s:%d: [%s] skipped (required = false): %s", ps->file,
@@ -428,7 +431,7 @@ size_t host_check_disabled(host *h, FILE *out)
 
 		if (ps->enabled)
 			continue;
-		if (!(p = plugin_open(h, ps, err, sizeof err))) {
+		if (!(p = plugin_open(h, ps, err, sizeof err, NULL))) {
 			diag_add(&d, ps->file, ps->line, "[%s] %s", ps->section, err);
 		} else {
 			if (plugin_configure(p, &h->cfg, &d) == 0)

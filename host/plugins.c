@@ -323,9 +323,9 @@ int plugin_same_build(const evh_plugin *a, const evh_plugin *b)
 }
 
 /* A new plugin `p` (zeroed), which holds `dl` already, takes its settings;
- * destroyed (letting go of dl) when memory runs out. */
+ * destroyed (letting go of dl) when memory runs out (*oom set, if given). */
 static evh_plugin *plugin_fill(evh_plugin *p, host *h, const plugin_settings *ps, void *dl,
-                               const evh_plugin_desc *desc, char *err, size_t errlen)
+                               const evh_plugin_desc *desc, char *err, size_t errlen, int *oom)
 {
 	p->host = h;
 	p->dl = dl;
@@ -337,12 +337,14 @@ static evh_plugin *plugin_fill(evh_plugin *p, host *h, const plugin_settings *ps
 	    !(p->path = strdup(ps->path)) || !(p->group = strdup(ps->group))) {
 		snprintf(err, errlen, "%s: out of memory", ps->path);
 		plugin_destroy(p);
+		if (oom)
+			*oom = 1;
 		return NULL;
 	}
 	return p;
 }
 
-evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen)
+evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen, int *oom)
 {
 	char buf[256];
 	const char *why;
@@ -352,7 +354,11 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	loaded_file f;
 	evh_plugin *p;
 	struct stat st;
+	int no_oom;
 
+	if (!oom)
+		oom = &no_oom;
+	*oom = 0;
 	if (check_elf(ps->path, &st, err, errlen) != 0 || load_file(ps->path, &st, &f, err, errlen))
 		return NULL;
 	*(void **)&entry = dlsym(f.dl, EVH_PLUGIN_ENTRY_SYMBOL);
@@ -393,11 +399,12 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	p = why ? NULL : calloc(1, sizeof *p);
 	if (!p || !loaded_hold(known, f.dl, desc, f.name, &st, f.fd)) {
 		snprintf(err, errlen, "%s: %s", ps->path, why ? why : "out of memory");
+		*oom = !why;
 		free(p);
 		unload_file(&f);
 		return NULL;
 	}
-	return plugin_fill(p, h, ps, f.dl, desc, err, errlen);
+	return plugin_fill(p, h, ps, f.dl, desc, err, errlen, oom);
 }
 
 static int cfg_set(evh_plugin *p, const char *key, const char *value)
@@ -454,7 +461,7 @@ evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen)
 		return NULL;
 	}
 	l->refs++;
-	if (!(n = plugin_fill(n, p->host, &ps, dl, l->desc, err, errlen)))
+	if (!(n = plugin_fill(n, p->host, &ps, dl, l->desc, err, errlen, NULL)))
 		return NULL;
 	for (size_t i = 0; i < p->ncfg; i++)
 		if (cfg_set(n, p->cfg_keys[i], p->cfg_values[i]) != 0)

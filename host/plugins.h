@@ -59,8 +59,10 @@ struct evh_plugin {
 
 /* Open a plugin file and check it: ELF/dlopen error, entry symbol, descriptor
  * struct size, ABI major/minor, name. On failure returns NULL and writes one
- * precise line to `err` (path, found, expected). */
-evh_plugin *plugin_open(struct host *h, const plugin_settings *ps, char *err, size_t errlen);
+ * precise line to `err` (path, found, expected); *oom (unless NULL) says
+ * whether memory ran out, which says nothing of the file. */
+evh_plugin *plugin_open(struct host *h, const plugin_settings *ps, char *err, size_t errlen,
+                        int *oom);
 /* A new instance of `p`, not started: the same build (the library p holds,
  * even when a new build has replaced its file: call this before p is
  * destroyed), settings and configuration values. For a reload to start a

@@ -66,7 +66,7 @@ static void expect_refusal(const char *file, const char *needle1, const char *ne
 	evh_plugin *p;
 
 	memset(&h, 0, sizeof h);
-	p = plugin_open(&h, &ps, err, sizeof err);
+	p = plugin_open(&h, &ps, err, sizeof err, NULL);
 	assert_null(p);
 	print_message("refusal: %s\n", err);
 	assert_non_null(strstr(err, ps.path));
@@ -144,7 +144,7 @@ static void test_good_plugin_and_schema(void **st)
 	(void)st;
 	memset(&h, 0, sizeof h);
 	memset(&c, 0, sizeof c);
-	p = plugin_open(&h, &ps, err, sizeof err);
+	p = plugin_open(&h, &ps, err, sizeof err, NULL);
 	assert_non_null(p);
 	assert_string_equal(p->desc->name, "good");
 	assert_int_equal(cfg_load_string(&c,
@@ -190,7 +190,7 @@ static void test_check_only_from_abi_1_7(void **st)
 		evh_plugin *p;
 		memset(&h, 0, sizeof h);
 		memset(&c, 0, sizeof c);
-		p = plugin_open(&h, &ps, err, sizeof err);
+		p = plugin_open(&h, &ps, err, sizeof err, NULL);
 		assert_non_null(p);
 		assert_int_equal(cfg_load_string(&c, i ? "[plugin.good]\n" : "[plugin.abi10]\n",
 		                                 "conf.d/50-x.conf", &d),
@@ -219,7 +219,7 @@ static int *open_counted(host *h, const plugin_settings *ps, evh_plugin **p, voi
 {
 	char err[1024] = "";
 	int *calls;
-	*p = plugin_open(h, ps, err, sizeof err);
+	*p = plugin_open(h, ps, err, sizeof err, NULL);
 	assert_non_null(*p);
 	*dl = dlopen(ps->path, RTLD_NOW | RTLD_NOLOAD);
 	assert_non_null(*dl);
@@ -246,14 +246,14 @@ static void test_entry_called_once_per_load(void **st)
 	memset(&h, 0, sizeof h);
 	calls = open_counted(&h, &ps1, &a, &dl);
 	assert_int_equal(*calls, 1);
-	b = plugin_open(&h, &ps2, err, sizeof err);
+	b = plugin_open(&h, &ps2, err, sizeof err, NULL);
 	assert_non_null(b);
 	assert_int_equal(*calls, 1);
 	assert_ptr_equal(a->desc, b->desc);
 	plugin_destroy(a);
 	plugin_destroy(b);
 	/* Our own handle keeps the library loaded: the next open is a new holder. */
-	a = plugin_open(&h, &ps1, err, sizeof err);
+	a = plugin_open(&h, &ps1, err, sizeof err, NULL);
 	assert_non_null(a);
 	assert_int_equal(*calls, 2);
 	plugin_destroy(a);
@@ -293,7 +293,7 @@ static void test_reopen_without_the_build_that_ran(void **st)
 	assert_string_equal(err, want);
 	plugin_destroy(a);
 	/* A hold the failed reopen kept would spare the library this entry. */
-	a = plugin_open(&h, &ps, err, sizeof err);
+	a = plugin_open(&h, &ps, err, sizeof err, NULL);
 	assert_non_null(a);
 	assert_int_equal(*calls, entered + 1);
 	plugin_destroy(a);
@@ -334,7 +334,7 @@ static void test_file_keys_must_be_readable(void **st)
 	memset(&h, 0, sizeof h);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		memset(&c, 0, sizeof c);
-		p = plugin_open(&h, &ps, err, sizeof err);
+		p = plugin_open(&h, &ps, err, sizeof err, NULL);
 		assert_non_null(p);
 		snprintf(text, sizeof text, "[plugin.good]\nenabled = true\n%s = %s\n", cases[i].key,
 		         cases[i].value);
@@ -372,7 +372,7 @@ static void test_init_failure_quotes_plugin(void **st)
 	assert_non_null(mkdtemp(dir));
 	h.set.state_dir = dir;
 	h.set.store_synchronous = "NORMAL";
-	p = plugin_open(&h, &ps, err, sizeof err);
+	p = plugin_open(&h, &ps, err, sizeof err, NULL);
 	assert_non_null(p);
 	assert_int_equal(plugin_start(p, err, sizeof err), -1);
 	print_message("refusal: %s\n", err);
