@@ -353,9 +353,14 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 	v = realloc(h->unchecked, (h->nunchecked + 1) * sizeof *v);
 	if (v) {
 		h->unchecked = v;
-		if ((v[h->nunchecked] = strdup(p->name)))
+		if ((v[h->nunchecked] = strdup(p->name))) {
 			h->nunchecked++;
+			return -1;
+		}
 	}
+	/* Not recorded, a reload would take it for removed and stop it: an
+	 * error instead, which refuses the reload and keeps it running. */
+	diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
 	return -1;
 }
 
