@@ -1452,6 +1452,7 @@ static const char *toobig_said(toobig_source from)
 	switch (from) {
 	case TOOBIG_HEADERS: return " (more response headers than the host keeps)";
 	case TOOBIG_STREAM: return " (a stream event's data, more than one may carry)";
+	case TOOBIG_READ: return " (a stored value read back, past the storage's limit)";
 	case TOOBIG_UNKNOWN: return " (none of the host's limits: the plugin's own code)";
 	default: return "";
 	}
@@ -1515,8 +1516,8 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	/* EVH_ETOOBIG is a 413 only when what the request carried was too
 	 * large: an event larger than a Kafka message, a value larger than
 	 * SQLite takes. The plugin's own limits (response headers, a stream
-	 * event), and a code the host did not give it, are the plugin's
-	 * failure: a 500. Where it came from was noted where the host returned
+	 * event), a stored value read back past SQLite's limit, and a code the
+	 * host did not give it, are the service's failure: a 500. Where it came from was noted where the host returned
 	 * it (toobig.h); the last note of this handler's counts. */
 	from = rc == EVH_ETOOBIG ? toobig_last() : TOOBIG_UNKNOWN;
 	/* Refusals a client can act on (the outbox at its bound: try later; a
@@ -1526,7 +1527,7 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	/* A storage status with the message of the failure behind it (one the
 	 * handler had handled may precede another kind of failure: not named). */
 	store_said = (rc == EVH_ESTORE || rc == EVH_ECONSTRAINT || rc == EVH_EBUSY ||
-	              (rc == EVH_ETOOBIG && from == TOOBIG_STORED)) &&
+	              (rc == EVH_ETOOBIG && (from == TOOBIG_STORED || from == TOOBIG_READ))) &&
 	             *store_thread_error();
 	log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
 	        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s", req->method, req->path,

@@ -285,6 +285,18 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 	return status_of(rc);
 }
 
+/* sqlite_fail for a statement's step. A statement that only reads, and
+ * failed as too big, read a value past SQLite's length limit (stored under
+ * a higher one, or made by the query): the service's failure, not a
+ * request too large (toobig.h). */
+static int step_fail(sqlite3 *db, sqlite3_stmt *st, int rc, char *err, size_t errlen)
+{
+	int status = sqlite_fail(db, rc, err, errlen);
+	if (status == EVH_ETOOBIG && sqlite3_stmt_readonly(st))
+		toobig_note(TOOBIG_READ);
+	return status;
+}
+
 /* Who holds mu: the address of a thread-local, unique per live thread. */
 static _Thread_local char thread_token;
 
@@ -729,7 +741,7 @@ static int run_ref(store *s, stmt_ref ref, const evh_value *args, size_t nargs,
 		if (had_row)
 			*had_row = 1;
 	if (rc != SQLITE_DONE) {
-		status = sqlite_fail(s->db, rc, err, errlen);
+		status = step_fail(s->db, ref.st, rc, err, errlen);
 		goto out;
 	}
 	if (changes)
@@ -1993,7 +2005,7 @@ int store_rows_next(evh_rows *r)
 	r->state = ROWS_DONE;
 	if (rc == SQLITE_DONE)
 		return 0;
-	return tx_fail(r->tx, sqlite_fail(r->tx->s->db, rc, r->tx->err, sizeof r->tx->err));
+	return tx_fail(r->tx, step_fail(r->tx->s->db, r->ref.st, rc, r->tx->err, sizeof r->tx->err));
 }
 
 int store_rows_count(evh_rows *r)

@@ -14,6 +14,8 @@ typedef enum toobig_source {
 	TOOBIG_UNKNOWN = 0, /* none noted: the plugin's own code, for all the host knows */
 	TOOBIG_EVENT,       /* evh_publish: key and data more than a Kafka message carries */
 	TOOBIG_STORED,      /* SQLite (SQLITE_TOOBIG): a string or blob over its length limit */
+	TOOBIG_READ,        /* the same from a statement that only reads: a stored value past
+	                     * the limit (the service's failure, a 500) */
 	TOOBIG_HEADERS,     /* evh_resp_header: more headers than a response may have */
 	TOOBIG_STREAM,      /* evh_stream_publish: data over STREAM_DATA_MAX */
 } toobig_source;

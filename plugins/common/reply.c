@@ -87,8 +87,6 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 
 int reply_failure(evh_response *resp, int rc)
 {
-	if (rc == EVH_ETOOBIG)
-		return EVH_ESTORE; /* see reply.h: not what the request carried */
 	if (rc != EVH_EFULL)
 		return rc;
 	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);

@@ -28,12 +28,10 @@ int reply_not_found(evh_response *resp, const char *detail);
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what);
 /* Answer a failed call that neither stores nor publishes what the request
  * carried (begin, a read, commit): 503 + Retry-After when the outbox is
- * full (EVH_EFULL); otherwise return `rc` for the host's answer (500).
- * EVH_ETOOBIG is returned as EVH_ESTORE: there it is a storage call that
- * read a value larger than the storage takes (its limit lowered since it
- * was stored), the service's failure, where a 413 would have the client
- * shrink a request that was fine (and the host would answer it 413 for a
- * value "this request stores"). Changes answer with reply_change_failure. */
+ * full (EVH_EFULL); otherwise return `rc` for the host's answer. EVH_ETOOBIG
+ * from a read (a stored value past the storage's limit, lowered since) is
+ * a 500 there: the host tells a read from a write. Changes answer with
+ * reply_change_failure. */
 int reply_failure(evh_response *resp, int rc);
 /* Both of the above: the usual end of a handler whose call failed. */
 int reply_tx_failure(evh_plugin *p, evh_response *resp, evh_tx *tx, int rc, const char *what);

@@ -2,7 +2,7 @@
  * that failed, against a fake host: a change refused as too big is a 413
  * that names what was too large (the stored value, the event, or the event
  * the storage could not keep), with the sizes and the limit known; a read
- * refused as too big is not a 413; a full outbox is a 503. */
+ * refused as too big is not a 413 (left to the host); a full outbox is a 503. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -185,14 +185,15 @@ static void test_an_event_on_a_host_that_tells_no_limit(void **state)
 static void test_too_big_outside_a_changes_store_or_publish_is_not_a_413(void **state)
 {
 	/* begin, a read, commit, a delete's statement: a value the storage
-	 * cannot read (its limit lowered since), the service's failure. The
-	 * handler returns EVH_ESTORE, for the host's 500 and ERROR line. */
+	 * cannot read (its limit lowered since), the service's failure. No
+	 * answer here: the code goes back to the host, which noted the read
+	 * and answers 500 with an ERROR line (test_store, test_crud.py). */
 	reply_change ch = {.step = REPLY_STEP_OTHER, .stored = "the document",
 	                   .event = "the event announcing the change"};
 	(void)state;
-	assert_int_equal(reply_change_failure(P, NULL, &ch, EVH_ETOOBIG), EVH_ESTORE);
-	assert_int_equal(reply_failure(NULL, EVH_ETOOBIG), EVH_ESTORE);
-	assert_int_equal(reply_tx_failure(P, NULL, TX, EVH_ETOOBIG, "get document"), EVH_ESTORE);
+	assert_int_equal(reply_change_failure(P, NULL, &ch, EVH_ETOOBIG), EVH_ETOOBIG);
+	assert_int_equal(reply_failure(NULL, EVH_ETOOBIG), EVH_ETOOBIG);
+	assert_int_equal(reply_tx_failure(P, NULL, TX, EVH_ETOOBIG, "get document"), EVH_ETOOBIG);
 	assert_int_equal(host.status, 0);
 	assert_true(host.rolled_back);
 	assert_string_equal(host.line, "get document failed: too big: string or blob too big");

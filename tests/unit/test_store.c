@@ -271,6 +271,7 @@ static void test_a_value_past_sqlites_limit_is_too_big(void **state)
 	size_t n = sqlite_length_limit() + 1;
 	void *big = mmap(NULL, n, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
 	evh_value v = EVH_BLOB(big, n), len = EVH_INT((int64_t)n);
+	evh_rows *rows;
 	evh_tx *tx;
 
 	assert_true(big != MAP_FAILED);
@@ -289,6 +290,21 @@ static void test_a_value_past_sqlites_limit_is_too_big(void **state)
 	assert_int_equal(toobig_last(), TOOBIG_STORED);
 	store_tx_rollback(tx);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM b"), 0);
+	/* A statement that only reads such a value (as one stored under a higher
+	 * limit would be read back) is the service's failure, not the request's:
+	 * through store_exec and through rows alike. */
+	toobig_clear();
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "SELECT zeroblob(?)", &len, 1, NULL), EVH_ETOOBIG);
+	assert_int_equal(toobig_last(), TOOBIG_READ);
+	store_tx_rollback(tx);
+	toobig_clear();
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "SELECT zeroblob(?)", &len, 1, &rows), EVH_OK);
+	assert_int_equal(store_rows_next(rows), EVH_ETOOBIG);
+	assert_int_equal(toobig_last(), TOOBIG_READ);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
 	munmap(big, n);
 }
 
