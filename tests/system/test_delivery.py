@@ -745,9 +745,10 @@ def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_nam
     assert int(m.group(1)) >= int(m.group(2)) >= 1800, line
     assert len(d.get("/probe/seen").json()) == 1
     # A retry's attempt runs between polls too, and is named as such (its
-    # first attempt is the batch's).
+    # first attempt is the batch's: quick, so that the retry is the longest
+    # step whether or not a poll comes between them).
     assert d.post("/probe/publish?key=two",
-                  data='{"sleep_ms":1800,"fail":"retry","succeed_on":"2"}',
+                  data='{"sleep_ms":1800,"sleep_from":2,"fail":"retry","succeed_on":"2"}',
                   headers={"Content-Type": "application/json"}).status_code == 200
     line = lib.wait_until(lambda: next((ln for ln in d.log_text().splitlines()
                                         if "on a retry or a dead letter" in ln), None),
