@@ -39,36 +39,38 @@
 
 /* ------------------------------------------------------------------ memory */
 
-/* Configuration is small and read at start-up or reload on the main thread;
- * running out of memory there leaves nothing sensible to fall back to. */
-static void cfg_oom(void)
+/* Out of memory while reading, on this thread (a reload reads on its own
+ * while others serve). The allocators below note it and return NULL; each
+ * caller leaves out what it could not make, and what would use a value that
+ * is missing stops. cfg_load and settings_from_cfg then refuse the whole
+ * configuration, saying out of memory rather than what the reading found
+ * after it (a key left out may look missing): a start fails, a reload keeps
+ * the running configuration. */
+static _Thread_local bool cfg_nomem;
+
+static void *nomem(void)
 {
-	fputs("evhost: out of memory while reading the configuration\n", stderr);
-	abort();
+	cfg_nomem = true;
+	return NULL;
 }
 
-static void *xrealloc(void *p, size_t n)
+/* The array p grown to n elements of `size` bytes; NULL (noted) leaves p as it was. */
+static void *grow(void *p, size_t n, size_t size)
 {
-	p = realloc(p, n ? n : 1);
-	if (!p)
-		cfg_oom();
-	return p;
+	p = realloc(p, n * size);
+	return p ? p : nomem();
 }
 
 static char *xstrdup(const char *s)
 {
 	char *p = strdup(s);
-	if (!p)
-		cfg_oom();
-	return p;
+	return p ? p : nomem();
 }
 
 static char *xstrndup(const char *s, size_t n)
 {
 	char *p = strndup(s, n);
-	if (!p)
-		cfg_oom();
-	return p;
+	return p ? p : nomem();
 }
 
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -81,15 +83,22 @@ static char *xasprintf(const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vasprintf(&p, fmt, ap);
 	va_end(ap);
-	if (n < 0)
-		cfg_oom();
-	return p;
+	return n < 0 ? nomem() : p;
 }
 
+/* *dst becomes a copy of value (NULL and noted without memory). */
 static void set_str(char **dst, const char *value)
 {
 	free(*dst);
 	*dst = xstrdup(value);
+}
+
+/* The whole reading out of memory: said instead of what it found after
+ * the first n0 problems (see cfg_nomem). */
+static void say_nomem(diag *d, const char *file, size_t n0)
+{
+	diag_truncate(d, n0);
+	diag_add(d, file, 0, "out of memory while reading the configuration");
 }
 
 /* ------------------------------------------------------------------- files */
@@ -104,7 +113,12 @@ static char *read_file(const char *path, size_t max, size_t *len)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
-	buf = xrealloc(NULL, max + 1);
+	if (!(buf = malloc(max + 1))) {
+		nomem();
+		close(fd);
+		errno = ENOMEM;
+		return NULL;
+	}
 	for (;;) {
 		ssize_t r = read(fd, buf + n, max + 1 - n);
 		if (r < 0 && errno == EINTR)
@@ -147,9 +161,11 @@ static char *dir_of(const char *file)
 	return xasprintf("%s/%.*s", cwd, (int)(slash - file), file);
 }
 
-/* `path` made absolute against `base`. */
+/* `path` made absolute against `base` (NULL: base itself could not be made). */
 static char *resolve_path(const char *base, const char *path)
 {
+	if (path[0] != '/' && !base)
+		return nomem();
 	if (path[0] == '/')
 		return xstrdup(path);
 	while (path[0] == '.' && path[1] == '/')
@@ -190,14 +206,29 @@ static ssize_t section_index(const cfg *c, const char *name)
 static void note_section(cfg *c, const char *name, const char *file, int line)
 {
 	size_t n = c->nsections;
+	char **names, **files, *sname, *sfile;
+	int *lines;
 
 	if (section_index(c, name) >= 0)
 		return;
-	c->sections = xrealloc(c->sections, (n + 1) * sizeof *c->sections);
-	c->section_files = xrealloc(c->section_files, (n + 1) * sizeof *c->section_files);
-	c->section_lines = xrealloc(c->section_lines, (n + 1) * sizeof *c->section_lines);
-	c->sections[n] = xstrdup(name);
-	c->section_files[n] = xstrdup(file);
+	if (!(names = grow(c->sections, n + 1, sizeof *names)))
+		return;
+	c->sections = names;
+	if (!(files = grow(c->section_files, n + 1, sizeof *files)))
+		return;
+	c->section_files = files;
+	if (!(lines = grow(c->section_lines, n + 1, sizeof *lines)))
+		return;
+	c->section_lines = lines;
+	sname = xstrdup(name);
+	sfile = xstrdup(file);
+	if (!sname || !sfile) {
+		free(sname);
+		free(sfile);
+		return;
+	}
+	c->sections[n] = sname;
+	c->section_files[n] = sfile;
 	c->section_lines[n] = line;
 	c->nsections = n + 1;
 }
@@ -208,21 +239,41 @@ static void cfg_set(cfg *c, const char *section, const char *key, const char *va
                     const char *file, int line)
 {
 	cfg_entry *e = (cfg_entry *)cfg_find(c, section, key);
+	char *v, *f, *sec = NULL, *k = NULL;
 
 	note_section(c, section, file, line);
-	if (!e) {
-		if (c->n == c->cap) {
-			c->cap = c->cap ? c->cap * 2 : 32;
-			c->v = xrealloc(c->v, c->cap * sizeof *c->v);
-		}
-		e = &c->v[c->n++];
-		e->section = xstrdup(section);
-		e->key = xstrdup(key);
-		e->value = NULL;
-		e->file = NULL;
+	if (!e && c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 32;
+		cfg_entry *vs = grow(c->v, cap, sizeof *vs);
+		if (!vs)
+			return;
+		c->v = vs;
+		c->cap = cap;
 	}
-	set_str(&e->value, value);
-	set_str(&e->file, file);
+	v = xstrdup(value);
+	f = xstrdup(file);
+	if (!e) {
+		sec = xstrdup(section);
+		k = xstrdup(key);
+	}
+	/* Whole or not at all: an entry without its key or value cannot be read. */
+	if (!v || !f || (!e && (!sec || !k))) {
+		free(v);
+		free(f);
+		free(sec);
+		free(k);
+		return;
+	}
+	if (!e) {
+		e = &c->v[c->n++];
+		e->section = sec;
+		e->key = k;
+	} else {
+		free(e->value);
+		free(e->file);
+	}
+	e->value = v;
+	e->file = f;
 	e->line = line;
 }
 
@@ -302,7 +353,12 @@ static bool track_section(parse_state *ps, const char *line)
 	}
 	free(ps->section);
 	ps->section = xstrndup(s, (size_t)(e - s));
-	note_section(ps->c, ps->section, ps->file, ps->line);
+	if (ps->section)
+		note_section(ps->c, ps->section, ps->file, ps->line);
+	if (cfg_nomem) {
+		ps->failed = true;
+		return false;
+	}
 	return true;
 }
 
@@ -347,6 +403,10 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
 	}
 	cfg_set(ps->c, ps->section ? ps->section : "", name, value ? value : "", ps->file,
 	        ps->line);
+	if (cfg_nomem) {
+		ps->failed = true;
+		return 0;
+	}
 	return 1;
 }
 
@@ -428,9 +488,17 @@ static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file
 
 int cfg_load_string(cfg *c, const char *text, const char *file, diag *d)
 {
+	size_t n0 = diag_count(d);
+	int rc;
+
+	cfg_nomem = false;
 	if (!c->main_file)
 		c->main_file = xstrdup(file);
-	return cfg_parse_text(c, text, strlen(text), file, d);
+	rc = cfg_parse_text(c, text, strlen(text), file, d);
+	if (!cfg_nomem)
+		return rc;
+	say_nomem(d, file, n0);
+	return -1;
 }
 
 static int cfg_load_file(cfg *c, const char *path, diag *d)
@@ -477,18 +545,25 @@ static int cfg_load_dir(cfg *c, diag *d)
 		return -1;
 	}
 	while ((de = readdir(dir))) {
+		char **v;
 		if (!is_dropin_name(de->d_name))
 			continue;
-		names = xrealloc(names, (n + 1) * sizeof *names);
-		names[n++] = xstrdup(de->d_name);
+		if (!(v = grow(names, n + 1, sizeof *v)))
+			break;
+		names = v;
+		if (!(names[n] = xstrdup(de->d_name)))
+			break;
+		n++;
 	}
 	closedir(dir);
 	if (n)
 		qsort(names, n, sizeof *names, name_cmp);
 	for (size_t i = 0; i < n; i++) {
-		char *path = resolve_path(c->confdir, names[i]);
+		char *path = cfg_nomem ? NULL : resolve_path(c->confdir, names[i]);
 		struct stat st;
-		if (stat(path, &st) < 0) {
+		if (!path) {
+			rc = -1;
+		} else if (stat(path, &st) < 0) {
 			diag_add(d, path, 0, "cannot read: %s", strerror(errno));
 			rc = -1;
 		} else if (S_ISREG(st.st_mode) && cfg_load_file(c, path, d) < 0) {
@@ -506,13 +581,18 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	const char *confdir;
 	char *base, *text;
 	size_t len;
+	size_t n0 = diag_count(d);
 	int rc;
 
 	memset(c, 0, sizeof *c);
+	cfg_nomem = false;
 	c->main_file = xstrdup(main_file);
 	text = read_file(main_file, CFG_MAX_FILE, &len);
 	if (!text) {
-		diag_add(d, main_file, 0, "cannot read: %s", strerror(errno));
+		if (cfg_nomem)
+			say_nomem(d, main_file, n0);
+		else
+			diag_add(d, main_file, 0, "cannot read: %s", strerror(errno));
 		return -1;
 	}
 	/* A syntax error in the main file still leaves the drop-ins worth
@@ -523,9 +603,12 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	base = dir_of(main_file);
 	c->confdir = resolve_path(base, confdir && *confdir ? confdir : "conf.d");
 	free(base);
-	if (cfg_load_dir(c, d) < 0)
+	if (!cfg_nomem && cfg_load_dir(c, d) < 0)
 		rc = -1;
-	return rc;
+	if (!cfg_nomem)
+		return rc;
+	say_nomem(d, main_file, n0);
+	return -1;
 }
 
 /* ---------------------------------------------------------- value syntax */
@@ -837,14 +920,16 @@ static void get_nonempty(set_ctx *x, const cfg_entry *e, char **dst)
 	set_str(dst, e->value);
 }
 
-static void get_path(set_ctx *x, const cfg_entry *e, char **dst)
+/* 0 when *dst is the path, -1 when it is not (said, or out of memory). */
+static int get_path(set_ctx *x, const cfg_entry *e, char **dst)
 {
 	if (!*e->value) {
 		bad_value(x, e, "expected a path");
-		return;
+		return -1;
 	}
 	free(*dst);
 	*dst = resolve_path(x->base, e->value);
+	return *dst ? 0 : -1;
 }
 
 /* Free a NUL-terminated secret (NULL is fine), its bytes zeroed first. */
@@ -894,8 +979,7 @@ static void k_state_dir(set_ctx *x, const cfg_entry *e)
 	struct stat st;
 	char *parent, *slash;
 
-	get_path(x, e, &x->s->state_dir);
-	if (!*e->value)
+	if (get_path(x, e, &x->s->state_dir) != 0)
 		return;
 	if (stat(x->s->state_dir, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
@@ -905,7 +989,8 @@ static void k_state_dir(set_ctx *x, const cfg_entry *e)
 	}
 	if (errno != ENOENT)
 		return;
-	parent = xstrdup(x->s->state_dir);
+	if (!(parent = xstrdup(x->s->state_dir)))
+		return;
 	for (size_t n = strlen(parent); n > 1 && parent[n - 1] == '/'; n--)
 		parent[n - 1] = '\0';
 	slash = strrchr(parent, '/');
@@ -1021,7 +1106,8 @@ static int parse_http_url(const char *v, int query, url_parts *u, const char **w
 		return -1;
 	if (*p == ':') {
 		size_t plen = strcspn(p + 1, "/");
-		port = xstrndup(p + 1, plen);
+		if (!(port = xstrndup(p + 1, plen)))
+			return -1;
 		if (parse_port(port, &n) < 0 || n == 0) {
 			*why = "expected a port of 1-65535 after the host";
 			free(port);
@@ -1038,6 +1124,13 @@ static int parse_http_url(const char *v, int query, url_parts *u, const char **w
 	u->host = xstrndup(h, (size_t)(he - h));
 	u->port = port ? port : xstrdup(u->tls ? "443" : "80");
 	u->path = xstrdup(p);
+	if (!u->host || !u->port || !u->path) {
+		free(u->host);
+		free(u->port);
+		free(u->path);
+		memset(u, 0, sizeof *u);
+		return -1;
+	}
 	return 0;
 }
 
@@ -1064,7 +1157,8 @@ static int parse_listen(const char *v, char **host, int *port)
 		ps = he + 1;
 		af = AF_INET;
 	}
-	h = xstrndup(hs, (size_t)(he - hs));
+	if (!(h = xstrndup(hs, (size_t)(he - hs))))
+		return -1;
 	if (inet_pton(af, h, addr) != 1 || parse_port(ps, port) < 0) {
 		free(h);
 		return -1;
@@ -1073,9 +1167,11 @@ static int parse_listen(const char *v, char **host, int *port)
 	return 0;
 }
 
-/* civetweb's listening_ports syntax for one address. */
+/* civetweb's listening_ports syntax for one address (NULL: no host). */
 static char *listen_text(const char *host, int port)
 {
+	if (!host)
+		return NULL;
 	return strchr(host, ':') ? xasprintf("[%s]:%d", host, port)
 	                         : xasprintf("%s:%d", host, port);
 }
@@ -1164,8 +1260,12 @@ static void k_tls_ciphersuites(set_ctx *x, const cfg_entry *e)
 static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
 {
 	char why[256];
+	int rc;
 	proxy_list_free(&x->s->http_trusted_proxies);
-	if (proxy_list_parse(e->value, &x->s->http_trusted_proxies, why, sizeof why) != 0)
+	rc = proxy_list_parse(e->value, &x->s->http_trusted_proxies, why, sizeof why);
+	if (rc == -2)
+		nomem();
+	else if (rc != 0)
 		bad_value(x, e, why);
 }
 
@@ -1315,6 +1415,29 @@ static ssize_t rdkafka_index(const settings *s, const char *key)
 	return -1;
 }
 
+/* Room for one more rdkafka.* property; -1 (noted) without memory. */
+static int rdkafka_grow(settings *s)
+{
+	size_t n = s->nrdkafka + 1;
+	const char **files;
+	char **keys, **values;
+	int *lines;
+
+	if (!(keys = grow(s->rdkafka_keys, n, sizeof *keys)))
+		return -1;
+	s->rdkafka_keys = keys;
+	if (!(values = grow(s->rdkafka_values, n, sizeof *values)))
+		return -1;
+	s->rdkafka_values = values;
+	if (!(files = grow(s->rdkafka_files, n, sizeof *files)))
+		return -1;
+	s->rdkafka_files = files;
+	if (!(lines = grow(s->rdkafka_lines, n, sizeof *lines)))
+		return -1;
+	s->rdkafka_lines = lines;
+	return 0;
+}
+
 /* rdkafka.NAME passes NAME to librdkafka as is (kafka_check_settings has
  * librdkafka check names and values; evhostctl, which shares this parser,
  * does not link it). rdkafka.NAME_file reads NAME's value from a file, so
@@ -1334,7 +1457,7 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 	if (n > 5 && !strcmp(name + n - 5, "_file")) {
 		char *path = resolve_path(x->base, e->value);
 		key = xstrndup(name, n - 5);
-		value = read_secret(x, e, path, 1, &len);
+		value = path && key ? read_secret(x, e, path, 1, &len) : NULL;
 		free(path);
 		if (!value) {
 			free(key);
@@ -1344,6 +1467,11 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		key = xstrdup(name);
 		value = xstrdup(e->value);
 	}
+	if (!key || !value) {
+		free(key);
+		free_secret(value);
+		return;
+	}
 	if (rdkafka_index(s, key) >= 0) {
 		diag_add(x->d, e->file, e->line,
 		         "[kafka] %s: '%s' is set twice (rdkafka.%s and rdkafka.%s_file); keep one",
@@ -1352,10 +1480,11 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		free_secret(value);
 		return;
 	}
-	s->rdkafka_keys = xrealloc(s->rdkafka_keys, (s->nrdkafka + 1) * sizeof(char *));
-	s->rdkafka_values = xrealloc(s->rdkafka_values, (s->nrdkafka + 1) * sizeof(char *));
-	s->rdkafka_files = xrealloc(s->rdkafka_files, (s->nrdkafka + 1) * sizeof(char *));
-	s->rdkafka_lines = xrealloc(s->rdkafka_lines, (s->nrdkafka + 1) * sizeof(int));
+	if (rdkafka_grow(s) != 0) {
+		free(key);
+		free_secret(value);
+		return;
+	}
 	s->rdkafka_keys[s->nrdkafka] = key;
 	s->rdkafka_values[s->nrdkafka] = value;
 	s->rdkafka_files[s->nrdkafka] = e->file;
@@ -1487,8 +1616,7 @@ static void get_key_file(set_ctx *x, const cfg_entry *e, char **file, char **sec
 	char *key;
 	size_t n;
 
-	get_path(x, e, file);
-	if (!*e->value)
+	if (get_path(x, e, file) != 0)
 		return;
 	key = read_secret(x, e, *file, JWT_SECRET_MIN, &n);
 	if (!key)
@@ -1522,8 +1650,7 @@ static void k_jwt_public_key_file(set_ctx *x, const cfg_entry *e)
 	settings *s = x->s;
 	size_t n;
 	char *text;
-	get_path(x, e, &s->jwt_public_key_file);
-	if (!*e->value)
+	if (get_path(x, e, &s->jwt_public_key_file) != 0)
 		return;
 	if (!(text = read_file(s->jwt_public_key_file, CFG_MAX_SECRET, &n))) {
 		diag_add(x->d, e->file, e->line, "[auth] jwt_public_key_file: cannot read '%s': %s",
@@ -1655,8 +1782,7 @@ static void k_token_file(set_ctx *x, const cfg_entry *e)
 	size_t n;
 	char *buf;
 
-	get_path(x, e, &s->admin_token_file);
-	if (!*e->value)
+	if (get_path(x, e, &s->admin_token_file) != 0)
 		return;
 	buf = read_file(s->admin_token_file, CFG_MAX_SECRET, &n);
 	if (!buf) {
@@ -1723,6 +1849,8 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 		n--;
 	s->trace_path = xasprintf("%.*s/v1/traces", n, u.path);
 	free(u.path);
+	if (!s->trace_path)
+		return;
 	s->trace_endpoint = xasprintf("%s://%s%s%s:%s%s", u.tls ? "https" : "http",
 	                              strchr(u.host, ':') ? "[" : "", u.host,
 	                              strchr(u.host, ':') ? "]" : "", s->trace_port, s->trace_path);
@@ -1758,7 +1886,7 @@ static int reserved_header(const char *name, size_t n)
 char *settings_otlp_headers(const char *text, char *why, size_t whylen)
 {
 	textbuf out = {0};
-	int line = 0, count = 0;
+	int line = 0, count = 0, oom = 0;
 	for (const char *next = text; *next;) {
 		const char *p = next, *end = next + strcspn(next, "\n"), *colon, *value;
 		size_t name_len, vlen;
@@ -1807,6 +1935,7 @@ char *settings_otlp_headers(const char *text, char *why, size_t whylen)
 	}
 	if (out.oom) {
 		snprintf(why, whylen, "out of memory");
+		oom = 1;
 		goto bad;
 	}
 	return out.p;
@@ -1814,6 +1943,7 @@ bad:
 	if (out.p)
 		explicit_bzero(out.p, out.cap);
 	free(out.p);
+	errno = oom ? ENOMEM : EINVAL;
 	return NULL;
 }
 
@@ -1824,9 +1954,9 @@ static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
 	settings *s = x->s;
 	char why[256], *text, *headers;
 	size_t n;
+	int oom = 0;
 
-	get_path(x, e, &s->trace_headers_file);
-	if (!*e->value)
+	if (get_path(x, e, &s->trace_headers_file) != 0)
 		return;
 	text = read_file(s->trace_headers_file, OTLP_HEADERS_MAX, &n);
 	if (!text) {
@@ -1835,11 +1965,19 @@ static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
 		         errno == EFBIG ? "larger than 16 KiB" : strerror(errno));
 		return;
 	}
-	headers = strlen(text) == n ? settings_otlp_headers(text, why, sizeof why) : NULL;
-	if (strlen(text) != n)
+	if (strlen(text) == n) {
+		headers = settings_otlp_headers(text, why, sizeof why);
+		oom = !headers && errno == ENOMEM;
+	} else {
+		headers = NULL;
 		snprintf(why, sizeof why, "a NUL byte in it");
+	}
 	explicit_bzero(text, n);
 	free(text);
+	if (oom) {
+		nomem();
+		return;
+	}
 	if (!headers) {
 		diag_add(x->d, e->file, e->line, "[tracing] otlp_headers_file '%s': %s",
 		         s->trace_headers_file, why);
@@ -2039,7 +2177,9 @@ static void plugin_from_section(set_ctx *x, size_t si)
 		         name, section, PLUGIN_NAME_MAX);
 		return;
 	}
-	s->plugins = xrealloc(s->plugins, (s->nplugins + 1) * sizeof *s->plugins);
+	if (!(ps = grow(s->plugins, s->nplugins + 1, sizeof *ps)))
+		return;
+	s->plugins = ps;
 	ps = &s->plugins[s->nplugins++];
 	memset(ps, 0, sizeof *ps);
 	ps->name = xstrdup(name);
@@ -2049,6 +2189,8 @@ static void plugin_from_section(set_ctx *x, size_t si)
 	ps->path = xasprintf("%s.so", name);
 	ps->group = xasprintf("evhost.%s", name);
 	ps->log_level = -1;
+	if (cfg_nomem)
+		return; /* settings_from_cfg refuses them */
 	ps->file = x->c->section_files[si];
 	ps->line = x->c->section_lines[si];
 	plugin_key(x, ps, "enabled");
@@ -2056,6 +2198,8 @@ static void plugin_from_section(set_ctx *x, size_t si)
 	plugin_key(x, ps, "path");
 	plugin_key(x, ps, "group");
 	plugin_key(x, ps, "log_level");
+	if (cfg_nomem)
+		return;
 	rel = ps->path;
 	ps->path = resolve_path(s->plugin_dir, rel);
 	free(rel);
@@ -2191,26 +2335,34 @@ static void check_cross(set_ctx *x)
 int settings_from_cfg(const cfg *c, settings *s, diag *d)
 {
 	set_ctx x = {.c = c, .s = s, .d = d};
-	size_t n0 = d->n;
+	size_t n0 = diag_count(d);
 
 	memset(s, 0, sizeof *s);
+	cfg_nomem = false;
 	x.base = dir_of(c->main_file);
-	settings_defaults(&x);
-	check_sections(&x);
-	for (size_t i = 0; i < c->n; i++) {
+	if (x.base)
+		settings_defaults(&x);
+	if (!cfg_nomem)
+		check_sections(&x);
+	for (size_t i = 0; i < c->n && !cfg_nomem; i++) {
 		const section_def *sd = find_section(c->v[i].section);
 		if (sd)
 			apply_entry(&x, sd, &c->v[i]);
 	}
-	check_cross(&x);
-	for (size_t i = 0; i < c->nsections; i++) {
+	if (!cfg_nomem)
+		check_cross(&x);
+	for (size_t i = 0; i < c->nsections && !cfg_nomem; i++) {
 		if (is_plugin_section(c->sections[i]))
 			plugin_from_section(&x, i);
 	}
+	free(x.base);
+	if (cfg_nomem) {
+		say_nomem(d, c->main_file, n0);
+		return -2;
+	}
 	if (s->nplugins > 1)
 		qsort(s->plugins, s->nplugins, sizeof *s->plugins, plugin_cmp);
-	free(x.base);
-	return d->n > n0 ? -1 : 0;
+	return diag_count(d) > n0 ? -1 : 0;
 }
 
 void settings_free(settings *s)

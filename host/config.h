@@ -37,7 +37,8 @@ typedef struct cfg {
 
 /* Read `main_file`, then every *.conf in its confdir ([host] confdir, default
  * "conf.d" next to the main file). Syntax errors go to `d` as file:line.
- * Returns 0 when the files could be read and parsed, -1 otherwise. */
+ * Returns 0 when the files could be read and parsed, -1 otherwise; out of
+ * memory, `d` says so (and not what was read after it). Always cfg_free(). */
 int cfg_load(cfg *c, const char *main_file, diag *d);
 void cfg_free(cfg *c);
 /* Parse INI text as if read from `file` (for tests and fuzzers). `c` must be
@@ -158,13 +159,15 @@ typedef struct settings {
 
 /* Validate host sections (unknown sections/keys, bad values) and fill `s`.
  * Paths are resolved against the main file's directory. Returns 0 when no
- * error was added to `d`. `s` is filled (defaults where values were bad) even
- * on failure: always settings_free() it. It borrows strings from `c`, so it
- * must not outlive it. */
+ * error was added to `d`, -1 when one was. `s` is filled (defaults where
+ * values were bad) even then: always settings_free() it. -2: out of memory,
+ * said in `d`; `s` is incomplete (strings may be NULL), fit only for
+ * settings_free(). It borrows strings from `c`, so it must not outlive it. */
 int settings_from_cfg(const cfg *c, settings *s, diag *d);
 void settings_free(settings *s);
 /* [tracing] otlp_headers_file's text ("Name: value" lines, blank lines and
  * '#' comments skipped) as HTTP header lines, each ending in CRLF; NULL with
- * the reason (naming the line) in why. Exposed for the fuzzer. */
+ * the reason (naming the line) in why, errno ENOMEM when out of memory and
+ * EINVAL otherwise. Exposed for the fuzzer. */
 char *settings_otlp_headers(const char *text, char *why, size_t whylen);
 #endif

@@ -5,14 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A diagnostic that cannot be stored would let a broken configuration pass
- * as valid, so running out of memory here ends the process loudly instead. */
-static void diag_oom(void)
-{
-	fputs("evhost: out of memory while recording a diagnostic\n", stderr);
-	abort();
-}
-
 static char *diag_vformat(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static char *diag_vformat(const char *fmt, va_list ap)
 {
@@ -27,7 +19,7 @@ static char *diag_vformat(const char *fmt, va_list ap)
 		n = 0;
 	buf = malloc((size_t)n + 1);
 	if (!buf)
-		diag_oom();
+		return NULL;
 	vsnprintf(buf, (size_t)n + 1, fmt, ap);
 	return buf;
 }
@@ -58,19 +50,29 @@ void diag_add(diag *d, const char *file, int line, const char *fmt, ...)
 	va_start(ap, fmt);
 	msg = diag_vformat(fmt, ap);
 	va_end(ap);
-	full = diag_prefix(file, line, msg);
+	full = msg ? diag_prefix(file, line, msg) : NULL;
 	free(msg);
-	if (!full)
-		diag_oom();
-	if (d->n == d->cap) {
+	if (full && d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
 		char **v = realloc(d->msgs, cap * sizeof *v);
-		if (!v)
-			diag_oom();
-		d->msgs = v;
-		d->cap = cap;
+		if (v) {
+			d->msgs = v;
+			d->cap = cap;
+		} else {
+			free(full);
+			full = NULL;
+		}
 	}
-	d->msgs[d->n++] = full;
+	if (full)
+		d->msgs[d->n++] = full;
+	else
+		d->lost++;
+}
+
+void diag_truncate(diag *d, size_t n)
+{
+	while (d->n > n)
+		free(d->msgs[--d->n]);
 }
 
 void diag_print(const diag *d, FILE *out)
@@ -79,6 +81,9 @@ void diag_print(const diag *d, FILE *out)
 		fputs(d->msgs[i], out);
 		fputc('\n', out);
 	}
+	if (d->lost)
+		fprintf(out, "(%zu more problem%s not recorded: out of memory)\n", d->lost,
+		        d->lost == 1 ? "" : "s");
 	fflush(out);
 }
 
@@ -88,5 +93,5 @@ void diag_free(diag *d)
 		free(d->msgs[i]);
 	free(d->msgs);
 	d->msgs = NULL;
-	d->n = d->cap = 0;
+	d->n = d->cap = d->lost = 0;
 }

@@ -164,11 +164,18 @@ static int load_config(ctl *c)
 	rc = cfg_load(&c->cfg, c->o.conf, &d);
 	if (rc != 0) {
 		say("cannot read the configuration %s: %s", c->o.conf,
-		    d.n ? d.msgs[0] : "unknown error");
+		    d.n ? d.msgs[0] : "out of memory");
 		diag_free(&d);
+		cfg_free(&c->cfg);
 		return -1;
 	}
-	settings_from_cfg(&c->cfg, &c->set, &d);
+	if (settings_from_cfg(&c->cfg, &c->set, &d) == -2) {
+		say("cannot read the configuration %s: out of memory", c->o.conf);
+		diag_free(&d);
+		settings_free(&c->set);
+		cfg_free(&c->cfg);
+		return -1;
+	}
 	diag_free(&d);
 	c->cfg_loaded = 1;
 	return 0;

@@ -347,6 +347,9 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 		return 0;
 	for (size_t i = 0; i < own.n; i++)
 		log_warn("host", "%s", own.msgs[i]);
+	if (own.lost)
+		log_warn("host", "[%s] %zu more problem%s not recorded: out of memory", ps->section,
+		         own.lost, own.lost == 1 ? "" : "s");
 	log_warn("host", "%s:%d: [%s] skipped (required = false): its values were refused", ps->file,
 	         ps->line, ps->section);
 	diag_free(&own);
@@ -367,7 +370,7 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
-	size_t before = d->n;
+	size_t before = diag_count(d);
 	int oom;
 
 	pthread_mutex_init(&h->plugins_lock, NULL);
@@ -378,8 +381,10 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	if (cfg_load(&h->cfg, conf_file, d) != 0)
 		return -1;
 	/* Keep going after host-section errors: the admin wants every problem
-	 * of the configuration in one run, plugin sections included. */
-	settings_from_cfg(&h->cfg, &h->set, d);
+	 * of the configuration in one run, plugin sections included. Not after
+	 * running out of memory: the settings are incomplete. */
+	if (settings_from_cfg(&h->cfg, &h->set, d) == -2)
+		return -1;
 	/* The plugins' checks below log (through evh_log) as configured, also
 	 * for --check-config; a reload's next host waits until it is taken. */
 	if (!h->reloading)
@@ -421,7 +426,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		}
 		host_list_plugin(h, p);
 	}
-	return d->n == before ? 0 : -1;
+	return diag_count(d) == before ? 0 : -1;
 }
 
 size_t host_check_disabled(host *h, FILE *out)
@@ -446,7 +451,10 @@ size_t host_check_disabled(host *h, FILE *out)
 		for (size_t j = 0; j < d.n; j++)
 			fprintf(out, "%s (the plugin is disabled: enabling it would be refused)\n",
 			        d.msgs[j]);
-		n += d.n;
+		if (d.lost)
+			fprintf(out, "[%s] %zu more problem%s not recorded: out of memory\n", ps->section,
+			        d.lost, d.lost == 1 ? "" : "s");
+		n += diag_count(&d);
 		diag_free(&d);
 	}
 	return n;
@@ -943,8 +951,11 @@ int host_reload(host *h)
 	if (host_configure(&next, h->conf_file, &d) != 0) {
 		for (size_t i = 0; i < d.n; i++)
 			log_error("host", "reload refused: %s", d.msgs[i]);
+		if (d.lost)
+			log_error("host", "reload refused: %zu more problem%s not recorded: out of memory",
+			          d.lost, d.lost == 1 ? "" : "s");
 		log_error("host", "reload refused: %zu problem%s; the running configuration stays",
-		          d.n, d.n == 1 ? "" : "s");
+		          diag_count(&d), diag_count(&d) == 1 ? "" : "s");
 		diag_free(&d);
 		host_stop(&next);
 		return -1;

@@ -335,7 +335,7 @@ static void client_refused(diag *d, const char *file, const char *what, const ch
 int kafka_check_settings(const settings *s, diag *d)
 {
 	char msg[512];
-	size_t before = d->n;
+	size_t before = diag_count(d);
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		const char *file = s->rdkafka_files ? s->rdkafka_files[i] : NULL;
@@ -361,7 +361,7 @@ int kafka_check_settings(const settings *s, diag *d)
 			         s->rdkafka_values[i], MESSAGE_MAX_BYTES_MIN, EVENT_OVERHEAD_MAX);
 	}
 	rd_kafka_conf_destroy(conf);
-	return d->n == before ? 0 : -1;
+	return diag_count(d) == before ? 0 : -1;
 }
 
 int kafka_check_clients(const settings *s, diag *d)

@@ -171,8 +171,8 @@ int main(int argc, char **argv)
 			printf("%s: configuration OK (%zu plugin%s)\n", conf, h.nplugins,
 			       h.nplugins == 1 ? "" : "s");
 		else if (rc != 0)
-			fprintf(check ? stdout : stderr, "%s: %zu problem%s found\n", conf, d.n,
-			        d.n == 1 ? "" : "s");
+			fprintf(check ? stdout : stderr, "%s: %zu problem%s found\n", conf,
+			        diag_count(&d), diag_count(&d) == 1 ? "" : "s");
 		diag_free(&d);
 		host_stop(&h);
 		return rc == 0 ? 0 : 1;

@@ -523,7 +523,7 @@ static void check_file(const evh_plugin *p, const cfg_entry *e, evh_config_type 
 
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 {
-	size_t before = d->n;
+	size_t before = diag_count(d);
 
 	cfg_validate_section(c, p->section, p->desc->config, host_owned_keys, d);
 	for (const evh_config_key *k = p->desc->config; k && k->name; k++)
@@ -552,7 +552,7 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 			goto oom;
 		}
 	}
-	return d->n == before ? 0 : -1;
+	return diag_count(d) == before ? 0 : -1;
 oom:
 	diag_add(d, NULL, 0, "[%s]: out of memory", p->section);
 	return -1;

@@ -114,7 +114,8 @@ int proxy_list_parse(const char *text, proxy_list *out, char *err, size_t errlen
 		grown = realloc(out->v, (out->n + 1) * sizeof *out->v);
 		if (!grown) {
 			snprintf(err, errlen, "out of memory");
-			goto fail;
+			proxy_list_free(out);
+			return -2;
 		}
 		out->v = grown;
 		out->v[out->n++] = net;

@@ -18,8 +18,8 @@ typedef struct proxy_list {
 } proxy_list;
 
 /* Addresses and networks separated by commas or spaces ("127.0.0.1, ::1,
- * 10.0.0.0/8"). 0, or -1 with the reason (the entry, and why) in err;
- * `out` is then empty. */
+ * 10.0.0.0/8"). 0, or -1 with the reason (the entry, and why) in err, or
+ * -2 out of memory (err says so); `out` is then empty. */
 int proxy_list_parse(const char *text, proxy_list *out, char *err, size_t errlen);
 void proxy_list_free(proxy_list *l);
 

@@ -25,12 +25,15 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "alloc_faults.h"
 #include "db_files.h"
 #include "clock.h"
+#include "config.h"
+#include "diag.h"
 #include "dlq.h"
 #include "json.h"
 #include "jsonb.h"
@@ -137,7 +140,7 @@ static int proxy_scenario(void *arg)
 	proxy_list l;
 	(void)arg;
 	if (proxy_list_parse("10.0.0.0/8, ::1 192.168.1.1,fd00::/8", &l, err, sizeof err) != 0) {
-		assert_true(err[0] != '\0');
+		assert_string_equal(err, "out of memory");
 		return -1;
 	}
 	assert_int_equal(l.n, 4);
@@ -364,6 +367,161 @@ static void test_jwks_fetch(void **state)
 	idp_stop();
 	unlink(fc.cache);
 	assert_int_equal(rmdir(dir), 0);
+}
+
+/* --------------------------------------------------------- configuration */
+
+/* The files of a configuration using every kind of value the reader
+ * allocates for: drop-ins, paths, secrets read from files, URLs, listen
+ * addresses, rdkafka properties, networks, plugin sections. */
+static const struct {
+	const char *name, *text;
+} config_files[] = {
+    {"evhost.conf", "[host]\nplugin_dir = lib\nstate_dir = state\nsource = evhost://t\n"
+                    "[http]\nlisten = 127.0.0.1:8080\ntls_listen = [::1]:8443\n"
+                    "tls_certificate = server.pem\ntrusted_proxies = 10.0.0.0/8, ::1\n"
+                    "[kafka]\nbrokers = 127.0.0.1:9092\ndlq_suffix = .dead\n"
+                    "rdkafka.sasl.username = evhost\nrdkafka.sasl.password_file = kafka.pass\n"
+                    "[store]\nsynchronous = normal\n"
+                    "[auth]\njwt_secret_file = jwt.key\n"
+                    "jwt_jwks_url = https://idp.example/keys\n"
+                    "jwt_public_key_issuer = https://idp.example\n"
+                    "[admin]\ntoken_file = admin.token\n"
+                    "[tracing]\notlp_endpoint = https://[::1]:4318/base/\n"
+                    "otlp_headers_file = otlp.headers\n"
+                    "[plugin.user]\n[plugin.crud]\npath = /opt/crud.so\ngroup = g.crud\n"},
+    {"conf.d/10-a.conf", "[plugin.notifications]\nenabled = false\nlog_level = debug\n"},
+    {"conf.d/20-b.conf", "[kafka]\nretry.max_attempts = 7\n[http]\nlisten = 127.0.0.1:9090\n"},
+    {"kafka.pass", "s3cret\n"},
+    {"jwt.key", "0123456789abcdef0123456789abcdef\n"},
+    {"admin.token", "abcdefghijklmnopqrstuvwxyz\n"},
+    {"otlp.headers", "X-Api-Key: k1\n"},
+};
+
+static void config_files_write(const char *dir)
+{
+	char path[256];
+	snprintf(path, sizeof path, "%s/conf.d", dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	for (size_t i = 0; i < sizeof config_files / sizeof config_files[0]; i++) {
+		FILE *f;
+		snprintf(path, sizeof path, "%s/%s", dir, config_files[i].name);
+		assert_non_null(f = fopen(path, "w"));
+		assert_true(fputs(config_files[i].text, f) >= 0);
+		assert_int_equal(fclose(f), 0);
+	}
+}
+
+static void config_files_remove(const char *dir)
+{
+	char path[256];
+	for (size_t i = 0; i < sizeof config_files / sizeof config_files[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", dir, config_files[i].name);
+		assert_int_equal(unlink(path), 0);
+	}
+	snprintf(path, sizeof path, "%s/conf.d", dir);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(rmdir(dir), 0);
+}
+
+/* Read whole, or refused with one problem: out of memory (a start fails,
+ * a reload keeps what runs); never a value left out, never a crash. */
+static int config_scenario(void *arg)
+{
+	const char *dir = arg;
+	char conf[128], want[256];
+	cfg c;
+	settings s = {0};
+	diag d = {0};
+	int rc;
+
+	snprintf(conf, sizeof conf, "%s/evhost.conf", dir);
+	rc = cfg_load(&c, conf, &d);
+	if (rc == 0) {
+		rc = settings_from_cfg(&c, &s, &d);
+		if (rc != 0)
+			assert_int_equal(rc, -2); /* out of memory, not a problem in the values */
+	}
+	if (rc != 0) {
+		assert_true(alloc_faults_hit());
+		assert_int_equal(diag_count(&d), 1);
+		assert_int_equal(d.n, 1);
+		snprintf(want, sizeof want, "%s: out of memory while reading the configuration",
+		         conf);
+		assert_string_equal(d.msgs[0], want);
+		goto out;
+	}
+	assert_int_equal(diag_count(&d), 0);
+	assert_string_equal(s.http_listen, "127.0.0.1:9090"); /* the drop-in's */
+	assert_string_equal(s.http_tls_listen, "[::1]:8443");
+	assert_int_equal(s.http_trusted_proxies.n, 2);
+	assert_int_equal(s.retry_max_attempts, 7);
+	assert_string_equal(s.dlq_suffix, ".dead");
+	assert_int_equal(s.nrdkafka, 2);
+	assert_string_equal(s.rdkafka_keys[1], "sasl.password");
+	assert_string_equal(s.rdkafka_values[1], "s3cret");
+	assert_string_equal(s.store_synchronous, "NORMAL");
+	assert_int_equal(s.jwt_secret_len, 32);
+	assert_string_equal(s.jwks_target, "/keys");
+	assert_string_equal(s.admin_token, "abcdefghijklmnopqrstuvwxyz");
+	assert_string_equal(s.trace_endpoint, "https://[::1]:4318/base/v1/traces");
+	assert_string_equal(s.trace_headers, "X-Api-Key: k1\r\n");
+	assert_int_equal(s.nplugins, 3);
+	assert_string_equal(s.plugins[0].name, "crud");
+	assert_string_equal(s.plugins[0].path, "/opt/crud.so");
+	assert_string_equal(s.plugins[0].group, "g.crud");
+	assert_string_equal(s.plugins[1].name, "notifications");
+	assert_false(s.plugins[1].enabled);
+	snprintf(want, sizeof want, "%s/lib/user.so", dir);
+	assert_string_equal(s.plugins[2].path, want);
+out:
+	settings_free(&s);
+	cfg_free(&c);
+	diag_free(&d);
+	return rc == 0 ? 0 : -1;
+}
+
+static void test_config(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-conf-XXXXXX"; /* mkdtemp's template */
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	config_files_write(dir);
+	assert_true(sweep(config_scenario, dir) > 100);
+	config_files_remove(dir);
+}
+
+/* A configuration with a bad value, the allocations recording it failing
+ * too: refused every time, the problem said or counted as lost. */
+static void test_config_problem_not_recorded(void **state)
+{
+	long n, lost = 0;
+	(void)state;
+	for (n = 0;; n++) {
+		cfg c = {0};
+		settings s = {0};
+		diag d = {0};
+		int rc, failed;
+		alloc_faults_arm(n, ALLOC_THIS_THREAD);
+		rc = cfg_load_string(&c, "[http]\nthreads = many\n[kafka]\nbrokers = b:9092\n",
+		                     "x.conf", &d);
+		if (rc == 0)
+			rc = settings_from_cfg(&c, &s, &d);
+		failed = alloc_faults_disarm();
+		assert_int_not_equal(rc, 0);
+		assert_int_equal(diag_count(&d), 1);
+		if (d.n)
+			assert_true(strstr(d.msgs[0], failed ? "out of memory" : "threads: expected") ||
+			            strstr(d.msgs[0], "threads: expected"));
+		lost += d.lost;
+		settings_free(&s);
+		cfg_free(&c);
+		diag_free(&d);
+		if (!failed)
+			break;
+	}
+	assert_true(n > 20);
+	assert_true(lost > 0); /* the problem's own allocations were among those failed */
 }
 
 /* --------------------------------------------------------------- textbuf */
@@ -1114,6 +1272,8 @@ int main(void)
 	    cmocka_unit_test(test_router), cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_jwt),    cmocka_unit_test(test_jwks),
 	    cmocka_unit_test(test_jwks_fetch),
+	    cmocka_unit_test(test_config),
+	    cmocka_unit_test(test_config_problem_not_recorded),
 	    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonb_print),
 	    cmocka_unit_test(test_json_duplicate_member),

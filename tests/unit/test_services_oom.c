@@ -28,8 +28,9 @@
  * the log says out of memory at ERROR or WARN; every service answers, none
  * is left listed but not running, one left off is down on /readyz, crud's
  * events leave its outbox; the next reload, memory back, applies the
- * configuration. The allocations reading the configuration files are left
- * out: config.c ends the process when one fails (cfg_oom). */
+ * configuration. Of the allocations reading the configuration files, one
+ * in CONFIG_STRIDE is failed (test_oom.c's test_config fails each, the
+ * reader alone): the reload is refused, saying out of memory. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -767,9 +768,9 @@ static int crud_relayed(fixture *f, long n)
 
 /* How many allocations the calling thread makes reading the configuration
  * (cfg_load, settings_from_cfg), as a reload's host_configure does right
- * after copying the file's name: config.c ends the process when one of
- * them fails (cfg_oom, "nothing sensible to fall back to"), at a reload
- * too, so the sweep steps over them. */
+ * after copying the file's name. The sweep fails one in CONFIG_STRIDE of
+ * them: test_oom.c fails each, reading alone. */
+#define CONFIG_STRIDE 8
 static long config_allocations(fixture *f)
 {
 	char conf[128];
@@ -802,7 +803,7 @@ static void test_reload(void **state)
 	fixture *f = *state;
 	int64_t t0 = clock_mono_ms();
 	int no_way_back = 0;
-	long n, skip;
+	long n, skip, nconfig;
 	/* Warnings are what the reload says out of memory ([log] is error). */
 	write_file(f->dir, "conf.d/90-log.conf", "[log]\nlevel = warn\n", 0600);
 	/* A plugin that cannot be loaded is left out when it is not required:
@@ -812,6 +813,7 @@ static void test_reload(void **state)
 	assert_int_equal(host_reload(&f->h), 0);
 	write_crud_conf(f, "info"); /* the runs' key set */
 	skip = config_allocations(f);
+	nconfig = (skip + CONFIG_STRIDE - 1) / CONFIG_STRIDE;
 	for (n = 0; n < RELOAD_MAX_RUNS; n++) {
 		const char *level = n % 2 ? "error" : "warn";
 		stderr_capture cap;
@@ -819,12 +821,24 @@ static void test_reload(void **state)
 		int rc, failed, applied;
 		write_crud_conf(f, level);
 		cap = stderr_begin();
-		/* Allocation 0 is the copy of the file's name (host_configure). */
-		alloc_faults_arm(n ? n + skip : 0, ALLOC_THIS_THREAD);
+		/* Allocation 0 is the copy of the file's name (host_configure);
+		 * 1 to skip read the configuration: one in CONFIG_STRIDE of them
+		 * in the first nconfig runs, then from skip + 1 on. */
+		if (n < nconfig)
+			alloc_faults_arm(1 + n * CONFIG_STRIDE, ALLOC_THIS_THREAD);
+		else
+			alloc_faults_arm(n > nconfig ? n - nconfig + skip : 0, ALLOC_THIS_THREAD);
 		rc = host_reload(&f->h);
 		failed = alloc_faults_disarm();
 		log = stderr_end(cap);
 		applied = check_services(f, n, level, log);
+		if (n < nconfig &&
+		    !(failed && rc != 0 &&
+		      strstr(log, "reload refused: ") &&
+		      strstr(log, "out of memory while reading the configuration")))
+			fail_msg("run %ld: reading the configuration out of memory (allocation %ld), "
+			         "the reload (%d) was not refused for that:\n%s",
+			         n, 1 + n * CONFIG_STRIDE, rc, log);
 		if (!failed && !(rc == 0 && applied))
 			fail_msg("run %ld: no allocation failed, and the reload (%d) was not applied:\n%s",
 			         n, rc, log);
@@ -857,8 +871,8 @@ static void test_reload(void **state)
 		if (!failed)
 			break;
 	}
-	printf("reload: %ld runs (the %ld allocations reading the configuration left out), %.1f s\n",
-	       n + 1, skip, (double)(clock_mono_ms() - t0) / 1000);
+	printf("reload: %ld runs (%ld of the %ld allocations reading the configuration), %.1f s\n",
+	       n + 1, nconfig, skip, (double)(clock_mono_ms() - t0) / 1000);
 	assert_true(n < RELOAD_MAX_RUNS);
 	assert_true(no_way_back);
 }
