@@ -1778,25 +1778,25 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	               http_req_path(req));
 }
 
-int admin_handle(host *h, evh_request *req, evh_response *resp)
+int admin_authorize(host *h, evh_request *req, evh_response *resp)
 {
-	const char *path = http_req_path(req);
 	metrics_admin_reason why = METRICS_ADMIN_MISSING;
-	int ok;
-	if (!path || strncmp(path, "/admin", 6) != 0 || (path[6] && path[6] != '/'))
-		return 0;
-	ok = h->admin ? authorized(h->admin, req, &why) : -1;
+	int ok = h->admin ? authorized(h->admin, req, &why) : -1;
 	if (ok < 0) {
 		problem(resp, 404, "not-found", NULL,
 		        "the admin API is disabled: set [admin] token_file to enable it");
-		return 1;
+		return 0;
 	}
 	if (!ok) {
 		metrics_admin_refused(why);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer realm=\"evhost-admin\"");
 		problem(resp, 401, "unauthorized", NULL, "the admin API needs its bearer token");
-		return 1;
+		return 0;
 	}
-	route(h, req, resp);
 	return 1;
+}
+
+void admin_handle(host *h, evh_request *req, evh_response *resp)
+{
+	route(h, req, resp);
 }

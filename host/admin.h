@@ -40,10 +40,14 @@ void admin_reload_token(host *h, const settings *next);
 /* [admin] https: whether the admin API answers over [http] tls_listen too
  * (read per request; a reload may change it). */
 int admin_over_https(host *h);
-/* Answer `req` when its path is /admin or below and return 1; return 0
- * (untouched) for any other path. The caller must have read the request
- * body (POST routes take JSON). HTTP worker threads. */
-int admin_handle(host *h, evh_request *req, evh_response *resp);
+/* Whether `req`, for /admin or below, carries the admin token: 1, or 0
+ * after answering 404 (the admin API is off) or 401. Before its body is
+ * read: nobody without the token makes the daemon read (and hold) one.
+ * HTTP worker threads. */
+int admin_authorize(host *h, evh_request *req, evh_response *resp);
+/* Answer `req`, for /admin or below, that admin_authorize let through; the
+ * caller must have read its body (POST routes take JSON). HTTP worker threads. */
+void admin_handle(host *h, evh_request *req, evh_response *resp);
 /* Around every host_reload (main thread): tell requests waiting in POST
  * /admin/reload which of them the reload covers and how it went (`rc` from
  * host_reload). No-ops before admin_start. */

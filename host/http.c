@@ -1402,7 +1402,7 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 			        "([admin] https = false)");
 			return 1;
 		}
-		if (read_body(srv->h, req, resp) == 0)
+		if (admin_authorize(srv->h, req, resp) && read_body(srv->h, req, resp) == 0)
 			admin_handle(srv->h, req, resp);
 		return 1;
 	}

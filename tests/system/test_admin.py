@@ -4,6 +4,7 @@ redriving dead letters, and replay from the beginning, a time and offsets.
 The probe fixture plugin is the subject: its handler's behaviour is steered
 by the event data (see tests/fixtures/probe.c)."""
 
+import socket
 import sqlite3
 import time
 from datetime import datetime, timezone
@@ -98,6 +99,33 @@ def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
     assert r.status_code == 405 and r.headers["Allow"] == "GET"
     r = d.get("/admin/plugins/probe/replay", headers=auth())
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
+
+
+def test_a_body_without_the_token_is_not_read(evhostd, build_dir, tmp_path):
+    """The token is checked before the body is read: a client without it is
+    answered 401 at once, not after the daemon waited for (and held) a body
+    it announced, and the connection is closed on the unread body."""
+    conf = admin_conf(tmp_path)
+    conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
+    d = evhostd(conf)
+    for token in (None, "wrong-token-0123456789"):
+        head = ("POST /admin/reload HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                "Content-Length: 500000\r\n")
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+            s.sendall((head + "\r\n").encode())  # and no body: a reader would wait for it
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(65536)
+                assert chunk, f"closed before an answer: {data!r}"
+                data += chunk
+            status = data.split(b"\r\n", 1)[0]
+            assert status.startswith(b"HTTP/1.1 401"), data
+            assert b"\r\nConnection: close\r\n" in data, data
+    # The token and its body: read, and carried out.
+    r = d.post("/admin/reload", headers=auth(), json={})
+    assert r.status_code == 200, r.text
 
 
 def test_unreadable_or_short_token_refuses_to_start(evhostd, build_dir, tmp_path):
