@@ -233,7 +233,8 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 	reply_step step = REPLY_STEP_OTHER;
 	int64_t version = 0;
 	cJSON *doc = NULL;
-	int rc = crud_db_get(tx, c->name, id, &version, &current);
+	/* A replacement does not need the current document (next_doc). */
+	int rc = crud_db_get(tx, c->name, id, &version, merge ? &current : NULL);
 
 	if (rc == EVH_ENOTFOUND) {
 		evh_tx_rollback(tx);

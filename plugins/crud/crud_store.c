@@ -25,7 +25,12 @@ int crud_db_get(evh_tx *tx, const char *coll, const char *id, int64_t *version, 
 {
 	evh_value args[] = {EVH_TEXT(coll), EVH_TEXT(id)};
 	evh_rows *rows;
-	int rc = evh_query(tx, "SELECT version, doc FROM documents WHERE collection = ? AND id = ?",
+	/* Without `json`, the document is not read: a replacement or a deletion
+	 * then works on one the storage can no longer read (stored before its
+	 * limit went below its size), and costs no copy of it. */
+	int rc = evh_query(tx,
+	                   json ? "SELECT version, doc FROM documents WHERE collection = ? AND id = ?"
+	                        : "SELECT version FROM documents WHERE collection = ? AND id = ?",
 	                   args, 2, &rows);
 
 	if (rc != EVH_OK)

@@ -355,22 +355,30 @@ def test_a_document_the_storage_can_no_longer_read_is_a_500_not_a_413(evhostd, b
     """A document stored before the storage's limit went below its size
     cannot be read: the service's failure, a 500 logged as an error. It was
     a 413 saying "this change, or the event it publishes, is larger than the
-    service takes", to requests that sent nothing too large, or nothing."""
+    service takes", to requests that sent nothing too large, or nothing.
+    What does not need it read still works: a replacement (PUT), which
+    mends it, and a deletion."""
     state = tmp_path / "state"
     d = evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state)
-    doc = create(d, {"text": "x" * 100_000}, collection="orders")
+    mended, deleted = (create(d, {"text": "x" * 100_000}, collection="orders") for _ in "12")
     assert wait_outbox_empty(d), d.log_tail()
     assert d.stop() == 0
     d = evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state,
                 env=limited_storage(build_dir))
-    for r in (d.get(f"/crud/orders/{doc['id']}"), d.get("/crud/orders"),
-              d.patch(f"/crud/orders/{doc['id']}", json={"text": "small"}),
-              d.delete(f"/crud/orders/{doc['id']}")):
+    for r in (d.get(f"/crud/orders/{mended['id']}"), d.get("/crud/orders"),
+              d.patch(f"/crud/orders/{mended['id']}", json={"text": "small"})):
         problem(r, 500, "internal")
     line = lib.wait_until(lambda: next(
-        (l for l in d.log_text().splitlines() if f"GET /crud/orders/{doc['id']} (route" in l),
+        (l for l in d.log_text().splitlines() if f"GET /crud/orders/{mended['id']} (route" in l),
         None))
     assert " ERROR " in line and "storage: string or blob too big" in line, line
+    r = d.put(f"/crud/orders/{mended['id']}", json={"text": "small"},
+              headers={"If-Match": '"1"'})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"id": mended["id"], "text": "small"} and r.headers["ETag"] == '"2"'
+    assert d.delete(f"/crud/orders/{deleted['id']}").status_code == 204
+    problem(d.get(f"/crud/orders/{deleted['id']}"), 404, "not-found")
+    assert d.get("/crud/orders").json()["items"] == [{"id": mended["id"], "text": "small"}]
 
 
 def test_unknown_collection_is_404_on_every_route(d):
