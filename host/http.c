@@ -136,6 +136,9 @@ struct evh_response {
 	char *hvalue[HTTP_RESP_MAX_HEADERS];
 	int close; /* request body left unread: do not keep the connection */
 	stream *stream; /* evh_resp_stream: served by stream_serve after dispatch */
+	/* A 401 or 403 problem's detail, for the access log: why the client
+	 * was refused (the host's token checks, a plugin's login). */
+	char refusal[128];
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -386,6 +389,8 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 		goto out;
 	if (resp->req && resp->req->path && add_text(o, "instance", resp->req->path))
 		goto out;
+	if ((status == 401 || status == 403) && detail)
+		snprintf(resp->refusal, sizeof resp->refusal, "%s", detail);
 	json = cJSON_PrintUnformatted(o);
 	if (!json)
 		goto out;
@@ -1929,6 +1934,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	const char *tp, *cert;
 	double t0 = now_ms();
 	size_t sent;
+	int refused;
 	memset(&req, 0, sizeof req);
 	memset(&resp, 0, sizeof resp);
 	req.conn = conn;
@@ -1978,12 +1984,15 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 		sent = resp_send(&req, &resp);
 	}
 	request_span_end(&req, &resp);
-	/* The access log: the peer's address (a proxy's, behind one), and under
-	 * mutual TLS the client certificate's subject. */
+	/* The access log: the peer's address (a proxy's, behind one), under
+	 * mutual TLS the client certificate's subject, and why a 401 or 403
+	 * refused the client (its problem's detail). */
 	cert = http_req_client_cert(&req);
-	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s", req.method, req.path,
+	refused = (resp.status == 401 || resp.status == 403) && resp.refusal[0];
+	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s%s%s", req.method, req.path,
 	         resp.status, sent, now_ms() - t0, req.client, req.forwarded ? " via " : "",
-	         req.forwarded ? req.ri->remote_addr : "", cert ? ", client " : "", cert ? cert : "");
+	         req.forwarded ? req.ri->remote_addr : "", cert ? ", client " : "", cert ? cert : "",
+	         refused ? ": " : "", refused ? resp.refusal : "");
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);

@@ -92,6 +92,7 @@ def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
     for bad in ("", TOKEN[:-1], TOKEN + "x", TOKEN.upper()):
         assert d.get("/admin/plugins", headers=auth(bad)).status_code == 401, bad
     assert d.get("/admin/plugins", headers={"Authorization": TOKEN}).status_code == 401
+    d.wait_for_log(" ms, from 127.0.0.1: the admin API needs its bearer token")
     r = d.get("/admin/plugins", headers=auth())
     assert r.status_code == 200
     assert d.get("/admin/nothing", headers=auth()).status_code == 404
