@@ -1037,7 +1037,8 @@ int host_reload(host *h)
 			if (fb && host_reserve_plugin(h, name) == 0 && host_start_plugin(h, fb) == 0) {
 				host_list_plugin(h, fb);
 				log_error("host", "reload: plugin '%s' could not be started with its new %s; "
-				                  "it runs again as it ran before (%s): mend it and reload",
+				                  "it runs again as it ran before (%s): the error above says why; "
+				                  "reload to try again",
 				          name, what, fb->desc->version ? fb->desc->version : "");
 				host_mark_down(h, name, 0);
 				started++;

@@ -272,7 +272,7 @@ def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, bu
     text = reload_log(d, "reload done")
     assert "hello: this build refuses to start" in text, text
     assert ("reload: plugin 'hello' could not be started with its new build; it runs again "
-            "as it ran before (1.0.0): mend it and reload") in text, text
+            "as it ran before (1.0.0): the error above says why; reload to try again") in text, text
     assert d.get("/hello").json()["hello"] == "world"
     assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 3}
     assert d.get("/readyz").json()["plugins"]["hello"] == "running"
@@ -481,7 +481,8 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     text = reload_log(d, "reload done")
     assert f"templates_dir: cannot open {empty}/welcome.subject" in text, text
     assert ("reload: plugin 'notifications' could not be started with its new configuration; "
-            "it runs again as it ran before (1.0.0): mend it and reload") in text, text
+            "it runs again as it ran before (1.0.0): the error above says why; "
+            "reload to try again") in text, text
     assert "1 started, 1 stopped, 1 unchanged" in text, text
     assert readyz() == (200, {"user": "running", "notifications": "running"})
     r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
