@@ -30,7 +30,6 @@
 #define CFG_MAX_FILE (1 << 20)  /* a configuration file larger than this is a mistake */
 #define CFG_MAX_SECRET 65536    /* same for a secret file */
 #define JWT_SECRET_MIN 32       /* HS256 wants a key as long as its hash */
-#define PLUGIN_NAME_MAX 64
 
 #define MSG_INT "expected an integer"
 #define MSG_SIZE "expected an integer (k, M or G suffix allowed)"

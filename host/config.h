@@ -77,6 +77,7 @@ typedef struct plugin_settings {
 #define SETTINGS_EVENT_RETENTION_MS (7LL * 86400000)
 #define SETTINGS_INBOX_RETENTION_MS (30LL * 86400000)
 
+#define PLUGIN_NAME_MAX 64  /* bytes of a plugin's name ([plugin.NAME]) */
 #define ADMIN_TOKEN_MIN 16   /* bytes of the [admin] token */
 #define ADMIN_TOKEN_MAX 4096
 

@@ -141,8 +141,27 @@ static void host_list_plugin(host *h, evh_plugin *p)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
+/* Room for `n` names of plugins left off (host_mark_down); -1 out of memory. */
+static int host_reserve_down(host *h, size_t n)
+{
+	char(*v)[PLUGIN_NAME_MAX + 1] = NULL;
+	int rc = 0;
+	pthread_mutex_lock(&h->plugins_lock);
+	if (n > h->capdown) {
+		if ((v = realloc(h->down, n * sizeof *v))) {
+			h->down = v;
+			h->capdown = n;
+		} else {
+			rc = -1;
+		}
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	return rc;
+}
+
 /* A required plugin a reload left off (`off`) or started again: /readyz
- * says it is down until a reload starts it or removes its section. */
+ * says it is down until a reload starts it or removes its section. In the
+ * room host_reserve_down made: it allocates nothing. */
 static void host_mark_down(host *h, const char *name, int off)
 {
 	size_t i;
@@ -150,15 +169,10 @@ static void host_mark_down(host *h, const char *name, int off)
 	for (i = 0; i < h->ndown && strcmp(h->down[i], name) != 0; i++)
 		;
 	if (!off && i < h->ndown) {
-		free(h->down[i]);
-		h->down[i] = h->down[--h->ndown];
-	} else if (off && i == h->ndown) {
-		char **v = realloc(h->down, (h->ndown + 1) * sizeof *v);
-		if (v) {
-			h->down = v;
-			if ((v[h->ndown] = strdup(name)))
-				h->ndown++;
-		}
+		if (i != --h->ndown)
+			memcpy(h->down[i], h->down[h->ndown], sizeof h->down[i]);
+	} else if (off && i == h->ndown && i < h->capdown) {
+		snprintf(h->down[h->ndown++], sizeof h->down[0], "%s", name);
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 }
@@ -961,6 +975,13 @@ int host_reload(host *h)
 		return -1;
 	}
 	diag_free(&d);
+	/* Each plugin of the new configuration may be left off: room to say so
+	 * on /readyz, before anything is applied. */
+	if (host_reserve_down(h, h->ndown + next.nplugins) != 0) {
+		log_error("host", "reload refused: out of memory; the running configuration stays");
+		host_stop(&next);
+		return -1;
+	}
 	if (log_restart_only_changes(&h->cfg, &next.cfg))
 		log_warn("host", "reload: changes outside [plugin.*], [log], [auth] and [admin] "
 		                 "sections need a restart; they are not applied");
@@ -1136,11 +1157,9 @@ void host_stop(host *h)
 	h->trace_tls = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
-	for (size_t i = 0; i < h->ndown; i++)
-		free(h->down[i]);
 	free(h->down);
 	h->down = NULL;
-	h->ndown = 0;
+	h->ndown = h->capdown = 0;
 	for (size_t i = 0; i < h->nunchecked; i++)
 		free(h->unchecked[i]);
 	free(h->unchecked);

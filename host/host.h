@@ -49,8 +49,11 @@ typedef struct host {
 	struct outbox *outbox;
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
-	char **down;                  /* required plugins a reload could not start (readyz), */
-	size_t ndown;                 /* under plugins_lock too */
+	/* Required plugins a reload could not start (readyz), under plugins_lock
+	 * too; room for capdown names, made before a reload stops anything, so
+	 * that one left off is always said. */
+	char (*down)[PLUGIN_NAME_MAX + 1];
+	size_t ndown, capdown;
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
