@@ -992,21 +992,21 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 	link = route_link_of(h, r->method, r->pattern);
 	if (link && (*link)->held) {
 		/* A restarting plugin's place, taken over in one step: no request
-		 * finds the path unrouted in between. */
-		ph = *link;
-		*link = ph->next;
-		router_remove_owner(h->router, ph);
-		link = NULL;
-	}
-	if ((rc = router_add(h->router, r->method, r->pattern, rec, p, err, errlen)) != 0) {
+		 * finds the path unrouted in between, and out of memory the
+		 * placeholder stays (503 "restarting", not 404). */
+		rc = router_replace(h->router, r->method, r->pattern, *link, rec, p, err, errlen);
+		if (rc == 0) {
+			ph = *link;
+			*link = ph->next;
+		}
+	} else {
+		rc = router_add(h->router, r->method, r->pattern, rec, p, err, errlen);
 		if (rc == -1 && link && (*link)->pub.plugin)
 			route_conflict(err, errlen, r, *link);
+	}
+	if (rc != 0) {
 		pthread_rwlock_unlock(&routes_lock);
 		route_rec_free(rec);
-		if (ph) {
-			route_wait_idle(ph);
-			route_rec_free(ph);
-		}
 		return rc == -2 ? EVH_ENOMEM : EVH_EINVAL;
 	}
 	rec->next = routes_head;

@@ -364,6 +364,46 @@ out:
 	return rc;
 }
 
+int router_replace(router *r, const char *method, const char *pattern, void *old_owner,
+                   void *target, void *owner, char *err, size_t errlen)
+{
+	rroute *rt, **pp;
+	rnode *n;
+	int rc = -1;
+	if (method_error(method) || router_pattern_error(pattern)) {
+		snprintf(err, errlen, "route %s %s: not a route", method ? method : "(null)",
+		         pattern ? pattern : "(null)");
+		return -1;
+	}
+	/* Made before anything changes: what follows cannot fail for memory. */
+	if (!(rt = route_new(method, pattern, target, owner))) {
+		snprintf(err, errlen, "route %s %s: out of memory", method, pattern);
+		return -2;
+	}
+	pthread_rwlock_wrlock(&r->lock);
+	/* The old route's nodes exist: the walk finds them, creating none. */
+	n = node_for_pattern(&r->root, pattern);
+	for (pp = n ? &n->routes : NULL; pp && *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->method, method) && (*pp)->owner == old_owner) {
+			rroute *old = *pp;
+			rt->next = old->next;
+			*pp = rt;
+			route_free(old);
+			rt = NULL;
+			rc = 0;
+			break;
+		}
+	}
+	if (rc != 0) {
+		node_prune(&r->root);
+		snprintf(err, errlen, "route %s %s: nothing to replace", method, pattern);
+	}
+	pthread_rwlock_unlock(&r->lock);
+	if (rt)
+		route_free(rt);
+	return rc;
+}
+
 static void node_remove_owner(rnode *n, void *owner)
 {
 	rroute **pp = &n->routes;

@@ -32,6 +32,13 @@ void router_free(router *r);
 int router_add(router *r, const char *method, const char *pattern, void *target, void *owner,
                char *err, size_t errlen);
 void router_remove_owner(router *r, void *owner);
+/* Replace the route `old_owner` holds for `method` and a pattern of the
+ * same shape as `pattern` (captures may be named otherwise) by `pattern`,
+ * `target` and `owner`, in one step: no lookup finds the path unrouted in
+ * between. 0; -1 with `err` set when old_owner holds no such route; -2 out
+ * of memory, the old route left in place. */
+int router_replace(router *r, const char *method, const char *pattern, void *old_owner,
+                   void *target, void *owner, char *err, size_t errlen);
 /* Match a request path (without query string). On METHOD_NOT_ALLOWED,
  * `allow` gets "GET, POST" (the methods that would match). */
 router_result router_match(router *r, const char *method, const char *path, route_match *m,

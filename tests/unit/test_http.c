@@ -989,6 +989,53 @@ static void test_restart_without_memory_for_placeholders(void **state)
 	assert_true(runs_lost > 0); /* runs reached the placeholders */
 }
 
+/* The new instance taking a placeholder over, its Nth allocation failing
+ * in run N (its captures named otherwise): the route is refused as out of
+ * memory and the placeholder stays (503 "restarting", never a 404), or the
+ * new route answers. */
+static void test_placeholder_taken_over_without_memory(void **state)
+{
+	fixture *f = *state;
+	evh_plugin old = {.name = (char *)"q", .status = PLUGIN_RUNNING, .host = &f->h};
+	evh_plugin next = old;
+	evh_route r;
+	char err[256], *resp;
+	long n;
+	int rc;
+	add_for(f, &old, "GET", "/q/{id}", json_len);
+	http_hold_plugin_routes(&f->h, &old);
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = "GET";
+	r.pattern = "/q/{key}";
+	r.handler = json_len;
+	for (n = 0;; n++) {
+		int failed;
+		alloc_faults_arm(n, ALLOC_THIS_THREAD);
+		rc = http_add_route(&f->h, &next, &r, err, sizeof err);
+		failed = alloc_faults_disarm();
+		if (!failed)
+			break;
+		if (rc != EVH_ENOMEM)
+			fail_msg("run %ld: %d (%s), expected EVH_ENOMEM", n, rc, err);
+		resp = request(f, "GET", "/q/7", NULL, NULL);
+		if (status_of(resp) != 503 || !strstr(body_of(resp), "service 'q' is restarting"))
+			fail_msg("run %ld: the route refused for want of memory, GET /q/7 answered:\n%s",
+			         n, resp);
+		free(resp);
+	}
+	assert_true(n > 2);
+	assert_int_equal(rc, EVH_OK);
+	http_drop_placeholders(&f->h);
+	resp = request(f, "GET", "/q/7", NULL, NULL);
+	assert_int_equal(status_of(resp), 201);
+	free(resp);
+	http_remove_plugin_routes(&f->h, &next);
+	resp = request(f, "GET", "/q/7", NULL, NULL);
+	assert_int_equal(status_of(resp), 404);
+	free(resp);
+}
+
 static void *slow_client(void *arg)
 {
 	fixture *f = arg;
@@ -1279,6 +1326,7 @@ int main(void)
 	    cmocka_unit_test(test_route_registration),
 	    cmocka_unit_test(test_route_registration_out_of_memory),
 	    cmocka_unit_test(test_restart_without_memory_for_placeholders),
+	    cmocka_unit_test(test_placeholder_taken_over_without_memory),
 	    cmocka_unit_test(test_port_in_use),
 	    cmocka_unit_test(test_remove_waits_for_handlers),
 	};

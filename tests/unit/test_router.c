@@ -173,6 +173,40 @@ static void test_duplicates(void **state)
 	assert_int_equal(match(r, "PUT", "/users/5", &t), ROUTER_FOUND);
 }
 
+/* A route replaced in place: its new target, owner and capture names; the
+ * other methods of the path and other owners' routes untouched. */
+static void test_replace(void **state)
+{
+	router *r = *state;
+	char err[256] = "", allow[64];
+	route_match m;
+	int t, owner_c;
+	assert_int_equal(router_replace(r, "GET", "/users/{uid}", &owner_a, &t, &owner_c, err,
+	                                sizeof err),
+	                 0);
+	assert_int_equal(router_match(r, "GET", "/users/5", &m, allow, sizeof allow), ROUTER_FOUND);
+	assert_ptr_equal(m.target, &t);
+	assert_int_equal(m.nparams, 1);
+	assert_string_equal(m.names[0], "uid");
+	route_match_free(&m);
+	assert_int_equal(match(r, "DELETE", "/users/5", &t_delete), ROUTER_FOUND);
+	/* The new owner's now: the old one's removal leaves it, its own takes it. */
+	router_remove_owner(r, &owner_a);
+	assert_int_equal(match(r, "GET", "/users/5", &t), ROUTER_FOUND);
+	router_remove_owner(r, &owner_c);
+	assert_int_equal(match(r, "GET", "/users/5", NULL), ROUTER_NOT_FOUND);
+	/* Nothing of that owner's there: -1, nothing changed. */
+	assert_int_equal(router_replace(r, "GET", "/users/me", &owner_a, &t, &owner_c, err,
+	                                sizeof err),
+	                 -1);
+	assert_string_equal(err, "route GET /users/me: nothing to replace");
+	assert_int_equal(match(r, "GET", "/users/me", &t_me), ROUTER_FOUND);
+	assert_int_equal(router_replace(r, "GET", "/no/such", &owner_b, &t, &owner_c, err,
+	                                sizeof err),
+	                 -1);
+	assert_int_equal(match(r, "GET", "/no/such", NULL), ROUTER_NOT_FOUND);
+}
+
 static void test_bad_patterns(void **state)
 {
 	router *r = *state;
@@ -272,6 +306,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_bad_patterns, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_decode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_remove_owner, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
 	    cmocka_unit_test(test_empty_router),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
