@@ -15,6 +15,7 @@
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "revoke.h"
 #include "store.h"
 #include "stream.h"
@@ -379,6 +380,35 @@ static size_t api_publish_max_bytes(evh_plugin *p)
 	return p && p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 }
 
+/* evh_metric_new (ABI 1.9): the handle is metrics.c's, kept for the
+ * process's life; a refusal is the plugin's error, said in its log. */
+static evh_metric *api_metric(evh_plugin *p, evh_metric_type type, const char *name,
+                              const char *help, const char *label)
+{
+	struct metrics_plugin_metric *m;
+	char err[256];
+	if (!p)
+		return NULL;
+	if (!(m = metrics_plugin_metric(p->name, type, name, help, label, err, sizeof err)))
+		plugin_error(p, "evh_metric_new: %s", err);
+	return (evh_metric *)m;
+}
+
+static void api_metric_add(evh_metric *m, const char *label_value, int64_t delta)
+{
+	metrics_plugin_add((struct metrics_plugin_metric *)m, label_value, delta);
+}
+
+static void api_metric_set(evh_metric *m, const char *label_value, int64_t value)
+{
+	metrics_plugin_set((struct metrics_plugin_metric *)m, label_value, value);
+}
+
+static void api_metric_observe(evh_metric *m, const char *label_value, double seconds)
+{
+	metrics_plugin_observe((struct metrics_plugin_metric *)m, label_value, seconds);
+}
+
 static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 {
 	if (!p || !tx)
@@ -579,6 +609,10 @@ static const evh_api api_table = {
     .config_error = api_config_error,
     .auth_revoke = api_auth_revoke,
     .publish_max_bytes = api_publish_max_bytes,
+    .metric = api_metric,
+    .metric_add = api_metric_add,
+    .metric_set = api_metric_set,
+    .metric_observe = api_metric_observe,
 };
 
 const evh_api *host_api(void) { return &api_table; }

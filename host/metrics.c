@@ -18,6 +18,7 @@
 
 #include <dirent.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 
 #include "admin.h"
 #include "host.h"
+#include "json.h"
 #include "jwksfetch.h"
 #include "revoke.h"
 #include "store.h"
@@ -57,12 +59,18 @@ enum family_id {
 	F_COUNT
 };
 
+/* A family's labels; for the plugins' own (F_COUNT on), also its name,
+ * help and type, set once when it is declared and never changed. */
 struct family {
 	int nlabels;
 	const char *labels[MAX_LABELS];
+	char *name, *help;
+	evh_metric_type type;
 };
 
-static const struct family families[F_COUNT] = {
+/* F_COUNT host families, then the plugins' (metrics_plugin_metric), each
+ * published by raising nfamilies after it is filled in. */
+static struct family families[F_COUNT + METRICS_PLUGIN_FAMILIES] = {
     [F_HTTP] = {3, {"plugin", "route", "method"}},
     [F_PUBLISHED] = {2, {"plugin", "topic"}},
     [F_HANDLED] = {3, {"plugin", "topic", "result"}},
@@ -106,6 +114,7 @@ struct metrics_series {
 	char text[];
 };
 
+static atomic_int nfamilies = F_COUNT;
 static _Atomic(metrics_series *) table[TABLE_SIZE];
 static atomic_size_t nseries;
 static atomic_uint_least64_t dropped;
@@ -178,8 +187,9 @@ static metrics_series *series_new(int fam, uint64_t hash, const char *const *lab
 	return s;
 }
 
-/* The series of `fam` with these label values, created on first use. */
-static metrics_series *intern(int fam, const char *const *labels)
+/* The series of `fam` with these label values, created on first use
+ * when `create`. */
+static metrics_series *lookup(int fam, const char *const *labels, int create)
 {
 	uint64_t hash = series_hash(fam, labels);
 	size_t i = (size_t)hash & (TABLE_SIZE - 1);
@@ -187,7 +197,7 @@ static metrics_series *intern(int fam, const char *const *labels)
 	for (size_t probe = 0; probe < TABLE_SIZE; probe++, i = (i + 1) & (TABLE_SIZE - 1)) {
 		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
 		if (!s) {
-			if (!mine && !(mine = series_new(fam, hash, labels)))
+			if (!create || (!mine && !(mine = series_new(fam, hash, labels))))
 				return NULL;
 			if (atomic_compare_exchange_strong(&table[i], &s, mine))
 				return mine;
@@ -203,6 +213,11 @@ static metrics_series *intern(int fam, const char *const *labels)
 	}
 	free(mine); /* unreachable while nseries <= TABLE_SIZE / 2 */
 	return NULL;
+}
+
+static metrics_series *intern(int fam, const char *const *labels)
+{
+	return lookup(fam, labels, 1);
 }
 
 static metrics_series *intern2(int fam, const char *a, const char *b)
@@ -255,12 +270,15 @@ static atomic_uint_fast64_t auth_refusals[METRICS_AUTH_NREASONS];
 static atomic_uint_fast64_t sign_outs[2]; /* failed, saved */
 static atomic_uint_fast64_t admin_refusals[METRICS_ADMIN_NREASONS];
 
+static void plugin_metrics_reset(void);
+
 void metrics_reset(void)
 {
 	for (size_t i = 0; i < TABLE_SIZE; i++) {
 		free(atomic_load(&table[i]));
 		atomic_store(&table[i], NULL);
 	}
+	plugin_metrics_reset();
 	atomic_store(&nseries, 0);
 	atomic_store(&dropped, 0);
 	for (int i = 0; i < METRICS_AUTH_NREASONS; i++)
@@ -384,6 +402,198 @@ void metrics_admin_refused(metrics_admin_reason why)
 }
 
 void metrics_sign_out(int saved) { atomic_fetch_add(&sign_outs[saved != 0], 1); }
+
+/* ------------------------------------------------------ the plugins' own */
+
+/* One plugin's use of a family: the handle evh_metric_new gives it. */
+struct metrics_plugin_metric {
+	int fam;
+	atomic_int nseries; /* label values it has made series of */
+	struct metrics_plugin_metric *next;
+	char plugin[];
+};
+
+static pthread_mutex_t plugin_metrics_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics_plugin_metric *plugin_metrics; /* every handle, under the mutex */
+
+static const char *const type_names[] = {[EVH_METRIC_COUNTER] = "counter",
+                                         [EVH_METRIC_GAUGE] = "gauge",
+                                         [EVH_METRIC_HISTOGRAM] = "histogram"};
+
+/* Prometheus's [a-zA-Z_:][a-zA-Z0-9_:]* (label names: no ':'), at most 64 bytes. */
+static int prom_name_ok(const char *s, int colon)
+{
+	size_t n = s ? strlen(s) : 0;
+	const char *ok = colon ? "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_:0123456789"
+	                       : "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789";
+	return n > 0 && n <= 64 && strspn(s, ok) == n && !(s[0] >= '0' && s[0] <= '9');
+}
+
+/* Why `plugin` may not declare this metric, or NULL. */
+static const char *plugin_metric_refusal(evh_metric_type type, const char *name,
+                                         const char *help, const char *label)
+{
+	size_t n = help ? strlen(help) : 0;
+	if (type != EVH_METRIC_COUNTER && type != EVH_METRIC_GAUGE && type != EVH_METRIC_HISTOGRAM)
+		return "not a counter, gauge or histogram (EVH_METRIC_*)";
+	if (!prom_name_ok(name, 1))
+		return "the name must be 1 to 64 letters, digits, '_' or ':', not a digit first";
+	if (!strncmp(name, "evhost_", 7))
+		return "names starting with evhost_ are the host's";
+	if (!n || n > 256 || strpbrk(help, "\\\n\r") || json_utf8_error(help, n) >= 0)
+		return "the help must be one line of 1 to 256 bytes of UTF-8, without '\\'";
+	if (label && (!prom_name_ok(label, 0) || !strcmp(label, "plugin") || !strcmp(label, "le") ||
+	              !strncmp(label, "__", 2)))
+		return "the label must be 1 to 64 letters, digits or '_', not \"plugin\", \"le\" "
+		       "or one starting with \"__\"";
+	return NULL;
+}
+
+/* The family named `name`, declared now if it is new; -1 with err set. Under the mutex. */
+static int plugin_family(evh_metric_type type, const char *name, const char *help,
+                         const char *label, char *err, size_t errlen)
+{
+	int n = atomic_load_explicit(&nfamilies, memory_order_relaxed);
+	struct family *f;
+	for (int i = F_COUNT; i < n; i++) {
+		f = &families[i];
+		if (strcmp(f->name, name))
+			continue;
+		if (f->type == type && (f->nlabels == 2) == (label != NULL) &&
+		    (!label || !strcmp(f->labels[1], label)))
+			return i;
+		snprintf(err, errlen, "%s is declared already, as a %s%s%s%s", name,
+		         type_names[f->type], f->nlabels == 2 ? " with the label '" : " without a label",
+		         f->nlabels == 2 ? f->labels[1] : "", f->nlabels == 2 ? "'" : "");
+		return -1;
+	}
+	if (n == F_COUNT + METRICS_PLUGIN_FAMILIES) {
+		snprintf(err, errlen, "%s: the plugins have declared %d metrics, the most there may be",
+		         name, METRICS_PLUGIN_FAMILIES);
+		return -1;
+	}
+	f = &families[n];
+	f->name = strdup(name);
+	f->help = strdup(help);
+	f->labels[0] = "plugin";
+	f->labels[1] = label ? strdup(label) : NULL;
+	if (!f->name || !f->help || (label && !f->labels[1])) {
+		free(f->name);
+		free(f->help);
+		free((char *)f->labels[1]);
+		memset(f, 0, sizeof *f);
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
+	f->nlabels = label ? 2 : 1;
+	f->type = type;
+	/* Published: a scrape sees it whole from here on. */
+	atomic_store_explicit(&nfamilies, n + 1, memory_order_release);
+	return n;
+}
+
+struct metrics_plugin_metric *metrics_plugin_metric(const char *plugin, evh_metric_type type,
+                                                    const char *name, const char *help,
+                                                    const char *label, char *err,
+                                                    size_t errlen)
+{
+	const char *why = plugin_metric_refusal(type, name, help, label);
+	struct metrics_plugin_metric *m = NULL;
+	int fam;
+	if (why) {
+		snprintf(err, errlen, "%s: %s", name ? name : "(null)", why);
+		return NULL;
+	}
+	pthread_mutex_lock(&plugin_metrics_mu);
+	if ((fam = plugin_family(type, name, help, label, err, errlen)) >= 0) {
+		for (m = plugin_metrics; m; m = m->next)
+			if (m->fam == fam && !strcmp(m->plugin, plugin))
+				break;
+		if (!m && (m = calloc(1, sizeof *m + strlen(plugin) + 1))) {
+			m->fam = fam;
+			strcpy(m->plugin, plugin);
+			m->next = plugin_metrics;
+			plugin_metrics = m;
+		} else if (!m) {
+			snprintf(err, errlen, "%s: out of memory", name);
+		}
+	}
+	pthread_mutex_unlock(&plugin_metrics_mu);
+	return m;
+}
+
+/* The series of `m` for `value`; NULL (counted as dropped) for a value
+ * that is not one, or one past METRICS_PLUGIN_SERIES. */
+static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char *value)
+{
+	const char *l[MAX_LABELS] = {m->plugin, ""};
+	metrics_series *s;
+	if (families[m->fam].nlabels == 2) {
+		size_t n = value ? strlen(value) : 0;
+		if (!n || n > 128 || json_utf8_error(value, n) >= 0) {
+			atomic_fetch_add(&dropped, 1);
+			return NULL;
+		}
+		l[1] = value;
+	}
+	if ((s = lookup(m->fam, l, 0)))
+		return s;
+	if (atomic_fetch_add(&m->nseries, 1) >= METRICS_PLUGIN_SERIES) {
+		atomic_fetch_sub(&m->nseries, 1);
+		atomic_fetch_add(&dropped, 1);
+		return NULL;
+	}
+	return intern(m->fam, l);
+}
+
+void metrics_plugin_add(struct metrics_plugin_metric *m, const char *label_value, int64_t delta)
+{
+	evh_metric_type type = m ? families[m->fam].type : 0;
+	metrics_series *s;
+	if (!m || type == EVH_METRIC_HISTOGRAM || (type == EVH_METRIC_COUNTER && delta < 0) ||
+	    !(s = plugin_series(m, label_value)))
+		return;
+	if (type == EVH_METRIC_COUNTER) {
+		atomic_fetch_add_explicit(&s->count, (uint64_t)delta, memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&s->gauge, delta, memory_order_relaxed);
+		atomic_store(&s->present, 1);
+	}
+}
+
+void metrics_plugin_set(struct metrics_plugin_metric *m, const char *label_value, int64_t value)
+{
+	metrics_series *s;
+	if (!m || families[m->fam].type != EVH_METRIC_GAUGE || !(s = plugin_series(m, label_value)))
+		return;
+	atomic_store_explicit(&s->gauge, value, memory_order_relaxed);
+	atomic_store(&s->present, 1);
+}
+
+void metrics_plugin_observe(struct metrics_plugin_metric *m, const char *label_value,
+                            double seconds)
+{
+	if (m && families[m->fam].type == EVH_METRIC_HISTOGRAM)
+		observe(plugin_series(m, label_value), seconds);
+}
+
+static void plugin_metrics_reset(void)
+{
+	pthread_mutex_lock(&plugin_metrics_mu);
+	while (plugin_metrics) {
+		struct metrics_plugin_metric *next = plugin_metrics->next;
+		free(plugin_metrics);
+		plugin_metrics = next;
+	}
+	for (int i = F_COUNT; i < atomic_load(&nfamilies); i++) {
+		free(families[i].name);
+		free(families[i].help);
+		free((char *)families[i].labels[1]);
+		memset(&families[i], 0, sizeof families[i]);
+	}
+	atomic_store(&nfamilies, F_COUNT);
+	pthread_mutex_unlock(&plugin_metrics_mu);
+}
 
 /* -------------------------------------------------------------- output */
 
@@ -859,6 +1069,32 @@ static void render_tls(textbuf *o)
 	tb_printf(o, "evhost_tls_certificate_expiry_timestamp_seconds %" PRId64 "\n", expiry);
 }
 
+/* The plugins' own metrics (evh_metric_new), in the order declared. */
+static void render_plugin_metrics(textbuf *o)
+{
+	int n = atomic_load_explicit(&nfamilies, memory_order_acquire);
+	for (int fam = F_COUNT; fam < n; fam++) {
+		const struct family *f = &families[fam];
+		size_t k;
+		metrics_series **v = collect(fam, &k, o);
+		put_head(o, f->name, type_names[f->type], f->help);
+		for (size_t i = 0; v && i < k; i++) {
+			if (f->type == EVH_METRIC_HISTOGRAM) {
+				put_histogram(o, f->name, v[i]);
+			} else if (f->type == EVH_METRIC_COUNTER) {
+				put_name(o, f->name, v[i], NULL, NULL);
+				tb_printf(o, "%" PRIu64 "\n",
+				          atomic_load_explicit(&v[i]->count, memory_order_relaxed));
+			} else if (atomic_load(&v[i]->present)) {
+				put_name(o, f->name, v[i], NULL, NULL);
+				tb_printf(o, "%" PRId64 "\n",
+				          (int64_t)atomic_load_explicit(&v[i]->gauge, memory_order_relaxed));
+			}
+		}
+		free(v);
+	}
+}
+
 int metrics_render(host *h, char **text, size_t *len)
 {
 	textbuf o = {0};
@@ -889,6 +1125,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	         "Updates lost because their series could not be created (registry full or "
 	         "out of memory).");
 	tb_printf(&o, "evhost_metrics_series_dropped_total %" PRIu64 "\n", atomic_load(&dropped));
+	render_plugin_metrics(&o);
 	render_process(&o);
 	if (o.oom) {
 		free(o.p);

@@ -16,10 +16,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <evhost/evhost.h>
+
 struct host;
 
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define METRICS_MAX_SERIES 8192
+#define METRICS_PLUGIN_FAMILIES 256 /* metric names the plugins may declare, all together */
+#define METRICS_PLUGIN_SERIES 100   /* label values of one plugin's metric */
 
 /* An interned series (never freed while the process runs): NULL means it
  * could not be created, and every call below accepts NULL and does nothing. */
@@ -70,6 +74,24 @@ void metrics_consumer_lag_clear(const char *plugin, const char *topic, int32_t p
 /* A plugin that failed to start and was left out: evhost_plugin_up 0 while
  * no plugin of that name runs. */
 void metrics_plugin_failed(const char *plugin);
+
+/* ---- the plugins' own (api.c: evh_metric_new and the rest, ABI 1.9) ---- */
+
+/* `plugin`'s metric `name` (see evh_metric_new for what is taken): declared
+ * now, or the one it declared before (a restarted plugin gets its values
+ * back). NULL with why in err. Any thread; never freed while the process
+ * runs. The calls after it accept NULL and do nothing. */
+struct metrics_plugin_metric;
+struct metrics_plugin_metric *metrics_plugin_metric(const char *plugin, evh_metric_type type,
+                                                    const char *name, const char *help,
+                                                    const char *label, char *err,
+                                                    size_t errlen);
+void metrics_plugin_add(struct metrics_plugin_metric *m, const char *label_value,
+                        int64_t delta);
+void metrics_plugin_set(struct metrics_plugin_metric *m, const char *label_value,
+                        int64_t value);
+void metrics_plugin_observe(struct metrics_plugin_metric *m, const char *label_value,
+                            double seconds);
 
 /* ---- auth (http.c, host.c) ---- */
 

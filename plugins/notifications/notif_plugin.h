@@ -35,6 +35,9 @@ typedef struct notif_state {
 	notif_maildir maildir;
 	notif_pending pending;
 	notif_templates tpl;
+	/* Served on /metrics (ABI 1.9; NULL on an older host, or refused): */
+	evh_metric *mails;     /* notifications_mails_total{result}, sent/failed/refused */
+	evh_metric *send_time; /* notifications_send_seconds: one SMTP or Maildir delivery */
 } notif_state;
 
 /* What one message to one recipient consists of, before rendering. */

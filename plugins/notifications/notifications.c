@@ -291,6 +291,7 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 	char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL;
 	char unique[40];
 	evh_span *span;
+	struct timespec t0, t1;
 	notif_send_result res = NOTIF_SEND_TRANSIENT;
 	notif_mail m;
 	size_t len;
@@ -329,14 +330,25 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 	span = st->use_smtp ? evh_span_begin(st->p, EVH_SPAN_CLIENT, "smtp send")
 	                    : evh_span_begin(st->p, EVH_SPAN_INTERNAL, "maildir write");
 	evh_span_set(span, "evhost.notification.template", c->tmpl_name);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
 	if (st->use_smtp) {
 		evh_span_set(span, "server.address", st->server_address);
 		res = notif_smtp_send(&st->smtp, to_addr, msg, len, err, errlen);
 	} else {
 		res = notif_maildir_deliver(&st->maildir, msg, len, NULL, 0, err, errlen);
 	}
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	evh_metric_observe(st->send_time, NULL,
+	                   (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9);
 	evh_span_end(span, res == NOTIF_SEND_OK ? NULL : err);
 out:
+	/* Every message that was due, by what became of it (a failed one is
+	 * tried again, with its event: counted at each try). */
+	evh_metric_add(st->mails,
+	               res == NOTIF_SEND_OK          ? "sent"
+	               : res == NOTIF_SEND_TRANSIENT ? "failed"
+	                                             : "refused",
+	               1);
 	free(subject);
 	free(text);
 	free(html);
@@ -581,6 +593,15 @@ static int notif_init(evh_plugin *p, void **state)
 	}
 	if (register_all(st) < 0)
 		goto fail;
+	/* Not a reason to refuse to start: the host's log says why. */
+	st->mails = evh_metric_new(p, EVH_METRIC_COUNTER, "notifications_mails_total",
+	                           "Messages due to a recipient, by result: sent, failed (tried "
+	                           "again later, counted at each try) or refused (not retried).",
+	                           "result");
+	st->send_time = evh_metric_new(p, EVH_METRIC_HISTOGRAM, "notifications_send_seconds",
+	                               "Time to hand one message to the SMTP server, or to write "
+	                               "it to the Maildir, in seconds.",
+	                               NULL);
 	evh_log(p, EVH_LOG_INFO, "sending mail via %s as <%s>", st->use_smtp ? "smtp" : "maildir",
 	        st->from_addr);
 	*state = st;

@@ -12,6 +12,7 @@ import email
 import email.header
 import email.utils
 import json
+import re
 import secrets
 import sqlite3
 import time
@@ -528,6 +529,22 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     assert sent["created_at"] == retrying["created_at"]
     assert sent["last_error"] is None
     assert len([m for m in smtp_server.messages if m.envelope_to == [addr]]) == 1
+    # The plugin's own metrics: each try counted by result, each timed.
+    mails, timed = mail_metrics(env.d)
+    assert mails == {"sent": 1, "failed": sent["attempts"] - 1}, mails
+    assert timed == sent["attempts"]
+
+
+def mail_metrics(d):
+    """notifications_mails_total by result, and how many sends
+    notifications_send_seconds counted, from /metrics."""
+    text = d.get("/metrics").text
+    mails = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^notifications_mails_total\{plugin="notifications",result="(\w+)"\} (\d+)$', text,
+        re.M)}
+    count = re.search(r'^notifications_send_seconds_count\{plugin="notifications"\} (\d+)$',
+                      text, re.M)
+    return mails, int(count.group(1)) if count else 0
 
 
 def test_undeliverable_mail_is_failed_or_dead_lettered_and_the_user_kept(

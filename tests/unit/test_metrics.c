@@ -169,6 +169,156 @@ static void test_http_counts_by_route_pattern(void **state)
 	free(text);
 }
 
+/* ------------------------------------------------------ the plugins' own */
+
+typedef struct metrics_plugin_metric pmetric;
+
+static pmetric *declare(const char *plugin, evh_metric_type type, const char *name,
+                        const char *help, const char *label)
+{
+	char err[256] = "";
+	pmetric *m = metrics_plugin_metric(plugin, type, name, help, label, err, sizeof err);
+	if (!m)
+		fail_msg("%s refused: %s", name, err);
+	return m;
+}
+
+/* What a refused declaration says ("" when it was taken). */
+static const char *refused(const char *plugin, evh_metric_type type, const char *name,
+                           const char *help, const char *label)
+{
+	static char err[256];
+	err[0] = '\0';
+	if (metrics_plugin_metric(plugin, type, name, help, label, err, sizeof err))
+		return "";
+	assert_true(err[0] != '\0');
+	return err;
+}
+
+static void test_plugin_metrics_are_served(void **state)
+{
+	pmetric *sent = declare("notif", EVH_METRIC_COUNTER, "mails_total", "Mails by result.",
+	                        "result");
+	pmetric *queue = declare("notif", EVH_METRIC_GAUGE, "queue_depth", "Mails waiting.", NULL);
+	pmetric *took = declare("notif", EVH_METRIC_HISTOGRAM, "smtp_seconds", "SMTP time.", NULL);
+	pmetric *other = declare("user", EVH_METRIC_COUNTER, "mails_total", "Another help.", "result");
+	char *text;
+	(void)state;
+	/* Declared again (a restarted plugin): the same handle, its values kept. */
+	assert_ptr_equal(declare("notif", EVH_METRIC_COUNTER, "mails_total", "x", "result"), sent);
+	assert_ptr_not_equal(other, sent);
+	metrics_plugin_add(sent, "sent", 2);
+	metrics_plugin_add(sent, "failed", 1);
+	metrics_plugin_add(sent, "sent", -5); /* a counter never goes down */
+	metrics_plugin_add(other, "sent", 7);
+	metrics_plugin_set(sent, "sent", 100); /* not a gauge: nothing */
+	metrics_plugin_observe(took, NULL, 0.003);
+	metrics_plugin_observe(took, NULL, 20);
+	text = render();
+	check_exposition(text);
+	assert_non_null(strstr(text, "# HELP mails_total Mails by result.\n"
+	                             "# TYPE mails_total counter\n"));
+	assert_true(sample(text, "mails_total{plugin=\"notif\",result=\"sent\"}") == 2);
+	assert_true(sample(text, "mails_total{plugin=\"notif\",result=\"failed\"}") == 1);
+	assert_true(sample(text, "mails_total{plugin=\"user\",result=\"sent\"}") == 7);
+	/* A gauge never set has no sample. */
+	assert_non_null(strstr(text, "# TYPE queue_depth gauge\n"));
+	assert_false(has_line_prefix(text, "queue_depth{"));
+	assert_true(sample(text, "smtp_seconds_bucket{plugin=\"notif\",le=\"0.005\"}") == 1);
+	assert_true(sample(text, "smtp_seconds_bucket{plugin=\"notif\",le=\"10\"}") == 1);
+	assert_true(sample(text, "smtp_seconds_bucket{plugin=\"notif\",le=\"+Inf\"}") == 2);
+	assert_true(sample(text, "smtp_seconds_count{plugin=\"notif\"}") == 2);
+	free(text);
+	metrics_plugin_add(queue, NULL, 3);
+	metrics_plugin_add(queue, NULL, -1);
+	text = render();
+	assert_true(sample(text, "queue_depth{plugin=\"notif\"}") == 2);
+	free(text);
+	metrics_plugin_set(queue, "ignored", -4);
+	text = render();
+	assert_true(sample(text, "queue_depth{plugin=\"notif\"}") == -4);
+	free(text);
+	/* NULL handles (a refused declaration) do nothing. */
+	metrics_plugin_add(NULL, "x", 1);
+	metrics_plugin_set(NULL, "x", 1);
+	metrics_plugin_observe(NULL, "x", 1);
+}
+
+static void test_plugin_metric_declarations_are_checked(void **state)
+{
+	(void)state;
+	assert_string_equal(refused("p", 9, "a_total", "h", NULL),
+	                    "a_total: not a counter, gauge or histogram (EVH_METRIC_*)");
+	for (const char *const *bad = (const char *const[]){"", "1abc", "a-b", "a b", "é",
+	                                                   "a234567890123456789012345678901234567890"
+	                                                   "1234567890123456789012345",
+	                                                   NULL};
+	     *bad; bad++)
+		assert_non_null(strstr(refused("p", EVH_METRIC_COUNTER, *bad, "h", NULL),
+		                       "the name must be 1 to 64 letters"));
+	assert_non_null(strstr(refused("p", EVH_METRIC_COUNTER, NULL, "h", NULL), "the name must"));
+	assert_string_equal(refused("p", EVH_METRIC_GAUGE, "evhost_x", "h", NULL),
+	                    "evhost_x: names starting with evhost_ are the host's");
+	for (const char *const *bad = (const char *const[]){"", "two\nlines", "back\\slash",
+	                                                   "\xff", NULL};
+	     *bad; bad++)
+		assert_non_null(strstr(refused("p", EVH_METRIC_GAUGE, "g", *bad, NULL), "the help must"));
+	assert_non_null(strstr(refused("p", EVH_METRIC_GAUGE, "g", NULL, NULL), "the help must"));
+	for (const char *const *bad = (const char *const[]){"plugin", "le", "__x", "a:b", "", NULL};
+	     *bad; bad++)
+		assert_non_null(
+		    strstr(refused("p", EVH_METRIC_COUNTER, "c_total", "h", *bad), "the label must"));
+	/* Declared alike or not at all. */
+	declare("p", EVH_METRIC_COUNTER, "c_total", "h", "kind");
+	assert_string_equal(refused("q", EVH_METRIC_GAUGE, "c_total", "h", "kind"),
+	                    "c_total is declared already, as a counter with the label 'kind'");
+	assert_string_equal(refused("q", EVH_METRIC_COUNTER, "c_total", "h", NULL),
+	                    "c_total is declared already, as a counter with the label 'kind'");
+	assert_string_equal(refused("q", EVH_METRIC_COUNTER, "c_total", "h", "sort"),
+	                    "c_total is declared already, as a counter with the label 'kind'");
+	declare("p", EVH_METRIC_GAUGE, "g", "h", NULL);
+	assert_string_equal(refused("q", EVH_METRIC_GAUGE, "g", "h", "kind"),
+	                    "g is declared already, as a gauge without a label");
+	/* At most METRICS_PLUGIN_FAMILIES names, all plugins together. */
+	for (int i = 2; i < METRICS_PLUGIN_FAMILIES; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "m%d", i);
+		declare("p", EVH_METRIC_GAUGE, name, "h", NULL);
+	}
+	assert_non_null(strstr(refused("p", EVH_METRIC_GAUGE, "one_more", "h", NULL),
+	                       "the plugins have declared 256 metrics"));
+	/* Those declared before still are. */
+	declare("r", EVH_METRIC_GAUGE, "g", "h", NULL);
+}
+
+/* A label's values: each a series, up to METRICS_PLUGIN_SERIES a plugin's
+ * metric; past that, and for a value that is none, updates are dropped and
+ * counted. */
+static void test_plugin_metric_label_values_are_bounded(void **state)
+{
+	pmetric *m = declare("p", EVH_METRIC_COUNTER, "by_kind_total", "h", "kind");
+	pmetric *o = declare("o", EVH_METRIC_COUNTER, "by_kind_total", "h", "kind");
+	char *text, value[32];
+	(void)state;
+	for (int i = 0; i < METRICS_PLUGIN_SERIES + 10; i++) {
+		snprintf(value, sizeof value, "k%d", i);
+		metrics_plugin_add(m, value, 1);
+	}
+	metrics_plugin_add(m, "k0", 1); /* one it has: counted */
+	metrics_plugin_add(m, NULL, 1);
+	metrics_plugin_add(m, "", 1);
+	metrics_plugin_add(m, "\xc3(", 1);
+	metrics_plugin_add(o, "k0", 1); /* another plugin's are its own */
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "by_kind_total{plugin=\"p\",kind=\"k0\"}") == 2);
+	assert_true(sample(text, "by_kind_total{plugin=\"p\",kind=\"k99\"}") == 1);
+	assert_false(has_line_prefix(text, "by_kind_total{plugin=\"p\",kind=\"k100\"}"));
+	assert_true(sample(text, "by_kind_total{plugin=\"o\",kind=\"k0\"}") == 1);
+	assert_true(sample(text, "evhost_metrics_series_dropped_total") == 13);
+	free(text);
+}
+
 static void test_label_values_are_escaped(void **state)
 {
 	char *text;
@@ -398,13 +548,23 @@ static atomic_int scraping, scrape_errors;
 static void *hammer(void *arg)
 {
 	int id = (int)(intptr_t)arg;
-	char topic[32];
+	char topic[32], name[32], err[256];
+	/* Plugins' metrics declared while others count and scrape: one shared
+	 * (each thread races to declare it), one of each thread's own. */
+	struct metrics_plugin_metric *own = metrics_plugin_metric(
+	    "p", EVH_METRIC_COUNTER, "own_total", "Shared.", "kind", err, sizeof err);
+	struct metrics_plugin_metric *mine;
+	snprintf(name, sizeof name, "own_%d", id);
+	mine = metrics_plugin_metric("p", EVH_METRIC_GAUGE, name, "Its own.", NULL, err, sizeof err);
+	metrics_plugin_set(mine, NULL, id);
 	for (int i = 0; i < ROUNDS; i++) {
 		/* Every thread interns the same 50 series, racing to create them. */
 		snprintf(topic, sizeof topic, "topic-%d", (i + id) % TOPICS);
 		metrics_event_handled("p", topic, METRICS_EVENT_OK);
 		metrics_http_request(shared_route, "GET", i % 2 ? 200 : 201, 0.001);
 		metrics_event_handler_time("p", "h", 0.002);
+		snprintf(topic, sizeof topic, "k%d", i % 10);
+		metrics_plugin_add(own, topic, 1);
 	}
 	return NULL;
 }
@@ -459,6 +619,14 @@ static void test_concurrent_updates_are_exact(void **state)
 	                                "topic=\"h\"}"),
 	                   THREADS * ROUNDS * 0.002, 1e-6);
 	assert_true(sample(text, "evhost_metrics_series_dropped_total") == 0);
+	for (int i = 0; i < 10; i++) {
+		snprintf(key, sizeof key, "own_total{plugin=\"p\",kind=\"k%d\"}", i);
+		assert_true(sample(text, key) == THREADS * ROUNDS / 10);
+	}
+	for (int i = 0; i < THREADS; i++) {
+		snprintf(key, sizeof key, "own_%d{plugin=\"p\"}", i);
+		assert_true(sample(text, key) == i);
+	}
 	free(text);
 }
 
@@ -475,6 +643,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_admin_refusals, setup),
 	    cmocka_unit_test_setup(test_status_slots_overflow_to_their_class, setup),
 	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
+	    cmocka_unit_test_setup(test_plugin_metrics_are_served, setup),
+	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
+	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_reset();

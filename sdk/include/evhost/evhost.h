@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 8
+#define EVH_ABI_MINOR 9
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -103,6 +103,14 @@ typedef struct evh_event evh_event;       /* one consumed event */
 typedef struct evh_tx evh_tx;             /* one storage transaction */
 typedef struct evh_rows evh_rows;         /* a query's result cursor */
 typedef struct evh_span evh_span;         /* a span of the plugin's own (ABI 1.4) */
+typedef struct evh_metric evh_metric;     /* a metric of the plugin's own (ABI 1.9) */
+
+/* What a metric of the plugin's own is (Prometheus's types). */
+typedef enum evh_metric_type {
+	EVH_METRIC_COUNTER = 1,   /* only goes up: mails sent, logins refused */
+	EVH_METRIC_GAUGE = 2,     /* goes up and down: items waiting, connections open */
+	EVH_METRIC_HISTOGRAM = 3, /* durations in seconds, in the host's buckets */
+} evh_metric_type;
 
 /* What a span of the plugin's own stands for (OpenTelemetry's SpanKind). */
 typedef enum evh_span_kind {
@@ -371,6 +379,13 @@ typedef struct evh_api {
 
 	/* events (ABI 1.8) */
 	size_t (*publish_max_bytes)(evh_plugin *p);
+
+	/* metrics (ABI 1.9) */
+	evh_metric *(*metric)(evh_plugin *p, evh_metric_type type, const char *name,
+	                      const char *help, const char *label);
+	void (*metric_add)(evh_metric *m, const char *label_value, int64_t delta);
+	void (*metric_set)(evh_metric *m, const char *label_value, int64_t value);
+	void (*metric_observe)(evh_metric *m, const char *label_value, double seconds);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -971,6 +986,57 @@ static inline void evh_span_end(evh_span *span, const char *error)
 {
 	if (span)
 		evh__api->span_end(span, error);
+}
+
+/* ------------------------------------------------------------------ metrics */
+
+/* (ABI 1.9) Declare a metric of your own, served on the host's /metrics
+ * with the label plugin="NAME" (yours) and, when `label` is not NULL, one
+ * label of that name whose value each update gives (e.g. "result" for
+ * sent/failed). Declare in init; the handle is valid for the process's
+ * life, and a restarted plugin (a reload) that declares it again gets it
+ * back with its values. `name`: a Prometheus metric name of 1 to 64 bytes
+ * (letters, digits, '_', ':'; not a digit first), not starting with
+ * "evhost_" (the host's); a counter's should end in "_total", a
+ * histogram's in "_seconds". Plugins may share a name when they declare
+ * it alike (type, label): each has its own series. `help`: one line, 1 to
+ * 256 bytes. `label`: letters, digits and '_', not "plugin", "le" or one
+ * starting with "__". NULL when refused: the host's log says why, and
+ * every call below does nothing with NULL (as with a host before 1.9). */
+static inline evh_metric *evh_metric_new(evh_plugin *p, evh_metric_type type, const char *name,
+                                         const char *help, const char *label)
+{
+	if (!EVH_API_HAS(metric))
+		return NULL;
+	return evh__api->metric(p, type, name, help, label);
+}
+
+/* Add `delta` to a counter (a negative one is ignored: counters only go
+ * up) or a gauge. `label_value`: the label's value for a metric declared
+ * with one (1 to 128 bytes of UTF-8; NULL or another: the update is
+ * dropped), ignored otherwise. Keep the values few (a result, a kind;
+ * never an id or an address): past 100 of them per metric, updates for
+ * new ones are dropped and counted in evhost_metrics_series_dropped_total.
+ * Any thread; lock-free. */
+static inline void evh_metric_add(evh_metric *m, const char *label_value, int64_t delta)
+{
+	if (m)
+		evh__api->metric_add(m, label_value, delta);
+}
+
+/* Set a gauge (for a counter or a histogram it does nothing). */
+static inline void evh_metric_set(evh_metric *m, const char *label_value, int64_t value)
+{
+	if (m)
+		evh__api->metric_set(m, label_value, value);
+}
+
+/* Count one observation of a histogram, in seconds (for the others it does
+ * nothing). The buckets are the host's: 0.5 ms to 10 s. */
+static inline void evh_metric_observe(evh_metric *m, const char *label_value, double seconds)
+{
+	if (m)
+		evh__api->metric_observe(m, label_value, seconds);
 }
 
 #ifdef __cplusplus
