@@ -344,7 +344,8 @@ ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_ht
                    "evhost_jwks_last_success_timestamp_seconds"}  # test_jwks_fetch
 OPERATIONS = lib.REPO_ROOT / "docs" / "operations.md"
 TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every series it scrapes
-_FAMILY = re.compile(r"\b((?:evhost|process)_[a-z_]+)\b")
+# The host's families, and the bundled plugins' own (operations.md's second table).
+_FAMILY = re.compile(r"\b((?:evhost|process|notifications)_[a-z_]+)\b")
 _SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
 
@@ -419,7 +420,7 @@ def query_problems(expr, families, result_labels=()):
             problems.append(f"{name} is not exposed")
             continue
         have |= families[fam][1] | ({"le"} if name.endswith("_bucket") else set())
-    for m in re.finditer(r"\b((?:evhost|process)_[a-z_]+)\{([^}]*)\}", e):
+    for m in re.finditer(r"\b((?:evhost|process|notifications)_[a-z_]+)\{([^}]*)\}", e):
         fam, _ = family(m.group(1))
         for label in re.findall(r"([a-zA-Z_]+)\s*(?:=~|!~|!=|=)", m.group(2)):
             if fam and label not in families[fam][1] | TARGET_LABELS:
@@ -473,7 +474,7 @@ def check_alerts(scrape):
     severity and a summary, and query only series, labels and types the
     daemon exposes; their annotations name only labels the result keeps."""
     check_documented(scrape)
-    families = documented_families()
+    families = documented_families() | documented_families(plugins=True)
     doc = yaml.safe_load(ALERTS.read_text())
     rules = [r for g in doc["groups"] for r in g["rules"]]
     assert {r["alert"] for r in rules} >= {"EvhostPluginDown", "EvhostDeadLetters",
@@ -483,7 +484,7 @@ def check_alerts(scrape):
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
-        assert re.findall(r"\b(evhost_[a-z_]+)\b", rule["expr"]), rule["alert"]
+        assert _FAMILY.findall(rule["expr"]), rule["alert"]
         used = set(re.findall(r"\$labels\.([a-z_]+)", " ".join(rule["annotations"].values())))
         assert not query_problems(rule["expr"], families, used), \
             (rule["alert"], query_problems(rule["expr"], families, used))
@@ -495,7 +496,7 @@ def check_dashboard(scrape):
     the daemon exposes, histograms through their _bucket series; every
     series with a plugin label follows the Plugin variable."""
     check_documented(scrape)
-    families = documented_families()
+    families = documented_families() | documented_families(plugins=True)
     dash = json.loads(DASHBOARD.read_text())
     variables = {v["name"]: v for v in dash["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
