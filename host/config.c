@@ -487,7 +487,7 @@ static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file
 
 int cfg_load_string(cfg *c, const char *text, const char *file, diag *d)
 {
-	size_t n0 = diag_count(d);
+	size_t n0 = d->n; /* problems recorded before this reading */
 	int rc;
 
 	cfg_nomem = false;
@@ -580,7 +580,7 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	const char *confdir;
 	char *base, *text;
 	size_t len;
-	size_t n0 = diag_count(d);
+	size_t n0 = d->n; /* problems recorded before this reading */
 	int rc;
 
 	memset(c, 0, sizeof *c);
@@ -2334,7 +2334,7 @@ static void check_cross(set_ctx *x)
 int settings_from_cfg(const cfg *c, settings *s, diag *d)
 {
 	set_ctx x = {.c = c, .s = s, .d = d};
-	size_t n0 = diag_count(d);
+	size_t n0 = d->n, count0 = diag_count(d); /* problems before this reading */
 
 	memset(s, 0, sizeof *s);
 	cfg_nomem = false;
@@ -2361,7 +2361,7 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 	}
 	if (s->nplugins > 1)
 		qsort(s->plugins, s->nplugins, sizeof *s->plugins, plugin_cmp);
-	return diag_count(d) > n0 ? -1 : 0;
+	return diag_count(d) > count0 ? -1 : 0;
 }
 
 void settings_free(settings *s)
