@@ -341,6 +341,11 @@ static int user_init(evh_plugin *p, void **state)
 		user_fini(p, st);
 		return rc;
 	}
+	st->logins = evh_metric_new(p, EVH_METRIC_COUNTER, "user_logins_total",
+	                            "POST /auth/login by result: ok (the password was right), "
+	                            "failed (invalid credentials) or locked (429, the password "
+	                            "unchecked).",
+	                            "result");
 	*state = st;
 	return EVH_OK;
 }

@@ -47,6 +47,9 @@ typedef struct user_state {
 	unsigned max_failures, max_failures_per_address;
 	int login_window;
 	size_t login_table_size; /* login.table_size */
+	/* user_logins_total{result}: ok, failed, locked (ABI 1.9's metrics;
+	 * NULL on an older host). */
+	evh_metric *logins;
 } user_state;
 
 /* One row of the users table. Fixed buffers: every field is bounded by

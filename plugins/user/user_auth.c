@@ -340,10 +340,14 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 	/* Locked out: refused before the password is looked at, so that a right
 	 * one is no more use during the lockout than a wrong one. */
 	if (login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms, &which) != 0) {
+		evh_metric_add(st->logins, "locked", 1);
 		rc = reply_locked(resp, which, retry_ms);
 		goto out;
 	}
 	rc = login_check(st, resp, named ? email : NULL, jpw->valuestring, &u, &found, &outcome);
+	/* Undecided (a password that could not be checked now: 503) is not counted. */
+	if (outcome != LOGIN_UNDECIDED)
+		evh_metric_add(st->logins, outcome == LOGIN_SUCCEEDED ? "ok" : "failed", 1);
 	locked = login_limit_end(&st->limit, rules, NRULES, outcome, RULE_ACCOUNT, mono_ms());
 	if (locked)
 		log_lockout(st, req, locked, found ? &u : NULL);

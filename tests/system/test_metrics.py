@@ -345,7 +345,7 @@ ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_ht
 OPERATIONS = lib.REPO_ROOT / "docs" / "operations.md"
 TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every series it scrapes
 # The host's families, and the bundled plugins' own (operations.md's second table).
-_FAMILY = re.compile(r"\b((?:evhost|process|notifications)_[a-z_]+)\b")
+_FAMILY = re.compile(r"\b((?:evhost|process|notifications|user)_[a-z_]+)\b")
 _SUFFIX = re.compile(r"_(bucket|sum|count)$")
 
 
@@ -420,7 +420,7 @@ def query_problems(expr, families, result_labels=()):
             problems.append(f"{name} is not exposed")
             continue
         have |= families[fam][1] | ({"le"} if name.endswith("_bucket") else set())
-    for m in re.finditer(r"\b((?:evhost|process|notifications)_[a-z_]+)\{([^}]*)\}", e):
+    for m in re.finditer(r"\b((?:evhost|process|notifications|user)_[a-z_]+)\{([^}]*)\}", e):
         fam, _ = family(m.group(1))
         for label in re.findall(r"([a-zA-Z_]+)\s*(?:=~|!~|!=|=)", m.group(2)):
             if fam and label not in families[fam][1] | TARGET_LABELS:

@@ -397,12 +397,18 @@ def test_failed_logins_lock_the_account_for_the_window(evhostd, tmp_path):
     locked_out(attempt(d, ghost), 2)
     # Another account from the same address is not.
     login(d, bob["email"])
-    deadline = time.monotonic() + 15
+    deadline, waited = time.monotonic() + 15, 0
     while (r := attempt(d, ada["email"])).status_code == 429:
         assert time.monotonic() < deadline, "still locked"
+        waited += 1
         time.sleep(0.2)
     assert r.status_code == 200, r.text
     assert time.monotonic() - locked_at > 1.5  # the lock lasted its window
+    # user.so's own metric counts each attempt by result.
+    logins = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^user_logins_total\{plugin="user",result="(\w+)"\} (\d+)$', d.get("/metrics").text,
+        re.M)}
+    assert logins == {"failed": 6, "locked": 3 + waited, "ok": 2}, logins
     log = d.log_text()
     assert (f"login: user {ada['id']} locked for 2 s after 3 failed logins (the last from "
             f"127.0.0.1)") in log, log
