@@ -856,6 +856,8 @@ def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_pat
     assert r.json() == {"hello": "world", "greeted": 1}
     assert d.get("/hello/ada").json() == {"hello": "ada", "greeted": 1}
     assert d.get("/hello/ada").json()["greeted"] == 2
+    # Its own metric, on the host's /metrics.
+    assert "\nhello_greetings_total{plugin=\"hello\"} 3\n" in d.get("/metrics").text
 
 
 CXX_PLUGIN = r"""

@@ -6,6 +6,8 @@
  * own SQLite table; publishes a "hello.greeted" event for every greeting.
  * Its check (ABI 1.7) refuses a topic or greeting_topic that is not a
  * Kafka topic name, at the line that set it, before anything starts.
+ * Counts its greetings on the host's /metrics (ABI 1.9):
+ * hello_greetings_total{plugin="hello"}.
  *
  * Build outside the evhost tree with only the installed SDK:
  *   cc -shared -fPIC -Wl,--no-undefined hello.c $(pkg-config --cflags evhost-sdk) -o hello.so
@@ -30,6 +32,7 @@ static const evh_migration hello_migrations[] = {
 typedef struct hello {
 	evh_plugin *p;
 	const char *greeting_topic;
+	evh_metric *greetings; /* NULL when the host refused it: the calls do nothing */
 } hello;
 
 /* Kafka's topic names: 1 to 249 of [A-Za-z0-9._-], other than "." and "..". */
@@ -113,6 +116,7 @@ static int greet(evh_request *req, evh_response *resp, void *ud)
 	}
 	if ((rc = evh_tx_commit(tx)) != EVH_OK)
 		return rc;
+	evh_metric_add(h->greetings, NULL, 1);
 	return evh_resp_json(resp, 200, json, strlen(json));
 }
 
@@ -176,6 +180,8 @@ static int hello_init(evh_plugin *p, void **state)
 		return EVH_ENOMEM;
 	h->p = p;
 	h->greeting_topic = evh_config_str(p, "greeting_topic");
+	h->greetings = evh_metric_new(p, EVH_METRIC_COUNTER, "hello_greetings_total",
+	                              "Greetings answered.", NULL);
 	*state = h;
 	if ((rc = evh_migrate(p, hello_migrations, 1)) != EVH_OK)
 		return rc;
