@@ -414,6 +414,7 @@ struct metrics_plugin_metric {
 };
 
 static pthread_mutex_t plugin_metrics_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int plugin_series_all; /* series of all handles (METRICS_PLUGIN_SERIES_ALL) */
 static struct metrics_plugin_metric *plugin_metrics; /* every handle, under the mutex */
 
 static const char *const type_names[] = {[EVH_METRIC_COUNTER] = "counter",
@@ -543,6 +544,12 @@ static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char
 		atomic_fetch_add(&dropped, 1);
 		return NULL;
 	}
+	if (atomic_fetch_add(&plugin_series_all, 1) >= METRICS_PLUGIN_SERIES_ALL) {
+		atomic_fetch_sub(&plugin_series_all, 1);
+		atomic_fetch_sub(&m->nseries, 1);
+		atomic_fetch_add(&dropped, 1);
+		return NULL;
+	}
 	return intern(m->fam, l);
 }
 
@@ -592,6 +599,7 @@ static void plugin_metrics_reset(void)
 		memset(&families[i], 0, sizeof families[i]);
 	}
 	atomic_store(&nfamilies, F_COUNT);
+	atomic_store(&plugin_series_all, 0);
 	pthread_mutex_unlock(&plugin_metrics_mu);
 }
 

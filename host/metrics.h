@@ -24,6 +24,9 @@ struct host;
 #define METRICS_MAX_SERIES 8192
 #define METRICS_PLUGIN_FAMILIES 256 /* metric names the plugins may declare, all together */
 #define METRICS_PLUGIN_SERIES 100   /* label values of one plugin's metric */
+/* Series of the plugins' metrics, all together: the rest of METRICS_MAX_SERIES
+ * stays the host's, whatever a plugin declares. */
+#define METRICS_PLUGIN_SERIES_ALL 2048
 
 /* An interned series (never freed while the process runs): NULL means it
  * could not be created, and every call below accepts NULL and does nothing. */

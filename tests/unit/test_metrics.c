@@ -319,6 +319,34 @@ static void test_plugin_metric_label_values_are_bounded(void **state)
 	free(text);
 }
 
+/* The plugins' series together stop at METRICS_PLUGIN_SERIES_ALL: the
+ * host's own still find room. */
+static void test_plugin_series_leave_the_host_its_room(void **state)
+{
+	enum { METRICS = METRICS_PLUGIN_SERIES_ALL / METRICS_PLUGIN_SERIES + 1 };
+	char *text, name[32], value[32];
+	size_t lines = 0;
+	(void)state;
+	for (int i = 0; i < METRICS; i++) {
+		pmetric *m;
+		snprintf(name, sizeof name, "many_%d_total", i);
+		m = declare("p", EVH_METRIC_COUNTER, name, "h", "k");
+		for (int j = 0; j < METRICS_PLUGIN_SERIES; j++) {
+			snprintf(value, sizeof value, "v%d", j);
+			metrics_plugin_add(m, value, 1);
+		}
+	}
+	assert_non_null(metrics_http_route("p", "/still", "GET"));
+	text = render();
+	check_exposition(text);
+	for (const char *l = text; (l = strstr(l, "\nmany_")); l++)
+		lines++;
+	assert_int_equal(lines, METRICS_PLUGIN_SERIES_ALL);
+	assert_true(sample(text, "evhost_metrics_series_dropped_total") ==
+	            METRICS * METRICS_PLUGIN_SERIES - METRICS_PLUGIN_SERIES_ALL);
+	free(text);
+}
+
 static void test_label_values_are_escaped(void **state)
 {
 	char *text;
@@ -646,6 +674,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_plugin_metrics_are_served, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
+	    cmocka_unit_test_setup(test_plugin_series_leave_the_host_its_room, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_reset();

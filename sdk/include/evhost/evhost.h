@@ -1015,8 +1015,9 @@ static inline evh_metric *evh_metric_new(evh_plugin *p, evh_metric_type type, co
  * up) or a gauge. `label_value`: the label's value for a metric declared
  * with one (1 to 128 bytes of UTF-8; NULL or another: the update is
  * dropped), ignored otherwise. Keep the values few (a result, a kind;
- * never an id or an address): past 100 of them per metric, updates for
- * new ones are dropped and counted in evhost_metrics_series_dropped_total.
+ * never an id or an address): past 100 of them per metric (or 2048 series
+ * of all plugins' metrics together), updates for new ones are dropped and
+ * counted in evhost_metrics_series_dropped_total.
  * Any thread; lock-free. */
 static inline void evh_metric_add(evh_metric *m, const char *label_value, int64_t delta)
 {
