@@ -1290,6 +1290,9 @@ struct retry_slot {
 	char error[512];
 };
 
+/* Kinds of step the consumer thread takes between polls (busy_step). */
+#define BUSY_KINDS 3
+
 struct consumer {
 	kafka *k;
 	evh_plugin *p;
@@ -1308,11 +1311,13 @@ struct consumer {
 	int64_t last_commit_ms;
 	/* Time without a consumer poll: past max.poll.interval.ms librdkafka
 	 * takes the consumer out of its group. busy_report says so at half of
-	 * it, with the longest step since the last poll. */
+	 * it, with what the time went on since the last poll (busy_step). */
 	int max_poll_ms;
 	int64_t polled_ms; /* when the last consumer poll returned (0: none yet) */
-	const char *busiest;
-	int64_t busiest_ms;
+	struct busy_kind {
+		const char *what; /* NULL: a free slot */
+		int64_t ms;
+	} busy[BUSY_KINDS];
 	/* A replay handed over by consumer_replay (another thread), under rmu. */
 	pthread_mutex_t rmu;
 	pthread_cond_t rcv;
@@ -2578,35 +2583,51 @@ static void handle_unbuffered(struct consumer *c, rd_kafka_message_t *msg)
 		handle_message(c, msg, 1, NULL);
 }
 
-/* The consumer thread's step `what`, begun at `t0` (clock_mono_ms), is
- * done: the longest since the last poll is kept for busy_report. */
+/* The consumer thread's step `what` (a static string, one of BUSY_KINDS),
+ * begun at `t0` (clock_mono_ms), is done: its time is added to its kind's
+ * since the last poll, for busy_report. */
 static void busy_step(struct consumer *c, const char *what, int64_t t0)
 {
 	int64_t took = clock_mono_ms() - t0;
-	if (took > c->busiest_ms) {
-		c->busiest_ms = took;
-		c->busiest = what;
+	for (size_t i = 0; i < BUSY_KINDS; i++) {
+		if (!c->busy[i].what || c->busy[i].what == what) {
+			c->busy[i].what = what;
+			c->busy[i].ms += took;
+			return;
+		}
 	}
 }
 
 /* About to poll: a thread that went half of max.poll.interval.ms or more
- * without it is said, with what took longest, before librdkafka's MAXPOLL
- * (which names neither) takes the consumer out of its group. */
+ * without it is said, with what the time went on (each kind of step that
+ * took a tenth of it or more, the longest first: a batch and a retry run
+ * back to back are both named), before librdkafka's MAXPOLL (which names
+ * neither) takes the consumer out of its group. */
 static void busy_report(struct consumer *c)
 {
 	int64_t gap = clock_mono_ms() - c->polled_ms;
 	if (c->polled_ms && c->max_poll_ms > 0 && gap * 2 >= c->max_poll_ms) {
-		char longest[160] = "";
-		if (c->busiest)
-			snprintf(longest, sizeof longest, ", %" PRId64 " ms of it %s", c->busiest_ms,
-			         c->busiest);
+		char spent[320] = "";
+		size_t len = 0, order[BUSY_KINDS], n = 0;
+		for (size_t i = 0; i < BUSY_KINDS && c->busy[i].what; i++)
+			if (c->busy[i].ms * 10 >= gap)
+				order[n++] = i;
+		for (size_t i = 1; i < n; i++) /* longest first */
+			for (size_t j = i; j > 0 && c->busy[order[j]].ms > c->busy[order[j - 1]].ms; j--) {
+				size_t t = order[j];
+				order[j] = order[j - 1];
+				order[j - 1] = t;
+			}
+		for (size_t i = 0; i < n && len < sizeof spent; i++)
+			len += (size_t)snprintf(spent + len, sizeof spent - len, "%s%" PRId64 " ms %s%s",
+			                        i == 0 ? ", " : " and ", c->busy[order[i]].ms,
+			                        i == 0 ? "of it " : "", c->busy[order[i]].what);
 		log_warn(KAFKA_LOG, "%s: %" PRId64 " ms without polling Kafka%s; max.poll.interval.ms "
 		                    "is %d: past it the consumer leaves its group and its partitions "
 		                    "go to the group's other members",
-		         plugin_label(c), gap, longest, c->max_poll_ms);
+		         plugin_label(c), gap, spent, c->max_poll_ms);
 	}
-	c->busiest = NULL;
-	c->busiest_ms = 0;
+	memset(c->busy, 0, sizeof c->busy);
 }
 
 /* Take what librdkafka has, at most `max` (waiting up to timeout_ms for the

@@ -759,6 +759,27 @@ def test_a_handler_near_max_poll_interval_is_said(evhostd, build_dir, unique_nam
     assert int(m.group(1)) >= int(m.group(2)) >= 1800, line
     lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 2, timeout=30,
                    message="the retried event to be handled")
+    # Both slow: when no poll comes between the batch and the retry, the
+    # warning names both, the longest first (else each its own, as above).
+    before = len(d.log_text().splitlines())
+    assert d.post("/probe/publish?key=three",
+                  data='{"sleep_ms":1800,"fail":"retry","succeed_on":"2"}',
+                  headers={"Content-Type": "application/json"}).status_code == 200
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 3, timeout=60,
+                   message="the third event to be handled")
+    lines = [ln for ln in d.log_text().splitlines()[before:] if "without polling Kafka" in ln]
+    assert lines, "no warning for two slow attempts"
+    for line in lines:
+        both = re.search(r"probe: (\d+) ms without polling Kafka, (\d+) ms of it "
+                         r"(handling a batch of events|on a retry or a dead letter) and (\d+) ms "
+                         r"(handling a batch of events|on a retry or a dead letter); ", line)
+        one = re.search(r"probe: (\d+) ms without polling Kafka, (\d+) ms of it "
+                        r"(handling a batch of events|on a retry or a dead letter); ", line)
+        assert both or one, line
+        if both:
+            gap, first, second = int(both.group(1)), int(both.group(2)), int(both.group(4))
+            assert both.group(3) != both.group(5), line
+            assert gap >= first + second and first >= second >= 1800, line
 
 
 @pytest.mark.slow
