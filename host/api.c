@@ -380,6 +380,11 @@ static size_t api_publish_max_bytes(evh_plugin *p)
 	return p && p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
 }
 
+static size_t api_store_max_bytes(evh_plugin *p)
+{
+	return p && p->store ? store_max_bytes(p->store) : 0;
+}
+
 /* evh_metric_new (ABI 1.9): the handle is metrics.c's, kept for the
  * process's life; a refusal is the plugin's error, said in its log. */
 static evh_metric *api_metric(evh_plugin *p, evh_metric_type type, const char *name,
@@ -613,6 +618,7 @@ static const evh_api api_table = {
     .metric_add = api_metric_add,
     .metric_set = api_metric_set,
     .metric_observe = api_metric_observe,
+    .store_max_bytes = api_store_max_bytes,
 };
 
 const evh_api *host_api(void) { return &api_table; }

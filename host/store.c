@@ -1269,6 +1269,14 @@ static void say_if_damaged(store *s, char *err, size_t errlen)
 		         "backup, docs/operations.md \"Backup and restore\")");
 }
 
+size_t store_max_bytes(store *s)
+{
+	/* A limit of the connection, set when it was opened: read without the
+	 * store's mutex (sqlite3_limit only reads it with -1). */
+	int n = s ? sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1) : 0;
+	return n > 0 ? (size_t)n : 0;
+}
+
 int store_open(store **out, const char *path, const char *synchronous, char *err, size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;

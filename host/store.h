@@ -18,6 +18,9 @@ typedef struct store store;
 
 /* Open (creating) the database at `path`. `synchronous` is "FULL" or "NORMAL". */
 int store_open(store **s, const char *path, const char *synchronous, char *err, size_t errlen);
+/* The most bytes one value or row takes (SQLite's SQLITE_LIMIT_LENGTH):
+ * evh_store_max_bytes. Any thread. */
+size_t store_max_bytes(store *s);
 /* 1 while the database's writes fail for want of room (SQLITE_FULL: its
  * file system is full), from the failure until a commit
  * succeeds; logged with the file, at most once a minute. */

@@ -110,12 +110,26 @@ static void too_big_sized(char *detail, size_t size, const char *what, size_t by
 }
 
 /* The detail of the 413 for change `c`, refused as too big; `max` is the
- * most bytes of key and data an event may have (0: not known). */
-static void too_big_detail(const reply_change *c, size_t max, char *detail, size_t size)
+ * most bytes of key and data an event may have, `stored_max` the most one
+ * value or row of the storage may have (each 0: not known). */
+static void too_big_detail(const reply_change *c, size_t max, size_t stored_max, char *detail,
+                           size_t size)
 {
-	static const char storage[] = "the storage of this service takes";
 	const char *event = c->event ? c->event : "the event announcing this change";
+	char storage[128], keep[160];
 
+	if (stored_max) {
+		snprintf(storage, sizeof storage,
+		         "the storage of this service takes (%zu bytes a value or row)", stored_max);
+		snprintf(keep, sizeof keep,
+		         "the storage of this service takes to keep it until it is sent (%zu bytes "
+		         "a row)",
+		         stored_max);
+	} else { /* a host before ABI 1.9: the limit is its own */
+		snprintf(storage, sizeof storage, "the storage of this service takes");
+		snprintf(keep, sizeof keep,
+		         "the storage of this service takes to keep it until it is sent");
+	}
 	if (c->step == REPLY_STEP_STORE) {
 		too_big_sized(detail, size, c->stored ? c->stored : "this change", c->stored_bytes,
 		              " as it would be stored", storage);
@@ -125,8 +139,7 @@ static void too_big_detail(const reply_change *c, size_t max, char *detail, size
 	} else if (c->event_bytes && c->event_bytes <= max) {
 		/* Within Kafka's limit: the storage refused the event's row, in
 		 * which it waits to be sent. */
-		too_big_sized(detail, size, event, c->event_bytes, " (its key and data)",
-		              "the storage of this service takes to keep it until it is sent");
+		too_big_sized(detail, size, event, c->event_bytes, " (its key and data)", keep);
 	} else if (c->event_bytes) {
 		snprintf(detail, size,
 		         "%s is %zu bytes (its key and data); an event may be at most %zu bytes, "
@@ -146,7 +159,8 @@ int reply_change_failure(evh_plugin *p, evh_response *resp, const reply_change *
 
 	if (rc != EVH_ETOOBIG || c->step == REPLY_STEP_OTHER)
 		return reply_failure(resp, rc);
-	too_big_detail(c, p ? evh_publish_max_bytes(p) : 0, detail, sizeof detail);
+	too_big_detail(c, p ? evh_publish_max_bytes(p) : 0, p ? evh_store_max_bytes(p) : 0, detail,
+	               sizeof detail);
 	return evh_resp_problem(resp, 413, "payload-too-large", "Content Too Large", detail, NULL);
 }
 

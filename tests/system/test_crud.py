@@ -328,7 +328,7 @@ def test_a_document_larger_than_the_storage_takes_is_413_naming_the_document(evh
     d = evhostd({"plugin.crud": {"collections": "orders"}}, env=limited_storage(build_dir))
     big = "x" * 100_000
     stored = (f"the document is {stored_size(big)} bytes as it would be stored, more than the"
-              " storage of this service takes")
+              f" storage of this service takes ({STORAGE_LIMIT} bytes a value or row)")
     p = problem(d.post("/crud/orders", json={"text": big}), 413, "payload-too-large")
     assert p["detail"] == stored, p
     assert d.get("/crud/orders").json()["items"] == []
@@ -345,7 +345,7 @@ def test_a_document_larger_than_the_storage_takes_is_413_naming_the_document(evh
     p = problem(d.post("/crud/orders", json={"text": text}), 413, "payload-too-large")
     assert p["detail"] == (f"the event announcing the new document is {stored_size(text) + 36}"
                            " bytes (its key and data), more than the storage of this service"
-                           " takes to keep it until it is sent"), p
+                           f" takes to keep it until it is sent ({STORAGE_LIMIT} bytes a row)"), p
     assert [o["id"] for o in d.get("/crud/orders").json()["items"]] == [doc["id"]]
     assert " ERROR " not in d.log_text(), d.log_tail()
 

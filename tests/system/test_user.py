@@ -1065,7 +1065,7 @@ def test_a_user_larger_than_the_storage_takes_is_413_naming_the_user(evhostd, tm
                 env=lib.faults_preloaded(build_dir, sqlite_length=1000, sqlite_db="user.db"))
     name = "\U0001F600" * 200
     stored = r"the user is (\d+) bytes as it would be stored, more than the storage of this" \
-             r" service takes"
+             r" service takes \(1000 bytes a value or row\)"
     r = d.post("/users", json={"name": name, "email": EMAIL_254, "password": PASSWORD})
     m = re.fullmatch(stored, problem(r, 413, "payload-too-large")["detail"])
     # its values: the id, name, email, password hash, roles and two times

@@ -28,7 +28,8 @@ static struct {
 	evh_log_level level;
 	char line[1024];
 	int rolled_back;
-	size_t max; /* evh_publish_max_bytes */
+	size_t max;        /* evh_publish_max_bytes */
+	size_t stored_max; /* evh_store_max_bytes */
 } host;
 
 static int fake_problem(evh_response *resp, int status, const char *type, const char *title,
@@ -81,7 +82,13 @@ static size_t fake_max(evh_plugin *p)
 	return host.max;
 }
 
-/* A host of ABI 1.8 with the calls reply.c makes. */
+static size_t fake_stored_max(evh_plugin *p)
+{
+	(void)p;
+	return host.stored_max;
+}
+
+/* A host of ABI 1.9 with the calls reply.c makes. */
 static const evh_api host_api = {
     .struct_size = (uint32_t)sizeof(evh_api),
     .strerror = fake_strerror,
@@ -91,6 +98,7 @@ static const evh_api host_api = {
     .tx_rollback = fake_rollback,
     .tx_error = fake_tx_error,
     .publish_max_bytes = fake_max,
+    .store_max_bytes = fake_stored_max,
 };
 static evh_api api; /* host_api, which a test may make older */
 static int plugin;  /* only its address matters */
@@ -138,6 +146,13 @@ static void test_a_stored_value_too_large_is_named_with_its_size(void **state)
 	assert_null(strstr(host.detail, "1024"));
 	ch.stored_bytes = 0;
 	assert_413(&ch, "the document is larger than the storage of this service takes");
+	/* a host that tells the storage's limit (ABI 1.9): said */
+	host.stored_max = 65536;
+	assert_413(&ch, "the document is larger than the storage of this service takes (65536 "
+	                "bytes a value or row)");
+	ch.stored_bytes = 100055;
+	assert_413(&ch, "the document is 100055 bytes as it would be stored, more than the "
+	                "storage of this service takes (65536 bytes a value or row)");
 }
 
 static void test_an_event_larger_than_a_kafka_message_is_named_with_the_limit(void **state)
@@ -162,6 +177,10 @@ static void test_an_event_within_the_limit_was_refused_by_the_storage(void **sta
 	host.max = 998976;
 	assert_413(&ch, "the event announcing the new document is 65452 bytes (its key and data),"
 	                " more than the storage of this service takes to keep it until it is sent");
+	host.stored_max = 65536;
+	assert_413(&ch, "the event announcing the new document is 65452 bytes (its key and data),"
+	                " more than the storage of this service takes to keep it until it is sent"
+	                " (65536 bytes a row)");
 }
 
 static void test_an_event_on_a_host_that_tells_no_limit(void **state)

@@ -386,6 +386,9 @@ typedef struct evh_api {
 	void (*metric_add)(evh_metric *m, const char *label_value, int64_t delta);
 	void (*metric_set)(evh_metric *m, const char *label_value, int64_t value);
 	void (*metric_observe)(evh_metric *m, const char *label_value, double seconds);
+
+	/* storage (ABI 1.9) */
+	size_t (*store_max_bytes)(evh_plugin *p);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -865,6 +868,16 @@ static inline int evh_query_json(evh_tx *tx, const char *sql, const evh_value *a
                                  size_t nargs, char **json, size_t *len)
 {
 	return evh__api->query_json(tx, sql, args, nargs, json, len);
+}
+
+/* (ABI 1.9) The most bytes one value (a string, a blob), or one row, the
+ * plugin's storage takes (SQLite's SQLITE_LIMIT_LENGTH; 10^9 unless SQLite
+ * was built otherwise): beyond it a write, or an event's row in the outbox,
+ * fails with EVH_ETOOBIG. For telling a client the limit in its 413. 0 when
+ * not known: a host older than 1.9, or during check (no storage yet). */
+static inline size_t evh_store_max_bytes(evh_plugin *p)
+{
+	return EVH_API_HAS(store_max_bytes) ? evh__api->store_max_bytes(p) : 0;
 }
 
 /* ---- auth ---- */
