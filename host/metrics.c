@@ -71,13 +71,13 @@ struct family {
 /* F_COUNT host families, then the plugins' (metrics_plugin_metric), each
  * published by raising nfamilies after it is filled in. */
 static struct family families[F_COUNT + METRICS_PLUGIN_FAMILIES] = {
-    [F_HTTP] = {3, {"plugin", "route", "method"}},
-    [F_PUBLISHED] = {2, {"plugin", "topic"}},
-    [F_HANDLED] = {3, {"plugin", "topic", "result"}},
-    [F_HANDLER_TIME] = {2, {"plugin", "topic"}},
-    [F_DLQ] = {2, {"plugin", "topic"}},
-    [F_LAG] = {3, {"plugin", "topic", "partition"}},
-    [F_PLUGIN_FAILED] = {1, {"plugin"}},
+    [F_HTTP] = {.nlabels = 3, .labels = {"plugin", "route", "method"}},
+    [F_PUBLISHED] = {.nlabels = 2, .labels = {"plugin", "topic"}},
+    [F_HANDLED] = {.nlabels = 3, .labels = {"plugin", "topic", "result"}},
+    [F_HANDLER_TIME] = {.nlabels = 2, .labels = {"plugin", "topic"}},
+    [F_DLQ] = {.nlabels = 2, .labels = {"plugin", "topic"}},
+    [F_LAG] = {.nlabels = 3, .labels = {"plugin", "topic", "partition"}},
+    [F_PLUGIN_FAILED] = {.nlabels = 1, .labels = {"plugin"}},
 };
 
 /* One set of buckets for requests and handlers alike: both are a SQLite
