@@ -880,10 +880,12 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	consumer_signal_stop(p, clock_mono_ms() + budget);
 	consumer_stop(p);
 	outbox_remove_plugin(h->outbox, p);
-	if (restart)
+	if (restart) {
 		http_hold_plugin_routes(h, p);
-	else
+	} else {
 		http_remove_plugin_routes(h, p);
+		metrics_plugin_retire(p->name);
+	}
 	p->status = PLUGIN_STOPPED;
 	plugin_destroy(p);
 }

@@ -409,6 +409,7 @@ void metrics_sign_out(int saved) { atomic_fetch_add(&sign_outs[saved != 0], 1); 
 struct metrics_plugin_metric {
 	int fam;
 	atomic_int nseries; /* label values it has made series of */
+	int retired;        /* its plugin was stopped for good: not rendered; under the mutex */
 	struct metrics_plugin_metric *next;
 	char plugin[];
 };
@@ -510,7 +511,9 @@ struct metrics_plugin_metric *metrics_plugin_metric(const char *plugin, evh_metr
 		for (m = plugin_metrics; m; m = m->next)
 			if (m->fam == fam && !strcmp(m->plugin, plugin))
 				break;
-		if (!m && (m = calloc(1, sizeof *m + strlen(plugin) + 1))) {
+		if (m) {
+			m->retired = 0; /* declared again: its series are back */
+		} else if ((m = calloc(1, sizeof *m + strlen(plugin) + 1))) {
 			m->fam = fam;
 			strcpy(m->plugin, plugin);
 			m->next = plugin_metrics;
@@ -582,6 +585,26 @@ void metrics_plugin_observe(struct metrics_plugin_metric *m, const char *label_v
 {
 	if (m && families[m->fam].type == EVH_METRIC_HISTOGRAM)
 		observe(plugin_series(m, label_value), seconds);
+}
+
+void metrics_plugin_retire(const char *plugin)
+{
+	pthread_mutex_lock(&plugin_metrics_mu);
+	for (struct metrics_plugin_metric *m = plugin_metrics; m; m = m->next)
+		if (!strcmp(m->plugin, plugin))
+			m->retired = 1;
+	pthread_mutex_unlock(&plugin_metrics_mu);
+}
+
+/* Whether the series `s` of a plugin's family belongs to a retired plugin. */
+static int plugin_series_retired(const metrics_series *s)
+{
+	int retired = 0;
+	pthread_mutex_lock(&plugin_metrics_mu);
+	for (struct metrics_plugin_metric *m = plugin_metrics; m && !retired; m = m->next)
+		retired = m->fam == s->family && m->retired && !strcmp(m->plugin, s->label[0]);
+	pthread_mutex_unlock(&plugin_metrics_mu);
+	return retired;
 }
 
 static void plugin_metrics_reset(void)
@@ -1087,6 +1110,8 @@ static void render_plugin_metrics(textbuf *o)
 		metrics_series **v = collect(fam, &k, o);
 		put_head(o, f->name, type_names[f->type], f->help);
 		for (size_t i = 0; v && i < k; i++) {
+			if (plugin_series_retired(v[i]))
+				continue;
 			if (f->type == EVH_METRIC_HISTOGRAM) {
 				put_histogram(o, f->name, v[i]);
 			} else if (f->type == EVH_METRIC_COUNTER) {

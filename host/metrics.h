@@ -95,6 +95,10 @@ void metrics_plugin_set(struct metrics_plugin_metric *m, const char *label_value
                         int64_t value);
 void metrics_plugin_observe(struct metrics_plugin_metric *m, const char *label_value,
                             double seconds);
+/* `plugin` was stopped for good (disabled, or its section removed), not
+ * restarted: its series leave /metrics, their values kept should it declare
+ * them again (enabled again by a reload). */
+void metrics_plugin_retire(const char *plugin);
 
 /* ---- auth (http.c, host.c) ---- */
 

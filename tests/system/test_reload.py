@@ -281,6 +281,24 @@ def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, bu
     reload(d, "1 started, 1 stopped, 1 unchanged")
     assert d.get("/hello").json()["hello"] == "again"
 
+    # Its own metric (evh_metric_new) counted on through every restart: the
+    # greetings of every build. Disabled, it leaves /metrics; enabled again,
+    # it is back with its count.
+    def greetings():
+        m = re.search(r'^hello_greetings_total\{plugin="hello"\} (\d+)$',
+                      d.get("/metrics").text, re.M)
+        return int(m.group(1)) if m else None
+    assert greetings() == 11
+    (d.config_dir / "conf.d" / "10-hello.conf").write_text(
+        f"[plugin.hello]\npath = {installed}\nenabled = false\n")
+    reload(d, "0 started, 1 stopped, 1 unchanged")
+    assert greetings() is None
+    (d.config_dir / "conf.d" / "10-hello.conf").write_text(f"[plugin.hello]\npath = {installed}\n")
+    reload(d, "1 started, 0 stopped, 1 unchanged")
+    assert greetings() == 11
+    assert d.get("/hello").json()["hello"] == "again"
+    assert greetings() == 12
+
 
 def test_a_plugin_file_written_over_by_cp_refuses_the_reload(evhostd, build_dir, tmp_path):
     # cp onto the loaded file truncates it, which takes even the library's

@@ -319,6 +319,29 @@ static void test_plugin_metric_label_values_are_bounded(void **state)
 	free(text);
 }
 
+/* A plugin stopped for good leaves /metrics; declared again (enabled
+ * again), its series are back with their values. Another plugin's stay. */
+static void test_a_retired_plugins_series_leave(void **state)
+{
+	pmetric *a = declare("a", EVH_METRIC_COUNTER, "shared_total", "h", NULL);
+	pmetric *b = declare("b", EVH_METRIC_COUNTER, "shared_total", "h", NULL);
+	char *text;
+	(void)state;
+	metrics_plugin_add(a, NULL, 2);
+	metrics_plugin_add(b, NULL, 5);
+	metrics_plugin_retire("a");
+	text = render();
+	check_exposition(text);
+	assert_false(has_line_prefix(text, "shared_total{plugin=\"a\"}"));
+	assert_true(sample(text, "shared_total{plugin=\"b\"}") == 5);
+	free(text);
+	assert_ptr_equal(declare("a", EVH_METRIC_COUNTER, "shared_total", "h", NULL), a);
+	metrics_plugin_add(a, NULL, 1);
+	text = render();
+	assert_true(sample(text, "shared_total{plugin=\"a\"}") == 3);
+	free(text);
+}
+
 /* The plugins' series together stop at METRICS_PLUGIN_SERIES_ALL: the
  * host's own still find room. */
 static void test_plugin_series_leave_the_host_its_room(void **state)
@@ -675,6 +698,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
 	    cmocka_unit_test_setup(test_plugin_series_leave_the_host_its_room, setup),
+	    cmocka_unit_test_setup(test_a_retired_plugins_series_leave, setup),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	metrics_reset();

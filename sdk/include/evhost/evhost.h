@@ -1008,7 +1008,8 @@ static inline void evh_span_end(evh_span *span, const char *error)
  * label of that name whose value each update gives (e.g. "result" for
  * sent/failed). Declare in init; the handle is valid for the process's
  * life, and a restarted plugin (a reload) that declares it again gets it
- * back with its values. `name`: a Prometheus metric name of 1 to 64 bytes
+ * back with its values (a plugin disabled by a reload leaves /metrics until
+ * it is enabled again). `name`: a Prometheus metric name of 1 to 64 bytes
  * (letters, digits, '_', ':'; not a digit first), not starting with
  * "evhost_" (the host's); a counter's should end in "_total", a
  * histogram's in "_seconds". Plugins may share a name when they declare
