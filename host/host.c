@@ -141,19 +141,19 @@ static void host_list_plugin(host *h, evh_plugin *p)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* Room for `n` names of plugins left off (host_mark_down); -1 out of memory. */
+/* Room for `n` (>= h->ndown) names of plugins left off (host_mark_down);
+ * -1 out of memory. Made at every reload, the same size too: cheap, and
+ * the reload sweep (test_services_oom) fails it like any allocation. */
 static int host_reserve_down(host *h, size_t n)
 {
-	char(*v)[PLUGIN_NAME_MAX + 1] = NULL;
+	char(*v)[PLUGIN_NAME_MAX + 1];
 	int rc = 0;
 	pthread_mutex_lock(&h->plugins_lock);
-	if (n > h->capdown) {
-		if ((v = realloc(h->down, n * sizeof *v))) {
-			h->down = v;
-			h->capdown = n;
-		} else {
-			rc = -1;
-		}
+	if ((v = realloc(h->down, (n ? n : 1) * sizeof *v))) {
+		h->down = v;
+		h->capdown = n;
+	} else {
+		rc = -1;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	return rc;
