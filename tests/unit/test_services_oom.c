@@ -814,6 +814,15 @@ static void sweep_reload(fixture *f, int scope)
 	 * out of memory must not pass for that (user stays required). */
 	write_file(f->dir, "conf.d/35-optional.conf", "[plugin.notifications]\nrequired = false\n",
 	           0600);
+	/* One with required = false running, then given values its check
+	 * refuses: each reload keeps it running as it ran, named in the host's
+	 * list of those (299a5d3: that list out of memory is an error, never
+	 * the plugin taken for removed and stopped). */
+	write_file(f->dir, "conf.d/40-hello.conf", "[plugin.hello]\nrequired = false\n", 0600);
+	assert_int_equal(host_reload(&f->h), 0);
+	assert_non_null(running_plugin(f, "hello"));
+	write_file(f->dir, "conf.d/40-hello.conf",
+	           "[plugin.hello]\nrequired = false\ntopic = not a topic\n", 0600);
 	assert_int_equal(host_reload(&f->h), 0);
 	write_crud_conf(f, "info"); /* the runs' key set */
 	/* SQLite's allocations: none reads the configuration. */
@@ -859,6 +868,8 @@ static void sweep_reload(fixture *f, int scope)
 			fail_msg("run %ld: out of memory said as an invalid argument:\n%s", n, log);
 		if (running_plugin(f, "crud") && !crud_relayed(f, n))
 			fail_msg("run %ld: crud runs, and its events stay in its outbox:\n%s", n, log);
+		if (!running_plugin(f, "hello"))
+			fail_msg("run %ld: hello, its new values refused, was stopped:\n%s", n, log);
 		/* The fallbacks list not allocated (e4ff6d9): said for crud. */
 		if (strstr(log, "no way back should its new configuration fail: out of memory"))
 			no_way_back = 1;
