@@ -881,19 +881,26 @@ static void test_route_registration(void **state)
 /* A route the host has no memory for is EVH_ENOMEM, not EVH_EINVAL (the
  * plugin's author would look for a mistake in the route), with the reason,
  * and leaves nothing routed; with memory it is routed. */
+/* A route for http_add_route, with no flags and no role. */
+static evh_route route_of(const char *method, const char *pattern, evh_http_handler fn)
+{
+	evh_route r;
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = method;
+	r.pattern = pattern;
+	r.handler = fn;
+	return r;
+}
+
 static void test_route_registration_out_of_memory(void **state)
 {
 	fixture *f = *state;
 	evh_plugin other = {.name = (char *)"other", .status = PLUGIN_RUNNING, .host = &f->h};
-	evh_route r;
+	evh_route r = route_of("GET", "/oom/{a}/deep/{b}", echo);
 	char err[256], *resp;
 	long n;
 	int rc;
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = "GET";
-	r.pattern = "/oom/{a}/deep/{b}";
-	r.handler = echo;
 	for (n = 0;; n++) {
 		int failed;
 		err[0] = '\0';
@@ -998,17 +1005,12 @@ static void test_placeholder_taken_over_without_memory(void **state)
 	fixture *f = *state;
 	evh_plugin old = {.name = (char *)"q", .status = PLUGIN_RUNNING, .host = &f->h};
 	evh_plugin next = old;
-	evh_route r;
+	evh_route r = route_of("GET", "/q/{key}", json_len);
 	char err[256], *resp;
 	long n;
 	int rc;
 	add_for(f, &old, "GET", "/q/{id}", json_len);
 	http_hold_plugin_routes(&f->h, &old);
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = "GET";
-	r.pattern = "/q/{key}";
-	r.handler = json_len;
 	for (n = 0;; n++) {
 		int failed;
 		alloc_faults_arm(n, ALLOC_THIS_THREAD);
