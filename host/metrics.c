@@ -596,15 +596,14 @@ void metrics_plugin_retire(const char *plugin)
 	pthread_mutex_unlock(&plugin_metrics_mu);
 }
 
-/* Whether the series `s` of a plugin's family belongs to a retired plugin. */
+/* Whether the series `s` of a plugin's family belongs to a retired plugin
+ * (plugin_metrics_mu held). */
 static int plugin_series_retired(const metrics_series *s)
 {
-	int retired = 0;
-	pthread_mutex_lock(&plugin_metrics_mu);
-	for (struct metrics_plugin_metric *m = plugin_metrics; m && !retired; m = m->next)
-		retired = m->fam == s->family && m->retired && !strcmp(m->plugin, s->label[0]);
-	pthread_mutex_unlock(&plugin_metrics_mu);
-	return retired;
+	for (struct metrics_plugin_metric *m = plugin_metrics; m; m = m->next)
+		if (m->fam == s->family && m->retired && !strcmp(m->plugin, s->label[0]))
+			return 1;
+	return 0;
 }
 
 static void plugin_metrics_reset(void)
@@ -1100,10 +1099,13 @@ static void render_tls(textbuf *o)
 	tb_printf(o, "evhost_tls_certificate_expiry_timestamp_seconds %" PRId64 "\n", expiry);
 }
 
-/* The plugins' own metrics (evh_metric_new), in the order declared. */
+/* The plugins' own metrics (evh_metric_new), in the order declared. The
+ * handles' list is read under its mutex, taken once for the whole: a
+ * declaration waits for a scrape's few milliseconds, no update does. */
 static void render_plugin_metrics(textbuf *o)
 {
 	int n = atomic_load_explicit(&nfamilies, memory_order_acquire);
+	pthread_mutex_lock(&plugin_metrics_mu);
 	for (int fam = F_COUNT; fam < n; fam++) {
 		const struct family *f = &families[fam];
 		size_t k;
@@ -1126,6 +1128,7 @@ static void render_plugin_metrics(textbuf *o)
 		}
 		free(v);
 	}
+	pthread_mutex_unlock(&plugin_metrics_mu);
 }
 
 int metrics_render(host *h, char **text, size_t *len)
