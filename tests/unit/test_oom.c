@@ -42,6 +42,7 @@
 #include "jwt.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "outbox.h"
 #include "proxy.h"
 #include "router.h"
@@ -522,6 +523,43 @@ static void test_config_problem_not_recorded(void **state)
 	}
 	assert_true(n > 20);
 	assert_true(lost > 0); /* the problem's own allocations were among those failed */
+}
+
+/* ------------------------------------------------------ plugins' metrics */
+
+/* A plugin's metric declared, updated and scraped: refused as out of
+ * memory (NULL, the reason said), an update dropped (counted), a scrape
+ * failed (-1), or all whole. */
+static int plugin_metric_scenario(void *arg)
+{
+	char err[256] = "", *text = NULL;
+	size_t len;
+	struct metrics_plugin_metric *m;
+	int rc = 0;
+	(void)arg;
+	metrics_reset();
+	m = metrics_plugin_metric("p", EVH_METRIC_COUNTER, "oom_total", "h", "kind", err, sizeof err);
+	if (!m) {
+		assert_string_equal(err, "oom_total: out of memory");
+		return -1;
+	}
+	metrics_plugin_add(m, "a", 2);
+	if (metrics_render(NULL, &text, &len) != 0)
+		return -1;
+	if (!strstr(text, "oom_total{plugin=\"p\",kind=\"a\"} 2\n")) {
+		/* the series could not be made: the update was counted as dropped */
+		assert_non_null(strstr(text, "\nevhost_metrics_series_dropped_total 1\n"));
+		rc = -1;
+	}
+	free(text);
+	return rc;
+}
+
+static void test_plugin_metric(void **state)
+{
+	(void)state;
+	assert_true(sweep(plugin_metric_scenario, NULL) > 3);
+	metrics_reset();
 }
 
 /* --------------------------------------------------------------- textbuf */
@@ -1274,6 +1312,7 @@ int main(void)
 	    cmocka_unit_test(test_jwks_fetch),
 	    cmocka_unit_test(test_config),
 	    cmocka_unit_test(test_config_problem_not_recorded),
+	    cmocka_unit_test(test_plugin_metric),
 	    cmocka_unit_test(test_textbuf),
 	    cmocka_unit_test(test_jsonb_print),
 	    cmocka_unit_test(test_json_duplicate_member),
