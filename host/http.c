@@ -1522,8 +1522,9 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	 * large: an event larger than a Kafka message, a value larger than
 	 * SQLite takes. The plugin's own limits (response headers, a stream
 	 * event), a stored value read back past SQLite's limit, and a code the
-	 * host did not give it, are the service's failure: a 500. Where it came from was noted where the host returned
-	 * it (toobig.h); the last note of this handler's counts. */
+	 * host did not give it, are the service's failure: a 500. Where it came
+	 * from was noted where the host returned it (toobig.h); the last note of
+	 * this handler's counts. */
 	from = rc == EVH_ETOOBIG ? toobig_last() : TOOBIG_UNKNOWN;
 	/* Refusals a client can act on (the outbox at its bound: try later; a
 	 * request too large: send less) are warnings. */

@@ -48,6 +48,7 @@
 #include "router.h"
 #include "store.h"
 #include "stream.h"
+#include "test_files.h"
 #include "textbuf.h"
 
 #include "../../plugins/common/jsonin.c"
@@ -404,13 +405,8 @@ static void config_files_write(const char *dir)
 	char path[256];
 	snprintf(path, sizeof path, "%s/conf.d", dir);
 	assert_int_equal(mkdir(path, 0700), 0);
-	for (size_t i = 0; i < sizeof config_files / sizeof config_files[0]; i++) {
-		FILE *f;
-		snprintf(path, sizeof path, "%s/%s", dir, config_files[i].name);
-		assert_non_null(f = fopen(path, "w"));
-		assert_true(fputs(config_files[i].text, f) >= 0);
-		assert_int_equal(fclose(f), 0);
-	}
+	for (size_t i = 0; i < sizeof config_files / sizeof config_files[0]; i++)
+		test_write_file(dir, config_files[i].name, config_files[i].text, 0600);
 }
 
 static void config_files_remove(const char *dir)

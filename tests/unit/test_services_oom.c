@@ -59,6 +59,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "stderr_capture.h"
+#include "test_files.h"
 #include "test_parts.h"
 
 #define ADMIN_TOKEN "services-oom-admin-token"
@@ -79,18 +80,6 @@ typedef struct fixture {
 } fixture;
 
 /* ------------------------------------------------------------- helpers */
-
-static void write_file(const char *dir, const char *name, const char *text, mode_t mode)
-{
-	char path[256];
-	FILE *f;
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	f = fopen(path, "w");
-	assert_non_null(f);
-	fputs(text, f);
-	assert_int_equal(fclose(f), 0);
-	assert_int_equal(chmod(path, mode), 0);
-}
 
 static void sleep_ms(int ms)
 {
@@ -179,9 +168,9 @@ static void write_config(fixture *f)
 	assert_int_equal(mkdir(sub, 0700), 0);
 	snprintf(sub, sizeof sub, "%s/state", f->dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
-	write_file(f->dir, "jwt.secret", "services-oom-unit-test-secret-0123456789\n", 0600);
-	write_file(f->dir, "admin.token", ADMIN_TOKEN "\n", 0600);
-	write_file(f->dir, "admin.password", ADMIN_PASSWORD "\n", 0600);
+	test_write_file(f->dir, "jwt.secret", "services-oom-unit-test-secret-0123456789\n", 0600);
+	test_write_file(f->dir, "admin.token", ADMIN_TOKEN "\n", 0600);
+	test_write_file(f->dir, "admin.password", ADMIN_PASSWORD "\n", 0600);
 	snprintf(text, sizeof text,
 	         "[host]\nplugin_dir = %s/../../plugins\nstate_dir = %s/state\n"
 	         "[http]\nlisten = 127.0.0.1:%d\nthreads = 64\nmax_streams = 48\n"
@@ -192,13 +181,13 @@ static void write_config(fixture *f)
 	         "[admin]\ntoken_file = %s/admin.token\n"
 	         "[log]\nlevel = error\nformat = text\n",
 	         EVHOST_TEST_FIXTURES, f->dir, f->port, f->dir, f->dir);
-	write_file(f->dir, "evhost.conf", text, 0600);
+	test_write_file(f->dir, "evhost.conf", text, 0600);
 	snprintf(text, sizeof text,
 	         "[plugin.user]\nenabled = true\nargon2_opslimit = min\nargon2_memlimit = min\n"
 	         "admin_email = " ADMIN_EMAIL "\nadmin_password_file = %s/admin.password\n",
 	         f->dir);
-	write_file(f->dir, "conf.d/10-user.conf", text, 0600);
-	write_file(f->dir, "conf.d/20-crud.conf",
+	test_write_file(f->dir, "conf.d/10-user.conf", text, 0600);
+	test_write_file(f->dir, "conf.d/20-crud.conf",
 	           "[plugin.crud]\nenabled = true\ncollections = products, orders\n"
 	           "collection.products.required = name, price\n"
 	           "collection.products.types = name:string, price:number\n",
@@ -207,7 +196,7 @@ static void write_config(fixture *f)
 	         "[plugin.notifications]\nenabled = true\ntransport = maildir\n"
 	         "maildir = %s/maildir\ntemplates_dir = %s/plugins/notifications/templates\n",
 	         f->dir, EVHOST_TEST_SRCDIR);
-	write_file(f->dir, "conf.d/30-notifications.conf", text, 0600);
+	test_write_file(f->dir, "conf.d/30-notifications.conf", text, 0600);
 }
 
 static void wait_ready(fixture *f)
@@ -668,7 +657,7 @@ static void write_crud_conf(fixture *f, const char *level)
 	         "collection.products.required = name, price\n"
 	         "collection.products.types = name:string, price:number\nlog_level = %s\n",
 	         level);
-	write_file(f->dir, "conf.d/20-crud.conf", text, 0600);
+	test_write_file(f->dir, "conf.d/20-crud.conf", text, 0600);
 }
 
 /* A GET each service answers with 200 while it runs. */
@@ -809,19 +798,19 @@ static void sweep_reload(fixture *f, int scope)
 	int no_way_back = 0;
 	long n, skip, nconfig;
 	/* Warnings are what the reload says out of memory ([log] is error). */
-	write_file(f->dir, "conf.d/90-log.conf", "[log]\nlevel = warn\n", 0600);
+	test_write_file(f->dir, "conf.d/90-log.conf", "[log]\nlevel = warn\n", 0600);
 	/* A plugin that cannot be loaded is left out when it is not required:
 	 * out of memory must not pass for that (user stays required). */
-	write_file(f->dir, "conf.d/35-optional.conf", "[plugin.notifications]\nrequired = false\n",
+	test_write_file(f->dir, "conf.d/35-optional.conf", "[plugin.notifications]\nrequired = false\n",
 	           0600);
 	/* One with required = false running, then given values its check
 	 * refuses: each reload keeps it running as it ran, named in the host's
 	 * list of those (299a5d3: that list out of memory is an error, never
 	 * the plugin taken for removed and stopped). */
-	write_file(f->dir, "conf.d/40-hello.conf", "[plugin.hello]\nrequired = false\n", 0600);
+	test_write_file(f->dir, "conf.d/40-hello.conf", "[plugin.hello]\nrequired = false\n", 0600);
 	assert_int_equal(host_reload(&f->h), 0);
 	assert_non_null(running_plugin(f, "hello"));
-	write_file(f->dir, "conf.d/40-hello.conf",
+	test_write_file(f->dir, "conf.d/40-hello.conf",
 	           "[plugin.hello]\nrequired = false\ntopic = not a topic\n", 0600);
 	assert_int_equal(host_reload(&f->h), 0);
 	write_crud_conf(f, "info"); /* the runs' key set */
