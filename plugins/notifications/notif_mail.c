@@ -381,5 +381,5 @@ int notif_mail_build(const notif_mail *m, char **out, size_t *len)
 		nbuf_addf(&b, "--%s--\r\n", boundary);
 	}
 	*out = nbuf_take(&b, len);
-	return *out ? 0 : -1;
+	return *out ? 0 : -2;
 }

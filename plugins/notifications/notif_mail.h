@@ -62,6 +62,7 @@ void notif_header_text(nbuf *b, const char *name, const char *value);
 void notif_header_mailbox(nbuf *b, const char *hname, const char *display, const char *addr);
 
 /* Build the whole message (CRLF line ends). Returns 0 with *out malloc'd,
- * or -1 when an address is invalid or memory ran out. */
+ * -1 when an address or `unique` is invalid (the message can never be
+ * built), or -2 when memory ran out (it may be, another time). */
 int notif_mail_build(const notif_mail *m, char **out, size_t *len);
 #endif

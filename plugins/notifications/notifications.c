@@ -319,7 +319,13 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 	m.html = html;
 	m.date = time(NULL);
 	m.unique = unique;
-	if (notif_mail_build(&m, &msg, &len) < 0) {
+	switch (notif_mail_build(&m, &msg, &len)) {
+	case 0: break;
+	case -2:
+		/* Memory may come back: tried again with the event, not failed. */
+		snprintf(err, errlen, "out of memory building the message");
+		goto out;
+	default:
 		snprintf(err, errlen, "cannot build the message to <%s>", to_addr);
 		res = NOTIF_SEND_PERMANENT;
 		goto out;

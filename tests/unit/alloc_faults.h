@@ -5,8 +5,10 @@
  * program's own then come here, and cJSON's once alloc_faults_cjson() has
  * set its hooks. SQLite's come to a counter of their own once
  * alloc_faults_sqlite() has installed its allocator. Other libraries
- * (civetweb, librdkafka) and the plugins (shared objects) allocate on their
- * own, unaffected.
+ * (civetweb, librdkafka) allocate on their own, unaffected, and so do the
+ * plugins (shared objects) but for the build's tests/fault-plugins/ ones,
+ * linked with the same --wrap options against a program that exports these
+ * wrappers (test_services_oom).
  *
  * alloc_faults_arm(n, ALLOC_THIS_THREAD) fails the nth allocation (from 0)
  * made by the calling thread from now on; ALLOC_OTHER_THREADS the nth made
@@ -33,11 +35,13 @@ void *__real_calloc(size_t n, size_t size);
 void *__real_realloc(void *p, size_t n);
 char *__real_strdup(const char *s);
 char *__real_strndup(const char *s, size_t n);
-void *__wrap_malloc(size_t n);
-void *__wrap_calloc(size_t n, size_t size);
-void *__wrap_realloc(void *p, size_t n);
-char *__wrap_strdup(const char *s);
-char *__wrap_strndup(const char *s, size_t n);
+/* Visible, so that a program can export them to the plugins it loads. */
+#define ALLOC_WRAPPER __attribute__((visibility("default")))
+ALLOC_WRAPPER void *__wrap_malloc(size_t n);
+ALLOC_WRAPPER void *__wrap_calloc(size_t n, size_t size);
+ALLOC_WRAPPER void *__wrap_realloc(void *p, size_t n);
+ALLOC_WRAPPER char *__wrap_strdup(const char *s);
+ALLOC_WRAPPER char *__wrap_strndup(const char *s, size_t n);
 
 enum { ALLOC_OFF, ALLOC_THIS_THREAD, ALLOC_OTHER_THREADS };
 enum { ALLOC_SQLITE = 4 }; /* or'ed into the mode */

@@ -2,12 +2,14 @@
  * starts one (host_configure, host_start) with user.so, crud.so and
  * notifications.so from the build, Kafka embedded, HTTP on a real socket.
  * The allocations failed one by one (alloc_faults.h, ALLOC_OTHER_THREADS:
- * every thread but the test's) are the host's own and cJSON's: the plugins
- * build and parse their JSON with the process's one libcjson, whose hooks
- * send its allocations to the same place. Then, in the same sweeps, SQLite's
+ * every thread but the test's) are the host's own, the plugins' and cJSON's:
+ * the plugins are the build's tests/fault-plugins/ modules, linked with
+ * their malloc family wrapped to this program's wrappers, and they build and
+ * parse their JSON with the process's one libcjson, whose hooks send its
+ * allocations to the same place. Then, in the same sweeps, SQLite's
  * (ALLOC_SQLITE: its allocator is the test's), the plugins' storage
- * included. The plugins' own malloc calls are not reached (they are shared
- * objects of their own).
+ * included. Not reached: what libc allocates for itself (dlopen, stdio,
+ * asprintf) and what civetweb, librdkafka and libcurl allocate.
  *
  * What must hold in every run:
  * - the welcome mail of a user created before the run arrives, whatever
@@ -172,7 +174,7 @@ static void write_config(fixture *f)
 	test_write_file(f->dir, "admin.token", ADMIN_TOKEN "\n", 0600);
 	test_write_file(f->dir, "admin.password", ADMIN_PASSWORD "\n", 0600);
 	snprintf(text, sizeof text,
-	         "[host]\nplugin_dir = %s/../../plugins\nstate_dir = %s/state\n"
+	         "[host]\nplugin_dir = %s\nstate_dir = %s/state\n"
 	         "[http]\nlisten = 127.0.0.1:%d\nthreads = 64\nmax_streams = 48\n"
 	         "[kafka]\nbrokers = embedded\nretry.backoff_ms = 20\n"
 	         "retry.backoff_max_ms = 200\nretry.max_attempts = 1000\n"
@@ -180,7 +182,7 @@ static void write_config(fixture *f)
 	         "[auth]\njwt_secret_file = %s/jwt.secret\n"
 	         "[admin]\ntoken_file = %s/admin.token\n"
 	         "[log]\nlevel = error\nformat = text\n",
-	         EVHOST_TEST_FIXTURES, f->dir, f->port, f->dir, f->dir);
+	         EVHOST_TEST_FAULT_PLUGINS, f->dir, f->port, f->dir, f->dir);
 	test_write_file(f->dir, "evhost.conf", text, 0600);
 	snprintf(text, sizeof text,
 	         "[plugin.user]\nenabled = true\nargon2_opslimit = min\nargon2_memlimit = min\n"
