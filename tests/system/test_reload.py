@@ -186,14 +186,16 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     assert d.get("/probe/seen").status_code == 404
 
 
-def build_hello(tmp_path, version, greeting, fail_init=False):
+def build_hello(tmp_path, version, greeting, fail_init=False, greetings_type="COUNTER"):
     """The SDK's example plugin built as `version`, greeting `greeting` when
-    no name is given (GET /hello), or failing in init; returns the .so file."""
+    no name is given (GET /hello), or failing in init, its greetings metric
+    declared as a `greetings_type` (EVH_METRIC_*); returns the .so file."""
     src = (lib.REPO_ROOT / "sdk" / "examples" / "hello" / "hello.c").read_text()
     assert src.count('"1.0.0"') == 1 and src.count('name = "world";') == 1
-    assert src.count("\th->p = p;\n") == 1
+    assert src.count("\th->p = p;\n") == 1 and src.count("EVH_METRIC_COUNTER") == 1
     src = src.replace('"1.0.0"', f'"{version}"').replace('name = "world";',
                                                          f'name = "{greeting}";')
+    src = src.replace("EVH_METRIC_COUNTER", f"EVH_METRIC_{greetings_type}")
     if fail_init:
         src = src.replace("\th->p = p;\n", '\tfree(h);\n\tevh_log(p, EVH_LOG_ERROR, '
                           '"hello: this build refuses to start");\n\treturn EVH_EINVAL;\n')
@@ -297,6 +299,17 @@ def test_a_plugin_file_replaced_by_a_new_build_restarts_it_on_reload(evhostd, bu
     reload(d, "1 started, 0 stopped, 1 unchanged")
     assert greetings() == 11
     assert d.get("/hello").json()["hello"] == "again"
+    assert greetings() == 12
+
+    # A build that declares the same metric as another type is refused it:
+    # the log says why, the plugin runs without it (its updates do nothing),
+    # and the series keeps what the counter counted.
+    install(build_hello(tmp_path, "6.0.0", "gauged", greetings_type="GAUGE"))
+    text = reload_log(d, "reload done")
+    assert ("evh_metric_new: hello_greetings_total is declared already, as a counter "
+            "without a label") in text, text
+    assert d.get("/hello").json()["hello"] == "gauged"
+    assert d.get("/readyz").json()["plugins"]["hello"] == "running"
     assert greetings() == 12
 
 
