@@ -39,6 +39,7 @@ enum {
 };
 
 #define BODY_MAX (64L * 1024 * 1024)
+#define BODY_MAX_TEXT "64 MiB"
 #define CONNECT_TIMEOUT_S 5L
 /* Dead-letter reads take up to 15 s, redrives 30 s, a reload 60 s. */
 #define REQUEST_TIMEOUT_S 90L
@@ -77,6 +78,7 @@ typedef struct reply {
 	char *body;
 	size_t len;
 	cJSON *json; /* the body parsed, when it is JSON */
+	const char *stopped; /* why collect() stopped reading the answer, or NULL */
 } reply;
 
 /* ------------------------------------------------------------- messages */
@@ -163,8 +165,11 @@ static int load_config(ctl *c)
 		return 0;
 	rc = cfg_load(&c->cfg, c->o.conf, &d);
 	if (rc != 0) {
-		say("cannot read the configuration %s: %s", c->o.conf,
-		    d.n ? d.msgs[0] : "out of memory");
+		/* A problem names its file (and line) itself. */
+		if (d.n)
+			say("cannot read the configuration: %s", d.msgs[0]);
+		else
+			say("cannot read the configuration %s: out of memory", c->o.conf);
 		diag_free(&d);
 		cfg_free(&c->cfg);
 		return -1;
@@ -280,15 +285,31 @@ static size_t collect(char *data, size_t size, size_t n, void *ud)
 	reply *r = ud;
 	size_t len = size * n;
 	char *grown;
-	if ((long)(r->len + len) > BODY_MAX)
+	if ((long)(r->len + len) > BODY_MAX) {
+		r->stopped = "the answer is larger than " BODY_MAX_TEXT;
 		return 0;
-	if (!(grown = realloc(r->body, r->len + len + 1)))
+	}
+	if (!(grown = realloc(r->body, r->len + len + 1))) {
+		r->stopped = "out of memory reading the answer";
 		return 0;
+	}
 	memcpy(grown + r->len, data, len);
 	r->body = grown;
 	r->len += len;
 	r->body[r->len] = '\0';
 	return len;
+}
+
+/* cJSON's allocations come here, so that an answer cJSON could not parse
+ * for want of memory is not taken for one that is not JSON. */
+static int json_nomem;
+
+static void *json_malloc(size_t n)
+{
+	void *p = malloc(n);
+	if (!p)
+		json_nomem = 1;
+	return p;
 }
 
 static void reply_free(reply *r)
@@ -299,7 +320,8 @@ static void reply_free(reply *r)
 }
 
 /* One request; `body` is JSON or NULL. Returns 0 when the daemon answered
- * (whatever the status), else EXIT_UNREACHABLE after saying why. */
+ * (whatever the status), else EXIT_UNREACHABLE, or EXIT_FAILED for an
+ * answer too large or out of memory, after saying why. */
 static int request(ctl *c, const char *method, const char *path, const char *body, int auth,
                    reply *r)
 {
@@ -336,15 +358,27 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 		free(authz);
 	}
 	if (cc != CURLE_OK) {
-		say("%s %s: the daemon is unreachable: %s", method, url, curl_easy_strerror(cc));
+		/* The daemon answered, but not all of it could be kept. */
+		int reached = cc == CURLE_WRITE_ERROR && r->stopped;
+		if (reached)
+			say("%s %s: %s", method, url, r->stopped);
+		else
+			say("%s %s: the daemon is unreachable: %s", method, url, curl_easy_strerror(cc));
 		free(url);
 		reply_free(r);
-		return EXIT_UNREACHABLE;
+		return reached ? EXIT_FAILED : EXIT_UNREACHABLE;
 	}
 	free(url);
 	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &r->status);
-	if (r->body)
+	if (r->body) {
+		json_nomem = 0;
 		r->json = cJSON_ParseWithLength(r->body, r->len);
+		if (!r->json && json_nomem) {
+			say("%s %s: out of memory reading the answer (%ld)", method, path, r->status);
+			reply_free(r);
+			return EXIT_FAILED;
+		}
+	}
 	return 0;
 }
 
@@ -662,7 +696,16 @@ static int dropin_effective(ctl *c, const dropin *d, const char *section)
 	int ok;
 
 	base = base ? base + 1 : d->path;
-	cfg_load(&now, c->o.conf, &dg);
+	if (cfg_load(&now, c->o.conf, &dg) != 0) {
+		if (dg.n)
+			say("cannot read the configuration again to check %s: %s", base, dg.msgs[0]);
+		else
+			say("cannot read the configuration %s again to check %s: out of memory",
+			    c->o.conf, base);
+		cfg_free(&now);
+		diag_free(&dg);
+		return -1;
+	}
 	e = cfg_find(&now, section, "enabled");
 	ok = e && e->file && !strcmp(strrchr(e->file, '/') ? strrchr(e->file, '/') + 1 : e->file,
 	                             base);
@@ -1575,6 +1618,7 @@ int main(int argc, char **argv)
 	c.o.timeout = -1;
 	if ((rc = parse_args(&c.o, argc, argv)))
 		return rc;
+	cJSON_InitHooks(&(cJSON_Hooks){.malloc_fn = json_malloc, .free_fn = free});
 	if ((rc = pick_command(argv + optind, argc - optind, cmd, sizeof cmd, &skip)) ||
 	    (rc = check_opts(&c.o, cmd)))
 		return rc;

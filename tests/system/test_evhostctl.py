@@ -204,7 +204,8 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "beginning"), 1,
                      "consumes no topics (409)")
     assert_one_error(ctl(build_dir, d, "plugins", conf=tmp_path / "none.conf"), 1,
-                     "cannot read the configuration")
+                     f"evhostctl: cannot read the configuration: {tmp_path / 'none.conf'}: "
+                     "cannot read: No such file or directory\n")
 
     for args, needle in (([], "no command given"), (["frob"], "unknown command 'frob'"),
                          (["--bogus", "status"], "'--bogus' is unknown"),
@@ -658,3 +659,53 @@ def test_status_not_ready(evhostd, build_dir):
     assert_one_error(r, 1, "the daemon is not ready (GET /readyz: 503)")
     assert f"evhostd at {d.url}: serving, NOT READY" in r.stdout
     assert "kafka: unreachable" in r.stdout and "no plugins" in r.stdout
+
+
+def ctl_failing(build_dir, d, n, *args):
+    """evhostctl (tests/fixtures/evhostctl_faults) with its Nth allocation
+    failed; returns (the CompletedProcess, whether one failed), the fixture's
+    own last stderr line taken off."""
+    cmd = [str(build_dir / "tests" / "fixtures" / "evhostctl_faults"), "-c",
+           str(d.config_file), *args]
+    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=60,
+                       env=dict(os.environ, EVH_FAULT_ALLOC_AT=str(n)))
+    *rest, last = r.stderr.splitlines() or [""]
+    assert last.startswith("evh-fault: "), (n, args, r.returncode, r.stderr)
+    r.stderr = "".join(line + "\n" for line in rest)
+    return r, last == f"evh-fault: allocation {n} failed"
+
+
+@pytest.mark.parametrize("args", [["status"], ["plugins"], ["--json", "plugins"],
+                                  ["events", "--limit", "5"], ["disable", "hello"],
+                                  ["enable", "hello"]], ids=" ".join)
+def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args):
+    # Each allocation of the command (its own and cJSON's) failed in turn:
+    # the command does what it does without failures, or exits 1 saying
+    # out of memory, the lines before it true. A toggle it could not finish
+    # is finished by running it again.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    assert d.post("/probe/publish?key=k", json={"o": 1}).status_code == 200
+    lib.wait_until(lambda: "probe.event" in ctl(build_dir, d, "events").stdout, timeout=20,
+                   message="the event in the event log")
+    want = ctl(build_dir, d, *args)
+    assert want.returncode == 0, want.stderr
+    hello_on = args != ["disable", "hello"]
+    for n in range(5000):
+        r, failed = ctl_failing(build_dir, d, n, *args)
+        assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, (n, r.stderr)
+        if not failed:
+            assert (r.returncode, r.stdout, r.stderr) == (0, want.stdout, ""), (n, r.stderr)
+            break
+        if r.returncode == 0:
+            assert r.stdout == want.stdout and r.stderr == "", (n, r.stdout, r.stderr)
+        else:
+            assert_one_error(r, 1, "")
+            assert re.search("out of memory|Cannot allocate memory", r.stderr), (n, r.stderr)
+            assert want.stdout.startswith(r.stdout), (n, r.stdout)
+        if args[0] in ("enable", "disable"):
+            assert ctl(build_dir, d, *args).returncode == 0
+            assert (d.get("/hello").status_code == 200) == hello_on
+    else:
+        pytest.fail("5000 allocations and counting")
+    print(f"{' '.join(args)}: {n} allocations")
