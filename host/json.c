@@ -257,6 +257,7 @@ static int scalar(const char *s, size_t n, size_t *i, size_t *bad)
 struct member {
 	const char *name; /* decoded; NULL for an object's mark */
 	size_t len;       /* a mark's: the index of the enclosing object's mark */
+	size_t at;        /* its place in the document: a sort keeps names in it */
 };
 
 #define NAMES_LOCAL 32 /* entries before the first allocation */
@@ -319,6 +320,7 @@ static void names_push(struct names *nm, const char *name, size_t len)
 		nm->cap = cap;
 	}
 	nm->v[nm->top].name = name;
+	nm->v[nm->top].at = nm->top;
 	nm->v[nm->top++].len = len;
 }
 
@@ -403,18 +405,23 @@ static int same_name(const struct member *a, const struct member *b)
 }
 
 /* strcmp's order: no name holds a NUL (json_check refuses \u0000 and raw
- * control characters), so a proper prefix is the lesser. */
+ * control characters), so a proper prefix is the lesser; one name's
+ * members in document order. */
 static int member_cmp(const void *pa, const void *pb)
 {
 	const struct member *a = pa, *b = pb;
 	int c = memcmp(a->name, b->name, a->len < b->len ? a->len : b->len);
-	return c ? c : (a->len > b->len) - (a->len < b->len);
+	if (!c)
+		c = (a->len > b->len) - (a->len < b->len);
+	return c ? c : (a->at > b->at) - (a->at < b->at);
 }
 
 /* The name json_tree_duplicate_member's twice_in reports among the k
- * members m[0..k) (reordered), or NULL. */
+ * members m[0..k) (reordered), or NULL: of the names given twice, the one
+ * given first. */
 static const struct member *twice(struct member *m, size_t k)
 {
+	const struct member *first = NULL;
 	if (k <= 8) {
 		for (size_t i = 0; i < k; i++)
 			for (size_t j = i + 1; j < k; j++)
@@ -424,9 +431,10 @@ static const struct member *twice(struct member *m, size_t k)
 	}
 	qsort(m, k, sizeof *m, member_cmp);
 	for (size_t i = 1; i < k; i++)
-		if (same_name(&m[i - 1], &m[i]))
-			return &m[i];
-	return NULL;
+		if (same_name(&m[i - 1], &m[i]) && (i < 2 || !same_name(&m[i - 2], &m[i - 1])) &&
+		    (!first || m[i - 1].at < first->at))
+			first = &m[i - 1];
+	return first;
 }
 
 static void names_close(struct names *nm)
@@ -638,17 +646,26 @@ long json_utf8_error(const char *text, size_t n)
 	return -1;
 }
 
-static int name_cmp(const void *a, const void *b)
+struct tree_name {
+	const char *s;
+	size_t at; /* its member's place in the object */
+};
+
+static int tree_name_cmp(const void *pa, const void *pb)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	const struct tree_name *a = pa, *b = pb;
+	int c = strcmp(a->s, b->s);
+	return c ? c : (a->at > b->at) - (a->at < b->at);
 }
 
-/* A member name given twice among the children of `o`, or NULL; *oom set
- * when the sort needed memory it did not get. */
+/* Of the member names given twice among the children of `o`, the one
+ * given first, or NULL; *oom set when the sort needed memory it did not
+ * get. */
 static const char *twice_in(const cJSON *o, int *oom)
 {
-	const char **names, *dup = NULL;
-	size_t k = 0, i = 0;
+	struct tree_name *names;
+	const char *dup = NULL;
+	size_t k = 0, i = 0, dup_at = 0;
 	const cJSON *c;
 	for (c = o->child; c; c = c->next)
 		k++;
@@ -663,12 +680,16 @@ static const char *twice_in(const cJSON *o, int *oom)
 		*oom = 1;
 		return NULL;
 	}
-	for (c = o->child; c; c = c->next)
-		names[i++] = c->string;
-	qsort(names, k, sizeof *names, name_cmp);
-	for (i = 1; i < k && !dup; i++)
-		if (!strcmp(names[i - 1], names[i]))
-			dup = names[i];
+	for (c = o->child; c; c = c->next, i++)
+		names[i] = (struct tree_name){c->string, i};
+	qsort(names, k, sizeof *names, tree_name_cmp);
+	for (i = 1; i < k; i++)
+		if (!strcmp(names[i - 1].s, names[i].s) &&
+		    (i < 2 || strcmp(names[i - 2].s, names[i - 1].s)) &&
+		    (!dup || names[i - 1].at < dup_at)) {
+			dup = names[i - 1].s;
+			dup_at = names[i - 1].at;
+		}
 	free(names);
 	return dup;
 }

@@ -51,9 +51,9 @@ char *json_utf8_scrub(const char *s, int *oom);
  * (cut to namelen), 0 when every name is unique, -1 out of memory (or for
  * a text json_check refuses). The name is the one json_tree_duplicate_member
  * reports for the tree cJSON parses from s: in the first object (in document
- * order of their opening braces) that has a duplicate, among up to 8 members
- * the first name given again later, among more the least name given twice
- * (by strcmp). Scans the text, no tree: allocates only when the objects
+ * order of their opening braces) that has a duplicate, the first name given
+ * again later (of the names given twice, the one given first). Scans the
+ * text, no tree: allocates only when the objects
  * open at one time hold more than a few dozen names, and for names with
  * escapes (memory linear in the text's length, time n log n at worst). */
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen);
