@@ -771,7 +771,15 @@ static int open_revocations(host *h)
 		log_error("host", "[host] state_dir is too long: %s", h->set.state_dir);
 		return -1;
 	}
-	if (revocations_open(&h->revoked, path, clock_wall_ms(), err, sizeof err) != 0) {
+	switch (revocations_open(&h->revoked, path, clock_wall_ms(), err, sizeof err)) {
+	case 0: break;
+	case -2:
+		/* Nothing wrong with the file: no advice to move it away. */
+		log_error("host", "cannot open the signed-out tokens' file %s; evhostd does not start "
+		                  "without it",
+		          err);
+		return -1;
+	default:
 		log_error("host", "cannot open the signed-out tokens' file %s; without it tokens "
 		                  "signed out before would be accepted again, so evhostd does not "
 		                  "start (move the file away to start without those sign-outs)",
@@ -799,7 +807,7 @@ int host_start(host *h)
 		return -1;
 	atomic_store(&h->auth, auth_keyset_new(h, &h->set));
 	if (!atomic_load(&h->auth)) {
-		log_error("host", "out of memory");
+		log_error("host", "out of memory setting up the tokens' keys ([auth])");
 		return -1;
 	}
 	log_proxy(h);
@@ -822,17 +830,15 @@ int host_start(host *h)
 	}
 	h->router = router_new();
 	if (!h->router) {
-		log_error("host", "out of memory");
+		log_error("host", "out of memory creating the HTTP router");
 		return -1;
 	}
 	if (kafka_start(&h->kafka, &h->set, err, sizeof err) != 0) {
 		log_error("host", "kafka: %s", err);
 		return -1;
 	}
-	if (outbox_start(&h->outbox, h->kafka, h->set.source) != 0) {
-		log_error("host", "cannot start the outbox relay");
-		return -1;
-	}
+	if (outbox_start(&h->outbox, h->kafka, h->set.source) != 0)
+		return -1; /* it said why */
 	if (admin_start(h) != 0)
 		return -1;
 	/* Before the first request or event, which may be traced. */

@@ -2249,16 +2249,16 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	if (!h || !h->router) {
-		snprintf(err, errlen, "http: no router");
+		snprintf(err, errlen, "no router");
 		return -1;
 	}
 	if (sodium_init() < 0) {
-		snprintf(err, errlen, "http: libsodium failed to initialize");
+		snprintf(err, errlen, "libsodium failed to initialize");
 		return -1;
 	}
 	srv = calloc(1, sizeof *srv);
 	if (!srv) {
-		snprintf(err, errlen, "http: out of memory");
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
 	srv->h = h;

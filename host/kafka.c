@@ -3317,7 +3317,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	}
 	c = calloc(1, sizeof *c);
 	if (!c) {
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "plugin %s: out of memory for its consumer", p->name);
 		return -1;
 	}
 	c->k = k;
@@ -3327,7 +3327,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	pthread_cond_init(&c->rcv, NULL);
 	c->dlq_suffix = strdup(s->dlq_suffix && *s->dlq_suffix ? s->dlq_suffix : ".dlq");
 	if (!c->dlq_suffix || resolve_policies(c, s)) {
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "plugin %s: out of memory for its consumer", p->name);
 		goto fail;
 	}
 	conf = consumer_conf(c, s, err, errlen);

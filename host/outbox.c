@@ -775,6 +775,7 @@ static void mover_stop(outbox *o)
 int outbox_start(outbox **out, kafka *k, const char *source)
 {
 	outbox *o = calloc(1, sizeof *o);
+	int rc;
 	*out = NULL;
 	if (!o || !(o->source = strdup(source ? source : ""))) {
 		free(o);
@@ -787,14 +788,15 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 	pthread_cond_init(&o->removed, NULL);
 	pthread_cond_init(&o->move_cv, NULL);
 	/* Without the mover (no thread to be had) the relay moves rows itself. */
-	if (pthread_create(&o->mover, NULL, mover_main, o) == 0) {
+	/* pthread_create returns its error; errno is not set. */
+	if ((rc = pthread_create(&o->mover, NULL, mover_main, o)) == 0) {
 		o->mover_running = 1;
 	} else {
 		log_warn(OUTBOX_LOG, "no mover thread (%s): the relay moves delivered rows itself",
-		         strerror(errno));
+		         strerror(rc));
 	}
-	if (pthread_create(&o->thread, NULL, relay_main, o) != 0) {
-		log_error(OUTBOX_LOG, "cannot start the outbox relay thread: %s", strerror(errno));
+	if ((rc = pthread_create(&o->thread, NULL, relay_main, o)) != 0) {
+		log_error(OUTBOX_LOG, "cannot start the outbox relay thread: %s", strerror(rc));
 		mover_stop(o);
 		pthread_cond_destroy(&o->move_cv);
 		pthread_cond_destroy(&o->removed);

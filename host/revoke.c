@@ -40,6 +40,7 @@ struct revocations {
 	/* The latest moment a token was signed at (revocations_sign_ms): a
 	 * sign-out is no earlier, whatever the clock did meanwhile. */
 	_Atomic int64_t last_signed;
+	int nomem; /* revocations_open: what failed was out of memory */
 };
 
 /* SipHash with a key of this run: subjects are the plugins' to choose,
@@ -204,6 +205,7 @@ static int db_load(revocations *r, int64_t now_ms, char *err, size_t errlen)
 		if (put(r, subject, sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2)) != 0) {
 			sqlite3_finalize(st);
 			snprintf(err, errlen, "out of memory reading it");
+			r->nomem = 1;
 			return -1;
 		}
 	}
@@ -219,16 +221,19 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 	int rc;
 
 	*out = NULL;
-	if (!r || sodium_init() < 0 || !(r->buckets = calloc(64, sizeof *r->buckets))) {
+	if (!r || !(r->buckets = calloc(64, sizeof *r->buckets)) || !(r->path = strdup(path))) {
+		if (r)
+			free(r->buckets);
 		free(r);
-		snprintf(err, errlen, "out of memory");
-		return -1;
+		snprintf(err, errlen, "%s: out of memory", path);
+		return -2;
 	}
 	r->nbuckets = 64;
-	if (!(r->path = strdup(path))) {
+	if (sodium_init() < 0) {
+		free(r->path);
 		free(r->buckets);
 		free(r);
-		snprintf(err, errlen, "out of memory");
+		snprintf(err, errlen, "%s: libsodium failed to initialise", path);
 		return -1;
 	}
 	randombytes_buf(r->hash_key, sizeof r->hash_key);
@@ -247,9 +252,10 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 		         ? -1
 		         : 0;
 	if (rc != 0) {
+		int nomem = r->nomem || !r->db || sqlite3_errcode(r->db) == SQLITE_NOMEM;
 		snprintf(err, errlen, "%s: %s", path, why);
 		revocations_close(r);
-		return -1;
+		return nomem ? -2 : -1;
 	}
 	r->last_prune = now_ms;
 	*out = r;

@@ -28,7 +28,8 @@ typedef struct revocations revocations;
 #define REVOCATIONS_FILE REVOCATIONS_NAME ".db"
 
 /* Open (creating it) the file at `path` and read the revocations still in
- * force at `now_ms`. Returns 0, or -1 with a message in err. */
+ * force at `now_ms`. Returns 0, or -1 with a message in err (naming the
+ * file), -2 when what failed was out of memory. */
 int revocations_open(revocations **out, const char *path, int64_t now_ms, char *err,
                      size_t errlen);
 void revocations_close(revocations *r);

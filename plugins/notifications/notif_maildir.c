@@ -12,7 +12,8 @@
 #include "notif_buf.h"
 #include "notif_util.h"
 
-/* mkdir -p: create every missing component of `path`. */
+/* mkdir -p: create every missing component of `path`. 0, -1 with `err`
+ * set, or -2 out of memory. */
 static int mkdir_parents(const char *path, char *err, size_t errlen)
 {
 	char *copy = strdup(path);
@@ -20,7 +21,7 @@ static int mkdir_parents(const char *path, char *err, size_t errlen)
 
 	if (!copy) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return -2;
 	}
 	for (char *p = copy + 1;; p++) {
 		char saved = *p;
@@ -58,9 +59,11 @@ int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errl
 	static const char *const subdirs[] = {"tmp", "new", "cur"};
 	char path[4096];
 
+	int rc;
+
 	memset(m, 0, sizeof *m);
-	if (mkdir_parents(dir, err, errlen) < 0)
-		return -1;
+	if ((rc = mkdir_parents(dir, err, errlen)) < 0)
+		return rc;
 	for (size_t i = 0; i < 3; i++) {
 		snprintf(path, sizeof path, "%s/%s", dir, subdirs[i]);
 		if (mkdir(path, 0700) < 0 && errno != EEXIST) {
@@ -77,7 +80,7 @@ int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errl
 	m->dir = strdup(dir);
 	if (!m->dir) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		return -2;
 	}
 	safe_hostname(m->host, sizeof m->host);
 	return 0;

@@ -57,7 +57,7 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen)
 {
-	int smtps;
+	int smtps, rc = -1;
 
 	memset(s, 0, sizeof *s);
 	if (!c->url || (strncmp(c->url, "smtp://", 7) && strncmp(c->url, "smtps://", 8))) {
@@ -79,6 +79,7 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 	    dup_opt(c->password, &s->password) || dup_opt(c->from_addr, &s->from_addr) ||
 	    dup_opt(c->ca_file, &s->ca_file)) {
 		snprintf(err, errlen, "out of memory");
+		rc = -2;
 		goto fail;
 	}
 	s->starttls = c->starttls;
@@ -108,7 +109,7 @@ fail:
 	memset(s, 0, sizeof *s);
 fail_global:
 	curl_global_cleanup();
-	return -1;
+	return rc;
 }
 
 void notif_smtp_close(notif_smtp *s)

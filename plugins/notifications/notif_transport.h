@@ -20,7 +20,8 @@ typedef struct notif_maildir {
 	char host[64]; /* this host's name, made safe for file names */
 } notif_maildir;
 
-/* Create `dir` (and parents) with cur/ new/ tmp/. 0, or -1 with `err` set. */
+/* Create `dir` (and parents) with cur/ new/ tmp/. 0, or -1 with `err` set
+ * (-2 when that is out of memory). */
 int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen);
 void notif_maildir_close(notif_maildir *m);
 /* Write `msg` to tmp/<unique>, fsync, rename to new/<unique> where unique
@@ -51,7 +52,8 @@ typedef struct notif_smtp {
 
 /* Check the URL scheme and libcurl's SMTP support, create the handle (the
  * host checked that ca_file is readable: an EVH_CFG_FILE key).
- * Calls curl_global_init. 0, or -1 with `err` set. */
+ * Calls curl_global_init. 0, or -1 with `err` set (-2 when that is out of
+ * memory). */
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
 /* Close the handle (and the connection), wipe the password. */
 void notif_smtp_close(notif_smtp *s);

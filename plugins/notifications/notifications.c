@@ -90,7 +90,8 @@ static const evh_migration notif_migrations[] = {
 
 /* ------------------------------------------------------------- files */
 
-/* Read a whole file (at most `max` bytes) into a NUL-terminated buffer. */
+/* Read a whole file (at most `max` bytes) into a NUL-terminated buffer.
+ * EVH_OK, or EVH_ENOMEM or EVH_EINVAL (what was wrong in `err`). */
 static int read_file(const char *path, size_t max, notif_text *out, char *err, size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
@@ -99,13 +100,13 @@ static int read_file(const char *path, size_t max, notif_text *out, char *err, s
 
 	if (!f) {
 		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return -1;
+		return errno == ENOMEM ? EVH_ENOMEM : EVH_EINVAL;
 	}
 	buf = malloc(max + 1);
 	if (!buf) {
 		snprintf(err, errlen, "out of memory reading %s", path);
 		fclose(f);
-		return -1;
+		return EVH_ENOMEM;
 	}
 	n = fread(buf, 1, max + 1, f);
 	if (ferror(f) || n > max) {
@@ -113,14 +114,14 @@ static int read_file(const char *path, size_t max, notif_text *out, char *err, s
 		         path, max);
 		free(buf);
 		fclose(f);
-		return -1;
+		return EVH_EINVAL;
 	}
 	fclose(f);
 	buf[n] = '\0';
 	if (memchr(buf, '\0', n)) {
 		snprintf(err, errlen, "%s contains a NUL byte", path);
 		free(buf);
-		return -1;
+		return EVH_EINVAL;
 	}
 	out->p = buf;
 	out->n = n;
@@ -147,37 +148,43 @@ static int load_template(evh_plugin *p, const char *dir, const char *file,
                          const char *const *names, size_t nnames, notif_text *out)
 {
 	char path[4096], err[512], bad[64];
+	int rc;
 
 	snprintf(path, sizeof path, "%s/%s", dir, file);
-	if (read_file(path, TEMPLATE_MAX_BYTES, out, err, sizeof err) < 0) {
+	if ((rc = read_file(path, TEMPLATE_MAX_BYTES, out, err, sizeof err)) != EVH_OK) {
 		evh_log(p, EVH_LOG_ERROR, "templates_dir: %s", err);
-		return -1;
+		return rc;
 	}
 	if (notif_template_check(out->p, out->n, names, nnames, bad, sizeof bad)) {
 		evh_log(p, EVH_LOG_ERROR, "%s: unknown placeholder {{%s}}", path, bad);
 		text_free(out);
-		return -1;
+		return EVH_EINVAL;
 	}
-	return 0;
+	return EVH_OK;
 }
 
+/* EVH_OK, or the first template's error (said in the log). */
 static int load_templates(notif_state *st)
 {
 	const char *dir = evh_config_str(st->p, "templates_dir");
 	notif_templates *t = &st->tpl;
+	int rc;
 
 	if (!dir || !*dir) {
 		evh_log(st->p, EVH_LOG_ERROR, "templates_dir is empty");
-		return -1;
+		return EVH_EINVAL;
 	}
-	if (load_template(st->p, dir, "welcome.subject", welcome_vars, 3, &t->welcome_subject) ||
-	    load_template(st->p, dir, "welcome.txt", welcome_vars, 3, &t->welcome_txt) ||
-	    load_template(st->p, dir, "welcome.html", welcome_vars, 3, &t->welcome_html) ||
-	    load_template(st->p, dir, "broadcast.txt", broadcast_vars, 5, &t->broadcast_txt) ||
-	    load_template(st->p, dir, "broadcast.html", broadcast_vars, 5, &t->broadcast_html))
-		return -1;
+	if ((rc = load_template(st->p, dir, "welcome.subject", welcome_vars, 3,
+	                        &t->welcome_subject)) ||
+	    (rc = load_template(st->p, dir, "welcome.txt", welcome_vars, 3, &t->welcome_txt)) ||
+	    (rc = load_template(st->p, dir, "welcome.html", welcome_vars, 3, &t->welcome_html)) ||
+	    (rc = load_template(st->p, dir, "broadcast.txt", broadcast_vars, 5,
+	                        &t->broadcast_txt)) ||
+	    (rc = load_template(st->p, dir, "broadcast.html", broadcast_vars, 5,
+	                        &t->broadcast_html)))
+		return rc;
 	strip_trailing_space(&t->welcome_subject);
-	return 0;
+	return EVH_OK;
 }
 
 static void free_templates(notif_templates *t)
@@ -227,9 +234,9 @@ static int open_smtp(notif_state *st)
 		user = NULL;
 	if (user) {
 		/* The message names the file, never its contents. */
-		if (read_file(pwfile, SECRET_MAX_BYTES, &pw, err, sizeof err) < 0) {
+		if ((rc = read_file(pwfile, SECRET_MAX_BYTES, &pw, err, sizeof err)) != EVH_OK) {
 			evh_log(st->p, EVH_LOG_ERROR, "smtp_password_file: %s", err);
-			return -1;
+			return rc;
 		}
 		strip_trailing_space(&pw);
 	}
@@ -250,28 +257,30 @@ static int open_smtp(notif_state *st)
 	text_free(&pw);
 	if (rc < 0) {
 		evh_log(st->p, EVH_LOG_ERROR, "%s", err);
-		return -1;
+		return rc == -2 ? EVH_ENOMEM : EVH_EINVAL;
 	}
-	return 0;
+	return EVH_OK;
 }
 
 static int open_maildir(notif_state *st)
 {
 	const char *dir = evh_config_str(st->p, "maildir");
 	char fallback[4096], err[512];
+	int rc;
 
 	if (!dir || !*dir) {
 		snprintf(fallback, sizeof fallback, "%s/maildir", evh_state_dir(st->p));
 		dir = fallback;
 	}
-	if (notif_maildir_open(&st->maildir, dir, err, sizeof err) < 0) {
+	if ((rc = notif_maildir_open(&st->maildir, dir, err, sizeof err)) < 0) {
 		evh_log(st->p, EVH_LOG_ERROR, "maildir: %s", err);
-		return -1;
+		return rc == -2 ? EVH_ENOMEM : EVH_EINVAL;
 	}
-	return 0;
+	return EVH_OK;
 }
 
-/* After check_values: st->use_smtp says which. */
+/* After check_values: st->use_smtp says which. EVH_OK, or why not (said in
+ * the log). */
 static int open_transport(notif_state *st)
 {
 	return st->use_smtp ? open_smtp(st) : open_maildir(st);
@@ -553,23 +562,25 @@ static int notif_check(evh_plugin *p)
 	return check_values(p, &scratch) < 0 ? EVH_EINVAL : EVH_OK;
 }
 
+/* EVH_OK, or the first refusal's error (said in the log). */
 static int register_all(notif_state *st)
 {
 	const char *list_role = evh_config_str(st->p, "list_role");
-	int list_auth = list_role && *list_role;
+	int list_auth = list_role && *list_role, rc;
 
-	if (subscribe(st, st->topic_created, NULL, notif_on_user_created) ||
-	    subscribe(st, st->topic_updated, NULL, notif_on_user_updated) ||
-	    subscribe(st, st->topic_deleted, NULL, notif_on_user_deleted) ||
-	    subscribe(st, st->topic_broadcast, NOTIF_BROADCAST_TYPE, notif_on_broadcast))
-		return -1;
-	if (route(st, "GET", "/notifications", notif_http_list, list_auth ? EVH_ROUTE_AUTH : 0,
-	          list_auth ? list_role : NULL) ||
-	    route(st, "POST", "/notifications/broadcast", notif_http_broadcast,
-	          EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin") ||
-	    route(st, "GET", "/notifications/stream", notif_http_stream, EVH_ROUTE_AUTH, NULL))
-		return -1;
-	return 0;
+	if ((rc = subscribe(st, st->topic_created, NULL, notif_on_user_created)) ||
+	    (rc = subscribe(st, st->topic_updated, NULL, notif_on_user_updated)) ||
+	    (rc = subscribe(st, st->topic_deleted, NULL, notif_on_user_deleted)) ||
+	    (rc = subscribe(st, st->topic_broadcast, NOTIF_BROADCAST_TYPE, notif_on_broadcast)))
+		return rc;
+	if ((rc = route(st, "GET", "/notifications", notif_http_list,
+	                list_auth ? EVH_ROUTE_AUTH : 0, list_auth ? list_role : NULL)) ||
+	    (rc = route(st, "POST", "/notifications/broadcast", notif_http_broadcast,
+	                EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin")) ||
+	    (rc = route(st, "GET", "/notifications/stream", notif_http_stream, EVH_ROUTE_AUTH,
+	                NULL)))
+		return rc;
+	return EVH_OK;
 }
 
 static int notif_init(evh_plugin *p, void **state)
@@ -583,13 +594,15 @@ static int notif_init(evh_plugin *p, void **state)
 	}
 	st->p = p;
 	/* check_values again: a host older than ABI 1.7 never ran notif_check. */
-	if (check_values(p, st) < 0 || load_templates(st) < 0)
+	rc = EVH_EINVAL;
+	if (check_values(p, st) < 0 || (rc = load_templates(st)) != EVH_OK)
 		goto fail;
-	if (open_transport(st) < 0)
+	if ((rc = open_transport(st)) != EVH_OK)
 		goto fail;
 	transport_open = 1;
 	if (notif_pending_init(&st->pending, PENDING_MAX_ENTRIES) < 0) {
 		evh_log(p, EVH_LOG_ERROR, "out of memory");
+		rc = EVH_ENOMEM;
 		goto fail;
 	}
 	rc = evh_migrate(p, notif_migrations, sizeof notif_migrations / sizeof notif_migrations[0]);
@@ -597,7 +610,7 @@ static int notif_init(evh_plugin *p, void **state)
 		evh_log(p, EVH_LOG_ERROR, "schema migration failed: %s", evh_strerror(rc));
 		goto fail;
 	}
-	if (register_all(st) < 0)
+	if ((rc = register_all(st)) != EVH_OK)
 		goto fail;
 	/* Not a reason to refuse to start: the host's log says why. */
 	st->mails = evh_metric_new(p, EVH_METRIC_COUNTER, "notifications_mails_total",
@@ -618,7 +631,7 @@ fail:
 	notif_pending_destroy(&st->pending);
 	free_templates(&st->tpl);
 	free(st);
-	return EVH_EINVAL;
+	return rc;
 }
 
 static void notif_fini(evh_plugin *p, void *state)

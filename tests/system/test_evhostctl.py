@@ -672,7 +672,7 @@ def ctl_failing(build_dir, d, n, *args):
                        env=dict(os.environ, EVH_FAULT_ALLOC_AT=str(n)))
     *rest, last = r.stderr.splitlines() or [""]
     assert last.startswith("evh-fault: "), (n, args, r.returncode, r.stderr)
-    r.stderr = "".join(line + "\n" for line in rest)
+    r.stderr = "".join(line + "\n" for line in rest if not line.startswith("evh-fault: "))
     return r, last == f"evh-fault: allocation {n} failed"
 
 
