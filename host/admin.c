@@ -100,7 +100,7 @@ int admin_start(host *h)
 	struct admin *a = calloc(1, sizeof *a);
 	pthread_condattr_t ca;
 	if (!a) {
-		log_error(ADMIN_LOG, "out of memory");
+		log_error(ADMIN_LOG, "out of memory starting the admin API");
 		return -1;
 	}
 	pthread_mutex_init(&a->token_mu, NULL);
