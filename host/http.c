@@ -2050,7 +2050,8 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	}
 	problem(&resp, status, status_slug(status), "%s", msg);
 	resp.close = 1;
-	metrics_http_request(NULL, req.method, status, 0);
+	/* When its first byte came is civetweb's: no duration to observe. */
+	metrics_http_request(NULL, req.method, status, -1);
 	sent = resp_send(&req, &resp);
 	log_info("http", "%s %s %d %zu bytes, from %s: %s", *req.method ? req.method : "-",
 	         req.path ? req.path : "-", status, sent,

@@ -320,7 +320,8 @@ void metrics_http_request(metrics_series *route, const char *method, int status,
 	if (!route)
 		return;
 	count_status(route, status);
-	observe(route, seconds);
+	if (seconds >= 0)
+		observe(route, seconds);
 }
 
 metrics_series *metrics_published(const char *plugin, const char *topic)

@@ -50,7 +50,9 @@ double metrics_now(void);
  * as registered ("/users/{id}"). */
 metrics_series *metrics_http_route(const char *plugin, const char *route, const char *method);
 /* Count one finished request and its duration. `route` NULL: it matched no
- * route (plugin="" route="unmatched", the method folded to a known one). */
+ * route (plugin="" route="unmatched", the method folded to a known one).
+ * `seconds` below 0: its duration is not known (a head civetweb refused),
+ * counted but not observed. */
 void metrics_http_request(metrics_series *route, const char *method, int status,
                           double seconds);
 /* A connection taken by an HTTP worker (+1), or closed (-1): civetweb

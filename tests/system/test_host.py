@@ -678,6 +678,9 @@ def test_a_head_civetweb_refuses_is_answered_logged_and_counted(evhostd):
                and all(f'{k}="{v}"' in ln for k, v in (("plugin", ""), ("route", "unmatched"),
                                                       ("method", "other"), ("status", "400")))]
     assert len(counted) == 1 and counted[0].endswith(" 3"), text
+    # When they began is civetweb's: no duration observed (not 0 s).
+    assert 'evhost_http_request_duration_seconds_count{plugin="",route="unmatched",' \
+           'method="other"}' not in text, text
     d.stop()
 
     # A larger limit (large tokens or cookies) takes the 17 KB head.

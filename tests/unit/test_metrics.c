@@ -144,6 +144,7 @@ static void test_http_counts_by_route_pattern(void **state)
 	metrics_http_request(route, "GET", 404, 0.001);
 	metrics_http_request(NULL, "GET", 404, 0.001);
 	metrics_http_request(NULL, "BREW", 405, 0.001);
+	metrics_http_request(NULL, "PUT", 400, -1); /* a head civetweb refused */
 	text = render();
 	check_exposition(text);
 	assert_true(strstr(text, "# TYPE evhost_http_requests_total counter\n") != NULL);
@@ -161,6 +162,11 @@ static void test_http_counts_by_route_pattern(void **state)
 	assert_null(strstr(text, "BREW"));
 	assert_true(sample(text, "evhost_http_request_duration_seconds_count{plugin=\"user\","
 	                         "route=\"/users/{id}\",method=\"GET\"}") == 4);
+	/* Counted, its unknown duration not observed (as 0 s, it was). */
+	assert_true(sample(text, "evhost_http_requests_total{plugin=\"\",route=\"unmatched\","
+	                         "method=\"PUT\",status=\"400\"}") == 1);
+	assert_null(strstr(text, "evhost_http_request_duration_seconds_count{plugin=\"\","
+	                         "route=\"unmatched\",method=\"PUT\"}"));
 	snprintf(build, sizeof build, "evhost_build_info{version=\"%s\",abi=\"%d.%d\"}",
 	         EVHOST_VERSION, EVH_ABI_MAJOR, EVH_ABI_MINOR);
 	assert_true(sample(text, build) == 1);
