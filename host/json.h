@@ -53,9 +53,9 @@ char *json_utf8_scrub(const char *s, int *oom);
  * reports for the tree cJSON parses from s: in the first object (in document
  * order of their opening braces) that has a duplicate, the first name given
  * again later (of the names given twice, the one given first). Scans the
- * text, no tree: allocates only when the objects
- * open at one time hold more than a few dozen names, and for names with
- * escapes (memory linear in the text's length, time n log n at worst). */
+ * text, no tree: allocates only when the objects open at one time hold more
+ * than a few dozen names, and for names with escapes (memory linear in the
+ * text's length, time n log n at worst). */
 int json_duplicate_member(const char *s, size_t n, char *name, size_t namelen);
 
 /* json_check and json_duplicate_member in the one scan: returns what

@@ -58,7 +58,6 @@ int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errl
 {
 	static const char *const subdirs[] = {"tmp", "new", "cur"};
 	char path[4096];
-
 	int rc;
 
 	memset(m, 0, sizeof *m);

@@ -99,8 +99,9 @@ static int read_file(const char *path, size_t max, notif_text *out, char *err, s
 	size_t n;
 
 	if (!f) {
-		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return errno == ENOMEM ? EVH_ENOMEM : EVH_EINVAL;
+		int e = errno;
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
+		return e == ENOMEM ? EVH_ENOMEM : EVH_EINVAL;
 	}
 	buf = malloc(max + 1);
 	if (!buf) {
