@@ -1431,9 +1431,9 @@ def faults_run(binary, args, n, timeout=60):
     return r, last == f"evh-fault: allocation {n} failed"
 
 
-def services_config(tmp_path, maildir=None):
-    """The three services' configuration (maildir mail, in `maildir` or
-    tmp_path/maildir), as (config, dropins)."""
+def services_config(tmp_path, maildir=None, smtp=None):
+    """The three services' configuration, as (config, dropins): mail to the
+    SmtpSink `smtp`, or else into the Maildir `maildir` (tmp_path/maildir)."""
     secret = tmp_path / "jwt.secret"
     if not secret.exists():  # once: the start-up sweep's runs read it side by side
         secret.write_text("out-of-memory-test-secret-0123456789abcdef\n")
@@ -1442,9 +1442,10 @@ def services_config(tmp_path, maildir=None):
         "10-user.conf": {"plugin.user": {"argon2_opslimit": "min",
                                          "argon2_memlimit": "min"}},
         "20-crud.conf": {"plugin.crud": {"collections": "products"}},
-        "30-notifications.conf": {"plugin.notifications": {
-            "transport": "maildir", "maildir": str(maildir or tmp_path / "maildir"),
-            "templates_dir": str(TEMPLATES)}},
+        "30-notifications.conf": {"plugin.notifications": dict(
+            {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp.port}"} if smtp else
+            {"transport": "maildir", "maildir": str(maildir or tmp_path / "maildir")},
+            templates_dir=str(TEMPLATES))},
     }
 
 
@@ -1485,7 +1486,7 @@ def mail_for(maildir, address):
                                 for f in new.iterdir())
 
 
-def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None):
+def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smtp=None):
     """One run of the start-up sweep below: a first start of evhostd_faults
     on empty state with its Nth allocation failed (none for n=None), the
     flow checked when it was failed before "ready" (`check_flow`); returns
@@ -1493,7 +1494,7 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None):
     when none was failed, else None."""
     tag = "none" if n is None else n
     maildir = tmp_path / f"maildir-{tag}"
-    config, dropins = services_config(tmp_path, maildir)
+    config, dropins = services_config(tmp_path, maildir, smtp)
     config["log"] = {"level": "info"}
     config_dir, state_dir, port = evhostd.write_config(config, dropins)
     env = dict(os.environ)
@@ -1521,8 +1522,11 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None):
             r = requests.post(d.url + "/users", timeout=10, json={
                 "name": "Oom", "email": email, "password": "a password!"})
             assert r.status_code == 201, (tag, r.status_code, r.text, d.log_tail())
-            lib.wait_until(lambda: mail_for(maildir, email), timeout=30,
-                           message=f"run {tag}: the welcome mail to {email}\n{d.log_tail()}")
+            if smtp:
+                smtp.wait_for(lambda m: m.envelope_to == [email], timeout=30)
+            else:
+                lib.wait_until(lambda: mail_for(maildir, email), timeout=30,
+                               message=f"run {tag}: the welcome mail to {email}\n{d.log_tail()}")
             if flows is not None:
                 flows.append(n)
         code = d.stop(timeout=30)
@@ -1548,10 +1552,13 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None):
     return None
 
 
-def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_path):
+@pytest.mark.parametrize("transport", ["maildir", "smtp"])
+def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_path, transport,
+                                                       request):
     # evhostd started with the three services (from tests/fault-plugins, their
-    # allocations counted too), its Nth allocation failed, for every Nth in
-    # EVH_OOM_STRIDE (default 3) of those a start, a user's creation, its
+    # allocations counted too), mail by `transport` (smtp: to a real SMTP
+    # server), its Nth allocation failed, for every Nth in EVH_OOM_STRIDE
+    # (default 3; 6 for smtp) of those a start, a user's creation, its
     # welcome mail and a stop make; each run a first start on empty state,
     # EVH_OOM_PARALLEL (default 6) at a time (each waits 3 s for the embedded
     # broker's consumer group). It either exits 1 soon, saying out of memory,
@@ -1560,16 +1567,18 @@ def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_p
     # SIGTERM stops it with 0. Never a crash, a hang, or a silent loss.
     binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
     evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
-    stride = int(os.environ.get("EVH_OOM_STRIDE", "3"))
+    smtp = request.getfixturevalue("smtp_server") if transport == "smtp" else None
+    stride = int(os.environ.get("EVH_OOM_STRIDE", "6" if smtp else "3"))
     parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
     started = time.monotonic()
-    total = start_failing(evhostd, binary, tmp_path, None, check_flow=False)
+    total = start_failing(evhostd, binary, tmp_path, None, check_flow=False, smtp=smtp)
     runs, flows = list(range(0, total, stride)), []
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows)
+        for f in [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows,
+                              smtp=smtp)
                   for n in runs]:
             f.result()
-    print(f"start-up: {total} allocations, {len(runs)} runs (one in {stride}), "
+    print(f"start-up ({transport}): {total} allocations, {len(runs)} runs (one in {stride}), "
           f"{len(flows)} ready after the failure and checked, "
           f"{time.monotonic() - started:.0f} s")
     # Some failures are survived (a log line without its decoration, say):
