@@ -1486,7 +1486,26 @@ def mail_for(maildir, address):
                                 for f in new.iterdir())
 
 
-def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smtp=None):
+class PortPool:
+    """free_port() for runs side by side: never one another run still holds."""
+
+    def __init__(self):
+        self.lock, self.taken = threading.Lock(), set()
+
+    def take(self):
+        with self.lock:
+            while (port := lib.free_port()) in self.taken:
+                pass
+            self.taken.add(port)
+            return port
+
+    def give_back(self, *ports):
+        with self.lock:
+            self.taken.difference_update(ports)
+
+
+def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smtp=None,
+                  features=None, ports=None):
     """One run of the start-up sweep below: a first start of evhostd_faults
     on empty state with its Nth allocation failed (none for n=None), the
     flow checked when it was failed before "ready" (`check_flow`); returns
@@ -1496,7 +1515,25 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smt
     maildir = tmp_path / f"maildir-{tag}"
     config, dropins = services_config(tmp_path, maildir, smtp)
     config["log"] = {"level": "info"}
-    config_dir, state_dir, port = evhostd.write_config(config, dropins)
+    ports = ports or PortPool()
+    mine = [ports.take(), ports.take()]
+    if features:  # HTTPS, the admin API, tracing
+        config["http"] = {"tls_listen": f"127.0.0.1:{mine[1]}",
+                          "tls_certificate": str(features["pem"])}
+        config["admin"] = {"token_file": str(features["token"])}
+        config["tracing"] = {"otlp_endpoint": f"http://127.0.0.1:{features['otlp_port']}"}
+    try:
+        return start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, config,
+                                dropins, tmp_path / f"evhost-{tag}", mine[0])
+    finally:
+        ports.give_back(*mine)
+
+
+def start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, config, dropins,
+                     config_dir, port):
+    tag = "none" if n is None else n
+    config_dir, state_dir, port = evhostd.write_config(config, dropins, config_dir=config_dir,
+                                                       port=port)
     env = dict(os.environ)
     env.pop("EVH_FAULT_ALLOC_AT", None)
     if n is not None:
@@ -1552,14 +1589,16 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smt
     return None
 
 
-@pytest.mark.parametrize("transport", ["maildir", "smtp"])
-def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_path, transport,
+@pytest.mark.parametrize("variant", ["maildir", "smtp", "features"])
+def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_path, variant,
                                                        request):
     # evhostd started with the three services (from tests/fault-plugins, their
-    # allocations counted too), mail by `transport` (smtp: to a real SMTP
-    # server), its Nth allocation failed, for every Nth in EVH_OOM_STRIDE
-    # (default 3; 6 for smtp) of those a start, a user's creation, its
-    # welcome mail and a stop make; each run a first start on empty state,
+    # allocations counted too), mail to a Maildir, or over SMTP to a real
+    # SMTP server ("smtp"), or to a Maildir with HTTPS, the admin API and
+    # tracing on ("features"), its Nth allocation failed, for every Nth in
+    # EVH_OOM_STRIDE (default 3; 6 for the other two) of those a start, a
+    # user's creation, its welcome mail and a stop make; each run a first
+    # start on empty state,
     # EVH_OOM_PARALLEL (default 6) at a time (each waits 3 s for the embedded
     # broker's consumer group). It either exits 1 soon, saying out of memory,
     # or becomes ready; then, if the allocation was failed before it said
@@ -1567,18 +1606,27 @@ def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_p
     # SIGTERM stops it with 0. Never a crash, a hang, or a silent loss.
     binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
     evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
-    smtp = request.getfixturevalue("smtp_server") if transport == "smtp" else None
-    stride = int(os.environ.get("EVH_OOM_STRIDE", "6" if smtp else "3"))
+    smtp = request.getfixturevalue("smtp_server") if variant == "smtp" else None
+    features = None
+    if variant == "features":
+        certs = lib.TlsCerts(tmp_path / "certs")
+        features = {"pem": tmp_path / "server.pem", "token": tmp_path / "admin.token",
+                    "otlp_port": lib.free_port()}  # nobody listens: spans are dropped
+        features["pem"].write_text(certs.server_key.read_text() + certs.server_crt.read_text())
+        features["token"].write_text("out-of-memory-admin-token-0123456789\n")
+        features["token"].chmod(0o600)
+    stride = int(os.environ.get("EVH_OOM_STRIDE", "3" if variant == "maildir" else "6"))
     parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
     started = time.monotonic()
-    total = start_failing(evhostd, binary, tmp_path, None, check_flow=False, smtp=smtp)
-    runs, flows = list(range(0, total, stride)), []
+    total = start_failing(evhostd, binary, tmp_path, None, check_flow=False, smtp=smtp,
+                          features=features)
+    runs, flows, ports = list(range(0, total, stride)), [], PortPool()
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
         for f in [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows,
-                              smtp=smtp)
+                              smtp=smtp, features=features, ports=ports)
                   for n in runs]:
             f.result()
-    print(f"start-up ({transport}): {total} allocations, {len(runs)} runs (one in {stride}), "
+    print(f"start-up ({variant}): {total} allocations, {len(runs)} runs (one in {stride}), "
           f"{len(flows)} ready after the failure and checked, "
           f"{time.monotonic() - started:.0f} s")
     # Some failures are survived (a log line without its decoration, say):
