@@ -4,6 +4,8 @@ every subcommand, its exit statuses (0 ok, 1 failed, 2 usage, 3 unreachable,
 plugin's route really goes 404/200), the --systemd fallback, and the dead
 letter and replay commands against real Kafka."""
 
+import contextlib
+import http.server
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -716,3 +719,34 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
     else:
         pytest.fail("5000 allocations and counting")
     print(f"{' '.join(args)}: {n} allocations")
+
+
+def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
+    # A server at --url that answers 200 with 65 MiB: evhostctl stops reading
+    # at 64 MiB and says so (exit 1), not that the daemon is unreachable.
+    class Huge(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            size, chunk = 65 * 1024 * 1024, b"x" * (1024 * 1024)
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # evhostctl hangs up at 64 MiB
+                for _ in range(size // len(chunk)):
+                    self.wfile.write(chunk)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Huge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conf = tmp_path / "evhost.conf"
+        conf.write_text("[kafka]\nbrokers = embedded\n")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
+                            "status"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=60)
+        assert_one_error(r, 1, f"GET {url}/healthz: the answer is larger than 64 MiB")
+    finally:
+        server.shutdown()
+        server.server_close()
