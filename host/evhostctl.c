@@ -76,8 +76,8 @@ typedef struct ctl {
 typedef struct reply {
 	long status;
 	char *body;
-	size_t len;
-	cJSON *json; /* the body parsed, when it is JSON */
+	size_t len, cap; /* cap: body's size, grown by doubling */
+	cJSON *json;     /* the body parsed, when it is JSON */
 	const char *stopped; /* why collect() stopped reading the answer, or NULL */
 } reply;
 
@@ -289,12 +289,19 @@ static size_t collect(char *data, size_t size, size_t n, void *ud)
 		r->stopped = "the answer is larger than " BODY_MAX_TEXT;
 		return 0;
 	}
-	if (!(grown = realloc(r->body, r->len + len + 1))) {
-		r->stopped = "out of memory reading the answer";
-		return 0;
+	if (r->len + len + 1 > r->cap) {
+		/* Doubling: libcurl hands the answer over in pieces of 16 KB or so. */
+		size_t cap = r->cap ? r->cap : 4096;
+		while (cap < r->len + len + 1)
+			cap *= 2;
+		if (!(grown = realloc(r->body, cap))) {
+			r->stopped = "out of memory reading the answer";
+			return 0;
+		}
+		r->body = grown;
+		r->cap = cap;
 	}
-	memcpy(grown + r->len, data, len);
-	r->body = grown;
+	memcpy(r->body + r->len, data, len);
 	r->len += len;
 	r->body[r->len] = '\0';
 	return len;

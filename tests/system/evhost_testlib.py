@@ -93,6 +93,15 @@ def sanitizer(build_dir):
     return None
 
 
+def oom_stride(build_dir, plain):
+    """How many allocations an out-of-memory sweep steps over at a time:
+    EVH_OOM_STRIDE, else `plain`, three times that in a sanitized build (its
+    runs are slower; the plain pass tries the others)."""
+    if os.environ.get("EVH_OOM_STRIDE"):
+        return int(os.environ["EVH_OOM_STRIDE"])
+    return plain * 3 if sanitizer(build_dir) else plain
+
+
 def faults_preloaded(build_dir, **faults):
     """evhostd's environment with tests/fixtures/faults.so preloaded and its
     EVH_FAULT_* settings; skipped in sanitized builds, whose runtime must be

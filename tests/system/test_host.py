@@ -1452,8 +1452,8 @@ def services_config(tmp_path, maildir=None, smtp=None):
 def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path):
     # --check-config with the three services (loaded from tests/fault-plugins,
     # so their checks' allocations count too), each allocation failed in
-    # turn: the same verdict as without, or exit 1 saying out of memory;
-    # never a crash, never "OK" for a check that did not run.
+    # turn (lib.oom_stride): the same verdict as without, or exit 1 saying
+    # out of memory; never a crash, never "OK" for a check that did not run.
     binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
     evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
     config, dropins = services_config(tmp_path)
@@ -1461,7 +1461,7 @@ def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path):
     args = ["-c", str(config_dir / "evhost.conf"), "--check-config"]
     want, _ = faults_run(binary, args, None)
     assert want.returncode == 0 and "configuration OK" in want.stdout, want.stdout + want.stderr
-    for n in range(20000):
+    for n in range(0, 20000, lib.oom_stride(build_dir, 1)):
         r, failed = faults_run(binary, args, n)
         out = r.stdout + r.stderr
         assert "Sanitizer" not in out and "runtime error" not in out, (n, out)
@@ -1596,9 +1596,9 @@ def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_p
     # allocations counted too), mail to a Maildir, or over SMTP to a real
     # SMTP server ("smtp"), or to a Maildir with HTTPS, the admin API and
     # tracing on ("features"), its Nth allocation failed, for every Nth in
-    # EVH_OOM_STRIDE (default 3; 6 for the other two) of those a start, a
-    # user's creation, its welcome mail and a stop make; each run a first
-    # start on empty state,
+    # lib.oom_stride (3, or 6 for the other two; three times that in a
+    # sanitized build) of those a start, a user's creation, its welcome mail
+    # and a stop make; each run a first start on empty state,
     # EVH_OOM_PARALLEL (default 6) at a time (each waits 3 s for the embedded
     # broker's consumer group). It either exits 1 soon, saying out of memory,
     # or becomes ready; then, if the allocation was failed before it said
@@ -1615,20 +1615,26 @@ def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_p
         features["pem"].write_text(certs.server_key.read_text() + certs.server_crt.read_text())
         features["token"].write_text("out-of-memory-admin-token-0123456789\n")
         features["token"].chmod(0o600)
-    stride = int(os.environ.get("EVH_OOM_STRIDE", "3" if variant == "maildir" else "6"))
+    stride = lib.oom_stride(build_dir, 3 if variant == "maildir" else 6)
     parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
     started = time.monotonic()
     total = start_failing(evhostd, binary, tmp_path, None, check_flow=False, smtp=smtp,
                           features=features)
     runs, flows, ports = list(range(0, total, stride)), [], PortPool()
     with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        for f in [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows,
-                              smtp=smtp, features=features, ports=ports)
-                  for n in runs]:
-            f.result()
+        futures = [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows,
+                               smtp=smtp, features=features, ports=ports) for n in runs]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:  # the first failure, without the runs still queued
+            for f in futures:
+                f.cancel()
+            raise
     print(f"start-up ({variant}): {total} allocations, {len(runs)} runs (one in {stride}), "
           f"{len(flows)} ready after the failure and checked, "
           f"{time.monotonic() - started:.0f} s")
     # Some failures are survived (a log line without its decoration, say):
-    # the flow was checked after them.
-    assert flows
+    # the flow was checked after them (about one run in eight: a sparser
+    # sweep may meet none).
+    assert flows or len(runs) < 80
