@@ -102,6 +102,23 @@ def oom_stride(build_dir, plain):
     return plain * 3 if sanitizer(build_dir) else plain
 
 
+def run_failing(cmd, n, timeout=60):
+    """cmd, a tests/fixtures/*_faults program (tests/fixtures/alloc_at.c) and
+    its arguments, with its Nth allocation failed (none for n=None); returns
+    (the CompletedProcess, whether one failed), the fixture's own stderr
+    lines ("evh-fault: ...") taken off."""
+    env = dict(os.environ)
+    env.pop("EVH_FAULT_ALLOC_AT", None)
+    if n is not None:
+        env["EVH_FAULT_ALLOC_AT"] = str(n)
+    r = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
+    *rest, last = r.stderr.splitlines() or [""]
+    assert last.startswith("evh-fault: "), (n, cmd, r.returncode, r.stdout, r.stderr)
+    r.stderr = "".join(line + "\n" for line in rest if not line.startswith("evh-fault: "))
+    return r, last == f"evh-fault: allocation {n} failed"
+
+
 def faults_preloaded(build_dir, **faults):
     """evhostd's environment with tests/fixtures/faults.so preloaded and its
     EVH_FAULT_* settings; skipped in sanitized builds, whose runtime must be

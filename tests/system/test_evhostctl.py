@@ -666,17 +666,9 @@ def test_status_not_ready(evhostd, build_dir):
 
 def ctl_failing(build_dir, d, n, *args):
     """evhostctl (tests/fixtures/evhostctl_faults) with its Nth allocation
-    failed; returns (the CompletedProcess, whether one failed), the fixture's
-    own last stderr line taken off."""
-    cmd = [str(build_dir / "tests" / "fixtures" / "evhostctl_faults"), "-c",
-           str(d.config_file), *args]
-    r = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=60,
-                       env=dict(os.environ, EVH_FAULT_ALLOC_AT=str(n)))
-    *rest, last = r.stderr.splitlines() or [""]
-    assert last.startswith("evh-fault: "), (n, args, r.returncode, r.stderr)
-    r.stderr = "".join(line + "\n" for line in rest if not line.startswith("evh-fault: "))
-    return r, last == f"evh-fault: allocation {n} failed"
+    failed: lib.run_failing."""
+    return lib.run_failing([build_dir / "tests" / "fixtures" / "evhostctl_faults", "-c",
+                            d.config_file, *args], n)
 
 
 @pytest.mark.parametrize("args", [["status"], ["plugins"], ["--json", "plugins"],

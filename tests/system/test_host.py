@@ -1415,22 +1415,6 @@ def test_trusted_proxies_is_checked_at_its_line(evhostd):
 # ------------------------------------------------------------ out of memory
 
 
-def faults_run(binary, args, n, timeout=60):
-    """`binary` (a tests/fixtures/*_faults build) with ARGS, its Nth
-    allocation failed (none for n=None); returns (the CompletedProcess,
-    whether one failed), the fixture's own last stderr line taken off."""
-    env = dict(os.environ)
-    env.pop("EVH_FAULT_ALLOC_AT", None)
-    if n is not None:
-        env["EVH_FAULT_ALLOC_AT"] = str(n)
-    r = subprocess.run([str(binary), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout, env=env)
-    *rest, last = r.stderr.splitlines() or [""]
-    assert last.startswith("evh-fault: "), (n, args, r.returncode, r.stdout, r.stderr)
-    r.stderr = "".join(line + "\n" for line in rest if not line.startswith("evh-fault: "))
-    return r, last == f"evh-fault: allocation {n} failed"
-
-
 def services_config(tmp_path, maildir=None, smtp=None):
     """The three services' configuration, as (config, dropins): mail to the
     SmtpSink `smtp`, or else into the Maildir `maildir` (tmp_path/maildir)."""
@@ -1459,10 +1443,10 @@ def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path):
     config, dropins = services_config(tmp_path)
     config_dir, _, _ = evhostd.write_config(config, dropins)
     args = ["-c", str(config_dir / "evhost.conf"), "--check-config"]
-    want, _ = faults_run(binary, args, None)
+    want, _ = lib.run_failing([binary, *args], None)
     assert want.returncode == 0 and "configuration OK" in want.stdout, want.stdout + want.stderr
     for n in range(0, 20000, lib.oom_stride(build_dir, 1)):
-        r, failed = faults_run(binary, args, n)
+        r, failed = lib.run_failing([binary, *args], n)
         out = r.stdout + r.stderr
         assert "Sanitizer" not in out and "runtime error" not in out, (n, out)
         if not failed:
