@@ -13,7 +13,8 @@
  * alloc_faults_arm(n, ALLOC_THIS_THREAD) fails the nth allocation (from 0)
  * made by the calling thread from now on; ALLOC_OTHER_THREADS the nth made
  * by any thread but the caller (an HTTP worker serving the caller's
- * requests, say). Either counts the host's and cJSON's allocations; with
+ * requests, say); ALLOC_EVERY_THREAD the nth made by any (a whole process,
+ * tests/fixtures/alloc_at.c). Either counts the host's and cJSON's allocations; with
  * ALLOC_SQLITE or'ed in, SQLite's instead. alloc_faults_disarm() stops
  * counting and says whether an allocation was failed. With
  * ALLOC_FAULTS_TRACE set in the environment, the stack of each failed
@@ -23,9 +24,11 @@
 #include <execinfo.h>
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
@@ -43,7 +46,7 @@ ALLOC_WRAPPER void *__wrap_realloc(void *p, size_t n);
 ALLOC_WRAPPER char *__wrap_strdup(const char *s);
 ALLOC_WRAPPER char *__wrap_strndup(const char *s, size_t n);
 
-enum { ALLOC_OFF, ALLOC_THIS_THREAD, ALLOC_OTHER_THREADS };
+enum { ALLOC_OFF, ALLOC_THIS_THREAD, ALLOC_OTHER_THREADS, ALLOC_EVERY_THREAD };
 enum { ALLOC_SQLITE = 4 }; /* or'ed into the mode */
 
 static atomic_int alloc_mode;
@@ -51,6 +54,7 @@ static atomic_long alloc_seen, alloc_fail_at, alloc_fail_count = 1;
 static atomic_int alloc_failed;
 static _Thread_local int alloc_armer; /* the thread that armed */
 static const char *_Atomic alloc_thread_prefix; /* alloc_faults_threads */
+static atomic_int alloc_announce; /* say "evh-fault: failing allocation N" */
 
 /* Count only the allocations of threads whose name (log_thread_name) starts
  * with `prefix` ("evh-c:" the consumers, "evh-relay"); NULL: every thread's.
@@ -75,13 +79,21 @@ static int alloc_thread_counts(void)
 static int alloc_refuse_of(int sqlite)
 {
 	int mode = atomic_load(&alloc_mode), who = mode & ~ALLOC_SQLITE;
-	if (who == ALLOC_OFF || (who == ALLOC_THIS_THREAD) != alloc_armer ||
+	if (who == ALLOC_OFF ||
+	    (who != ALLOC_EVERY_THREAD && (who == ALLOC_THIS_THREAD) != alloc_armer) ||
 	    !(mode & ALLOC_SQLITE) != !sqlite || !alloc_thread_counts())
 		return 0;
 	long i = atomic_fetch_add(&alloc_seen, 1), at = atomic_load(&alloc_fail_at);
 	if (i < at || i - at >= atomic_load(&alloc_fail_count))
 		return 0;
 	atomic_store(&alloc_failed, 1);
+	if (atomic_load(&alloc_announce)) { /* when, among a daemon's log lines */
+		char line[64];
+		int k = snprintf(line, sizeof line, "evh-fault: failing allocation %ld\n", i);
+		if (write(2, line, (size_t)k) < 0) {
+			/* the test then finds no such line, and says so */
+		}
+	}
 	if (getenv("ALLOC_FAULTS_TRACE")) { /* where it failed, to stderr */
 		void *frames[32];
 		backtrace_symbols_fd(frames, backtrace(frames, 32), 2);

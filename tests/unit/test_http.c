@@ -878,21 +878,16 @@ static void test_route_registration(void **state)
 	http_remove_plugin_routes(&f->h, &other); /* nothing of its own: harmless */
 }
 
-/* A route the host has no memory for is EVH_ENOMEM, not EVH_EINVAL (the
- * plugin's author would look for a mistake in the route), with the reason,
- * and leaves nothing routed; with memory it is routed. */
 /* A route for http_add_route, with no flags and no role. */
 static evh_route route_of(const char *method, const char *pattern, evh_http_handler fn)
 {
-	evh_route r;
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = method;
-	r.pattern = pattern;
-	r.handler = fn;
-	return r;
+	return (evh_route){
+	    .struct_size = sizeof(evh_route), .method = method, .pattern = pattern, .handler = fn};
 }
 
+/* A route the host has no memory for is EVH_ENOMEM, not EVH_EINVAL (the
+ * plugin's author would look for a mistake in the route), with the reason,
+ * and leaves nothing routed; with memory it is routed. */
 static void test_route_registration_out_of_memory(void **state)
 {
 	fixture *f = *state;

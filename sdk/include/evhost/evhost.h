@@ -1014,9 +1014,10 @@ static inline void evh_span_end(evh_span *span, const char *error)
  * "evhost_" (the host's); a counter's should end in "_total", a
  * histogram's in "_seconds". Plugins may share a name when they declare
  * it alike (type, label): each has its own series. `help`: one line of 1
- * to 256 bytes of UTF-8, without a backslash. `label`: letters, digits and '_', not "plugin", "le" or one
- * starting with "__". NULL when refused: the host's log says why, and
- * every call below does nothing with NULL (as with a host before 1.9). */
+ * to 256 bytes of UTF-8, without a backslash. `label`: letters, digits and
+ * '_', not "plugin", "le" or one starting with "__". NULL when refused: the
+ * host's log says why, and every call below does nothing with NULL (as
+ * with a host before 1.9). */
 static inline evh_metric *evh_metric_new(evh_plugin *p, evh_metric_type type, const char *name,
                                          const char *help, const char *label)
 {
