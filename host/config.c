@@ -196,7 +196,7 @@ const char *cfg_get(const cfg *c, const char *section, const char *key)
 static ssize_t section_index(const cfg *c, const char *name)
 {
 	for (size_t i = 0; i < c->nsections; i++) {
-		if (!strcmp(c->sections[i], name))
+		if (!strcmp(c->sections[i].name, name))
 			return (ssize_t)i;
 	}
 	return -1;
@@ -204,21 +204,14 @@ static ssize_t section_index(const cfg *c, const char *name)
 
 static void note_section(cfg *c, const char *name, const char *file, int line)
 {
-	size_t n = c->nsections;
-	char **names, **files, *sname, *sfile;
-	int *lines;
+	cfg_section *v;
+	char *sname, *sfile;
 
 	if (section_index(c, name) >= 0)
 		return;
-	if (!(names = grow(c->sections, n + 1, sizeof *names)))
+	if (!(v = grow(c->sections, c->nsections + 1, sizeof *v)))
 		return;
-	c->sections = names;
-	if (!(files = grow(c->section_files, n + 1, sizeof *files)))
-		return;
-	c->section_files = files;
-	if (!(lines = grow(c->section_lines, n + 1, sizeof *lines)))
-		return;
-	c->section_lines = lines;
+	c->sections = v;
 	sname = xstrdup(name);
 	sfile = xstrdup(file);
 	if (!sname || !sfile) {
@@ -226,10 +219,7 @@ static void note_section(cfg *c, const char *name, const char *file, int line)
 		free(sfile);
 		return;
 	}
-	c->sections[n] = sname;
-	c->section_files[n] = sfile;
-	c->section_lines[n] = line;
-	c->nsections = n + 1;
+	v[c->nsections++] = (cfg_section){sname, sfile, line};
 }
 
 /* Later files override earlier ones key by key; the entry then says where
@@ -285,13 +275,11 @@ void cfg_free(cfg *c)
 		free(c->v[i].file);
 	}
 	for (size_t i = 0; i < c->nsections; i++) {
-		free(c->sections[i]);
-		free(c->section_files[i]);
+		free(c->sections[i].name);
+		free(c->sections[i].file);
 	}
 	free(c->v);
 	free(c->sections);
-	free(c->section_files);
-	free(c->section_lines);
 	free(c->main_file);
 	free(c->confdir);
 	memset(c, 0, sizeof *c);
@@ -792,8 +780,8 @@ static void section_location(const cfg *c, const char *section, const char **fil
 {
 	ssize_t i = section_index(c, section);
 
-	*file = i >= 0 ? c->section_files[i] : c->main_file;
-	*line = i >= 0 ? c->section_lines[i] : 0;
+	*file = i >= 0 ? c->sections[i].file : c->main_file;
+	*line = i >= 0 ? c->sections[i].line : 0;
 }
 
 static bool in_list(const char *const *list, const char *s)
@@ -1408,33 +1396,10 @@ static const key_def kafka_keys[] = {
 static ssize_t rdkafka_index(const settings *s, const char *key)
 {
 	for (size_t i = 0; i < s->nrdkafka; i++) {
-		if (!strcmp(s->rdkafka_keys[i], key))
+		if (!strcmp(s->rdkafka[i].key, key))
 			return (ssize_t)i;
 	}
 	return -1;
-}
-
-/* Room for one more rdkafka.* property; -1 (noted) without memory. */
-static int rdkafka_grow(settings *s)
-{
-	size_t n = s->nrdkafka + 1;
-	const char **files;
-	char **keys, **values;
-	int *lines;
-
-	if (!(keys = grow(s->rdkafka_keys, n, sizeof *keys)))
-		return -1;
-	s->rdkafka_keys = keys;
-	if (!(values = grow(s->rdkafka_values, n, sizeof *values)))
-		return -1;
-	s->rdkafka_values = values;
-	if (!(files = grow(s->rdkafka_files, n, sizeof *files)))
-		return -1;
-	s->rdkafka_files = files;
-	if (!(lines = grow(s->rdkafka_lines, n, sizeof *lines)))
-		return -1;
-	s->rdkafka_lines = lines;
-	return 0;
 }
 
 /* rdkafka.NAME passes NAME to librdkafka as is (kafka_check_settings has
@@ -1447,6 +1412,7 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 	const char *name = e->key + strlen("rdkafka.");
 	size_t n = strlen(name), len;
 	char *key, *value;
+	rdkafka_prop *props;
 
 	if (!n) {
 		diag_add(x->d, e->file, e->line,
@@ -1479,16 +1445,13 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		free_secret(value);
 		return;
 	}
-	if (rdkafka_grow(s) != 0) {
+	if (!(props = grow(s->rdkafka, s->nrdkafka + 1, sizeof *props))) {
 		free(key);
 		free_secret(value);
 		return;
 	}
-	s->rdkafka_keys[s->nrdkafka] = key;
-	s->rdkafka_values[s->nrdkafka] = value;
-	s->rdkafka_files[s->nrdkafka] = e->file;
-	s->rdkafka_lines[s->nrdkafka] = e->line;
-	s->nrdkafka++;
+	s->rdkafka = props;
+	props[s->nrdkafka++] = (rdkafka_prop){key, value, e->file, e->line};
 }
 
 /* [store] */
@@ -2166,12 +2129,13 @@ static void plugin_key(set_ctx *x, plugin_settings *ps, const char *key)
 static void plugin_from_section(set_ctx *x, size_t si)
 {
 	settings *s = x->s;
-	const char *section = x->c->sections[si], *name = section + 7;
+	const cfg_section *sec = &x->c->sections[si];
+	const char *section = sec->name, *name = section + 7;
 	plugin_settings *ps;
 	char *rel;
 
 	if (!plugin_name_ok(name)) {
-		diag_add(x->d, x->c->section_files[si], x->c->section_lines[si],
+		diag_add(x->d, sec->file, sec->line,
 		         "bad plugin name '%s' in [%s]: use up to %d letters, digits, '-' and '_'",
 		         name, section, PLUGIN_NAME_MAX);
 		return;
@@ -2190,8 +2154,8 @@ static void plugin_from_section(set_ctx *x, size_t si)
 	ps->log_level = -1;
 	if (cfg_nomem)
 		return; /* settings_from_cfg refuses them */
-	ps->file = x->c->section_files[si];
-	ps->line = x->c->section_lines[si];
+	ps->file = sec->file;
+	ps->line = sec->line;
 	plugin_key(x, ps, "enabled");
 	plugin_key(x, ps, "required");
 	plugin_key(x, ps, "path");
@@ -2216,13 +2180,11 @@ static void check_sections(set_ctx *x)
 	const cfg *c = x->c;
 
 	for (size_t i = 0; i < c->nsections; i++) {
-		const char *name = c->sections[i];
-		if (!*name)
-			diag_add(x->d, c->section_files[i], c->section_lines[i],
-			         "key outside any [section]");
-		else if (!is_plugin_section(name) && !find_section(name))
-			diag_add(x->d, c->section_files[i], c->section_lines[i],
-			         "unknown section [%s]", name);
+		const cfg_section *sec = &c->sections[i];
+		if (!*sec->name)
+			diag_add(x->d, sec->file, sec->line, "key outside any [section]");
+		else if (!is_plugin_section(sec->name) && !find_section(sec->name))
+			diag_add(x->d, sec->file, sec->line, "unknown section [%s]", sec->name);
 	}
 }
 
@@ -2351,7 +2313,7 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 	if (!cfg_nomem)
 		check_cross(&x);
 	for (size_t i = 0; i < c->nsections && !cfg_nomem; i++) {
-		if (is_plugin_section(c->sections[i]))
+		if (is_plugin_section(c->sections[i].name))
 			plugin_from_section(&x, i);
 	}
 	free(x.base);
@@ -2379,13 +2341,10 @@ void settings_free(settings *s)
 	proxy_list_free(&s->http_trusted_proxies);
 	free(s->brokers);
 	for (size_t i = 0; i < s->nrdkafka; i++) {
-		free(s->rdkafka_keys[i]);
-		free_secret(s->rdkafka_values[i]); /* may be read from a file */
+		free(s->rdkafka[i].key);
+		free_secret(s->rdkafka[i].value);
 	}
-	free(s->rdkafka_keys);
-	free(s->rdkafka_values);
-	free(s->rdkafka_files);
-	free(s->rdkafka_lines);
+	free(s->rdkafka);
 	free(s->dlq_suffix);
 	free(s->store_synchronous);
 	free(s->jwt_secret_file);

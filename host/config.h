@@ -23,16 +23,22 @@ typedef struct cfg_entry {
 	int line;
 } cfg_entry;
 
+/* A section seen: its name and where it was first seen (its [header] line;
+ * for keys before any header, the first key's, under the name ""). */
+typedef struct cfg_section {
+	char *name;
+	char *file;
+	int line;
+} cfg_section;
+
 /* All entries after merging: one per (section, key), the last one read wins. */
 typedef struct cfg {
 	cfg_entry *v;
 	size_t n, cap;
 	char *main_file; /* as given */
 	char *confdir;   /* resolved conf.d directory (absolute or relative to main file's dir) */
-	char **sections; /* every section name seen, in first-seen order */
+	cfg_section *sections; /* every section seen, in first-seen order */
 	size_t nsections;
-	char **section_files; /* parallel to sections: where each was first seen */
-	int *section_lines;   /* (its [header] line; for keys before any header, the key's) */
 } cfg;
 
 /* Read `main_file`, then every *.conf in its confdir ([host] confdir, default
@@ -81,6 +87,13 @@ typedef struct plugin_settings {
 #define ADMIN_TOKEN_MIN 16   /* bytes of the [admin] token */
 #define ADMIN_TOKEN_MAX 4096
 
+/* One [kafka] rdkafka.NAME property, "rdkafka." stripped. */
+typedef struct rdkafka_prop {
+	char *key;
+	char *value;      /* maybe a secret read from a file: freed by free_secret */
+	const char *file; /* where it was set, for messages (borrowed from the cfg); may be NULL */
+	int line;
+} rdkafka_prop;
 
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;
@@ -104,9 +117,7 @@ typedef struct settings {
 	int json_max_depth;
 	char *brokers; /* "embedded" or bootstrap list */
 	int embedded;
-	char **rdkafka_keys, **rdkafka_values; /* passthrough, "rdkafka." stripped */
-	const char **rdkafka_files; /* where each was set (for messages; borrowed from the cfg) */
-	int *rdkafka_lines;
+	rdkafka_prop *rdkafka; /* the passthrough properties, in the order set */
 	size_t nrdkafka;
 	int retry_max_attempts, retry_backoff_ms, retry_backoff_max_ms;
 	char *dlq_suffix;      /* default ".dlq": DLQ topic = <topic>.<plugin><suffix> */

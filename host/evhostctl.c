@@ -732,7 +732,7 @@ static int plugin_known(ctl *c, const char *name, int enable)
 	char *section = xasprintf("plugin.%s", name), *so;
 	int known = 0;
 	for (size_t i = 0; i < c->cfg.nsections; i++)
-		known |= !strcmp(c->cfg.sections[i], section);
+		known |= !strcmp(c->cfg.sections[i].name, section);
 	free(section);
 	if (known || !enable || !c->set.plugin_dir)
 		return known;

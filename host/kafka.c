@@ -268,7 +268,7 @@ static int conf_passthrough(rd_kafka_conf_t *conf, rd_kafka_type_t type, const s
 {
 	char msg[512];
 	for (size_t i = 0; i < s->nrdkafka; i++) {
-		const char *key = s->rdkafka_keys[i];
+		const char *key = s->rdkafka[i].key;
 		if (key_in(key, owned)) {
 			log_warn(KAFKA_LOG, "[kafka] rdkafka.%s ignored: evhost sets it itself",
 			         key);
@@ -276,7 +276,7 @@ static int conf_passthrough(rd_kafka_conf_t *conf, rd_kafka_type_t type, const s
 		}
 		if (!kafka_property_for(key, type))
 			continue;
-		if (rd_kafka_conf_set(conf, key, s->rdkafka_values[i], msg, sizeof msg) !=
+		if (rd_kafka_conf_set(conf, key, s->rdkafka[i].value, msg, sizeof msg) !=
 		    RD_KAFKA_CONF_OK) {
 			snprintf(err, errlen, "[kafka] rdkafka.%s: %s", key, msg);
 			return -1;
@@ -338,27 +338,25 @@ int kafka_check_settings(const settings *s, diag *d)
 	size_t before = diag_count(d);
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	for (size_t i = 0; i < s->nrdkafka; i++) {
-		const char *file = s->rdkafka_files ? s->rdkafka_files[i] : NULL;
-		int line = s->rdkafka_lines ? s->rdkafka_lines[i] : 0;
-		if (rd_kafka_conf_set(conf, s->rdkafka_keys[i], s->rdkafka_values[i], msg,
-		                      sizeof msg) != RD_KAFKA_CONF_OK)
-			diag_add(d, file, line, "[kafka] rdkafka.%s: %s", s->rdkafka_keys[i], msg);
+		const rdkafka_prop *p = &s->rdkafka[i];
+		if (rd_kafka_conf_set(conf, p->key, p->value, msg, sizeof msg) != RD_KAFKA_CONF_OK)
+			diag_add(d, p->file, p->line, "[kafka] rdkafka.%s: %s", p->key, msg);
 		/* The embedded cluster listens in plain text only: every client
 		 * would retry its handshake for ever. */
-		else if (s->embedded && !strcmp(s->rdkafka_keys[i], "security.protocol") &&
-		         strcasecmp(s->rdkafka_values[i], "plaintext"))
-			diag_add(d, file, line,
+		else if (s->embedded && !strcmp(p->key, "security.protocol") &&
+		         strcasecmp(p->value, "plaintext"))
+			diag_add(d, p->file, p->line,
 			         "[kafka] rdkafka.security.protocol = %s: brokers = embedded speaks "
 			         "plain text only (PLAINTEXT)",
-			         s->rdkafka_values[i]);
+			         p->value);
 		/* Below this an event's headers could leave no room for its data,
 		 * and kafka_max_event_bytes no bound to check events against. */
-		else if (!strcmp(s->rdkafka_keys[i], "message.max.bytes") &&
-		         strtol(s->rdkafka_values[i], NULL, 10) < MESSAGE_MAX_BYTES_MIN)
-			diag_add(d, file, line,
+		else if (!strcmp(p->key, "message.max.bytes") &&
+		         strtol(p->value, NULL, 10) < MESSAGE_MAX_BYTES_MIN)
+			diag_add(d, p->file, p->line,
 			         "[kafka] rdkafka.message.max.bytes = %s: at least %d (an event's "
 			         "headers alone may take %d bytes)",
-			         s->rdkafka_values[i], MESSAGE_MAX_BYTES_MIN, EVENT_OVERHEAD_MAX);
+			         p->value, MESSAGE_MAX_BYTES_MIN, EVENT_OVERHEAD_MAX);
 	}
 	rd_kafka_conf_destroy(conf);
 	return diag_count(d) == before ? 0 : -1;
@@ -367,11 +365,12 @@ int kafka_check_settings(const settings *s, diag *d)
 int kafka_check_clients(const settings *s, diag *d)
 {
 	char perr[512] = "", cerr[512] = "";
-	const char *file = s->rdkafka_files ? s->rdkafka_files[0] : NULL;
+	const char *file;
 	int p, c;
 
 	if (!s->nrdkafka)
 		return 0;
+	file = s->rdkafka[0].file;
 	p = check_client(s, RD_KAFKA_PRODUCER, perr, sizeof perr);
 	c = check_client(s, RD_KAFKA_CONSUMER, cerr, sizeof cerr);
 	if (p && c && !strcmp(perr, cerr)) {
@@ -411,17 +410,16 @@ int kafka_known_issues(const settings *s)
 	if (rd_kafka_version() >= 0x02060100)
 		return 0;
 	for (size_t i = 0; i < s->nrdkafka; i++) {
-		if ((!strcmp(s->rdkafka_keys[i], "sasl.mechanisms") ||
-		     !strcmp(s->rdkafka_keys[i], "sasl.mechanism")) &&
-		    !strncasecmp(s->rdkafka_values[i], "SCRAM-", 6)) {
+		const rdkafka_prop *p = &s->rdkafka[i];
+		if ((!strcmp(p->key, "sasl.mechanisms") || !strcmp(p->key, "sasl.mechanism")) &&
+		    !strncasecmp(p->value, "SCRAM-", 6)) {
 			log_warn(KAFKA_LOG,
 			         "%s:%d: rdkafka.%s = %s: librdkafka %s fails SCRAM authentication "
 			         "with Apache Kafka 4 brokers (they answer 'invalid credentials'; fixed "
 			         "in librdkafka 2.6.1). With Kafka 4 use PLAIN over TLS (SASL_SSL) or "
 			         "mutual TLS; Kafka 3 brokers accept it",
-			         s->rdkafka_files ? s->rdkafka_files[i] : "[kafka]",
-			         s->rdkafka_lines ? s->rdkafka_lines[i] : 0, s->rdkafka_keys[i],
-			         s->rdkafka_values[i], rd_kafka_version_str());
+			         p->file ? p->file : "[kafka]", p->line, p->key, p->value,
+			         rd_kafka_version_str());
 			n++;
 		}
 	}

@@ -75,8 +75,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	cfg_load_string(&c, text, "/etc/evhost/fuzz.conf", &d);
 	settings_from_cfg(&c, &s, &d);
 	for (size_t i = 0; i < c.nsections; i++) {
-		if (!strncmp(c.sections[i], "plugin.", 7))
-			cfg_validate_section(&c, c.sections[i], fuzz_schema, fuzz_skip, &d);
+		if (!strncmp(c.sections[i].name, "plugin.", 7))
+			cfg_validate_section(&c, c.sections[i].name, fuzz_schema, fuzz_skip, &d);
 	}
 	for (size_t i = 0; i < d.n; i++) {
 		if (!d.msgs[i][0])

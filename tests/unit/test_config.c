@@ -196,9 +196,9 @@ static void test_merge_order(void **state)
 	/* one entry per (section, key), and sections in first-seen order */
 	assert_int_equal(f->c.n, 5);
 	assert_int_equal(f->c.nsections, 3);
-	assert_string_equal(f->c.sections[0], "http");
-	assert_string_equal(f->c.sections[1], "kafka");
-	assert_string_equal(f->c.sections[2], "log");
+	assert_string_equal(f->c.sections[0].name, "http");
+	assert_string_equal(f->c.sections[1].name, "kafka");
+	assert_string_equal(f->c.sections[2].name, "log");
 	p = path_in(f, "conf.d");
 	assert_string_equal(f->c.confdir, p);
 	free(p);
@@ -255,8 +255,8 @@ static void test_duplicate_in_one_file(void **state)
 	assert_int_equal(e->line, 7);
 	assert_string_equal(cfg_get(&f->c, "b", "k"), "3");
 	assert_int_equal(f->c.nsections, 2);
-	assert_int_equal(f->c.section_lines[0], 1);
-	assert_int_equal(f->c.section_lines[1], 4);
+	assert_int_equal(f->c.sections[0].line, 1);
+	assert_int_equal(f->c.sections[1].line, 4);
 }
 
 static void test_confdir_from_main(void **state)
@@ -741,13 +741,13 @@ static void test_rdkafka_passthrough(void **state)
 		free(main_path);
 	}
 	assert_int_equal(s->nrdkafka, 4);
-	assert_string_equal(s->rdkafka_keys[0], "security.protocol");
-	assert_string_equal(s->rdkafka_values[0], "SASL_SSL");
-	assert_string_equal(s->rdkafka_keys[1], "sasl.mechanisms");
-	assert_string_equal(s->rdkafka_keys[2], "sasl.password");
-	assert_string_equal(s->rdkafka_values[2], "s3cret");
-	assert_string_equal(s->rdkafka_keys[3], "queue.buffering.max.ms");
-	assert_string_equal(s->rdkafka_values[3], "5");
+	assert_string_equal(s->rdkafka[0].key, "security.protocol");
+	assert_string_equal(s->rdkafka[0].value, "SASL_SSL");
+	assert_string_equal(s->rdkafka[1].key, "sasl.mechanisms");
+	assert_string_equal(s->rdkafka[2].key, "sasl.password");
+	assert_string_equal(s->rdkafka[2].value, "s3cret");
+	assert_string_equal(s->rdkafka[3].key, "queue.buffering.max.ms");
+	assert_string_equal(s->rdkafka[3].value, "5");
 }
 
 static void test_rdkafka_errors(void **state)

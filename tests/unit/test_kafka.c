@@ -565,11 +565,10 @@ static void test_passthrough_error(void **state)
 	settings s;
 	kafka *k = NULL;
 	char err[256];
-	char *keys[] = {(char *)"no.such.property"}, *values[] = {(char *)"1"};
+	rdkafka_prop prop = {(char *)"no.such.property", (char *)"1", NULL, 0};
 	memset(&s, 0, sizeof s);
 	s.brokers = (char *)"127.0.0.1:1";
-	s.rdkafka_keys = keys;
-	s.rdkafka_values = values;
+	s.rdkafka = &prop;
 	s.nrdkafka = 1;
 	assert_int_equal(kafka_start(&k, &s, err, sizeof err), -1);
 	assert_null(k);
@@ -581,9 +580,7 @@ static void test_passthrough_error(void **state)
 #define CHECKED_MAX 4
 struct checked {
 	settings s;
-	char *keys[CHECKED_MAX], *values[CHECKED_MAX];
-	const char *files[CHECKED_MAX];
-	int lines[CHECKED_MAX];
+	rdkafka_prop props[CHECKED_MAX];
 	diag d;
 };
 
@@ -591,17 +588,11 @@ static void checked_init(struct checked *c, size_t n, const char *const *kv)
 {
 	memset(c, 0, sizeof *c);
 	assert_true(n <= CHECKED_MAX);
-	for (size_t i = 0; i < n; i++) {
-		c->keys[i] = (char *)kv[2 * i];
-		c->values[i] = (char *)kv[2 * i + 1];
-		c->files[i] = "conf";
-		c->lines[i] = 10 + (int)i;
-	}
+	for (size_t i = 0; i < n; i++)
+		c->props[i] = (rdkafka_prop){(char *)kv[2 * i], (char *)kv[2 * i + 1], "conf",
+		                             10 + (int)i};
 	c->s.brokers = (char *)"127.0.0.1:1";
-	c->s.rdkafka_keys = c->keys;
-	c->s.rdkafka_values = c->values;
-	c->s.rdkafka_files = c->files;
-	c->s.rdkafka_lines = c->lines;
+	c->s.rdkafka = c->props;
 	c->s.nrdkafka = n;
 }
 
@@ -772,7 +763,7 @@ static void test_threads_are_named(void **state)
 struct relay_rig {
 	rd_kafka_t *mrk;
 	rd_kafka_mock_cluster_t *mc;
-	char *keys[1], *values[1];
+	rdkafka_prop prop; /* message.timeout.ms */
 	settings s;
 	kafka *k;
 	outbox *o;
@@ -789,11 +780,9 @@ static void rig_start(struct relay_rig *g, const char *timeout_ms)
 	assert_non_null(g->mrk);
 	g->mc = rd_kafka_mock_cluster_new(g->mrk, 1);
 	assert_non_null(g->mc);
-	g->keys[0] = (char *)"message.timeout.ms";
-	g->values[0] = (char *)timeout_ms;
+	g->prop = (rdkafka_prop){(char *)"message.timeout.ms", (char *)timeout_ms, NULL, 0};
 	g->s.brokers = (char *)rd_kafka_mock_cluster_bootstraps(g->mc);
-	g->s.rdkafka_keys = g->keys;
-	g->s.rdkafka_values = g->values;
+	g->s.rdkafka = &g->prop;
 	g->s.nrdkafka = 1;
 	assert_int_equal(kafka_start(&g->k, &g->s, err, sizeof err), 0);
 	/* The default idle look, even after a test that lengthened it failed

@@ -455,8 +455,8 @@ static int config_scenario(void *arg)
 	assert_int_equal(s.retry_max_attempts, 7);
 	assert_string_equal(s.dlq_suffix, ".dead");
 	assert_int_equal(s.nrdkafka, 2);
-	assert_string_equal(s.rdkafka_keys[1], "sasl.password");
-	assert_string_equal(s.rdkafka_values[1], "s3cret");
+	assert_string_equal(s.rdkafka[1].key, "sasl.password");
+	assert_string_equal(s.rdkafka[1].value, "s3cret");
 	assert_string_equal(s.store_synchronous, "NORMAL");
 	assert_int_equal(s.jwt_secret_len, 32);
 	assert_string_equal(s.jwks_target, "/keys");
@@ -1231,7 +1231,7 @@ static void consume_start(struct consume_fixture *f)
 	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
 	/* The embedded broker makes a fetch at the end of a partition wait this
 	 * long (500 ms by default) before it answers: each run would. */
-	static char *keys[] = {(char *)"fetch.wait.max.ms"}, *values[] = {(char *)"10"};
+	static rdkafka_prop fetch_wait[] = {{(char *)"fetch.wait.max.ms", (char *)"10", NULL, 0}};
 	char err[256];
 	memset(f, 0, sizeof *f);
 	f->seen_ev = -1;
@@ -1239,8 +1239,7 @@ static void consume_start(struct consume_fixture *f)
 	f->g.s.retry_max_attempts = 3;
 	f->g.s.retry_backoff_ms = 10;
 	f->g.s.retry_backoff_max_ms = 50;
-	f->g.s.rdkafka_keys = keys;
-	f->g.s.rdkafka_values = values;
+	f->g.s.rdkafka = fetch_wait;
 	f->g.s.nrdkafka = 1;
 	kafka_rig_start(&f->g, "consume.db");
 	f->pl.name = (char *)"sink";
