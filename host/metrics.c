@@ -597,6 +597,16 @@ void metrics_plugin_retire(const char *plugin)
 	pthread_mutex_unlock(&plugin_metrics_mu);
 }
 
+/* Whether a retired plugin declared the family `fam` (plugin_metrics_mu
+ * held): only then are its series looked up one by one. */
+static int plugin_family_retired(int fam)
+{
+	for (struct metrics_plugin_metric *m = plugin_metrics; m; m = m->next)
+		if (m->fam == fam && m->retired)
+			return 1;
+	return 0;
+}
+
 /* Whether the series `s` of a plugin's family belongs to a retired plugin
  * (plugin_metrics_mu held). */
 static int plugin_series_retired(const metrics_series *s)
@@ -1111,9 +1121,10 @@ static void render_plugin_metrics(textbuf *o)
 		const struct family *f = &families[fam];
 		size_t k;
 		metrics_series **v = collect(fam, &k, o);
+		int retired = plugin_family_retired(fam);
 		put_head(o, f->name, type_names[f->type], f->help);
 		for (size_t i = 0; v && i < k; i++) {
-			if (plugin_series_retired(v[i]))
+			if (retired && plugin_series_retired(v[i]))
 				continue;
 			if (f->type == EVH_METRIC_HISTOGRAM) {
 				put_histogram(o, f->name, v[i]);
