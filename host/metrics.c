@@ -416,6 +416,9 @@ struct metrics_plugin_metric {
 };
 
 static pthread_mutex_t plugin_metrics_mu = PTHREAD_MUTEX_INITIALIZER;
+/* Taken to make a plugin's series (a label value's first use), so that
+ * threads racing with one value make it once and count it once. */
+static pthread_mutex_t plugin_series_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int plugin_series_all; /* series of all handles (METRICS_PLUGIN_SERIES_ALL) */
 static struct metrics_plugin_metric *plugin_metrics; /* every handle, under the mutex */
 
@@ -543,18 +546,18 @@ static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char
 	}
 	if ((s = lookup(m->fam, l, 0)))
 		return s;
-	if (atomic_fetch_add(&m->nseries, 1) >= METRICS_PLUGIN_SERIES) {
-		atomic_fetch_sub(&m->nseries, 1);
+	pthread_mutex_lock(&plugin_series_mu);
+	if ((s = lookup(m->fam, l, 0))) {
+		/* made meanwhile by another thread */
+	} else if (atomic_load(&m->nseries) >= METRICS_PLUGIN_SERIES ||
+	           atomic_load(&plugin_series_all) >= METRICS_PLUGIN_SERIES_ALL) {
 		atomic_fetch_add(&dropped, 1);
-		return NULL;
+	} else if ((s = intern(m->fam, l))) {
+		atomic_fetch_add(&m->nseries, 1);
+		atomic_fetch_add(&plugin_series_all, 1);
 	}
-	if (atomic_fetch_add(&plugin_series_all, 1) >= METRICS_PLUGIN_SERIES_ALL) {
-		atomic_fetch_sub(&plugin_series_all, 1);
-		atomic_fetch_sub(&m->nseries, 1);
-		atomic_fetch_add(&dropped, 1);
-		return NULL;
-	}
-	return intern(m->fam, l);
+	pthread_mutex_unlock(&plugin_series_mu);
+	return s;
 }
 
 void metrics_plugin_add(struct metrics_plugin_metric *m, const char *label_value, int64_t delta)

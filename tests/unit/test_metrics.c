@@ -687,6 +687,58 @@ static void test_concurrent_updates_are_exact(void **state)
 	free(text);
 }
 
+/* Threads that meet a label value for the first time together make one
+ * series of it and count it once: each of a metric's METRICS_PLUGIN_SERIES
+ * values, met by every thread at once, is a series with every update, none
+ * dropped. (Counted once per racing thread, the values near the end were
+ * dropped as over the bound.) */
+#define RACERS 8
+#define RACED_METRICS 4
+
+static pthread_barrier_t racers_ready;
+static pmetric *raced[RACED_METRICS];
+
+static void *racer(void *arg)
+{
+	char value[32];
+	(void)arg;
+	for (int k = 0; k < RACED_METRICS; k++) {
+		for (int i = 0; i < METRICS_PLUGIN_SERIES; i++) {
+			snprintf(value, sizeof value, "v%d", i);
+			pthread_barrier_wait(&racers_ready);
+			metrics_plugin_add(raced[k], value, 1);
+		}
+	}
+	return NULL;
+}
+
+static void test_plugin_label_values_met_at_once_count_once(void **state)
+{
+	pthread_t t[RACERS];
+	char name[32], key[128], *text;
+	(void)state;
+	for (int k = 0; k < RACED_METRICS; k++) {
+		snprintf(name, sizeof name, "raced_%d_total", k);
+		raced[k] = declare("p", EVH_METRIC_COUNTER, name, "h", "kind");
+	}
+	assert_int_equal(pthread_barrier_init(&racers_ready, NULL, RACERS), 0);
+	for (int i = 0; i < RACERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, racer, NULL), 0);
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&racers_ready);
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_metrics_series_dropped_total") == 0);
+	for (int k = 0; k < RACED_METRICS; k++) {
+		for (int i = 0; i < METRICS_PLUGIN_SERIES; i++) {
+			snprintf(key, sizeof key, "raced_%d_total{plugin=\"p\",kind=\"v%d\"}", k, i);
+			assert_true(sample(text, key) == RACERS);
+		}
+	}
+	free(text);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -703,6 +755,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_plugin_metrics_are_served, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
+	    cmocka_unit_test_setup(test_plugin_label_values_met_at_once_count_once, setup),
 	    cmocka_unit_test_setup(test_plugin_series_leave_the_host_its_room, setup),
 	    cmocka_unit_test_setup(test_a_retired_plugins_series_leave, setup),
 	};
