@@ -121,13 +121,6 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-static notif_send_result errno_result(int e)
-{
-	/* A full disk or an I/O hiccup may pass; a permission problem will not. */
-	return (e == EACCES || e == EPERM || e == EROFS || e == ENOENT) ? NOTIF_SEND_PERMANENT
-	                                                                : NOTIF_SEND_TRANSIENT;
-}
-
 notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
                                         size_t namelen, char *err, size_t errlen)
 {
@@ -178,5 +171,8 @@ fail:
 		close(fd);
 	unlink(tmp);
 	free(lf);
-	return errno_result(e);
+	/* Whatever the error (a full disk, a Maildir removed, made read-only or
+	 * not ours), it is the setup's, never the message's: tried again, then
+	 * dead-lettered for a redrive once mended, as SMTP's setup trouble is. */
+	return NOTIF_SEND_TRANSIENT;
 }

@@ -666,6 +666,14 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
     big = [m for m in letters if "evhost_dlq_truncated" in m["headers"]]
     assert len(big) == 1 and big[0]["headers"]["evhost_dlq_truncated"] == str(len(garbage))
     assert big[0]["value_size"] == 65536 and "value_base64" in big[0]
+    # A cut dead letter is not sent back (it would be another event), said so.
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60,
+                  json={"offsets": [{k: big[0][k] for k in ("topic", "partition", "offset")}]})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert (res["redriven"], res["skipped"], res["failed"]) == (0, 1, 0), res
+    assert res["results"][0]["error"] == ("its value was truncated when it was dead-lettered; "
+                                          "it cannot be redriven"), res
     (typed,) = [m for m in every if m["topic"] == bcast + ".notifications.dlq"]
     assert typed["headers"]["evhost_dlq_error"] == (
         f"no handler for ce_type 'NOTIFICATION_EXPLODE' on topic {bcast}")

@@ -344,6 +344,37 @@ def test_maildir_transport_writes_a_file(evhostd, tmp_path, unique_name, kafka_b
     assert f.stat().st_mode & 0o077 == 0  # mail is nobody else's business
 
 
+@pytest.mark.parametrize("gone", ["tmp", "new"])
+def test_a_maildir_that_cannot_be_written_is_retried_not_failed(evhostd, tmp_path, unique_name,
+                                                               kafka_bootstrap, gone):
+    # The Maildir's tmp/ (the file cannot be made) or new/ (it cannot be
+    # moved there) removed under the running daemon: the setup's trouble,
+    # not the mail's. The mail is retried, and written once they are back.
+    box = tmp_path / "box"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(box), "list_role": "",
+               "retry.max_attempts": 50, "retry.backoff_ms": 200, "retry.backoff_max_ms": 500},
+              user=False)
+    (box / gone).rmdir()
+    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
+                      key="u-md", brokers=kafka_bootstrap,
+                      headers={"ce_id": "md-1", "ce_type": "user.created"})
+
+    def entry(status, attempts=1):
+        return lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                             if i["event_id"] == "md-1" and i["status"] == status
+                             and i["attempts"] >= attempts), None)
+    retrying = lib.wait_until(entry("retrying", 2), timeout=30,
+                              message="a retrying entry after two attempts")
+    assert retrying["last_error"].startswith(f"maildir: cannot write {box}/"), retrying
+    assert retrying["last_error"].endswith(": No such file or directory"), retrying
+    (box / gone).mkdir()
+    lib.wait_until(entry("sent"), timeout=30, message="the entry to turn sent")
+    assert len(list((box / "new").iterdir())) == 1
+    assert list((box / "tmp").iterdir()) == []
+
+
 # --------------------------------------------------------------- redelivery
 
 
