@@ -401,7 +401,8 @@ class _Handler:
         self.sink = sink
 
     async def handle_DATA(self, server, session, envelope):
-        reply = self.sink.reply
+        reply = self.sink.reply or next(
+            (self.sink.replies[a] for a in envelope.rcpt_tos if a in self.sink.replies), None)
         if reply:
             return reply
         raw = envelope.original_content or envelope.content
@@ -424,7 +425,8 @@ class SmtpSink:
 
     stop() and start() again reuse the same port, for "mail server down"
     tests; set `reply` (e.g. "451 4.3.0 try again later") to make it refuse
-    messages with that answer instead of keeping them.
+    messages with that answer instead of keeping them, or `replies`
+    {address: reply} to refuse only those to an address.
 
     tls="starttls" offers and requires STARTTLS (AUTH only after it);
     tls="implicit" is TLS from the first byte (smtps://). Both use `certs`
@@ -440,6 +442,7 @@ class SmtpSink:
         self.tls = tls
         self.certs = certs
         self.reply = None
+        self.replies = {}
         self._messages = []
         self._cond = threading.Condition()
         self._controller = None

@@ -34,6 +34,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -527,6 +528,56 @@ def test_smtp_down_retries_then_dlq_then_redrive_mails_once(evhostd, tmp_path, u
     assert dups == 0
     assert sent == 5
     assert set(st.recipients()) == set(users)
+
+
+def test_a_broadcast_with_undelivered_recipients_is_dead_lettered_for_them_alone(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # Three recipients: one served, one refused for good (550), one the
+    # server keeps putting off (451) through the plugin's last attempt. The
+    # event is dead-lettered for that one; the others' outcomes commit (the
+    # first attempt's, rolled back with its retry, are written from memory),
+    # and the redrive serves only the one left: nobody gets it twice.
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               notif={"retry.max_attempts": 2, "retry.backoff_ms": 200,
+                      "retry.backoff_max_ms": 400})
+    users = st.create_users("bcast", 3)
+    lib.wait_until(lambda: set(users.values()) <= set(welcome_counts(smtp_server)),
+                   timeout=60, message="the welcome mails")
+    (ok_id, ok), (gone_id, gone), (later_id, later) = users.items()
+    smtp_server.replies.update({gone: "550 5.1.1 mailbox unavailable",
+                                later: "451 4.3.0 try again later"})
+    bid = str(uuid.uuid4())
+    lib.kafka_produce(st.topics["broadcast"], {"broadcast_id": bid, "subject": f"News {bid}",
+                                               "message": "m", "requested_by": "t"},
+                      key=bid, brokers=kafka_bootstrap,
+                      headers={"ce_id": bid, "ce_type": "NOTIFICATION_BROADCAST"})
+    try:
+        (letter,) = dead_letters(st.d, "notifications", 1)
+    finally:
+        smtp_server.replies.clear()
+    h = letter["headers"]
+    assert h["ce_id"] == bid and h["evhost_dlq_attempts"] == "2", h
+    assert h["evhost_dlq_error"].startswith(
+        "1 of 3 deliveries not sent after the last attempt; last error: "), h
+    assert "451" in h["evhost_dlq_error"], h
+
+    def statuses():
+        return dict(db_rows(st.d, "notifications", "SELECT event_id, status FROM "
+                            "notifications_log WHERE event_id LIKE ?", (bid + ":%",)))
+    assert statuses() == {f"{bid}:{ok_id}": "sent", f"{bid}:{gone_id}": "failed",
+                          f"{bid}:{later_id}": "dead_lettered"}
+
+    def news():
+        return collections.Counter(a for m in smtp_server.messages
+                                   if m.get("Subject") == f"News {bid}" for a in m.envelope_to)
+    assert news() == {ok: 1}
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    assert r.status_code == 200 and r.json()["redriven"] == 1, r.text
+    lib.wait_until(lambda: statuses()[f"{bid}:{later_id}"] == "sent", timeout=30,
+                   message="the redriven broadcast's last delivery")
+    time.sleep(1)  # a second mail to anyone shows up now
+    assert news() == {ok: 1, later: 1}
+    assert statuses()[f"{bid}:{gone_id}"] == "failed"
 
 
 def test_smtp_down_at_the_plugins_last_attempt_keeps_the_recipient(evhostd, tmp_path,
