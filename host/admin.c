@@ -446,11 +446,13 @@ static char *base64(const unsigned char *p, size_t n)
 
 /* Bytes as a JSON string under `name` when they are UTF-8 text, else as
  * base64 under `name`_base64; NULL bytes as null. At most `max` bytes are
- * shown (0: all); *cut tells whether some were left out. */
+ * shown (0: all); *cut tells whether some were left out. Text is cut
+ * before a character the bound would split, so that it stays text. */
 static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_t max, int *cut,
                       int *ok)
 {
 	char key[64], *b64, *text;
+	size_t tn;
 	if (cut)
 		*cut = max && n > max;
 	if (max && n > max)
@@ -459,9 +461,14 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 		jsonb_put_str(o, name, NULL, ok);
 		return;
 	}
+	/* p[n] exists when cut: a continuation byte there means the cut split a
+	 * character (of at most 4 bytes) */
+	tn = n;
+	while (cut && *cut && tn > 0 && n - tn < 3 && ((unsigned char)p[tn] & 0xC0) == 0x80)
+		tn--;
 	/* Text without NUL bytes: a JSON string (cJSON's) would end at one. */
-	if (json_utf8_error(p, n) < 0 && !memchr(p, 0, n)) {
-		text = strndup(p, n);
+	if (json_utf8_error(p, tn) < 0 && !memchr(p, 0, tn)) {
+		text = strndup(p, tn);
 		if (!text)
 			*ok = 0;
 		else

@@ -4,6 +4,7 @@ redriving dead letters, and replay from the beginning, a time and offsets.
 The probe fixture plugin is the subject: its handler's behaviour is steered
 by the event data (see tests/fixtures/probe.c)."""
 
+import json
 import socket
 import sqlite3
 import time
@@ -261,6 +262,30 @@ def test_inbox_retention(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_n
 
 
 # --------------------------------------------------------------------- DLQ
+
+
+def test_dlq_values_over_64_kib_are_shortened_and_text_stays_text(evhostd, build_dir, tmp_path,
+                                                                   kafka_bootstrap, unique_name):
+    # The answer shows a value's first 64 KiB, value_size saying how long it
+    # is. Text stays text (not base64), cut before a character the bound
+    # would split: three values of 3-byte characters, one, two or no ASCII
+    # bytes ahead of them, so that the bound splits one in two of them.
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    pads = {"ascii": "a" * 100000, **{f"euro{i}": "a" * i + "\u20ac" * 30000 for i in range(3)}}
+    values = {key: json.dumps({"fail": "reject", "pad": pad}, ensure_ascii=False).encode()
+              for key, pad in pads.items()}
+    for key, value in values.items():
+        r = d.post(f"/probe/publish?key={key}", data=value,
+                   headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+    msgs = {m["key"]: m for m in wait_dlq(d, len(pads))["messages"]}
+    for key, value in values.items():
+        m = msgs[key]
+        assert m.get("value_shortened") is True and "value_base64" not in m, (key, m.keys())
+        shown = m["value"].encode()
+        assert m["value_size"] == len(value) and 65536 - 2 <= len(shown) <= 65536, (key, m)
+        assert value.startswith(shown), key
 
 
 def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
