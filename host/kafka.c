@@ -850,6 +850,14 @@ static int digits(const char **s, int n)
 	return v;
 }
 
+static int days_in_month(int y, int mo)
+{
+	static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	return mo == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) ? 29 : days[mo - 1];
+}
+
+/* A day that does not exist (2026-02-30) is refused, not read as the one
+ * timegm would make of it (March 2nd). */
 int kafka_parse_time(const char *s, int64_t *ms)
 {
 	struct tm tm;
@@ -857,7 +865,7 @@ int kafka_parse_time(const char *s, int64_t *ms)
 	time_t t;
 	memset(&tm, 0, sizeof tm);
 	if ((y = digits(&s, 4)) < 0 || *s++ != '-' || (mo = digits(&s, 2)) < 1 || mo > 12 ||
-	    *s++ != '-' || (d = digits(&s, 2)) < 1 || d > 31 ||
+	    *s++ != '-' || (d = digits(&s, 2)) < 1 || d > days_in_month(y, mo) ||
 	    (*s != 'T' && *s != 't' && *s != ' '))
 		return -1;
 	s++;

@@ -2318,6 +2318,57 @@ static void test_batch_dangling_key_fails_only_its_event(void **state)
 	extra_stop(&x);
 }
 
+/* RFC 3339 times (replay's "from"): offsets, fractions, and what is not one. */
+static void test_parse_time(void **state)
+{
+	static const struct {
+		const char *text;
+		int64_t ms;
+	} good[] = {
+	    {"2026-11-28T06:00:00Z", 1795845600000},
+	    {"2026-11-28t06:00:00z", 1795845600000},
+	    {"2026-11-28 06:00:00Z", 1795845600000},
+	    {"2026-11-28T07:00:00+01:00", 1795845600000},
+	    {"2026-11-28T00:30:00-05:30", 1795845600000},
+	    {"2026-11-28T06:00:00.5Z", 1795845600500},
+	    {"2026-11-28T06:00:00.123456Z", 1795845600123},
+	    {"2024-02-29T00:00:00Z", 1709164800000},
+	    {"2000-02-29T00:00:00Z", 951782400000},
+	    {"1970-01-01T00:00:00Z", 0},
+	};
+	static const char *const bad[] = {
+	    "",
+	    "2026-11-28",
+	    "2026-11-28T06:00:00",
+	    "2026-11-28T06:00Z",
+	    "2026-11-28T06:00:00.Z",
+	    "2026-11-28T06:00:00+1:00",
+	    "2026-11-28T06:00:00+01",
+	    "2026-11-28T06:00:00+24:00",
+	    "2026-11-28T24:00:00Z",
+	    "2026-11-28T06:60:00Z",
+	    "2026-13-01T00:00:00Z",
+	    "2026-00-01T00:00:00Z",
+	    "2026-11-00T00:00:00Z",
+	    "2026-11-31T00:00:00Z",
+	    "2026-02-29T00:00:00Z",
+	    "1900-02-29T00:00:00Z",
+	    "2026-02-30T00:00:00Z",
+	    "2026-11-28T06:00:00Zjunk",
+	    "yesterday",
+	};
+	int64_t ms;
+	(void)state;
+	for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+		ms = -1;
+		if (kafka_parse_time(good[i].text, &ms) != 0 || ms != good[i].ms)
+			fail_msg("%s: %" PRId64 ", not %" PRId64, good[i].text, ms, good[i].ms);
+	}
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		if (kafka_parse_time(bad[i], &ms) == 0)
+			fail_msg("%s taken for a time", bad[i]);
+}
+
 /* The tests take over two minutes in one process, most of it waiting on the
  * embedded broker (consumer groups joining, delivery timeouts). ctest runs
  * them as TEST_PARTS processes side by side (tests/CMakeLists.txt sets
@@ -2338,6 +2389,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 6},
     {cmocka_unit_test(test_known_issues_warn_of_scram_before_librdkafka_2_6_1), 6},
     {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 6},
+    {cmocka_unit_test(test_parse_time), 6},
     {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 6},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 3},     /* 9.0 */
     {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 1},      /* 12.6 */
