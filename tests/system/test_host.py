@@ -515,6 +515,15 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
     assert r.status_code == 400
     assert r.json()["detail"] == "\\u0000 in a string at byte 14 (the string would end there)"
 
+    # bytes that are no JSON text: a raw NUL, invalid UTF-8; and a name twice
+    for body, detail in ((b'{"name": "lamp\x00"}', "NUL byte in the JSON body at byte 14"),
+                         (b'{"name": "l\xe9mp"}', "invalid UTF-8 at byte 11"),
+                         (b'{"a": 1, "a": 2}', 'the member name "a" appears twice in one object'
+                          " (parsers disagree on which value counts)")):
+        r = d.post("/probe/publish", data=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == 400 and r.json()["detail"] == detail, (body, r.text)
+        assert r.json()["type"].endswith("malformed-json"), r.text
+
     r = d.post("/probe/publish", data="{}", headers={"Content-Type": "text/plain"})
     assert r.status_code == 415
 
