@@ -1149,6 +1149,27 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     assert lib.count_rows(d.state_dir, "probe", "evh_log") == 2
 
 
+def test_what_a_plugin_may_not_do_after_init_is_refused_and_said(evhostd, build_dir):
+    """From a request handler: a route or a subscription (init only) is
+    EVH_ESTATE (-9); a publish to a name Kafka would refuse, without a type
+    or without data is EVH_EINVAL (-3). Each is said in the log, naming the
+    plugin; nothing reaches the outbox and the daemon serves on."""
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    r = d.get("/probe/misuse")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"route": -9, "subscribe": -9, "topic": -3, "type": -3, "data": -3}
+    for line in ("routes can only be registered during init",
+                 "subscriptions can only be added during init",
+                 "publish: topic 'no topic!' is not a Kafka topic name",
+                 "publish to probe.misuse: no type (the event's ce_type)",
+                 "publish to probe.misuse: no data (NULL)"):
+        d.wait_for_log(line)
+        assert any("probe" in x for x in d.log_text().splitlines() if line in x), line
+    assert d.get("/probe/late").status_code == 404
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
+    assert d.get("/readyz").status_code == 200
+
+
 def test_sigterm_exits_zero_with_empty_outbox(evhostd, build_dir, kafka_bootstrap, unique_name):
     topic = unique_name("probe")
     d = evhostd({"plugin.probe": probe_conf(build_dir, topic=topic, subscribe="false")},
