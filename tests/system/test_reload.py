@@ -455,6 +455,43 @@ def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
         assert key.read_text() not in d.log_text()
 
 
+def test_auth_issuer_ttl_max_and_key_removal_apply_on_reload(evhostd, build_dir, tmp_path):
+    # Each [auth] change a reload applies, said in the log, and true for the
+    # next request: another issuer refuses the old one's tokens; a lower
+    # token_ttl_max refuses those signed to live longer; no key refuses all.
+    key = tmp_path / "jwt.key"
+    key.write_text(secrets.token_hex(32))
+    secret = key.read_bytes()
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir),
+                         "40-auth.conf": f"[auth]\njwt_secret_file = {key}\n"})
+
+    def who(token):
+        return d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+
+    long_lived = lib.sign_token(secret, "alice", ttl=7200)
+    assert who(long_lived).text == "alice"
+    write_dropin(d, "40-auth.conf", f"[auth]\njwt_secret_file = {key}\nissuer = shop\n")
+    reload(d, "reload: [auth] issuer evhost -> shop")
+    r = who(long_lived)
+    assert r.status_code == 401, r.text
+    shop = lib.sign_token(secret, "bob", ttl=7200, issuer="shop")
+    assert who(shop).text == "bob"
+
+    write_dropin(d, "40-auth.conf",
+                 f"[auth]\njwt_secret_file = {key}\nissuer = shop\ntoken_ttl_max = 1h\n")
+    reload(d, "reload: [auth] token_ttl_max 2592000 s -> 3600 s: tokens signed to live "
+              "longer are refused")
+    assert who(shop).status_code == 401
+    assert who(lib.sign_token(secret, "carol", ttl=3600, issuer="shop")).text == "carol"
+
+    write_dropin(d, "40-auth.conf", "[auth]\nissuer = shop\ntoken_ttl_max = 1h\n")
+    reload(d, "reload: [auth] no jwt_secret_file: routes that need a token now refuse every "
+              "request")
+    r = who(lib.sign_token(secret, "dave", ttl=3600, issuer="shop"))
+    assert r.status_code == 401 and r.json()["detail"] == "this server cannot check tokens"
+    assert d.get("/probe/seen").status_code == 200  # routes without a token serve on
+
+
 def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
     tokens = {}
     for name in ("first", "second"):
