@@ -1077,6 +1077,28 @@ def test_event_published_in_tx_reaches_subscriber_on_real_kafka(evhostd, build_d
     assert ev["traceparent"].split("-")[1] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
+def test_a_full_producer_queue_holds_the_relay_back_and_loses_nothing(evhostd, build_dir,
+                                                                     kafka_bootstrap,
+                                                                     unique_name):
+    # librdkafka's local queue at 10 messages: the relay finds it full again
+    # and again, waits for deliveries to drain it and goes on. Each of 3000
+    # events on one key is handled once, in the order published.
+    topic = unique_name("qfull")
+    d = evhostd({"kafka": {"rdkafka.queue.buffering.max.messages": 10},
+                 "plugin.probe": probe_conf(build_dir, topic=topic, group=unique_name("g"))},
+                brokers=kafka_bootstrap)
+    for _ in range(3):
+        assert d.post("/probe/publish?key=q&n=1000", json={"x": 1}).status_code == 200
+    seen = published_seen(d, 3000, timeout=120)
+    db = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
+    try:
+        published = [r[0] for r in db.execute("SELECT id FROM evh_log ORDER BY seq")]
+    finally:
+        db.close()
+    assert len(seen) == 3000 and [e["event_id"] for e in seen] == published
+    assert lib.count_rows(d.state_dir, "probe", "evh_outbox") == 0
+
+
 def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_bootstrap,
                                                   unique_name):
     topic = unique_name("probe")
