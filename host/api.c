@@ -432,6 +432,10 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 		return EVH_EINVAL;
 	if (!p->store) /* not during check */
 		return EVH_ESTATE;
+	if (p->status != PLUGIN_INITIALIZING) {
+		plugin_error(p, "migrations can only be run during init");
+		return EVH_ESTATE;
+	}
 	rc = store_migrate(p->store, m, n, err, sizeof err);
 	if (rc != EVH_OK)
 		api_log(p, EVH_LOG_ERROR, err);

@@ -1172,16 +1172,18 @@ def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
 
 
 def test_what_a_plugin_may_not_do_after_init_is_refused_and_said(evhostd, build_dir):
-    """From a request handler: a route or a subscription (init only) is
-    EVH_ESTATE (-9); a publish to a name Kafka would refuse, without a type
+    """From a request handler: a route, a subscription or a migration (init
+    only) is EVH_ESTATE (-9); a publish to a name Kafka would refuse, without a type
     or without data is EVH_EINVAL (-3). Each is said in the log, naming the
     plugin; nothing reaches the outbox and the daemon serves on."""
     d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
     r = d.get("/probe/misuse")
     assert r.status_code == 200, r.text
-    assert r.json() == {"route": -9, "subscribe": -9, "topic": -3, "type": -3, "data": -3}
+    assert r.json() == {"route": -9, "subscribe": -9, "migrate": -9, "topic": -3, "type": -3,
+                        "data": -3}
     for line in ("routes can only be registered during init",
                  "subscriptions can only be added during init",
+                 "migrations can only be run during init",
                  "publish: topic 'no topic!' is not a Kafka topic name",
                  "publish to probe.misuse: no type (the event's ce_type)",
                  "publish to probe.misuse: no data (NULL)"):

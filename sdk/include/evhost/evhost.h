@@ -811,7 +811,8 @@ static inline void evh_event_set_error(const evh_event *e, const char *message)
 
 /* ---- storage ---- */
 
-/* Apply pending migrations to the plugin's database. Call from init. */
+/* Apply pending migrations to the plugin's database. Call from init:
+ * EVH_ESTATE (and a line in the log) anywhere else. */
 static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 {
 	return evh__api->migrate(p, m, n);
