@@ -215,9 +215,21 @@ static metrics_series *lookup(int fam, const char *const *labels, int create)
 	return NULL;
 }
 
+/* Taken to make a series (found without it): threads making one together
+ * make it once, and none of them is refused room that another reserved
+ * for the same series and gave back (at METRICS_MAX_SERIES, that dropped
+ * the update of all but one). */
+static pthread_mutex_t series_new_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static metrics_series *intern(int fam, const char *const *labels)
 {
-	return lookup(fam, labels, 1);
+	metrics_series *s = lookup(fam, labels, 0);
+	if (s)
+		return s;
+	pthread_mutex_lock(&series_new_mu);
+	s = lookup(fam, labels, 1);
+	pthread_mutex_unlock(&series_new_mu);
+	return s;
 }
 
 static metrics_series *intern2(int fam, const char *a, const char *b)

@@ -698,6 +698,18 @@ static void test_concurrent_updates_are_exact(void **state)
 static pthread_barrier_t racers_ready;
 static pmetric *raced[RACED_METRICS];
 
+/* RACERS threads running fn, which waits on racers_ready to go together. */
+static void race(void *(*fn)(void *))
+{
+	pthread_t t[RACERS];
+	assert_int_equal(pthread_barrier_init(&racers_ready, NULL, RACERS), 0);
+	for (int i = 0; i < RACERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, fn, NULL), 0);
+	for (int i = 0; i < RACERS; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&racers_ready);
+}
+
 static void *racer(void *arg)
 {
 	char value[32];
@@ -714,19 +726,13 @@ static void *racer(void *arg)
 
 static void test_plugin_label_values_met_at_once_count_once(void **state)
 {
-	pthread_t t[RACERS];
 	char name[32], key[128], *text;
 	(void)state;
 	for (int k = 0; k < RACED_METRICS; k++) {
 		snprintf(name, sizeof name, "raced_%d_total", k);
 		raced[k] = declare("p", EVH_METRIC_COUNTER, name, "h", "kind");
 	}
-	assert_int_equal(pthread_barrier_init(&racers_ready, NULL, RACERS), 0);
-	for (int i = 0; i < RACERS; i++)
-		assert_int_equal(pthread_create(&t[i], NULL, racer, NULL), 0);
-	for (int i = 0; i < RACERS; i++)
-		pthread_join(t[i], NULL);
-	pthread_barrier_destroy(&racers_ready);
+	race(racer);
 	text = render();
 	check_exposition(text);
 	assert_true(sample(text, "evhost_metrics_series_dropped_total") == 0);
@@ -737,6 +743,40 @@ static void test_plugin_label_values_met_at_once_count_once(void **state)
 		}
 	}
 	free(text);
+}
+
+/* At the host's bound of series (METRICS_MAX_SERIES), threads making the
+ * last one together: one series, every update counted, none dropped (each
+ * thread reserved room for it, so all but one found none). */
+static void *last_racer(void *arg)
+{
+	(void)arg;
+	pthread_barrier_wait(&racers_ready);
+	metrics_event_handled("p", "the-last", METRICS_EVENT_OK);
+	return NULL;
+}
+
+static void test_the_last_series_made_at_once_counts_every_update(void **state)
+{
+	char topic[32], *text;
+	(void)state;
+	for (int round = 0; round < 50; round++) {
+		metrics_reset();
+		/* one short of the bound */
+		for (int i = 0; i < METRICS_MAX_SERIES - 1; i++) {
+			snprintf(topic, sizeof topic, "t%d", i);
+			metrics_event_handled("p", topic, METRICS_EVENT_OK);
+		}
+		race(last_racer);
+		text = render();
+		if (sample(text, "evhost_events_handled_total{plugin=\"p\",topic=\"the-last\","
+		                 "result=\"ok\"}") != RACERS)
+			fail_msg("round %d: %g of %d updates counted", round,
+			         sample(text, "evhost_events_handled_total{plugin=\"p\","
+			                      "topic=\"the-last\",result=\"ok\"}"),
+			         RACERS);
+		free(text);
+	}
 }
 
 int main(void)
@@ -756,6 +796,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
 	    cmocka_unit_test_setup(test_plugin_label_values_met_at_once_count_once, setup),
+	    cmocka_unit_test_setup(test_the_last_series_made_at_once_counts_every_update, setup),
 	    cmocka_unit_test_setup(test_plugin_series_leave_the_host_its_room, setup),
 	    cmocka_unit_test_setup(test_a_retired_plugins_series_leave, setup),
 	};
