@@ -268,8 +268,8 @@ def test_dlq_values_over_64_kib_are_shortened_and_text_stays_text(evhostd, build
                                                                    kafka_bootstrap, unique_name):
     # The answer shows a value's first 64 KiB, value_size saying how long it
     # is. Text stays text (not base64), cut before a character the bound
-    # would split: three values of 3-byte characters, one, two or no ASCII
-    # bytes ahead of them, so that the bound splits one in two of them.
+    # would split: three values of 3-byte characters behind no, one or two
+    # ASCII bytes, so that the bound falls inside a character in two of them.
     topic = unique_name("adm")
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
     pads = {"ascii": "a" * 100000, **{f"euro{i}": "a" * i + "\u20ac" * 30000 for i in range(3)}}
