@@ -157,25 +157,26 @@ static int series_is(const metrics_series *s, int fam, uint64_t hash,
 	return 1;
 }
 
+/* Taken to make a series (one not found without it): the table has one
+ * writer at a time, so threads making one series together make it once,
+ * and the count of series is exact at its bound (each reserving room for
+ * the same series dropped the updates of all but one there). */
+static pthread_mutex_t series_new_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* series_new_mu held */
 static metrics_series *series_new(int fam, uint64_t hash, const char *const *labels)
 {
 	size_t len[MAX_LABELS], total = 0;
 	metrics_series *s;
 	char *w;
 	int n = families[fam].nlabels;
-	if (atomic_fetch_add(&nseries, 1) >= METRICS_MAX_SERIES) {
-		atomic_fetch_sub(&nseries, 1);
-		atomic_fetch_add(&dropped, 1);
-		return NULL;
-	}
 	for (int i = 0; i < n; i++)
 		total += (len[i] = strlen(labels[i])) + 1;
-	s = calloc(1, sizeof *s + total);
-	if (!s) {
-		atomic_fetch_sub(&nseries, 1);
+	if (atomic_load(&nseries) >= METRICS_MAX_SERIES || !(s = calloc(1, sizeof *s + total))) {
 		atomic_fetch_add(&dropped, 1);
 		return NULL;
 	}
+	atomic_fetch_add(&nseries, 1);
 	s->family = fam;
 	s->hash = hash;
 	w = s->text;
@@ -187,39 +188,25 @@ static metrics_series *series_new(int fam, uint64_t hash, const char *const *lab
 	return s;
 }
 
-/* The series of `fam` with these label values, created on first use
- * when `create`. */
-static metrics_series *lookup(int fam, const char *const *labels, int create)
+/* The series of `fam` with these label values, made when `make` (with
+ * series_new_mu held: then the empty slot found stays empty); NULL when
+ * there is none, or no room. */
+static metrics_series *lookup(int fam, const char *const *labels, int make)
 {
 	uint64_t hash = series_hash(fam, labels);
 	size_t i = (size_t)hash & (TABLE_SIZE - 1);
-	metrics_series *mine = NULL;
 	for (size_t probe = 0; probe < TABLE_SIZE; probe++, i = (i + 1) & (TABLE_SIZE - 1)) {
 		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
 		if (!s) {
-			if (!create || (!mine && !(mine = series_new(fam, hash, labels))))
-				return NULL;
-			if (atomic_compare_exchange_strong(&table[i], &s, mine))
-				return mine;
-			/* Lost the slot: s is the winner; maybe the same series. */
-		}
-		if (series_is(s, fam, hash, labels)) {
-			if (mine) {
-				free(mine);
-				atomic_fetch_sub(&nseries, 1);
-			}
+			if (make && (s = series_new(fam, hash, labels)))
+				atomic_store_explicit(&table[i], s, memory_order_release);
 			return s;
 		}
+		if (series_is(s, fam, hash, labels))
+			return s;
 	}
-	free(mine); /* unreachable while nseries <= TABLE_SIZE / 2 */
-	return NULL;
+	return NULL; /* unreachable while nseries <= TABLE_SIZE / 2 */
 }
-
-/* Taken to make a series (found without it): threads making one together
- * make it once, and none of them is refused room that another reserved
- * for the same series and gave back (at METRICS_MAX_SERIES, that dropped
- * the update of all but one). */
-static pthread_mutex_t series_new_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static metrics_series *intern(int fam, const char *const *labels)
 {
@@ -428,9 +415,6 @@ struct metrics_plugin_metric {
 };
 
 static pthread_mutex_t plugin_metrics_mu = PTHREAD_MUTEX_INITIALIZER;
-/* Taken to make a plugin's series (a label value's first use), so that
- * threads racing with one value make it once and count it once. */
-static pthread_mutex_t plugin_series_mu = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int plugin_series_all; /* series of all handles (METRICS_PLUGIN_SERIES_ALL) */
 static struct metrics_plugin_metric *plugin_metrics; /* every handle, under the mutex */
 
@@ -558,17 +542,19 @@ static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char
 	}
 	if ((s = lookup(m->fam, l, 0)))
 		return s;
-	pthread_mutex_lock(&plugin_series_mu);
+	/* A new value: counted against the bounds once, by the thread that
+	 * makes its series (series_new_mu) */
+	pthread_mutex_lock(&series_new_mu);
 	if ((s = lookup(m->fam, l, 0))) {
 		/* made meanwhile by another thread */
 	} else if (atomic_load(&m->nseries) >= METRICS_PLUGIN_SERIES ||
 	           atomic_load(&plugin_series_all) >= METRICS_PLUGIN_SERIES_ALL) {
 		atomic_fetch_add(&dropped, 1);
-	} else if ((s = intern(m->fam, l))) {
+	} else if ((s = lookup(m->fam, l, 1))) {
 		atomic_fetch_add(&m->nseries, 1);
 		atomic_fetch_add(&plugin_series_all, 1);
 	}
-	pthread_mutex_unlock(&plugin_series_mu);
+	pthread_mutex_unlock(&series_new_mu);
 	return s;
 }
 
