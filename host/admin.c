@@ -453,18 +453,19 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 {
 	char key[64], *b64, *text;
 	size_t tn;
+	int shortened = max && n > max;
 	if (cut)
-		*cut = max && n > max;
-	if (max && n > max)
+		*cut = shortened;
+	if (shortened)
 		n = max;
 	if (!p) {
 		jsonb_put_str(o, name, NULL, ok);
 		return;
 	}
-	/* p[n] exists when cut: a continuation byte there means the cut split a
-	 * character (of at most 4 bytes) */
+	/* p[n] exists when shortened: a continuation byte there means the cut
+	 * split a character (of at most 4 bytes) */
 	tn = n;
-	while (cut && *cut && tn > 0 && n - tn < 3 && ((unsigned char)p[tn] & 0xC0) == 0x80)
+	while (shortened && tn > 0 && n - tn < 3 && ((unsigned char)p[tn] & 0xC0) == 0x80)
 		tn--;
 	/* Text without NUL bytes: a JSON string (cJSON's) would end at one. */
 	if (json_utf8_error(p, tn) < 0 && !memchr(p, 0, tn)) {

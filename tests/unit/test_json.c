@@ -537,7 +537,7 @@ static void test_duplicate_members_scan(void **state)
  * objects are a fifth as wide and a fifth of the random texts are made (the
  * plain build runs them all; under ThreadSanitizer the whole test took over
  * its 120 s in a loaded CI run). */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef EVHOST_TEST_SANITIZED
 #define SANITIZED_SHARE 5
 #else
 #define SANITIZED_SHARE 1

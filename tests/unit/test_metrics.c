@@ -758,7 +758,7 @@ static void *last_racer(void *arg)
 
 /* Rounds of it: the plain build fails in one of about 12 without the lock;
  * the sanitizers' builds, ten times slower, try fewer. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef EVHOST_TEST_SANITIZED
 #define LAST_ROUNDS 10
 #else
 #define LAST_ROUNDS 50
