@@ -433,7 +433,7 @@ static int pause_ms(int ms)
 
 static void export_batch(size_t n, int final)
 {
-	char err[512], answer[512];
+	char err[512], answer[300]; /* the answer cut short leaves room for the endpoint */
 	size_t len;
 	char *body = trace_encode(ex.batch, n, &len);
 	int status = -1, delay = RETRY_FIRST_MS;
