@@ -1236,15 +1236,17 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 			cap = ncap;
 		}
 		n = mg_read(req->conn, req->body + req->body_len, cap - req->body_len);
-		if (n < 0) {
+		if (n < 0 && cl < 0) {
 			resp->close = 1;
 			problem(resp, 400, "bad-request",
-			        "the body could not be read after %zu bytes (%s)", req->body_len,
-			        cl < 0 ? "malformed chunked encoding, or the connection failed"
-			               : "the connection failed");
+			        "the body could not be read after %zu bytes (malformed chunked "
+			        "encoding, or the connection failed)",
+			        req->body_len);
 			return -1;
 		}
-		if (n == 0)
+		/* civetweb's -1 for a Content-Length body is the connection closed
+		 * or failed before its end: said below, with how much came */
+		if (n <= 0)
 			break;
 		req->body_len += (size_t)n;
 	}
@@ -1257,7 +1259,8 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 	}
 	if (cl >= 0 && req->body_len < (size_t)cl) {
 		resp->close = 1;
-		problem(resp, 400, "bad-request", "the body ended after %zu of %lld bytes",
+		problem(resp, 400, "bad-request",
+		        "the body ended after %zu of %lld bytes (the connection closed or failed)",
 		        req->body_len, (long long)cl);
 		return -1;
 	}

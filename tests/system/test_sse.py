@@ -5,7 +5,8 @@ the stream of a user created after it opened; [http] max_streams (503
 with Retry-After); a departed client freeing its slot; a client reconnecting
 with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
 first when its id is older than the history; a reload closing the plugin's
-streams; a stream ending when its token expires or its user signs out;
+streams; a stream ending when its token expires or its user signs out; a
+quiet stream's keepalive comment;
 SIGTERM with streams open exiting 0 at once; and a plugin built against ABI
 1.0 still loading next to it.
 
@@ -490,6 +491,31 @@ def test_a_signed_out_stream_gets_no_event_published_after(evhostd, tmp_path, un
                 pass
     for s, _ in streams:
         s.close()
+
+
+def test_a_quiet_stream_gets_a_keepalive_comment_and_stays_open(evhostd, tmp_path, unique_name,
+                                                                build_dir):
+    """docs/services.md: a `: keepalive` comment after 15 s of silence, so
+    that a proxy's idle timeout does not close a quiet stream; the stream
+    goes on carrying events after it."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    a_id, _, a_token = new_user(d, "Max")
+    s = open_stream(d, a_token)
+    t0 = time.monotonic()
+    # Events (the welcome mail's) may come first; then silence.
+    while "keepalive" not in s.comments and time.monotonic() - t0 < 25:
+        s.next_event(timeout=1)
+    waited = time.monotonic() - t0
+    assert "keepalive" in s.comments and not s.eof, (s.comments, s.events, s.eof)
+    assert waited >= 14, f"a keepalive after {waited:.1f} s, not after 15 s of silence"
+    r = d.post("/notifications/broadcast", json={"subject": "Still there", "message": "x"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
+    assert json.loads(ev["data"])["user_id"] == a_id
+    s.close()
 
 
 def test_max_streams_must_leave_a_worker_free(evhostd):

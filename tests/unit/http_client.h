@@ -27,8 +27,10 @@ static inline int free_port(void)
 	return port;
 }
 
-/* Send `raw` and read until the server closes. Returns a malloc'd reply. */
-static inline char *exchange(int port, const char *raw, size_t rawlen)
+/* Send `raw`, then (when `half_close`) shut the sending side, as a client
+ * that has no more to say does, and read until the server closes. Returns
+ * a malloc'd reply. */
+static inline char *exchange_then(int port, const char *raw, size_t rawlen, int half_close)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
 	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -41,6 +43,8 @@ static inline char *exchange(int port, const char *raw, size_t rawlen)
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
 	assert_int_equal(send(fd, raw, rawlen, MSG_NOSIGNAL), (ssize_t)rawlen);
+	if (half_close)
+		assert_int_equal(shutdown(fd, SHUT_WR), 0);
 	for (;;) {
 		ssize_t r = recv(fd, out + n, cap - n - 1, 0);
 		if (r <= 0)
@@ -51,6 +55,12 @@ static inline char *exchange(int port, const char *raw, size_t rawlen)
 	out[n] = '\0';
 	close(fd);
 	return out;
+}
+
+/* Send `raw` and read until the server closes. Returns a malloc'd reply. */
+static inline char *exchange(int port, const char *raw, size_t rawlen)
+{
+	return exchange_then(port, raw, rawlen, 0);
 }
 
 /* One request on a connection of its own ("Connection: close"); the whole

@@ -473,6 +473,52 @@ static void test_body_limits(void **state)
 	free(r);
 }
 
+/* A chunked body longer than the first buffer (HTTP_CHUNK, 16 KiB) is read
+ * whole; one that grows past the limit is refused; a body shorter than its
+ * Content-Length (the client closed its side) is a 400 saying how short. */
+static void test_body_in_parts(void **state)
+{
+	fixture *f = *state;
+	enum { CHUNK = 10000, LIMIT = 60000 };
+	size_t cap = 128 + 8 * (CHUNK + 16), n;
+	char *raw = malloc(cap), *r;
+	assert_non_null(raw);
+	f->h.set.max_body_bytes = LIMIT;
+	for (int chunks = 5; chunks <= 7; chunks += 2) { /* 50000, then 70000 bytes */
+		n = (size_t)snprintf(raw, cap,
+		                     "POST /t/raw HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+		                     "Transfer-Encoding: chunked\r\n\r\n");
+		for (int i = 0; i < chunks; i++) {
+			n += (size_t)snprintf(raw + n, cap - n, "%x\r\n", CHUNK);
+			memset(raw + n, 'a' + i, CHUNK);
+			n += CHUNK;
+			n += (size_t)snprintf(raw + n, cap - n, "\r\n");
+		}
+		n += (size_t)snprintf(raw + n, cap - n, "0\r\n\r\n");
+		assert_true(n < cap);
+		r = exchange(f->port, raw, n);
+		if (chunks == 5) {
+			assert_int_equal(status_of(r), 201);
+			assert_string_equal(body_of(r), "{\"len\":50000,\"nul\":1}");
+		} else {
+			expect_problem(r, 413, "payload-too-large");
+			assert_non_null(strstr(body_of(r), "the body exceeds 60000 bytes"));
+		}
+		free(r);
+	}
+	f->h.set.max_body_bytes = 64;
+	n = (size_t)snprintf(raw, cap,
+	                     "POST /t/raw HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n"
+	                     "twenty-bytes-of-body");
+	r = exchange_then(f->port, raw, n, 1);
+	expect_problem(r, 400, "bad-request");
+	if (!strstr(body_of(r), "the body ended after 20 of 40 bytes"))
+		fail_msg("expected how short the body was in %s", body_of(r));
+	assert_string_equal(header_of(r, "Connection"), "close");
+	free(r);
+	free(raw);
+}
+
 /* `raw` on a connection of its own: problem `status` `slug` saying
  * `detail`, and the connection closed. */
 static void expect_closing_problem(fixture *f, const char *raw, int status, const char *slug,
@@ -1310,6 +1356,7 @@ int main(void)
 	    cmocka_unit_test(test_head_has_no_body),
 	    cmocka_unit_test(test_json_checks),
 	    cmocka_unit_test(test_body_limits),
+	    cmocka_unit_test(test_body_in_parts),
 	    cmocka_unit_test(test_expect_continue),
 	    cmocka_unit_test(test_framing),
 	    cmocka_unit_test(test_auth),
