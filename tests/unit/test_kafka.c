@@ -46,7 +46,7 @@
 #define MAX_CALLS 256
 
 struct call {
-	char id[320], type[128], key[64], data[256], source[256], traceparent[64];
+	char id[320], type[128], key[64], data[256], source[256], time[64], traceparent[64];
 	char spec[16], ctype[64], topic[64], redrive[8];
 	int attempt;
 	int32_t partition;
@@ -96,6 +96,7 @@ static int record(const evh_event *ev, int filtered)
 	copy_opt(c->key, sizeof c->key, key);
 	copy_opt(c->data, sizeof c->data, data);
 	copy_opt(c->source, sizeof c->source, kafka_ev_source(ev));
+	copy_opt(c->time, sizeof c->time, kafka_ev_time(ev));
 	copy_opt(c->traceparent, sizeof c->traceparent, kafka_ev_header(ev, "traceparent"));
 	copy_opt(c->spec, sizeof c->spec, kafka_ev_header(ev, "ce_specversion"));
 	copy_opt(c->ctype, sizeof c->ctype, kafka_ev_header(ev, "content-type"));
@@ -359,10 +360,14 @@ static void test_delivery(void **state)
 {
 	char id[37];
 	const struct call *c;
+	int64_t t0 = (int64_t)time(NULL) * 1000 - 1000, t;
 	events_uuid(id);
 	publish(id, "user-1", "USER_CREATED", "{\"id\":\"user-1\",\"name\":\"Ada\"}");
 	assert_int_equal(wait_calls(id, 1), 1);
 	c = &rec.calls[call_index(id, 0)];
+	/* ce_time: when it was published (evh_event_time) */
+	if (kafka_parse_time(c->time, &t) != 0 || t < t0 || t > (int64_t)time(NULL) * 1000 + 1000)
+		fail_msg("ce_time '%s' is not the publication's time", c->time);
 	assert_string_equal(c->type, "USER_CREATED");
 	assert_string_equal(c->key, "user-1");
 	assert_string_equal(c->data, "{\"id\":\"user-1\",\"name\":\"Ada\"}");
@@ -1342,8 +1347,10 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 		rd_kafka_header_add(h, "ce_id", -1, ids[i], -1);
 		rd_kafka_header_add(h, "ce_type", -1, "LONG_ID", -1);
 		rd_kafka_header_add(h, "ce_specversion", -1, "1.0", -1);
-		/* the third's source too long to hold: absent to its handler, not cut */
+		/* the third's source and time too long to hold: absent to its
+		 * handler, not cut */
 		rd_kafka_header_add(h, "ce_source", -1, i == 2 ? ids[0] : "short", -1);
+		rd_kafka_header_add(h, "ce_time", -1, i == 2 ? ids[0] : "2026-12-03T21:00:00Z", -1);
 		atomic_init(&pos[i].done, 0);
 		assert_int_equal(kafka_produce_message(fx.k, TOPIC, RD_KAFKA_PARTITION_UA, "long", 4,
 		                                       "{}", 2, h, keep_position, &pos[i]),
@@ -1366,6 +1373,7 @@ static void test_long_ce_ids_are_not_cut_into_one(void **state)
 		n = call_index(want[i], 0); /* a call's record is not written again */
 		assert_true(n >= 0);
 		assert_string_equal(rec.calls[n].source, i == 2 ? "(null)" : "short");
+		assert_string_equal(rec.calls[n].time, i == 2 ? "(null)" : "2026-12-03T21:00:00Z");
 	}
 	{
 		char type[300], id[37];
