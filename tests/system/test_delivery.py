@@ -10,7 +10,8 @@ Kafka and a real SMTP server (issue 4):
    to create them, and nothing is lost or sent twice once they exist;
 3. SMTP down: retries with backoff, then the dead-letter topic; SMTP back,
    redrive: every mail delivered once;
-4. poison messages (not JSON, missing fields, 1 MiB of garbage, a type no
+4. poison messages (not JSON, not an object, missing or bad fields, 1 MiB of
+   garbage, broadcasts without their fields, a type no
    handler takes) each end in the DLQ with their headers, the messages after
    them are processed, the daemon keeps running;
 5. handlers slower in total than max.poll.interval.ms across a batch, and a
@@ -680,6 +681,14 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
     lib.kafka_produce(created, {"name": "no email", "id": "u-1"}, key="poison",
                       brokers=kafka_bootstrap)
     produce_big(created, garbage, "poison", kafka_bootstrap)
+    for data in ([1, 2], {"id": "u-3", "email": "not an address"},
+                 {"id": 1.5, "email": "half@example.org"}):
+        lib.kafka_produce(created, data, key="poison", brokers=kafka_bootstrap)
+    for n, data in enumerate(({"subject": "x", "message": "y"},
+                              {"broadcast_id": "b-1", "subject": "x", "message": 7}), 2):
+        lib.kafka_produce(bcast, data, key="poison",
+                          headers={"ce_id": f"bogus-{n}", "ce_type": "NOTIFICATION_BROADCAST",
+                                   "ce_specversion": "1.0"}, brokers=kafka_bootstrap)
     lib.kafka_produce(bcast, {"subject": "x", "message": "y"}, key="poison",
                       headers={"ce_id": "bogus-1", "ce_type": "NOTIFICATION_EXPLODE",
                                "ce_specversion": "1.0"}, brokers=kafka_bootstrap)
@@ -687,9 +696,9 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
                       key="poison", brokers=kafka_bootstrap)
     smtp_server.wait_for(lambda m: m.envelope_to == ["after@example.org"], timeout=60)
 
-    every = dead_letters(st.d, "notifications", 5)
+    every = dead_letters(st.d, "notifications", 10)
     letters = [m for m in every if m["topic"] == created + ".notifications.dlq"]
-    assert len(letters) == 4
+    assert len(letters) == 7
     errors = {}
     for m in letters:
         h = m["headers"]
@@ -709,6 +718,10 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
                    if why.startswith("event data is not valid JSON: invalid UTF-8 at byte ")) == 1
     assert by_error['event data has no usable "id" (string or number)'] == 1
     assert by_error['event data has no "email"'] == 1
+    assert by_error["event data is not a JSON object"] == 1
+    assert by_error['"email" is not a valid e-mail address'] == 1  # never the address itself
+    assert by_error['event data\'s "id" is a number but not an integer of at most 2^53 - 1 '
+                    '(9007199254740991) in magnitude: send it as a string'] == 1
     # bytes that are not text (a NUL, or not UTF-8) are shown as base64, text as is
     poison = base64.b64encode(b"\x00\x01 not json {").decode()
     assert [m.get("value_base64") for m in letters].count(poison) == 1
@@ -725,13 +738,15 @@ def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path,
     assert (res["redriven"], res["skipped"], res["failed"]) == (0, 1, 0), res
     assert res["results"][0]["error"] == ("its value was truncated when it was dead-lettered; "
                                           "it cannot be redriven"), res
-    (typed,) = [m for m in every if m["topic"] == bcast + ".notifications.dlq"]
-    assert typed["headers"]["evhost_dlq_error"] == (
-        f"no handler for ce_type 'NOTIFICATION_EXPLODE' on topic {bcast}")
-    assert typed["headers"]["ce_id"] == "bogus-1"
+    broadcasts = {m["headers"]["ce_id"]: m["headers"]["evhost_dlq_error"]
+                  for m in every if m["topic"] == bcast + ".notifications.dlq"}
+    assert broadcasts == {
+        "bogus-1": f"no handler for ce_type 'NOTIFICATION_EXPLODE' on topic {bcast}",
+        "bogus-2": 'broadcast has no usable "broadcast_id"',
+        "bogus-3": 'broadcast needs string "subject" and "message"'}, broadcasts
     assert st.d.running() and st.d.get("/healthz").status_code == 200
     assert st.recipients() == {"poison": ("after@example.org", "After")}
-    report("poison", sent=6, dead_lettered=len(letters) + 1, delivered=1,
+    report("poison", sent=11, dead_lettered=len(letters) + len(broadcasts), delivered=1,
            daemon_running=st.d.running(), duplicates=0, lost=0)
 
 

@@ -714,6 +714,11 @@ def test_broadcast_reaches_every_current_user(evhostd, tmp_path, unique_name, ka
         assert r.status_code == 422, (bad, r.text)
         assert r.headers["Content-Type"].startswith("application/problem+json")
         assert r.json().get("field") == field, r.text
+    for bad in ([], ["subject", "message"], "a text", 7, None):
+        r = env.d.post("/notifications/broadcast", data=json.dumps(bad),
+                       headers={**env.auth(admin), "Content-Type": "application/json"})
+        assert r.status_code == 422, (bad, r.text)
+        assert r.json()["detail"] == "the body must be a JSON object", r.text
 
     # under the body limit (1 MiB), over what one Kafka message may carry: its
     # event could never be sent (and would hold back every broadcast after it).
