@@ -185,6 +185,15 @@ def is_broadcast(bid):
                        and json.loads(ev["data"])["event_id"].startswith(bid + ":"))
 
 
+def expect_broadcast(d, admin, s, subject, user_id):
+    """An admin's broadcast reaches stream s, as user_id's notification."""
+    r = d.post("/notifications/broadcast", json={"subject": subject, "message": "x"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
+    assert json.loads(ev["data"])["user_id"] == user_id
+
+
 def test_stream_pushes_each_user_only_their_notifications(evhostd, tmp_path, unique_name,
                                                           build_dir):
     config = notif_config(tmp_path, unique_name, build_dir)
@@ -397,11 +406,7 @@ def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build
     s = lib.wait_until(lambda: (lambda x: x if x.status == 200 else x.close())(
         Sse(d.port, token=a_token)), timeout=10, interval=0.2, message="a stream after reload")
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
-    r = d.post("/notifications/broadcast", json={"subject": "After reload", "message": "x"},
-               headers={"Authorization": f"Bearer {admin}"})
-    assert r.status_code == 202, r.text
-    ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
-    assert json.loads(ev["data"])["user_id"] == a_id
+    expect_broadcast(d, admin, s, "After reload", a_id)
     s.close()
 
 
@@ -510,11 +515,7 @@ def test_a_quiet_stream_gets_a_keepalive_comment_and_stays_open(evhostd, tmp_pat
     waited = time.monotonic() - t0
     assert "keepalive" in s.comments and not s.eof, (s.comments, s.events, s.eof)
     assert waited >= 14, f"a keepalive after {waited:.1f} s, not after 15 s of silence"
-    r = d.post("/notifications/broadcast", json={"subject": "Still there", "message": "x"},
-               headers={"Authorization": f"Bearer {admin}"})
-    assert r.status_code == 202, r.text
-    ev = s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
-    assert json.loads(ev["data"])["user_id"] == a_id
+    expect_broadcast(d, admin, s, "Still there", a_id)
     s.close()
 
 
