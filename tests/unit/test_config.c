@@ -635,6 +635,45 @@ static void test_keep_alive_timeout(void **state)
 	assert_int_equal(f->s.http_keep_alive_ms, -1); /* off (0 in settings is the default) */
 }
 
+/* [auth] token_ttl_max (whole seconds, 1m to 366d) and
+ * jwt_jwks_cache_max_age (1m to 366d): their defaults, refusals and units. */
+static void test_auth_durations(void **state)
+{
+	static const char *const ttl_bad[] = {"30s", "1500ms", "367d", "soon", ""};
+	static const char *const age_bad[] = {"59s", "400d", "7 d", "-1d"};
+	fixture *f = *state;
+	char text[256], want[256];
+	assert_int_equal(settings_of(f, MIN_KAFKA, "t.conf"), 0);
+	assert_int_equal(f->s.token_ttl_max_s, 30 * 86400);
+	assert_int_equal(f->s.jwks_cache_max_age_s, 7 * 86400);
+	for (size_t i = 0; i < sizeof ttl_bad / sizeof *ttl_bad; i++) {
+		snprintf(text, sizeof text, MIN_KAFKA "[auth]\ntoken_ttl_max = %s\n", ttl_bad[i]);
+		snprintf(want, sizeof want,
+		         "t.conf:4: [auth] token_ttl_max: expected whole seconds from 1m to 366d, "
+		         "such as 12h or 30d, got '%s'",
+		         ttl_bad[i]);
+		expect_one_error(text, "t.conf", want);
+	}
+	for (size_t i = 0; i < sizeof age_bad / sizeof *age_bad; i++) {
+		snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_jwks_cache_max_age = %s\n",
+		         age_bad[i]);
+		snprintf(want, sizeof want,
+		         "t.conf:4: [auth] jwt_jwks_cache_max_age: expected a duration from 1m to "
+		         "366d, such as 12h or 7d, got '%s'",
+		         age_bad[i]);
+		expect_one_error(text, "t.conf", want);
+	}
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[auth]\ntoken_ttl_max = 12h\n"
+	                                       "jwt_jwks_cache_max_age = 366d\n",
+	                             "t.conf"),
+	                 0);
+	assert_int_equal(f->s.token_ttl_max_s, 12 * 3600);
+	assert_int_equal(f->s.jwks_cache_max_age_s, 366 * 86400);
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\ntoken_ttl_max = 1m\n", "t.conf"), 0);
+	assert_int_equal(f->s.token_ttl_max_s, 60);
+}
+
 /* [host] source is each event's ce_source with "/NAME" after it: one that
  * header could not hold whole is refused, the longest that fits taken. */
 static void test_source_fits_ce_source(void **state)
@@ -1592,6 +1631,7 @@ int main(void)
 	    T(test_bad_values),
 	    T(test_request_timeout),
 	    T(test_keep_alive_timeout),
+	    T(test_auth_durations),
 	    T(test_max_head_bytes),
 	    T(test_source_fits_ce_source),
 	    T(test_listen_forms),
