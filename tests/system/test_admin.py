@@ -330,7 +330,9 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
                           for b in bad_partitions] +
                          [({"partition": part, "offset": b}, "offsets[1].offset")
                           for b in bad_offsets] +
-                         [(b, "offsets[1]") for b in bad_offsets]):
+                         [(b, "offsets[1]") for b in bad_offsets] +
+                         [({"topic": 7, "partition": part, "offset": off},
+                           "offsets[1].topic")]):
         r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
                    json={"offsets": [{"partition": part, "offset": 999999}, entry]})
         assert r.status_code == 422, (entry, r.text)
@@ -340,6 +342,11 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
                json={"offsets": [{"topic": poison["topic"], "partition": 1e10,
                                   "offset": off + 0.9}]})
     assert r.status_code == 422, r.text
+    for body in ([], "all", None):  # the body is an object, or nothing
+        r = d.post("/admin/plugins/probe/dlq/redrive", timeout=60, data=json.dumps(body),
+                   headers={**auth(), "Content-Type": "application/json"})
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["detail"] == "the body must be a JSON object", r.text
     assert not any(m["redriven"] for m in dlq(d)["messages"])
 
     # The dependency is back: redrive the two (by offset), not the poison one.
@@ -447,6 +454,12 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     r = d.post("/admin/plugins/probe/replay", headers=auth(),
                json={"from": "beginning", "topics": ["not-consumed"]})
     assert r.status_code == 422 and "does not consume" in r.json()["detail"]
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": "beginning", "topics": [topic, 7]})
+    assert r.status_code == 422 and r.json()["field"] == "topics", r.text
+    r = d.post("/admin/plugins/probe/replay", data="[]",
+               headers={**auth(), "Content-Type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"] == "the body must be a JSON object"
     r = d.post("/admin/plugins/probe/replay", headers=auth(),
                json={"from": {"offsets": {topic: {"0": 10 ** 9}}}})
     assert r.status_code == 422
