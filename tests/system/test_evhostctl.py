@@ -655,6 +655,45 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
                          "--topic", "elsewhere"), 1, "does not consume")
 
 
+def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir, tmp_path,
+                                                              kafka_bootstrap, unique_name):
+    # notifications consumes four topics, so four dead-letter topics: `dlq list`
+    # shows TOPIC:PARTITION:OFFSET, and `dlq redrive` takes it back.
+    topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    d = evhostd({"admin": {"token_file": str(token)},
+                 "plugin.notifications": {
+                     **{f"topic.user_{k}": topics[k] for k in ("created", "updated", "deleted")},
+                     "topic.broadcast": topics["broadcast"],
+                     "templates_dir": str(lib.REPO_ROOT / "plugins" / "notifications" /
+                                          "templates"),
+                     "transport": "maildir", "maildir": str(tmp_path / "mail"),
+                     "from": "Evhost Tests <noreply@example.org>",
+                     "group": unique_name("g")}}, brokers=kafka_bootstrap)
+    r = ctl(build_dir, d, "dlq", "list", "notifications")
+    assert r.returncode == 0 and r.stdout.endswith("no dead letters for notifications\n"), \
+        (r.stdout, r.stderr)
+    lib.kafka_produce(topics["created"], b"not json", key="k", brokers=kafka_bootstrap)
+
+    def listed():
+        r = ctl(build_dir, d, "dlq", "list", "notifications")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.splitlines()[1:] or None
+    (line,) = lib.wait_until(listed, timeout=60, message="a dead letter listed")
+    dead = f"{topics['created']}.notifications.dlq"
+    ident = line.split()[0]
+    assert ident.startswith(dead + ":") and ident.count(":") == 2, line
+    r = ctl(build_dir, d, "dlq", "redrive", "notifications", ident)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f"{ident}: redriven to {topics['created']}/" in r.stdout, r.stdout
+    # A partition and offset without their topic, or a topic without them: refused.
+    assert_one_error(ctl(build_dir, d, "dlq", "redrive", "notifications",
+                         ident[len(dead):]), 2, "is not a dead-letter id")
+    assert_one_error(ctl(build_dir, d, "dlq", "redrive", "notifications", dead + ":x:1"), 2,
+                     "is not a dead-letter id")
+
+
 def test_status_not_ready(evhostd, build_dir):
     # A broker nobody listens on: the daemon serves, but is not ready.
     d = evhostd(brokers=f"127.0.0.1:{lib.free_port()}")
