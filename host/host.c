@@ -685,9 +685,13 @@ static void host_reload_auth(host *h, host *next)
 	if (secret_changed && k->secret)
 		log_info("host", "reload: [auth] tokens are now signed and checked with the key in %s",
 		         n->jwt_secret_file);
-	else if (secret_changed)
+	else if (secret_changed && !k->pubkeys && !k->jwks)
 		log_warn("host", "reload: [auth] no jwt_secret_file: routes that need a token now "
-		                 "refuse every request");
+		                 "refuse every request (503: no key to check tokens with)");
+	else if (secret_changed)
+		log_warn("host", "reload: [auth] no jwt_secret_file: this host's tokens are refused, "
+		                 "%s's are checked as before",
+		         k->pk_issuer ? k->pk_issuer : "the identity provider");
 	if (previous_changed && k->previous)
 		log_info("host", "reload: [auth] tokens signed with the key in %s are accepted until "
 		                 "they expire; remove jwt_previous_secret_file then",

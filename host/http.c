@@ -1349,9 +1349,12 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 			log_warn("http", "routes need bearer tokens but neither [auth] jwt_secret_file "
 			                 "nor jwt_public_key_file nor jwt_jwks_url is set: every such "
 			                 "request is refused");
+		/* Not the token's fault (a 401 would send the client to sign in
+		 * again, and the login cannot sign either: 503) */
 		metrics_auth_refused(METRICS_AUTH_UNVERIFIABLE);
-		http_resp_header(resp, "WWW-Authenticate", "Bearer");
-		problem(resp, 401, "unauthorized", "this server cannot check tokens");
+		problem(resp, 503, "unavailable",
+		        "this server cannot check tokens: [auth] sets no key (jwt_secret_file, "
+		        "jwt_public_key_file or jwt_jwks_url)");
 		return -1;
 	}
 	rc = verify_token(k, hdr, req, &why, &cls);

@@ -685,12 +685,15 @@ static void test_auth(void **state)
 	assert_int_equal(status_of(r), 200);
 	assert_string_equal(body_of(r), "ada admin=1 ghost=0");
 	free(r);
-	/* Without a configured secret nothing passes. */
+	/* Without a configured secret nothing passes: 503, the server's
+	 * trouble, not the token's (no WWW-Authenticate asking for another) */
 	f->keys.len = 0;
 	r = bearer_request(f, "/t/me", user, 1, SECRET, 60);
-	expect_problem(r, 401, "unauthorized");
-	free(r);
 	f->keys.len = strlen(SECRET);
+	expect_problem(r, 503, "unavailable");
+	assert_null(header_of(r, "WWW-Authenticate"));
+	assert_non_null(strstr(body_of(r), "this server cannot check tokens"));
+	free(r);
 }
 
 static void test_handler_results(void **state)
