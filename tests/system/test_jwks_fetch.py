@@ -679,9 +679,14 @@ def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, bu
     d6.wait_for_log(f"[auth] using the keys fetched from {idp.url} at ", timeout=5)
     assert_ok(d6, token(k["rsa"], "rsa-1"), "a cached key, 8 days old")
     assert d6.stop() == 0
-    # A cache damaged, or too large to be one: said, not used, nothing else changes.
+    # A cache damaged, too large to be one, or whose set has no key evhostd can
+    # use: said, not used, nothing else changes.
+    no_keys = dict(kept, fetched_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                   jwks={"keys": [{"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}]})
     for content, why in ((b'{"url": "' + idp.url.encode() + b'", "jwks": {"ke', "is not a "
                           "JWKS cache evhostd wrote: not used"),
+                         (json.dumps(no_keys).encode(), f"the keys in {cache} are not used: no RS256 or "
+                          "ES256 signing key among its 1 key(s)"),
                          (b" " * (1024 * 1024 + 8192), "cannot read " + str(cache) +
                           ": too large: not used")):
         cache.write_bytes(content)
