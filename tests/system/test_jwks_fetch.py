@@ -685,8 +685,8 @@ def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, bu
                    jwks={"keys": [{"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}]})
     for content, why in ((b'{"url": "' + idp.url.encode() + b'", "jwks": {"ke', "is not a "
                           "JWKS cache evhostd wrote: not used"),
-                         (json.dumps(no_keys).encode(), f"the keys in {cache} are not used: no RS256 or "
-                          "ES256 signing key among its 1 key(s)"),
+                         (json.dumps(no_keys).encode(), f"the keys in {cache} are not used: "
+                          "no RS256 or ES256 signing key among its 1 key(s)"),
                          (b" " * (1024 * 1024 + 8192), "cannot read " + str(cache) +
                           ": too large: not used")):
         cache.write_bytes(content)
