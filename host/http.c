@@ -1319,7 +1319,8 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	return rc;
 }
 
-/* 0 when the bearer token is good for this route; else fills 401/403. */
+/* 0 when the bearer token is good for this route; else fills 401/403, or 503
+ * when the token cannot be checked (no key, or the provider's not fetched). */
 static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
                       evh_response *resp)
 {
