@@ -463,6 +463,15 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     r = d.post("/admin/plugins/probe/replay", headers=auth(),
                json={"from": {"offsets": {topic: {"0": 10 ** 9}}}})
     assert r.status_code == 422
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {"elsewhere": {"0": 0}}}})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == "plugin probe does not consume topic elsewhere", r.text
+    # A partition the topic does not have is not the consumer's: said.
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {topic: {"7": 0}}}})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"{topic} [7] is not assigned to this consumer", r.text
     # Offsets and partitions that are not integers in range: refused before any
     # rewind (2.5 once rewound to 2; "+0" and " 0" once read as partition 0).
     p0 = str(last["partition"])
