@@ -155,6 +155,18 @@ def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
     r = get("/probe/whoami", sign(keys["ec"], "ES256", claims()))
     assert r.status_code == 401 and "token algorithm is not HS256 or RS256" in r.text
 
+    # A reload without jwt_secret_file: this host's tokens are refused, the
+    # provider's still checked (not "every request refused").
+    kept = [l for l in d.config_file.read_text().splitlines()
+            if not l.startswith("jwt_secret_file")]
+    d.config_file.write_text("\n".join(kept) + "\n")
+    mark = len(d.log_text())
+    reload(d, "reload done")
+    assert (f"reload: [auth] no jwt_secret_file: this host's tokens are refused, {ISSUER}'s "
+            "are checked as before") in d.log_text()[mark:]
+    assert get("/probe/whoami", sign(keys["other"], "RS256", claims())).status_code == 200
+    assert get("/probe/whoami", lib.sign_token(secret.read_bytes(), "bob")).status_code == 401
+
 
 def jwk(private, kid, **members):
     """The JSON Web Key of private's public half, as a provider's JWKS lists it."""
