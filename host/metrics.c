@@ -188,33 +188,48 @@ static metrics_series *series_new(int fam, uint64_t hash, const char *const *lab
 	return s;
 }
 
-/* The series of `fam` with these label values, made when `make` (with
- * series_new_mu held: then the empty slot found stays empty); NULL when
- * there is none, or no room. */
-static metrics_series *lookup(int fam, const char *const *labels, int make)
+/* The series of `fam` with these label values, or NULL with *slot (when
+ * given) the empty slot a new one would take: under series_new_mu it stays
+ * empty for make_at. */
+static metrics_series *lookup(int fam, const char *const *labels, size_t *slot)
 {
 	uint64_t hash = series_hash(fam, labels);
 	size_t i = (size_t)hash & (TABLE_SIZE - 1);
 	for (size_t probe = 0; probe < TABLE_SIZE; probe++, i = (i + 1) & (TABLE_SIZE - 1)) {
 		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
 		if (!s) {
-			if (make && (s = series_new(fam, hash, labels)))
-				atomic_store_explicit(&table[i], s, memory_order_release);
-			return s;
+			if (slot)
+				*slot = i;
+			return NULL;
 		}
 		if (series_is(s, fam, hash, labels))
 			return s;
 	}
-	return NULL; /* unreachable while nseries <= TABLE_SIZE / 2 */
+	if (slot)
+		*slot = TABLE_SIZE; /* unreachable while nseries <= TABLE_SIZE / 2 */
+	return NULL;
+}
+
+/* series_new_mu held, `slot` from lookup under it: the series made there,
+ * or NULL when there is no room. */
+static metrics_series *make_at(int fam, const char *const *labels, size_t slot)
+{
+	metrics_series *s;
+	if (slot >= TABLE_SIZE || !(s = series_new(fam, series_hash(fam, labels), labels)))
+		return NULL;
+	atomic_store_explicit(&table[slot], s, memory_order_release);
+	return s;
 }
 
 static metrics_series *intern(int fam, const char *const *labels)
 {
-	metrics_series *s = lookup(fam, labels, 0);
+	size_t slot;
+	metrics_series *s = lookup(fam, labels, NULL);
 	if (s)
 		return s;
 	pthread_mutex_lock(&series_new_mu);
-	s = lookup(fam, labels, 1);
+	if (!(s = lookup(fam, labels, &slot)))
+		s = make_at(fam, labels, slot);
 	pthread_mutex_unlock(&series_new_mu);
 	return s;
 }
@@ -532,6 +547,7 @@ static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char
 {
 	const char *l[MAX_LABELS] = {m->plugin, ""};
 	metrics_series *s;
+	size_t slot;
 	if (families[m->fam].nlabels == 2) {
 		size_t n = value ? strlen(value) : 0;
 		if (!n || n > 128 || json_utf8_error(value, n) >= 0) {
@@ -540,17 +556,17 @@ static metrics_series *plugin_series(struct metrics_plugin_metric *m, const char
 		}
 		l[1] = value;
 	}
-	if ((s = lookup(m->fam, l, 0)))
+	if ((s = lookup(m->fam, l, NULL)))
 		return s;
 	/* A new value: counted against the bounds once, by the thread that
 	 * makes its series (series_new_mu) */
 	pthread_mutex_lock(&series_new_mu);
-	if ((s = lookup(m->fam, l, 0))) {
+	if ((s = lookup(m->fam, l, &slot))) {
 		/* made meanwhile by another thread */
 	} else if (atomic_load(&m->nseries) >= METRICS_PLUGIN_SERIES ||
 	           atomic_load(&plugin_series_all) >= METRICS_PLUGIN_SERIES_ALL) {
 		atomic_fetch_add(&dropped, 1);
-	} else if ((s = lookup(m->fam, l, 1))) {
+	} else if ((s = make_at(m->fam, l, slot))) {
 		atomic_fetch_add(&m->nseries, 1);
 		atomic_fetch_add(&plugin_series_all, 1);
 	}
