@@ -35,6 +35,7 @@ import pytest
 import requests
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = REPO_ROOT / "plugins" / "notifications" / "templates"  # notifications.so's
 KAFKA_SCRIPT = REPO_ROOT / "scripts" / "kafka"
 KCAT = "kcat"
 
@@ -100,6 +101,13 @@ def oom_stride(build_dir, plain):
     if os.environ.get("EVH_OOM_STRIDE"):
         return int(os.environ["EVH_OOM_STRIDE"])
     return plain * 3 if sanitizer(build_dir) else plain
+
+
+def notifications_topics(topics):
+    """[plugin.notifications]'s topic keys for `topics`, the names of its
+    "created", "updated", "deleted" and "broadcast" topics."""
+    return {"topic.user_created": topics["created"], "topic.user_updated": topics["updated"],
+            "topic.user_deleted": topics["deleted"], "topic.broadcast": topics["broadcast"]}
 
 
 def run_failing(cmd, n, timeout=60):

@@ -44,7 +44,7 @@ import requests
 
 import evhost_testlib as lib
 
-TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+TEMPLATES = lib.TEMPLATES
 PASSWORD = "correct horse battery"
 ADMIN_TOKEN = "delivery-admin-token-0123456789"
 OWN_BROKER_PORT = int(os.environ.get("EVHOST_TEST_FAULT_KAFKA_PORT", "19392"))
@@ -113,10 +113,7 @@ class Stack:
             "templates_dir": str(TEMPLATES),
             "from": "Evhost Tests <noreply@example.org>",
             "group": unique_name("g"),
-            "topic.user_created": self.topics["created"],
-            "topic.user_updated": self.topics["updated"],
-            "topic.user_deleted": self.topics["deleted"],
-            "topic.broadcast": self.topics["broadcast"],
+            **lib.notifications_topics(self.topics),
         }
         notif_conf.update(notif or {})
         self.config = {

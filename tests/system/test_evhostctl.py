@@ -664,10 +664,7 @@ def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir
     token.write_text(TOKEN + "\n")
     d = evhostd({"admin": {"token_file": str(token)},
                  "plugin.notifications": {
-                     **{f"topic.user_{k}": topics[k] for k in ("created", "updated", "deleted")},
-                     "topic.broadcast": topics["broadcast"],
-                     "templates_dir": str(lib.REPO_ROOT / "plugins" / "notifications" /
-                                          "templates"),
+                     **lib.notifications_topics(topics), "templates_dir": str(lib.TEMPLATES),
                      "transport": "maildir", "maildir": str(tmp_path / "mail"),
                      "from": "Evhost Tests <noreply@example.org>",
                      "group": unique_name("g")}}, brokers=kafka_bootstrap)

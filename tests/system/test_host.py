@@ -279,7 +279,7 @@ def test_check_config_reports_file_and_line(evhostd, build_dir):
     assert "conf.d/30-http.conf:3:" in out and "listen_address" in out
 
 
-TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+TEMPLATES = lib.TEMPLATES
 
 
 def test_check_config_runs_the_plugins_checks_of_their_values(evhostd):

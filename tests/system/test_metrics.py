@@ -20,7 +20,7 @@ import evhost_testlib as lib
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PASSWORD = "correct horse battery"
-TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+TEMPLATES = lib.TEMPLATES
 DASHBOARD = lib.REPO_ROOT / "packaging" / "grafana" / "evhost.json"
 ALERTS = lib.REPO_ROOT / "packaging" / "prometheus" / "evhost-alerts.yml"
 

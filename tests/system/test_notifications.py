@@ -23,7 +23,7 @@ import pytest
 
 import evhost_testlib as lib
 
-TEMPLATES = lib.REPO_ROOT / "plugins" / "notifications" / "templates"
+TEMPLATES = lib.TEMPLATES
 ADMIN_EMAIL = "admin@example.com"
 ADMIN_PASSWORD = "admin-password-1"
 PASSWORD = "correct horse battery"
@@ -73,10 +73,7 @@ class Env:
         admin_pw = tmp_path / "admin.password"
         admin_pw.write_text(ADMIN_PASSWORD + "\n")
         notif_conf = {
-            "topic.user_created": self.topics["created"],
-            "topic.user_updated": self.topics["updated"],
-            "topic.user_deleted": self.topics["deleted"],
-            "topic.broadcast": self.topics["broadcast"],
+            **lib.notifications_topics(self.topics),
             "templates_dir": str(TEMPLATES),
             "group": unique_name("g"),
             "from": "Evhost Tests <noreply@example.org>",

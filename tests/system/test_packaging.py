@@ -649,9 +649,7 @@ def user_flow_sections(hello_so, tag):
                         "topic.deleted": topics["deleted"], "argon2_opslimit": "min",
                         "argon2_memlimit": "min"},
         "plugin.notifications": {
-            "topic.user_created": topics["created"], "topic.user_updated": topics["updated"],
-            "topic.user_deleted": topics["deleted"], "topic.broadcast": topics["broadcast"],
-            "group": f"evhost.notifications.{tag}", "from": "Evhost <noreply@example.org>"},
+            **lib.notifications_topics(topics), "group": f"evhost.notifications.{tag}", "from": "Evhost <noreply@example.org>"},
         "plugin.hello": {"path": str(hello_so), "topic": f"hello.{tag}",
                          "greeting_topic": f"hello.greeted.{tag}"},
     }

@@ -149,9 +149,7 @@ def notif_config(tmp_path, unique_name, build_dir):
             "argon2_opslimit": "min", "argon2_memlimit": "min",
         },
         "plugin.notifications": {
-            "topic.user_created": topics["created"], "topic.user_updated": topics["updated"],
-            "topic.user_deleted": topics["deleted"], "topic.broadcast": topics["broadcast"],
-            "templates_dir": str(lib.REPO_ROOT / "plugins" / "notifications" / "templates"),
+            **lib.notifications_topics(topics), "templates_dir": str(lib.TEMPLATES),
             "transport": "maildir", "maildir": str(tmp_path / "mail"),
             "from": "Evhost Tests <noreply@example.org>",
             "group": unique_name("g"),
