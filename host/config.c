@@ -1712,8 +1712,9 @@ static void k_token_ttl_max(set_ctx *x, const cfg_entry *e)
 static void k_jwt_jwks_cache_max_age(set_ctx *x, const cfg_entry *e)
 {
 	int64_t ms;
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL)
-		bad_value(x, e, "expected a duration from 1m to 366d, such as 12h or 7d");
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
+	    ms % 1000)
+		bad_value(x, e, "expected whole seconds from 1m to 366d, such as 12h or 7d");
 	else
 		x->s->jwks_cache_max_age_s = ms / 1000;
 }

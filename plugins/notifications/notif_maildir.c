@@ -54,13 +54,14 @@ static void safe_hostname(char *out, size_t outlen)
 			*p = '_';
 }
 
-int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen)
+/* `dir` (and its parents) with tmp/ new/ cur/, each made when missing. 0,
+ * -1 with `err` set, or -2 out of memory. */
+static int make_maildir(const char *dir, char *err, size_t errlen)
 {
 	static const char *const subdirs[] = {"tmp", "new", "cur"};
 	char path[4096];
 	int rc;
 
-	memset(m, 0, sizeof *m);
 	if ((rc = mkdir_parents(dir, err, errlen)) < 0)
 		return rc;
 	for (size_t i = 0; i < 3; i++) {
@@ -71,6 +72,17 @@ int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errl
 			return -1;
 		}
 	}
+	return 0;
+}
+
+int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen)
+{
+	char path[4096];
+	int rc;
+
+	memset(m, 0, sizeof *m);
+	if ((rc = make_maildir(dir, err, errlen)) < 0)
+		return rc;
 	snprintf(path, sizeof path, "%s/tmp", dir);
 	if (access(path, W_OK) < 0) {
 		snprintf(err, errlen, "maildir %s is not writable: %s", path, strerror(errno));
@@ -121,6 +133,44 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
+/* fsync `dir`/`sub` (`sub` NULL: `dir` itself): a new entry in a directory
+ * survives a crash only once the directory is on disk. 0, or -1 with errno. */
+static int sync_dir(const char *dir, const char *sub)
+{
+	char path[4352];
+	int fd, rc, e;
+
+	snprintf(path, sizeof path, "%s%s%s", dir, sub ? "/" : "", sub ? sub : "");
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/* After a call failed with ENOENT: the Maildir, or its tmp/ or new/, was
+ * removed under the running daemon. Made again, as mail delivery agents do,
+ * once per message (`*tried`). 1 when made again; 0 otherwise, errno kept
+ * (ENOENT when it cannot be made again). */
+static int remake(notif_maildir *m, int *tried)
+{
+	char scratch[256];
+
+	if (*tried || errno != ENOENT)
+		return 0;
+	*tried = 1;
+	if (make_maildir(m->dir, scratch, sizeof scratch) < 0) {
+		errno = ENOENT;
+		return 0;
+	}
+	(void)sync_dir(m->dir, NULL); /* the subdirectories made again */
+	__atomic_fetch_add(&m->remade, 1, __ATOMIC_RELAXED);
+	return 1;
+}
+
 notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
                                         size_t namelen, char *err, size_t errlen)
 {
@@ -129,7 +179,7 @@ notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_
 	const char *failed_path;
 	char *lf = NULL;
 	size_t lflen;
-	int fd = -1, e;
+	int fd = -1, e, tried = 0, placed = 0;
 
 	gettimeofday(&tv, NULL);
 	if (notif_random_hex(rnd, 8) < 0) {
@@ -147,6 +197,8 @@ notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_
 	}
 	failed_path = tmp;
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0 && remake(m, &tried))
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0 || write_all(fd, lf, lflen) < 0 || fsync(fd) < 0)
 		goto fail;
 	if (close(fd) < 0) {
@@ -155,7 +207,12 @@ notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_
 	}
 	fd = -1;
 	failed_path = dst;
-	if (rename(tmp, dst) < 0)
+	if (rename(tmp, dst) < 0 && !(remake(m, &tried) && rename(tmp, dst) == 0))
+		goto fail;
+	/* The mail is handled (and its event committed) once this returns: its
+	 * name in new/ must be on disk first. */
+	placed = 1;
+	if (sync_dir(m->dir, "new") < 0)
 		goto fail;
 	free(lf);
 	if (name)
@@ -169,10 +226,11 @@ fail:
 		memcpy(err + errlen - 4, "...", 4); /* a long path: say the message was cut */
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	/* Not known to be on disk: taken back, so that the retry writes it once. */
+	unlink(placed ? dst : tmp);
 	free(lf);
-	/* Whatever the error (a full disk, a Maildir removed, made read-only or
-	 * not ours), it is the setup's, never the message's: tried again, then
+	/* Whatever the error (a full disk, a Maildir made read-only, not ours or
+	 * a file), it is the setup's, never the message's: tried again, then
 	 * dead-lettered for a redrive once mended, as SMTP's setup trouble is. */
 	return NOTIF_SEND_TRANSIENT;
 }

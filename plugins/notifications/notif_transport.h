@@ -17,7 +17,9 @@ typedef enum notif_send_result {
 
 typedef struct notif_maildir {
 	char *dir;
-	char host[64]; /* this host's name, made safe for file names */
+	char host[64];   /* this host's name, made safe for file names */
+	unsigned remade; /* times the Maildir, or part of it, was found removed and
+	                  * made again (read with __atomic_load_n) */
 } notif_maildir;
 
 /* Create `dir` (and parents) with cur/ new/ tmp/. 0, or -1 with `err` set
@@ -25,8 +27,11 @@ typedef struct notif_maildir {
 int notif_maildir_open(notif_maildir *m, const char *dir, char *err, size_t errlen);
 void notif_maildir_close(notif_maildir *m);
 /* Write `msg` to tmp/<unique>, fsync, rename to new/<unique> where unique
- * is <seconds>.M<micros>P<pid>R<random>.<host>. CRLF becomes LF, as Maildir
- * readers expect. The file name goes to `name` when non-NULL. */
+ * is <seconds>.M<micros>P<pid>R<random>.<host>, fsync new/. CRLF becomes LF,
+ * as Maildir readers expect. The file name goes to `name` when non-NULL. A
+ * Maildir (or its tmp/ or new/) removed since it was opened is made again
+ * (counted in `remade`); any other failure is NOTIF_SEND_TRANSIENT, with
+ * nothing left behind. */
 notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
                                         size_t namelen, char *err, size_t errlen);
 

@@ -351,7 +351,12 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 		evh_span_set(span, "server.address", st->server_address);
 		res = notif_smtp_send(&st->smtp, to_addr, msg, len, err, errlen);
 	} else {
+		unsigned remade = __atomic_load_n(&st->maildir.remade, __ATOMIC_RELAXED);
 		res = notif_maildir_deliver(&st->maildir, msg, len, NULL, 0, err, errlen);
+		if (__atomic_load_n(&st->maildir.remade, __ATOMIC_RELAXED) != remade)
+			evh_log(st->p, EVH_LOG_WARN,
+			        "maildir: %s, or its tmp/ or new/, was removed: made again",
+			        st->maildir.dir);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	evh_metric_observe(st->send_time, NULL,

@@ -14,6 +14,7 @@ import email.utils
 import json
 import re
 import secrets
+import shutil
 import sqlite3
 import time
 import uuid
@@ -341,18 +342,40 @@ def test_maildir_transport_writes_a_file(evhostd, tmp_path, unique_name, kafka_b
     assert f.stat().st_mode & 0o077 == 0  # mail is nobody else's business
 
 
-@pytest.mark.parametrize("gone", ["tmp", "new"])
+def test_a_removed_maildir_is_made_again(evhostd, tmp_path, unique_name, kafka_bootstrap):
+    # The whole Maildir removed under the running daemon (a clean-up gone
+    # wrong): made again for the next mail, with a warning that says so.
+    box = tmp_path / "box"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(box), "list_role": ""}, user=False)
+    shutil.rmtree(box)
+    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
+                      key="u-md", brokers=kafka_bootstrap,
+                      headers={"ce_id": "md-1", "ce_type": "user.created"})
+    lib.wait_until(lambda: any(i["event_id"] == "md-1" and i["status"] == "sent"
+                               and i["attempts"] == 1
+                               for i in env.d.get("/notifications").json()["items"]),
+                   timeout=60, message="the mail sent at its first attempt")
+    assert len(list((box / "new").iterdir())) == 1
+    assert list((box / "tmp").iterdir()) == [] and (box / "cur").is_dir()
+    warning = f"maildir: {box}, or its tmp/ or new/, was removed: made again"
+    assert warning in env.d.log_text(), env.d.log_tail()
+
+
+@pytest.mark.parametrize("broken", ["tmp", "new"])
 def test_a_maildir_that_cannot_be_written_is_retried_not_failed(evhostd, tmp_path, unique_name,
-                                                               kafka_bootstrap, gone):
+                                                               kafka_bootstrap, broken):
     # The Maildir's tmp/ (the file cannot be made) or new/ (it cannot be
-    # moved there) removed under the running daemon: the setup's trouble,
-    # not the mail's. The mail is retried, and written once they are back.
+    # moved there) replaced by a file under the running daemon: the setup's
+    # trouble, not the mail's. The mail is retried, and written once mended.
     box = tmp_path / "box"
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
               {"transport": "maildir", "maildir": str(box), "list_role": "",
                "retry.max_attempts": 50, "retry.backoff_ms": 200, "retry.backoff_max_ms": 500},
               user=False)
-    (box / gone).rmdir()
+    (box / broken).rmdir()
+    (box / broken).write_text("")
     addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
     lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
                       key="u-md", brokers=kafka_bootstrap,
@@ -364,12 +387,16 @@ def test_a_maildir_that_cannot_be_written_is_retried_not_failed(evhostd, tmp_pat
                              and i["attempts"] >= attempts), None)
     retrying = lib.wait_until(entry("retrying", 2), timeout=30,
                               message="a retrying entry after two attempts")
-    assert retrying["last_error"].startswith(f"maildir: cannot write {box}/"), retrying
-    assert retrying["last_error"].endswith(": No such file or directory"), retrying
-    (box / gone).mkdir()
+    assert retrying["last_error"].startswith(f"maildir: cannot write {box}/{broken}/"), retrying
+    assert retrying["last_error"].endswith(": Not a directory"), retrying
+    if broken == "new":
+        assert list((box / "tmp").iterdir()) == []  # nothing left behind
+    (box / broken).unlink()
+    (box / broken).mkdir()
     lib.wait_until(entry("sent"), timeout=30, message="the entry to turn sent")
     assert len(list((box / "new").iterdir())) == 1
     assert list((box / "tmp").iterdir()) == []
+    assert "was removed: made again" not in env.d.log_text()
 
 
 # --------------------------------------------------------------- redelivery

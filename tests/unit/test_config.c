@@ -640,7 +640,7 @@ static void test_keep_alive_timeout(void **state)
 static void test_auth_durations(void **state)
 {
 	static const char *const ttl_bad[] = {"30s", "1500ms", "367d", "soon", ""};
-	static const char *const age_bad[] = {"59s", "400d", "7 d", "-1d"};
+	static const char *const age_bad[] = {"59s", "400d", "7 d", "-1d", "60500ms"};
 	fixture *f = *state;
 	char text[256], want[256];
 	assert_int_equal(settings_of(f, MIN_KAFKA, "t.conf"), 0);
@@ -658,8 +658,8 @@ static void test_auth_durations(void **state)
 		snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_jwks_cache_max_age = %s\n",
 		         age_bad[i]);
 		snprintf(want, sizeof want,
-		         "t.conf:4: [auth] jwt_jwks_cache_max_age: expected a duration from 1m to "
-		         "366d, such as 12h or 7d, got '%s'",
+		         "t.conf:4: [auth] jwt_jwks_cache_max_age: expected whole seconds from 1m "
+		         "to 366d, such as 12h or 7d, got '%s'",
 		         age_bad[i]);
 		expect_one_error(text, "t.conf", want);
 	}

@@ -765,6 +765,88 @@ static void test_maildir_delivery(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+static void make_file(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	assert_int_equal(fclose(f), 0);
+}
+
+/* A Maildir removed under the running daemon, whole or its tmp/ or new/, is
+ * made again and the mail written; one whose tmp/ or new/ is a file cannot
+ * be, and the mail is tried again with nothing left behind. */
+static void test_maildir_removed_or_broken(void **state)
+{
+	char root[] = "/tmp/notif-maildir-XXXXXX", dir[256], path[1024], err[256];
+	static const char mail[] = "Subject: a\r\n\r\nx\r\n";
+	notif_maildir m;
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof dir, "%s/box", root);
+	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
+
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	assert_int_equal(rmdir(path), 0);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_OK);
+	assert_int_equal(m.remade, 1);
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(count_files(path), 1);
+
+	snprintf(path, sizeof path, "rm -rf '%s/new'", dir);
+	assert_int_equal(system(path), 0);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_OK);
+	assert_int_equal(m.remade, 2);
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(count_files(path), 1);
+
+	snprintf(path, sizeof path, "rm -rf '%s'", dir);
+	assert_int_equal(system(path), 0);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_OK);
+	assert_int_equal(m.remade, 3);
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(count_files(path), 1);
+	snprintf(path, sizeof path, "%s/cur", dir);
+	assert_int_equal(count_files(path), 0);
+
+	/* new/ a file: the mail cannot be moved there, and tmp/ is left empty. */
+	snprintf(path, sizeof path, "rm -rf '%s/new'", dir);
+	assert_int_equal(system(path), 0);
+	snprintf(path, sizeof path, "%s/new", dir);
+	make_file(path);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_TRANSIENT);
+	snprintf(path, sizeof path, "maildir: cannot write %s/new/", dir);
+	assert_memory_equal(err, path, strlen(path));
+	assert_non_null(strstr(err, ": Not a directory"));
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	assert_int_equal(count_files(path), 0);
+	assert_int_equal(m.remade, 3);
+
+	/* tmp/ a file: the mail cannot be made. */
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(mkdir(path, 0700), 0);
+	snprintf(path, sizeof path, "%s/tmp", dir);
+	assert_int_equal(rmdir(path), 0);
+	make_file(path);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_TRANSIENT);
+	snprintf(path, sizeof path, "maildir: cannot write %s/tmp/", dir);
+	assert_memory_equal(err, path, strlen(path));
+	assert_non_null(strstr(err, ": Not a directory"));
+	snprintf(path, sizeof path, "%s/new", dir);
+	assert_int_equal(count_files(path), 0);
+	assert_int_equal(m.remade, 3);
+
+	notif_maildir_close(&m);
+	snprintf(path, sizeof path, "rm -rf '%s'", root);
+	assert_int_equal(system(path), 0);
+}
+
 /* An error that names a long path is cut to the caller's buffer, and ends
  * with "..." to say so. */
 static void test_maildir_error_about_a_long_path_is_cut(void **state)
@@ -776,7 +858,8 @@ static void test_maildir_error_about_a_long_path_is_cut(void **state)
 	snprintf(dir, sizeof dir, "%s/%0200d", root, 0);
 	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
 	snprintf(path, sizeof path, "%s/tmp", dir);
-	assert_int_equal(rmdir(path), 0); /* the message cannot be written now: tried again */
+	assert_int_equal(rmdir(path), 0);
+	make_file(path); /* the message cannot be written now: tried again */
 	assert_int_equal(notif_maildir_deliver(&m, "Subject: a\r\n\r\nx\r\n", 18, NULL, 0, err,
 	                                       sizeof err),
 	                 NOTIF_SEND_TRANSIENT);
@@ -817,6 +900,7 @@ int main(void)
 	    cmocka_unit_test(test_pending_state),
 	    cmocka_unit_test(test_pending_eviction_prefers_sent),
 	    cmocka_unit_test(test_maildir_delivery),
+	    cmocka_unit_test(test_maildir_removed_or_broken),
 	    cmocka_unit_test(test_maildir_error_about_a_long_path_is_cut),
 	};
 	return cmocka_run_group_tests_name("notif_logic", tests, NULL, NULL);
