@@ -47,10 +47,17 @@ def probe_conf(build_dir, **keys):
     return conf
 
 
-def admin_daemon(evhostd, build_dir, tmp_path, brokers=None, **probe):
+def admin_daemon(evhostd, build_dir, tmp_path, brokers=None, sign=False, **probe):
+    """hello.so and the probe plugin, an admin token, and with `sign` an
+    [auth] key (for sign-out)."""
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
-    return evhostd({"admin": {"token_file": str(token)}}, dropins={
+    config = {"admin": {"token_file": str(token)}}
+    if sign:
+        secret = tmp_path / "jwt.key"
+        secret.write_bytes(os.urandom(48).hex().encode())
+        config["auth"] = {"jwt_secret_file": str(secret)}
+    return evhostd(config, dropins={
         "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
         "20-probe.conf": {"plugin.probe": probe_conf(build_dir, **probe)},
     }, brokers=brokers)
@@ -709,25 +716,28 @@ def ctl_failing(build_dir, d, n, *args):
 
 @pytest.mark.parametrize("args", [["status"], ["plugins"], ["--json", "plugins"],
                                   ["events", "--limit", "5"], ["disable", "hello"],
-                                  ["enable", "hello"], ["backup", "--keep", "1"]],
+                                  ["enable", "hello"], ["backup", "--keep", "1"],
+                                  ["dlq", "list", "hello"], ["sign-out", "u-1"]],
                          ids=" ".join)
 def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args):
     # Each allocation of the command (its own and cJSON's) failed in turn
     # (lib.oom_stride: every one in the plain build, one in 3 under ASan):
     # the command does what it does without failures, or exits 1 saying
     # out of memory, the lines before it true. A toggle it could not finish
-    # is finished by running it again. (A backup's names and sizes change
-    # from one to the next: its digits are not compared.)
+    # is finished by running it again. (A backup's names and sizes, and a
+    # sign-out's time, change from one to the next: their digits are not
+    # compared.)
     if lib.sanitizer(build_dir) == "tsan":
         pytest.skip("evhostctl runs one thread: ThreadSanitizer has nothing to find in it "
                     "(the plain and ASan passes sweep it)")
-    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    d = admin_daemon(evhostd, build_dir, tmp_path, sign=args[0] == "sign-out",
+                     subscribe="false")
     assert d.post("/probe/publish?key=k", json={"o": 1}).status_code == 200
     lib.wait_until(lambda: "probe.event" in ctl(build_dir, d, "events").stdout, timeout=20,
                    message="the event in the event log")
 
     def out(r):
-        return re.sub(r"\d+", "N", r.stdout) if args[0] == "backup" else r.stdout
+        return re.sub(r"\d+", "N", r.stdout) if args[0] in ("backup", "sign-out") else r.stdout
     if args[0] == "backup":  # then each run removes the one before it, as `want` does
         assert ctl(build_dir, d, *args).returncode == 0
     want = ctl(build_dir, d, *args)
