@@ -717,7 +717,9 @@ def ctl_failing(build_dir, d, n, *args):
 @pytest.mark.parametrize("args", [["status"], ["plugins"], ["--json", "plugins"],
                                   ["events", "--limit", "5"], ["disable", "hello"],
                                   ["enable", "hello"], ["backup", "--keep", "1"],
-                                  ["dlq", "list", "hello"], ["sign-out", "u-1"]],
+                                  ["dlq", "list", "hello"], ["dlq", "show", "hello"],
+                                  ["replay", "hello", "--from", "beginning"],
+                                  ["sign-out", "u-1"]],
                          ids=" ".join)
 def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args):
     # Each allocation of the command (its own and cJSON's) failed in turn
@@ -740,6 +742,9 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
         return re.sub(r"\d+", "N", r.stdout) if args[0] in ("backup", "sign-out") else r.stdout
     if args[0] == "backup":  # then each run removes the one before it, as `want` does
         assert ctl(build_dir, d, *args).returncode == 0
+    if args[0] == "replay":  # once hello's consumer has its partitions
+        lib.wait_until(lambda: ctl(build_dir, d, *args).returncode == 0, timeout=30,
+                       message="a replay that hello's consumer takes")
     want = ctl(build_dir, d, *args)
     assert want.returncode == 0, want.stderr
     hello_on = args != ["disable", "hello"]
