@@ -66,7 +66,7 @@ class Env:
     """One daemon with user.so and notifications.so on their own topics."""
 
     def __init__(self, evhostd, tmp_path, unique_name, kafka_bootstrap, notif=None, user=True,
-                 state_dir=None, extra=None):
+                 state_dir=None, extra=None, env=None):
         self.topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
         self.tmp = tmp_path
         secret = tmp_path / "jwt.key"
@@ -96,7 +96,7 @@ class Env:
             }
         config.update(extra or {})  # more sections, e.g. {"kafka": {...}}
         self.config = config
-        self.d = evhostd(config, brokers=kafka_bootstrap, state_dir=state_dir)
+        self.d = evhostd(config, brokers=kafka_bootstrap, state_dir=state_dir, env=env)
         self.brokers = kafka_bootstrap
 
     def create_user(self, name, addr):
@@ -361,6 +361,30 @@ def test_a_removed_maildir_is_made_again(evhostd, tmp_path, unique_name, kafka_b
     assert list((box / "tmp").iterdir()) == [] and (box / "cur").is_dir()
     warning = f"maildir: {box}, or its tmp/ or new/, was removed: made again"
     assert warning in env.d.log_text(), env.d.log_tail()
+
+
+def test_a_mail_not_known_to_be_on_disk_is_taken_back(evhostd, build_dir, tmp_path, unique_name,
+                                                     kafka_bootstrap):
+    # new/ cannot be synced after the rename (faults.so: its fsync fails with
+    # EIO): the mail may not survive a power cut, so it is not counted as
+    # written. It is taken out of new/ and tried again, never left twice.
+    box = tmp_path / "box"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(box), "list_role": "",
+               "retry.max_attempts": 50, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
+              user=False, env=lib.faults_preloaded(build_dir, fsync_dir=box / "new"))
+    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
+    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
+                      key="u-md", brokers=kafka_bootstrap,
+                      headers={"ce_id": "md-1", "ce_type": "user.created"})
+    retrying = lib.wait_until(
+        lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                      if i["event_id"] == "md-1" and i["status"] == "retrying"
+                      and i["attempts"] >= 3), None),
+        timeout=30, message="a retrying entry after three attempts")
+    assert retrying["last_error"].startswith(f"maildir: cannot write {box}/new/"), retrying
+    assert retrying["last_error"].endswith(": Input/output error"), retrying
+    assert list((box / "new").iterdir()) == [] and list((box / "tmp").iterdir()) == []
 
 
 @pytest.mark.parametrize("broken", ["tmp", "new"])
