@@ -64,7 +64,8 @@
 /* The largest offset a request may name: JSON numbers are doubles here, and
  * above 2^53 a double no longer holds every integer (2^53 + 1 reads as 2^53). */
 #define OFFSET_MAX 9007199254740992.0 /* 2^53 */
-#define RELOAD_WAIT_MS 60000 /* then 202: still running, poll /admin/plugins */
+#define RELOAD_WAIT_S 60      /* then 202: still running, poll /admin/plugins */
+#define RELOAD_WAIT_MAX_S 3600 /* ?wait= at most (evhostctl's --timeout at most) */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
 struct admin {
@@ -1667,10 +1668,10 @@ void admin_reload_end(host *h, int rc)
 }
 
 /* Wait (reload_mu held) until request `id` is covered by a finished reload,
- * the daemon stops, or RELOAD_WAIT_MS pass. Returns whether it was. */
-static int reload_wait_locked(host *h, struct admin *a, uint64_t id)
+ * the daemon stops, or `wait_ms` pass. Returns whether it was. */
+static int reload_wait_locked(host *h, struct admin *a, uint64_t id, int64_t wait_ms)
 {
-	int64_t deadline = clock_mono_ms() + RELOAD_WAIT_MS;
+	int64_t deadline = clock_mono_ms() + wait_ms;
 	while (a->reload_done < id && !h->stopping && clock_mono_ms() < deadline) {
 		struct timespec until;
 		clock_gettime(CLOCK_MONOTONIC, &until);
@@ -1682,13 +1683,19 @@ static int reload_wait_locked(host *h, struct admin *a, uint64_t id)
 	return a->reload_done >= id;
 }
 
-static int post_reload(host *h, evh_response *resp)
+static int post_reload(host *h, evh_request *req, evh_response *resp)
 {
 	struct admin *a = h->admin;
 	sigset_t mask;
 	uint64_t id;
+	int64_t wait_s;
 	int done, rc, ok = 1;
 	cJSON *root;
+
+	/* How long the answer may wait for the reload: a caller with a deadline
+	 * of its own (evhostctl --timeout) says so. */
+	if (query_int(req, resp, "wait", RELOAD_WAIT_S, 0, RELOAD_WAIT_MAX_S, &wait_s))
+		return EVH_OK;
 
 	/* Only a process whose threads block SIGHUP takes it on a waiting main
 	 * thread (evhostd); anywhere else it would end the process. */
@@ -1703,7 +1710,7 @@ static int post_reload(host *h, evh_response *resp)
 		               strerror(errno));
 	log_info(ADMIN_LOG, "reload #%" PRIu64 " asked through the admin API", id);
 	pthread_mutex_lock(&a->reload_mu);
-	done = reload_wait_locked(h, a, id);
+	done = reload_wait_locked(h, a, id, wait_s * 1000);
 	rc = a->reload_rc;
 	pthread_mutex_unlock(&a->reload_mu);
 	if (!done && h->stopping)
@@ -1761,7 +1768,7 @@ static int route(host *h, evh_request *req, evh_response *resp)
 		               "the query string has a malformed percent-escape (each %% must be "
 		               "followed by two hex digits, and %%00 is not allowed)");
 	if (n == 1 && !strcmp(seg[0], "reload"))
-		return post ? post_reload(h, resp) : method_not_allowed(resp, method, "POST");
+		return post ? post_reload(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "backup"))
 		return post ? post_backup(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "sign-out"))

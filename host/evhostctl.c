@@ -775,11 +775,10 @@ static void sleep_ms(int ms)
 }
 
 /* Poll until the plugin is as asked: /admin/plugins with a token, else
- * the unauthenticated /readyz (its "plugins" map). 0 when reached, 1 on
- * timeout, or an exit status. */
-static int wait_state(ctl *c, const char *name, int enable)
+ * the unauthenticated /readyz (its "plugins" map); once at least. 0 when
+ * reached, 1 once `deadline` (clock_mono_ms) has passed, or an exit status. */
+static int wait_state(ctl *c, const char *name, int enable, long long deadline)
 {
-	long long deadline = clock_mono_ms() + c->o.timeout * 1000;
 	for (;;) {
 		reply r;
 		const char *state = NULL;
@@ -814,9 +813,16 @@ static int wait_state(ctl *c, const char *name, int enable)
 static int api_reload(ctl *c, const char *name, int enable, int *undo)
 {
 	reply r;
-	int rc = request(c, "POST", "/admin/reload", NULL, 1, &r);
+	char path[64];
+	int rc;
 	const char *state;
 
+	/* The daemon answers 202 once --timeout has passed, not after its own
+	 * 60 s; the connection is given longer than that. */
+	snprintf(path, sizeof path, "/admin/reload?wait=%ld", c->o.timeout);
+	c->request_timeout_s = c->o.timeout + REQUEST_TIMEOUT_S;
+	rc = request(c, "POST", path, NULL, 1, &r);
+	c->request_timeout_s = 0;
 	*undo = 0;
 	if (rc)
 		return rc;
@@ -848,6 +854,7 @@ static int api_reload(ctl *c, const char *name, int enable, int *undo)
 
 static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 {
+	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL; /* for the whole */
 	int rc, undo = 0;
 	if (c->token) {
 		rc = api_reload(c, name, enable, &undo);
@@ -862,7 +869,7 @@ static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 		dropin_restore(d);
 		return EXIT_FAILED;
 	}
-	rc = wait_state(c, name, enable);
+	rc = wait_state(c, name, enable, deadline);
 	if (rc == 1) {
 		say("plugin '%s' is not %s after %ld s; %s stays written (see the daemon's log)",
 		    name, enable ? "running" : "stopped", c->o.timeout, d->path);

@@ -176,6 +176,32 @@ def test_enable_disable_toggle_the_plugin(evhostd, build_dir, tmp_path):
     assert not (confd / "90-evhostctl-nobody.conf").exists()
 
 
+def test_a_reload_longer_than_the_timeout(evhostd, build_dir, tmp_path):
+    # The probe's init takes 6 s: `enable --timeout 1` does not wait for the
+    # daemon's own 60 s, it asks for an answer within its timeout (202, the
+    # reload still running) and says the plugin is not running yet; the
+    # drop-in stays, and the reload ends by itself.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    dropin = d.config_dir / "conf.d" / DROPIN
+    assert ctl(build_dir, d, "disable", "probe").returncode == 0
+    probe = d.config_dir / "conf.d" / "20-probe.conf"
+    probe.write_text(probe.read_text() + "init_sleep_ms = 6000\n")
+    r = ctl(build_dir, d, "--timeout", "1", "enable", "probe")
+    assert_one_error(r, 1, f"plugin 'probe' is not running after 1 s; {dropin} stays written")
+    assert d.get("/probe/seen").status_code != 200  # the reload runs on
+    assert dropin.read_text() == dropin_text(True)
+    lib.wait_until(lambda: d.get("/probe/seen").status_code == 200, timeout=30,
+                   message="the probe running once its init is done")
+    assert "probe: init sleeping 6000 ms" in d.log_text()
+    # --json prints the daemon's 202 as it is.
+    assert ctl(build_dir, d, "disable", "probe").returncode == 0
+    r = ctl(build_dir, d, "--json", "--timeout", "1", "enable", "probe")
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["result"] == "pending", r.stdout
+    lib.wait_until(lambda: d.get("/probe/seen").status_code == 200, timeout=30,
+                   message="the probe running again")
+
+
 def test_reload_endpoint(evhostd, build_dir, tmp_path):
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     r = d.post("/admin/reload", headers=auth(), timeout=70)
@@ -184,6 +210,12 @@ def test_reload_endpoint(evhostd, build_dir, tmp_path):
     assert body["result"] == "applied"
     assert sorted(p["name"] for p in body["plugins"]) == ["hello", "probe"]
     assert d.post("/admin/reload").status_code == 401
+    for wait in ("3601", "-1", "1.5", "soon", ""):
+        r = d.post(f"/admin/reload?wait={wait}", headers=auth())
+        assert r.status_code == 422, (wait, r.text)
+        assert r.json()["detail"] == "wait must be an integer from 0 to 3600", r.text
+    r = d.post("/admin/reload?wait=30", headers=auth(), timeout=40)
+    assert r.status_code == 200 and r.json()["result"] == "applied", r.text
     r = d.get("/admin/reload", headers=auth())
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
     (d.config_dir / "conf.d" / "50-bad.conf").write_text("[http]\nthreads = many\n")
