@@ -1015,6 +1015,64 @@ def dead_letter_at_a_rebalance(evhostd, build_dir, unique_name, own_broker, topi
     return first, second, letters, handled
 
 
+@pytest.mark.parametrize("strategy", ["range,roundrobin", "cooperative-sticky"])
+def test_group_members_coming_and_going_handle_each_event_once(evhostd, build_dir, unique_name,
+                                                                kafka_bootstrap, strategy):
+    """Two daemons in one consumer group while events flow: the second joins
+    (the partitions are shared out), then the first stops (they all go to
+    the second). Offsets are committed at each revocation, so across both
+    every event is handled, and once: with librdkafka's default eager
+    assignors and with cooperative-sticky, whose incremental (un)assignments
+    take another path through the consumer."""
+    topic, group = unique_name("members"), unique_name("g")
+    lib.create_topics([topic], kafka_bootstrap, partitions=4)
+    config = {
+        "kafka": {"rdkafka.session.timeout.ms": 6000, "rdkafka.heartbeat.interval.ms": 500,
+                  "rdkafka.partition.assignment.strategy": strategy},
+        "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                         "topic": topic, "group": group},
+    }
+    first = evhostd(config, brokers=kafka_bootstrap)
+    first.wait_for_log("probe: assigned 4 partition(s)", timeout=30)
+    sent = 0
+
+    def publish(d, rounds):
+        nonlocal sent
+        for i in range(rounds):
+            r = d.post(f"/probe/publish?n=10&key=k{sent}", json={"i": sent})
+            assert r.status_code == 200, r.text
+            sent += 10
+    publish(first, 10)
+    second = evhostd(config, brokers=kafka_bootstrap, wait=False)
+    for _ in range(40):  # while the second joins
+        publish(first, 1)
+        time.sleep(0.05)
+    second.wait_healthy()
+    lib.wait_until(lambda: "probe: assigned" in second.log_text(), timeout=30,
+                   message="the second daemon's share of the partitions")
+    publish(first, 10)
+    lib.wait_until(lambda: outbox_pending(first, "probe") == 0, timeout=30,
+                   message="the first daemon's events on the topic")
+    assert first.stop() == 0
+    publish(second, 10)
+
+    def handled():
+        rows = db_rows(first, "probe", "SELECT event_id FROM seen")
+        return rows + second.get("/probe/seen").json()
+    lib.wait_until(lambda: len({r[0] if isinstance(r, tuple) else r["event_id"]
+                                for r in handled()}) >= sent, timeout=60,
+                   message=f"all {sent} events handled")
+    time.sleep(2)  # a duplicate would come now
+    ids = [r[0] if isinstance(r, tuple) else r["event_id"] for r in handled()]
+    counts = collections.Counter(ids)
+    log = first.log_text() + second.log_text()
+    report(f"group members coming and going ({strategy})", sent=sent, handled=len(ids),
+           duplicates=sum(n - 1 for n in counts.values()),
+           assignments=log.count("probe: assigned "), revocations=log.count("revoked"))
+    assert len(counts) == sent and set(counts.values()) == {1}, counts.most_common(3)
+    assert "revoked" in first.log_text(), first.log_tail()
+
+
 # --------------------------------------------------- 6: replay rebuilds state
 
 
