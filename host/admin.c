@@ -5,9 +5,10 @@
  * Plugin lifetime: plugins can be stopped and replaced by a reload while a
  * request runs, so a plugin pointer is only used with h->plugins_lock held,
  * and looked up again by name after any slow step done without the lock
- * (reading Kafka). A replay holds the lock while the consumer works on it
- * (bounded by REPLAY_TIMEOUT_MS for it to be picked up), so the consumer
- * cannot be stopped under it. Redrives run one at a time (redrive_mu), so
+ * (reading Kafka). A replay holds the lock until the consumer has the
+ * request; then the consumer's stop waits for the replay's answer
+ * (consumer_replay), so the wait (REPLAY_TIMEOUT_MS for a busy handler to
+ * let it be picked up) holds up no reader of the list: readiness, metrics. Redrives run one at a time (redrive_mu), so
  * the "already redriven" check and its record cannot interleave. Backups
  * run one at a time too (backup_mu), and copy the databases by their paths,
  * taken under the lock, on connections of their own outside it.
@@ -1038,9 +1039,11 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 	memset(&res, 0, sizeof res);
 	pthread_mutex_lock(&h->plugins_lock);
 	p = find_plugin_locked(h, name);
-	if (p)
-		rc = consumer_replay(p, &a.req, &res, REPLAY_TIMEOUT_MS, err, sizeof err);
-	pthread_mutex_unlock(&h->plugins_lock);
+	if (p) /* unlocks plugins_lock once the consumer has the request */
+		rc = consumer_replay(p, &a.req, &res, REPLAY_TIMEOUT_MS, &h->plugins_lock, err,
+		                     sizeof err);
+	else
+		pthread_mutex_unlock(&h->plugins_lock);
 	if (rc == EVH_ENOTFOUND)
 		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
 	else if (rc != EVH_OK)

@@ -1328,6 +1328,8 @@ struct consumer {
 	pthread_mutex_t rmu;
 	pthread_cond_t rcv;
 	enum { REPLAY_IDLE, REPLAY_PENDING, REPLAY_RUNNING, REPLAY_DONE } rstate;
+	int rwaiting; /* consumer_replay is in its wait: the consumer stays */
+	int rclosed;  /* the thread is past taking requests */
 	const replay_request *rreq;
 	replay_result *rres;
 	int rstatus;
@@ -3078,10 +3080,12 @@ static int serve_replay(struct consumer *c)
 	return 1;
 }
 
-/* The consumer stops: a request not taken yet is answered. */
+/* The consumer stops: a request not taken yet is answered, and later ones
+ * refused. */
 static void replay_cancel(struct consumer *c)
 {
 	pthread_mutex_lock(&c->rmu);
+	c->rclosed = 1;
 	if (c->rstate == REPLAY_PENDING) {
 		c->rstatus = EVH_ESTATE;
 		snprintf(c->rerr, sizeof c->rerr, "the consumer of plugin %s is stopping",
@@ -3093,7 +3097,7 @@ static void replay_cancel(struct consumer *c)
 }
 
 int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res,
-                    int timeout_ms, char *err, size_t errlen)
+                    int timeout_ms, pthread_mutex_t *held, char *err, size_t errlen)
 {
 	struct consumer *c = p->consumer;
 	int64_t deadline = clock_mono_ms() + timeout_ms;
@@ -3101,28 +3105,44 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 	memset(res, 0, sizeof *res);
 	if (!c) {
 		snprintf(err, errlen, "plugin %s consumes no topics", p->name);
+		if (held)
+			pthread_mutex_unlock(held);
 		return EVH_ESTATE;
 	}
 	pthread_mutex_lock(&c->rmu);
-	if (c->rstate != REPLAY_IDLE) {
+	if (c->rstate != REPLAY_IDLE || c->rclosed) {
+		status = c->rclosed ? EVH_ESTATE : EVH_EBUSY;
 		pthread_mutex_unlock(&c->rmu);
-		snprintf(err, errlen, "a replay of plugin %s is already running", p->name);
-		return EVH_EBUSY;
+		if (status == EVH_ESTATE)
+			snprintf(err, errlen, "the consumer of plugin %s is stopping", p->name);
+		else
+			snprintf(err, errlen, "a replay of plugin %s is already running", p->name);
+		if (held)
+			pthread_mutex_unlock(held);
+		return status;
 	}
 	c->rreq = req;
 	c->rres = res;
 	c->rstate = REPLAY_PENDING;
+	/* From here consumer_stop waits for this call to end, so `p` and its
+	 * consumer stay without the caller's lock (the host's plugin list:
+	 * readiness, metrics and the rest of the admin API take it). */
+	c->rwaiting = 1;
+	if (held)
+		pthread_mutex_unlock(held);
 	/* Once running it finishes (each step is bounded); only a request the
 	 * consumer did not pick up in time (a handler busy) is withdrawn. */
 	while (c->rstate == REPLAY_PENDING || c->rstate == REPLAY_RUNNING) {
 		struct timespec ts;
 		if (c->rstate == REPLAY_PENDING && clock_mono_ms() >= deadline) {
-			c->rstate = REPLAY_IDLE;
-			pthread_mutex_unlock(&c->rmu);
 			snprintf(err, errlen,
 			         "plugin %s's consumer did not take the request within %d ms (a "
 			         "handler is busy); nothing was changed",
 			         p->name, timeout_ms);
+			c->rstate = REPLAY_IDLE;
+			c->rwaiting = 0;
+			pthread_cond_broadcast(&c->rcv); /* consumer_stop may be waiting */
+			pthread_mutex_unlock(&c->rmu);
 			return EVH_EBUSY;
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -3136,6 +3156,8 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 	c->rstate = REPLAY_IDLE;
 	c->rreq = NULL;
 	c->rres = NULL;
+	c->rwaiting = 0;
+	pthread_cond_broadcast(&c->rcv); /* consumer_stop may be waiting */
 	pthread_mutex_unlock(&c->rmu);
 	if (status)
 		replay_result_free(res);
@@ -3379,6 +3401,12 @@ void consumer_stop(evh_plugin *p)
 		return;
 	consumer_signal_stop(p, clock_mono_ms() + DLQ_WAIT_STOPPING_MS);
 	pthread_join(c->thread, NULL);
+	/* A replay asked before the thread ended has its answer (replay_cancel):
+	 * its caller is let finish with the consumer before it goes. */
+	pthread_mutex_lock(&c->rmu);
+	while (c->rwaiting)
+		pthread_cond_wait(&c->rcv, &c->rmu);
+	pthread_mutex_unlock(&c->rmu);
 	p->consumer = NULL;
 	consumer_free(c);
 	log_info(KAFKA_LOG, "%s: consumer stopped", p->name);

@@ -157,13 +157,17 @@ typedef struct replay_result {
 } replay_result;
 
 /* Hand `req` to p's consumer thread and wait for it (any thread but that
- * one; `p` must stay alive meanwhile). EVH_ESTATE: no consumer or nothing
+ * one). `held`, when not NULL, is a lock the caller holds to keep `p` alive
+ * (the host's plugin list): it is unlocked once the request is handed over
+ * or refused, and consumer_stop then waits for this call to end instead, so
+ * the wait holds nobody else up. Without `held`, `p` must stay alive
+ * meanwhile. EVH_ESTATE also when the consumer is stopping. EVH_ESTATE: no consumer or nothing
  * assigned yet; EVH_EINVAL: a topic not consumed, a partition not assigned,
  * an offset past the end; EVH_EBUSY: another replay runs, or the consumer
  * did not take the request within timeout_ms (nothing changed);
  * EVH_EKAFKA/EVH_ESTORE: it failed (err says at which step). */
 int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res,
-                    int timeout_ms, char *err, size_t errlen);
+                    int timeout_ms, pthread_mutex_t *held, char *err, size_t errlen);
 void replay_result_free(replay_result *res);
 
 /* Accessors behind the SDK's evh_event_* calls. The event is valid while its

@@ -126,6 +126,7 @@ struct store {
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
 	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
 	_Atomic int damaged;    /* SQLite found the file damaged since the open (store_damaged) */
+	_Atomic int writable;   /* the last store_check_writable's answer (EVH_OK at first) */
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -305,6 +306,19 @@ static int lock_raw(store *s)
 	int e = pthread_mutex_lock(&s->mu);
 	if (e == EDEADLK)
 		return EVH_ESTATE; /* this thread already holds a transaction */
+	if (e)
+		return EVH_ERR;
+	atomic_store(&s->holder, (uintptr_t)&thread_token);
+	return EVH_OK;
+}
+
+/* lock_raw without waiting: EVH_EBUSY when another thread (or this one)
+ * holds the lock. */
+static int lock_try(store *s)
+{
+	int e = pthread_mutex_trylock(&s->mu);
+	if (e == EBUSY)
+		return EVH_EBUSY;
 	if (e)
 		return EVH_ERR;
 	atomic_store(&s->holder, (uintptr_t)&thread_token);
@@ -1377,12 +1391,23 @@ void store_set_outbox_limit(store *s, int64_t max_rows)
 int store_check_writable(store *s)
 {
 	int status;
-	if (!s || store_lock(s))
+	if (!s)
 		return EVH_ESTORE;
+	/* A transaction under way (a handler's batch may take seconds) holds
+	 * the lock: readiness does not wait for it, the last answer stands. */
+	status = lock_try(s);
+	if (status == EVH_EBUSY)
+		return atomic_load(&s->writable);
+	if (status)
+		return EVH_ESTORE;
+	if (s->gopen)
+		group_commit_locked(s);
 	status = begin_immediate(s, NULL, 0);
 	if (!status)
 		rollback_if_open(s->db);
 	store_unlock(s);
+	if (status != EVH_ENOMEM) /* that says nothing of the disk */
+		atomic_store(&s->writable, status);
 	return status;
 }
 
@@ -2760,8 +2785,11 @@ static cJSON *event_json(sqlite3_stmt *st)
 	return o;
 }
 
-static int events_json_locked(store *s, const char *key, int64_t after_seq, int limit,
-                              cJSON *arr)
+/* The event log for the admin API, read on a connection of its own, not
+ * under mu: a WAL reader waits for no writer (a slow handler's batch holds
+ * mu for as long as it runs) and sees only committed (durable) rows. */
+static int events_json_read(const char *path, const char *key, int64_t after_seq, int limit,
+                            cJSON *arr)
 {
 	static const char cols[] =
 	    "SELECT l.seq, id, topic, key, type, source, time, traceparent, data, delivered_at,"
@@ -2769,7 +2797,8 @@ static int events_json_locked(store *s, const char *key, int64_t after_seq, int 
 	char sql[512];
 	evh_value v[3];
 	size_t nv = 0;
-	stmt_ref ref;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
 	int rc, status;
 
 	snprintf(sql, sizeof sql, "%s WHERE %sl.seq > ? ORDER BY l.seq LIMIT ?", cols,
@@ -2778,41 +2807,51 @@ static int events_json_locked(store *s, const char *key, int64_t after_seq, int 
 		v[nv++] = EVH_TEXT(key);
 	v[nv++] = EVH_INT(after_seq);
 	v[nv++] = EVH_INT(limit);
-	status = stmt_acquire(s, sql, &ref, NULL, 0);
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_busy_timeout(db, STORE_BUSY_TIMEOUT_MS);
+		rc = sqlite3_exec(db, "PRAGMA query_only=1", NULL, NULL, NULL);
+	}
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	status = rc == SQLITE_OK ? EVH_OK : status_of(rc);
 	if (!status)
-		status = stmt_bind(s->db, ref.st, v, nv, NULL, 0);
-	while (!status && (rc = sqlite3_step(ref.st)) != SQLITE_DONE) {
+		status = stmt_bind(db, st, v, nv, NULL, 0);
+	while (!status && (rc = sqlite3_step(st)) != SQLITE_DONE) {
 		cJSON *o;
 		if (rc != SQLITE_ROW) {
 			status = status_of(rc);
 			break;
 		}
-		o = event_json(ref.st);
+		o = event_json(st);
 		if (!o || !cJSON_AddItemToArray(arr, o)) {
 			cJSON_Delete(o);
 			status = EVH_ENOMEM;
 		}
 	}
-	stmt_release(&ref);
+	if (status && db)
+		log_warn(STORE_LOG, "%s: reading the event log: %s", path, sqlite3_errmsg(db));
+	sqlite3_finalize(st);
+	sqlite3_close(db); /* NULL: a no-op */
 	return status;
 }
 
 int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json)
 {
+	const char *path;
 	cJSON *arr;
 	int status;
 
 	if (!s || !json || limit <= 0)
 		return EVH_EINVAL;
 	*json = NULL;
+	path = sqlite3_db_filename(s->db, "main");
+	if (!path || !*path)
+		return EVH_ESTATE; /* not a file: no second connection reaches it */
 	arr = cJSON_CreateArray();
 	if (!arr)
 		return EVH_ENOMEM;
-	status = store_lock(s);
-	if (!status) {
-		status = events_json_locked(s, key, after_seq, limit, arr);
-		store_unlock(s);
-	}
+	status = events_json_read(path, key, after_seq, limit, arr);
 	if (!status && !(*json = jsonb_print(arr)))
 		status = EVH_ENOMEM;
 	cJSON_Delete(arr);

@@ -57,7 +57,8 @@ void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
 void store_set_outbox_limit(store *s, int64_t max_rows);
 /* Is the database writable right now (readiness)? EVH_OK; EVH_ENOMEM when
  * SQLite ran out of memory finding out (that says nothing of the disk);
- * another status when it is not. */
+ * another status when it is not. Never waits for a transaction under way
+ * (a slow handler's): then the last check's answer (EVH_OK before any). */
 int store_check_writable(store *s);
 
 /* SDK implementations (see evhost.h for their contracts). */
@@ -160,7 +161,9 @@ int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted
 int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
  * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
- * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. */
+ * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Read
+ * on a connection of its own, so it never waits for a transaction under way
+ * (and sees only committed events); EVH_ESTATE for a store with no file. */
 int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json);
 
 /* Replay: forget inbox records of events at or after a position, so the

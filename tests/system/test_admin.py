@@ -7,6 +7,7 @@ by the event data (see tests/fixtures/probe.c)."""
 import json
 import socket
 import sqlite3
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -487,6 +488,93 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
                   json={"from": "beginning"}).status_code == 404
     time.sleep(0.5)
     assert len(seen(d)) == 13
+
+
+def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # The consumer is in a handler for 20 s: a replay asked now waits 15 s
+    # for it, then is withdrawn (409, nothing changed); one asked while that
+    # one waits is refused at once. Both say to try again (Retry-After).
+    # Meanwhile readiness, metrics and the event log answer: neither the
+    # handler's transaction nor the waiting replay holds them up (they
+    # waited for both, readiness too: a probe with a timeout failed).
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
+    wait_seen(d, 1)
+    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 20000}).status_code == 200
+    # On the topic (the outbox's own record of it waits for the handler,
+    # which holds the plugin's database), then in the handler.
+    assert len(lib.kafka_consume(topic, count=2, timeout=20, brokers=kafka_bootstrap)) == 2
+    time.sleep(1.5)
+
+    def answers_now():
+        assert d.get("/readyz", timeout=5).json()["storage"] == "writable"
+        assert d.get("/metrics", timeout=5).status_code == 200
+        r = d.get("/admin/events", headers=auth(), timeout=5)
+        # (the second once the relay has recorded its delivery: it waits for the handler)
+        assert [e["data"]["n"] for e in r.json()["events"]] in ([0], [0, 1]), r.text
+    answers_now()
+    first = {}
+
+    def replay():
+        first["r"] = d.post("/admin/plugins/probe/replay", headers=auth(),
+                            json={"from": "beginning"}, timeout=40)
+    t = threading.Thread(target=replay)
+    t.start()
+    try:
+        time.sleep(1)  # the first one waits for the consumer
+        answers_now()
+        r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
+                   timeout=10)
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"] == "a replay of plugin probe is already running", r.text
+        assert r.headers["Retry-After"] == "1"
+    finally:
+        t.join(40)
+    r = first["r"]
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == ("plugin probe's consumer did not take the request within "
+                                  "15000 ms (a handler is busy); nothing was changed"), r.text
+    assert r.headers["Retry-After"] == "1"
+    rows = wait_seen(d, 2)
+    time.sleep(1)  # a replay that had happened would hand both events again now
+    assert [x["data"]["n"] for x in seen(d)] == [0, 1], rows
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
+               timeout=30)
+    assert r.status_code == 200 and r.json()["inbox_deleted"] == 2, r.text
+
+
+def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build_dir, tmp_path,
+                                                                  kafka_bootstrap, unique_name):
+    # A replay waits for the consumer (in a 6 s handler) when a reload
+    # disables the plugin: the drain lets the handler finish, the replay is
+    # answered that the consumer is stopping, and the reload completes.
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
+    wait_seen(d, 1)
+    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 6000}).status_code == 200
+    assert len(lib.kafka_consume(topic, count=2, timeout=20, brokers=kafka_bootstrap)) == 2
+    time.sleep(1.5)  # in the handler
+    answer = {}
+
+    def replay():
+        answer["r"] = d.post("/admin/plugins/probe/replay", headers=auth(),
+                             json={"from": "beginning"}, timeout=40)
+    t = threading.Thread(target=replay)
+    t.start()
+    try:
+        time.sleep(0.5)
+        (d.config_dir / "conf.d" / "90-off.conf").write_text("[plugin.probe]\nenabled = false\n")
+        r = d.post("/admin/reload", headers=auth(), timeout=60)
+        assert r.status_code == 200 and r.json()["plugins"] == [], r.text
+    finally:
+        t.join(40)
+    r = answer["r"]
+    assert r.status_code == 409, r.text
+    assert r.json()["detail"] == "the consumer of plugin probe is stopping", r.text
+    assert d.get("/healthz").status_code == 200
 
 
 def test_replay_of_plugin_without_subscriptions_is_refused(evhostd, build_dir, tmp_path,

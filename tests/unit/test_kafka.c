@@ -1871,7 +1871,7 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 
 	memset(&req, 0, sizeof req);
 	req.from = REPLAY_BEGINNING;
-	if (consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err) != EVH_OK)
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err) != EVH_OK)
 		fail_msg("replay: %s", err);
 	assert_true(res.nparts >= 1);
 	assert_int_equal(res.inbox_deleted, 3);
@@ -1886,7 +1886,7 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 	req.from = REPLAY_OFFSETS;
 	req.offsets = &pos;
 	req.noffsets = 1;
-	if (consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err) != EVH_OK)
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err) != EVH_OK)
 		fail_msg("replay: %s", err);
 	assert_int_equal(res.nparts, 1);
 	assert_int_equal(res.parts[0].offset, cc->offset);
@@ -1899,17 +1899,17 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 
 	/* refusals change nothing */
 	pos.partition = 999;
-	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err), EVH_EINVAL);
 	assert_non_null(strstr(err, "not assigned"));
 	pos.partition = cc->partition;
 	pos.offset = 1000000;
-	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err), EVH_EINVAL);
 	req.from = REPLAY_BEGINNING;
 	req.topics = nope;
 	req.ntopics = 1;
-	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, err, sizeof err), EVH_EINVAL);
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err), EVH_EINVAL);
 	assert_non_null(strstr(err, "does not consume"));
-	assert_int_equal(consumer_replay(&fx.user, &req, &res, WAIT_MS, err, sizeof err),
+	assert_int_equal(consumer_replay(&fx.user, &req, &res, WAIT_MS, NULL, err, sizeof err),
 	                 EVH_ESTATE);
 	usleep(300000);
 	assert_int_equal(count_calls(c, 0), 3);
