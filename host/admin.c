@@ -4,8 +4,10 @@
  *
  * Plugin lifetime: plugins can be stopped and replaced by a reload while a
  * request runs, so a plugin pointer is only used with h->plugins_lock held,
- * and looked up again by name after any slow step done without the lock
- * (reading Kafka). A replay holds the lock until the consumer has the
+ * or pinned (host_pin_plugin) for work on its database, which may wait for a
+ * slow handler's transaction and must not hold the list's readers up
+ * (readiness, metrics); it is looked up again by name after any slow step
+ * done without either (reading Kafka). A replay holds the lock until the consumer has the
  * request; then the consumer's stop waits for the replay's answer
  * (consumer_replay), so the wait (REPLAY_TIMEOUT_MS for a busy handler to
  * let it be picked up) holds up no reader of the list: readiness, metrics. Redrives run one at a time (redrive_mu), so
@@ -532,13 +534,14 @@ static int dlq_prepare(host *h, evh_response *resp, const char *name, char ***to
 /* Which messages were redriven already (flags[i] for l->v[i]). */
 static void mark_redriven(host *h, const char *name, const dlq_list *l, int *flags)
 {
-	evh_plugin *p;
-	pthread_mutex_lock(&h->plugins_lock);
-	p = find_plugin_locked(h, name);
+	/* Pinned, not under plugins_lock: the reads wait for the plugin's
+	 * database, which a slow handler may hold for seconds. */
+	evh_plugin *p = host_pin_plugin(h, name);
 	for (size_t i = 0; p && p->store && i < l->n; i++)
 		flags[i] = store_dlq_redriven(p->store, l->v[i].topic, l->v[i].partition,
 		                              l->v[i].offset) == 1;
-	pthread_mutex_unlock(&h->plugins_lock);
+	if (p)
+		host_unpin_plugin(h, p);
 }
 
 static int read_dead_letters(host *h, evh_response *resp, char **topics, size_t ntopics,
@@ -712,9 +715,9 @@ static size_t record_redriven(host *h, const char *name, const dlq_msg *const *s
                               const dlq_redrive_result *res)
 {
 	size_t lost = 0;
-	evh_plugin *p;
-	pthread_mutex_lock(&h->plugins_lock);
-	p = find_plugin_locked(h, name);
+	/* Pinned, not under plugins_lock: the writes wait for the plugin's
+	 * database, which a slow handler may hold for seconds. */
+	evh_plugin *p = host_pin_plugin(h, name);
 	for (size_t i = 0; i < n; i++) {
 		if (res[i].outcome != DLQ_REDRIVEN)
 			continue;
@@ -724,7 +727,8 @@ static size_t record_redriven(host *h, const char *name, const dlq_msg *const *s
 		                            res[i].to_offset) != EVH_OK)
 			lost++;
 	}
-	pthread_mutex_unlock(&h->plugins_lock);
+	if (p)
+		host_unpin_plugin(h, p);
 	if (lost)
 		log_warn(ADMIN_LOG,
 		         "%s: %zu redriven dead letter(s) could not be recorded; a later redrive "

@@ -388,6 +388,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	int oom;
 
 	pthread_mutex_init(&h->plugins_lock, NULL);
+	pthread_cond_init(&h->plugins_cv, NULL);
 	if (!h->conf_file && !(h->conf_file = strdup(conf_file))) {
 		diag_add(d, conf_file, 0, "out of memory");
 		return -1;
@@ -897,6 +898,11 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 		metrics_plugin_retire(p->name);
 	}
 	p->status = PLUGIN_STOPPED;
+	/* Out of the list already: no new pin; those taken before are let end. */
+	pthread_mutex_lock(&h->plugins_lock);
+	while (p->pins)
+		pthread_cond_wait(&h->plugins_cv, &h->plugins_lock);
+	pthread_mutex_unlock(&h->plugins_lock);
 	plugin_destroy(p);
 }
 
@@ -1182,6 +1188,24 @@ void host_stop(host *h)
 		close(h->lock_fd1 - 1);
 		h->lock_fd1 = 0;
 	}
+}
+
+evh_plugin *host_pin_plugin(host *h, const char *name)
+{
+	evh_plugin *p;
+	pthread_mutex_lock(&h->plugins_lock);
+	if ((p = find_plugin(h->plugins, h->nplugins, name)))
+		p->pins++;
+	pthread_mutex_unlock(&h->plugins_lock);
+	return p;
+}
+
+void host_unpin_plugin(host *h, evh_plugin *p)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	if (--p->pins == 0)
+		pthread_cond_broadcast(&h->plugins_cv);
+	pthread_mutex_unlock(&h->plugins_lock);
 }
 
 int host_ready(host *h, char **json)

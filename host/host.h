@@ -49,6 +49,7 @@ typedef struct host {
 	struct outbox *outbox;
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
+	pthread_cond_t plugins_cv;    /* a plugin's pins went to 0 (host_unpin_plugin) */
 	/* Required plugins a reload could not start (readyz), under plugins_lock
 	 * too; room for capdown names, made before a reload stops anything, so
 	 * that one left off is always said. */
@@ -114,4 +115,10 @@ const auth_keyset *host_auth(host *h);
 int host_sign_out(host *h, const char *subject, const char *by, char *err, size_t errlen);
 /* Readiness: fills `json` (malloc'd) with {"ready":bool,"plugins":{...},"kafka":..,"storage":..}. */
 int host_ready(host *h, char **json);
+/* The running plugin `name`, kept from being destroyed (a reload may take it
+ * out of the list meanwhile) until host_unpin_plugin, without holding
+ * plugins_lock: for slow work on its store that must not hold up the list's
+ * readers (readiness, metrics). NULL when there is none. */
+evh_plugin *host_pin_plugin(host *h, const char *name);
+void host_unpin_plugin(host *h, evh_plugin *p);
 #endif

@@ -54,6 +54,8 @@ struct evh_plugin {
 	plugin_sub *subs;
 	size_t nsubs;
 	struct consumer *consumer;
+	int pins; /* admin requests using it without the plugin list's lock (under that
+	           * lock): a reload destroys it only once they are done (host_pin_plugin) */
 	struct plugin_checking *checking; /* during its check (plugin_check): where to report */
 };
 

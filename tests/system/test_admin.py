@@ -577,6 +577,44 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     assert d.get("/healthz").status_code == 200
 
 
+def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_else(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Listing dead letters and recording a redrive wait for the plugin's
+    # database, held by a 12 s handler; readiness and metrics do not wait
+    # for them (they waited for the handler through the plugin list's lock).
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    [letter] = wait_dlq(d, 1)["messages"]
+    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 12000}).status_code == 200
+    assert len(lib.kafka_consume(topic, count=2, timeout=20, brokers=kafka_bootstrap)) == 2
+    time.sleep(1.5)  # in the handler
+    answers = {}
+
+    def listing():
+        answers["list"] = d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=40)
+
+    def redrive():
+        answers["redrive"] = d.post(
+            "/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=40,
+            json={"offsets": [{"partition": letter["partition"], "offset": letter["offset"]}]})
+    threads = [threading.Thread(target=listing), threading.Thread(target=redrive)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.5)  # both wait for the handler now
+        assert d.get("/readyz", timeout=5).json()["ready"] is True
+        assert d.get("/metrics", timeout=5).status_code == 200
+        assert d.get("/admin/plugins", headers=auth(), timeout=5).status_code == 200
+    finally:
+        for t in threads:
+            t.join(40)
+    assert answers["list"].status_code == 200, answers["list"].text
+    assert answers["redrive"].status_code == 200, answers["redrive"].text
+    assert answers["redrive"].json()["redriven"] == 1, answers["redrive"].text
+    assert dlq(d)["messages"][0]["redriven"] is True
+
+
 def test_replay_of_plugin_without_subscriptions_is_refused(evhostd, build_dir, tmp_path,
                                                            kafka_bootstrap, unique_name):
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
