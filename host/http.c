@@ -1535,7 +1535,7 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	from = rc == EVH_ETOOBIG ? toobig_last() : TOOBIG_UNKNOWN;
 	/* Refusals a client can act on (the outbox at its bound: try later; a
 	 * request too large: send less) are warnings. */
-	clients = rc == EVH_EFULL ||
+	clients = rc == EVH_EFULL || rc == EVH_EBUSY ||
 	          (rc == EVH_ETOOBIG && (from == TOOBIG_EVENT || from == TOOBIG_STORED));
 	/* A storage status with the message of the failure behind it (one the
 	 * handler had handled may precede another kind of failure: not named). */
@@ -1558,6 +1558,12 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		problem(resp, 413, "payload-too-large",
 		        "a value this request stores is larger than the storage of service '%s' takes",
 		        name);
+	} else if (rc == EVH_EBUSY) {
+		/* Its storage held by a long transaction (an event handler's), or
+		 * whatever else the service says is busy: it passes. */
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", "service '%s' is busy%s; try again", name,
+		        store_said ? " (its storage is held by a long transaction)" : "");
 	} else {
 		problem(resp, 500, "internal", "the request could not be handled");
 	}

@@ -77,6 +77,11 @@
 #define STORE_HOST_STMTS 24
 #define STORE_ERR_LEN 512
 #define STORE_BUSY_TIMEOUT_MS 5000
+/* How long a plugin's own transaction (evh_tx_begin, evh_publish without
+ * one) waits for the lock another holds (an event handler's batch runs as
+ * long as its handlers do): then EVH_EBUSY, which the HTTP layer answers 503
+ * with Retry-After, so a slow handler cannot hold every HTTP worker. */
+#define STORE_LOCK_WAIT_MS 5000
 #define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 /* Members of one group commit at most: bounds how long a member waits. */
 #define STORE_GROUP_MAX 64
@@ -1680,6 +1685,36 @@ static void group_commit_locked(store *s)
 		pthread_cond_broadcast(&s->gcv);
 }
 
+/* lock_raw, waiting at most `ms`: EVH_EBUSY then, said on this thread
+ * (store_thread_error). */
+static int lock_within(store *s, int ms)
+{
+	struct timespec until;
+	int e;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	e = pthread_mutex_timedlock(&s->mu, &until);
+	if (e == ETIMEDOUT) {
+		snprintf(thread_error, sizeof thread_error,
+		         "%s: another transaction (an event handler's, a long one) has held the "
+		         "database for %d ms",
+		         sqlite3_db_filename(s->db, "main"), ms);
+		return EVH_EBUSY;
+	}
+	if (e == EDEADLK)
+		return EVH_ESTATE; /* this thread already holds a transaction */
+	if (e)
+		return EVH_ERR;
+	atomic_store(&s->holder, (uintptr_t)&thread_token);
+	return EVH_OK;
+}
+
 int store_tx_begin_grouped(store *s, evh_tx **out)
 {
 	evh_tx *tx;
@@ -1693,7 +1728,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 		return EVH_ENOMEM;
 	yield_first(s);
 	atomic_fetch_add(&s->gqueued, 1);
-	status = lock_raw(s);
+	status = lock_within(s, STORE_LOCK_WAIT_MS);
 	atomic_fetch_sub(&s->gqueued, 1);
 	if (status) {
 		free(tx);

@@ -118,14 +118,17 @@ static int fails_late(evh_request *req, evh_response *resp, void *ud)
 	return EVH_ESTORE;
 }
 
-/* Returns what evh_publish said when the query names one: "full" or "big"
- * (noted where it came from, as evh_publish notes it). */
+/* Returns what evh_publish said when the query names one: "full", "big"
+ * (noted where it came from, as evh_publish notes it) or "busy" (what
+ * evh_tx_begin says when another transaction holds the database too long). */
 static int publish_refused(evh_request *req, evh_response *resp, void *ud)
 {
 	const char *what = http_req_query(req, "what");
 	(void)resp, (void)ud;
 	if (what && !strcmp(what, "full"))
 		return EVH_EFULL;
+	if (what && !strcmp(what, "busy"))
+		return EVH_EBUSY;
 	toobig_note(TOOBIG_EVENT);
 	return EVH_ETOOBIG;
 }
@@ -726,6 +729,11 @@ static void test_handler_results(void **state)
 	r = request(f, "GET", "/t/refused?what=full", NULL, NULL);
 	expect_problem(r, 503, "unavailable");
 	assert_string_equal(header_of(r, "Retry-After"), "5");
+	free(r);
+	r = request(f, "GET", "/t/refused?what=busy", NULL, NULL);
+	expect_problem(r, 503, "unavailable");
+	assert_string_equal(header_of(r, "Retry-After"), "1");
+	assert_non_null(strstr(body_of(r), "\"detail\":\"service 't' is busy; try again\""));
 	free(r);
 	r = request(f, "GET", "/t/refused?what=big", NULL, NULL);
 	expect_problem(r, 413, "payload-too-large");

@@ -820,7 +820,11 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 
 /* Begin a transaction on the plugin's database. Transactions of one plugin
  * run one at a time (others wait); keep them short. End every one with
- * evh_tx_commit or evh_tx_rollback, on the thread that began it. */
+ * evh_tx_commit or evh_tx_rollback, on the thread that began it. EVH_EBUSY
+ * when another (an event handler's batch, which lasts as long as its
+ * handlers) held the database for 5 s: returned from an HTTP handler, the
+ * host answers 503 with Retry-After: 1. evh_publish without a transaction
+ * begins one the same way. */
 static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
 /* Commit and release `tx` (also on failure: then nothing was written). */
 static inline int evh_tx_commit(evh_tx *tx) { return evh__api->tx_commit(tx); }
