@@ -1680,11 +1680,7 @@ static int reload_wait_locked(host *h, struct admin *a, uint64_t id, int64_t wai
 {
 	int64_t deadline = clock_mono_ms() + wait_ms;
 	while (a->reload_done < id && !h->stopping && clock_mono_ms() < deadline) {
-		struct timespec until;
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_nsec += RELOAD_SLICE_MS * 1000000L;
-		until.tv_sec += until.tv_nsec / 1000000000L;
-		until.tv_nsec %= 1000000000L;
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RELOAD_SLICE_MS);
 		pthread_cond_timedwait(&a->reload_cv, &a->reload_mu, &until);
 	}
 	return a->reload_done >= id;

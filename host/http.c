@@ -2411,15 +2411,8 @@ static void wake_listeners(const struct mg_server_port *ports, int n)
  * still write them. Returns how many are left. */
 static int drain_requests(http_server *srv, int ms)
 {
-	struct timespec until;
+	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
 	int left;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
 	pthread_mutex_lock(&drain_mu);
 	while ((left = atomic_load(&srv->inflight)) > 0 &&
 	       pthread_cond_timedwait(&drain_cv, &drain_mu, &until) != ETIMEDOUT)

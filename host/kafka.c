@@ -3145,10 +3145,7 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 			pthread_mutex_unlock(&c->rmu);
 			return EVH_EBUSY;
 		}
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 50 * 1000000L;
-		ts.tv_sec += ts.tv_nsec / 1000000000L;
-		ts.tv_nsec %= 1000000000L;
+		ts = clock_after_ms(CLOCK_REALTIME, 50);
 		pthread_cond_timedwait(&c->rcv, &c->rmu, &ts);
 	}
 	status = c->rstatus;

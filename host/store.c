@@ -306,9 +306,10 @@ static int step_fail(sqlite3 *db, sqlite3_stmt *st, int rc, char *err, size_t er
 /* Who holds mu: the address of a thread-local, unique per live thread. */
 static _Thread_local char thread_token;
 
-static int lock_raw(store *s)
+/* What locking mu gave (`e`, an errno value) as a status; the holder noted
+ * when it is this thread's now. */
+static int lock_taken(store *s, int e)
 {
-	int e = pthread_mutex_lock(&s->mu);
 	if (e == EDEADLK)
 		return EVH_ESTATE; /* this thread already holds a transaction */
 	if (e)
@@ -317,17 +318,14 @@ static int lock_raw(store *s)
 	return EVH_OK;
 }
 
+static int lock_raw(store *s) { return lock_taken(s, pthread_mutex_lock(&s->mu)); }
+
 /* lock_raw without waiting: EVH_EBUSY when another thread (or this one)
  * holds the lock. */
 static int lock_try(store *s)
 {
 	int e = pthread_mutex_trylock(&s->mu);
-	if (e == EBUSY)
-		return EVH_EBUSY;
-	if (e)
-		return EVH_ERR;
-	atomic_store(&s->holder, (uintptr_t)&thread_token);
-	return EVH_OK;
+	return e == EBUSY ? EVH_EBUSY : lock_taken(s, e);
 }
 
 static void unlock_raw(store *s)
@@ -1689,17 +1687,9 @@ static void group_commit_locked(store *s)
  * (store_thread_error). */
 static int lock_within(store *s, int ms)
 {
-	struct timespec until;
-	int e;
-
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
-	e = pthread_mutex_timedlock(&s->mu, &until);
+	/* pthread_mutex_timedlock takes the wall clock's time */
+	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
+	int e = pthread_mutex_timedlock(&s->mu, &until);
 	if (e == ETIMEDOUT) {
 		snprintf(thread_error, sizeof thread_error,
 		         "%s: another transaction (an event handler's, a long one) has held the "
@@ -1707,12 +1697,7 @@ static int lock_within(store *s, int ms)
 		         sqlite3_db_filename(s->db, "main"), ms);
 		return EVH_EBUSY;
 	}
-	if (e == EDEADLK)
-		return EVH_ESTATE; /* this thread already holds a transaction */
-	if (e)
-		return EVH_ERR;
-	atomic_store(&s->holder, (uintptr_t)&thread_token);
-	return EVH_OK;
+	return lock_taken(s, e);
 }
 
 int store_tx_begin_grouped(store *s, evh_tx **out)

@@ -51,9 +51,13 @@ def wait_seen(d, n, timeout=30):
                           timeout=timeout, message=f"probe saw {n} events")
 
 
-def in_handler(d, ms):
-    """Wait until the probe's handler has begun sleeping `ms` ms (its
-    event's {"sleep_ms": ms}), holding its plugin's database."""
+def slow_handler(d, ms):
+    """One event handled ({"n": 0}), then one whose handler sleeps `ms` ms
+    ({"n": 1}): returns once that handler has begun, holding its plugin's
+    database."""
+    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
+    wait_seen(d, 1)
+    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": ms}).status_code == 200
     d.wait_for_log(f"probe: handler sleeping {ms} ms", timeout=30)
     time.sleep(0.2)
 
@@ -505,12 +509,9 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
     # Meanwhile readiness, metrics and the event log answer: neither the
     # handler's transaction nor the waiting replay holds them up (they
     # waited for both, readiness too: a probe with a timeout failed).
-    topic = unique_name("adm")
-    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
-    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
-    wait_seen(d, 1)
-    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 20000}).status_code == 200
-    in_handler(d, 20000)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"))
+    slow_handler(d, 20000)
 
     def answers_now():
         assert d.get("/readyz", timeout=5).json()["storage"] == "writable"
@@ -554,12 +555,9 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     # A replay waits for the consumer (in a 6 s handler) when a reload
     # disables the plugin: the drain lets the handler finish, the replay is
     # answered that the consumer is stopping, and the reload completes.
-    topic = unique_name("adm")
-    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
-    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
-    wait_seen(d, 1)
-    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 6000}).status_code == 200
-    in_handler(d, 6000)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"))
+    slow_handler(d, 6000)
     answer = {}
 
     def replay():
@@ -585,12 +583,11 @@ def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_el
     # Listing dead letters and recording a redrive wait for the plugin's
     # database, held by a 12 s handler; readiness and metrics do not wait
     # for them (they waited for the handler through the plugin list's lock).
-    topic = unique_name("adm")
-    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"))
     assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
     [letter] = wait_dlq(d, 1)["messages"]
-    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 12000}).status_code == 200
-    in_handler(d, 12000)
+    slow_handler(d, 12000)
     answers = {}
 
     def listing():
@@ -622,12 +619,9 @@ def test_a_write_waiting_too_long_for_a_slow_handler_is_503_busy(evhostd, build_
     # A 12 s handler holds the plugin's database: a request of the plugin
     # that writes waits 5 s for it, then is answered 503 with Retry-After
     # (it waited for the whole handler, holding an HTTP worker all along).
-    topic = unique_name("adm")
-    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
-    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
-    wait_seen(d, 1)
-    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 12000}).status_code == 200
-    in_handler(d, 12000)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"))
+    slow_handler(d, 12000)
     r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
     assert r.status_code == 503, r.text
     assert r.headers["Retry-After"] == "1"

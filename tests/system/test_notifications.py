@@ -128,6 +128,24 @@ class Env:
         return lib.wait_until(find, timeout=timeout,
                               message=f"log entry {event_id} with status {status}")
 
+    def created(self, event_id, user_id="u-md"):
+        """user.created for a new address, produced to the topic as user.so
+        would; returns the address."""
+        addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
+        lib.kafka_produce(self.topics["created"], {"id": user_id, "name": "M", "email": addr},
+                          key=user_id, brokers=self.brokers,
+                          headers={"ce_id": event_id, "ce_type": "user.created"})
+        return addr
+
+    def entry_once(self, event_id, status, attempts=1, timeout=30):
+        """The log entry of `event_id` once it is `status` after `attempts`
+        or more; GET /notifications without a token (list_role = "")."""
+        return lib.wait_until(
+            lambda: next((i for i in self.d.get("/notifications").json()["items"]
+                          if i["event_id"] == event_id and i["status"] == status
+                          and i["attempts"] >= attempts), None),
+            timeout=timeout, message=f"{event_id} {status} after {attempts} attempt(s)")
+
     def db(self):
         return sqlite3.connect(str(Path(self.d.state_dir) / "notifications.db"), timeout=10)
 
@@ -349,14 +367,8 @@ def test_a_removed_maildir_is_made_again(evhostd, tmp_path, unique_name, kafka_b
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
               {"transport": "maildir", "maildir": str(box), "list_role": ""}, user=False)
     shutil.rmtree(box)
-    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
-    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
-                      key="u-md", brokers=kafka_bootstrap,
-                      headers={"ce_id": "md-1", "ce_type": "user.created"})
-    lib.wait_until(lambda: any(i["event_id"] == "md-1" and i["status"] == "sent"
-                               and i["attempts"] == 1
-                               for i in env.d.get("/notifications").json()["items"]),
-                   timeout=60, message="the mail sent at its first attempt")
+    env.created("md-1")
+    assert env.entry_once("md-1", "sent", timeout=60)["attempts"] == 1
     assert len(list((box / "new").iterdir())) == 1
     assert list((box / "tmp").iterdir()) == [] and (box / "cur").is_dir()
     warning = f"maildir: {box}, or its tmp/ or new/, was removed: made again"
@@ -373,15 +385,8 @@ def test_a_mail_not_known_to_be_on_disk_is_taken_back(evhostd, build_dir, tmp_pa
               {"transport": "maildir", "maildir": str(box), "list_role": "",
                "retry.max_attempts": 50, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
               user=False, env=lib.faults_preloaded(build_dir, fsync_dir=box / "new"))
-    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
-    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
-                      key="u-md", brokers=kafka_bootstrap,
-                      headers={"ce_id": "md-1", "ce_type": "user.created"})
-    retrying = lib.wait_until(
-        lambda: next((i for i in env.d.get("/notifications").json()["items"]
-                      if i["event_id"] == "md-1" and i["status"] == "retrying"
-                      and i["attempts"] >= 3), None),
-        timeout=30, message="a retrying entry after three attempts")
+    env.created("md-1")
+    retrying = env.entry_once("md-1", "retrying", attempts=3)
     assert retrying["last_error"].startswith(f"maildir: cannot write {box}/new/"), retrying
     assert retrying["last_error"].endswith(": Input/output error"), retrying
     assert list((box / "new").iterdir()) == [] and list((box / "tmp").iterdir()) == []
@@ -400,24 +405,15 @@ def test_a_maildir_that_cannot_be_written_is_retried_not_failed(evhostd, tmp_pat
               user=False)
     (box / broken).rmdir()
     (box / broken).write_text("")
-    addr = f"md.{uuid.uuid4().hex[:8]}@example.com"
-    lib.kafka_produce(env.topics["created"], {"id": "u-md", "name": "M", "email": addr},
-                      key="u-md", brokers=kafka_bootstrap,
-                      headers={"ce_id": "md-1", "ce_type": "user.created"})
-
-    def entry(status, attempts=1):
-        return lambda: next((i for i in env.d.get("/notifications").json()["items"]
-                             if i["event_id"] == "md-1" and i["status"] == status
-                             and i["attempts"] >= attempts), None)
-    retrying = lib.wait_until(entry("retrying", 2), timeout=30,
-                              message="a retrying entry after two attempts")
+    env.created("md-1")
+    retrying = env.entry_once("md-1", "retrying", attempts=2)
     assert retrying["last_error"].startswith(f"maildir: cannot write {box}/{broken}/"), retrying
     assert retrying["last_error"].endswith(": Not a directory"), retrying
     if broken == "new":
         assert list((box / "tmp").iterdir()) == []  # nothing left behind
     (box / broken).unlink()
     (box / broken).mkdir()
-    lib.wait_until(entry("sent"), timeout=30, message="the entry to turn sent")
+    env.entry_once("md-1", "sent")
     assert len(list((box / "new").iterdir())) == 1
     assert list((box / "tmp").iterdir()) == []
     assert "was removed: made again" not in env.d.log_text()
