@@ -238,6 +238,10 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert not (d.config_dir / "conf.d" / DROPIN).exists()
     assert_one_error(ctl(build_dir, d, "--token-file", str(tmp_path / "none"), "plugins"), 4,
                      "cannot read the admin token")
+    empty = tmp_path / "empty.token"
+    empty.write_text("\n")
+    assert_one_error(ctl(build_dir, d, "--token-file", str(empty), "plugins"), 4,
+                     f"the admin token file {empty} is empty")
 
     assert_one_error(ctl(build_dir, d, "dlq", "list", "nobody"), 1, "no plugin named 'nobody'")
     assert_one_error(ctl(build_dir, d, "replay", "nobody", "--from", "beginning"), 1,
@@ -798,6 +802,39 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
     else:
         pytest.fail("5000 allocations and counting")
     print(f"{' '.join(args)}: {n} allocations")
+
+
+def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
+    # Something else than evhostd at --url (a proxy's error page) answers
+    # 200 with HTML: said, exit 1, not taken for an empty plugin list.
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html><body>It works!</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        conf = tmp_path / "evhost.conf"
+        conf.write_text("[kafka]\nbrokers = embedded\n")
+        token = tmp_path / "admin.token"
+        token.write_text(TOKEN + "\n")
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
+                            "--token-file", str(token), "plugins"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
+        assert r.stdout == ""
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
