@@ -7,13 +7,14 @@
  * or pinned (host_pin_plugin) for work on its database, which may wait for a
  * slow handler's transaction and must not hold the list's readers up
  * (readiness, metrics); it is looked up again by name after any slow step
- * done without either (reading Kafka). A replay holds the lock until the consumer has the
- * request; then the consumer's stop waits for the replay's answer
- * (consumer_replay), so the wait (REPLAY_TIMEOUT_MS for a busy handler to
- * let it be picked up) holds up no reader of the list: readiness, metrics. Redrives run one at a time (redrive_mu), so
- * the "already redriven" check and its record cannot interleave. Backups
- * run one at a time too (backup_mu), and copy the databases by their paths,
- * taken under the lock, on connections of their own outside it.
+ * done without either (reading Kafka). A replay holds the lock until the
+ * consumer has the request; then the consumer's stop waits for the replay's
+ * answer (consumer_replay), so the wait (REPLAY_TIMEOUT_MS for a busy
+ * handler to let it be picked up) holds up no reader of the list. Redrives
+ * run one at a time (redrive_mu), so the "already redriven" check and its
+ * record cannot interleave. Backups run one at a time too (backup_mu), and
+ * copy the databases by their paths, taken under the lock, on connections of
+ * their own outside it.
  *
  * POST /admin/reload runs the reload SIGHUP runs, on the main thread: the
  * worker raises SIGHUP for the process (every thread blocks it and main.c

@@ -161,8 +161,8 @@ typedef struct replay_result {
  * (the host's plugin list): it is unlocked once the request is handed over
  * or refused, and consumer_stop then waits for this call to end instead, so
  * the wait holds nobody else up. Without `held`, `p` must stay alive
- * meanwhile. EVH_ESTATE also when the consumer is stopping. EVH_ESTATE: no consumer or nothing
- * assigned yet; EVH_EINVAL: a topic not consumed, a partition not assigned,
+ * meanwhile. EVH_ESTATE: no consumer, nothing assigned yet, or the consumer
+ * is stopping; EVH_EINVAL: a topic not consumed, a partition not assigned,
  * an offset past the end; EVH_EBUSY: another replay runs, or the consumer
  * did not take the request within timeout_ms (nothing changed);
  * EVH_EKAFKA/EVH_ESTORE: it failed (err says at which step). */
