@@ -336,16 +336,22 @@ static void unlock_raw(store *s)
 
 /* Before a transaction takes the lock: let the relay's waiting call go
  * first. Not when this thread holds the lock already (lock_raw reports
- * that; waiting here would deadlock). */
-static void yield_first(store *s)
+ * that; waiting here would deadlock). With `until` (CLOCK_REALTIME, as
+ * first_cv waits), at most until then: -1 when it passed first. */
+static int yield_first(store *s, const struct timespec *until)
 {
+	int rc = 0;
 	if (!atomic_load(&s->first_waiting) ||
 	    atomic_load(&s->holder) == (uintptr_t)&thread_token)
-		return;
+		return 0;
 	pthread_mutex_lock(&s->first_mu);
-	while (atomic_load(&s->first_waiting))
-		pthread_cond_wait(&s->first_cv, &s->first_mu);
+	while (!rc && atomic_load(&s->first_waiting))
+		if (!until)
+			pthread_cond_wait(&s->first_cv, &s->first_mu);
+		else if (pthread_cond_timedwait(&s->first_cv, &s->first_mu, until) == ETIMEDOUT)
+			rc = -1;
 	pthread_mutex_unlock(&s->first_mu);
+	return rc;
 }
 
 static void group_commit_locked(store *s);
@@ -1612,7 +1618,7 @@ int store_tx_begin(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
-	yield_first(s);
+	yield_first(s, NULL);
 	status = store_lock(s);
 	if (status) {
 		free(tx);
@@ -1683,13 +1689,19 @@ static void group_commit_locked(store *s)
 		pthread_cond_broadcast(&s->gcv);
 }
 
-/* lock_raw, waiting at most `ms`: EVH_EBUSY then, said on this thread
- * (store_thread_error). */
+/* yield_first then lock_raw, both within `ms`: EVH_EBUSY then, said on
+ * this thread (store_thread_error). The relay's record of a delivery waits
+ * for the lock too, behind the same long transaction. */
 static int lock_within(store *s, int ms)
 {
-	/* pthread_mutex_timedlock takes the wall clock's time */
+	/* pthread_mutex_timedlock and first_cv take the wall clock's time */
 	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
-	int e = pthread_mutex_timedlock(&s->mu, &until);
+	int e = yield_first(s, &until) ? ETIMEDOUT : 0;
+	if (!e) {
+		atomic_fetch_add(&s->gqueued, 1);
+		e = pthread_mutex_timedlock(&s->mu, &until);
+		atomic_fetch_sub(&s->gqueued, 1);
+	}
 	if (e == ETIMEDOUT) {
 		snprintf(thread_error, sizeof thread_error,
 		         "%s: another transaction (an event handler's, a long one) has held the "
@@ -1711,10 +1723,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
-	yield_first(s);
-	atomic_fetch_add(&s->gqueued, 1);
 	status = lock_within(s, STORE_LOCK_WAIT_MS);
-	atomic_fetch_sub(&s->gqueued, 1);
 	if (status) {
 		free(tx);
 		return status;

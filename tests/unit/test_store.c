@@ -526,6 +526,85 @@ static int outbox_take(store *s, const int64_t *seqs, size_t n)
 	return store_outbox_delivered(s, d, n);
 }
 
+/* A plugin's own transaction (store_tx_begin_grouped) on a thread of its
+ * own; `status` and the thread's storage error once it has its answer. */
+struct begin_attempt {
+	store *s;
+	pthread_t th;
+	int status;
+	char error[512];
+};
+
+static void *begin_attempt_main(void *arg)
+{
+	struct begin_attempt *b = arg;
+	evh_tx *tx = NULL;
+	store_thread_error_clear();
+	b->status = store_tx_begin_grouped(b->s, &tx);
+	snprintf(b->error, sizeof b->error, "%s", store_thread_error());
+	if (tx)
+		store_tx_rollback(tx);
+	return NULL;
+}
+
+/* The relay's record of deliveries (store_outbox_delivered) on a thread of
+ * its own; it goes before the plugin's transactions. */
+struct delivered_attempt {
+	store *s;
+	pthread_t th;
+	int64_t seq;
+	int status;
+};
+
+static void *delivered_main(void *arg)
+{
+	struct delivered_attempt *a = arg;
+	a->status = store_outbox_delivered(a->s, &(outbox_done){a->seq, -1, -1}, 1);
+	return NULL;
+}
+
+/* A long transaction (an event handler's batch) holds the database: a
+ * plugin's own transaction waits for it 5 s at most, then EVH_EBUSY with a
+ * reason, whether the relay's record of a delivery waits before it or not
+ * (it waited without end behind that record). */
+static void test_a_transaction_waits_a_bounded_time_for_a_long_one(void **state)
+{
+	fixture *f = *state;
+	struct begin_attempt b = {.s = f->s};
+	struct delivered_attempt m = {.s = f->s};
+	evh_tx *longtx;
+	outbox_row *rows;
+	size_t n;
+
+	add_rows(f->s, 1, 1);
+	assert_int_equal(store_outbox_fetch(f->s, 0, 1, &rows, &n), EVH_OK);
+	assert_int_equal(n, 1);
+	m.seq = rows[0].seq;
+	store_outbox_rows_free(rows, n);
+	for (int relay_waits = 0; relay_waits < 2; relay_waits++) {
+		assert_int_equal(store_tx_begin(f->s, &longtx), EVH_OK);
+		if (relay_waits) {
+			assert_int_equal(pthread_create(&m.th, NULL, delivered_main, &m), 0);
+			usleep(200000); /* waiting for the lock */
+		}
+		assert_int_equal(pthread_create(&b.th, NULL, begin_attempt_main, &b), 0);
+		assert_int_equal(pthread_join(b.th, NULL), 0);
+		assert_int_equal(b.status, EVH_EBUSY);
+		if (!strstr(b.error, "another transaction (an event handler's, a long one) has held "
+		                     "the database for 5000 ms"))
+			fail_msg("error: %s", b.error);
+		assert_int_equal(store_tx_commit(longtx), EVH_OK);
+		if (relay_waits) {
+			assert_int_equal(pthread_join(m.th, NULL), 0);
+			assert_int_equal(m.status, EVH_OK);
+		}
+	}
+	/* Nothing holds it now: taken at once. */
+	assert_int_equal(pthread_create(&b.th, NULL, begin_attempt_main, &b), 0);
+	assert_int_equal(pthread_join(b.th, NULL), 0);
+	assert_int_equal(b.status, EVH_OK);
+}
+
 static void test_outbox_order(void **state)
 {
 	fixture *f = *state;
@@ -1985,6 +2064,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_statement_cache, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_query_json, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_order, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_transaction_waits_a_bounded_time_for_a_long_one,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
