@@ -7,8 +7,8 @@ by the event data (see tests/fixtures/probe.c)."""
 import json
 import socket
 import sqlite3
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -520,14 +520,9 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
         # (the second once the relay has recorded its delivery: it waits for the handler)
         assert [e["data"]["n"] for e in r.json()["events"]] in ([0], [0, 1]), r.text
     answers_now()
-    first = {}
-
-    def replay():
-        first["r"] = d.post("/admin/plugins/probe/replay", headers=auth(),
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
                             json={"from": "beginning"}, timeout=40)
-    t = threading.Thread(target=replay)
-    t.start()
-    try:
         time.sleep(1)  # the first one waits for the consumer
         answers_now()
         r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
@@ -535,9 +530,7 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
         assert r.status_code == 409, r.text
         assert r.json()["detail"] == "a replay of plugin probe is already running", r.text
         assert r.headers["Retry-After"] == "1"
-    finally:
-        t.join(40)
-    r = first["r"]
+        r = first.result(40)
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == ("plugin probe's consumer did not take the request within "
                                   "15000 ms (a handler is busy); nothing was changed"), r.text
@@ -558,21 +551,14 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
     slow_handler(d, 6000)
-    answer = {}
-
-    def replay():
-        answer["r"] = d.post("/admin/plugins/probe/replay", headers=auth(),
+    with ThreadPoolExecutor(1) as pool:
+        replay = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
                              json={"from": "beginning"}, timeout=40)
-    t = threading.Thread(target=replay)
-    t.start()
-    try:
         time.sleep(0.5)
         (d.config_dir / "conf.d" / "90-off.conf").write_text("[plugin.probe]\nenabled = false\n")
         r = d.post("/admin/reload", headers=auth(), timeout=60)
         assert r.status_code == 200 and r.json()["plugins"] == [], r.text
-    finally:
-        t.join(40)
-    r = answer["r"]
+        r = replay.result(40)
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == "the consumer of plugin probe is stopping", r.text
     assert d.get("/healthz").status_code == 200
@@ -588,29 +574,19 @@ def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_el
     assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
     [letter] = wait_dlq(d, 1)["messages"]
     slow_handler(d, 12000)
-    answers = {}
-
-    def listing():
-        answers["list"] = d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=40)
-
-    def redrive():
-        answers["redrive"] = d.post(
-            "/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=40,
+    with ThreadPoolExecutor(2) as pool:
+        listing = pool.submit(d.get, "/admin/plugins/probe/dlq", headers=auth(), timeout=40)
+        redrive = pool.submit(
+            d.post, "/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=40,
             json={"offsets": [{"partition": letter["partition"], "offset": letter["offset"]}]})
-    threads = [threading.Thread(target=listing), threading.Thread(target=redrive)]
-    for t in threads:
-        t.start()
-    try:
         time.sleep(1.5)  # both wait for the handler now
         assert d.get("/readyz", timeout=5).json()["ready"] is True
         assert d.get("/metrics", timeout=5).status_code == 200
         assert d.get("/admin/plugins", headers=auth(), timeout=5).status_code == 200
-    finally:
-        for t in threads:
-            t.join(40)
-    assert answers["list"].status_code == 200, answers["list"].text
-    assert answers["redrive"].status_code == 200, answers["redrive"].text
-    assert answers["redrive"].json()["redriven"] == 1, answers["redrive"].text
+        listing, redrive = listing.result(40), redrive.result(40)
+    assert listing.status_code == 200, listing.text
+    assert redrive.status_code == 200, redrive.text
+    assert redrive.json()["redriven"] == 1, redrive.text
     assert dlq(d)["messages"][0]["redriven"] is True
 
 

@@ -804,6 +804,28 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
     print(f"{' '.join(args)}: {n} allocations")
 
 
+@contextlib.contextmanager
+def served_by(handler):
+    """A throwaway HTTP server on 127.0.0.1 answering with `handler` (a
+    BaseHTTPRequestHandler class); yields its URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def ctl_at(build_dir, tmp_path, url, *args):
+    """evhostctl --url URL ARGS with a configuration of no daemon of its own."""
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    return subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
+                           *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+
+
 def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
     # Something else than evhostd at --url (a proxy's error page) answers
     # 200 with HTML: said, exit 1, not taken for an empty plugin list.
@@ -819,22 +841,12 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        conf = tmp_path / "evhost.conf"
-        conf.write_text("[kafka]\nbrokers = embedded\n")
-        token = tmp_path / "admin.token"
-        token.write_text(TOKEN + "\n")
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
-                            "--token-file", str(token), "plugins"], stdin=subprocess.DEVNULL,
-                           capture_output=True, text=True, timeout=60)
-        assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
-        assert r.stdout == ""
-    finally:
-        server.shutdown()
-        server.server_close()
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    with served_by(Page) as url:
+        r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "plugins")
+    assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
+    assert r.stdout == ""
 
 
 def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
@@ -853,16 +865,6 @@ def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Huge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        conf = tmp_path / "evhost.conf"
-        conf.write_text("[kafka]\nbrokers = embedded\n")
-        url = f"http://127.0.0.1:{server.server_address[1]}"
-        r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
-                            "status"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                           timeout=60)
-        assert_one_error(r, 1, f"GET {url}/healthz: the answer is larger than 64 MiB")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with served_by(Huge) as url:
+        r = ctl_at(build_dir, tmp_path, url, "status")
+    assert_one_error(r, 1, f"GET {url}/healthz: the answer is larger than 64 MiB")

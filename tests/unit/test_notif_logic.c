@@ -773,78 +773,63 @@ static void make_file(const char *path)
 	assert_int_equal(fclose(f), 0);
 }
 
+/* Files in `dir`/`sub`. */
+static int files_in(const char *dir, const char *sub)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/%s", dir, sub);
+	return count_files(path);
+}
+
 /* A Maildir removed under the running daemon, whole or its tmp/ or new/, is
  * made again and the mail written; one whose tmp/ or new/ is a file cannot
- * be, and the mail is tried again with nothing left behind. */
+ * be, and the mail is tried again with nothing left behind. Each step runs
+ * `change` with $D the Maildir, then delivers one mail. */
 static void test_maildir_removed_or_broken(void **state)
 {
-	char root[] = "/tmp/notif-maildir-XXXXXX", dir[256], path[1024], err[256];
+	static const struct {
+		const char *change;
+		notif_send_result want;
+		const char *failed; /* the subdirectory said in the error */
+	} steps[] = {
+	    {"rmdir \"$D/tmp\"", NOTIF_SEND_OK, NULL},
+	    {"rm -r \"$D/new\"", NOTIF_SEND_OK, NULL},
+	    {"rm -r \"$D\"", NOTIF_SEND_OK, NULL},
+	    {"rm -r \"$D/new\" && touch \"$D/new\"", NOTIF_SEND_TRANSIENT, "new"},
+	    {"rm \"$D/new\" && mkdir \"$D/new\" && rmdir \"$D/tmp\" && touch \"$D/tmp\"",
+	     NOTIF_SEND_TRANSIENT, "tmp"},
+	};
 	static const char mail[] = "Subject: a\r\n\r\nx\r\n";
+	char root[] = "/tmp/notif-maildir-XXXXXX"; /* mkdtemp's template */
+	char dir[256], cmd[1024], err[256];
+	unsigned remade = 0;
 	notif_maildir m;
 	(void)state;
 	assert_non_null(mkdtemp(root));
 	snprintf(dir, sizeof dir, "%s/box", root);
 	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
-
-	snprintf(path, sizeof path, "%s/tmp", dir);
-	assert_int_equal(rmdir(path), 0);
-	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
-	                 NOTIF_SEND_OK);
-	assert_int_equal(m.remade, 1);
-	snprintf(path, sizeof path, "%s/new", dir);
-	assert_int_equal(count_files(path), 1);
-
-	snprintf(path, sizeof path, "rm -rf '%s/new'", dir);
-	assert_int_equal(system(path), 0);
-	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
-	                 NOTIF_SEND_OK);
-	assert_int_equal(m.remade, 2);
-	snprintf(path, sizeof path, "%s/new", dir);
-	assert_int_equal(count_files(path), 1);
-
-	snprintf(path, sizeof path, "rm -rf '%s'", dir);
-	assert_int_equal(system(path), 0);
-	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
-	                 NOTIF_SEND_OK);
-	assert_int_equal(m.remade, 3);
-	snprintf(path, sizeof path, "%s/new", dir);
-	assert_int_equal(count_files(path), 1);
-	snprintf(path, sizeof path, "%s/cur", dir);
-	assert_int_equal(count_files(path), 0);
-
-	/* new/ a file: the mail cannot be moved there, and tmp/ is left empty. */
-	snprintf(path, sizeof path, "rm -rf '%s/new'", dir);
-	assert_int_equal(system(path), 0);
-	snprintf(path, sizeof path, "%s/new", dir);
-	make_file(path);
-	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
-	                 NOTIF_SEND_TRANSIENT);
-	snprintf(path, sizeof path, "maildir: cannot write %s/new/", dir);
-	assert_memory_equal(err, path, strlen(path));
-	assert_non_null(strstr(err, ": Not a directory"));
-	snprintf(path, sizeof path, "%s/tmp", dir);
-	assert_int_equal(count_files(path), 0);
-	assert_int_equal(m.remade, 3);
-
-	/* tmp/ a file: the mail cannot be made. */
-	snprintf(path, sizeof path, "%s/new", dir);
-	assert_int_equal(unlink(path), 0);
-	assert_int_equal(mkdir(path, 0700), 0);
-	snprintf(path, sizeof path, "%s/tmp", dir);
-	assert_int_equal(rmdir(path), 0);
-	make_file(path);
-	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
-	                 NOTIF_SEND_TRANSIENT);
-	snprintf(path, sizeof path, "maildir: cannot write %s/tmp/", dir);
-	assert_memory_equal(err, path, strlen(path));
-	assert_non_null(strstr(err, ": Not a directory"));
-	snprintf(path, sizeof path, "%s/new", dir);
-	assert_int_equal(count_files(path), 0);
-	assert_int_equal(m.remade, 3);
-
+	for (size_t i = 0; i < sizeof steps / sizeof *steps; i++) {
+		snprintf(cmd, sizeof cmd, "D='%s'; %s", dir, steps[i].change);
+		assert_int_equal(system(cmd), 0);
+		assert_int_equal(
+		    notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+		    steps[i].want);
+		if (steps[i].want == NOTIF_SEND_OK) {
+			assert_int_equal(m.remade, ++remade);
+			assert_int_equal(files_in(dir, "new"), 1);
+			assert_int_equal(files_in(dir, "cur"), 0);
+			continue;
+		}
+		assert_int_equal(m.remade, remade);
+		snprintf(cmd, sizeof cmd, "maildir: cannot write %s/%s/", dir, steps[i].failed);
+		assert_memory_equal(err, cmd, strlen(cmd));
+		assert_non_null(strstr(err, ": Not a directory"));
+		/* nothing left behind in the other one */
+		assert_int_equal(files_in(dir, strcmp(steps[i].failed, "new") ? "new" : "tmp"), 0);
+	}
 	notif_maildir_close(&m);
-	snprintf(path, sizeof path, "rm -rf '%s'", root);
-	assert_int_equal(system(path), 0);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
 }
 
 /* An error that names a long path is cut to the caller's buffer, and ends
