@@ -545,22 +545,28 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
 
 def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build_dir, tmp_path,
                                                                   kafka_bootstrap, unique_name):
-    # A replay waits for the consumer (in a 6 s handler) when a reload
-    # disables the plugin: the drain lets the handler finish, the replay is
-    # answered that the consumer is stopping, and the reload completes.
+    # A replay waits for the consumer (in a 6 s handler), and a dead-letter
+    # listing for the database (the plugin pinned), when a reload disables
+    # the plugin: the drain lets the handler finish, the replay is answered
+    # that the consumer is stopping, the listing is answered, and the
+    # reload completes (destroying the plugin once the listing let it go).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    wait_dlq(d, 1)
     slow_handler(d, 6000)
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
         replay = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
                              json={"from": "beginning"}, timeout=40)
+        listing = pool.submit(d.get, "/admin/plugins/probe/dlq", headers=auth(), timeout=40)
         time.sleep(0.5)
         (d.config_dir / "conf.d" / "90-off.conf").write_text("[plugin.probe]\nenabled = false\n")
         r = d.post("/admin/reload", headers=auth(), timeout=60)
         assert r.status_code == 200 and r.json()["plugins"] == [], r.text
-        r = replay.result(40)
+        r, listing = replay.result(40), listing.result(40)
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == "the consumer of plugin probe is stopping", r.text
+    assert listing.status_code == 200 and len(listing.json()["messages"]) == 1, listing.text
     assert d.get("/healthz").status_code == 200
 
 
