@@ -103,7 +103,6 @@ static void token_hash(const char *token, unsigned char *hash)
 int admin_start(host *h)
 {
 	struct admin *a = calloc(1, sizeof *a);
-	pthread_condattr_t ca;
 	if (!a) {
 		log_error(ADMIN_LOG, "out of memory starting the admin API");
 		return -1;
@@ -112,10 +111,7 @@ int admin_start(host *h)
 	pthread_mutex_init(&a->redrive_mu, NULL);
 	pthread_mutex_init(&a->backup_mu, NULL);
 	pthread_mutex_init(&a->reload_mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&a->reload_cv, &ca);
-	pthread_condattr_destroy(&ca);
+	clock_cond_init(&a->reload_cv);
 	atomic_store(&a->https, h->set.admin_https);
 	h->admin = a;
 	if (!h->set.admin_token_file) {

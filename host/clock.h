@@ -4,6 +4,8 @@
  * program (evhostd, evhostctl, tests) shares one definition. */
 #ifndef EVHOST_CLOCK_H
 #define EVHOST_CLOCK_H
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -38,5 +40,48 @@ static inline struct timespec clock_after_ms(clockid_t clock, int64_t ms)
 		t.tv_nsec -= 1000000000L;
 	}
 	return t;
+}
+
+/* A condition variable whose timed waits take CLOCK_MONOTONIC deadlines
+ * (clock_after_ms(CLOCK_MONOTONIC, ...)), so that a step of the wall clock
+ * (NTP at boot, an admin's date) neither stretches nor cuts them: 0, or
+ * pthread_cond_init's error. */
+static inline int clock_cond_init(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	int e = pthread_condattr_init(&ca);
+	if (e)
+		return e;
+	e = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!e)
+		e = pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return e;
+}
+
+/* Longest wait of clock_mutex_lock_until's on one wall-clock deadline. */
+#define CLOCK_LOCK_SLICE_MS 100
+
+/* pthread_mutex_lock, giving up at `until_ms` (clock_mono_ms): ETIMEDOUT
+ * then, else what locking returned. pthread_mutex_timedlock measures its
+ * deadline on the wall clock, so it waits in slices of at most
+ * CLOCK_LOCK_SLICE_MS, each to a deadline computed afresh: a step of the
+ * wall clock stretches or cuts one slice, not the whole wait.
+ * (pthread_mutex_clocklock would take the monotonic clock at once, but the
+ * thread sanitizer this project's tests run under does not intercept it.) */
+static inline int clock_mutex_lock_until(pthread_mutex_t *mu, int64_t until_ms)
+{
+	int e = pthread_mutex_trylock(mu);
+	while (e == EBUSY) {
+		int64_t left = until_ms - clock_mono_ms();
+		struct timespec t;
+		if (left <= 0)
+			return ETIMEDOUT;
+		t = clock_after_ms(CLOCK_REALTIME, left < CLOCK_LOCK_SLICE_MS ? left : CLOCK_LOCK_SLICE_MS);
+		e = pthread_mutex_timedlock(mu, &t);
+		if (e == ETIMEDOUT)
+			e = EBUSY;
+	}
+	return e;
 }
 #endif

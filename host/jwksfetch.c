@@ -80,7 +80,6 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 {
 	jwks_fetcher *f = calloc(1, sizeof *f);
 	pthread_rwlockattr_t ra;
-	pthread_condattr_t ca;
 	int oom = 0;
 
 	if (!f) {
@@ -92,10 +91,7 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&f->rw, &ra);
 	pthread_rwlockattr_destroy(&ra);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&f->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	clock_cond_init(&f->cv);
 	pthread_mutex_init(&f->mu, NULL);
 	f->refresh_s = s->jwks_refresh_s;
 	f->cache_max_age_s = s->jwks_cache_max_age_s;

@@ -83,6 +83,7 @@ struct relay {
 	outbox_done *del; /* rows to move (retried when that fails) */
 	size_t ndel, capdel;
 	_Atomic int64_t move_again_at; /* after a failed move: when to try again (0: none) */
+	int64_t busy_until; /* the store was busy (EVH_EBUSY): no move before then */
 	/* relay thread only (st: changed under move_mu too) */
 	evh_plugin *p;
 	store *st;
@@ -235,11 +236,22 @@ static int relay_delete_done(struct relay *r)
 	left = r->ndone;
 	pthread_mutex_unlock(&r->mu);
 	/* In transactions of at most MOVE_ROWS, in delivery order: a backlog
-	 * must not hold the plugin's store (and its HTTP requests) for long. */
+	 * must not hold the plugin's store (and its HTTP requests) for long.
+	 * A store another transaction holds (a slow event handler's) is left
+	 * alone until the retry: the other plugins' moves go on meanwhile. */
 	i = 0;
-	while (i < r->ndel && r->st) {
+	while (i < r->ndel && r->st && clock_mono_ms() >= r->busy_until) {
 		size_t n = r->ndel - i < MOVE_ROWS ? r->ndel - i : MOVE_ROWS;
-		if (store_outbox_delivered(r->st, r->del + i, n) != EVH_OK) {
+		int status = store_outbox_delivered(r->st, r->del + i, n);
+		if (status == EVH_EBUSY) {
+			r->busy_until = clock_mono_ms() + atomic_load(&resend_delay_ms);
+			log_debug(OUTBOX_LOG,
+			          "%s: its database is held by a long transaction; %zu delivered "
+			          "outbox row(s) recorded later",
+			          r->p->name, r->ndel - i);
+			break;
+		}
+		if (status != EVH_OK) {
 			log_warn(OUTBOX_LOG,
 			         "%s: cannot record %zu delivered outbox row(s); will retry",
 			         r->p->name, r->ndel - i);
@@ -478,14 +490,19 @@ static int64_t relay_inbox_retention_ms(const struct relay *r)
 	return r->p->host ? r->p->host->set.inbox_retention_ms : SETTINGS_INBOX_RETENTION_MS;
 }
 
-/* One prune call; returns 1 if it came back full (more to do now). */
+/* One prune call; returns 1 if it came back full (more to do now), -1 if
+ * the store was busy (a long transaction holds it: soon again). */
 static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t *),
                       int64_t retention, const char *what)
 {
 	int64_t deleted = 0;
+	int status;
 	if (retention <= 0)
 		return 0;
-	if (fn(r->st, retention, PRUNE_BATCH, &deleted) != EVH_OK) {
+	status = fn(r->st, retention, PRUNE_BATCH, &deleted);
+	if (status == EVH_EBUSY)
+		return -1;
+	if (status != EVH_OK) {
 		log_warn(OUTBOX_LOG, "%s: cannot prune the %s; will retry", r->p->name, what);
 		return 0;
 	}
@@ -503,15 +520,17 @@ static void relay_prune(struct relay *r)
 	int64_t now = clock_mono_ms(), events = relay_retention_ms(r), inbox = relay_inbox_retention_ms(r);
 	int64_t shortest = events > 0 && (inbox <= 0 || events < inbox) ? events : inbox;
 	int64_t every = shortest / 2 < PRUNE_EVERY_MS ? shortest / 2 : PRUNE_EVERY_MS;
-	int more;
+	int a, b;
 	if (now < r->next_prune_ms || shortest <= 0)
 		return;
 	/* A short retention (tests, tiny disks) is kept to within half of it. */
 	r->next_prune_ms = now + (every < PRUNE_MIN_EVERY_MS ? PRUNE_MIN_EVERY_MS : every);
-	more = prune_step(r, store_events_prune, events, "event log");
-	more |= prune_step(r, store_inbox_prune, inbox, "inbox");
-	if (more)
+	a = prune_step(r, store_events_prune, events, "event log");
+	b = prune_step(r, store_inbox_prune, inbox, "inbox");
+	if (a > 0 || b > 0)
 		r->next_prune_ms = now;
+	else if (a < 0 || b < 0) /* between two of the long transactions, maybe */
+		r->next_prune_ms = now + PRUNE_MIN_EVERY_MS;
 }
 
 /* One round for one plugin. The outbox is read when a commit woke the

@@ -9,7 +9,10 @@
  * deadlocking. The relay reads the outbox on its own connection (rdb), without
  * mu; its delivery records go before transactions that have not begun yet
  * (store_lock_first), so a plugin writing without pause cannot hold its events in
- * the outbox until it stops.
+ * the outbox until it stops. The relay's writes (delivery records, pruning)
+ * wait for mu a bounded time, then give up until later: one relay serves
+ * every plugin, and one plugin's long transaction (a slow event handler's)
+ * must not hold up the others' events.
  *
  * Failure rule: any call on a transaction that returns an error marks it
  * failed; committing a failed transaction rolls it back and returns the first
@@ -82,6 +85,12 @@
  * long as its handlers do): then EVH_EBUSY, which the HTTP layer answers 503
  * with Retry-After, so a slow handler cannot hold every HTTP worker. */
 #define STORE_LOCK_WAIT_MS 5000
+/* How long the relay's record of deliveries, and its pruning of the event
+ * log and inbox, wait for the lock: then EVH_EBUSY, tried again later. One
+ * relay serves every plugin: one plugin's long transaction must not hold
+ * up the others' events. */
+#define STORE_RECORD_WAIT_MS 200
+#define STORE_PRUNE_WAIT_MS 50
 #define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 /* Members of one group commit at most: bounds how long a member waits. */
 #define STORE_GROUP_MAX 64
@@ -336,19 +345,22 @@ static void unlock_raw(store *s)
 
 /* Before a transaction takes the lock: let the relay's waiting call go
  * first. Not when this thread holds the lock already (lock_raw reports
- * that; waiting here would deadlock). With `until` (CLOCK_REALTIME, as
- * first_cv waits), at most until then: -1 when it passed first. */
-static int yield_first(store *s, const struct timespec *until)
+ * that; waiting here would deadlock). With `until_ms` >= 0 (clock_mono_ms),
+ * at most until then: -1 when it passed first. */
+static int yield_first(store *s, int64_t until_ms)
 {
 	int rc = 0;
+	struct timespec until;
 	if (!atomic_load(&s->first_waiting) ||
 	    atomic_load(&s->holder) == (uintptr_t)&thread_token)
 		return 0;
+	if (until_ms >= 0)
+		until = clock_after_ms(CLOCK_MONOTONIC, until_ms - clock_mono_ms());
 	pthread_mutex_lock(&s->first_mu);
 	while (!rc && atomic_load(&s->first_waiting))
-		if (!until)
+		if (until_ms < 0)
 			pthread_cond_wait(&s->first_cv, &s->first_mu);
-		else if (pthread_cond_timedwait(&s->first_cv, &s->first_mu, until) == ETIMEDOUT)
+		else if (pthread_cond_timedwait(&s->first_cv, &s->first_mu, &until) == ETIMEDOUT)
 			rc = -1;
 	pthread_mutex_unlock(&s->first_mu);
 	return rc;
@@ -366,18 +378,24 @@ static int store_lock(store *s)
 	return status;
 }
 
-/* store_lock for the relay's delivery records: transactions about to
- * begin wait until it has the lock (see first_waiting). */
-static int store_lock_first(store *s)
+/* store_lock for the relay's delivery records, waiting at most `ms`
+ * (then EVH_EBUSY): transactions about to begin wait until it has the lock
+ * (see first_waiting). Bounded, because one mover records every plugin's
+ * deliveries: a plugin's long transaction (a slow event handler's) must
+ * not hold up the others'. */
+static int store_lock_first(store *s, int ms)
 {
-	int status;
+	int status, e;
 	atomic_fetch_add(&s->first_waiting, 1);
-	status = store_lock(s);
+	e = clock_mutex_lock_until(&s->mu, clock_mono_ms() + ms);
+	status = e == ETIMEDOUT ? EVH_EBUSY : lock_taken(s, e);
 	if (atomic_fetch_sub(&s->first_waiting, 1) == 1) {
 		pthread_mutex_lock(&s->first_mu);
 		pthread_cond_broadcast(&s->first_cv);
 		pthread_mutex_unlock(&s->first_mu);
 	}
+	if (!status && s->gopen)
+		group_commit_locked(s);
 	return status;
 }
 
@@ -1324,7 +1342,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	}
 	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
 	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL) ||
-	    pthread_cond_init(&s->first_cv, NULL) || pthread_mutex_init(&s->first_mu, NULL) ||
+	    clock_cond_init(&s->first_cv) || pthread_mutex_init(&s->first_mu, NULL) ||
 	    pthread_mutex_init(&s->rmu, NULL)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
@@ -1618,7 +1636,7 @@ int store_tx_begin(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
-	yield_first(s, NULL);
+	yield_first(s, -1);
 	status = store_lock(s);
 	if (status) {
 		free(tx);
@@ -1690,17 +1708,18 @@ static void group_commit_locked(store *s)
 }
 
 /* yield_first then lock_raw, both within `ms`: EVH_EBUSY then, said on
- * this thread (store_thread_error). The relay's record of a delivery waits
- * for the lock too, behind the same long transaction. */
-static int lock_within(store *s, int ms)
+ * this thread (store_thread_error). `member`: a group member's wait
+ * (counted in gqueued, which keeps the group open for it). */
+static int lock_within(store *s, int ms, int member)
 {
-	/* pthread_mutex_timedlock and first_cv take the wall clock's time */
-	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
-	int e = yield_first(s, &until) ? ETIMEDOUT : 0;
+	int64_t until = clock_mono_ms() + ms;
+	int e = yield_first(s, until) ? ETIMEDOUT : 0;
 	if (!e) {
-		atomic_fetch_add(&s->gqueued, 1);
-		e = pthread_mutex_timedlock(&s->mu, &until);
-		atomic_fetch_sub(&s->gqueued, 1);
+		if (member)
+			atomic_fetch_add(&s->gqueued, 1);
+		e = clock_mutex_lock_until(&s->mu, until);
+		if (member)
+			atomic_fetch_sub(&s->gqueued, 1);
 	}
 	if (e == ETIMEDOUT) {
 		snprintf(thread_error, sizeof thread_error,
@@ -1710,6 +1729,16 @@ static int lock_within(store *s, int ms)
 		return EVH_EBUSY;
 	}
 	return lock_taken(s, e);
+}
+
+/* store_lock, waiting at most `ms` (lock_within): for the relay's upkeep,
+ * which a plugin's long transaction must not hold up. */
+static int store_lock_within(store *s, int ms)
+{
+	int status = lock_within(s, ms, 0);
+	if (!status && s->gopen)
+		group_commit_locked(s);
+	return status;
 }
 
 int store_tx_begin_grouped(store *s, evh_tx **out)
@@ -1723,7 +1752,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	tx = calloc(1, sizeof *tx);
 	if (!tx)
 		return EVH_ENOMEM;
-	status = lock_within(s, STORE_LOCK_WAIT_MS);
+	status = lock_within(s, STORE_LOCK_WAIT_MS, 1);
 	if (status) {
 		free(tx);
 		return status;
@@ -2602,7 +2631,7 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 		return EVH_ENOMEM;
 	memcpy(sorted, d, n * sizeof *sorted);
 	qsort(sorted, n, sizeof *sorted, done_cmp);
-	status = store_lock_first(s);
+	status = store_lock_first(s, STORE_RECORD_WAIT_MS);
 	if (status) {
 		free(sorted);
 		return status;
@@ -2717,7 +2746,7 @@ static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t rete
 	         (int)(retention_ms % 1000));
 	v[0] = EVH_TEXT(age);
 	v[1] = EVH_INT(max);
-	status = store_lock(s);
+	status = store_lock_within(s, STORE_PRUNE_WAIT_MS);
 	if (status)
 		return status;
 	lazy_sync(s, 1);

@@ -145,7 +145,10 @@ typedef struct outbox_done {
 	int64_t offset;
 } outbox_done;
 /* Record delivered rows: out of evh_pending, into evh_delivery (delivered_at
- * = now), in one transaction. Rows no longer pending are skipped. */
+ * = now), in one transaction. Rows no longer pending are skipped.
+ * EVH_EBUSY, nothing recorded, when another transaction (a slow event
+ * handler's) holds the database for more than 200 ms: the caller tries
+ * again later (one relay records every plugin's deliveries). */
 int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
 
 /* The event log (evh_events): every delivered event of the plugin, kept
@@ -153,7 +156,9 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
  * transaction of the calling thread (EVH_ESTATE). */
 int64_t store_events_count(store *s); /* lock-free */
 /* Delete events delivered more than retention_ms ago, looking at the `max`
- * oldest delivery records at most. */
+ * oldest delivery records at most. EVH_EBUSY, nothing deleted, when another
+ * transaction holds the database for more than 50 ms (so for
+ * store_inbox_prune). */
 int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
 /* Delete inbox records handled more than retention_ms ago, looking at the
  * `max` oldest records at most (the inbox is appended to in time order, so

@@ -617,6 +617,35 @@ def test_a_write_waiting_too_long_for_a_slow_handler_is_503_busy(evhostd, build_
     assert d.post("/probe/publish?key=j", json={"n": 2}).status_code == 200
 
 
+def test_a_slow_handler_holds_up_no_other_plugins_events(evhostd, build_dir, tmp_path,
+                                                         kafka_bootstrap, unique_name):
+    # A 20 s handler holds the probe's database while the relay's pruning of
+    # the probe's event log and inbox comes due (a 2 s inbox retention: every
+    # second). crud's event is sent and its delivery recorded meanwhile: the
+    # one relay thread waited for the probe's database, and every plugin's
+    # events with it, until the handler was done.
+    topic = unique_name("things")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"),
+              config={"store": {"inbox_retention": "2"},
+                      "plugin.crud": {"collections": "things",
+                                      "collection.things.topic": topic}})
+    slow_handler(d, 20000)
+    time.sleep(1.5)  # the probe's prune is due and waits for its database
+    begun = time.monotonic()
+    assert d.post("/crud/things", json={"a": 1}).status_code == 201
+
+    def crud():
+        return d.get("/admin/plugins/crud", headers=auth(), timeout=5).json()
+    lib.wait_until(lambda: crud()["outbox_pending"] == 0 and crud()["events_stored"] == 1,
+                   timeout=10, message="crud's event sent and recorded")
+    assert time.monotonic() - begun < 15  # the handler still sleeps
+    assert [m["headers"]["ce_type"] for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)] \
+        == ["crud.things.created"]
+    assert "cannot prune" not in d.log_text()  # a busy database is no failure
+    wait_seen(d, 2, timeout=30)
+
+
 def test_replay_of_plugin_without_subscriptions_is_refused(evhostd, build_dir, tmp_path,
                                                            kafka_bootstrap, unique_name):
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),

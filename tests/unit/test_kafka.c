@@ -1061,6 +1061,43 @@ static void test_relay_records_delivery_again_after_failed_write(void **state)
 	rig_stop(&g);
 }
 
+/* One mover records every plugin's deliveries: a plugin whose database a
+ * long transaction holds (a slow event handler's) is left for later, and
+ * the other plugins' deliveries are recorded meanwhile (the mover waited
+ * for that transaction, the other plugins' records behind it). */
+static void test_relay_records_other_plugins_behind_a_long_transaction(void **state)
+{
+	char a[37], b[37], err[256], path[160];
+	const char *ids[1] = {b};
+	evh_plugin other = {.name = (char *)"other"};
+	struct relay_rig g;
+	evh_tx *longtx;
+	(void)state;
+	rig_start(&g, "30000");
+	outbox_set_resend_delay_ms(200);
+	snprintf(path, sizeof path, "%s/other.db", fx.dir);
+	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
+	outbox_add_plugin(g.o, &other);
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, 300);
+	events_uuid(a);
+	publish_to(other.store, a, "o", "HELD", "{}");
+	assert_int_equal(store_tx_begin(other.store, &longtx), EVH_OK);
+	assert_true(wait_outq(g.k, 0, 5000)); /* delivered, its record waits */
+	usleep(100000);
+	events_uuid(b);
+	publish_to(g.pl.store, b, "r", "NOT_HELD", "{}");
+	assert_true(wait_pending(g.pl.store, 0, 3000));
+	assert_int_equal(store_outbox_pending(other.store), 1);
+	assert_int_equal(store_tx_commit(longtx), EVH_OK);
+	assert_true(wait_pending(other.store, 0, 3000));
+	rig_expect_on_topic(&g, ids, 1);
+	outbox_remove_plugin(g.o, &other);
+	outbox_set_resend_delay_ms(0);
+	rig_stop(&g);
+	store_close(other.store);
+	remove_db("other");
+}
+
 static int64_t mono_ms(void)
 {
 	struct timespec ts;
@@ -2410,6 +2447,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 3},   /* 4.2 */
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
     {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 1}, /* 6.1 */
+    {cmocka_unit_test(test_relay_records_other_plugins_behind_a_long_transaction), 2},
     {cmocka_unit_test(test_threads_are_named), 2},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
