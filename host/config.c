@@ -1309,6 +1309,11 @@ static void k_max_streams(set_ctx *x, const cfg_entry *e)
 	get_int_into(x, e, 1, 256, &x->s->http_max_streams);
 }
 
+static void k_max_plugin_requests(set_ctx *x, const cfg_entry *e)
+{
+	get_int_into(x, e, 0, 256, &x->s->http_max_plugin_requests);
+}
+
 static void k_max_body(set_ctx *x, const cfg_entry *e)
 {
 	int64_t n;
@@ -1343,6 +1348,7 @@ static const key_def http_keys[] = {
     {"request_timeout", k_request_timeout},
     {"keep_alive_timeout", k_keep_alive_timeout},
     {"max_streams", k_max_streams},
+    {"max_plugin_requests", k_max_plugin_requests},
     {"max_body_bytes", k_max_body},
     {"max_head_bytes", k_max_head},
     {"json_max_depth", k_json_depth},
@@ -2189,6 +2195,15 @@ static void check_sections(set_ctx *x)
 	}
 }
 
+/* [http] `key`, when set to `value` > 0, must be below threads. */
+static void below_threads(set_ctx *x, const char *key, int value, const char *why)
+{
+	const cfg_entry *e = cfg_find(x->c, "http", key);
+	if (e && value > 0 && value >= x->s->http_threads)
+		diag_add(x->d, e->file, e->line, "[http] %s (%d) must be below threads (%d): %s", key,
+		         value, x->s->http_threads, why);
+}
+
 static void check_cross(set_ctx *x)
 {
 	const cfg *c = x->c;
@@ -2213,13 +2228,12 @@ static void check_cross(set_ctx *x)
 		         "[auth] jwt_previous_secret_file needs jwt_secret_file: the previous key "
 		         "only checks tokens, the current one signs them");
 	/* Each open event stream holds a worker thread: at least one must stay
-	 * free for ordinary requests (and /healthz). */
-	e = cfg_find(c, "http", "max_streams");
-	if (e && s->http_max_streams > 0 && s->http_max_streams >= s->http_threads)
-		diag_add(x->d, e->file, e->line,
-		         "[http] max_streams (%d) must be below threads (%d): each open event "
-		         "stream holds a worker thread",
-		         s->http_max_streams, s->http_threads);
+	 * free for ordinary requests (and /healthz); so for one plugin's
+	 * requests, for the other plugins, /healthz and the admin API. */
+	below_threads(x, "max_streams", s->http_max_streams, "each open event stream holds a "
+	                                                      "worker thread");
+	below_threads(x, "max_plugin_requests", s->http_max_plugin_requests,
+	              "the limit keeps workers free for what the plugin does not serve");
 	e = cfg_find(c, "http", "tls_listen");
 	if (e && s->http_tls_listen && !s->http_tls_certificate)
 		diag_add(x->d, e->file, e->line,

@@ -1569,11 +1569,36 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	}
 }
 
+/* A request of plugin `p` counted against [http] max_plugin_requests: 1
+ * (counted: atomic_fetch_sub p->http_active once it is served), 0 (no
+ * limit), or -1 when the plugin has that many being served already
+ * (answered 503 here, said at WARN once a minute per plugin). */
+static int plugin_request_begin(http_server *srv, evh_plugin *p, evh_request *req,
+                                evh_response *resp)
+{
+	int limit = srv->h->set.http_max_plugin_requests;
+	if (limit <= 0)
+		return 0;
+	if (atomic_fetch_add(&p->http_active, 1) < limit)
+		return 1;
+	atomic_fetch_sub(&p->http_active, 1);
+	if (log_due_shared(&p->http_full_said, clock_mono_ms(), 60000))
+		log_warn("http", "%s %s: plugin '%s' is serving %d requests already ([http] "
+		                 "max_plugin_requests), answered 503 (its handlers are slow, or it has "
+		                 "more clients than the limit allows; at most one such line a minute)",
+		         req->method, req->path, p->name, limit);
+	http_resp_header(resp, "Retry-After", "1");
+	problem(resp, 503, "unavailable", "service '%s' is serving as many requests as it may at "
+	                                  "once; try again", p->name);
+	return -1;
+}
+
 /* Everything between routing and the handler: state, auth, body, JSON. */
 static void plugin_route(http_server *srv, const http_route *rt, evh_request *req,
                          evh_response *resp)
 {
 	evh_plugin *p = rt->plugin;
+	int counted = 0;
 	if (p && p->status != PLUGIN_RUNNING) {
 		http_resp_header(resp, "Retry-After", "1");
 		problem(resp, 503, "unavailable", "service '%s' is %s", p->name,
@@ -1590,13 +1615,17 @@ static void plugin_route(http_server *srv, const http_route *rt, evh_request *re
 		        "this route takes application/json (or a +json type)");
 		return;
 	}
-	if (read_body(srv->h, req, resp) != 0)
+	/* Counted from here: reading the body holds the worker too. */
+	if (p && (counted = plugin_request_begin(srv, p, req, resp)) < 0)
 		return;
-	if ((rt->r.flags & EVH_ROUTE_JSON) && check_json(srv->h, req, resp) != 0)
-		return;
-	req->plugin = p;
-	call_handler(rt, req, resp);
-	req->plugin = NULL;
+	if (read_body(srv->h, req, resp) == 0 &&
+	    (!(rt->r.flags & EVH_ROUTE_JSON) || check_json(srv->h, req, resp) == 0)) {
+		req->plugin = p;
+		call_handler(rt, req, resp);
+		req->plugin = NULL;
+	}
+	if (counted)
+		atomic_fetch_sub(&p->http_active, 1);
 }
 
 static void dispatch(http_server *srv, evh_request *req, evh_response *resp)

@@ -56,6 +56,8 @@ struct evh_plugin {
 	struct consumer *consumer;
 	int pins; /* admin requests using it without the plugin list's lock (under that
 	           * lock): a reload destroys it only once they are done (host_pin_plugin) */
+	_Atomic int http_active;       /* its routes' requests being served ([http] max_plugin_requests) */
+	_Atomic int64_t http_full_said; /* when the limit was last said at WARN (clock_mono_ms) */
 	struct plugin_checking *checking; /* during its check (plugin_check): where to report */
 };
 

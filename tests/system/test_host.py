@@ -839,6 +839,50 @@ def test_idle_connections_free_their_workers_after_request_timeout(evhostd, buil
             s.close()
 
 
+def test_one_plugins_slow_requests_leave_workers_for_the_rest(evhostd, build_dir):
+    # [http] max_plugin_requests = 2 of 4 workers: with two of the probe's
+    # requests asleep in its handler, a third is refused at once (503, said
+    # once at WARN) instead of taking a worker; hello's routes, /healthz and
+    # /readyz are answered meanwhile, and the probe's requests once a slot is
+    # free. Without the limit, slow routes of one plugin took every worker.
+    d = evhostd({"http": {"threads": 4, "max_plugin_requests": 2},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false"),
+                 "plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}})
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = [pool.submit(d.post, "/probe/publish?mode=notx&sleep_ms=4000", json={"n": i},
+                            timeout=30) for i in range(2)]
+        lib.wait_until(lambda: d.log_text().count("probe: sleeping 4000 ms") == 2, timeout=10,
+                       message="both slow requests in the probe's handler")
+        for _ in range(2):
+            r = d.post("/probe/publish?mode=notx", json={"n": 9}, timeout=5)
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] == "1"
+            assert r.json()["detail"] == ("service 'probe' is serving as many requests as it "
+                                          "may at once; try again"), r.text
+        assert d.get("/hello", timeout=5).status_code == 200
+        assert d.get("/healthz", timeout=5).status_code == 200
+        assert d.get("/readyz", timeout=5).status_code == 200
+        assert [f.result(30).status_code for f in slow] == [200, 200]
+    assert d.post("/probe/publish?mode=notx", json={"n": 3}, timeout=5).status_code == 200
+    lines = [x for x in d.log_text().splitlines() if "max_plugin_requests" in x]
+    assert len(lines) == 1 and " WARN " in lines[0], lines  # once a minute at most
+    assert "POST /probe/publish: plugin 'probe' is serving 2 requests already" in lines[0]
+
+
+def test_max_plugin_requests_must_leave_a_worker_free(evhostd):
+    r = evhostd.run(["--check-config"], config={"http": {"threads": 4,
+                                                         "max_plugin_requests": 4}})
+    assert r.returncode != 0
+    lines = [x for x in (r.stdout + r.stderr).splitlines() if "max_plugin_requests" in x]
+    assert lines and re.search(r"evhost\.conf:\d+: \[http\] max_plugin_requests \(4\) must be "
+                               r"below threads \(4\)", lines[0]), lines
+    r = evhostd.run(["--check-config"], config={"http": {"max_plugin_requests": -1}})
+    assert r.returncode != 0 and "max_plugin_requests" in r.stdout + r.stderr
+    r = evhostd.run(["--check-config"], config={"http": {"threads": 4,
+                                                         "max_plugin_requests": 3}})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 # ------------------------------------------------------------ SDK install
 
 
