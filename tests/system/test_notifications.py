@@ -375,6 +375,32 @@ def test_a_removed_maildir_is_made_again(evhostd, tmp_path, unique_name, kafka_b
     assert warning in env.d.log_text(), env.d.log_tail()
 
 
+def test_a_removed_maildir_that_cannot_be_made_again_is_retried(evhostd, tmp_path, unique_name,
+                                                               kafka_bootstrap):
+    # The Maildir replaced by a link to a place that is gone (a mount that
+    # went away): it cannot be made again, which fails the attempt, naming
+    # the file; the mail is retried, not failed, and once the link is gone
+    # the Maildir is made again and the mail written, once.
+    box = tmp_path / "box"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "maildir", "maildir": str(box), "list_role": "",
+               "retry.max_attempts": 50, "retry.backoff_ms": 200, "retry.backoff_max_ms": 500},
+              user=False)
+    shutil.rmtree(box)
+    box.symlink_to(tmp_path / "gone" / "box")
+    env.created("md-1")
+    retrying = env.entry_once("md-1", "retrying", attempts=2)
+    assert retrying["last_error"].startswith(f"maildir: cannot write {box}/tmp/"), retrying
+    assert retrying["last_error"].endswith(": No such file or directory"), retrying
+    assert "made again" not in env.d.log_text() and not (tmp_path / "gone").exists()
+    box.unlink()
+    assert env.entry_once("md-1", "sent", timeout=60)["attempts"] > 2
+    assert len(list((box / "new").iterdir())) == 1
+    assert list((box / "tmp").iterdir()) == [] and (box / "cur").is_dir()
+    warning = f"maildir: {box}, or its tmp/ or new/, was removed: made again"
+    assert env.d.log_text().count(warning) == 1, env.d.log_tail()
+
+
 def test_a_mail_not_known_to_be_on_disk_is_taken_back(evhostd, build_dir, tmp_path, unique_name,
                                                      kafka_bootstrap):
     # new/ cannot be synced after the rename (faults.so: its fsync fails with
