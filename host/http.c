@@ -1569,17 +1569,15 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	}
 }
 
-/* A request of plugin `p` counted against [http] max_plugin_requests: 1
- * (counted: atomic_fetch_sub p->http_active once it is served), 0 (no
- * limit), or -1 when the plugin has that many being served already
+/* A request of plugin `p` counted (on /metrics, and against [http]
+ * max_plugin_requests): 1 (atomic_fetch_sub p->http_active once it is
+ * served), or -1 when the plugin has that many being served already
  * (answered 503 here, said at WARN once a minute per plugin). */
 static int plugin_request_begin(http_server *srv, evh_plugin *p, evh_request *req,
                                 evh_response *resp)
 {
 	int limit = srv->h->set.http_max_plugin_requests;
-	if (limit <= 0)
-		return 0;
-	if (atomic_fetch_add(&p->http_active, 1) < limit)
+	if (atomic_fetch_add(&p->http_active, 1) < limit || limit <= 0)
 		return 1;
 	atomic_fetch_sub(&p->http_active, 1);
 	if (log_due_shared(&p->http_full_said, clock_mono_ms(), 60000))

@@ -946,6 +946,14 @@ static void render_plugins(textbuf *o, host *h)
 	render_store_flag(o, h, &one, "evhost_store_full", store_full_recheck,
 	                  "1 while the plugin's database cannot grow (its file system is full): "
 	                  "writes answer 503 and its events wait.");
+	put_head(o, "evhost_plugin_http_requests_in_flight", "gauge",
+	         "Requests of the plugin's routes being served now, from reading the body to the "
+	         "handler's return ([http] max_plugin_requests bounds it).");
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, "evhost_plugin_http_requests_in_flight", &one, NULL, NULL);
+		tb_printf(o, "%d\n", atomic_load(&h->plugins[i]->http_active));
+	}
 	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
 	                  "1 once SQLite found the plugin's database file damaged since it was "
 	                  "opened: what it cannot read fails; restore the file from a backup.");

@@ -862,8 +862,12 @@ def test_one_plugins_slow_requests_leave_workers_for_the_rest(evhostd, build_dir
         assert d.get("/hello", timeout=5).status_code == 200
         assert d.get("/healthz", timeout=5).status_code == 200
         assert d.get("/readyz", timeout=5).status_code == 200
+        metrics = d.get("/metrics", timeout=5).text
+        assert 'evhost_plugin_http_requests_in_flight{plugin="probe"} 2\n' in metrics
+        assert 'evhost_plugin_http_requests_in_flight{plugin="hello"} 0\n' in metrics
         assert [f.result(30).status_code for f in slow] == [200, 200]
     assert d.post("/probe/publish?mode=notx", json={"n": 3}, timeout=5).status_code == 200
+    assert 'evhost_plugin_http_requests_in_flight{plugin="probe"} 0\n' in d.get("/metrics").text
     lines = [x for x in d.log_text().splitlines() if "max_plugin_requests" in x]
     assert len(lines) == 1 and " WARN " in lines[0], lines  # once a minute at most
     assert "POST /probe/publish: plugin 'probe' is serving 2 requests already" in lines[0]
