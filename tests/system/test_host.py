@@ -890,6 +890,23 @@ def test_max_plugin_requests_must_leave_a_worker_free(evhostd):
 # ------------------------------------------------------------ SDK install
 
 
+def test_configures_without_the_tests(tmp_path):
+    # -DBUILD_TESTING=OFF (CTest's switch; debhelper passes it for nocheck)
+    # builds the daemon, the SDK and the plugins alone: the configure step
+    # failed, on test targets that depend on modules made only for testing.
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(lib.REPO_ROOT), "-B", str(build), "-DBUILD_TESTING=OFF",
+                        "-DEVHOST_BENCH=OFF"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["cmake", "--build", str(build), "--target", "help"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    targets = r.stdout
+    for wanted in ("evhostd", "evhostctl", "user", "crud", "notifications"):
+        assert re.search(rf"^\.\.\. {wanted}\b", targets, re.M), (wanted, targets)
+    assert "test_store" not in targets and "_faults" not in targets, targets
+
+
 def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_path):
     prefix = tmp_path / "prefix"
     r = subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix)],
