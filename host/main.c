@@ -41,14 +41,24 @@ static void usage(FILE *out)
 	        EVHOST_DEFAULT_CONF);
 }
 
+/* systemd's watchdog interval while a reload runs. The main thread pings,
+ * and a reload holds it: it drains the plugins it stops or restarts, which
+ * waits for a handler running (an SMTP send, up to its timeout; a slow
+ * handler as long as it takes), and it runs the new plugins' init. With
+ * the unit's WatchdogSec (30 s) a reload that drained a handler of 30 s was
+ * taken for a hang, and systemd killed the daemon in the middle of it. A
+ * reload longer than this still is. */
+#define RELOAD_WATCHDOG_USEC (600ULL * 1000000ULL)
+
 /* How long the main thread may sleep between signals: half the watchdog
- * interval when systemd expects pings (WATCHDOG_USEC), else 1 s. */
-static struct timespec wait_slice(int *watchdog)
+ * interval when systemd expects pings (WATCHDOG_USEC, into *usec), else 1 s. */
+static struct timespec wait_slice(int *watchdog, uint64_t *usec_out)
 {
 	uint64_t usec = 0;
 	struct timespec ts = {1, 0};
 
 	*watchdog = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
+	*usec_out = usec;
 	if (*watchdog) {
 		ts.tv_sec = (time_t)(usec / 2 / 1000000);
 		ts.tv_nsec = (long)(usec / 2 % 1000000 * 1000);
@@ -58,9 +68,10 @@ static struct timespec wait_slice(int *watchdog)
 
 /* SIGHUP: tell systemd a reload is under way (RELOADING=1 with the
  * monotonic time it started, as sd_notify(3) asks), and READY=1 once the
- * new configuration runs or was refused; the watchdog is pinged around it
- * since draining a plugin may take a while. */
-static void reload(host *h, int watchdog)
+ * new configuration runs or was refused. The watchdog's interval is
+ * RELOAD_WATCHDOG_USEC meanwhile (draining a plugin may take a while), and
+ * `usec` again after it. */
+static void reload(host *h, int watchdog, uint64_t usec)
 {
 	struct timespec now;
 	int rc;
@@ -69,11 +80,15 @@ static void reload(host *h, int watchdog)
 	sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
 	           (unsigned long long)now.tv_sec * 1000000ULL +
 	               (unsigned long long)now.tv_nsec / 1000ULL);
-	if (watchdog)
+	if (watchdog && usec < RELOAD_WATCHDOG_USEC)
+		sd_notifyf(0, "WATCHDOG=1\nWATCHDOG_USEC=%llu", RELOAD_WATCHDOG_USEC);
+	else if (watchdog)
 		sd_notify(0, "WATCHDOG=1");
 	admin_reload_begin(h);
 	rc = host_reload(h);
 	admin_reload_end(h, rc);
+	if (watchdog && usec < RELOAD_WATCHDOG_USEC)
+		sd_notifyf(0, "WATCHDOG_USEC=%llu\nWATCHDOG=1", (unsigned long long)usec);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s%s", h->nplugins,
 	           h->nplugins == 1 ? "" : "s",
 	           rc == 0 ? "" : " (the last reload was refused, see the log)");
@@ -84,12 +99,13 @@ static int wait_for_stop(host *h)
 	sigset_t set;
 	struct timespec slice;
 	int sig, watchdog;
+	uint64_t usec;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	slice = wait_slice(&watchdog);
+	slice = wait_slice(&watchdog, &usec);
 	for (;;) {
 		if (watchdog)
 			sd_notify(0, "WATCHDOG=1");
@@ -101,7 +117,7 @@ static int wait_for_stop(host *h)
 			return -1;
 		}
 		if (sig == SIGHUP) {
-			reload(h, watchdog);
+			reload(h, watchdog, usec);
 			continue;
 		}
 		log_info("host", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");

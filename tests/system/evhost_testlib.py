@@ -19,6 +19,7 @@ import json
 import os
 import random
 import selectors
+import shutil
 import signal
 import socketserver
 import socket
@@ -1575,3 +1576,43 @@ class ConnectProxy:
                 if not data:
                     return
                 key.data.sendall(data)
+
+
+class NotifySocket:
+    """What systemd listens on for Type=notify services: an AF_UNIX datagram
+    socket; each datagram is one notification (newline-separated KEY=VALUE)."""
+
+    def __init__(self):
+        # sun_path holds 108 bytes: keep it short, away from pytest's deep dirs.
+        self.dir = tempfile.mkdtemp(prefix="evh-notify-")
+        self.path = os.path.join(self.dir, "notify")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages = []  # (monotonic time, text)
+        self._stop = False
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        while not self._stop:
+            try:
+                data = self.sock.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(), data.decode()))
+
+    def wait_for(self, needle, timeout=30):
+        return wait_until(lambda: [m for m in self.messages if needle in m[1]], timeout,
+                              message=f"notification {needle!r} (got {self.texts()})")
+
+    def texts(self):
+        return [m[1] for m in self.messages]
+
+    def close(self):
+        self._stop = True
+        self._thread.join(5)
+        self.sock.close()
+        shutil.rmtree(self.dir, ignore_errors=True)

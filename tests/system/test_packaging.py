@@ -26,10 +26,8 @@ import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -708,48 +706,8 @@ def test_installed_daemon_serves_users_and_mails_welcome(root, hello_so, tmp_pat
 # ---------------------------------------------------------- sd_notify
 
 
-class NotifySocket:
-    """What systemd listens on for Type=notify services: an AF_UNIX datagram
-    socket; each datagram is one notification (newline-separated KEY=VALUE)."""
-
-    def __init__(self):
-        # sun_path holds 108 bytes: keep it short, away from pytest's deep dirs.
-        self.dir = tempfile.mkdtemp(prefix="evh-notify-")
-        self.path = os.path.join(self.dir, "notify")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(0.2)
-        self.messages = []  # (monotonic time, text)
-        self._stop = False
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self):
-        while not self._stop:
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode()))
-
-    def wait_for(self, needle, timeout=30):
-        return lib.wait_until(lambda: [m for m in self.messages if needle in m[1]], timeout,
-                              message=f"notification {needle!r} (got {self.texts()})")
-
-    def texts(self):
-        return [m[1] for m in self.messages]
-
-    def close(self):
-        self._stop = True
-        self._thread.join(5)
-        self.sock.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def test_sd_notify_ready_status_watchdog_stopping(root, tmp_path, daemons):
-    notify = NotifySocket()
+    notify = lib.NotifySocket()
     try:
         port = lib.free_port()
         conf, state = installed_config(root, tmp_path, port, "embedded", packaged=False)

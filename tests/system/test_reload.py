@@ -680,3 +680,39 @@ def test_a_plugin_not_required_whose_check_fails_keeps_running_at_a_reload(
     assert "draining" not in text, text
     assert "level debug -> info" in text, text
     assert d.get("/readyz").json()["plugins"] == {"user": "running", "notifications": "running"}
+
+
+def test_a_reload_draining_a_slow_handler_keeps_systemds_watchdog_fed(evhostd, build_dir,
+                                                                       kafka_bootstrap,
+                                                                       unique_name):
+    # systemd's watchdog (the unit's WatchdogSec) wants a ping from the main
+    # thread every interval, and a reload holds that thread while it drains
+    # a plugin whose handler runs: a reload that waited 8 s for one went 8 s
+    # without a ping (at the unit's 30 s, systemd killed the daemon in the
+    # middle of such a reload). The reload lengthens the interval to 10
+    # minutes for its time, and sets it back after.
+    notify = lib.NotifySocket()
+    try:
+        probe = {"path": str(fixture_plugin(build_dir, "probe")), "topic": unique_name("wd"),
+                 "group": unique_name("g")}
+        d = evhostd({"plugin.probe": probe}, brokers=kafka_bootstrap,
+                    env={"NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "2000000"})
+        assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": 8000}).status_code == 200
+        d.wait_for_log("probe: handler sleeping 8000 ms", timeout=30)
+        conf = d.config_dir / "evhost.conf"
+        conf.write_text(conf.read_text().replace("[plugin.probe]", "[plugin.probe]\nretry."
+                                                 "max_attempts = 4"))
+        d.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload done: 1 started, 1 stopped", timeout=30)
+        time.sleep(2.5)
+        texts = notify.texts()
+        start = next(i for i, m in enumerate(texts) if m.startswith("RELOADING=1"))
+        assert texts[start + 1] == "WATCHDOG=1\nWATCHDOG_USEC=600000000", texts[start:]
+        back = texts.index("WATCHDOG_USEC=2000000\nWATCHDOG=1", start)
+        assert texts[back + 1].startswith("READY=1"), texts[back:]
+        t_back = notify.messages[back][0]
+        assert t_back - notify.messages[start][0] > 5  # it drained the handler
+        pings = [t for t, m in notify.messages[back:] if m == "WATCHDOG=1"]
+        assert len(pings) >= 2 and max(b - a for a, b in zip([t_back] + pings, pings)) < 2
+    finally:
+        notify.close()
