@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -805,13 +806,15 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
 
 
 @contextlib.contextmanager
-def served_by(handler):
-    """A throwaway HTTP server on 127.0.0.1 answering with `handler` (a
-    BaseHTTPRequestHandler class); yields its URL."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def served_by(handler, host="127.0.0.1"):
+    """A throwaway HTTP server on `host` (loopback) answering with `handler`
+    (a BaseHTTPRequestHandler class); yields its URL."""
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server = Server((host, 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield f"http://{f'[{host}]' if ':' in host else host}:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
@@ -824,6 +827,44 @@ def ctl_at(build_dir, tmp_path, url, *args):
     return subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
                            *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=60)
+
+
+@pytest.mark.parametrize("wildcard, loopback", [("0.0.0.0", "127.0.0.1"), ("[::]", "::1")])
+def test_a_wildcard_listen_address_is_reached_on_loopback(build_dir, tmp_path, wildcard,
+                                                          loopback):
+    # [http] listen on every address (0.0.0.0 or [::]): evhostctl, which has
+    # no --url, asks the daemon on loopback, where it listens too. (A stand-in
+    # on loopback answers: the tests bind nothing but loopback. Linux takes a
+    # connection to the wildcard itself for one to loopback, so this checks
+    # that the address is read and reached, brackets and all.)
+    asked = []
+
+    class Plugins(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append((self.path, self.headers["Authorization"]))
+            body = b'{"plugins":[]}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    if ":" in loopback and not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    with served_by(Plugins, loopback) as url:
+        port = url.rsplit(":", 1)[1]
+        conf = tmp_path / "evhost.conf"
+        conf.write_text(f"[http]\nlisten = {wildcard}:{port}\n[kafka]\nbrokers = embedded\n"
+                        f"[admin]\ntoken_file = {token}\n")
+        r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "plugins"],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert asked == [("/admin/plugins", f"Bearer {TOKEN}")], asked
 
 
 def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
