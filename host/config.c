@@ -1551,9 +1551,22 @@ static void k_log_format(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, "expected auto, text or json");
 }
 
+static void k_log_access(set_ctx *x, const cfg_entry *e)
+{
+	if (!strcmp(e->value, "all"))
+		x->s->log_access = HTTP_ACCESS_ALL;
+	else if (!strcmp(e->value, "errors"))
+		x->s->log_access = HTTP_ACCESS_ERRORS;
+	else if (!strcmp(e->value, "off"))
+		x->s->log_access = HTTP_ACCESS_OFF;
+	else
+		bad_value(x, e, "expected all, errors or off");
+}
+
 static const key_def log_keys[] = {
     {"level", k_log_level},
     {"format", k_log_format},
+    {"access", k_log_access},
     {NULL, NULL},
 };
 

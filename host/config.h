@@ -95,6 +95,10 @@ typedef struct rdkafka_prop {
 	int line;
 } rdkafka_prop;
 
+/* [log] access: every request's access log line, those answered 4xx or
+ * 5xx, or none. */
+typedef enum { HTTP_ACCESS_ALL, HTTP_ACCESS_ERRORS, HTTP_ACCESS_OFF } http_access_log;
+
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;
 	char *http_listen; /* civetweb listening_ports syntax derived from host:port */
@@ -129,6 +133,7 @@ typedef struct settings {
 	int stop_timeout_ms;        /* [host] stop_timeout: outbox flush budget at stop */
 	evh_log_level log_level;
 	log_format log_fmt;
+	http_access_log log_access; /* [log] access: which requests get an access log line */
 	char *jwt_secret_file; /* [auth] jwt_secret_file */
 	char *jwt_secret;      /* loaded contents */
 	size_t jwt_secret_len;

@@ -866,6 +866,7 @@ int host_start(host *h)
 		i++;
 	}
 	http_drop_placeholders(h);
+	http_set_access_log(h->set.log_access);
 	if (http_start(&h->http, h, err, sizeof err) != 0) {
 		log_error("host", "http: %s", err);
 		return -1;
@@ -932,10 +933,17 @@ static evh_plugin *take_plugin(evh_plugin **v, size_t n, const char *name)
  * warning when neither shows INFO, so it is always on record. */
 static void host_reload_log(host *h, const host *next)
 {
+	static const char *const access[] = {"all", "errors", "off"};
 	int louder = next->set.log_level > h->set.log_level;
 	evh_log_level at = h->set.log_level >= EVH_LOG_INFO || next->set.log_level >= EVH_LOG_INFO
 	                       ? EVH_LOG_INFO
 	                       : EVH_LOG_WARN;
+	if (next->set.log_access != h->set.log_access) {
+		log_msg(at, "host", "reload: [log] access %s -> %s", access[h->set.log_access],
+		        access[next->set.log_access]);
+		http_set_access_log(next->set.log_access);
+		h->set.log_access = next->set.log_access;
+	}
 	if (next->set.log_level == h->set.log_level && next->set.log_fmt == h->set.log_fmt)
 		return;
 	if (louder)

@@ -1966,6 +1966,18 @@ static int check_head(evh_request *req, evh_response *resp)
 	return -1;
 }
 
+/* [log] access (http_access_log): set at start and by a reload. */
+static atomic_int access_log_mode = HTTP_ACCESS_ALL;
+
+void http_set_access_log(http_access_log which) { atomic_store(&access_log_mode, (int)which); }
+
+/* Whether a request answered `status` gets its access log line. */
+static int access_logged(int status)
+{
+	int mode = atomic_load(&access_log_mode);
+	return mode == HTTP_ACCESS_ALL || (mode == HTTP_ACCESS_ERRORS && status >= 400);
+}
+
 static int handle_request(struct mg_connection *conn, void *cbdata)
 {
 	http_server *srv = cbdata;
@@ -2030,10 +2042,12 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	 * refused the client (its problem's detail). */
 	cert = http_req_client_cert(&req);
 	refused = (resp.status == 401 || resp.status == 403) && resp.refusal[0];
-	log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s%s%s", req.method, req.path,
-	         resp.status, sent, now_ms() - t0, req.client, req.forwarded ? " via " : "",
-	         req.forwarded ? req.ri->remote_addr : "", cert ? ", client " : "", cert ? cert : "",
-	         refused ? ": " : "", refused ? resp.refusal : "");
+	if (access_logged(resp.status))
+		log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s%s%s", req.method,
+		         req.path, resp.status, sent, now_ms() - t0, req.client,
+		         req.forwarded ? " via " : "", req.forwarded ? req.ri->remote_addr : "",
+		         cert ? ", client " : "", cert ? cert : "", refused ? ": " : "",
+		         refused ? resp.refusal : "");
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	req_free(&req);
@@ -2046,7 +2060,8 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 }
 
 /* civetweb's own errors (requests it refuses before evhost sees them) as
- * problem+json too, in the access log, and counted (route "unmatched"). */
+ * problem+json too, in the access log ([log] access permitting), and
+ * counted (route "unmatched"). */
 static int handle_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 {
 	evh_request req;
@@ -2093,9 +2108,10 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 	/* When its first byte came is civetweb's: no duration to observe. */
 	metrics_http_request(NULL, req.method, status, -1);
 	sent = resp_send(&req, &resp);
-	log_info("http", "%s %s %d %zu bytes, from %s: %s", *req.method ? req.method : "-",
-	         req.path ? req.path : "-", status, sent,
-	         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
+	if (access_logged(status))
+		log_info("http", "%s %s %d %zu bytes, from %s: %s", *req.method ? req.method : "-",
+		         req.path ? req.path : "-", status, sent,
+		         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	return 0;

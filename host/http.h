@@ -19,6 +19,8 @@ typedef struct http_route {
 } http_route;
 
 int http_start(http_server **srv, host *h, char *err, size_t errlen);
+/* [log] access, from now on (a reload changes it). */
+void http_set_access_log(http_access_log which);
 /* Stop accepting, finish in-flight requests, free. */
 void http_stop(http_server *srv);
 /* How a message of civetweb's is logged: the text (into out) and the level.

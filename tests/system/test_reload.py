@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -410,6 +411,39 @@ def test_log_section_applies_on_reload(evhostd, build_dir):
     write_dropin(d, "40-log.conf", "[log]\nlevel = error\n")
     reload(d, "WARN  [host] reload: [log] level warn -> error")
     assert d.get("/probe/seen").status_code == 200
+
+
+def test_access_log_lines_are_chosen_and_changed_by_a_reload(evhostd, build_dir):
+    # [log] access = errors: only requests answered 4xx or 5xx get their
+    # line (a civetweb refusal too); off: none; all (the default): every one.
+    # A reload changes it and says so. Metrics count every request anyway.
+    d = evhostd({"log": {"access": "errors"}}, dropins={"20-probe.conf": probe_dropin(build_dir)})
+
+    def lines():
+        return [x for x in d.log_text().splitlines() if "[http] " in x and " bytes" in x]
+    assert d.get("/probe/status/200").status_code == 200
+    assert d.get("/probe/status/503").status_code == 503
+    assert d.get("/nowhere").status_code == 404
+    with socket.create_connection(("127.0.0.1", d.port), timeout=10) as s:
+        s.sendall(b"NOT HTTP\r\n\r\n")
+        assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+    seen = lambda: [x.split("[http] ", 1)[1].split(" bytes")[0] for x in lines()]  # noqa: E731
+    lib.wait_until(lambda: len(seen()) == 3, timeout=5, message="three access log lines")
+    assert [x.rsplit(" ", 1)[0] for x in seen()] == [
+        "GET /probe/status/503 503", "GET /nowhere 404", "NOT - 400"], seen()
+    write_dropin(d, "40-log.conf", "[log]\naccess = off\n")
+    reload(d, "reload: [log] access errors -> off")
+    assert d.get("/nowhere").status_code == 404
+    assert d.get("/probe/status/200").status_code == 200
+    write_dropin(d, "40-log.conf", "[log]\naccess = all\n")
+    reload(d, "reload: [log] access off -> all")
+    assert d.get("/probe/status/200").status_code == 200
+    time.sleep(0.3)
+    assert [x.rsplit(" ", 1)[0] for x in seen()][3:] == ["GET /probe/status/200 200"], seen()
+    assert "need a restart" not in d.log_text()
+    r = evhostd.run(["--check-config"], config={"log": {"access": "some"}})
+    assert r.returncode != 0 and re.search(r"evhost\.conf:\d+: \[log\] access.*expected all, "
+                                           r"errors or off", r.stdout + r.stderr), r.stdout
 
 
 def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
