@@ -1539,28 +1539,33 @@ static void k_log_level(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, "expected error, warn, info or debug");
 }
 
+/* The index in `names` (NULL-terminated) of the value, or -1 after saying
+ * `expected` at its line. */
+static int one_of(set_ctx *x, const cfg_entry *e, const char *const *names, const char *expected)
+{
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(e->value, names[i]))
+			return i;
+	bad_value(x, e, expected);
+	return -1;
+}
+
 static void k_log_format(set_ctx *x, const cfg_entry *e)
 {
-	if (!strcmp(e->value, "auto"))
-		x->s->log_fmt = LOG_FORMAT_AUTO;
-	else if (!strcmp(e->value, "text"))
-		x->s->log_fmt = LOG_FORMAT_TEXT;
-	else if (!strcmp(e->value, "json"))
-		x->s->log_fmt = LOG_FORMAT_JSON;
-	else
-		bad_value(x, e, "expected auto, text or json");
+	static const char *const names[] = {"auto", "text", "json", NULL};
+	static const log_format formats[] = {LOG_FORMAT_AUTO, LOG_FORMAT_TEXT, LOG_FORMAT_JSON};
+	int i = one_of(x, e, names, "expected auto, text or json");
+	if (i >= 0)
+		x->s->log_fmt = formats[i];
 }
 
 static void k_log_access(set_ctx *x, const cfg_entry *e)
 {
-	if (!strcmp(e->value, "all"))
-		x->s->log_access = HTTP_ACCESS_ALL;
-	else if (!strcmp(e->value, "errors"))
-		x->s->log_access = HTTP_ACCESS_ERRORS;
-	else if (!strcmp(e->value, "off"))
-		x->s->log_access = HTTP_ACCESS_OFF;
-	else
-		bad_value(x, e, "expected all, errors or off");
+	/* In http_access_log's order. */
+	static const char *const names[] = {"all", "errors", "off", NULL};
+	int i = one_of(x, e, names, "expected all, errors or off");
+	if (i >= 0)
+		x->s->log_access = (http_access_log)i;
 }
 
 static const key_def log_keys[] = {
