@@ -216,6 +216,7 @@ def test_unit_is_hardened_as_documented():
         "ExecReload": "/bin/kill -HUP $MAINPID", "User": "evhost", "Group": "evhost",
         "DynamicUser": "no", "StateDirectory": "evhost", "ConfigurationDirectory": "evhost",
         "RuntimeDirectory": "evhost", "WatchdogSec": "30s", "Restart": "on-failure",
+        "TimeoutStartSec": "10min", "TimeoutStopSec": "60s",
         "ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
         "PrivateTmp": "yes", "PrivateDevices": "yes",
         "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
