@@ -928,9 +928,10 @@ static evh_plugin *take_plugin(evh_plugin **v, size_t n, const char *name)
 }
 
 /* [log] takes effect at once: every line reads the level and format when it
- * is written. The change is said at the louder of the two levels (applied
- * before the line when it gets louder, after it when quieter), and as a
- * warning when neither shows INFO, so it is always on record. */
+ * is written, every request [log] access. The change is said at the louder
+ * of the two levels (applied before the line when it gets louder, after it
+ * when quieter), and as a warning when neither shows INFO, so it is always
+ * on record. */
 static void host_reload_log(host *h, const host *next)
 {
 	static const char *const access[] = {"all", "errors", "off"};
