@@ -72,6 +72,7 @@ struct http_server {
 	struct mg_context *ctx;
 	char listen[256];
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
+	atomic_int routing;      /* handle_request is set: civetweb's 404s are its own */
 	char start_error[256];   /* first civetweb message while starting */
 	int keep_alive;          /* [http] keep_alive_timeout is not 0 (off), as started */
 	int max_head;            /* [http] max_head_bytes, as started */
@@ -2100,6 +2101,12 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		status = 400;
 		say_bad_length(why, sizeof why, length);
 		msg = why;
+	} else if (status == 404 && srv && !atomic_load(&srv->routing)) {
+		/* civetweb listens before evhost's handler is set: it has no route
+		 * for anything until then, /healthz included. Not there yet. */
+		status = 503;
+		msg = "the server is starting; try again";
+		http_resp_header(&resp, "Retry-After", "1");
 	} else if (!msg || !*msg) {
 		msg = reason_phrase(status);
 	}
@@ -2400,6 +2407,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	}
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
+	atomic_store(&srv->routing, 1);
 	stream_hub_start(stream_hub_global(), max_streams(h));
 	*out = srv;
 	return 0;

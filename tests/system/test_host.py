@@ -251,6 +251,31 @@ def test_plugin_log_level_overrides_the_global_one(evhostd, build_dir):
     assert "expected error, warn, info or debug" in r.stdout + r.stderr
 
 
+def test_a_request_before_the_routes_are_set_is_503_starting(evhostd, build_dir):
+    # civetweb listens before evhost's handler is set; a request in between
+    # (a load balancer's health check at start) was civetweb's 404 for
+    # /healthz itself. Now 503 with Retry-After: the server is starting.
+    # The window is widened to 3 s (faults.so) to be hit on purpose.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")}, wait=False,
+                env=lib.faults_preloaded(build_dir, routes_delay_ms=3000))
+
+    def answer():
+        try:
+            return requests.get(f"{d.url}/healthz", timeout=5)
+        except requests.ConnectionError:
+            return None  # not listening yet
+    # (a Response is false when its status is 4xx or 5xx: wrapped)
+    [r] = lib.wait_until(lambda: (lambda x: [x] if x is not None else None)(answer()),
+                         timeout=30, interval=0.05, message="a first answer")
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert r.headers["Retry-After"] == "1"
+    assert r.json()["detail"] == "the server is starting; try again", r.text
+    lib.wait_until(lambda: answer() is not None and answer().status_code == 200, timeout=30,
+                   message="/healthz 200 once routed")
+    assert d.get("/nowhere").status_code == 404  # civetweb's 404s are evhost's own again
+    assert "no route" in d.get("/nowhere").json()["detail"]
+
+
 # ------------------------------------------------------------- check-config
 
 
