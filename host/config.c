@@ -1559,11 +1559,14 @@ static void k_log_format(set_ctx *x, const cfg_entry *e)
 		x->s->log_fmt = formats[i];
 }
 
+/* [log] access's values, in http_access_log's order. */
+static const char *const access_names[] = {"all", "errors", "off", NULL};
+
+const char *log_access_name(http_access_log which) { return access_names[which]; }
+
 static void k_log_access(set_ctx *x, const cfg_entry *e)
 {
-	/* In http_access_log's order. */
-	static const char *const names[] = {"all", "errors", "off", NULL};
-	int i = one_of(x, e, names, "expected all, errors or off");
+	int i = one_of(x, e, access_names, "expected all, errors or off");
 	if (i >= 0)
 		x->s->log_access = (http_access_log)i;
 }

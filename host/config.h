@@ -98,6 +98,8 @@ typedef struct rdkafka_prop {
 /* [log] access: every request's access log line, those answered 4xx or
  * 5xx, or none. */
 typedef enum { HTTP_ACCESS_ALL, HTTP_ACCESS_ERRORS, HTTP_ACCESS_OFF } http_access_log;
+/* Its name in the configuration ("all", "errors", "off"). */
+const char *log_access_name(http_access_log which);
 
 typedef struct settings {
 	char *plugin_dir, *state_dir, *confdir;

@@ -934,14 +934,13 @@ static evh_plugin *take_plugin(evh_plugin **v, size_t n, const char *name)
  * on record. */
 static void host_reload_log(host *h, const host *next)
 {
-	static const char *const access[] = {"all", "errors", "off"};
 	int louder = next->set.log_level > h->set.log_level;
 	evh_log_level at = h->set.log_level >= EVH_LOG_INFO || next->set.log_level >= EVH_LOG_INFO
 	                       ? EVH_LOG_INFO
 	                       : EVH_LOG_WARN;
 	if (next->set.log_access != h->set.log_access) {
-		log_msg(at, "host", "reload: [log] access %s -> %s", access[h->set.log_access],
-		        access[next->set.log_access]);
+		log_msg(at, "host", "reload: [log] access %s -> %s", log_access_name(h->set.log_access),
+		        log_access_name(next->set.log_access));
 		http_set_access_log(next->set.log_access);
 		h->set.log_access = next->set.log_access;
 	}

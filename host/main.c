@@ -51,27 +51,27 @@ static void usage(FILE *out)
 #define RELOAD_WATCHDOG_USEC (600ULL * 1000000ULL)
 
 /* How long the main thread may sleep between signals: half the watchdog
- * interval when systemd expects pings (WATCHDOG_USEC, into *usec), else 1 s. */
-static struct timespec wait_slice(int *watchdog, uint64_t *usec_out)
+ * interval when systemd expects pings (*usec: WATCHDOG_USEC, else 0), else
+ * 1 s. */
+static struct timespec wait_slice(uint64_t *usec)
 {
-	uint64_t usec = 0;
 	struct timespec ts = {1, 0};
 
-	*watchdog = sd_watchdog_enabled(0, &usec) > 0 && usec > 0;
-	*usec_out = usec;
-	if (*watchdog) {
-		ts.tv_sec = (time_t)(usec / 2 / 1000000);
-		ts.tv_nsec = (long)(usec / 2 % 1000000 * 1000);
+	if (sd_watchdog_enabled(0, usec) <= 0)
+		*usec = 0;
+	if (*usec) {
+		ts.tv_sec = (time_t)(*usec / 2 / 1000000);
+		ts.tv_nsec = (long)(*usec / 2 % 1000000 * 1000);
 	}
 	return ts;
 }
 
 /* SIGHUP: tell systemd a reload is under way (RELOADING=1 with the
  * monotonic time it started, as sd_notify(3) asks), and READY=1 once the
- * new configuration runs or was refused. The watchdog's interval is
- * RELOAD_WATCHDOG_USEC meanwhile (draining a plugin may take a while), and
- * `usec` again after it. */
-static void reload(host *h, int watchdog, uint64_t usec)
+ * new configuration runs or was refused. With a watchdog (`usec`, its
+ * interval; 0: none) the interval is RELOAD_WATCHDOG_USEC meanwhile
+ * (draining a plugin may take a while), and `usec` again after it. */
+static void reload(host *h, uint64_t usec)
 {
 	struct timespec now;
 	int rc;
@@ -80,14 +80,14 @@ static void reload(host *h, int watchdog, uint64_t usec)
 	sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
 	           (unsigned long long)now.tv_sec * 1000000ULL +
 	               (unsigned long long)now.tv_nsec / 1000ULL);
-	if (watchdog && usec < RELOAD_WATCHDOG_USEC)
+	if (usec && usec < RELOAD_WATCHDOG_USEC)
 		sd_notifyf(0, "WATCHDOG=1\nWATCHDOG_USEC=%llu", RELOAD_WATCHDOG_USEC);
-	else if (watchdog)
+	else if (usec)
 		sd_notify(0, "WATCHDOG=1");
 	admin_reload_begin(h);
 	rc = host_reload(h);
 	admin_reload_end(h, rc);
-	if (watchdog && usec < RELOAD_WATCHDOG_USEC)
+	if (usec && usec < RELOAD_WATCHDOG_USEC)
 		sd_notifyf(0, "WATCHDOG_USEC=%llu\nWATCHDOG=1", (unsigned long long)usec);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s%s", h->nplugins,
 	           h->nplugins == 1 ? "" : "s",
@@ -98,16 +98,16 @@ static int wait_for_stop(host *h)
 {
 	sigset_t set;
 	struct timespec slice;
-	int sig, watchdog;
+	int sig;
 	uint64_t usec;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
-	slice = wait_slice(&watchdog, &usec);
+	slice = wait_slice(&usec);
 	for (;;) {
-		if (watchdog)
+		if (usec)
 			sd_notify(0, "WATCHDOG=1");
 		sig = sigtimedwait(&set, NULL, &slice);
 		if (sig < 0) {
@@ -117,7 +117,7 @@ static int wait_for_stop(host *h)
 			return -1;
 		}
 		if (sig == SIGHUP) {
-			reload(h, watchdog, usec);
+			reload(h, usec);
 			continue;
 		}
 		log_info("host", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
