@@ -635,10 +635,10 @@ def test_a_slow_handler_holds_up_no_other_plugins_events(evhostd, build_dir, tmp
     begun = time.monotonic()
     assert d.post("/crud/things", json={"a": 1}).status_code == 201
 
-    def crud():
-        return d.get("/admin/plugins/crud", headers=auth(), timeout=5).json()
-    lib.wait_until(lambda: crud()["outbox_pending"] == 0 and crud()["events_stored"] == 1,
-                   timeout=10, message="crud's event sent and recorded")
+    def crud_done():
+        p = d.get("/admin/plugins/crud", headers=auth(), timeout=5).json()
+        return p["outbox_pending"] == 0 and p["events_stored"] == 1
+    lib.wait_until(crud_done, timeout=10, message="crud's event sent and recorded")
     assert time.monotonic() - begun < 15  # the handler still sleeps
     assert [m["headers"]["ce_type"] for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)] \
         == ["crud.things.created"]

@@ -820,6 +820,24 @@ def served_by(handler, host="127.0.0.1"):
         server.server_close()
 
 
+def answering(body, content_type, asked=None):
+    """A BaseHTTPRequestHandler class answering every GET 200 with `body`;
+    each request's (path, Authorization) goes to `asked` when given."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if asked is not None:
+                asked.append((self.path, self.headers["Authorization"]))
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    return Answer
+
+
 def ctl_at(build_dir, tmp_path, url, *args):
     """evhostctl --url URL ARGS with a configuration of no daemon of its own."""
     conf = tmp_path / "evhost.conf"
@@ -838,25 +856,11 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(build_dir, tmp_path, w
     # connection to the wildcard itself for one to loopback, so this checks
     # that the address is read and reached, brackets and all.)
     asked = []
-
-    class Plugins(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            asked.append((self.path, self.headers["Authorization"]))
-            body = b'{"plugins":[]}'
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
     if ":" in loopback and not socket.has_ipv6:
         pytest.skip("no IPv6")
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
-    with served_by(Plugins, loopback) as url:
+    with served_by(answering(b'{"plugins":[]}', "application/json", asked), loopback) as url:
         port = url.rsplit(":", 1)[1]
         conf = tmp_path / "evhost.conf"
         conf.write_text(f"[http]\nlisten = {wildcard}:{port}\n[kafka]\nbrokers = embedded\n"
@@ -870,21 +874,9 @@ def test_a_wildcard_listen_address_is_reached_on_loopback(build_dir, tmp_path, w
 def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
     # Something else than evhostd at --url (a proxy's error page) answers
     # 200 with HTML: said, exit 1, not taken for an empty plugin list.
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = b"<html><body>It works!</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
-    with served_by(Page) as url:
+    with served_by(answering(b"<html><body>It works!</body></html>", "text/html")) as url:
         r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "plugins")
     assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
     assert r.stdout == ""

@@ -260,17 +260,17 @@ def test_a_request_before_the_routes_are_set_is_503_starting(evhostd, build_dir)
                 env=lib.faults_preloaded(build_dir, routes_delay_ms=3000))
 
     def answer():
+        """[the answer], or None while nothing listens (in a list: a
+        Response is false when its status is 4xx or 5xx)."""
         try:
-            return requests.get(f"{d.url}/healthz", timeout=5)
+            return [requests.get(f"{d.url}/healthz", timeout=5)]
         except requests.ConnectionError:
-            return None  # not listening yet
-    # (a Response is false when its status is 4xx or 5xx: wrapped)
-    [r] = lib.wait_until(lambda: (lambda x: [x] if x is not None else None)(answer()),
-                         timeout=30, interval=0.05, message="a first answer")
+            return None
+    [r] = lib.wait_until(answer, timeout=30, interval=0.05, message="a first answer")
     assert r.status_code == 503, (r.status_code, r.text)
     assert r.headers["Retry-After"] == "1"
     assert r.json()["detail"] == "the server is starting; try again", r.text
-    lib.wait_until(lambda: answer() is not None and answer().status_code == 200, timeout=30,
+    lib.wait_until(lambda: (answer() or [r])[0].status_code == 200, timeout=30,
                    message="/healthz 200 once routed")
     assert d.get("/nowhere").status_code == 404  # civetweb's 404s are evhost's own again
     assert "no route" in d.get("/nowhere").json()["detail"]
