@@ -72,7 +72,7 @@ struct http_server {
 	struct mg_context *ctx;
 	char listen[256];
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
-	atomic_int routing;      /* handle_request is set: civetweb's 404s are its own */
+	atomic_int routing;      /* handlers are set: begin_request lets requests through */
 	char start_error[256];   /* first civetweb message while starting */
 	int keep_alive;          /* [http] keep_alive_timeout is not 0 (off), as started */
 	int max_head;            /* [http] max_head_bytes, as started */
@@ -2060,29 +2060,75 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	return resp.status;
 }
 
+/* A request evhost answers without routing it (civetweb refused it, or the
+ * server is starting): problem+json `status` saying `msg`, the connection
+ * closed, in the access log ([log] access permitting), and counted (route
+ * "unmatched"). `retry_after` (or NULL) is its Retry-After. */
+static void answer_unrouted(evh_request *req, evh_response *resp, int status, const char *msg,
+                            const char *retry_after)
+{
+	const struct mg_request_info *ri = req->ri;
+	size_t sent;
+	if (retry_after)
+		http_resp_header(resp, "Retry-After", retry_after);
+	problem(resp, status, status_slug(status), "%s", msg);
+	resp->close = 1;
+	/* When its first byte came is civetweb's: no duration to observe. */
+	metrics_http_request(NULL, req->method, status, -1);
+	sent = resp_send(req, resp);
+	if (access_logged(status))
+		log_info("http", "%s %s %d %zu bytes, from %s: %s", *req->method ? req->method : "-",
+		         req->path ? req->path : "-", status, sent,
+		         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
+}
+
+/* The request and response answer_unrouted takes, for `conn`. */
+static void unrouted_begin(struct mg_connection *conn, evh_request *req, evh_response *resp)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	memset(req, 0, sizeof *req);
+	memset(resp, 0, sizeof *resp);
+	req->conn = conn;
+	req->ri = ri;
+	req->method = ri && ri->request_method ? ri->request_method : "";
+	req->path = ri && ri->local_uri ? ri->local_uri : NULL;
+	resp->req = req;
+	request_id(req);
+	log_set_context(req->id, NULL);
+}
+
+/* civetweb's first call for every request, before its authorization and
+ * routing. civetweb listens before evhost's handlers are set (http_start):
+ * until then it has no route for anything, /healthz included, and would say
+ * 404. Not there yet: 503. */
+static int begin_request(struct mg_connection *conn)
+{
+	const http_server *srv = mg_get_user_data(mg_get_context(conn));
+	evh_request req;
+	evh_response resp;
+	if (atomic_load(&srv->routing))
+		return 0;
+	unrouted_begin(conn, &req, &resp);
+	answer_unrouted(&req, &resp, 503, "the server is starting; try again", "1");
+	log_set_context(NULL, NULL);
+	resp_free(&resp);
+	return 503;
+}
+
 /* civetweb's own errors (requests it refuses before evhost sees them) as
- * problem+json too, in the access log ([log] access permitting), and
- * counted (route "unmatched"). */
+ * problem+json too. */
 static int handle_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 {
 	evh_request req;
 	evh_response resp;
-	const struct mg_request_info *ri = mg_get_request_info(conn);
 	const http_server *srv = mg_get_user_data(mg_get_context(conn));
+	const struct mg_request_info *ri;
 	const char *length;
 	char why[256];
-	size_t sent;
-	memset(&req, 0, sizeof req);
-	memset(&resp, 0, sizeof resp);
-	req.conn = conn;
-	req.ri = ri;
-	req.method = ri && ri->request_method ? ri->request_method : "";
-	req.path = ri && ri->local_uri ? ri->local_uri : NULL;
 	if (status < 400 || status > 599)
 		return 1;
-	resp.req = &req;
-	request_id(&req);
-	log_set_context(req.id, NULL);
+	unrouted_begin(conn, &req, &resp);
+	ri = req.ri;
 	/* civetweb 1.15 says this of a head that is not HTTP, but also of one
 	 * that outgrew its buffer (max_request_size, where 431 belongs) or was
 	 * still incomplete at request_timeout: it cannot tell us which. */
@@ -2101,24 +2147,10 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		status = 400;
 		say_bad_length(why, sizeof why, length);
 		msg = why;
-	} else if (status == 404 && srv && !atomic_load(&srv->routing)) {
-		/* civetweb listens before evhost's handler is set: it has no route
-		 * for anything until then, /healthz included. Not there yet. */
-		status = 503;
-		msg = "the server is starting; try again";
-		http_resp_header(&resp, "Retry-After", "1");
 	} else if (!msg || !*msg) {
 		msg = reason_phrase(status);
 	}
-	problem(&resp, status, status_slug(status), "%s", msg);
-	resp.close = 1;
-	/* When its first byte came is civetweb's: no duration to observe. */
-	metrics_http_request(NULL, req.method, status, -1);
-	sent = resp_send(&req, &resp);
-	if (access_logged(status))
-		log_info("http", "%s %s %d %zu bytes, from %s: %s", *req.method ? req.method : "-",
-		         req.path ? req.path : "-", status, sent,
-		         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
+	answer_unrouted(&req, &resp, status, msg, NULL);
 	log_set_context(NULL, NULL);
 	resp_free(&resp);
 	return 0;
@@ -2343,6 +2375,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	snprintf(head, sizeof head, "%d", srv->max_head);
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
+	cb.begin_request = begin_request;
 	cb.http_error = handle_civetweb_error;
 	cb.init_connection = connection_taken;
 	cb.connection_close = connection_closing;

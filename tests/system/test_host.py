@@ -270,6 +270,11 @@ def test_a_request_before_the_routes_are_set_is_503_starting(evhostd, build_dir)
     assert r.status_code == 503, (r.status_code, r.text)
     assert r.headers["Retry-After"] == "1"
     assert r.json()["detail"] == "the server is starting; try again", r.text
+    # Any method (civetweb's begin_request, before its own handling).
+    for method in ("OPTIONS", "PUT", "DELETE", "POST"):
+        r = requests.request(method, f"{d.url}/crud/products/1", data=b"{}", timeout=5)
+        assert r.status_code == 503, (method, r.status_code, r.text)
+        assert r.json()["detail"] == "the server is starting; try again", r.text
     lib.wait_until(lambda: (answer() or [r])[0].status_code == 200, timeout=30,
                    message="/healthz 200 once routed")
     assert d.get("/nowhere").status_code == 404  # civetweb's 404s are evhost's own again
