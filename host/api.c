@@ -58,7 +58,7 @@ static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
 	 * the plugin is refused; later ones (worker threads) are only logged. */
 	if (level == EVH_LOG_ERROR && main_thread_call(p))
 		snprintf(p->last_error, sizeof p->last_error, "%s", msg);
-	log_msg_at(p->log_level, level, p->name, "%s", msg);
+	log_msg_budget(&p->log_budget, p->log_level, level, p->name, "%s", msg);
 }
 
 /* evh_config_error: a diagnostic during the plugin's check, else an ERROR
@@ -92,11 +92,10 @@ static void plugin_vsay(evh_plugin *p, int warn_elsewhere, const char *fmt, va_l
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	if (main_thread_call(p))
 		memcpy(p->last_error, msg, sizeof msg);
-	else if (warn_elsewhere) {
-		log_warn(p->name, "%s", msg);
-		return;
-	}
-	log_error(p->name, "%s", msg);
+	/* Counted with the plugin's own lines: a call made in a loop is as many. */
+	log_msg_budget(&p->log_budget, -1,
+	               warn_elsewhere && !main_thread_call(p) ? EVH_LOG_WARN : EVH_LOG_ERROR, p->name,
+	               "%s", msg);
 }
 
 static void plugin_error(evh_plugin *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1571,10 +1571,25 @@ static void k_log_access(set_ctx *x, const cfg_entry *e)
 		x->s->log_access = (http_access_log)i;
 }
 
+/* A plugin's lines per interval (log.h's log_budget). */
+static void k_log_rate_burst(set_ctx *x, const cfg_entry *e)
+{
+	int64_t n;
+	if (get_int(x, e, false, 0, 100000000, &n) == 0)
+		x->s->log_rate_burst = n;
+}
+
+static void k_log_rate_interval(set_ctx *x, const cfg_entry *e)
+{
+	get_timeout_ms(x, e, &x->s->log_rate_interval_ms);
+}
+
 static const key_def log_keys[] = {
     {"level", k_log_level},
     {"format", k_log_format},
     {"access", k_log_access},
+    {"plugin_rate_limit_burst", k_log_rate_burst},
+    {"plugin_rate_limit_interval", k_log_rate_interval},
     {NULL, NULL},
 };
 
@@ -2106,6 +2121,8 @@ static void settings_defaults(set_ctx *x)
 	s->stop_timeout_ms = 10000;
 	s->log_level = EVH_LOG_INFO;
 	s->log_fmt = LOG_FORMAT_AUTO;
+	s->log_rate_burst = 5000; /* half of journald's default for a whole service */
+	s->log_rate_interval_ms = 30000;
 	s->metrics_enabled = 1;
 	s->jwt_issuer = xstrdup("evhost");
 	s->trace_service = xstrdup("evhost");

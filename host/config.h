@@ -136,6 +136,8 @@ typedef struct settings {
 	evh_log_level log_level;
 	log_format log_fmt;
 	http_access_log log_access; /* [log] access: which requests get an access log line */
+	int64_t log_rate_burst;       /* [log] plugin_rate_limit_burst: lines; 0 = no limit */
+	int log_rate_interval_ms;     /* [log] plugin_rate_limit_interval */
 	char *jwt_secret_file; /* [auth] jwt_secret_file */
 	char *jwt_secret;      /* loaded contents */
 	size_t jwt_secret_len;

@@ -4,6 +4,7 @@
  * (no new handler writes), then the outbox relay flushes, then Kafka. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -402,8 +403,10 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		return -1;
 	/* The plugins' checks below log (through evh_log) as configured, also
 	 * for --check-config; a reload's next host waits until it is taken. */
-	if (!h->reloading)
+	if (!h->reloading) {
 		log_setup(h->set.log_level, h->set.log_fmt);
+		log_set_rate_limit(h->set.log_rate_burst, h->set.log_rate_interval_ms);
+	}
 	kafka_check_settings(&h->set, d);
 	host_check_tls(h, d);
 	host_check_trace_tls(h, d);
@@ -944,6 +947,15 @@ static void host_reload_log(host *h, const host *next)
 		http_set_access_log(next->set.log_access);
 		h->set.log_access = next->set.log_access;
 	}
+	if (next->set.log_rate_burst != h->set.log_rate_burst)
+		log_msg(at, "host", "reload: [log] plugin_rate_limit_burst %" PRId64 " -> %" PRId64,
+		        h->set.log_rate_burst, next->set.log_rate_burst);
+	if (next->set.log_rate_interval_ms != h->set.log_rate_interval_ms)
+		log_msg(at, "host", "reload: [log] plugin_rate_limit_interval %d s -> %d s",
+		        h->set.log_rate_interval_ms / 1000, next->set.log_rate_interval_ms / 1000);
+	log_set_rate_limit(next->set.log_rate_burst, next->set.log_rate_interval_ms);
+	h->set.log_rate_burst = next->set.log_rate_burst;
+	h->set.log_rate_interval_ms = next->set.log_rate_interval_ms;
 	if (next->set.log_level == h->set.log_level && next->set.log_fmt == h->set.log_fmt)
 		return;
 	if (louder)
@@ -1206,6 +1218,12 @@ evh_plugin *host_pin_plugin(host *h, const char *name)
 		p->pins++;
 	pthread_mutex_unlock(&h->plugins_lock);
 	return p;
+}
+
+void host_log_sweep(host *h)
+{
+	for (size_t i = 0; i < h->nplugins; i++)
+		log_budget_sweep(&h->plugins[i]->log_budget, h->plugins[i]->name);
 }
 
 void host_unpin_plugin(host *h, evh_plugin *p)

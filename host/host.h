@@ -121,4 +121,8 @@ int host_ready(host *h, char **json);
  * readers (readiness, metrics). NULL when there is none. */
 evh_plugin *host_pin_plugin(host *h, const char *name);
 void host_unpin_plugin(host *h, evh_plugin *p);
+/* Says what each plugin's log budget dropped in an interval that has ended
+ * with no line of it since (log_budget_sweep). The main thread, every few
+ * seconds. */
+void host_log_sweep(host *h);
 #endif

@@ -2,8 +2,10 @@
  * JSON lines for journald and log shippers. Each line goes out in a single
  * write() so lines from concurrent threads never interleave. */
 #include "log.h"
+#include "clock.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -23,6 +25,9 @@
 
 static atomic_int log_level_now = EVH_LOG_INFO;
 static atomic_int log_fmt_now = -1; /* -1 until resolved; then TEXT or JSON, never AUTO */
+/* [log] plugin_rate_limit_burst and _interval (config.c's defaults) */
+static _Atomic int64_t log_rate_burst = 5000;
+static _Atomic int64_t log_rate_interval_ms = 30000;
 
 static _Thread_local char log_ctx_request[LOG_CTX_MAX];
 static _Thread_local char log_ctx_trace[LOG_CTX_MAX];
@@ -296,6 +301,12 @@ static void log_write_all(const char *p, size_t len)
 static void log_vmsg(int threshold, evh_log_level level, const char *component,
                      const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
 
+/* Whether a line at `lvl` (clamped) passes `threshold` (< 0: the [log] level). */
+static int log_shown(int threshold, int lvl)
+{
+	return lvl <= (threshold < 0 ? atomic_load(&log_level_now) : threshold);
+}
+
 static void log_vmsg(int threshold, evh_log_level level, const char *component,
                      const char *fmt, va_list ap)
 {
@@ -303,7 +314,7 @@ static void log_vmsg(int threshold, evh_log_level level, const char *component,
 	line_buf b;
 	int lvl = log_clamp(level), fmt_now, n;
 
-	if (lvl > (threshold < 0 ? atomic_load(&log_level_now) : threshold))
+	if (!log_shown(threshold, lvl))
 		return;
 	fmt_now = atomic_load(&log_fmt_now);
 	if (fmt_now < 0) {
@@ -352,6 +363,120 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
 	va_start(ap, fmt);
 	log_vmsg(threshold, level, component, fmt, ap);
 	va_end(ap);
+}
+
+void log_set_rate_limit(int64_t burst, int64_t interval_ms)
+{
+	atomic_store(&log_rate_burst, burst > 0 ? burst : 0);
+	atomic_store(&log_rate_interval_ms, interval_ms > 0 ? interval_ms : 1000);
+}
+
+void log_budget_init(log_budget *b)
+{
+	memset(b, 0, sizeof *b);
+	pthread_mutex_init(&b->mu, NULL);
+}
+
+/* What a budget has to say, found under its lock and said after it. */
+typedef struct budget_news {
+	int64_t dropped, errors, over_ms; /* an interval's drops, and its length */
+	int64_t first_left_ms;            /* > 0: the first drop; the interval ends in this */
+} budget_news;
+
+/* The drops of b's interval (under its lock) into *n, and a new interval
+ * from `now`. */
+static void budget_turn(log_budget *b, int64_t now, budget_news *n)
+{
+	n->dropped = b->dropped;
+	n->errors = b->dropped_errors;
+	n->over_ms = now - b->window_ms;
+	b->dropped = b->dropped_errors = 0;
+	b->lines = 0;
+	b->window_ms = now;
+}
+
+static void budget_say(const budget_news *n, const char *component)
+{
+	if (n->dropped)
+		log_msg(EVH_LOG_WARN, component,
+		        "logging too fast: %" PRId64 " of its lines (%" PRId64 " of them errors) were "
+		        "dropped in the last %" PRId64 " s ([log] plugin_rate_limit_burst)",
+		        n->dropped, n->errors, (n->over_ms + 999) / 1000);
+	if (n->first_left_ms > 0)
+		log_msg(EVH_LOG_WARN, component,
+		        "logging too fast: more than %" PRId64 " lines in %" PRId64 " s ([log] "
+		        "plugin_rate_limit_burst, plugin_rate_limit_interval); its lines are dropped "
+		        "for the next %" PRId64 " s, and counted",
+		        atomic_load(&log_rate_burst), atomic_load(&log_rate_interval_ms) / 1000,
+		        (n->first_left_ms + 999) / 1000);
+}
+
+/* 1 when b lets a line of `level` through now; what to say into *n. */
+static int budget_take(log_budget *b, int level, budget_news *n)
+{
+	int64_t burst = atomic_load(&log_rate_burst);
+	int64_t every = atomic_load(&log_rate_interval_ms);
+	int64_t now = clock_mono_ms();
+	int pass = 1;
+
+	memset(n, 0, sizeof *n);
+	pthread_mutex_lock(&b->mu);
+	if (!b->window_ms || now - b->window_ms >= every)
+		budget_turn(b, now, n);
+	if (!burst || b->lines < burst) {
+		b->lines++;
+	} else {
+		if (!b->dropped++)
+			n->first_left_ms = every - (now - b->window_ms);
+		b->dropped_errors += level == EVH_LOG_ERROR;
+		atomic_fetch_add(&b->dropped_total, 1);
+		pass = 0;
+	}
+	pthread_mutex_unlock(&b->mu);
+	return pass;
+}
+
+void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const char *component,
+                    const char *fmt, ...)
+{
+	va_list ap;
+	budget_news n;
+	int lvl = log_clamp(level), pass;
+
+	if (!log_shown(threshold, lvl))
+		return; /* not shown: not counted */
+	pass = budget_take(b, lvl, &n);
+	budget_say(&n, component);
+	if (!pass)
+		return;
+	va_start(ap, fmt);
+	log_vmsg(threshold, level, component, fmt, ap);
+	va_end(ap);
+}
+
+void log_budget_sweep(log_budget *b, const char *component)
+{
+	budget_news n;
+	int64_t now = clock_mono_ms();
+
+	memset(&n, 0, sizeof n);
+	pthread_mutex_lock(&b->mu);
+	if (b->dropped && (!atomic_load(&log_rate_burst) ||
+	                   now - b->window_ms >= atomic_load(&log_rate_interval_ms)))
+		budget_turn(b, now, &n);
+	pthread_mutex_unlock(&b->mu);
+	budget_say(&n, component);
+}
+
+void log_budget_fini(log_budget *b, const char *component)
+{
+	budget_news n;
+
+	memset(&n, 0, sizeof n);
+	if (b->dropped)
+		budget_turn(b, clock_mono_ms(), &n);
+	budget_say(&n, component);
+	pthread_mutex_destroy(&b->mu);
 }
 
 void log_thread_name(const char *prefix, const char *name)

@@ -2,6 +2,7 @@
  * (or when [log] format says so). Never log secrets. Thread-safe. */
 #ifndef EVHOST_LOG_H
 #define EVHOST_LOG_H
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -31,6 +32,34 @@ size_t log_json_escape(char *out, size_t cap, const char *s);
  * threshold means the [log] level. */
 void log_msg_at(int threshold, evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* One plugin's share of the log: at most [log] plugin_rate_limit_burst of
+ * its lines (those its level shows) per plugin_rate_limit_interval, as
+ * journald rations a whole service. The rest of the interval's lines are
+ * dropped, said when the first is and counted when the interval ends, so
+ * that a plugin logging in a loop cannot use up journald's budget for the
+ * host's lines and the other plugins'. */
+typedef struct log_budget {
+	pthread_mutex_t mu;
+	int64_t window_ms;              /* when the interval began (clock_mono_ms); 0: none yet */
+	int64_t lines;                  /* written in it */
+	int64_t dropped, dropped_errors; /* in it, not yet said */
+	_Atomic uint64_t dropped_total; /* since the plugin was started (/metrics) */
+} log_budget;
+
+void log_budget_init(log_budget *b);
+/* Says what the last interval dropped, if that is unsaid, and frees b's
+ * mutex. `component` is the plugin's name. */
+void log_budget_fini(log_budget *b, const char *component);
+/* The [log] plugin_rate_limit_* settings, for every budget: `burst` lines
+ * (0: no limit) per `interval_ms`. Applied at once (a reload). */
+void log_set_rate_limit(int64_t burst, int64_t interval_ms);
+/* log_msg_at for a line counted against `b` (dropped when over it). */
+void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const char *component,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Says the drops of an interval that has ended with no line since (the
+ * main thread calls it every few seconds). */
+void log_budget_sweep(log_budget *b, const char *component);
 
 /* Name the calling thread "<prefix><name>", cut to the kernel's 15
  * characters, as top -H, ps -L, perf and gdb show it (prctl: no file is

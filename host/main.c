@@ -110,6 +110,7 @@ static int wait_for_stop(host *h)
 		if (usec)
 			sd_notify(0, "WATCHDOG=1");
 		sig = sigtimedwait(&set, NULL, &slice);
+		host_log_sweep(h);
 		if (sig < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue;

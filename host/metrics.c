@@ -900,6 +900,30 @@ static void render_store_flag(textbuf *o, host *h, metrics_series *one, const ch
 	}
 }
 
+/* A count of each plugin's, read now: `value` of it. */
+static void render_plugin_count(textbuf *o, host *h, metrics_series *one, const char *name,
+                                const char *type, uint64_t (*value)(const evh_plugin *),
+                                const char *help)
+{
+	put_head(o, name, type, help);
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		one->label[0] = h->plugins[i]->name;
+		put_name(o, name, one, NULL, NULL);
+		tb_printf(o, "%" PRIu64 "\n", value(h->plugins[i]));
+	}
+}
+
+static uint64_t requests_in_flight(const evh_plugin *p)
+{
+	int n = atomic_load(&p->http_active);
+	return n > 0 ? (uint64_t)n : 0;
+}
+
+static uint64_t log_lines_dropped(const evh_plugin *p)
+{
+	return atomic_load(&p->log_budget.dropped_total);
+}
+
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
 static void render_plugins(textbuf *o, host *h)
 {
@@ -946,14 +970,15 @@ static void render_plugins(textbuf *o, host *h)
 	render_store_flag(o, h, &one, "evhost_store_full", store_full_recheck,
 	                  "1 while the plugin's database cannot grow (its file system is full): "
 	                  "writes answer 503 and its events wait.");
-	put_head(o, "evhost_plugin_http_requests_in_flight", "gauge",
-	         "Requests of the plugin's routes being served now, from reading the body to the "
-	         "handler's return ([http] max_plugin_requests bounds it).");
-	for (size_t i = 0; h && i < h->nplugins; i++) {
-		one.label[0] = h->plugins[i]->name;
-		put_name(o, "evhost_plugin_http_requests_in_flight", &one, NULL, NULL);
-		tb_printf(o, "%d\n", atomic_load(&h->plugins[i]->http_active));
-	}
+	render_plugin_count(o, h, &one, "evhost_plugin_http_requests_in_flight", "gauge",
+	                    requests_in_flight,
+	                    "Requests of the plugin's routes being served now, from reading the "
+	                    "body to the handler's return ([http] max_plugin_requests bounds it).");
+	render_plugin_count(o, h, &one, "evhost_plugin_log_lines_dropped_total", "counter",
+	                    log_lines_dropped,
+	                    "Lines of the plugin's (its own and the host's about its calls) "
+	                    "dropped since it was started: more than [log] "
+	                    "plugin_rate_limit_burst in an interval.");
 	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
 	                  "1 once SQLite found the plugin's database file damaged since it was "
 	                  "opened: what it cannot read fails; restore the file from a backup.");

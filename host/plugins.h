@@ -58,6 +58,7 @@ struct evh_plugin {
 	           * lock): a reload destroys it only once they are done (host_pin_plugin) */
 	_Atomic int http_active;       /* its routes' requests being served ([http] max_plugin_requests) */
 	_Atomic int64_t http_full_said; /* when the limit was last said at WARN (clock_mono_ms) */
+	log_budget log_budget; /* its lines' share of the log ([log] plugin_rate_limit_*) */
 	struct plugin_checking *checking; /* during its check (plugin_check): where to report */
 };
 

@@ -407,9 +407,14 @@ def test_log_section_applies_on_reload(evhostd, build_dir):
     # be missing now; give it the time a reload takes to show it is not.
     time.sleep(1)
     assert d.log_text().count("reload done") == text.count("reload done") == 1
-    # Neither level shows INFO: the change is still on record, as a warning.
-    write_dropin(d, "40-log.conf", "[log]\nlevel = error\n")
+    # Neither level shows INFO: the change is still on record, as a warning,
+    # and so are the other keys' changes in the same reload.
+    write_dropin(d, "40-log.conf", "[log]\nlevel = error\naccess = off\n"
+                 "plugin_rate_limit_burst = 7\n")
     reload(d, "WARN  [host] reload: [log] level warn -> error")
+    text = d.log_text()
+    assert "WARN  [host] reload: [log] access all -> off" in text, text
+    assert "WARN  [host] reload: [log] plugin_rate_limit_burst 5000 -> 7" in text, text
     assert d.get("/probe/seen").status_code == 200
 
 
@@ -449,6 +454,58 @@ def test_access_log_lines_are_chosen_and_changed_by_a_reload(evhostd, build_dir)
     r = evhostd.run(["--check-config"], config={"log": {"access": "some"}})
     assert r.returncode != 0 and re.search(r"evhost\.conf:\d+: \[log\] access.*expected all, "
                                            r"errors or off", r.stdout + r.stderr), r.stdout
+
+
+def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd, build_dir):
+    # [log] plugin_rate_limit_burst lines per plugin_rate_limit_interval: the
+    # rest of the interval's lines of that plugin are dropped (said at the
+    # first, counted when the interval ends, on /metrics); the host's own
+    # lines go on. A reload changes the limit; 0 is none.
+    d = evhostd({"log": {"plugin_rate_limit_burst": 10, "plugin_rate_limit_interval": "2s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)})
+
+    def lines(text, total):
+        return [int(x) for x in re.findall(rf"probe: line (\d+) of {total}\b", text)]
+    mark = len(d.log_text())
+    assert d.post("/probe/log?lines=25&level=error").status_code == 204
+    # The request's own access log line is the host's: not rationed.
+    d.wait_for_log("POST /probe/log 204")
+    text = d.log_text()[mark:]
+    # (its start's two lines may be in the same interval)
+    passed = len(lines(text, 25))
+    assert 8 <= passed <= 10 and lines(text, 25) == list(range(1, passed + 1)), text
+    assert re.search(r"WARN  \[probe\] logging too fast: more than 10 lines in 2 s \(\[log\] "
+                     r"plugin_rate_limit_burst, plugin_rate_limit_interval\); its lines are "
+                     r"dropped for the next [12] s", text), text
+    # Said once the interval is over, with no further line of the plugin's.
+    dropped = 25 - passed
+    d.wait_for_log(f"logging too fast: {dropped} of its lines ({dropped} of them errors) were "
+                   "dropped in the last ", timeout=10)
+    metrics = d.get("/metrics").text
+    assert f'evhost_plugin_log_lines_dropped_total{{plugin="probe"}} {dropped}\n' in metrics, \
+        metrics
+    # A new interval: its lines again.
+    mark = len(d.log_text())
+    assert d.post("/probe/log?lines=3").status_code == 204
+    d.wait_for_log("probe: line 3 of 3")
+    assert lines(d.log_text()[mark:], 3) == [1, 2, 3]
+    write_dropin(d, "40-log.conf", "[log]\nplugin_rate_limit_burst = 0\n"
+                 "plugin_rate_limit_interval = 1m\n")
+    text = reload_log(d, "reload done")
+    assert "reload: [log] plugin_rate_limit_burst 10 -> 0" in text, text
+    assert "reload: [log] plugin_rate_limit_interval 2 s -> 60 s" in text, text
+    mark = len(d.log_text())
+    assert d.post("/probe/log?lines=40").status_code == 204
+    d.wait_for_log("probe: line 40 of 40")
+    text = d.log_text()[mark:]
+    assert lines(text, 40) == list(range(1, 41)) and "logging too fast" not in text, text
+    r = evhostd.run(["--check-config"], config={"log": {"plugin_rate_limit_burst": "-1",
+                                                        "plugin_rate_limit_interval": "0"}})
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert re.search(r"\[log\] plugin_rate_limit_burst: must be between 0 and", out), out
+    assert re.search(r"\[log\] plugin_rate_limit_interval: expected a duration from 1s to 1h",
+                     out), out
 
 
 def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):

@@ -500,7 +500,9 @@ static inline void evh_free(void *ptr) { evh__api->free(ptr); }
 
 /* Log one line, tagged with the plugin's name (and the request id / trace
  * id of the current thread's request or event, when there is one). Never
- * log secrets. During init, an ERROR line is also the refusal reason. */
+ * log secrets. During init, an ERROR line is also the refusal reason.
+ * Lines are cut at 1023 bytes; past [log] plugin_rate_limit_burst lines in
+ * an interval the host drops the rest of that interval's (and says so). */
 static inline void evh_log(evh_plugin *p, evh_log_level level, const char *fmt, ...)
     EVH__PRINTF(3, 4);
 static inline void evh_log(evh_plugin *p, evh_log_level level, const char *fmt, ...)
