@@ -3,8 +3,11 @@ the out-of-tree SDK path, publishing through the outbox to real Kafka, and a
 clean SIGTERM. Plugins used: tests/fixtures (probe, broken ones) and the SDK
 example (hello)."""
 
+import base64
 import concurrent.futures
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -1720,6 +1723,179 @@ def start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, confi
         assert code == 0, (tag, code, log)
     shutil.rmtree(config_dir)
     return None
+
+
+def reload_failing(evhostd, binary, tmp_path, n, ports, features=None):
+    """One run of the reload sweep below: evhostd_faults started with user
+    and crud (notifications off), then reloaded (notifications on, crud's
+    collections changed, a [log] key changed; with `features`, HTTPS and the
+    admin API on, and the reload also replaces the admin token and the key
+    tokens are signed with, and reads the certificate again), the Nth
+    allocation of its main thread after SIGUSR2 failed (none for n=None):
+    the reload's and, after it, the stop's. Returns how many those made when
+    none failed, else None."""
+    tag = "none" if n is None else n
+    maildir = tmp_path / f"maildir-r{tag}"
+    config, dropins = services_config(tmp_path, maildir)
+    config["log"] = {"level": "info"}
+    dropins["30-notifications.conf"]["plugin.notifications"]["enabled"] = "false"
+    port, tls_port = ports.take(), ports.take()
+    if features:
+        config["http"] = {"tls_listen": f"127.0.0.1:{tls_port}",
+                          "tls_certificate": str(features["pem"])}
+        config["admin"] = {"token_file": str(features["token"])}
+    try:
+        config_dir, state_dir, port = evhostd.write_config(
+            config, dropins, config_dir=tmp_path / f"evhost-r{tag}", port=port)
+        env = dict(os.environ, EVH_FAULT_ALLOC_ON_USR2="1",
+                   EVH_FAULT_ALLOC_THREADS=binary.name[:15])
+        env.pop("EVH_FAULT_ALLOC_AT", None)
+        if n is not None:
+            env["EVH_FAULT_ALLOC_AT"] = str(n)
+        d = lib.Daemon(binary, config_dir, state_dir, port, env=env)
+        d.expect_exit_code = None  # checked here
+        evhostd.daemons.append(d)
+        d.start()
+        d.wait_healthy(timeout=60)
+        d.wait_for_log("ready:", timeout=30)
+        assert "failing allocation" not in d.log_text(), (tag, d.log_tail())
+        confd = config_dir / "conf.d"
+        (confd / "30-notifications.conf").write_text(
+            (confd / "30-notifications.conf").read_text().replace("enabled = false",
+                                                                  "enabled = true"))
+        lib.write_ini(confd / "20-crud.conf", {"plugin.crud": {"collections": "products,orders"}})
+        (confd / "40-log.conf").write_text("[log]\nplugin_rate_limit_burst = 4000\n")
+        if features:
+            lib.write_ini(confd / "50-keys.conf", {
+                "auth": {"jwt_secret_file": str(features["secret"]),
+                         "jwt_previous_secret_file": config["auth"]["jwt_secret_file"]},
+                "admin": {"token_file": str(features["token2"])}})
+
+        def reloaded(count):
+            """Once the reload number `count` is over, done or refused."""
+            ends = re.findall(r"reload done|reload refused: .*the running configuration stays",
+                              d.log_text())
+            return len(ends) >= count
+        d.send_signal(signal.SIGUSR2)  # from here, the main thread's allocations count
+        d.send_signal(signal.SIGHUP)
+        lib.wait_until(lambda: reloaded(1) or not d.running(), timeout=60,
+                       message=f"run {tag}: the reload's end\n{d.log_tail()}")
+        assert d.running(), (tag, d.log_tail())
+        assert requests.get(d.url + "/healthz", timeout=10).status_code == 200
+        # What the reload left running still works, and one more reload (the
+        # log's advice, with nothing failed now) applies all of it.
+        r = requests.post(d.url + "/users", timeout=10, json={
+            "name": "Oom", "email": f"oom-r{tag}@example.com", "password": "a password!"})
+        assert r.status_code in (201, 503), (tag, r.status_code, r.text, d.log_tail())
+        if n is not None and f"evh-fault: failing allocation {n}\n" in d.log_text():
+            d.send_signal(signal.SIGHUP)
+            lib.wait_until(lambda: reloaded(2), timeout=60,
+                           message=f"run {tag}: the second reload\n{d.log_tail()}")
+        ready = lib.wait_until(lambda: [requests.get(d.url + "/readyz", timeout=10)]
+                               if requests.get(d.url + "/readyz", timeout=10).status_code == 200
+                               else None, timeout=30, message=f"run {tag}: ready\n{d.log_tail()}")
+        plugins = ready[0].json()["plugins"]
+        assert plugins == dict.fromkeys(("user", "crud", "notifications"), "running"), \
+            (tag, plugins)
+        email = f"oom-r{tag}-2@example.com"
+        r = requests.post(d.url + "/users", timeout=10, json={
+            "name": "Oom", "email": email, "password": "a password!"})
+        assert r.status_code == 201, (tag, r.status_code, r.text, d.log_tail())
+        lib.wait_until(lambda: mail_for(maildir, email), timeout=30,
+                       message=f"run {tag}: the welcome mail to {email}\n{d.log_tail()}")
+        if features:
+            check_reloaded_features(d, tag, features, email, tls_port)
+        code = d.stop(timeout=30)
+        d._close_log()
+        log = d.log_text()
+        assert not any(m in log for m in lib.SANITIZER_MARKERS), (tag, log)
+        assert code == 0, (tag, code, log)
+        shutil.rmtree(config_dir)
+        if f"evh-fault: allocation {n} failed" in log:
+            return None
+        made = re.search(r"evh-fault: no allocation failed \((\d+) made\)", log)
+        assert made, (tag, log)
+        return int(made.group(1))
+    finally:
+        ports.give_back(port, tls_port)
+
+
+def check_reloaded_features(d, tag, features, email, tls_port):
+    """What the features variant's reload replaced is in use: the new admin
+    token (the old one refused), tokens signed with the new key, HTTPS."""
+    admin = features["token2"].read_text().strip()
+    old_admin = features["token"].read_text().strip()
+    assert d.get("/admin/plugins", headers={"Authorization": f"Bearer {admin}"}) \
+        .status_code == 200, (tag, d.log_tail())
+    assert d.get("/admin/plugins", headers={"Authorization": f"Bearer {old_admin}"}) \
+        .status_code == 401, tag
+    r = d.post("/auth/login", json={"email": email, "password": "a password!"})
+    assert r.status_code == 200, (tag, r.status_code, r.text)
+    token = r.json()["token"]
+    key = features["secret"].read_text().strip().encode()
+    signature = base64.urlsafe_b64encode(hmac.new(key, token.rsplit(".", 1)[0].encode(),
+                                                  hashlib.sha256).digest()).rstrip(b"=")
+    assert token.rsplit(".", 1)[1] == signature.decode(), (tag, "not signed with the new key")
+    payload = token.split(".")[1]
+    sub = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+    assert d.get(f"/users/{sub}", headers={"Authorization": f"Bearer {token}"}) \
+        .status_code == 200, tag
+    r = requests.get(f"https://127.0.0.1:{tls_port}/healthz", verify=str(features["ca"]),
+                     timeout=10)
+    assert r.status_code == 200, (tag, r.status_code)
+
+
+@pytest.mark.parametrize("variant", ["plugins", "features"])
+def test_reload_out_of_memory_keeps_serving_and_a_second_reload_applies_it(evhostd, build_dir,
+                                                                          tmp_path, variant):
+    # A running evhostd_faults (the three services from tests/fault-plugins)
+    # reloaded into a configuration that starts a plugin, restarts one with new
+    # values and changes [log]; its main thread's Nth allocation from the
+    # reload on failed (the reload's work is that thread's), for some N
+    # spread over the reload and the stop (below). The daemon never crashes nor
+    # exits: it answers, a user can be created (or 503 when a plugin is off
+    # for now), and a second reload applies the whole configuration: every
+    # plugin running and the welcome mail sent ("features": with HTTPS and
+    # the admin API, the reload also replacing the admin token and the
+    # tokens' key, all in use after it). SIGTERM stops it with 0.
+    binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
+    evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
+    features = None
+    if variant == "features":
+        certs = lib.TlsCerts(tmp_path / "certs")
+        features = {"pem": tmp_path / "server.pem", "ca": certs.ca_crt,
+                    "token": tmp_path / "admin.token", "token2": tmp_path / "admin2.token",
+                    "secret": tmp_path / "jwt2.secret"}
+        features["pem"].write_text(certs.server_key.read_text() + certs.server_crt.read_text())
+        features["token"].write_text("reload-out-of-memory-admin-token-0123456789\n")
+        features["token2"].write_text("reload-out-of-memory-second-token-0123456789\n")
+        features["secret"].write_text("reload-out-of-memory-second-secret-0123456789ab\n")
+        for f in ("token", "token2", "secret"):
+            features[f].chmod(0o600)
+    ports = PortPool()
+    started = time.monotonic()
+    total = reload_failing(evhostd, binary, tmp_path, None, ports, features)
+    assert total and total > 100, total
+    # About 30 runs (12 in a sanitized build), each build from its own offset
+    # so that the three passes fail different allocations; EVH_OOM_STRIDE=1
+    # tries every one (about 500: 5 to 9 minutes).
+    kind = lib.sanitizer(build_dir)
+    stride = int(os.environ.get("EVH_OOM_STRIDE") or max(1, total // (12 if kind else 30)))
+    offset = {None: 0, "asan": stride // 3, "tsan": 2 * stride // 3}[kind]
+    runs = list(range(offset if stride > 1 else 0, total, stride))
+    parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(reload_failing, evhostd, binary, tmp_path, n, ports, features)
+                   for n in runs]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:  # the first failure, without the runs still queued
+            for f in futures:
+                f.cancel()
+            raise
+    print(f"reload ({variant}): {total} allocations, {len(runs)} runs (one in {stride}), "
+          f"{time.monotonic() - started:.0f} s")
 
 
 @pytest.mark.parametrize("variant", ["maildir", "smtp", "features"])
