@@ -1223,7 +1223,7 @@ evh_plugin *host_pin_plugin(host *h, const char *name)
 void host_log_sweep(host *h)
 {
 	for (size_t i = 0; i < h->nplugins; i++)
-		log_budget_sweep(&h->plugins[i]->log_budget, h->plugins[i]->name);
+		log_budget_sweep(&h->plugins[i]->log_budget);
 }
 
 void host_unpin_plugin(host *h, evh_plugin *p)

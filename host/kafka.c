@@ -1345,6 +1345,12 @@ enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT };
 
 static const char *plugin_label(const struct consumer *c) { return c->p->name; }
 
+/* A line about one of the plugin's events (an attempt failed, a dead
+ * letter): counted in the plugin's share of the log (log_budget), so that
+ * events failing by the thousand do not flood the log either. */
+#define event_log(c, level, ...) \
+	log_msg_budget(&(c)->p->log_budget, -1, (level), KAFKA_LOG, __VA_ARGS__)
+
 static struct retry_slot *slot_find(struct consumer *c, const char *topic, int32_t partition)
 {
 	for (size_t i = 0; i < c->nslots; i++)
@@ -2075,14 +2081,15 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	s->due_ms = clock_mono_ms() + delay;
 	snprintf(s->error, sizeof s->error, "%s", error);
 	if (waiting)
-		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full "
-		                    "(%s); not counted as an attempt; again in %d ms",
-		         plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
+		event_log(c, EVH_LOG_INFO,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full (%s); not "
+		          "counted as an attempt; again in %d ms",
+		          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
 	else
-		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); "
-		                    "retry in %d ms",
-		         plugin_label(c), s->topic, s->partition, msg->offset, attempts,
-		         pol->max_attempts, error, delay);
+		event_log(c, EVH_LOG_INFO,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms",
+		          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
+		          pol->max_attempts, error, delay);
 }
 
 /* Dead-letter `msg`, whose attempt `attempts` came to `error`. Returns 1
@@ -2102,9 +2109,9 @@ static int dead_letter(struct consumer *c, rd_kafka_message_t *msg, int attempts
 	char topic[512];
 	const char *src = rd_kafka_topic_name(msg->rkt);
 	kafka_dlq_topic(src, c->p->name, c->dlq_suffix, topic, sizeof topic);
-	log_warn(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d "
-	                    "attempt(s): %s",
-	         plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
+	event_log(c, EVH_LOG_WARN,
+	          "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered to %s after %d attempt(s): %s",
+	          plugin_label(c), src, msg->partition, msg->offset, topic, attempts, error);
 	if (dead_letter_wait(c, msg, attempts, error, sub, &d, clock_mono_ms() + DLQ_INLINE_MS) ==
 	    DL_WRITTEN)
 		return 1;
@@ -2112,9 +2119,10 @@ static int dead_letter(struct consumer *c, rd_kafka_message_t *msg, int attempts
 		s = slot_add(c, msg);
 	if (s) {
 		if (d.w)
-			log_info(KAFKA_LOG, "%s: the dead letter to %s is not acknowledged yet; %s [%" PRId32
-			                    "] waits for it from @%" PRId64 ", the others go on",
-			         plugin_label(c), topic, src, msg->partition, msg->offset);
+			event_log(c, EVH_LOG_INFO,
+			          "%s: the dead letter to %s is not acknowledged yet; %s [%" PRId32
+			          "] waits for it from @%" PRId64 ", the others go on",
+			          plugin_label(c), topic, src, msg->partition, msg->offset);
 		s->msg = msg;
 		s->dead = 1;
 		s->dl = d;
@@ -2147,8 +2155,9 @@ static void dead_letter_resume(struct consumer *c, struct retry_slot *s)
 		s->due_ms = clock_mono_ms() + (st == DL_IN_FLIGHT ? DLQ_CHECK_MS : s->dl.wait_ms);
 		return;
 	}
-	log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered; its partition goes on",
-	         plugin_label(c), s->topic, s->partition, s->msg->offset);
+	event_log(c, EVH_LOG_INFO,
+	          "%s: %s [%" PRId32 "] @%" PRId64 " dead-lettered; its partition goes on",
+	          plugin_label(c), s->topic, s->partition, s->msg->offset);
 	store_offset(c, s->msg);
 	s->resume_offset = s->msg->offset + 1;
 	rd_kafka_message_destroy(s->msg);

@@ -371,9 +371,10 @@ void log_set_rate_limit(int64_t burst, int64_t interval_ms)
 	atomic_store(&log_rate_interval_ms, interval_ms > 0 ? interval_ms : 1000);
 }
 
-void log_budget_init(log_budget *b)
+void log_budget_init(log_budget *b, const char *owner)
 {
 	memset(b, 0, sizeof *b);
+	snprintf(b->owner, sizeof b->owner, "%s", owner ? owner : "");
 	pthread_mutex_init(&b->mu, NULL);
 }
 
@@ -395,8 +396,9 @@ static void budget_turn(log_budget *b, int64_t now, budget_news *n)
 	b->window_ms = now;
 }
 
-static void budget_say(const budget_news *n, const char *component)
+static void budget_say(const log_budget *b, const budget_news *n)
 {
+	const char *component = b->owner;
 	if (n->dropped)
 		log_msg(EVH_LOG_WARN, component,
 		        "logging too fast: %" PRId64 " of its lines (%" PRId64 " of them errors) were "
@@ -404,9 +406,10 @@ static void budget_say(const budget_news *n, const char *component)
 		        n->dropped, n->errors, (n->over_ms + 999) / 1000);
 	if (n->first_left_ms > 0)
 		log_msg(EVH_LOG_WARN, component,
-		        "logging too fast: more than %" PRId64 " lines in %" PRId64 " s ([log] "
-		        "plugin_rate_limit_burst, plugin_rate_limit_interval); its lines are dropped "
-		        "for the next %" PRId64 " s, and counted",
+		        "logging too fast: more than %" PRId64 " lines in %" PRId64 " s, its own and "
+		        "the host's about its calls and events ([log] plugin_rate_limit_burst, "
+		        "plugin_rate_limit_interval); the rest are dropped for the next %" PRId64
+		        " s, and counted",
 		        atomic_load(&log_rate_burst), atomic_load(&log_rate_interval_ms) / 1000,
 		        (n->first_left_ms + 999) / 1000);
 }
@@ -446,7 +449,7 @@ void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const cha
 	if (!log_shown(threshold, lvl))
 		return; /* not shown: not counted */
 	pass = budget_take(b, lvl, &n);
-	budget_say(&n, component);
+	budget_say(b, &n);
 	if (!pass)
 		return;
 	va_start(ap, fmt);
@@ -454,7 +457,7 @@ void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const cha
 	va_end(ap);
 }
 
-void log_budget_sweep(log_budget *b, const char *component)
+void log_budget_sweep(log_budget *b)
 {
 	budget_news n;
 	int64_t now = clock_mono_ms();
@@ -465,17 +468,17 @@ void log_budget_sweep(log_budget *b, const char *component)
 	                   now - b->window_ms >= atomic_load(&log_rate_interval_ms)))
 		budget_turn(b, now, &n);
 	pthread_mutex_unlock(&b->mu);
-	budget_say(&n, component);
+	budget_say(b, &n);
 }
 
-void log_budget_fini(log_budget *b, const char *component)
+void log_budget_fini(log_budget *b)
 {
 	budget_news n;
 
 	memset(&n, 0, sizeof n);
 	if (b->dropped)
 		budget_turn(b, clock_mono_ms(), &n);
-	budget_say(&n, component);
+	budget_say(b, &n);
 	pthread_mutex_destroy(&b->mu);
 }
 

@@ -40,6 +40,7 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
  * that a plugin logging in a loop cannot use up journald's budget for the
  * host's lines and the other plugins'. */
 typedef struct log_budget {
+	char owner[72];                 /* the plugin's name: its notices' component */
 	pthread_mutex_t mu;
 	int64_t window_ms;              /* when the interval began (clock_mono_ms); 0: none yet */
 	int64_t lines;                  /* written in it */
@@ -47,19 +48,20 @@ typedef struct log_budget {
 	_Atomic uint64_t dropped_total; /* since the plugin was started (/metrics) */
 } log_budget;
 
-void log_budget_init(log_budget *b);
+void log_budget_init(log_budget *b, const char *owner);
 /* Says what the last interval dropped, if that is unsaid, and frees b's
- * mutex. `component` is the plugin's name. */
-void log_budget_fini(log_budget *b, const char *component);
+ * mutex. */
+void log_budget_fini(log_budget *b);
 /* The [log] plugin_rate_limit_* settings, for every budget: `burst` lines
  * (0: no limit) per `interval_ms`. Applied at once (a reload). */
 void log_set_rate_limit(int64_t burst, int64_t interval_ms);
-/* log_msg_at for a line counted against `b` (dropped when over it). */
+/* log_msg_at for a line counted against `b` (dropped when over it), the
+ * plugin's own or the host's about it (`component`: its name, "kafka"). */
 void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const char *component,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* Says the drops of an interval that has ended with no line since (the
  * main thread calls it every few seconds). */
-void log_budget_sweep(log_budget *b, const char *component);
+void log_budget_sweep(log_budget *b);
 
 /* Name the calling thread "<prefix><name>", cut to the kernel's 15
  * characters, as top -H, ps -L, perf and gdb show it (prctl: no file is

@@ -976,8 +976,8 @@ static void render_plugins(textbuf *o, host *h)
 	                    "body to the handler's return ([http] max_plugin_requests bounds it).");
 	render_plugin_count(o, h, &one, "evhost_plugin_log_lines_dropped_total", "counter",
 	                    log_lines_dropped,
-	                    "Lines of the plugin's (its own and the host's about its calls) "
-	                    "dropped since it was started: more than [log] "
+	                    "Lines of the plugin's (its own and the host's about its calls and "
+	                    "events) dropped since it was started: more than [log] "
 	                    "plugin_rate_limit_burst in an interval.");
 	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
 	                  "1 once SQLite found the plugin's database file damaged since it was "

@@ -327,7 +327,7 @@ int plugin_same_build(const evh_plugin *a, const evh_plugin *b)
 static evh_plugin *plugin_fill(evh_plugin *p, host *h, const plugin_settings *ps, void *dl,
                                const evh_plugin_desc *desc, char *err, size_t errlen, int *oom)
 {
-	log_budget_init(&p->log_budget);
+	log_budget_init(&p->log_budget, ps->name);
 	p->host = h;
 	p->dl = dl;
 	p->desc = desc;
@@ -680,7 +680,7 @@ void plugin_destroy(evh_plugin *p)
 		p->desc->fini(p, p->state);
 		crash_leave();
 	}
-	log_budget_fini(&p->log_budget, p->name);
+	log_budget_fini(&p->log_budget);
 	if (p->store)
 		store_close(p->store);
 	for (size_t i = 0; i < p->nsubs; i++) {

@@ -474,9 +474,10 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
     # (its start's two lines may be in the same interval)
     passed = len(lines(text, 25))
     assert 8 <= passed <= 10 and lines(text, 25) == list(range(1, passed + 1)), text
-    assert re.search(r"WARN  \[probe\] logging too fast: more than 10 lines in 2 s \(\[log\] "
-                     r"plugin_rate_limit_burst, plugin_rate_limit_interval\); its lines are "
-                     r"dropped for the next [12] s", text), text
+    assert re.search(r"WARN  \[probe\] logging too fast: more than 10 lines in 2 s, its own and "
+                     r"the host's about its calls and events \(\[log\] plugin_rate_limit_burst, "
+                     r"plugin_rate_limit_interval\); the rest are dropped for the next [12] s",
+                     text), text
     # Said once the interval is over, with no further line of the plugin's.
     dropped = 25 - passed
     d.wait_for_log(f"logging too fast: {dropped} of its lines ({dropped} of them errors) were "
@@ -506,6 +507,30 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
     assert re.search(r"\[log\] plugin_rate_limit_burst: must be between 0 and", out), out
     assert re.search(r"\[log\] plugin_rate_limit_interval: expected a duration from 1s to 1h",
                      out), out
+
+
+def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhostd, build_dir):
+    # The host's lines about one plugin's events (an attempt failed, a dead
+    # letter) count in that plugin's share of the log, as its own lines do:
+    # 20 events dead-lettered at once log no more than the share, and all 20
+    # dead letters are written all the same.
+    d = evhostd({"log": {"plugin_rate_limit_burst": 10, "plugin_rate_limit_interval": "1h"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)})
+    assert d.post("/probe/publish?n=20", json={"fail": "reject"}).status_code == 200
+
+    def dead_letters():
+        m = re.findall(r'^evhost_dlq_messages_total\{plugin="probe",[^}]*\} (\d+)$',
+                       d.get("/metrics").text, re.M)
+        return sum(int(x) for x in m)
+    lib.wait_until(lambda: dead_letters() == 20, timeout=60, message="20 dead letters")
+    text = d.log_text()
+    said = text.count("dead-lettered to probe.reload.probe.dlq")
+    assert 1 <= said <= 10, text
+    assert "WARN  [probe] logging too fast: more than 10 lines in 3600 s" in text, text
+    metrics = d.get("/metrics").text
+    dropped = int(re.search(r'^evhost_plugin_log_lines_dropped_total\{plugin="probe"\} (\d+)$',
+                            metrics, re.M).group(1))
+    assert dropped >= 20 - said, (dropped, said)
 
 
 def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
