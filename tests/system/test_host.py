@@ -1665,19 +1665,27 @@ def start_failing(evhostd, binary, tmp_path, n, check_flow=True, flows=None, smt
         ports.give_back(*mine)
 
 
+def start_faulty(evhostd, binary, config_dir, state_dir, port, n, **env):
+    """evhostd_faults started (not waited for) with its Nth allocation failed
+    (none: n=None), `env` added to the environment; its exit code is the
+    caller's to check."""
+    env = dict(os.environ, **env)
+    env.pop("EVH_FAULT_ALLOC_AT", None)
+    if n is not None:
+        env["EVH_FAULT_ALLOC_AT"] = str(n)
+    d = lib.Daemon(binary, config_dir, state_dir, port, env=env)
+    d.expect_exit_code = None
+    evhostd.daemons.append(d)
+    d.start()
+    return d
+
+
 def start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, config, dropins,
                      config_dir, port):
     tag = "none" if n is None else n
     config_dir, state_dir, port = evhostd.write_config(config, dropins, config_dir=config_dir,
                                                        port=port)
-    env = dict(os.environ)
-    env.pop("EVH_FAULT_ALLOC_AT", None)
-    if n is not None:
-        env["EVH_FAULT_ALLOC_AT"] = str(n)
-    d = lib.Daemon(binary, config_dir, state_dir, port, env=env)
-    d.expect_exit_code = None  # checked here
-    evhostd.daemons.append(d)
-    d.start()
+    d = start_faulty(evhostd, binary, config_dir, state_dir, port, n)
 
     def ready_or_exited():
         if not d.running():
@@ -1725,6 +1733,21 @@ def start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, confi
     return None
 
 
+def side_by_side(fn, calls):
+    """fn(*args) for each args of `calls`, EVH_OOM_PARALLEL (default 6) at a
+    time; the first failure is raised, the calls still queued cancelled."""
+    parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(fn, *args) for args in calls]
+        try:
+            for f in futures:
+                f.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
 def reload_failing(evhostd, binary, tmp_path, n, ports, features=None):
     """One run of the reload sweep below: evhostd_faults started with user
     and crud (notifications off), then reloaded (notifications on, crud's
@@ -1747,15 +1770,8 @@ def reload_failing(evhostd, binary, tmp_path, n, ports, features=None):
     try:
         config_dir, state_dir, port = evhostd.write_config(
             config, dropins, config_dir=tmp_path / f"evhost-r{tag}", port=port)
-        env = dict(os.environ, EVH_FAULT_ALLOC_ON_USR2="1",
-                   EVH_FAULT_ALLOC_THREADS=binary.name[:15])
-        env.pop("EVH_FAULT_ALLOC_AT", None)
-        if n is not None:
-            env["EVH_FAULT_ALLOC_AT"] = str(n)
-        d = lib.Daemon(binary, config_dir, state_dir, port, env=env)
-        d.expect_exit_code = None  # checked here
-        evhostd.daemons.append(d)
-        d.start()
+        d = start_faulty(evhostd, binary, config_dir, state_dir, port, n,
+                         EVH_FAULT_ALLOC_ON_USR2="1", EVH_FAULT_ALLOC_THREADS=binary.name[:15])
         d.wait_healthy(timeout=60)
         d.wait_for_log("ready:", timeout=30)
         assert "failing allocation" not in d.log_text(), (tag, d.log_tail())
@@ -1883,17 +1899,8 @@ def test_reload_out_of_memory_keeps_serving_and_a_second_reload_applies_it(evhos
     stride = int(os.environ.get("EVH_OOM_STRIDE") or max(1, total // (12 if kind else 30)))
     offset = {None: 0, "asan": stride // 3, "tsan": 2 * stride // 3}[kind]
     runs = list(range(offset if stride > 1 else 0, total, stride))
-    parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        futures = [pool.submit(reload_failing, evhostd, binary, tmp_path, n, ports, features)
-                   for n in runs]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:  # the first failure, without the runs still queued
-            for f in futures:
-                f.cancel()
-            raise
+    side_by_side(reload_failing, [(evhostd, binary, tmp_path, n, ports, features)
+                                  for n in runs])
     print(f"reload ({variant}): {total} allocations, {len(runs)} runs (one in {stride}), "
           f"{time.monotonic() - started:.0f} s")
 
@@ -1925,21 +1932,13 @@ def test_start_out_of_memory_exits_saying_so_or_serves(evhostd, build_dir, tmp_p
         features["token"].write_text("out-of-memory-admin-token-0123456789\n")
         features["token"].chmod(0o600)
     stride = lib.oom_stride(build_dir, 3 if variant == "maildir" else 6)
-    parallel = int(os.environ.get("EVH_OOM_PARALLEL", "6"))
     started = time.monotonic()
     total = start_failing(evhostd, binary, tmp_path, None, check_flow=False, smtp=smtp,
                           features=features)
     runs, flows, ports = list(range(0, total, stride)), [], PortPool()
-    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-        futures = [pool.submit(start_failing, evhostd, binary, tmp_path, n, flows=flows,
-                               smtp=smtp, features=features, ports=ports) for n in runs]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:  # the first failure, without the runs still queued
-            for f in futures:
-                f.cancel()
-            raise
+    side_by_side(lambda n: start_failing(evhostd, binary, tmp_path, n, flows=flows, smtp=smtp,
+                                         features=features, ports=ports),
+                 [(n,) for n in runs])
     print(f"start-up ({variant}): {total} allocations, {len(runs)} runs (one in {stride}), "
           f"{len(flows)} ready after the failure and checked, "
           f"{time.monotonic() - started:.0f} s")
