@@ -1384,6 +1384,74 @@ static void test_log_threads(void **state)
 	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
 }
 
+static log_budget budget_shared;
+
+static void *budget_thread(void *arg)
+{
+	for (int i = 0; i < LOG_LINES; i++)
+		log_msg_budget(&budget_shared, -1, i % 3 ? EVH_LOG_INFO : EVH_LOG_ERROR, "kafka",
+		               "thread %d line %d", (int)(intptr_t)arg, i);
+	return NULL;
+}
+
+/* A plugin's share of the log, spent by four threads at once: exactly
+ * `burst` lines through, the first drop said once under the plugin's name,
+ * every other one counted (errors apart) and said once the interval is over;
+ * lines below the level are not counted at all. */
+static void test_log_budget(void **state)
+{
+	pthread_t th[LOG_THREADS];
+	stderr_capture c;
+	char *out, *p, want[160];
+	int lines = 0;
+
+	(void)state;
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_TEXT);
+	log_set_rate_limit(100, 3600 * 1000);
+	log_budget_init(&budget_shared, "probe");
+	c = stderr_begin();
+	for (int i = 0; i < 50; i++) /* not shown: not counted */
+		log_msg_budget(&budget_shared, -1, EVH_LOG_DEBUG, "probe", "hidden %d", i);
+	for (int i = 0; i < LOG_THREADS; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, budget_thread, (void *)(intptr_t)i), 0);
+	for (int i = 0; i < LOG_THREADS; i++)
+		pthread_join(th[i], NULL);
+	out = stderr_end(c);
+	for (p = out; (p = strstr(p, "] thread ")); p++)
+		lines++;
+	assert_int_equal(lines, 100);
+	assert_null(strstr(out, "hidden"));
+	p = strstr(out, " WARN  [probe] logging too fast: more than 100 lines in 3600 s, ");
+	assert_non_null(p);
+	assert_null(strstr(p + 20, "logging too fast"));
+	assert_int_equal(atomic_load(&budget_shared.dropped_total), LOG_THREADS * LOG_LINES - 100);
+	free(out);
+
+	/* The interval over: the sweep says the count. */
+	log_set_rate_limit(100, 20);
+	usleep(30 * 1000);
+	c = stderr_begin();
+	log_budget_sweep(&budget_shared);
+	out = stderr_end(c);
+	/* (which of the dropped were errors depends on the threads' order) */
+	snprintf(want, sizeof want, " WARN  [probe] logging too fast: %d of its lines (",
+	         LOG_THREADS * LOG_LINES - 100);
+	assert_non_null(strstr(out, want));
+	assert_non_null(strstr(out, " of them errors) were dropped in the last "));
+	free(out);
+	/* Said once: a second sweep, and the end, have nothing to say. */
+	c = stderr_begin();
+	log_budget_sweep(&budget_shared);
+	log_msg_budget(&budget_shared, -1, EVH_LOG_INFO, "probe", "after");
+	log_budget_fini(&budget_shared);
+	out = stderr_end(c);
+	assert_null(strstr(out, "logging too fast"));
+	assert_non_null(strstr(out, " INFO  [probe] after\n"));
+	free(out);
+	log_set_rate_limit(5000, 30000);
+	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
+}
+
 static void test_log_level_parse(void **state)
 {
 	evh_log_level l;
@@ -1659,6 +1727,7 @@ int main(void)
 	    cmocka_unit_test(test_log_json),
 	    cmocka_unit_test(test_log_text),
 	    cmocka_unit_test(test_log_threads),
+	    cmocka_unit_test(test_log_budget),
 	    cmocka_unit_test(test_log_level_parse),
 	    T(test_shipped_config),
 	};
