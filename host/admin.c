@@ -400,6 +400,7 @@ static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 	jsonb_put_num(o, "outbox_pending", (double)store_outbox_pending(p->store), ok);
 	jsonb_put_num(o, "events_stored", (double)store_events_count(p->store), ok);
 	jsonb_put_str(o, "storage", storage_state(p->store), ok);
+	jsonb_put_num(o, "log_lines_dropped", (double)atomic_load(&p->log_budget.dropped_total), ok);
 	return o;
 }
 

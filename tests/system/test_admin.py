@@ -190,6 +190,7 @@ def test_plugins_listing(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_n
     assert p["name"] == "probe" and p["version"] == "1.0" and p["state"] == "running"
     assert p["path"].endswith("/probe.so") and p["group"] == group
     assert p["outbox_pending"] == 0 and p["events_stored"] == 0 and p["storage"] == "ok"
+    assert p["log_lines_dropped"] == 0
     (sub,) = p["subscriptions"]
     assert sub == {"topic": topic, "type": None, "max_attempts": 4, "backoff_ms": 50,
                    "backoff_max_ms": 1000, "dlq_topic": f"{topic}.probe.dlq"}

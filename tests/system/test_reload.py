@@ -509,12 +509,16 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
                      out), out
 
 
-def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhostd, build_dir):
+def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhostd, build_dir,
+                                                                          tmp_path):
     # The host's lines about one plugin's events (an attempt failed, a dead
     # letter) count in that plugin's share of the log, as its own lines do:
     # 20 events dead-lettered at once log no more than the share, and all 20
-    # dead letters are written all the same.
-    d = evhostd({"log": {"plugin_rate_limit_burst": 10, "plugin_rate_limit_interval": "1h"}},
+    # dead letters are written all the same. The admin API counts the drops.
+    token = secrets.token_hex(16)
+    (tmp_path / "admin.token").write_text(token + "\n")
+    d = evhostd({"log": {"plugin_rate_limit_burst": 10, "plugin_rate_limit_interval": "1h"},
+                 "admin": {"token_file": str(tmp_path / "admin.token")}},
                 dropins={"20-probe.conf": probe_dropin(build_dir)})
     assert d.post("/probe/publish?n=20", json={"fail": "reject"}).status_code == 200
 
@@ -531,6 +535,8 @@ def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhos
     dropped = int(re.search(r'^evhost_plugin_log_lines_dropped_total\{plugin="probe"\} (\d+)$',
                             metrics, re.M).group(1))
     assert dropped >= 20 - said, (dropped, said)
+    listed = d.get("/admin/plugins/probe", headers={"Authorization": f"Bearer {token}"}).json()
+    assert listed["log_lines_dropped"] == dropped, listed
 
 
 def test_auth_keys_rotate_on_reload(evhostd, build_dir, tmp_path):
