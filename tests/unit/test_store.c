@@ -828,6 +828,33 @@ static cJSON *events_of(store *s, const char *key, int64_t after, int limit)
 	return arr;
 }
 
+/* The event log is read on a connection of its own: one that cannot be
+ * opened (the file moved away under the running store) is an error of the
+ * read, said with the file's path, and the store's own connection, and the
+ * next read once the file is back, are unaffected. */
+static void test_event_log_read_that_cannot_open(void **state)
+{
+	fixture *f = *state;
+	char moved[160], *json = (char *)"unset", *out;
+	stderr_capture cap;
+	int status;
+
+	add_rows(f->s, 1, 1);
+	snprintf(moved, sizeof moved, "%s.moved", f->path);
+	assert_int_equal(rename(f->path, moved), 0);
+	cap = stderr_begin();
+	status = store_events_json(f->s, NULL, 0, 10, &json);
+	out = stderr_end(cap);
+	assert_int_not_equal(status, EVH_OK);
+	assert_null(json);
+	assert_non_null(strstr(out, f->path));
+	assert_non_null(strstr(out, "reading the event log: unable to open database file"));
+	free(out);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_outbox"), 1); /* unaffected */
+	assert_int_equal(rename(moved, f->path), 0);
+	cJSON_Delete(events_of(f->s, NULL, 0, 10));
+}
+
 static void test_delivered_rows_move_to_event_log(void **state)
 {
 	fixture *f = *state;
@@ -2108,6 +2135,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_views_follow_the_current_definition, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_log_read_that_cannot_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_first_schema_is_migrated, setup, teardown),
