@@ -1807,10 +1807,13 @@ def reload_failing(evhostd, binary, tmp_path, n, ports, features=None):
             d.send_signal(signal.SIGHUP)
             lib.wait_until(lambda: reloaded(2), timeout=60,
                            message=f"run {tag}: the second reload\n{d.log_tail()}")
-        ready = lib.wait_until(lambda: [requests.get(d.url + "/readyz", timeout=10)]
-                               if requests.get(d.url + "/readyz", timeout=10).status_code == 200
-                               else None, timeout=30, message=f"run {tag}: ready\n{d.log_tail()}")
-        plugins = ready[0].json()["plugins"]
+
+        def ready():
+            """[/readyz's answer] once 200 (a list: a 503 Response is false)."""
+            r = requests.get(d.url + "/readyz", timeout=10)
+            return [r] if r.status_code == 200 else None
+        plugins = lib.wait_until(ready, timeout=30, message=f"run {tag}: ready\n{d.log_tail()}")[
+            0].json()["plugins"]
         assert plugins == dict.fromkeys(("user", "crud", "notifications"), "running"), \
             (tag, plugins)
         email = f"oom-r{tag}-2@example.com"
