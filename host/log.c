@@ -414,19 +414,30 @@ static void budget_say(const log_budget *b, const budget_news *n)
 		        (n->first_left_ms + 999) / 1000);
 }
 
+/* Whether b's interval is over at `now` (under its lock): none began yet,
+ * it lasted its length, or the limit is off. */
+static int budget_over(const log_budget *b, int64_t now)
+{
+	return !b->window_ms || !atomic_load(&log_rate_burst) ||
+	       now - b->window_ms >= atomic_load(&log_rate_interval_ms);
+}
+
 /* 1 when b lets a line of `level` through now; what to say into *n. */
 static int budget_take(log_budget *b, int level, budget_news *n)
 {
 	int64_t burst = atomic_load(&log_rate_burst);
 	int64_t every = atomic_load(&log_rate_interval_ms);
-	int64_t now = clock_mono_ms();
+	int64_t now;
 	int pass = 1;
 
 	memset(n, 0, sizeof *n);
+	if (!burst) /* no limit: what an interval dropped before is the sweep's to say */
+		return 1;
+	now = clock_mono_ms();
 	pthread_mutex_lock(&b->mu);
-	if (!b->window_ms || now - b->window_ms >= every)
+	if (budget_over(b, now))
 		budget_turn(b, now, n);
-	if (!burst || b->lines < burst) {
+	if (b->lines < burst) {
 		b->lines++;
 	} else {
 		if (!b->dropped++)
@@ -464,8 +475,7 @@ void log_budget_sweep(log_budget *b)
 
 	memset(&n, 0, sizeof n);
 	pthread_mutex_lock(&b->mu);
-	if (b->dropped && (!atomic_load(&log_rate_burst) ||
-	                   now - b->window_ms >= atomic_load(&log_rate_interval_ms)))
+	if (b->dropped && budget_over(b, now))
 		budget_turn(b, now, &n);
 	pthread_mutex_unlock(&b->mu);
 	budget_say(b, &n);
