@@ -1448,6 +1448,30 @@ static void test_log_budget(void **state)
 	assert_null(strstr(out, "logging too fast"));
 	assert_non_null(strstr(out, " INFO  [probe] after\n"));
 	free(out);
+
+	/* Drops left unsaid are said when the limit is turned off (the sweep),
+	 * and when the plugin goes (fini). */
+	c = stderr_begin();
+	log_set_rate_limit(1, 3600 * 1000);
+	log_budget_init(&budget_shared, "probe");
+	for (int i = 0; i < 3; i++)
+		log_msg_budget(&budget_shared, -1, EVH_LOG_WARN, "probe", "line %d", i);
+	log_set_rate_limit(0, 3600 * 1000);
+	log_msg_budget(&budget_shared, -1, EVH_LOG_WARN, "probe", "unlimited");
+	log_budget_sweep(&budget_shared);
+	log_set_rate_limit(1, 3600 * 1000);
+	for (int i = 0; i < 3; i++)
+		log_msg_budget(&budget_shared, -1, EVH_LOG_ERROR, "probe", "again %d", i);
+	log_budget_fini(&budget_shared);
+	out = stderr_end(c);
+	p = strstr(out, "logging too fast: 2 of its lines (0 of them errors) were dropped");
+	assert_non_null(p);
+	assert_non_null(strstr(out, "] unlimited\n"));
+	assert_non_null(strstr(p, "logging too fast: 2 of its lines (2 of them errors) were dropped"));
+	assert_non_null(strstr(out, "] line 0\n"));
+	assert_null(strstr(out, "] line 1\n"));
+	assert_null(strstr(out, "] again 2\n"));
+	free(out);
 	log_set_rate_limit(5000, 30000);
 	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
 }
