@@ -1,10 +1,12 @@
 /* Time for timeouts and durations: the monotonic clock in milliseconds,
- * and absolute deadlines for pthread_cond_timedwait; the wall clock for
- * timestamps. Header-only, so every
+ * and absolute deadlines for pthread_cond_timedwait on condition variables
+ * made by clock_cond_init; the wall clock for timestamps only. Every timed
+ * wait of the daemon is on the monotonic clock: a step of the wall clock (NTP
+ * at boot, an admin's date) would otherwise stretch a wait by the step, or
+ * cut it short. Header-only, so every
  * program (evhostd, evhostctl, tests) shares one definition. */
 #ifndef EVHOST_CLOCK_H
 #define EVHOST_CLOCK_H
-#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -59,29 +61,4 @@ static inline int clock_cond_init(pthread_cond_t *cv)
 	return e;
 }
 
-/* Longest wait of clock_mutex_lock_until's on one wall-clock deadline. */
-#define CLOCK_LOCK_SLICE_MS 100
-
-/* pthread_mutex_lock, giving up at `until_ms` (clock_mono_ms): ETIMEDOUT
- * then, else what locking returned. pthread_mutex_timedlock measures its
- * deadline on the wall clock, so it waits in slices of at most
- * CLOCK_LOCK_SLICE_MS, each to a deadline computed afresh: a step of the
- * wall clock stretches or cuts one slice, not the whole wait.
- * (pthread_mutex_clocklock would take the monotonic clock at once, but the
- * thread sanitizer this project's tests run under does not intercept it.) */
-static inline int clock_mutex_lock_until(pthread_mutex_t *mu, int64_t until_ms)
-{
-	int e = pthread_mutex_trylock(mu);
-	while (e == EBUSY) {
-		int64_t left = until_ms - clock_mono_ms();
-		struct timespec t;
-		if (left <= 0)
-			return ETIMEDOUT;
-		t = clock_after_ms(CLOCK_REALTIME, left < CLOCK_LOCK_SLICE_MS ? left : CLOCK_LOCK_SLICE_MS);
-		e = pthread_mutex_timedlock(mu, &t);
-		if (e == ETIMEDOUT)
-			e = EBUSY;
-	}
-	return e;
-}
 #endif

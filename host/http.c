@@ -97,7 +97,15 @@ typedef struct route_rec {
 static pthread_rwlock_t routes_lock = PTHREAD_RWLOCK_WRITER_NONRECURSIVE_INITIALIZER_NP;
 static route_rec *routes_head; /* every registered route, all hosts */
 static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t drain_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t drain_cv = PTHREAD_COND_INITIALIZER; /* monotonic once drain_cv_ready() */
+static pthread_once_t drain_cv_once = PTHREAD_ONCE_INIT;
+
+static void drain_cv_init(void) { clock_cond_init(&drain_cv); }
+
+/* drain_cv on the monotonic clock, once: by http_start, before any request
+ * signals it, or by the first wait (a router's routes drained without a
+ * server, as unit tests do). */
+static void drain_cv_ready(void) { pthread_once(&drain_cv_once, drain_cv_init); }
 
 struct evh_request {
 	struct mg_connection *conn;
@@ -955,10 +963,10 @@ static const char *route_error(const evh_route *r)
 static void route_wait_idle(route_rec *rec)
 {
 	struct timespec until;
+	drain_cv_ready();
 	pthread_mutex_lock(&drain_mu);
 	while (atomic_load(&rec->refs) > 0) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += HTTP_DRAIN_WARN_S;
+		until = clock_after_ms(CLOCK_MONOTONIC, HTTP_DRAIN_WARN_S * 1000);
 		if (pthread_cond_timedwait(&drain_cv, &drain_mu, &until) == ETIMEDOUT &&
 		    atomic_load(&rec->refs) > 0)
 			log_warn("http", "still waiting for %d request(s) in %s %s of plugin '%s'",
@@ -2344,6 +2352,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	const size_t tls_at = 18;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
+	drain_cv_ready(); /* before any request: they signal it */
 	if (!h || !h->router) {
 		snprintf(err, errlen, "no router");
 		return -1;
@@ -2495,7 +2504,7 @@ static void wake_listeners(const struct mg_server_port *ports, int n)
  * still write them. Returns how many are left. */
 static int drain_requests(http_server *srv, int ms)
 {
-	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, ms);
 	int left;
 	pthread_mutex_lock(&drain_mu);
 	while ((left = atomic_load(&srv->inflight)) > 0 &&

@@ -3154,7 +3154,7 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 			pthread_mutex_unlock(&c->rmu);
 			return EVH_EBUSY;
 		}
-		ts = clock_after_ms(CLOCK_REALTIME, 50);
+		ts = clock_after_ms(CLOCK_MONOTONIC, 50);
 		pthread_cond_timedwait(&c->rcv, &c->rmu, &ts);
 	}
 	status = c->rstatus;
@@ -3358,7 +3358,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	c->p = p;
 	atomic_init(&c->stop, 0);
 	pthread_mutex_init(&c->rmu, NULL);
-	pthread_cond_init(&c->rcv, NULL);
+	clock_cond_init(&c->rcv);
 	c->dlq_suffix = strdup(s->dlq_suffix && *s->dlq_suffix ? s->dlq_suffix : ".dlq");
 	if (!c->dlq_suffix || resolve_policies(c, s)) {
 		snprintf(err, errlen, "plugin %s: out of memory for its consumer", p->name);

@@ -666,7 +666,7 @@ static int64_t relay_owed_in(outbox *o)
 /* Wait on `cv` (under o->mu) for at most `ms`. */
 static void wait_ms_on(outbox *o, pthread_cond_t *cv, int64_t ms)
 {
-	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, ms);
 	pthread_cond_timedwait(cv, &o->mu, &until);
 }
 
@@ -803,9 +803,9 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 	}
 	o->k = k;
 	pthread_mutex_init(&o->mu, NULL);
-	pthread_cond_init(&o->cv, NULL);
-	pthread_cond_init(&o->removed, NULL);
-	pthread_cond_init(&o->move_cv, NULL);
+	clock_cond_init(&o->cv);
+	clock_cond_init(&o->removed);
+	clock_cond_init(&o->move_cv);
 	/* Without the mover (no thread to be had) the relay moves rows itself. */
 	/* pthread_create returns its error; errno is not set. */
 	if ((rc = pthread_create(&o->mover, NULL, mover_main, o)) == 0) {

@@ -46,6 +46,7 @@
  * Statements are prepared once and kept in a small LRU cache keyed by SQL
  * text. A cached statement checked out by an open cursor is marked busy; a
  * second user of the same SQL meanwhile gets a private, uncached statement. */
+#define _GNU_SOURCE /* pthread_mutex_clocklock */
 #include "store.h"
 
 #include <ctype.h>
@@ -329,6 +330,46 @@ static int lock_taken(store *s, int e)
 
 static int lock_raw(store *s) { return lock_taken(s, pthread_mutex_lock(&s->mu)); }
 
+#if defined(__SANITIZE_THREAD__)
+#define STORE_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define STORE_TSAN 1
+#endif
+#endif
+
+/* Longest wait of mutex_lock_until's on one wall-clock deadline (TSan builds). */
+#define LOCK_SLICE_MS 100
+
+/* pthread_mutex_lock, giving up at `until_ms` (clock_mono_ms): ETIMEDOUT
+ * then, else what locking returned. On the monotonic clock, so a step of the
+ * wall clock neither stretches nor cuts the wait. ThreadSanitizer does not
+ * intercept pthread_mutex_clocklock (it would miss the lock, and report
+ * races that are not): its builds wait in slices of at most LOCK_SLICE_MS on
+ * pthread_mutex_timedlock's wall clock, each to a deadline computed afresh,
+ * where a step during a slice stretches that slice by the step. */
+static int mutex_lock_until(pthread_mutex_t *mu, int64_t until_ms)
+{
+#ifndef STORE_TSAN
+	struct timespec t = {.tv_sec = (time_t)(until_ms / 1000),
+	                     .tv_nsec = (long)(until_ms % 1000) * 1000000L};
+	return pthread_mutex_clocklock(mu, CLOCK_MONOTONIC, &t);
+#else
+	int e = pthread_mutex_trylock(mu);
+	while (e == EBUSY) {
+		int64_t left = until_ms - clock_mono_ms();
+		struct timespec t;
+		if (left <= 0)
+			return ETIMEDOUT;
+		t = clock_after_ms(CLOCK_REALTIME, left < LOCK_SLICE_MS ? left : LOCK_SLICE_MS);
+		e = pthread_mutex_timedlock(mu, &t);
+		if (e == ETIMEDOUT)
+			e = EBUSY;
+	}
+	return e;
+#endif
+}
+
 /* lock_raw without waiting: EVH_EBUSY when another thread (or this one)
  * holds the lock. */
 static int lock_try(store *s)
@@ -387,7 +428,7 @@ static int store_lock_first(store *s, int ms)
 {
 	int status, e;
 	atomic_fetch_add(&s->first_waiting, 1);
-	e = clock_mutex_lock_until(&s->mu, clock_mono_ms() + ms);
+	e = mutex_lock_until(&s->mu, clock_mono_ms() + ms);
 	status = e == ETIMEDOUT ? EVH_EBUSY : lock_taken(s, e);
 	if (atomic_fetch_sub(&s->first_waiting, 1) == 1) {
 		pthread_mutex_lock(&s->first_mu);
@@ -1717,7 +1758,7 @@ static int lock_within(store *s, int ms, int member)
 	if (!e) {
 		if (member)
 			atomic_fetch_add(&s->gqueued, 1);
-		e = clock_mutex_lock_until(&s->mu, until);
+		e = mutex_lock_until(&s->mu, until);
 		if (member)
 			atomic_fetch_sub(&s->gqueued, 1);
 	}

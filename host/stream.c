@@ -82,11 +82,18 @@ struct stream_hub {
 	uint64_t hist_lost[STREAM_LOST_BUCKETS];
 };
 
-static stream_hub global_hub = {.mu = PTHREAD_MUTEX_INITIALIZER,
-                                .idle = PTHREAD_COND_INITIALIZER,
-                                .max_streams = 1};
+static stream_hub global_hub = {.mu = PTHREAD_MUTEX_INITIALIZER, .max_streams = 1};
+static pthread_once_t global_hub_once = PTHREAD_ONCE_INIT;
 
-stream_hub *stream_hub_global(void) { return &global_hub; }
+static void global_hub_init(void) { clock_cond_init(&global_hub.idle); }
+
+/* Every use of the global hub comes through here: its condition variable
+ * is set up (on the monotonic clock) before the first. */
+stream_hub *stream_hub_global(void)
+{
+	pthread_once(&global_hub_once, global_hub_init);
+	return &global_hub;
+}
 
 stream_hub *stream_hub_new(void)
 {
@@ -94,7 +101,7 @@ stream_hub *stream_hub_new(void)
 	if (!hub)
 		return NULL;
 	pthread_mutex_init(&hub->mu, NULL);
-	pthread_cond_init(&hub->idle, NULL);
+	clock_cond_init(&hub->idle);
 	hub->max_streams = 1;
 	return hub;
 }
@@ -197,7 +204,7 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms)
 {
 	struct timespec until;
 	int n;
-	until = clock_after_ms(CLOCK_REALTIME, timeout_ms);
+	until = clock_after_ms(CLOCK_MONOTONIC, timeout_ms);
 	pthread_mutex_lock(&hub->mu);
 	while (hub->count > 0)
 		if (pthread_cond_timedwait(&hub->idle, &hub->mu, &until) == ETIMEDOUT)
@@ -236,18 +243,13 @@ static stream *stream_new(stream_hub *hub, const void *owner, const char *name,
                           const char *channel)
 {
 	stream *s = calloc(1, sizeof *s);
-	pthread_condattr_t ca;
 	if (!s)
 		return NULL;
 	s->hub = hub;
 	s->owner = owner;
 	s->name = strdup(name ? name : "");
 	s->channel = strdup(channel);
-	/* A monotonic clock, so the owner's waits survive wall-clock steps. */
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cv, &ca);
-	pthread_condattr_destroy(&ca);
+	clock_cond_init(&s->cv);
 	pthread_mutex_init(&s->mu, NULL);
 	if (!s->name || !s->channel) {
 		stream_free(s);

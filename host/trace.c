@@ -51,6 +51,11 @@ static struct {
 	char *resource;       /* the "resource" and "scope" JSON, rendered once */
 	int64_t last_drop_log_ms;
 } ex = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .ratio_all = 1};
+static pthread_once_t ex_cv_once = PTHREAD_ONCE_INIT;
+
+/* ex.cv's waits are on the monotonic clock: made so by the first
+ * trace_start, before anything waits on it. */
+static void ex_cv_init(void) { clock_cond_init(&ex.cv); }
 
 static atomic_int enabled;
 static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
@@ -421,7 +426,7 @@ static int retryable(int status)
 /* Wait `ms`, or less when the stop comes; 1 when stopping. */
 static int pause_ms(int ms)
 {
-	struct timespec until = clock_after_ms(CLOCK_REALTIME, ms);
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, ms);
 	int stop;
 	pthread_mutex_lock(&ex.mu);
 	while (!ex.stopping && pthread_cond_timedwait(&ex.cv, &ex.mu, &until) == 0)
@@ -479,7 +484,7 @@ static void *exporter_main(void *arg)
 	log_thread_name("evh-trace", NULL);
 	pthread_mutex_lock(&ex.mu);
 	for (;;) {
-		struct timespec until = clock_after_ms(CLOCK_REALTIME, ex.interval_ms);
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, ex.interval_ms);
 		size_t n;
 		int stopping;
 		while (!ex.stopping && ex.n < ex.batch_max &&
@@ -556,6 +561,7 @@ int trace_start(const settings *s, void *tls)
 		tls_client_free(tls);
 		return 0;
 	}
+	pthread_once(&ex_cv_once, ex_cv_init);
 	ex.tls = tls; /* trace_stop frees it, whatever happens below */
 	ex.cap = (size_t)s->trace_queue_size;
 	/* A batch is at most the whole queue. */
