@@ -1149,6 +1149,27 @@ service:
             time.sleep(0.1)
 
 
+def probe_seen(d):
+    """The events the probe fixture plugin (tests/fixtures/probe.c) handled."""
+    return d.get("/probe/seen").json()
+
+
+def probe_wait_seen(d, n, timeout=30):
+    return wait_until(lambda: (lambda r: r if len(r) >= n else None)(probe_seen(d)),
+                      timeout=timeout, message=f"probe saw {n} events")
+
+
+def probe_slow_handler(d, ms):
+    """One event handled by the probe ({"n": 0}), then one whose handler
+    sleeps `ms` ms ({"n": 1}): returns once that handler has begun, holding
+    its plugin's database."""
+    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
+    probe_wait_seen(d, 1)
+    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": ms}).status_code == 200
+    d.wait_for_log(f"probe: handler sleeping {ms} ms", timeout=30)
+    time.sleep(0.2)
+
+
 def count_rows(state_dir, plugin, table):
     """Rows of `table` in a plugin's database under the daemon's state dir."""
     db = sqlite3.connect(str(Path(state_dir) / f"{plugin}.db"))

@@ -42,24 +42,7 @@ def start(evhostd, build_dir, tmp_path, brokers, topic, group, config=None, **pr
     return evhostd(conf, brokers=brokers)
 
 
-def seen(d):
-    return d.get("/probe/seen").json()
-
-
-def wait_seen(d, n, timeout=30):
-    return lib.wait_until(lambda: (lambda r: r if len(r) >= n else None)(seen(d)),
-                          timeout=timeout, message=f"probe saw {n} events")
-
-
-def slow_handler(d, ms):
-    """One event handled ({"n": 0}), then one whose handler sleeps `ms` ms
-    ({"n": 1}): returns once that handler has begun, holding its plugin's
-    database."""
-    assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
-    wait_seen(d, 1)
-    assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": ms}).status_code == 200
-    d.wait_for_log(f"probe: handler sleeping {ms} ms", timeout=30)
-    time.sleep(0.2)
+seen, wait_seen, slow_handler = lib.probe_seen, lib.probe_wait_seen, lib.probe_slow_handler
 
 
 def wait_outbox_empty(d, timeout=30):

@@ -6,6 +6,7 @@ example (hello)."""
 import base64
 import concurrent.futures
 import contextlib
+import datetime
 import hashlib
 import hmac
 import json
@@ -1357,6 +1358,45 @@ def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhos
                    "clients get no answer")
     t.join(20)
     assert "e" in out, out
+    assert d.wait(timeout=30) == 0, d.log_tail()
+
+
+def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, unique_name,
+                                          otel_collector):
+    # evhostd's own readings of the wall clock are 10 minutes ahead of the
+    # kernel's (faults.so): a wait to a deadline taken from the wall clock
+    # would last 10 minutes longer, as after NTP stepped the clock back at
+    # boot. The exporter's interval, a write's wait for a database a slow
+    # handler holds, and the stop's wait for a request in flight each end
+    # when they should.
+    ahead, before = 600, time.time()
+    d = evhostd({"host": {"stop_timeout": "2s"},
+                 "tracing": {"otlp_endpoint": otel_collector.endpoint,
+                             "export_interval": "200ms"},
+                 "plugin.probe": probe_conf(build_dir, topic=unique_name("clk"),
+                                            group=unique_name("g"))},
+                brokers=kafka_bootstrap,
+                env=lib.faults_preloaded(build_dir, wall_clock_ahead_s=ahead))
+    stamp = d.log_text().splitlines()[0].split(" ", 1)[0]
+    logged = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    assert ahead - 60 < logged - before < ahead + 60, (stamp, before)  # the fault holds
+
+    trace = os.urandom(16).hex()
+    r = d.get("/probe/seen", headers={"traceparent": f"00-{trace}-{os.urandom(8).hex()}-01"})
+    assert r.status_code == 200, r.text
+    otel_collector.wait_spans(lambda s: s["traceId"] == trace, timeout=15)
+
+    lib.probe_slow_handler(d, 9000)
+    r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
+    assert r.status_code == 503, r.text
+    assert "held the database for 5000 ms" in d.log_text(), d.log_tail()
+
+    lib.probe_wait_seen(d, 2)
+    t, out = slow_publish(d, 6000)
+    d.send_signal(signal.SIGTERM)
+    d.wait_for_log("1 request(s) still running after [host] stop_timeout (2000 ms)", timeout=5)
+    t.join(20)
     assert d.wait(timeout=30) == 0, d.log_tail()
 
 
