@@ -1950,6 +1950,19 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 	                 EVH_ESTATE);
 	usleep(300000);
 	assert_int_equal(count_calls(c, 0), 3);
+
+	/* A consumer told to stop whose thread has ended, not yet freed: a
+	 * request is refused at once, not left waiting for a thread that is
+	 * gone (the host takes a plugin out of its list before stopping it, so
+	 * no admin request gets here now; this is the guard should that
+	 * change). */
+	req.topics = NULL;
+	req.ntopics = 0;
+	consumer_signal_stop(&x.p, now_ms() + 1000);
+	usleep(2000 * 1000); /* the thread ends in a poll's time */
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err),
+	                 EVH_ESTATE);
+	assert_string_equal(err, "the consumer of plugin replayer is stopping");
 	extra_stop(&x);
 }
 
