@@ -148,17 +148,26 @@ static const char *shown(const char *v, char *out, size_t n)
 
 int httpc_proxy_get(httpc_proxy *p, int tls, char *err, size_t errlen)
 {
-	const char *v, *sv, *h, *at = NULL, *end, *colon, *no_var;
+	const char *var, *no_var;
+	const char *v = tls ? env2("https_proxy", "HTTPS_PROXY", &var)
+	                    : env2("http_proxy", "HTTP_PROXY", &var);
+	return httpc_proxy_parse(p, v, var, env2("no_proxy", "NO_PROXY", &no_var), tls, err, errlen);
+}
+
+int httpc_proxy_parse(httpc_proxy *p, const char *v, const char *var, const char *no_proxy,
+                      int tls, char *err, size_t errlen)
+{
+	const char *sv, *h, *at = NULL, *end, *colon;
 	char cred[512], buf[512];
 	size_t hn;
 	int n;
 
 	memset(p, 0, sizeof *p);
-	if (!(v = tls ? env2("https_proxy", "HTTPS_PROXY", &p->var)
-	              : env2("http_proxy", "HTTP_PROXY", &p->var)))
+	if (!v || !*v)
 		return 1;
+	p->var = var;
+	p->no_proxy = no_proxy && *no_proxy ? no_proxy : NULL;
 	sv = shown(v, buf, sizeof buf);
-	p->no_proxy = env2("no_proxy", "NO_PROXY", &no_var);
 	h = v;
 	if (!strncasecmp(h, "http://", 7))
 		h += 7;

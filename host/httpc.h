@@ -77,6 +77,11 @@ typedef struct httpc_proxy {
  * set, 1 when none, -1 when the variable is malformed (the reason in err,
  * naming it). */
 int httpc_proxy_get(httpc_proxy *p, int tls, char *err, size_t errlen);
+/* httpc_proxy_get's reading of one value (NULL or "": 1, none) that came
+ * from the variable `var`, with `no_proxy` (or NULL); p keeps pointers to
+ * var and no_proxy. */
+int httpc_proxy_parse(httpc_proxy *p, const char *value, const char *var, const char *no_proxy,
+                      int tls, char *err, size_t errlen);
 /* Does a connection to host go direct, proxy or not? */
 int httpc_proxy_bypassed(const httpc_proxy *p, const char *host);
 

@@ -14,8 +14,10 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Input "P<value>": <value> as https_proxy, http_proxy and no_proxy
- * (httpc_proxy_get, both kinds): taken with a host and a port of 1-65535,
- * or refused with a reason; the no_proxy matcher runs over it. */
+ * (httpc_proxy_parse, as httpc_proxy_get calls it for both kinds, not
+ * through setenv, whose glibc keeps every value it was given): taken with
+ * a host and a port of 1-65535, or refused with a reason; the no_proxy
+ * matcher runs over it. */
 static void proxy(const char *value, int tls)
 {
 	static const char *const hosts[] = {"sso.example.com", "example.com", "127.0.0.1",
@@ -23,10 +25,8 @@ static void proxy(const char *value, int tls)
 	httpc_proxy p;
 	char err[256] = "";
 	long port;
-	setenv("https_proxy", value, 1);
-	setenv("http_proxy", value, 1);
-	setenv("no_proxy", value, 1);
-	switch (httpc_proxy_get(&p, tls, err, sizeof err)) {
+	switch (httpc_proxy_parse(&p, value, tls ? "https_proxy" : "http_proxy", value, tls, err,
+	                          sizeof err)) {
 	case 0:
 		port = strtol(p.port, NULL, 10);
 		if (!p.host[0] || port < 1 || port > 65535 ||
