@@ -33,7 +33,9 @@
  * configuration. Of the allocations reading the configuration files, one
  * in CONFIG_STRIDE is failed (test_oom.c's test_config fails each, the
  * reader alone): the reload is refused, saying out of memory. The same
- * reload again with SQLite's allocations failed (one in SQLITE_STRIDE). */
+ * reload again with SQLite's allocations failed (one in SQLITE_STRIDE).
+ * And, with memory, a reload restarting crud while crud is pinned (as an
+ * admin request pins it) waits for the pin before it destroys crud. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -44,6 +46,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -899,6 +903,52 @@ static void test_reload(void **state) { sweep_reload(*state, 0); }
  * SQLITE_STRIDE of them). */
 static void test_reload_sqlite(void **state) { sweep_reload(*state, ALLOC_SQLITE); }
 
+struct reload_run {
+	host *h;
+	atomic_int done;
+	int rc;
+};
+
+static void *reload_main(void *arg)
+{
+	struct reload_run *run = arg;
+	run->rc = host_reload(run->h);
+	atomic_store(&run->done, 1);
+	return NULL;
+}
+
+/* A plugin pinned (host_pin_plugin: an admin request at work on its
+ * database without the list's lock) outlives a reload that restarts it:
+ * the reload takes it out of the list, drains it, and waits for the pin
+ * before it destroys it and starts the new instance. */
+static void test_reload_waits_for_a_pin(void **state)
+{
+	fixture *f = *state;
+	struct reload_run run = {.h = &f->h, .rc = -1};
+	evh_plugin *p = host_pin_plugin(&f->h, "crud");
+	int64_t until = clock_mono_ms() + 30000;
+	int listed = 1;
+	pthread_t t;
+	assert_non_null(p);
+	write_crud_conf(f, "debug");
+	assert_int_equal(pthread_create(&t, NULL, reload_main, &run), 0);
+	while (listed && clock_mono_ms() < until) {
+		pthread_mutex_lock(&f->h.plugins_lock);
+		listed = running_plugin(f, "crud") == p;
+		pthread_mutex_unlock(&f->h.plugins_lock);
+		sleep_ms(10);
+	}
+	assert_false(listed);
+	/* Time for the restart to end, were the pin not waited for. */
+	sleep_ms(500);
+	assert_int_equal(atomic_load(&run.done), 0);
+	assert_string_equal(p->name, "crud"); /* not freed (ASan would say) */
+	host_unpin_plugin(&f->h, p);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_int_equal(run.rc, 0);
+	assert_true(check_services(f, 0, "debug", ""));
+}
+
 /* After the sweeps: nothing was dead-lettered (each plugin's dead-letter
  * topics read through the admin API). */
 static void test_no_dead_letters(void **state)
@@ -938,6 +988,7 @@ static const struct part_test all_tests[] = {
     /* they turn the log up to WARN */
     {cmocka_unit_test(test_reload_sqlite), 3},
     {cmocka_unit_test(test_reload), 3},
+    {cmocka_unit_test(test_reload_waits_for_a_pin), 3},
     /* last in each part */
     {cmocka_unit_test(test_no_dead_letters), 0},
 };
