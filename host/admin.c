@@ -1478,19 +1478,27 @@ static void backup_remove_partials(const char *root)
 }
 
 /* Keep the newest `keep` backups under `root` (ours by their names, which
- * sort by time), remove the others; their paths go to `removed`. Nothing
- * is removed unless the whole directory could be listed. */
-static void backup_prune(const char *root, long keep, cJSON *removed, int *ok)
+ * sort by time), `made` (the one just made) always among them; remove the
+ * others; their paths go to `removed`. Nothing is removed unless the whole
+ * directory could be listed. */
+static void backup_prune(const char *root, long keep, const char *made, cJSON *removed, int *ok)
 {
 	char **names;
-	size_t n;
+	size_t n, excess;
 	if (backup_list(root, &names, &n) != 0) {
 		log_warn(ADMIN_LOG, "backup: cannot list %s to remove old backups: %s; none removed",
 		         root, strerror(errno));
 		return;
 	}
-	for (size_t i = 0; i + (size_t)keep < n; i++) {
-		char *path = path_join(root, names[i]);
+	excess = n > (size_t)keep ? n - (size_t)keep : 0;
+	for (size_t i = 0; i < n && excess; i++) {
+		char *path;
+		/* The one just made stays, even named older than others (the wall
+		 * clock set back since they were made). */
+		if (!strcmp(names[i], made))
+			continue;
+		excess--;
+		path = path_join(root, names[i]);
 		if (path && backup_retire(root, names[i]) == 0)
 			jsonb_put_str(removed, NULL, path, ok);
 		else
@@ -1627,7 +1635,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	if (!removed)
 		ok = 0;
 	else if (keep)
-		backup_prune(root, keep, removed, &ok);
+		backup_prune(root, keep, name, removed, &ok);
 	pthread_mutex_unlock(&h->admin->backup_mu);
 	rc = backup_answer(resp, removed, done, when, v, n, ok);
 	backup_srcs_free(v, n);
