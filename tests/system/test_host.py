@@ -1366,11 +1366,12 @@ def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, 
     # evhostd's own readings of the wall clock are 10 minutes ahead of the
     # kernel's (faults.so): a wait to a deadline taken from the wall clock
     # would last 10 minutes longer, as after NTP stepped the clock back at
-    # boot. The exporter's interval, a write's wait for a database a slow
+    # boot. The exporter's interval, the relay's pruning of the event log
+    # (with nothing else to wake it), a write's wait for a database a slow
     # handler holds, and the stop's wait for a request in flight each end
     # when they should.
     ahead, before = 600, time.time()
-    d = evhostd({"host": {"stop_timeout": "2s"},
+    d = evhostd({"host": {"stop_timeout": "2s"}, "store": {"event_retention": "2"},
                  "tracing": {"otlp_endpoint": otel_collector.endpoint,
                              "export_interval": "200ms"},
                  "plugin.probe": probe_conf(build_dir, topic=unique_name("clk"),
@@ -1387,12 +1388,18 @@ def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, 
     assert r.status_code == 200, r.text
     otel_collector.wait_spans(lambda s: s["traceId"] == trace, timeout=15)
 
+    assert d.post("/probe/publish?key=k", json={"n": -1}).status_code == 200
+    lib.wait_until(lambda: lib.count_rows(d.state_dir, "probe", "evh_events") == 1, timeout=15,
+                   message="the event in the probe's event log")
+    lib.wait_until(lambda: lib.count_rows(d.state_dir, "probe", "evh_events") == 0, timeout=15,
+                   message="the event pruned from the event log (event_retention 2 s)")
+
     lib.probe_slow_handler(d, 9000)
     r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
     assert r.status_code == 503, r.text
     assert "held the database for 5000 ms" in d.log_text(), d.log_tail()
 
-    lib.probe_wait_seen(d, 2)
+    lib.probe_wait_seen(d, 3)
     t, out = slow_publish(d, 6000)
     d.send_signal(signal.SIGTERM)
     d.wait_for_log("1 request(s) still running after [host] stop_timeout (2000 ms)", timeout=5)
