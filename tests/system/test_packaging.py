@@ -223,7 +223,8 @@ def test_unit_is_hardened_as_documented():
         "SystemCallArchitectures": "native", "CapabilityBoundingSet": "",
         "AmbientCapabilities": "", "MemoryDenyWriteExecute": "yes", "UMask": "0027",
         "LimitNOFILE": "65536", "ProtectProc": "invisible", "ProcSubset": "pid",
-        "WantedBy": "multi-user.target",
+        "WantedBy": "multi-user.target", "Wants": "network-online.target",
+        "After": "network-online.target time-sync.target",
     }
     for key, value in expect.items():
         assert u.get(key) == [value], (key, u.get(key))
