@@ -5,6 +5,7 @@
  * stopping, and pings the watchdog between signals. */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "admin.h"
+#include "clock.h"
 #include "crash.h"
 #include "diag.h"
 #include "host.h"
@@ -94,6 +96,36 @@ static void reload(host *h, uint64_t usec)
 	           rc == 0 ? "" : " (the last reload was refused, see the log)");
 }
 
+/* A step of the wall clock of at least this much between two looks is said
+ * (NTP slews it by at most half a millisecond a second). */
+#define CLOCK_STEP_SAY_MS 1000
+
+/* The main thread compares the wall clock with the monotonic one between
+ * signals: a change of their difference is a step of the wall clock (NTP's
+ * first synchronisation, `date -s`; a suspend looks like a step forward).
+ * evhostd's own waits do not mind it; librdkafka's do (operations.md,
+ * "Clock changes"), so a step back is said at WARN. */
+static void watch_wall_clock(void)
+{
+	static int64_t last;
+	static int looked;
+	int64_t skew = clock_wall_ms() - clock_mono_ms(), step = skew - last;
+	if (looked && step <= -CLOCK_STEP_SAY_MS)
+		log_warn("host",
+		         "the wall clock went back %" PRId64 ".%03" PRId64 " s: evhostd's own timeouts "
+		         "run on the monotonic clock, but librdkafka's waits under way may last that "
+		         "much longer; should Kafka traffic stop, restart evhostd (operations.md, "
+		         "\"Clock changes\")",
+		         -step / 1000, -step % 1000);
+	else if (looked && step >= CLOCK_STEP_SAY_MS)
+		log_info("host",
+		         "the wall clock went forward %" PRId64 ".%03" PRId64 " s (or the machine was "
+		         "suspended): the times logged and stored jump with it",
+		         step / 1000, step % 1000);
+	last = skew;
+	looked = 1;
+}
+
 static int wait_for_stop(host *h)
 {
 	sigset_t set;
@@ -106,11 +138,13 @@ static int wait_for_stop(host *h)
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
 	slice = wait_slice(&usec);
+	watch_wall_clock();
 	for (;;) {
 		if (usec)
 			sd_notify(0, "WATCHDOG=1");
 		sig = sigtimedwait(&set, NULL, &slice);
 		host_log_sweep(h);
+		watch_wall_clock();
 		if (sig < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				continue;
