@@ -22,6 +22,7 @@
 #include "host.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 
 static void usage(FILE *out)
 {
@@ -110,18 +111,21 @@ static void watch_wall_clock(void)
 	static int64_t last;
 	static int looked;
 	int64_t skew = clock_wall_ms() - clock_mono_ms(), step = skew - last;
-	if (looked && step <= -CLOCK_STEP_SAY_MS)
+	if (looked && step <= -CLOCK_STEP_SAY_MS) {
+		metrics_wall_clock_step(1);
 		log_warn("host",
 		         "the wall clock went back %" PRId64 ".%03" PRId64 " s: evhostd's own timeouts "
 		         "run on the monotonic clock, but librdkafka's waits under way may last that "
 		         "much longer; should Kafka traffic stop, restart evhostd (operations.md, "
 		         "\"Clock changes\")",
 		         -step / 1000, -step % 1000);
-	else if (looked && step >= CLOCK_STEP_SAY_MS)
+	} else if (looked && step >= CLOCK_STEP_SAY_MS) {
+		metrics_wall_clock_step(0);
 		log_info("host",
 		         "the wall clock went forward %" PRId64 ".%03" PRId64 " s (or the machine was "
 		         "suspended): the times logged and stored jump with it",
 		         step / 1000, step % 1000);
+	}
 	last = skew;
 	looked = 1;
 }
@@ -130,7 +134,7 @@ static int wait_for_stop(host *h)
 {
 	sigset_t set;
 	struct timespec slice;
-	int sig;
+	int sig, e;
 	uint64_t usec;
 
 	sigemptyset(&set);
@@ -143,12 +147,13 @@ static int wait_for_stop(host *h)
 		if (usec)
 			sd_notify(0, "WATCHDOG=1");
 		sig = sigtimedwait(&set, NULL, &slice);
+		e = errno; /* before the looks below, whose calls may set it */
 		host_log_sweep(h);
 		watch_wall_clock();
 		if (sig < 0) {
-			if (errno == EAGAIN || errno == EINTR)
+			if (e == EAGAIN || e == EINTR)
 				continue;
-			log_error("host", "sigtimedwait: %s", strerror(errno));
+			log_error("host", "sigtimedwait: %s", strerror(e));
 			return -1;
 		}
 		if (sig == SIGHUP) {
@@ -240,9 +245,12 @@ int main(int argc, char **argv)
 	 * ordered after evhostd find its routes and consumers up. */
 	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s on %s", h.nplugins,
 	           h.nplugins == 1 ? "" : "s", h.set.http_listen);
-	wait_for_stop(&h);
+	/* Waiting for signals can only fail on a bug (sigtimedwait's EINVAL):
+	 * stopped then, but not cleanly, so that systemd's Restart=on-failure
+	 * starts it again. */
+	rc = wait_for_stop(&h) < 0 ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
 	host_stop(&h);
 	log_info("host", "stopped");
-	return 0;
+	return rc;
 }
