@@ -283,6 +283,7 @@ static void count_status(metrics_series *s, int status)
 static atomic_uint_fast64_t auth_refusals[METRICS_AUTH_NREASONS];
 static atomic_uint_fast64_t sign_outs[2]; /* failed, saved */
 static atomic_uint_fast64_t admin_refusals[METRICS_ADMIN_NREASONS];
+static atomic_uint_fast64_t clock_steps[2]; /* forward, back: metrics_wall_clock_step */
 
 static void plugin_metrics_reset(void);
 
@@ -301,6 +302,8 @@ void metrics_reset(void)
 	atomic_store(&sign_outs[1], 0);
 	for (int i = 0; i < METRICS_ADMIN_NREASONS; i++)
 		atomic_store(&admin_refusals[i], 0);
+	atomic_store(&clock_steps[0], 0);
+	atomic_store(&clock_steps[1], 0);
 }
 
 /* --------------------------------------------------------------- feeds */
@@ -417,6 +420,8 @@ void metrics_admin_refused(metrics_admin_reason why)
 }
 
 void metrics_sign_out(int saved) { atomic_fetch_add(&sign_outs[saved != 0], 1); }
+
+void metrics_wall_clock_step(int back) { atomic_fetch_add(&clock_steps[back != 0], 1); }
 
 /* ------------------------------------------------------ the plugins' own */
 
@@ -1136,6 +1141,19 @@ static void render_admin(textbuf *o)
 	               reason, admin_refusals, METRICS_ADMIN_NREASONS);
 }
 
+/* Both directions from the start, at 0. */
+static void render_clock(textbuf *o)
+{
+	put_head(o, "evhost_wall_clock_steps_total", "counter",
+	         "Steps of the wall clock of a second or more (NTP, date; a suspend counts "
+	         "forward). evhostd's own timeouts do not mind them; a step back stretches "
+	         "librdkafka's waits under way by the step.");
+	tb_printf(o, "evhost_wall_clock_steps_total{direction=\"back\"} %" PRIu64 "\n",
+	          (uint64_t)atomic_load(&clock_steps[1]));
+	tb_printf(o, "evhost_wall_clock_steps_total{direction=\"forward\"} %" PRIu64 "\n",
+	          (uint64_t)atomic_load(&clock_steps[0]));
+}
+
 /* Only once a backup exists: when the newest was taken. */
 static void render_backup(textbuf *o, host *h)
 {
@@ -1216,6 +1234,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_trace(&o);
 	render_auth(&o, h);
 	render_admin(&o);
+	render_clock(&o);
 	render_jwks(&o);
 	render_tls(&o);
 	render_backup(&o, h);

@@ -137,6 +137,12 @@ typedef enum metrics_admin_reason {
 
 void metrics_admin_refused(metrics_admin_reason why);
 
+/* ---- the wall clock (main.c) ---- */
+
+/* A step of the wall clock the main thread saw, `back` or forward:
+ * evhost_wall_clock_steps_total{direction}. */
+void metrics_wall_clock_step(int back);
+
 /* ---- exposition ---- */
 
 /* The whole exposition text (*text malloc'd, NUL-terminated; *len without

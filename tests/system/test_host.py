@@ -1410,12 +1410,18 @@ def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, 
 def test_a_step_of_the_wall_clock_is_said(evhostd, build_dir, tmp_path):
     # The main thread compares the wall clock with the monotonic clock every
     # second: evhostd's wall clock put 10 minutes ahead (faults.so, while a
-    # file exists), then back, each step said; back at WARN (librdkafka's
-    # waits under way are stretched by it).
+    # file exists), then back, each step said and counted; back at WARN
+    # (librdkafka's waits under way are stretched by it).
+    def steps():
+        text = d.get("/metrics").text
+        return {k: int(float(v)) for k, v in re.findall(
+            r'^evhost_wall_clock_steps_total\{direction="(\w+)"\} (\S+)$', text, re.M)}
+
     switch = tmp_path / "clock-ahead"
     d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
                 env=lib.faults_preloaded(build_dir, wall_clock_ahead_s=600,
                                          wall_clock_ahead_file=switch))
+    assert steps() == {"back": 0, "forward": 0}
     switch.touch()
     d.wait_for_log("[host] the wall clock went forward ", timeout=10)
     switch.unlink()
@@ -1424,6 +1430,7 @@ def test_a_step_of_the_wall_clock_is_said(evhostd, build_dir, tmp_path):
     assert re.search(r" INFO  \[host\] the wall clock went forward (599\.99\d|600\.00\d) s ", log), log
     assert re.search(r" WARN  \[host\] the wall clock went back (599\.99\d|600\.00\d) s: ", log), log
     assert len(re.findall(r"the wall clock went", log)) == 2, log
+    assert steps() == {"back": 1, "forward": 1}
 
 
 def test_a_storage_error_a_handler_returns_is_logged_with_its_message(evhostd, build_dir):
