@@ -645,6 +645,18 @@ class Child:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
 
+class _Proc(subprocess.Popen):
+    """A Popen that remembers whether its exit was waited for: a daemon that
+    exited while nobody asked (no wait(), no signal sent through the Daemon)
+    died during its test, which the fixture's teardown reports."""
+    waited = False
+
+    def wait(self, timeout=None):
+        code = super().wait(timeout)
+        self.waited = True
+        return code
+
+
 class Daemon(Child):
     """One evhostd process with its own config dir, state dir, port and log."""
 
@@ -664,9 +676,10 @@ class Daemon(Child):
 
     def start(self):
         self._log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([str(self.binary), "-c", str(self.config_file)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, env=self.env)
+        self.proc = _Proc([str(self.binary), "-c", str(self.config_file)],
+                          stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                          env=self.env)
+        self.signalled = False
         return self
 
     def wait_healthy(self, timeout=30.0):
@@ -690,6 +703,7 @@ class Daemon(Child):
                           message=f"{needle!r} in the evhostd log")
 
     def send_signal(self, sig):
+        self.signalled = True
         self.proc.send_signal(sig)
 
     def wait(self, timeout=30.0):
@@ -829,11 +843,16 @@ class DaemonFactory:
             if d.proc is None:
                 continue
             was_running = d.running()
+            unasked = not was_running and not getattr(d.proc, "waited", True) and \
+                not getattr(d, "signalled", False)
             try:
                 code = d.stop(timeout=30)
             except AssertionError as exc:
                 problems.append(str(exc))
                 continue
+            if unasked:
+                problems.append(f"evhostd ({d.config_dir}) exited with {code} during the test, "
+                                f"which did not wait for it\n{d.log_tail()}")
             if (was_running and d.expect_exit_code is not None and code != d.expect_exit_code
                     and not lsan_tracer_crashed(code, d.log_text())):
                 problems.append(f"evhostd ({d.config_dir}) exited with {code} on SIGTERM, "
