@@ -1091,14 +1091,14 @@ static void render_process(textbuf *o)
 	tb_printf(o, "process_open_fds %d\n", fds);
 }
 
-/* Every reason, 0 included: a rate over a series that appears only at its
- * first refusal misses that one. */
-static void render_reasons(textbuf *o, const char *name, const char *help,
-                           const char *const *reason, atomic_uint_fast64_t *count, int n)
+/* A counter by one label, every value of it, 0 included: a rate over a
+ * series that appears only at its first count misses that one. */
+static void render_labelled(textbuf *o, const char *name, const char *help, const char *label,
+                            const char *const *value, atomic_uint_fast64_t *count, int n)
 {
 	put_head(o, name, "counter", help);
 	for (int i = 0; i < n; i++)
-		tb_printf(o, "%s{reason=\"%s\"} %" PRIu64 "\n", name, reason[i],
+		tb_printf(o, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, value[i],
 		          (uint64_t)atomic_load(&count[i]));
 }
 
@@ -1107,20 +1107,18 @@ static void render_auth(textbuf *o, host *h)
 	static const char *const reason[METRICS_AUTH_NREASONS] = {
 	    "missing", "malformed", "signature", "expired",      "not_yet_valid",
 	    "claims",  "revoked",   "lifetime",  "unverifiable", "role"};
-	render_reasons(o, "evhost_auth_refusals_total",
-	               "Requests to routes that need a bearer token, refused by the host's check, "
-	               "by why: none given, not a JWT, signature or algorithm no key checks, "
-	               "expired, not yet valid, wrong claims, signed out, living longer than [auth] "
-	               "token_ttl_max, not checkable (no keys yet: 503), or good without the "
-	               "route's role (403).",
-	               reason, auth_refusals, METRICS_AUTH_NREASONS);
-	put_head(o, "evhost_auth_sign_outs_total", "counter",
-	         "Sign-outs (a plugin's evh_auth_revoke, POST /admin/sign-out): saved in "
-	         "state_dir/evhostd.auth.db, or not (in force until evhostd stops, not after).");
-	tb_printf(o, "evhost_auth_sign_outs_total{result=\"saved\"} %" PRIu64 "\n",
-	          (uint64_t)atomic_load(&sign_outs[1]));
-	tb_printf(o, "evhost_auth_sign_outs_total{result=\"failed\"} %" PRIu64 "\n",
-	          (uint64_t)atomic_load(&sign_outs[0]));
+	static const char *const result[2] = {"failed", "saved"}; /* sign_outs' indexes */
+	render_labelled(o, "evhost_auth_refusals_total",
+	                "Requests to routes that need a bearer token, refused by the host's check, "
+	                "by why: none given, not a JWT, signature or algorithm no key checks, "
+	                "expired, not yet valid, wrong claims, signed out, living longer than [auth] "
+	                "token_ttl_max, not checkable (no keys yet: 503), or good without the "
+	                "route's role (403).",
+	                "reason", reason, auth_refusals, METRICS_AUTH_NREASONS);
+	render_labelled(o, "evhost_auth_sign_outs_total",
+	                "Sign-outs (a plugin's evh_auth_revoke, POST /admin/sign-out): saved in "
+	                "state_dir/evhostd.auth.db, or not (in force until evhostd stops, not after).",
+	                "result", result, sign_outs, 2);
 	if (!h || !h->revoked)
 		return;
 	put_head(o, "evhost_auth_signed_out_subjects", "gauge",
@@ -1134,24 +1132,21 @@ static void render_auth(textbuf *o, host *h)
 static void render_admin(textbuf *o)
 {
 	static const char *const reason[METRICS_ADMIN_NREASONS] = {"missing", "malformed", "wrong"};
-	render_reasons(o, "evhost_admin_refusals_total",
-	               "Requests to the admin API refused (401), by why: no Authorization header, "
-	               "one without a bearer token, or a bearer token that is not [admin] "
-	               "token_file's.",
-	               reason, admin_refusals, METRICS_ADMIN_NREASONS);
+	render_labelled(o, "evhost_admin_refusals_total",
+	                "Requests to the admin API refused (401), by why: no Authorization header, "
+	                "one without a bearer token, or a bearer token that is not [admin] "
+	                "token_file's.",
+	                "reason", reason, admin_refusals, METRICS_ADMIN_NREASONS);
 }
 
-/* Both directions from the start, at 0. */
 static void render_clock(textbuf *o)
 {
-	put_head(o, "evhost_wall_clock_steps_total", "counter",
-	         "Steps of the wall clock of a second or more (NTP, date; a suspend counts "
-	         "forward). evhostd's own timeouts do not mind them; a step back stretches "
-	         "librdkafka's waits under way by the step.");
-	tb_printf(o, "evhost_wall_clock_steps_total{direction=\"back\"} %" PRIu64 "\n",
-	          (uint64_t)atomic_load(&clock_steps[1]));
-	tb_printf(o, "evhost_wall_clock_steps_total{direction=\"forward\"} %" PRIu64 "\n",
-	          (uint64_t)atomic_load(&clock_steps[0]));
+	static const char *const direction[2] = {"forward", "back"}; /* clock_steps' indexes */
+	render_labelled(o, "evhost_wall_clock_steps_total",
+	                "Steps of the wall clock of a second or more (NTP, date; a suspend counts "
+	                "forward). evhostd's own timeouts do not mind them; a step back stretches "
+	                "librdkafka's waits under way by the step.",
+	                "direction", direction, clock_steps, 2);
 }
 
 /* Only once a backup exists: when the newest was taken. */
