@@ -2121,8 +2121,8 @@ static void settings_defaults(set_ctx *x)
 	s->stop_timeout_ms = 10000;
 	s->log_level = EVH_LOG_INFO;
 	s->log_fmt = LOG_FORMAT_AUTO;
-	s->log_rate_burst = 5000; /* half of journald's default for a whole service */
-	s->log_rate_interval_ms = 30000;
+	s->log_rate_burst = LOG_RATE_BURST_DEFAULT;
+	s->log_rate_interval_ms = LOG_RATE_INTERVAL_MS_DEFAULT;
 	s->metrics_enabled = 1;
 	s->jwt_issuer = xstrdup("evhost");
 	s->trace_service = xstrdup("evhost");

@@ -25,9 +25,9 @@
 
 static atomic_int log_level_now = EVH_LOG_INFO;
 static atomic_int log_fmt_now = -1; /* -1 until resolved; then TEXT or JSON, never AUTO */
-/* [log] plugin_rate_limit_burst and _interval (config.c's defaults) */
-static _Atomic int64_t log_rate_burst = 5000;
-static _Atomic int64_t log_rate_interval_ms = 30000;
+/* [log] plugin_rate_limit_burst and _interval (log_set_rate_limit) */
+static _Atomic int64_t log_rate_burst = LOG_RATE_BURST_DEFAULT;
+static _Atomic int64_t log_rate_interval_ms = LOG_RATE_INTERVAL_MS_DEFAULT;
 
 static _Thread_local char log_ctx_request[LOG_CTX_MAX];
 static _Thread_local char log_ctx_trace[LOG_CTX_MAX];

@@ -39,6 +39,11 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
  * dropped, said when the first is and counted when the interval ends, so
  * that a plugin logging in a loop cannot use up journald's budget for the
  * host's lines and the other plugins'. */
+/* [log] plugin_rate_limit_burst and _interval by default: half of
+ * journald's default budget for a whole service (10000 per 30 s). */
+#define LOG_RATE_BURST_DEFAULT 5000
+#define LOG_RATE_INTERVAL_MS_DEFAULT 30000
+
 typedef struct log_budget {
 	char owner[72];                 /* the plugin's name: its notices' component */
 	pthread_mutex_t mu;

@@ -1472,7 +1472,7 @@ static void test_log_budget(void **state)
 	assert_null(strstr(out, "] line 1\n"));
 	assert_null(strstr(out, "] again 2\n"));
 	free(out);
-	log_set_rate_limit(5000, 30000);
+	log_set_rate_limit(LOG_RATE_BURST_DEFAULT, LOG_RATE_INTERVAL_MS_DEFAULT);
 	log_setup(EVH_LOG_INFO, LOG_FORMAT_AUTO);
 }
 
