@@ -1375,23 +1375,34 @@ static int backup_list(const char *root, char ***names, size_t *n)
 	return 0;
 }
 
-int64_t admin_backup_newest_ms(const char *state_dir)
+/* Backup name `name` (post_backup's) as ms since the epoch; 0 if unreadable. */
+static int64_t backup_name_ms(const char *name)
 {
-	char *root = path_join(state_dir, "backups"), **names = NULL;
-	size_t n = 0;
 	struct tm tm;
-	int ms, found;
+	int ms;
 	memset(&tm, 0, sizeof tm);
-	found = root && backup_list(root, &names, &n) == 0 && n &&
-	        sscanf(names[n - 1], "%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon,
-	               &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7;
-	free(root);
-	names_free(names, n);
-	if (!found)
+	if (sscanf(name, "%4d%2d%2dT%2d%2d%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	           &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) != 7)
 		return 0;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
 	return (int64_t)timegm(&tm) * 1000 + ms;
+}
+
+int64_t admin_backup_newest_ms(const char *state_dir, int64_t now_ms)
+{
+	char *root = path_join(state_dir, "backups"), **names = NULL;
+	size_t n = 0;
+	int64_t newest = 0;
+	if (root && backup_list(root, &names, &n) == 0)
+		for (size_t i = n; i-- > 0 && !newest;) {
+			int64_t ms = backup_name_ms(names[i]);
+			if (ms <= now_ms) /* else named while the clock was ahead: age unknown */
+				newest = ms;
+		}
+	free(root);
+	names_free(names, n);
+	return newest;
 }
 
 /* Remove backup directory `dir`: its files, then itself. 0, or -1 with
@@ -1491,11 +1502,13 @@ static void backup_prune(const char *root, long keep, const char *made, cJSON *r
 		return;
 	}
 	excess = n > (size_t)keep ? n - (size_t)keep : 0;
-	for (size_t i = 0; i < n && excess; i++) {
+	/* Oldest first, by name; but those named after the one just made go
+	 * before all (the wall clock was ahead when they were made: their age
+	 * is unknown, as for the gauge), and the one just made stays. */
+	for (size_t k = 0; k < 2 * n && excess; k++) {
+		size_t i = k % n;
 		char *path;
-		/* The one just made stays, even named older than others (the wall
-		 * clock set back since they were made). */
-		if (!strcmp(names[i], made))
+		if ((strcmp(names[i], made) > 0) != (k < n) || !strcmp(names[i], made))
 			continue;
 		excess--;
 		path = path_join(root, names[i]);

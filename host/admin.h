@@ -54,6 +54,8 @@ void admin_handle(host *h, evh_request *req, evh_response *resp);
 void admin_reload_begin(host *h);
 void admin_reload_end(host *h, int rc);
 /* When the newest complete backup under `state_dir`/backups was taken (its
- * name), in ms since the epoch; 0 when there is none. Any thread. */
-int64_t admin_backup_newest_ms(const char *state_dir);
+ * name), in ms since the epoch; 0 when there is none. Backups named after
+ * `now_ms` (made while the wall clock was ahead: when, is unknown) are not
+ * counted. Any thread. */
+int64_t admin_backup_newest_ms(const char *state_dir, int64_t now_ms);
 #endif

@@ -30,6 +30,7 @@
 #include <evhost/evhost.h>
 
 #include "admin.h"
+#include "clock.h"
 #include "host.h"
 #include "json.h"
 #include "jwksfetch.h"
@@ -1152,12 +1153,14 @@ static void render_clock(textbuf *o)
 /* Only once a backup exists: when the newest was taken. */
 static void render_backup(textbuf *o, host *h)
 {
-	int64_t ms = h && h->set.state_dir ? admin_backup_newest_ms(h->set.state_dir) : 0;
+	int64_t ms = h && h->set.state_dir ? admin_backup_newest_ms(h->set.state_dir,
+	                                                            clock_wall_ms()) : 0;
 	if (!ms)
 		return;
 	put_head(o, "evhost_backup_last_timestamp_seconds", "gauge",
 	         "When the newest complete backup under state_dir/backups was taken "
-	         "(evhostctl backup), in seconds since the Unix epoch.");
+	         "(evhostctl backup), in seconds since the Unix epoch; one named after now "
+	         "(made while the clock was ahead) is not counted.");
 	tb_printf(o, "evhost_backup_last_timestamp_seconds %.3f\n", (double)ms / 1000.0);
 }
 

@@ -525,19 +525,32 @@ def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd,
     assert (nxt / "crud.db").is_file() and (nxt / "user.db").is_file()
 
 
-def test_the_backup_just_made_is_kept_when_an_older_clock_names_it_first(evhostd, build_dir,
-                                                                         tmp_path):
+def test_a_backup_named_while_the_clock_was_ahead(evhostd, build_dir, tmp_path):
     # A backup made while the wall clock was far ahead (a bad RTC at boot,
-    # before NTP set it back) sorts after every later one: --keep 1 removes
-    # it, not the backup just made, and the gauge follows the one kept.
+    # before NTP set it back) sorts after every later one. The gauge does
+    # not count it (when it was made is unknown: EvhostBackupOld would not
+    # fire until long after), and --keep removes it before older ones it
+    # can date, and never the backup just made.
     d = crud_daemon(evhostd, tmp_path)
     ahead = d.state_dir / "backups" / "29991231T235959.999Z"
     ahead.mkdir(parents=True)
     (ahead / "crud.db").write_bytes(b"")
+    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+    r = ctl(build_dir, d, "--json", "backup")
+    assert r.returncode == 0, r.stderr
+    first = json.loads(r.stdout)
+    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
+                      d.get("/metrics").text, re.M)
+    taken = datetime.fromisoformat(first["time"].replace("Z", "+00:00")).timestamp()
+    assert gauge and abs(float(gauge.group(1)) - taken) < 0.002, gauge
+    r = ctl(build_dir, d, "--json", "backup", "--keep", "2")
+    assert r.returncode == 0, r.stderr
+    second = json.loads(r.stdout)
+    assert second["removed"] == [str(ahead)], r.stdout
     r = ctl(build_dir, d, "--json", "backup", "--keep", "1")
     assert r.returncode == 0, r.stderr
     made = json.loads(r.stdout)
-    assert made["removed"] == [str(ahead)], r.stdout
+    assert made["removed"] == [first["dir"], second["dir"]], r.stdout
     assert [p.name for p in (d.state_dir / "backups").iterdir()] == [Path(made["dir"]).name]
     gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
                       d.get("/metrics").text, re.M)
