@@ -674,13 +674,21 @@ class Daemon(Child):
         # None: do not check.
         self.expect_exit_code = 0
 
+    def command(self):
+        return [str(self.binary), "-c", str(self.config_file)]
+
     def start(self):
         self._log = open(self.log_file, "ab")
-        self.proc = _Proc([str(self.binary), "-c", str(self.config_file)],
-                          stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                          env=self.env)
+        self.proc = _Proc(self.command(), stdin=subprocess.DEVNULL, stdout=self._log,
+                          stderr=subprocess.STDOUT, env=self.env)
         self.signalled = False
         return self
+
+    def exited_unasked(self):
+        """Has it exited while nobody asked (no wait(), no signal sent
+        through this object)? Then it died during its test."""
+        return (self.proc is not None and self.proc.poll() is not None
+                and not self.proc.waited and not self.signalled)
 
     def wait_healthy(self, timeout=30.0):
         def healthy():
@@ -843,8 +851,7 @@ class DaemonFactory:
             if d.proc is None:
                 continue
             was_running = d.running()
-            unasked = not was_running and not getattr(d.proc, "waited", True) and \
-                not getattr(d, "signalled", False)
+            unasked = d.exited_unasked()
             try:
                 code = d.stop(timeout=30)
             except AssertionError as exc:

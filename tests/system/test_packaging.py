@@ -504,12 +504,8 @@ class InstalledDaemon(lib.Daemon):
         super().__init__(*args, **kw)
         self.wrapper = list(wrapper)
 
-    def start(self):
-        self._log = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([*self.wrapper, str(self.binary), "-c",
-                                      str(self.config_file)], stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
-        return self
+    def command(self):
+        return [*self.wrapper, *super().command()]
 
     def daemon_pid(self):
         if not self.wrapper:
@@ -524,6 +520,7 @@ class InstalledDaemon(lib.Daemon):
         return lib.wait_until(child, 10, message="the wrapped evhostd's pid")
 
     def send_signal(self, sig):
+        self.signalled = True
         os.kill(self.daemon_pid(), sig)
 
     def stop(self, signal=signal.SIGTERM, timeout=30.0):
@@ -538,8 +535,11 @@ def daemons():
     yield started
     problems = []
     for d in started:
-        was_running = d.running()
+        was_running, unasked = d.running(), d.exited_unasked()
         code = d.stop(timeout=60)
+        if unasked:
+            problems.append(f"evhostd exited with {code} during the test, which did not "
+                            f"wait for it\n{d.log_tail()}")
         if was_running and code != 0:
             problems.append(f"evhostd exited with {code} on SIGTERM\n{d.log_tail()}")
     if problems:
