@@ -1505,19 +1505,21 @@ static void backup_prune(const char *root, long keep, const char *made, cJSON *r
 	/* Oldest first, by name; but those named after the one just made go
 	 * before all (the wall clock was ahead when they were made: their age
 	 * is unknown, as for the gauge), and the one just made stays. */
-	for (size_t k = 0; k < 2 * n && excess; k++) {
-		size_t i = k % n;
-		char *path;
-		if ((strcmp(names[i], made) > 0) != (k < n) || !strcmp(names[i], made))
-			continue;
-		excess--;
-		path = path_join(root, names[i]);
-		if (path && backup_retire(root, names[i]) == 0)
-			jsonb_put_str(removed, NULL, path, ok);
-		else
-			log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s/%s: %s", root,
-			         names[i], strerror(errno));
-		free(path);
+	for (int ahead = 1; ahead >= 0; ahead--) {
+		for (size_t i = 0; i < n && excess; i++) {
+			int c = strcmp(names[i], made);
+			char *path;
+			if (!c || (c > 0) != ahead)
+				continue;
+			excess--;
+			path = path_join(root, names[i]);
+			if (path && backup_retire(root, names[i]) == 0)
+				jsonb_put_str(removed, NULL, path, ok);
+			else
+				log_warn(ADMIN_LOG, "backup: cannot remove the old backup %s/%s: %s",
+				         root, names[i], strerror(errno));
+			free(path);
+		}
 	}
 	names_free(names, n);
 }

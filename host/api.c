@@ -291,7 +291,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		             topic, sizeof ((ce_meta *)NULL)->type - 1);
 		return EVH_EINVAL;
 	}
-	max = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
+	max = kafka_max_event_bytes(p->host->kafka);
 	size = len + (key ? strlen(key) : 0);
 	if (max && size > max) {
 		plugin_refusal(p, "publish to %s: the event's key and data are %zu bytes, more than"

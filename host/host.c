@@ -70,8 +70,8 @@ static char *section_signature(const cfg *c, const char *section)
 	if (!(out = malloc(total)))
 		goto out;
 	out[0] = '\0';
-	for (size_t i = 0; i < n; i++)
-		strcat(out, lines[i]);
+	for (size_t i = 0, at = 0; i < n; i++)
+		at += (size_t)sprintf(out + at, "%s", lines[i]);
 out:
 	for (size_t i = 0; i < n; i++)
 		free(lines[i]);
