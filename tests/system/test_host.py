@@ -1433,6 +1433,21 @@ def test_a_step_of_the_wall_clock_is_said(evhostd, build_dir, tmp_path):
     assert steps() == {"back": 1, "forward": 1}
 
 
+def test_a_failed_wait_for_signals_stops_the_daemon_as_a_failure(evhostd, build_dir, tmp_path):
+    # sigtimedwait fails only on a bug (EINVAL): the main thread cannot wait
+    # for SIGTERM or SIGHUP any more, so evhostd stops, cleanly, but exits 1
+    # so that systemd's Restart=on-failure starts it again (evhostd(8)).
+    switch = tmp_path / "sigwait-fails"
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")},
+                env=lib.faults_preloaded(build_dir, sigwait_file=switch))
+    assert d.get("/probe/seen").status_code == 200
+    switch.touch()
+    assert d.wait(timeout=30) == 1, d.log_tail()
+    log = d.log_text()
+    assert re.search(r" ERROR \[host\] sigtimedwait: Invalid argument\n", log), log
+    assert log.index("sigtimedwait: Invalid argument") < log.index("[host] stopped"), log
+
+
 def test_a_storage_error_a_handler_returns_is_logged_with_its_message(evhostd, build_dir):
     # The handler's transaction (and its message) was gone when the host
     # logged "failed: storage error": the line now says what SQLite said,
