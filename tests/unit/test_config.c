@@ -372,6 +372,7 @@ static void test_long_lines(void **state)
 	size_t n = 5000;
 	char *text = malloc(n + 64), *huge;
 
+	assert_non_null(text);
 	/* inih's own 200-byte lines would split this value in two */
 	strcpy(text, "[kafka]\nbrokers = ");
 	memset(text + strlen(text), 'b', n);
@@ -383,6 +384,7 @@ static void test_long_lines(void **state)
 	free(text);
 
 	huge = malloc(9000);
+	assert_non_null(huge);
 	memset(huge, 'x', 8999);
 	memcpy(huge, "[a]\nk=", 6);
 	huge[8997] = '\n';

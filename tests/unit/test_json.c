@@ -443,7 +443,7 @@ static char *wide_object(int count, const char *extra)
 	s[0] = '{';
 	for (int i = 0; i < count; i++)
 		n += (size_t)sprintf(s + n, "%s\"m%d\":%d", i ? "," : "", i, i);
-	n += (size_t)sprintf(s + n, "%s}", extra);
+	sprintf(s + n, "%s}", extra);
 	return s;
 }
 
