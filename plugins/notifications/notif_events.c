@@ -128,6 +128,12 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		return DELIV_ALREADY;
 	notif_now_rfc3339(now);
 	have = notif_pending_get(&st->pending, d->log_id, &mem);
+	if (have < 0) {
+		/* It may say sent: nothing is sent until it can be read. */
+		snprintf(d->err, sizeof d->err,
+		         "out of memory reading what an earlier attempt of delivery %s did", d->log_id);
+		return DELIV_RETRY;
+	}
 	snprintf(d->created_at, sizeof d->created_at, "%s", have ? mem.created_at : now);
 	if (have && strcmp(mem.status, NOTIF_RETRYING)) {
 		/* Settled by an attempt whose row did not commit: write it now. */

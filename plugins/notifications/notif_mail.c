@@ -39,8 +39,12 @@ int notif_addr_valid(const char *addr)
 	return 1;
 }
 
-static void copy_trimmed(char *dst, size_t dstlen, const char *s, size_t n)
+/* s[0..n) without surrounding blanks and quotes into dst, cut to fit;
+ * -1 when it was cut. */
+static int copy_trimmed(char *dst, size_t dstlen, const char *s, size_t n)
 {
+	int fits;
+
 	while (n && (*s == ' ' || *s == '\t')) {
 		s++;
 		n--;
@@ -51,10 +55,12 @@ static void copy_trimmed(char *dst, size_t dstlen, const char *s, size_t n)
 		s++;
 		n -= 2;
 	}
-	if (n >= dstlen)
+	fits = n < dstlen;
+	if (!fits)
 		n = dstlen - 1;
 	memcpy(dst, s, n);
 	dst[n] = '\0';
+	return fits ? 0 : -1;
 }
 
 int notif_mailbox_parse(const char *mailbox, char *name, size_t namelen, char *addr,
@@ -64,16 +70,15 @@ int notif_mailbox_parse(const char *mailbox, char *name, size_t namelen, char *a
 	size_t n = strlen(mailbox);
 
 	name[0] = '\0';
-	if (!lt) {
-		copy_trimmed(addr, addrlen, mailbox, n);
-		return notif_addr_valid(addr) ? 0 : -1;
-	}
+	if (!lt) /* an address cut to fit could pass for a valid one: refused */
+		return copy_trimmed(addr, addrlen, mailbox, n) < 0 || !notif_addr_valid(addr) ? -1 : 0;
 	while (n && (mailbox[n - 1] == ' ' || mailbox[n - 1] == '\t'))
 		n--;
 	if (!n || mailbox[n - 1] != '>' || mailbox + n - 1 <= lt)
 		return -1;
-	copy_trimmed(addr, addrlen, lt + 1, (size_t)(mailbox + n - 1 - (lt + 1)));
-	copy_trimmed(name, namelen, mailbox, (size_t)(lt - mailbox));
+	if (copy_trimmed(addr, addrlen, lt + 1, (size_t)(mailbox + n - 1 - (lt + 1))) < 0)
+		return -1;
+	copy_trimmed(name, namelen, mailbox, (size_t)(lt - mailbox)); /* a long name is cut */
 	return notif_addr_valid(addr) ? 0 : -1;
 }
 

@@ -152,8 +152,8 @@ int notif_pending_get(notif_pending *pd, const char *event_id, notif_entry *out)
 
 	pthread_mutex_lock(&pd->mu);
 	e = find_locked(pd, event_id);
-	if (e && entry_copy(e, out) == 0)
-		found = 1;
+	if (e)
+		found = entry_copy(e, out) == 0 ? 1 : -1;
 	pthread_mutex_unlock(&pd->mu);
 	return found;
 }

@@ -42,8 +42,9 @@ void notif_pending_destroy(notif_pending *pd);
 int notif_pending_put(notif_pending *pd, const char *event_id, const char *recipient,
                       const char *tmpl, const char *status, int attempts, const char *last_error,
                       const char *now);
-/* A copy of the entry for `event_id`: 1 (free with notif_entry_clear), or
- * 0 when there is none (or no memory for the copy). */
+/* A copy of the entry for `event_id`: 1 (free with notif_entry_clear), 0
+ * when there is none, or -1 when there is one but no memory for the copy
+ * (not "none": a message it says was sent must not be sent again). */
 int notif_pending_get(notif_pending *pd, const char *event_id, notif_entry *out);
 
 /* Entries not "sent", for `recipient` (NULL: all), strictly after the

@@ -15,6 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc_faults.h"
+
 #include "../../plugins/notifications/notif_buf.c"
 #include "../../plugins/notifications/notif_maildir.c"
 #include "../../plugins/notifications/notif_mail.c"
@@ -261,6 +263,20 @@ static void test_mailbox_parse(void **state)
 	                                     sizeof addr), -1);
 	assert_int_equal(notif_mailbox_parse("Ops <not an address>", name, sizeof name, addr,
 	                                     sizeof addr), -1);
+	/* An address longer than NOTIF_ADDR_MAX is refused, not cut to one that
+	 * would pass: 64 + "@" + 300 bytes, whose first 320 are valid. */
+	{
+		char longer[400], named[420];
+		memset(longer, 'a', 64);
+		longer[64] = '@';
+		memset(longer + 65, 'b', 300);
+		longer[365] = '\0';
+		assert_int_equal(notif_mailbox_parse(longer, name, sizeof name, addr, sizeof addr),
+		                 -1);
+		snprintf(named, sizeof named, "Ops <%s>", longer);
+		assert_int_equal(notif_mailbox_parse(named, name, sizeof name, addr, sizeof addr),
+		                 -1);
+	}
 }
 
 /* ------------------------------------------------------------ encodings */
@@ -655,6 +671,15 @@ static void test_pending_state(void **state)
 	assert_string_equal(e.last_error, "smtp: refused");
 	notif_entry_clear(&e);
 	assert_int_equal(notif_pending_get(&pd, "nope", &e), 0);
+	/* No memory for the copy is not "no entry": a "sent" one would be sent
+	 * again (deliver_once retries instead). */
+	for (long k = 0; k < 4; k++) {
+		alloc_faults_arm(k, ALLOC_THIS_THREAD);
+		assert_int_equal(notif_pending_get(&pd, "ev3", &e), -1);
+		assert_true(alloc_faults_disarm());
+	}
+	assert_int_equal(notif_pending_get(&pd, "ev3", &e), 1);
+	notif_entry_clear(&e);
 
 	/* Pages hide "sent", order newest first, filter and honour the cursor. */
 	n = notif_pending_page(&pd, NULL, NULL, NULL, 10, &page);
