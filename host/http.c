@@ -1980,10 +1980,12 @@ static atomic_int access_log_mode = HTTP_ACCESS_ALL;
 
 void http_set_access_log(http_access_log which) { atomic_store(&access_log_mode, (int)which); }
 
-/* Whether a request answered `status` gets its access log line. */
-static int access_logged(int status)
+/* Whether a request answered `status` gets its access log line, by `mode`:
+ * access_log_mode as the request came (a reload while it is answered
+ * neither adds nor removes its line: a client told "off" and answered has
+ * no line appearing after a reload to "all"). */
+static int access_logged(int mode, int status)
 {
-	int mode = atomic_load(&access_log_mode);
 	return mode == HTTP_ACCESS_ALL || (mode == HTTP_ACCESS_ERRORS && status >= 400);
 }
 
@@ -1996,7 +1998,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	const char *tp, *cert;
 	double t0 = now_ms();
 	size_t sent;
-	int refused;
+	int refused, access = atomic_load(&access_log_mode);
 	memset(&req, 0, sizeof req);
 	memset(&resp, 0, sizeof resp);
 	req.conn = conn;
@@ -2051,7 +2053,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	 * refused the client (its problem's detail). */
 	cert = http_req_client_cert(&req);
 	refused = (resp.status == 401 || resp.status == 403) && resp.refusal[0];
-	if (access_logged(resp.status))
+	if (access_logged(access, resp.status))
 		log_info("http", "%s %s %d %zu bytes %.1f ms, from %s%s%s%s%s%s%s", req.method,
 		         req.path, resp.status, sent, now_ms() - t0, req.client,
 		         req.forwarded ? " via " : "", req.forwarded ? req.ri->remote_addr : "",
@@ -2076,6 +2078,7 @@ static void answer_unrouted(evh_request *req, evh_response *resp, int status, co
                             const char *retry_after)
 {
 	const struct mg_request_info *ri = req->ri;
+	int access = atomic_load(&access_log_mode);
 	size_t sent;
 	if (retry_after)
 		http_resp_header(resp, "Retry-After", retry_after);
@@ -2084,7 +2087,7 @@ static void answer_unrouted(evh_request *req, evh_response *resp, int status, co
 	/* When its first byte came is civetweb's: no duration to observe. */
 	metrics_http_request(NULL, req->method, status, -1);
 	sent = resp_send(req, resp);
-	if (access_logged(status))
+	if (access_logged(access, status))
 		log_info("http", "%s %s %d %zu bytes, from %s: %s", *req->method ? req->method : "-",
 		         req->path ? req->path : "-", status, sent,
 		         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
