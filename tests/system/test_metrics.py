@@ -562,6 +562,25 @@ def test_5xx_past_a_routes_statuses_still_reach_the_error_alert(evhostd, build_d
     check_dashboard(scrape)
 
 
+def test_a_plugin_gauge_is_set_and_added_to_through_the_sdk(evhostd, build_dir):
+    """evh_metric_set and evh_metric_add on a plugin's own gauge, through the
+    SDK's table as a third-party plugin calls them (the bundled plugins use
+    counters and a histogram only)."""
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    d = evhostd({"plugin.probe": {"path": str(probe), "subscribe": "false", "gauge": "true"}},
+                brokers="embedded")
+    scrape = Scrape(d)
+    assert scrape.types.get("probe_level") == "gauge", scrape.text
+    assert scrape.series("probe_level") == []  # declared, no value yet
+    for query, want in (("kind=a&set=5", 5), ("kind=a&add=2", 7), ("kind=a&add=-10", -3),
+                        ("kind=a&set=40", 40)):
+        assert d.post(f"/probe/gauge?{query}").status_code == 204
+        assert scrape_value(d, "probe_level", plugin="probe", kind="a") == want, query
+    assert d.post("/probe/gauge?kind=b&set=-1").status_code == 204
+    assert sorted(Scrape(d).series("probe_level"), key=lambda s: s[0]["kind"]) == \
+        [({"plugin": "probe", "kind": "a"}, 40), ({"plugin": "probe", "kind": "b"}, -1)]
+
+
 def test_consumer_lag_returns_to_zero_after_a_dead_letter(evhostd):
     """Welcome mails the SMTP server refuses: each retried (its partition's
     lag counts it and those behind it meanwhile), then dead-lettered, and
