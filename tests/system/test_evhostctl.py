@@ -363,6 +363,14 @@ def test_sign_out_a_subject(evhostd, build_dir, tmp_path):
     assert rename(after_restore).status_code == 401
 
 
+def backup_gauge(d):
+    """evhost_backup_last_timestamp_seconds (what EvhostBackupOld watches),
+    or None when it is not exposed."""
+    m = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$", d.get("/metrics").text,
+                  re.M)
+    return float(m.group(1)) if m else None
+
+
 def test_backup_and_restore(evhostd, build_dir, tmp_path):
     d = crud_daemon(evhostd, tmp_path)
     kept = d.post("/crud/products", json={"name": "kept"}).json()
@@ -370,7 +378,7 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     unfinished = d.state_dir / "backups" / ".partial-20260101T000000.000Z"
     unfinished.mkdir(parents=True)
     (unfinished / "crud.db").write_bytes(b"SQLite format 3\0 cut short")
-    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+    assert backup_gauge(d) is None
     r = ctl(build_dir, d, "backup")
     assert r.returncode == 0, r.stderr
     m = re.fullmatch(r"backup in (\S+), taken at (\S+)", r.stdout.strip().splitlines()[-1])
@@ -386,9 +394,8 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert not unfinished.exists()
     assert f"removed {unfinished}, left unfinished by an earlier daemon" in d.log_text()
     # the metric EvhostBackupOld watches: when the newest backup was taken
-    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
-                      d.get("/metrics").text, re.M)
-    assert gauge and abs(float(gauge.group(1)) - taken.timestamp()) < 0.002, gauge
+    gauge = backup_gauge(d)
+    assert gauge is not None and abs(gauge - taken.timestamp()) < 0.002, gauge
     db = sqlite3.connect(f"file:{copy}?mode=ro", uri=True)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -405,10 +412,9 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     assert sorted(p["plugin"] for p in second["plugins"]) == ["crud", "user"]
     assert len(list((d.state_dir / "backups").iterdir())) == 2
     # the gauge follows the newest of several
-    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
-                      d.get("/metrics").text, re.M)
+    gauge = backup_gauge(d)
     newer = datetime.fromisoformat(second["time"].replace("Z", "+00:00")).timestamp()
-    assert gauge and abs(float(gauge.group(1)) - newer) < 0.002, gauge
+    assert gauge is not None and abs(gauge - newer) < 0.002, gauge
     # --keep: the newest N stay; what evhostd did not make is not its to remove
     (d.state_dir / "backups" / "copied-by-hand").mkdir()
     r = ctl(build_dir, d, "backup", "--keep", "1")
@@ -535,14 +541,13 @@ def test_a_backup_named_while_the_clock_was_ahead(evhostd, build_dir, tmp_path):
     ahead = d.state_dir / "backups" / "29991231T235959.999Z"
     ahead.mkdir(parents=True)
     (ahead / "crud.db").write_bytes(b"")
-    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+    assert backup_gauge(d) is None
     r = ctl(build_dir, d, "--json", "backup")
     assert r.returncode == 0, r.stderr
     first = json.loads(r.stdout)
-    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
-                      d.get("/metrics").text, re.M)
+    gauge = backup_gauge(d)
     taken = datetime.fromisoformat(first["time"].replace("Z", "+00:00")).timestamp()
-    assert gauge and abs(float(gauge.group(1)) - taken) < 0.002, gauge
+    assert gauge is not None and abs(gauge - taken) < 0.002, gauge
     r = ctl(build_dir, d, "--json", "backup", "--keep", "2")
     assert r.returncode == 0, r.stderr
     second = json.loads(r.stdout)
@@ -552,10 +557,9 @@ def test_a_backup_named_while_the_clock_was_ahead(evhostd, build_dir, tmp_path):
     made = json.loads(r.stdout)
     assert made["removed"] == [first["dir"], second["dir"]], r.stdout
     assert [p.name for p in (d.state_dir / "backups").iterdir()] == [Path(made["dir"]).name]
-    gauge = re.search(r"^evhost_backup_last_timestamp_seconds ([0-9.]+)$",
-                      d.get("/metrics").text, re.M)
+    gauge = backup_gauge(d)
     taken = datetime.fromisoformat(made["time"].replace("Z", "+00:00")).timestamp()
-    assert gauge and abs(float(gauge.group(1)) - taken) < 0.002, gauge
+    assert gauge is not None and abs(gauge - taken) < 0.002, gauge
 
 
 def test_a_failed_backup_keeps_nothing(evhostd, build_dir, tmp_path):
@@ -587,7 +591,7 @@ def test_a_backup_that_cannot_be_renamed_whole_keeps_nothing(evhostd, build_dir,
     assert Path(m.group(1)).name == ".partial-" + Path(m.group(2)).name, r.stderr
     assert list(backups.iterdir()) == []
     assert "backup failed, nothing kept: cannot rename " in d.log_text(), d.log_tail()
-    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+    assert backup_gauge(d) is None
 
 
 def test_a_backup_whose_directory_cannot_be_synced_is_not_kept(evhostd, build_dir, tmp_path):
@@ -602,7 +606,7 @@ def test_a_backup_whose_directory_cannot_be_synced_is_not_kept(evhostd, build_di
                            "Input/output error")
     assert list(backups.iterdir()) == []
     assert "backup failed, nothing kept: cannot sync " in d.log_text(), d.log_tail()
-    assert "evhost_backup_last_timestamp_seconds" not in d.get("/metrics").text
+    assert backup_gauge(d) is None
 
 
 def test_a_dropin_whose_directory_cannot_be_synced_is_used_and_said(evhostd, build_dir,
