@@ -1171,6 +1171,39 @@ static void test_watermarks_retry_while_leader_moves(void **state)
 	rd_kafka_destroy(mrk);
 }
 
+/* A listing of dead letters gives up at its deadline, saying so, when the
+ * broker is slow to answer its fetch (the admin API's 502); the next
+ * listing, answered at once, has the letters. The rig's warm-up event
+ * stands for one. */
+static void test_dlq_read_gives_up_at_its_deadline(void **state)
+{
+	enum { FETCH = 1 }; /* the Kafka protocol's ApiKey */
+	const char *topics[1] = {TOPIC};
+	struct relay_rig g;
+	char err[256];
+	dlq_list l;
+	int64_t t0;
+	(void)state;
+	rig_start(&g, "5000");
+	assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+	                     g.mc, 1, FETCH, 1, RD_KAFKA_RESP_ERR_NO_ERROR, 3000),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	t0 = mono_ms();
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, 300, &l, err, sizeof err), EVH_EKAFKA);
+	assert_true(mono_ms() - t0 >= 300);
+	assert_string_equal(err, "reading the dead-letter topics took longer than 300 ms");
+	assert_int_equal(l.n, 0);
+	assert_null(l.v);
+
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
+	assert_int_equal(l.n, 1);
+	assert_string_equal(l.v[0].topic, TOPIC);
+	assert_non_null(dlq_header(&l.v[0], "ce_type", NULL));
+	assert_string_equal(dlq_header(&l.v[0], "ce_type", NULL), "WARM_UP");
+	dlq_list_free(&l);
+	rig_stop(&g);
+}
+
 /* ------------------------------------------------------------- helpers 2 */
 
 /* Another consuming plugin with its own store, topic, group and handler. */
@@ -2463,6 +2496,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_records_other_plugins_behind_a_long_transaction), 2},
     {cmocka_unit_test(test_threads_are_named), 2},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},
+    {cmocka_unit_test(test_dlq_read_gives_up_at_its_deadline), 1},
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 6},   /* 3.7 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 5},
