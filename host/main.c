@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 
@@ -23,6 +24,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugins.h"
 
 static void usage(FILE *out)
 {
@@ -178,6 +180,19 @@ static void block_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* Leave with `rc`, after host_stop. A plugin library whose file was written
+ * over in place while loaded has the file's bytes for its pointers, its
+ * destructors' too, which exit() would call: then _exit, the output
+ * flushed, with nothing left to run. */
+static int leave(int rc)
+{
+	if (plugins_changed_loaded()) {
+		fflush(NULL);
+		_exit(rc);
+	}
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -231,7 +246,7 @@ int main(int argc, char **argv)
 			        diag_count(&d), diag_count(&d) == 1 ? "" : "s");
 		diag_free(&d);
 		host_stop(&h);
-		return rc == 0 ? 0 : 1;
+		return leave(rc == 0 ? 0 : 1);
 	}
 	diag_free(&d);
 	log_setup(h.set.log_level, h.set.log_fmt);
@@ -239,7 +254,7 @@ int main(int argc, char **argv)
 	if (host_start(&h) != 0) {
 		sd_notify(0, "STATUS=start failed, see the log");
 		host_stop(&h);
-		return 1;
+		return leave(1);
 	}
 	/* systemd (Type=notify) treats the unit as started only now, so units
 	 * ordered after evhostd find its routes and consumers up. */
@@ -252,5 +267,5 @@ int main(int argc, char **argv)
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
 	host_stop(&h);
 	log_info("host", "stopped");
-	return rc;
+	return leave(rc);
 }

@@ -164,8 +164,10 @@ typedef struct loaded_lib {
 	off_t size;
 	struct timespec mtime;
 	int fd;            /* -1, or the descriptor it was loaded by (see above) */
+	int watch;         /* -1, or a descriptor on its file (fd, or one of its own), to
+	                    * see the file written over in place (loaded_changed) */
 	char name[PATH_MAX]; /* what it was loaded by: the path, or /proc/self/fd/<fd> */
-	int changed;       /* its file was seen changed in place: never used again */
+	int changed;       /* its file was seen changed in place: never called again */
 	unsigned refs;     /* plugins holding dl */
 	struct loaded_lib *next;
 } loaded_lib;
@@ -187,6 +189,45 @@ static loaded_lib *loaded_find_file(const struct stat *st)
 	return NULL;
 }
 
+/* A descriptor on the file at `path` if it is still the file `st` describes
+ * (the one just loaded from there), else -1. */
+static int open_same(const char *path, const struct stat *st)
+{
+	struct stat now;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && (fstat(fd, &now) != 0 || now.st_dev != st->st_dev ||
+	                now.st_ino != st->st_ino)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+/* Whether the file `l` was loaded from was written over in place since
+ * (cp onto it, a compiler's output): the truncation took even the
+ * library's relocated pages, which now read as the file's bytes, so its
+ * function pointers (its descriptor's init and fini, its destructors) point
+ * nowhere, and its code may be another build's. Nothing in it is called
+ * again once this is seen. A file replaced by install(1) or mv is another
+ * file and leaves the loaded one as it was. */
+static int loaded_changed(loaded_lib *l)
+{
+	struct stat st;
+	if (!l->changed && l->watch >= 0 && fstat(l->watch, &st) == 0 &&
+	    (st.st_size != l->size || st.st_mtim.tv_sec != l->mtime.tv_sec ||
+	     st.st_mtim.tv_nsec != l->mtime.tv_nsec))
+		l->changed = 1;
+	return l->changed;
+}
+
+int plugins_changed_loaded(void)
+{
+	for (loaded_lib *l = loaded_libs; l; l = l->next)
+		if (loaded_changed(l))
+			return 1;
+	return 0;
+}
+
 /* One more plugin holds dl (`l`: its record, if it has one), loaded by
  * `name` from the file `st` describes (through descriptor `fd`, or -1).
  * Returns the record, or NULL without memory for a new one. */
@@ -204,6 +245,7 @@ static loaded_lib *loaded_hold(loaded_lib *l, void *dl, const evh_plugin_desc *d
 		l->size = st->st_size;
 		l->mtime = st->st_mtim;
 		l->fd = fd;
+		l->watch = fd >= 0 ? fd : open_same(name, st);
 		snprintf(l->name, sizeof l->name, "%s", name);
 		l->next = loaded_libs;
 		loaded_libs = l;
@@ -212,10 +254,12 @@ static loaded_lib *loaded_hold(loaded_lib *l, void *dl, const evh_plugin_desc *d
 	return l;
 }
 
-/* A plugin lets go of dl: dlclose, and the record and its descriptor go
+/* A plugin lets go of dl: dlclose, and the record and its descriptors go
  * with the last one. Under ASan the code stays mapped so that leak reports
  * can symbolize frames from the plugin; its record stays too, so that a
- * later open knows which file that mapping came from. */
+ * later open knows which file that mapping came from. A library whose file
+ * was written over stays loaded and recorded too: dlclose would run its
+ * destructors. */
 static void loaded_release(void *dl)
 {
 	for (loaded_lib **pp = &loaded_libs; *pp; pp = &(*pp)->next) {
@@ -225,9 +269,13 @@ static void loaded_release(void *dl)
 		if (l->refs)
 			l->refs--;
 #if !defined(__SANITIZE_ADDRESS__)
+		if (loaded_changed(l))
+			return;
 		dlclose(dl);
 		if (l->refs == 0) {
 			*pp = l->next;
+			if (l->watch >= 0 && l->watch != l->fd)
+				close(l->watch);
 			if (l->fd >= 0)
 				close(l->fd);
 			free(l);
@@ -386,6 +434,9 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 		known->ino = st.st_ino;
 		known->size = st.st_size;
 		known->mtime = st.st_mtim;
+		if (known->watch >= 0 && known->watch != known->fd)
+			close(known->watch);
+		known->watch = f.fd; /* its file now */
 		if (known->fd < 0) {
 			known->fd = f.fd;
 			snprintf(known->name, sizeof known->name, "%s", f.name);
@@ -450,8 +501,14 @@ evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen)
 	/* From the library `p` holds, not from its path: a reload may have
 	 * installed a new build there (the one whose init then failed). */
 	loaded_lib *l = loaded_find(p->dl);
-	void *dl = l ? reopen(l) : NULL;
+	void *dl = l && !loaded_changed(l) ? reopen(l) : NULL;
 	evh_plugin *n;
+	if (l && l->changed) {
+		snprintf(err, errlen, "%s: the build that ran was written over in place while "
+		                      "loaded: its code changed under it",
+		         p->path);
+		return NULL;
+	}
 	if (!dl) {
 		snprintf(err, errlen, "%s: the build that ran is not loaded", p->path);
 		return NULL;
@@ -673,9 +730,15 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 
 void plugin_destroy(evh_plugin *p)
 {
+	loaded_lib *l;
 	if (!p)
 		return;
-	if (p->inited && p->desc->fini) {
+	l = p->dl ? loaded_find(p->dl) : NULL;
+	if (p->inited && l && loaded_changed(l))
+		log_warn("host", "plugin '%s': %s was written over in place while loaded: its fini "
+		                 "is not called (its code changed under it)",
+		         p->name, p->path);
+	else if (p->inited && p->desc->fini) {
 		crash_enter_call(p->name, "fini");
 		p->desc->fini(p, p->state);
 		crash_leave();

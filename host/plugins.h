@@ -90,8 +90,13 @@ int plugin_check_report(evh_plugin *p, const char *key, const char *msg);
 /* Open its store, call init. On failure returns -1 with `err` set (quoting
  * the plugin's last error line). */
 int plugin_start(evh_plugin *p, char *err, size_t errlen);
-/* Call fini, close the store, dlclose, free. */
+/* Call fini, close the store, dlclose, free. Neither fini nor dlclose for
+ * a plugin whose file was written over in place while loaded (its code and
+ * pointers are the file's now): it stays mapped, and the log says so. */
 void plugin_destroy(evh_plugin *p);
+/* Is a library loaded whose file was written over in place: its
+ * destructors must not run (main leaves with _exit). */
+int plugins_changed_loaded(void);
 /* Do two plugin instances run the same build: the library loaded from the
  * same file? A reload restarts a plugin whose file was replaced. */
 int plugin_same_build(const evh_plugin *a, const evh_plugin *b);
