@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "crash.h"
 #include "events.h"
 #include "host.h"
 #include "http.h"
@@ -415,11 +416,44 @@ static void api_metric_observe(evh_metric *m, const char *label_value, double se
 
 static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 {
+	int rc;
 	if (!p || !tx)
 		return EVH_EINVAL;
 	if (!p->store) /* not during check, like evh_migrate and evh_publish */
 		return EVH_ESTATE;
-	return store_tx_begin_grouped(p->store, tx);
+	rc = store_tx_begin_plugin(p->store, tx);
+	if (rc == EVH_ESTATE)
+		plugin_error(p, "evh_tx_begin: this thread has a transaction open on the plugin's "
+		                "database already (an event handler's: write through the tx it is "
+		                "given; or one of its own not ended)");
+	return rc;
+}
+
+/* The transaction an event handler is given is the host's: it ends it with
+ * the event's inbox record once the handler returns (ending it in the
+ * handler freed it under the consumer, which crashed). Returns 1, said,
+ * for such a `tx`. */
+static int host_owned_tx(evh_tx *tx, const char *call)
+{
+	const char *who = crash_plugin();
+	if (!tx || store_tx_plugin_own(tx))
+		return 0;
+	log_error("host", "plugin '%s': %s on the transaction its event handler was given: "
+	                  "refused (the host ends it with the event; return EVH_EVENT_RETRY or "
+	                  "EVH_EVENT_REJECT to undo the handler's writes)",
+	          who ? who : "?", call);
+	return 1;
+}
+
+static int api_tx_commit(evh_tx *tx)
+{
+	return host_owned_tx(tx, "evh_tx_commit") ? EVH_ESTATE : store_tx_commit(tx);
+}
+
+static void api_tx_rollback(evh_tx *tx)
+{
+	if (!host_owned_tx(tx, "evh_tx_rollback"))
+		store_tx_rollback(tx);
 }
 
 static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
@@ -590,8 +624,8 @@ static const evh_api api_table = {
     .ev_set_error = kafka_ev_set_error,
     .migrate = api_migrate,
     .tx_begin = api_tx_begin,
-    .tx_commit = store_tx_commit,
-    .tx_rollback = store_tx_rollback,
+    .tx_commit = api_tx_commit,
+    .tx_rollback = api_tx_rollback,
     .exec = store_exec,
     .query = store_query,
     .rows_next = store_rows_next,

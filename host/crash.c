@@ -45,6 +45,8 @@ void crash_enter_call(const char *plugin, const char *what)
 
 void crash_leave(void) { ctx.kind = CRASH_NONE; }
 
+const char *crash_plugin(void) { return ctx.kind == CRASH_NONE ? NULL : ctx.plugin; }
+
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 
 typedef struct {

@@ -19,5 +19,8 @@ void crash_enter_event(const char *plugin, const char *topic, int32_t partition,
                        int64_t offset, const char *event_id);
 void crash_enter_call(const char *plugin, const char *what); /* "init", "fini" */
 void crash_leave(void);
+/* The plugin this thread runs a call of (from crash_enter_* to crash_leave),
+ * or NULL: for lines about a call that has no evh_plugin to name. */
+const char *crash_plugin(void);
 
 #endif

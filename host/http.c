@@ -1483,6 +1483,7 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 {
 	const char *name = rt->plugin ? rt->plugin->name : "host";
 	toobig_source from;
+	evh_tx *left;
 	int rc, store_said, clients;
 	store_take_lost_reads(); /* only this handler's transactions count */
 	store_thread_error_clear();
@@ -1490,6 +1491,24 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	crash_enter_http(rt->plugin ? rt->plugin->name : "host", req->method, req->path, req->id);
 	rc = rt->r.handler(req, resp, rt->r.ud);
 	crash_leave();
+	if (rt->plugin && (left = store_tx_left_open(rt->plugin->store))) {
+		/* Left open, it held the plugin's database (and this worker's
+		 * lock on it) for good: every later write waited and failed, and
+		 * a reload or stop waited for it forever. Its writes are undone,
+		 * so the answer cannot be the handler's. */
+		store_tx_rollback(left);
+		store_take_lost_reads();
+		log_error("http", "%s %s (route %s of plugin '%s') returned with a transaction it "
+		                  "began still open (no evh_tx_commit or evh_tx_rollback): rolled "
+		                  "back, answered 500 instead of %d",
+		          req->method, req->path, rt->r.pattern, name,
+		          resp->filled ? resp->status : rc == EVH_OK ? 200 : 500);
+		resp_free(resp);
+		resp->filled = 0;
+		resp->status = 0;
+		problem(resp, 500, "internal", "the service did not finish its transaction");
+		return;
+	}
 	if (store_take_lost_reads()) {
 		/* It read inside a group commit that then failed: its answer may
 		 * show writes that are not in the database. */

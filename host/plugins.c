@@ -688,6 +688,7 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 {
 	const settings *s = &p->host->set;
 	char dberr[512], *db;
+	evh_tx *left;
 	size_t len;
 	int rc;
 
@@ -719,6 +720,17 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 	crash_enter_call(p->name, "init");
 	rc = p->desc->init(p, &p->state);
 	crash_leave();
+	if ((left = store_tx_left_open(p->store))) {
+		/* The database stays locked while it is open: nothing else of the
+		 * plugin's could write, and the stop would wait for it for good. */
+		store_tx_rollback(left);
+		p->status = PLUGIN_FAILED;
+		snprintf(err, errlen, "%s: plugin '%s' init returned with a transaction it began "
+		                      "still open (no evh_tx_commit or evh_tx_rollback): rolled back, "
+		                      "and the plugin is not started",
+		         p->path, p->name);
+		return -1;
+	}
 	if (rc != EVH_OK) {
 		p->status = PLUGIN_FAILED;
 		snprintf(err, errlen, "%s: plugin '%s' init failed (%s)%s%s", p->path, p->name,
@@ -739,9 +751,16 @@ void plugin_destroy(evh_plugin *p)
 		                 "is not called (its code changed under it)",
 		         p->name, p->path);
 	else if (p->inited && p->desc->fini) {
+		evh_tx *left;
 		crash_enter_call(p->name, "fini");
 		p->desc->fini(p, p->state);
 		crash_leave();
+		if ((left = store_tx_left_open(p->store))) {
+			store_tx_rollback(left); /* or closing the store would wait for it */
+			log_error("host", "plugin '%s': fini returned with a transaction it began "
+			                  "still open: rolled back",
+			          p->name);
+		}
 	}
 	log_budget_fini(&p->log_budget);
 	if (p->store)

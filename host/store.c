@@ -121,6 +121,9 @@ typedef struct stmt_ref {
 struct store {
 	sqlite3 *db;
 	pthread_mutex_t mu;
+	/* The transaction a plugin began (evh_tx_begin) and has not ended; under
+	 * mu, which its thread holds while it is open. */
+	evh_tx *plugin_tx;
 	cached_stmt cache[STORE_CACHE_SIZE];
 	uint64_t clock;
 	/* The host's own hot statements (host_run): keyed by the address of
@@ -190,6 +193,7 @@ struct evh_tx {
 	int in_savepoint;     /* store_tx_savepoint open (one level) */
 	int64_t sp_outbox_added; /* outbox_added when it was opened */
 	int grouped;             /* a member of a group commit */
+	int plugin_own;          /* begun by the plugin (evh_tx_begin): its to end */
 	int gdone, gstatus;      /* its group ended, with this status */
 	evh_tx *gnext;           /* in s->gwait */
 	char err[STORE_ERR_LEN];
@@ -1782,6 +1786,27 @@ static int store_lock_within(store *s, int ms)
 	return status;
 }
 
+int store_tx_begin_plugin(store *s, evh_tx **out)
+{
+	int status = store_tx_begin_grouped(s, out);
+	if (status == EVH_OK) {
+		(*out)->plugin_own = 1;
+		s->plugin_tx = *out;
+	}
+	return status;
+}
+
+int store_tx_plugin_own(const evh_tx *tx)
+{
+	return tx && tx->plugin_own;
+}
+
+evh_tx *store_tx_left_open(store *s)
+{
+	/* Only this thread writes plugin_tx while it holds mu. */
+	return s && atomic_load(&s->holder) == (uintptr_t)&thread_token ? s->plugin_tx : NULL;
+}
+
 int store_tx_begin_grouped(store *s, evh_tx **out)
 {
 	evh_tx *tx;
@@ -1888,6 +1913,8 @@ static int member_end(evh_tx *tx, int keep)
 	store *s = tx->s;
 	int status = EVH_OK, wait = 0, ended;
 
+	if (tx->plugin_own)
+		s->plugin_tx = NULL;
 	tx_detach_rows(tx);
 	if (keep && tx->failed)
 		status = tx->failed;

@@ -70,6 +70,15 @@ int store_tx_begin(store *s, evh_tx **tx);
  * plugins' own transactions (HTTP handlers, their threads); the consumer and
  * the relay use store_tx_begin. */
 int store_tx_begin_grouped(store *s, evh_tx **tx);
+/* store_tx_begin_grouped for a plugin's evh_tx_begin: the plugin's to end
+ * (store_tx_plugin_own), and found by store_tx_left_open on the thread that
+ * began it while it is open. */
+int store_tx_begin_plugin(store *s, evh_tx **tx);
+int store_tx_plugin_own(const evh_tx *tx);
+/* The transaction this thread began through evh_tx_begin on `s` and has not
+ * ended, or NULL: asked after a plugin's handler returns, which must have
+ * ended it (the store stays locked for everyone else until it is). */
+evh_tx *store_tx_left_open(store *s);
 /* Group commits so far and the transactions committed in them. */
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members);
 /* Threads waiting for the lock to join a group, now (for tests). */

@@ -1559,6 +1559,50 @@ def test_a_plugin_crash_says_which_plugin_and_what_it_ran(evhostd, build_dir, wh
     assert "probe.so(" in text[m.end():], text[m.end():]
 
 
+def test_a_handler_leaving_its_transaction_open_gets_500_and_the_plugin_serves_on(
+        evhostd, build_dir):
+    # A third party's handler that returns without evh_tx_commit or
+    # evh_tx_rollback held its plugin's database for good: the answer said
+    # 200 for writes that never committed, every later write of the plugin
+    # waited 5 s for a 503, and a reload or stop waited forever (only
+    # SIGKILL ended it). The host rolls it back after the handler, answers
+    # 500 and says why; the plugin, a reload and the stop go on as usual.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    r = d.post("/probe/publish?mode=leave_open", json={"x": 1})
+    assert r.status_code == 500, r.text
+    assert r.json()["detail"] == "the service did not finish its transaction"
+    d.wait_for_log("POST /probe/publish (route /probe/publish of plugin 'probe') returned "
+                   "with a transaction it began still open (no evh_tx_commit or "
+                   "evh_tx_rollback): rolled back, answered 500 instead of 200")
+    r = d.post("/probe/publish", json={"x": 2}, timeout=4)
+    assert r.status_code == 200, r.text
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done", timeout=20)
+    assert d.stop(timeout=20) == 0
+
+
+@pytest.mark.parametrize("how", ["commit", "rollback"])
+def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
+        evhostd, build_dir, how):
+    # That transaction is the host's: it commits it with the event's inbox
+    # record. Committed or rolled back by the handler, it was freed under the
+    # consumer, which crashed (at every restart, the offset never committed).
+    # Now the call is refused, said, and the event is handled as usual.
+    d = evhostd({"plugin.probe": probe_conf(build_dir)})
+    d.wait_for_log("probe: assigned", timeout=30)
+    assert d.post("/probe/publish", json={"end_tx": how}).status_code == 200
+    lib.wait_until(lambda: [e["data"] for e in d.get("/probe/seen").json()] ==
+                   [{"end_tx": how}], timeout=30, message="the event handled once")
+    text = d.log_text()
+    assert (f"plugin 'probe': evh_tx_{how} on the transaction its event handler was given: "
+            "refused (the host ends it with the event") in text, d.log_tail()
+    assert f"probe: evh_tx_{how} gave {-9 if how == 'commit' else 0}" in text, d.log_tail()
+    assert d.post("/probe/publish", json={"after": 1}).status_code == 200
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 2, timeout=30,
+                   message="the next event handled")
+    assert d.stop() == 0
+
+
 @pytest.mark.parametrize("how,sig,at", [("abort", signal.SIGABRT, ""),
                                         ("bus", signal.SIGBUS, r" at address 0x[0-9a-f]+")])
 def test_a_plugin_abort_or_bus_error_is_said_too(evhostd, build_dir, how, sig, at):

@@ -227,7 +227,7 @@ typedef int (*evh_http_handler)(evh_request *req, evh_response *resp, void *ud);
 /* Event handler. `tx` is an open transaction on the plugin's store: writes
  * made through it commit together with the inbox record of this event, so
  * a redelivered event is never handled twice. Do not commit or roll back
- * `tx` yourself. Runs on the plugin's consumer thread. */
+ * `tx` yourself (refused: EVH_ESTATE). Runs on the plugin's consumer thread. */
 typedef evh_event_result (*evh_event_handler)(evh_plugin *p, const evh_event *ev,
                                               evh_tx *tx, void *ud);
 
@@ -826,7 +826,9 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
  * when another (an event handler's batch, which lasts as long as its
  * handlers) held the database for 5 s: returned from an HTTP handler, the
  * host answers 503 with Retry-After: 1. evh_publish without a transaction
- * begins one the same way. */
+ * begins one the same way. A handler (HTTP, init, fini) that returns with
+ * one still open is a bug the host mends: it rolls it back and logs it (an
+ * HTTP handler's answer becomes a 500; init fails). */
 static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
 /* Commit and release `tx` (also on failure: then nothing was written). */
 static inline int evh_tx_commit(evh_tx *tx) { return evh__api->tx_commit(tx); }
