@@ -1432,7 +1432,8 @@ static int backup_remove(const char *dir)
 /* Remove backup `name` under `root`. It is renamed out of the backups'
  * names first (BACKUP_REMOVING), so that a removal stopped part way (a
  * directory put inside it, say) leaves nothing that looks like a backup
- * with files missing; remains are said, and removed at the next backup.
+ * with files missing; remains are said, and removed at the next backup
+ * (files; a directory in them is left for the administrator).
  * 0 once it is no longer a backup, -1 with errno when it could not be
  * renamed (nothing changed). */
 static int backup_retire(const char *root, const char *name)
@@ -1446,10 +1447,13 @@ static int backup_retire(const char *root, const char *name)
 	else if (rename(path, gone) == 0) {
 		rc = 0;
 		if (backup_remove(gone) != 0)
+			/* Files only: what else was put in it is not the daemon's to
+			 * remove (every next backup says so, see below). */
 			log_warn(ADMIN_LOG, "backup: %s is no longer a backup, but not all of it could "
-			                    "be removed (%s): what is left, in %s, is removed at the next "
-			                    "backup",
-			         path, strerror(errno), gone);
+			                    "be removed (%s): what is left, in %s, %s",
+			         path, strerror(errno), gone,
+			         errno == EISDIR ? "holds a directory: remove it by hand"
+			                         : "is removed at the next backup");
 	}
 	free(path);
 	free(gone);
@@ -1481,8 +1485,9 @@ static void backup_remove_partials(const char *root)
 		if ((path = path_join(root, e->d_name)) && backup_remove(path) == 0)
 			log_info(ADMIN_LOG, "backup: removed %s, %s", path, what[k]);
 		else
-			log_warn(ADMIN_LOG, "backup: cannot remove %s/%s, %s: %s", root, e->d_name,
-			         what[k], strerror(errno));
+			log_warn(ADMIN_LOG, "backup: cannot remove %s/%s, %s: %s%s", root, e->d_name,
+			         what[k], strerror(errno),
+			         errno == EISDIR ? " (a directory in it: remove it by hand)" : "");
 		free(path);
 	}
 	closedir(d);

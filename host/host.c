@@ -190,6 +190,21 @@ static void host_drop_plugin(host *h, size_t i)
  * OpenSSL: what is wrong with them is said at their line, by --check-config
  * and by a reload too.
  * The certificate is kept in h->tls to serve. */
+/* An IPv6 listen address that this civetweb cannot bind: said at its line,
+ * not by a start that fails after the plugins started. */
+static void host_check_listen(host *h, diag *d)
+{
+	static const char *const keys[] = {"listen", "tls_listen"};
+	for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+		const cfg_entry *e = cfg_find(&h->cfg, "http", keys[i]);
+		if (e && e->value[0] == '[' && !http_has_ipv6())
+			diag_add(d, e->file, e->line,
+			         "[http] %s = %s: this civetweb build has no IPv6 support; use an "
+			         "IPv4 address",
+			         keys[i], e->value);
+	}
+}
+
 static void host_check_tls(host *h, diag *d)
 {
 	const cfg_entry *listen = cfg_find(&h->cfg, "http", "tls_listen");
@@ -408,6 +423,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		log_set_rate_limit(h->set.log_rate_burst, h->set.log_rate_interval_ms);
 	}
 	kafka_check_settings(&h->set, d);
+	host_check_listen(h, d);
 	host_check_tls(h, d);
 	host_check_trace_tls(h, d);
 	host_check_jwt_keys(h, d);

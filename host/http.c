@@ -2265,6 +2265,8 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 	return 0;
 }
 
+int http_has_ipv6(void) { return mg_check_feature(MG_FEATURES_IPV6) != 0; }
+
 /* HTTPS: OpenSSL for civetweb (tls_compat.c), then civetweb's TLS set up.
  * The certificate itself is loaded by mg_start2, which says what is wrong
  * with it. */

@@ -72,4 +72,7 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 /* evh_resp_stream: make the response an SSE stream (stream.h) of the
  * route's plugin on `channel`; served after the handler returns. */
 int http_resp_stream(evh_response *resp, const char *channel);
+/* Can civetweb listen on IPv6 addresses (Debian 12's cannot)? */
+int http_has_ipv6(void);
+
 #endif

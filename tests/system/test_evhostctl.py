@@ -490,7 +490,8 @@ def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd,
                                                                         tmp_path):
     # A directory someone put in an old backup stops its removal part way:
     # what is left is renamed out of the backups' names (never a "backup"
-    # with its databases gone), said, and removed by the next backup.
+    # with its databases gone) and said; once that directory is gone (by
+    # hand), the next backup removes the rest.
     d = crud_daemon(evhostd, tmp_path)
     backups = d.state_dir / "backups"
     made = []
@@ -505,8 +506,8 @@ def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd,
     assert sorted(p.name for p in backups.iterdir()) == sorted([newest.name, remains.name])
     assert (remains / "notes by hand").is_dir() and not (remains / "crud.db").exists()
     assert (f"backup: {oldest} is no longer a backup, but not all of it could be removed "
-            f"(Is a directory): what is left, in {remains}, is removed at the next backup"
-            ) in d.log_text(), d.log_tail()
+            f"(Is a directory): what is left, in {remains}, holds a directory: remove it by "
+            "hand") in d.log_text(), d.log_tail()
     assert json.loads(r.stdout)["removed"] == [str(oldest), str(middle)]
     (remains / "notes by hand").rmdir()
     r = ctl(build_dir, d, "--json", "backup")
@@ -526,7 +527,7 @@ def test_an_old_backup_that_cannot_all_be_removed_is_no_longer_a_backup(evhostd,
     assert json.loads(r.stdout)["removed"] == [fourth], r.stdout
     log = d.log_text()
     assert (f"backup: cannot remove {backups}/{stuck.name}, left by the removal of an old "
-            f"backup: Is a directory") in log, d.log_tail()
+            f"backup: Is a directory (a directory in it: remove it by hand)") in log, d.log_tail()
     assert f"backup: cannot remove the old backup {backups}/{nxt.name}: " in log, d.log_tail()
     assert (nxt / "crud.db").is_file() and (nxt / "user.db").is_file()
 

@@ -313,6 +313,18 @@ def test_check_config_reports_file_and_line(evhostd, build_dir):
     assert "conf.d/30-http.conf:3:" in out and "listen_address" in out
 
 
+def test_check_config_refuses_an_ipv6_listen_address_civetweb_cannot_bind(evhostd):
+    # Debian 12's civetweb is built without IPv6: such an address passed the
+    # check, and the start failed only after the plugins had started.
+    r = evhostd.run(["--check-config"],
+                    dropins={"30-http.conf": "[http]\nlisten = [::1]:8080\n"})
+    if "configuration OK" in r.stdout:
+        pytest.skip("this civetweb listens on IPv6")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("conf.d/30-http.conf:2: [http] listen = [::1]:8080: this civetweb build has no "
+            "IPv6 support; use an IPv4 address") in r.stdout, r.stdout
+
+
 TEMPLATES = lib.TEMPLATES
 
 
