@@ -66,8 +66,10 @@
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
 /* The largest offset a request may name: JSON numbers are doubles here, and
- * above 2^53 a double no longer holds every integer (2^53 + 1 reads as 2^53). */
-#define OFFSET_MAX 9007199254740992.0 /* 2^53 */
+ * from 2^53 on a double no longer holds every integer: 2^53 + 1 reads as
+ * 2^53, which must be refused with it (it passed once, meaning another
+ * offset). */
+#define OFFSET_MAX 9007199254740991.0 /* 2^53 - 1 */
 #define RELOAD_WAIT_S 60      /* then 202: still running, poll /admin/plugins */
 #define RELOAD_WAIT_MAX_S 3600 /* ?wait= at most (evhostctl's --timeout at most) */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */

@@ -321,7 +321,8 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     poison = by_key["k9"]
     part, off = poison["partition"], poison["offset"]
     bad_partitions = (1e10, 2 ** 31, -1, 2.5, part + 0.9, "1", 2 ** 53 + 2)
-    bad_offsets = (1e20, -1, 2.5, off + 0.9, "1", 2 ** 53 + 2)
+    # 2 ** 53 + 1 reads as 2 ** 53 (a double): it passed once, as another offset.
+    bad_offsets = (1e20, -1, 2.5, off + 0.9, "1", 2 ** 53 + 2, 2 ** 53 + 1, 2 ** 53)
     for entry, field in ([({"partition": b, "offset": off}, "offsets[1].partition")
                           for b in bad_partitions] +
                          [({"partition": part, "offset": b}, "offsets[1].offset")
@@ -472,6 +473,7 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     # rewind (2.5 once rewound to 2; "+0" and " 0" once read as partition 0).
     p0 = str(last["partition"])
     for offsets in ({p0: 2.5}, {p0: -1}, {p0: "1"}, {p0: 1e10 * 1e10}, {p0: 2 ** 53 + 2},
+                    {p0: 2 ** 53 + 1},
                     {"-1": 0}, {"+0": 0}, {" 0": 0}, {"0.0": 0}, {"1e10": 0},
                     {"10000000000": 0}, {"": 0}):
         r = d.post("/admin/plugins/probe/replay", headers=auth(),
