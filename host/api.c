@@ -394,6 +394,11 @@ static evh_metric *api_metric(evh_plugin *p, evh_metric_type type, const char *n
 	char err[256];
 	if (!p)
 		return NULL;
+	if (p->checking) { /* no state kept by a check: /metrics would serve it for good */
+		plugin_error(p, "evh_metric_new: %s: declare metrics in init, not in check",
+		             name ? name : "(null)");
+		return NULL;
+	}
 	if (!(m = metrics_plugin_metric(p->name, type, name, help, label, err, sizeof err)))
 		plugin_error(p, "evh_metric_new: %s", err);
 	return (evh_metric *)m;

@@ -562,6 +562,18 @@ def test_5xx_past_a_routes_statuses_still_reach_the_error_alert(evhostd, build_d
     check_dashboard(scrape)
 
 
+def test_a_metric_declared_in_a_plugins_check_is_refused(evhostd, build_dir):
+    """A check keeps no state: a metric it declared was served on /metrics for
+    good, even for a configuration that never started. Refused, and said."""
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    d = evhostd({"plugin.probe": {"path": str(probe), "subscribe": "false",
+                                  "check_metric": "true"}}, brokers="embedded")
+    d.wait_for_log("probe: check: evh_metric_new gave NULL")
+    assert ("evh_metric_new: probe_checked_total: declare metrics in init, not in check"
+            in d.log_text()), d.log_tail()
+    assert "probe_checked_total" not in d.get("/metrics").text
+
+
 def test_a_plugin_gauge_is_set_and_added_to_through_the_sdk(evhostd, build_dir):
     """evh_metric_set and evh_metric_add on a plugin's own gauge, through the
     SDK's table as a third-party plugin calls them (the bundled plugins use

@@ -1015,7 +1015,7 @@ static inline void evh_span_end(evh_span *span, const char *error)
 /* (ABI 1.9) Declare a metric of your own, served on the host's /metrics
  * with the label plugin="NAME" (yours) and, when `label` is not NULL, one
  * label of that name whose value each update gives (e.g. "result" for
- * sent/failed). Declare in init; the handle is valid for the process's
+ * sent/failed). Declare in init (in check: NULL, said); the handle is valid for the process's
  * life, and a restarted plugin (a reload) that declares it again gets it
  * back with its values (a plugin disabled by a reload leaves /metrics until
  * it is enabled again). `name`: a Prometheus metric name of 1 to 64 bytes
