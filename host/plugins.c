@@ -130,6 +130,18 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	}
 	if (!d->init)
 		return "descriptor has no init function";
+	/* A default the host could not read as its type would be read as 0 (or
+	 * false) by evh_config_int (bool) without a word, whatever was meant. */
+	for (const evh_config_key *k = d->config; k && k->name; k++) {
+		const char *msg;
+		if (!k->default_value || k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE ||
+		    k->type == EVH_CFG_DIR || !(msg = cfg_check_value(k->type, k->default_value)))
+			continue;
+		snprintf(buf, len, "its configuration schema's default for '%.64s' is not valid: %s, "
+		                   "got '%.64s'",
+		         k->name, msg, k->default_value);
+		return buf;
+	}
 	for (const evh_config_key *k = d->config; k && k->name; k++)
 		for (const char *const *o = host_owned_keys; *o; o++)
 			if (!strcmp(k->name, *o)) {

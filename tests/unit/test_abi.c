@@ -123,6 +123,8 @@ static void test_descriptor_checks(void **st)
 	expect_refusal("bad_desc_4.so", "descriptor has no init function", NULL);
 	expect_refusal("bad_desc_5.so", "its configuration schema declares 'path', a key of the host's",
 	               "rename it");
+	expect_refusal("bad_desc_6.so", "its configuration schema's default for 'size' is not valid: ",
+	               "got 'notanumber'");
 }
 
 /* A directory where the plugin file should be. */
