@@ -147,13 +147,20 @@ static void host_list_plugin(host *h, evh_plugin *p)
  * the reload sweep (test_services_oom) fails it like any allocation. */
 static int host_reserve_down(host *h, size_t n)
 {
-	char(*v)[PLUGIN_NAME_MAX + 1];
+	char(*v)[PLUGIN_NAME_MAX + 1], (*r)[PLUGIN_NAME_MAX + 1];
 	int rc = 0;
 	pthread_mutex_lock(&h->plugins_lock);
-	if ((v = realloc(h->down, (n ? n : 1) * sizeof *v))) {
+	/* Both arrays hold capdown names at least, whichever realloc fails. */
+	r = realloc(h->restarting, (n ? n : 1) * sizeof *r);
+	if (r)
+		h->restarting = r;
+	v = r ? realloc(h->down, (n ? n : 1) * sizeof *v) : NULL;
+	if (v) {
 		h->down = v;
 		h->capdown = n;
 	} else {
+		if (r && n < h->capdown)
+			h->capdown = n;
 		rc = -1;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
@@ -174,6 +181,23 @@ static void host_mark_down(host *h, const char *name, int off)
 			memcpy(h->down[i], h->down[h->ndown], sizeof h->down[i]);
 	} else if (off && i == h->ndown && i < h->capdown) {
 		snprintf(h->down[h->ndown++], sizeof h->down[0], "%s", name);
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+/* A plugin a reload stops to start again (`on`), or one it is done with:
+ * /readyz says "restarting" meanwhile. In the room host_reserve_down made. */
+static void host_mark_restarting(host *h, const char *name, int on)
+{
+	size_t i;
+	pthread_mutex_lock(&h->plugins_lock);
+	for (i = 0; i < h->nrestarting && strcmp(h->restarting[i], name) != 0; i++)
+		;
+	if (!on && i < h->nrestarting) {
+		if (i != --h->nrestarting)
+			memcpy(h->restarting[i], h->restarting[h->nrestarting], sizeof h->restarting[i]);
+	} else if (on && i == h->nrestarting && i < h->capdown) {
+		snprintf(h->restarting[h->nrestarting++], sizeof h->restarting[0], "%s", name);
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 }
@@ -1010,7 +1034,7 @@ int host_reload(host *h)
 {
 	host next;
 	diag d = {0};
-	size_t started = 0, stopped = 0, kept = 0, nfallbacks = 0;
+	size_t started = 0, stopped = 0, kept = 0, nfallbacks = 0, fell_back = 0;
 	evh_plugin **fallbacks;
 
 	memset(&next, 0, sizeof next);
@@ -1077,11 +1101,15 @@ int host_reload(host *h)
 				                 "configuration fail: %s",
 				         p->name, err);
 		}
+		if (n)
+			host_mark_restarting(h, p->name, 1);
 		host_drop_plugin(h, i);
 		host_retire_plugin(h, p,
 		                   !n             ? "disabled"
 		                   : same_section ? "its file was replaced (a new build)"
-		                                  : "configuration changed",
+		                   : plugin_same_build(n, p)
+		                       ? "configuration changed"
+		                       : "configuration changed and its file was replaced (a new build)",
 		                   n != NULL);
 		stopped++;
 	}
@@ -1111,6 +1139,8 @@ int host_reload(host *h)
 			plugin_destroy(n);
 			if (fb && host_reserve_plugin(h, name) == 0 && host_start_plugin(h, fb) == 0) {
 				host_list_plugin(h, fb);
+				host_mark_restarting(h, name, 0);
+				fell_back++;
 				log_error("host", "reload: plugin '%s' could not be started with its new %s; "
 				                  "it runs again as it ran before (%s): the error above says why; "
 				                  "reload to try again",
@@ -1122,12 +1152,14 @@ int host_reload(host *h)
 			if (fb)
 				plugin_destroy(fb);
 			host_mark_down(h, name, required);
+			host_mark_restarting(h, name, 0);
 			log_error("host", "reload: plugin '%s' could not be started; it stays off%s", name,
 			          required ? " (/readyz says so until a reload starts it)" : "");
 			continue;
 		}
 		host_list_plugin(h, n);
 		host_mark_down(h, n->name, 0);
+		host_mark_restarting(h, n->name, 0);
 		started++;
 	}
 	for (size_t i = 0; i < nfallbacks; i++)
@@ -1137,8 +1169,17 @@ int host_reload(host *h)
 	http_drop_placeholders(h);
 	next.nplugins = 0;
 	host_stop(&next);
-	log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged", started, stopped,
-	         kept);
+	pthread_mutex_lock(&h->plugins_lock);
+	h->nrestarting = 0; /* each was started, fell back or left off: said above */
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (fell_back)
+		log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged; %zu of those "
+		                 "started run as before the reload (their new configuration or build "
+		                 "failed)",
+		         started, stopped, kept, fell_back);
+	else
+		log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged", started,
+		         stopped, kept);
 	return 0;
 }
 
@@ -1214,6 +1255,9 @@ void host_stop(host *h)
 	free(h->down);
 	h->down = NULL;
 	h->ndown = h->capdown = 0;
+	free(h->restarting);
+	h->restarting = NULL;
+	h->nrestarting = 0;
 	for (size_t i = 0; i < h->nunchecked; i++)
 		free(h->unchecked[i]);
 	free(h->unchecked);
@@ -1284,6 +1328,11 @@ int host_ready(host *h, char **json)
 	/* A required plugin a reload could not start is down, not gone. */
 	for (size_t i = 0; i < h->ndown; i++) {
 		jsonb_put_str(plugins, h->down[i], plugin_state_name(PLUGIN_FAILED), &ok);
+		ready = 0;
+	}
+	/* One a reload is stopping to start again: not running meanwhile. */
+	for (size_t i = 0; i < h->nrestarting; i++) {
+		jsonb_put_str(plugins, h->restarting[i], "restarting", &ok);
 		ready = 0;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);

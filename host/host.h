@@ -55,6 +55,10 @@ typedef struct host {
 	 * that one left off is always said. */
 	char (*down)[PLUGIN_NAME_MAX + 1];
 	size_t ndown, capdown;
+	/* Plugins a reload is restarting (readyz: "restarting"), under
+	 * plugins_lock; room for capdown names too. */
+	char (*restarting)[PLUGIN_NAME_MAX + 1];
+	size_t nrestarting;
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */

@@ -133,11 +133,13 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     # again: for that long its paths answered 404, as if the service were
     # gone. Placeholders answer 503 "restarting" now, until the new
     # instance's routes take their places (the init below sleeps 1.5 s first).
+    # /readyz named it neither: it was missing from "plugins", and "ready"
+    # said true meanwhile; it says "restarting" (503) now.
     d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")})
     assert d.get("/probe/seen").status_code == 200
     write_dropin(d, "20-probe.conf",
                  probe_dropin(build_dir, topic="probe.two") + "init_sleep_ms = 1500\n")
-    seen, stop = [], threading.Event()
+    seen, ready, stop = [], [], threading.Event()
 
     def poll():
         s = requests.Session()
@@ -146,6 +148,8 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
             r = s.get(d.url + "/probe/seen", timeout=10)
             seen.append((r.status_code, r.headers.get("Retry-After"),
                          r.json().get("detail") if r.status_code != 200 else None))
+            r = s.get(d.url + "/readyz", timeout=10)
+            ready.append((r.status_code, r.json()["plugins"].get("probe")))
             time.sleep(0.01)
 
     t = threading.Thread(target=poll, daemon=True)
@@ -166,6 +170,8 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     order = "".join("o" if c == 200 else "r" for c, _, _ in seen)
     assert re.fullmatch(r"o*r+o*", order), seen
     assert d.get("/probe/seen").status_code == 200
+    assert (503, "restarting") in ready, ready
+    assert set(ready) <= {(200, "running"), (503, "draining"), (503, "restarting")}, ready
     # A plugin that is removed has no new instance: 503 "stopping" while its
     # consumer finishes the event in hand, 404 once it is gone.
     hold = d.config_dir / "hold"
