@@ -730,7 +730,8 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     assert ("reload: plugin 'notifications' could not be started with its new configuration; "
             "it runs again as it ran before (1.0.0): the error above says why; "
             "reload to try again") in text, text
-    assert "1 started, 1 stopped, 1 unchanged" in text, text
+    assert ("reload done: 1 started, 1 stopped, 1 unchanged; 1 of those started run as "
+            "before the reload (their new configuration or build failed)") in text, text
     assert readyz() == (200, {"user": "running", "notifications": "running"})
     r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
                                "password": "correct horse battery"})
