@@ -816,6 +816,19 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 	for (size_t i = 0; nf && i < npicks; i++)
 		if (!picks[i].found)
 			jsonb_put_num(nf, NULL, (double)picks[i].offset, &ok);
+	/* The same, each as it was asked for (not_found's bare offsets cannot
+	 * tell 0:7 from 3:7). */
+	nf = jsonb_put_array(root, "not_found_at", &ok);
+	for (size_t i = 0; nf && i < npicks; i++) {
+		cJSON *o;
+		if (picks[i].found || !(o = jsonb_put_object(nf, NULL, &ok)))
+			continue;
+		if (picks[i].topic)
+			jsonb_put_str(o, "topic", picks[i].topic, &ok);
+		if (picks[i].partition >= 0)
+			jsonb_put_num(o, "partition", (double)picks[i].partition, &ok);
+		jsonb_put_num(o, "offset", (double)picks[i].offset, &ok);
+	}
 	jsonb_put_bool(root, "truncated", j->l.truncated, &ok);
 	snprintf(done, sizeof done,
 	         "the redrive ran: %zu redriven, %zu skipped, %zu failed (GET the dead letters "

@@ -1150,6 +1150,7 @@ static cJSON *parse_id(const char *id, int *ok)
 static void print_redrive(const cJSON *res)
 {
 	const cJSON *e, *nf = cJSON_GetObjectItemCaseSensitive(res, "not_found");
+	const cJSON *at = cJSON_GetObjectItemCaseSensitive(res, "not_found_at");
 	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(res, "results")) {
 		char *id = dlq_id(e, 1);
 		const char *outcome = json_str(e, "outcome");
@@ -1160,9 +1161,20 @@ static void print_redrive(const cJSON *res)
 			printf("%s: %s: %s\n", id, outcome, json_str(e, "error"));
 		free(id);
 	}
-	cJSON_ArrayForEach(e, nf) {
-		printf("%.0f: not found\n", e->valuedouble);
-	}
+	if (cJSON_IsArray(at)) /* as each was asked for: TOPIC:P:O, P:O or O */
+		cJSON_ArrayForEach(e, at) {
+			const cJSON *t = cJSON_GetObjectItemCaseSensitive(e, "topic");
+			const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "partition");
+			if (cJSON_IsString(t))
+				printf("%s:", t->valuestring);
+			if (cJSON_IsNumber(p))
+				printf("%.0f:", p->valuedouble);
+			printf("%.0f: not found\n", json_num(e, "offset"));
+		}
+	else /* a daemon from before not_found_at */
+		cJSON_ArrayForEach(e, nf) {
+			printf("%.0f: not found\n", e->valuedouble);
+		}
 	printf("%.0f redriven, %.0f skipped, %.0f failed\n", json_num(res, "redriven"),
 	       json_num(res, "skipped"), json_num(res, "failed"));
 }

@@ -351,8 +351,10 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     assert [r["data"] for r in fine] == [{"fine": True}]
     flag.unlink()
     before = 1
+    dlq_topic = by_key["k0"]["topic"]
     offsets = [{"partition": by_key[k]["partition"], "offset": by_key[k]["offset"]}
-               for k in ("k0", "k1")] + [999999]
+               for k in ("k0", "k1")] + [999999] + [{"topic": dlq_topic, "partition": 0,
+                                                     "offset": 888888}]
     if len({m["offset"] for m in msgs}) < 3:
         # A bare offset found in several partitions is refused, not guessed.
         r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(),
@@ -362,7 +364,10 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
                timeout=60)
     assert r.status_code == 200, r.text
     res = r.json()
-    assert res["redriven"] == 2 and res["failed"] == 0 and res["not_found"] == [999999]
+    assert res["redriven"] == 2 and res["failed"] == 0 and res["not_found"] == [999999, 888888]
+    # ... each as asked for: not_found's bare offsets could not say which partition.
+    assert res["not_found_at"] == [{"offset": 999999}, {"topic": dlq_topic, "partition": 0,
+                                                        "offset": 888888}], res
     for e in res["results"]:
         assert e["outcome"] == "redriven" and e["to_topic"] == topic and e["to_offset"] >= 0
     rows = wait_seen(d, before + 2)
