@@ -355,6 +355,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	} else if (!tx) {
 		rc = store_tx_begin_grouped(p->store, &own);
 		tx = own;
+		if (rc == EVH_ESTATE)
+			plugin_error(p, "publish to %s without a transaction: this thread has one open "
+			                "on the plugin's database already (an event handler's: publish "
+			                "through the tx it is given)",
+			             topic);
 	} else if (store_of_tx(tx) != p->store) {
 		plugin_error(p, "publish: transaction belongs to another plugin");
 		rc = EVH_EINVAL;

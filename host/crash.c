@@ -54,6 +54,11 @@ typedef struct {
 	size_t n;
 } line;
 
+/* How far above the handler's frame a fault counts as on this thread's
+ * stack: a large local array in a plugin's handler jumps past the stack's
+ * end by its size. */
+#define STACK_HINT_BYTES (4u << 20)
+
 static void put(line *l, const char *s)
 {
 	size_t k = s ? strlen(s) : 6;
@@ -124,8 +129,14 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 	put(&l, "evhostd: FATAL: ");
 	put(&l, signal_name(sig));
 	if (sig == SIGSEGV || sig == SIGBUS) {
+		uintptr_t at = (uintptr_t)si->si_addr, sp = (uintptr_t)&l;
 		put(&l, " at address ");
-		put_hex(&l, (uintptr_t)si->si_addr);
+		put_hex(&l, at);
+		/* Just above where this handler runs: the thread's stack, grown
+		 * past its end (the handler runs below the frame that faulted). */
+		if (sig == SIGSEGV && at > sp && at - sp < STACK_HINT_BYTES)
+			put(&l, " (this thread's stack: a stack overflow? HTTP workers have 100 KiB "
+			        "stacks; keep large buffers on the heap)");
 	}
 	switch (ctx.kind) {
 	case CRASH_NONE: put(&l, " outside any plugin call"); break;

@@ -1609,10 +1609,37 @@ def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
     assert (f"plugin 'probe': evh_tx_{how} on the transaction its event handler was given: "
             "refused (the host ends it with the event") in text, d.log_tail()
     assert f"probe: evh_tx_{how} gave {-9 if how == 'commit' else 0}" in text, d.log_tail()
-    assert d.post("/probe/publish", json={"after": 1}).status_code == 200
+    # Its own transaction, or a publish without one, is refused too, said.
+    assert d.post("/probe/publish", json={"inner_tx": 1}).status_code == 200
+    d.wait_for_log("probe: evh_tx_begin gave -9, evh_publish without tx gave -9", timeout=30)
+    text = d.log_text()
+    assert ("evh_tx_begin: this thread has a transaction open on the plugin's database "
+            "already (an event handler's: write through the tx it is given") in text, text
+    assert ("publish to probe.elsewhere without a transaction: this thread has one open on "
+            "the plugin's database already (an event handler's: publish through the tx it "
+            "is given)") in text, text
     lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 2, timeout=30,
+                   message="the event handled")
+    assert d.post("/probe/publish", json={"after": 1}).status_code == 200
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 3, timeout=30,
                    message="the next event handled")
     assert d.stop() == 0
+
+
+def test_a_plugin_overflowing_its_stack_is_told_so(evhostd, build_dir):
+    # A large local array in a handler runs past an HTTP worker's 100 KiB
+    # stack: the line said SIGSEGV at an address, which sent its author
+    # looking for a bad pointer. It says where that address is now.
+    if lib.sanitizer(build_dir):
+        pytest.skip("sanitizer runtimes report fatal signals themselves")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    with pytest.raises(requests.ConnectionError):
+        d.post("/probe/publish?overflow=1", json={"x": 1}, timeout=10)
+    assert d.wait(timeout=30) == -signal.SIGSEGV, d.log_tail()
+    assert re.search(r"evhostd: FATAL: SIGSEGV at address 0x[0-9a-f]+ \(this thread's stack: "
+                     r"a stack overflow\? HTTP workers have 100 KiB stacks; keep large "
+                     r"buffers on the heap\) in plugin 'probe', handling HTTP POST "
+                     r"/probe/publish", d.log_text()), d.log_tail()
 
 
 @pytest.mark.parametrize("how,sig,at", [("abort", signal.SIGABRT, ""),
