@@ -128,6 +128,14 @@ static const char *api_config_get(evh_plugin *p, const char *key)
 	for (size_t i = 0; i < p->ncfg; i++)
 		if (strcmp(p->cfg_keys[i], key) == 0)
 			return p->cfg_values[i];
+	/* Not set and no default: fine for a key of the schema; a key that is
+	 * not one (a typo in the plugin's code) would read as unset for good. */
+	for (const evh_config_key *k = p->desc->config; k && k->name; k++)
+		if (cfg_key_matches(k->name, key))
+			return NULL;
+	plugin_error(p, "evh_config: '%s' is not a key of the plugin's configuration schema (a "
+	                "typo?): read as unset",
+	             key);
 	return NULL;
 }
 

@@ -1626,6 +1626,16 @@ def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
     assert d.stop() == 0
 
 
+def test_a_plugin_reading_a_key_its_schema_lacks_is_told_so(evhostd, build_dir):
+    # A typo in the plugin's code (evh_config_str(p, "topik")) read as unset
+    # for good, without a word: the author looked for the fault in the
+    # configuration.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false", read_typo="true")})
+    d.wait_for_log("probe: topik is unset")
+    assert ("evh_config: 'topik' is not a key of the plugin's configuration schema (a typo?): "
+            "read as unset") in d.log_text(), d.log_tail()
+
+
 def test_a_plugin_overflowing_its_stack_is_told_so(evhostd, build_dir):
     # A large local array in a handler runs past an HTTP worker's 100 KiB
     # stack: the line said SIGSEGV at an address, which sent its author
