@@ -1,10 +1,18 @@
 #include "crash.h"
 
 #include <execinfo.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "log.h"
 
 /* Pointers only: setting them costs nothing per request or event; the line
  * is made in the handler, with async-signal-safe steps alone. */
@@ -46,6 +54,67 @@ void crash_enter_call(const char *plugin, const char *what)
 void crash_leave(void) { ctx.kind = CRASH_NONE; }
 
 const char *crash_plugin(void) { return ctx.kind == CRASH_NONE ? NULL : ctx.plugin; }
+
+/* ------------------------------------------------------ the crash record */
+
+/* The event a crash of the last run happened on (read at start), and where
+ * the handler writes the next one: "COUNT PARTITION OFFSET PLUGIN TOPIC\n",
+ * COUNT the starts in a row that crashed on that event. */
+static char record_path[PATH_MAX];
+static struct {
+	long count;
+	int32_t partition;
+	int64_t offset;
+	char plugin[128], topic[256];
+} last;
+static atomic_int last_set; /* `last` holds a record not cleared yet */
+
+void crash_record_open(const char *state_dir)
+{
+	char line[512];
+	FILE *f;
+	int n = -1;
+	atomic_store(&last_set, 0);
+	if (snprintf(record_path, sizeof record_path, "%s/" CRASH_RECORD_FILE, state_dir) >=
+	    (int)sizeof record_path) {
+		record_path[0] = '\0';
+		return;
+	}
+	if (!(f = fopen(record_path, "re")))
+		return;
+	if (fgets(line, sizeof line, f))
+		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s", &last.count,
+		           &last.partition, &last.offset, last.plugin, last.topic);
+	fclose(f);
+	if (n == 5 && last.count > 0) {
+		atomic_store(&last_set, 1);
+		log_warn("host", "the last run crashed in plugin '%s' handling the event of %s [%d] "
+		                 "at offset %" PRId64 " (%ld start%s in a row)%s",
+		         last.plugin, last.topic, (int)last.partition, last.offset, last.count,
+		         last.count == 1 ? "" : "s",
+		         last.count >= CRASH_RECORD_LIMIT
+		             ? ": that event is dead-lettered without calling the handler again"
+		             : ": it is handled again; should it crash again, the next start "
+		               "dead-letters it");
+	} else {
+		unlink(record_path); /* not one of ours, or cut short: no event to name */
+	}
+}
+
+long crash_record_match(const char *plugin, const char *topic, int32_t partition,
+                        int64_t offset)
+{
+	if (!atomic_load(&last_set) || last.partition != partition || last.offset != offset ||
+	    strcmp(last.plugin, plugin) || strcmp(last.topic, topic))
+		return 0;
+	return last.count;
+}
+
+void crash_record_clear(void)
+{
+	if (atomic_exchange(&last_set, 0) && record_path[0])
+		unlink(record_path);
+}
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 
@@ -108,6 +177,37 @@ static void put_hex(line *l, uintptr_t v)
 	put(l, d + i);
 }
 
+/* The event this thread crashed on, for the next start (crash_record_*):
+ * open, write and fsync are async-signal-safe. Said on the line. */
+static void record_event(line *l)
+{
+	line r = {.n = 0};
+	long count = 1;
+	int fd;
+	if (!record_path[0])
+		return;
+	if (atomic_load(&last_set) && last.partition == ctx.n1 && last.offset == ctx.n2 &&
+	    !strcmp(last.plugin, ctx.plugin) && !strcmp(last.topic, ctx.a))
+		count = last.count + 1;
+	put_int(&r, count);
+	put(&r, " ");
+	put_int(&r, ctx.n1);
+	put(&r, " ");
+	put_int(&r, ctx.n2);
+	put_all(&r, " ", ctx.plugin, " ", ctx.a, "\n", (char *)NULL);
+	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	if (fd < 0 || write(fd, r.buf, r.n) != (ssize_t)r.n || fsync(fd) != 0) {
+		put(l, " (the crash could not be recorded for the next start)");
+	} else if (count >= CRASH_RECORD_LIMIT) {
+		put(l, "; it crashed on this event at ");
+		put_int(l, count);
+		put(l, " starts in a row: the next start dead-letters it without calling the "
+		       "handler");
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 static const char *signal_name(int sig)
 {
 	switch (sig) {
@@ -154,6 +254,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 		break;
 	case CRASH_CALL: put_all(&l, " in plugin '", ctx.plugin, "', in its ", ctx.a, (char *)NULL);
 	}
+	if (ctx.kind == CRASH_EVENT)
+		record_event(&l);
 	put(&l, "; the daemon stops. Backtrace:\n");
 	(void)!write(STDERR_FILENO, l.buf, l.n);
 	n = backtrace(frames, (int)(sizeof frames / sizeof frames[0]));

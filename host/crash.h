@@ -23,4 +23,20 @@ void crash_leave(void);
  * or NULL: for lines about a call that has no evh_plugin to name. */
 const char *crash_plugin(void);
 
+/* A plugin that crashes on an event crashes again on it at every start
+ * (the offset was never committed): a crash loop. The handler records the
+ * event it crashed on in state_dir/CRASH_RECORD_FILE, counting the starts
+ * in a row that crashed on it; at CRASH_RECORD_LIMIT the consumer dead-
+ * letters it without calling the handler again (kafka.c). */
+#define CRASH_RECORD_FILE "evhostd.crashed"
+#define CRASH_RECORD_LIMIT 2
+/* At start, before any consumer: read the last run's record (if any) and
+ * note where the next goes. */
+void crash_record_open(const char *state_dir);
+/* How many starts in a row crashed on this event (0: none recorded). */
+long crash_record_match(const char *plugin, const char *topic, int32_t partition,
+                        int64_t offset);
+/* The recorded event is dealt with (handled, or dead-lettered): forgotten. */
+void crash_record_clear(void);
+
 #endif

@@ -17,6 +17,7 @@
 #include "admin.h"
 
 #include "clock.h"
+#include "crash.h"
 #include "host.h"
 #include "http.h"
 #include "httpc.h"
@@ -851,6 +852,7 @@ int host_start(host *h)
 
 	if (lock_state_dir(h) != 0)
 		return -1;
+	crash_record_open(h->set.state_dir); /* before the consumers: they ask it */
 	if (open_revocations(h) != 0)
 		return -1;
 	atomic_store(&h->auth, auth_keyset_new(h, &h->set));

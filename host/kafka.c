@@ -1742,6 +1742,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	evh_event ev;
 	enum outcome out = OUT_DONE;
 	size_t first;
+	long crashed;
 	*sub = 0;
 	if (event_build(&ev, msg, attempt)) {
 		snprintf(err, errlen, "out of memory");
@@ -1753,12 +1754,23 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	for (first = ev.meta.type_cut ? c->p->nsubs : 0; first < c->p->nsubs; first++)
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
-	if (first < c->p->nsubs) {
+	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset);
+	if (crashed >= CRASH_RECORD_LIMIT) {
+		/* Its handler would crash the daemon again, at every start. */
+		out = OUT_REJECT;
+		snprintf(ev.error, sizeof ev.error,
+		         "the plugin crashed handling this event at %ld starts in a row: "
+		         "dead-lettered without calling its handler again",
+		         crashed);
+		crash_record_clear();
+	} else if (first < c->p->nsubs) {
 		double t0 = metrics_now();
 		trace_span span;
 		process_span_begin(&span, c, &ev);
 		out = tx ? run_handlers(c, &ev, tx, first, sub)
 		         : run_handlers_alone(c, &ev, first, sub);
+		if (crashed)
+			crash_record_clear(); /* it did not crash on it this time */
 		if (out == OUT_RETRY && store_full(c->p->store))
 			out = OUT_WAIT;
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);

@@ -266,6 +266,10 @@ int main(int argc, char **argv)
 	rc = wait_for_stop(&h) < 0 ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
 	host_stop(&h);
+	/* A clean stop: the last run did not crash, whatever the one before
+	 * did (its event, not seen again since, is not held against it). */
+	if (rc == 0)
+		crash_record_clear();
 	log_info("host", "stopped");
 	return leave(rc);
 }
