@@ -168,21 +168,29 @@ static int host_reserve_down(host *h, size_t n)
 	return rc;
 }
 
-/* A required plugin a reload left off (`off`) or started again: /readyz
- * says it is down until a reload starts it or removes its section. In the
- * room host_reserve_down made: it allocates nothing. */
-static void host_mark_down(host *h, const char *name, int off)
+/* `name` in (`in`) or out of the set v[0..*n), which has room for `cap`;
+ * under plugins_lock. It allocates nothing. */
+static void name_set(char (*v)[PLUGIN_NAME_MAX + 1], size_t *n, size_t cap, const char *name,
+                     int in)
 {
 	size_t i;
-	pthread_mutex_lock(&h->plugins_lock);
-	for (i = 0; i < h->ndown && strcmp(h->down[i], name) != 0; i++)
+	for (i = 0; i < *n && strcmp(v[i], name) != 0; i++)
 		;
-	if (!off && i < h->ndown) {
-		if (i != --h->ndown)
-			memcpy(h->down[i], h->down[h->ndown], sizeof h->down[i]);
-	} else if (off && i == h->ndown && i < h->capdown) {
-		snprintf(h->down[h->ndown++], sizeof h->down[0], "%s", name);
+	if (!in && i < *n) {
+		if (i != --*n)
+			memcpy(v[i], v[*n], sizeof v[i]);
+	} else if (in && i == *n && i < cap) {
+		snprintf(v[(*n)++], sizeof v[0], "%s", name);
 	}
+}
+
+/* A required plugin a reload left off (`off`) or started again: /readyz
+ * says it is down until a reload starts it or removes its section. In the
+ * room host_reserve_down made. */
+static void host_mark_down(host *h, const char *name, int off)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	name_set(h->down, &h->ndown, h->capdown, name, off);
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
@@ -190,16 +198,8 @@ static void host_mark_down(host *h, const char *name, int off)
  * /readyz says "restarting" meanwhile. In the room host_reserve_down made. */
 static void host_mark_restarting(host *h, const char *name, int on)
 {
-	size_t i;
 	pthread_mutex_lock(&h->plugins_lock);
-	for (i = 0; i < h->nrestarting && strcmp(h->restarting[i], name) != 0; i++)
-		;
-	if (!on && i < h->nrestarting) {
-		if (i != --h->nrestarting)
-			memcpy(h->restarting[i], h->restarting[h->nrestarting], sizeof h->restarting[i]);
-	} else if (on && i == h->nrestarting && i < h->capdown) {
-		snprintf(h->restarting[h->nrestarting++], sizeof h->restarting[0], "%s", name);
-	}
+	name_set(h->restarting, &h->nrestarting, h->capdown, name, on);
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
