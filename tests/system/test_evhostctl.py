@@ -714,6 +714,9 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     # Each said as it was asked for: which partition too (a bare offset once).
     assert "already redriven" in r.stdout and "\n0:999999: not found" in r.stdout, r.stdout
     assert "\n0:1234567890123456: not found" in r.stdout, r.stdout
+    # 2^53 is beyond what the daemon takes (2^53 + 1 would reach it as 2^53).
+    r = ctl(build_dir, d, "dlq", "redrive", "probe", "0:9007199254740992")
+    assert r.returncode == 2 and "is not a dead-letter id" in r.stderr, (r.stdout, r.stderr)
     r = ctl(build_dir, d, "dlq", "redrive", "probe", "--all")
     assert r.returncode == 0, r.stderr
     assert f"{ids[1]}: redriven" in r.stdout and "1 skipped" in r.stdout
