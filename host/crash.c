@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* REG_RSP */
 #include "crash.h"
 
 #include <execinfo.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -58,20 +61,24 @@ const char *crash_plugin(void) { return ctx.kind == CRASH_NONE ? NULL : ctx.plug
 /* ------------------------------------------------------ the crash record */
 
 /* The event a crash of the last run happened on (read at start), and where
- * the handler writes the next one: "COUNT PARTITION OFFSET PLUGIN TOPIC\n",
- * COUNT the starts in a row that crashed on that event. */
+ * the handler writes the next one: "COUNT PARTITION OFFSET PLUGIN TOPIC
+ * EVENT_ID\n", COUNT the starts in a row that crashed on that event. The id
+ * (the rest of the line) also finds the event's copies at other offsets
+ * (the relay sends an event again when it crashed before the broker's
+ * acknowledgement was recorded). */
+#define RECORD_ID_MAX 256
 static char record_path[PATH_MAX];
 static struct {
 	long count;
 	int32_t partition;
 	int64_t offset;
-	char plugin[128], topic[256];
+	char plugin[128], topic[256], id[RECORD_ID_MAX];
 } last;
 static atomic_int last_set; /* `last` holds a record not cleared yet */
 
 void crash_record_open(const char *state_dir)
 {
-	char line[512];
+	char line[1024];
 	FILE *f;
 	int n = -1;
 	atomic_store(&last_set, 0);
@@ -83,15 +90,15 @@ void crash_record_open(const char *state_dir)
 	if (!(f = fopen(record_path, "re")))
 		return;
 	if (fgets(line, sizeof line, f))
-		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s", &last.count,
-		           &last.partition, &last.offset, last.plugin, last.topic);
+		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s %255[^\n]", &last.count,
+		           &last.partition, &last.offset, last.plugin, last.topic, last.id);
 	fclose(f);
-	if (n == 5 && last.count > 0) {
+	if (n == 6 && last.count > 0) {
 		atomic_store(&last_set, 1);
-		log_warn("host", "the last run crashed in plugin '%s' handling the event of %s [%d] "
+		log_warn("host", "the last run crashed in plugin '%s' handling event %s of %s [%d] "
 		                 "at offset %" PRId64 " (%ld start%s in a row)%s",
-		         last.plugin, last.topic, (int)last.partition, last.offset, last.count,
-		         last.count == 1 ? "" : "s",
+		         last.plugin, last.id, last.topic, (int)last.partition, last.offset,
+		         last.count, last.count == 1 ? "" : "s",
 		         last.count >= CRASH_RECORD_LIMIT
 		             ? ": that event is dead-lettered without calling the handler again"
 		             : ": it is handled again; should it crash again, the next start "
@@ -101,13 +108,23 @@ void crash_record_open(const char *state_dir)
 	}
 }
 
-long crash_record_match(const char *plugin, const char *topic, int32_t partition,
-                        int64_t offset)
+/* Is the event at topic [partition] @offset with id `id` the recorded one:
+ * at its place, or a copy of it (its id; an id longer than the record
+ * keeps is not compared). */
+static int record_is(const char *plugin, const char *topic, int64_t partition, int64_t offset,
+                     const char *id)
 {
-	if (!atomic_load(&last_set) || last.partition != partition || last.offset != offset ||
-	    strcmp(last.plugin, plugin) || strcmp(last.topic, topic))
-		return 0;
-	return last.count;
+	return !strcmp(last.plugin, plugin) &&
+	       ((last.partition == partition && last.offset == offset && !strcmp(last.topic, topic)) ||
+	        (id && *id && strlen(id) < RECORD_ID_MAX && !strcmp(last.id, id)));
+}
+
+long crash_record_match(const char *plugin, const char *topic, int32_t partition,
+                        int64_t offset, const char *id)
+{
+	return atomic_load(&last_set) && record_is(plugin, topic, partition, offset, id)
+	           ? last.count
+	           : 0;
 }
 
 void crash_record_clear(void)
@@ -127,6 +144,8 @@ typedef struct {
  * stack: a large local array in a plugin's handler jumps past the stack's
  * end by its size. */
 #define STACK_HINT_BYTES (4u << 20)
+#define ALTSTACK_BYTES (64 * 1024)
+#define ALTSTACK_GUARD 4096
 
 static void put(line *l, const char *s)
 {
@@ -186,15 +205,15 @@ static void record_event(line *l)
 	int fd;
 	if (!record_path[0])
 		return;
-	if (atomic_load(&last_set) && last.partition == ctx.n1 && last.offset == ctx.n2 &&
-	    !strcmp(last.plugin, ctx.plugin) && !strcmp(last.topic, ctx.a))
+	if (atomic_load(&last_set) && record_is(ctx.plugin, ctx.a, ctx.n1, ctx.n2, ctx.c))
 		count = last.count + 1;
 	put_int(&r, count);
 	put(&r, " ");
 	put_int(&r, ctx.n1);
 	put(&r, " ");
 	put_int(&r, ctx.n2);
-	put_all(&r, " ", ctx.plugin, " ", ctx.a, "\n", (char *)NULL);
+	put_all(&r, " ", ctx.plugin, " ", ctx.a, " ", ctx.c && *ctx.c ? ctx.c : "-", "\n",
+	        (char *)NULL);
 	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	if (fd < 0 || write(fd, r.buf, r.n) != (ssize_t)r.n || fsync(fd) != 0) {
 		put(l, " (the crash could not be recorded for the next start)");
@@ -220,21 +239,35 @@ static const char *signal_name(int sig)
 	}
 }
 
+/* The stack pointer of the code the signal interrupted (the handler runs
+ * on a stack of its own, crash_thread_enter); where it is not known, the
+ * handler's own frame, which is on that stack when there is no other. */
+static uintptr_t interrupted_sp(const void *uc, const void *frame)
+{
+#if defined(__x86_64__)
+	return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.gregs[REG_RSP];
+#elif defined(__aarch64__)
+	return (uintptr_t)((const ucontext_t *)uc)->uc_mcontext.sp;
+#else
+	(void)uc;
+	return (uintptr_t)frame;
+#endif
+}
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
 	line l = {.n = 0};
 	void *frames[48];
 	int n;
-	(void)uc;
 	put(&l, "evhostd: FATAL: ");
 	put(&l, signal_name(sig));
 	if (sig == SIGSEGV || sig == SIGBUS) {
-		uintptr_t at = (uintptr_t)si->si_addr, sp = (uintptr_t)&l;
+		uintptr_t at = (uintptr_t)si->si_addr, sp = interrupted_sp(uc, &l);
 		put(&l, " at address ");
 		put_hex(&l, at);
-		/* Just above where this handler runs: the thread's stack, grown
-		 * past its end (the handler runs below the frame that faulted). */
-		if (sig == SIGSEGV && at > sp && at - sp < STACK_HINT_BYTES)
+		/* At the stack pointer of the code that faulted, or just above
+		 * it: the thread's stack, grown past its end. */
+		if (sig == SIGSEGV && (at >= sp ? at - sp < STACK_HINT_BYTES : sp - at <= 4096))
 			put(&l, " (this thread's stack: a stack overflow? HTTP workers have 100 KiB "
 			        "stacks; keep large buffers on the heap)");
 	}
@@ -267,6 +300,39 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 		raise(sig);
 }
 
+/* The handler's own stack, per thread that runs plugin code: a stack that
+ * overflowed has no room left for the handler, which the kernel could not
+ * start then (the daemon died without its line). Guarded below. */
+
+void *crash_thread_enter(void)
+{
+	stack_t ss;
+	char *m = mmap(NULL, ALTSTACK_GUARD + ALTSTACK_BYTES, PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL; /* the thread's own stack, as before */
+	(void)mprotect(m, ALTSTACK_GUARD, PROT_NONE);
+	memset(&ss, 0, sizeof ss);
+	ss.ss_sp = m + ALTSTACK_GUARD;
+	ss.ss_size = ALTSTACK_BYTES;
+	if (sigaltstack(&ss, NULL) != 0) {
+		munmap(m, ALTSTACK_GUARD + ALTSTACK_BYTES);
+		return NULL;
+	}
+	return m;
+}
+
+void crash_thread_leave(void *stack)
+{
+	stack_t ss;
+	if (!stack)
+		return;
+	memset(&ss, 0, sizeof ss);
+	ss.ss_flags = SS_DISABLE;
+	(void)sigaltstack(&ss, NULL);
+	munmap(stack, ALTSTACK_GUARD + ALTSTACK_BYTES);
+}
+
 void crash_handlers_install(void)
 {
 	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
@@ -275,13 +341,16 @@ void crash_handlers_install(void)
 	/* backtrace() loads libgcc on its first call, which allocates: not in
 	 * a signal handler. */
 	(void)backtrace(warm, 1);
+	(void)crash_thread_enter(); /* the main thread's (init, fini): for good */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = on_fatal;
-	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	sa.sa_flags = SA_SIGINFO | SA_RESETHAND | SA_ONSTACK;
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		sigaction(sigs[i], &sa, NULL);
 }
 #else
 void crash_handlers_install(void) {}
+void *crash_thread_enter(void) { return NULL; }
+void crash_thread_leave(void *stack) { (void)stack; }
 #endif

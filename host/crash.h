@@ -10,6 +10,11 @@
 #include <stdint.h>
 
 void crash_handlers_install(void);
+/* A stack of the handler's own for this thread (one that runs plugin code:
+ * its stack may overflow), until crash_thread_leave with what it returned
+ * (NULL: none, the thread's stack serves, as in sanitized builds). */
+void *crash_thread_enter(void);
+void crash_thread_leave(void *stack);
 
 /* What this thread runs of a plugin from now until crash_leave. The
  * strings must outlive the call (they are read only if a signal comes). */
@@ -33,10 +38,11 @@ const char *crash_plugin(void);
 /* At start, before any consumer: read the last run's record (if any) and
  * note where the next goes. */
 void crash_record_open(const char *state_dir);
-/* How many starts in a row crashed on this event (0: none recorded). */
+/* How many starts in a row crashed on this event, found at its place or by
+ * its id (a copy elsewhere): 0 when it is not the recorded one. */
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
-                        int64_t offset);
-/* The recorded event is dealt with (handled, or dead-lettered): forgotten. */
+                        int64_t offset, const char *id);
+/* The recorded event was handled this time: forgotten (a clean stop too). */
 void crash_record_clear(void);
 
 #endif

@@ -2267,6 +2267,20 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 
 int http_has_ipv6(void) { return mg_check_feature(MG_FEATURES_IPV6) != 0; }
 
+/* Each civetweb thread: a stack for the crash handler (a plugin's handler
+ * may overflow the worker's 100 KiB), given back when it ends. */
+static void *worker_thread_init(const struct mg_context *ctx, int thread_type)
+{
+	(void)ctx, (void)thread_type;
+	return crash_thread_enter();
+}
+
+static void worker_thread_exit(const struct mg_context *ctx, int thread_type, void *stack)
+{
+	(void)ctx, (void)thread_type;
+	crash_thread_leave(stack);
+}
+
 /* HTTPS: OpenSSL for civetweb (tls_compat.c), then civetweb's TLS set up.
  * The certificate itself is loaded by mg_start2, which says what is wrong
  * with it. */
@@ -2408,6 +2422,8 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	snprintf(head, sizeof head, "%d", srv->max_head);
 	memset(&cb, 0, sizeof cb);
 	cb.log_message = log_civetweb;
+	cb.init_thread = worker_thread_init;
+	cb.exit_thread = worker_thread_exit;
 	cb.begin_request = begin_request;
 	cb.http_error = handle_civetweb_error;
 	cb.init_connection = connection_taken;

@@ -1754,15 +1754,15 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	for (first = ev.meta.type_cut ? c->p->nsubs : 0; first < c->p->nsubs; first++)
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
-	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset);
+	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id);
 	if (crashed >= CRASH_RECORD_LIMIT) {
-		/* Its handler would crash the daemon again, at every start. */
+		/* Its handler would crash the daemon again, at every start. Kept
+		 * until the stop: copies of it (the same id) go the same way. */
 		out = OUT_REJECT;
 		snprintf(ev.error, sizeof ev.error,
 		         "the plugin crashed handling this event at %ld starts in a row: "
 		         "dead-lettered without calling its handler again",
 		         crashed);
-		crash_record_clear();
 	} else if (first < c->p->nsubs) {
 		double t0 = metrics_now();
 		trace_span span;
@@ -3237,6 +3237,7 @@ static void report_lag(struct consumer *c)
 static void *consumer_main(void *arg)
 {
 	struct consumer *c = arg;
+	void *alt = crash_thread_enter(); /* handlers run here: see crash.h */
 	log_thread_name("evh-c:", c->p->name);
 	while (!atomic_load(&c->stop)) {
 		int64_t t0 = clock_mono_ms();
@@ -3261,6 +3262,7 @@ static void *consumer_main(void *arg)
 	commit_stored(c, 0, 1);
 	replay_cancel(c);
 	rd_kafka_consumer_close(c->rk);
+	crash_thread_leave(alt);
 	return NULL;
 }
 
