@@ -120,11 +120,13 @@ static int record_is(const char *plugin, const char *topic, int64_t partition, i
 }
 
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
-                        int64_t offset, const char *id)
+                        int64_t offset, const char *id, int *at_place)
 {
-	return atomic_load(&last_set) && record_is(plugin, topic, partition, offset, id)
-	           ? last.count
-	           : 0;
+	if (!atomic_load(&last_set) || !record_is(plugin, topic, partition, offset, id))
+		return 0;
+	*at_place = last.partition == partition && last.offset == offset &&
+	            !strcmp(last.topic, topic);
+	return last.count;
 }
 
 void crash_record_clear(void)

@@ -38,10 +38,11 @@ const char *crash_plugin(void);
 /* At start, before any consumer: read the last run's record (if any) and
  * note where the next goes. */
 void crash_record_open(const char *state_dir);
-/* How many starts in a row crashed on this event, found at its place or by
- * its id (a copy elsewhere): 0 when it is not the recorded one. */
+/* How many starts in a row crashed on this event, found at its place
+ * (*at_place set) or by its id (a copy elsewhere): 0 when it is not the
+ * recorded one. */
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
-                        int64_t offset, const char *id);
+                        int64_t offset, const char *id, int *at_place);
 /* The recorded event was handled this time: forgotten (a clean stop too). */
 void crash_record_clear(void);
 

@@ -1743,6 +1743,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	enum outcome out = OUT_DONE;
 	size_t first;
 	long crashed;
+	int at_place = 0;
 	*sub = 0;
 	if (event_build(&ev, msg, attempt)) {
 		snprintf(err, errlen, "out of memory");
@@ -1754,7 +1755,12 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	for (first = ev.meta.type_cut ? c->p->nsubs : 0; first < c->p->nsubs; first++)
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
-	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id);
+	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id,
+	                             &at_place);
+	/* A redriven copy is the administrator's new try (a mended plugin):
+	 * its handler is called; should it crash, the record moves to it. */
+	if (crashed >= CRASH_RECORD_LIMIT && !at_place && kafka_ev_header(&ev, "evhost_redrive"))
+		crashed = 0;
 	if (crashed >= CRASH_RECORD_LIMIT) {
 		/* Its handler would crash the daemon again, at every start. Kept
 		 * until the stop: copies of it (the same id) go the same way. */

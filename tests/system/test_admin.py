@@ -693,6 +693,21 @@ def test_an_event_that_crashes_the_plugin_at_two_starts_is_dead_lettered(
     assert d.post("/probe/publish", json={"after": 1}).status_code == 200
     lib.wait_until(lambda: [e["data"] for e in seen(d)] == [{"warm": 1}, {"after": 1}],
                    timeout=60, message="the event behind it handled")
+
+    # A redrive is the administrator's new try: its handler is called (and
+    # this probe still crashes on it); the start after that dead-letters
+    # the redriven copy, found at its place, without calling it.
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)  # all
+    assert r.status_code == 200 and r.json()["redriven"] >= 1, r.text
+    assert d.wait(timeout=60) == -signal.SIGSEGV, d.log_tail()
+    assert record.read_text().split()[0] == "3", record.read_text()
+    d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group)
+    d.wait_for_log("(3 starts in a row): that event is dead-lettered without calling the "
+                   "handler again", timeout=30)
+    lib.wait_until(lambda: any(m["headers"].get("evhost_redrive") == "1" and
+                               "at 3 starts in a row" in m["headers"]["evhost_dlq_error"]
+                               for m in dlq(d)["messages"]),
+                   timeout=60, message="the redriven copy dead-lettered")
     assert d.stop() == 0
     assert not record.exists()  # a clean stop forgets it
 
