@@ -131,10 +131,12 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	if (!d->init)
 		return "descriptor has no init function";
 	/* A default the host could not read as its type would be read as 0 (or
-	 * false) by evh_config_int (bool) without a word, whatever was meant. */
+	 * false) by evh_config_int (bool) without a word, whatever was meant.
+	 * An empty one is "none": evh_config_int's own default then. */
 	for (const evh_config_key *k = d->config; k && k->name; k++) {
 		const char *msg;
-		if (!k->default_value || k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE ||
+		if (!k->default_value || !*k->default_value || k->type == EVH_CFG_PATH ||
+		    k->type == EVH_CFG_FILE ||
 		    k->type == EVH_CFG_DIR || !(msg = cfg_check_value(k->type, k->default_value)))
 			continue;
 		snprintf(buf, len, "its configuration schema's default for '%.64s' is not valid: %s, "
