@@ -313,10 +313,13 @@ class Soak:
 
     # ----------------------------------------------------------- sampling
 
-    def metric(self, text, name):
+    def metric(self, text, name, label=None):
+        """The series of `name` summed (those with `label`, 'k="v"', if given),
+        or None when there is none."""
         total = None
-        for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
-            total = (total or 0) + float(m.group(1))
+        for m in re.finditer(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M):
+            if label is None or label in (m.group(1) or ""):
+                total = (total or 0) + float(m.group(2))
         return total
 
     def lag(self, plugin):
@@ -325,11 +328,7 @@ class Soak:
             text = requests.get(self.url + "/metrics", timeout=10).text
         except requests.RequestException:
             return None
-        total = None
-        for m in re.finditer(r'^evhost_consumer_lag\{[^}]*plugin="' + re.escape(plugin) +
-                             r'"[^}]*\} (\S+)$', text, re.M):
-            total = (total or 0) + float(m.group(1))
-        return total
+        return self.metric(text, "evhost_consumer_lag", f'plugin="{plugin}"')
 
     def mails(self):
         return sum(len(os.listdir(self.maildir / d)) for d in ("new", "cur")

@@ -65,11 +65,9 @@
 #define LIST_MAX 1000
 #define REDRIVE_MAX 10000
 #define VALUE_SHOW_MAX 65536
-/* The largest offset a request may name: JSON numbers are doubles here, and
- * from 2^53 on a double no longer holds every integer: 2^53 + 1 reads as
- * 2^53, which must be refused with it (it passed once, meaning another
- * offset). */
-#define OFFSET_MAX 9007199254740991.0 /* 2^53 - 1 */
+/* The largest offset a request may name (2^53 + 1 read as 2^53 once passed,
+ * meaning another offset). */
+#define OFFSET_MAX ((double)JSONB_EXACT_INT_MAX)
 #define RELOAD_WAIT_S 60      /* then 202: still running, poll /admin/plugins */
 #define RELOAD_WAIT_MAX_S 3600 /* ?wait= at most (evhostctl's --timeout at most) */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */

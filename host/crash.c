@@ -109,24 +109,25 @@ void crash_record_open(const char *state_dir)
 }
 
 /* Is the event at topic [partition] @offset with id `id` the recorded one:
- * at its place, or a copy of it (its id; an id longer than the record
- * keeps is not compared). */
+ * RECORD_HERE at its place, RECORD_COPY a copy of it (its id; an id longer
+ * than the record keeps is not compared), else 0. */
+enum { RECORD_COPY = 1, RECORD_HERE };
 static int record_is(const char *plugin, const char *topic, int64_t partition, int64_t offset,
                      const char *id)
 {
-	return !strcmp(last.plugin, plugin) &&
-	       ((last.partition == partition && last.offset == offset && !strcmp(last.topic, topic)) ||
-	        (id && *id && strlen(id) < RECORD_ID_MAX && !strcmp(last.id, id)));
+	if (strcmp(last.plugin, plugin))
+		return 0;
+	if (last.partition == partition && last.offset == offset && !strcmp(last.topic, topic))
+		return RECORD_HERE;
+	return id && *id && strlen(id) < RECORD_ID_MAX && !strcmp(last.id, id) ? RECORD_COPY : 0;
 }
 
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
                         int64_t offset, const char *id, int *at_place)
 {
-	if (!atomic_load(&last_set) || !record_is(plugin, topic, partition, offset, id))
-		return 0;
-	*at_place = last.partition == partition && last.offset == offset &&
-	            !strcmp(last.topic, topic);
-	return last.count;
+	int where = atomic_load(&last_set) ? record_is(plugin, topic, partition, offset, id) : 0;
+	*at_place = where == RECORD_HERE;
+	return where ? last.count : 0;
 }
 
 void crash_record_clear(void)

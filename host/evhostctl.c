@@ -1112,9 +1112,8 @@ static int parse_digits(const char *s, const char *stop, long long max, long lon
 	return 0;
 }
 
-/* The largest offset the admin API takes: 2^53 - 1, below where a JSON
- * number (a double) stops holding every integer. */
-#define ID_OFFSET_MAX 9007199254740991LL
+/* The largest offset the admin API takes (admin.c's OFFSET_MAX). */
+#define ID_OFFSET_MAX JSONB_EXACT_INT_MAX
 
 static cJSON *parse_id(const char *id, int *ok)
 {

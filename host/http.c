@@ -2246,7 +2246,7 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 		snprintf(srv->listen, sizeof srv->listen, "%s:%d",
 		         s->http_host ? s->http_host : "127.0.0.1", s->http_port);
 	if ((srv->listen[0] == '[' || (s->http_tls_listen && s->http_tls_listen[0] == '[')) &&
-	    !mg_check_feature(MG_FEATURES_IPV6)) {
+	    !http_has_ipv6()) {
 		snprintf(err, errlen,
 		         "cannot listen on %s: this civetweb build has no IPv6 support; "
 		         "use an IPv4 address",

@@ -28,6 +28,11 @@ cJSON *jsonb_put_array(cJSON *to, const char *name, int *ok);
  * 1.79769313486232e+308, beyond a double's range. These print every number
  * exactly. */
 
+/* The largest integer a JSON number read as a double holds exactly, with
+ * every integer below it: 2^53 - 1. From 2^53 on, neighbours read alike
+ * (2^53 + 1 reads as 2^53): a bound for integers a request may name. */
+#define JSONB_EXACT_INT_MAX 9007199254740991LL
+
 /* Room for any jsonb_number text and its NUL. */
 #define JSONB_NUMBER_MAX 32
 /* `v` as JSON number text in `out`: an integer of magnitude below 2^53 in

@@ -1626,6 +1626,33 @@ def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
     assert d.stop() == 0
 
 
+def test_an_init_leaving_its_transaction_open_fails_and_the_start_ends(evhostd, build_dir):
+    # Left open, it held the plugin's database: the plugin's first write, and
+    # the stop's close of it, would wait for good. Rolled back, said, and the
+    # plugin not started (a required one: the start fails, exit 1).
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false",
+                                            init_leaves_tx="true")}, wait=False)
+    assert d.wait(timeout=60) == 1, d.log_tail()
+    assert ("plugin 'probe' init returned with a transaction it began still open (no "
+            "evh_tx_commit or evh_tx_rollback): rolled back, and the plugin is not started"
+            ) in d.log_text(), d.log_tail()
+    with sqlite3.connect(d.state_dir / "probe.db") as db:
+        assert db.execute("SELECT count(*) FROM seen").fetchone() == (0,)
+
+
+def test_a_crash_record_that_is_not_one_is_removed_without_a_word(evhostd, build_dir,
+                                                                   tmp_path):
+    # state_dir/evhostd.crashed cut short (a full disk at the crash) or not
+    # evhostd's: no event to name, so nothing is dead-lettered for it.
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "evhostd.crashed").write_text("garbage\n")
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")}, state_dir=state)
+    assert d.get("/healthz").status_code == 200
+    assert not (state / "evhostd.crashed").exists()
+    assert "the last run crashed" not in d.log_text()
+
+
 def test_a_plugin_reading_a_key_its_schema_lacks_is_told_so(evhostd, build_dir):
     # A typo in the plugin's code (evh_config_str(p, "topik")) read as unset
     # for good, without a word: the author looked for the fault in the
