@@ -308,10 +308,40 @@ static int json_int(const cJSON *v, double min, double max, int64_t *out)
 	return 0;
 }
 
-/* The request body as a JSON object; an empty body is {}. NULL after
- * answering 422, or 500 when a well-formed body could not be parsed (cJSON
- * says NULL for both). */
-static cJSON *body_object(evh_request *req, evh_response *resp)
+/* 0 when every member of the object `o` is one of `keys` (NULL-ended), else
+ * -1 after a 422 naming the first that is not: a misspelt field must not
+ * quietly become its default, which for these requests is "every dead letter"
+ * or "every topic". `where` is the object's place in the body ("" for the
+ * body itself). */
+static int only_keys(const cJSON *o, const char *where, const char *const *keys,
+                     evh_response *resp)
+{
+	const cJSON *m;
+	char field[160], known[160];
+	size_t used = 0;
+	cJSON_ArrayForEach(m, o) {
+		size_t i = 0;
+		while (keys[i] && strcmp(keys[i], m->string))
+			i++;
+		if (keys[i])
+			continue;
+		known[0] = '\0';
+		for (i = 0; keys[i] && used < sizeof known; i++)
+			used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
+			                         i ? ", " : "", keys[i]);
+		snprintf(field, sizeof field, "%s%s%.100s", where, *where ? "." : "", m->string);
+		problem(resp, 422, "validation", field, "unknown field '%s'%s: %s takes %s", field,
+		        strlen(m->string) > 100 ? " (shortened)" : "", *where ? where : "this request",
+		        i ? known : "no fields");
+		return -1;
+	}
+	return 0;
+}
+
+/* The request body as a JSON object whose members are among `keys`; an empty
+ * body is {}. NULL after answering 422, or 500 when a well-formed body could
+ * not be parsed (cJSON says NULL for both). */
+static cJSON *body_object(evh_request *req, evh_response *resp, const char *const *keys)
 {
 	size_t len = 0;
 	const char *body = http_req_body(req, &len);
@@ -319,8 +349,12 @@ static cJSON *body_object(evh_request *req, evh_response *resp)
 	if (!body || !len)
 		len = 0;
 	o = len ? cJSON_ParseWithLength(body, len) : cJSON_CreateObject();
-	if (cJSON_IsObject(o))
+	if (cJSON_IsObject(o) && !only_keys(o, "", keys, resp))
 		return o;
+	if (cJSON_IsObject(o)) {
+		cJSON_Delete(o);
+		return NULL;
+	}
 	cJSON_Delete(o);
 	if (!o && (!len || json_check(body, len, JSON_MAX_DEPTH, NULL) == JSON_OK))
 		oom(resp);
@@ -608,6 +642,7 @@ typedef struct pick {
 
 static int parse_picks(const cJSON *body, pick **out, size_t *n, int *all, evh_response *resp)
 {
+	static const char *const pick_keys[] = {"topic", "partition", "offset", NULL};
 	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(body, "offsets"), *it;
 	size_t i = 0;
 	*out = NULL;
@@ -630,14 +665,16 @@ static int parse_picks(const cJSON *body, pick **out, size_t *n, int *all, evh_r
 		int64_t v;
 		*n = ++i;
 		pk->partition = -1;
+		snprintf(field, sizeof field, "offsets[%zu]", i - 1);
 		if (!cJSON_IsObject(it) && !cJSON_IsNumber(it)) {
-			snprintf(field, sizeof field, "offsets[%zu]", i - 1);
 			problem(resp, 422, "validation", field,
 			        "%s: each entry of offsets is an offset or "
 			        "{\"topic\",\"partition\",\"offset\"}",
 			        field);
 			return -1;
 		}
+		if (cJSON_IsObject(it) && only_keys(it, field, pick_keys, resp))
+			return -1;
 		if (t && !cJSON_IsString(t)) {
 			snprintf(field, sizeof field, "offsets[%zu].topic", i - 1);
 			problem(resp, 422, "validation", field, "%s must be a string", field);
@@ -869,7 +906,8 @@ static int post_redrive(host *h, evh_request *req, evh_response *resp, const cha
 	size_t ntopics = 0, npicks = 0;
 	pick *picks = NULL;
 	int all = 0, rc = EVH_OK;
-	cJSON *body = body_object(req, resp);
+	static const char *const keys[] = {"offsets", NULL};
+	cJSON *body = body_object(req, resp, keys);
 
 	memset(&j, 0, sizeof j);
 	j.name = name;
@@ -977,8 +1015,13 @@ static int parse_replay(const cJSON *body, struct replay_args *a, evh_response *
 		a->req.from = REPLAY_BEGINNING;
 	else if (cJSON_IsString(from) && !kafka_parse_time(from->valuestring, &a->req.time_ms))
 		a->req.from = REPLAY_TIME;
+	else if (cJSON_IsObject(from) && topics)
+		return invalid(resp, "topics",
+		               "topics goes with from \"beginning\" or a time: from.offsets names "
+		               "its own topics");
 	else if (cJSON_IsObject(from))
-		return parse_offsets(from, a, resp);
+		return only_keys(from, "from", (const char *const[]){"offsets", NULL}, resp) ||
+		       parse_offsets(from, a, resp);
 	else
 		return invalid(resp, "from",
 		               "from must be \"beginning\", an RFC 3339 time or "
@@ -1042,7 +1085,8 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 	char err[512] = "";
 	evh_plugin *p;
 	int rc = EVH_ENOTFOUND;
-	cJSON *body = body_object(req, resp);
+	static const char *const keys[] = {"from", "topics", "keep_inbox", NULL};
+	cJSON *body = body_object(req, resp, keys);
 
 	if (!body)
 		return EVH_OK;
@@ -1203,7 +1247,7 @@ static int post_sign_out(host *h, evh_request *req, evh_response *resp)
 	if (text && len && json_check(text, len, JSON_MAX_DEPTH, NULL) != JSON_OK)
 		return problem(resp, 422, "validation", NULL,
 		               "the body is not one JSON text (or has \\u0000 in a string)");
-	if (!(body = body_object(req, resp)))
+	if (!(body = body_object(req, resp, (const char *const[]){"subject", NULL})))
 		return EVH_OK;
 	sub = cJSON_GetObjectItemCaseSensitive(body, "subject");
 	if (!cJSON_IsString(sub) || !*sub->valuestring ||
@@ -1583,7 +1627,8 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	int64_t total = 0;
 	long keep = 0, msec;
 	int rc, ok = 1, made = 0, damaged = 0;
-	cJSON *body = body_object(req, resp), *removed;
+	static const char *const keys[] = {"keep", NULL};
+	cJSON *body = body_object(req, resp, keys), *removed;
 	const cJSON *k;
 
 	if (!body)

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -72,6 +73,7 @@ static struct {
 	long count;
 	int32_t partition;
 	int64_t offset;
+	int64_t at_ms; /* the record's mtime: when the crash was recorded */
 	char plugin[128], topic[256], id[RECORD_ID_MAX];
 } last;
 static atomic_int last_set; /* `last` holds a record not cleared yet */
@@ -79,6 +81,7 @@ static atomic_int last_set; /* `last` holds a record not cleared yet */
 void crash_record_open(const char *state_dir)
 {
 	char line[1024];
+	struct stat st;
 	FILE *f;
 	int n = -1;
 	atomic_store(&last_set, 0);
@@ -89,6 +92,9 @@ void crash_record_open(const char *state_dir)
 	}
 	if (!(f = fopen(record_path, "re")))
 		return;
+	last.at_ms = fstat(fileno(f), &st) ? 0
+	                                   : (int64_t)st.st_mtim.tv_sec * 1000 +
+	                                         st.st_mtim.tv_nsec / 1000000;
 	if (fgets(line, sizeof line, f))
 		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s %255[^\n]", &last.count,
 		           &last.partition, &last.offset, last.plugin, last.topic, last.id);
@@ -128,6 +134,11 @@ long crash_record_match(const char *plugin, const char *topic, int32_t partition
 	int where = atomic_load(&last_set) ? record_is(plugin, topic, partition, offset, id) : 0;
 	*at_place = where == RECORD_HERE;
 	return where ? last.count : 0;
+}
+
+int64_t crash_record_time_ms(void)
+{
+	return atomic_load(&last_set) ? last.at_ms : 0;
 }
 
 void crash_record_clear(void)

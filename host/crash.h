@@ -43,6 +43,10 @@ void crash_record_open(const char *state_dir);
  * recorded one. */
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
                         int64_t offset, const char *id, int *at_place);
+/* When the recorded crash happened (the record's time, ms since the epoch;
+ * 0 when unknown): a copy redriven before it was redriven with the one that
+ * crashed, not after the plugin was mended. */
+int64_t crash_record_time_ms(void);
 /* The recorded event was handled this time: forgotten (a clean stop too). */
 void crash_record_clear(void);
 

@@ -1733,6 +1733,8 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 	return out;
 }
 
+static int64_t msg_time(const rd_kafka_message_t *m);
+
 /* Dispatch `msg` (attempt number `attempt`) in `tx` (a batch's), or in a
  * transaction of its own when tx is NULL. `err` gets the reason of a RETRY
  * or REJECT. */
@@ -1758,8 +1760,12 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id,
 	                             &at_place);
 	/* A redriven copy is the administrator's new try (a mended plugin):
-	 * its handler is called; should it crash, the record moves to it. */
-	if (crashed >= CRASH_RECORD_LIMIT && !at_place && kafka_ev_header(&ev, "evhost_redrive"))
+	 * its handler is called; should it crash, the record moves to it. Not
+	 * a copy redriven before the recorded crash: that redrive was the one
+	 * whose other copy crashed (an event dead-lettered twice, by its relay
+	 * copy too), made before any mending. */
+	if (crashed >= CRASH_RECORD_LIMIT && !at_place && kafka_ev_header(&ev, "evhost_redrive") &&
+	    msg_time(msg) > crash_record_time_ms())
 		crashed = 0;
 	if (crashed >= CRASH_RECORD_LIMIT) {
 		/* Its handler would crash the daemon again, at every start. Kept

@@ -330,7 +330,8 @@ def test_sign_out_a_subject(evhostd, build_dir, tmp_path):
     # What is not a subject.
     assert_one_error(ctl(build_dir, d, "sign-out"), 2, "'sign-out' takes one subject")
     assert_one_error(ctl(build_dir, d, "sign-out", "a" * 128), 1, "1 to 127 bytes")
-    for body in ({}, {"subject": ""}, {"subject": 7}, '{"subject":"a\\u0000b"}'):
+    for body in ({}, {"subject": ""}, {"subject": 7}, '{"subject":"a\\u0000b"}',
+                 {"subject": "x", "subjects": ["y"]}):
         r = d.post("/admin/sign-out", headers=auth(),
                    **({"data": body} if isinstance(body, str) else {"json": body}))
         assert r.status_code == 422, (body, r.text)
@@ -427,6 +428,8 @@ def test_backup_and_restore(evhostd, build_dir, tmp_path):
     for keep in ("all", 0, 1.5, 1e300):
         r = d.post("/admin/backup", json={"keep": keep}, headers=auth())
         assert r.status_code == 422 and r.json()["field"] == "keep", (keep, r.text)
+    r = d.post("/admin/backup", json={"kept": 1}, headers=auth())
+    assert r.status_code == 422 and r.json()["field"] == "kept", r.text
     assert_one_error(ctl(build_dir, d, "events", "--keep", "1"), 2,
                      "--keep does not apply to 'events'")
 
