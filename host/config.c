@@ -338,6 +338,21 @@ static bool track_section(parse_state *ps, const char *line)
 		ps->failed = true;
 		return false;
 	}
+	/* inih ignores what follows the ']': "[plugin.crud] enabled = false"
+	 * would lose its key without a word. Only a comment may follow. */
+	for (const char *t = close + 1; *t && *t != '\n' && *t != '\r'; t++) {
+		if (*t == ';' || *t == '#')
+			break;
+		if (!isspace((unsigned char)*t)) {
+			size_t n = strcspn(t, "\r\n");
+			diag_add(ps->d, ps->file, ps->line,
+			         "text after the section header [%.*s]: '%.*s'%s (a key goes on a line "
+			         "of its own; a comment starts with ';' or '#')",
+			         (int)(e - s), s, (int)(n > 60 ? 60 : n), t, n > 60 ? "..." : "");
+			ps->failed = true;
+			return false;
+		}
+	}
 	free(ps->section);
 	ps->section = xstrndup(s, (size_t)(e - s));
 	if (ps->section)
@@ -1163,6 +1178,19 @@ static char *listen_text(const char *host, int port)
 	                         : xasprintf("%s:%d", host, port);
 }
 
+/* Would two listen_text addresses take one port: the same port (not 0, a
+ * port of the system's choosing) on the same address or on a wildcard?
+ * The second bind would fail only at start, after the plugins started. */
+static bool listen_clash(const char *a, const char *b)
+{
+	const char *pa = strrchr(a, ':'), *pb = strrchr(b, ':');
+	size_t na = (size_t)(pa - a), nb = (size_t)(pb - b);
+	if (strcmp(pa, pb) || !strcmp(pa, ":0"))
+		return false;
+	return (na == nb && !memcmp(a, b, na)) || !strncmp(a, "0.0.0.0:", 8) ||
+	       !strncmp(b, "0.0.0.0:", 8) || !strncmp(a, "[::]:", 5) || !strncmp(b, "[::]:", 5);
+}
+
 static void set_listen(settings *s, char *host, int port)
 {
 	free(s->http_host);
@@ -1249,6 +1277,8 @@ static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
 	char why[256];
 	int rc;
 	proxy_list_free(&x->s->http_trusted_proxies);
+	if (!e->value[strspn(e->value, " \t")])
+		return; /* empty: none (the header is ignored), as when not set */
 	rc = proxy_list_parse(e->value, &x->s->http_trusted_proxies, why, sizeof why);
 	if (rc == -2)
 		nomem();
@@ -1359,6 +1389,17 @@ static const key_def http_keys[] = {
 
 static void k_brokers(set_ctx *x, const cfg_entry *e)
 {
+	const char *v = e->value;
+	/* librdkafka takes ",," as no broker at all: the daemon would never be
+	 * ready ("No bootstrap.servers configured"), with no line to blame. */
+	if (*v && !v[strspn(v, ", \t")]) {
+		bad_value(x, e, "expected host:port[,host:port...] or embedded");
+		return;
+	}
+	if (!strcasecmp(v, "embedded") && strcmp(v, "embedded")) {
+		bad_value(x, e, "did you mean 'embedded' (lower case)? a host needs its port");
+		return;
+	}
 	get_nonempty(x, e, &x->s->brokers);
 	x->s->embedded = x->s->brokers && !strcmp(x->s->brokers, "embedded");
 }
@@ -2273,6 +2314,11 @@ static void check_cross(set_ctx *x)
 	below_threads(x, "max_plugin_requests", s->http_max_plugin_requests,
 	              "the limit keeps workers free for what the plugin does not serve");
 	e = cfg_find(c, "http", "tls_listen");
+	if (e && s->http_listen && s->http_tls_listen && listen_clash(s->http_listen, s->http_tls_listen))
+		diag_add(x->d, e->file, e->line,
+		         "[http] tls_listen = %s: listen already takes that port (%s); give HTTPS "
+		         "a port of its own",
+		         s->http_tls_listen, s->http_listen);
 	if (e && s->http_tls_listen && !s->http_tls_certificate)
 		diag_add(x->d, e->file, e->line,
 		         "[http] tls_listen needs tls_certificate (a PEM file with the private key "

@@ -211,10 +211,6 @@ static void host_drop_plugin(host *h, size_t i)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* [http] tls_certificate, tls_client_ca and the cipher lists, read by
- * OpenSSL: what is wrong with them is said at their line, by --check-config
- * and by a reload too.
- * The certificate is kept in h->tls to serve. */
 /* An IPv6 listen address that this civetweb cannot bind: said at its line,
  * not by a start that fails after the plugins started. */
 static void host_check_listen(host *h, diag *d)
@@ -230,6 +226,10 @@ static void host_check_listen(host *h, diag *d)
 	}
 }
 
+/* [http] tls_certificate, tls_client_ca and the cipher lists, read by
+ * OpenSSL: what is wrong with them is said at their line, by --check-config
+ * and by a reload too.
+ * The certificate is kept in h->tls to serve. */
 static void host_check_tls(host *h, diag *d)
 {
 	const cfg_entry *listen = cfg_find(&h->cfg, "http", "tls_listen");
@@ -395,10 +395,20 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 {
 	diag own = {0};
 	char **v;
+	int rc;
 
 	if (ps->required)
-		return plugin_check(p, &h->cfg, ps->file, ps->line, d);
-	if (plugin_check(p, &h->cfg, ps->file, ps->line, &own) == 0)
+		return plugin_configure(p, &h->cfg, d) || plugin_check(p, &h->cfg, ps->file, ps->line, d);
+	/* Its values refused by the schema (an unknown key, a bad type, a file
+	 * that is not there) or by its own check: left out alike. Out of memory
+	 * is an error (a reload would take the plugin for removed). */
+	rc = plugin_configure(p, &h->cfg, &own);
+	if (rc == -2) {
+		diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
+		diag_free(&own);
+		return -1;
+	}
+	if (rc == 0 && plugin_check(p, &h->cfg, ps->file, ps->line, &own) == 0)
 		return 0;
 	for (size_t i = 0; i < own.n; i++)
 		log_warn("host", "%s", own.msgs[i]);
@@ -471,7 +481,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 				         ps->line, ps->section, err);
 			continue;
 		}
-		if (plugin_configure(p, &h->cfg, d) != 0 || host_check_plugin(h, p, ps, d) != 0) {
+		if (host_check_plugin(h, p, ps, d) != 0) {
 			plugin_destroy(p);
 			continue;
 		}
@@ -846,9 +856,15 @@ static int open_revocations(host *h)
 	return 0;
 }
 
+/* A listen address ("127.0.0.1:0", "[::]:8443") with the port it is bound to. */
+static void bound_text(char *out, size_t outlen, const char *listen, int port)
+{
+	snprintf(out, outlen, "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen, port);
+}
+
 int host_start(host *h)
 {
-	char err[1024];
+	char err[1024], plain[80], tls[80] = "";
 
 	if (lock_state_dir(h) != 0)
 		return -1;
@@ -916,10 +932,13 @@ int host_start(host *h)
 		log_error("host", "http: %s", err);
 		return -1;
 	}
+	/* Port 0 is the system's choice: say which, or nobody can find it. */
+	bound_text(plain, sizeof plain, h->set.http_listen, http_bound_port(h->http, 0));
+	if (h->set.http_tls_listen)
+		bound_text(tls, sizeof tls, h->set.http_tls_listen, http_bound_port(h->http, 1));
 	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,
-	         h->nplugins, h->nplugins == 1 ? "" : "s", h->set.http_listen,
-	         h->set.http_tls_listen ? ", https on " : "",
-	         h->set.http_tls_listen ? h->set.http_tls_listen : "", kafka_bootstraps(h->kafka));
+	         h->nplugins, h->nplugins == 1 ? "" : "s", plain,
+	         h->set.http_tls_listen ? ", https on " : "", tls, kafka_bootstraps(h->kafka));
 	return 0;
 }
 

@@ -1208,6 +1208,8 @@ static int is_chunked(struct mg_connection *c)
 static int read_body(const host *h, evh_request *req, evh_response *resp)
 {
 	int64_t limit = max_body(h), cl = req->ri->content_length;
+	int64_t timeout_ms = h->set.http_request_timeout_ms > 0 ? h->set.http_request_timeout_ms
+	                                                        : HTTP_REQUEST_TIMEOUT_MS;
 	size_t cap, want;
 	req->body_read = 1;
 	if (cl > limit) {
@@ -1236,6 +1238,7 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 		goto oom;
 	while (req->body_len < want) {
 		int n;
+		int64_t t0 = clock_mono_ms();
 		if (req->body_len == cap) {
 			size_t ncap = cap * 2 > want ? want : cap * 2;
 			char *nb = realloc(req->body, ncap + 1);
@@ -1245,6 +1248,19 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 			cap = ncap;
 		}
 		n = mg_read(req->conn, req->body + req->body_len, cap - req->body_len);
+		/* civetweb waits request_timeout for the rest of what was asked,
+		 * then hands over what came: without this the next read waited as
+		 * long again, and the client was told the connection closed. */
+		if (n < (int)(cap - req->body_len) && clock_mono_ms() - t0 >= timeout_ms * 9 / 10) {
+			req->body_len += n > 0 ? (size_t)n : 0;
+			resp->close = 1;
+			problem(resp, 400, "bad-request",
+			        "the body stopped after %zu%s%.0lld bytes: nothing more came within "
+			        "[http] request_timeout (%lld ms)",
+			        req->body_len, cl >= 0 ? " of " : "", cl >= 0 ? (long long)cl : 0LL,
+			        (long long)timeout_ms);
+			return -1;
+		}
 		if (n < 0 && cl < 0) {
 			resp->close = 1;
 			problem(resp, 400, "bad-request",
@@ -2553,6 +2569,16 @@ static int drain_requests(http_server *srv, int ms)
 	left = atomic_load(&srv->inflight);
 	pthread_mutex_unlock(&drain_mu);
 	return left;
+}
+
+int http_bound_port(const http_server *srv, int tls)
+{
+	struct mg_server_port ports[8];
+	int n = srv ? mg_get_server_ports(srv->ctx, 8, ports) : 0;
+	for (int i = 0; i < n; i++)
+		if (!ports[i].is_ssl == !tls)
+			return ports[i].port;
+	return 0;
 }
 
 void http_stop(http_server *srv)

@@ -19,6 +19,9 @@ typedef struct http_route {
 } http_route;
 
 int http_start(http_server **srv, host *h, char *err, size_t errlen);
+/* The port the plain (tls 0) or HTTPS (tls 1) listener is bound to: the
+ * configured one, or the system's choice for port 0. 0 when there is none. */
+int http_bound_port(const http_server *srv, int tls);
 /* [log] access, from now on (a reload changes it). */
 void http_set_access_log(http_access_log which);
 /* Stop accepting, finish in-flight requests, free. */

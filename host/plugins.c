@@ -574,21 +574,30 @@ static char *resolve_path(const char *value, const char *file)
 
 /* EVH_CFG_FILE and EVH_CFG_DIR: the file or directory must be there and
  * readable now, so that the admin hears of it from --check-config, at its
- * line, not from the plugin's init at the next start. */
-static void check_file(const evh_plugin *p, const cfg_entry *e, evh_config_type type,
-                       const char *path, diag *d)
+ * line, not from the plugin's init at the next start. A default (`e` NULL)
+ * is said at the plugin's section header. */
+static void check_file(const evh_plugin *p, const cfg *c, const cfg_entry *e,
+                       const evh_config_key *k, const char *path, diag *d)
 {
 	struct stat st;
-	int want_dir = type == EVH_CFG_DIR;
+	int want_dir = k->type == EVH_CFG_DIR;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	const char *file = e ? e->file : NULL, *dflt = e ? "" : " (its default: set it)";
+	int line = e ? e->line : 0;
 
+	if (!e)
+		for (size_t i = 0; i < c->nsections; i++)
+			if (!strcmp(c->sections[i].name, p->section)) {
+				file = c->sections[i].file;
+				line = c->sections[i].line;
+			}
 	if (fd < 0) {
-		diag_add(d, e->file, e->line, "[%s] %s: cannot read '%s': %s", p->section, e->key,
-		         path, strerror(errno));
+		diag_add(d, file, line, "[%s] %s: cannot read '%s'%s: %s", p->section, k->name, path,
+		         dflt, strerror(errno));
 		return;
 	}
 	if (fstat(fd, &st) == 0 && (want_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
-		diag_add(d, e->file, e->line, "[%s] %s: '%s' is not a %s", p->section, e->key, path,
+		diag_add(d, file, line, "[%s] %s: '%s'%s is not a %s", p->section, k->name, path, dflt,
 		         want_dir ? "directory" : "regular file");
 	close(fd);
 }
@@ -616,7 +625,7 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 			char *path = resolve_path(e->value, e->file);
 			int rc = path ? cfg_set(p, e->key, path) : -1;
 			if (!rc && k->type != EVH_CFG_PATH && *e->value)
-				check_file(p, e, k->type, path, d);
+				check_file(p, c, e, k, path, d);
 			free(path);
 			if (rc)
 				goto oom;
@@ -624,10 +633,14 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 			goto oom;
 		}
 	}
+	for (const evh_config_key *k = p->desc->config; k && k->name; k++)
+		if ((k->type == EVH_CFG_FILE || k->type == EVH_CFG_DIR) && k->default_value &&
+		    *k->default_value && !strchr(k->name, '*') && !cfg_find(c, p->section, k->name))
+			check_file(p, c, NULL, k, k->default_value, d);
 	return diag_count(d) == before ? 0 : -1;
 oom:
 	diag_add(d, NULL, 0, "[%s]: out of memory", p->section);
-	return -1;
+	return -2;
 }
 
 /* The check's place to report to, while it runs. */

@@ -75,7 +75,7 @@ evh_plugin *plugin_open(struct host *h, const plugin_settings *ps, char *err, si
  * with the reason in err. */
 evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen);
 /* Validate the plugin's [plugin.NAME] keys against its schema (into `d`) and
- * load its values. */
+ * load its values: 0, -1 when refused, -2 out of memory. */
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
 /* The plugin's own check of its values (the descriptor's `check`, ABI 1.7),
  * after plugin_configure succeeded: each evh_config_error it makes goes to

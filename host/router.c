@@ -560,6 +560,17 @@ static void allow_list(rnode *root, const rpath *rp, char *allow, size_t allowle
 		return;
 	allow[0] = '\0';
 	collect_methods(root, rp, 0, methods, &nm, sizeof methods / sizeof *methods);
+	/* A GET route answers HEAD too (route_for_method): say so (RFC 9110
+	 * section 10.2.1 lists every method the resource supports). */
+	for (size_t j = 0; j < nm; j++)
+		if (!strcmp(methods[j], "GET")) {
+			size_t k;
+			for (k = 0; k < nm && strcmp(methods[k], "HEAD"); k++)
+				;
+			if (k == nm && nm < sizeof methods / sizeof *methods)
+				methods[nm++] = "HEAD";
+			break;
+		}
 	qsort(methods, nm, sizeof *methods, cmp_str);
 	for (size_t j = 0; j < nm; j++) {
 		int w = snprintf(allow + used, allowlen - used, "%s%s", j ? ", " : "", methods[j]);

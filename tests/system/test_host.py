@@ -463,6 +463,38 @@ def test_a_plugin_not_required_whose_check_fails_is_skipped(evhostd, build_dir):
         "plugin.notifications": {"templates_dir": str(TEMPLATES), "transport": "pigeon",
                                  "required": "false"}})
     assert r.returncode == 0 and "configuration OK (0 plugins)" in r.stdout, r.stdout
+    # The schema's refusals (an unknown key, a directory that is not there)
+    # go the same way: they refused the start, against configuration.md.
+    for bad, said in (({"templates_dirr": str(TEMPLATES)}, "unknown key 'templates_dirr'"),
+                      ({"templates_dir": "/nonexistent"}, "cannot read '/nonexistent'")):
+        r = evhostd.run(["--check-config"], config={
+            "plugin.notifications": {**bad, "required": "false"}})
+        assert r.returncode == 0 and "configuration OK (0 plugins)" in r.stdout, r.stdout
+        assert said in r.stderr and "skipped (required = false)" in r.stderr, r.stderr
+        r = evhostd.run(["--check-config"], config={"plugin.notifications": bad})
+        assert r.returncode == 1 and said in r.stdout, r.stdout
+
+
+def test_listen_on_port_0_says_the_port_it_got(evhostd):
+    # Port 0 lets the system choose; the ready line said ":0", which nobody
+    # could connect to.
+    d = evhostd({"http": {"listen": "127.0.0.1:0"}}, wait=False)
+    d.wait_for_log(" ready: ", timeout=30)
+    port = int(re.search(r" ready: .*http on 127\.0\.0\.1:(\d+),", d.log_text()).group(1))
+    assert port > 0
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+
+
+def test_a_default_directory_that_is_not_there_is_refused_by_the_check(evhostd, tmp_path):
+    # templates_dir's default (where the package installs the templates) was
+    # never looked at: the check said OK and notifications' init failed.
+    r = evhostd.run(["--check-config"], config={"plugin.notifications": {}})
+    default = re.search(r"templates_dir: cannot read '([^']+)' \(its default: set it\)", r.stdout)
+    if r.returncode == 0:
+        pytest.skip("the default templates_dir exists on this machine")
+    assert r.returncode == 1 and default, r.stdout
+    assert re.search(r"evhost\.conf:\d+: \[plugin\.notifications\] templates_dir", r.stdout)
+    assert not Path(default.group(1)).is_dir()
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -883,6 +915,29 @@ def test_idle_connections_free_their_workers_after_request_timeout(evhostd, buil
     finally:
         for s in idle:
             s.close()
+
+
+def test_a_body_that_stops_short_is_said_to_have_timed_out(evhostd, build_dir):
+    # civetweb waits request_timeout for the rest of a read: the next read
+    # waited as long again, and the 400 blamed a closed connection that was
+    # still open.
+    d = evhostd({"http": {"request_timeout": "1s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false")})
+    for head, part, said in (
+            (b"Content-Length: 100", b'{"n": 1}', "after 8 of 100 bytes"),
+            (b"Transfer-Encoding: chunked", b"3\r\n{}\n", "after ")):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=30) as c:
+            c.sendall(b"POST /probe/publish?mode=notx HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Type: application/json\r\n" + head + b"\r\n\r\n" + part)
+            answer = b""
+            while b"}" not in answer:
+                chunk = c.recv(4096)
+                assert chunk, answer
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 400 "), answer
+        detail = json.loads(answer[answer.index(b"{"):])["detail"]
+        assert said in detail and detail.endswith(
+            "nothing more came within [http] request_timeout (1000 ms)"), detail
 
 
 def test_one_plugins_slow_requests_leave_workers_for_the_rest(evhostd, build_dir):
@@ -1767,6 +1822,10 @@ def test_client_address_behind_a_trusted_proxy(evhostd, build_dir):
 
 
 def test_trusted_proxies_is_checked_at_its_line(evhostd):
+    # Empty is none, as configuration.md says (it was refused).
+    r = evhostd.run(["--check-config"], config={"http": {"trusted_proxies": ""}},
+                    brokers="embedded")
+    assert r.returncode == 0, r.stderr
     r = evhostd.run(["--check-config"], config={"http": {"trusted_proxies": "10.0.0.1/8"}},
                     brokers="embedded")
     assert r.returncode == 1, r.stdout

@@ -343,7 +343,21 @@ static void test_syntax_errors_misc(void **state)
 	assert_int_equal(cfg_load_string(&f->c, "[a b]\nk=1\n", "u.conf", &f->d), -1);
 	assert_diag(&f->d,
 	            "u.conf:1: bad section name [a b]: use letters, digits, '.', '-' and '_'");
-	assert_int_equal(f->d.n, 3);
+	/* inih drops what follows the ']': a key there was lost without a word */
+	assert_int_equal(cfg_load_string(&f->c, "[plugin.crud] enabled = false\n", "v.conf", &f->d),
+	                 -1);
+	assert_diag(&f->d, "v.conf:1: text after the section header [plugin.crud]: "
+	                   "'enabled = false' (a key goes on a line of its own; a comment starts "
+	                   "with ';' or '#')");
+	assert_int_equal(cfg_load_string(&f->c, "[a]\n[http]x]\n", "w.conf", &f->d), -1);
+	assert_diag(&f->d, "w.conf:2: text after the section header [http]: 'x]' (a key goes on a "
+	                   "line of its own; a comment starts with ';' or '#')");
+	assert_int_equal(f->d.n, 5);
+	assert_int_equal(cfg_load_string(&f->c, "[c] ; a comment\n[d]# too\r\nk = 1\n", "x.conf",
+	                                 &f->d),
+	                 0);
+	assert_int_equal(f->d.n, 5);
+	assert_string_equal(cfg_get(&f->c, "d", "k"), "1");
 }
 
 static void test_comments_and_trimming(void **state)
@@ -741,6 +755,24 @@ static void test_tls_keys(void **state)
 	expect_one_error(text, "t.conf", "tls_certificate is set but tls_listen is not");
 	snprintf(text, sizeof text, MIN_KAFKA "[http]\ntls_listen = :8443\ntls_certificate = %s\n", pem);
 	expect_one_error(text, "t.conf", "e.g. 0.0.0.0:8443 or [::]:8443, got ':8443'");
+	/* One port for both: the second bind failed at start, after the check. */
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = 127.0.0.1:8080\ntls_listen = 0.0.0.0:8080\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	expect_one_error(text, "t.conf",
+	                 "t.conf:5: [http] tls_listen = 0.0.0.0:8080: listen already takes that "
+	                 "port (127.0.0.1:8080); give HTTPS a port of its own");
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0); /* each its own free port */
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = 127.0.0.1:8080\ntls_listen = 127.0.0.2:8080\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0);
 	free(pem);
 }
 
@@ -751,6 +783,14 @@ static void test_brokers_required(void **state)
 	assert_int_equal(settings_of(f, "[http]\nthreads = 2\n", "/x/evhost.conf"), -1);
 	assert_diag(&f->d, "/x/evhost.conf: [kafka] brokers is required (e.g. brokers = "
 	                   "localhost:9092, or embedded)");
+	/* librdkafka takes these as no broker, or a host without its port: a
+	 * daemon that never becomes ready, with no line to blame. */
+	expect_one_error("[kafka]\nbrokers = ,, ,\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: expected host:port[,host:port...] or "
+	                 "embedded, got ',, ,'");
+	expect_one_error("[kafka]\nbrokers = Embedded\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: did you mean 'embedded' (lower case)? a host "
+	                 "needs its port, got 'Embedded'");
 }
 
 static void test_backoff_cross_check(void **state)

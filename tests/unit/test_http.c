@@ -380,7 +380,7 @@ static void test_not_found_and_405(void **state)
 	free(r);
 	r = request(f, "DELETE", "/t/echo/x", NULL, NULL);
 	expect_problem(r, 405, "method-not-allowed");
-	assert_string_equal(header_of(r, "Allow"), "GET");
+	assert_string_equal(header_of(r, "Allow"), "GET, HEAD");
 	free(r);
 	r = request(f, "GET", "/t/echo/%zz", NULL, NULL);
 	expect_problem(r, 404, "not-found");
