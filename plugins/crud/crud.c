@@ -33,14 +33,6 @@ const crud_collection *crud_find_collection(const crud_state *st, const char *na
 	return NULL;
 }
 
-/* Kafka's legal topic names: [A-Za-z0-9._-]{1,249}. */
-static int topic_ok(const char *t)
-{
-	size_t n = strspn(t, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
-
-	return n > 0 && n <= CRUD_TOPIC_MAX && t[n] == '\0' && strcmp(t, ".") && strcmp(t, "..");
-}
-
 static const char *coll_key(const char *coll, const char *what, char *buf, size_t size)
 {
 	snprintf(buf, size, "collection.%s.%s", coll, what);
@@ -72,14 +64,16 @@ static int configure_collection(crud_state *st, crud_collection *c)
 		rules_error(st->p, c->name, err);
 		rc = EVH_EINVAL;
 	}
-	if (topic && *topic)
-		snprintf(c->topic, sizeof c->topic, "%s", topic);
-	else
-		snprintf(c->topic, sizeof c->topic, "crud.%s", c->name);
-	if (!topic_ok(c->topic)) {
+	/* The value is checked, not its copy: one longer than c->topic would
+	 * pass cut to its first 249 characters. */
+	if (topic && *topic && !topics_name_ok(topic)) {
 		evh_config_error(st->p, coll_key(c->name, "topic", key, sizeof key),
-		                 "'%s' is not a Kafka topic name", c->topic);
+		                 "'%s' is not a Kafka topic name (" TOPICS_NAME_RULE ")", topic);
 		rc = EVH_EINVAL;
+	} else if (topic && *topic) {
+		snprintf(c->topic, sizeof c->topic, "%s", topic);
+	} else {
+		snprintf(c->topic, sizeof c->topic, "crud.%s", c->name); /* a name makes a good one */
 	}
 	snprintf(c->type_created, sizeof c->type_created, "crud.%s.created", c->name);
 	snprintf(c->type_updated, sizeof c->type_updated, "crud.%s.updated", c->name);

@@ -7,9 +7,10 @@
 #include <cjson/cJSON.h>
 #include <evhost/evhost.h>
 
+#include "../common/topics.h"
 #include "crud_logic.h"
 
-#define CRUD_TOPIC_MAX 249 /* Kafka's limit */
+#define CRUD_TOPIC_MAX TOPICS_NAME_MAX
 #define CRUD_EVENT_TYPE_MAX (CRUD_NAME_MAX + 16)
 
 /* One configured collection. */

@@ -71,16 +71,28 @@ static crud_type type_from_name(const char *s)
 	return CRUD_T_ANY;
 }
 
-static int check_rule_name(const char *name, char *err, size_t errlen)
+/* A field a rule of list `list` ("required" or "types") names; the reason
+ * begins with the list's name, like every reason of crud_rules_parse, so
+ * that it is said at that key. */
+static int check_rule_name(const char *list, const char *name, char *err, size_t errlen)
 {
 	if (!crud_field_name_ok(name)) {
-		snprintf(err, errlen, "'%s' is not a field name ([A-Za-z0-9_], at most 64)", name);
+		snprintf(err, errlen, "%s: '%s' is not a field name ([A-Za-z0-9_], at most 64)", list,
+		         name);
 		return -1;
 	}
 	if (!strcmp(name, "id")) {
-		snprintf(err, errlen, "'id' is assigned by the server and takes no rules");
+		snprintf(err, errlen, "%s: 'id' is assigned by the server and takes no rules", list);
 		return -1;
 	}
+	return 0;
+}
+
+static int is_required(const crud_rules *r, const char *field)
+{
+	for (size_t i = 0; i < r->nrequired; i++)
+		if (!strcmp(r->required[i], field))
+			return 1;
 	return 0;
 }
 
@@ -95,8 +107,14 @@ static int parse_required(crud_rules *r, const char *list, char *err, size_t err
 			         CRUD_RULES_MAX);
 			return -1;
 		}
-		if (check_rule_name(word, err, errlen))
+		if (check_rule_name("required", word, err, errlen))
 			return -1;
+		/* As types refuses a field declared twice: a repeat is a typo for
+		 * another field, which would go unrequired without a word. */
+		if (is_required(r, word)) {
+			snprintf(err, errlen, "required: '%s' is listed twice", word);
+			return -1;
+		}
 		memcpy(r->required[r->nrequired++], word, strlen(word) + 1); /* checked: fits */
 	}
 	return 0;
@@ -120,7 +138,7 @@ static int parse_types(crud_rules *r, const char *list, char *err, size_t errlen
 			return -1;
 		}
 		*colon = '\0';
-		if (check_rule_name(word, err, errlen))
+		if (check_rule_name("types", word, err, errlen))
 			return -1;
 		f = &r->types[r->ntypes];
 		if ((f->type = type_from_name(colon + 1)) == CRUD_T_ANY) {

@@ -47,7 +47,8 @@ const char *crud_type_name(crud_type t);
 
 /* Parse collection.NAME.required ("name, price") and collection.NAME.types
  * ("name:string, price:number"); either may be NULL. Returns 0, or -1 with
- * a message in `err`. */
+ * a message in `err` that begins with the list it is about ("required: ",
+ * "types: "). */
 int crud_rules_parse(crud_rules *r, const char *required, const char *types, char *err,
                      size_t errlen);
 /* The declared type of `field`, or CRUD_T_ANY. */

@@ -371,12 +371,27 @@ static int delete_doc(evh_request *req, evh_response *resp, void *ud)
 
 /* -------------------------------------------------------------------- list */
 
+/* 422 for a value longer than a filter takes. One answer whether the value
+ * was too long for query_next's buffer or only for the filter. */
+static int reply_value_too_long(evh_response *resp, const char *name)
+{
+	char detail[QUERY_DETAIL_MAX];
+
+	snprintf(detail, sizeof detail, "the value of query parameter '%s' is longer than %d bytes",
+	         name, CRUD_FILTER_VALUE_MAX);
+	return reply_invalid(resp, name, detail);
+}
+
 /* Add one FIELD=VALUE filter; 0, or -1 after answering 422. */
 static int add_filter(const crud_collection *c, const char *name, const char *value,
                       crud_filter *f, size_t *n, evh_response *resp, int *rc)
 {
 	const char *why;
 
+	if (strlen(value) > CRUD_FILTER_VALUE_MAX) { /* crud_filter_make's reason names nothing */
+		*rc = reply_value_too_long(resp, name);
+		return -1;
+	}
 	if (*n == CRUD_FILTERS_MAX) {
 		*rc = reply_invalid(resp, name, "at most 8 filters per request");
 		return -1;
@@ -404,10 +419,7 @@ static int reply_bad_query(evh_response *resp, int bad, const char *name)
 		         CRUD_QUERY_NAME_MAX - 1, CRUD_NAME_MAX);
 		return reply_invalid(resp, NULL, detail);
 	case QUERY_BAD_VALUE_LENGTH:
-		snprintf(detail, sizeof detail,
-		         "the value of query parameter '%s' is longer than %d bytes", name,
-		         CRUD_FILTER_VALUE_MAX);
-		return reply_invalid(resp, name, detail);
+		return reply_value_too_long(resp, name);
 	default: /* an escape, the name's or the value's */
 		field = query_escape_problem(bad, name, detail, sizeof detail);
 		return reply_invalid(resp, field, detail);

@@ -223,11 +223,19 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	}
 	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)
 		return problem_422(resp, "limit must be an integer from 1 to 100", "limit");
-	if (cursor && *cursor && notif_cursor_decode(cursor, after_created, &after_id) < 0)
+	/* Given empty, a parameter is refused, as user and crud refuse theirs:
+	 * read as absent, ?cursor= would start over at the first page and
+	 * ?recipient= list every recipient's mails. */
+	if (cursor && notif_cursor_decode(cursor, after_created, &after_id) < 0)
 		return problem_422(resp, "cursor is not a next_cursor this service returned",
 		                   "cursor");
-	if (recipient && !*recipient)
-		recipient = NULL;
+	if (recipient && !*recipient) {
+		free(after_id);
+		return problem_422(resp,
+		                   "recipient is empty: give the address to list, or leave the "
+		                   "parameter out",
+		                   "recipient");
+	}
 	/* One more than asked on each side tells whether another page exists. */
 	if (table_page(st, recipient, after_id ? after_created : NULL, after_id, limit + 1, &t, &nt,
 	               err, sizeof err) < 0) {

@@ -85,17 +85,77 @@ int notif_parse_limit(const char *s, int dflt, int max, int *out)
 	char *end;
 	long v;
 
-	if (!s || !*s) {
+	if (!s) {
 		*out = dflt;
 		return 0;
 	}
-	if (*s < '0' || *s > '9')
+	if (*s < '0' || *s > '9') /* "" too: ?limit= is refused, as user and crud refuse it */
 		return -1;
 	errno = 0;
 	v = strtol(s, &end, 10);
 	if (errno || *end || v < 1 || v > max)
 		return -1;
 	*out = (int)v;
+	return 0;
+}
+
+/* A host name's bytes: letters, digits, '.', '-', '_', and UTF-8 (libcurl
+ * turns an international name into its xn-- form). */
+static int host_char_ok(unsigned char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+	       c == '.' || c == '-' || c == '_' || c >= 0x80;
+}
+
+int notif_smtp_url_check(const char *url, char *why, size_t size)
+{
+	const char *h, *end, *at, *port = NULL;
+	size_t n;
+	long v;
+
+	if (!url || (strncmp(url, "smtp://", 7) && strncmp(url, "smtps://", 8))) {
+		snprintf(why, size, "must start with smtp:// or smtps:// (got \"%s\")", url ? url : "");
+		return -1;
+	}
+	h = strstr(url, "//") + 2;
+	end = h + strcspn(h, "/?#");
+	if ((at = memchr(h, '@', (size_t)(end - h))))
+		h = at + 1;
+	if (*h == '[') { /* an IPv6 address: its colons are not the port's */
+		n = strspn(h + 1, "0123456789abcdefABCDEF:.");
+		if (n == 0 || h[1 + n] != ']') {
+			snprintf(why, size, "has a host in [ ] that is not an IPv6 address");
+			return -1;
+		}
+		n += 2;
+	} else {
+		for (n = 0; h + n < end && h[n] != ':'; n++)
+			if (!host_char_ok((unsigned char)h[n])) {
+				snprintf(why, size, "has a host that is not a name (\"%.*s\")",
+				         (int)(end - h), h);
+				return -1;
+			}
+	}
+	if (n == 0) {
+		snprintf(why, size, "names no host (smtp://host:port or smtps://host:port)");
+		return -1;
+	}
+	if (h + n < end && h[n] == ':')
+		port = h + n + 1;
+	else if (h + n != end) {
+		snprintf(why, size, "has \"%.*s\" after the host where a :port or a path may be",
+		         (int)(end - h - n), h + n);
+		return -1;
+	}
+	if (port) {
+		n = (size_t)(end - port);
+		v = n && n <= 5 && strspn(port, "0123456789") >= n ? strtol(port, NULL, 10) : 0;
+		if (v < 1 || v > 65535) {
+			snprintf(why, size, "has port \"%.*s\": a port is a number from 1 to 65535",
+			         (int)(n > 32 ? 32 : n), port);
+			return -1;
+		}
+	}
 	return 0;
 }
 

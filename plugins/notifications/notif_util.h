@@ -1,5 +1,6 @@
-/* Small SDK-free helpers: random tokens, UUIDs and timestamps, plus the
- * GET /notifications paging inputs (limit, opaque keyset cursor). */
+/* Small SDK-free helpers: random tokens, UUIDs and timestamps, the
+ * GET /notifications paging inputs (limit, opaque keyset cursor), and the
+ * form of smtp_url. */
 #ifndef NOTIF_UTIL_H
 #define NOTIF_UTIL_H
 #include <stddef.h>
@@ -17,9 +18,15 @@ void notif_now_rfc3339(char out[NOTIF_TIME_LEN]);
 /* Whether `s` has exactly the shape notif_now_rfc3339 writes. */
 int notif_rfc3339_valid(const char *s);
 
-/* Parse a decimal page size: NULL or "" gives `dflt`; otherwise an integer
- * in [1, max]. Returns 0, or -1 for anything else. */
+/* Parse a decimal page size: NULL gives `dflt`; otherwise an integer in
+ * [1, max]. Returns 0, or -1 for anything else ("" too). */
 int notif_parse_limit(const char *s, int dflt, int max, int *out);
+
+/* Whether `url` is what smtp_url takes: smtp:// or smtps://, an optional
+ * user@, a host (a name, or an IPv6 address in brackets), an optional :port
+ * from 1 to 65535, then nothing or a path. 0, or -1 with what is wrong in
+ * `why` (never the user part, which may hold a password). */
+int notif_smtp_url_check(const char *url, char *why, size_t size);
 
 /* The keyset cursor: base64url of "<created_at>|<event_id>". */
 char *notif_cursor_encode(const char *created_at, const char *event_id);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/topics.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -460,10 +461,12 @@ static int check_retry_keys(evh_plugin *p, notif_state *st)
 }
 
 /* transport, and for smtp the keys that need neither the network nor the
- * password file: the URL's scheme, the timeout, user and password together. */
+ * password file: the URL's scheme, host and port, the timeout, user and
+ * password together. */
 static int check_transport(evh_plugin *p, notif_state *st)
 {
-	const char *t = evh_config_str(p, "transport"), *url, *user, *pwfile;
+	const char *t = evh_config_str(p, "transport"), *user, *pwfile;
+	char why[160];
 	int64_t timeout;
 	int rc = 0;
 
@@ -474,10 +477,11 @@ static int check_transport(evh_plugin *p, notif_state *st)
 		return -1;
 	}
 	st->use_smtp = 1;
-	url = evh_config_str(p, "smtp_url");
-	if (!url || (strncmp(url, "smtp://", 7) && strncmp(url, "smtps://", 8))) {
-		evh_config_error(p, "smtp_url", "must start with smtp:// or smtps:// (got \"%s\")",
-		                 url ? url : "");
+	/* The host and port too: libcurl reads the URL only when it sends, so
+	 * one without a host, or with a port out of range, would start and then
+	 * fail every mail. */
+	if (notif_smtp_url_check(evh_config_str(p, "smtp_url"), why, sizeof why) < 0) {
+		evh_config_error(p, "smtp_url", "%s", why);
 		rc = -1;
 	}
 	user = evh_config_str(p, "smtp_user");
@@ -495,17 +499,6 @@ static int check_transport(evh_plugin *p, notif_state *st)
 	return rc;
 }
 
-static int topics_overlap(const notif_state *st)
-{
-	const char *t[] = {st->topic_created, st->topic_updated, st->topic_deleted,
-	                   st->topic_broadcast};
-	for (size_t i = 0; i < 4; i++)
-		for (size_t j = i + 1; j < 4; j++)
-			if (!strcmp(t[i], t[j]))
-				return 1;
-	return 0;
-}
-
 static const char *const topic_keys[] = {"topic.user_created", "topic.user_updated",
                                           "topic.user_deleted", "topic.broadcast"};
 
@@ -518,31 +511,31 @@ static int check_values(evh_plugin *p, notif_state *st)
 	const char *from = evh_config_str(p, "from");
 	const char **topics[] = {&st->topic_created, &st->topic_updated, &st->topic_deleted,
 	                         &st->topic_broadcast};
-	int rc = 0, empty = 0;
+	const char *names[4];
+	size_t same;
+	int rc = 0;
 
+	/* Each is subscribed to, and a name Kafka refuses names no topic: said
+	 * here, at its key, before anything starts. The user handlers
+	 * subscribe without a type filter (plain producers send none), so the
+	 * topic is what tells the events apart: the four must differ. */
 	for (size_t i = 0; i < 4; i++) {
-		*topics[i] = evh_config_str(p, topic_keys[i]);
-		if (!*topics[i] || !**topics[i]) {
+		*topics[i] = names[i] = evh_config_str(p, topic_keys[i]);
+		if (!names[i] || !*names[i]) {
 			evh_config_error(p, topic_keys[i], "must not be empty");
-			empty = 1;
+			rc = -1;
+		} else if (!topics_name_ok(names[i])) {
+			evh_config_error(p, topic_keys[i],
+			                 "'%s' is not a Kafka topic name (" TOPICS_NAME_RULE ")", names[i]);
+			rc = -1;
+		} else if ((same = topics_same_before(names, i)) < i) {
+			evh_config_error(p, topic_keys[i],
+			                 "'%s' is %s's topic too: topic.user_created, "
+			                 "topic.user_updated, topic.user_deleted and "
+			                 "topic.broadcast must differ",
+			                 names[i], topic_keys[same]);
+			rc = -1;
 		}
-	}
-	if (empty) {
-		rc = -1;
-	} else if (topics_overlap(st)) {
-		/* The user handlers subscribe without a type filter (plain producers
-		 * send none), so the topic is what tells the events apart. */
-		for (size_t i = 0; i < 4; i++)
-			for (size_t j = 0; j < i; j++)
-				if (!strcmp(*topics[i], *topics[j])) {
-					evh_config_error(p, topic_keys[i],
-					                 "'%s' is %s's topic too: topic.user_created, "
-					                 "topic.user_updated, topic.user_deleted and "
-					                 "topic.broadcast must differ",
-					                 *topics[i], topic_keys[j]);
-					break;
-				}
-		rc = -1;
 	}
 	if (!from || notif_mailbox_parse(from, st->from_name, sizeof st->from_name, st->from_addr,
 	                                 sizeof st->from_addr) < 0) {

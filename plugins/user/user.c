@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "../common/topics.h"
+
 static const evh_config_key user_config[] = {
     {"topic.created", EVH_CFG_STRING, "USER_CREATED", 0, "topic of user.created events"},
     {"topic.updated", EVH_CFG_STRING, "USER_UPDATED", 0, "topic of user.updated events"},
@@ -112,12 +114,27 @@ static int check_values(evh_plugin *p, user_state *st)
 	const char *why;
 	int64_t n, cores = sysconf(_SC_NPROCESSORS_ONLN);
 	int64_t max, per_address, window, size;
+	const char *names[3];
+	size_t same;
 	int rc = EVH_OK;
 
+	/* Consumers tell a creation from an update by its topic (notifications
+	 * subscribes without a type filter: plain producers send none), so two
+	 * keys naming one topic are refused, as notifications refuses them. */
 	for (size_t i = 0; i < 3; i++) {
-		*topic[i] = evh_config_str(p, topics[i]);
-		if (!*topic[i] || !**topic[i]) {
+		*topic[i] = names[i] = evh_config_str(p, topics[i]);
+		if (!names[i] || !*names[i]) {
 			evh_config_error(p, topics[i], "must not be empty");
+			rc = EVH_EINVAL;
+		} else if (!topics_name_ok(names[i])) {
+			evh_config_error(p, topics[i],
+			                 "'%s' is not a Kafka topic name (" TOPICS_NAME_RULE ")", names[i]);
+			rc = EVH_EINVAL;
+		} else if ((same = topics_same_before(names, i)) < i) {
+			evh_config_error(p, topics[i],
+			                 "'%s' is %s's topic too: topic.created, topic.updated and "
+			                 "topic.deleted must differ",
+			                 names[i], topics[same]);
 			rc = EVH_EINVAL;
 		}
 	}

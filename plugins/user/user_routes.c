@@ -129,6 +129,8 @@ static int read_profile(user_state *st, const cJSON *body, int all, user_rec *u,
 	char detail[96];
 
 	*answered = 1;
+	/* Field by field, in this order: the first that breaks a rule (absent,
+	 * not a string, or its value) is the one reported, as services.md says. */
 	for (i = 0; i < 3; i++) {
 		int has = body_string(body, fields[i], &val[i]);
 		if (has < 0 || (all && has == 0)) {
@@ -136,13 +138,11 @@ static int read_profile(user_state *st, const cJSON *body, int all, user_rec *u,
 			         has < 0 ? "must be a string" : "is required");
 			return reply_invalid(resp, fields[i], detail);
 		}
+		if (has && ((i == 0 && user_name_check(val[0], &start, &len, &why) != 0) ||
+		            (i == 1 && user_email_normalize(val[1], u->email, &why) != 0) ||
+		            (i == 2 && user_password_check(val[2], st->password_min, &why) != 0)))
+			return reply_invalid(resp, fields[i], why);
 	}
-	if (val[0] && user_name_check(val[0], &start, &len, &why) != 0)
-		return reply_invalid(resp, "name", why);
-	if (val[1] && user_email_normalize(val[1], u->email, &why) != 0)
-		return reply_invalid(resp, "email", why);
-	if (val[2] && user_password_check(val[2], st->password_min, &why) != 0)
-		return reply_invalid(resp, "password", why);
 	if (val[0]) {
 		memcpy(u->name, start, len);
 		u->name[len] = '\0';
@@ -390,19 +390,28 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 	return reply_text(resp, 200, json);
 }
 
-/* The current password of user `id` for a change of its password (or of
- * its email to another): 422 without it, 404 without the user, 403 when it
- * is wrong (see user_verify_current). *answered clear: go on. */
+/* The current password of user `id`: needed for a change of its password
+ * (or of its email to another) unless `needs` is clear, and checked
+ * whenever it is given. 422 without it when needed (or not a string), 404
+ * without the user, 403 when it is wrong (see user_verify_current).
+ * *answered clear: go on. */
 static int check_current(user_state *st, evh_request *req, evh_response *resp,
                          const cJSON *body, const char *id, const user_rec *in,
-                         int new_password, int *answered)
+                         int new_password, int needs, int *answered)
 {
 	const char *current = NULL;
+	int has = body_string(body, "current_password", &current);
 	user_rec u;
 	evh_tx *tx;
-	int rc, has;
+	int rc;
 
 	*answered = 1;
+	if (has < 0)
+		return reply_invalid(resp, "current_password", "current_password must be a string");
+	if (!has && !needs) {
+		*answered = 0;
+		return EVH_OK;
+	}
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: begin");
 	rc = user_db_get(tx, id, &u);
@@ -411,16 +420,15 @@ static int check_current(user_state *st, evh_request *req, evh_response *resp,
 		return reply_not_found(resp, "no user has this id");
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: read user");
-	if (!new_password && !strcmp(in->email, u.email)) {
+	if (has) {
+		rc = user_verify_current(st, req, resp, &u, current, answered);
+	} else if (!new_password && !strcmp(in->email, u.email)) {
 		*answered = 0; /* the email it has: no change */
 		rc = EVH_OK;
-	} else if ((has = body_string(body, "current_password", &current)) <= 0) {
-		rc = reply_invalid(resp, "current_password",
-		                   has < 0 ? "current_password must be a string"
-		                           : "current_password is required to change the password "
-		                             "or the email");
 	} else {
-		rc = user_verify_current(st, req, resp, &u, current, answered);
+		rc = reply_invalid(resp, "current_password",
+		                   "current_password is required to change the password or the "
+		                   "email");
 	}
 	sodium_memzero(u.password_hash, sizeof u.password_hash);
 	return rc;
@@ -445,12 +453,15 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 		goto out;
 	/* The user themself changing the password or the email (what a login
 	 * needs) proves they know the current password: a token alone (stolen,
-	 * or left signed in) must not take the account over. An admin need not. */
-	if ((password || in.email[0]) && !evh_req_auth_has_role(req, USER_ROLE_ADMIN)) {
-		rc = check_current(st, req, resp, body, id, &in, password != NULL, &answered);
-		if (answered)
-			goto out;
-	}
+	 * or left signed in) must not take the account over. An admin need not.
+	 * A current_password that is given is checked all the same, whoever
+	 * sends it and whatever the change: ignored, a wrong one would look
+	 * accepted. */
+	rc = check_current(st, req, resp, body, id, &in, password != NULL,
+	                   (password || in.email[0]) && !evh_req_auth_has_role(req, USER_ROLE_ADMIN),
+	                   &answered);
+	if (answered)
+		goto out;
 	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK) {
 		rc = user_hash_failure(st->p, resp, rc);
 		goto out;

@@ -710,6 +710,11 @@ ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowe
     ("cursor=%", "cursor", "'cursor' has a malformed percent-escape"),
     ("name=" + "a" * 600, "name",
      "the value of query parameter 'name' is longer than 512 bytes"),
+    # one byte over: the same answer (it was one without the name)
+    ("name=" + "a" * 513, "name",
+     "the value of query parameter 'name' is longer than 512 bytes"),
+    ("color=" + "a" * 513, "color",
+     "the value of query parameter 'color' is longer than 512 bytes"),
     # a name that cannot be: said, without a field
     ("na%zzme=lamp", None, "a parameter name in the query string has a malformed "
                            "percent-escape " + ESCAPE_RULE),
@@ -728,6 +733,11 @@ def test_list_malformed_query_string(d, query, field, detail):
     assert detail in body["detail"], body
 
 
+def test_a_filter_value_of_512_bytes_is_taken(d):
+    create(d, {"name": "a" * 512, "price": 1})
+    assert names(d, "name=" + "a" * 512) == ["a" * 512]
+
+
 # ------------------------------------------------------------- configuration
 
 
@@ -739,6 +749,10 @@ def test_list_malformed_query_string(d, query, field, detail):
     ({"collections": "products, products"}, "twice"),
     ({"collections": "pro.ducts"}, "pro.ducts"),
     ({"collection.products.topic": "bad topic!"}, "collection.products.topic"),
+    # checked as written, not cut to the 249 characters it was copied into
+    ({"collection.products.topic": "t" * 250}, "collection.products.topic: 'ttt"),
+    ({"collection.products.required": "name, price, name"},
+     "collection.products.required: 'name' is listed twice"),
 ])
 def test_bad_rules_stop_the_start(evhostd, keys, needle):
     conf = dict(PRODUCTS)
@@ -746,6 +760,26 @@ def test_bad_rules_stop_the_start(evhostd, keys, needle):
     d = evhostd({"plugin.crud": conf}, wait=False)
     assert d.wait(timeout=30) != 0
     assert needle in d.log_text()
+
+
+@pytest.mark.parametrize("line,said", [
+    # A bad name in types is said at the types key and its line, not at
+    # required's (which these rules do not even set).
+    ("collection.products.types = name:string, na-me:number",
+     "collection.products.types: 'na-me' is not a field name"),
+    ("collection.products.types = id:string",
+     "collection.products.types: 'id' is assigned by the server and takes no rules"),
+    ("collection.products.required = name, name",
+     "collection.products.required: 'name' is listed twice"),
+])
+def test_rule_mistakes_are_said_at_their_key_and_line(evhostd, line, said):
+    """--check-config and a real start say the same, at the drop-in's line."""
+    dropins = {"20-crud.conf": f"# crud\n[plugin.crud]\ncollections = products\n{line}\n"}
+    where = f"conf.d/20-crud.conf:4: [plugin.crud] {said}"
+    r = evhostd.run(["--check-config"], dropins=dropins)
+    assert r.returncode == 1 and where in r.stdout, r.stdout
+    r = evhostd.run([], dropins=dropins, timeout=30)
+    assert r.returncode == 1 and where in r.stderr, r.stderr
 
 
 def test_default_collection_is_products(evhostd):

@@ -318,6 +318,32 @@ def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, uniqu
         sink.stop()
 
 
+@pytest.mark.parametrize("line,said", [
+    ("topic.broadcast = has space", "topic.broadcast: 'has space' is not a Kafka topic name "
+                                    "(1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"),
+    ("topic.user_created = .", "topic.user_created: '.' is not a Kafka topic name"),
+    ("smtp_url = smtp://", "smtp_url: names no host (smtp://host:port or smtps://host:port)"),
+    ("smtp_url = smtps://mailer:secret@:465", "smtp_url: names no host"),
+    ("smtp_url = smtp://x:99999999",
+     "smtp_url: has port \"99999999\": a port is a number from 1 to 65535"),
+])
+def test_topics_and_smtp_url_are_checked_before_the_start(evhostd, line, said):
+    """--check-config and a real start refuse the same values, at the
+    drop-in's file:line, before notifications.so subscribes or sends."""
+    url = "" if line.startswith("smtp_url") else "smtp_url = smtp://127.0.0.1:25\n"
+    dropins = {"30-notifications.conf": ("# mail\n[plugin.notifications]\n"
+                                         f"templates_dir = {TEMPLATES}\n"
+                                         "transport = smtp\n"
+                                         f"{line}\n{url}")}
+    needle = f"conf.d/30-notifications.conf:5: [plugin.notifications] {said}"
+    r = evhostd.run(["--check-config"], dropins=dropins)
+    assert r.returncode == 1 and needle in r.stdout, r.stdout
+    assert "secret" not in r.stdout
+    r = evhostd.run([], dropins=dropins, timeout=30)
+    assert r.returncode == 1 and needle in r.stderr, r.stderr
+    assert "init failed" not in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("key", ["smtp_ca_file", "smtp_password_file"])
 def test_unreadable_smtp_file_is_a_configuration_error(evhostd, tmp_path, key):
     # An EVH_CFG_FILE key: --check-config finds it, at its line, and the
@@ -898,10 +924,15 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
 
     for params, field in (({"limit": "0"}, "limit"), ({"limit": "101"}, "limit"),
                           ({"limit": "ten"}, "limit"), ({"cursor": "not-a-cursor!"}, "cursor"),
-                          ({"cursor": "eWVzdGVyZGF5fHg"}, "cursor")):
+                          ({"cursor": "eWVzdGVyZGF5fHg"}, "cursor"),
+                          # given empty: refused, as user and crud refuse theirs, not read
+                          # as absent (the first page, every recipient's rows)
+                          ({"cursor": ""}, "cursor"), ({"recipient": ""}, "recipient"),
+                          ({"limit": ""}, "limit")):
         r = env.d.get("/notifications", params=params, headers=env.auth(admin))
         assert r.status_code == 422, (params, r.text)
         assert r.json().get("field") == field
+        assert field in r.json()["detail"], r.json()
     # A filter whose escape is broken is refused, not dropped (every recipient's
     # rows), naming the parameter as crud does; a broken name is said, unnamed.
     rule = "(each % must be followed by two hex digits, and %00 is not allowed)"
@@ -932,6 +963,12 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
         ({"transport": "smtp", "smtp_url": "smtp://127.0.0.1:1", "smtp_user": "u"},
          "smtp_password_file is not"),
         ({"topic.user_updated": "USER_CREATED"}, "must differ"),
+        ({"topic.broadcast": "has space"},
+         "topic.broadcast: 'has space' is not a Kafka topic name"),
+        ({"topic.user_deleted": "t" * 250}, "topic.user_deleted: 'ttt"),
+        ({"transport": "smtp", "smtp_url": "smtp://"}, "smtp_url: names no host"),
+        ({"transport": "smtp", "smtp_url": "smtp://x:99999999"},
+         "smtp_url: has port \"99999999\": a port is a number from 1 to 65535"),
         # The host's [kafka] retry.* ranges; 0 takes the host's value.
         ({"retry.max_attempts": 1000000},
          "retry.max_attempts: must be 0 (the host's [kafka] retry.max_attempts) or between "

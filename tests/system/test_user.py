@@ -152,6 +152,12 @@ def test_register_returns_the_user_and_where_it_lives(d):
     ({"name": "Ada", "email": "a@example.com", "password": "1234567"}, "password"),
     ({"name": "Ada", "email": "a@example.com", "password": "x" * 1025}, "password"),
     ({"name": "Ada", "email": "a@example.com", "password": 12345678}, "password"),
+    # In the order of the rules, each field whole (present, a string, its
+    # value) before the next: the first that breaks one is named.
+    ({"name": "", "email": 5, "password": PASSWORD}, "name"),
+    ({"name": "Ada", "email": "nope", "password": 5}, "email"),
+    ({"name": "Ada", "email": "nope"}, "email"),
+    ({"name": "x" * 201, "password": "short"}, "name"),
 ])
 def test_register_rejects_invalid_fields(d, body, field):
     p = problem(d.post("/users", json=body), 422, "validation", field)
@@ -615,6 +621,40 @@ def test_a_token_alone_does_not_change_the_password_or_email(d):
     assert r.status_code == 429 and r.headers.get("Retry-After"), r.text
 
 
+def test_a_given_current_password_is_checked_whatever_the_change(d):
+    """A current_password sent with a change that needs none (the name) is
+    not ignored: a wrong one is 403 and counts toward the lockout, one that
+    is not a string is 422, and nothing is changed."""
+    user = register(d)
+    token = login(d, user["email"])
+    url = f"/users/{user['id']}"
+    problem(d.patch(url, json={"name": "Ada K.", "current_password": 12},
+                    headers=bearer(token)), 422, "validation", "current_password")
+    problem(d.patch(url, json={"name": "Ada K.", "current_password": None},
+                    headers=bearer(token)), 422, "validation", "current_password")
+    problem(d.patch(url, json={"current_password": "a guess"}, headers=bearer(token)),
+            403, "forbidden", "current_password")
+    assert d.get(url).json() == user
+    # An admin's is checked too, against the user's password.
+    admin = bearer(login(d, ADMIN_EMAIL, ADMIN_PASSWORD))
+    problem(d.patch(url, json={"name": "Ada (checked)", "current_password": "a guess"},
+                    headers=admin), 403, "forbidden", "current_password")
+    assert d.get(url).json() == user
+    # A right one is taken.
+    r = d.patch(url, json={"name": "Ada K.", "current_password": PASSWORD}, headers=bearer(token))
+    assert r.status_code == 200 and r.json()["name"] == "Ada K.", r.text
+    # The wrong ones counted: 2 above and 3 more lock the account (5 by
+    # default), then even a login with the right password is refused.
+    for _ in range(3):
+        problem(d.patch(url, json={"name": "Ada", "current_password": "guess"},
+                        headers=bearer(token)), 403, "forbidden", "current_password")
+    r = d.patch(url, json={"name": "Ada", "current_password": PASSWORD}, headers=bearer(token))
+    assert r.status_code == 429 and r.headers.get("Retry-After"), r.text
+    r = d.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+    assert r.status_code == 429, r.text
+    assert d.get(url).json()["name"] == "Ada K."
+
+
 def test_patch_with_nothing_new_changes_nothing(d):
     user = register(d)
     token = login(d, user["email"])
@@ -952,6 +992,14 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     ({"token_ttl": 0}, "token_ttl"),
     ({"password_min_length": 0}, "password_min_length"),
     ({"topic.created": ""}, "topic.created"),
+    ({"topic.created": "has space"},
+     "topic.created: 'has space' is not a Kafka topic name"),
+    ({"topic.deleted": ".."}, "topic.deleted: '..' is not a Kafka topic name"),
+    ({"topic.deleted": "t" * 250}, "topic.deleted: 'ttt"),
+    ({"topic.created": "USER_UPDATED"},
+     "topic.updated: 'USER_UPDATED' is topic.created's topic too"),
+    ({"topic.deleted": "USER_CREATED"},
+     "topic.deleted: 'USER_CREATED' is topic.created's topic too"),
     ({"admin_email": "admin@example.com", "admin_password_file": None},
      "admin_password_file"),
     ({"admin_email": "not an email"}, "admin_email"),
@@ -974,6 +1022,31 @@ def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):
     d = evhostd(config, wait=False)
     assert d.wait(timeout=30) != 0
     assert needle in d.log_text()
+
+
+@pytest.mark.parametrize("line,where,said", [
+    ("topic.created = has space", 3, "topic.created: 'has space' is not a Kafka topic name "
+                                     "(1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"),
+    # A clash is said at the later key: at the section's header when it has
+    # its default, as notifications says its own.
+    ("topic.created = USER_UPDATED", 2,
+     "topic.updated: 'USER_UPDATED' is topic.created's topic too: topic.created, "
+     "topic.updated and topic.deleted must differ"),
+    ("topic.deleted = USER_UPDATED", 3, "topic.deleted: 'USER_UPDATED' is topic.updated's"),
+])
+def test_topic_keys_are_checked_before_the_start(evhostd, tmp_path, line, where, said):
+    """--check-config and a real start refuse the same topic keys, at the
+    drop-in's file:line, before user.so starts."""
+    config = user_config(tmp_path, admin=False)
+    keys = config.pop("plugin.user")
+    dropins = {"10-user.conf": "# users\n[plugin.user]\n" + f"{line}\n" + "".join(
+        f"{k} = {v}\n" for k, v in keys.items())}
+    needle = f"conf.d/10-user.conf:{where}: [plugin.user] {said}"
+    r = evhostd.run(["--check-config"], config=config, dropins=dropins)
+    assert r.returncode == 1 and needle in r.stdout, r.stdout
+    r = evhostd.run([], config=config, dropins=dropins, timeout=30)
+    assert r.returncode == 1 and needle in r.stderr, r.stderr
+    assert "init failed" not in r.stderr, r.stderr
 
 
 def test_unknown_key_is_refused_by_the_host(evhostd, tmp_path):

@@ -1,5 +1,6 @@
 /* crud.so's pure rules (plugins/crud/crud_logic.c) and the pagination
- * helpers it shares with user.so (plugins/common/paging.c), compiled in
+ * helpers it shares with user.so (plugins/common/paging.c), and the topic
+ * names every plugin's check takes (plugins/common/topics.c), compiled in
  * directly: they make no SDK calls. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,7 @@
 
 #include "../../plugins/common/paging.c"
 #include "../../plugins/common/query.c"
+#include "../../plugins/common/topics.c"
 #include "../../plugins/crud/crud_logic.c"
 
 static int setup_sodium(void **state)
@@ -87,6 +89,60 @@ static void test_rules_parse(void **state)
 	assert_int_equal(crud_rules_parse(&r, NULL, "a:string,a:number", err, sizeof err), -1);
 	assert_non_null(strstr(err, "twice"));
 	assert_int_equal(crud_rules_parse(&r, NULL, "id:string", err, sizeof err), -1);
+}
+
+/* Each reason begins with the list it is about: crud.c says it at that key
+ * (collection.NAME.types, not .required, for a bad name in types). */
+static void test_rules_parse_names_the_list(void **state)
+{
+	crud_rules r;
+	char err[256];
+	(void)state;
+
+	assert_int_equal(crud_rules_parse(&r, NULL, "na-me:string", err, sizeof err), -1);
+	assert_string_equal(err, "types: 'na-me' is not a field name ([A-Za-z0-9_], at most 64)");
+	assert_int_equal(crud_rules_parse(&r, "name", "id:string", err, sizeof err), -1);
+	assert_string_equal(err, "types: 'id' is assigned by the server and takes no rules");
+	assert_int_equal(crud_rules_parse(&r, "na-me", NULL, err, sizeof err), -1);
+	assert_string_equal(err, "required: 'na-me' is not a field name ([A-Za-z0-9_], at most 64)");
+	assert_int_equal(crud_rules_parse(&r, "id", NULL, err, sizeof err), -1);
+	assert_string_equal(err, "required: 'id' is assigned by the server and takes no rules");
+	/* a field required twice is refused, as one typed twice is */
+	assert_int_equal(crud_rules_parse(&r, "name, price, name", NULL, err, sizeof err), -1);
+	assert_string_equal(err, "required: 'name' is listed twice");
+	assert_int_equal(crud_rules_parse(&r, "name, names", NULL, err, sizeof err), 0);
+}
+
+static void test_topic_names(void **state)
+{
+	char longest[TOPICS_NAME_MAX + 2];
+	const char *four[] = {"a", "b", "a", "b"};
+	const char *gaps[] = {NULL, "x", NULL, "x"};
+	(void)state;
+
+	assert_true(topics_name_ok("USER_CREATED"));
+	assert_true(topics_name_ok("crud.products-2_x"));
+	assert_true(topics_name_ok("..."));
+	assert_false(topics_name_ok(NULL));
+	assert_false(topics_name_ok(""));
+	assert_false(topics_name_ok("."));
+	assert_false(topics_name_ok(".."));
+	assert_false(topics_name_ok("has space"));
+	assert_false(topics_name_ok("a/b"));
+	assert_false(topics_name_ok("caf\xc3\xa9"));
+	memset(longest, 'a', TOPICS_NAME_MAX);
+	longest[TOPICS_NAME_MAX] = '\0';
+	assert_true(topics_name_ok(longest));
+	longest[TOPICS_NAME_MAX] = 'a';
+	longest[TOPICS_NAME_MAX + 1] = '\0';
+	assert_false(topics_name_ok(longest));
+
+	assert_int_equal(topics_same_before(four, 0), 0);
+	assert_int_equal(topics_same_before(four, 1), 1);
+	assert_int_equal(topics_same_before(four, 2), 0);
+	assert_int_equal(topics_same_before(four, 3), 1);
+	assert_int_equal(topics_same_before(gaps, 2), 2); /* NULL is no topic */
+	assert_int_equal(topics_same_before(gaps, 3), 1);
 }
 
 static void test_rules_parse_limit(void **state)
@@ -490,6 +546,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_names),
 	    cmocka_unit_test(test_rules_parse),
+	    cmocka_unit_test(test_rules_parse_names_the_list),
+	    cmocka_unit_test(test_topic_names),
 	    cmocka_unit_test(test_rules_parse_limit),
 	    cmocka_unit_test(test_rules_check),
 	    cmocka_unit_test(test_merge_patch_rfc7396),

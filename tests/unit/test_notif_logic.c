@@ -589,8 +589,8 @@ static void test_limit(void **state)
 	(void)state;
 	assert_int_equal(notif_parse_limit(NULL, 50, 500, &v), 0);
 	assert_int_equal(v, 50);
-	assert_int_equal(notif_parse_limit("", 50, 500, &v), 0);
-	assert_int_equal(v, 50);
+	/* ?limit= is refused (422), as user's and crud's paging refuses it */
+	assert_int_equal(notif_parse_limit("", 50, 500, &v), -1);
 	assert_int_equal(notif_parse_limit("1", 50, 500, &v), 0);
 	assert_int_equal(v, 1);
 	assert_int_equal(notif_parse_limit("500", 50, 500, &v), 0);
@@ -601,6 +601,51 @@ static void test_limit(void **state)
 	assert_int_equal(notif_parse_limit("+5", 50, 500, &v), -1);
 	assert_int_equal(notif_parse_limit("10x", 50, 500, &v), -1);
 	assert_int_equal(notif_parse_limit("99999999999999999999", 50, 500, &v), -1);
+}
+
+static void test_smtp_url(void **state)
+{
+	static const char *const good[] = {
+	    "smtp://127.0.0.1:25", "smtps://mail.example.com", "smtp://mail.example.com:587/",
+	    "smtp://user:p%40ss@mail.example.com:465", "smtp://[::1]:25", "smtps://[2001:db8::1]",
+	    "smtp://mail.example.com/helo.example.org", "smtp://x:65535", "smtp://x:1",
+	};
+	static const struct {
+		const char *url, *why;
+	} bad[] = {
+	    {NULL, "must start with smtp:// or smtps://"},
+	    {"http://x", "must start with smtp:// or smtps://"},
+	    {"smtp://", "names no host (smtp://host:port or smtps://host:port)"},
+	    {"smtps://:25", "names no host"},
+	    {"smtp://user:secret@", "names no host"},
+	    {"smtp:///path", "names no host"},
+	    {"smtp://x:99999999", "has port \"99999999\": a port is a number from 1 to 65535"},
+	    {"smtp://x:65536", "has port \"65536\""},
+	    {"smtp://x:0", "has port \"0\""},
+	    {"smtp://x:", "has port \"\""},
+	    {"smtp://x:25x", "has port \"25x\""},
+	    {"smtp://x:-1", "has port \"-1\""},
+	    {"smtp://mail example.com", "has a host that is not a name"},
+	    {"smtp://[::1", "has a host in [ ] that is not an IPv6 address"},
+	    {"smtp://[]:25", "has a host in [ ] that is not an IPv6 address"},
+	    {"smtp://[::1]x", "has \"x\" after the host"},
+	};
+	char why[160];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		if (notif_smtp_url_check(good[i], why, sizeof why) != 0)
+			fail_msg("%s: refused (%s)", good[i], why);
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		why[0] = '\0';
+		if (notif_smtp_url_check(bad[i].url, why, sizeof why) != -1 ||
+		    !strstr(why, bad[i].why))
+			fail_msg("%s: got \"%s\", want \"%s\"", bad[i].url ? bad[i].url : "(null)", why,
+			         bad[i].why);
+	}
+	/* The user part may hold a password: never said. */
+	assert_int_equal(notif_smtp_url_check("smtp://me:secret@host:99999", why, sizeof why), -1);
+	assert_null(strstr(why, "secret"));
 }
 
 static void test_cursor_roundtrip_and_rejects(void **state)
@@ -905,6 +950,7 @@ int main(void)
 	    cmocka_unit_test(test_message_text_only_and_invalid),
 	    cmocka_unit_test(test_message_name_injection),
 	    cmocka_unit_test(test_limit),
+	    cmocka_unit_test(test_smtp_url),
 	    cmocka_unit_test(test_cursor_roundtrip_and_rejects),
 	    cmocka_unit_test(test_time_and_ids),
 	    cmocka_unit_test(test_pending_state),
