@@ -960,8 +960,13 @@ static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_
 	if (n > 0 && buf[n - 1] == '\r')
 		buf[--n] = '\0';
 	if (n < min || n == 0) {
-		diag_add(x->d, e->file, e->line, "[%s] %s: '%s': secret must be at least %zu bytes",
-		         e->section, e->key, path, min ? min : 1);
+		if (min > 1)
+			diag_add(x->d, e->file, e->line,
+			         "[%s] %s: '%s': the secret must be at least %zu bytes", e->section,
+			         e->key, path, min);
+		else
+			diag_add(x->d, e->file, e->line, "[%s] %s: '%s' is empty", e->section, e->key,
+			         path);
 		explicit_bzero(buf, n);
 		free(buf);
 		return NULL;
@@ -1107,7 +1112,7 @@ static int parse_http_url(const char *v, int query, url_parts *u, const char **w
 	    strcspn(h, " \t\"@") < (size_t)(he - h))
 		return -1;
 	if (*p == ':') {
-		size_t plen = strcspn(p + 1, "/");
+		size_t plen = strcspn(p + 1, "/?#"); /* "host:4318?x" is no port "4318?x" */
 		if (!(port = xstrndup(p + 1, plen)))
 			return -1;
 		if (parse_port(port, &n) < 0 || n == 0) {
@@ -1125,7 +1130,7 @@ static int parse_http_url(const char *v, int query, url_parts *u, const char **w
 	}
 	u->host = xstrndup(h, (size_t)(he - h));
 	u->port = port ? port : xstrdup(u->tls ? "443" : "80");
-	u->path = xstrdup(p);
+	u->path = *p == '?' ? xasprintf("/%s", p) : xstrdup(p); /* "host?q" asks for "/?q" */
 	if (!u->host || !u->port || !u->path) {
 		free(u->host);
 		free(u->port);
@@ -1286,30 +1291,12 @@ static void k_trusted_proxies(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, why);
 }
 
-/* A duration in ms: "250ms", or the units of parse_duration_ms. */
-static int parse_duration_or_ms(const char *v, int64_t *ms)
-{
-	size_t n = strlen(v);
-	char *end = NULL;
-	long long l;
-
-	if (n > 2 && !strcmp(v + n - 2, "ms") && isdigit((unsigned char)v[0])) {
-		errno = 0;
-		l = strtoll(v, &end, 10);
-		if (end != v + n - 2 || errno)
-			return -1;
-		*ms = l;
-		return 0;
-	}
-	return parse_duration_ms(v, ms);
-}
-
 /* A duration from min (0 or 1) ms to max ms, into *dst. */
 static void duration_ms_key(set_ctx *x, const cfg_entry *e, int64_t min, int64_t max, int *dst)
 {
 	int64_t ms;
 
-	if (parse_duration_or_ms(e->value, &ms) != 0 || ms < min || ms > max)
+	if (parse_duration_ms(e->value, &ms) != 0 || ms < min || ms > max)
 		bad_value(x, e, min > 0 ? "expected a duration from 1ms to 1h, such as 500ms, 5s or 1m"
 		                        : "expected 0 (off) or a duration up to 1h, such as 500ms, 5s "
 		                          "or 1m");
@@ -1534,6 +1521,13 @@ static int parse_duration_ms(const char *v, int64_t *ms)
 		n = strtoll(v, &end, 10);
 	if (!end || errno)
 		return -1;
+	/* "ms" too, for every duration key (the range is each key's): "2000ms"
+	 * for a stop_timeout was refused where "500ms" for keep_alive_timeout
+	 * was taken. */
+	if (!strcmp(end, "ms")) {
+		*ms = n;
+		return 0;
+	}
 	switch (*end) {
 	case '\0':
 	case 's': mult = 1000; break;
@@ -1882,6 +1876,18 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, why ? why : MSG_OTLP_URL);
 		return;
 	}
+	n = (int)strlen(u.path);
+	while (n > 0 && u.path[n - 1] == '/')
+		n--;
+	/* OTEL_EXPORTER_OTLP_ENDPOINT's meaning: spans would go to
+	 * /v1/traces/v1/traces, refused by every collector. */
+	if (n >= 10 && !strncmp(u.path + n - 10, "/v1/traces", 10)) {
+		bad_value(x, e, "expected the collector's base URL: evhostd adds /v1/traces itself");
+		free(u.host);
+		free(u.port);
+		free(u.path);
+		return;
+	}
 	free(s->trace_host);
 	free(s->trace_port);
 	free(s->trace_path);
@@ -1890,9 +1896,6 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 	s->trace_host = u.host;
 	s->trace_port = u.port;
 	/* "/v1/traces" after the path, without a doubled '/'. */
-	n = (int)strlen(u.path);
-	while (n > 0 && u.path[n - 1] == '/')
-		n--;
 	s->trace_path = xasprintf("%.*s/v1/traces", n, u.path);
 	free(u.path);
 	if (!s->trace_path)
@@ -2336,6 +2339,16 @@ static void check_cross(set_ctx *x)
 			diag_add(x->d, e->file, e->line,
 			         "[http] %s is set but tls_listen is not: there is no HTTPS listener", *k);
 	}
+	/* "true" without a listener to serve it on would read as HTTPS being on. */
+	for (const char *const *k = (const char *const[]){"metrics", "admin", NULL}; *k; k++) {
+		e = cfg_find(c, *k, "https");
+		if (e && (**k == 'm' ? s->metrics_https : s->admin_https) &&
+		    !cfg_find(c, "http", "tls_listen"))
+			diag_add(x->d, e->file, e->line,
+			         "[%s] https is true but [http] tls_listen is not set: there is no HTTPS "
+			         "listener",
+			         *k);
+	}
 	e = cfg_find(c, "auth", "jwt_public_key_file");
 	if (e && s->jwt_public_keys && !s->jwt_public_issuer)
 		diag_add(x->d, e->file, e->line,
@@ -2364,7 +2377,7 @@ static void check_cross(set_ctx *x)
 			         *k);
 	}
 	for (const char *const *k = (const char *const[]){"jwt_jwks_ca_file", "jwt_jwks_refresh",
-	                                                  NULL};
+	                                                  "jwt_jwks_cache_max_age", NULL};
 	     *k; k++) {
 		e = cfg_find(c, "auth", *k);
 		if (e && *e->value && !(url && *url->value))

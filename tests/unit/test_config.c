@@ -610,6 +610,9 @@ static void test_request_timeout(void **state)
 	                 "such as 10s or 2m, got '500ms'");
 	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nrequest_timeout = 2m\n", "t.conf"), 0);
 	assert_int_equal(f->s.http_request_timeout_ms, 120000);
+	/* ms as for every duration key, within the key's range */
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nrequest_timeout = 2500ms\n", "t.conf"), 0);
+	assert_int_equal(f->s.http_request_timeout_ms, 2500);
 }
 
 static void test_max_head_bytes(void **state)
@@ -653,6 +656,9 @@ static void test_keep_alive_timeout(void **state)
 
 /* [auth] token_ttl_max (whole seconds, 1m to 366d) and
  * jwt_jwks_cache_max_age (1m to 366d): their defaults, refusals and units. */
+/* What jwt_jwks_cache_max_age needs beside it. */
+#define JWKS_URL_KEYS "jwt_jwks_url = https://idp.example/certs\njwt_public_key_issuer = i\n"
+
 static void test_auth_durations(void **state)
 {
 	static const char *const ttl_bad[] = {"30s", "1500ms", "367d", "soon", ""};
@@ -671,8 +677,8 @@ static void test_auth_durations(void **state)
 		expect_one_error(text, "t.conf", want);
 	}
 	for (size_t i = 0; i < sizeof age_bad / sizeof *age_bad; i++) {
-		snprintf(text, sizeof text, MIN_KAFKA "[auth]\njwt_jwks_cache_max_age = %s\n",
-		         age_bad[i]);
+		snprintf(text, sizeof text,
+		         MIN_KAFKA "[auth]\njwt_jwks_cache_max_age = %s\n" JWKS_URL_KEYS, age_bad[i]);
 		snprintf(want, sizeof want,
 		         "t.conf:4: [auth] jwt_jwks_cache_max_age: expected whole seconds from 1m "
 		         "to 366d, such as 12h or 7d, got '%s'",
@@ -681,7 +687,7 @@ static void test_auth_durations(void **state)
 	}
 	assert_int_equal(settings_of(f,
 	                             MIN_KAFKA "[auth]\ntoken_ttl_max = 12h\n"
-	                                       "jwt_jwks_cache_max_age = 366d\n",
+	                                       "jwt_jwks_cache_max_age = 366d\n" JWKS_URL_KEYS,
 	                             "t.conf"),
 	                 0);
 	assert_int_equal(f->s.token_ttl_max_s, 12 * 3600);
@@ -1031,6 +1037,14 @@ static void test_jwks_url(void **state)
 	                 "a.conf:4: [auth] jwt_jwks_ca_file is set but jwt_jwks_url is not");
 	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_refresh = 5m\n", "a.conf",
 	                 "a.conf:4: [auth] jwt_jwks_refresh is set but jwt_jwks_url is not");
+	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_cache_max_age = 1h\n", "a.conf",
+	                 "a.conf:4: [auth] jwt_jwks_cache_max_age is set but jwt_jwks_url is not");
+	/* "true" without a listener read as HTTPS on */
+	expect_one_error(MIN_KAFKA "[metrics]\nhttps = true\n", "a.conf",
+	                 "a.conf:4: [metrics] https is true but [http] tls_listen is not set");
+	expect_one_error(MIN_KAFKA "[admin]\nhttps = yes\n", "a.conf",
+	                 "a.conf:4: [admin] https is true but [http] tls_listen is not set");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[admin]\nhttps = false\n", "a.conf"), 0);
 	expect_one_error(MIN_KAFKA "[auth]\njwt_jwks_url = http://127.0.0.1/c\n"
 	                           "jwt_public_key_issuer = i\njwt_jwks_ca_file = /etc/ca.pem\n",
 	                 "a.conf",
@@ -1075,7 +1089,7 @@ static void test_jwt_secret_errors(void **state)
 		assert_int_equal(settings_from_cfg(&c, &s, &d), -1);
 		if (i < 2)
 			snprintf(want, sizeof want,
-			         "j.conf:4: [auth] jwt_secret_file: '%s/%s': secret must be at "
+			         "j.conf:4: [auth] jwt_secret_file: '%s/%s': the secret must be at "
 			         "least 32 bytes",
 			         f->dir, cases[i]);
 		else
@@ -1583,6 +1597,10 @@ static void test_tracing(void **state)
 	    {"otlp_endpoint = http://collector:43x8", "expected a port of 1-65535"},
 	    {"otlp_endpoint = http://[::1", "expected http://HOST[:PORT][/PATH]"},
 	    {"otlp_endpoint = http://collector/v1?x=1", "without query"},
+	    {"otlp_endpoint = http://collector:4318?x=1", "without query"}, /* not "a port" */
+	    {"otlp_endpoint = http://collector:4318/v1/traces",
+	     "expected the collector's base URL: evhostd adds /v1/traces itself"},
+	    {"otlp_endpoint = http://collector/otel/v1/traces/", "adds /v1/traces itself"},
 	    {"sample_ratio = 1.5", "expected a number from 0 to 1"},
 	    {"sample_ratio = -0.1", "expected a number from 0 to 1"},
 	    {"sample_ratio = half", "expected a number from 0 to 1"},
