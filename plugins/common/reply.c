@@ -70,7 +70,7 @@ int reply_invalid(evh_response *resp, const char *field, const char *detail)
 
 int reply_not_found(evh_response *resp, const char *detail)
 {
-	return evh_resp_problem(resp, 404, "not-found", "Not found", detail, NULL);
+	return evh_resp_problem(resp, 404, "not-found", "Not Found", detail, NULL);
 }
 
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
@@ -90,7 +90,7 @@ int reply_failure(evh_response *resp, int rc)
 	if (rc != EVH_EFULL)
 		return rc;
 	evh_resp_header(resp, "Retry-After", REPLY_RETRY_AFTER);
-	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 	                        "too many events are waiting to be sent; retry later", NULL);
 }
 

@@ -56,7 +56,7 @@ static int check_if_match(evh_request *req, evh_response *resp, int64_t version,
 	if (!h || crud_etag_matches(h, version, 0))
 		return 0;
 	set_etag(resp, version);
-	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition failed",
+	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition Failed",
 	                       "the document has changed: If-Match does not match its ETag", NULL);
 	return -1;
 }
@@ -290,7 +290,7 @@ static int write_doc(evh_request *req, evh_response *resp, crud_state *st, int m
 		return rc;
 	if (merge && !crud_media_type_is(ct, "application/merge-patch+json") &&
 	    !crud_media_type_is(ct, "application/json"))
-		return evh_resp_problem(resp, 415, "unsupported-media-type", "Unsupported media type",
+		return evh_resp_problem(resp, 415, "unsupported-media-type", "Unsupported Media Type",
 		                        "PATCH takes a JSON merge patch (application/merge-patch+json"
 		                        " or application/json)",
 		                        NULL);

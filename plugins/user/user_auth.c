@@ -86,7 +86,7 @@ int user_hash_failure(evh_plugin *p, evh_response *resp, int rc)
 		                         "for argon2_memlimit (hash_concurrency of them may run at "
 		                         "once)");
 	evh_resp_header(resp, "Retry-After", "1");
-	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 	                        rc == EVH_EBUSY ? "too many passwords are being checked at once; "
 	                                          "try again"
 	                                        : "not enough memory for a password hash "
@@ -171,7 +171,7 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	/* No [auth] secret, an old host, or token_ttl over [auth]
 	 * token_ttl_max (the host's ERROR line says which). */
 	if (rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED || rc == EVH_EINVAL)
-		return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+		return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 		                        "login is not configured on this server", NULL);
 	if (rc != EVH_OK)
 		return rc;
@@ -226,7 +226,7 @@ static int reply_locked(evh_response *resp, size_t which, int64_t retry_ms)
 
 	snprintf(secs, sizeof secs, "%lld", (long long)((retry_ms + 999) / 1000));
 	evh_resp_header(resp, "Retry-After", secs);
-	return evh_resp_problem(resp, 429, "too-many-requests", "Too many requests",
+	return evh_resp_problem(resp, 429, "too-many-requests", "Too Many Requests",
 	                        which == RULE_ADDRESS
 	                            ? "too many failed logins from this address; try again later"
 	                            : "too many failed logins for this account; try again later",
@@ -373,7 +373,7 @@ int user_sign_out(user_state *st, evh_response *resp, evh_tx *tx, const char *id
 		evh_tx_rollback(tx);
 	/* The host logged why (EVH_ESTORE: the sign-out holds until it stops). */
 	evh_resp_header(resp, "Retry-After", "1");
-	return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 	                        "the user's tokens could not be signed out, so nothing was "
 	                        "changed; try again",
 	                        NULL);
@@ -400,19 +400,19 @@ int user_logout(evh_request *req, evh_response *resp, void *ud)
 
 	/* Another issuer's token: its users sign out there. */
 	if (!sub || !evh_req_auth_local(req))
-		return evh_resp_problem(resp, 400, "bad-request", "Bad request",
+		return evh_resp_problem(resp, 400, "bad-request", "Bad Request",
 		                        "this token was issued by another issuer, not by this "
 		                        "server: sign out with that issuer",
 		                        NULL);
 	rc = evh_auth_revoke(st->p, sub);
 	if (rc == EVH_EUNSUPPORTED)
-		return evh_resp_problem(resp, 501, "not-implemented", "Not implemented",
+		return evh_resp_problem(resp, 501, "not-implemented", "Not Implemented",
 		                        "this server's evhostd cannot sign tokens out (it needs "
 		                        "ABI 1.8)",
 		                        NULL);
 	if (rc != EVH_OK) {
 		evh_resp_header(resp, "Retry-After", "1");
-		return evh_resp_problem(resp, 503, "unavailable", "Service unavailable",
+		return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 		                        "the sign-out could not be saved; try again", NULL);
 	}
 	evh_resp_status(resp, 204);
