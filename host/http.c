@@ -200,6 +200,7 @@ static const char *status_slug(int status)
 	case 414: return "uri-too-long";
 	case 417: return "expectation-failed";
 	case 431: return "headers-too-large";
+	case 501: return "not-implemented";
 	case 503: return "unavailable";
 	default: return status >= 500 ? "internal" : "bad-request";
 	}
@@ -2192,6 +2193,16 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		 * (RFC 9112 6.3). The head is parsed by then. */
 		status = 400;
 		say_bad_length(why, sizeof why, length);
+		msg = why;
+	} else if (status == 400 && msg && !strcmp(msg, "Bad request") && ri &&
+	           ri->request_method && *ri->request_method &&
+	           strspn(ri->request_method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ-_") ==
+	               strlen(ri->request_method)) {
+		/* civetweb 1.15 says this of a method it does not know (and of
+		 * TRACE): RFC 9110 15.6.2 has 501 for it, naming the method. */
+		status = 501;
+		snprintf(why, sizeof why, "the method %.32s is not implemented by this server",
+		         ri->request_method);
 		msg = why;
 	} else if (!msg || !*msg) {
 		msg = reason_phrase(status);

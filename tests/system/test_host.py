@@ -561,7 +561,15 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
 
     r = d.delete("/probe/seen")
     assert r.status_code == 405
-    assert "GET" in r.headers["Allow"]
+    assert r.headers["Allow"] == "GET, HEAD"  # a GET route answers HEAD too
+
+    # A method civetweb does not know (or TRACE): 501 naming it (RFC 9110
+    # 15.6.2), not a bare 400 "Bad request".
+    for method in ("FOO", "TRACE"):
+        r = requests.request(method, d.url + "/probe/seen", timeout=10)
+        assert r.status_code == 501, (method, r.text)
+        assert r.json()["type"].endswith("/not-implemented"), r.text
+        assert r.json()["detail"] == f"the method {method} is not implemented by this server"
 
     r = d.post("/probe/publish", data="{\"a\": [1, 2", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
