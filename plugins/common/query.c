@@ -97,6 +97,22 @@ int query_find_bad_escape(const char *qs, char *name, size_t nlen)
 	return 0;
 }
 
+const char *query_find_repeated(const char *qs, const char *const *names)
+{
+	const char *p, *end, *eq;
+	char name[QUERY_NAME_MAX];
+	int seen[8] = {0};
+
+	while (qs && next_pair(&qs, &p, &end, &eq)) {
+		if (url_decode(p, eq ? eq : end, name, sizeof name) != 0)
+			continue;
+		for (size_t i = 0; i < 8 && names[i]; i++)
+			if (!strcmp(names[i], name) && seen[i]++)
+				return names[i];
+	}
+	return NULL;
+}
+
 const char *query_escape_problem(int bad, const char *name, char *detail, size_t size)
 {
 	/* Named only in UTF-8: the answer is JSON (a %FF name stays unnamed). */

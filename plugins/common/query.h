@@ -30,6 +30,14 @@ int query_next(const char **qs, char *name, size_t nlen, char *value, size_t vle
  * not fit). Values and names of any length are taken. */
 int query_find_bad_escape(const char *qs, char *name, size_t nlen);
 
+/* The first of `names` (NULL-ended, at most 8) that `qs` gives more than
+ * once, or NULL. evh_req_query takes the first of a repeated parameter:
+ * ?limit=5&limit=abc would drop the second without a word, and a client
+ * and a proxy that each read another one would disagree. Names compare
+ * decoded; a name that cannot be decoded is skipped (query_find_bad_escape
+ * says of it). */
+const char *query_find_repeated(const char *qs, const char *const *names);
+
 /* What a malformed percent-escape is, for the answers that say where one is. */
 #define QUERY_ESCAPE_RULE "each % must be followed by two hex digits, and %00 is not allowed"
 /* A name buffer for query_find_bad_escape, and room for the detail

@@ -459,7 +459,7 @@ static int read_filters(evh_request *req, evh_response *resp, const crud_collect
 static int list_docs(evh_request *req, evh_response *resp, void *ud)
 {
 	crud_state *st = ud;
-	const char *cursor = evh_req_query(req, "cursor");
+	const char *cursor = evh_req_query(req, "cursor"), *twice;
 	crud_filter filters[CRUD_FILTERS_MAX];
 	int rc = EVH_OK, limit, more = 0;
 	const crud_collection *c = collection_of(st, req, resp, &rc);
@@ -470,6 +470,12 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 
 	if (!c)
 		return rc;
+	if ((twice = query_find_repeated(evh_req_query_string(req),
+	                                 (const char *const[]){"limit", "cursor", NULL}))) {
+		char detail[64];
+		snprintf(detail, sizeof detail, "%s is given twice: give it once", twice);
+		return reply_invalid(resp, twice, detail);
+	}
 	if (paging_limit_parse(evh_req_query(req, "limit"), CRUD_PAGE_DEFAULT, CRUD_PAGE_MAX,
 	                       &limit) != 0)
 		return reply_invalid(resp, "limit", "limit must be a whole number from 1 to 100");

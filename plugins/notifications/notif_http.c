@@ -208,7 +208,7 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 {
 	notif_state *st = ud;
 	const char *recipient = evh_req_query(req, "recipient");
-	const char *cursor = evh_req_query(req, "cursor");
+	const char *cursor = evh_req_query(req, "cursor"), *field;
 	char after_created[NOTIF_TIME_LEN], err[512];
 	char name[QUERY_NAME_MAX], detail[QUERY_DETAIL_MAX];
 	char *after_id = NULL;
@@ -218,7 +218,13 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	cJSON *page;
 
 	if ((rc = query_find_bad_escape(evh_req_query_string(req), name, sizeof name)) != 0) {
-		const char *field = query_escape_problem(rc, name, detail, sizeof detail);
+		field = query_escape_problem(rc, name, detail, sizeof detail);
+		return problem_422(resp, detail, field);
+	}
+	if ((field = query_find_repeated(evh_req_query_string(req),
+	                                 (const char *const[]){"limit", "cursor", "recipient",
+	                                                       NULL}))) {
+		snprintf(detail, sizeof detail, "%s is given twice: give it once", field);
 		return problem_422(resp, detail, field);
 	}
 	if (notif_parse_limit(evh_req_query(req, "limit"), PAGE_DEFAULT, PAGE_MAX, &limit) < 0)

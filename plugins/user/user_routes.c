@@ -253,7 +253,7 @@ static int get_user(evh_request *req, evh_response *resp, void *ud)
 static int list_users(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
-	const char *cursor = evh_req_query(req, "cursor");
+	const char *cursor = evh_req_query(req, "cursor"), *field;
 	char name[QUERY_NAME_MAX], detail[QUERY_DETAIL_MAX];
 	int64_t after = 0, last = 0;
 	int limit, more = 0, rc;
@@ -261,7 +261,12 @@ static int list_users(evh_request *req, evh_response *resp, void *ud)
 	evh_tx *tx;
 
 	if ((rc = query_find_bad_escape(evh_req_query_string(req), name, sizeof name)) != 0) {
-		const char *field = query_escape_problem(rc, name, detail, sizeof detail);
+		field = query_escape_problem(rc, name, detail, sizeof detail);
+		return reply_invalid(resp, field, detail);
+	}
+	if ((field = query_find_repeated(evh_req_query_string(req),
+	                                 (const char *const[]){"limit", "cursor", NULL}))) {
+		snprintf(detail, sizeof detail, "%s is given twice: give it once", field);
 		return reply_invalid(resp, field, detail);
 	}
 	if (paging_limit_parse(evh_req_query(req, "limit"), USER_PAGE_DEFAULT, USER_PAGE_MAX,

@@ -631,6 +631,8 @@ def test_list_default_limit_is_20(d):
 @pytest.mark.parametrize("query,field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("limit=", "limit"),
     ("cursor=%21%21", "cursor"), ("cursor=YWJj", "cursor"), ("cursor=", "cursor"),
+    # given twice: the first was read, the second dropped without a word
+    ("limit=5&limit=abc", "limit"), ("limi%74=5&limit=5", "limit"), ("cursor=a&cursor=b", "cursor"),
 ])
 def test_list_rejects_bad_limit_and_cursor(d, query, field):
     problem(d.get("/crud/products?" + query), 422, "validation", field)

@@ -928,7 +928,10 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
                           # given empty: refused, as user and crud refuse theirs, not read
                           # as absent (the first page, every recipient's rows)
                           ({"cursor": ""}, "cursor"), ({"recipient": ""}, "recipient"),
-                          ({"limit": ""}, "limit")):
+                          ({"limit": ""}, "limit"),
+                          # given twice: the first was read, the second dropped unsaid
+                          ({"recipient": ["a@example.com", "b@example.com"]}, "recipient"),
+                          ({"limit": ["2", "x"]}, "limit")):
         r = env.d.get("/notifications", params=params, headers=env.auth(admin))
         assert r.status_code == 422, (params, r.text)
         assert r.json().get("field") == field

@@ -258,6 +258,7 @@ def test_list_default_page_is_20_and_cursor_continues_after_deletes(d):
     ("limit=", "limit"), ("limit=2.5", "limit"),
     ("cursor=", "cursor"), ("cursor=!!!", "cursor"), ("cursor=YWJj", "cursor"),
     ("cursor=MA", "cursor"),
+    ("limit=1&limit=2", "limit"), ("cursor=MA&limit=3&cursor=MA", "cursor"),
 ])
 def test_list_rejects_bad_limit_and_cursor(d, query, field):
     problem(d.get("/users?" + query), 422, "validation", field)

@@ -304,6 +304,19 @@ static void test_query_escapes(void **state)
 }
 
 /* Which parameter: the first pair with a broken escape, its name decoded. */
+/* A parameter read with evh_req_query (the first) given twice. */
+static void test_query_repeated(void **state)
+{
+	static const char *const names[] = {"limit", "cursor", NULL};
+	(void)state;
+	assert_null(query_find_repeated(NULL, names));
+	assert_null(query_find_repeated("limit=5&cursor=a&x=1&x=2", names)); /* x: not read so */
+	assert_string_equal(query_find_repeated("limit=5&limit=abc", names), "limit");
+	assert_string_equal(query_find_repeated("cursor=a&limit=1&curso%72=b", names), "cursor");
+	assert_string_equal(query_find_repeated("limit&&limit=", names), "limit");
+	assert_null(query_find_repeated("li%zzmit=1&limit=2", names)); /* said as an escape */
+}
+
 static void test_query_bad_escape_named(void **state)
 {
 	char name[8], detail[QUERY_DETAIL_MAX], longer[QUERY_NAME_MAX + 16];
@@ -380,6 +393,7 @@ int main(void)
 	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
 	    cmocka_unit_test(test_query_escapes), cmocka_unit_test(test_query_bad_escape_named),
+	    cmocka_unit_test(test_query_repeated),
 	};
 	return cmocka_run_group_tests(tests, setup_sodium, NULL);
 }
