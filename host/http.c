@@ -184,6 +184,7 @@ static const char *reason_phrase(int status)
 	case 502: return "Bad Gateway";
 	case 503: return "Service Unavailable";
 	case 504: return "Gateway Timeout";
+	case 505: return "HTTP Version Not Supported";
 	default: return status >= 500 ? "Server Error" : status >= 400 ? "Client Error" : "OK";
 	}
 }
@@ -202,6 +203,7 @@ static const char *status_slug(int status)
 	case 431: return "headers-too-large";
 	case 501: return "not-implemented";
 	case 503: return "unavailable";
+	case 505: return "http-version-not-supported";
 	default: return status >= 500 ? "internal" : "bad-request";
 	}
 }
@@ -2162,6 +2164,23 @@ static int begin_request(struct mg_connection *conn)
 	return 503;
 }
 
+/* A method token (RFC 9110 5.6.2, upper case as methods are) that civetweb
+ * 1.15 does not take (its list: the HTTP ones but TRACE, and WebDAV's). A
+ * known one refused as "Bad request" was refused for something else. */
+static int unknown_method(const char *m)
+{
+	static const char *const known[] = {"GET",   "HEAD",     "POST",  "PUT",    "DELETE",
+	                                    "OPTIONS", "CONNECT", "PATCH", "PROPFIND", "MKCOL",
+	                                    "LOCK",  "UNLOCK",   "PROPPATCH", "COPY", "MOVE",
+	                                    "REPORT", NULL};
+	if (!m || !*m || strspn(m, "ABCDEFGHIJKLMNOPQRSTUVWXYZ-_") != strlen(m))
+		return 0;
+	for (size_t i = 0; known[i]; i++)
+		if (!strcmp(known[i], m))
+			return 0;
+	return 1;
+}
+
 /* civetweb's own errors (requests it refuses before evhost sees them) as
  * problem+json too. */
 static int handle_civetweb_error(struct mg_connection *conn, int status, const char *msg)
@@ -2195,9 +2214,7 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		say_bad_length(why, sizeof why, length);
 		msg = why;
 	} else if (status == 400 && msg && !strcmp(msg, "Bad request") && ri &&
-	           ri->request_method && *ri->request_method &&
-	           strspn(ri->request_method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ-_") ==
-	               strlen(ri->request_method)) {
+	           unknown_method(ri->request_method)) {
 		/* civetweb 1.15 says this of a method it does not know (and of
 		 * TRACE): RFC 9110 15.6.2 has 501 for it, naming the method. */
 		status = 501;

@@ -570,6 +570,21 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
         assert r.status_code == 501, (method, r.text)
         assert r.json()["type"].endswith("/not-implemented"), r.text
         assert r.json()["detail"] == f"the method {method} is not implemented by this server"
+    # A known method refused for something else stays 400; a version civetweb
+    # does not speak is 505 with its own type and title.
+    for line, status, kind in ((b"GET /probe/seen", 400, "bad-request"),
+                               (b"GET /probe/seen HTTP/9.9", 505, "http-version-not-supported")):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=10) as c:
+            c.sendall(line + b"\r\nHost: x\r\n\r\n")
+            answer = b""
+            while not answer.endswith(b"}"):
+                chunk = c.recv(4096)
+                assert chunk, answer
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 %d " % status), answer
+        body = json.loads(answer[answer.index(b"{"):])
+        assert body["type"].endswith("/" + kind) and body["status"] == status, body
+        assert status != 505 or body["title"] == "HTTP Version Not Supported", body
 
     r = d.post("/probe/publish", data="{\"a\": [1, 2", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
