@@ -121,6 +121,11 @@ static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
 	va_end(ap);
 }
 
+static const char *api_config_key_at(evh_plugin *p, size_t i)
+{
+	return p && i < p->ncfg ? p->cfg_keys[i] : NULL;
+}
+
 static const char *api_config_get(evh_plugin *p, const char *key)
 {
 	if (!p || !key)
@@ -674,6 +679,7 @@ static const evh_api api_table = {
     .metric_set = api_metric_set,
     .metric_observe = api_metric_observe,
     .store_max_bytes = api_store_max_bytes,
+    .config_key_at = api_config_key_at,
 };
 
 const evh_api *host_api(void) { return &api_table; }

@@ -108,6 +108,33 @@ static int add_collection(crud_state *st, const char *name, size_t len)
 	return configure_collection(st, c);
 }
 
+/* Each collection.NAME.* key names a listed collection: a rule for one that
+ * is not (a typo, collection.prodcts.required) would apply to nothing, the
+ * collection it was meant for left without it. Hosts before ABI 1.10 do
+ * not list the keys: not checked there. */
+static int rules_listed(crud_state *st)
+{
+	const char *k;
+	int rc = EVH_OK;
+
+	for (size_t i = 0; (k = evh_config_key_at(st->p, i)) != NULL; i++) {
+		const char *name = k + strlen("collection."), *dot;
+		char coll[CRUD_NAME_MAX + 1];
+
+		if (strncmp(k, "collection.", 11) || !(dot = strrchr(name, '.')))
+			continue;
+		snprintf(coll, sizeof coll, "%.*s", (int)(dot - name), name);
+		if ((size_t)(dot - name) <= CRUD_NAME_MAX && crud_find_collection(st, coll))
+			continue;
+		evh_config_error(st->p, k,
+		                 "'%.*s' is not one of collections (%s): this rule would apply to "
+		                 "nothing",
+		                 (int)(dot - name), name, evh_config_str(st->p, "collections"));
+		rc = EVH_EINVAL;
+	}
+	return rc;
+}
+
 /* The collections and their rules and topics, into `st` (a scratch one for
  * the descriptor's check): every value init checks, none needing files or
  * the network, each problem said at its key. The check and init both run it. */
@@ -137,6 +164,8 @@ static int read_config(crud_state *st)
 		evh_config_error(st->p, "collections", "name at least one collection");
 		return EVH_EINVAL;
 	}
+	if (rc == EVH_OK)
+		rc = rules_listed(st);
 	return rc;
 }
 

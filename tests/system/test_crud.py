@@ -773,6 +773,12 @@ def test_bad_rules_stop_the_start(evhostd, keys, needle):
      "collection.products.types: 'id' is assigned by the server and takes no rules"),
     ("collection.products.required = name, name",
      "collection.products.required: 'name' is listed twice"),
+    # A rule for a collection that is not listed applied to nothing, unsaid.
+    ("collection.prodcts.required = name",
+     "collection.prodcts.required: 'prodcts' is not one of collections (products): this rule "
+     "would apply to nothing"),
+    ("collection.orders.topic = crud.orders",
+     "collection.orders.topic: 'orders' is not one of collections (products)"),
 ])
 def test_rule_mistakes_are_said_at_their_key_and_line(evhostd, line, said):
     """--check-config and a real start say the same, at the drop-in's line."""

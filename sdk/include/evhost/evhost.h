@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 9
+#define EVH_ABI_MINOR 10
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -389,6 +389,9 @@ typedef struct evh_api {
 
 	/* storage (ABI 1.9) */
 	size_t (*store_max_bytes)(evh_plugin *p);
+
+	/* config (ABI 1.10) */
+	const char *(*config_key_at)(evh_plugin *p, size_t i);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -433,8 +436,8 @@ typedef struct evh_plugin_desc {
 	 * a required plugin fails the start and refuses a reload whole (nothing
 	 * stopped); one of a plugin with required = false leaves it out (a
 	 * warning), or at a reload keeps it running as it ran.
-	 * It may only call evh_config_str/_int/_bool, evh_plugin_name, evh_log
-	 * and evh_config_error (evh_tx_begin, evh_migrate and evh_publish return
+	 * It may only call evh_config_str/_int/_bool, evh_config_key_at,
+	 * evh_plugin_name, evh_log and evh_config_error (evh_tx_begin, evh_migrate and evh_publish return
 	 * EVH_ESTATE: the database is not open yet), and must have no side effects: no files written
 	 * or opened for writing, no network, no state kept (no *state: init has
 	 * not run, and fini is not called for a check). Checks that need the
@@ -550,6 +553,20 @@ static inline int evh_config_bool(evh_plugin *p, const char *key, int dflt)
 	if (!v || !*v)
 		return dflt;
 	return !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "on") || !strcmp(v, "1");
+}
+
+/* (ABI 1.10) The i-th key (from 0) that has a value in [plugin.NAME]: the
+ * schema's keys with a declared default first, then those the section sets,
+ * in the order read; NULL past the last. For schema names with a `*`
+ * (collection.*.required): the host checks that a key matches the pattern,
+ * the plugin that the part in place of the `*` names something it knows
+ * (a collection of its own list), e.g.
+ *   for (size_t i = 0; (k = evh_config_key_at(p, i)); i++) ...
+ * Borrowed; lives as long as the plugin instance. NULL on an older host.
+ * Main thread (check, init). */
+static inline const char *evh_config_key_at(evh_plugin *p, size_t i)
+{
+	return EVH_API_HAS(config_key_at) ? evh__api->config_key_at(p, i) : NULL;
 }
 
 /* (ABI 1.7) Say that the value of `key` in [plugin.NAME] is wrong, e.g.
