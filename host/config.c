@@ -994,7 +994,7 @@ static void k_state_dir(set_ctx *x, const cfg_entry *e)
 			         x->s->state_dir);
 		return;
 	}
-	if (errno != ENOENT)
+	if (errno != ENOENT && errno != ENOTDIR) /* ENOTDIR: a file on the way */
 		return;
 	if (!(parent = xstrdup(x->s->state_dir)))
 		return;
@@ -1003,10 +1003,12 @@ static void k_state_dir(set_ctx *x, const cfg_entry *e)
 	slash = strrchr(parent, '/');
 	if (slash && slash != parent) {
 		*slash = '\0';
-		if (stat(parent, &st) != 0 || !S_ISDIR(st.st_mode))
+		int rc = stat(parent, &st), missing = rc != 0 && errno == ENOENT;
+		if (rc != 0 || !S_ISDIR(st.st_mode))
 			diag_add(x->d, e->file, e->line,
-			         "[host] state_dir: '%s' cannot be created: '%s' is not a directory",
-			         x->s->state_dir, parent);
+			         "[host] state_dir: '%s' cannot be created: '%s' %s (evhostd creates "
+			         "one level only)",
+			         x->s->state_dir, parent, missing ? "does not exist" : "is not a directory");
 	}
 	free(parent);
 }
@@ -1454,7 +1456,12 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		return;
 	}
 	if (n > 5 && !strcmp(name + n - 5, "_file")) {
-		char *path = resolve_path(x->base, e->value);
+		char *path;
+		if (!*e->value) { /* else the configuration's directory, "Is a directory" */
+			bad_value(x, e, "expected the path of a file holding the value");
+			return;
+		}
+		path = resolve_path(x->base, e->value);
 		key = xstrndup(name, n - 5);
 		value = path && key ? read_secret(x, e, path, 1, &len) : NULL;
 		free(path);

@@ -339,7 +339,18 @@ int kafka_check_settings(const settings *s, diag *d)
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		const rdkafka_prop *p = &s->rdkafka[i];
-		if (rd_kafka_conf_set(conf, p->key, p->value, msg, sizeof msg) != RD_KAFKA_CONF_OK)
+		/* Said at its line, not ignored with a warning per client at
+		 * every start: the admin meant something by it. */
+		if (key_in(p->key, producer_owned) || key_in(p->key, consumer_owned))
+			diag_add(d, p->file, p->line,
+			         "[kafka] rdkafka.%s: evhost sets it itself (its delivery guarantees "
+			         "depend on it%s); remove the key",
+			         p->key,
+			         strstr(p->key, "servers") || strstr(p->key, "broker")
+			             ? "; the brokers are [kafka] brokers"
+			             : !strcmp(p->key, "group.id") ? "; a plugin's group is its group key"
+			                                           : "");
+		else if (rd_kafka_conf_set(conf, p->key, p->value, msg, sizeof msg) != RD_KAFKA_CONF_OK)
 			diag_add(d, p->file, p->line, "[kafka] rdkafka.%s: %s", p->key, msg);
 		/* The embedded cluster listens in plain text only: every client
 		 * would retry its handshake for ever. */

@@ -475,6 +475,23 @@ def test_a_plugin_not_required_whose_check_fails_is_skipped(evhostd, build_dir):
         assert r.returncode == 1 and said in r.stdout, r.stdout
 
 
+def test_rdkafka_keys_evhost_sets_itself_are_refused_at_their_line(evhostd):
+    # They were ignored with a warning per client at every start: the admin
+    # who wrote acks = 1 was told nothing at --check-config.
+    for key, hint in (("acks", ""), ("enable.idempotence", ""),
+                      ("bootstrap.servers", "; the brokers are [kafka] brokers"),
+                      ("group.id", "; a plugin's group is its group key")):
+        r = evhostd.run(["--check-config"], config={"kafka": {f"rdkafka.{key}": "1"}})
+        assert r.returncode == 1, r.stdout
+        assert re.search(rf"evhost\.conf:\d+: \[kafka\] rdkafka\.{re.escape(key)}: evhost sets "
+                         rf"it itself \(its delivery guarantees depend on it{re.escape(hint)}\); "
+                         rf"remove the key", r.stdout), r.stdout
+    # An empty _file key: said, not "cannot read '<the configuration's directory>'".
+    r = evhostd.run(["--check-config"], config={"kafka": {"rdkafka.sasl.password_file": ""}})
+    assert r.returncode == 1 and "expected the path of a file holding the value" in r.stdout, \
+        r.stdout
+
+
 def test_listen_on_port_0_says_the_port_it_got(evhostd):
     # Port 0 lets the system choose; the ready line said ":0", which nobody
     # could connect to.

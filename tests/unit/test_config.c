@@ -472,7 +472,16 @@ static void test_state_dir_without_a_parent(void **state)
 	assert_int_not_equal(settings_of(f, text, "main.conf"), 0);
 	snprintf(want, sizeof want,
 	         "main.conf:2: [host] state_dir: '%s/no/such/state' cannot be created: "
-	         "'%s/no/such' is not a directory",
+	         "'%s/no/such' does not exist (evhostd creates one level only)",
+	         f->dir, f->dir);
+	assert_diag(&f->d, want);
+	/* a file where its parent should be */
+	write_file(f, "plain", "x\n");
+	snprintf(text, sizeof text, "[host]\nstate_dir = %s/plain/state\n" MIN_KAFKA, f->dir);
+	assert_int_not_equal(settings_of(f, text, "main.conf"), 0);
+	snprintf(want, sizeof want,
+	         "main.conf:2: [host] state_dir: '%s/plain/state' cannot be created: "
+	         "'%s/plain' is not a directory (evhostd creates one level only)",
 	         f->dir, f->dir);
 	assert_diag(&f->d, want);
 }
