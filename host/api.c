@@ -505,6 +505,10 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 
 	if (!p || !subject || !*subject || !token || ttl_s <= 0 || (nroles && !roles))
 		return EVH_EINVAL;
+	if (p->checking) { /* the keys are set up after the checks: not "not configured" */
+		plugin_error(p, "evh_auth_sign during check: refused (a check keeps no state)");
+		return EVH_ESTATE;
+	}
 	k = host_auth(p->host);
 	if (!k || !k->secret) {
 		plugin_error(p, "cannot issue tokens: [auth] jwt_secret_file is not configured");

@@ -574,6 +574,21 @@ def test_a_metric_declared_in_a_plugins_check_is_refused(evhostd, build_dir):
     assert "probe_checked_total" not in d.get("/metrics").text
 
 
+def test_a_token_signed_in_a_plugins_check_is_refused_for_what_it_is(evhostd, build_dir,
+                                                                      tmp_path):
+    # It was refused as "[auth] jwt_secret_file is not configured", with the
+    # key configured: the keys are set up after the checks.
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    secret = tmp_path / "jwt.secret"
+    secret.write_text("s" * 40 + "\n")
+    d = evhostd({"plugin.probe": {"path": str(probe), "subscribe": "false", "check_sign": "true"},
+                 "auth": {"jwt_secret_file": str(secret)}}, brokers="embedded")
+    d.wait_for_log("probe: check: evh_auth_sign gave ")
+    text = d.log_text()
+    assert "evh_auth_sign during check: refused (a check keeps no state)" in text, text
+    assert "jwt_secret_file is not configured" not in text, text
+
+
 def test_a_plugin_gauge_is_set_and_added_to_through_the_sdk(evhostd, build_dir):
     """evh_metric_set and evh_metric_add on a plugin's own gauge, through the
     SDK's table as a third-party plugin calls them (the bundled plugins use

@@ -16,8 +16,10 @@
  * evh_free(). Strings returned as `const char *` are borrowed from the object
  * they came from and live as long as it does.
  *
- * THREADING. check (ABI 1.7), init and fini run on the host's main thread,
- * never concurrently with any other callback of the same plugin. HTTP handlers run on the HTTP
+ * THREADING. check (ABI 1.7), init and fini run on the host's main thread;
+ * init and fini never concurrently with any other callback of the same
+ * plugin, check at a reload while the running instance still serves (it
+ * keeps no state). HTTP handlers run on the HTTP
  * server's worker threads, several at once. Event handlers of one plugin run
  * on that plugin's consumer thread, one message at a time. Every SDK call is
  * safe from any of those threads unless its comment says otherwise. A storage
@@ -598,7 +600,8 @@ static inline void evh_config_error(evh_plugin *p, const char *key, const char *
 /* The plugin's instance name (the NAME of [plugin.NAME]). Borrowed. */
 static inline const char *evh_plugin_name(evh_plugin *p) { return evh__api->plugin_name(p); }
 
-/* A directory this plugin may write files to (created by the host). */
+/* A directory this plugin may write files to: <state_dir>/NAME, created by
+ * the host before init. NULL during check (not created yet). */
 static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_dir(p); }
 
 /* ---- HTTP ---- */
@@ -608,7 +611,8 @@ static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_
  * register the same method and pattern (the second init fails). Returns
  * EVH_OK; EVH_EINVAL for a route refused (bad method, pattern or flags, a
  * conflict), EVH_ENOMEM when the host is out of memory, EVH_ESTATE outside
- * init: each logged with the reason. */
+ * init: each logged with the reason (but EVH_EINVAL for NULL arguments or a
+ * struct_size too small, which is not). */
 static inline int evh_http_route_ex(evh_plugin *p, const evh_route *route)
 {
 	return evh__api->http_route(p, route);
@@ -719,7 +723,10 @@ static inline void evh_resp_status(evh_response *resp, int status)
 /* Add a header. Name and value are copied (EVH_ENOMEM when they cannot be:
  * the host then answers as for a body it could not copy, see below).
  * EVH_ETOOBIG: the response has 64 headers already (returned from the
- * handler, a 500: the plugin's failure, not the client's). */
+ * handler, a 500: the plugin's failure, not the client's). EVH_EINVAL: a
+ * name that is not an HTTP token, a value with control characters, or
+ * Content-Length, Transfer-Encoding or Connection (the host's). Content-Type
+ * replaces the body's type and does not count toward the 64. */
 static inline int evh_resp_header(evh_response *resp, const char *name, const char *value)
 {
 	return evh__api->resp_header(resp, name, value);
@@ -743,7 +750,8 @@ static inline int evh_resp_json(evh_response *resp, int status, const char *json
 /* An RFC 9457 application/problem+json answer. `type` is a short stable
  * slug (e.g. "validation"), expanded by the host to a URI; `field` names
  * the offending input field or is NULL. Out of memory (EVH_ENOMEM) the
- * status is set all the same, without a body. */
+ * status is set all the same, without a body. A status outside 100-599 is
+ * EVH_EINVAL, and nothing is set. */
 static inline int evh_resp_problem(evh_response *resp, int status, const char *type,
                                    const char *title, const char *detail, const char *field)
 {
@@ -880,7 +888,9 @@ static inline evh_value_type evh_rows_type(evh_rows *r, int col)
 }
 static inline int64_t evh_rows_int(evh_rows *r, int col) { return evh__api->rows_int(r, col); }
 static inline double evh_rows_real(evh_rows *r, int col) { return evh__api->rows_real(r, col); }
-/* Borrowed until the next evh_rows_next / evh_rows_close. */
+/* Borrowed until the next evh_rows_next / evh_rows_close, or the end of the
+ * transaction (which ends the rows: evh_rows_next then says EVH_ESTATE;
+ * evh_rows_close is still owed). */
 static inline const char *evh_rows_text(evh_rows *r, int col, size_t *len)
 {
 	return evh__api->rows_text(r, col, len);
