@@ -277,6 +277,36 @@ static void publish_span_attrs(trace_span *sp, const evh_plugin *p, const char *
 	trace_attr(sp, "evhost.plugin", p->name);
 }
 
+/* A call naming another plugin than the one whose callback this thread runs
+ * (instances of one .so share its statics): a transaction begun so on the
+ * other's database was never seen by the check after the handler, and held
+ * it for good. Returns 1, said, for such a call. */
+static int other_plugin(evh_plugin *p, const char *call)
+{
+	const char *who = crash_plugin();
+	if (!who || !strcmp(who, p->name))
+		return 0;
+	log_error("host", "plugin '%s': %s on plugin '%s': refused (a plugin's callbacks use "
+	                  "the evh_plugin they were given)",
+	          who, call, p->name);
+	return 1;
+}
+
+/* A transaction belongs to the thread that began it (store_tx_mine). Returns
+ * 1, said, when `tx` (or `rows`) is another thread's. */
+static int foreign_tx(const evh_tx *tx, const evh_rows *rows, const char *call)
+{
+	const char *who;
+	if (tx ? store_tx_mine(tx) : !rows || store_rows_mine(rows))
+		return 0;
+	who = crash_plugin();
+	log_error("host", "%s%s%s: %s on a transaction another thread began: refused (a "
+	                  "transaction belongs to the thread that began it, which holds the "
+	                  "plugin's database until it ends it)",
+	          who ? "plugin '" : "a plugin's own thread", who ? who : "", who ? "'" : "", call);
+	return 1;
+}
+
 static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
                        const char *type, const char *json, size_t len)
 {
@@ -362,7 +392,9 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.traceparent = trace;
 	row.data = (char *)json;
 	row.data_len = len;
-	if (!tx && !p->store) { /* not during check */
+	if (other_plugin(p, "evh_publish")) {
+		rc = EVH_ESTATE;
+	} else if (!tx && !p->store) { /* not during check */
 		plugin_error(p, "publish to %s: only once the plugin has started", topic);
 		rc = EVH_ESTATE;
 	} else if (!tx) {
@@ -376,6 +408,8 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	} else if (store_of_tx(tx) != p->store) {
 		plugin_error(p, "publish: transaction belongs to another plugin");
 		rc = EVH_EINVAL;
+	} else if (foreign_tx(tx, NULL, "evh_publish")) {
+		rc = EVH_ESTATE;
 	} else {
 		rc = EVH_OK;
 	}
@@ -437,12 +471,51 @@ static void api_metric_observe(evh_metric *m, const char *label_value, double se
 	metrics_plugin_observe((struct metrics_plugin_metric *)m, label_value, seconds);
 }
 
+static int api_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                    int64_t *changes)
+{
+	return foreign_tx(tx, NULL, "evh_exec") ? EVH_ESTATE
+	                                        : store_exec(tx, sql, args, nargs, changes);
+}
+
+static int api_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                     evh_rows **rows)
+{
+	if (foreign_tx(tx, NULL, "evh_query")) {
+		if (rows)
+			*rows = NULL;
+		return EVH_ESTATE;
+	}
+	return store_query(tx, sql, args, nargs, rows);
+}
+
+static int api_query_json(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
+                          char **json, size_t *len)
+{
+	return foreign_tx(tx, NULL, "evh_query_json")
+	           ? EVH_ESTATE
+	           : store_query_json(tx, sql, args, nargs, json, len);
+}
+
+static int api_rows_next(evh_rows *r)
+{
+	return foreign_tx(NULL, r, "evh_rows_next") ? EVH_ESTATE : store_rows_next(r);
+}
+
+static void api_rows_close(evh_rows *r)
+{
+	if (!foreign_tx(NULL, r, "evh_rows_close"))
+		store_rows_close(r);
+}
+
 static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 {
 	int rc;
 	if (!p || !tx)
 		return EVH_EINVAL;
 	if (!p->store) /* not during check, like evh_migrate and evh_publish */
+		return EVH_ESTATE;
+	if (other_plugin(p, "evh_tx_begin"))
 		return EVH_ESTATE;
 	rc = store_tx_begin_plugin(p->store, tx);
 	if (rc == EVH_ESTATE)
@@ -470,12 +543,14 @@ static int host_owned_tx(evh_tx *tx, const char *call)
 
 static int api_tx_commit(evh_tx *tx)
 {
-	return host_owned_tx(tx, "evh_tx_commit") ? EVH_ESTATE : store_tx_commit(tx);
+	return foreign_tx(tx, NULL, "evh_tx_commit") || host_owned_tx(tx, "evh_tx_commit")
+	           ? EVH_ESTATE
+	           : store_tx_commit(tx);
 }
 
 static void api_tx_rollback(evh_tx *tx)
 {
-	if (!host_owned_tx(tx, "evh_tx_rollback"))
+	if (!foreign_tx(tx, NULL, "evh_tx_rollback") && !host_owned_tx(tx, "evh_tx_rollback"))
 		store_tx_rollback(tx);
 }
 
@@ -653,17 +728,17 @@ static const evh_api api_table = {
     .tx_begin = api_tx_begin,
     .tx_commit = api_tx_commit,
     .tx_rollback = api_tx_rollback,
-    .exec = store_exec,
-    .query = store_query,
-    .rows_next = store_rows_next,
+    .exec = api_exec,
+    .query = api_query,
+    .rows_next = api_rows_next,
     .rows_count = store_rows_count,
     .rows_name = store_rows_name,
     .rows_type = store_rows_type,
     .rows_int = store_rows_int,
     .rows_real = store_rows_real,
     .rows_text = store_rows_text,
-    .rows_close = store_rows_close,
-    .query_json = store_query_json,
+    .rows_close = api_rows_close,
+    .query_json = api_query_json,
     .tx_error = store_tx_error,
     .auth_sign = api_auth_sign,
     .req_query_string = http_req_query_string,

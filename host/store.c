@@ -1796,6 +1796,16 @@ int store_tx_begin_plugin(store *s, evh_tx **out)
 	return status;
 }
 
+int store_tx_mine(const evh_tx *tx)
+{
+	return tx && atomic_load(&tx->s->holder) == (uintptr_t)&thread_token;
+}
+
+int store_rows_mine(const evh_rows *r)
+{
+	return r && (r->state == ROWS_DETACHED || store_tx_mine(r->tx));
+}
+
 int store_tx_plugin_own(const evh_tx *tx)
 {
 	return tx && tx->plugin_own;

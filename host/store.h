@@ -79,6 +79,13 @@ int store_tx_plugin_own(const evh_tx *tx);
  * ended, or NULL: asked after a plugin's handler returns, which must have
  * ended it (the store stays locked for everyone else until it is). */
 evh_tx *store_tx_left_open(store *s);
+/* Is `tx` (or the transaction of rows `r`) this thread's: begun by it, so
+ * that it holds the store's lock? Another thread's use would run SQLite on
+ * a connection in use, and a commit there would leave the lock with the
+ * first thread for good. Rows detached by their transaction's end count as
+ * this thread's (they only say EVH_ESTATE). */
+int store_tx_mine(const evh_tx *tx);
+int store_rows_mine(const evh_rows *r);
 /* Group commits so far and the transactions committed in them. */
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members);
 /* Threads waiting for the lock to join a group, now (for tests). */

@@ -1688,6 +1688,42 @@ def test_a_handler_leaving_its_transaction_open_gets_500_and_the_plugin_serves_o
     assert d.stop(timeout=20) == 0
 
 
+@pytest.mark.parametrize("how", ["commit", "exec"])
+def test_a_transaction_used_by_another_thread_is_refused_and_the_plugin_serves_on(
+        evhostd, build_dir, how):
+    # A transaction belongs to the thread that began it (which holds the
+    # plugin's database). Committed by a thread of the plugin's own, it
+    # returned OK but left the lock with the handler's thread for good:
+    # every later write waited 5 s for a 503, and SIGTERM hung. Written
+    # through from several threads, SQLite ran on one connection at once.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    r = d.post(f"/probe/publish?foreign={how}", json={"x": 1})
+    assert r.status_code == 200, r.text  # the handler's own commit, after
+    d.wait_for_log(f"probe: foreign {how} gave ", timeout=10)
+    text = d.log_text()
+    assert f"probe: foreign {how} gave {'not allowed in this state'}" in text, d.log_tail()
+    assert (f"a plugin's own thread: evh_{'tx_commit' if how == 'commit' else 'exec'} on a "
+            "transaction another thread began: refused") in text, d.log_tail()
+    assert d.post("/probe/publish", json={"x": 2}, timeout=4).status_code == 200
+    assert d.stop(timeout=20) == 0
+
+
+def test_a_transaction_begun_on_another_instance_is_refused(evhostd, build_dir):
+    # Two instances of one .so share its statics: a handler of one could
+    # begin a transaction on the other's database, which the check after the
+    # handler (its own plugin's) never saw: that database was held for good.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false"),
+                 "plugin.probe2": {**probe_conf(build_dir, subscribe="false"),
+                                   "routes": "false"}})
+    assert d.post("/probe/publish?other=1", json={"x": 1}).status_code == 200
+    d.wait_for_log("probe: other instance's tx_begin gave ", timeout=10)
+    text = d.log_text()
+    assert f"probe: other instance's tx_begin gave {'not allowed in this state'}" in text, text
+    assert ("plugin 'probe': evh_tx_begin on plugin 'probe2': refused (a plugin's callbacks "
+            "use the evh_plugin they were given)") in text, text
+    assert d.stop(timeout=20) == 0
+
+
 @pytest.mark.parametrize("how", ["commit", "rollback"])
 def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
         evhostd, build_dir, how):
