@@ -979,6 +979,23 @@ static void route_wait_idle(route_rec *rec)
 	pthread_mutex_unlock(&drain_mu);
 }
 
+/* What the host serves at a pattern's path itself, or NULL: host_route
+ * answers there before the router, so a plugin's route would never be
+ * reached. /metrics is reserved with [metrics] enabled = false too: a reload
+ * may turn it on. A capture ("/{x}") is the plugin's: it matches other paths. */
+static const char *host_path_of(const char *pattern)
+{
+	if (!strcmp(pattern, "/healthz"))
+		return "/healthz (liveness)";
+	if (!strcmp(pattern, "/readyz"))
+		return "/readyz (readiness)";
+	if (!strcmp(pattern, "/metrics"))
+		return "/metrics (Prometheus, even with [metrics] enabled = false)";
+	if (!strncmp(pattern, "/admin", 6) && (!pattern[6] || pattern[6] == '/'))
+		return "/admin and every path under it (the admin API)";
+	return NULL;
+}
+
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen)
 {
 	const char *why;
@@ -992,6 +1009,14 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 	if (why) {
 		snprintf(err, errlen, "route %s %s: %s", r->method ? r->method : "(null)",
 		         r->pattern ? r->pattern : "(null)", why);
+		return EVH_EINVAL;
+	}
+	why = host_path_of(r->pattern);
+	if (why) {
+		snprintf(err, errlen,
+		         "route %s %s: the host serves %s itself, before any plugin's route, so "
+		         "this one would never be reached: choose another path",
+		         r->method, r->pattern, why);
 		return EVH_EINVAL;
 	}
 	rec = route_rec_new(p, r);
@@ -2166,7 +2191,8 @@ static int begin_request(struct mg_connection *conn)
 
 /* A method token (RFC 9110 5.6.2, upper case as methods are) that civetweb
  * 1.15 does not take (its list: the HTTP ones but TRACE, and WebDAV's). A
- * known one refused as "Bad request" was refused for something else. */
+ * known one refused as "Bad request" was refused for something else, as was
+ * a request line without a path or a version ("NOT HTTP"). */
 static int unknown_method(const char *m)
 {
 	static const char *const known[] = {"GET",   "HEAD",     "POST",  "PUT",    "DELETE",
@@ -2214,7 +2240,9 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		say_bad_length(why, sizeof why, length);
 		msg = why;
 	} else if (status == 400 && msg && !strcmp(msg, "Bad request") && ri &&
-	           unknown_method(ri->request_method)) {
+	           unknown_method(ri->request_method) && ri->request_uri &&
+	           (ri->request_uri[0] == '/' || ri->request_uri[0] == '*') && ri->http_version &&
+	           *ri->http_version) {
 		/* civetweb 1.15 says this of a method it does not know (and of
 		 * TRACE): RFC 9110 15.6.2 has 501 for it, naming the method. */
 		status = 501;

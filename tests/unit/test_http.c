@@ -945,6 +945,52 @@ static void test_route_registration(void **state)
 	http_remove_plugin_routes(&f->h, &other); /* nothing of its own: harmless */
 }
 
+/* Paths the host answers itself, before the router, are refused to a
+ * plugin (any method): its route there would never be reached. Paths that
+ * only begin alike, and captures, are the plugin's. */
+static void test_host_paths_are_refused(void **state)
+{
+	fixture *f = *state;
+	evh_plugin other = {.name = (char *)"other", .status = PLUGIN_RUNNING, .host = &f->h};
+	static const char *const host_own[][2] = {
+	    {"GET", "/healthz"},  {"GET", "/readyz"},       {"POST", "/metrics"},
+	    {"GET", "/admin"},    {"DELETE", "/admin/x"},   {"GET", "/admin/plugins/{name}"},
+	    {"GET", "/metrics"},  {"HEAD", "/healthz"}};
+	static const char *const plugins_own[] = {"/healthz/x", "/administrator", "/adminx/y",
+	                                          "/x/admin",   "/metricsz",      "/{page}"};
+	evh_route r;
+	char err[256], *resp;
+	for (size_t i = 0; i < sizeof host_own / sizeof host_own[0]; i++) {
+		r = (evh_route){.struct_size = sizeof r,
+		                .method = host_own[i][0],
+		                .pattern = host_own[i][1],
+		                .handler = echo};
+		err[0] = '\0';
+		if (http_add_route(&f->h, &other, &r, err, sizeof err) != EVH_EINVAL)
+			fail_msg("%s %s taken: %s", host_own[i][0], host_own[i][1], err);
+		if (!strstr(err, host_own[i][1]) || !strstr(err, "the host serves") ||
+		    !strstr(err, "choose another path"))
+			fail_msg("%s %s: %s", host_own[i][0], host_own[i][1], err);
+	}
+	r = (evh_route){.struct_size = sizeof r, .method = "GET", .pattern = "/healthz",
+	                .handler = echo};
+	http_add_route(&f->h, &other, &r, err, sizeof err);
+	assert_string_equal(err, "route GET /healthz: the host serves /healthz (liveness) itself, "
+	                         "before any plugin's route, so this one would never be reached: "
+	                         "choose another path");
+	for (size_t i = 0; i < sizeof plugins_own / sizeof plugins_own[0]; i++) {
+		r = (evh_route){.struct_size = sizeof r, .method = "PATCH", .pattern = plugins_own[i],
+		                .handler = echo};
+		if (http_add_route(&f->h, &other, &r, err, sizeof err) != EVH_OK)
+			fail_msg("PATCH %s refused: %s", plugins_own[i], err);
+	}
+	/* The host's own still answer. */
+	resp = request(f, "GET", "/healthz", NULL, NULL);
+	assert_int_equal(status_of(resp), 200);
+	free(resp);
+	http_remove_plugin_routes(&f->h, &other);
+}
+
 /* A route for http_add_route, with no flags and no role. */
 static evh_route route_of(const char *method, const char *pattern, evh_http_handler fn)
 {
@@ -1389,6 +1435,7 @@ int main(void)
 	    cmocka_unit_test(test_plugin_state),
 	    cmocka_unit_test(test_readyz_without_kafka),
 	    cmocka_unit_test(test_route_registration),
+	    cmocka_unit_test(test_host_paths_are_refused),
 	    cmocka_unit_test(test_route_registration_out_of_memory),
 	    cmocka_unit_test(test_restart_without_memory_for_placeholders),
 	    cmocka_unit_test(test_placeholder_taken_over_without_memory),
