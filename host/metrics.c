@@ -463,6 +463,9 @@ static const char *plugin_metric_refusal(evh_metric_type type, const char *name,
 		return "the name must be 1 to 64 letters, digits, '_' or ':', not a digit first";
 	if (!strncmp(name, "evhost_", 7))
 		return "names starting with evhost_ are the host's";
+	if (!strncmp(name, "process_", 8))
+		return "names starting with process_ are the host's (process_cpu_seconds_total, "
+		       "process_open_fds...): choose another name, your plugin's name a good prefix";
 	if (!n || n > 256 || strpbrk(help, "\\\n\r") || json_utf8_error(help, n) >= 0)
 		return "the help must be one line of 1 to 256 bytes of UTF-8, without '\\'";
 	if (label && (!prom_name_ok(label, 0) || !strcmp(label, "plugin") || !strcmp(label, "le") ||
@@ -470,6 +473,45 @@ static const char *plugin_metric_refusal(evh_metric_type type, const char *name,
 		return "the label must be 1 to 64 letters, digits or '_', not \"plugin\", \"le\" "
 		       "or one starting with \"__\"";
 	return NULL;
+}
+
+/* The histogram's series suffix `name` ends in (a pointer into it), or NULL. */
+static const char *histogram_suffix(const char *name)
+{
+	static const char *const suffix[] = {"_bucket", "_sum", "_count"};
+	size_t n = strlen(name);
+	for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+		size_t k = strlen(suffix[i]);
+		if (n > k && !strcmp(name + n - k, suffix[i]))
+			return name + n - k;
+	}
+	return NULL;
+}
+
+/* Whether a family named `name` (`type`) and the family `f`, of another
+ * name, would serve series of one name: a histogram X serves X_bucket, X_sum
+ * and X_count, which no other family may be named (nor serve). Two HELP/TYPE
+ * blocks for one name make Prometheus refuse the whole scrape. Sets err. */
+static int series_collide(evh_metric_type type, const char *name, const struct family *f,
+                          char *err, size_t errlen)
+{
+	const char *sfx;
+	if (f->type == EVH_METRIC_HISTOGRAM && (sfx = histogram_suffix(name)) &&
+	    (size_t)(sfx - name) == strlen(f->name) && !strncmp(name, f->name, strlen(f->name))) {
+		snprintf(err, errlen,
+		         "%s: the histogram %s, declared already, serves a series of that name; "
+		         "choose another name",
+		         name, f->name);
+		return 1;
+	}
+	if (type == EVH_METRIC_HISTOGRAM && (sfx = histogram_suffix(f->name)) &&
+	    (size_t)(sfx - f->name) == strlen(name) && !strncmp(f->name, name, strlen(name))) {
+		snprintf(err, errlen,
+		         "%s: a histogram serves %s, declared already as a %s; choose another name",
+		         name, f->name, type_names[f->type]);
+		return 1;
+	}
+	return 0;
 }
 
 /* The family named `name`, declared now if it is new; -1 with err set. Under the mutex. */
@@ -480,8 +522,11 @@ static int plugin_family(evh_metric_type type, const char *name, const char *hel
 	struct family *f;
 	for (int i = F_COUNT; i < n; i++) {
 		f = &families[i];
-		if (strcmp(f->name, name))
+		if (strcmp(f->name, name)) {
+			if (series_collide(type, name, f, err, errlen))
+				return -1;
 			continue;
+		}
 		if (f->type == type && (f->nlabels == 2) == (label != NULL) &&
 		    (!label || !strcmp(f->labels[1], label)))
 			return i;

@@ -9,6 +9,7 @@ The embedded broker is enough: nothing here depends on durability."""
 import json
 import math
 import re
+import subprocess
 import time
 import uuid
 
@@ -107,6 +108,17 @@ def _check_histogram(name, samples):
             raise ExpositionError(f"{name}{dict(key)}: _count {s['count']} vs +Inf {counts[-1]}")
 
 
+def _check_series_names(family, kind, types):
+    """A family named as another one's series (a histogram X's X_bucket,
+    X_sum, X_count), either declared first: Prometheus refuses the scrape."""
+    for suffix in ("_bucket", "_sum", "_count"):
+        base = family[: -len(suffix)]
+        if family.endswith(suffix) and types.get(base) in ("histogram", "summary"):
+            raise ExpositionError(f"{family} is a series of the {types[base]} {base}")
+        if kind in ("histogram", "summary") and family + suffix in types:
+            raise ExpositionError(f"{kind} {family}'s series {family + suffix} is a family")
+
+
 def parse_exposition(text):
     """Parse Prometheus text format 0.0.4 strictly. Returns (types, samples):
     types {family: type}; samples {(sample name, frozenset(labels)): value}.
@@ -126,6 +138,7 @@ def parse_exposition(text):
             if line.startswith("# TYPE"):
                 if family in types:
                     raise ExpositionError(f"{family} typed twice")
+                _check_series_names(family, m.group(2), types)
                 types[family] = m.group(2)
             if family != current:
                 if family in finished:
@@ -174,6 +187,11 @@ def test_parser_rejects_malformed_exposition():
         "# TYPE a gauge\n# TYPE b gauge\nb 1\n# HELP a x\na 1\n",  # split family
         "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n",
         "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 2\nh_sum 1\nh_count 3\n",
+        # A family named as a histogram's series, before or after it.
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_sum 1\nh_count 1\n"
+        "# TYPE h_count counter\nh_count{x=\"1\"} 1\n",
+        "# TYPE h_sum gauge\nh_sum{x=\"1\"} 1\n"
+        "# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
     ]:
         with pytest.raises(ExpositionError):
             parse_exposition(bad)
@@ -587,6 +605,92 @@ def test_a_token_signed_in_a_plugins_check_is_refused_for_what_it_is(evhostd, bu
     text = d.log_text()
     assert "evh_auth_sign during check: refused (a check keeps no state)" in text, text
     assert "jwt_secret_file is not configured" not in text, text
+
+
+CLASH_PLUGIN = r"""
+/* Declares metrics and routes the host owns or that collide, and says what
+ * it was given for each; starts anyway (a refusal is no reason not to). */
+#include <evhost/evhost.h>
+
+static const evh_config_key clash_config[] = {{NULL, 0, NULL, 0, NULL}};
+
+static int hello(evh_request *req, evh_response *resp, void *ud)
+{
+	(void)req;
+	(void)ud;
+	return evh_resp_json(resp, 200, "{\"clash\":true}", 14);
+}
+
+static void metric(evh_plugin *p, evh_metric_type type, const char *name)
+{
+	evh_log(p, EVH_LOG_INFO, "clash: metric %s: %s", name,
+	        evh_metric_new(p, type, name, "Clashing.", NULL) ? "taken" : "refused");
+}
+
+static int clash_init(evh_plugin *p, void **state)
+{
+	static const char *const route[][2] = {{"GET", "/healthz"}, {"GET", "/readyz"},
+	                                       {"GET", "/metrics"}, {"POST", "/admin/plugins"},
+	                                       {"GET", "/clash"}};
+	(void)state;
+	metric(p, EVH_METRIC_GAUGE, "process_open_fds");
+	metric(p, EVH_METRIC_COUNTER, "process_cpu_seconds_total");
+	metric(p, EVH_METRIC_HISTOGRAM, "clash_lat_seconds");
+	metric(p, EVH_METRIC_COUNTER, "clash_lat_seconds_count");
+	metric(p, EVH_METRIC_COUNTER, "clash_req_count");
+	metric(p, EVH_METRIC_HISTOGRAM, "clash_req");
+	for (unsigned i = 0; i < sizeof route / sizeof route[0]; i++)
+		evh_log(p, EVH_LOG_INFO, "clash: route %s %s: %s", route[i][0], route[i][1],
+		        evh_strerror(evh_http_route(p, route[i][0], route[i][1], hello, NULL)));
+	return EVH_OK;
+}
+
+EVH_PLUGIN("clash", "1.0.0", "metrics and routes the host owns", clash_config, clash_init,
+           NULL)
+"""
+
+
+def test_a_plugins_metrics_and_routes_the_host_owns_are_refused(evhostd, tmp_path):
+    """A plugin's process_* metric (the host serves process_*), or one named as
+    a histogram's _bucket/_sum/_count series, put two # TYPE blocks for one
+    name on /metrics: Prometheus refused the whole scrape, the host's metrics
+    with it. A plugin's route at /healthz, /readyz, /metrics or under /admin
+    was taken and never reached (the host answers there first). All refused
+    at declaration, the log saying which plugin, what and why."""
+    src, so = tmp_path / "clash.c", tmp_path / "clash.so"
+    src.write_text(CLASH_PLUGIN)
+    r = subprocess.run(["cc", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        f"-I{lib.REPO_ROOT / 'sdk' / 'include'}", str(src), "-o", str(so)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = evhostd({"plugin.clash": {"path": str(so)}}, brokers="embedded")
+    d.wait_for_log("clash: route GET /clash: ")
+    log = d.log_text()
+    said = dict(re.findall(r"clash: ((?:metric|route) [^:]+): (.+)", log))
+    assert said == {
+        "metric process_open_fds": "refused", "metric process_cpu_seconds_total": "refused",
+        "metric clash_lat_seconds": "taken", "metric clash_lat_seconds_count": "refused",
+        "metric clash_req_count": "taken", "metric clash_req": "refused",
+        **{f"route {r}": "invalid argument"  # EVH_EINVAL
+           for r in ("GET /healthz", "GET /readyz", "GET /metrics", "POST /admin/plugins")},
+        "route GET /clash": "ok"}, log
+    errors = [line for line in log.splitlines() if "ERROR" in line and "clash" in line]
+    for why in ("evh_metric_new: process_open_fds: names starting with process_ are the host's",
+                "evh_metric_new: clash_lat_seconds_count: the histogram clash_lat_seconds, "
+                "declared already, serves a series of that name; choose another name",
+                "evh_metric_new: clash_req: a histogram serves clash_req_count, declared "
+                "already as a counter; choose another name",
+                "route GET /metrics: the host serves /metrics",
+                "route POST /admin/plugins: the host serves /admin and every path under it"):
+        assert any(why in line for line in errors), (why, errors)
+    # The scrape is whole (the strict parser takes it), the host's metrics in it.
+    scrape = Scrape(d)
+    assert scrape.types["process_open_fds"] == "gauge"
+    assert scrape.types["clash_lat_seconds"] == "histogram"
+    assert "clash_req" not in scrape.types and "clash_lat_seconds_count" not in scrape.types
+    assert scrape.get("evhost_plugin_up", plugin="clash") == 1
+    assert d.get("/healthz").json() == {"status": "ok"}
+    assert d.get("/clash").json() == {"clash": True}
 
 
 def test_a_plugin_gauge_is_set_and_added_to_through_the_sdk(evhostd, build_dir):

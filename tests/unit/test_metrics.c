@@ -297,6 +297,53 @@ static void test_plugin_metric_declarations_are_checked(void **state)
 	declare("r", EVH_METRIC_GAUGE, "g", "h", NULL);
 }
 
+/* Names whose series another family serves (the host's process_*, a
+ * histogram's _bucket/_sum/_count) are refused, in either order and across
+ * plugins: two # TYPE blocks for one name make Prometheus refuse the whole
+ * scrape, the host's metrics with it. */
+static void test_plugin_metric_names_do_not_collide(void **state)
+{
+	static const char *const host_own[] = {"process_cpu_seconds_total", "process_open_fds",
+	                                       "process_x", NULL};
+	char *text;
+	(void)state;
+	for (const char *const *name = host_own; *name; name++) {
+		char want[256];
+		snprintf(want, sizeof want, "%s: names starting with process_ are the host's", *name);
+		assert_non_null(strstr(refused("p", EVH_METRIC_GAUGE, *name, "h", NULL), want));
+	}
+	/* A histogram first: its series' names are taken, by any type, any plugin. */
+	declare("p", EVH_METRIC_HISTOGRAM, "m_lat_seconds", "h", NULL);
+	assert_string_equal(refused("p", EVH_METRIC_COUNTER, "m_lat_seconds_count", "h", NULL),
+	                    "m_lat_seconds_count: the histogram m_lat_seconds, declared already, "
+	                    "serves a series of that name; choose another name");
+	assert_non_null(strstr(refused("q", EVH_METRIC_GAUGE, "m_lat_seconds_sum", "h", "kind"),
+	                       "the histogram m_lat_seconds, declared already"));
+	assert_non_null(strstr(refused("q", EVH_METRIC_HISTOGRAM, "m_lat_seconds_bucket", "h", NULL),
+	                       "the histogram m_lat_seconds, declared already"));
+	/* The other way: a histogram whose series another family is named as. */
+	declare("p", EVH_METRIC_COUNTER, "m_req_count", "h", NULL);
+	declare("q", EVH_METRIC_HISTOGRAM, "m_io_sum", "h", NULL);
+	assert_string_equal(refused("q", EVH_METRIC_HISTOGRAM, "m_req", "h", NULL),
+	                    "m_req: a histogram serves m_req_count, declared already as a counter; "
+	                    "choose another name");
+	assert_string_equal(refused("p", EVH_METRIC_HISTOGRAM, "m_io", "h", NULL),
+	                    "m_io: a histogram serves m_io_sum, declared already as a histogram; "
+	                    "choose another name");
+	/* Names that only look alike are not refused, nor is a declaration again. */
+	declare("q", EVH_METRIC_GAUGE, "m_lat_seconds_counted", "h", NULL);
+	declare("q", EVH_METRIC_GAUGE, "m_lat_count", "h", NULL);
+	declare("q", EVH_METRIC_GAUGE, "_count", "h", NULL);
+	declare("q", EVH_METRIC_GAUGE, "processes", "h", NULL);
+	assert_non_null(declare("q", EVH_METRIC_HISTOGRAM, "m_lat_seconds", "h", NULL));
+	text = render();
+	check_exposition(text);
+	assert_null(strstr(text, "# TYPE m_lat_seconds_count "));
+	assert_null(strstr(text, "# TYPE m_req "));
+	assert_null(strstr(text, "# TYPE process_x "));
+	free(text);
+}
+
 /* A label's values: each a series, up to METRICS_PLUGIN_SERIES a plugin's
  * metric; past that, and for a value that is none, updates are dropped and
  * counted. */
@@ -801,6 +848,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_concurrent_updates_are_exact, setup),
 	    cmocka_unit_test_setup(test_plugin_metrics_are_served, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_declarations_are_checked, setup),
+	    cmocka_unit_test_setup(test_plugin_metric_names_do_not_collide, setup),
 	    cmocka_unit_test_setup(test_plugin_metric_label_values_are_bounded, setup),
 	    cmocka_unit_test_setup(test_plugin_label_values_met_at_once_count_once, setup),
 	    cmocka_unit_test_setup(test_the_last_series_made_at_once_counts_every_update, setup),
