@@ -471,30 +471,50 @@ static void api_metric_observe(evh_metric *m, const char *label_value, double se
 	metrics_plugin_observe((struct metrics_plugin_metric *)m, label_value, seconds);
 }
 
+/* The end of a plugin's statement (store_plugin_sql): one the authorizer
+ * refused is the plugin's bug, said with the SQL. EVH_EINVAL for it (SQLite
+ * says "not authorized", a storage error), else `rc`. */
+static int plugin_sql_done(evh_tx *tx, const char *call, const char *sql, int rc)
+{
+	const char *why;
+	store_plugin_sql(tx, 0);
+	if (rc == EVH_OK || !(why = store_plugin_sql_refused(tx)))
+		return rc;
+	log_error("host", "plugin '%s': %s \"%.120s%s\": refused: %s",
+	          crash_plugin() ? crash_plugin() : "?", call, sql, strlen(sql) > 120 ? "..." : "",
+	          why);
+	return EVH_EINVAL;
+}
+
 static int api_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                     int64_t *changes)
 {
-	return foreign_tx(tx, NULL, "evh_exec") ? EVH_ESTATE
-	                                        : store_exec(tx, sql, args, nargs, changes);
+	if (!tx || !sql || foreign_tx(tx, NULL, "evh_exec"))
+		return tx && sql ? EVH_ESTATE : store_exec(tx, sql, args, nargs, changes);
+	store_plugin_sql(tx, 1);
+	return plugin_sql_done(tx, "evh_exec", sql, store_exec(tx, sql, args, nargs, changes));
 }
 
 static int api_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                      evh_rows **rows)
 {
-	if (foreign_tx(tx, NULL, "evh_query")) {
-		if (rows)
+	if (!tx || !sql || foreign_tx(tx, NULL, "evh_query")) {
+		if (tx && sql && rows)
 			*rows = NULL;
-		return EVH_ESTATE;
+		return tx && sql ? EVH_ESTATE : store_query(tx, sql, args, nargs, rows);
 	}
-	return store_query(tx, sql, args, nargs, rows);
+	store_plugin_sql(tx, 1);
+	return plugin_sql_done(tx, "evh_query", sql, store_query(tx, sql, args, nargs, rows));
 }
 
 static int api_query_json(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                           char **json, size_t *len)
 {
-	return foreign_tx(tx, NULL, "evh_query_json")
-	           ? EVH_ESTATE
-	           : store_query_json(tx, sql, args, nargs, json, len);
+	if (!tx || !sql || foreign_tx(tx, NULL, "evh_query_json"))
+		return tx && sql ? EVH_ESTATE : store_query_json(tx, sql, args, nargs, json, len);
+	store_plugin_sql(tx, 1);
+	return plugin_sql_done(tx, "evh_query_json", sql,
+	                       store_query_json(tx, sql, args, nargs, json, len));
 }
 
 static int api_rows_next(evh_rows *r)

@@ -183,6 +183,10 @@ struct store {
 	pthread_cond_t ckpt_cv;
 	int ckpt_due, ckpt_stop;
 	_Atomic uint64_t ckpt_thread_runs, ckpt_inline_runs;
+	/* A plugin's SQL is being prepared (store_plugin_sql): plugin_sql_auth
+	 * refuses what is the host's, and says why in auth_why. Under mu. */
+	int plugin_sql;
+	char auth_why[160];
 };
 
 struct evh_tx {
@@ -1083,12 +1087,88 @@ static int count_outbox(store *s, const char *path, char *err, size_t errlen)
 	return status;
 }
 
+/* Whether a table name is one of the host's (evh_log, evh_inbox, ...). */
+static int host_table(const char *name)
+{
+	return name && !strncasecmp(name, "evh_", 4);
+}
+
+/* SQLite's authorizer, at every prepare on the plugin's connection: only
+ * a plugin's SQL (s->plugin_sql) is judged. Its transaction is the host's
+ * (a COMMIT in a handler committed the inbox record with half the work, and
+ * the retry never came), the host's tables are the host's (a row written
+ * into evh_log by hand skipped every check of evh_publish and held the
+ * relay up for good), and it sees its own database only (ATTACH read the
+ * sign-outs and the other plugins' tables). */
+static int plugin_sql_auth(void *ud, int action, const char *a, const char *b, const char *dbname,
+                           const char *trigger)
+{
+	static const char *const read_pragmas[] = {
+	    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
+	    "foreign_key_list", "foreign_key_check", "quick_check", "integrity_check", NULL};
+	store *s = ud;
+	const char *why = NULL;
+	(void)dbname, (void)trigger;
+	if (!s->plugin_sql)
+		return SQLITE_OK;
+	switch (action) {
+	case SQLITE_READ:
+	case SQLITE_SELECT:
+	case SQLITE_FUNCTION:
+	case SQLITE_RECURSIVE:
+		return SQLITE_OK;
+	case SQLITE_TRANSACTION:
+	case SQLITE_SAVEPOINT:
+		why = "BEGIN, COMMIT, ROLLBACK and savepoints are the host's (evh_tx_begin, "
+		      "evh_tx_commit, evh_tx_rollback; an event handler returns its outcome)";
+		break;
+	case SQLITE_ATTACH:
+	case SQLITE_DETACH:
+		why = "ATTACH and DETACH: a plugin's SQL sees its own database only";
+		break;
+	case SQLITE_PRAGMA:
+		for (size_t i = 0; a && read_pragmas[i]; i++)
+			if (!strcasecmp(a, read_pragmas[i]))
+				return SQLITE_OK;
+		why = "this PRAGMA is the host's (only the schema-reading ones are a plugin's)";
+		break;
+	default:
+		if (host_table(a) || host_table(b))
+			why = "the evh_ tables are the host's: read them, never write or change them";
+	}
+	if (!why)
+		return SQLITE_OK;
+	snprintf(s->auth_why, sizeof s->auth_why, "%s", why);
+	return SQLITE_DENY;
+}
+
+void store_plugin_sql(evh_tx *tx, int on)
+{
+	store *s = tx ? tx->s : NULL;
+	if (!s)
+		return;
+	if (on) {
+		s->plugin_sql = 1;
+		s->auth_why[0] = '\0';
+		return;
+	}
+	s->plugin_sql = 0;
+	if (s->auth_why[0]) /* "not authorized": say what */
+		set_err(tx->err, sizeof tx->err, "refused: %s", s->auth_why);
+}
+
+const char *store_plugin_sql_refused(const evh_tx *tx)
+{
+	return tx && tx->s->auth_why[0] ? tx->s->auth_why : NULL;
+}
+
 static int configure_db(store *s, const char *path, const char *sync, char *err, size_t errlen)
 {
 	char sql[64], msg[STORE_ERR_LEN];
 	int status;
 
 	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_set_authorizer(s->db, plugin_sql_auth, s);
 	sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
 	status = enable_wal(s->db, path, err, errlen);
 	if (status)
@@ -1547,8 +1627,14 @@ static int migration_apply(store *s, const evh_migration *m, char *err, size_t e
 	char msg[STORE_ERR_LEN] = "";
 	evh_value ver = EVH_INT(m->version);
 	int status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
-	if (!status)
+	if (!status) {
+		s->plugin_sql = 1;
+		s->auth_why[0] = '\0';
 		status = run_simple(s->db, m->sql, msg, sizeof msg);
+		s->plugin_sql = 0;
+		if (status && s->auth_why[0])
+			snprintf(msg, sizeof msg, "refused: %s", s->auth_why);
+	}
 	if (!status)
 		status = stmt_run(s, "INSERT INTO evh_migrations(version, applied_at) VALUES(?, "
 		                  STORE_NOW_SQL ")", &ver, 1, NULL, NULL, msg, sizeof msg);

@@ -85,6 +85,13 @@ evh_tx *store_tx_left_open(store *s);
  * first thread for good. Rows detached by their transaction's end count as
  * this thread's (they only say EVH_ESTATE). */
 int store_tx_mine(const evh_tx *tx);
+/* Around a plugin's SQL on `tx` (evh_exec, evh_query, evh_query_json): on,
+ * the statement is judged by the plugin's limits (no transaction control,
+ * no ATTACH, no PRAGMA but the schema-reading ones, no writes to evh_*
+ * tables); off, a refusal is put in the transaction's error message, and
+ * store_plugin_sql_refused says why (else NULL). */
+void store_plugin_sql(evh_tx *tx, int on);
+const char *store_plugin_sql_refused(const evh_tx *tx);
 int store_rows_mine(const evh_rows *r);
 /* Group commits so far and the transactions committed in them. */
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members);

@@ -1708,6 +1708,40 @@ def test_a_transaction_used_by_another_thread_is_refused_and_the_plugin_serves_o
     assert d.stop(timeout=20) == 0
 
 
+def test_a_plugins_sql_may_not_do_what_is_the_hosts(evhostd, build_dir, tmp_path):
+    # Raw SQL could end the host's transaction (a COMMIT in an event handler
+    # committed the inbox record with half the work, and its retry never
+    # came), write the host's tables (a row put in evh_log by hand skipped
+    # every check of evh_publish and held the relay up for good), and ATTACH
+    # other databases (the sign-outs, other plugins' tables). Refused at
+    # prepare, said; what a plugin does with its own tables goes on.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    other = tmp_path / "other.db"
+    refused = {
+        "COMMIT": "BEGIN, COMMIT, ROLLBACK and savepoints are the host's",
+        "SAVEPOINT x": "BEGIN, COMMIT, ROLLBACK and savepoints are the host's",
+        f"ATTACH DATABASE '{other}' AS o": "a plugin's SQL sees its own database only",
+        "PRAGMA journal_mode = DELETE": "this PRAGMA is the host's",
+        "DELETE FROM evh_inbox": "the evh_ tables are the host's",
+        "UPDATE evh_migrations SET version = 99": "the evh_ tables are the host's",
+        "DROP TABLE evh_log": "the evh_ tables are the host's",
+        "CREATE TABLE evh_mine(x)": "the evh_ tables are the host's",
+    }
+    for sql, why in refused.items():
+        r = d.post("/probe/exec", data=sql)
+        assert r.status_code == 200, (sql, r.text)
+        assert r.json()["rc"] != "ok" and why in r.json()["error"], (sql, r.json())
+        line = [x for x in d.log_text().splitlines() if f'evh_exec "{sql}": refused: ' in x]
+        assert line and why in line[0], (sql, d.log_tail())
+    assert not other.exists()
+    for sql in ("INSERT INTO seen(event_id, type, data) VALUES('x', 't', '{}')",
+                "SELECT count(*) FROM evh_inbox", "PRAGMA table_info(seen)"):
+        r = d.post("/probe/exec", data=sql)
+        assert r.json() == {"rc": "ok", "error": ""}, (sql, r.text)
+    assert d.post("/probe/publish", json={"x": 1}).status_code == 200
+    assert d.stop(timeout=20) == 0
+
+
 def test_a_transaction_begun_on_another_instance_is_refused(evhostd, build_dir):
     # Two instances of one .so share its statics: a handler of one could
     # begin a transaction on the other's database, which the check after the

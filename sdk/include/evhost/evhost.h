@@ -608,7 +608,8 @@ static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_
 
 /* Register a route. Only during init. Patterns are matched segment by
  * segment; literal segments win over {captures}. Two plugins may not
- * register the same method and pattern (the second init fails). Returns
+ * register the same method and pattern (the second init fails), nor one of
+ * the paths the host serves (/healthz, /readyz, /metrics, /admin...). Returns
  * EVH_OK; EVH_EINVAL for a route refused (bad method, pattern or flags, a
  * conflict), EVH_ENOMEM when the host is out of memory, EVH_ESTATE outside
  * init: each logged with the reason (but EVH_EINVAL for NULL arguments or a
@@ -865,7 +866,10 @@ static inline void evh_tx_rollback(evh_tx *tx) { evh__api->tx_rollback(tx); }
 static inline const char *evh_tx_error(evh_tx *tx) { return evh__api->tx_error(tx); }
 
 /* Run one SQL statement with `?` binds. *changes (optional) gets the number
- * of rows changed. EVH_ECONSTRAINT on a unique/check violation. */
+ * of rows changed. EVH_ECONSTRAINT on a unique/check violation. EVH_EINVAL
+ * for what is the host's (here, in evh_query and in migrations): transaction
+ * control, ATTACH/DETACH, PRAGMAs but the schema-reading ones, and writes to
+ * evh_* tables ("refused: ..." in evh_tx_error and the log). */
 static inline int evh_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                            int64_t *changes)
 {
@@ -1047,7 +1051,8 @@ static inline void evh_span_end(evh_span *span, const char *error)
  * back with its values (a plugin disabled by a reload leaves /metrics until
  * it is enabled again). `name`: a Prometheus metric name of 1 to 64 bytes
  * (letters, digits, '_', ':'; not a digit first), not starting with
- * "evhost_" (the host's); a counter's should end in "_total", a
+ * "evhost_" or "process_" (the host's), nor sharing a series name with a
+ * histogram's NAME_bucket/_sum/_count (either way); a counter's should end in "_total", a
  * histogram's in "_seconds". Plugins may share a name when they declare
  * it alike (type, label): each has its own series. `help`: one line of 1
  * to 256 bytes of UTF-8, without a backslash. `label`: letters, digits and
