@@ -197,6 +197,30 @@ static int check_sub_retry(evh_plugin *p, const evh_subscription *sub)
 	return 0;
 }
 
+/* Kafka's legal topic names: [a-zA-Z0-9._-]{1,249}. */
+static int valid_topic(const char *t)
+{
+	size_t n = 0;
+	if (!t || !*t)
+		return 0;
+	for (; t[n]; n++) {
+		char c = t[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '.' || c == '_' || c == '-'))
+			return 0;
+	}
+	return n <= 249 && strcmp(t, ".") && strcmp(t, "..");
+}
+
+/* A ce_type as a header carries it: UTF-8 text without control characters. */
+static int type_text_ok(const char *t)
+{
+	for (const char *c = t; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			return 0;
+	return json_utf8_error(t, strlen(t)) < 0;
+}
+
 static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 {
 	const settings *s;
@@ -216,6 +240,22 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	if (p->status != PLUGIN_INITIALIZING) {
 		plugin_error(p, "subscriptions can only be added during init");
 		return EVH_ESTATE;
+	}
+	/* A name Kafka refuses names no topic, and a type longer than the
+	 * consumer keeps (or not text) matches no event: every event of the
+	 * topic would be dead-lettered for want of a handler. */
+	if (!valid_topic(sub->topic)) {
+		plugin_error(p, "subscribe: topic '%.260s' is not a Kafka topic name (1-249 of a-z A-Z "
+		                "0-9 . _ -, not . or ..)",
+		             sub->topic);
+		return EVH_EINVAL;
+	}
+	if (sub->type && (!type_text_ok(sub->type) ||
+	                  strlen(sub->type) >= sizeof ((ce_meta *)NULL)->type)) {
+		plugin_error(p, "subscribe to %s: the type is longer than %zu bytes, holds a control "
+		                "character or is not UTF-8: no event could match it",
+		             sub->topic, sizeof ((ce_meta *)NULL)->type - 1);
+		return EVH_EINVAL;
 	}
 	if (sub->struct_size >= offsetof(evh_subscription, reserved) && check_sub_retry(p, sub))
 		return EVH_EINVAL;
@@ -246,21 +286,6 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	}
 	p->nsubs++;
 	return EVH_OK;
-}
-
-/* Kafka's legal topic names: [a-zA-Z0-9._-]{1,249}. */
-static int valid_topic(const char *t)
-{
-	size_t n = 0;
-	if (!t || !*t)
-		return 0;
-	for (; t[n]; n++) {
-		char c = t[n];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return n <= 249 && strcmp(t, ".") && strcmp(t, "..");
 }
 
 /* OpenTelemetry's messaging conventions, and CloudEvents'. */
@@ -329,6 +354,12 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 			             !type || !*type ? "no type (the event's ce_type)" : "no data (NULL)");
 		return EVH_EINVAL;
 	}
+	if (!type_text_ok(type)) {
+		plugin_error(p, "publish to %s: the type holds a control character or is not UTF-8 "
+		                "(it is the ce_type header)",
+		             topic);
+		return EVH_EINVAL;
+	}
 	if (strlen(type) >= sizeof ((ce_meta *)NULL)->type) {
 		plugin_error(p, "publish to %s: type is longer than %zu bytes (its ce_type header"
 		                " would be cut)",
@@ -393,6 +424,13 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	row.data = (char *)json;
 	row.data_len = len;
 	if (other_plugin(p, "evh_publish")) {
+		rc = EVH_ESTATE;
+	} else if (p->in_fini) {
+		/* The relay has stopped for this plugin: the event would wait in
+		 * its outbox for a next start that a reload may never give it. */
+		plugin_error(p, "publish to %s in fini: refused (the plugin's events are no longer "
+		                "sent; publish before it stops)",
+		             topic);
 		rc = EVH_ESTATE;
 	} else if (!tx && !p->store) { /* not during check */
 		plugin_error(p, "publish to %s: only once the plugin has started", topic);

@@ -590,8 +590,9 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 	size_t sent = 0;
 
 	if (resp->status < 200 || resp->status > 599) {
-		log_error("http", "%s %s: handler set invalid status %d", req->method, req->path,
-		          resp->status);
+		log_error("http", "%s %s: the handler of plugin '%s' set status %d (not 200-599): "
+		                  "answered 500",
+		          req->method, req->path, req->plugin ? req->plugin->name : "?", resp->status);
 		resp_free(resp);
 		problem(resp, 500, "internal", "the handler produced an invalid response");
 	}

@@ -1213,35 +1213,36 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 
 static const char *or_null(const char *s) { return s[0] ? s : NULL; }
 
-const char *kafka_ev_id(const evh_event *ev) { return ev->id; }
-const char *kafka_ev_type(const evh_event *ev) { return ev->meta.type; }
+/* A NULL event (a plugin's bug) reads as nothing, as a NULL request does. */
+const char *kafka_ev_id(const evh_event *ev) { return ev ? ev->id : NULL; }
+const char *kafka_ev_type(const evh_event *ev) { return ev ? ev->meta.type : NULL; }
 /* A header too long for its buffer reads as absent: a cut value would pass
  * for the producer's. */
 const char *kafka_ev_source(const evh_event *ev)
 {
-	return ev->meta.source_cut ? NULL : or_null(ev->meta.source);
+	return !ev || ev->meta.source_cut ? NULL : or_null(ev->meta.source);
 }
 const char *kafka_ev_time(const evh_event *ev)
 {
-	return ev->meta.time_cut ? NULL : or_null(ev->meta.time);
+	return !ev || ev->meta.time_cut ? NULL : or_null(ev->meta.time);
 }
-const char *kafka_ev_topic(const evh_event *ev) { return ev->topic; }
-int32_t kafka_ev_partition(const evh_event *ev) { return ev->partition; }
-int64_t kafka_ev_offset(const evh_event *ev) { return ev->offset; }
-int kafka_ev_attempt(const evh_event *ev) { return ev->attempt; }
+const char *kafka_ev_topic(const evh_event *ev) { return ev ? ev->topic : NULL; }
+int32_t kafka_ev_partition(const evh_event *ev) { return ev ? ev->partition : -1; }
+int64_t kafka_ev_offset(const evh_event *ev) { return ev ? ev->offset : -1; }
+int kafka_ev_attempt(const evh_event *ev) { return ev ? ev->attempt : 0; }
 
 const char *kafka_ev_key(const evh_event *ev, size_t *len)
 {
 	if (len)
-		*len = ev->key_len;
-	return ev->key;
+		*len = ev ? ev->key_len : 0;
+	return ev ? ev->key : NULL;
 }
 
 const char *kafka_ev_data(const evh_event *ev, size_t *len)
 {
 	if (len)
-		*len = ev->data_len;
-	return ev->data;
+		*len = ev ? ev->data_len : 0;
+	return ev ? ev->data : NULL;
 }
 
 const char *kafka_ev_header(const evh_event *ev, const char *name)
@@ -1249,7 +1250,7 @@ const char *kafka_ev_header(const evh_event *ev, const char *name)
 	/* The SDK hands handlers a const event; the copies are made on the
 	 * consumer's thread, the only one that sees the event. */
 	evh_event *w = (evh_event *)ev;
-	if (!name)
+	if (!ev || !name)
 		return NULL;
 	if (w->hdrs && !w->hdrs_copied) {
 		if (event_copy_headers(w, w->hdrs)) {
@@ -1269,7 +1270,8 @@ void kafka_ev_set_error(const evh_event *ev, const char *message)
 	/* The SDK hands handlers a const event; the error buffer is the one
 	 * field they may write, and the event itself is never const. */
 	evh_event *w = (evh_event *)ev;
-	snprintf(w->error, sizeof w->error, "%s", message ? message : "");
+	if (w)
+		snprintf(w->error, sizeof w->error, "%s", message ? message : "");
 }
 
 /* ------------------------------------------------------------ consumer */

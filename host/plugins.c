@@ -780,7 +780,9 @@ void plugin_destroy(evh_plugin *p)
 	else if (p->inited && p->desc->fini) {
 		evh_tx *left;
 		crash_enter_call(p->name, "fini");
+		p->in_fini = 1;
 		p->desc->fini(p, p->state);
+		p->in_fini = 0;
 		crash_leave();
 		if ((left = store_tx_left_open(p->store))) {
 			store_tx_rollback(left); /* or closing the store would wait for it */

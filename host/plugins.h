@@ -41,6 +41,7 @@ struct evh_plugin {
 	const evh_plugin_desc *desc;
 	void *state; /* from init */
 	int inited;  /* init succeeded: fini is owed */
+	int in_fini; /* its fini runs: the relay has stopped for it (no publishing) */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	_Atomic plugin_state status; /* written by the main thread, read by workers */
 	int restarting; /* while DRAINING: a new instance follows (set before status) */

@@ -1742,6 +1742,25 @@ def test_a_plugins_sql_may_not_do_what_is_the_hosts(evhostd, build_dir, tmp_path
     assert d.stop(timeout=20) == 0
 
 
+def test_publish_and_subscribe_refuse_what_could_never_be_delivered(evhostd, build_dir):
+    # evh_publish in fini returned OK and its event stayed in the outbox with
+    # the relay stopped for the plugin (for good, if a reload removed it);
+    # a type with control characters went out as the ce_type header; a
+    # subscription to a name Kafka refuses was taken and waited for ever.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false", fini_publish="true")})
+    r = d.post("/probe/publish?type=a%0Ab", json={"x": 1})
+    assert r.status_code == 500, r.text
+    assert ("publish to probe.events: the type holds a control character or is not UTF-8"
+            in d.log_text()), d.log_tail()
+    assert d.stop(timeout=20) == 0
+    text = d.log_text()
+    assert "probe: fini publish gave not allowed in this state" in text, text
+    assert "in fini: refused (the plugin's events are no longer sent" in text, text
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic="has space")}, wait=False)
+    assert d.wait(timeout=30) == 1
+    assert "subscribe: topic 'has space' is not a Kafka topic name" in d.log_text(), d.log_tail()
+
+
 def test_a_transaction_begun_on_another_instance_is_refused(evhostd, build_dir):
     # Two instances of one .so share its statics: a handler of one could
     # begin a transaction on the other's database, which the check after the
