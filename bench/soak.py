@@ -39,6 +39,7 @@ import run as bench  # noqa: E402  (Proc, rss_kb, free_port, wait_until, version
 SAMPLE_S = 10
 DRAIN_S = 300  # at most, after the load, for the mails still to come
 WARMUP_S = 60  # growth is measured from the end of the first minute
+RELOGIN_S = 1800  # a long-lived client's new token, well inside user.so's token_ttl (1 h)
 ADMIN_EMAIL = "soak-admin@example.com"
 ADMIN_PASSWORD = "soak admin password"
 PASSWORD = "soak password 1"
@@ -253,7 +254,12 @@ class Soak:
         with self.lock:
             self.emails.append(email)
             self.counts["users"] += 1
+        logged_in = time.monotonic()
         while not self.stop_flag.is_set():
+            if time.monotonic() - logged_in > RELOGIN_S:  # user.so's tokens last an hour
+                c = self.conn()
+                tok, logged_in = self.login(c, email, PASSWORD) or tok, time.monotonic()
+                c.close()
             try:
                 s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
                 s.sendall(("GET /notifications/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -282,7 +288,10 @@ class Soak:
     def admin(self, broadcast_every):
         c = self.conn()
         tok, last_broadcast = self.login(c, ADMIN_EMAIL, ADMIN_PASSWORD), time.monotonic()
+        logged_in = time.monotonic()
         while not self.stop_flag.wait(5):
+            if time.monotonic() - logged_in > RELOGIN_S:
+                tok, logged_in = self.login(c, ADMIN_EMAIL, ADMIN_PASSWORD) or tok, time.monotonic()
             self.call(c, "metrics", "GET", "/metrics")
             if tok and time.monotonic() - last_broadcast >= broadcast_every:
                 last_broadcast = time.monotonic()
