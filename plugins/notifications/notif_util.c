@@ -114,7 +114,11 @@ int notif_smtp_url_check(const char *url, char *why, size_t size)
 	long v;
 
 	if (!url || (strncmp(url, "smtp://", 7) && strncmp(url, "smtps://", 8))) {
-		snprintf(why, size, "must start with smtp:// or smtps:// (got \"%s\")", url ? url : "");
+		/* Only up to "://": what follows may hold user:password@. */
+		const char *sep = url ? strstr(url, "://") : NULL;
+		size_t shown = !url ? 0 : sep ? (size_t)(sep - url) + 3 : strcspn(url, ":@/");
+		snprintf(why, size, "must start with smtp:// or smtps:// (got \"%.*s%s\")", (int)shown,
+		         url ? url : "", url && url[shown] ? "..." : "");
 		return -1;
 	}
 	h = strstr(url, "//") + 2;

@@ -646,6 +646,10 @@ static void test_smtp_url(void **state)
 	/* The user part may hold a password: never said. */
 	assert_int_equal(notif_smtp_url_check("smtp://me:secret@host:99999", why, sizeof why), -1);
 	assert_null(strstr(why, "secret"));
+	assert_int_equal(notif_smtp_url_check("http://me:secret@host", why, sizeof why), -1);
+	assert_string_equal(why, "must start with smtp:// or smtps:// (got \"http://...\")");
+	assert_int_equal(notif_smtp_url_check("me:secret@host", why, sizeof why), -1);
+	assert_null(strstr(why, "secret"));
 }
 
 static void test_cursor_roundtrip_and_rejects(void **state)
