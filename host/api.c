@@ -21,6 +21,7 @@
 #include "store.h"
 #include "stream.h"
 #include "toobig.h"
+#include "topics.h"
 #include "trace.h"
 
 const char *host_strerror(int status)
@@ -197,21 +198,6 @@ static int check_sub_retry(evh_plugin *p, const evh_subscription *sub)
 	return 0;
 }
 
-/* Kafka's legal topic names: [a-zA-Z0-9._-]{1,249}. */
-static int valid_topic(const char *t)
-{
-	size_t n = 0;
-	if (!t || !*t)
-		return 0;
-	for (; t[n]; n++) {
-		char c = t[n];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
-			return 0;
-	}
-	return n <= 249 && strcmp(t, ".") && strcmp(t, "..");
-}
-
 /* A ce_type as a header carries it: UTF-8 text without control characters. */
 static int type_text_ok(const char *t)
 {
@@ -244,9 +230,9 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 	/* A name Kafka refuses names no topic, and a type longer than the
 	 * consumer keeps (or not text) matches no event: every event of the
 	 * topic would be dead-lettered for want of a handler. */
-	if (!valid_topic(sub->topic)) {
-		plugin_error(p, "subscribe: topic '%.260s' is not a Kafka topic name (1-249 of a-z A-Z "
-		                "0-9 . _ -, not . or ..)",
+	if (!topics_name_ok(sub->topic)) {
+		plugin_error(p, "subscribe: topic '%.260s' is not a Kafka topic name (" TOPICS_NAME_RULE
+		                ")",
 		             sub->topic);
 		return EVH_EINVAL;
 	}
@@ -344,10 +330,10 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	json_status js;
 	int rc;
 
-	if (!p || !valid_topic(topic) || !type || !*type || !json) {
-		if (p && !valid_topic(topic))
-			plugin_error(p, "publish: topic '%.260s' is not a Kafka topic name (1-249 of "
-			                "a-z A-Z 0-9 . _ -, not . or ..)",
+	if (!p || !topics_name_ok(topic) || !type || !*type || !json) {
+		if (p && !topics_name_ok(topic))
+			plugin_error(p, "publish: topic '%.260s' is not a Kafka topic name (" TOPICS_NAME_RULE
+			                ")",
 			             topic ? topic : "(null)");
 		else if (p)
 			plugin_error(p, "publish to %s: %s", topic,
@@ -524,11 +510,13 @@ static int plugin_sql_done(evh_tx *tx, const char *call, const char *sql, int rc
 	return EVH_EINVAL;
 }
 
+/* NULL `tx` or `sql` is the store's to refuse: foreign_tx and
+ * store_plugin_sql take NULL as nothing to judge. */
 static int api_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                     int64_t *changes)
 {
-	if (!tx || !sql || foreign_tx(tx, NULL, "evh_exec"))
-		return tx && sql ? EVH_ESTATE : store_exec(tx, sql, args, nargs, changes);
+	if (foreign_tx(tx, NULL, "evh_exec"))
+		return EVH_ESTATE;
 	store_plugin_sql(tx, 1);
 	return plugin_sql_done(tx, "evh_exec", sql, store_exec(tx, sql, args, nargs, changes));
 }
@@ -536,10 +524,10 @@ static int api_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t n
 static int api_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                      evh_rows **rows)
 {
-	if (!tx || !sql || foreign_tx(tx, NULL, "evh_query")) {
-		if (tx && sql && rows)
+	if (foreign_tx(tx, NULL, "evh_query")) {
+		if (rows)
 			*rows = NULL;
-		return tx && sql ? EVH_ESTATE : store_query(tx, sql, args, nargs, rows);
+		return EVH_ESTATE;
 	}
 	store_plugin_sql(tx, 1);
 	return plugin_sql_done(tx, "evh_query", sql, store_query(tx, sql, args, nargs, rows));
@@ -548,8 +536,8 @@ static int api_query(evh_tx *tx, const char *sql, const evh_value *args, size_t 
 static int api_query_json(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
                           char **json, size_t *len)
 {
-	if (!tx || !sql || foreign_tx(tx, NULL, "evh_query_json"))
-		return tx && sql ? EVH_ESTATE : store_query_json(tx, sql, args, nargs, json, len);
+	if (foreign_tx(tx, NULL, "evh_query_json"))
+		return EVH_ESTATE;
 	store_plugin_sql(tx, 1);
 	return plugin_sql_done(tx, "evh_query_json", sql,
 	                       store_query_json(tx, sql, args, nargs, json, len));

@@ -7,7 +7,7 @@
 #include <cjson/cJSON.h>
 #include <evhost/evhost.h>
 
-#include "../common/topics.h"
+#include "../../host/topics.h"
 #include "crud_logic.h"
 
 #define CRUD_TOPIC_MAX TOPICS_NAME_MAX

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "../common/topics.h"
+#include "../../host/topics.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 

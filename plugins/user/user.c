@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "../common/topics.h"
+#include "../../host/topics.h"
 
 static const evh_config_key user_config[] = {
     {"topic.created", EVH_CFG_STRING, "USER_CREATED", 0, "topic of user.created events"},

@@ -1,6 +1,6 @@
 /* crud.so's pure rules (plugins/crud/crud_logic.c) and the pagination
  * helpers it shares with user.so (plugins/common/paging.c), and the topic
- * names every plugin's check takes (plugins/common/topics.c), compiled in
+ * names every plugin's check takes (host/topics.c), compiled in
  * directly: they make no SDK calls. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,7 +13,7 @@
 
 #include "../../plugins/common/paging.c"
 #include "../../plugins/common/query.c"
-#include "../../plugins/common/topics.c"
+#include "../../host/topics.c"
 #include "../../plugins/crud/crud_logic.c"
 
 static int setup_sodium(void **state)

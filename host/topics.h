@@ -1,9 +1,10 @@
-/* Kafka topic names as the plugins' configuration checks take them: a topic
- * key whose value Kafka would refuse is said at its line by the check (and
- * --check-config), not found by a start that fails to subscribe or by every
- * publish failing. Pure, no SDK calls, so unit tests compile topics.c in. */
-#ifndef EVH_PLUGINS_TOPICS_H
-#define EVH_PLUGINS_TOPICS_H
+/* Kafka topic names: the one rule the host (evh_publish, evh_subscribe) and
+ * the plugins' configuration checks (a topic key whose value Kafka would
+ * refuse is said at its line, not found by a start that fails to subscribe
+ * or by every publish failing) hold names to. Pure, no SDK calls: plugins
+ * and unit tests compile topics.c in, as they do json.c. */
+#ifndef EVHOST_TOPICS_H
+#define EVHOST_TOPICS_H
 #include <stddef.h>
 
 #define TOPICS_NAME_MAX 249 /* Kafka's limit */
