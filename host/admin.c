@@ -312,27 +312,25 @@ static int json_int(const cJSON *v, double min, double max, int64_t *out)
  * -1 after a 422 naming the first that is not: a misspelt field must not
  * quietly become its default, which for these requests is "every dead letter"
  * or "every topic". `where` is the object's place in the body ("" for the
- * body itself). */
+ * body itself); `keys` has at least one. */
 static int only_keys(const cJSON *o, const char *where, const char *const *keys,
                      evh_response *resp)
 {
 	const cJSON *m;
 	char field[160], known[160];
-	size_t used = 0;
 	cJSON_ArrayForEach(m, o) {
-		size_t i = 0;
+		size_t i = 0, used = 0;
 		while (keys[i] && strcmp(keys[i], m->string))
 			i++;
 		if (keys[i])
 			continue;
-		known[0] = '\0';
 		for (i = 0; keys[i] && used < sizeof known; i++)
 			used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
 			                         i ? ", " : "", keys[i]);
 		snprintf(field, sizeof field, "%s%s%.100s", where, *where ? "." : "", m->string);
 		problem(resp, 422, "validation", field, "unknown field '%s'%s: %s takes %s", field,
 		        strlen(m->string) > 100 ? " (shortened)" : "", *where ? where : "this request",
-		        i ? known : "no fields");
+		        known);
 		return -1;
 	}
 	return 0;

@@ -202,6 +202,12 @@ static ssize_t section_index(const cfg *c, const char *name)
 	return -1;
 }
 
+const cfg_section *cfg_section_find(const cfg *c, const char *name)
+{
+	ssize_t i = section_index(c, name);
+	return i < 0 ? NULL : &c->sections[i];
+}
+
 static void note_section(cfg *c, const char *name, const char *file, int line)
 {
 	cfg_section *v;

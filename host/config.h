@@ -52,6 +52,8 @@ void cfg_free(cfg *c);
 int cfg_load_string(cfg *c, const char *text, const char *file, diag *d);
 
 const cfg_entry *cfg_find(const cfg *c, const char *section, const char *key);
+/* The section `name` as first seen, or NULL. */
+const cfg_section *cfg_section_find(const cfg *c, const char *name);
 const char *cfg_get(const cfg *c, const char *section, const char *key);
 
 /* Validate one section's keys against a schema (the plugin descriptor's

@@ -317,7 +317,6 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 /* The handler's own stack, per thread that runs plugin code: a stack that
  * overflowed has no room left for the handler, which the kernel could not
  * start then (the daemon died without its line). Guarded below. */
-
 void *crash_thread_enter(void)
 {
 	stack_t ss;

@@ -581,16 +581,12 @@ static void check_file(const evh_plugin *p, const cfg *c, const cfg_entry *e,
 {
 	struct stat st;
 	int want_dir = k->type == EVH_CFG_DIR;
+	const cfg_section *sec = e ? NULL : cfg_section_find(c, p->section);
+	const char *file = e ? e->file : sec ? sec->file : NULL;
+	const char *dflt = e ? "" : " (its default: set it)";
+	int line = e ? e->line : sec ? sec->line : 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-	const char *file = e ? e->file : NULL, *dflt = e ? "" : " (its default: set it)";
-	int line = e ? e->line : 0;
 
-	if (!e)
-		for (size_t i = 0; i < c->nsections; i++)
-			if (!strcmp(c->sections[i].name, p->section)) {
-				file = c->sections[i].file;
-				line = c->sections[i].line;
-			}
 	if (fd < 0) {
 		diag_add(d, file, line, "[%s] %s: cannot read '%s'%s: %s", p->section, k->name, path,
 		         dflt, strerror(errno));

@@ -1142,19 +1142,24 @@ static int plugin_sql_auth(void *ud, int action, const char *a, const char *b, c
 	return SQLITE_DENY;
 }
 
+/* Judge what is prepared from now on as a plugin's SQL (on), or no longer:
+ * then the authorizer's refusal, if any ("" when none). */
+static const char *plugin_sql_set(store *s, int on)
+{
+	s->plugin_sql = on;
+	if (on)
+		s->auth_why[0] = '\0';
+	return s->auth_why;
+}
+
 void store_plugin_sql(evh_tx *tx, int on)
 {
-	store *s = tx ? tx->s : NULL;
-	if (!s)
+	const char *why;
+	if (!tx)
 		return;
-	if (on) {
-		s->plugin_sql = 1;
-		s->auth_why[0] = '\0';
-		return;
-	}
-	s->plugin_sql = 0;
-	if (s->auth_why[0]) /* "not authorized": say what */
-		set_err(tx->err, sizeof tx->err, "refused: %s", s->auth_why);
+	why = plugin_sql_set(tx->s, on);
+	if (!on && *why) /* SQLite says "not authorized": say what */
+		set_err(tx->err, sizeof tx->err, "refused: %s", why);
 }
 
 const char *store_plugin_sql_refused(const evh_tx *tx)
@@ -1628,12 +1633,12 @@ static int migration_apply(store *s, const evh_migration *m, char *err, size_t e
 	evh_value ver = EVH_INT(m->version);
 	int status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
 	if (!status) {
-		s->plugin_sql = 1;
-		s->auth_why[0] = '\0';
+		const char *why;
+		plugin_sql_set(s, 1);
 		status = run_simple(s->db, m->sql, msg, sizeof msg);
-		s->plugin_sql = 0;
-		if (status && s->auth_why[0])
-			snprintf(msg, sizeof msg, "refused: %s", s->auth_why);
+		why = plugin_sql_set(s, 0);
+		if (status && *why)
+			snprintf(msg, sizeof msg, "refused: %s", why);
 	}
 	if (!status)
 		status = stmt_run(s, "INSERT INTO evh_migrations(version, applied_at) VALUES(?, "

@@ -399,6 +399,10 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"offset": [0]})
     assert r.status_code == 422 and r.json()["field"] == "offset", r.text
     assert r.json()["detail"] == "unknown field 'offset': this request takes offsets"
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"o" * 300: 1})
+    assert r.status_code == 422 and r.json()["field"] == "o" * 100, r.text
+    assert r.json()["detail"] == (f"unknown field '{'o' * 100}' (shortened): this request "
+                                  "takes offsets"), r.text
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(),
                json={"offsets": [{"partiton": 1, "offset": 0}]})
     assert r.status_code == 422 and r.json()["field"] == "offsets[0].partiton", r.text

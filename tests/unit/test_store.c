@@ -184,6 +184,18 @@ static void test_migration_failure_keeps_earlier(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'b'"), 1);
 	/* 3 ran in its own transaction: its first statement was undone too. */
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'c'"), 0);
+	/* What is the host's, refused by the authorizer and said, not run. */
+	const evh_migration host_s[] = {
+	    {3, "CREATE TABLE d(x); DELETE FROM evh_migrations;"},
+	    {4, "ATTACH DATABASE ':memory:' AS o;"},
+	};
+	for (size_t i = 0; i < 2; i++) {
+		assert_int_not_equal(store_migrate(f->s, &host_s[i], 1, err, sizeof err), EVH_OK);
+		assert_non_null(strstr(err, i ? "migration 4 failed: refused: ATTACH"
+		                               : "migration 3 failed: refused: the evh_ tables"));
+	}
+	assert_int_equal(query_int(f->s, "SELECT MAX(version) FROM evh_migrations"), 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'd'"), 0);
 }
 
 static void test_migration_downgrade_and_invalid(void **state)
