@@ -2247,7 +2247,7 @@ static int handle_civetweb_error(struct mg_connection *conn, int status, const c
 		/* civetweb 1.15 says this of a method it does not know (and of
 		 * TRACE): RFC 9110 15.6.2 has 501 for it, naming the method. */
 		status = 501;
-		snprintf(why, sizeof why, "the method %.32s is not implemented by this server",
+		snprintf(why, sizeof why, "this server does not support the method %.32s",
 		         ri->request_method);
 		msg = why;
 	} else if (!msg || !*msg) {

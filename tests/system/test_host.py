@@ -586,7 +586,7 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
         r = requests.request(method, d.url + "/probe/seen", timeout=10)
         assert r.status_code == 501, (method, r.text)
         assert r.json()["type"].endswith("/not-implemented"), r.text
-        assert r.json()["detail"] == f"the method {method} is not implemented by this server"
+        assert r.json()["detail"] == f"this server does not support the method {method}"
     # A known method refused for something else stays 400; a version civetweb
     # does not speak is 505 with its own type and title.
     for line, status, kind in ((b"GET /probe/seen", 400, "bad-request"),
@@ -1688,7 +1688,7 @@ def test_a_handler_leaving_its_transaction_open_gets_500_and_the_plugin_serves_o
     assert d.stop(timeout=20) == 0
 
 
-@pytest.mark.parametrize("how", ["commit", "exec"])
+@pytest.mark.parametrize("how", ["commit", "exec", "rows"])
 def test_a_transaction_used_by_another_thread_is_refused_and_the_plugin_serves_on(
         evhostd, build_dir, how):
     # A transaction belongs to the thread that began it (which holds the
@@ -1702,8 +1702,9 @@ def test_a_transaction_used_by_another_thread_is_refused_and_the_plugin_serves_o
     d.wait_for_log(f"probe: foreign {how} gave ", timeout=10)
     text = d.log_text()
     assert f"probe: foreign {how} gave {'not allowed in this state'}" in text, d.log_tail()
-    assert (f"a plugin's own thread: evh_{'tx_commit' if how == 'commit' else 'exec'} on a "
-            "transaction another thread began: refused") in text, d.log_tail()
+    call = {"commit": "tx_commit", "exec": "exec", "rows": "rows_next"}[how]
+    assert (f"a plugin's own thread: evh_{call} on a transaction another thread began: "
+            "refused") in text, d.log_tail()
     assert d.post("/probe/publish", json={"x": 2}, timeout=4).status_code == 200
     assert d.stop(timeout=20) == 0
 
@@ -1774,6 +1775,10 @@ def test_a_transaction_begun_on_another_instance_is_refused(evhostd, build_dir):
     assert f"probe: other instance's tx_begin gave {'not allowed in this state'}" in text, text
     assert ("plugin 'probe': evh_tx_begin on plugin 'probe2': refused (a plugin's callbacks "
             "use the evh_plugin they were given)") in text, text
+    d.wait_for_log("probe: other instance's publish gave ", timeout=10)
+    text = d.log_text()
+    assert f"probe: other instance's publish gave {'not allowed in this state'}" in text, text
+    assert "plugin 'probe': evh_publish on plugin 'probe2': refused" in text, text
     assert d.stop(timeout=20) == 0
 
 
