@@ -31,6 +31,7 @@
 #include "outbox.h"
 #include "revoke.h"
 #include "router.h"
+#include "stopguard.h"
 #include "store.h"
 #include "tls_compat.h"
 #include "trace.h"
@@ -954,7 +955,11 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	p->status = PLUGIN_DRAINING;
 	log_info("host", "plugin '%s': %s, draining", p->name, why);
 	consumer_signal_stop(p, clock_mono_ms() + budget);
+	stopguard_at("a reload's drain of plugin '%s': its consumer (an event handler that has "
+	             "not returned)", p->name);
 	consumer_stop(p);
+	stopguard_at("a reload's drain of plugin '%s': the relay of its outbox (its database "
+	             "held by a transaction still open)", p->name);
 	outbox_remove_plugin(h->outbox, p);
 	if (restart) {
 		http_hold_plugin_routes(h, p);
@@ -964,10 +969,13 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	}
 	p->status = PLUGIN_STOPPED;
 	/* Out of the list already: no new pin; those taken before are let end. */
+	stopguard_at("a reload's drain of plugin '%s': its requests in flight (a route handler "
+	             "that has not returned)", p->name);
 	pthread_mutex_lock(&h->plugins_lock);
 	while (p->pins)
 		pthread_cond_wait(&h->plugins_cv, &h->plugins_lock);
 	pthread_mutex_unlock(&h->plugins_lock);
+	stopguard_at("a reload's drain of plugin '%s': its fini", p->name);
 	plugin_destroy(p);
 }
 
@@ -1213,19 +1221,26 @@ void host_stop(host *h)
 	 * waiting for it are answered before HTTP waits for them to end. */
 	jwks_fetcher_signal_stop(h->jwks);
 	if (h->http) {
+		stopguard_at("HTTP: requests in flight (a route handler that has not returned)");
 		http_stop(h->http);
 		h->http = NULL;
 	}
 	admin_stop(h);
 	for (size_t i = 0; i < h->nplugins; i++)
 		consumer_signal_stop(h->plugins[i], t0 + budget);
-	for (size_t i = 0; i < h->nplugins; i++)
+	for (size_t i = 0; i < h->nplugins; i++) {
+		stopguard_at("plugin '%s': its consumer (an event handler that has not returned)",
+		             h->plugins[i]->name);
 		consumer_stop(h->plugins[i]);
+	}
 	/* Events not sent by now stay in the outboxes on disk and go out at the
 	 * next start, so the flush is bounded by [host] stop_timeout. */
 	if (h->outbox) {
 		int spent = (int)(clock_mono_ms() - t0);
-		int64_t left = outbox_stop(h->outbox, budget - spent > 1000 ? budget - spent : 1000);
+		int64_t left;
+		stopguard_at("the outbox relay (a plugin's database held by a transaction still "
+		             "open, e.g. by a thread of the plugin's own)");
+		left = outbox_stop(h->outbox, budget - spent > 1000 ? budget - spent : 1000);
 		if (left > 0)
 			log_warn("host",
 			         "%lld event(s) still in the outbox after %d ms; they are kept on disk "
@@ -1235,12 +1250,14 @@ void host_stop(host *h)
 	}
 	if (h->kafka) {
 		int rest = budget - (int)(clock_mono_ms() - t0);
+		stopguard_at("the Kafka producer's flush");
 		kafka_stop(h->kafka, rest > 500 ? rest : 500);
 		h->kafka = NULL;
 	}
 	/* Every span has ended: requests, handlers and publishers are done. */
 	if (h->tracing) {
 		int rest = budget - (int)(clock_mono_ms() - t0);
+		stopguard_at("the trace exporter's last batch");
 		trace_stop(rest > 1000 ? rest : 1000);
 		h->tracing = 0;
 	}
@@ -1249,6 +1266,7 @@ void host_stop(host *h)
 			h->plugins[i]->status = PLUGIN_STOPPED;
 		if (h->router)
 			http_remove_plugin_routes(h, h->plugins[i]);
+		stopguard_at("plugin '%s': its fini", h->plugins[i]->name);
 		plugin_destroy(h->plugins[i]);
 	}
 	free(h->plugins);

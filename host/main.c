@@ -6,7 +6,9 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugins.h"
+#include "stopguard.h"
 
 static void usage(FILE *out)
 {
@@ -71,15 +74,63 @@ static struct timespec wait_slice(uint64_t *usec)
 	return ts;
 }
 
+/* A reload runs on the main thread, which takes no signal meanwhile; its
+ * drain waits for the handlers it stops, however long they run. This
+ * thread takes SIGTERM and SIGINT for it: the stop is asked at once (the
+ * guard armed: the reload and the stop after it end within [host]
+ * stop_timeout and STOP_GRACE_MS), and begins when the reload ends. SIGHUP
+ * stays pending for the main thread's next wait. */
+struct reload_watch {
+	atomic_int done;
+	int sig, budget_ms;
+};
+
+static void *reload_watch_main(void *arg)
+{
+	struct reload_watch *w = arg;
+	struct timespec slice = {0, 100 * 1000 * 1000};
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	/* Until the reload ends, even after a stop was asked: the guard may
+	 * end the process first, and a thread that had returned unjoined then
+	 * would be a leak to ThreadSanitizer. */
+	while (!atomic_load(&w->done)) {
+		int sig = sigtimedwait(&set, NULL, &slice);
+		const char *name = sig == SIGTERM ? "SIGTERM" : "SIGINT";
+		if (sig != SIGTERM && sig != SIGINT)
+			continue;
+		if (w->sig) {
+			log_info("host", "%s during a reload: already stopping once it ends", name);
+			continue;
+		}
+		w->sig = sig;
+		log_info("host", "%s during a reload: stopping once the reload ends", name);
+		sd_notify(0, "STOPPING=1\nSTATUS=stopping after the reload under way");
+		stopguard_arm(w->budget_ms, name);
+	}
+	return NULL;
+}
+
+static int stop_budget_ms(const host *h)
+{
+	return h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
+}
+
 /* SIGHUP: tell systemd a reload is under way (RELOADING=1 with the
  * monotonic time it started, as sd_notify(3) asks), and READY=1 once the
  * new configuration runs or was refused. With a watchdog (`usec`, its
  * interval; 0: none) the interval is RELOAD_WATCHDOG_USEC meanwhile
- * (draining a plugin may take a while), and `usec` again after it. */
-static void reload(host *h, uint64_t usec)
+ * (draining a plugin may take a while), and `usec` again after it.
+ * Returns SIGTERM or SIGINT when one came during the reload, else 0. */
+static int reload(host *h, uint64_t usec)
 {
+	struct reload_watch w = {.budget_ms = stop_budget_ms(h)};
 	struct timespec now;
-	int rc;
+	pthread_t watcher;
+	int rc, watching;
 
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	sd_notifyf(0, "RELOADING=1\nSTATUS=reloading the configuration\nMONOTONIC_USEC=%llu",
@@ -89,14 +140,25 @@ static void reload(host *h, uint64_t usec)
 		sd_notifyf(0, "WATCHDOG=1\nWATCHDOG_USEC=%llu", RELOAD_WATCHDOG_USEC);
 	else if (usec)
 		sd_notify(0, "WATCHDOG=1");
+	watching = pthread_create(&watcher, NULL, reload_watch_main, &w) == 0;
+	if (!watching)
+		log_warn("host", "reload: cannot start the thread that takes SIGTERM meanwhile: a "
+		                 "stop asked during this reload waits for its end");
 	admin_reload_begin(h);
 	rc = host_reload(h);
 	admin_reload_end(h, rc);
+	if (watching) {
+		atomic_store(&w.done, 1);
+		pthread_join(watcher, NULL);
+	}
+	if (w.sig)
+		return w.sig;
 	if (usec && usec < RELOAD_WATCHDOG_USEC)
 		sd_notifyf(0, "WATCHDOG_USEC=%llu\nWATCHDOG=1", (unsigned long long)usec);
 	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s%s", h->nplugins,
 	           h->nplugins == 1 ? "" : "s",
 	           rc == 0 ? "" : " (the last reload was refused, see the log)");
+	return 0;
 }
 
 /* A step of the wall clock of at least this much between two looks is said
@@ -158,10 +220,8 @@ static int wait_for_stop(host *h)
 			log_error("host", "sigtimedwait: %s", strerror(e));
 			return -1;
 		}
-		if (sig == SIGHUP) {
-			reload(h, usec);
+		if (sig == SIGHUP && (sig = reload(h, usec)) == 0)
 			continue;
-		}
 		log_info("host", "%s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		return sig;
 	}
@@ -203,7 +263,7 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	const char *conf = EVHOST_DEFAULT_CONF;
-	int check = 0, opt, rc;
+	int check = 0, opt, rc, sig;
 	host h;
 	diag d = {0};
 
@@ -263,9 +323,14 @@ int main(int argc, char **argv)
 	/* Waiting for signals can only fail on a bug (sigtimedwait's EINVAL):
 	 * stopped then, but not cleanly, so that systemd's Restart=on-failure
 	 * starts it again. */
-	rc = wait_for_stop(&h) < 0 ? 1 : 0;
+	sig = wait_for_stop(&h);
+	rc = sig < 0 ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
+	/* A handler that does not return would hold the stop for good. */
+	stopguard_arm(stop_budget_ms(&h), sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM"
+	                                                                            : "stopping");
 	host_stop(&h);
+	stopguard_done();
 	/* A clean stop: the last run did not crash, whatever the one before
 	 * did (its event, not seen again since, is not held against it). */
 	if (rc == 0)

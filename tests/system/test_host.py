@@ -1468,6 +1468,38 @@ def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhos
     assert d.wait(timeout=30) == 0, d.log_tail()
 
 
+def test_a_stop_held_by_a_handler_that_does_not_return_ends_after_stop_timeout(
+        evhostd, build_dir, kafka_bootstrap, unique_name, tmp_path):
+    # An event handler that does not return held SIGTERM as long as it ran:
+    # its consumer is joined. At [host] stop_timeout and 10 s more the stop's
+    # guard ends the process (status 3), naming what the stop waited for. The
+    # event was not committed: the next start handles it again.
+    conf = {"host": {"stop_timeout": "1s"},
+            "plugin.probe": probe_conf(build_dir, topic=unique_name("hold"),
+                                       group=unique_name("g"))}
+    d = evhostd(conf, brokers=kafka_bootstrap)
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    assert d.post("/probe/publish?key=k", json={"hold_while": str(hold)}).status_code == 200
+    d.wait_for_log("probe: event held while", timeout=60)
+    asked = time.monotonic()
+    d.send_signal(signal.SIGTERM)
+    code = d.wait(timeout=120)
+    took = time.monotonic() - asked
+    assert code == 3, d.log_tail()
+    # The handler would have held it for a minute (hold_while's own limit).
+    assert 11 <= took < 50, (took, d.log_tail())
+    assert ("SIGTERM: the stop has not ended within [host] stop_timeout (1000 ms) and 10 s "
+            "more: still waiting for plugin 'probe': its consumer (an event handler that has "
+            "not returned); exiting now (status 3) without the plugins' fini") in d.log_text()
+    hold.unlink()
+
+    again = evhostd(conf, brokers=kafka_bootstrap, state_dir=d.state_dir)
+    seen = lib.probe_wait_seen(again, 1, timeout=60)
+    assert len(seen) == 1, seen
+    assert again.stop() == 0, again.log_tail()
+
+
 def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, unique_name,
                                           otel_collector):
     # evhostd's own readings of the wall clock are 10 minutes ahead of the

@@ -193,6 +193,62 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     assert d.get("/probe/seen").status_code == 404
 
 
+def hold_probe_in_a_reload(d, build_dir):
+    """The probe holds an event while the file returned exists; the probe
+    is disabled and a reload begun, whose drain waits for that handler."""
+    hold = d.config_dir / "hold"
+    hold.write_text("")
+    assert d.post("/probe/publish", json={"hold_while": str(hold)}).status_code == 200
+    lib.wait_until(lambda: "probe: event held while" in d.log_text(), timeout=60,
+                   message="the probe holding the event")
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: "plugin 'probe': disabled, draining" in d.log_text(), timeout=30,
+                   message="the probe draining")
+    return hold
+
+
+def test_sigterm_during_a_reload_is_taken_at_once_and_bounded(evhostd, build_dir):
+    # The main thread takes no signal while a reload runs, and the drain
+    # waits for a handler however long it runs: SIGTERM went unseen until
+    # the handler returned. It is now said at once, and the reload and the
+    # stop after it end within [host] stop_timeout and 10 s more (status 3,
+    # naming the drain).
+    d = evhostd({"host": {"stop_timeout": "1s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)})
+    hold = hold_probe_in_a_reload(d, build_dir)
+    try:
+        asked = time.monotonic()
+        d.send_signal(signal.SIGTERM)
+        d.wait_for_log("SIGTERM during a reload: stopping once the reload ends", timeout=5)
+        code = d.wait(timeout=120)
+        took = time.monotonic() - asked
+    finally:
+        hold.unlink()
+    assert code == 3, d.log_tail()
+    assert 11 <= took < 50, (took, d.log_tail())
+    assert ("still waiting for a reload's drain of plugin 'probe': its consumer (an event "
+            "handler that has not returned); exiting now (status 3)") in d.log_text()
+
+
+def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, build_dir):
+    # The handler returns within the stop's time: the reload ends, then the
+    # stop asked meanwhile runs as any other (status 0); SIGHUP still works
+    # up to then.
+    d = evhostd({"host": {"stop_timeout": "5s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)})
+    hold = hold_probe_in_a_reload(d, build_dir)
+    d.send_signal(signal.SIGTERM)
+    d.wait_for_log("SIGTERM during a reload: stopping once the reload ends", timeout=5)
+    assert d.proc.poll() is None
+    hold.unlink()
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert text.index("SIGTERM during a reload") < text.index("reload done") < \
+        text.index("SIGTERM: stopping") < text.rindex("stopped"), d.log_tail()
+    assert "exiting now" not in text
+
+
 def build_hello(tmp_path, version, greeting, fail_init=False, greetings_type="COUNTER"):
     """The SDK's example plugin built as `version`, greeting `greeting` when
     no name is given (GET /hello), or failing in init, its greetings metric
