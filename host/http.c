@@ -296,9 +296,12 @@ int http_resp_header(evh_response *resp, const char *name, const char *value)
 	char *n, *v;
 	if (!resp || !header_name_ok(name) || !header_value_ok(value))
 		return EVH_EINVAL;
-	/* The host writes these itself; a second copy would corrupt framing. */
+	/* The host writes these itself: a second copy would corrupt framing
+	 * (Content-Length, Transfer-Encoding, Connection), or give the client
+	 * two request ids to quote, or two dates. */
 	if (!strcasecmp(name, "Content-Length") || !strcasecmp(name, "Transfer-Encoding") ||
-	    !strcasecmp(name, "Connection"))
+	    !strcasecmp(name, "Connection") || !strcasecmp(name, "X-Request-Id") ||
+	    !strcasecmp(name, "Date"))
 		return EVH_EINVAL;
 	if (!strcasecmp(name, "Content-Type")) {
 		v = strdup(value);
@@ -434,7 +437,12 @@ static void problem(evh_response *resp, int status, const char *slug, const char
 	http_resp_problem(resp, status, slug, NULL, detail, NULL); /* sets the status anyway */
 }
 
-static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
+/* 205 has no content either (RFC 9110 15.3.6), but, unlike 204 and 304, a
+ * client knows that only from its Content-Length: 0 (RFC 9112 6.3). */
+static int status_has_body(int status)
+{
+	return status >= 200 && status != 204 && status != 205 && status != 304;
+}
 
 /* Does the comma-separated header value contain `token` (any case)? */
 static int header_has_token(const char *v, const char *token)
@@ -585,7 +593,7 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 	char line[64];
 	const char *reason;
 	headbuf *b;
-	int head = !strcmp(req->method, "HEAD"), keep, has_date = 0;
+	int head = !strcmp(req->method, "HEAD"), keep;
 	int with_body;
 	size_t sent = 0;
 
@@ -627,14 +635,13 @@ static size_t resp_send(evh_request *req, evh_response *resp)
 			hb_header(b, "Content-Type", resp->ctype);
 		snprintf(line, sizeof line, "%zu", resp->body_len);
 		hb_header(b, "Content-Length", line);
+	} else if (resp->status == 205) {
+		hb_header(b, "Content-Length", "0");
 	}
 	hb_header(b, "X-Request-Id", req->id);
-	for (size_t i = 0; i < resp->nheaders; i++) {
+	for (size_t i = 0; i < resp->nheaders; i++)
 		hb_header(b, resp->hname[i], resp->hvalue[i]);
-		has_date |= !strcasecmp(resp->hname[i], "Date");
-	}
-	if (!has_date)
-		hb_header(b, "Date", http_date());
+	hb_header(b, "Date", http_date());
 	hb_header(b, "Connection", keep ? "keep-alive" : "close");
 	hb_add(b, "\r\n", 2);
 	if (with_body && b->len + resp->body_len <= sizeof b->local) {

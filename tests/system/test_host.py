@@ -646,6 +646,42 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
     assert r.status_code == 415
 
 
+def test_the_hosts_own_headers_are_refused_to_plugins_and_205_has_no_content(evhostd,
+                                                                              build_dir):
+    # X-Request-Id and Date are the host's, as Content-Length is: a plugin's
+    # copy went out beside them (two request ids for the client to quote).
+    # A 205 went out with the handler's body: RFC 9110 forbids content, and
+    # the client reads none (Content-Length: 0), so the body's bytes were
+    # taken for the start of the next answer on the connection.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    for name in ("X-Request-Id", "Date", "x-request-id", "DATE", "Content-Length"):
+        r = d.get(f"/probe/status/200?header={name}")
+        assert r.headers["X-Probe-Header-Rc"] == "invalid argument", (name, r.headers)
+        status, headers, body, _ = raw_exchange(
+            d.port, f"GET /probe/status/200?header={name} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert "probe" not in headers[name.lower()], (name, headers)
+    r = d.get("/probe/status/200?header=X-Custom")
+    assert (r.headers["X-Probe-Header-Rc"], r.headers["X-Custom"]) == ("ok", "probe")
+
+    with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+        s.sendall(b"GET /probe/status/205 HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 205 Reset Content\r\n"), head
+        assert b"\r\nContent-Length: 0\r\n" in head + b"\r\n", head
+        assert b"Content-Type" not in head, head
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"HTTP/1.1 200" not in rest and len(rest) < 64:
+            chunk = s.recv(65536)
+            assert chunk, rest
+            rest += chunk
+        assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), rest
+
+
 def raw_exchange(port, request, read_until_close=False, timeout=5.0):
     """Send raw request bytes on a fresh socket; return (status line, headers,
     body, closed) for the first response, read by its Content-Length; closed

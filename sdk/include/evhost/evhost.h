@@ -726,8 +726,10 @@ static inline void evh_resp_status(evh_response *resp, int status)
  * EVH_ETOOBIG: the response has 64 headers already (returned from the
  * handler, a 500: the plugin's failure, not the client's). EVH_EINVAL: a
  * name that is not an HTTP token, a value with control characters, or
- * Content-Length, Transfer-Encoding or Connection (the host's). Content-Type
- * replaces the body's type and does not count toward the 64. */
+ * Content-Length, Transfer-Encoding, Connection, X-Request-Id or Date (the
+ * host's; Date refused since ABI 1.10, X-Request-Id too: a copy went out
+ * beside the host's). Content-Type replaces the body's type and does not
+ * count toward the 64. */
 static inline int evh_resp_header(evh_response *resp, const char *name, const char *value)
 {
 	return evh__api->resp_header(resp, name, value);
