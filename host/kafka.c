@@ -23,6 +23,7 @@
 #include "kafka.h"
 
 #include <dirent.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -326,10 +327,42 @@ static int check_client(const settings *s, rd_kafka_type_t type, char *err, size
 	return -1;
 }
 
-static void client_refused(diag *d, const char *file, const char *what, const char *why)
+/* Where `key` appears in `text` as a whole name (not inside a longer one:
+ * "ssl.key.location" in "ssl.key.location.x"), or NULL. */
+static const char *key_named(const char *text, const char *key)
 {
-	diag_add(d, file, 0, "[kafka] librdkafka cannot make a %s of the rdkafka.* settings: %s",
-	         what, why);
+	size_t n = strlen(key);
+	for (const char *at = strstr(text, key); at; at = strstr(at + 1, key)) {
+		char before = at > text ? at[-1] : ' ', after = at[n];
+		if (!isalnum((unsigned char)before) && before != '.' && before != '_' &&
+		    !isalnum((unsigned char)after) && after != '_' &&
+		    !(after == '.' && isalnum((unsigned char)at[n + 1])))
+			return at;
+	}
+	return NULL;
+}
+
+/* librdkafka's refusal names the setting (ssl.key.location, sasl.username)
+ * but not where it is set: the rdkafka.* line of the first one it names,
+ * else the first rdkafka.* line's file alone. */
+static void client_refused(diag *d, const settings *s, const char *what, const char *why)
+{
+	const rdkafka_prop *at = NULL;
+	const char *first = NULL;
+	for (size_t i = 0; i < s->nrdkafka; i++) {
+		const char *w = key_named(why, s->rdkafka[i].key);
+		if (w && (!first || w < first)) {
+			first = w;
+			at = &s->rdkafka[i];
+		}
+	}
+	if (at)
+		diag_add(d, at->file, at->line,
+		         "[kafka] rdkafka.%s: librdkafka cannot make a %s of the rdkafka.* settings: %s",
+		         at->key, what, why);
+	else
+		diag_add(d, s->rdkafka[0].file, 0,
+		         "[kafka] librdkafka cannot make a %s of the rdkafka.* settings: %s", what, why);
 }
 
 int kafka_check_settings(const settings *s, diag *d)
@@ -376,21 +409,19 @@ int kafka_check_settings(const settings *s, diag *d)
 int kafka_check_clients(const settings *s, diag *d)
 {
 	char perr[512] = "", cerr[512] = "";
-	const char *file;
 	int p, c;
 
 	if (!s->nrdkafka)
 		return 0;
-	file = s->rdkafka[0].file;
 	p = check_client(s, RD_KAFKA_PRODUCER, perr, sizeof perr);
 	c = check_client(s, RD_KAFKA_CONSUMER, cerr, sizeof cerr);
 	if (p && c && !strcmp(perr, cerr)) {
-		client_refused(d, file, "client", perr);
+		client_refused(d, s, "client", perr);
 	} else {
 		if (p)
-			client_refused(d, file, "producer", perr);
+			client_refused(d, s, "producer", perr);
 		if (c)
-			client_refused(d, file, "consumer", cerr);
+			client_refused(d, s, "consumer", cerr);
 	}
 	return p || c ? -1 : 0;
 }

@@ -11,9 +11,11 @@ librdkafka before 2.6.1 (Debian 12 ships 2.0.2) cannot authenticate with
 SCRAM against Kafka 4; evhostd warns of it, and a test pins down what happens."""
 
 import ctypes
+import re
 import signal
 import time
 import uuid
+from pathlib import Path
 
 import requests
 
@@ -131,8 +133,13 @@ def test_check_config_asks_librdkafka(evhostd, tmp_path, kafka_tls):
     # What only making a client finds: a CA file that is not there.
     r = check(mutual_tls(kafka_tls, ca=tmp_path / "no-such-ca.pem"))
     assert r.returncode == 1, r.stdout
-    assert "[kafka] librdkafka cannot make a client of the rdkafka.* settings: " \
-           "ssl.ca.location failed" in r.stdout, r.stdout
+    # Said at the line of the setting librdkafka names.
+    m = re.search(r"^(\S+):(\d+): \[kafka\] rdkafka\.ssl\.ca\.location: librdkafka cannot "
+                  r"make a client of the rdkafka\.\* settings: ssl\.ca\.location failed",
+                  r.stdout, re.M)
+    assert m, r.stdout
+    line = Path(m.group(1)).read_text().splitlines()[int(m.group(2)) - 1]
+    assert line.startswith("rdkafka.ssl.ca.location"), line
     # SASL without a user.
     settings = sasl_ssl(kafka_tls, "PLAIN")
     del settings["rdkafka.sasl.username"], settings["rdkafka.sasl.password_file"]
