@@ -444,6 +444,17 @@ static int status_has_body(int status)
 	return status >= 200 && status != 204 && status != 205 && status != 304;
 }
 
+/* Is the header value `token` alone (any case, spaces around it)? */
+static int token_is(const char *v, const char *token)
+{
+	size_t n = strlen(token);
+	v += strspn(v, " \t");
+	if (strncasecmp(v, token, n))
+		return 0;
+	v += n;
+	return v[strspn(v, " \t")] == '\0';
+}
+
 /* Does the comma-separated header value contain `token` (any case)? */
 static int header_has_token(const char *v, const char *token)
 {
@@ -1994,9 +2005,9 @@ static void say_bad_length(char *out, size_t n, const char *v)
  * 0, or -1 with the problem set. */
 static int check_head(evh_request *req, evh_response *resp)
 {
-	const char *v;
+	const char *v, *te = NULL;
 	char why[80];
-	int ncl = 0, nhost = 0;
+	int ncl = 0, nhost = 0, nte = 0;
 	size_t n;
 	for (int i = 0; i < req->ri->num_headers; i++) {
 		const struct mg_header *hd = &req->ri->http_headers[i];
@@ -2004,6 +2015,8 @@ static int check_head(evh_request *req, evh_response *resp)
 			continue;
 		if (!strcasecmp(hd->name, "Host"))
 			nhost++;
+		if (!strcasecmp(hd->name, "Transfer-Encoding") && !nte++)
+			te = hd->value;
 		if (strcasecmp(hd->name, "Content-Length"))
 			continue;
 		if (!content_length_ok(hd->value)) {
@@ -2018,9 +2031,23 @@ static int check_head(evh_request *req, evh_response *resp)
 			return -1;
 		}
 	}
-	if (ncl && mg_get_header(req->conn, "Transfer-Encoding")) {
+	if (ncl && nte) {
 		resp->close = 1;
 		problem(resp, 400, "bad-request", "both Content-Length and Transfer-Encoding");
+		return -1;
+	}
+	/* chunked alone is the one coding read here. Another (identity, gzip)
+	 * let civetweb take the body as absent, and its bytes were then read as
+	 * the next request on the connection: RFC 9112 6.1 has 501 for it. */
+	if (nte > 1 || (nte && !token_is(te, "chunked"))) {
+		resp->close = 1;
+		if (nte > 1)
+			problem(resp, 501, "not-implemented",
+			        "more than one Transfer-Encoding header; this server reads chunked alone");
+		else
+			problem(resp, 501, "not-implemented",
+			        "Transfer-Encoding %.32s is not supported; this server reads chunked alone",
+			        te);
 		return -1;
 	}
 	if (!is_http10(req) && nhost != 1) {

@@ -585,6 +585,24 @@ static void test_framing(void **state)
 	               "POST /t/raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 	               "zz\r\nhello\r\n0\r\n\r\n",
 	               "malformed chunked encoding");
+	/* A coding other than chunked (civetweb took the body as absent, its
+	 * bytes as the next request), or two Transfer-Encoding lines: 501. */
+	expect_closing_problem(f,
+	                       "POST /t/raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n"
+	                       "\r\nGET /t/echo/smuggled HTTP/1.1\r\nHost: t\r\n\r\n",
+	                       501, "not-implemented",
+	                       "Transfer-Encoding identity is not supported; this server reads "
+	                       "chunked alone");
+	expect_closing_problem(f,
+	                       "POST /t/raw HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: identity\r\n"
+	                       "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+	                       501, "not-implemented", "more than one Transfer-Encoding header");
+	raw = "POST /t/raw HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+	      "Transfer-Encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+	r = exchange(f->port, raw, strlen(raw));
+	assert_int_equal(status_of(r), 201);
+	assert_string_equal(body_of(r), "{\"len\":5,\"nul\":1}");
+	free(r);
 	/* an empty body is there, empty (with Expect too: nothing to wait for) */
 	r = request(f, "POST", "/t/raw", "Expect: 100-continue\r\n", "");
 	assert_int_equal(status_of(r), 201);
