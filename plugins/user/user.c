@@ -77,6 +77,17 @@ static void config_why(evh_plugin *p, const char *key, const char *why)
 	evh_config_error(p, key, "%s", why);
 }
 
+/* The machine's physical memory in bytes, 0 when unknown. Not what is free
+ * now (that changes), nor a cgroup's limit: what no hash can ever exceed. */
+static unsigned long long machine_memory(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+
+	if (pages <= 0 || page <= 0)
+		return 0;
+	return (unsigned long long)pages * (unsigned long long)page;
+}
+
 /* admin_email and admin_password_file: both or neither, and the email
  * valid (normalized into `email`; "" when there is none). */
 static int check_admin_keys(evh_plugin *p, char email[USER_EMAIL_MAX + 1])
@@ -112,6 +123,7 @@ static int check_values(evh_plugin *p, user_state *st)
 	const char **topic[] = {&st->topic_created, &st->topic_updated, &st->topic_deleted};
 	char email[USER_EMAIL_MAX + 1];
 	const char *why;
+	char reason[256];
 	int64_t n, cores = sysconf(_SC_NPROCESSORS_ONLN);
 	int64_t max, per_address, window, size;
 	const char *names[3];
@@ -153,6 +165,10 @@ static int check_values(evh_plugin *p, user_state *st)
 	}
 	if (user_argon2_memlimit(evh_config_str(p, "argon2_memlimit"), &st->memlimit, &why)) {
 		config_why(p, "argon2_memlimit", why);
+		rc = EVH_EINVAL;
+	} else if (user_argon2_memlimit_fits(evh_config_str(p, "argon2_memlimit"), st->memlimit,
+	                                     machine_memory(), reason, sizeof reason)) {
+		evh_config_error(p, "argon2_memlimit", "%s", reason);
 		rc = EVH_EINVAL;
 	}
 	if (config_range(p, "hash_concurrency", cores > 0 ? cores : 1, 1,

@@ -2,6 +2,7 @@
 #include "user_logic.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -274,6 +275,49 @@ int user_argon2_memlimit(const char *s, size_t *out, const char **why)
 		return reject(why, "argon2_memlimit: outside libsodium's bounds (8k..4T)");
 	*out = (size_t)v;
 	return 0;
+}
+
+void user_size_text(unsigned long long bytes, char *out, size_t size)
+{
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+	unsigned long long unit = 1;
+	size_t u = 0;
+
+	while (u + 1 < sizeof units / sizeof units[0] && bytes / unit >= 1024)
+		unit *= 1024, u++;
+	/* (bytes % unit) * 10 stays below 2^64: unit is at most 2^60 */
+	if (bytes % unit == 0)
+		snprintf(out, size, "%llu %s", bytes / unit, units[u]);
+	else
+		snprintf(out, size, "%llu.%llu %s", bytes / unit, (bytes % unit) * 10 / unit,
+		         units[u]);
+}
+
+int user_argon2_memlimit_fits(const char *s, size_t memlimit, unsigned long long phys, char *why,
+                              size_t size)
+{
+	char want[32], have[32];
+	size_t n;
+
+	if (!phys || memlimit <= phys)
+		return 0;
+	if (!s)
+		s = "interactive";
+	n = strlen(s);
+	user_size_text(memlimit, want, sizeof want);
+	user_size_text(phys, have, sizeof have);
+	/* A preset or a count of bytes is said with its size too; 99G says its own. */
+	if (n && strchr("kKMG", s[n - 1]))
+		snprintf(why, size,
+		         "%s is more than this machine's memory (%s): each password hash needs that "
+		         "much",
+		         s, have);
+	else
+		snprintf(why, size,
+		         "%s (%s) is more than this machine's memory (%s): each password hash needs "
+		         "that much",
+		         s, want, have);
+	return -1;
 }
 
 size_t user_roles_split(const char *list, char roles[][USER_ROLE_LEN], size_t max)

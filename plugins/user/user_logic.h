@@ -40,6 +40,19 @@ long user_utf8_chars(const char *s, size_t n);
  * meaning x1024), within libsodium's bounds. */
 int user_argon2_opslimit(const char *s, unsigned long long *out, const char **why);
 int user_argon2_memlimit(const char *s, size_t *out, const char **why);
+/* Whether `memlimit`, read from `s` (NULL: the default) by
+ * user_argon2_memlimit, fits in `phys` bytes, the machine's memory (0:
+ * unknown, taken as fitting). Within libsodium's bounds is not enough: a
+ * hash cannot have more memory than there is, so the start would fail
+ * hashing the dummy password. 0 when it fits; else -1 with the reason,
+ * which names the value as written and the machine's memory, in `why`
+ * (size bytes; not a static sentence, unlike the checks above). */
+int user_argon2_memlimit_fits(const char *s, size_t memlimit, unsigned long long phys, char *why,
+                              size_t size);
+/* `bytes` in binary units for a message ("23.4 GiB", "64 MiB", "900 B"):
+ * a tenth at most, cut rather than rounded, so that a size is never shown
+ * as the larger one it falls short of. */
+void user_size_text(unsigned long long bytes, char *out, size_t size);
 
 /* Split a stored comma list ("admin,user") into at most USER_ROLES_MAX
  * roles; returns how many. Empty items are skipped, long ones truncated. */

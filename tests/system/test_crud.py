@@ -735,6 +735,38 @@ def test_list_malformed_query_string(d, query, field, detail):
     assert detail in body["detail"], body
 
 
+NOT_UTF8 = "is not UTF-8 once percent-decoded"
+
+
+@pytest.mark.parametrize("query,field", [
+    ("name=%FF", "name"),              # a byte no UTF-8 has
+    ("color=red%C3", "color"),         # cut short, on a field without a type
+    ("code=%ED%A0%80", "code"),        # a surrogate
+    ("name=%C0%AF", "name"),           # an overlong '/'
+    ("price=%FF", "price"),            # said as such, not as "not a JSON number"
+    ("color=red&name=ok%E9", "name"),  # Latin-1, after a good filter
+    ("limit=%FF", "limit"), ("cursor=%FF", "cursor"),
+])
+def test_list_filter_value_not_utf8_is_422_naming_it(d, query, field):
+    """A value that decodes to bytes that are not UTF-8 can match no
+    document (they are all JSON, so UTF-8): it was an empty page, as if
+    nothing matched, for what is the client's mistake."""
+    create(d, {"name": "lamp", "price": 1, "color": "red"})
+    status, ctype, body = d.get_raw("/crud/products?" + query)
+    assert status == 422, body
+    assert ctype.startswith("application/problem+json")
+    assert body["type"].endswith("validation") and body.get("field") == field, body
+    if field not in ("limit", "cursor"):  # those say what they must be
+        assert f"the value of query parameter '{field}' {NOT_UTF8}" in body["detail"], body
+
+
+def test_list_filter_value_in_utf8_is_taken(d):
+    create(d, {"name": "caf\u00e9", "price": 1})
+    create(d, {"name": "\U0001f4a1 lamp", "price": 2})
+    assert names(d, "name=caf%C3%A9") == ["caf\u00e9"]
+    assert names(d, "name=%F0%9F%92%A1+lamp") == ["\U0001f4a1 lamp"]
+
+
 def test_a_filter_value_of_512_bytes_is_taken(d):
     create(d, {"name": "a" * 512, "price": 1})
     assert names(d, "name=" + "a" * 512) == ["a" * 512]

@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import resource
 import secrets
@@ -1048,6 +1049,28 @@ def test_topic_keys_are_checked_before_the_start(evhostd, tmp_path, line, where,
     r = evhostd.run([], config=config, dropins=dropins, timeout=30)
     assert r.returncode == 1 and needle in r.stderr, r.stderr
     assert "init failed" not in r.stderr, r.stderr
+
+
+def test_argon2_memlimit_beyond_the_machine_is_refused_before_the_start(evhostd, tmp_path):
+    """Within libsodium's bounds (4T) but more than the machine has: it
+    passed --check-config and then the start failed, hashing the dummy
+    password. Said at the key, with the machine's memory, by both."""
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    value = f"{phys // 2**30 + 1}G"
+    config = user_config(tmp_path, admin=False, argon2_memlimit=value)
+    said = re.compile(rf"\[plugin\.user\] argon2_memlimit: {value} is more than this machine's "
+                      r"memory \(\d+(\.\d)? [KMGT]iB\): each password hash needs that much")
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 1 and said.search(r.stdout), r.stdout + r.stderr
+    r = evhostd.run([], config=config, timeout=30)
+    assert r.returncode == 1 and said.search(r.stderr), r.stderr
+    assert "init failed" not in r.stderr, r.stderr
+
+
+def test_argon2_memlimit_within_the_machine_is_taken(evhostd, tmp_path):
+    config = user_config(tmp_path, admin=False, argon2_memlimit="16M")
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_unknown_key_is_refused_by_the_host(evhostd, tmp_path):

@@ -206,6 +206,55 @@ static void test_argon2_settings(void **state)
 	assert_int_equal(user_argon2_memlimit("99999999999999999999G", &mem, &why), -1);
 }
 
+static void expect_size(unsigned long long bytes, const char *want)
+{
+	char out[32];
+
+	user_size_text(bytes, out, sizeof out);
+	assert_string_equal(out, want);
+}
+
+static void test_argon2_memlimit_fits_the_machine(void **state)
+{
+	const unsigned long long gib = 1024ULL * 1024 * 1024;
+	const unsigned long long phys = 25276071936ULL; /* 23.54 GiB */
+	char why[256];
+	size_t mem;
+	const char *reason;
+	(void)state;
+
+	expect_size(900, "900 B");
+	expect_size(1024, "1 KiB");
+	expect_size(64ULL * 1024 * 1024, "64 MiB");
+	expect_size(phys, "23.5 GiB");
+	expect_size(2 * gib - 1, "1.9 GiB"); /* cut, never shown as the 2 GiB it is short of */
+	expect_size(4ULL * 1024 * gib, "4 TiB");
+
+	/* 99G is within libsodium's bounds: only the machine's memory refuses it */
+	assert_int_equal(user_argon2_memlimit("99G", &mem, &reason), 0);
+	assert_int_equal(user_argon2_memlimit_fits("99G", mem, phys, why, sizeof why), -1);
+	assert_string_equal(why, "99G is more than this machine's memory (23.5 GiB): each password "
+	                         "hash needs that much");
+	/* a preset or a count of bytes is said with its size */
+	assert_int_equal(user_argon2_memlimit("sensitive", &mem, &reason), 0);
+	assert_int_equal(user_argon2_memlimit_fits("sensitive", mem, 512ULL << 20, why, sizeof why),
+	                 -1);
+	assert_string_equal(why, "sensitive (1 GiB) is more than this machine's memory (512 MiB): "
+	                         "each password hash needs that much");
+	assert_int_equal(user_argon2_memlimit_fits(NULL, 64ULL << 20, 32ULL << 20, why, sizeof why),
+	                 -1);
+	assert_non_null(strstr(why, "interactive (64 MiB) is more"));
+	assert_int_equal(user_argon2_memlimit_fits("1073741825", gib + 1, gib, why, sizeof why),
+	                 -1);
+	assert_non_null(strstr(why, "1073741825 (1.0 GiB) is more than this machine's memory "
+	                            "(1 GiB)"));
+
+	/* up to the machine's memory itself, and anything when it is unknown */
+	assert_int_equal(user_argon2_memlimit_fits("23G", 23 * gib, phys, why, sizeof why), 0);
+	assert_int_equal(user_argon2_memlimit_fits("1073741824", gib, gib, why, sizeof why), 0);
+	assert_int_equal(user_argon2_memlimit_fits("99G", 99 * gib, 0, why, sizeof why), 0);
+}
+
 static void test_roles(void **state)
 {
 	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
@@ -389,6 +438,7 @@ int main(void)
 	    cmocka_unit_test(test_email_normalized), cmocka_unit_test(test_email_rejected),
 	    cmocka_unit_test(test_name_rules),       cmocka_unit_test(test_password_rules),
 	    cmocka_unit_test(test_utf8_chars),       cmocka_unit_test(test_argon2_settings),
+	    cmocka_unit_test(test_argon2_memlimit_fits_the_machine),
 	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
 	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
