@@ -102,6 +102,49 @@ static int valid_plugin_name(const char *name)
 	return 1;
 }
 
+/* A key of a configuration schema: '.'-separated parts of letters, digits,
+ * '_' and '-' (a section name's characters), or a part that is '*' alone (a
+ * family, see cfg_key_matches). Many other names no line of the section
+ * could set as declared: inih ends a key at '=' or ':' and trims the spaces
+ * around it, takes a ';' or '#' after a space for a comment and a line
+ * starting with '[' for a section header; an empty part matches only a key
+ * written with two dots in a row; a '*' inside a part is no pattern to
+ * cfg_key_matches but is one to plugin_configure, which skips its default.
+ * The rest (a space inside a name, say) go with them, for one rule that a
+ * plugin's author can read in a line. */
+static int valid_schema_key(const char *name)
+{
+	static const char part_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                                  "0123456789_-";
+	for (const char *s = name;; s++) {
+		size_t n = strcspn(s, ".");
+		if (!(n == 1 && *s == '*') && (n == 0 || strspn(s, part_chars) < n))
+			return 0;
+		s += n;
+		if (!*s)
+			return 1;
+	}
+}
+
+/* At most 40 bytes of `s` for a message line, each byte that is not
+ * printable ASCII as \xNN: a key with a newline in it must not make a line
+ * of its own. `out` holds 4 * 40 + 4 bytes. */
+static const char *printable(const char *s, char *out)
+{
+	char *o = out;
+	size_t i;
+
+	for (i = 0; s[i] && i < 40; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c < 0x7f && c != '\\')
+			*o++ = (char)c;
+		else
+			o += sprintf(o, "\\x%02x", c);
+	}
+	strcpy(o, s[i] ? "..." : "");
+	return out;
+}
+
 static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t len)
 {
 	if (!d)
@@ -130,6 +173,36 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 	}
 	if (!d->init)
 		return "descriptor has no init function";
+	/* Each key once, and one that a line of the section can set. Of a name
+	 * listed twice the host would take the first entry's type and the last
+	 * one's default, and say a required one is missing twice; a name that
+	 * is not a key (valid_schema_key) would be refused as unknown, or read
+	 * as a syntax error, wherever an admin set it. Entries are counted from
+	 * 1, as a reader of the array counts them. */
+	for (const evh_config_key *k = d->config; k && k->name; k++) {
+		size_t at = (size_t)(k - d->config) + 1;
+		char shown[4 * 40 + 4];
+		if (!*k->name) {
+			snprintf(buf, len, "its configuration schema's entry %zu has an empty name: a "
+			                   "plugin bug, rebuild it",
+			         at);
+			return buf;
+		}
+		if (!valid_schema_key(k->name)) {
+			snprintf(buf, len, "its configuration schema's entry %zu, '%s', is not a key "
+			                   "name (letters, digits, '_' and '-' in parts separated by "
+			                   "'.', or a part '*' alone): a plugin bug, rebuild it",
+			         at, printable(k->name, shown));
+			return buf;
+		}
+		for (const evh_config_key *o = d->config; o < k; o++)
+			if (!strcmp(o->name, k->name)) {
+				snprintf(buf, len, "its configuration schema lists '%s' twice (entries %zu "
+				                   "and %zu): a plugin bug, rebuild it",
+				         printable(k->name, shown), (size_t)(o - d->config) + 1, at);
+				return buf;
+			}
+	}
 	/* A default the host could not read as its type would be read as 0 (or
 	 * false) by evh_config_int (bool) without a word, whatever was meant.
 	 * An empty one is "none": evh_config_int's own default then. */
@@ -409,7 +482,7 @@ static evh_plugin *plugin_fill(evh_plugin *p, host *h, const plugin_settings *ps
 
 evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t errlen, int *oom)
 {
-	char buf[256];
+	char buf[512];
 	const char *why;
 	evh_plugin_entry_fn entry;
 	const evh_plugin_desc *desc;

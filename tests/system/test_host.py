@@ -82,6 +82,33 @@ def test_refuses_bad_plugin(evhostd, build_dir, fixture, needle):
     assert "evhost.conf:" in lines[0] and str(path) in lines[0]
 
 
+@pytest.mark.parametrize("variant,needle", [
+    (7, "its configuration schema lists 'topic' twice (entries 2 and 5): "
+        "a plugin bug, rebuild it"),
+    (8, "its configuration schema's entry 2 has an empty name: a plugin bug, rebuild it"),
+    # the newline in the name shown escaped: it does not split the line
+    (9, "its configuration schema's entry 3, 'max size=\\x0a', is not a key name (letters, "
+        "digits, '_' and '-' in parts separated by '.', or a part '*' alone): "
+        "a plugin bug, rebuild it"),
+], ids=["twice", "empty", "not-a-key"])
+def test_refuses_a_plugin_whose_schema_lists_a_key_twice_or_a_name_that_is_no_key(
+        evhostd, build_dir, variant, needle):
+    # bad_desc.c's schemas: a key listed twice, an empty name, a name with a
+    # space, an '=' and a newline. Refused when the descriptor is read (the
+    # old host said "configuration OK"), in one line naming where the plugin
+    # was configured, its section and file and the key, and nothing else
+    # said of the section (which sets a key of the schema, fine in itself).
+    path = fixture_dir(build_dir) / f"bad_desc_{variant}.so"
+    r = evhostd.run(["--check-config"], config={"plugin.bad": {"path": str(path),
+                                                               "limit": "7"}}, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [l for l in (r.stdout + r.stderr).splitlines() if "[plugin.bad]" in l]
+    assert len(lines) == 1, r.stdout + r.stderr
+    assert re.fullmatch(r".*evhost\.conf:\d+: \[plugin\.bad\] " + re.escape(f"{path}: {needle}"),
+                        lines[0]), lines[0]
+    assert "configuration OK" not in r.stdout
+
+
 def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     path = fixture_dir(build_dir) / "init_fails.so"
     d = evhostd({"plugin.init_fails": {"path": str(path)}}, wait=False)
