@@ -402,14 +402,17 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 		return plugin_configure(p, &h->cfg, d) || plugin_check(p, &h->cfg, ps->file, ps->line, d);
 	/* Its values refused by the schema (an unknown key, a bad type, a file
 	 * that is not there) or by its own check: left out alike. Out of memory
-	 * is an error (a reload would take the plugin for removed). */
+	 * (the host's, or the plugin's check returning EVH_ENOMEM) is an error
+	 * (a reload would take the plugin for removed). */
 	rc = plugin_configure(p, &h->cfg, &own);
-	if (rc == -2) {
+	if (rc == 0)
+		rc = plugin_check(p, &h->cfg, ps->file, ps->line, &own);
+	if (rc == -2 || own.lost) {
 		diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
 		diag_free(&own);
 		return -1;
 	}
-	if (rc == 0 && plugin_check(p, &h->cfg, ps->file, ps->line, &own) == 0)
+	if (rc == 0)
 		return 0;
 	for (size_t i = 0; i < own.n; i++)
 		log_warn("host", "%s", own.msgs[i]);

@@ -769,6 +769,8 @@ int plugin_check(evh_plugin *p, const cfg *c, const char *section_file, int sect
 		diag_add(d, section_file, section_line, "[%s] the plugin's check failed (%s)%s%s",
 		         p->section, host_strerror(rc), p->last_error[0] ? ": " : "", p->last_error);
 	p->last_error[0] = '\0';
+	if (rc == EVH_ENOMEM)
+		return -2;
 	return rc == EVH_OK && !k.errors ? 0 : -1;
 }
 

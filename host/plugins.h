@@ -82,7 +82,8 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
  * after plugin_configure succeeded: each evh_config_error it makes goes to
  * `d` as "FILE:LINE: [plugin.NAME] KEY: message", at the line that set KEY
  * in `c` (the section's header for a default). 0 when it passes (or the
- * plugin has none), -1 when it failed (at least one line in `d`). */
+ * plugin has none), -1 when it failed (at least one line in `d`), -2 when
+ * it returned EVH_ENOMEM (said in `d` too): not a verdict on the values. */
 int plugin_check(evh_plugin *p, const cfg *c, const char *section_file, int section_line,
                  diag *d);
 /* evh_config_error: during plugin_check, a line of its diagnostics (returns

@@ -2083,14 +2083,22 @@ def services_config(tmp_path, maildir=None, smtp=None):
     }
 
 
-def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path):
+@pytest.mark.parametrize("required", ["true", "false"])
+def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path, required):
     # --check-config with the three services (loaded from tests/fault-plugins,
     # so their checks' allocations count too), each allocation failed in
     # turn (lib.oom_stride): the same verdict as without, or exit 1 saying
     # out of memory; never a crash, never "OK" for a check that did not run.
+    # With required = false, memory running out while a plugin's section is
+    # read, or in its own check (EVH_ENOMEM), is an error too, not the plugin
+    # left out with a warning as for a value refused ("OK (2 plugins)"; a
+    # reload would stop it).
     binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
     evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
     config, dropins = services_config(tmp_path)
+    for name in dropins:
+        for keys in dropins[name].values():
+            keys["required"] = required
     config_dir, _, _ = evhostd.write_config(config, dropins)
     args = ["-c", str(config_dir / "evhost.conf"), "--check-config"]
     want, _ = lib.run_failing([binary, *args], None)
