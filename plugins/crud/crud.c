@@ -18,6 +18,10 @@ static const evh_config_key crud_config[] = {
      "field:type pairs (string, number, integer, boolean, object, array)"},
     {"collection.*.topic", EVH_CFG_STRING, NULL, 0,
      "topic of that collection's events (default crud.NAME)"},
+    {"read_role", EVH_CFG_STRING, NULL, 0,
+     "role a bearer token needs to read documents (unset: anyone may)"},
+    {"write_role", EVH_CFG_STRING, NULL, 0,
+     "role a bearer token needs to create, change and delete documents (unset: anyone may)"},
     {NULL, 0, NULL, 0, NULL},
 };
 
@@ -172,7 +176,7 @@ static int read_config(crud_state *st)
 /* The descriptor's check (ABI 1.7): read_config into a scratch state. */
 static int crud_check(evh_plugin *p)
 {
-	crud_state scratch = {p, NULL, 0};
+	crud_state scratch = {.p = p};
 	int rc = read_config(&scratch);
 
 	free(scratch.colls);
@@ -203,6 +207,12 @@ static int crud_init(evh_plugin *p, void **state)
 		return EVH_ENOMEM;
 	}
 	st->p = p;
+	st->read_role = evh_config_str(p, "read_role");
+	st->write_role = evh_config_str(p, "write_role");
+	if (st->read_role && !*st->read_role)
+		st->read_role = NULL;
+	if (st->write_role && !*st->write_role)
+		st->write_role = NULL;
 	/* read_config checks again: a host older than ABI 1.7 never ran crud_check. */
 	if ((rc = read_config(st)) == EVH_OK &&
 	    (rc = evh_migrate(p, crud_migrations, crud_nmigrations)) == EVH_OK)

@@ -27,6 +27,9 @@ typedef struct crud_state {
 	evh_plugin *p;
 	crud_collection *colls;
 	size_t ncolls;
+	/* [plugin.crud] read_role, write_role: the role a token needs, or NULL
+	 * (no token needed) */
+	const char *read_role, *write_role;
 } crud_state;
 
 /* The collection named `name`, or NULL. */

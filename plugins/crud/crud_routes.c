@@ -525,13 +525,17 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 
 int crud_routes_register(crud_state *st)
 {
-	static const routes_entry routes[] = {
-	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON, NULL},
-	    {"GET", "/crud/{collection}", list_docs, 0, NULL},
-	    {"GET", "/crud/{collection}/{id}", get_doc, 0, NULL},
-	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON, NULL},
-	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON, NULL},
-	    {"DELETE", "/crud/{collection}/{id}", delete_doc, 0, NULL},
+	/* Without a role set, a route is open to anyone who reaches the
+	 * listener, as the old CrudService was (services.md says so). */
+	const uint32_t read = st->read_role ? EVH_ROUTE_AUTH : 0,
+	               write = st->write_role ? EVH_ROUTE_AUTH : 0;
+	const routes_entry routes[] = {
+	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON | write, st->write_role},
+	    {"GET", "/crud/{collection}", list_docs, read, st->read_role},
+	    {"GET", "/crud/{collection}/{id}", get_doc, read, st->read_role},
+	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON | write, st->write_role},
+	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON | write, st->write_role},
+	    {"DELETE", "/crud/{collection}/{id}", delete_doc, write, st->write_role},
 	};
 	return routes_register(st->p, routes, sizeof routes / sizeof routes[0], st);
 }

@@ -272,14 +272,14 @@ def _unknown_topic(stderr):
     return "Unknown topic" in stderr or "UNKNOWN_TOPIC" in stderr
 
 
-def sign_token(secret, subject, ttl=300, issuer="evhost"):
-    """An HS256 token as user.so would issue it (no roles), for a subject of
-    our choosing, signed with `secret` (bytes)."""
+def sign_token(secret, subject, ttl=300, issuer="evhost", roles=()):
+    """An HS256 token as user.so would issue it (with `roles`), for a subject
+    of our choosing, signed with `secret` (bytes)."""
     def b64(raw):
         return base64.urlsafe_b64encode(raw).rstrip(b"=")
     now = int(time.time())
     head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({"sub": subject, "roles": [], "iat": now, "exp": now + ttl,
+    body = b64(json.dumps({"sub": subject, "roles": list(roles), "iat": now, "exp": now + ttl,
                            "iss": issuer}).encode())
     sig = b64(hmac.new(secret, head + b"." + body, hashlib.sha256).digest())
     return (head + b"." + body + b"." + sig).decode()

@@ -873,3 +873,35 @@ def test_default_topic_is_crud_dot_collection(evhostd, kafka_bootstrap, unique_n
     [m] = lib.kafka_consume(f"crud.{name}", count=1, timeout=60, brokers=kafka_bootstrap)
     assert m["key"] == doc["id"] and m["headers"]["ce_type"] == f"crud.{name}.created"
     assert json.loads(m["value"]) == doc
+
+
+def test_read_role_and_write_role_require_a_token_with_that_role(evhostd, tmp_path):
+    """Unset (the default), every route is open to whoever reaches the
+    listener, as in the fixtures above. Set, a route needs a bearer token
+    carrying the role: 401 without a token, 403 with one lacking it."""
+    secret = tmp_path / "jwt.key"
+    secret.write_bytes(b"k" * 48)
+    d = evhostd({"auth": {"jwt_secret_file": str(secret)},
+                 "plugin.crud": dict(PRODUCTS, read_role="reader", write_role="writer")})
+
+    def auth(*roles):
+        return {"Authorization": "Bearer " + lib.sign_token(b"k" * 48, "u-1", roles=roles)}
+    doc = {"name": "lamp", "price": 3}
+    assert d.post("/crud/products", json=doc).status_code == 401
+    assert d.post("/crud/products", json=doc, headers=auth("reader")).status_code == 403
+    r = d.post("/crud/products", json=doc, headers=auth("writer"))
+    assert r.status_code == 201, r.text
+    path = f"/crud/products/{r.json()['id']}"
+    for p in (path, "/crud/products"):
+        assert d.get(p).status_code == 401
+        assert d.get(p, headers=auth("writer")).status_code == 403
+        assert d.get(p, headers=auth("reader")).status_code == 200
+    for method, body in (("put", dict(doc, price=4)), ("patch", {"price": 5}),
+                         ("delete", None)):
+        kw = {"json": body} if body is not None else {}
+        assert getattr(d, method)(path, **kw).status_code == 401, method
+        assert getattr(d, method)(path, headers=auth("reader"), **kw).status_code == 403, method
+    headers = dict(auth("writer"), **{"Content-Type": "application/merge-patch+json"})
+    assert d.put(path, json=dict(doc, price=4), headers=auth("writer")).status_code == 200
+    assert d.patch(path, data=json.dumps({"price": 5}), headers=headers).status_code == 200
+    assert d.delete(path, headers=auth("writer")).status_code == 204
