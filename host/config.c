@@ -948,6 +948,40 @@ static void free_secret(char *p)
 	free(p);
 }
 
+/* A file holding a secret that every local account may read is noted in
+ * the settings, for evhostd to say (evhostctl, reading the same files as
+ * an admin, has nothing to say of them). Not refused: a test machine may
+ * mean it, and the packaged unit's umask (0027) keeps files the daemon
+ * writes private anyway. Out of memory, it goes unsaid. */
+static void say_if_public(set_ctx *x, const cfg_entry *e, const char *path)
+{
+	settings *s = x->s;
+	struct public_secret *v, *n;
+	struct stat st;
+	char where[4200], what[300];
+
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & S_IROTH))
+		return;
+	v = realloc(s->public_secrets, (s->npublic_secrets + 1) * sizeof *v);
+	if (!v)
+		return;
+	s->public_secrets = v;
+	n = &v[s->npublic_secrets];
+	snprintf(where, sizeof where, "%s:%d", e->file, e->line);
+	snprintf(what, sizeof what, "[%s] %s", e->section, e->key);
+	n->where = strdup(where);
+	n->what = strdup(what);
+	n->path = strdup(path);
+	n->mode = (unsigned)(st.st_mode & 07777);
+	if (n->where && n->what && n->path) {
+		s->npublic_secrets++;
+	} else {
+		free(n->where);
+		free(n->what);
+		free(n->path);
+	}
+}
+
 /* A secret from a file: one trailing newline dropped (editors add it), at
  * least `min` bytes. Messages name the file, never its contents. */
 static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_t min,
@@ -965,6 +999,7 @@ static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_
 		buf[--n] = '\0';
 	if (n > 0 && buf[n - 1] == '\r')
 		buf[--n] = '\0';
+	say_if_public(x, e, path);
 	if (n < min || n == 0) {
 		if (min > 1)
 			diag_add(x->d, e->file, e->line,
@@ -1843,6 +1878,7 @@ static void k_token_file(set_ctx *x, const cfg_entry *e)
 		         s->admin_token_file, strerror(errno));
 		return;
 	}
+	say_if_public(x, e, s->admin_token_file);
 	n = strcspn(buf, "\r\n");
 	if (n < ADMIN_TOKEN_MIN || n > ADMIN_TOKEN_MAX) {
 		diag_add(x->d, e->file, e->line,
@@ -2027,6 +2063,7 @@ static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
 		         errno == EFBIG ? "larger than 16 KiB" : strerror(errno));
 		return;
 	}
+	say_if_public(x, e, s->trace_headers_file); /* an API key, a bearer token */
 	if (strlen(text) == n) {
 		headers = settings_otlp_headers(text, why, sizeof why);
 		oom = !headers && errno == ENOMEM;
@@ -2453,6 +2490,12 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 
 void settings_free(settings *s)
 {
+	for (size_t i = 0; i < s->npublic_secrets; i++) {
+		free(s->public_secrets[i].where);
+		free(s->public_secrets[i].what);
+		free(s->public_secrets[i].path);
+	}
+	free(s->public_secrets);
 	free(s->plugin_dir);
 	free(s->state_dir);
 	free(s->confdir);

@@ -179,6 +179,15 @@ typedef struct settings {
 	int trace_queue_size, trace_batch_size, trace_interval_ms, trace_timeout_ms;
 	plugin_settings *plugins;
 	size_t nplugins;
+	/* Files holding a secret that every local account may read: noted here,
+	 * said by evhostd (host_say_public_secrets), not refused. */
+	struct public_secret {
+		char *where; /* "FILE:LINE" of the key */
+		char *what;  /* "[SECTION] KEY" */
+		char *path;
+		unsigned mode;
+	} *public_secrets;
+	size_t npublic_secrets;
 } settings;
 
 /* Validate host sections (unknown sections/keys, bad values) and fill `s`.

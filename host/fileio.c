@@ -1,4 +1,4 @@
-/* Files replaced whole (fileio.h). */
+/* Files replaced whole, and databases created private (fileio.h). */
 #define _GNU_SOURCE /* mkostemp */
 #include "fileio.h"
 
@@ -65,4 +65,13 @@ int file_replace(const char *path, const char *text, size_t len, mode_t mode, ch
 	}
 	close(dfd);
 	return 0;
+}
+
+void file_create_db(const char *path)
+{
+	/* They hold password hashes, users' data, sign-outs: not for every
+	 * local account, whatever umask the daemon was started with. */
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	if (fd >= 0)
+		close(fd);
 }

@@ -1,4 +1,5 @@
-/* Files replaced whole: evhostd's JWKS cache, evhostctl's drop-ins. */
+/* Files replaced whole (evhostd's JWKS cache, evhostctl's drop-ins), and
+ * databases created private. */
 #ifndef EVHOST_FILEIO_H
 #define EVHOST_FILEIO_H
 #include <stddef.h>
@@ -11,4 +12,10 @@
  * (the reason in err); -1 when nothing was replaced, the reason in err. */
 int file_replace(const char *path, const char *text, size_t len, mode_t mode, char *err,
                  size_t errlen);
+
+/* An SQLite database about to be opened: created empty with mode 0640 when
+ * it is not there (less the umask), rather than SQLite's 0644. Its -wal,
+ * -shm and -journal files take the database's mode. An error is left for
+ * the open that follows to say. */
+void file_create_db(const char *path);
 #endif

@@ -436,6 +436,25 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 	return -1;
 }
 
+/* Secret files every local account may read (config.c notes them): each
+ * said at start and by --check-config; at a reload, those the running
+ * configuration did not have as they are now (not again at every reload). */
+static void host_say_public_secrets(const settings *s, const settings *running)
+{
+	for (size_t i = 0; i < s->npublic_secrets; i++) {
+		const struct public_secret *p = &s->public_secrets[i];
+		int known = 0;
+		for (size_t j = 0; running && j < running->npublic_secrets && !known; j++) {
+			const struct public_secret *q = &running->public_secrets[j];
+			known = !strcmp(p->what, q->what) && !strcmp(p->path, q->path) && p->mode == q->mode;
+		}
+		if (!known)
+			log_warn("host", "%s: %s: '%s' is readable by every local account (mode %04o): "
+			                 "chmod o-r it",
+			         p->where, p->what, p->path, p->mode);
+	}
+}
+
 int host_configure(host *h, const char *conf_file, diag *d)
 {
 	char err[1024];
@@ -460,6 +479,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 	if (!h->reloading) {
 		log_setup(h->set.log_level, h->set.log_fmt);
 		log_set_rate_limit(h->set.log_rate_burst, h->set.log_rate_interval_ms);
+		host_say_public_secrets(&h->set, NULL);
 	}
 	kafka_check_settings(&h->set, d);
 	host_check_listen(h, d);
@@ -881,6 +901,14 @@ int host_start(host *h)
 		return -1;
 	}
 	log_proxy(h);
+	/* An identity provider signs tokens for every application it serves:
+	 * without an audience, one issued to another of them (with that
+	 * application's roles, 'admin' included) is taken here too. */
+	if ((h->set.jwt_public_key_file || h->jwks) && !h->set.jwt_public_audience)
+		log_warn("host", "[auth] jwt_public_key_audience is not set: tokens of %s are accepted "
+		                 "whatever application they were issued for, with the roles they carry; "
+		                 "set it to this service's audience (the aud the provider puts in them)",
+		         h->set.jwt_public_issuer ? h->set.jwt_public_issuer : "the other issuer");
 	if (h->jwks) {
 		/* Before HTTP: the first requests find the keys fetched (or cached). */
 		atomic_load(&h->auth)->jwks = h->jwks;
@@ -1096,6 +1124,15 @@ int host_reload(host *h)
 		log_warn("host", "reload: changes outside [plugin.*], [log], [auth] and [admin] "
 		                 "sections need a restart; they are not applied");
 	host_reload_log(h, &next);
+	host_say_public_secrets(&next.set, &h->set);
+	{ /* what the next reload compares with (next's settings are freed) */
+		struct public_secret *v = h->set.public_secrets;
+		size_t n = h->set.npublic_secrets;
+		h->set.public_secrets = next.set.public_secrets;
+		h->set.npublic_secrets = next.set.npublic_secrets;
+		next.set.public_secrets = v;
+		next.set.npublic_secrets = n;
+	}
 	host_reload_auth(h, &next);
 	admin_reload_token(h, &next.set);
 	host_reload_tls(h, &next);

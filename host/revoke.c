@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fileio.h"
+
 /* Format of the file; a newer one (a later evhostd's) is not guessed at. */
 #define REVOKE_SCHEMA 1
 /* Lapsed revocations are dropped at most this often. */
@@ -239,6 +241,7 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 	randombytes_buf(r->hash_key, sizeof r->hash_key);
 	pthread_rwlock_init(&r->lock, NULL);
 	pthread_mutex_init(&r->db_lock, NULL);
+	file_create_db(path);
 	rc = sqlite3_open_v2(path, &r->db,
 	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
 	if (rc != SQLITE_OK)

@@ -70,6 +70,7 @@
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "fileio.h"
 #include "json.h"
 #include "jsonb.h"
 #include "log.h"
@@ -1479,6 +1480,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 		set_err(err, errlen, "%s: out of memory opening the database", path);
 		return EVH_ENOMEM;
 	}
+	file_create_db(path);
 	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot open database: %s", path,

@@ -181,11 +181,14 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 		return rc != EVH_OK ? reply_failure(resp, rc) : reply_bad_credentials(resp);
 	}
 	out = cJSON_CreateObject();
+	/* A bearer token: not for any cache on the way (RFC 6749 5.1). */
 	if (out && cJSON_AddStringToObject(out, "token", token) &&
 	    cJSON_AddStringToObject(out, "token_type", "Bearer") &&
-	    cJSON_AddNumberToObject(out, "expires_in", st->token_ttl))
+	    cJSON_AddNumberToObject(out, "expires_in", st->token_ttl) &&
+	    (rc = evh_resp_header(resp, "Cache-Control", "no-store")) == EVH_OK &&
+	    (rc = evh_resp_header(resp, "Pragma", "no-cache")) == EVH_OK)
 		rc = reply_json(resp, 200, out);
-	else
+	else if (!out || rc == EVH_OK)
 		rc = EVH_ENOMEM;
 	cJSON_Delete(out);
 	evh_free(token);

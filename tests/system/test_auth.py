@@ -81,6 +81,7 @@ def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
                 dropins={"20-probe.conf": probe(build_dir)}, brokers="embedded")
     assert (f"[auth] tokens of {ISSUER} are checked with the key(s) in {key_file} "
             f"(1 RSA for RS256, 1 EC for ES256); audience shop-api") in d.log_text()
+    assert "jwt_public_key_audience is not set" not in d.log_text()
 
     def get(path, token):
         return d.get(path, headers={"Authorization": f"Bearer {token}"})
@@ -204,6 +205,10 @@ def test_a_providers_jwks_as_it_publishes_it(evhostd, build_dir, tmp_path, keys)
     assert (f"[auth] tokens of {ISSUER} are checked with the key(s) in {key_file} "
             f"(2 RSA for RS256, 1 EC for ES256)") in log
     assert f"[auth] 2 key(s) of the JWKS in {key_file} left out" in log
+    # No audience: the provider's tokens for any of its applications are
+    # taken, 'admin' role and all; said at start.
+    assert (f"[auth] jwt_public_key_audience is not set: tokens of {ISSUER} are accepted "
+            f"whatever application they were issued for, with the roles they carry") in log
 
     def whoami(token):
         return d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})

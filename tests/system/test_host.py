@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import sqlite3
+import stat
 import subprocess
 import threading
 import time
@@ -1561,6 +1562,66 @@ def test_a_stop_held_by_a_handler_that_does_not_return_ends_after_stop_timeout(
     seen = lib.probe_wait_seen(again, 1, timeout=60)
     assert len(seen) == 1, seen
     assert again.stop() == 0, again.log_tail()
+
+
+def test_databases_are_created_unreadable_to_other_accounts(evhostd, build_dir):
+    # SQLite creates a database 0644 less the umask: under a umask of 022
+    # (a start by hand, not the unit's 0027) every local account could read
+    # user.db's password hashes. Created 0640; the -wal and -shm files take
+    # the database's mode.
+    old = os.umask(0o022)
+    try:
+        d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    finally:
+        os.umask(old)
+    assert d.post("/probe/publish?key=k", json={"n": 1}).status_code == 200
+    files = [f for f in d.state_dir.iterdir() if ".db" in f.name]
+    names = {f.name for f in files}
+    assert {"probe.db", "probe.db-wal", "probe.db-shm"} <= names, names
+    modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
+    assert set(modes.values()) == {"0o640"}, modes
+
+
+def test_a_secret_file_every_account_can_read_is_said(evhostd, tmp_path):
+    # jwt_secret_file, [admin] token_file, [tracing] otlp_headers_file and
+    # rdkafka.*_file hold secrets: one readable by every local account is
+    # said at its line (a warning: not refused), by --check-config, at start,
+    # and by a reload when it is new; evhostctl, reading them as an admin,
+    # says nothing of them.
+    secret, token = tmp_path / "jwt.secret", tmp_path / "admin.token"
+    secret.write_text("s" * 40 + "\n")
+    token.write_text("t" * 40 + "\n")
+    config = {"auth": {"jwt_secret_file": str(secret)}, "admin": {"token_file": str(token)}}
+    for mode in (0o644, 0o604):
+        secret.chmod(mode)
+        token.chmod(0o640)
+        r = evhostd.run(["--check-config"], config=config)
+        assert r.returncode == 0, r.stdout + r.stderr
+        said = [l for l in r.stderr.splitlines() if "readable by every local account" in l]
+        assert len(said) == 1, r.stderr
+        assert re.search(rf"evhost\.conf:\d+: \[auth\] jwt_secret_file: '{re.escape(str(secret))}' "
+                         rf"is readable by every local account \(mode 0{mode:o}\): chmod o-r it",
+                         said[0]), said
+    secret.chmod(0o640)
+    token.chmod(0o644)
+    r = evhostd.run(["--check-config"], config=config)
+    said = [l for l in r.stderr.splitlines() if "readable by every local account" in l]
+    assert len(said) == 1 and "[admin] token_file:" in said[0], r.stderr
+    token.chmod(0o600)
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 0 and "readable by every" not in r.stdout + r.stderr, r.stderr
+    # At start; at a reload only what the running configuration did not have.
+    secret.chmod(0o644)
+    d = evhostd(config)
+    assert d.log_text().count("readable by every local account") == 1, d.log_tail()
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done")
+    assert d.log_text().count("readable by every local account") == 1, d.log_tail()
+    token.chmod(0o604)
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: d.log_text().count("reload done") == 2, timeout=10)
+    assert d.log_text().count("readable by every local account") == 2, d.log_tail()
+    assert "[admin] token_file: '" in d.log_text().split("readable by every")[-2], d.log_tail()
 
 
 def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, unique_name,

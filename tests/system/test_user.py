@@ -320,6 +320,8 @@ def test_login_issues_a_token_for_the_user(evhostd, tmp_path):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["token_type"] == "Bearer" and body["expires_in"] == 120
+    # A bearer token is for no cache on the way (RFC 6749 5.1).
+    assert (r.headers["Cache-Control"], r.headers["Pragma"]) == ("no-store", "no-cache")
     c = claims(body["token"])
     assert c["sub"] == user["id"]
     assert c["roles"] == ["user"]
