@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../host/json.h"
 #include "../../host/jsonb.h"
 #include "../common/jsonin.h"
 #include "../common/query.h"
@@ -240,6 +241,15 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 		return problem_422(resp,
 		                   "recipient is empty: give the address to list, or leave the "
 		                   "parameter out",
+		                   "recipient");
+	}
+	/* Every stored address is UTF-8: bytes that are not could only give an
+	 * empty page, as if nobody had been written to. */
+	if (recipient && json_utf8_error(recipient, strlen(recipient)) >= 0) {
+		free(after_id);
+		return problem_422(resp,
+		                   "recipient is not UTF-8 once percent-decoded: percent-encode the "
+		                   "UTF-8 bytes of the address",
 		                   "recipient");
 	}
 	/* One more than asked on each side tells whether another page exists. */

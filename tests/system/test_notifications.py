@@ -951,6 +951,12 @@ def test_log_pages_and_rejects_bad_paging(evhostd, tmp_path, unique_name, kafka_
         else:
             assert body["detail"] == ("a parameter name in the query string has a malformed"
                                       f" percent-escape {rule}"), (query, body)
+    # Bytes that are not UTF-8 (Latin-1's %E9): an empty page, as if nobody
+    # had been written to; now said.
+    for query in ("recipient=caf%E9%40example.com", "recipient=%FF"):
+        status, _, body = env.d.get_raw("/notifications?" + query, headers=env.auth(admin))
+        assert (status, body.get("field")) == (422, "recipient"), (query, body)
+        assert "recipient is not UTF-8 once percent-decoded" in body["detail"], body
 
 
 def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
