@@ -174,16 +174,8 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     assert set(ready) <= {(200, "running"), (503, "draining"), (503, "restarting")}, ready
     # A plugin that is removed has no new instance: 503 "stopping" while its
     # consumer finishes the event in hand, 404 once it is gone.
-    hold = d.config_dir / "hold"
-    hold.write_text("")
-    assert d.post("/probe/publish", json={"hold_while": str(hold)}).status_code == 200
-    lib.wait_until(lambda: "probe: event held while" in d.log_text(), timeout=60,
-                   message="the probe holding the event")
-    write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
-    d.send_signal(signal.SIGHUP)
+    hold = hold_probe_in_a_reload(d, build_dir)
     try:
-        lib.wait_until(lambda: "plugin 'probe': disabled, draining" in d.log_text(),
-                       timeout=30, message="the probe draining")
         r = d.get("/probe/seen")
         assert (r.status_code, r.json()["detail"]) == (503, "service 'probe' is stopping")
     finally:
@@ -203,8 +195,12 @@ def hold_probe_in_a_reload(d, build_dir):
                    message="the probe holding the event")
     write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
     d.send_signal(signal.SIGHUP)
-    lib.wait_until(lambda: "plugin 'probe': disabled, draining" in d.log_text(), timeout=30,
-                   message="the probe draining")
+    try:
+        lib.wait_until(lambda: "plugin 'probe': disabled, draining" in d.log_text(),
+                       timeout=30, message="the probe draining")
+    except BaseException:
+        hold.unlink()  # the handler returns: the daemon can stop
+        raise
     return hold
 
 
