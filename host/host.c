@@ -559,6 +559,8 @@ static int host_start_plugin(host *h, evh_plugin *p)
 {
 	char err[1024];
 
+	/* Said should a stop asked during a reload be held here. */
+	stopguard_at("plugin '%s': its start (init, migrations)", p->name);
 	if (plugin_start(p, err, sizeof err) != 0)
 		goto failed;
 	if (outbox_add_plugin(h->outbox, p) != 0) {
@@ -1100,6 +1102,7 @@ int host_reload(host *h)
 	memset(&next, 0, sizeof next);
 	next.reloading = 1;
 	log_info("host", "reloading %s", h->conf_file);
+	stopguard_at("the reload under way (reading the configuration, the plugins' checks)");
 	if (host_configure(&next, h->conf_file, &d) != 0) {
 		for (size_t i = 0; i < d.n; i++)
 			log_error("host", "reload refused: %s", d.msgs[i]);
