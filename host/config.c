@@ -1290,7 +1290,8 @@ static void k_tls_listen(set_ctx *x, const cfg_entry *e)
  * which reads this configuration too, never opens it. */
 static void k_tls_certificate(set_ctx *x, const cfg_entry *e)
 {
-	get_path(x, e, &x->s->http_tls_certificate);
+	if (get_path(x, e, &x->s->http_tls_certificate) == 0)
+		say_if_public(x, e, x->s->http_tls_certificate); /* it holds the private key */
 }
 
 static void k_tls_min_version(set_ctx *x, const cfg_entry *e)
@@ -1961,7 +1962,8 @@ static void k_otlp_ca_file(set_ctx *x, const cfg_entry *e)
 
 static void k_otlp_client_certificate(set_ctx *x, const cfg_entry *e)
 {
-	get_path(x, e, &x->s->trace_client_cert);
+	if (get_path(x, e, &x->s->trace_client_cert) == 0)
+		say_if_public(x, e, x->s->trace_client_cert); /* it holds the private key */
 }
 
 #define OTLP_HEADERS_MAX 16384 /* bytes of otlp_headers_file */

@@ -97,11 +97,14 @@ def https_conf(port, pem):
 def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique_name,
                                                         kafka_bootstrap, smtp_server):
     root, pem = chain(tmp_path / "pki")
+    pem.chmod(0o644)  # the private key in it: said at start
     port = lib.free_port()
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
               extra={"http": https_conf(port, pem)})
     assert f"https on 127.0.0.1:{port}" in env.d.log_text()
+    assert (f"[http] tls_certificate: '{pem}' is readable by every local account (mode 0644)"
+            in env.d.log_text()), env.d.log_tail()
     base = f"https://localhost:{port}"
 
     # The handshake: the root alone verifies the server, so the
