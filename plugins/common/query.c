@@ -128,3 +128,16 @@ const char *query_escape_problem(int bad, const char *name, char *detail, size_t
 	         QUERY_ESCAPE_RULE);
 	return NULL;
 }
+
+int query_value_not_utf8(const char *name, const char *value, char *detail, size_t size)
+{
+	long bad = json_utf8_error(value, strlen(value));
+
+	if (bad < 0)
+		return 0;
+	snprintf(detail, size,
+	         "the value of query parameter '%s' is not UTF-8 once percent-decoded (byte 0x%02X "
+	         "at offset %ld): percent-encode the UTF-8 bytes of the text",
+	         name, (unsigned char)value[bad], bad);
+	return 1;
+}

@@ -50,4 +50,11 @@ const char *query_find_repeated(const char *qs, const char *const *names);
  * name, returned: the parameter `name` for a value's escape (NULL when the
  * name is empty, was not decoded or is not UTF-8), NULL for a name's. */
 const char *query_escape_problem(int bad, const char *name, char *detail, size_t size);
+
+/* For a parameter whose value is compared with stored JSON text (a filter,
+ * a recipient): 1, with the 422's detail naming `name` and the first byte
+ * that is not UTF-8 written into `detail` (size bytes), when `value`'s
+ * decoded bytes are not UTF-8 (%FF, a Latin-1 %E9), which could only give
+ * an empty page, as if nothing matched; 0 when they are. */
+int query_value_not_utf8(const char *name, const char *value, char *detail, size_t size);
 #endif

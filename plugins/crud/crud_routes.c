@@ -383,28 +383,12 @@ static int reply_value_too_long(evh_response *resp, const char *name)
 	return reply_invalid(resp, name, detail);
 }
 
-/* 422 for a value whose bytes, once percent-decoded, are not UTF-8 (%FF,
- * a Latin-1 %E9): every stored document is JSON, so UTF-8, and such a value
- * could only give an empty page, as if nothing matched. `bad` is the offset
- * of the first byte that is not. */
-static int reply_value_not_utf8(evh_response *resp, const char *name, const char *value,
-                                long bad)
-{
-	char detail[QUERY_DETAIL_MAX];
-
-	snprintf(detail, sizeof detail,
-	         "the value of query parameter '%s' is not UTF-8 once percent-decoded (byte 0x%02X "
-	         "at offset %ld): percent-encode the UTF-8 bytes of the text",
-	         name, (unsigned char)value[bad], bad);
-	return reply_invalid(resp, name, detail);
-}
-
 /* Add one FIELD=VALUE filter; 0, or -1 after answering 422. */
 static int add_filter(const crud_collection *c, const char *name, const char *value,
                       crud_filter *f, size_t *n, evh_response *resp, int *rc)
 {
 	const char *why;
-	long bad;
+	char detail[QUERY_DETAIL_MAX];
 
 	if (strlen(value) > CRUD_FILTER_VALUE_MAX) { /* crud_filter_make's reason names nothing */
 		*rc = reply_value_too_long(resp, name);
@@ -413,8 +397,8 @@ static int add_filter(const crud_collection *c, const char *name, const char *va
 	/* Before the type's reason (a number field's "must be a JSON number"):
 	 * the bytes are wrong whatever the field. A name that is no field name
 	 * is crud_filter_make's to refuse, and is not put in the answer. */
-	if (crud_field_name_ok(name) && (bad = json_utf8_error(value, strlen(value))) >= 0) {
-		*rc = reply_value_not_utf8(resp, name, value, bad);
+	if (crud_field_name_ok(name) && query_value_not_utf8(name, value, detail, sizeof detail)) {
+		*rc = reply_invalid(resp, name, detail);
 		return -1;
 	}
 	if (*n == CRUD_FILTERS_MAX) {

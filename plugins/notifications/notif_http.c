@@ -245,12 +245,9 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 	}
 	/* Every stored address is UTF-8: bytes that are not could only give an
 	 * empty page, as if nobody had been written to. */
-	if (recipient && json_utf8_error(recipient, strlen(recipient)) >= 0) {
+	if (recipient && query_value_not_utf8("recipient", recipient, detail, sizeof detail)) {
 		free(after_id);
-		return problem_422(resp,
-		                   "recipient is not UTF-8 once percent-decoded: percent-encode the "
-		                   "UTF-8 bytes of the address",
-		                   "recipient");
+		return problem_422(resp, detail, "recipient");
 	}
 	/* One more than asked on each side tells whether another page exists. */
 	if (table_page(st, recipient, after_id ? after_created : NULL, after_id, limit + 1, &t, &nt,

@@ -410,6 +410,27 @@ static void test_query_string(void **state)
 	assert_int_equal(query_next(&qs, name, sizeof name, value, sizeof value), 0);
 }
 
+/* The refusal crud's filters and notifications' recipient share. */
+static void test_query_value_not_utf8(void **state)
+{
+	char detail[QUERY_DETAIL_MAX];
+	(void)state;
+
+	strcpy(detail, "untouched");
+	assert_int_equal(query_value_not_utf8("name", "caf\xc3\xa9", detail, sizeof detail), 0);
+	assert_int_equal(query_value_not_utf8("name", "", detail, sizeof detail), 0);
+	assert_string_equal(detail, "untouched");
+	assert_int_equal(query_value_not_utf8("name", "caf\xe9!", detail, sizeof detail), 1);
+	assert_string_equal(detail, "the value of query parameter 'name' is not UTF-8 once "
+	                            "percent-decoded (byte 0xE9 at offset 3): percent-encode the "
+	                            "UTF-8 bytes of the text");
+	/* an overlong encoding and a lone continuation byte are not UTF-8 either */
+	assert_int_equal(query_value_not_utf8("n", "\xc0\xaf", detail, sizeof detail), 1);
+	assert_non_null(strstr(detail, "(byte 0xC0 at offset 0)"));
+	assert_int_equal(query_value_not_utf8("n", "ab\x80", detail, sizeof detail), 1);
+	assert_non_null(strstr(detail, "(byte 0x80 at offset 2)"));
+}
+
 /* ---------------------------------------------------------------- filters */
 
 static void test_filters_inferred(void **state)
@@ -556,6 +577,7 @@ int main(void)
 	    cmocka_unit_test(test_etags),
 	    cmocka_unit_test(test_media_types),
 	    cmocka_unit_test(test_query_string),
+	    cmocka_unit_test(test_query_value_not_utf8),
 	    cmocka_unit_test(test_filters_inferred),
 	    cmocka_unit_test(test_filters_declared),
 	    cmocka_unit_test(test_cursor_round_trip),
