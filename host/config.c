@@ -102,8 +102,10 @@ static void say_nomem(diag *d, const char *file, size_t n0)
 
 /* ------------------------------------------------------------------- files */
 
-/* The whole file, NUL-terminated; NULL with errno set on failure. */
-static char *read_file(const char *path, size_t max, size_t *len)
+/* The whole file, NUL-terminated; NULL with errno set on failure. `st`
+ * (NULL: not wanted) gets the status of the file that was read, not of
+ * whatever the path names by the time the caller looks. */
+static char *read_file(const char *path, size_t max, size_t *len, struct stat *st)
 {
 	char *buf;
 	size_t n = 0;
@@ -112,6 +114,12 @@ static char *read_file(const char *path, size_t max, size_t *len)
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
+	if (st && fstat(fd, st) != 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return NULL;
+	}
 	if (!(buf = malloc(max + 1))) {
 		nomem();
 		close(fd);
@@ -512,7 +520,7 @@ int cfg_load_string(cfg *c, const char *text, const char *file, diag *d)
 static int cfg_load_file(cfg *c, const char *path, diag *d)
 {
 	size_t len;
-	char *text = read_file(path, CFG_MAX_FILE, &len);
+	char *text = read_file(path, CFG_MAX_FILE, &len, NULL);
 	int rc;
 
 	if (!text) {
@@ -595,7 +603,7 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	memset(c, 0, sizeof *c);
 	cfg_nomem = false;
 	c->main_file = xstrdup(main_file);
-	text = read_file(main_file, CFG_MAX_FILE, &len);
+	text = read_file(main_file, CFG_MAX_FILE, &len, NULL);
 	if (!text) {
 		if (cfg_nomem)
 			say_nomem(d, main_file, n0);
@@ -952,15 +960,16 @@ static void free_secret(char *p)
  * the settings, for evhostd to say (evhostctl, reading the same files as
  * an admin, has nothing to say of them). Not refused: a test machine may
  * mean it, and the packaged unit's umask (0027) keeps files the daemon
- * writes private anyway. Out of memory, it goes unsaid. */
-static void say_if_public(set_ctx *x, const cfg_entry *e, const char *path)
+ * writes private anyway. `st` is the status of the file read (fstat: the
+ * one whose bytes were taken). Out of memory, it goes unsaid. */
+static void note_if_public(set_ctx *x, const cfg_entry *e, const char *path,
+                           const struct stat *st)
 {
 	settings *s = x->s;
 	struct public_secret *v, *n;
-	struct stat st;
 	char where[4200], what[300];
 
-	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || !(st.st_mode & S_IROTH))
+	if (!S_ISREG(st->st_mode) || !(st->st_mode & S_IROTH))
 		return;
 	v = realloc(s->public_secrets, (s->npublic_secrets + 1) * sizeof *v);
 	if (!v)
@@ -972,7 +981,7 @@ static void say_if_public(set_ctx *x, const cfg_entry *e, const char *path)
 	n->where = strdup(where);
 	n->what = strdup(what);
 	n->path = strdup(path);
-	n->mode = (unsigned)(st.st_mode & 07777);
+	n->mode = (unsigned)(st->st_mode & 07777);
 	if (n->where && n->what && n->path) {
 		s->npublic_secrets++;
 	} else {
@@ -982,13 +991,24 @@ static void say_if_public(set_ctx *x, const cfg_entry *e, const char *path)
 	}
 }
 
+/* The same for a file this configuration names but does not read (a TLS
+ * private key, which OpenSSL reads): its status now. */
+static void say_if_public(set_ctx *x, const cfg_entry *e, const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) == 0)
+		note_if_public(x, e, path, &st);
+}
+
 /* A secret from a file: one trailing newline dropped (editors add it), at
  * least `min` bytes. Messages name the file, never its contents. */
 static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_t min,
                          size_t *len)
 {
 	size_t n;
-	char *buf = read_file(path, CFG_MAX_SECRET, &n);
+	struct stat st;
+	char *buf = read_file(path, CFG_MAX_SECRET, &n, &st);
 
 	if (!buf) {
 		diag_add(x->d, e->file, e->line, "[%s] %s: cannot read '%s': %s", e->section,
@@ -999,7 +1019,7 @@ static char *read_secret(set_ctx *x, const cfg_entry *e, const char *path, size_
 		buf[--n] = '\0';
 	if (n > 0 && buf[n - 1] == '\r')
 		buf[--n] = '\0';
-	say_if_public(x, e, path);
+	note_if_public(x, e, path, &st);
 	if (n < min || n == 0) {
 		if (min > 1)
 			diag_add(x->d, e->file, e->line,
@@ -1740,7 +1760,7 @@ static void k_jwt_public_key_file(set_ctx *x, const cfg_entry *e)
 	char *text;
 	if (get_path(x, e, &s->jwt_public_key_file) != 0)
 		return;
-	if (!(text = read_file(s->jwt_public_key_file, CFG_MAX_SECRET, &n))) {
+	if (!(text = read_file(s->jwt_public_key_file, CFG_MAX_SECRET, &n, NULL))) {
 		diag_add(x->d, e->file, e->line, "[auth] jwt_public_key_file: cannot read '%s': %s",
 		         s->jwt_public_key_file, errno == EFBIG ? "larger than 64 KiB" : strerror(errno));
 		return;
@@ -1868,18 +1888,19 @@ static const key_def auth_keys[] = {
 static void k_token_file(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
+	struct stat st;
 	size_t n;
 	char *buf;
 
 	if (get_path(x, e, &s->admin_token_file) != 0)
 		return;
-	buf = read_file(s->admin_token_file, CFG_MAX_SECRET, &n);
+	buf = read_file(s->admin_token_file, CFG_MAX_SECRET, &n, &st);
 	if (!buf) {
 		diag_add(x->d, e->file, e->line, "[admin] token_file: cannot read '%s': %s",
 		         s->admin_token_file, strerror(errno));
 		return;
 	}
-	say_if_public(x, e, s->admin_token_file);
+	note_if_public(x, e, s->admin_token_file, &st);
 	n = strcspn(buf, "\r\n");
 	if (n < ADMIN_TOKEN_MIN || n > ADMIN_TOKEN_MAX) {
 		diag_add(x->d, e->file, e->line,
@@ -2053,19 +2074,20 @@ static void k_otlp_headers_file(set_ctx *x, const cfg_entry *e)
 {
 	settings *s = x->s;
 	char why[256], *text, *headers;
+	struct stat st;
 	size_t n;
 	int oom = 0;
 
 	if (get_path(x, e, &s->trace_headers_file) != 0)
 		return;
-	text = read_file(s->trace_headers_file, OTLP_HEADERS_MAX, &n);
+	text = read_file(s->trace_headers_file, OTLP_HEADERS_MAX, &n, &st);
 	if (!text) {
 		diag_add(x->d, e->file, e->line, "[tracing] otlp_headers_file: cannot read '%s': %s",
 		         s->trace_headers_file,
 		         errno == EFBIG ? "larger than 16 KiB" : strerror(errno));
 		return;
 	}
-	say_if_public(x, e, s->trace_headers_file); /* an API key, a bearer token */
+	note_if_public(x, e, s->trace_headers_file, &st); /* an API key, a bearer token */
 	if (strlen(text) == n) {
 		headers = settings_otlp_headers(text, why, sizeof why);
 		oom = !headers && errno == ENOMEM;
@@ -2488,6 +2510,17 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 	if (s->nplugins > 1)
 		qsort(s->plugins, s->nplugins, sizeof *s->plugins, plugin_cmp);
 	return diag_count(d) > count0 ? -1 : 0;
+}
+
+void settings_swap_public_secrets(settings *a, settings *b)
+{
+	struct public_secret *v = a->public_secrets;
+	size_t n = a->npublic_secrets;
+
+	a->public_secrets = b->public_secrets;
+	a->npublic_secrets = b->npublic_secrets;
+	b->public_secrets = v;
+	b->npublic_secrets = n;
 }
 
 void settings_free(settings *s)

@@ -198,6 +198,10 @@ typedef struct settings {
  * settings_free(). It borrows strings from `c`, so it must not outlive it. */
 int settings_from_cfg(const cfg *c, settings *s, diag *d);
 void settings_free(settings *s);
+/* Swap the noted public secrets of `a` and `b`: a reload keeps the next
+ * configuration's list in the running settings (what the next reload
+ * compares with) and leaves the old one to be freed with the rest. */
+void settings_swap_public_secrets(settings *a, settings *b);
 /* [tracing] otlp_headers_file's text ("Name: value" lines, blank lines and
  * '#' comments skipped) as HTTP header lines, each ending in CRLF; NULL with
  * the reason (naming the line) in why, errno ENOMEM when out of memory and

@@ -1128,14 +1128,7 @@ int host_reload(host *h)
 		                 "sections need a restart; they are not applied");
 	host_reload_log(h, &next);
 	host_say_public_secrets(&next.set, &h->set);
-	{ /* what the next reload compares with (next's settings are freed) */
-		struct public_secret *v = h->set.public_secrets;
-		size_t n = h->set.npublic_secrets;
-		h->set.public_secrets = next.set.public_secrets;
-		h->set.npublic_secrets = next.set.npublic_secrets;
-		next.set.public_secrets = v;
-		next.set.npublic_secrets = n;
-	}
+	settings_swap_public_secrets(&h->set, &next.set);
 	host_reload_auth(h, &next);
 	admin_reload_token(h, &next.set);
 	host_reload_tls(h, &next);

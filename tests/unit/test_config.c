@@ -939,6 +939,50 @@ static void test_admin_token(void **state)
 	free(main_path);
 }
 
+/* Secret files every local account may read are noted (evhostd says them),
+ * with the mode of the file that was read; private ones are not. A reload
+ * keeps the next list by swapping it into the running settings. */
+static void test_public_secrets(void **state)
+{
+	fixture *f = *state;
+	char *main_path = path_in(f, "evhost.conf"), *p;
+	settings running;
+
+	write_file(f, "jwt.key", "0123456789abcdef0123456789abcdef\n");
+	write_file(f, "admin.token", "0123456789abcdef-admin\n");
+	write_file(f, "tls.pem", "not read here\n");
+	p = path_in(f, "jwt.key");
+	assert_int_equal(chmod(p, 0644), 0);
+	free(p);
+	p = path_in(f, "admin.token");
+	assert_int_equal(chmod(p, 0600), 0);
+	free(p);
+	p = path_in(f, "tls.pem");
+	assert_int_equal(chmod(p, 0604), 0);
+	free(p);
+	assert_int_equal(settings_of(f, MIN_KAFKA "[auth]\njwt_secret_file = jwt.key\n"
+	                                          "[admin]\ntoken_file = admin.token\n"
+	                                          "[http]\ntls_listen = 127.0.0.1:8443\n"
+	                                          "tls_certificate = tls.pem\n",
+	                             main_path),
+	                 0);
+	assert_int_equal(f->s.npublic_secrets, 2);
+	assert_string_equal(f->s.public_secrets[0].what, "[auth] jwt_secret_file");
+	assert_true(strstr(f->s.public_secrets[0].where, "evhost.conf:4") != NULL);
+	assert_true(strstr(f->s.public_secrets[0].path, "/jwt.key") != NULL);
+	assert_int_equal(f->s.public_secrets[0].mode, 0644);
+	assert_string_equal(f->s.public_secrets[1].what, "[http] tls_certificate");
+	assert_int_equal(f->s.public_secrets[1].mode, 0604);
+
+	memset(&running, 0, sizeof running);
+	settings_swap_public_secrets(&running, &f->s);
+	assert_int_equal(running.npublic_secrets, 2);
+	assert_int_equal(f->s.npublic_secrets, 0);
+	assert_null(f->s.public_secrets);
+	settings_free(&running);
+	free(main_path);
+}
+
 /* [auth] jwt_public_key_*: the key file's text is read (evhostd parses it);
  * the issuer is required with it, the other keys need it. */
 static void test_jwt_public_keys(void **state)
@@ -1802,6 +1846,7 @@ int main(void)
 	    T(test_rdkafka_passthrough),
 	    T(test_rdkafka_errors),
 	    T(test_jwt_secret),
+	    T(test_public_secrets),
 	    T(test_jwt_previous_secret),
 	    T(test_admin_token),
 	    T(test_jwt_secret_errors),
