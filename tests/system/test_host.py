@@ -2153,10 +2153,12 @@ def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path, requir
     # With required = false, memory running out while a plugin's section is
     # read, or in its own check (EVH_ENOMEM), is an error too, not the plugin
     # left out with a warning as for a value refused ("OK (2 plugins)"; a
-    # reload would stop it).
+    # reload would stop it). The secret file is readable by every account:
+    # the warning noted for it runs out of memory too (then goes unsaid).
     binary = build_dir / "tests" / "fixtures" / "evhostd_faults"
     evhostd.plugin_dir = build_dir / "tests" / "fault-plugins"
     config, dropins = services_config(tmp_path)
+    (tmp_path / "jwt.secret").chmod(0o644)
     for name in dropins:
         for keys in dropins[name].values():
             keys["required"] = required
@@ -2164,6 +2166,7 @@ def test_check_config_out_of_memory_is_said(evhostd, build_dir, tmp_path, requir
     args = ["-c", str(config_dir / "evhost.conf"), "--check-config"]
     want, _ = lib.run_failing([binary, *args], None)
     assert want.returncode == 0 and "configuration OK" in want.stdout, want.stdout + want.stderr
+    assert "jwt.secret' is readable by every local account" in want.stderr, want.stderr
     for n in range(0, 20000, lib.oom_stride(build_dir, 1)):
         r, failed = lib.run_failing([binary, *args], n)
         out = r.stdout + r.stderr

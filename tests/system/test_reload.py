@@ -245,6 +245,62 @@ def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, bui
     assert "exiting now" not in text
 
 
+def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhostd, build_dir,
+                                                                         tmp_path):
+    # The thread that takes SIGTERM during a reload cannot start (faults.so:
+    # the program's next thread fails, as at the process's thread limit):
+    # said, and the reload goes on; a SIGTERM meanwhile stays pending until
+    # it ends, as before that thread, then stops the daemon cleanly.
+    switch = tmp_path / "thread-fails"
+    d = evhostd({"host": {"stop_timeout": "5s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)},
+                env=lib.faults_preloaded(build_dir, thread_file=switch))
+    switch.write_text("")
+    hold = hold_probe_in_a_reload(d, build_dir)
+    try:
+        assert not switch.exists()  # the watcher's was the thread failed
+        assert ("reload: cannot start the thread that takes SIGTERM meanwhile: a stop asked "
+                "during this reload waits for its end") in d.log_text(), d.log_tail()
+        d.send_signal(signal.SIGTERM)
+        time.sleep(1)
+        assert d.proc.poll() is None
+        assert "SIGTERM during" not in d.log_text(), d.log_tail()
+        assert "SIGTERM: stopping" not in d.log_text(), d.log_tail()
+    finally:
+        hold.unlink()
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert text.index("reload done") < text.index("SIGTERM: stopping") < \
+        text.rindex("stopped"), d.log_tail()
+
+
+def test_a_stop_whose_guard_cannot_start_says_so_and_waits(evhostd, build_dir, tmp_path):
+    # The stop's guard thread cannot start (faults.so, as above): said, and
+    # the stop is bounded only by what it waits for, as before the guard:
+    # past stop_timeout it still waits for the handler, then ends cleanly.
+    switch = tmp_path / "thread-fails"
+    d = evhostd({"host": {"stop_timeout": "1s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir)},
+                env=lib.faults_preloaded(build_dir, thread_file=switch))
+    hold = d.config_dir / "hold"
+    hold.write_text("")
+    try:
+        assert d.post("/probe/publish", json={"hold_while": str(hold)}).status_code == 200
+        lib.wait_until(lambda: "probe: event held while" in d.log_text(), timeout=60,
+                       message="the probe holding the event")
+        switch.write_text("")
+        d.send_signal(signal.SIGTERM)
+        d.wait_for_log("SIGTERM: cannot start the stop's guard thread: the stop is bounded "
+                       "only by what it waits for", timeout=5)
+        assert not switch.exists()
+        time.sleep(2)  # past stop_timeout
+        assert d.proc.poll() is None, d.log_tail()
+    finally:
+        hold.unlink()
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    assert "exiting now" not in d.log_text()
+
+
 def build_hello(tmp_path, version, greeting, fail_init=False, greetings_type="COUNTER"):
     """The SDK's example plugin built as `version`, greeting `greeting` when
     no name is given (GET /hello), or failing in init, its greetings metric

@@ -208,6 +208,40 @@ static void test_a_failed_directory_sync_is_said_with_the_file_in_place(void **s
 	assert_string_equal(names(f->dir), "jwks.json");
 }
 
+/* A database is created 0640 whatever the umask; one that exists keeps its
+ * mode and bytes (an admin's chmod 0600 stays); one that cannot be created
+ * is left to SQLite's open to say (it fails the same way), nothing made. */
+static void test_a_database_file_is_created_private_once(void **state)
+{
+	fixture *f = *state;
+	char path[192];
+	struct stat st;
+	mode_t old = umask(0);
+
+	snprintf(path, sizeof path, "%s/user.db", f->dir);
+	file_create_db(path);
+	umask(old);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	assert_int_equal(st.st_size, 0);
+
+	assert_int_equal(chmod(path, 0600), 0);
+	{
+		FILE *fp = fopen(path, "w");
+		assert_non_null(fp);
+		fputs("SQLite format 3", fp);
+		assert_int_equal(fclose(fp), 0);
+	}
+	file_create_db(path);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0600);
+	assert_string_equal(content(path), "SQLite format 3");
+
+	snprintf(path, sizeof path, "%s/gone/user.db", f->dir);
+	file_create_db(path);
+	assert_string_equal(names(f->dir), "user.db");
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -219,6 +253,7 @@ int main(void)
 	    T(test_a_failed_write_replaces_nothing),
 	    T(test_a_failed_rename_replaces_nothing),
 	    T(test_a_failed_directory_sync_is_said_with_the_file_in_place),
+	    T(test_a_database_file_is_created_private_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
