@@ -1143,6 +1143,44 @@ def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_pat
     assert "\nhello_greetings_total{plugin=\"hello\"} 3\n" in d.get("/metrics").text
 
 
+def test_a_second_source_install_keeps_the_admins_configuration(build_dir, tmp_path):
+    # `cmake --install` again (a rebuild, an upgrade from source) replaced
+    # evhost.conf and the shipped drop-ins: a service the admin disabled in
+    # its drop-in came back on. An edited file is kept, the shipped one put
+    # beside it as FILE.dist (never read: conf.d takes *.conf); an unedited
+    # one is left as it is; a removed one is installed again.
+    prefix = tmp_path / "prefix"
+
+    def install():
+        r = subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    install()
+    conf = prefix / "etc" / "evhost"
+    shipped = lib.REPO_ROOT / "conf.d"
+    assert (conf / "evhost.conf").read_text() == (shipped / "evhost.conf").read_text()
+    crud = conf / "conf.d" / "20-crud.conf"
+    edited = crud.read_text().replace("enabled = true", "enabled = false")
+    assert edited != crud.read_text()
+    crud.write_text(edited)
+    (conf / "evhost.conf").write_text((shipped / "evhost.conf").read_text() + "# mine\n")
+    (conf / "conf.d" / "30-notifications.conf").unlink()
+
+    out = install()
+    assert crud.read_text() == edited
+    assert (conf / "evhost.conf").read_text().endswith("# mine\n")
+    assert (conf / "conf.d" / "20-crud.conf.dist").read_text() == \
+        (shipped / "20-crud.conf").read_text()
+    assert (conf / "evhost.conf.dist").read_text() == (shipped / "evhost.conf").read_text()
+    assert not (conf / "conf.d" / "10-user.conf.dist").exists()
+    assert (conf / "conf.d" / "30-notifications.conf").read_text() == \
+        (shipped / "30-notifications.conf").read_text()
+    assert f"Keeping: {crud}: it differs from the one this version ships" in out, out
+    assert f"Up-to-date: {conf / 'conf.d' / '10-user.conf'}" in out, out
+
+
 CXX_PLUGIN = r"""
 // A plugin written in C++: EVH_PLUGIN must give its entry C linkage.
 #include <evhost/evhost.h>
