@@ -54,6 +54,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "rfc3339.h"
 #include "revoke.h"
 #include "store.h"
 
@@ -1011,7 +1012,7 @@ static int parse_replay(const cJSON *body, struct replay_args *a, evh_response *
 	a->req.keep_inbox = cJSON_IsTrue(keep);
 	if (cJSON_IsString(from) && !strcmp(from->valuestring, "beginning"))
 		a->req.from = REPLAY_BEGINNING;
-	else if (cJSON_IsString(from) && !kafka_parse_time(from->valuestring, &a->req.time_ms))
+	else if (cJSON_IsString(from) && !rfc3339_parse_ms(from->valuestring, &a->req.time_ms))
 		a->req.from = REPLAY_TIME;
 	else if (cJSON_IsObject(from) && topics)
 		return invalid(resp, "topics",

@@ -81,9 +81,6 @@ rd_kafka_conf_t *kafka_reader_conf(kafka *k, const char *client_id, char *err, s
  * (suffix NULL or "": ".dlq"). */
 void kafka_dlq_topic(const char *topic, const char *plugin, const char *suffix, char *out,
                      size_t outlen);
-/* RFC 3339 date-time ("2026-01-02T03:04:05.678Z", "...+02:00") to ms since
- * the epoch. Returns 0, or -1 when it is not one. */
-int kafka_parse_time(const char *rfc3339, int64_t *ms);
 /* A subscription's retry policy with the [kafka] and built-in defaults. */
 void kafka_retry_policy(const plugin_sub *sub, const settings *s, int *max_attempts,
                         int *backoff_ms, int *backoff_max_ms);

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "plugins.h"
+#include "rfc3339.h"
 #include "store.h"
 #include "stderr_capture.h"
 #include "store_faults.h"
@@ -366,7 +367,7 @@ static void test_delivery(void **state)
 	assert_int_equal(wait_calls(id, 1), 1);
 	c = &rec.calls[call_index(id, 0)];
 	/* ce_time: when it was published (evh_event_time) */
-	if (kafka_parse_time(c->time, &t) != 0 || t < t0 || t > (int64_t)time(NULL) * 1000 + 1000)
+	if (rfc3339_parse_ms(c->time, &t) != 0 || t < t0 || t > (int64_t)time(NULL) * 1000 + 1000)
 		fail_msg("ce_time '%s' is not the publication's time", c->time);
 	assert_string_equal(c->type, "USER_CREATED");
 	assert_string_equal(c->key, "user-1");
@@ -2459,11 +2460,11 @@ static void test_parse_time(void **state)
 	(void)state;
 	for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
 		ms = -1;
-		if (kafka_parse_time(good[i].text, &ms) != 0 || ms != good[i].ms)
+		if (rfc3339_parse_ms(good[i].text, &ms) != 0 || ms != good[i].ms)
 			fail_msg("%s: %" PRId64 ", not %" PRId64, good[i].text, ms, good[i].ms);
 	}
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-		if (kafka_parse_time(bad[i], &ms) == 0)
+		if (rfc3339_parse_ms(bad[i], &ms) == 0)
 			fail_msg("%s taken for a time", bad[i]);
 }
 

@@ -1,0 +1,10 @@
+#ifndef EVHOST_RFC3339_H
+#define EVHOST_RFC3339_H
+#include <stdint.h>
+
+/* RFC 3339 date-time ("2026-01-02T03:04:05.678Z", "...+02:00"; 'T', 't' or
+ * ' ' between date and time) to ms since the epoch. Returns 0, or -1 when it
+ * is not one (a day that does not exist, 2026-02-30, included). */
+int rfc3339_parse_ms(const char *rfc3339, int64_t *ms);
+
+#endif
