@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -28,7 +29,10 @@
 #include "config.h"
 #include "diag.h"
 #include "fileio.h"
+#include "json.h"
 #include "jsonb.h"
+#include "jwt.h"
+#include "rfc3339.h"
 
 enum {
 	EXIT_OK = 0,
@@ -60,12 +64,14 @@ typedef struct opts {
 	long timeout; /* seconds, enable/disable */
 	long keep;    /* backup: how many to keep; 0: all */
 	int json, all, systemd, keep_inbox;
+	int conf_given; /* -c was passed: hints repeat it */
 } opts;
 
 typedef struct ctl {
 	opts o;
 	cfg cfg;
 	settings set;
+	diag cfg_problems; /* what settings_from_cfg said of the values (key_refused) */
 	int cfg_loaded;
 	char *url;   /* without a trailing slash */
 	char *token; /* NULL: the admin API is not configured */
@@ -141,7 +147,8 @@ static void usage(FILE *out)
 	        "\n"
 	        "Options:\n"
 	        "  -c, --config FILE    evhostd's configuration (default %s)\n"
-	        "      --url URL        the daemon's address (default: from [http] listen)\n"
+	        "      --url URL        the daemon's address, http(s)://HOST[:PORT] (default:\n"
+	        "                       from [http] listen)\n"
 	        "      --token-file F   the admin token (default: [admin] token_file)\n"
 	        "      --json           print the daemon's JSON answers as they are\n"
 	        "  -h, --help           this text\n"
@@ -154,9 +161,13 @@ static void usage(FILE *out)
 
 /* -------------------------------------------------------- configuration */
 
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* Read evhostd's configuration once. Problems that are not ours (a secret
  * the operator may not read, a bad value elsewhere) are ignored: `check`
- * is there for them. Only an unreadable main file stops us. */
+ * is there for them. An unreadable main file stops us, and so does a bad
+ * value of a key we use, once we use it (key_refused): what settings_from_cfg
+ * said is kept for that. */
 static int load_config(ctl *c)
 {
 	diag d = {0};
@@ -181,12 +192,35 @@ static int load_config(ctl *c)
 		cfg_free(&c->cfg);
 		return -1;
 	}
-	diag_free(&d);
+	c->cfg_problems = d;
 	c->cfg_loaded = 1;
 	return 0;
 }
 
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Whether a key evhostctl relies on has a value the daemon refuses: where
+ * settings_from_cfg could not use it, it left the default in its place
+ * (http://127.0.0.1:8080, which may be another daemon's; no token, taken
+ * for the admin API off; the conf.d next to the main file), and evhostctl
+ * would go on with that. Its problem, "FILE:LINE: [SECTION] KEY: ...", is
+ * the one --check-config says; `then` tells what it stops. Said, 1; else 0. */
+static int key_refused(ctl *c, const char *section, const char *key, const char *then)
+{
+	const cfg_entry *e = cfg_find(&c->cfg, section, key);
+	char *at;
+	int found = 0;
+
+	if (!e)
+		return 0;
+	at = xasprintf("%s:%d: [%s] %s:", e->file, e->line, section, key);
+	for (size_t i = 0; i < c->cfg_problems.n && !found; i++)
+		if (!strncmp(c->cfg_problems.msgs[i], at, strlen(at))) {
+			say("%s; %s", c->cfg_problems.msgs[i], then);
+			found = 1;
+		}
+	free(at);
+	return found;
+}
+
 static char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;
@@ -202,20 +236,62 @@ static char *xasprintf(const char *fmt, ...)
 	return s;
 }
 
+/* Whether --url is http(s)://HOST[:PORT] with an optional path (a proxy's
+ * prefix), as libcurl reads it. Anything else ("notaurl", "ftp://...",
+ * "localhost:8080") would only be refused by libcurl at the request, as a
+ * host it could not resolve or a protocol it may not use: said as the
+ * daemon being unreachable, when the argument is what is wrong. */
+static int url_ok(const char *url)
+{
+	static const CURLUPart sent_with_each[] = {CURLUPART_USER, CURLUPART_PASSWORD,
+	                                          CURLUPART_OPTIONS, CURLUPART_QUERY,
+	                                          CURLUPART_FRAGMENT};
+	CURLU *u;
+	char *host = NULL, *extra = NULL;
+	int ok;
+
+	if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+		return 0;
+	if (!(u = curl_url())) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	ok = curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	     curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK && host && *host;
+	/* A user, a query or a fragment would go with every request, the
+	 * request's own path and query after them. */
+	for (size_t i = 0; ok && i < sizeof sent_with_each / sizeof sent_with_each[0]; i++) {
+		ok = curl_url_get(u, sent_with_each[i], &extra, 0) != CURLUE_OK || !extra;
+		curl_free(extra);
+		extra = NULL;
+	}
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
 /* The daemon's URL: --url, else [http] listen with a wildcard address
- * replaced by loopback (the daemon listens there too). */
+ * replaced by loopback (the daemon listens there too). 0, or the exit
+ * status after saying why. */
 static int resolve_url(ctl *c)
 {
 	const char *host;
 	if (c->o.url) {
 		size_t n = strlen(c->o.url);
+		if (!url_ok(c->o.url))
+			return usage_error("--url takes http://HOST[:PORT] or https://HOST[:PORT], "
+			                   "not '%s'",
+			                   c->o.url);
 		while (n && c->o.url[n - 1] == '/')
 			n--;
 		c->url = xasprintf("%.*s", (int)n, c->o.url);
 		return 0;
 	}
 	if (load_config(c))
-		return -1;
+		return EXIT_FAILED;
+	if (key_refused(c, "http", "listen",
+	                "evhostctl does not know where the daemon listens (fix it, or pass --url)"))
+		return EXIT_FAILED;
 	host = c->set.http_host;
 	if (!host || !*host || !strcmp(host, "0.0.0.0"))
 		host = "127.0.0.1";
@@ -239,12 +315,22 @@ static int resolve_token(ctl *c)
 	if (!path) {
 		if (load_config(c))
 			return EXIT_FAILED;
+		/* Its problem of reading the file is said below, with ours. */
+		if (!c->set.admin_token_file &&
+		    key_refused(c, "admin", "token_file",
+		                "evhostctl has no admin token (fix it, or pass --token-file)"))
+			return EXIT_FAILED;
 		path = c->set.admin_token_file;
 	}
 	if (!path)
 		return 0;
 	if (!(f = fopen(path, "r"))) {
-		say("cannot read the admin token from %s: %s", path, strerror(errno));
+		int err = errno;
+		/* The packaged token file is root:evhost 0640 (operations.md). */
+		say("cannot read the admin token from %s: %s%s", path, strerror(err),
+		    err == EACCES || err == EPERM
+		        ? " (run evhostctl as root or as a member of group evhost, who may read it)"
+		        : "");
 		return EXIT_AUTH;
 	}
 	n = fread(buf, 1, sizeof buf - 1, f);
@@ -276,6 +362,34 @@ static int need_admin(ctl *c)
 		return EXIT_FAILED;
 	}
 	return 0;
+}
+
+/* "evhostctl check" as this run should run it: with the -c FILE it was
+ * given (the default file may be another daemon's), FILE in double quotes
+ * when the shell would split or expand it. */
+static char *check_command(const ctl *c)
+{
+	static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	                            "0123456789_@%+=:,./-";
+	const char *f = c->o.conf;
+	char *quoted, *q;
+
+	if (!c->o.conf_given)
+		return xasprintf("evhostctl check");
+	if (*f && strspn(f, plain) == strlen(f))
+		return xasprintf("evhostctl -c %s check", f);
+	quoted = q = xasprintf("%*s", (int)(2 * strlen(f) + 2), "");
+	*q++ = '"';
+	for (; *f; f++) {
+		if (strchr("\"$`\\", *f))
+			*q++ = '\\';
+		*q++ = *f;
+	}
+	*q++ = '"';
+	*q = '\0';
+	q = xasprintf("evhostctl -c %s check", quoted);
+	free(quoted);
+	return q;
 }
 
 /* ----------------------------------------------------------------- HTTP */
@@ -417,15 +531,11 @@ static int refused(const char *method, const char *path, const reply *r)
 	return EXIT_FAILED;
 }
 
-/* A request whose answer must be 2xx JSON: 0, or the exit status after
- * saying why. With --json the body goes to stdout whatever the status. */
-static int call(ctl *c, const char *method, const char *path, const char *body, reply *r)
+/* An answer that must be 2xx JSON: 0, or the exit status after saying
+ * why (the reply freed). */
+static int answer_ok(const char *method, const char *path, reply *r)
 {
-	int rc = request(c, method, path, body, 1, r);
-	if (rc)
-		return rc;
-	if (c->o.json && r->body)
-		printf("%s\n", r->body);
+	int rc;
 	if (r->status < 200 || r->status > 299) {
 		rc = refused(method, path, r);
 		reply_free(r);
@@ -437,6 +547,18 @@ static int call(ctl *c, const char *method, const char *path, const char *body, 
 		return EXIT_FAILED;
 	}
 	return 0;
+}
+
+/* A request whose answer must be 2xx JSON: 0, or the exit status after
+ * saying why. With --json the body goes to stdout whatever the status. */
+static int call(ctl *c, const char *method, const char *path, const char *body, reply *r)
+{
+	int rc = request(c, method, path, body, 1, r);
+	if (rc)
+		return rc;
+	if (c->o.json && r->body)
+		printf("%s\n", r->body);
+	return answer_ok(method, path, r);
 }
 
 /* --------------------------------------------------------------- tables */
@@ -672,23 +794,35 @@ static int write_atomic(const char *path, const char *text, size_t len)
 {
 	char err[PATH_MAX + 256];
 	int rc = file_replace(path, text, len, 0644, err, sizeof err);
-	if (rc < 0)
-		say("%s", err);
-	else if (rc > 0)
+	if (rc < 0) {
+		/* conf.d is root's (root:root 0755 in the package): the likely
+		 * cause is who runs us, which the error alone does not say. Asked
+		 * of the directory itself, as errno need not survive file_replace
+		 * cleaning up. */
+		char *dir = xasprintf("%s", path), *slash = strrchr(dir, '/');
+		int denied;
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		denied = access(slash ? dir : ".", W_OK) != 0 && (errno == EACCES || errno == EPERM);
+		say("%s%s", err,
+		    denied ? " (enable and disable write drop-ins into conf.d: run them as root)" : "");
+		free(dir);
+	} else if (rc > 0)
 		say("warning: %s; %s is written, but a crash of this machine before its disk "
 		    "catches up may undo that",
 		    err, path);
 	return rc < 0 ? -1 : 0;
 }
 
-/* Put the drop-in back as it was before we wrote it. */
-static void dropin_restore(const dropin *d)
+/* Put the drop-in back as it was before we wrote it. 0 when it is. */
+static int dropin_restore(const dropin *d)
 {
 	int rc = d->old ? write_atomic(d->path, d->old, d->old_len) : unlink(d->path);
 	if (rc == 0)
 		say("%s was put back as it was", d->path);
 	else
 		say("could not put %s back as it was; check it by hand", d->path);
+	return rc;
 }
 
 /* After writing: the merged configuration must take `enabled` from our
@@ -807,36 +941,60 @@ static int wait_state(ctl *c, const char *name, int enable, long long deadline)
 	}
 }
 
+/* Why api_reload wants the drop-in put back. */
+enum {
+	UNDO_NONE,
+	UNDO_REFUSED, /* the reload was refused or not run: the daemon runs what it ran */
+	UNDO_APPLIED, /* applied, the plugin not as asked: the daemon runs the drop-in */
+};
+
+/* POST /admin/reload?wait=WAIT_S: the daemon answers 202 once WAIT_S have
+ * passed, not after its own 60 s; the connection is given longer than
+ * that. 0 with the answer in *r (printed as it is with --json), or an exit
+ * status after saying why. */
+static int post_reload(ctl *c, long wait_s, reply *r)
+{
+	char path[64];
+	int rc;
+
+	snprintf(path, sizeof path, "/admin/reload?wait=%ld", wait_s);
+	c->request_timeout_s = wait_s + REQUEST_TIMEOUT_S;
+	rc = request(c, "POST", path, NULL, 1, r);
+	c->request_timeout_s = 0;
+	if (!rc && c->o.json && r->body)
+		printf("%s\n", r->body);
+	return rc;
+}
+
+/* The daemon refused the configuration (409): said with the command that
+ * shows why. */
+static void say_refused_reload(const ctl *c, const char *what)
+{
+	char *check = check_command(c);
+	say("the daemon refused %s, the running one stays (run '%s' to see why)", what, check);
+	free(check);
+}
+
 /* POST /admin/reload and read its verdict. 0: applied and the plugin is as
  * asked; RELOAD_PENDING: still running; else an exit status, and *undo says
- * whether the drop-in should be put back (the daemon did not apply it). */
+ * whether the drop-in should be put back, and what the daemon runs then. */
 static int api_reload(ctl *c, const char *name, int enable, int *undo)
 {
 	reply r;
-	char path[64];
-	int rc;
+	int rc = post_reload(c, c->o.timeout, &r);
 	const char *state;
 
-	/* The daemon answers 202 once --timeout has passed, not after its own
-	 * 60 s; the connection is given longer than that. */
-	snprintf(path, sizeof path, "/admin/reload?wait=%ld", c->o.timeout);
-	c->request_timeout_s = c->o.timeout + REQUEST_TIMEOUT_S;
-	rc = request(c, "POST", path, NULL, 1, &r);
-	c->request_timeout_s = 0;
-	*undo = 0;
+	*undo = UNDO_NONE;
 	if (rc)
 		return rc;
-	if (c->o.json && r.body)
-		printf("%s\n", r.body);
 	if (r.status == 202) {
 		reply_free(&r);
 		return RELOAD_PENDING;
 	}
 	if (r.status != 200) {
-		*undo = 1; /* refused, or not run at all */
+		*undo = UNDO_REFUSED;
 		if (r.status == 409)
-			say("the daemon refused the new configuration, the running one stays (run "
-			    "'evhostctl check' to see why)");
+			say_refused_reload(c, "the new configuration");
 		rc = r.status == 409 ? EXIT_FAILED : refused("POST", "/admin/reload", &r);
 		reply_free(&r);
 		return rc;
@@ -848,21 +1006,76 @@ static int api_reload(ctl *c, const char *name, int enable, int *undo)
 		return 0;
 	say("the reload was applied but plugin '%s' %s (see the daemon's log)", name,
 	    enable ? "did not start" : "still runs");
-	*undo = 1;
+	*undo = UNDO_APPLIED;
 	return EXIT_FAILED;
+}
+
+/* The reload applied the drop-in but the plugin is not as asked, and the
+ * drop-in was put back: the daemon still runs the configuration that had
+ * it, no longer the files' (a required plugin that did not start stays
+ * listed as failed, /readyz answering 503 and `status` NOT READY, until
+ * the next reload). One more reload makes what runs match the files again;
+ * its outcome is said, and the exit status stays the failed command's.
+ * It waits for what is left of --timeout, a second at least. */
+static void reload_again(ctl *c, const char *name, const dropin *d, long long deadline)
+{
+	long long left_ms = deadline - clock_mono_ms();
+	long wait_s = left_ms > 1000 ? (long)((left_ms + 999) / 1000) : 1, status;
+	const char *state;
+	reply r;
+
+	if (post_reload(c, wait_s, &r)) {
+		say("the daemon could not be asked to reload with %s put back: it runs the "
+		    "configuration evhostctl wrote until it reloads (systemctl reload evhostd)",
+		    d->path);
+		return;
+	}
+	status = r.status;
+	if (status == 202) {
+		say("the reload with %s put back is still running after %ld s; the daemon's log "
+		    "and 'evhostctl plugins' tell how it ends",
+		    d->path, wait_s);
+	} else if (status == 409) {
+		char *check = check_command(c);
+		say("the daemon refused the configuration with %s put back (run '%s' to see why): "
+		    "it runs the one evhostctl wrote, plugin '%s' as that reload left it, until a "
+		    "reload is applied: fix what check says, then 'systemctl reload evhostd'",
+		    d->path, check, name);
+		free(check);
+	} else if (status != 200) {
+		refused("POST", "/admin/reload", &r);
+		say("the daemon did not reload with %s put back: it runs the configuration "
+		    "evhostctl wrote until it reloads (systemctl reload evhostd)",
+		    d->path);
+	}
+	reply_free(&r);
+	if (status != 200)
+		return;
+	/* Where the plugin is now: /readyz lists it as failed too, which the
+	 * reload's list of the plugins that run does not. */
+	if (request(c, "GET", "/readyz", NULL, 0, &r))
+		return;
+	state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(r.json, "plugins"), name));
+	say("reloaded again with %s put back, so that what runs matches the files: plugin "
+	    "'%s' is %s%s",
+	    d->path, name, state ? state : "off", state && strcmp(state, "running")
+	                                              ? " (see the daemon's log)"
+	                                              : "");
+	reply_free(&r);
 }
 
 static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 {
 	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL; /* for the whole */
-	int rc, undo = 0;
+	int rc, undo = UNDO_NONE;
 	if (c->token) {
 		rc = api_reload(c, name, enable, &undo);
 		if (rc == 0)
 			return EXIT_OK;
 		if (rc != RELOAD_PENDING) {
-			if (undo)
-				dropin_restore(d);
+			if (undo && dropin_restore(d) == 0 && undo == UNDO_APPLIED)
+				reload_again(c, name, d, deadline);
 			return rc;
 		}
 	} else if (systemctl_reload() != 0) {
@@ -888,6 +1101,9 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	const char *probe;
 
 	if (load_config(c))
+		return EXIT_FAILED;
+	if (key_refused(c, "host", "confdir",
+	                "evhostctl does not know which conf.d the daemon reads (fix it)"))
 		return EXIT_FAILED;
 	if (!plugin_known(c, name, enable)) {
 		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d", name, name,
@@ -1178,6 +1394,66 @@ static void print_redrive(const cJSON *res)
 	       json_num(res, "skipped"), json_num(res, "failed"));
 }
 
+/* Whether dead letter `m` is the one `pick` (parse_id's) names. */
+static int pick_names(const cJSON *pick, const cJSON *m)
+{
+	const cJSON *t = cJSON_GetObjectItemCaseSensitive(pick, "topic");
+	if (cJSON_IsNumber(pick))
+		return json_num(m, "offset") == pick->valuedouble;
+	return json_num(m, "offset") == json_num(pick, "offset") &&
+	       json_num(m, "partition") == json_num(pick, "partition") &&
+	       (!cJSON_IsString(t) || !strcmp(json_str(m, "topic"), t->valuestring));
+}
+
+/* The daemon refused the redrive's "offsets" (422): when an id given names
+ * more than one dead letter (offset 0 of two partitions), say which, in
+ * the form the command line takes (the daemon's hint is its JSON form,
+ * {"partition": P, "offset": O}). Returns 1 when said, 0 when it was about
+ * something else, for the caller to say the daemon's answer. */
+static int dlq_ambiguous(ctl *c, const char *name, char **ids, int nids, const char *post)
+{
+	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%d", name, DLQ_LIST_LIMIT);
+	const cJSON *m, *msgs;
+	int said = 0, ok = 1, many;
+	reply r;
+
+	/* Not call(): with --json, the redrive's answer is the one printed. */
+	if (request(c, "GET", path, NULL, 1, &r) || r.status != 200 || !r.json) {
+		reply_free(&r); /* request() leaves it empty when it failed */
+		free(path);
+		return 0;
+	}
+	free(path);
+	msgs = cJSON_GetObjectItemCaseSensitive(r.json, "messages");
+	many = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "topics")) > 1;
+	for (int i = 0; i < nids && !said; i++) {
+		cJSON *pick = parse_id(ids[i], &ok);
+		char *names = NULL;
+		size_t hits = 0;
+		cJSON_ArrayForEach(m, msgs) {
+			char *id, *next;
+			if (!pick || !ok || !pick_names(pick, m))
+				continue;
+			id = dlq_id(m, many || cJSON_IsObject(pick));
+			next = xasprintf("%s%s%s", names ? names : "", names ? ", " : "", id);
+			free(id);
+			free(names);
+			names = next;
+			hits++;
+		}
+		if (hits > 1) {
+			say("POST %s: '%s' names %zu dead letters: name one of %s (as 'evhostctl dlq "
+			    "list %s' shows them)",
+			    post, ids[i], hits, names, name);
+			said = 1;
+		}
+		free(names);
+		cJSON_Delete(pick);
+	}
+	reply_free(&r);
+	return said;
+}
+
 static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 {
 	cJSON *body = cJSON_CreateObject(), *offs;
@@ -1203,8 +1479,17 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	}
 	json = request_json(body, ok);
 	path = xasprintf("/admin/plugins/%s/dlq/redrive", name);
-	rc = call(c, "POST", path, json, &r);
+	rc = request(c, "POST", path, json, 1, &r);
 	free(json);
+	if (!rc && c->o.json && r.body)
+		printf("%s\n", r.body);
+	if (!rc && r.status == 422 && !strcmp(json_str(r.json, "field"), "offsets") &&
+	    dlq_ambiguous(c, name, ids, nids, path)) {
+		reply_free(&r);
+		rc = EXIT_FAILED;
+	} else if (!rc) {
+		rc = answer_ok("POST", path, &r);
+	}
 	free(path);
 	if (rc)
 		return rc;
@@ -1220,6 +1505,22 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 
 /* --------------------------------------------------------------- replay */
 
+/* --from, checked before anything is asked: the daemon would answer a bad
+ * one with its own forms (a JSON {"offsets": ...} evhostctl does not send),
+ * and as a refusal (1), when the argument is what is wrong (2). */
+static int replay_from_ok(const char *from)
+{
+	int64_t ms;
+
+	if (!from)
+		return usage_error("replay needs --from beginning or --from TIME (RFC 3339)");
+	if (strcmp(from, "beginning") && rfc3339_parse_ms(from, &ms) != 0)
+		return usage_error("--from takes 'beginning' or an RFC 3339 time such as "
+		                   "2026-11-28T06:00:00Z, not '%s'",
+		                   from);
+	return 0;
+}
+
 static int cmd_replay(ctl *c, const char *name)
 {
 	cJSON *body, *topics, *p;
@@ -1227,8 +1528,6 @@ static int cmd_replay(ctl *c, const char *name)
 	reply r;
 	int rc, ok = 1;
 
-	if (!c->o.from)
-		return usage_error("replay needs --from beginning or --from TIME (RFC 3339)");
 	body = cJSON_CreateObject();
 	jsonb_put_str(body, "from", c->o.from, &ok);
 	if (c->o.keep_inbox)
@@ -1361,6 +1660,27 @@ static int cmd_backup(ctl *c)
 
 /* ------------------------------------------------------------- sign-out */
 
+/* The most bytes of a subject: a token's sub (jwt.h), as the daemon takes
+ * it in POST /admin/sign-out. */
+#define SUBJECT_MAX ((int)sizeof(((jwt_claims *)0)->sub) - 1)
+
+/* A subject as the daemon takes it, 1 to SUBJECT_MAX bytes of UTF-8:
+ * checked here, so that a malformed one is the usage error it is (2), not
+ * the daemon's refusal (1). */
+static int subject_ok(const char *subject)
+{
+	size_t len = strlen(subject);
+	long bad;
+
+	if (!len || len > SUBJECT_MAX)
+		return usage_error("'sign-out' takes a subject of 1 to %d bytes, not %zu",
+		                   SUBJECT_MAX, len);
+	if ((bad = json_utf8_error(subject, len)) >= 0)
+		return usage_error("'sign-out' takes a subject in UTF-8: byte %ld is not UTF-8",
+		                   bad + 1);
+	return 0;
+}
+
 static int cmd_sign_out(ctl *c, const char *subject)
 {
 	cJSON *body = cJSON_CreateObject();
@@ -1446,7 +1766,10 @@ static int parse_long(const char *opt, const char *v, long min, long max, long *
 static int parse_opt(opts *o, int opt, const char *arg)
 {
 	switch (opt) {
-	case 'c': o->conf = arg; return 0;
+	case 'c':
+		o->conf = arg;
+		o->conf_given = 1;
+		return 0;
 	case OPT_URL: o->url = arg; return 0;
 	case OPT_TOKEN_FILE: o->token_file = arg; return 0;
 	case OPT_JSON: o->json = 1; return 0;
@@ -1596,17 +1919,21 @@ static int run(ctl *c, const char *cmd, char **args, int n)
 	           !strcmp(cmd, "dlq list") || !strcmp(cmd, "dlq show")) {
 		if ((rc = plugin_arg(cmd, args, n, 1)))
 			return rc;
+		if (!strcmp(cmd, "replay") && (rc = replay_from_ok(c->o.from)))
+			return rc;
 	} else if (!strcmp(cmd, "dlq redrive")) {
 		if ((rc = plugin_arg(cmd, args, n, -1)))
 			return rc;
 	} else if (!strcmp(cmd, "sign-out")) {
 		if (n != 1)
 			return usage_error("'sign-out' takes one subject (a user id)");
+		if ((rc = subject_ok(args[0])))
+			return rc;
 	} else {
 		return usage_error("unknown command '%s'", cmd);
 	}
-	if (resolve_url(c))
-		return EXIT_FAILED;
+	if ((rc = resolve_url(c)))
+		return rc;
 	if (strcmp(cmd, "status") && strcmp(cmd, "enable") && strcmp(cmd, "disable") &&
 	    (rc = need_admin(c)))
 		return rc;
@@ -1663,6 +1990,7 @@ int main(int argc, char **argv)
 	free(c.url);
 	if (c.cfg_loaded)
 		settings_free(&c.set);
+	diag_free(&c.cfg_problems);
 	cfg_free(&c.cfg);
 	return rc;
 }

@@ -10,11 +10,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import stat
 import subprocess
+import tempfile
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -203,6 +206,93 @@ def test_a_reload_longer_than_the_timeout(evhostd, build_dir, tmp_path):
                    message="the probe running again")
 
 
+def test_a_plugin_that_did_not_start_is_reloaded_off_again(evhostd, build_dir, tmp_path):
+    # `enable` applied, but the plugin's init failed (its values passed the
+    # check: a templates_dir without templates, here init_fails.so): the
+    # drop-in is put back, and one more reload makes the daemon run what the
+    # files say again. Before, the plugin stayed listed as failed, /readyz
+    # 503 and `status` NOT READY until someone reloaded.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    dropin = confd / DROPIN
+    assert ctl(build_dir, d, "disable", "probe").returncode == 0
+    (confd / "20-probe.conf").write_text(
+        f"[plugin.probe]\npath = {build_dir / 'tests' / 'fixtures' / 'init_fails.so'}\n")
+    r = ctl(build_dir, d, "enable", "probe")
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        "evhostctl: the reload was applied but plugin 'probe' did not start (see the "
+        "daemon's log)",
+        f"evhostctl: {dropin} was put back as it was",
+        f"evhostctl: reloaded again with {dropin} put back, so that what runs matches the "
+        "files: plugin 'probe' is off"], r.stderr
+    assert dropin.read_text() == dropin_text(False)
+    assert "cannot reach the license server" in d.log_text()
+    ready = d.get("/readyz")
+    assert ready.status_code == 200 and "probe" not in ready.json()["plugins"], ready.text
+    r = ctl(build_dir, d, "status")
+    assert r.returncode == 0 and "serving, ready" in r.stdout, (r.stdout, r.stderr)
+    # --json: both of the daemon's answers, one a line.
+    r = ctl(build_dir, d, "--json", "enable", "probe")
+    assert r.returncode == 1, r.stderr
+    assert [json.loads(line)["result"] for line in r.stdout.splitlines()] == \
+        ["applied", "applied"], r.stdout
+    assert d.get("/readyz").status_code == 200
+
+
+def test_a_plugin_that_still_runs_after_disable_is_reloaded_as_the_files_say(
+        evhostd, build_dir, tmp_path):
+    # The other way round: `disable` applied, but the plugin still runs (a
+    # drop-in that enables it again came after evhostctl's check and before
+    # the reload read the files). The drop-in is put back and the daemon
+    # reloaded again, so that its configuration is the files' once more.
+    # The window: a reload already running (a second probe whose init takes
+    # 4 s), which evhostctl's reload waits behind.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    dropin = confd / DROPIN
+    (confd / "30-slow.conf").write_text(
+        f"[plugin.slow]\npath = {build_dir / 'tests' / 'fixtures' / 'probe.so'}\n"
+        "routes = false\nsubscribe = false\ninit_sleep_ms = 4000\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("probe: init sleeping 4000 ms", timeout=20)
+    cmd = [str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file), "disable", "probe"]
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as ctl_proc:
+        lib.wait_until(lambda: dropin.exists() and dropin.read_text() == dropin_text(False),
+                       timeout=3, interval=0.02, message="the drop-in written")
+        time.sleep(0.3)  # evhostctl's check of later drop-ins is done: now its reload waits
+        (confd / "95-local.conf").write_text("[plugin.probe]\nenabled = true\n")
+        out, err = ctl_proc.communicate(timeout=120)
+    assert ctl_proc.returncode == 1, (out, err)
+    assert err.splitlines() == [
+        "evhostctl: the reload was applied but plugin 'probe' still runs (see the daemon's "
+        "log)",
+        f"evhostctl: {dropin} was put back as it was",
+        f"evhostctl: reloaded again with {dropin} put back, so that what runs matches the "
+        "files: plugin 'probe' is running"], err
+    assert not dropin.exists()
+    assert d.get("/probe/seen").status_code == 200
+    assert d.log_text().count("reload #") == 2, d.log_tail()
+
+
+def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build_dir,
+                                                                    tmp_path):
+    # The hint is to be run as it is: with -c FILE, the check of the default
+    # file would be of another configuration.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    (d.config_dir / "conf.d" / "50-bad.conf").write_text("[http]\nthreads = many\n")
+    r = ctl(build_dir, d, "disable", "probe")
+    assert_one_error(r, 1, "the daemon refused the new configuration, the running one stays "
+                           f"(run 'evhostctl -c {d.config_file} check' to see why)")
+    assert not (d.config_dir / "conf.d" / DROPIN).exists()
+    # A file name the shell would split is quoted.
+    spaced = d.config_dir / "evhost copy.conf"
+    shutil.copyfile(d.config_file, spaced)
+    r = ctl(build_dir, d, "disable", "probe", conf=spaced)
+    assert_one_error(r, 1, f"(run 'evhostctl -c \"{spaced}\" check' to see why)")
+
+
 def test_reload_endpoint(evhostd, build_dir, tmp_path):
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     r = d.post("/admin/reload", headers=auth(), timeout=70)
@@ -283,6 +373,142 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("evhostctl 0.")
 
 
+def run_ctl(build_dir, *args, user=None):
+    """evhostctl ARGS as it is (no -c added); as `user` (uid) with setpriv."""
+    cmd = [str(build_dir / "host" / "evhostctl"), *args]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_malformed_arguments_are_usage_errors(build_dir, tmp_path):
+    # Said before anything is asked (no daemon here), and exit 2 rather than
+    # the daemon's refusal (1) or unreachable (3).
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    c = ["-c", str(conf)]
+    for args, needle in (
+            (["replay", "probe", "--from", "yesterday"],
+             "--from takes 'beginning' or an RFC 3339 time such as 2026-11-28T06:00:00Z, "
+             "not 'yesterday'"),
+            (["replay", "probe", "--from", "2026-13-45T99:00:00Z"], "not '2026-13-45T99"),
+            (["replay", "probe", "--from", "2026-02-29T00:00:00Z"], "not '2026-02-29"),
+            (["replay", "probe", "--from", "2026-11-28T06:00:00"], "RFC 3339"),
+            (["replay", "probe", "--from", "2026-11-28T06:00:00.Z"], "RFC 3339"),
+            (["replay", "probe", "--from", "2026-11-28T06:00:00+1:00"], "RFC 3339"),
+            (["replay", "probe", "--from", "Beginning"], "RFC 3339"),
+            (["sign-out", ""], "'sign-out' takes a subject of 1 to 127 bytes, not 0"),
+            (["sign-out", "é" * 64], "1 to 127 bytes, not 128"),
+            (["--url", "notaurl", "status"],
+             "--url takes http://HOST[:PORT] or https://HOST[:PORT], not 'notaurl'"),
+            (["--url", "127.0.0.1:8080", "status"], "not '127.0.0.1:8080'"),
+            (["--url", "ftp://127.0.0.1/", "status"], "not 'ftp://127.0.0.1/'"),
+            (["--url", "http://", "status"], "not 'http://'"),
+            (["--url", "http://127.0.0.1:99999", "status"], "not 'http://127.0.0.1:99999'"),
+            (["--url", "http://u:p@127.0.0.1:8080", "status"], "not 'http://u:p@"),
+            (["--url", "http://127.0.0.1:8080/?x=1", "status"], "not 'http://127.0.0.1:8080/?x")):
+        assert_one_error(run_ctl(build_dir, *c, *args), 2, needle)
+    # Not UTF-8: what the daemon would refuse as not a subject.
+    r = subprocess.run([build_dir / "host" / "evhostctl", *c, "sign-out", b"ab\xff"],
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert r.returncode == 2 and b"byte 3 is not UTF-8" in r.stderr, r.stderr
+    # Well-formed: what the daemon would take gets as far as asking it.
+    down = f"http://127.0.0.1:{lib.free_port()}"
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    for when in ("beginning", "2024-02-29T23:59:60.123456+14:00", "2026-11-28t06:00:00z",
+                 "2026-11-28 06:00:00-00:30"):
+        assert_one_error(run_ctl(build_dir, *c, "--url", down, "--token-file", str(token),
+                                 "replay", "probe", "--from", when), 3, "unreachable")
+    assert_one_error(run_ctl(build_dir, *c, "--url", down + "/evhost/", "--token-file",
+                             str(token), "sign-out", "é" * 63), 3,
+                     f"POST {down}/evhost/admin/sign-out: the daemon is unreachable")
+    # A host that does not resolve is the network's answer, not the argument's.
+    assert_one_error(run_ctl(build_dir, *c, "--url", "http://evhost.invalid:8080", "status"),
+                     3, "the daemon is unreachable: Couldn't resolve host name")
+
+
+def test_a_bad_value_of_a_key_evhostctl_uses_is_said_not_defaulted(build_dir, tmp_path):
+    # [http] listen, [admin] token_file and [host] confdir with a value the
+    # daemon refuses: evhostctl says so where it is, exit 1, rather than use
+    # the default in its place (http://127.0.0.1:8080 may be another daemon).
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text(f"[kafka]\nbrokers = embedded\n[http]\nlisten = 18931\n"
+                    f"[admin]\ntoken_file = {token}\n")
+    for args in (["status"], ["plugins"], ["disable", "probe"]):
+        assert_one_error(run_ctl(build_dir, "-c", str(conf), *args), 1,
+                         f"evhostctl: {conf}:4: [http] listen: expected IP:port with a port of "
+                         "0-65535, e.g. 127.0.0.1:8080 or [::1]:8080, got '18931'; evhostctl "
+                         "does not know where the daemon listens (fix it, or pass --url)\n")
+    assert not (tmp_path / "conf.d" / DROPIN).exists()
+    # --url given: the key does not matter.
+    with served_by(answering(b'{"plugins":[]}', "application/json")) as url:
+        r = run_ctl(build_dir, "-c", str(conf), "--url", url, "plugins")
+        assert r.returncode == 0 and r.stdout == "no plugins are running\n", r.stderr
+
+        conf.write_text(f"[kafka]\nbrokers = embedded\n[http]\nlisten = 127.0.0.1:1\n"
+                        "[admin]\ntoken_file =\n")
+        assert_one_error(run_ctl(build_dir, "-c", str(conf), "plugins"), 1,
+                         f"evhostctl: {conf}:6: [admin] token_file: expected a path, got ''; "
+                         "evhostctl has no admin token (fix it, or pass --token-file)\n")
+        r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
+                    "plugins")
+        assert r.returncode == 0, r.stderr
+
+        conf.write_text(f"[host]\nconfdir =\n[kafka]\nbrokers = embedded\n"
+                        f"[admin]\ntoken_file = {token}\n")
+        assert_one_error(run_ctl(build_dir, "-c", str(conf), "--url", url, "enable", "probe"),
+                         1, f"evhostctl: {conf}:2: [host] confdir: expected a path, got ''; "
+                            "evhostctl does not know which conf.d the daemon reads (fix it)\n")
+        assert not (tmp_path / "conf.d" / DROPIN).exists()
+
+
+def test_permission_problems_say_who_may(build_dir, tmp_path):
+    # conf.d is root's (root:root 0755 in the package), the admin token
+    # root:evhost 0640: as another user the error says who may, not only
+    # "Permission denied". (Run as nobody, from a directory it may read.)
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv, to run evhostctl as another user")
+    with contextlib.ExitStack() as stack:
+        top = Path(tempfile.mkdtemp(prefix="evhostctl-perm-", dir="/tmp"))
+        stack.callback(shutil.rmtree, top)
+        top.chmod(0o755)
+        (top / "conf.d").mkdir(mode=0o755)
+        (top / "conf.d" / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
+        private = top / "admin.token"
+        private.write_text(TOKEN + "\n")
+        private.chmod(0o640)
+        readable = top / "readable.token"
+        readable.write_text(TOKEN + "\n")
+        readable.chmod(0o644)
+        url = stack.enter_context(served_by(answering(b'{"plugins":[]}', "application/json")))
+        conf = top / "evhost.conf"
+        port = url.rsplit(":", 1)[1]
+        conf.write_text(f"[kafka]\nbrokers = embedded\n[http]\nlisten = 127.0.0.1:{port}\n"
+                        f"[admin]\ntoken_file = {private}\n")
+        conf.chmod(0o644)
+        nobody = 65534
+        r = run_ctl(build_dir, "-c", str(conf), "plugins", user=nobody)
+        assert_one_error(r, 4, f"evhostctl: cannot read the admin token from {private}: "
+                               "Permission denied (run evhostctl as root or as a member of "
+                               "group evhost, who may read it)\n")
+        r = run_ctl(build_dir, "-c", str(conf), "--token-file", str(readable), "disable",
+                    "probe", user=nobody)
+        assert_one_error(r, 1, f"evhostctl: cannot create a file in {top / 'conf.d'}: "
+                               "Permission denied (enable and disable write drop-ins into "
+                               "conf.d: run them as root)\n")
+        assert sorted(p.name for p in (top / "conf.d").iterdir()) == ["20-probe.conf"]
+        # Not missing permissions: no such hint.
+        assert_one_error(run_ctl(build_dir, "-c", str(conf), "--token-file", str(top / "none"),
+                                 "plugins", user=nobody), 4,
+                         f"{top / 'none'}: No such file or directory\n")
+
+
 def crud_daemon(evhostd, tmp_path, **kw):
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
@@ -329,7 +555,7 @@ def test_sign_out_a_subject(evhostd, build_dir, tmp_path):
     assert r.status_code == 401 and r.json()["detail"].startswith("token revoked"), r.text
     # What is not a subject.
     assert_one_error(ctl(build_dir, d, "sign-out"), 2, "'sign-out' takes one subject")
-    assert_one_error(ctl(build_dir, d, "sign-out", "a" * 128), 1, "1 to 127 bytes")
+    assert_one_error(ctl(build_dir, d, "sign-out", "a" * 128), 2, "1 to 127 bytes")
     for body in ({}, {"subject": ""}, {"subject": 7}, '{"subject":"a\\u0000b"}',
                  {"subject": "x", "subjects": ["y"]}):
         r = d.post("/admin/sign-out", headers=auth(),
@@ -738,8 +964,8 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     r = ctl(build_dir, d, "replay", "probe", "--from", now, "--topic", topic)
     assert r.returncode == 0, r.stderr
     assert "probe: rewound; " in r.stdout
-    assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "yesterday"), 1,
-                     "from must be")
+    assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "yesterday"), 2,
+                     "--from takes 'beginning' or an RFC 3339 time")
     assert_one_error(ctl(build_dir, d, "replay", "probe", "--from", "beginning",
                          "--topic", "elsewhere"), 1, "does not consume")
 
@@ -778,6 +1004,46 @@ def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir
                          ident[len(dead):]), 2, "is not a dead-letter id")
     assert_one_error(ctl(build_dir, d, "dlq", "redrive", "notifications", dead + ":x:1"), 2,
                      "is not a dead-letter id")
+
+
+def test_an_ambiguous_dead_letter_offset_is_named_as_the_command_line_takes_it(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Offset 0 is a dead letter in two of notifications' dead-letter topics:
+    # a bare `0` names both. The daemon's hint is its JSON form ({"partition":
+    # P, "offset": 0}); evhostctl names the two as `dlq list` shows them,
+    # which `dlq redrive` takes.
+    topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    d = evhostd({"admin": {"token_file": str(token)},
+                 "plugin.notifications": {
+                     **lib.notifications_topics(topics), "templates_dir": str(lib.TEMPLATES),
+                     "transport": "maildir", "maildir": str(tmp_path / "mail"),
+                     "from": "Evhost Tests <noreply@example.org>",
+                     "group": unique_name("g")}}, brokers=kafka_bootstrap)
+    for which in ("created", "updated"):
+        lib.kafka_produce(topics[which], b"not json", key="k", brokers=kafka_bootstrap)
+
+    def listed():
+        r = ctl(build_dir, d, "--json", "dlq", "list", "notifications")
+        assert r.returncode == 0, r.stderr
+        msgs = json.loads(r.stdout)["messages"]
+        return msgs if len(msgs) == 2 else None
+    msgs = lib.wait_until(listed, timeout=60, message="two dead letters listed")
+    assert [m["offset"] for m in msgs] == [0, 0], msgs
+    ids = [f"{m['topic']}:{m['partition']}:{m['offset']}" for m in msgs]
+    r = ctl(build_dir, d, "dlq", "redrive", "notifications", "0")
+    assert_one_error(r, 1, "evhostctl: POST /admin/plugins/notifications/dlq/redrive: '0' "
+                           f"names 2 dead letters: name one of {ids[0]}, {ids[1]} (as "
+                           "'evhostctl dlq list notifications' shows them)\n")
+    assert r.stdout == ""
+    # --json: the daemon's answer on stdout as it is, the same line on stderr.
+    r = ctl(build_dir, d, "--json", "dlq", "redrive", "notifications", "0")
+    assert r.returncode == 1 and json.loads(r.stdout)["field"] == "offsets", r.stdout
+    assert f"name one of {ids[0]}, {ids[1]}" in r.stderr, r.stderr
+    r = ctl(build_dir, d, "dlq", "redrive", "notifications", ids[1])
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert r.stdout.endswith("1 redriven, 0 skipped, 0 failed\n"), r.stdout
 
 
 def test_status_not_ready(evhostd, build_dir):
