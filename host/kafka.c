@@ -1293,6 +1293,15 @@ struct consumer {
 	size_t nbuffered; /* messages in all of them */
 	int stored;                  /* offsets stored since the last commit */
 	int64_t last_commit_ms;
+	/* Per assigned partition, the offset past its last handled event: what
+	 * commit_stored commits, by name. rd_kafka_commit(NULL) would commit
+	 * only stored offsets above its cached committed ones, and after a
+	 * topic is deleted and created again (its offsets start at 0 again)
+	 * that cache keeps the old topic's: nothing would be committed until
+	 * the new offsets passed the old, and a restart would handle all of it
+	 * again. Partitions leave it when they are revoked. NULL until the
+	 * first stored offset. */
+	rd_kafka_topic_partition_list_t *handled;
 	/* Time without a consumer poll: past max.poll.interval.ms librdkafka
 	 * takes the consumer out of its group. busy_report says so at half of
 	 * it, with what the time went on since the last poll (busy_step). */
@@ -1498,6 +1507,32 @@ static rd_kafka_message_t *pbuf_pop(struct consumer *c, struct pbuf *b)
 	return m;
 }
 
+/* Note `l`'s offsets (those set) as the partitions' last handled ones:
+ * later than what was noted, even when lower (a replay's rewind). */
+static void handled_note(struct consumer *c, const rd_kafka_topic_partition_list_t *l)
+{
+	if (!c->handled)
+		c->handled = rd_kafka_topic_partition_list_new(l->cnt > 0 ? l->cnt : 1);
+	for (int i = 0; i < l->cnt; i++) {
+		const rd_kafka_topic_partition_t *e = &l->elems[i];
+		rd_kafka_topic_partition_t *t;
+		if (e->offset < 0 || e->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			continue;
+		t = rd_kafka_topic_partition_list_find(c->handled, e->topic, e->partition);
+		if (!t)
+			t = rd_kafka_topic_partition_list_add(c->handled, e->topic, e->partition);
+		t->offset = e->offset;
+	}
+}
+
+/* Revoked (or lost) partitions: no longer ours to commit. */
+static void handled_forget(struct consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+	for (int i = 0; c->handled && i < parts->cnt; i++)
+		rd_kafka_topic_partition_list_del(c->handled, parts->elems[i].topic,
+		                                  parts->elems[i].partition);
+}
+
 /* Store the offsets past `msgs` (handled, their writes committed): one call
  * for all of them, the highest offset per partition. */
 static void store_offsets(struct consumer *c, rd_kafka_message_t *const *msgs, size_t n)
@@ -1517,8 +1552,10 @@ static void store_offsets(struct consumer *c, rd_kafka_message_t *const *msgs, s
 			t->offset = msgs[i]->offset + 1;
 	}
 	e = rd_kafka_offsets_store(c->rk, l);
-	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR) {
 		c->stored += (int)n;
+		handled_note(c, l); /* each partition's own error keeps it out */
+	}
 	for (int i = 0; i < l->cnt; i++) {
 		rd_kafka_resp_err_t pe = e ? e : l->elems[i].err;
 		if (pe == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -1536,7 +1573,9 @@ static void store_offset(struct consumer *c, rd_kafka_message_t *msg)
 	store_offsets(c, &msg, 1);
 }
 
-/* Commit stored offsets. `force`: even when nothing was stored since the
+/* Commit the offsets past what was handled, every assigned partition's
+ * (c->handled: committing one again is harmless, and a failed commit is
+ * made good by the next). `force`: even when nothing was stored since the
  * last commit (that one may have failed; revoke and stop must be sure). */
 static void commit_stored(struct consumer *c, int async, int force)
 {
@@ -1545,7 +1584,9 @@ static void commit_stored(struct consumer *c, int async, int force)
 	if (!c->stored && !force)
 		return;
 	c->stored = 0;
-	e = rd_kafka_commit(c->rk, NULL, async);
+	if (!c->handled || c->handled->cnt == 0)
+		return;
+	e = rd_kafka_commit(c->rk, c->handled, async);
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
 		log_warn(KAFKA_LOG, "%s: offset commit failed: %s", plugin_label(c),
 		         rd_kafka_err2str(e));
@@ -2406,6 +2447,7 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		pbufs_drop(c, parts);
 		if (!rd_kafka_assignment_lost(rk))
 			commit_stored(c, 0, 1);
+		handled_forget(c, parts);
 		if (coop)
 			e = rd_kafka_incremental_unassign(rk, parts);
 		else
@@ -2963,6 +3005,8 @@ static int replay_forget_inbox(struct consumer *c, const rd_kafka_topic_partitio
 static void replay_commit(struct consumer *c, rd_kafka_topic_partition_list_t *l)
 {
 	rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, l);
+	/* The next commits start from here, not from what was handled before */
+	handled_note(c, l);
 	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
 		e = rd_kafka_commit(c->rk, l, 0);
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -3335,6 +3379,8 @@ static void consumer_free(struct consumer *c)
 	pthread_mutex_destroy(&c->rmu);
 	if (c->rk)
 		rd_kafka_destroy(c->rk);
+	if (c->handled)
+		rd_kafka_topic_partition_list_destroy(c->handled);
 	free(c->policy);
 	free(c->slots);
 	free(c->bufs);

@@ -392,6 +392,25 @@ def alter_topic(topic, configs, brokers=None):
         a.close()
 
 
+def delete_topics(topics, brokers=None):
+    """Delete `topics` (kafka-python's admin client)."""
+    a = _admin(brokers)
+    try:
+        a.delete_topics(list(topics))
+    finally:
+        a.close()
+
+
+def committed_offsets(group, brokers=None):
+    """{(topic, partition): offset} the consumer group `group` has committed."""
+    a = _admin(brokers)
+    try:
+        return {(tp.topic, tp.partition): om.offset
+                for tp, om in a.list_consumer_group_offsets(group).items()}
+    finally:
+        a.close()
+
+
 def kafka_topics(brokers=None, timeout=15.0):
     """Names of the topics the cluster knows about."""
     r = subprocess.run([KCAT, "-L", "-J", "-b", _brokers(brokers), "-m", str(int(timeout))],

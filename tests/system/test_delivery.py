@@ -763,6 +763,45 @@ def probe_polling_within(evhostd, build_dir, unique_name, kafka_bootstrap, topic
     }, brokers=kafka_bootstrap)
 
 
+def test_offsets_are_committed_after_a_topic_is_deleted_and_created_again(
+        evhostd, build_dir, unique_name, kafka_bootstrap):
+    # librdkafka's commit of the stored offsets skips those not above the
+    # committed ones it knows (fetched at the assignment, or its own). A
+    # topic deleted and created again starts its offsets at 0 again: nothing
+    # was committed until they passed the old topic's, and a restart handled
+    # all of it again (a consumer with another inbox: twice). The handled
+    # offsets are committed by name now. Six keys spread the events over the
+    # three partitions the same way both times, fewer the second time.
+    topic, group = unique_name("recreated"), unique_name("g")
+    keys = [f"k{i}" for i in range(6)]
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=3)
+    d = evhostd({"plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                                  "topic": topic, "group": group}}, brokers=kafka_bootstrap)
+
+    def committed():
+        return sum(o for (t, _), o in lib.committed_offsets(group, kafka_bootstrap).items()
+                   if t == topic and o > 0)
+
+    for k in keys:
+        assert d.post(f"/probe/publish?key={k}&n=5", json={}).status_code == 200
+    assert len(lib.probe_wait_seen(d, 30, timeout=60)) == 30
+    lib.wait_until(lambda: committed() == 30, timeout=20, message="30 offsets committed")
+
+    lib.delete_topics([topic], brokers=kafka_bootstrap)
+    try:  # the broker may create it again at once (auto.create.topics.enable)
+        lib.wait_until(lambda: topic not in lib.kafka_topics(kafka_bootstrap), timeout=10)
+        lib.create_topics([topic], brokers=kafka_bootstrap, partitions=3)
+    except Exception as e:
+        if not re.search("TopicAlreadyExists|timed out", type(e).__name__ + str(e)):
+            raise
+    for k in keys:
+        assert d.post(f"/probe/publish?key={k}", json={}).status_code == 200
+    assert len(lib.probe_wait_seen(d, 36, timeout=90)) == 36
+    lib.wait_until(lambda: committed() == 6, timeout=20,
+                   message="the new topic's 6 offsets committed (not the old topic's 30)")
+    assert d.stop() == 0, d.log_tail()
+
+
 @pytest.mark.slow
 def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
                                                         kafka_bootstrap):
