@@ -1052,6 +1052,17 @@ static int replay_status(int rc)
 	}
 }
 
+/* The problem type of replay_status's answer. */
+static const char *replay_problem_type(int status)
+{
+	switch (status) {
+	case 422: return "validation";
+	case 409: return "conflict";
+	case 500: return "internal";
+	default: return "kafka";
+	}
+}
+
 static int replay_answer(evh_response *resp, const char *name, const replay_result *res)
 {
 	cJSON *root = cJSON_CreateObject(), *parts;
@@ -1105,8 +1116,8 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 	if (rc == EVH_ENOTFOUND)
 		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
 	else if (rc != EVH_OK)
-		problem(resp, replay_status(rc), rc == EVH_EINVAL ? "validation" : "conflict", NULL,
-		        "%s", err);
+		problem(resp, replay_status(rc), replay_problem_type(replay_status(rc)), NULL, "%s",
+		        err);
 	else
 		replay_answer(resp, name, &res);
 	if (rc == EVH_EBUSY)

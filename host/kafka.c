@@ -3077,6 +3077,16 @@ static int replay_run(struct consumer *c, const replay_request *req, replay_resu
 	int status = replay_check_topics(c, req, err, errlen);
 	if (status)
 		return status;
+	/* librdkafka 2.0's offset look-ups wait for an unreachable leader past
+	 * their timeout, until it is back (librdkafka #2588, fixed in 2.3): the
+	 * replay held the consumer and the request for minutes, then ran on an
+	 * assignment lost meanwhile. Refused at once instead, nothing changed.
+	 * (A broker lost between this look and the next is still waited for.) */
+	if (!kafka_reachable(c->k, SEEK_TIMEOUT_MS)) {
+		snprintf(err, errlen, "Kafka is unreachable: nothing was rewound; replay again once "
+		                      "it is back");
+		return EVH_EKAFKA;
+	}
 	if (rd_kafka_assignment(c->rk, &asg) != RD_KAFKA_RESP_ERR_NO_ERROR || !asg->cnt) {
 		snprintf(err, errlen, "no partitions are assigned to plugin %s's consumer yet",
 		         c->p->name);
