@@ -50,6 +50,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "rfc3339.h"
+#include "stopguard.h"
 #include "textbuf.h"
 #include "trace.h"
 
@@ -3301,6 +3302,11 @@ static void *consumer_main(void *arg)
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
+	/* No handler runs from here on: should the stop's guard end the
+	 * process, it names what this consumer still waited for instead. */
+	stopguard_at("plugin '%s': its consumer's last dead letters, commit and leaving the "
+	             "group (the broker not answering)",
+	             c->p->name);
 	finish_dead_letters(c, NULL, atomic_load(&c->stop_by_ms));
 	drop_slots(c, NULL, 0);
 	commit_stored(c, 0, 1);
@@ -3474,6 +3480,8 @@ void consumer_stop(evh_plugin *p)
 		pthread_cond_wait(&c->rcv, &c->rmu);
 	pthread_mutex_unlock(&c->rmu);
 	p->consumer = NULL;
+	stopguard_at("plugin '%s': its consumer's Kafka client ending (librdkafka's threads)",
+	             p->name);
 	consumer_free(c);
 	log_info(KAFKA_LOG, "%s: consumer stopped", p->name);
 }
