@@ -86,7 +86,11 @@ typedef struct delivery {
 	const notif_content *content;
 	int event_attempt; /* evh_event_attempt() */
 	int last_attempt;  /* no retry follows a transient failure */
+	/* Not NULL: do not send, fail temporarily with this error (the server
+	 * was found unreachable for an earlier recipient of this attempt). */
+	const char *not_tried;
 	/* out */
+	int down; /* the failure was the server's, not this mail's (NOTIF_SEND_DOWN) */
 	char err[512];
 	int attempts;
 	char created_at[NOTIF_TIME_LEN];
@@ -149,7 +153,18 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	if (have)
 		notif_entry_clear(&mem);
 
-	res = notif_deliver(st, d->content, d->to_addr, d->to_name, d->err, sizeof d->err);
+	if (d->not_tried) {
+		/* Only at the last attempt (before it, the caller need not ask):
+		 * the row lets a redrive send it. Nothing in memory, which a large
+		 * broadcast would fill, pushing out what says "sent". */
+		snprintf(d->err, sizeof d->err, "%s", d->not_tried);
+		res = NOTIF_SEND_DOWN;
+	} else {
+		res = notif_deliver(st, d->content, d->to_addr, d->to_name, d->err, sizeof d->err);
+	}
+	d->down = res == NOTIF_SEND_DOWN;
+	if (d->down)
+		res = NOTIF_SEND_TRANSIENT;
 	if (res == NOTIF_SEND_TRANSIENT && !d->last_attempt) {
 		remember(st, d, NOTIF_RETRYING, d->err);
 		return DELIV_RETRY;
@@ -157,7 +172,8 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	if (res == NOTIF_SEND_TRANSIENT) {
 		/* Nothing left: unlike the outcomes below, a redo of this attempt
 		 * (should the commit fail) must try to send again. */
-		remember(st, d, NOTIF_RETRYING, d->err);
+		if (!d->not_tried)
+			remember(st, d, NOTIF_RETRYING, d->err);
 		notif_now_rfc3339(now);
 		if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, NOTIF_DEAD_LETTERED,
 		              d->attempts, d->err, d->created_at, now) != EVH_OK)
@@ -644,13 +660,17 @@ bad:
 
 typedef struct broadcast_tally {
 	int sent, already, failed, retry, parked;
+	int untried; /* not offered: the server was found down for an earlier one */
+	int down;    /* the server could not be talked to: try no more in this attempt */
 	char last_err[512];
+	char down_err[600]; /* why the rest were not tried: their error */
 } broadcast_tally;
 
-/* One recipient of a broadcast. Returns -1 when storage failed (the whole
- * event is retried), 0 otherwise. */
+/* One recipient of a broadcast; not offered, but failed temporarily with
+ * `not_tried` as the error, when that is not NULL. Returns -1 when storage
+ * failed (the whole event is retried), 0 otherwise. */
 static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const broadcast *b,
-                         const recipient *r, broadcast_tally *t)
+                         const recipient *r, const char *not_tried, broadcast_tally *t)
 {
 	char log_id[2 * ID_MAX + 2];
 	const char *name = *r->name ? r->name : r->email;
@@ -677,6 +697,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	d.content = &c;
 	d.event_attempt = evh_event_attempt(ev);
 	d.last_attempt = is_last_attempt(st, ev);
+	d.not_tried = not_tried;
 	switch (deliver_once(st, tx, &d)) {
 	case DELIV_SENT:
 		t->sent++;
@@ -686,7 +707,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	case DELIV_RETRY:
 		t->retry++;
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
-		return 0;
+		break;
 	case DELIV_FAILED:
 		t->failed++;
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
@@ -694,12 +715,20 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 		return 0;
 	case DELIV_PARKED:
 		t->parked++;
-		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
+		if (!not_tried)
+			snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		push_outcome(st, r->id, &d, NOTIF_DEAD_LETTERED, b->subject);
-		return 0;
+		break;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;
+	}
+	if (d.down && !not_tried) {
+		t->down = 1;
+		snprintf(t->down_err, sizeof t->down_err,
+		         "not tried: the mail server could not be reached for an earlier recipient "
+		         "(%s)",
+		         d.err);
 	}
 	return 0;
 }
@@ -713,7 +742,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	recipient *rs = NULL;
 	size_t n = 0;
 	evh_event_result result = EVH_EVENT_OK;
-	int parsed;
+	int parsed, last;
 
 	(void)p;
 	if ((parsed = parse_broadcast(ev, &b, why, sizeof why)) != 0)
@@ -723,20 +752,47 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		goto out;
 	}
 	memset(&t, 0, sizeof t);
+	last = is_last_attempt(st, ev);
 	for (size_t i = 0; i < n; i++) {
-		if (broadcast_one(st, tx, ev, &b, &rs[i], &t) < 0) {
+		/* Once the server is found down (each try would wait out
+		 * smtp_timeout_ms, holding the SMTP connection and the consumer),
+		 * the rest wait for the event's next attempt, which the backoff
+		 * spaces out. Nothing is recorded for them then (memory is for
+		 * what was done); at the last attempt each still unsent gets its
+		 * dead_lettered row, for the redrive. */
+		if (t.down && !last) {
+			t.untried++;
+			continue;
+		}
+		if (t.down)
+			t.untried++;
+		if (broadcast_one(st, tx, ev, &b, &rs[i], t.down ? t.down_err : NULL, &t) < 0) {
 			evh_event_set_error(ev, t.last_err);
 			result = EVH_EVENT_RETRY;
 			goto out;
 		}
 	}
-	evh_log(st->p, t.parked ? EVH_LOG_WARN : EVH_LOG_INFO,
+	evh_log(st->p, t.parked || t.untried ? EVH_LOG_WARN : EVH_LOG_INFO,
 	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry, %d given up "
 	        "for a redrive (attempt %d)",
-	        b.id, t.sent, t.already, t.failed, t.retry, t.parked, evh_event_attempt(ev));
-	if (t.retry) {
-		snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s", t.retry,
-		         n, t.last_err);
+	        b.id, t.sent, t.already, t.failed, t.retry + (last ? 0 : t.untried), t.parked,
+	        evh_event_attempt(ev));
+	if (t.untried)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "broadcast %s: the mail server could not be reached (%s): %d of %zu "
+		        "recipient(s) not tried in attempt %d, %s",
+		        b.id, t.last_err, t.untried, n, evh_event_attempt(ev),
+		        last ? "given up for a redrive (those not sent before)"
+		             : "left to the event's next attempt");
+	if (t.retry || (t.untried && !last)) {
+		if (t.untried && !last)
+			snprintf(why, sizeof why,
+			         "%d of %zu deliveries to retry, %d of them not tried: the mail server "
+			         "could not be reached; last error: %s",
+			         t.retry + t.untried, n, t.untried, t.last_err);
+		else
+			snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s",
+			         t.retry, n, t.last_err);
 		evh_event_set_error(ev, why);
 		result = EVH_EVENT_RETRY;
 	} else if (t.parked) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 static int curl_has_protocol(const char *proto)
 {
@@ -39,6 +40,10 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* we run on host threads */
 	rc |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms);
 	rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
+	/* In whole seconds, at least the above: it alone bounds the wait for the
+	 * reply to the QUIT said when a connection is closed (libcurl's default
+	 * is minutes). A transfer is held to CURLOPT_TIMEOUT_MS still. */
+	rc |= curl_easy_setopt(c, CURLOPT_SERVER_RESPONSE_TIMEOUT, (s->timeout_ms + 999) / 1000);
 	rc |= curl_easy_setopt(c, CURLOPT_USE_SSL, s->starttls ? (long)CURLUSESSL_ALL
 	                                                        : (long)CURLUSESSL_NONE);
 	if (s->ca_file)
@@ -50,6 +55,23 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	if (rc != CURLE_OK) {
 		snprintf(err, errlen,
 		         "smtp: libcurl refused an option (is it built without SMTP?)");
+		return -1;
+	}
+	return 0;
+}
+
+/* A new easy handle in s->curl, set up; 0, or -1 with `err` set and
+ * s->curl NULL. */
+static int smtp_new_handle(notif_smtp *s, char *err, size_t errlen)
+{
+	s->curl = curl_easy_init();
+	if (!s->curl) {
+		snprintf(err, errlen, "smtp: curl_easy_init failed");
+		return -1;
+	}
+	if (smtp_setup_handle(s, err, errlen) < 0) {
+		curl_easy_cleanup(s->curl);
+		s->curl = NULL;
 		return -1;
 	}
 	return 0;
@@ -84,12 +106,7 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 	}
 	s->starttls = c->starttls;
 	s->timeout_ms = c->timeout_ms;
-	s->curl = curl_easy_init();
-	if (!s->curl) {
-		snprintf(err, errlen, "smtp: curl_easy_init failed");
-		goto fail;
-	}
-	if (smtp_setup_handle(s, err, errlen) < 0)
+	if (smtp_new_handle(s, err, errlen) < 0)
 		goto fail;
 	if (pthread_mutex_init(&s->mu, NULL) != 0) {
 		snprintf(err, errlen, "smtp: cannot create a mutex");
@@ -114,9 +131,10 @@ fail_global:
 
 void notif_smtp_close(notif_smtp *s)
 {
-	if (!s->curl)
+	if (!s->url) /* never opened, or closed: s->curl may be NULL while open */
 		return;
-	curl_easy_cleanup(s->curl);
+	if (s->curl)
+		curl_easy_cleanup(s->curl);
 	pthread_mutex_destroy(&s->mu);
 	if (s->password)
 		explicit_bzero(s->password, strlen(s->password));
@@ -147,20 +165,47 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
 	return n;
 }
 
+/* The 5xx replies about the session rather than the mail: 530
+ * (authentication or STARTTLS required), 534 (mechanism too weak), 535
+ * (login denied), 538 (encryption required for the mechanism). */
+static int session_code(long code)
+{
+	return code == 530 || code == 534 || code == 535 || code == 538;
+}
+
+/* Of the temporary failures, those where the server could not be talked to
+ * at all: no connection, no reply in time (whatever was said before), TLS
+ * or the login refused, a 421 (the server closing the session), or no
+ * reply code at all (a greeting that is none). Not a reply about this
+ * message (a 4xx to MAIL, RCPT or the data). */
+static int server_down(CURLcode rc, long code)
+{
+	switch (rc) {
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+	case CURLE_GOT_NOTHING:
+	case CURLE_RECV_ERROR:
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_USE_SSL_FAILED:
+	case CURLE_LOGIN_DENIED: return 1;
+	default: return code == 0 || code == 421 || session_code(code);
+	}
+}
+
 /* Only the server's verdict on the message is final: a 5xx reply to it.
  * Whatever is wrong with the connection or the setup is temporary: retried,
  * and dead-lettered at the last attempt, so a redrive sends the mail once it
  * is mended. That is a certificate not trusted, no STARTTLS offered, and the
- * 5xx replies about the session rather than the mail: 530 (authentication
- * or STARTTLS required), 534 (mechanism too weak), 535 (login denied),
- * 538 (encryption required for the mechanism). */
+ * session's 5xx replies (session_code). */
 static notif_send_result classify(CURLcode rc, long code)
 {
-	if (rc == CURLE_LOGIN_DENIED || code == 530 || code == 534 || code == 535 || code == 538)
-		return NOTIF_SEND_TRANSIENT;
+	if (rc == CURLE_LOGIN_DENIED || session_code(code))
+		return NOTIF_SEND_DOWN;
 	if (code >= 500 && code < 600)
 		return NOTIF_SEND_PERMANENT;
-	return NOTIF_SEND_TRANSIENT;
+	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
 }
 
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
@@ -170,6 +215,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	struct curl_slist *rcpts;
 	upload u = {msg, len};
 	notif_send_result res = NOTIF_SEND_OK;
+	curl_socket_t sock = CURL_SOCKET_BAD;
 	CURLcode rc;
 	long code = 0;
 
@@ -181,6 +227,11 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	}
 	ebuf[0] = '\0';
 	pthread_mutex_lock(&s->mu);
+	if (!s->curl && smtp_new_handle(s, err, errlen) < 0) {
+		pthread_mutex_unlock(&s->mu);
+		curl_slist_free_all(rcpts);
+		return NOTIF_SEND_TRANSIENT;
+	}
 	curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpts);
 	curl_easy_setopt(s->curl, CURLOPT_READFUNCTION, upload_read);
 	curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
@@ -196,11 +247,29 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 			snprintf(err + used, errlen > used ? errlen - used : 0,
 			         " (server replied %ld)", code);
 		}
+		/* libcurl keeps the connection of a failed transfer, even one that
+		 * timed out waiting for a reply: the next message would then be sent
+		 * on it and read the reply still due to this one (a late 554 failing
+		 * a mail never offered, a late 250 read as the answer to MAIL FROM).
+		 * Dropping the handle closes its connections; the next send, a retry
+		 * of this one included, starts on a fresh one. Closing says QUIT and
+		 * waits for the reply, which CURLOPT_TIMEOUT does not bound (only
+		 * the server response timeout does): on a server that stopped
+		 * answering, that would hold the mutex, and the consumer, in vain.
+		 * The socket is shut first, so the QUIT fails at once. */
+		if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
+		    sock != CURL_SOCKET_BAD)
+			shutdown(sock, SHUT_RDWR);
+		curl_easy_cleanup(s->curl);
+		s->curl = NULL;
+		if (smtp_new_handle(s, ebuf, sizeof ebuf) < 0)
+			s->curl = NULL; /* made again at the next send, which says why if not */
+	} else {
+		/* The handle outlives these locals: leave no pointers to them behind. */
+		curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, NULL);
+		curl_easy_setopt(s->curl, CURLOPT_READDATA, NULL);
+		curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
 	}
-	/* The handle outlives these locals: leave no pointers to them behind. */
-	curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, NULL);
-	curl_easy_setopt(s->curl, CURLOPT_READDATA, NULL);
-	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, NULL);
 	pthread_mutex_unlock(&s->mu);
 	curl_slist_free_all(rcpts);
 	return res;

@@ -10,7 +10,11 @@
 typedef enum notif_send_result {
 	NOTIF_SEND_OK = 0,
 	NOTIF_SEND_TRANSIENT = 1, /* try again later: connection, timeout, 4xx, disk full */
-	NOTIF_SEND_PERMANENT = 2, /* retrying will not help: 5xx, login refused, bad URL */
+	NOTIF_SEND_PERMANENT = 2, /* retrying will not help: a 5xx to the mail, a bad message */
+	/* As TRANSIENT, and the server could not be talked to at all (no
+	 * connection, no greeting, no answer in time, TLS or login refused, 421):
+	 * the next recipient would fare no better, so a broadcast stops there. */
+	NOTIF_SEND_DOWN = 3,
 } notif_send_result;
 
 /* ---- Maildir ---- */
@@ -49,7 +53,9 @@ typedef struct notif_smtp_config {
 
 typedef struct notif_smtp {
 	pthread_mutex_t mu;
-	void *curl; /* CURL *, kept across sends so the connection is reused */
+	/* CURL *, kept across sends so the connection is reused; made anew after
+	 * a failed send (NULL when that ran out of memory: made at the next). */
+	void *curl;
 	char *url, *user, *password, *from_addr, *ca_file;
 	int starttls;
 	long timeout_ms;
@@ -62,7 +68,9 @@ typedef struct notif_smtp {
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
 /* Close the handle (and the connection), wipe the password. */
 void notif_smtp_close(notif_smtp *s);
-/* Send one message to `rcpt`. Safe from any thread (serialized). */
+/* Send one message to `rcpt`. Safe from any thread (serialized). After a
+ * failure the connection is dropped, never reused: after a timeout the
+ * server's late answer would be read as the next message's. */
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
                                   char *err, size_t errlen);
 #endif

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "../../host/loopback.h"
 #include "notif_buf.h"
 #include "notif_mail.h"
 
@@ -123,8 +124,25 @@ int notif_smtp_url_check(const char *url, char *why, size_t size)
 	}
 	h = strstr(url, "//") + 2;
 	end = h + strcspn(h, "/?#");
-	if ((at = memchr(h, '@', (size_t)(end - h))))
+	/* Past here, parts of the URL are quoted: never one that may hold a
+	 * password. A password with a '/', '?' or '#' not percent-encoded ends
+	 * the host part early ("smtp://me:pa/ss@relay" names host "me", port
+	 * "pa"), and one with an '@' moves the host into it: refused without
+	 * quoting anything. An SMTP URL has no use for an '@' past its host. */
+	if (strchr(end, '@')) {
+		snprintf(why, size, "has an @ after a / ? or # (not shown: it may hold a "
+		                    "password); in a user or password, write / ? # @ as "
+		                    "%%2F %%3F %%23 %%40");
+		return -1;
+	}
+	if ((at = memchr(h, '@', (size_t)(end - h)))) {
+		if (memchr(at + 1, '@', (size_t)(end - at - 1))) {
+			snprintf(why, size, "has more than one @ before the host (not shown: it may "
+			                    "hold a password); in a user or password, write @ as %%40");
+			return -1;
+		}
 		h = at + 1;
+	}
 	if (*h == '[') { /* an IPv6 address: its colons are not the port's */
 		n = strspn(h + 1, "0123456789abcdefABCDEF:.");
 		if (n == 0 || h[1 + n] != ']') {
@@ -161,6 +179,40 @@ int notif_smtp_url_check(const char *url, char *why, size_t size)
 		}
 	}
 	return 0;
+}
+
+int notif_smtp_url_in_clear(const char *url, int starttls, char *host, size_t hostlen)
+{
+	const char *h, *end, *at;
+	size_t n;
+
+	host[0] = '\0';
+	if (!url || strncmp(url, "smtp://", 7) || starttls)
+		return 0;
+	h = url + 7;
+	end = h + strcspn(h, "/?#");
+	if ((at = memchr(h, '@', (size_t)(end - h))))
+		h = at + 1;
+	if (*h == '[') { /* [::1]: the address is inside */
+		h++;
+		n = strcspn(h, "]");
+	} else {
+		n = strcspn(h, ":/?#");
+	}
+	if (h + n > end)
+		n = (size_t)(end - h);
+	snprintf(host, hostlen, "%.*s", (int)n, h);
+	return !loopback_host(host);
+}
+
+int notif_url_has_user(const char *url)
+{
+	const char *h = url ? strstr(url, "://") : NULL;
+
+	if (!h)
+		return 0;
+	h += 3;
+	return memchr(h, '@', strcspn(h, "/?#")) != NULL;
 }
 
 char *notif_cursor_encode(const char *created_at, const char *event_id)

@@ -28,6 +28,16 @@ int notif_parse_limit(const char *s, int dflt, int max, int *out);
  * `why` (never the user part, which may hold a password). */
 int notif_smtp_url_check(const char *url, char *why, size_t size);
 
+/* Whether credentials sent to the server of `url` (smtp_user, or a user@
+ * in the URL) would go out in clear: an smtp:// URL without STARTTLS
+ * (`starttls` 0) to a host that is not this host's loopback (localhost,
+ * 127.0.0.0/8, ::1), the rule the daemon holds http:// JWKS URLs to. The
+ * host (without brackets) goes to `host`, "" when not smtp://. For a URL
+ * notif_smtp_url_check took. */
+int notif_smtp_url_in_clear(const char *url, int starttls, char *host, size_t hostlen);
+/* Whether `url` has a user@ (maybe user:password@) before its host. */
+int notif_url_has_user(const char *url);
+
 /* The keyset cursor: base64url of "<created_at>|<event_id>". */
 char *notif_cursor_encode(const char *created_at, const char *event_id);
 /* Returns 0 with created_at copied and *event_id malloc'd, or -1 when the

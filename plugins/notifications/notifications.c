@@ -130,6 +130,16 @@ static int read_file(const char *path, size_t max, notif_text *out, char *err, s
 	return 0;
 }
 
+/* A secret as the host reads its own: one trailing newline (LF or CRLF)
+ * dropped, which editors add; anything else, spaces too, is the secret. */
+static void strip_newline(notif_text *t)
+{
+	if (t->n && t->p[t->n - 1] == '\n')
+		t->p[--t->n] = '\0';
+	if (t->n && t->p[t->n - 1] == '\r')
+		t->p[--t->n] = '\0';
+}
+
 static void strip_trailing_space(notif_text *t)
 {
 	while (t->n && strchr(" \t\r\n", t->p[t->n - 1]))
@@ -240,7 +250,7 @@ static int open_smtp(notif_state *st)
 			evh_log(st->p, EVH_LOG_ERROR, "smtp_password_file: %s", err);
 			return rc;
 		}
-		strip_trailing_space(&pw);
+		strip_newline(&pw);
 	}
 	memset(&c, 0, sizeof c);
 	c.url = evh_config_str(st->p, "smtp_url");
@@ -368,8 +378,8 @@ out:
 	 * tried again, with its event: counted at each try). */
 	evh_metric_add(st->mails,
 	               res == NOTIF_SEND_OK          ? "sent"
-	               : res == NOTIF_SEND_TRANSIENT ? "failed"
-	                                             : "refused",
+	               : res == NOTIF_SEND_PERMANENT ? "refused"
+	                                             : "failed",
 	               1);
 	free(subject);
 	free(text);
@@ -465,8 +475,8 @@ static int check_retry_keys(evh_plugin *p, notif_state *st)
  * password together. */
 static int check_transport(evh_plugin *p, notif_state *st)
 {
-	const char *t = evh_config_str(p, "transport"), *user, *pwfile;
-	char why[160];
+	const char *t = evh_config_str(p, "transport"), *url, *user, *pwfile;
+	char why[256], host[256];
 	int64_t timeout;
 	int rc = 0;
 
@@ -480,12 +490,26 @@ static int check_transport(evh_plugin *p, notif_state *st)
 	/* The host and port too: libcurl reads the URL only when it sends, so
 	 * one without a host, or with a port out of range, would start and then
 	 * fail every mail. */
-	if (notif_smtp_url_check(evh_config_str(p, "smtp_url"), why, sizeof why) < 0) {
-		evh_config_error(p, "smtp_url", "%s", why);
-		rc = -1;
-	}
+	url = evh_config_str(p, "smtp_url");
 	user = evh_config_str(p, "smtp_user");
 	pwfile = evh_config_str(p, "smtp_password_file");
+	if (notif_smtp_url_check(url, why, sizeof why) < 0) {
+		evh_config_error(p, "smtp_url", "%s", why);
+		rc = -1;
+	} else if (((user && *user) || notif_url_has_user(url)) &&
+	           notif_smtp_url_in_clear(url, evh_config_bool(p, "smtp_starttls", 0), host,
+	                                   sizeof host)) {
+		/* libcurl logs in whenever it has a user, with AUTH PLAIN or LOGIN
+		 * if the server offers them: on smtp:// without STARTTLS, the
+		 * password in clear, for anyone on the way to read. */
+		evh_config_error(p, user && *user ? "smtp_user" : "smtp_url",
+		                 "%s, but smtp_url is smtp:// to %s without smtp_starttls = true: the "
+		                 "password would go out in clear; use smtps:// or set smtp_starttls = "
+		                 "true (a login in clear is allowed only to a loopback address: "
+		                 "localhost, 127.0.0.0/8, ::1)",
+		                 user && *user ? "is set" : "names a user", host);
+		rc = -1;
+	}
 	if (user && *user && (!pwfile || !*pwfile)) {
 		evh_config_error(p, "smtp_user", "is set but smtp_password_file is not");
 		rc = -1;

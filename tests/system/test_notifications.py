@@ -15,7 +15,9 @@ import json
 import re
 import secrets
 import shutil
+import socket
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -158,6 +160,117 @@ class Env:
             con.close()
 
 
+class RawSmtp:
+    """A hand-written SMTP server on 127.0.0.1 that misbehaves on cue, where
+    aiosmtpd (SmtpSink) cannot: `greet = False` accepts connections but never
+    says a word; `late = (seconds, reply)` answers the end of the first
+    message's data only after `seconds`, with `reply`, then goes on as usual
+    (`late = (None, None)`: never answers on that connection again).
+    It keeps what each connection was told (`conns`: a list of command
+    lists) and the messages it accepted (`accepted`: (connection index,
+    recipient) pairs). Every wait is bounded and every thread ends by itself
+    (a silent client is dropped after 30 s)."""
+
+    def __init__(self, greet=True, late=None):
+        self.greet = greet
+        self.late = late
+        self.conns = []
+        self.accepted = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def stop(self):
+        self._stop.set()
+        self._sock.close()
+
+    def _accept(self):
+        while not self._stop.is_set():
+            try:
+                c, _ = self._sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self._lock:
+                self.conns.append([])
+                i = len(self.conns) - 1
+            threading.Thread(target=self._serve, args=(c, i), daemon=True).start()
+
+    def _said(self, i, line):
+        with self._lock:
+            self.conns[i].append(line)
+
+    def _serve(self, c, i):
+        c.settimeout(0.5)
+        buf, idle, data, rcpt, mute = b"", 0.0, None, None, False
+        try:
+            if not self.greet:  # hold the connection, silent, until the client goes
+                while not self._stop.is_set() and idle < 30:
+                    try:
+                        if not c.recv(4096):
+                            return
+                    except socket.timeout:
+                        idle += 0.5
+                return
+            c.sendall(b"220 raw ESMTP\r\n")
+            while not self._stop.is_set() and idle < 30:
+                try:
+                    chunk = c.recv(65536)
+                except socket.timeout:
+                    idle += 0.5
+                    continue
+                if not chunk:
+                    return
+                idle, buf = 0.0, buf + chunk
+                while b"\r\n" in buf:
+                    line, buf = buf.split(b"\r\n", 1)
+                    if data is not None:
+                        if line != b".":
+                            data.append(line)
+                            continue
+                        data = None
+                        self._said(i, ".")
+                        with self._lock:
+                            late, self.late = self.late, None
+                        if late and late[0] is None:
+                            mute = True
+                            continue
+                        if late:
+                            time.sleep(late[0])
+                            c.sendall(late[1].encode() + b"\r\n")
+                            continue
+                        with self._lock:
+                            self.accepted.append((i, rcpt))
+                        c.sendall(b"250 queued\r\n")
+                        continue
+                    text = line.decode(errors="replace")
+                    self._said(i, text)
+                    if mute:
+                        continue
+                    verb = text.split(" ")[0].upper()
+                    if verb == "EHLO":
+                        c.sendall(b"250-raw\r\n250 8BITMIME\r\n")
+                    elif verb == "RCPT":
+                        rcpt = text.split("<", 1)[-1].rstrip(">")
+                        c.sendall(b"250 ok\r\n")
+                    elif verb == "DATA":
+                        data = []
+                        c.sendall(b"354 go ahead\r\n")
+                    elif verb == "QUIT":
+                        c.sendall(b"221 bye\r\n")
+                        return
+                    else:  # HELO, MAIL, RSET, NOOP
+                        c.sendall(b"250 ok\r\n")
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+
 def welcome_to(addr):
     return lambda m: m.envelope_to == [addr] and subject(m).startswith("Welcome, ")
 
@@ -216,18 +329,26 @@ def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_nam
     assert e["event_id"] in ids
 
 
-def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_bootstrap):
-    sink = lib.SmtpSink(auth=("mailer", "s3cret-Passw0rd")).start()
+@pytest.mark.parametrize("written,password", [
+    ("s3cret-Passw0rd\n", "s3cret-Passw0rd"),
+    ("s3cret-Passw0rd\r\n", "s3cret-Passw0rd"),
+    ("s3cret-Passw0rd", "s3cret-Passw0rd"),
+    # Only the newline an editor adds goes: blanks are the password's.
+    ("s3cret Passw0rd \t\n", "s3cret Passw0rd \t"),
+])
+def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_bootstrap, written,
+                                      password):
+    sink = lib.SmtpSink(auth=("mailer", password)).start()
     try:
         pw = tmp_path / "smtp.password"
-        pw.write_text("s3cret-Passw0rd\n")
+        pw.write_bytes(written.encode())
         env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
                   {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{sink.port}",
                    "smtp_user": "mailer", "smtp_password_file": str(pw)})
         addr = f"auth.{uuid.uuid4().hex[:8]}@example.com"
         env.create_user("Authed", addr)
         sink.wait_for(welcome_to(addr), timeout=60)
-        assert "s3cret-Passw0rd" not in env.d.log_text()
+        assert "Passw0rd" not in env.d.log_text()
     finally:
         sink.stop()
 
@@ -326,6 +447,12 @@ def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, uniqu
     ("smtp_url = smtps://mailer:secret@:465", "smtp_url: names no host"),
     ("smtp_url = smtp://x:99999999",
      "smtp_url: has port \"99999999\": a port is a number from 1 to 65535"),
+    # A password with a '/' or an '@' not percent-encoded: nothing of it said.
+    ("smtp_url = smtp://mailer:secret/x@relay.example:25",
+     "smtp_url: has an @ after a / ? or # (not shown: it may hold a password); in a user or "
+     "password, write / ? # @ as %2F %3F %23 %40"),
+    ("smtp_url = smtps://mailer:p@secret@relay.example",
+     "smtp_url: has more than one @ before the host (not shown: it may hold a password)"),
 ])
 def test_topics_and_smtp_url_are_checked_before_the_start(evhostd, line, said):
     """--check-config and a real start refuse the same values, at the
@@ -342,6 +469,53 @@ def test_topics_and_smtp_url_are_checked_before_the_start(evhostd, line, said):
     r = evhostd.run([], dropins=dropins, timeout=30)
     assert r.returncode == 1 and needle in r.stderr, r.stderr
     assert "init failed" not in r.stderr, r.stderr
+
+
+CLEAR = ("but smtp_url is smtp:// to {host} without smtp_starttls = true: the password would"
+         " go out in clear; use smtps:// or set smtp_starttls = true (a login in clear is"
+         " allowed only to a loopback address: localhost, 127.0.0.0/8, ::1)")
+
+
+@pytest.mark.parametrize("keys,said", [
+    ({"smtp_url": "smtp://relay.example:25", "smtp_user": "mailer"},
+     "smtp_user: is set, " + CLEAR.format(host="relay.example")),
+    ({"smtp_url": "smtp://[2001:db8::1]:587", "smtp_user": "mailer"},
+     "smtp_user: is set, " + CLEAR.format(host="2001:db8::1")),
+    ({"smtp_url": "smtp://127.0.0.2.example:25", "smtp_user": "mailer"},
+     "smtp_user: is set, " + CLEAR.format(host="127.0.0.2.example")),
+    # Credentials in the URL are sent the same way.
+    ({"smtp_url": "smtp://mailer:secret@relay.example"},
+     "smtp_url: names a user, " + CLEAR.format(host="relay.example")),
+    ({"smtp_url": "smtp://relay.example:25", "smtp_user": "mailer", "smtp_starttls": False},
+     "smtp_user: is set, " + CLEAR.format(host="relay.example")),
+    # Allowed: over TLS, to this host, or no login at all.
+    ({"smtp_url": "smtp://relay.example:587", "smtp_user": "mailer", "smtp_starttls": True},
+     None),
+    ({"smtp_url": "smtps://relay.example", "smtp_user": "mailer"}, None),
+    ({"smtp_url": "smtps://mailer:secret@relay.example"}, None),
+    ({"smtp_url": "smtp://127.0.0.1:25", "smtp_user": "mailer"}, None),
+    ({"smtp_url": "smtp://127.9.8.7:25", "smtp_user": "mailer"}, None),
+    ({"smtp_url": "smtp://LocalHost:25", "smtp_user": "mailer"}, None),
+    ({"smtp_url": "smtp://[::1]:25", "smtp_user": "mailer"}, None),
+    ({"smtp_url": "smtp://relay.example:25"}, None),
+])
+def test_a_login_in_clear_is_refused_unless_to_this_host(evhostd, tmp_path, keys, said):
+    """smtp_user (or a user in the URL) on smtp:// without STARTTLS would
+    send the password in clear (AUTH PLAIN or LOGIN): refused at the key's
+    line, unless the server is on a loopback address."""
+    (tmp_path / "smtp.password").write_text("pw\n")
+    conf = {"transport": "smtp", "templates_dir": str(TEMPLATES), **keys}
+    if "smtp_user" in keys:
+        conf["smtp_password_file"] = str(tmp_path / "smtp.password")
+    r = evhostd.run(["--check-config"], config={"plugin.notifications": conf})
+    if said is None:
+        assert r.returncode == 0, r.stdout + r.stderr
+        return
+    assert r.returncode == 1 and "evhost.conf:" in r.stdout, r.stdout
+    assert f"[plugin.notifications] {said}" in r.stdout, r.stdout
+    assert "secret" not in r.stdout
+    r = evhostd.run([], config={"plugin.notifications": conf}, timeout=30)
+    assert r.returncode == 1 and said in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("key", ["smtp_ca_file", "smtp_password_file"])
@@ -660,6 +834,99 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     mails, timed = mail_metrics(env.d)
     assert mails == {"sent": 1, "failed": sent["attempts"] - 1}, mails
     assert timed == sent["attempts"]
+
+
+@pytest.mark.parametrize("late", [(1.6, "554 5.7.1 content rejected"), (None, None)],
+                         ids=["late 554", "no answer"])
+def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_path, unique_name,
+                                                                  kafka_bootstrap, late):
+    # The server answers the end of the first message's data only after
+    # smtp_timeout_ms, with a refusal, or never. That connection must not
+    # carry another mail: its next command would read the late 554 as its
+    # own answer (the retry then "failed" for good though never offered), or
+    # wait on a server that says nothing any more (every retry timed out).
+    # Nor may dropping it wait on that server (a polite QUIT's reply).
+    srv = RawSmtp(late=late)
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                   "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": 5,
+                   "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
+                  user=False)
+        first = env.created("late-1", user_id="u-late-1")
+        started = time.monotonic()
+        sent = env.entry_once("late-1", "sent", timeout=30)
+        assert time.monotonic() - started < 10
+        assert sent["attempts"] == 2 and sent["last_error"] is None, sent
+        second = env.created("late-2", user_id="u-late-2")
+        assert env.entry_once("late-2", "sent", timeout=30)["attempts"] == 1
+        # Each accepted once; the retry on a connection of its own.
+        accepted = list(srv.accepted)
+        assert sorted(r for _, r in accepted) == sorted([first, second]), accepted
+        assert accepted[0][0] != 0, (accepted, srv.conns)
+        # The connection that timed out carried nothing after its data.
+        timed_out = srv.conns[0]
+        assert timed_out.count(".") == 1, timed_out
+        assert not any(c.upper().startswith(("MAIL", "RCPT", "DATA"))
+                       for c in timed_out[timed_out.index(".") + 1:]), timed_out
+    finally:
+        srv.stop()
+
+
+def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
+        evhostd, tmp_path, unique_name, kafka_bootstrap):
+    # Each mail to a server that accepts the connection but never greets
+    # waits out smtp_timeout_ms: a broadcast trying all 20 would hold the
+    # consumer (and every welcome behind it) for 20 timeouts per attempt. It
+    # stops at the first; the others wait for the next attempt, and at the
+    # last are dead-lettered for a redrive, untried.
+    srv = RawSmtp(greet=False)
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                   "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": 2,
+                   "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
+                  user=False)
+        ids = [f"u-{i:02d}" for i in range(20)]
+        for uid in ids:  # an update with an address adds a recipient, and sends nothing
+            lib.kafka_produce(env.topics["updated"],
+                              {"id": uid, "name": uid, "email": f"{uid}@example.com"},
+                              key=uid, brokers=kafka_bootstrap)
+        lib.wait_until(lambda: len(env.recipients()) == 20, timeout=30,
+                       message="20 recipients")
+        started = time.monotonic()
+        lib.kafka_produce(env.topics["broadcast"],
+                          {"broadcast_id": "stall-1", "subject": "S", "message": "M"},
+                          key="stall-1", brokers=kafka_bootstrap,
+                          headers={"ce_id": "stall-ev", "ce_type": "NOTIFICATION_BROADCAST"})
+
+        def parked():
+            r = env.d.get("/notifications", params={"limit": 100})
+            if r.status_code != 200:  # 503 while a mail holds the plugin's store
+                return None
+            items = {i["event_id"]: i for i in r.json()["items"]
+                     if i["status"] == "dead_lettered"}
+            return items if len(items) == 20 else None
+        items = lib.wait_until(parked, timeout=15, message="20 dead_lettered rows")
+        elapsed = time.monotonic() - started
+        # Two attempts of one timeout each, not 2 x 20.
+        assert elapsed < 10, elapsed
+        assert len(srv.conns) == 2, len(srv.conns)
+        assert set(items) == {f"stall-1:{uid}" for uid in ids}
+        untried = [i for i in items.values() if "not tried" in i["last_error"]]
+        assert len(untried) == 19, [i["last_error"] for i in items.values()]
+        letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
+                                    timeout=30, brokers=kafka_bootstrap)
+        assert [m["headers"]["ce_id"] for m in letters] == ["stall-ev"]
+        env.d.wait_for_log("recipient(s) not tried in attempt 1", timeout=5)
+
+        # The server back: the next welcome goes.
+        srv.greet = True
+        addr = env.created("after-stall", user_id="u-after")
+        assert env.entry_once("after-stall", "sent", timeout=30)["attempts"] == 1
+        assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
 
 
 def mail_metrics(d):

@@ -650,6 +650,61 @@ static void test_smtp_url(void **state)
 	assert_string_equal(why, "must start with smtp:// or smtps:// (got \"http://...\")");
 	assert_int_equal(notif_smtp_url_check("me:secret@host", why, sizeof why), -1);
 	assert_null(strstr(why, "secret"));
+	/* A password with a '/', '?', '#' or '@' not percent-encoded ends the
+	 * host part early or moves it: nothing of the URL is quoted then. */
+	static const char *const leaky[] = {
+	    "smtp://mailer:secret/x@relay.example:25", "smtp://mailer:secret?x@relay.example",
+	    "smtp://mailer:secret#x@relay.example",    "smtps://mailer:p@secret@relay.example",
+	    "smtps://mailer:secret@@relay.example:99999", "smtp://secret/x@relay.example:bad",
+	    "smtp://relay.example/helo@secret",
+	};
+	for (size_t i = 0; i < sizeof leaky / sizeof leaky[0]; i++) {
+		why[0] = '\0';
+		if (notif_smtp_url_check(leaky[i], why, sizeof why) != -1 || strstr(why, "secret") ||
+		    !strstr(why, "not shown: it may hold a password"))
+			fail_msg("%s: got \"%s\"", leaky[i], why);
+	}
+	/* Percent-encoded, they are fine. */
+	assert_int_equal(notif_smtp_url_check("smtp://mailer:a%2Fb%40c@relay.example:25", why,
+	                                      sizeof why),
+	                 0);
+}
+
+static void test_smtp_login_in_clear(void **state)
+{
+	static const struct {
+		const char *url;
+		int starttls, clear;
+		const char *host;
+	} cases[] = {
+	    {"smtp://relay.example:25", 0, 1, "relay.example"},
+	    {"smtp://relay.example", 0, 1, "relay.example"},
+	    {"smtp://u:p@relay.example:25/helo", 0, 1, "relay.example"},
+	    {"smtp://[2001:db8::1]:25", 0, 1, "2001:db8::1"},
+	    {"smtp://10.0.0.1", 0, 1, "10.0.0.1"},
+	    {"smtp://127.0.0.1.example", 0, 1, "127.0.0.1.example"},
+	    {"smtp://relay.example:25", 1, 0, ""},
+	    {"smtps://relay.example", 0, 0, ""},
+	    {"smtp://127.0.0.1:25", 0, 0, "127.0.0.1"},
+	    {"smtp://127.200.0.9", 0, 0, "127.200.0.9"},
+	    {"smtp://localhost:25", 0, 0, "localhost"},
+	    {"smtp://LOCALHOST", 0, 0, "LOCALHOST"},
+	    {"smtp://u:p@[::1]:25", 0, 0, "::1"},
+	};
+	char host[256];
+	(void)state;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int got = notif_smtp_url_in_clear(cases[i].url, cases[i].starttls, host, sizeof host);
+		if (got != cases[i].clear || strcmp(host, cases[i].host))
+			fail_msg("%s (starttls %d): got %d \"%s\", want %d \"%s\"", cases[i].url,
+			         cases[i].starttls, got, host, cases[i].clear, cases[i].host);
+	}
+	assert_true(notif_url_has_user("smtp://u:p@relay.example"));
+	assert_true(notif_url_has_user("smtps://u@relay.example:465/x"));
+	assert_false(notif_url_has_user("smtp://relay.example"));
+	assert_false(notif_url_has_user("smtp://relay.example/a@b"));
+	assert_false(notif_url_has_user(NULL));
 }
 
 static void test_cursor_roundtrip_and_rejects(void **state)
@@ -955,6 +1010,7 @@ int main(void)
 	    cmocka_unit_test(test_message_name_injection),
 	    cmocka_unit_test(test_limit),
 	    cmocka_unit_test(test_smtp_url),
+	    cmocka_unit_test(test_smtp_login_in_clear),
 	    cmocka_unit_test(test_cursor_roundtrip_and_rejects),
 	    cmocka_unit_test(test_time_and_ids),
 	    cmocka_unit_test(test_pending_state),
