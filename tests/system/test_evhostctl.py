@@ -970,10 +970,9 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
                          "--topic", "elsewhere"), 1, "does not consume")
 
 
-def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir, tmp_path,
-                                                              kafka_bootstrap, unique_name):
-    # notifications consumes four topics, so four dead-letter topics: `dlq list`
-    # shows TOPIC:PARTITION:OFFSET, and `dlq redrive` takes it back.
+def notifications_daemon(evhostd, tmp_path, kafka_bootstrap, unique_name):
+    """evhostd with the admin API and notifications (maildir) on four topics
+    of its own, so four dead-letter topics; returns (daemon, topics)."""
     topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
@@ -983,6 +982,14 @@ def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir
                      "transport": "maildir", "maildir": str(tmp_path / "mail"),
                      "from": "Evhost Tests <noreply@example.org>",
                      "group": unique_name("g")}}, brokers=kafka_bootstrap)
+    return d, topics
+
+
+def test_dlq_ids_name_their_topic_when_the_plugin_has_several(evhostd, build_dir, tmp_path,
+                                                              kafka_bootstrap, unique_name):
+    # notifications consumes four topics, so four dead-letter topics: `dlq list`
+    # shows TOPIC:PARTITION:OFFSET, and `dlq redrive` takes it back.
+    d, topics = notifications_daemon(evhostd, tmp_path, kafka_bootstrap, unique_name)
     r = ctl(build_dir, d, "dlq", "list", "notifications")
     assert r.returncode == 0 and r.stdout.endswith("no dead letters for notifications\n"), \
         (r.stdout, r.stderr)
@@ -1012,15 +1019,7 @@ def test_an_ambiguous_dead_letter_offset_is_named_as_the_command_line_takes_it(
     # a bare `0` names both. The daemon's hint is its JSON form ({"partition":
     # P, "offset": 0}); evhostctl names the two as `dlq list` shows them,
     # which `dlq redrive` takes.
-    topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    d = evhostd({"admin": {"token_file": str(token)},
-                 "plugin.notifications": {
-                     **lib.notifications_topics(topics), "templates_dir": str(lib.TEMPLATES),
-                     "transport": "maildir", "maildir": str(tmp_path / "mail"),
-                     "from": "Evhost Tests <noreply@example.org>",
-                     "group": unique_name("g")}}, brokers=kafka_bootstrap)
+    d, topics = notifications_daemon(evhostd, tmp_path, kafka_bootstrap, unique_name)
     for which in ("created", "updated"):
         lib.kafka_produce(topics[which], b"not json", key="k", brokers=kafka_bootstrap)
 

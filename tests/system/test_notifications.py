@@ -836,6 +836,16 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     assert timed == sent["attempts"]
 
 
+def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts):
+    """notifications alone, mailing through RawSmtp `srv` with a 1 s timeout
+    and `attempts` quick retries."""
+    return Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": attempts,
+                "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
+               user=False)
+
+
 @pytest.mark.parametrize("late", [(1.6, "554 5.7.1 content rejected"), (None, None)],
                          ids=["late 554", "no answer"])
 def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_path, unique_name,
@@ -848,11 +858,7 @@ def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_pa
     # Nor may dropping it wait on that server (a polite QUIT's reply).
     srv = RawSmtp(late=late)
     try:
-        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
-                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
-                   "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": 5,
-                   "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
-                  user=False)
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=5)
         first = env.created("late-1", user_id="u-late-1")
         started = time.monotonic()
         sent = env.entry_once("late-1", "sent", timeout=30)
@@ -882,11 +888,7 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
     # last are dead-lettered for a redrive, untried.
     srv = RawSmtp(greet=False)
     try:
-        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
-                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
-                   "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": 2,
-                   "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
-                  user=False)
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=2)
         ids = [f"u-{i:02d}" for i in range(20)]
         for uid in ids:  # an update with an address adds a recipient, and sends nothing
             lib.kafka_produce(env.topics["updated"],
