@@ -1799,14 +1799,22 @@ int http_resp_stream(evh_response *resp, const char *channel)
 }
 
 /* Write all of `buf`; 0 when the client is gone. */
+/* Write a whole frame: 1, or 0 when the stream must end. civetweb returns a
+ * short count when a write to a client that stopped reading passes [http]
+ * request_timeout: the rest of the frame is not sent, so nothing more may
+ * be (an EventSource drops an event the end of the stream cuts short, but
+ * would take the next bytes, a "too slow" comment, as its rest). `sent`
+ * counts what was written. */
 static int stream_put(struct mg_connection *c, const char *buf, size_t len, size_t *sent)
 {
+	int n;
+
 	if (len == 0)
 		return 1;
-	if (mg_write(c, buf, len) <= 0)
-		return 0;
-	*sent += len;
-	return 1;
+	n = mg_write(c, buf, len);
+	if (n > 0)
+		*sent += (size_t)n;
+	return n > 0 && (size_t)n == len;
 }
 
 static void stream_head(evh_request *req, evh_response *resp)

@@ -21,6 +21,8 @@ import socket
 import time
 import uuid
 
+import requests
+
 import evhost_testlib as lib
 
 ADMIN_EMAIL = "admin@example.com"
@@ -515,6 +517,54 @@ def test_a_quiet_stream_gets_a_keepalive_comment_and_stays_open(evhostd, tmp_pat
     assert waited >= 14, f"a keepalive after {waited:.1f} s, not after 15 s of silence"
     expect_broadcast(d, admin, s, "Still there", a_id)
     s.close()
+
+
+def test_a_client_that_stopped_reading_gets_only_whole_events(evhostd, tmp_path, unique_name,
+                                                              build_dir):
+    # A client that never reads: once the socket's buffers are full, a write
+    # to it waits out [http] request_timeout, and civetweb then returns a
+    # short count. That was taken for the whole frame: the stream went on,
+    # or wrote its ": dropped: client too slow" comment right after half an
+    # event, which an EventSource would take as the event's broken rest. Now
+    # the stream ends there: every event received is whole.
+    conf = notif_config(tmp_path, unique_name, build_dir)
+    conf["http"]["request_timeout"] = "1s"
+    d = evhostd(conf)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", d.port))
+    sock.sendall((f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  f"Authorization: Bearer {admin}\r\n\r\n").encode())
+    time.sleep(0.5)
+    session, filler = requests.Session(), "z" * 900
+    for i in range(2600):  # about 3 MB of events: more than loopback's buffers hold
+        r = session.post(d.url + "/notifications/broadcast",
+                         json={"subject": f"s{i} {filler}", "message": "m"},
+                         headers={"Authorization": f"Bearer {admin}"}, timeout=10)
+        assert r.status_code == 202, r.text
+    lib.wait_until(lambda: "event stream ended" in d.log_text() or None, timeout=60,
+                   message="the stream dropped")
+    sock.settimeout(5)
+    data = b""
+    while True:
+        chunk = sock.recv(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+    sock.close()
+    body = data.split(b"\r\n\r\n", 1)[1]
+    blocks = body.split(b"\n\n")
+    tail = blocks.pop()  # what follows the last blank line: nothing, or a frame cut short
+    assert not tail.startswith(b":"), tail[-200:]
+    events = 0
+    for block in blocks:
+        for line in block.split(b"\n"):
+            if line.startswith(b"data: "):
+                json.loads(line[6:])  # whole
+                events += 1
+    assert 100 < events < 2600, events
+    assert d.get("/healthz").status_code == 200
 
 
 def test_max_streams_must_leave_a_worker_free(evhostd):
