@@ -21,19 +21,30 @@
 #include "proxy.h"
 #include "tls_compat.h"
 
-/* httpc_abort_on's flag for this thread (NULL: none). */
+/* How tls/client.c begins the reason of a handshake whose server
+ * certificate did not verify. */
+#define CERT_REFUSED "the server's certificate was refused"
+
+/* httpc_abort_on's flag and httpc_cut_off_at's deadline for this thread
+ * (NULL: none). */
 static _Thread_local const atomic_int *abort_flag;
+static _Thread_local const _Atomic int64_t *cut_off;
 
 void httpc_abort_on(const atomic_int *flag) { abort_flag = flag; }
 
+void httpc_cut_off_at(const _Atomic int64_t *at) { cut_off = at; }
+
 /* Wait for `events` on fd until `deadline` (clock_mono_ms), or until this
- * thread's abort flag is raised: 1, 0 on timeout (or abort), -1. */
+ * thread's abort flag is raised or its cut-off passes: 1, 0 on timeout (or
+ * abort, or cut-off), -1. Either is read again every 100 ms: another thread
+ * sets them while this one waits. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	struct pollfd p = {.fd = fd, .events = events};
-	int slice = abort_flag ? 100 : 1000;
+	int slice = abort_flag || cut_off ? 100 : 1000;
 	for (;;) {
-		int64_t left = deadline - clock_mono_ms();
+		int64_t now = clock_mono_ms(), cut = cut_off ? atomic_load(cut_off) : 0;
+		int64_t left = (cut && cut < deadline ? cut : deadline) - now;
 		int r;
 		if (left <= 0 || (abort_flag && atomic_load(abort_flag)))
 			return 0;
@@ -74,6 +85,8 @@ static int connect_to(const char *host, const char *port, int64_t deadline, char
 		fd = -1;
 	}
 	freeaddrinfo(res);
+	if (fd >= 0) /* the "cannot connect" of an address tried before */
+		snprintf(err, errlen, "%s", "");
 	return fd;
 }
 
@@ -98,6 +111,7 @@ static int tls_step(httpc_conn *c, int op, void *buf, size_t n, int64_t deadline
 
 static ssize_t read_some(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
                          size_t errlen);
+static const char *header_value(const char *line, size_t n, const char *name, size_t *vlen);
 
 static const char *env2(const char *lower, const char *upper, const char **name)
 {
@@ -406,7 +420,9 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
 		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", v6 ? "[" : "", host,
 		         v6 ? "]" : "", port, why);
 		httpc_close(c);
-		return -1;
+		/* tls/client.c's failure() says a failed verification so, and only
+		 * that: the one failure that trying again will not mend. */
+		return strncmp(why, CERT_REFUSED, sizeof CERT_REFUSED - 1) == 0 ? -2 : -1;
 	}
 	return 0;
 }
@@ -474,8 +490,11 @@ static ssize_t read_some(httpc_conn *c, char *buf, size_t n, int64_t deadline, c
 	}
 }
 
-size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
-                  size_t errlen)
+/* Read into buf (n bytes, NUL-terminated) until it is full, the peer
+ * closes, the deadline passes or `done` (NULL: never) says the answer is
+ * whole. */
+static size_t recv_until(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                         size_t errlen, int (*done)(const char *, size_t))
 {
 	size_t got = 0;
 	snprintf(err, errlen, "the connection was closed");
@@ -484,9 +503,67 @@ size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *er
 		if (r <= 0)
 			break;
 		got += (size_t)r;
+		buf[got] = '\0';
+		if (done && done(buf, got))
+			break;
 	}
 	buf[got] = '\0';
 	return got;
+}
+
+size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                  size_t errlen)
+{
+	return recv_until(c, buf, n, deadline, err, errlen, NULL);
+}
+
+/* Has buf[0..n) (NUL-terminated) a whole answer: its head and the body its
+ * Content-Length gives, or a chunked body's last chunk, or no body (1xx,
+ * 204, 304)? Without either header the body ends at the close: not yet. */
+static int answer_complete(const char *buf, size_t n)
+{
+	const char *end = memmem(buf, n, "\r\n\r\n", 4), *line;
+	size_t body, cl = 0;
+	int status = httpc_status(buf, n), has_cl = 0, chunked = 0;
+	if (!end || status < 0)
+		return 0;
+	if (status < 200 || status == 204 || status == 304)
+		return 1;
+	body = (size_t)(end + 4 - buf);
+	for (line = (const char *)memchr(buf, '\n', n) + 1; line < end + 2;) {
+		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2), *v;
+		size_t vlen;
+		if ((v = header_value(line, (size_t)(eol - line), "Content-Length", &vlen))) {
+			char *stop;
+			unsigned long long val = strtoull(v, &stop, 10);
+			if (!vlen || !isdigit((unsigned char)*v) || stop != v + vlen)
+				return 0; /* malformed: the close ends it, httpc_parse_answer says why */
+			cl = (size_t)val;
+			has_cl = 1;
+		} else if ((v = header_value(line, (size_t)(eol - line), "Transfer-Encoding", &vlen))) {
+			chunked = 1;
+		}
+		line = eol + 2;
+	}
+	if (chunked) /* the last chunk, without trailers (the close ends those) */
+		return n - body >= 5 && (!memcmp(buf + n - 5, "0\r\n\r\n", 5)) &&
+		       (n - body == 5 || !memcmp(buf + n - 7, "\r\n", 2));
+	return has_cl && n - body >= cl;
+}
+
+size_t httpc_recv_answer(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                         size_t errlen)
+{
+	return recv_until(c, buf, n, deadline, err, errlen, answer_complete);
+}
+
+int httpc_status(const char *buf, size_t n)
+{
+	if (n < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)buf[7]) ||
+	    buf[8] != ' ' || buf[9] < '1' || buf[9] > '5' || !isdigit((unsigned char)buf[10]) ||
+	    !isdigit((unsigned char)buf[11]) || (n > 12 && buf[12] != ' ' && buf[12] != '\r'))
+		return -1;
+	return (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
 }
 
 int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size_t *len,

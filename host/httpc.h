@@ -23,11 +23,20 @@ typedef struct httpc_conn {
  * thread that must stop promptly: the JWKS fetcher at a stop or reload.
  * Name resolution is not cut short (the resolver's own timeouts bound it). */
 void httpc_abort_on(const atomic_int *flag);
+/* From now on, the calling thread's requests give up as if their deadline
+ * had passed within 100 ms of clock_mono_ms reaching *at, when *at is not 0
+ * (at NULL: never): another thread may set *at while a request waits, as
+ * the stop cuts the OTLP exporter's request in flight short. Name
+ * resolution is not cut short. */
+void httpc_cut_off_at(const _Atomic int64_t *at);
 
 /* Connect to host:port (a name or an address; IPv6 without brackets) and,
  * with `tls` (a tls_client), do the handshake, the server's certificate
  * checked for `host`. 0, or -1 with the reason in err ("cannot resolve ...",
- * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ...").
+ * "cannot connect to HOST:PORT: ...", "TLS with HOST:PORT failed: ..."), or
+ * -2 when the server's certificate did not verify ("TLS with HOST:PORT
+ * failed: the server's certificate was refused: ..."): unlike the others,
+ * not a failure that passes by itself. err is "" on success.
  * Goes through the proxy of the environment (below) when there is one for
  * host: over TLS a CONNECT tunnel, the certificate still checked for host;
  * plain HTTP to the proxy itself, which forwards the request. */
@@ -49,6 +58,14 @@ int httpc_send(httpc_conn *c, const char *p, size_t n, int64_t deadline, char *e
  * into buf, up to n - 1 bytes, NUL-terminated; how many. */
 size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
                   size_t errlen);
+/* The same, but it also stops as soon as a whole answer has come (the head
+ * and the body its Content-Length gives, a chunked body's last chunk, or
+ * a status without a body): a server need not close the connection. */
+size_t httpc_recv_answer(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
+                         size_t errlen);
+/* The status of the status line at buf[0..n): "HTTP/1.x NNN" with NNN of
+ * 100-599, followed by a space or the line's end; else -1. */
+int httpc_status(const char *buf, size_t n);
 /* The same into a malloc'd buffer (*out, NUL-terminated) of at most max
  * bytes: 0 when the server closed the connection, 1 when it sent more than
  * max (*out holds max), -1 with the reason in err (*out holds what came:

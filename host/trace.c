@@ -60,6 +60,7 @@ static void ex_cv_init(void) { clock_cond_init(&ex.cv); }
 static atomic_int enabled;
 static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
 static _Atomic int64_t stop_deadline; /* clock_mono_ms by which the stop sends nothing more */
+static atomic_int stop_limit_ms;       /* what trace_stop allowed, for the log */
 
 static _Thread_local trace_ctx current;
 
@@ -378,11 +379,13 @@ char *trace_encode(const trace_span *v, size_t n, size_t *len)
 /* -------------------------------------------------------------- HTTP */
 
 /* POST `body` to the collector: its HTTP status (and the start of its
- * answer in `answer`), or -1 with `err` set when there was no answer. */
+ * answer in `answer`), or -1 with `err` set when there was no answer, -2
+ * when the collector's certificate did not verify (httpc_open). */
 static int post(const char *body, size_t len, char *answer, size_t answer_len, char *err,
                 size_t errlen)
 {
-	int64_t deadline = clock_mono_ms() + ex.timeout_ms, stop = atomic_load(&stop_deadline);
+	int64_t start = clock_mono_ms(), deadline = start + ex.timeout_ms,
+	        stop = atomic_load(&stop_deadline);
 	char tail[96], resp[RESPONSE_MAX], why[256];
 	httpc_conn c;
 	int status = -1, n;
@@ -391,8 +394,8 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	answer[0] = '\0';
 	if (stop && stop < deadline)
 		deadline = stop;
-	if (httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen) != 0)
-		return -1;
+	if ((n = httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen)) != 0)
+		return n;
 	n = snprintf(tail, sizeof tail, "Content-Length: %zu\r\nConnection: close\r\n\r\n", len);
 	if (httpc_send_head(&c, "POST", ex.host, ex.port, ex.path, ex.req_head, deadline, why,
 	                    sizeof why) ||
@@ -402,14 +405,27 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 		httpc_close(&c);
 		return -1;
 	}
-	httpc_recv(&c, resp, sizeof resp, deadline, why, sizeof why);
+	/* Up to the answer's end, not the close: a collector that keeps the
+	 * connection open despite Connection: close must not cost every
+	 * export its export_timeout. */
+	n = (int)httpc_recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
 	httpc_close(&c);
-	if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1) {
-		if (!strcmp(why, "timed out"))
+	/* Only a whole status line of 100-599 is an answer: "HTTP/1.1 20" cut
+	 * by the close is none (and is tried again). */
+	if ((status = httpc_status(resp, (size_t)n)) < 0) {
+		stop = atomic_load(&stop_deadline);
+		if (strcmp(why, "timed out") != 0)
+			snprintf(err, errlen, "%s gave no HTTP answer: %s", ex.endpoint,
+			         n ? "what came does not begin with a status line of 100-599" : why);
+		else if (stop && stop < start + ex.timeout_ms)
+			/* The stop's deadline cut it (httpc_cut_off_at), not export_timeout. */
+			snprintf(err, errlen,
+			         "%s gave no HTTP answer before the stop's deadline (%d ms: [host] "
+			         "stop_timeout)",
+			         ex.endpoint, atomic_load(&stop_limit_ms));
+		else
 			snprintf(err, errlen, "%s gave no HTTP answer within %d ms (export_timeout)",
 			         ex.endpoint, ex.timeout_ms);
-		else
-			snprintf(err, errlen, "%s gave no HTTP answer: %s", ex.endpoint, why);
 		return -1;
 	}
 	if ((end = strstr(resp, "\r\n\r\n")))
@@ -417,10 +433,12 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 	return status;
 }
 
-/* OTLP/HTTP: 429, 502, 503 and 504 are worth another try, as is no answer. */
+/* OTLP/HTTP: 429, 502, 503 and 504 are worth another try, as is no answer;
+ * a certificate that did not verify (-2) is not: it will not pass by itself,
+ * and three more tries would only hold the queue up. */
 static int retryable(int status)
 {
-	return status < 0 || status == 429 || status == 502 || status == 503 || status == 504;
+	return status == -1 || status == 429 || status == 502 || status == 503 || status == 504;
 }
 
 /* Wait `ms`, or less when the stop comes; 1 when stopping. */
@@ -464,7 +482,12 @@ static void export_batch(size_t n, int final)
 	}
 	atomic_fetch_add(&n_export_failed, n);
 	pthread_mutex_lock(&ex.mu);
-	if (status < 0)
+	if (status == -2) {
+		size_t used = strlen(err);
+		snprintf(err + used, sizeof err - used,
+		         "; not tried again ([tracing] otlp_ca_file, or the collector's certificate)");
+		log_drops(err);
+	} else if (status < 0)
 		log_drops(err);
 	else {
 		/* 407 is a proxy's (http_proxy): say where its credentials go. */
@@ -482,6 +505,9 @@ static void *exporter_main(void *arg)
 {
 	(void)arg;
 	log_thread_name("evh-trace", NULL);
+	/* The stop's deadline also cuts a request already in flight: [host]
+	 * stop_timeout bounds the stop whatever the collector does. */
+	httpc_cut_off_at(&stop_deadline);
 	pthread_mutex_lock(&ex.mu);
 	for (;;) {
 		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, ex.interval_ms);
@@ -610,8 +636,8 @@ int trace_start(const settings *s, void *tls)
 void trace_stop(int timeout_ms)
 {
 	atomic_store(&enabled, 0);
-	atomic_store(&stop_deadline,
-	             clock_mono_ms() + (timeout_ms < ex.timeout_ms ? timeout_ms : ex.timeout_ms));
+	atomic_store(&stop_limit_ms, timeout_ms < ex.timeout_ms ? timeout_ms : ex.timeout_ms);
+	atomic_store(&stop_deadline, clock_mono_ms() + atomic_load(&stop_limit_ms));
 	pthread_mutex_lock(&ex.mu);
 	ex.stopping = 1;
 	pthread_cond_broadcast(&ex.cv);

@@ -14,6 +14,7 @@ import base64
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 
@@ -340,7 +341,8 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         for keys, want in (
                 ({"otlp_ca_file": str(certs.other_ca_crt)},
                  rf"spans dropped: TLS with 127\.0\.0\.1:{collector.port} failed: the server's "
-                 r"certificate was refused: unable to get local issuer"),
+                 r"certificate was refused: unable to get local issuer.*; not tried again "
+                 r"\(\[tracing\] otlp_ca_file, or the collector's certificate\)"),
                 ({"otlp_headers_file": str(wrong)},
                  rf"spans dropped: {endpoint}/v1/traces answered 401"),
                 ({"otlp_client_certificate": None},
@@ -349,6 +351,13 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
                  rf"|{endpoint}/v1/traces gave no HTTP answer: |TLS with .* failed: )"
                  r"tlsv13 alert certificate required")):
             d, trace = daemon(**keys)
+            if "otlp_ca_file" in keys:
+                # A certificate that does not verify will not pass by itself:
+                # the batch is dropped at its first try, not after 3 more
+                # 0.5, 1 and 2 s apart.
+                lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                                    outcome="dropped_export_failed") >= 1,
+                               timeout=2, message="the batch dropped at once")
             assert d.stop(timeout=30) == 0  # the stop's last try logs what it met
             assert re.search(want, d.log_text()), d.log_tail()
             assert not collector.wait_spans(in_trace(trace), count=0, timeout=0)
@@ -389,6 +398,100 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
         assert time.monotonic() - began < 10
         assert re.search(rf"TLS with 127\.0\.0\.1:{port} failed: timed out", d.log_text()), \
             d.log_tail()
+
+
+class HoldingCollector:
+    """A fake OTLP collector on loopback that reads each POST (its head and
+    Content-Length body), then either answers 200 with a Content-Length but
+    keeps the connection open ("keepalive"), Connection: close
+    notwithstanding, or never answers ("hang"); either way it holds the
+    connection until the exporter closes it."""
+
+    def __init__(self, mode):
+        self.mode, self.posts, self.held = mode, 0, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            head, body = data.split(b"\r\n\r\n", 1)
+            want = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(body) < want:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                body += more
+            with self.lock:
+                self.posts += 1
+                self.held += 1
+            if self.mode == "keepalive":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 2\r\n\r\n{}")
+            conn.settimeout(60)
+            try:
+                while conn.recv(65536):  # until the exporter closes it
+                    pass
+            except OSError:
+                pass
+            with self.lock:
+                self.held -= 1
+
+    def close(self):
+        self.sock.close()
+
+
+def test_collector_holding_the_connection(evhostd):
+    """A collector that answers but keeps the connection open costs an export
+    no more than its answer; one that never answers holds the stop no longer
+    than [host] stop_timeout, whatever export_timeout allows, and the log
+    says which limit ended the wait."""
+    coll = HoldingCollector("keepalive")
+    try:
+        d = evhostd({"tracing": tracing(coll, export_timeout="10s")["tracing"]},
+                    brokers="embedded")
+        for n in (1, 2):
+            assert d.get("/nowhere").status_code == 404  # a span to send
+            lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                                outcome="exported") >= n, timeout=4,
+                           message="the export waited for the close, not the answer")
+        assert d.stop(timeout=30) == 0
+        assert "spans dropped" not in d.log_text(), d.log_tail()
+    finally:
+        coll.close()
+    coll = HoldingCollector("hang")
+    try:
+        d = evhostd({"host": {"stop_timeout": "2s"},
+                     "tracing": tracing(coll, export_timeout="30s")["tracing"]},
+                    brokers="embedded")
+        assert d.get("/nowhere").status_code == 404
+        lib.wait_until(lambda: coll.held, timeout=10, message="no export reached the collector")
+        began = time.monotonic()
+        assert d.stop(timeout=30) == 0, d.log_tail()
+        assert time.monotonic() - began < 6, d.log_tail()
+        assert re.search(rf"spans dropped: {re.escape(coll.endpoint)}/v1/traces gave no HTTP "
+                         rf"answer before the stop's deadline \(\d+ ms: \[host\] stop_timeout\)",
+                         d.log_text()), d.log_tail()
+        lib.wait_until(lambda: coll.held == 0, timeout=5,
+                       message="the exporter left the connection open")
+    finally:
+        coll.close()
 
 
 def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):

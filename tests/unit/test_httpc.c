@@ -14,11 +14,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include "clock.h"
 #include "httpc.h"
 
 /* Parse a copy of `text` (the parser writes into it); the body into body. */
@@ -343,6 +346,137 @@ static void test_no_proxy(void **state)
 	unset_proxy();
 }
 
+/* A listener on loopback: its fd, its port in `port`. */
+static int listener(char port[8])
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	socklen_t alen = sizeof a;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 4), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	snprintf(port, 8, "%d", ntohs(a.sin_port));
+	return lfd;
+}
+
+/* Only "HTTP/1.x NNN" with NNN of 100-599 is a status. */
+static void test_status(void **state)
+{
+	(void)state;
+	assert_int_equal(httpc_status("HTTP/1.1 200 OK\r\n", 17), 200);
+	assert_int_equal(httpc_status("HTTP/1.0 599\r\n", 14), 599);
+	assert_int_equal(httpc_status("HTTP/1.1 100", 12), 100);
+	assert_int_equal(httpc_status("HTTP/1.1 20", 11), -1); /* cut by the close */
+	assert_int_equal(httpc_status("HTTP/1.1 -5\r\n\r\n", 15), -1);
+	assert_int_equal(httpc_status("HTTP/1.1 099 X", 14), -1);
+	assert_int_equal(httpc_status("HTTP/1.1 600 X", 14), -1);
+	assert_int_equal(httpc_status("HTTP/1.1 2000 X", 15), -1);
+	assert_int_equal(httpc_status("HTTP/2 200 OK\r\n", 15), -1);
+	assert_int_equal(httpc_status("", 0), -1);
+}
+
+/* A connection made leaves no reason behind: an earlier address's "cannot
+ * connect" would be taken for what happened. */
+static void test_open_leaves_no_reason(void **state)
+{
+	char port[8], err[256] = "stale";
+	int lfd, fd;
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_string_equal(err, "");
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	close(fd);
+	httpc_close(&c);
+	close(lfd);
+}
+
+static void server_says(int fd, const char *text)
+{
+	size_t n = strlen(text);
+	assert_true(send(fd, text, n, 0) == (ssize_t)n);
+}
+
+/* httpc_recv_answer ends with the answer, the connection still open. */
+static void test_recv_answer(void **state)
+{
+	static const char *answers[] = {
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+	    "HTTP/1.1 204 No Content\r\n\r\n",
+	    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+	};
+	char port[8], err[256], buf[512];
+	int lfd, fd;
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	for (size_t i = 0; i < sizeof answers / sizeof *answers; i++) {
+		int64_t t0 = clock_mono_ms();
+		assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err),
+		                 0);
+		assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+		server_says(fd, answers[i]);
+		assert_int_equal(httpc_recv_answer(&c, buf, sizeof buf, t0 + 5000, err, sizeof err),
+		                 strlen(answers[i]));
+		assert_string_equal(buf, answers[i]);
+		assert_true(clock_mono_ms() - t0 < 2000);
+		httpc_close(&c);
+		close(fd);
+	}
+	/* A body short of its Content-Length: the deadline ends the wait. */
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	server_says(fd, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n{}");
+	assert_int_equal(httpc_recv_answer(&c, buf, sizeof buf, clock_mono_ms() + 300, err,
+	                                   sizeof err),
+	                 40);
+	assert_string_equal(err, "timed out");
+	httpc_close(&c);
+	close(fd);
+	close(lfd);
+}
+
+static _Atomic int64_t cut;
+
+static void *cut_soon(void *arg)
+{
+	(void)arg;
+	usleep(200000);
+	atomic_store(&cut, clock_mono_ms());
+	return NULL;
+}
+
+/* Another thread's cut-off ends a wait already under way. */
+static void test_cut_off(void **state)
+{
+	char port[8], err[256], buf[64];
+	int lfd, fd;
+	int64_t t0;
+	httpc_conn c;
+	pthread_t t;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	atomic_store(&cut, 0);
+	httpc_cut_off_at(&cut);
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	t0 = clock_mono_ms();
+	assert_int_equal(pthread_create(&t, NULL, cut_soon, NULL), 0);
+	assert_int_equal(httpc_recv_answer(&c, buf, sizeof buf, t0 + 30000, err, sizeof err), 0);
+	assert_string_equal(err, "timed out");
+	assert_true(clock_mono_ms() - t0 < 1000);
+	pthread_join(t, NULL);
+	httpc_cut_off_at(NULL);
+	httpc_close(&c);
+	close(fd);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -353,6 +487,10 @@ int main(void)
 	    cmocka_unit_test(test_no_proxy),
 	    cmocka_unit_test(test_request_head),
 	    cmocka_unit_test(test_open_through_the_http_proxy),
+	    cmocka_unit_test(test_status),
+	    cmocka_unit_test(test_open_leaves_no_reason),
+	    cmocka_unit_test(test_recv_answer),
+	    cmocka_unit_test(test_cut_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  * socket; tests/system/test_tracing.py runs against a real OpenTelemetry
  * Collector. */
 #include <arpa/inet.h>
+#include <inttypes.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <setjmp.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,6 +37,11 @@ typedef struct collector {
 	int fd, port;
 	int statuses[8]; /* the answer to each request in turn; 0: never answer */
 	int nstatus;
+	const char *raw[8]; /* else this answer to the request, as it is, then the close */
+	int keep_open;      /* after an answer, hold the connection as a silent one */
+	int hold_ms;        /* how long a silent connection is held (0: 1 s), unless the
+	                     * exporter closes it first */
+	_Atomic int held;   /* connections held now */
 	_Atomic int requests; /* counted after bodies[i] is set: the test reads both */
 	char *bodies[8];
 	pthread_t thread;
@@ -65,18 +73,28 @@ static void *collector_main(void *arg)
 		body = strstr(buf, "\r\n\r\n");
 		c->bodies[i] = strdup(body ? body + 4 : "");
 		c->requests++;
-		if (c->statuses[i]) {
+		if (c->raw[i]) {
+			size_t n = strlen(c->raw[i]);
+			assert_true(send(fd, c->raw[i], n, 0) == (ssize_t)n);
+		} else if (c->statuses[i]) {
 			char resp[128];
 			int n = snprintf(resp, sizeof resp,
 			                 "HTTP/1.1 %d X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
 			                 c->statuses[i]);
 			assert_true(send(fd, resp, (size_t)n, 0) == n);
-			close(fd);
-		} else {
-			/* Never answers: the exporter's deadline must end the wait. */
-			sleep(1);
-			close(fd);
 		}
+		if ((!c->raw[i] && !c->statuses[i]) || (c->keep_open && !c->raw[i])) {
+			/* Silent (or answered, but the connection kept open): the
+			 * exporter's deadline, or its reading the answer's end, must
+			 * end the wait; it closing is seen here (POLLIN, then 0). */
+			struct pollfd p = {.fd = fd, .events = POLLIN};
+			char b;
+			c->held++;
+			if (poll(&p, 1, c->hold_ms ? c->hold_ms : 1000) == 1)
+				(void)!recv(fd, &b, 1, 0);
+			c->held--;
+		}
+		close(fd);
 	}
 	return NULL;
 }
@@ -398,6 +416,89 @@ static void test_queue_full_and_timeout(void **state)
 	collector_stop(&c);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait up to ms for the exported count to reach `want` (since e0). */
+static int exported_within(uint64_t e0, uint64_t want, int ms)
+{
+	uint64_t e, f, x;
+	for (int64_t until = mono_ms() + ms;; usleep(10000)) {
+		counts(&e, &f, &x);
+		if (e - e0 >= want || mono_ms() >= until)
+			return e - e0 == want;
+	}
+}
+
+/* The stop's bound holds for a request already in flight: export_timeout
+ * is 30 s, the collector never answers, the stop allows 300 ms. */
+static void test_stop_cuts_the_request_in_flight(void **state)
+{
+	collector c = {.statuses = {0}, .nstatus = 1, .hold_ms = 8000};
+	uint64_t e0, f0, x0, e, f, x;
+	int64_t t0;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 1, 3600000, 30000);
+	end_spans(1);
+	for (int i = 0; i < 100 && c.held < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.held, 1);
+	t0 = mono_ms();
+	trace_stop(300);
+	if (mono_ms() - t0 > 1500)
+		fail_msg("the stop took %" PRId64 " ms, allowed 300", mono_ms() - t0);
+	counts(&e, &f, &x);
+	assert_int_equal(e - e0, 0);
+	assert_int_equal(x - x0, 1);
+	collector_stop(&c);
+}
+
+/* A collector that answers (Content-Length) but keeps the connection open,
+ * Connection: close notwithstanding: each export ends with the answer, not
+ * at export_timeout. */
+static void test_answer_without_the_close(void **state)
+{
+	collector c = {.statuses = {200, 200}, .nstatus = 2, .keep_open = 1, .hold_ms = 4000};
+	uint64_t e0, f0, x0;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 1, 3600000, 3000);
+	end_spans(1);
+	assert_true(exported_within(e0, 1, 1000));
+	end_spans(1);
+	assert_true(exported_within(e0, 2, 1000));
+	trace_stop(1000);
+	collector_stop(&c);
+}
+
+/* Only a whole status line of 100-599 is an answer: one cut by the close,
+ * or a negative "status", is no answer and is tried again. */
+static void test_no_status_line_is_retried(void **state)
+{
+	collector c = {.raw = {"HTTP/1.1 20", "HTTP/1.1 -5\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	               .nstatus = 3};
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 1, 3600000, 5000);
+	end_spans(1);
+	assert_true(exported_within(e0, 1, 5000)); /* after 0.5 and 1 s */
+	trace_stop(1000);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 3);
+	counts(&e, &f, &x);
+	assert_int_equal(x - x0, 0);
+}
+
 /* A plugin's own spans (SDK, ABI 1.4): children of the thread's current
  * span, current themselves until they end (nested as a stack), NULL when
  * not recorded, and the NULL handle is harmless. */
@@ -464,6 +565,9 @@ int main(void)
 	    cmocka_unit_test(test_context),     cmocka_unit_test(test_encode),
 	    cmocka_unit_test(test_span_limits), cmocka_unit_test(test_sampling),
 	    cmocka_unit_test(test_export_retry), cmocka_unit_test(test_queue_full_and_timeout),
+	    cmocka_unit_test(test_stop_cuts_the_request_in_flight),
+	    cmocka_unit_test(test_answer_without_the_close),
+	    cmocka_unit_test(test_no_status_line_is_retried),
 	    cmocka_unit_test(test_plugin_spans), cmocka_unit_test(test_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
