@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "clock.h"
 #include "config.h"
 #include "host.h"
 #include "plugins.h"
@@ -416,20 +417,13 @@ static void test_queue_full_and_timeout(void **state)
 	collector_stop(&c);
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Wait up to ms for the exported count to reach `want` (since e0). */
 static int exported_within(uint64_t e0, uint64_t want, int ms)
 {
 	uint64_t e, f, x;
-	for (int64_t until = mono_ms() + ms;; usleep(10000)) {
+	for (int64_t until = clock_mono_ms() + ms;; usleep(10000)) {
 		counts(&e, &f, &x);
-		if (e - e0 >= want || mono_ms() >= until)
+		if (e - e0 >= want || clock_mono_ms() >= until)
 			return e - e0 == want;
 	}
 }
@@ -449,10 +443,10 @@ static void test_stop_cuts_the_request_in_flight(void **state)
 	for (int i = 0; i < 100 && c.held < 1; i++)
 		usleep(20000);
 	assert_int_equal(c.held, 1);
-	t0 = mono_ms();
+	t0 = clock_mono_ms();
 	trace_stop(300);
-	if (mono_ms() - t0 > 1500)
-		fail_msg("the stop took %" PRId64 " ms, allowed 300", mono_ms() - t0);
+	if (clock_mono_ms() - t0 > 1500)
+		fail_msg("the stop took %" PRId64 " ms, allowed 300", clock_mono_ms() - t0);
 	counts(&e, &f, &x);
 	assert_int_equal(e - e0, 0);
 	assert_int_equal(x - x0, 1);
