@@ -21,10 +21,6 @@
 #include "proxy.h"
 #include "tls_compat.h"
 
-/* How tls/client.c begins the reason of a handshake whose server
- * certificate did not verify. */
-#define CERT_REFUSED "the server's certificate was refused"
-
 /* httpc_abort_on's flag and httpc_cut_off_at's deadline for this thread
  * (NULL: none). */
 static _Thread_local const atomic_int *abort_flag;
@@ -386,7 +382,7 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
                char *err, size_t errlen)
 {
 	char why[256];
-	int v6 = strchr(host, ':') != NULL, via = 0, t = tls != NULL;
+	int v6 = strchr(host, ':') != NULL, via = 0, t = tls != NULL, r = -1;
 	const httpc_proxy *p = &env_proxy[t];
 	c->tls = NULL;
 	c->proxy = NULL;
@@ -416,13 +412,12 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
 		return -1;
 	}
 	if (tls && (!(c->tls = tls_conn_new(tls, c->fd, host, why, sizeof why)) ||
-	            tls_step(c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why) < 0)) {
+	            (r = tls_step(c, EVHOST_TLS_HANDSHAKE, NULL, 0, deadline, why, sizeof why)) <
+	                0)) {
 		snprintf(err, errlen, "TLS with %s%s%s:%s failed: %s", v6 ? "[" : "", host,
 		         v6 ? "]" : "", port, why);
 		httpc_close(c);
-		/* tls/client.c's failure() says a failed verification so, and only
-		 * that: the one failure that trying again will not mend. */
-		return strncmp(why, CERT_REFUSED, sizeof CERT_REFUSED - 1) == 0 ? -2 : -1;
+		return r == EVHOST_TLS_CERT_REFUSED ? -2 : -1;
 	}
 	return 0;
 }

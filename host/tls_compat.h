@@ -56,7 +56,8 @@ void tls_client_free(tls_client *c);
 /* A connection over the connected non-blocking socket fd to host (a name or
  * an IP address, checked against the certificate); then tls_conn_io steps
  * (EVHOST_TLS_HANDSHAKE, _WRITE, _READ), each returning what client.h says
- * (EVHOST_TLS_WANT_READ/_WRITE: poll, then the same call again). */
+ * (EVHOST_TLS_WANT_READ/_WRITE: poll, then the same call again;
+ * EVHOST_TLS_CERT_REFUSED: the handshake failed on the server's certificate). */
 tls_conn *tls_conn_new(tls_client *c, int fd, const char *host, char *err, size_t errlen);
 int tls_conn_io(tls_conn *conn, int op, void *buf, size_t n, char *err, size_t errlen);
 void tls_conn_free(tls_conn *conn);

@@ -93,12 +93,13 @@ PUBLIC void *evhost_tls_conn_new(void *client, int fd, const char *host, char *e
 	return ssl;
 }
 
-/* Why a step failed. */
-static void failure(SSL *ssl, int op, int code, int saved_errno, char *err, size_t errlen)
+/* Why a step failed: -1, or EVHOST_TLS_CERT_REFUSED. */
+static int failure(SSL *ssl, int op, int code, int saved_errno, char *err, size_t errlen)
 {
 	char why[256];
 	long verify = SSL_get_verify_result(ssl);
-	if (op == EVHOST_TLS_HANDSHAKE && verify != X509_V_OK)
+	int refused = op == EVHOST_TLS_HANDSHAKE && verify != X509_V_OK;
+	if (refused)
 		snprintf(err, errlen, "the server's certificate was refused: %s",
 		         X509_verify_cert_error_string(verify));
 	else if (code == SSL_ERROR_SYSCALL && saved_errno)
@@ -120,6 +121,7 @@ static void failure(SSL *ssl, int op, int code, int saved_errno, char *err, size
 			snprintf(err + used, errlen - used, " (the server's TLS alert: %s)", why);
 		ERR_clear_error();
 	}
+	return refused ? EVHOST_TLS_CERT_REFUSED : -1;
 }
 
 PUBLIC int evhost_tls_conn_io(void *conn, int op, void *buf, size_t n, char *err,
@@ -148,8 +150,7 @@ PUBLIC int evhost_tls_conn_io(void *conn, int op, void *buf, size_t n, char *err
 		return EVHOST_TLS_WANT_WRITE;
 	if (op == EVHOST_TLS_READ && code == SSL_ERROR_ZERO_RETURN)
 		return 0;
-	failure(ssl, op, code, saved, err, errlen);
-	return -1;
+	return failure(ssl, op, code, saved, err, errlen);
 }
 
 PUBLIC void evhost_tls_conn_free(void *conn) { SSL_free(conn); }

@@ -12,6 +12,9 @@
 
 #define EVHOST_TLS_WANT_READ (-2)
 #define EVHOST_TLS_WANT_WRITE (-3)
+/* A handshake failed because the server's certificate did not verify: the
+ * one failure that trying again will not mend. */
+#define EVHOST_TLS_CERT_REFUSED (-4)
 
 enum { EVHOST_TLS_HANDSHAKE, EVHOST_TLS_WRITE, EVHOST_TLS_READ };
 
@@ -34,7 +37,8 @@ typedef void *evhost_tls_conn_new_fn(void *client, int fd, const char *host, cha
  * bytes of buf it took (at least 1); READ the bytes read into buf, 0 when
  * the server closed the connection. EVHOST_TLS_WANT_READ/WRITE: call again
  * with the same arguments once the socket is ready that way. -1 with the
- * reason in err (a certificate that failed verification says why). */
+ * reason in err; EVHOST_TLS_CERT_REFUSED, with it, when the handshake
+ * failed on the server's certificate (err says why it was refused). */
 typedef int evhost_tls_conn_io_fn(void *conn, int op, void *buf, size_t n, char *err,
                                   size_t errlen);
 /* Free the connection (not the socket). */
