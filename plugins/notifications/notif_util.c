@@ -108,6 +108,21 @@ static int host_char_ok(unsigned char c)
 	       c == '.' || c == '-' || c == '_' || c >= 0x80;
 }
 
+/* The authority of `url` past its "://": [*h, *end), up to the path, query
+ * or fragment; *at the '@' ending a user part in it, or NULL. 0, or -1 when
+ * url has no "://". */
+static int url_authority(const char *url, const char **h, const char **end, const char **at)
+{
+	const char *sep = url ? strstr(url, "://") : NULL;
+
+	if (!sep)
+		return -1;
+	*h = sep + 3;
+	*end = *h + strcspn(*h, "/?#");
+	*at = memchr(*h, '@', (size_t)(*end - *h));
+	return 0;
+}
+
 int notif_smtp_url_check(const char *url, char *why, size_t size)
 {
 	const char *h, *end, *at, *port = NULL;
@@ -122,8 +137,7 @@ int notif_smtp_url_check(const char *url, char *why, size_t size)
 		         url ? url : "", url && url[shown] ? "..." : "");
 		return -1;
 	}
-	h = strstr(url, "//") + 2;
-	end = h + strcspn(h, "/?#");
+	url_authority(url, &h, &end, &at);
 	/* Past here, parts of the URL are quoted: never one that may hold a
 	 * password. A password with a '/', '?' or '#' not percent-encoded ends
 	 * the host part early ("smtp://me:pa/ss@relay" names host "me", port
@@ -135,7 +149,7 @@ int notif_smtp_url_check(const char *url, char *why, size_t size)
 		                    "%%2F %%3F %%23 %%40");
 		return -1;
 	}
-	if ((at = memchr(h, '@', (size_t)(end - h)))) {
+	if (at) {
 		if (memchr(at + 1, '@', (size_t)(end - at - 1))) {
 			snprintf(why, size, "has more than one @ before the host (not shown: it may "
 			                    "hold a password); in a user or password, write @ as %%40");
@@ -189,9 +203,8 @@ int notif_smtp_url_in_clear(const char *url, int starttls, char *host, size_t ho
 	host[0] = '\0';
 	if (!url || strncmp(url, "smtp://", 7) || starttls)
 		return 0;
-	h = url + 7;
-	end = h + strcspn(h, "/?#");
-	if ((at = memchr(h, '@', (size_t)(end - h))))
+	url_authority(url, &h, &end, &at);
+	if (at)
 		h = at + 1;
 	if (*h == '[') { /* [::1]: the address is inside */
 		h++;
@@ -207,12 +220,9 @@ int notif_smtp_url_in_clear(const char *url, int starttls, char *host, size_t ho
 
 int notif_url_has_user(const char *url)
 {
-	const char *h = url ? strstr(url, "://") : NULL;
+	const char *h, *end, *at;
 
-	if (!h)
-		return 0;
-	h += 3;
-	return memchr(h, '@', strcspn(h, "/?#")) != NULL;
+	return url_authority(url, &h, &end, &at) == 0 && at;
 }
 
 char *notif_cursor_encode(const char *created_at, const char *event_id)
