@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../../host/topics.h"
@@ -92,11 +93,15 @@ static const evh_migration notif_migrations[] = {
 /* ------------------------------------------------------------- files */
 
 /* Read a whole file (at most `max` bytes) into a NUL-terminated buffer.
- * EVH_OK, or EVH_ENOMEM or EVH_EINVAL (what was wrong in `err`). */
-static int read_file(const char *path, size_t max, notif_text *out, char *err, size_t errlen)
+ * EVH_OK, or EVH_ENOMEM or EVH_EINVAL (what was wrong in `err`). `mode`,
+ * when not NULL, gets the file's mode (that of the file read: fstat), or 0
+ * if it cannot be had. */
+static int read_file(const char *path, size_t max, notif_text *out, mode_t *mode, char *err,
+                     size_t errlen)
 {
 	FILE *f = fopen(path, "rb");
 	char *buf = NULL;
+	struct stat st;
 	size_t n;
 
 	if (!f) {
@@ -104,6 +109,8 @@ static int read_file(const char *path, size_t max, notif_text *out, char *err, s
 		snprintf(err, errlen, "cannot open %s: %s", path, strerror(e));
 		return e == ENOMEM ? EVH_ENOMEM : EVH_EINVAL;
 	}
+	if (mode)
+		*mode = fstat(fileno(f), &st) == 0 ? st.st_mode : 0;
 	buf = malloc(max + 1);
 	if (!buf) {
 		snprintf(err, errlen, "out of memory reading %s", path);
@@ -163,7 +170,7 @@ static int load_template(evh_plugin *p, const char *dir, const char *file,
 	int rc;
 
 	snprintf(path, sizeof path, "%s/%s", dir, file);
-	if ((rc = read_file(path, TEMPLATE_MAX_BYTES, out, err, sizeof err)) != EVH_OK) {
+	if ((rc = read_file(path, TEMPLATE_MAX_BYTES, out, NULL, err, sizeof err)) != EVH_OK) {
 		evh_log(p, EVH_LOG_ERROR, "templates_dir: %s", err);
 		return rc;
 	}
@@ -238,6 +245,7 @@ static int open_smtp(notif_state *st)
 	const char *pwfile = evh_config_str(st->p, "smtp_password_file");
 	int64_t timeout = evh_config_int(st->p, "smtp_timeout_ms", 10000);
 	notif_text pw = {NULL, 0};
+	mode_t mode = 0;
 	notif_smtp_config c;
 	char err[512];
 	int rc;
@@ -246,10 +254,17 @@ static int open_smtp(notif_state *st)
 		user = NULL;
 	if (user) {
 		/* The message names the file, never its contents. */
-		if ((rc = read_file(pwfile, SECRET_MAX_BYTES, &pw, err, sizeof err)) != EVH_OK) {
+		if ((rc = read_file(pwfile, SECRET_MAX_BYTES, &pw, &mode, err, sizeof err)) != EVH_OK) {
 			evh_log(st->p, EVH_LOG_ERROR, "smtp_password_file: %s", err);
 			return rc;
 		}
+		/* As the host says of its own secret files: not refused (a test
+		 * machine may mean it), but said. */
+		if (S_ISREG(mode) && (mode & S_IROTH))
+			evh_log(st->p, EVH_LOG_WARN,
+			        "smtp_password_file: '%s' is readable by every local account (mode "
+			        "%04o): chmod o-r it",
+			        pwfile, (unsigned)(mode & 07777));
 		strip_newline(&pw);
 	}
 	memset(&c, 0, sizeof c);

@@ -329,19 +329,22 @@ def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_nam
     assert e["event_id"] in ids
 
 
-@pytest.mark.parametrize("written,password", [
-    ("s3cret-Passw0rd\n", "s3cret-Passw0rd"),
-    ("s3cret-Passw0rd\r\n", "s3cret-Passw0rd"),
-    ("s3cret-Passw0rd", "s3cret-Passw0rd"),
+@pytest.mark.parametrize("written,password,mode", [
+    ("s3cret-Passw0rd\n", "s3cret-Passw0rd", 0o600),
+    ("s3cret-Passw0rd\r\n", "s3cret-Passw0rd", 0o640),
+    # Readable by every local account: used, and said, as the host says of
+    # its own secret files.
+    ("s3cret-Passw0rd", "s3cret-Passw0rd", 0o644),
     # Only the newline an editor adds goes: blanks are the password's.
-    ("s3cret Passw0rd \t\n", "s3cret Passw0rd \t"),
+    ("s3cret Passw0rd \t\n", "s3cret Passw0rd \t", 0o600),
 ])
 def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_bootstrap, written,
-                                      password):
+                                      password, mode):
     sink = lib.SmtpSink(auth=("mailer", password)).start()
     try:
         pw = tmp_path / "smtp.password"
         pw.write_bytes(written.encode())
+        pw.chmod(mode)
         env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
                   {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{sink.port}",
                    "smtp_user": "mailer", "smtp_password_file": str(pw)})
@@ -349,6 +352,13 @@ def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_boot
         env.create_user("Authed", addr)
         sink.wait_for(welcome_to(addr), timeout=60)
         assert "Passw0rd" not in env.d.log_text()
+        said = [l for l in env.d.log_text().splitlines()
+                if "smtp_password_file" in l and "readable by every" in l]
+        if mode & 0o004:
+            assert len(said) == 1 and (f"smtp_password_file: '{pw}' is readable by every local "
+                                       f"account (mode 0644): chmod o-r it") in said[0], said
+        else:
+            assert not said, said
     finally:
         sink.stop()
 
