@@ -34,7 +34,12 @@ int notif_addr_valid(const char *addr)
 	for (p = addr; *p; p++)
 		if (*p != '@' && !addr_char_ok((unsigned char)*p))
 			return 0;
-	if (at[1] == '.' || addr[len - 1] == '.' || strstr(at, ".."))
+	/* A dot-atom on both sides (RFC 5321 4.1.2): no dot at either end of
+	 * the local part or the domain, none doubled. Such a local part is sent
+	 * by no well-behaved producer (the user plugin refuses it) and relays
+	 * answer it differently: refused here, the same for every relay. */
+	if (addr[0] == '.' || at[-1] == '.' || at[1] == '.' || addr[len - 1] == '.' ||
+	    strstr(addr, ".."))
 		return 0;
 	return 1;
 }

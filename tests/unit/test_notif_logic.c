@@ -236,6 +236,13 @@ static void test_addr_valid(void **state)
 	assert_false(notif_addr_valid("<ada@example.com>"));
 	assert_false(notif_addr_valid("ada@example..com"));
 	assert_false(notif_addr_valid("ada@.example.com"));
+	assert_false(notif_addr_valid("ada@example.com."));
+	assert_false(notif_addr_valid(".a.@example.com"));
+	assert_false(notif_addr_valid(".ada@example.com"));
+	assert_false(notif_addr_valid("ada.@example.com"));
+	assert_false(notif_addr_valid("a..da@example.com"));
+	/* RFC 5322 atext, as the user plugin takes it */
+	assert_true(notif_addr_valid("a!b%c#d$e&f'g*h/i=j?k^l_m`n{o|p}q~r-s@example.com"));
 	assert_false(notif_addr_valid("\"q\"@example.com"));
 	assert_false(notif_addr_valid("ad\xc3\xa4@example.com"));
 }
