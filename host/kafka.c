@@ -1328,8 +1328,22 @@ struct consumer {
 /* OUT_KEEP: EVH_EVENT_KEEP_AND_DEAD_LETTER, its writes kept in the
  * transaction, its inbox claim taken back; dead-lettered once committed.
  * OUT_WAIT: a retry while the plugin's database is full (store_full): not the
- * event's fault, so it uses up no attempt and never reaches the DLQ for it. */
-enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT };
+ * event's fault, so it uses up no attempt and never reaches the DLQ for it.
+ * OUT_KEEP_RETRY: EVH_EVENT_KEEP_AND_RETRY, kept as OUT_KEEP, then retried as
+ * OUT_RETRY once committed. */
+enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT, OUT_KEEP_RETRY };
+
+/* The outcomes whose writes commit (the batch's or the event's own). */
+static int outcome_commits(enum outcome out)
+{
+	return out == OUT_DONE || out == OUT_KEEP || out == OUT_KEEP_RETRY;
+}
+
+/* The outcomes retried while attempts are left. */
+static int outcome_retries(enum outcome out)
+{
+	return out == OUT_RETRY || out == OUT_KEEP_RETRY;
+}
 
 static const char *plugin_label(const struct consumer *c) { return c->p->name; }
 
@@ -1639,7 +1653,7 @@ static void process_span_begin(trace_span *sp, const struct consumer *c, const e
 static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome out)
 {
 	static const char *const names[] = {"handled", "retry", "rejected", "kept_dead_lettered",
-	                                    "waiting_for_storage"};
+	                                    "waiting_for_storage", "kept_retry"};
 	trace_attr(sp, "evhost.outcome", ev->duplicate ? "duplicate" : names[out]);
 	if (out != OUT_DONE)
 		trace_error(sp, "%s", ev->error[0] ? ev->error : names[out]);
@@ -1648,10 +1662,12 @@ static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome o
 	log_set_context(NULL, NULL);
 }
 
-/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER: keep the writes made
- * so far (the later handlers of the event do not run), but not the inbox
- * claim, so the event's redriven copy is handled again. */
-static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx)
+/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER or KEEP_AND_RETRY
+ * (`out`: OUT_KEEP or OUT_KEEP_RETRY): keep the writes made so far (the
+ * later handlers of the event do not run), but not the inbox claim, so the
+ * event's retry or redriven copy is handled again. */
+static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx,
+                                enum outcome out)
 {
 	if (store_inbox_unclaim(tx, ev->id) != EVH_OK ||
 	    store_tx_savepoint_release(tx) != EVH_OK) {
@@ -1659,9 +1675,9 @@ static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx)
 		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
-	log_debug(KAFKA_LOG, "%s: event %s: handler kept its writes and gave the event up",
-	          c->p->name, ev->id);
-	return OUT_KEEP;
+	log_debug(KAFKA_LOG, "%s: event %s: handler kept its writes and %s", c->p->name, ev->id,
+	          out == OUT_KEEP ? "gave the event up" : "asked to retry");
+	return out;
 }
 
 /* Run every matching handler inside a savepoint of `tx` (the batch's), with
@@ -1709,7 +1725,9 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		if (!ev->error[0] && store_tx_failed(tx))
 			snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
 		if (r == EVH_EVENT_KEEP_AND_DEAD_LETTER)
-			return keep_writes(c, ev, tx);
+			return keep_writes(c, ev, tx, OUT_KEEP);
+		if (r == EVH_EVENT_KEEP_AND_RETRY)
+			return keep_writes(c, ev, tx, OUT_KEEP_RETRY);
 		store_tx_savepoint_rollback(tx);
 		if (r == EVH_EVENT_REJECT)
 			return OUT_REJECT;
@@ -1742,7 +1760,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 		return OUT_RETRY;
 	}
 	out = run_handlers(c, ev, tx, first, sub);
-	if (out != OUT_DONE && out != OUT_KEEP) {
+	if (!outcome_commits(out)) {
 		store_tx_rollback(tx);
 		return out;
 	}
@@ -1829,6 +1847,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	else if (out == OUT_KEEP)
 		snprintf(err, errlen, "%s",
 		         ev.error[0] ? ev.error : "handler kept its writes and gave the event up");
+	else if (out == OUT_KEEP_RETRY)
+		snprintf(err, errlen, "%s",
+		         ev.error[0] ? ev.error : "handler kept its writes and asked to retry");
 	else if (out == OUT_RETRY || out == OUT_WAIT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
 	event_free(&ev);
@@ -2302,7 +2323,8 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
                           struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
 	char again_err[512];
-	while (out == OUT_WAIT || (out == OUT_RETRY && attempt < c->policy[sub].max_attempts)) {
+	while (out == OUT_WAIT ||
+	       (outcome_retries(out) && attempt < c->policy[sub].max_attempts)) {
 		int waiting = out == OUT_WAIT, delay;
 		if (!s)
 			s = slot_add(c, msg);
@@ -2335,7 +2357,8 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
 		s->msg = NULL; /* ownership is back here */
 	if (out != OUT_DONE) {
 		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
-		                      out == OUT_RETRY ? METRICS_EVENT_DLQ : METRICS_EVENT_REJECT);
+		                      outcome_retries(out) ? METRICS_EVENT_DLQ
+		                                           : METRICS_EVENT_REJECT);
 		if (!dead_letter(c, msg, attempt, sub, err, s))
 			return; /* parked in a slot, or stopping */
 	}
@@ -2754,9 +2777,9 @@ void kafka_set_batch_time_us(int us)
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
- * is rolled back (kept, for OUT_KEEP), the others commit, and then it is
- * retried or dead-lettered as a lone message would be. Offsets are stored
- * only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
+ * is rolled back (kept, for OUT_KEEP and OUT_KEEP_RETRY), the others commit,
+ * and then it is retried or dead-lettered as a lone message would be. Offsets
+ * are stored only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
 static void handle_batch(struct consumer *c, struct pbuf *b)
@@ -2783,7 +2806,7 @@ static void handle_batch(struct consumer *c, struct pbuf *b)
 		if (n == BATCH_MAX || now_us() >= deadline || atomic_load(&c->stop))
 			break;
 	}
-	if (!n && out != OUT_KEEP) {
+	if (!n && !outcome_commits(out)) {
 		store_tx_rollback(tx);
 	} else if ((status = store_tx_commit(tx)) != EVH_OK) {
 		batch_redo(c, done, n, failed, status);

@@ -12,11 +12,14 @@
  * dead-letter topic until an operator redrives it; the redriven copy sends
  * what is still unsent. An undeliverable mail is not a poison event:
  * returning REJECT would also roll back the recipient the same event
- * carried, and the "sent" rows of a broadcast. Only "retrying" (the
- * handler returns RETRY) cannot be written, so it lives in memory
+ * carried, and the "sent" rows of a broadcast. A broadcast with mails left
+ * to retry returns KEEP_AND_RETRY: the rows of those settled commit (the
+ * retry, even after a restart, sends only the others), but not "retrying".
+ * A welcome mail to retry returns RETRY. "retrying" lives in memory
  * (notif_pending.h); memory also remembers mails that left while their row
- * was not yet committed, so a retry does not send them twice. REJECT is
- * kept for events whose data is unusable: they go to the dead-letter topic. */
+ * was not yet committed (a commit that failed), so a retry does not send
+ * them twice. REJECT is kept for events whose data is unusable: they go to
+ * the dead-letter topic. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -794,7 +797,9 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s",
 			         t.retry, n, t.last_err);
 		evh_event_set_error(ev, why);
-		result = EVH_EVENT_RETRY;
+		/* The rows of the mails settled commit: the retry, and the event
+		 * delivered again after a restart, skip them. */
+		result = EVH_EVENT_KEEP_AND_RETRY;
 	} else if (t.parked) {
 		/* The sent rows commit; the redriven copy serves the others. */
 		snprintf(why, sizeof why, "%d of %zu deliveries not sent after the last attempt; "

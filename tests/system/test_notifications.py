@@ -1169,6 +1169,41 @@ def test_broadcast_redelivery_sends_nothing_twice(evhostd, tmp_path, unique_name
     assert len([m for m in smtp_server.messages if subject(m) == "Once"]) == 2
 
 
+def test_broadcast_retried_after_a_restart_mails_only_those_not_served(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # One recipient's mail fails for a reason that may pass: the broadcast is
+    # retried (KEEP_AND_RETRY), the rows of the mails that left committed.
+    # A restart meanwhile forgets the memory, not the rows: the retry mails
+    # only the recipient not served (RETRY rolled them back, and every
+    # recipient got the broadcast again).
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 20, "retry.backoff_ms": 3000,
+               "retry.backoff_max_ms": 3000})
+    tag = uuid.uuid4().hex[:8]
+    ada = env.create_user("Ada", f"ada.{tag}@example.com")
+    bob = env.create_user("Bob", f"bob.{tag}@example.com")
+    for addr in (ada["email"], bob["email"], ADMIN_EMAIL):
+        smtp_server.wait_for(welcome_to(addr), timeout=60)
+    admin = env.token()
+    smtp_server.replies[bob["email"]] = "451 4.3.0 try again later"
+    try:
+        r = env.d.post("/notifications/broadcast", json={"subject": "Kept", "message": "once"},
+                       headers=env.auth(admin))
+        assert r.status_code == 202, r.text
+        bid = r.json()["broadcast_id"]
+        env.d.wait_for_log(f"broadcast {bid}: 2 sent, 0 already done, 0 failed, 1 to retry",
+                           timeout=60)
+        assert env.d.stop() == 0  # within the 3 s backoff: the event is not committed
+    finally:
+        smtp_server.replies.pop(bob["email"], None)
+    env.d.start().wait_healthy()
+    env.d.wait_for_log(f"broadcast {bid}: 1 sent, 2 already done", timeout=60)
+    kept = [m for m in smtp_server.messages if subject(m) == "Kept"]
+    assert sorted(m.envelope_to[0] for m in kept) == sorted(
+        [ada["email"], bob["email"], ADMIN_EMAIL]), [m.envelope_to for m in kept]
+
+
 # ---------------------------------------------------------------- the log
 
 

@@ -140,6 +140,14 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 		store_exec(tx, "INSERT INTO nowhere VALUES(1)", NULL, 0, NULL);
 		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
 	}
+	if (!strcmp(type, "KEEP_RETRY_TWICE") && kafka_ev_attempt(ev) < 3) {
+		kafka_ev_set_error(ev, "two of three sent");
+		return EVH_EVENT_KEEP_AND_RETRY;
+	}
+	if (!strcmp(type, "KEEP_RETRY_ALWAYS")) {
+		kafka_ev_set_error(ev, "some sent, server down");
+		return EVH_EVENT_KEEP_AND_RETRY;
+	}
 	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
 		kafka_ev_set_error(ev, "mail server down");
 		return EVH_EVENT_KEEP_AND_DEAD_LETTER;
@@ -1923,6 +1931,49 @@ static void test_keep_after_failed_write_keeps_nothing(void **state)
 	dlq_list_free(&l);
 }
 
+/* KEEP_AND_RETRY in a batch: each attempt's writes commit (the rows an
+ * attempt leaves tell the next one what is done), the inbox record only
+ * with the attempt that succeeds; the partition waits meanwhile. */
+static void test_keep_and_retry(void **state)
+{
+	char id[37], next[37];
+	events_uuid(id);
+	events_uuid(next);
+	publish(id, "keep-retry", "KEEP_RETRY_TWICE", "{}");
+	publish(next, "keep-retry", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(next, 1), 1);
+	assert_int_equal(count_calls(id, 0), 3);
+	assert_int_equal(rec.calls[call_index(id, 2)].attempt, 3);
+	assert_true(call_index(id, 2) < call_index(next, 0));
+	assert_int_equal(handled_rows(id), 3); /* the two retried attempts' writes kept */
+	assert_int_equal(inbox_has(id), 1);
+	assert_int_equal(handled_rows(next), 1);
+}
+
+/* KEEP_AND_RETRY at every attempt: dead-lettered after the last, as a
+ * RETRY is, with every attempt's writes kept and no inbox record (its
+ * redriven copy runs again). */
+static void test_keep_and_retry_to_the_last_attempt(void **state)
+{
+	char id[37], after[37];
+	const dlq_msg *m;
+	dlq_list l;
+	events_uuid(id);
+	events_uuid(after);
+	publish(id, "keep-retry-always", "KEEP_RETRY_ALWAYS", "{}");
+	publish(after, "keep-retry-always", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(after, 1), 1);
+	assert_int_equal(count_calls(id, 0), 3); /* [kafka] retry max 3 */
+	assert_int_equal(handled_rows(id), 3);
+	assert_int_equal(inbox_has(id), 0);
+	assert_int_equal(find_dlq(&l, DLQ_TOPIC, "ce_id", id, 1), 1);
+	m = dlq_nth(&l, "ce_id", id, 0);
+	assert_non_null(m);
+	assert_string_equal(dlq_header(m, "evhost_dlq_attempts", NULL), "3");
+	assert_string_equal(dlq_header(m, "evhost_dlq_error", NULL), "some sent, server down");
+	dlq_list_free(&l);
+}
+
 static void test_replay_rewinds_and_forgets_inbox(void **state)
 {
 	struct extra x;
@@ -2509,6 +2560,8 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_dlq_read_and_redrive), 4},
     {cmocka_unit_test(test_keep_and_dead_letter), 5},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 5},
+    {cmocka_unit_test(test_keep_and_retry), 5},
+    {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 5},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 4},        /* 8.6 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 2}, /* 3.3 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 5}, /* 8.7 */

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 10
+#define EVH_ABI_MINOR 11
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -87,6 +87,15 @@ typedef enum evh_event_result {
 	 * row that says the step is done). Not a retry: it is final for this
 	 * delivery, like REJECT. */
 	EVH_EVENT_KEEP_AND_DEAD_LETTER = 3,
+	/* (ABI 1.11) Part done, the rest to try again: commit the writes made
+	 * in `tx` (say, the rows recording the mails that did go out), then
+	 * retry the event with backoff, as for RETRY. The event is not recorded
+	 * in the inbox, so the retry (and a copy of it delivered again after a
+	 * restart) runs every handler of it again: writes committed with this
+	 * result must be idempotent, and tell the next attempt what is done.
+	 * After the last attempt the event is dead-lettered, as for RETRY; the
+	 * kept writes stay. */
+	EVH_EVENT_KEEP_AND_RETRY = 4,
 } evh_event_result;
 
 typedef enum evh_log_level {
