@@ -431,6 +431,25 @@ static evh_event_result retry_db(const evh_event *ev, evh_tx *tx, const char *wh
 	return EVH_EVENT_RETRY;
 }
 
+/* 1 when user `id` was deleted (USER_DELETED handled), 0 if not, -1 when
+ * storage failed. Its creation or update may be handled after its deletion:
+ * retried (the welcome mail greylisted) while the deletion, on another
+ * topic, went ahead; without this, it would be a recipient again, mailed by
+ * every broadcast, and get a welcome mail for an account it closed. */
+static int recipient_was_deleted(evh_tx *tx, const char *id)
+{
+	evh_value arg = EVH_TEXT(id);
+	evh_rows *rows;
+	int rc;
+
+	if (evh_query(tx, "SELECT 1 FROM deleted_recipients WHERE user_id = ?", &arg, 1, &rows) !=
+	    EVH_OK)
+		return -1;
+	rc = evh_rows_next(rows);
+	evh_rows_close(rows);
+	return rc;
+}
+
 /* Insert or update a recipient; NULL email or name leaves that field. */
 static int recipient_upsert(evh_tx *tx, const user_event *u)
 {
@@ -468,11 +487,19 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	delivery d;
 	notif_content c;
 	evh_event_result result = EVH_EVENT_OK;
-	int parsed;
+	int parsed, deleted;
 
 	(void)p;
 	if ((parsed = parse_user_event(ev, 1, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
+	if ((deleted = recipient_was_deleted(tx, u.id)) != 0) {
+		if (deleted < 0)
+			result = retry_db(ev, tx, "reading deleted_recipients");
+		else
+			evh_log(st->p, EVH_LOG_INFO,
+			        "user %s was deleted before its welcome mail went out: not sent", u.id);
+		goto out;
+	}
 	if (recipient_upsert(tx, &u) != EVH_OK) {
 		result = retry_db(ev, tx, "writing recipients");
 		goto out;
@@ -534,13 +561,15 @@ evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_t
 	char why[256];
 	user_event u;
 	evh_event_result result = EVH_EVENT_OK;
-	int parsed;
+	int parsed, deleted;
 
 	(void)p;
 	(void)ud;
 	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
-	if (recipient_upsert(tx, &u) != EVH_OK)
+	if ((deleted = recipient_was_deleted(tx, u.id)) < 0)
+		result = retry_db(ev, tx, "reading deleted_recipients");
+	else if (!deleted && recipient_upsert(tx, &u) != EVH_OK)
 		result = retry_db(ev, tx, "writing recipients");
 	user_event_free(&u);
 	return result;
@@ -548,9 +577,9 @@ evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_t
 
 evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
-	char why[256];
+	char why[256], now[NOTIF_TIME_LEN];
 	user_event u;
-	evh_value arg;
+	evh_value arg, tomb[2];
 	evh_event_result result = EVH_EVENT_OK;
 	int parsed;
 
@@ -558,9 +587,17 @@ evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_t
 	(void)ud;
 	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
+	notif_now_rfc3339(now);
+	tomb[0] = EVH_TEXT(u.id);
+	tomb[1] = EVH_TEXTN(now, strlen(now));
 	arg = EVH_TEXT(u.id);
 	if (evh_exec(tx, "DELETE FROM recipients WHERE user_id = ?", &arg, 1, NULL) != EVH_OK)
 		result = retry_db(ev, tx, "deleting from recipients");
+	else if (evh_exec(tx,
+	                  "INSERT INTO deleted_recipients (user_id, deleted_at) VALUES (?, ?)"
+	                  " ON CONFLICT (user_id) DO NOTHING",
+	                  tomb, 2, NULL) != EVH_OK)
+		result = retry_db(ev, tx, "writing deleted_recipients");
 	user_event_free(&u);
 	return result;
 }

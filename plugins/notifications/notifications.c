@@ -88,6 +88,11 @@ static const evh_migration notif_migrations[] = {
         "CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);"
         "CREATE INDEX notifications_log_recipient"
         " ON notifications_log (recipient, created_at, event_id);"},
+    /* Users deleted: their creation or update handled later (retried, or
+     * on another topic's partition) must not bring them back. */
+    {3, "CREATE TABLE deleted_recipients ("
+        " user_id TEXT PRIMARY KEY,"
+        " deleted_at TEXT NOT NULL);"},
 };
 
 /* ------------------------------------------------------------- files */
