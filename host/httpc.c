@@ -561,6 +561,36 @@ int httpc_status(const char *buf, size_t n)
 	return (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
 }
 
+const char *httpc_header(const char *buf, size_t n, const char *name, size_t *vlen)
+{
+	const char *end = memmem(buf, n, "\r\n\r\n", 4), *line;
+	if (!end || !(line = memchr(buf, '\n', n)))
+		return NULL;
+	for (line++; line < end + 2;) {
+		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2), *v;
+		if ((v = header_value(line, (size_t)(eol - line), name, vlen)))
+			return v;
+		line = eol + 2;
+	}
+	return NULL;
+}
+
+int32_t httpc_retry_after(const char *buf, size_t n)
+{
+	size_t vlen;
+	const char *v = httpc_header(buf, n, "Retry-After", &vlen);
+	int64_t s = 0;
+	if (!v || !vlen)
+		return -1;
+	for (size_t i = 0; i < vlen; i++) {
+		if (!isdigit((unsigned char)v[i]))
+			return -1; /* the HTTP-date form, or nonsense */
+		if (s < INT32_MAX)
+			s = s * 10 + (v[i] - '0');
+	}
+	return s < INT32_MAX ? (int32_t)s : INT32_MAX;
+}
+
 int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size_t *len,
                    char *err, size_t errlen)
 {

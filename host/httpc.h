@@ -66,6 +66,14 @@ size_t httpc_recv_answer(httpc_conn *c, char *buf, size_t n, int64_t deadline, c
 /* The status of the status line at buf[0..n): "HTTP/1.x NNN" with NNN of
  * 100-599, followed by a space or the line's end; else -1. */
 int httpc_status(const char *buf, size_t n);
+/* The value of the header `name` (case-insensitive) in the head of the
+ * answer at buf[0..n), spaces around it trimmed, its length in *vlen: a
+ * pointer into buf, or NULL when the head has no such header (or no end). */
+const char *httpc_header(const char *buf, size_t n, const char *name, size_t *vlen);
+/* The answer's Retry-After in seconds, in its delay-seconds form (digits
+ * only; very large values as INT32_MAX), or -1: no such header, or the
+ * HTTP-date form, or something else. */
+int32_t httpc_retry_after(const char *buf, size_t n);
 /* The same into a malloc'd buffer (*out, NUL-terminated) of at most max
  * bytes: 0 when the server closed the connection, 1 when it sent more than
  * max (*out holds max), -1 with the reason in err (*out holds what came:

@@ -244,22 +244,23 @@ static void log_timestamp(char *out, size_t len)
 	snprintf(out + n, len - n, ".%03dZ", (int)(ts.tv_nsec / 1000000L) % 1000);
 }
 
+/* `req` and `trace`: the line's context ("" for none). */
 static void log_format_text(line_buf *b, const char *ts, int level, const char *comp,
-                            const char *msg)
+                            const char *msg, const char *req, const char *trace)
 {
 	lb_printf(b, "%s %s [", ts, log_level_text[level]);
 	lb_escaped(b, comp, 0);
 	lb_puts(b, "] ");
 	lb_escaped(b, msg, 0);
-	if (log_ctx_request[0] || log_ctx_trace[0]) {
+	if (req[0] || trace[0]) {
 		lb_puts(b, " (");
-		if (log_ctx_request[0]) {
+		if (req[0]) {
 			lb_puts(b, "request_id=");
-			lb_escaped(b, log_ctx_request, 0);
+			lb_escaped(b, req, 0);
 		}
-		if (log_ctx_trace[0]) {
-			lb_puts(b, log_ctx_request[0] ? " trace_id=" : "trace_id=");
-			lb_escaped(b, log_ctx_trace, 0);
+		if (trace[0]) {
+			lb_puts(b, req[0] ? " trace_id=" : "trace_id=");
+			lb_escaped(b, trace, 0);
 		}
 		lb_putc(b, ')');
 	}
@@ -273,15 +274,15 @@ static void json_field(line_buf *b, const char *name, const char *value)
 }
 
 static void log_format_json(line_buf *b, const char *ts, int level, const char *comp,
-                            const char *msg)
+                            const char *msg, const char *req, const char *trace)
 {
 	lb_printf(b, "{\"ts\":\"%s\",\"level\":\"%s\"", ts, log_level_names[level]);
 	json_field(b, "component", comp);
 	json_field(b, "msg", msg);
-	if (log_ctx_request[0])
-		json_field(b, "request_id", log_ctx_request);
-	if (log_ctx_trace[0])
-		json_field(b, "trace_id", log_ctx_trace);
+	if (req[0])
+		json_field(b, "request_id", req);
+	if (trace[0])
+		json_field(b, "trace_id", trace);
 	lb_putc(b, '}');
 }
 
@@ -298,8 +299,8 @@ static void log_write_all(const char *p, size_t len)
 	}
 }
 
-static void log_vmsg(int threshold, evh_log_level level, const char *component,
-                     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *component,
+                     const char *fmt, va_list ap) __attribute__((format(printf, 5, 0)));
 
 /* Whether a line at `lvl` (clamped) passes `threshold` (< 0: the [log] level). */
 static int log_shown(int threshold, int lvl)
@@ -307,9 +308,11 @@ static int log_shown(int threshold, int lvl)
 	return lvl <= (threshold < 0 ? atomic_load(&log_level_now) : threshold);
 }
 
-static void log_vmsg(int threshold, evh_log_level level, const char *component,
+/* ctx: with the thread's context (log_set_context). */
+static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *component,
                      const char *fmt, va_list ap)
 {
+	const char *req = ctx ? log_ctx_request : "", *trace = ctx ? log_ctx_trace : "";
 	char msg[LOG_MSG_MAX], ts[64], comp[LOG_COMPONENT_MAX];
 	line_buf b;
 	int lvl = log_clamp(level), fmt_now, n;
@@ -341,9 +344,9 @@ static void log_vmsg(int threshold, evh_log_level level, const char *component,
 	}
 	log_timestamp(ts, sizeof ts);
 	if (fmt_now == LOG_FORMAT_TEXT)
-		log_format_text(&b, ts, lvl, comp, msg);
+		log_format_text(&b, ts, lvl, comp, msg, req, trace);
 	else
-		log_format_json(&b, ts, lvl, comp, msg);
+		log_format_json(&b, ts, lvl, comp, msg, req, trace);
 	b.p[b.len++] = '\n'; /* lb_* always leave room for this */
 	log_write_all(b.p, b.len);
 	free(b.p);
@@ -353,7 +356,15 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_vmsg(-1, level, component, fmt, ap);
+	log_vmsg(-1, 1, level, component, fmt, ap);
+	va_end(ap);
+}
+
+void log_msg_no_context(evh_log_level level, const char *component, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(-1, 0, level, component, fmt, ap);
 	va_end(ap);
 }
 
@@ -361,7 +372,7 @@ void log_msg_at(int threshold, evh_log_level level, const char *component, const
 {
 	va_list ap;
 	va_start(ap, fmt);
-	log_vmsg(threshold, level, component, fmt, ap);
+	log_vmsg(threshold, 1, level, component, fmt, ap);
 	va_end(ap);
 }
 
@@ -464,7 +475,7 @@ void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const cha
 	if (!pass)
 		return;
 	va_start(ap, fmt);
-	log_vmsg(threshold, level, component, fmt, ap);
+	log_vmsg(threshold, 1, level, component, fmt, ap);
 	va_end(ap);
 }
 

@@ -21,6 +21,11 @@ void log_msg(evh_log_level level, const char *component, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Per-thread context added to every line of this thread (request id, trace id). NULL clears. */
 void log_set_context(const char *request_id, const char *trace_id);
+/* log_msg without the calling thread's context: for a line about something
+ * shared, not the request or event the thread happens to be handling (a
+ * full span queue, met by whichever request ends a span then). */
+void log_msg_no_context(evh_log_level level, const char *component, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* `s` (NULL: "") as the inside of a JSON string, escaped as JSON log lines
  * are (control characters escaped, invalid UTF-8 as \ufffd), into

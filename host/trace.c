@@ -28,8 +28,21 @@
 
 #define RETRIES 3          /* further attempts at a batch the collector could not take */
 #define RETRY_FIRST_MS 500 /* then twice as long each time */
-#define DROP_LOG_MS 60000  /* at most one line a minute about dropped spans */
+#define DROP_LOG_MS 60000  /* at most one line a minute about dropped spans, per reason */
 #define RESPONSE_MAX 4096  /* of the collector's answer, kept for the log */
+#define RETRY_AFTER_MAX_S 60 /* the longest wait a collector's Retry-After gets */
+
+/* Why spans were dropped: each reason has its own line a minute, so one
+ * that keeps happening (a full queue) does not hide another (the refusals
+ * that fill it). */
+typedef enum drop_reason {
+	DROP_QUEUE_FULL,
+	DROP_UNREACHABLE, /* no connection, or no HTTP answer */
+	DROP_TLS,         /* the handshake, the collector's certificate */
+	DROP_REFUSED,     /* an answer other than 2xx */
+	DROP_NO_MEMORY,   /* for the request's body */
+	DROP_REASONS
+} drop_reason;
 
 static struct {
 	pthread_mutex_t mu;
@@ -49,7 +62,10 @@ static struct {
 	uint64_t ratio_bound; /* sampled when the trace id's low 64 bits are below it */
 	int ratio_all;        /* sample_ratio 1: every trace */
 	char *resource;       /* the "resource" and "scope" JSON, rendered once */
-	int64_t last_drop_log_ms;
+	/* The exporter's own: no request before this (clock_mono_ms), as the
+	 * collector's Retry-After asked, and what it answered then. */
+	int64_t not_before;
+	int asked_status, asked_s;
 } ex = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .ratio_all = 1};
 static pthread_once_t ex_cv_once = PTHREAD_ONCE_INIT;
 
@@ -60,6 +76,7 @@ static void ex_cv_init(void) { clock_cond_init(&ex.cv); }
 static atomic_int enabled;
 static _Atomic uint64_t n_exported, n_queue_full, n_export_failed;
 static _Atomic int64_t stop_deadline; /* clock_mono_ms by which the stop sends nothing more */
+static _Atomic int64_t drop_logged[DROP_REASONS]; /* when each reason was last said */
 static atomic_int stop_limit_ms;       /* what trace_stop allowed, for the log */
 
 static _Thread_local trace_ctx current;
@@ -241,20 +258,21 @@ void trace_current_save(trace_ctx *out) { *out = current; }
 
 void trace_current_restore(const trace_ctx *in) { current = *in; }
 
-static void log_drops(const char *why)
+/* Any thread, outside ex.mu. Without the thread's log context: the request
+ * that meets a full queue has nothing to do with it. */
+static void log_drops(drop_reason reason, const char *why)
 {
-	int64_t now = clock_mono_ms();
-	/* under ex.mu */
-	if (ex.last_drop_log_ms && now - ex.last_drop_log_ms < DROP_LOG_MS)
+	if (!log_due_shared(&drop_logged[reason], clock_mono_ms(), DROP_LOG_MS))
 		return;
-	ex.last_drop_log_ms = now;
-	log_warn("trace", "spans dropped: %s (evhost_trace_spans_total counts them; at most one "
-	                  "such line a minute)",
-	         why);
+	log_msg_no_context(EVH_LOG_WARN, "trace",
+	                   "spans dropped: %s (evhost_trace_spans_total counts them; at most one "
+	                   "such line a minute for each reason)",
+	                   why);
 }
 
 void trace_end(trace_span *sp)
 {
+	int full = 0;
 	if (!sp->recording)
 		return;
 	sp->end_ns = now_ns();
@@ -265,8 +283,7 @@ void trace_end(trace_span *sp)
 	}
 	if (ex.n == ex.cap) {
 		atomic_fetch_add(&n_queue_full, 1);
-		log_drops("the queue is full ([tracing] queue_size); the collector does not keep up, "
-		          "or spans come faster than one exporter sends them (sample_ratio)");
+		full = 1;
 	} else {
 		/* Only the used part of the text: most spans use little of it. */
 		trace_span *slot = &ex.ring[(ex.head + ex.n++) % ex.cap];
@@ -275,6 +292,10 @@ void trace_end(trace_span *sp)
 			pthread_cond_signal(&ex.cv);
 	}
 	pthread_mutex_unlock(&ex.mu);
+	if (full)
+		log_drops(DROP_QUEUE_FULL,
+		          "the queue is full ([tracing] queue_size); the collector does not keep up, "
+		          "or spans come faster than one exporter sends them (sample_ratio)");
 }
 
 /* ----------------------------------------------------------- encoding */
@@ -378,20 +399,29 @@ char *trace_encode(const trace_span *v, size_t n, size_t *len)
 
 /* -------------------------------------------------------------- HTTP */
 
-/* POST `body` to the collector: its HTTP status (and the start of its
- * answer in `answer`), or -1 with `err` set when there was no answer, -2
- * when the collector's certificate did not verify (httpc_open). */
-static int post(const char *body, size_t len, char *answer, size_t answer_len, char *err,
-                size_t errlen)
+/* What post() keeps of the collector's answer, for the retries and the log. */
+typedef struct answer {
+	char body[300];     /* its start, escaped (cut short: leaves room for the endpoint) */
+	char location[200]; /* a redirect's Location, bytes other than printable ASCII as '?' */
+	int retry_after;    /* seconds (Retry-After's delay-seconds form), or -1 */
+} answer;
+
+/* POST `body` to the collector: its HTTP status (and what `a` keeps of its
+ * answer), or -1 with `err` set when there was no answer, -2 when the
+ * collector's certificate did not verify (httpc_open). */
+static int post(const char *body, size_t len, answer *a, char *err, size_t errlen)
 {
 	int64_t start = clock_mono_ms(), deadline = start + ex.timeout_ms,
 	        stop = atomic_load(&stop_deadline);
 	char tail[96], resp[RESPONSE_MAX], why[256];
 	httpc_conn c;
 	int status = -1, n;
+	const char *v;
 	char *end;
+	size_t vlen;
 
-	answer[0] = '\0';
+	a->body[0] = a->location[0] = '\0';
+	a->retry_after = -1;
 	if (stop && stop < deadline)
 		deadline = stop;
 	if ((n = httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen)) != 0)
@@ -429,7 +459,14 @@ static int post(const char *body, size_t len, char *answer, size_t answer_len, c
 		return -1;
 	}
 	if ((end = strstr(resp, "\r\n\r\n")))
-		log_json_escape(answer, answer_len, end + 4);
+		log_json_escape(a->body, sizeof a->body, end + 4);
+	a->retry_after = httpc_retry_after(resp, (size_t)n);
+	if ((v = httpc_header(resp, (size_t)n, "Location", &vlen))) {
+		size_t i;
+		for (i = 0; i < vlen && i + 1 < sizeof a->location; i++)
+			a->location[i] = v[i] > 0x20 && v[i] < 0x7f ? v[i] : '?';
+		a->location[i] = '\0';
+	}
 	return status;
 }
 
@@ -454,24 +491,107 @@ static int pause_ms(int ms)
 	return stop;
 }
 
+/* OTLP/HTTP: a 429 or 503 with Retry-After (seconds) says when to send
+ * again; nothing is sent before then, for at most RETRY_AFTER_MAX_S. */
+static void note_retry_after(int status, const answer *a)
+{
+	int s = a->retry_after < RETRY_AFTER_MAX_S ? a->retry_after : RETRY_AFTER_MAX_S;
+	if ((status != 429 && status != 503) || s <= 0)
+		return;
+	ex.not_before = clock_mono_ms() + (int64_t)s * 1000;
+	ex.asked_status = status;
+	ex.asked_s = a->retry_after;
+}
+
+/* Wait until the collector said it takes requests again (Retry-After), if
+ * that is still to come: 0, or 1 when the stop's deadline comes first (the
+ * collector is not asked sooner than it said, and the stop does not wait
+ * longer than it allows). */
+static int wait_for_collector(void)
+{
+	for (;;) {
+		int64_t now = clock_mono_ms(), stop = atomic_load(&stop_deadline),
+		        left = ex.not_before - now;
+		struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
+		if (left <= 0)
+			return 0;
+		if (!stop) {
+			pause_ms((int)left); /* or until the stop: then its deadline rules */
+			continue;
+		}
+		if (ex.not_before > stop)
+			return 1;
+		nanosleep(&ts, NULL); /* over before the stop's deadline */
+		return 0;
+	}
+}
+
+/* The reason a batch that met `status` (and `err`) is dropped for. */
+static drop_reason reason_of(int status, const char *err)
+{
+	if (status >= 100)
+		return DROP_REFUSED;
+	if (status == -2 || (ex.tls && !strncmp(err, "TLS with ", 9)))
+		return DROP_TLS;
+	return DROP_UNREACHABLE;
+}
+
+/* `err` for an answer of `status` that is not 2xx. */
+static void describe_refusal(int status, const answer *a, char *err, size_t errlen)
+{
+	char more[300] = "";
+	if (status == 407) /* a proxy's (http_proxy): say where its credentials go */
+		snprintf(more, sizeof more, " (from the proxy: it wants credentials, "
+		                            "http_proxy=http://USER:PASSWORD@HOST:PORT)");
+	else if (status >= 300 && status < 400)
+		snprintf(more, sizeof more, " (a redirect%s%s: not followed; set otlp_endpoint to "
+		                            "where the collector is)",
+		         a->location[0] ? " to " : "", a->location);
+	else if ((status == 429 || status == 503) && a->retry_after > RETRY_AFTER_MAX_S)
+		snprintf(more, sizeof more, " (Retry-After %d s: nothing sent for %d s, the most "
+		                            "evhost waits)",
+		         a->retry_after, RETRY_AFTER_MAX_S);
+	else if ((status == 429 || status == 503) && a->retry_after > 0)
+		snprintf(more, sizeof more, " (Retry-After %d s: nothing sent before then)",
+		         a->retry_after);
+	snprintf(err, errlen, "%s answered %d%s%s%s", ex.endpoint, status, more,
+	         a->body[0] ? ": " : "", a->body);
+}
+
 static void export_batch(size_t n, int final)
 {
-	char err[512], answer[300]; /* the answer cut short leaves room for the endpoint */
+	char err[1024];
+	answer a;
 	size_t len;
-	char *body = trace_encode(ex.batch, n, &len);
+	char *body;
 	int status = -1, delay = RETRY_FIRST_MS;
 
-	if (!body) {
+	if (wait_for_collector()) {
 		atomic_fetch_add(&n_export_failed, n);
-		log_error("trace", "out of memory encoding %zu spans; they are dropped", n);
+		snprintf(err, sizeof err,
+		         "%s answered %d with Retry-After %d s, which ends after the stop's deadline "
+		         "(%d ms: [host] stop_timeout, [tracing] export_timeout); not sent",
+		         ex.endpoint, ex.asked_status, ex.asked_s, atomic_load(&stop_limit_ms));
+		log_drops(DROP_REFUSED, err);
+		return;
+	}
+	if (!(body = trace_encode(ex.batch, n, &len))) {
+		atomic_fetch_add(&n_export_failed, n);
+		if (log_due_shared(&drop_logged[DROP_NO_MEMORY], clock_mono_ms(), DROP_LOG_MS))
+			log_error("trace", "out of memory encoding %zu spans; they are dropped (at most "
+			                   "one such line a minute)",
+			          n);
 		return;
 	}
 	for (int attempt = 0;; attempt++) {
 		err[0] = '\0';
-		status = post(body, len, answer, sizeof answer, err, sizeof err);
+		status = post(body, len, &a, err, sizeof err);
 		if (status >= 200 && status < 300)
 			break;
-		if (!retryable(status) || attempt == RETRIES || final || pause_ms(delay))
+		note_retry_after(status, &a);
+		/* The next try after the backoff, and after the Retry-After */
+		if (!retryable(status) || attempt == RETRIES || final || pause_ms(delay) ||
+		    wait_for_collector())
 			break;
 		delay *= 2;
 	}
@@ -481,24 +601,14 @@ static void export_batch(size_t n, int final)
 		return;
 	}
 	atomic_fetch_add(&n_export_failed, n);
-	pthread_mutex_lock(&ex.mu);
 	if (status == -2) {
 		size_t used = strlen(err);
 		snprintf(err + used, sizeof err - used,
 		         "; not tried again ([tracing] otlp_ca_file, or the collector's certificate)");
-		log_drops(err);
-	} else if (status < 0)
-		log_drops(err);
-	else {
-		/* 407 is a proxy's (http_proxy): say where its credentials go. */
-		snprintf(err, sizeof err, "%s answered %d%s%s%s", ex.endpoint, status,
-		         status == 407 ? " (from the proxy: it wants credentials, "
-		                         "http_proxy=http://USER:PASSWORD@HOST:PORT)"
-		                       : "",
-		         answer[0] ? ": " : "", answer);
-		log_drops(err);
+	} else if (status >= 0) {
+		describe_refusal(status, &a, err, sizeof err);
 	}
-	pthread_mutex_unlock(&ex.mu);
+	log_drops(reason_of(status, err), err);
 }
 
 static void *exporter_main(void *arg)
@@ -620,7 +730,9 @@ int trace_start(const settings *s, void *tls)
 	ex.ratio_bound = (uint64_t)(s->trace_sample_ratio * 18446744073709551616.0);
 	ex.head = ex.n = 0;
 	ex.stopping = 0;
-	ex.last_drop_log_ms = 0;
+	ex.not_before = 0;
+	for (int i = 0; i < DROP_REASONS; i++)
+		atomic_store(&drop_logged[i], 0);
 	if ((rc = pthread_create(&ex.thread, NULL, exporter_main, NULL)) != 0) {
 		log_error("trace", "cannot start the exporter thread: %s", strerror(rc));
 		trace_stop(0);

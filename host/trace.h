@@ -7,10 +7,12 @@
  * thread sends the queue in batches. Nothing on the request or consumer
  * path waits for the collector: when the queue is full, or the collector
  * cannot take a batch after its retries, spans are dropped and counted
- * (evhost_trace_spans_total). Without [tracing] otlp_endpoint no span is
- * recorded: a span is then its context alone (a traceparent read, about
- * 0.2 µs with the attribute calls, which return at once), and W3C trace
- * context is carried through HTTP and Kafka headers all the same. */
+ * (evhost_trace_spans_total); a collector's Retry-After (on 429 or 503)
+ * holds the exporter's next request, for at most a minute, while spans
+ * queue. Without [tracing] otlp_endpoint no span is recorded: a span is
+ * then its context alone (a traceparent read, about 0.2 µs with the
+ * attribute calls, which return at once), and W3C trace context is carried
+ * through HTTP and Kafka headers all the same. */
 #ifndef EVHOST_TRACE_H
 #define EVHOST_TRACE_H
 #include <stddef.h>

@@ -494,6 +494,81 @@ def test_collector_holding_the_connection(evhostd):
         coll.close()
 
 
+class ScriptedCollector:
+    """A fake OTLP collector on loopback answering each POST (its head and
+    Content-Length body read) with the next of `answers` (raw HTTP, then the
+    close), 200 once they run out; when each POST came is kept."""
+
+    def __init__(self, answers):
+        self.answers, self.times = list(answers), []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    more = conn.recv(65536)
+                    if not more:
+                        break
+                    data += more
+                head, _, body = data.partition(b"\r\n\r\n")
+                m = re.search(rb"(?i)content-length: *(\d+)", head)
+                while m and len(body) < int(m.group(1)):
+                    more = conn.recv(65536)
+                    if not more:
+                        break
+                    body += more
+                self.times.append(time.monotonic())
+                answer = (self.answers.pop(0) if self.answers else
+                          "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                conn.sendall(answer.encode())
+
+    def close(self):
+        self.sock.close()
+
+
+def test_collector_asking_to_wait(evhostd):
+    """A 429 with Retry-After (seconds) holds the next request to the
+    collector until then (not the exporter's own 0.5 s); spans ended
+    meanwhile queue, and those the queue has no room for are dropped,
+    counted, and said once, without the request that met the full queue.
+    Each reason has its own line a minute: a refusal after the queue was
+    full is said too."""
+    coll = ScriptedCollector(["HTTP/1.1 429 Too Many Requests\r\nRetry-After: 3\r\n"
+                              "Content-Length: 0\r\n\r\n"] +
+                             ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"] * 3 +
+                             ["HTTP/1.1 400 Bad Request\r\nContent-Length: 9\r\n\r\nno spans!"])
+    try:
+        d = evhostd(tracing(coll, queue_size="2", batch_size="1"), brokers="embedded")
+        assert d.get("/nowhere").status_code == 404  # a span to send: 429
+        lib.wait_until(lambda: coll.times, timeout=10, message="no export reached the collector")
+        ids = [d.get("/nowhere").headers["X-Request-Id"] for _ in range(5)]  # 2 queue, 3 not
+        lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                            outcome="exported") >= 3, timeout=15)
+        assert len(coll.times) >= 2 and coll.times[1] - coll.times[0] >= 2.9, coll.times
+        assert scrape_value(d, "evhost_trace_spans_total", outcome="dropped_queue_full") == 3
+        assert d.get("/nowhere").status_code == 404  # refused: 400
+        lib.wait_until(lambda: "answered 400" in d.log_text(), timeout=10,
+                       message="the refusal was not said within the minute")
+        assert d.stop(timeout=30) == 0
+        lines = d.log_text().splitlines()
+        full = [line for line in lines if "spans dropped: the queue is full" in line]
+        assert len(full) == 1, full
+        assert "request_id" not in full[0] and not any(i in full[0] for i in ids), full[0]
+        assert any(f"spans dropped: {coll.endpoint}/v1/traces answered 400: no spans!" in line
+                   for line in lines), d.log_tail()
+    finally:
+        coll.close()
+
+
 def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("not a certificate\n")

@@ -376,6 +376,44 @@ static void test_status(void **state)
 	assert_int_equal(httpc_status("", 0), -1);
 }
 
+/* A header of an answer's head, by name in any case; Retry-After in its
+ * delay-seconds form only (OTLP/HTTP: the HTTP-date form may count as none). */
+static void test_header_and_retry_after(void **state)
+{
+	static const char *const head = "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n"
+	                                "retry-after:  120 \r\nLocation: /there\r\n\r\n";
+	static const struct {
+		const char *value;
+		int32_t want;
+	} cases[] = {{"0", 0},
+	             {"7", 7},
+	             {"Fri, 31 Dec 2027 23:59:59 GMT", -1},
+	             {"-1", -1},
+	             {"1.5", -1},
+	             {"99999999999999999999", INT32_MAX}};
+	size_t vlen;
+	const char *v;
+	char buf[256];
+	(void)state;
+	v = httpc_header(head, strlen(head), "Location", &vlen);
+	assert_non_null(v);
+	assert_int_equal(vlen, 6);
+	assert_memory_equal(v, "/there", 6);
+	assert_null(httpc_header(head, strlen(head), "Retry", &vlen));
+	assert_int_equal(httpc_retry_after(head, strlen(head)), 120);
+	/* only in the head: not in the body, not without the blank line */
+	snprintf(buf, sizeof buf, "HTTP/1.1 503 X\r\nContent-Length: 16\r\n\r\nRetry-After: 5\r\n");
+	assert_int_equal(httpc_retry_after(buf, strlen(buf)), -1);
+	snprintf(buf, sizeof buf, "HTTP/1.1 503 X\r\nRetry-After: 5\r\n");
+	assert_int_equal(httpc_retry_after(buf, strlen(buf)), -1);
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		snprintf(buf, sizeof buf, "HTTP/1.1 503 X\r\nRetry-After: %s\r\n\r\n", cases[i].value);
+		assert_int_equal(httpc_retry_after(buf, strlen(buf)), cases[i].want);
+	}
+	snprintf(buf, sizeof buf, "HTTP/1.1 503 X\r\nRetry-After:\r\n\r\n");
+	assert_int_equal(httpc_retry_after(buf, strlen(buf)), -1);
+}
+
 /* A connection made leaves no reason behind: an earlier address's "cannot
  * connect" would be taken for what happened. */
 static void test_open_leaves_no_reason(void **state)
@@ -488,6 +526,7 @@ int main(void)
 	    cmocka_unit_test(test_request_head),
 	    cmocka_unit_test(test_open_through_the_http_proxy),
 	    cmocka_unit_test(test_status),
+	    cmocka_unit_test(test_header_and_retry_after),
 	    cmocka_unit_test(test_open_leaves_no_reason),
 	    cmocka_unit_test(test_recv_answer),
 	    cmocka_unit_test(test_cut_off),

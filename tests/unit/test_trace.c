@@ -1,7 +1,8 @@
 /* trace.c: span context (parents, the current span, sampling), the OTLP/JSON
  * encoding, and the exporter's behaviour against a collector that answers
- * 503 then 200, one that refuses a batch (400), one that never answers, and
- * a full queue. The collector here is a small HTTP server on a loopback
+ * 503 then 200, one that refuses a batch (400), one that never answers, one
+ * that asks to wait (Retry-After), one that redirects, and a full queue, with
+ * what the log says of each drop. The collector here is a small HTTP server on a loopback
  * socket; tests/system/test_tracing.py runs against a real OpenTelemetry
  * Collector. */
 #include <arpa/inet.h>
@@ -27,6 +28,7 @@
 #include "clock.h"
 #include "config.h"
 #include "host.h"
+#include "log.h"
 #include "plugins.h"
 #include "trace.h"
 
@@ -45,6 +47,7 @@ typedef struct collector {
 	_Atomic int held;   /* connections held now */
 	_Atomic int requests; /* counted after bodies[i] is set: the test reads both */
 	char *bodies[8];
+	int64_t at_ms[8]; /* when each request had come whole (clock_mono_ms) */
 	pthread_t thread;
 } collector;
 
@@ -73,6 +76,7 @@ static void *collector_main(void *arg)
 		}
 		body = strstr(buf, "\r\n\r\n");
 		c->bodies[i] = strdup(body ? body + 4 : "");
+		c->at_ms[i] = clock_mono_ms();
 		c->requests++;
 		if (c->raw[i]) {
 			size_t n = strlen(c->raw[i]);
@@ -493,6 +497,242 @@ static void test_no_status_line_is_retried(void **state)
 	assert_int_equal(x - x0, 0);
 }
 
+/* ------------------------------------------------- what the log says */
+
+/* The log (stderr) into a file from now on, until log_captured. */
+static int log_capture(void)
+{
+	char path[] = "/tmp/test_trace_log.XXXXXX";
+	int saved = dup(STDERR_FILENO), fd = mkstemp(path);
+	assert_true(saved >= 0 && fd >= 0);
+	unlink(path);
+	assert_true(dup2(fd, STDERR_FILENO) >= 0);
+	close(fd);
+	return saved;
+}
+
+/* What was logged since log_capture (malloc'd), stderr back as it was. */
+static char *log_captured(int saved)
+{
+	char *text;
+	off_t n = lseek(STDERR_FILENO, 0, SEEK_END);
+	assert_true(n >= 0);
+	text = calloc(1, (size_t)n + 1);
+	assert_non_null(text);
+	assert_int_equal(pread(STDERR_FILENO, text, (size_t)n, 0), n);
+	assert_true(dup2(saved, STDERR_FILENO) >= 0);
+	close(saved);
+	fputs(text, stderr); /* as the other tests' */
+	return text;
+}
+
+static int occurrences(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+		n++;
+	return n;
+}
+
+/* The line of `text` holding `what` (cut at its end), or fail. */
+static char *line_of(char *text, const char *what)
+{
+	char *at = strstr(text, what), *start, *end;
+	if (!at)
+		fail_msg("no line with '%s' in:\n%s", what, text);
+	for (start = at; start > text && start[-1] != '\n'; start--)
+		;
+	if ((end = strchr(at, '\n')))
+		*end = '\0';
+	return start;
+}
+
+/* OTLP/HTTP: a 429 with Retry-After (seconds) is tried again no sooner than
+ * it says, not after the exporter's own 0.5 s; spans ended meanwhile are
+ * queued, and those the queue has no room for dropped and counted. */
+static void test_retry_after_is_honoured(void **state)
+{
+	collector c = {.raw = {"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\n"
+	                       "Content-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	               .nstatus = 3};
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 4, 4, 3600000, 5000);
+	end_spans(4);
+	for (int i = 0; i < 100 && c.requests < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.requests, 1);
+	end_spans(10); /* 4 fit in the queue, 6 do not */
+	assert_true(exported_within(e0, 8, 6000));
+	if (c.at_ms[1] - c.at_ms[0] < 1900)
+		fail_msg("tried again after %" PRId64 " ms; Retry-After said 2 s",
+		         c.at_ms[1] - c.at_ms[0]);
+	trace_stop(1000);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 3);
+	counts(&e, &f, &x);
+	assert_int_equal(f - f0, 6);
+	assert_int_equal(x - x0, 0);
+}
+
+/* Retry-After's HTTP-date form counts as none: the exporter's own 0.5 s. */
+static void test_retry_after_date_is_no_header(void **state)
+{
+	collector c = {.raw = {"HTTP/1.1 503 Unavailable\r\nRetry-After: Fri, 31 Dec 2027 "
+	                       "23:59:59 GMT\r\nContent-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	               .nstatus = 2};
+	uint64_t e0, f0, x0;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 4, 1, 3600000, 5000);
+	end_spans(1);
+	assert_true(exported_within(e0, 1, 3000));
+	assert_true(c.at_ms[1] - c.at_ms[0] < 1500);
+	trace_stop(1000);
+	collector_stop(&c);
+}
+
+/* A Retry-After that ends after the stop's deadline: the stop does not
+ * wait for it, and does not ask the collector sooner than it said either;
+ * what is queued is dropped and counted. */
+static void test_retry_after_and_the_stop(void **state)
+{
+	collector c = {.raw = {"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\n"
+	                       "Content-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	               .nstatus = 3};
+	uint64_t e0, f0, x0, e, f, x;
+	int64_t t0;
+	int saved;
+	char *log;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 1, 3600000, 5000);
+	saved = log_capture();
+	end_spans(1);
+	for (int i = 0; i < 100 && c.requests < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.requests, 1);
+	end_spans(2);
+	t0 = clock_mono_ms();
+	trace_stop(1000);
+	if (clock_mono_ms() - t0 > 1500)
+		fail_msg("the stop took %" PRId64 " ms, allowed 1000", clock_mono_ms() - t0);
+	log = log_captured(saved);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 1);
+	counts(&e, &f, &x);
+	assert_int_equal(e - e0, 0);
+	assert_int_equal(x - x0, 3);
+	line_of(log, "answered 429 (Retry-After 30 s: nothing sent before then)");
+	free(log);
+}
+
+/* A full queue is said without the log context of the thread that met it:
+ * the request whose span found no room has nothing to do with the drop. */
+static void test_queue_full_is_said_without_the_request(void **state)
+{
+	collector c = {.statuses = {0}, .nstatus = 1, .hold_ms = 3000};
+	uint64_t e0, f0, x0, e, f, x;
+	int saved;
+	char *log, *line;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 2, 2, 3600000, 2000);
+	end_spans(2);
+	for (int i = 0; i < 100 && c.held < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.held, 1);
+	saved = log_capture();
+	log_set_context("req-of-another-thing", "0123456789abcdef0123456789abcdef");
+	end_spans(3); /* 2 fit in the queue, 1 does not */
+	log_set_context(NULL, NULL);
+	trace_stop(0);
+	log = log_captured(saved);
+	collector_stop(&c);
+	counts(&e, &f, &x);
+	assert_int_equal(f - f0, 1);
+	line = line_of(log, "spans dropped: the queue is full");
+	if (strstr(line, "req-of-another-thing") || strstr(line, "0123456789abcdef"))
+		fail_msg("the request's context in: %s", line);
+	free(log);
+}
+
+/* Each reason has its line a minute of its own: the collector's refusals,
+ * said, do not keep the full queue they cause from being said; a reason
+ * already said is not said again within the minute. */
+static void test_each_drop_reason_is_said(void **state)
+{
+	collector c = {.statuses = {400, 400, 0}, .nstatus = 3, .hold_ms = 3000};
+	uint64_t e0, f0, x0, e, f, x;
+	int saved;
+	char *log;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	saved = log_capture();
+	start(c.port, 1.0, 4, 1, 3600000, 2000);
+	end_spans(1);
+	for (int i = 0; i < 100 && c.requests < 1; i++)
+		usleep(20000);
+	end_spans(1);
+	for (int i = 0; i < 100 && c.requests < 2; i++)
+		usleep(20000);
+	end_spans(1); /* held by the collector: the queue fills */
+	for (int i = 0; i < 100 && c.held < 1; i++)
+		usleep(20000);
+	assert_int_equal(c.held, 1);
+	end_spans(6); /* 4 fit in the queue, 2 do not */
+	trace_stop(0);
+	log = log_captured(saved);
+	collector_stop(&c);
+	counts(&e, &f, &x);
+	assert_int_equal(f - f0, 2);
+	assert_int_equal(occurrences(log, "/v1/traces answered 400"), 1);
+	assert_int_equal(occurrences(log, "spans dropped: the queue is full"), 1);
+	free(log);
+}
+
+/* A redirect (3xx) is not followed: the batch is dropped at once, counted,
+ * and the log names the status and where it pointed. */
+static void test_redirect_is_not_followed(void **state)
+{
+	collector c = {.raw = {"HTTP/1.1 308 Permanent Redirect\r\nLocation: "
+	                       "https://otel.example/v1/traces\r\nContent-Length: 0\r\n\r\n",
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+	               .nstatus = 2};
+	uint64_t e0, f0, x0, e, f, x;
+	int saved;
+	char *log;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	saved = log_capture();
+	start(c.port, 1.0, 4, 1, 3600000, 2000);
+	end_spans(1);
+	for (int i = 0; i < 100 && (counts(&e, &f, &x), x - x0 < 1); i++)
+		usleep(20000);
+	usleep(700000); /* no other try after the exporter's 0.5 s */
+	trace_stop(1000);
+	log = log_captured(saved);
+	counts(&e, &f, &x);
+	assert_int_equal(c.requests, 1);
+	collector_stop(&c);
+	assert_int_equal(e - e0, 0);
+	assert_int_equal(x - x0, 1);
+	line_of(log, "answered 308 (a redirect to https://otel.example/v1/traces: not followed");
+	free(log);
+}
+
 /* A plugin's own spans (SDK, ABI 1.4): children of the thread's current
  * span, current themselves until they end (nested as a stack), NULL when
  * not recorded, and the NULL handle is harmless. */
@@ -562,6 +802,12 @@ int main(void)
 	    cmocka_unit_test(test_stop_cuts_the_request_in_flight),
 	    cmocka_unit_test(test_answer_without_the_close),
 	    cmocka_unit_test(test_no_status_line_is_retried),
+	    cmocka_unit_test(test_retry_after_is_honoured),
+	    cmocka_unit_test(test_retry_after_date_is_no_header),
+	    cmocka_unit_test(test_retry_after_and_the_stop),
+	    cmocka_unit_test(test_queue_full_is_said_without_the_request),
+	    cmocka_unit_test(test_each_drop_reason_is_said),
+	    cmocka_unit_test(test_redirect_is_not_followed),
 	    cmocka_unit_test(test_plugin_spans), cmocka_unit_test(test_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
