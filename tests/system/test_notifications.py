@@ -1041,7 +1041,8 @@ def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_
     db = sqlite3.connect(state / "notifications.db")
     try:
         assert [r[0] for r in db.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
-            == [1, 2]
+            == [1, 2, 3]
+        assert db.execute("SELECT COUNT(*) FROM deleted_recipients").fetchone() == (0,)
         indexes = {r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications_log'"
             " AND sql IS NOT NULL")}
