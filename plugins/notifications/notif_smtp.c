@@ -1,4 +1,5 @@
 #include "notif_transport.h"
+#include "notif_util.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -25,6 +26,21 @@ static int dup_opt(const char *s, char **out)
 	return *out ? 0 : -1;
 }
 
+/* libcurl's trace: what the server said (CURLINFO_HEADER_IN, one reply
+ * line a call), kept so that a failure can say it. */
+static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void *ud)
+{
+	notif_smtp *s = ud;
+
+	(void)c;
+	if (type == CURLINFO_HEADER_IN) {
+		size_t n = size < sizeof s->reply ? size : sizeof s->reply;
+		memcpy(s->reply, data, n);
+		s->reply_len = n;
+	}
+	return 0;
+}
+
 /* Options that stay the same for every message. */
 static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 {
@@ -38,6 +54,10 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	rc |= curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
 	rc |= curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 	rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* we run on host threads */
+	/* The trace goes to smtp_trace only (not stderr): the server's replies. */
+	rc |= curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, smtp_trace);
+	rc |= curl_easy_setopt(c, CURLOPT_DEBUGDATA, s);
+	rc |= curl_easy_setopt(c, CURLOPT_VERBOSE, 1L);
 	rc |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms);
 	rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
 	/* In whole seconds, at least the above: it alone bounds the wait for the
@@ -236,16 +256,27 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	curl_easy_setopt(s->curl, CURLOPT_READFUNCTION, upload_read);
 	curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
 	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, ebuf);
+	s->reply_len = 0;
 	rc = curl_easy_perform(s->curl);
 	if (rc != CURLE_OK) {
+		char said[300] = "";
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
 		res = classify(rc, code);
 		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
 		         ebuf);
+		/* The reply's text tells a greylisting from a full mailbox or a
+		 * policy: said when it is the reply of that code. */
 		if (code > 0) {
+			char num[24];
 			size_t used = strlen(err);
-			snprintf(err + used, errlen > used ? errlen - used : 0,
-			         " (server replied %ld)", code);
+			snprintf(num, sizeof num, "%ld", code);
+			notif_smtp_reply_clean(s->reply, s->reply_len, said, sizeof said);
+			if (!said[0] || strncmp(said, num, strlen(num)))
+				snprintf(err + used, errlen > used ? errlen - used : 0,
+				         " (server replied %s)", num);
+			else
+				snprintf(err + used, errlen > used ? errlen - used : 0,
+				         " (server replied \"%s\")", said);
 		}
 		/* libcurl keeps the connection of a failed transfer, even one that
 		 * timed out waiting for a reply: the next message would then be sent

@@ -59,6 +59,10 @@ typedef struct notif_smtp {
 	char *url, *user, *password, *from_addr, *ca_file;
 	int starttls;
 	long timeout_ms;
+	/* The server's last reply line of the send under way (under mu), raw,
+	 * for the error of a failed one: libcurl says only its code. */
+	char reply[512];
+	size_t reply_len;
 } notif_smtp;
 
 /* Check the URL scheme and libcurl's SMTP support, create the handle (the

@@ -265,3 +265,38 @@ bad:
 	free(raw);
 	return -1;
 }
+
+void notif_smtp_reply_clean(const char *in, size_t n, char *out, size_t outlen)
+{
+	size_t o = 0, i, start;
+
+	if (!outlen)
+		return;
+	while (n && (in[n - 1] == '\r' || in[n - 1] == '\n'))
+		n--;
+	/* the last line of what came */
+	for (start = n; start && in[start - 1] != '\n'; start--)
+		;
+	for (i = start; i < n && o + 1 < outlen;) {
+		size_t w = i;
+		int addr = 0;
+
+		if (in[i] == ' ') {
+			out[o++] = ' ';
+			i++;
+			continue;
+		}
+		while (w < n && in[w] != ' ')
+			addr |= in[w++] == '@';
+		if (addr) {
+			static const char tag[] = "<address>";
+			for (size_t k = 0; tag[k] && o + 1 < outlen; k++)
+				out[o++] = tag[k];
+			i = w;
+			continue;
+		}
+		for (; i < w && o + 1 < outlen; i++)
+			out[o++] = in[i] > 0x20 && in[i] < 0x7f ? in[i] : '?';
+	}
+	out[o] = '\0';
+}

@@ -38,6 +38,14 @@ int notif_smtp_url_in_clear(const char *url, int starttls, char *host, size_t ho
 /* Whether `url` has a user@ (maybe user:password@) before its host. */
 int notif_url_has_user(const char *url);
 
+/* The SMTP server's reply line in[0..n) (the end of a multi-line reply: its
+ * last line) as it may go into a log line, a notifications_log row and a
+ * dead letter's header: the line ending dropped, bytes other than printable
+ * ASCII as '?', and each word holding an '@' (an address, which servers
+ * echo: "<bob@example.com>: Recipient address rejected") as "<address>",
+ * for these hold no personal data. Cut to fit `out`; "" for an empty line. */
+void notif_smtp_reply_clean(const char *in, size_t n, char *out, size_t outlen);
+
 /* The keyset cursor: base64url of "<created_at>|<event_id>". */
 char *notif_cursor_encode(const char *created_at, const char *event_id);
 /* Returns 0 with created_at copied and *event_id malloc'd, or -1 when the

@@ -219,6 +219,37 @@ static void test_template_check(void **state)
 
 /* ------------------------------------------------------------ addresses */
 
+static void test_smtp_reply_clean(void **state)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"451 4.7.1 greylisted, try again later\r\n", "451 4.7.1 greylisted, try again later"},
+	    /* a multi-line reply: its last line */
+	    {"250-first\r\n250 last\r\n", "250 last"},
+	    /* addresses are personal data: never said */
+	    {"550 5.1.1 <bob@example.com>: Recipient address rejected\r\n",
+	     "550 5.1.1 <address> Recipient address rejected"},
+	    {"452 too many for x@y", "452 too many for <address>"},
+	    /* control bytes and bytes past ASCII */
+	    {"421 bye\x1b[31m\xc3\xa9\r\n", "421 bye?[31m??"},
+	    {"\r\n", ""},
+	    {"", ""},
+	};
+	char out[64], tiny[6];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		notif_smtp_reply_clean(cases[i].in, strlen(cases[i].in), out, sizeof out);
+		if (strcmp(out, cases[i].want))
+			fail_msg("case %zu: got \"%s\", want \"%s\"", i, out, cases[i].want);
+	}
+	notif_smtp_reply_clean("451 4.7.1 greylisted", 20, tiny, sizeof tiny);
+	assert_string_equal(tiny, "451 4");
+	notif_smtp_reply_clean("550 a@b", 7, tiny, sizeof tiny);
+	assert_string_equal(tiny, "550 <");
+}
+
 static void test_addr_valid(void **state)
 {
 	(void)state;
@@ -1017,6 +1048,7 @@ int main(void)
 	    cmocka_unit_test(test_message_name_injection),
 	    cmocka_unit_test(test_limit),
 	    cmocka_unit_test(test_smtp_url),
+	    cmocka_unit_test(test_smtp_reply_clean),
 	    cmocka_unit_test(test_smtp_login_in_clear),
 	    cmocka_unit_test(test_cursor_roundtrip_and_rejects),
 	    cmocka_unit_test(test_time_and_ids),
