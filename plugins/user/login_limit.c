@@ -169,31 +169,47 @@ static int settle(login_limit *l, const login_rule *r, login_outcome out, int re
 	return 1;
 }
 
-/* How long rule `r` makes an attempt wait now; 0: not at all. */
-static int64_t rule_wait(login_limit *l, const login_rule *r, int64_t now_ms)
+/* How long rule `r` makes an attempt wait now; 0: not at all. *locked
+ * says whether that is a lock rather than attempts in progress. */
+static int64_t rule_wait(login_limit *l, const login_rule *r, int64_t now_ms, int *locked)
 {
 	login_slot *s = find(l, r->key, now_ms);
 
+	*locked = 0;
 	if (!s)
 		return 0;
-	if (s->locked_until_ms)
+	if (s->locked_until_ms) {
+		*locked = 1;
 		return s->locked_until_ms - now_ms;
+	}
 	return s->failures + s->pending >= r->max ? LOGIN_PENDING_RETRY_MS : 0;
 }
 
-int login_limit_begin(login_limit *l, const login_rule *rules, size_t n, int64_t now_ms,
-                      int64_t *retry_ms, size_t *which)
+login_admission login_limit_begin(login_limit *l, const login_rule *rules, size_t n,
+                                  int64_t now_ms, int64_t *retry_ms, size_t *which)
 {
-	int64_t wait = 0, w;
-	size_t i;
+	int64_t wait = 0, lock = 0, w;
+	size_t i, busy = n;
+	int locked;
 
 	*which = n;
 	pthread_mutex_lock(&l->mu);
-	for (i = 0; i < n; i++)
-		if (rules[i].max && (w = rule_wait(l, &rules[i], now_ms)) > wait) {
+	/* The longest wait is Retry-After; a lock, when there is one, is what
+	 * the client is told of (*which), however short its rest. */
+	for (i = 0; i < n; i++) {
+		if (!rules[i].max || !(w = rule_wait(l, &rules[i], now_ms, &locked)))
+			continue;
+		if (w > wait)
 			wait = w;
+		if (locked && w > lock) {
+			lock = w;
 			*which = i;
+		} else if (!locked && busy == n) {
+			busy = i;
 		}
+	}
+	if (wait && !lock)
+		*which = busy;
 	for (i = 0; i < n && !wait; i++) {
 		login_slot *s;
 		if (!rules[i].max)
@@ -212,7 +228,9 @@ int login_limit_begin(login_limit *l, const login_rule *rules, size_t n, int64_t
 	}
 	pthread_mutex_unlock(&l->mu);
 	*retry_ms = wait;
-	return wait ? -1 : 0;
+	if (!wait)
+		return LOGIN_ADMITTED;
+	return lock ? LOGIN_LOCKED : LOGIN_BUSY;
 }
 
 unsigned login_limit_end(login_limit *l, const login_rule *rules, size_t n, login_outcome out,

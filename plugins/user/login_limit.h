@@ -8,7 +8,8 @@
  * A key is locked once `max` failures were counted within `window`: from
  * that failure on, for `window`, begin() refuses it without the password
  * being checked. Attempts still being checked count against `max` too, so
- * many sent at once get no more tries than sent one after another. */
+ * many sent at once get no more tries than sent one after another; those
+ * beyond it are refused as busy (come again), not as locked: none failed. */
 #ifndef EVH_LOGIN_LIMIT_H
 #define EVH_LOGIN_LIMIT_H
 #include <pthread.h>
@@ -66,12 +67,24 @@ void login_limit_key(const login_limit *l, char kind, const void *data, size_t l
 void login_limit_addr_key(const login_limit *l, const char *addr,
                           unsigned char out[LOGIN_KEY_BYTES]);
 
+/* What login_limit_begin says of an attempt. */
+typedef enum login_admission {
+	LOGIN_ADMITTED = 0,
+	/* A rule is locked: `max` failures were counted. */
+	LOGIN_LOCKED = -1,
+	/* No lock, but attempts still being checked fill a rule's counter (or
+	 * its bucket has no slot free of them): nothing failed yet, the client
+	 * is told to come again in a second, not that it failed. */
+	LOGIN_BUSY = -2,
+} login_admission;
+
 /* Admit an attempt held to the `n` rules (those with max 0 are skipped):
- * 0 when admitted, its reservations made (settle it with login_limit_end);
- * -1 when refused, with *retry_ms the wait before another try is worth it
- * and *which the index of the rule that refused it (the longest wait). */
-int login_limit_begin(login_limit *l, const login_rule *rules, size_t n, int64_t now_ms,
-                      int64_t *retry_ms, size_t *which);
+ * LOGIN_ADMITTED, its reservations made (settle it with login_limit_end);
+ * else LOGIN_LOCKED when a rule is locked (*which the locked rule, the
+ * longest lock of them), LOGIN_BUSY when none is, (*which the rule that is
+ * full), and *retry_ms the wait before another try is worth it. */
+login_admission login_limit_begin(login_limit *l, const login_rule *rules, size_t n,
+                                  int64_t now_ms, int64_t *retry_ms, size_t *which);
 
 /* Settle an admitted attempt. LOGIN_SUCCEEDED clears the counter of rule
  * `reset` (an index, or n for none). Returns a bit mask of the rules this

@@ -25,6 +25,9 @@ static const evh_config_key user_config[] = {
      "password hashes computed at once (each takes argon2_memlimit); default: the cores"},
     {"hash_wait_ms", EVH_CFG_INT, "5000", 0,
      "how long a request waits for a hashing turn before 503"},
+    {"hash_queue", EVH_CFG_INT, NULL, 0,
+     "requests that may wait for a hashing turn at once, each holding an HTTP worker; one "
+     "more is 503 at once (0: none wait); default: 4 times hash_concurrency"},
     {"login.max_failures", EVH_CFG_INT, "5", 0,
      "failed logins for one email within login.window before it is locked for "
      "login.window (0: no limit)"},
@@ -47,6 +50,9 @@ static const evh_config_key user_config[] = {
 #define USER_TOKEN_TTL_MAX (30 * 24 * 3600)
 #define USER_HASH_CONCURRENCY_MAX 256
 #define USER_HASH_WAIT_MAX_MS 60000
+/* [http] threads' own bound: more could never be waiting. */
+#define USER_HASH_QUEUE_MAX 256
+#define USER_HASH_QUEUE_PER_SLOT 4
 #define USER_ADMIN_NAME "Administrator"
 #define USER_LOGIN_FAILURES_MAX 1000
 #define USER_LOGIN_ADDRESS_FAILURES_MAX 100000
@@ -124,7 +130,7 @@ static int check_values(evh_plugin *p, user_state *st)
 	char email[USER_EMAIL_MAX + 1];
 	const char *why;
 	char reason[256];
-	int64_t n, cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int64_t n, dflt, cores = sysconf(_SC_NPROCESSORS_ONLN);
 	int64_t max, per_address, window, size;
 	const char *names[3];
 	size_t same;
@@ -178,6 +184,14 @@ static int check_values(evh_plugin *p, user_state *st)
 	if (config_range(p, "hash_wait_ms", 5000, 0, USER_HASH_WAIT_MAX_MS, "", &n))
 		rc = EVH_EINVAL;
 	st->hash_wait_ms = (int)n;
+	/* Waiters beyond the slots: each holds a civetweb worker, so without a
+	 * bound a flood of logins queues every other route behind the hashes
+	 * (in the accept backlog, where hash_wait_ms cannot see it). */
+	dflt = st->hash_concurrency * USER_HASH_QUEUE_PER_SLOT;
+	if (config_range(p, "hash_queue", dflt < USER_HASH_QUEUE_MAX ? dflt : USER_HASH_QUEUE_MAX,
+	                 0, USER_HASH_QUEUE_MAX, "", &n))
+		rc = EVH_EINVAL;
+	st->hash_queue = (long)n;
 	/* login.*: the failed-login limits and the table that counts them (`|`, not
 	 * `||`: each bad one is said). */
 	if (config_range(p, "login.max_failures", 5, 0, USER_LOGIN_FAILURES_MAX, "", &max) |
@@ -375,9 +389,10 @@ static int user_init(evh_plugin *p, void **state)
 		return rc;
 	}
 	st->logins = evh_metric_new(p, EVH_METRIC_COUNTER, "user_logins_total",
-	                            "POST /auth/login by result: ok (the password was right), "
-	                            "failed (invalid credentials) or locked (429, the password "
-	                            "unchecked).",
+	                            "POST /auth/login by result: ok (a token), failed (invalid "
+	                            "credentials; also a wrong current_password), locked (429 "
+	                            "after failed logins, the password unchecked) or busy (429: "
+	                            "too many being checked at once).",
 	                            "result");
 	*state = st;
 	return EVH_OK;

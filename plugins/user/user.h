@@ -6,6 +6,7 @@
 #ifndef EVH_USER_H
 #define EVH_USER_H
 #include <semaphore.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include <cjson/cJSON.h>
@@ -31,11 +32,19 @@ typedef struct user_state {
 	unsigned long long opslimit;
 	size_t memlimit;
 	/* Argon2id computations running at once: at most hash_concurrency, each
-	 * holding memlimit bytes; a request waits up to hash_wait_ms for one. */
+	 * holding memlimit bytes; a request waits up to hash_wait_ms for one,
+	 * and at most hash_queue requests wait at once (each holds an HTTP
+	 * worker while it does): hash_waiting counts them. */
 	sem_t hash_slots;
 	int hash_slots_ready;
 	long hash_concurrency;
 	int hash_wait_ms;
+	long hash_queue;
+	_Atomic long hash_waiting;
+	/* The out-of-memory warning, said at most once a minute: when it was
+	 * last said (monotonic ms, 0: never) and how many went unsaid since. */
+	_Atomic int64_t oom_warned_ms;
+	_Atomic unsigned long oom_unsaid;
 	/* Hash of a random password: verified against when a login names an
 	 * unknown email, so that answer takes as long as a wrong password. */
 	char dummy_hash[crypto_pwhash_STRBYTES];
@@ -47,8 +56,8 @@ typedef struct user_state {
 	unsigned max_failures, max_failures_per_address;
 	int login_window;
 	size_t login_table_size; /* login.table_size */
-	/* user_logins_total{result}: ok, failed, locked (ABI 1.9's metrics;
-	 * NULL on an older host). */
+	/* user_logins_total{result}: ok, failed, locked, busy (ABI 1.9's
+	 * metrics; NULL on an older host). */
 	evh_metric *logins;
 } user_state;
 
@@ -74,6 +83,11 @@ int user_db_get(evh_tx *tx, const char *id, user_rec *u);
 int user_db_get_by_email(evh_tx *tx, const char *email, user_rec *u);
 int user_db_update(evh_tx *tx, const user_rec *u);
 int user_db_delete(evh_tx *tx, const char *id);
+/* The same password's hash at another cost: user `id`'s hash becomes
+ * `new_hash` if it is still `old_hash` (*changes: 1, else 0). Not a change
+ * of the user (updated_at stays, nothing is published). */
+int user_db_set_hash(evh_tx *tx, const char *id, const char *old_hash, const char *new_hash,
+                     int64_t *changes);
 /* The bytes of the values a row of `u` stores, for a 413 that says so. */
 size_t user_db_bytes(const user_rec *u);
 /* Up to `limit` users with seq > after_seq, in seq order, as JSON objects
@@ -111,8 +125,9 @@ int user_create_tx(user_state *st, const user_rec *u, reply_change *ch);
  * hash_wait_ms, EVH_ENOMEM when libsodium could not get memlimit bytes. */
 int user_password_hash(user_state *st, const char *password, char out[crypto_pwhash_STRBYTES]);
 /* After user_password_hash failed with `rc` in a handler: 503 with
- * Retry-After for a busy or memory-starved hasher; else `rc`. */
-int user_hash_failure(evh_plugin *p, evh_response *resp, int rc);
+ * Retry-After for a busy or memory-starved hasher (the latter warned of at
+ * most once a minute); else `rc`. */
+int user_hash_failure(user_state *st, evh_response *resp, int rc);
 int user_login(evh_request *req, evh_response *resp, void *ud);
 /* May the caller of an EVH_ROUTE_AUTH request act on user `id`? Yes for the
  * user themself and for role admin. */
@@ -120,7 +135,12 @@ int user_may_modify(evh_request *req, const char *id);
 /* A user changing their own password or email proves they know the current
  * password: checked against `u` (as stored), held to the failed-login limit
  * like a login. *answered clear: it is right, go on; else the answer (403,
- * 429, 503) is made and its status returned. */
+ * 429, 503) is made and its status returned. When it is right and `upgrade`
+ * is set, a hash made at another cost is replaced by one at the current
+ * cost (as a login does). `verified` gets the hash the password was found
+ * to match, as stored now (the upgraded one when it was): the change is
+ * refused if the account's hash is another by the time it is stored. */
 int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
-                        const user_rec *u, const char *password, int *answered);
+                        const user_rec *u, const char *password, int upgrade,
+                        char verified[crypto_pwhash_STRBYTES], int *answered);
 #endif

@@ -10,15 +10,27 @@
 
 #include "../common/reply.h"
 
+#define USER_OOM_WARN_EVERY_MS 60000
+
 /* A turn at hashing, waiting up to hash_wait_ms for one: at most
  * hash_concurrency Argon2id computations run at once, so the memory they
  * take (memlimit each, 64 MiB at `interactive`) stays bounded however many
- * logins and registrations arrive together. */
+ * logins and registrations arrive together. A request that waits holds its
+ * HTTP worker, so at most hash_queue wait at once and the next one is
+ * EVH_EBUSY at once: a flood is answered 503 rather than left to fill every
+ * worker, with the daemon's other routes queued behind it in the accept
+ * backlog. */
 static int hash_begin(user_state *st)
 {
 	struct timespec until;
+	int rc = EVH_OK;
+
 	if (sem_trywait(&st->hash_slots) == 0)
 		return EVH_OK;
+	if (atomic_fetch_add(&st->hash_waiting, 1) >= st->hash_queue) {
+		atomic_fetch_sub(&st->hash_waiting, 1);
+		return EVH_EBUSY;
+	}
 	clock_gettime(CLOCK_MONOTONIC, &until);
 	until.tv_sec += st->hash_wait_ms / 1000;
 	until.tv_nsec += (long)(st->hash_wait_ms % 1000) * 1000000L;
@@ -27,14 +39,20 @@ static int hash_begin(user_state *st)
 		until.tv_nsec -= 1000000000L;
 	}
 	while (sem_clockwait(&st->hash_slots, CLOCK_MONOTONIC, &until) != 0)
-		if (errno != EINTR)
-			return EVH_EBUSY;
-	return EVH_OK;
+		if (errno != EINTR) {
+			rc = EVH_EBUSY;
+			break;
+		}
+	atomic_fetch_sub(&st->hash_waiting, 1);
+	return rc;
 }
 
-int user_password_hash(user_state *st, const char *password, char out[crypto_pwhash_STRBYTES])
+/* Hash `password` at the configured cost once a turn is had: waiting for
+ * one (hash_begin) when `wait` is set, else only when one is free now. */
+static int password_hash_turn(user_state *st, const char *password, int wait,
+                              char out[crypto_pwhash_STRBYTES])
 {
-	int rc = hash_begin(st);
+	int rc = wait ? hash_begin(st) : sem_trywait(&st->hash_slots) == 0 ? EVH_OK : EVH_EBUSY;
 	if (rc != EVH_OK)
 		return rc;
 	/* libsodium's only failure here: it could not get memlimit bytes */
@@ -43,6 +61,11 @@ int user_password_hash(user_state *st, const char *password, char out[crypto_pwh
 		rc = EVH_ENOMEM;
 	sem_post(&st->hash_slots);
 	return rc;
+}
+
+int user_password_hash(user_state *st, const char *password, char out[crypto_pwhash_STRBYTES])
+{
+	return password_hash_turn(st, password, 1, out);
 }
 
 /* Could memlimit bytes be had now? A mapping of that size, not touched,
@@ -77,14 +100,46 @@ static int password_verify(user_state *st, const char *hash, const char *passwor
 	return rc;
 }
 
-int user_hash_failure(evh_plugin *p, evh_response *resp, int rc)
+static int64_t mono_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* The out-of-memory warning, at most once a minute (whichever worker is
+ * due says it), with how many were not said since: under memory pressure
+ * every hash fails, and a line for each would flood the log. */
+static void warn_no_hash_memory(user_state *st)
+{
+	int64_t now = mono_ms(), last = atomic_load(&st->oom_warned_ms);
+	unsigned long unsaid;
+
+	if ((last && now - last < USER_OOM_WARN_EVERY_MS) ||
+	    !atomic_compare_exchange_strong(&st->oom_warned_ms, &last, now)) {
+		atomic_fetch_add(&st->oom_unsaid, 1);
+		return;
+	}
+	unsaid = atomic_exchange(&st->oom_unsaid, 0);
+	if (unsaid)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "a password could not be hashed or checked: out of memory for "
+		        "argon2_memlimit (hash_concurrency of them may run at once; said at most "
+		        "once a minute: %lu more since it was last said)",
+		        unsaid);
+	else
+		evh_log(st->p, EVH_LOG_WARN,
+		        "a password could not be hashed or checked: out of memory for "
+		        "argon2_memlimit (hash_concurrency of them may run at once; said at most "
+		        "once a minute)");
+}
+
+int user_hash_failure(user_state *st, evh_response *resp, int rc)
 {
 	if (rc != EVH_EBUSY && rc != EVH_ENOMEM)
 		return rc;
 	if (rc == EVH_ENOMEM)
-		evh_log(p, EVH_LOG_WARN, "a password could not be hashed or checked: out of memory "
-		                         "for argon2_memlimit (hash_concurrency of them may run at "
-		                         "once)");
+		warn_no_hash_memory(st);
 	evh_resp_header(resp, "Retry-After", "1");
 	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
 	                        rc == EVH_EBUSY ? "too many passwords are being checked at once; "
@@ -135,9 +190,13 @@ static int find_account(user_state *st, const char *email, user_rec *u, int *fou
  * it signs; a new password or a deletion committed meanwhile signs the user
  * out before the token exists, and the token would be good. Asked after the
  * token is signed: a change committed later signs out again after its
- * commit (user_sign_out_after), which refuses this token. EVH_OK, and *same
- * says; else the failure. */
-static int account_unchanged(user_state *st, const user_rec *u, int *same)
+ * commit (user_sign_out_after), which refuses this token. A stored hash
+ * that differs may be the same password upgraded to the current cost by
+ * another login (upgrade_hash): `password` is checked against it then.
+ * EVH_OK, and *same says; else the failure (EVH_EBUSY or EVH_ENOMEM: that
+ * check could not be made, see user_hash_failure). */
+static int account_unchanged(user_state *st, const user_rec *u, const char *password,
+                             int *same)
 {
 	user_rec now;
 	evh_tx *tx;
@@ -150,12 +209,64 @@ static int account_unchanged(user_state *st, const user_rec *u, int *same)
 	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
 		return reply_log_failure(st->p, tx, rc, "login: read user again");
 	evh_tx_rollback(tx);
-	*same = rc == EVH_OK && !strcmp(now.password_hash, u->password_hash);
+	if (rc == EVH_ENOTFOUND)
+		return EVH_OK;
+	*same = !strcmp(now.password_hash, u->password_hash);
+	rc = *same ? EVH_OK : password_verify(st, now.password_hash, password, same);
 	sodium_memzero(now.password_hash, sizeof now.password_hash);
-	return EVH_OK;
+	return rc;
 }
 
-static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
+/* Store `password`'s hash at the current cost for user `u` when its stored
+ * one (which `password` was just found to match) was made at another cost:
+ * the old cost stays the account's until then, and logins of accounts with
+ * cheaper hashes would take less time than those of unknown emails (which
+ * are checked at the current cost). Only with a hashing turn free now (a
+ * busy moment skips it: the next login does it), in its own transaction,
+ * and only over the hash that was checked (a password changed meanwhile
+ * stays). A failure is logged: the login it follows is not answered
+ * otherwise. `stored` (may be NULL) gets the hash the account has
+ * afterwards as far as this knows: the new one when it was stored, else
+ * u's. */
+static void upgrade_hash(user_state *st, const user_rec *u, const char *password,
+                         char stored[crypto_pwhash_STRBYTES])
+{
+	char fresh[crypto_pwhash_STRBYTES];
+	int64_t changes = 0;
+	evh_tx *tx;
+	int rc;
+
+	if (stored)
+		memcpy(stored, u->password_hash, crypto_pwhash_STRBYTES);
+	if (crypto_pwhash_str_needs_rehash(u->password_hash, st->opslimit, st->memlimit) == 0)
+		return;
+	if ((rc = password_hash_turn(st, password, 0, fresh)) != EVH_OK) {
+		if (rc == EVH_ENOMEM)
+			warn_no_hash_memory(st);
+		return;
+	}
+	if ((rc = evh_tx_begin(st->p, &tx)) == EVH_OK) {
+		if ((rc = user_db_set_hash(tx, u->id, u->password_hash, fresh, &changes)) == EVH_OK)
+			rc = evh_tx_commit(tx); /* ends it either way */
+		else
+			evh_tx_rollback(tx);
+	}
+	if (rc != EVH_OK)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "user %s: the password's hash at the current argon2 cost could not be "
+		        "stored (%s); the next login tries again",
+		        u->id, evh_strerror(rc));
+	else if (changes && stored)
+		memcpy(stored, fresh, crypto_pwhash_STRBYTES);
+	sodium_memzero(fresh, sizeof fresh);
+}
+
+/* Sign and answer user `u`'s token (`password` was found right). *result
+ * is what the answer counts as in user_logins_total: "ok" for the token,
+ * "failed" for a 401 (the account changed meanwhile), NULL for the rest
+ * (503: login not configured, or no hashing turn). */
+static int reply_token(user_state *st, evh_response *resp, const user_rec *u,
+                       const char *password, const char **result)
 {
 	int same;
 	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
@@ -165,6 +276,7 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	cJSON *out;
 	int rc;
 
+	*result = NULL;
 	for (i = 0; i < n; i++)
 		role_ptrs[i] = roles[i];
 	rc = evh_auth_sign(st->p, u->id, role_ptrs, n, st->token_ttl, &token);
@@ -175,10 +287,15 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 		                        "login is not configured on this server", NULL);
 	if (rc != EVH_OK)
 		return rc;
-	if ((rc = account_unchanged(st, u, &same)) != EVH_OK || !same) {
+	if ((rc = account_unchanged(st, u, password, &same)) != EVH_OK || !same) {
 		evh_free(token);
+		if (rc == EVH_EBUSY || rc == EVH_ENOMEM)
+			return user_hash_failure(st, resp, rc);
+		if (rc != EVH_OK)
+			return reply_failure(resp, rc);
 		/* The password it checked is no longer the account's. */
-		return rc != EVH_OK ? reply_failure(resp, rc) : reply_bad_credentials(resp);
+		*result = "failed";
+		return reply_bad_credentials(resp);
 	}
 	out = cJSON_CreateObject();
 	/* A bearer token: not for any cache on the way (RFC 6749 5.1). */
@@ -187,7 +304,7 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u)
 	    cJSON_AddNumberToObject(out, "expires_in", st->token_ttl) &&
 	    (rc = evh_resp_header(resp, "Cache-Control", "no-store")) == EVH_OK &&
 	    (rc = evh_resp_header(resp, "Pragma", "no-cache")) == EVH_OK)
-		rc = reply_json(resp, 200, out);
+		*result = (rc = reply_json(resp, 200, out)) == EVH_OK ? "ok" : NULL;
 	else if (!out || rc == EVH_OK)
 		rc = EVH_ENOMEM;
 	cJSON_Delete(out);
@@ -216,24 +333,27 @@ static void login_rules(user_state *st, evh_request *req, const char *email,
 	}
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
-}
-
-static int reply_locked(evh_response *resp, size_t which, int64_t retry_ms)
+/* 429 for an attempt login_limit_begin refused (`why`): locked out, or
+ * others for the same account or address still being checked (none of
+ * them failed yet: the client is not told of failed logins). */
+static int reply_refused(evh_response *resp, login_admission why, size_t which,
+                         int64_t retry_ms)
 {
 	char secs[24];
+	const char *detail;
 
+	if (why == LOGIN_BUSY)
+		detail = which == RULE_ADDRESS ? "too many logins from this address are being "
+		                                 "checked at once; try again"
+		                               : "too many logins for this account are being "
+		                                 "checked at once; try again";
+	else
+		detail = which == RULE_ADDRESS
+		             ? "too many failed logins from this address; try again later"
+		             : "too many failed logins for this account; try again later";
 	snprintf(secs, sizeof secs, "%lld", (long long)((retry_ms + 999) / 1000));
 	evh_resp_header(resp, "Retry-After", secs);
-	return evh_resp_problem(resp, 429, "too-many-requests", "Too Many Requests",
-	                        which == RULE_ADDRESS
-	                            ? "too many failed logins from this address; try again later"
-	                            : "too many failed logins for this account; try again later",
-	                        NULL);
+	return evh_resp_problem(resp, 429, "too-many-requests", "Too Many Requests", detail, NULL);
 }
 
 /* A lockout, once, as a warning: the user's id rather than the email (an
@@ -259,45 +379,57 @@ static void log_lockout(user_state *st, evh_request *req, unsigned locked, const
 }
 
 /* Check the password of the account `email` names (NULL: none) and answer;
- * *outcome says what the attempt comes to for the failure counters. */
+ * *outcome says what the attempt comes to for the failure counters,
+ * *result what it was answered for user_logins_total (NULL: not counted). */
 static int login_check(user_state *st, evh_response *resp, const char *email,
-                       const char *password, user_rec *u, int *found, login_outcome *outcome)
+                       const char *password, user_rec *u, int *found, login_outcome *outcome,
+                       const char **result)
 {
 	int rc = email ? find_account(st, email, u, found) : EVH_OK, ok;
 
 	*outcome = LOGIN_UNDECIDED;
+	*result = NULL;
 	if (rc != EVH_OK)
 		return reply_failure(resp, rc);
 	rc = password_verify(st, *found ? u->password_hash : st->dummy_hash, password, &ok);
 	if (rc != EVH_OK)
-		return user_hash_failure(st->p, resp, rc);
-	if (*found && ok) {
-		*outcome = LOGIN_SUCCEEDED;
-		return reply_token(st, resp, u);
+		return user_hash_failure(st, resp, rc);
+	*outcome = *found && ok ? LOGIN_SUCCEEDED : LOGIN_FAILED;
+	if (!*found || !ok) {
+		*result = "failed";
+		return reply_bad_credentials(resp);
 	}
-	*outcome = LOGIN_FAILED;
-	return reply_bad_credentials(resp);
+	return reply_token(st, resp, u, password, result);
 }
 
 int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
-                        const user_rec *u, const char *password, int *answered)
+                        const user_rec *u, const char *password, int upgrade,
+                        char verified[crypto_pwhash_STRBYTES], int *answered)
 {
 	login_rule rules[NRULES];
 	login_outcome outcome = LOGIN_UNDECIDED;
+	login_admission admitted;
 	int64_t retry_ms;
 	size_t which;
 	unsigned locked;
 	int rc, ok = 0;
 
 	*answered = 1;
+	memcpy(verified, u->password_hash, crypto_pwhash_STRBYTES);
 	login_rules(st, req, u->email, rules);
-	if (login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms, &which) != 0)
-		return reply_locked(resp, which, retry_ms);
+	/* Counted in user_logins_total as a login would be, but for a right
+	 * one: that is no login. */
+	if ((admitted = login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms,
+	                                  &which)) != LOGIN_ADMITTED) {
+		evh_metric_add(st->logins, admitted == LOGIN_BUSY ? "busy" : "locked", 1);
+		return reply_refused(resp, admitted, which, retry_ms);
+	}
 	rc = password_verify(st, u->password_hash, password, &ok);
 	if (rc != EVH_OK) {
-		rc = user_hash_failure(st->p, resp, rc); /* counts nothing */
+		rc = user_hash_failure(st, resp, rc); /* counts nothing */
 	} else if (!ok) {
 		outcome = LOGIN_FAILED;
+		evh_metric_add(st->logins, "failed", 1);
 		rc = evh_resp_problem(resp, 403, "forbidden", "Forbidden",
 		                      "current_password is not this user's password", "current_password");
 	} else {
@@ -309,6 +441,8 @@ int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
 	locked = login_limit_end(&st->limit, rules, NRULES, outcome, NRULES, mono_ms());
 	if (locked)
 		log_lockout(st, req, locked, u);
+	if (outcome == LOGIN_SUCCEEDED && upgrade)
+		upgrade_hash(st, u, password, verified);
 	return rc;
 }
 
@@ -320,6 +454,8 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 	const char *why;
 	login_rule rules[NRULES];
 	login_outcome outcome;
+	login_admission admitted;
+	const char *result;
 	int64_t retry_ms;
 	size_t which;
 	unsigned locked;
@@ -342,18 +478,25 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 	login_rules(st, req, named ? email : NULL, rules);
 	/* Locked out: refused before the password is looked at, so that a right
 	 * one is no more use during the lockout than a wrong one. */
-	if (login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms, &which) != 0) {
-		evh_metric_add(st->logins, "locked", 1);
-		rc = reply_locked(resp, which, retry_ms);
+	if ((admitted = login_limit_begin(&st->limit, rules, NRULES, mono_ms(), &retry_ms,
+	                                  &which)) != LOGIN_ADMITTED) {
+		evh_metric_add(st->logins, admitted == LOGIN_BUSY ? "busy" : "locked", 1);
+		rc = reply_refused(resp, admitted, which, retry_ms);
 		goto out;
 	}
-	rc = login_check(st, resp, named ? email : NULL, jpw->valuestring, &u, &found, &outcome);
-	/* Undecided (a password that could not be checked now: 503) is not counted. */
-	if (outcome != LOGIN_UNDECIDED)
-		evh_metric_add(st->logins, outcome == LOGIN_SUCCEEDED ? "ok" : "failed", 1);
+	rc = login_check(st, resp, named ? email : NULL, jpw->valuestring, &u, &found, &outcome,
+	                 &result);
+	/* By the answer: a 503 (a password that could not be checked now, or
+	 * login not configured) is not counted. */
+	if (result)
+		evh_metric_add(st->logins, result, 1);
 	locked = login_limit_end(&st->limit, rules, NRULES, outcome, RULE_ACCOUNT, mono_ms());
 	if (locked)
 		log_lockout(st, req, locked, found ? &u : NULL);
+	/* Once the answer is decided and the attempt settled: the upgrade
+	 * changes neither, nor holds up the account's other logins. */
+	if (result && !strcmp(result, "ok"))
+		upgrade_hash(st, &u, jpw->valuestring, NULL);
 out:
 	if (found)
 		sodium_memzero(u.password_hash, sizeof u.password_hash);

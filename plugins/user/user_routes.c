@@ -200,7 +200,7 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 	if (answered)
 		goto out;
 	if ((rc = user_password_hash(st, password, u.password_hash)) != EVH_OK) {
-		rc = user_hash_failure(st->p, resp, rc);
+		rc = user_hash_failure(st, resp, rc);
 		goto out;
 	}
 	ids_uuid_v4(u.id);
@@ -329,9 +329,22 @@ static cJSON *updated_event(const user_rec *u, cJSON *changed)
 	return NULL;
 }
 
-/* Store the change to user `id` and its event; answer with the user. */
+static int reply_password_changed(evh_response *resp)
+{
+	return evh_resp_problem(resp, 409, "conflict", "Conflict",
+	                        "the password was changed while current_password was being "
+	                        "checked; nothing was changed: send it again with the password "
+	                        "as it is now",
+	                        "current_password");
+}
+
+/* Store the change to user `id` and its event; answer with the user.
+ * `verified` (empty: none) is the hash current_password was checked
+ * against: read before the check, outside this transaction, so a password
+ * changed since (by another request of the user's, or an admin) refuses
+ * the change the old password proved. */
 static int update_tx(user_state *st, evh_response *resp, const char *id, const user_rec *in,
-                     int new_password, user_rec *u)
+                     int new_password, const char *verified, user_rec *u)
 {
 	cJSON *changed = NULL;
 	char *json = NULL;
@@ -345,6 +358,10 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 	if (rc == EVH_ENOTFOUND) {
 		evh_tx_rollback(tx);
 		return reply_not_found(resp, "no user has this id");
+	}
+	if (rc == EVH_OK && verified[0] && strcmp(verified, u->password_hash)) {
+		evh_tx_rollback(tx);
+		return reply_password_changed(resp);
 	}
 	if (rc == EVH_OK && !(changed = apply_change(u, in, new_password)))
 		rc = EVH_ENOMEM;
@@ -399,10 +416,12 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
  * (or of its email to another) unless `needs` is clear, and checked
  * whenever it is given. 422 without it when needed (or not a string), 404
  * without the user, 403 when it is wrong (see user_verify_current).
- * *answered clear: go on. */
+ * *answered clear: go on, with `verified` the hash it was checked against
+ * (empty when none was given). */
 static int check_current(user_state *st, evh_request *req, evh_response *resp,
                          const cJSON *body, const char *id, const user_rec *in,
-                         int new_password, int needs, int *answered)
+                         int new_password, int needs, char verified[crypto_pwhash_STRBYTES],
+                         int *answered)
 {
 	const char *current = NULL;
 	int has = body_string(body, "current_password", &current);
@@ -411,6 +430,7 @@ static int check_current(user_state *st, evh_request *req, evh_response *resp,
 	int rc;
 
 	*answered = 1;
+	verified[0] = '\0';
 	if (has < 0)
 		return reply_invalid(resp, "current_password", "current_password must be a string");
 	if (!has && !needs) {
@@ -426,7 +446,9 @@ static int check_current(user_state *st, evh_request *req, evh_response *resp,
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: read user");
 	if (has) {
-		rc = user_verify_current(st, req, resp, &u, current, answered);
+		/* A new password is hashed at the current cost anyway. */
+		rc = user_verify_current(st, req, resp, &u, current, !new_password, verified,
+		                         answered);
 	} else if (!new_password && !strcmp(in->email, u.email)) {
 		*answered = 0; /* the email it has: no change */
 		rc = EVH_OK;
@@ -443,6 +465,7 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 {
 	user_state *st = ud;
 	const char *id = evh_req_param(req, "id"), *password = NULL;
+	char verified[crypto_pwhash_STRBYTES];
 	int rc = EVH_OK, answered = 0;
 	user_rec in, u;
 	cJSON *body;
@@ -464,15 +487,16 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 	 * accepted. */
 	rc = check_current(st, req, resp, body, id, &in, password != NULL,
 	                   (password || in.email[0]) && !evh_req_auth_has_role(req, USER_ROLE_ADMIN),
-	                   &answered);
+	                   verified, &answered);
 	if (answered)
 		goto out;
 	if (password && (rc = user_password_hash(st, password, in.password_hash)) != EVH_OK) {
-		rc = user_hash_failure(st->p, resp, rc);
+		rc = user_hash_failure(st, resp, rc);
 		goto out;
 	}
-	rc = update_tx(st, resp, id, &in, password != NULL, &u);
+	rc = update_tx(st, resp, id, &in, password != NULL, verified, &u);
 out:
+	sodium_memzero(verified, sizeof verified);
 	sodium_memzero(in.password_hash, sizeof in.password_hash);
 	sodium_memzero(u.password_hash, sizeof u.password_hash);
 	cJSON_Delete(body);

@@ -101,6 +101,15 @@ int user_db_update(evh_tx *tx, const user_rec *u)
 	return rc;
 }
 
+int user_db_set_hash(evh_tx *tx, const char *id, const char *old_hash, const char *new_hash,
+                     int64_t *changes)
+{
+	evh_value args[] = {EVH_TEXT(new_hash), EVH_TEXT(id), EVH_TEXT(old_hash)};
+
+	return evh_exec(tx, "UPDATE users SET password_hash = ? WHERE id = ? AND password_hash = ?",
+	                args, sizeof args / sizeof args[0], changes);
+}
+
 size_t user_db_bytes(const user_rec *u)
 {
 	return strlen(u->id) + strlen(u->name) + strlen(u->email) + strlen(u->password_hash) +

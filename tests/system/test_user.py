@@ -357,6 +357,8 @@ def test_login_without_a_jwt_secret_is_unavailable(evhostd):
     user = register(d)
     problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
             503, "unavailable")
+    # Counted by what was answered: no token, so not "ok".
+    assert logins_by_result(d) == {}
 
 
 # ---------------------------------------------------- failed-login limits
@@ -500,9 +502,9 @@ def test_password_hashes_run_at_most_hash_concurrency_at_once(evhostd, tmp_path,
     # Each Argon2id hash takes argon2_memlimit (32 MiB here) while it runs:
     # eight registrations at once would take 256 MiB more (measured: 226 MiB
     # with hash_concurrency = 8); one at a time, no more than the start's own
-    # hash did.
+    # hash did. Seven may wait (hash_queue: 4 by default for one turn).
     d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
-                            argon2_memlimit="32M", hash_concurrency=1))
+                            argon2_memlimit="32M", hash_concurrency=1, hash_queue=7))
     before = peak_rss_kb(d)
     codes = at_once(8, lambda: d.post("/users", json={
         "name": "Ada", "email": email(), "password": PASSWORD}).status_code)
@@ -533,6 +535,94 @@ def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
             401, "unauthorized")
 
 
+# About 0.1 s a hash on a 2-core machine: long enough for requests sent at
+# once to queue for the one hashing turn.
+COSTLY_HASHING = {"argon2_opslimit": "4", "argon2_memlimit": "64M"}
+
+
+def test_requests_beyond_hash_queue_are_503_at_once_and_others_are_served(evhostd, tmp_path):
+    # Sixteen registrations at once on eight HTTP workers, one hash at a
+    # time: without a bound on the waiting, every worker sat in a hashing
+    # wait (well within hash_wait_ms) and /healthz queued behind them. With
+    # hash_queue = 2, one hashes, two wait, the rest are 503 at once.
+    config = user_config(tmp_path, admin=False, hash_concurrency=1, hash_queue=2,
+                         **COSTLY_HASHING)
+    config["http"] = {"threads": 8}
+    d = evhostd(config)
+    emails = [email() for _ in range(16)]
+    health = {}
+
+    def probe():
+        time.sleep(0.05)  # the flood is on
+        health["r"] = requests.get(d.url + "/healthz", timeout=30)
+    prober = threading.Thread(target=probe)
+    prober.start()
+    n = iter(range(16))
+    lock = threading.Lock()
+
+    def signup():
+        with lock:
+            i = next(n)
+        return emails[i], d.post("/users", json={"name": "Ada", "email": emails[i],
+                                                 "password": PASSWORD}, timeout=30)
+    answers = at_once(16, signup)
+    prober.join(60)
+    assert health["r"].status_code == 200
+    codes = sorted(r.status_code for _, r in answers)
+    assert set(codes) == {201, 503}, codes
+    for _, r in answers:
+        if r.status_code == 503:
+            body = problem(r, 503, "unavailable")
+            assert "too many passwords are being checked at once" in body["detail"], body
+            assert r.headers["Retry-After"] == "1"
+    stored = {u["email"] for u in all_users(d)}
+    assert stored == {e for e, r in answers if r.status_code == 201}
+    # The turns and the places in the queue were given back.
+    assert d.post("/users", json={"name": "Ada", "email": email(),
+                                  "password": PASSWORD}).status_code == 201
+
+
+def test_hash_queue_of_zero_waits_for_no_turn(evhostd, tmp_path):
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="150",
+                            argon2_memlimit="32M", hash_concurrency=1, hash_queue=0))
+    first = {}
+    t = threading.Thread(target=lambda: first.update(r=d.post("/users", json={
+        "name": "Ada", "email": email(), "password": PASSWORD}, timeout=60)))
+    t.start()
+    time.sleep(0.4)  # the registration is hashing
+    r = d.post("/auth/login", json={"email": email(), "password": PASSWORD})
+    body = problem(r, 503, "unavailable")
+    assert "too many passwords are being checked at once" in body["detail"]
+    t.join(60)
+    assert first["r"].status_code == 201, first["r"].text
+
+
+def logins_by_result(d):
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^user_logins_total\{plugin="user",result="(\w+)"\} (\d+)$', d.get("/metrics").text,
+        re.M)}
+
+
+def test_right_passwords_at_once_are_busy_not_failed_logins(evhostd, tmp_path):
+    # Twelve right-password logins at once for one account: beyond
+    # login.max_failures of them in progress the rest are 429, but none of
+    # them failed, and none is told or counted so.
+    d = evhostd(user_config(tmp_path, admin=False, hash_concurrency=1, **COSTLY_HASHING))
+    addr = register(d)["email"]
+    answers = at_once(12, lambda: attempt(d, addr))
+    codes = [r.status_code for r in answers]
+    assert set(codes) == {200, 429}, codes
+    for r in answers:
+        if r.status_code == 429:
+            body = problem(r, 429, "too-many-requests")
+            assert "failed logins" not in body["detail"], body
+            assert ("too many logins for this account are being checked at once"
+                    in body["detail"]), body
+            assert r.headers["Retry-After"] == "1"
+    assert logins_by_result(d) == {"ok": codes.count(200), "busy": codes.count(429)}
+    login(d, addr)  # and the account is not locked
+
+
 def test_a_hash_without_memory_is_503_and_changes_nothing(evhostd, tmp_path, build_dir):
     # Address space for the daemon's other allocations (40 MiB more), not for
     # a 64 MiB hash: the right password must not be told it is wrong, and a
@@ -556,13 +646,17 @@ def test_a_hash_without_memory_is_503_and_changes_nothing(evhostd, tmp_path, bui
             "password change": d.patch(f"/users/{ada['id']}", headers=bearer(admin),
                                        json={"password": "another password"}),
         }
+        more = [d.post("/auth/login", json={"email": email(), "password": PASSWORD})
+                for _ in range(5)]
     finally:
         resource.prlimit(d.proc.pid, resource.RLIMIT_AS, (soft, hard))
     for what, r in answers.items():
         body = problem(r, 503, "unavailable")
         assert "not enough memory for a password hash" in body["detail"], what
         assert r.headers["Retry-After"] == "1", what
-    assert d.log_text().count("out of memory for argon2_memlimit") == 3
+    assert {r.status_code for r in more} == {503}
+    # Said once (at most once a minute), not for each of the eight.
+    assert d.log_text().count("out of memory for argon2_memlimit") == 1
     # Nothing changed: the passwords are the old ones, the address is free.
     login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     login(d, ada["email"])
@@ -657,6 +751,94 @@ def test_a_given_current_password_is_checked_whatever_the_change(d):
     r = d.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
     assert r.status_code == 429, r.text
     assert d.get(url).json()["name"] == "Ada K."
+    # user_logins_total counts the wrong ones as failed logins, and the
+    # refusals of the lock; a right current_password is no login.
+    assert logins_by_result(d) == {"ok": 2, "failed": 5, "locked": 2}
+
+
+def stored_hash(d, user_id):
+    db = sqlite3.connect(str(d.state_dir / "user.db"), timeout=10)
+    try:
+        return db.execute("SELECT password_hash FROM users WHERE id = ?",
+                          (user_id,)).fetchone()[0]
+    finally:
+        db.close()
+
+
+def hash_cost(h):
+    """(m, t) of an Argon2id hash string: its memory (KiB) and time cost."""
+    m = re.match(r"^\$argon2id\$v=19\$m=(\d+),t=(\d+),p=1\$", h)
+    assert m, h
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_a_hash_made_at_an_old_cost_is_upgraded_at_the_next_login(evhostd, tmp_path):
+    """Hashes kept the cost they were made at, so after the cost was raised
+    a registered email's wrong password took less time than an unknown
+    one's (checked against a hash at the new cost). A login, or a right
+    current_password, stores the hash at the current cost; nothing else of
+    the user changes."""
+    config = user_config(tmp_path, admin=False)  # argon2 min/min: 8 KiB, t=1
+    d = evhostd(config)
+    ada, bob = register(d), register(d, "Bob")
+    assert hash_cost(stored_hash(d, ada["id"])) == (8, 1)
+    old = stored_hash(d, bob["id"])
+    state_dir = d.state_dir
+    d.stop()
+    config["plugin.user"].update(argon2_opslimit="2", argon2_memlimit="16M")
+    d = evhostd(config, state_dir=state_dir)
+    # A wrong password upgrades nothing.
+    problem(attempt(d, ada["email"], "wrong password"), 401, "unauthorized")
+    assert hash_cost(stored_hash(d, ada["id"])) == (8, 1)
+    login(d, ada["email"])
+    assert hash_cost(stored_hash(d, ada["id"])) == (16384, 2)
+    token = login(d, ada["email"])  # against the new hash
+    problem(attempt(d, ada["email"], "wrong password"), 401, "unauthorized")
+    assert d.get(f"/users/{ada['id']}").json() == ada  # updated_at as it was
+    # A right current_password (a change of the name) upgrades it too.
+    bobs = login(d, bob["email"], PASSWORD)
+    assert hash_cost(stored_hash(d, bob["id"])) == (16384, 2)
+    assert stored_hash(d, bob["id"]) != old
+    r = d.patch(f"/users/{ada['id']}", json={"name": "Ada K.", "current_password": PASSWORD},
+                headers=bearer(token))
+    assert r.status_code == 200, r.text
+    assert bobs
+
+
+def test_a_current_password_changed_meanwhile_proves_nothing(evhostd, tmp_path):
+    """An email change proven by the old password went through while the
+    password was being changed: check_current checked it against the row as
+    read before, and the change was stored over the new password. The
+    stored hash is compared again in the change's transaction.
+
+    Made deterministic, not a race looped: the user's hash is made at a
+    costly setting (about a second a check here) and the daemon restarted
+    at the cheapest, so checking their current_password (at the hash's own
+    cost) takes that second, while an admin's new password for them (hashed
+    at the current cost) is stored within it."""
+    config = user_config(tmp_path, argon2_opslimit="40", argon2_memlimit="64M",
+                         hash_concurrency=2)
+    d = evhostd(config)
+    ada = register(d)
+    token = login(d, ada["email"])  # good across the restart
+    state_dir = d.state_dir
+    d.stop()
+    config["plugin.user"].update(FAST_HASHING)
+    d = evhostd(config, state_dir=state_dir)
+    admin = bearer(login(d, ADMIN_EMAIL, ADMIN_PASSWORD))
+    url, out = f"/users/{ada['id']}", {}
+    slow = threading.Thread(target=lambda: out.update(r=d.patch(
+        url, json={"email": "taken." + ada["email"], "current_password": PASSWORD},
+        headers=bearer(token), timeout=60)))
+    slow.start()
+    time.sleep(0.3)  # its current_password is being checked
+    r = d.patch(url, json={"password": "set by admin"}, headers=admin)
+    assert r.status_code == 200, r.text
+    assert "r" not in out, "the check ended before the new password was stored: too fast"
+    slow.join(60)
+    problem(out["r"], 409, "conflict", "current_password")
+    assert d.get(url).json()["email"] == ada["email"]
+    login(d, ada["email"], "set by admin")
 
 
 def test_patch_with_nothing_new_changes_nothing(d):
@@ -836,6 +1018,8 @@ def test_tokens_longer_than_token_ttl_max_are_refused(evhostd, tmp_path):
     # token_ttl over it: login cannot sign, and says so where the admin looks.
     problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
             503, "unavailable")
+    # Counted by what was answered: no token, so not "ok".
+    assert logins_by_result(d) == {}
     d.wait_for_log("auth sign: a token for 7200 s would outlive [auth] token_ttl_max (3600 s)")
 
 
@@ -858,7 +1042,7 @@ def test_a_login_racing_a_sign_out_gets_no_token_that_lasts(evhostd, tmp_path, c
                          **{"login.max_failures": "0", "login.max_failures_per_address": "0"})
     d = evhostd(config)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
-    kept = []
+    kept, answered = [], []
     for _ in range(4):
         user = register(d)
         stop, tokens = threading.Event(), []
@@ -866,6 +1050,7 @@ def test_a_login_racing_a_sign_out_gets_no_token_that_lasts(evhostd, tmp_path, c
         def spin():
             while not stop.is_set():
                 r = d.post("/auth/login", json={"email": user["email"], "password": PASSWORD})
+                answered.append(r.status_code)
                 if r.status_code == 200:
                     tokens.append(r.json()["token"])
 
@@ -888,6 +1073,11 @@ def test_a_login_racing_a_sign_out_gets_no_token_that_lasts(evhostd, tmp_path, c
         # for the account deleted): none is good now.
         kept += [t for t in tokens if rename(d, user, t).status_code != 401]
     assert not kept, [claims(t) for t in kept]
+    # user_logins_total counts them by what they were answered (a right
+    # password refused as changed meanwhile is a 401, not "ok").
+    counted = logins_by_result(d)
+    assert counted.get("ok") == 1 + answered.count(200), (counted, answered)
+    assert counted.get("failed", 0) == answered.count(401), (counted, answered)
 
 
 def test_a_sign_out_that_cannot_be_saved_changes_nothing(evhostd, tmp_path):
@@ -1009,6 +1199,7 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     ({"admin_email": "not an email"}, "admin_email"),
     ({"hash_concurrency": 0}, "hash_concurrency"),
     ({"hash_wait_ms": -1}, "hash_wait_ms"),
+    ({"hash_queue": 257}, "hash_queue: must be between 0 and 256 (got 257)"),
     ({"login.max_failures": -1}, "login.max_failures: must be between 0 and 1000"),
     ({"login.max_failures_per_address": 100001},
      "login.max_failures_per_address: must be between 0 and 100000"),
@@ -1071,6 +1262,17 @@ def test_argon2_memlimit_beyond_the_machine_is_refused_before_the_start(evhostd,
 
 def test_argon2_memlimit_within_the_machine_is_taken(evhostd, tmp_path):
     config = user_config(tmp_path, admin=False, argon2_memlimit="16M")
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_hash_queue_is_checked_by_check_config(evhostd, tmp_path):
+    config = user_config(tmp_path, admin=False, hash_queue=-1)
+    r = evhostd.run(["--check-config"], config=config)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("[plugin.user] hash_queue: must be between 0 and 256 (got -1)"
+            in r.stdout), r.stdout + r.stderr
+    config = user_config(tmp_path, admin=False, hash_queue=0)
     r = evhostd.run(["--check-config"], config=config)
     assert r.returncode == 0, r.stdout + r.stderr
 

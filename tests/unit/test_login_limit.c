@@ -141,7 +141,7 @@ static void test_undecided_and_unlimited_count_nothing(void **state)
 }
 
 /* Attempts being checked count: `max` of them at once, the next refused
- * until one is settled. */
+ * (as busy: none failed) until one is settled. */
 static void test_attempts_in_progress_count(void **state)
 {
 	login_limit *l = *state;
@@ -150,16 +150,53 @@ static void test_attempts_in_progress_count(void **state)
 	size_t which;
 
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(login_limit_begin(l, &r, 1, T0, &wait, &which), 0);
-	assert_int_equal(login_limit_begin(l, &r, 1, T0, &wait, &which), -1);
+		assert_int_equal(login_limit_begin(l, &r, 1, T0, &wait, &which), LOGIN_ADMITTED);
+	assert_int_equal(login_limit_begin(l, &r, 1, T0, &wait, &which), LOGIN_BUSY);
 	assert_int_equal(wait, LOGIN_PENDING_RETRY_MS);
+	assert_int_equal(which, 0);
 	assert_int_equal(login_limit_end(l, &r, 1, LOGIN_UNDECIDED, 1, T0), 0);
 	assert_int_equal(login_limit_begin(l, &r, 1, T0, &wait, &which), 0);
 	assert_int_equal(login_limit_end(l, &r, 1, LOGIN_FAILED, 1, T0), 0);
 	assert_int_equal(login_limit_end(l, &r, 1, LOGIN_FAILED, 1, T0), 0);
 	assert_int_equal(login_limit_end(l, &r, 1, LOGIN_FAILED, 1, T0), 1);
-	assert_int_equal(login_limit_begin(l, &r, 1, T0 + 1, &wait, &which), -1);
+	assert_int_equal(login_limit_begin(l, &r, 1, T0 + 1, &wait, &which), LOGIN_LOCKED);
 	assert_int_equal(wait, WINDOW_MS - 1);
+}
+
+/* Right passwords sent at once are refused as busy, never as locked, and
+ * the burst is bounded as one of wrong ones: `max` admitted, whatever the
+ * outcome. A lock in force is said as a lock even when another rule is
+ * only busy, and the longest wait is the one to keep. */
+static void test_busy_is_told_from_locked(void **state)
+{
+	login_limit *l = *state;
+	login_rule both[2] = {rule(l, "right@example.com", 2), rule(l, "busy@example.com", 2)};
+	login_rule acct = both[0];
+	int64_t wait;
+	size_t which;
+	int admitted = 0;
+
+	for (int i = 0; i < 10; i++) {
+		login_admission a = login_limit_begin(l, &acct, 1, T0, &wait, &which);
+		assert_true(a == LOGIN_ADMITTED || a == LOGIN_BUSY);
+		admitted += a == LOGIN_ADMITTED;
+	}
+	assert_int_equal(admitted, 2);
+	login_limit_end(l, &acct, 1, LOGIN_SUCCEEDED, 0, T0);
+	login_limit_end(l, &acct, 1, LOGIN_SUCCEEDED, 0, T0);
+	assert_int_equal(login_limit_begin(l, &acct, 1, T0, &wait, &which), LOGIN_ADMITTED);
+	login_limit_end(l, &acct, 1, LOGIN_FAILED, 1, T0);
+	assert_int_equal(login_limit_begin(l, &acct, 1, T0, &wait, &which), LOGIN_ADMITTED);
+	assert_int_equal(login_limit_end(l, &acct, 1, LOGIN_FAILED, 1, T0), 1);
+	/* rule 0 locked, rule 1 busy (two attempts in progress) */
+	assert_int_equal(login_limit_begin(l, &both[1], 1, T0, &wait, &which), LOGIN_ADMITTED);
+	assert_int_equal(login_limit_begin(l, &both[1], 1, T0, &wait, &which), LOGIN_ADMITTED);
+	assert_int_equal(login_limit_begin(l, both, 2, T0 + WINDOW_MS - 10, &wait, &which),
+	                 LOGIN_LOCKED);
+	assert_int_equal(which, 0);
+	assert_int_equal(wait, LOGIN_PENDING_RETRY_MS);
+	assert_int_equal(login_limit_begin(l, &both[1], 1, T0, &wait, &which), LOGIN_BUSY);
+	assert_int_equal(which, 0);
 }
 
 /* One bucket of 8: many emails with a failure each push each other out,
@@ -211,7 +248,7 @@ static void test_a_bucket_full_of_attempts_refuses(void **state)
 	 * reservation is given back */
 	both[0] = busy[0];
 	both[1] = rule(&small, "new@example.com", 5);
-	assert_int_equal(login_limit_begin(&small, both, 2, T0, &wait, &which), -1);
+	assert_int_equal(login_limit_begin(&small, both, 2, T0, &wait, &which), LOGIN_BUSY);
 	assert_int_equal(wait, LOGIN_PENDING_RETRY_MS);
 	assert_int_equal(which, 1);
 	for (int i = 0; i < LOGIN_WAYS; i++)
@@ -259,6 +296,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_undecided_and_unlimited_count_nothing, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_attempts_in_progress_count, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_busy_is_told_from_locked, setup, teardown),
 	    cmocka_unit_test(test_spraying_evicts_the_least_worth),
 	    cmocka_unit_test(test_a_bucket_full_of_attempts_refuses),
 	    cmocka_unit_test_setup_teardown(test_address_keys, setup, teardown),
