@@ -1425,6 +1425,10 @@ struct pbuf {
 	 * rd_kafka_position says "invalid" after a seek until a message
 	 * comes, and hold_ms must know the position. */
 	int64_t sought;
+	/* Its committed offset as the cluster had it when first asked (-1: not
+	 * asked; -2: asked, none had): the position a partition that has had
+	 * nothing to fetch since its assignment is at, for its lag. */
+	int64_t committed;
 	struct order_key key; /* of v[head], computed once per head */
 };
 
@@ -1456,6 +1460,7 @@ static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t part
 	b->partition = partition;
 	b->empty_since = clock_mono_ms();
 	b->sought = -1;
+	b->committed = -1;
 	c->nbufs++;
 	return b;
 }
@@ -3268,6 +3273,43 @@ void replay_result_free(replay_result *res)
  * buffered message's, else the position (rd_kafka_position, also local).
  * A partition not fetched from yet is left out unless it is empty; one
  * sought since its last message (a retry finished) counts from there. */
+/* The committed offsets of the partitions in `l` whose position librdkafka
+ * does not know while they hold messages: assigned at their end (all handled
+ * before a restart or a reload), nothing has come since, and nothing would
+ * say their lag. Asked once per assignment (a call to the cluster, at most
+ * LAG_COMMITTED_TIMEOUT_MS on this thread); what it cannot tell stays
+ * unsaid. */
+#define LAG_COMMITTED_TIMEOUT_MS 500
+
+static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_list_t *l)
+{
+	rd_kafka_topic_partition_list_t *q = NULL;
+	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
+		struct pbuf *b = &c->bufs[i];
+		int64_t lo = -1, hi = -1;
+		if (b->committed != -1 || l->elems[i].offset >= 0 || b->n || b->sought >= 0 ||
+		    slot_find(c, b->topic, b->partition) ||
+		    rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
+		        RD_KAFKA_RESP_ERR_NO_ERROR ||
+		    hi < 0 || lo == hi)
+			continue;
+		if (!q && !(q = rd_kafka_topic_partition_list_new(4)))
+			return;
+		rd_kafka_topic_partition_list_add(q, b->topic, b->partition);
+		b->committed = -2;
+	}
+	if (!q)
+		return;
+	if (rd_kafka_committed(c->rk, q, LAG_COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
+		for (int i = 0; i < q->cnt; i++) {
+			struct pbuf *b = pbuf_find(c, q->elems[i].topic, q->elems[i].partition);
+			if (b && q->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			    q->elems[i].offset >= 0)
+				b->committed = q->elems[i].offset;
+		}
+	rd_kafka_topic_partition_list_destroy(q);
+}
+
 static void report_lag(struct consumer *c)
 {
 	rd_kafka_topic_partition_list_t *l;
@@ -3277,6 +3319,7 @@ static void report_lag(struct consumer *c)
 	for (size_t i = 0; i < c->nbufs; i++)
 		rd_kafka_topic_partition_list_add(l, c->bufs[i].topic, c->bufs[i].partition);
 	rd_kafka_position(c->rk, l);
+	lag_committed(c, l);
 	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
 		const struct pbuf *b = &c->bufs[i];
 		const struct retry_slot *s = slot_find(c, b->topic, b->partition);
@@ -3296,6 +3339,8 @@ static void report_lag(struct consumer *c)
 			next = b->sought;
 		if (next < 0 && lo == hi)
 			next = hi;
+		if (next < 0 && b->committed >= 0)
+			next = b->committed;
 		if (next >= 0)
 			metrics_consumer_lag_set(c->p->name, b->topic, b->partition, hi - next);
 	}
