@@ -16,6 +16,19 @@
  * copy the databases by their paths, taken under the lock, on connections of
  * their own outside it.
  *
+ * Backups and reloads exclude each other (reload_mu: reloading, backing_up):
+ * a plugin a reload stops or restarts is out of h->plugins meanwhile, and a
+ * backup taken then would answer 200 without its database. A backup waits
+ * for a reload under way, at most RELOAD_WAIT_S (a reload's drain lasts as
+ * long as a handler runs), then answers 503; a reload waits for a backup
+ * under way without a deadline: a backup only copies files and ends by
+ * itself (store_backup), and the main thread's watchdog interval and the
+ * stop guard a SIGTERM arms meanwhile cover a reload as they do its drain.
+ * Neither waits holding a lock the other takes: the backup's wait for a
+ * reload is before it takes plugins_lock, and the reload's is before it
+ * reads the configuration; a backup waits for no plugin's requests or
+ * pins, which is what a reload's drain waits for.
+ *
  * POST /admin/reload runs the reload SIGHUP runs, on the main thread: the
  * worker raises SIGHUP for the process (every thread blocks it and main.c
  * takes it with sigtimedwait) and waits until the main thread reports a
@@ -89,6 +102,8 @@ struct admin {
 	uint64_t reload_covering; /* requests the running reload covers */
 	uint64_t reload_done;     /* requests covered by a finished reload */
 	int reload_rc;            /* host_reload's result for the last one */
+	int reloading;            /* a reload is under way (main thread) */
+	int backing_up;           /* a backup is under way: reloads wait for it */
 };
 
 /* ------------------------------------------------------------ start/stop */
@@ -1367,15 +1382,6 @@ static void backup_found_damage(host *h, const struct backup_src *b)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* Undo a backup that failed part way: its files and its directory. */
-static void backup_discard(struct backup_src *v, size_t n, const char *dir)
-{
-	for (size_t i = 0; i < n; i++)
-		if (v[i].dest)
-			unlink(v[i].dest);
-	rmdir(dir);
-}
-
 #define BACKUP_PARTIAL ".partial-" /* a backup being written: renamed once whole */
 #define BACKUP_REMOVING ".removing-" /* a backup being removed: renamed first */
 
@@ -1494,6 +1500,18 @@ static int backup_remove(const char *dir)
 		err = errno;
 	errno = err;
 	return err ? -1 : 0;
+}
+
+/* Undo a backup that failed part way: its directory, with every file in it,
+ * the copies' and what SQLite left beside them (VACUUM INTO stopped by a full
+ * disk leaves NAME.db-journal): one left behind would be taken by the next
+ * backup for the remains of a daemon killed while writing it. */
+static void backup_discard(const char *dir)
+{
+	if (backup_remove(dir) != 0)
+		log_warn(ADMIN_LOG, "backup: cannot remove %s, left by the backup that failed: %s; "
+		                    "the next backup tries again",
+		         dir, strerror(errno));
 }
 
 /* Remove backup `name` under `root`. It is renamed out of the backups'
@@ -1622,8 +1640,39 @@ static int backup_answer(evh_response *resp, cJSON *removed, const char *dir,
 	return reply_json_done(resp, 200, root, ok, "the backup was written");
 }
 
-/* POST /admin/backup: a copy of every plugin's database, taken while the
- * daemon runs, in <state_dir>/backups/<time>/<plugin>.db (see
+/* Keep reloads out while this backup runs (see the top of this file),
+ * once a reload under way has ended: 0, or -1 when one still runs after
+ * RELOAD_WAIT_S or the daemon stops. backup_mu held. */
+static int backup_begin(host *h)
+{
+	struct admin *a = h->admin;
+	int64_t deadline = clock_mono_ms() + (int64_t)RELOAD_WAIT_S * 1000;
+	int rc = -1;
+	pthread_mutex_lock(&a->reload_mu);
+	while (a->reloading && !h->stopping && clock_mono_ms() < deadline) {
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RELOAD_SLICE_MS);
+		pthread_cond_timedwait(&a->reload_cv, &a->reload_mu, &until);
+	}
+	if (!a->reloading && !h->stopping) {
+		a->backing_up = 1;
+		rc = 0;
+	}
+	pthread_mutex_unlock(&a->reload_mu);
+	return rc;
+}
+
+/* Let reloads run again (a reload waiting is woken). */
+static void backup_end(host *h)
+{
+	struct admin *a = h->admin;
+	pthread_mutex_lock(&a->reload_mu);
+	a->backing_up = 0;
+	pthread_cond_broadcast(&a->reload_cv);
+	pthread_mutex_unlock(&a->reload_mu);
+}
+
+/* POST /admin/backup: a copy of every running plugin's database, taken while
+ * the daemon runs, in <state_dir>/backups/<time>/<plugin>.db (see
  * store_backup). Each copy is one database at one moment, the moments of
  * the plugins a few milliseconds apart; a restore then replays from `time`
  * (docs/operations.md, "Backup and restore"). One backup at a time. */
@@ -1652,15 +1701,27 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	}
 	keep = k ? (long)k->valuedouble : 0;
 	cJSON_Delete(body);
-	if (backup_sources(h, &v, &n) != 0) {
-		backup_srcs_free(v, n);
-		return oom(resp);
-	}
-	if (!n) {
-		backup_srcs_free(v, n);
-		return problem(resp, 409, "conflict", NULL, "no plugin with a database is running");
-	}
 	pthread_mutex_lock(&h->admin->backup_mu);
+	if (backup_begin(h) != 0) {
+		pthread_mutex_unlock(&h->admin->backup_mu);
+		if (h->stopping)
+			return problem(resp, 503, "unavailable", NULL, "the daemon is stopping");
+		http_resp_header(resp, "Retry-After", "5");
+		return problem(resp, 503, "unavailable", NULL,
+		               "a reload has been under way for %d s: a backup now would miss the "
+		               "plugins it stops or restarts; try again once it ends",
+		               RELOAD_WAIT_S);
+	}
+	/* The running plugins, none of them out of the list for a reload. */
+	rc = backup_sources(h, &v, &n);
+	if (rc != 0 || !n) {
+		backup_end(h);
+		pthread_mutex_unlock(&h->admin->backup_mu);
+		backup_srcs_free(v, n);
+		return rc != 0 ? oom(resp)
+		               : problem(resp, 409, "conflict", NULL,
+		                         "no plugin with a database is running");
+	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
 	msec = now.tv_nsec / 1000000L;
@@ -1678,9 +1739,14 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		goto failed;
 	}
 	backup_remove_partials(root);
-	if ((mkdir(root, 0750) != 0 && errno != EEXIST) || mkdir(dir, 0750) != 0) {
-		snprintf(err, sizeof err, "cannot create %s: %s", errno == EEXIST ? dir : root,
-		         strerror(errno));
+	/* The path of whichever mkdir failed: `backups` there (EEXIST) may still
+	 * be no directory to make one in (a dangling symbolic link, a file). */
+	if (mkdir(root, 0750) != 0 && errno != EEXIST) {
+		snprintf(err, sizeof err, "cannot create %s: %s", root, strerror(errno));
+		goto failed;
+	}
+	if (mkdir(dir, 0750) != 0) {
+		snprintf(err, sizeof err, "cannot create %s: %s", dir, strerror(errno));
 		goto failed;
 	}
 	made = 1;
@@ -1724,6 +1790,7 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 		ok = 0;
 	else if (keep)
 		backup_prune(root, keep, name, removed, &ok);
+	backup_end(h);
 	pthread_mutex_unlock(&h->admin->backup_mu);
 	rc = backup_answer(resp, removed, done, when, v, n, ok);
 	backup_srcs_free(v, n);
@@ -1733,7 +1800,8 @@ static int post_backup(host *h, evh_request *req, evh_response *resp)
 	return rc;
 failed:
 	if (made) /* not a directory of someone else's */
-		backup_discard(v, n, dir);
+		backup_discard(dir);
+	backup_end(h);
 	pthread_mutex_unlock(&h->admin->backup_mu);
 	backup_srcs_free(v, n);
 	free(root);
@@ -1752,6 +1820,12 @@ void admin_reload_begin(host *h)
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->reload_mu);
+	/* No deadline: a backup ends by itself (see the top of this file). */
+	if (a->backing_up)
+		log_info(ADMIN_LOG, "reload: waiting for the backup under way to end");
+	while (a->backing_up)
+		pthread_cond_wait(&a->reload_cv, &a->reload_mu);
+	a->reloading = 1;
 	a->reload_covering = a->reload_asked;
 	pthread_mutex_unlock(&a->reload_mu);
 }
@@ -1762,6 +1836,7 @@ void admin_reload_end(host *h, int rc)
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->reload_mu);
+	a->reloading = 0;
 	a->reload_done = a->reload_covering;
 	a->reload_rc = rc;
 	pthread_cond_broadcast(&a->reload_cv);

@@ -12,8 +12,10 @@
  *                                              "topics":[...], "keep_inbox": bool}
  *   GET  /admin/events?plugin=&aggregate=&limit=&after=
  *                                             the event log, by aggregate id (key)
- *   POST /admin/backup                        {"keep": N}: every plugin's database
- *                                             copied to state_dir/backups/TIME/
+ *   POST /admin/backup                        {"keep": N}: every running plugin's
+ *                                             database copied to
+ *                                             state_dir/backups/TIME/ (never while
+ *                                             a reload runs: it waits for it)
  *   POST /admin/reload                        the SIGHUP reload, run by the main
  *                                             thread; answers once it is done:
  *                                             200 applied (with the plugins),
@@ -50,7 +52,9 @@ int admin_authorize(host *h, evh_request *req, evh_response *resp);
 void admin_handle(host *h, evh_request *req, evh_response *resp);
 /* Around every host_reload (main thread): tell requests waiting in POST
  * /admin/reload which of them the reload covers and how it went (`rc` from
- * host_reload). No-ops before admin_start. */
+ * host_reload). admin_reload_begin first waits for a backup under way to
+ * end, and backups wait for admin_reload_end: a plugin the reload stops or
+ * restarts would be missing from one. No-ops before admin_start. */
 void admin_reload_begin(host *h);
 void admin_reload_end(host *h, int rc);
 /* When the newest complete backup under `state_dir`/backups was taken (its

@@ -1682,6 +1682,20 @@ static int plugin_request_begin(http_server *srv, evh_plugin *p, evh_request *re
 	return -1;
 }
 
+/* Why plugin `p`, routed but not RUNNING, cannot take a request now. A
+ * plugin a reload starts (or restarts) routes its paths in init, and runs
+ * only once init returned and its relay and consumer started: "starting"
+ * meanwhile, not "not running", which reads as if it were down. */
+static const char *plugin_not_running_words(const evh_plugin *p)
+{
+	switch (p->status) {
+	case PLUGIN_LOADED:
+	case PLUGIN_INITIALIZING: return "starting";
+	case PLUGIN_DRAINING: return p->restarting ? "restarting" : "stopping";
+	default: return "not running";
+	}
+}
+
 /* Everything between routing and the handler: state, auth, body, JSON. */
 static void plugin_route(http_server *srv, const http_route *rt, evh_request *req,
                          evh_response *resp)
@@ -1691,9 +1705,7 @@ static void plugin_route(http_server *srv, const http_route *rt, evh_request *re
 	if (p && p->status != PLUGIN_RUNNING) {
 		http_resp_header(resp, "Retry-After", "1");
 		problem(resp, 503, "unavailable", "service '%s' is %s", p->name,
-		        p->status != PLUGIN_DRAINING ? "not running"
-		        : p->restarting              ? "restarting"
-		                                     : "stopping");
+		        plugin_not_running_words(p));
 		return;
 	}
 	if ((rt->r.flags & EVH_ROUTE_AUTH) && check_auth(srv, rt, req, resp) != 0)

@@ -5,9 +5,12 @@ The probe fixture plugin is the subject: its handler's behaviour is steered
 by the event data (see tests/fixtures/probe.c)."""
 
 import json
+import os
+import re
 import signal
 import socket
 import sqlite3
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -757,3 +760,78 @@ def again_on(evhostd, d, build_dir, tmp_path, brokers, topic, group, wait=True):
     conf["plugin.probe"] = probe_conf(build_dir, topic=topic, group=group)
     return evhostd(conf, brokers=brokers, config_dir=d.config_dir, state_dir=d.state_dir,
                    port=d.port, wait=wait)
+
+
+# ------------------------------------------------------------------ backups
+
+
+def backup_daemon(evhostd, build_dir, tmp_path):
+    """A daemon with the admin API and the probe (no subscription: no Kafka
+    needed) for the backup tests below."""
+    conf = admin_conf(tmp_path)
+    conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
+    return evhostd(conf)
+
+
+def test_a_backup_into_a_missing_directory_names_the_directory_it_could_not_make(
+        evhostd, build_dir, tmp_path):
+    # state_dir/backups is there, but a symbolic link to nowhere: making the
+    # backup's own directory in it fails. The answer named state_dir/backups,
+    # whose mkdir had said "it exists"; it names the directory that could
+    # not be made now.
+    d = backup_daemon(evhostd, build_dir, tmp_path)
+    backups = d.state_dir / "backups"
+    backups.symlink_to(tmp_path / "gone")
+    r = d.post("/admin/backup", json={}, headers=auth(), timeout=60)
+    assert r.status_code == 500, r.text
+    detail = r.json()["detail"]
+    assert re.search(rf"cannot create {re.escape(str(backups))}/\.partial-\d{{8}}T\d{{6}}"
+                     rf"\.\d{{3}}Z: No such file or directory$", detail), detail
+    backups.unlink()
+    r = d.post("/admin/backup", json={}, headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
+
+
+@pytest.fixture
+def tiny_backups_fs(tmp_path):
+    """A mount point for a tmpfs too small for a backup; unmounted after the
+    test. Skipped where mounting is not permitted (not root, a container
+    without CAP_SYS_ADMIN)."""
+    mounted = []
+
+    def mount(path, size):
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small filesystem for the backups needs root")
+        path.mkdir(exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0750", "tmpfs",
+                            str(path)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+
+
+def test_a_backup_that_fills_the_disk_leaves_nothing_behind(evhostd, build_dir, tmp_path,
+                                                            tiny_backups_fs):
+    # The copy stopped by a full disk left NAME.db-journal (SQLite's, beside
+    # the copy) in .partial-TIME, which was then not removed, and the next
+    # backup said it was "left unfinished by an earlier daemon". Nothing is
+    # left now, and nothing is said of it.
+    # 6 MB of rows: more than SQLite's page cache (2 MiB), so the copy spills
+    # pages, journaled, before the disk (64 KiB) is full.
+    d = backup_daemon(evhostd, build_dir, tmp_path)
+    r = d.post("/probe/exec", data="WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 "
+               "FROM n WHERE i < 3000) INSERT INTO seen(data) SELECT hex(randomblob(1000)) "
+               "FROM n", timeout=60)
+    assert r.json() == {"rc": "ok", "error": ""}, r.text
+    backups = d.state_dir / "backups"
+    tiny_backups_fs(backups, "64k")
+    for _ in range(2):
+        r = d.post("/admin/backup", json={}, headers=auth(), timeout=60)
+        assert r.status_code == 500, r.text
+        assert "plugin 'probe'" in r.json()["detail"] and "full" in r.json()["detail"], r.text
+        assert sorted(p.name for p in backups.rglob("*")) == [], list(backups.rglob("*"))
+    assert "left unfinished by an earlier daemon" not in d.log_text()

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import requests
 
@@ -183,6 +184,61 @@ def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them
     lib.wait_until(lambda: d.log_text().count("reload done") == 2, timeout=30,
                    message="the end of the second reload")
     assert d.get("/probe/seen").status_code == 404
+
+
+def test_a_new_instance_routed_before_its_start_ends_answers_503_starting(evhostd, build_dir):
+    # A restarted plugin's new instance routes its paths in init; it runs
+    # once init has returned and its relay and consumer started. Requests in
+    # between got 503 "service 'X' is not running", as if it were down; they
+    # are told it is starting now (the fixture's init sleeps after routing).
+    def dropin(sleep_ms):
+        return (f"[plugin.slow_start]\nenabled = true\n"
+                f"path = {fixture_plugin(build_dir, 'slow_start')}\n"
+                f"after_routes_sleep_ms = {sleep_ms}\n")
+
+    d = evhostd(dropins={"20-slow.conf": dropin(0)})
+    assert d.get("/slow_start/ping").status_code == 200
+    write_dropin(d, "20-slow.conf", dropin(4000))
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("slow_start: routed, sleeping 4000 ms", timeout=30)
+    r = d.get("/slow_start/ping")
+    assert (r.status_code, r.headers.get("Retry-After"), r.json()["detail"]) == \
+        (503, "1", "service 'slow_start' is starting"), r.text
+    d.wait_for_log("reload done", timeout=30)
+    assert d.get("/slow_start/ping").status_code == 200
+
+
+ADMIN_TOKEN = "reload-admin-token-0123456789abcdef"
+
+
+def test_a_backup_during_a_reload_that_restarts_a_plugin_has_its_database(evhostd, build_dir,
+                                                                           tmp_path):
+    # A plugin a reload restarts is out of the running list from its drain to
+    # the end of its new instance's init, and a backup taken meanwhile
+    # answered 200 without its database (or 409 "no plugin with a database
+    # is running" when it was the only one). The backup waits for the reload
+    # now, and has it (the new init below sleeps 2 s with its database open).
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    d = evhostd({"admin": {"token_file": str(token)}},
+                dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")})
+    r = d.post("/admin/backup", json={}, headers=admin, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [p["plugin"] for p in r.json()["plugins"]] == ["probe"], r.text
+    write_dropin(d, "20-probe.conf",
+                 probe_dropin(build_dir, topic="probe.two") + "init_sleep_ms = 2000\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("probe: init sleeping 2000 ms", timeout=30)
+    assert "reload done" not in d.log_text()
+    r = d.post("/admin/backup", json={}, headers=admin, timeout=60)
+    assert r.status_code == 200, r.text
+    assert [p["plugin"] for p in r.json()["plugins"]] == ["probe"], r.text
+    copy = Path(r.json()["plugins"][0]["file"])
+    assert copy.is_file() and copy.stat().st_size > 0
+    text = d.log_text()
+    assert text.index("reload done") < text.rindex("backup of 1 plugin database(s)"), \
+        d.log_tail()
 
 
 def hold_probe_in_a_reload(d, build_dir):
