@@ -1411,9 +1411,15 @@ static void k_max_head(set_ctx *x, const cfg_entry *e)
 		x->s->http_max_head_bytes = (int)n;
 }
 
+/* At most JSON_DEPTH_MAX: plugins parse a body with cJSON, which recurses
+ * once per level, on an HTTP worker's 100 KiB stack (civetweb's own size).
+ * About 550 levels overflowed it (the daemon ended on a SIGSEGV); 128 leave
+ * room for the handler's own frames, and for sanitizer builds. */
+#define JSON_DEPTH_MAX 128
+
 static void k_json_depth(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, 1024, &x->s->json_max_depth);
+	get_int_into(x, e, 1, JSON_DEPTH_MAX, &x->s->json_max_depth);
 }
 
 static const key_def http_keys[] = {

@@ -196,6 +196,27 @@ def assert_numbers_exact(text, where):
     return doc
 
 
+def test_a_body_at_the_deepest_json_max_depth_is_served(evhostd):
+    """[http] json_max_depth at its highest (128): a body nested that deep is
+    parsed by crud (cJSON recurses once per level on the HTTP worker's 100
+    KiB stack), stored, read back and listed; one level more is refused by
+    the host. It used to go up to 1024, and about 550 ended the daemon on a
+    stack overflow."""
+    d = evhostd({"http": {"json_max_depth": 128}, "plugin.crud": {"collections": "deep"}})
+
+    def nested(depth):  # the object counts as one level
+        return '{"a":' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+    r = d.post("/crud/deep", data=nested(128), headers={"Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    doc = r.json()
+    assert d.get(f"/crud/deep/{doc['id']}").json() == doc
+    assert listing(d, collection="deep")["items"] == [doc]
+    r = d.post("/crud/deep", data=nested(129), headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert d.proc.poll() is None
+
+
 def test_numbers_are_kept_exactly(evhostd, tmp_path):
     """What is stored, answered, listed and published is the number sent:
     integers exact up to 2^53, every double read back as itself; and so is

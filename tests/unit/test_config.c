@@ -611,6 +611,17 @@ static void test_bad_values(void **state)
 	assert_int_equal(f->s.http_request_timeout_ms, 10000);
 }
 
+/* At most 128 levels: deeper bodies overflowed an HTTP worker's stack in
+ * the plugins' parser. */
+static void test_json_max_depth_bound(void **state)
+{
+	fixture *f = *state;
+	expect_one_error(MIN_KAFKA "[http]\njson_max_depth = 129\n", "t.conf",
+	                 "t.conf:4: [http] json_max_depth: must be between 1 and 128, got '129'");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\njson_max_depth = 128\n", "t.conf"), 0);
+	assert_int_equal(f->s.json_max_depth, 128);
+}
+
 static void test_request_timeout(void **state)
 {
 	fixture *f = *state;
@@ -1834,6 +1845,7 @@ int main(void)
 	    T(test_unknown_section_and_key),
 	    T(test_key_outside_section),
 	    T(test_bad_values),
+	    T(test_json_max_depth_bound),
 	    T(test_request_timeout),
 	    T(test_keep_alive_timeout),
 	    T(test_auth_durations),
