@@ -48,17 +48,26 @@ static int reply_id_conflict(evh_response *resp)
 	return reply_invalid(resp, "id", "id is assigned by the server and cannot be changed");
 }
 
-/* If-Match (on writes): absent means unconditional. 0 when the request may
- * go on; else the 412 has been answered. */
+/* The preconditions of a write to a document that exists at `version`
+ * (RFC 9110 13.2.2: If-Match, then If-None-Match; absent, unconditional):
+ * If-Match with a strong comparison; If-None-Match with a weak one, false
+ * when it names the document's tag or is `*` (a client's "do not
+ * overwrite"). 0 when the request may go on; else the 412 has been
+ * answered. */
 static int check_if_match(evh_request *req, evh_response *resp, int64_t version, int *rc)
 {
 	const char *h = evh_req_header(req, "If-Match");
+	const char *inm = evh_req_header(req, "If-None-Match");
+	const char *why;
 
-	if (!h || crud_etag_matches(h, version, 0))
+	if (h && !crud_etag_matches(h, version, 0))
+		why = "the document has changed: If-Match does not match its ETag";
+	else if (inm && crud_etag_matches(inm, version, 1))
+		why = "the document exists with a tag If-None-Match names (or it is *): not changed";
+	else
 		return 0;
 	set_etag(resp, version);
-	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition Failed",
-	                       "the document has changed: If-Match does not match its ETag", NULL);
+	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition Failed", why, NULL);
 	return -1;
 }
 
@@ -406,7 +415,14 @@ static int add_filter(const crud_collection *c, const char *name, const char *va
 		return -1;
 	}
 	if (crud_filter_make(&f[*n], name, value, crud_rules_type_of(&c->rules, name), &why)) {
-		*rc = reply_invalid(resp, name, why);
+		/* A name that is not UTF-8 (%FF) is no field to name: as U+FFFD it
+		 * would name none the client sent. */
+		if (json_utf8_error(name, strlen(name)) >= 0)
+			*rc = reply_invalid(resp, NULL,
+			                    "filter names must be field names: a query parameter's "
+			                    "name is not UTF-8 once percent-decoded");
+		else
+			*rc = reply_invalid(resp, name, why);
 		return -1;
 	}
 	(*n)++;
