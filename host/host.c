@@ -1182,6 +1182,7 @@ int host_reload(host *h)
 	for (size_t i = h->ndown; i-- > 0;)
 		if (!find_plugin(next.plugins, next.nplugins, h->down[i]))
 			host_mark_down(h, h->down[i], 0);
+	metrics_plugins_configured(&next); /* a failed plugin no longer enabled: no plugin_up */
 	/* Start what is new or changed; discard the copies of unchanged ones. */
 	for (size_t i = 0; i < next.nplugins; i++) {
 		evh_plugin *n = next.plugins[i];

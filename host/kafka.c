@@ -3483,6 +3483,12 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 		snprintf(err, errlen, "plugin %s: cannot consume without a store", p->name);
 		return -1;
 	}
+	/* Its series at 0 before the first event: one first seen at 1 is taken
+	 * by Prometheus for one that was 1 all along. */
+	for (size_t i = 0; i < p->nsubs; i++) {
+		const char *topic = p->subs[i].topic;
+		metrics_plugin_topics(p->name, &topic, 1);
+	}
 	c = calloc(1, sizeof *c);
 	if (!c) {
 		snprintf(err, errlen, "plugin %s: out of memory for its consumer", p->name);

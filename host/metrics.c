@@ -370,6 +370,15 @@ void metrics_dlq_message(const char *plugin, const char *topic)
 	metrics_count(intern2(F_DLQ, plugin, topic));
 }
 
+void metrics_plugin_topics(const char *plugin, const char *const *topics, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		intern2(F_DLQ, plugin, topics[i]);
+		for (size_t r = 0; r < sizeof result_names / sizeof result_names[0]; r++)
+			intern3(F_HANDLED, plugin, topics[i], result_names[r]);
+	}
+}
+
 static metrics_series *lag_series(const char *plugin, const char *topic, int32_t partition)
 {
 	char p[16];
@@ -400,6 +409,31 @@ void metrics_plugin_failed(const char *plugin)
 	metrics_series *s = intern(F_PLUGIN_FAILED, l);
 	if (s)
 		atomic_store(&s->present, 1);
+}
+
+/* Whether `name` is among the n names of `v`. */
+static int name_among(const char *name, char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] && !strcmp(v[i], name))
+			return 1;
+	return 0;
+}
+
+void metrics_plugins_configured(const struct host *next)
+{
+	for (size_t i = 0; i < TABLE_SIZE; i++) {
+		metrics_series *s = atomic_load_explicit(&table[i], memory_order_acquire);
+		int enabled = 0;
+		if (!s || s->family != F_PLUGIN_FAILED || !atomic_load(&s->present))
+			continue;
+		for (size_t k = 0; next && k < next->nplugins && !enabled; k++)
+			enabled = next->plugins[k] && !strcmp(next->plugins[k]->name, s->label[0]);
+		if (next && !enabled)
+			enabled = name_among(s->label[0], next->unchecked, next->nunchecked);
+		if (!enabled)
+			atomic_store(&s->present, 0);
+	}
 }
 
 /* A reason out of range is a caller's bug: counting it would write past
@@ -996,7 +1030,7 @@ static void render_plugins(textbuf *o, host *h)
 		int running = 0;
 		for (size_t k = 0; h && k < h->nplugins && !running; k++)
 			running = !strcmp(h->plugins[k]->name, failed[i]->label[0]);
-		if (running)
+		if (running || !atomic_load(&failed[i]->present))
 			continue;
 		put_name(o, up, failed[i], NULL, NULL);
 		tb_puts(o, "0\n");
@@ -1283,7 +1317,8 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_backup(&o, h);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",
 	         "Updates lost because their series could not be created (registry full or "
-	         "out of memory).");
+	         "out of memory, or a plugin's metric past its 100 label values or given a "
+	         "value that is not one).");
 	tb_printf(&o, "evhost_metrics_series_dropped_total %" PRIu64 "\n", atomic_load(&dropped));
 	render_plugin_metrics(&o);
 	render_process(&o);

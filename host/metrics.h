@@ -69,6 +69,12 @@ void metrics_event_handled(const char *plugin, const char *topic, metrics_event_
 void metrics_event_handler_time(const char *plugin, const char *topic, double seconds);
 /* A message written to the dead-letter topic of `topic` (the source topic). */
 void metrics_dlq_message(const char *plugin, const char *topic);
+/* `plugin` consumes these `n` topics: their evhost_dlq_messages_total and
+ * evhost_events_handled_total series (every result) are made now, at 0, so
+ * that Prometheus sees their first count as one (a series first seen at 1
+ * is taken to have been 1 all along). consumer_start calls it for the
+ * plugin's subscriptions, before its first event; any thread. */
+void metrics_plugin_topics(const char *plugin, const char *const *topics, size_t n);
 /* Consumer lag of an assigned partition; clear it when the partition goes. */
 void metrics_consumer_lag_set(const char *plugin, const char *topic, int32_t partition,
                               int64_t lag);
@@ -77,8 +83,15 @@ void metrics_consumer_lag_clear(const char *plugin, const char *topic, int32_t p
 /* ---- plugins (host.c) ---- */
 
 /* A plugin that failed to start and was left out: evhost_plugin_up 0 while
- * no plugin of that name runs. */
+ * no plugin of that name runs, until a reload's configuration no longer
+ * enables it (metrics_plugins_configured). */
 void metrics_plugin_failed(const char *plugin);
+/* A reload's configuration `next` (its plugins opened, not yet started):
+ * the plugins that failed before and that it no longer enables (disabled,
+ * or their sections removed) lose their evhost_plugin_up 0; those it still
+ * enables keep it until they run. Main thread, before the reload starts
+ * plugins. */
+void metrics_plugins_configured(const struct host *next);
 
 /* ---- the plugins' own (api.c: evh_metric_new and the rest, ABI 1.9) ---- */
 

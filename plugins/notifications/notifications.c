@@ -660,6 +660,11 @@ static int notif_init(evh_plugin *p, void **state)
 	                           "Messages due to a recipient, by result: sent, failed (tried "
 	                           "again later, counted at each try) or refused (not retried).",
 	                           "result");
+	/* Each result there at 0 from the start: Prometheus takes a series
+	 * first seen at 1 for one that was always 1 (increase() misses it). */
+	evh_metric_add(st->mails, "sent", 0);
+	evh_metric_add(st->mails, "failed", 0);
+	evh_metric_add(st->mails, "refused", 0);
 	st->send_time = evh_metric_new(p, EVH_METRIC_HISTOGRAM, "notifications_send_seconds",
 	                               "Time to hand one message to the SMTP server, or to write "
 	                               "it to the Maildir, in seconds.",

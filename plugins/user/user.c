@@ -366,6 +366,9 @@ static void user_fini(evh_plugin *p, void *state)
 	free(st);
 }
 
+/* user_logins_total's results (user_auth.c counts them). */
+static const char *const login_results[] = {"ok", "failed", "locked", "busy"};
+
 static int user_init(evh_plugin *p, void **state)
 {
 	user_state *st;
@@ -394,6 +397,10 @@ static int user_init(evh_plugin *p, void **state)
 	                            "after failed logins, the password unchecked) or busy (429: "
 	                            "too many being checked at once).",
 	                            "result");
+	/* Each result there at 0 from the start: Prometheus takes a series
+	 * first seen at 1 for one that was always 1 (increase() misses it). */
+	for (size_t i = 0; i < sizeof login_results / sizeof login_results[0]; i++)
+		evh_metric_add(st->logins, login_results[i], 0);
 	*state = st;
 	return EVH_OK;
 }

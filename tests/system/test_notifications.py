@@ -949,7 +949,7 @@ def mail_metrics(d):
     text = d.get("/metrics").text
     mails = {m.group(1): int(m.group(2)) for m in re.finditer(
         r'^notifications_mails_total\{plugin="notifications",result="(\w+)"\} (\d+)$', text,
-        re.M)}
+        re.M) if int(m.group(2))}  # those at 0, there from the start, left out
     count = re.search(r'^notifications_send_seconds_count\{plugin="notifications"\} (\d+)$',
                       text, re.M)
     return mails, int(count.group(1)) if count else 0

@@ -17,6 +17,7 @@
 
 #include <evhost/evhost.h>
 
+#include "host.h"
 #include "metrics.h"
 
 static char *render(void)
@@ -532,6 +533,83 @@ static void test_failed_plugin_is_down(void **state)
 	free(text);
 }
 
+/* A plugin that failed to start, then left out of a reload's configuration
+ * (disabled, or its section removed): its plugin_up 0 leaves, while one the
+ * configuration still enables (or left out for its values, required =
+ * false) keeps it. EvhostPluginDown fired until a restart. */
+static void test_failed_plugin_disabled_by_a_reload_leaves(void **state)
+{
+	evh_plugin kept = {.name = "kept"};
+	evh_plugin *opened[] = {&kept};
+	char *unchecked[] = {"refused"};
+	host next = {.plugins = opened, .nplugins = 1, .unchecked = unchecked, .nunchecked = 1};
+	char *text;
+	(void)state;
+	metrics_plugin_failed("mailer");
+	metrics_plugin_failed("kept");
+	metrics_plugin_failed("refused");
+	metrics_plugins_configured(&next);
+	text = render();
+	check_exposition(text);
+	assert_false(has_line_prefix(text, "evhost_plugin_up{plugin=\"mailer\"}"));
+	assert_true(sample(text, "evhost_plugin_up{plugin=\"kept\"}") == 0);
+	assert_true(sample(text, "evhost_plugin_up{plugin=\"refused\"}") == 0);
+	free(text);
+	/* Enabled again by a later reload, and failing again: down again. */
+	metrics_plugin_failed("mailer");
+	text = render();
+	assert_true(sample(text, "evhost_plugin_up{plugin=\"mailer\"}") == 0);
+	free(text);
+}
+
+/* A consumer's topics: their dead-letter and handled series are there at 0
+ * before the first count, so that Prometheus sees that one (a series first
+ * seen at 1 reads as 0 to increase()); counting goes on from there. */
+static void test_plugin_topics_are_there_at_zero(void **state)
+{
+	static const char *const results[] = {"ok", "duplicate", "retry", "reject", "dlq"};
+	const char *topics[] = {"USER_CREATED", "ORDERS"};
+	char key[160], *text;
+	(void)state;
+	metrics_plugin_topics("n", topics, 2);
+	metrics_plugin_topics("n", topics, 2); /* again (every scrape): the same series */
+	text = render();
+	check_exposition(text);
+	for (int t = 0; t < 2; t++) {
+		snprintf(key, sizeof key, "evhost_dlq_messages_total{plugin=\"n\",topic=\"%s\"}",
+		         topics[t]);
+		assert_true(sample(text, key) == 0);
+		for (size_t r = 0; r < sizeof results / sizeof results[0]; r++) {
+			snprintf(key, sizeof key,
+			         "evhost_events_handled_total{plugin=\"n\",topic=\"%s\",result=\"%s\"}",
+			         topics[t], results[r]);
+			assert_true(sample(text, key) == 0);
+		}
+	}
+	free(text);
+	metrics_dlq_message("n", "ORDERS");
+	metrics_event_handled("n", "ORDERS", METRICS_EVENT_REJECT);
+	text = render();
+	assert_true(sample(text, "evhost_dlq_messages_total{plugin=\"n\",topic=\"ORDERS\"}") == 1);
+	assert_true(sample(text, "evhost_events_handled_total{plugin=\"n\",topic=\"ORDERS\","
+	                         "result=\"reject\"}") == 1);
+	free(text);
+}
+
+/* What the bundled plugins do at init: evh_metric_add(m, value, 0) makes a
+ * counter's series, at 0. */
+static void test_plugin_counter_added_zero_is_there(void **state)
+{
+	pmetric *mails = declare("notif", EVH_METRIC_COUNTER, "mails_total", "Mails.", "result");
+	char *text;
+	(void)state;
+	metrics_plugin_add(mails, "refused", 0);
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "mails_total{plugin=\"notif\",result=\"refused\"}") == 0);
+	free(text);
+}
+
 /* Every reason from the start, each counted apart; out-of-range reasons
  * are ignored; sign-outs by result; a reset forgets them (tests). Without
  * a host there are no signed-out subjects to report. */
@@ -842,6 +920,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_events_counters_and_results, setup),
 	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
+	    cmocka_unit_test_setup(test_failed_plugin_disabled_by_a_reload_leaves, setup),
+	    cmocka_unit_test_setup(test_plugin_topics_are_there_at_zero, setup),
+	    cmocka_unit_test_setup(test_plugin_counter_added_zero_is_there, setup),
 	    cmocka_unit_test_setup(test_auth_refusals_and_sign_outs, setup),
 	    cmocka_unit_test_setup(test_admin_refusals, setup),
 	    cmocka_unit_test_setup(test_status_slots_overflow_to_their_class, setup),
