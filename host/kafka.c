@@ -1426,9 +1426,10 @@ struct pbuf {
 	 * comes, and hold_ms must know the position. */
 	int64_t sought;
 	/* Its committed offset as the cluster had it when first asked (-1: not
-	 * asked; -2: asked, none had): the position a partition that has had
-	 * nothing to fetch since its assignment is at, for its lag. */
-	int64_t committed;
+	 * asked; -2: asked, no answer, again after LAG_COMMITTED_AGAIN_MS from
+	 * committed_asked): the position a partition that has had nothing to
+	 * fetch since its assignment is at, for its lag. */
+	int64_t committed, committed_asked;
 	struct order_key key; /* of v[head], computed once per head */
 };
 
@@ -1460,7 +1461,7 @@ static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t part
 	b->partition = partition;
 	b->empty_since = clock_mono_ms();
 	b->sought = -1;
-	b->committed = -1;
+	b->committed = b->committed_asked = -1;
 	c->nbufs++;
 	return b;
 }
@@ -3280,14 +3281,18 @@ void replay_result_free(replay_result *res)
  * LAG_COMMITTED_TIMEOUT_MS on this thread); what it cannot tell stays
  * unsaid. */
 #define LAG_COMMITTED_TIMEOUT_MS 500
+#define LAG_COMMITTED_AGAIN_MS 30000
 
 static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_list_t *l)
 {
 	rd_kafka_topic_partition_list_t *q = NULL;
+	int64_t now = clock_mono_ms();
 	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
 		struct pbuf *b = &c->bufs[i];
 		int64_t lo = -1, hi = -1;
-		if (b->committed != -1 || l->elems[i].offset >= 0 || b->n || b->sought >= 0 ||
+		if (b->committed >= 0 ||
+		    (b->committed == -2 && now - b->committed_asked < LAG_COMMITTED_AGAIN_MS) ||
+		    l->elems[i].offset >= 0 || b->n || b->sought >= 0 ||
 		    slot_find(c, b->topic, b->partition) ||
 		    rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
 		        RD_KAFKA_RESP_ERR_NO_ERROR ||
@@ -3297,15 +3302,24 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 			return;
 		rd_kafka_topic_partition_list_add(q, b->topic, b->partition);
 		b->committed = -2;
+		b->committed_asked = now;
 	}
 	if (!q)
 		return;
 	if (rd_kafka_committed(c->rk, q, LAG_COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
 		for (int i = 0; i < q->cnt; i++) {
 			struct pbuf *b = pbuf_find(c, q->elems[i].topic, q->elems[i].partition);
-			if (b && q->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
-			    q->elems[i].offset >= 0)
+			int64_t lo = -1, hi = -1;
+			if (!b || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				continue;
+			if (q->elems[i].offset >= 0)
 				b->committed = q->elems[i].offset;
+			/* None committed: auto.offset.reset is earliest, the start */
+			else if (q->elems[i].offset == RD_KAFKA_OFFSET_INVALID &&
+			         rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo,
+			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			         lo >= 0)
+				b->committed = lo;
 		}
 	rd_kafka_topic_partition_list_destroy(q);
 }
