@@ -1441,6 +1441,22 @@ static struct pbuf *pbuf_find(struct consumer *c, const char *topic, int32_t par
 	return NULL;
 }
 
+/* The offset of `b`'s next event to handle, or -1 when this consumer does
+ * not know it: its retry's, its first buffered message's, where it was
+ * sought, else `position` (librdkafka's: past the last message polled, all
+ * handled when none is buffered). */
+static int64_t next_to_handle(struct consumer *c, const struct pbuf *b, int64_t position)
+{
+	const struct retry_slot *s = slot_find(c, b->topic, b->partition);
+	if (s)
+		return s->msg ? s->msg->offset : s->resume_offset;
+	if (b->n)
+		return b->v[b->head]->offset;
+	if (position < 0 && b->sought >= 0)
+		return b->sought;
+	return position >= 0 ? position : -1;
+}
+
 static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t partition)
 {
 	struct pbuf *b = pbuf_find(c, topic, partition);
@@ -2989,6 +3005,66 @@ static int targets_from_start_or_time(struct consumer *c, const replay_request *
 	return EVH_OK;
 }
 
+/* A replay from the beginning or from a time rewinds: a partition whose
+ * target lies past its next event not yet handled (one retrying, one
+ * buffered, a backlog behind a restart) is replayed from that event, not
+ * moved forward over it (which skipped it and committed past it: lost).
+ * The next event is this consumer's knowledge, else the committed offset
+ * (asked of the cluster). Only explicit offsets may move forward. */
+static int targets_no_later_than_next(struct consumer *c, rd_kafka_topic_partition_list_t *l,
+                                      char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_copy(l), *q = NULL;
+	rd_kafka_resp_err_t e;
+	int status = EVH_OK;
+	if (!pos || rd_kafka_position(c->rk, pos) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot read the consumer's positions");
+		status = EVH_EKAFKA;
+		goto out;
+	}
+	for (int i = 0; i < l->cnt; i++) {
+		const struct pbuf *b = pbuf_find(c, l->elems[i].topic, l->elems[i].partition);
+		pos->elems[i].offset =
+		    b ? next_to_handle(c, b, pos->elems[i].offset) : pos->elems[i].offset;
+		if (pos->elems[i].offset < 0) {
+			if (!q && !(q = rd_kafka_topic_partition_list_new(l->cnt))) {
+				status = EVH_ENOMEM;
+				snprintf(err, errlen, "out of memory");
+				goto out;
+			}
+			rd_kafka_topic_partition_list_add(q, l->elems[i].topic, l->elems[i].partition);
+		}
+	}
+	if (q && (e = rd_kafka_committed(c->rk, q, SEEK_TIMEOUT_MS)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot read the committed offsets: %s", rd_kafka_err2str(e));
+		status = EVH_EKAFKA;
+		goto out;
+	}
+	for (int i = 0; q && i < q->cnt; i++) {
+		rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+		    pos, q->elems[i].topic, q->elems[i].partition);
+		if (p && q->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			p->offset = q->elems[i].offset; /* none committed (< 0): no bound */
+	}
+	for (int i = 0; i < l->cnt; i++) {
+		int64_t next = pos->elems[i].offset;
+		if (next < 0 || l->elems[i].offset <= next)
+			continue;
+		log_info(KAFKA_LOG, "%s: replay: %s [%" PRId32 "] is at @%" PRId64 ", not yet handled: "
+		                    "replayed from there, not from @%" PRId64 " (a replay does not "
+		                    "skip events)",
+		         plugin_label(c), l->elems[i].topic, l->elems[i].partition, next,
+		         l->elems[i].offset);
+		l->elems[i].offset = next;
+	}
+out:
+	if (q)
+		rd_kafka_topic_partition_list_destroy(q);
+	if (pos)
+		rd_kafka_topic_partition_list_destroy(pos);
+	return status;
+}
+
 static int replay_seek(struct consumer *c, rd_kafka_topic_partition_list_t *l, char *err,
                        size_t errlen)
 {
@@ -3074,6 +3150,12 @@ static int replay_apply(struct consumer *c, rd_kafka_topic_partition_list_t *l,
 		rd_kafka_topic_partition_list_destroy(prev);
 		prev = NULL;
 	}
+	/* "previous": where it was in what it handled, not how far it fetched */
+	for (int i = 0; prev && i < prev->cnt; i++) {
+		const struct pbuf *b = pbuf_find(c, prev->elems[i].topic, prev->elems[i].partition);
+		if (b)
+			prev->elems[i].offset = next_to_handle(c, b, prev->elems[i].offset);
+	}
 	/* Only a seek that took replaces the pending retries and what was
 	 * buffered: dropped before a seek that then failed (a timeout on a
 	 * loaded machine), they would be skipped, and committed past, for good.
@@ -3126,8 +3208,8 @@ static int replay_run(struct consumer *c, const replay_request *req, replay_resu
 	l = rd_kafka_topic_partition_list_new(asg->cnt);
 	if (req->from == REPLAY_OFFSETS)
 		status = targets_from_offsets(c, req, asg, l, err, errlen);
-	else
-		status = targets_from_start_or_time(c, req, asg, l, err, errlen);
+	else if (!(status = targets_from_start_or_time(c, req, asg, l, err, errlen)))
+		status = targets_no_later_than_next(c, l, err, errlen);
 	if (!status && !l->cnt) {
 		snprintf(err, errlen, "no partition asked for is assigned to plugin %s's consumer",
 		         c->p->name);
@@ -3336,21 +3418,16 @@ static void report_lag(struct consumer *c)
 	lag_committed(c, l);
 	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
 		const struct pbuf *b = &c->bufs[i];
-		const struct retry_slot *s = slot_find(c, b->topic, b->partition);
-		int64_t lo = -1, hi = -1, next = l->elems[i].offset;
+		int64_t lo = -1, hi = -1;
+		/* After a finished retry or dead letter (or a replay) sought it,
+		 * librdkafka says "invalid" until a message comes: `sought` says
+		 * (without it the series kept the lag it had while the retry
+		 * waited). */
+		int64_t next = next_to_handle(c, b, l->elems[i].offset);
 		if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
 		        RD_KAFKA_RESP_ERR_NO_ERROR ||
 		    hi < 0)
 			continue;
-		if (s)
-			next = s->msg ? s->msg->offset : s->resume_offset;
-		else if (b->n)
-			next = b->v[b->head]->offset;
-		/* After a finished retry or dead letter (or a replay) sought it,
-		 * librdkafka says "invalid" until a message comes: without this
-		 * the series kept the lag it had while the retry waited. */
-		if (next < 0 && b->sought >= 0)
-			next = b->sought;
 		if (next < 0 && lo == hi)
 			next = hi;
 		if (next < 0 && b->committed >= 0)

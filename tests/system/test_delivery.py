@@ -848,6 +848,35 @@ def test_offsets_are_committed_after_a_topic_is_deleted_and_created_again(
     assert d.stop() == 0, d.log_tail()
 
 
+def test_a_replay_from_a_time_does_not_skip_an_event_being_retried(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # The mail server is down: a user's welcome is being retried. A replay
+    # "from now" found that partition's first message at or after now past
+    # it (its end), moved there, dropped the retry and committed past it:
+    # the welcome was never sent. A replay rewinds; it never skips.
+    smtp_server.stop()
+    try:
+        st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+                   notif={"retry.max_attempts": 1000, "retry.backoff_ms": 200,
+                          "retry.backoff_max_ms": 400, "smtp_timeout_ms": 1000})
+        addr = f"late.{secrets.token_hex(3)}@example.org"
+        assert st.create_user("Late", addr).status_code == 201
+        st.d.wait_for_log("attempt 2/1000 failed", timeout=60)
+        time.sleep(1.1)  # "now" after every message on the topic
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 1))
+        r = st.d.post("/admin/plugins/notifications/replay", headers=admin(), timeout=60,
+                      json={"from": now, "topics": [st.topics["created"]]})
+        assert r.status_code == 200, r.text
+        moved = [p for p in r.json()["partitions"]
+                 if p["previous"] is not None and p["offset"] > p["previous"]]
+        assert not moved, r.json()
+    finally:
+        smtp_server.start()
+    lib.wait_until(lambda: welcome_counts(smtp_server)[addr] >= 1, timeout=60,
+                   message="the welcome mail of the event being retried at the replay")
+    assert "not yet handled: replayed from there" in st.d.log_text()
+
+
 def test_consumer_lag_is_said_after_a_restart_of_partitions_already_handled(
         evhostd, build_dir, unique_name, kafka_bootstrap):
     # Partitions assigned at their end, with messages before it and nothing
