@@ -77,7 +77,9 @@
 #define REPLAY_TIMEOUT_MS 15000
 #define LIST_DEFAULT 100
 #define LIST_MAX 1000
-#define REDRIVE_MAX 10000
+#define REDRIVE_MAX 10000  /* dead letters sent per redrive of all */
+#define REDRIVE_CHUNK 1000 /* read at a time by a redrive of all */
+#define REDRIVE_SCAN_MS 30000 /* a redrive of all reads no new chunk after that */
 #define VALUE_SHOW_MAX 65536
 /* The largest offset a request may name (2^53 + 1 read as 2^53 once passed,
  * meaning another offset). */
@@ -538,6 +540,33 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 
 /* ------------------------------------------------------------------ dlq */
 
+/* A header into "headers" when its value is text (or null), else, as
+ * base64, into "headers_base64" (made when first needed): in one object a
+ * binary "x" written as "x_base64" could meet a header of that name. The
+ * last of a name wins. */
+static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *ok)
+{
+	const char *name = m->hname[i], *v = m->hvalue[i];
+	size_t n = m->hlen[i];
+	cJSON *bin = cJSON_GetObjectItemCaseSensitive(o, "headers_base64");
+	char *b64;
+	cJSON_DeleteItemFromObjectCaseSensitive(hdrs, name);
+	if (bin)
+		cJSON_DeleteItemFromObjectCaseSensitive(bin, name);
+	if (!v || (json_utf8_error(v, n) < 0 && !memchr(v, 0, n))) {
+		add_bytes(hdrs, name, v, n, 0, NULL, ok);
+		return;
+	}
+	if (!bin)
+		bin = jsonb_put_object(o, "headers_base64", ok);
+	b64 = base64((const unsigned char *)v, n);
+	if (!b64 || !bin)
+		*ok = 0;
+	else
+		jsonb_put_str(bin, name, b64, ok);
+	free(b64);
+}
+
 static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int *ok)
 {
 	cJSON *o = cJSON_CreateObject(), *hdrs;
@@ -553,10 +582,8 @@ static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int *ok)
 	if (cut)
 		jsonb_put_bool(o, "value_shortened", 1, ok);
 	hdrs = jsonb_put_object(o, "headers", ok);
-	for (size_t i = 0; hdrs && i < m->nheaders; i++) {
-		cJSON_DeleteItemFromObjectCaseSensitive(hdrs, m->hname[i]); /* the last wins */
-		add_bytes(hdrs, m->hname[i], m->hvalue[i], m->hlen[i], 0, NULL, ok);
-	}
+	for (size_t i = 0; hdrs && i < m->nheaders; i++)
+		add_header(o, hdrs, m, i, ok);
 	jsonb_put_bool(o, "redriven", redriven, ok);
 	return o;
 }
@@ -590,37 +617,96 @@ static void mark_redriven(host *h, const char *name, const dlq_list *l, int *fla
 		host_unpin_plugin(h, p);
 }
 
+/* Read the dead letters after `after` (NULL: from the first), or, with
+ * `at`, those at the positions `at` names. 0, or -1 with the answer made. */
 static int read_dead_letters(host *h, evh_response *resp, char **topics, size_t ntopics,
-                             size_t limit, dlq_list *l)
+                             const dlq_pos *after, const dlq_pos *at, size_t nat, size_t limit,
+                             dlq_list *l)
 {
 	char err[512];
-	int rc = dlq_read(h->kafka, (const char *const *)topics, ntopics, limit,
-	                  DLQ_READ_TIMEOUT_MS, l, err, sizeof err);
+	int rc = at ? dlq_read_at(h->kafka, (const char *const *)topics, ntopics, at, nat,
+	                          DLQ_READ_TIMEOUT_MS, l, err, sizeof err)
+	            : dlq_read_after(h->kafka, (const char *const *)topics, ntopics, after,
+	                             limit, DLQ_READ_TIMEOUT_MS, l, err, sizeof err);
 	if (rc == EVH_OK)
 		return 0;
 	log_warn(ADMIN_LOG, "reading dead letters failed: %s", err);
-	problem(resp, rc == EVH_ENOMEM ? 500 : 502, rc == EVH_ENOMEM ? "internal" : "kafka",
-	        NULL, "%s", err);
+	if (resp)
+		problem(resp, rc == EVH_ENOMEM ? 500 : 502,
+		        rc == EVH_ENOMEM ? "internal" : "kafka", NULL, "%s", err);
+	return -1;
+}
+
+/* A dead letter's id as a position to go on after: TOPIC:PARTITION:OFFSET,
+ * or PARTITION:OFFSET when the plugin has one dead-letter topic (the ids
+ * dlq list shows). *topic is the copy pos->topic points to (NULL: it
+ * points into topics). 0, or -1 with the answer made (422, field "after",
+ * for a malformed one). */
+static int parse_dlq_after(const char *v, evh_response *resp, char **topics, size_t ntopics,
+                           dlq_pos *pos, char **topic)
+{
+	const char *c1 = NULL, *c2, *num;
+	char *end;
+	long long part, off;
+	*topic = NULL;
+	c2 = strrchr(v, ':');
+	for (const char *p = v; c2 && p < c2; p++)
+		if (*p == ':')
+			c1 = p;
+	num = c1 ? c1 + 1 : v;
+	if (!c2 || c1 == v || !isdigit((unsigned char)*num) || !isdigit((unsigned char)c2[1]))
+		goto bad;
+	errno = 0;
+	part = strtoll(num, &end, 10);
+	if (end != c2 || errno || part > INT32_MAX)
+		goto bad;
+	off = strtoll(c2 + 1, &end, 10);
+	if (*end || errno || (double)off > OFFSET_MAX)
+		goto bad;
+	if (!c1 && ntopics != 1) {
+		problem(resp, 422, "validation", "after",
+		        "after: the plugin has %zu dead-letter topics: name one "
+		        "(TOPIC:PARTITION:OFFSET)",
+		        ntopics);
+		return -1;
+	}
+	if (c1 && !(*topic = strndup(v, (size_t)(c1 - v))))
+		return oom(resp);
+	pos->topic = c1 ? *topic : topics[0];
+	pos->partition = (int32_t)part;
+	pos->offset = off;
+	return 0;
+bad:
+	problem(resp, 422, "validation", "after",
+	        "after takes a dead letter's id: TOPIC:PARTITION:OFFSET, or PARTITION:OFFSET when "
+	        "the plugin has one dead-letter topic");
 	return -1;
 }
 
 static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *name)
 {
-	char **topics = NULL;
+	char **topics = NULL, *after_topic = NULL;
 	size_t ntopics = 0;
 	int64_t limit;
 	dlq_list l;
-	int *flags, ok = 1;
+	dlq_pos after;
+	int *flags, ok = 1, has_after;
 	cJSON *root, *tl, *msgs;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit))
 		return EVH_OK;
 	if (dlq_prepare(h, resp, name, &topics, &ntopics))
 		return EVH_OK;
-	if (read_dead_letters(h, resp, topics, ntopics, (size_t)limit, &l)) {
+	has_after = http_req_query(req, "after") != NULL;
+	if ((has_after && parse_dlq_after(http_req_query(req, "after"), resp, topics, ntopics,
+	                                  &after, &after_topic)) ||
+	    read_dead_letters(h, resp, topics, ntopics, has_after ? &after : NULL, NULL, 0,
+	                      (size_t)limit, &l)) {
+		free(after_topic);
 		strv_free(topics, ntopics);
 		return EVH_OK;
 	}
+	free(after_topic);
 	flags = calloc(l.n ? l.n : 1, sizeof *flags);
 	if (flags)
 		mark_redriven(h, name, &l, flags);
@@ -635,6 +721,13 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	for (size_t i = 0; msgs && ok && i < l.n; i++)
 		jsonb_put(msgs, NULL, dlq_msg_json(&l.v[i], flags[i], &ok), &ok);
 	jsonb_put_bool(root, "truncated", l.truncated, &ok);
+	if (l.truncated && l.n) {
+		const dlq_msg *m = &l.v[l.n - 1];
+		char next[400];
+		snprintf(next, sizeof next, "%s:%" PRId32 ":%" PRId64, m->topic, m->partition,
+		         m->offset);
+		jsonb_put_str(root, "next_after", next, &ok);
+	}
 	free(flags);
 	dlq_list_free(&l);
 	strv_free(topics, ntopics);
@@ -815,6 +908,11 @@ struct redrive_job {
 	cJSON *results;
 	int ok; /* results has every entry (jsonb.h) */
 	size_t counts[3]; /* redriven, skipped, failed */
+	size_t sent;       /* given to dlq_redrive, all chunks */
+	size_t unrecorded; /* redriven but not recorded */
+	int more;          /* all: stopped before the end (truncated) */
+	char stopped[512]; /* all: why, when a read failed part way */
+	char next_after[400]; /* all, more: the position to go on after */
 };
 
 static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, int all)
@@ -878,7 +976,11 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 			jsonb_put_num(o, "partition", (double)picks[i].partition, &ok);
 		jsonb_put_num(o, "offset", (double)picks[i].offset, &ok);
 	}
-	jsonb_put_bool(root, "truncated", j->l.truncated, &ok);
+	jsonb_put_bool(root, "truncated", j->more, &ok);
+	if (j->more && *j->next_after)
+		jsonb_put_str(root, "next_after", j->next_after, &ok);
+	if (*j->stopped)
+		jsonb_put_str(root, "stopped", j->stopped, &ok);
 	snprintf(done, sizeof done,
 	         "the redrive ran: %zu redriven, %zu skipped, %zu failed (GET the dead letters "
 	         "for each one's state)",
@@ -886,31 +988,125 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 	return reply_json_done(resp, 200, root, ok, done);
 }
 
-static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char **topics,
-                       size_t ntopics, pick *picks, size_t npicks, int all)
+/* Redrive what was chosen of j->l (each pick, or all), adding to the
+ * results. -1 out of memory (with the answer made). */
+static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pick *picks,
+                         size_t npicks, int all)
 {
-	size_t unrecorded;
-	if (read_dead_letters(h, resp, topics, ntopics, REDRIVE_MAX, &j->l) ||
-	    picks_unambiguous(picks, npicks, &j->l, resp))
-		return EVH_OK;
-	j->done_before = calloc(j->l.n ? j->l.n : 1, sizeof *j->done_before);
-	j->sel = calloc(j->l.n ? j->l.n : 1, sizeof *j->sel);
-	j->res = calloc(j->l.n ? j->l.n : 1, sizeof *j->res);
-	j->results = cJSON_CreateArray();
-	j->ok = 1;
-	if (!j->done_before || !j->sel || !j->res || !j->results) {
-		oom(resp);
-		return EVH_OK;
-	}
+	size_t n = j->l.n ? j->l.n : 1;
+	free(j->done_before);
+	free(j->sel);
+	free(j->res);
+	j->done_before = calloc(n, sizeof *j->done_before);
+	j->sel = calloc(n, sizeof *j->sel);
+	j->res = calloc(n, sizeof *j->res);
+	j->nsel = 0;
+	if (!j->done_before || !j->sel || !j->res || !j->results)
+		return oom(resp);
 	mark_redriven(h, j->name, &j->l, j->done_before);
 	redrive_select(j, picks, npicks, all);
 	if (j->nsel)
 		dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
 	redrive_report(j);
-	unrecorded = record_redriven(h, j->name, j->sel, j->nsel, j->res);
+	j->unrecorded += record_redriven(h, j->name, j->sel, j->nsel, j->res);
+	j->sent += j->nsel;
+	return 0;
+}
+
+/* Every dead letter not redriven yet: the topics read REDRIVE_CHUNK at a
+ * time, in order, each chunk after the last message of the one before, so
+ * memory stays bounded however many there are; at most REDRIVE_MAX sent
+ * per request (then truncated: the next request goes on, as those sent are
+ * recorded and skipped). A read that fails after some were sent ends the
+ * request with what was done (truncated, and the reason in "stopped"). */
+static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char **topics,
+                       size_t ntopics, const dlq_pos *after)
+{
+	char cursor_topic[256];
+	dlq_pos cursor = {cursor_topic, 0, 0};
+	int first = 1;
+	int64_t scan_end = clock_mono_ms() + REDRIVE_SCAN_MS;
+	if (after) {
+		snprintf(cursor_topic, sizeof cursor_topic, "%s", after->topic);
+		cursor.partition = after->partition;
+		cursor.offset = after->offset;
+	}
+	for (;;) {
+		char err[512];
+		const dlq_msg *last;
+		int rc = dlq_read_after(h->kafka, (const char *const *)topics, ntopics,
+		                        first && !after ? NULL : &cursor, REDRIVE_CHUNK,
+		                        DLQ_READ_TIMEOUT_MS, &j->l, err, sizeof err);
+		if (rc && first) {
+			log_warn(ADMIN_LOG, "reading dead letters failed: %s", err);
+			problem(resp, rc == EVH_ENOMEM ? 500 : 502,
+			        rc == EVH_ENOMEM ? "internal" : "kafka", NULL, "%s", err);
+			return -1;
+		}
+		if (rc) {
+			log_warn(ADMIN_LOG, "%s: redrive stopped: reading dead letters failed: %s",
+			         j->name, err);
+			snprintf(j->stopped, sizeof j->stopped, "%s", err);
+			j->more = 1;
+			break;
+		}
+		first = 0;
+		if (redrive_chunk(h, resp, j, NULL, 0, 1))
+			return -1;
+		if (!j->l.truncated || !j->l.n)
+			return 0;
+		last = &j->l.v[j->l.n - 1];
+		snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
+		cursor.partition = last->partition;
+		cursor.offset = last->offset;
+		dlq_list_free(&j->l);
+		if (j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end) {
+			j->more = 1;
+			break;
+		}
+	}
+	/* Where the next request may go on: every message up to here was sent,
+	 * or skipped, or failed (a request without after tries those again). */
+	if (!first || after)
+		snprintf(j->next_after, sizeof j->next_after, "%s:%" PRId32 ":%" PRId64, cursor.topic,
+		         cursor.partition, cursor.offset);
+	return 0;
+}
+
+static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char **topics,
+                       size_t ntopics, pick *picks, size_t npicks, int all,
+                       const dlq_pos *after)
+{
+	dlq_pos *at = NULL;
+	j->results = cJSON_CreateArray();
+	j->ok = 1;
+	if (!j->results) {
+		oom(resp);
+		return EVH_OK;
+	}
+	if (all) {
+		if (redrive_all(h, resp, j, topics, ntopics, after))
+			return EVH_OK;
+	} else {
+		/* Each one read where it is, not found by reading from the start. */
+		at = calloc(npicks, sizeof *at);
+		if (!at) {
+			oom(resp);
+			return EVH_OK;
+		}
+		for (size_t i = 0; i < npicks; i++)
+			at[i] = (dlq_pos){picks[i].topic, picks[i].partition, picks[i].offset};
+		if (read_dead_letters(h, resp, topics, ntopics, NULL, at, npicks, 0, &j->l) ||
+		    picks_unambiguous(picks, npicks, &j->l, resp) ||
+		    redrive_chunk(h, resp, j, picks, npicks, 0)) {
+			free(at);
+			return EVH_OK;
+		}
+		free(at);
+	}
 	log_info(ADMIN_LOG, "%s: redrive: %zu redriven, %zu skipped, %zu failed", j->name,
 	         j->counts[0], j->counts[1], j->counts[2]);
-	return redrive_answer(resp, j, picks, npicks, unrecorded);
+	return redrive_answer(resp, j, picks, npicks, j->unrecorded);
 }
 
 static int post_redrive(host *h, evh_request *req, evh_response *resp, const char *name)
@@ -920,20 +1116,35 @@ static int post_redrive(host *h, evh_request *req, evh_response *resp, const cha
 	size_t ntopics = 0, npicks = 0;
 	pick *picks = NULL;
 	int all = 0, rc = EVH_OK;
-	static const char *const keys[] = {"offsets", NULL};
-	cJSON *body = body_object(req, resp, keys);
+	static const char *const keys[] = {"offsets", "after", NULL};
+	cJSON *body = body_object(req, resp, keys), *after_v;
+	char *after_topic = NULL;
+	dlq_pos after;
 
 	memset(&j, 0, sizeof j);
 	j.name = name;
 	if (!body)
 		return EVH_OK;
-	if (parse_picks(body, &picks, &npicks, &all, resp) ||
-	    dlq_prepare(h, resp, name, &topics, &ntopics))
+	after_v = cJSON_GetObjectItemCaseSensitive(body, "after");
+	if (parse_picks(body, &picks, &npicks, &all, resp))
+		goto out;
+	if (after_v && (!cJSON_IsString(after_v) || !all)) {
+		problem(resp, 422, "validation", "after",
+		        !all ? "after goes with a redrive of all (no offsets), not with offsets"
+		             : "after takes a dead letter's id, as a string: "
+		               "\"TOPIC:PARTITION:OFFSET\"");
+		goto out;
+	}
+	if (dlq_prepare(h, resp, name, &topics, &ntopics) ||
+	    (after_v && parse_dlq_after(after_v->valuestring, resp, topics, ntopics, &after,
+	                                &after_topic)))
 		goto out;
 	pthread_mutex_lock(&h->admin->redrive_mu);
-	rc = redrive_run(h, resp, &j, topics, ntopics, picks, npicks, all);
+	rc = redrive_run(h, resp, &j, topics, ntopics, picks, npicks, all,
+	                 after_v ? &after : NULL);
 	pthread_mutex_unlock(&h->admin->redrive_mu);
 out:
+	free(after_topic);
 	cJSON_Delete(body);
 	cJSON_Delete(j.results);
 	free(j.done_before);
@@ -1145,8 +1356,10 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 
 /* ----------------------------------------------------------------- events */
 
+/* The plugin's events after `after`; *full set when there were `limit`
+ * (there may be more). */
 static int add_plugin_events(cJSON *out, const evh_plugin *p, const char *aggregate,
-                             int64_t after, int64_t limit)
+                             int64_t after, int64_t limit, int *full)
 {
 	char *json = NULL;
 	cJSON *arr, *ev;
@@ -1157,6 +1370,8 @@ static int add_plugin_events(cJSON *out, const evh_plugin *p, const char *aggreg
 	free(json);
 	if (!arr)
 		return EVH_ENOMEM;
+	if (cJSON_GetArraySize(arr) >= limit)
+		*full = 1;
 	while ((ev = cJSON_DetachItemFromArray(arr, 0))) {
 		int ok = 1;
 		jsonb_put_str(ev, "plugin", p->name, &ok);
@@ -1211,13 +1426,18 @@ static cJSON *sorted_events(cJSON *all, int64_t limit)
 	return out;
 }
 
+/* One plugin's events are its rows in seq order, each page below the first
+ * row not yet acknowledged (store.c): following with after = next_after
+ * misses none. Several plugins' are merged by time, and after applies to
+ * each one's seq: following the log is for one plugin (next_after is given
+ * then only). */
 static int get_events(host *h, evh_request *req, evh_response *resp)
 {
 	const char *plugin = http_req_query(req, "plugin");
 	const char *aggregate = http_req_query(req, "aggregate");
 	int64_t limit, after;
-	int rc = EVH_OK, found = 0, ok = 1;
-	cJSON *all = cJSON_CreateArray(), *root, *events;
+	int rc = EVH_OK, found = 0, ok = 1, full = 0;
+	cJSON *all = cJSON_CreateArray(), *root, *events, *last;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
 	    query_int(req, resp, "after", 0, 0, INT64_MAX, &after)) {
@@ -1234,21 +1454,30 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 		if ((plugin && strcmp(plugin, p->name)) || !p->store)
 			continue;
 		found = 1;
-		rc = add_plugin_events(all, p, aggregate, after, limit);
+		rc = add_plugin_events(all, p, aggregate, after, limit, &full);
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
 	if (plugin && !found) {
 		cJSON_Delete(all);
 		return problem(resp, 404, "not-found", "plugin", "no plugin named '%s'", plugin);
 	}
+	if (cJSON_GetArraySize(all) > limit)
+		full = 1;
 	events = rc ? NULL : sorted_events(all, limit);
 	cJSON_Delete(all);
 	if (!events)
 		return problem(resp, 500, "internal", NULL, "%s",
 		               rc && rc != EVH_ENOMEM ? "reading the event log failed"
 		                                      : "out of memory");
+	last = cJSON_GetArrayItem(events, cJSON_GetArraySize(events) - 1);
 	root = cJSON_CreateObject();
 	jsonb_put(root, "events", events, &ok);
+	if (plugin)
+		jsonb_put_num(root, "next_after",
+		              last ? cJSON_GetNumberValue(cJSON_GetObjectItem(last, "seq"))
+		                   : (double)after,
+		              &ok);
+	jsonb_put_bool(root, "truncated", full, &ok);
 	return reply_json(resp, 200, root, ok);
 }
 

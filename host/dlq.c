@@ -1,10 +1,13 @@
 /* Dead letters for the admin API: reading dead-letter topics and redriving
  * messages back to where they came from (see dlq.h).
  *
- * The reader is a consumer that never joins a group: it assigns every
- * partition of the topics from its low watermark and stops at the high watermark it saw
- * first (or at partition EOF), so it never commits, never joins the plugin's
- * group and never disturbs the plugin's consumer.
+ * The reader is a consumer that never joins a group: it assigns one
+ * partition at a time, from the offset asked for (the low watermark for a
+ * whole read), and stops at the high watermark it saw first (or at partition
+ * EOF), so it never commits, never joins the plugin's group and never
+ * disturbs the plugin's consumer. One at a time, in the order topic,
+ * partition, offset, makes a read cut at `limit` the same each time, and
+ * lets the next page begin where the last one ended.
  *
  * Redrive produces through the daemon's shared idempotent producer. Delivery
  * reports may arrive on any thread that polls it (the relay does), possibly
@@ -29,20 +32,22 @@
 
 /* ---------------------------------------------------------------- read */
 
-/* A partition being read: until `end` (the high watermark at the start). */
+/* A partition of a dead-letter topic: [lo, end) as it was when the read
+ * began (messages written after it are not read). */
 struct part {
 	char *topic;
 	int32_t partition;
-	int64_t end;
-	int done;
+	int64_t lo, end;
 };
 
 struct reader {
 	rd_kafka_t *rk;
-	struct part *parts;
+	struct part *parts; /* sorted by topic, partition */
 	size_t nparts;
 	dlq_list *out;
-	size_t cap, limit;
+	size_t cap;
+	int64_t deadline;
+	int timeout_ms;
 };
 
 static void msg_free(dlq_msg *m)
@@ -124,90 +129,10 @@ static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km)
 	return m->topic ? copy_headers(m, km) : -1;
 }
 
-static struct part *find_part(struct reader *r, const char *topic, int32_t partition)
-{
-	for (size_t i = 0; i < r->nparts; i++)
-		if (r->parts[i].partition == partition && !strcmp(r->parts[i].topic, topic))
-			return &r->parts[i];
-	return NULL;
-}
-
-static int all_done(const struct reader *r)
-{
-	for (size_t i = 0; i < r->nparts; i++)
-		if (!r->parts[i].done)
-			return 0;
-	return 1;
-}
-
-static int add_part(struct reader *r, rd_kafka_topic_partition_list_t *l, const char *topic,
-                    int32_t partition, char *err, size_t errlen)
-{
-	int64_t lo, hi;
-	struct part *p;
-	int status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, METADATA_TIMEOUT_MS, err,
-	                              errlen);
-	if (status)
-		return status;
-	if (hi <= lo)
-		return EVH_OK; /* empty */
-	p = &r->parts[r->nparts];
-	p->topic = strdup(topic);
-	if (!p->topic)
-		return EVH_ENOMEM;
-	p->partition = partition;
-	p->end = hi;
-	r->nparts++;
-	rd_kafka_topic_partition_list_add(l, topic, partition)->offset = lo;
-	return EVH_OK;
-}
-
-/* Every non-empty partition of the topics that exist. */
-static int plan(struct reader *r, const char *const *topics, size_t ntopics,
-                rd_kafka_topic_partition_list_t *l, char *err, size_t errlen)
-{
-	const struct rd_kafka_metadata *md = NULL;
-	size_t total = 0;
-	int status = EVH_OK;
-	/* All topics: asking for one by name may create it on brokers that
-	 * auto-create topics. */
-	rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 1, NULL, &md, METADATA_TIMEOUT_MS);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		snprintf(err, errlen, "cannot read the cluster's topics: %s", rd_kafka_err2str(e));
-		return EVH_EKAFKA;
-	}
-	for (int t = 0; t < md->topic_cnt; t++)
-		total += (size_t)md->topics[t].partition_cnt;
-	r->parts = calloc(total ? total : 1, sizeof *r->parts);
-	if (!r->parts)
-		status = EVH_ENOMEM;
-	for (size_t i = 0; !status && i < ntopics; i++)
-		for (int t = 0; !status && t < md->topic_cnt; t++) {
-			const struct rd_kafka_metadata_topic *mt = &md->topics[t];
-			if (strcmp(mt->topic, topics[i]) || mt->err)
-				continue;
-			for (int p = 0; !status && p < mt->partition_cnt; p++)
-				status = add_part(r, l, mt->topic, mt->partitions[p].id, err,
-				                  errlen);
-		}
-	rd_kafka_metadata_destroy(md);
-	if (status == EVH_ENOMEM)
-		snprintf(err, errlen, "out of memory");
-	return status;
-}
-
-/* Keep one message; 1 when the limit is reached. */
-static int keep(struct reader *r, const rd_kafka_message_t *km, struct part *p)
+/* Keep one message. -1: out of memory. */
+static int keep(struct reader *r, const rd_kafka_message_t *km)
 {
 	dlq_list *out = r->out;
-	if (km->offset >= p->end - 1)
-		p->done = 1;
-	if (km->offset >= p->end)
-		return 0; /* written after the read began */
-	if (out->n == r->limit) {
-		out->truncated = 1;
-		return 1;
-	}
 	if (out->n == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 16;
 		dlq_msg *v = realloc(out->v, cap * sizeof *v);
@@ -224,35 +149,127 @@ static int keep(struct reader *r, const rd_kafka_message_t *km, struct part *p)
 	return 0;
 }
 
-static int consume(struct reader *r, int timeout_ms, char *err, size_t errlen)
+static int add_part(struct reader *r, const char *topic, int32_t partition, char *err,
+                    size_t errlen)
 {
-	int64_t deadline = clock_mono_ms() + timeout_ms;
-	while (!all_done(r)) {
+	int64_t lo, hi;
+	struct part *p;
+	int status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, METADATA_TIMEOUT_MS, err,
+	                              errlen);
+	if (status)
+		return status;
+	if (hi <= lo)
+		return EVH_OK; /* empty */
+	p = &r->parts[r->nparts];
+	p->topic = strdup(topic);
+	if (!p->topic)
+		return EVH_ENOMEM;
+	p->partition = partition;
+	p->lo = lo;
+	p->end = hi;
+	r->nparts++;
+	return EVH_OK;
+}
+
+static int part_cmp(const void *a, const void *b)
+{
+	const struct part *x = a, *y = b;
+	int c = strcmp(x->topic, y->topic);
+	if (c)
+		return c;
+	return (x->partition > y->partition) - (x->partition < y->partition);
+}
+
+/* Every non-empty partition of the topics that exist, in order. */
+static int plan(struct reader *r, const char *const *topics, size_t ntopics, char *err,
+                size_t errlen)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	size_t total = 0;
+	int status = EVH_OK;
+	/* All topics: asking for one by name may create it on brokers that
+	 * auto-create topics. */
+	rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 1, NULL, &md, METADATA_TIMEOUT_MS);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot read the cluster's topics: %s", rd_kafka_err2str(e));
+		return EVH_EKAFKA;
+	}
+	for (int t = 0; t < md->topic_cnt; t++)
+		total += (size_t)md->topics[t].partition_cnt;
+	r->parts = calloc(total ? total : 1, sizeof *r->parts);
+	if (!r->parts)
+		status = EVH_ENOMEM;
+	for (size_t i = 0; !status && i < ntopics; i++) {
+		int dup = 0;
+		for (size_t j = 0; j < i; j++)
+			dup |= !strcmp(topics[i], topics[j]);
+		for (int t = 0; !dup && !status && t < md->topic_cnt; t++) {
+			const struct rd_kafka_metadata_topic *mt = &md->topics[t];
+			if (strcmp(mt->topic, topics[i]) || mt->err)
+				continue;
+			for (int p = 0; !status && p < mt->partition_cnt; p++)
+				status = add_part(r, mt->topic, mt->partitions[p].id, err, errlen);
+		}
+	}
+	rd_kafka_metadata_destroy(md);
+	if (status == EVH_ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	if (!status && r->nparts)
+		qsort(r->parts, r->nparts, sizeof *r->parts, part_cmp);
+	return status;
+}
+
+/* Read offsets [from, to) of partition p, at most `max` messages, from
+ * `from` on (the consumer is assigned that one partition there). Messages
+ * of an earlier assignment still queued are told apart by their partition
+ * and offset. */
+static int read_span(struct reader *r, const struct part *p, int64_t from, int64_t to,
+                     size_t max, char *err, size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t e;
+	size_t got = 0;
+	int64_t next = from;
+
+	rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = from;
+	e = rd_kafka_assign(r->rk, l);
+	rd_kafka_topic_partition_list_destroy(l);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot assign %s [%" PRId32 "]: %s", p->topic, p->partition,
+		         rd_kafka_err2str(e));
+		return EVH_EKAFKA;
+	}
+	while (got < max && next < to) {
 		rd_kafka_message_t *km;
-		struct part *p;
-		int rc = 0;
-		if (clock_mono_ms() >= deadline) {
+		int mine, rc = 0, eof = 0;
+		if (clock_mono_ms() >= r->deadline) {
 			snprintf(err, errlen, "reading the dead-letter topics took longer than "
-			                      "%d ms", timeout_ms);
+			                      "%d ms", r->timeout_ms);
 			return EVH_EKAFKA;
 		}
 		km = rd_kafka_consumer_poll(r->rk, POLL_MS);
 		if (!km)
 			continue;
-		p = km->rkt ? find_part(r, rd_kafka_topic_name(km->rkt), km->partition) : NULL;
-		if (km->err == RD_KAFKA_RESP_ERR__PARTITION_EOF && p)
-			p->done = 1;
+		mine = km->rkt && km->partition == p->partition &&
+		       !strcmp(rd_kafka_topic_name(km->rkt), p->topic);
+		if (km->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+			eof = mine && km->offset >= next; /* else one of an earlier read */
 		else if (km->err)
 			log_warn(DLQ_LOG, "reading dead letters: %s", rd_kafka_message_errstr(km));
-		else if (p)
-			rc = keep(r, km, p);
+		else if (mine && km->offset >= next && km->offset < to) {
+			rc = keep(r, km);
+			got++;
+			next = km->offset + 1;
+		} else if (mine && km->offset >= to) {
+			eof = 1;
+		}
 		rd_kafka_message_destroy(km);
 		if (rc < 0) {
 			snprintf(err, errlen, "out of memory");
 			return EVH_ENOMEM;
 		}
-		if (rc > 0)
-			return EVH_OK;
+		if (eof)
+			break;
 	}
 	return EVH_OK;
 }
@@ -295,41 +312,129 @@ static rd_kafka_t *reader_new(kafka *k, char *err, size_t errlen)
 	return rk;
 }
 
+static int reader_open(struct reader *r, kafka *k, const char *const *topics, size_t ntopics,
+                       int timeout_ms, dlq_list *out, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	memset(out, 0, sizeof *out);
+	r->out = out;
+	r->timeout_ms = timeout_ms;
+	r->deadline = clock_mono_ms() + timeout_ms;
+	r->rk = reader_new(k, err, errlen);
+	if (!r->rk)
+		return EVH_EKAFKA;
+	return plan(r, topics, ntopics, err, errlen);
+}
+
+static int reader_close(struct reader *r, int status)
+{
+	if (r->rk) {
+		rd_kafka_consumer_close(r->rk);
+		rd_kafka_destroy(r->rk);
+	}
+	for (size_t i = 0; i < r->nparts; i++)
+		free(r->parts[i].topic);
+	free(r->parts);
+	if (status)
+		dlq_list_free(r->out);
+	else if (r->out->n)
+		qsort(r->out->v, r->out->n, sizeof *r->out->v, msg_cmp);
+	return status;
+}
+
+/* Where partition p's read begins after `after` (order: topic, partition,
+ * offset); p->end or more: nothing of it is after. */
+static int64_t start_after(const struct part *p, const dlq_pos *after)
+{
+	int c;
+	if (!after)
+		return p->lo;
+	c = strcmp(p->topic, after->topic ? after->topic : "");
+	if (!c)
+		c = (p->partition > after->partition) - (p->partition < after->partition);
+	if (c < 0)
+		return p->end;
+	if (c > 0 || after->offset < p->lo)
+		return p->lo;
+	return after->offset + 1;
+}
+
+int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                   size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen)
+{
+	struct reader r;
+	int status = reader_open(&r, k, topics, ntopics, timeout_ms, out, err, errlen);
+	/* Partition by partition, in order, so that the first `limit` are the
+	 * same whichever partition the broker answers first. */
+	for (size_t i = 0; !status && i < r.nparts; i++) {
+		const struct part *p = &r.parts[i];
+		int64_t from = start_after(p, after);
+		if (from >= p->end)
+			continue;
+		if (out->n >= limit) {
+			out->truncated = 1;
+			break;
+		}
+		status = read_span(&r, p, from, p->end, limit - out->n, err, errlen);
+		if (!status && out->n >= limit && out->n &&
+		    out->v[out->n - 1].offset < p->end - 1) {
+			out->truncated = 1;
+			break;
+		}
+	}
+	return reader_close(&r, status);
+}
+
 int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
              dlq_list *out, char *err, size_t errlen)
 {
-	struct reader r = {.out = out, .limit = limit};
-	rd_kafka_topic_partition_list_t *l = NULL;
-	rd_kafka_resp_err_t e;
-	int status;
+	return dlq_read_after(k, topics, ntopics, NULL, limit, timeout_ms, out, err, errlen);
+}
 
-	memset(out, 0, sizeof *out);
-	r.rk = reader_new(k, err, errlen);
-	if (!r.rk)
-		return EVH_EKAFKA;
-	l = rd_kafka_topic_partition_list_new((int)(ntopics ? ntopics : 1));
-	status = plan(&r, topics, ntopics, l, err, errlen);
-	if (!status && r.nparts) {
-		e = rd_kafka_assign(r.rk, l);
-		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			snprintf(err, errlen, "cannot assign the dead-letter partitions: %s",
-			         rd_kafka_err2str(e));
-			status = EVH_EKAFKA;
+static int have_msg(const dlq_list *l, const struct part *p, int64_t offset)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].offset == offset && l->v[i].partition == p->partition &&
+		    !strcmp(l->v[i].topic, p->topic))
+			return 1;
+	return 0;
+}
+
+static int pos_cmp(const void *a, const void *b)
+{
+	const dlq_pos *x = a, *y = b;
+	return (x->offset > y->offset) - (x->offset < y->offset);
+}
+
+int dlq_read_at(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *at,
+                size_t nat, int timeout_ms, dlq_list *out, char *err, size_t errlen)
+{
+	struct reader r;
+	dlq_pos *v = malloc((nat ? nat : 1) * sizeof *v);
+	int status = v ? reader_open(&r, k, topics, ntopics, timeout_ms, out, err, errlen)
+	               : EVH_ENOMEM;
+	if (!v) {
+		snprintf(err, errlen, "out of memory");
+		memset(out, 0, sizeof *out);
+		return EVH_ENOMEM;
+	}
+	/* Each partition's offsets in rising order: what an earlier read left
+	 * queued is then below the next one asked for. */
+	memcpy(v, at, nat * sizeof *v);
+	qsort(v, nat, sizeof *v, pos_cmp);
+	for (size_t i = 0; !status && i < r.nparts; i++) {
+		const struct part *p = &r.parts[i];
+		for (size_t j = 0; !status && j < nat; j++) {
+			if ((v[j].topic && strcmp(v[j].topic, p->topic)) ||
+			    (v[j].partition >= 0 && v[j].partition != p->partition) ||
+			    v[j].offset < p->lo || v[j].offset >= p->end ||
+			    have_msg(out, p, v[j].offset))
+				continue;
+			status = read_span(&r, p, v[j].offset, v[j].offset + 1, 1, err, errlen);
 		}
 	}
-	if (!status && r.nparts)
-		status = consume(&r, timeout_ms, err, errlen);
-	rd_kafka_topic_partition_list_destroy(l);
-	rd_kafka_consumer_close(r.rk);
-	rd_kafka_destroy(r.rk);
-	for (size_t i = 0; i < r.nparts; i++)
-		free(r.parts[i].topic);
-	free(r.parts);
-	if (status)
-		dlq_list_free(out);
-	else if (out->n)
-		qsort(out->v, out->n, sizeof *out->v, msg_cmp);
-	return status;
+	free(v);
+	return reader_close(&r, status);
 }
 
 /* ------------------------------------------------------------- redrive */

@@ -1,6 +1,7 @@
 /* Dead letters, for the admin API: read a plugin's dead-letter topics from
  * Kafka with a short-lived consumer of its own (no group: partitions are
- * assigned from the first offset to the end as it was when the read began),
+ * assigned one at a time, from the offset asked for, or the first, to the
+ * end as it was when the read began),
  * and redrive messages, i.e. produce them back to the topic and partition
  * they came from, so the plugin's consumer handles them again through its
  * normal path (inbox-checked). Writing dead letters is the consumer's job
@@ -30,13 +31,31 @@ typedef struct dlq_msg {
 typedef struct dlq_list {
 	dlq_msg *v; /* sorted by topic, partition, offset */
 	size_t n;
-	int truncated; /* more messages than `limit` */
+	int truncated; /* more messages than `limit` after the last one */
 } dlq_list;
 
+/* A position in the dead-letter topics. The caller owns `topic`. */
+typedef struct dlq_pos {
+	const char *topic; /* dlq_read_at: NULL, any */
+	int32_t partition; /* dlq_read_at: -1, any */
+	int64_t offset;
+} dlq_pos;
+
 /* Read `topics` (missing ones are skipped) up to `limit` messages, within
- * timeout_ms. Returns 0, or an EVH_* status with `err` set. */
+ * timeout_ms: the first `limit` in the order topic (by name), partition,
+ * offset, one partition after the other. Returns 0, or an EVH_* status with
+ * `err` set. */
 int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
              dlq_list *out, char *err, size_t errlen);
+/* The same, from the message after `after` (NULL: the first) in that order:
+ * the next page begins after the last message of this one. */
+int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                   size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen);
+/* The messages at the positions `at` (each read from its offset, not from
+ * the start of its partition); a position that matches no message is left
+ * out. One message once, however many positions match it. */
+int dlq_read_at(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *at,
+                size_t nat, int timeout_ms, dlq_list *out, char *err, size_t errlen);
 void dlq_list_free(dlq_list *l);
 /* A header's value (the last of that name), NULL when absent. */
 const char *dlq_header(const dlq_msg *m, const char *name, size_t *len);

@@ -58,6 +58,7 @@ enum {
 
 typedef struct opts {
 	const char *conf, *url, *token_file, *from, *plugin, *aggregate;
+	const char *after; /* events: a seq; dlq list/show/redrive --all: a dead-letter id */
 	const char *topics[32];
 	size_t ntopics;
 	long limit;   /* -1: the command's default */
@@ -126,18 +127,24 @@ static void usage(FILE *out)
 	        "                                and wait until the plugin runs or is gone\n"
 	        "      --timeout SECONDS         how long to wait (default %ld)\n"
 	        "      --systemd                 without an admin API: systemctl reload evhostd\n"
-	        "  dlq list NAME [--limit N]     the plugin's dead letters, one per line\n"
-	        "  dlq show NAME [--limit N]     the same with headers and values (default %d)\n"
-	        "  dlq redrive NAME --all | ID...\n"
+	        "  dlq list NAME [--limit N] [--after ID]\n"
+	        "                                the plugin's dead letters, one per line, by\n"
+	        "                                topic, partition, offset; --after: those after\n"
+	        "                                dead letter ID (the footer gives the next)\n"
+	        "  dlq show NAME [--limit N] [--after ID]\n"
+	        "                                the same with headers and values (default %d)\n"
+	        "  dlq redrive NAME --all [--after ID] | ID...\n"
 	        "                                send dead letters back to their topic; ID:\n"
 	        "                                OFFSET, PARTITION:OFFSET or\n"
-	        "                                TOPIC:PARTITION:OFFSET (as dlq list shows)\n"
+	        "                                TOPIC:PARTITION:OFFSET (as dlq list shows);\n"
+	        "                                --all --after ID: those after dead letter ID\n"
 	        "  replay NAME --from beginning|TIME [--topic T]... [--keep-inbox]\n"
 	        "                                rewind the plugin's consumer (TIME: RFC 3339);\n"
 	        "                                --keep-inbox: skip events its inbox has (a\n"
 	        "                                restored backup catching up)\n"
-	        "  events [--plugin NAME] [--aggregate KEY] [--limit N]\n"
-	        "                                the event log\n"
+	        "  events [--plugin NAME [--after SEQ]] [--aggregate KEY] [--limit N]\n"
+	        "                                the event log; --after: the plugin's events\n"
+	        "                                after that seq (the footer gives the next)\n"
 	        "  backup [--keep N]             copy every plugin's database, consistently, into\n"
 	        "                                STATE_DIR/backups/TIME/ (restore: operations.md);\n"
 	        "                                then remove all but the newest N backups\n"
@@ -1176,20 +1183,59 @@ static char *dlq_id(const cJSON *m, int with_topic)
 	return xasprintf("%.0f:%.0f", json_num(m, "partition"), json_num(m, "offset"));
 }
 
+static cJSON *parse_id(const char *id, int *ok);
+static char *query_param(ctl *c, char *q, const char *name, const char *value);
+
+/* --after's dead-letter id: as dlq list shows it, not a bare offset (that
+ * names no place in the order). 0, or the usage error's exit status. */
+static int dlq_after_ok(const ctl *c)
+{
+	int ok = 1, bad;
+	cJSON *id = parse_id(c->o.after, &ok);
+	bad = ok && (!id || !cJSON_IsObject(id));
+	cJSON_Delete(id);
+	if (!bad)
+		return 0;
+	return usage_error("--after takes a dead-letter id as dlq list shows it "
+	                   "(PARTITION:OFFSET or TOPIC:PARTITION:OFFSET), not '%s'",
+	                   c->o.after);
+}
+
+/* GET the dead letters, after c->o.after when given. */
 static int dlq_get(ctl *c, const char *name, long limit, reply *r)
 {
 	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%ld", name, limit);
-	int rc = call(c, "GET", path, NULL, r);
+	int rc;
+	if (c->o.after && (rc = dlq_after_ok(c))) {
+		free(path);
+		return rc;
+	}
+	if (c->o.after)
+		path = query_param(c, path, "after", c->o.after);
+	rc = call(c, "GET", path, NULL, r);
 	free(path);
 	return rc;
 }
 
-static void dlq_footer(const reply *r, const char *name, int n)
+/* When there is more: the command that shows the next page. */
+static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name, int n)
 {
+	const char *next = json_str(r->json, "next_after");
 	if (!n)
 		printf("no dead letters for %s\n", name);
-	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
-		printf("(there are more dead letters than shown: raise --limit)\n");
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
+		return;
+	if (!*next) { /* a daemon from before next_after */
+		printf("(there are more dead letters than shown)\n");
+		return;
+	}
+	if (c->o.limit > 0)
+		printf("(there are more dead letters: evhostctl dlq %s %s --limit %ld --after "
+		       "%s)\n",
+		       cmd, name, c->o.limit, next);
+	else
+		printf("(there are more dead letters: evhostctl dlq %s %s --after %s)\n", cmd, name,
+		       next);
 }
 
 static int cmd_dlq_list(ctl *c, const char *name)
@@ -1215,7 +1261,7 @@ static int cmd_dlq_list(ctl *c, const char *name)
 		free(id);
 	}
 	table_print(&t);
-	dlq_footer(&r, name, cJSON_GetArraySize(msgs));
+	dlq_footer(c, &r, "list", name, cJSON_GetArraySize(msgs));
 	reply_free(&r);
 	return EXIT_OK;
 }
@@ -1262,6 +1308,12 @@ static void show_one(const cJSON *m)
 		field(label, cJSON_IsString(h) ? h->valuestring : "");
 		free(label);
 	}
+	/* Values that are not text, as the daemon gives them: base64. */
+	cJSON_ArrayForEach(h, cJSON_GetObjectItemCaseSensitive(m, "headers_base64")) {
+		char *label = xasprintf("  %s (base64):", h->string);
+		field(label, cJSON_IsString(h) ? h->valuestring : "");
+		free(label);
+	}
 	if (cJSON_IsString(v) || cJSON_GetObjectItemCaseSensitive(m, "value_base64")) {
 		printf("  %s\n    ", size);
 		put_clean(cJSON_IsString(v) ? v->valuestring : json_str(m, "value_base64"));
@@ -1290,7 +1342,7 @@ static int cmd_dlq_show(ctl *c, const char *name)
 		first = 0;
 		show_one(m);
 	}
-	dlq_footer(&r, name, cJSON_GetArraySize(msgs));
+	dlq_footer(c, &r, "show", name, cJSON_GetArraySize(msgs));
 	reply_free(&r);
 	return EXIT_OK;
 }
@@ -1362,7 +1414,7 @@ static cJSON *parse_id(const char *id, int *ok)
 	return o;
 }
 
-static void print_redrive(const cJSON *res)
+static void print_redrive(const cJSON *res, const char *name)
 {
 	const cJSON *e, *nf = cJSON_GetObjectItemCaseSensitive(res, "not_found");
 	const cJSON *at = cJSON_GetObjectItemCaseSensitive(res, "not_found_at");
@@ -1390,6 +1442,18 @@ static void print_redrive(const cJSON *res)
 		cJSON_ArrayForEach(e, nf) {
 			printf("%.0f: not found\n", e->valuedouble);
 		}
+	if (*json_str(res, "stopped"))
+		printf("stopped: %s\n", json_str(res, "stopped"));
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "truncated"))) {
+		if (*json_str(res, "next_after"))
+			printf("(more dead letters may wait: evhostctl dlq redrive %s --all --after %s "
+			       "goes on after the last one read; --all alone starts again, skipping "
+			       "those sent)\n",
+			       name, json_str(res, "next_after"));
+		else
+			printf("(more dead letters may wait: run the redrive with --all again; those "
+			       "sent are skipped)\n");
+	}
 	printf("%.0f redriven, %.0f skipped, %.0f failed\n", json_num(res, "redriven"),
 	       json_num(res, "skipped"), json_num(res, "failed"));
 }
@@ -1466,6 +1530,16 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 		return usage_error(c->o.all ? "dlq redrive takes --all or dead-letter ids, not both"
 		                            : "dlq redrive needs --all or dead-letter ids");
 	}
+	if (c->o.after && !c->o.all) {
+		cJSON_Delete(body);
+		return usage_error("--after goes with dlq redrive --all");
+	}
+	if (c->o.after && (rc = dlq_after_ok(c))) {
+		cJSON_Delete(body);
+		return rc;
+	}
+	if (c->o.after)
+		jsonb_put_str(body, "after", c->o.after, &ok);
 	offs = c->o.all ? NULL : jsonb_put_array(body, "offsets", &ok);
 	for (int i = 0; ok && i < nids; i++) {
 		cJSON *one = parse_id(ids[i], &ok);
@@ -1494,7 +1568,7 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	if (rc)
 		return rc;
 	if (!c->o.json)
-		print_redrive(r.json);
+		print_redrive(r.json, name);
 	rc = json_num(r.json, "failed") > 0 ||
 	             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found")) > 0
 	         ? EXIT_FAILED
@@ -1577,6 +1651,22 @@ static char *query_param(ctl *c, char *q, const char *name, const char *value)
 	return next;
 }
 
+/* "(more events: ...)": the command that shows the next page. */
+static void events_footer(ctl *c, const reply *r)
+{
+	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
+		return;
+	if (!c->o.plugin ||
+	    !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r->json, "next_after"))) {
+		printf("(there are more events than shown: page one plugin's with --plugin NAME "
+		       "and --after SEQ)\n");
+		return;
+	}
+	printf("(there are more events: evhostctl events --plugin %s%s%s --after %.0f)\n",
+	       c->o.plugin, c->o.aggregate ? " --aggregate " : "",
+	       c->o.aggregate ? c->o.aggregate : "", json_num(r->json, "next_after"));
+}
+
 static int cmd_events(ctl *c)
 {
 	char *q = xasprintf("%s", ""), *path, *limit = NULL;
@@ -1585,8 +1675,19 @@ static int cmd_events(ctl *c)
 	reply r;
 	int rc;
 
+	if (c->o.after && !c->o.plugin) {
+		free(q);
+		return usage_error("--after needs --plugin: each plugin numbers its events");
+	}
+	if (c->o.after && (!*c->o.after || c->o.after[strspn(c->o.after, "0123456789")] ||
+	                   strlen(c->o.after) > 18)) {
+		free(q);
+		return usage_error("--after takes an event's seq (digits), not '%s'", c->o.after);
+	}
 	if (c->o.plugin)
 		q = query_param(c, q, "plugin", c->o.plugin);
+	if (c->o.after)
+		q = query_param(c, q, "after", c->o.after);
 	if (c->o.aggregate)
 		q = query_param(c, q, "aggregate", c->o.aggregate);
 	if (c->o.limit > 0) {
@@ -1614,6 +1715,7 @@ static int cmd_events(ctl *c)
 	if (t.nrows == 1)
 		printf("no events\n");
 	table_print(&t);
+	events_footer(c, &r);
 	reply_free(&r);
 	return EXIT_OK;
 }
@@ -1749,6 +1851,7 @@ enum {
 	OPT_AGGREGATE,
 	OPT_KEEP,
 	OPT_KEEP_INBOX,
+	OPT_AFTER,
 };
 
 static int parse_long(const char *opt, const char *v, long min, long max, long *out)
@@ -1780,6 +1883,7 @@ static int parse_opt(opts *o, int opt, const char *arg)
 	case OPT_AGGREGATE: o->aggregate = arg; return 0;
 	case OPT_KEEP: return parse_long("--keep", arg, 1, BACKUP_KEEP_MAX, &o->keep);
 	case OPT_KEEP_INBOX: o->keep_inbox = 1; return 0;
+	case OPT_AFTER: o->after = arg; return 0;
 	case OPT_LIMIT: return parse_long("--limit", arg, 1, 1000, &o->limit);
 	case OPT_TIMEOUT: return parse_long("--timeout", arg, 1, 3600, &o->timeout);
 	case OPT_TOPIC:
@@ -1807,10 +1911,11 @@ static int check_opts(const opts *o, const char *cmd)
 	    {"--aggregate", "|events|"},
 	    {"--keep", "|backup|"},
 	    {"--keep-inbox", "|replay|"},
+	    {"--after", "|events|dlq list|dlq show|dlq redrive|"},
 	};
 	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
 	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL, o->keep > 0,
-	             o->keep_inbox};
+	             o->keep_inbox, o->after != NULL};
 	char key[64];
 	snprintf(key, sizeof key, "|%s|", cmd);
 	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
@@ -1836,6 +1941,7 @@ static int parse_args(opts *o, int argc, char **argv)
 	    {"aggregate", required_argument, NULL, OPT_AGGREGATE},
 	    {"keep", required_argument, NULL, OPT_KEEP},
 	    {"keep-inbox", no_argument, NULL, OPT_KEEP_INBOX},
+	    {"after", required_argument, NULL, OPT_AFTER},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},

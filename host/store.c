@@ -3016,22 +3016,31 @@ static cJSON *event_json(sqlite3_stmt *st)
 
 /* The event log for the admin API, read on a connection of its own, not
  * under mu: a WAL reader waits for no writer (a slow handler's batch holds
- * mu for as long as it runs) and sees only committed (durable) rows. */
+ * mu for as long as it runs) and sees only committed (durable) rows.
+ *
+ * Only rows below the lowest seq still pending are shown: Kafka acknowledges
+ * rows out of seq order (across partitions), so a page holding seq N + 1
+ * while N waits would have a client following the log with after= skip N
+ * for good. seq is given out in commit order (SQLite has one writer), so
+ * below that bound nothing can appear later. The bound is one look-up in
+ * evh_pending's primary key, in the same statement, so the same snapshot. */
 static int events_json_read(const char *path, const char *key, int64_t after_seq, int limit,
                             cJSON *arr)
 {
 	static const char cols[] =
 	    "SELECT l.seq, id, topic, key, type, source, time, traceparent, data, delivered_at,"
 	    " \"partition\", \"offset\" FROM evh_log AS l JOIN evh_delivery AS d ON d.seq = l.seq";
-	char sql[512];
+	char sql[768];
 	evh_value v[3];
 	size_t nv = 0;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
 	int rc, status;
 
-	snprintf(sql, sizeof sql, "%s WHERE %sl.seq > ? ORDER BY l.seq LIMIT ?", cols,
-	         key ? "l.key = ? AND " : "");
+	snprintf(sql, sizeof sql,
+	         "%s WHERE %sl.seq > ? AND l.seq < (SELECT COALESCE(MIN(seq), %" PRId64
+	         ") FROM evh_pending) ORDER BY l.seq LIMIT ?",
+	         cols, key ? "l.key = ? AND " : "", INT64_MAX);
 	if (key)
 		v[nv++] = EVH_TEXT(key);
 	v[nv++] = EVH_INT(after_seq);

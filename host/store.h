@@ -189,7 +189,10 @@ int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted
 int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
  * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
- * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Read
+ * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Only
+ * events below the lowest seq still pending are given (Kafka acknowledges
+ * out of seq order), so a reader going on after the last seq it was given
+ * misses none. Read
  * on a connection of its own, so it never waits for a transaction under way
  * (and sees only committed events); EVH_ESTATE for a store with no file. */
 int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json);

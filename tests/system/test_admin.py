@@ -401,11 +401,11 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     # A misspelt field is refused, not read as "every dead letter" (its absence).
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"offset": [0]})
     assert r.status_code == 422 and r.json()["field"] == "offset", r.text
-    assert r.json()["detail"] == "unknown field 'offset': this request takes offsets"
+    assert r.json()["detail"] == "unknown field 'offset': this request takes offsets, after"
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={"o" * 300: 1})
     assert r.status_code == 422 and r.json()["field"] == "o" * 100, r.text
     assert r.json()["detail"] == (f"unknown field '{'o' * 100}' (shortened): this request "
-                                  "takes offsets"), r.text
+                                  "takes offsets, after"), r.text
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(),
                json={"offsets": [{"partiton": 1, "offset": 0}]})
     assert r.status_code == 422 and r.json()["field"] == "offsets[0].partiton", r.text
@@ -583,6 +583,150 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     assert r.json()["detail"] == "the consumer of plugin probe is stopping", r.text
     assert listing.status_code == 200 and len(listing.json()["messages"]) == 1, listing.text
     assert d.get("/healthz").status_code == 200
+
+
+def produce_dead_letters(dlq_topic, origin, counts, brokers):
+    """Synthetic dead letters of `origin` into `dlq_topic`: counts[p] in
+    partition p, each {"fine": true} with ce_id dl-P-I."""
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=brokers, linger_ms=20, batch_size=256 * 1024)
+    for part, n in enumerate(counts):
+        for i in range(n):
+            prod.send(dlq_topic, partition=part, key=f"k{i}".encode(), value=b'{"fine": true}',
+                      headers=[("ce_id", f"dl-{part}-{i}".encode()),
+                               ("ce_type", b"probe.event"),
+                               ("evhost_dlq_topic", origin.encode()),
+                               ("evhost_dlq_partition", b"0"),
+                               ("evhost_dlq_offset", str(i).encode()),
+                               ("evhost_dlq_plugin", b"probe"),
+                               ("evhost_dlq_attempts", b"1"),
+                               ("evhost_dlq_error", b"synthetic"),
+                               ("evhost_dlq_time", b"2026-12-05T00:00:00Z")])
+    prod.flush()
+    prod.close()
+
+
+def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kafka_bootstrap,
+                                               unique_name):
+    # More dead letters than one read held (10000): each can be listed (paging
+    # with after, in the order topic, partition, offset), redriven by id
+    # (read where it is), and redriven by "all" (the whole topic, in chunks).
+    topic = unique_name("adm")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=3)
+    produce_dead_letters(dlq_topic, topic, (10050, 3, 3), kafka_bootstrap)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+
+    def ids(body):
+        return [f"{m['partition']}:{m['offset']}" for m in body["messages"]]
+    first = dlq(d, limit=6)
+    assert ids(first) == [f"0:{i}" for i in range(6)] and first["truncated"] is True
+    assert first["next_after"] == f"{dlq_topic}:0:5", first["next_after"]
+    page = dlq(d, limit=5, after="0:10048")
+    assert ids(page) == ["0:10049", "1:0", "1:1", "1:2", "2:0"], ids(page)
+    assert page["truncated"] is True and page["next_after"] == f"{dlq_topic}:2:0"
+    page = dlq(d, limit=1000, after=page["next_after"])
+    assert ids(page) == ["2:1", "2:2"] and page["truncated"] is False
+    assert "next_after" not in page
+    page = dlq(d, limit=1000, after="0:9999")
+    assert len(page["messages"]) == 56 and ids(page)[0] == "0:10000" and not page["truncated"]
+    for bad in ("5", "x:1", "0:", ":0:1", "0:-1", "0:1x"):
+        r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"after": bad})
+        assert r.status_code == 422 and r.json()["field"] == "after", (bad, r.text)
+
+    # By id, far past the first 10000, and one that does not exist.
+    t0 = time.monotonic()
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+               json={"offsets": [{"partition": 0, "offset": 10040}, {"partition": 2,
+                                                                    "offset": 1},
+                                 {"partition": 1, "offset": 3}]})
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert res["redriven"] == 2 and res["not_found_at"] == [{"partition": 1, "offset": 3}], res
+    assert time.monotonic() - t0 < 10
+
+    # "all": the first 10000 were redriven long ago (recorded): the rest still go.
+    con = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
+    with con:
+        con.executemany("INSERT INTO evh_dlq_redriven(dlq_topic, \"partition\", \"offset\","
+                        " redriven_at) VALUES(?, 0, ?, '2026-12-05T00:00:00Z')",
+                        [(dlq_topic, i) for i in range(10000)])
+    con.close()
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
+    assert r.status_code == 200, r.text[:500]
+    res = r.json()
+    assert res["redriven"] == 10050 + 6 - 10000 - 2 and res["failed"] == 0, \
+        {k: v for k, v in res.items() if k != "results"}
+    assert res["skipped"] == 10002 and res["truncated"] is False
+    sent = [e for e in res["results"] if e["outcome"] == "redriven"]
+    assert ("0:10049" in [f"{e['partition']}:{e['offset']}" for e in sent])
+    # Nothing is sent twice: a second "all" finds every one redriven.
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
+    res = r.json()
+    assert res["redriven"] == 0 and res["skipped"] == 10056, \
+        {k: v for k, v in res.items() if k != "results"}
+    assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:9999")["messages"])
+
+    # "all" after a position: only what follows it is read.
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    prod.send(dlq_topic, partition=1, value=b'{"fine": true}',
+              headers=[("ce_id", b"dl-1-late"), ("evhost_dlq_topic", topic.encode())])
+    prod.flush()
+    prod.close()
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+               json={"after": f"{dlq_topic}:1:2"})
+    res = r.json()
+    assert r.status_code == 200 and res["redriven"] == 1 and res["skipped"] == 3, res
+    assert [(e["partition"], e["offset"]) for e in res["results"]
+            if e["outcome"] == "redriven"] == [(1, 3)] and res["truncated"] is False, res
+    for body, why in (({"after": 5}, "as a string"),
+                      ({"after": "1:2", "offsets": [{"partition": 1, "offset": 3}]},
+                       "not with offsets"),
+                      ({"after": "1"}, "a dead letter's id")):
+        r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60, json=body)
+        assert r.status_code == 422 and r.json()["field"] == "after", (body, r.text)
+        assert why in r.json()["detail"], r.text
+    r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file), "dlq",
+                        "redrive", "probe", "--all", "--after", "1:2"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.endswith("0 redriven, 4 skipped, 0 failed\n"), \
+        (r.stdout, r.stderr)
+
+
+def test_dlq_binary_header_values_cannot_collide_with_other_headers(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A header value that is not text comes in "headers_base64" under its own
+    # name: as "NAME_base64" in "headers" it met a real header of that name
+    # (two members of one name), and a long name was cut.
+    import base64
+    from kafka import KafkaProducer
+    topic = unique_name("adm")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
+    long_name = "h" * 80
+    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    prod.send(dlq_topic, partition=0, value=b'{"fine": true}',
+              headers=[("evhost_dlq_topic", topic.encode()), ("xbin", b"\xff\x00\x01"),
+                       ("xbin_base64", b"a real header"), (long_name, b"\xfe"),
+                       ("twice", b"\xff"), ("twice", b"text wins")])
+    prod.flush()
+    prod.close()
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    r = d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.text.count('"xbin_base64"') == 1, r.text
+    m = r.json()["messages"][0]
+    assert m["headers"]["xbin_base64"] == "a real header" and "xbin" not in m["headers"]
+    assert m["headers"]["twice"] == "text wins" and "twice" not in m["headers_base64"]
+    assert base64.b64decode(m["headers_base64"]["xbin"]) == b"\xff\x00\x01", m
+    assert base64.b64decode(m["headers_base64"][long_name]) == b"\xfe", m
+    r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file), "dlq",
+                        "show", "probe"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "    xbin (base64): /wAB\n" in r.stdout and "    xbin_base64: a real header\n" \
+        in r.stdout, r.stdout
 
 
 def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_else(

@@ -119,6 +119,48 @@ def test_status_plugins_events(evhostd, build_dir, tmp_path):
     assert_one_error(ctl(build_dir, d, "events", "--plugin", "nobody"), 1, "no plugin named")
 
 
+def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
+    # A page says where to continue (next_after, truncated); --after follows
+    # one plugin's log page by page, each event once, and the footer gives the
+    # command for the next page.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    assert d.post("/probe/publish?key=k&n=5", json={"o": 1}).status_code == 200
+
+    def all_five():
+        b = d.get("/admin/events", headers=auth(), params={"plugin": "probe"}).json()
+        return b if len(b["events"]) == 5 else None
+    body = lib.wait_until(all_five, timeout=20, message="five events in the log")
+    seqs = [e["seq"] for e in body["events"]]
+    assert body["truncated"] is False and body["next_after"] == seqs[-1], body
+    page = d.get("/admin/events", headers=auth(),
+                 params={"plugin": "probe", "limit": 2, "after": seqs[1]}).json()
+    assert [e["seq"] for e in page["events"]] == seqs[2:4]
+    assert page["truncated"] is True and page["next_after"] == seqs[3], page
+    end = d.get("/admin/events", headers=auth(),
+                params={"plugin": "probe", "after": seqs[-1]}).json()
+    assert end["events"] == [] and end["next_after"] == seqs[-1] and not end["truncated"]
+
+    got, after = [], None
+    for _ in range(5):
+        args = ["events", "--plugin", "probe", "--limit", "2"]
+        r = ctl(build_dir, d, *args, *(["--after", after] if after else []))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        more = [x for x in lines if x.startswith("(there are more events: ")]
+        got += [x.split()[-1] for x in lines[1:] if not x.startswith("(")]
+        if not more:
+            break
+        assert more[0] == "(there are more events: evhostctl events --plugin probe --after " \
+            f"{seqs[len(got) - 1]})", r.stdout
+        after = more[0].rstrip(")").split()[-1]
+    assert got == [e["id"] for e in body["events"]], (got, r.stdout)
+    assert_one_error(ctl(build_dir, d, "events", "--after", "3"), 2, "--after needs --plugin")
+    assert_one_error(ctl(build_dir, d, "events", "--plugin", "probe", "--after", "-1"), 2,
+                     "--after takes an event's seq")
+    assert_one_error(ctl(build_dir, d, "status", "--after", "3"), 2,
+                     "--after does not apply to 'status'")
+
+
 def test_enable_disable_toggle_the_plugin(evhostd, build_dir, tmp_path):
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     confd = d.config_dir / "conf.d"
@@ -930,7 +972,21 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     assert "error:     probe: rejected on request" in r.stdout
     assert "evhost_dlq_plugin: probe" in r.stdout
     assert 'value (18 bytes):\n    {"fail": "reject"}\n' in r.stdout
-    assert r.stdout.rstrip().endswith("(there are more dead letters than shown: raise --limit)")
+    # The footer says how to see the next (--limit is at most 1000: raising it is
+    # not always a way), and following it shows the rest, each once.
+    first = min(msgs, key=lambda m: (m["partition"], m["offset"]))
+    nxt = f"{topic}.probe.dlq:{first['partition']}:{first['offset']}"
+    assert r.stdout.startswith(f"{nxt}\n"), r.stdout
+    assert r.stdout.rstrip().endswith(
+        f"(there are more dead letters: evhostctl dlq show probe --limit 1 --after {nxt})"), \
+        r.stdout
+    r = ctl(build_dir, d, "dlq", "list", "probe", "--after", nxt)
+    assert r.returncode == 0, r.stderr
+    rest = [line.split()[0] for line in r.stdout.splitlines()[1:]]
+    assert sorted(rest + [f"{first['partition']}:{first['offset']}"]) == sorted(ids), r.stdout
+    assert "there are more" not in r.stdout
+    assert_one_error(ctl(build_dir, d, "dlq", "list", "probe", "--after", "5"), 2,
+                     "--after takes a dead-letter id")
 
     r = ctl(build_dir, d, "dlq", "redrive", "probe", ids[0])
     assert r.returncode == 0, r.stderr

@@ -1215,6 +1215,86 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	rig_stop(&g);
 }
 
+/* Dead letters come in the order topic, partition, offset, whichever
+ * partition the broker answers first (here the last one is written first),
+ * so a read cut at its limit is the same each time; a read goes on after a
+ * position, and one at positions reads just those, each from its offset. */
+static void test_dlq_reads_in_order_from_a_position(void **state)
+{
+	static const struct {
+		const char *topic;
+		int32_t partition;
+	} sent[] = {{"dlq.a", 2}, {"dlq.a", 2}, {"dlq.b", 0}, {"dlq.a", 1}, {"dlq.a", 1},
+	            {"dlq.a", 0}};
+	static const char *const order[] = {"dlq.a/0/0", "dlq.a/1/0", "dlq.a/1/1",
+	                                    "dlq.a/2/0", "dlq.a/2/1", "dlq.b/0/0"};
+	const char *topics[2] = {"dlq.b", "dlq.a"};
+	dlq_pos after = {"dlq.a", 1, 1};
+	dlq_pos at[4] = {{NULL, 1, 1}, {"dlq.b", -1, 0}, {NULL, 0, 99}, {"dlq.a", 1, 1}};
+	struct relay_rig g;
+	char err[256], where[64];
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	dlq_list l;
+	(void)state;
+	rig_start(&g, "5000");
+	assert_int_equal(rd_kafka_mock_topic_create(g.mc, "dlq.a", 3, 1),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(rd_kafka_mock_topic_create(g.mc, "dlq.b", 1, 1),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_conf_set(conf, "bootstrap.servers", g.s.brokers, err, sizeof err);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+	for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
+		assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(sent[i].topic),
+		                                   RD_KAFKA_V_PARTITION(sent[i].partition),
+		                                   RD_KAFKA_V_VALUE((void *)"v", 1),
+		                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		                                   RD_KAFKA_V_END),
+		                 RD_KAFKA_RESP_ERR_NO_ERROR);
+		rd_kafka_flush(rk, WAIT_MS);
+	}
+	rd_kafka_destroy(rk);
+
+	assert_int_equal(dlq_read(g.k, topics, 2, 3, WAIT_MS, &l, err, sizeof err), EVH_OK);
+	assert_int_equal(l.n, 3);
+	assert_true(l.truncated);
+	for (size_t i = 0; i < l.n; i++) {
+		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
+		         (int)l.v[i].offset);
+		assert_string_equal(where, order[i]);
+	}
+	dlq_list_free(&l);
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, WAIT_MS, &l, err, sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 3);
+	assert_false(l.truncated);
+	for (size_t i = 0; i < l.n; i++) {
+		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
+		         (int)l.v[i].offset);
+		assert_string_equal(where, order[3 + i]);
+	}
+	dlq_list_free(&l);
+	after = (dlq_pos){"dlq.a", 2, 0};
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 1, WAIT_MS, &l, err, sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 1);
+	assert_true(l.truncated); /* dlq.b/0/0 */
+	assert_int_equal(l.v[0].offset, 1);
+	dlq_list_free(&l);
+	/* at: 1:1 of any topic (once, though asked twice), dlq.b's offset 0 of
+	 * any partition; offset 99 is nowhere */
+	assert_int_equal(dlq_read_at(g.k, topics, 2, at, 4, WAIT_MS, &l, err, sizeof err), EVH_OK);
+	assert_int_equal(l.n, 2);
+	assert_string_equal(l.v[0].topic, "dlq.a");
+	assert_int_equal(l.v[0].partition, 1);
+	assert_int_equal(l.v[0].offset, 1);
+	assert_string_equal(l.v[1].topic, "dlq.b");
+	assert_int_equal(l.v[1].offset, 0);
+	dlq_list_free(&l);
+	rig_stop(&g);
+}
+
 /* ------------------------------------------------------------- helpers 2 */
 
 /* Another consuming plugin with its own store, topic, group and handler. */
@@ -2551,6 +2631,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_threads_are_named), 2},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 1},
     {cmocka_unit_test(test_dlq_read_gives_up_at_its_deadline), 1},
+    {cmocka_unit_test(test_dlq_reads_in_order_from_a_position), 1},
     {cmocka_unit_test(test_event_log_has_kafka_position), 1},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 6},   /* 3.7 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 5},
