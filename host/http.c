@@ -1688,7 +1688,8 @@ static int plugin_request_begin(http_server *srv, evh_plugin *p, evh_request *re
  * meanwhile, not "not running", which reads as if it were down. */
 static const char *plugin_not_running_words(const evh_plugin *p)
 {
-	switch (p->status) {
+	plugin_state st = p->status; /* one (atomic) load; clang switches on no _Atomic */
+	switch (st) {
 	case PLUGIN_LOADED:
 	case PLUGIN_INITIALIZING: return "starting";
 	case PLUGIN_DRAINING: return p->restarting ? "restarting" : "stopping";
