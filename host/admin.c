@@ -1438,6 +1438,7 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	int64_t limit, after;
 	int rc = EVH_OK, found = 0, ok = 1, full = 0;
 	cJSON *all = cJSON_CreateArray(), *root, *events, *last;
+	double next_after;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
 	    query_int(req, resp, "after", 0, 0, INT64_MAX, &after)) {
@@ -1469,14 +1470,14 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 		return problem(resp, 500, "internal", NULL, "%s",
 		               rc && rc != EVH_ENOMEM ? "reading the event log failed"
 		                                      : "out of memory");
+	/* Read before `events` goes into root, which frees it should root be
+	 * out of memory. */
 	last = cJSON_GetArrayItem(events, cJSON_GetArraySize(events) - 1);
+	next_after = last ? cJSON_GetNumberValue(cJSON_GetObjectItem(last, "seq")) : (double)after;
 	root = cJSON_CreateObject();
 	jsonb_put(root, "events", events, &ok);
 	if (plugin)
-		jsonb_put_num(root, "next_after",
-		              last ? cJSON_GetNumberValue(cJSON_GetObjectItem(last, "seq"))
-		                   : (double)after,
-		              &ok);
+		jsonb_put_num(root, "next_after", next_after, &ok);
 	jsonb_put_bool(root, "truncated", full, &ok);
 	return reply_json(resp, 200, root, ok);
 }
