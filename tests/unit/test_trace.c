@@ -25,6 +25,8 @@
 #include <cmocka.h>
 #include <cjson/cJSON.h>
 
+#include "stderr_capture.h"
+
 #include "clock.h"
 #include "config.h"
 #include "host.h"
@@ -499,33 +501,6 @@ static void test_no_status_line_is_retried(void **state)
 
 /* ------------------------------------------------- what the log says */
 
-/* The log (stderr) into a file from now on, until log_captured. */
-static int log_capture(void)
-{
-	char path[] = "/tmp/test_trace_log.XXXXXX";
-	int saved = dup(STDERR_FILENO), fd = mkstemp(path);
-	assert_true(saved >= 0 && fd >= 0);
-	unlink(path);
-	assert_true(dup2(fd, STDERR_FILENO) >= 0);
-	close(fd);
-	return saved;
-}
-
-/* What was logged since log_capture (malloc'd), stderr back as it was. */
-static char *log_captured(int saved)
-{
-	char *text;
-	off_t n = lseek(STDERR_FILENO, 0, SEEK_END);
-	assert_true(n >= 0);
-	text = calloc(1, (size_t)n + 1);
-	assert_non_null(text);
-	assert_int_equal(pread(STDERR_FILENO, text, (size_t)n, 0), n);
-	assert_true(dup2(saved, STDERR_FILENO) >= 0);
-	close(saved);
-	fputs(text, stderr); /* as the other tests' */
-	return text;
-}
-
 static int occurrences(const char *text, const char *what)
 {
 	int n = 0;
@@ -610,13 +585,13 @@ static void test_retry_after_and_the_stop(void **state)
 	               .nstatus = 3};
 	uint64_t e0, f0, x0, e, f, x;
 	int64_t t0;
-	int saved;
+	stderr_capture cap;
 	char *log;
 	(void)state;
 	collector_start(&c);
 	counts(&e0, &f0, &x0);
 	start(c.port, 1.0, 64, 1, 3600000, 5000);
-	saved = log_capture();
+	cap = stderr_begin();
 	end_spans(1);
 	for (int i = 0; i < 100 && c.requests < 1; i++)
 		usleep(20000);
@@ -626,7 +601,8 @@ static void test_retry_after_and_the_stop(void **state)
 	trace_stop(1000);
 	if (clock_mono_ms() - t0 > 1500)
 		fail_msg("the stop took %" PRId64 " ms, allowed 1000", clock_mono_ms() - t0);
-	log = log_captured(saved);
+	log = stderr_end(cap);
+	fputs(log, stderr); /* as the other tests' */
 	collector_stop(&c);
 	assert_int_equal(c.requests, 1);
 	counts(&e, &f, &x);
@@ -642,7 +618,7 @@ static void test_queue_full_is_said_without_the_request(void **state)
 {
 	collector c = {.statuses = {0}, .nstatus = 1, .hold_ms = 3000};
 	uint64_t e0, f0, x0, e, f, x;
-	int saved;
+	stderr_capture cap;
 	char *log, *line;
 	(void)state;
 	collector_start(&c);
@@ -652,12 +628,13 @@ static void test_queue_full_is_said_without_the_request(void **state)
 	for (int i = 0; i < 100 && c.held < 1; i++)
 		usleep(20000);
 	assert_int_equal(c.held, 1);
-	saved = log_capture();
+	cap = stderr_begin();
 	log_set_context("req-of-another-thing", "0123456789abcdef0123456789abcdef");
 	end_spans(3); /* 2 fit in the queue, 1 does not */
 	log_set_context(NULL, NULL);
 	trace_stop(0);
-	log = log_captured(saved);
+	log = stderr_end(cap);
+	fputs(log, stderr); /* as the other tests' */
 	collector_stop(&c);
 	counts(&e, &f, &x);
 	assert_int_equal(f - f0, 1);
@@ -674,12 +651,12 @@ static void test_each_drop_reason_is_said(void **state)
 {
 	collector c = {.statuses = {400, 400, 0}, .nstatus = 3, .hold_ms = 3000};
 	uint64_t e0, f0, x0, e, f, x;
-	int saved;
+	stderr_capture cap;
 	char *log;
 	(void)state;
 	collector_start(&c);
 	counts(&e0, &f0, &x0);
-	saved = log_capture();
+	cap = stderr_begin();
 	start(c.port, 1.0, 4, 1, 3600000, 2000);
 	end_spans(1);
 	for (int i = 0; i < 100 && c.requests < 1; i++)
@@ -693,7 +670,8 @@ static void test_each_drop_reason_is_said(void **state)
 	assert_int_equal(c.held, 1);
 	end_spans(6); /* 4 fit in the queue, 2 do not */
 	trace_stop(0);
-	log = log_captured(saved);
+	log = stderr_end(cap);
+	fputs(log, stderr); /* as the other tests' */
 	collector_stop(&c);
 	counts(&e, &f, &x);
 	assert_int_equal(f - f0, 2);
@@ -711,19 +689,20 @@ static void test_redirect_is_not_followed(void **state)
 	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
 	               .nstatus = 2};
 	uint64_t e0, f0, x0, e, f, x;
-	int saved;
+	stderr_capture cap;
 	char *log;
 	(void)state;
 	collector_start(&c);
 	counts(&e0, &f0, &x0);
-	saved = log_capture();
+	cap = stderr_begin();
 	start(c.port, 1.0, 4, 1, 3600000, 2000);
 	end_spans(1);
 	for (int i = 0; i < 100 && (counts(&e, &f, &x), x - x0 < 1); i++)
 		usleep(20000);
 	usleep(700000); /* no other try after the exporter's 0.5 s */
 	trace_stop(1000);
-	log = log_captured(saved);
+	log = stderr_end(cap);
+	fputs(log, stderr); /* as the other tests' */
 	counts(&e, &f, &x);
 	assert_int_equal(c.requests, 1);
 	collector_stop(&c);
