@@ -399,6 +399,14 @@ static void test_export_retry(void **state)
 	assert_int_equal(f - f0, 0);
 }
 
+/* Wait (up to 2 s) until the collector has had `n` requests; exactly n. */
+static void wait_requests(collector *c, int n)
+{
+	for (int i = 0; i < 100 && c->requests < n; i++)
+		usleep(20000);
+	assert_int_equal(c->requests, n);
+}
+
 /* A collector that never answers holds the exporter up to export_timeout;
  * meanwhile the queue fills and the rest are dropped, counted. The stop
  * ends within its bound. Every span ended is counted once. */
@@ -411,9 +419,7 @@ static void test_queue_full_and_timeout(void **state)
 	counts(&e0, &f0, &x0);
 	start(c.port, 1.0, 4, 4, 3600000, 400);
 	end_spans(4);
-	for (int i = 0; i < 100 && c.requests < 1; i++)
-		usleep(20000);
-	assert_int_equal(c.requests, 1);
+	wait_requests(&c, 1);
 	end_spans(10); /* 4 fit in the queue, 6 do not */
 	trace_stop(400);
 	counts(&e, &f, &x);
@@ -538,9 +544,7 @@ static void test_retry_after_is_honoured(void **state)
 	counts(&e0, &f0, &x0);
 	start(c.port, 1.0, 4, 4, 3600000, 5000);
 	end_spans(4);
-	for (int i = 0; i < 100 && c.requests < 1; i++)
-		usleep(20000);
-	assert_int_equal(c.requests, 1);
+	wait_requests(&c, 1);
 	end_spans(10); /* 4 fit in the queue, 6 do not */
 	assert_true(exported_within(e0, 8, 6000));
 	if (c.at_ms[1] - c.at_ms[0] < 1900)
@@ -593,9 +597,7 @@ static void test_retry_after_and_the_stop(void **state)
 	start(c.port, 1.0, 64, 1, 3600000, 5000);
 	cap = stderr_begin();
 	end_spans(1);
-	for (int i = 0; i < 100 && c.requests < 1; i++)
-		usleep(20000);
-	assert_int_equal(c.requests, 1);
+	wait_requests(&c, 1);
 	end_spans(2);
 	t0 = clock_mono_ms();
 	trace_stop(1000);
@@ -659,11 +661,9 @@ static void test_each_drop_reason_is_said(void **state)
 	cap = stderr_begin();
 	start(c.port, 1.0, 4, 1, 3600000, 2000);
 	end_spans(1);
-	for (int i = 0; i < 100 && c.requests < 1; i++)
-		usleep(20000);
+	wait_requests(&c, 1);
 	end_spans(1);
-	for (int i = 0; i < 100 && c.requests < 2; i++)
-		usleep(20000);
+	wait_requests(&c, 2);
 	end_spans(1); /* held by the collector: the queue fills */
 	for (int i = 0; i < 100 && c.held < 1; i++)
 		usleep(20000);
