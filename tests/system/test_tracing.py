@@ -400,6 +400,25 @@ def test_spans_over_tls_carry_the_headers_file(evhostd, tmp_path):
             d.log_tail()
 
 
+def read_post(conn):
+    """A request's head and its Content-Length body from `conn`: the body,
+    or None when the connection closed before the end."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)content-length: *(\d+)", head)
+    while m and len(body) < int(m.group(1)):
+        more = conn.recv(65536)
+        if not more:
+            return None
+        body += more
+    return body
+
+
 class HoldingCollector:
     """A fake OTLP collector on loopback that reads each POST (its head and
     Content-Length body), then either answers 200 with a Content-Length but
@@ -425,19 +444,8 @@ class HoldingCollector:
 
     def _serve(self, conn):
         with conn:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                data += more
-            head, body = data.split(b"\r\n\r\n", 1)
-            want = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
-            while len(body) < want:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                body += more
+            if read_post(conn) is None:
+                return
             with self.lock:
                 self.posts += 1
                 self.held += 1
@@ -513,19 +521,7 @@ class ScriptedCollector:
             except OSError:
                 return
             with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    more = conn.recv(65536)
-                    if not more:
-                        break
-                    data += more
-                head, _, body = data.partition(b"\r\n\r\n")
-                m = re.search(rb"(?i)content-length: *(\d+)", head)
-                while m and len(body) < int(m.group(1)):
-                    more = conn.recv(65536)
-                    if not more:
-                        break
-                    body += more
+                read_post(conn)
                 self.times.append(time.monotonic())
                 answer = (self.answers.pop(0) if self.answers else
                           "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
