@@ -400,7 +400,9 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 		goto out;
 	if (detail && add_text(o, "detail", detail))
 		goto out;
-	if (field && add_text(o, "field", field))
+	/* A field that is not UTF-8 (a name decoded from %FF) names nothing the
+	 * client sent: left out, where U+FFFD would name another. */
+	if (field && json_utf8_error(field, strlen(field)) < 0 && add_text(o, "field", field))
 		goto out;
 	if (resp->req && resp->req->path && add_text(o, "instance", resp->req->path))
 		goto out;

@@ -415,14 +415,12 @@ static int add_filter(const crud_collection *c, const char *name, const char *va
 		return -1;
 	}
 	if (crud_filter_make(&f[*n], name, value, crud_rules_type_of(&c->rules, name), &why)) {
-		/* A name that is not UTF-8 (%FF) is no field to name: as U+FFFD it
-		 * would name none the client sent. */
-		if (json_utf8_error(name, strlen(name)) >= 0)
-			*rc = reply_invalid(resp, NULL,
-			                    "filter names must be field names: a query parameter's "
-			                    "name is not UTF-8 once percent-decoded");
-		else
-			*rc = reply_invalid(resp, name, why);
+		/* (A name that is not UTF-8 is left out of `field` by the host.) */
+		*rc = reply_invalid(resp, name,
+		                    json_utf8_error(name, strlen(name)) >= 0
+		                        ? "filter names must be field names: a query parameter's "
+		                          "name is not UTF-8 once percent-decoded"
+		                        : why);
 		return -1;
 	}
 	(*n)++;
