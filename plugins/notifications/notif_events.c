@@ -15,7 +15,9 @@
  * carried, and the "sent" rows of a broadcast. A broadcast with mails left
  * to retry returns KEEP_AND_RETRY: the rows of those settled commit (the
  * retry, even after a restart, sends only the others), but not "retrying".
- * A welcome mail to retry returns RETRY. "retrying" lives in memory
+ * A welcome mail to retry returns KEEP_AND_RETRY too, so that its
+ * recipient commits (a broadcast meanwhile reaches the user; a deletion
+ * meanwhile is kept, deleted_recipients). "retrying" lives in memory
  * (notif_pending.h); memory also remembers mails that left while their row
  * was not yet committed (a commit that failed), so a retry does not send
  * them twice. REJECT is kept for events whose data is unusable: they go to
@@ -478,16 +480,73 @@ static int recipient_upsert(evh_tx *tx, const user_event *u)
 	return EVH_OK;
 }
 
+static char *col_dup(evh_rows *rows, int col)
+{
+	const char *s = evh_rows_text(rows, col, NULL);
+	return strdup(s ? s : "");
+}
+
+/* A creation's recipient, unless the user is a recipient already: an
+ * earlier attempt of the same event committed it (KEEP_AND_RETRY), or the
+ * user's update, on another topic, was handled first. Either way the row is
+ * newer than the creation, whose address must not overwrite a changed one. */
+static int recipient_insert_new(evh_tx *tx, const user_event *u)
+{
+	char now[NOTIF_TIME_LEN];
+
+	notif_now_rfc3339(now);
+	evh_value a[4] = {EVH_TEXT(u->id), EVH_TEXT(u->email), EVH_TEXT(u->name ? u->name : ""),
+	                  EVH_TEXTN(now, strlen(now))};
+	return evh_exec(tx,
+	                "INSERT INTO recipients (user_id, email, name, updated_at)"
+	                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+	                a, 4, NULL);
+}
+
+/* The recipient's address and name as they are now, malloc'd into *email
+ * and *name: 0, or -1 when storage failed or memory ran out (*oom set). */
+static int recipient_read(evh_tx *tx, const char *id, char **email, char **name, int *oom)
+{
+	evh_value arg = EVH_TEXT(id);
+	evh_rows *rows;
+	int rc;
+
+	*email = *name = NULL;
+	if (evh_query(tx, "SELECT email, name FROM recipients WHERE user_id = ?", &arg, 1, &rows) !=
+	    EVH_OK)
+		return -1;
+	rc = evh_rows_next(rows);
+	if (rc == 1) {
+		*email = col_dup(rows, 0);
+		*name = col_dup(rows, 1);
+		if (!*email || !*name) {
+			*oom = 1;
+			rc = -1;
+		}
+	} else if (rc == 0) {
+		rc = -1; /* inserted above, in this transaction */
+	}
+	evh_rows_close(rows);
+	if (rc < 0) {
+		free(*email);
+		free(*name);
+		*email = *name = NULL;
+		return -1;
+	}
+	return 0;
+}
+
 evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	notif_state *st = ud;
 	char why[256], log_id[512];
+	char *email = NULL, *cur_name = NULL;
 	const char *name;
 	user_event u;
 	delivery d;
 	notif_content c;
 	evh_event_result result = EVH_EVENT_OK;
-	int parsed, deleted;
+	int parsed, deleted, oom = 0;
 
 	(void)p;
 	if ((parsed = parse_user_event(ev, 1, &u, why, sizeof why)) != 0)
@@ -500,13 +559,24 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 			        "user %s was deleted before its welcome mail went out: not sent", u.id);
 		goto out;
 	}
-	if (recipient_upsert(tx, &u) != EVH_OK) {
+	if (recipient_insert_new(tx, &u) != EVH_OK) {
 		result = retry_db(ev, tx, "writing recipients");
 		goto out;
 	}
+	/* The welcome goes to the address the user has now: changed (a typo
+	 * mended) while the mail was retried, it goes to the new one. */
+	if (recipient_read(tx, u.id, &email, &cur_name, &oom) < 0) {
+		if (oom) {
+			evh_event_set_error(ev, "out of memory reading the recipient");
+			result = EVH_EVENT_RETRY;
+		} else {
+			result = retry_db(ev, tx, "reading recipients");
+		}
+		goto out;
+	}
 	/* With no name, greet the address rather than nobody. */
-	name = u.name && *u.name ? u.name : u.email;
-	notif_var vars[] = {{"name", name}, {"email", u.email}, {"id", u.id}};
+	name = *cur_name ? cur_name : email;
+	notif_var vars[] = {{"name", name}, {"email", email}, {"id", u.id}};
 	memset(&c, 0, sizeof c);
 	c.tmpl_name = "welcome";
 	c.subject_tpl = &st->tpl.welcome_subject;
@@ -517,8 +587,8 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	event_log_id(ev, log_id, sizeof log_id);
 	memset(&d, 0, sizeof d);
 	d.log_id = log_id;
-	d.to_addr = u.email;
-	d.to_name = u.name;
+	d.to_addr = email;
+	d.to_name = cur_name;
 	d.content = &c;
 	d.event_attempt = evh_event_attempt(ev);
 	d.last_attempt = is_last_attempt(st, ev);
@@ -546,12 +616,19 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 		break;
 	case DELIV_RETRY:
+		/* The recipient commits: a broadcast sent while the welcome is
+		 * retried (greylisted) reaches the user too. */
+		evh_event_set_error(ev, d.err);
+		result = EVH_EVENT_KEEP_AND_RETRY;
+		break;
 	case DELIV_DBERR:
 		evh_event_set_error(ev, d.err);
 		result = EVH_EVENT_RETRY;
 		break;
 	}
 out:
+	free(email);
+	free(cur_name);
 	user_event_free(&u);
 	return result;
 }
@@ -616,12 +693,6 @@ static void recipients_free(recipient *v, size_t n)
 		free(v[i].name);
 	}
 	free(v);
-}
-
-static char *col_dup(evh_rows *rows, int col)
-{
-	const char *s = evh_rows_text(rows, col, NULL);
-	return strdup(s ? s : "");
 }
 
 /* Every recipient, copied out so no cursor stays open while mail is sent. */

@@ -1,7 +1,9 @@
-/* In-memory delivery state, keyed by log event id. The host rolls back a
- * handler's transaction when it returns RETRY, so what happened in such an
- * attempt ("retrying", with its error) cannot live in the database; it
- * lives here, and GET /notifications merges it with the table. Entries
+/* In-memory delivery state, keyed by log event id. What happened in an
+ * attempt that ends in a retry ("retrying", with its error) is not written
+ * to the database (a RETRY rolls the handler's writes back; with
+ * KEEP_AND_RETRY the retry, which Kafka keeps, is what must outlive a
+ * restart); it lives here, and GET /notifications merges it with the
+ * table. Entries
  * that are "sent" or "failed" remember an outcome whose row was not yet
  * committed, so a retry writes the row instead of sending again.
  * Bounded: when full, the least recently updated entry goes, "sent" ones

@@ -1207,6 +1207,16 @@ def test_broadcast_retried_after_a_restart_mails_only_those_not_served(
         [ada["email"], bob["email"], ADMIN_EMAIL]), [m.envelope_to for m in kept]
 
 
+def greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    """An Env whose welcome mails are retried every 1.5 s, up to 20 times."""
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 20, "retry.backoff_ms": 1500,
+               "retry.backoff_max_ms": 1500}, create_topics=True)
+    smtp_server.wait_for(welcome_to(ADMIN_EMAIL), timeout=60)
+    return env
+
+
 def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
         evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     # The welcome mail fails for a reason that may pass (greylisting's 451),
@@ -1214,11 +1224,7 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
     # another topic) is handled meanwhile; the retry must neither mail the
     # deleted account nor bring its recipient back, which every broadcast
     # would then mail.
-    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
-              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
-               "retry.max_attempts": 20, "retry.backoff_ms": 1500,
-               "retry.backoff_max_ms": 1500}, create_topics=True)
-    smtp_server.wait_for(welcome_to(ADMIN_EMAIL), timeout=60)
+    env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
     addr = f"grey.{uuid.uuid4().hex[:8]}@example.com"
     smtp_server.replies[addr] = "451 4.7.1 greylisted, try again later"
     try:
@@ -1241,6 +1247,55 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
     env.d.wait_for_log(f"broadcast {r.json()['broadcast_id']}: 1 sent", timeout=60)
     assert not [m for m in smtp_server.messages if addr in m.envelope_to], \
         [(m.envelope_to, subject(m)) for m in smtp_server.messages]
+
+
+def test_a_user_whose_welcome_mail_is_retried_gets_the_broadcasts_sent_meanwhile(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # The welcome mail is greylisted (451) and retried. The user is a
+    # recipient from the first attempt on (KEEP_AND_RETRY commits the row;
+    # RETRY rolled it back): a broadcast sent meanwhile reaches the user once
+    # the server takes its mail.
+    env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
+    addr = f"grey.{uuid.uuid4().hex[:8]}@example.com"
+    smtp_server.replies[addr] = "451 4.7.1 greylisted, try again later"
+    try:
+        user = env.create_user("Grey", addr)
+        env.d.wait_for_log("attempt 2/20 failed", timeout=60)
+        assert env.recipients().get(user["id"]) == (addr, "Grey")
+        admin = env.token()
+        r = env.d.post("/notifications/broadcast", json={"subject": "Meanwhile", "message": "hi"},
+                       headers=env.auth(admin))
+        assert r.status_code == 202, r.text
+        bid = r.json()["broadcast_id"]
+        env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
+                           timeout=60)
+    finally:
+        smtp_server.replies.pop(addr, None)
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+    smtp_server.wait_for(lambda m: addr in m.envelope_to and subject(m) == "Meanwhile",
+                         timeout=60)
+
+
+def test_an_address_changed_while_the_welcome_mail_is_retried_gets_it(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # The address given at sign-up is greylisted (or mistyped); the user
+    # changes it while the welcome mail is retried. The retry sends it to the
+    # new address, and the creation does not put the old one back.
+    env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
+    tag = uuid.uuid4().hex[:8]
+    old, new = f"typo.{tag}@example.com", f"fixed.{tag}@example.com"
+    smtp_server.replies[old] = "451 4.7.1 greylisted, try again later"
+    try:
+        user = env.create_user("Moved", old)
+        env.d.wait_for_log("attempt 2/20 failed", timeout=60)
+        r = env.d.patch(f"/users/{user['id']}", json={"email": new},
+                        headers=env.auth(env.token()))
+        assert r.status_code == 200, r.text
+        smtp_server.wait_for(welcome_to(new), timeout=60)
+        assert env.recipients().get(user["id"]) == (new, "Moved")
+        assert not [m for m in smtp_server.messages if old in m.envelope_to]
+    finally:
+        smtp_server.replies.pop(old, None)
 
 
 # ---------------------------------------------------------------- the log
