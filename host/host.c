@@ -36,6 +36,8 @@
 #include "tls_compat.h"
 #include "trace.h"
 
+/* How long the start waits for a broker's answer before it says none came. */
+#define START_PROBE_MS 1000
 
 /* A section's content in a canonical form: sorted "key=value" lines. Two
  * configurations that differ only in file layout or key order compare equal,
@@ -973,6 +975,15 @@ int host_start(host *h)
 	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,
 	         h->nplugins, h->nplugins == 1 ? "" : "s", plain,
 	         h->set.http_tls_listen ? ", https on " : "", tls, kafka_bootstraps(h->kafka));
+	/* Serving HTTP does not wait for Kafka (the outboxes keep the events),
+	 * but "ready" must not pass for reachable: librdkafka's own lines say
+	 * a broker is down, not what that means here. A cluster that answers
+	 * does so at once; one that does not holds the start this long. */
+	if (h->kafka && !kafka_reachable_shared(h->kafka, START_PROBE_MS))
+		log_warn("host", "kafka: no broker of %s answered within %d ms: events wait in the "
+		                 "plugins' outboxes and consumers start once one answers; /readyz "
+		                 "says \"kafka\": \"unreachable\" until then",
+		         kafka_bootstraps(h->kafka), START_PROBE_MS);
 	return 0;
 }
 
@@ -1412,7 +1423,10 @@ int host_ready(host *h, char **json)
 		ready = 0;
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
-	kafka_ok = h->kafka && kafka_reachable(h->kafka, 2000);
+	/* One probe asks the cluster at a time, at most once a second: while
+	 * Kafka is unreachable each answer takes the timeout, and probes must
+	 * not hold the HTTP workers meanwhile. */
+	kafka_ok = h->kafka && kafka_reachable_shared(h->kafka, 2000);
 	jsonb_put_str(root, "kafka", kafka_ok ? "reachable" : "unreachable", &ok);
 	jsonb_put_str(root, "storage",
 	              !store_ok ? "not writable" : store_full_seen ? "full" : "writable", &ok);

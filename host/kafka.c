@@ -105,6 +105,11 @@ struct kafka {
 		rd_kafka_topic_t *rkt;
 	} *topics;
 	size_t ntopics, topics_cap;
+	/* kafka_reachable_shared: the last answer, when it was had (0: never),
+	 * and whether a thread is asking the cluster now. */
+	pthread_mutex_t probe_mu;
+	int probe_busy, probe_last;
+	int64_t probe_at_us;
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -727,6 +732,7 @@ int kafka_start(kafka **out, const settings *s, char *err, size_t errlen)
 	}
 	k->set = s;
 	pthread_mutex_init(&k->topics_mu, NULL);
+	pthread_mutex_init(&k->probe_mu, NULL);
 	kafka_known_issues(s);
 	if (s->embedded) {
 		if (start_mock(k, err, errlen))
@@ -866,6 +872,7 @@ void kafka_stop(kafka *k, int timeout_ms)
 	if (k->mock_rk)
 		rd_kafka_destroy(k->mock_rk);
 	pthread_mutex_destroy(&k->topics_mu);
+	pthread_mutex_destroy(&k->probe_mu);
 	free(k->bootstraps);
 	free(k);
 }
@@ -881,6 +888,30 @@ int kafka_reachable(kafka *k, int timeout_ms)
 		return 0;
 	rd_kafka_metadata_destroy(md);
 	return 1;
+}
+
+/* An answer of kafka_reachable_shared this recent is given again. */
+#define PROBE_FRESH_US 1000000
+
+int kafka_reachable_shared(kafka *k, int timeout_ms)
+{
+	int r;
+
+	pthread_mutex_lock(&k->probe_mu);
+	if (k->probe_at_us && (k->probe_busy || now_us() - k->probe_at_us < PROBE_FRESH_US)) {
+		r = k->probe_last;
+		pthread_mutex_unlock(&k->probe_mu);
+		return r;
+	}
+	k->probe_busy++;
+	pthread_mutex_unlock(&k->probe_mu);
+	r = kafka_reachable(k, timeout_ms);
+	pthread_mutex_lock(&k->probe_mu);
+	k->probe_busy--;
+	k->probe_last = r;
+	k->probe_at_us = now_us();
+	pthread_mutex_unlock(&k->probe_mu);
+	return r;
 }
 
 static void meta_from_row(ce_meta *m, const outbox_row *row, const char *source)

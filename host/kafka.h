@@ -35,6 +35,11 @@ void kafka_stop(kafka *k, int timeout_ms);
 const char *kafka_bootstraps(kafka *k);
 /* Can we reach the cluster (metadata within timeout)? */
 int kafka_reachable(kafka *k, int timeout_ms);
+/* The same, for callers that may come many at once (/readyz): an answer
+ * less than a second old is given again, and while one caller asks the
+ * cluster the others get the last answer rather than wait too. Until a
+ * first answer, callers ask the cluster each. */
+int kafka_reachable_shared(kafka *k, int timeout_ms);
 
 /* What to say of a topic the cluster does not have (EVH_ENOTFOUND from a
  * produce call, or a delivery that failed for it). */

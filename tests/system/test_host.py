@@ -1044,6 +1044,27 @@ def test_a_body_that_stops_short_is_said_to_have_timed_out(evhostd, build_dir):
             "nothing more came within [http] request_timeout (1000 ms)"), detail
 
 
+def test_kafka_unreachable_is_said_at_start_and_probes_do_not_hold_workers(evhostd):
+    # No broker listens. The start says so after "ready:" (librdkafka's own
+    # lines name a broker, not what that means here). While no broker
+    # answers, each look at the cluster waits 2 s: one /readyz probe asks at
+    # a time, the others get the last answer at once. Before, each probe
+    # held a worker 2 s: eight of them on two workers, the last was answered
+    # after 8 s, past the client's 5 s.
+    down = f"127.0.0.1:{lib.free_port()}"
+    d = evhostd({"http": {"threads": 2}}, brokers=down)
+    d.wait_for_log(f"kafka: no broker of {down} answered within 1000 ms: events wait in the "
+                   "plugins' outboxes", timeout=30)
+    assert d.log_text().index(" ready: ") < d.log_text().index("kafka: no broker of")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        probes = [pool.submit(d.get, "/readyz", timeout=5) for _ in range(8)]
+        answers = [f.result(30) for f in probes]
+    for r in answers:
+        assert r.status_code == 503, r.text
+        assert r.json()["kafka"] == "unreachable", r.text
+    assert d.get("/healthz", timeout=5).status_code == 200
+
+
 def test_one_plugins_slow_requests_leave_workers_for_the_rest(evhostd, build_dir):
     # [http] max_plugin_requests = 2 of 4 workers: with two of the probe's
     # requests asleep in its handler, a third is refused at once (503, said
