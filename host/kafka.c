@@ -701,6 +701,32 @@ static size_t conf_size(const rd_kafka_conf_t *conf, const char *name)
 	return rd_kafka_conf_get(conf, name, v, &n) == RD_KAFKA_CONF_OK ? strtoul(v, NULL, 10) : 0;
 }
 
+static int rdkafka_given(const settings *s, const char *key)
+{
+	for (size_t i = 0; i < s->nrdkafka; i++)
+		if (!strcmp(s->rdkafka[i].key, key))
+			return 1;
+	return 0;
+}
+
+/* A message to a topic the cluster lacks fails with "unknown topic" once
+ * topic.metadata.propagation.max.ms (30 s) has passed, but with "Message
+ * timed out", which names no cause, when message.timeout.ms passes first:
+ * an rdkafka.message.timeout.ms at or below it lowers it to half that,
+ * unless rdkafka.topic.metadata.propagation.max.ms is given too. */
+static int propagation_below_timeout(rd_kafka_conf_t *conf, const settings *s, char *err,
+                                     size_t errlen)
+{
+	size_t timeout = conf_size(conf, "message.timeout.ms");
+	char v[32];
+
+	if (!timeout || conf_size(conf, "topic.metadata.propagation.max.ms") < timeout ||
+	    rdkafka_given(s, "topic.metadata.propagation.max.ms"))
+		return 0;
+	snprintf(v, sizeof v, "%zu", timeout > 1 ? timeout / 2 : 1);
+	return conf_set(conf, "topic.metadata.propagation.max.ms", v, err, errlen);
+}
+
 static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -711,6 +737,7 @@ static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, si
 	if (conf_set(conf, "client.id", "evhost", err, errlen) ||
 	    conf_set(conf, "linger.ms", "5", err, errlen) ||
 	    conf_passthrough(conf, RD_KAFKA_PRODUCER, s, producer_owned, err, errlen) ||
+	    propagation_below_timeout(conf, s, err, errlen) ||
 	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
 	    conf_set(conf, "enable.idempotence", "true", err, errlen) ||
 	    conf_set(conf, "acks", "all", err, errlen)) {

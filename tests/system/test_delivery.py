@@ -448,10 +448,13 @@ def test_cluster_creating_no_topics_holds_events_until_they_exist(evhostd, tmp_p
     before its topics exist is answered 201, its USER_CREATED waits in the
     outbox and the log says to create the topic; once it exists the welcome
     mail goes out, once. A dead letter whose topic does not exist waits the
-    same way (only its partition), and is written once the topic exists."""
+    same way (only its partition), and is written once the topic exists.
+
+    With a message.timeout.ms below librdkafka's 30 s wait for a topic to
+    appear, the host lowers that wait: the log says the topic is missing,
+    not "Message timed out"."""
     st = Stack(evhostd, tmp_path, unique_name, own_broker.bootstrap, smtp_server,
-               kafka={"rdkafka.topic.metadata.propagation.max.ms": 1000,
-                      "retry.backoff_max_ms": 2000})
+               kafka={"rdkafka.message.timeout.ms": 4000, "retry.backoff_max_ms": 2000})
     created, run = st.topics["created"], secrets.token_hex(3)
     early = f"early.{run}@example.org"
     assert st.create_user("Early", early).status_code == 201
