@@ -84,18 +84,29 @@ static int hash_memory_available(const user_state *st)
 /* Does `password` match `hash`? *ok says; EVH_EBUSY or EVH_ENOMEM when it
  * could not be checked. libsodium answers -1 both for a mismatch and when
  * it could not get the hash's memory, with errno EINVAL either way; when
- * that memory cannot be had now either, it was the memory, and the client
- * is told to try again rather than that its password is wrong. */
-static int password_verify(user_state *st, const char *hash, const char *password, int *ok)
+ * that memory cannot be had now either, it may have been the memory, and
+ * the client is told to try again rather than that its password is wrong.
+ * The memory is looked for first, so that a check is not even tried when
+ * it cannot be had (nothing was checked: the attempt need not count). When
+ * it was there before and is not after a -1, the password may have been
+ * checked and found wrong: *maybe_wrong is set, and the caller counts the
+ * attempt as a failure, or a guesser under memory pressure would learn
+ * from each 503 that a password is wrong, uncounted. */
+static int password_verify(user_state *st, const char *hash, const char *password, int *ok,
+                           int *maybe_wrong)
 {
 	int rc = hash_begin(st);
-	*ok = 0;
+	*ok = *maybe_wrong = 0;
 	if (rc != EVH_OK)
 		return rc;
-	if (crypto_pwhash_str_verify(hash, password, strlen(password)) == 0)
-		*ok = 1;
-	else if (!hash_memory_available(st))
+	if (!hash_memory_available(st)) {
 		rc = EVH_ENOMEM;
+	} else if (crypto_pwhash_str_verify(hash, password, strlen(password)) == 0) {
+		*ok = 1;
+	} else if (!hash_memory_available(st)) {
+		rc = EVH_ENOMEM;
+		*maybe_wrong = 1;
+	}
 	sem_post(&st->hash_slots);
 	return rc;
 }
@@ -200,7 +211,7 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 {
 	user_rec now;
 	evh_tx *tx;
-	int rc;
+	int rc, ignored;
 
 	*same = 0;
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
@@ -212,7 +223,8 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 	if (rc == EVH_ENOTFOUND)
 		return EVH_OK;
 	*same = !strcmp(now.password_hash, u->password_hash);
-	rc = *same ? EVH_OK : password_verify(st, now.password_hash, password, same);
+	/* The password was found right already: a failure here is no guess. */
+	rc = *same ? EVH_OK : password_verify(st, now.password_hash, password, same, &ignored);
 	sodium_memzero(now.password_hash, sizeof now.password_hash);
 	return rc;
 }
@@ -385,15 +397,19 @@ static int login_check(user_state *st, evh_response *resp, const char *email,
                        const char *password, user_rec *u, int *found, login_outcome *outcome,
                        const char **result)
 {
-	int rc = email ? find_account(st, email, u, found) : EVH_OK, ok;
+	int rc = email ? find_account(st, email, u, found) : EVH_OK, ok, maybe_wrong;
 
 	*outcome = LOGIN_UNDECIDED;
 	*result = NULL;
 	if (rc != EVH_OK)
 		return reply_failure(resp, rc);
-	rc = password_verify(st, *found ? u->password_hash : st->dummy_hash, password, &ok);
-	if (rc != EVH_OK)
+	rc = password_verify(st, *found ? u->password_hash : st->dummy_hash, password, &ok,
+	                     &maybe_wrong);
+	if (rc != EVH_OK) {
+		if (maybe_wrong)
+			*outcome = LOGIN_FAILED;
 		return user_hash_failure(st, resp, rc);
+	}
 	*outcome = *found && ok ? LOGIN_SUCCEEDED : LOGIN_FAILED;
 	if (!*found || !ok) {
 		*result = "failed";
@@ -412,7 +428,7 @@ int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
 	int64_t retry_ms;
 	size_t which;
 	unsigned locked;
-	int rc, ok = 0;
+	int rc, ok = 0, maybe_wrong;
 
 	*answered = 1;
 	memcpy(verified, u->password_hash, crypto_pwhash_STRBYTES);
@@ -424,9 +440,11 @@ int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
 		evh_metric_add(st->logins, admitted == LOGIN_BUSY ? "busy" : "locked", 1);
 		return reply_refused(resp, admitted, which, retry_ms);
 	}
-	rc = password_verify(st, u->password_hash, password, &ok);
+	rc = password_verify(st, u->password_hash, password, &ok, &maybe_wrong);
 	if (rc != EVH_OK) {
-		rc = user_hash_failure(st, resp, rc); /* counts nothing */
+		if (maybe_wrong)
+			outcome = LOGIN_FAILED; /* held to the limits, not in user_logins_total */
+		rc = user_hash_failure(st, resp, rc);
 	} else if (!ok) {
 		outcome = LOGIN_FAILED;
 		evh_metric_add(st->logins, "failed", 1);

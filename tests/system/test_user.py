@@ -663,6 +663,57 @@ def test_a_hash_without_memory_is_503_and_changes_nothing(evhostd, tmp_path, bui
     register(d, "Grace Hopper", grace)
 
 
+MEMLIMIT_8M = 8 * 1024 * 1024
+
+
+def test_guesses_while_no_hash_memory_can_be_had_learn_nothing_and_lock_nobody(
+        evhostd, tmp_path, build_dir):
+    # The user plugin's look for a hash's memory fails (faults.so), libsodium's
+    # own allocation does not: memory that comes and goes. Before, a wrong
+    # password was checked, and only then was the memory looked for: each
+    # guess was a 503, uncounted, and the right one a 200, so a guesser went
+    # on past login.max_failures. Now the memory is looked for first: nothing
+    # is checked, the right password is a 503 like the wrong ones, and no
+    # account is locked for the time memory was short.
+    switch = tmp_path / "no-hash-memory"
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
+                            argon2_memlimit="8M", **{"login.max_failures": 3}),
+                env=lib.faults_preloaded(build_dir, mmap_length=MEMLIMIT_8M,
+                                         mmap_caller="/user.so", mmap_file=switch))
+    addr = register(d)["email"]
+    switch.touch()
+    try:
+        for _ in range(6):
+            problem(attempt(d, addr, "wrong password"), 503, "unavailable")
+        body = problem(attempt(d, addr), 503, "unavailable")
+        assert "not enough memory for a password hash" in body["detail"], body
+    finally:
+        switch.unlink()
+    login(d, addr)
+
+
+def test_a_wrong_password_then_no_hash_memory_counts_as_a_failure(evhostd, tmp_path,
+                                                                    build_dir):
+    # Memory there before the check and gone after a mismatch (every other
+    # look fails): the password may have been found wrong. The answer is 503
+    # (it may have been the memory), but the attempt counts against
+    # login.max_failures: the fourth is refused, locked out.
+    switch = tmp_path / "hash-memory-comes-and-goes"
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
+                            argon2_memlimit="8M", **{"login.max_failures": 3}),
+                env=lib.faults_preloaded(build_dir, mmap_length=MEMLIMIT_8M, mmap_every=2,
+                                         mmap_caller="/user.so", mmap_file=switch))
+    addr = register(d)["email"]
+    switch.touch()
+    try:
+        for _ in range(3):
+            problem(attempt(d, addr, "wrong password"), 503, "unavailable")
+        body = problem(attempt(d, addr), 429, "too-many-requests")
+        assert "failed logins" in body["detail"], body
+    finally:
+        switch.unlink()
+
+
 # ---------------------------------------------------------- change, delete
 
 
