@@ -8,6 +8,7 @@ and poison messages going to the dead-letter topic without stopping the ones
 after them."""
 
 import base64
+import contextlib
 import email
 import email.header
 import email.utils
@@ -1207,6 +1208,16 @@ def test_broadcast_retried_after_a_restart_mails_only_those_not_served(
         [ada["email"], bob["email"], ADMIN_EMAIL]), [m.envelope_to for m in kept]
 
 
+@contextlib.contextmanager
+def greylisted(smtp_server, addr):
+    """The SMTP server answers mail to `addr` 451 (greylisting) meanwhile."""
+    smtp_server.replies[addr] = "451 4.7.1 greylisted, try again later"
+    try:
+        yield
+    finally:
+        smtp_server.replies.pop(addr, None)
+
+
 def greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     """An Env whose welcome mails are retried every 1.5 s, up to 20 times."""
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
@@ -1226,8 +1237,7 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
     # would then mail.
     env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
     addr = f"grey.{uuid.uuid4().hex[:8]}@example.com"
-    smtp_server.replies[addr] = "451 4.7.1 greylisted, try again later"
-    try:
+    with greylisted(smtp_server, addr):
         user = env.create_user("Grey", addr)
         # The server's reply is said, not only its code.
         env.d.wait_for_log('attempt 2/20 failed (smtp: Weird server reply (server replied '
@@ -1237,8 +1247,6 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
         assert r.status_code == 204, r.text
         lib.wait_until(lambda: user["id"] not in env.recipients(), timeout=30,
                        message="the recipient removed")
-    finally:
-        smtp_server.replies.pop(addr, None)
     env.d.wait_for_log(f"user {user['id']} was deleted", timeout=60)
     assert user["id"] not in env.recipients()
     r = env.d.post("/notifications/broadcast", json={"subject": "After", "message": "hi"},
@@ -1257,8 +1265,7 @@ def test_a_user_whose_welcome_mail_is_retried_gets_the_broadcasts_sent_meanwhile
     # the server takes its mail.
     env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
     addr = f"grey.{uuid.uuid4().hex[:8]}@example.com"
-    smtp_server.replies[addr] = "451 4.7.1 greylisted, try again later"
-    try:
+    with greylisted(smtp_server, addr):
         user = env.create_user("Grey", addr)
         env.d.wait_for_log("attempt 2/20 failed", timeout=60)
         assert env.recipients().get(user["id"]) == (addr, "Grey")
@@ -1269,8 +1276,6 @@ def test_a_user_whose_welcome_mail_is_retried_gets_the_broadcasts_sent_meanwhile
         bid = r.json()["broadcast_id"]
         env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
                            timeout=60)
-    finally:
-        smtp_server.replies.pop(addr, None)
     smtp_server.wait_for(welcome_to(addr), timeout=60)
     smtp_server.wait_for(lambda m: addr in m.envelope_to and subject(m) == "Meanwhile",
                          timeout=60)
@@ -1284,8 +1289,7 @@ def test_an_address_changed_while_the_welcome_mail_is_retried_gets_it(
     env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
     tag = uuid.uuid4().hex[:8]
     old, new = f"typo.{tag}@example.com", f"fixed.{tag}@example.com"
-    smtp_server.replies[old] = "451 4.7.1 greylisted, try again later"
-    try:
+    with greylisted(smtp_server, old):
         user = env.create_user("Moved", old)
         env.d.wait_for_log("attempt 2/20 failed", timeout=60)
         r = env.d.patch(f"/users/{user['id']}", json={"email": new},
@@ -1294,8 +1298,6 @@ def test_an_address_changed_while_the_welcome_mail_is_retried_gets_it(
         smtp_server.wait_for(welcome_to(new), timeout=60)
         assert env.recipients().get(user["id"]) == (new, "Moved")
         assert not [m for m in smtp_server.messages if old in m.envelope_to]
-    finally:
-        smtp_server.replies.pop(old, None)
 
 
 # ---------------------------------------------------------------- the log

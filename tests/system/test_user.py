@@ -663,7 +663,18 @@ def test_a_hash_without_memory_is_503_and_changes_nothing(evhostd, tmp_path, bui
     register(d, "Grace Hopper", grace)
 
 
-MEMLIMIT_8M = 8 * 1024 * 1024
+def hash_memory_faulted(evhostd, tmp_path, build_dir, **faults):
+    """A daemon (login.max_failures = 3) whose user plugin's looks for a
+    hash's 8 MiB fail (faults.so: all, or every mmap_every-th) once the
+    returned switch file exists; a user registered before. (d, email, switch)."""
+    switch = tmp_path / "hash-memory-fault"
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
+                            argon2_memlimit="8M", **{"login.max_failures": 3}),
+                env=lib.faults_preloaded(build_dir, mmap_length=8 * 1024 * 1024,
+                                         mmap_caller="/user.so", mmap_file=switch, **faults))
+    addr = register(d)["email"]
+    switch.touch()
+    return d, addr, switch
 
 
 def test_guesses_while_no_hash_memory_can_be_had_learn_nothing_and_lock_nobody(
@@ -675,13 +686,7 @@ def test_guesses_while_no_hash_memory_can_be_had_learn_nothing_and_lock_nobody(
     # on past login.max_failures. Now the memory is looked for first: nothing
     # is checked, the right password is a 503 like the wrong ones, and no
     # account is locked for the time memory was short.
-    switch = tmp_path / "no-hash-memory"
-    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
-                            argon2_memlimit="8M", **{"login.max_failures": 3}),
-                env=lib.faults_preloaded(build_dir, mmap_length=MEMLIMIT_8M,
-                                         mmap_caller="/user.so", mmap_file=switch))
-    addr = register(d)["email"]
-    switch.touch()
+    d, addr, switch = hash_memory_faulted(evhostd, tmp_path, build_dir)
     try:
         for _ in range(6):
             problem(attempt(d, addr, "wrong password"), 503, "unavailable")
@@ -698,13 +703,7 @@ def test_a_wrong_password_then_no_hash_memory_counts_as_a_failure(evhostd, tmp_p
     # look fails): the password may have been found wrong. The answer is 503
     # (it may have been the memory), but the attempt counts against
     # login.max_failures: the fourth is refused, locked out.
-    switch = tmp_path / "hash-memory-comes-and-goes"
-    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
-                            argon2_memlimit="8M", **{"login.max_failures": 3}),
-                env=lib.faults_preloaded(build_dir, mmap_length=MEMLIMIT_8M, mmap_every=2,
-                                         mmap_caller="/user.so", mmap_file=switch))
-    addr = register(d)["email"]
-    switch.touch()
+    d, addr, switch = hash_memory_faulted(evhostd, tmp_path, build_dir, mmap_every=2)
     try:
         for _ in range(3):
             problem(attempt(d, addr, "wrong password"), 503, "unavailable")
