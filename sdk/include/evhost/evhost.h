@@ -140,7 +140,8 @@ typedef enum evh_config_type {
 	/* ABI 1.3: an EVH_CFG_PATH that must name a readable regular file when
 	 * the configuration is read (at start, at a reload, by --check-config),
 	 * or that is a configuration error at the key's file:line. For secrets
-	 * and certificates; checked when set, not for a default. */
+	 * and certificates; a default is checked too (at the section's line), a
+	 * key set to nothing is not (it reads as ""). */
 	EVH_CFG_FILE = 6,
 	/* ABI 1.3: the same for a directory that must exist and be readable
 	 * (templates, say; not one the plugin creates: that is EVH_CFG_PATH). */
@@ -232,13 +233,21 @@ typedef struct evh_migration {
  * takes). EVH_ETOOBIG from anything else (evh_resp_header past its 64
  * headers, evh_stream_publish over 64 KiB, your own code) is the plugin's
  * failure: 500. For a limit of your own a client must keep to, answer the
- * 413 yourself (evh_resp_problem). Runs on an HTTP worker thread. */
+ * 413 yourself (evh_resp_problem). So set a write's body only once
+ * evh_tx_commit said EVH_OK (build its text before the transaction): a body
+ * set before the commit is sent even when the commit fails. Runs on an HTTP
+ * worker thread. */
 typedef int (*evh_http_handler)(evh_request *req, evh_response *resp, void *ud);
 
 /* Event handler. `tx` is an open transaction on the plugin's store: writes
  * made through it commit together with the inbox record of this event, so
  * a redelivered event is never handled twice. Do not commit or roll back
- * `tx` yourself (refused: EVH_ESTATE). Runs on the plugin's consumer thread. */
+ * `tx` yourself (refused: EVH_ESTATE). EVH_EVENT_OK after a storage call on
+ * `tx` failed, or a value that is no evh_event_result, is taken as
+ * EVH_EVENT_RETRY (the event's writes undone, an attempt counted). The
+ * writes commit after the handler returns, with the consumer's batch:
+ * what it sends elsewhere meanwhile (evh_stream_publish) goes out before.
+ * Runs on the plugin's consumer thread. */
 typedef evh_event_result (*evh_event_handler)(evh_plugin *p, const evh_event *ev,
                                               evh_tx *tx, void *ud);
 
@@ -841,8 +850,8 @@ static inline const char *evh_event_header(const evh_event *e, const char *name)
 }
 /* 1 on first delivery, 2 on the first retry, ... */
 static inline int evh_event_attempt(const evh_event *e) { return evh__api->ev_attempt(e); }
-/* Say why you return RETRY, REJECT or KEEP_AND_DEAD_LETTER; goes to logs
- * and DLQ headers. */
+/* Say why you return RETRY, REJECT, KEEP_AND_DEAD_LETTER or KEEP_AND_RETRY;
+ * goes to logs and DLQ headers (copied, cut at 511 bytes; no personal data). */
 static inline void evh_event_set_error(const evh_event *e, const char *message)
 {
 	evh__api->ev_set_error(e, message);
@@ -867,7 +876,9 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
  * one still open is a bug the host mends: it rolls it back and logs it (an
  * HTTP handler's answer becomes a 500; init fails). */
 static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
-/* Commit and release `tx` (also on failure: then nothing was written). */
+/* Commit and release `tx` (also on failure: then nothing was written). Set
+ * an HTTP answer's body after it returned EVH_OK, not before (see
+ * evh_http_handler). */
 static inline int evh_tx_commit(evh_tx *tx) { return evh__api->tx_commit(tx); }
 /* Roll back and release `tx`. Its reads may have been of writes that a
  * failed group commit then undid: an HTTP handler's answer is replaced by a
@@ -984,8 +995,10 @@ static inline int evh_auth_revoke(evh_plugin *p, const char *subject)
  * or the client falls too far behind. Your plugin's code is not called for
  * it again. Headers added with evh_resp_header are sent too; a body is
  * ignored, and a later evh_resp_problem or status other than 200 cancels
- * the stream. EVH_EBUSY: [http] max_streams streams are open; the response
- * is already a 503 problem with Retry-After (return EVH_OK or the code).
+ * the stream. EVH_EBUSY: [http] max_streams streams are open, EVH_ESTATE:
+ * the server is stopping; for both the response is already a 503 problem
+ * with Retry-After (return EVH_OK or the code). EVH_ESTATE also for a
+ * second call (the first stream stands).
  * EVH_EUNSUPPORTED: the host predates streaming. HTTP worker thread. */
 static inline int evh_resp_stream(evh_response *resp, const char *channel)
 {

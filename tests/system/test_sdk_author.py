@@ -1,0 +1,400 @@
+"""A plugin as a third party writes it: sdk/examples/orders, built outside the
+tree against the installed SDK (pkg-config and CMake's find_package, as
+docs/sdk.md says), loaded in the real daemon with the real Kafka and driven
+over HTTP, checking what docs/sdk.md promises it: routes with a token and a
+role, a write and its event in one transaction (the outbox), an event
+handler's every result (OK with the inbox's de-duplication, RETRY,
+KEEP_AND_RETRY, KEEP_AND_DEAD_LETTER, REJECT), a Server-Sent Events stream,
+the descriptor's check, metrics of its own.
+
+A second small plugin (MISTAKES below) makes the mistakes the docs warn about
+and checks the host answers as documented: a body set before a commit that
+fails is sent; OK after a failed statement is a retry; an unknown result is a
+retry; an empty value reads as "" (not the default); a route with a role but
+no EVH_ROUTE_AUTH is refused. These guard the documentation (they pass on the
+code as it was) rather than a fix.
+"""
+
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+import uuid
+
+import pytest
+
+import evhost_testlib as lib
+
+EXAMPLE = lib.REPO_ROOT / "sdk" / "examples" / "orders"
+SECRET = b"orders-test-secret-0123456789-abcdefghijklmnop"
+WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Werror"]
+
+
+@pytest.fixture(scope="module")
+def sdk_prefix(build_dir, tmp_path_factory):
+    """The SDK installed as docs/sdk.md says: cmake --install --component dev."""
+    prefix = tmp_path_factory.mktemp("sdk") / "prefix"
+    r = subprocess.run(["cmake", "--install", str(build_dir), "--component", "dev", "--prefix",
+                        str(prefix)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return prefix
+
+
+def pkg_config(prefix, *args):
+    pcdir = next(prefix.glob("lib*/**/pkgconfig"), prefix / "lib" / "pkgconfig")
+    env = dict(os.environ, PKG_CONFIG_PATH=str(pcdir))
+    r = subprocess.run(["pkg-config", *args], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def cc_plugin(prefix, src, out, libs=()):
+    """The docs' command line, with warnings as errors."""
+    cflags = pkg_config(prefix, "--cflags", "evhost-sdk", *libs)
+    ldflags = pkg_config(prefix, "--libs", *libs) if libs else []
+    r = subprocess.run(["cc", "-shared", "-fPIC", *WARNINGS, "-Wl,--no-undefined", str(src),
+                        *cflags, *ldflags, "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def orders_so(sdk_prefix, tmp_path_factory):
+    src = sdk_prefix / "share" / "doc" / "evhost-dev" / "examples" / "orders" / "orders.c"
+    assert src.exists(), "the orders example is installed with the SDK"
+    return cc_plugin(sdk_prefix, src, tmp_path_factory.mktemp("orders") / "orders.so",
+                     libs=("libcjson",))
+
+
+def token(subject, *roles):
+    return lib.sign_token(SECRET, subject, roles=roles)
+
+
+def auth(subject, *roles):
+    return {"Authorization": f"Bearer {token(subject, *roles)}"}
+
+
+def orders_daemon(evhostd, tmp_path, so, brokers, **keys):
+    secret = tmp_path / "jwt.key"
+    secret.write_bytes(SECRET + b"\n")
+    secret.chmod(0o600)
+    section = {"path": str(so), **keys}
+    return evhostd({"auth": {"jwt_secret_file": str(secret)}, "plugin.orders": section},
+                   brokers=brokers)
+
+
+def place(d, subject, item="book", quantity=2):
+    r = d.post("/orders", json={"item": item, "quantity": quantity}, headers=auth(subject))
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r
+
+
+def order(d, oid, subject="alice"):
+    return d.get(f"/orders/{oid}", headers=auth(subject))
+
+
+def test_orders_builds_with_cmake_find_package(sdk_prefix, tmp_path):
+    # The example's own CMakeLists.txt, against the installed prefix.
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(EXAMPLE), "-B", str(build),
+                        f"-DCMAKE_PREFIX_PATH={sdk_prefix}", "-DCMAKE_C_FLAGS=-Werror"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = subprocess.run(["cmake", "--build", str(build)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (build / "orders.so").exists()
+
+
+def test_check_config_names_each_bad_value_at_its_line(evhostd, orders_so):
+    # `admin_role =` is set to nothing: "" (not the default), which the check refuses.
+    dropin = ("[plugin.orders]\n"
+              f"path = {orders_so}\n"
+              "max_quantity = 0\n"
+              "admin_role =\n"
+              "retry.max_attempts = 5000\n"
+              "payments_topic = not a topic\n")
+    r = evhostd.run(["--check-config"], dropins={"50-orders.conf": dropin})
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    for line, key in ((3, "max_quantity"), (4, "admin_role"), (5, "retry.max_attempts"),
+                      (6, "payments_topic")):
+        assert f"50-orders.conf:{line}: [plugin.orders] {key}: " in out, out
+    ok = evhostd.run(["--check-config"], dropins={
+        "50-orders.conf": f"[plugin.orders]\npath = {orders_so}\n"})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_routes_token_role_and_the_outbox(evhostd, tmp_path, orders_so, kafka_bootstrap,
+                                          unique_name):
+    topic, payments = unique_name("orders"), unique_name("payments")
+    d = orders_daemon(evhostd, tmp_path, orders_so, kafka_bootstrap, topic=topic,
+                      payments_topic=payments)
+
+    # The host answers 401/403/400 itself, before the handler.
+    assert d.post("/orders", json={"item": "x", "quantity": 1}).status_code == 401
+    r = d.post("/orders", data="{\"item\":", headers={**auth("alice"),
+                                                      "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json"
+    assert d.get("/orders", headers=auth("alice")).status_code == 403
+
+    r = d.post("/orders", json={"item": "book", "quantity": 0}, headers=auth("alice"))
+    assert r.status_code == 422 and r.json()["field"] == "quantity"
+
+    oid, r = place(d, "alice")
+    assert r.headers["Location"] == f"/orders/{oid}"
+    got = order(d, oid)
+    assert got.status_code == 200
+    assert got.json() == {"id": oid, "owner": "alice", "item": "book", "quantity": 2,
+                          "status": "new"}
+    assert order(d, oid, "mallory").status_code == 404
+    listed = d.get("/orders", headers=auth("boss", "orders-admin"))
+    assert listed.status_code == 200 and [o["id"] for o in listed.json()] == [oid]
+
+    # The event left through the outbox, keyed by the order, with its CloudEvents type.
+    msgs = lib.kafka_consume(topic, count=1, timeout=30)
+    assert len(msgs) == 1
+    m = msgs[0]
+    assert m["key"] == oid and m["headers"]["ce_type"] == "ORDER_PLACED"
+    assert json.loads(m["value"]) == {"id": oid, "owner": "alice", "item": "book",
+                                      "quantity": 2}
+    assert 'orders_placed_total{plugin="orders",kind="normal"} 1' in d.get("/metrics").text
+
+
+class Sse:
+    """GET `path` on a raw socket; events read as {"event", "data"}."""
+
+    def __init__(self, port, path, headers):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        req = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n"
+        req += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.sock.sendall((req + "\r\n").encode())
+        self.buf = b""
+        while b"\r\n\r\n" not in self.buf:
+            self._fill(time.monotonic() + 10)
+        head, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        self.status = int(head.split()[1])
+
+    def _fill(self, deadline):
+        self.sock.settimeout(max(0.05, deadline - time.monotonic()))
+        chunk = self.sock.recv(65536)
+        assert chunk, f"stream closed: {self.buf!r}"
+        self.buf += chunk
+
+    def next_event(self, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            while b"\n\n" in self.buf:
+                block, self.buf = self.buf.split(b"\n\n", 1)
+                ev = {"data": []}
+                for line in block.decode().split("\n"):
+                    field, _, value = line.partition(": ")
+                    if field == "data":
+                        ev["data"].append(value)
+                    elif field == "event":
+                        ev["event"] = value
+                if ev["data"]:
+                    ev["data"] = json.loads("\n".join(ev["data"]))
+                    return ev
+            assert time.monotonic() < deadline, f"no event within {timeout:g}s: {self.buf!r}"
+            self._fill(deadline)
+
+    def close(self):
+        self.sock.close()
+
+
+def produce_payment(topic, ce_id, oid, result):
+    lib.kafka_produce(topic, {"order_id": oid, "result": result}, key=oid,
+                      headers={"ce_id": ce_id, "ce_type": "PAYMENT_RESULT"})
+
+
+def test_payment_results_inbox_retries_and_dead_letters(evhostd, tmp_path, orders_so,
+                                                        kafka_bootstrap, unique_name):
+    topic, payments = unique_name("orders"), unique_name("payments")
+    lib.create_topics([payments], kafka_bootstrap, partitions=1)
+    d = orders_daemon(evhostd, tmp_path, orders_so, kafka_bootstrap, topic=topic,
+                      payments_topic=payments, **{"retry.backoff_ms": 20})
+    paid, flaky, partial, give_up = (place(d, "alice")[0] for _ in range(4))
+
+    feed = Sse(d.port, "/orders-feed", auth("alice"))
+    try:
+        assert feed.status == 200
+        # A write committed by an HTTP handler reaches its owner's stream.
+        late, _ = place(d, "alice", item="pen", quantity=1)
+        assert feed.next_event() == {"event": "order", "data": {"id": late, "status": "new"}}
+
+        # The same ce_id twice: handled once (the inbox).
+        dup = f"pay-{uuid.uuid4()}"
+        produce_payment(payments, dup, paid, "paid")
+        produce_payment(payments, dup, paid, "paid")
+        produce_payment(payments, f"pay-{uuid.uuid4()}", flaky, "flaky")
+        produce_payment(payments, f"pay-{uuid.uuid4()}", partial, "partial")
+        produce_payment(payments, "pay-give-up", give_up, "give-up")
+        lib.kafka_produce(payments, "not json", headers={"ce_id": "pay-garbage",
+                                                         "ce_type": "PAYMENT_RESULT"})
+        seen = [feed.next_event() for _ in range(2)]
+        assert {"event": "order", "data": {"id": paid, "status": "paid"}} in seen
+    finally:
+        feed.close()
+
+    lib.wait_until(lambda: all(order(d, o).json()["status"] == "paid"
+                               for o in (paid, flaky, partial)), timeout=30)
+    dlq = lib.kafka_consume(f"{payments}.orders.dlq", count=2, timeout=30)
+    errors = {m["headers"]["ce_id"]: m["headers"]["evhost_dlq_error"] for m in dlq}
+    assert errors == {"pay-give-up": "refund requested, ledger unreachable",
+                      "pay-garbage": "not a payment result (order_id, result)"}
+    assert order(d, give_up).json()["status"] == "new"
+
+    # ORDER_PAID once per order paid (the duplicate was not handled again),
+    # after the ORDER_PLACED of the five orders.
+    events = lib.kafka_consume(topic, count=8, timeout=30)
+    paid_events = sorted(m["key"] for m in events if m["headers"]["ce_type"] == "ORDER_PAID")
+    assert paid_events == sorted([paid, flaky, partial])
+    d.wait_for_log(f"event {dup} already handled, skipped")
+    d.wait_for_log("attempt 1/3 failed (payment gateway busy)")
+
+    # What KEEP_AND_RETRY and KEEP_AND_DEAD_LETTER kept is on disk; what RETRY
+    # did not keep is not.
+    with sqlite3.connect(f"file:{d.state_dir}/orders.db?mode=ro", uri=True) as db:
+        steps = dict(db.execute("SELECT order_id, step FROM payment_steps").fetchall())
+    assert steps == {partial: "receipt", give_up: "refund-requested"}
+    metrics = d.get("/metrics").text
+    for result, n in (("paid", 3), ("retried", 1), ("kept", 1), ("dead-lettered", 1),
+                      ("rejected", 1)):
+        assert f'orders_payment_events_total{{plugin="orders",result="{result}"}} {n}' \
+            in metrics, metrics
+    assert 'orders_payment_handling_seconds_count{plugin="orders"} 7' in metrics
+
+
+MISTAKES = r"""
+#include <string.h>
+#include <evhost/evhost.h>
+
+static const evh_config_key cfg[] = {
+    {"word", EVH_CFG_STRING, "the-default", 0, "a word"},
+    {"topic", EVH_CFG_STRING, NULL, 1, "topic"},
+    {NULL, 0, NULL, 0, NULL},
+};
+static const evh_migration mig[] = {
+    {1, "CREATE TABLE parent(id INTEGER PRIMARY KEY);"
+        "CREATE TABLE child(id INTEGER PRIMARY KEY,"
+        " pid INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);"
+        "CREATE TABLE seen(id TEXT PRIMARY KEY);"},
+};
+
+static int ok(evh_request *req, evh_response *resp, void *ud)
+{
+	(void)req; (void)ud;
+	return evh_resp_json(resp, 200, "{}", 2);
+}
+
+/* The mistake: the 201's body set before a commit that then fails. */
+static int body_then_commit(evh_request *req, evh_response *resp, void *ud)
+{
+	evh_plugin *p = ud;
+	evh_tx *tx;
+	int rc;
+	(void)req;
+	if ((rc = evh_tx_begin(p, &tx)) != EVH_OK)
+		return rc;
+	evh_exec(tx, "INSERT INTO child(id, pid) VALUES(1, 999)", NULL, 0, NULL);
+	evh_resp_json(resp, 201, "{\"created\":true}", 16);
+	return evh_tx_commit(tx); /* EVH_ECONSTRAINT: the deferred key */
+}
+
+/* The same, the body set only after the commit said so. */
+static int commit_then_body(evh_request *req, evh_response *resp, void *ud)
+{
+	evh_plugin *p = ud;
+	evh_tx *tx;
+	int rc;
+	(void)req;
+	if ((rc = evh_tx_begin(p, &tx)) != EVH_OK)
+		return rc;
+	evh_exec(tx, "INSERT INTO child(id, pid) VALUES(2, 999)", NULL, 0, NULL);
+	evh_resp_status(resp, 201);
+	if ((rc = evh_tx_commit(tx)) != EVH_OK)
+		return rc;
+	return evh_resp_json(resp, 201, "{\"created\":true}", 16);
+}
+
+static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	const char *data = evh_event_data(ev, NULL);
+	evh_value id[] = {EVH_TEXT(evh_event_id(ev))};
+	(void)ud;
+	evh_log(p, EVH_LOG_INFO, "handling %s attempt %d", data, evh_event_attempt(ev));
+	evh_exec(tx, "INSERT INTO seen(id) VALUES(?) ON CONFLICT DO NOTHING", id, 1, NULL);
+	if (!strcmp(data, "unknown-result"))
+		return (evh_event_result)7;
+	if (!strcmp(data, "ok-after-failure"))
+		evh_exec(tx, "INSERT INTO no_such_table VALUES(1)", NULL, 0, NULL);
+	return EVH_EVENT_OK;
+}
+
+static int init(evh_plugin *p, void **state)
+{
+	const char *word = evh_config_str(p, "word");
+	*state = NULL;
+	evh_log(p, EVH_LOG_INFO, "word is [%s]", word ? word : "(null)");
+	if (evh_migrate(p, mig, 1) != EVH_OK)
+		return EVH_ERR;
+	evh_route r = {.struct_size = sizeof r, .method = "GET", .pattern = "/m/role",
+	               .handler = ok, .role = "admin"};
+	evh_log(p, EVH_LOG_INFO, "role without auth: %s", evh_strerror(evh_http_route_ex(p, &r)));
+	if (evh_http_route(p, "POST", "/m/body-then-commit", body_then_commit, p) ||
+	    evh_http_route(p, "POST", "/m/commit-then-body", commit_then_body, p))
+		return EVH_ERR;
+	evh_subscription s = {.struct_size = sizeof s, .topic = evh_config_str(p, "topic"),
+	                      .handler = on_event, .max_attempts = 2, .backoff_ms = 10,
+	                      .backoff_max_ms = 10};
+	return evh_subscribe(p, &s);
+}
+
+static void fini(evh_plugin *p, void *state) { (void)p; (void)state; }
+
+EVH_PLUGIN("mistakes", "0", "makes the mistakes docs/sdk.md warns of", cfg, init, fini)
+"""
+
+
+def test_the_mistakes_the_docs_warn_of(evhostd, sdk_prefix, tmp_path, kafka_bootstrap,
+                                       unique_name):
+    src = tmp_path / "mistakes.c"
+    src.write_text(MISTAKES)
+    so = cc_plugin(sdk_prefix, src, tmp_path / "mistakes.so")
+    topic = unique_name("mistakes")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    d = evhostd({"plugin.mistakes": {"path": str(so), "topic": topic, "word": ""}},
+                brokers=kafka_bootstrap)
+    log = d.log_text()
+    # A key set to nothing reads as "", not as its default.
+    assert "[mistakes] word is []" in log
+    # A role without EVH_ROUTE_AUTH is refused at registration, saying why.
+    assert "a role needs EVH_ROUTE_AUTH" in log
+    assert "role without auth: OK" not in log and "role without auth: " in log
+    assert d.get("/m/role").status_code == 404
+
+    # A body set before the commit is an answer: sent though nothing was stored.
+    r = d.post("/m/body-then-commit", data="")
+    assert r.status_code == 201 and r.json() == {"created": True}
+    d.wait_for_log("after making its 201 answer; the answer is sent")
+    # Set after the commit said EVH_OK, it never goes out for a failed one.
+    r = d.post("/m/commit-then-body", data="")
+    assert r.status_code == 500, r.text
+    with sqlite3.connect(f"file:{d.state_dir}/mistakes.db?mode=ro", uri=True) as db:
+        assert db.execute("SELECT count(*) FROM child").fetchone() == (0,)
+
+    # OK after a failed statement, and a result that is none: retried, then
+    # dead-lettered after max_attempts (2), their writes undone.
+    for data in ("ok-after-failure", "unknown-result"):
+        lib.kafka_produce(topic, data, headers={"ce_id": data})
+    dlq = lib.kafka_consume(f"{topic}.mistakes.dlq", count=2, timeout=30)
+    reasons = {m["value"]: m["headers"]["evhost_dlq_error"] for m in dlq}
+    assert reasons == {"ok-after-failure": "storage: no such table: no_such_table",
+                       "unknown-result": "handler returned unknown result 7"}
+    assert all(m["headers"]["evhost_dlq_attempts"] == "2" for m in dlq)
+    with sqlite3.connect(f"file:{d.state_dir}/mistakes.db?mode=ro", uri=True) as db:
+        assert db.execute("SELECT count(*) FROM seen").fetchone() == (0,)
