@@ -2153,6 +2153,11 @@ static void k_export_timeout(set_ctx *x, const cfg_entry *e)
 	duration_ms_key(x, e, 1, 3600000, &x->s->trace_timeout_ms);
 }
 
+static void k_retry_max_time(set_ctx *x, const cfg_entry *e)
+{
+	duration_ms_key(x, e, 1, 3600000, &x->s->trace_retry_max_ms);
+}
+
 static const key_def tracing_keys[] = {
     {"otlp_endpoint", k_otlp_endpoint},
     {"otlp_ca_file", k_otlp_ca_file},
@@ -2164,6 +2169,7 @@ static const key_def tracing_keys[] = {
     {"batch_size", k_batch_size},
     {"export_interval", k_export_interval},
     {"export_timeout", k_export_timeout},
+    {"retry_max_time", k_retry_max_time},
     {NULL, NULL},
 };
 
@@ -2258,6 +2264,7 @@ static void settings_defaults(set_ctx *x)
 	s->token_ttl_max_s = 30 * 86400;
 	s->jwks_cache_max_age_s = 7 * 86400;
 	s->trace_timeout_ms = 10000;
+	s->trace_retry_max_ms = 60000;
 }
 
 /* ------------------------------------------------------------- plugins */

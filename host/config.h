@@ -177,6 +177,7 @@ typedef struct settings {
 	char *trace_service;    /* service_name: the resource's service.name */
 	double trace_sample_ratio;
 	int trace_queue_size, trace_batch_size, trace_interval_ms, trace_timeout_ms;
+	int trace_retry_max_ms; /* retry_max_time: how long one batch is tried */
 	plugin_settings *plugins;
 	size_t nplugins;
 	/* Files holding a secret that every local account may read: noted here,

@@ -1635,11 +1635,15 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	store_said = (rc == EVH_ESTORE || rc == EVH_ECONSTRAINT || rc == EVH_EBUSY ||
 	              (rc == EVH_ETOOBIG && (from == TOOBIG_STORED || from == TOOBIG_READ))) &&
 	             *store_thread_error();
-	log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
-	        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s", req->method, req->path,
-	        rt->r.pattern, name, host_strerror(rc),
-	        store_said ? " (storage: " : "", store_said ? store_thread_error() : "",
-	        store_said ? ")" : "", rc == EVH_ETOOBIG ? toobig_said(from) : "");
+	/* The outbox at its bound is said where it refused the publish, once a
+	 * minute with a count (store.c, outbox_full_say): a burst of requests
+	 * must not write a line each. */
+	if (rc != EVH_EFULL)
+		log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
+		        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s", req->method, req->path,
+		        rt->r.pattern, name, host_strerror(rc),
+		        store_said ? " (storage: " : "", store_said ? store_thread_error() : "",
+		        store_said ? ")" : "", rc == EVH_ETOOBIG ? toobig_said(from) : "");
 	if (rc == EVH_EFULL) {
 		http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
 		problem(resp, 503, "unavailable", "too many events are waiting to be sent; try again "

@@ -100,6 +100,26 @@ static inline int log_due_shared(_Atomic int64_t *last_ms, int64_t now, int64_t 
 	       atomic_compare_exchange_strong(last_ms, &last, now);
 }
 
+/* A line that stands for many (one refusal of a burst): said at most once
+ * every `every_ms`, with how many were not said since. Zero-initialised;
+ * any thread. */
+typedef struct log_every {
+	_Atomic int64_t last_ms;
+	_Atomic int64_t unsaid;
+} log_every;
+
+/* 1 when the line is due (log_due_shared), with *unsaid how many were not
+ * said since the last; else 0, and this one is counted as not said. */
+static inline int log_every_due(log_every *e, int64_t now, int64_t every_ms, int64_t *unsaid)
+{
+	if (!log_due_shared(&e->last_ms, now, every_ms)) {
+		atomic_fetch_add(&e->unsaid, 1);
+		return 0;
+	}
+	*unsaid = atomic_exchange(&e->unsaid, 0);
+	return 1;
+}
+
 #define log_error(c, ...) log_msg(EVH_LOG_ERROR, c, __VA_ARGS__)
 #define log_warn(c, ...) log_msg(EVH_LOG_WARN, c, __VA_ARGS__)
 #define log_info(c, ...) log_msg(EVH_LOG_INFO, c, __VA_ARGS__)

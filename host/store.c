@@ -137,6 +137,7 @@ struct store {
 	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
 	_Atomic int64_t delivered_ms; /* wall clock: rows last left the outbox, or the open */
 	int64_t outbox_limit; /* 0 = unbounded */
+	log_every outbox_full_said; /* publishes refused at outbox_limit: said once a minute */
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
 	int hook_due; /* outbox rows became visible: call the hook at unlock */
@@ -2517,6 +2518,43 @@ out:
 
 /* -------------------------------------------------------------- outbox */
 
+/* A publish refused at outbox_limit. A burst of requests meets the bound
+ * many times a second, each answered 503 (HTTP) or retried (an event):
+ * one line says it, and the next, a minute later at most, how many were
+ * refused meanwhile. Neither the HTTP layer nor the bundled plugins say
+ * each refusal again. No request's context: the line is for all of them. */
+static void outbox_full_say(store *s, int64_t waiting)
+{
+	int64_t unsaid;
+	if (!log_every_due(&s->outbox_full_said, clock_mono_ms(), 60000, &unsaid))
+		return;
+	log_msg_no_context(EVH_LOG_WARN, STORE_LOG,
+	                   "%s: outbox full (%" PRId64 " events waiting, [store] outbox_max_rows "
+	                   "%" PRId64 "): publishing is refused (HTTP 503 with Retry-After) until "
+	                   "the relay sends events to Kafka; %" PRId64 " more refused since the "
+	                   "last such line (at most one a minute)",
+	                   sqlite3_db_filename(s->db, "main"), waiting, s->outbox_limit, unsaid);
+}
+
+/* The relay made room below outbox_limit after a refusal was said: say
+ * so, with the refusals since that line (a burst that ended within the
+ * minute is counted here, not only at the next refusal, whenever that
+ * is), and say the next refusal at once. Under the store's lock, as
+ * store_outbox_add. */
+static void outbox_room_say(store *s, int64_t waiting)
+{
+	int64_t unsaid;
+	if (!atomic_load(&s->outbox_full_said.last_ms) ||
+	    (s->outbox_limit && waiting >= s->outbox_limit))
+		return;
+	unsaid = atomic_exchange(&s->outbox_full_said.unsaid, 0);
+	atomic_store(&s->outbox_full_said.last_ms, 0);
+	log_msg_no_context(EVH_LOG_INFO, STORE_LOG,
+	                   "%s: the outbox has room again (%" PRId64 " events waiting); %" PRId64
+	                   " more publishes were refused since the last 'outbox full' line",
+	                   sqlite3_db_filename(s->db, "main"), waiting, unsaid);
+}
+
 int store_outbox_add(evh_tx *tx, const outbox_row *row)
 {
 	store *s;
@@ -2533,9 +2571,11 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	if (tx_alive(tx))
 		return tx->failed;
 	pending = atomic_load(&s->pending) + s->goutbox; /* + the open group's */
-	if (s->outbox_limit && pending + tx->outbox_added >= s->outbox_limit)
+	if (s->outbox_limit && pending + tx->outbox_added >= s->outbox_limit) {
+		outbox_full_say(s, pending + tx->outbox_added);
 		return tx_fail_msg(tx, EVH_EFULL, "outbox full (%" PRId64 " events waiting)",
 		                   pending + tx->outbox_added);
+	}
 	evh_value v[8] = {
 	    EVH_TEXT(row->id),     EVH_TEXT(row->topic),  EVH_TEXT(row->key),
 	    EVH_TEXT(row->type),   EVH_TEXT(row->source), EVH_TEXT(row->time),
@@ -2815,6 +2855,7 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 		left = atomic_fetch_sub(&s->pending, moved) - moved;
 		if (left < 0) /* only if someone deleted rows behind our back */
 			atomic_store(&s->pending, 0);
+		outbox_room_say(s, left < 0 ? 0 : left);
 	}
 	atomic_fetch_add(&s->events, logged);
 	store_unlock(s);

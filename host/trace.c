@@ -26,7 +26,7 @@
 #include "textbuf.h"
 #include "tls_compat.h"
 
-#define RETRIES 3          /* further attempts at a batch the collector could not take */
+#define RETRIES 3          /* further attempts after failures the collector set no time for */
 #define RETRY_FIRST_MS 500 /* then twice as long each time */
 #define DROP_LOG_MS 60000  /* at most one line a minute about dropped spans, per reason */
 #define RESPONSE_MAX 4096  /* of the collector's answer, kept for the log */
@@ -59,6 +59,7 @@ static struct {
 	char *req_head;    /* the request's headers after Host, up to its Content-Length */
 	tls_client *tls;   /* https://, else NULL */
 	int interval_ms, timeout_ms;
+	int retry_max_ms;     /* retry_max_time: no try of a batch starts later after its first */
 	uint64_t ratio_bound; /* sampled when the trace id's low 64 bits are below it */
 	int ratio_all;        /* sample_ratio 1: every trace */
 	char *resource;       /* the "resource" and "scope" JSON, rendered once */
@@ -282,20 +283,24 @@ void trace_end(trace_span *sp)
 		return;
 	}
 	if (ex.n == ex.cap) {
+		/* The oldest queued span makes room: once the collector takes
+		 * spans again, the latest ones (what is going on now) are the
+		 * ones it gets, not those from when it stopped taking them. */
+		ex.head = (ex.head + 1) % ex.cap;
+		ex.n--;
 		atomic_fetch_add(&n_queue_full, 1);
 		full = 1;
-	} else {
-		/* Only the used part of the text: most spans use little of it. */
-		trace_span *slot = &ex.ring[(ex.head + ex.n++) % ex.cap];
-		memcpy(slot, sp, offsetof(trace_span, text) + sp->used);
-		if (ex.n >= ex.batch_max)
-			pthread_cond_signal(&ex.cv);
 	}
+	/* Only the used part of the text: most spans use little of it. */
+	memcpy(&ex.ring[(ex.head + ex.n++) % ex.cap], sp, offsetof(trace_span, text) + sp->used);
+	if (ex.n >= ex.batch_max)
+		pthread_cond_signal(&ex.cv);
 	pthread_mutex_unlock(&ex.mu);
 	if (full)
 		log_drops(DROP_QUEUE_FULL,
-		          "the queue is full ([tracing] queue_size); the collector does not keep up, "
-		          "or spans come faster than one exporter sends them (sample_ratio)");
+		          "the queue is full ([tracing] queue_size): the oldest queued spans make "
+		          "room for new ones; the collector does not keep up, or spans come faster "
+		          "than one exporter sends them (sample_ratio)");
 }
 
 /* ----------------------------------------------------------- encoding */
@@ -492,15 +497,17 @@ static int pause_ms(int ms)
 }
 
 /* OTLP/HTTP: a 429 or 503 with Retry-After (seconds) says when to send
- * again; nothing is sent before then, for at most RETRY_AFTER_MAX_S. */
-static void note_retry_after(int status, const answer *a)
+ * again; nothing is sent before then, for at most RETRY_AFTER_MAX_S.
+ * 1 when it did. */
+static int note_retry_after(int status, const answer *a)
 {
 	int s = a->retry_after < RETRY_AFTER_MAX_S ? a->retry_after : RETRY_AFTER_MAX_S;
 	if ((status != 429 && status != 503) || s <= 0)
-		return;
+		return 0;
 	ex.not_before = clock_mono_ms() + (int64_t)s * 1000;
 	ex.asked_status = status;
 	ex.asked_s = a->retry_after;
+	return 1;
 }
 
 /* Wait until the collector said it takes requests again (Retry-After), if
@@ -564,7 +571,8 @@ static void export_batch(size_t n, int final)
 	answer a;
 	size_t len;
 	char *body;
-	int status = -1, delay = RETRY_FIRST_MS;
+	int status = -1, delay = RETRY_FIRST_MS, failures = 0, tries = 0, out_of_time = 0;
+	int64_t first, give_up_at;
 
 	if (wait_for_collector()) {
 		atomic_fetch_add(&n_export_failed, n);
@@ -583,17 +591,37 @@ static void export_batch(size_t n, int final)
 			          n);
 		return;
 	}
-	for (int attempt = 0;; attempt++) {
+	/* A collector's Retry-After is an answer, not a failure: the wait it
+	 * asks for does not use up the retries (a collector shedding load
+	 * asks each client to wait, and then takes what they send). What
+	 * bounds a batch is time: no try starts later than retry_max_time
+	 * after its first, so a collector that keeps asking to wait does not
+	 * hold the exporter (and every span queued behind the batch) longer. */
+	first = clock_mono_ms();
+	give_up_at = first + ex.retry_max_ms;
+	for (;;) {
+		int wait;
 		err[0] = '\0';
 		status = post(body, len, &a, err, sizeof err);
+		tries++;
 		if (status >= 200 && status < 300)
 			break;
-		note_retry_after(status, &a);
-		/* The next try after the backoff, and after the Retry-After */
-		if (!retryable(status) || attempt == RETRIES || final || pause_ms(delay) ||
-		    wait_for_collector())
+		if (!retryable(status) || final)
 			break;
-		delay *= 2;
+		if (note_retry_after(status, &a)) {
+			wait = 0; /* wait_for_collector: until then */
+		} else {
+			if (failures++ == RETRIES)
+				break;
+			wait = delay;
+			delay *= 2;
+		}
+		if ((wait && clock_mono_ms() + wait > give_up_at) || ex.not_before > give_up_at) {
+			out_of_time = 1;
+			break;
+		}
+		if ((wait && pause_ms(wait)) || wait_for_collector())
+			break;
 	}
 	free(body);
 	if (status >= 200 && status < 300) {
@@ -607,6 +635,13 @@ static void export_batch(size_t n, int final)
 		         "; not tried again ([tracing] otlp_ca_file, or the collector's certificate)");
 	} else if (status >= 0) {
 		describe_refusal(status, &a, err, sizeof err);
+	}
+	if (out_of_time) {
+		size_t used = strlen(err);
+		snprintf(err + used, sizeof err - used,
+		         "; %d tries in %" PRId64 " s, and the next would start later than [tracing] "
+		         "retry_max_time (%d ms) after the first",
+		         tries, (clock_mono_ms() - first) / 1000, ex.retry_max_ms);
 	}
 	log_drops(reason_of(status, err), err);
 }
@@ -726,6 +761,7 @@ int trace_start(const settings *s, void *tls)
 	}
 	ex.interval_ms = s->trace_interval_ms;
 	ex.timeout_ms = s->trace_timeout_ms;
+	ex.retry_max_ms = s->trace_retry_max_ms;
 	ex.ratio_all = s->trace_sample_ratio >= 1.0;
 	ex.ratio_bound = (uint64_t)(s->trace_sample_ratio * 18446744073709551616.0);
 	ex.head = ex.n = 0;

@@ -5,11 +5,13 @@
  * A span lives on its creator's stack: trace_begin, attributes, trace_end.
  * trace_end copies a sampled span into a bounded queue, and the exporter
  * thread sends the queue in batches. Nothing on the request or consumer
- * path waits for the collector: when the queue is full, or the collector
- * cannot take a batch after its retries, spans are dropped and counted
- * (evhost_trace_spans_total); a collector's Retry-After (on 429 or 503)
- * holds the exporter's next request, for at most a minute, while spans
- * queue. Without [tracing] otlp_endpoint no span is recorded: a span is
+ * path waits for the collector: when the queue is full its oldest spans
+ * make room for new ones, and a batch the collector has not taken within
+ * [tracing] retry_max_time (or after 3 retries of failures it set no time
+ * for) is dropped; both are counted (evhost_trace_spans_total). A
+ * collector's Retry-After (on 429 or 503) holds the exporter's next
+ * request, for at most a minute, while spans queue; it is no failure and
+ * uses up no retry. Without [tracing] otlp_endpoint no span is recorded: a span is
  * then its context alone (a traceparent read, about 0.2 µs with the
  * attribute calls, which return at once), and W3C trace context is carried
  * through HTTP and Kafka headers all the same. */

@@ -77,9 +77,11 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 {
 	const char *why = tx ? evh_tx_error(tx) : NULL;
 
-	evh_log(p, rc == EVH_EFULL || rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR,
-	        "%s failed: %s%s%s", what,
-	        evh_strerror(rc), why && *why ? ": " : "", why ? why : "");
+	/* A full outbox is the host's to say (once a minute, with a count):
+	 * a line per refused request would flood the log in a burst. */
+	if (rc != EVH_EFULL)
+		evh_log(p, rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "%s failed: %s%s%s",
+		        what, evh_strerror(rc), why && *why ? ": " : "", why ? why : "");
 	if (tx)
 		evh_tx_rollback(tx);
 	return rc;

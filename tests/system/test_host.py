@@ -1445,6 +1445,56 @@ def test_rolled_back_transaction_publishes_nothing(evhostd, build_dir, kafka_boo
     assert [m["value"] for m in msgs] == ['{"marker": true}']
 
 
+def test_a_full_outbox_is_said_once_not_per_refused_request(evhostd, build_dir):
+    """A burst of writes refused at [store] outbox_max_rows (no broker to
+    drain the outboxes) is said in one line per plugin, the store's, naming
+    the database and the bound: not a line per request from the host (a
+    plugin returning EVH_EFULL for the host to answer: the probe with
+    host_answers=1) nor from the bundled plugins (crud, user: they answer
+    the 503 themselves). Every request is still answered 503 with
+    Retry-After."""
+    d = evhostd({"store": {"outbox_max_rows": 2}, "host": {"stop_timeout": "2s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false"),
+                 "plugin.crud": {"collections": "things"},
+                 "plugin.user": {"argon2_opslimit": "min", "argon2_memlimit": "min"}},
+                brokers=f"127.0.0.1:{lib.free_port()}")  # nothing listens there
+    run = os.urandom(4).hex()
+
+    def user(i):
+        return {"name": f"N{i}", "password": "correct horse battery staple",
+                "email": f"full{i}.{run}@example.org"}
+    writes = (lambda i: ("/probe/publish?host_answers=1", {"n": i}),
+              lambda i: ("/crud/things", {"n": i}),
+              lambda i: ("/users", user(i)))
+    for i in range(2):
+        for w in writes:
+            path, body = w(i)
+            assert d.post(path, json=body).status_code in (200, 201), path
+    codes = []
+
+    def burst(k):
+        with requests.Session() as s:
+            for i in range(60):
+                for w in writes:
+                    path, body = w(f"{k}.{i}")
+                    r = s.post(d.url + path, json=body, timeout=10)
+                    codes.append((r.status_code, "Retry-After" in r.headers))
+    threads = [threading.Thread(target=burst, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert codes == [(503, True)] * 720, sorted(set(codes))
+    assert d.stop(timeout=60) == 0
+    lines = [x for x in d.log_text().splitlines() if "outbox full" in x]
+    assert len(lines) == 3, (len(lines), lines[:4])
+    for db in ("probe.db", "crud.db", "user.db"):
+        line = next((x for x in lines if f"{db}: outbox full" in x), None)
+        assert line and "(2 events waiting, [store] outbox_max_rows 2)" in line, (db, lines)
+        assert "0 more refused since the last such line (at most one a minute)" in line
+        assert "request_id" not in line, line
+
+
 def test_publish_of_data_that_is_not_json_is_refused(evhostd, build_dir):
     """evh_publish checks its data (host/json.c): text that is not JSON is
     EVH_EINVAL, logged with where it broke, and nothing reaches the outbox."""

@@ -565,6 +565,47 @@ def test_collector_asking_to_wait(evhostd):
         coll.close()
 
 
+ASK_TO_WAIT_1S = ("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
+                  "Content-Length: 0\r\n\r\n")
+
+
+def test_retry_after_is_no_failure_and_retry_max_time_bounds_a_batch(evhostd):
+    """A collector shedding load (503, Retry-After: 1) five times in a row
+    gets the batch on the sixth request: its waits use up none of the 3
+    retries. One that keeps asking costs a batch once [tracing]
+    retry_max_time has passed since its first try, said with that key, and
+    the next batch is still sent no sooner than the collector asked."""
+    coll = ScriptedCollector([ASK_TO_WAIT_1S] * 5 +
+                             ["HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"] +
+                             [ASK_TO_WAIT_1S] * 3)
+    try:
+        d = evhostd(tracing(coll, batch_size="1", retry_max_time="2500ms"),
+                    brokers="embedded")
+        assert d.get("/nowhere").status_code == 404
+        # 2500 ms is too short for five waits of a second: this batch is lost.
+        lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                            outcome="dropped_export_failed") == 1,
+                       timeout=15, message="the batch was not given up")
+        assert len(coll.times) == 3, coll.times
+        lib.wait_until(lambda: "retry_max_time (2500 ms)" in d.log_text(), timeout=5)
+        line = next(x for x in d.log_text().splitlines() if "retry_max_time (2500 ms)" in x)
+        assert "answered 503 (Retry-After 1 s: nothing sent before then); 3 tries in" in line
+        assert d.stop(timeout=30) == 0
+        coll.answers = [ASK_TO_WAIT_1S] * 5  # then 200
+        coll.times.clear()
+        d = evhostd(tracing(coll, batch_size="1", retry_max_time="1m"), brokers="embedded")
+        assert d.get("/nowhere").status_code == 404
+        lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                            outcome="exported") >= 1, timeout=20,
+                       message="the batch was not sent after the collector's waits")
+        assert scrape_value(d, "evhost_trace_spans_total", outcome="dropped_export_failed") == 0
+        assert len(coll.times) == 6, coll.times
+        assert all(b - a >= 0.9 for a, b in zip(coll.times, coll.times[1:6])), coll.times
+        assert d.stop(timeout=30) == 0
+    finally:
+        coll.close()
+
+
 def test_bad_endpoint_is_refused_at_its_line(evhostd, tmp_path):
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("not a certificate\n")

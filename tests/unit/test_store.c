@@ -693,6 +693,49 @@ static void test_outbox_bound(void **state)
 	assert_int_equal(store_outbox_pending(f->s), 7);
 }
 
+static int count_of(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, what)); p += strlen(what))
+		n++;
+	return n;
+}
+
+/* Refusals at the bound are said once, not per publish; when the relay
+ * makes room the store says so with the refusals not said yet, and the
+ * next refusal is said at once. */
+static void test_outbox_full_is_said_once_then_counted(void **state)
+{
+	fixture *f = *state;
+	outbox_row row = make_row("x", "{}");
+	stderr_capture cap;
+	char *out;
+	evh_tx *tx;
+
+	store_set_outbox_limit(f->s, 2);
+	add_rows(f->s, 2, 1);
+	cap = stderr_begin();
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+		assert_int_equal(store_outbox_add(tx, &row), EVH_EFULL);
+		store_tx_rollback(tx);
+	}
+	assert_int_equal(outbox_take(f->s, (int64_t[]){1}, 1), EVH_OK);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_OK); /* room for one */
+	assert_int_equal(store_outbox_add(tx, &row), EVH_EFULL);
+	store_tx_rollback(tx);
+	out = stderr_end(cap);
+	fputs(out, stderr);
+	assert_int_equal(count_of(out, "outbox full ("), 2);
+	assert_non_null(strstr(out, "outbox full (2 events waiting, [store] outbox_max_rows 2)"));
+	assert_non_null(strstr(out, "the outbox has room again (1 events waiting); 4 more "
+	                            "publishes were refused since the last 'outbox full' line"));
+	assert_int_equal(count_of(out, "0 more refused since the last such line"), 2);
+	free(out);
+	store_set_outbox_limit(f->s, 0);
+}
+
 static void test_outbox_rollback(void **state)
 {
 	fixture *f = *state;
@@ -2163,6 +2206,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_a_transaction_waits_a_bounded_time_for_a_long_one,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outbox_full_is_said_once_then_counted, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_claim, setup, teardown),

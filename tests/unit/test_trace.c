@@ -128,6 +128,9 @@ static void collector_stop(collector *c)
 		free(c->bodies[i]);
 }
 
+/* [tracing] retry_max_time for the next start(): 0 for its default, 1 min. */
+static int retry_max_ms;
+
 /* Tracing on, toward 127.0.0.1:port. */
 static void start(int port, double ratio, int queue, int batch, int interval_ms, int timeout_ms)
 {
@@ -146,6 +149,7 @@ static void start(int port, double ratio, int queue, int batch, int interval_ms,
 	s.trace_batch_size = batch;
 	s.trace_interval_ms = interval_ms;
 	s.trace_timeout_ms = timeout_ms;
+	s.trace_retry_max_ms = retry_max_ms ? retry_max_ms : 60000;
 	assert_int_equal(trace_start(&s, NULL), 0);
 	assert_true(trace_enabled());
 }
@@ -558,6 +562,104 @@ static void test_retry_after_is_honoured(void **state)
 	assert_int_equal(x - x0, 0);
 }
 
+#define ASK_TO_WAIT_1S                                                                         \
+	"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+#define TAKEN "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+/* A Retry-After is an answer, not a failure: a collector that asks four
+ * times in a row to wait a second (more than the 3 retries) gets the
+ * batch on its fifth request, within retry_max_time. */
+static void test_retry_after_uses_up_no_retry(void **state)
+{
+	collector c = {.raw = {ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, TAKEN},
+	               .nstatus = 5};
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 1, 3600000, 5000);
+	end_spans(1);
+	for (int i = 0; i < 500 && c.requests < 5; i++) /* 4 s of waits */
+		usleep(20000);
+	assert_true(exported_within(e0, 1, 2000));
+	trace_stop(1000);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 5);
+	counts(&e, &f, &x);
+	assert_int_equal(x - x0, 0);
+}
+
+/* What bounds a batch is retry_max_time: a collector that keeps asking to
+ * wait a second is asked at 0, 1 and 2 s with a limit of 2.5 s, and the
+ * batch is then dropped, counted, and said with the key that bounds it. */
+static void test_retry_max_time_bounds_a_batch(void **state)
+{
+	collector c = {.raw = {ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S,
+	                       ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S, ASK_TO_WAIT_1S},
+	               .nstatus = 8};
+	uint64_t e0, f0, x0, e, f, x;
+	stderr_capture cap;
+	char *log;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	retry_max_ms = 2500;
+	start(c.port, 1.0, 64, 1, 3600000, 5000);
+	retry_max_ms = 0;
+	cap = stderr_begin();
+	end_spans(1);
+	for (int i = 0; i < 500; i++, usleep(20000)) { /* up to 10 s */
+		counts(&e, &f, &x);
+		if (x - x0 >= 1)
+			break;
+	}
+	trace_stop(0);
+	log = stderr_end(cap);
+	fputs(log, stderr); /* as the other tests' */
+	collector_stop(&c);
+	counts(&e, &f, &x);
+	assert_int_equal(x - x0, 1);
+	assert_int_equal(e - e0, 0);
+	assert_int_equal(c.requests, 3);
+	line_of(log, "answered 429 (Retry-After 1 s: nothing sent before then); 3 tries in");
+	line_of(log, "later than [tracing] retry_max_time (2500 ms) after the first");
+	free(log);
+}
+
+/* A full queue keeps the newest spans: once the collector takes spans
+ * again, it gets those ended last, not those from when it stopped. */
+static void test_full_queue_keeps_the_newest(void **state)
+{
+	collector c = {.statuses = {0, 200, 200}, .nstatus = 3, .hold_ms = 3000};
+	uint64_t e0, f0, x0, e, f, x;
+	char name[32];
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 4, 4, 3600000, 400);
+	end_spans(4); /* sent at once; the collector holds them */
+	wait_requests(&c, 1);
+	for (int i = 0; i < 10; i++) {
+		trace_span sp;
+		trace_begin(&sp, TRACE_SERVER, CALLER, NULL, "newer %d", i);
+		trace_end(&sp);
+	}
+	/* No answer within 400 ms: the first batch again (200), then the queue. */
+	assert_true(exported_within(e0, 8, 5000));
+	trace_stop(1000);
+	assert_int_equal(c.requests, 3);
+	for (int i = 0; i < 10; i++) {
+		snprintf(name, sizeof name, "\"newer %d\"", i);
+		if ((strstr(c.bodies[2], name) != NULL) != (i >= 6))
+			fail_msg("%s %s sent; the queue keeps the 4 newest:\n%s", name,
+			         i >= 6 ? "not" : "was", c.bodies[2]);
+	}
+	collector_stop(&c); /* frees the bodies */
+	counts(&e, &f, &x);
+	assert_int_equal(f - f0, 6);
+	assert_int_equal(x - x0, 0);
+}
+
 /* Retry-After's HTTP-date form counts as none: the exporter's own 0.5 s. */
 static void test_retry_after_date_is_no_header(void **state)
 {
@@ -783,6 +885,9 @@ int main(void)
 	    cmocka_unit_test(test_no_status_line_is_retried),
 	    cmocka_unit_test(test_retry_after_is_honoured),
 	    cmocka_unit_test(test_retry_after_date_is_no_header),
+	    cmocka_unit_test(test_retry_after_uses_up_no_retry),
+	    cmocka_unit_test(test_retry_max_time_bounds_a_batch),
+	    cmocka_unit_test(test_full_queue_keeps_the_newest),
 	    cmocka_unit_test(test_retry_after_and_the_stop),
 	    cmocka_unit_test(test_queue_full_is_said_without_the_request),
 	    cmocka_unit_test(test_each_drop_reason_is_said),
