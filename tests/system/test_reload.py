@@ -241,6 +241,44 @@ def test_a_backup_during_a_reload_that_restarts_a_plugin_has_its_database(evhost
         d.log_tail()
 
 
+def test_a_reload_waits_for_the_backup_under_way(evhostd, build_dir, tmp_path):
+    # A backup held under way (faults.so holds its read-only open of the
+    # plugin's database): a reload asked meanwhile says it waits, applies
+    # nothing until the backup ends, and then runs. Without the wait, the
+    # reload stopped the plugin whose database the backup was copying.
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    hold = tmp_path / "hold-backup"
+    d = evhostd({"admin": {"token_file": str(token)}},
+                dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")},
+                env=lib.faults_preloaded(build_dir, sqlite_readonly_hold=hold))
+    hold.touch()
+    answer = {}
+    backup = threading.Thread(target=lambda: answer.update(
+        r=d.post("/admin/backup", json={}, headers=admin, timeout=60)))
+    backup.start()
+    try:
+        lib.wait_until(lambda: Path(f"{hold}.waiting").exists(), timeout=30,
+                       message="the backup under way")
+        write_dropin(d, "20-probe.conf", probe_dropin(build_dir, topic="probe.two"))
+        d.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload: waiting for the backup under way to end", timeout=30)
+        time.sleep(1)  # the reload would be done by now, were it not waiting
+        assert "reload done" not in d.log_text(), d.log_tail()
+        assert d.log_text().count("plugin 'probe' 1.0 running") == 1, d.log_tail()
+    finally:
+        hold.unlink()
+        backup.join(60)
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert [p["plugin"] for p in answer["r"].json()["plugins"]] == ["probe"]
+    d.wait_for_log("reload done", timeout=30)
+    text = d.log_text()
+    assert text.index("backup of 1 plugin database(s)") < text.index("reload done"), \
+        d.log_tail()
+    assert d.log_text().count("plugin 'probe' 1.0 running") == 2, d.log_tail()
+
+
 def hold_probe_in_a_reload(d, build_dir):
     """The probe holds an event while the file returned exists; the probe
     is disabled and a reload begun, whose drain waits for that handler."""
