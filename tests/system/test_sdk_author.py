@@ -109,6 +109,24 @@ def test_orders_builds_with_cmake_find_package(sdk_prefix, tmp_path):
     assert (build / "orders.so").exists()
 
 
+def test_orders_builds_against_a_build_tree_with_pkg_config(build_dir, tmp_path):
+    # Not installed: PKG_CONFIG_PATH=<build>/sdk finds evhost-sdk-uninstalled.pc,
+    # which pkg-config prefers, naming the source tree's headers.
+    env = dict(os.environ, PKG_CONFIG_PATH=str(build_dir / "sdk"))
+    r = subprocess.run(["pkg-config", "--cflags", "evhost-sdk", "libcjson"], env=env,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"-I{lib.REPO_ROOT / 'sdk' / 'include'}" in r.stdout.split(), r.stdout
+    libs = subprocess.run(["pkg-config", "--libs", "libcjson"], capture_output=True, text=True,
+                          check=True).stdout.split()
+    r = subprocess.run(["cc", "-shared", "-fPIC", *WARNINGS, "-Wl,--no-undefined",
+                        str(EXAMPLE / "orders.c"), *r.stdout.split(), *libs,
+                        "-o", str(tmp_path / "orders.so")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "orders.so").exists()
+
+
 def test_check_config_names_each_bad_value_at_its_line(evhostd, orders_so):
     # `admin_role =` is set to nothing: "" (not the default), which the check refuses.
     dropin = ("[plugin.orders]\n"
