@@ -1247,12 +1247,19 @@ static void render_backup(textbuf *o, host *h)
 static void render_tls(textbuf *o)
 {
 	int64_t expiry = tls_serving_expiry();
+	const char *reason;
+	uint64_t failed;
 	if (!expiry)
 		return;
 	put_head(o, "evhost_tls_certificate_expiry_timestamp_seconds", "gauge",
 	         "When the HTTPS certificate being served, or an intermediate sent with it, "
 	         "expires, in seconds since the Unix epoch.");
 	tb_printf(o, "evhost_tls_certificate_expiry_timestamp_seconds %" PRId64 "\n", expiry);
+	put_head(o, "evhost_https_handshakes_failed_total", "counter",
+	         "HTTPS clients whose TLS handshake failed, by reason (each logged at debug).");
+	for (int i = 0; (reason = tls_handshakes_failed(i, &failed)) != NULL; i++)
+		tb_printf(o, "evhost_https_handshakes_failed_total{reason=\"%s\"} %" PRIu64 "\n", reason,
+		          failed);
 }
 
 /* The plugins' own metrics (evh_metric_new), in the order declared. The

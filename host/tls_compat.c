@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 
 #ifndef EVHOST_TLS_DIR
 #define EVHOST_TLS_DIR "/usr/lib/evhost/tls"
@@ -211,9 +212,36 @@ void tls_cert_use(tls_cert *c, const char *path)
 	expiry_warn(expiry, path);
 }
 
+static atomic_uint_least64_t handshakes_failed[EVHOST_TLS_FAILED_N];
+
+static void handshake_failed(int reason)
+{
+	if (reason >= 0 && reason < EVHOST_TLS_FAILED_N)
+		atomic_fetch_add(&handshakes_failed[reason], 1);
+}
+
 int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca)
 {
-	return loaded && fn.attach(ssl_ctx, min_tls13, client_ca) == 0 ? 0 : -1;
+	/* A connection in its TLS handshake holds a civetweb worker as much as
+	 * one past it: both count in evhost_http_connections. */
+	static const evhost_tls_hooks hooks = {metrics_http_connection, handshake_failed};
+	return loaded && fn.attach(ssl_ctx, min_tls13, client_ca, &hooks) == 0 ? 0 : -1;
+}
+
+const char *tls_handshakes_failed(int i, uint64_t *count)
+{
+	static const char *const names[EVHOST_TLS_FAILED_N] = {
+	    [EVHOST_TLS_FAILED_PLAIN_HTTP] = "plain_http",
+	    [EVHOST_TLS_FAILED_VERSION] = "protocol_version",
+	    [EVHOST_TLS_FAILED_CIPHER] = "no_shared_cipher",
+	    [EVHOST_TLS_FAILED_CERTIFICATE_REFUSED] = "certificate_refused",
+	    [EVHOST_TLS_FAILED_CLIENT_CERTIFICATE] = "client_certificate",
+	    [EVHOST_TLS_FAILED_INCOMPLETE] = "incomplete",
+	    [EVHOST_TLS_FAILED_OTHER] = "other"};
+	if (i < 0 || i >= EVHOST_TLS_FAILED_N)
+		return NULL;
+	*count = atomic_load(&handshakes_failed[i]);
+	return names[i];
 }
 
 int tls_ca_check(const char *path, char *err, size_t errlen)

@@ -29,8 +29,13 @@ void tls_cert_describe(const tls_cert *c, char *out, size_t n);
 void tls_cert_use(tls_cert *c, const char *path);
 /* Set up civetweb's SSL_CTX (from its init_ssl callback): each handshake
  * uses the bundle given to tls_cert_use; TLS 1.3 at least if min_tls13;
- * client_ca (or NULL) names the CAs client certificates need. 0, or -1. */
+ * client_ca (or NULL) names the CAs client certificates need; a connection
+ * counts in evhost_http_connections from its handshake's start (civetweb
+ * tells http.c of it only once the handshake is done). 0, or -1. */
 int tls_ctx_setup(void *ssl_ctx, int min_tls13, const char *client_ca);
+/* evhost_https_handshakes_failed_total: the i-th reason's name (from 0 on;
+ * NULL past the last) and in *count how many handshakes failed so. */
+const char *tls_handshakes_failed(int i, uint64_t *count);
 /* [http] tls_client_ca: how many CA certificates the file holds, or -1 with
  * the reason. */
 int tls_ca_check(const char *path, char *err, size_t errlen);

@@ -5,11 +5,15 @@
 #include "cert.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -60,15 +64,43 @@ const char *ssl_reason(char *buf, size_t n, const char *fallback)
 	return buf;
 }
 
-static char *read_pem(const char *path, size_t *len, char *err, size_t errlen)
+/* A regular file only: a FIFO would block the start or the reload reading
+ * it (opened without blocking, then checked), and a directory reads as an
+ * error that says nothing. */
+static FILE *open_pem(const char *path, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "re");
-	char *data;
-	size_t n;
-	if (!f) {
+	struct stat st;
+	FILE *f;
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (fd < 0) {
 		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
 		return NULL;
 	}
+	if (fstat(fd, &st) != 0) {
+		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "cannot read '%s': %s", path,
+		         S_ISDIR(st.st_mode) ? "a directory, not a PEM file" : "not a regular file");
+		close(fd);
+		return NULL;
+	}
+	if (!(f = fdopen(fd, "r"))) {
+		snprintf(err, errlen, "cannot read '%s': %s", path, strerror(errno));
+		close(fd);
+	}
+	return f;
+}
+
+static char *read_pem(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = open_pem(path, err, errlen);
+	char *data;
+	size_t n;
+	if (!f)
+		return NULL;
 	data = malloc(MAX_PEM + 1);
 	if (!data) {
 		fclose(f);
@@ -275,11 +307,165 @@ static int cert_cb(SSL *ssl, void *arg)
 	return ok;
 }
 
-PUBLIC int evhost_tls_attach(void *ssl_ctx, int min_tls13, const char *client_ca)
+/* Connections in their handshake, for the count of workers held
+ * (evhost_tls_attach): civetweb's worker holds each one from SSL_accept on,
+ * but tells evhostd of it (init_connection) only once the handshake is
+ * done, so a client that connects and sends nothing, or half a
+ * ClientHello, would hold a worker unseen until request_timeout. OpenSSL
+ * says when a handshake starts and ends; a connection whose handshake
+ * never ends is counted off when civetweb frees it. The SSL's mark: NULL
+ * (not counted yet), &in_handshake (counted), &handshake_failed (counted,
+ * its failure too), &handshake_over (counted off). */
+static evhost_tls_hooks hooks;
+static pthread_mutex_t hooks_mu = PTHREAD_MUTEX_INITIALIZER;
+static int hooks_set;
+static int held_idx = -1;
+static pthread_once_t held_once = PTHREAD_ONCE_INIT;
+static char in_handshake, handshake_failed, handshake_over; /* their addresses */
+
+/* A handshake that never ended and never failed: the client left, or sent
+ * nothing more until civetweb gave up (request_timeout). */
+static void held_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx, long argl,
+                      void *argp)
+{
+	(void)parent;
+	(void)ad;
+	(void)idx;
+	(void)argl;
+	(void)argp;
+	if (ptr == &in_handshake && hooks.failed)
+		hooks.failed(EVHOST_TLS_FAILED_INCOMPLETE);
+	if ((ptr == &in_handshake || ptr == &handshake_failed) && hooks.held)
+		hooks.held(-1);
+}
+
+static void held_index(void)
+{
+	held_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, held_free);
+}
+
+/* OpenSSL's reason for a failed handshake, as evhost_tls_failed_reason. */
+static int failed_reason(unsigned long e)
+{
+	int r = ERR_GET_REASON(e), alert = r - SSL_AD_REASON_OFFSET;
+	if (ERR_GET_LIB(e) == ERR_LIB_SYS) /* the connection broke (a reset) */
+		return EVHOST_TLS_FAILED_INCOMPLETE;
+	if (ERR_GET_LIB(e) != ERR_LIB_SSL)
+		return EVHOST_TLS_FAILED_OTHER;
+	switch (r) {
+	case SSL_R_HTTP_REQUEST:
+	case SSL_R_HTTPS_PROXY_REQUEST:
+		return EVHOST_TLS_FAILED_PLAIN_HTTP;
+	case SSL_R_UNSUPPORTED_PROTOCOL:
+	case SSL_R_VERSION_TOO_LOW:
+		return EVHOST_TLS_FAILED_VERSION;
+	case SSL_R_NO_SHARED_CIPHER:
+	case SSL_R_NO_SHARED_GROUPS:
+	case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM:
+		return EVHOST_TLS_FAILED_CIPHER;
+	case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+	case SSL_R_CERTIFICATE_VERIFY_FAILED:
+		return EVHOST_TLS_FAILED_CLIENT_CERTIFICATE;
+	case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+		return EVHOST_TLS_FAILED_INCOMPLETE;
+	default:
+		break;
+	}
+	/* An alert from the client: bad_certificate, unsupported_certificate,
+	 * certificate_revoked, _expired, _unknown, unknown_ca (RFC 8446 6). */
+	if ((alert >= 42 && alert <= 46) || alert == 48)
+		return EVHOST_TLS_FAILED_CERTIFICATE_REFUSED;
+	if (alert == 70) /* protocol_version */
+		return EVHOST_TLS_FAILED_VERSION;
+	return EVHOST_TLS_FAILED_OTHER;
+}
+
+/* Plain HTTP sent to the HTTPS port: OpenSSL finds "GET " where a TLS
+ * record belongs and fails the handshake, and civetweb would close the
+ * connection without a word (curl: "Empty reply from server"). Say it in
+ * HTTP, as nginx does. What the client sent is read first (as much as has
+ * come), so that closing the socket sends a FIN, not a reset that could
+ * discard the answer. */
+#define PLAIN_HTTP_BODY \
+	"{\"type\":\"https://evhost.dev/problems/bad-request\",\"title\":\"Bad Request\"," \
+	"\"status\":400,\"detail\":\"this port speaks HTTPS, and the request came in plain HTTP: " \
+	"use https://\"}"
+
+static void answer_plain_http(const SSL *ssl)
+{
+	char buf[4096];
+	int fd = SSL_get_fd(ssl);
+	int n;
+	if (fd < 0)
+		return;
+	for (int i = 0; i < 16 && recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0; i++)
+		;
+	n = snprintf(buf, sizeof buf,
+	             "HTTP/1.1 400 Bad Request\r\nContent-Type: application/problem+json\r\n"
+	             "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	             sizeof PLAIN_HTTP_BODY - 1, PLAIN_HTTP_BODY);
+	/* A new connection's send buffer takes it whole; a failure (the
+	 * client gone) leaves the connection as it was: closed unanswered. */
+	if (n > 0)
+		(void)send(fd, buf, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* The handshake's start, end or failure, for the hooks. OpenSSL passes a
+ * const SSL; the mark is that connection's own data. */
+static void handshake_seen(const SSL *ssl, int where, unsigned long failure)
+{
+	SSL *s = (SSL *)ssl;
+	const void *mark = SSL_get_ex_data(ssl, held_idx);
+	if ((where & SSL_CB_HANDSHAKE_START) && !mark) {
+		if (SSL_set_ex_data(s, held_idx, &in_handshake) == 1 && hooks.held)
+			hooks.held(1);
+	} else if ((where & SSL_CB_HANDSHAKE_DONE) && mark == &in_handshake) {
+		SSL_set_ex_data(s, held_idx, &handshake_over);
+		if (hooks.held)
+			hooks.held(-1);
+	} else if (failure && mark == &in_handshake) {
+		SSL_set_ex_data(s, held_idx, &handshake_failed); /* held until freed */
+		if (hooks.failed)
+			hooks.failed(failed_reason(failure));
+	}
+}
+
+/* Replaces civetweb 1.15's info callback, which does nothing. */
+static void server_info(const SSL *ssl, int where, int ret)
+{
+	unsigned long failure = 0;
+	if ((where & SSL_CB_ACCEPT_EXIT) == SSL_CB_ACCEPT_EXIT && ret <= 0) {
+		/* Nothing queued: only waiting for the client (civetweb clears
+		 * the queue before each SSL_accept, and logs this failure next). */
+		failure = ERR_peek_last_error();
+		if (failed_reason(failure) == EVHOST_TLS_FAILED_PLAIN_HTTP)
+			answer_plain_http(ssl);
+	}
+	if (held_idx >= 0)
+		handshake_seen(ssl, where, failure);
+}
+
+PUBLIC int evhost_tls_attach(void *ssl_ctx, int min_tls13, const char *client_ca,
+                             const evhost_tls_hooks *h)
 {
 	if (!ssl_ctx)
 		return -1;
 	SSL_CTX_set_cert_cb(ssl_ctx, cert_cb, NULL);
+	if (h) {
+		/* Taken once: a later context's (a listener started again by a
+		 * reload) are the same functions, and handshakes of the serving
+		 * context read them meanwhile. */
+		pthread_mutex_lock(&hooks_mu);
+		if (!hooks_set) {
+			hooks = *h;
+			hooks_set = 1;
+		}
+		pthread_mutex_unlock(&hooks_mu);
+		pthread_once(&held_once, held_index);
+		if (held_idx < 0)
+			return -1;
+	}
+	SSL_CTX_set_info_callback(ssl_ctx, server_info);
 	if (min_tls13 && SSL_CTX_set_min_proto_version(ssl_ctx, TLS1_3_VERSION) != 1)
 		return -1;
 	if (client_ca) {

@@ -33,11 +33,33 @@ typedef void evhost_tls_describe_fn(const evhost_tls_cert *c, char *out, size_t 
 /* Serve `c` from the next handshake on (it is owned here from now on; the
  * bundle it replaces is freed). Thread-safe against handshakes. */
 typedef void evhost_tls_use_fn(evhost_tls_cert *c);
+/* Why a client's handshake failed (evhost_tls_hooks.failed). */
+enum evhost_tls_failed_reason {
+	EVHOST_TLS_FAILED_PLAIN_HTTP,         /* plain HTTP sent to the HTTPS port */
+	EVHOST_TLS_FAILED_VERSION,            /* no TLS version in common */
+	EVHOST_TLS_FAILED_CIPHER,             /* no cipher, group or signature in common */
+	EVHOST_TLS_FAILED_CERTIFICATE_REFUSED, /* the client refused the server's */
+	EVHOST_TLS_FAILED_CLIENT_CERTIFICATE, /* mutual TLS: none, or not trusted */
+	EVHOST_TLS_FAILED_INCOMPLETE,         /* the client left, or went silent */
+	EVHOST_TLS_FAILED_OTHER,              /* not TLS, or anything else */
+	EVHOST_TLS_FAILED_N
+};
+/* Called from the worker thread doing the handshake; either may be NULL. */
+typedef struct evhost_tls_hooks {
+	/* +1 when a connection's handshake starts, -1 when it ends or the
+	 * connection is freed in it. */
+	void (*held)(int delta);
+	/* A handshake failed, at most once per connection. */
+	void (*failed)(int reason);
+} evhost_tls_hooks;
 /* Set up civetweb's SSL_CTX (from its init_ssl callback): the certificate
  * callback; TLS 1.3 at least if min_tls13; with client_ca (a PEM file of CA
  * certificates, or NULL), the CAs named to clients asked for a certificate
- * (civetweb itself verifies them). 0, or -1. */
-typedef int evhost_tls_attach_fn(void *ssl_ctx, int min_tls13, const char *client_ca);
+ * (civetweb itself verifies them); the hooks (or NULL; copied). A client
+ * that sends plain HTTP is answered 400 in plain HTTP before civetweb closes
+ * it. 0, or -1. */
+typedef int evhost_tls_attach_fn(void *ssl_ctx, int min_tls13, const char *client_ca,
+                                 const evhost_tls_hooks *hooks);
 /* The CA certificates in a PEM file: how many (at least 1), or -1 with the
  * reason (none, or one OpenSSL cannot read). */
 typedef int evhost_tls_ca_check_fn(const char *path, char *err, size_t errlen);

@@ -135,11 +135,15 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     r = requests.get(f"{base}/users/{user['id']}", verify=str(root), timeout=10)
     assert r.status_code == 200 and r.json()["name"] == "Hattie H.", r.text
 
-    # Plain HTTP sent to the HTTPS port gets no answer, and harms nothing.
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    # Plain HTTP sent to the HTTPS port is told so in plain HTTP (civetweb
+    # closed it without a word: "Empty reply from server"), and harms nothing.
+    r = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+    assert r.status_code == 400 and r.headers["Content-Type"] == "application/problem+json"
+    assert r.json()["detail"] == ("this port speaks HTTPS, and the request came in plain HTTP: "
+                                  "use https://"), r.text
     assert requests.get(base + "/healthz", verify=str(root), timeout=10).status_code == 200
-    env.d.wait_for_log("a TLS handshake failed")
+    env.d.wait_for_log("a TLS handshake failed: sslize error: error:0A00009C:SSL routines::http "
+                       "request")
 
 
 @pytest.mark.parametrize("case, needle", [
@@ -147,6 +151,10 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
     ("key only", "has no certificate"),
     ("encrypted key", "has an encrypted private key"),
     ("missing", "cannot read"),
+    # read_pem reads regular files only: a FIFO blocked the start (and a
+    # reload) reading it, a directory was "read error"
+    ("a directory", "': a directory, not a PEM file"),
+    ("a named pipe", "': not a regular file"),
     ("another key", "the private key does not match the certificate (/CN=localhost)"),
     ("intermediate first", "the private key belongs to certificate 2 (/CN=localhost), not to "
                            "the first: the server's certificate must come first"),
@@ -173,6 +181,10 @@ def test_a_wrong_certificate_file_is_said_at_its_line(evhostd, tmp_path, case, n
         key = (d / "server.key").read_text().splitlines()
         key[1] = key[1][:10] + "AAAA" + key[1][14:]  # still base64, no longer a key
         wrong.write_text("\n".join(key) + "\n" + (d / "server.crt").read_text())
+    elif case == "a directory":
+        wrong.mkdir()
+    elif case == "a named pipe":
+        os.mkfifo(wrong)
     elif case == "damaged certificate":
         crt = (d / "server.crt").read_text().splitlines()
         del crt[3]  # the DER's lengths no longer add up
@@ -445,6 +457,118 @@ def test_admin_and_metrics_stay_off_https_unless_asked(evhostd, tmp_path):
 
 
 
+def http_connections(d):
+    r = d.get("/metrics")
+    assert r.status_code == 200, r.text
+    return int(re.search(r"^evhost_http_connections (\d+)$", r.text, re.M).group(1))
+
+
+def handshakes_failed(d):
+    r = d.get("/metrics")
+    assert "# TYPE evhost_https_handshakes_failed_total counter" in r.text
+    return {m.group(1): int(m.group(2)) for m in re.finditer(
+        r'^evhost_https_handshakes_failed_total\{reason="([a-z_]+)"\} (\d+)$', r.text, re.M)}
+
+
+def wait_failed(d, counts):
+    """Until evhost_https_handshakes_failed_total is `counts` (0 for the
+    reasons not named)."""
+    want = dict.fromkeys(("plain_http", "protocol_version", "no_shared_cipher",
+                          "certificate_refused", "client_certificate", "incomplete", "other"),
+                         0) | counts
+    lib.wait_until(lambda: handshakes_failed(d) == want, timeout=30,
+                   message=f"evhost_https_handshakes_failed_total at {want}")
+
+
+# A TLS record header (handshake, TLS 1.0 on the record layer, 512 bytes)
+# and the first bytes of a ClientHello: half a record, the rest never sent.
+HALF_RECORD = bytes.fromhex("1603010200" "010001fc" "0303")
+
+
+def test_connections_in_their_tls_handshake_count_as_held(evhostd, tmp_path):
+    """civetweb gives each HTTPS connection a worker from its handshake on,
+    but tells evhostd of it only once the handshake is done: clients that
+    connect and send nothing, or half a ClientHello, held workers that
+    evhost_http_connections (and the EvhostHttpWorkersBusy alert on it) did
+    not show. They count from the handshake's start, and are counted off
+    however it ends: the client gone, a handshake that fails, one done."""
+    root, pem = chain(tmp_path / "pki")
+    port = lib.free_port()
+    # Held connections stay until this test closes them.
+    http = {**https_conf(port, pem), "threads": 8, "request_timeout": "1m"}
+    d = evhostd(dropins={"20-https.conf": {"http": http}}, brokers="embedded")
+    lib.wait_until(lambda: http_connections(d) == 1, timeout=30,
+                   message="evhost_http_connections at 1 (the scrape's own)")
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        stalled[1].sendall(HALF_RECORD)
+        stalled[2].sendall(HALF_RECORD[:3])
+        lib.wait_until(lambda: http_connections(d) >= 4, timeout=30,
+                       message="3 connections in their TLS handshake counted")
+    finally:
+        for s in stalled:
+            s.close()
+    lib.wait_until(lambda: http_connections(d) == 1, timeout=30,
+                   message="the stalled handshakes counted off once their clients left")
+
+    # Failed handshakes (plain HTTP, garbage, TLS 1.1 only) and a whole one.
+    tls11 = bytes.fromhex("16030100" "2f" "0100002b" "0302") + bytes(32) + bytes.fromhex(
+        "00" "0004" "c013c014" "0100")
+    for payload in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"\x00\xff" * 300, tls11):
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(payload)
+            answer = b""
+            while chunk := s.recv(4096):  # then closed by evhostd
+                answer += chunk
+        if payload.startswith(b"GET"):
+            assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n"), answer
+        else:  # an alert, or nothing
+            assert not answer.startswith(b"HTTP"), answer
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
+        with ssl.create_default_context(cafile=str(root)).wrap_socket(
+                raw, server_hostname="localhost"):
+            pass
+    # A client that refuses the certificate (it trusts another CA).
+    other_root, _ = chain(tmp_path / "other")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        served(port, other_root)
+    lib.wait_until(lambda: http_connections(d) == 1, timeout=30,
+                   message="evhost_http_connections back at 1 after the handshakes")
+    text = d.log_text()
+    for why in ("http request", "wrong version number", "unsupported protocol"):
+        assert f"DEBUG [http] a TLS handshake failed: sslize error: " in text and why in text, why
+
+    # The failures by reason, at info level's reach: the 3 stalled
+    # connections left mid-handshake ("incomplete").
+    wait_failed(d, {"plain_http": 1, "protocol_version": 1, "certificate_refused": 1,
+                    "incomplete": 3, "other": 1})
+
+
+def test_stalled_tls_handshakes_are_closed_at_request_timeout(evhostd, tmp_path):
+    """A client that opens TLS and never sends a ClientHello, or sends half a
+    record and stalls, holds a worker (civetweb's model) until [http]
+    request_timeout ends its handshake, then is closed without a word.
+    With every worker held so, HTTPS clients and the plain listener's
+    probes and /metrics (the same workers) wait, and are served once the
+    timeout frees them (operations.md, "Slow and idle clients")."""
+    root, pem = chain(tmp_path / "pki")
+    port = lib.free_port()
+    http = {**https_conf(port, pem), "threads": 2, "request_timeout": "2s"}
+    d = evhostd(dropins={"20-https.conf": {"http": http}}, brokers="embedded")
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
+    try:
+        stalled[0].sendall(HALF_RECORD)
+        r = requests.get(f"https://localhost:{port}/readyz", verify=str(root), timeout=60)
+        assert r.status_code == 200, r.text
+        assert d.get("/readyz", timeout=60).status_code == 200
+        assert d.get("/metrics", timeout=60).status_code == 200
+        for s in stalled:  # closed by evhostd, not left for the client to give up on
+            assert s.recv(100) == b""
+    finally:
+        for s in stalled:
+            s.close()
+
+
 def client_cert(d, name, ca, cn):
     """A client certificate for `cn`, signed by `ca` (in directory d)."""
     ec_key(d, name)
@@ -488,6 +612,7 @@ def test_client_certificates_from_the_given_ca_only(evhostd, tmp_path, build_dir
     for cert in (None, (str(mallory), str(stranger[1]))):
         with pytest.raises((requests.exceptions.SSLError, requests.ConnectionError)):
             requests.get(url, verify=str(root), cert=cert, timeout=10)
+    wait_failed(d, {"client_certificate": 2})
     # The plain listener asks nothing of its clients.
     assert d.get("/healthz").status_code == 200
 
@@ -524,6 +649,7 @@ def test_tls_min_version(evhostd, tmp_path):
             raw.recv(100)
     lib.wait_until(lambda: re.search(r"^evhost_http_connections 1$", d.get("/metrics").text,
                                      re.M), timeout=10, message="only the scrape's connection")
+    wait_failed(d, {"protocol_version": 1, "plain_http": 3})
 
 
 def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
@@ -551,6 +677,7 @@ def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
     with pytest.raises(ssl.SSLError):
         handshake(port, ssl.TLSVersion.TLSv1_2, "ECDHE-ECDSA-AES128-SHA")
     assert handshake(port, ssl.TLSVersion.TLSv1_3) == "TLS_AES_256_GCM_SHA384"
+    wait_failed(d, {"no_shared_cipher": 1})
     d.stop()
     # With an RSA certificate: no RSA key exchange (no forward secrecy).
     rsa_root, rsa_pem = chain(tmp_path / "rsa", server_key=rsa_key)

@@ -361,6 +361,7 @@ def test_metrics_move_with_requests_and_events(evhostd):
 # Families exposed only once something happened (HTTPS on, a backup taken, a
 # JWKS fetched), scraped by the tests named.
 ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_https
+                   "evhost_https_handshakes_failed_total",  # test_https
                    "evhost_backup_last_timestamp_seconds",  # test_https
                    "evhost_jwks_fetches_total",  # test_jwks_fetch
                    "evhost_jwks_last_success_timestamp_seconds"}  # test_jwks_fetch
