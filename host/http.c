@@ -1384,8 +1384,9 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	                                 .pk_issuer = k->pk_issuer,
 	                                 .pk_audience = k->pk_audience,
 	                                 .pk_roles = k->pk_roles,
-	                                 .pk_pending = k->jwks && !v.keys ? jwt_reason_keys_pending
-	                                                                  : NULL,
+	                                 .pk_pending = k->jwks && !v.keys && !v.no_usable
+	                                                   ? jwt_reason_keys_pending
+	                                                   : NULL,
 	                                 .pk_refetchable = k->jwks != NULL},
 	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why, cls);
 	if (k->jwks)

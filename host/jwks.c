@@ -342,7 +342,10 @@ int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t err
 	}
 	if (out->nkeys == 0) {
 		snprintf(err, errlen, "no RS256 or ES256 signing key among its %d key(s)", index);
-		goto fail;
+		cJSON_Delete(root);
+		free(d);
+		free(t.p);
+		return -2;
 	}
 	out->pem = t.p;
 	out->len = t.n;

@@ -32,8 +32,10 @@ int jwks_is_jwks(const char *text, size_t n);
  * "sig", key_ops without "verify", alg other than RS256/ES256, another kty or
  * curve) are left out and counted. 0, or -1 with the reason in err: not a
  * JWKS, a key of a kind it takes that is malformed (named by its place and
- * kid), no key left or more than JWKS_MAX_KEYS, out of memory. Whether an EC
- * point is on its curve is the loader's to check. */
+ * kid), more than JWKS_MAX_KEYS, out of memory; or -2, the reason in err,
+ * for a well-formed set with no key left (none, or only keys for something
+ * else: out->skipped says how many). Whether an EC point is on its curve is
+ * the loader's to check. */
 int jwks_to_pem(const char *text, size_t n, jwks_pem *out, char *err, size_t errlen);
 void jwks_pem_free(jwks_pem *p);
 

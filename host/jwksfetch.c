@@ -36,6 +36,7 @@ struct jwks_fetcher {
 	pthread_rwlock_t rw;
 	void *keys;
 	int nrsa, nec;
+	int no_usable; /* the set in use has no key evhost can use: keys NULL */
 	/* The fetcher thread's own: the set in use, to tell a change. */
 	char *fingerprint;
 	int failures;
@@ -44,6 +45,7 @@ struct jwks_fetcher {
 	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
 	int stopping, kick, fetching, started;
 	int last_failed; /* the last attempt failed: requests do not wait for the next */
+	int waiting; /* requests waiting for a fetch (at most JWKS_WAITERS_MAX) */
 	uint64_t attempts; /* fetches finished */
 	int64_t last_attempt_ms;
 	pthread_t thread;
@@ -219,20 +221,31 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	return buf;
 }
 
-/* A set read: its keys loaded, and what tells it from another. */
+/* A set read: its keys loaded (NULL: it has none evhost can use), and what
+ * tells it from another. */
 typedef struct loaded {
 	void *keys;
 	int nrsa, nec, skipped;
 	char *fingerprint;
 } loaded;
 
-/* The set text[0..n) turned into keys. 0, or -1 with the reason in err. */
+/* The set text[0..n) turned into keys. 0; 1 for a set with no key evhost
+ * can use (out->keys NULL, why in err); -1 with the reason in err. */
 static int load_set(const char *text, size_t n, loaded *out, char *err, size_t errlen)
 {
 	jwks_pem p;
 	textbuf fp = {0};
+	int rc;
 	memset(out, 0, sizeof *out);
-	if (jwks_to_pem(text, n, &p, err, errlen) != 0)
+	if ((rc = jwks_to_pem(text, n, &p, err, errlen)) == -2) {
+		out->skipped = p.skipped;
+		if (!(out->fingerprint = strdup(""))) {
+			snprintf(err, errlen, "out of memory");
+			return -1;
+		}
+		return 1;
+	}
+	if (rc != 0)
 		return -1;
 	out->keys = tls_pubkeys_load(p.pem, p.len, p.labels, p.kids, &out->nrsa, &out->nec, err,
 	                             errlen);
@@ -256,8 +269,9 @@ static int load_set(const char *text, size_t n, loaded *out, char *err, size_t e
 	return out->keys ? 0 : -1;
 }
 
-/* Put the set in use (taking l's keys); 1 when it differs from the one in
- * use, 0 when the same (l's keys freed). */
+/* Put the set in use (taking l's keys; none: the provider's tokens are
+ * refused); 1 when it differs from the one in use, 0 when the same (l's
+ * keys freed). */
 static int use_set(jwks_fetcher *f, loaded *l)
 {
 	void *old;
@@ -271,6 +285,7 @@ static int use_set(jwks_fetcher *f, loaded *l)
 	f->keys = l->keys;
 	f->nrsa = l->nrsa;
 	f->nec = l->nec;
+	f->no_usable = !l->keys;
 	pthread_rwlock_unlock(&f->rw);
 	tls_pubkeys_free(old);
 	free(f->fingerprint);
@@ -374,7 +389,11 @@ static int use_cache(jwks_fetcher *f)
 		         f->cache_path, f->url, when->valuestring, (long long)f->cache_max_age_s);
 	} else if (!(set_text = cJSON_PrintUnformatted(set))) {
 		log_warn("host", "out of memory reading %s", f->cache_path);
-	} else if (load_set(set_text, strlen(set_text), &l, err, sizeof err) != 0) {
+	} else if ((rc = load_set(set_text, strlen(set_text), &l, err, sizeof err)) != 0) {
+		/* A set without usable keys: its tokens wait for a fetch (503). */
+		if (rc > 0)
+			free(l.fingerprint);
+		rc = -1;
 		log_warn("host", "the keys in %s are not used: %s", f->cache_path, err);
 	} else {
 		use_set(f, &l);
@@ -408,7 +427,7 @@ static int fetch_once(jwks_fetcher *f, int first)
 	size_t n = 0;
 	char *text = download(f, &n, err, sizeof err);
 	loaded l;
-	int changed, had_keys = f->fingerprint != NULL;
+	int changed, empty, had_keys = f->fingerprint != NULL;
 
 	if (!text && atomic_load(&f->abort)) {
 		log_info("host", "[auth] the fetch of the JWKS from %s under way is given up: its "
@@ -416,7 +435,7 @@ static int fetch_once(jwks_fetcher *f, int first)
 		         f->url);
 		return -1;
 	}
-	if (!text || load_set(text, n, &l, err, sizeof err) != 0) {
+	if (!text || (empty = load_set(text, n, &l, err, sizeof err)) < 0) {
 		atomic_fetch_add(&n_failed, 1);
 		f->failures++;
 		if (first)
@@ -424,8 +443,10 @@ static int fetch_once(jwks_fetcher *f, int first)
 		else
 			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s; %s, next try in %lld s",
 			         f->url, err,
-			         f->keys ? "the keys fetched before stay in use"
-			                 : "tokens of its issuer are answered 503 until it succeeds",
+			         f->keys        ? "the keys fetched before stay in use"
+			         : f->no_usable ? "tokens of its issuer are still refused (its last set "
+			                          "had no key evhost can use)"
+			                        : "tokens of its issuer are answered 503 until it succeeds",
 			         (long long)(retry_ms(f) / 1000));
 		free(text);
 		return -1;
@@ -433,8 +454,16 @@ static int fetch_once(jwks_fetcher *f, int first)
 	atomic_fetch_add(&n_ok, 1);
 	atomic_store(&last_ok_s, (int64_t)time(NULL));
 	f->failures = 0;
+	/* A set the provider answered is what it signs with now, even with no
+	 * key evhost can use (it withdrew them all, or moved to another
+	 * algorithm): the keys it withdrew are not kept. */
 	changed = use_set(f, &l);
-	if (changed && !had_keys)
+	if (changed && empty)
+		log_error("host", "[auth] the JWKS from %s has no key evhost can use (%s): tokens of %s "
+		                  "are refused until it publishes an RS256 or ES256 signing key%s",
+		          f->url, err, f->issuer,
+		          had_keys ? "; the keys fetched before are no longer used" : "");
+	else if (changed && !had_keys)
 		log_info("host", "[auth] tokens of %s are checked with the key(s) fetched from %s (%d "
 		                 "RSA for RS256, %d EC for ES256); refreshed every %d s",
 		         f->issuer, f->url, f->nrsa, f->nec, f->refresh_s);
@@ -442,7 +471,7 @@ static int fetch_once(jwks_fetcher *f, int first)
 		log_info("host", "[auth] the JWKS from %s changed: %d key(s) now (%d RSA for RS256, %d "
 		                 "EC for ES256)",
 		         f->url, f->nrsa + f->nec, f->nrsa, f->nec);
-	if (changed && l.skipped)
+	if (changed && !empty && l.skipped)
 		log_info("host", "[auth] %d key(s) of the JWKS from %s left out: not for RS256 or "
 		                 "ES256 signatures (use, key_ops, alg, kty or crv)",
 		         l.skipped, f->url);
@@ -520,12 +549,10 @@ void jwks_fetcher_signal_stop(jwks_fetcher *f)
 	pthread_mutex_unlock(&f->mu);
 }
 
-void jwks_fetcher_stop(jwks_fetcher *f)
+/* The thread stopped (its fetch under way given up); the keys stay. */
+static void stop_thread(jwks_fetcher *f)
 {
-	void *keys;
 	int started;
-	if (!f)
-		return;
 	pthread_mutex_lock(&f->mu);
 	f->stopping = 1;
 	atomic_store(&f->abort, 1);
@@ -535,10 +562,19 @@ void jwks_fetcher_stop(jwks_fetcher *f)
 	pthread_mutex_unlock(&f->mu);
 	if (started)
 		pthread_join(f->thread, NULL);
+}
+
+void jwks_fetcher_stop(jwks_fetcher *f)
+{
+	void *keys;
+	if (!f)
+		return;
+	stop_thread(f);
 	pthread_rwlock_wrlock(&f->rw);
 	keys = f->keys;
 	f->keys = NULL;
 	f->nrsa = f->nec = 0;
+	f->no_usable = 0;
 	pthread_rwlock_unlock(&f->rw);
 	tls_pubkeys_free(keys);
 }
@@ -566,7 +602,9 @@ void jwks_fetcher_free(jwks_fetcher *f)
 
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old)
 {
-	jwks_fetcher_stop(old);
+	/* Its keys stay for the requests that hold the keyset naming it until
+	 * the reload puts f's in place (they would find none: 503). */
+	stop_thread(old);
 	f->older = old;
 }
 
@@ -578,6 +616,7 @@ void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v)
 	v->keys = f->keys;
 	v->nrsa = f->nrsa;
 	v->nec = f->nec;
+	v->no_usable = f->no_usable;
 }
 
 void jwks_fetcher_release(jwks_fetcher *f) { pthread_rwlock_unlock(&f->rw); }
@@ -601,14 +640,18 @@ int jwks_fetcher_refetch(jwks_fetcher *f)
 		pthread_cond_broadcast(&f->cv);
 	}
 	/* A provider that failed last time may well hang until the timeout:
-	 * requests do not wait for it (they would hold HTTP workers). */
-	if (f->last_failed) {
+	 * requests do not wait for it (they would hold HTTP workers). Nor do
+	 * more than a few at once: tokens naming made-up kids, sent together,
+	 * would hold every worker for as long as the fetch takes. */
+	if (f->last_failed || f->waiting >= JWKS_WAITERS_MAX) {
 		pthread_mutex_unlock(&f->mu);
 		return 0;
 	}
+	f->waiting++;
 	while (f->attempts == seen && !f->stopping &&
 	       pthread_cond_timedwait(&f->cv, &f->mu, &until) == 0)
 		;
+	f->waiting--;
 	done = f->attempts != seen;
 	pthread_mutex_unlock(&f->mu);
 	return done;

@@ -5,7 +5,9 @@
  *
  * Readers (HTTP workers checking a token) hold the keys under a read lock
  * for one check; a fetch that brings a different set swaps it under the
- * write lock and frees the old one. */
+ * write lock and frees the old one. A set the provider answers with no key
+ * evhost can use replaces the keys too (its tokens are refused): a key it
+ * withdrew is not kept, whether or not others remain. */
 #ifndef EVHOST_JWKSFETCH_H
 #define EVHOST_JWKSFETCH_H
 #include <stdint.h>
@@ -16,6 +18,9 @@
 #define JWKS_FETCH_TIMEOUT_MS 5000
 /* An unknown kid fetches again only this long after the last attempt. */
 #define JWKS_REFETCH_MIN_MS 5000
+/* Requests that wait for that fetch at once; others are answered without
+ * it, so that tokens with made-up kids cannot hold every HTTP worker. */
+#define JWKS_WAITERS_MAX 4
 /* Retries after a failed fetch: 1 s, then twice as long, up to this (and
  * never later than the refresh). */
 #define JWKS_RETRY_MAX_MS 60000
@@ -45,22 +50,27 @@ void jwks_fetcher_signal_stop(jwks_fetcher *f);
 void jwks_fetcher_stop(jwks_fetcher *f);
 /* Free f and the fetchers it replaced. */
 void jwks_fetcher_free(jwks_fetcher *f);
-/* A reload put f in place of `old`: stop old, kept (readers may still hold
- * it) until f is freed. */
+/* A reload put f in place of `old`: stop old's thread; old and its keys are
+ * kept (requests that loaded the keyset before the reload still check with
+ * them) until f is freed. */
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old);
 
 /* The keys a reader checks one token with, held until jwks_fetcher_release:
- * keys NULL (none fetched yet) or tls_pubkeys, and how many of each kind. */
+ * keys NULL (none fetched yet, or no_usable) or tls_pubkeys, and how many of
+ * each kind. no_usable: the provider's set in use has no key evhost can use
+ * (its tokens are refused, not waited for). */
 typedef struct jwks_view {
 	void *keys;
 	int nrsa, nec;
+	int no_usable;
 } jwks_view;
 void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v);
 void jwks_fetcher_release(jwks_fetcher *f);
 /* A token names a kid the keys lack: fetch again now, unless an attempt
  * began less than JWKS_REFETCH_MIN_MS ago, and wait for that fetch (or one
- * under way), unless the last attempt failed. 1 when a fetch finished
- * (check the token again), 0 when none did. Call without holding the keys. */
+ * under way), unless the last attempt failed or JWKS_WAITERS_MAX requests
+ * wait already. 1 when a fetch finished (check the token again), 0 when none
+ * did. Call without holding the keys. */
 int jwks_fetcher_refetch(jwks_fetcher *f);
 /* Fetches since the start, every fetcher's: good ones, failed ones, and
  * when the last good one ended (seconds since the epoch; 0: none). */

@@ -27,7 +27,7 @@ typedef struct pubkeys {
 	EVP_PKEY *key[PUBKEYS_MAX];
 	char *kid[PUBKEYS_MAX]; /* NULL: no id */
 	int n;
-	int all_kids; /* every key has an id */
+	int some_kids; /* a key has an id: a token's kid is told from none */
 } pubkeys;
 
 PUBLIC void evhost_tls_pubkeys_free(void *keys)
@@ -126,9 +126,8 @@ PUBLIC void *evhost_tls_pubkeys_load(const char *pem, size_t len, const char *co
 			++*nec;
 		k->key[k->n++] = key;
 	}
-	k->all_kids = 1;
 	for (int i = 0; i < k->n; i++)
-		k->all_kids &= k->kid[i] != NULL;
+		k->some_kids |= k->kid[i] != NULL;
 	BIO_free(bio);
 	return k;
 fail:
@@ -170,13 +169,17 @@ static int verify_one(EVP_PKEY *key, const void *data, size_t n, const unsigned 
 	return ok;
 }
 
-/* The index of the key whose id is kid, or -1. */
-static int key_of(const pubkeys *k, const char *kid)
+/* Whether key i may have signed a token of id `kid` (NULL: none given) and
+ * kind `type`: one of that kind; with a kid, of that id when some key of the
+ * kind has it (a provider may list two under one id, an old and a new),
+ * else one without an id: a key with another id did not sign it. */
+static int candidate(const pubkeys *k, int i, const char *kid, const char *type, int named)
 {
-	for (int i = 0; kid && i < k->n; i++)
-		if (k->kid[i] && strcmp(k->kid[i], kid) == 0)
-			return i;
-	return -1;
+	if (!EVP_PKEY_is_a(k->key[i], type))
+		return 0;
+	if (!kid)
+		return 1;
+	return named ? k->kid[i] && strcmp(k->kid[i], kid) == 0 : k->kid[i] == NULL;
 }
 
 PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *kid, const char *alg,
@@ -184,13 +187,13 @@ PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *kid, const char *al
                                      size_t siglen)
 {
 	pubkeys *k = keys;
-	int rsa = !strcmp(alg, "RS256"), rc = 0, derlen = 0, only;
+	int rsa = !strcmp(alg, "RS256"), rc = 0, derlen = 0, named = 0;
+	const char *type = rsa ? "RSA" : "EC";
 	unsigned char *der = NULL;
 	if (!k || (!rsa && strcmp(alg, "ES256") != 0))
 		return 0;
-	only = key_of(k, kid);
-	if (kid && only < 0 && k->all_kids)
-		return -2;
+	for (int i = 0; kid && i < k->n; i++)
+		named |= EVP_PKEY_is_a(k->key[i], type) && k->kid[i] && strcmp(k->kid[i], kid) == 0;
 	if (!rsa) {
 		if (siglen != ES256_SIG)
 			return 0;
@@ -199,7 +202,7 @@ PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *kid, const char *al
 	}
 	for (int i = 0; i < k->n && rc != 1; i++) {
 		int r;
-		if ((only >= 0 && i != only) || !EVP_PKEY_is_a(k->key[i], rsa ? "RSA" : "EC"))
+		if (!candidate(k, i, kid, type, named))
 			continue;
 		r = rsa ? verify_one(k->key[i], data, n, sig, siglen)
 		        : verify_one(k->key[i], data, n, der, (size_t)derlen);
@@ -207,5 +210,7 @@ PUBLIC int evhost_tls_pubkeys_verify(void *keys, const char *kid, const char *al
 			rc = r; /* 1, or -1: an error is not "not signed" */
 	}
 	OPENSSL_free(der);
-	return rc;
+	/* Its id is none of this kind's keys': a key the provider added since
+	 * (keys without ids, as PEM gives them, cannot tell). */
+	return rc == 0 && kid && !named && k->some_kids ? -2 : rc;
 }

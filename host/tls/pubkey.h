@@ -21,8 +21,9 @@ typedef void evhost_tls_pubkeys_free_fn(void *keys);
  * ("RS256": RSASSA-PKCS1-v1_5 with SHA-256, by one of the RSA keys;
  * "ES256": ECDSA P-256 with SHA-256, r and s of 32 bytes each, by one of
  * the EC keys): 1 yes, 0 no, -1 out of memory. With `kid` (the token's key
- * id, or NULL), only the key of that id is tried when there is one; when
- * every key has an id and none is kid: -2. Thread-safe. */
+ * id, or NULL), only the keys of that kind with that id are tried when
+ * there are some (two may share one), else those without an id; when none
+ * has that id, some key has one and none signed it: -2. Thread-safe. */
 typedef int evhost_tls_pubkeys_verify_fn(void *keys, const char *kid, const char *alg,
                                          const void *data, size_t n, const unsigned char *sig,
                                          size_t siglen);

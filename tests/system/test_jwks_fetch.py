@@ -10,6 +10,13 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
   close is read whole;
 - a rotated key is found by the unknown-kid fetch (the request waits for it)
   and by the periodic refresh, and the log says the set changed;
+- a provider's rotation as it happens: the new key used before the refresh
+  after one fetch, the withdrawn one refused from the next (after a restart
+  from the cache too), a kid given other key material; keys sharing a kid,
+  keys without one; a set with no usable key withdraws the keys in use;
+- tokens with made-up kids, many at once: one fetch, few workers held;
+  tokens checked while sets are swapped and while reloads replace the
+  fetcher, never answered 5xx;
 - a failed fetch (HTTP error, redirect, not a JWKS, no usable key, an
   answer cut short, a certificate for another name or of an unknown CA, a
   provider that does not answer) says why, keeps the keys it had and is
@@ -27,10 +34,12 @@ import json
 import re
 import socket
 import subprocess
+import threading
 import time
 from datetime import datetime
 
 import pytest
+import requests
 import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -274,6 +283,337 @@ def test_the_set_is_fetched_again_every_refresh(evhostd, build_dir, certs, k):
                        message="the cache's fetched_at moved on")
 
 
+# ------------------------------------------------------------------ rotation
+
+
+def token_without_kid(key, **changes):
+    alg = "ES256" if isinstance(key, ec.EllipticCurvePrivateKey) else "RS256"
+    return sign(key, alg, claims(**changes), header={"alg": alg, "typ": "JWT"})
+
+
+def without_kid(key_jwk):
+    return {m: v for m, v in key_jwk.items() if m != "kid"}
+
+
+def test_a_rotation_brings_the_new_key_and_drops_the_withdrawn_one_also_after_a_restart(
+        evhostd, build_dir, tmp_path, certs, k):
+    """A provider's rotation as it happens: the new key published and used
+    before evhostd's refresh, then the old one withdrawn; the same kid later
+    given other key material. A restart while the provider is down uses the
+    set kept in the cache, without the withdrawn key."""
+    state = tmp_path / "state"
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        auth = jwks_auth(idp, certs)
+        d = start(evhostd, build_dir, auth, state_dir=state)
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        # The new key is published and signs at once: its first token is
+        # accepted after one fetch (5 s after the last, at the earliest).
+        idp.jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["rsa2"], "rsa-2")]}
+        wait_past(idp.requests[-1].done + 5.3)
+        assert_ok(d, token(k["rsa2"], "rsa-2"), "the new key's first token")
+        assert len(idp.requests) == 2, idp.requests
+        assert_ok(d, token(k["rsa"], "rsa-1"), "the old key, still published")
+        # The old key is withdrawn; the next fetch (here a token naming a
+        # kid the set lacks) drops it.
+        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
+        wait_past(idp.requests[-1].done + 5.3)
+        assert_refused(d, token(k["rsa3"], "rsa-3"), UNKNOWN_KID)
+        assert len(idp.requests) == 3, idp.requests
+        d.wait_for_log(changed(idp.url, 1), timeout=3)
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        assert_ok(d, token(k["rsa2"], "rsa-2"))
+        # The same kid given other key material: tokens of the new material
+        # are refused until the next fetch has it (a kid the set has asks
+        # for none), those of the old one from then on.
+        idp.jwks = {"keys": [jwk(k["rsa3"], "rsa-2")]}
+        assert_refused(d, token(k["rsa3"], "rsa-2"), "bad signature")
+        assert len(idp.requests) == 3, idp.requests
+        wait_past(idp.requests[-1].done + 5.3)
+        assert_refused(d, token(k["other"], "rsa-9"), UNKNOWN_KID)  # fetches again
+        assert len(idp.requests) == 4, idp.requests
+        assert_ok(d, token(k["rsa3"], "rsa-2"), "the kid's new material")
+        assert_refused(d, token(k["rsa2"], "rsa-2"), "bad signature")
+        assert d.stop() == 0
+    # The provider is down: the cache has the last set, not the withdrawn keys.
+    d2 = start(evhostd, build_dir, auth, state_dir=state)
+    d2.wait_for_log(f"[auth] using the keys fetched from {idp.url} at ", timeout=5)
+    assert_ok(d2, token(k["rsa3"], "rsa-2"), "the cached key")
+    assert_refused(d2, token(k["rsa2"], "rsa-2"), "bad signature")
+    assert_refused(d2, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+
+
+def test_keys_sharing_a_kid_each_check_their_tokens(evhostd, build_dir, certs, k):
+    """A provider may list two keys under one kid: an RSA and an EC key, or
+    an old and a new key of a rotation. Each checks its tokens."""
+    jwks = {"keys": [jwk(k["rsa"], "k1"), jwk(k["ec"], "k1"), jwk(k["rsa2"], "k2"),
+                     jwk(k["rsa3"], "k2")]}
+    with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        for key, kid in ((k["rsa"], "k1"), (k["ec"], "k1"), (k["rsa2"], "k2"),
+                         (k["rsa3"], "k2")):
+            assert_ok(d, token(key, kid), kid)
+        # Another key under a kid of the set is not one of them.
+        assert_refused(d, token(k["other"], "k1"), "bad signature")
+        assert_refused(d, token(k["rsa"], "k2"), "bad signature")
+        assert len(idp.requests) == 1, idp.requests
+
+
+def test_keys_without_a_kid_beside_keys_with_one(evhostd, build_dir, certs, k):
+    """A set whose keys do not all have a kid: a token without a kid is
+    checked with every key of its kind; one with a kid, with the key of
+    that kid, else only with the keys that have none (never with a key of
+    another kid); a kid the set lacks is fetched again, as with any set."""
+    jwks = {"keys": [jwk(k["rsa"], "rsa-1"), without_kid(jwk(k["rsa2"], None)),
+                     without_kid(jwk(k["ec"], None))]}
+    with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        assert_ok(d, token_without_kid(k["rsa"]), "no kid, a key with one")
+        assert_ok(d, token_without_kid(k["rsa2"]), "no kid, a key without one")
+        assert_ok(d, token_without_kid(k["ec"]), "no kid, an EC key")
+        assert_ok(d, token(k["rsa"], "rsa-1"), "its kid")
+        assert_ok(d, token(k["rsa2"], "rsa-9"), "a kid no key has: the keys without one")
+        assert_refused(d, token(k["rsa2"], "rsa-1"), "bad signature")
+        # Signed by the key of kid rsa-1, naming another kid: not its key.
+        assert_refused(d, token(k["rsa"], "rsa-9"), UNKNOWN_KID)
+        assert_refused(d, token_without_kid(k["other"]), "bad signature")
+        assert len(idp.requests) == 1, idp.requests
+        # The provider adds a key: its first token fetches the set again.
+        idp.jwks = {"keys": jwks["keys"] + [jwk(k["rsa3"], "rsa-3")]}
+        wait_past(idp.requests[-1].done + 5.3)
+        assert_ok(d, token(k["rsa3"], "rsa-3"), "the key added")
+        assert len(idp.requests) == 2, idp.requests
+
+
+def test_a_set_with_no_usable_key_withdraws_the_keys_in_use(evhostd, build_dir, tmp_path, certs,
+                                                           k):
+    """The provider answers a well-formed set with no key evhostd can use
+    (none left, only encryption keys, only Ed25519): it withdrew its keys,
+    and they are no longer used (kept, a key it withdrew because it leaked
+    would be accepted as long as the set stays so). Its tokens are refused
+    (401, not 503), the set is kept in the cache, so that a restart while
+    the provider is down does not bring the withdrawn keys back, and a key
+    published again is found as any new key is."""
+    state = tmp_path / "state"
+    cache = state / "jwks-cache.json"
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        auth = jwks_auth(idp, certs, jwt_jwks_refresh="5s")
+        d = start(evhostd, build_dir, auth, state_dir=state)
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        lib.wait_until(lambda: cache.exists() and "rsa-1" in cache.read_text(), timeout=5,
+                       message=f"{cache} with rsa-1")
+        idp.jwks = {"keys": [jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP"),
+                             jwk(k["ed"], "ed-1")]}
+        d.wait_for_log(f"[auth] the JWKS from {idp.url} has no key evhost can use (no RS256 or "
+                       f"ES256 signing key among its 2 key(s)): tokens of {ISSUER} are refused "
+                       "until it publishes an RS256 or ES256 signing key; the keys fetched "
+                       "before are no longer used", timeout=9)
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        assert_refused(d, token(k["ec"], "ec-1"), UNKNOWN_KID)
+        lib.wait_until(lambda: "rsa-1" not in cache.read_text(), timeout=3,
+                       message=f"{cache} without rsa-1")
+        assert json.loads(cache.read_text())["jwks"] == idp.jwks
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") == 0
+        # An empty set is the same set: no change said again.
+        idp.jwks = {"keys": []}
+        n = len(idp.requests)
+        idp.wait_requests(n + 1, timeout=9)
+        time.sleep(0.3)
+        assert d.log_text().count("has no key evhost can use") == 1, d.log_tail()
+        # A failed fetch meanwhile says the tokens stay refused.
+        idp.answer_next(status=500)
+        d.wait_for_log(cannot(idp.url, "answered 500"), timeout=9)
+        assert "; tokens of its issuer are still refused (its last set had no key evhost can " \
+            "use), next try in 1 s" in line_with(d, cannot(idp.url, "answered 500")), d.log_tail()
+        # A key published again: its first token fetches it, as any new key.
+        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
+        lib.wait_until(lambda: ok(d, token(k["rsa2"], "rsa-2")), timeout=12, interval=0.5,
+                       message="the key published again accepted")
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        # Withdrawn again, then the provider is down at a restart: the
+        # withdrawn keys are not taken from the cache.
+        idp.jwks = {"keys": []}
+        wait_count(d, f"[auth] the JWKS from {idp.url} has no key evhost can use", 2, timeout=9)
+        lib.wait_until(lambda: json.loads(cache.read_text())["jwks"] == {"keys": []},
+                       timeout=3, message=f"{cache} with the empty set")
+        assert d.stop() == 0
+    d2 = start(evhostd, build_dir, auth, state_dir=state)
+    d2.wait_for_log(f"the keys in {cache} are not used: no RS256 or ES256 signing key among "
+                    "its 0 key(s)", timeout=5)
+    assert "using the keys fetched from" not in d2.log_text(), d2.log_tail()
+    assert_not_fetched_yet(d2, token(k["rsa2"], "rsa-2"))
+    assert_not_fetched_yet(d2, token(k["rsa"], "rsa-1"))
+
+
+def test_a_start_with_a_set_without_usable_keys_refuses_the_tokens(evhostd, build_dir, certs, k):
+    """Such a set at the start: the provider's tokens are refused, not
+    answered 503 as while no set has come."""
+    with lib.JwksServer({"keys": []}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        d.wait_for_log(f"[auth] the JWKS from {idp.url} has no key evhost can use (no RS256 or "
+                       f"ES256 signing key among its 0 key(s)): tokens of {ISSUER} are refused "
+                       "until it publishes an RS256 or ES256 signing key", timeout=5)
+        assert "the keys fetched before" not in d.log_text(), d.log_tail()
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        assert_refused(d, token_without_kid(k["ec"]), UNKNOWN_KID)
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="ok") == 1
+
+
+def test_a_flood_of_unknown_kids_fetches_once_and_holds_few_workers(evhostd, build_dir, certs,
+                                                                     k):
+    """Tokens naming made-up kids, many at once, while the provider is slow
+    to answer: one fetch for them all, and the HTTP workers are not all held
+    waiting for it (health checks and good tokens are answered meanwhile);
+    again and again, at most one fetch every 5 s."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        wait_past(idp.requests[-1].done + 5.3)
+        idp.delay = 4.0
+        flood = [token(k["other"], f"made-up-{i}") for i in range(40)]
+        answers = []
+
+        def send(tok):
+            try:
+                r = whoami(d, tok)
+                answers.append((r.status_code, r.text, time.monotonic()))
+            except Exception as e:  # noqa: BLE001: said in the assertion below
+                answers.append((None, repr(e), time.monotonic()))
+
+        threads = [threading.Thread(target=send, args=(t,)) for t in flood]
+        for t in threads:
+            t.start()
+        idp.wait_requests(2, timeout=5)  # the flood's fetch, under way
+        time.sleep(0.5)  # the rest of the flood in evhostd's hands
+        health = d.get("/healthz")
+        good = whoami(d, token(k["rsa"], "rsa-1"))
+        answered = time.monotonic()
+        for t in threads:
+            t.join(timeout=15)
+        fetch = idp.requests[1]
+        assert health.status_code == 200 and good.status_code == 200, (health.text, good.text)
+        assert fetch.done is not None and answered < fetch.done, \
+            "requests waited behind the tokens waiting for the provider"
+        assert len(answers) == 40 and all(
+            a[0] == 401 and UNKNOWN_KID in a[1] for a in answers), answers
+        # Most were answered without waiting for the fetch.
+        assert sum(a[2] < fetch.done for a in answers) >= 40 - 4, answers
+        assert len(idp.requests) == 2, idp.requests
+        idp.delay = 0
+        # Made-up kids, one after another, for 7 s: at most one more fetch
+        # every 5 s.
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < 7:
+            assert_refused(d, token(k["other"], f"again-{n}"), UNKNOWN_KID)
+            n += 1
+        fetched_since = [r for r in idp.requests[2:]]
+        assert n > 20 and len(fetched_since) <= 2, (n, fetched_since)
+        assert all(b - a >= 4.9 for a, b in zip([fetch.time] + [r.time for r in fetched_since],
+                                                [r.time for r in fetched_since])), \
+            gaps(idp.requests)
+
+
+def test_tokens_checked_while_the_set_is_swapped(evhostd, build_dir, certs, k):
+    """Requests checking tokens from several threads while the set is
+    swapped under them (every fetch brings another set): a key in every set
+    is never refused, and a key that comes and goes is accepted or refused,
+    never answered 5xx (run under ASan too)."""
+    with_b = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["ec"], "ec-1"), jwk(k["rsa2"], "rsa-2")]}
+    without_b = {"keys": [jwk(k["ec"], "ec-1"), jwk(k["rsa"], "rsa-1")]}
+    with lib.JwksServer(with_b, tls=server_tls(certs)) as idp:
+        for i in range(6):
+            idp.answer_next(jwks=without_b if i % 2 == 0 else with_b)
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        stays = [token(k["rsa"], "rsa-1"), token(k["ec"], "ec-1")]
+        comes_and_goes = token(k["rsa2"], "rsa-2")
+        bad = []
+        seen = set()
+
+        def hammer():
+            s = requests.Session()
+            while len(idp.requests) < 4 and not bad:
+                for tok in stays:
+                    r = s.get(d.url + "/probe/whoami", timeout=10,
+                              headers={"Authorization": f"Bearer {tok}"})
+                    if r.status_code != 200:
+                        bad.append((r.status_code, r.text))
+                r = s.get(d.url + "/probe/whoami", timeout=10,
+                          headers={"Authorization": f"Bearer {comes_and_goes}"})
+                seen.add(r.status_code)
+                if r.status_code not in (200, 401):
+                    bad.append((r.status_code, r.text))
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=40)
+        assert not any(t.is_alive() for t in threads)
+        assert not bad, bad[:5]
+        assert seen == {200, 401}, seen
+        assert d.log_text().count(f"[auth] the JWKS from {idp.url} changed") >= 3, d.log_tail()
+
+
+def test_a_reload_to_another_provider_while_a_fetch_is_under_way(evhostd, build_dir, certs, k):
+    """The old provider's fetch under way is given up; the new provider's
+    keys are used, and it is its set that the cache keeps."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "a-1")]}, tls=server_tls(certs)) as a, \
+            lib.JwksServer({"keys": [jwk(k["ec"], "b-1")]}, tls=server_tls(certs)) as b:
+        d = start(evhostd, build_dir, jwks_auth(a, certs, jwt_jwks_refresh="5s"))
+        a.answer_next(delay=30)
+        a.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
+        (d.config_dir / "conf.d" / IDP_DROPIN).write_text(
+            idp_conf(**jwks_auth(b, certs, jwt_jwks_refresh="5s")))
+        reload(d, "reload done", timeout=15)
+        assert line_with(d, f"the fetch of the JWKS from {a.url} under way is given up"), \
+            d.log_tail()
+        assert_ok(d, token(k["ec"], "b-1"))
+        assert_refused(d, token(k["rsa"], "a-1"), UNKNOWN_KID)
+        cache = d.state_dir / "jwks-cache.json"
+        lib.wait_until(lambda: json.loads(cache.read_text())["url"] == b.url, timeout=3,
+                       message=f"{cache} naming {b.url}")
+        b.wait_requests(2, timeout=9)  # the new fetcher's refresh
+        assert len(a.requests) == 2, a.requests
+        assert json.loads(cache.read_text())["url"] == b.url
+
+
+def test_tokens_checked_across_reloads_that_replace_the_fetcher(evhostd, build_dir, certs, k):
+    """Reloads that replace the fetcher (another refresh period; with
+    token_ttl_max changed too, which is written to disk before the new keys
+    are in use) while requests check the provider's tokens: none of them is
+    answered 503 meanwhile, the keys stay in use from one fetcher to the
+    next."""
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        tok = token(k["rsa"], "rsa-1")
+        bad, done, count = [], threading.Event(), [0]
+
+        def hammer():
+            s = requests.Session()
+            while not done.is_set() and len(bad) < 5:
+                r = s.get(d.url + "/probe/whoami", timeout=10,
+                          headers={"Authorization": f"Bearer {tok}"})
+                count[0] += 1
+                if r.status_code != 200:
+                    bad.append((r.status_code, r.text))
+
+        threads = [threading.Thread(target=hammer) for _ in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            for i in range(20):
+                (d.config_dir / "conf.d" / IDP_DROPIN).write_text(idp_conf(**jwks_auth(
+                    idp, certs, jwt_jwks_refresh=f"{60 + i}s", token_ttl_max=f"{20 + i}d")))
+                reload(d, "reload done", timeout=15)
+                if bad:
+                    break
+        finally:
+            done.set()
+            for t in threads:
+                t.join(timeout=15)
+        assert not bad, (bad, count[0])
+        assert len(idp.requests) >= 2, idp.requests
+
+
 # ------------------------------------------------------------------- failing
 
 
@@ -284,15 +624,16 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
         assert_ok(d, token(k["rsa"], "rsa-1"))
         cache = d.state_dir / "jwks-cache.json"
         lib.wait_until(cache.exists, timeout=5, message=f"{cache}")
-        # The next four answers fail, each its own way.
+        # The next four answers fail, each its own way. (A set without a key
+        # evhostd can use is no failure: the provider withdrew its keys.)
         idp.answer_next(status=500)
-        idp.answer_next(jwks={"keys": [jwk(k["other"], "enc-only", use="enc",
-                                           alg="RSA-OAEP")]})
-        idp.answer_next(jwks={"keys": [jwk(k["ed"], "ed-only")]})
+        idp.answer_next(jwks={"keys": [jwk(k["rsa2"], "rsa-2"),
+                                       {"kty": "RSA", "kid": "broken", "e": "AQAB"}]})
+        idp.answer_next(body=b"<html><body>Maintenance</body></html>")
         idp.answer_next(truncate=True)
         steps = ((cannot(idp.url, "answered 500"), 1),
-                 (cannot(idp.url, "no RS256 or ES256 signing key among its 1 key(s)"), 1),
-                 (cannot(idp.url, "no RS256 or ES256 signing key among its 1 key(s)"), 2),
+                 (cannot(idp.url, "JWKS key 2 (kid 'broken'): its n is missing"), 1),
+                 (cannot(idp.url, "not a JWKS: invalid JSON at line 1, column 1"), 1),
                  (cannot(idp.url, "the answer ended after"), 1))
         for needle, n in steps:
             wait_count(d, needle, n, timeout=8)
@@ -306,7 +647,7 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
             3.2 <= g[3] <= 5.5, g
         # The set kept is still the good one.
         text = cache.read_text()
-        assert idp.url in text and "rsa-1" in text and "ed-only" not in text, text
+        assert idp.url in text and "rsa-1" in text and "broken" not in text, text
         # What /metrics tells the operator: the good fetches (the start's, and
         # the retry after the four if it came), the failed ones, and when the
         # last good one ended.
@@ -685,6 +1026,7 @@ def test_a_later_start_uses_the_cached_set_when_the_provider_is_down(evhostd, bu
                    jwks={"keys": [{"kty": "oct", "kid": "hs", "k": "c2VjcmV0"}]})
     for content, why in ((b'{"url": "' + idp.url.encode() + b'", "jwks": {"ke', "is not a "
                           "JWKS cache evhostd wrote: not used"),
+                         (b"", "is not a JWKS cache evhostd wrote: not used"),
                          (json.dumps(no_keys).encode(), f"the keys in {cache} are not used: "
                           "no RS256 or ES256 signing key among its 1 key(s)"),
                          (b" " * (1024 * 1024 + 8192), "cannot read " + str(cache) +
@@ -795,3 +1137,4 @@ def test_check_config_says_each_wrong_key_at_its_line(evhostd, tmp_path, certs, 
             code, out = check(jwt_public_key_issuer=ISSUER, **good)
             assert code == 0 and "configuration OK" in out, (good, out)
         assert idp.connections == 0 and idp.requests == [], idp.requests
+

@@ -728,15 +728,41 @@ static void test_jwks_left_out(void **state)
 	jwks_pem_free(&p);
 }
 
-static void jwks_error(const char *set, const char *want)
+static void jwks_refused(const char *set, int rc, const char *want)
 {
 	jwks_pem p;
 	char err[256] = "";
-	if (jwks_to_pem(set, strlen(set), &p, err, sizeof err) != -1)
-		fail_msg("%s: taken", set);
+	int got = jwks_to_pem(set, strlen(set), &p, err, sizeof err);
+	if (got != rc)
+		fail_msg("%s: %d, want %d", set, got, rc);
 	assert_null(p.pem);
+	assert_int_equal(p.nkeys, 0);
 	if (!strstr(err, want))
 		fail_msg("for %s: got \"%s\", want \"%s\"", set, err, want);
+}
+
+static void jwks_error(const char *set, const char *want) { jwks_refused(set, -1, want); }
+
+/* A well-formed set without a key evhost can use is told from a broken one
+ * (-2, not -1): the fetcher puts it in use, the provider having withdrawn
+ * its keys, where it keeps the keys it had for a broken answer. */
+static void test_jwks_no_usable_key(void **state)
+{
+	static const char others[] =
+	    "{\"keys\":[{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"" KAT_N "\",\"e\":\"AQAB\"},"
+	    "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AA\"}]}";
+	jwks_pem p;
+	char err[256] = "";
+	(void)state;
+	jwks_refused("{\"keys\":[]}", -2, "no RS256 or ES256 signing key among its 0 key(s)");
+	jwks_refused("{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}", -2,
+	             "no RS256 or ES256 signing key among its 1 key(s)");
+	assert_int_equal(jwks_to_pem(others, sizeof others - 1, &p, err, sizeof err), -2);
+	assert_int_equal(p.skipped, 2);
+	assert_string_equal(err, "no RS256 or ES256 signing key among its 2 key(s)");
+	/* Broken, not empty: a key of a kind it takes, malformed. */
+	jwks_error("{\"keys\":[{\"kty\":\"RSA\",\"kid\":\"k\",\"e\":\"AQAB\"}]}",
+	           "its n is missing");
 }
 
 static void test_jwks_errors(void **state)
@@ -747,9 +773,6 @@ static void test_jwks_errors(void **state)
 	jwks_error("{\n \"keys\": [\n  {,\n", "invalid JSON at line 3, column 4");
 	jwks_error("{\"kid\":\"x\"}", "not a JWKS: no \"keys\" array");
 	jwks_error("{\"keys\":{}}", "no \"keys\" array");
-	jwks_error("{\"keys\":[]}", "no RS256 or ES256 signing key among its 0 key(s)");
-	jwks_error("{\"keys\":[{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}]}",
-	           "no RS256 or ES256 signing key among its 1 key(s)");
 	jwks_error("{\"keys\":[1]}", "JWKS key 1 is not a JSON Web Key (no kty)");
 	jwks_error("{\"keys\":[" KAT_EC_JWK ",{\"kid\":\"k\"}]}",
 	           "JWKS key 2 (kid 'k') is not a JSON Web Key (no kty)");
@@ -861,6 +884,7 @@ int main(void)
 	    cmocka_unit_test(test_jwks_known_answer),
 	    cmocka_unit_test(test_jwks_left_out),
 	    cmocka_unit_test(test_jwks_errors),
+	    cmocka_unit_test(test_jwks_no_usable_key),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
