@@ -895,6 +895,26 @@ static void bad_value(set_ctx *x, const cfg_entry *e, const char *what)
 	         e->value);
 }
 
+/* bad_value for a URL: one with a USER:PASSWORD@ part before its host (no URL
+ * key takes one) is said without it, since that part may be a password. */
+static void bad_url(set_ctx *x, const cfg_entry *e, const char *what)
+{
+	const char *v = e->value, *h = strstr(v, "://"), *end, *at = NULL;
+
+	h = h ? h + 3 : v;
+	end = h + strcspn(h, "/?#");
+	for (const char *q = h; q < end; q++)
+		if (*q == '@')
+			at = q; /* the last: a password may hold one unencoded */
+	if (!at) {
+		bad_value(x, e, what);
+		return;
+	}
+	diag_add(x->d, e->file, e->line,
+	         "[%s] %s: a user or password in the URL is not supported, got '%.*s***%s'",
+	         e->section, e->key, (int)(h - v), v, at);
+}
+
 static int get_int(set_ctx *x, const cfg_entry *e, bool suffix, int64_t min, int64_t max,
                    int64_t *out)
 {
@@ -1806,7 +1826,7 @@ static void k_jwt_jwks_url(set_ctx *x, const cfg_entry *e)
 	if (!*e->value)
 		return;
 	if (parse_http_url(e->value, 1, &u, &why) != 0) {
-		bad_value(x, e, why ? why : MSG_JWKS_URL);
+		bad_url(x, e, why ? why : MSG_JWKS_URL);
 		return;
 	}
 	if (!u.tls && !loopback_host(u.host)) {
@@ -1950,7 +1970,7 @@ static void k_otlp_endpoint(set_ctx *x, const cfg_entry *e)
 	if (!*e->value)
 		return; /* off */
 	if (parse_http_url(e->value, 0, &u, &why) != 0) {
-		bad_value(x, e, why ? why : MSG_OTLP_URL);
+		bad_url(x, e, why ? why : MSG_OTLP_URL);
 		return;
 	}
 	n = (int)strlen(u.path);
