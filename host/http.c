@@ -1894,13 +1894,16 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 		resp->stream = NULL;
 		return resp_send(req, resp);
 	}
+	/* Known before the first write, so a stop can cut a write that waits
+	 * on a client that stopped reading (stream_hub_cut). */
+	fd = stream_find_socket(req->ri->remote_addr, req->ri->remote_port, req->ri->server_port);
+	stream_set_socket(resp->stream, fd);
 	stream_head(req, resp);
 	if (!strcmp(req->method, "HEAD"))
 		return 0;
 	snprintf(hello, sizeof hello, "retry: %d\n\n", STREAM_RETRY_MS);
 	if (!stream_put(c, hello, strlen(hello), &sent))
 		return sent;
-	fd = stream_find_socket(req->ri->remote_addr, req->ri->remote_port, req->ri->server_port);
 	last = now_ms();
 	while (ok && r != STREAM_CLOSED && !stream_peer_gone(fd)) {
 		int left = STREAM_KEEPALIVE_MS - (int)(now_ms() - last);
@@ -1932,6 +1935,7 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 	}
 	log_debug("http", "%s %s: event stream ended (%s)", req->method, req->path,
 	          ended                 ? ended
+	          : !ok                ? "a write failed: the client left or stopped reading"
 	          : r == STREAM_CLOSED ? stream_close_reason(resp->stream)
 	                               : "client left");
 	return sent;
@@ -2713,11 +2717,18 @@ void http_stop(http_server *srv)
 	nports = mg_get_server_ports(srv->ctx, 8, ports);
 	atomic_store(&srv->stopping, 1);
 	/* Open streams hold workers that mg_stop would wait for. Give them a
-	 * moment to say goodbye: once mg_stop runs, civetweb fails every write. */
-	if (stream_hub_stop(stream_hub_global()) > 0 &&
-	    stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS) > 0)
-		log_warn("http", "event streams still writing after %d ms; closing them",
-		         STREAM_STOP_GRACE_MS);
+	 * moment to say goodbye: once mg_stop runs, civetweb fails every write.
+	 * One still writing then waits on a client that stopped reading, for
+	 * up to [http] request_timeout: its connection is cut instead. So is
+	 * one closed before (its plugin stopped, it was dropped as too slow)
+	 * whose worker still waits in a write. */
+	stream_hub_stop(stream_hub_global());
+	if ((left = stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS)) > 0) {
+		log_warn("http", "%d event stream(s) still writing after %d ms (clients that stopped "
+		                 "reading): %zu of their connections cut",
+		         left, STREAM_STOP_GRACE_MS, stream_hub_cut(stream_hub_global()));
+		stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS);
+	}
 	if ((left = drain_requests(srv, budget)) > 0)
 		log_warn("http",
 		         "%d request(s) still running after [host] stop_timeout (%d ms); their "

@@ -41,8 +41,10 @@ typedef enum close_why {
 
 struct stream {
 	stream_hub *hub;
-	struct stream *next; /* in hub->head; hub->mu */
-	int linked;          /* hub->mu */
+	struct stream *next;      /* in hub->head; hub->mu */
+	int linked;               /* hub->mu */
+	struct stream *held_next; /* in hub->held, from open to release; hub->mu */
+	int fd;                   /* its connection's socket, -1 unknown; hub->mu */
 	const void *owner;
 	char *name;
 	char *channel;
@@ -68,6 +70,9 @@ struct stream_hub {
 	pthread_mutex_t mu;
 	pthread_cond_t idle; /* count dropped to 0 */
 	stream *head;
+	/* Every stream opened and not yet released, closed or not: the ones
+	 * whose owners may still be writing (stream_hub_cut). */
+	stream *held;
 	int accepting;
 	int max_streams;
 	int count;         /* opened, not yet released */
@@ -214,6 +219,27 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms)
 	return n;
 }
 
+void stream_set_socket(stream *s, int fd)
+{
+	pthread_mutex_lock(&s->hub->mu);
+	s->fd = fd;
+	pthread_mutex_unlock(&s->hub->mu);
+}
+
+/* The socket stays the connection's for as long as its stream is held: the
+ * HTTP worker releases the stream before civetweb closes the connection,
+ * and a release takes hub->mu, so no descriptor reused meanwhile is cut. */
+size_t stream_hub_cut(stream_hub *hub)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&hub->mu);
+	for (stream *s = hub->held; s; s = s->held_next)
+		if (s->fd >= 0 && shutdown(s->fd, SHUT_RDWR) == 0)
+			n++;
+	pthread_mutex_unlock(&hub->mu);
+	return n;
+}
+
 size_t stream_close_owner(stream_hub *hub, const void *owner)
 {
 	size_t n;
@@ -246,6 +272,7 @@ static stream *stream_new(stream_hub *hub, const void *owner, const char *name,
 	if (!s)
 		return NULL;
 	s->hub = hub;
+	s->fd = -1;
 	s->owner = owner;
 	s->name = strdup(name ? name : "");
 	s->channel = strdup(channel);
@@ -328,6 +355,8 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
 	s->next = hub->head;
 	hub->head = s;
 	s->linked = 1;
+	s->held_next = hub->held;
+	hub->held = s;
 	pthread_mutex_unlock(&hub->mu);
 	*out = s;
 	return EVH_OK;
@@ -342,6 +371,12 @@ void stream_release(stream *s)
 	pthread_mutex_lock(&hub->mu);
 	if (s->linked)
 		unlink_locked(hub, s);
+	for (stream **pp = &hub->held; *pp; pp = &(*pp)->held_next) {
+		if (*pp == s) {
+			*pp = s->held_next;
+			break;
+		}
+	}
 	if (--hub->count == 0)
 		pthread_cond_broadcast(&hub->idle);
 	pthread_mutex_unlock(&hub->mu);

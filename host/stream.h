@@ -85,6 +85,11 @@ size_t stream_hub_stop(stream_hub *hub);
  * how many are still held. */
 int stream_hub_wait_idle(stream_hub *hub, int timeout_ms);
 #define STREAM_STOP_GRACE_MS 1000 /* what a daemon stop grants open streams */
+/* Shut down (shutdown(2), both ways) the connection of every stream still
+ * held whose socket is known (stream_set_socket): an owner blocked writing
+ * to a client that stopped reading fails at once instead of waiting out
+ * the write timeout. For a stop whose grace has passed. Returns how many. */
+size_t stream_hub_cut(stream_hub *hub);
 /* Streams opened and not yet released (what counts against the limit). */
 int stream_hub_count(stream_hub *hub);
 
@@ -127,6 +132,10 @@ size_t stream_close_owner(stream_hub *hub, const void *owner);
  * STREAM_CLOSED, *out (malloc'd, free it) holds *len bytes to write: the
  * queued frames, and after a close a final comment saying why. */
 stream_wait_result stream_wait(stream *s, int timeout_ms, char **out, size_t *len);
+/* Tell the hub the socket of the stream's connection (stream_find_socket;
+ * -1: unknown), for stream_hub_cut. Owner thread; the socket must stay
+ * open until stream_release. */
+void stream_set_socket(stream *s, int fd);
 /* Why the stream was closed ("" while open); static text. */
 const char *stream_close_reason(stream *s);
 /* Unlink (if still linked) and free. Owner thread. */

@@ -5,10 +5,13 @@ the stream of a user created after it opened; [http] max_streams (503
 with Retry-After); a departed client freeing its slot; a client reconnecting
 with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
 first when its id is older than the history; a reload closing the plugin's
-streams; a stream ending when its token expires or its user signs out; a
+streams; a plugin turned off and on again by conf.d ending its streams and
+resuming its clients from the history; a stream ending when its token
+expires or its user signs out; a
 quiet stream's keepalive comment;
-SIGTERM with streams open exiting 0 at once; and a plugin built against ABI
-1.0 still loading next to it.
+SIGTERM with streams open exiting 0 at once, and cutting after a second the
+connection of one whose client stopped reading; and a plugin built against
+ABI 1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
 not Kafka. The welcome test produces a USER_CREATED event itself, so it
@@ -20,7 +23,9 @@ import signal
 import socket
 import time
 import uuid
+from pathlib import Path
 
+import pytest
 import requests
 
 import evhost_testlib as lib
@@ -410,6 +415,44 @@ def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build
     s.close()
 
 
+def test_a_plugin_turned_off_and_on_again_resumes_its_clients(evhostd, tmp_path, unique_name,
+                                                              build_dir):
+    """conf.d turns the plugin off: its streams end with `: service stopping`,
+    its path is 404 while it is off, and the history it published is kept
+    (by its name, not the unloaded instance): once it is on again, a client
+    with the last id it saw gets what it missed, from the new instance."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    uid, addr, token = new_user(d, "Fay")
+    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+    s = open_stream(d, token)
+    ev1 = s.wait_for(is_broadcast(broadcast(d, admin, "Seen")), timeout=30)
+    s.close()
+    bid2 = broadcast(d, admin, "Missed")
+    wait_logged(d, admin, addr, lambda i: i["event_id"] == f"{bid2}:{uid}")
+    s = open_stream(d, token)
+
+    off = d.config_dir / "conf.d" / "50-notifications-off.conf"
+    off.write_text("[plugin.notifications]\nenabled = false\n")
+    d.send_signal(signal.SIGHUP)
+    assert s.read_to_eof(timeout=15) and "service stopping" in s.comments, s.comments
+    s.close()
+    d.wait_for_log("reload done: 0 started, 1 stopped", timeout=15)
+    gone = Sse(d.port, token=token, last_event_id=ev1["id"])
+    assert gone.status == 404, gone.status
+    gone.close()
+
+    off.unlink()
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done: 1 started", timeout=15)
+    s = resume(d, token, ev1["id"])
+    ev2 = s.next_event(timeout=10)
+    assert ev2 is not None and is_broadcast(bid2)(ev2), (ev2, s.comments)
+    assert s.next_event(timeout=1) is None and s.events == [ev2], s.events
+    s.close()
+
+
 def test_a_stream_ends_when_its_token_expires(evhostd, tmp_path, unique_name, build_dir):
     """A token is good for exp plus 30 s of leeway; a stream it opened lasted
     until the client left, so an expired token (or one of a key rotated out
@@ -631,3 +674,109 @@ def test_welcome_mail_parked_for_a_redrive_is_streamed_as_dead_lettered(evhostd,
     # Nothing was pushed for the first attempt ("retrying" is never streamed).
     assert [e for e in s.events if e.get("event") == "notification"] == [ev]
     s.close()
+
+
+def stream_ended(d, rid):
+    """Whether the log has the end of the stream of request id `rid`."""
+    return any("event stream ended" in line and f"request_id={rid} " in line
+               for line in d.log_text().splitlines())
+
+
+def send_queue(d, client_port):
+    """Bytes the daemon's socket of the connection from `client_port` has
+    not had taken by the client yet (tx_queue in /proc/PID/net/tcp)."""
+    for line in (Path(f"/proc/{d.proc.pid}/net/tcp").read_text().splitlines()[1:]
+                 + Path(f"/proc/{d.proc.pid}/net/tcp6").read_text().splitlines()[1:]):
+        f = line.split()
+        if (int(f[1].rsplit(":", 1)[1], 16) == d.port
+                and int(f[2].rsplit(":", 1)[1], 16) == client_port):
+            return int(f[4].split(":")[0], 16)
+    raise AssertionError(f"no connection from port {client_port}")
+
+
+def stall_a_stream(d, token):
+    """A stream whose client never reads, and events published to it until
+    the worker serving it waits in a write, then 20 more, which wait in its
+    queue. The client's small receive buffer and segments (TCP_MAXSEG 536)
+    keep what the daemon's send buffer grows to at a few hundred KB. Events
+    go out ten at a time, each ten once a second stream of the channel, read
+    all along, got them: a burst of 64 would fill the queue and drop the
+    stream before its writes ever waited. Returns (socket, request id,
+    events published)."""
+    rid = f"stalled-{uuid.uuid4().hex[:12]}"
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.connect(("127.0.0.1", d.port))
+    sock.sendall((f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: {rid}\r\n"
+                  f"Authorization: Bearer {token}\r\n\r\n").encode())
+    reader = open_stream(d, token)
+    session, filler = requests.Session(), "z" * 900
+
+    def publish(n):
+        for i in range(n):
+            r = session.post(d.url + "/notifications/broadcast",
+                             json={"subject": f"s{i} {filler}", "message": "m"},
+                             headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            assert r.status_code == 202, r.text
+        reader.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
+
+    published, queued, growth = 0, send_queue(d, sock.getsockname()[1]), []
+    for _ in range(200):  # 2000 events at most: megabytes
+        publish(10)
+        published += 10
+        now = send_queue(d, sock.getsockname()[1])
+        growth.append(now - queued)
+        queued = now
+        if queued > 0 and growth[-1] < 1000 and len(growth) > 1 and growth[-2] < 1000:
+            break  # twice 10 events and the send queue did not take one more: waiting
+    else:
+        raise AssertionError(f"the stream's writes never waited: {growth}")
+    publish(20)
+    reader.close()
+    assert not stream_ended(d, rid), d.log_tail()
+    return sock, rid, published + 20
+
+
+@pytest.mark.parametrize("plugin_off_first", [False, True], ids=["open", "closed-by-reload"])
+def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, unique_name,
+                                                             build_dir, plugin_off_first):
+    # A stream whose worker waits in a write to a client that stopped
+    # reading. SIGTERM gives streams a second, then went on waiting for
+    # that worker: until the write timed out ([http] request_timeout) or
+    # [host] stop_timeout passed, a minute here, with every other part of
+    # the stop (consumers, outboxes) behind it. Now its connection is cut
+    # after the second, and the stop goes on; also when a reload turned
+    # its plugin off before (the stream closed, its worker still writing).
+    conf = notif_config(tmp_path, unique_name, build_dir)
+    conf["http"]["request_timeout"] = "10m"
+    conf["host"] = {"stop_timeout": "60s"}
+    d = evhostd(conf)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    sock, rid, published = stall_a_stream(d, admin)
+    if plugin_off_first:
+        (d.config_dir / "conf.d" / "50-off.conf").write_text(
+            "[plugin.notifications]\nenabled = false\n")
+        d.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload done: 0 started, 1 stopped", timeout=15)
+        assert not stream_ended(d, rid)  # closed, its worker still writing
+
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(timeout=30) == 0, d.log_tail()
+    log = d.log_text()
+    assert "1 event stream(s) still writing after 1000 ms" in log, d.log_tail()
+    assert "1 of their connections cut" in log
+    assert ("event stream ended (a write failed: the client left or stopped reading) "
+            f"(request_id={rid}") in log
+    # What the client got before the cut is whole events, then the end.
+    sock.settimeout(10)
+    data = b""
+    while chunk := sock.recv(1 << 20):
+        data += chunk
+    sock.close()
+    blocks = data.split(b"\r\n\r\n", 1)[1].split(b"\n\n")
+    blocks.pop()  # nothing, or the frame the cut cut short
+    events = [b for b in blocks if b.startswith(b"id: ")]
+    assert 0 < len(events) < published, (len(events), published)  # the writes waited
+    for block in events:
+        json.loads(block.split(b"\ndata: ", 1)[1])

@@ -5,8 +5,10 @@
  * missed frames of the same plugin name and channel only, across a reload,
  * racing publishers; the evhost.missed notice for evicted history, an
  * earlier process's id and more than a queue; malformed ids ignored),
- * finding and watching a connection's socket; and the SDK wrappers on a
- * host that predates streaming. */
+ * finding and watching a connection's socket, cutting the connection of a
+ * stream whose owner is stuck writing when a stop's grace has passed; and
+ * the SDK wrappers on a host that predates streaming. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -20,6 +22,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -797,6 +800,84 @@ static void test_find_and_watch_socket(void **st)
 	close(lfd);
 }
 
+/* An owner writing to a client that never reads: a blocking send of the
+ * stream's socket until it fails (at most 20 s each: SO_SNDTIMEO), then
+ * the release, as the HTTP worker does. */
+struct writer {
+	stream *s;
+	int fd;
+	int err; /* errno of the send that failed */
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+	static char buf[65536];
+	while (send(w->fd, buf, sizeof buf, MSG_NOSIGNAL) > 0)
+		;
+	w->err = errno;
+	stream_release(w->s);
+	return NULL;
+}
+
+static void test_stop_cuts_a_stream_stuck_writing(void **st)
+{
+	struct sockaddr_in a;
+	socklen_t alen = sizeof a;
+	struct timeval tv = {20, 0};
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
+	stream_hub *hub = started_hub(4);
+	stream *quiet = open_ok(hub, &plugin_a, "u"); /* no socket known: left alone */
+	struct writer w = {open_ok(hub, &plugin_b, "u"), -1, 0};
+	pthread_t t;
+	char *got;
+	(void)st;
+
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof a), 0);
+	sfd = accept(lfd, NULL, NULL);
+	assert_true(sfd >= 0);
+	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+	w.fd = sfd;
+	stream_set_socket(w.s, sfd);
+	stream_set_socket(quiet, -1);
+	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+
+	/* Its plugin stops (the stream is closed, no longer the hub's to
+	 * close), then the daemon: the stop's grace passes with the writer
+	 * still at it. */
+	assert_int_equal(stream_close_owner(hub, &plugin_b), 1);
+	assert_int_equal(stream_hub_stop(hub), 1);
+	got = take(quiet, 0, NULL);
+	free(got);
+	stream_release(quiet);
+	assert_int_equal(stream_hub_wait_idle(hub, 100), 1);
+	/* Cut: its send fails at once (not at SO_SNDTIMEO), and it lets go. */
+	assert_int_equal(stream_hub_cut(hub), 1);
+	assert_int_equal(stream_hub_wait_idle(hub, 10000), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(w.err, EPIPE);
+	/* The client sees the end of the connection. */
+	{
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(cfd, buf, sizeof buf)) > 0)
+			;
+		assert_int_equal(n, 0);
+	}
+	/* Nothing held, nothing cut. */
+	assert_int_equal(stream_hub_cut(hub), 0);
+	close(sfd);
+	close(cfd);
+	close(lfd);
+	stream_hub_free(hub);
+}
+
 /* ------------------------------------------------------------ SDK */
 
 static int fake_resp_stream(evh_response *resp, const char *channel)
@@ -850,6 +931,7 @@ int main(void)
 	    cmocka_unit_test(test_resume_ignores_malformed_ids),
 	    cmocka_unit_test(test_resume_races_publishing),
 	    cmocka_unit_test(test_find_and_watch_socket),
+	    cmocka_unit_test(test_stop_cuts_a_stream_stuck_writing),
 	    cmocka_unit_test(test_sdk_wrappers_on_old_and_new_hosts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
