@@ -870,7 +870,8 @@ def test_an_event_that_crashes_the_plugin_at_two_starts_is_dead_lettered(
     letter = letters[0]
     lib.kafka_produce(letter["topic"], letter["value"], key=letter["key"],
                       headers=letter["headers"], brokers=kafka_bootstrap)
-    lib.wait_until(lambda: len(dlq(d)["messages"]) == len(letters) + 1, timeout=30,
+    # (60 s, as the waits above: in a loaded full run it once took more than 30.)
+    lib.wait_until(lambda: len(dlq(d)["messages"]) == len(letters) + 1, timeout=60,
                    message="the second dead letter")
     try:
         r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)  # all
