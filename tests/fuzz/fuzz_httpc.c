@@ -71,6 +71,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	if (strnlen(a.location, sizeof a.location) == sizeof a.location)
 		__builtin_trap();
+	/* What the OTLP exporter reads of the same answer (trace.c): its status,
+	 * Retry-After and Location, found inside the head. */
+	{
+		size_t vlen;
+		const char *v = httpc_header(buf, size, "Location", &vlen);
+		int st = httpc_status(buf, size);
+		if (st != -1 && (st < 100 || st > 599))
+			__builtin_trap();
+		if (v && (v < buf || v + vlen > buf + size))
+			__builtin_trap();
+		if (httpc_retry_after(buf, size) < -1)
+			__builtin_trap();
+	}
 	free(buf);
 	return 0;
 }
