@@ -1517,7 +1517,7 @@ static const key_def kafka_keys[] = {
     {NULL, NULL},
 };
 
-static ssize_t rdkafka_index(const settings *s, const char *key)
+ssize_t settings_rdkafka_index(const settings *s, const char *key)
 {
 	for (size_t i = 0; i < s->nrdkafka; i++) {
 		if (!strcmp(s->rdkafka[i].key, key))
@@ -1566,7 +1566,7 @@ static void k_rdkafka(set_ctx *x, const cfg_entry *e)
 		free_secret(value);
 		return;
 	}
-	if (rdkafka_index(s, key) >= 0) {
+	if (settings_rdkafka_index(s, key) >= 0) {
 		diag_add(x->d, e->file, e->line,
 		         "[kafka] %s: '%s' is set twice (rdkafka.%s and rdkafka.%s_file); keep one",
 		         e->key, key, key, key);

@@ -5,6 +5,7 @@
  * plugin's declared schema by plugins.c (cfg_validate_section). */
 #ifndef EVHOST_CONFIG_H
 #define EVHOST_CONFIG_H
+#include <sys/types.h>
 #include <stdint.h>
 #include <evhost/evhost.h>
 #include "diag.h"
@@ -199,6 +200,8 @@ typedef struct settings {
  * settings_free(). It borrows strings from `c`, so it must not outlive it. */
 int settings_from_cfg(const cfg *c, settings *s, diag *d);
 void settings_free(settings *s);
+/* Where [kafka] rdkafka.KEY is in s->rdkafka, or -1 when it is not set. */
+ssize_t settings_rdkafka_index(const settings *s, const char *key);
 /* Swap the noted public secrets of `a` and `b`: a reload keeps the next
  * configuration's list in the running settings (what the next reload
  * compares with) and leaves the old one to be freed with the rest. */

@@ -701,14 +701,6 @@ static size_t conf_size(const rd_kafka_conf_t *conf, const char *name)
 	return rd_kafka_conf_get(conf, name, v, &n) == RD_KAFKA_CONF_OK ? strtoul(v, NULL, 10) : 0;
 }
 
-static int rdkafka_given(const settings *s, const char *key)
-{
-	for (size_t i = 0; i < s->nrdkafka; i++)
-		if (!strcmp(s->rdkafka[i].key, key))
-			return 1;
-	return 0;
-}
-
 /* A message to a topic the cluster lacks fails with "unknown topic" once
  * topic.metadata.propagation.max.ms (30 s) has passed, but with "Message
  * timed out", which names no cause, when message.timeout.ms passes first:
@@ -721,7 +713,7 @@ static int propagation_below_timeout(rd_kafka_conf_t *conf, const settings *s, c
 	char v[32];
 
 	if (!timeout || conf_size(conf, "topic.metadata.propagation.max.ms") < timeout ||
-	    rdkafka_given(s, "topic.metadata.propagation.max.ms"))
+	    settings_rdkafka_index(s, "topic.metadata.propagation.max.ms") >= 0)
 		return 0;
 	snprintf(v, sizeof v, "%zu", timeout > 1 ? timeout / 2 : 1);
 	return conf_set(conf, "topic.metadata.propagation.max.ms", v, err, errlen);
