@@ -701,6 +701,20 @@ static size_t conf_size(const rd_kafka_conf_t *conf, const char *name)
 	return rd_kafka_conf_get(conf, name, v, &n) == RD_KAFKA_CONF_OK ? strtoul(v, NULL, 10) : 0;
 }
 
+/* auto.offset.reset's value in `conf` as an offset: librdkafka's names
+ * (smallest, earliest, beginning; largest, latest, end; error). */
+static int64_t conf_offset_reset(const rd_kafka_conf_t *conf)
+{
+	static const char *const end[] = {"largest", "latest", "end", NULL};
+	char v[32];
+	size_t n = sizeof v;
+	if (rd_kafka_conf_get(conf, "auto.offset.reset", v, &n) != RD_KAFKA_CONF_OK)
+		return RD_KAFKA_OFFSET_BEGINNING;
+	if (strcmp(v, "error") == 0)
+		return RD_KAFKA_OFFSET_INVALID;
+	return key_in(v, end) ? RD_KAFKA_OFFSET_END : RD_KAFKA_OFFSET_BEGINNING;
+}
+
 /* A message to a topic the cluster lacks fails with "unknown topic" once
  * topic.metadata.propagation.max.ms (30 s) has passed, but with "Message
  * timed out", which names no cause, when message.timeout.ms passes first:
@@ -1357,6 +1371,11 @@ struct consumer {
 	 * takes the consumer out of its group. busy_report says so at half of
 	 * it, with what the time went on since the last poll (busy_step). */
 	int max_poll_ms;
+	/* auto.offset.reset (rdkafka.* may set it): where a partition with
+	 * nothing committed starts, for its lag before a message comes.
+	 * RD_KAFKA_OFFSET_BEGINNING, RD_KAFKA_OFFSET_END, or
+	 * RD_KAFKA_OFFSET_INVALID ("error": no start, no lag said). */
+	int64_t reset_to;
 	int64_t polled_ms; /* when the last consumer poll returned (0: none yet) */
 	struct busy_kind {
 		const char *what; /* NULL: a free slot */
@@ -3446,12 +3465,14 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 				continue;
 			if (q->elems[i].offset >= 0)
 				b->committed = q->elems[i].offset;
-			/* None committed: auto.offset.reset is earliest, the start */
+			/* None committed: where auto.offset.reset started it (at
+			 * the end, nothing came since: no position, no lag) */
 			else if (q->elems[i].offset == RD_KAFKA_OFFSET_INVALID &&
+			         c->reset_to != RD_KAFKA_OFFSET_INVALID &&
 			         rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo,
 			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-			         lo >= 0)
-				b->committed = lo;
+			         lo >= 0 && hi >= lo)
+				b->committed = c->reset_to == RD_KAFKA_OFFSET_END ? hi : lo;
 		}
 	rd_kafka_topic_partition_list_destroy(q);
 }
@@ -3649,6 +3670,7 @@ int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t
 	if (!conf)
 		goto fail;
 	c->max_poll_ms = (int)conf_size(conf, "max.poll.interval.ms"); /* <= 86400000 */
+	c->reset_to = conf_offset_reset(conf);
 	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof msg);
 	if (!c->rk) {
 		rd_kafka_conf_destroy(conf);

@@ -917,6 +917,41 @@ def test_consumer_lag_is_said_after_a_restart_of_partitions_already_handled(
     assert d.stop() == 0, d.log_tail()
 
 
+def test_consumer_lag_of_a_new_group_starting_at_the_end_is_zero(
+        evhostd, build_dir, unique_name, kafka_bootstrap):
+    # rdkafka.auto.offset.reset = latest: a new group starts its partitions
+    # at their end, past the messages already there. Nothing committed and
+    # no message since: the lag series counted from the partitions' start
+    # (as for the default, earliest) and said the old messages were waiting
+    # while nothing would ever handle them.
+    topic, group = unique_name("late"), unique_name("g")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=3)
+    for k in ("a", "b", "c", "d", "e", "f"):
+        lib.kafka_produce(topic, '{"n":1}', key=k, brokers=kafka_bootstrap)
+    config = {"kafka": {"rdkafka.auto.offset.reset": "latest"},
+              "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                               "topic": topic, "group": group}}
+    d = evhostd(config, brokers=kafka_bootstrap)
+    series = re.compile(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$', re.M)
+
+    def lags():
+        found = {}
+        for labels, v in series.findall(d.get("/metrics").text):
+            lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            if lab.get("topic") == topic:
+                found[lab["partition"]] = float(v)
+        return found if len(found) == 3 else None
+    found = lib.wait_until(lags, timeout=30, interval=0.5,
+                           message=f"evhost_consumer_lag of {topic}'s 3 partitions")
+    assert all(v == 0 for v in found.values()), found
+    # A message published now is handled (the group did start at the end).
+    assert d.post("/probe/publish?key=z", json={}).status_code == 200
+    assert len(lib.probe_wait_seen(d, 1, timeout=60)) == 1
+    time.sleep(1)
+    assert len(lib.probe_seen(d)) == 1, lib.probe_seen(d)
+    assert d.stop() == 0, d.log_tail()
+
+
 @pytest.mark.slow
 def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
                                                         kafka_bootstrap):
