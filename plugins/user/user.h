@@ -143,4 +143,10 @@ int user_may_modify(evh_request *req, const char *id);
 int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
                         const user_rec *u, const char *password, int upgrade,
                         char verified[crypto_pwhash_STRBYTES], int *answered);
+/* Does `password`, found right against an earlier hash of the account,
+ * match `hash`, the one stored now? Another login may have stored the same
+ * password at the current cost meanwhile (upgrade_hash). Not a login: it
+ * counts against no limit. EVH_OK and *same says; else why it could not be
+ * checked (EVH_EBUSY, EVH_ENOMEM: see user_hash_failure). */
+int user_password_still(user_state *st, const char *hash, const char *password, int *same);
 #endif

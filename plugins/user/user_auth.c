@@ -211,7 +211,7 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 {
 	user_rec now;
 	evh_tx *tx;
-	int rc, ignored;
+	int rc;
 
 	*same = 0;
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
@@ -223,10 +223,15 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 	if (rc == EVH_ENOTFOUND)
 		return EVH_OK;
 	*same = !strcmp(now.password_hash, u->password_hash);
-	/* The password was found right already: a failure here is no guess. */
-	rc = *same ? EVH_OK : password_verify(st, now.password_hash, password, same, &ignored);
+	rc = *same ? EVH_OK : user_password_still(st, now.password_hash, password, same);
 	sodium_memzero(now.password_hash, sizeof now.password_hash);
 	return rc;
+}
+
+int user_password_still(user_state *st, const char *hash, const char *password, int *same)
+{
+	int ignored; /* found right already: a failure here is no guess */
+	return password_verify(st, hash, password, same, &ignored);
 }
 
 /* Store `password`'s hash at the current cost for user `u` when its stored

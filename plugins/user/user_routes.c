@@ -342,9 +342,14 @@ static int reply_password_changed(evh_response *resp)
  * `verified` (empty: none) is the hash current_password was checked
  * against: read before the check, outside this transaction, so a password
  * changed since (by another request of the user's, or an admin) refuses
- * the change the old password proved. */
+ * the change the old password proved. With `stale`, such a hash is not
+ * refused but said: nothing is done or answered, *stale is set and
+ * `verified` gets the hash stored now, for the caller to check
+ * current_password against (a login may have stored the same password at
+ * the current cost). */
 static int update_tx(user_state *st, evh_response *resp, const char *id, const user_rec *in,
-                     int new_password, const char *verified, user_rec *u)
+                     int new_password, char verified[crypto_pwhash_STRBYTES], int *stale,
+                     user_rec *u)
 {
 	cJSON *changed = NULL;
 	char *json = NULL;
@@ -361,7 +366,11 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 	}
 	if (rc == EVH_OK && verified[0] && strcmp(verified, u->password_hash)) {
 		evh_tx_rollback(tx);
-		return reply_password_changed(resp);
+		if (!stale)
+			return reply_password_changed(resp);
+		memcpy(verified, u->password_hash, crypto_pwhash_STRBYTES);
+		*stale = 1;
+		return EVH_OK;
 	}
 	if (rc == EVH_OK && !(changed = apply_change(u, in, new_password)))
 		rc = EVH_ENOMEM;
@@ -494,7 +503,27 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 		rc = user_hash_failure(st, resp, rc);
 		goto out;
 	}
-	rc = update_tx(st, resp, id, &in, password != NULL, verified, &u);
+	/* A hash other than the one current_password was found to match may
+	 * hold the same password (another login stored it at the current cost
+	 * meanwhile): checked against that, the change goes on; twice at most
+	 * (each such store is an upgrade, and there is one cost). */
+	for (int again = 2;; again--) {
+		int stale = 0, same = 0;
+		const char *current = NULL;
+		rc = update_tx(st, resp, id, &in, password != NULL, verified, again ? &stale : NULL,
+		               &u);
+		if (!stale)
+			break;
+		body_string(body, "current_password", &current); /* there: verified was set */
+		if ((rc = user_password_still(st, verified, current, &same)) != EVH_OK) {
+			rc = user_hash_failure(st, resp, rc);
+			break;
+		}
+		if (!same) {
+			rc = reply_password_changed(resp);
+			break;
+		}
+	}
 out:
 	sodium_memzero(verified, sizeof verified);
 	sodium_memzero(in.password_hash, sizeof in.password_hash);

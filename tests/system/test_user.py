@@ -891,6 +891,43 @@ def test_a_current_password_changed_meanwhile_proves_nothing(evhostd, tmp_path):
     login(d, ada["email"], "set by admin")
 
 
+def test_a_login_upgrading_the_hash_meanwhile_changes_no_current_password(evhostd, tmp_path):
+    """A login storing the user's hash at the current cost (the same
+    password) while a change proven by current_password was being checked
+    made the change a 409 ("the password was changed ...") though nobody
+    had changed it. The proof is checked again against the hash stored now.
+
+    Deterministic as test_a_current_password_changed_meanwhile_proves_nothing
+    is: the hash is made at a costly setting (about a second a check), the
+    daemon restarted at the cheapest; the login's check starts first and
+    ends first, and its upgrade (at the cheap cost) is stored within the
+    PATCH's own check."""
+    config = user_config(tmp_path, argon2_opslimit="40", argon2_memlimit="64M",
+                         hash_concurrency=2)
+    d = evhostd(config)
+    ada = register(d)
+    started = time.monotonic()
+    token = login(d, ada["email"])  # good across the restart
+    check = time.monotonic() - started  # one check at the costly setting, about
+    costly = stored_hash(d, ada["id"])
+    state_dir = d.state_dir
+    d.stop()
+    config["plugin.user"].update(FAST_HASHING)
+    d = evhostd(config, state_dir=state_dir)
+    url, out = f"/users/{ada['id']}", {}
+    logging_in = threading.Thread(target=lambda: out.update(login=attempt(d, ada["email"])))
+    logging_in.start()
+    time.sleep(check / 2)  # halfway through the login's check: either may be slower a bit
+    r = d.patch(url, json={"password": "a new one, chosen", "current_password": PASSWORD},
+                headers=bearer(token), timeout=60)
+    logging_in.join(60)
+    assert out["login"].status_code == 200, out["login"].text
+    assert r.status_code == 200, r.text
+    assert hash_cost(stored_hash(d, ada["id"])) == (8, 1) and stored_hash(d, ada["id"]) != costly
+    login(d, ada["email"], "a new one, chosen")
+    problem(attempt(d, ada["email"]), 401, "unauthorized")
+
+
 def test_patch_with_nothing_new_changes_nothing(d):
     user = register(d)
     token = login(d, user["email"])
