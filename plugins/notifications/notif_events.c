@@ -21,7 +21,16 @@
  * (notif_pending.h); memory also remembers mails that left while their row
  * was not yet committed (a commit that failed), so a retry does not send
  * them twice. REJECT is kept for events whose data is unusable: they go to
- * the dead-letter topic. */
+ * the dead-letter topic.
+ *
+ * Order. A user's creation, updates and deletion travel on three topics,
+ * and a dead letter is redriven after newer events: they may be handled in
+ * another order than they were published. The recipient's email and name
+ * each keep the version of the update that set them (its ce_time, then
+ * evhost_seq: notif_event_version), and an update sets a field only when it
+ * is not older. The creation, older than any update of its user, fills in
+ * only the fields no update set; the deletion is final (deleted_recipients).
+ * So the newest data wins whatever the order. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -452,32 +461,71 @@ static int recipient_was_deleted(evh_tx *tx, const char *id)
 	return rc;
 }
 
-/* Insert or update a recipient; NULL email or name leaves that field. */
-static int recipient_upsert(evh_tx *tx, const user_event *u)
+/* Waiting recipients (an update without an address handled before the
+ * creation: email NULL) whose creation has not come for this long are
+ * dropped, a batch at a time, so ids that are never created do not pile
+ * up. Dropped, a creation coming later still makes the recipient, with
+ * its own name. */
+#define WAITING_KEEP_SECONDS (30L * 24 * 3600)
+#define WAITING_PRUNE_BATCH 100
+
+static int waiting_prune(evh_tx *tx)
+{
+	char cutoff[NOTIF_TIME_LEN];
+	evh_value a[2];
+
+	notif_ago_rfc3339(WAITING_KEEP_SECONDS, cutoff);
+	a[0] = EVH_TEXTN(cutoff, strlen(cutoff));
+	a[1] = EVH_INT(WAITING_PRUNE_BATCH);
+	return evh_exec(tx,
+	                "DELETE FROM recipients WHERE user_id IN (SELECT user_id FROM recipients"
+	                " WHERE email IS NULL AND updated_at < ? ORDER BY updated_at LIMIT ?)",
+	                a, 2, NULL);
+}
+
+/* An update's fields where they are newer than what the recipient has:
+ * each field is set when the update carries it and its version is not
+ * older than the one that set the field (any is newer than the
+ * creation's, NULL). A user not known yet is added, without an address
+ * when the update carries none (not mailed until the creation, or an
+ * update, gives one). Returns what evh_exec does. */
+static int recipient_update(evh_tx *tx, const user_event *u, const char *version)
 {
 	char now[NOTIF_TIME_LEN];
+	evh_value a[6];
+	int rc;
 
+	if (!u->email && !u->name)
+		return EVH_OK;
 	notif_now_rfc3339(now);
-	if (u->email) {
-		evh_value a[5] = {EVH_TEXT(u->id), EVH_TEXT(u->email), EVH_NULL(),
-		                  EVH_TEXTN(now, strlen(now)), EVH_NULL()};
-		if (u->name)
-			a[2] = a[4] = EVH_TEXT(u->name);
-		return evh_exec(tx,
-		                "INSERT INTO recipients (user_id, email, name, updated_at)"
-		                " VALUES (?, ?, COALESCE(?, ''), ?)"
-		                " ON CONFLICT (user_id) DO UPDATE SET email = excluded.email,"
-		                " name = COALESCE(?, recipients.name),"
-		                " updated_at = excluded.updated_at",
-		                a, 5, NULL);
-	}
-	if (u->name) {
-		evh_value a[3] = {EVH_TEXT(u->name), EVH_TEXTN(now, strlen(now)), EVH_TEXT(u->id)};
-		return evh_exec(tx, "UPDATE recipients SET name = ?, updated_at = ?"
-		                    " WHERE user_id = ?",
-		                a, 3, NULL);
-	}
-	return EVH_OK;
+	a[0] = EVH_TEXT(u->id);
+	a[1] = u->email ? EVH_TEXT(u->email) : EVH_NULL();
+	a[2] = u->name ? EVH_TEXT(u->name) : EVH_NULL();
+	a[3] = EVH_TEXTN(now, strlen(now));
+	a[4] = u->email ? EVH_TEXT(version) : EVH_NULL();
+	a[5] = u->name ? EVH_TEXT(version) : EVH_NULL();
+#define NEWER(f)                                                                           \
+	"(excluded." f "_version IS NOT NULL AND (recipients." f "_version IS NULL OR"        \
+	" excluded." f "_version >= recipients." f "_version))"
+	rc = evh_exec(tx,
+	              "INSERT INTO recipients (user_id, email, name, updated_at, email_version,"
+	              " name_version) VALUES (?, ?, COALESCE(?, ''), ?, ?, ?)"
+	              " ON CONFLICT (user_id) DO UPDATE SET"
+	              " email = CASE WHEN " NEWER("email") " THEN excluded.email ELSE"
+	              " recipients.email END,"
+	              " email_version = CASE WHEN " NEWER("email") " THEN excluded.email_version"
+	              " ELSE recipients.email_version END,"
+	              " name = CASE WHEN " NEWER("name") " THEN excluded.name ELSE"
+	              " recipients.name END,"
+	              " name_version = CASE WHEN " NEWER("name") " THEN excluded.name_version"
+	              " ELSE recipients.name_version END,"
+	              " updated_at = excluded.updated_at"
+	              " WHERE " NEWER("email") " OR " NEWER("name"),
+	              a, 6, NULL);
+#undef NEWER
+	if (rc == EVH_OK && !u->email)
+		rc = waiting_prune(tx);
+	return rc;
 }
 
 static char *col_dup(evh_rows *rows, int col)
@@ -486,11 +534,12 @@ static char *col_dup(evh_rows *rows, int col)
 	return strdup(s ? s : "");
 }
 
-/* A creation's recipient, unless the user is a recipient already: an
- * earlier attempt of the same event committed it (KEEP_AND_RETRY), or the
- * user's update, on another topic, was handled first. Either way the row is
- * newer than the creation, whose address must not overwrite a changed one. */
-static int recipient_insert_new(evh_tx *tx, const user_event *u)
+/* A creation's recipient: its fields where no update set them. The user
+ * may be a recipient already: an earlier attempt of the same event
+ * committed it (KEEP_AND_RETRY), or the user's update, on another topic,
+ * was handled first. An update is newer than the creation, whatever the
+ * order they were handled in: its address or name stays. */
+static int recipient_create(evh_tx *tx, const user_event *u)
 {
 	char now[NOTIF_TIME_LEN];
 
@@ -499,7 +548,15 @@ static int recipient_insert_new(evh_tx *tx, const user_event *u)
 	                  EVH_TEXTN(now, strlen(now))};
 	return evh_exec(tx,
 	                "INSERT INTO recipients (user_id, email, name, updated_at)"
-	                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO NOTHING",
+	                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+	                " email = CASE WHEN recipients.email_version IS NULL THEN excluded.email"
+	                " ELSE recipients.email END,"
+	                " name = CASE WHEN recipients.name_version IS NULL THEN excluded.name"
+	                " ELSE recipients.name END,"
+	                " updated_at = excluded.updated_at"
+	                " WHERE (recipients.email_version IS NULL"
+	                " AND recipients.email IS NOT excluded.email)"
+	                " OR (recipients.name_version IS NULL AND recipients.name IS NOT excluded.name)",
 	                a, 4, NULL);
 }
 
@@ -559,7 +616,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 			        "user %s was deleted before its welcome mail went out: not sent", u.id);
 		goto out;
 	}
-	if (recipient_insert_new(tx, &u) != EVH_OK) {
+	if (recipient_create(tx, &u) != EVH_OK) {
 		result = retry_db(ev, tx, "writing recipients");
 		goto out;
 	}
@@ -635,7 +692,7 @@ out:
 
 evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
-	char why[256];
+	char why[256], now[NOTIF_TIME_LEN], version[NOTIF_VERSION_LEN];
 	user_event u;
 	evh_event_result result = EVH_EVENT_OK;
 	int parsed, deleted;
@@ -644,9 +701,11 @@ evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_t
 	(void)ud;
 	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
+	notif_now_rfc3339(now);
+	notif_event_version(evh_event_time(ev), evh_event_header(ev, "evhost_seq"), now, version);
 	if ((deleted = recipient_was_deleted(tx, u.id)) < 0)
 		result = retry_db(ev, tx, "reading deleted_recipients");
-	else if (!deleted && recipient_upsert(tx, &u) != EVH_OK)
+	else if (!deleted && recipient_update(tx, &u, version) != EVH_OK)
 		result = retry_db(ev, tx, "writing recipients");
 	user_event_free(&u);
 	return result;
@@ -705,7 +764,8 @@ static int recipients_load(evh_tx *tx, recipient **out, size_t *n)
 
 	*out = NULL;
 	*n = 0;
-	if (evh_query(tx, "SELECT user_id, email, name FROM recipients ORDER BY user_id", NULL, 0,
+	if (evh_query(tx, "SELECT user_id, email, name FROM recipients"
+	              " WHERE email IS NOT NULL ORDER BY user_id", NULL, 0,
 	              &rows) != EVH_OK)
 		return -1;
 	while ((rc = evh_rows_next(rows)) == 1) {

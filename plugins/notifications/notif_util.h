@@ -17,6 +17,26 @@ int notif_uuid4(char out[37]);
 void notif_now_rfc3339(char out[NOTIF_TIME_LEN]);
 /* Whether `s` has exactly the shape notif_now_rfc3339 writes. */
 int notif_rfc3339_valid(const char *s);
+/* The UTC time `seconds` ago, in notif_now_rfc3339's form. */
+void notif_ago_rfc3339(long seconds, char out[NOTIF_TIME_LEN]);
+/* An RFC 3339 date-time ("2026-12-05T15:00:00.123456+01:00"; 'T' or 't',
+ * 'Z' or 'z', any number of fraction digits, of which nine are read) as Unix
+ * seconds and nanoseconds: 0, or -1 when `s` is not one (April 31 neither).
+ * A leap second (:60) reads as the last instant of its minute. */
+int notif_rfc3339_parse(const char *s, long long *secs, long *nanos);
+
+/* Versions order a user's updates: "YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ/SEQ",
+ * the event's ce_time in UTC with nine fraction digits, then its evhost_seq
+ * as 19 digits (0 without one): strcmp (and SQLite's BINARY collation) sorts
+ * them by time, then seq, as the host's ordered dispatch does. */
+#define NOTIF_VERSION_LEN 64
+/* The version of an event whose ce_time and evhost_seq headers are
+ * `ce_time` and `seq` (NULL when absent). Without a usable ce_time (absent,
+ * not RFC 3339, or outside the years 0000-9999 in UTC), the event counts as
+ * of `now` (notif_now_rfc3339's form: when it is handled). Returns 1 when
+ * ce_time was used, 0 when `now` was. */
+int notif_event_version(const char *ce_time, const char *seq, const char *now,
+                        char out[NOTIF_VERSION_LEN]);
 
 /* Parse a decimal page size: NULL gives `dflt`; otherwise an integer in
  * [1, max]. Returns 0, or -1 for anything else ("" too). */

@@ -93,6 +93,26 @@ static const evh_migration notif_migrations[] = {
     {3, "CREATE TABLE deleted_recipients ("
         " user_id TEXT PRIMARY KEY,"
         " deleted_at TEXT NOT NULL);"},
+    /* A user's events may be handled out of order (notif_events.c): each
+     * field keeps the version of the event that set it (NULL: the
+     * creation's; '': set before versions were kept, newer than any
+     * creation, older than any versioned update), and an update handled
+     * before the creation is kept even without an address (email NULL: not
+     * mailed until one is known). NOT NULL cannot be dropped in place: the
+     * table is rebuilt. */
+    {4, "CREATE TABLE recipients_v4 ("
+        " user_id TEXT PRIMARY KEY,"
+        " email TEXT,"
+        " name TEXT NOT NULL DEFAULT '',"
+        " updated_at TEXT NOT NULL,"
+        " email_version TEXT,"
+        " name_version TEXT);"
+        "INSERT INTO recipients_v4 (user_id, email, name, updated_at, email_version,"
+        " name_version)"
+        " SELECT user_id, email, name, updated_at, '', '' FROM recipients;"
+        "DROP TABLE recipients;"
+        "ALTER TABLE recipients_v4 RENAME TO recipients;"
+        "CREATE INDEX recipients_waiting ON recipients (updated_at) WHERE email IS NULL;"},
 };
 
 /* ------------------------------------------------------------- files */

@@ -1042,7 +1042,7 @@ def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_
     db = sqlite3.connect(state / "notifications.db")
     try:
         assert [r[0] for r in db.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
-            == [1, 2, 3]
+            == [1, 2, 3, 4]
         assert db.execute("SELECT COUNT(*) FROM deleted_recipients").fetchone() == (0,)
         indexes = {r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications_log'"
@@ -1298,6 +1298,248 @@ def test_an_address_changed_while_the_welcome_mail_is_retried_gets_it(
         smtp_server.wait_for(welcome_to(new), timeout=60)
         assert env.recipients().get(user["id"]) == (new, "Moved")
         assert not [m for m in smtp_server.messages if old in m.envelope_to]
+
+
+# ------------------------------------------- a user's events handled out of order
+
+
+def event_times(n):
+    """n RFC 3339 times (milliseconds, UTC), a second apart, in the past."""
+    base = int(time.time()) - 300
+    return [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(base + i)) + ".250Z"
+            for i in range(n)]
+
+
+def user_event(env, kind, data, event_id, when=None, seq=None):
+    """A user event produced to its topic as user.so's host would: ce_time
+    (when it was published) and evhost_seq (its place in the outbox), when
+    given. Returns once the broker has it."""
+    headers = {"ce_id": event_id, "ce_type": f"user.{kind}", "ce_source": "tests/user"}
+    if when is not None:
+        headers["ce_time"] = when
+    if seq is not None:
+        headers["evhost_seq"] = str(seq)
+    lib.kafka_produce(env.topics[kind], data, key=data["id"], brokers=env.brokers,
+                      headers=headers)
+
+
+def wait_handled(env, event_id, timeout=30):
+    """Until the plugin's inbox records `event_id` (handled and committed)."""
+    def seen():
+        con = env.db()
+        try:
+            return con.execute("SELECT 1 FROM evh_inbox WHERE event_id = ?",
+                               (event_id,)).fetchone()
+        except sqlite3.OperationalError:  # the store not made yet, or busy
+            return None
+        finally:
+            con.close()
+    lib.wait_until(seen, timeout=timeout, message=f"event {event_id} handled")
+
+
+def raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, state_dir=None):
+    """notifications.so alone (no user.so): the test produces the user events."""
+    return Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+                "list_role": ""}, user=False, create_topics=True, state_dir=state_dir)
+
+
+def broadcast_raw(env, bid, subject_text):
+    lib.kafka_produce(env.topics["broadcast"],
+                      {"broadcast_id": bid, "subject": subject_text, "message": "hi"},
+                      key=bid, brokers=env.brokers,
+                      headers={"ce_id": f"ev-{bid}", "ce_type": "NOTIFICATION_BROADCAST"})
+
+
+def test_an_update_handled_before_the_creation_is_not_lost(evhostd, tmp_path, unique_name,
+                                                           kafka_bootstrap, smtp_server):
+    # The user events travel on three topics: the user's update (published
+    # after its creation) can be handled before the creation. The newer data
+    # must win: the name of a name-only update, the address of an
+    # address-only one; the creation fills in only what no update gave.
+    env = raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
+    tag = uuid.uuid4().hex[:8]
+    t_created, t_updated = event_times(2)
+    named, moved = f"named-{tag}", f"moved-{tag}"
+    first, old, new = (f"{x}.{tag}@example.com" for x in ("first", "old", "new"))
+
+    user_event(env, "updated", {"id": named, "name": "Renamed"}, f"up-{named}", t_updated, 2)
+    user_event(env, "updated", {"id": moved, "email": new}, f"up-{moved}", t_updated, 4)
+    wait_handled(env, f"up-{named}")
+    wait_handled(env, f"up-{moved}")
+    # A name-only update of a user not yet created makes no recipient yet:
+    # there is no address to mail.
+    broadcast_raw(env, f"b1-{tag}", "Before")
+    env.d.wait_for_log(f"broadcast b1-{tag}: 1 sent", timeout=60)
+    assert not [m for m in smtp_server.messages if subject(m) == "Before"
+                and m.envelope_to != [new]]
+
+    user_event(env, "created", {"id": named, "name": "Original", "email": first},
+               f"cr-{named}", t_created, 1)
+    user_event(env, "created", {"id": moved, "name": "Ada", "email": old},
+               f"cr-{moved}", t_created, 3)
+    msg = smtp_server.wait_for(welcome_to(first), timeout=60)
+    assert subject(msg) == "Welcome, Renamed!" and to_addr(msg) == ("Renamed", first)
+    msg = smtp_server.wait_for(welcome_to(new), timeout=60)
+    assert subject(msg) == "Welcome, Ada!" and to_addr(msg) == ("Ada", new)
+    assert not [m for m in smtp_server.messages if old in m.envelope_to]
+    wait_handled(env, f"cr-{named}")  # the mail leaves before the commit
+    wait_handled(env, f"cr-{moved}")
+    recipients = env.recipients()
+    assert recipients[named] == (first, "Renamed")
+    assert recipients[moved] == (new, "Ada")
+
+
+def test_user_updates_handled_out_of_order_keep_the_newest(evhostd, tmp_path, unique_name,
+                                                           kafka_bootstrap, smtp_server):
+    # Two updates of one user handled in the wrong order (a dead-lettered
+    # update redriven after a newer one, a producer spreading one user over
+    # partitions): the older must not overwrite the newer. Ordered by the
+    # events' own ce_time, then evhost_seq; the creation is older than any
+    # update. A deleted user stays deleted, whatever update comes late.
+    env = raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
+    tag = uuid.uuid4().hex[:8]
+    t0, t1, t2, t3 = event_times(4)
+    late, tie, gone = f"late-{tag}", f"tie-{tag}", f"gone-{tag}"
+    addr = {k: f"{k}.{tag}@example.com" for k in ("a0", "a1", "a2", "b0", "b1", "b2", "g0", "g1")}
+
+    user_event(env, "created", {"id": late, "name": "V0", "email": addr["a0"]}, f"c-{late}",
+               t0, 1)
+    user_event(env, "created", {"id": tie, "name": "W0", "email": addr["b0"]}, f"c-{tie}",
+               t0, 2)
+    user_event(env, "created", {"id": gone, "name": "G0", "email": addr["g0"]}, f"c-{gone}",
+               t0, 3)
+    for a in ("a0", "b0", "g0"):
+        smtp_server.wait_for(welcome_to(addr[a]), timeout=60)
+
+    # Newer first, then older: by time, and (same ce_time) by evhost_seq.
+    user_event(env, "updated", {"id": late, "name": "V2", "email": addr["a2"]}, f"u2-{late}",
+               t2, 20)
+    user_event(env, "updated", {"id": tie, "name": "W2", "email": addr["b2"]}, f"u2-{tie}",
+               t1, 21)
+    wait_handled(env, f"u2-{late}")
+    wait_handled(env, f"u2-{tie}")
+    user_event(env, "updated", {"id": late, "name": "V1", "email": addr["a1"]}, f"u1-{late}",
+               t1, 10)
+    user_event(env, "updated", {"id": tie, "name": "W1", "email": addr["b1"]}, f"u1-{tie}",
+               t1, 11)
+    # Deleted, then an update with a later time: no resurrection.
+    user_event(env, "deleted", {"id": gone}, f"d-{gone}", t2, 30)
+    wait_handled(env, f"d-{gone}")
+    user_event(env, "updated", {"id": gone, "name": "G1", "email": addr["g1"]}, f"u-{gone}",
+               t3, 31)
+    user_event(env, "updated", {"id": gone, "name": "G2"}, f"un-{gone}", t3, 32)
+    for e in (f"u1-{late}", f"u1-{tie}", f"u-{gone}", f"un-{gone}"):
+        wait_handled(env, e)
+
+    recipients = env.recipients()
+    assert recipients.get(late) == (addr["a2"], "V2")
+    assert recipients.get(tie) == (addr["b2"], "W2")
+    assert gone not in recipients
+    broadcast_raw(env, f"b-{tag}", "News")
+    env.d.wait_for_log(f"broadcast b-{tag}: 2 sent", timeout=60)
+    news = {m.envelope_to[0]: to_addr(m)[0] for m in smtp_server.messages
+            if subject(m) == "News"}
+    assert news == {addr["a2"]: "V2", addr["b2"]: "W2"}
+
+    # An update without ce_time (a plain producer's) counts as of its
+    # handling: it is the newest.
+    user_event(env, "updated", {"id": late, "name": "Plain"}, f"p-{late}")
+    wait_handled(env, f"p-{late}")
+    assert env.recipients().get(late) == (addr["a2"], "Plain")
+
+
+def test_an_old_update_from_user_so_handled_late_changes_nothing(evhostd, tmp_path, unique_name,
+                                                                kafka_bootstrap, smtp_server):
+    # user.so's host stamps its events with ce_time and evhost_seq. A copy of
+    # an old update handled after a newer one (a dead letter redriven comes
+    # after the newer events of its key) must not undo the newer one.
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+              create_topics=True)
+    addr = f"redrive.{uuid.uuid4().hex[:8]}@example.com"
+    user = env.create_user("First", addr)
+    smtp_server.wait_for(welcome_to(addr), timeout=60)
+    admin = env.auth(env.token())
+    for name in ("Second", "Third"):
+        r = env.d.patch(f"/users/{user['id']}", json={"name": name}, headers=admin)
+        assert r.status_code == 200, r.text
+    lib.wait_until(lambda: env.recipients().get(user["id"]) == (addr, "Third"), timeout=30,
+                   message="the recipient renamed twice")
+    old = next(m for m in lib.kafka_consume(env.topics["updated"], timeout=15,
+                                            brokers=kafka_bootstrap)
+               if m["key"] == user["id"] and json.loads(m["value"])["name"] == "Second")
+    assert old["headers"].get("ce_time") and old["headers"].get("evhost_seq"), old["headers"]
+    headers = dict(old["headers"], ce_id=f"again-{old['headers']['ce_id']}")
+    lib.kafka_produce(env.topics["updated"], old["value"], key=user["id"],
+                      brokers=kafka_bootstrap, headers=headers)
+    wait_handled(env, headers["ce_id"])
+    assert env.recipients()[user["id"]] == (addr, "Third")
+
+
+RECIPIENTS_V3 = """
+CREATE TABLE evh_migrations(version INTEGER PRIMARY KEY, applied_at TEXT);
+INSERT INTO evh_migrations VALUES (1, '2026-11-01T00:00:00.000Z'),
+  (2, '2026-11-01T00:00:00.000Z'), (3, '2026-11-01T00:00:00.000Z');
+CREATE TABLE recipients (user_id TEXT PRIMARY KEY, email TEXT NOT NULL,
+  name TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL);
+CREATE TABLE notifications_log (event_id TEXT PRIMARY KEY, recipient TEXT NOT NULL,
+  template TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('sent', 'retrying', 'failed', 'dead_lettered')),
+  attempts INTEGER NOT NULL, last_error TEXT, created_at TEXT NOT NULL,
+  updated_at TEXT NOT NULL);
+CREATE INDEX notifications_log_page ON notifications_log (created_at, event_id);
+CREATE INDEX notifications_log_recipient ON notifications_log (recipient, created_at, event_id);
+CREATE TABLE deleted_recipients (user_id TEXT PRIMARY KEY, deleted_at TEXT NOT NULL);
+INSERT INTO recipients VALUES ('old-user', 'old.user@example.com', 'Old Name',
+  '2026-11-01T00:00:00.000Z');
+INSERT INTO deleted_recipients VALUES ('old-gone', '2026-11-01T00:00:00.000Z');
+"""
+
+
+def test_recipients_of_the_third_schema_are_upgraded_in_place(evhostd, tmp_path, unique_name,
+                                                             kafka_bootstrap, smtp_server):
+    state = tmp_path / "v3-state"
+    state.mkdir()
+    db = sqlite3.connect(state / "notifications.db")
+    db.executescript(RECIPIENTS_V3)
+    db.close()
+    env = raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+                       state_dir=state)
+    con = env.db()
+    try:
+        assert [r[0] for r in con.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
+            == [1, 2, 3, 4]
+        assert con.execute("SELECT user_id FROM deleted_recipients").fetchall() == [("old-gone",)]
+    finally:
+        con.close()
+    assert env.recipients() == {"old-user": ("old.user@example.com", "Old Name")}
+    t_created, t_updated = event_times(2)
+
+    # What was there before is newer than any creation (a replayed or
+    # retried one changes nothing), older than any update.
+    user_event(env, "created", {"id": "old-user", "name": "Creation", "email": "c@example.com"},
+               "old-c", t_created, 1)
+    msg = smtp_server.wait_for(welcome_to("old.user@example.com"), timeout=60)
+    assert subject(msg) == "Welcome, Old Name!"
+    user_event(env, "updated", {"id": "old-user", "name": "New Name"}, "old-u", t_updated, 2)
+    wait_handled(env, "old-u")
+    assert env.recipients()["old-user"] == ("old.user@example.com", "New Name")
+
+    # A waiting recipient (no address yet) whose creation never came is
+    # dropped after 30 days, when the next one is written.
+    con = env.db()
+    try:
+        with con:
+            con.execute("INSERT INTO recipients (user_id, email, name, updated_at, email_version,"
+                        " name_version) VALUES ('stale', NULL, 'S', '2000-01-01T00:00:00.000Z',"
+                        " NULL, 'x')")
+    finally:
+        con.close()
+    user_event(env, "updated", {"id": "fresh", "name": "F"}, "fresh-u", t_updated, 3)
+    wait_handled(env, "fresh-u")
+    recipients = env.recipients()
+    assert "stale" not in recipients and recipients["fresh"] == (None, "F")
 
 
 # ---------------------------------------------------------------- the log

@@ -788,6 +788,76 @@ static void test_time_and_ids(void **state)
 	assert_int_equal(strspn(hex, "0123456789abcdef"), 32);
 }
 
+/* Versions of user events: the event's ce_time in UTC, then evhost_seq;
+ * strcmp orders them as the events were published. */
+static void test_event_versions(void **state)
+{
+	static const char now[] = "2026-12-05T15:00:09.500Z";
+	char v[NOTIF_VERSION_LEN], w[NOTIF_VERSION_LEN];
+	long long secs;
+	long ns;
+	(void)state;
+
+	assert_int_equal(notif_event_version("2026-12-05T15:00:00.123Z", "42", now, v), 1);
+	assert_string_equal(v, "2026-12-05T15:00:00.123000000Z/0000000000000000042");
+	/* Other offsets, case and precision read as the same instant. */
+	assert_int_equal(notif_event_version("2026-12-05t16:30:00.123+01:30", "42", now, w), 1);
+	assert_string_equal(v, w);
+	assert_int_equal(notif_event_version("2026-12-05T14:00:00.1230000009-01:00", "42", now, w),
+	                 1);
+	assert_string_equal(v, w);
+	assert_int_equal(notif_event_version("2026-12-06T00:30:00z", NULL, now, w), 1);
+	assert_string_equal(w, "2026-12-06T00:30:00.000000000Z/0000000000000000000");
+	/* A leap second is the last instant of its minute. */
+	assert_int_equal(notif_event_version("2016-12-31T23:59:60Z", "1", now, w), 1);
+	assert_string_equal(w, "2016-12-31T23:59:59.999999999Z/0000000000000000001");
+
+	/* Order: by time, then seq (9 before 10: the digits are padded). */
+	notif_event_version("2026-12-05T15:00:00.123Z", "9", now, v);
+	notif_event_version("2026-12-05T15:00:00.123Z", "10", now, w);
+	assert_true(strcmp(v, w) < 0);
+	notif_event_version("2026-12-05T15:00:00.122Z", "999", now, v);
+	assert_true(strcmp(v, w) < 0);
+	notif_event_version("2026-12-05T16:00:00.000+02:00", "999", now, v); /* 14:00 UTC */
+	assert_true(strcmp(v, w) < 0);
+
+	/* No usable ce_time: the event counts as of `now`. */
+	assert_int_equal(notif_event_version(NULL, "7", now, v), 0);
+	assert_string_equal(v, "2026-12-05T15:00:09.500000000Z/0000000000000000007");
+	static const char *const bad[] = {
+	    "",
+	    "yesterday",
+	    "2026-12-05",
+	    "2026-12-05T15:00:00",          /* no offset */
+	    "2026-12-05T15:00:00.Z",        /* no fraction digits */
+	    "2026-12-05 15:00:00Z",         /* not T */
+	    "2026-04-31T00:00:00Z",         /* no such day */
+	    "2026-02-29T00:00:00Z",         /* not a leap year */
+	    "2026-13-01T00:00:00Z",
+	    "2026-12-05T24:00:00Z",
+	    "2026-12-05T15:00:00+24:00",
+	    "2026-12-05T15:00:00+0100",
+	    "2026-12-05T15:00:00Zjunk",
+	    "0000-01-01T00:30:00+01:00", /* before the year 0 in UTC */
+	    "9999-12-31T23:30:00-01:00", /* after 9999 in UTC */
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_int_equal(notif_event_version(bad[i], NULL, now, v), 0);
+		assert_string_equal(v, "2026-12-05T15:00:09.500000000Z/0000000000000000000");
+	}
+	assert_int_equal(notif_rfc3339_parse("2024-02-29T00:00:00Z", &secs, &ns), 0);
+	assert_int_equal(secs, 1709164800LL);
+	assert_int_equal(ns, 0);
+	/* evhost_seq as the host reads it: 1 to 18 digits, else none. */
+	static const char *const bad_seq[] = {"", "-1", "12a", "1234567890123456789", " 1"};
+	for (size_t i = 0; i < sizeof bad_seq / sizeof bad_seq[0]; i++) {
+		notif_event_version("2026-12-05T15:00:00Z", bad_seq[i], now, v);
+		assert_string_equal(v, "2026-12-05T15:00:00.000000000Z/0000000000000000000");
+	}
+	notif_event_version("2026-12-05T15:00:00Z", "123456789012345678", now, v);
+	assert_string_equal(v, "2026-12-05T15:00:00.000000000Z/0123456789012345678");
+}
+
 /* ------------------------------------------------------------ pending */
 
 static void test_pending_state(void **state)
@@ -1052,6 +1122,7 @@ int main(void)
 	    cmocka_unit_test(test_smtp_login_in_clear),
 	    cmocka_unit_test(test_cursor_roundtrip_and_rejects),
 	    cmocka_unit_test(test_time_and_ids),
+	    cmocka_unit_test(test_event_versions),
 	    cmocka_unit_test(test_pending_state),
 	    cmocka_unit_test(test_pending_eviction_prefers_sent),
 	    cmocka_unit_test(test_maildir_delivery),
