@@ -36,6 +36,7 @@
 #include "jwksfetch.h"
 #include "revoke.h"
 #include "store.h"
+#include "stream.h"
 #include "textbuf.h"
 #include "tls_compat.h"
 #include "trace.h"
@@ -862,6 +863,26 @@ static void render_http_workers(textbuf *o, const host *h)
 	tb_printf(o, "evhost_http_threads %d\n", h->set.http_threads > 0 ? h->set.http_threads : 8);
 }
 
+/* The event streams' limit, and the closed streams still held under it
+ * (the open ones are per plugin: evhost_sse_streams, render_plugins). */
+static void render_sse(textbuf *o, const host *h)
+{
+	stream_hub_stats st;
+	if (!h)
+		return;
+	stream_hub_stats_get(stream_hub_global(), &st);
+	put_head(o, "evhost_sse_streams_closing", "gauge",
+	         "Event streams closed (their plugin stopped or reloaded, their client too slow) "
+	         "whose workers are still writing their last words. They count against [http] "
+	         "max_streams until they end; a new stream that finds no place cuts those closed "
+	         "more than a second ago (a client that stopped reading).");
+	tb_printf(o, "evhost_sse_streams_closing %d\n", st.closing);
+	put_head(o, "evhost_sse_streams_max", "gauge",
+	         "[http] max_streams: with this many streams open or closing, the next one is "
+	         "refused (503).");
+	tb_printf(o, "evhost_sse_streams_max %d\n", st.max_streams);
+}
+
 static void render_http(textbuf *o)
 {
 	static const char *const req = "evhost_http_requests_total";
@@ -1009,6 +1030,12 @@ static uint64_t log_lines_dropped(const evh_plugin *p)
 	return atomic_load(&p->log_budget.dropped_total);
 }
 
+static uint64_t sse_streams(const evh_plugin *p)
+{
+	int n = stream_owner_count(stream_hub_global(), p);
+	return n > 0 ? (uint64_t)n : 0;
+}
+
 /* Per-plugin gauges read now, under plugins_lock (held for the copying). */
 static void render_plugins(textbuf *o, host *h)
 {
@@ -1064,6 +1091,10 @@ static void render_plugins(textbuf *o, host *h)
 	                    "Lines of the plugin's (its own and the host's about its calls and "
 	                    "events) dropped since it was started: more than [log] "
 	                    "plugin_rate_limit_burst in an interval.");
+	render_plugin_count(o, h, &one, "evhost_sse_streams", "gauge", sse_streams,
+	                    "Server-Sent Events streams of the plugin's routes open now, each holding "
+	                    "an HTTP worker: with evhost_sse_streams_closing, at "
+	                    "evhost_sse_streams_max the next stream is refused (503).");
 	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
 	                  "1 once SQLite found the plugin's database file damaged since it was "
 	                  "opened: what it cannot read fails; restore the file from a backup.");
@@ -1306,6 +1337,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	     EVH_ABI_MAJOR, EVH_ABI_MINOR);
 	render_http(&o);
 	render_http_workers(&o, h);
+	render_sse(&o, h);
 	render_counters(&o, F_PUBLISHED, "evhost_events_published_total",
 	                "Events the outbox relay published and Kafka acknowledged.");
 	render_counters(&o, F_HANDLED, "evhost_events_handled_total",

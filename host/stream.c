@@ -45,6 +45,7 @@ struct stream {
 	int linked;               /* hub->mu */
 	struct stream *held_next; /* in hub->held, from open to release; hub->mu */
 	int fd;                   /* its connection's socket, -1 unknown; hub->mu */
+	int counted;              /* counts against max_streams (until cut); hub->mu */
 	const void *owner;
 	char *name;
 	char *channel;
@@ -53,6 +54,7 @@ struct stream {
 	frame *qhead, *qtail; /* mu */
 	size_t qlen;          /* mu */
 	close_why why;        /* mu */
+	int64_t closed_ms;    /* when it was closed (clock_mono_ms); mu */
 	int told;             /* the owner got the last words (owner thread only) */
 };
 
@@ -76,6 +78,7 @@ struct stream_hub {
 	int accepting;
 	int max_streams;
 	int count;         /* opened, not yet released */
+	int counted;       /* of those, the ones counting against max_streams */
 	uint64_t first_id; /* 0 until chosen (first_id_locked) */
 	uint64_t last_id;  /* the newest id assigned */
 	hist_entry *hist[STREAM_HISTORY_MAX]; /* a ring, hist[hist_head] the oldest */
@@ -141,6 +144,31 @@ int stream_hub_count(stream_hub *hub)
 	return n;
 }
 
+void stream_hub_stats_get(stream_hub *hub, stream_hub_stats *out)
+{
+	int open = 0;
+	pthread_mutex_lock(&hub->mu);
+	for (const stream *s = hub->head; s; s = s->next)
+		open++;
+	out->max_streams = hub->max_streams;
+	out->counted = hub->counted;
+	out->open = open;
+	/* Every linked stream counts: the rest of those counted are closed. */
+	out->closing = hub->counted - open;
+	pthread_mutex_unlock(&hub->mu);
+}
+
+int stream_owner_count(stream_hub *hub, const void *owner)
+{
+	int n = 0;
+	pthread_mutex_lock(&hub->mu);
+	for (const stream *s = hub->head; s; s = s->next)
+		if (s->owner == owner)
+			n++;
+	pthread_mutex_unlock(&hub->mu);
+	return n;
+}
+
 /* ------------------------------------------------------------ closing */
 
 /* Close `s` for `why`; hub->mu held. A stream dropped as too slow loses its
@@ -148,8 +176,10 @@ int stream_hub_count(stream_hub *hub)
 static void close_locked(stream *s, close_why why)
 {
 	pthread_mutex_lock(&s->mu);
-	if (s->why == CLOSE_NONE)
+	if (s->why == CLOSE_NONE) {
 		s->why = why;
+		s->closed_ms = clock_mono_ms();
+	}
 	if (why == CLOSE_SLOW) {
 		while (s->qhead) {
 			frame *f = s->qhead;
@@ -324,6 +354,37 @@ static int parse_event_id(const char *text, uint64_t *out)
 
 static int resume_locked(stream_hub *hub, stream *s, uint64_t last);
 
+/* Free the places of streams closed more than STREAM_CLOSE_GRACE_MS ago
+ * whose owners still hold them: their clients stopped reading (or take a
+ * few bytes now and then), and the owner's write would wait out [http]
+ * request_timeout, restarted by every byte taken. Their connections are
+ * shut down, as stream_hub_cut does (the same argument keeps the
+ * descriptor theirs), so the write fails at once and the owner lets go;
+ * they stop counting now. A stream whose socket is not known keeps its
+ * place. hub->mu held. */
+static int reclaim_closed_locked(stream_hub *hub)
+{
+	int64_t now = clock_mono_ms();
+	int n = 0;
+	for (stream *s = hub->held; s; s = s->held_next) {
+		int stale;
+		if (!s->counted || s->fd < 0)
+			continue;
+		pthread_mutex_lock(&s->mu);
+		stale = s->why != CLOSE_NONE && now - s->closed_ms >= STREAM_CLOSE_GRACE_MS;
+		pthread_mutex_unlock(&s->mu);
+		if (!stale)
+			continue;
+		/* Even should shutdown fail (the peer already gone), the owner's
+		 * next write fails: the place is free either way. */
+		shutdown(s->fd, SHUT_RDWR);
+		s->counted = 0;
+		hub->counted--;
+		n++;
+	}
+	return n;
+}
+
 int stream_open(stream_hub *hub, const void *owner, const char *name, const char *channel,
                 const char *last_event_id, stream **out)
 {
@@ -338,7 +399,9 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
 	if (!s)
 		return EVH_ENOMEM;
 	pthread_mutex_lock(&hub->mu);
-	if (!hub->accepting || hub->count >= hub->max_streams) {
+	if (hub->accepting && hub->counted >= hub->max_streams)
+		reclaim_closed_locked(hub);
+	if (!hub->accepting || hub->counted >= hub->max_streams) {
 		int rc = hub->accepting ? EVH_EBUSY : EVH_ESTATE;
 		pthread_mutex_unlock(&hub->mu);
 		stream_free(s);
@@ -352,6 +415,8 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
 		return EVH_ENOMEM;
 	}
 	hub->count++;
+	hub->counted++;
+	s->counted = 1;
 	s->next = hub->head;
 	hub->head = s;
 	s->linked = 1;
@@ -377,6 +442,8 @@ void stream_release(stream *s)
 			break;
 		}
 	}
+	if (s->counted)
+		hub->counted--;
 	if (--hub->count == 0)
 		pthread_cond_broadcast(&hub->idle);
 	pthread_mutex_unlock(&hub->mu);

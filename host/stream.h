@@ -85,19 +85,41 @@ size_t stream_hub_stop(stream_hub *hub);
  * how many are still held. */
 int stream_hub_wait_idle(stream_hub *hub, int timeout_ms);
 #define STREAM_STOP_GRACE_MS 1000 /* what a daemon stop grants open streams */
+/* What a stream closed while the daemon runs (its plugin stopped or was
+ * reloaded, its queue overflowed) has to write its last words and let go.
+ * Until then it counts against max_streams; past it, a stream_open that
+ * finds the hub full cuts its connection (as stream_hub_cut) and takes its
+ * place, so a client that stopped reading holds no slot for [http]
+ * request_timeout (civetweb's wait restarts with every byte taken: one
+ * that takes a few now and then holds it much longer). Below
+ * STREAM_RETRY_MS: the clients a reload ended find their places free when
+ * they reconnect. */
+#define STREAM_CLOSE_GRACE_MS 1000
 /* Shut down (shutdown(2), both ways) the connection of every stream still
  * held whose socket is known (stream_set_socket): an owner blocked writing
  * to a client that stopped reading fails at once instead of waiting out
  * the write timeout. For a stop whose grace has passed. Returns how many. */
 size_t stream_hub_cut(stream_hub *hub);
-/* Streams opened and not yet released (what counts against the limit). */
+/* Streams opened and not yet released, closed or not. */
 int stream_hub_count(stream_hub *hub);
+/* The hub's figures now, for /metrics. */
+typedef struct stream_hub_stats {
+	int max_streams; /* the limit (stream_hub_start) */
+	int counted;     /* streams counting against it: open or closing */
+	int open;        /* open: linked, receiving what is published */
+	int closing;     /* closed, still counted: owners writing their last words */
+} stream_hub_stats;
+void stream_hub_stats_get(stream_hub *hub, stream_hub_stats *out);
+/* Open streams of `owner` (compared as a pointer, never dereferenced). */
+int stream_owner_count(stream_hub *hub, const void *owner);
 
 /* Open a stream of `owner` on `channel` (1..STREAM_CHANNEL_MAX bytes). From
  * now on events published to (owner, channel) are queued for it. `name` is
  * the owner's name (copied): it appears in log lines and matches the
  * history. EVH_EBUSY: the limit is reached; EVH_ESTATE: the hub is not
- * accepting; EVH_EINVAL: bad channel; EVH_ENOMEM.
+ * accepting; EVH_EINVAL: bad channel; EVH_ENOMEM. A full hub first cuts
+ * the streams closed more than STREAM_CLOSE_GRACE_MS ago whose owners still
+ * hold them (their sockets known): those no longer count.
  *
  * `last_event_id` is the client's Last-Event-ID header, or NULL. A decimal
  * uint64 (blanks around it allowed) is the last id the client saw; anything

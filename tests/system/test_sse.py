@@ -10,7 +10,9 @@ resuming its clients from the history; a stream ending when its token
 expires or its user signs out; a
 quiet stream's keepalive comment;
 SIGTERM with streams open exiting 0 at once, and cutting after a second the
-connection of one whose client stopped reading; and a plugin built against
+connection of one whose client stopped reading; a stream a reload closed
+while its client stopped reading giving up its max_streams place to a new
+client; the open streams per plugin on /metrics; and a plugin built against
 ABI 1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
@@ -18,6 +20,7 @@ not Kafka. The welcome test produces a USER_CREATED event itself, so it
 uses the real broker (kafka_bootstrap)."""
 
 import json
+import re
 import secrets
 import signal
 import socket
@@ -780,3 +783,90 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
     assert 0 < len(events) < published, (len(events), published)  # the writes waited
     for block in events:
         json.loads(block.split(b"\ndata: ", 1)[1])
+
+
+def sse_metrics(d):
+    """The event streams' series on /metrics: {name or (name, plugin): value}."""
+    r = requests.get(d.url + "/metrics", timeout=10)
+    assert r.status_code == 200, r.text
+    out = {}
+    for m in re.finditer(r'^(evhost_sse_streams\w*)(?:\{plugin="([^"]*)"\})? (\S+)$', r.text,
+                         re.M):
+        out[(m.group(1), m.group(2)) if m.group(2) is not None else m.group(1)] = \
+            float(m.group(3))
+    return out
+
+
+def test_open_streams_are_on_metrics_per_plugin(evhostd, tmp_path, unique_name, build_dir):
+    """There was no figure of the open streams: how close max_streams was
+    could not be seen, nor which plugin held them."""
+    d = evhostd(notif_config(tmp_path, unique_name, build_dir), brokers="embedded")
+    _, _, token = new_user(d, "Nia")
+    m = sse_metrics(d)
+    assert m[("evhost_sse_streams", "notifications")] == 0, m
+    assert m[("evhost_sse_streams", "user")] == 0, m
+    assert m["evhost_sse_streams_closing"] == 0 and m["evhost_sse_streams_max"] == MAX_STREAMS
+    a, b = open_stream(d, token), open_stream(d, token)
+    m = sse_metrics(d)
+    assert m[("evhost_sse_streams", "notifications")] == 2, m
+    assert m[("evhost_sse_streams", "user")] == 0, m
+    a.close()
+    lib.wait_until(lambda: sse_metrics(d)[("evhost_sse_streams", "notifications")] == 1 or None,
+                   timeout=10, interval=0.2, message="the departed client's stream gone")
+    b.close()
+
+
+def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_reading(
+        evhostd, tmp_path, unique_name, build_dir):
+    # A reload restarts the plugin while the worker of one of its streams
+    # waits in a write to a client that stopped reading. The stream is
+    # closed, but it kept its place under max_streams until that write gave
+    # up: [http] request_timeout (10 s by default, up to an hour; restarted
+    # by every byte a trickling client takes). Meanwhile every new client
+    # was refused 503, which a browser's EventSource does not retry. Now a
+    # new stream that finds no place cuts the connection of one closed more
+    # than a second ago, and takes its place.
+    conf = notif_config(tmp_path, unique_name, build_dir)
+    conf["http"]["request_timeout"] = "10m"
+    d = evhostd(conf)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    sock, rid, _ = stall_a_stream(d, admin)
+    (d.config_dir / "conf.d" / "50-restart.conf").write_text(
+        f"[plugin.notifications]\ngroup = {unique_name('g2')}\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done", timeout=30)
+    assert not stream_ended(d, rid), d.log_tail()  # closed, its worker still writing
+    m = sse_metrics(d)
+    assert m["evhost_sse_streams_closing"] == 1 and m["evhost_sse_streams_max"] == MAX_STREAMS, m
+    assert m[("evhost_sse_streams", "notifications")] == 0, m
+
+    def opened():
+        s = Sse(d.port, token=admin)
+        if s.status == 200:
+            return s
+        assert s.status == 503, (s.status, s.body())
+        s.body()
+        s.close()
+        return None
+    # Both places: the one free, and the stuck stream's (10 minutes before).
+    streams = [lib.wait_until(opened, timeout=15, interval=0.2, message="a stream place")
+               for _ in range(MAX_STREAMS)]
+    lib.wait_until(lambda: stream_ended(d, rid) or None, timeout=10,
+                   message="the stuck stream's end")
+    assert ("event stream ended (a write failed: the client left or stopped reading) "
+            f"(request_id={rid}") in d.log_text()
+    m = sse_metrics(d)
+    assert m["evhost_sse_streams_closing"] == 0, m
+    assert m[("evhost_sse_streams", "notifications")] == MAX_STREAMS, m
+    # The cut client sees its connection end.
+    sock.settimeout(10)
+    while sock.recv(1 << 20):
+        pass
+    sock.close()
+    # The new streams carry events.
+    r = d.post("/notifications/broadcast", json={"subject": "After", "message": "x"},
+               headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 202, r.text
+    for s in streams:
+        s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
+        s.close()

@@ -6,8 +6,10 @@
  * racing publishers; the evhost.missed notice for evicted history, an
  * earlier process's id and more than a queue; malformed ids ignored),
  * finding and watching a connection's socket, cutting the connection of a
- * stream whose owner is stuck writing when a stop's grace has passed; and
- * the SDK wrappers on a host that predates streaming. */
+ * stream whose owner is stuck writing when a stop's grace has passed, and
+ * of a closed one (its plugin reloaded) when a new stream needs its place;
+ * the figures /metrics shows (open per owner, closing, the limit); and the
+ * SDK wrappers on a host that predates streaming. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -878,6 +880,120 @@ static void test_stop_cuts_a_stream_stuck_writing(void **st)
 	stream_hub_free(hub);
 }
 
+/* A connected pair over loopback: *server (its send buffer small, sends
+ * giving up after 20 s) and *client, which the test never reads. */
+static void loopback_pair(int *server, int *client)
+{
+	struct sockaddr_in a;
+	socklen_t alen = sizeof a;
+	struct timeval tv = {20, 0};
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
+
+	memset(&a, 0, sizeof a);
+	a.sin_family = AF_INET;
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+	assert_int_equal(listen(lfd, 1), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof a), 0);
+	sfd = accept(lfd, NULL, NULL);
+	assert_true(sfd >= 0);
+	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+	close(lfd);
+	*server = sfd;
+	*client = cfd;
+}
+
+static stream_hub_stats stats_of(stream_hub *hub)
+{
+	stream_hub_stats st;
+	memset(&st, 0xff, sizeof st);
+	stream_hub_stats_get(hub, &st);
+	return st;
+}
+
+/* A plugin reload closes a stream whose owner waits in a write to a client
+ * that stopped reading. It kept its place under max_streams until that
+ * write gave up ([http] request_timeout: 20 s here, up to an hour, and
+ * restarted by every byte a trickling client takes), and every new client got
+ * 503 meanwhile. Now a new stream that finds the hub full cuts it once it
+ * has been closed for STREAM_CLOSE_GRACE_MS, and takes its place. */
+static void test_a_closed_stream_stuck_writing_gives_up_its_place(void **st)
+{
+	stream_hub *hub = started_hub(1);
+	struct writer w = {open_ok(hub, &plugin_b, "u"), -1, 0};
+	stream *next = NULL, *quiet;
+	stream_hub_stats now;
+	pthread_t t;
+	double t0;
+	int cfd, rc = EVH_EBUSY;
+	(void)st;
+
+	loopback_pair(&w.fd, &cfd);
+	stream_set_socket(w.s, w.fd);
+	assert_int_equal(pthread_create(&t, NULL, writer_main, &w), 0);
+	now = stats_of(hub);
+	assert_int_equal(now.max_streams, 1);
+	assert_int_equal(now.open, 1);
+	assert_int_equal(now.counted, 1);
+	assert_int_equal(now.closing, 0);
+	assert_int_equal(stream_owner_count(hub, &plugin_b), 1);
+	assert_int_equal(stream_owner_count(hub, &plugin_a), 0);
+
+	assert_int_equal(stream_close_owner(hub, &plugin_b), 1);
+	now = stats_of(hub);
+	assert_int_equal(now.open, 0);
+	assert_int_equal(now.closing, 1);
+	assert_int_equal(now.counted, 1);
+	assert_int_equal(stream_owner_count(hub, &plugin_b), 0);
+
+	/* New clients: refused within the grace, then one takes the place
+	 * (well before the writer's 20 s). */
+	t0 = now_s();
+	while (rc == EVH_EBUSY && now_s() - t0 < 10) {
+		rc = stream_open(hub, &plugin_a, "a", "u", NULL, &next);
+		if (rc == EVH_EBUSY)
+			usleep(50 * 1000);
+	}
+	assert_int_equal(rc, EVH_OK);
+	assert_non_null(next);
+	/* Its connection was cut: the writer's send failed, and it let go. */
+	pthread_join(t, NULL);
+	assert_int_equal(w.err, EPIPE);
+	assert_int_equal(stream_hub_count(hub), 1);
+	now = stats_of(hub);
+	assert_int_equal(now.open, 1);
+	assert_int_equal(now.closing, 0);
+	assert_int_equal(now.counted, 1);
+	assert_int_equal(stream_owner_count(hub, &plugin_a), 1);
+	{
+		char buf[65536];
+		ssize_t n;
+		while ((n = read(cfd, buf, sizeof buf)) > 0)
+			;
+		assert_int_equal(n, 0);
+	}
+	close(cfd);
+	close(w.fd);
+
+	/* A closed stream whose socket is not known keeps its place until its
+	 * owner lets go: nothing could make that owner's write fail. */
+	assert_int_equal(stream_close_owner(hub, &plugin_a), 1);
+	usleep((STREAM_CLOSE_GRACE_MS + 200) * 1000);
+	quiet = NULL;
+	assert_int_equal(stream_open(hub, &plugin_a, "a", "u", NULL, &quiet), EVH_EBUSY);
+	assert_null(quiet);
+	assert_int_equal(stats_of(hub).closing, 1);
+	stream_release(next);
+	quiet = open_ok(hub, &plugin_a, "u");
+	stream_release(quiet);
+	now = stats_of(hub);
+	assert_int_equal(now.counted, 0);
+	assert_int_equal(now.open, 0);
+	assert_int_equal(now.closing, 0);
+	stream_hub_free(hub);
+}
+
 /* ------------------------------------------------------------ SDK */
 
 static int fake_resp_stream(evh_response *resp, const char *channel)
@@ -932,6 +1048,7 @@ int main(void)
 	    cmocka_unit_test(test_resume_races_publishing),
 	    cmocka_unit_test(test_find_and_watch_socket),
 	    cmocka_unit_test(test_stop_cuts_a_stream_stuck_writing),
+	    cmocka_unit_test(test_a_closed_stream_stuck_writing_gives_up_its_place),
 	    cmocka_unit_test(test_sdk_wrappers_on_old_and_new_hosts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
