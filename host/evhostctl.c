@@ -157,11 +157,13 @@ static void usage(FILE *out)
 	        "      --url URL        the daemon's address, http(s)://HOST[:PORT] (default:\n"
 	        "                       from [http] listen)\n"
 	        "      --token-file F   the admin token (default: [admin] token_file)\n"
-	        "      --json           print the daemon's JSON answers as they are\n"
+	        "      --json           print the daemon's JSON answers as they are (not\n"
+	        "                       with check)\n"
 	        "  -h, --help           this text\n"
 	        "  -V, --version        the version\n"
 	        "\n"
-	        "Exit status: 0 done, 1 the operation failed, 2 usage error,\n"
+	        "Exit status: 0 done, 1 the operation failed (or its output could not be\n"
+	        "written), 2 usage error,\n"
 	        "3 the daemon is unreachable, 4 the admin token was refused or is unreadable.\n",
 	        RELOAD_TIMEOUT_S, DLQ_SHOW_LIMIT, EVHOST_DEFAULT_CONF);
 }
@@ -341,6 +343,14 @@ static int resolve_token(ctl *c)
 		return EXIT_AUTH;
 	}
 	n = fread(buf, 1, sizeof buf - 1, f);
+	if (ferror(f)) {
+		/* A directory opens, then reads as EISDIR: not an empty token. */
+		int err = errno;
+		fclose(f);
+		explicit_bzero(buf, sizeof buf);
+		say("cannot read the admin token from %s: %s", path, strerror(err));
+		return EXIT_AUTH;
+	}
 	fclose(f);
 	buf[n] = '\0';
 	buf[strcspn(buf, "\r\n")] = '\0';
@@ -440,6 +450,23 @@ static void *json_malloc(size_t n)
 	return p;
 }
 
+/* The answer parsed as one JSON value and nothing after it but white
+ * space, else NULL: cJSON alone takes "{}<html>..." for "{}", and --json
+ * would print what follows as if it were the daemon's JSON. */
+static cJSON *parse_whole(const char *body, size_t len)
+{
+	const char *end = NULL;
+	cJSON *j = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+	if (!j || !end)
+		return j;
+	while (end < body + len && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+		end++;
+	if (end == body + len)
+		return j;
+	cJSON_Delete(j);
+	return NULL;
+}
+
 static void reply_free(reply *r)
 {
 	free(r->body);
@@ -500,7 +527,7 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 	curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &r->status);
 	if (r->body) {
 		json_nomem = 0;
-		r->json = cJSON_ParseWithLength(r->body, r->len);
+		r->json = parse_whole(r->body, r->len);
 		if (!r->json && json_nomem) {
 			say("%s %s: out of memory reading the answer (%ld)", method, path, r->status);
 			reply_free(r);
@@ -556,6 +583,15 @@ static int answer_ok(const char *method, const char *path, reply *r)
 	return 0;
 }
 
+/* With --json: the daemon's answer on stdout as it is, whatever its
+ * status, when it is JSON. Anything else (a proxy's error page) stays off
+ * stdout, where a script parses what comes: it is said on stderr. */
+static void print_json_answer(const ctl *c, const reply *r)
+{
+	if (c->o.json && r->json)
+		printf("%s\n", r->body);
+}
+
 /* A request whose answer must be 2xx JSON: 0, or the exit status after
  * saying why. With --json the body goes to stdout whatever the status. */
 static int call(ctl *c, const char *method, const char *path, const char *body, reply *r)
@@ -563,8 +599,7 @@ static int call(ctl *c, const char *method, const char *path, const char *body, 
 	int rc = request(c, method, path, body, 1, r);
 	if (rc)
 		return rc;
-	if (c->o.json && r->body)
-		printf("%s\n", r->body);
+	print_json_answer(c, r);
 	return answer_ok(method, path, r);
 }
 
@@ -572,18 +607,25 @@ static int call(ctl *c, const char *method, const char *path, const char *body, 
 
 typedef struct table {
 	size_t ncols, nrows;
+	size_t cap;   /* rows `cells` has room for */
 	char **cells; /* nrows * ncols, row 0 the header */
 } table;
 
 static void table_row(table *t, ...)
 {
 	va_list ap;
-	char **grown = realloc(t->cells, (t->nrows + 1) * t->ncols * sizeof *grown);
-	if (!grown) {
-		say("out of memory");
-		exit(EXIT_FAILED);
+	if (t->nrows == t->cap) {
+		/* Doubling: a row at a time copied the whole table for each row
+		 * (a thousand events, as many plugins) where realloc moves it. */
+		size_t cap = t->cap ? 2 * t->cap : 16;
+		char **grown = realloc(t->cells, cap * t->ncols * sizeof *grown);
+		if (!grown) {
+			say("out of memory");
+			exit(EXIT_FAILED);
+		}
+		t->cells = grown;
+		t->cap = cap;
 	}
-	t->cells = grown;
 	va_start(ap, t);
 	for (size_t i = 0; i < t->ncols; i++) {
 		const char *s = va_arg(ap, const char *);
@@ -622,7 +664,7 @@ static void table_print(table *t)
 		free(t->cells[i]);
 	free(t->cells);
 	t->cells = NULL;
-	t->nrows = 0;
+	t->nrows = t->cap = 0;
 }
 
 static char *num(double v)
@@ -762,17 +804,26 @@ typedef struct dropin {
 	char *path;
 	char *old; /* the previous content, NULL when there was no file */
 	size_t old_len;
+	mode_t old_mode; /* its permissions, which putting it back keeps */
 } dropin;
 
-/* A whole small file; NULL with errno set when it cannot be read (ENOENT:
- * it does not exist). */
-static char *read_file(const char *path, size_t *len)
+/* A whole small file and its permissions; NULL with errno set when it
+ * cannot be read (ENOENT: it does not exist). */
+static char *read_file(const char *path, size_t *len, mode_t *mode)
 {
 	FILE *f = fopen(path, "rb");
 	char *buf = NULL, *grown;
 	size_t n = 0, cap = 0, got;
+	struct stat st;
 	if (!f)
 		return NULL;
+	if (fstat(fileno(f), &st) != 0) {
+		int err = errno;
+		fclose(f);
+		errno = err;
+		return NULL;
+	}
+	*mode = st.st_mode & 07777;
 	do {
 		if (n + 4096 + 1 > cap) {
 			cap = (cap + 4096) * 2;
@@ -787,6 +838,13 @@ static char *read_file(const char *path, size_t *len)
 		got = fread(buf + n, 1, 4096, f);
 		n += got;
 	} while (got == 4096);
+	if (ferror(f)) { /* EISDIR: a directory in the drop-in's place */
+		int err = errno;
+		free(buf);
+		fclose(f);
+		errno = err;
+		return NULL;
+	}
 	fclose(f);
 	buf[n] = '\0';
 	*len = n;
@@ -797,10 +855,10 @@ static char *read_file(const char *path, size_t *len)
  * directory, not ending in .conf, so a reload never reads it half written).
  * A directory that could not be synced is said, and the file used: it is in
  * place, only a crash before the disk writes it back could undo it. */
-static int write_atomic(const char *path, const char *text, size_t len)
+static int write_atomic(const char *path, const char *text, size_t len, mode_t mode)
 {
 	char err[PATH_MAX + 256];
-	int rc = file_replace(path, text, len, 0644, err, sizeof err);
+	int rc = file_replace(path, text, len, mode, err, sizeof err);
 	if (rc < 0) {
 		/* conf.d is root's (root:root 0755 in the package): the likely
 		 * cause is who runs us, which the error alone does not say. Asked
@@ -824,7 +882,7 @@ static int write_atomic(const char *path, const char *text, size_t len)
 /* Put the drop-in back as it was before we wrote it. 0 when it is. */
 static int dropin_restore(const dropin *d)
 {
-	int rc = d->old ? write_atomic(d->path, d->old, d->old_len) : unlink(d->path);
+	int rc = d->old ? write_atomic(d->path, d->old, d->old_len, d->old_mode) : unlink(d->path);
 	if (rc == 0)
 		say("%s was put back as it was", d->path);
 	else
@@ -968,8 +1026,8 @@ static int post_reload(ctl *c, long wait_s, reply *r)
 	c->request_timeout_s = wait_s + REQUEST_TIMEOUT_S;
 	rc = request(c, "POST", path, NULL, 1, r);
 	c->request_timeout_s = 0;
-	if (!rc && c->o.json && r->body)
-		printf("%s\n", r->body);
+	if (!rc)
+		print_json_answer(c, r);
 	return rc;
 }
 
@@ -1137,7 +1195,7 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	section = xasprintf("plugin.%s", name);
 	d.path = xasprintf("%s/" DROPIN_PREFIX "%s.conf", c->cfg.confdir, name);
 	errno = 0;
-	if (!(d.old = read_file(d.path, &d.old_len)) && errno != ENOENT) {
+	if (!(d.old = read_file(d.path, &d.old_len, &d.old_mode)) && errno != ENOENT) {
 		say("cannot read %s: %s", d.path, strerror(errno));
 		rc = EXIT_FAILED;
 		goto out;
@@ -1145,7 +1203,8 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	text = xasprintf("; written by evhostctl %s: evhostctl enable|disable %s changes it\n"
 	                 "[%s]\nenabled = %s\n",
 	                 enable ? "enable" : "disable", name, section, enable ? "true" : "false");
-	if (write_atomic(d.path, text, strlen(text)) != 0) {
+	/* 0644: evhostd reads conf.d as user evhost, whatever our umask */
+	if (write_atomic(d.path, text, strlen(text), 0644) != 0) {
 		rc = EXIT_FAILED;
 		goto out;
 	}
@@ -1523,7 +1582,8 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	cJSON *body = cJSON_CreateObject(), *offs;
 	char *json = NULL, *path = NULL;
 	reply r;
-	int rc, ok = 1;
+	int rc, ok = 1, not_found;
+	double failed;
 
 	if (c->o.all == (nids > 0)) {
 		cJSON_Delete(body);
@@ -1555,8 +1615,8 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	path = xasprintf("/admin/plugins/%s/dlq/redrive", name);
 	rc = request(c, "POST", path, json, 1, &r);
 	free(json);
-	if (!rc && c->o.json && r.body)
-		printf("%s\n", r.body);
+	if (!rc)
+		print_json_answer(c, &r);
 	if (!rc && r.status == 422 && !strcmp(json_str(r.json, "field"), "offsets") &&
 	    dlq_ambiguous(c, name, ids, nids, path)) {
 		reply_free(&r);
@@ -1569,10 +1629,13 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 		return rc;
 	if (!c->o.json)
 		print_redrive(r.json, name);
-	rc = json_num(r.json, "failed") > 0 ||
-	             cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found")) > 0
-	         ? EXIT_FAILED
-	         : EXIT_OK;
+	failed = json_num(r.json, "failed");
+	not_found = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found"));
+	rc = failed > 0 || not_found > 0 ? EXIT_FAILED : EXIT_OK;
+	/* An exit status 1 is said on stderr, as every other one is: a script
+	 * that keeps stdout (or reads --json) sees why there. */
+	if (rc)
+		say("dlq redrive %s: %.0f failed, %d not found", name, failed, not_found);
 	reply_free(&r);
 	return rc;
 }
@@ -1837,6 +1900,23 @@ static int cmd_check(ctl *c)
 
 /* ------------------------------------------------------------ arguments */
 
+/* What was printed must have reached stdout: a full disk or a closed
+ * stdout, a reader gone with SIGPIPE ignored (systemd's default for its
+ * services) would otherwise lose it with exit status 0, and a script
+ * would take a cut --json answer, or none, for the whole. Said, and
+ * `rc`, or 1 when it was 0. `seen`: errno as the output ended, for a
+ * write that failed before this flush (stdio keeps only the flag). */
+static int stdout_written(int rc, int seen)
+{
+	int err;
+	errno = 0;
+	if (fflush(stdout) == 0 && !ferror(stdout))
+		return rc;
+	err = errno ? errno : seen ? seen : EIO;
+	say("cannot write to standard output: %s", strerror(err));
+	return rc ? rc : EXIT_FAILED;
+}
+
 enum {
 	OPT_URL = 256,
 	OPT_TOKEN_FILE,
@@ -1879,7 +1959,14 @@ static int parse_opt(opts *o, int opt, const char *arg)
 	case OPT_ALL: o->all = 1; return 0;
 	case OPT_FROM: o->from = arg; return 0;
 	case OPT_SYSTEMD: o->systemd = 1; return 0;
-	case OPT_PLUGIN: o->plugin = arg; return 0;
+	case OPT_PLUGIN:
+		/* As the plugin argument of the other commands: not the daemon's 404 */
+		if (!name_ok(arg))
+			return usage_error("--plugin takes a plugin name (letters, digits, '_', "
+			                   "'-'), not '%s'",
+			                   arg);
+		o->plugin = arg;
+		return 0;
 	case OPT_AGGREGATE: o->aggregate = arg; return 0;
 	case OPT_KEEP: return parse_long("--keep", arg, 1, BACKUP_KEEP_MAX, &o->keep);
 	case OPT_KEEP_INBOX: o->keep_inbox = 1; return 0;
@@ -1895,7 +1982,13 @@ static int parse_opt(opts *o, int opt, const char *arg)
 	}
 }
 
-/* Options that only some commands take; `cmd` is "dlq list" etc. */
+/* The commands, as pick_command names them. */
+#define COMMANDS                                                                           \
+	"|status|plugins|enable|disable|dlq list|dlq show|dlq redrive|replay|events|backup|"   \
+	"sign-out|check|"
+
+/* Options that only some commands take; `cmd` is "dlq list" etc. An unknown
+ * command is said as that, not as an option that does not apply to it. */
 static int check_opts(const opts *o, const char *cmd)
 {
 	static const struct {
@@ -1912,12 +2005,17 @@ static int check_opts(const opts *o, const char *cmd)
 	    {"--keep", "|backup|"},
 	    {"--keep-inbox", "|replay|"},
 	    {"--after", "|events|dlq list|dlq show|dlq redrive|"},
+	    /* check passes on evhostd's text: no JSON to print */
+	    {"--json", "|status|plugins|enable|disable|dlq list|dlq show|dlq redrive|replay|"
+	               "events|backup|sign-out|"},
 	};
 	int set[] = {o->limit > 0, o->all, o->from != NULL, o->ntopics > 0, o->systemd,
 	             o->timeout > 0, o->plugin != NULL, o->aggregate != NULL, o->keep > 0,
-	             o->keep_inbox, o->after != NULL};
+	             o->keep_inbox, o->after != NULL, o->json};
 	char key[64];
 	snprintf(key, sizeof key, "|%s|", cmd);
+	if (!strstr(COMMANDS, key))
+		return usage_error("unknown command '%s'", cmd);
 	for (size_t i = 0; i < sizeof only / sizeof only[0]; i++)
 		if (set[i] && !strstr(only[i].cmds, key))
 			return usage_error("%s does not apply to '%s'", only[i].opt, cmd);
@@ -1953,14 +2051,21 @@ static int parse_args(opts *o, int argc, char **argv)
 	while ((opt = getopt_long(argc, argv, ":c:hV", longopts, NULL)) != -1) {
 		if (opt == 'h') {
 			usage(stdout);
-			exit(EXIT_OK);
+			exit(stdout_written(EXIT_OK, 0));
 		}
 		if (opt == 'V') {
 			printf("evhostctl %s\n", EVHOST_VERSION);
-			exit(EXIT_OK);
+			exit(stdout_written(EXIT_OK, 0));
 		}
 		if (opt == ':')
 			return usage_error("option '%s' needs a value", argv[optind - 1]);
+		/* A long option given a value it does not take (--json=1): glibc
+		 * puts its value in optopt, as it does an unknown short option's
+		 * letter; -h and -V themselves never fail. */
+		for (size_t i = 0; opt == '?' && optopt && longopts[i].name; i++)
+			if (longopts[i].val == optopt)
+				return usage_error("option '--%s' takes no value",
+				                   longopts[i].name);
 		if (opt == '?' && optopt && optopt < 256)
 			return usage_error("option '-%c' is unknown", optopt);
 		if (opt == '?')
@@ -2068,7 +2173,7 @@ int main(int argc, char **argv)
 {
 	ctl c;
 	char cmd[32];
-	int rc, skip;
+	int rc, skip, seen;
 
 	memset(&c, 0, sizeof c);
 	c.o.conf = EVHOST_DEFAULT_CONF;
@@ -2087,6 +2192,7 @@ int main(int argc, char **argv)
 		return EXIT_FAILED;
 	}
 	rc = run(&c, cmd, argv + optind + skip, argc - optind - skip);
+	seen = ferror(stdout) ? errno : 0; /* before the cleanup's calls change it */
 	curl_easy_cleanup(c.curl);
 	curl_global_cleanup();
 	if (c.token) {
@@ -2098,5 +2204,5 @@ int main(int argc, char **argv)
 		settings_free(&c.set);
 	diag_free(&c.cfg_problems);
 	cfg_free(&c.cfg);
-	return rc;
+	return stdout_written(rc, seen);
 }

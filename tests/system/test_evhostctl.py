@@ -449,7 +449,19 @@ def test_malformed_arguments_are_usage_errors(build_dir, tmp_path):
             (["--url", "http://", "status"], "not 'http://'"),
             (["--url", "http://127.0.0.1:99999", "status"], "not 'http://127.0.0.1:99999'"),
             (["--url", "http://u:p@127.0.0.1:8080", "status"], "not 'http://u:p@"),
-            (["--url", "http://127.0.0.1:8080/?x=1", "status"], "not 'http://127.0.0.1:8080/?x")):
+            (["--url", "http://127.0.0.1:8080/?x=1", "status"], "not 'http://127.0.0.1:8080/?x"),
+            # evhostd's text is passed on: there is no JSON to print.
+            (["--json", "check"], "--json does not apply to 'check'"),
+            # Not "unknown option" for an option that is known.
+            (["--json=1", "status"], "option '--json' takes no value"),
+            (["--help=x"], "option '--help' takes no value"),
+            (["--version=x"], "option '--version' takes no value"),
+            # Not "--limit does not apply to 'frob'": the command is what is wrong.
+            (["frob", "--limit", "3"], "unknown command 'frob'"),
+            # As the plugin argument of dlq, replay, enable: not the daemon's 404.
+            (["events", "--plugin", "../x"],
+             "--plugin takes a plugin name (letters, digits, '_', '-'), not '../x'"),
+            (["events", "--plugin", ""], "--plugin takes a plugin name")):
         assert_one_error(run_ctl(build_dir, *c, *args), 2, needle)
     # Not UTF-8: what the daemon would refuse as not a subject.
     r = subprocess.run([build_dir / "host" / "evhostctl", *c, "sign-out", b"ab\xff"],
@@ -469,6 +481,30 @@ def test_malformed_arguments_are_usage_errors(build_dir, tmp_path):
     # A host that does not resolve is the network's answer, not the argument's.
     assert_one_error(run_ctl(build_dir, *c, "--url", "http://evhost.invalid:8080", "status"),
                      3, "the daemon is unreachable: Couldn't resolve host name")
+
+
+def test_help_and_man_page_name_every_command_and_option(build_dir):
+    # --help, evhostctl(1) and the tool agree: each long option the tool
+    # takes is in both, and neither names one it does not take (evhostd's
+    # --check-config aside); each command is in both, and is one.
+    src = (lib.REPO_ROOT / "host" / "evhostctl.c").read_text()
+    options = set(re.findall(r'\{"([a-z-]+)", (?:no|required)_argument', src))
+    commands = re.search(r'#define COMMANDS\s*\\\s*"\|(.*?)\|"\s*\\\s*"(.*?)\|"', src)
+    commands = (commands.group(1) + "|" + commands.group(2)).split("|")
+    assert len(options) == 17 and len(commands) == 12, (options, commands)
+    usage = run_ctl(build_dir, "--help").stdout
+    man = (lib.REPO_ROOT / "packaging" / "man" / "evhostctl.1").read_text().replace("\\-", "-")
+    for text in (usage, man):
+        assert set(re.findall(r"--([a-z][a-z-]*)", text)) == options | {"check-config"}
+    listed = usage.split("Commands:")[1].split("Options:")[0]
+    for cmd in commands:
+        assert re.search(rf"^  (.* \| )?{cmd}\b", listed, re.M), cmd
+        assert re.search(rf"^\.(TP|TQ)\n\.BI? \"?{cmd}\b", man, re.M), cmd
+        r = run_ctl(build_dir, "-c", "/nonexistent.conf", *cmd.split())
+        assert r.returncode != 0 and "unknown command" not in r.stderr, (cmd, r.stderr)
+    for opt in options:
+        r = run_ctl(build_dir, f"--{opt}=x" if opt not in ("help", "version") else f"--{opt}")
+        assert "is unknown" not in r.stderr, (opt, r.stderr)
 
 
 def test_a_bad_value_of_a_key_evhostctl_uses_is_said_not_defaulted(build_dir, tmp_path):
@@ -549,6 +585,58 @@ def test_permission_problems_say_who_may(build_dir, tmp_path):
         assert_one_error(run_ctl(build_dir, "-c", str(conf), "--token-file", str(top / "none"),
                                  "plugins", user=nobody), 4,
                          f"{top / 'none'}: No such file or directory\n")
+
+
+def test_a_token_file_that_cannot_be_read_is_said_as_that(build_dir, tmp_path):
+    # A directory opens, then fails to read: it was said as an empty token
+    # file. Whether given with --token-file or as [admin] token_file.
+    down = f"http://127.0.0.1:{lib.free_port()}"
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    r = run_ctl(build_dir, "-c", str(conf), "--url", down, "--token-file", str(tmp_path),
+                "plugins")
+    assert_one_error(r, 4, f"evhostctl: cannot read the admin token from {tmp_path}: "
+                           "Is a directory\n")
+    conf.write_text(f"[kafka]\nbrokers = embedded\n[admin]\ntoken_file = {tmp_path}\n")
+    r = run_ctl(build_dir, "-c", str(conf), "--url", down, "dlq", "list", "probe")
+    assert_one_error(r, 4, f"evhostctl: cannot read the admin token from {tmp_path}: "
+                           "Is a directory\n")
+
+
+def test_the_dropin_is_written_readable_and_put_back_as_it_was(evhostd, build_dir, tmp_path):
+    # evhostd reads conf.d as user evhost: the drop-in is 0644 whatever the
+    # umask of whoever runs evhostctl. One that was there before (an admin's,
+    # 0600) is put back as it was after a refused reload, its permissions
+    # too (it came back 0644); nothing else is left in conf.d.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    dropin = confd / DROPIN
+    r = subprocess.run(["sh", "-c", 'umask 077 && exec "$@"', "sh",
+                        str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file),
+                        "disable", "probe"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o644
+    assert d.get("/probe/seen").status_code == 404
+
+    dropin.write_text(dropin_text(True))
+    dropin.chmod(0o600)
+    (confd / "50-bad.conf").write_text("[http]\nthreads = many\n")
+    assert_one_error(ctl(build_dir, d, "disable", "probe"), 1,
+                     "refused the new configuration")
+    assert dropin.read_text() == dropin_text(True)
+    assert stat.S_IMODE(dropin.stat().st_mode) == 0o600
+    assert sorted(p.name for p in confd.iterdir()) == \
+        ["10-hello.conf", "20-probe.conf", "50-bad.conf", DROPIN]
+    (confd / "50-bad.conf").unlink()
+
+    # Something else in its place: said before anything is written.
+    dropin.unlink()
+    dropin.mkdir()
+    assert_one_error(ctl(build_dir, d, "enable", "probe"), 1,
+                     f"evhostctl: cannot read {dropin}: Is a directory\n")
+    assert sorted(p.name for p in confd.iterdir()) == ["10-hello.conf", "20-probe.conf", DROPIN]
+    assert dropin.is_dir() and d.get("/probe/seen").status_code == 404
 
 
 def crud_daemon(evhostd, tmp_path, **kw):
@@ -999,6 +1087,11 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     # Each said as it was asked for: which partition too (a bare offset once).
     assert "already redriven" in r.stdout and "\n0:999999: not found" in r.stdout, r.stdout
     assert "\n0:1234567890123456: not found" in r.stdout, r.stdout
+    # Its exit status 1 said on stderr too, as every other one is (it was not).
+    assert r.stderr == "evhostctl: dlq redrive probe: 0 failed, 2 not found\n", r.stderr
+    r = ctl(build_dir, d, "--json", "dlq", "redrive", "probe", "0:999999")
+    assert r.returncode == 1 and json.loads(r.stdout)["not_found"] == [999999], r.stdout
+    assert r.stderr == "evhostctl: dlq redrive probe: 0 failed, 1 not found\n", r.stderr
     # 2^53 is beyond what the daemon takes (2^53 + 1 would reach it as 2^53).
     r = ctl(build_dir, d, "dlq", "redrive", "probe", "0:9007199254740992")
     assert r.returncode == 2 and "is not a dead-letter id" in r.stderr, (r.stdout, r.stderr)
@@ -1117,14 +1210,36 @@ def ctl_failing(build_dir, d, n, *args):
                             d.config_file, *args], n)
 
 
+def replay_daemon(evhostd, build_dir, tmp_path, request):
+    """The probe consuming a topic of its own of one partition on real Kafka,
+    and the admin API: what the out-of-memory sweep of `replay` runs against.
+    The daemon takes about half a second per partition to rewind (its offset
+    look-ups), and each run whose failed allocation comes after the request
+    (the answer's parsing and printing, 23 of them) rewinds: hello's four
+    partitions on the embedded broker made that sweep take 54-139 s (176
+    allocations); one partition makes it about 15 (123). The other three
+    partitions only repeated the first one's allocations: each of the 65
+    stacks failed in that sweep (ALLOC_FAULTS_TRACE) is failed in this one.
+    Nothing is published to the topic, so every replay answers alike."""
+    kafka, unique = request.getfixturevalue("kafka_bootstrap"), request.getfixturevalue(
+        "unique_name")
+    topic = unique("oom")
+    lib.create_topics([topic], brokers=kafka, partitions=1)
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    return evhostd({"admin": {"token_file": str(token)},
+                    "plugin.probe": probe_conf(build_dir, topic=topic, group=unique("g"))},
+                   brokers=kafka)
+
+
 @pytest.mark.parametrize("args", [["status"], ["plugins"], ["--json", "plugins"],
                                   ["events", "--limit", "5"], ["disable", "hello"],
                                   ["enable", "hello"], ["backup", "--keep", "1"],
                                   ["dlq", "list", "hello"], ["dlq", "show", "hello"],
-                                  ["replay", "hello", "--from", "beginning"],
+                                  ["replay", "probe", "--from", "beginning"],
                                   ["sign-out", "u-1"]],
                          ids=" ".join)
-def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args):
+def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, request, args):
     # Each allocation of the command (its own and cJSON's) failed in turn
     # (lib.oom_stride: every one in the plain build, one in 3 under ASan):
     # the command does what it does without failures, or exits 1 saying
@@ -1135,19 +1250,22 @@ def test_out_of_memory_is_said_never_a_crash(evhostd, build_dir, tmp_path, args)
     if lib.sanitizer(build_dir) == "tsan":
         pytest.skip("evhostctl runs one thread: ThreadSanitizer has nothing to find in it "
                     "(the plain and ASan passes sweep it)")
-    d = admin_daemon(evhostd, build_dir, tmp_path, sign=args[0] == "sign-out",
-                     subscribe="false")
-    assert d.post("/probe/publish?key=k", json={"o": 1}).status_code == 200
-    lib.wait_until(lambda: "probe.event" in ctl(build_dir, d, "events").stdout, timeout=20,
-                   message="the event in the event log")
+    if args[0] == "replay":
+        d = replay_daemon(evhostd, build_dir, tmp_path, request)
+    else:
+        d = admin_daemon(evhostd, build_dir, tmp_path, sign=args[0] == "sign-out",
+                         subscribe="false")
+        assert d.post("/probe/publish?key=k", json={"o": 1}).status_code == 200
+        lib.wait_until(lambda: "probe.event" in ctl(build_dir, d, "events").stdout,
+                       timeout=20, message="the event in the event log")
 
     def out(r):
         return re.sub(r"\d+", "N", r.stdout) if args[0] in ("backup", "sign-out") else r.stdout
     if args[0] == "backup":  # then each run removes the one before it, as `want` does
         assert ctl(build_dir, d, *args).returncode == 0
-    if args[0] == "replay":  # once hello's consumer has its partitions
-        lib.wait_until(lambda: ctl(build_dir, d, *args).returncode == 0, timeout=30,
-                       message="a replay that hello's consumer takes")
+    if args[0] == "replay":  # once probe's consumer has its partition
+        lib.wait_until(lambda: ctl(build_dir, d, *args).returncode == 0, timeout=60,
+                       message="a replay that probe's consumer takes")
     want = ctl(build_dir, d, *args)
     assert want.returncode == 0, want.stderr
     hello_on = args != ["disable", "hello"]
@@ -1244,8 +1362,67 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
     token.write_text(TOKEN + "\n")
     with served_by(answering(b"<html><body>It works!</body></html>", "text/html")) as url:
         r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "plugins")
-    assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
-    assert r.stdout == ""
+        assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
+        assert r.stdout == ""
+        # --json: stdout is for the daemon's JSON, which a script parses; the
+        # page is not printed there (it was, before the error on stderr).
+        r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "--json", "plugins")
+        assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
+        assert r.stdout == ""
+    # JSON followed by something else is not JSON either (cJSON alone stops
+    # at the value's end, and took the answer for an empty list).
+    body = b'{"plugins": []}\n<html><body>It works!</body></html>'
+    with served_by(answering(body, "application/json")) as url:
+        for args in (["plugins"], ["--json", "plugins"]):
+            r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), *args)
+            assert_one_error(r, 1, "GET /admin/plugins: the answer is not JSON (200)")
+            assert r.stdout == "", args
+    # White space after it is JSON's own.
+    with served_by(answering(b'{"plugins": []} \r\n', "application/json")) as url:
+        r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "--json", "plugins")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"plugins": []}, (r.stdout, r.stderr)
+
+
+def test_output_that_cannot_be_written_is_said(build_dir, tmp_path):
+    # What evhostctl prints must reach its reader: a full disk, a closed
+    # stdout, or a reader gone while SIGPIPE is ignored (systemd's default
+    # for services, inherited by what they run) lost the output with exit
+    # status 0, and a script took the cut --json answer, or none, for the
+    # whole. Said on stderr, exit 1. With SIGPIPE as it usually is, a reader
+    # gone (`evhostctl ... | head -1`) ends evhostctl quietly by that signal.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    big = json.dumps({"plugins": [{"name": f"p{i}", "state": "running"}
+                                  for i in range(5000)]}).encode()  # > a pipe's buffer
+    base = [str(build_dir / "host" / "evhostctl"), "-c", str(tmp_path / "evhost.conf"),
+            "--token-file", str(token)]
+    (tmp_path / "evhost.conf").write_text("[kafka]\nbrokers = embedded\n")
+    with served_by(answering(big, "application/json")) as url, \
+            open("/dev/full", "w") as full:
+        for args in (["--json", "plugins"], ["plugins"], ["--help"], ["--version"]):
+            r = subprocess.run([*base, "--url", url, *args], stdin=subprocess.DEVNULL,
+                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+            assert_one_error(r, 1, "evhostctl: cannot write to standard output: No space left "
+                                   "on device\n")
+        r = subprocess.run([*base, "--url", url, "--json", "plugins"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        assert r.returncode == 0 and json.loads(r.stdout) == json.loads(big), r.stderr
+        # A reader that goes after the first bytes. restore_signals=False:
+        # evhostctl inherits this Python's SIGPIPE, ignored.
+        assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
+        for restore, want in ((False, 1), (True, -signal.SIGPIPE)):
+            with subprocess.Popen([*base, "--url", url, "--json", "plugins"],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, restore_signals=restore) as p:
+                assert p.stdout.read(20) == big[:20]
+                p.stdout.close()
+                err = p.stderr.read().decode()
+                p.wait(timeout=60)
+            if restore:
+                assert (p.returncode, err) == (want, ""), (p.returncode, err)
+            else:
+                assert p.returncode == want, (p.returncode, err)
+                assert err == "evhostctl: cannot write to standard output: Broken pipe\n", err
 
 
 def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
