@@ -512,9 +512,40 @@ size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *er
 	return recv_until(c, buf, n, deadline, err, errlen, NULL);
 }
 
+/* Has the chunked body p[0..n) come whole: every chunk, the last one and
+ * the trailers' end? Walked chunk by chunk as dechunk reads it, for a
+ * chunk's data may hold what looks like the last chunk ("\r\n0\r\n\r\n"):
+ * taken for the end, the rest of the answer was not read. A malformed body
+ * is not whole: the close ends it, and httpc_parse_answer says why. */
+static int chunked_complete(const char *p, size_t n)
+{
+	size_t r = 0;
+	for (;;) {
+		size_t size = 0, digits = 0;
+		while (r < n && isxdigit((unsigned char)p[r]) && digits < 16) {
+			int c = (unsigned char)p[r++];
+			size = size * 16 + (size_t)(isdigit(c) ? c - '0' : (tolower(c) - 'a' + 10));
+			digits++;
+		}
+		if (!digits || (r < n && isxdigit((unsigned char)p[r])))
+			return 0;
+		while (r < n && p[r] != '\r' && p[r] != '\n') /* chunk extensions */
+			r++;
+		if (r + 1 >= n || p[r] != '\r' || p[r + 1] != '\n')
+			return 0;
+		r += 2;
+		if (size == 0) /* then trailers, if any, up to a blank line */
+			return memmem(p + r - 2, n - r + 2, "\r\n\r\n", 4) != NULL;
+		if (size > n - r || n - r - size < 2 || p[r + size] != '\r' || p[r + size + 1] != '\n')
+			return 0;
+		r += size + 2;
+	}
+}
+
 /* Has buf[0..n) (NUL-terminated) a whole answer: its head and the body its
- * Content-Length gives, or a chunked body's last chunk, or no body (1xx,
- * 204, 304)? Without either header the body ends at the close: not yet. */
+ * Content-Length gives, or a chunked body up to its last chunk and
+ * trailers, or no body (1xx, 204, 304)? Without either header the body
+ * ends at the close: not yet. */
 static int answer_complete(const char *buf, size_t n)
 {
 	const char *end = memmem(buf, n, "\r\n\r\n", 4), *line;
@@ -540,9 +571,8 @@ static int answer_complete(const char *buf, size_t n)
 		}
 		line = eol + 2;
 	}
-	if (chunked) /* the last chunk, without trailers (the close ends those) */
-		return n - body >= 5 && (!memcmp(buf + n - 5, "0\r\n\r\n", 5)) &&
-		       (n - body == 5 || !memcmp(buf + n - 7, "\r\n", 2));
+	if (chunked)
+		return chunked_complete(buf + body, n - body);
 	return has_cl && n - body >= cl;
 }
 

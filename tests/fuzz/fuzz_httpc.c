@@ -3,13 +3,22 @@
  * proxy (httpc_proxy_get, httpc_proxy_bypassed). Checks what callers rely
  * on: a parsed answer has a three-digit status and a body inside the buffer
  * (a chunked body decoded in place, never longer than what came); a refused
- * one says why; the Location kept is a C string. */
+ * one says why; the Location kept is a C string.
+ *
+ * And where httpc_recv_answer stops reading (answer_complete, static, so
+ * httpc.c is compiled in here, as tests/unit does with other files' static
+ * functions): after every prefix of the input as one read may end there.
+ * Where it says the answer is whole, that prefix is the answer: parsed, it
+ * gives the status and body the whole input gives (a chunk's data that
+ * looks like the last chunk does not end it); and an answer framed by its
+ * Content-Length is whole once its body came (not at the close). */
+#define _GNU_SOURCE /* as httpc.c, included below */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "httpc.h"
+#include "../../host/httpc.c"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -47,6 +56,45 @@ static void proxy(const char *value, int tls)
 	}
 }
 
+/* The answer the whole input parses to, and its framing. */
+struct whole {
+	int ok, status, framed_by_length, chunked;
+	char *body;
+	size_t body_len;
+};
+
+static void check_prefixes(const uint8_t *data, size_t size, const struct whole *w)
+{
+	char *buf = malloc(size + 1), err[256];
+	if (!buf)
+		return;
+	memcpy(buf, data, size);
+	buf[size] = '\0';
+	for (size_t k = 1; k <= size; k++) {
+		char *part;
+		httpc_answer a;
+		int complete = answer_complete(buf, k);
+		if (!complete) {
+			/* whole once the Content-Length's body came */
+			if (k == size && w->ok && w->framed_by_length)
+				__builtin_trap();
+			continue;
+		}
+		if (!w->ok || w->status < 200 || w->status == 204 || w->status == 304)
+			continue;
+		part = malloc(k + 1);
+		if (!part)
+			break;
+		memcpy(part, data, k);
+		part[k] = '\0';
+		if (httpc_parse_answer(part, k, &a, err, sizeof err) != 0 || a.status != w->status ||
+		    a.body_len != w->body_len || memcmp(a.body, w->body, a.body_len))
+			__builtin_trap();
+		free(part);
+	}
+	free(buf);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = malloc(size + 1), err[256];
@@ -68,6 +116,27 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			__builtin_trap();
 	} else if (!err[0]) {
 		__builtin_trap();
+	}
+	if (size <= 4096) {
+		struct whole w = {0};
+		char *copy = malloc(size + 1);
+		httpc_answer wa;
+		if (copy) {
+			size_t vlen;
+			memcpy(copy, data, size);
+			copy[size] = '\0';
+			w.ok = httpc_parse_answer(copy, size, &wa, err, sizeof err) == 0 &&
+			       httpc_status(copy, size) >= 100;
+			w.status = wa.status;
+			w.body = wa.body;
+			w.body_len = wa.body_len;
+			w.chunked = httpc_header(copy, size, "Transfer-Encoding", &vlen) != NULL;
+			w.framed_by_length =
+			    !w.chunked && httpc_header(copy, size, "Content-Length", &vlen) != NULL &&
+			    w.status >= 200;
+			check_prefixes(data, size, &w);
+			free(copy);
+		}
 	}
 	if (strnlen(a.location, sizeof a.location) == sizeof a.location)
 		__builtin_trap();

@@ -16,7 +16,8 @@
  *     one, so no text can open or close a part.
  * And for the same bytes as a cursor: the notifications log's and the
  * user/crud lists' cursor decoders never crash, and what they accept
- * encodes back to itself; base64url round-trips any bytes. */
+ * encodes back to itself (the same text); the ?limit= readers take exactly
+ * the numbers in their range; base64url round-trips any bytes. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -170,7 +171,28 @@ static void check_cursors(const char *s)
 		CHECK(seq > 0);
 		CHECK(paging_cursor_encode(seq, page, sizeof page) == 0);
 		CHECK(paging_cursor_decode(page, &seq2) == 0 && seq2 == seq);
+		CHECK(!strcmp(page, s)); /* one spelling per position */
 	}
+}
+
+/* ?limit= (paging_limit_parse, as user.so and crud.so read it, and
+ * notif_parse_limit, as notifications.so does): taken exactly when it is
+ * plain decimal digits for a number from 1 to max, and then that number. */
+static void check_limits(const char *s)
+{
+	static const int maxes[] = {1, 100, 1000, 999999, 2147483647};
+	size_t digits = strspn(s, "0123456789");
+	for (size_t k = 0; k < sizeof maxes / sizeof maxes[0]; k++) {
+		int out = -1, out2 = -1;
+		double v = digits && !s[digits] ? strtod(s, NULL) : -1; /* leading zeros too */
+		int want = v >= 1 && v <= maxes[k];
+		int rc = paging_limit_parse(s, 7, maxes[k], &out);
+		int rc2 = notif_parse_limit(s, 7, maxes[k], &out2);
+		/* paging's: at most six digits (the largest page is far below) */
+		CHECK((rc == 0) == (want && digits <= 6) && (rc || out == (int)v));
+		CHECK((rc2 == 0) == want && (rc2 || out2 == (int)v));
+	}
+	CHECK(paging_limit_parse(NULL, 7, 100, &(int){0}) == 0);
 }
 
 static void check_base64url(const uint8_t *data, size_t size)
@@ -214,6 +236,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		f[i] = "";
 	check_mail(f, nf > 3);
 	check_cursors(copy);
+	check_limits(copy);
 	check_base64url(data, size);
 	free(copy);
 	return 0;

@@ -11,7 +11,20 @@
  *      Checked: the length given is the string's; with an empty value the
  *      result is never longer than the template; the HTML rendering holds
  *      no '<' or '"' the template did not have; a name said unknown is one
- *      of the template's text, terminated and bounded. */
+ *      of the template's text, terminated and bounded;
+ *   2: a configured sender, [notifications] from ("Name <addr>" or an
+ *      address: notif_mailbox_parse), into buffers of several sizes.
+ *      Checked: one taken gives an address notif_addr_valid takes, that
+ *      fits its buffer whole and is the input's text, and a terminated
+ *      name; the From header built of them is one header (CRLF only at its
+ *      line ends, folded lines starting with a blank);
+ *   3: an smtp_url (notif_smtp_url_check), and the checks made of one it
+ *      takes (notif_smtp_url_in_clear, notif_url_has_user). Checked: one
+ *      taken starts smtp:// or smtps:// and names a host; one refused says
+ *      why, terminated in any buffer; and what it says never depends on
+ *      the password (the text between the user's ':' and the last '@'):
+ *      the same URL with its password's letters and digits changed is
+ *      refused or taken alike, with the same words. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -92,13 +105,104 @@ static void template_mode(const char *tmpl, size_t len, const char *value)
 	}
 }
 
+static void mailbox_mode(const char *in)
+{
+	static const size_t sizes[][2] = {{1, 1}, {2, 8}, {64, 16}, {256, NOTIF_ADDR_MAX + 1}};
+	for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+		char name[256], addr[NOTIF_ADDR_MAX + 1];
+		size_t nl = sizes[k][0], al = sizes[k][1];
+		nbuf b;
+		char *h;
+		memset(name, 'X', sizeof name);
+		memset(addr, 'X', sizeof addr);
+		if (notif_mailbox_parse(in, name, nl, addr, al) != 0)
+			continue;
+		CHECK(strnlen(name, nl) < nl && strnlen(addr, al) < al);
+		CHECK(notif_addr_valid(addr) && strstr(in, addr));
+		nbuf_init(&b);
+		notif_header_mailbox(&b, "From", name, addr);
+		h = nbuf_take(&b, NULL);
+		if (!h)
+			continue;
+		for (char *p = h; *p; p++) {
+			if (*p == '\r')
+				CHECK(p[1] == '\n' && (!p[2] || p[2] == ' ' || p[2] == '\t'));
+			else if (*p == '\n')
+				CHECK(p > h && p[-1] == '\r');
+		}
+		CHECK(strlen(h) >= 2 && !strcmp(h + strlen(h) - 2, "\r\n"));
+		free(h);
+	}
+}
+
+/* The password of `url`, as the check must not show it: [*from, *to) */
+static int password_span(const char *url, size_t *from, size_t *to)
+{
+	const char *sep = strstr(url, "://"), *at = strrchr(url, '@'), *colon;
+	if (!sep || !at || at < sep + 3)
+		return 0;
+	colon = memchr(sep + 3, ':', (size_t)(at - (sep + 3)));
+	if (!colon || colon + 1 == at)
+		return 0;
+	*from = (size_t)(colon + 1 - url);
+	*to = (size_t)(at - url);
+	return 1;
+}
+
+static void smtp_url_mode(const char *url)
+{
+	static const size_t sizes[] = {1, 16, 512};
+	char why[512], why2[512], host[256];
+	size_t from, to;
+	int rc = notif_smtp_url_check(url, why, sizeof why);
+	if (rc == 0) {
+		CHECK(!strncmp(url, "smtp://", 7) || !strncmp(url, "smtps://", 8));
+		(void)notif_url_has_user(url);
+		for (int tls = 0; tls < 2; tls++) {
+			memset(host, 'X', sizeof host);
+			(void)notif_smtp_url_in_clear(url, tls, host, sizeof host);
+			CHECK(strnlen(host, sizeof host) < sizeof host);
+			CHECK(tls || strncmp(url, "smtp://", 7) || host[0]); /* host: for smtp:// */
+		}
+	} else {
+		CHECK(rc == -1 && why[0] && strnlen(why, sizeof why) < sizeof why);
+		for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+			memset(why2, 'X', sizeof why2);
+			CHECK(notif_smtp_url_check(url, why2, sizes[k]) == -1);
+			CHECK(strnlen(why2, sizes[k]) < sizes[k]);
+		}
+	}
+	if (password_span(url, &from, &to)) {
+		char *other = strdup(url);
+		int rc2;
+		if (!other)
+			return;
+		for (size_t i = from; i < to; i++) {
+			char c = other[i];
+			if (c >= 'a' && c <= 'z')
+				other[i] = (char)('a' + (c - 'a' + 7) % 26);
+			else if (c >= 'A' && c <= 'Z')
+				other[i] = (char)('A' + (c - 'A' + 7) % 26);
+			else if (c >= '0' && c <= '9')
+				other[i] = (char)('0' + (c - '0' + 7) % 10);
+		}
+		rc2 = notif_smtp_url_check(other, why2, sizeof why2);
+		CHECK(rc2 == rc && (rc == 0 || !strcmp(why, why2)));
+		free(other);
+	}
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t len;
 	char *text = fuzz_rest(data, size, &len);
 	if (!text)
 		return 0;
-	if (data[0] % 2 == 0) {
+	if (data[0] % 4 == 2) {
+		mailbox_mode(text);
+	} else if (data[0] % 4 == 3) {
+		smtp_url_mode(text);
+	} else if (data[0] % 2 == 0) {
 		reply_mode(text, len);
 	} else {
 		size_t tlen = strlen(text);

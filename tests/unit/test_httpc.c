@@ -478,6 +478,44 @@ static void test_recv_answer(void **state)
 	close(lfd);
 }
 
+/* httpc_recv_answer reads a chunked body chunk by chunk, as the reads come
+ * (each record of a SOCK_SEQPACKET pair is one read): a read that ends
+ * inside a chunk's data with what looks like the last chunk
+ * ("\r\n0\r\n\r\n") is not the end; a last chunk with an extension, or
+ * with trailers, is. Each answer stops the read before the deadline (the
+ * connection stays open). Found by fuzz_httpc. */
+static void test_recv_answer_chunk_by_chunk(void **state)
+{
+	static const char *const reads[][3] = {
+	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nc\r\nabc\r\n0\r\n\r\n",
+	     "de\r\n0\r\n\r\n", NULL},
+	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n",
+	     "0;note=last\r\n\r\n", NULL},
+	    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
+	     "X-Checksum: 1\r\n", "\r\n"},
+	};
+	char err[256], buf[512], whole[512];
+	(void)state;
+	for (size_t i = 0; i < sizeof reads / sizeof *reads; i++) {
+		int sv[2];
+		int64_t t0 = clock_mono_ms();
+		httpc_conn c = {.fd = -1, .tls = NULL, .proxy = NULL};
+		assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+		whole[0] = '\0';
+		for (size_t j = 0; j < 3 && reads[i][j]; j++) {
+			server_says(sv[1], reads[i][j]);
+			strcat(whole, reads[i][j]);
+		}
+		c.fd = sv[0];
+		assert_int_equal(httpc_recv_answer(&c, buf, sizeof buf, t0 + 5000, err, sizeof err),
+		                 strlen(whole));
+		assert_string_equal(buf, whole);
+		assert_true(clock_mono_ms() - t0 < 2000);
+		httpc_close(&c);
+		close(sv[1]);
+	}
+}
+
 static _Atomic int64_t cut;
 
 static void *cut_soon(void *arg)
@@ -528,6 +566,7 @@ int main(void)
 	    cmocka_unit_test(test_status),
 	    cmocka_unit_test(test_header_and_retry_after),
 	    cmocka_unit_test(test_open_leaves_no_reason),
+	    cmocka_unit_test(test_recv_answer_chunk_by_chunk),
 	    cmocka_unit_test(test_recv_answer),
 	    cmocka_unit_test(test_cut_off),
 	};

@@ -1,0 +1,294 @@
+/* libFuzzer: what the admin API reads from its callers (admin.c), through
+ * a real server (civetweb and http.c, as fuzz_http) with the admin token
+ * set and no plugin running. admin.c is compiled in here (as tests/unit
+ * does with other files' static functions) for parse_dlq_after, which a
+ * request only reaches with a plugin whose dead letters are then read from
+ * Kafka: a route of the fuzzer's calls it on the request's ?after=.
+ *
+ * The first input byte picks the request, the rest is its variable part:
+ *   0: POST /admin/plugins/p/replay       the body (parse_replay, parse_offsets)
+ *   1: POST /admin/plugins/p/dlq/redrive  the body (parse_picks, "after")
+ *   2: POST /admin/sign-out               the body ("subject")
+ *   3: POST /admin/backup                 the body ("keep")
+ *   4: GET /admin/events?REST             the query (limit, after, plugin)
+ *   5: GET /admin/plugins/p/dlq?REST      the query (limit, after)
+ *   6: GET /f/after?n=N&after=REST        a dead letter's id, percent-encoded,
+ *                                         for a plugin of N dead-letter topics
+ *   7: METHOD /admin/REST                 any method and path (routing)
+ * (query strings and paths with their spaces, CR, LF, '#' and NUL as '_').
+ * Every request carries the token. Checked: the answer is well-formed HTTP
+ * with a body as long as its Content-Length, never a 500 (bad input is the
+ * client's error: only the sign-out, which this fuzzer's host cannot save,
+ * answers 500 once it took the body), and a refusal is a problem document
+ * (JSON, UTF-8, with a detail). A body is taken or refused whole: a body
+ * refused says so (422), one taken gets to the plugin's lookup (404: no
+ * plugin "p"), or for a backup, to the plugins' list (409: none runs);
+ * one that is not a JSON text json_check_members takes whole (a member
+ * named twice, a \u0000 in a string) is refused. A
+ * dead letter's id taken is TOPIC:PARTITION:OFFSET with each part in its
+ * range, and written back that way is taken again as the same position. */
+#define _GNU_SOURCE /* memmem, as admin.c */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "fuzz_modes.h"
+#include "../../host/admin.c"
+#include "router.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define TOKEN "fuzz-admin-token-0123456789abcdef"
+
+static host the_host;
+static evh_plugin plugin;
+static http_server *server;
+static int port;
+static char listen_at[64];
+
+/* GET /f/after: parse_dlq_after on ?after=, for ?n= dead-letter topics. */
+static int after_route(evh_request *req, evh_response *resp, void *ud)
+{
+	static char *topics[] = {(char *)"orders.evhost.p.dlq", (char *)"users.evhost.p.dlq"};
+	const char *v = http_req_query(req, "after"), *n = http_req_query(req, "n");
+	size_t ntopics = n && *n == '2' ? 2 : 1;
+	char *topic = NULL, *again_topic = NULL, text[700];
+	dlq_pos pos, again;
+	(void)ud;
+	if (!v)
+		return http_resp_body(resp, "text/plain", "-", 1);
+	if (parse_dlq_after(v, resp, topics, ntopics, &pos, &topic) != 0) {
+		CHECK(!topic);
+		return EVH_OK; /* answered */
+	}
+	CHECK(pos.topic && pos.partition >= 0 && pos.offset >= 0 &&
+	      (double)pos.offset <= OFFSET_MAX);
+	CHECK(topic ? pos.topic == topic : pos.topic == topics[0] && ntopics == 1);
+	CHECK(!topic || (*topic && !strncmp(v, topic, strlen(topic)) && v[strlen(topic)] == ':'));
+	snprintf(text, sizeof text, "%s:%" PRId32 ":%" PRId64, pos.topic, pos.partition, pos.offset);
+	CHECK(parse_dlq_after(text, resp, topics, ntopics, &again, &again_topic) == 0);
+	CHECK(!strcmp(again.topic, pos.topic) && again.partition == pos.partition &&
+	      again.offset == pos.offset);
+	free(again_topic);
+	free(topic);
+	return http_resp_body(resp, "text/plain", text, strlen(text));
+}
+
+static int fz_free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof a;
+	int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+		p = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return p;
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	char err[256];
+	evh_route r;
+	(void)argc, (void)argv;
+	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT); /* not a line per request */
+	plugin.host = &the_host;
+	plugin.name = (char *)"f";
+	plugin.status = PLUGIN_RUNNING;
+	the_host.router = router_new();
+	if (!the_host.router || (port = fz_free_port()) < 0)
+		abort();
+	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
+	the_host.set.http_listen = listen_at;
+	the_host.set.http_threads = 2;
+	the_host.set.http_request_timeout_ms = 1000;
+	the_host.set.max_body_bytes = 16384;
+	the_host.set.json_max_depth = 16;
+	the_host.set.http_max_head_bytes = 16384;
+	the_host.set.admin_token_file = (char *)"token";
+	the_host.set.admin_token = strdup(TOKEN);
+	if (admin_start(&the_host) != 0)
+		abort();
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = "GET";
+	r.pattern = "/f/after";
+	r.handler = after_route;
+	if (http_add_route(&the_host, &plugin, &r, err, sizeof err) != EVH_OK ||
+	    http_start(&server, &the_host, err, sizeof err) != 0) {
+		fprintf(stderr, "fuzz_admin: %s\n", err);
+		abort();
+	}
+	return 0;
+}
+
+/* As fuzz_http: libFuzzer's -timeout SIGALRM interrupts socket calls. */
+static int fz_connect(int fd, const struct sockaddr_in *a)
+{
+	int r = connect(fd, (const struct sockaddr *)a, sizeof *a), tries = 0;
+	while (r != 0 && (errno == EINTR || errno == EALREADY) && tries++ < 30) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		poll(&p, 1, 100);
+		r = connect(fd, (const struct sockaddr *)a, sizeof *a);
+	}
+	return r == 0 || errno == EISCONN ? 0 : -1;
+}
+
+/* Send the request, read the answer until the server closes it. */
+static char *fz_exchange(const char *req, size_t size, size_t *n)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct timeval tv = {5, 0};
+	size_t cap = 65536, sent = 0;
+	char *out = malloc(cap + 1);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	*n = 0;
+	if (!out || fd < 0 || fz_connect(fd, &a) != 0) {
+		perror("fuzz_admin: connect");
+		abort();
+	}
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	while (sent < size) {
+		ssize_t w = send(fd, req + sent, size - sent, MSG_NOSIGNAL);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		sent += (size_t)w;
+	}
+	shutdown(fd, SHUT_WR);
+	while (*n < cap) {
+		ssize_t r = recv(fd, out + *n, cap - *n, 0);
+		if (r > 0)
+			*n += (size_t)r;
+		else if (!(r < 0 && errno == EINTR))
+			break;
+	}
+	out[*n] = '\0';
+	close(fd);
+	return out;
+}
+
+/* The text as one piece of a request line: what would end it as '_'. */
+static void fz_flatten(char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (s[i] == ' ' || s[i] == '\r' || s[i] == '\n' || s[i] == '#' || s[i] == '\0' ||
+		    s[i] == '\t')
+			s[i] = '_';
+}
+
+/* Check the answer; its status, or -1 for no answer at all. */
+static int fz_check(const char *out, size_t n, int head)
+{
+	const char *end = memmem(out, n, "\r\n\r\n", 4), *cl, *body;
+	long status, length;
+	if (!n)
+		return -1; /* civetweb closes some requests without an answer */
+	CHECK(end && n >= 13 && !memcmp(out, "HTTP/1.1 ", 9));
+	status = strtol(out + 9, NULL, 10);
+	CHECK(status >= 200 && status <= 599);
+	cl = strcasestr(out, "\r\nContent-Length: ");
+	CHECK(cl && cl < end);
+	length = strtol(cl + 18, NULL, 10);
+	body = end + 4;
+	if (head)
+		return (int)status; /* a length and no body */
+	CHECK((long)(n - (size_t)(body - out)) == length);
+	if (status >= 400) {
+		cJSON *doc = cJSON_ParseWithLength(body, (size_t)length);
+		const cJSON *detail = cJSON_GetObjectItemCaseSensitive(doc, "detail");
+		CHECK(strcasestr(out, "\r\nContent-Type: application/problem+json") < end);
+		CHECK(json_utf8_error(body, (size_t)length) < 0);
+		CHECK(doc && cJSON_IsString(detail) && detail->valuestring[0]);
+		cJSON_Delete(doc);
+	}
+	return (int)status;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const char *const bodies[] = {"/admin/plugins/p/replay", "/admin/plugins/p/dlq/redrive",
+	                                     "/admin/sign-out", "/admin/backup"};
+	size_t len, n, cap;
+	char *rest = fuzz_rest(data, size, &len), *req, *out;
+	int mode, status, at;
+	if (!rest)
+		return 0;
+	if (len > 12000) {
+		free(rest);
+		return 0;
+	}
+	mode = data[0] % 8;
+	cap = 3 * len + 512;
+	req = malloc(cap);
+	CHECK(req);
+	if (mode < 4) {
+		at = snprintf(req, cap,
+		              "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+		              "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+		              "Connection: close\r\n\r\n",
+		              bodies[mode], len);
+		memcpy(req + at, rest, len);
+		at += (int)len;
+	} else if (mode == 6) {
+		at = snprintf(req, cap, "GET /f/after?n=%d&after=", data[0] & 8 ? 2 : 1);
+		for (size_t i = 0; i < len; i++)
+			at += snprintf(req + at, cap - (size_t)at, "%%%02X", (unsigned char)rest[i]);
+		at += snprintf(req + at, cap - (size_t)at,
+		               " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+	} else {
+		static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "HEAD"};
+		const char *path = mode == 4 ? "/admin/events?" : mode == 5 ? "/admin/plugins/p/dlq?"
+		                                                             : "/admin/";
+		fz_flatten(rest, len);
+		/* POST /admin/reload would signal the process: not from here */
+		if (mode == 7 && strstr(rest, "reload")) {
+			free(req);
+			free(rest);
+			return 0;
+		}
+		at = snprintf(req, cap, "%s %s%s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " TOKEN
+		                        "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+		              mode == 7 ? methods[(data[0] >> 3) % 5] : "GET", path, rest);
+	}
+	out = fz_exchange(req, (size_t)at, &n);
+	status = fz_check(out, n, mode == 7 && (data[0] >> 3) % 5 == 4);
+	if (mode < 4 && status >= 0) {
+		/* taken: the plugin's lookup (404) or, for a backup, its list (409) */
+		int want = mode == 3 ? 409 : 404, dup = 0;
+		size_t pos;
+		char name[128];
+		/* A member named twice, or a string cut by a \u0000, is read as
+		 * other parsers would not: refused, as the host refuses it in a
+		 * plugin's JSON body. */
+		if (len && (json_check_members(rest, len, JSON_MAX_DEPTH, &pos, &dup, name,
+		                               sizeof name) != JSON_OK ||
+		            dup))
+			CHECK(status == 422 || status == 413 || status == 400);
+		if (mode == 2)
+			CHECK(status == 422 || status == 500 || status == 413 || status == 400);
+		else
+			CHECK(status == 422 || status == want || status == 413 || status == 400);
+	} else if (status >= 0) {
+		CHECK(status != 500);
+	}
+	free(out);
+	free(req);
+	free(rest);
+	return 0;
+}
