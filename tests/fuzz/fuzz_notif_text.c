@@ -24,7 +24,13 @@
  *      why, terminated in any buffer; and what it says never depends on
  *      the password (the text between the user's ':' and the last '@'):
  *      the same URL with its password's letters and digits changed is
- *      refused or taken alike, with the same words. */
+ *      refused or taken alike, with the same words;
+ *   first byte 0xF0 or above: "CE_TIME\0SEQ", a user update's ce_time and
+ *      evhost_seq headers (notif_event_version, notif_rfc3339_parse).
+ *      Checked: the version is terminated in its buffer; one made of
+ *      ce_time has the fixed form (so strcmp orders versions), and reads
+ *      back (its time part) as the same instant; one refused gives the
+ *      version of the handling time given, as no ce_time does. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -192,13 +198,38 @@ static void smtp_url_mode(const char *url)
 	}
 }
 
+static void version_mode(const char *ce_time, const char *seq)
+{
+	static const char now[] = "2026-12-05T15:00:00.000Z";
+	char v[NOTIF_VERSION_LEN], again[NOTIF_VERSION_LEN];
+	long long secs, secs2;
+	long nanos, nanos2;
+	memset(v, 'X', sizeof v);
+	if (!notif_event_version(ce_time, seq, now, v)) {
+		CHECK(strnlen(v, sizeof v) < sizeof v);
+		CHECK(!notif_event_version(NULL, seq, now, again) && !strcmp(v, again));
+		return;
+	}
+	/* YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ/ then 19 digits */
+	CHECK(strlen(v) == 50 && v[29] == 'Z' && v[30] == '/' &&
+	      strspn(v + 31, "0123456789") == 19);
+	CHECK(notif_rfc3339_parse(ce_time, &secs, &nanos) == 0);
+	memcpy(again, v, 30);
+	again[30] = '\0';
+	CHECK(notif_rfc3339_parse(again, &secs2, &nanos2) == 0 && secs2 == secs &&
+	      nanos2 == nanos);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	size_t len;
 	char *text = fuzz_rest(data, size, &len);
 	if (!text)
 		return 0;
-	if (data[0] % 4 == 2) {
+	if (data[0] >= 0xF0) {
+		size_t tlen = strlen(text);
+		version_mode(text, tlen < len ? text + tlen + 1 : NULL);
+	} else if (data[0] % 4 == 2) {
 		mailbox_mode(text);
 	} else if (data[0] % 4 == 3) {
 		smtp_url_mode(text);
