@@ -896,23 +896,31 @@ static void bad_value(set_ctx *x, const cfg_entry *e, const char *what)
 }
 
 /* bad_value for a URL: one with a USER:PASSWORD@ part before its host (no URL
- * key takes one) is said without it, since that part may be a password. */
+ * key takes one) is said without it, since that part may be a password; its
+ * query, which may hold an API key, as "?***". */
 static void bad_url(set_ctx *x, const cfg_entry *e, const char *what)
 {
-	const char *v = e->value, *h = strstr(v, "://"), *end, *at = NULL;
+	const char *v = e->value, *h = strstr(v, "://"), *end, *at = NULL, *query;
 
 	h = h ? h + 3 : v;
 	end = h + strcspn(h, "/?#");
 	for (const char *q = h; q < end; q++)
 		if (*q == '@')
 			at = q; /* the last: a password may hold one unencoded */
-	if (!at) {
+	query = strchr(at ? at : h, '?');
+	if (!at && !query) {
 		bad_value(x, e, what);
 		return;
 	}
+	if (!at) {
+		diag_add(x->d, e->file, e->line, "[%s] %s: %s, got '%.*s?***'", e->section, e->key,
+		         what, (int)(query - v), v);
+		return;
+	}
 	diag_add(x->d, e->file, e->line,
-	         "[%s] %s: a user or password in the URL is not supported, got '%.*s***%s'",
-	         e->section, e->key, (int)(h - v), v, at);
+	         "[%s] %s: a user or password in the URL is not supported, got '%.*s***%.*s%s'",
+	         e->section, e->key, (int)(h - v), v, (int)(query ? query - at : (long)strlen(at)),
+	         at, query ? "?***" : "");
 }
 
 static int get_int(set_ctx *x, const cfg_entry *e, bool suffix, int64_t min, int64_t max,
@@ -1830,7 +1838,7 @@ static void k_jwt_jwks_url(set_ctx *x, const cfg_entry *e)
 		return;
 	}
 	if (!u.tls && !loopback_host(u.host)) {
-		bad_value(x, e, MSG_JWKS_URL);
+		bad_url(x, e, MSG_JWKS_URL);
 		free(u.host);
 		free(u.port);
 		free(u.path);

@@ -272,7 +272,64 @@ static const char *key_der(const cJSON *key, const char *kty, der *d)
 	return d->bad ? "too large" : NULL;
 }
 
-int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t errlen)
+/* One key of the set, the index-th: appended to t and out (0), left out as
+ * a key for something else (1), or left out with why in note: what is wrong
+ * with it (2), or JWKS_MAX_KEYS taken already (3). -1, the reason in note:
+ * out of memory, or the check could not be made. */
+static int take_key(const cJSON *key, int index, jwks_check_fn *check, void *arg, der *d,
+                    textbuf *t, jwks_pem *out, char *note, size_t notelen)
+{
+	const char *kty = string_member(key, "kty"), *why, *kid;
+	char what[sizeof out->label[0]];
+	size_t start = t->n;
+	int i = out->nkeys, rc;
+
+	label(what, sizeof what, index, key);
+	if (!cJSON_IsObject(key) || !kty) {
+		snprintf(note, notelen, "%s is not a JSON Web Key (no kty)", what);
+		return 2;
+	}
+	if (left_out(key, kty))
+		return 1;
+	d->n = 0;
+	d->bad = 0;
+	if ((why = key_der(key, kty, d))) {
+		snprintf(note, notelen, "%s: %s", what, why);
+		return 2;
+	}
+	if (i == JWKS_MAX_KEYS) {
+		snprintf(note, notelen, "%s: beyond the first %d RS256 or ES256 keys, the ones used",
+		         what, JWKS_MAX_KEYS);
+		return 3;
+	}
+	memcpy(out->label[i], what, sizeof what);
+	kid = string_member(key, "kid");
+	if (kid && *kid && strlen(kid) <= JWKS_KID_MAX) {
+		memcpy(out->kid[i], kid, strlen(kid) + 1);
+		out->kids[i] = out->kid[i];
+	}
+	put_pem(t, d);
+	if (t->oom) {
+		snprintf(note, notelen, "out of memory");
+		return -1;
+	}
+	if (check && (rc = check(t->p + start, t->n - start, out->label[i], out->kids[i], arg,
+	                         note, notelen)) != 0) {
+		t->n = start; /* the block taken back */
+		t->p[start] = '\0';
+		out->kids[i] = NULL;
+		if (rc < 0 && !*note)
+			snprintf(note, notelen, "out of memory");
+		return rc < 0 ? -1 : 2;
+	}
+	out->labels[i] = out->label[i];
+	out->nkeys++;
+	return 0;
+}
+
+/* jwks_to_pem (strict) or jwks_to_pem_usable. */
+static int convert(const char *json, size_t n, int strict, jwks_check_fn *check, void *arg,
+                   jwks_pem *out, char *err, size_t errlen)
 {
 	size_t at = 0;
 	cJSON *root = NULL;
@@ -305,43 +362,35 @@ int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t err
 	}
 	cJSON_ArrayForEach(key, keys)
 	{
-		const char *kty = string_member(key, "kty"), *why, *kid;
-		char what[sizeof out->label[0]];
-		label(what, sizeof what, ++index, key);
-		if (!cJSON_IsObject(key) || !kty) {
-			snprintf(err, errlen, "%s is not a JSON Web Key (no kty)", what);
+		char note[sizeof out->note[0]] = "";
+		int rc = take_key(key, ++index, check, arg, d, &t, out, note, sizeof note);
+		if (rc < 0) {
+			snprintf(err, errlen, "%s", note);
 			goto fail;
 		}
-		if (left_out(key, kty)) {
+		if (rc == 1)
 			out->skipped++;
+		if (rc < 2)
 			continue;
-		}
-		d->n = 0;
-		d->bad = 0;
-		if ((why = key_der(key, kty, d))) {
-			snprintf(err, errlen, "%s: %s", what, why);
+		if (strict) {
+			if (rc == 3)
+				snprintf(err, errlen, "more than %d RS256 or ES256 keys", JWKS_MAX_KEYS);
+			else
+				snprintf(err, errlen, "%s", note);
 			goto fail;
 		}
-		if (out->nkeys == JWKS_MAX_KEYS) {
-			snprintf(err, errlen, "more than %d RS256 or ES256 keys", JWKS_MAX_KEYS);
-			goto fail;
-		}
-		memcpy(out->label[out->nkeys], what, sizeof what);
-		out->labels[out->nkeys] = out->label[out->nkeys];
-		kid = string_member(key, "kid");
-		if (kid && *kid && strlen(kid) <= JWKS_KID_MAX) {
-			memcpy(out->kid[out->nkeys], kid, strlen(kid) + 1);
-			out->kids[out->nkeys] = out->kid[out->nkeys];
-		}
-		out->nkeys++;
-		put_pem(&t, d);
-	}
-	if (t.oom) {
-		snprintf(err, errlen, "out of memory");
-		goto fail;
+		if (out->nnotes < JWKS_NOTES_MAX)
+			snprintf(out->note[out->nnotes++], sizeof out->note[0], "%s", note);
+		out->unusable++;
 	}
 	if (out->nkeys == 0) {
-		snprintf(err, errlen, "no RS256 or ES256 signing key among its %d key(s)", index);
+		if (out->unusable)
+			snprintf(err, errlen,
+			         "no RS256 or ES256 signing key evhost can use among its %d key(s): %d "
+			         "could not be used",
+			         index, out->unusable);
+		else
+			snprintf(err, errlen, "no RS256 or ES256 signing key among its %d key(s)", index);
 		cJSON_Delete(root);
 		free(d);
 		free(t.p);
@@ -358,4 +407,15 @@ fail:
 	free(d);
 	out->nkeys = 0;
 	return -1;
+}
+
+int jwks_to_pem(const char *json, size_t n, jwks_pem *out, char *err, size_t errlen)
+{
+	return convert(json, n, 1, NULL, NULL, out, err, errlen);
+}
+
+int jwks_to_pem_usable(const char *json, size_t n, jwks_check_fn *check, void *arg,
+                       jwks_pem *out, char *err, size_t errlen)
+{
+	return convert(json, n, 0, check, arg, out, err, errlen);
 }

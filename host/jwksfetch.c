@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,8 +28,8 @@
 #define HEAD_MAX 65536 /* the answer's status line and headers, beside the set */
 
 struct jwks_fetcher {
-	/* Settings, fixed. */
-	char *url, *host, *port, *target, *ca_file, *issuer, *cache_path;
+	/* Settings, fixed. shown: url for the log, its query's values hidden. */
+	char *url, *shown, *host, *port, *target, *ca_file, *issuer, *cache_path;
 	int refresh_s;
 	int64_t cache_max_age_s; /* the kept set is not used at a start when older */
 	int tls; /* https:// */
@@ -57,12 +58,41 @@ struct jwks_fetcher {
 
 static _Atomic uint64_t n_ok, n_failed;
 static _Atomic int64_t last_ok_s;
+static atomic_int n_unusable; /* keys left out of the set last put in use */
 
 void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok)
 {
 	*ok = atomic_load(&n_ok);
 	*failed = atomic_load(&n_failed);
 	*last_ok = atomic_load(&last_ok_s);
+}
+
+int jwks_unusable_keys(void) { return atomic_load(&n_unusable); }
+
+/* url as the log shows it: the value of each parameter of its query (an
+ * API key, a client secret: some providers take one there) as "***".
+ * malloc'd, or NULL out of memory. */
+static char *url_shown(const char *url)
+{
+	const char *q = strchr(url, '?');
+	textbuf b = {0};
+
+	tb_put(&b, url, q ? (size_t)(q - url) : strlen(url));
+	for (const char *p = q ? q + 1 : NULL; p;) {
+		size_t part = strcspn(p, "&");
+		const char *eq = memchr(p, '=', part);
+		tb_puts(&b, p == q + 1 ? "?" : "&");
+		if (eq)
+			tb_put(&b, p, (size_t)(eq + 1 - p));
+		if (eq || part)
+			tb_puts(&b, "***");
+		p = p[part] ? p + part + 1 : NULL;
+	}
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p ? b.p : strdup("");
 }
 
 static char *dup_opt(const char *s, int *oom)
@@ -98,6 +128,8 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 	f->refresh_s = s->jwks_refresh_s;
 	f->cache_max_age_s = s->jwks_cache_max_age_s;
 	f->url = dup_opt(s->jwks_url, &oom);
+	if (f->url && !(f->shown = url_shown(f->url)))
+		oom = 1;
 	f->host = dup_opt(s->jwks_host, &oom);
 	f->port = dup_opt(s->jwks_port, &oom);
 	f->ca_file = dup_opt(s->jwks_ca_file, &oom);
@@ -132,7 +164,7 @@ int jwks_fetcher_same(const jwks_fetcher *f, const settings *s)
 	       same_opt(f->issuer, s->jwt_public_issuer) && f->refresh_s == s->jwks_refresh_s;
 }
 
-const char *jwks_fetcher_url(const jwks_fetcher *f) { return f->url; }
+const char *jwks_fetcher_url(const jwks_fetcher *f) { return f->shown; }
 
 /* ------------------------------------------------------------ fetching */
 
@@ -201,11 +233,13 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	if (a.status != 200) {
 		a.body[a.body_len] = '\0'; /* within buf: body_len <= what came */
 		log_json_escape(start, sizeof start, a.body); /* its start, for the log */
-		if (a.status >= 300 && a.status < 400 && a.location[0])
+		if (a.status >= 300 && a.status < 400 && a.location[0]) {
+			char *to = url_shown(a.location); /* it may carry the query on */
 			snprintf(err, errlen, "answered %d, a redirect to %s: set jwt_jwks_url to where "
 			                      "it leads",
-			         a.status, a.location);
-		else
+			         a.status, to ? to : "(out of memory)");
+			free(to);
+		} else
 			snprintf(err, errlen, "answered %d%s%s", a.status, start[0] ? ": " : "", start);
 		free(buf);
 		return NULL;
@@ -221,52 +255,100 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	return buf;
 }
 
-/* A set read: its keys loaded (NULL: it has none evhost can use), and what
- * tells it from another. */
+/* A set read: its keys loaded (NULL: it has none evhost can use), the keys
+ * left out, and what tells it from another. */
 typedef struct loaded {
 	void *keys;
-	int nrsa, nec, skipped;
+	int nrsa, nec, skipped, unusable, nnotes;
+	char note[JWKS_NOTES_MAX][sizeof ((jwks_pem *)0)->note[0]];
 	char *fingerprint;
 } loaded;
 
-/* The set text[0..n) turned into keys. 0; 1 for a set with no key evhost
- * can use (out->keys NULL, why in err); -1 with the reason in err. */
+/* jwks_check_fn: the loader reads the key alone. Its error names the key
+ * ("JWKS key 2 (kid 'k') is not a public key OpenSSL can read (...)") when
+ * the key is at fault; any other (out of memory, no TLS library) is not the
+ * key's, and fails the fetch rather than leave a good key out. */
+static int check_key(const char *pem, size_t len, const char *label, const char *kid,
+                     void *arg, char *err, size_t errlen)
+{
+	/* The loader looks at the label after the last block as it looks for
+	 * another: one per block and one more. */
+	const char *labels[2] = {label, NULL}, *kids[2] = {kid, NULL};
+	size_t n = strlen(label);
+	int nrsa, nec;
+	void *keys = tls_pubkeys_load(pem, len, labels, kids, &nrsa, &nec, err, errlen);
+	(void)arg;
+	if (keys) {
+		tls_pubkeys_free(keys);
+		return 0;
+	}
+	return strncmp(err, label, n) == 0 && strncmp(err + n, " is ", 4) == 0 ? 1 : -1;
+}
+
+/* The set text[0..n) turned into keys, those evhost cannot use left out
+ * (RFC 7517, 5) and noted in out. 0; 1 for a set with no key evhost can use
+ * (out->keys NULL, why in err); -1 with the reason in err. */
 static int load_set(const char *text, size_t n, loaded *out, char *err, size_t errlen)
 {
 	jwks_pem p;
 	textbuf fp = {0};
 	int rc;
 	memset(out, 0, sizeof *out);
-	if ((rc = jwks_to_pem(text, n, &p, err, errlen)) == -2) {
-		out->skipped = p.skipped;
-		if (!(out->fingerprint = strdup(""))) {
-			snprintf(err, errlen, "out of memory");
-			return -1;
-		}
-		return 1;
-	}
-	if (rc != 0)
+	if ((rc = jwks_to_pem_usable(text, n, check_key, NULL, &p, err, errlen)) == -1)
 		return -1;
-	out->keys = tls_pubkeys_load(p.pem, p.len, p.labels, p.kids, &out->nrsa, &out->nec, err,
-	                             errlen);
 	out->skipped = p.skipped;
-	if (out->keys) {
-		tb_puts(&fp, p.pem);
-		for (int i = 0; i < p.nkeys; i++) {
-			tb_puts(&fp, "kid:");
-			tb_puts(&fp, p.kids[i] ? p.kids[i] : "");
-			tb_puts(&fp, "\n");
-		}
-		out->fingerprint = fp.p;
-		if (fp.oom) {
-			snprintf(err, errlen, "out of memory");
-			tls_pubkeys_free(out->keys);
-			free(fp.p);
-			out->keys = NULL;
-		}
+	out->unusable = p.unusable;
+	out->nnotes = p.nnotes;
+	memcpy(out->note, p.note, sizeof out->note);
+	if (rc == 0 && !(out->keys = tls_pubkeys_load(p.pem, p.len, p.labels, p.kids, &out->nrsa,
+	                                              &out->nec, err, errlen))) {
+		jwks_pem_free(&p);
+		return -1;
 	}
+	/* The keys and their kids, and those left out: a set that changes only
+	 * in a key evhost cannot use is said again. */
+	if (p.pem)
+		tb_puts(&fp, p.pem);
+	for (int i = 0; i < p.nkeys; i++) {
+		tb_puts(&fp, "kid:");
+		tb_puts(&fp, p.kids[i] ? p.kids[i] : "");
+		tb_puts(&fp, "\n");
+	}
+	for (int i = 0; i < p.nnotes; i++) {
+		tb_puts(&fp, "left out:");
+		tb_puts(&fp, p.note[i]);
+		tb_puts(&fp, "\n");
+	}
+	if (p.unusable > p.nnotes)
+		tb_printf(&fp, "left out: %d more\n", p.unusable - p.nnotes);
 	jwks_pem_free(&p);
-	return out->keys ? 0 : -1;
+	if (fp.oom) {
+		free(fp.p);
+		fp.p = NULL;
+	} else if (!fp.p) {
+		fp.p = strdup(""); /* no key, none left out */
+	}
+	if (!fp.p) {
+		snprintf(err, errlen, "out of memory");
+		tls_pubkeys_free(out->keys);
+		out->keys = NULL;
+		return -1;
+	}
+	out->fingerprint = fp.p;
+	return out->keys ? 0 : 1;
+}
+
+/* Each key of l left out as one evhost cannot use, said at WARN (the
+ * first JWKS_NOTES_MAX by name), once for each set that brings them. */
+static void say_unusable(const jwks_fetcher *f, const loaded *l)
+{
+	for (int i = 0; i < l->nnotes; i++)
+		log_warn("host", "[auth] the JWKS from %s has a key evhost cannot use, left out: %s",
+		         f->shown, l->note[i]);
+	if (l->unusable > l->nnotes)
+		log_warn("host", "[auth] the JWKS from %s has %d more key(s) evhost cannot use, left "
+		                 "out (the first %d are named above)",
+		         f->shown, l->unusable - l->nnotes, l->nnotes);
 }
 
 /* Put the set in use (taking l's keys; none: the provider's tokens are
@@ -287,20 +369,32 @@ static int use_set(jwks_fetcher *f, loaded *l)
 	f->nec = l->nec;
 	f->no_usable = !l->keys;
 	pthread_rwlock_unlock(&f->rw);
+	atomic_store(&n_unusable, l->unusable);
 	tls_pubkeys_free(old);
 	free(f->fingerprint);
 	f->fingerprint = l->fingerprint;
 	return 1;
 }
 
+/* The URL's SHA-256, in hex: what the cache is matched by, so that its
+ * query (which may hold a key) is not written in state_dir, nor in the
+ * backups made of it. */
+static void url_digest(const char *url, char hex[2 * crypto_hash_sha256_BYTES + 1])
+{
+	unsigned char h[crypto_hash_sha256_BYTES];
+	crypto_hash_sha256(h, (const unsigned char *)url, strlen(url));
+	sodium_bin2hex(hex, 2 * crypto_hash_sha256_BYTES + 1, h, sizeof h);
+}
+
 /* Keep the set in state_dir for a start while the provider is down: the
- * URL, when it was fetched, and the set as fetched (JSON already: it is
- * put in as it came, not parsed again); replaced whole (fileio.h). A
- * failure is logged and changes nothing else. */
+ * URL (as the log shows it, and its digest), when it was fetched, and the
+ * set as fetched (JSON already: it is put in as it came, not parsed
+ * again); replaced whole (fileio.h). A failure is logged and changes
+ * nothing else. */
 static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 {
-	char when[32], err[PATH_MAX + 256], *url;
-	size_t cap = strlen(f->url) * 6 + 1;
+	char when[32], err[PATH_MAX + 256], *url, digest[2 * crypto_hash_sha256_BYTES + 1];
+	size_t cap = strlen(f->shown) * 6 + 1;
 	time_t now = time(NULL);
 	struct tm tm;
 	textbuf b = {0};
@@ -311,10 +405,13 @@ static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
 		return;
 	}
-	log_json_escape(url, cap, f->url);
+	log_json_escape(url, cap, f->shown);
+	url_digest(f->url, digest);
 	strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	tb_puts(&b, "{\"url\":\"");
 	tb_puts(&b, url);
+	tb_puts(&b, "\",\"url_sha256\":\"");
+	tb_puts(&b, digest);
 	tb_puts(&b, "\",\"fetched_at\":\"");
 	tb_puts(&b, when);
 	tb_puts(&b, "\",\"jwks\":");
@@ -347,8 +444,9 @@ static int fetched_recently(const char *when, int64_t max_age_s)
  * they are in use. Said in the log either way, unless there is no cache. */
 static int use_cache(jwks_fetcher *f)
 {
-	char err[512], *text = NULL, *set_text = NULL;
-	const cJSON *url, *when, *set;
+	char err[512], *text = NULL, *set_text = NULL, *other = NULL;
+	char digest[2 * crypto_hash_sha256_BYTES + 1];
+	const cJSON *url, *when, *set, *kept_digest;
 	cJSON *root = NULL;
 	loaded l;
 	long size = 0;
@@ -377,16 +475,22 @@ static int use_cache(jwks_fetcher *f)
 	url = cJSON_GetObjectItemCaseSensitive(root, "url");
 	when = cJSON_GetObjectItemCaseSensitive(root, "fetched_at");
 	set = cJSON_GetObjectItemCaseSensitive(root, "jwks");
+	kept_digest = cJSON_GetObjectItemCaseSensitive(root, "url_sha256");
+	url_digest(f->url, digest);
 	if (!cJSON_IsString(url) || !cJSON_IsString(when) || !cJSON_IsObject(set)) {
 		log_warn("host", "%s is not a JWKS cache evhostd wrote: not used", f->cache_path);
-	} else if (strcmp(url->valuestring, f->url) != 0) {
-		log_info("host", "%s holds the keys of %s, not of %s: not used", f->cache_path,
-		         url->valuestring, f->url);
+	} else if (cJSON_IsString(kept_digest) ? strcmp(kept_digest->valuestring, digest) != 0
+	                                       : strcmp(url->valuestring, f->url) != 0) {
+		/* An older evhostd kept the URL whole: shown as the log shows URLs. */
+		other = url_shown(url->valuestring);
+		log_info("host", "%s holds the keys of %s%s, not of %s: not used", f->cache_path,
+		         other ? other : "another URL",
+		         other && !strcmp(other, f->shown) ? " (another query)" : "", f->shown);
 	} else if (!fetched_recently(when->valuestring, f->cache_max_age_s)) {
 		log_warn("host", "%s holds the keys fetched from %s at %s, longer ago than [auth] "
 		                 "jwt_jwks_cache_max_age (%lld s) allows: not used (the provider may "
 		                 "have withdrawn some since)",
-		         f->cache_path, f->url, when->valuestring, (long long)f->cache_max_age_s);
+		         f->cache_path, f->shown, when->valuestring, (long long)f->cache_max_age_s);
 	} else if (!(set_text = cJSON_PrintUnformatted(set))) {
 		log_warn("host", "out of memory reading %s", f->cache_path);
 	} else if ((rc = load_set(set_text, strlen(set_text), &l, err, sizeof err)) != 0) {
@@ -397,12 +501,14 @@ static int use_cache(jwks_fetcher *f)
 		log_warn("host", "the keys in %s are not used: %s", f->cache_path, err);
 	} else {
 		use_set(f, &l);
+		say_unusable(f, &l);
 		log_warn("host", "[auth] using the keys fetched from %s at %s, kept in %s (%d RSA for "
 		                 "RS256, %d EC for ES256), until a fetch succeeds",
-		         f->url, when->valuestring, f->cache_path, f->nrsa, f->nec);
+		         f->shown, when->valuestring, f->cache_path, f->nrsa, f->nec);
 		rc = 0;
 	}
 	cJSON_Delete(root);
+	free(other);
 	free(text);
 	free(set_text);
 	return rc;
@@ -432,17 +538,17 @@ static int fetch_once(jwks_fetcher *f, int first)
 	if (!text && atomic_load(&f->abort)) {
 		log_info("host", "[auth] the fetch of the JWKS from %s under way is given up: its "
 		         "fetcher stops (a stop, or a reload that replaces it)",
-		         f->url);
+		         f->shown);
 		return -1;
 	}
 	if (!text || (empty = load_set(text, n, &l, err, sizeof err)) < 0) {
 		atomic_fetch_add(&n_failed, 1);
 		f->failures++;
 		if (first)
-			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s", f->url, err);
+			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s", f->shown, err);
 		else
 			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s; %s, next try in %lld s",
-			         f->url, err,
+			         f->shown, err,
 			         f->keys        ? "the keys fetched before stay in use"
 			         : f->no_usable ? "tokens of its issuer are still refused (its last set "
 			                          "had no key evhost can use)"
@@ -458,23 +564,25 @@ static int fetch_once(jwks_fetcher *f, int first)
 	 * key evhost can use (it withdrew them all, or moved to another
 	 * algorithm): the keys it withdrew are not kept. */
 	changed = use_set(f, &l);
+	if (changed)
+		say_unusable(f, &l);
 	if (changed && empty)
 		log_error("host", "[auth] the JWKS from %s has no key evhost can use (%s): tokens of %s "
 		                  "are refused until it publishes an RS256 or ES256 signing key%s",
-		          f->url, err, f->issuer,
+		          f->shown, err, f->issuer,
 		          had_keys ? "; the keys fetched before are no longer used" : "");
 	else if (changed && !had_keys)
 		log_info("host", "[auth] tokens of %s are checked with the key(s) fetched from %s (%d "
 		                 "RSA for RS256, %d EC for ES256); refreshed every %d s",
-		         f->issuer, f->url, f->nrsa, f->nec, f->refresh_s);
+		         f->issuer, f->shown, f->nrsa, f->nec, f->refresh_s);
 	else if (changed)
 		log_info("host", "[auth] the JWKS from %s changed: %d key(s) now (%d RSA for RS256, %d "
 		                 "EC for ES256)",
-		         f->url, f->nrsa + f->nec, f->nrsa, f->nec);
+		         f->shown, f->nrsa + f->nec, f->nrsa, f->nec);
 	if (changed && !empty && l.skipped)
 		log_info("host", "[auth] %d key(s) of the JWKS from %s left out: not for RS256 or "
 		                 "ES256 signatures (use, key_ops, alg, kty or crv)",
-		         l.skipped, f->url);
+		         l.skipped, f->shown);
 	/* Every good fetch, so that its time is the last one's. */
 	save_cache(f, text, n);
 	free(text);
@@ -523,9 +631,9 @@ int jwks_fetcher_start(jwks_fetcher *f)
 		if (use_cache(f) != 0)
 			log_warn("host", "[auth] no keys for the tokens of %s yet: they are answered 503 "
 			                 "until a fetch from %s succeeds (next try in 1 s)",
-			         f->issuer, f->url);
+			         f->issuer, f->shown);
 		else
-			log_info("host", "[auth] next try to fetch the JWKS from %s in 1 s", f->url);
+			log_info("host", "[auth] next try to fetch the JWKS from %s in 1 s", f->shown);
 	}
 	f->attempts = 1;
 	if ((rc = pthread_create(&f->thread, NULL, fetcher_main, f)) != 0) {
@@ -585,6 +693,7 @@ void jwks_fetcher_free(jwks_fetcher *f)
 		jwks_fetcher *older = f->older;
 		jwks_fetcher_stop(f);
 		free(f->url);
+		free(f->shown);
 		free(f->host);
 		free(f->port);
 		free(f->target);

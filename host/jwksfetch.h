@@ -7,7 +7,10 @@
  * for one check; a fetch that brings a different set swaps it under the
  * write lock and frees the old one. A set the provider answers with no key
  * evhost can use replaces the keys too (its tokens are refused): a key it
- * withdrew is not kept, whether or not others remain. */
+ * withdrew is not kept, whether or not others remain. A key of the set that
+ * evhost cannot use (malformed, refused by OpenSSL, after the first 16) is
+ * left out and said at WARN once for the set; the others are used (RFC
+ * 7517, 5), and a set left with none is one without usable keys. */
 #ifndef EVHOST_JWKSFETCH_H
 #define EVHOST_JWKSFETCH_H
 #include <stdint.h>
@@ -75,6 +78,11 @@ int jwks_fetcher_refetch(jwks_fetcher *f);
 /* Fetches since the start, every fetcher's: good ones, failed ones, and
  * when the last good one ended (seconds since the epoch; 0: none). */
 void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok_s);
-/* The URL, for the log. */
+/* Keys of the set last put in use that evhost could not use and left out
+ * (malformed, refused by OpenSSL, beyond the 16 it takes; each said at WARN
+ * when the set came), for /metrics. */
+int jwks_unusable_keys(void);
+/* The URL, for the log: the values of its query (which may hold an API
+ * key) shown as "***". */
 const char *jwks_fetcher_url(const jwks_fetcher *f);
 #endif

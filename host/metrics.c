@@ -1138,6 +1138,10 @@ static void render_jwks(textbuf *o)
 	         "When the last good fetch of the provider's keys ended, in seconds since the "
 	         "epoch (0: none yet): alert when it is older than a few jwt_jwks_refresh.");
 	tb_printf(o, "evhost_jwks_last_success_timestamp_seconds %" PRId64 "\n", last);
+	put_head(o, "evhost_jwks_keys_unusable", "gauge",
+	         "Keys of the provider's set in use that evhost could not use and left out "
+	         "(malformed, refused by OpenSSL, beyond the 16 it takes), each said at WARN.");
+	tb_printf(o, "evhost_jwks_keys_unusable %d\n", jwks_unusable_keys());
 }
 
 /* Seconds since the epoch of a start `ticks_since_boot` clock ticks after

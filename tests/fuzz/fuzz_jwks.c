@@ -1,11 +1,13 @@
-/* libFuzzer: arbitrary bytes as [auth] jwt_public_key_file's JWKS. The
- * conversion must never crash, must give a reason exactly when it refuses,
+/* libFuzzer: arbitrary bytes as [auth] jwt_public_key_file's JWKS, and as
+ * a set fetched from jwt_jwks_url (keys it cannot use left out and noted).
+ * The conversion must never crash, must give a reason exactly when it refuses,
  * and what it gives must be what the key loader expects: PEM "PUBLIC KEY"
  * blocks, as many as it says, each the base64 of one DER SEQUENCE whose
  * nested lengths add up (checked here by a walker of its own), labelled,
  * with its kid when it has one. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,34 +79,70 @@ static void check_block(const char *b64, size_t n)
 		__builtin_trap();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* What a conversion gave (rc 0) is what the loader expects. */
+static void check_pem(const jwks_pem *p)
 {
-	jwks_pem p;
-	char err[256] = "";
 	const char *s;
 	int blocks = 0;
-	int rc = jwks_to_pem((const char *)data, size, &p, err, sizeof err);
-	if ((rc == 0) != (err[0] == '\0') || (rc == 0) != (p.pem != NULL))
+	if (strlen(p->pem) != p->len || p->nkeys < 1 || p->nkeys > JWKS_MAX_KEYS || p->skipped < 0)
 		__builtin_trap();
-	if (rc != 0)
-		return 0;
-	if (strlen(p.pem) != p.len || p.nkeys < 1 || p.nkeys > JWKS_MAX_KEYS || p.skipped < 0)
-		__builtin_trap();
-	for (s = p.pem; *s; blocks++) {
+	for (s = p->pem; *s; blocks++) {
 		const char *body = s + sizeof begin - 1, *stop;
 		if (strncmp(s, begin, sizeof begin - 1) != 0 || !(stop = strstr(body, end)))
 			__builtin_trap();
 		check_block(body, (size_t)(stop - body));
 		s = stop + sizeof end - 1;
 	}
-	if (blocks != p.nkeys)
+	if (blocks != p->nkeys)
 		__builtin_trap();
-	for (int i = 0; i < p.nkeys; i++)
-		if (p.labels[i] != p.label[i] || strncmp(p.label[i], "JWKS key ", 9) != 0 ||
-		    !memchr(p.label[i], '\0', sizeof p.label[i]) ||
-		    (p.kids[i] && (p.kids[i] != p.kid[i] || !*p.kid[i] ||
-		                   !memchr(p.kid[i], '\0', sizeof p.kid[i]))))
+	for (int i = 0; i < p->nkeys; i++)
+		if (p->labels[i] != p->label[i] || strncmp(p->label[i], "JWKS key ", 9) != 0 ||
+		    !memchr(p->label[i], '\0', sizeof p->label[i]) ||
+		    (p->kids[i] && (p->kids[i] != p->kid[i] || !*p->kid[i] ||
+		                    !memchr(p->kid[i], '\0', sizeof p->kid[i]))))
 			__builtin_trap();
+}
+
+/* A check (as the fetcher's loader) that refuses every third key it sees:
+ * the refused key's block is taken back. */
+static int every_third(const char *pem, size_t len, const char *label, const char *kid,
+                       void *arg, char *err, size_t errlen)
+{
+	int *seen = arg;
+	(void)kid;
+	if (strncmp(pem, begin, sizeof begin - 1) != 0 || strlen(pem) != len)
+		__builtin_trap();
+	if (++*seen % 3)
+		return 0;
+	snprintf(err, errlen, "%s is refused", label);
+	return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	jwks_pem p, u;
+	char err[256] = "", uerr[256] = "";
+	int seen = 0;
+	int rc = jwks_to_pem((const char *)data, size, &p, err, sizeof err);
+	if ((rc == 0) != (err[0] == '\0') || (rc == 0) != (p.pem != NULL))
+		__builtin_trap();
+	if (rc == 0)
+		check_pem(&p);
+	/* As a fetched set: never stricter, and the keys left out are noted. */
+	int urc = jwks_to_pem_usable((const char *)data, size, every_third, &seen, &u, uerr,
+	                             sizeof uerr);
+	if ((urc == 0) != (uerr[0] == '\0') || (urc == 0) != (u.pem != NULL) ||
+	    (urc != 0 && urc != -1 && urc != -2) || (rc == 0 && seen < 3 && urc != 0) ||
+	    u.unusable < 0 || u.nnotes != (u.unusable < JWKS_NOTES_MAX ? u.unusable : JWKS_NOTES_MAX))
+		__builtin_trap();
+	if (urc == 0)
+		check_pem(&u);
+	for (int i = 0; i < u.nnotes; i++)
+		if (strncmp(u.note[i], "JWKS key ", 9) != 0 || !memchr(u.note[i], '\0', sizeof u.note[i]))
+			__builtin_trap();
+	if (rc == 0 && seen < 3 && (u.len != p.len || strcmp(u.pem, p.pem) != 0))
+		__builtin_trap();
 	jwks_pem_free(&p);
+	jwks_pem_free(&u);
 	return 0;
 }

@@ -6,6 +6,10 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
 
 - the request it sends, and the set used as jwt_public_key_file's would be
   (issuer, audience, roles claim; keys for other uses left out and said);
+  the URL's query logged and cached without its values;
+- keys of the set it cannot use (malformed, too weak, off their curve, no
+  kty, beyond the first 16) left out and each said once, the others used;
+  a set with nothing else has no usable key;
 - an answer framed by Content-Length, by chunks or by the connection's
   close is read whole;
 - a rotated key is found by the unknown-kid fetch (the request waits for it)
@@ -44,7 +48,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 import evhost_testlib as lib
-from test_auth import ISSUER, claims, jwk, pem, probe, sign
+from test_auth import ISSUER, b64, claims, jwk, pem, probe, sign
 from test_metrics import ALERTS, DASHBOARD, scrape_value
 from test_reload import reload
 
@@ -122,6 +126,19 @@ def assert_not_fetched_yet(d, tok):
     assert r.headers.get("Retry-After", "").isdigit(), r.headers
 
 
+def shown(url):
+    """url as the log and the cache show it: its query's values as ***."""
+    def hidden(param):
+        name, eq, _ = param.partition("=")
+        return name + "=***" if eq else "***" if param else ""
+    base, _, query = url.partition("?")
+    return base + "?" + "&".join(map(hidden, query.split("&"))) if query else url
+
+
+def unusable(url, note):
+    return f"[auth] the JWKS from {url} has a key evhost cannot use, left out: {note}"
+
+
 def fetched(url, nrsa, nec):
     return (f"[auth] tokens of {ISSUER} are checked with the key(s) fetched from {url} "
             f"({nrsa} RSA for RS256, {nec} EC for ES256)")
@@ -183,12 +200,18 @@ def test_keys_fetched_at_start_check_the_providers_tokens(evhostd, build_dir, tm
         assert r.headers.get("connection", "").lower() == "close", r.headers
         assert r.headers.get("user-agent") == f"evhost/{version(build_dir)}", r.headers
 
-        line = line_with(d, fetched(idp.url, 1, 1))
+        # The URL's query is logged without its values (they may be a key).
+        url = shown(idp.url)
+        assert url.endswith("/certs?client=***"), url
+        line = line_with(d, fetched(url, 1, 1))
         assert line and "refreshed every 3600 s" in line, d.log_tail()
-        assert f"[auth] 2 key(s) of the JWKS from {idp.url} left out" in d.log_text()
+        assert f"[auth] 2 key(s) of the JWKS from {url} left out" in d.log_text()
+        assert "client=evhost" not in d.log_text(), d.log_tail()
+        assert "cannot use" not in d.log_text(), d.log_tail()
         cache = d.state_dir / "jwks-cache.json"
-        lib.wait_until(lambda: cache.exists() and idp.url in cache.read_text(), timeout=5,
-                       message=f"{cache} naming {idp.url}")
+        lib.wait_until(lambda: cache.exists() and url in cache.read_text(), timeout=5,
+                       message=f"{cache} naming {url}")
+        assert "client=evhost" not in cache.read_text()
 
         for key, kid in ((k["rsa"], "rsa-1"), (k["ec"], "ec-1")):
             assert_ok(d, token(key, kid), kid)
@@ -265,11 +288,15 @@ def test_the_set_is_fetched_again_every_refresh(evhostd, build_dir, certs, k):
         d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
         line = line_with(d, fetched(idp.url, 1, 0))
         assert line and "refreshed every 5 s" in line, d.log_tail()
-        # The provider rotates: the old key out, a new one in.
-        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
+        # The provider rotates: the old key out, a new one in (beside a key
+        # evhostd cannot use, said once for this set).
+        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2"),
+                             {"kty": "EC", "kid": "bad", "crv": "P-256", "x": "AA", "y": "AA"}]}
         reqs = idp.wait_requests(2, timeout=9)
         assert 4.5 <= gaps(reqs)[0] <= 7, gaps(reqs)
         d.wait_for_log(changed(idp.url, 1), timeout=3)
+        assert unusable(idp.url, "JWKS key 2 (kid 'bad'): its x and y are not 32 bytes") \
+            in d.log_text(), d.log_tail()
         # Used at once: no token with the new kid was needed to find it.
         assert_ok(d, token(k["rsa2"], "rsa-2"), "the rotated key")
         assert len(idp.requests) == 2, idp.requests
@@ -278,9 +305,13 @@ def test_the_set_is_fetched_again_every_refresh(evhostd, build_dir, certs, k):
         reqs = idp.wait_requests(3, timeout=9)
         assert 4.5 <= gaps(reqs)[1] <= 7, gaps(reqs)
         assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
-        # The same set again: the cache says when it was last fetched.
+        # The same set again: the cache says when it was last fetched; the
+        # key left out is not said again.
         lib.wait_until(lambda: json.loads(cache.read_text())["fetched_at"] > first, timeout=3,
                        message="the cache's fetched_at moved on")
+        lib.wait_until(lambda: scrape_value(d, "evhost_jwks_fetches_total", result="ok") == 3,
+                       timeout=3, message="the third fetch done")
+        assert d.log_text().count("has a key evhost cannot use") == 1, d.log_tail()
 
 
 # ------------------------------------------------------------------ rotation
@@ -307,11 +338,14 @@ def test_a_rotation_brings_the_new_key_and_drops_the_withdrawn_one_also_after_a_
         d = start(evhostd, build_dir, auth, state_dir=state)
         assert_ok(d, token(k["rsa"], "rsa-1"))
         # The new key is published and signs at once: its first token is
-        # accepted after one fetch (5 s after the last, at the earliest).
-        idp.jwks = {"keys": [jwk(k["rsa"], "rsa-1"), jwk(k["rsa2"], "rsa-2")]}
+        # accepted after one fetch (5 s after the last, at the earliest), also
+        # when the set has a key evhostd cannot use beside it.
+        broken = {"kty": "RSA", "kid": "broken", "use": "sig", "e": "AQAB"}
+        idp.jwks = {"keys": [jwk(k["rsa"], "rsa-1"), broken, jwk(k["rsa2"], "rsa-2")]}
         wait_past(idp.requests[-1].done + 5.3)
         assert_ok(d, token(k["rsa2"], "rsa-2"), "the new key's first token")
         assert len(idp.requests) == 2, idp.requests
+        assert unusable(idp.url, "JWKS key 2 (kid 'broken'): its n is missing") in d.log_text()
         assert_ok(d, token(k["rsa"], "rsa-1"), "the old key, still published")
         # The old key is withdrawn; the next fetch (here a token naming a
         # kid the set lacks) drops it.
@@ -395,14 +429,20 @@ def test_a_set_with_no_usable_key_withdraws_the_keys_in_use(evhostd, build_dir, 
     published again is found as any new key is."""
     state = tmp_path / "state"
     cache = state / "jwks-cache.json"
+    withdrawn = {"keys": [jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP"),
+                          jwk(k["ed"], "ed-1")]}
     with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
         auth = jwks_auth(idp, certs, jwt_jwks_refresh="5s")
         d = start(evhostd, build_dir, auth, state_dir=state)
         assert_ok(d, token(k["rsa"], "rsa-1"))
         lib.wait_until(lambda: cache.exists() and "rsa-1" in cache.read_text(), timeout=5,
                        message=f"{cache} with rsa-1")
-        idp.jwks = {"keys": [jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP"),
-                             jwk(k["ed"], "ed-1")]}
+        # The refresh brings the set without usable keys; the one after it
+        # fails, and its retry (1 s later, not a refresh later) brings an
+        # empty set.
+        idp.answer_next(jwks=withdrawn)
+        idp.answer_next(status=500)
+        idp.jwks = {"keys": []}
         d.wait_for_log(f"[auth] the JWKS from {idp.url} has no key evhost can use (no RS256 or "
                        f"ES256 signing key among its 2 key(s)): tokens of {ISSUER} are refused "
                        "until it publishes an RS256 or ES256 signing key; the keys fetched "
@@ -411,37 +451,34 @@ def test_a_set_with_no_usable_key_withdraws_the_keys_in_use(evhostd, build_dir, 
         assert_refused(d, token(k["ec"], "ec-1"), UNKNOWN_KID)
         lib.wait_until(lambda: "rsa-1" not in cache.read_text(), timeout=3,
                        message=f"{cache} without rsa-1")
-        assert json.loads(cache.read_text())["jwks"] == idp.jwks
+        assert json.loads(cache.read_text())["jwks"] == withdrawn
         assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") == 0
-        # An empty set is the same set: no change said again.
-        idp.jwks = {"keys": []}
-        n = len(idp.requests)
-        idp.wait_requests(n + 1, timeout=9)
-        time.sleep(0.3)
-        assert d.log_text().count("has no key evhost can use") == 1, d.log_tail()
         # A failed fetch meanwhile says the tokens stay refused.
-        idp.answer_next(status=500)
         d.wait_for_log(cannot(idp.url, "answered 500"), timeout=9)
         assert "; tokens of its issuer are still refused (its last set had no key evhost can " \
             "use), next try in 1 s" in line_with(d, cannot(idp.url, "answered 500")), d.log_tail()
-        # A key published again: its first token fetches it, as any new key.
-        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
-        lib.wait_until(lambda: ok(d, token(k["rsa2"], "rsa-2")), timeout=12, interval=0.5,
-                       message="the key published again accepted")
-        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
-        # Withdrawn again, then the provider is down at a restart: the
-        # withdrawn keys are not taken from the cache.
-        idp.jwks = {"keys": []}
-        wait_count(d, f"[auth] the JWKS from {idp.url} has no key evhost can use", 2, timeout=9)
+        # An empty set is the same set: no change said again.
+        lib.wait_until(lambda: scrape_value(d, "evhost_jwks_fetches_total", result="ok") == 3,
+                       timeout=5, message="the retry's fetch of the empty set")
+        assert d.log_text().count("has no key evhost can use") == 1, d.log_tail()
         lib.wait_until(lambda: json.loads(cache.read_text())["jwks"] == {"keys": []},
                        timeout=3, message=f"{cache} with the empty set")
+        assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
         assert d.stop() == 0
-    d2 = start(evhostd, build_dir, auth, state_dir=state)
-    d2.wait_for_log(f"the keys in {cache} are not used: no RS256 or ES256 signing key among "
-                    "its 0 key(s)", timeout=5)
-    assert "using the keys fetched from" not in d2.log_text(), d2.log_tail()
-    assert_not_fetched_yet(d2, token(k["rsa2"], "rsa-2"))
-    assert_not_fetched_yet(d2, token(k["rsa"], "rsa-1"))
+        # The provider is down at a restart: the withdrawn keys are not taken
+        # from the cache.
+        idp.stop()
+        d2 = start(evhostd, build_dir, auth, state_dir=state)
+        d2.wait_for_log(f"the keys in {cache} are not used: no RS256 or ES256 signing key among "
+                        "its 0 key(s)", timeout=5)
+        assert "using the keys fetched from" not in d2.log_text(), d2.log_tail()
+        assert_not_fetched_yet(d2, token(k["rsa"], "rsa-1"))
+        # A key published again: found as any new key (here by the retry).
+        idp.jwks = {"keys": [jwk(k["rsa2"], "rsa-2")]}
+        idp.start()
+        lib.wait_until(lambda: ok(d2, token(k["rsa2"], "rsa-2")), timeout=12, interval=0.3,
+                       message="the key published again accepted")
+        assert_refused(d2, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
 
 
 def test_a_start_with_a_set_without_usable_keys_refuses_the_tokens(evhostd, build_dir, certs, k):
@@ -456,6 +493,77 @@ def test_a_start_with_a_set_without_usable_keys_refuses_the_tokens(evhostd, buil
         assert_refused(d, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
         assert_refused(d, token_without_kid(k["ec"]), UNKNOWN_KID)
         assert scrape_value(d, "evhost_jwks_fetches_total", result="ok") == 1
+        # Nothing but keys it cannot use is the same: each said, the set in
+        # use (not a failed fetch that would wait for the provider to mend it).
+        bad = broken_keys(k)
+        idp.jwks = {"keys": [key for key, _ in bad]}
+        d2 = start(evhostd, build_dir, jwks_auth(idp, certs))
+        d2.wait_for_log(f"[auth] the JWKS from {idp.url} has no key evhost can use (no RS256 or "
+                        f"ES256 signing key evhost can use among its {len(bad)} key(s): "
+                        f"{len(bad)} could not be used): tokens of {ISSUER} are refused", timeout=5)
+        for i, (_, why) in enumerate(bad):
+            assert unusable(idp.url, f"JWKS key {i + 1} ({why}") in d2.log_text(), d2.log_tail()
+        assert_refused(d2, token(k["rsa"], "rsa-1"), UNKNOWN_KID)
+        assert scrape_value(d2, "evhost_jwks_fetches_total", result="failed") == 0
+        assert scrape_value(d2, "evhost_jwks_keys_unusable") == len(bad)
+
+
+# ------------------------------------------------- keys evhost cannot use
+
+
+def broken_keys(k):
+    """Keys of a kind evhostd takes that it cannot use, each with what the
+    log says of it (RFC 7517, 5: ignored, not a reason to refuse the set)."""
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    return [
+        ({"kty": "RSA", "kid": "broken", "use": "sig", "e": "AQAB"},
+         "kid 'broken'): its n is missing, not base64url, or over 16384 bits"),
+        (jwk(weak, "weak"), "kid 'weak'): an RSA key of fewer than 2048 bits"),
+        (jwk(k["ec"], "off-curve", y=b64(bytes(31) + b"\1").decode()),
+         "kid 'off-curve') is not a public key OpenSSL can read"),
+        ({"kid": "no-kty", "use": "sig"}, "kid 'no-kty') is not a JSON Web Key (no kty)"),
+    ]
+
+
+def test_keys_evhost_cannot_use_are_left_out_and_the_others_used(evhostd, build_dir, certs,
+                                                                   k):
+    """A set with keys evhostd cannot use (malformed, too weak, a point off
+    its curve, no kty) beside good ones: the good ones are used, each bad
+    one is said at WARN with its place, kid and why, and /metrics counts
+    them. (Said once for a set, not at every fetch of the same set:
+    test_the_set_is_fetched_again_every_refresh.)"""
+    bad = broken_keys(k)
+    jwks = {"keys": [jwk(k["rsa"], "rsa-1")] + [key for key, _ in bad] +
+            [jwk(k["other"], "enc-1", use="enc", alg="RSA-OAEP"), jwk(k["ec"], "ec-1")]}
+    with lib.JwksServer(jwks, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        assert line_with(d, fetched(idp.url, 1, 1)), d.log_tail()
+        for i, (_, why) in enumerate(bad):
+            line = line_with(d, unusable(idp.url, f"JWKS key {i + 2} ({why}"))
+            assert line and " WARN " in line, (why, d.log_tail())
+        assert f"[auth] 1 key(s) of the JWKS from {idp.url} left out: not for" in d.log_text()
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+        assert_ok(d, token(k["ec"], "ec-1"))
+        assert_refused(d, token(k["ec"], "off-curve"), UNKNOWN_KID)
+        assert scrape_value(d, "evhost_jwks_keys_unusable") == len(bad)
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="failed") == 0
+
+
+def test_keys_beyond_the_first_16_are_left_out_and_said(evhostd, build_dir, certs):
+    """More usable keys than evhostd takes (16: each is tried for a token
+    without kid): the first 16 of the set are used, the others said at WARN."""
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(18)]
+    with lib.JwksServer({"keys": [jwk(key, f"ec-{i}") for i, key in enumerate(keys)]},
+                        tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs))
+        assert line_with(d, fetched(idp.url, 0, 16)), d.log_tail()
+        for i in (16, 17):
+            assert unusable(idp.url, f"JWKS key {i + 1} (kid 'ec-{i}'): beyond the first 16 "
+                                     "RS256 or ES256 keys, the ones used") in d.log_text()
+        assert_ok(d, token(keys[0], "ec-0"))
+        assert_ok(d, token(keys[15], "ec-15"))
+        assert_refused(d, token(keys[16], "ec-16"), UNKNOWN_KID)
+        assert scrape_value(d, "evhost_jwks_keys_unusable") == 2
 
 
 def test_a_flood_of_unknown_kids_fetches_once_and_holds_few_workers(evhostd, build_dir, certs,
@@ -627,12 +735,11 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
         # The next four answers fail, each its own way. (A set without a key
         # evhostd can use is no failure: the provider withdrew its keys.)
         idp.answer_next(status=500)
-        idp.answer_next(jwks={"keys": [jwk(k["rsa2"], "rsa-2"),
-                                       {"kty": "RSA", "kid": "broken", "e": "AQAB"}]})
+        idp.answer_next(jwks={"keys": {"kid": "rsa-2"}})
         idp.answer_next(body=b"<html><body>Maintenance</body></html>")
         idp.answer_next(truncate=True)
         steps = ((cannot(idp.url, "answered 500"), 1),
-                 (cannot(idp.url, "JWKS key 2 (kid 'broken'): its n is missing"), 1),
+                 (cannot(idp.url, 'not a JWKS: no "keys" array'), 1),
                  (cannot(idp.url, "not a JWKS: invalid JSON at line 1, column 1"), 1),
                  (cannot(idp.url, "the answer ended after"), 1))
         for needle, n in steps:
@@ -647,7 +754,7 @@ def test_a_failed_fetch_keeps_the_keys_and_backs_off(evhostd, build_dir, certs, 
             3.2 <= g[3] <= 5.5, g
         # The set kept is still the good one.
         text = cache.read_text()
-        assert idp.url in text and "rsa-1" in text and "broken" not in text, text
+        assert idp.url in text and "rsa-1" in text and "rsa-2" not in text, text
         # What /metrics tells the operator: the good fetches (the start's, and
         # the retry after the four if it came), the failed ones, and when the
         # last good one ended.
@@ -827,9 +934,12 @@ def test_a_stop_does_not_wait_for_a_fetch_under_way(evhostd, build_dir, certs, k
     until the fetch's 5 s timeout: the fetch is given up at once, and said
     so, not as a failure."""
     with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        # The start's fetch fails: its retry, 1 s later (not a refresh
+        # later), is the fetch under way.
+        idp.answer_next(status=500)
+        idp.answer_next(delay=30)
         d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
-        idp.delay = 30
-        idp.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
+        idp.wait_requests(2, timeout=5)  # the retry: waiting for its answer
         stop_gives_the_fetch_up(d, idp)
 
 
@@ -843,21 +953,26 @@ def stop_gives_the_fetch_up(d, idp):
                             "its fetcher stops")
     assert stopping and given_up, log
     assert log_time(given_up) - log_time(stopping) < 2, (stopping, given_up)
-    assert "cannot fetch the JWKS" not in log, log
+    assert "cannot fetch the JWKS" not in log[log.index(stopping):], log
 
 
 def test_a_stop_does_not_wait_for_a_tls_handshake_under_way(evhostd, build_dir, certs, k):
     """Nor for a provider that accepted the connection and has not answered
     the TLS handshake."""
     with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        # The start's fetch and its retry (1 s later) fail; the next retry,
+        # 2 s after that rather than a refresh later, meets the slow server.
+        idp.answer_next(status=500)
+        idp.answer_next(status=500)
         d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
-        assert idp.connections == 1
+        idp.wait_requests(2, timeout=5)
+        assert idp.connections == 2
         idp.handshake_delay = 30
-        lib.wait_until(lambda: idp.connections == 2, timeout=9,
-                       message="the refresh's connection")
+        lib.wait_until(lambda: idp.connections == 3, timeout=5,
+                       message="the second retry's connection")
         time.sleep(0.5)  # its ClientHello sent, the handshake waiting for the server
         stop_gives_the_fetch_up(d, idp)
-        assert len(idp.requests) == 1  # the start's; the refresh sent none
+        assert len(idp.requests) == 2  # the start's and the first retry's; the next sent none
 
 
 def test_a_stop_does_not_wait_for_a_connection_under_way(evhostd, build_dir, k):
@@ -898,9 +1013,11 @@ def test_a_reload_does_not_wait_for_the_replaced_fetchers_fetch(evhostd, build_d
     """Nor a reload that replaces the fetcher (here: a new refresh period):
     the old one's fetch under way is given up, the new one fetches."""
     with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
-        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        # The start's fetch fails; its retry (after 1 s) is kept waiting.
+        idp.answer_next(status=500)
         idp.answer_next(delay=30)
-        idp.wait_requests(2, timeout=9)  # the refresh: waiting for its answer
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5s"))
+        idp.wait_requests(2, timeout=5)  # the retry: waiting for its answer
         (d.config_dir / "conf.d" / IDP_DROPIN).write_text(
             idp_conf(**jwks_auth(idp, certs, jwt_jwks_refresh="7s")))
         t0 = time.monotonic()

@@ -342,6 +342,68 @@ def test_a_url_holding_a_password_is_refused_without_saying_it(evhostd, build_di
         assert run.returncode == 1 and pw not in out and "***@" in out, out
 
 
+def test_a_key_in_the_jwks_urls_query_is_not_written(evhostd, build_dir, tmp_path):
+    # Some providers take an API key in the jwks_uri's query. The log (a
+    # fetch refused with a redirect that carries the query on, the keys
+    # fetched, a key left out, a token of an unknown kid, a reload, a start
+    # from the cache while the provider is down), the cache in state_dir and
+    # --check-config's errors show the query with its values as ***.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from test_auth import ISSUER, claims, jwk, probe, sign
+    from test_reload import reload
+    pw = "urlkey-" + secrets.token_hex(8)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    broken = {"kty": "RSA", "kid": "broken", "use": "sig", "e": "AQAB"}
+    state = tmp_path / "state"
+
+    def dropins(refresh):
+        return {"20-probe.conf": probe(build_dir),
+                "30-idp.conf": f"[auth]\njwt_public_key_issuer = {ISSUER}\n"
+                               f"jwt_jwks_url = {idp.url}\njwt_jwks_refresh = {refresh}\n"}
+
+    idp = lib.JwksServer({"keys": [jwk(key, "rsa-1"), broken]},
+                         path=f"/certs?tenant=shop&api_key={pw}")
+    shown = idp.url_for("/certs?tenant=***&api_key=***")
+    with idp:
+        idp.answer_next(status=302, headers={"Location": idp.url_for(f"/v2/certs?key={pw}")})
+        d = evhostd({"log": {"level": "debug"}}, dropins("1h"), brokers="embedded",
+                    state_dir=state)
+        d.wait_for_log(f"[auth] tokens of {ISSUER} are checked with the key(s) fetched from "
+                       f"{shown} (1 RSA", timeout=10)
+        tok = sign(key, "RS256", claims(), header={"alg": "RS256", "typ": "JWT", "kid": "k9"})
+        r = d.get("/probe/whoami", headers={"Authorization": f"Bearer {tok}"})
+        assert r.status_code == 401, r.text
+        d.wait_for_log(f"[auth] a token names a key (kid) the JWKS from {shown} does not have",
+                       timeout=5)
+        (d.config_dir / "conf.d" / "30-idp.conf").write_text(dropins("2h")["30-idp.conf"])
+        reload(d, "reload done", timeout=15)
+        d.wait_for_log(f"the keys fetched from {shown}", timeout=5)
+        assert d.stop() == 0
+    d2 = evhostd({"log": {"level": "debug"}}, dropins("2h"), brokers="embedded", state_dir=state)
+    d2.wait_for_log(f"[auth] using the keys fetched from {shown} at ", timeout=10)
+    assert d2.stop() == 0
+    for said in (f"cannot fetch the JWKS from {shown}: answered 302, a redirect to "
+                 f"{idp.url_for('/v2/certs?key=***')}",
+                 f"until a fetch from {shown} succeeds",
+                 f"the JWKS from {shown} has a key evhost cannot use, left out: JWKS key 2 "
+                 "(kid 'broken')"):
+        assert said in d.log_text(), (said, d.log_tail())
+    assert f"cannot fetch the JWKS from {shown}: cannot connect" in d2.log_text(), d2.log_tail()
+    texts = sources(d)
+    texts.update({f"restart: {k}": v for k, v in sources(d2).items()})
+    for url, want in ((f"http://idp.example/certs?api_key={pw}",
+                       "got 'http://idp.example/certs?***'"),
+                      (f"https://kc:x@idp.example/certs?api_key={pw}",
+                       "got 'https://***@idp.example/certs?***'")):
+        run = evhostd.run(["--check-config"], {"auth": {"jwt_jwks_url": url,
+                                                        "jwt_public_key_issuer": ISSUER}})
+        texts[f"--check-config {want}"] = run.stdout + run.stderr
+        assert run.returncode == 1 and want in run.stdout + run.stderr, run.stdout + run.stderr
+    assert "state_dir/jwks-cache.json" in texts, sorted(texts)
+    leaks = where({"url key": pw}, texts)
+    assert not leaks, "\n".join(f"{n} in {src}: ...{nearby(pw, texts[src])}..." for n, src in leaks)
+
+
 @pytest.mark.parametrize("site", ["http", "event"])
 def test_a_crash_report_names_no_token_and_no_address(evhostd, build_dir, tmp_path, site):
     # The last line of a crashed daemon, the crash record in state_dir and

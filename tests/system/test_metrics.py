@@ -364,7 +364,8 @@ ONLY_WITH_HTTPS = {"evhost_tls_certificate_expiry_timestamp_seconds",  # test_ht
                    "evhost_https_handshakes_failed_total",  # test_https
                    "evhost_backup_last_timestamp_seconds",  # test_https
                    "evhost_jwks_fetches_total",  # test_jwks_fetch
-                   "evhost_jwks_last_success_timestamp_seconds"}  # test_jwks_fetch
+                   "evhost_jwks_last_success_timestamp_seconds",  # test_jwks_fetch
+                   "evhost_jwks_keys_unusable"}  # test_jwks_fetch
 OPERATIONS = lib.REPO_ROOT / "docs" / "operations.md"
 TARGET_LABELS = {"instance", "job"}  # added by Prometheus to every series it scrapes
 # The host's families, and the bundled plugins' own (operations.md's second table).

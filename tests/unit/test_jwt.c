@@ -816,6 +816,146 @@ static void test_jwks_errors(void **state)
 	jwks_error(many, "more than 16 RS256 or ES256 keys");
 }
 
+/* A key the check refuses, by kid: "bad" (1, the key's fault) or "oom" (-1). */
+static int refuse_by_kid(const char *pem, size_t len, const char *label, const char *kid,
+                         void *arg, char *err, size_t errlen)
+{
+	int *calls = arg;
+	(*calls)++;
+	assert_non_null(strstr(pem, "-----BEGIN PUBLIC KEY-----\n"));
+	assert_int_equal(strlen(pem), len);
+	if (kid && strcmp(kid, "oom") == 0) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (kid && strcmp(kid, "bad") == 0) {
+		snprintf(err, errlen, "%s is not a public key OpenSSL can read", label);
+		return 1;
+	}
+	return 0;
+}
+
+#define BAD_RSA(kid) "{\"kty\":\"RSA\",\"kid\":\"" kid "\",\"e\":\"AQAB\"}"
+#define EC_JWK(kid)                                                                      \
+	"{\"kty\":\"EC\",\"kid\":\"" kid "\",\"crv\":\"P-256\",\"x\":\"" KAT_X "\",\"y\":\"" KAT_Y \
+	"\"}"
+
+/* A fetched set (RFC 7517, 5): the keys of a kind evhost takes that it
+ * cannot use are left out, counted and noted; the others are used. */
+static void test_jwks_usable_leaves_bad_keys_out(void **state)
+{
+	static const char set[] =
+	    "{\"keys\":[" KAT_RSA_JWK "," BAD_RSA("broken") ",1,{\"kid\":\"nokty\"},"
+	    "{\"kty\":\"RSA\",\"use\":\"enc\",\"n\":\"AQAB\",\"e\":\"AQAB\"},"
+	    "{\"kty\":\"EC\",\"kid\":\"short\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}," EC_JWK(
+	        "bad") "," KAT_EC_JWK "]}";
+	jwks_pem p;
+	char err[256] = "", want[sizeof kat_rsa_pem + sizeof kat_ec_pem];
+	int calls = 0;
+	(void)state;
+	assert_int_equal(jwks_to_pem_usable(set, sizeof set - 1, refuse_by_kid, &calls, &p, err,
+	                                    sizeof err),
+	                 0);
+	snprintf(want, sizeof want, "%s%s", kat_rsa_pem, kat_ec_pem);
+	assert_string_equal(p.pem, want);
+	assert_int_equal(p.nkeys, 2);
+	assert_string_equal(p.labels[0], "JWKS key 1 (kid 'r1')");
+	assert_string_equal(p.labels[1], "JWKS key 8 (kid 'e1')");
+	assert_string_equal(p.kids[1], "e1");
+	assert_int_equal(calls, 3); /* the keys well formed: r1, bad, e1 */
+	assert_int_equal(p.skipped, 1);
+	assert_int_equal(p.unusable, 5);
+	assert_int_equal(p.nnotes, 5);
+	assert_string_equal(p.note[0], "JWKS key 2 (kid 'broken'): its n is missing, not "
+	                               "base64url, or over 16384 bits");
+	assert_string_equal(p.note[1], "JWKS key 3 is not a JSON Web Key (no kty)");
+	assert_string_equal(p.note[2], "JWKS key 4 (kid 'nokty') is not a JSON Web Key (no kty)");
+	assert_string_equal(p.note[3], "JWKS key 6 (kid 'short'): its x and y are not 32 bytes of "
+	                               "base64url each");
+	assert_string_equal(p.note[4], "JWKS key 7 (kid 'bad') is not a public key OpenSSL can "
+	                               "read");
+	jwks_pem_free(&p);
+	/* The strict reader (jwt_public_key_file) refuses the same set. */
+	assert_int_equal(jwks_to_pem(set, sizeof set - 1, &p, err, sizeof err), -1);
+	assert_string_equal(err, "JWKS key 2 (kid 'broken'): its n is missing, not base64url, or "
+	                         "over 16384 bits");
+	/* A check that cannot be made fails the set, with its reason. */
+	static const char oom[] = "{\"keys\":[" KAT_RSA_JWK "," EC_JWK("oom") "]}";
+	assert_int_equal(jwks_to_pem_usable(oom, sizeof oom - 1, refuse_by_kid, &calls, &p, err,
+	                                    sizeof err),
+	                 -1);
+	assert_string_equal(err, "out of memory");
+	assert_null(p.pem);
+}
+
+/* Nothing usable: -2, as for a set without signing keys (the fetcher puts
+ * it in use), saying how many could not be used. */
+static void test_jwks_usable_none(void **state)
+{
+	static const char set[] = "{\"keys\":[" BAD_RSA("a") "," EC_JWK("bad") ","
+	                          "{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"x\":\"AA\"}]}";
+	jwks_pem p;
+	char err[256] = "";
+	int calls = 0;
+	(void)state;
+	assert_int_equal(jwks_to_pem_usable(set, sizeof set - 1, refuse_by_kid, &calls, &p, err,
+	                                    sizeof err),
+	                 -2);
+	assert_null(p.pem);
+	assert_int_equal(p.nkeys, 0);
+	assert_int_equal(p.unusable, 2);
+	assert_int_equal(p.skipped, 1);
+	assert_string_equal(err, "no RS256 or ES256 signing key evhost can use among its 3 "
+	                         "key(s): 2 could not be used");
+	/* Not a JWKS is still an error. */
+	assert_int_equal(jwks_to_pem_usable("{\"keys\":{}}", 11, NULL, NULL, &p, err, sizeof err),
+	                 -1);
+	assert_string_equal(err, "not a JWKS: no \"keys\" array");
+}
+
+/* Beyond JWKS_MAX_KEYS usable keys: the first ones are used, the rest noted;
+ * a key the check refuses does not take a place. Notes stop at
+ * JWKS_NOTES_MAX, the count does not. */
+static void test_jwks_usable_limits(void **state)
+{
+	char many[16384] = "{\"keys\":[";
+	jwks_pem p;
+	char err[256] = "";
+	int calls = 0;
+	(void)state;
+	strcat(many, EC_JWK("bad"));
+	for (int i = 0; i < JWKS_MAX_KEYS + 3; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), ",%s", KAT_EC_JWK);
+	strcat(many, "]}");
+	assert_int_equal(jwks_to_pem_usable(many, strlen(many), refuse_by_kid, &calls, &p, err,
+	                                    sizeof err),
+	                 0);
+	assert_int_equal(p.nkeys, JWKS_MAX_KEYS);
+	assert_string_equal(p.labels[0], "JWKS key 2 (kid 'e1')");
+	assert_string_equal(p.labels[JWKS_MAX_KEYS - 1], "JWKS key 17 (kid 'e1')");
+	assert_int_equal(p.unusable, 4);
+	assert_int_equal(calls, JWKS_MAX_KEYS + 1); /* none for the keys beyond */
+	assert_string_equal(p.note[1], "JWKS key 18 (kid 'e1'): beyond the first 16 RS256 or ES256 "
+	                               "keys, the ones used");
+	assert_string_equal(p.note[3], "JWKS key 20 (kid 'e1'): beyond the first 16 RS256 or ES256 "
+	                               "keys, the ones used");
+	jwks_pem_free(&p);
+
+	strcpy(many, "{\"keys\":[" KAT_EC_JWK);
+	for (int i = 0; i < 3 * JWKS_NOTES_MAX; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), ",%s", BAD_RSA("b"));
+	strcat(many, "]}");
+	assert_int_equal(jwks_to_pem_usable(many, strlen(many), NULL, NULL, &p, err, sizeof err),
+	                 0);
+	assert_int_equal(p.nkeys, 1);
+	assert_int_equal(p.unusable, 3 * JWKS_NOTES_MAX);
+	assert_int_equal(p.nnotes, JWKS_NOTES_MAX);
+	assert_string_equal(p.note[JWKS_NOTES_MAX - 1],
+	                    "JWKS key 17 (kid 'b'): its n is missing, not base64url, or over 16384 "
+	                    "bits");
+	jwks_pem_free(&p);
+}
+
 /* Token JSON held to the rules of a request body: a member named twice
  * (cJSON would take the first, most parsers the last: RFC 7519 section 4
  * has a parser refuse them or take the last), \u0000 (a C string ends
@@ -885,6 +1025,9 @@ int main(void)
 	    cmocka_unit_test(test_jwks_left_out),
 	    cmocka_unit_test(test_jwks_errors),
 	    cmocka_unit_test(test_jwks_no_usable_key),
+	    cmocka_unit_test(test_jwks_usable_leaves_bad_keys_out),
+	    cmocka_unit_test(test_jwks_usable_none),
+	    cmocka_unit_test(test_jwks_usable_limits),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
