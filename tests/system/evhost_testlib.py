@@ -9,6 +9,7 @@ can build it from here directly.
 
 import asyncio
 import base64
+import contextlib
 import email
 import email.message
 import hashlib
@@ -1213,6 +1214,26 @@ def probe_slow_handler(d, ms):
     assert d.post("/probe/publish?key=k", json={"n": 1, "sleep_ms": ms}).status_code == 200
     d.wait_for_log(f"probe: handler sleeping {ms} ms", timeout=30)
     time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def probe_held_handler(d, hold):
+    """As probe_slow_handler, but the second handler holds its plugin's
+    database until the block ends (while the file `hold`, made here,
+    exists; a minute at most): a test waits for what it needs to, not for a
+    handler's fixed time."""
+    hold = Path(hold)
+    hold.write_text("")
+    try:
+        assert d.post("/probe/publish?key=k", json={"n": 0}).status_code == 200
+        probe_wait_seen(d, 1)
+        assert d.post("/probe/publish?key=k",
+                      json={"n": 1, "hold_while": str(hold)}).status_code == 200
+        d.wait_for_log(f"probe: event held while {hold} exists", timeout=30)
+        time.sleep(0.2)
+        yield
+    finally:
+        hold.unlink()
 
 
 def count_rows(state_dir, plugin, table):

@@ -276,6 +276,12 @@ def test_kill_9_during_burst_loses_nothing_and_mails_once(evhostd, tmp_path, uni
 OWN_BROKER = pytest.mark.xdist_group("own_broker")
 
 
+# librdkafka tries a broker that went away again after a backoff doubled up
+# to reconnect.backoff.max.ms (10 s): with 1 s the daemon is back within a
+# second or so of the broker, not ten.
+QUICK_RECONNECT = {"rdkafka.reconnect.backoff.max.ms": 1000}
+
+
 @pytest.fixture(scope="module")
 def own_broker():
     """A broker of our own, for the slow tests that stop it or need it to
@@ -298,7 +304,8 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
     topic = unique_name("crud.orders")
     lib.create_topics([topic], own_broker.bootstrap)
     d = evhostd({"plugin.crud": {"collections": "orders", "collection.orders.topic": topic},
-                 "store": {"outbox_max_rows": 200}}, brokers=own_broker.bootstrap)
+                 "store": {"outbox_max_rows": 200}, "kafka": QUICK_RECONNECT},
+                brokers=own_broker.bootstrap)
     acked, statuses, stop = [], collections.Counter(), threading.Event()
     missing_retry_after = []
 
@@ -322,18 +329,23 @@ def test_broker_outage_writes_get_201_or_503_and_nothing_acknowledged_is_lost(
     t = threading.Thread(target=load)
     t.start()
     try:
-        time.sleep(4)
+        lib.wait_until(lambda: len(acked) >= 50, timeout=60, interval=0.1,
+                       message="writes acknowledged before the outage")
         before = len(acked)
         own_broker.stop(keep=True)
         down_at = len(acked)
         # Down until the outbox is full (writes answered 503), and a while after.
         lib.wait_until(lambda: statuses[503] > 0, timeout=60, interval=0.5,
                        message="a 503 once the outbox bound (200) is reached")
-        time.sleep(3)
+        lib.wait_until(lambda: statuses[503] >= 50, timeout=60, interval=0.1,
+                       message="writes answered at the outbox bound")
         during = len(acked) - down_at
         full_during = statuses[503]
         own_broker.start()
-        time.sleep(4)
+        back_at = len(acked)
+        # Back: the outbox drains below its bound and writes are taken again.
+        lib.wait_until(lambda: len(acked) >= back_at + 20, timeout=60, interval=0.1,
+                       message="writes acknowledged again once the broker is back")
     finally:
         stop.set()
         t.join()
@@ -368,7 +380,7 @@ def test_a_replay_while_kafka_is_unreachable_is_refused_at_once(evhostd, build_d
     lib.create_topics([topic], own_broker.bootstrap, partitions=1)
     token = tmp_path / "admin.token"
     token.write_text(ADMIN_TOKEN + "\n")
-    d = evhostd({"admin": {"token_file": str(token)},
+    d = evhostd({"admin": {"token_file": str(token)}, "kafka": QUICK_RECONNECT,
                  "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
                                   "topic": topic, "group": unique_name("g")}},
                 brokers=own_broker.bootstrap)
@@ -393,7 +405,7 @@ def test_a_replay_while_kafka_is_unreachable_is_refused_at_once(evhostd, build_d
         own_broker.start()
     r = lib.wait_until(lambda: (lambda r: r if r.status_code == 200 else None)(
         d.post("/admin/plugins/probe/replay", headers=admin(), json={"from": "beginning"},
-               timeout=60)), timeout=120, interval=2, message="the replay once Kafka is back")
+               timeout=60)), timeout=120, interval=0.5, message="the replay once Kafka is back")
     assert r.json()["inbox_deleted"] == 3, r.text
     assert len(lib.probe_wait_seen(d, 6, timeout=90)) == 6
 

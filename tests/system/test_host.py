@@ -1646,8 +1646,11 @@ def test_a_stop_held_by_a_handler_that_does_not_return_ends_after_stop_timeout(
     # An event handler that does not return held SIGTERM as long as it ran:
     # its consumer is joined. At [host] stop_timeout and 10 s more the stop's
     # guard ends the process (status 3), naming what the stop waited for. The
-    # event was not committed: the next start handles it again.
+    # event was not committed: the next start handles it again. (The killed
+    # consumer never left its group: the next start waits for its session
+    # to time out, Kafka's least (6 s) here, not librdkafka's 45 s.)
     conf = {"host": {"stop_timeout": "1s"},
+            "kafka": {"rdkafka.session.timeout.ms": "6000"},
             "plugin.probe": probe_conf(build_dir, topic=unique_name("hold"),
                                        group=unique_name("g"))}
     d = evhostd(conf, brokers=kafka_bootstrap)
@@ -1734,7 +1737,7 @@ def test_a_secret_file_every_account_can_read_is_said(evhostd, tmp_path):
 
 
 def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, unique_name,
-                                          otel_collector):
+                                          otel_collector, tmp_path):
     # evhostd's own readings of the wall clock are 10 minutes ahead of the
     # kernel's (faults.so): a wait to a deadline taken from the wall clock
     # would last 10 minutes longer, as after NTP stepped the clock back at
@@ -1766,8 +1769,8 @@ def test_timed_waits_ignore_the_wall_clock(evhostd, build_dir, kafka_bootstrap, 
     lib.wait_until(lambda: lib.count_rows(d.state_dir, "probe", "evh_events") == 0, timeout=15,
                    message="the event pruned from the event log (event_retention 2 s)")
 
-    lib.probe_slow_handler(d, 9000)
-    r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
+    with lib.probe_held_handler(d, tmp_path / "hold"):
+        r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
     assert r.status_code == 503, r.text
     assert "held the database for 5000 ms" in d.log_text(), d.log_tail()
 
