@@ -2996,10 +2996,83 @@ int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64
 	return EVH_EKAFKA;
 }
 
-static int watermarks(struct consumer *c, const char *topic, int32_t partition, int64_t *lo,
-                      int64_t *hi, char *err, size_t errlen)
+/* What lookup_offsets asks of each partition, and how its errors read. */
+enum offsets_asked { ASK_FIRST, ASK_END, ASK_BY_TIME };
+
+static const char *offsets_failed(enum offsets_asked what)
 {
-	return kafka_watermarks(c->rk, topic, partition, lo, hi, SEEK_TIMEOUT_MS, err, errlen);
+	switch (what) {
+	case ASK_FIRST: return "cannot read the first offset of";
+	case ASK_END: return "cannot read the end offset of";
+	default: return "cannot look up by time the offset of";
+	}
+}
+
+/* Set each partition of `l` to its first offset, its end (the next offset
+ * to be written), or the first offset at or after `time_ms`. One ListOffsets
+ * request per leader for the whole list: a replay once asked each partition's
+ * watermarks in turn (rd_kafka_query_watermark_offsets, two requests that the
+ * broker answers after the consumer's pending fetch, fetch.wait.max.ms), so
+ * it took 0.5 s per partition. A transient error (a leader moving, a
+ * connection coming back) is asked again until SEEK_TIMEOUT_MS, as
+ * kafka_watermarks does. Only the offsets change in `l`. */
+static int lookup_offsets(struct consumer *c, rd_kafka_topic_partition_list_t *l,
+                          enum offsets_asked what, int64_t time_ms, char *err, size_t errlen)
+{
+	int64_t deadline = clock_mono_ms() + SEEK_TIMEOUT_MS, left;
+	int64_t ask = what == ASK_FIRST ? RD_KAFKA_OFFSET_BEGINNING
+	              : what == ASK_END ? RD_KAFKA_OFFSET_END
+	                                : time_ms;
+	rd_kafka_topic_partition_list_t *q = rd_kafka_topic_partition_list_new(l->cnt);
+	const rd_kafka_topic_partition_t *bad = NULL;
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+	if (!q) {
+		snprintf(err, errlen, "out of memory");
+		return EVH_ENOMEM;
+	}
+	for (int i = 0; i < l->cnt; i++) /* asked once each (duplicates are refused) */
+		if (!rd_kafka_topic_partition_list_find(q, l->elems[i].topic, l->elems[i].partition))
+			rd_kafka_topic_partition_list_add(q, l->elems[i].topic, l->elems[i].partition);
+	if (!q->cnt)
+		goto out;
+	for (;;) {
+		for (int i = 0; i < q->cnt; i++) { /* a failed try may have left answers */
+			q->elems[i].offset = ask;
+			q->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+		}
+		left = deadline - clock_mono_ms();
+		e = rd_kafka_offsets_for_times(c->rk, q, left > 100 ? (int)left : 100);
+		bad = NULL;
+		for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && !bad && i < q->cnt; i++)
+			if (q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+				bad = &q->elems[i];
+		if (e == RD_KAFKA_RESP_ERR_NO_ERROR && !bad)
+			break;
+		if (!watermark_error_passes(bad ? bad->err : e) ||
+		    clock_mono_ms() + 100 >= deadline)
+			goto failed;
+		usleep(100 * 1000);
+	}
+	for (int i = 0; i < l->cnt; i++)
+		l->elems[i].offset =
+		    rd_kafka_topic_partition_list_find(q, l->elems[i].topic, l->elems[i].partition)
+		        ->offset;
+out:
+	rd_kafka_topic_partition_list_destroy(q);
+	return EVH_OK;
+failed:
+	if (bad)
+		snprintf(err, errlen, "%s %s [%" PRId32 "]: %s", offsets_failed(what), bad->topic,
+		         bad->partition, rd_kafka_err2str(bad->err));
+	else if (q->cnt == 1)
+		snprintf(err, errlen, "%s %s [%" PRId32 "]: %s", offsets_failed(what),
+		         q->elems[0].topic, q->elems[0].partition, rd_kafka_err2str(e));
+	else
+		snprintf(err, errlen, "%s %s [%" PRId32 "] and %d other partition(s): %s",
+		         offsets_failed(what), q->elems[0].topic, q->elems[0].partition, q->cnt - 1,
+		         rd_kafka_err2str(e));
+	rd_kafka_topic_partition_list_destroy(q);
+	return EVH_EKAFKA;
 }
 
 /* REPLAY_OFFSETS: the partitions asked for, each assigned to us and with an
@@ -3008,28 +3081,48 @@ static int targets_from_offsets(struct consumer *c, const replay_request *req,
                                 const rd_kafka_topic_partition_list_t *asg,
                                 rd_kafka_topic_partition_list_t *l, char *err, size_t errlen)
 {
+	rd_kafka_topic_partition_list_t *lo, *hi = NULL;
+	int status = EVH_OK;
 	for (size_t i = 0; i < req->noffsets; i++) {
 		const replay_pos *want = &req->offsets[i];
-		int64_t lo, hi;
-		int status;
 		if (!rd_kafka_topic_partition_list_find(asg, want->topic, want->partition)) {
 			snprintf(err, errlen, "%s [%" PRId32 "] is not assigned to this consumer",
 			         want->topic, want->partition);
 			return EVH_EINVAL;
 		}
-		status = watermarks(c, want->topic, want->partition, &lo, &hi, err, errlen);
-		if (status)
-			return status;
-		if (want->offset < 0 || want->offset > hi) {
+		rd_kafka_topic_partition_list_add(l, want->topic, want->partition)->offset =
+		    want->offset;
+	}
+	lo = rd_kafka_topic_partition_list_copy(l);
+	hi = lo ? rd_kafka_topic_partition_list_copy(l) : NULL;
+	if (!hi) {
+		snprintf(err, errlen, "out of memory");
+		status = EVH_ENOMEM;
+		goto out;
+	}
+	if ((status = lookup_offsets(c, lo, ASK_FIRST, 0, err, errlen)) ||
+	    (status = lookup_offsets(c, hi, ASK_END, 0, err, errlen)))
+		goto out;
+	for (int i = 0; i < l->cnt; i++) {
+		rd_kafka_topic_partition_t *t = &l->elems[i];
+		/* An empty partition's first offset may read as none: its end */
+		int64_t first = lo->elems[i].offset < 0 ? hi->elems[i].offset : lo->elems[i].offset;
+		if (t->offset < 0 || t->offset > hi->elems[i].offset) {
 			snprintf(err, errlen,
 			         "%s [%" PRId32 "]: offset %" PRId64 " is outside 0..%" PRId64,
-			         want->topic, want->partition, want->offset, hi);
-			return EVH_EINVAL;
+			         t->topic, t->partition, t->offset, hi->elems[i].offset);
+			status = EVH_EINVAL;
+			goto out;
 		}
-		rd_kafka_topic_partition_list_add(l, want->topic, want->partition)->offset =
-		    want->offset < lo ? lo : want->offset;
+		if (t->offset < first)
+			t->offset = first;
 	}
-	return EVH_OK;
+out:
+	if (hi)
+		rd_kafka_topic_partition_list_destroy(hi);
+	if (lo)
+		rd_kafka_topic_partition_list_destroy(lo);
+	return status;
 }
 
 /* REPLAY_BEGINNING and REPLAY_TIME: every assigned partition of the topics
@@ -3040,38 +3133,34 @@ static int targets_from_start_or_time(struct consumer *c, const replay_request *
                                       rd_kafka_topic_partition_list_t *l, char *err,
                                       size_t errlen)
 {
-	rd_kafka_resp_err_t e;
-	int64_t lo, hi;
+	rd_kafka_topic_partition_list_t *none;
 	int status;
 	for (int i = 0; i < asg->cnt; i++)
 		if (replay_wants(req, asg->elems[i].topic))
 			rd_kafka_topic_partition_list_add(l, asg->elems[i].topic,
-			                                  asg->elems[i].partition)
-			    ->offset = req->time_ms;
-	if (req->from == REPLAY_TIME && l->cnt) {
-		e = rd_kafka_offsets_for_times(c->rk, l, SEEK_TIMEOUT_MS);
-		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-			snprintf(err, errlen, "cannot look up offsets by time: %s",
-			         rd_kafka_err2str(e));
-			return EVH_EKAFKA;
-		}
+			                                  asg->elems[i].partition);
+	if (req->from == REPLAY_BEGINNING)
+		status = lookup_offsets(c, l, ASK_FIRST, 0, err, errlen);
+	else
+		status = lookup_offsets(c, l, ASK_BY_TIME, req->time_ms, err, errlen);
+	if (status)
+		return status;
+	/* No message at or after the time (or no first offset said, as a broker
+	 * may of an empty partition): the end, asked at once for all of them */
+	if (!(none = rd_kafka_topic_partition_list_new(l->cnt))) {
+		snprintf(err, errlen, "out of memory");
+		return EVH_ENOMEM;
 	}
-	for (int i = 0; i < l->cnt; i++) {
-		rd_kafka_topic_partition_t *t = &l->elems[i];
-		if (req->from == REPLAY_TIME && t->err) {
-			snprintf(err, errlen,
-			         "cannot look up the offset of %s [%" PRId32 "] by time: %s",
-			         t->topic, t->partition, rd_kafka_err2str(t->err));
-			return EVH_EKAFKA;
-		}
-		if (req->from == REPLAY_TIME && t->offset >= 0)
-			continue;
-		status = watermarks(c, t->topic, t->partition, &lo, &hi, err, errlen);
-		if (status)
-			return status;
-		t->offset = req->from == REPLAY_BEGINNING ? lo : hi;
-	}
-	return EVH_OK;
+	for (int i = 0; i < l->cnt; i++)
+		if (l->elems[i].offset < 0)
+			rd_kafka_topic_partition_list_add(none, l->elems[i].topic,
+			                                  l->elems[i].partition);
+	status = lookup_offsets(c, none, ASK_END, 0, err, errlen);
+	for (int i = 0; !status && i < none->cnt; i++)
+		rd_kafka_topic_partition_list_find(l, none->elems[i].topic, none->elems[i].partition)
+		    ->offset = none->elems[i].offset;
+	rd_kafka_topic_partition_list_destroy(none);
+	return status;
 }
 
 /* A replay from the beginning or from a time rewinds: a partition whose

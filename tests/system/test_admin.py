@@ -48,6 +48,7 @@ def start(evhostd, build_dir, tmp_path, brokers, topic, group, config=None, **pr
 
 
 seen, wait_seen, slow_handler = lib.probe_seen, lib.probe_wait_seen, lib.probe_slow_handler
+held_handler = lib.probe_held_handler
 
 
 def wait_outbox_empty(d, timeout=30):
@@ -516,17 +517,70 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     assert len(seen(d)) == 13
 
 
+def test_a_replay_rewinds_every_partition_of_a_wide_topic(evhostd, build_dir, tmp_path,
+                                                          kafka_bootstrap, unique_name):
+    # 36 partitions, most of them empty (3 topics of 12 in a real install).
+    # The offsets of them all are asked of the broker in one go: asked
+    # partition by partition (each request waiting for the consumer's pending
+    # fetch), a replay took 0.5 s a partition, 18 s here, past the 15 s this
+    # client waits (the admin API's own wait for a consumer to take a replay).
+    parts, n = 36, 40
+    topic = unique_name("wide")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=parts)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    for i in range(n):
+        assert d.post(f"/probe/publish?key=k{i}", json={"n": i}).status_code == 200
+    ids = sorted(r["event_id"] for r in wait_seen(d, n))
+
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
+               timeout=15)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert sorted(p["partition"] for p in res["partitions"]) == list(range(parts))
+    assert {p["topic"] for p in res["partitions"]} == {topic}
+    assert all(p["offset"] == 0 for p in res["partitions"]), res
+    assert res["inbox_deleted"] == n
+    ends = {p["partition"]: p["previous"] or 0 for p in res["partitions"]}  # null: none
+    assert sum(ends.values()) == n and sum(1 for e in ends.values() if e == 0) > 0, ends
+    rows = wait_seen(d, 2 * n)
+    assert sorted(r["event_id"] for r in rows[n:]) == ids
+
+    # From a time after every event: each partition at its end, nothing again.
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    time.sleep(0.1)
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": stamp}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert {p["partition"]: p["offset"] for p in r.json()["partitions"]} == ends
+    assert r.json()["inbox_deleted"] == 0
+
+    # From offsets, every partition at once: bounded by each one's own end.
+    every = {str(p): 0 for p in range(parts)}
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {topic: every}}}, timeout=15)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["partitions"]) == parts and r.json()["inbox_deleted"] == n
+    rows = wait_seen(d, 3 * n)
+    assert sorted(r["event_id"] for r in rows[2 * n:]) == ids
+    empty = min(p for p, e in ends.items() if e == 0)
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": {"offsets": {topic: {**every, str(empty): 1}}}}, timeout=15)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == f"{topic} [{empty}]: offset 1 is outside 0..0", r.text
+    time.sleep(0.5)
+    assert len(seen(d)) == 3 * n
+
+
 def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
         evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
-    # The consumer is in a handler for 20 s: a replay asked now waits 15 s
-    # for it, then is withdrawn (409, nothing changed); one asked while that
-    # one waits is refused at once. Both say to try again (Retry-After).
-    # Meanwhile readiness, metrics and the event log answer: neither the
-    # handler's transaction nor the waiting replay holds them up (they
-    # waited for both, readiness too: a probe with a timeout failed).
+    # The consumer is in a handler that does not return (until the test lets
+    # it): a replay asked now waits 15 s for it, then is withdrawn (409,
+    # nothing changed); one asked while that one waits is refused at once.
+    # Both say to try again (Retry-After). Meanwhile readiness, metrics and
+    # the event log answer: neither the handler's transaction nor the waiting
+    # replay holds them up (they waited for both, readiness too: a probe with
+    # a timeout failed).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
-    slow_handler(d, 20000)
 
     def answers_now():
         assert d.get("/readyz", timeout=5).json()["storage"] == "writable"
@@ -534,18 +588,19 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
         r = d.get("/admin/events", headers=auth(), timeout=5)
         # (the second once the relay has recorded its delivery: it waits for the handler)
         assert [e["data"]["n"] for e in r.json()["events"]] in ([0], [0, 1]), r.text
-    answers_now()
-    with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
-                            json={"from": "beginning"}, timeout=40)
-        time.sleep(1)  # the first one waits for the consumer
+    with held_handler(d, tmp_path / "hold"):
         answers_now()
-        r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
-                   timeout=10)
-        assert r.status_code == 409, r.text
-        assert r.json()["detail"] == "a replay of plugin probe is already running", r.text
-        assert r.headers["Retry-After"] == "1"
-        r = first.result(40)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
+                                json={"from": "beginning"}, timeout=40)
+            time.sleep(1)  # the first one waits for the consumer
+            answers_now()
+            r = d.post("/admin/plugins/probe/replay", headers=auth(),
+                       json={"from": "beginning"}, timeout=10)
+            assert r.status_code == 409, r.text
+            assert r.json()["detail"] == "a replay of plugin probe is already running", r.text
+            assert r.headers["Retry-After"] == "1"
+            r = first.result(40)
     assert r.status_code == 409, r.text
     assert r.json()["detail"] == ("plugin probe's consumer did not take the request within "
                                   "15000 ms (a handler is busy); nothing was changed"), r.text
@@ -732,22 +787,25 @@ def test_dlq_binary_header_values_cannot_collide_with_other_headers(
 def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_else(
         evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
     # Listing dead letters and recording a redrive wait for the plugin's
-    # database, held by a 12 s handler; readiness and metrics do not wait
-    # for them (they waited for the handler through the plugin list's lock).
+    # database, held by a handler (until the test lets it go); readiness
+    # and metrics do not wait for them (they waited for the handler through
+    # the plugin list's lock).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
     assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
     [letter] = wait_dlq(d, 1)["messages"]
-    slow_handler(d, 12000)
     with ThreadPoolExecutor(2) as pool:
-        listing = pool.submit(d.get, "/admin/plugins/probe/dlq", headers=auth(), timeout=40)
-        redrive = pool.submit(
-            d.post, "/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=40,
-            json={"offsets": [{"partition": letter["partition"], "offset": letter["offset"]}]})
-        time.sleep(1.5)  # both wait for the handler now
-        assert d.get("/readyz", timeout=5).json()["ready"] is True
-        assert d.get("/metrics", timeout=5).status_code == 200
-        assert d.get("/admin/plugins", headers=auth(), timeout=5).status_code == 200
+        with held_handler(d, tmp_path / "hold"):
+            listing = pool.submit(d.get, "/admin/plugins/probe/dlq", headers=auth(), timeout=40)
+            redrive = pool.submit(
+                d.post, "/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=40,
+                json={"offsets": [{"partition": letter["partition"],
+                                   "offset": letter["offset"]}]})
+            time.sleep(1.5)  # both wait for the handler now
+            assert d.get("/readyz", timeout=5).json()["ready"] is True
+            assert d.get("/metrics", timeout=5).status_code == 200
+            assert d.get("/admin/plugins", headers=auth(), timeout=5).status_code == 200
+            assert not listing.done() and not redrive.done()  # still waiting
         listing, redrive = listing.result(40), redrive.result(40)
     assert listing.status_code == 200, listing.text
     assert redrive.status_code == 200, redrive.text
@@ -757,13 +815,14 @@ def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_el
 
 def test_a_write_waiting_too_long_for_a_slow_handler_is_503_busy(evhostd, build_dir, tmp_path,
                                                                  kafka_bootstrap, unique_name):
-    # A 12 s handler holds the plugin's database: a request of the plugin
-    # that writes waits 5 s for it, then is answered 503 with Retry-After
-    # (it waited for the whole handler, holding an HTTP worker all along).
+    # A handler holds the plugin's database (until the test lets it go): a
+    # request of the plugin that writes waits 5 s for it, then is answered
+    # 503 with Retry-After (it waited for the whole handler, holding an
+    # HTTP worker all along).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
-    slow_handler(d, 12000)
-    r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
+    with held_handler(d, tmp_path / "hold"):
+        r = d.post("/probe/publish?key=j", json={"n": 2}, timeout=30)
     assert r.status_code == 503, r.text
     assert r.headers["Retry-After"] == "1"
     assert r.json()["detail"] == ("service 'probe' is busy (its storage is held by a long "
@@ -778,30 +837,32 @@ def test_a_write_waiting_too_long_for_a_slow_handler_is_503_busy(evhostd, build_
 
 def test_a_slow_handler_holds_up_no_other_plugins_events(evhostd, build_dir, tmp_path,
                                                          kafka_bootstrap, unique_name):
-    # A 20 s handler holds the probe's database while the relay's pruning of
-    # the probe's event log and inbox comes due (a 2 s inbox retention: every
-    # second). crud's event is sent and its delivery recorded meanwhile: the
-    # one relay thread waited for the probe's database, and every plugin's
-    # events with it, until the handler was done.
+    # A handler holds the probe's database (until the test lets it go) while
+    # the relay's pruning of the probe's event log and inbox comes due (a
+    # 2 s inbox retention: every second). crud's event is sent and its
+    # delivery recorded meanwhile: the one relay thread waited for the
+    # probe's database, and every plugin's events with it, until the handler
+    # was done.
     topic = unique_name("things")
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"),
               config={"store": {"inbox_retention": "2"},
                       "plugin.crud": {"collections": "things",
                                       "collection.things.topic": topic}})
-    slow_handler(d, 20000)
-    time.sleep(1.5)  # the probe's prune is due and waits for its database
-    begun = time.monotonic()
-    assert d.post("/crud/things", json={"a": 1}).status_code == 201
+    with held_handler(d, tmp_path / "hold"):
+        time.sleep(1.5)  # the probe's prune is due and waits for its database
+        begun = time.monotonic()
+        assert d.post("/crud/things", json={"a": 1}).status_code == 201
 
-    def crud_done():
-        p = d.get("/admin/plugins/crud", headers=auth(), timeout=5).json()
-        return p["outbox_pending"] == 0 and p["events_stored"] == 1
-    lib.wait_until(crud_done, timeout=10, message="crud's event sent and recorded")
-    assert time.monotonic() - begun < 15  # the handler still sleeps
-    assert [m["headers"]["ce_type"] for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)] \
-        == ["crud.things.created"]
-    assert "cannot prune" not in d.log_text()  # a busy database is no failure
+        def crud_done():
+            p = d.get("/admin/plugins/crud", headers=auth(), timeout=5).json()
+            return p["outbox_pending"] == 0 and p["events_stored"] == 1
+        lib.wait_until(crud_done, timeout=10, message="crud's event sent and recorded")
+        assert [m["headers"]["ce_type"]
+                for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)] \
+            == ["crud.things.created"]
+        assert "cannot prune" not in d.log_text()  # a busy database is no failure
+        assert time.monotonic() - begun < 45  # the handler still holds (a minute at most)
     wait_seen(d, 2, timeout=30)
 
 
@@ -897,8 +958,11 @@ def test_an_event_that_crashes_the_plugin_at_two_starts_is_dead_lettered(
 
 
 # A crashed member's partitions go to the next one after its session times
-# out: Kafka's least (6 s), not librdkafka's 45 s, for the restarts above.
-QUICK_REJOIN = {"kafka": {"rdkafka.session.timeout.ms": "6000"}}
+# out: 3 s (scripts/kafka's brokers take 1 s and up), not librdkafka's 45 s,
+# for the restarts above; a heartbeat a second, so that one late beat is no
+# timeout.
+QUICK_REJOIN = {"kafka": {"rdkafka.session.timeout.ms": "3000",
+                          "rdkafka.heartbeat.interval.ms": "1000"}}
 
 
 def again_on(evhostd, d, build_dir, tmp_path, brokers, topic, group, wait=True):

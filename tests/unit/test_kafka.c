@@ -2133,6 +2133,181 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 	extra_stop(&x);
 }
 
+/* ListOffsets requests the broker of `g` was asked since `before` (the
+ * entries taken from the stack filled by offsets_stack_fill). */
+static size_t offsets_asked(struct relay_rig *g, size_t before)
+{
+	enum { LIST_OFFSETS = 2 }; /* the Kafka protocol's ApiKey */
+	size_t left = 0;
+	assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(g->mc, 1, LIST_OFFSETS, &left),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_true(left > 0); /* else requests went uncounted */
+	return before - left;
+}
+
+/* Fills the stack with `n` entries answered as usual (no error, no delay):
+ * each ListOffsets request takes one. Returns the stack's size. */
+static size_t offsets_stack_fill(struct relay_rig *g, size_t n)
+{
+	enum { LIST_OFFSETS = 2 };
+	size_t cnt = 0;
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+		                     g->mc, 1, LIST_OFFSETS, 1, RD_KAFKA_RESP_ERR_NO_ERROR, 0),
+		                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(g->mc, 1, LIST_OFFSETS, &cnt),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	return cnt;
+}
+
+/* Takes what is left on the stack offsets_stack_fill filled, asking the
+ * offsets of `topic` [0] with a client of its own until none is. */
+static void offsets_stack_drain(struct relay_rig *g, const char *topic)
+{
+	enum { LIST_OFFSETS = 2 };
+	char err[256];
+	size_t left = 0;
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	rd_kafka_t *rk;
+	rd_kafka_conf_set_log_cb(conf, NULL);
+	assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers", g->s.brokers, err, sizeof err),
+	                 RD_KAFKA_CONF_OK);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+	for (int i = 0; i < 1000; i++) {
+		rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+		assert_int_equal(rd_kafka_mock_broker_error_stack_cnt(g->mc, 1, LIST_OFFSETS, &left),
+		                 RD_KAFKA_RESP_ERR_NO_ERROR);
+		if (!left) {
+			rd_kafka_topic_partition_list_destroy(l);
+			break;
+		}
+		rd_kafka_topic_partition_list_add(l, topic, 0)->offset = RD_KAFKA_OFFSET_END;
+		rd_kafka_offsets_for_times(rk, l, WAIT_MS);
+		rd_kafka_topic_partition_list_destroy(l);
+	}
+	assert_int_equal(left, 0);
+	rd_kafka_destroy(rk);
+}
+
+/* A replay asks the offsets of all its partitions in one request (per
+ * leader), not partition by partition: on a real broker each request waits
+ * for the consumer's pending fetch (fetch.wait.max.ms), and the two of each
+ * partition's watermarks made a replay take 0.5 s a partition, 18 s for 3
+ * topics of 12. Every partition is still rewound and its events handled
+ * again; from offsets, each is bounded by its end. */
+static void test_replay_asks_offsets_once_for_all_partitions(void **state)
+{
+	enum { PARTS = 8, EVENTS = 24 };
+	struct relay_rig g;
+	struct extra x;
+	replay_request req;
+	replay_result res;
+	replay_pos pos[PARTS];
+	char ids[EVENTS][37], key[16], err[256];
+	size_t before;
+	int64_t end;
+	int status, rewound[PARTS] = {0};
+	(void)state;
+	rig_start(&g, "5000");
+	assert_int_equal(rd_kafka_mock_topic_create(g.mc, "replay.many", PARTS, 1),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	extra_start_on(&x, g.k, &g.s, "manyparts", "replay.many", NULL, handler);
+	for (int i = 0; i < EVENTS; i++) {
+		events_uuid(ids[i]);
+		snprintf(key, sizeof key, "k%d", i);
+		publish_topic(g.pl.store, "replay.many", ids[i], key, "USER_CREATED", "{}");
+	}
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(wait_calls(ids[i], 1), 1);
+
+	memset(&req, 0, sizeof req);
+	req.from = REPLAY_BEGINNING;
+	before = offsets_stack_fill(&g, 4 * PARTS);
+	end = now_ms() + WAIT_MS;
+	while ((status = consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err)) ==
+	           EVH_ESTATE &&
+	       now_ms() < end)
+		usleep(100000); /* not assigned yet */
+	if (status)
+		fail_msg("replay: %s", err);
+	assert_int_equal(offsets_asked(&g, before), 1);
+	assert_int_equal(res.nparts, PARTS);
+	assert_int_equal(res.inbox_deleted, EVENTS);
+	for (size_t i = 0; i < res.nparts; i++) {
+		assert_string_equal(res.parts[i].topic, "replay.many");
+		assert_int_equal(res.parts[i].offset, 0);
+		rewound[res.parts[i].partition] = 1;
+	}
+	for (int i = 0; i < PARTS; i++)
+		assert_true(rewound[i]);
+	replay_result_free(&res);
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(wait_calls(ids[i], 2), 2);
+
+	/* From a time (the mock finds no message by time: each partition's end) */
+	req.from = REPLAY_TIME;
+	req.time_ms = (int64_t)time(NULL) * 1000;
+	before = offsets_stack_fill(&g, 4 * PARTS);
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err) != EVH_OK)
+		fail_msg("replay: %s", err);
+	assert_true(offsets_asked(&g, before) <= 2);
+	assert_int_equal(res.nparts, PARTS);
+	replay_result_free(&res);
+
+	/* From offsets: one past the end of any partition is refused */
+	req.from = REPLAY_OFFSETS;
+	req.offsets = pos;
+	req.noffsets = PARTS;
+	for (int i = 0; i < PARTS; i++)
+		pos[i] = (replay_pos){(char *)"replay.many", i, 0, 0};
+	before = offsets_stack_fill(&g, 4 * PARTS);
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err) != EVH_OK)
+		fail_msg("replay: %s", err);
+	assert_int_equal(offsets_asked(&g, before), 2);
+	assert_int_equal(res.nparts, PARTS);
+	assert_int_equal(res.inbox_deleted, EVENTS);
+	replay_result_free(&res);
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(wait_calls(ids[i], 3), 3);
+	for (int i = 0; i < PARTS; i++) {
+		pos[i].offset = 1000;
+		status = consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err);
+		assert_int_equal(status, EVH_EINVAL);
+		assert_non_null(strstr(err, "is outside 0.."));
+		pos[i].offset = 0;
+	}
+
+	/* A look-up that fails for a while (a leader moving) is asked again;
+	 * one refused is said, naming a partition, and nothing is rewound */
+	offsets_stack_drain(&g, "replay.many");
+	req.from = REPLAY_BEGINNING;
+	assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+	                     g.mc, 1, 2, 2, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION, 0,
+	                     RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE, 0),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	if (consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err) != EVH_OK)
+		fail_msg("replay: %s", err);
+	assert_int_equal(res.nparts, PARTS);
+	assert_int_equal(res.inbox_deleted, EVENTS);
+	replay_result_free(&res);
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(wait_calls(ids[i], 4), 4);
+	offsets_stack_drain(&g, "replay.many");
+	assert_int_equal(rd_kafka_mock_broker_push_request_error_rtts(
+	                     g.mc, 1, 2, 1, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, 0),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err),
+	                 EVH_EKAFKA);
+	assert_non_null(strstr(err, "cannot read the first offset of replay.many ["));
+	assert_non_null(strstr(err, "uthoriz"));
+	usleep(300000);
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(count_calls(ids[i], 0), 4);
+	extra_stop(&x);
+	rig_stop(&g);
+}
+
 /* A backlog over two topics is handled in the order it was published, not
  * topic by topic as fetches return it. */
 static void test_backlog_over_topics_keeps_produced_order(void **state)
@@ -2644,6 +2819,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_and_retry), 5},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 5},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 4},        /* 8.6 */
+    {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 2},
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 2}, /* 3.3 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 5}, /* 8.7 */
     {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 6}, /* 8.2 */
