@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "fuzz_modes.h"
+#include "fuzz_net.h"
 #include "../../host/admin.c"
 #include "router.h"
 
@@ -85,19 +86,6 @@ static int after_route(evh_request *req, evh_response *resp, void *ud)
 	return http_resp_body(resp, "text/plain", text, strlen(text));
 }
 
-static int fz_free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return p;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char err[256];
@@ -108,7 +96,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	plugin.name = (char *)"f";
 	plugin.status = PLUGIN_RUNNING;
 	the_host.router = router_new();
-	if (!the_host.router || (port = fz_free_port()) < 0)
+	if (!the_host.router || (port = fuzz_free_port()) < 0)
 		abort();
 	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
 	the_host.set.http_listen = listen_at;
@@ -132,55 +120,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	return 0;
-}
-
-/* As fuzz_http: libFuzzer's -timeout SIGALRM interrupts socket calls. */
-static int fz_connect(int fd, const struct sockaddr_in *a)
-{
-	int r = connect(fd, (const struct sockaddr *)a, sizeof *a), tries = 0;
-	while (r != 0 && (errno == EINTR || errno == EALREADY) && tries++ < 30) {
-		struct pollfd p = {.fd = fd, .events = POLLOUT};
-		poll(&p, 1, 100);
-		r = connect(fd, (const struct sockaddr *)a, sizeof *a);
-	}
-	return r == 0 || errno == EISCONN ? 0 : -1;
-}
-
-/* Send the request, read the answer until the server closes it. */
-static char *fz_exchange(const char *req, size_t size, size_t *n)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {5, 0};
-	size_t cap = 65536, sent = 0;
-	char *out = malloc(cap + 1);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	*n = 0;
-	if (!out || fd < 0 || fz_connect(fd, &a) != 0) {
-		perror("fuzz_admin: connect");
-		abort();
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	while (sent < size) {
-		ssize_t w = send(fd, req + sent, size - sent, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break;
-		sent += (size_t)w;
-	}
-	shutdown(fd, SHUT_WR);
-	while (*n < cap) {
-		ssize_t r = recv(fd, out + *n, cap - *n, 0);
-		if (r > 0)
-			*n += (size_t)r;
-		else if (!(r < 0 && errno == EINTR))
-			break;
-	}
-	out[*n] = '\0';
-	close(fd);
-	return out;
 }
 
 /* The text as one piece of a request line: what would end it as '_'. */
@@ -266,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		                        "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
 		              mode == 7 ? methods[(data[0] >> 3) % 5] : "GET", path, rest);
 	}
-	out = fz_exchange(req, (size_t)at, &n);
+	out = fuzz_exchange("fuzz_admin", port, req, (size_t)at, 5, &n, NULL);
 	status = fz_check(out, n, mode == 7 && (data[0] >> 3) % 5 == 4);
 	if (mode < 4 && status >= 0) {
 		/* taken: the plugin's lookup (404) or, for a backup, its list (409) */

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "fuzz_modes.h"
+#include "fuzz_net.h"
 #include "http.h"
 #include "jwt.h"
 #include "router.h"
@@ -88,19 +89,6 @@ static void route(const char *method, const char *pattern, evh_http_handler fn, 
 	}
 }
 
-static int free_port(void)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	int fd = socket(AF_INET, SOCK_STREAM, 0), p = -1;
-	if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
-	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
-		p = ntohs(a.sin_port);
-	if (fd >= 0)
-		close(fd);
-	return p;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char err[256];
@@ -109,7 +97,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	plugin.name = (char *)"f";
 	plugin.status = PLUGIN_RUNNING;
 	the_host.router = router_new();
-	if (!the_host.router || (port = free_port()) < 0)
+	if (!the_host.router || (port = fuzz_free_port()) < 0)
 		abort();
 	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
 	the_host.set.http_listen = listen_at;
@@ -132,73 +120,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	return 0;
-}
-
-/* libFuzzer's -timeout is a SIGALRM every few seconds, without SA_RESTART:
- * it interrupts whichever of this thread's socket calls is waiting then
- * (EINTR). An interrupted connect goes on by itself and a later connect says
- * how it ended (EALREADY while under way, EISCONN once done); a send or recv
- * is tried again. Taken for "the server is gone", or for the end of the
- * reply, it failed a run at random or skipped the checks. */
-static int connect_loopback(int fd, const struct sockaddr_in *a)
-{
-	int r = connect(fd, (const struct sockaddr *)a, sizeof *a), tries = 0;
-	while (r != 0 && (errno == EINTR || errno == EALREADY) && tries++ < 30) {
-		struct pollfd p = {.fd = fd, .events = POLLOUT};
-		poll(&p, 1, 100);
-		r = connect(fd, (const struct sockaddr *)a, sizeof *a);
-	}
-	return r == 0 || errno == EISCONN ? 0 : -1;
-}
-
-/* Send the input, shut the write side, read the reply until the server
- * closes. *clean: it closed (not reset, not timed out). */
-static char *exchange(const uint8_t *data, size_t size, size_t *n, int *clean)
-{
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-	                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	struct timeval tv = {3, 0};
-	size_t cap = 65536, sent = 0;
-	char *out = malloc(cap);
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	*n = 0;
-	*clean = 0;
-	if (!out || fd < 0 || connect_loopback(fd, &a) != 0) {
-		perror("fuzz_http: connect");
-		abort(); /* the server is gone: nothing more can be tested */
-	}
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-	while (sent < size) {
-		ssize_t w = send(fd, data + sent, size - sent, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			break; /* the server closed early (it refused the head): read its answer */
-		sent += (size_t)w;
-	}
-	shutdown(fd, SHUT_WR);
-	for (;;) {
-		ssize_t r;
-		if (*n == cap) {
-			char *bigger = cap < (1u << 22) ? realloc(out, cap * 2) : NULL;
-			if (!bigger)
-				break;
-			out = bigger;
-			cap *= 2;
-		}
-		r = recv(fd, out + *n, cap - *n, 0);
-		if (r > 0) {
-			*n += (size_t)r;
-			continue;
-		}
-		if (r < 0 && errno == EINTR)
-			continue;
-		*clean = r == 0;
-		break;
-	}
-	close(fd);
-	return out;
 }
 
 static size_t digits(const char *p, size_t n)
@@ -284,7 +205,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	char *out;
 	if (size > 64 * 1024)
 		return 0;
-	out = exchange(data, size, &n, &clean);
+	out = fuzz_exchange("fuzz_http", port, data, size, 3, &n, &clean);
 	check_first_answer(out, n, clean, first_is_head(data, size));
 	free(out);
 	return 0;

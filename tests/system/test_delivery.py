@@ -892,6 +892,19 @@ def test_a_replay_from_a_time_does_not_skip_an_event_being_retried(
     assert "not yet handled: replayed from there" in st.d.log_text()
 
 
+LAG_SERIES = re.compile(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$', re.M)
+
+
+def topic_lags(d, topic):
+    """evhost_consumer_lag of `topic` on d's /metrics: {partition: lag}."""
+    found = {}
+    for labels, v in LAG_SERIES.findall(d.get("/metrics").text):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("topic") == topic:
+            found[lab["partition"]] = float(v)
+    return found
+
+
 def test_consumer_lag_is_said_after_a_restart_of_partitions_already_handled(
         evhostd, build_dir, unique_name, kafka_bootstrap):
     # Partitions assigned at their end, with messages before it and nothing
@@ -914,14 +927,8 @@ def test_consumer_lag_is_said_after_a_restart_of_partitions_already_handled(
     assert d.stop() == 0, d.log_tail()
     d = evhostd(config, brokers=kafka_bootstrap, config_dir=d.config_dir,
                 state_dir=d.state_dir, port=d.port)
-    series = re.compile(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$', re.M)
-
     def lags():
-        found = {}
-        for labels, v in series.findall(d.get("/metrics").text):
-            lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-            if lab.get("topic") == topic:
-                found[lab["partition"]] = float(v)
+        found = topic_lags(d, topic)
         return found if holding <= set(found) else None
     found = lib.wait_until(lags, timeout=20, interval=0.5,
                            message=f"evhost_consumer_lag of {topic}'s partitions {holding}")
@@ -944,14 +951,8 @@ def test_consumer_lag_of_a_new_group_starting_at_the_end_is_zero(
               "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
                                "topic": topic, "group": group}}
     d = evhostd(config, brokers=kafka_bootstrap)
-    series = re.compile(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$', re.M)
-
     def lags():
-        found = {}
-        for labels, v in series.findall(d.get("/metrics").text):
-            lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-            if lab.get("topic") == topic:
-                found[lab["partition"]] = float(v)
+        found = topic_lags(d, topic)
         return found if len(found) == 3 else None
     found = lib.wait_until(lags, timeout=30, interval=0.5,
                            message=f"evhost_consumer_lag of {topic}'s 3 partitions")

@@ -897,11 +897,13 @@ def test_a_login_upgrading_the_hash_meanwhile_changes_no_current_password(evhost
     made the change a 409 ("the password was changed ...") though nobody
     had changed it. The proof is checked again against the hash stored now.
 
-    Deterministic as test_a_current_password_changed_meanwhile_proves_nothing
-    is: the hash is made at a costly setting (about a second a check), the
-    daemon restarted at the cheapest; the login's check starts first and
-    ends first, and its upgrade (at the cheap cost) is stored within the
-    PATCH's own check."""
+    Made likely, not certain: the hash is made at a costly setting (about a
+    second a check), the daemon restarted at the cheapest; the login's check
+    starts half a check before the PATCH's, so it ends first and its upgrade
+    (at the cheap cost) is stored within the PATCH's own check; the old code
+    answered 409 then. On a loaded host the PATCH's check may end first: its
+    new password is stored, and the login that proved the old one is refused
+    (401), which is right too. Either way the PATCH is never a 409."""
     config = user_config(tmp_path, argon2_opslimit="40", argon2_memlimit="64M",
                          hash_concurrency=2)
     d = evhostd(config)
@@ -921,8 +923,8 @@ def test_a_login_upgrading_the_hash_meanwhile_changes_no_current_password(evhost
     r = d.patch(url, json={"password": "a new one, chosen", "current_password": PASSWORD},
                 headers=bearer(token), timeout=60)
     logging_in.join(60)
-    assert out["login"].status_code == 200, out["login"].text
     assert r.status_code == 200, r.text
+    assert out["login"].status_code in (200, 401), out["login"].text
     assert hash_cost(stored_hash(d, ada["id"])) == (8, 1) and stored_hash(d, ada["id"]) != costly
     login(d, ada["email"], "a new one, chosen")
     problem(attempt(d, ada["email"]), 401, "unauthorized")
