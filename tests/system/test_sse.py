@@ -322,9 +322,9 @@ def wait_logged(d, admin, addr, pred):
     return lib.wait_until(row, timeout=30, interval=0.1, message=f"a log row of {addr}")
 
 
-def resume(d, token, last_event_id):
-    """A stream sent with Last-Event-ID, once a slot is free (a closed one
-    is freed within about a second)."""
+def resume(d, token, last_event_id=None, timeout=5):
+    """A stream (sent with Last-Event-ID when given), once a slot is free (a
+    closed one is freed within about a second): 503 until then."""
     def opened():
         s = Sse(d.port, token=token, last_event_id=last_event_id)
         if s.status == 200:
@@ -333,7 +333,7 @@ def resume(d, token, last_event_id):
         s.body()
         s.close()
         return None
-    return lib.wait_until(opened, timeout=5, interval=0.2, message="a free stream slot")
+    return lib.wait_until(opened, timeout=timeout, interval=0.2, message="a free stream slot")
 
 
 def test_reconnect_with_last_event_id_gets_what_it_missed(evhostd, tmp_path, unique_name,
@@ -840,17 +840,8 @@ def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_rea
     assert m["evhost_sse_streams_closing"] == 1 and m["evhost_sse_streams_max"] == MAX_STREAMS, m
     assert m[("evhost_sse_streams", "notifications")] == 0, m
 
-    def opened():
-        s = Sse(d.port, token=admin)
-        if s.status == 200:
-            return s
-        assert s.status == 503, (s.status, s.body())
-        s.body()
-        s.close()
-        return None
     # Both places: the one free, and the stuck stream's (10 minutes before).
-    streams = [lib.wait_until(opened, timeout=15, interval=0.2, message="a stream place")
-               for _ in range(MAX_STREAMS)]
+    streams = [resume(d, admin, timeout=15) for _ in range(MAX_STREAMS)]
     lib.wait_until(lambda: stream_ended(d, rid) or None, timeout=10,
                    message="the stuck stream's end")
     assert ("event stream ended (a write failed: the client left or stopped reading) "

@@ -822,18 +822,14 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-static void test_stop_cuts_a_stream_stuck_writing(void **st)
+/* A connected pair over loopback: *server (its sends giving up after 20 s)
+ * and *client, which the test never reads. */
+static void loopback_pair(int *server, int *client)
 {
 	struct sockaddr_in a;
 	socklen_t alen = sizeof a;
 	struct timeval tv = {20, 0};
 	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
-	stream_hub *hub = started_hub(4);
-	stream *quiet = open_ok(hub, &plugin_a, "u"); /* no socket known: left alone */
-	struct writer w = {open_ok(hub, &plugin_b, "u"), -1, 0};
-	pthread_t t;
-	char *got;
-	(void)st;
 
 	memset(&a, 0, sizeof a);
 	a.sin_family = AF_INET;
@@ -845,6 +841,22 @@ static void test_stop_cuts_a_stream_stuck_writing(void **st)
 	sfd = accept(lfd, NULL, NULL);
 	assert_true(sfd >= 0);
 	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+	close(lfd);
+	*server = sfd;
+	*client = cfd;
+}
+
+static void test_stop_cuts_a_stream_stuck_writing(void **st)
+{
+	int cfd, sfd;
+	stream_hub *hub = started_hub(4);
+	stream *quiet = open_ok(hub, &plugin_a, "u"); /* no socket known: left alone */
+	struct writer w = {open_ok(hub, &plugin_b, "u"), -1, 0};
+	pthread_t t;
+	char *got;
+	(void)st;
+
+	loopback_pair(&sfd, &cfd);
 	w.fd = sfd;
 	stream_set_socket(w.s, sfd);
 	stream_set_socket(quiet, -1);
@@ -876,32 +888,7 @@ static void test_stop_cuts_a_stream_stuck_writing(void **st)
 	assert_int_equal(stream_hub_cut(hub), 0);
 	close(sfd);
 	close(cfd);
-	close(lfd);
 	stream_hub_free(hub);
-}
-
-/* A connected pair over loopback: *server (its send buffer small, sends
- * giving up after 20 s) and *client, which the test never reads. */
-static void loopback_pair(int *server, int *client)
-{
-	struct sockaddr_in a;
-	socklen_t alen = sizeof a;
-	struct timeval tv = {20, 0};
-	int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
-
-	memset(&a, 0, sizeof a);
-	a.sin_family = AF_INET;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 1), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
-	assert_int_equal(connect(cfd, (struct sockaddr *)&a, sizeof a), 0);
-	sfd = accept(lfd, NULL, NULL);
-	assert_true(sfd >= 0);
-	assert_int_equal(setsockopt(sfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
-	close(lfd);
-	*server = sfd;
-	*client = cfd;
 }
 
 static stream_hub_stats stats_of(stream_hub *hub)
