@@ -462,3 +462,17 @@ def test_check_config_names_secret_files_not_their_contents(evhostd, tmp_path):
         assert said in out, (said, out)
     needles = dict(s.values, short=short.read_text().strip())
     assert not where(needles, {"--check-config": out}), out
+
+
+
+def test_a_key_in_the_otlp_endpoints_query_is_not_written(evhostd):
+    # otlp_endpoint takes no query (an API key goes in otlp_headers_file):
+    # one given is refused, and the error shows the query as ***.
+    pw = "otlpkey-" + secrets.token_hex(8)
+    run = evhostd.run(["--check-config"], {"tracing": {
+        "otlp_endpoint": f"http://127.0.0.1:4318/v1/traces?api_key={pw}"}},
+        brokers="embedded")
+    out = run.stdout + run.stderr
+    assert run.returncode == 1 and "otlp_endpoint: expected a path without query, fragment " \
+        "or spaces, got 'http://127.0.0.1:4318/v1/traces?***'" in out, out
+    assert pw not in out, out
