@@ -1791,15 +1791,23 @@ static int max_streams(const host *h)
 int http_resp_stream(evh_response *resp, const char *channel)
 {
 	evh_request *req = resp ? resp->req : NULL;
+	const char *last_id;
 	int rc;
 	if (!req || !req->plugin || !channel)
 		return EVH_EINVAL;
 	if (resp->stream)
 		return EVH_ESTATE;
 	/* EventSource reconnects by itself and names the last id it saw: the
-	 * stream starts with what the client missed since. */
-	rc = stream_open(stream_hub_global(), req->plugin, req->plugin->name, channel,
-	                 mg_get_header(req->conn, "Last-Event-ID"), &resp->stream);
+	 * stream starts with what the client missed since. After a refusal the
+	 * page makes a new EventSource, which cannot send headers: it names the
+	 * id in the URL instead. The header wins: an EventSource made that way
+	 * keeps its URL when it reconnects by itself, with a newer id in the
+	 * header. The query is left as it is: it is the plugin's too. */
+	last_id = mg_get_header(req->conn, "Last-Event-ID");
+	if (!last_id)
+		last_id = http_req_query(req, STREAM_LAST_ID_PARAM);
+	rc = stream_open(stream_hub_global(), req->plugin, req->plugin->name, channel, last_id,
+	                 &resp->stream);
 	if (rc == EVH_EBUSY || rc == EVH_ESTATE) {
 		resp_free(resp);
 		http_resp_header(resp, "Retry-After", HTTP_STREAM_RETRY_AFTER);

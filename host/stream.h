@@ -18,14 +18,15 @@
  * Resuming. The hub keeps the most recent frames (STREAM_HISTORY_MAX of
  * them, at most STREAM_HISTORY_BYTES) with the plugin's name and the
  * channel. A client that reconnects with the last id it saw (the
- * Last-Event-ID header) first gets the frames of its (plugin name, channel)
- * published since, then the live ones: none lost, none twice. The name,
- * not the owner pointer, is what matches, because a reloaded plugin gets a
- * new owner pointer and its clients reconnect to it. When frames after that
- * id may be gone, or are more than a stream queues, the client gets a
- * STREAM_MISSED_EVENT instead (see stream_open), and re-reads what the
- * stream is about. Ids start at the wall-clock time in microseconds, so an
- * id of an earlier process is below every id of this one (stream.c, ids). */
+ * Last-Event-ID header, or the STREAM_LAST_ID_PARAM query parameter) first
+ * gets the frames of its (plugin name, channel) published since, then the
+ * live ones: none lost, none twice. The name, not the owner pointer, is
+ * what matches, because a reloaded plugin gets a new owner pointer and its
+ * clients reconnect to it. When frames after that id may be gone, or are
+ * more than a stream queues, the client gets a STREAM_MISSED_EVENT instead
+ * (see stream_open), and re-reads what the stream is about. Ids start at
+ * the wall-clock time in microseconds, so an id of an earlier process is
+ * below every id of this one (stream.c, ids). */
 #ifndef EVHOST_STREAM_H
 #define EVHOST_STREAM_H
 #include <stddef.h>
@@ -57,6 +58,12 @@
  * publish them. */
 #define STREAM_MISSED_EVENT "evhost.missed"
 #define STREAM_HOST_PREFIX "evhost."
+/* The query parameter that stands in for a missing Last-Event-ID header
+ * (named as EventSource's lastEventId property): a page whose EventSource
+ * was refused (a 503 at max_streams, a 404, a 401) makes a new one, which
+ * cannot send headers, with "?lastEventId=N" in its URL. http.c passes its
+ * decoded value to stream_open when the request has no Last-Event-ID. */
+#define STREAM_LAST_ID_PARAM "lastEventId"
 
 typedef struct stream_hub stream_hub;
 typedef struct stream stream;
@@ -121,7 +128,8 @@ int stream_owner_count(stream_hub *hub, const void *owner);
  * the streams closed more than STREAM_CLOSE_GRACE_MS ago whose owners still
  * hold them (their sockets known): those no longer count.
  *
- * `last_event_id` is the client's Last-Event-ID header, or NULL. A decimal
+ * `last_event_id` is the client's Last-Event-ID header (or, without one,
+ * its STREAM_LAST_ID_PARAM query parameter), or NULL. A decimal
  * uint64 (blanks around it allowed) is the last id the client saw; anything
  * else counts as no header. With one, the stream starts with the history's
  * frames of (name, channel) newer than it, in order, queued in the same

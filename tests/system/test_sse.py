@@ -4,7 +4,8 @@ reaching each user's own stream and nobody else's; a welcome mail reaching
 the stream of a user created after it opened; [http] max_streams (503
 with Retry-After); a departed client freeing its slot; a client reconnecting
 with Last-Event-ID getting exactly what it missed, and an evhost.missed notice
-first when its id is older than the history; a reload closing the plugin's
+first when its id is older than the history; a new stream after a refusal
+resuming from ?lastEventId= (the header winning over it); a reload closing the plugin's
 streams; a plugin turned off and on again by conf.d ending its streams and
 resuming its clients from the history; a stream ending when its token
 expires or its user signs out; a
@@ -322,11 +323,11 @@ def wait_logged(d, admin, addr, pred):
     return lib.wait_until(row, timeout=30, interval=0.1, message=f"a log row of {addr}")
 
 
-def resume(d, token, last_event_id=None, timeout=5):
+def resume(d, token, last_event_id=None, timeout=5, path=STREAM):
     """A stream (sent with Last-Event-ID when given), once a slot is free (a
     closed one is freed within about a second): 503 until then."""
     def opened():
-        s = Sse(d.port, token=token, last_event_id=last_event_id)
+        s = Sse(d.port, path=path, token=token, last_event_id=last_event_id)
         if s.status == 200:
             return s
         assert s.status == 503, (s.status, s.body())
@@ -385,6 +386,83 @@ def test_reconnect_with_last_event_id_gets_what_it_missed(evhostd, tmp_path, uni
     s.close()
     s = resume(d, token, "not-an-id")
     assert s.next_event(timeout=1) is None and s.events == [], s.events
+    s.close()
+
+
+def test_a_new_stream_after_a_refusal_resumes_from_the_lastEventId_parameter(
+        evhostd, tmp_path, unique_name, build_dir):
+    """A browser's EventSource refused (503 at max_streams) is closed for
+    good, and the new one the page makes cannot send Last-Event-ID: it
+    names the last id in the URL (?lastEventId=N) and gets exactly what it
+    missed. A Last-Event-ID header wins over the parameter; a value that is
+    not an id is no id, as in the header."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    uid, addr, token = new_user(d, "Gus")
+    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+
+    s = open_stream(d, token)
+    ev1 = s.wait_for(is_broadcast(broadcast(d, admin, "Seen")), timeout=30)
+    # Its connection drops, and other clients take every place meanwhile.
+    s.close()
+    fillers = [resume(d, admin) for _ in range(MAX_STREAMS)]
+    refused = Sse(d.port, token=token, last_event_id=ev1["id"])
+    assert refused.status == 503 and refused.headers.get("retry-after"), refused.status
+    refused.body()
+    refused.close()
+    bid2 = broadcast(d, admin, "Missed while refused")
+    wait_logged(d, admin, addr, lambda i: i["event_id"] == f"{bid2}:{uid}")
+    for f in fillers:
+        f.close()
+
+    # The page's new EventSource: the id in the query (among the page's own
+    # parameters), no header. Exactly the one it missed, then live ones.
+    s = resume(d, token, path=f"{STREAM}?view=compact&lastEventId={ev1['id']}")
+    ev2 = s.next_event(timeout=10)
+    assert ev2 is not None and is_broadcast(bid2)(ev2), (ev2, s.events, s.comments)
+    assert s.next_event(timeout=1) is None and s.events == [ev2], s.events
+    bid3 = broadcast(d, admin, "Live again")
+    ev3 = s.wait_for(is_broadcast(bid3), timeout=30)
+    assert s.events == [ev2, ev3], s.events
+    s.close()
+
+    # The same EventSource reconnecting by itself keeps its URL and sends the
+    # newer id as Last-Event-ID: the header wins (the parameter's id would
+    # replay ev2 and ev3 again; "1" would be an evhost.missed notice).
+    s = resume(d, token, ev2["id"], path=f"{STREAM}?lastEventId={ev1['id']}")
+    assert s.next_event(timeout=10) == ev3, (s.events, s.comments)
+    assert s.next_event(timeout=1) is None and s.events == [ev3], s.events
+    s.close()
+    s = resume(d, token, ev3["id"], path=f"{STREAM}?lastEventId=1")
+    assert s.next_event(timeout=1) is None and s.events == [], s.events
+    s.close()
+
+    # Decoded like any query parameter: %20 and + are the blanks an id may
+    # have around it.
+    s = resume(d, token, path=f"{STREAM}?lastEventId=%20{ev2['id']}+")
+    assert s.next_event(timeout=10) == ev3, (s.events, s.comments)
+    s.close()
+    # An id from before this process: the notice, as with the header.
+    s = resume(d, token, path=f"{STREAM}?lastEventId=1")
+    missed = s.next_event(timeout=10)
+    assert missed is not None and missed["event"] == "evhost.missed", (missed, s.comments)
+    assert json.loads(missed["data"]) == {"last_event_id": "1", "reason": "restart"}
+    s.close()
+
+    # Not an id (as a header, these are no header): nothing replayed, no
+    # notice, no error; the live events still come.
+    for bad in ("not-an-id", "", f"{ev1['id']}x", "-1", "99999999999999999999999",
+                "%zz", f"{ev1['id']}%00"):
+        s = resume(d, token, path=f"{STREAM}?lastEventId={bad}")
+        assert s.next_event(timeout=1) is None and s.events == [], (bad, s.events)
+        s.close()
+    # ... and an invalid header is no header: the parameter does not stand in.
+    s = resume(d, token, "not-an-id", path=f"{STREAM}?lastEventId={ev1['id']}")
+    assert s.next_event(timeout=1) is None and s.events == [], s.events
+    bid4 = broadcast(d, admin, "Live after all")
+    s.wait_for(is_broadcast(bid4), timeout=30)
+    assert len(s.events) == 1, s.events
     s.close()
 
 
