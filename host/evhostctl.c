@@ -381,32 +381,67 @@ static int need_admin(ctl *c)
 	return 0;
 }
 
-/* "evhostctl check" as this run should run it: with the -c FILE it was
- * given (the default file may be another daemon's), FILE in double quotes
- * when the shell would split or expand it. */
-static char *check_command(const ctl *c)
+/* `s` as one word of a POSIX shell command: as it is when no shell would
+ * split or expand it, else in single quotes, each ' in it as '\''
+ * (nothing is special inside single quotes, not even ! in bash). */
+static char *shell_word(const char *s)
 {
 	static const char plain[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	                            "0123456789_@%+=:,./-";
-	const char *f = c->o.conf;
-	char *quoted, *q;
+	size_t quotes = 0;
+	char *out, *q;
 
+	if (*s && *s != '-' && strspn(s, plain) == strlen(s))
+		return xasprintf("%s", s);
+	for (const char *p = s; *p; p++)
+		quotes += *p == '\'';
+	out = q = xasprintf("%*s", (int)(strlen(s) + 3 * quotes + 2), "");
+	*q++ = '\'';
+	for (; *s; s++) {
+		if (*s == '\'') {
+			memcpy(q, "'\\''", 4);
+			q += 4;
+		} else {
+			*q++ = *s;
+		}
+	}
+	*q++ = '\'';
+	*q = '\0';
+	return out;
+}
+
+/* "evhostctl" with the options that chose the daemon (-c, --url,
+ * --token-file) as this run was given them: a hint's command must ask the
+ * same daemon (the default file may be another daemon's). */
+static char *ctl_command(const ctl *c)
+{
+	const char *opt[] = {"-c", "--url", "--token-file"};
+	const char *val[] = {c->o.conf_given ? c->o.conf : NULL, c->o.url, c->o.token_file};
+	char *out = xasprintf("evhostctl");
+	for (size_t i = 0; i < sizeof opt / sizeof opt[0]; i++) {
+		char *w, *next;
+		if (!val[i])
+			continue;
+		w = shell_word(val[i]);
+		next = xasprintf("%s %s %s", out, opt[i], w);
+		free(w);
+		free(out);
+		out = next;
+	}
+	return out;
+}
+
+/* "evhostctl check" as this run should run it: with the -c FILE it was
+ * given, quoted for the shell. */
+static char *check_command(const ctl *c)
+{
+	char *w, *out;
 	if (!c->o.conf_given)
 		return xasprintf("evhostctl check");
-	if (*f && strspn(f, plain) == strlen(f))
-		return xasprintf("evhostctl -c %s check", f);
-	quoted = q = xasprintf("%*s", (int)(2 * strlen(f) + 2), "");
-	*q++ = '"';
-	for (; *f; f++) {
-		if (strchr("\"$`\\", *f))
-			*q++ = '\\';
-		*q++ = *f;
-	}
-	*q++ = '"';
-	*q = '\0';
-	q = xasprintf("evhostctl -c %s check", quoted);
-	free(quoted);
-	return q;
+	w = shell_word(c->o.conf);
+	out = xasprintf("evhostctl -c %s check", w);
+	free(w);
+	return out;
 }
 
 /* ----------------------------------------------------------------- HTTP */
@@ -465,6 +500,40 @@ static cJSON *parse_whole(const char *body, size_t len)
 		return j;
 	cJSON_Delete(j);
 	return NULL;
+}
+
+/* Control characters of `s` shown as '?', in place: C0 (newline and ESC
+ * among them), DEL, and C1 as UTF-8 (U+0080..U+009F: U+009B is CSI to
+ * some terminals). What the daemon answers carries what producers and
+ * plugins sent, and a terminal must not run it. */
+static char *scrub_controls(char *s)
+{
+	unsigned char *r = (unsigned char *)s, *w = r;
+	for (; *r; r++) {
+		if (r[0] == 0xc2 && r[1] >= 0x80 && r[1] <= 0x9f) {
+			*w++ = '?';
+			r++;
+		} else {
+			*w++ = *r < 0x20 || *r == 0x7f ? '?' : *r;
+		}
+	}
+	*w = '\0';
+	return s;
+}
+
+/* Every string of an answer, names and values, scrubbed: human output
+ * prints the tree and never the raw body, which --json prints as it came
+ * (JSON escapes control characters there). Nesting is bounded by cJSON's
+ * CJSON_NESTING_LIMIT. */
+static void scrub_json(cJSON *j)
+{
+	for (; j; j = j->next) {
+		if (j->string)
+			scrub_controls(j->string);
+		if (cJSON_IsString(j) && j->valuestring)
+			scrub_controls(j->valuestring);
+		scrub_json(j->child);
+	}
 }
 
 static void reply_free(reply *r)
@@ -533,6 +602,7 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 			reply_free(r);
 			return EXIT_FAILED;
 		}
+		scrub_json(r->json);
 	}
 	return 0;
 }
@@ -629,13 +699,9 @@ static void table_row(table *t, ...)
 	va_start(ap, t);
 	for (size_t i = 0; i < t->ncols; i++) {
 		const char *s = va_arg(ap, const char *);
-		char *cell = xasprintf("%s", s ? s : "");
-		/* Cells hold what producers and plugins sent: no control characters
-		 * reach the terminal. */
-		for (char *p = cell; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
-		t->cells[t->nrows * t->ncols + i] = cell;
+		/* Cells hold what producers and plugins sent (request() scrubbed
+		 * it already; a cell built from it is scrubbed as well). */
+		t->cells[t->nrows * t->ncols + i] = scrub_controls(xasprintf("%s", s ? s : ""));
 	}
 	va_end(ap);
 	t->nrows++;
@@ -1280,6 +1346,7 @@ static int dlq_get(ctl *c, const char *name, long limit, reply *r)
 static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name, int n)
 {
 	const char *next = json_str(r->json, "next_after");
+	char *again, *after, *limit;
 	if (!n)
 		printf("no dead letters for %s\n", name);
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
@@ -1288,13 +1355,14 @@ static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name
 		printf("(there are more dead letters than shown)\n");
 		return;
 	}
-	if (c->o.limit > 0)
-		printf("(there are more dead letters: evhostctl dlq %s %s --limit %ld --after "
-		       "%s)\n",
-		       cmd, name, c->o.limit, next);
-	else
-		printf("(there are more dead letters: evhostctl dlq %s %s --after %s)\n", cmd, name,
-		       next);
+	again = ctl_command(c);
+	after = shell_word(next); /* the daemon's: quoted as the user's are */
+	limit = c->o.limit > 0 ? xasprintf(" --limit %ld", c->o.limit) : NULL;
+	printf("(there are more dead letters: %s dlq %s %s%s --after %s)\n", again, cmd, name,
+	       limit ? limit : "", after);
+	free(again);
+	free(after);
+	free(limit);
 }
 
 static int cmd_dlq_list(ctl *c, const char *name)
@@ -1329,9 +1397,9 @@ static int cmd_dlq_list(ctl *c, const char *name)
  * carry whatever producers sent, and a terminal must not run it. */
 static void put_clean(const char *value)
 {
-	for (const unsigned char *p = (const unsigned char *)value; *p; p++)
-		putchar(*p < 0x20 || *p == 0x7f ? '?' : *p);
-	putchar('\n');
+	char *v = scrub_controls(xasprintf("%s", value));
+	puts(v);
+	free(v);
 }
 
 static void field(const char *label, const char *value)
@@ -1473,7 +1541,7 @@ static cJSON *parse_id(const char *id, int *ok)
 	return o;
 }
 
-static void print_redrive(const cJSON *res, const char *name)
+static void print_redrive(const ctl *c, const cJSON *res, const char *name)
 {
 	const cJSON *e, *nf = cJSON_GetObjectItemCaseSensitive(res, "not_found");
 	const cJSON *at = cJSON_GetObjectItemCaseSensitive(res, "not_found_at");
@@ -1504,14 +1572,18 @@ static void print_redrive(const cJSON *res, const char *name)
 	if (*json_str(res, "stopped"))
 		printf("stopped: %s\n", json_str(res, "stopped"));
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "truncated"))) {
-		if (*json_str(res, "next_after"))
-			printf("(more dead letters may wait: evhostctl dlq redrive %s --all --after %s "
+		if (*json_str(res, "next_after")) {
+			char *cmd = ctl_command(c), *after = shell_word(json_str(res, "next_after"));
+			printf("(more dead letters may wait: %s dlq redrive %s --all --after %s "
 			       "goes on after the last one read; --all alone starts again, skipping "
 			       "those sent)\n",
-			       name, json_str(res, "next_after"));
-		else
+			       cmd, name, after);
+			free(cmd);
+			free(after);
+		} else {
 			printf("(more dead letters may wait: run the redrive with --all again; those "
 			       "sent are skipped)\n");
+		}
 	}
 	printf("%.0f redriven, %.0f skipped, %.0f failed\n", json_num(res, "redriven"),
 	       json_num(res, "skipped"), json_num(res, "failed"));
@@ -1628,7 +1700,7 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	if (rc)
 		return rc;
 	if (!c->o.json)
-		print_redrive(r.json, name);
+		print_redrive(c, r.json, name);
 	failed = json_num(r.json, "failed");
 	not_found = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found"));
 	rc = failed > 0 || not_found > 0 ? EXIT_FAILED : EXIT_OK;
@@ -1714,9 +1786,11 @@ static char *query_param(ctl *c, char *q, const char *name, const char *value)
 	return next;
 }
 
-/* "(more events: ...)": the command that shows the next page. */
+/* "(more events: ...)": the command that shows the next page, pasted into
+ * a shell: the same daemon, filter and page size. */
 static void events_footer(ctl *c, const reply *r)
 {
+	char *cmd, *agg, *limit;
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
 		return;
 	if (!c->o.plugin ||
@@ -1725,9 +1799,15 @@ static void events_footer(ctl *c, const reply *r)
 		       "and --after SEQ)\n");
 		return;
 	}
-	printf("(there are more events: evhostctl events --plugin %s%s%s --after %.0f)\n",
-	       c->o.plugin, c->o.aggregate ? " --aggregate " : "",
-	       c->o.aggregate ? c->o.aggregate : "", json_num(r->json, "next_after"));
+	cmd = ctl_command(c);
+	agg = c->o.aggregate ? shell_word(c->o.aggregate) : NULL;
+	limit = c->o.limit > 0 ? xasprintf(" --limit %ld", c->o.limit) : NULL;
+	printf("(there are more events: %s events --plugin %s%s%s%s --after %.0f)\n", cmd,
+	       c->o.plugin, agg ? " --aggregate " : "", agg ? agg : "", limit ? limit : "",
+	       json_num(r->json, "next_after"));
+	free(cmd);
+	free(agg);
+	free(limit);
 }
 
 static int cmd_events(ctl *c)
@@ -1939,8 +2019,9 @@ static int parse_long(const char *opt, const char *v, long min, long max, long *
 	char *end;
 	long n;
 	errno = 0;
+	/* Digits only: strtol alone takes " 5", "+5" and "-0". */
 	n = strtol(v, &end, 10);
-	if (!*v || *end || errno || n < min || n > max)
+	if (!*v || v[strspn(v, "0123456789")] || *end || errno || n < min || n > max)
 		return usage_error("%s takes a number from %ld to %ld, not '%s'", opt, min, max, v);
 	*out = n;
 	return 0;
@@ -2022,6 +2103,38 @@ static int check_opts(const opts *o, const char *cmd)
 	return 0;
 }
 
+/* A long option getopt_long refused: ambiguous when it begins two or more
+ * (glibc says so only when opterr is set, and then in its own words), else
+ * unknown. */
+static int unknown_long(const struct option *longopts, const char *arg)
+{
+	const char *name = arg + 2;
+	size_t len = strcspn(name, "=");
+	char *names = NULL;
+	int hits = 0;
+
+	if (strncmp(arg, "--", 2) || !len)
+		return usage_error("option '%s' is unknown", arg);
+	for (size_t i = 0; longopts[i].name; i++) {
+		char *next;
+		if (strncmp(longopts[i].name, name, len))
+			continue;
+		next = xasprintf("%s%s'--%s'", names ? names : "", names ? ", " : "",
+		                 longopts[i].name);
+		free(names);
+		names = next;
+		hits++;
+	}
+	if (hits > 1) {
+		int rc = usage_error("option '--%.*s' is ambiguous: it could be any of %s",
+		                     (int)len, name, names);
+		free(names);
+		return rc;
+	}
+	free(names);
+	return usage_error("option '%s' is unknown", arg);
+}
+
 static int parse_args(opts *o, int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -2069,7 +2182,7 @@ static int parse_args(opts *o, int argc, char **argv)
 		if (opt == '?' && optopt && optopt < 256)
 			return usage_error("option '-%c' is unknown", optopt);
 		if (opt == '?')
-			return usage_error("option '%s' is unknown", argv[optind - 1]);
+			return unknown_long(longopts, argv[optind - 1]);
 		if ((rc = parse_opt(o, opt, optarg)))
 			return rc;
 	}

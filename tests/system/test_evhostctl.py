@@ -150,8 +150,9 @@ def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
         got += [x.split()[-1] for x in lines[1:] if not x.startswith("(")]
         if not more:
             break
-        assert more[0] == "(there are more events: evhostctl events --plugin probe --after " \
-            f"{seqs[len(got) - 1]})", r.stdout
+        # The same daemon (-c) and page size (--limit) as this run's.
+        assert more[0] == f"(there are more events: evhostctl -c {d.config_file} events " \
+            f"--plugin probe --limit 2 --after {seqs[len(got) - 1]})", r.stdout
         after = more[0].rstrip(")").split()[-1]
     assert got == [e["id"] for e in body["events"]], (got, r.stdout)
     assert_one_error(ctl(build_dir, d, "events", "--after", "3"), 2, "--after needs --plugin")
@@ -332,7 +333,7 @@ def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build
     spaced = d.config_dir / "evhost copy.conf"
     shutil.copyfile(d.config_file, spaced)
     r = ctl(build_dir, d, "disable", "probe", conf=spaced)
-    assert_one_error(r, 1, f"(run 'evhostctl -c \"{spaced}\" check' to see why)")
+    assert_one_error(r, 1, f"(run 'evhostctl -c '{spaced}' check' to see why)")
 
 
 def test_reload_endpoint(evhostd, build_dir, tmp_path):
@@ -1066,7 +1067,8 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     nxt = f"{topic}.probe.dlq:{first['partition']}:{first['offset']}"
     assert r.stdout.startswith(f"{nxt}\n"), r.stdout
     assert r.stdout.rstrip().endswith(
-        f"(there are more dead letters: evhostctl dlq show probe --limit 1 --after {nxt})"), \
+        f"(there are more dead letters: evhostctl -c {d.config_file} dlq show probe --limit 1 "
+        f"--after {nxt})"), \
         r.stdout
     r = ctl(build_dir, d, "dlq", "list", "probe", "--after", nxt)
     assert r.returncode == 0, r.stderr
@@ -1433,6 +1435,188 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
     with served_by(answering(b'{"plugins": []} \r\n', "application/json")) as url:
         r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "--json", "plugins")
     assert r.returncode == 0 and json.loads(r.stdout) == {"plugins": []}, (r.stdout, r.stderr)
+
+
+def routed(routes, asked=None):
+    """A BaseHTTPRequestHandler class answering GET and POST of each path
+    (its query left off) in `routes` with (status, JSON body bytes), others
+    404; each request's path with its query goes to `asked` when given, a
+    POST's as (path, its body parsed)."""
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            posted = self.rfile.read(n) if n else b""
+            if asked is not None:
+                asked.append((self.path, json.loads(posted or b"null"))
+                             if self.command == "POST" else self.path)
+            status, body = routes.get(self.path.split("?")[0], (404, b'{"detail": "no"}'))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        do_GET = do_POST = answer
+
+        def log_message(self, *args):
+            pass
+    return Answer
+
+
+def ctl_bytes(build_dir, conf, url, token, *args):
+    """evhostctl -c CONF --url URL --token-file TOKEN ARGS, its output as bytes
+    (text mode would turn a carriage return into a newline)."""
+    return subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(conf), "--url", url,
+                           "--token-file", str(token), *args], stdin=subprocess.DEVNULL,
+                          capture_output=True, timeout=60)
+
+
+# What a hostile or broken answer could do to a terminal: erase the line and
+# go back to its start, set the window title, CSI as C1 (U+009B), DEL.
+HOSTILE = '"x\\u001b[2K\\r\\u001b]0;pwned\\u0007\\u009b31m\\u007fy"'
+
+
+def test_what_the_daemon_says_reaches_the_terminal_without_control_characters(build_dir,
+                                                                             tmp_path):
+    # Every string of an answer printed as text (problem details, plugin
+    # names, event fields, redrive, replay and backup output) has its control
+    # characters shown as '?', as table cells had; --json prints the answer
+    # as it came, byte for byte (JSON escapes them there).
+    h = HOSTILE
+    dead = (f'{{"topic": {h}, "partition": 0, "offset": 1, "key": {h}, "value": {h}, '
+            f'"value_size": 3, "headers": {{{h}: {h}, "evhost_dlq_error": {h}}}, '
+            f'"headers_base64": {{{h}: "AA=="}}}}')
+    routes = {
+        "/healthz": (200, b"{}"),
+        "/readyz": (200, f'{{"ready": true, "kafka": {h}, "storage": {h}, "damaged": [{h}], '
+                         f'"plugins": {{{h}: {h}}}}}'.encode()),
+        "/admin/plugins": (500, f'{{"detail": {h}}}'.encode()),
+        "/admin/plugins/probe/dlq": (200, f'{{"messages": [{dead}], "topics": [{h}], '
+                                          f'"truncated": true, "next_after": {h}}}'.encode()),
+        "/admin/plugins/probe/dlq/redrive": (
+            200, f'{{"results": [{{"topic": {h}, "partition": 0, "offset": 1, "outcome": {h}, '
+                 f'"error": {h}}}, {{"topic": "t", "partition": 0, "offset": 2, '
+                 f'"outcome": "redriven", "to_topic": {h}, "to_partition": 0, '
+                 f'"to_offset": 7}}], "not_found_at": [{{"topic": {h}, "partition": 0, '
+                 f'"offset": 3}}], "stopped": {h}, "truncated": true, "next_after": {h}, '
+                 f'"redriven": 1, "skipped": 0, "failed": 0}}'.encode()),
+        "/admin/plugins/probe/replay": (
+            200, f'{{"partitions": [{{"topic": {h}, "partition": 0, "offset": 0}}], '
+                 f'"inbox_deleted": 0}}'.encode()),
+        "/admin/events": (200, f'{{"events": [{{"time": {h}, "plugin": {h}, "type": {h}, '
+                               f'"key": {h}, "topic": {h}, "partition": 0, "offset": 1, '
+                               f'"id": {h}, "seq": 1}}], "truncated": true, '
+                               f'"next_after": 1}}'.encode()),
+        "/admin/backup": (200, f'{{"plugins": [{{"plugin": {h}, "file": {h}, "bytes": 1}}], '
+                               f'"sign_outs": {{"file": {h}, "bytes": 1}}, "removed": [{h}], '
+                               f'"dir": {h}, "time": {h}}}'.encode()),
+        "/admin/sign-out": (200, f'{{"subject": {h}, "signed_out_at": {h}}}'.encode()),
+    }
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    commands = (["status"], ["plugins"], ["dlq", "list", "probe"], ["dlq", "show", "probe"],
+                ["dlq", "redrive", "probe", "--all"], ["replay", "probe", "--from", "beginning"],
+                ["events", "--plugin", "probe"], ["backup"], ["sign-out", "someone"])
+    controls = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xc2[\x80-\x9f]")
+    with served_by(routed(routes)) as url:
+        for args in commands:
+            r = ctl_bytes(build_dir, conf, url, token, *args)
+            out = r.stdout + r.stderr
+            assert not controls.search(out), (args, out)
+            # What was said is there, each control character as '?'.
+            assert b"x?[2K??]0;pwned??31m?y" in out, (args, out)
+        r = ctl_bytes(build_dir, conf, url, token, "plugins")
+        assert r.returncode == 1 and r.stderr == (
+            b"evhostctl: GET /admin/plugins: x?[2K??]0;pwned??31m?y (500)\n"), r.stderr
+        for args in (["status"], ["events"], ["dlq", "show", "probe"], ["backup"]):
+            r = ctl_bytes(build_dir, conf, url, token, "--json", *args)
+            body = routes["/readyz" if args == ["status"] else
+                          "/admin/plugins/probe/dlq" if args[0] == "dlq" else
+                          "/admin/" + args[0]][1]
+            assert r.returncode == 0 and r.stdout == body + b"\n", (args, r.stdout, r.stderr)
+
+
+def test_the_next_page_hint_is_the_same_listing_pasted_into_a_shell(build_dir, tmp_path):
+    # "(there are more events: ...)" and "(there are more dead letters: ...)"
+    # give a command that, pasted into a shell, asks the same daemon (-c,
+    # --url, --token-file as given), with the same --aggregate and --limit,
+    # for the page after; values the shell would split or expand are quoted.
+    odd = tmp_path / "it's a $HOME `x` \"dir\" !"
+    odd.mkdir()
+    token = odd / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = odd / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    agg = "order 42; echo 'gone' $(id)"
+    asked = []
+    routes = {
+        "/admin/events": (200, b'{"events": [], "truncated": true, "next_after": 17}'),
+        "/admin/plugins/probe/dlq": (200, b'{"messages": [], "truncated": true, '
+                                          b'"next_after": "t;$(id) x:0:5"}'),
+        "/admin/plugins/probe/dlq/redrive": (
+            200, b'{"results": [], "truncated": true, "next_after": "t;$(id) x:0:5", '
+                 b'"redriven": 0, "skipped": 0, "failed": 0}'),
+    }
+    env = dict(os.environ, PATH=f"{build_dir / 'host'}:{os.environ['PATH']}")
+    with served_by(routed(routes, asked)) as url:
+        for args, hint, want in (
+                (["events", "--plugin", "probe", "--aggregate", agg, "--limit", "7"],
+                 "(there are more events: ",
+                 "/admin/events?plugin=probe&after=17&aggregate=order%2042%3B%20echo%20%27gone"
+                 "%27%20%24%28id%29&limit=7"),
+                (["dlq", "list", "probe", "--limit", "3"], "(there are more dead letters: ",
+                 "/admin/plugins/probe/dlq?limit=3&after=t%3B%24%28id%29%20x%3A0%3A5"),
+                (["dlq", "redrive", "probe", "--all"], "(more dead letters may wait: ",
+                 ("/admin/plugins/probe/dlq/redrive", {"after": "t;$(id) x:0:5"}))):
+            r = ctl_bytes(build_dir, conf, url, token, *args)
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            line = [x for x in r.stdout.decode().splitlines() if x.startswith(hint)]
+            assert len(line) == 1, r.stdout
+            command = line[0][len(hint):].split(" goes on after")[0].rstrip(")")
+            assert command.startswith("evhostctl -c "), command
+            del asked[:]
+            r = subprocess.run(["sh", "-c", command], env=env, stdin=subprocess.DEVNULL,
+                               capture_output=True, timeout=60, cwd=tmp_path)
+            assert r.returncode == 0, (command, r.stdout, r.stderr)
+            assert asked == [want], (command, asked)
+            assert not (tmp_path / "gone").exists()
+
+
+def test_numbers_on_the_command_line_are_digits_only(build_dir, tmp_path):
+    # strtol alone takes " 5", "+5", "-0": the man page says digits.
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    exe = str(build_dir / "host" / "evhostctl")
+    for opt, value, cmd in (("--limit", " 5", ["events"]), ("--limit", "+5", ["events"]),
+                            ("--limit", "5 ", ["events"]), ("--keep", "+2", ["backup"]),
+                            ("--timeout", " 9", ["disable", "probe"])):
+        r = subprocess.run([exe, "-c", str(conf), *cmd, opt, value], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        assert_one_error(r, 2, f"{opt} takes a number from 1 to ")
+        assert f"not '{value}'" in r.stderr, r.stderr
+
+
+def test_an_ambiguous_abbreviation_names_the_options_it_could_be(build_dir, tmp_path):
+    # getopt_long takes "--k" for nothing: it begins --keep and --keep-inbox.
+    # Said as that (it was "unknown", as if no option began so).
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    exe = str(build_dir / "host" / "evhostctl")
+    for arg, needle in (("--k", "option '--k' is ambiguous: it could be any of '--keep', "
+                                "'--keep-inbox'"),
+                        ("--kee=3", "option '--kee' is ambiguous: it could be any of "
+                                    "'--keep', '--keep-inbox'"),
+                        ("--t", "option '--t' is ambiguous: it could be any of "
+                                "'--token-file', '--topic', '--timeout'"),
+                        ("--kx", "option '--kx' is unknown")):
+        r = subprocess.run([exe, "-c", str(conf), arg, "backup"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+        assert_one_error(r, 2, needle)
+    # An abbreviation that begins one option is that option.
+    r = subprocess.run([exe, "-c", str(conf), "--keep-i", "backup"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert_one_error(r, 2, "--keep-inbox does not apply to 'backup'")
 
 
 def test_output_that_cannot_be_written_is_said(build_dir, tmp_path):
