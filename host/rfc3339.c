@@ -1,5 +1,6 @@
 /* RFC 3339 date-times, read by evhostd (replay's from, an outbox row's
- * time) and by evhostctl (replay --from, checked before it is sent). */
+ * time), by evhostctl (replay --from, checked before it is sent) and by
+ * notifications.so (a user event's ce_time, which orders its updates). */
 #include "rfc3339.h"
 
 #include <string.h>
@@ -24,10 +25,11 @@ static int days_in_month(int y, int mo)
 
 /* A day that does not exist (2026-02-30) is refused, not read as the one
  * timegm would make of it (March 2nd). */
-int rfc3339_parse_ms(const char *s, int64_t *ms)
+int rfc3339_parse(const char *s, int64_t *secs, long *nanos)
 {
 	struct tm tm;
-	int y, mo, d, hh, mi, ss, frac = 0, tz = 0;
+	int y, mo, d, hh, mi, ss, tz = 0;
+	long frac = 0;
 	time_t t;
 	memset(&tm, 0, sizeof tm);
 	if ((y = digits(&s, 4)) < 0 || *s++ != '-' || (mo = digits(&s, 2)) < 1 || mo > 12 ||
@@ -41,11 +43,11 @@ int rfc3339_parse_ms(const char *s, int64_t *ms)
 	if (*s == '.') {
 		int n = 0;
 		for (s++; *s >= '0' && *s <= '9'; s++, n++)
-			if (n < 3)
+			if (n < 9)
 				frac = frac * 10 + (*s - '0');
 		if (!n)
 			return -1;
-		for (; n < 3; n++)
+		for (; n < 9; n++)
 			frac *= 10;
 	}
 	if (*s == 'Z' || *s == 'z') {
@@ -68,6 +70,17 @@ int rfc3339_parse_ms(const char *s, int64_t *ms)
 	tm.tm_min = mi;
 	tm.tm_sec = ss;
 	t = timegm(&tm);
-	*ms = ((int64_t)t - tz) * 1000 + frac;
+	*secs = (int64_t)t - tz;
+	*nanos = frac;
+	return 0;
+}
+
+int rfc3339_parse_ms(const char *s, int64_t *ms)
+{
+	int64_t secs;
+	long nanos;
+	if (rfc3339_parse(s, &secs, &nanos) != 0)
+		return -1;
+	*ms = secs * 1000 + nanos / 1000000;
 	return 0;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "../../host/loopback.h"
+#include "../../host/rfc3339.h"
 #include "notif_buf.h"
 #include "notif_mail.h"
 
@@ -90,79 +91,9 @@ void notif_ago_rfc3339(long seconds, char out[NOTIF_TIME_LEN])
 	strftime(out, NOTIF_TIME_LEN, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
 }
 
-/* s[0..n) as a decimal number into *out: 0, or -1 when not all digits. */
-static int fixed_digits(const char *s, int n, int *out)
-{
-	int v = 0;
-
-	for (int i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	*out = v;
-	return 0;
-}
-
-int notif_rfc3339_parse(const char *s, long long *secs, long *nanos)
-{
-	int y, mo, d, h, mi, sec, oh = 0, om = 0, sign = 0, nd = 0;
-	long ns = 0;
-	const char *p;
-	struct tm tm, back;
-	time_t t;
-
-	if (!s || strnlen(s, 20) < 20 || fixed_digits(s, 4, &y) || s[4] != '-' ||
-	    fixed_digits(s + 5, 2, &mo) || s[7] != '-' || fixed_digits(s + 8, 2, &d) ||
-	    (s[10] != 'T' && s[10] != 't') || fixed_digits(s + 11, 2, &h) || s[13] != ':' ||
-	    fixed_digits(s + 14, 2, &mi) || s[16] != ':' ||
-	    fixed_digits(s + 17, 2, &sec))
-		return -1;
-	p = s + 19;
-	if (*p == '.') {
-		for (p++; *p >= '0' && *p <= '9'; p++, nd++)
-			if (nd < 9)
-				ns = ns * 10 + (*p - '0');
-		if (nd == 0)
-			return -1;
-		for (; nd < 9; nd++)
-			ns *= 10;
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if ((*p == '+' || *p == '-') && !fixed_digits(p + 1, 2, &oh) && p[3] == ':' &&
-	           !fixed_digits(p + 4, 2, &om)) {
-		sign = *p == '-' ? -1 : 1;
-		p += 6;
-	} else {
-		return -1;
-	}
-	if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
-	    oh > 23 || om > 59)
-		return -1;
-	if (sec == 60) { /* a leap second: the last instant of its minute */
-		sec = 59;
-		ns = 999999999;
-	}
-	memset(&tm, 0, sizeof tm);
-	tm.tm_year = y - 1900;
-	tm.tm_mon = mo - 1;
-	tm.tm_mday = d;
-	tm.tm_hour = h;
-	tm.tm_min = mi;
-	tm.tm_sec = sec;
-	t = timegm(&tm);
-	/* timegm takes April 31 for May 1: not a date. */
-	if (!gmtime_r(&t, &back) || back.tm_mday != d || back.tm_mon != mo - 1)
-		return -1;
-	*secs = (long long)t - sign * (oh * 3600LL + om * 60LL);
-	*nanos = ns;
-	return 0;
-}
-
 /* The version of (secs, nanos, seq) into out; -1 when the time, in UTC, is
  * not within the years 0000 to 9999 (the form would not sort). */
-static int version_format(long long secs, long nanos, unsigned long long seq,
+static int version_format(int64_t secs, long nanos, unsigned long long seq,
                           char out[NOTIF_VERSION_LEN])
 {
 	time_t t = (time_t)secs;
@@ -180,17 +111,17 @@ int notif_event_version(const char *ce_time, const char *seq, const char *now,
                         char out[NOTIF_VERSION_LEN])
 {
 	unsigned long long n = 0;
-	long long secs;
+	int64_t secs;
 	long nanos;
 	size_t len = seq ? strlen(seq) : 0;
 
 	/* The host's own reading of evhost_seq: 1 to 18 digits, else none. */
 	if (len >= 1 && len <= 18 && strspn(seq, "0123456789") == len)
 		n = strtoull(seq, NULL, 10);
-	if (ce_time && notif_rfc3339_parse(ce_time, &secs, &nanos) == 0 &&
+	if (ce_time && rfc3339_parse(ce_time, &secs, &nanos) == 0 &&
 	    version_format(secs, nanos, n, out) == 0)
 		return 1;
-	if (notif_rfc3339_parse(now, &secs, &nanos) < 0 || version_format(secs, nanos, n, out) < 0)
+	if (rfc3339_parse(now, &secs, &nanos) < 0 || version_format(secs, nanos, n, out) < 0)
 		snprintf(out, NOTIF_VERSION_LEN, "%s/%019llu", now, n);
 	return 0;
 }

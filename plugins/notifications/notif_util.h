@@ -19,11 +19,6 @@ void notif_now_rfc3339(char out[NOTIF_TIME_LEN]);
 int notif_rfc3339_valid(const char *s);
 /* The UTC time `seconds` ago, in notif_now_rfc3339's form. */
 void notif_ago_rfc3339(long seconds, char out[NOTIF_TIME_LEN]);
-/* An RFC 3339 date-time ("2026-12-05T15:00:00.123456+01:00"; 'T' or 't',
- * 'Z' or 'z', any number of fraction digits, of which nine are read) as Unix
- * seconds and nanoseconds: 0, or -1 when `s` is not one (April 31 neither).
- * A leap second (:60) reads as the last instant of its minute. */
-int notif_rfc3339_parse(const char *s, long long *secs, long *nanos);
 
 /* Versions order a user's updates: "YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ/SEQ",
  * the event's ce_time in UTC with nine fraction digits, then its evhost_seq

@@ -26,7 +26,7 @@
  *      the same URL with its password's letters and digits changed is
  *      refused or taken alike, with the same words;
  *   first byte 0xF0 or above: "CE_TIME\0SEQ", a user update's ce_time and
- *      evhost_seq headers (notif_event_version, notif_rfc3339_parse).
+ *      evhost_seq headers (notif_event_version, the host's rfc3339_parse).
  *      Checked: the version is terminated in its buffer; one made of
  *      ce_time has the fixed form (so strcmp orders versions), and reads
  *      back (its time part) as the same instant; one refused gives the
@@ -202,7 +202,7 @@ static void version_mode(const char *ce_time, const char *seq)
 {
 	static const char now[] = "2026-12-05T15:00:00.000Z";
 	char v[NOTIF_VERSION_LEN], again[NOTIF_VERSION_LEN];
-	long long secs, secs2;
+	int64_t secs, secs2;
 	long nanos, nanos2;
 	memset(v, 'X', sizeof v);
 	if (!notif_event_version(ce_time, seq, now, v)) {
@@ -213,10 +213,10 @@ static void version_mode(const char *ce_time, const char *seq)
 	/* YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ/ then 19 digits */
 	CHECK(strlen(v) == 50 && v[29] == 'Z' && v[30] == '/' &&
 	      strspn(v + 31, "0123456789") == 19);
-	CHECK(notif_rfc3339_parse(ce_time, &secs, &nanos) == 0);
+	CHECK(rfc3339_parse(ce_time, &secs, &nanos) == 0);
 	memcpy(again, v, 30);
 	again[30] = '\0';
-	CHECK(notif_rfc3339_parse(again, &secs2, &nanos2) == 0 && secs2 == secs &&
+	CHECK(rfc3339_parse(again, &secs2, &nanos2) == 0 && secs2 == secs &&
 	      nanos2 == nanos);
 }
 

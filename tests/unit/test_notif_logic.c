@@ -794,7 +794,7 @@ static void test_event_versions(void **state)
 {
 	static const char now[] = "2026-12-05T15:00:09.500Z";
 	char v[NOTIF_VERSION_LEN], w[NOTIF_VERSION_LEN];
-	long long secs;
+	int64_t secs;
 	long ns;
 	(void)state;
 
@@ -808,9 +808,12 @@ static void test_event_versions(void **state)
 	assert_string_equal(v, w);
 	assert_int_equal(notif_event_version("2026-12-06T00:30:00z", NULL, now, w), 1);
 	assert_string_equal(w, "2026-12-06T00:30:00.000000000Z/0000000000000000000");
-	/* A leap second is the last instant of its minute. */
+	/* As the host reads RFC 3339 (rfc3339_parse): a blank for the T, and
+	 * a leap second as the next minute's first instant. */
+	assert_int_equal(notif_event_version("2026-12-05 15:00:00.123Z", "42", now, w), 1);
+	assert_string_equal(v, w);
 	assert_int_equal(notif_event_version("2016-12-31T23:59:60Z", "1", now, w), 1);
-	assert_string_equal(w, "2016-12-31T23:59:59.999999999Z/0000000000000000001");
+	assert_string_equal(w, "2017-01-01T00:00:00.000000000Z/0000000000000000001");
 
 	/* Order: by time, then seq (9 before 10: the digits are padded). */
 	notif_event_version("2026-12-05T15:00:00.123Z", "9", now, v);
@@ -830,7 +833,7 @@ static void test_event_versions(void **state)
 	    "2026-12-05",
 	    "2026-12-05T15:00:00",          /* no offset */
 	    "2026-12-05T15:00:00.Z",        /* no fraction digits */
-	    "2026-12-05 15:00:00Z",         /* not T */
+	    "2026-12-05_15:00:00Z",         /* not T */
 	    "2026-04-31T00:00:00Z",         /* no such day */
 	    "2026-02-29T00:00:00Z",         /* not a leap year */
 	    "2026-13-01T00:00:00Z",
@@ -845,7 +848,7 @@ static void test_event_versions(void **state)
 		assert_int_equal(notif_event_version(bad[i], NULL, now, v), 0);
 		assert_string_equal(v, "2026-12-05T15:00:09.500000000Z/0000000000000000000");
 	}
-	assert_int_equal(notif_rfc3339_parse("2024-02-29T00:00:00Z", &secs, &ns), 0);
+	assert_int_equal(rfc3339_parse("2024-02-29T00:00:00Z", &secs, &ns), 0);
 	assert_int_equal(secs, 1709164800LL);
 	assert_int_equal(ns, 0);
 	/* evhost_seq as the host reads it: 1 to 18 digits, else none. */
