@@ -337,15 +337,21 @@ def resume(d, token, last_event_id=None, timeout=5, path=STREAM):
     return lib.wait_until(opened, timeout=timeout, interval=0.2, message="a free stream slot")
 
 
+def welcomed_user(evhostd, tmp_path, unique_name, build_dir, name):
+    """A daemon (embedded broker), an admin token, and a user whose welcome
+    mail was sent (so pushed before any stream of theirs opens, and never
+    among what a stream misses): (d, admin, uid, addr, token)."""
+    d = evhostd(notif_config(tmp_path, unique_name, build_dir), brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    uid, addr, token = new_user(d, name)
+    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+    return d, admin, uid, addr, token
+
+
 def test_reconnect_with_last_event_id_gets_what_it_missed(evhostd, tmp_path, unique_name,
                                                          build_dir):
-    config = notif_config(tmp_path, unique_name, build_dir)
-    d = evhostd(config, brokers="embedded")
-    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
-    uid, addr, token = new_user(d, "Erin")
-    # Her welcome mail is pushed before the stream opens, so it is not
-    # among what the stream misses below.
-    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+    d, admin, uid, addr, token = welcomed_user(evhostd, tmp_path, unique_name, build_dir,
+                                               "Erin")
 
     s = open_stream(d, token)
     bid1 = broadcast(d, admin, "Before the drop")
@@ -396,11 +402,8 @@ def test_a_new_stream_after_a_refusal_resumes_from_the_lastEventId_parameter(
     names the last id in the URL (?lastEventId=N) and gets exactly what it
     missed. A Last-Event-ID header wins over the parameter; a value that is
     not an id is no id, as in the header."""
-    config = notif_config(tmp_path, unique_name, build_dir)
-    d = evhostd(config, brokers="embedded")
-    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
-    uid, addr, token = new_user(d, "Gus")
-    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+    d, admin, uid, addr, token = welcomed_user(evhostd, tmp_path, unique_name, build_dir,
+                                               "Gus")
 
     s = open_stream(d, token)
     ev1 = s.wait_for(is_broadcast(broadcast(d, admin, "Seen")), timeout=30)
@@ -502,11 +505,8 @@ def test_a_plugin_turned_off_and_on_again_resumes_its_clients(evhostd, tmp_path,
     its path is 404 while it is off, and the history it published is kept
     (by its name, not the unloaded instance): once it is on again, a client
     with the last id it saw gets what it missed, from the new instance."""
-    config = notif_config(tmp_path, unique_name, build_dir)
-    d = evhostd(config, brokers="embedded")
-    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
-    uid, addr, token = new_user(d, "Fay")
-    wait_logged(d, admin, addr, lambda i: i["template"] == "welcome" and i["status"] == "sent")
+    d, admin, uid, addr, token = welcomed_user(evhostd, tmp_path, unique_name, build_dir,
+                                               "Fay")
     s = open_stream(d, token)
     ev1 = s.wait_for(is_broadcast(broadcast(d, admin, "Seen")), timeout=30)
     s.close()
