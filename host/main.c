@@ -79,21 +79,29 @@ static struct timespec wait_slice(uint64_t *usec)
  * thread takes SIGTERM and SIGINT for it: the stop is asked at once (the
  * guard armed: the reload and the stop after it end within [host]
  * stop_timeout and STOP_GRACE_MS), and begins when the reload ends. SIGHUP
- * stays pending for the main thread's next wait. */
+ * stays pending for the main thread's next wait. The main thread wakes it
+ * with WATCH_WAKE_SIG when the reload ends, so that the next signal (a
+ * SIGHUP or SIGTERM right after) is not held for the rest of a slice. */
 struct reload_watch {
 	atomic_int done;
 	int sig, budget_ms;
 };
 
+/* Blocked in every thread (block_signals), sent only to the watcher: the
+ * first real-time signal glibc leaves to applications. */
+#define WATCH_WAKE_SIG SIGRTMIN
+
 static void *reload_watch_main(void *arg)
 {
 	struct reload_watch *w = arg;
-	struct timespec slice = {0, 100 * 1000 * 1000};
+	/* Only a backstop: the end of the reload wakes it. */
+	struct timespec slice = {1, 0};
 	sigset_t set;
 
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, WATCH_WAKE_SIG);
 	/* Until the reload ends, even after a stop was asked: the guard may
 	 * end the process first, and a thread that had returned unjoined then
 	 * would be a leak to ThreadSanitizer. */
@@ -149,6 +157,9 @@ static int reload(host *h, uint64_t usec)
 	admin_reload_end(h, rc);
 	if (watching) {
 		atomic_store(&w.done, 1);
+		/* Pending for the watcher if it is not waiting yet: its next
+		 * sigtimedwait returns at once and sees `done`. */
+		pthread_kill(watcher, WATCH_WAKE_SIG);
 		pthread_join(watcher, NULL);
 	}
 	if (w.sig)
@@ -235,6 +246,7 @@ static void block_signals(void)
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGHUP);
+	sigaddset(&set, WATCH_WAKE_SIG);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	/* A client closing its socket mid-write must not kill the daemon. */
 	signal(SIGPIPE, SIG_IGN);
