@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -50,6 +51,7 @@ enum {
 #define BACKUP_TIMEOUT_S 3600L /* a backup copies every plugin's database */
 #define RELOAD_TIMEOUT_S 60L
 #define POLL_MS 200
+#define LOCK_POLL_MS 20
 #define NAME_MAX_LEN 64
 #define DLQ_LIST_LIMIT 1000
 #define DLQ_SHOW_LIMIT 10
@@ -78,6 +80,7 @@ typedef struct ctl {
 	char *token; /* NULL: the admin API is not configured */
 	CURL *curl;
 	long request_timeout_s; /* 0: REQUEST_TIMEOUT_S */
+	int not_sent; /* the last request() surely did not reach the daemon */
 } ctl;
 
 typedef struct reply {
@@ -228,6 +231,26 @@ static int key_refused(ctl *c, const char *section, const char *key, const char 
 		}
 	free(at);
 	return found;
+}
+
+/* xasprintf's text, or NULL out of memory (said by the caller): for a
+ * request, whose caller may have to undo what it wrote when it cannot be
+ * made. From malloc, so that the out-of-memory tests can fail it. */
+static char *try_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *try_asprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+	int n;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || !(s = malloc((size_t)n + 1)))
+		return NULL;
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
 }
 
 static char *xasprintf(const char *fmt, ...)
@@ -502,19 +525,39 @@ static cJSON *parse_whole(const char *body, size_t len)
 	return NULL;
 }
 
+/* Bytes of the well-formed UTF-8 character (RFC 3629) that begins at s, a
+ * NUL-terminated string; 0 when none does. */
+static size_t utf8_char_len(const unsigned char *s)
+{
+	size_t need = s[0] < 0x80                    ? 1
+	              : s[0] >= 0xc2 && s[0] <= 0xdf ? 2
+	              : s[0] >= 0xe0 && s[0] <= 0xef ? 3
+	              : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4
+	                                             : 0;
+	if (need > 1 && (strnlen((const char *)s, need) < need ||
+	                 json_utf8_error((const char *)s, need) >= 0))
+		return 0;
+	return need;
+}
+
 /* Control characters of `s` shown as '?', in place: C0 (newline and ESC
- * among them), DEL, and C1 as UTF-8 (U+0080..U+009F: U+009B is CSI to
- * some terminals). What the daemon answers carries what producers and
- * plugins sent, and a terminal must not run it. */
+ * among them), DEL, C1 (U+0080..U+009F: U+009B is CSI to some terminals),
+ * and each byte that is not part of well-formed UTF-8 (a lone 0x9B is CSI
+ * to an 8-bit terminal). What the daemon answers carries what producers
+ * and plugins sent, and a terminal must not run it. */
 static char *scrub_controls(char *s)
 {
 	unsigned char *r = (unsigned char *)s, *w = r;
-	for (; *r; r++) {
-		if (r[0] == 0xc2 && r[1] >= 0x80 && r[1] <= 0x9f) {
+	while (*r) {
+		size_t n = utf8_char_len(r);
+		if (!n || (n == 1 && (*r < 0x20 || *r == 0x7f)) ||
+		    (n == 2 && r[0] == 0xc2 && r[1] <= 0x9f)) {
 			*w++ = '?';
-			r++;
+			r += n ? n : 1;
 		} else {
-			*w++ = *r < 0x20 || *r == 0x7f ? '?' : *r;
+			memmove(w, r, n);
+			w += n;
+			r += n;
 		}
 	}
 	*w = '\0';
@@ -543,17 +586,55 @@ static void reply_free(reply *r)
 	memset(r, 0, sizeof *r);
 }
 
+/* `line` added to the request's headers; 0, or -1 out of memory. */
+static int add_header(struct curl_slist **hdrs, const char *line)
+{
+	struct curl_slist *more = curl_slist_append(*hdrs, line);
+	if (!more)
+		return -1;
+	*hdrs = more;
+	return 0;
+}
+
+/* Whether a failed curl_easy_perform never reached the daemon: it did not
+ * connect. Any other failure may come after the request was sent. */
+static int curl_not_sent(CURLcode cc)
+{
+	return cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
+	       cc == CURLE_COULDNT_RESOLVE_PROXY;
+}
+
 /* One request; `body` is JSON or NULL. Returns 0 when the daemon answered
  * (whatever the status), else EXIT_UNREACHABLE, or EXIT_FAILED for an
- * answer too large or out of memory, after saying why. */
+ * answer too large or out of memory, after saying why; c->not_sent is set
+ * when the request surely did not reach the daemon (out of memory before
+ * it, no connection). */
 static int request(ctl *c, const char *method, const char *path, const char *body, int auth,
                    reply *r)
 {
 	struct curl_slist *hdrs = NULL;
-	char *url = xasprintf("%s%s", c->url, path), *authz = NULL;
+	char *url = try_asprintf("%s%s", c->url, path), *authz = NULL;
 	CURLcode cc;
+	int nomem = !url;
 
 	memset(r, 0, sizeof *r);
+	c->not_sent = 0;
+	if (!nomem && auth && c->token)
+		nomem = !(authz = try_asprintf("Authorization: Bearer %s", c->token)) ||
+		        add_header(&hdrs, authz) != 0;
+	if (!nomem && body)
+		nomem = add_header(&hdrs, "Content-Type: application/json") != 0;
+	if (nomem) {
+		say("%s %s: out of memory: the request was not sent", method, path);
+		curl_slist_free_all(hdrs);
+		if (authz) {
+			explicit_bzero(authz, strlen(authz));
+			free(authz);
+		}
+		free(url);
+		c->not_sent = 1;
+		return EXIT_FAILED;
+	}
 	curl_easy_reset(c->curl);
 	curl_easy_setopt(c->curl, CURLOPT_URL, url);
 	curl_easy_setopt(c->curl, CURLOPT_CUSTOMREQUEST, method);
@@ -564,12 +645,7 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, r);
-	if (auth && c->token) {
-		authz = xasprintf("Authorization: Bearer %s", c->token);
-		hdrs = curl_slist_append(hdrs, authz);
-	}
 	if (body) {
-		hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
 		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, body);
 	} else if (!strcmp(method, "POST")) {
 		curl_easy_setopt(c->curl, CURLOPT_POSTFIELDS, "");
@@ -590,6 +666,7 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 			say("%s %s: the daemon is unreachable: %s", method, url, curl_easy_strerror(cc));
 		free(url);
 		reply_free(r);
+		c->not_sent = curl_not_sent(cc);
 		return reached ? EXIT_FAILED : EXIT_UNREACHABLE;
 	}
 	free(url);
@@ -1072,11 +1149,13 @@ static int wait_state(ctl *c, const char *name, int enable, long long deadline)
 	}
 }
 
-/* Why api_reload wants the drop-in put back. */
+/* Why api_reload wants the drop-in put back, or says it stays. */
 enum {
 	UNDO_NONE,
 	UNDO_REFUSED, /* the reload was refused or not run: the daemon runs what it ran */
 	UNDO_APPLIED, /* applied, the plugin not as asked: the daemon runs the drop-in */
+	UNDO_NOT_ASKED, /* the request never reached the daemon: it runs what it ran */
+	UNDO_UNKNOWN,   /* asked, but its answer was lost: what runs is not known */
 };
 
 /* POST /admin/reload?wait=WAIT_S: the daemon answers 202 once WAIT_S have
@@ -1116,8 +1195,10 @@ static int api_reload(ctl *c, const char *name, int enable, int *undo)
 	const char *state;
 
 	*undo = UNDO_NONE;
-	if (rc)
+	if (rc) {
+		*undo = c->not_sent ? UNDO_NOT_ASKED : UNDO_UNKNOWN;
 		return rc;
+	}
 	if (r.status == 202) {
 		reply_free(&r);
 		return RELOAD_PENDING;
@@ -1196,6 +1277,41 @@ static void reload_again(ctl *c, const char *name, const dropin *d, long long de
 	reply_free(&r);
 }
 
+/* The reload failed as api_reload's `undo` says: the drop-in put back
+ * where the daemon runs without it (and, when it runs with it, the daemon
+ * reloaded again), else what to do said, so that what runs and the files
+ * do not part silently. */
+static void reload_failed(ctl *c, const char *name, const dropin *d, int undo,
+                          long long deadline)
+{
+	switch (undo) {
+	case UNDO_NOT_ASKED:
+		/* Out of memory before the request, or the daemon gone since
+		 * evhostctl checked it: it runs what it ran. */
+		if (dropin_restore(d) == 0)
+			say("the daemon was not asked to reload, so nothing changed: run the command "
+			    "again");
+		else
+			say("the daemon was not asked to reload: it runs without %s as evhostctl "
+			    "wrote it until it reloads (systemctl reload evhostd, or run the command "
+			    "again)",
+			    d->path);
+		break;
+	case UNDO_UNKNOWN:
+		say("%s stays written; whether the daemon reloaded with it is not known: "
+		    "'evhostctl plugins' shows what runs, and 'systemctl reload evhostd' makes it "
+		    "what the files say",
+		    d->path);
+		break;
+	case UNDO_REFUSED: dropin_restore(d); break;
+	case UNDO_APPLIED:
+		if (dropin_restore(d) == 0)
+			reload_again(c, name, d, deadline);
+		break;
+	default: break;
+	}
+}
+
 static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 {
 	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL; /* for the whole */
@@ -1205,8 +1321,7 @@ static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 		if (rc == 0)
 			return EXIT_OK;
 		if (rc != RELOAD_PENDING) {
-			if (undo && dropin_restore(d) == 0 && undo == UNDO_APPLIED)
-				reload_again(c, name, d, deadline);
+			reload_failed(c, name, d, undo, deadline);
 			return rc;
 		}
 	} else if (systemctl_reload() != 0) {
@@ -1222,12 +1337,58 @@ static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 	return rc;
 }
 
+/* Take turns with other enable and disable runs: an exclusive flock(2) on
+ * conf.d itself, held from reading the drop-in until its reload is done and
+ * anything put back, so that no run puts back what it read before another
+ * wrote, nor takes another's change in the daemon's answer for its own.
+ * The directory rather than a lock file: nothing is created in a conf.d
+ * that is root's (and the package's), any user who may write drop-ins may
+ * lock it, and the lock goes with the process, however it ends (any user
+ * who may read conf.d may hold it too: lslocks names who). Waits up to
+ * --timeout, the reload's own --timeout not counting it. The descriptor in
+ * *fd, or an exit status after saying why. */
+static int confdir_lock(const ctl *c, const char *dir, int *fd)
+{
+	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL;
+	int lfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (lfd < 0) {
+		int err = errno;
+		say("cannot open %s to take turns with other evhostctl enable and disable runs: "
+		    "%s%s",
+		    dir, strerror(err),
+		    err == EACCES ? " (enable and disable write drop-ins into conf.d: run them as root)"
+		                  : "");
+		return EXIT_FAILED;
+	}
+	while (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			say("cannot lock %s to take turns with other evhostctl enable and disable "
+			    "runs: %s; nothing was written (write the drop-in by hand, then "
+			    "systemctl reload evhostd)",
+			    dir, strerror(errno));
+			close(lfd);
+			return EXIT_FAILED;
+		}
+		if (clock_mono_ms() >= deadline) {
+			say("another evhostctl enable or disable has held the lock on %s for %ld s; "
+			    "nothing was written: run the command again once it is done",
+			    dir, c->o.timeout);
+			close(lfd);
+			return EXIT_FAILED;
+		}
+		sleep_ms(LOCK_POLL_MS);
+	}
+	*fd = lfd;
+	return 0;
+}
+
 /* `name` was checked with name_ok. */
 static int cmd_toggle(ctl *c, const char *name, int enable)
 {
 	char *section = NULL, *text = NULL;
 	dropin d = {0};
-	int rc;
+	int rc, lock_fd = -1;
 	reply r;
 	const char *probe;
 
@@ -1258,6 +1419,8 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	if (rc)
 		return rc;
 
+	if ((rc = confdir_lock(c, c->cfg.confdir, &lock_fd)))
+		return rc;
 	section = xasprintf("plugin.%s", name);
 	d.path = xasprintf("%s/" DROPIN_PREFIX "%s.conf", c->cfg.confdir, name);
 	errno = 0;
@@ -1284,6 +1447,7 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 		printf("%s: %s (%s)\n", name, enable ? "enabled, running" : "disabled, stopped",
 		       d.path);
 out:
+	close(lock_fd); /* and the lock with it */
 	free(section);
 	free(text);
 	free(d.path);

@@ -5,6 +5,7 @@ plugin's route really goes 404/200), the --systemd fallback, and the dead
 letter and replay commands against real Kafka."""
 
 import contextlib
+import fcntl
 import http.server
 import json
 import os
@@ -319,6 +320,58 @@ def test_a_plugin_that_still_runs_after_disable_is_reloaded_as_the_files_say(
     assert d.log_text().count("reload #") == 2, d.log_tail()
 
 
+def test_toggles_run_at_once_take_turns(evhostd, build_dir, tmp_path):
+    # 20 runs at once, enable and disable of one plugin and disable of five
+    # others: each holds a lock on conf.d (flock of the directory) from
+    # reading its drop-in until its reload is done, so each sees its own
+    # change applied (exit 0), and none puts back a drop-in another wrote.
+    # Before, a run saw another's change in the daemon's answer ("did not
+    # start", "still runs"), put back what it had read before that other
+    # run wrote, and the files ended as neither had asked.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    others = [f"q{i}" for i in range(5)]
+    for name in others:
+        (confd / f"30-{name}.conf").write_text(
+            f"[plugin.{name}]\npath = {build_dir / 'tests' / 'fixtures' / 'probe.so'}\n"
+            "routes = false\nsubscribe = false\n")
+    assert d.post("/admin/reload", headers=auth(), timeout=70).status_code == 200
+    runs = [("enable" if i % 2 else "disable", "probe") for i in range(15)]
+    for i, name in enumerate(others):
+        runs.insert(3 * i + 1, ("disable", name))
+    exe = str(build_dir / "host" / "evhostctl")
+    procs = [subprocess.Popen([exe, "-c", str(d.config_file), cmd, name],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for cmd, name in runs]
+    for (cmd, name), p in zip(runs, procs):
+        out, err = p.communicate(timeout=120)
+        done = "enabled, running" if cmd == "enable" else "disabled, stopped"
+        assert (p.returncode, out, err) == \
+            (0, f"{name}: {done} ({confd / f'90-evhostctl-{name}.conf'})\n", ""), (cmd, name)
+    assert sorted(p.name for p in confd.iterdir()) == sorted(
+        ["10-hello.conf", "20-probe.conf", DROPIN] + [f"30-{n}.conf" for n in others] +
+        [f"90-evhostctl-{n}.conf" for n in others])
+    for name in others:
+        assert (confd / f"90-evhostctl-{name}.conf").read_text() == \
+            dropin_text(False).replace("probe", name)
+    # What runs is what the files say.
+    on = (confd / DROPIN).read_text() == dropin_text(True)
+    assert on or (confd / DROPIN).read_text() == dropin_text(False)
+    names = sorted(p["name"] for p in d.get("/admin/plugins", headers=auth()).json()["plugins"])
+    assert names == (["hello", "probe"] if on else ["hello"])
+    # A run that cannot have the lock within --timeout writes nothing.
+    held = os.open(confd, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        r = ctl(build_dir, d, "--timeout", "1", "enable", "q0")
+    finally:
+        os.close(held)
+    assert_one_error(r, 1, f"evhostctl: another evhostctl enable or disable has held the lock "
+                           f"on {confd} for 1 s; nothing was written: run the command again "
+                           "once it is done\n")
+    assert (confd / "90-evhostctl-q0.conf").read_text() == dropin_text(False).replace("probe", "q0")
+
+
 def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build_dir,
                                                                     tmp_path):
     # The hint is to be run as it is: with -c FILE, the check of the default
@@ -334,6 +387,92 @@ def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build
     shutil.copyfile(d.config_file, spaced)
     r = ctl(build_dir, d, "disable", "probe", conf=spaced)
     assert_one_error(r, 1, f"(run 'evhostctl -c '{spaced}' check' to see why)")
+
+
+@contextlib.contextmanager
+def served_once(body):
+    """A loopback server that answers one request 200 with `body` (JSON),
+    then stops listening: a daemon gone after evhostctl's first request.
+    Yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        listener.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        t.join(timeout=60)
+
+
+def test_a_reload_that_could_not_be_asked_for_puts_the_dropin_back(build_dir, tmp_path):
+    # The drop-in written, then the reload could not be asked for (out of
+    # memory making the request, the daemon gone since evhostctl checked
+    # it): the daemon runs without it, so it is put back, and said. Before,
+    # it stayed written, said as nothing but "out of memory" or
+    # "unreachable", and a later reload for anything else applied it.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    dropin = confd / DROPIN
+    listed = b'{"plugins": [{"name": "probe", "state": "running"}]}'
+    routes = {"/admin/plugins": (200, listed),
+              "/admin/reload": (200, b'{"result": "applied", "plugins": []}')}
+    # The daemon gone after the check: the drop-in that was there is put back.
+    dropin.write_text(dropin_text(True))
+    with served_once(listed) as url:
+        r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
+                    "disable", "probe")
+    assert r.returncode == 3, r.stderr
+    assert r.stderr == (
+        f"evhostctl: POST {url}/admin/reload?wait=60: the daemon is unreachable: Couldn't "
+        "connect to server\n"
+        f"evhostctl: {dropin} was put back as it was\n"
+        "evhostctl: the daemon was not asked to reload, so nothing changed: run the command "
+        "again\n"), r.stderr
+    assert dropin.read_text() == dropin_text(True)
+    dropin.unlink()
+
+    # Each allocation failed in turn (every one: against a stand-in the
+    # sweep takes a second): the drop-in is there after a run exactly when
+    # the reload was asked for.
+    asked, not_asked = [], 0
+    with served_by(routed(routes, asked)) as url:
+        cmd = [build_dir / "tests" / "fixtures" / "evhostctl_faults", "-c", conf, "--url", url,
+               "--token-file", token, "disable", "probe"]
+        for n in range(1000):
+            del asked[:]
+            r, failed = lib.run_failing(cmd, n)
+            reloaded = any(isinstance(a, tuple) for a in asked)  # a POST
+            assert dropin.exists() == reloaded, (n, r.returncode, r.stderr)
+            if not failed:
+                assert r.returncode == 0, r.stderr
+                break
+            assert_one_error(r, 1, "out of memory")
+            if not reloaded and "/admin/reload" in r.stderr:
+                not_asked += 1
+                assert r.stderr == (
+                    "evhostctl: POST /admin/reload?wait=60: out of memory: the request was "
+                    "not sent\n"
+                    f"evhostctl: {dropin} was put back as it was\n"
+                    "evhostctl: the daemon was not asked to reload, so nothing changed: run "
+                    "the command again\n"), (n, r.stderr)
+            dropin.unlink(missing_ok=True)
+        else:
+            pytest.fail("1000 allocations and counting")
+    assert not_asked == 2, "the request's URL and its Authorization header"
 
 
 def test_reload_endpoint(evhostd, build_dir, tmp_path):
@@ -1535,6 +1674,37 @@ def test_what_the_daemon_says_reaches_the_terminal_without_control_characters(bu
                           "/admin/plugins/probe/dlq" if args[0] == "dlq" else
                           "/admin/" + args[0]][1]
             assert r.returncode == 0 and r.stdout == body + b"\n", (args, r.stdout, r.stderr)
+
+
+def test_bytes_that_are_not_utf8_reach_the_terminal_as_question_marks(build_dir, tmp_path):
+    # A raw 0x9B in an answer's string is CSI to a terminal that reads 8
+    # bits a character; only C1 written as UTF-8 (U+009B) was scrubbed, and
+    # the raw byte went through. Each byte that is not part of well-formed
+    # UTF-8 (a stray continuation byte, an overlong form, a surrogate, a
+    # sequence cut short, one past U+10FFFF) is now a '?' as well; UTF-8
+    # characters pass as they are.
+    bad = b"a\x9b31mb\xc0\x9bc\xed\xa0\x80d\xe2\x82e\xff\x80f\xf4\x90\x80\x80g"
+    good = "é€😀".encode()
+    shown = b"a?31mb??c???d??e??f????g" + good
+    routes = {
+        "/admin/plugins": (200, b'{"plugins": [{"name": "' + bad + good + b'", '
+                                b'"state": "running"}]}'),
+        "/admin/events": (500, b'{"detail": "' + bad + good + b'"}'),
+    }
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    with served_by(routed(routes)) as url:
+        r = ctl_bytes(build_dir, conf, url, token, "plugins")
+        assert r.returncode == 0, r.stderr
+        name = r.stdout.splitlines()[1].split()[0]
+        assert name == shown, r.stdout
+        r = ctl_bytes(build_dir, conf, url, token, "events")
+        assert r.returncode == 1 and r.stderr.endswith(b": " + shown + b" (500)\n"), r.stderr
+        # --json: the answer as it came, for a parser.
+        r = ctl_bytes(build_dir, conf, url, token, "--json", "plugins")
+        assert r.stdout == routes["/admin/plugins"][1] + b"\n", r.stdout
 
 
 def test_the_next_page_hint_is_the_same_listing_pasted_into_a_shell(build_dir, tmp_path):
