@@ -108,6 +108,7 @@ static int tls_step(httpc_conn *c, int op, void *buf, size_t n, int64_t deadline
 static ssize_t read_some(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
                          size_t errlen);
 static const char *header_value(const char *line, size_t n, const char *name, size_t *vlen);
+static size_t interim_len(const char *buf, size_t n, int *count);
 
 static const char *env2(const char *lower, const char *upper, const char **name)
 {
@@ -318,7 +319,7 @@ static int send_head(httpc_conn *c, const char *method, const char *host, const 
 static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const char *port,
                   int64_t deadline, char *err, size_t errlen)
 {
-	char head[4096], why[256];
+	char head[4096], why[256], *ans = head;
 	size_t got = 0;
 	char *end = NULL;
 
@@ -339,21 +340,25 @@ static int tunnel(httpc_conn *c, const httpc_proxy *p, const char *host, const c
 		}
 		got += (size_t)r;
 		head[got] = '\0';
-		end = strstr(head, "\r\n\r\n");
+		/* Interim answers (100 Continue...) before it are set aside, in
+		 * head's 4 KiB with it. */
+		ans = head + interim_len(head, got, NULL);
+		end = strstr(ans, "\r\n\r\n");
 	}
-	if (!end || strncmp(head, "HTTP/1.", 7) != 0 || got < 12 || head[8] != ' ') {
+	if (!end || strncmp(ans, "HTTP/1.", 7) != 0 || (size_t)(head + got - ans) < 12 ||
+	    ans[8] != ' ') {
 		snprintf(err, errlen, "the proxy %s:%s (%s) gave no HTTP answer to CONNECT", p->host,
 		         p->port, p->var);
 		return -1;
 	}
-	if (head[9] != '2') {
-		char *eol = strstr(head, "\r\n");
+	if (ans[9] != '2') {
+		char *eol = strstr(ans, "\r\n");
 		*eol = '\0';
-		for (char *q = head; *q; q++)
+		for (char *q = ans; *q; q++)
 			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f)
 				*q = '?';
 		snprintf(err, errlen, "the proxy %s:%s (%s) refused the tunnel to %s:%s: %s", p->host,
-		         p->port, p->var, host, port, head + 9);
+		         p->port, p->var, host, port, ans + 9);
 		return -1;
 	}
 	if (end + 4 != head + got) {
@@ -542,19 +547,49 @@ static int chunked_complete(const char *p, size_t n)
 	}
 }
 
-/* Has buf[0..n) (NUL-terminated) a whole answer: its head and the body its
- * Content-Length gives, or a chunked body up to its last chunk and
- * trailers, or no body (1xx, 204, 304)? Without either header the body
- * ends at the close: not yet. */
+/* The interim answers (1xx) at the start of buf[0..n), which a client
+ * reads and sets aside before the final one, even unasked (RFC 9110, 15.2;
+ * RFC 9112, 6.3): 100 Continue, 102, 103 Early Hints..., each a status
+ * line and header fields up to a blank line, never a body. Their length,
+ * their number in *count (count NULL: not wanted). They end at what is not
+ * one: a final answer, a 1xx head not yet whole, or 101 Switching
+ * Protocols, which ends the answer (evhost never asks to switch: the
+ * callers say so). Bounded as the answer is: by the caller's buffer (or
+ * httpc_recv_all's max) and deadline, which interim answers count in. */
+static size_t interim_len(const char *buf, size_t n, int *count)
+{
+	size_t off = 0;
+	int k = 0;
+	for (;;) {
+		int status = httpc_status(buf + off, n - off);
+		const char *end;
+		if (status < 100 || status > 199 || status == 101 ||
+		    !(end = memmem(buf + off, n - off, "\r\n\r\n", 4)))
+			break;
+		off = (size_t)(end + 4 - buf);
+		k++;
+	}
+	if (count)
+		*count = k;
+	return off;
+}
+
+/* Has buf[0..n) (NUL-terminated) a whole answer: after its interim ones,
+ * its head and the body its Content-Length gives, or a chunked body up to
+ * its last chunk and trailers, or no body (101, 204, 304)? Without either
+ * header the body ends at the close: not yet. */
 static int answer_complete(const char *buf, size_t n)
 {
-	const char *end = memmem(buf, n, "\r\n\r\n", 4), *line;
+	size_t skip = interim_len(buf, n, NULL);
+	const char *end = memmem(buf + skip, n - skip, "\r\n\r\n", 4), *line;
 	size_t body, cl = 0;
-	int status = httpc_status(buf, n), has_cl = 0, chunked = 0;
+	int status = httpc_status(buf + skip, n - skip), has_cl = 0, chunked = 0;
 	if (!end || status < 0)
 		return 0;
 	if (status < 200 || status == 204 || status == 304)
-		return 1;
+		return 1; /* 101: the read ends, httpc_recv_answer says why */
+	buf += skip;
+	n -= skip;
 	body = (size_t)(end + 4 - buf);
 	for (line = (const char *)memchr(buf, '\n', n) + 1; line < end + 2;) {
 		const char *eol = memmem(line, (size_t)(end + 2 - line), "\r\n", 2), *v;
@@ -576,10 +611,45 @@ static int answer_complete(const char *buf, size_t n)
 	return has_cl && n - body >= cl;
 }
 
+/* httpc_recv_answer's buf[0..got) (NUL-terminated; `full`: it filled the
+ * buffer) with its interim answers set aside: the final answer moved to
+ * buf's start, its length; or 0 (buf "") with the reason in err when there
+ * is none: 101, or only interim answers (a 1xx head not yet whole, cut
+ * by the close, the deadline or the buffer's end). */
+static size_t final_answer(char *buf, size_t got, int full, char *err, size_t errlen)
+{
+	int count, status;
+	size_t skip = interim_len(buf, got, &count), m;
+	if (skip) {
+		memmove(buf, buf + skip, got - skip + 1);
+		got -= skip;
+	}
+	status = httpc_status(buf, got);
+	if (status == 101) {
+		snprintf(err, errlen, "the server switched protocols (101 Switching Protocols), "
+		                      "which was not asked for");
+	} else if (full && (!got || (status >= 100 && status < 200))) {
+		snprintf(err, errlen, "no final answer in the first %zu bytes, only interim (1xx) "
+		                      "answers",
+		         got + skip);
+	} else if (count && (!got || (status >= 100 && status < 200)) &&
+	           strcmp(err, "timed out") != 0 && (m = strlen(err)) + 1 < errlen) {
+		/* "timed out" stays as it is: the callers name their deadline */
+		snprintf(err + m, errlen - m, " after %d interim (1xx) answer%s", count,
+		         count > 1 ? "s" : "");
+	}
+	if (status == 101 || (status >= 100 && status < 200) || (!got && count)) {
+		buf[0] = '\0';
+		return 0;
+	}
+	return got;
+}
+
 size_t httpc_recv_answer(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
                          size_t errlen)
 {
-	return recv_until(c, buf, n, deadline, err, errlen, answer_complete);
+	size_t got = recv_until(c, buf, n, deadline, err, errlen, answer_complete);
+	return final_answer(buf, got, got == n - 1, err, errlen);
 }
 
 int httpc_status(const char *buf, size_t n)
@@ -733,17 +803,31 @@ static int dechunk(char *p, size_t n, size_t *out, char *err, size_t errlen)
 int httpc_parse_answer(char *buf, size_t n, httpc_answer *a, char *err, size_t errlen)
 {
 	char *head_end, *line, *body;
-	size_t rest, cl = 0;
-	int has_cl = 0, chunked = 0;
+	size_t rest, cl = 0, skip;
+	int has_cl = 0, chunked = 0, interim, st;
 
 	memset(a, 0, sizeof *a);
+	skip = interim_len(buf, n, &interim);
+	buf += skip;
+	n -= skip;
+	st = httpc_status(buf, n);
+	if (interim && (!n || (st >= 100 && st < 200 && st != 101))) { /* a head cut short */
+		snprintf(err, errlen, "no final answer after %d interim (1xx) answer%s", interim,
+		         interim > 1 ? "s" : "");
+		return -1;
+	}
 	if (n < 12 || memcmp(buf, "HTTP/1.", 7) != 0 || !isdigit((unsigned char)buf[7]) ||
 	    buf[8] != ' ' || buf[9] < '1' || buf[9] > '9' || !isdigit((unsigned char)buf[10]) ||
 	    !isdigit((unsigned char)buf[11]) || (n > 12 && buf[12] != ' ' && buf[12] != '\r')) {
-		snprintf(err, errlen, "no HTTP answer");
+		snprintf(err, errlen, "no HTTP answer%s", interim ? " after the interim (1xx) ones" : "");
 		return -1;
 	}
 	a->status = (buf[9] - '0') * 100 + (buf[10] - '0') * 10 + (buf[11] - '0');
+	if (a->status == 101) {
+		snprintf(err, errlen, "the server switched protocols (101 Switching Protocols), "
+		                      "which was not asked for");
+		return -1;
+	}
 	head_end = memmem(buf, n, "\r\n\r\n", 4);
 	if (!head_end) {
 		snprintf(err, errlen, "the answer's head ended before its blank line");

@@ -60,7 +60,14 @@ size_t httpc_recv(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *er
                   size_t errlen);
 /* The same, but it also stops as soon as a whole answer has come (the head
  * and the body its Content-Length gives, a chunked body's last chunk, or
- * a status without a body): a server need not close the connection. */
+ * a status without a body): a server need not close the connection.
+ * Interim answers (1xx: 100 Continue, 103 Early Hints...) before the final
+ * one are read and set aside: buf holds the final answer, its length is
+ * returned. They count in n and the deadline: when they fill the buffer,
+ * 0 and err "no final answer in the first N bytes, only interim (1xx)
+ * answers". 101 Switching Protocols, never asked for: 0 and err "the
+ * server switched protocols (...)". Only interim answers, then the close
+ * or the deadline: 0 (err as above, "timed out" unchanged). */
 size_t httpc_recv_answer(httpc_conn *c, char *buf, size_t n, int64_t deadline, char *err,
                          size_t errlen);
 /* The status of the status line at buf[0..n): "HTTP/1.x NNN" with NNN of
@@ -121,9 +128,12 @@ typedef struct httpc_answer {
 
 /* Parse buf[0..n) (modified: a chunked body is decoded where it lies): the
  * status line, the headers (Content-Length or Transfer-Encoding: chunked,
- * else the body ends at the close), the body. 0, or -1 with the reason in
- * err: no status line, a head without its blank line, a body shorter than
- * its Content-Length ("the answer ended after X of Y bytes"), a malformed
- * or unfinished chunked body. */
+ * else the body ends at the close), the body; interim answers (1xx) before
+ * it set aside, so status is never 1xx. 0, or -1 with the reason in err: no
+ * status line, a head without its blank line, a body shorter than its
+ * Content-Length ("the answer ended after X of Y bytes"), a malformed or
+ * unfinished chunked body, 101 ("the server switched protocols (101
+ * Switching Protocols), which was not asked for"), only interim answers
+ * ("no final answer after N interim (1xx) answers"). */
 int httpc_parse_answer(char *buf, size_t n, httpc_answer *a, char *err, size_t errlen);
 #endif

@@ -11,7 +11,12 @@
  * Where it says the answer is whole, that prefix is the answer: parsed, it
  * gives the status and body the whole input gives (a chunk's data that
  * looks like the last chunk does not end it); and an answer framed by its
- * Content-Length is whole once its body came (not at the close). */
+ * Content-Length is whole once its body came (not at the close).
+ *
+ * Interim answers (1xx) before the final one are set aside: a parsed
+ * answer is never 1xx (nor 101, refused), its framing is the final head's,
+ * and what httpc_recv_answer keeps of what came (final_answer) is the
+ * final answer, the input's tail, never an interim one. */
 #define _GNU_SOURCE /* as httpc.c, included below */
 #include <stddef.h>
 #include <stdint.h>
@@ -54,6 +59,25 @@ static void proxy(const char *value, int tls)
 		if (!err[0])
 			__builtin_trap();
 	}
+}
+
+/* What httpc_recv_answer keeps of the input (as if the connection closed
+ * after it): its tail, the final answer, or nothing; never a 1xx. */
+static void check_final_answer(const uint8_t *data, size_t size, int parsed_final)
+{
+	char *buf = malloc(size + 1), err[256] = "the connection was closed";
+	size_t r;
+	int st;
+	if (!buf)
+		return;
+	memcpy(buf, data, size);
+	buf[size] = '\0';
+	r = final_answer(buf, size, 0, err, sizeof err);
+	st = httpc_status(buf, r);
+	if (r > size || buf[r] != '\0' || (r && memcmp(buf, data + size - r, r)) ||
+	    (st >= 100 && st < 200) || (!r && !err[0]) || (parsed_final && !r))
+		__builtin_trap();
+	free(buf);
 }
 
 /* The answer the whole input parses to, and its framing. */
@@ -111,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	err[0] = '\0';
 	if (httpc_parse_answer(buf, size, &a, err, sizeof err) == 0) {
-		if (a.status < 100 || a.status > 999 || !a.body || a.body < buf ||
+		if (a.status < 200 || a.status > 999 || !a.body || a.body < buf ||
 		    a.body_len > size || a.body + a.body_len > buf + size)
 			__builtin_trap();
 	} else if (!err[0]) {
@@ -122,19 +146,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		char *copy = malloc(size + 1);
 		httpc_answer wa;
 		if (copy) {
-			size_t vlen;
+			size_t vlen, skip;
+			const char *fin;
 			memcpy(copy, data, size);
 			copy[size] = '\0';
+			skip = interim_len(copy, size, NULL); /* the final answer's head is framing's */
+			fin = copy + skip;
 			w.ok = httpc_parse_answer(copy, size, &wa, err, sizeof err) == 0 &&
-			       httpc_status(copy, size) >= 100;
+			       httpc_status(fin, size - skip) >= 100;
 			w.status = wa.status;
 			w.body = wa.body;
 			w.body_len = wa.body_len;
-			w.chunked = httpc_header(copy, size, "Transfer-Encoding", &vlen) != NULL;
-			w.framed_by_length =
-			    !w.chunked && httpc_header(copy, size, "Content-Length", &vlen) != NULL &&
-			    w.status >= 200;
+			w.chunked = httpc_header(fin, size - skip, "Transfer-Encoding", &vlen) != NULL;
+			w.framed_by_length = !w.chunked &&
+			                     httpc_header(fin, size - skip, "Content-Length", &vlen) !=
+			                         NULL &&
+			                     w.status >= 200;
 			check_prefixes(data, size, &w);
+			check_final_answer(data, size, w.ok);
 			free(copy);
 		}
 	}

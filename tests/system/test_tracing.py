@@ -565,6 +565,33 @@ def test_collector_asking_to_wait(evhostd):
         coll.close()
 
 
+def test_collector_interim_answers_are_not_its_answer(evhostd):
+    """Interim answers (100 Continue, 103 Early Hints) before the
+    collector's final one are read and set aside (RFC 9110, 15.2): the 200
+    after them exports the batch, and the 400 after a 103 (whose Location
+    is not the final answer's) is the refusal the log names."""
+    coll = ScriptedCollector(["HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+                              "Link: </style.css>; rel=preload\r\n\r\n"
+                              "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}",
+                              "HTTP/1.1 103 Early Hints\r\nLocation: /early\r\n\r\n"
+                              "HTTP/1.1 400 Bad Request\r\nContent-Length: 9\r\n\r\nno spans!"])
+    try:
+        d = evhostd(tracing(coll, batch_size="1"), brokers="embedded")
+        assert d.get("/nowhere").status_code == 404  # a span to send: 100, 103, 200
+        lib.wait_until(lambda: scrape_value(d, "evhost_trace_spans_total",
+                                            outcome="exported") >= 1, timeout=10,
+                       message="the batch after the interim answers was not exported")
+        assert d.get("/nowhere").status_code == 404  # 103, 400
+        lib.wait_until(lambda: "answered 400" in d.log_text(), timeout=10,
+                       message="the refusal after the 103 was not said")
+        assert d.stop(timeout=30) == 0
+        log = d.log_text()
+        assert f"spans dropped: {coll.endpoint}/v1/traces answered 400: no spans!" in log, log
+        assert "answered 10" not in log and "/early" not in log, log
+    finally:
+        coll.close()
+
+
 ASK_TO_WAIT_1S = ("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
                   "Content-Length: 0\r\n\r\n")
 

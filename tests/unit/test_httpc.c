@@ -1,7 +1,8 @@
 /* An HTTP server's answer as evhostd reads it (httpc.c, the JWKS fetcher's
  * GETs): the status, the body as Content-Length, chunked coding or the
- * connection's close delimits it, the Location of a redirect, and every
- * answer refused with its reason. And the proxies for outgoing requests from
+ * connection's close delimits it, the Location of a redirect, interim
+ * answers (1xx) before the final one set aside, and every answer refused
+ * with its reason. And the proxies for outgoing requests from
  * the environment (https_proxy, http_proxy, no_proxy), as curl and Go read
  * them, and the request's head, direct or to a proxy of plain HTTP. */
 #include <setjmp.h>
@@ -73,6 +74,39 @@ static void test_framing(void **state)
 	good("HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\nA\r\n0123456789\r\n0\r\n\r\n",
 	     200, "0123456789");
 	good("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 200, "");
+}
+
+/* Interim answers (1xx) before the final one are set aside, whatever their
+ * headers say (a 1xx has no body, a Content-Length there frames nothing);
+ * 101, never asked for, and interim answers alone are refused. */
+static void test_interim_answers(void **state)
+{
+	httpc_answer a;
+	char body[64], err[256];
+	(void)state;
+	good("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}", 200,
+	     "{}");
+	good("HTTP/1.1 103 Early Hints\r\nLink: </k.json>; rel=preload\r\nContent-Length: 9\r\n\r\n"
+	     "HTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 100\r\n\r\n"
+	     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+	     200, "{}");
+	good("HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.0 404 Not Found\r\n\r\nnone", 404, "none");
+	/* The final answer's Location, not an interim one's. */
+	assert_int_equal(parse("HTTP/1.1 103 Early Hints\r\nLocation: /early\r\n\r\n"
+	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+	                       &a, body, sizeof body, err),
+	                 0);
+	assert_string_equal(a.location, "");
+	refused("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade"
+	        "\r\n\r\n",
+	        "the server switched protocols (101 Switching Protocols), which was not asked for");
+	refused("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n",
+	        "switched protocols (101");
+	refused("HTTP/1.1 100 Continue\r\n\r\n", "no final answer after 1 interim (1xx) answer");
+	refused("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Ea",
+	        "no final answer after 2 interim (1xx) answers");
+	refused("HTTP/1.1 100 Continue\r\n\r\nSSH-2.0-OpenSSH_9.2\r\n",
+	        "no HTTP answer after the interim (1xx) ones");
 }
 
 static void test_redirect(void **state)
@@ -516,6 +550,161 @@ static void test_recv_answer_chunk_by_chunk(void **state)
 	}
 }
 
+/* httpc_recv_answer over a real connection that gets `text` and stays open:
+ * what it returns (into buf), err in err; the deadline `ms` from now. */
+static size_t answer_over_tcp(int lfd, const char *port, const char *text, int64_t ms,
+                              char *buf, size_t n, char *err)
+{
+	httpc_conn c;
+	size_t got;
+	int fd;
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, 256), 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	server_says(fd, text);
+	got = httpc_recv_answer(&c, buf, n, clock_mono_ms() + ms, err, 256);
+	httpc_close(&c);
+	close(fd);
+	return got;
+}
+
+/* A server's interim answers (100 Continue, 102, 103 Early Hints) before its
+ * final one are read and set aside: the final answer is what comes back,
+ * its status, headers and body (not a 103's "Location" or Content-Length),
+ * and it ends the read with the connection still open. Each read of a
+ * SOCK_SEQPACKET pair ends where its record does: an interim head split
+ * across reads, the final answer's status line too. */
+static void test_recv_answer_after_interim_answers(void **state)
+{
+	static const char *const final = "HTTP/1.1 308 Permanent Redirect\r\nLocation: /there\r\n"
+	                                  "Retry-After: 7\r\nContent-Length: 2\r\n\r\n{}";
+	static const char *const reads[] = {"HTTP/1.1 103 Early",
+	                                    " Hints\r\nLink: </s.css>\r\nContent-Length: 4\r\n\r\n"
+	                                    "HTTP/1.1 2",
+	                                    "04 No Content\r\n\r\n", NULL};
+	char port[8], err[256], buf[512], text[512];
+	const char *v;
+	size_t vlen, got;
+	int lfd, sv[2];
+	httpc_conn c = {.fd = -1, .tls = NULL, .proxy = NULL};
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	snprintf(text, sizeof text,
+	         "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n"
+	         "HTTP/1.1 103 Early Hints\r\nLink: </k.json>; rel=preload\r\nLocation: /early\r\n"
+	         "Content-Length: 9\r\n\r\n%s",
+	         final);
+	got = answer_over_tcp(lfd, port, text, 30000, buf, sizeof buf, err);
+	assert_int_equal(got, strlen(final));
+	assert_string_equal(buf, final);
+	assert_int_equal(httpc_status(buf, got), 308);
+	assert_int_equal(httpc_retry_after(buf, got), 7);
+	assert_non_null(v = httpc_header(buf, got, "Location", &vlen));
+	assert_int_equal(vlen, 6);
+	assert_memory_equal(v, "/there", 6);
+	close(lfd);
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	for (size_t j = 0; reads[j]; j++)
+		server_says(sv[1], reads[j]);
+	c.fd = sv[0];
+	got = httpc_recv_answer(&c, buf, sizeof buf, clock_mono_ms() + 30000, err, sizeof err);
+	assert_string_equal(buf, "HTTP/1.1 204 No Content\r\n\r\n");
+	assert_int_equal(got, strlen(buf));
+	httpc_close(&c);
+	close(sv[1]);
+}
+
+/* 101 Switching Protocols, which evhost never asks for, is no answer, said
+ * as such; so are interim answers alone, whatever ends them: the close,
+ * the deadline ("timed out", as callers expect it), or the buffer they
+ * fill (a server sending 103s without end). */
+static void test_recv_answer_interim_only(void **state)
+{
+	char port[8], err[256], buf[4096], flood[8192];
+	size_t got;
+	int lfd, fd, sv[2];
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	got = answer_over_tcp(lfd, port,
+	                      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+	                      "Connection: Upgrade\r\n\r\n\x81\x05hello",
+	                      30000, buf, sizeof buf, err);
+	assert_int_equal(got, 0);
+	assert_string_equal(buf, "");
+	assert_string_equal(err, "the server switched protocols (101 Switching Protocols), which "
+	                         "was not asked for");
+	got = answer_over_tcp(lfd, port,
+	                      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n",
+	                      30000, buf, sizeof buf, err);
+	assert_int_equal(got, 0);
+	assert_non_null(strstr(err, "switched protocols"));
+	/* 103s, then nothing until the deadline */
+	got = answer_over_tcp(lfd, port, "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 103 Ear", 300,
+	                      buf, sizeof buf, err);
+	assert_int_equal(got, 0);
+	assert_string_equal(buf, "");
+	assert_string_equal(err, "timed out");
+	/* 100, then the close */
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	server_says(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+	close(fd);
+	got = httpc_recv_answer(&c, buf, sizeof buf, clock_mono_ms() + 30000, err, sizeof err);
+	assert_int_equal(got, 0);
+	assert_string_equal(err, "the connection was closed after 1 interim (1xx) answer");
+	httpc_close(&c);
+	close(lfd);
+
+	/* More 103s than the buffer holds: the read ends when it is full. */
+	flood[0] = '\0';
+	while (strlen(flood) + 40 < sizeof flood)
+		strcat(flood, "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n");
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	server_says(sv[1], flood);
+	c.fd = sv[0];
+	c.tls = NULL;
+	c.proxy = NULL;
+	got = httpc_recv_answer(&c, buf, sizeof buf, clock_mono_ms() + 30000, err, sizeof err);
+	assert_int_equal(got, 0);
+	assert_string_equal(err, "no final answer in the first 4095 bytes, only interim (1xx) "
+	                         "answers");
+	httpc_close(&c);
+	close(sv[1]);
+}
+
+/* The JWKS fetcher's way (jwksfetch.c): the whole answer up to the close,
+ * then parsed; a 100 Continue and a 103 before the 200 are set aside. */
+static void test_recv_all_after_interim_answers(void **state)
+{
+	char port[8], err[256], *buf;
+	size_t n;
+	int lfd, fd;
+	httpc_conn c;
+	httpc_answer a;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	assert_int_equal(httpc_open(&c, "127.0.0.1", port, NULL, INT64_MAX, err, sizeof err), 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	server_says(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n"
+	                "Link: </k>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Type: "
+	                "application/json\r\nContent-Length: 11\r\n\r\n{\"keys\":[]}");
+	close(fd);
+	assert_int_equal(httpc_recv_all(&c, 65536, clock_mono_ms() + 30000, &buf, &n, err,
+	                                sizeof err),
+	                 0);
+	httpc_close(&c);
+	close(lfd);
+	assert_int_equal(httpc_parse_answer(buf, n, &a, err, sizeof err), 0);
+	assert_int_equal(a.status, 200);
+	assert_int_equal(a.body_len, 11);
+	assert_memory_equal(a.body, "{\"keys\":[]}", 11);
+	free(buf);
+}
+
 static _Atomic int64_t cut;
 
 static void *cut_soon(void *arg)
@@ -557,6 +746,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_framing),
+	    cmocka_unit_test(test_interim_answers),
 	    cmocka_unit_test(test_redirect),
 	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_proxy),
@@ -568,6 +758,9 @@ int main(void)
 	    cmocka_unit_test(test_open_leaves_no_reason),
 	    cmocka_unit_test(test_recv_answer_chunk_by_chunk),
 	    cmocka_unit_test(test_recv_answer),
+	    cmocka_unit_test(test_recv_answer_after_interim_answers),
+	    cmocka_unit_test(test_recv_answer_interim_only),
+	    cmocka_unit_test(test_recv_all_after_interim_answers),
 	    cmocka_unit_test(test_cut_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
