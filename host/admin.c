@@ -337,7 +337,7 @@ static int only_keys(const cJSON *o, const char *where, const char *const *keys,
 	const cJSON *m;
 	char field[160], known[160];
 	cJSON_ArrayForEach(m, o) {
-		size_t i = 0, used = 0;
+		size_t i = 0, used = 0, shown;
 		while (keys[i] && strcmp(keys[i], m->string))
 			i++;
 		if (keys[i])
@@ -345,10 +345,11 @@ static int only_keys(const cJSON *o, const char *where, const char *const *keys,
 		for (i = 0; keys[i] && used < sizeof known; i++)
 			used += (size_t)snprintf(known + used, sizeof known - used, "%s%s",
 			                         i ? ", " : "", keys[i]);
-		snprintf(field, sizeof field, "%s%s%.100s", where, *where ? "." : "", m->string);
+		shown = json_utf8_cut(m->string, JSON_NAME_SHOWN);
+		snprintf(field, sizeof field, "%s%s%.*s", where, *where ? "." : "", (int)shown,
+		         m->string);
 		problem(resp, 422, "validation", field, "unknown field '%s'%s: %s takes %s", field,
-		        strlen(m->string) > 100 ? " (shortened)" : "", *where ? where : "this request",
-		        known);
+		        m->string[shown] ? " (shortened)" : "", *where ? where : "this request", known);
 		return -1;
 	}
 	return 0;
@@ -367,12 +368,19 @@ static cJSON *body_object(evh_request *req, evh_response *resp, const char *cons
 {
 	size_t len = 0, at;
 	const char *body = http_req_body(req, &len);
-	char name[128];
+	char name[128], why[256];
 	int dup = 0;
+	long bad;
 	json_status st = JSON_OK;
 	cJSON *o;
 	if (!body || !len)
 		len = 0;
+	/* cJSON takes any bytes in a string: a name or topic that is not UTF-8
+	 * would match nothing, or be said back in an answer as U+FFFD. */
+	if (len && (bad = json_utf8_error(body, len)) >= 0) {
+		problem(resp, 422, "validation", NULL, "the body has invalid UTF-8 at byte %ld", bad);
+		return NULL;
+	}
 	if (len)
 		st = json_check_members(body, len, JSON_MAX_DEPTH, &at, &dup, name, sizeof name);
 	if (st == JSON_NUL || st == JSON_RANGE) {
@@ -391,10 +399,8 @@ static cJSON *body_object(evh_request *req, evh_response *resp, const char *cons
 		return NULL;
 	}
 	if (dup) {
-		problem(resp, 422, "validation", NULL,
-		        "the member name \"%.100s\" appears twice in one object (parsers disagree "
-		        "on which value counts)",
-		        name);
+		json_duplicate_sentence(name, why, sizeof why);
+		problem(resp, 422, "validation", NULL, "%s", why);
 		return NULL;
 	}
 	o = len ? cJSON_ParseWithLength(body, len) : cJSON_CreateObject();

@@ -1193,7 +1193,7 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 	size_t pos = 0;
 	long at;
 	int dup;
-	char name[128];
+	char name[128], why[256];
 	if (!req->body || req->body_len == 0) {
 		problem(resp, 400, "malformed-json", "the request body is empty; JSON expected");
 		return -1;
@@ -1213,10 +1213,8 @@ static int check_json(const host *h, evh_request *req, evh_response *resp)
 		switch (dup) {
 		case 0: return 0;
 		case 1:
-			problem(resp, 400, "malformed-json",
-			        "the member name \"%.100s\" appears twice in one object (parsers "
-			        "disagree on which value counts)",
-			        name);
+			json_duplicate_sentence(name, why, sizeof why);
+			problem(resp, 400, "malformed-json", "%s", why);
 			return -1;
 		default:
 			http_resp_header(resp, "Retry-After", "1");

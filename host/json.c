@@ -607,6 +607,29 @@ char *json_utf8_scrub(const char *s, int *oom)
 	return out;
 }
 
+size_t json_utf8_cut(const char *s, size_t max)
+{
+	size_t n = strnlen(s, max + 1);
+
+	if (n <= max)
+		return n;
+	/* Back over the continuation bytes (10xxxxxx) of the character that
+	 * s[max] is part of: the cut falls where it begins. */
+	for (n = max; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
+		;
+	return n;
+}
+
+void json_duplicate_sentence(const char *name, char *out, size_t size)
+{
+	size_t n = json_utf8_cut(name, JSON_NAME_SHOWN);
+
+	snprintf(out, size,
+	         "the member name \"%.*s\"%s appears twice in one object (parsers disagree on "
+	         "which value counts)",
+	         (int)n, name, name[n] ? " (shortened)" : "");
+}
+
 long json_utf8_error(const char *text, size_t n)
 {
 	const unsigned char *s = (const unsigned char *)text;

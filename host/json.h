@@ -43,6 +43,21 @@ long json_utf8_error(const char *s, size_t n);
  * when `s` is well-formed (use it as it is), or out of memory (*oom set). */
 char *json_utf8_scrub(const char *s, int *oom);
 
+/* The length of the string `s` cut to at most `max` bytes where a character
+ * begins, so that a name quoted in an answer stays UTF-8 (a cut inside a
+ * character would leave bytes an answer's JSON cannot carry): strlen(s)
+ * when that is at most `max`. */
+size_t json_utf8_cut(const char *s, size_t max);
+
+/* Bytes of a member name an answer quotes (json_utf8_cut), marked
+ * " (shortened)" when it is longer. */
+#define JSON_NAME_SHOWN 100
+
+/* The sentence that refuses a text naming member `name` twice (what
+ * json_check_members found), into out[0..size): one sentence for the host's
+ * 400 on a plugin's body and the admin API's 422, so they cannot drift. */
+void json_duplicate_sentence(const char *name, char *out, size_t size);
+
 /* Does s[0..n), a text json_check accepted, have an object that names a
  * member twice (compared after decoding escapes: "a" and "\u0061" are one
  * name)? RFC 8259 leaves what that means to each parser, and parsers

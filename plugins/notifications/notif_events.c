@@ -298,7 +298,9 @@ static char *dup_id(const char *s, int *oom)
  * string as it is; a number as written, when it is written as an integer
  * within ID_NUMBER_MAX (beyond, readers that hold numbers in doubles round
  * it; 1.5, 1e2 or 1.0000000000000000001 is no id, and the double cJSON read
- * would print as something else than was sent). NULL when there is no
+ * would print as something else than was sent), -0 as 0 (the one integer
+ * JSON can write two ways: a reader of numbers sees 0, and one user must
+ * not be two recipients, "0" and "-0"). NULL when there is no
  * usable one, with *bad_number set for a number that is not such an
  * integer, or *oom. */
 static char *id_from_json(const cJSON *root, const char *data, size_t len, int *bad_number,
@@ -320,6 +322,8 @@ static char *id_from_json(const cJSON *root, const char *data, size_t len, int *
 		*bad_number = 1;
 		return NULL;
 	}
+	if (n == 2 && !memcmp(text, "-0", 2))
+		text++, n--;
 	if (!(id = strndup(text, n)))
 		*oom = 1;
 	return id;

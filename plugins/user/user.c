@@ -317,10 +317,13 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
 	snprintf(u->name, sizeof u->name, "%s", USER_ADMIN_NAME);
 	snprintf(u->roles, sizeof u->roles, "%s", USER_ROLES_ADMIN);
 	rc = user_create_tx(st, u, &ch);
+	/* Named by its key and id, not its address: an address is personal
+	 * data, and logs go where the configuration does not. */
 	if (rc == EVH_OK)
-		evh_log(st->p, EVH_LOG_INFO, "created administrator %s (id %s)", u->email, u->id);
+		evh_log(st->p, EVH_LOG_INFO, "created the administrator of admin_email: user %s",
+		        u->id);
 	else
-		evh_log(st->p, EVH_LOG_ERROR, "cannot create administrator %s: %s", u->email,
+		evh_log(st->p, EVH_LOG_ERROR, "cannot create the administrator of admin_email: %s",
 		        evh_strerror(rc));
 	return rc;
 }
@@ -345,9 +348,9 @@ static int ensure_admin(user_state *st)
 		rc = create_admin(st, &u, path);
 	else if (!user_roles_has(u.roles, USER_ROLE_ADMIN))
 		evh_log(st->p, EVH_LOG_WARN,
-		        "admin_email %s belongs to an account without role admin; it is not "
+		        "admin_email belongs to user %s, an account without role admin; it is not "
 		        "promoted (choose an unregistered address)",
-		        u.email);
+		        u.id);
 	sodium_memzero(u.password_hash, sizeof u.password_hash);
 	return rc;
 }

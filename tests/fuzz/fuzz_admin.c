@@ -131,6 +131,17 @@ static void fz_flatten(char *s, size_t n)
 			s[i] = '_';
 }
 
+/* Whether s[0..n) has U+FFFD, raw or as an escape (\\ufffd, any case). */
+static int fz_has_fffd(const char *s, size_t n)
+{
+	if (memmem(s, n, "\xef\xbf\xbd", 3))
+		return 1;
+	for (size_t i = 0; i + 6 <= n; i++)
+		if (s[i] == '\\' && s[i + 1] == 'u' && !strncasecmp(s + i + 2, "fffd", 4))
+			return 1;
+	return 0;
+}
+
 /* Check the answer; its status, or -1 for no answer at all. */
 static int fz_check(const char *out, size_t n, int head)
 {
@@ -219,6 +230,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		                               sizeof name) != JSON_OK ||
 		            dup))
 			CHECK(status == 422 || status == 413 || status == 400);
+		/* Nor are bytes that are not UTF-8 taken (cJSON would). */
+		if (json_utf8_error(rest, len) >= 0)
+			CHECK(status == 422 || status == 413 || status == 400);
+		/* A name the answer quotes is cut where a character begins: no
+		 * U+FFFD stands for a cut one (unless the body has one). */
+		if (!fz_has_fffd(rest, len))
+			CHECK(!memmem(out, n, "\xef\xbf\xbd", 3));
 		if (mode == 2)
 			CHECK(status == 422 || status == 500 || status == 413 || status == 400);
 		else

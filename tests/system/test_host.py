@@ -665,7 +665,11 @@ def test_http_errors_are_problem_json(evhostd, build_dir):
     for body, detail in ((b'{"name": "lamp\x00"}', "NUL byte in the JSON body at byte 14"),
                          (b'{"name": "l\xe9mp"}', "invalid UTF-8 at byte 11"),
                          (b'{"a": 1, "a": 2}', 'the member name "a" appears twice in one object'
-                          " (parsers disagree on which value counts)")):
+                          " (parsers disagree on which value counts)"),
+                         # cut at 100 bytes where a character begins (byte 100 is in an "é")
+                         (('{"a%s": 1, "a%s": 2}' % ("é" * 60, "é" * 60)).encode(),
+                          'the member name "a%s" (shortened) appears twice in one object'
+                          " (parsers disagree on which value counts)" % ("é" * 49))):
         r = d.post("/probe/publish", data=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 400 and r.json()["detail"] == detail, (body, r.text)
         assert r.json()["type"].endswith("malformed-json"), r.text

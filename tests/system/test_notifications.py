@@ -781,9 +781,15 @@ def test_event_data_is_held_to_what_an_http_body_is(evhostd, tmp_path, unique_na
     lib.kafka_produce(topic, {"id": 9007199254740991, "name": "Gó Od", "email": good}, key=key,
                       brokers=kafka_bootstrap,
                       headers={"ce_id": "good-strict", "ce_type": "user.created"})
+    # -0 is the integer 0 written the other way: the recipient "0", not "-0".
+    zero = f"zero.{tag}@example.com"
+    lib.kafka_produce(topic, '{"id":-0,"name":"Zero","email":"%s"}' % zero, key=key,
+                      brokers=kafka_bootstrap,
+                      headers={"ce_id": "good-zero", "ce_type": "user.created"})
 
     msg = smtp_server.wait_for(welcome_to(good), timeout=60)
     assert subject(msg) == "Welcome, Gó Od!"
+    smtp_server.wait_for(welcome_to(zero), timeout=60)
 
     def dead_letters():
         r = env.d.get("/admin/plugins/notifications/dlq", params={"limit": 100},
@@ -804,8 +810,8 @@ def test_event_data_is_held_to_what_an_http_body_is(evhostd, tmp_path, unique_na
 
     # Only the good event was mailed, and only its recipient stored.
     time.sleep(1)
-    assert [m.envelope_to for m in smtp_server.messages] == [[good]]
-    assert env.recipients() == {"9007199254740991": (good, "Gó Od")}
+    assert [m.envelope_to for m in smtp_server.messages] == [[good], [zero]]
+    assert env.recipients() == {"9007199254740991": (good, "Gó Od"), "0": (zero, "Zero")}
 
 
 # ------------------------------------------------------- retrying / failed

@@ -1447,6 +1447,10 @@ static void test_admin_bodies_are_one_json_text(void **state)
 	     "the body has \\\\u0000 in a string (the string would end there) at byte 32"},
 	    {"/admin/plugins/nope/replay", "{\"from\":{\"offsets\":{\"t\":{\"0\":1e999}}}}",
 	     "the body has a number beyond the range of a double at byte 29"},
+	    /* cJSON takes raw bytes that are not UTF-8: refused as a plugin's body is */
+	    {"/admin/plugins/nope/replay", "{\"from\":\"beginning\",\"topics\":[\"t\xffx\"]}",
+	     "the body has invalid UTF-8 at byte 32"},
+	    {"/admin/sign-out", "{\"subject\":\"ab\xc3\"}", "the body has invalid UTF-8 at byte 14"},
 	};
 	const char *auth = "Authorization: Bearer " ADMIN_TOKEN "\r\n";
 	char *r;
@@ -1474,6 +1478,52 @@ static void test_admin_bodies_are_one_json_text(void **state)
 	f->h.set.admin_token_file = NULL;
 }
 
+/* A member name an admin answer quotes is cut at 100 bytes where a
+ * character begins, and said to be cut: a cut inside "é" left a byte that
+ * is not UTF-8, which the answer carried as U+FFFD in `detail` and by
+ * leaving `field` out. */
+static void test_admin_names_are_cut_where_a_character_begins(void **state)
+{
+	fixture *f = *state;
+	const char *auth = "Authorization: Bearer " ADMIN_TOKEN "\r\n";
+	char name[1 + 60 * 2 + 1], shown[1 + 49 * 2 + 1], body[320], want[400];
+	char *r;
+
+	/* "a" then 60 "é": byte 100 is the middle of the 50th "é". */
+	name[0] = shown[0] = 'a';
+	for (int i = 0; i < 60; i++)
+		memcpy(name + 1 + 2 * i, "\xc3\xa9", 2);
+	name[sizeof name - 1] = '\0';
+	memcpy(shown + 1, name + 1, 49 * 2);
+	shown[sizeof shown - 1] = '\0';
+	f->h.set.max_body_bytes = 1024;
+	f->h.set.admin_token_file = (char *)"token";
+	f->h.set.admin_token = strdup(ADMIN_TOKEN);
+	assert_int_equal(admin_start(&f->h), 0);
+
+	/* Named once (not a member the request takes), then twice: the detail
+	 * around the name as shown; the first also names it in `field`. */
+	for (int twice = 0; twice < 2; twice++) {
+		static const char *const around[2][2] = {
+		    {"\"detail\":\"unknown field '", "' (shortened): this request takes offsets, after\""},
+		    {"\"detail\":\"the member name \\\"",
+		     "\\\" (shortened) appears twice in one object (parsers disagree on which value "
+		     "counts)\""}};
+		snprintf(body, sizeof body, twice ? "{\"%s\":1,\"%s\":2}" : "{\"%s\":1}", name, name);
+		r = request(f, "POST", "/admin/plugins/nope/dlq/redrive", auth, body);
+		expect_problem(r, 422, "validation");
+		snprintf(want, sizeof want, "%s%s%s", around[twice][0], shown, around[twice][1]);
+		if (!strstr(body_of(r), want))
+			fail_msg("%s\nwanted %s", r, want);
+		snprintf(want, sizeof want, "\"field\":\"%s\"", shown);
+		if (!twice && !strstr(body_of(r), want))
+			fail_msg("%s\nwanted %s", r, want);
+		free(r);
+	}
+	admin_stop(&f->h);
+	f->h.set.admin_token_file = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1492,6 +1542,8 @@ int main(void)
 	    cmocka_unit_test(test_out_of_memory), /* before routes are removed */
 	    cmocka_unit_test(test_admin_out_of_memory),
 	    cmocka_unit_test(test_admin_bodies_are_one_json_text),
+	    cmocka_unit_test_teardown(test_admin_names_are_cut_where_a_character_begins,
+	                              restore_limits),
 	    cmocka_unit_test(test_handler_results),
 	    cmocka_unit_test(test_reads_of_a_failed_group_are_not_sent),
 	    cmocka_unit_test(test_a_value_too_big_to_store_is_413),

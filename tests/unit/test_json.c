@@ -290,6 +290,46 @@ static const char halfway[] =
     "8555713669596228429148198608349364752927190741684443655107043427115596"
     "99508093042880177904174497792";
 
+/* A cut falls where a character begins, at every length of every width of
+ * character; and the text it leaves is UTF-8. */
+static void test_utf8_cut(void **state)
+{
+	static const char *const chars[] = {"a", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+	char s[128], sentence[256];
+	(void)state;
+	assert_int_equal(json_utf8_cut("", 0), 0);
+	assert_int_equal(json_utf8_cut("abc", 3), 3);
+	assert_int_equal(json_utf8_cut("abc", 100), 3);
+	assert_int_equal(json_utf8_cut("abc", 2), 2);
+	for (size_t c = 0; c < sizeof chars / sizeof chars[0]; c++) {
+		size_t w = strlen(chars[c]);
+		s[0] = '\0';
+		for (size_t i = 0; i < 10; i++)
+			strcat(s, chars[c]);
+		for (size_t max = 0; max <= 10 * w; max++) {
+			size_t n = json_utf8_cut(s, max);
+			assert_true(n <= max && max - n < w && n % w == 0);
+			assert_true(json_utf8_error(s, n) < 0);
+		}
+	}
+
+	/* The one sentence for a name given twice, cut the same way. */
+	json_duplicate_sentence("a", sentence, sizeof sentence);
+	assert_string_equal(sentence, "the member name \"a\" appears twice in one object "
+	                              "(parsers disagree on which value counts)");
+	memset(s, 'x', 99);
+	memcpy(s + 99, "\xc3\xa9z", 4); /* byte 100 is inside the "é" */
+	json_duplicate_sentence(s, sentence, sizeof sentence);
+	assert_true(json_utf8_error(sentence, strlen(sentence)) < 0);
+	assert_non_null(strstr(sentence, "xx\" (shortened) appears twice"));
+	s[101] = '\0'; /* 101 bytes, whole characters: still more than is shown */
+	json_duplicate_sentence(s, sentence, sizeof sentence);
+	assert_non_null(strstr(sentence, "xx\" (shortened) appears twice"));
+	s[99] = '\0'; /* 99 bytes: whole */
+	json_duplicate_sentence(s, sentence, sizeof sentence);
+	assert_non_null(strstr(sentence, "xx\" appears twice"));
+}
+
 static void test_number_range(void **state)
 {
 	char buf[700];
@@ -774,6 +814,7 @@ int main(void)
 	    cmocka_unit_test(test_nul_escape),
 	    cmocka_unit_test(test_utf8),
 	    cmocka_unit_test(test_utf8_scrub),
+	    cmocka_unit_test(test_utf8_cut),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
