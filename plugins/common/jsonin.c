@@ -52,13 +52,8 @@ static cJSON *no_memory(char *why, size_t whylen, const char *what, int *oom)
  * character begins; quotes, backslashes and control characters as '?'. */
 static void name_shown(const char *name, char out[NAME_SHOWN + 1])
 {
-	size_t n = strlen(name);
+	size_t n = json_utf8_cut(name, NAME_SHOWN);
 
-	if (n > NAME_SHOWN) {
-		n = NAME_SHOWN;
-		while (n > 0 && ((unsigned char)name[n] & 0xc0) == 0x80)
-			n--;
-	}
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)name[i];
 		out[i] = c < 0x20 || c == 0x7f || c == '"' || c == '\\' ? '?' : (char)c;
