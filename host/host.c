@@ -1051,6 +1051,7 @@ static evh_plugin *take_plugin(evh_plugin **v, size_t n, const char *name)
 static void host_reload_log(host *h, const host *next)
 {
 	int louder = next->set.log_level > h->set.log_level;
+	char was[32], now[32];
 	evh_log_level at = h->set.log_level >= EVH_LOG_INFO || next->set.log_level >= EVH_LOG_INFO
 	                       ? EVH_LOG_INFO
 	                       : EVH_LOG_WARN;
@@ -1064,8 +1065,9 @@ static void host_reload_log(host *h, const host *next)
 		log_msg(at, "host", "reload: [log] plugin_rate_limit_burst %" PRId64 " -> %" PRId64,
 		        h->set.log_rate_burst, next->set.log_rate_burst);
 	if (next->set.log_rate_interval_ms != h->set.log_rate_interval_ms)
-		log_msg(at, "host", "reload: [log] plugin_rate_limit_interval %d s -> %d s",
-		        h->set.log_rate_interval_ms / 1000, next->set.log_rate_interval_ms / 1000);
+		log_msg(at, "host", "reload: [log] plugin_rate_limit_interval %s s -> %s s",
+		        log_seconds(was, sizeof was, h->set.log_rate_interval_ms),
+		        log_seconds(now, sizeof now, next->set.log_rate_interval_ms));
 	log_set_rate_limit(next->set.log_rate_burst, next->set.log_rate_interval_ms);
 	h->set.log_rate_burst = next->set.log_rate_burst;
 	h->set.log_rate_interval_ms = next->set.log_rate_interval_ms;

@@ -382,6 +382,20 @@ void log_set_rate_limit(int64_t burst, int64_t interval_ms)
 	atomic_store(&log_rate_interval_ms, interval_ms > 0 ? interval_ms : 1000);
 }
 
+char *log_seconds(char *buf, size_t n, int64_t ms)
+{
+	int64_t frac = ms % 1000;
+	int digits = 3;
+	if (!frac) {
+		snprintf(buf, n, "%" PRId64, ms / 1000);
+		return buf;
+	}
+	for (; frac % 10 == 0; frac /= 10)
+		digits--;
+	snprintf(buf, n, "%" PRId64 ".%0*" PRId64, ms / 1000, digits, frac);
+	return buf;
+}
+
 void log_budget_init(log_budget *b, const char *owner)
 {
 	memset(b, 0, sizeof *b);
@@ -410,6 +424,7 @@ static void budget_turn(log_budget *b, int64_t now, budget_news *n)
 static void budget_say(const log_budget *b, const budget_news *n)
 {
 	const char *component = b->owner;
+	char every[32];
 	if (n->dropped)
 		log_msg(EVH_LOG_WARN, component,
 		        "logging too fast: %" PRId64 " of its lines (%" PRId64 " of them errors) were "
@@ -417,11 +432,12 @@ static void budget_say(const log_budget *b, const budget_news *n)
 		        n->dropped, n->errors, (n->over_ms + 999) / 1000);
 	if (n->first_left_ms > 0)
 		log_msg(EVH_LOG_WARN, component,
-		        "logging too fast: more than %" PRId64 " lines in %" PRId64 " s, its own and "
+		        "logging too fast: more than %" PRId64 " lines in %s s, its own and "
 		        "the host's about its calls and events ([log] plugin_rate_limit_burst, "
 		        "plugin_rate_limit_interval); the rest are dropped for the next %" PRId64
 		        " s, and counted",
-		        atomic_load(&log_rate_burst), atomic_load(&log_rate_interval_ms) / 1000,
+		        atomic_load(&log_rate_burst),
+		        log_seconds(every, sizeof every, atomic_load(&log_rate_interval_ms)),
 		        (n->first_left_ms + 999) / 1000);
 }
 

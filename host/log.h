@@ -65,6 +65,11 @@ void log_budget_fini(log_budget *b);
 /* The [log] plugin_rate_limit_* settings, for every budget: `burst` lines
  * (0: no limit) per `interval_ms`. Applied at once (a reload). */
 void log_set_rate_limit(int64_t burst, int64_t interval_ms);
+
+/* `ms` (≥ 0) as seconds for a log line, into buf[0..n): "30", "1.5",
+ * "0.25" (a duration key given in ms is said as it is, not rounded).
+ * Returns buf. */
+char *log_seconds(char *buf, size_t n, int64_t ms);
 /* log_msg_at for a line counted against `b` (dropped when over it), the
  * plugin's own or the host's about it (`component`: its name, "kafka"). */
 void log_msg_budget(log_budget *b, int threshold, evh_log_level level, const char *component,

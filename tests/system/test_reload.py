@@ -730,9 +730,9 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
                      r"plugin_rate_limit_burst, plugin_rate_limit_interval\); the rest are "
                      r"dropped for the next 3\d\d\d s", text), text
     # A shorter interval by a reload: once it is over, the drops are said
-    # with no further line of the plugin's.
-    write_dropin(d, "40-log.conf", "[log]\nplugin_rate_limit_interval = 2\n")
-    assert "reload: [log] plugin_rate_limit_interval 3600 s -> 2 s" in reload_log(
+    # with no further line of the plugin's. Given in ms, it is said as given.
+    write_dropin(d, "40-log.conf", "[log]\nplugin_rate_limit_interval = 1500ms\n")
+    assert "reload: [log] plugin_rate_limit_interval 3600 s -> 1.5 s" in reload_log(
         d, "reload done")
     dropped = 25 - passed
     d.wait_for_log(f"logging too fast: {dropped} of its lines ({dropped} of them errors) were "
@@ -749,7 +749,7 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
                  "plugin_rate_limit_interval = 1m\n")
     text = reload_log(d, "reload done")
     assert "reload: [log] plugin_rate_limit_burst 10 -> 0" in text, text
-    assert "reload: [log] plugin_rate_limit_interval 2 s -> 60 s" in text, text
+    assert "reload: [log] plugin_rate_limit_interval 1.5 s -> 60 s" in text, text
     mark = len(d.log_text())
     assert d.post("/probe/log?lines=40").status_code == 204
     d.wait_for_log("probe: line 40 of 40")
