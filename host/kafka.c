@@ -55,9 +55,11 @@
 #include "trace.h"
 
 #define KAFKA_LOG "kafka"
+/* [kafka] retry.*'s defaults (config.c's), for settings that carry none:
+ * the parsed ones always do, each at least 1. */
 #define DEFAULT_MAX_ATTEMPTS 5
-#define DEFAULT_BACKOFF_MS 1000
-#define DEFAULT_BACKOFF_MAX_MS 60000
+#define DEFAULT_BACKOFF_MS 200
+#define DEFAULT_BACKOFF_MAX_MS 30000
 #define POLL_MS 100
 #define COMMIT_EVERY_MS 1000
 #define COMMIT_EVERY_MSGS 100
