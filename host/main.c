@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "plugins.h"
 #include "stopguard.h"
+#include "stream.h"
 
 static void usage(FILE *out)
 {
@@ -226,8 +227,14 @@ static int wait_for_stop(host *h)
 		host_log_sweep(h);
 		watch_wall_clock();
 		if (sig < 0) {
-			if (e == EAGAIN || e == EINTR)
+			if (e == EAGAIN || e == EINTR) {
+				/* Between signals (a stop cuts streams itself, after
+				 * their STREAM_STOP_GRACE_MS): a closed stream whose
+				 * worker waits on a client that stopped reading lets
+				 * go of that worker. */
+				stream_hub_reclaim(stream_hub_global());
 				continue;
+			}
 			log_error("host", "sigtimedwait: %s", strerror(e));
 			return -1;
 		}

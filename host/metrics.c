@@ -874,8 +874,8 @@ static void render_sse(textbuf *o, const host *h)
 	put_head(o, "evhost_sse_streams_closing", "gauge",
 	         "Event streams closed (their plugin stopped or reloaded, their client too slow) "
 	         "whose workers are still writing their last words. They count against [http] "
-	         "max_streams until they end; a new stream that finds no place cuts those closed "
-	         "more than a second ago (a client that stopped reading).");
+	         "max_streams until they end, or until their connections are cut a second after "
+	         "the close (a client that stopped reading).");
 	tb_printf(o, "evhost_sse_streams_closing %d\n", st.closing);
 	put_head(o, "evhost_sse_streams_max", "gauge",
 	         "[http] max_streams: with this many streams open or closing, the next one is "

@@ -360,12 +360,12 @@ static int resume_locked(stream_hub *hub, stream *s, uint64_t last);
  * request_timeout, restarted by every byte taken. Their connections are
  * shut down, as stream_hub_cut does (the same argument keeps the
  * descriptor theirs), so the write fails at once and the owner lets go;
- * they stop counting now. A stream whose socket is not known keeps its
- * place. hub->mu held. */
-static int reclaim_closed_locked(stream_hub *hub)
+ * they stop counting now, and are not cut twice. A stream whose socket is
+ * not known keeps its place. hub->mu held. */
+static size_t reclaim_closed_locked(stream_hub *hub)
 {
 	int64_t now = clock_mono_ms();
-	int n = 0;
+	size_t n = 0;
 	for (stream *s = hub->held; s; s = s->held_next) {
 		int stale;
 		if (!s->counted || s->fd < 0)
@@ -382,6 +382,15 @@ static int reclaim_closed_locked(stream_hub *hub)
 		hub->counted--;
 		n++;
 	}
+	return n;
+}
+
+size_t stream_hub_reclaim(stream_hub *hub)
+{
+	size_t n;
+	pthread_mutex_lock(&hub->mu);
+	n = reclaim_closed_locked(hub);
+	pthread_mutex_unlock(&hub->mu);
 	return n;
 }
 

@@ -94,9 +94,10 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms);
 #define STREAM_STOP_GRACE_MS 1000 /* what a daemon stop grants open streams */
 /* What a stream closed while the daemon runs (its plugin stopped or was
  * reloaded, its queue overflowed) has to write its last words and let go.
- * Until then it counts against max_streams; past it, a stream_open that
- * finds the hub full cuts its connection (as stream_hub_cut) and takes its
- * place, so a client that stopped reading holds no slot for [http]
+ * Until then it counts against max_streams; past it, its connection is cut
+ * (as stream_hub_cut): by the periodic stream_hub_reclaim, or at once by a
+ * stream_open that finds the hub full, which takes its place. So a client
+ * that stopped reading holds neither a slot nor a worker thread for [http]
  * request_timeout (civetweb's wait restarts with every byte taken: one
  * that takes a few now and then holds it much longer). Below
  * STREAM_RETRY_MS: the clients a reload ended find their places free when
@@ -107,6 +108,13 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms);
  * to a client that stopped reading fails at once instead of waiting out
  * the write timeout. For a stop whose grace has passed. Returns how many. */
 size_t stream_hub_cut(stream_hub *hub);
+/* Cut the connection of every stream closed more than
+ * STREAM_CLOSE_GRACE_MS ago that its owner still holds (its socket known):
+ * the owner waits in a write to a client that stopped reading, and lets go
+ * of its worker thread without waiting for a new stream to need the place.
+ * Those no longer count against max_streams. Any thread, periodically (the
+ * main thread's wait, host/main.c). Returns how many. */
+size_t stream_hub_reclaim(stream_hub *hub);
 /* Streams opened and not yet released, closed or not. */
 int stream_hub_count(stream_hub *hub);
 /* The hub's figures now, for /metrics. */

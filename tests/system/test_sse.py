@@ -13,7 +13,8 @@ quiet stream's keepalive comment;
 SIGTERM with streams open exiting 0 at once, and cutting after a second the
 connection of one whose client stopped reading; a stream a reload closed
 while its client stopped reading giving up its max_streams place to a new
-client; the open streams per plugin on /metrics; and a plugin built against
+client, and its connection cut with no new client too (its worker freed);
+the open streams per plugin on /metrics; and a plugin built against
 ABI 1.0 still loading next to it.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
@@ -775,15 +776,18 @@ def send_queue(d, client_port):
     raise AssertionError(f"no connection from port {client_port}")
 
 
-def stall_a_stream(d, token):
+def stall_a_stream(d, token, settle=0.0):
     """A stream whose client never reads, and events published to it until
     the worker serving it waits in a write, then 20 more, which wait in its
     queue. The client's small receive buffer and segments (TCP_MAXSEG 536)
     keep what the daemon's send buffer grows to at a few hundred KB. Events
     go out ten at a time, each ten once a second stream of the channel, read
     all along, got them: a burst of 64 would fill the queue and drop the
-    stream before its writes ever waited. Returns (socket, request id,
-    events published)."""
+    stream before its writes ever waited. With `settle` (seconds), the send
+    queue must also take nothing more for that long after the batches that
+    found the worker waiting: batches a tenth of a second apart (a fast
+    broker) can find it waiting only until the client's kernel makes room.
+    Returns (socket, request id, events published)."""
     rid = f"stalled-{uuid.uuid4().hex[:12]}"
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -802,6 +806,14 @@ def stall_a_stream(d, token):
             assert r.status_code == 202, r.text
         reader.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
 
+    def settled():
+        until = time.monotonic() + settle
+        while time.monotonic() < until:
+            time.sleep(0.1)
+            if send_queue(d, sock.getsockname()[1]) != queued:
+                return False  # the next batch's growth counts it
+        return True
+
     published, queued, growth = 0, send_queue(d, sock.getsockname()[1]), []
     for _ in range(200):  # 2000 events at most: megabytes
         publish(10)
@@ -809,7 +821,8 @@ def stall_a_stream(d, token):
         now = send_queue(d, sock.getsockname()[1])
         growth.append(now - queued)
         queued = now
-        if queued > 0 and growth[-1] < 1000 and len(growth) > 1 and growth[-2] < 1000:
+        if (queued > 0 and growth[-1] < 1000 and len(growth) > 1 and growth[-2] < 1000
+                and settled()):
             break  # twice 10 events and the send queue did not take one more: waiting
     else:
         raise AssertionError(f"the stream's writes never waited: {growth}")
@@ -817,6 +830,13 @@ def stall_a_stream(d, token):
     reader.close()
     assert not stream_ended(d, rid), d.log_tail()
     return sock, rid, published + 20
+
+
+# The main thread's wait between signals, half of systemd's watchdog
+# interval (WATCHDOG_USEC) when there is one: 5 minutes with this, so its
+# periodic cut of closed streams still held (stream_hub_reclaim) stays out
+# of a test of another path that cuts them.
+NO_RECLAIM_SWEEP = {"WATCHDOG_USEC": "600000000"}
 
 
 @pytest.mark.parametrize("plugin_off_first", [False, True], ids=["open", "closed-by-reload"])
@@ -832,7 +852,7 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
     conf = notif_config(tmp_path, unique_name, build_dir)
     conf["http"]["request_timeout"] = "10m"
     conf["host"] = {"stop_timeout": "60s"}
-    d = evhostd(conf)
+    d = evhostd(conf, env=NO_RECLAIM_SWEEP)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, published = stall_a_stream(d, admin)
     if plugin_off_first:
@@ -903,10 +923,11 @@ def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_rea
     # by every byte a trickling client takes). Meanwhile every new client
     # was refused 503, which a browser's EventSource does not retry. Now a
     # new stream that finds no place cuts the connection of one closed more
-    # than a second ago, and takes its place.
+    # than a second ago, and takes its place (at once: the main thread's
+    # periodic cut of such streams is kept away here).
     conf = notif_config(tmp_path, unique_name, build_dir)
     conf["http"]["request_timeout"] = "10m"
-    d = evhostd(conf)
+    d = evhostd(conf, env=NO_RECLAIM_SWEEP)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, _ = stall_a_stream(d, admin)
     (d.config_dir / "conf.d" / "50-restart.conf").write_text(
@@ -939,3 +960,42 @@ def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_rea
     for s in streams:
         s.wait_for(is_broadcast(r.json()["broadcast_id"]), timeout=30)
         s.close()
+
+
+def test_a_closed_stream_whose_client_stopped_reading_lets_go_of_its_worker(
+        evhostd, tmp_path, unique_name, build_dir):
+    # A reload turns the plugin off while the worker of one of its streams
+    # waits in a write to a client that stopped reading. The stream was
+    # closed, but its connection was cut only when a new stream found the
+    # hub full: with none, the worker went on waiting for [http]
+    # request_timeout (restarted by every byte a trickling client takes),
+    # one HTTP worker less for as long. Now the main thread cuts it about a
+    # second after the close, no new stream needed. (The same holds for a
+    # stream dropped as too slow: closed the same way.)
+    conf = notif_config(tmp_path, unique_name, build_dir)
+    # The stall's batches reach the streams in a tenth of a second, not half
+    # of one (librdkafka's fetch.wait.max.ms on the embedded broker), and
+    # its connection for them is kept between batches however slow.
+    conf["kafka"] = {"rdkafka.fetch.wait.max.ms": "10"}
+    conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
+    d = evhostd(conf, brokers="embedded")
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    sock, rid, _ = stall_a_stream(d, admin, settle=1.5)
+    (d.config_dir / "conf.d" / "50-off.conf").write_text(
+        "[plugin.notifications]\nenabled = false\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done: 0 started, 1 stopped", timeout=15)
+
+    lib.wait_until(lambda: stream_ended(d, rid) or None, timeout=10,
+                   message="the closed stream's end, with no new stream opened")
+    assert ("event stream ended (a write failed: the client left or stopped reading) "
+            f"(request_id={rid}") in d.log_text()
+    assert sse_metrics(d)["evhost_sse_streams_closing"] == 0
+    # The client sees its connection end, after what was sent before the cut.
+    sock.settimeout(10)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        pass
+    sock.close()
