@@ -80,6 +80,11 @@
 #define REDRIVE_MAX 10000  /* dead letters sent per redrive of all */
 #define REDRIVE_CHUNK 1000 /* read at a time by a redrive of all */
 #define REDRIVE_SCAN_MS 30000 /* a redrive of all reads no new chunk after that */
+/* Entries a redrive's answer lists, beyond each redriven one (at most about
+ * REDRIVE_MAX): a redrive of all skips every dead letter redriven before,
+ * however many the topics hold, and the answer is not to grow with them. */
+#define REDRIVE_LIST_SKIPPED 100
+#define REDRIVE_LIST_FAILED 1000
 #define VALUE_SHOW_MAX 65536
 /* The largest offset a request may name (2^53 + 1 read as 2^53 once passed,
  * meaning another offset). */
@@ -947,12 +952,23 @@ struct redrive_job {
 	cJSON *results;
 	int ok; /* results has every entry (jsonb.h) */
 	size_t counts[3]; /* redriven, skipped, failed */
+	size_t not_listed[3]; /* of those, left out of results (REDRIVE_LIST_*) */
 	size_t sent;       /* given to dlq_redrive, all chunks */
 	size_t unrecorded; /* redriven but not recorded */
 	int more;          /* all: stopped before the end (truncated) */
 	char stopped[512]; /* all: why, when a read failed part way */
 	char next_after[400]; /* all, more: the position to go on after */
 };
+
+/* Count one dead letter of outcome `o`; 1 when results is to list it. */
+static int redrive_count(struct redrive_job *j, dlq_outcome o)
+{
+	static const size_t listed_max[] = {SIZE_MAX, REDRIVE_LIST_SKIPPED, REDRIVE_LIST_FAILED};
+	if (++j->counts[o] <= listed_max[o])
+		return 1;
+	j->not_listed[o]++;
+	return 0;
+}
 
 static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, int all)
 {
@@ -961,10 +977,11 @@ static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, in
 		if (!picked(picks, npicks, all, m))
 			continue;
 		if (j->done_before[i]) {
-			jsonb_put(j->results, NULL,
-			          redrive_entry(m, "skipped", NULL, -1, -1, "already redriven", &j->ok),
-			          &j->ok);
-			j->counts[1]++;
+			if (redrive_count(j, DLQ_SKIPPED))
+				jsonb_put(j->results, NULL,
+				          redrive_entry(m, "skipped", NULL, -1, -1, "already redriven",
+				                        &j->ok),
+				          &j->ok);
 			continue;
 		}
 		j->sel[j->nsel++] = m;
@@ -976,11 +993,11 @@ static void redrive_report(struct redrive_job *j)
 	static const char *const names[] = {"redriven", "skipped", "failed"};
 	for (size_t i = 0; i < j->nsel; i++) {
 		const dlq_redrive_result *r = &j->res[i];
-		jsonb_put(j->results, NULL,
-		          redrive_entry(j->sel[i], names[r->outcome], r->to_topic, r->to_partition,
-		                        r->to_offset, r->error, &j->ok),
-		          &j->ok);
-		j->counts[r->outcome]++;
+		if (redrive_count(j, r->outcome))
+			jsonb_put(j->results, NULL,
+			          redrive_entry(j->sel[i], names[r->outcome], r->to_topic,
+			                        r->to_partition, r->to_offset, r->error, &j->ok),
+			          &j->ok);
 	}
 }
 
@@ -998,6 +1015,8 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 		jsonb_put_num(root, "unrecorded", (double)unrecorded, &ok);
 	jsonb_put(root, "results", j->results, &ok);
 	j->results = NULL;
+	jsonb_put_num(root, "skipped_not_listed", (double)j->not_listed[DLQ_SKIPPED], &ok);
+	jsonb_put_num(root, "failed_not_listed", (double)j->not_listed[DLQ_FAILED], &ok);
 	nf = jsonb_put_array(root, "not_found", &ok);
 	for (size_t i = 0; nf && i < npicks; i++)
 		if (!picks[i].found)

@@ -1705,6 +1705,24 @@ static cJSON *parse_id(const char *id, int *ok)
 	return o;
 }
 
+/* The daemon lists the first skipped and failed dead letters only (a
+ * redrive of all skips every one redriven before, thousands maybe): one
+ * line for the rest, counted in the answer's *_not_listed (absent from a
+ * daemon from before them). */
+static void print_redrive_not_listed(const ctl *c, const cJSON *res, const char *name)
+{
+	double skipped = json_num(res, "skipped_not_listed");
+	double failed = json_num(res, "failed_not_listed");
+	char *cmd;
+	if (skipped <= 0 && failed <= 0)
+		return;
+	cmd = ctl_command(c);
+	printf("(not listed: %.0f more skipped, %.0f more failed; %s dlq list %s shows "
+	       "whether each dead letter was redriven)\n",
+	       skipped, failed, cmd, name);
+	free(cmd);
+}
+
 static void print_redrive(const ctl *c, const cJSON *res, const char *name)
 {
 	const cJSON *e, *nf = cJSON_GetObjectItemCaseSensitive(res, "not_found");
@@ -1733,6 +1751,7 @@ static void print_redrive(const ctl *c, const cJSON *res, const char *name)
 		cJSON_ArrayForEach(e, nf) {
 			printf("%.0f: not found\n", e->valuedouble);
 		}
+	print_redrive_not_listed(c, res, name);
 	if (*json_str(res, "stopped"))
 		printf("stopped: %s\n", json_str(res, "stopped"));
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "truncated"))) {

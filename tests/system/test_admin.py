@@ -666,10 +666,14 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     # More dead letters than one read held (10000): each can be listed (paging
     # with after, in the order topic, partition, offset), redriven by id
     # (read where it is), and redriven by "all" (the whole topic, in chunks).
+    # They come from a topic the plugin does not consume: the copies sent
+    # back wait there, unhandled (10000 handler runs would be slow).
     topic = unique_name("adm")
     dlq_topic = f"{topic}.probe.dlq"
+    origin = f"{topic}.origin"
     lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=3)
-    produce_dead_letters(dlq_topic, topic, (10050, 3, 3), kafka_bootstrap)
+    lib.create_topics([origin], brokers=kafka_bootstrap, partitions=1)
+    produce_dead_letters(dlq_topic, origin, (10050, 3, 3), kafka_bootstrap)
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
 
     def ids(body):
@@ -700,26 +704,29 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     assert res["redriven"] == 2 and res["not_found_at"] == [{"partition": 1, "offset": 3}], res
     assert time.monotonic() - t0 < 10
 
-    # "all": the first 10000 were redriven long ago (recorded): the rest still go.
-    con = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
-    with con:
-        con.executemany("INSERT INTO evh_dlq_redriven(dlq_topic, \"partition\", \"offset\","
-                        " redriven_at) VALUES(?, 0, ?, '2026-12-05T00:00:00Z')",
-                        [(dlq_topic, i) for i in range(10000)])
-    con.close()
+    # "all": one request sends at most 10000 (REDRIVE_MAX), then stops
+    # (truncated) after the last one it read, each sent listed ...
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
     assert r.status_code == 200, r.text[:500]
     res = r.json()
-    assert res["redriven"] == 10050 + 6 - 10000 - 2 and res["failed"] == 0, \
-        {k: v for k, v in res.items() if k != "results"}
-    assert res["skipped"] == 10002 and res["truncated"] is False
-    sent = [e for e in res["results"] if e["outcome"] == "redriven"]
-    assert ("0:10049" in [f"{e['partition']}:{e['offset']}" for e in sent])
-    # Nothing is sent twice: a second "all" finds every one redriven.
+    counts = {k: v for k, v in res.items() if k != "results"}
+    assert (res["redriven"], res["skipped"], res["failed"]) == (10000, 0, 0), counts
+    assert res["truncated"] is True and res["next_after"] == f"{dlq_topic}:0:9999", counts
+    assert [(e["partition"], e["offset"]) for e in res["results"]] == \
+        [(0, i) for i in range(10000)], counts
+    # ... and the next goes on: those sent are recorded and skipped, the
+    # first 100 of them listed.
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
+    assert r.status_code == 200, r.text[:500]
     res = r.json()
-    assert res["redriven"] == 0 and res["skipped"] == 10056, \
-        {k: v for k, v in res.items() if k != "results"}
+    counts = {k: v for k, v in res.items() if k != "results"}
+    assert res["redriven"] == 10050 + 6 - 10000 - 2 and res["failed"] == 0, counts
+    assert res["skipped"] == 10002 and res["truncated"] is False, counts
+    assert res["skipped_not_listed"] == 10002 - 100, counts
+    sent = [e for e in res["results"] if e["outcome"] == "redriven"]
+    assert len(sent) == 54 and len(res["results"]) == 54 + 100, counts
+    assert ("0:10049" in [f"{e['partition']}:{e['offset']}" for e in sent])
+    # Nothing is sent twice: each one is recorded (the next "all" skips them).
     assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:9999")["messages"])
 
     # "all" after a position: only what follows it is read.
@@ -747,6 +754,66 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.endswith("0 redriven, 4 skipped, 0 failed\n"), \
         (r.stdout, r.stderr)
+
+
+def test_redrive_of_all_lists_at_most_the_first_skipped_and_failed(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A redrive of all skips every dead letter redriven before: its answer
+    # listed each one (growing with the whole topic, as did evhostctl's
+    # output). It lists each redriven one, the first 100 skipped and the
+    # first 1000 failed, and counts the rest; the counts stay exact.
+    from kafka import KafkaProducer
+    topic = unique_name("adm")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
+    done, bad, good = 2500, 1100, 3
+    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20,
+                         batch_size=256 * 1024)
+    for i in range(done + bad + good):
+        # The "bad" ones name a partition the topic lacks: they fail.
+        part = b"99" if done <= i < done + bad else b"0"
+        prod.send(dlq_topic, partition=0, value=b'{"fine": true}',
+                  headers=[("ce_id", f"dl-{i}".encode()), ("ce_type", b"probe.event"),
+                           ("evhost_dlq_topic", topic.encode()),
+                           ("evhost_dlq_partition", part),
+                           ("evhost_dlq_offset", str(i).encode())])
+    prod.flush()
+    prod.close()
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    con = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
+    with con:
+        con.executemany("INSERT INTO evh_dlq_redriven(dlq_topic, \"partition\", \"offset\","
+                        " redriven_at) VALUES(?, 0, ?, '2026-12-05T00:00:00Z')",
+                        [(dlq_topic, i) for i in range(done)])
+    con.close()
+
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
+    assert r.status_code == 200, r.text[:500]
+    res = r.json()
+    counts = {k: v for k, v in res.items() if k != "results"}
+    assert (res["redriven"], res["skipped"], res["failed"]) == (good, done, bad), counts
+    assert res["skipped_not_listed"] == done - 100, counts
+    assert res["failed_not_listed"] == bad - 1000, counts
+    assert res["truncated"] is False, counts
+    by = {}
+    for e in res["results"]:
+        by.setdefault(e["outcome"], []).append(e["offset"])
+    assert by["skipped"] == list(range(100)), by["skipped"][:5]
+    assert by["failed"] == list(range(done, done + 1000)), by["failed"][:5]
+    assert by["redriven"] == list(range(done + bad, done + bad + good)), by["redriven"]
+
+    # evhostctl: the entries listed, one line for the rest, then the counts.
+    r = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file), "dlq",
+                        "redrive", "probe", "--all"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+    lines = r.stdout.splitlines()
+    assert r.returncode == 1 and r.stderr == \
+        f"evhostctl: dlq redrive probe: {bad} failed, 0 not found\n", (r.stdout[-500:], r.stderr)
+    assert len(lines) == 100 + 1000 + 2, (len(lines), lines[-3:])
+    assert lines[-2] == (f"(not listed: {done + good - 100} more skipped, {bad - 1000} more "
+                         f"failed; evhostctl -c {d.config_file} dlq list probe shows whether "
+                         "each dead letter was redriven)"), lines[-2]
+    assert lines[-1] == f"0 redriven, {done + good} skipped, {bad} failed", lines[-1]
 
 
 def test_dlq_binary_header_values_cannot_collide_with_other_headers(
