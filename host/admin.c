@@ -953,7 +953,7 @@ struct redrive_job {
 	int ok; /* results has every entry (jsonb.h) */
 	size_t counts[3]; /* redriven, skipped, failed */
 	size_t not_listed[3]; /* of those, left out of results (REDRIVE_LIST_*) */
-	size_t sent;       /* given to dlq_redrive, all chunks */
+	size_t sent;       /* sent or failed by dlq_redrive, all chunks */
 	size_t unrecorded; /* redriven but not recorded */
 	int more;          /* all: stopped before the end (truncated) */
 	char stopped[512]; /* all: why, when a read failed part way */
@@ -1067,7 +1067,11 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 		dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
 	redrive_report(j);
 	j->unrecorded += record_redriven(h, j->name, j->sel, j->nsel, j->res);
-	j->sent += j->nsel;
+	/* Those no redrive can send (skipped: not a dead letter, its value
+	 * truncated) do not count: a run of all alone would stop at the same
+	 * place every time behind REDRIVE_MAX of them. */
+	for (size_t i = 0; i < j->nsel; i++)
+		j->sent += j->res[i].outcome != DLQ_SKIPPED;
 	return 0;
 }
 

@@ -640,17 +640,19 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     assert d.get("/healthz").status_code == 200
 
 
-def produce_dead_letters(dlq_topic, origin, counts, brokers):
+def produce_dead_letters(dlq_topic, origin, counts, brokers, unsendable=0):
     """Synthetic dead letters of `origin` into `dlq_topic`: counts[p] in
-    partition p, each {"fine": true} with ce_id dl-P-I."""
+    partition p, each {"fine": true} with ce_id dl-P-I; the first
+    `unsendable` of partition 0 without evhost_dlq_topic (no redrive can
+    send them)."""
     from kafka import KafkaProducer
     prod = KafkaProducer(bootstrap_servers=brokers, linger_ms=20, batch_size=256 * 1024)
     for part, n in enumerate(counts):
         for i in range(n):
+            to = [] if part == 0 and i < unsendable else [("evhost_dlq_topic", origin.encode())]
             prod.send(dlq_topic, partition=part, key=f"k{i}".encode(), value=b'{"fine": true}',
                       headers=[("ce_id", f"dl-{part}-{i}".encode()),
-                               ("ce_type", b"probe.event"),
-                               ("evhost_dlq_topic", origin.encode()),
+                               ("ce_type", b"probe.event")] + to + [
                                ("evhost_dlq_partition", b"0"),
                                ("evhost_dlq_offset", str(i).encode()),
                                ("evhost_dlq_plugin", b"probe"),
@@ -667,13 +669,16 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     # with after, in the order topic, partition, offset), redriven by id
     # (read where it is), and redriven by "all" (the whole topic, in chunks).
     # They come from a topic the plugin does not consume: the copies sent
-    # back wait there, unhandled (10000 handler runs would be slow).
+    # back wait there, unhandled (10000 handler runs would be slow). The
+    # first 50 cannot be sent (no evhost_dlq_topic): they do not count
+    # against the 10000 a request sends, or a run of "all" alone would stop
+    # at them every time once there were 10000.
     topic = unique_name("adm")
     dlq_topic = f"{topic}.probe.dlq"
     origin = f"{topic}.origin"
     lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=3)
     lib.create_topics([origin], brokers=kafka_bootstrap, partitions=1)
-    produce_dead_letters(dlq_topic, origin, (10050, 3, 3), kafka_bootstrap)
+    produce_dead_letters(dlq_topic, origin, (11050, 3, 3), kafka_bootstrap, unsendable=50)
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
 
     def ids(body):
@@ -681,14 +686,14 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     first = dlq(d, limit=6)
     assert ids(first) == [f"0:{i}" for i in range(6)] and first["truncated"] is True
     assert first["next_after"] == f"{dlq_topic}:0:5", first["next_after"]
-    page = dlq(d, limit=5, after="0:10048")
-    assert ids(page) == ["0:10049", "1:0", "1:1", "1:2", "2:0"], ids(page)
+    page = dlq(d, limit=5, after="0:11048")
+    assert ids(page) == ["0:11049", "1:0", "1:1", "1:2", "2:0"], ids(page)
     assert page["truncated"] is True and page["next_after"] == f"{dlq_topic}:2:0"
     page = dlq(d, limit=1000, after=page["next_after"])
     assert ids(page) == ["2:1", "2:2"] and page["truncated"] is False
     assert "next_after" not in page
-    page = dlq(d, limit=1000, after="0:9999")
-    assert len(page["messages"]) == 56 and ids(page)[0] == "0:10000" and not page["truncated"]
+    page = dlq(d, limit=1000, after="0:10999")
+    assert len(page["messages"]) == 56 and ids(page)[0] == "0:11000" and not page["truncated"]
     for bad in ("5", "x:1", "0:", ":0:1", "0:-1", "0:1x"):
         r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"after": bad})
         assert r.status_code == 422 and r.json()["field"] == "after", (bad, r.text)
@@ -704,30 +709,32 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     assert res["redriven"] == 2 and res["not_found_at"] == [{"partition": 1, "offset": 3}], res
     assert time.monotonic() - t0 < 10
 
-    # "all": one request sends at most 10000 (REDRIVE_MAX), then stops
-    # (truncated) after the last one it read, each sent listed ...
+    # "all": one request sends about 10000 (REDRIVE_MAX: checked after each
+    # read of 1000), then stops (truncated) after the last one it read, each
+    # sent listed ...
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
     assert r.status_code == 200, r.text[:500]
     res = r.json()
     counts = {k: v for k, v in res.items() if k != "results"}
-    assert (res["redriven"], res["skipped"], res["failed"]) == (10000, 0, 0), counts
-    assert res["truncated"] is True and res["next_after"] == f"{dlq_topic}:0:9999", counts
-    assert [(e["partition"], e["offset"]) for e in res["results"]] == \
-        [(0, i) for i in range(10000)], counts
+    assert (res["redriven"], res["skipped"], res["failed"]) == (10949, 51, 0), counts
+    assert res["truncated"] is True and res["next_after"] == f"{dlq_topic}:0:10999", counts
+    assert [(e["partition"], e["offset"]) for e in res["results"]
+            if e["outcome"] == "redriven"] == \
+        [(0, i) for i in range(50, 11000) if i != 10040], counts
     # ... and the next goes on: those sent are recorded and skipped, the
     # first 100 of them listed.
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
     assert r.status_code == 200, r.text[:500]
     res = r.json()
     counts = {k: v for k, v in res.items() if k != "results"}
-    assert res["redriven"] == 10050 + 6 - 10000 - 2 and res["failed"] == 0, counts
-    assert res["skipped"] == 10002 and res["truncated"] is False, counts
-    assert res["skipped_not_listed"] == 10002 - 100, counts
+    assert res["redriven"] == 11050 + 6 - 50 - 10949 - 2 and res["failed"] == 0, counts
+    assert res["skipped"] == 50 + 10949 + 2 and res["truncated"] is False, counts
+    assert res["skipped_not_listed"] == 50 + 10949 + 2 - 100, counts
     sent = [e for e in res["results"] if e["outcome"] == "redriven"]
-    assert len(sent) == 54 and len(res["results"]) == 54 + 100, counts
-    assert ("0:10049" in [f"{e['partition']}:{e['offset']}" for e in sent])
+    assert len(sent) == 55 and len(res["results"]) == 55 + 100, counts
+    assert ("0:11049" in [f"{e['partition']}:{e['offset']}" for e in sent])
     # Nothing is sent twice: each one is recorded (the next "all" skips them).
-    assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:9999")["messages"])
+    assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:10999")["messages"])
 
     # "all" after a position: only what follows it is read.
     from kafka import KafkaProducer
