@@ -828,6 +828,7 @@ def stall_a_stream(d, token, settle=0.0):
         raise AssertionError(f"the stream's writes never waited: {growth}")
     publish(20)
     reader.close()
+    session.close()
     assert not stream_ended(d, rid), d.log_tail()
     return sock, rid, published + 20
 
@@ -850,7 +851,8 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
     # after the second, and the stop goes on; also when a reload turned
     # its plugin off before (the stream closed, its worker still writing).
     conf = notif_config(tmp_path, unique_name, build_dir)
-    conf["http"]["request_timeout"] = "10m"
+    # (the stall's connection for its batches kept between them however slow)
+    conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
     conf["host"] = {"stop_timeout": "60s"}
     d = evhostd(conf, env=NO_RECLAIM_SWEEP)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
@@ -926,7 +928,7 @@ def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_rea
     # than a second ago, and takes its place (at once: the main thread's
     # periodic cut of such streams is kept away here).
     conf = notif_config(tmp_path, unique_name, build_dir)
-    conf["http"]["request_timeout"] = "10m"
+    conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
     d = evhostd(conf, env=NO_RECLAIM_SWEEP)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, _ = stall_a_stream(d, admin)
