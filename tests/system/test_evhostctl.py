@@ -225,7 +225,7 @@ def test_enable_disable_toggle_the_plugin(evhostd, build_dir, tmp_path):
 
 
 def test_a_reload_longer_than_the_timeout(evhostd, build_dir, tmp_path):
-    # The probe's init takes 6 s: `enable --timeout 1` does not wait for the
+    # The probe's init takes 3 s: `enable --timeout 1` does not wait for the
     # daemon's own 60 s, it asks for an answer within its timeout (202, the
     # reload still running) and says the plugin is not running yet; the
     # drop-in stays, and the reload ends by itself.
@@ -233,14 +233,14 @@ def test_a_reload_longer_than_the_timeout(evhostd, build_dir, tmp_path):
     dropin = d.config_dir / "conf.d" / DROPIN
     assert ctl(build_dir, d, "disable", "probe").returncode == 0
     probe = d.config_dir / "conf.d" / "20-probe.conf"
-    probe.write_text(probe.read_text() + "init_sleep_ms = 6000\n")
+    probe.write_text(probe.read_text() + "init_sleep_ms = 3000\n")
     r = ctl(build_dir, d, "--timeout", "1", "enable", "probe")
     assert_one_error(r, 1, f"plugin 'probe' is not running after 1 s; {dropin} stays written")
     assert d.get("/probe/seen").status_code != 200  # the reload runs on
     assert dropin.read_text() == dropin_text(True)
     lib.wait_until(lambda: d.get("/probe/seen").status_code == 200, timeout=30,
                    message="the probe running once its init is done")
-    assert "probe: init sleeping 6000 ms" in d.log_text()
+    assert "probe: init sleeping 3000 ms" in d.log_text()
     # --json prints the daemon's 202 as it is.
     assert ctl(build_dir, d, "disable", "probe").returncode == 0
     r = ctl(build_dir, d, "--json", "--timeout", "1", "enable", "probe")

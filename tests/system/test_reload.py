@@ -73,6 +73,18 @@ def probe_dropin(build_dir, enabled=True, topic="probe.reload"):
             f"path = {fixture_plugin(build_dir, 'probe')}\ntopic = {topic}\n")
 
 
+def probe_on_kafka(build_dir, kafka_bootstrap, unique_name, topic=None):
+    """A probe drop-in for the real broker: a topic of its own (created
+    first, so its consumer finds it at once) and a group of its own. A new
+    group there is joined at once (group.initial.rebalance.delay.ms = 0),
+    where the embedded cluster holds it 3 s, and a restarted plugin rejoins
+    at once where it holds the group for the session timeout less a second:
+    the tests whose subject is not that broker take the real one."""
+    topic = topic or unique_name("probe")
+    lib.create_topics([topic], brokers=kafka_bootstrap)
+    return probe_dropin(build_dir, topic=topic) + f"group = {unique_name('g')}\n"
+
+
 def test_toggle_plugin_under_load_loses_no_request_to_others(evhostd, build_dir):
     d = evhostd(dropins={
         "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
@@ -129,17 +141,17 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
 
 
 def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them(
-        evhostd, build_dir):
+        evhostd, build_dir, kafka_bootstrap, unique_name):
     # Its routes left the router before its new instance's init routed them
     # again: for that long its paths answered 404, as if the service were
     # gone. Placeholders answer 503 "restarting" now, until the new
     # instance's routes take their places (the init below sleeps 1.5 s first).
     # /readyz named it neither: it was missing from "plugins", and "ready"
     # said true meanwhile; it says "restarting" (503) now.
-    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")})
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name)
+    d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
     assert d.get("/probe/seen").status_code == 200
-    write_dropin(d, "20-probe.conf",
-                 probe_dropin(build_dir, topic="probe.two") + "init_sleep_ms = 1500\n")
+    write_dropin(d, "20-probe.conf", probe + "init_sleep_ms = 1500\n")
     seen, ready, stop = [], [], threading.Event()
 
     def poll():
@@ -298,14 +310,15 @@ def hold_probe_in_a_reload(d, build_dir):
     return hold
 
 
-def test_sigterm_during_a_reload_is_taken_at_once_and_bounded(evhostd, build_dir):
+def test_sigterm_during_a_reload_is_taken_at_once_and_bounded(evhostd, build_dir,
+                                                              kafka_bootstrap, unique_name):
     # The main thread takes no signal while a reload runs, and the drain
     # waits for a handler however long it runs: SIGTERM went unseen until
     # the handler returned. It is now said at once, and the reload and the
     # stop after it end within [host] stop_timeout and 10 s more (status 3,
     # naming the drain).
-    d = evhostd({"host": {"stop_timeout": "1s"}},
-                dropins={"20-probe.conf": probe_dropin(build_dir)})
+    d = evhostd({"host": {"stop_timeout": "1s"}}, brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe_on_kafka(build_dir, kafka_bootstrap, unique_name)})
     hold = hold_probe_in_a_reload(d, build_dir)
     try:
         asked = time.monotonic()
@@ -321,12 +334,13 @@ def test_sigterm_during_a_reload_is_taken_at_once_and_bounded(evhostd, build_dir
             "handler that has not returned); exiting now (status 3)") in d.log_text()
 
 
-def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, build_dir):
+def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, build_dir,
+                                                                    kafka_bootstrap, unique_name):
     # The handler returns within the stop's time: the reload ends, then the
     # stop asked meanwhile runs as any other (status 0); SIGHUP still works
     # up to then.
-    d = evhostd({"host": {"stop_timeout": "5s"}},
-                dropins={"20-probe.conf": probe_dropin(build_dir)})
+    d = evhostd({"host": {"stop_timeout": "5s"}}, brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe_on_kafka(build_dir, kafka_bootstrap, unique_name)})
     hold = hold_probe_in_a_reload(d, build_dir)
     d.send_signal(signal.SIGTERM)
     d.wait_for_log("SIGTERM during a reload: stopping once the reload ends", timeout=5)
@@ -340,14 +354,15 @@ def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, bui
 
 
 def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhostd, build_dir,
-                                                                         tmp_path):
+                                                                         tmp_path, kafka_bootstrap,
+                                                                         unique_name):
     # The thread that takes SIGTERM during a reload cannot start (faults.so:
     # the program's next thread fails, as at the process's thread limit):
     # said, and the reload goes on; a SIGTERM meanwhile stays pending until
     # it ends, as before that thread, then stops the daemon cleanly.
     switch = tmp_path / "thread-fails"
-    d = evhostd({"host": {"stop_timeout": "5s"}},
-                dropins={"20-probe.conf": probe_dropin(build_dir)},
+    d = evhostd({"host": {"stop_timeout": "5s"}}, brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe_on_kafka(build_dir, kafka_bootstrap, unique_name)},
                 env=lib.faults_preloaded(build_dir, thread_file=switch))
     switch.write_text("")
     hold = hold_probe_in_a_reload(d, build_dir)
@@ -368,13 +383,14 @@ def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhost
         text.rindex("stopped"), d.log_tail()
 
 
-def test_a_stop_whose_guard_cannot_start_says_so_and_waits(evhostd, build_dir, tmp_path):
+def test_a_stop_whose_guard_cannot_start_says_so_and_waits(evhostd, build_dir, tmp_path,
+                                                           kafka_bootstrap, unique_name):
     # The stop's guard thread cannot start (faults.so, as above): said, and
     # the stop is bounded only by what it waits for, as before the guard:
     # past stop_timeout it still waits for the handler, then ends cleanly.
     switch = tmp_path / "thread-fails"
-    d = evhostd({"host": {"stop_timeout": "1s"}},
-                dropins={"20-probe.conf": probe_dropin(build_dir)},
+    d = evhostd({"host": {"stop_timeout": "1s"}}, brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe_on_kafka(build_dir, kafka_bootstrap, unique_name)},
                 env=lib.faults_preloaded(build_dir, thread_file=switch))
     hold = d.config_dir / "hold"
     hold.write_text("")
@@ -765,16 +781,22 @@ def test_a_plugin_logging_in_a_loop_is_rationed_and_a_reload_changes_it(evhostd,
 
 
 def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhostd, build_dir,
-                                                                          tmp_path):
+                                                                          tmp_path,
+                                                                          kafka_bootstrap,
+                                                                          unique_name):
     # The host's lines about one plugin's events (an attempt failed, a dead
     # letter) count in that plugin's share of the log, as its own lines do:
     # 20 events dead-lettered at once log no more than the share, and all 20
     # dead letters are written all the same. The admin API counts the drops.
     token = secrets.token_hex(16)
     (tmp_path / "admin.token").write_text(token + "\n")
+    topic = unique_name("probe")
+    lib.create_topics([f"{topic}.probe.dlq"], brokers=kafka_bootstrap)
     d = evhostd({"log": {"plugin_rate_limit_burst": 10, "plugin_rate_limit_interval": "1h"},
                  "admin": {"token_file": str(tmp_path / "admin.token")}},
-                dropins={"20-probe.conf": probe_dropin(build_dir)})
+                brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe_on_kafka(build_dir, kafka_bootstrap, unique_name,
+                                                         topic=topic)})
     assert d.post("/probe/publish?n=20", json={"fail": "reject"}).status_code == 200
 
     def dead_letters():
@@ -783,7 +805,7 @@ def test_a_plugins_events_failing_by_the_dozen_are_logged_within_its_share(evhos
         return sum(int(x) for x in m)
     lib.wait_until(lambda: dead_letters() == 20, timeout=60, message="20 dead letters")
     text = d.log_text()
-    said = text.count("dead-lettered to probe.reload.probe.dlq")
+    said = text.count(f"dead-lettered to {topic}.probe.dlq")
     assert 1 <= said <= 10, text
     assert "WARN  [probe] logging too fast: more than 10 lines in 3600 s" in text, text
     metrics = d.get("/metrics").text
@@ -907,7 +929,7 @@ def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
 
 
 def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
-        evhostd, build_dir, tmp_path, unique_name):
+        evhostd, build_dir, tmp_path, unique_name, kafka_bootstrap):
     # What only init sees (files, the network; values are refused by the
     # plugin's check in step 1, test below): a reload whose new
     # configuration fails in init stopped the plugin and left it off, with
@@ -921,7 +943,11 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
     mail = tmp_path / "mail"
     empty = tmp_path / "no-templates"
     empty.mkdir()
-    d = evhostd(config, brokers="embedded")
+    # The real broker (topics created first, see probe_on_kafka): the
+    # notifications plugin started again joins its group at once.
+    lib.create_topics([v for k, v in config["plugin.notifications"].items()
+                       if k.startswith("topic.")], brokers=kafka_bootstrap)
+    d = evhostd(config, brokers=kafka_bootstrap)
 
     def readyz():
         r = d.get("/readyz")
@@ -960,7 +986,8 @@ def test_a_new_configuration_the_plugin_refuses_keeps_it_running_as_before(
 
 
 def test_a_restart_without_the_build_that_ran_says_there_is_no_way_back(evhostd, build_dir,
-                                                                        unique_name):
+                                                                        unique_name,
+                                                                        kafka_bootstrap):
     # A restarted plugin's way back, should its new configuration fail in
     # init, is the build that ran, found again by the name it was loaded by
     # (plugin_reopen). Here that look-up finds nothing (faults.so: dlopen with
@@ -970,8 +997,8 @@ def test_a_restart_without_the_build_that_ran_says_there_is_no_way_back(evhostd,
     # off (/readyz says so) where the build that ran would have run again,
     # until a reload mends it. The other plugin serves throughout.
     probe = fixture_plugin(build_dir, "probe")
-    dropin = probe_dropin(build_dir, topic=unique_name("probe"))
-    d = evhostd(dropins={
+    dropin = probe_on_kafka(build_dir, kafka_bootstrap, unique_name)
+    d = evhostd(brokers=kafka_bootstrap, dropins={
         "10-hello.conf": {"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}},
         "20-probe.conf": dropin,
     }, env=lib.faults_preloaded(build_dir, dlopen_noload=probe))

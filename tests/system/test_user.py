@@ -45,10 +45,41 @@ def user_config(tmp_path, admin=True, **keys):
     return {"auth": {"jwt_secret_file": str(secret)}, "plugin.user": conf}
 
 
+# Tests whose every request is refused before anything is stored, changed or
+# counted (validation, unknown ids) share one daemon per module and worker
+# (`unchanged_daemon`), so it is as fresh to each as its own: starting and
+# stopping one each took longer than most of them.
+STORES_NOTHING = pytest.mark.usefixtures("unchanged_daemon")
+
+
+@pytest.fixture(scope="module")
+def unchanged_daemon(build_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("user-unchanged")
+    factory = lib.DaemonFactory(build_dir, tmp)
+    try:
+        yield factory(user_config(tmp))
+    finally:
+        problems = factory.teardown()
+        if problems:
+            pytest.fail("\n\n".join(problems), pytrace=False)
+
+
 @pytest.fixture
-def d(evhostd, tmp_path):
-    """A daemon with user.so on the embedded broker."""
-    return evhostd(user_config(tmp_path))
+def d(evhostd, tmp_path, request):
+    """A daemon with user.so on the embedded broker: the test's own, or for
+    a test marked STORES_NOTHING the shared one."""
+    if "unchanged_daemon" not in request.fixturenames:
+        yield evhostd(user_config(tmp_path))
+        return
+    shared = request.getfixturevalue("unchanged_daemon")
+    yield shared
+    rep = getattr(request.node, "rep_call", None)
+    if not shared.running() or rep is None or rep.failed:
+        print(f"--- shared evhostd log ({shared.log_file}), last lines ---\n"
+              f"{shared.log_tail(80)}")
+    if not shared.running():
+        pytest.fail(f"the shared evhostd ({shared.config_dir}) exited with "
+                    f"{shared.proc.returncode} during the test", pytrace=False)
 
 
 def email():
@@ -160,6 +191,7 @@ def test_register_returns_the_user_and_where_it_lives(d):
     ({"name": "Ada", "email": "nope"}, "email"),
     ({"name": "x" * 201, "password": "short"}, "name"),
 ])
+@STORES_NOTHING
 def test_register_rejects_invalid_fields(d, body, field):
     p = problem(d.post("/users", json=body), 422, "validation", field)
     assert field in p["detail"]
@@ -177,11 +209,13 @@ def test_register_limits_are_inclusive(d):
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", "\"text\"", "42", "null"])
+@STORES_NOTHING
 def test_register_needs_a_json_object(d, body):
     r = d.post("/users", data=body, headers={"Content-Type": "application/json"})
     problem(r, 422, "validation", None)
 
 
+@STORES_NOTHING
 def test_register_rejects_malformed_json_before_the_plugin(d):
     r = d.post("/users", data="{\"name\": ", headers={"Content-Type": "application/json"})
     assert r.status_code == 400
@@ -221,6 +255,7 @@ def test_simultaneous_registrations_of_one_email_create_one_user(d):
 # ---------------------------------------------------------- read and list
 
 
+@STORES_NOTHING
 def test_get_unknown_user_is_404(d):
     problem(d.get(f"/users/{uuid.uuid4()}"), 404, "not-found")
     problem(d.get("/users/not-a-uuid"), 404, "not-found")
@@ -261,6 +296,7 @@ def test_list_default_page_is_20_and_cursor_continues_after_deletes(d):
     ("cursor=MA", "cursor"),
     ("limit=1&limit=2", "limit"), ("cursor=MA&limit=3&cursor=MA", "cursor"),
 ])
+@STORES_NOTHING
 def test_list_rejects_bad_limit_and_cursor(d, query, field):
     problem(d.get("/users?" + query), 422, "validation", field)
 
@@ -273,6 +309,7 @@ ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowe
     ("limit=5&cursor=ab%2", "cursor"), ("curs%6Fr=%zz", "cursor"), ("li%zzmit=5", None),
     ("%ff=%zz", None),
 ])
+@STORES_NOTHING
 def test_list_refuses_a_malformed_query_string(d, query, field):
     """Not read as if the parameter were absent (the first page, the default
     limit): a 422 naming the parameter whose value is broken, as crud's does;
@@ -292,6 +329,7 @@ def test_list_refuses_a_malformed_query_string(d, query, field):
                                   f"percent-escape {ESCAPE_RULE}"), body
 
 
+@STORES_NOTHING
 def test_list_limit_bounds_are_inclusive(d):
     assert d.get("/users?limit=1").status_code == 200
     assert d.get("/users?limit=100").status_code == 200
@@ -348,6 +386,7 @@ def test_login_failures_look_the_same(d):
     ({"email": "a@example.com"}, "password"),
     ({"email": "a@example.com", "password": None}, "password"),
 ])
+@STORES_NOTHING
 def test_login_needs_email_and_password_strings(d, body, field):
     problem(d.post("/auth/login", json=body), 422, "validation", field)
 
@@ -865,15 +904,17 @@ def test_a_current_password_changed_meanwhile_proves_nothing(evhostd, tmp_path):
     costly setting (about a second a check here) and the daemon restarted
     at the cheapest, so checking their current_password (at the hash's own
     cost) takes that second, while an admin's new password for them (hashed
-    at the current cost) is stored within it."""
+    at the current cost) is stored within it. The administrator is made
+    at the second start, at the cheapest: their hash plays no part."""
     config = user_config(tmp_path, argon2_opslimit="40", argon2_memlimit="64M",
                          hash_concurrency=2)
+    admin_keys = {k: config["plugin.user"].pop(k) for k in ("admin_email", "admin_password_file")}
     d = evhostd(config)
     ada = register(d)
     token = login(d, ada["email"])  # good across the restart
     state_dir = d.state_dir
     d.stop()
-    config["plugin.user"].update(FAST_HASHING)
+    config["plugin.user"].update(FAST_HASHING, **admin_keys)
     d = evhostd(config, state_dir=state_dir)
     admin = bearer(login(d, ADMIN_EMAIL, ADMIN_PASSWORD))
     url, out = f"/users/{ada['id']}", {}
@@ -904,7 +945,7 @@ def test_a_login_upgrading_the_hash_meanwhile_changes_no_current_password(evhost
     answered 409 then. On a loaded host the PATCH's check may end first: its
     new password is stored, and the login that proved the old one is refused
     (401), which is right too. Either way the PATCH is never a 409."""
-    config = user_config(tmp_path, argon2_opslimit="40", argon2_memlimit="64M",
+    config = user_config(tmp_path, admin=False, argon2_opslimit="40", argon2_memlimit="64M",
                          hash_concurrency=2)
     d = evhostd(config)
     ada = register(d)
