@@ -2812,15 +2812,15 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 5},
     {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 2},  /* 10.2 */
     {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 3}, /* 7.6 */
-    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 2}, /* 8.2 */
+    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 6}, /* 9.7 */
     {cmocka_unit_test(test_dlq_read_and_redrive), 4},
     {cmocka_unit_test(test_keep_and_dead_letter), 5},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 5},
     {cmocka_unit_test(test_keep_and_retry), 5},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 5},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 4},        /* 8.6 */
-    {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 2},
-    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 2}, /* 3.3 */
+    {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 2}, /* 17.5 */
+    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 3}, /* 3.3 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 5}, /* 8.7 */
     {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 6}, /* 8.2 */
     {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 4}, /* 7.7 */
