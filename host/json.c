@@ -613,8 +613,8 @@ size_t json_utf8_cut(const char *s, size_t max)
 
 	if (n <= max)
 		return n;
-	/* Back over the continuation bytes (10xxxxxx) of the character that
-	 * s[max] is part of: the cut falls where it begins. */
+	/* Back over the continuation bytes (top two bits 10) of the character
+	 * that s[max] is part of: the cut falls where it begins. */
 	for (n = max; n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80; n--)
 		;
 	return n;
