@@ -92,16 +92,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	evh_route r;
 	(void)argc, (void)argv;
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT); /* not a line per request */
-	plugin.host = &the_host;
-	plugin.name = (char *)"f";
-	plugin.status = PLUGIN_RUNNING;
-	the_host.router = router_new();
-	if (!the_host.router || (port = fuzz_free_port()) < 0)
-		abort();
-	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
-	the_host.set.http_listen = listen_at;
+	port = fuzz_host_setup(&the_host, &plugin, listen_at, sizeof listen_at);
 	the_host.set.http_threads = 2;
-	the_host.set.http_request_timeout_ms = 1000;
 	the_host.set.max_body_bytes = 16384;
 	the_host.set.json_max_depth = 16;
 	the_host.set.http_max_head_bytes = 16384;

@@ -93,16 +93,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char err[256];
 	(void)argc, (void)argv;
-	plugin.host = &the_host;
-	plugin.name = (char *)"f";
-	plugin.status = PLUGIN_RUNNING;
-	the_host.router = router_new();
-	if (!the_host.router || (port = fuzz_free_port()) < 0)
-		abort();
-	snprintf(listen_at, sizeof listen_at, "127.0.0.1:%d", port);
-	the_host.set.http_listen = listen_at;
+	port = fuzz_host_setup(&the_host, &plugin, listen_at, sizeof listen_at);
 	the_host.set.http_threads = 4;
-	the_host.set.http_request_timeout_ms = 1000; /* a stalled input costs at most this */
 	the_host.set.max_body_bytes = 4096;
 	the_host.set.json_max_depth = 8;
 	the_host.set.http_max_head_bytes = 4096;

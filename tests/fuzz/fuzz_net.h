@@ -1,5 +1,6 @@
 /* What the fuzzers that drive a real server (fuzz_http, fuzz_admin) share:
- * a free loopback port, and one exchange over a real socket. */
+ * the host they serve, a free loopback port, and one exchange over a real
+ * socket. */
 #ifndef EVHOST_FUZZ_NET_H
 #define EVHOST_FUZZ_NET_H
 #include <arpa/inet.h>
@@ -13,6 +14,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "host.h"
+#include "router.h"
+
 /* A loopback port nobody listens on now; -1 when none could be had. */
 static inline int fuzz_free_port(void)
 {
@@ -25,6 +29,26 @@ static inline int fuzz_free_port(void)
 	if (fd >= 0)
 		close(fd);
 	return p;
+}
+
+/* The host a fuzzer's server runs on: `p` its one plugin ("f", running),
+ * a router, listen_at[0..n) a free loopback port (returned) as
+ * [http] listen, and a request timeout of 1 s (a stalled input costs at
+ * most that); threads and sizes are the caller's. Aborts when a router or a
+ * port cannot be had. */
+static inline int fuzz_host_setup(host *h, evh_plugin *p, char *listen_at, size_t n)
+{
+	int port;
+	p->host = h;
+	p->name = (char *)"f";
+	p->status = PLUGIN_RUNNING;
+	h->router = router_new();
+	if (!h->router || (port = fuzz_free_port()) < 0)
+		abort();
+	snprintf(listen_at, n, "127.0.0.1:%d", port);
+	h->set.http_listen = listen_at;
+	h->set.http_request_timeout_ms = 1000;
+	return port;
 }
 
 /* libFuzzer's -timeout is a SIGALRM every few seconds, without SA_RESTART:
