@@ -833,13 +833,6 @@ def stall_a_stream(d, token, settle=0.0):
     return sock, rid, published + 20
 
 
-# The main thread's wait between signals, half of systemd's watchdog
-# interval (WATCHDOG_USEC) when there is one: 5 minutes with this, so its
-# periodic cut of closed streams still held (stream_hub_reclaim) stays out
-# of a test of another path that cuts them.
-NO_RECLAIM_SWEEP = {"WATCHDOG_USEC": "600000000"}
-
-
 @pytest.mark.parametrize("plugin_off_first", [False, True], ids=["open", "closed-by-reload"])
 def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, unique_name,
                                                              build_dir, plugin_off_first):
@@ -849,12 +842,15 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
     # [host] stop_timeout passed, a minute here, with every other part of
     # the stop (consumers, outboxes) behind it. Now its connection is cut
     # after the second, and the stop goes on; also when a reload turned
-    # its plugin off before (the stream closed, its worker still writing).
+    # its plugin off before (the stream closed, its worker still writing:
+    # the main thread's look between signals may cut it first, a second
+    # after the close; test_stream.c's test_stop_cuts_a_stream_stuck_writing
+    # holds the stop's cut of a closed stream alone).
     conf = notif_config(tmp_path, unique_name, build_dir)
     # (the stall's connection for its batches kept between them however slow)
     conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
     conf["host"] = {"stop_timeout": "60s"}
-    d = evhostd(conf, env=NO_RECLAIM_SWEEP)
+    d = evhostd(conf)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, published = stall_a_stream(d, admin)
     if plugin_off_first:
@@ -862,13 +858,13 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
             "[plugin.notifications]\nenabled = false\n")
         d.send_signal(signal.SIGHUP)
         d.wait_for_log("reload done: 0 started, 1 stopped", timeout=15)
-        assert not stream_ended(d, rid)  # closed, its worker still writing
 
     d.send_signal(signal.SIGTERM)
     assert d.wait(timeout=30) == 0, d.log_tail()
     log = d.log_text()
-    assert "1 event stream(s) still writing after 1000 ms" in log, d.log_tail()
-    assert "1 of their connections cut" in log
+    if not plugin_off_first:
+        assert "1 event stream(s) still writing after 1000 ms" in log, d.log_tail()
+        assert "1 of their connections cut" in log
     assert ("event stream ended (a write failed: the client left or stopped reading) "
             f"(request_id={rid}") in log
     # What the client got before the cut is whole events, then the end.
@@ -925,20 +921,21 @@ def test_a_stream_a_reload_closed_gives_up_its_place_when_its_client_stopped_rea
     # by every byte a trickling client takes). Meanwhile every new client
     # was refused 503, which a browser's EventSource does not retry. Now a
     # new stream that finds no place cuts the connection of one closed more
-    # than a second ago, and takes its place (at once: the main thread's
-    # periodic cut of such streams is kept away here).
+    # than a second ago, and takes its place; else the main thread's look
+    # between signals cuts it a second after the close, whichever comes
+    # first (test_stream.c's test_a_closed_stream_stuck_writing_gives_up_its_place
+    # holds the new stream's cut alone).
     conf = notif_config(tmp_path, unique_name, build_dir)
     conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
-    d = evhostd(conf, env=NO_RECLAIM_SWEEP)
+    d = evhostd(conf)
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, _ = stall_a_stream(d, admin)
     (d.config_dir / "conf.d" / "50-restart.conf").write_text(
         f"[plugin.notifications]\ngroup = {unique_name('g2')}\n")
     d.send_signal(signal.SIGHUP)
     d.wait_for_log("reload done", timeout=30)
-    assert not stream_ended(d, rid), d.log_tail()  # closed, its worker still writing
     m = sse_metrics(d)
-    assert m["evhost_sse_streams_closing"] == 1 and m["evhost_sse_streams_max"] == MAX_STREAMS, m
+    assert m["evhost_sse_streams_closing"] <= 1 and m["evhost_sse_streams_max"] == MAX_STREAMS, m
     assert m[("evhost_sse_streams", "notifications")] == 0, m
 
     # Both places: the one free, and the stuck stream's (10 minutes before).
@@ -980,7 +977,9 @@ def test_a_closed_stream_whose_client_stopped_reading_lets_go_of_its_worker(
     # its connection for them is kept between batches however slow.
     conf["kafka"] = {"rdkafka.fetch.wait.max.ms": "10"}
     conf["http"].update(request_timeout="10m", keep_alive_timeout="10s")
-    d = evhostd(conf, brokers="embedded")
+    # Under the packaged unit's watchdog interval: the main thread slept
+    # half of it (15 s) between its looks.
+    d = evhostd(conf, brokers="embedded", env={"WATCHDOG_USEC": "30000000"})
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
     sock, rid, _ = stall_a_stream(d, admin, settle=1.5)
     (d.config_dir / "conf.d" / "50-off.conf").write_text(
