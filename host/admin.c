@@ -80,7 +80,7 @@
 #define REDRIVE_MAX 10000  /* dead letters sent per redrive of all */
 #define REDRIVE_CHUNK 1000 /* read at a time by a redrive of all */
 #define REDRIVE_SCAN_MS 30000 /* a redrive of all reads no new chunk after that */
-/* Entries a redrive's answer lists, beyond each redriven one (at most about
+/* Entries a redrive's answer lists, beyond each redriven one (at most
  * REDRIVE_MAX): a redrive of all skips every dead letter redriven before,
  * however many the topics hold, and the answer is not to grow with them. */
 #define REDRIVE_LIST_SKIPPED 100
@@ -867,20 +867,42 @@ static int pick_matches(const pick *pk, const dlq_msg *m)
 	       (!pk->topic || !strcmp(pk->topic, m->topic));
 }
 
-/* A pick that matches more than one message is refused (422), whole. */
+/* A pick that matches more than one message is refused (422), whole; the
+ * answer's "ambiguous" names the pick as given (its index in offsets) and
+ * "candidates" each dead letter it matches, as {"topic", "partition",
+ * "offset"}: a client names one of them without reading the topics. */
 static int picks_unambiguous(const pick *v, size_t n, const dlq_list *l, evh_response *resp)
 {
 	for (size_t i = 0; i < n; i++) {
 		size_t hits = 0;
+		char detail[512];
+		cJSON *extra, *cands;
+		int ok = 1;
 		for (size_t j = 0; j < l->n; j++)
 			hits += pick_matches(&v[i], &l->v[j]);
-		if (hits > 1) {
-			problem(resp, 422, "validation", "offsets",
-			        "offset %" PRId64 " is in %zu dead-letter partitions; name one: "
-			        "{\"partition\": P, \"offset\": %" PRId64 "}",
-			        v[i].offset, hits, v[i].offset);
-			return -1;
+		if (hits <= 1)
+			continue;
+		snprintf(detail, sizeof detail,
+		         "offset %" PRId64 " is in %zu dead-letter partitions; name one: "
+		         "{\"partition\": P, \"offset\": %" PRId64 "}",
+		         v[i].offset, hits, v[i].offset);
+		extra = cJSON_CreateObject();
+		jsonb_put_num(extra, "ambiguous", (double)i, &ok);
+		cands = jsonb_put_array(extra, "candidates", &ok);
+		for (size_t j = 0; cands && j < l->n; j++) {
+			cJSON *o;
+			if (!pick_matches(&v[i], &l->v[j]) || !(o = jsonb_put_object(cands, NULL, &ok)))
+				continue;
+			jsonb_put_str(o, "topic", l->v[j].topic, &ok);
+			jsonb_put_num(o, "partition", l->v[j].partition, &ok);
+			jsonb_put_num(o, "offset", (double)l->v[j].offset, &ok);
 		}
+		if (!ok) { /* the text alone, rather than a list missing some */
+			cJSON_Delete(extra);
+			extra = NULL;
+		}
+		http_resp_problem_with(resp, 422, "validation", NULL, detail, "offsets", extra);
+		return -1;
 	}
 	return 0;
 }
@@ -970,9 +992,14 @@ static int redrive_count(struct redrive_job *j, dlq_outcome o)
 	return 0;
 }
 
-static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, int all)
+/* Choose from j->l, from index `from` on, until `room` are chosen (j->sel);
+ * returns the index after the last one gone through. */
+static size_t redrive_select(struct redrive_job *j, pick *picks, size_t npicks, int all,
+                             size_t from, size_t room)
 {
-	for (size_t i = 0; i < j->l.n; i++) {
+	size_t i;
+	j->nsel = 0;
+	for (i = from; i < j->l.n && j->nsel < room; i++) {
 		const dlq_msg *m = &j->l.v[i];
 		if (!picked(picks, npicks, all, m))
 			continue;
@@ -986,6 +1013,7 @@ static void redrive_select(struct redrive_job *j, pick *picks, size_t npicks, in
 		}
 		j->sel[j->nsel++] = m;
 	}
+	return i;
 }
 
 static void redrive_report(struct redrive_job *j)
@@ -1047,11 +1075,13 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 }
 
 /* Redrive what was chosen of j->l (each pick, or all), adding to the
- * results. -1 out of memory (with the answer made). */
+ * results. All: no more than REDRIVE_MAX sent by the request, so it may
+ * stop part way; *end is the index after the last message gone through
+ * (j->l.n: the whole chunk). -1 out of memory (with the answer made). */
 static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pick *picks,
-                         size_t npicks, int all)
+                         size_t npicks, int all, size_t *end)
 {
-	size_t n = j->l.n ? j->l.n : 1;
+	size_t n = j->l.n ? j->l.n : 1, next = 0;
 	free(j->done_before);
 	free(j->sel);
 	free(j->res);
@@ -1062,24 +1092,31 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 	if (!j->done_before || !j->sel || !j->res || !j->results)
 		return oom(resp);
 	mark_redriven(h, j->name, &j->l, j->done_before);
-	redrive_select(j, picks, npicks, all);
-	if (j->nsel)
-		dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
-	redrive_report(j);
-	j->unrecorded += record_redriven(h, j->name, j->sel, j->nsel, j->res);
-	/* Those no redrive can send (skipped: not a dead letter, its value
-	 * truncated) do not count: a run of all alone would stop at the same
-	 * place every time behind REDRIVE_MAX of them. */
-	for (size_t i = 0; i < j->nsel; i++)
-		j->sent += j->res[i].outcome != DLQ_SKIPPED;
+	/* In rounds: those dlq_redrive skips leave room for more. */
+	while (next < j->l.n && (!all || j->sent < REDRIVE_MAX)) {
+		next = redrive_select(j, picks, npicks, all, next,
+		                      all ? REDRIVE_MAX - j->sent : SIZE_MAX);
+		if (j->nsel)
+			dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
+		redrive_report(j);
+		j->unrecorded += record_redriven(h, j->name, j->sel, j->nsel, j->res);
+		/* Those no redrive can send (skipped: not a dead letter, its value
+		 * truncated) do not count: a run of all alone would stop at the
+		 * same place every time behind REDRIVE_MAX of them. */
+		for (size_t i = 0; i < j->nsel; i++)
+			j->sent += j->res[i].outcome != DLQ_SKIPPED;
+	}
+	*end = next;
 	return 0;
 }
 
 /* Every dead letter not redriven yet: the topics read REDRIVE_CHUNK at a
  * time, in order, each chunk after the last message of the one before, so
  * memory stays bounded however many there are; at most REDRIVE_MAX sent
- * per request (then truncated: the next request goes on, as those sent are
- * recorded and skipped). A read that fails after some were sent ends the
+ * per request, which may stop part way through a chunk (then truncated,
+ * next_after the last message gone through: the next request goes on
+ * after it, and one without after skips those sent, as they are recorded).
+ * A read that fails after some were sent ends the
  * request with what was done (truncated, and the reason in "stopped"). */
 static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char **topics,
                        size_t ntopics, const dlq_pos *after)
@@ -1096,6 +1133,8 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 	for (;;) {
 		char err[512];
 		const dlq_msg *last;
+		size_t end;
+		int cut;
 		int rc = dlq_read_after(h->kafka, (const char *const *)topics, ntopics,
 		                        first && !after ? NULL : &cursor, REDRIVE_CHUNK,
 		                        DLQ_READ_TIMEOUT_MS, &j->l, err, sizeof err);
@@ -1113,16 +1152,17 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 			break;
 		}
 		first = 0;
-		if (redrive_chunk(h, resp, j, NULL, 0, 1))
+		if (redrive_chunk(h, resp, j, NULL, 0, 1, &end))
 			return -1;
-		if (!j->l.truncated || !j->l.n)
+		cut = end < j->l.n; /* REDRIVE_MAX reached before the chunk's end */
+		if (!cut && (!j->l.truncated || !j->l.n))
 			return 0;
-		last = &j->l.v[j->l.n - 1];
+		last = &j->l.v[end - 1];
 		snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
 		cursor.partition = last->partition;
 		cursor.offset = last->offset;
 		dlq_list_free(&j->l);
-		if (j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end) {
+		if (cut || j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end) {
 			j->more = 1;
 			break;
 		}
@@ -1140,6 +1180,7 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
                        const dlq_pos *after)
 {
 	dlq_pos *at = NULL;
+	size_t end;
 	j->results = cJSON_CreateArray();
 	j->ok = 1;
 	if (!j->results) {
@@ -1160,7 +1201,7 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 			at[i] = (dlq_pos){picks[i].topic, picks[i].partition, picks[i].offset};
 		if (read_dead_letters(h, resp, topics, ntopics, NULL, at, npicks, 0, &j->l) ||
 		    picks_unambiguous(picks, npicks, &j->l, resp) ||
-		    redrive_chunk(h, resp, j, picks, npicks, 0)) {
+		    redrive_chunk(h, resp, j, picks, npicks, 0, &end)) {
 			free(at);
 			return EVH_OK;
 		}

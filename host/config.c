@@ -2227,9 +2227,24 @@ static bool is_plugin_section(const char *name)
 	return !strncmp(name, "plugin.", 7);
 }
 
+/* Note `e` as refused (settings.refused); out of memory, cfg_nomem: a
+ * refusal left unnoted would let evhostctl go on with the default. */
+static void note_refused(set_ctx *x, const cfg_entry *e, size_t problem)
+{
+	struct refused_key *v =
+	    realloc(x->s->refused, (x->s->nrefused + 1) * sizeof *x->s->refused);
+	if (!v) {
+		cfg_nomem = true;
+		return;
+	}
+	v[x->s->nrefused++] = (struct refused_key){e, problem};
+	x->s->refused = v;
+}
+
 static void apply_entry(set_ctx *x, const section_def *sd, const cfg_entry *e)
 {
 	suggest sg = {e->key, NULL, SIZE_MAX};
+	size_t n0 = x->d->n, count0 = diag_count(x->d);
 
 	if (sd->keys == kafka_keys && !strncmp(e->key, "rdkafka.", 8)) {
 		k_rdkafka(x, e);
@@ -2238,6 +2253,8 @@ static void apply_entry(set_ctx *x, const section_def *sd, const cfg_entry *e)
 	for (const key_def *k = sd->keys; k->name; k++) {
 		if (!strcmp(k->name, e->key)) {
 			k->apply(x, e);
+			if (diag_count(x->d) > count0)
+				note_refused(x, e, x->d->n > n0 ? n0 : SIZE_MAX);
 			return;
 		}
 		suggest_try(&sg, k->name);
@@ -2572,6 +2589,7 @@ void settings_free(settings *s)
 		free(s->public_secrets[i].path);
 	}
 	free(s->public_secrets);
+	free(s->refused);
 	free(s->plugin_dir);
 	free(s->state_dir);
 	free(s->confdir);

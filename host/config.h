@@ -190,6 +190,16 @@ typedef struct settings {
 		unsigned mode;
 	} *public_secrets;
 	size_t npublic_secrets;
+	/* Entries whose value was refused (a problem said at them when they were
+	 * applied, the default left in their place), each with the index in the
+	 * diag of its first problem (SIZE_MAX: not recorded, out of memory): for
+	 * evhostctl, which must not go on with the default of a key it uses.
+	 * Borrowed from the cfg. */
+	struct refused_key {
+		const cfg_entry *entry;
+		size_t problem;
+	} *refused;
+	size_t nrefused;
 } settings;
 
 /* Validate host sections (unknown sections/keys, bad values) and fill `s`.

@@ -213,24 +213,25 @@ static int load_config(ctl *c)
  * settings_from_cfg could not use it, it left the default in its place
  * (http://127.0.0.1:8080, which may be another daemon's; no token, taken
  * for the admin API off; the conf.d next to the main file), and evhostctl
- * would go on with that. Its problem, "FILE:LINE: [SECTION] KEY: ...", is
- * the one --check-config says; `then` tells what it stops. Said, 1; else 0. */
+ * would go on with that. Told by the entry (settings.refused), not by the
+ * wording of its problem; said as --check-config says it ("FILE:LINE:
+ * [SECTION] KEY: ..."), `then` telling what it stops. Said, 1; else 0. */
 static int key_refused(ctl *c, const char *section, const char *key, const char *then)
 {
 	const cfg_entry *e = cfg_find(&c->cfg, section, key);
-	char *at;
-	int found = 0;
 
-	if (!e)
-		return 0;
-	at = xasprintf("%s:%d: [%s] %s:", e->file, e->line, section, key);
-	for (size_t i = 0; i < c->cfg_problems.n && !found; i++)
-		if (!strncmp(c->cfg_problems.msgs[i], at, strlen(at))) {
-			say("%s; %s", c->cfg_problems.msgs[i], then);
-			found = 1;
-		}
-	free(at);
-	return found;
+	for (size_t i = 0; e && i < c->set.nrefused; i++) {
+		const struct refused_key *r = &c->set.refused[i];
+		if (r->entry != e)
+			continue;
+		if (r->problem < c->cfg_problems.n)
+			say("%s; %s", c->cfg_problems.msgs[r->problem], then);
+		else /* its problem not recorded, for want of memory */
+			say("%s:%d: [%s] %s: the daemon refuses its value (evhostctl check says why); %s",
+			    e->file, e->line, section, key, then);
+		return 1;
+	}
+	return 0;
 }
 
 /* xasprintf's text, or NULL out of memory (said by the caller): for a
@@ -1354,11 +1355,16 @@ static int confdir_lock(const ctl *c, const char *dir, int *fd)
 
 	if (lfd < 0) {
 		int err = errno;
-		say("cannot open %s to take turns with other evhostctl enable and disable runs: "
-		    "%s%s",
-		    dir, strerror(err),
+		const char *hint =
 		    err == EACCES ? " (enable and disable write drop-ins into conf.d: run them as root)"
-		                  : "");
+		    : err == ENOENT ? " (enable and disable write a drop-in there, for the daemon to "
+		                      "read: create the directory)"
+		    : err == ENOTDIR ? " (enable and disable write a drop-in there, for the daemon "
+		                       "to read: it must be a directory)"
+		                     : "";
+		say("cannot open %s to take turns with other evhostctl enable and disable runs: "
+		    "%s; nothing was written%s",
+		    dir, strerror(err), hint);
 		return EXIT_FAILED;
 	}
 	while (flock(lfd, LOCK_EX | LOCK_NB) != 0) {
@@ -1506,6 +1512,13 @@ static int dlq_get(ctl *c, const char *name, long limit, reply *r)
 	return rc;
 }
 
+/* " --limit N" as given, for a next-page command ("" without --limit):
+ * the next page is as long as this one. */
+static char *limit_arg(const ctl *c)
+{
+	return c->o.limit > 0 ? xasprintf(" --limit %ld", c->o.limit) : xasprintf("%s", "");
+}
+
 /* When there is more: the command that shows the next page. */
 static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name, int n)
 {
@@ -1521,9 +1534,9 @@ static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name
 	}
 	again = ctl_command(c);
 	after = shell_word(next); /* the daemon's: quoted as the user's are */
-	limit = c->o.limit > 0 ? xasprintf(" --limit %ld", c->o.limit) : NULL;
+	limit = limit_arg(c);
 	printf("(there are more dead letters: %s dlq %s %s%s --after %s)\n", again, cmd, name,
-	       limit ? limit : "", after);
+	       limit, after);
 	free(again);
 	free(after);
 	free(limit);
@@ -1783,25 +1796,83 @@ static int pick_names(const cJSON *pick, const cJSON *m)
 	       (!cJSON_IsString(t) || !strcmp(json_str(m, "topic"), t->valuestring));
 }
 
+/* Say that ids[i] names the `hits` dead letters `names` (freed). */
+static void say_ambiguous(const char *post, const char *id, size_t hits, char *names,
+                          const char *name)
+{
+	say("POST %s: '%s' names %zu dead letters: name one of %s (as 'evhostctl dlq list %s' "
+	    "shows them)",
+	    post, id, hits, names, name);
+	free(names);
+}
+
+/* `names`, then ", " and `id` (both freed). */
+static char *names_add(char *names, char *id)
+{
+	char *next = xasprintf("%s%s%s", names ? names : "", names ? ", " : "", id);
+	free(names);
+	free(id);
+	return next;
+}
+
+/* The 422's "candidates" (each dead letter the id numbered "ambiguous"
+ * names, read where it is by the daemon): 1 when said, 0 when the answer
+ * has none (a daemon from before them). */
+static int dlq_ambiguous_said(const reply *r, char **ids, int nids, const char *post,
+                              const char *name)
+{
+	const cJSON *cands = cJSON_GetObjectItemCaseSensitive(r->json, "candidates"), *m;
+	const cJSON *which = cJSON_GetObjectItemCaseSensitive(r->json, "ambiguous");
+	char *names = NULL;
+	size_t hits = 0;
+	int many = 0;
+
+	if (!cJSON_IsArray(cands) || cJSON_GetArraySize(cands) < 2 || !cJSON_IsNumber(which) ||
+	    which->valuedouble < 0 || which->valuedouble >= nids)
+		return 0;
+	/* TOPIC:P:O where P:O would still name several (one per topic). */
+	cJSON_ArrayForEach(m, cands) {
+		many |= strcmp(json_str(m, "topic"), json_str(cands->child, "topic")) != 0;
+	}
+	cJSON_ArrayForEach(m, cands) {
+		names = names_add(names, dlq_id(m, many));
+		hits++;
+	}
+	say_ambiguous(post, ids[(int)which->valuedouble], hits, names, name);
+	return 1;
+}
+
 /* The daemon refused the redrive's "offsets" (422): when an id given names
  * more than one dead letter (offset 0 of two partitions), say which, in
  * the form the command line takes (the daemon's hint is its JSON form,
- * {"partition": P, "offset": O}). Returns 1 when said, 0 when it was about
- * something else, for the caller to say the daemon's answer. */
-static int dlq_ambiguous(ctl *c, const char *name, char **ids, int nids, const char *post)
+ * {"partition": P, "offset": O}): from the answer's "candidates", or, from
+ * a daemon without them, from the dead letters listed, when the listing
+ * holds them all (a page of the first DLQ_LIST_LIMIT could hold some of
+ * them and name those as all). Returns 1 when said, 0 when it was about
+ * something else or cannot be told, for the caller to say the daemon's
+ * answer. */
+static int dlq_ambiguous(ctl *c, const char *name, char **ids, int nids, const char *post,
+                         const reply *answer)
 {
-	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%d", name, DLQ_LIST_LIMIT);
+	char *path;
 	const cJSON *m, *msgs;
 	int said = 0, ok = 1, many;
 	reply r;
 
+	if (dlq_ambiguous_said(answer, ids, nids, post, name))
+		return 1;
 	/* Not call(): with --json, the redrive's answer is the one printed. */
+	path = xasprintf("/admin/plugins/%s/dlq?limit=%d", name, DLQ_LIST_LIMIT);
 	if (request(c, "GET", path, NULL, 1, &r) || r.status != 200 || !r.json) {
 		reply_free(&r); /* request() leaves it empty when it failed */
 		free(path);
 		return 0;
 	}
 	free(path);
+	if (!cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(r.json, "truncated"))) {
+		reply_free(&r);
+		return 0;
+	}
 	msgs = cJSON_GetObjectItemCaseSensitive(r.json, "messages");
 	many = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "topics")) > 1;
 	for (int i = 0; i < nids && !said; i++) {
@@ -1809,20 +1880,14 @@ static int dlq_ambiguous(ctl *c, const char *name, char **ids, int nids, const c
 		char *names = NULL;
 		size_t hits = 0;
 		cJSON_ArrayForEach(m, msgs) {
-			char *id, *next;
 			if (!pick || !ok || !pick_names(pick, m))
 				continue;
-			id = dlq_id(m, many || cJSON_IsObject(pick));
-			next = xasprintf("%s%s%s", names ? names : "", names ? ", " : "", id);
-			free(id);
-			free(names);
-			names = next;
+			names = names_add(names, dlq_id(m, many || cJSON_IsObject(pick)));
 			hits++;
 		}
 		if (hits > 1) {
-			say("POST %s: '%s' names %zu dead letters: name one of %s (as 'evhostctl dlq "
-			    "list %s' shows them)",
-			    post, ids[i], hits, names, name);
+			say_ambiguous(post, ids[i], hits, names, name);
+			names = NULL;
 			said = 1;
 		}
 		free(names);
@@ -1873,7 +1938,7 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	if (!rc)
 		print_json_answer(c, &r);
 	if (!rc && r.status == 422 && !strcmp(json_str(r.json, "field"), "offsets") &&
-	    dlq_ambiguous(c, name, ids, nids, path)) {
+	    dlq_ambiguous(c, name, ids, nids, path, &r)) {
 		reply_free(&r);
 		rc = EXIT_FAILED;
 	} else if (!rc) {
@@ -1984,9 +2049,9 @@ static void events_footer(ctl *c, const reply *r)
 	}
 	cmd = ctl_command(c);
 	agg = c->o.aggregate ? shell_word(c->o.aggregate) : NULL;
-	limit = c->o.limit > 0 ? xasprintf(" --limit %ld", c->o.limit) : NULL;
+	limit = limit_arg(c);
 	printf("(there are more events: %s events --plugin %s%s%s%s --after %.0f)\n", cmd,
-	       c->o.plugin, agg ? " --aggregate " : "", agg ? agg : "", limit ? limit : "",
+	       c->o.plugin, agg ? " --aggregate " : "", agg ? agg : "", limit,
 	       json_num(r->json, "next_after"));
 	free(cmd);
 	free(agg);

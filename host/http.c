@@ -386,11 +386,19 @@ static int add_text(cJSON *o, const char *name, const char *s)
 int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
                       const char *detail, const char *field)
 {
+	return http_resp_problem_with(resp, status, type, title, detail, field, NULL);
+}
+
+int http_resp_problem_with(evh_response *resp, int status, const char *type, const char *title,
+                           const char *detail, const char *field, struct cJSON *extra)
+{
 	cJSON *o;
 	char *uri, *json = NULL;
 	int rc = EVH_ENOMEM;
-	if (!resp || status < 100 || status > 599)
+	if (!resp || status < 100 || status > 599) {
+		cJSON_Delete(extra);
 		return EVH_EINVAL;
+	}
 	uri = problem_type(type);
 	o = cJSON_CreateObject();
 	if (!uri || !o)
@@ -406,6 +414,13 @@ int http_resp_problem(evh_response *resp, int status, const char *type, const ch
 		goto out;
 	if (resp->req && resp->req->path && add_text(o, "instance", resp->req->path))
 		goto out;
+	while (extra && extra->child) {
+		cJSON *m = cJSON_DetachItemViaPointer(extra, extra->child);
+		if (!cJSON_AddItemToObject(o, m->string, m)) {
+			cJSON_Delete(m);
+			goto out;
+		}
+	}
 	if ((status == 401 || status == 403) && detail)
 		snprintf(resp->refusal, sizeof resp->refusal, "%s", detail);
 	json = cJSON_PrintUnformatted(o);
@@ -421,6 +436,7 @@ out:
 	}
 	http_resp_status(resp, status);
 	cJSON_Delete(o);
+	cJSON_Delete(extra);
 	free(uri);
 	free(json);
 	return rc;

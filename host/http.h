@@ -72,6 +72,11 @@ int http_resp_header(evh_response *resp, const char *name, const char *value);
 int http_resp_body(evh_response *resp, const char *content_type, const void *body, size_t len);
 int http_resp_problem(evh_response *resp, int status, const char *type, const char *title,
                       const char *detail, const char *field);
+/* The same, with the members of `extra` (an object, consumed; NULL: none)
+ * added: what a client may act on, beyond the text of detail. */
+struct cJSON;
+int http_resp_problem_with(evh_response *resp, int status, const char *type, const char *title,
+                           const char *detail, const char *field, struct cJSON *extra);
 /* evh_resp_stream: make the response an SSE stream (stream.h) of the
  * route's plugin on `channel`; served after the handler returns. */
 int http_resp_stream(evh_response *resp, const char *channel);

@@ -327,6 +327,14 @@ int main(int argc, char **argv)
 		else if (rc != 0)
 			fprintf(check ? stdout : stderr, "%s: %zu problem%s found\n", conf,
 			        diag_count(&d), diag_count(&d) == 1 ? "" : "s");
+		/* The verdict must reach its reader (evhostctl check runs this):
+		 * a full disk or a closed stdout is said, never a silent 0. */
+		errno = 0;
+		if (check && (fflush(stdout) != 0 || ferror(stdout))) {
+			fprintf(stderr, "evhostd: cannot write to standard output: %s\n",
+			        strerror(errno ? errno : EIO));
+			rc = -1;
+		}
 		diag_free(&d);
 		host_stop(&h);
 		return leave(rc == 0 ? 0 : 1);

@@ -709,31 +709,41 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     assert res["redriven"] == 2 and res["not_found_at"] == [{"partition": 1, "offset": 3}], res
     assert time.monotonic() - t0 < 10
 
-    # "all": one request sends about 10000 (REDRIVE_MAX: checked after each
-    # read of 1000), then stops (truncated) after the last one it read, each
-    # sent listed ...
+    # "all": one request sends 10000 (REDRIVE_MAX) exactly, stopping part
+    # way through a read of 1000 (it sent up to 999 more, checking after
+    # each read), then says where it stopped (truncated), each sent listed:
+    # 0:50 to 0:10050 but 0:10040, sent before ...
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
     assert r.status_code == 200, r.text[:500]
     res = r.json()
     counts = {k: v for k, v in res.items() if k != "results"}
-    assert (res["redriven"], res["skipped"], res["failed"]) == (10949, 51, 0), counts
-    assert res["truncated"] is True and res["next_after"] == f"{dlq_topic}:0:10999", counts
+    assert (res["redriven"], res["skipped"], res["failed"]) == (10000, 51, 0), counts
+    assert res["truncated"] is True and res["next_after"] == f"{dlq_topic}:0:10050", counts
     assert [(e["partition"], e["offset"]) for e in res["results"]
             if e["outcome"] == "redriven"] == \
-        [(0, i) for i in range(50, 11000) if i != 10040], counts
-    # ... and the next goes on: those sent are recorded and skipped, the
-    # first 100 of them listed.
+        [(0, i) for i in range(50, 10051) if i != 10040], counts
+    # ... the next, after it, sends the rest: nothing skipped over, nothing
+    # sent twice ...
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120,
+               json={"after": res["next_after"]})
+    assert r.status_code == 200, r.text[:500]
+    res = r.json()
+    counts = {k: v for k, v in res.items() if k != "results"}
+    assert (res["redriven"], res["skipped"], res["failed"]) == (999 + 5, 1, 0), counts
+    assert res["truncated"] is False and "next_after" not in res, counts
+    assert sorted((e["partition"], e["offset"], e["outcome"]) for e in res["results"]) == \
+        [(0, i, "redriven") for i in range(10051, 11050)] + \
+        [(1, 0, "redriven"), (1, 1, "redriven"), (1, 2, "redriven"), (2, 0, "redriven"),
+         (2, 1, "skipped"), (2, 2, "redriven")], counts
+    # ... and one of all, from the start, finds each one recorded: it sends
+    # none, the first 100 skipped listed.
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=120)
     assert r.status_code == 200, r.text[:500]
     res = r.json()
     counts = {k: v for k, v in res.items() if k != "results"}
-    assert res["redriven"] == 11050 + 6 - 50 - 10949 - 2 and res["failed"] == 0, counts
-    assert res["skipped"] == 50 + 10949 + 2 and res["truncated"] is False, counts
-    assert res["skipped_not_listed"] == 50 + 10949 + 2 - 100, counts
-    sent = [e for e in res["results"] if e["outcome"] == "redriven"]
-    assert len(sent) == 55 and len(res["results"]) == 55 + 100, counts
-    assert ("0:11049" in [f"{e['partition']}:{e['offset']}" for e in sent])
-    # Nothing is sent twice: each one is recorded (the next "all" skips them).
+    assert (res["redriven"], res["skipped"], res["failed"]) == (0, 11056, 0), counts
+    assert res["truncated"] is False and res["skipped_not_listed"] == 11056 - 100, counts
+    assert len(res["results"]) == 100, counts
     assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:10999")["messages"])
 
     # "all" after a position: only what follows it is read.

@@ -686,6 +686,88 @@ def test_a_bad_value_of_a_key_evhostctl_uses_is_said_not_defaulted(build_dir, tm
         assert not (tmp_path / "conf.d" / DROPIN).exists()
 
 
+def test_a_bad_value_of_a_key_evhostctl_uses_is_said_even_out_of_memory(build_dir, tmp_path):
+    # evhostctl told a refused [http] listen by the text of its problem: with
+    # that problem's allocation failed (not recorded), it went on with the
+    # default, http://127.0.0.1:8080 (another daemon's, or none: exit 3). It
+    # is told by the entry the parser noted as refused: each allocation
+    # failed in turn, the run says the refusal or out of memory, exit 1.
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n[http]\nlisten = 18931\n")
+    refusal = (f"evhostctl: {conf}:4: [http] listen: expected IP:port with a port of 0-65535, "
+               "e.g. 127.0.0.1:8080 or [::1]:8080, got '18931'; evhostctl does not know where "
+               "the daemon listens (fix it, or pass --url)\n")
+    unrecorded = (f"evhostctl: {conf}:4: [http] listen: the daemon refuses its value "
+                  "(evhostctl check says why); evhostctl does not know where the daemon "
+                  "listens (fix it, or pass --url)\n")
+    cmd = [build_dir / "tests" / "fixtures" / "evhostctl_faults", "-c", conf, "status"]
+    r, _ = lib.run_failing(cmd, None)
+    assert (r.returncode, r.stderr) == (1, refusal), r.stderr
+    said, stride = set(), lib.oom_stride(build_dir, 1)
+    for n in range(0, 5000, stride):
+        r, failed = lib.run_failing(cmd, n)
+        if not failed:
+            break
+        assert r.returncode == 1 and r.stdout == "", (n, r.returncode, r.stderr)
+        assert r.stderr in (refusal, unrecorded) or (
+            re.fullmatch(r"evhostctl: [^\n]*(out of memory|Cannot allocate memory)[^\n]*\n",
+                         r.stderr)), (n, r.stderr)
+        said.add(r.stderr if r.stderr in (refusal, unrecorded) else "oom")
+    else:
+        pytest.fail("5000 allocations and counting")
+    # (The problem's two allocations, text and "FILE:LINE: " prefix, may
+    # both fall between a sanitized build's strides.)
+    assert unrecorded in said or stride > 1, said
+
+
+def test_enable_without_a_confdir_directory_writes_nothing_and_says_why(build_dir, tmp_path):
+    # enable and disable lock conf.d itself (confdir_lock) before writing a
+    # drop-in into it. Missing (the daemon reads none then), or a file in its
+    # place (made so after the configuration was read): said, with what to
+    # do, exit 1, nothing written, no reload asked for.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n[plugin.probe]\nenabled = true\n")
+    confd = tmp_path / "conf.d"
+    asked = []
+    with served_by(routed({"/admin/plugins": (200, b'{"plugins": []}')}, asked)) as url:
+        r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
+                    "disable", "probe")
+    assert_one_error(r, 1, f"evhostctl: cannot open {confd} to take turns with other "
+                           "evhostctl enable and disable runs: No such file or directory; "
+                           "nothing was written (enable and disable write a drop-in there, "
+                           "for the daemon to read: create the directory)\n")
+    assert not confd.exists() and asked == ["/admin/plugins"], asked
+
+    class Swap(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            confd.rmdir()
+            confd.write_text("not a directory\n")
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "15")
+            self.end_headers()
+            self.wfile.write(b'{"plugins": []}')
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+    confd.mkdir()
+    del asked[:]
+    with served_by(Swap) as url:
+        r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
+                    "enable", "probe")
+    assert_one_error(r, 1, f"evhostctl: cannot open {confd} to take turns with other "
+                           "evhostctl enable and disable runs: Not a directory; nothing was "
+                           "written (enable and disable write a drop-in there, for the daemon "
+                           "to read: it must be a directory)\n")
+    assert confd.read_text() == "not a directory\n" and asked == ["/admin/plugins"], asked
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["admin.token", "conf.d",
+                                                          "evhost.conf"]
+
+
 def test_permission_problems_say_who_may(build_dir, tmp_path):
     # conf.d is root's (root:root 0755 in the package), the admin token
     # root:evhost 0640: as another user the error says who may, not only
@@ -1335,6 +1417,71 @@ def test_an_ambiguous_dead_letter_offset_is_named_as_the_command_line_takes_it(
     assert r.stdout.endswith("1 redriven, 0 skipped, 0 failed\n"), r.stdout
 
 
+def test_an_ambiguous_dead_letter_id_past_the_first_thousand_names_each_one(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Offset 0 is a dead letter in each of three partitions, the third's past
+    # the first 1000 in the order `dlq list` shows (partition 1 holds 1000).
+    # The names came from a listing of those first 1000: "'0' names 2 dead
+    # letters", the third left out. The daemon's 422 names each one it read
+    # where it is ("candidates"), for evhostctl and for scripts.
+    from kafka import KafkaProducer
+    topic = unique_name("amb")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=3)
+    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20,
+                         batch_size=256 * 1024)
+    for part, n in enumerate((2, 1000, 2)):
+        for i in range(n):
+            prod.send(dlq_topic, partition=part, value=b'{"fine": true}',
+                      headers=[("ce_id", f"dl-{part}-{i}".encode())])
+    prod.flush()
+    prod.close()
+    d = admin_daemon(evhostd, build_dir, tmp_path, brokers=kafka_bootstrap, topic=topic,
+                     group=unique_name("g"))
+    r = ctl(build_dir, d, "dlq", "redrive", "probe", "0")
+    assert_one_error(r, 1, "evhostctl: POST /admin/plugins/probe/dlq/redrive: '0' names 3 "
+                           "dead letters: name one of 0:0, 1:0, 2:0 (as 'evhostctl dlq list "
+                           "probe' shows them)\n")
+    assert r.stdout == ""
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+               json={"offsets": [5, 0]})
+    body = r.json()
+    assert r.status_code == 422 and body["field"] == "offsets", r.text
+    assert body["ambiguous"] == 1 and body["candidates"] == [
+        {"topic": dlq_topic, "partition": p, "offset": 0} for p in range(3)], body
+    assert "offset 0 is in 3 dead-letter partitions" in body["detail"], body
+
+
+def test_an_ambiguous_id_from_a_daemon_without_candidates_is_named_from_a_whole_listing(
+        build_dir, tmp_path):
+    # A daemon from before "candidates": the names come from the first 1000
+    # dead letters listed, and only when that is all of them (a page of them
+    # would name some as all); else the daemon's own answer is said.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    refusal = json.dumps({"type": "https://evhost.dev/problems/validation", "status": 422,
+                          "title": "Unprocessable Content", "field": "offsets",
+                          "detail": "offset 0 is in 3 dead-letter partitions; name one: "
+                                    '{"partition": P, "offset": 0}'}).encode()
+    for truncated, want in ((False, "'0' names 2 dead letters: name one of 0:0, 1:0 (as "
+                                    "'evhostctl dlq list probe' shows them)\n"),
+                            (True, "offset 0 is in 3 dead-letter partitions; name one: "
+                                   '{"partition": P, "offset": 0} (422)\n')):
+        listing = json.dumps({"topics": ["t"], "truncated": truncated, "messages": [
+            {"topic": "t", "partition": p, "offset": o} for p, o in ((0, 0), (1, 0), (1, 1))
+        ]}).encode()
+        routes = {"/admin/plugins/probe/dlq/redrive": (422, refusal),
+                  "/admin/plugins/probe/dlq": (200, listing)}
+        with served_by(routed(routes)) as url:
+            r = ctl_bytes(build_dir, conf, url, token, "dlq", "redrive", "probe", "0")
+        assert r.returncode == 1 and r.stdout == b"", r
+        err = r.stderr.decode()
+        assert err.startswith("evhostctl: POST /admin/plugins/probe/dlq/redrive")
+        assert err.count("\n") == 1 and err.endswith(want), (truncated, err)
+
+
 def test_status_not_ready(evhostd, build_dir):
     # A broker nobody listens on: the daemon serves, but is not ready.
     d = evhostd(brokers=f"127.0.0.1:{lib.free_port()}")
@@ -1829,6 +1976,47 @@ def test_output_that_cannot_be_written_is_said(build_dir, tmp_path):
             else:
                 assert p.returncode == want, (p.returncode, err)
                 assert err == "evhostctl: cannot write to standard output: Broken pipe\n", err
+
+
+def test_every_command_whose_output_cannot_be_written_says_so(build_dir, tmp_path):
+    # stdout on /dev/full (ENOSPC): each command exits non-zero saying so on
+    # stderr, never a silent 0. `check` runs evhostd --check-config in its
+    # place, which said nothing and exited 0: evhostd says it now.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    routes = {
+        "/healthz": (200, b'{"status": "ok"}'),
+        "/readyz": (200, b'{"ready": true, "kafka": "ok", "storage": "ok", "plugins": {}}'),
+        "/admin/events": (200, b'{"events": [], "truncated": false}'),
+        "/admin/plugins/probe/dlq": (200, b'{"topics": ["t"], "messages": [], '
+                                          b'"truncated": false}'),
+        "/admin/plugins/probe/dlq/redrive": (200, b'{"results": [], "redriven": 0, '
+                                                  b'"skipped": 0, "failed": 0, '
+                                                  b'"not_found": [], "truncated": false}'),
+    }
+    exe = str(build_dir / "host" / "evhostctl")
+    with served_by(routed(routes)) as url, open("/dev/full", "w") as full:
+        for args in (["status"], ["--json", "status"], ["events"], ["dlq", "list", "probe"],
+                     ["dlq", "show", "probe"], ["dlq", "redrive", "probe", "--all"]):
+            r = subprocess.run([exe, "-c", str(conf), "--url", url, "--token-file", str(token),
+                                *args], stdin=subprocess.DEVNULL, stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=60)
+            assert_one_error(r, 1, "evhostctl: cannot write to standard output: No space "
+                                   "left on device\n")
+            r = subprocess.run([exe, "-c", str(conf), "--url", url, "--token-file", str(token),
+                                *args], stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=60)
+            assert r.returncode == 0 and r.stdout and not r.stderr, (args, r.stderr)
+        r = subprocess.run([exe, "-c", str(conf), "check"], stdin=subprocess.DEVNULL,
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+        assert (r.returncode, r.stderr) == (
+            1, "evhostd: cannot write to standard output: No space left on device\n"), \
+            (r.returncode, r.stderr)
+    r = subprocess.run([exe, "-c", str(conf), "check"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, f"{conf}: configuration OK (0 plugins)\n"), r
 
 
 def test_an_answer_too_large_is_said_as_that(build_dir, tmp_path):
