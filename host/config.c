@@ -24,6 +24,7 @@
 
 #include "http_syntax.h"
 #include "loopback.h"
+#include "redact.h"
 #include "textbuf.h"
 
 #define CFG_MAX_LINE 8192       /* bytes per line, without the newline */
@@ -896,31 +897,28 @@ static void bad_value(set_ctx *x, const cfg_entry *e, const char *what)
 }
 
 /* bad_value for a URL: one with a USER:PASSWORD@ part before its host (no URL
- * key takes one) is said without it, since that part may be a password; its
- * query, which may hold an API key, as "?***". */
+ * key takes one) is said without it, since that part may be a password; the
+ * values of its query, which may hold an API key, as "***" (redact.h). */
 static void bad_url(set_ctx *x, const cfg_entry *e, const char *what)
 {
-	const char *v = e->value, *h = strstr(v, "://"), *end, *at = NULL, *query;
+	const char *v = e->value, *h = strstr(v, "://");
+	char *shown;
+	int userinfo;
 
 	h = h ? h + 3 : v;
-	end = h + strcspn(h, "/?#");
-	for (const char *q = h; q < end; q++)
-		if (*q == '@')
-			at = q; /* the last: a password may hold one unencoded */
-	query = strchr(at ? at : h, '?');
-	if (!at && !query) {
+	userinfo = memchr(h, '@', strcspn(h, "/?#")) != NULL;
+	if (!userinfo && !strchr(h, '?')) {
 		bad_value(x, e, what);
 		return;
 	}
-	if (!at) {
-		diag_add(x->d, e->file, e->line, "[%s] %s: %s, got '%.*s?***'", e->section, e->key,
-		         what, (int)(query - v), v);
+	if (!(shown = redact_url(v))) {
+		diag_add(x->d, e->file, e->line, "[%s] %s: %s (out of memory showing it)", e->section,
+		         e->key, userinfo ? "a user or password in the URL is not supported" : what);
 		return;
 	}
-	diag_add(x->d, e->file, e->line,
-	         "[%s] %s: a user or password in the URL is not supported, got '%.*s***%.*s%s'",
-	         e->section, e->key, (int)(h - v), v, (int)(query ? query - at : (long)strlen(at)),
-	         at, query ? "?***" : "");
+	diag_add(x->d, e->file, e->line, "[%s] %s: %s, got '%s'", e->section, e->key,
+	         userinfo ? "a user or password in the URL is not supported" : what, shown);
+	free(shown);
 }
 
 static int get_int(set_ctx *x, const cfg_entry *e, bool suffix, int64_t min, int64_t max,
@@ -1870,7 +1868,7 @@ static void k_jwt_jwks_refresh(set_ctx *x, const cfg_entry *e)
 	if (parse_duration_ms(e->value, &ms) != 0 || ms < 5000 || ms > 86400000)
 		bad_value(x, e, "expected a duration from 5s to 24h, such as 15m or 1h");
 	else
-		x->s->jwks_refresh_s = (int)(ms / 1000);
+		x->s->jwks_refresh_ms = (int)ms; /* as given: 5500ms is not 5 s */
 }
 
 /* The longest a token this host signs may live: evh_auth_sign refuses a
@@ -2305,7 +2303,7 @@ static void settings_defaults(set_ctx *x)
 	s->trace_queue_size = 2048;
 	s->trace_batch_size = 512;
 	s->trace_interval_ms = 2000;
-	s->jwks_refresh_s = 3600;
+	s->jwks_refresh_ms = 3600 * 1000;
 	s->token_ttl_max_s = 30 * 86400;
 	s->jwks_cache_max_age_s = 7 * 86400;
 	s->trace_timeout_ms = 10000;

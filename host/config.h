@@ -159,7 +159,7 @@ typedef struct settings {
 	char *jwks_host, *jwks_port, *jwks_target; /* its parts (target: path and query) */
 	int jwks_tls;                            /* https:// */
 	char *jwks_ca_file;                      /* the CAs trusted for the provider, or NULL */
-	int jwks_refresh_s;                      /* jwt_jwks_refresh, default 3600 */
+	int jwks_refresh_ms;                     /* jwt_jwks_refresh, default 1 h */
 	int64_t jwks_cache_max_age_s;            /* jwt_jwks_cache_max_age, default 7 days */
 	char *admin_token_file;
 	char *admin_token; /* its first line, read with the configuration; or NULL */

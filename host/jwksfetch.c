@@ -21,6 +21,7 @@
 #include "httpc.h"
 #include "jwks.h"
 #include "log.h"
+#include "redact.h"
 #include "textbuf.h"
 #include "tls_compat.h"
 
@@ -30,7 +31,7 @@
 struct jwks_fetcher {
 	/* Settings, fixed. shown: url for the log, its query's values hidden. */
 	char *url, *shown, *host, *port, *target, *ca_file, *issuer, *cache_path;
-	int refresh_s;
+	int refresh_ms;
 	int64_t cache_max_age_s; /* the kept set is not used at a start when older */
 	int tls; /* https:// */
 	/* The keys, under rw: readers hold them for a check. */
@@ -54,6 +55,10 @@ struct jwks_fetcher {
 	 * (httpc_abort_on) rather than hold a stop or reload up to its timeout. */
 	atomic_int abort;
 	struct jwks_fetcher *older; /* fetchers a reload replaced, freed with this one */
+	/* Set (under the write lock, once) when a reload put another fetcher in
+	 * place of this one: readers that still name this one use that one's
+	 * keys (jwks_fetcher_retire). */
+	_Atomic(struct jwks_fetcher *) successor;
 };
 
 static _Atomic uint64_t n_ok, n_failed;
@@ -68,32 +73,6 @@ void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok)
 }
 
 int jwks_unusable_keys(void) { return atomic_load(&n_unusable); }
-
-/* url as the log shows it: the value of each parameter of its query (an
- * API key, a client secret: some providers take one there) as "***".
- * malloc'd, or NULL out of memory. */
-static char *url_shown(const char *url)
-{
-	const char *q = strchr(url, '?');
-	textbuf b = {0};
-
-	tb_put(&b, url, q ? (size_t)(q - url) : strlen(url));
-	for (const char *p = q ? q + 1 : NULL; p;) {
-		size_t part = strcspn(p, "&");
-		const char *eq = memchr(p, '=', part);
-		tb_puts(&b, p == q + 1 ? "?" : "&");
-		if (eq)
-			tb_put(&b, p, (size_t)(eq + 1 - p));
-		if (eq || part)
-			tb_puts(&b, "***");
-		p = p[part] ? p + part + 1 : NULL;
-	}
-	if (b.oom) {
-		free(b.p);
-		return NULL;
-	}
-	return b.p ? b.p : strdup("");
-}
 
 static char *dup_opt(const char *s, int *oom)
 {
@@ -125,10 +104,10 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 	pthread_rwlockattr_destroy(&ra);
 	clock_cond_init(&f->cv);
 	pthread_mutex_init(&f->mu, NULL);
-	f->refresh_s = s->jwks_refresh_s;
+	f->refresh_ms = s->jwks_refresh_ms;
 	f->cache_max_age_s = s->jwks_cache_max_age_s;
 	f->url = dup_opt(s->jwks_url, &oom);
-	if (f->url && !(f->shown = url_shown(f->url)))
+	if (f->url && !(f->shown = redact_url(f->url)))
 		oom = 1;
 	f->host = dup_opt(s->jwks_host, &oom);
 	f->port = dup_opt(s->jwks_port, &oom);
@@ -161,7 +140,7 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 int jwks_fetcher_same(const jwks_fetcher *f, const settings *s)
 {
 	return same_opt(f->url, s->jwks_url) && same_opt(f->ca_file, s->jwks_ca_file) &&
-	       same_opt(f->issuer, s->jwt_public_issuer) && f->refresh_s == s->jwks_refresh_s;
+	       same_opt(f->issuer, s->jwt_public_issuer) && f->refresh_ms == s->jwks_refresh_ms;
 }
 
 const char *jwks_fetcher_url(const jwks_fetcher *f) { return f->shown; }
@@ -234,7 +213,7 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 		a.body[a.body_len] = '\0'; /* within buf: body_len <= what came */
 		log_json_escape(start, sizeof start, a.body); /* its start, for the log */
 		if (a.status >= 300 && a.status < 400 && a.location[0]) {
-			char *to = url_shown(a.location); /* it may carry the query on */
+			char *to = redact_url(a.location); /* it may carry the query on */
 			snprintf(err, errlen, "answered %d, a redirect to %s: set jwt_jwks_url to where "
 			                      "it leads",
 			         a.status, to ? to : "(out of memory)");
@@ -253,6 +232,27 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 	buf[a.body_len] = '\0';
 	*len = a.body_len;
 	return buf;
+}
+
+/* Key sets (tls_pubkeys) loaded and not yet freed: jwks_key_sets_live. */
+static atomic_int n_keysets;
+
+int jwks_key_sets_live(void) { return atomic_load(&n_keysets); }
+
+static void *keys_load(const jwks_pem *p, int *nrsa, int *nec, char *err, size_t errlen)
+{
+	void *keys = tls_pubkeys_load(p->pem, p->len, p->labels, p->kids, nrsa, nec, err, errlen);
+	if (keys)
+		atomic_fetch_add(&n_keysets, 1);
+	return keys;
+}
+
+static void keys_free(void *keys)
+{
+	if (!keys)
+		return;
+	tls_pubkeys_free(keys);
+	atomic_fetch_sub(&n_keysets, 1);
 }
 
 /* A set read: its keys loaded (NULL: it has none evhost can use), the keys
@@ -300,8 +300,7 @@ static int load_set(const char *text, size_t n, loaded *out, char *err, size_t e
 	out->unusable = p.unusable;
 	out->nnotes = p.nnotes;
 	memcpy(out->note, p.note, sizeof out->note);
-	if (rc == 0 && !(out->keys = tls_pubkeys_load(p.pem, p.len, p.labels, p.kids, &out->nrsa,
-	                                              &out->nec, err, errlen))) {
+	if (rc == 0 && !(out->keys = keys_load(&p, &out->nrsa, &out->nec, err, errlen))) {
 		jwks_pem_free(&p);
 		return -1;
 	}
@@ -330,7 +329,7 @@ static int load_set(const char *text, size_t n, loaded *out, char *err, size_t e
 	}
 	if (!fp.p) {
 		snprintf(err, errlen, "out of memory");
-		tls_pubkeys_free(out->keys);
+		keys_free(out->keys);
 		out->keys = NULL;
 		return -1;
 	}
@@ -358,7 +357,7 @@ static int use_set(jwks_fetcher *f, loaded *l)
 {
 	void *old;
 	if (f->fingerprint && !strcmp(f->fingerprint, l->fingerprint)) {
-		tls_pubkeys_free(l->keys);
+		keys_free(l->keys);
 		free(l->fingerprint);
 		return 0;
 	}
@@ -370,7 +369,7 @@ static int use_set(jwks_fetcher *f, loaded *l)
 	f->no_usable = !l->keys;
 	pthread_rwlock_unlock(&f->rw);
 	atomic_store(&n_unusable, l->unusable);
-	tls_pubkeys_free(old);
+	keys_free(old);
 	free(f->fingerprint);
 	f->fingerprint = l->fingerprint;
 	return 1;
@@ -482,7 +481,7 @@ static int use_cache(jwks_fetcher *f)
 	} else if (cJSON_IsString(kept_digest) ? strcmp(kept_digest->valuestring, digest) != 0
 	                                       : strcmp(url->valuestring, f->url) != 0) {
 		/* An older evhostd kept the URL whole: shown as the log shows URLs. */
-		other = url_shown(url->valuestring);
+		other = redact_url(url->valuestring);
 		log_info("host", "%s holds the keys of %s%s, not of %s: not used", f->cache_path,
 		         other ? other : "another URL",
 		         other && !strcmp(other, f->shown) ? " (another query)" : "", f->shown);
@@ -517,7 +516,7 @@ static int use_cache(jwks_fetcher *f)
 /* The pause before the next attempt after `failures` failures in a row. */
 static int64_t retry_ms(const jwks_fetcher *f)
 {
-	int64_t ms = 1000, cap = (int64_t)f->refresh_s * 1000;
+	int64_t ms = 1000, cap = f->refresh_ms;
 	for (int i = 1; i < f->failures && ms < JWKS_RETRY_MAX_MS; i++)
 		ms *= 2;
 	if (ms > JWKS_RETRY_MAX_MS)
@@ -529,7 +528,7 @@ static int64_t retry_ms(const jwks_fetcher *f)
  * the reason logged and the keys in use kept. 0 or -1. */
 static int fetch_once(jwks_fetcher *f, int first)
 {
-	char err[1024];
+	char err[1024], next[32], every[32];
 	size_t n = 0;
 	char *text = download(f, &n, err, sizeof err);
 	loaded l;
@@ -547,13 +546,13 @@ static int fetch_once(jwks_fetcher *f, int first)
 		if (first)
 			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s", f->shown, err);
 		else
-			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s; %s, next try in %lld s",
+			log_warn("host", "[auth] cannot fetch the JWKS from %s: %s; %s, next try in %s s",
 			         f->shown, err,
 			         f->keys        ? "the keys fetched before stay in use"
 			         : f->no_usable ? "tokens of its issuer are still refused (its last set "
 			                          "had no key evhost can use)"
 			                        : "tokens of its issuer are answered 503 until it succeeds",
-			         (long long)(retry_ms(f) / 1000));
+			         log_seconds(next, sizeof next, retry_ms(f)));
 		free(text);
 		return -1;
 	}
@@ -573,8 +572,9 @@ static int fetch_once(jwks_fetcher *f, int first)
 		          had_keys ? "; the keys fetched before are no longer used" : "");
 	else if (changed && !had_keys)
 		log_info("host", "[auth] tokens of %s are checked with the key(s) fetched from %s (%d "
-		                 "RSA for RS256, %d EC for ES256); refreshed every %d s",
-		         f->issuer, f->shown, f->nrsa, f->nec, f->refresh_s);
+		                 "RSA for RS256, %d EC for ES256); refreshed every %s s",
+		         f->issuer, f->shown, f->nrsa, f->nec,
+		         log_seconds(every, sizeof every, f->refresh_ms));
 	else if (changed)
 		log_info("host", "[auth] the JWKS from %s changed: %d key(s) now (%d RSA for RS256, %d "
 		                 "EC for ES256)",
@@ -592,7 +592,7 @@ static int fetch_once(jwks_fetcher *f, int first)
 static void *fetcher_main(void *arg)
 {
 	jwks_fetcher *f = arg;
-	int64_t next = clock_mono_ms() + (f->failures ? retry_ms(f) : f->refresh_s * 1000LL);
+	int64_t next = clock_mono_ms() + (f->failures ? retry_ms(f) : (int64_t)f->refresh_ms);
 	log_thread_name("evh-jwks", NULL);
 	httpc_abort_on(&f->abort);
 	pthread_mutex_lock(&f->mu);
@@ -617,7 +617,7 @@ static void *fetcher_main(void *arg)
 		f->last_failed = rc != 0;
 		f->attempts++;
 		pthread_cond_broadcast(&f->cv);
-		next = clock_mono_ms() + (rc == 0 ? f->refresh_s * 1000LL : retry_ms(f));
+		next = clock_mono_ms() + (rc == 0 ? (int64_t)f->refresh_ms : retry_ms(f));
 	}
 	pthread_mutex_unlock(&f->mu);
 	return NULL;
@@ -684,7 +684,7 @@ void jwks_fetcher_stop(jwks_fetcher *f)
 	f->nrsa = f->nec = 0;
 	f->no_usable = 0;
 	pthread_rwlock_unlock(&f->rw);
-	tls_pubkeys_free(keys);
+	keys_free(keys);
 }
 
 void jwks_fetcher_free(jwks_fetcher *f)
@@ -711,32 +711,73 @@ void jwks_fetcher_free(jwks_fetcher *f)
 
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old)
 {
-	/* Its keys stay for the requests that hold the keyset naming it until
-	 * the reload puts f's in place (they would find none: 503). */
+	void *keys;
 	stop_thread(old);
+	/* Requests that loaded the auth keyset naming old before the reload put
+	 * f's in place check with f's keys from now on, as a request does after
+	 * a refresh: they do not find none (503). Old's keys are freed once no
+	 * reader holds them (the write lock), rather than kept until the daemon
+	 * stops, one set per reload. The fetcher itself stays (the replaced auth
+	 * keysets name it), small. */
+	pthread_rwlock_wrlock(&old->rw);
+	atomic_store(&old->successor, f);
+	keys = old->keys;
+	old->keys = NULL;
+	old->nrsa = old->nec = 0;
+	old->no_usable = 0;
+	pthread_rwlock_unlock(&old->rw);
+	keys_free(keys);
+	free(old->fingerprint); /* its thread stopped */
+	old->fingerprint = NULL;
 	f->older = old;
 }
 
 /* ------------------------------------------------------------- readers */
 
+/* The fetcher whose keys a reader of f uses, its read lock taken: f, or
+ * the one a reload put in its place (and so on). The successor is set under
+ * the write lock, once: a reader holding a fetcher's read lock sees none. */
+static jwks_fetcher *lock_current(jwks_fetcher *f)
+{
+	jwks_fetcher *to;
+	for (;;) {
+		pthread_rwlock_rdlock(&f->rw);
+		if (!(to = atomic_load(&f->successor)))
+			return f;
+		pthread_rwlock_unlock(&f->rw);
+		f = to;
+	}
+}
+
 void jwks_fetcher_acquire(jwks_fetcher *f, jwks_view *v)
 {
-	pthread_rwlock_rdlock(&f->rw);
+	f = lock_current(f);
 	v->keys = f->keys;
 	v->nrsa = f->nrsa;
 	v->nec = f->nec;
 	v->no_usable = f->no_usable;
 }
 
-void jwks_fetcher_release(jwks_fetcher *f) { pthread_rwlock_unlock(&f->rw); }
+void jwks_fetcher_release(jwks_fetcher *f)
+{
+	jwks_fetcher *to;
+	/* The one acquire locked: successors set before it, none since (the
+	 * read lock held keeps the write lock out). */
+	while ((to = atomic_load(&f->successor)))
+		f = to;
+	pthread_rwlock_unlock(&f->rw);
+}
 
 int jwks_fetcher_refetch(jwks_fetcher *f)
 {
 	int64_t now = clock_mono_ms();
 	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, JWKS_FETCH_TIMEOUT_MS + 1000);
 	uint64_t seen;
+	jwks_fetcher *to;
 	int done;
 
+	while ((to = atomic_load(&f->successor))) /* replaced by a reload: that one fetches */
+		f = to;
 	pthread_mutex_lock(&f->mu);
 	seen = f->attempts;
 	if (f->stopping || !f->started ||

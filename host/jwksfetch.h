@@ -53,9 +53,10 @@ void jwks_fetcher_signal_stop(jwks_fetcher *f);
 void jwks_fetcher_stop(jwks_fetcher *f);
 /* Free f and the fetchers it replaced. */
 void jwks_fetcher_free(jwks_fetcher *f);
-/* A reload put f in place of `old`: stop old's thread; old and its keys are
- * kept (requests that loaded the keyset before the reload still check with
- * them) until f is freed. */
+/* A reload put f in place of `old`: stop old's thread and free old's keys
+ * (once no reader holds them); readers that still name old (they loaded
+ * the auth keyset before the reload) get f's keys, and a refetch through
+ * old is f's. Old itself, small, is kept until f is freed. */
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old);
 
 /* The keys a reader checks one token with, held until jwks_fetcher_release:
@@ -83,6 +84,9 @@ void jwks_stats(uint64_t *ok, uint64_t *failed, int64_t *last_ok_s);
  * when the set came), for /metrics. */
 int jwks_unusable_keys(void);
 /* The URL, for the log: the values of its query (which may hold an API
- * key) shown as "***". */
+ * key) shown as "***" (redact.h). */
 const char *jwks_fetcher_url(const jwks_fetcher *f);
+/* Key sets loaded and not yet freed, every fetcher's (one per fetcher with
+ * keys; for tests that watch them not pile up). */
+int jwks_key_sets_live(void);
 #endif

@@ -326,6 +326,17 @@ def without_kid(key_jwk):
     return {m: v for m, v in key_jwk.items() if m != "kid"}
 
 
+def test_a_refresh_in_ms_is_kept_as_given(evhostd, build_dir, certs, k):
+    # 5500ms is 5.5 s, not cut to 5 s (nor would 500ms have been 0: the
+    # least is 5 s, --check-config's test above).
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}, tls=server_tls(certs)) as idp:
+        d = start(evhostd, build_dir, jwks_auth(idp, certs, jwt_jwks_refresh="5500ms"))
+        line = line_with(d, fetched(idp.url, 1, 0))
+        assert line and "refreshed every 5.5 s" in line, d.log_tail()
+        idp.wait_requests(2, timeout=12)
+        assert_ok(d, token(k["rsa"], "rsa-1"))
+
+
 def test_a_rotation_brings_the_new_key_and_drops_the_withdrawn_one_also_after_a_restart(
         evhostd, build_dir, tmp_path, certs, k):
     """A provider's rotation as it happens: the new key published and used
@@ -822,6 +833,21 @@ def test_no_keys_answers_503_until_a_retry_succeeds(evhostd, build_dir, certs, k
             4.0 <= g[3] <= 6.5, g
 
 
+def test_a_redirect_is_said_without_its_password_or_query_values(evhostd, build_dir, k):
+    # A redirect is not followed, and where it leads is said: without the
+    # USER:PASSWORD@ part or the query's values it may carry.
+    pw = "redirpw-" + "5" * 8
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "rsa-1")]}) as idp:
+        idp.answer_next(status=302, headers={
+            "Location": f"https://kc:{pw}@sso.example/realms/x/certs?client_secret={pw}&a=b"})
+        d = start(evhostd, build_dir, jwks_auth(idp))
+        d.wait_for_log(cannot(idp.url, "answered 302, a redirect to https://***@sso.example/"
+                                       "realms/x/certs?client_secret=***&a=***: set "
+                                       "jwt_jwks_url to where it leads"), timeout=5)
+        d.wait_for_log(fetched(idp.url, 1, 0), timeout=5)
+        assert pw not in d.log_text(), d.log_tail()
+
+
 def test_provider_down_at_the_first_start(evhostd, build_dir, tmp_path, k):
     # Plain http, to a loopback address; nothing listens there yet.
     secret = tmp_path / "jwt.key"
@@ -1207,6 +1233,16 @@ def test_check_config_says_each_wrong_key_at_its_line(evhostd, tmp_path, certs, 
                 "loopback address (keys fetched in clear from elsewhere could be forged), "
                 f"got '{bad}'")
 
+    # Said with its query's values hidden, their names kept, as the log
+    # says URLs.
+    bad = "http://idp.example/certs?api_key=k3y-" + "7" * 8 + "&tenant=shop"
+    code, out = check(jwt_public_key_issuer=ISSUER, jwt_jwks_url=bad)
+    assert code != 0 and "k3y-" not in out, out
+    refused({"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": bad}, "jwt_jwks_url",
+            "[auth] jwt_jwks_url: expected https://HOST[:PORT][/PATH], or http:// to a "
+            "loopback address (keys fetched in clear from elsewhere could be forged), "
+            "got 'http://idp.example/certs?api_key=***&tenant=***'")
+
     keys = {"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url,
             "jwt_public_key_file": str(pem_file)}
     code, out = check(**keys)
@@ -1224,7 +1260,7 @@ def test_check_config_says_each_wrong_key_at_its_line(evhostd, tmp_path, certs, 
             "[auth] jwt_jwks_ca_file is set but jwt_jwks_url is not")
     refused({"jwt_jwks_refresh": "15m"}, "jwt_jwks_refresh",
             "[auth] jwt_jwks_refresh is set but jwt_jwks_url is not")
-    for bad in ("1s", "4s", "2d", "25h", "soon"):
+    for bad in ("1s", "4s", "4999ms", "500ms", "2d", "25h", "86400001ms", "soon"):
         refused({"jwt_public_key_issuer": ISSUER, "jwt_jwks_url": url, "jwt_jwks_refresh": bad},
                 "jwt_jwks_refresh",
                 "[auth] jwt_jwks_refresh: expected a duration from 5s to 24h, such as 15m or "

@@ -1052,7 +1052,7 @@ static void jwks_url(fixture *f, const char *url, int tls, const char *host, con
 	assert_string_equal(f->s.jwks_host, host);
 	assert_string_equal(f->s.jwks_port, port);
 	assert_string_equal(f->s.jwks_target, target);
-	assert_int_equal(f->s.jwks_refresh_s, 3600);
+	assert_int_equal(f->s.jwks_refresh_ms, 3600000);
 }
 
 static void test_jwks_url(void **state)
@@ -1118,7 +1118,9 @@ static void test_jwks_url(void **state)
 	                           "jwt_public_key_issuer = i\njwt_jwks_ca_file = /etc/ca.pem\n",
 	                 "a.conf",
 	                 "a.conf:6: [auth] jwt_jwks_ca_file is set but jwt_jwks_url is http://");
-	for (const char *const *bad = (const char *const[]){"4s", "2d", "soon", "0", "", NULL};
+	for (const char *const *bad =
+	         (const char *const[]){"4s", "4999ms", "500ms", "86400001ms", "2d", "soon", "0", "",
+	                               NULL};
 	     *bad; bad++) {
 		snprintf(text, sizeof text,
 		         MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\njwt_public_key_issuer = i\n"
@@ -1131,12 +1133,19 @@ static void test_jwks_url(void **state)
 	                                             "jwt_public_key_issuer = i\njwt_jwks_refresh = 5s\n",
 	                                "a.conf"),
 	                 0);
-	assert_int_equal(f->s.jwks_refresh_s, 5);
+	assert_int_equal(f->s.jwks_refresh_ms, 5000);
+	/* Kept as given, not cut to whole seconds (5 s). */
+	assert_int_equal(settings_again(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
+	                                             "jwt_public_key_issuer = i\n"
+	                                             "jwt_jwks_refresh = 5500ms\n",
+	                                "a.conf"),
+	                 0);
+	assert_int_equal(f->s.jwks_refresh_ms, 5500);
 	assert_int_equal(settings_again(f, MIN_KAFKA "[auth]\njwt_jwks_url = https://idp/c\n"
 	                                             "jwt_public_key_issuer = i\njwt_jwks_refresh = 24h\n",
 	                                "a.conf"),
 	                 0);
-	assert_int_equal(f->s.jwks_refresh_s, 86400);
+	assert_int_equal(f->s.jwks_refresh_ms, 86400000);
 }
 
 static void test_jwt_secret_errors(void **state)

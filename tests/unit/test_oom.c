@@ -353,7 +353,7 @@ static void test_jwks_fetch(void **state)
 	fc.s.jwks_host = (char *)"127.0.0.1";
 	fc.s.jwks_port = port;
 	fc.s.jwks_target = (char *)"/certs";
-	fc.s.jwks_refresh_s = 3600;
+	fc.s.jwks_refresh_ms = 3600 * 1000;
 	fc.s.jwks_cache_max_age_s = 7 * 86400; /* config's default: 0 would refuse a cache
 	                                         * written in an earlier second */
 	fc.s.jwt_public_issuer = (char *)"https://idp";
