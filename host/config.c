@@ -1272,17 +1272,38 @@ static char *listen_text(const char *host, int port)
 	                         : xasprintf("%s:%d", host, port);
 }
 
+/* A listen_text address as bytes: *af AF_INET (4 bytes) or AF_INET6 (16);
+ * -1 if it is not one. */
+static int listen_addr(const char *v, unsigned char addr[16], int *af, int *port)
+{
+	char *host;
+	int rc;
+	if (parse_listen(v, &host, port) < 0)
+		return -1;
+	*af = v[0] == '[' ? AF_INET6 : AF_INET;
+	rc = inet_pton(*af, host, addr) == 1 ? 0 : -1;
+	free(host);
+	return rc;
+}
+
 /* Would two listen_text addresses take one port: the same port (not 0, a
- * port of the system's choosing) on the same address or on a wildcard?
- * The second bind would fail only at start, after the plugins started. */
+ * port of the system's choosing) on the same address or on its family's
+ * wildcard? The second bind would fail only at start, after the plugins
+ * started. Compared as addresses, not text: [::]:P and [0::0]:P, [::1]:P and
+ * [0:0:0:0:0:0:0:1]:P are one. The families are apart: civetweb binds an
+ * "[IPv6]:port" with IPV6_V6ONLY, so [::]:P does not take 0.0.0.0:P or
+ * 127.0.0.1:P (and they, not it). */
 static bool listen_clash(const char *a, const char *b)
 {
-	const char *pa = strrchr(a, ':'), *pb = strrchr(b, ':');
-	size_t na = (size_t)(pa - a), nb = (size_t)(pb - b);
-	if (strcmp(pa, pb) || !strcmp(pa, ":0"))
+	static const unsigned char any[16] = {0};
+	unsigned char xa[16], xb[16];
+	int fa, fb, pa, pb;
+	size_t n;
+	if (listen_addr(a, xa, &fa, &pa) < 0 || listen_addr(b, xb, &fb, &pb) < 0 || fa != fb ||
+	    pa != pb || pa == 0)
 		return false;
-	return (na == nb && !memcmp(a, b, na)) || !strncmp(a, "0.0.0.0:", 8) ||
-	       !strncmp(b, "0.0.0.0:", 8) || !strncmp(a, "[::]:", 5) || !strncmp(b, "[::]:", 5);
+	n = fa == AF_INET6 ? 16 : 4;
+	return !memcmp(xa, xb, n) || !memcmp(xa, any, n) || !memcmp(xb, any, n);
 }
 
 static void set_listen(settings *s, char *host, int port)

@@ -1793,13 +1793,15 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
 /* ------------------------------------------------------------ streams */
 
 /* The limit on open SSE streams: each holds a worker thread for as long as
- * it is open, so by default half of them stay free for ordinary requests. */
+ * it is open, so by default half of them stay free for ordinary requests.
+ * With threads = 1 that is none: a stream would hold the only worker, which
+ * [http] max_streams, below threads, cannot allow either. */
 static int max_streams(const host *h)
 {
 	int threads = h->set.http_threads > 0 ? h->set.http_threads : 8;
 	if (h->set.http_max_streams > 0)
 		return h->set.http_max_streams;
-	return threads / 2 > 0 ? threads / 2 : 1;
+	return threads / 2;
 }
 
 int http_resp_stream(evh_response *resp, const char *channel)
@@ -1824,6 +1826,13 @@ int http_resp_stream(evh_response *resp, const char *channel)
 	                 &resp->stream);
 	if (rc == EVH_EBUSY || rc == EVH_ESTATE) {
 		resp_free(resp);
+		/* None ever, with one thread: a Retry-After would be a promise. */
+		if (rc == EVH_EBUSY && max_streams(req->plugin->host) == 0) {
+			problem(resp, 503, "unavailable", "this server serves no event streams "
+			                                  "([http] threads = 1 leaves no worker for "
+			                                  "one)");
+			return rc;
+		}
 		http_resp_header(resp, "Retry-After", HTTP_STREAM_RETRY_AFTER);
 		if (rc == EVH_EBUSY)
 			problem(resp, 503, "unavailable", "too many open event streams "
@@ -2652,6 +2661,10 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
 	atomic_store(&srv->routing, 1);
 	stream_hub_start(stream_hub_global(), max_streams(h));
+	if (max_streams(h) == 0)
+		log_warn("http", "[http] threads = 1: no event stream is served (each would hold "
+		                 "the only worker; a stream route answers 503): give the server at "
+		                 "least 2 threads to serve streams");
 	*out = srv;
 	return 0;
 }

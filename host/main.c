@@ -317,6 +317,10 @@ int main(int argc, char **argv)
 		rc = kafka_check_clients(&h.set, &d);
 		kafka_known_issues(&h.set);
 	}
+	/* What only the plugins' init would show: a second instance of one
+	 * whose routes are fixed (plugins.h). */
+	if (check && plugins_check_instances(&h, &d, stdout) != 0)
+		rc = -1;
 	if (rc != 0 || check) {
 		diag_print(&d, check ? stdout : stderr);
 		if (check)

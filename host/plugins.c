@@ -32,6 +32,66 @@ _Static_assert(offsetof(evh_plugin_desc, check) == DESC_MIN_SIZE &&
 static const char *const host_owned_keys[] = {"enabled", "required", "path", "group",
                                                "log_level", NULL};
 
+/* The plugins shipped with evhost register fixed routes (the same paths
+ * whatever their section says), so a second instance of one, under another
+ * section or from a copy of its file, registers them again and its init
+ * fails at start. Routes are registered only by init, which --check-config
+ * does not run (it would open the plugin's database, its mail server, and
+ * a third party's init may do anything): these are the routes it knows,
+ * each the one its plugin's init registers first, which the start names. */
+static const struct {
+	const char *plugin, *method, *pattern;
+} fixed_routes[] = {
+    {"user", "POST", "/users"},
+    {"crud", "POST", "/crud/{collection}"},
+    {"notifications", "GET", "/notifications"},
+};
+
+static const plugin_settings *settings_of(const host *h, const evh_plugin *p)
+{
+	for (size_t i = 0; i < h->set.nplugins; i++)
+		if (!strcmp(h->set.plugins[i].section, p->section))
+			return &h->set.plugins[i];
+	return NULL;
+}
+
+int plugins_check_instances(host *h, diag *d, FILE *out)
+{
+	size_t before = diag_count(d);
+
+	for (size_t i = 0; i < h->nplugins; i++) {
+		const evh_plugin *p = h->plugins[i], *first = NULL;
+		const plugin_settings *ps = settings_of(h, p), *fs;
+		size_t k = 0;
+		char msg[1024];
+
+		while (k < sizeof fixed_routes / sizeof fixed_routes[0] &&
+		       strcmp(fixed_routes[k].plugin, p->desc->name))
+			k++;
+		if (k == sizeof fixed_routes / sizeof fixed_routes[0] || !ps)
+			continue;
+		/* The first one started (plugins start in the order of their names,
+		 * as h->plugins lists them) holds them. */
+		for (size_t j = 0; j < i && !first; j++)
+			if (!strcmp(h->plugins[j]->desc->name, p->desc->name))
+				first = h->plugins[j];
+		if (!first || !(fs = settings_of(h, first)))
+			continue;
+		snprintf(msg, sizeof msg,
+		         "[%s] %s: route %s %s already registered by plugin '%s' ([%s] at %s:%d, "
+		         "%s): plugin '%s' registers fixed routes, so a second instance of it fails "
+		         "at start",
+		         p->section, p->path, fixed_routes[k].method, fixed_routes[k].pattern,
+		         first->name, first->section, fs->file, fs->line, first->path, p->desc->name);
+		if (p->required)
+			diag_add(d, ps->file, ps->line, "%s", msg);
+		else
+			fprintf(out, "%s:%d: %s (required = false: the start goes on without it)\n",
+			        ps->file, ps->line, msg);
+	}
+	return diag_count(d) == before ? 0 : -1;
+}
+
 const char *plugin_state_name(plugin_state s)
 {
 	switch (s) {

@@ -4,6 +4,7 @@
 #ifndef EVHOST_PLUGINS_H
 #define EVHOST_PLUGINS_H
 #include <pthread.h>
+#include <stdio.h>
 #include <evhost/evhost.h>
 #include "config.h"
 #include "diag.h"
@@ -102,5 +103,14 @@ int plugins_changed_loaded(void);
 /* Do two plugin instances run the same build: the library loaded from the
  * same file? A reload restarts a plugin whose file was replaced. */
 int plugin_same_build(const evh_plugin *a, const evh_plugin *b);
+/* --check-config: two enabled instances of one plugin that registers fixed
+ * routes (user, crud, notifications: the host cannot see any plugin's routes
+ * without running its init), which the start refuses when the second one's
+ * init registers a route the first holds. Each is said in `d` at the line
+ * of the section that starts second (h->plugins' order), naming both
+ * sections, their files and the route; one with required = false (the
+ * start goes on without it) on `out` instead. 0 when there is none in `d`,
+ * else -1. */
+int plugins_check_instances(struct host *h, diag *d, FILE *out);
 const char *plugin_state_name(plugin_state s);
 #endif

@@ -130,7 +130,7 @@ void stream_hub_free(stream_hub *hub)
 void stream_hub_start(stream_hub *hub, int max_streams)
 {
 	pthread_mutex_lock(&hub->mu);
-	hub->max_streams = max_streams > 0 ? max_streams : 1;
+	hub->max_streams = max_streams > 0 ? max_streams : 0;
 	hub->accepting = 1;
 	pthread_mutex_unlock(&hub->mu);
 }

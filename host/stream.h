@@ -82,7 +82,8 @@ stream_hub *stream_hub_global(void);
 /* A private hub, for tests. Free only after every stream was released. */
 stream_hub *stream_hub_new(void);
 void stream_hub_free(stream_hub *hub);
-/* Accept new streams, at most `max_streams` (>= 1) at a time. */
+/* Accept new streams, at most `max_streams` at a time (0: none, each refused
+ * EVH_EBUSY; [http] threads = 1 leaves no worker for one). */
 void stream_hub_start(stream_hub *hub, int max_streams);
 /* Refuse new streams and close every open one (daemon stop). Returns how
  * many were closed. */

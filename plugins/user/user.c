@@ -22,7 +22,8 @@ static const evh_config_key user_config[] = {
     {"argon2_memlimit", EVH_CFG_STRING, "interactive", 0,
      "Argon2id memory cost: min, interactive, moderate, sensitive or bytes (k/M/G)"},
     {"hash_concurrency", EVH_CFG_INT, NULL, 0,
-     "password hashes computed at once (each takes argon2_memlimit); default: the cores"},
+     "password hashes computed at once (each takes argon2_memlimit; together they must fit "
+     "in the machine's memory); default: the cores, at most as many as fit"},
     {"hash_wait_ms", EVH_CFG_INT, "5000", 0,
      "how long a request waits for a hashing turn before 503"},
     {"hash_queue", EVH_CFG_INT, NULL, 0,
@@ -131,6 +132,8 @@ static int check_values(evh_plugin *p, user_state *st)
 	const char *why;
 	char reason[256];
 	int64_t n, dflt, cores = sysconf(_SC_NPROCESSORS_ONLN);
+	const unsigned long long phys = machine_memory();
+	size_t each = 0; /* argon2_memlimit when it passed: 0 says nothing more of it */
 	int64_t max, per_address, window, size;
 	const char *names[3];
 	size_t same;
@@ -173,13 +176,25 @@ static int check_values(evh_plugin *p, user_state *st)
 		config_why(p, "argon2_memlimit", why);
 		rc = EVH_EINVAL;
 	} else if (user_argon2_memlimit_fits(evh_config_str(p, "argon2_memlimit"), st->memlimit,
-	                                     machine_memory(), reason, sizeof reason)) {
+	                                     phys, reason, sizeof reason)) {
 		evh_config_error(p, "argon2_memlimit", "%s", reason);
 		rc = EVH_EINVAL;
+	} else {
+		each = st->memlimit;
 	}
-	if (config_range(p, "hash_concurrency", cores > 0 ? cores : 1, 1,
-	                 USER_HASH_CONCURRENCY_MAX, "", &n))
+	/* Each hash running holds memlimit bytes: hash_concurrency of them must
+	 * fit in the machine's memory together (one alone is checked above).
+	 * The default, the cores, is held to what fits. Against the memory
+	 * there is, as above: a fixed bound would refuse a large machine's
+	 * sound values or pass a small one's. */
+	if (config_range(p, "hash_concurrency",
+	                 user_hash_concurrency_default(cores, each, phys), 1,
+	                 USER_HASH_CONCURRENCY_MAX, "", &n)) {
 		rc = EVH_EINVAL;
+	} else if (user_hash_memory_fits(each, n, phys, reason, sizeof reason)) {
+		evh_config_error(p, "hash_concurrency", "%s", reason);
+		rc = EVH_EINVAL;
+	}
 	st->hash_concurrency = (long)n;
 	if (config_range(p, "hash_wait_ms", 5000, 0, USER_HASH_WAIT_MAX_MS, "", &n))
 		rc = EVH_EINVAL;

@@ -2,6 +2,7 @@
 #include "user_logic.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -275,6 +276,40 @@ int user_argon2_memlimit(const char *s, size_t *out, const char **why)
 		return reject(why, "argon2_memlimit: outside libsodium's bounds (8k..4T)");
 	*out = (size_t)v;
 	return 0;
+}
+
+int user_hash_memory_fits(size_t memlimit, long long concurrency, unsigned long long phys,
+                          char *why, size_t size)
+{
+	char each[32], all[32], have[32];
+	unsigned long long n = (unsigned long long)concurrency, total;
+
+	if (!phys || !memlimit || concurrency <= 0 || n <= phys / memlimit)
+		return 0;
+	total = n > ULLONG_MAX / memlimit ? ULLONG_MAX : n * memlimit;
+	user_size_text(memlimit, each, sizeof each);
+	user_size_text(total, all, sizeof all);
+	user_size_text(phys, have, sizeof have);
+	snprintf(why, size,
+	         "%lld hashes at once of %s each (argon2_memlimit) may take %s, more than this "
+	         "machine's memory (%s): lower hash_concurrency or argon2_memlimit",
+	         concurrency, each, all, have);
+	return -1;
+}
+
+long long user_hash_concurrency_default(long long cores, size_t memlimit,
+                                        unsigned long long phys)
+{
+	unsigned long long fit;
+
+	if (cores < 1)
+		cores = 1;
+	if (!phys || !memlimit)
+		return cores;
+	fit = phys / memlimit;
+	if (fit < 1)
+		return 1;
+	return (unsigned long long)cores > fit ? (long long)fit : cores;
 }
 
 void user_size_text(unsigned long long bytes, char *out, size_t size)

@@ -49,6 +49,16 @@ int user_argon2_memlimit(const char *s, size_t *out, const char **why);
  * (size bytes; not a static sentence, unlike the checks above). */
 int user_argon2_memlimit_fits(const char *s, size_t memlimit, unsigned long long phys, char *why,
                               size_t size);
+/* Whether `concurrency` hashes of `memlimit` bytes each, all at once (what
+ * hash_concurrency allows), fit in `phys` bytes, the machine's memory (0:
+ * unknown, taken as fitting). 0 when they do; else -1 with the reason in
+ * `why` (size bytes), naming both values, their product and the memory. */
+int user_hash_memory_fits(size_t memlimit, long long concurrency, unsigned long long phys,
+                          char *why, size_t size);
+/* hash_concurrency's default: `cores`, but no more hashes than fit in
+ * `phys` bytes at `memlimit` each (0 for either: not bounded); at least 1. */
+long long user_hash_concurrency_default(long long cores, size_t memlimit,
+                                        unsigned long long phys);
 /* `bytes` in binary units for a message ("23.4 GiB", "64 MiB", "900 B"):
  * a tenth at most, cut rather than rounded, so that a size is never shown
  * as the larger one it falls short of. */

@@ -413,6 +413,113 @@ def test_a_check_that_fails_without_naming_a_key_is_still_said(evhostd, build_di
         assert f"conf.d/50-probe.conf:2: [plugin.probe] {said}" in r.stdout, r.stdout
 
 
+def test_check_config_refuses_a_second_instance_of_a_plugin_with_fixed_routes(
+        evhostd, build_dir, tmp_path):
+    """Two sections loading user.so passed --check-config, and the start
+    failed: the second instance's init registered POST /users again. Now
+    the check says it with the start's words, naming both sections and
+    files; also for the plugin under another name from a copy of its file."""
+    user = build_dir / "plugins" / "user.so"
+    conf = "[plugin.user]\n\n[plugin.user2]\npath = user.so\n"
+    r = evhostd.run([], dropins={"10-user.conf": conf}, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = "route POST /users already registered by plugin 'user'"
+    assert said in r.stderr, r.stderr
+    r = evhostd.run(["--check-config"], dropins={"10-user.conf": conf})
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [l for l in r.stdout.splitlines() if said in l]
+    assert len(lines) == 1, r.stdout
+    assert re.fullmatch(
+        r".*conf\.d/10-user\.conf:3: \[plugin\.user2\] " + re.escape(f"{user}: {said} ")
+        + r"\(\[plugin\.user\] at .*conf\.d/10-user\.conf:1, " + re.escape(f"{user}): ")
+        + "plugin 'user' registers fixed routes, so a second instance of it fails at start",
+        lines[0]), lines[0]
+    assert "1 problem found" in r.stdout, r.stdout
+    copy = tmp_path / "accounts.so"
+    shutil.copy(user, copy)
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": "[plugin.user]\n",
+        "20-crud.conf": "[plugin.crud]\n[plugin.crud_b]\npath = crud.so\n",
+        "30-accounts.conf": f"[plugin.accounts]\npath = {copy}\n"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    # The plugins start in the order of their names: accounts, then user.
+    assert (f"conf.d/10-user.conf:1: [plugin.user] {user}: route POST /users already "
+            f"registered by plugin 'accounts' ([plugin.accounts] at " in r.stdout and
+            f"conf.d/30-accounts.conf:1, {copy}): plugin 'user' registers" in r.stdout), r.stdout
+    assert ("conf.d/20-crud.conf:2: [plugin.crud_b] " in r.stdout and
+            "route POST /crud/{collection} already registered by plugin 'crud'" in r.stdout), \
+        r.stdout
+    assert "2 problems found" in r.stdout, r.stdout
+    r = evhostd.run([], dropins={
+        "20-crud.conf": "[plugin.crud]\n[plugin.crud_b]\npath = crud.so\n"}, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "route POST /crud/{collection} already registered by plugin 'crud'" in r.stderr, \
+        r.stderr
+    # required = false: the start goes on without it; said, not refused.
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": "[plugin.user]\n[plugin.user2]\npath = user.so\nrequired = false\n"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (f"{said} " in r.stdout and
+            "(required = false: the start goes on without it)" in r.stdout), r.stdout
+    # A plugin made for two instances (probe's second registers no route)
+    # is not refused: the host knows only its own plugins' routes.
+    r = evhostd.run(["--check-config"], config={
+        "plugin.probe": probe_conf(build_dir, subscribe="false"),
+        "plugin.probe2": {**probe_conf(build_dir, subscribe="false"), "routes": "false"}})
+    assert r.returncode == 0 and "configuration OK (2 plugins)" in r.stdout, \
+        r.stdout + r.stderr
+
+
+def test_one_http_thread_serves_no_event_stream(evhostd, build_dir, tmp_path, unique_name):
+    """[http] max_streams = 1 with threads = 1 is refused (a stream would hold
+    the only worker), yet that was the default then: 1, and a stream took the
+    only worker. Now the default with one thread is none, which the start
+    says, and a stream route answers 503 (no Retry-After: none ever comes)."""
+    from test_sse import Sse, new_user, notif_config
+    r = evhostd.run(["--check-config"], config={"http": {"threads": 1, "max_streams": 1}})
+    assert r.returncode == 1 and "max_streams (1) must be below threads (1)" in r.stdout, \
+        r.stdout
+    conf = notif_config(tmp_path, unique_name, build_dir)
+    conf["http"] = {"threads": 1}
+    d = evhostd(conf)
+    assert re.search(r"^evhost_sse_streams_max 0$", d.get("/metrics").text, re.M), \
+        d.get("/metrics").text
+    d.wait_for_log("[http] threads = 1: no event stream is served", timeout=10)
+    _, _, token = new_user(d, "Nia")
+    s = Sse(d.port, token=token)
+    assert s.status == 503 and "retry-after" not in s.headers, (s.status, s.headers)
+    assert json.loads(s.body())["detail"] == ("this server serves no event streams ([http] "
+                                              "threads = 1 leaves no worker for one)")
+    s.close()  # its connection would hold the only worker until keep_alive_timeout
+    assert d.get("/healthz").status_code == 200
+
+
+def test_check_config_refuses_password_hashes_that_together_exceed_the_memory(evhostd):
+    """Each of hash_concurrency hashes holds argon2_memlimit: 1 GiB each was
+    refused only when one alone was more than the machine's memory."""
+    gib = 1 << 30
+    phys = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    many = phys // gib + 1
+    if phys < 2 * gib or many > 256:
+        pytest.skip(f"the machine's memory ({phys} bytes) is outside what this test sizes")
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": f"# users\n[plugin.user]\nargon2_memlimit = 1G\n"
+                        f"hash_concurrency = {many}\n"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(
+        rf"conf\.d/10-user\.conf:4: \[plugin\.user\] hash_concurrency: {many} hashes at once "
+        rf"of 1 GiB each \(argon2_memlimit\) may take {many} GiB, more than this machine's "
+        r"memory \([0-9.]+ [KMG]iB\): lower hash_concurrency or argon2_memlimit", r.stdout), \
+        r.stdout
+    # As many as fit pass; so does the default (the cores, held to what fits).
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": f"[plugin.user]\nargon2_memlimit = 1G\nhash_concurrency = {many - 1}\n"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": "[plugin.user]\nargon2_memlimit = 1G\n"})
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_check_config_warns_of_what_would_refuse_a_disabled_plugin(evhostd, build_dir):
     """A disabled plugin's section was not read at all: a typo in it showed
     only when `evhostctl enable` reloaded (refused). --check-config says it

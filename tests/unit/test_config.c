@@ -799,6 +799,37 @@ static void test_tls_keys(void **state)
 	                   "tls_certificate = %s\n",
 	         pem);
 	assert_int_equal(settings_of(f, text, "t.conf"), 0);
+	/* IPv6 addresses are compared as addresses: one written two ways, or
+	 * the wildcard written long, passed the check (compared as text). */
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = [::1]:8080\ntls_listen = [0:0:0:0:0:0:0:1]:8080\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	expect_one_error(text, "t.conf",
+	                 "t.conf:5: [http] tls_listen = [0:0:0:0:0:0:0:1]:8080: listen already "
+	                 "takes that port ([::1]:8080); give HTTPS a port of its own");
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = [::1]:8080\ntls_listen = [0::0]:8080\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	expect_one_error(text, "t.conf", "tls_listen = [0::0]:8080: listen already takes that port");
+	/* civetweb binds an [IPv6]:port IPv6-only: [::]:P leaves 0.0.0.0:P and
+	 * 127.0.0.1:P free (refused before, though both binds succeed). */
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = 127.0.0.1:8080\ntls_listen = [::]:8080\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0);
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = [::]:8443\ntls_listen = 0.0.0.0:8443\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0);
+	snprintf(text, sizeof text,
+	         MIN_KAFKA "[http]\nlisten = [::1]:8443\ntls_listen = [::2]:8443\n"
+	                   "tls_certificate = %s\n",
+	         pem);
+	assert_int_equal(settings_of(f, text, "t.conf"), 0);
 	free(pem);
 }
 

@@ -255,6 +255,34 @@ static void test_argon2_memlimit_fits_the_machine(void **state)
 	assert_int_equal(user_argon2_memlimit_fits("99G", 99 * gib, 0, why, sizeof why), 0);
 }
 
+/* hash_concurrency hashes of argon2_memlimit each run at once: 64 of 1 GiB
+ * passed on a machine of 23.5 GiB, one at a time being within it. */
+static void test_hash_concurrency_times_memlimit_fits_the_machine(void **state)
+{
+	const unsigned long long gib = 1024ULL * 1024 * 1024;
+	const unsigned long long phys = 25276071936ULL; /* 23.54 GiB */
+	char why[256];
+	(void)state;
+
+	assert_int_equal(user_hash_memory_fits(gib, 64, phys, why, sizeof why), -1);
+	assert_string_equal(why, "64 hashes at once of 1 GiB each (argon2_memlimit) may take "
+	                         "64 GiB, more than this machine's memory (23.5 GiB): lower "
+	                         "hash_concurrency or argon2_memlimit");
+	assert_int_equal(user_hash_memory_fits(gib, 24, phys, why, sizeof why), -1);
+	/* up to the memory itself, and anything when it is unknown */
+	assert_int_equal(user_hash_memory_fits(gib, 23, phys, why, sizeof why), 0);
+	assert_int_equal(user_hash_memory_fits(gib, 1, gib, why, sizeof why), 0);
+	assert_int_equal(user_hash_memory_fits(64ULL << 20, 256, phys, why, sizeof why), 0);
+	assert_int_equal(user_hash_memory_fits(4096 * gib, 256, 0, why, sizeof why), 0);
+	/* the default, the cores, is held to what fits, and is at least 1 */
+	assert_int_equal(user_hash_concurrency_default(64, gib, phys), 23);
+	assert_int_equal(user_hash_concurrency_default(2, gib, phys), 2);
+	assert_int_equal(user_hash_concurrency_default(8, 2 * gib, gib), 1);
+	assert_int_equal(user_hash_concurrency_default(0, gib, phys), 1);
+	assert_int_equal(user_hash_concurrency_default(8, gib, 0), 8);
+	assert_int_equal(user_hash_concurrency_default(8, 0, phys), 8);
+}
+
 static void test_roles(void **state)
 {
 	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
@@ -439,6 +467,7 @@ int main(void)
 	    cmocka_unit_test(test_name_rules),       cmocka_unit_test(test_password_rules),
 	    cmocka_unit_test(test_utf8_chars),       cmocka_unit_test(test_argon2_settings),
 	    cmocka_unit_test(test_argon2_memlimit_fits_the_machine),
+	    cmocka_unit_test(test_hash_concurrency_times_memlimit_fits_the_machine),
 	    cmocka_unit_test(test_roles),            cmocka_unit_test(test_uuid_v4),
 	    cmocka_unit_test(test_uuid_v7),
 	    cmocka_unit_test(test_now_rfc3339),
