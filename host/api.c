@@ -619,18 +619,9 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 	return rc;
 }
 
-static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
-                         size_t nroles, int ttl_s, char **token)
+static int auth_sign_with(evh_plugin *p, const auth_keyset *k, const char *subject,
+                          const char *const *roles, size_t nroles, int ttl_s, char **token)
 {
-	const auth_keyset *k;
-
-	if (!p || !subject || !*subject || !token || ttl_s <= 0 || (nroles && !roles))
-		return EVH_EINVAL;
-	if (p->checking) { /* the keys are set up after the checks: not "not configured" */
-		plugin_error(p, "evh_auth_sign during check: refused (a check keeps no state)");
-		return EVH_ESTATE;
-	}
-	k = host_auth(p->host);
 	if (!k || !k->secret) {
 		plugin_error(p, "cannot issue tokens: [auth] jwt_secret_file is not configured");
 		return EVH_ESTATE;
@@ -650,6 +641,25 @@ static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *
 	             k->issuer, k->secret, k->len, token) != 0)
 		return EVH_ENOMEM;
 	return EVH_OK;
+}
+
+static int api_auth_sign(evh_plugin *p, const char *subject, const char *const *roles,
+                         size_t nroles, int ttl_s, char **token)
+{
+	const auth_keyset *k;
+	int rc;
+
+	if (!p || !subject || !*subject || !token || ttl_s <= 0 || (nroles && !roles))
+		return EVH_EINVAL;
+	if (p->checking) { /* the keys are set up after the checks: not "not configured" */
+		plugin_error(p, "evh_auth_sign during check: refused (a check keeps no state)");
+		return EVH_ESTATE;
+	}
+	/* Held while signing: a reload frees the set it replaces once no one does. */
+	k = host_auth_acquire(p->host);
+	rc = auth_sign_with(p, k, subject, roles, nroles, ttl_s, token);
+	host_auth_release(k);
+	return rc;
 }
 
 static int api_auth_revoke(evh_plugin *p, const char *subject)

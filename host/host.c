@@ -637,25 +637,75 @@ static void *dup_bytes(const void *p, size_t n)
 	return c;
 }
 
+/* Guards which set is current against its holders count: a reader's
+ * load-and-count and a reload's swap-and-check cannot interleave, so a set
+ * is freed only once no one can reach it (no reader between a load and its
+ * count). One for the process (there is one host); held for a few
+ * instructions, once per authenticated request. */
+static pthread_mutex_t auth_lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int n_auth_keysets; /* made and not freed: host_auth_keysets_live */
+
+int host_auth_keysets_live(void) { return atomic_load(&n_auth_keysets); }
+
+/* Its secrets zeroed first: a rotated key does not stay in freed memory. */
 static void auth_keyset_free(auth_keyset *k)
 {
-	while (k) {
-		auth_keyset *older = k->older;
-		if (k->secret)
-			explicit_bzero(k->secret, k->len);
-		if (k->previous)
-			explicit_bzero(k->previous, k->previous_len);
-		free(k->secret);
-		free(k->previous);
-		free(k->issuer);
-		tls_pubkeys_free(k->pubkeys);
-		free(k->pk_text);
-		free(k->pk_issuer);
-		free(k->pk_audience);
-		free(k->pk_roles);
-		free(k);
-		k = older;
-	}
+	if (!k)
+		return;
+	if (k->secret)
+		explicit_bzero(k->secret, k->len);
+	if (k->previous)
+		explicit_bzero(k->previous, k->previous_len);
+	free(k->secret);
+	free(k->previous);
+	free(k->issuer);
+	tls_pubkeys_free(k->pubkeys);
+	free(k->pk_text);
+	free(k->pk_issuer);
+	free(k->pk_audience);
+	free(k->pk_roles);
+	explicit_bzero(k, sizeof *k);
+	free(k);
+	atomic_fetch_sub(&n_auth_keysets, 1);
+}
+
+const auth_keyset *host_auth_acquire(host *h)
+{
+	auth_keyset *k;
+	pthread_mutex_lock(&auth_lock);
+	if ((k = atomic_load(&h->auth)))
+		k->holders++;
+	pthread_mutex_unlock(&auth_lock);
+	return k;
+}
+
+void host_auth_release(const auth_keyset *held)
+{
+	auth_keyset *k = (auth_keyset *)held; /* the holders count is not the keys */
+	int last;
+	if (!k)
+		return;
+	pthread_mutex_lock(&auth_lock);
+	last = --k->holders == 0 && k->retired;
+	pthread_mutex_unlock(&auth_lock);
+	if (last)
+		auth_keyset_free(k);
+}
+
+/* k (or NULL, at the stop) becomes the current set; the one it replaces is
+ * freed now when no one holds it, else by its last holder's release. */
+static void auth_keyset_install(host *h, auth_keyset *k)
+{
+	auth_keyset *old;
+	int unheld;
+	pthread_mutex_lock(&auth_lock);
+	old = atomic_exchange(&h->auth, k);
+	if (old)
+		old->retired = 1;
+	unheld = old && old->holders == 0;
+	pthread_mutex_unlock(&auth_lock);
+	if (unheld)
+		auth_keyset_free(old);
 }
 
 static char *dup_or_null(const char *s, int *oom)
@@ -674,6 +724,7 @@ static auth_keyset *auth_keyset_new(host *h, const settings *s)
 	int oom = 0;
 	if (!k)
 		return NULL;
+	atomic_fetch_add(&n_auth_keysets, 1);
 	k->len = s->jwt_secret_len;
 	k->previous_len = s->jwt_previous_secret_len;
 	k->secret = dup_bytes(s->jwt_secret, s->jwt_secret_len);
@@ -701,8 +752,6 @@ static int same_text(const char *a, const char *b)
 	return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-const auth_keyset *host_auth(host *h) { return atomic_load(&h->auth); }
-
 static int same_key(const void *a, size_t alen, const void *b, size_t blen)
 {
 	return alen == blen && (!alen || (a && b && !memcmp(a, b, alen)));
@@ -712,9 +761,9 @@ static int same_key(const void *a, size_t alen, const void *b, size_t blen)
  * sign with, whatever set they load. Key files are read again on every
  * reload, so a key replaced in place is picked up too. Nothing of a key is
  * logged but where it came from. */
-static void host_reload_auth(host *h, host *next)
+static void reload_auth_keys(host *h, host *next, const auth_keyset *cur)
 {
-	auth_keyset *cur = atomic_load(&h->auth), *k;
+	auth_keyset *k;
 	const settings *n = &next->set;
 	char err[1024];
 	int secret_changed = !same_key(cur->secret, cur->len, n->jwt_secret, n->jwt_secret_len);
@@ -757,14 +806,15 @@ static void host_reload_auth(host *h, host *next)
 		jwks_fetcher_stop(cur->jwks);
 		k->jwks = NULL;
 	}
-	k->older = cur;
 	/* Noted before a token can be signed for it (revocations_note_ttl). */
 	if (ttl_changed && h->revoked &&
 	    revocations_note_ttl(h->revoked, k->ttl_max_s, err, sizeof err) != 0)
 		log_warn("host", "reload: [auth] token_ttl_max: %s (sign-outs are kept for it until "
 		                 "evhostd stops)",
 		         err);
-	atomic_store(&h->auth, k);
+	/* cur is freed once the requests holding it are answered (this
+	 * function holds it too, for the lines below). */
+	auth_keyset_install(h, k);
 	if (secret_changed && k->secret)
 		log_info("host", "reload: [auth] tokens are now signed and checked with the key in %s",
 		         n->jwt_secret_file);
@@ -798,6 +848,13 @@ static void host_reload_auth(host *h, host *next)
 	else if (public_changed)
 		log_info("host", "reload: [auth] no jwt_public_key_file or jwt_jwks_url: tokens of "
 		                 "another issuer are refused");
+}
+
+static void host_reload_auth(host *h, host *next)
+{
+	const auth_keyset *cur = host_auth_acquire(h);
+	reload_auth_keys(h, next, cur);
+	host_auth_release(cur);
 }
 
 /* [tracing] keys with no otlp_endpoint (commented out, say) do nothing:
@@ -890,6 +947,23 @@ static void bound_text(char *out, size_t outlen, const char *listen, int port)
 	snprintf(out, outlen, "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen, port);
 }
 
+/* The keyset holds the keys from host_start on: the settings' copies go
+ * (zeroed), or a key a reload rotated out would stay in memory for the
+ * process's life. A reload reads its keys into a host of its own. */
+static void drop_settings_secrets(settings *s)
+{
+	if (s->jwt_secret)
+		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
+	free(s->jwt_secret);
+	s->jwt_secret = NULL;
+	s->jwt_secret_len = 0;
+	if (s->jwt_previous_secret)
+		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
+	free(s->jwt_previous_secret);
+	s->jwt_previous_secret = NULL;
+	s->jwt_previous_secret_len = 0;
+}
+
 int host_start(host *h)
 {
 	char err[1024], plain[80], tls[80] = "";
@@ -904,6 +978,7 @@ int host_start(host *h)
 		log_error("host", "out of memory setting up the tokens' keys ([auth])");
 		return -1;
 	}
+	drop_settings_secrets(&h->set);
 	log_proxy(h);
 	/* An identity provider signs tokens for every application it serves:
 	 * without an audience, one issued to another of them (with that
@@ -1352,7 +1427,7 @@ void host_stop(host *h)
 	free(h->unchecked);
 	h->unchecked = NULL;
 	h->nunchecked = 0;
-	auth_keyset_free(atomic_exchange(&h->auth, NULL));
+	auth_keyset_install(h, NULL); /* HTTP has stopped: no one holds it */
 	if (h->lock_fd1) {
 		close(h->lock_fd1 - 1);
 		h->lock_fd1 = 0;

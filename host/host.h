@@ -17,8 +17,9 @@ struct admin;
 #define STOP_TIMEOUT_MS 10000
 
 /* [auth]'s keys as HTTP threads and plugins use them. A reload swaps in a
- * new set whole (a reader loads the pointer once per use); a replaced set
- * is kept, zeroed only at exit, as a reader may still hold it. */
+ * new set whole; a reader takes the current set for one use
+ * (host_auth_acquire) and lets go of it (host_auth_release). A replaced set
+ * is freed, its secrets zeroed, when its last holder lets go. */
 typedef struct auth_keyset {
 	unsigned char *secret; /* signs and checks tokens; NULL: no jwt_secret_file */
 	size_t len;
@@ -35,7 +36,11 @@ typedef struct auth_keyset {
 	/* Or its keys fetched from [auth] jwt_jwks_url (jwksfetch.h; the host's,
 	 * borrowed here), or NULL. */
 	struct jwks_fetcher *jwks;
-	struct auth_keyset *older; /* the sets it replaced */
+	/* Under host.c's auth lock: readers holding it, and whether a reload
+	 * replaced it (freed when both say no one can reach it). Tests that
+	 * install a set of their own leave both 0: it is never freed. */
+	int holders;
+	int retired;
 } auth_keyset;
 
 typedef struct host {
@@ -62,7 +67,8 @@ typedef struct host {
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
-	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth) */
+	_Atomic(auth_keyset *) auth;  /* [auth]'s keys (host_auth_acquire): replaced
+	                               * under host.c's auth lock */
 	struct revocations *revoked;  /* signed-out subjects (revoke.h), from host_start on */
 	int tracing;                  /* host_start started the span exporter */
 	struct evhost_tls_cert *tls;  /* [http] tls_certificate read by host_configure, until
@@ -108,8 +114,17 @@ void host_stop(host *h);
  * those whose section changed. Returns 0 when the new configuration was
  * applied, -1 when it was refused. */
 int host_reload(host *h);
-/* The current [auth] keys (never NULL once host_start began). */
-const auth_keyset *host_auth(host *h);
+/* The current [auth] keys (never NULL once host_start began), held until
+ * host_auth_release: a reload that replaces them meanwhile frees them only
+ * then. For one use (a request's check, a token's signing): a holder keeps
+ * a replaced set's secrets in memory. Any thread; a short lock each. */
+const auth_keyset *host_auth_acquire(host *h);
+/* Lets go of a set host_auth_acquire gave (NULL: nothing); frees it, its
+ * secrets zeroed, when a reload replaced it and this was its last holder. */
+void host_auth_release(const auth_keyset *k);
+/* Sets made and not yet freed, in the process: for tests (a reload frees
+ * the set it replaces once no request holds it). */
+int host_auth_keysets_live(void);
 /* Sign `subject` out (revoke.h): its tokens signed until now are refused
  * from now on. `by` (a plugin's name, or "admin") is logged with it.
  * EVH_OK; EVH_EINVAL for an empty subject or one a token cannot carry;

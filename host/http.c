@@ -1410,10 +1410,9 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 
 /* 0 when the bearer token is good for this route; else fills 401/403, or 503
  * when the token cannot be checked (no key, or the provider's not fetched). */
-static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
-                      evh_response *resp)
+static int check_auth_with(http_server *srv, const auth_keyset *k, const http_route *rt,
+                           evh_request *req, evh_response *resp)
 {
-	const auth_keyset *k = host_auth(srv->h);
 	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
 	/* jwt_refusal's kinds, in its order, as counted */
 	static const metrics_auth_reason counted[] = {
@@ -1484,6 +1483,17 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 		return -1;
 	}
 	return 0;
+}
+
+/* check_auth_with the current keys, held for the check only (a reload frees
+ * the set it replaces once no check holds it). */
+static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
+                      evh_response *resp)
+{
+	const auth_keyset *k = host_auth_acquire(srv->h);
+	int rc = check_auth_with(srv, k, rt, req, resp);
+	host_auth_release(k);
+	return rc;
 }
 
 /* ------------------------------------------------------------ dispatch */

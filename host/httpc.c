@@ -19,6 +19,7 @@
 #include "clock.h"
 #include "loopback.h"
 #include "proxy.h"
+#include "redact.h"
 #include "tls_compat.h"
 
 /* httpc_abort_on's flag and httpc_cut_off_at's deadline for this thread
@@ -141,19 +142,13 @@ static int pct_decode(const char *s, size_t n, char *out, size_t cap)
 	return (int)o;
 }
 
-/* The variable's value for a message: its credentials, if any, as "***". */
+/* The variable's value for a message, as the log shows URLs (redact.h):
+ * its credentials, if any, and its query's values as "***". */
 static const char *shown(const char *v, char *out, size_t n)
 {
-	const char *h = strstr(v, "://"), *end, *at;
-	h = h ? h + 3 : v;
-	end = h + strcspn(h, "/?#");
-	at = memchr(h, '@', (size_t)(end - h));
-	if (!at)
-		return v;
-	/* The last '@' before the host: a password may hold one unencoded. */
-	while (memchr(at + 1, '@', (size_t)(end - at - 1)))
-		at = memchr(at + 1, '@', (size_t)(end - at - 1));
-	snprintf(out, n, "%.*s***%s", (int)(h - v), v, at);
+	char *r = redact_url(v);
+	snprintf(out, n, "%s", r ? r : "(not shown: out of memory)");
+	free(r);
 	return out;
 }
 

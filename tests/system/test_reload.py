@@ -897,6 +897,93 @@ def test_auth_issuer_ttl_max_and_key_removal_apply_on_reload(evhostd, build_dir,
     assert d.get("/probe/seen").status_code == 200  # routes without a token serve on
 
 
+def memory_holding(pid, needles):
+    """Which of `needles` (bytes) are in the process's writable memory that
+    no file backs (the heap, stacks, anonymous mappings): where a key set
+    kept, or freed without being zeroed, would be. Mappings over 1 GiB (a
+    sanitizer's shadow, reserved, not used) are left out."""
+    found, longest = set(), max(len(n) for n in needles)
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            name = fields[5] if len(fields) > 5 else ""
+            if fields[1][:2] != "rw" or hi - lo > 1 << 30 or (
+                    name and not name.startswith("[heap") and not name.startswith("[stack")
+                    and not name.startswith("[anon")):
+                continue
+            at, tail = lo, b""
+            while at < hi:
+                try:
+                    mem.seek(at)
+                    chunk = tail + mem.read(min(16 << 20, hi - at))
+                except OSError:
+                    break
+                found.update(n for n in needles if n in chunk)
+                tail = chunk[-(longest - 1):]
+                at += min(16 << 20, hi - at)
+    return found
+
+
+def test_keys_a_reload_rotated_out_leave_memory_while_tokens_are_checked(evhostd, build_dir,
+                                                                         tmp_path):
+    # Each reload that changes [auth] makes a new key set; the one it
+    # replaces is freed, its key zeroed, once the requests holding it are
+    # answered (until 2026-12-05 every set stayed until exit: memory grew
+    # with each reload, and every rotated-out key stayed in the process).
+    # Requests with tokens go on through 20 rotations: each is answered 200
+    # (its key still in force) or 401 (rotated out), never 5xx.
+    key = tmp_path / "jwt.key"
+    keys = [secrets.token_hex(32).encode() for _ in range(21)]
+    key.write_bytes(keys[0])
+    d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir),
+                         "40-auth.conf": f"[auth]\njwt_secret_file = {key}\n"})
+    current = [keys[0]]
+    answers = {"ok": 0, "refused": 0, "other": []}
+    stop = threading.Event()
+
+    def hammer():
+        s = requests.Session()
+        deadline = time.monotonic() + 300  # bounded even if the test fails first
+        while not stop.is_set() and time.monotonic() < deadline:
+            token = lib.sign_token(current[0], "alice")
+            try:
+                r = s.get(d.url + "/probe/whoami", headers={"Authorization": f"Bearer {token}"},
+                          timeout=10)
+            except requests.RequestException as exc:
+                answers["other"].append(repr(exc))
+                continue
+            if r.status_code == 200 and r.text == "alice":
+                answers["ok"] += 1
+            elif r.status_code == 401:
+                answers["refused"] += 1
+            else:
+                answers["other"].append((r.status_code, r.text))
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for new in keys[1:]:
+            key.write_bytes(new)
+            reload(d, "tokens are now signed and checked")
+            current[0] = new
+            r = d.get("/probe/whoami",
+                      headers={"Authorization": f"Bearer {lib.sign_token(new, 'bob')}"})
+            assert r.status_code == 200 and r.text == "bob", r.text
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert not answers["other"], answers["other"][:5]
+    assert answers["ok"] > 0, answers
+    held = memory_holding(d.proc.pid, keys)
+    assert keys[-1] in held  # the key in force: the search finds a key where it is
+    rotated_out = [i for i, k in enumerate(keys[:-1]) if k in held]
+    assert not rotated_out, f"keys rotated out still in evhostd's memory: {rotated_out}"
+    assert d.running()
+
+
 def test_admin_token_rotates_on_reload(evhostd, build_dir, tmp_path):
     tokens = {}
     for name in ("first", "second"):

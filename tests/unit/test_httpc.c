@@ -221,6 +221,9 @@ static void test_proxy(void **state)
 	proxy_refused("http://ada:s3cr3t@proxy.corp:0", "'http://***@proxy.corp:0'");
 	proxy_refused("https://ada:s3cr3t@proxy.corp", "'https://***@proxy.corp'");
 	proxy_refused("http://ada:s@cr3t@proxy.corp/x", "'http://***@proxy.corp/x'");
+	/* Shown as the log shows URLs (redact_url): a query's values too. */
+	proxy_refused("http://ada:s3cr3t@proxy.corp/?api_key=k3y",
+	              "'http://***@proxy.corp/?api_key=***'");
 	proxy_refused("https://proxy.corp:3128", "only an http:// proxy is supported");
 	proxy_refused("socks5://proxy.corp:1080", "only an http:// proxy is supported");
 	proxy_refused("http://proxy.corp:0", "expected a port of 1-65535");
