@@ -672,19 +672,28 @@ static void stop_thread(jwks_fetcher *f)
 		pthread_join(f->thread, NULL);
 }
 
-void jwks_fetcher_stop(jwks_fetcher *f)
+/* f's keys freed once no reader holds them (the write lock); its readers
+ * from then on go to `successor` when there is one (a reload's). */
+static void drop_keys(jwks_fetcher *f, jwks_fetcher *successor)
 {
 	void *keys;
-	if (!f)
-		return;
-	stop_thread(f);
 	pthread_rwlock_wrlock(&f->rw);
+	if (successor)
+		atomic_store(&f->successor, successor);
 	keys = f->keys;
 	f->keys = NULL;
 	f->nrsa = f->nec = 0;
 	f->no_usable = 0;
 	pthread_rwlock_unlock(&f->rw);
 	keys_free(keys);
+}
+
+void jwks_fetcher_stop(jwks_fetcher *f)
+{
+	if (!f)
+		return;
+	stop_thread(f);
+	drop_keys(f, NULL);
 }
 
 void jwks_fetcher_free(jwks_fetcher *f)
@@ -711,22 +720,14 @@ void jwks_fetcher_free(jwks_fetcher *f)
 
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old)
 {
-	void *keys;
 	stop_thread(old);
 	/* Requests that loaded the auth keyset naming old before the reload put
 	 * f's in place check with f's keys from now on, as a request does after
 	 * a refresh: they do not find none (503). Old's keys are freed once no
-	 * reader holds them (the write lock), rather than kept until the daemon
-	 * stops, one set per reload. The fetcher itself stays (the replaced auth
-	 * keysets name it), small. */
-	pthread_rwlock_wrlock(&old->rw);
-	atomic_store(&old->successor, f);
-	keys = old->keys;
-	old->keys = NULL;
-	old->nrsa = old->nec = 0;
-	old->no_usable = 0;
-	pthread_rwlock_unlock(&old->rw);
-	keys_free(keys);
+	 * reader holds them, rather than kept until the daemon stops, one set
+	 * per reload. The fetcher itself stays (the replaced auth keysets name
+	 * it), small. */
+	drop_keys(old, f);
 	free(old->fingerprint); /* its thread stopped */
 	old->fingerprint = NULL;
 	f->older = old;

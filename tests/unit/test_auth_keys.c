@@ -82,32 +82,12 @@ static int setup(void **state)
 	return 0;
 }
 
-static void remove_tree(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		char sub[512];
-		struct stat st;
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		snprintf(sub, sizeof sub, "%s/%s", path, e->d_name);
-		if (lstat(sub, &st) == 0 && S_ISDIR(st.st_mode))
-			remove_tree(sub);
-		else
-			unlink(sub);
-	}
-	if (d)
-		closedir(d);
-	rmdir(path);
-}
-
 static int teardown(void **state)
 {
 	fixture *f = *state;
 	host_stop(&f->h);
 	assert_int_equal(host_auth_keysets_live(), f->base);
-	remove_tree(f->dir);
+	test_remove_tree(f->dir);
 	free(f);
 	return 0;
 }
