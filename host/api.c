@@ -1,6 +1,7 @@
 /* The API table plugins receive: thin adapters from the SDK's calls to the
  * host modules, plus the checks that belong at the boundary (argument
  * sanity, "only during init", outbox envelope). */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugins.h"
 #include "revoke.h"
 #include "store.h"
 #include "stream.h"
@@ -318,6 +320,22 @@ static int foreign_tx(const evh_tx *tx, const evh_rows *rows, const char *call)
 	return 1;
 }
 
+/* The producer's limits (one event's key and data, one message); once the
+ * daemon's stop frees the producer (api_plugin_host_stopping), the values
+ * it had. `api_kafka_readers` counts the threads that may read it. */
+static void publish_limits(evh_plugin *p, size_t *event, size_t *message)
+{
+	atomic_fetch_add(&p->api_kafka_readers, 1);
+	if (!atomic_load(&p->api_host_stopping) && p->host) {
+		*event = kafka_max_event_bytes(p->host->kafka);
+		*message = kafka_max_message_bytes(p->host->kafka);
+	} else {
+		*event = p->api_max_event_bytes;
+		*message = p->api_max_message_bytes;
+	}
+	atomic_fetch_sub(&p->api_kafka_readers, 1);
+}
+
 static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char *key,
                        const char *type, const char *json, size_t len)
 {
@@ -325,7 +343,7 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 	trace_span span;
 	outbox_row row;
 	evh_tx *own = NULL;
-	size_t at = 0, max, size;
+	size_t at = 0, max, max_message, size;
 	long bad_utf8;
 	json_status js;
 	int rc;
@@ -352,13 +370,13 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		             topic, sizeof ((ce_meta *)NULL)->type - 1);
 		return EVH_EINVAL;
 	}
-	max = kafka_max_event_bytes(p->host->kafka);
+	publish_limits(p, &max, &max_message);
 	size = len + (key ? strlen(key) : 0);
 	if (max && size > max) {
 		plugin_refusal(p, "publish to %s: the event's key and data are %zu bytes, more than"
 		                " a message may carry (%zu: the producer's message.max.bytes, %zu,"
 		                " less room for headers); it could never be sent",
-		             topic, size, max, kafka_max_message_bytes(p->host->kafka));
+		             topic, size, max, max_message);
 		toobig_note(TOOBIG_EVENT);
 		return EVH_ETOOBIG;
 	}
@@ -453,7 +471,10 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 
 static size_t api_publish_max_bytes(evh_plugin *p)
 {
-	return p && p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
+	size_t event = 0, message;
+	if (p)
+		publish_limits(p, &event, &message);
+	return event;
 }
 
 static size_t api_store_max_bytes(evh_plugin *p)
@@ -742,17 +763,183 @@ static void api_span_end(evh_span *s, const char *error)
 	free(s);
 }
 
+/* ---- calls after fini ----
+ *
+ * A thread a plugin started and did not join in fini (a third-party
+ * plugin's, or a library's it uses) may call the SDK after fini returned,
+ * with the plugin's handle. The handle stays allocated (api_plugin_bury),
+ * each call taking it is counted in flight while it runs, and once fini has
+ * returned such calls are refused (EVH_ESTATE, NULL, nothing), said once:
+ * nothing is read that plugin_destroy freed. Handles the plugin was given
+ * for one call (a request, an event, a transaction) are not covered: they
+ * are only valid during that call. */
+
+/* 1: the call may go on (api_leave after it); 0: refused, said. */
+static int api_enter(evh_plugin *p, const char *call)
+{
+	atomic_fetch_add(&p->api_calls, 1);
+	if (!atomic_load(&p->api_gone)) {
+		/* Not in a callback of the host's: a thread of the plugin's own. */
+		if (!crash_plugin() && !atomic_load_explicit(&p->api_own_threads, memory_order_relaxed))
+			atomic_store(&p->api_own_threads, 1);
+		return 1;
+	}
+	atomic_fetch_sub(&p->api_calls, 1);
+	if (atomic_fetch_add(&p->api_late, 1) == 0)
+		log_warn("host",
+		         "plugin '%s': %s called after the plugin's fini returned (a thread it left "
+		         "running): refused (EVH_ESTATE), as every later call, said once; a plugin "
+		         "must stop and join its threads in fini (docs/sdk.md)",
+		         p->name, call);
+	return 0;
+}
+
+static void api_leave(evh_plugin *p) { atomic_fetch_sub(&p->api_calls, 1); }
+
+static const struct timespec api_tick = {0, 1000000};
+
+void api_plugin_gone(evh_plugin *p)
+{
+	atomic_store(&p->api_gone, 1);
+	p->api_gone_ms = clock_mono_ms();
+	if (!atomic_load(&p->api_calls))
+		return;
+	/* A thread of its is in a call still: it outlived fini (api_gone 2).
+	 * The call ends within the store's busy timeout at most. */
+	atomic_store(&p->api_gone, 2);
+	log_warn("host", "plugin '%s': its fini returned while a thread of its was still in a call "
+	                 "to the host: waiting for the call to end; later calls are refused",
+	         p->name);
+	while (atomic_load(&p->api_calls) > 0)
+		nanosleep(&api_tick, NULL);
+}
+
+void api_plugin_host_stopping(evh_plugin *p)
+{
+	if (!p || atomic_load(&p->api_host_stopping))
+		return;
+	p->api_max_event_bytes = p->host ? kafka_max_event_bytes(p->host->kafka) : 0;
+	p->api_max_message_bytes = p->host ? kafka_max_message_bytes(p->host->kafka) : 0;
+	atomic_store(&p->api_host_stopping, 1);
+}
+
+void api_plugin_host_stopping_wait(evh_plugin *p)
+{
+	while (p && atomic_load(&p->api_kafka_readers) > 0)
+		nanosleep(&api_tick, NULL);
+}
+
+int api_plugin_called_late(evh_plugin *p)
+{
+	if (atomic_load(&p->api_gone) != 2 && atomic_load(&p->api_own_threads))
+		while (!atomic_load(&p->api_late) &&
+		       clock_mono_ms() - p->api_gone_ms < API_LATE_GRACE_MS)
+			nanosleep(&api_tick, NULL);
+	if (atomic_load(&p->api_gone) != 2 && !atomic_load(&p->api_late))
+		return 0;
+	log_warn("host", "plugin '%s': a thread of its outlived its fini: %s stays loaded until "
+	                 "the daemon stops (unloading it would pull the code from under that "
+	                 "thread)",
+	         p->name, p->path);
+	return 1;
+}
+
+/* The buried plugins: reachable (not leaks), never reused, never freed. */
+static pthread_mutex_t buried_mu = PTHREAD_MUTEX_INITIALIZER;
+static evh_plugin **buried;
+static size_t nburied, capburied;
+
+void api_plugin_bury(evh_plugin *p)
+{
+	pthread_mutex_lock(&buried_mu);
+	if (nburied == capburied) {
+		size_t cap = capburied ? capburied * 2 : 8;
+		evh_plugin **n = realloc(buried, cap * sizeof *n);
+		if (n) {
+			buried = n;
+			capburied = cap;
+		}
+	}
+	if (nburied < capburied)
+		buried[nburied++] = p; /* else kept all the same, unlisted */
+	pthread_mutex_unlock(&buried_mu);
+}
+
+#define GUARDED(ret, name, refused, params, args, call)                                      \
+	static ret name##_guarded params                                                           \
+	{                                                                                          \
+		ret r;                                                                                 \
+		if (!p)                                                                                \
+			return name args;                                                                  \
+		if (!api_enter(p, call))                                                               \
+			return refused;                                                                    \
+		r = name args;                                                                         \
+		api_leave(p);                                                                          \
+		return r;                                                                              \
+	}
+
+GUARDED(const char *, api_config_get, NULL, (evh_plugin * p, const char *key), (p, key),
+        "evh_config")
+GUARDED(const char *, api_config_key_at, NULL, (evh_plugin * p, size_t i), (p, i),
+        "evh_config_key_at")
+GUARDED(const char *, api_plugin_name, NULL, (evh_plugin * p), (p), "evh_plugin_name")
+GUARDED(const char *, api_state_dir, NULL, (evh_plugin * p), (p), "evh_state_dir")
+GUARDED(int, api_http_route, EVH_ESTATE, (evh_plugin * p, const evh_route *route), (p, route),
+        "evh_http_route")
+GUARDED(int, api_subscribe, EVH_ESTATE, (evh_plugin * p, const evh_subscription *sub),
+        (p, sub), "evh_subscribe")
+GUARDED(int, api_publish, EVH_ESTATE,
+        (evh_plugin * p, evh_tx *tx, const char *topic, const char *key, const char *type,
+         const char *json, size_t len),
+        (p, tx, topic, key, type, json, len), "evh_publish")
+GUARDED(int, api_migrate, EVH_ESTATE, (evh_plugin * p, const evh_migration *m, size_t n),
+        (p, m, n), "evh_migrate")
+GUARDED(int, api_tx_begin, EVH_ESTATE, (evh_plugin * p, evh_tx **tx), (p, tx), "evh_tx_begin")
+GUARDED(int, api_auth_sign, EVH_ESTATE,
+        (evh_plugin * p, const char *subject, const char *const *roles, size_t nroles,
+         int ttl_s, char **token),
+        (p, subject, roles, nroles, ttl_s, token), "evh_auth_sign")
+GUARDED(int, api_auth_revoke, EVH_ESTATE, (evh_plugin * p, const char *subject),
+        (p, subject), "evh_auth_revoke")
+GUARDED(int, api_stream_publish, EVH_ESTATE,
+        (evh_plugin * p, const char *channel, const char *event, const char *data),
+        (p, channel, event, data), "evh_stream_publish")
+GUARDED(evh_span *, api_span_begin, NULL, (evh_plugin * p, evh_span_kind kind, const char *name),
+        (p, kind, name), "evh_span_begin")
+GUARDED(size_t, api_publish_max_bytes, 0, (evh_plugin * p), (p), "evh_publish_max_bytes")
+GUARDED(size_t, api_store_max_bytes, 0, (evh_plugin * p), (p), "evh_store_max_bytes")
+GUARDED(evh_metric *, api_metric, NULL,
+        (evh_plugin * p, evh_metric_type type, const char *name, const char *help,
+         const char *label),
+        (p, type, name, help, label), "evh_metric_new")
+
+static void api_log_guarded(evh_plugin *p, evh_log_level level, const char *msg)
+{
+	if (!p || !api_enter(p, "evh_log"))
+		return;
+	api_log(p, level, msg);
+	api_leave(p);
+}
+
+static void api_config_error_guarded(evh_plugin *p, const char *key, const char *msg)
+{
+	if (!p || !api_enter(p, "evh_config_error"))
+		return;
+	api_config_error(p, key, msg);
+	api_leave(p);
+}
+
 static const evh_api api_table = {
     .struct_size = sizeof(evh_api),
     .abi_major = EVH_ABI_MAJOR,
     .abi_minor = EVH_ABI_MINOR,
     .strerror = host_strerror,
     .free = api_free,
-    .log = api_log,
-    .config_get = api_config_get,
-    .plugin_name = api_plugin_name,
-    .state_dir = api_state_dir,
-    .http_route = api_http_route,
+    .log = api_log_guarded,
+    .config_get = api_config_get_guarded,
+    .plugin_name = api_plugin_name_guarded,
+    .state_dir = api_state_dir_guarded,
+    .http_route = api_http_route_guarded,
     .req_method = http_req_method,
     .req_path = http_req_path,
     .req_param = http_req_param,
@@ -766,8 +953,8 @@ static const evh_api api_table = {
     .resp_header = http_resp_header,
     .resp_body = http_resp_body,
     .resp_problem = http_resp_problem,
-    .subscribe = api_subscribe,
-    .publish = api_publish,
+    .subscribe = api_subscribe_guarded,
+    .publish = api_publish_guarded,
     .ev_id = kafka_ev_id,
     .ev_type = kafka_ev_type,
     .ev_source = kafka_ev_source,
@@ -780,8 +967,8 @@ static const evh_api api_table = {
     .ev_header = kafka_ev_header,
     .ev_attempt = kafka_ev_attempt,
     .ev_set_error = kafka_ev_set_error,
-    .migrate = api_migrate,
-    .tx_begin = api_tx_begin,
+    .migrate = api_migrate_guarded,
+    .tx_begin = api_tx_begin_guarded,
     .tx_commit = api_tx_commit,
     .tx_rollback = api_tx_rollback,
     .exec = api_exec,
@@ -796,25 +983,25 @@ static const evh_api api_table = {
     .rows_close = api_rows_close,
     .query_json = api_query_json,
     .tx_error = store_tx_error,
-    .auth_sign = api_auth_sign,
+    .auth_sign = api_auth_sign_guarded,
     .req_query_string = http_req_query_string,
     .resp_stream = http_resp_stream,
-    .stream_publish = api_stream_publish,
-    .span_begin = api_span_begin,
+    .stream_publish = api_stream_publish_guarded,
+    .span_begin = api_span_begin_guarded,
     .span_set = api_span_set,
     .span_end = api_span_end,
     .req_client_cert = http_req_client_cert,
     .req_client_addr = http_req_client_addr,
     .req_auth_local = http_req_auth_local,
-    .config_error = api_config_error,
-    .auth_revoke = api_auth_revoke,
-    .publish_max_bytes = api_publish_max_bytes,
-    .metric = api_metric,
+    .config_error = api_config_error_guarded,
+    .auth_revoke = api_auth_revoke_guarded,
+    .publish_max_bytes = api_publish_max_bytes_guarded,
+    .metric = api_metric_guarded,
     .metric_add = api_metric_add,
     .metric_set = api_metric_set,
     .metric_observe = api_metric_observe,
-    .store_max_bytes = api_store_max_bytes,
-    .config_key_at = api_config_key_at,
+    .store_max_bytes = api_store_max_bytes_guarded,
+    .config_key_at = api_config_key_at_guarded,
 };
 
 const evh_api *host_api(void) { return &api_table; }

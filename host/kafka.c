@@ -1379,6 +1379,15 @@ struct consumer {
 	 * RD_KAFKA_OFFSET_INVALID ("error": no start, no lag said). */
 	int64_t reset_to;
 	int64_t polled_ms; /* when the last consumer poll returned (0: none yet) */
+	/* The attempt dispatch last made met a full outbox (a publish of the
+	 * handler's refused with EVH_EFULL): run_handlers sets it. */
+	int attempt_full;
+	/* Retries for a full outbox, said once an episode (schedule_retry):
+	 * an episode runs from the first such retry to the first attempt that
+	 * does not meet a full outbox (or the stop); `full_unsaid` counts the
+	 * retries since its first line, said when it ends. */
+	int full_episode;
+	int64_t full_unsaid;
 	struct busy_kind {
 		const char *what; /* NULL: a free slot */
 		int64_t ms;
@@ -1501,6 +1510,11 @@ struct pbuf {
 	 * committed_asked): the position a partition that has had nothing to
 	 * fetch since its assignment is at, for its lag. */
 	int64_t committed, committed_asked;
+	/* auto.offset.reset = error and nothing committed: the partition
+	 * fetches nothing (librdkafka caches no watermarks for it) until a
+	 * replay sets its offset, and all it holds waits. Its high watermark as
+	 * the cluster last said (reset_asked: when), for its lag; -1 otherwise. */
+	int64_t reset_hi, reset_asked;
 	struct order_key key; /* of v[head], computed once per head */
 };
 
@@ -1549,6 +1563,7 @@ static struct pbuf *pbuf_add(struct consumer *c, const char *topic, int32_t part
 	b->empty_since = clock_mono_ms();
 	b->sought = -1;
 	b->committed = b->committed_asked = -1;
+	b->reset_hi = -1;
 	c->nbufs++;
 	return b;
 }
@@ -1813,6 +1828,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		crash_leave();
 		if (r == EVH_EVENT_OK)
 			continue;
+		c->attempt_full = store_tx_failed(tx) == EVH_EFULL; /* before the rollback */
 		/* A storage failure the handler gave up or retried on without a
 		 * word: its message is the reason (before the rollback clears it). */
 		if (!ev->error[0] && store_tx_failed(tx))
@@ -1831,6 +1847,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 	}
 	/* A storage call failed that the handler did not report (it returned OK
 	 * anyway): its writes are incomplete, so they must not commit. */
+	c->attempt_full = store_tx_failed(tx) == EVH_EFULL;
 	if (store_tx_savepoint_release(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
 		store_tx_savepoint_rollback(tx);
@@ -1866,6 +1883,24 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 
 static int64_t msg_time(const rd_kafka_message_t *m);
 
+/* An episode of retries for a full outbox ends at the first attempt that
+ * does not meet one (`c->attempt_full` clear), or at the stop: its count of
+ * retries not said one by one is said then. */
+static void full_episode_end(struct consumer *c)
+{
+	if (!c->full_episode || c->attempt_full)
+		return;
+	/* No event's context: the line is for all of them. */
+	log_msg_no_context(EVH_LOG_INFO, KAFKA_LOG,
+	                   "%s: the handlers' publishes go into the outbox again; %" PRId64
+	                   " more retr%s for a full outbox since the 'outbox full' line above "
+	                   "(counted in evhost_events_handled_total{result=\"retry\"}, not said "
+	                   "one by one)",
+	                   plugin_label(c), c->full_unsaid, c->full_unsaid == 1 ? "y" : "ies");
+	c->full_episode = 0;
+	c->full_unsaid = 0;
+}
+
 /* Dispatch `msg` (attempt number `attempt`) in `tx` (a batch's), or in a
  * transaction of its own when tx is NULL. `err` gets the reason of a RETRY
  * or REJECT. */
@@ -1878,6 +1913,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	long crashed;
 	int at_place = 0;
 	*sub = 0;
+	c->attempt_full = 0;
 	if (event_build(&ev, msg, attempt)) {
 		snprintf(err, errlen, "out of memory");
 		event_free(&ev);
@@ -1916,6 +1952,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 			crash_record_clear(); /* it did not crash on it this time */
 		if (out == OUT_RETRY && store_full(c->p->store))
 			out = OUT_WAIT;
+		if (out != OUT_RETRY)
+			c->attempt_full = 0;
+		full_episode_end(c);
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		process_span_end(&span, &ev, out);
 	} else {
@@ -2238,6 +2277,30 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	s->sub = sub;
 	s->due_ms = clock_mono_ms() + delay;
 	snprintf(s->error, sizeof s->error, "%s", error);
+	if (!waiting && c->attempt_full) {
+		/* The outbox stays full until the relay sends (the broker is away,
+		 * or slow): every event met then would say each of its retries.
+		 * One line an episode, the count when it ends (full_episode_end). */
+		if (c->full_episode) {
+			c->full_unsaid++;
+			log_debug(KAFKA_LOG,
+			          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry "
+			          "in %d ms",
+			          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
+			          pol->max_attempts, error, delay);
+			return;
+		}
+		c->full_episode = 1;
+		event_log(c, EVH_LOG_WARN,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms. "
+		          "A handler's publish met a full outbox ([store] outbox_max_rows): its "
+		          "events are retried (each retry an attempt) until the relay makes room; "
+		          "their further retries are said once, with a count, when an attempt finds "
+		          "room",
+		          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
+		          pol->max_attempts, error, delay);
+		return;
+	}
 	if (waiting)
 		event_log(c, EVH_LOG_INFO,
 		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full (%s); not "
@@ -3525,6 +3588,24 @@ void replay_result_free(replay_result *res)
 #define LAG_COMMITTED_TIMEOUT_MS 500
 #define LAG_COMMITTED_AGAIN_MS 30000
 
+/* The watermarks of `b`, a partition that fetches nothing for want of an
+ * offset (auto.offset.reset = error), asked of the cluster (`first`, or
+ * LAG_COMMITTED_AGAIN_MS after the last time): its lag is all it holds. */
+static void lag_reset_hi(struct consumer *c, struct pbuf *b, int first)
+{
+	int64_t lo = -1, hi = -1, now = clock_mono_ms();
+	if (!first && now - b->reset_asked < LAG_COMMITTED_AGAIN_MS)
+		return;
+	b->reset_asked = now;
+	if (rd_kafka_query_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi,
+	                                     LAG_COMMITTED_TIMEOUT_MS) !=
+	        RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    lo < 0 || hi < lo)
+		return;
+	b->committed = lo;
+	b->reset_hi = hi;
+}
+
 static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_list_t *l)
 {
 	rd_kafka_topic_partition_list_t *q = NULL;
@@ -3532,13 +3613,17 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
 		struct pbuf *b = &c->bufs[i];
 		int64_t lo = -1, hi = -1;
+		int cached;
 		if (b->committed >= 0 ||
 		    (b->committed == -2 && now - b->committed_asked < LAG_COMMITTED_AGAIN_MS) ||
 		    l->elems[i].offset >= 0 || b->n || b->sought >= 0 ||
-		    slot_find(c, b->topic, b->partition) ||
-		    rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
-		        RD_KAFKA_RESP_ERR_NO_ERROR ||
-		    hi < 0 || lo == hi)
+		    slot_find(c, b->topic, b->partition))
+			continue;
+		cached = rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) ==
+		             RD_KAFKA_RESP_ERR_NO_ERROR &&
+		         hi >= 0;
+		/* With "error", one not fetching has no watermarks cached: asked. */
+		if (c->reset_to != RD_KAFKA_OFFSET_INVALID && (!cached || lo == hi))
 			continue;
 		if (!q && !(q = rd_kafka_topic_partition_list_new(4)))
 			return;
@@ -3564,6 +3649,11 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
 			         lo >= 0 && hi >= lo)
 				b->committed = c->reset_to == RD_KAFKA_OFFSET_END ? hi : lo;
+			/* None committed and "error": nothing is fetched, all of it
+			 * waits for a replay to set the offset (lag_reset_hi). */
+			else if (q->elems[i].offset == RD_KAFKA_OFFSET_INVALID &&
+			         c->reset_to == RD_KAFKA_OFFSET_INVALID)
+				lag_reset_hi(c, b, 1);
 		}
 	rd_kafka_topic_partition_list_destroy(q);
 }
@@ -3579,17 +3669,23 @@ static void report_lag(struct consumer *c)
 	rd_kafka_position(c->rk, l);
 	lag_committed(c, l);
 	for (size_t i = 0; i < c->nbufs && (int)i < l->cnt; i++) {
-		const struct pbuf *b = &c->bufs[i];
+		struct pbuf *b = &c->bufs[i];
 		int64_t lo = -1, hi = -1;
 		/* After a finished retry or dead letter (or a replay) sought it,
 		 * librdkafka says "invalid" until a message comes: `sought` says
 		 * (without it the series kept the lag it had while the retry
 		 * waited). */
 		int64_t next = next_to_handle(c, b, l->elems[i].offset);
-		if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) !=
-		        RD_KAFKA_RESP_ERR_NO_ERROR ||
-		    hi < 0)
+		if (rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo, &hi) ==
+		        RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    hi >= 0) {
+			b->reset_hi = -1; /* fetching (a replay set its offset) */
+		} else if (b->reset_hi >= 0 && next < 0) {
+			lag_reset_hi(c, b, 0); /* waiting for an offset: what came since */
+			hi = b->reset_hi;
+		} else {
 			continue;
+		}
 		if (next < 0 && lo == hi)
 			next = hi;
 		if (next < 0 && b->committed >= 0)
@@ -3623,6 +3719,8 @@ static void *consumer_main(void *arg)
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
+	c->attempt_full = 0;
+	full_episode_end(c); /* its count, before "consumer stopped" */
 	/* No handler runs from here on: should the stop's guard end the
 	 * process, it names what this consumer still waited for instead. */
 	stopguard_at("plugin '%s': its consumer's last dead letters, commit and leaving the "

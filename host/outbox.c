@@ -51,6 +51,7 @@
 #include "host.h"
 #include "log.h"
 #include "metrics.h"
+#include "plugins.h"
 #include "store.h"
 
 #define OUTBOX_LOG "outbox"
@@ -118,7 +119,16 @@ struct outbox {
 	int move_wake, move_stop;
 	pthread_t mover;
 	int mover_running;
+	struct outbox *next_live; /* live_outboxes */
 };
+
+/* The outboxes started and not yet stopped. A store calls its commit hook
+ * (outbox_wake) after its lock is let go, so a thread that committed just
+ * before outbox_stop cleared the hook may call it after the outbox is freed
+ * (a plugin's own thread publishing while the daemon stops, before fini
+ * joins it): outbox_wake touches only an outbox found here. */
+static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct outbox *live_outboxes;
 
 /* One message in flight. */
 struct inflight_msg {
@@ -825,6 +835,10 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 		free(o);
 		return -1;
 	}
+	pthread_mutex_lock(&live_mu);
+	o->next_live = live_outboxes;
+	live_outboxes = o;
+	pthread_mutex_unlock(&live_mu);
 	*out = o;
 	return 0;
 }
@@ -922,11 +936,17 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 
 void outbox_wake(void *arg)
 {
-	outbox *o = arg;
-	pthread_mutex_lock(&o->mu);
-	o->wake = 1;
-	relay_kick(o);
-	pthread_mutex_unlock(&o->mu);
+	outbox *o;
+	pthread_mutex_lock(&live_mu);
+	for (o = live_outboxes; o && o != arg; o = o->next_live)
+		;
+	if (o) {
+		pthread_mutex_lock(&o->mu);
+		o->wake = 1;
+		relay_kick(o);
+		pthread_mutex_unlock(&o->mu);
+	}
+	pthread_mutex_unlock(&live_mu);
 }
 
 int64_t outbox_stop(outbox *o, int timeout_ms)
@@ -934,13 +954,27 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 	int64_t left = 0, n;
 	if (!o)
 		return 0;
+	/* The producer goes after the relay, before fini: the plugins' threads
+	 * publishing meanwhile must not read it (their events stay on disk).
+	 * Those reading it take no lock: waited for under mu. */
 	pthread_mutex_lock(&o->mu);
+	for (size_t i = 0; i < o->n; i++) {
+		api_plugin_host_stopping(o->relays[i]->p);
+		api_plugin_host_stopping_wait(o->relays[i]->p);
+	}
 	o->stop = 1;
 	o->stop_deadline = clock_mono_ms() + timeout_ms;
 	relay_kick(o);
 	pthread_mutex_unlock(&o->mu);
 	pthread_join(o->thread, NULL);
 	mover_stop(o);
+	pthread_mutex_lock(&live_mu); /* a wake under way ends first */
+	for (outbox **pp = &live_outboxes; *pp; pp = &(*pp)->next_live)
+		if (*pp == o) {
+			*pp = o->next_live;
+			break;
+		}
+	pthread_mutex_unlock(&live_mu);
 	for (size_t i = 0; i < o->n; i++) {
 		struct relay *r = o->relays[i];
 		if (r->st) {

@@ -922,6 +922,7 @@ void plugin_destroy(evh_plugin *p)
 			          p->name);
 		}
 	}
+	api_plugin_gone(p);
 	log_budget_fini(&p->log_budget);
 	if (p->store)
 		store_close(p->store);
@@ -936,13 +937,17 @@ void plugin_destroy(evh_plugin *p)
 	}
 	free(p->cfg_keys);
 	free(p->cfg_values);
-	if (p->dl)
+	if (p->dl && !api_plugin_called_late(p)) /* else a thread of its may run its code */
 		loaded_release(p->dl);
 	free(p->state_dir);
 	free(p->signature);
-	free(p->name);
 	free(p->section);
 	free(p->path);
 	free(p->group);
+	if (p->inited) {
+		api_plugin_bury(p); /* keeps p and its name */
+		return;
+	}
+	free(p->name);
 	free(p);
 }

@@ -42,7 +42,7 @@ struct evh_plugin {
 	const evh_plugin_desc *desc;
 	void *state; /* from init */
 	int inited;  /* init succeeded: fini is owed */
-	int in_fini; /* its fini runs: the relay has stopped for it (no publishing) */
+	_Atomic int in_fini; /* its fini runs: the relay has stopped for it (no publishing) */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	_Atomic plugin_state status; /* written by the main thread, read by workers */
 	int restarting; /* while DRAINING: a new instance follows (set before status) */
@@ -62,6 +62,20 @@ struct evh_plugin {
 	_Atomic int64_t http_full_said; /* when the limit was last said at WARN (clock_mono_ms) */
 	log_budget log_budget; /* its lines' share of the log ([log] plugin_rate_limit_*) */
 	struct plugin_checking *checking; /* during its check (plugin_check): where to report */
+	/* Calls through the API table in flight, and whether its fini has
+	 * returned: a thread the plugin left running is refused from then on
+	 * (api.c, api_plugin_gone: 2 when a call was in flight then), and how
+	 * many were (api_late). Whether a call came from a thread of its own
+	 * (api_own_threads: outside any callback of the host's), and when fini
+	 * returned (api_gone_ms). */
+	_Atomic int api_calls, api_gone, api_own_threads;
+	_Atomic int64_t api_late;
+	int64_t api_gone_ms;
+	/* Set when the daemon's stop stops the relay and the producer, before
+	 * fini (api_plugin_host_stopping): the publish limits, kept for the
+	 * calls of the plugin's threads until fini joins them. */
+	_Atomic int api_host_stopping, api_kafka_readers;
+	size_t api_max_event_bytes, api_max_message_bytes;
 };
 
 /* Open a plugin file and check it: ELF/dlopen error, entry symbol, descriptor
@@ -97,6 +111,28 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen);
  * a plugin whose file was written over in place while loaded (its code and
  * pointers are the file's now): it stays mapped, and the log says so. */
 void plugin_destroy(evh_plugin *p);
+/* For plugin_destroy (api.c), after fini returned: every later call with p
+ * is refused (EVH_ESTATE, one warning naming it), and the calls in flight
+ * are waited for, so that nothing is closed under them. */
+void api_plugin_gone(evh_plugin *p);
+/* Before its library is let go: did a call come after api_plugin_gone, or
+ * was one in flight then (a thread the plugin left running, which may still
+ * run the library's code: it must stay loaded)? For a plugin that called
+ * the host from threads of its own, a call is waited for until
+ * API_LATE_GRACE_MS after fini returned (said). */
+#define API_LATE_GRACE_MS 200
+int api_plugin_called_late(evh_plugin *p);
+/* Instead of free(p) for a plugin that was initialized: p and p->name (the
+ * rest is freed) stay, for a thread it left to be refused instead of
+ * reading freed memory. */
+void api_plugin_bury(evh_plugin *p);
+/* For outbox_stop, before the daemon's stop frees the relay and the
+ * producer and before fini: evh_publish from the plugin's threads goes on
+ * into its outbox (sent at the next start) without reading the producer
+ * again. api_plugin_host_stopping_wait then waits for the threads that
+ * may be reading it (a few instructions: they take no lock). */
+void api_plugin_host_stopping(evh_plugin *p);
+void api_plugin_host_stopping_wait(evh_plugin *p);
 /* Is a library loaded whose file was written over in place: its
  * destructors must not run (main leaves with _exit). */
 int plugins_changed_loaded(void);

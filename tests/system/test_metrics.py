@@ -969,3 +969,36 @@ def test_metrics_disabled_answers_404(evhostd):
     assert r.status_code == 404
     assert r.headers["Content-Type"] == "application/problem+json"
     assert d.get("/healthz").status_code == 200
+
+
+def lag_series(d, topic):
+    found = {}
+    for labels, v in re.findall(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$',
+                                d.get("/metrics").text, re.M):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("topic") == topic:
+            found[int(lab["partition"])] = float(v)
+    return found
+
+
+@pytest.mark.parametrize("reset,lag", [("latest", 0), ("error", 5)])
+def test_consumer_lag_of_a_new_group_follows_auto_offset_reset(
+        evhostd, build_dir, unique_name, kafka_bootstrap, reset, lag):
+    # A new group on a topic that holds 5 events. latest: it starts at the
+    # end, past them (never handled): nothing waits, lag 0. error: it
+    # starts nowhere, every event waits for the operator to set its offset
+    # (a replay): lag 5, so the stuck consumer shows.
+    topic = unique_name("reset")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=1)
+    for k in "abcde":
+        lib.kafka_produce(topic, '{"n":1}', key=k, brokers=kafka_bootstrap)
+    config = {"kafka": {"rdkafka.auto.offset.reset": reset},
+              "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                               "topic": topic, "group": unique_name("g")}}
+    d = evhostd(config, brokers=kafka_bootstrap)
+    found = lib.wait_until(lambda: lag_series(d, topic) or None, timeout=30, interval=0.5,
+                           message=f"evhost_consumer_lag of {topic}")
+    time.sleep(2)  # a few more reports: the value holds
+    assert lag_series(d, topic) == {0: lag}, (found, d.log_tail())
+    assert lib.probe_seen(d) == []
+    assert d.stop() == 0, d.log_tail()

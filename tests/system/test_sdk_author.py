@@ -17,8 +17,10 @@ code as it was) rather than a fix.
 
 import json
 import os
+import re
 import socket
 import sqlite3
+import signal
 import subprocess
 import time
 import uuid
@@ -29,6 +31,7 @@ import evhost_testlib as lib
 
 EXAMPLE = lib.REPO_ROOT / "sdk" / "examples" / "orders"
 SECRET = b"orders-test-secret-0123456789-abcdefghijklmnop"
+EVH_ESTATE = -9
 WARNINGS = ["-Wall", "-Wextra", "-Wshadow", "-Wconversion", "-Werror"]
 
 
@@ -416,3 +419,234 @@ def test_the_mistakes_the_docs_warn_of(evhostd, sdk_prefix, tmp_path, kafka_boot
     assert all(m["headers"]["evhost_dlq_attempts"] == "2" for m in dlq)
     with sqlite3.connect(f"file:{d.state_dir}/mistakes.db?mode=ro", uri=True) as db:
         assert db.execute("SELECT count(*) FROM seen").fetchone() == (0,)
+
+
+FULL = r"""
+#include <stdlib.h>
+#include <evhost/evhost.h>
+
+static const evh_config_key cfg[] = {
+    {"topic", EVH_CFG_STRING, NULL, 1, "consumed"},
+    {"out", EVH_CFG_STRING, NULL, 1, "published to"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+/* Publishes as many events as the event's data says, in the handler's tx:
+ * with [store] outbox_max_rows = 1, the second is refused (EVH_EFULL). */
+static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	const char *data = evh_event_data(ev, NULL);
+	long n = data ? strtol(data, NULL, 10) : 0;
+	for (long i = 0; i < n; i++)
+		if (evh_publish(p, tx, (const char *)ud, "k", "full.out", "{}", 2) != EVH_OK)
+			return EVH_EVENT_RETRY;
+	return EVH_EVENT_OK;
+}
+
+static int init(evh_plugin *p, void **state)
+{
+	evh_subscription s = {.struct_size = sizeof s, .topic = evh_config_str(p, "topic"),
+	                      .handler = on_event, .ud = (void *)evh_config_str(p, "out"),
+	                      .max_attempts = 4, .backoff_ms = 10, .backoff_max_ms = 10};
+	*state = NULL;
+	return evh_subscribe(p, &s);
+}
+
+static void fini(evh_plugin *p, void *state) { (void)p; (void)state; }
+
+EVH_PLUGIN("full", "0", "publishes from its handler into a full outbox", cfg, init, fini)
+"""
+
+
+def handled_total(d, topic, result):
+    for labels, v in re.findall(r'^evhost_events_handled_total\{([^}]*)\} (\S+)$',
+                                d.get("/metrics").text, re.M):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("plugin") == "full" and lab.get("topic") == topic and \
+                lab.get("result") == result:
+            return float(v)
+    return 0
+
+
+def test_a_handler_meeting_a_full_outbox_says_so_once_an_episode(
+        evhostd, sdk_prefix, tmp_path, kafka_bootstrap, unique_name):
+    # A handler's publish refused for a full outbox is retried (each retry
+    # an attempt, counted in the metrics); the retry line was said at
+    # every retry of every event while the outbox stayed full. Now: the
+    # first, then a count once an attempt finds room; nothing is lost (the
+    # events given up are in the dead-letter topic, the metrics exact).
+    src = tmp_path / "full.c"
+    src.write_text(FULL)
+    so = cc_plugin(sdk_prefix, src, tmp_path / "full.so")
+    topic, out = unique_name("full"), unique_name("fullout")
+    lib.create_topics([topic, out], kafka_bootstrap, partitions=1)
+    d = evhostd({"log": {"level": "info"}, "store": {"outbox_max_rows": 1},
+                 "plugin.full": {"path": str(so), "topic": topic, "out": out,
+                                 "group": unique_name("g")}},
+                brokers=kafka_bootstrap)
+    for i in range(3):  # two publishes each: never room for both
+        lib.kafka_produce(topic, "2", headers={"ce_id": f"two-{i}"}, brokers=kafka_bootstrap)
+    dlq = lib.kafka_consume(f"{topic}.full.dlq", count=3, timeout=60, brokers=kafka_bootstrap)
+    assert sorted(m["headers"]["ce_id"] for m in dlq) == ["two-0", "two-1", "two-2"], dlq
+    assert all(m["headers"]["evhost_dlq_attempts"] == "4" for m in dlq), dlq
+    assert all("outbox full" in m["headers"]["evhost_dlq_error"] for m in dlq), dlq
+    # One publish has room: handled, and the episode's count is said.
+    lib.kafka_produce(topic, "1", headers={"ce_id": "one"}, brokers=kafka_bootstrap)
+    sent = lib.kafka_consume(out, count=1, timeout=60, brokers=kafka_bootstrap)
+    assert len(sent) == 1, sent
+    d.wait_for_log("more retries for a full outbox", timeout=30)
+    log = d.log_text()
+    retry_lines = [ln for ln in log.splitlines()
+                   if re.search(r"attempt \d/4 failed \(storage: outbox full", ln)]
+    assert len(retry_lines) == 1, "\n".join(retry_lines)
+    assert "[kafka] full: the handlers' publishes go into the outbox again; 8 more retries " \
+        "for a full outbox" in log, d.log_tail()
+    # Every retry counted: 3 events x 3 retries, 3 dead letters, 1 handled.
+    lib.wait_until(lambda: handled_total(d, topic, "ok") == 1, timeout=10)
+    assert handled_total(d, topic, "retry") == 9
+    assert handled_total(d, topic, "dlq") == 3
+    assert d.stop() == 0, d.log_tail()
+
+
+LEFTOVER = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <evhost/evhost.h>
+
+static const evh_config_key cfg[] = {
+    {"topic", EVH_CFG_STRING, NULL, 1, "published to"},
+    {"rc_file", EVH_CFG_STRING, NULL, 1, "where the thread writes what evh_publish gave"},
+    {"join", EVH_CFG_BOOL, "false", 0, "fini stops and joins the thread (as it must)"},
+    {"pause_us", EVH_CFG_INT, "1000", 0, "the thread's pause between rounds"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+/* The plugin's mistake: a thread that calls the SDK in a loop, started in
+ * init and never joined (fini does not stop it), unless join = true. */
+static struct leftover {
+	evh_plugin *p;
+	char topic[256], rc_file[512];
+	long pause_us;
+	int join;
+	pthread_t t;
+	volatile int stop;
+} left;
+
+static void *loop(void *arg)
+{
+	struct leftover *l = arg;
+	struct timespec pause = {0, l->pause_us * 1000};
+	for (long i = 0; !l->stop; i++) {
+		int rc = evh_publish(l->p, NULL, l->topic, "k", "leftover.tick", "{}", 2);
+		evh_tx *tx = NULL;
+		int begun = evh_tx_begin(l->p, &tx);
+		FILE *f;
+		if (begun == EVH_OK)
+			evh_tx_rollback(tx);
+		evh_log(l->p, EVH_LOG_DEBUG, "leftover: tick %ld", i);
+		if (i % 16 == 0 && (f = fopen(l->rc_file, "w"))) {
+			fprintf(f, "%d %d %s\n", rc, begun, evh_config_str(l->p, "topic") ? "cfg" : "-");
+			fclose(f);
+		}
+		if (l->pause_us)
+			nanosleep(&pause, NULL);
+	}
+	return NULL;
+}
+
+static int init(evh_plugin *p, void **state)
+{
+	left.p = p;
+	snprintf(left.topic, sizeof left.topic, "%s", evh_config_str(p, "topic"));
+	snprintf(left.rc_file, sizeof left.rc_file, "%s", evh_config_str(p, "rc_file"));
+	left.pause_us = (long)evh_config_int(p, "pause_us", 1000);
+	left.join = evh_config_bool(p, "join", 0);
+	*state = NULL;
+	if (pthread_create(&left.t, NULL, loop, &left) != 0)
+		return EVH_ERR;
+	*state = &left;
+	return EVH_OK;
+}
+
+static void fini(evh_plugin *p, void *state)
+{
+	struct leftover *l = state;
+	(void)p;
+	if (!l || !l->join)
+		return;
+	l->stop = 1;
+	pthread_join(l->t, NULL);
+}
+
+EVH_PLUGIN("leftover", "0", "leaves a thread calling the SDK after fini", cfg, init, fini)
+"""
+
+
+def test_a_thread_left_running_after_fini_is_refused_not_a_crash(
+        evhostd, sdk_prefix, tmp_path, kafka_bootstrap, unique_name):
+    # docs/sdk.md: a plugin joins its threads in fini. One that does not
+    # (its thread calls evh_publish, evh_tx_begin, evh_log, evh_config in a
+    # loop) made the host read the plugin's freed handle (AddressSanitizer:
+    # heap-use-after-free) and, once its library was unloaded, run code
+    # that was no longer mapped (SIGSEGV). Now its calls are refused
+    # (EVH_ESTATE), said once, and its library stays loaded.
+    src = tmp_path / "leftover.c"
+    src.write_text(LEFTOVER)
+    so = cc_plugin(sdk_prefix, src, tmp_path / "leftover.so")
+    topic, rc_file = unique_name("left"), tmp_path / "rc"
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    leftover = {"path": str(so), "topic": topic, "rc_file": str(rc_file)}
+    d = evhostd(dropins={"50-leftover.conf": {"plugin.leftover": leftover}},
+                brokers=kafka_bootstrap)
+    lib.wait_until(lambda: rc_file.exists() and rc_file.read_text().startswith("0 0 cfg"),
+                   timeout=30, message="the leftover thread publishing")
+    # The plugin stopped by a reload (its drop-in gone): its thread runs on.
+    (d.config_dir / "conf.d" / "50-leftover.conf").unlink()
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("plugin 'leftover': evh_", timeout=30)
+    lib.wait_until(lambda: rc_file.read_text() == f"{EVH_ESTATE} {EVH_ESTATE} -\n",
+                   timeout=30, message="the leftover thread refused")
+    time.sleep(0.5)  # more calls, none said again
+    log = d.log_text()
+    assert log.count("called after the plugin's fini returned") == 1, d.log_tail()
+    assert "plugin 'leftover': evh_" in log
+    assert d.get("/healthz").status_code == 200
+    assert d.stop() == 0, d.log_tail()
+    assert d.sanitizer_report() is None, d.sanitizer_report()
+
+    # Stopped with the daemon (SIGTERM): the same, and a clean exit.
+    rc_file.unlink()
+    d = evhostd(dropins={"50-leftover.conf": {"plugin.leftover": leftover}},
+                brokers=kafka_bootstrap)
+    lib.wait_until(lambda: rc_file.exists() and rc_file.read_text().startswith("0 0 cfg"),
+                   timeout=30, message="the leftover thread publishing")
+    assert d.stop() == 0, d.log_tail()
+    assert d.log_text().count("called after the plugin's fini returned") <= 1, d.log_tail()
+    assert d.sanitizer_report() is None, d.sanitizer_report()
+
+
+def test_a_plugin_thread_publishing_while_the_daemon_stops_is_safe(
+        evhostd, sdk_prefix, tmp_path, kafka_bootstrap, unique_name):
+    # A plugin that does it right: its thread publishes until fini joins
+    # it. The daemon's stop freed the outbox before fini, and a publish
+    # committed just before woke it after (the store calls the commit hook
+    # once its lock is let go): heap-use-after-free in outbox_wake, seen by
+    # AddressSanitizer. Stopped a few times with the thread never pausing.
+    src = tmp_path / "leftover.c"
+    src.write_text(LEFTOVER)
+    so = cc_plugin(sdk_prefix, src, tmp_path / "leftover.so")
+    topic, rc_file = unique_name("joined"), tmp_path / "rc"
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    section = {"path": str(so), "topic": topic, "rc_file": str(rc_file), "join": "true",
+               "pause_us": 0}
+    for _ in range(4):
+        if rc_file.exists():
+            rc_file.unlink()
+        d = evhostd({"plugin.leftover": section}, brokers=kafka_bootstrap)
+        lib.wait_until(lambda: rc_file.exists() and rc_file.read_text().startswith("0 0 cfg"),
+                       timeout=30, message="the thread publishing")
+        assert d.stop() == 0, d.log_tail()
+        assert d.sanitizer_report() is None, d.sanitizer_report()
+        assert "called after the plugin's fini returned" not in d.log_text()

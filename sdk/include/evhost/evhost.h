@@ -441,7 +441,10 @@ typedef struct evh_plugin_desc {
 	 * NULL), so init may return early without cleaning up. */
 	int (*init)(evh_plugin *p, void **state);
 	/* Called once before unload, on the main thread, after HTTP and the
-	 * consumer have stopped calling the plugin; also after a failed init. */
+	 * consumer have stopped calling the plugin; also after a failed init.
+	 * Stop and join every thread of the plugin's here: once fini returns,
+	 * calls with p are refused (EVH_ESTATE, said once) and the .so may be
+	 * unloaded under a thread still running (docs/sdk.md). */
 	void (*fini)(evh_plugin *p, void *state);
 	/* (ABI 1.7; NULL: none) Check the plugin's own values, without starting
 	 * anything: set with EVH_PLUGIN_CHECKED. Called on the main thread after
