@@ -593,6 +593,36 @@ failed:
 	return 1;
 }
 
+/* A second instance of a plugin whose routes are fixed (plugins.h), before
+ * any plugin's init: its init would fail on a route the first one holds,
+ * after the first one's init and migrations ran. One that is required is
+ * said in `d`, as --check-config says it; one with required = false is
+ * left out of h->plugins with a warning (`at`: "" at start, "reload: " at
+ * a reload; `then`: what comes of it). 0 when none is in `d`, else -1. */
+static int host_check_instances(host *h, diag *d, const char *at, const char *then)
+{
+	size_t before = diag_count(d);
+
+	for (size_t i = 0; i < h->nplugins;) {
+		evh_plugin *p = h->plugins[i];
+		const plugin_settings *ps;
+		char msg[1024];
+
+		if (!plugins_second_instance(h, i, &ps, msg, sizeof msg)) {
+			i++;
+		} else if (p->required) {
+			diag_add(d, ps->file, ps->line, "%s", msg);
+			i++;
+		} else {
+			log_warn("host", "%s%s:%d: %s (required = false: %s)", at, ps->file, ps->line,
+			         msg, then);
+			host_drop_plugin(h, i);
+			plugin_destroy(p);
+		}
+	}
+	return diag_count(d) == before ? 0 : -1;
+}
+
 /* One daemon per state_dir: two would share the plugins' databases and
  * outboxes and send every event twice. The lock (flock, released by the
  * kernel when the process dies) is taken before anything is opened. */
@@ -967,7 +997,19 @@ static void drop_settings_secrets(settings *s)
 int host_start(host *h)
 {
 	char err[1024], plain[80], tls[80] = "";
+	diag d = {0};
 
+	/* Before anything is opened: refused, no plugin's init has run. */
+	if (host_check_instances(h, &d, "", "left out, the start goes on without it") != 0) {
+		for (size_t i = 0; i < d.n; i++)
+			log_error("host", "%s", d.msgs[i]);
+		if (d.lost)
+			log_error("host", "%zu more problem%s not recorded: out of memory", d.lost,
+			          d.lost == 1 ? "" : "s");
+		diag_free(&d);
+		return -1;
+	}
+	diag_free(&d);
 	if (lock_state_dir(h) != 0)
 		return -1;
 	crash_record_open(h->set.state_dir); /* before the consumers: they ask it */
@@ -1186,12 +1228,18 @@ int host_reload(host *h)
 	diag d = {0};
 	size_t started = 0, stopped = 0, kept = 0, nfallbacks = 0, fell_back = 0;
 	evh_plugin **fallbacks;
+	int rc;
 
 	memset(&next, 0, sizeof next);
 	next.reloading = 1;
 	log_info("host", "reloading %s", h->conf_file);
 	stopguard_at("the reload under way (reading the configuration, the plugins' checks)");
-	if (host_configure(&next, h->conf_file, &d) != 0) {
+	rc = host_configure(&next, h->conf_file, &d);
+	/* Refused here, not by the second instance's init once the others
+	 * were stopped or started. */
+	if (host_check_instances(&next, &d, "reload: ", "left out") != 0)
+		rc = -1;
+	if (rc != 0) {
 		for (size_t i = 0; i < d.n; i++)
 			log_error("host", "reload refused: %s", d.msgs[i]);
 		if (d.lost)

@@ -1806,13 +1806,19 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
  * it is open, so by default half of them stay free for ordinary requests.
  * With threads = 1 that is none: a stream would hold the only worker, which
  * [http] max_streams, below threads, cannot allow either. */
-static int max_streams(const host *h)
+int http_max_streams(const settings *s, const char *where)
 {
-	int threads = h->set.http_threads > 0 ? h->set.http_threads : 8;
-	if (h->set.http_max_streams > 0)
-		return h->set.http_max_streams;
-	return threads / 2;
+	int threads = s->http_threads > 0 ? s->http_threads : 8;
+	int n = s->http_max_streams > 0 ? s->http_max_streams : threads / 2;
+	if (n == 0 && where)
+		log_warn("http", "%s%s[http] threads = 1: no event stream is served (each would hold "
+		                 "the only worker; a stream route answers 503): give the server at "
+		                 "least 2 threads to serve streams",
+		         where, *where ? ": " : "");
+	return n;
 }
+
+static int max_streams(const host *h) { return http_max_streams(&h->set, NULL); }
 
 int http_resp_stream(evh_response *resp, const char *channel)
 {
@@ -2670,11 +2676,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
 	atomic_store(&srv->routing, 1);
-	stream_hub_start(stream_hub_global(), max_streams(h));
-	if (max_streams(h) == 0)
-		log_warn("http", "[http] threads = 1: no event stream is served (each would hold "
-		                 "the only worker; a stream route answers 503): give the server at "
-		                 "least 2 threads to serve streams");
+	stream_hub_start(stream_hub_global(), http_max_streams(&h->set, ""));
 	*out = srv;
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -23,6 +24,7 @@
 #include "crash.h"
 #include "diag.h"
 #include "host.h"
+#include "http.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -316,6 +318,15 @@ int main(int argc, char **argv)
 		/* What only making a client shows (certificates, keys, SASL). */
 		rc = kafka_check_clients(&h.set, &d);
 		kafka_known_issues(&h.set);
+	}
+	/* What the start warns of: [http] threads = 1 serves no event stream.
+	 * A note, not a problem. */
+	if (check) {
+		const cfg_entry *e = cfg_find(&h.cfg, "http", "threads");
+		char where[PATH_MAX + 32] = "";
+		if (e)
+			snprintf(where, sizeof where, "%s:%d", e->file, e->line);
+		http_max_streams(&h.set, where);
 	}
 	/* What only the plugins' init would show: a second instance of one
 	 * whose routes are fixed (plugins.h). */

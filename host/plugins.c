@@ -55,35 +55,46 @@ static const plugin_settings *settings_of(const host *h, const evh_plugin *p)
 	return NULL;
 }
 
+int plugins_second_instance(const host *h, size_t i, const plugin_settings **at, char *msg,
+                            size_t msglen)
+{
+	const evh_plugin *p = h->plugins[i], *first = NULL;
+	const plugin_settings *ps = settings_of(h, p), *fs;
+	size_t k = 0;
+
+	while (k < sizeof fixed_routes / sizeof fixed_routes[0] &&
+	       strcmp(fixed_routes[k].plugin, p->desc->name))
+		k++;
+	if (k == sizeof fixed_routes / sizeof fixed_routes[0] || !ps)
+		return 0;
+	/* The first one started (plugins start in the order of their names,
+	 * as h->plugins lists them) holds them. */
+	for (size_t j = 0; j < i && !first; j++)
+		if (!strcmp(h->plugins[j]->desc->name, p->desc->name))
+			first = h->plugins[j];
+	if (!first || !(fs = settings_of(h, first)))
+		return 0;
+	snprintf(msg, msglen,
+	         "[%s] %s: route %s %s already registered by plugin '%s' ([%s] at %s:%d, "
+	         "%s): plugin '%s' registers fixed routes, so a second instance of it fails "
+	         "at start",
+	         p->section, p->path, fixed_routes[k].method, fixed_routes[k].pattern, first->name,
+	         first->section, fs->file, fs->line, first->path, p->desc->name);
+	*at = ps;
+	return 1;
+}
+
 int plugins_check_instances(host *h, diag *d, FILE *out)
 {
 	size_t before = diag_count(d);
 
 	for (size_t i = 0; i < h->nplugins; i++) {
-		const evh_plugin *p = h->plugins[i], *first = NULL;
-		const plugin_settings *ps = settings_of(h, p), *fs;
-		size_t k = 0;
+		const plugin_settings *ps;
 		char msg[1024];
 
-		while (k < sizeof fixed_routes / sizeof fixed_routes[0] &&
-		       strcmp(fixed_routes[k].plugin, p->desc->name))
-			k++;
-		if (k == sizeof fixed_routes / sizeof fixed_routes[0] || !ps)
+		if (!plugins_second_instance(h, i, &ps, msg, sizeof msg))
 			continue;
-		/* The first one started (plugins start in the order of their names,
-		 * as h->plugins lists them) holds them. */
-		for (size_t j = 0; j < i && !first; j++)
-			if (!strcmp(h->plugins[j]->desc->name, p->desc->name))
-				first = h->plugins[j];
-		if (!first || !(fs = settings_of(h, first)))
-			continue;
-		snprintf(msg, sizeof msg,
-		         "[%s] %s: route %s %s already registered by plugin '%s' ([%s] at %s:%d, "
-		         "%s): plugin '%s' registers fixed routes, so a second instance of it fails "
-		         "at start",
-		         p->section, p->path, fixed_routes[k].method, fixed_routes[k].pattern,
-		         first->name, first->section, fs->file, fs->line, first->path, p->desc->name);
-		if (p->required)
+		if (h->plugins[i]->required)
 			diag_add(d, ps->file, ps->line, "%s", msg);
 		else
 			fprintf(out, "%s:%d: %s (required = false: the start goes on without it)\n",

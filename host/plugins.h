@@ -139,14 +139,19 @@ int plugins_changed_loaded(void);
 /* Do two plugin instances run the same build: the library loaded from the
  * same file? A reload restarts a plugin whose file was replaced. */
 int plugin_same_build(const evh_plugin *a, const evh_plugin *b);
-/* --check-config: two enabled instances of one plugin that registers fixed
- * routes (user, crud, notifications: the host cannot see any plugin's routes
- * without running its init), which the start refuses when the second one's
- * init registers a route the first holds. Each is said in `d` at the line
- * of the section that starts second (h->plugins' order), naming both
- * sections, their files and the route; one with required = false (the
- * start goes on without it) on `out` instead. 0 when there is none in `d`,
- * else -1. */
+/* Is h->plugins[i] a second enabled instance of a plugin that registers
+ * fixed routes (user, crud, notifications: the host cannot see any
+ * plugin's routes without running its init), whose init would fail on a
+ * route an instance before it in h->plugins (the start's order) holds?
+ * 1 with *at its section's settings (where to say it) and `msg` naming
+ * both sections, their files and the route; else 0. The start and a
+ * reload ask it before any init (host.c), --check-config through
+ * plugins_check_instances. */
+int plugins_second_instance(const struct host *h, size_t i, const plugin_settings **at,
+                            char *msg, size_t msglen);
+/* --check-config: each second instance (plugins_second_instance) in `d` at
+ * the line of its section; one with required = false (the start goes on
+ * without it) on `out` instead. 0 when there is none in `d`, else -1. */
 int plugins_check_instances(struct host *h, diag *d, FILE *out);
 const char *plugin_state_name(plugin_state s);
 #endif

@@ -470,6 +470,57 @@ def test_check_config_refuses_a_second_instance_of_a_plugin_with_fixed_routes(
         r.stdout + r.stderr
 
 
+def test_the_start_refuses_a_second_instance_before_any_plugins_init(evhostd, build_dir,
+                                                                     tmp_path):
+    """The start ran the first instance's init (its migrations too) and only
+    then failed on the second's route. Now it refuses it before any plugin's
+    init, with --check-config's words; one with required = false is left
+    out, said at WARN, and the others start."""
+    user = build_dir / "plugins" / "user.so"
+    state = tmp_path / "refused-state"
+    conf = "[plugin.user]\n\n[plugin.user2]\npath = user.so\n"
+    r = evhostd.run([], dropins={"10-user.conf": conf}, state_dir=state, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = "route POST /users already registered by plugin 'user'"
+    lines = [l for l in r.stderr.splitlines() if said in l]
+    assert len(lines) == 1, r.stderr
+    assert re.search(
+        r"conf\.d/10-user\.conf:3: \[plugin\.user2\] " + re.escape(f"{user}: {said} ")
+        + r"\(\[plugin\.user\] at .*conf\.d/10-user\.conf:1, " + re.escape(f"{user}): ")
+        + "plugin 'user' registers fixed routes, so a second instance of it fails at start$",
+        lines[0]), lines[0]
+    # No plugin's init ran: no database was made, no migration applied.
+    assert "running (" not in r.stderr and "init failed" not in r.stderr, r.stderr
+    assert not list(state.glob("*.db")), list(state.iterdir())
+    # required = false: left out before its init, the others start.
+    d = evhostd(dropins={"10-user.conf": conf + "required = false\n"})
+    text = d.log_text()
+    assert re.search(r"conf\.d/10-user\.conf:3: \[plugin\.user2\] .*" + re.escape(said)
+                     + r".* \(required = false: left out, the start goes on without it\)",
+                     text), text
+    assert "plugin 'user2'" not in text, text
+    assert not (d.state_dir / "user2.db").exists()
+    assert d.get("/readyz").json()["plugins"] == {"user": "running"}
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+
+
+def test_check_config_warns_that_one_http_thread_serves_no_event_stream(evhostd):
+    """The start warned that [http] threads = 1 serves no event stream;
+    --check-config said nothing. Now it says the same, at the line of
+    threads, as a note: the configuration is OK."""
+    r = evhostd.run(["--check-config"], dropins={"30-http.conf": "[http]\n# one\nthreads = 1\n"})
+    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"WARN.*conf\.d/30-http\.conf:3: \[http\] threads = 1: no event stream "
+                     r"is served \(each would hold the only worker; a stream route answers "
+                     r"503\): give the server at least 2 threads to serve streams",
+                     r.stderr), r.stderr
+    r = evhostd.run(["--check-config"], dropins={"30-http.conf": "[http]\nthreads = 2\n"})
+    assert r.returncode == 0 and "no event stream" not in r.stdout + r.stderr, \
+        r.stdout + r.stderr
+
+
 def test_one_http_thread_serves_no_event_stream(evhostd, build_dir, tmp_path, unique_name):
     """[http] max_streams = 1 with threads = 1 is refused (a stream would hold
     the only worker), yet that was the default then: 1, and a stream took the

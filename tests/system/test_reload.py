@@ -1213,3 +1213,41 @@ def test_a_reload_draining_a_slow_handler_keeps_systemds_watchdog_fed(evhostd, b
         assert len(pings) >= 2 and max(b - a for a, b in zip([t_back] + pings, pings)) < 2
     finally:
         notify.close()
+
+
+def test_a_drop_in_adding_a_second_instance_of_a_plugin_with_fixed_routes_is_refused(
+        evhostd, build_dir):
+    # The reload started the second instance of user, whose init failed on
+    # POST /users (held by the first): "could not be started; it stays off",
+    # /readyz not ready, its database made. Now the reload is refused whole
+    # at its check step, at the drop-in's line, and nothing is touched.
+    user = build_dir / "plugins" / "user.so"
+    d = evhostd(dropins={"10-user.conf": "[plugin.user]\n"})
+    write_dropin(d, "20-user2.conf", f"# a second one\n[plugin.user2]\npath = {user}\n")
+    dropin = d.config_dir / "conf.d" / "20-user2.conf"
+    mark = len(d.log_text())
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: any(s in d.log_text()[mark:] for s in ("reload refused: 1 problem",
+                                                                  "reload done")),
+                   timeout=30, message="the reload did not end")
+    text = d.log_text()[mark:]
+    assert (f"reload refused: {dropin}:2: [plugin.user2] {user}: route POST /users already "
+            f"registered by plugin 'user' ([plugin.user] at ") in text, text
+    assert "reload refused: 1 problem; the running configuration stays" in text, text
+    assert "could not be started" not in text and "draining" not in text, text
+    assert not (d.state_dir / "user2.db").exists()
+    assert d.get("/readyz").json()["plugins"] == {"user": "running"}
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+    # required = false: left out, the rest of the reload applies.
+    write_dropin(d, "20-user2.conf", f"[plugin.user2]\npath = {user}\nrequired = false\n"
+                                     "[log]\nlevel = info\n")
+    text = reload_log(d, "reload done")
+    assert (f"reload: {dropin}:1: [plugin.user2] {user}: route POST /users already "
+            "registered by plugin 'user'") in text, text
+    assert "(required = false: left out)" in text, text
+    assert "0 started, 0 stopped, 1 unchanged" in text, text
+    assert "level debug -> info" in text, text
+    assert not (d.state_dir / "user2.db").exists()
+    assert d.get("/readyz").json()["plugins"] == {"user": "running"}
