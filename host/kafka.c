@@ -1337,6 +1337,10 @@ struct retry_slot {
 	int64_t due_ms;
 	int64_t resume_offset;
 	int dead;        /* msg goes to the dead-letter topic, not to a handler */
+	/* A wait for room in the outbox (schedule_retry): its pending count
+	 * then; the wait ends early once the relay has sent it below that
+	 * (serve_slots). 0: no such wait. */
+	int64_t room_below;
 	struct dlq_send dl;
 	char error[512];
 };
@@ -1382,10 +1386,10 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
-	/* Retries for a full outbox, said once an episode (schedule_retry):
-	 * an episode runs from the first such retry to the first attempt that
-	 * does not meet a full outbox (or the stop); `full_unsaid` counts the
-	 * retries since its first line, said when it ends. */
+	/* Waits for a full outbox, said once an episode (schedule_retry): an
+	 * episode runs from the first such wait to the first attempt that does
+	 * not meet a full outbox (or the stop); `full_unsaid` counts the waits
+	 * since its first line, said when it ends. */
 	int full_episode;
 	int64_t full_unsaid;
 	struct busy_kind {
@@ -1407,8 +1411,9 @@ struct consumer {
 /* What became of one dispatch. */
 /* OUT_KEEP: EVH_EVENT_KEEP_AND_DEAD_LETTER, its writes kept in the
  * transaction, its inbox claim taken back; dead-lettered once committed.
- * OUT_WAIT: a retry while the plugin's database is full (store_full): not the
- * event's fault, so it uses up no attempt and never reaches the DLQ for it.
+ * OUT_WAIT: a retry while the plugin's database is full (store_full), or
+ * after a publish met a full outbox (EVH_EFULL: the relay cannot send): not
+ * the event's fault, so it uses up no attempt and never reaches the DLQ for it.
  * OUT_KEEP_RETRY: EVH_EVENT_KEEP_AND_RETRY, kept as OUT_KEEP, then retried as
  * OUT_RETRY once committed. */
 enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT, OUT_KEEP_RETRY };
@@ -1883,9 +1888,9 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 
 static int64_t msg_time(const rd_kafka_message_t *m);
 
-/* An episode of retries for a full outbox ends at the first attempt that
+/* An episode of waits for a full outbox ends at the first attempt that
  * does not meet one (`c->attempt_full` clear), or at the stop: its count of
- * retries not said one by one is said then. */
+ * waits not said one by one is said then. */
 static void full_episode_end(struct consumer *c)
 {
 	if (!c->full_episode || c->attempt_full)
@@ -1893,10 +1898,10 @@ static void full_episode_end(struct consumer *c)
 	/* No event's context: the line is for all of them. */
 	log_msg_no_context(EVH_LOG_INFO, KAFKA_LOG,
 	                   "%s: the handlers' publishes go into the outbox again; %" PRId64
-	                   " more retr%s for a full outbox since the 'outbox full' line above "
-	                   "(counted in evhost_events_handled_total{result=\"retry\"}, not said "
-	                   "one by one)",
-	                   plugin_label(c), c->full_unsaid, c->full_unsaid == 1 ? "y" : "ies");
+	                   " more wait%s for a full outbox since the 'outbox full' line above "
+	                   "(none counted as an attempt; counted in "
+	                   "evhost_events_handled_total{result=\"retry\"}, not said one by one)",
+	                   plugin_label(c), c->full_unsaid, c->full_unsaid == 1 ? "" : "s");
 	c->full_episode = 0;
 	c->full_unsaid = 0;
 }
@@ -1950,9 +1955,16 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		         : run_handlers_alone(c, &ev, first, sub);
 		if (crashed)
 			crash_record_clear(); /* it did not crash on it this time */
-		if (out == OUT_RETRY && store_full(c->p->store))
+		/* A full outbox waits as a full database does: the relay makes
+		 * room once the broker takes events. Unless the outbox is empty
+		 * (none of the batch's rows in it either: a retry is alone), so
+		 * that this event's publishes alone exceed outbox_max_rows: no
+		 * room would ever come, and it is retried as any failed attempt. */
+		if (out == OUT_RETRY &&
+		    (store_full(c->p->store) ||
+		     (c->attempt_full && (tx || store_outbox_pending(c->p->store) > 0))))
 			out = OUT_WAIT;
-		if (out != OUT_RETRY)
+		if (out != OUT_RETRY && out != OUT_WAIT)
 			c->attempt_full = 0;
 		full_episode_end(c);
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
@@ -2276,32 +2288,38 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	s->attempts = waiting ? attempts - 1 : attempts;
 	s->sub = sub;
 	s->due_ms = clock_mono_ms() + delay;
+	s->room_below = waiting && c->attempt_full ? store_outbox_pending(c->p->store) : 0;
 	snprintf(s->error, sizeof s->error, "%s", error);
-	if (!waiting && c->attempt_full) {
+	if (waiting && c->attempt_full) {
 		/* The outbox stays full until the relay sends (the broker is away,
-		 * or slow): every event met then would say each of its retries.
-		 * One line an episode, the count when it ends (full_episode_end). */
+		 * or slow): every event met then would say each of its waits. One
+		 * line an episode, the count when it ends (full_episode_end). */
 		if (c->full_episode) {
 			c->full_unsaid++;
 			log_debug(KAFKA_LOG,
-			          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry "
-			          "in %d ms",
-			          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
-			          pol->max_attempts, error, delay);
+			          "%s: %s [%" PRId32 "] @%" PRId64 " waits again for room in the "
+			          "outbox (%s); again in %d ms at most",
+			          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
 			return;
 		}
 		c->full_episode = 1;
 		event_log(c, EVH_LOG_WARN,
-		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms. "
-		          "A handler's publish met a full outbox ([store] outbox_max_rows): its "
-		          "events are retried (each retry an attempt) until the relay makes room; "
-		          "their further retries are said once, with a count, when an attempt finds "
-		          "room",
-		          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
-		          pol->max_attempts, error, delay);
+		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: a handler's publish met a full "
+		          "outbox (%s; [store] outbox_max_rows); not counted as an attempt; tried "
+		          "again once the relay has sent events to Kafka (in %d ms at most). Its "
+		          "partition's events wait behind it, in order; the further waits are said "
+		          "once, with a count, when an attempt finds room",
+		          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
 		return;
 	}
-	if (waiting)
+	if (!waiting && c->attempt_full)
+		event_log(c, EVH_LOG_WARN,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms: "
+		          "the outbox is empty, yet its publishes do not fit in [store] "
+		          "outbox_max_rows",
+		          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
+		          pol->max_attempts, error, delay);
+	else if (waiting)
 		event_log(c, EVH_LOG_INFO,
 		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full (%s); not "
 		          "counted as an attempt; again in %d ms",
@@ -2543,7 +2561,10 @@ static int serve_slots(struct consumer *c)
 	int64_t now = clock_mono_ms();
 	for (size_t i = 0; i < c->nslots; i++) {
 		struct retry_slot *s = &c->slots[i];
-		if (s->due_ms > now)
+		/* A wait for room in the outbox ends once the relay has sent. */
+		int room = s->msg && !s->dead && s->room_below > 0 &&
+		           store_outbox_pending(c->p->store) < s->room_below;
+		if (s->due_ms > now && !room)
 			continue;
 		if (!s->msg)
 			slot_resume(c, s);

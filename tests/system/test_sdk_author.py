@@ -468,13 +468,13 @@ def handled_total(d, topic, result):
     return 0
 
 
-def test_a_handler_meeting_a_full_outbox_says_so_once_an_episode(
+def test_a_handler_whose_publishes_never_fit_the_outbox_is_dead_lettered(
         evhostd, sdk_prefix, tmp_path, kafka_bootstrap, unique_name):
-    # A handler's publish refused for a full outbox is retried (each retry
-    # an attempt, counted in the metrics); the retry line was said at
-    # every retry of every event while the outbox stayed full. Now: the
-    # first, then a count once an attempt finds room; nothing is lost (the
-    # events given up are in the dead-letter topic, the metrics exact).
+    # A handler's publish refused for a full outbox waits for room (no
+    # attempt used up) -- unless the outbox is empty and the event's own
+    # publishes exceed [store] outbox_max_rows: no room would ever come, so
+    # it is retried as any failed attempt (each one counted) and
+    # dead-lettered after the last, and the others flow on.
     src = tmp_path / "full.c"
     src.write_text(FULL)
     so = cc_plugin(sdk_prefix, src, tmp_path / "full.so")
@@ -490,22 +490,114 @@ def test_a_handler_meeting_a_full_outbox_says_so_once_an_episode(
     assert sorted(m["headers"]["ce_id"] for m in dlq) == ["two-0", "two-1", "two-2"], dlq
     assert all(m["headers"]["evhost_dlq_attempts"] == "4" for m in dlq), dlq
     assert all("outbox full" in m["headers"]["evhost_dlq_error"] for m in dlq), dlq
-    # One publish has room: handled, and the episode's count is said.
+    # One publish has room: handled.
     lib.kafka_produce(topic, "1", headers={"ce_id": "one"}, brokers=kafka_bootstrap)
     sent = lib.kafka_consume(out, count=1, timeout=60, brokers=kafka_bootstrap)
     assert len(sent) == 1, sent
-    d.wait_for_log("more retries for a full outbox", timeout=30)
+    lib.wait_until(lambda: handled_total(d, topic, "ok") == 1, timeout=10)
     log = d.log_text()
     retry_lines = [ln for ln in log.splitlines()
-                   if re.search(r"attempt \d/4 failed \(storage: outbox full", ln)]
-    assert len(retry_lines) == 1, "\n".join(retry_lines)
-    assert "[kafka] full: the handlers' publishes go into the outbox again; 8 more retries " \
-        "for a full outbox" in log, d.log_tail()
-    # Every retry counted: 3 events x 3 retries, 3 dead letters, 1 handled.
-    lib.wait_until(lambda: handled_total(d, topic, "ok") == 1, timeout=10)
-    assert handled_total(d, topic, "retry") == 9
+                   if re.search(r"attempt \d/4 failed \(storage: outbox full.*the outbox "
+                                r"is empty, yet its publishes do not fit", ln)]
+    assert len(retry_lines) == 9, "\n".join(retry_lines)  # 3 events x attempts 1-3
     assert handled_total(d, topic, "dlq") == 3
     assert d.stop() == 0, d.log_tail()
+
+
+WAITER = r"""
+#include <stdio.h>
+#include <string.h>
+#include <evhost/evhost.h>
+
+static const evh_config_key cfg[] = {
+    {"topic", EVH_CFG_STRING, NULL, 1, "consumed"},
+    {"out", EVH_CFG_STRING, NULL, 1, "published to"},
+    {NULL, 0, NULL, 0, NULL},
+};
+
+/* Publishes one event per event: its partition, offset and attempt, padded
+ * to 1000 bytes (above the out topic's max.message.bytes in the test, so
+ * the relay cannot send it and the outbox stays full). */
+static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	char json[1100];
+	int n = snprintf(json, sizeof json, "{\"p\":%d,\"o\":%lld,\"a\":%d,\"pad\":\"",
+	                 (int)evh_event_partition(ev), (long long)evh_event_offset(ev),
+	                 evh_event_attempt(ev));
+	memset(json + n, 'x', 1000 - (size_t)n);
+	memcpy(json + 1000, "\"}", 3);
+	if (evh_publish(p, tx, (const char *)ud, "k", "waiter.out", json, strlen(json)) != EVH_OK)
+		return EVH_EVENT_RETRY; /* EVH_EFULL: the host waits for room */
+	return EVH_EVENT_OK;
+}
+
+static int init(evh_plugin *p, void **state)
+{
+	evh_subscription s = {.struct_size = sizeof s, .topic = evh_config_str(p, "topic"),
+	                      .handler = on_event, .ud = (void *)evh_config_str(p, "out"),
+	                      .max_attempts = 2, .backoff_ms = 10, .backoff_max_ms = 50};
+	*state = NULL;
+	return evh_subscribe(p, &s);
+}
+
+static void fini(evh_plugin *p, void *state) { (void)p; (void)state; }
+
+EVH_PLUGIN("full", "0", "publishes one event per event", cfg, init, fini)
+"""
+
+
+def test_a_handler_meeting_a_full_outbox_waits_without_using_attempts(
+        evhostd, sdk_prefix, tmp_path, kafka_bootstrap, unique_name):
+    # The relay cannot send (the out topic refuses the events as too big),
+    # so the outbox ([store] outbox_max_rows 2) stays full. The events that
+    # meet it used to be retried, each retry an attempt, and dead-lettered
+    # after max_attempts (2) though nothing was wrong with them. Now they
+    # wait as for a full database: no attempt used up, none dead-lettered;
+    # once the topic takes the events, every one is handled once, at its
+    # first attempt, in order in its partition. One line when the waiting
+    # starts, one with the count when it goes on.
+    src = tmp_path / "waiter.c"
+    src.write_text(WAITER)
+    so = cc_plugin(sdk_prefix, src, tmp_path / "waiter.so")
+    topic, out = unique_name("wait"), unique_name("waitout")
+    lib.create_topics([topic], kafka_bootstrap, partitions=2)
+    lib.create_topics([out], kafka_bootstrap, partitions=1,
+                      configs={"max.message.bytes": "600"})
+    d = evhostd({"log": {"level": "info"}, "store": {"outbox_max_rows": 2},
+                 "plugin.full": {"path": str(so), "topic": topic, "out": out,
+                                 "group": unique_name("g")}},
+                brokers=kafka_bootstrap)
+    n = 8
+    for i in range(n):
+        lib.kafka_produce(topic, "{}", key=f"k{i % 4}", headers={"ce_id": f"ev-{i}"},
+                          brokers=kafka_bootstrap)
+    # Far more tries than max_attempts would allow (old code: dead letters).
+    lib.wait_until(lambda: handled_total(d, topic, "retry") >= 20 or
+                   handled_total(d, topic, "dlq") > 0, timeout=60,
+                   message="events to wait for room in the outbox")
+    assert handled_total(d, topic, "dlq") == 0, d.log_tail()
+    assert handled_total(d, topic, "ok") == 2  # the two the outbox took
+    lib.alter_topic(out, {"max.message.bytes": "1048588"}, kafka_bootstrap)
+    lib.wait_until(lambda: handled_total(d, topic, "ok") == n, timeout=60,
+                   message="every event handled once the relay sends")
+    sent = lib.kafka_consume(out, count=n, timeout=60, brokers=kafka_bootstrap)
+    got = [json.loads(m["value"]) for m in sent]
+    assert len(got) == n, got
+    assert all(g["a"] == 1 for g in got), [(g["p"], g["o"], g["a"]) for g in got]
+    for part in {g["p"] for g in got}:  # each once, in its partition's order
+        offs = [g["o"] for g in got if g["p"] == part]
+        assert offs == sorted(set(offs)), (part, offs)
+    assert handled_total(d, topic, "dlq") == 0
+    assert handled_total(d, topic, "reject") == 0
+    tries = handled_total(d, topic, "retry")
+    assert d.stop() == 0, d.log_tail()
+    log = d.log_text()
+    assert not re.search(r"attempt \d/2 failed", log), d.log_tail()
+    starts = len(re.findall(r"waits: a handler's publish met a full outbox", log))
+    ends = len(re.findall(r"the handlers' publishes go into the outbox again; \d+ more "
+                          r"waits? for a full outbox", log))
+    assert starts >= 1 and starts == ends, d.log_tail()
+    assert starts < tries / 4  # not a line per try
 
 
 LEFTOVER = r"""
