@@ -11,7 +11,9 @@ char *redact_url(const char *url)
 	const char *h = strstr(url, "://"), *end, *at = NULL, *q;
 	textbuf b = {0};
 
-	h = h ? h + 3 : url;
+	/* The scheme's "://" only: one further on is a path's or a query's (a
+	 * redirect target in a value), and taking it would show the query. */
+	h = h && (size_t)(h - url) < strcspn(url, "/?#") ? h + 3 : url;
 	end = h + strcspn(h, "/?#");
 	for (const char *c = h; c < end; c++)
 		if (*c == '@')

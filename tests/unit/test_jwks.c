@@ -68,6 +68,8 @@ static void test_redact_url_userinfo(void **state)
 	shows("https://idp.example/c?mail=a@b", "https://idp.example/c?mail=***");
 	/* No scheme: the host comes first. */
 	shows("kc:pw@idp.example/c", "***@idp.example/c");
+	/* A "://" after the host is a value's, not the scheme's (fuzz_redact). */
+	shows("idp.example/cb?token=s3cr3t&next=http://u:p@x", "idp.example/cb?token=***&next=***");
 }
 
 /* ------------------------------------------------------ the provider */
