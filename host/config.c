@@ -2600,6 +2600,20 @@ void settings_swap_public_secrets(settings *a, settings *b)
 	b->npublic_secrets = n;
 }
 
+void settings_drop_secrets(settings *s)
+{
+	if (s->jwt_secret)
+		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
+	free(s->jwt_secret);
+	s->jwt_secret = NULL;
+	s->jwt_secret_len = 0;
+	if (s->jwt_previous_secret)
+		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
+	free(s->jwt_previous_secret);
+	s->jwt_previous_secret = NULL;
+	s->jwt_previous_secret_len = 0;
+}
+
 void settings_free(settings *s)
 {
 	for (size_t i = 0; i < s->npublic_secrets; i++) {
@@ -2629,13 +2643,8 @@ void settings_free(settings *s)
 	free(s->dlq_suffix);
 	free(s->store_synchronous);
 	free(s->jwt_secret_file);
-	if (s->jwt_secret)
-		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
-	free(s->jwt_secret);
+	settings_drop_secrets(s);
 	free(s->jwt_previous_secret_file);
-	if (s->jwt_previous_secret)
-		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
-	free(s->jwt_previous_secret);
 	free(s->jwt_issuer);
 	free(s->jwt_public_key_file);
 	free(s->jwt_public_keys);

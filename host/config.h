@@ -209,6 +209,9 @@ typedef struct settings {
  * said in `d`; `s` is incomplete (strings may be NULL), fit only for
  * settings_free(). It borrows strings from `c`, so it must not outlive it. */
 int settings_from_cfg(const cfg *c, settings *s, diag *d);
+/* Zero and free the JWT secrets read from their files (jwt_secret,
+ * jwt_previous_secret), the rest left: once the auth keyset holds copies. */
+void settings_drop_secrets(settings *s);
 void settings_free(settings *s);
 /* Where [kafka] rdkafka.KEY is in s->rdkafka, or -1 when it is not set. */
 ssize_t settings_rdkafka_index(const settings *s, const char *key);

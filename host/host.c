@@ -977,23 +977,6 @@ static void bound_text(char *out, size_t outlen, const char *listen, int port)
 	snprintf(out, outlen, "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen, port);
 }
 
-/* The keyset holds the keys from host_start on: the settings' copies go
- * (zeroed), or a key a reload rotated out would stay in memory for the
- * process's life. A reload reads its keys into a host of its own. */
-static void drop_settings_secrets(settings *s)
-{
-	if (s->jwt_secret)
-		explicit_bzero(s->jwt_secret, s->jwt_secret_len);
-	free(s->jwt_secret);
-	s->jwt_secret = NULL;
-	s->jwt_secret_len = 0;
-	if (s->jwt_previous_secret)
-		explicit_bzero(s->jwt_previous_secret, s->jwt_previous_secret_len);
-	free(s->jwt_previous_secret);
-	s->jwt_previous_secret = NULL;
-	s->jwt_previous_secret_len = 0;
-}
-
 int host_start(host *h)
 {
 	char err[1024], plain[80], tls[80] = "";
@@ -1020,7 +1003,10 @@ int host_start(host *h)
 		log_error("host", "out of memory setting up the tokens' keys ([auth])");
 		return -1;
 	}
-	drop_settings_secrets(&h->set);
+	/* The keyset holds the keys from here on: the settings' copies go, or a
+	 * key a reload rotated out would stay in memory for the process's life
+	 * (a reload reads its keys into a host of its own). */
+	settings_drop_secrets(&h->set);
 	log_proxy(h);
 	/* An identity provider signs tokens for every application it serves:
 	 * without an audience, one issued to another of them (with that
