@@ -161,6 +161,17 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 		plugin_error(p, "routes can only be registered during init");
 		return EVH_ESTATE;
 	}
+	/* A plugin that declared its routes (ABI 1.12) registers only those:
+	 * the declaration is what the start and --check-config checked. */
+	if (route->method && route->pattern &&
+	    !plugin_declares(p, route->method, route->pattern)) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "route %.32s %.300s refused: not in the plugin's declared "
+		                          "routes (EVH_PLUGIN_ROUTES): declare it there",
+		         route->method, route->pattern);
+		api_log(p, EVH_LOG_ERROR, msg);
+		return EVH_EINVAL;
+	}
 	/* EVH_EINVAL for the route, EVH_ENOMEM for the host: not the same fix */
 	if ((rc = http_add_route(p->host, p, route, err, sizeof err)) != EVH_OK)
 		api_log(p, EVH_LOG_ERROR, err);

@@ -593,24 +593,31 @@ failed:
 	return 1;
 }
 
-/* A second instance of a plugin whose routes are fixed (plugins.h), before
- * any plugin's init: its init would fail on a route the first one holds,
- * after the first one's init and migrations ran. One that is required is
- * said in `d`, as --check-config says it; one with required = false is
- * left out of h->plugins with a warning (`at`: "" at start, "reload: " at
- * a reload; `then`: what comes of it). 0 when none is in `d`, else -1. */
+/* Two plugins whose declared routes clash (plugins.h: two instances of
+ * one, or two plugins), before any plugin's init: the init of the one
+ * started second would fail on a route the first holds, after the first
+ * one's init and migrations ran. One that is required is said in `d`, as
+ * --check-config says it; one with required = false is left out of
+ * h->plugins with a warning (`at`: "" at start, "reload: " at a reload;
+ * `then`: what comes of it). 0 when none is in `d`, else -1. */
 static int host_check_instances(host *h, diag *d, const char *at, const char *then)
 {
 	size_t before = diag_count(d);
+	router *declared = router_new();
 
+	if (!declared) {
+		diag_add(d, NULL, 0, "out of memory checking the plugins' declared routes");
+		return -1;
+	}
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i];
 		const plugin_settings *ps;
 		char msg[1024];
+		int rc = plugins_route_clash(h, declared, i, &ps, msg, sizeof msg);
 
-		if (!plugins_second_instance(h, i, &ps, msg, sizeof msg)) {
+		if (!rc) {
 			i++;
-		} else if (p->required) {
+		} else if (p->required || rc == -2) {
 			diag_add(d, ps->file, ps->line, "%s", msg);
 			i++;
 		} else {
@@ -620,6 +627,7 @@ static int host_check_instances(host *h, diag *d, const char *at, const char *th
 			plugin_destroy(p);
 		}
 	}
+	router_free(declared);
 	return diag_count(d) == before ? 0 : -1;
 }
 

@@ -1020,7 +1020,7 @@ static void route_wait_idle(route_rec *rec)
  * answers there before the router, so a plugin's route would never be
  * reached. /metrics is reserved with [metrics] enabled = false too: a reload
  * may turn it on. A capture ("/{x}") is the plugin's: it matches other paths. */
-static const char *host_path_of(const char *pattern)
+const char *http_host_path(const char *pattern)
 {
 	if (!strcmp(pattern, "/healthz"))
 		return "/healthz (liveness)";
@@ -1048,7 +1048,7 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 		         r->pattern ? r->pattern : "(null)", why);
 		return EVH_EINVAL;
 	}
-	why = host_path_of(r->pattern);
+	why = http_host_path(r->pattern);
 	if (why) {
 		snprintf(err, errlen,
 		         "route %s %s: the host serves %s itself, before any plugin's route, so "

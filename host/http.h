@@ -38,6 +38,11 @@ evh_log_level http_civetweb_level(const char *msg, char *out, size_t n);
  * It takes the place of a placeholder of the same method and shape. EVH_OK,
  * EVH_EINVAL (a bad or taken route) or EVH_ENOMEM, `err` saying which. */
 int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t errlen);
+/* What the host serves at a route pattern's path itself, before any
+ * plugin's route (/healthz, /readyz, /metrics, /admin and under it), as a
+ * phrase, or NULL: http_add_route refuses such a route, and plugins.c a
+ * declared one (ABI 1.12) at load. */
+const char *http_host_path(const char *pattern);
 /* Remove and free every route of `p`. Waits until requests already inside one
  * of its handlers have returned, so afterwards HTTP never calls into `p`
  * (safe to run fini and dlclose), then closes its event streams (they never

@@ -328,8 +328,8 @@ int main(int argc, char **argv)
 			snprintf(where, sizeof where, "%s:%d", e->file, e->line);
 		http_max_streams(&h.set, where);
 	}
-	/* What only the plugins' init would show: a second instance of one
-	 * whose routes are fixed (plugins.h). */
+	/* What only the plugins' init would show: two plugins whose declared
+	 * routes clash (plugins.h). */
 	if (check && plugins_check_instances(&h, &d, stdout) != 0)
 		rc = -1;
 	if (rc != 0 || check) {

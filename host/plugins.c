@@ -16,36 +16,127 @@
 
 #include "crash.h"
 #include "host.h"
+#include "http.h"
 #include "log.h"
+#include "router.h"
 #include "store.h"
 
 /* The descriptor must at least reach `fini`; anything shorter was not built
  * from any evhost.h we ever shipped. */
 #define DESC_MIN_SIZE (offsetof(evh_plugin_desc, fini) + sizeof(void (*)(void)))
 
-/* ABI 1.7 gave reserved[0] a meaning (check): the descriptor's size and
- * layout must not have changed with it. */
+/* ABI 1.7 gave reserved[0] a meaning (check), ABI 1.12 the next slot
+ * (routes): the descriptor's size and layout must not have changed with
+ * them. */
 _Static_assert(offsetof(evh_plugin_desc, check) == DESC_MIN_SIZE &&
+                   offsetof(evh_plugin_desc, routes) == DESC_MIN_SIZE + sizeof(void *) &&
+                   offsetof(evh_plugin_desc, reserved) == DESC_MIN_SIZE + 2 * sizeof(void *) &&
                    sizeof(evh_plugin_desc) == DESC_MIN_SIZE + 8 * sizeof(void *),
                "evh_plugin_desc's size or layout changed");
 
 static const char *const host_owned_keys[] = {"enabled", "required", "path", "group",
                                                "log_level", NULL};
 
-/* The plugins shipped with evhost register fixed routes (the same paths
- * whatever their section says), so a second instance of one, under another
- * section or from a copy of its file, registers them again and its init
- * fails at start. Routes are registered only by init, which --check-config
- * does not run (it would open the plugin's database, its mail server, and
- * a third party's init may do anything): these are the routes it knows,
- * each the one its plugin's init registers first, which the start names. */
-static const struct {
-	const char *plugin, *method, *pattern;
-} fixed_routes[] = {
-    {"user", "POST", "/users"},
-    {"crud", "POST", "/crud/{collection}"},
-    {"notifications", "GET", "/notifications"},
-};
+/* The descriptor's declared routes: a plugin built for ABI 1.12 or later
+ * whose descriptor reaches the slot (before 1.12 it was reserved[1], not
+ * ours to read), or NULL. */
+static const char *const *desc_routes(const evh_plugin_desc *d)
+{
+	if (d->abi_minor < 12 ||
+	    d->struct_size < offsetof(evh_plugin_desc, routes) + sizeof d->routes)
+		return NULL;
+	return d->routes;
+}
+
+/* The method of a declared route "METHOD /pattern" into `method` (cut to
+ * fit: the router then says it is too long), and its pattern, or NULL when
+ * there is no space in it. Which method and pattern are good is the
+ * router's to say (router_route_error). */
+#define DECLARED_METHOD_MAX 32
+static const char *declared_split(const char *entry, char method[DECLARED_METHOD_MAX])
+{
+	const char *sp = strchr(entry, ' ');
+	size_t n;
+
+	if (!sp)
+		return NULL;
+	n = (size_t)(sp - entry) < DECLARED_METHOD_MAX - 1 ? (size_t)(sp - entry)
+	                                                   : DECLARED_METHOD_MAX - 1;
+	memcpy(method, entry, n);
+	method[n] = '\0';
+	return sp + 1;
+}
+
+static const char *printable(const char *s, char *out);
+
+/* The declared routes (ABI 1.12) of a descriptor that passed
+ * check_descriptor: each one "METHOD /pattern" the router takes, none a path
+ * the host serves itself, no two for one route (the second registration
+ * would fail init). 0; -1 with the reason in buf; -2 out of memory (said in
+ * buf). Entries are counted from 1, as a reader of the array counts them. */
+static int check_declared_routes(const evh_plugin_desc *d, char *buf, size_t len)
+{
+	const char *const *routes = desc_routes(d);
+	router *seen;
+	int rc = 0;
+
+	if (!routes)
+		return 0;
+	if (!(seen = router_new())) {
+		snprintf(buf, len, "out of memory checking its declared routes");
+		return -2;
+	}
+	for (size_t k = 0; routes[k] && !rc; k++) {
+		char method[DECLARED_METHOD_MAX], shown[4 * 40 + 4], err[512];
+		const char *pattern = declared_split(routes[k], method), *why;
+		int added;
+
+		printable(routes[k], shown);
+		if (!pattern) {
+			snprintf(buf, len, "its declared routes' entry %zu, '%s', is not \"METHOD "
+			                   "/pattern\": a plugin bug, rebuild it",
+			         k + 1, shown);
+			rc = -1;
+		} else if ((why = router_route_error(method, pattern))) {
+			snprintf(buf, len, "its declared routes' entry %zu, '%s', is not a route: %s: "
+			                   "a plugin bug, rebuild it",
+			         k + 1, shown, why);
+			rc = -1;
+		} else if ((why = http_host_path(pattern))) {
+			snprintf(buf, len, "its declared routes' entry %zu, '%s': the host serves %s "
+			                   "itself, before any plugin's route: choose another path",
+			         k + 1, shown, why);
+			rc = -1;
+		} else if ((added = router_add(seen, method, pattern, NULL, (void *)(uintptr_t)(k + 1),
+		                               err, sizeof err)) == -2) {
+			snprintf(buf, len, "out of memory checking its declared routes");
+			rc = -2;
+		} else if (added) {
+			snprintf(buf, len, "its declared routes' entry %zu, '%s': %.200s (entry %zu): a "
+			                   "plugin bug, rebuild it",
+			         k + 1, shown, err,
+			         (size_t)(uintptr_t)router_holder(seen, method, pattern));
+			rc = -1;
+		}
+	}
+	router_free(seen);
+	return rc;
+}
+
+int plugin_declares(const evh_plugin *p, const char *method, const char *pattern)
+{
+	const char *const *routes = desc_routes(p->desc);
+	size_t n;
+
+	if (!routes)
+		return -1;
+	n = strlen(method);
+	for (; *routes; routes++)
+		if (!strncmp(*routes, method, n) && (*routes)[n] == ' ' &&
+		    !strcmp(*routes + n + 1, pattern))
+			return 1;
+	return 0;
+}
 
 static const plugin_settings *settings_of(const host *h, const evh_plugin *p)
 {
@@ -55,51 +146,77 @@ static const plugin_settings *settings_of(const host *h, const evh_plugin *p)
 	return NULL;
 }
 
-int plugins_second_instance(const host *h, size_t i, const plugin_settings **at, char *msg,
-                            size_t msglen)
+int plugins_route_clash(const host *h, router *declared, size_t i, const plugin_settings **at,
+                        char *msg, size_t msglen)
 {
-	const evh_plugin *p = h->plugins[i], *first = NULL;
-	const plugin_settings *ps = settings_of(h, p), *fs;
-	size_t k = 0;
+	evh_plugin *p = h->plugins[i];
+	const char *const *routes = desc_routes(p->desc);
+	const plugin_settings *ps = settings_of(h, p);
 
-	while (k < sizeof fixed_routes / sizeof fixed_routes[0] &&
-	       strcmp(fixed_routes[k].plugin, p->desc->name))
-		k++;
-	if (k == sizeof fixed_routes / sizeof fixed_routes[0] || !ps)
-		return 0;
-	/* The first one started (plugins start in the order of their names,
-	 * as h->plugins lists them) holds them. */
-	for (size_t j = 0; j < i && !first; j++)
-		if (!strcmp(h->plugins[j]->desc->name, p->desc->name))
-			first = h->plugins[j];
-	if (!first || !(fs = settings_of(h, first)))
-		return 0;
-	snprintf(msg, msglen,
-	         "[%s] %s: route %s %s already registered by plugin '%s' ([%s] at %s:%d, "
-	         "%s): plugin '%s' registers fixed routes, so a second instance of it fails "
-	         "at start",
-	         p->section, p->path, fixed_routes[k].method, fixed_routes[k].pattern, first->name,
-	         first->section, fs->file, fs->line, first->path, p->desc->name);
 	*at = ps;
-	return 1;
+	if (!routes || !ps)
+		return 0;
+	for (size_t k = 0; routes[k]; k++) {
+		char method[DECLARED_METHOD_MAX], err[512], tail[128];
+		const char *pattern = declared_split(routes[k], method);
+		const evh_plugin *holder;
+		const plugin_settings *hs;
+		int rc = router_add(declared, method, pattern, NULL, p, err, sizeof err);
+
+		if (rc == 0)
+			continue;
+		/* Checked at load: a refusal is a clash, or memory. The plugin is
+		 * left out (or the start fails): none of its routes stay. */
+		router_remove_owner(declared, p);
+		if (rc == -2) {
+			snprintf(msg, msglen, "[%s] %s: out of memory checking its declared routes",
+			         p->section, p->path);
+			return -2;
+		}
+		holder = router_holder(declared, method, pattern);
+		hs = holder ? settings_of(h, holder) : NULL;
+		if (!hs) {
+			snprintf(msg, msglen, "[%s] %s: %s", p->section, p->path, err);
+			return 1;
+		}
+		if (!strcmp(holder->desc->name, p->desc->name))
+			snprintf(tail, sizeof tail, "plugin '%s' registers fixed routes, so a second "
+			                            "instance of it fails at start",
+			         p->desc->name);
+		else
+			snprintf(tail, sizeof tail, "both declare it, so the init of the one started "
+			                            "second would fail");
+		snprintf(msg, msglen, "[%s] %s: %s %s plugin '%s' ([%s] at %s:%d, %s): %s", p->section,
+		         p->path, err, strstr(err, "already registered") ? "by" : "of", holder->name,
+		         holder->section, hs->file, hs->line, holder->path, tail);
+		return 1;
+	}
+	return 0;
 }
 
 int plugins_check_instances(host *h, diag *d, FILE *out)
 {
 	size_t before = diag_count(d);
+	router *declared = router_new();
 
+	if (!declared) {
+		diag_add(d, NULL, 0, "out of memory checking the plugins' declared routes");
+		return -1;
+	}
 	for (size_t i = 0; i < h->nplugins; i++) {
 		const plugin_settings *ps;
 		char msg[1024];
+		int rc = plugins_route_clash(h, declared, i, &ps, msg, sizeof msg);
 
-		if (!plugins_second_instance(h, i, &ps, msg, sizeof msg))
+		if (!rc)
 			continue;
-		if (h->plugins[i]->required)
+		if (h->plugins[i]->required || rc == -2)
 			diag_add(d, ps->file, ps->line, "%s", msg);
 		else
 			fprintf(out, "%s:%d: %s (required = false: the start goes on without it)\n",
 			        ps->file, ps->line, msg);
 	}
+	router_free(declared);
 	return diag_count(d) == before ? 0 : -1;
 }
 
@@ -561,7 +678,7 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	loaded_file f;
 	evh_plugin *p;
 	struct stat st;
-	int no_oom;
+	int no_oom, routes_rc = 0;
 
 	if (!oom)
 		oom = &no_oom;
@@ -606,10 +723,12 @@ evh_plugin *plugin_open(host *h, const plugin_settings *ps, char *err, size_t er
 	if (known)
 		known->desc = desc;
 	why = check_descriptor(desc, buf, sizeof buf);
+	if (!why && (routes_rc = check_declared_routes(desc, buf, sizeof buf)) != 0)
+		why = buf;
 	p = why ? NULL : calloc(1, sizeof *p);
 	if (!p || !loaded_hold(known, f.dl, desc, f.name, &st, f.fd)) {
 		snprintf(err, errlen, "%s: %s", ps->path, why ? why : "out of memory");
-		*oom = !why;
+		*oom = !why || routes_rc == -2;
 		free(p);
 		unload_file(&f);
 		return NULL;

@@ -10,6 +10,7 @@
 #include "diag.h"
 
 struct host;
+struct router;
 struct store;
 struct consumer;
 
@@ -139,19 +140,25 @@ int plugins_changed_loaded(void);
 /* Do two plugin instances run the same build: the library loaded from the
  * same file? A reload restarts a plugin whose file was replaced. */
 int plugin_same_build(const evh_plugin *a, const evh_plugin *b);
-/* Is h->plugins[i] a second enabled instance of a plugin that registers
- * fixed routes (user, crud, notifications: the host cannot see any
- * plugin's routes without running its init), whose init would fail on a
- * route an instance before it in h->plugins (the start's order) holds?
- * 1 with *at its section's settings (where to say it) and `msg` naming
- * both sections, their files and the route; else 0. The start and a
- * reload ask it before any init (host.c), --check-config through
- * plugins_check_instances. */
-int plugins_second_instance(const struct host *h, size_t i, const plugin_settings **at,
-                            char *msg, size_t msglen);
-/* --check-config: each second instance (plugins_second_instance) in `d` at
- * the line of its section; one with required = false (the start goes on
- * without it) on `out` instead. 0 when there is none in `d`, else -1. */
+/* Does `p` declare the route `method` `pattern` (ABI 1.12, the descriptor's
+ * routes, character for character)? 1 yes, 0 no, -1 when it declares none
+ * (built before 1.12, or NULL): any route then. */
+int plugin_declares(const evh_plugin *p, const char *method, const char *pattern);
+/* Add the declared routes of h->plugins[i] to `declared`, a scratch router
+ * that holds those of the plugins before it in the start's order (its
+ * owners are the plugins). 0 when they fit (or it declares none); 1 when one
+ * clashes, under the router's rule, with a route declared by a plugin
+ * before it (two instances of one plugin, or two plugins): none of its
+ * routes are added, *at is its section's settings (where to say it) and
+ * `msg` names both sections, their files and the route; -2 out of memory
+ * (said in msg). The start and a reload ask it before any init (host.c),
+ * --check-config through plugins_check_instances. Plugins built before
+ * ABI 1.12 declare nothing: their clashes fail their init. */
+int plugins_route_clash(const struct host *h, struct router *declared, size_t i,
+                        const plugin_settings **at, char *msg, size_t msglen);
+/* --check-config: each clash of declared routes (plugins_route_clash) in
+ * `d` at the line of its section; one with required = false (the start goes
+ * on without it) on `out` instead. 0 when there is none in `d`, else -1. */
 int plugins_check_instances(struct host *h, diag *d, FILE *out);
 const char *plugin_state_name(plugin_state s);
 #endif

@@ -202,6 +202,12 @@ static const char *method_error(const char *method)
 	return NULL;
 }
 
+const char *router_route_error(const char *method, const char *pattern)
+{
+	const char *e = method_error(method);
+	return e ? e : router_pattern_error(pattern);
+}
+
 /* ----------------------------------------------------------------- add */
 
 static rnode *kid_literal(rnode *n, const char *lit, size_t len)
@@ -313,6 +319,29 @@ static rnode *node_for_pattern(rnode *root, const char *pattern)
 			return n;
 		s = slash + 1;
 	}
+}
+
+void *router_holder(router *r, const char *method, const char *pattern)
+{
+	rnode *n = &r->root;
+	rroute *rt;
+	const char *s = pattern + 1;
+	void *owner = NULL;
+
+	pthread_rwlock_rdlock(&r->lock);
+	/* node_for_pattern's walk, creating nothing. */
+	while (n && strcmp(pattern, "/") && *s) {
+		const char *slash = strchr(s, '/');
+		size_t len = slash ? (size_t)(slash - s) : strlen(s);
+		n = s[0] == '{' ? n->cap : kid_literal(n, s, len);
+		if (!slash)
+			break;
+		s = slash + 1;
+	}
+	if (n && (rt = node_route(n, method)))
+		owner = rt->owner;
+	pthread_rwlock_unlock(&r->lock);
+	return owner;
 }
 
 int router_add(router *r, const char *method, const char *pattern, void *target, void *owner,

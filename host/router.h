@@ -46,6 +46,13 @@ router_result router_match(router *r, const char *method, const char *path, rout
 void route_match_free(route_match *m);
 /* Validate a pattern; NULL when fine, else a static message. */
 const char *router_pattern_error(const char *pattern);
+/* Validate a method and a pattern as router_add does; NULL when fine, else
+ * a static message. */
+const char *router_route_error(const char *method, const char *pattern);
+/* The owner of the route that router_add would refuse `method` and a valid
+ * `pattern` for (the same method at the same path, captures named in any
+ * way), or NULL when there is none. */
+void *router_holder(router *r, const char *method, const char *pattern);
 /* The value of a hex digit (either case), or -1. */
 int router_hexval(char c);
 #endif

@@ -17,4 +17,13 @@ typedef struct routes_entry {
  * first the host refuses, logs which and why, and returns that code;
  * EVH_OK when all are routed. */
 int routes_register(evh_plugin *p, const routes_entry *table, size_t n, void *ud);
+
+/* A plugin's routes written once, as a list macro TABLE(X) of entries
+ * X(method, pattern, handler, flags, role): TABLE(ROUTES_DECLARED) NULL
+ * makes the descriptor's declaration (ABI 1.12, EVH_PLUGIN_ROUTES), and
+ * TABLE(ROUTES_ENTRY) the table routes_register takes, so that the two
+ * cannot disagree. Flags and roles may name the registering function's
+ * locals (they depend on the configuration): the declaration drops them. */
+#define ROUTES_DECLARED(method, pattern, handler, flags, role) method " " pattern,
+#define ROUTES_ENTRY(method, pattern, handler, flags, role) {method, pattern, handler, flags, role},
 #endif

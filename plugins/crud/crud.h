@@ -55,4 +55,6 @@ int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
 
 /* ---- crud_routes.c */
 int crud_routes_register(crud_state *st);
+/* The routes crud_routes_register registers, for the descriptor (ABI 1.12). */
+extern const char *const crud_routes_declared[];
 #endif

@@ -521,19 +521,24 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 	return reply_page(resp, items, more, last);
 }
 
+/* The routes, for the registration and the declaration (routes.h). */
+#define CRUD_ROUTES(X)                                                                     \
+	X("POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON | write, st->write_role)    \
+	X("GET", "/crud/{collection}", list_docs, read, st->read_role)                         \
+	X("GET", "/crud/{collection}/{id}", get_doc, read, st->read_role)                      \
+	X("PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON | write, st->write_role)   \
+	X("PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON | write,               \
+	  st->write_role)                                                                      \
+	X("DELETE", "/crud/{collection}/{id}", delete_doc, write, st->write_role)
+
+const char *const crud_routes_declared[] = {CRUD_ROUTES(ROUTES_DECLARED) NULL};
+
 int crud_routes_register(crud_state *st)
 {
 	/* Without a role set, a route is open to anyone who reaches the
 	 * listener, as the old CrudService was (services.md says so). */
 	const uint32_t read = st->read_role ? EVH_ROUTE_AUTH : 0,
 	               write = st->write_role ? EVH_ROUTE_AUTH : 0;
-	const routes_entry routes[] = {
-	    {"POST", "/crud/{collection}", create_doc, EVH_ROUTE_JSON | write, st->write_role},
-	    {"GET", "/crud/{collection}", list_docs, read, st->read_role},
-	    {"GET", "/crud/{collection}/{id}", get_doc, read, st->read_role},
-	    {"PUT", "/crud/{collection}/{id}", put_doc, EVH_ROUTE_JSON | write, st->write_role},
-	    {"PATCH", "/crud/{collection}/{id}", patch_doc, EVH_ROUTE_JSON | write, st->write_role},
-	    {"DELETE", "/crud/{collection}/{id}", delete_doc, write, st->write_role},
-	};
+	const routes_entry routes[] = {CRUD_ROUTES(ROUTES_ENTRY)};
 	return routes_register(st->p, routes, sizeof routes / sizeof routes[0], st);
 }

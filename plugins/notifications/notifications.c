@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "../../host/topics.h"
+#include "../common/routes.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -625,6 +626,16 @@ static int notif_check(evh_plugin *p)
 	return check_values(p, &scratch) < 0 ? EVH_EINVAL : EVH_OK;
 }
 
+/* The routes, for the registration and the declaration (routes.h). */
+#define NOTIF_ROUTES(X)                                                                    \
+	X("GET", "/notifications", notif_http_list, list_auth ? EVH_ROUTE_AUTH : 0u,           \
+	  list_auth ? list_role : NULL)                                                        \
+	X("POST", "/notifications/broadcast", notif_http_broadcast,                            \
+	  EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin")                                            \
+	X("GET", "/notifications/stream", notif_http_stream, EVH_ROUTE_AUTH, NULL)
+
+static const char *const notif_routes[] = {NOTIF_ROUTES(ROUTES_DECLARED) NULL};
+
 /* EVH_OK, or the first refusal's error (said in the log). */
 static int register_all(notif_state *st)
 {
@@ -636,13 +647,12 @@ static int register_all(notif_state *st)
 	    (rc = subscribe(st, st->topic_deleted, NULL, notif_on_user_deleted)) ||
 	    (rc = subscribe(st, st->topic_broadcast, NOTIF_BROADCAST_TYPE, notif_on_broadcast)))
 		return rc;
-	if ((rc = route(st, "GET", "/notifications", notif_http_list,
-	                list_auth ? EVH_ROUTE_AUTH : 0, list_auth ? list_role : NULL)) ||
-	    (rc = route(st, "POST", "/notifications/broadcast", notif_http_broadcast,
-	                EVH_ROUTE_JSON | EVH_ROUTE_AUTH, "admin")) ||
-	    (rc = route(st, "GET", "/notifications/stream", notif_http_stream, EVH_ROUTE_AUTH,
-	                NULL)))
-		return rc;
+	const routes_entry routes[] = {NOTIF_ROUTES(ROUTES_ENTRY)};
+
+	for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+		if ((rc = route(st, routes[i].method, routes[i].pattern, routes[i].handler,
+		                routes[i].flags, routes[i].role)))
+			return rc;
 	return EVH_OK;
 }
 
@@ -715,5 +725,5 @@ static void notif_fini(evh_plugin *p, void *state)
 	free(st);
 }
 
-EVH_PLUGIN_CHECKED("notifications", "1.0.0", "Welcome mails, broadcasts and a delivery log",
-                   notif_config, notif_check, notif_init, notif_fini)
+EVH_PLUGIN_ROUTES("notifications", "1.0.0", "Welcome mails, broadcasts and a delivery log",
+                  notif_config, notif_check, notif_routes, notif_init, notif_fini)

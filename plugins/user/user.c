@@ -423,5 +423,5 @@ static int user_init(evh_plugin *p, void **state)
 	return EVH_OK;
 }
 
-EVH_PLUGIN_CHECKED("user", "1.0.0", "user accounts, login tokens and USER_* events",
-                   user_config, user_check, user_init, user_fini);
+EVH_PLUGIN_ROUTES("user", "1.0.0", "user accounts, login tokens and USER_* events",
+                  user_config, user_check, user_routes_declared, user_init, user_fini);

@@ -113,6 +113,8 @@ int user_logout(evh_request *req, evh_response *resp, void *ud);
 
 /* ---- user_routes.c */
 int user_routes_register(user_state *st);
+/* The routes user_routes_register registers, for the descriptor (ABI 1.12). */
+extern const char *const user_routes_declared[];
 /* The public view of a user: id, name, email, created_at, updated_at. */
 cJSON *user_to_json(const user_rec *u);
 /* Insert `u` and publish its created event in one transaction. *ch says

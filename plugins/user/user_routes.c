@@ -573,17 +573,21 @@ static int delete_user(evh_request *req, evh_response *resp, void *ud)
 	return EVH_OK;
 }
 
+/* The routes, for the registration and the declaration (routes.h). */
+#define USER_ROUTES(X)                                                                     \
+	X("POST", "/users", create_user, EVH_ROUTE_JSON, NULL)                                 \
+	X("GET", "/users", list_users, read, st->read_role)                                    \
+	X("GET", "/users/{id}", get_user, read, st->read_role)                                 \
+	X("PATCH", "/users/{id}", patch_user, EVH_ROUTE_JSON | EVH_ROUTE_AUTH, NULL)           \
+	X("DELETE", "/users/{id}", delete_user, EVH_ROUTE_AUTH, NULL)                          \
+	X("POST", "/auth/login", user_login, EVH_ROUTE_JSON, NULL)                             \
+	X("POST", "/auth/logout", user_logout, EVH_ROUTE_AUTH, NULL)
+
+const char *const user_routes_declared[] = {USER_ROUTES(ROUTES_DECLARED) NULL};
+
 int user_routes_register(user_state *st)
 {
 	const uint32_t read = st->read_role ? EVH_ROUTE_AUTH : 0;
-	const routes_entry routes[] = {
-	    {"POST", "/users", create_user, EVH_ROUTE_JSON, NULL},
-	    {"GET", "/users", list_users, read, st->read_role},
-	    {"GET", "/users/{id}", get_user, read, st->read_role},
-	    {"PATCH", "/users/{id}", patch_user, EVH_ROUTE_JSON | EVH_ROUTE_AUTH, NULL},
-	    {"DELETE", "/users/{id}", delete_user, EVH_ROUTE_AUTH, NULL},
-	    {"POST", "/auth/login", user_login, EVH_ROUTE_JSON, NULL},
-	    {"POST", "/auth/logout", user_logout, EVH_ROUTE_AUTH, NULL},
-	};
+	const routes_entry routes[] = {USER_ROUTES(ROUTES_ENTRY)};
 	return routes_register(st->p, routes, sizeof routes / sizeof routes[0], st);
 }

@@ -462,7 +462,8 @@ def test_check_config_refuses_a_second_instance_of_a_plugin_with_fixed_routes(
     assert (f"{said} " in r.stdout and
             "(required = false: the start goes on without it)" in r.stdout), r.stdout
     # A plugin made for two instances (probe's second registers no route)
-    # is not refused: the host knows only its own plugins' routes.
+    # is not refused: probe declares no routes (ABI 1.12), so only its
+    # init could find a clash.
     r = evhostd.run(["--check-config"], config={
         "plugin.probe": probe_conf(build_dir, subscribe="false"),
         "plugin.probe2": {**probe_conf(build_dir, subscribe="false"), "routes": "false"}})

@@ -742,3 +742,220 @@ def test_a_plugin_thread_publishing_while_the_daemon_stops_is_safe(
         assert d.stop() == 0, d.log_tail()
         assert d.sanitizer_report() is None, d.sanitizer_report()
         assert "called after the plugin's fini returned" not in d.log_text()
+
+
+# A plugin that declares its routes (ABI 1.12, EVH_PLUGIN_ROUTES) and
+# registers each at init, and the one route its "extra" key names beside
+# them. @ROUTES@ and @ENTRY@ are filled in per test.
+ROUTED = r"""
+#include <stdio.h>
+#include <string.h>
+#include <evhost/evhost.h>
+
+static const evh_config_key cfg[] = {
+    {"extra", EVH_CFG_STRING, "", 0, "one more route to register, \"METHOD /pattern\""},
+    {NULL, EVH_CFG_STRING, NULL, 0, NULL},
+};
+
+static int answer(evh_request *req, evh_response *resp, void *ud)
+{
+	(void)ud;
+	char body[256];
+	int n = snprintf(body, sizeof body, "{\"path\":\"%s\"}", evh_req_path(req));
+	return evh_resp_json(resp, 200, body, (size_t)n);
+}
+
+/* "METHOD /pattern", as declared. */
+static int route(evh_plugin *p, const char *entry)
+{
+	char method[32];
+	const char *sp = strchr(entry, ' ');
+	snprintf(method, sizeof method, "%.*s", (int)(sp - entry), entry);
+	return evh_http_route(p, method, sp + 1, answer, NULL);
+}
+
+static const char *const routes[] = {@ROUTES@ NULL};
+
+static int init(evh_plugin *p, void **state)
+{
+	const char *extra = evh_config_str(p, "extra");
+	int rc;
+	*state = NULL;
+	for (size_t i = 0; routes[i]; i++)
+		if ((rc = route(p, routes[i])) != EVH_OK)
+			return rc;
+	return extra && *extra ? route(p, extra) : EVH_OK;
+}
+
+static void fini(evh_plugin *p, void *state) { (void)p; (void)state; }
+
+@ENTRY@
+"""
+DECLARED = 'EVH_PLUGIN_ROUTES("widgets", "0", "declares its routes", cfg, NULL, routes, init, fini)'
+UNDECLARED = 'EVH_PLUGIN("widgets", "0", "declares no routes (as before ABI 1.12)", cfg, init, fini)'
+
+
+def routed_so(sdk_prefix, tmp_path, name, routes, entry=DECLARED):
+    src = tmp_path / f"{name}.c"
+    src.write_text(ROUTED.replace("@ROUTES@", "".join(f'"{r}", ' for r in routes))
+                   .replace("@ENTRY@", entry))
+    return cc_plugin(sdk_prefix, src, tmp_path / f"{name}.so")
+
+
+def test_a_declared_route_clashing_with_another_plugins_is_found_before_any_init(
+        evhostd, build_dir, sdk_prefix, tmp_path):
+    # A third party's plugin that also routes POST /users, beside user:
+    # --check-config said OK, and the start ran user's init (its database,
+    # its migrations) before the plugin's init failed on the route. Now its
+    # declaration (ABI 1.12) is checked with user's before any init, naming
+    # both sections, files and the route.
+    so = routed_so(sdk_prefix, tmp_path, "widgets", ["GET /widgets", "POST /users"])
+    user = build_dir / "plugins" / "user.so"
+    conf = {"10-user.conf": "[plugin.user]\n",
+            "50-widgets.conf": f"# a third party's\n[plugin.widgets]\npath = {so}\n"}
+    said = "route POST /users already registered by plugin 'user' ([plugin.user] at "
+    r = evhostd.run(["--check-config"], dropins=conf)
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = [l for l in r.stdout.splitlines() if said in l]
+    assert len(lines) == 1, r.stdout
+    assert re.search(r"conf\.d/50-widgets\.conf:2: \[plugin\.widgets\] " + re.escape(f"{so}: ")
+                     + re.escape(said) + r".*conf\.d/10-user\.conf:1, " + re.escape(f"{user}): ")
+                     + "both declare it", lines[0]), lines[0]
+    assert "1 problem found" in r.stdout, r.stdout
+
+    # The start: refused before any plugin's init, no database made.
+    state = tmp_path / "refused-state"
+    r = evhostd.run([], dropins=conf, state_dir=state, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert said in r.stderr and "[plugin.widgets]" in r.stderr, r.stderr
+    assert "running (" not in r.stderr and "init failed" not in r.stderr, r.stderr
+    assert not list(state.glob("*.db")), list(state.iterdir())
+
+    # Another capture name at the same path is the same route to the router.
+    so2 = routed_so(sdk_prefix, tmp_path, "widgets2", ["DELETE /users/{uid}"])
+    r = evhostd.run(["--check-config"], dropins={
+        "10-user.conf": "[plugin.user]\n", "50-widgets.conf": f"[plugin.widgets]\npath = {so2}\n"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("route DELETE /users/{uid} conflicts with DELETE /users/{id} (same path) of plugin "
+            "'user'") in r.stdout, r.stdout
+
+    # required = false: left out before its init, said; user starts and serves.
+    conf["50-widgets.conf"] += "required = false\n"
+    r = evhostd.run(["--check-config"], dropins=conf)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "(required = false: the start goes on without it)" in r.stdout, r.stdout
+    d = evhostd(dropins=conf)
+    text = d.log_text()
+    assert re.search(r"conf\.d/50-widgets\.conf:2: \[plugin\.widgets\] .*" + re.escape(said)
+                     + r".*\(required = false: left out, the start goes on without it\)",
+                     text), text
+    assert not (d.state_dir / "widgets.db").exists()
+    assert d.get("/readyz").json()["plugins"] == {"user": "running"}
+    assert d.get("/widgets").status_code == 404
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_reload_adding_a_clashing_declared_route_is_refused_with_nothing_stopped(
+        evhostd, sdk_prefix, tmp_path):
+    so = routed_so(sdk_prefix, tmp_path, "widgets", ["GET /widgets", "POST /users"])
+    d = evhostd(dropins={"10-user.conf": "[plugin.user]\n"})
+    dropin = d.config_dir / "conf.d" / "50-widgets.conf"
+    dropin.write_text(f"[plugin.widgets]\npath = {so}\n")
+    mark = len(d.log_text())
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: any(s in d.log_text()[mark:] for s in ("reload refused: 1 problem",
+                                                                  "reload done")),
+                   timeout=30, message="the reload did not end")
+    text = d.log_text()[mark:]
+    assert (f"reload refused: {dropin}:1: [plugin.widgets] {so}: route POST /users already "
+            "registered by plugin 'user' ([plugin.user] at ") in text, text
+    assert "reload refused: 1 problem; the running configuration stays" in text, text
+    assert "draining" not in text and "could not be started" not in text, text
+    assert not (d.state_dir / "widgets.db").exists()
+    assert d.get("/readyz").json()["plugins"] == {"user": "running"}
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.com",
+                               "password": "correct horse battery"})
+    assert r.status_code == 201, r.text
+
+
+def test_a_route_registered_but_not_declared_is_refused_at_init(evhostd, sdk_prefix,
+                                                               tmp_path):
+    # With a declaration, init may register only what it declares, so the
+    # declaration the checks read cannot drift from what the plugin routes.
+    # Declared but not registered is fine (routes may depend on its keys).
+    so = routed_so(sdk_prefix, tmp_path, "widgets", ["GET /widgets", "GET /widgets/{id}"])
+    r = evhostd.run([], config={"plugin.widgets": {"path": str(so),
+                                                   "extra": "GET /gadgets"}}, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert ("route GET /gadgets refused: not in the plugin's declared routes "
+            "(EVH_PLUGIN_ROUTES): declare it there") in r.stderr, r.stderr
+    assert "plugin 'widgets' init failed (invalid argument)" in r.stderr, r.stderr
+    # The same route under another capture name is not the declared one.
+    r = evhostd.run([], config={"plugin.widgets": {"path": str(so),
+                                                   "extra": "GET /widgets/{name}/x"}},
+                    timeout=60)
+    assert r.returncode == 1 and "route GET /widgets/{name}/x refused" in r.stderr, r.stderr
+    so = routed_so(sdk_prefix, tmp_path, "more", ["GET /widgets", "GET /gadgets",
+                                                  "PUT /widgets/{id}"])
+    d = evhostd({"plugin.widgets": {"path": str(so)}})
+    assert d.get("/widgets").json() == {"path": "/widgets"}
+    assert d.get("/gadgets").json() == {"path": "/gadgets"}
+    assert d.get("/nothing").status_code == 404
+
+
+def test_a_bad_declaration_is_refused_at_load_naming_the_entry(evhostd, sdk_prefix, tmp_path):
+    for routes, said in (
+            (["GET /widgets", "GET/nospace"],
+             "its declared routes' entry 2, 'GET/nospace', is not \"METHOD /pattern\""),
+            (["get /widgets"], "its declared routes' entry 1, 'get /widgets', is not a route: "
+                               "method must be upper-case letters"),
+            (["GET /widgets", "GET /healthz"], "its declared routes' entry 2, 'GET /healthz': "
+                                               "the host serves /healthz (liveness) itself"),
+            (["GET /admin/widgets"], "its declared routes' entry 1, 'GET /admin/widgets': the "
+                                     "host serves /admin and every path under it")):
+        so = routed_so(sdk_prefix, tmp_path, "bad", routes)
+        r = evhostd.run(["--check-config"], config={"plugin.widgets": {"path": str(so)}})
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"[plugin.widgets] {so}: {said}" in r.stdout, r.stdout
+
+
+def test_a_plugin_without_a_declaration_loads_serves_and_clashes_at_init(
+        evhostd, sdk_prefix, tmp_path):
+    # EVH_PLUGIN without routes (a plugin as written for ABI 1.11): it
+    # loads and serves what it registers, and a clash of its is found as
+    # before, by its init.
+    so = routed_so(sdk_prefix, tmp_path, "legacy", ["GET /widgets", "GET /widgets/{id}"],
+                   entry=UNDECLARED)
+    d = evhostd({"plugin.widgets": {"path": str(so), "extra": "GET /gadgets"}})
+    assert d.get("/widgets/7").json() == {"path": "/widgets/7"}
+    assert d.get("/gadgets").json() == {"path": "/gadgets"}
+    d.stop()
+    conf = {"10-user.conf": "[plugin.user]\n",
+            "50-widgets.conf": f"[plugin.widgets]\npath = {so}\nextra = POST /users\n"}
+    r = evhostd.run(["--check-config"], dropins=conf)
+    assert r.returncode == 0 and "configuration OK (2 plugins)" in r.stdout, r.stdout + r.stderr
+    r = evhostd.run([], dropins=conf, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "plugin 'widgets' init failed" in r.stderr and "POST /users" in r.stderr, r.stderr
+
+
+def test_a_cxx_plugin_declares_its_routes(evhostd, tmp_path):
+    # EVH_PLUGIN_ROUTES in C++ (no designated initializers, -pedantic).
+    import shutil
+    cxx = shutil.which("g++") or shutil.which("c++")
+    if not cxx:
+        pytest.skip("no C++ compiler (g++) is installed")
+    src = tmp_path / "routed.cpp"
+    src.write_text(ROUTED.replace("@ROUTES@", '"GET /widgets", ').replace("@ENTRY@", DECLARED)
+                   .replace("(int)(sp - entry)", "static_cast<int>(sp - entry)")
+                   .replace("(size_t)n", "static_cast<size_t>(n)"))
+    out = tmp_path / "routed.so"
+    r = subprocess.run([cxx, "-std=c++17", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                        "-pedantic", "-Wold-style-cast", "-Wl,--no-undefined",
+                        f"-I{lib.REPO_ROOT / 'sdk' / 'include'}", str(src), "-o", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = evhostd({"plugin.widgets": {"path": str(out)}})
+    assert d.get("/widgets").json() == {"path": "/widgets"}

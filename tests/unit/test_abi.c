@@ -127,6 +127,87 @@ static void test_descriptor_checks(void **st)
 	               "got 'notanumber'");
 }
 
+/* ABI 1.12's declared routes, checked at load with the router's own rules:
+ * each refusal names the file, the entry (counted from 1) and what is
+ * wrong with it. */
+static void test_declared_routes_checks(void **st)
+{
+	(void)st;
+	expect_refusal("bad_desc_10.so",
+	               "its declared routes' entry 2, 'GET/nospace', is not \"METHOD /pattern\"",
+	               "rebuild it");
+	expect_refusal("bad_desc_11.so", "its declared routes' entry 2, 'get /lower', is not a "
+	                                 "route: method must be upper-case letters",
+	               NULL);
+	expect_refusal("bad_desc_12.so", "its declared routes' entry 2, 'GET /a//b', is not a "
+	                                 "route: empty path segment",
+	               NULL);
+	expect_refusal("bad_desc_13.so", "its declared routes' entry 2, 'GET /metrics': the host "
+	                                 "serves /metrics (Prometheus",
+	               "choose another path");
+	expect_refusal("bad_desc_14.so", "its declared routes' entry 2, 'GET /fine/{name}': route "
+	                                 "GET /fine/{name} conflicts with GET /fine/{id} (same "
+	                                 "path) (entry 1)",
+	               NULL);
+}
+
+/* ABI 1.12 gave reserved[1] a meaning (routes) without changing the
+ * descriptor's size or the place of anything before it: a plugin built
+ * against 1.11 (reserved[7]) is read as it was. */
+_Static_assert(offsetof(evh_plugin_desc, check) ==
+                   offsetof(evh_plugin_desc, fini) + sizeof(void (*)(void)),
+               "check moved");
+_Static_assert(offsetof(evh_plugin_desc, routes) ==
+                   offsetof(evh_plugin_desc, check) + sizeof(void *),
+               "routes is not where reserved[1] was");
+_Static_assert(offsetof(evh_plugin_desc, reserved) ==
+                   offsetof(evh_plugin_desc, routes) + sizeof(void *) &&
+                   sizeof(((evh_plugin_desc *)0)->reserved) == 6 * sizeof(void *),
+               "reserved must be what is left of 1.11's reserved[7]");
+_Static_assert(sizeof(evh_plugin_desc) == offsetof(evh_plugin_desc, check) + 8 * sizeof(void *),
+               "evh_plugin_desc changed size");
+_Static_assert(EVH_ABI_MAJOR == 1 && EVH_ABI_MINOR >= 12, "declared routes are ABI 1.12");
+
+/* What a plugin declared: a list (user's, from one table with what it
+ * registers), none (good.so: EVH_PLUGIN, built against 1.12), or none read
+ * from a plugin built before 1.12 (abi_1_0.so holds a list without its
+ * route in that slot, then reserved[1]). */
+static void test_declared_routes_read(void **st)
+{
+	host h;
+	char err[1024] = "", user[512];
+	plugin_settings ps;
+	evh_plugin *p;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	ps = settings_for("abi10", "abi_1_0.so");
+	assert_non_null(p = plugin_open(&h, &ps, err, sizeof err, NULL));
+	assert_int_equal(plugin_declares(p, "GET", "/abi10"), -1);
+	assert_int_equal(plugin_declares(p, "GET", "/not-abi10"), -1);
+	plugin_destroy(p);
+	ps = settings_for("good", "good.so");
+	assert_non_null(p = plugin_open(&h, &ps, err, sizeof err, NULL));
+	assert_int_equal(plugin_declares(p, "GET", "/anything"), -1);
+	plugin_destroy(p);
+	snprintf(user, sizeof user, "%s/../../plugins/user.so", EVHOST_TEST_FIXTURES);
+	ps = settings_for("user", "good.so");
+	ps.path = user;
+	p = plugin_open(&h, &ps, err, sizeof err, NULL);
+	if (!p)
+		print_message("%s\n", err);
+	assert_non_null(p);
+	assert_int_equal(plugin_declares(p, "POST", "/users"), 1);
+	assert_int_equal(plugin_declares(p, "GET", "/users/{id}"), 1);
+	assert_int_equal(plugin_declares(p, "POST", "/auth/logout"), 1);
+	/* Character for character: another capture name, method or path is not it. */
+	assert_int_equal(plugin_declares(p, "GET", "/users/{uid}"), 0);
+	assert_int_equal(plugin_declares(p, "PUT", "/users"), 0);
+	assert_int_equal(plugin_declares(p, "POS", "/users"), 0);
+	assert_int_equal(plugin_declares(p, "POST", "/user"), 0);
+	plugin_destroy(p);
+}
+
 /* A directory where the plugin file should be. */
 static void test_not_a_file(void **st)
 {
@@ -397,6 +478,8 @@ int main(void)
 	    cmocka_unit_test(test_wrong_major_descriptor),
 	    cmocka_unit_test(test_newer_minor),
 	    cmocka_unit_test(test_descriptor_checks),
+	    cmocka_unit_test(test_declared_routes_checks),
+	    cmocka_unit_test(test_declared_routes_read),
 	    cmocka_unit_test(test_not_a_file),
 	    cmocka_unit_test(test_good_plugin_and_schema),
 	    cmocka_unit_test(test_check_only_from_abi_1_7),

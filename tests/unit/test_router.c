@@ -279,6 +279,43 @@ static void test_remove_owner(void **state)
 	router_remove_owner(r, &t);
 }
 
+/* A declared route's check (plugins.c, ABI 1.12): router_route_error says
+ * what router_add would refuse a method and pattern for, and router_holder
+ * whose route router_add would refuse one for, by the same rule (the same
+ * method at the same path, captures named in any way), creating nothing. */
+static void test_route_error_and_holder(void **state)
+{
+	router *r = *state;
+	char err[256];
+
+	assert_null(router_route_error("GET", "/users/{id}"));
+	assert_string_equal(router_route_error("get", "/x"),
+	                    "method must be upper-case letters (GET, POST, ...)");
+	assert_string_equal(router_route_error("", "/x"), "method is empty");
+	assert_string_equal(router_route_error("GET", "x"), "pattern must start with '/'");
+	assert_string_equal(router_route_error("GET", "/a//b"),
+	                    "empty path segment (double or trailing '/')");
+
+	assert_ptr_equal(router_holder(r, "GET", "/users/{x}"), &owner_a);
+	assert_ptr_equal(router_holder(r, "DELETE", "/users/{id}"), &owner_a);
+	assert_ptr_equal(router_holder(r, "GET", "/users/me"), &owner_b);
+	assert_ptr_equal(router_holder(r, "GET", "/"), &owner_b);
+	assert_ptr_equal(router_holder(r, "PUT", "/c/{a}/{b}/comments/{c}"), &owner_b);
+	assert_null(router_holder(r, "POST", "/users/{id}"));
+	assert_null(router_holder(r, "GET", "/users/{id}/posts/{p}"));
+	assert_null(router_holder(r, "GET", "/nowhere/{x}"));
+	assert_null(router_holder(r, "GET", "/c/{a}"));
+	/* Each one router_add refuses, and only those. */
+	assert_int_equal(router_add(r, "GET", "/users/{x}", &t_get, &owner_b, err, sizeof err), -1);
+	assert_int_equal(router_add(r, "POST", "/users/{id}", &t_get, &owner_b, err, sizeof err), 0);
+	assert_ptr_equal(router_holder(r, "POST", "/users/{other}"), &owner_b);
+	/* Nothing was made by the look-ups: the removal leaves the tree empty. */
+	router_remove_owner(r, &owner_a);
+	router_remove_owner(r, &owner_b);
+	assert_null(router_holder(r, "GET", "/users"));
+	assert_null(router_holder(r, "GET", "/"));
+}
+
 static void test_empty_router(void **state)
 {
 	router *r = router_new();
@@ -307,6 +344,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_decode, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_remove_owner, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_replace, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_route_error_and_holder, setup, teardown),
 	    cmocka_unit_test(test_empty_router),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -460,5 +460,12 @@ static void orders_fini(evh_plugin *p, void *state)
 	free(state);
 }
 
-EVH_PLUGIN_CHECKED("orders", "0.1.0", "Orders, payments and their events", orders_config,
-                   orders_check, orders_init, orders_fini)
+/* The routes orders_init registers (ABI 1.12): the host checks them against
+ * every other enabled plugin's before any init, and at --check-config, and
+ * refuses a registration of one not listed here. */
+static const char *const orders_routes[] = {
+    "POST /orders", "GET /orders/{id}", "GET /orders", "GET /orders-feed", NULL,
+};
+
+EVH_PLUGIN_ROUTES("orders", "0.1.0", "Orders, payments and their events", orders_config,
+                  orders_check, orders_routes, orders_init, orders_fini)

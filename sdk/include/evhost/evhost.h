@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 11
+#define EVH_ABI_MINOR 12
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -473,7 +473,24 @@ typedef struct evh_plugin_desc {
 	 * was reserved[0]), as a fake host in your unit tests may, and then only
 	 * init sees the values. */
 	int (*check)(evh_plugin *p);
-	void *reserved[7];
+	/* (ABI 1.12; NULL: none) The HTTP routes init may register, each
+	 * "METHOD /pattern" with one space between ("GET /users/{id}"), the
+	 * list ended by NULL: set with EVH_PLUGIN_ROUTES. The host reads it at
+	 * load, so that --check-config, the start (before any init) and a
+	 * reload's check step (before anything is stopped) find two plugins
+	 * that want the same route, or one that wants a path of the host's
+	 * (/healthz, /readyz, /metrics, /admin...), and name both. A method and
+	 * pattern the router would refuse, two entries for one route, or a
+	 * host's path refuse the plugin at load ("its declared routes' entry
+	 * N, ..."). With a list, evh_http_route of a route not in it fails
+	 * (EVH_EINVAL, said in the log): the list cannot drift from the code.
+	 * Routes declared but not registered (say, turned off by a key) are
+	 * fine. NULL (and every plugin built before 1.12) declares nothing:
+	 * its routes are known only when its init registers them, and a clash
+	 * fails that init. Strings, not evh_route: a route's handler, flags and
+	 * role may depend on the configuration, its path may not. */
+	const char *const *routes;
+	void *reserved[6];
 } evh_plugin_desc;
 
 typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
@@ -493,7 +510,7 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
  *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini);
  */
 #define EVH_PLUGIN(name_, version_, descr_, config_, init_, fini_)                         \
-	EVH_PLUGIN_CHECKED(name_, version_, descr_, config_, NULL, init_, fini_)
+	EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, NULL, NULL, init_, fini_)
 
 /* (ABI 1.7) The same, with a check of the plugin's own values (the
  * descriptor's `check`, see there), run before init and by --check-config:
@@ -501,10 +518,19 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
  *                      hello_init, hello_fini);
  */
 #define EVH_PLUGIN_CHECKED(name_, version_, descr_, config_, check_, init_, fini_)         \
+	EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, check_, NULL, init_, fini_)
+
+/* (ABI 1.12) The same, with the routes init may register declared (the
+ * descriptor's `routes`, see there; check_ may be NULL):
+ *   static const char *const hello_routes[] = {"GET /hello", "GET /hello/{name}", NULL};
+ *   EVH_PLUGIN_ROUTES("hello", "1.0.0", "Says hello", hello_config, hello_check,
+ *                     hello_routes, hello_init, hello_fini);
+ */
+#define EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, check_, routes_, init_, fini_)  \
 	const evh_api *evh__api EVH__HIDDEN;                                                    \
 	static const evh_plugin_desc evh__desc = {                                             \
 	    sizeof(evh_plugin_desc), EVH_ABI_MAJOR, EVH_ABI_MINOR, (name_), (version_),       \
-	    (descr_), (config_), (init_), (fini_), (check_), {0}};                             \
+	    (descr_), (config_), (init_), (fini_), (check_), (routes_), {0}};                  \
 	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
 	    const evh_api *api);                                                               \
 	EVH__C_LINKAGE EVH__EXPORT const evh_plugin_desc *evh_plugin_entry_v1(                  \
@@ -630,11 +656,15 @@ static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_
 /* Register a route. Only during init. Patterns are matched segment by
  * segment; literal segments win over {captures}. Two plugins may not
  * register the same method and pattern (the second init fails), nor one of
- * the paths the host serves (/healthz, /readyz, /metrics, /admin...). Returns
- * EVH_OK; EVH_EINVAL for a route refused (bad method, pattern or flags, a
- * conflict), EVH_ENOMEM when the host is out of memory, EVH_ESTATE outside
- * init: each logged with the reason (but EVH_EINVAL for NULL arguments or a
- * struct_size too small, which is not). */
+ * the paths the host serves (/healthz, /readyz, /metrics, /admin...).
+ * Declare them (EVH_PLUGIN_ROUTES, ABI 1.12) and the host finds such a
+ * clash before any init, and at --check-config; a plugin that declared its
+ * routes may register only those (the same method and pattern, character
+ * for character). Returns EVH_OK; EVH_EINVAL for a route refused (bad
+ * method, pattern or flags, a conflict, one not declared), EVH_ENOMEM when
+ * the host is out of memory, EVH_ESTATE outside init: each logged with the
+ * reason (but EVH_EINVAL for NULL arguments or a struct_size too small,
+ * which is not). */
 static inline int evh_http_route_ex(evh_plugin *p, const evh_route *route)
 {
 	return evh__api->http_route(p, route);
