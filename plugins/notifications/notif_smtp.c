@@ -2,6 +2,7 @@
 #include "notif_util.h"
 
 #include <curl/curl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,16 +28,38 @@ static int dup_opt(const char *s, char **out)
 }
 
 /* libcurl's trace: what the server said (CURLINFO_HEADER_IN, one reply
- * line a call), kept so that a failure can say it. */
+ * line a call), kept so that a failure can say it, and the verb of each
+ * command sent (CURLINFO_HEADER_OUT), which tells a reply about the
+ * message from one about the session. A command or the message's data
+ * going out empties the reply: a command that times out has none, and the
+ * one before it (a "250 ok") must not be quoted as the server's answer.
+ * After a failure libcurl says QUIT itself: its "221" is not kept either,
+ * or it would hide the reply that failed the mail. */
 static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void *ud)
 {
 	notif_smtp *s = ud;
+	size_t n;
 
 	(void)c;
-	if (type == CURLINFO_HEADER_IN) {
-		size_t n = size < sizeof s->reply ? size : sizeof s->reply;
+	if (type == CURLINFO_HEADER_IN && !s->quitting) {
+		n = size < sizeof s->reply ? size : sizeof s->reply;
 		memcpy(s->reply, data, n);
 		s->reply_len = n;
+	} else if (type == CURLINFO_HEADER_OUT) {
+		char verb[sizeof s->verb];
+		for (n = 0; n < size && n + 1 < sizeof verb &&
+		            ((data[n] >= 'A' && data[n] <= 'Z') || (data[n] >= 'a' && data[n] <= 'z'));
+		     n++)
+			verb[n] = (char)(data[n] & ~0x20);
+		verb[n] = '\0';
+		if (!strcmp(verb, "QUIT")) {
+			s->quitting = 1;
+		} else {
+			memcpy(s->verb, verb, n + 1);
+			s->reply_len = 0;
+		}
+	} else if (type == CURLINFO_DATA_OUT) {
+		s->reply_len = 0;
 	}
 	return 0;
 }
@@ -151,10 +174,22 @@ fail_global:
 
 void notif_smtp_close(notif_smtp *s)
 {
+	curl_socket_t sock = CURL_SOCKET_BAD;
+
 	if (!s->url) /* never opened, or closed: s->curl may be NULL while open */
 		return;
-	if (s->curl)
+	if (s->curl) {
+		/* Closing the kept connection says QUIT, then waits for the
+		 * reply up to smtp_timeout_ms (CURLOPT_SERVER_RESPONSE_TIMEOUT):
+		 * a server gone silent (a firewall that dropped the idle
+		 * connection) would hold the daemon's stop, or a reload, that
+		 * long. The reading side is shut first: the QUIT still goes out,
+		 * and its reply is not waited for. */
+		if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
+		    sock != CURL_SOCKET_BAD)
+			shutdown(sock, SHUT_RD);
 		curl_easy_cleanup(s->curl);
+	}
 	pthread_mutex_destroy(&s->mu);
 	if (s->password)
 		explicit_bzero(s->password, strlen(s->password));
@@ -214,18 +249,64 @@ static int server_down(CURLcode rc, long code)
 	}
 }
 
-/* Only the server's verdict on the message is final: a 5xx reply to it.
- * Whatever is wrong with the connection or the setup is temporary: retried,
- * and dead-lettered at the last attempt, so a redrive sends the mail once it
- * is mended. That is a certificate not trusted, no STARTTLS offered, and the
- * session's 5xx replies (session_code). */
-static notif_send_result classify(CURLcode rc, long code)
+/* Whether `verb`, the last command sent, is one of the message's own:
+ * MAIL, RCPT, DATA (its reply, or the reply to the data after it). */
+static int message_verb(const char *verb)
+{
+	return !strcmp(verb, "MAIL") || !strcmp(verb, "RCPT") || !strcmp(verb, "DATA");
+}
+
+/* Only the server's verdict on the message is final: a 5xx reply to it
+ * (to MAIL, RCPT, DATA or the data). Whatever is wrong with the connection
+ * or the setup is temporary: retried, and dead-lettered at the last
+ * attempt, so a redrive sends the mail once it is mended. That is a
+ * certificate not trusted, no STARTTLS offered, the session's 5xx replies
+ * (session_code), and a 5xx before any command of the message: a greeting
+ * such as "554 no SMTP service here" or a refused HELO turn every mail
+ * away alike, whoever it is for. */
+static notif_send_result classify(CURLcode rc, long code, const char *verb)
 {
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
 	if (code >= 500 && code < 600)
-		return NOTIF_SEND_PERMANENT;
+		return message_verb(verb) ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
 	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
+}
+
+/* Drop s->curl and its connection, and make a fresh handle (NULL when that
+ * ran out of memory: made again at the next send, which says why if not).
+ * Closing says QUIT and waits for the reply, which CURLOPT_TIMEOUT does
+ * not bound (only the server response timeout does): on a server that
+ * stopped answering, that would hold the mutex, and the consumer, in vain.
+ * The socket is shut first, so the QUIT fails at once. */
+static void smtp_drop_connection(notif_smtp *s)
+{
+	curl_socket_t sock = CURL_SOCKET_BAD;
+	char ebuf[CURL_ERROR_SIZE];
+
+	if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
+	    sock != CURL_SOCKET_BAD)
+		shutdown(sock, SHUT_RDWR);
+	curl_easy_cleanup(s->curl);
+	s->curl = NULL;
+	if (smtp_new_handle(s, ebuf, sizeof ebuf) < 0)
+		s->curl = NULL;
+}
+
+/* Whether the connection s->curl keeps between mails has something to read
+ * (a reply nobody asked for, or its end): 0 when there is none open. */
+static int smtp_idle_connection_spoke(notif_smtp *s)
+{
+	curl_socket_t sock = CURL_SOCKET_BAD;
+	struct pollfd pfd;
+
+	if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK ||
+	    sock == CURL_SOCKET_BAD)
+		return 0;
+	pfd.fd = sock;
+	pfd.events = POLLIN;
+	pfd.revents = 0;
+	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR));
 }
 
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
@@ -235,7 +316,6 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	struct curl_slist *rcpts;
 	upload u = {msg, len};
 	notif_send_result res = NOTIF_SEND_OK;
-	curl_socket_t sock = CURL_SOCKET_BAD;
 	CURLcode rc;
 	long code = 0;
 
@@ -247,6 +327,13 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	}
 	ebuf[0] = '\0';
 	pthread_mutex_lock(&s->mu);
+	/* An idle connection the server has spoken on, or closed, is done
+	 * with: what it said unasked can only be its end (a "421 4.4.2 idle
+	 * timeout" before it hangs up, as a busy Postfix does after 10 s of
+	 * quiet). libcurl would reuse it and read that 421 as the answer to
+	 * MAIL, failing a mail the server never saw. */
+	if (s->curl && smtp_idle_connection_spoke(s))
+		smtp_drop_connection(s);
 	if (!s->curl && smtp_new_handle(s, err, errlen) < 0) {
 		pthread_mutex_unlock(&s->mu);
 		curl_slist_free_all(rcpts);
@@ -257,16 +344,19 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
 	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, ebuf);
 	s->reply_len = 0;
+	s->verb[0] = '\0';
+	s->quitting = 0;
 	rc = curl_easy_perform(s->curl);
 	if (rc != CURLE_OK) {
 		char said[300] = "";
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
-		res = classify(rc, code);
+		res = classify(rc, code, s->verb);
 		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
 		         ebuf);
 		/* The reply's text tells a greylisting from a full mailbox or a
-		 * policy: said when it is the reply of that code. */
-		if (code > 0) {
+		 * policy: said when it is the reply of that code. None came to
+		 * the last command (a timeout): none is said. */
+		if (code > 0 && s->reply_len > 0) {
 			char num[24];
 			size_t used = strlen(err);
 			snprintf(num, sizeof num, "%ld", code);
@@ -283,18 +373,8 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		 * on it and read the reply still due to this one (a late 554 failing
 		 * a mail never offered, a late 250 read as the answer to MAIL FROM).
 		 * Dropping the handle closes its connections; the next send, a retry
-		 * of this one included, starts on a fresh one. Closing says QUIT and
-		 * waits for the reply, which CURLOPT_TIMEOUT does not bound (only
-		 * the server response timeout does): on a server that stopped
-		 * answering, that would hold the mutex, and the consumer, in vain.
-		 * The socket is shut first, so the QUIT fails at once. */
-		if (curl_easy_getinfo(s->curl, CURLINFO_ACTIVESOCKET, &sock) == CURLE_OK &&
-		    sock != CURL_SOCKET_BAD)
-			shutdown(sock, SHUT_RDWR);
-		curl_easy_cleanup(s->curl);
-		s->curl = NULL;
-		if (smtp_new_handle(s, ebuf, sizeof ebuf) < 0)
-			s->curl = NULL; /* made again at the next send, which says why if not */
+		 * of this one included, starts on a fresh one. */
+		smtp_drop_connection(s);
 	} else {
 		/* The handle outlives these locals: leave no pointers to them behind. */
 		curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, NULL);

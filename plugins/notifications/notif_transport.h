@@ -60,9 +60,16 @@ typedef struct notif_smtp {
 	int starttls;
 	long timeout_ms;
 	/* The server's last reply line of the send under way (under mu), raw,
-	 * for the error of a failed one: libcurl says only its code. */
+	 * for the error of a failed one: libcurl says only its code. Only a
+	 * reply to the last command (or the message) sent: emptied when one is
+	 * sent, and the reply to libcurl's own QUIT after a failure not kept. */
 	char reply[512];
 	size_t reply_len;
+	/* The verb of the last command sent in the send under way ("" before
+	 * any: the greeting), and whether it was QUIT: a 5xx is about this
+	 * message only as the reply to MAIL, RCPT, DATA or the data. */
+	char verb[12];
+	int quitting;
 } notif_smtp;
 
 /* Check the URL scheme and libcurl's SMTP support, create the handle (the
@@ -70,11 +77,13 @@ typedef struct notif_smtp {
  * Calls curl_global_init. 0, or -1 with `err` set (-2 when that is out of
  * memory). */
 int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t errlen);
-/* Close the handle (and the connection), wipe the password. */
+/* Close the handle (and the connection: QUIT, its reply not awaited),
+ * wipe the password. */
 void notif_smtp_close(notif_smtp *s);
 /* Send one message to `rcpt`. Safe from any thread (serialized). After a
  * failure the connection is dropped, never reused: after a timeout the
- * server's late answer would be read as the next message's. */
+ * server's late answer would be read as the next message's. So is a kept
+ * one the server spoke on (an idle timeout's 421) or closed meanwhile. */
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
                                   char *err, size_t errlen);
 #endif

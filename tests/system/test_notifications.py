@@ -171,12 +171,19 @@ class RawSmtp:
     (`late = (None, None)`: never answers on that connection again).
     It keeps what each connection was told (`conns`: a list of command
     lists) and the messages it accepted (`accepted`: (connection index,
-    recipient) pairs). Every wait is bounded and every thread ends by itself
+    recipient) pairs). `replies` {verb: [reply, ...]} answers the next uses
+    of a command ("GREET": the greeting) with those replies, one each, in
+    turn (None: no answer, ever, on that connection); then as usual.
+    `bye` (a reply line): said after each accepted message, unasked, before
+    hanging up, as a server whose idle timeout ran out does.
+    Every wait is bounded and every thread ends by itself
     (a silent client is dropped after 30 s)."""
 
-    def __init__(self, greet=True, late=None):
+    def __init__(self, greet=True, late=None, replies=None, bye=None):
         self.greet = greet
         self.late = late
+        self.replies = replies or {}
+        self.bye = bye
         self.conns = []
         self.accepted = []
         self._lock = threading.Lock()
@@ -207,6 +214,12 @@ class RawSmtp:
         with self._lock:
             self.conns[i].append(line)
 
+    def _scripted(self, verb):
+        """(True, reply) when `replies` has one left for `verb`."""
+        with self._lock:
+            queue = self.replies.get(verb)
+            return (True, queue.pop(0)) if queue else (False, None)
+
     def _serve(self, c, i):
         c.settimeout(0.5)
         buf, idle, data, rcpt, mute = b"", 0.0, None, None, False
@@ -219,7 +232,10 @@ class RawSmtp:
                     except socket.timeout:
                         idle += 0.5
                 return
-            c.sendall(b"220 raw ESMTP\r\n")
+            scripted, reply = self._scripted("GREET")
+            mute = scripted and reply is None
+            if not mute:
+                c.sendall((reply if scripted else "220 raw ESMTP").encode() + b"\r\n")
             while not self._stop.is_set() and idle < 30:
                 try:
                     chunk = c.recv(65536)
@@ -249,12 +265,21 @@ class RawSmtp:
                         with self._lock:
                             self.accepted.append((i, rcpt))
                         c.sendall(b"250 queued\r\n")
+                        if self.bye:
+                            c.sendall(self.bye.encode() + b"\r\n")
+                            return
                         continue
                     text = line.decode(errors="replace")
                     self._said(i, text)
                     if mute:
                         continue
                     verb = text.split(" ")[0].upper()
+                    scripted, reply = self._scripted(verb)
+                    if scripted:
+                        mute = reply is None
+                        if not mute:
+                            c.sendall(reply.encode() + b"\r\n")
+                        continue
                     if verb == "EHLO":
                         c.sendall(b"250-raw\r\n250 8BITMIME\r\n")
                     elif verb == "RCPT":
@@ -946,6 +971,100 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
         addr = env.created("after-stall", user_id="u-after")
         assert env.entry_once("after-stall", "sent", timeout=30)["attempts"] == 1
         assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
+
+
+def settled(env, event_id, timeout=30):
+    """The log entry of `event_id` once it is sent, failed or dead_lettered."""
+    return lib.wait_until(
+        lambda: next((i for i in env.d.get("/notifications").json()["items"]
+                      if i["event_id"] == event_id
+                      and i["status"] in ("sent", "failed", "dead_lettered")), None),
+        timeout=timeout, message=f"{event_id} sent, failed or dead_lettered")
+
+
+@pytest.mark.parametrize("replies", [
+    {"GREET": ["554 5.3.2 No SMTP service here, try later"]},
+    {"EHLO": ["502 5.5.2 EHLO not known"], "HELO": ["550 5.7.1 Not now"]},
+], ids=["554 greeting", "HELO refused"])
+def test_a_5xx_before_the_mail_is_retried_not_failed(evhostd, tmp_path, unique_name,
+                                                      kafka_bootstrap, replies):
+    # A 5xx greeting or HELO refuses the session, whoever the mail is for:
+    # the server's trouble, not the recipient's. Failed for good, the
+    # welcome mail would be lost (and a broadcast lost for every recipient);
+    # it is retried, and sent once the server greets again.
+    srv = RawSmtp(replies=replies)
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=3)
+        addr = env.created("greet-1", user_id="u-greet-1")
+        entry = settled(env, "greet-1")
+        assert entry["status"] == "sent" and entry["attempts"] == 2, entry
+        assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_reused(evhostd, tmp_path, unique_name,
+                                                                 kafka_bootstrap):
+    # Postfix and Exim end a connection left idle too long with "421 4.4.2
+    # timeout" and hang up. The next mail must go on a new connection, at
+    # its first attempt: read as the answer to its MAIL, that 421 would fail
+    # a mail the server never saw (a dead letter at the last attempt).
+    srv = RawSmtp(bye="421 4.4.2 raw Error: timeout exceeded")
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=3)
+        first = env.created("bye-1", user_id="u-bye-1")
+        assert env.entry_once("bye-1", "sent")["attempts"] == 1
+        second = env.created("bye-2", user_id="u-bye-2")
+        entry = settled(env, "bye-2")
+        assert entry["status"] == "sent" and entry["attempts"] == 1, entry
+        assert [r for _, r in srv.accepted] == [first, second]
+        assert len(srv.conns) == 2, srv.conns
+    finally:
+        srv.stop()
+
+
+def test_a_server_gone_silent_does_not_hold_the_stop(evhostd, tmp_path, unique_name,
+                                                     kafka_bootstrap):
+    # The connection kept for the next mail is closed at the stop with a
+    # QUIT. A server that no longer answers (a firewall dropped the idle
+    # connection) must not hold the stop for smtp_timeout_ms, waiting for
+    # the reply: past stop_timeout + 10 s the daemon gives up with status 3.
+    srv = RawSmtp(replies={"QUIT": [None]})
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                   "smtp_timeout_ms": 120000, "list_role": ""},
+                  user=False)
+        env.created("quiet-1", user_id="u-quiet-1")
+        assert env.entry_once("quiet-1", "sent")["attempts"] == 1
+        assert env.d.stop(timeout=60) == 0, env.d.log_tail()
+        assert srv.conns[-1][-1] == "QUIT", srv.conns  # said, its reply not awaited
+    finally:
+        srv.stop()
+
+
+def test_the_error_of_a_mail_quotes_the_reply_to_it_and_no_other(evhostd, tmp_path, unique_name,
+                                                                 kafka_bootstrap):
+    # libcurl says QUIT after a refusal: its "221" must not hide the reply
+    # that refused the mail (a greylisting is told from a full mailbox by
+    # its text). And a command the server never answered has no reply: the
+    # "250" to the one before it is not quoted as the server's answer.
+    srv = RawSmtp(replies={"RCPT": ["550 5.1.1 <x@example.com>: Recipient address rejected",
+                                    None]})
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1)
+        env.created("quote-1", user_id="u-quote-1")
+        failed = settled(env, "quote-1")
+        assert failed["status"] == "failed", failed
+        assert failed["last_error"].endswith(
+            '(server replied "550 5.1.1 <address> Recipient address rejected")'), failed
+        env.created("quote-2", user_id="u-quote-2")
+        parked = settled(env, "quote-2")
+        assert parked["status"] == "dead_lettered", parked
+        assert "Timeout was reached" in parked["last_error"], parked
+        assert "server replied" not in parked["last_error"], parked
     finally:
         srv.stop()
 
