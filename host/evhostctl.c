@@ -19,6 +19,7 @@
 #include <strings.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -52,6 +53,7 @@ enum {
 #define RELOAD_TIMEOUT_S 60L
 #define POLL_MS 200
 #define LOCK_POLL_MS 20
+#define LOCK_HOLDER_MAX 256 /* "process PID (command line)", cut there */
 #define NAME_MAX_LEN 64
 #define DLQ_LIST_LIMIT 1000
 #define DLQ_SHOW_LIMIT 10
@@ -1159,6 +1161,14 @@ enum {
 	UNDO_UNKNOWN,   /* asked, but its answer was lost: what runs is not known */
 };
 
+/* What is left of --timeout at `deadline`, in whole seconds rounded up, a
+ * second at least: the reload's ?wait=. */
+static long seconds_left(long long deadline)
+{
+	long long left_ms = deadline - clock_mono_ms();
+	return left_ms > 1000 ? (long)((left_ms + 999) / 1000) : 1;
+}
+
 /* POST /admin/reload?wait=WAIT_S: the daemon answers 202 once WAIT_S have
  * passed, not after its own 60 s; the connection is given longer than
  * that. 0 with the answer in *r (printed as it is with --json), or an exit
@@ -1186,13 +1196,14 @@ static void say_refused_reload(const ctl *c, const char *what)
 	free(check);
 }
 
-/* POST /admin/reload and read its verdict. 0: applied and the plugin is as
- * asked; RELOAD_PENDING: still running; else an exit status, and *undo says
+/* POST /admin/reload, to be answered by `deadline` (what is left of
+ * --timeout), and read its verdict. 0: applied and the plugin is as asked;
+ * RELOAD_PENDING: still running; else an exit status, and *undo says
  * whether the drop-in should be put back, and what the daemon runs then. */
-static int api_reload(ctl *c, const char *name, int enable, int *undo)
+static int api_reload(ctl *c, const char *name, int enable, long long deadline, int *undo)
 {
 	reply r;
-	int rc = post_reload(c, c->o.timeout, &r);
+	int rc = post_reload(c, seconds_left(deadline), &r);
 	const char *state;
 
 	*undo = UNDO_NONE;
@@ -1232,8 +1243,7 @@ static int api_reload(ctl *c, const char *name, int enable, int *undo)
  * It waits for what is left of --timeout, a second at least. */
 static void reload_again(ctl *c, const char *name, const dropin *d, long long deadline)
 {
-	long long left_ms = deadline - clock_mono_ms();
-	long wait_s = left_ms > 1000 ? (long)((left_ms + 999) / 1000) : 1, status;
+	long wait_s = seconds_left(deadline), status;
 	const char *state;
 	reply r;
 
@@ -1313,12 +1323,14 @@ static void reload_failed(ctl *c, const char *name, const dropin *d, int undo,
 	}
 }
 
-static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
+/* Reload with the drop-in `d` written, and wait for the plugin's state
+ * until `deadline` (the end of --timeout, for the whole command). */
+static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d,
+                        long long deadline)
 {
-	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL; /* for the whole */
 	int rc, undo = UNDO_NONE;
 	if (c->token) {
-		rc = api_reload(c, name, enable, &undo);
+		rc = api_reload(c, name, enable, deadline, &undo);
 		if (rc == 0)
 			return EXIT_OK;
 		if (rc != RELOAD_PENDING) {
@@ -1338,6 +1350,54 @@ static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
 	return rc;
 }
 
+/* Who holds the flock(2) on the file open as `fd`: "process PID (its
+ * command line)" in `out`, from /proc/locks, its non-printable bytes as
+ * '?'. 0 when not known (no /proc, the lock let go meanwhile, a holder
+ * outside our PID namespace, fopen out of memory): the holder is then
+ * left unnamed. */
+static int lock_holder(int fd, char *out, size_t len)
+{
+	char line[256], type[16], at[64], want[64], path[64], cmd[LOCK_HOLDER_MAX / 2];
+	long pid = 0, found = 0;
+	struct stat st;
+	ssize_t n = 0;
+	FILE *f;
+	int cfd;
+
+	if (fstat(fd, &st) != 0 || !(f = fopen("/proc/locks", "re")))
+		return 0;
+	/* "1: FLOCK  ADVISORY  WRITE 4711 fd:01:131077 0 EOF"; a waiter's
+	 * line has "->" where FLOCK is. */
+	snprintf(want, sizeof want, "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
+	         (unsigned long long)st.st_ino);
+	while (!found && fgets(line, sizeof line, f))
+		if (sscanf(line, "%*d: %15s %*s %*s %ld %63s", type, &pid, at) == 3 &&
+		    !strcmp(type, "FLOCK") && !strcmp(at, want) && pid > 0)
+			found = pid;
+	fclose(f);
+	if (!found)
+		return 0;
+	snprintf(path, sizeof path, "/proc/%ld/cmdline", found);
+	if ((cfd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		n = read(cfd, cmd, sizeof cmd - 1);
+		close(cfd);
+	}
+	if (n < 0)
+		n = 0;
+	while (n > 0 && cmd[n - 1] == '\0')
+		n--;
+	for (ssize_t i = 0; i < n; i++) {
+		unsigned char b = (unsigned char)cmd[i];
+		if (b == '\0')
+			cmd[i] = ' '; /* between arguments */
+		else if (b < 0x20 || b > 0x7e)
+			cmd[i] = '?';
+	}
+	cmd[n] = '\0';
+	snprintf(out, len, n ? "process %ld (%s)" : "process %ld", found, cmd);
+	return 1;
+}
+
 /* Take turns with other enable and disable runs: an exclusive flock(2) on
  * conf.d itself, held from reading the drop-in until its reload is done and
  * anything put back, so that no run puts back what it read before another
@@ -1345,12 +1405,12 @@ static int toggle_apply(ctl *c, const char *name, int enable, const dropin *d)
  * The directory rather than a lock file: nothing is created in a conf.d
  * that is root's (and the package's), any user who may write drop-ins may
  * lock it, and the lock goes with the process, however it ends (any user
- * who may read conf.d may hold it too: lslocks names who). Waits up to
- * --timeout, the reload's own --timeout not counting it. The descriptor in
+ * who may read conf.d may hold it too: lslocks names who, and so does the
+ * message when the wait runs out, lock_holder). Waits until `deadline`,
+ * the end of --timeout, which bounds the whole command. The descriptor in
  * *fd, or an exit status after saying why. */
-static int confdir_lock(const ctl *c, const char *dir, int *fd)
+static int confdir_lock(const ctl *c, const char *dir, long long deadline, int *fd)
 {
-	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL;
 	int lfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (lfd < 0) {
@@ -1377,9 +1437,16 @@ static int confdir_lock(const ctl *c, const char *dir, int *fd)
 			return EXIT_FAILED;
 		}
 		if (clock_mono_ms() >= deadline) {
-			say("another evhostctl enable or disable has held the lock on %s for %ld s; "
-			    "nothing was written: run the command again once it is done",
-			    dir, c->o.timeout);
+			char holder[LOCK_HOLDER_MAX];
+			if (lock_holder(lfd, holder, sizeof holder))
+				say("%s has held the lock on %s past --timeout (%ld s); nothing was "
+				    "written: run the command again once it is done",
+				    holder, dir, c->o.timeout);
+			else
+				say("another evhostctl enable or disable has held the lock on %s past "
+				    "--timeout (%ld s); nothing was written: run the command again once it "
+				    "is done (lslocks names who holds it)",
+				    dir, c->o.timeout);
 			close(lfd);
 			return EXIT_FAILED;
 		}
@@ -1392,6 +1459,8 @@ static int confdir_lock(const ctl *c, const char *dir, int *fd)
 /* `name` was checked with name_ok. */
 static int cmd_toggle(ctl *c, const char *name, int enable)
 {
+	/* --timeout bounds the whole command: the wait for the lock too */
+	long long deadline = clock_mono_ms() + c->o.timeout * 1000LL;
 	char *section = NULL, *text = NULL;
 	dropin d = {0};
 	int rc, lock_fd = -1;
@@ -1425,7 +1494,7 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	if (rc)
 		return rc;
 
-	if ((rc = confdir_lock(c, c->cfg.confdir, &lock_fd)))
+	if ((rc = confdir_lock(c, c->cfg.confdir, deadline, &lock_fd)))
 		return rc;
 	section = xasprintf("plugin.%s", name);
 	d.path = xasprintf("%s/" DROPIN_PREFIX "%s.conf", c->cfg.confdir, name);
@@ -1448,7 +1517,7 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 		rc = EXIT_FAILED;
 		goto out;
 	}
-	rc = toggle_apply(c, name, enable, &d);
+	rc = toggle_apply(c, name, enable, &d, deadline);
 	if (rc == EXIT_OK && !c->o.json)
 		printf("%s: %s (%s)\n", name, enable ? "enabled, running" : "disabled, stopped",
 		       d.path);

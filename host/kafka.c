@@ -1348,6 +1348,19 @@ struct retry_slot {
 /* Kinds of step the consumer thread takes between polls (busy_step). */
 #define BUSY_KINDS 3
 
+/* Why an event waits (OUT_WAIT) rather than use up an attempt. */
+enum wait_cause { WAIT_OUTBOX_FULL, WAIT_DATABASE_FULL, WAIT_CAUSES };
+
+/* Waits for one cause, said once an episode rather than once a wait (the
+ * cause holds for every event the consumer meets meanwhile): an episode
+ * runs from its first wait, said in full, to the first attempt that does
+ * not meet the cause (or the stop), which says how long it lasted and how
+ * many waits came meanwhile, each said only at debug (wait_episodes_end). */
+struct wait_episode {
+	int64_t since_ms; /* its first wait (clock_mono_ms); 0: no episode */
+	int64_t unsaid;   /* waits since then */
+};
+
 struct consumer {
 	kafka *k;
 	evh_plugin *p;
@@ -1386,12 +1399,8 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
-	/* Waits for a full outbox, said once an episode (schedule_retry): an
-	 * episode runs from the first such wait to the first attempt that does
-	 * not meet a full outbox (or the stop); `full_unsaid` counts the waits
-	 * since its first line, said when it ends. */
-	int full_episode;
-	int64_t full_unsaid;
+	/* Waits (OUT_WAIT), said once an episode for each cause (wait_said). */
+	struct wait_episode episodes[WAIT_CAUSES];
 	struct busy_kind {
 		const char *what; /* NULL: a free slot */
 		int64_t ms;
@@ -1888,22 +1897,86 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 
 static int64_t msg_time(const rd_kafka_message_t *m);
 
-/* An episode of waits for a full outbox ends at the first attempt that
- * does not meet one (`c->attempt_full` clear), or at the stop: its count of
- * waits not said one by one is said then. */
-static void full_episode_end(struct consumer *c)
+/* What the log says of a wait and of its episode (wait_said,
+ * wait_episodes_end), by cause. */
+static const struct wait_words {
+	const char *what;     /* the first line's, before the attempt's error */
+	const char *hint;     /* after the error: where the limit is set */
+	const char *again[2]; /* around the delay: when it is tried again */
+	const char *through;  /* "... said once, with a count, when an attempt ..." */
+	const char *back;     /* the episode's end */
+	const char *name;     /* "N more waits for ..." */
+	const char *first;    /* the first line, quoted by the last */
+} wait_words[WAIT_CAUSES] = {
+    [WAIT_OUTBOX_FULL] = {"a handler's publish met a full outbox",
+                          "; [store] outbox_max_rows",
+                          {"once the relay has sent events to Kafka (in ", " ms at most)"},
+                          "finds room", "the handlers' publishes go into the outbox again",
+                          "a full outbox", "outbox full"},
+    [WAIT_DATABASE_FULL] = {"its database is full", "",
+                            {"every ", " ms until its writes go through"}, "goes through",
+                            "its database takes the handlers' writes again", "a full database",
+                            "its database is full"},
+};
+
+/* Say that the event of `s` (at `offset`) waits for `cause`: in full when
+ * it starts an episode, else only at debug, counted for the episode's end. */
+static void wait_said(struct consumer *c, const struct retry_slot *s, int64_t offset,
+                      enum wait_cause cause, const char *error, int delay)
 {
-	if (!c->full_episode || c->attempt_full)
+	const struct wait_words *w = &wait_words[cause];
+	struct wait_episode *e = &c->episodes[cause];
+	if (e->since_ms) {
+		e->unsaid++;
+		log_debug(KAFKA_LOG,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " waits again: %s (%s); again in %d ms "
+		          "at most",
+		          plugin_label(c), s->topic, s->partition, offset, w->what, error, delay);
 		return;
-	/* No event's context: the line is for all of them. */
-	log_msg_no_context(EVH_LOG_INFO, KAFKA_LOG,
-	                   "%s: the handlers' publishes go into the outbox again; %" PRId64
-	                   " more wait%s for a full outbox since the 'outbox full' line above "
-	                   "(none counted as an attempt; counted in "
-	                   "evhost_events_handled_total{result=\"retry\"}, not said one by one)",
-	                   plugin_label(c), c->full_unsaid, c->full_unsaid == 1 ? "" : "s");
-	c->full_episode = 0;
-	c->full_unsaid = 0;
+	}
+	e->since_ms = clock_mono_ms();
+	e->unsaid = 0;
+	event_log(c, EVH_LOG_WARN,
+	          "%s: %s [%" PRId32 "] @%" PRId64 " waits: %s (%s%s); not counted as an attempt; "
+	          "tried again %s%d%s. Its partition's events wait behind it, in order; the "
+	          "further waits are said once, with a count, when an attempt %s",
+	          plugin_label(c), s->topic, s->partition, offset, w->what, error, w->hint,
+	          w->again[0], delay, w->again[1], w->through);
+}
+
+/* The causes the attempt just made (its outcome `out`) met, a bit each.
+ * An event whose publishes alone exceed the outbox (OUT_RETRY, attempt_full)
+ * leaves a full outbox's episode as it is. */
+static unsigned wait_causes_met(const struct consumer *c, enum outcome out)
+{
+	if (c->attempt_full)
+		return 1u << WAIT_OUTBOX_FULL;
+	return out == OUT_WAIT ? 1u << WAIT_DATABASE_FULL : 0;
+}
+
+/* End the episodes whose cause is not in `met` (all `at_stop`), saying
+ * how long each lasted and how many of its waits were not said. */
+static void wait_episodes_end(struct consumer *c, unsigned met, int at_stop)
+{
+	for (int cause = 0; cause < WAIT_CAUSES; cause++) {
+		const struct wait_words *w = &wait_words[cause];
+		struct wait_episode *e = &c->episodes[cause];
+		if (!e->since_ms || (!at_stop && (met & (1u << cause))))
+			continue;
+		/* No event's context: the line is for all of them. */
+		log_msg_no_context(EVH_LOG_INFO, KAFKA_LOG,
+		                   "%s: %s; %" PRId64 " more wait%s for %s in the %.1f s since the "
+		                   "'%s' line above (none counted as an attempt; counted in "
+		                   "evhost_events_handled_total{result=\"retry\"}, not said one by "
+		                   "one)",
+		                   plugin_label(c),
+		                   at_stop ? "the consumer stops, its events still waiting" : w->back,
+		                   e->unsaid, e->unsaid == 1 ? "" : "s",
+		                   w->name, (double)(clock_mono_ms() - e->since_ms) / 1000.0,
+		                   w->first);
+		e->since_ms = 0;
+		e->unsaid = 0;
+	}
 }
 
 /* Dispatch `msg` (attempt number `attempt`) in `tx` (a batch's), or in a
@@ -1966,7 +2039,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 			out = OUT_WAIT;
 		if (out != OUT_RETRY && out != OUT_WAIT)
 			c->attempt_full = 0;
-		full_episode_end(c);
+		wait_episodes_end(c, wait_causes_met(c, out), 0);
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		process_span_end(&span, &ev, out);
 	} else {
@@ -2290,40 +2363,21 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 	s->due_ms = clock_mono_ms() + delay;
 	s->room_below = waiting && c->attempt_full ? store_outbox_pending(c->p->store) : 0;
 	snprintf(s->error, sizeof s->error, "%s", error);
-	if (waiting && c->attempt_full) {
-		/* The outbox stays full until the relay sends (the broker is away,
-		 * or slow): every event met then would say each of its waits. One
-		 * line an episode, the count when it ends (full_episode_end). */
-		if (c->full_episode) {
-			c->full_unsaid++;
-			log_debug(KAFKA_LOG,
-			          "%s: %s [%" PRId32 "] @%" PRId64 " waits again for room in the "
-			          "outbox (%s); again in %d ms at most",
-			          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
-			return;
-		}
-		c->full_episode = 1;
-		event_log(c, EVH_LOG_WARN,
-		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: a handler's publish met a full "
-		          "outbox (%s; [store] outbox_max_rows); not counted as an attempt; tried "
-		          "again once the relay has sent events to Kafka (in %d ms at most). Its "
-		          "partition's events wait behind it, in order; the further waits are said "
-		          "once, with a count, when an attempt finds room",
-		          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
+	if (waiting) {
+		/* A full outbox stays full until the relay sends (the broker is
+		 * away, or slow), a full database until its disk has room: every
+		 * event met then would say each of its waits. */
+		wait_said(c, s, msg->offset,
+		          c->attempt_full ? WAIT_OUTBOX_FULL : WAIT_DATABASE_FULL, error, delay);
 		return;
 	}
-	if (!waiting && c->attempt_full)
+	if (c->attempt_full)
 		event_log(c, EVH_LOG_WARN,
 		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms: "
 		          "the outbox is empty, yet its publishes do not fit in [store] "
 		          "outbox_max_rows",
 		          plugin_label(c), s->topic, s->partition, msg->offset, attempts,
 		          pol->max_attempts, error, delay);
-	else if (waiting)
-		event_log(c, EVH_LOG_INFO,
-		          "%s: %s [%" PRId32 "] @%" PRId64 " waits: its database is full (%s); not "
-		          "counted as an attempt; again in %d ms",
-		          plugin_label(c), s->topic, s->partition, msg->offset, error, delay);
 	else
 		event_log(c, EVH_LOG_INFO,
 		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d/%d failed (%s); retry in %d ms",
@@ -3740,8 +3794,7 @@ static void *consumer_main(void *arg)
 		consume_round(c);
 	}
 	pbufs_drop(c, NULL); /* not handled, not stored: fetched again next time */
-	c->attempt_full = 0;
-	full_episode_end(c); /* its count, before "consumer stopped" */
+	wait_episodes_end(c, 0, 1); /* their counts, before "consumer stopped" */
 	/* No handler runs from here on: should the stop's guard end the
 	 * process, it names what this consumer still waited for instead. */
 	stopguard_at("plugin '%s': its consumer's last dead letters, commit and leaving the "

@@ -16,6 +16,7 @@ server:
 
 import errno
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -105,10 +106,16 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
                                     "SELECT user_id FROM recipients WHERE user_id = ?", (uid,))]
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
     assert r.status_code == 200 and r.json()["messages"] == [], r.text
+    # Its waits (one every 400 ms) are said once, not one by one (they were).
+    starts = [ln for ln in st.d.log_text().splitlines()
+              if "notifications: " in ln and "waits: its database is full (" in ln]
+    assert len(starts) == 1, "\n".join(starts)
 
     # A restart on the full disk: it stops cleanly, starts, serves reads, says
     # storage full, and the waiting event (its offset not committed) waits on.
     assert st.d.stop() == 0
+    assert re.search(r"notifications: the consumer stops, its events still waiting; \d+ more "
+                     r"waits? for a full database in the [\d.]+ s since", st.d.log_text())
     st.restart()
     r = st.d.get("/readyz")
     assert r.status_code == 503 and r.json()["storage"] == "full", r.text

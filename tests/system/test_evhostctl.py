@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -359,17 +360,74 @@ def test_toggles_run_at_once_take_turns(evhostd, build_dir, tmp_path):
     assert on or (confd / DROPIN).read_text() == dropin_text(False)
     names = sorted(p["name"] for p in d.get("/admin/plugins", headers=auth()).json()["plugins"])
     assert names == (["hello", "probe"] if on else ["hello"])
-    # A run that cannot have the lock within --timeout writes nothing.
+    # A run that cannot have the lock within --timeout writes nothing, and
+    # names who holds it (this test's process).
     held = os.open(confd, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)
         r = ctl(build_dir, d, "--timeout", "1", "enable", "q0")
     finally:
         os.close(held)
-    assert_one_error(r, 1, f"evhostctl: another evhostctl enable or disable has held the lock "
-                           f"on {confd} for 1 s; nothing was written: run the command again "
-                           "once it is done\n")
+    assert_one_error(r, 1, f"evhostctl: process {os.getpid()} (")
+    assert r.stderr.endswith(f") has held the lock on {confd} past --timeout (1 s); nothing "
+                             "was written: run the command again once it is done\n"), r.stderr
     assert (confd / "90-evhostctl-q0.conf").read_text() == dropin_text(False).replace("probe", "q0")
+
+
+# Takes an exclusive flock(2) on directory argv[1], says "locked", holds it
+# argv[2] seconds.
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
+    # --timeout bounds the whole of enable and disable. The wait for the
+    # lock on conf.d came on top of it: a run that waited 3 s of its 10 for
+    # the lock still gave the reload all 10 (?wait=10). Now what is left.
+    # And a run whose --timeout ends in that wait names the lock's holder.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    (confd / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
+    conf = tmp_path / "evhost.conf"
+    conf.write_text("[kafka]\nbrokers = embedded\n")
+    listed = b'{"plugins": [{"name": "probe", "state": "running"}]}'
+    routes = {"/admin/plugins": (200, listed),
+              "/admin/reload": (200, b'{"result": "applied", "plugins": []}')}
+    args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
+    asked = []
+    with served_by(routed(routes, asked)) as url, \
+            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "3"],
+                             stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline() == "locked\n"
+        r = run_ctl(build_dir, "--url", url, "--timeout", "10", *args)
+    assert r.returncode == 0, r.stderr
+    posts = [a[0] for a in asked if isinstance(a, tuple)]
+    assert len(posts) == 1, asked
+    wait = re.fullmatch(r"/admin/reload\?wait=(\d+)", posts[0])
+    assert wait and 1 <= int(wait.group(1)) <= 9, posts
+    (confd / DROPIN).unlink()
+
+    # Held past --timeout: said, with the holder, and nothing written.
+    del asked[:]
+    with served_by(routed(routes, asked)) as url, \
+            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "60"],
+                             stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline() == "locked\n"
+        r = run_ctl(build_dir, "--url", url, "--timeout", "1", *args)
+        holder.kill()
+    assert_one_error(r, 1, f"evhostctl: process {holder.pid} ({sys.executable} -c ?import "
+                           f"fcntl, os, sys, time?")
+    assert f") has held the lock on {confd} past --timeout (1 s); nothing was written" in \
+        r.stderr, r.stderr
+    assert not (confd / DROPIN).exists()
+    assert all(isinstance(a, str) for a in asked), asked  # no reload asked
 
 
 def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build_dir,

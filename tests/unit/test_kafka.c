@@ -2723,6 +2723,87 @@ static void test_batch_dangling_key_fails_only_its_event(void **state)
 	extra_stop(&x);
 }
 
+/* ---- a full database: its waits said once an episode ---- */
+
+#define FULL_TOPIC "FULL_DISK_EVENTS"
+
+/* Set: the next event handled makes every SQLite write fail (the errno
+ * wal_writes_fail_with chose: ENOSPC, a full disk) until the test ends it. */
+static atomic_int disk_fills;
+
+static evh_event_result disk_full_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx,
+                                          void *ud)
+{
+	evh_value v = EVH_TEXT(kafka_ev_id(ev));
+	(void)p;
+	(void)ud;
+	record(ev, 0);
+	if (atomic_exchange(&disk_fills, 0))
+		atomic_store(&faults_all_fail, 1);
+	if (store_exec(tx, "INSERT INTO handled(id) VALUES(?)", &v, 1, NULL) != EVH_OK)
+		return EVH_EVENT_RETRY;
+	return EVH_EVENT_OK;
+}
+
+static int count_of(const char *text, const char *what)
+{
+	int n = 0;
+	for (const char *at = strstr(text, what); at; at = strstr(at + 1, what))
+		n++;
+	return n;
+}
+
+/* An event whose commit fails for a full disk waits (no attempt used up),
+ * tried again every backoff_max_ms. Each wait was a line; now the first
+ * is, and once a write goes through, one line says how long the episode
+ * lasted and how many waits it held. */
+static void test_full_database_waits_are_said_once_an_episode(void **state)
+{
+	char id[37], *log;
+	const char *end;
+	long unsaid = -1;
+	int calls;
+	int64_t until;
+	struct extra x;
+	stderr_capture cap;
+	(void)state;
+	assert_int_equal(wal_writes_fail_with(0, ENOSPC), SQLITE_OK); /* ENOSPC once turned on */
+	events_uuid(id);
+	publish_topic(fx.user.store, FULL_TOPIC, id, "full", "USER_CREATED", "{}");
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_INFO ? test_log_level : EVH_LOG_INFO, LOG_FORMAT_TEXT);
+	atomic_store(&disk_fills, 1);
+	extra_start(&x, "diskfull", FULL_TOPIC, NULL, disk_full_handler);
+	/* past max_attempts (3) several times over: it waits, it is not retried */
+	calls = wait_calls(id, 6);
+	atomic_store(&faults_all_fail, 0);
+	until = now_ms() + WAIT_MS;
+	while (rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", id) != 1 &&
+	       now_ms() < until)
+		usleep(20000);
+	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", id), 1);
+	consumer_stop(&x.p);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	assert_true(calls >= 6);
+	if (count_of(log, "waits: its database is full (") != 1)
+		fail_msg("not one line for the episode's first wait:\n%s", log);
+	end = strstr(log, "diskfull: its database takes the handlers' writes again; ");
+	if (!end || sscanf(strchr(end, ';') + 2, "%ld more waits for a full database in the ",
+	                   &unsaid) != 1)
+		fail_msg("no end of the episode with its count:\n%s", log);
+	/* every attempt but the first (which started it) and the last (which
+	 * went through) was a wait not said one by one */
+	assert_true(unsaid >= 3 && unsaid < count_calls(id, 0));
+	assert_non_null(strstr(end, " s since the 'its database is full' line above"));
+	assert_int_equal(count_of(log, "its database takes the handlers' writes again"), 1);
+	assert_null(strstr(log, "attempt 1/3 failed"));
+	free(log);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+}
+
 /* RFC 3339 times (replay's "from"): offsets, fractions, and what is not one. */
 static void test_parse_time(void **state)
 {
@@ -2829,6 +2910,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 6},
     {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 6},
     {cmocka_unit_test(test_finished_retry_holds_no_partition), 6},       /* 4.3 */
+    {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 3},
 };
 
 /* After every test, passed or not: the host's timing knobs and the WAL's
