@@ -67,7 +67,10 @@ static int row_to_entry(evh_rows *rows, notif_entry *e)
 	return e->event_id && e->recipient && e->tmpl ? 0 : -1;
 }
 
-/* Up to `max` rows of the table after the cursor, newest first. */
+/* Up to `max` rows of the table after the cursor, newest first. 0; -1
+ * with `err` set; EVH_EBUSY when the store stayed held by a long
+ * transaction (an event handler's mail in flight) past its busy wait: the
+ * host answers that 503 with Retry-After. */
 static int table_page(notif_state *st, const char *recipient, const char *after_created,
                       const char *after_id, int max, notif_entry **out, size_t *n, char *err,
                       size_t errlen)
@@ -104,7 +107,7 @@ static int table_page(notif_state *st, const char *recipient, const char *after_
 	if (rc != EVH_OK) {
 		snprintf(err, errlen, "cannot begin a transaction: %s", evh_strerror(rc));
 		free(v);
-		return -1;
+		return rc == EVH_EBUSY ? EVH_EBUSY : -1;
 	}
 	rc = evh_query(tx, sql, args, nargs, &rows);
 	if (rc != EVH_OK) {
@@ -250,8 +253,11 @@ int notif_http_list(evh_request *req, evh_response *resp, void *ud)
 		return problem_422(resp, detail, "recipient");
 	}
 	/* One more than asked on each side tells whether another page exists. */
-	if (table_page(st, recipient, after_id ? after_created : NULL, after_id, limit + 1, &t, &nt,
-	               err, sizeof err) < 0) {
+	rc = table_page(st, recipient, after_id ? after_created : NULL, after_id, limit + 1, &t,
+	                &nt, err, sizeof err);
+	if (rc == EVH_EBUSY) /* the host says it: 503, Retry-After */
+		goto out;
+	if (rc < 0) {
 		evh_log(st->p, EVH_LOG_ERROR, "GET /notifications: %s", err);
 		rc = evh_resp_problem(resp, 500, "storage", "Storage error", err, NULL);
 		goto out;
@@ -372,6 +378,8 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 		rc = reply_too_big(st, resp, strlen(id) + strlen(json));
 		goto out;
 	}
+	if (rc == EVH_EBUSY) /* the store held past its busy wait: the host's 503 */
+		goto out;
 	if (rc != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR, "broadcast %s: publish failed: %s", id,
 		        evh_strerror(rc));

@@ -975,6 +975,36 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
         srv.stop()
 
 
+def test_a_mail_holding_the_store_past_its_busy_wait_is_a_503_with_retry_after(
+        evhostd, tmp_path, unique_name, kafka_bootstrap):
+    # A welcome to a server that never greets holds the plugin's store (its
+    # handler's transaction) for smtp_timeout_ms. The list and a broadcast's
+    # outbox write wait 5 s for it, then answer as services.md says: 503 with
+    # Retry-After: 1, from the host (they answered 500 "storage"/"publish").
+    srv = RawSmtp(greet=False)
+    try:
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                   "smtp_timeout_ms": 60000, "list_role": "", "retry.max_attempts": 1},
+                  user=False)
+        lib.kafka_produce(env.topics["created"],
+                          {"id": "u-hold", "name": "Hold", "email": "hold@example.com"},
+                          key="u-hold", brokers=kafka_bootstrap,
+                          headers={"ce_id": "hold-1", "ce_type": "user.created"})
+        lib.wait_until(lambda: len(srv.conns) >= 1, timeout=30,
+                       message="the welcome's connection")
+        r = env.d.get("/notifications", timeout=30)
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
+        assert "is busy" in r.json()["detail"], r.text
+        admin = lib.sign_token((tmp_path / "jwt.key").read_bytes(), "ops", roles=("admin",))
+        r = env.d.post("/notifications/broadcast", json={"subject": "S", "message": "M"},
+                       headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
+        assert len(srv.conns) == 1  # the same mail held it throughout
+    finally:
+        srv.stop()  # the held mail fails at once: the stop does not wait for it
+
+
 def settled(env, event_id, timeout=30):
     """The log entry of `event_id` once it is sent, failed or dead_lettered."""
     return lib.wait_until(
