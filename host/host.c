@@ -702,6 +702,7 @@ static void auth_keyset_free(auth_keyset *k)
 	free(k->pk_issuer);
 	free(k->pk_audience);
 	free(k->pk_roles);
+	jwks_fetcher_free(k->jwks); /* its reference: the last frees a fetcher a reload replaced */
 	explicit_bzero(k, sizeof *k);
 	free(k);
 	atomic_fetch_sub(&n_auth_keysets, 1);
@@ -826,24 +827,30 @@ static void reload_auth_keys(host *h, host *next, const auth_keyset *cur)
 		log_error("host", "reload: out of memory: [auth] not applied, the old keys stay");
 		return;
 	}
-	k->jwks = cur->jwks;
 	if (jwks_changed && next->jwks) {
 		/* Fetched before the new set is in use; the fetcher it replaces
-		 * stops, kept for requests that still hold the old set. */
+		 * stops, and is freed once no set names it (requests that still
+		 * hold the old set are sent on to the new fetcher's keys). */
 		if (jwks_fetcher_start(next->jwks) != 0) {
 			log_error("host", "reload: [auth] not applied, the old keys stay");
 			auth_keyset_free(k);
 			return;
 		}
-		if (h->jwks)
+		if (h->jwks) {
 			jwks_fetcher_retire(next->jwks, h->jwks);
-		k->jwks = h->jwks = next->jwks;
+			jwks_fetcher_free(h->jwks); /* the host's reference; cur has its own */
+		}
+		h->jwks = next->jwks;
 		next->jwks = NULL;
 	} else if (jwks_changed) {
-		/* No URL now: the fetcher stops, kept (h->jwks) until exit. */
-		jwks_fetcher_stop(cur->jwks);
-		k->jwks = NULL;
+		/* No URL now: the fetcher stops (its keys go), and is freed once
+		 * no set names it. */
+		jwks_fetcher_stop(h->jwks);
+		jwks_fetcher_free(h->jwks);
+		h->jwks = NULL;
 	}
+	/* The current set's fetcher is always the host's (or none). */
+	k->jwks = jwks_fetcher_hold(h->jwks);
 	/* Noted before a token can be signed for it (revocations_note_ttl). */
 	if (ttl_changed && h->revoked &&
 	    revocations_note_ttl(h->revoked, k->ttl_max_s, err, sizeof err) != 0)
@@ -1026,7 +1033,7 @@ int host_start(host *h)
 		         h->set.jwt_public_issuer ? h->set.jwt_public_issuer : "the other issuer");
 	if (h->jwks) {
 		/* Before HTTP: the first requests find the keys fetched (or cached). */
-		atomic_load(&h->auth)->jwks = h->jwks;
+		atomic_load(&h->auth)->jwks = jwks_fetcher_hold(h->jwks);
 		if (jwks_fetcher_start(h->jwks) != 0)
 			return -1;
 	}
@@ -1452,7 +1459,10 @@ void host_stop(host *h)
 	h->tls = NULL;
 	tls_pubkeys_free(h->jwt_pubkeys);
 	h->jwt_pubkeys = NULL;
-	jwks_fetcher_free(h->jwks); /* HTTP has stopped: no request holds its keys */
+	/* HTTP has stopped: no request holds its keys. The current key set's
+	 * reference goes with it, below. */
+	jwks_fetcher_stop(h->jwks);
+	jwks_fetcher_free(h->jwks);
 	h->jwks = NULL;
 	tls_client_free(h->trace_tls);
 	h->trace_tls = NULL;

@@ -33,8 +33,8 @@ typedef struct auth_keyset {
 	void *pubkeys;
 	int nrsa, nec;
 	char *pk_text, *pk_issuer, *pk_audience, *pk_roles;
-	/* Or its keys fetched from [auth] jwt_jwks_url (jwksfetch.h; the host's,
-	 * borrowed here), or NULL. */
+	/* Or its keys fetched from [auth] jwt_jwks_url (jwksfetch.h; a reference
+	 * of the set's own, let go when it is freed), or NULL. */
 	struct jwks_fetcher *jwks;
 	/* Under host.c's auth lock: readers holding it, and whether a reload
 	 * replaced it (freed when both say no one can reach it). Tests that

@@ -54,12 +54,21 @@ struct jwks_fetcher {
 	/* Raised by jwks_fetcher_stop: a fetch under way on the thread gives up
 	 * (httpc_abort_on) rather than hold a stop or reload up to its timeout. */
 	atomic_int abort;
-	struct jwks_fetcher *older; /* fetchers a reload replaced, freed with this one */
+	/* Those that can reach this fetcher: its maker (the host), each auth key
+	 * set that names it, and the fetcher a reload replaced with it (through
+	 * `successor`). Freed with the last (jwks_fetcher_free): a reader comes
+	 * to it only through one of them, so none is inside it then. */
+	atomic_int refs;
 	/* Set (under the write lock, once) when a reload put another fetcher in
 	 * place of this one: readers that still name this one use that one's
-	 * keys (jwks_fetcher_retire). */
+	 * keys (jwks_fetcher_retire). It holds a reference to that one. */
 	_Atomic(struct jwks_fetcher *) successor;
 };
+
+/* Fetchers made and not yet freed: jwks_fetchers_live. */
+static atomic_int n_fetchers;
+
+int jwks_fetchers_live(void) { return atomic_load(&n_fetchers); }
 
 static _Atomic uint64_t n_ok, n_failed;
 static _Atomic int64_t last_ok_s;
@@ -97,6 +106,8 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen)
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	atomic_init(&f->refs, 1);
+	atomic_fetch_add(&n_fetchers, 1);
 	/* A writer (a new set) must not wait behind a stream of readers. */
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
@@ -696,10 +707,19 @@ void jwks_fetcher_stop(jwks_fetcher *f)
 	drop_keys(f, NULL);
 }
 
+jwks_fetcher *jwks_fetcher_hold(jwks_fetcher *f)
+{
+	if (f)
+		atomic_fetch_add(&f->refs, 1);
+	return f;
+}
+
 void jwks_fetcher_free(jwks_fetcher *f)
 {
-	while (f) {
-		jwks_fetcher *older = f->older;
+	/* A loop, not a recursion: a key set held across many reloads keeps a
+	 * chain of them, each fetcher holding the next. */
+	while (f && atomic_fetch_sub(&f->refs, 1) == 1) {
+		jwks_fetcher *next = atomic_load(&f->successor);
 		jwks_fetcher_stop(f);
 		free(f->url);
 		free(f->shown);
@@ -714,7 +734,8 @@ void jwks_fetcher_free(jwks_fetcher *f)
 		pthread_mutex_destroy(&f->mu);
 		pthread_cond_destroy(&f->cv);
 		free(f);
-		f = older;
+		atomic_fetch_sub(&n_fetchers, 1);
+		f = next;
 	}
 }
 
@@ -725,12 +746,11 @@ void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old)
 	 * f's in place check with f's keys from now on, as a request does after
 	 * a refresh: they do not find none (503). Old's keys are freed once no
 	 * reader holds them, rather than kept until the daemon stops, one set
-	 * per reload. The fetcher itself stays (the replaced auth keysets name
-	 * it), small. */
-	drop_keys(old, f);
+	 * per reload. Old itself goes with the last key set naming it
+	 * (jwks_fetcher_free), and lets go of f then. */
+	drop_keys(old, jwks_fetcher_hold(f));
 	free(old->fingerprint); /* its thread stopped */
 	old->fingerprint = NULL;
-	f->older = old;
 }
 
 /* ------------------------------------------------------------- readers */

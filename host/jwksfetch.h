@@ -51,12 +51,19 @@ void jwks_fetcher_signal_stop(jwks_fetcher *f);
  * resolution is not cut short) and drop the keys: readers that still hold
  * f find none. */
 void jwks_fetcher_stop(jwks_fetcher *f);
-/* Free f and the fetchers it replaced. */
+/* Another reference to f (NULL: none), for one more owner that names it
+ * (an auth key set, host.c); let go with jwks_fetcher_free. Any thread. */
+jwks_fetcher *jwks_fetcher_hold(jwks_fetcher *f);
+/* Let go of a reference (jwks_fetcher_new's, or a hold's). The last one
+ * frees f (its thread stopped first, its keys dropped) and lets go of the
+ * reference f had on the fetcher a reload put in its place, which may free
+ * that one too. Any thread; never while holding f's keys. NULL: nothing. */
 void jwks_fetcher_free(jwks_fetcher *f);
 /* A reload put f in place of `old`: stop old's thread and free old's keys
  * (once no reader holds them); readers that still name old (they loaded
  * the auth keyset before the reload) get f's keys, and a refetch through
- * old is f's. Old itself, small, is kept until f is freed. */
+ * old is f's. Old holds a reference to f for that; the caller's references
+ * to old are its own (old is freed with the last, jwks_fetcher_free). */
 void jwks_fetcher_retire(jwks_fetcher *f, jwks_fetcher *old);
 
 /* The keys a reader checks one token with, held until jwks_fetcher_release:
@@ -89,4 +96,7 @@ const char *jwks_fetcher_url(const jwks_fetcher *f);
 /* Key sets loaded and not yet freed, every fetcher's (one per fetcher with
  * keys; for tests that watch them not pile up). */
 int jwks_key_sets_live(void);
+/* Fetchers made and not yet freed (for tests that watch the ones reloads
+ * replaced go once nothing names them). */
+int jwks_fetchers_live(void);
 #endif

@@ -29,7 +29,14 @@
  * any thread that polls the producer, even after the outbox is gone, so a
  * relay is reference counted: the list holds one reference and every
  * message in flight one more). Order: o->mu before relay->mu. No store call
- * is made under o->mu, because store commit hooks take it.
+ * is made under o->mu, because store commit hooks take it (and clearing a
+ * store's hook waits for a call of it under way).
+ *
+ * A store calls its hook (outbox_wake) after its commit, on the committing
+ * thread; store_set_commit_hook waits for a call under way, and the relay
+ * clears the hook of every store it serves before it lets go of the store
+ * (outbox_remove_plugin) or the outbox is freed (outbox_stop): no call can
+ * reach a freed outbox.
  *
  * Recording deliveries is a second thread's work (the mover), so the relay
  * thread spends its time reading the outbox and producing: on a busy host
@@ -119,16 +126,7 @@ struct outbox {
 	int move_wake, move_stop;
 	pthread_t mover;
 	int mover_running;
-	struct outbox *next_live; /* live_outboxes */
 };
-
-/* The outboxes started and not yet stopped. A store calls its commit hook
- * (outbox_wake) after its lock is let go, so a thread that committed just
- * before outbox_stop cleared the hook may call it after the outbox is freed
- * (a plugin's own thread publishing while the daemon stops, before fini
- * joins it): outbox_wake touches only an outbox found here. */
-static pthread_mutex_t live_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct outbox *live_outboxes;
 
 /* One message in flight. */
 struct inflight_msg {
@@ -835,10 +833,6 @@ int outbox_start(outbox **out, kafka *k, const char *source)
 		free(o);
 		return -1;
 	}
-	pthread_mutex_lock(&live_mu);
-	o->next_live = live_outboxes;
-	live_outboxes = o;
-	pthread_mutex_unlock(&live_mu);
 	*out = o;
 	return 0;
 }
@@ -907,6 +901,8 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 {
 	struct relay *r = NULL;
 	int detached;
+	/* Waits for a wake-up under way: none comes after (not under o->mu,
+	 * which the wake-up takes). */
 	if (p->store)
 		store_set_commit_hook(p->store, NULL, NULL);
 	pthread_mutex_lock(&o->mu);
@@ -936,17 +932,11 @@ void outbox_remove_plugin(outbox *o, evh_plugin *p)
 
 void outbox_wake(void *arg)
 {
-	outbox *o;
-	pthread_mutex_lock(&live_mu);
-	for (o = live_outboxes; o && o != arg; o = o->next_live)
-		;
-	if (o) {
-		pthread_mutex_lock(&o->mu);
-		o->wake = 1;
-		relay_kick(o);
-		pthread_mutex_unlock(&o->mu);
-	}
-	pthread_mutex_unlock(&live_mu);
+	outbox *o = arg; /* alive: its stores' hooks are cleared before it goes */
+	pthread_mutex_lock(&o->mu);
+	o->wake = 1;
+	relay_kick(o);
+	pthread_mutex_unlock(&o->mu);
 }
 
 int64_t outbox_stop(outbox *o, int timeout_ms)
@@ -968,13 +958,9 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 	pthread_mutex_unlock(&o->mu);
 	pthread_join(o->thread, NULL);
 	mover_stop(o);
-	pthread_mutex_lock(&live_mu); /* a wake under way ends first */
-	for (outbox **pp = &live_outboxes; *pp; pp = &(*pp)->next_live)
-		if (*pp == o) {
-			*pp = o->next_live;
-			break;
-		}
-	pthread_mutex_unlock(&live_mu);
+	/* Every store that can call outbox_wake is one of these (a relay taken
+	 * out cleared its store's hook first): once each is cleared, which
+	 * waits for a wake-up under way, none can reach o. */
 	for (size_t i = 0; i < o->n; i++) {
 		struct relay *r = o->relays[i];
 		if (r->st) {

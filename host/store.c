@@ -138,9 +138,19 @@ struct store {
 	_Atomic int64_t delivered_ms; /* wall clock: rows last left the outbox, or the open */
 	int64_t outbox_limit; /* 0 = unbounded */
 	log_every outbox_full_said; /* publishes refused at outbox_limit: said once a minute */
+	int hook_due; /* outbox rows became visible: call the hook at unlock (under mu) */
+	/* The commit hook (store_set_commit_hook), under hook_mu, not mu: it is
+	 * set without waiting for a transaction, and runs after mu is let go.
+	 * hook_calls: calls under way (counted before mu is let go); hook_cv is
+	 * broadcast when they end. hook_parked: those of them whose thread waits
+	 * in store_set_commit_hook (it set the hook from inside the hook: not
+	 * waited for, by itself or another such thread). Order: mu, then
+	 * hook_mu; the hook is called under neither. */
+	pthread_mutex_t hook_mu;
+	pthread_cond_t hook_cv;
 	void (*commit_hook)(void *ud);
 	void *commit_hook_ud;
-	int hook_due; /* outbox rows became visible: call the hook at unlock */
+	int hook_calls, hook_parked;
 	int sync_full; /* synchronous = FULL (else NORMAL) */
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
@@ -513,8 +523,19 @@ static void full_clear(store *s, const char *why)
 
 int store_full(store *s) { return s ? atomic_load(&s->full) : 0; }
 
+/* The stores whose commit hook this thread is calling, innermost first (on
+ * its stack): store_set_commit_hook called from inside a hook does not wait
+ * for that call to end, its own. */
+typedef struct hook_frame {
+	store *s;
+	struct hook_frame *up;
+} hook_frame;
+static _Thread_local hook_frame *hook_frames;
+
 /* Unlock, then wake the relay if a commit made outbox rows visible (outside
- * the lock: the hook takes the outbox's). */
+ * the lock: the hook takes the outbox's). The call is counted before the
+ * lock is let go, so that store_set_commit_hook, once it returns, has waited
+ * for every call of the hook it replaced that a commit made. */
 static void store_unlock(store *s)
 {
 	void (*hook)(void *) = NULL;
@@ -522,12 +543,24 @@ static void store_unlock(store *s)
 	full_note(s);
 	if (s->hook_due) {
 		s->hook_due = 0;
-		hook = s->commit_hook;
-		ud = s->commit_hook_ud;
+		pthread_mutex_lock(&s->hook_mu);
+		if ((hook = s->commit_hook)) {
+			ud = s->commit_hook_ud;
+			s->hook_calls++;
+		}
+		pthread_mutex_unlock(&s->hook_mu);
 	}
 	unlock_raw(s);
-	if (hook)
+	if (hook) {
+		hook_frame frame = {s, hook_frames};
+		hook_frames = &frame;
 		hook(ud);
+		hook_frames = frame.up;
+		pthread_mutex_lock(&s->hook_mu);
+		if (--s->hook_calls <= s->hook_parked)
+			pthread_cond_broadcast(&s->hook_cv);
+		pthread_mutex_unlock(&s->hook_mu);
+	}
 }
 
 /* Bytes free to unprivileged writers on the file system of `path`, or -1. */
@@ -1475,7 +1508,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (pthread_cond_init(&s->gcv, NULL) || pthread_cond_init(&s->ckpt_cv, NULL) ||
 	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL) ||
 	    clock_cond_init(&s->first_cv) || pthread_mutex_init(&s->first_mu, NULL) ||
-	    pthread_mutex_init(&s->rmu, NULL)) {
+	    pthread_mutex_init(&s->rmu, NULL) || pthread_mutex_init(&s->hook_mu, NULL) ||
+	    pthread_cond_init(&s->hook_cv, NULL)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
@@ -1515,6 +1549,8 @@ void store_close(store *s)
 		group_commit_locked(s);
 		unlock_raw(s);
 	}
+	/* A hook call a last commit began ends before its counter goes. */
+	store_set_commit_hook(s, NULL, NULL);
 	reader_close(s);
 	checkpointer_stop(s);
 	cache_clear(s);
@@ -1528,16 +1564,30 @@ void store_close(store *s)
 	pthread_mutex_destroy(&s->first_mu);
 	pthread_cond_destroy(&s->first_cv);
 	pthread_mutex_destroy(&s->rmu);
+	pthread_mutex_destroy(&s->hook_mu);
+	pthread_cond_destroy(&s->hook_cv);
 	free(s);
 }
 
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud)
 {
-	if (store_lock(s))
-		return;
+	int mine = 0;
+	for (const hook_frame *f = hook_frames; f; f = f->up)
+		mine += f->s == s;
+	pthread_mutex_lock(&s->hook_mu);
 	s->commit_hook = hook;
 	s->commit_hook_ud = ud;
-	store_unlock(s);
+	/* Calls of the hook replaced that are under way end first; this
+	 * thread's own (it is inside one) cannot, nor can those of other
+	 * threads that wait here from inside one too. */
+	if (mine) {
+		s->hook_parked += mine;
+		pthread_cond_broadcast(&s->hook_cv);
+	}
+	while (s->hook_calls > s->hook_parked)
+		pthread_cond_wait(&s->hook_cv, &s->hook_mu);
+	s->hook_parked -= mine;
+	pthread_mutex_unlock(&s->hook_mu);
 }
 
 void store_set_outbox_limit(store *s, int64_t max_rows)

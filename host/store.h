@@ -51,7 +51,13 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
                  int *damaged, char *err, size_t errlen);
 /* fsync directory `path`, so that a rename or a file made in it lasts. 0 or -1. */
 int store_sync_dir(const char *path);
-/* Called after every commit that added outbox rows (wakes the relay). */
+/* Called after every commit that added outbox rows (wakes the relay), on
+ * the committing thread, after the store's lock is let go; it must not take
+ * that lock (a thread clearing the hook may hold it while it waits for the
+ * call). Returns once no call of the hook it replaces is under way
+ * (save one this thread is making: it may be called from inside the hook),
+ * and that hook is never called again: after (s, NULL, NULL), `ud` may be
+ * freed. Any thread; never waits for a transaction. store_close clears it. */
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
 /* Bound on outbox rows; store_outbox_add fails with EVH_EFULL beyond it (0 = none). */
 void store_set_outbox_limit(store *s, int64_t max_rows);

@@ -16,13 +16,16 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
 #include "config.h"
+#include "host.h"
 #include "jwksfetch.h"
 #include "log.h"
 #include "redact.h"
+#include "test_files.h"
 
 /* ------------------------------------------------------------ redact_url */
 
@@ -166,6 +169,15 @@ static jwks_fetcher *fetcher(void)
 
 /* ---------------------------------------------------------- reloads */
 
+/* A reload as host.c does it: `next` in place of *cur, the maker's
+ * reference to the old one let go (key sets naming it have their own). */
+static void reload_to(jwks_fetcher **cur, jwks_fetcher *next)
+{
+	jwks_fetcher_retire(next, *cur);
+	jwks_fetcher_free(*cur);
+	*cur = next;
+}
+
 /* Each reload that replaces the fetcher (a new URL, CA file, refresh)
  * retires the old one: its keys are freed, not kept until the daemon
  * stops, and a request still naming it (it loaded [auth]'s keyset before
@@ -173,15 +185,13 @@ static jwks_fetcher *fetcher(void)
 static void test_retired_fetchers_keep_no_keys(void **state)
 {
 	jwks_fetcher *first, *cur;
-	int base = jwks_key_sets_live();
+	int base = jwks_key_sets_live(), fetchers = jwks_fetchers_live();
 	(void)state;
-	first = cur = fetcher();
+	first = jwks_fetcher_hold(cur = fetcher()); /* a key set naming it, held throughout */
 	assert_int_equal(jwks_key_sets_live(), base + 1);
 	for (int i = 0; i < 20; i++) {
-		jwks_fetcher *next = fetcher();
 		jwks_view old, now;
-		jwks_fetcher_retire(next, cur);
-		cur = next;
+		reload_to(&cur, fetcher());
 		assert_int_equal(jwks_key_sets_live(), base + 1);
 		jwks_fetcher_acquire(first, &old);
 		jwks_fetcher_acquire(cur, &now);
@@ -203,14 +213,65 @@ static void test_retired_fetchers_keep_no_keys(void **state)
 		jwks_fetcher_release(first);
 		assert_int_equal(jwks_key_sets_live(), base + 1);
 	}
-	jwks_fetcher_free(cur); /* and those it replaced */
+	/* The set naming the first reaches every later one (each holds the
+	 * next): they go with it. */
+	assert_int_equal(jwks_fetchers_live(), fetchers + 21);
+	jwks_fetcher_free(first);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 1);
+	jwks_fetcher_free(cur);
 	assert_int_equal(jwks_key_sets_live(), base);
+	assert_int_equal(jwks_fetchers_live(), fetchers);
 }
 
-/* Readers on other threads while reloads retire fetchers under them: each
- * check finds keys (ASan and TSan builds watch the rest). */
+/* A fetcher a reload replaced is freed when the last key set that can
+ * reach it lets go, in either order (until 2026-12-05 each was kept until
+ * the daemon stopped, one per reload that changed the URL). */
+static void test_replaced_fetchers_go_with_the_last_set_naming_them(void **state)
+{
+	int fetchers = jwks_fetchers_live();
+	jwks_fetcher *cur = fetcher(), *a, *b;
+	jwks_view v;
+	(void)state;
+	a = jwks_fetcher_hold(cur); /* set A names the first fetcher */
+	reload_to(&cur, fetcher());
+	assert_int_equal(jwks_fetchers_live(), fetchers + 2);
+	b = jwks_fetcher_hold(cur); /* set B names the second */
+	reload_to(&cur, fetcher());
+	assert_int_equal(jwks_fetchers_live(), fetchers + 3);
+	jwks_fetcher_acquire(a, &v); /* A's readers check with the third's keys */
+	assert_non_null(v.keys);
+	jwks_fetcher_release(a);
+	/* B let go first: the second is still A's way to the third. */
+	jwks_fetcher_free(b);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 3);
+	jwks_fetcher_free(a);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 1);
+	/* A let go first: B's fetcher stays until B lets go. */
+	a = jwks_fetcher_hold(cur);
+	reload_to(&cur, fetcher());
+	b = jwks_fetcher_hold(cur);
+	reload_to(&cur, fetcher());
+	assert_int_equal(jwks_fetchers_live(), fetchers + 3);
+	jwks_fetcher_free(a);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 2);
+	jwks_fetcher_acquire(b, &v);
+	assert_non_null(v.keys);
+	jwks_fetcher_release(b);
+	jwks_fetcher_free(b);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 1);
+	jwks_fetcher_free(cur);
+	assert_int_equal(jwks_fetchers_live(), fetchers);
+}
+
+/* Readers on other threads while reloads retire fetchers under them, each
+ * taking the current fetcher as a request takes [auth]'s key set (a
+ * reference under a lock, host_auth_acquire) and letting go after its
+ * check, so that a replaced fetcher is freed by whichever thread lets go
+ * last: each check finds keys, and none is left but the current one (ASan
+ * and TSan builds watch the rest). */
 typedef struct reader_arg {
-	jwks_fetcher *first;
+	pthread_mutex_t mu;
+	jwks_fetcher *cur; /* under mu */
 	atomic_int stop, checks, none;
 } reader_arg;
 
@@ -218,11 +279,16 @@ static void *reader_main(void *arg)
 {
 	reader_arg *r = arg;
 	while (!atomic_load(&r->stop)) {
+		jwks_fetcher *f;
 		jwks_view v;
-		jwks_fetcher_acquire(r->first, &v);
+		pthread_mutex_lock(&r->mu);
+		f = jwks_fetcher_hold(r->cur);
+		pthread_mutex_unlock(&r->mu);
+		jwks_fetcher_acquire(f, &v);
 		if (!v.keys || v.nec != 1)
 			atomic_fetch_add(&r->none, 1);
-		jwks_fetcher_release(r->first);
+		jwks_fetcher_release(f);
+		jwks_fetcher_free(f);
 		atomic_fetch_add(&r->checks, 1);
 	}
 	return NULL;
@@ -230,24 +296,193 @@ static void *reader_main(void *arg)
 
 static void test_readers_across_retires(void **state)
 {
-	reader_arg r = {0};
+	reader_arg r = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	int fetchers = jwks_fetchers_live(), keys = jwks_key_sets_live();
 	pthread_t t[3];
-	jwks_fetcher *cur;
 	(void)state;
-	r.first = cur = fetcher();
+	r.cur = fetcher();
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(pthread_create(&t[i], NULL, reader_main, &r), 0);
-	for (int i = 0; i < 10; i++) {
-		jwks_fetcher *next = fetcher();
-		jwks_fetcher_retire(next, cur);
-		cur = next;
+	for (int i = 0; i < 60; i++) {
+		jwks_fetcher *next = fetcher(), *old;
+		pthread_mutex_lock(&r.mu);
+		old = r.cur;
+		jwks_fetcher_retire(next, old);
+		r.cur = next;
+		pthread_mutex_unlock(&r.mu);
+		jwks_fetcher_free(old); /* freed here or by the reader that lets go last */
 	}
 	atomic_store(&r.stop, 1);
 	for (int i = 0; i < 3; i++)
 		pthread_join(t[i], NULL);
 	assert_true(atomic_load(&r.checks) > 0);
 	assert_int_equal(atomic_load(&r.none), 0);
-	jwks_fetcher_free(cur);
+	assert_int_equal(jwks_fetchers_live(), fetchers + 1);
+	assert_int_equal(jwks_key_sets_live(), keys + 1);
+	jwks_fetcher_free(r.cur);
+	assert_int_equal(jwks_fetchers_live(), fetchers);
+	assert_int_equal(jwks_key_sets_live(), keys);
+}
+
+/* ------------------------------------------------- a host's reloads */
+
+/* A real host (host_configure, host_start with Kafka embedded, host_reload)
+ * whose [auth] jwt_jwks_url changes at every reload (a provider's rotation),
+ * readers on threads of their own checking as the HTTP workers do: the
+ * key set (host_auth_acquire), then its fetcher's keys. */
+#define READERS 4
+#define RELOADS 60
+
+typedef struct host_fixture {
+	host h;
+	char dir[64];
+	int fetchers, keysets; /* live before the host started */
+	atomic_int stop, none;
+	atomic_long checks;
+} host_fixture;
+
+/* The configuration with the provider's URL told apart by n (n < 0: none). */
+static void write_conf(host_fixture *f, int n)
+{
+	char text[1024], url[128] = "";
+	if (n >= 0)
+		snprintf(url, sizeof url,
+		         "jwt_jwks_url = http://127.0.0.1:%d/certs?rotation=%d\n"
+		         "jwt_public_key_issuer = https://idp\njwt_public_key_audience = evhost\n",
+		         idp.port, n);
+	snprintf(text, sizeof text,
+	         "[host]\nplugin_dir = %s\nstate_dir = %s/state\n"
+	         "[http]\nlisten = 127.0.0.1:0\n"
+	         "[kafka]\nbrokers = embedded\n"
+	         "[auth]\n%s"
+	         "[log]\nlevel = error\nformat = text\n",
+	         f->dir, f->dir, url);
+	test_write_file(f->dir, "evhost.conf", text, 0600);
+}
+
+static int host_up(void **state)
+{
+	host_fixture *f = calloc(1, sizeof *f);
+	char path[128];
+	diag d = {0};
+	assert_non_null(f);
+	snprintf(f->dir, sizeof f->dir, "/tmp/evh-jwks-host-XXXXXX"); /* mkdtemp's template */
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(path, sizeof path, "%s/state", f->dir);
+	assert_int_equal(mkdir(path, 0700), 0);
+	write_conf(f, 0);
+	snprintf(path, sizeof path, "%s/evhost.conf", f->dir);
+	f->fetchers = jwks_fetchers_live();
+	f->keysets = host_auth_keysets_live();
+	if (host_configure(&f->h, path, &d) != 0) {
+		diag_print(&d, stderr);
+		fail_msg("host_configure failed");
+	}
+	diag_free(&d);
+	log_setup(f->h.set.log_level, f->h.set.log_fmt);
+	assert_int_equal(host_start(&f->h), 0);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 1);
+	*state = f;
+	return 0;
+}
+
+static int host_down(void **state)
+{
+	host_fixture *f = *state;
+	host_stop(&f->h);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers);
+	assert_int_equal(host_auth_keysets_live(), f->keysets);
+	test_remove_tree(f->dir);
+	free(f);
+	return 0;
+}
+
+/* A check as a request makes it: the set, then its fetcher's keys. 1 when
+ * it found the provider's key. */
+static int check_keys(host *h)
+{
+	const auth_keyset *k = host_auth_acquire(h);
+	jwks_view v = {0};
+	int found = 0;
+	if (k && k->jwks) {
+		jwks_fetcher_acquire(k->jwks, &v);
+		found = v.keys && v.nec == 1;
+		jwks_fetcher_release(k->jwks);
+	}
+	host_auth_release(k);
+	return found;
+}
+
+static void *host_reader(void *arg)
+{
+	host_fixture *f = arg;
+	while (!atomic_load(&f->stop)) {
+		if (!check_keys(&f->h))
+			atomic_fetch_add(&f->none, 1);
+		atomic_fetch_add(&f->checks, 1);
+	}
+	return NULL;
+}
+
+/* Reload after reload, each with another URL, readers checking all along:
+ * every check finds keys, and once the readers let go, the only fetcher
+ * left is the current one (until 2026-12-05 each replaced fetcher was kept
+ * until the daemon stopped: RELOADS + 1 of them). */
+static void test_reloads_that_change_the_url_free_the_fetchers_they_replace(void **state)
+{
+	host_fixture *f = *state;
+	pthread_t t[READERS];
+	int reloaded = 0;
+	for (int i = 0; i < READERS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, host_reader, f), 0);
+	/* Asserted once the readers stopped: a failure leaves no thread behind. */
+	for (int n = 1; n <= RELOADS && reloaded == n - 1; n++) {
+		write_conf(f, n);
+		if (host_reload(&f->h) == 0)
+			reloaded = n;
+	}
+	atomic_store(&f->stop, 1);
+	for (int i = 0; i < READERS; i++)
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+	assert_int_equal(reloaded, RELOADS);
+	assert_true(atomic_load(&f->checks) > 0);
+	assert_int_equal(atomic_load(&f->none), 0);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 1);
+	assert_int_equal(host_auth_keysets_live(), f->keysets + 1);
+	assert_true(check_keys(&f->h));
+}
+
+/* A set held across reloads keeps the fetcher it names, and those after it
+ * (its way to the keys in use), until let go; a URL taken out frees the
+ * fetcher once no set names it. */
+static void test_a_held_set_keeps_its_fetchers_until_let_go(void **state)
+{
+	host_fixture *f = *state;
+	const auth_keyset *held = host_auth_acquire(&f->h);
+	jwks_view v;
+	for (int n = 1; n <= 3; n++) {
+		write_conf(f, n);
+		assert_int_equal(host_reload(&f->h), 0);
+	}
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 4);
+	jwks_fetcher_acquire(held->jwks, &v); /* the keys in use, through the chain */
+	assert_non_null(v.keys);
+	jwks_fetcher_release(held->jwks);
+	host_auth_release(held);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 1);
+	/* No URL now: nothing names the fetcher any more. */
+	held = host_auth_acquire(&f->h);
+	write_conf(f, -1);
+	assert_int_equal(host_reload(&f->h), 0);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 1);
+	host_auth_release(held);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers);
+	assert_false(check_keys(&f->h));
+	/* And a URL again: a fetcher of its own. */
+	write_conf(f, 4);
+	assert_int_equal(host_reload(&f->h), 0);
+	assert_int_equal(jwks_fetchers_live(), f->fetchers + 1);
+	assert_true(check_keys(&f->h));
 }
 
 int main(void)
@@ -256,7 +491,12 @@ int main(void)
 	    cmocka_unit_test(test_redact_url_query),
 	    cmocka_unit_test(test_redact_url_userinfo),
 	    cmocka_unit_test(test_retired_fetchers_keep_no_keys),
+	    cmocka_unit_test(test_replaced_fetchers_go_with_the_last_set_naming_them),
 	    cmocka_unit_test(test_readers_across_retires),
+	    cmocka_unit_test_setup_teardown(
+	        test_reloads_that_change_the_url_free_the_fetchers_they_replace, host_up, host_down),
+	    cmocka_unit_test_setup_teardown(test_a_held_set_keeps_its_fetchers_until_let_go,
+	                                    host_up, host_down),
 	};
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT);
 	return cmocka_run_group_tests(tests, idp_up, idp_down);

@@ -770,6 +770,157 @@ static void test_commit_hook(void **state)
 	assert_int_equal(calls, 1);
 }
 
+/* A commit that publishes one row, for threads other than the test's (no
+ * cmocka asserts): EVH_OK or the failing call's status. */
+static int publish_one(store *s, const char *id)
+{
+	outbox_row row = make_row(id, "{}");
+	evh_tx *tx;
+	int rc = store_tx_begin(s, &tx);
+	if (rc != EVH_OK)
+		return rc;
+	if ((rc = store_outbox_add(tx, &row)) != EVH_OK) {
+		store_tx_rollback(tx);
+		return rc;
+	}
+	return store_tx_commit(tx);
+}
+
+/* Join `t` within 10 s (the test fails rather than hang on a deadlock). */
+static int join_within(pthread_t t)
+{
+	struct timespec deadline;
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 10;
+	return pthread_timedjoin_np(t, NULL, &deadline);
+}
+
+/* What a hook is given: the outbox, in the daemon. Freed once the hook is
+ * cleared (ASan sees a call after that). */
+typedef struct hook_target {
+	store *s;
+	atomic_int calls, inside, clearer_started, cleared, cleared_while_inside, parked;
+} hook_target;
+
+/* A hook that stays in its call until the clearer has begun, and for half
+ * a second more unless the clear returns meanwhile (which it must not). */
+static void slow_hook(void *ud)
+{
+	hook_target *t = ud;
+	atomic_fetch_add(&t->calls, 1);
+	atomic_store(&t->inside, 1);
+	for (int i = 0; i < 2000 && !atomic_load(&t->clearer_started); i++)
+		usleep(5000);
+	for (int i = 0; i < 100 && !atomic_load(&t->cleared); i++)
+		usleep(5000);
+	if (atomic_load(&t->cleared))
+		atomic_store(&t->cleared_while_inside, 1);
+	atomic_store(&t->inside, 0);
+}
+
+typedef struct publisher {
+	store *s;
+	const char *id;
+	int rc;
+} publisher;
+
+static void *publish_main(void *arg)
+{
+	publisher *a = arg;
+	a->rc = publish_one(a->s, a->id);
+	return NULL;
+}
+
+static void *clear_main(void *arg)
+{
+	hook_target *t = arg;
+	atomic_store(&t->clearer_started, 1);
+	store_set_commit_hook(t->s, NULL, NULL);
+	atomic_store(&t->cleared, 1);
+	return NULL;
+}
+
+/* A hook cleared while another thread is inside it: the clear returns only
+ * once that call has, and the hook is never called again, so what it was
+ * given may be freed then (until 2026-12-05 the clear returned at once, and
+ * the relay kept a list of the live outboxes for wake-ups that came late). */
+static void test_commit_hook_clear_waits_for_a_call_under_way(void **state)
+{
+	fixture *f = *state;
+	hook_target *t = calloc(1, sizeof *t);
+	publisher a = {f->s, "late", -1};
+	pthread_t pub, clr;
+	assert_non_null(t);
+	t->s = f->s;
+	store_set_commit_hook(f->s, slow_hook, t);
+	assert_int_equal(pthread_create(&pub, NULL, publish_main, &a), 0);
+	for (int i = 0; i < 2000 && !atomic_load(&t->inside); i++)
+		usleep(5000);
+	assert_true(atomic_load(&t->inside));
+	assert_int_equal(pthread_create(&clr, NULL, clear_main, t), 0);
+	assert_int_equal(join_within(clr), 0);
+	assert_int_equal(join_within(pub), 0);
+	assert_int_equal(a.rc, EVH_OK);
+	assert_false(atomic_load(&t->cleared_while_inside));
+	assert_false(atomic_load(&t->inside));
+	assert_int_equal(atomic_load(&t->calls), 1);
+	free(t);
+	/* Cleared: commits that publish call nothing. */
+	assert_int_equal(publish_one(f->s, "after"), EVH_OK);
+	assert_int_equal(store_outbox_pending(f->s), 2);
+}
+
+/* A hook that clears itself: it does not wait for its own call. */
+static void clearing_hook(void *ud)
+{
+	hook_target *t = ud;
+	atomic_fetch_add(&t->calls, 1);
+	store_set_commit_hook(t->s, NULL, NULL);
+	atomic_store(&t->cleared, 1);
+}
+
+/* Two threads inside the hook at once, each clearing it: neither waits for
+ * the other's call, which waits for it in turn. */
+static void clearing_together_hook(void *ud)
+{
+	hook_target *t = ud;
+	atomic_fetch_add(&t->calls, 1);
+	atomic_fetch_add(&t->inside, 1);
+	for (int i = 0; i < 2000 && atomic_load(&t->inside) < 2; i++)
+		usleep(5000);
+	store_set_commit_hook(t->s, NULL, NULL);
+	atomic_fetch_add(&t->cleared, 1);
+}
+
+static void test_commit_hook_cleared_from_inside_a_call(void **state)
+{
+	fixture *f = *state;
+	hook_target t = {.s = f->s};
+	publisher a = {f->s, "a", -1}, b = {f->s, "b", -1};
+	pthread_t ta, tb;
+	store_set_commit_hook(f->s, clearing_hook, &t);
+	assert_int_equal(pthread_create(&ta, NULL, publish_main, &a), 0);
+	assert_int_equal(join_within(ta), 0);
+	assert_int_equal(a.rc, EVH_OK);
+	assert_int_equal(atomic_load(&t.cleared), 1);
+	assert_int_equal(publish_one(f->s, "c"), EVH_OK);
+	assert_int_equal(atomic_load(&t.calls), 1);
+
+	memset(&t, 0, sizeof t);
+	t.s = f->s;
+	store_set_commit_hook(f->s, clearing_together_hook, &t);
+	assert_int_equal(pthread_create(&ta, NULL, publish_main, &a), 0);
+	assert_int_equal(pthread_create(&tb, NULL, publish_main, &b), 0);
+	assert_int_equal(join_within(ta), 0);
+	assert_int_equal(join_within(tb), 0);
+	assert_int_equal(a.rc, EVH_OK);
+	assert_int_equal(b.rc, EVH_OK);
+	assert_int_equal(atomic_load(&t.calls), 2);
+	assert_int_equal(atomic_load(&t.cleared), 2);
+	assert_int_equal(publish_one(f->s, "d"), EVH_OK);
+	assert_int_equal(atomic_load(&t.calls), 2);
+}
+
 /* ----------------------------------------------------------------- inbox */
 
 static void test_inbox(void **state)
@@ -2210,6 +2361,10 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_hook, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_hook_clear_waits_for_a_call_under_way,
+	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_hook_cleared_from_inside_a_call, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_claim, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
