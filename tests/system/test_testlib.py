@@ -1,0 +1,34 @@
+"""The test library's own promises that other tests lean on."""
+
+import os
+import subprocess
+import sys
+
+import evhost_testlib as lib
+
+
+def test_a_reserved_port_is_not_given_to_another_run_until_released(monkeypatch):
+    # A broker stopped and started again within a test leaves its ports
+    # unbound meanwhile: another test run on the machine (its own pytest
+    # session, its own xdist slices) must not be given them. A narrow slice
+    # (2000 workers: 11 ports each) makes a collision near certain otherwise.
+    env = dict(os.environ, PYTEST_XDIST_WORKER_COUNT="2000", PYTEST_XDIST_WORKER="gw7")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", env["PYTEST_XDIST_WORKER_COUNT"])
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", env["PYTEST_XDIST_WORKER"])
+    held = [lib.reserve_port() for _ in range(6)]
+    other = ("import evhost_testlib as lib\n"
+             "print(' '.join(str(lib.free_port()) for _ in range(300)))\n")
+
+    def ports_of_another_run():
+        r = subprocess.run([sys.executable, "-c", other], cwd=os.path.dirname(lib.__file__),
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=60, check=True)
+        return {int(p) for p in r.stdout.split()}
+    try:
+        assert not ports_of_another_run() & set(held)
+        assert len(set(held)) == len(held)
+        assert not {lib.free_port() for _ in range(300)} & set(held)  # nor this run's
+    finally:
+        for port in held:
+            lib.release_port(port)
+    assert ports_of_another_run() & set(held)  # released: given out again
