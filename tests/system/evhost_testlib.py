@@ -920,16 +920,23 @@ class DaemonFactory:
         freshly written configuration (and `env` added to the environment);
         return the CompletedProcess."""
         config_dir, _, _ = self.write_config(config, dropins, **kw)
-        for again in (True, False):
-            r = subprocess.run([str(self.binary), "-c", str(config_dir / "evhost.conf"), *args],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, timeout=timeout,
-                               env=dict(os.environ, **env) if env else None)
-            # A --check-config (it changes nothing) whose LeakSanitizer
-            # tracer crashed at exit says nothing of the code: run once more.
-            if not (again and "--check-config" in args and
-                    lsan_tracer_crashed(r.returncode, r.stderr)):
-                return r
+        run_env = dict(os.environ, **(env or {}))
+
+        def once():
+            return subprocess.run([str(self.binary), "-c", str(config_dir / "evhost.conf"),
+                                   *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=timeout,
+                                  env=run_env)
+        r = once()
+        # LeakSanitizer's tracer crashed at exit: it met a stale thread-local
+        # block of a plugin --check-config loaded and unloaded ("DTLS ... at
+        # 0x...cb", google/sanitizers#1353), the same again on every run of
+        # that configuration. The run (it changes nothing) once more without
+        # the leak check gives its own verdict; the warning says it was skipped.
+        if "--check-config" in args and lsan_tracer_crashed(r.returncode, r.stderr):
+            run_env["ASAN_OPTIONS"] = ":".join(
+                o for o in (run_env.get("ASAN_OPTIONS"), "detect_leaks=0") if o)
+            r = once()
         return r
 
     def teardown(self):

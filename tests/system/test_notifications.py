@@ -1001,8 +1001,17 @@ def test_a_mail_holding_the_store_past_its_busy_wait_is_a_503_with_retry_after(
                        headers={"Authorization": f"Bearer {admin}"}, timeout=30)
         assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
         assert len(srv.conns) == 1  # the same mail held it throughout
+        # The server gone, the held mail fails at once (one attempt): its
+        # dead letter is in Kafka before the daemon's stop, which then has
+        # none left to finish.
+        srv.stop()
+        letters = lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", count=1,
+                                    timeout=30, brokers=kafka_bootstrap)
+        assert [m["headers"]["ce_id"] for m in letters] == ["hold-1"]
+        lib.wait_until(lambda: env.d.get("/notifications").status_code == 200, timeout=30,
+                       message="the store let go")
     finally:
-        srv.stop()  # the held mail fails at once: the stop does not wait for it
+        srv.stop()
 
 
 def settled(env, event_id, timeout=30):
