@@ -304,8 +304,10 @@ static rroute *node_route(rnode *n, const char *method)
 	return NULL;
 }
 
-/* Walk (creating) the nodes of a valid pattern. NULL on allocation failure. */
-static rnode *node_for_pattern(rnode *root, const char *pattern)
+/* Walk the nodes of a valid pattern, creating those missing with
+ * `create`. NULL on allocation failure, or (without `create`) when a node
+ * is missing. */
+static rnode *node_for_pattern(rnode *root, const char *pattern, int create)
 {
 	rnode *n = root;
 	const char *s = pattern + 1;
@@ -314,7 +316,10 @@ static rnode *node_for_pattern(rnode *root, const char *pattern)
 	for (;;) {
 		const char *slash = strchr(s, '/');
 		size_t len = slash ? (size_t)(slash - s) : strlen(s);
-		n = kid_get_or_add(n, s, len, s[0] == '{');
+		if (create)
+			n = kid_get_or_add(n, s, len, s[0] == '{');
+		else
+			n = s[0] == '{' ? n->cap : kid_literal(n, s, len);
 		if (!n || !slash)
 			return n;
 		s = slash + 1;
@@ -323,21 +328,12 @@ static rnode *node_for_pattern(rnode *root, const char *pattern)
 
 void *router_holder(router *r, const char *method, const char *pattern)
 {
-	rnode *n = &r->root;
+	rnode *n;
 	rroute *rt;
-	const char *s = pattern + 1;
 	void *owner = NULL;
 
 	pthread_rwlock_rdlock(&r->lock);
-	/* node_for_pattern's walk, creating nothing. */
-	while (n && strcmp(pattern, "/") && *s) {
-		const char *slash = strchr(s, '/');
-		size_t len = slash ? (size_t)(slash - s) : strlen(s);
-		n = s[0] == '{' ? n->cap : kid_literal(n, s, len);
-		if (!slash)
-			break;
-		s = slash + 1;
-	}
+	n = node_for_pattern(&r->root, pattern, 0);
 	if (n && (rt = node_route(n, method)))
 		owner = rt->owner;
 	pthread_rwlock_unlock(&r->lock);
@@ -362,7 +358,7 @@ int router_add(router *r, const char *method, const char *pattern, void *target,
 		return -1;
 	}
 	pthread_rwlock_wrlock(&r->lock);
-	n = node_for_pattern(&r->root, pattern);
+	n = node_for_pattern(&r->root, pattern, 1);
 	if (!n) {
 		snprintf(err, errlen, "route %s %s: out of memory", method, pattern);
 		rc = -2;
@@ -411,7 +407,7 @@ int router_replace(router *r, const char *method, const char *pattern, void *old
 	}
 	pthread_rwlock_wrlock(&r->lock);
 	/* The old route's nodes exist: the walk finds them, creating none. */
-	n = node_for_pattern(&r->root, pattern);
+	n = node_for_pattern(&r->root, pattern, 1);
 	for (pp = n ? &n->routes : NULL; pp && *pp; pp = &(*pp)->next) {
 		if (!strcmp((*pp)->method, method) && (*pp)->owner == old_owner) {
 			rroute *old = *pp;

@@ -56,8 +56,7 @@ static int setup(void **state)
 	char text[1024], sub[128];
 	diag d = {0};
 	assert_non_null(f);
-	snprintf(f->dir, sizeof f->dir, "/tmp/evh-auth-keys-XXXXXX"); /* mkdtemp's template */
-	assert_non_null(mkdtemp(f->dir));
+	test_make_dir(f->dir, sizeof f->dir, "auth-keys");
 	snprintf(sub, sizeof sub, "%s/state", f->dir);
 	assert_int_equal(mkdir(sub, 0700), 0);
 	write_key(f, 0);

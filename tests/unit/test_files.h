@@ -4,6 +4,7 @@
 #define EVH_TEST_FILES_H
 #include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -20,6 +21,18 @@ static inline void test_write_file(const char *dir, const char *name, const char
 	assert_true(fputs(text, f) >= 0);
 	assert_int_equal(fclose(f), 0);
 	assert_int_equal(chmod(path, mode), 0);
+}
+
+/* Make a fresh directory /tmp/evh-NAME-?????? (mkdtemp: the last six
+ * characters made unique) in `dir` (`len` bytes), failing the test if it
+ * cannot. */
+static inline void test_make_dir(char *dir, size_t len, const char *name)
+{
+	int n = snprintf(dir, len, "/tmp/evh-%s-", name);
+	assert_true(n > 0 && (size_t)n + 7 <= len);
+	memset(dir + n, 'X', 6); /* what mkdtemp replaces */
+	dir[n + 6] = '\0';
+	assert_non_null(mkdtemp(dir));
 }
 
 /* Remove `path` and everything under it (a test's temporary directory);

@@ -366,8 +366,7 @@ static int host_up(void **state)
 	char path[128];
 	diag d = {0};
 	assert_non_null(f);
-	snprintf(f->dir, sizeof f->dir, "/tmp/evh-jwks-host-XXXXXX"); /* mkdtemp's template */
-	assert_non_null(mkdtemp(f->dir));
+	test_make_dir(f->dir, sizeof f->dir, "jwks-host");
 	snprintf(path, sizeof path, "%s/state", f->dir);
 	assert_int_equal(mkdir(path, 0700), 0);
 	write_conf(f, 0);
