@@ -3811,6 +3811,18 @@ static void *consumer_main(void *arg)
 
 /* ---- lifecycle ---- */
 
+/* The embedded cluster answers a consumer's first JoinGroup 5 s after it is
+ * sent (its session timeout less a second, above), and librdkafka's periodic
+ * metadata refresh, timed from the same start, came due in the same
+ * millisecond at 5 s. The leader waits for the metadata its assignor asked
+ * for then, and librdkafka 2.0.2 takes any other metadata answer that comes
+ * first in that wait as a change of subscription: it joins again instead of
+ * assigning (rd_kafka_cgrp_metadata_update_check). On a loaded machine the
+ * refresh won every time, 5 s a round, and a plugin restarted by a reload
+ * consumed nothing for as long as that lasted. A period that is no divisor
+ * of the 5 s keeps the two apart. */
+#define EMBEDDED_METADATA_REFRESH_MS "4000"
+
 static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, char *err,
                                       size_t errlen)
 {
@@ -3825,7 +3837,8 @@ static rd_kafka_conf_t *consumer_conf(struct consumer *c, const settings *s, cha
 	if (conf_set(conf, "client.id", client_id, err, errlen) ||
 	    conf_set(conf, "auto.offset.reset", "earliest", err, errlen) ||
 	    conf_set(conf, "allow.auto.create.topics", "true", err, errlen) ||
-	    conf_set(conf, "topic.metadata.refresh.interval.ms", "5000", err, errlen) ||
+	    conf_set(conf, "topic.metadata.refresh.interval.ms",
+	             s->embedded ? EMBEDDED_METADATA_REFRESH_MS : "5000", err, errlen) ||
 	    /* After a group's last member leaves (a plugin's restart at a
 	     * reload), the embedded cluster rebalances it for the session
 	     * timeout less a second, and the new member waits for all of it:
