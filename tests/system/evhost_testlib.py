@@ -20,6 +20,7 @@ import http.server
 import json
 import os
 import random
+import re
 import selectors
 import shutil
 import signal
@@ -724,7 +725,22 @@ class Child:
             return ""
 
     def log_tail(self, lines=60):
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        """The log's last `lines` lines, leaving out the access log's lines
+        for successful requests (a test that polls an endpoint would fill
+        the tail with them and hide what went wrong); says how many."""
+        kept, left_out = [], 0
+        for line in self.log_text().splitlines():
+            if _ROUTINE_ACCESS.match(line):
+                left_out += 1
+            else:
+                kept.append(line)
+        head = (f"({left_out} access log lines of 2xx/3xx answers left out)\n"
+                if left_out else "")
+        return head + "\n".join(kept[-lines:])
+
+
+# An access log line of a request answered 2xx or 3xx (log_tail leaves it out).
+_ROUTINE_ACCESS = re.compile(r"^\S+ INFO  \[http\] [A-Z]+ \S+ [23]\d\d ")
 
 
 class _Proc(subprocess.Popen):
@@ -1277,8 +1293,33 @@ def probe_seen(d):
 
 
 def probe_wait_seen(d, n, timeout=30):
-    return wait_until(lambda: (lambda r: r if len(r) >= n else None)(probe_seen(d)),
-                      timeout=timeout, message=f"probe saw {n} events")
+    """Wait until the probe has handled `n` events; return them. Raises
+    AssertionError naming how many it handled and what the daemon's
+    metrics said of its outbox, lag, retries and dead letters."""
+    try:
+        return wait_until(lambda: (lambda r: r if len(r) >= n else None)(probe_seen(d)),
+                          timeout=timeout, message=f"probe saw {n} events")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: it saw {len(probe_seen(d))}\n"
+                             f"{_delivery_metrics(d)}") from None
+
+
+# The /metrics series that say where events are on their way to a handler.
+_DELIVERY_SERIES = ("evhost_outbox_pending", "evhost_outbox_last_delivery", "evhost_consumer_lag",
+                    "evhost_events_published_total", "evhost_events_handled_total",
+                    "evhost_dlq_messages_total")
+
+
+def _delivery_metrics(d):
+    """The daemon's delivery series (non-zero lags only), for a failure's
+    message."""
+    try:
+        text = d.get("/metrics", timeout=10).text
+    except requests.RequestException as exc:
+        return f"(no /metrics: {exc!r})"
+    lines = [ln for ln in text.splitlines() if ln.startswith(_DELIVERY_SERIES) and
+             not (ln.startswith("evhost_consumer_lag") and ln.endswith(" 0"))]
+    return "\n".join(lines) or "(no delivery series in /metrics)"
 
 
 def probe_slow_handler(d, ms):
