@@ -34,7 +34,9 @@ static int dup_opt(const char *s, char **out)
  * going out empties the reply: a command that times out has none, and the
  * one before it (a "250 ok") must not be quoted as the server's answer.
  * After a failure libcurl says QUIT itself: its "221" is not kept either,
- * or it would hide the reply that failed the mail. */
+ * or it would hide the reply that failed the mail. The commands also tell
+ * whether a session with a user logged in: libcurl skips AUTH without a
+ * word when the server's EHLO offers none. */
 static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void *ud)
 {
 	notif_smtp *s = ud;
@@ -55,6 +57,16 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 		if (!strcmp(verb, "QUIT")) {
 			s->quitting = 1;
 		} else {
+			if (!strcmp(verb, "EHLO") || !strcmp(verb, "HELO")) {
+				s->session_auth = 0; /* a new session (or the one after STARTTLS) */
+			} else if (!strcmp(verb, "AUTH")) {
+				s->session_auth = 1;
+				s->no_auth_said = 0;
+			} else if (!strcmp(verb, "MAIL") && s->user && !s->session_auth &&
+			           !s->no_auth_said) {
+				s->no_auth_said = 1;
+				s->no_auth_news = 1;
+			}
 			memcpy(s->verb, verb, n + 1);
 			s->reply_len = 0;
 		}
@@ -307,6 +319,16 @@ static int smtp_idle_connection_spoke(notif_smtp *s)
 	pfd.events = POLLIN;
 	pfd.revents = 0;
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR));
+}
+
+int notif_smtp_no_auth_news(notif_smtp *s)
+{
+	int news;
+	pthread_mutex_lock(&s->mu);
+	news = s->no_auth_news;
+	s->no_auth_news = 0;
+	pthread_mutex_unlock(&s->mu);
+	return news;
 }
 
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,

@@ -70,6 +70,12 @@ typedef struct notif_smtp {
 	 * message only as the reply to MAIL, RCPT, DATA or the data. */
 	char verb[12];
 	int quitting;
+	/* With a user: whether this connection's session logged in (AUTH sent
+	 * since its last EHLO), and whether a mail sent without (the server
+	 * offered no AUTH: libcurl then goes on without a word) is said
+	 * already, until a login succeeds again; news for
+	 * notif_smtp_no_auth_news. */
+	int session_auth, no_auth_said, no_auth_news;
 } notif_smtp;
 
 /* Check the URL scheme and libcurl's SMTP support, create the handle (the
@@ -86,4 +92,8 @@ void notif_smtp_close(notif_smtp *s);
  * one the server spoke on (an idle timeout's 421) or closed meanwhile. */
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
                                   char *err, size_t errlen);
+/* 1 once after a send with smtp_user set went out without logging in,
+ * because the server offered no AUTH (its EHLO listed none): said once
+ * until a login happens again. Safe from any thread. */
+int notif_smtp_no_auth_news(notif_smtp *s);
 #endif

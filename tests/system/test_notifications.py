@@ -380,6 +380,7 @@ def test_smtp_auth_with_password_file(evhostd, tmp_path, unique_name, kafka_boot
         env.create_user("Authed", addr)
         sink.wait_for(welcome_to(addr), timeout=60)
         assert "Passw0rd" not in env.d.log_text()
+        assert NO_AUTH not in env.d.log_text()  # it logged in
         said = [l for l in env.d.log_text().splitlines()
                 if "smtp_password_file" in l and "readable by every" in l]
         if mode & 0o004:
@@ -411,6 +412,8 @@ def test_welcome_mail_over_starttls_with_auth_and_a_private_ca(evhostd, tmp_path
         addr = f"starttls.{uuid.uuid4().hex[:8]}@example.com"
         env.create_user("Stella", addr)
         assert sink.wait_for(welcome_to(addr), timeout=60).tls
+        # Its first EHLO, before STARTTLS, offered no AUTH; the one after did.
+        assert NO_AUTH not in env.d.log_text()
     finally:
         sink.stop()
 
@@ -1060,6 +1063,37 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(evhostd, tmp_pa
         assert entry["status"] == "sent" and entry["attempts"] == 1, entry
         assert [r for _, r in srv.accepted] == [first, second]
         assert len(srv.conns) == 2, srv.conns
+    finally:
+        srv.stop()
+
+
+NO_AUTH = "smtp_user is set, but 127.0.0.1 offered no AUTH"
+
+
+def test_a_user_set_for_a_server_that_offers_no_auth_is_warned_of(evhostd, tmp_path,
+                                                                  unique_name, kafka_bootstrap):
+    # libcurl skips AUTH without a word when the server's EHLO lists none:
+    # the credentials an admin set would go unused, unseen. The mail still
+    # goes out (a relay that trusts this host takes it), and that is said,
+    # once: not again for the next connection's mail.
+    srv = RawSmtp(bye="421 4.4.2 raw Error: timeout exceeded")  # a connection per mail
+    try:
+        pw = tmp_path / "smtp.password"
+        pw.write_text("s3cret-Passw0rd\n")
+        pw.chmod(0o600)
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
+                   "smtp_user": "mailer", "smtp_password_file": str(pw), "list_role": ""},
+                  user=False)
+        env.created("noauth-1", user_id="u-noauth-1")
+        assert env.entry_once("noauth-1", "sent")["attempts"] == 1
+        env.created("noauth-2", user_id="u-noauth-2")
+        assert settled(env, "noauth-2")["status"] == "sent"
+        assert len(srv.accepted) == 2 and len(srv.conns) == 2, srv.conns
+        assert not any(c.upper().startswith("AUTH") for conn in srv.conns for c in conn)
+        said = [ln for ln in env.d.log_text().splitlines() if NO_AUTH in ln]
+        assert len(said) == 1 and "WARN" in said[0], said
+        assert "smtp_starttls = true" in said[0]
     finally:
         srv.stop()
 
