@@ -124,6 +124,13 @@ static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* evh_stopping: no guard (an atomic load; a plugin may ask from any
+ * thread, also late, when the answer is 1 all the more). */
+static int api_stopping(evh_plugin *p)
+{
+	return p ? atomic_load(&p->winding_down) : 0;
+}
+
 static const char *api_config_key_at(evh_plugin *p, size_t i)
 {
 	return p && i < p->ncfg ? p->cfg_keys[i] : NULL;
@@ -1013,6 +1020,7 @@ static const evh_api api_table = {
     .metric_observe = api_metric_observe,
     .store_max_bytes = api_store_max_bytes_guarded,
     .config_key_at = api_config_key_at_guarded,
+    .stopping = api_stopping,
 };
 
 const evh_api *host_api(void) { return &api_table; }

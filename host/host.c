@@ -1115,6 +1115,7 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	p->restarting = restart;
 	p->status = PLUGIN_DRAINING;
+	atomic_store(&p->winding_down, 1);
 	log_info("host", "plugin '%s': %s, draining", p->name, why);
 	consumer_signal_stop(p, clock_mono_ms() + budget);
 	stopguard_at("a reload's drain of plugin '%s': its consumer (an event handler that has "
@@ -1391,6 +1392,8 @@ void host_stop(host *h)
 	int budget = h->set.stop_timeout_ms > 0 ? h->set.stop_timeout_ms : STOP_TIMEOUT_MS;
 	int64_t t0 = clock_mono_ms();
 	h->stopping = 1;
+	for (size_t i = 0; i < h->nplugins; i++) /* evh_stopping: handlers may end early */
+		atomic_store(&h->plugins[i]->winding_down, 1);
 	/* A JWKS fetch under way gives up rather than hold the stop; requests
 	 * waiting for it are answered before HTTP waits for them to end. */
 	jwks_fetcher_signal_stop(h->jwks);

@@ -2551,8 +2551,14 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
                           struct retry_slot *s, enum outcome out, size_t sub, const char *err)
 {
 	char again_err[512];
+	/* A retry asked for once the plugin is winding down (a stop, a reload's
+	 * drain: evh_stopping) may be the handler cutting its work short for
+	 * it: scheduled as ever, attempts left or not, never dead-lettered. The
+	 * stop drops it (drop_slots), and the event comes again after the start,
+	 * or to the plugin's new instance. */
 	while (out == OUT_WAIT ||
-	       (outcome_retries(out) && attempt < c->policy[sub].max_attempts)) {
+	       (outcome_retries(out) && (attempt < c->policy[sub].max_attempts ||
+	                                 atomic_load(&c->p->winding_down)))) {
 		int waiting = out == OUT_WAIT, delay;
 		if (!s)
 			s = slot_add(c, msg);

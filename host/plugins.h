@@ -76,6 +76,9 @@ struct evh_plugin {
 	 * fini (api_plugin_host_stopping): the publish limits, kept for the
 	 * calls of the plugin's threads until fini joins them. */
 	_Atomic int api_host_stopping, api_kafka_readers;
+	/* Set when the daemon's stop, or a reload's drain of this instance,
+	 * begins: what evh_stopping says (ABI 1.13). */
+	_Atomic int winding_down;
 	size_t api_max_event_bytes, api_max_message_bytes;
 };
 

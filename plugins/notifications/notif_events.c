@@ -837,6 +837,8 @@ typedef struct broadcast_tally {
 	int sent, already, failed, retry, parked;
 	int untried; /* not offered: the server was found down for an earlier one */
 	int down;    /* the server could not be talked to: try no more in this attempt */
+	int stopping; /* the plugin is winding down (evh_stopping): the rest not offered */
+	int left;     /* ...how many, for the event's next delivery */
 	char last_err[512];
 	char down_err[600]; /* why the rest were not tried: their error */
 } broadcast_tally;
@@ -929,6 +931,18 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	memset(&t, 0, sizeof t);
 	last = is_last_attempt(st, ev);
 	for (size_t i = 0; i < n; i++) {
+		/* A stop, or a reload's drain, would wait for every mail left
+		 * (thousands at the server's pace, past the stop's deadline, when
+		 * the daemon gives up and the rows of the mails sent go with the
+		 * transaction, to be sent twice). The rest wait for the event's
+		 * next delivery, after the start or in the new instance; the rows
+		 * of those sent commit. Not parked, even at the last attempt: the
+		 * host leaves an event cut short so for the start, not the DLQ. */
+		if (t.stopping || (!t.down && evh_stopping(st->p))) {
+			t.stopping = 1;
+			t.left++;
+			continue;
+		}
 		/* Once the server is found down (each try would wait out
 		 * smtp_timeout_ms, holding the SMTP connection and the consumer),
 		 * the rest wait for the event's next attempt, which the backoff
@@ -950,8 +964,30 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	evh_log(st->p, t.parked || t.untried ? EVH_LOG_WARN : EVH_LOG_INFO,
 	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry, %d given up "
 	        "for a redrive (attempt %d)",
-	        b.id, t.sent, t.already, t.failed, t.retry + (last ? 0 : t.untried), t.parked,
-	        evh_event_attempt(ev));
+	        b.id, t.sent, t.already, t.failed, t.retry + (last ? 0 : t.untried) + t.left,
+	        t.parked, evh_event_attempt(ev));
+	if (t.stopping) {
+		evh_log(st->p, EVH_LOG_INFO,
+		        "broadcast %s: stopping: %d of %zu recipient(s) left for the event's next "
+		        "delivery (after the start, or to the restarted plugin)",
+		        b.id, t.left, n);
+		if (t.parked) {
+			/* The last attempt: those given up before the stop wait for
+			 * the redrive, which serves those left too. */
+			snprintf(why, sizeof why,
+			         "%d of %zu deliveries not sent after the last attempt, %d left at a "
+			         "stop; last error: %s",
+			         t.parked, n, t.left, t.last_err);
+			result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
+		} else {
+			snprintf(why, sizeof why,
+			         "stopping: %d of %zu recipient(s) left for the event's next delivery",
+			         t.left, n);
+			result = EVH_EVENT_KEEP_AND_RETRY;
+		}
+		evh_event_set_error(ev, why);
+		goto out;
+	}
 	if (t.untried)
 		evh_log(st->p, EVH_LOG_WARN,
 		        "broadcast %s: the mail server could not be reached (%s): %d of %zu "

@@ -175,11 +175,13 @@ class RawSmtp:
     of a command ("GREET": the greeting) with those replies, one each, in
     turn (None: no answer, ever, on that connection); then as usual.
     `bye` (a reply line): said after each accepted message, unasked, before
-    hanging up, as a server whose idle timeout ran out does.
+    hanging up, as a server whose idle timeout ran out does. `slow`: seconds
+    it takes over each message before it accepts it.
     Every wait is bounded and every thread ends by itself
     (a silent client is dropped after 30 s)."""
 
-    def __init__(self, greet=True, late=None, replies=None, bye=None):
+    def __init__(self, greet=True, late=None, replies=None, bye=None, slow=0):
+        self.slow = slow
         self.greet = greet
         self.late = late
         self.replies = replies or {}
@@ -262,6 +264,8 @@ class RawSmtp:
                             time.sleep(late[0])
                             c.sendall(late[1].encode() + b"\r\n")
                             continue
+                        if self.slow:
+                            time.sleep(self.slow)
                         with self._lock:
                             self.accepted.append((i, rcpt))
                         c.sendall(b"250 queued\r\n")
@@ -883,6 +887,18 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     assert timed == sent["attempts"]
 
 
+def add_recipients(env, n):
+    """n recipients u-00, u-01, ... (addresses uid@example.com), through
+    updates, which send nothing; their ids once all are there."""
+    ids = [f"u-{i:02d}" for i in range(n)]
+    for uid in ids:
+        lib.kafka_produce(env.topics["updated"],
+                          {"id": uid, "name": uid, "email": f"{uid}@example.com"},
+                          key=uid, brokers=env.brokers)
+    lib.wait_until(lambda: len(env.recipients()) == n, timeout=30, message=f"{n} recipients")
+    return ids
+
+
 def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts):
     """notifications alone, mailing through RawSmtp `srv` with a 1 s timeout
     and `attempts` quick retries."""
@@ -936,13 +952,7 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
     srv = RawSmtp(greet=False)
     try:
         env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=2)
-        ids = [f"u-{i:02d}" for i in range(20)]
-        for uid in ids:  # an update with an address adds a recipient, and sends nothing
-            lib.kafka_produce(env.topics["updated"],
-                              {"id": uid, "name": uid, "email": f"{uid}@example.com"},
-                              key=uid, brokers=kafka_bootstrap)
-        lib.wait_until(lambda: len(env.recipients()) == 20, timeout=30,
-                       message="20 recipients")
+        ids = add_recipients(env, 20)
         started = time.monotonic()
         lib.kafka_produce(env.topics["broadcast"],
                           {"broadcast_id": "stall-1", "subject": "S", "message": "M"},
@@ -974,6 +984,38 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
         addr = env.created("after-stall", user_id="u-after")
         assert env.entry_once("after-stall", "sent", timeout=30)["attempts"] == 1
         assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
+
+
+def test_a_stop_during_a_broadcast_leaves_the_rest_for_the_start(evhostd, tmp_path, unique_name,
+                                                                 kafka_bootstrap):
+    # A broadcast to 20 recipients through a server that takes 0.5 s a mail.
+    # The stop does not wait for all of it: with thousands of recipients it
+    # would run past stop_timeout + 10 s, when the daemon gives up (status
+    # 3), and the rows of the mails sent would go with the transaction, each
+    # mail sent again after the start. The handler sees evh_stopping between
+    # mails: what it sent commits, the rest wait for the event's delivery
+    # after the start, which mails each of them once.
+    srv = RawSmtp(slow=0.5)
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1)
+        ids = add_recipients(env, 20)
+        broadcast_raw(env, "cut", "Cut short")
+        lib.wait_until(lambda: len(srv.accepted) >= 3, timeout=30, message="3 mails sent")
+        # At its single attempt: what is left is not dead-lettered either.
+        assert env.d.stop(timeout=60) == 0, env.d.log_tail()
+        sent = [r for _, r in srv.accepted]
+        assert 3 <= len(sent) < 20, sent
+        env.d.wait_for_log(f"broadcast cut: stopping: {20 - len(sent)} of 20 recipient(s) left",
+                           timeout=1)
+        assert "dead-lettered" not in env.d.log_text()
+
+        srv.slow = 0
+        env.d.start().wait_healthy()
+        env.d.wait_for_log(f"broadcast cut: {20 - len(sent)} sent, {len(sent)} already done",
+                           timeout=60)
+        assert sorted(r for _, r in srv.accepted) == sorted(f"{u}@example.com" for u in ids)
     finally:
         srv.stop()
 

@@ -617,6 +617,29 @@ def test_restarted_consumer_on_the_embedded_broker_rejoins_its_group_soon(evhost
                    timeout=20, message="the restarted plugin consumed its event")
 
 
+def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_instance(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A reload that restarts the probe drains it while its handler works
+    # through a long list: evh_stopping (ABI 1.13) says 1 from the drain's
+    # start, and the handler returns RETRY. At its only attempt that is no
+    # dead letter: the plugin winding down asked for it. The event goes to
+    # the new instance, which handles it.
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name) + "retry.max_attempts = 1\n"
+    d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
+    d.wait_for_log("probe: assigned", timeout=30)
+    flag = tmp_path / "wait-for-the-stop"
+    flag.write_text("")
+    assert d.post("/probe/publish", json={"n": 1, "stop_wait_while": str(flag)}).status_code == 200
+    d.wait_for_log("probe: handler waiting for evh_stopping", timeout=30)
+    flag.unlink()  # the new instance handles it at once
+    write_dropin(d, "20-probe.conf", probe + "retry.backoff_ms = 60\n")
+    reload(d, "1 started, 1 stopped, 0 unchanged")
+    assert "probe: evh_stopping said 1" in d.log_text()
+    lib.wait_until(lambda: [r for r in d.get("/probe/seen").json() if r["data"].get("n") == 1],
+                   timeout=30, message="the new instance handled the event")
+    assert "dead-lettered" not in d.log_text()
+
+
 def reload_log(d, log_needle):
     """Reload, and return what the log gained."""
     mark = len(d.log_text())

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 12
+#define EVH_ABI_MINOR 13
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -412,6 +412,9 @@ typedef struct evh_api {
 
 	/* config (ABI 1.10) */
 	const char *(*config_key_at)(evh_plugin *p, size_t i);
+
+	/* lifecycle (ABI 1.13) */
+	int (*stopping)(evh_plugin *p);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -650,6 +653,20 @@ static inline const char *evh_plugin_name(evh_plugin *p) { return evh__api->plug
 /* A directory this plugin may write files to: <state_dir>/NAME, created by
  * the host before init. NULL during check (not created yet). */
 static inline const char *evh_state_dir(evh_plugin *p) { return evh__api->state_dir(p); }
+
+/* (ABI 1.13) 1 once this instance is winding down: the daemon got SIGTERM,
+ * or a reload is draining the plugin (to stop it, or to restart it with a
+ * new configuration or build); 0 otherwise, and always on an older host.
+ * The host waits for a handler in flight, up to [host] stop_timeout + 10 s,
+ * then exits with status 3 and whatever it was doing is lost. A handler
+ * that works through a long list (a mail to every user) checks it between
+ * items and, when it says 1, returns EVH_EVENT_KEEP_AND_RETRY: what it did
+ * commits, and the event comes again after the start (or to the new
+ * instance), for the rest. Any thread; cheap (an atomic load). */
+static inline int evh_stopping(evh_plugin *p)
+{
+	return EVH_API_HAS(stopping) ? evh__api->stopping(p) : 0;
+}
 
 /* ---- HTTP ---- */
 
