@@ -1,5 +1,6 @@
 """The test library's own promises that other tests lean on."""
 
+import collections
 import os
 import subprocess
 import sys
@@ -32,3 +33,15 @@ def test_a_reserved_port_is_not_given_to_another_run_until_released(monkeypatch)
         for port in held:
             lib.release_port(port)
     assert ports_of_another_run() & set(held)  # released: given out again
+
+
+def test_a_port_just_handed_out_is_not_handed_out_again(monkeypatch):
+    # A test that takes two ports (an HTTPS listener's, then the daemon's
+    # own) before anything binds either must get two: the daemon did not
+    # start when they were the same.
+    first, second = lib.free_port(), lib.free_port()
+    monkeypatch.setattr(lib, "_handed_out", collections.deque(maxlen=512))
+    draws = iter([first, first, first, second])
+    monkeypatch.setattr(lib.random, "randint", lambda lo, hi: next(draws))
+    assert lib.free_port() == first
+    assert lib.free_port() == second
