@@ -1069,6 +1069,17 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
+	put_head(o, "evhost_outbox_max_rows", "gauge",
+	         "[store] outbox_max_rows as the plugin's outbox has it (no series: no bound): "
+	         "at evhost_outbox_pending this high, publishing is refused (503).");
+	for (size_t i = 0; h && i < h->nplugins; i++) {
+		int64_t max = store_outbox_limit(h->plugins[i]->store);
+		if (max <= 0)
+			continue;
+		one.label[0] = h->plugins[i]->name;
+		put_name(o, "evhost_outbox_max_rows", &one, NULL, NULL);
+		tb_printf(o, "%" PRId64 "\n", max);
+	}
 	put_head(o, delivered, "gauge",
 	         "When Kafka last acknowledged events of the plugin's outbox (the plugin's start "
 	         "until the first): with events pending, how long none has gone out.");

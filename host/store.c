@@ -137,6 +137,7 @@ struct store {
 	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
 	_Atomic int64_t delivered_ms; /* wall clock: rows last left the outbox, or the open */
 	int64_t outbox_limit; /* 0 = unbounded */
+	_Atomic int64_t outbox_limit_shown; /* the same, for /metrics (no lock) */
 	log_every outbox_full_said; /* publishes refused at outbox_limit: said once a minute */
 	int hook_due; /* outbox rows became visible: call the hook at unlock (under mu) */
 	/* The commit hook (store_set_commit_hook), under hook_mu, not mu: it is
@@ -1595,6 +1596,7 @@ void store_set_outbox_limit(store *s, int64_t max_rows)
 	if (store_lock(s))
 		return;
 	s->outbox_limit = max_rows > 0 ? max_rows : 0;
+	atomic_store(&s->outbox_limit_shown, s->outbox_limit);
 	store_unlock(s);
 }
 
@@ -2915,6 +2917,8 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0; }
 
 int64_t store_outbox_delivered_ms(store *s) { return s ? atomic_load(&s->delivered_ms) : 0; }
+
+int64_t store_outbox_limit(store *s) { return s ? atomic_load(&s->outbox_limit_shown) : 0; }
 
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
 {

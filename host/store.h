@@ -163,6 +163,8 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row);
 int store_outbox_fetch(store *s, int64_t after_seq, size_t max, outbox_row **rows, size_t *n);
 void store_outbox_rows_free(outbox_row *rows, size_t n);
 int64_t store_outbox_pending(store *s);
+/* The outbox's bound (store_set_outbox_limit; 0: none), for /metrics. */
+int64_t store_outbox_limit(store *s);
 /* When (wall clock, ms since the epoch) outbox rows were last recorded as
  * delivered; the store's open until the first. */
 int64_t store_outbox_delivered_ms(store *s);

@@ -551,6 +551,7 @@ def check_dashboard(scrape):
     for family in ("evhost_http_requests_total", "evhost_http_request_duration_seconds",
                    "evhost_events_published_total", "evhost_events_handled_total",
                    "evhost_event_handler_duration_seconds", "evhost_outbox_pending",
+                   "evhost_outbox_max_rows",
                    "evhost_outbox_last_delivery_timestamp_seconds",
                    "evhost_consumer_lag", "evhost_dlq_messages_total", "evhost_plugin_up",
                    "evhost_store_group_commits_total", "evhost_store_group_members_total",
@@ -672,6 +673,20 @@ def test_5xx_past_a_routes_statuses_still_reach_the_error_alert(evhostd, build_d
     assert counted == 3, (errors.group(1), statuses)
     check_alerts(scrape)
     check_dashboard(scrape)
+
+
+@pytest.mark.parametrize("bound", [1234, 0])
+def test_each_plugins_outbox_bound_is_exposed(evhostd, build_dir, bound):
+    """evhost_outbox_max_rows: [store] outbox_max_rows as each outbox holds
+    it, for EvhostOutboxNearlyFull's ratio; no series without a bound."""
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    d = evhostd({"store": {"outbox_max_rows": bound},
+                 "plugin.probe": {"path": str(probe), "subscribe": "false"}},
+                brokers="embedded")
+    scrape = Scrape(d)
+    assert scrape.types["evhost_outbox_max_rows"] == "gauge"
+    assert scrape.series("evhost_outbox_max_rows") == (
+        [({"plugin": "probe"}, float(bound))] if bound else [])
 
 
 def test_a_metric_declared_in_a_plugins_check_is_refused(evhostd, build_dir):
