@@ -1811,10 +1811,7 @@ int http_max_streams(const settings *s, const char *where)
 	int threads = s->http_threads > 0 ? s->http_threads : 8;
 	int n = s->http_max_streams > 0 ? s->http_max_streams : threads / 2;
 	if (n == 0 && where)
-		log_warn("http", "%s%s[http] threads = 1: no event stream is served (each would hold "
-		                 "the only worker; a stream route answers 503): give the server at "
-		                 "least 2 threads to serve streams",
-		         where, *where ? ": " : "");
+		log_warn("http", "%s%s" HTTP_NO_STREAMS, where, *where ? ": " : "");
 	return n;
 }
 

@@ -20,9 +20,14 @@ typedef struct http_route {
 
 int http_start(http_server **srv, host *h, char *err, size_t errlen);
 /* The limit on open event streams [http] gives (0: none is served, with
- * threads = 1). None is said at WARN unless `where` is NULL, after `where`
- * ("file:line" of threads, or ""): by the start and by --check-config. */
+ * threads = 1). None is said at WARN (HTTP_NO_STREAMS) unless `where` is
+ * NULL, after `where` ("file:line" of threads, or ""): by the start.
+ * --check-config prints the same to its verdict (a log line that [log]
+ * level = error would hide). */
 int http_max_streams(const settings *s, const char *where);
+#define HTTP_NO_STREAMS                                                                    \
+	"[http] threads = 1: no event stream is served (each would hold the only worker; a " \
+	"stream route answers 503): give the server at least 2 threads to serve streams"
 /* The port the plain (tls 0) or HTTPS (tls 1) listener is bound to: the
  * configured one, or the system's choice for port 0. 0 when there is none. */
 int http_bound_port(const http_server *srv, int tls);

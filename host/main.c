@@ -320,13 +320,14 @@ int main(int argc, char **argv)
 		kafka_known_issues(&h.set);
 	}
 	/* What the start warns of: [http] threads = 1 serves no event stream.
-	 * A note, not a problem. */
-	if (check) {
+	 * A note in the verdict, not a problem (nor a log line, which [log]
+	 * level = error would hide). */
+	if (check && http_max_streams(&h.set, NULL) == 0) {
 		const cfg_entry *e = cfg_find(&h.cfg, "http", "threads");
-		char where[PATH_MAX + 32] = "";
 		if (e)
-			snprintf(where, sizeof where, "%s:%d", e->file, e->line);
-		http_max_streams(&h.set, where);
+			printf("%s:%d: note: " HTTP_NO_STREAMS "\n", e->file, e->line);
+		else
+			printf("note: " HTTP_NO_STREAMS "\n");
 	}
 	/* What only the plugins' init would show: two plugins whose declared
 	 * routes clash (plugins.h). */

@@ -510,13 +510,16 @@ def test_the_start_refuses_a_second_instance_before_any_plugins_init(evhostd, bu
 def test_check_config_warns_that_one_http_thread_serves_no_event_stream(evhostd):
     """The start warned that [http] threads = 1 serves no event stream;
     --check-config said nothing. Now it says the same, at the line of
-    threads, as a note: the configuration is OK."""
-    r = evhostd.run(["--check-config"], dropins={"30-http.conf": "[http]\n# one\nthreads = 1\n"})
-    assert r.returncode == 0 and "configuration OK" in r.stdout, r.stdout + r.stderr
-    assert re.search(r"WARN.*conf\.d/30-http\.conf:3: \[http\] threads = 1: no event stream "
-                     r"is served \(each would hold the only worker; a stream route answers "
-                     r"503\): give the server at least 2 threads to serve streams",
-                     r.stderr), r.stderr
+    threads, as a note in its verdict (not a log line, which [log] level =
+    error hid): the configuration is OK."""
+    for log in ({}, {"log": {"level": "error"}}):
+        r = evhostd.run(["--check-config"], config=log,
+                        dropins={"30-http.conf": "[http]\n# one\nthreads = 1\n"})
+        assert r.returncode == 0 and "configuration OK" in r.stdout, r.stdout + r.stderr
+        assert re.search(r"conf\.d/30-http\.conf:3: note: \[http\] threads = 1: no event stream "
+                         r"is served \(each would hold the only worker; a stream route answers "
+                         r"503\): give the server at least 2 threads to serve streams",
+                         r.stdout), (log, r.stdout)
     r = evhostd.run(["--check-config"], dropins={"30-http.conf": "[http]\nthreads = 2\n"})
     assert r.returncode == 0 and "no event stream" not in r.stdout + r.stderr, \
         r.stdout + r.stderr
