@@ -1399,6 +1399,9 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
+	/* In rd_kafka_consumer_close, whose rebalance callbacks run on this
+	 * thread (so no lock): see rdk_rebalance_cb's revoke. */
+	int closing;
 	/* Waits (OUT_WAIT), said once an episode for each cause (wait_said). */
 	struct wait_episode episodes[WAIT_CAUSES];
 	struct busy_kind {
@@ -2702,11 +2705,19 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
 		log_info(KAFKA_LOG, "%s: %d partition(s) revoked%s", plugin_label(c), parts->cnt,
 		         rd_kafka_assignment_lost(rk) ? " (lost)" : "");
-		if (!rd_kafka_assignment_lost(rk))
+		/* At the close consumer_main has settled the dead letters and
+		 * committed just before: nothing is left to. A commit here (it
+		 * waits for the broker) let the answer to the LeaveGroup the close
+		 * sends come first when a rebalance was under way (a handler held
+		 * the thread through it): "Unknown member", librdkafka 2.0.2 took
+		 * the assignment as lost, ended the group, and never answered the
+		 * rd_kafka_assign below. The close hung until the stop's guard
+		 * ended the daemon (status 3). */
+		if (!rd_kafka_assignment_lost(rk) && !c->closing)
 			finish_dead_letters(c, parts, revoke_deadline(c));
 		drop_slots(c, parts, 1);
 		pbufs_drop(c, parts);
-		if (!rd_kafka_assignment_lost(rk))
+		if (!rd_kafka_assignment_lost(rk) && !c->closing)
 			commit_stored(c, 0, 1);
 		handled_forget(c, parts);
 		if (coop)
@@ -3810,6 +3821,7 @@ static void *consumer_main(void *arg)
 	drop_slots(c, NULL, 0);
 	commit_stored(c, 0, 1);
 	replay_cancel(c);
+	c->closing = 1; /* for rdk_rebalance_cb, which the close calls on this thread */
 	rd_kafka_consumer_close(c->rk);
 	crash_thread_leave(alt);
 	return NULL;

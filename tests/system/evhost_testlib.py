@@ -454,6 +454,16 @@ def create_topics(topics, brokers=None, partitions=3, configs=None):
         a.close()
 
 
+def add_partitions(topic, total, brokers=None):
+    """Give `topic` `total` partitions (kafka-python's admin client)."""
+    from kafka.admin import NewPartitions
+    a = _admin(brokers)
+    try:
+        a.create_partitions({topic: NewPartitions(total_count=total)})
+    finally:
+        a.close()
+
+
 def alter_topic(topic, configs, brokers=None):
     """Set `topic`'s configs (all of them: those not given go back to the
     broker's defaults)."""

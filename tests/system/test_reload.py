@@ -640,6 +640,27 @@ def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_inst
     assert "dead-lettered" not in d.log_text()
 
 
+def test_a_stop_while_a_rebalance_waits_for_a_busy_handler_ends(evhostd, build_dir,
+                                                                kafka_bootstrap, unique_name):
+    # A handler holds the consumer's thread while the group rebalances (the
+    # topic got partitions), then the daemon is stopped. The close's revoke
+    # committed again, waiting for the broker; the answer to the LeaveGroup
+    # the close sends came first ("Unknown member"), librdkafka 2.0.2 ended
+    # the group and never answered the revoke's rd_kafka_assign: the close
+    # hung until the stop's guard ended the daemon with status 3.
+    topic = unique_name("busy")
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name, topic=topic)
+    d = evhostd({"kafka": {"rdkafka.debug": "cgrp"}}, brokers=kafka_bootstrap,
+                dropins={"20-probe.conf": probe})
+    d.wait_for_log("probe: assigned", timeout=30)
+    assert d.post("/probe/publish", json={"n": 1, "sleep_ms": 10000}).status_code == 200
+    d.wait_for_log("probe: handler sleeping 10000 ms", timeout=30)
+    lib.add_partitions(topic, 6, brokers=kafka_bootstrap)
+    d.wait_for_log("initiating rebalance (EAGER) in state up (join-state steady)", timeout=9)
+    assert d.stop(timeout=60) == 0, d.log_tail()
+    assert "exiting now (status 3)" not in d.log_text()
+
+
 def reload_log(d, log_needle):
     """Reload, and return what the log gained."""
     mark = len(d.log_text())
