@@ -642,7 +642,7 @@ def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_inst
 
 def test_a_stop_while_a_rebalance_waits_for_a_busy_handler_ends(evhostd, build_dir,
                                                                 kafka_bootstrap, unique_name):
-    # A handler holds the consumer's thread while the group rebalances (the
+    # A handler (15 s) holds the consumer's thread while the group rebalances (the
     # topic got partitions), then the daemon is stopped. The close's revoke
     # committed again, waiting for the broker; the answer to the LeaveGroup
     # the close sends came first ("Unknown member"), librdkafka 2.0.2 ended
@@ -653,10 +653,10 @@ def test_a_stop_while_a_rebalance_waits_for_a_busy_handler_ends(evhostd, build_d
     d = evhostd({"kafka": {"rdkafka.debug": "cgrp"}}, brokers=kafka_bootstrap,
                 dropins={"20-probe.conf": probe})
     d.wait_for_log("probe: assigned", timeout=30)
-    assert d.post("/probe/publish", json={"n": 1, "sleep_ms": 10000}).status_code == 200
-    d.wait_for_log("probe: handler sleeping 10000 ms", timeout=30)
+    assert d.post("/probe/publish", json={"n": 1, "sleep_ms": 15000}).status_code == 200
+    d.wait_for_log("probe: handler sleeping 15000 ms", timeout=30)
     lib.add_partitions(topic, 6, brokers=kafka_bootstrap)
-    d.wait_for_log("initiating rebalance (EAGER) in state up (join-state steady)", timeout=9)
+    d.wait_for_log("initiating rebalance (EAGER) in state up (join-state steady)", timeout=12)
     assert d.stop(timeout=60) == 0, d.log_tail()
     assert "exiting now (status 3)" not in d.log_text()
 
