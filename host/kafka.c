@@ -508,11 +508,30 @@ static const char *delivery_error(rd_kafka_resp_err_t e)
 	}
 }
 
+/* A message reported delivered without an offset. The broker answered
+ * DUPLICATE_SEQUENCE_NUMBER, which librdkafka 2.0.2 takes for the broker
+ * having written an earlier send of it, and reports as delivered ("a
+ * synchronization issue or bug" if that message was never retried, its
+ * source says). Seen on a new topic under load: an outbox event so
+ * reported missing from its partition for good, its neighbour written in
+ * its place. Taken for a failure, and sent again: consumers skip an event
+ * id they have handled (the inbox), a loss is for good. */
+static int delivered_unconfirmed(const rd_kafka_message_t *m)
+{
+	return m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->offset < 0;
+}
+
+#define KAFKA_UNCONFIRMED                                                                   \
+	"acknowledged without an offset (the broker took it for a duplicate of an earlier " \
+	"send, which may never have been written): sent again to be sure"
+
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct kafka_dr *d = m->_private;
-	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
-	const char *error = ok ? NULL : delivery_error(m->err);
+	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && !delivered_unconfirmed(m);
+	const char *error = ok                          ? NULL
+	                    : delivered_unconfirmed(m) ? KAFKA_UNCONFIRMED
+	                                               : delivery_error(m->err);
 	if (!d)
 		return;
 	if (d->cb)
@@ -2104,9 +2123,12 @@ static void dlq_delivered(void *opaque, const rd_kafka_message_t *m)
 	struct dlq_wait *w = opaque;
 	pthread_mutex_lock(&w->mu);
 	w->done = 1;
-	w->ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
+	w->ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && !delivered_unconfirmed(m);
 	w->too_big = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
-	snprintf(w->error, sizeof w->error, "%s", w->ok ? "" : delivery_error(m->err));
+	snprintf(w->error, sizeof w->error, "%s",
+	         w->ok                      ? ""
+	         : delivered_unconfirmed(m) ? KAFKA_UNCONFIRMED
+	                                    : delivery_error(m->err));
 	pthread_mutex_unlock(&w->mu);
 	dlq_wait_release(w);
 }
