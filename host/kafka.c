@@ -514,8 +514,9 @@ static const char *delivery_error(rd_kafka_resp_err_t e)
  * synchronization issue or bug" if that message was never retried, its
  * source says). Seen on a new topic under load: an outbox event so
  * reported missing from its partition for good, its neighbour written in
- * its place. Taken for a failure, and sent again: consumers skip an event
- * id they have handled (the inbox), a loss is for good. */
+ * its place. Taken for a failure: the outbox and a dead letter send it
+ * again (consumers skip an event id they have handled: the inbox; a loss
+ * is for good), a redrive reports it failed. */
 static int delivered_unconfirmed(const rd_kafka_message_t *m)
 {
 	return m->err == RD_KAFKA_RESP_ERR_NO_ERROR && m->offset < 0;
@@ -523,7 +524,7 @@ static int delivered_unconfirmed(const rd_kafka_message_t *m)
 
 #define KAFKA_UNCONFIRMED                                                                   \
 	"acknowledged without an offset (the broker took it for a duplicate of an earlier " \
-	"send, which may never have been written): sent again to be sure"
+	"send, which may never have been written)"
 
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
