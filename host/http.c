@@ -1806,16 +1806,16 @@ static void dispatch(http_server *srv, evh_request *req, evh_response *resp)
  * it is open, so by default half of them stay free for ordinary requests.
  * With threads = 1 that is none: a stream would hold the only worker, which
  * [http] max_streams, below threads, cannot allow either. */
-int http_max_streams(const settings *s, const char *where)
+int http_max_streams(const settings *s, int warn)
 {
 	int threads = s->http_threads > 0 ? s->http_threads : 8;
 	int n = s->http_max_streams > 0 ? s->http_max_streams : threads / 2;
-	if (n == 0 && where)
-		log_warn("http", "%s%s" HTTP_NO_STREAMS, where, *where ? ": " : "");
+	if (n == 0 && warn)
+		log_warn("http", HTTP_NO_STREAMS);
 	return n;
 }
 
-static int max_streams(const host *h) { return http_max_streams(&h->set, NULL); }
+static int max_streams(const host *h) { return http_max_streams(&h->set, 0); }
 
 int http_resp_stream(evh_response *resp, const char *channel)
 {
@@ -2673,7 +2673,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
 	atomic_store(&srv->routing, 1);
-	stream_hub_start(stream_hub_global(), http_max_streams(&h->set, ""));
+	stream_hub_start(stream_hub_global(), http_max_streams(&h->set, 1));
 	*out = srv;
 	return 0;
 }

@@ -20,11 +20,10 @@ typedef struct http_route {
 
 int http_start(http_server **srv, host *h, char *err, size_t errlen);
 /* The limit on open event streams [http] gives (0: none is served, with
- * threads = 1). None is said at WARN (HTTP_NO_STREAMS) unless `where` is
- * NULL, after `where` ("file:line" of threads, or ""): by the start.
- * --check-config prints the same to its verdict (a log line that [log]
- * level = error would hide). */
-int http_max_streams(const settings *s, const char *where);
+ * threads = 1). With `warn`, none is said at WARN (HTTP_NO_STREAMS): by the
+ * start. --check-config prints the same to its verdict (a log line that
+ * [log] level = error would hide). */
+int http_max_streams(const settings *s, int warn);
 #define HTTP_NO_STREAMS                                                                    \
 	"[http] threads = 1: no event stream is served (each would hold the only worker; a " \
 	"stream route answers 503): give the server at least 2 threads to serve streams"

@@ -322,7 +322,7 @@ int main(int argc, char **argv)
 	/* What the start warns of: [http] threads = 1 serves no event stream.
 	 * A note in the verdict, not a problem (nor a log line, which [log]
 	 * level = error would hide). */
-	if (check && http_max_streams(&h.set, NULL) == 0) {
+	if (check && http_max_streams(&h.set, 0) == 0) {
 		const cfg_entry *e = cfg_find(&h.cfg, "http", "threads");
 		if (e)
 			printf("%s:%d: note: " HTTP_NO_STREAMS "\n", e->file, e->line);

@@ -1040,6 +1040,7 @@ static uint64_t sse_streams(const evh_plugin *p)
 static void render_plugins(textbuf *o, host *h)
 {
 	static const char *const up = "evhost_plugin_up", *const pending = "evhost_outbox_pending",
+	                         *const max_rows = "evhost_outbox_max_rows",
 	                         *const delivered = "evhost_outbox_last_delivery_timestamp_seconds";
 	metrics_series one = {0};
 	size_t n;
@@ -1069,7 +1070,7 @@ static void render_plugins(textbuf *o, host *h)
 		put_name(o, pending, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", store_outbox_pending(h->plugins[i]->store));
 	}
-	put_head(o, "evhost_outbox_max_rows", "gauge",
+	put_head(o, max_rows, "gauge",
 	         "[store] outbox_max_rows as the plugin's outbox has it (no series: no bound): "
 	         "at evhost_outbox_pending this high, publishing is refused (503).");
 	for (size_t i = 0; h && i < h->nplugins; i++) {
@@ -1077,7 +1078,7 @@ static void render_plugins(textbuf *o, host *h)
 		if (max <= 0)
 			continue;
 		one.label[0] = h->plugins[i]->name;
-		put_name(o, "evhost_outbox_max_rows", &one, NULL, NULL);
+		put_name(o, max_rows, &one, NULL, NULL);
 		tb_printf(o, "%" PRId64 "\n", max);
 	}
 	put_head(o, delivered, "gauge",

@@ -136,8 +136,9 @@ struct store {
 	_Atomic int64_t pending;
 	_Atomic int64_t events; /* delivered events in the log (evh_delivery), likewise */
 	_Atomic int64_t delivered_ms; /* wall clock: rows last left the outbox, or the open */
-	int64_t outbox_limit; /* 0 = unbounded */
-	_Atomic int64_t outbox_limit_shown; /* the same, for /metrics (no lock) */
+	/* 0 = unbounded. Set under the lock; atomic for /metrics, which reads
+	 * it without (store_outbox_limit). */
+	_Atomic int64_t outbox_limit;
 	log_every outbox_full_said; /* publishes refused at outbox_limit: said once a minute */
 	int hook_due; /* outbox rows became visible: call the hook at unlock (under mu) */
 	/* The commit hook (store_set_commit_hook), under hook_mu, not mu: it is
@@ -1595,8 +1596,7 @@ void store_set_outbox_limit(store *s, int64_t max_rows)
 {
 	if (store_lock(s))
 		return;
-	s->outbox_limit = max_rows > 0 ? max_rows : 0;
-	atomic_store(&s->outbox_limit_shown, s->outbox_limit);
+	atomic_store(&s->outbox_limit, max_rows > 0 ? max_rows : 0);
 	store_unlock(s);
 }
 
@@ -2585,7 +2585,8 @@ static void outbox_full_say(store *s, int64_t waiting)
 	                   "%" PRId64 "): publishing is refused (HTTP 503 with Retry-After) until "
 	                   "the relay sends events to Kafka; %" PRId64 " more refused since the "
 	                   "last such line (at most one a minute)",
-	                   sqlite3_db_filename(s->db, "main"), waiting, s->outbox_limit, unsaid);
+	                   sqlite3_db_filename(s->db, "main"), waiting, atomic_load(&s->outbox_limit),
+	                   unsaid);
 }
 
 /* The relay made room below outbox_limit after a refusal was said: say
@@ -2595,9 +2596,8 @@ static void outbox_full_say(store *s, int64_t waiting)
  * store_outbox_add. */
 static void outbox_room_say(store *s, int64_t waiting)
 {
-	int64_t unsaid;
-	if (!atomic_load(&s->outbox_full_said.last_ms) ||
-	    (s->outbox_limit && waiting >= s->outbox_limit))
+	int64_t unsaid, limit = atomic_load(&s->outbox_limit);
+	if (!atomic_load(&s->outbox_full_said.last_ms) || (limit && waiting >= limit))
 		return;
 	unsaid = atomic_exchange(&s->outbox_full_said.unsaid, 0);
 	atomic_store(&s->outbox_full_said.last_ms, 0);
@@ -2610,7 +2610,7 @@ static void outbox_room_say(store *s, int64_t waiting)
 int store_outbox_add(evh_tx *tx, const outbox_row *row)
 {
 	store *s;
-	int64_t pending, seq;
+	int64_t pending, seq, limit;
 	int status;
 
 	if (!tx)
@@ -2623,7 +2623,8 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	if (tx_alive(tx))
 		return tx->failed;
 	pending = atomic_load(&s->pending) + s->goutbox; /* + the open group's */
-	if (s->outbox_limit && pending + tx->outbox_added >= s->outbox_limit) {
+	limit = atomic_load(&s->outbox_limit);
+	if (limit && pending + tx->outbox_added >= limit) {
 		outbox_full_say(s, pending + tx->outbox_added);
 		return tx_fail_msg(tx, EVH_EFULL, "outbox full (%" PRId64 " events waiting)",
 		                   pending + tx->outbox_added);
@@ -2918,7 +2919,7 @@ int64_t store_outbox_pending(store *s) { return s ? atomic_load(&s->pending) : 0
 
 int64_t store_outbox_delivered_ms(store *s) { return s ? atomic_load(&s->delivered_ms) : 0; }
 
-int64_t store_outbox_limit(store *s) { return s ? atomic_load(&s->outbox_limit_shown) : 0; }
+int64_t store_outbox_limit(store *s) { return s ? atomic_load(&s->outbox_limit) : 0; }
 
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
 {
