@@ -385,11 +385,15 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
-    # --timeout bounds the whole of enable and disable. The wait for the
-    # lock on conf.d came on top of it: a run that waited 3 s of its 10 for
-    # the lock still gave the reload all 10 (?wait=10). Now what is left.
-    # And a run whose --timeout ends in that wait names the lock's holder.
+# A daemon's answers for a stand-in (routed): probe runs, a reload applies.
+LISTED = b'{"plugins": [{"name": "probe", "state": "running"}]}'
+APPLIED = {"/admin/plugins": (200, LISTED),
+           "/admin/reload": (200, b'{"result": "applied", "plugins": []}')}
+
+
+def stand_in_install(tmp_path):
+    """An install's files for evhostctl against a stand-in daemon: the admin
+    token, conf.d with probe enabled, evhost.conf. (token, confd, conf)."""
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
     confd = tmp_path / "conf.d"
@@ -397,12 +401,18 @@ def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
     (confd / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
     conf = tmp_path / "evhost.conf"
     conf.write_text("[kafka]\nbrokers = embedded\n")
-    listed = b'{"plugins": [{"name": "probe", "state": "running"}]}'
-    routes = {"/admin/plugins": (200, listed),
-              "/admin/reload": (200, b'{"result": "applied", "plugins": []}')}
+    return token, confd, conf
+
+
+def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
+    # --timeout bounds the whole of enable and disable. The wait for the
+    # lock on conf.d came on top of it: a run that waited 3 s of its 10 for
+    # the lock still gave the reload all 10 (?wait=10). Now what is left.
+    # And a run whose --timeout ends in that wait names the lock's holder.
+    token, confd, conf = stand_in_install(tmp_path)
     args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
     asked = []
-    with served_by(routed(routes, asked)) as url, \
+    with served_by(routed(APPLIED, asked)) as url, \
             subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "3"],
                              stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout.readline() == "locked\n"
@@ -416,7 +426,7 @@ def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
 
     # Held past --timeout: said, with the holder, and nothing written.
     del asked[:]
-    with served_by(routed(routes, asked)) as url, \
+    with served_by(routed(APPLIED, asked)) as url, \
             subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "60"],
                              stdout=subprocess.PIPE, text=True) as holder:
         assert holder.stdout.readline() == "locked\n"
@@ -477,20 +487,11 @@ def test_a_reload_that_could_not_be_asked_for_puts_the_dropin_back(build_dir, tm
     # it): the daemon runs without it, so it is put back, and said. Before,
     # it stayed written, said as nothing but "out of memory" or
     # "unreachable", and a later reload for anything else applied it.
-    token = tmp_path / "admin.token"
-    token.write_text(TOKEN + "\n")
-    confd = tmp_path / "conf.d"
-    confd.mkdir()
-    (confd / "20-probe.conf").write_text("[plugin.probe]\nenabled = true\n")
-    conf = tmp_path / "evhost.conf"
-    conf.write_text("[kafka]\nbrokers = embedded\n")
+    token, confd, conf = stand_in_install(tmp_path)
     dropin = confd / DROPIN
-    listed = b'{"plugins": [{"name": "probe", "state": "running"}]}'
-    routes = {"/admin/plugins": (200, listed),
-              "/admin/reload": (200, b'{"result": "applied", "plugins": []}')}
     # The daemon gone after the check: the drop-in that was there is put back.
     dropin.write_text(dropin_text(True))
-    with served_once(listed) as url:
+    with served_once(LISTED) as url:
         r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
                     "disable", "probe")
     assert r.returncode == 3, r.stderr
@@ -507,7 +508,7 @@ def test_a_reload_that_could_not_be_asked_for_puts_the_dropin_back(build_dir, tm
     # sweep takes a second): the drop-in is there after a run exactly when
     # the reload was asked for.
     asked, not_asked = [], 0
-    with served_by(routed(routes, asked)) as url:
+    with served_by(routed(APPLIED, asked)) as url:
         cmd = [build_dir / "tests" / "fixtures" / "evhostctl_faults", "-c", conf, "--url", url,
                "--token-file", token, "disable", "probe"]
         for n in range(1000):

@@ -954,10 +954,7 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
         env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=2)
         ids = add_recipients(env, 20)
         started = time.monotonic()
-        lib.kafka_produce(env.topics["broadcast"],
-                          {"broadcast_id": "stall-1", "subject": "S", "message": "M"},
-                          key="stall-1", brokers=kafka_bootstrap,
-                          headers={"ce_id": "stall-ev", "ce_type": "NOTIFICATION_BROADCAST"})
+        broadcast_raw(env, "stall-1", "S")
 
         def parked():
             r = env.d.get("/notifications", params={"limit": 100})
@@ -976,7 +973,7 @@ def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
         assert len(untried) == 19, [i["last_error"] for i in items.values()]
         letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
                                     timeout=30, brokers=kafka_bootstrap)
-        assert [m["headers"]["ce_id"] for m in letters] == ["stall-ev"]
+        assert [m["headers"]["ce_id"] for m in letters] == ["ev-stall-1"]
         env.d.wait_for_log("recipient(s) not tried in attempt 1", timeout=5)
 
         # The server back: the next welcome goes.
