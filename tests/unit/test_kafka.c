@@ -1897,6 +1897,83 @@ static void test_parked_dead_letter_refused_during_the_stop_says_why(void **stat
 	free(log);
 }
 
+/* A dead letter answered DUPLICATE_SEQUENCE_NUMBER (acknowledged without an
+ * offset, nothing written, as in the relay's test above) is taken for a
+ * failure, said so, and sent again: the dead-letter topic has it, and its
+ * message's offset is committed past it. The old code counted it written
+ * and committed the offset: the event was in neither topic. */
+static void test_dead_letter_acknowledged_without_an_offset_is_sent_again(void **state)
+{
+	char bad[37], *log;
+	struct relay_rig g;
+	struct extra x;
+	dlq_list l;
+	stderr_capture cap;
+	int i;
+	(void)state;
+	rig_start(&g, "30000");
+	park_mc = g.mc;
+	park_rtt_ms = 0;
+	park_produce_error = RD_KAFKA_RESP_ERR_DUPLICATE_SEQUENCE_NUMBER;
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	extra_start_on(&x, g.k, &g.s, "dupseq", TOPIC, NULL, park_handler);
+	events_uuid(bad);
+	publish_to(g.pl.store, bad, "p", "REJECT_SLOWLY", "{}");
+	assert_int_equal(wait_calls(bad, 1), 1);
+	i = find_dlq_on(g.k, &l, TOPIC ".dupseq.dlq", "ce_id", bad, 1);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	park_rtt_ms = 1500;
+	park_produce_error = RD_KAFKA_RESP_ERR_NO_ERROR;
+	assert_int_equal(i, 1);
+	dlq_list_free(&l);
+	assert_non_null(strstr(log, "dead letter to " TOPIC ".dupseq.dlq failed (acknowledged "
+	                            "without an offset"));
+	free(log);
+	consumer_stop(&x.p);
+	i = call_index(bad, 0);
+	assert_int_equal(committed_offset(g.s.brokers, x.group, TOPIC, rec.calls[i].partition),
+	                 rec.calls[i].offset + 1);
+	assert_int_equal(count_calls(bad, 0), 1); /* dead-lettered once, not handled again */
+	store_close(x.p.store);
+	remove_db(x.p.name);
+	rig_stop(&g);
+}
+
+/* A redrive answered so is reported failed (the admin sees it and may
+ * redrive again), not redriven; the next one goes through. */
+static void test_redrive_acknowledged_without_an_offset_is_reported_failed(void **state)
+{
+	enum { PRODUCE = 0 }; /* the Kafka protocol's ApiKey */
+	char *hname[] = {(char *)"evhost_dlq_topic", (char *)"evhost_dlq_partition",
+	                 (char *)"evhost_dlq_offset", (char *)"ce_id"};
+	char id[37];
+	char *hvalue[] = {(char *)TOPIC, (char *)"0", (char *)"7", id};
+	size_t hlen[4];
+	dlq_msg m = {.topic = (char *)TOPIC ".x.dlq", .offset = 3, .timestamp_ms = -1,
+	             .key = (char *)"k", .key_len = 1, .value = (char *)"{}", .value_len = 2,
+	             .nheaders = 4, .hname = hname, .hvalue = hvalue, .hlen = hlen};
+	const dlq_msg *sel[1] = {&m};
+	dlq_redrive_result res[1];
+	struct relay_rig g;
+	(void)state;
+	events_uuid(id);
+	for (size_t i = 0; i < 4; i++)
+		hlen[i] = strlen(hvalue[i]);
+	rig_start(&g, "5000");
+	rd_kafka_mock_push_request_errors(g.mc, PRODUCE, 1,
+	                                  RD_KAFKA_RESP_ERR_DUPLICATE_SEQUENCE_NUMBER);
+	dlq_redrive(g.k, sel, 1, WAIT_MS, res);
+	assert_int_equal(res[0].outcome, DLQ_FAILED);
+	assert_non_null(strstr(res[0].error, "acknowledged without an offset"));
+	dlq_redrive(g.k, sel, 1, WAIT_MS, res);
+	assert_int_equal(res[0].outcome, DLQ_REDRIVEN);
+	assert_int_equal(res[0].to_partition, 0);
+	assert_true(res[0].to_offset >= 0);
+	rig_stop(&g);
+}
+
 static void test_dlq_read_and_redrive(void **state)
 {
 	char rej[37], plain_id[320];
@@ -2917,6 +2994,8 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 2},  /* 10.2 */
     {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 8}, /* 7.6 */
     {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 4}, /* 9.7 */
+    {cmocka_unit_test(test_dead_letter_acknowledged_without_an_offset_is_sent_again), 5},
+    {cmocka_unit_test(test_redrive_acknowledged_without_an_offset_is_reported_failed), 1},
     {cmocka_unit_test(test_dlq_read_and_redrive), 2},
     {cmocka_unit_test(test_keep_and_dead_letter), 9},
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 4},
