@@ -440,6 +440,29 @@ def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
     assert all(isinstance(a, str) for a in asked), asked  # no reload asked
 
 
+def test_a_lock_holder_out_of_sight_is_left_unnamed(build_dir, tmp_path):
+    # evhostctl in a PID namespace of its own (a container beside the host's
+    # runs) sees none of the host's locks in /proc/locks: it cannot name the
+    # holder, says it is another run and where to look.
+    ns = ["unshare", "--pid", "--fork", "--mount-proc"]
+    if subprocess.run([*ns, "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare --pid is refused here")
+    token, confd, conf = stand_in_install(tmp_path)
+    args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
+    asked = []
+    with served_by(routed(APPLIED, asked)) as url, \
+            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "60"],
+                             stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline() == "locked\n"
+        r = run_ctl(build_dir, "--url", url, "--timeout", "1", *args, wrap=ns)
+        holder.kill()
+    assert_one_error(r, 1, f"evhostctl: another evhostctl enable or disable has held the lock "
+                           f"on {confd} past --timeout (1 s); nothing was written: run the "
+                           "command again once it is done (lslocks names who holds it)\n")
+    assert not (confd / DROPIN).exists()
+    assert all(isinstance(a, str) for a in asked), asked  # no reload asked
+
+
 def test_a_refused_reload_says_check_with_the_configuration_given(evhostd, build_dir,
                                                                     tmp_path):
     # The hint is to be run as it is: with -c FILE, the check of the default
@@ -614,11 +637,13 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("evhostctl 0.")
 
 
-def run_ctl(build_dir, *args, user=None):
-    """evhostctl ARGS as it is (no -c added); as `user` (uid) with setpriv."""
+def run_ctl(build_dir, *args, user=None, wrap=()):
+    """evhostctl ARGS as it is (no -c added); as `user` (uid) with setpriv;
+    under the command `wrap` (a list) if given."""
     cmd = [str(build_dir / "host" / "evhostctl"), *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    cmd = [*wrap, *cmd]
     return subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           timeout=60)
 
