@@ -404,6 +404,19 @@ def stand_in_install(tmp_path):
     return token, confd, conf
 
 
+def ctl_while_locked(build_dir, confd, args, hold_s, timeout, asked, wrap=()):
+    """evhostctl ARGS --timeout TIMEOUT against a stand-in daemon (APPLIED; the
+    requests it had in `asked`) while another process holds the lock on conf.d
+    for hold_s seconds (killed once evhostctl is done). (result, its pid)."""
+    with served_by(routed(APPLIED, asked)) as url, \
+            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), str(hold_s)],
+                             stdout=subprocess.PIPE, text=True) as holder:
+        assert holder.stdout.readline() == "locked\n"
+        r = run_ctl(build_dir, "--url", url, "--timeout", str(timeout), *args, wrap=wrap)
+        holder.kill()
+    return r, holder.pid
+
+
 def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
     # --timeout bounds the whole of enable and disable. The wait for the
     # lock on conf.d came on top of it: a run that waited 3 s of its 10 for
@@ -412,11 +425,7 @@ def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
     token, confd, conf = stand_in_install(tmp_path)
     args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
     asked = []
-    with served_by(routed(APPLIED, asked)) as url, \
-            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "3"],
-                             stdout=subprocess.PIPE, text=True) as holder:
-        assert holder.stdout.readline() == "locked\n"
-        r = run_ctl(build_dir, "--url", url, "--timeout", "10", *args)
+    r, _ = ctl_while_locked(build_dir, confd, args, 3, 10, asked)
     assert r.returncode == 0, r.stderr
     posts = [a[0] for a in asked if isinstance(a, tuple)]
     assert len(posts) == 1, asked
@@ -426,13 +435,8 @@ def test_the_wait_for_the_lock_counts_in_the_timeout(build_dir, tmp_path):
 
     # Held past --timeout: said, with the holder, and nothing written.
     del asked[:]
-    with served_by(routed(APPLIED, asked)) as url, \
-            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "60"],
-                             stdout=subprocess.PIPE, text=True) as holder:
-        assert holder.stdout.readline() == "locked\n"
-        r = run_ctl(build_dir, "--url", url, "--timeout", "1", *args)
-        holder.kill()
-    assert_one_error(r, 1, f"evhostctl: process {holder.pid} ({sys.executable} -c ?import "
+    r, pid = ctl_while_locked(build_dir, confd, args, 60, 1, asked)
+    assert_one_error(r, 1, f"evhostctl: process {pid} ({sys.executable} -c ?import "
                            f"fcntl, os, sys, time?")
     assert f") has held the lock on {confd} past --timeout (1 s); nothing was written" in \
         r.stderr, r.stderr
@@ -450,12 +454,7 @@ def test_a_lock_holder_out_of_sight_is_left_unnamed(build_dir, tmp_path):
     token, confd, conf = stand_in_install(tmp_path)
     args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
     asked = []
-    with served_by(routed(APPLIED, asked)) as url, \
-            subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(confd), "60"],
-                             stdout=subprocess.PIPE, text=True) as holder:
-        assert holder.stdout.readline() == "locked\n"
-        r = run_ctl(build_dir, "--url", url, "--timeout", "1", *args, wrap=ns)
-        holder.kill()
+    r, _ = ctl_while_locked(build_dir, confd, args, 60, 1, asked, wrap=ns)
     assert_one_error(r, 1, f"evhostctl: another evhostctl enable or disable has held the lock "
                            f"on {confd} past --timeout (1 s); nothing was written: run the "
                            "command again once it is done (lslocks names who holds it)\n")
