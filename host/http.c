@@ -1987,30 +1987,34 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 
 /* The client's address: the peer's, or behind a proxy of [http]
  * trusted_proxies the one its X-Forwarded-For names (proxy.h). Several
- * such headers are one list, in order. */
+ * such headers are one list, in order. The walk is from the right, so the
+ * whole list is read however long: what a client wrote on the left must not
+ * push out what the proxies added (taken for the proxy, its failed logins
+ * would count against everyone behind it). Out of memory for a long one:
+ * the peer. */
 static void client_address(const http_server *srv, evh_request *req)
 {
 	const proxy_list *trusted = &srv->h->set.http_trusted_proxies;
-	char xff[2048];
-	size_t n = 0;
-	xff[0] = '\0';
-	if (trusted->n) {
+	char small[1024], *xff = small;
+	size_t need = 1, n = 0;
+	int any = 0;
+	if (trusted->n)
 		for (int i = 0; i < req->ri->num_headers; i++) {
 			const struct mg_header *hd = &req->ri->http_headers[i];
-			int w;
-			if (!hd->name || !hd->value || strcasecmp(hd->name, "X-Forwarded-For"))
-				continue;
-			w = snprintf(xff + n, sizeof xff - n, "%s%s", n ? ", " : "", hd->value);
-			if (w < 0 || (size_t)w >= sizeof xff - n) {
-				xff[0] = '\0'; /* too long to be believed: the peer it is */
-				n = 0;
-				break;
-			}
-			n += (size_t)w;
+			if (hd->name && hd->value && !strcasecmp(hd->name, "X-Forwarded-For"))
+				need += strlen(hd->value) + 2, any = 1;
 		}
+	if (any && need > sizeof small && !(xff = malloc(need)))
+		any = 0;
+	for (int i = 0; any && i < req->ri->num_headers; i++) {
+		const struct mg_header *hd = &req->ri->http_headers[i];
+		if (hd->name && hd->value && !strcasecmp(hd->name, "X-Forwarded-For"))
+			n += (size_t)snprintf(xff + n, need - n, "%s%s", n ? ", " : "", hd->value);
 	}
-	req->forwarded = proxy_client_addr(trusted, req->ri->remote_addr, n ? xff : NULL,
+	req->forwarded = proxy_client_addr(trusted, req->ri->remote_addr, any ? xff : NULL,
 	                                   req->client, sizeof req->client);
+	if (xff != small)
+		free(xff);
 }
 
 /* Probes and scrapes come every few seconds and say nothing about a trace:

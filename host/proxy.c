@@ -152,7 +152,9 @@ int proxy_list_has(const proxy_list *l, const char *addr)
 }
 
 /* One X-Forwarded-For entry (spaces around it, maybe a port: "192.0.2.1:
- * 4711", "[2001:db8::1]:443") into `a`. */
+ * 4711", "[2001:db8::1]:443") into `a`. An IPv4 address written as IPv6
+ * ("::ffff:192.0.2.1", as proxies listening on both families write their
+ * IPv4 clients) has more than one colon and no port. */
 static int parse_hop(const char *p, size_t len, proxy_net *a)
 {
 	char text[TOKEN_MAX];
@@ -168,7 +170,7 @@ static int parse_hop(const char *p, size_t len, proxy_net *a)
 		p++;
 	} else if (len && memchr(p, '.', len)) { /* IPv4, maybe with :port */
 		const char *colon = memchr(p, ':', len);
-		if (colon)
+		if (colon && !memchr(colon + 1, ':', len - (size_t)(colon + 1 - p)))
 			len = (size_t)(colon - p);
 	}
 	if (!len || len >= sizeof text)

@@ -2381,9 +2381,16 @@ def test_client_address_behind_a_trusted_proxy(evhostd, build_dir):
                                                b"X-Forwarded-For: 198.51.100.4\r\n"
                                                b"X-Forwarded-For: 10.9.8.7\r\n\r\n")
     assert " 200 " in status and body == b"198.51.100.4", (status, body)
-    # A list longer than evhost reads (2 KiB) is not believed at all.
-    r = d.get("/probe/addr", headers={"X-Forwarded-For": ", ".join(["203.0.113.9"] * 200)})
-    assert r.status_code == 200 and r.text == "127.0.0.1", r.text
+    # A long list is read from the right like a short one: what a client
+    # wrote on the left (here 6 KiB) does not push out what the proxy added.
+    # (Over 2 KiB, it did, and every such client was the proxy.)
+    r = d.get("/probe/addr",
+              headers={"X-Forwarded-For": ", ".join(["6.6.6.6"] * 800 + ["203.0.113.9"])})
+    assert r.status_code == 200 and r.text == "203.0.113.9", r.text
+    status, _, body, _ = raw_exchange(d.port, b"GET /probe/addr HTTP/1.1\r\nHost: x\r\n" +
+                                      b"X-Forwarded-For: " + b"6.6.6.6, " * 400 +
+                                      b"6.6.6.6\r\nX-Forwarded-For: 198.51.100.4\r\n\r\n")
+    assert " 200 " in status and body == b"198.51.100.4", (status, body)
     lib.wait_until(lambda: "GET /probe/addr 200 11 bytes" in d.log_text() and
                    ", from 203.0.113.9 via 127.0.0.1" in d.log_text(), timeout=10,
                    message="the access log line of the forwarded request")

@@ -90,6 +90,12 @@ static void test_client_address(void **state)
 	expect(&l, "127.0.0.1", "203.0.113.9:4711", "203.0.113.9", 1);
 	expect(&l, "::ffff:127.0.0.1", "203.0.113.9", "203.0.113.9", 1);
 	expect(&l, "::ffff:198.51.100.2", "203.0.113.9", "::ffff:198.51.100.2", 0);
+	/* IPv4 written as IPv6 in the header (a proxy on both families): taken
+	 * whole, not cut at its first colon as if that began a port. */
+	expect(&l, "127.0.0.1", "::ffff:203.0.113.9", "203.0.113.9", 1);
+	expect(&l, "127.0.0.1", "::ffff:203.0.113.9, ::ffff:10.0.0.5", "203.0.113.9", 1);
+	expect(&l, "127.0.0.1", "64:ff9b::203.0.113.9", "64:ff9b::cb00:7109", 1);
+	expect(&l, "127.0.0.1", "[::ffff:203.0.113.9]:80", "203.0.113.9", 1);
 	/* Normalised: never the header's own bytes. */
 	expect(&l, "127.0.0.1", "2001:DB8:0:0::7", "2001:db8::7", 1);
 	/* An entry that is not an address ends the walk at the last trusted
