@@ -1527,9 +1527,9 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 		return 1;
 	}
 	if (strcmp(req->method, "GET") && strcmp(req->method, "HEAD")) {
-		http_resp_header(resp, "Allow", "GET");
-		problem(resp, 405, "method-not-allowed", "%s is not allowed here (allowed: GET)",
-		        req->method);
+		http_resp_header(resp, "Allow", "GET, HEAD");
+		problem(resp, 405, "method-not-allowed",
+		        "%s is not allowed here (allowed: GET, HEAD)", req->method);
 		return 1;
 	}
 	if (health) {

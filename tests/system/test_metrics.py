@@ -353,7 +353,8 @@ def test_metrics_move_with_requests_and_events(evhostd):
     # Scrapes are requests too, under the host route.
     assert events.get("evhost_http_requests_total", plugin="", route="/metrics", method="GET",
                       status="200") >= 2
-    assert d.post("/metrics").status_code == 405
+    r = d.post("/metrics")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD", r.headers
     head = requests.head(d.url + "/metrics", timeout=10)
     assert head.status_code == 200 and head.headers["Content-Type"] == CONTENT_TYPE
 
