@@ -92,6 +92,9 @@
  * relay serves every plugin: one plugin's long transaction must not hold
  * up the others' events. */
 #define STORE_RECORD_WAIT_MS 200
+/* How long a group member waits for its group's end before it looks
+ * whether anyone is left to end it (group_wait). */
+#define STORE_GROUP_ORPHAN_MS 1000
 #define STORE_PRUNE_WAIT_MS 50
 #define STORE_NOW_SQL "strftime('%Y-%m-%dT%H:%M:%fZ','now')"
 /* Members of one group commit at most: bounds how long a member waits. */
@@ -2062,6 +2065,32 @@ int store_take_lost_reads(void)
 	return lost;
 }
 
+/* Wait until the group of `tx` has ended. A member leaves its group open
+ * while another thread is counted in gqueued, for that one to join it; but
+ * that thread may give up its wait for the lock (lock_within's deadline)
+ * without ever taking it, and the group then waits for whoever takes the
+ * lock next: with nobody, for ever, its members' writes uncommitted. So
+ * every STORE_GROUP_ORPHAN_MS a waiting member takes the lock if it is free,
+ * which ends an open group (as any lock taker does); a holder of the lock
+ * ends it or hands it on as usual. */
+static void group_wait(store *s, evh_tx *tx)
+{
+	pthread_mutex_lock(&s->gmu);
+	while (!tx->gdone) {
+		struct timespec until = clock_after_ms(CLOCK_REALTIME, STORE_GROUP_ORPHAN_MS);
+		if (pthread_cond_timedwait(&s->gcv, &s->gmu, &until) != ETIMEDOUT || tx->gdone)
+			continue;
+		pthread_mutex_unlock(&s->gmu);
+		if (lock_try(s) == EVH_OK) {
+			if (s->gopen)
+				group_commit_locked(s);
+			store_unlock(s);
+		}
+		pthread_mutex_lock(&s->gmu);
+	}
+	pthread_mutex_unlock(&s->gmu);
+}
+
 /* End a group member: keep its writes (commit) or undo them, then wait for
  * the group to be committed, by this thread or by a later member. */
 static int member_end(evh_tx *tx, int keep)
@@ -2121,10 +2150,7 @@ static int member_end(evh_tx *tx, int keep)
 		group_commit_locked(s);
 	store_unlock(s);
 	if (wait) {
-		pthread_mutex_lock(&s->gmu);
-		while (!tx->gdone)
-			pthread_cond_wait(&s->gcv, &s->gmu);
-		pthread_mutex_unlock(&s->gmu);
+		group_wait(s, tx);
 		if (keep && !status)
 			status = tx->gstatus;
 		else if (!keep && tx->gstatus != EVH_OK)

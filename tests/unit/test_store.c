@@ -8,8 +8,10 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +23,7 @@
 
 #include <sqlite3.h>
 
+#include "clock.h"
 #include "stderr_capture.h"
 #include "store.h"
 #include "db_files.h"
@@ -1989,6 +1992,114 @@ static void test_group_failure_reports_lost_reads(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
 }
 
+/* test_group_member_that_gives_up_orphans_nothing: the thread marked
+ * clocklock_gives_up waits in its timed lock until clocklock_release is
+ * posted, then gives up (ETIMEDOUT) without the lock, as a timed lock that
+ * ran out would. (ThreadSanitizer builds lock otherwise, and never come
+ * here: their member takes the lock and the test proves less.) */
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+static _Thread_local int clocklock_gives_up;
+static atomic_int clocklock_waiting;
+static sem_t clocklock_release;
+int __real_pthread_mutex_clocklock(pthread_mutex_t *m, clockid_t c, const struct timespec *t);
+int __wrap_pthread_mutex_clocklock(pthread_mutex_t *m, clockid_t c, const struct timespec *t);
+int __wrap_pthread_mutex_clocklock(pthread_mutex_t *m, clockid_t c, const struct timespec *t)
+{
+	if (!clocklock_gives_up)
+		return __real_pthread_mutex_clocklock(m, c, t);
+	atomic_store(&clocklock_waiting, 1);
+	while (sem_wait(&clocklock_release) != 0 && errno == EINTR)
+		;
+	return ETIMEDOUT;
+}
+
+typedef struct orphan_arg {
+	store *s;
+	atomic_int holding, go, done;
+	int status;
+} orphan_arg;
+
+/* A member that writes a row, holds its transaction until told, then
+ * commits. */
+static void *orphan_first(void *p)
+{
+	orphan_arg *a = p;
+	evh_tx *tx;
+	evh_value v = EVH_TEXT("first");
+	a->status = store_tx_begin_grouped(a->s, &tx);
+	if (a->status == EVH_OK)
+		a->status = store_exec(tx, "INSERT INTO t VALUES(?)", &v, 1, NULL);
+	atomic_store(&a->holding, 1);
+	while (!atomic_load(&a->go))
+		usleep(1000);
+	if (a->status == EVH_OK)
+		a->status = store_tx_commit(tx);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/* A member that queues for the lock and gives up its wait without it. */
+static void *orphan_second(void *p)
+{
+	orphan_arg *a = p;
+	evh_tx *tx;
+	clocklock_gives_up = 1;
+	a->status = store_tx_begin_grouped(a->s, &tx);
+	if (a->status == EVH_OK)
+		a->status = store_tx_commit(tx);
+	atomic_store(&a->done, 1);
+	return NULL;
+}
+
+/* A member that ends its group while another is queued for the lock leaves
+ * the group open for it; when that one gives up its wait without ever
+ * taking the lock (its deadline ran out just then), the first still
+ * commits, with nobody else taking the lock. Before, it waited for the next
+ * lock taker, its writes uncommitted: an idle plugin's for ever. */
+static void test_group_member_that_gives_up_orphans_nothing(void **state)
+{
+	fixture *f = *state;
+	orphan_arg first = {.s = f->s}, second = {.s = f->s};
+	pthread_t t1, t2;
+	int64_t end;
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(sem_init(&clocklock_release, 0, 0), 0);
+	atomic_store(&clocklock_waiting, 0);
+	assert_int_equal(pthread_create(&t1, NULL, orphan_first, &first), 0);
+	while (!atomic_load(&first.holding))
+		usleep(1000);
+	assert_int_equal(first.status, EVH_OK);
+	assert_int_equal(pthread_create(&t2, NULL, orphan_second, &second), 0);
+#ifndef TEST_TSAN
+	while (!atomic_load(&clocklock_waiting))
+		usleep(1000);
+#endif
+	atomic_store(&first.go, 1);
+	usleep(300 * 1000); /* the first has ended its part and waits for the group */
+	assert_int_equal(sem_post(&clocklock_release), 0);
+	end = clock_mono_ms() + 10000;
+	while (!(atomic_load(&first.done) && atomic_load(&second.done)) && clock_mono_ms() < end)
+		usleep(10 * 1000);
+	if (!atomic_load(&first.done)) {
+		exec1(f->s, "SELECT 1"); /* a lock taker ends the group, and the thread */
+		pthread_join(t1, NULL);
+		pthread_join(t2, NULL);
+		sem_destroy(&clocklock_release);
+		fail_msg("the first member's commit waited 10 s for a group nobody ended");
+	}
+	assert_int_equal(pthread_join(t1, NULL), 0);
+	assert_int_equal(pthread_join(t2, NULL), 0);
+	sem_destroy(&clocklock_release);
+	assert_int_equal(first.status, EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t WHERE k = 'first'"), 1);
+}
+
 typedef struct fetch_arg {
 	store *s;
 	int status;
@@ -2376,6 +2487,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_savepoint_deferred_fk_fails_only_its_event, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_member_that_gives_up_orphans_nothing, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sync_without_room_marks_store_full, setup,
