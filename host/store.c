@@ -157,6 +157,7 @@ struct store {
 	void *commit_hook_ud;
 	int hook_calls, hook_parked;
 	int sync_full; /* synchronous = FULL (else NORMAL) */
+	int sync_lazy; /* lazy_sync could not set FULL again: NORMAL is in force (under mu) */
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
 	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
@@ -341,14 +342,32 @@ static int step_fail(sqlite3 *db, sqlite3_stmt *st, int rc, char *err, size_t er
 /* Who holds mu: the address of a thread-local, unique per live thread. */
 static _Thread_local char thread_token;
 
+/* The last storage failure on this thread, for the line that reports a
+ * handler's failure (the plugin may have rolled its transaction back, and
+ * its message with it, before returning). */
+static _Thread_local char thread_error[STORE_ERR_LEN];
+
 /* What locking mu gave (`e`, an errno value) as a status; the holder noted
- * when it is this thread's now. */
+ * when it is this thread's now. A store left at synchronous = NORMAL by a
+ * lazy_sync that could not undo itself is set to FULL first: nothing is
+ * written under the lock until it is (EVH_ENOMEM, the lock let go), or a
+ * commit would report done what a power cut could still take. */
 static int lock_taken(store *s, int e)
 {
 	if (e == EDEADLK)
 		return EVH_ESTATE; /* this thread already holds a transaction */
 	if (e)
 		return EVH_ERR;
+	if (s->sync_lazy) {
+		if (sqlite3_exec(s->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+			snprintf(thread_error, sizeof thread_error,
+			         "%s: out of memory setting synchronous = FULL again",
+			         sqlite3_db_filename(s->db, "main"));
+			pthread_mutex_unlock(&s->mu);
+			return EVH_ENOMEM;
+		}
+		s->sync_lazy = 0;
+	}
 	atomic_store(&s->holder, (uintptr_t)&thread_token);
 	return EVH_OK;
 }
@@ -1770,11 +1789,6 @@ int store_migrate(store *s, const evh_migration *m, size_t n, char *err, size_t 
 /* -------------------------------------------------------- transactions */
 
 /* Record an error on `tx` (the message is already in tx->err). */
-/* The last storage failure on this thread, for the line that reports a
- * handler's failure (the plugin may have rolled its transaction back, and
- * its message with it, before returning). */
-static _Thread_local char thread_error[STORE_ERR_LEN];
-
 static int tx_fail(evh_tx *tx, int status)
 {
 	if (!tx->failed)
@@ -2870,10 +2884,14 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 static void lazy_sync(store *s, int on)
 {
 	/* Not through the statement cache: this pragma takes effect when it is
-	 * prepared, not when a prepared copy runs again. */
-	if (s->sync_full)
-		sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
-		             NULL, NULL, NULL);
+	 * prepared, not when a prepared copy runs again. Setting FULL again may
+	 * fail (out of memory preparing it): the next lock taker does it
+	 * (lock_taken). */
+	if (s->sync_full &&
+	    sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+	                 NULL, NULL, NULL) != SQLITE_OK &&
+	    !on)
+		s->sync_lazy = 1;
 }
 
 /* `d` sorted by seq, so the delivery records are appended in order. */

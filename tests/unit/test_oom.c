@@ -981,6 +981,69 @@ static void test_store_group_member_rollback_without_memory(void **state)
 	table_store_check_close(&t, "1,3");
 }
 
+/* synchronous as the next transaction sees it: 2 is FULL. */
+static int64_t synchronous_now(store *s)
+{
+	evh_tx *tx = NULL;
+	evh_rows *rows = NULL;
+	int64_t v;
+	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "PRAGMA synchronous", NULL, 0, &rows), EVH_OK);
+	assert_int_equal(store_rows_next(rows), 1);
+	v = store_rows_int(rows, 0);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	return v;
+}
+
+/* The relay records deliveries at synchronous = NORMAL and sets FULL again
+ * after (lazy_sync). Setting it again prepares the pragma, which can fail
+ * for want of memory: a FULL store then went on committing without an
+ * fsync. Each of SQLite's allocations in the record failed in turn: the
+ * next transaction runs at FULL every time. */
+static void test_store_lazy_sync_is_always_undone(void **state)
+{
+	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256], id[16];
+	outbox_row row, *rows = NULL;
+	outbox_done done[1];
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	size_t n = 0;
+	int hit = 1, normal_seen = 0;
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/lazy.db", dir);
+	assert_int_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
+	assert_int_equal(synchronous_now(s), 2);
+	oom_row(&row, "t");
+	for (long k = 0; hit && k < 5000; k++) {
+		snprintf(id, sizeof id, "id-%ld", k);
+		row.id = id;
+		assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+		assert_int_equal(store_tx_commit(tx), EVH_OK);
+		assert_int_equal(store_outbox_fetch(s, 0, 1, &rows, &n), EVH_OK);
+		assert_int_equal(n, 1);
+		done[0] = (outbox_done){rows[0].seq, 0, k};
+		store_outbox_rows_free(rows, n);
+		alloc_faults_arm(k, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+		(void)store_outbox_delivered(s, done, 1);
+		hit = alloc_faults_disarm();
+		if (synchronous_now(s) != 2) {
+			normal_seen = 1;
+			print_error("allocation %ld failed: synchronous is NORMAL after\n", k);
+		}
+		/* the row goes, delivered or not, so the next fetch has the new one */
+		if (store_outbox_pending(s))
+			assert_int_equal(store_outbox_delivered(s, done, 1), EVH_OK);
+	}
+	assert_false(hit);
+	assert_false(normal_seen);
+	store_close(s);
+	remove_db_files(path);
+	rmdir(dir);
+}
+
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
@@ -1326,6 +1389,7 @@ int main(void)
 	    cmocka_unit_test(test_stream), cmocka_unit_test(test_store),
 	    cmocka_unit_test(test_store_rollback_without_memory),
 	    cmocka_unit_test(test_store_group_member_rollback_without_memory),
+	    cmocka_unit_test(test_store_lazy_sync_is_always_undone),
 	    cmocka_unit_test(test_relay),  cmocka_unit_test(test_consumer),
 	    cmocka_unit_test(test_dead_letter_parking_without_memory),
 	};
