@@ -306,23 +306,39 @@ static size_t relay_pending_moves(struct relay *r)
 	return n;
 }
 
+/* Whether a failed delivery waits for its rewind with nothing in flight
+ * (relay_handle_failure's to do: owed now). */
+static int relay_rewind_due(struct relay *r)
+{
+	int due;
+	pthread_mutex_lock(&r->mu);
+	due = r->rewind_to >= 0 && r->inflight == 0;
+	pthread_mutex_unlock(&r->mu);
+	return due;
+}
+
 /* After a failed delivery: once nothing is in flight, rewind. Returns 1
- * while the plugin must not send (waiting to rewind or to resend). */
+ * while the plugin must not send (waiting to rewind or to resend). The
+ * rewind and its reason are taken together, under the lock: a last report
+ * arriving between a look and a second one had the rewind said without its
+ * reason, and done twice. */
 static int relay_handle_failure(struct relay *r)
 {
 	int64_t rewind_to;
 	char error[256] = "";
 	pthread_mutex_lock(&r->mu);
 	rewind_to = r->rewind_to;
-	if (rewind_to >= 0 && r->inflight == 0) {
+	if (rewind_to >= 0 && r->inflight > 0) {
+		pthread_mutex_unlock(&r->mu);
+		return 1;
+	}
+	if (rewind_to >= 0) {
 		r->rewind_to = -1;
 		snprintf(error, sizeof error, "%s", r->fail_error);
 	}
 	pthread_mutex_unlock(&r->mu);
 	if (rewind_to >= 0) {
 		int64_t now = clock_mono_ms();
-		if (relay_inflight(r) > 0)
-			return 1;
 		/* A refusal for good comes back every resend: said once a minute. */
 		if (r->warned_seq != rewind_to + 1)
 			r->warned_ms = 0;
@@ -654,8 +670,10 @@ static int64_t owed_sooner(int64_t in, int64_t at, int64_t now)
 /* In how many milliseconds work is owed (0: now; the idle wait if none),
  * with nothing in flight to poll for: a wave ended with rows committed
  * behind it (their commit's wake-up came while it was in flight), a full
- * batch, or a read, send or move to try again after an error. Under o->mu,
- * on the relay thread (need_fetch and resend_at are its own). */
+ * batch, a failed delivery to rewind to (its report came with the last
+ * poll: without this, the rewind and its resend delay waited for the idle
+ * wait first), or a read, send or move to try again after an error. Under
+ * o->mu, on the relay thread (need_fetch and resend_at are its own). */
 static int64_t relay_owed_in(outbox *o)
 {
 	int64_t now = clock_mono_ms(), in = atomic_load(&idle_wait_ms), at;
@@ -663,6 +681,8 @@ static int64_t relay_owed_in(outbox *o)
 		struct relay *r = o->relays[i];
 		if (r->removing)
 			continue;
+		if (relay_rewind_due(r))
+			return 0;
 		if (r->need_fetch)
 			in = owed_sooner(in, r->resend_at, now);
 		if ((at = atomic_load(&r->move_again_at)))

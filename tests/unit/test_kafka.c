@@ -949,6 +949,30 @@ static void test_relay_resends_the_failed_row_alone(void **state)
 	rig_stop(&g);
 }
 
+/* A failed delivery is rewound and sent again after the resend delay, not
+ * after the relay's idle look at the outbox too: the failure's report came
+ * with a poll, and nothing else was owed then. The idle look is made far
+ * longer than the waits below: a resend waiting for it fails them. */
+static void test_relay_resends_without_waiting_for_the_idle_look(void **state)
+{
+	char id[37];
+	const char *ids[1] = {id};
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, "1500");
+	outbox_set_idle_wait_ms(10 * WAIT_MS);
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	events_uuid(id);
+	publish_to(g.pl.store, id, "r", "AFTER_OUTAGE", "{\"n\":1}");
+	assert_true(wait_inflight(g.o, 1, WAIT_MS));
+	assert_true(wait_inflight(g.o, 0, WAIT_MS)); /* failed: past message.timeout.ms */
+	rd_kafka_mock_broker_set_up(g.mc, 1);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	rig_expect_on_topic(&g, ids, 1);
+	rig_stop(&g);
+	outbox_set_idle_wait_ms(0);
+}
+
 /* Under load the relay sends in waves (outbox.c says why): with
  * OUTBOX_WAVE_ENTER rows in flight, a row committed next waits in the
  * outbox, not in the producer, until the whole wave is acknowledged. A
@@ -2979,6 +3003,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 10},    /* 9.0 */
     {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 3},
     {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 5},      /* 12.6 */
+    {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 4},
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 10},        /* 7.7 */
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 4.2 */
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
