@@ -68,7 +68,7 @@
 #define INFLIGHT_POLL_MS 10
 #define QUEUE_FULL_POLL_MS 100
 #define RESEND_DELAY_MS 1000
-#define FAILURE_WARN_EVERY_MS 60000 /* the same row's failed delivery, said again */
+#define FAILURE_WARN_EVERY_MS 60000 /* the same row's failed delivery (or record), said again */
 #define REMOVE_DRAIN_MS 5000
 #define PRUNE_EVERY_MS 60000
 #define PRUNE_MIN_EVERY_MS 1000
@@ -92,6 +92,7 @@ struct relay {
 	size_t ndel, capdel;
 	_Atomic int64_t move_again_at; /* after a failed move: when to try again (0: none) */
 	int64_t busy_until; /* the store was busy (EVH_EBUSY): no move before then */
+	int64_t record_warned_ms; /* a failed record last said at warn level (every second else) */
 	/* relay thread only (st: changed under move_mu too) */
 	evh_plugin *p;
 	store *st;
@@ -250,7 +251,9 @@ static int relay_delete_done(struct relay *r)
 	i = 0;
 	while (i < r->ndel && r->st && clock_mono_ms() >= r->busy_until) {
 		size_t n = r->ndel - i < MOVE_ROWS ? r->ndel - i : MOVE_ROWS;
-		int status = store_outbox_delivered(r->st, r->del + i, n);
+		int status;
+		store_thread_error_clear();
+		status = store_outbox_delivered(r->st, r->del + i, n);
 		if (status == EVH_EBUSY) {
 			r->busy_until = clock_mono_ms() + atomic_load(&resend_delay_ms);
 			log_debug(OUTBOX_LOG,
@@ -260,9 +263,12 @@ static int relay_delete_done(struct relay *r)
 			break;
 		}
 		if (status != EVH_OK) {
-			log_warn(OUTBOX_LOG,
-			         "%s: cannot record %zu delivered outbox row(s); will retry",
-			         r->p->name, r->ndel - i);
+			log_msg(log_due(&r->record_warned_ms, clock_mono_ms(), FAILURE_WARN_EVERY_MS)
+			            ? EVH_LOG_WARN
+			            : EVH_LOG_DEBUG,
+			        OUTBOX_LOG, "%s: cannot record %zu delivered outbox row(s) (%s); will retry",
+			        r->p->name, r->ndel - i,
+			        store_thread_error()[0] ? store_thread_error() : host_strerror(status));
 			break;
 		}
 		i += n;
@@ -523,11 +529,13 @@ static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t 
 	int status;
 	if (retention <= 0)
 		return 0;
+	store_thread_error_clear();
 	status = fn(r->st, retention, PRUNE_BATCH, &deleted);
 	if (status == EVH_EBUSY)
 		return -1;
 	if (status != EVH_OK) {
-		log_warn(OUTBOX_LOG, "%s: cannot prune the %s; will retry", r->p->name, what);
+		log_warn(OUTBOX_LOG, "%s: cannot prune the %s (%s); will retry", r->p->name, what,
+		         store_thread_error()[0] ? store_thread_error() : host_strerror(status));
 		return 0;
 	}
 	if (deleted)

@@ -2823,7 +2823,7 @@ static void now_text(char out[32])
 }
 
 static int delivery_chunk(store *s, const outbox_done *d, size_t n, const char *now,
-                          int64_t *logged)
+                          int64_t *logged, char *err, size_t errlen)
 {
 	char sql[2048];
 	evh_value v[1 + 3 * 64];
@@ -2845,7 +2845,7 @@ static int delivery_chunk(store *s, const outbox_done *d, size_t n, const char *
 	 * failure) keeps its first record. */
 	snprintf(sql + len, sizeof sql - len,
 	         ") AS v JOIN evh_pending AS p ON p.seq = v.column1");
-	status = stmt_run(s, sql, v, nv, &changes, NULL, NULL, 0);
+	status = stmt_run(s, sql, v, nv, &changes, NULL, err, errlen);
 	if (!status)
 		*logged += changes;
 	return status;
@@ -2858,7 +2858,8 @@ static int done_cmp(const void *a, const void *b)
 }
 
 /* `d` sorted by seq: delete it by runs of consecutive seq. */
-static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t *moved)
+static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t *moved,
+                              char *err, size_t errlen)
 {
 	int status = EVH_OK;
 
@@ -2870,7 +2871,7 @@ static int outbox_delete_runs(store *s, const outbox_done *d, size_t n, int64_t 
 		v[0] = EVH_INT(d[i].seq);
 		v[1] = EVH_INT(d[j - 1].seq);
 		status = host_run(s, "DELETE FROM evh_pending WHERE seq BETWEEN ? AND ?", v, 2,
-		                  &changes, NULL, NULL, 0);
+		                  &changes, NULL, err, errlen);
 		*moved += changes;
 	}
 	return status;
@@ -2894,31 +2895,34 @@ static void lazy_sync(store *s, int on)
 		s->sync_lazy = 1;
 }
 
-/* `d` sorted by seq, so the delivery records are appended in order. */
+/* `d` sorted by seq, so the delivery records are appended in order. A
+ * failure's reason goes to store_thread_error. */
 static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int64_t *moved,
                                    int64_t *logged)
 {
-	char now[32];
+	char now[32], err[STORE_ERR_LEN] = "";
 	size_t i = 0, k = 0;
 	int status;
 
 	lazy_sync(s, 1);
-	status = begin_immediate(s, NULL, 0);
+	status = begin_immediate(s, err, sizeof err);
 
 	now_text(now);
 	while (!status && i < n) {
 		while (move_chunks[k] > n - i)
 			k++;
-		status = delivery_chunk(s, d + i, move_chunks[k], now, logged);
+		status = delivery_chunk(s, d + i, move_chunks[k], now, logged, err, sizeof err);
 		i += move_chunks[k];
 	}
 	if (!status)
-		status = outbox_delete_runs(s, d, n, moved);
+		status = outbox_delete_runs(s, d, n, moved, err, sizeof err);
 	if (!status)
-		status = host_simple(s, "COMMIT", NULL, 0);
+		status = host_simple(s, "COMMIT", err, sizeof err);
 	if (status) {
 		rollback_if_open(s->db);
 		*moved = *logged = 0;
+		if (err[0])
+			snprintf(thread_error, sizeof thread_error, "%s", err);
 	}
 	lazy_sync(s, 0);
 	return status;
@@ -2935,8 +2939,10 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n)
 	if (!n)
 		return EVH_OK;
 	sorted = malloc(n * sizeof *sorted);
-	if (!sorted)
+	if (!sorted) {
+		snprintf(thread_error, sizeof thread_error, "out of memory");
 		return EVH_ENOMEM;
+	}
 	memcpy(sorted, d, n * sizeof *sorted);
 	qsort(sorted, n, sizeof *sorted, done_cmp);
 	status = store_lock_first(s, STORE_RECORD_WAIT_MS);
@@ -3040,11 +3046,11 @@ int64_t store_events_count(store *s) { return s ? atomic_load(&s->events) : 0; }
 /* Run a bounded prune statement binding (age, max): "-<seconds> seconds" for
  * SQLite's date modifiers, and the most rows to delete or look at. Under
  * the lock, without an fsync of its own (lazy_sync: redone after a crash).
- * `count` (optional): the table's row counter, kept up to date. */
+ * A failure's reason goes to store_thread_error. `count` (optional): the table's row counter, kept up to date. */
 static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t retention_ms,
                  int max, int64_t *deleted)
 {
-	char age[64];
+	char age[64], err[STORE_ERR_LEN] = "";
 	evh_value v[2];
 	int64_t changes = 0;
 	int status;
@@ -3061,8 +3067,10 @@ static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t rete
 	if (status)
 		return status;
 	lazy_sync(s, 1);
-	status = stmt_run(s, sql, v, 2, &changes, NULL, NULL, 0);
+	status = stmt_run(s, sql, v, 2, &changes, NULL, err, sizeof err);
 	lazy_sync(s, 0);
+	if (status && err[0])
+		snprintf(thread_error, sizeof thread_error, "%s", err);
 	if (!status && changes && count && atomic_fetch_sub(count, changes) - changes < 0)
 		atomic_store(count, 0);
 	store_unlock(s);

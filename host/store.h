@@ -179,7 +179,8 @@ typedef struct outbox_done {
  * = now), in one transaction. Rows no longer pending are skipped.
  * EVH_EBUSY, nothing recorded, when another transaction (a slow event
  * handler's) holds the database for more than 200 ms: the caller tries
- * again later (one relay records every plugin's deliveries). */
+ * again later (one relay records every plugin's deliveries). A failure's
+ * reason: store_thread_error. */
 int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
 
 /* The event log (evh_events): every delivered event of the plugin, kept

@@ -973,6 +973,44 @@ static void test_relay_resends_without_waiting_for_the_idle_look(void **state)
 	outbox_set_idle_wait_ms(0);
 }
 
+/* Run `sql` in a transaction of the host's own on `st`. */
+static void host_exec(store *st, const char *sql)
+{
+	evh_tx *tx;
+	assert_int_equal(store_tx_begin(st, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, sql, NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
+/* A delivery the relay cannot record says why (SQLite's message), not only
+ * that it will retry; once it can, it is recorded. */
+static void test_relay_says_why_a_delivery_is_not_recorded(void **state)
+{
+	char id[37], *log;
+	struct relay_rig g;
+	stderr_capture cap;
+	int seen;
+	(void)state;
+	rig_start(&g, "5000");
+	host_exec(g.pl.store, "CREATE TRIGGER refuse_records BEFORE INSERT ON evh_delivery "
+	                      "BEGIN SELECT RAISE(ABORT, 'refused by the test''s trigger'); END");
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	events_uuid(id);
+	publish_to(g.pl.store, id, "r", "UNRECORDED", "{}");
+	seen = stderr_wait_for(cap, "relay: cannot record 1 delivered outbox row(s) (refused by "
+	                            "the test's trigger); will retry", WAIT_MS);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	if (!seen)
+		fail_msg("the log says: %s", log);
+	free(log);
+	assert_int_equal(store_outbox_pending(g.pl.store), 1);
+	host_exec(g.pl.store, "DROP TRIGGER refuse_records");
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	rig_stop(&g);
+}
+
 /* Under load the relay sends in waves (outbox.c says why): with
  * OUTBOX_WAVE_ENTER rows in flight, a row committed next waits in the
  * outbox, not in the producer, until the whole wave is acknowledged. A
@@ -3004,6 +3042,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 3},
     {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 5},      /* 12.6 */
     {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 4},
+    {cmocka_unit_test(test_relay_says_why_a_delivery_is_not_recorded), 7},
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 10},        /* 7.7 */
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 4.2 */
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
