@@ -1121,9 +1121,6 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	stopguard_at("a reload's drain of plugin '%s': its consumer (an event handler that has "
 	             "not returned)", p->name);
 	consumer_stop(p);
-	stopguard_at("a reload's drain of plugin '%s': the relay of its outbox (its database "
-	             "held by a transaction still open)", p->name);
-	outbox_remove_plugin(h->outbox, p);
 	if (restart) {
 		http_hold_plugin_routes(h, p);
 	} else {
@@ -1138,6 +1135,12 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	while (p->pins)
 		pthread_cond_wait(&h->plugins_cv, &h->plugins_lock);
 	pthread_mutex_unlock(&h->plugins_lock);
+	/* After the requests: what one committed late (it was in its handler
+	 * when the drain began) is sent now, not left in the outbox until the
+	 * plugin runs again. */
+	stopguard_at("a reload's drain of plugin '%s': the relay of its outbox (its database "
+	             "held by a transaction still open)", p->name);
+	outbox_remove_plugin(h->outbox, p);
 	stopguard_at("a reload's drain of plugin '%s': its fini", p->name);
 	plugin_destroy(p);
 }

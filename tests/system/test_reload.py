@@ -640,6 +640,31 @@ def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_inst
     assert "dead-lettered" not in d.log_text()
 
 
+def test_an_event_committed_while_its_plugin_is_disabled_is_sent(evhostd, build_dir,
+                                                                  kafka_bootstrap, unique_name):
+    # A reload disables the probe while a request of its sleeps in its
+    # transaction; the request commits after the drain began. Its event goes
+    # out before the plugin does: the relay is detached once the requests in
+    # flight are done. Before, it was detached first, and the event stayed in
+    # the outbox until the plugin was enabled again.
+    topic = unique_name("late")
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name, topic=topic)
+    d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
+    d.wait_for_log("probe: assigned", timeout=30)
+    answer = {}
+    t = threading.Thread(target=lambda: answer.update(r=d.post(
+        "/probe/publish?sleep_ms=3000&key=late", json={"late": 1}, timeout=60)))
+    t.start()
+    d.wait_for_log("probe: sleeping 3000 ms", timeout=10)
+    write_dropin(d, "20-probe.conf", probe.replace("enabled = true", "enabled = false"))
+    reload(d, "reload done: 0 started, 1 stopped")
+    t.join(timeout=60)
+    assert answer["r"].status_code == 200, answer["r"].text
+    sent = [m for m in lib.kafka_consume(topic, count=1, timeout=10, brokers=kafka_bootstrap)
+            if m["key"] == "late"]
+    assert len(sent) == 1, d.log_tail()
+
+
 def test_a_stop_while_a_rebalance_waits_for_a_busy_handler_ends(evhostd, build_dir,
                                                                 kafka_bootstrap, unique_name):
     # A handler (15 s) holds the consumer's thread while the group rebalances (the
