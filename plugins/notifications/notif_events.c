@@ -615,9 +615,13 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	if ((deleted = recipient_was_deleted(tx, u.id)) != 0) {
 		if (deleted < 0)
 			result = retry_db(ev, tx, "reading deleted_recipients");
-		else
+		else {
 			evh_log(st->p, EVH_LOG_INFO,
 			        "user %s was deleted before its welcome mail went out: not sent", u.id);
+			/* An earlier attempt's "retrying" would stay in the log for good. */
+			event_log_id(ev, log_id, sizeof log_id);
+			notif_pending_forget_retrying(&st->pending, log_id, 0);
+		}
 		goto out;
 	}
 	if (recipient_create(tx, &u) != EVH_OK) {
@@ -1014,6 +1018,13 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		         "last error: %s", t.parked, n, t.last_err);
 		evh_event_set_error(ev, why);
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
+	}
+	if (result != EVH_EVENT_KEEP_AND_RETRY) {
+		/* No attempt comes for a recipient deleted since an earlier one
+		 * left its mail "retrying" (the others' entries are settled). */
+		char prefix[ID_MAX + 2];
+		snprintf(prefix, sizeof prefix, "%s:", b.id);
+		notif_pending_forget_retrying(&st->pending, prefix, 1);
 	}
 out:
 	recipients_free(rs, n);

@@ -67,6 +67,14 @@ static int evict_rank(const notif_entry *e)
 	return !strcmp(e->status, NOTIF_FAILED) ? 1 : 2;
 }
 
+static void remove_locked(notif_pending *pd, size_t i)
+{
+	notif_entry_clear(&pd->v[i]);
+	pd->v[i] = pd->v[pd->n - 1];
+	memset(&pd->v[pd->n - 1], 0, sizeof pd->v[0]);
+	pd->n--;
+}
+
 /* Drop one entry to make room: lowest rank, then oldest update. */
 static void evict_one_locked(notif_pending *pd)
 {
@@ -78,10 +86,25 @@ static void evict_one_locked(notif_pending *pd)
 		if (ri < rv || (ri == rv && strcmp(ti, tv) < 0))
 			victim = i;
 	}
-	notif_entry_clear(&pd->v[victim]);
-	pd->v[victim] = pd->v[pd->n - 1];
-	memset(&pd->v[pd->n - 1], 0, sizeof pd->v[0]);
-	pd->n--;
+	remove_locked(pd, victim);
+}
+
+int notif_pending_forget_retrying(notif_pending *pd, const char *id, int prefix)
+{
+	size_t len = strlen(id);
+	int n = 0;
+
+	pthread_mutex_lock(&pd->mu);
+	for (size_t i = pd->n; i-- > 0;) {
+		const notif_entry *e = &pd->v[i];
+		if (strcmp(e->status, NOTIF_RETRYING) ||
+		    (prefix ? strncmp(e->event_id, id, len) : strcmp(e->event_id, id)))
+			continue;
+		remove_locked(pd, i);
+		n++;
+	}
+	pthread_mutex_unlock(&pd->mu);
+	return n;
 }
 
 static int dup_or_null(const char *s, char **out)

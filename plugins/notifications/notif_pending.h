@@ -44,6 +44,11 @@ void notif_pending_destroy(notif_pending *pd);
 int notif_pending_put(notif_pending *pd, const char *event_id, const char *recipient,
                       const char *tmpl, const char *status, int attempts, const char *last_error,
                       const char *now);
+/* Forget the "retrying" entry of log event id `id` (with `prefix`, of every
+ * id that begins with it): deliveries no attempt will make, their recipient
+ * deleted meanwhile, which the log would show retrying for good. Returns
+ * how many went. */
+int notif_pending_forget_retrying(notif_pending *pd, const char *id, int prefix);
 /* A copy of the entry for `event_id`: 1 (free with notif_entry_clear), 0
  * when there is none, or -1 when there is one but no memory for the copy
  * (not "none": a message it says was sent must not be sent again). */

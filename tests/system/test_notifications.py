@@ -1494,6 +1494,39 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
         [(m.envelope_to, subject(m)) for m in smtp_server.messages]
 
 
+def test_a_deleted_users_retried_mails_do_not_stay_retrying_in_the_log(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # The welcome mail and a broadcast to a greylisted user are retried
+    # ("retrying" in the log, from memory); the user is deleted. The next
+    # attempts find no one to mail, and the log no longer says retrying:
+    # before, both stayed "retrying" until a restart, though no attempt was
+    # left to make.
+    env = greylisted_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server)
+    addr = f"gone.{uuid.uuid4().hex[:8]}@example.com"
+
+    def retrying(admin):
+        return sorted(i["template"] for i in env.log(admin, limit=100)["items"]
+                      if i["recipient"] == addr and i["status"] == "retrying")
+    with greylisted(smtp_server, addr):
+        user = env.create_user("Gone", addr)
+        env.d.wait_for_log("attempt 2/20 failed", timeout=60)
+        admin = env.token()
+        r = env.d.post("/notifications/broadcast", json={"subject": "Soon", "message": "hi"},
+                       headers=env.auth(admin))
+        assert r.status_code == 202, r.text
+        bid = r.json()["broadcast_id"]
+        env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
+                           timeout=60)
+        assert retrying(admin) == ["broadcast", "welcome"]
+        r = env.d.delete(f"/users/{user['id']}", headers=env.auth(admin))
+        assert r.status_code == 204, r.text
+        env.d.wait_for_log(f"user {user['id']} was deleted", timeout=60)
+        env.d.wait_for_log(f"broadcast {bid}: 0 sent, 1 already done, 0 failed, 0 to retry",
+                           timeout=60)
+    assert retrying(admin) == [], env.log(admin, limit=100)
+    assert not [m for m in smtp_server.messages if addr in m.envelope_to]
+
+
 def test_a_user_whose_welcome_mail_is_retried_gets_the_broadcasts_sent_meanwhile(
         evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     # The welcome mail is greylisted (451) and retried. The user is a
