@@ -1447,13 +1447,24 @@ struct consumer {
  * after a publish met a full outbox (EVH_EFULL: the relay cannot send): not
  * the event's fault, so it uses up no attempt and never reaches the DLQ for it.
  * OUT_KEEP_RETRY: EVH_EVENT_KEEP_AND_RETRY, kept as OUT_KEEP, then retried as
- * OUT_RETRY once committed. */
-enum outcome { OUT_DONE, OUT_RETRY, OUT_REJECT, OUT_KEEP, OUT_WAIT, OUT_KEEP_RETRY };
+ * OUT_RETRY once committed.
+ * OUT_KEEP_GO_ON: EVH_EVENT_KEEP_AND_CONTINUE, kept as OUT_KEEP, then handled
+ * again at once once committed, with the same attempt number (as OUT_WAIT,
+ * it uses up no attempt, and never reaches the DLQ for it). */
+enum outcome {
+	OUT_DONE,
+	OUT_RETRY,
+	OUT_REJECT,
+	OUT_KEEP,
+	OUT_WAIT,
+	OUT_KEEP_RETRY,
+	OUT_KEEP_GO_ON,
+};
 
 /* The outcomes whose writes commit (the batch's or the event's own). */
 static int outcome_commits(enum outcome out)
 {
-	return out == OUT_DONE || out == OUT_KEEP || out == OUT_KEEP_RETRY;
+	return out == OUT_DONE || out == OUT_KEEP || out == OUT_KEEP_RETRY || out == OUT_KEEP_GO_ON;
 }
 
 /* The outcomes retried while attempts are left. */
@@ -1797,20 +1808,22 @@ static void process_span_begin(trace_span *sp, const struct consumer *c, const e
 
 static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome out)
 {
-	static const char *const names[] = {"handled", "retry", "rejected", "kept_dead_lettered",
-	                                    "waiting_for_storage", "kept_retry"};
+	static const char *const names[] = {"handled",    "retry",    "rejected",
+	                                    "kept_dead_lettered", "waiting_for_storage",
+	                                    "kept_retry", "kept_going_on"};
 	trace_attr(sp, "evhost.outcome", ev->duplicate ? "duplicate" : names[out]);
-	if (out != OUT_DONE)
+	if (out != OUT_DONE && out != OUT_KEEP_GO_ON)
 		trace_error(sp, "%s", ev->error[0] ? ev->error : names[out]);
 	trace_end(sp);
 	trace_current_clear();
 	log_set_context(NULL, NULL);
 }
 
-/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER or KEEP_AND_RETRY
- * (`out`: OUT_KEEP or OUT_KEEP_RETRY): keep the writes made so far (the
- * later handlers of the event do not run), but not the inbox claim, so the
- * event's retry or redriven copy is handled again. */
+/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER, KEEP_AND_RETRY or
+ * KEEP_AND_CONTINUE (`out`: OUT_KEEP, OUT_KEEP_RETRY or OUT_KEEP_GO_ON): keep
+ * the writes made so far (the later handlers of the event do not run), but
+ * not the inbox claim, so the event's retry, next call or redriven copy is
+ * handled again. */
 static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx,
                                 enum outcome out)
 {
@@ -1821,7 +1834,9 @@ static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx,
 		return OUT_RETRY;
 	}
 	log_debug(KAFKA_LOG, "%s: event %s: handler kept its writes and %s", c->p->name, ev->id,
-	          out == OUT_KEEP ? "gave the event up" : "asked to retry");
+	          out == OUT_KEEP         ? "gave the event up"
+	          : out == OUT_KEEP_GO_ON ? "asked to go on"
+	                                  : "asked to retry");
 	return out;
 }
 
@@ -1874,6 +1889,8 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 			return keep_writes(c, ev, tx, OUT_KEEP);
 		if (r == EVH_EVENT_KEEP_AND_RETRY)
 			return keep_writes(c, ev, tx, OUT_KEEP_RETRY);
+		if (r == EVH_EVENT_KEEP_AND_CONTINUE)
+			return keep_writes(c, ev, tx, OUT_KEEP_GO_ON);
 		store_tx_savepoint_rollback(tx);
 		if (r == EVH_EVENT_REJECT)
 			return OUT_REJECT;
@@ -2090,6 +2107,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	else if (out == OUT_KEEP_RETRY)
 		snprintf(err, errlen, "%s",
 		         ev.error[0] ? ev.error : "handler kept its writes and asked to retry");
+	else if (out == OUT_KEEP_GO_ON)
+		snprintf(err, errlen, "%s",
+		         ev.error[0] ? ev.error : "handler kept its writes and asked to go on");
 	else if (out == OUT_RETRY || out == OUT_WAIT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
 	event_free(&ev);
@@ -2366,29 +2386,45 @@ static struct retry_slot *slot_add(struct consumer *c, rd_kafka_message_t *msg)
 	return s;
 }
 
-/* How long before the attempt after `attempts`; `waiting` (OUT_WAIT): the
- * policy's longest backoff. */
-static int retry_delay(const struct consumer *c, size_t sub, int attempts, int waiting)
+/* How an event is handled again: a retry (OUT_RETRY, OUT_KEEP_RETRY), a
+ * wait (OUT_WAIT), or the next call of a handler going on (OUT_KEEP_GO_ON). */
+enum again { AGAIN_RETRY, AGAIN_WAIT, AGAIN_GO_ON };
+
+static enum again again_of(enum outcome out)
 {
-	const struct retry_policy *pol = &c->policy[sub];
-	return waiting ? pol->backoff_max_ms
-	               : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms, attempts,
-	                                      random_u32());
+	return out == OUT_WAIT ? AGAIN_WAIT : out == OUT_KEEP_GO_ON ? AGAIN_GO_ON : AGAIN_RETRY;
 }
 
-/* Retry attempt `attempts` + 1 later; `waiting` (OUT_WAIT): the attempt
- * made does not count, and the wait is the policy's longest backoff. */
-static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_message_t *msg,
-                           int attempts, size_t sub, const char *error, int waiting)
+/* How long before the attempt after `attempts`: a wait, the policy's
+ * longest backoff; going on, none. */
+static int retry_delay(const struct consumer *c, size_t sub, int attempts, enum again how)
 {
 	const struct retry_policy *pol = &c->policy[sub];
-	int delay = retry_delay(c, sub, attempts, waiting);
+	return how == AGAIN_WAIT    ? pol->backoff_max_ms
+	       : how == AGAIN_GO_ON ? 0
+	                            : kafka_retry_delay_ms(pol->backoff_ms, pol->backoff_max_ms,
+	                                                   attempts, random_u32());
+}
+
+/* Retry attempt `attempts` + 1 later; a wait (AGAIN_WAIT) or going on
+ * (AGAIN_GO_ON): the attempt made does not count. */
+static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_message_t *msg,
+                           int attempts, size_t sub, const char *error, enum again how)
+{
+	const struct retry_policy *pol = &c->policy[sub];
+	int delay = retry_delay(c, sub, attempts, how), waiting = how == AGAIN_WAIT;
 	s->msg = msg;
-	s->attempts = waiting ? attempts - 1 : attempts;
+	s->attempts = how == AGAIN_RETRY ? attempts : attempts - 1;
 	s->sub = sub;
 	s->due_ms = clock_mono_ms() + delay;
 	s->room_below = waiting && c->attempt_full ? store_outbox_pending(c->p->store) : 0;
 	snprintf(s->error, sizeof s->error, "%s", error);
+	if (how == AGAIN_GO_ON) {
+		log_debug(KAFKA_LOG,
+		          "%s: %s [%" PRId32 "] @%" PRId64 " attempt %d: %s; handled again now",
+		          plugin_label(c), s->topic, s->partition, msg->offset, attempts, error);
+		return;
+	}
 	if (waiting) {
 		/* A full outbox stays full until the relay sends (the broker is
 		 * away, or slow), a full database until its disk has room: every
@@ -2582,32 +2618,36 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
 	 * it: scheduled as ever, attempts left or not, never dead-lettered. The
 	 * stop drops it (drop_slots), and the event comes again after the start,
 	 * or to the plugin's new instance. */
-	while (out == OUT_WAIT ||
+	while (out == OUT_WAIT || out == OUT_KEEP_GO_ON ||
 	       (outcome_retries(out) && (attempt < c->policy[sub].max_attempts ||
 	                                 atomic_load(&c->p->winding_down)))) {
-		int waiting = out == OUT_WAIT, delay;
+		enum again how = again_of(out);
+		int delay;
 		if (!s)
 			s = slot_add(c, msg);
 		if (s) {
-			schedule_retry(c, s, msg, attempt, sub, err, waiting);
-			metrics_event_handled(c->p->name, s->topic, METRICS_EVENT_RETRY);
+			schedule_retry(c, s, msg, attempt, sub, err, how);
+			/* Going on is no failure: counted once the event is done. */
+			if (how != AGAIN_GO_ON)
+				metrics_event_handled(c->p->name, s->topic, METRICS_EVENT_RETRY);
 			return;
 		}
 		/* No slot to be had (out of memory): the retry is made here, after
 		 * its backoff, nothing else of this plugin handled meanwhile (so
 		 * the partition's order holds), rather than giving the event up. */
-		delay = retry_delay(c, sub, attempt, waiting);
+		delay = retry_delay(c, sub, attempt, how);
 		log_error(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": out of memory scheduling "
 		                     "a retry (%s); trying again in place in %d ms",
 		          plugin_label(c), rd_kafka_topic_name(msg->rkt), msg->partition,
 		          msg->offset, err, delay);
-		metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
-		                      METRICS_EVENT_RETRY);
+		if (how != AGAIN_GO_ON)
+			metrics_event_handled(c->p->name, rd_kafka_topic_name(msg->rkt),
+			                      METRICS_EVENT_RETRY);
 		if (!sleep_unless_stopping(c, delay)) {
 			rd_kafka_message_destroy(msg); /* uncommitted: redelivered later */
 			return;
 		}
-		if (!waiting)
+		if (how == AGAIN_RETRY)
 			attempt++;
 		out = dispatch(c, NULL, msg, attempt, &sub, again_err, sizeof again_err);
 		err = again_err;
@@ -3048,7 +3088,7 @@ void kafka_set_batch_time_us(int us)
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
- * is rolled back (kept, for OUT_KEEP and OUT_KEEP_RETRY), the others commit,
+ * is rolled back (kept, for OUT_KEEP, OUT_KEEP_RETRY and OUT_KEEP_GO_ON), the others commit,
  * and then it is retried or dead-lettered as a lone message would be. Offsets
  * are stored only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets

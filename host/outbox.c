@@ -266,9 +266,11 @@ static int relay_delete_done(struct relay *r)
 			log_msg(log_due(&r->record_warned_ms, clock_mono_ms(), FAILURE_WARN_EVERY_MS)
 			            ? EVH_LOG_WARN
 			            : EVH_LOG_DEBUG,
-			        OUTBOX_LOG, "%s: cannot record %zu delivered outbox row(s) (%s); will retry",
+			        OUTBOX_LOG,
+			        "%s: cannot record %zu delivered outbox row(s) (%s); will retry",
 			        r->p->name, r->ndel - i,
-			        store_thread_error()[0] ? store_thread_error() : host_strerror(status));
+			        store_thread_error()[0] ? store_thread_error()
+			                                : host_strerror(status));
 			break;
 		}
 		i += n;

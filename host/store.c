@@ -3046,7 +3046,8 @@ int64_t store_events_count(store *s) { return s ? atomic_load(&s->events) : 0; }
 /* Run a bounded prune statement binding (age, max): "-<seconds> seconds" for
  * SQLite's date modifiers, and the most rows to delete or look at. Under
  * the lock, without an fsync of its own (lazy_sync: redone after a crash).
- * A failure's reason goes to store_thread_error. `count` (optional): the table's row counter, kept up to date. */
+ * A failure's reason goes to store_thread_error. `count` (optional): the
+ * table's row counter, kept up to date. */
 static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t retention_ms,
                  int max, int64_t *deleted)
 {

@@ -923,6 +923,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	recipient *rs = NULL;
 	size_t n = 0;
 	evh_event_result result = EVH_EVENT_OK;
+	size_t rest = 0; /* recipients left to a next call: this part commits first */
 	int parsed, last;
 
 	(void)p;
@@ -957,6 +958,21 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			t.untried++;
 			continue;
 		}
+		/* Every broadcast_commit_every mails tried the part done commits: a
+		 * failure later in a long list (a full disk, a crash) does not
+		 * undo, and mail again, what went before; the transaction does not
+		 * hold the database for the whole list; memory remembers every
+		 * mail of an uncommitted part (notif_pending). The rest comes in
+		 * the event's next call at once (KEEP_AND_CONTINUE, no attempt
+		 * used), or, with mails to retry in this part, in its next attempt
+		 * after the backoff. The last attempt goes through the whole list
+		 * once a mail is given up in it (a next call would try that one
+		 * again at once). */
+		if (!t.down && !t.parked && st->commit_every > 0 &&
+		    t.sent + t.failed + t.retry >= st->commit_every && (!t.retry || !last)) {
+			rest = n - i;
+			break;
+		}
 		if (t.down)
 			t.untried++;
 		if (broadcast_one(st, tx, ev, &b, &rs[i], t.down ? t.down_err : NULL, &t) < 0) {
@@ -964,6 +980,24 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			result = EVH_EVENT_RETRY;
 			goto out;
 		}
+	}
+	if (rest) {
+		evh_log(st->p, EVH_LOG_INFO,
+		        "broadcast %s: a part done (%d sent, %d already done, %d failed, %d to "
+		        "retry); %zu of %zu recipient(s) left for the %s (attempt %d)",
+		        b.id, t.sent, t.already, t.failed, t.retry, rest, n,
+		        t.retry ? "event's next attempt" : "next part, once this one commits",
+		        evh_event_attempt(ev));
+		if (t.retry)
+			snprintf(why, sizeof why,
+			         "%d of %zu deliveries to retry, %zu not tried yet; last error: %s",
+			         t.retry, n, rest, t.last_err);
+		else
+			snprintf(why, sizeof why, "a part done: %zu of %zu recipient(s) left", rest,
+			         n);
+		evh_event_set_error(ev, why);
+		result = t.retry ? EVH_EVENT_KEEP_AND_RETRY : EVH_EVENT_KEEP_AND_CONTINUE;
+		goto out;
 	}
 	evh_log(st->p, t.parked || t.untried ? EVH_LOG_WARN : EVH_LOG_INFO,
 	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry, %d given up "

@@ -29,6 +29,7 @@ typedef struct notif_state {
 	char from_name[256];
 	char from_addr[NOTIF_ADDR_MAX + 1];
 	int max_attempts; /* 0: the host's default, which the plugin cannot see */
+	int commit_every; /* broadcast_commit_every (0: no bound) */
 	int use_smtp;
 	char server_address[256]; /* smtp_url's host, for spans (never its user or password) */
 	notif_smtp smtp;

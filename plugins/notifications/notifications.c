@@ -43,6 +43,8 @@ static const evh_config_key notif_config[] = {
      "directory of welcome.* and broadcast.* templates"},
     {"list_role", EVH_CFG_STRING, "admin", 0,
      "role a bearer token needs for GET /notifications; empty: no token needed"},
+    {"broadcast_commit_every", EVH_CFG_INT, "500", 0,
+     "a broadcast commits what it sent every this many mails, and goes on"},
     {"retry.max_attempts", EVH_CFG_INT, NULL, 0, "attempts per event; 0: host default"},
     {"retry.backoff_ms", EVH_CFG_INT, NULL, 0, "first retry delay; 0: host default"},
     {"retry.backoff_max_ms", EVH_CFG_INT, NULL, 0, "largest retry delay; 0: host default"},
@@ -518,6 +520,23 @@ static int check_retry_keys(evh_plugin *p, notif_state *st)
 	return rc;
 }
 
+/* broadcast_commit_every: how many mails a broadcast settles in one
+ * transaction before it commits them and goes on (1..PENDING_MAX_ENTRIES /
+ * 4, so that memory's "sent" entries of one transaction are never pushed
+ * out by its own later ones: notif_pending). */
+static int check_commit_every(evh_plugin *p, notif_state *st)
+{
+	int64_t v = evh_config_int(p, "broadcast_commit_every", 500);
+	if (v < 1 || v > PENDING_MAX_ENTRIES / 4) {
+		evh_config_error(p, "broadcast_commit_every",
+		                 "must be between 1 and %d (got %" PRId64 ")",
+		                 PENDING_MAX_ENTRIES / 4, v);
+		return -1;
+	}
+	st->commit_every = (int)v;
+	return 0;
+}
+
 /* transport, and for smtp the keys that need neither the network nor the
  * password file: the URL's scheme, host and port, the timeout, user and
  * password together. */
@@ -617,6 +636,8 @@ static int check_values(evh_plugin *p, notif_state *st)
 		rc = -1;
 	}
 	if (check_retry_keys(p, st) < 0)
+		rc = -1;
+	if (check_commit_every(p, st) < 0)
 		rc = -1;
 	if (check_transport(p, st) < 0)
 		rc = -1;

@@ -8,6 +8,7 @@ and poison messages going to the dead-letter topic without stopping the ones
 after them."""
 
 import base64
+import collections
 import contextlib
 import email
 import email.header
@@ -940,6 +941,67 @@ def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_pa
                        for c in timed_out[timed_out.index(".") + 1:]), timed_out
     finally:
         srv.stop()
+
+
+def chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, attempts):
+    """notifications alone, every 3 mails of a broadcast committed
+    (broadcast_commit_every), with 10 recipients u-0 ... u-9; `attempts` quick
+    retries. (env, the recipients' addresses in order)."""
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "broadcast_commit_every": 3, "retry.max_attempts": attempts,
+               "retry.backoff_ms": 100, "retry.backoff_max_ms": 200, "list_role": ""},
+              user=False)
+    ids = add_recipients(env, 10)
+    return env, [f"{uid}@example.com" for uid in sorted(ids)]
+
+
+def broadcast_mails(smtp_server, subject_text):
+    return collections.Counter(a for m in smtp_server.messages if subject(m) == subject_text
+                               for a in m.envelope_to)
+
+
+def test_a_long_broadcast_commits_every_few_mails_and_goes_on(evhostd, tmp_path, unique_name,
+                                                              kafka_bootstrap, smtp_server):
+    # broadcast_commit_every = 3: the handler commits each part of 3 mails
+    # and asks the host to go on at once (EVH_EVENT_KEEP_AND_CONTINUE, ABI
+    # 1.14), which uses up no attempt: with retry.max_attempts = 1 the four
+    # calls all run as attempt 1, and nothing is dead-lettered. Each
+    # recipient gets one mail.
+    env, addrs = chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, 1)
+    broadcast_raw(env, "parts-1", "In parts")
+    env.d.wait_for_log("broadcast parts-1: 1 sent, 9 already done, 0 failed, 0 to retry, "
+                       "0 given up for a redrive (attempt 1)", timeout=60)
+    text = env.d.log_text()
+    for done, left in ((0, 7), (3, 4), (6, 1)):
+        assert (f"broadcast parts-1: a part done (3 sent, {done} already done, 0 failed, 0 to "
+                f"retry); {left} of 10 recipient(s) left for the next part, once this one "
+                "commits (attempt 1)") in text, text
+    assert broadcast_mails(smtp_server, "In parts") == {a: 1 for a in addrs}
+    assert "dead-lettered" not in text
+    wait_handled(env, "ev-parts-1")
+
+
+def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # A part with a mail to retry (greylisted u-1) ends as a retry: the rest
+    # waits for the backoff, an attempt used. The last attempt goes through
+    # the whole list: u-1 is given up for a redrive, everyone else has one
+    # mail.
+    env, addrs = chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, 3)
+    smtp_server.replies[addrs[1]] = "451 4.7.1 greylisted, try again later"
+    broadcast_raw(env, "parts-2", "Greylisted part")
+    env.d.wait_for_log("broadcast parts-2: 5 sent, 4 already done, 0 failed, 0 to retry, "
+                       "1 given up for a redrive (attempt 3)", timeout=60)
+    text = env.d.log_text()
+    assert ("broadcast parts-2: a part done (2 sent, 0 already done, 0 failed, 1 to retry); "
+            "7 of 10 recipient(s) left for the event's next attempt (attempt 1)") in text, text
+    assert ("broadcast parts-2: a part done (2 sent, 2 already done, 0 failed, 1 to retry); "
+            "5 of 10 recipient(s) left for the event's next attempt (attempt 2)") in text, text
+    assert broadcast_mails(smtp_server, "Greylisted part") == \
+        {a: 1 for i, a in enumerate(addrs) if i != 1}
+    assert env.entry_once(f"parts-2:{addrs[1].split('@')[0]}", "dead_lettered",
+                          attempts=3)["recipient"] == addrs[1]
 
 
 def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
@@ -1898,6 +1960,10 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
         ({"topic.broadcast": "has space"},
          "topic.broadcast: 'has space' is not a Kafka topic name"),
         ({"topic.user_deleted": "t" * 250}, "topic.user_deleted: 'ttt"),
+        ({"broadcast_commit_every": 0},
+         "broadcast_commit_every: must be between 1 and 4096 (got 0)"),
+        ({"broadcast_commit_every": 4097},
+         "broadcast_commit_every: must be between 1 and 4096 (got 4097)"),
         ({"transport": "smtp", "smtp_url": "smtp://"}, "smtp_url: names no host"),
         ({"transport": "smtp", "smtp_url": "smtp://x:99999999"},
          "smtp_url: has port \"99999999\": a port is a number from 1 to 65535"),

@@ -114,6 +114,8 @@ static int record(const evh_event *ev, int filtered)
 	return idx;
 }
 
+static int count_calls(const char *id, int filtered);
+
 /* Writes a row in the handler's transaction, so tests can see that retried
  * attempts were rolled back and the final one committed. */
 static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
@@ -147,6 +149,10 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 	if (!strcmp(type, "KEEP_RETRY_ALWAYS")) {
 		kafka_ev_set_error(ev, "some sent, server down");
 		return EVH_EVENT_KEEP_AND_RETRY;
+	}
+	if (!strcmp(type, "GO_ON_FOUR_TIMES") && count_calls(kafka_ev_id(ev), 0) < 5) {
+		kafka_ev_set_error(ev, "a part done");
+		return EVH_EVENT_KEEP_AND_CONTINUE;
 	}
 	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
 		kafka_ev_set_error(ev, "mail server down");
@@ -2191,6 +2197,27 @@ static void test_keep_and_retry(void **state)
 	assert_int_equal(handled_rows(next), 1);
 }
 
+/* KEEP_AND_CONTINUE (ABI 1.14) four times, then OK: five calls, each one's
+ * writes kept, all of them attempt 1 (more calls than [kafka] retry max 3
+ * allows attempts: none is used up), the event recorded in the inbox once
+ * done, no dead letter, and the partition's next event after it. */
+static void test_keep_and_continue(void **state)
+{
+	char id[37], next[37];
+	events_uuid(id);
+	events_uuid(next);
+	publish(id, "go-on", "GO_ON_FOUR_TIMES", "{}");
+	publish(next, "go-on", "USER_CREATED", "{}");
+	assert_int_equal(wait_calls(next, 1), 1);
+	assert_int_equal(count_calls(id, 0), 5);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
+	assert_true(call_index(id, 4) < call_index(next, 0));
+	assert_int_equal(handled_rows(id), 5);
+	assert_int_equal(inbox_has(id), 1);
+	assert_int_equal(handled_rows(next), 1);
+}
+
 /* KEEP_AND_RETRY at every attempt: dead-lettered after the last, as a
  * RETRY is, with every attempt's writes kept and no inbox record (its
  * redriven copy runs again). */
@@ -3065,6 +3092,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 4},
     {cmocka_unit_test(test_keep_and_retry), 9},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
+    {cmocka_unit_test(test_keep_and_continue), 8},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},        /* 8.6 */
     {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 1}, /* 17.5 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 6}, /* 3.3 */

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 13
+#define EVH_ABI_MINOR 14
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -96,6 +96,19 @@ typedef enum evh_event_result {
 	 * After the last attempt the event is dead-lettered, as for RETRY; the
 	 * kept writes stay. */
 	EVH_EVENT_KEEP_AND_RETRY = 4,
+	/* (ABI 1.14) Part done, the rest to do now: commit the writes made in
+	 * `tx`, then call the handlers of the event again at once, with the
+	 * same attempt number (evh_event_attempt): not a failure, so it uses
+	 * up no attempt, waits for no backoff and never dead-letters. For a
+	 * handler that works through a long list (a mail to every user): it
+	 * commits every few hundred items, so a failure or a crash later in
+	 * the list does not undo (and repeat) what went before, and its
+	 * transaction does not hold the plugin's database for the whole list.
+	 * As with KEEP_AND_RETRY, the event is not recorded in the inbox until
+	 * a call returns EVH_EVENT_OK, and the writes committed so must tell
+	 * the next call what is done. Return it only after making progress: a
+	 * handler that returns it every time runs for ever. */
+	EVH_EVENT_KEEP_AND_CONTINUE = 5,
 } evh_event_result;
 
 typedef enum evh_log_level {
