@@ -3088,8 +3088,9 @@ void kafka_set_batch_time_us(int us)
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
- * is rolled back (kept, for OUT_KEEP, OUT_KEEP_RETRY and OUT_KEEP_GO_ON), the others commit,
- * and then it is retried or dead-lettered as a lone message would be. Offsets
+ * is rolled back (kept, for OUT_KEEP, OUT_KEEP_RETRY and OUT_KEEP_GO_ON), the
+ * others commit, and then it is retried, dead-lettered or handled on as a
+ * lone message would be. Offsets
  * are stored only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is
  * served from a poll) never finds a batch open: revoked partitions' offsets
  * are always those of committed work. */
