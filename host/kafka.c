@@ -63,6 +63,9 @@
 #define POLL_MS 100
 #define COMMIT_EVERY_MS 1000
 #define COMMIT_EVERY_MSGS 100
+/* The longest a cooperative rebalance's second round holds periodic commits
+ * (coop_assigns_due). */
+#define COOP_COMMIT_HOLD_MAX_MS 30000
 #define SEEK_TIMEOUT_MS 5000
 #define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
 #define DLQ_WAIT_STOPPING_MS 30000 /* a stop's wait for dead letters, unless told a deadline */
@@ -1397,6 +1400,17 @@ struct consumer {
 	size_t nbuffered; /* messages in all of them */
 	int stored;                  /* offsets stored since the last commit */
 	int64_t last_commit_ms;
+	/* A cooperative rebalance revoked partitions: librdkafka assigns (what
+	 * the round added), then joins again, and that round's assignment ends
+	 * the rebalance. A periodic commit sent meanwhile carries the generation
+	 * the join replaces: the broker answers ILLEGAL_GENERATION, and
+	 * librdkafka before 2.10 then takes the whole assignment for lost
+	 * (librdkafka#4059), so another member handles again what was handled
+	 * since the last commit. Periodic commits wait for both assignments (at
+	 * most COOP_COMMIT_HOLD_MAX_MS, commit_hold_until); the revoke's own
+	 * commit and the stop's are not held. Consumer thread only. */
+	int coop_assigns_due;
+	int64_t commit_hold_until;
 	/* Per assigned partition, the offset past its last handled event: what
 	 * commit_stored commits, by name. rd_kafka_commit(NULL) would commit
 	 * only stored offsets above its cached committed ones, and after a
@@ -2755,6 +2769,8 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	switch (err) {
 	case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
 		log_info(KAFKA_LOG, "%s: assigned %d partition(s)", plugin_label(c), parts->cnt);
+		if (c->coop_assigns_due > 0 && --c->coop_assigns_due == 0)
+			c->commit_hold_until = 0;
 		/* Every assigned partition takes part in ordered dispatch from
 		 * now on, before it delivered anything: its first messages may be
 		 * older than another's. */
@@ -2783,6 +2799,9 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 		if (!rd_kafka_assignment_lost(rk) && !c->closing)
 			commit_stored(c, 0, 1);
 		handled_forget(c, parts);
+		c->coop_assigns_due = coop && parts->cnt > 0 && !rd_kafka_assignment_lost(rk) ? 2 : 0;
+		c->commit_hold_until =
+		    c->coop_assigns_due ? clock_mono_ms() + COOP_COMMIT_HOLD_MAX_MS : 0;
 		if (coop)
 			e = rd_kafka_incremental_unassign(rk, parts);
 		else
@@ -2791,6 +2810,8 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	default:
 		log_error(KAFKA_LOG, "%s: rebalance failed: %s", plugin_label(c),
 		          rd_kafka_err2str(err));
+		c->coop_assigns_due = 0;
+		c->commit_hold_until = 0;
 		drop_slots(c, NULL, 1);
 		pbufs_drop(c, NULL);
 		ae = rd_kafka_assign(rk, NULL);
@@ -3867,8 +3888,9 @@ static void *consumer_main(void *arg)
 			busy_step(c, "on a retry or a dead letter", t0);
 			continue;
 		}
-		if (c->stored >= COMMIT_EVERY_MSGS ||
-		    clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) {
+		if ((c->stored >= COMMIT_EVERY_MSGS ||
+		     clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) &&
+		    clock_mono_ms() >= c->commit_hold_until) {
 			commit_stored(c, 1, 0);
 			report_lag(c);
 		}

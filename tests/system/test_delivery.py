@@ -1278,7 +1278,18 @@ def test_group_members_coming_and_going_handle_each_event_once(evhostd, build_di
     report(f"group members coming and going ({strategy})", sent=sent, handled=len(ids),
            duplicates=sum(n - 1 for n in counts.values()),
            assignments=log.count("probe: assigned "), revocations=log.count("revoked"))
-    assert len(counts) == sent and set(counts.values()) == {1}, counts.most_common(3)
+    assert len(counts) == sent, f"{sent - len(counts)} event(s) never handled"
+    # librdkafka before 2.10 takes a member's whole assignment for lost when
+    # a commit meets a rebalance's next generation (ILLEGAL_GENERATION,
+    # librdkafka#4059): what it handled since its last commit goes to the
+    # other member, handled again (at least once; configuration.md). evhost
+    # holds its periodic commits through a cooperative rebalance's second
+    # round, where that was seen (TSan pass, a loaded machine); a commit
+    # retried across a rebalance's start can still meet it. Any other
+    # duplicate fails.
+    lost = ("offset commit failed: Broker: Specified group generation id is not valid" in log
+            and "revoked (lost)" in log)
+    assert set(counts.values()) == {1} or lost, counts.most_common(3)
     assert "revoked" in first.log_text(), first.log_tail()
 
 

@@ -2578,7 +2578,10 @@ def start_failing_on(evhostd, binary, n, check_flow, flows, smtp, maildir, confi
         shutil.rmtree(config_dir)
         return int(made.group(1))
     if state == "exited":
-        assert code == 1, (tag, code, log)
+        # Plugins its check loaded and unloaded can crash LeakSanitizer's
+        # tracer at exit (lsan_tracer_crashed: warned of, its leak check not
+        # run); the log still says what the run did.
+        assert code == 1 or lib.lsan_tracer_crashed(code, log), (tag, code, log)
         assert re.search("out of memory|Cannot allocate memory", log), (tag, log)
         # Told as what it is: not a bad value, nor a file to move away.
         assert "invalid argument" not in log and "move the file away" not in log, (tag, log)
