@@ -1556,6 +1556,18 @@ def test_a_user_deleted_while_its_welcome_mail_is_retried_stays_deleted(
         [(m.envelope_to, subject(m)) for m in smtp_server.messages]
 
 
+def broadcast_to_the_greylisted(env, admin, subject_text):
+    """POST a broadcast as `admin` and wait for its first attempt: the
+    administrator mailed, the greylisted user to retry. Its id."""
+    r = env.d.post("/notifications/broadcast", json={"subject": subject_text, "message": "hi"},
+                   headers=env.auth(admin))
+    assert r.status_code == 202, r.text
+    bid = r.json()["broadcast_id"]
+    env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
+                       timeout=60)
+    return bid
+
+
 def test_a_deleted_users_retried_mails_do_not_stay_retrying_in_the_log(
         evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     # The welcome mail and a broadcast to a greylisted user are retried
@@ -1573,12 +1585,7 @@ def test_a_deleted_users_retried_mails_do_not_stay_retrying_in_the_log(
         user = env.create_user("Gone", addr)
         env.d.wait_for_log("attempt 2/20 failed", timeout=60)
         admin = env.token()
-        r = env.d.post("/notifications/broadcast", json={"subject": "Soon", "message": "hi"},
-                       headers=env.auth(admin))
-        assert r.status_code == 202, r.text
-        bid = r.json()["broadcast_id"]
-        env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
-                           timeout=60)
+        bid = broadcast_to_the_greylisted(env, admin, "Soon")
         assert retrying(admin) == ["broadcast", "welcome"]
         r = env.d.delete(f"/users/{user['id']}", headers=env.auth(admin))
         assert r.status_code == 204, r.text
@@ -1601,13 +1608,7 @@ def test_a_user_whose_welcome_mail_is_retried_gets_the_broadcasts_sent_meanwhile
         user = env.create_user("Grey", addr)
         env.d.wait_for_log("attempt 2/20 failed", timeout=60)
         assert env.recipients().get(user["id"]) == (addr, "Grey")
-        admin = env.token()
-        r = env.d.post("/notifications/broadcast", json={"subject": "Meanwhile", "message": "hi"},
-                       headers=env.auth(admin))
-        assert r.status_code == 202, r.text
-        bid = r.json()["broadcast_id"]
-        env.d.wait_for_log(f"broadcast {bid}: 1 sent, 0 already done, 0 failed, 1 to retry",
-                           timeout=60)
+        broadcast_to_the_greylisted(env, env.token(), "Meanwhile")
     smtp_server.wait_for(welcome_to(addr), timeout=60)
     smtp_server.wait_for(lambda m: addr in m.envelope_to and subject(m) == "Meanwhile",
                          timeout=60)

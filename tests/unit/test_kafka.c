@@ -2181,20 +2181,30 @@ static void test_keep_after_failed_write_keeps_nothing(void **state)
 /* KEEP_AND_RETRY in a batch: each attempt's writes commit (the rows an
  * attempt leaves tell the next one what is done), the inbox record only
  * with the attempt that succeeds; the partition waits meanwhile. */
-static void test_keep_and_retry(void **state)
+/* An event of `type` (key `key`) and one behind it: once that one is
+ * handled, the first was called `calls` times, all before it, every call's
+ * write kept and the event in the inbox. Its id in `id`. */
+static void expect_kept_calls(const char *key, const char *type, int calls, char id[37])
 {
-	char id[37], next[37];
+	char next[37];
 	events_uuid(id);
 	events_uuid(next);
-	publish(id, "keep-retry", "KEEP_RETRY_TWICE", "{}");
-	publish(next, "keep-retry", "USER_CREATED", "{}");
+	publish(id, key, type, "{}");
+	publish(next, key, "USER_CREATED", "{}");
 	assert_int_equal(wait_calls(next, 1), 1);
-	assert_int_equal(count_calls(id, 0), 3);
-	assert_int_equal(rec.calls[call_index(id, 2)].attempt, 3);
-	assert_true(call_index(id, 2) < call_index(next, 0));
-	assert_int_equal(handled_rows(id), 3); /* the two retried attempts' writes kept */
+	assert_int_equal(count_calls(id, 0), calls);
+	assert_true(call_index(id, calls - 1) < call_index(next, 0));
+	assert_int_equal(handled_rows(id), calls);
 	assert_int_equal(inbox_has(id), 1);
 	assert_int_equal(handled_rows(next), 1);
+}
+
+static void test_keep_and_retry(void **state)
+{
+	char id[37];
+	/* the two retried attempts' writes kept, the third's attempt number 3 */
+	expect_kept_calls("keep-retry", "KEEP_RETRY_TWICE", 3, id);
+	assert_int_equal(rec.calls[call_index(id, 2)].attempt, 3);
 }
 
 /* KEEP_AND_CONTINUE (ABI 1.14) four times, then OK: five calls, each one's
@@ -2203,19 +2213,10 @@ static void test_keep_and_retry(void **state)
  * done, no dead letter, and the partition's next event after it. */
 static void test_keep_and_continue(void **state)
 {
-	char id[37], next[37];
-	events_uuid(id);
-	events_uuid(next);
-	publish(id, "go-on", "GO_ON_FOUR_TIMES", "{}");
-	publish(next, "go-on", "USER_CREATED", "{}");
-	assert_int_equal(wait_calls(next, 1), 1);
-	assert_int_equal(count_calls(id, 0), 5);
+	char id[37];
+	expect_kept_calls("go-on", "GO_ON_FOUR_TIMES", 5, id);
 	for (int i = 0; i < 5; i++)
 		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
-	assert_true(call_index(id, 4) < call_index(next, 0));
-	assert_int_equal(handled_rows(id), 5);
-	assert_int_equal(inbox_has(id), 1);
-	assert_int_equal(handled_rows(next), 1);
 }
 
 /* KEEP_AND_RETRY at every attempt: dead-lettered after the last, as a
