@@ -553,14 +553,16 @@ def test_password_hashes_run_at_most_hash_concurrency_at_once(evhostd, tmp_path,
 
 
 def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
-    # One hash at a time, about a second each, and no waiting for a turn.
-    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="150",
+    # One hash at a time, about two seconds each (idle; a loaded machine's
+    # took over ten: the registration is given a minute), and no waiting
+    # for a turn.
+    d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="300",
                             argon2_memlimit="32M", hash_concurrency=1, hash_wait_ms=0))
     first = {}
     t = threading.Thread(target=lambda: first.update(r=d.post("/users", json={
-        "name": "Ada", "email": email(), "password": PASSWORD})))
+        "name": "Ada", "email": email(), "password": PASSWORD}, timeout=60)))
     t.start()
-    time.sleep(0.4)  # the registration is hashing
+    time.sleep(0.8)  # the registration is hashing
     r = d.post("/auth/login", json={"email": email(), "password": PASSWORD})
     body = problem(r, 503, "unavailable")
     assert "too many passwords are being checked at once" in body["detail"]
@@ -568,7 +570,7 @@ def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
     t.join(60)
     assert first["r"].status_code == 201, first["r"].text
     # the turn was given back
-    problem(d.post("/auth/login", json={"email": email(), "password": PASSWORD}),
+    problem(d.post("/auth/login", json={"email": email(), "password": PASSWORD}, timeout=60),
             401, "unauthorized")
 
 
