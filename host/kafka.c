@@ -529,13 +529,22 @@ static int delivered_unconfirmed(const rd_kafka_message_t *m)
 	"acknowledged without an offset (the broker took it for a duplicate of an earlier " \
 	"send, which may never have been written)"
 
+/* Whether a delivery report says the message was written; if not, *error
+ * says why. */
+static int delivery_ok(const rd_kafka_message_t *m, const char **error)
+{
+	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && !delivered_unconfirmed(m);
+	*error = ok                          ? NULL
+	         : delivered_unconfirmed(m) ? KAFKA_UNCONFIRMED
+	                                    : delivery_error(m->err);
+	return ok;
+}
+
 static void rdk_dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	struct kafka_dr *d = m->_private;
-	int ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && !delivered_unconfirmed(m);
-	const char *error = ok                          ? NULL
-	                    : delivered_unconfirmed(m) ? KAFKA_UNCONFIRMED
-	                                               : delivery_error(m->err);
+	const char *error;
+	int ok = delivery_ok(m, &error);
 	if (!d)
 		return;
 	if (d->cb)
@@ -2156,14 +2165,12 @@ static void dlq_wait_release(struct dlq_wait *w)
 static void dlq_delivered(void *opaque, const rd_kafka_message_t *m)
 {
 	struct dlq_wait *w = opaque;
+	const char *error;
 	pthread_mutex_lock(&w->mu);
 	w->done = 1;
-	w->ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR && !delivered_unconfirmed(m);
+	w->ok = delivery_ok(m, &error);
 	w->too_big = m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
-	snprintf(w->error, sizeof w->error, "%s",
-	         w->ok                      ? ""
-	         : delivered_unconfirmed(m) ? KAFKA_UNCONFIRMED
-	                                    : delivery_error(m->err));
+	snprintf(w->error, sizeof w->error, "%s", w->ok ? "" : error);
 	pthread_mutex_unlock(&w->mu);
 	dlq_wait_release(w);
 }

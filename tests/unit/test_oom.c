@@ -1003,7 +1003,7 @@ static int64_t synchronous_now(store *s)
  * next transaction runs at FULL every time. */
 static void test_store_lazy_sync_is_always_undone(void **state)
 {
-	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64], err[256], id[16];
+	char dir[] = "/tmp/evhost-oom-XXXXXX" /* mkdtemp's template */, path[64], err[256], id[16];
 	outbox_row row, *rows = NULL;
 	outbox_done done[1];
 	store *s = NULL;
