@@ -86,6 +86,7 @@ struct relay {
 	/* under the outbox's mu */
 	int removing, detached;
 	int64_t remove_deadline;
+	int flushed; /* relay thread only: being removed, its last rows sent */
 	/* under move_mu (the mover, and the relay thread detaching or stopping) */
 	pthread_mutex_t move_mu;
 	outbox_done *del; /* rows to move (retried when that fails) */
@@ -567,6 +568,35 @@ static void relay_prune(struct relay *r)
 		r->next_prune_ms = now + PRUNE_MIN_EVERY_MS;
 }
 
+/* A relay being removed sends what its outbox holds now, in full batches
+ * until none is left or the drain's time is up, before it is detached: a
+ * request that was in its handler when the drain began may have committed
+ * since the relay last looked (its wake-up and the removal can come in
+ * either order). Not after a failed delivery (rewound, or its row sent
+ * again alone): that row and the later ones wait for the plugin's next
+ * start, in order. Returns 1 when more rows may wait, and on the round it
+ * is done: its detach is then not held up by a wait for other plugins'
+ * delivery reports. */
+static int relay_send_last(outbox *o, struct relay *r)
+{
+	size_t sent;
+	int failed;
+	int64_t deadline;
+	if (r->flushed)
+		return 0;
+	pthread_mutex_lock(&o->mu);
+	deadline = r->remove_deadline;
+	pthread_mutex_unlock(&o->mu);
+	pthread_mutex_lock(&r->mu);
+	failed = r->rewind_to >= 0;
+	pthread_mutex_unlock(&r->mu);
+	if (!failed && r->probe == PROBE_NONE && clock_mono_ms() < deadline &&
+	    relay_send(o, r, &sent))
+		return 1;
+	r->flushed = 1;
+	return 1;
+}
+
 /* One round for one plugin. The outbox is read when a commit woke the
  * relay, when something is owed (rewind, full batch, error), and every
  * IDLE_WAIT_MS in case a wake-up was missed; not on every delivery poll.
@@ -575,7 +605,9 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 {
 	if (stopping || !o->mover_running)
 		relay_delete_done(r); /* no waiting for the mover while draining */
-	if (removing || relay_handle_failure(r))
+	if (removing)
+		return relay_send_last(o, r);
+	if (relay_handle_failure(r))
 		return 0;
 	relay_prune(r);
 	if (r->probe == PROBE_SENT) {
@@ -615,15 +647,17 @@ int64_t outbox_inflight(outbox *o)
 	return n;
 }
 
-/* Detach relays being removed once their messages settled (or their drain
- * time ran out: late reports then only touch the refcounted relay). */
+/* Detach relays being removed once their last rows were sent and their
+ * messages settled (or their drain time ran out: late reports then only
+ * touch the refcounted relay). */
 static void relay_detach_removed(outbox *o)
 {
 	int64_t now = clock_mono_ms();
 	pthread_mutex_lock(&o->mu);
 	for (size_t i = 0; i < o->n;) {
 		struct relay *r = o->relays[i];
-		if (!r->removing || (relay_inflight(r) > 0 && now < r->remove_deadline)) {
+		if (!r->removing ||
+		    ((!r->flushed || relay_inflight(r) > 0) && now < r->remove_deadline)) {
 			i++;
 			continue;
 		}

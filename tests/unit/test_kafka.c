@@ -1133,6 +1133,39 @@ static void test_relay_remove_cuts_delivery_wait_short(void **state)
 	remove_db("other");
 }
 
+/* A plugin removed with rows in its outbox the relay has not looked at (a
+ * request committed them while the drain waited for it, and the removal
+ * came before the commit's wake-up was served: here the wake-up never
+ * comes, and the idle look is far off) has them sent before its relay is
+ * detached. Before, a relay being removed sent nothing more: they stayed
+ * in the outbox until the plugin ran again. */
+static void test_relay_removed_sends_what_was_committed_last(void **state)
+{
+	char a[37], b[37], err[256], path[160];
+	const char *ids[2] = {a, b};
+	evh_plugin other = {.name = (char *)"other"};
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, "30000");
+	snprintf(path, sizeof path, "%s/other.db", fx.dir);
+	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
+	outbox_add_plugin(g.o, &other);
+	usleep(100000); /* its first look, at nothing */
+	outbox_set_idle_wait_ms(10 * WAIT_MS);
+	store_set_commit_hook(other.store, NULL, NULL);
+	events_uuid(a);
+	events_uuid(b);
+	publish_to(other.store, a, "l", "LAST", "{}");
+	publish_to(other.store, b, "l", "LAST", "{}");
+	outbox_remove_plugin(g.o, &other);
+	assert_int_equal(store_outbox_pending(other.store), 0);
+	rig_expect_on_topic(&g, ids, 2);
+	outbox_set_idle_wait_ms(0);
+	rig_stop(&g);
+	store_close(other.store);
+	remove_db("other");
+}
+
 /* A delivery the relay could not record (the disk refused the write) is
  * recorded again after the relay's resend delay: not left pending until
  * the next delivery report or the relay's idle look at the outbox
@@ -3074,6 +3107,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 10},        /* 7.7 */
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 4.2 */
     {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
+    {cmocka_unit_test(test_relay_removed_sends_what_was_committed_last), 3},
     {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 8}, /* 6.1 */
     {cmocka_unit_test(test_relay_records_other_plugins_behind_a_long_transaction), 7},
     {cmocka_unit_test(test_threads_are_named), 1},
