@@ -62,7 +62,7 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 			} else if (!strcmp(verb, "AUTH")) {
 				s->session_auth = 1;
 				s->no_auth_said = 0;
-			} else if (!strcmp(verb, "MAIL") && s->user && !s->session_auth &&
+			} else if (!strcmp(verb, "MAIL") && s->logs_in && !s->session_auth &&
 			           !s->no_auth_said) {
 				s->no_auth_said = 1;
 				s->no_auth_news = 1;
@@ -159,6 +159,7 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 		rc = -2;
 		goto fail;
 	}
+	s->logs_in = s->user || notif_url_has_user(s->url);
 	s->starttls = c->starttls;
 	s->timeout_ms = c->timeout_ms;
 	if (smtp_new_handle(s, err, errlen) < 0)

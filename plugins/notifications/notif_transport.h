@@ -76,6 +76,7 @@ typedef struct notif_smtp {
 	 * already, until a login succeeds again; news for
 	 * notif_smtp_no_auth_news. */
 	int session_auth, no_auth_said, no_auth_news;
+	int logs_in; /* a user: smtp_user, or one in the URL (libcurl logs in with either) */
 } notif_smtp;
 
 /* Check the URL scheme and libcurl's SMTP support, create the handle (the
@@ -92,8 +93,9 @@ void notif_smtp_close(notif_smtp *s);
  * one the server spoke on (an idle timeout's 421) or closed meanwhile. */
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
                                   char *err, size_t errlen);
-/* 1 once after a send with smtp_user set went out without logging in,
- * because the server offered no AUTH (its EHLO listed none): said once
- * until a login happens again. Safe from any thread. */
+/* 1 once after a send with a user (smtp_user, or smtp_url's user@) went
+ * out without logging in, because the server offered no AUTH (its EHLO
+ * listed none): said once until a login happens again. Safe from any
+ * thread. */
 int notif_smtp_no_auth_news(notif_smtp *s);
 #endif

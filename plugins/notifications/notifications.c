@@ -406,10 +406,11 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 		res = notif_smtp_send(&st->smtp, to_addr, msg, len, err, errlen);
 		if (notif_smtp_no_auth_news(&st->smtp))
 			evh_log(st->p, EVH_LOG_WARN,
-			        "smtp: smtp_user is set, but %s offered no AUTH (its EHLO listed "
-			        "none), so mail goes out without logging in; a server that offers "
-			        "AUTH only over TLS needs smtp_starttls = true (said once until a "
-			        "login happens again)",
+			        "smtp: %s, but %s offered no AUTH (its EHLO listed none), so mail "
+			        "goes out without logging in; a server that offers AUTH only over "
+			        "TLS needs smtp_starttls = true (said once until a login happens "
+			        "again)",
+			        st->smtp.user ? "smtp_user is set" : "smtp_url names a user",
 			        st->server_address);
 	} else {
 		unsigned remade = __atomic_load_n(&st->maildir.remade, __ATOMIC_RELAXED);

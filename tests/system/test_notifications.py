@@ -1168,24 +1168,27 @@ def test_a_connection_the_server_closed_while_idle_is_not_reused(evhostd, tmp_pa
         srv.stop()
 
 
-NO_AUTH = "smtp_user is set, but 127.0.0.1 offered no AUTH"
+NO_AUTH = ", but 127.0.0.1 offered no AUTH"
 
 
-def test_a_user_set_for_a_server_that_offers_no_auth_is_warned_of(evhostd, tmp_path,
+@pytest.mark.parametrize("where", ["smtp_user", "smtp_url"])
+def test_a_user_set_for_a_server_that_offers_no_auth_is_warned_of(evhostd, tmp_path, where,
                                                                   unique_name, kafka_bootstrap):
     # libcurl skips AUTH without a word when the server's EHLO lists none:
     # the credentials an admin set would go unused, unseen. The mail still
     # goes out (a relay that trusts this host takes it), and that is said,
-    # once: not again for the next connection's mail.
+    # once: not again for the next connection's mail. libcurl logs in with a
+    # user in the URL as with smtp_user: that one is warned of too.
     srv = RawSmtp(bye="421 4.4.2 raw Error: timeout exceeded")  # a connection per mail
     try:
         pw = tmp_path / "smtp.password"
         pw.write_text("s3cret-Passw0rd\n")
         pw.chmod(0o600)
+        keys = ({"smtp_url": f"smtp://127.0.0.1:{srv.port}", "smtp_user": "mailer",
+                 "smtp_password_file": str(pw)} if where == "smtp_user"
+                else {"smtp_url": f"smtp://mailer@127.0.0.1:{srv.port}"})
         env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
-                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
-                   "smtp_user": "mailer", "smtp_password_file": str(pw), "list_role": ""},
-                  user=False)
+                  {"transport": "smtp", "list_role": "", **keys}, user=False)
         env.created("noauth-1", user_id="u-noauth-1")
         assert env.entry_once("noauth-1", "sent")["attempts"] == 1
         env.created("noauth-2", user_id="u-noauth-2")
@@ -1194,6 +1197,8 @@ def test_a_user_set_for_a_server_that_offers_no_auth_is_warned_of(evhostd, tmp_p
         assert not any(c.upper().startswith("AUTH") for conn in srv.conns for c in conn)
         said = [ln for ln in env.d.log_text().splitlines() if NO_AUTH in ln]
         assert len(said) == 1 and "WARN" in said[0], said
+        assert ("smtp_user is set" if where == "smtp_user"
+                else "smtp_url names a user") + NO_AUTH in said[0], said
         assert "smtp_starttls = true" in said[0]
     finally:
         srv.stop()
