@@ -616,11 +616,12 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		if (deleted < 0)
 			result = retry_db(ev, tx, "reading deleted_recipients");
 		else {
-			evh_log(st->p, EVH_LOG_INFO,
-			        "user %s was deleted before its welcome mail went out: not sent", u.id);
-			/* An earlier attempt's "retrying" would stay in the log for good. */
+			/* An earlier attempt's "retrying" would stay in the log for
+			 * good. Gone before the line says so. */
 			event_log_id(ev, log_id, sizeof log_id);
 			notif_pending_forget_retrying(&st->pending, log_id, 0);
+			evh_log(st->p, EVH_LOG_INFO,
+			        "user %s was deleted before its welcome mail went out: not sent", u.id);
 		}
 		goto out;
 	}
@@ -999,6 +1000,15 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		result = t.retry ? EVH_EVENT_KEEP_AND_RETRY : EVH_EVENT_KEEP_AND_CONTINUE;
 		goto out;
 	}
+	if (!t.stopping && !t.retry && !(t.untried && !last)) {
+		/* Settled (no attempt comes): a recipient deleted since an earlier
+		 * attempt left its mail "retrying" keeps no such entry (the others'
+		 * entries are settled). Gone before the line says the broadcast's
+		 * outcome. */
+		char prefix[ID_MAX + 2];
+		snprintf(prefix, sizeof prefix, "%s:", b.id);
+		notif_pending_forget_retrying(&st->pending, prefix, 1);
+	}
 	evh_log(st->p, t.parked || t.untried ? EVH_LOG_WARN : EVH_LOG_INFO,
 	        "broadcast %s: %d sent, %d already done, %d failed, %d to retry, %d given up "
 	        "for a redrive (attempt %d)",
@@ -1052,13 +1062,6 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		         "last error: %s", t.parked, n, t.last_err);
 		evh_event_set_error(ev, why);
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
-	}
-	if (result != EVH_EVENT_KEEP_AND_RETRY) {
-		/* No attempt comes for a recipient deleted since an earlier one
-		 * left its mail "retrying" (the others' entries are settled). */
-		char prefix[ID_MAX + 2];
-		snprintf(prefix, sizeof prefix, "%s:", b.id);
-		notif_pending_forget_retrying(&st->pending, prefix, 1);
 	}
 out:
 	recipients_free(rs, n);

@@ -1391,14 +1391,16 @@ def outbox_count(state_dir, plugin):
 class JwksRequest:
     """One request a JwksServer received: method, target (path and query as
     sent), version ("HTTP/1.1"), headers ({lower-case name: value}), time
-    (time.monotonic() when it came), done (when its answer was written, or
-    failed to be) and answer (what it was given, e.g. "200 chunked", "500",
-    "200 truncated")."""
+    (time.monotonic() when it came), accepted (when its connection was
+    accepted, before any TLS handshake, whose time varies), done (when its
+    answer was written, or failed to be) and answer (what it was given, e.g.
+    "200 chunked", "500", "200 truncated")."""
 
-    def __init__(self, method, target, version, headers, when):
+    def __init__(self, method, target, version, headers, when, accepted=None):
         self.method, self.target, self.version = method, target, version
         self.headers = headers
         self.time = when
+        self.accepted = when if accepted is None else accepted
         self.done = None
         self.answer = None
 
@@ -1425,7 +1427,16 @@ class _JwksHttpServer(http.server.ThreadingHTTPServer):
     def __init__(self, owner, address, family):
         self.owner = owner
         self.address_family = family
+        self.accepted = threading.local()  # the connection's accept time, per thread
+        self._accept_times = {}  # socket: when accepted, until its thread takes it
         super().__init__(address, _JwksHandler)
+
+    def process_request(self, request, client_address):
+        # On the accepting thread: its time, before the connection's thread
+        # starts and shakes hands.
+        with self.owner._lock:
+            self._accept_times[request] = time.monotonic()
+        super().process_request(request, client_address)
 
     def server_bind(self):
         # HTTPServer's would look the address up with getfqdn(): not needed here.
@@ -1437,6 +1448,7 @@ class _JwksHttpServer(http.server.ThreadingHTTPServer):
         # stalls holds up no other connection.
         owner = self.owner
         with owner._lock:
+            self.accepted.at = self._accept_times.pop(request, None)
             owner.connections += 1
         request.settimeout(10)
         tls = owner.tls
@@ -1570,7 +1582,8 @@ class JwksServer:
 
     def _answer(self, h):
         headers = {k.lower(): v for k, v in h.headers.items()}
-        req = JwksRequest(h.command, h.path, h.request_version, headers, time.monotonic())
+        req = JwksRequest(h.command, h.path, h.request_version, headers, time.monotonic(),
+                          getattr(h.server.accepted, "at", None))
         with self._lock:
             how = self._queue.pop(0) if self._queue else {}
             self._requests.append(req)
