@@ -498,13 +498,28 @@ static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 	return o;
 }
 
-/* {"plugins": [...]} for every plugin. */
+/* {"name": ..., "state": ...} of a plugin a reload is restarting or
+ * stopping: out of the running list meanwhile. */
+static cJSON *plugin_state_json(const char *name, const char *state, int *ok)
+{
+	cJSON *o = cJSON_CreateObject();
+	jsonb_put_str(o, "name", name, ok);
+	jsonb_put_str(o, "state", state, ok);
+	return o;
+}
+
+/* {"plugins": [...]} for every plugin, and those a reload is restarting
+ * or stopping (named, with their state only). */
 static cJSON *plugins_object(host *h, int *ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list = jsonb_put_array(root, "plugins", ok);
 	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; list && i < h->nplugins; i++)
 		jsonb_put(list, NULL, plugin_json(h, h->plugins[i], ok), ok);
+	for (size_t i = 0; list && i < h->nrestarting; i++)
+		jsonb_put(list, NULL, plugin_state_json(h->restarting[i], "restarting", ok), ok);
+	for (size_t i = 0; list && i < h->nretiring; i++)
+		jsonb_put(list, NULL, plugin_state_json(h->retiring[i], "stopping", ok), ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	return root;
 }

@@ -297,6 +297,7 @@ void cfg_free(cfg *c)
 	free(c->sections);
 	free(c->main_file);
 	free(c->confdir);
+	free(c->plugin_dir);
 	memset(c, 0, sizeof *c);
 }
 
@@ -595,6 +596,12 @@ static int cfg_load_dir(cfg *c, diag *d)
 
 int cfg_load(cfg *c, const char *main_file, diag *d)
 {
+	return cfg_load_pinned(c, main_file, NULL, NULL, d);
+}
+
+int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
+                    const char *pinned_plugin_dir, diag *d)
+{
 	const char *confdir;
 	char *base, *text;
 	size_t len;
@@ -604,6 +611,8 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	memset(c, 0, sizeof *c);
 	cfg_nomem = false;
 	c->main_file = xstrdup(main_file);
+	if (pinned_plugin_dir)
+		c->plugin_dir = xstrdup(pinned_plugin_dir);
 	text = read_file(main_file, CFG_MAX_FILE, &len, NULL);
 	if (!text) {
 		if (cfg_nomem)
@@ -616,10 +625,14 @@ int cfg_load(cfg *c, const char *main_file, diag *d)
 	 * checking, so --check-config reports everything in one go. */
 	rc = cfg_parse_text(c, text, len, main_file, d);
 	free(text);
-	confdir = cfg_get(c, "host", "confdir");
-	base = dir_of(main_file);
-	c->confdir = resolve_path(base, confdir && *confdir ? confdir : "conf.d");
-	free(base);
+	if (pinned_confdir) {
+		c->confdir = xstrdup(pinned_confdir);
+	} else {
+		confdir = cfg_get(c, "host", "confdir");
+		base = dir_of(main_file);
+		c->confdir = resolve_path(base, confdir && *confdir ? confdir : "conf.d");
+		free(base);
+	}
 	if (!cfg_nomem && cfg_load_dir(c, d) < 0)
 		rc = -1;
 	if (!cfg_nomem)
@@ -2575,6 +2588,10 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 	}
 	if (!cfg_nomem)
 		check_cross(&x);
+	if (c->plugin_dir && !cfg_nomem) { /* a reload's: the running daemon's */
+		free(s->plugin_dir);
+		s->plugin_dir = xstrdup(c->plugin_dir);
+	}
 	for (size_t i = 0; i < c->nsections && !cfg_nomem; i++) {
 		if (is_plugin_section(c->sections[i].name))
 			plugin_from_section(&x, i);

@@ -38,6 +38,7 @@ typedef struct cfg {
 	size_t n, cap;
 	char *main_file; /* as given */
 	char *confdir;   /* resolved conf.d directory (absolute or relative to main file's dir) */
+	char *plugin_dir; /* cfg_load_pinned's: plugin paths resolved against it, not [host]'s */
 	cfg_section *sections; /* every section seen, in first-seen order */
 	size_t nsections;
 } cfg;
@@ -47,6 +48,12 @@ typedef struct cfg {
  * Returns 0 when the files could be read and parsed, -1 otherwise; out of
  * memory, `d` says so (and not what was read after it). Always cfg_free(). */
 int cfg_load(cfg *c, const char *main_file, diag *d);
+/* cfg_load for a reload: the drop-ins read from `confdir`, and the plugins'
+ * paths resolved (by settings_from_cfg) against `plugin_dir`: the running
+ * daemon's, whatever the main file's [host] says now (those keys take
+ * effect at a restart, as the reload's warning about them says). */
+int cfg_load_pinned(cfg *c, const char *main_file, const char *confdir, const char *plugin_dir,
+                    diag *d);
 void cfg_free(cfg *c);
 /* Parse INI text as if read from `file` (for tests and fuzzers). `c` must be
  * zeroed or hold earlier results: the text is merged on top of them. */

@@ -818,6 +818,14 @@ static char *num(double v)
 	return xasprintf("%.0f", v);
 }
 
+/* Member `name` of `o` as a whole number, "-" without one (a plugin a
+ * reload is stopping or restarting is listed with its state only). */
+static char *num_of(const cJSON *o, const char *name)
+{
+	return cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(o, name)) ? num(json_num(o, name))
+	                                                                 : xasprintf("-");
+}
+
 /* ------------------------------------------------------------- commands */
 
 static int cmd_status(ctl *c)
@@ -889,11 +897,12 @@ static void print_plugins(const cJSON *list)
 	table_row(&t, "NAME", "STATE", "VERSION", "GROUP", "OUTBOX", "EVENTS", "STORAGE",
 	          "SUBSCRIPTIONS");
 	cJSON_ArrayForEach(p, list) {
-		char *subs = subscriptions_text(p), *outbox = num(json_num(p, "outbox_pending"));
-		char *events = num(json_num(p, "events_stored"));
+		char *subs = subscriptions_text(p), *outbox = num_of(p, "outbox_pending");
+		char *events = num_of(p, "events_stored");
 		const char *version = json_str(p, "version"), *storage = json_str(p, "storage");
+		const char *group = json_str(p, "group");
 		table_row(&t, json_str(p, "name"), json_str(p, "state"), *version ? version : "-",
-		          json_str(p, "group"), outbox, events, *storage ? storage : "-",
+		          *group ? group : "-", outbox, events, *storage ? storage : "-",
 		          *subs ? subs : "-");
 		free(subs);
 		free(outbox);
@@ -1137,12 +1146,14 @@ static int wait_state(ctl *c, const char *name, int enable, long long deadline)
 			reply_free(&r);
 			return rc;
 		}
+		/* Only an answer with the list says where the plugin is: another
+		 * (a 500, a 503 while the daemon stops) is asked again. */
 		list = cJSON_GetObjectItemCaseSensitive(r.json, "plugins");
 		if (c->token)
 			state = state_in_list(list, name);
 		else
 			state = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(list, name));
-		rc = state_reached(state, enable);
+		rc = list && state_reached(state, enable);
 		reply_free(&r);
 		if (rc)
 			return 0;

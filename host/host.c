@@ -151,14 +151,18 @@ static void host_list_plugin(host *h, evh_plugin *p)
  * the reload sweep (test_services_oom) fails it like any allocation. */
 static int host_reserve_down(host *h, size_t n)
 {
-	char(*v)[PLUGIN_NAME_MAX + 1], (*r)[PLUGIN_NAME_MAX + 1];
+	char(*v)[PLUGIN_NAME_MAX + 1], (*r)[PLUGIN_NAME_MAX + 1], (*rt)[PLUGIN_NAME_MAX + 1] = NULL;
 	int rc = 0;
 	pthread_mutex_lock(&h->plugins_lock);
-	/* Both arrays hold capdown names at least, whichever realloc fails. */
+	/* The arrays hold capdown names at least, whichever realloc fails. */
 	r = realloc(h->restarting, (n ? n : 1) * sizeof *r);
-	if (r)
+	if (r) {
 		h->restarting = r;
-	v = r ? realloc(h->down, (n ? n : 1) * sizeof *v) : NULL;
+		rt = realloc(h->retiring, (n ? n : 1) * sizeof *rt);
+	}
+	if (rt)
+		h->retiring = rt;
+	v = rt ? realloc(h->down, (n ? n : 1) * sizeof *v) : NULL;
 	if (v) {
 		h->down = v;
 		h->capdown = n;
@@ -203,6 +207,16 @@ static void host_mark_restarting(host *h, const char *name, int on)
 {
 	pthread_mutex_lock(&h->plugins_lock);
 	name_set(h->restarting, &h->nrestarting, h->capdown, name, on);
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+/* A plugin a reload stops for good (`on`) until its drain and fini are
+ * done: "stopping" meanwhile (evhostctl disable waits for it to go). In the
+ * room host_reserve_down made. */
+static void host_mark_stopping(host *h, const char *name, int on)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	name_set(h->retiring, &h->nretiring, h->capdown, name, on);
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
@@ -390,14 +404,31 @@ static int name_in(char *const *v, size_t n, const char *name)
 	return 0;
 }
 
+/* A plugin with required = false left out (its file cannot be loaded, or
+ * its values were refused), named in h->unchecked: a reload keeps its
+ * running instance. Not recorded, a reload would take it for removed and
+ * stop it: out of memory is an error instead, which refuses the reload and
+ * keeps it running. */
+static void host_note_left_out(host *h, const plugin_settings *ps, diag *d)
+{
+	char **v = realloc(h->unchecked, (h->nunchecked + 1) * sizeof *v);
+	if (v) {
+		h->unchecked = v;
+		if ((v[h->nunchecked] = strdup(ps->name))) {
+			h->nunchecked++;
+			return;
+		}
+	}
+	diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
+}
+
 /* The plugin's check of its own values (ABI 1.7), into `d` for a required
  * plugin. One with required = false that fails it is left out with a
- * warning, like one that cannot be loaded, and named in h->unchecked (a
- * reload keeps its running instance). 0 when the plugin stays. */
+ * warning, like one that cannot be loaded (host_note_left_out). 0 when the
+ * plugin stays. */
 static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, diag *d)
 {
 	diag own = {0};
-	char **v;
 	int rc;
 
 	if (ps->required)
@@ -424,17 +455,7 @@ static int host_check_plugin(host *h, evh_plugin *p, const plugin_settings *ps, 
 	log_warn("host", "%s:%d: [%s] skipped (required = false): its values were refused", ps->file,
 	         ps->line, ps->section);
 	diag_free(&own);
-	v = realloc(h->unchecked, (h->nunchecked + 1) * sizeof *v);
-	if (v) {
-		h->unchecked = v;
-		if ((v[h->nunchecked] = strdup(p->name))) {
-			h->nunchecked++;
-			return -1;
-		}
-	}
-	/* Not recorded, a reload would take it for removed and stop it: an
-	 * error instead, which refuses the reload and keeps it running. */
-	diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
+	host_note_left_out(h, ps, d);
 	return -1;
 }
 
@@ -469,7 +490,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		diag_add(d, conf_file, 0, "out of memory");
 		return -1;
 	}
-	if (cfg_load(&h->cfg, conf_file, d) != 0)
+	if (cfg_load_pinned(&h->cfg, conf_file, h->pinned_confdir, h->pinned_plugin_dir, d) != 0)
 		return -1;
 	/* Keep going after host-section errors: the admin wants every problem
 	 * of the configuration in one run, plugin sections included. Not after
@@ -500,11 +521,13 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		if (!p) {
 			/* Out of memory, one with required = false is not left out
 			 * either: a reload would stop it. */
-			if (ps->required || oom)
+			if (ps->required || oom) {
 				diag_add(d, ps->file, ps->line, "[%s] %s", ps->section, err);
-			else
+			} else {
 				log_warn("host", "%s:%d: [%s] skipped (required = false): %s", ps->file,
 				         ps->line, ps->section, err);
+				host_note_left_out(h, ps, d);
+			}
 			continue;
 		}
 		if (host_check_plugin(h, p, ps, d) != 0) {
@@ -1237,6 +1260,10 @@ int host_reload(host *h)
 
 	memset(&next, 0, sizeof next);
 	next.reloading = 1;
+	/* [host] takes effect at a restart (log_restart_only_changes says so
+	 * of a change): these two as well, read where the daemon runs from. */
+	next.pinned_confdir = h->set.confdir;
+	next.pinned_plugin_dir = h->set.plugin_dir;
 	log_info("host", "reloading %s", h->conf_file);
 	stopguard_at("the reload under way (reading the configuration, the plugins' checks)");
 	rc = host_configure(&next, h->conf_file, &d);
@@ -1257,9 +1284,10 @@ int host_reload(host *h)
 		return -1;
 	}
 	diag_free(&d);
-	/* Each plugin of the new configuration may be left off: room to say so
-	 * on /readyz, before anything is applied. */
-	if (host_reserve_down(h, h->ndown + next.nplugins) != 0) {
+	/* Each plugin of the new configuration may be left off, and each one
+	 * running stopped: room to say so on /readyz, before anything is
+	 * applied. */
+	if (host_reserve_down(h, h->ndown + next.nplugins + h->nplugins) != 0) {
 		log_error("host", "reload refused: out of memory; the running configuration stays");
 		host_stop(&next);
 		return -1;
@@ -1284,13 +1312,15 @@ int host_reload(host *h)
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
 		int same_section = n && strcmp(n->signature, p->signature) == 0;
+		char name[PLUGIN_NAME_MAX + 1];
 		if (same_section && plugin_same_build(n, p)) {
 			i++;
 			continue;
 		}
 		if (!n && name_in(next.unchecked, next.nunchecked, p->name)) {
 			log_warn("host", "reload: plugin '%s' (required = false) keeps running as it ran: "
-			                 "its new values were refused",
+			                 "its new build or values were refused (the warning above says "
+			                 "why)",
 			         p->name);
 			i++;
 			continue;
@@ -1309,7 +1339,10 @@ int host_reload(host *h)
 		}
 		if (n)
 			host_mark_restarting(h, p->name, 1);
+		else
+			host_mark_stopping(h, p->name, 1);
 		host_drop_plugin(h, i);
+		snprintf(name, sizeof name, "%s", p->name); /* p is gone after */
 		host_retire_plugin(h, p,
 		                   !n             ? "disabled"
 		                   : same_section ? "its file was replaced (a new build)"
@@ -1317,6 +1350,8 @@ int host_reload(host *h)
 		                       ? "configuration changed"
 		                       : "configuration changed and its file was replaced (a new build)",
 		                   n != NULL);
+		if (!n)
+			host_mark_stopping(h, name, 0);
 		stopped++;
 	}
 	/* A plugin left off by an earlier reload whose section is gone now. */
@@ -1480,6 +1515,9 @@ void host_stop(host *h)
 	free(h->restarting);
 	h->restarting = NULL;
 	h->nrestarting = 0;
+	free(h->retiring);
+	h->retiring = NULL;
+	h->nretiring = 0;
 	for (size_t i = 0; i < h->nunchecked; i++)
 		free(h->unchecked[i]);
 	free(h->unchecked);
@@ -1557,6 +1595,9 @@ int host_ready(host *h, char **json)
 		jsonb_put_str(plugins, h->restarting[i], "restarting", &ok);
 		ready = 0;
 	}
+	/* One a reload is stopping for good: said, the others still serve. */
+	for (size_t i = 0; i < h->nretiring; i++)
+		jsonb_put_str(plugins, h->retiring[i], "stopping", &ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	/* One probe asks the cluster at a time, at most once a second: while
 	 * Kafka is unreachable each answer takes the timeout, and probes must

@@ -64,6 +64,11 @@ typedef struct host {
 	 * plugins_lock; room for capdown names too. */
 	char (*restarting)[PLUGIN_NAME_MAX + 1];
 	size_t nrestarting;
+	/* Plugins a reload is stopping for good (disabled or removed), until
+	 * their drain and fini are done: "stopping" on /readyz and
+	 * /admin/plugins. Under plugins_lock; room for capdown names too. */
+	char (*retiring)[PLUGIN_NAME_MAX + 1];
+	size_t nretiring;
 	char *conf_file;              /* what host_configure read, for reloads */
 	struct admin *admin;          /* admin API state (admin.c) */
 	int lock_fd1;                 /* state_dir lock file descriptor + 1; 0 = none */
@@ -85,6 +90,8 @@ typedef struct host {
 	size_t nunchecked;            /* out: their check refused their values */
 	int reloading;                /* a reload's next configuration: its [log] is applied
 	                               * only once it is taken (host_reload_log) */
+	const char *pinned_confdir;   /* a reload's next configuration: the running */
+	const char *pinned_plugin_dir; /* daemon's (cfg_load_pinned) */
 } host;
 
 /* The API table handed to every plugin (api.c). */

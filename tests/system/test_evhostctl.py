@@ -285,6 +285,37 @@ def test_a_plugin_that_did_not_start_is_reloaded_off_again(evhostd, build_dir, t
     assert d.get("/readyz").status_code == 200
 
 
+def test_a_disable_whose_drain_outlasts_the_timeout_is_not_called_done(evhostd, build_dir,
+                                                                        tmp_path):
+    # A request of the plugin still in its handler holds the reload's drain:
+    # the plugin is out of the running list, but not stopped. It is listed
+    # "stopping" (/admin/plugins, /readyz) until its drain and fini are
+    # done, and evhostctl, whose --timeout runs out meanwhile, says it is not
+    # stopped (exit 1). Before, the plugin's absence from the list was taken
+    # for done: "probe: disabled, stopped", exit 0, its handler still running.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(r=d.post(
+        "/probe/publish?sleep_ms=15000", json={"slow": 1}, timeout=60)))
+    t.start()
+    d.wait_for_log("probe: sleeping 15000 ms", timeout=10)
+    r = ctl(build_dir, d, "disable", "probe", "--timeout", "2")
+    assert_one_error(r, 1, "plugin 'probe' is not stopped after 2 s")
+    states = {p["name"]: p["state"]
+              for p in d.get("/admin/plugins", headers=auth()).json()["plugins"]}
+    assert states == {"hello": "running", "probe": "stopping"}, states
+    ready = d.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["plugins"]["probe"] == "stopping", ready.text
+    listed = ctl(build_dir, d, "plugins")
+    assert re.search(r"^probe +stopping +- +- +- +- +- +-$", listed.stdout, re.M), listed.stdout
+    t.join(60)
+    assert slow["r"].status_code == 200, slow["r"].text
+    d.wait_for_log("reload done: 0 started, 1 stopped, 1 unchanged", timeout=30)
+    names = [p["name"] for p in d.get("/admin/plugins", headers=auth()).json()["plugins"]]
+    assert names == ["hello"]
+    assert "probe" not in d.get("/readyz").json()["plugins"]
+
+
 def test_a_plugin_that_still_runs_after_disable_is_reloaded_as_the_files_say(
         evhostd, build_dir, tmp_path):
     # The other way round: `disable` applied, but the plugin still runs (a

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 import evhost_testlib as lib
@@ -1246,6 +1247,58 @@ def test_a_plugin_not_required_whose_check_fails_keeps_running_at_a_reload(
     assert "draining" not in text, text
     assert "level debug -> info" in text, text
     assert d.get("/readyz").json()["plugins"] == {"user": "running", "notifications": "running"}
+
+
+@pytest.mark.parametrize("how", ["another ABI", "no file"])
+def test_a_plugin_not_required_whose_new_build_cannot_load_keeps_running_at_a_reload(
+        evhostd, build_dir, tmp_path, how):
+    # required = false: a build that cannot be loaded leaves the plugin out
+    # like a refused value. A reload keeps the instance that runs, as it
+    # keeps it for a refused value; before, it took the plugin for disabled
+    # and stopped it ("reload done: 0 started, 1 stopped").
+    installed = tmp_path / "probe.so"
+    shutil.copyfile(fixture_plugin(build_dir, "probe"), installed)
+    d = evhostd(dropins={"20-probe.conf": f"[plugin.probe]\npath = {installed}\n"
+                                          "required = false\nsubscribe = false\n"})
+    assert d.get("/probe/seen").status_code == 200
+    if how == "another ABI":
+        shutil.copyfile(fixture_plugin(build_dir, "wrong_abi_major"), tmp_path / "new.so")
+        os.replace(tmp_path / "new.so", installed)
+    else:
+        installed.unlink()
+    text = reload_log(d, "reload done")
+    assert "skipped (required = false)" in text, text
+    assert ("reload: plugin 'probe' (required = false) keeps running as it ran: its new build "
+            "or values were refused") in text, text
+    assert "draining" not in text and "0 started, 0 stopped, 0 unchanged" in text, text
+    assert d.get("/readyz").json()["plugins"] == {"probe": "running"}
+    assert d.get("/probe/seen").status_code == 200
+
+
+def test_a_reload_keeps_the_plugin_dir_and_confdir_it_started_with(evhostd, build_dir,
+                                                                   tmp_path):
+    # [host] takes effect at a restart, as the reload says of a change:
+    # plugin_dir and confdir too. Before, the reload resolved the plugins'
+    # paths against the new plugin_dir (the copy there taken for a new
+    # build: restarted) and read the new confdir's drop-ins (a plugin only
+    # there started), while it said neither change was applied.
+    other = tmp_path / "other-plugins"
+    other.mkdir()
+    shutil.copyfile(build_dir / "plugins" / "hello.so", other / "hello.so")
+    other_confd = tmp_path / "other-conf.d"
+    other_confd.mkdir()
+    (other_confd / "10-hello.conf").write_text("[plugin.hello]\npath = hello.so\n")
+    (other_confd / "20-probe.conf").write_text(probe_dropin(build_dir))
+    d = evhostd(dropins={"10-hello.conf": "[plugin.hello]\npath = hello.so\n"})
+    conf = d.config_file.read_text()
+    conf = re.sub(r"^plugin_dir = .*$", f"plugin_dir = {other}\nconfdir = {other_confd}", conf,
+                  count=1, flags=re.M)
+    d.config_file.write_text(conf)
+    text = reload_log(d, "reload done")
+    assert "0 started, 0 stopped, 1 unchanged" in text, text
+    assert "reload: [host] plugin_dir changed" in text, text
+    assert "reload: [host] confdir set" in text, text
+    assert d.get("/readyz").json()["plugins"] == {"hello": "running"}
 
 
 def test_a_reload_draining_a_slow_handler_keeps_systemds_watchdog_fed(evhostd, build_dir,
