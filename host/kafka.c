@@ -1439,6 +1439,7 @@ struct consumer {
 	 * RD_KAFKA_OFFSET_INVALID ("error": no start, no lag said). */
 	int64_t reset_to;
 	int64_t polled_ms; /* when the last consumer poll returned (0: none yet) */
+	size_t slot_turn;  /* serve_slots looks from this slot on: each due one gets its turn */
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
@@ -2702,17 +2703,21 @@ static void handle_message(struct consumer *c, rd_kafka_message_t *msg, int atte
 	settle(c, msg, attempt, s, out, sub, err);
 }
 
-/* Act on the first slot that is due. Returns 1 when something was done. */
+/* Act on the next slot that is due, in turn: one due again at once (a
+ * handler that keeps going on, EVH_EVENT_KEEP_AND_CONTINUE) does not keep
+ * the others waiting. Returns 1 when something was done. */
 static int serve_slots(struct consumer *c)
 {
 	int64_t now = clock_mono_ms();
-	for (size_t i = 0; i < c->nslots; i++) {
+	for (size_t k = 0; k < c->nslots; k++) {
+		size_t i = (c->slot_turn + k) % c->nslots;
 		struct retry_slot *s = &c->slots[i];
 		/* A wait for room in the outbox ends once the relay has sent. */
 		int room = s->msg && !s->dead && s->room_below > 0 &&
 		           store_outbox_pending(c->p->store) < s->room_below;
 		if (s->due_ms > now && !room)
 			continue;
+		c->slot_turn = i + 1;
 		if (!s->msg)
 			slot_resume(c, s);
 		else if (s->dead)
@@ -3891,9 +3896,16 @@ static void *consumer_main(void *arg)
 			busy_step(c, "seeking for a replay", t0);
 			continue;
 		}
+		/* Slots due one after another (a long KEEP_AND_CONTINUE chain, the
+		 * retries of many partitions) do not starve the poll: past
+		 * max.poll.interval.ms librdkafka would take the consumer out of
+		 * its group (the chain's event then handled by another member as
+		 * well), and the other partitions' events would wait. At most
+		 * every POLL_MS the rest of the round runs too. */
 		if (serve_slots(c)) {
 			busy_step(c, "on a retry or a dead letter", t0);
-			continue;
+			if (clock_mono_ms() - c->polled_ms < POLL_MS)
+				continue;
 		}
 		if ((c->stored >= COMMIT_EVERY_MSGS ||
 		     clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) &&

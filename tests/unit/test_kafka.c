@@ -116,6 +116,8 @@ static int record(const evh_event *ev, int filtered)
 
 static int count_calls(const char *id, int filtered);
 
+#define GO_ON_SLOWLY_CALLS 40
+
 /* Writes a row in the handler's transaction, so tests can see that retried
  * attempts were rolled back and the final one committed. */
 static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
@@ -152,6 +154,10 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 	}
 	if (!strcmp(type, "GO_ON_FOUR_TIMES") && count_calls(kafka_ev_id(ev), 0) < 5) {
 		kafka_ev_set_error(ev, "a part done");
+		return EVH_EVENT_KEEP_AND_CONTINUE;
+	}
+	if (!strcmp(type, "GO_ON_SLOWLY") && count_calls(kafka_ev_id(ev), 0) < GO_ON_SLOWLY_CALLS) {
+		usleep(50000); /* a part of a long list: 2 s in all */
 		return EVH_EVENT_KEEP_AND_CONTINUE;
 	}
 	if (!strcmp(type, "KEEP_ME") && !kafka_ev_header(ev, "evhost_redrive")) {
@@ -2252,6 +2258,38 @@ static void test_keep_and_continue(void **state)
 		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
 }
 
+/* A long KEEP_AND_CONTINUE chain (40 calls, 2 s) does not hold up the
+ * consumer: it polls between calls (librdkafka takes a member that has not
+ * polled for max.poll.interval.ms out of its group, and the chain's event
+ * then comes back to another member), and events of the plugin's other
+ * partitions are handled meanwhile. Before, the chain's calls ran back to
+ * back: nothing else was handled, nor polled, until it ended. */
+static void test_keep_and_continue_lets_other_partitions_through(void **state)
+{
+	char chain[37], others[8][37], key[16];
+	int32_t chain_part;
+	int other = -1;
+	(void)state;
+	events_uuid(chain);
+	publish(chain, "go-on-slowly", "GO_ON_SLOWLY", "{}");
+	assert_int_equal(wait_calls(chain, 1), 1);
+	chain_part = rec.calls[call_index(chain, 0)].partition;
+	for (int i = 0; i < 8; i++) {
+		events_uuid(others[i]);
+		snprintf(key, sizeof key, "beside-%d", i);
+		publish(others[i], key, "USER_CREATED", "{}");
+	}
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(wait_calls(others[i], 1), 1);
+	for (int i = 0; i < 8 && other < 0; i++)
+		if (rec.calls[call_index(others[i], 0)].partition != chain_part)
+			other = i;
+	assert_true(other >= 0); /* eight keys, not all on the chain's partition */
+	assert_int_equal(wait_calls(chain, GO_ON_SLOWLY_CALLS), GO_ON_SLOWLY_CALLS);
+	assert_true(call_index(others[other], 0) < call_index(chain, GO_ON_SLOWLY_CALLS - 1));
+	assert_int_equal(inbox_has(chain), 1);
+}
+
 /* KEEP_AND_RETRY at every attempt: dead-lettered after the last, as a
  * RETRY is, with every attempt's writes kept and no inbox record (its
  * redriven copy runs again). */
@@ -3128,6 +3166,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_and_retry), 9},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
     {cmocka_unit_test(test_keep_and_continue), 8},
+    {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},        /* 8.6 */
     {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 1}, /* 17.5 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 6}, /* 3.3 */
