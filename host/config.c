@@ -2569,6 +2569,35 @@ static void check_cross(set_ctx *x)
 		         s->trace_batch_size, s->trace_queue_size);
 }
 
+/* Two enabled plugins in one consumer group would split the partitions of
+ * the topics they share between them (each missing the events the other
+ * gets), share committed offsets, and rebalance each other at every reload
+ * of one: refused, at the second one's group (or section) line. */
+static void check_groups(set_ctx *x)
+{
+	const settings *s = x->s;
+	for (size_t j = 0; j < s->nplugins; j++) {
+		const plugin_settings *b = &s->plugins[j];
+		if (!b->enabled || !b->group)
+			continue;
+		for (size_t i = 0; i < j; i++) {
+			const plugin_settings *a = &s->plugins[i];
+			const cfg_entry *ea, *eb;
+			if (!a->enabled || !a->group || strcmp(a->group, b->group) != 0)
+				continue;
+			ea = cfg_find(x->c, a->section, "group");
+			eb = cfg_find(x->c, b->section, "group");
+			diag_add(x->d, eb ? eb->file : b->file, eb ? eb->line : b->line,
+			         "[%s] group = %s: plugin '%s' (%s:%d) consumes in that group too; two "
+			         "plugins in one group split its topics' partitions between them, each "
+			         "missing the events the other gets: give each its own group",
+			         b->section, b->group, a->name, ea ? ea->file : a->file,
+			         ea ? ea->line : a->line);
+			break;
+		}
+	}
+}
+
 int settings_from_cfg(const cfg *c, settings *s, diag *d)
 {
 	set_ctx x = {.c = c, .s = s, .d = d};
@@ -2596,6 +2625,8 @@ int settings_from_cfg(const cfg *c, settings *s, diag *d)
 		if (is_plugin_section(c->sections[i].name))
 			plugin_from_section(&x, i);
 	}
+	if (!cfg_nomem)
+		check_groups(&x);
 	free(x.base);
 	if (cfg_nomem) {
 		say_nomem(d, c->main_file, n0);

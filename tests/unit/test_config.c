@@ -1273,6 +1273,31 @@ static void test_plugin_section_errors(void **state)
 	assert_int_equal(f->s.nplugins, 1);
 }
 
+/* Two enabled plugins in one consumer group are refused at the second
+ * one's group line, naming the first; a disabled one does not count. A
+ * default group (evhost.NAME) counts as any other. */
+static void test_plugin_groups_are_their_own(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[plugin.a]\ngroup = shared\n"
+	                                       "[plugin.b]\npath = b.so\ngroup = shared\n"
+	                                       "[plugin.c]\nenabled = false\ngroup = shared\n"
+	                                       "[plugin.d]\n[plugin.e]\ngroup = evhost.d\n",
+	                             "g.conf"),
+	                 -1);
+	assert_diag(&f->d, "g.conf:7: [plugin.b] group = shared: plugin 'a' (g.conf:4) consumes "
+	                   "in that group too; two plugins in one group split its topics' "
+	                   "partitions between them, each missing the events the other gets: give "
+	                   "each its own group");
+	assert_diag(&f->d, "g.conf:13: [plugin.e] group = evhost.d: plugin 'd' (g.conf:11) "
+	                   "consumes in that group too; two plugins in one group split its topics' "
+	                   "partitions between them, each missing the events the other gets: give "
+	                   "each its own group");
+	assert_int_equal(f->d.n, 2);
+}
+
 /* --------------------------------------------------------- schema checks */
 
 static const evh_config_key test_schema[] = {
@@ -1910,6 +1935,7 @@ int main(void)
 	    T(test_jwt_secret_errors),
 	    T(test_plugin_sections),
 	    T(test_plugin_section_errors),
+	    T(test_plugin_groups_are_their_own),
 	    T(test_validate_section),
 	    T(test_validate_types),
 	    T(test_validate_missing_section),
