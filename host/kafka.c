@@ -1443,6 +1443,9 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
+	/* The event dispatch last handled in a batch's transaction was one
+	 * handled before (the inbox said so): counted once the batch commits. */
+	int last_duplicate;
 	/* In rd_kafka_consumer_close, whose rebalance callbacks run on this
 	 * thread (so no lock): see rdk_rebalance_cb's revoke. */
 	int closing;
@@ -1891,7 +1894,6 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 	if (!claimed) {
 		ev->duplicate = 1;
 		log_debug(KAFKA_LOG, "%s: event %s already handled, skipped", p->name, ev->id);
-		metrics_event_handled(p->name, ev->topic, METRICS_EVENT_DUPLICATE);
 		store_tx_savepoint_rollback(tx); /* nothing was written */
 		return OUT_DONE;
 	}
@@ -1931,8 +1933,14 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
-	metrics_event_handled(p->name, ev->topic, METRICS_EVENT_OK);
-	return OUT_DONE;
+	return OUT_DONE; /* counted once its transaction commits */
+}
+
+/* An event handled (or found handled before) and committed, counted. */
+static void count_done(struct consumer *c, const char *topic, int duplicate)
+{
+	metrics_event_handled(c->p->name, topic,
+	                      duplicate ? METRICS_EVENT_DUPLICATE : METRICS_EVENT_OK);
 }
 
 /* run_handlers for one event in a transaction of its own (retries, and a
@@ -1943,8 +1951,10 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 	evh_tx *tx = NULL;
 	enum outcome out;
 	*sub = first;
+	store_thread_error_clear();
 	if (store_tx_begin(c->p->store, &tx) != EVH_OK) {
-		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction");
+		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction%s%s",
+		         store_thread_error()[0] ? ": " : "", store_thread_error());
 		return OUT_RETRY;
 	}
 	out = run_handlers(c, ev, tx, first, sub);
@@ -1952,10 +1962,14 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 		store_tx_rollback(tx);
 		return out;
 	}
+	store_thread_error_clear();
 	if (store_tx_commit(tx) != EVH_OK) {
-		snprintf(ev->error, sizeof ev->error, "storage: commit failed");
+		snprintf(ev->error, sizeof ev->error, "storage: commit failed%s%s",
+		         store_thread_error()[0] ? ": " : "", store_thread_error());
 		return OUT_RETRY;
 	}
+	if (out == OUT_DONE)
+		count_done(c, ev->topic, ev->duplicate);
 	return out;
 }
 
@@ -2056,6 +2070,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	int at_place = 0;
 	*sub = 0;
 	c->attempt_full = 0;
+	c->last_duplicate = 0;
 	if (event_build(&ev, msg, attempt)) {
 		snprintf(err, errlen, "out of memory");
 		event_free(&ev);
@@ -2090,6 +2105,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		process_span_begin(&span, c, &ev);
 		out = tx ? run_handlers(c, &ev, tx, first, sub)
 		         : run_handlers_alone(c, &ev, first, sub);
+		c->last_duplicate = ev.duplicate;
 		if (crashed)
 			crash_record_clear(); /* it did not crash on it this time */
 		/* A full outbox waits as a full database does: the relay makes
@@ -3004,9 +3020,12 @@ static void handle_unbuffered(struct consumer *c, rd_kafka_message_t *msg)
 {
 	const char *topic = rd_kafka_topic_name(msg->rkt);
 	struct pbuf *b = pbuf_find(c, topic, msg->partition);
-	while (b && b->n && !slot_find(c, topic, msg->partition))
+	while (b && b->n && !slot_find(c, topic, msg->partition) && !atomic_load(&c->stop))
 		handle_message(c, pbuf_pop(c, b), 1, NULL);
-	if (slot_find(c, topic, msg->partition))
+	/* Stopping, the message before may have been left (a retry made in
+	 * place, out of memory, cut short): this one is not handled after it,
+	 * nor its offset stored past it. It comes again after the start. */
+	if (slot_find(c, topic, msg->partition) || atomic_load(&c->stop))
 		rd_kafka_message_destroy(msg);
 	else
 		handle_message(c, msg, 1, NULL);
@@ -3095,14 +3114,20 @@ static void fill_buffers(struct consumer *c, int timeout_ms, int max)
 static void batch_redo(struct consumer *c, rd_kafka_message_t **msgs, size_t n,
                        rd_kafka_message_t *failed, int status)
 {
-	log_warn(KAFKA_LOG, "%s: committing a batch of %zu event(s) failed (storage error %d); "
-	                    "handling them one at a time",
-	         plugin_label(c), n + (failed != NULL), status);
+	char why[64];
+	snprintf(why, sizeof why, "storage error %d", status);
+	log_warn(KAFKA_LOG, "%s: committing a batch of %zu event(s) failed (%s); handling them "
+	                    "one at a time",
+	         plugin_label(c), n + (failed != NULL),
+	         store_thread_error()[0] ? store_thread_error() : why);
 	for (size_t i = 0; i <= n; i++) {
 		rd_kafka_message_t *m = i < n ? msgs[i] : failed;
 		if (!m)
 			continue;
-		if (slot_find(c, rd_kafka_topic_name(m->rkt), m->partition))
+		/* Stopping: one before may have been left (a retry made in place,
+		 * out of memory, cut short); none after it is handled, nor its
+		 * offset stored past it. They come again after the start. */
+		if (slot_find(c, rd_kafka_topic_name(m->rkt), m->partition) || atomic_load(&c->stop))
 			rd_kafka_message_destroy(m);
 		else
 			handle_message(c, m, 1, NULL);
@@ -3130,6 +3155,7 @@ void kafka_set_batch_time_us(int us)
 static void handle_batch(struct consumer *c, struct pbuf *b)
 {
 	rd_kafka_message_t *done[BATCH_MAX], *failed = NULL;
+	unsigned char dup[BATCH_MAX];
 	int64_t deadline = now_us() + atomic_load(&batch_time_us);
 	enum outcome out = OUT_DONE;
 	char err[512] = "";
@@ -3147,10 +3173,12 @@ static void handle_batch(struct consumer *c, struct pbuf *b)
 			failed = msg;
 			break;
 		}
+		dup[n] = (unsigned char)c->last_duplicate;
 		done[n++] = msg;
 		if (n == BATCH_MAX || now_us() >= deadline || atomic_load(&c->stop))
 			break;
 	}
+	store_thread_error_clear();
 	if (!n && !outcome_commits(out)) {
 		store_tx_rollback(tx);
 	} else if ((status = store_tx_commit(tx)) != EVH_OK) {
@@ -3158,8 +3186,10 @@ static void handle_batch(struct consumer *c, struct pbuf *b)
 		return;
 	}
 	store_offsets(c, done, n);
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		count_done(c, rd_kafka_topic_name(done[i]->rkt), dup[i]);
 		rd_kafka_message_destroy(done[i]);
+	}
 	if (failed)
 		settle(c, failed, 1, NULL, out, sub, err);
 }

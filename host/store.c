@@ -1835,6 +1835,7 @@ static int tx_alive(evh_tx *tx)
 
 int store_tx_begin(store *s, evh_tx **out)
 {
+	char why[256];
 	evh_tx *tx;
 	int status;
 
@@ -1850,8 +1851,11 @@ int store_tx_begin(store *s, evh_tx **out)
 		free(tx);
 		return status;
 	}
-	status = begin_immediate(s, NULL, 0);
+	status = begin_immediate(s, why, sizeof why);
 	if (status) {
+		/* Said by the caller (store_thread_error), with the file. */
+		snprintf(thread_error, sizeof thread_error, "%s: BEGIN: %s",
+		         sqlite3_db_filename(s->db, "main"), why);
 		store_unlock(s);
 		free(tx);
 		return status;
@@ -2176,6 +2180,7 @@ static int member_end(evh_tx *tx, int keep)
 
 int store_tx_commit(evh_tx *tx)
 {
+	char why[256];
 	sqlite3 *db;
 	int status;
 
@@ -2191,10 +2196,13 @@ int store_tx_commit(evh_tx *tx)
 		tx_finish(tx, 0);
 		return status;
 	}
-	status = host_simple(tx->s, "COMMIT", NULL, 0);
-	if (status)
+	status = host_simple(tx->s, "COMMIT", why, sizeof why);
+	if (status) {
+		/* Said by the caller (store_thread_error), with the file. */
+		snprintf(thread_error, sizeof thread_error, "%s: COMMIT: %s",
+		         sqlite3_db_filename(db, "main"), why);
 		rollback_if_open(db);
-	else
+	} else
 		full_clear(tx->s, "writes succeed again");
 	tx_finish(tx, status == EVH_OK);
 	return status;
