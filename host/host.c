@@ -1093,7 +1093,13 @@ int host_start(host *h)
 	h->trace_tls = NULL;
 	h->tracing = 1;
 	for (size_t i = 0; i < h->nplugins;) {
-		int rc = host_start_plugin(h, h->plugins[i]);
+		int rc;
+		if (atomic_load(&h->start_stop)) {
+			log_info("host", "the start ends here, a stop was asked: %zu plugin%s not started",
+			         h->nplugins - i, h->nplugins - i == 1 ? "" : "s");
+			return 1;
+		}
+		rc = host_start_plugin(h, h->plugins[i]);
 		if (rc < 0)
 			return -1;
 		if (rc > 0) {

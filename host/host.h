@@ -53,6 +53,8 @@ typedef struct host {
 	struct http_server *http;
 	struct outbox *outbox;
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
+	atomic_int start_stop;        /* a stop asked during host_start (its signal): no further
+	                               * plugin is started */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
 	pthread_cond_t plugins_cv;    /* a plugin's pins went to 0 (host_unpin_plugin) */
 	/* Required plugins a reload could not start (readyz), under plugins_lock
@@ -109,7 +111,9 @@ int host_configure(host *h, const char *conf_file, diag *d);
  * each to `out`, as warnings. Returns how many. */
 size_t host_check_disabled(host *h, FILE *out);
 /* Start Kafka, the outbox relay, each plugin (store + init + consumer), then
- * HTTP. Returns 0, or -1 after logging why (a required plugin failed). */
+ * HTTP. Returns 0, -1 after logging why (a required plugin failed), or 1
+ * when a stop was asked meanwhile (h->start_stop): the plugins after the
+ * one starting then are not started, nor HTTP; host_stop stops the rest. */
 int host_start(host *h);
 /* Orderly stop: HTTP drains, consumers commit and leave, the relay flushes
  * the outboxes, plugins' fini runs. Frees everything. */

@@ -82,16 +82,21 @@ static struct timespec wait_slice(uint64_t *usec)
 }
 
 /* A reload runs on the main thread, which takes no signal meanwhile; its
- * drain waits for the handlers it stops, however long they run. This
- * thread takes SIGTERM and SIGINT for it: the stop is asked at once (the
- * guard armed: the reload and the stop after it end within [host]
- * stop_timeout and STOP_GRACE_MS), and begins when the reload ends. SIGHUP
- * stays pending for the main thread's next wait. The main thread wakes it
- * with WATCH_WAKE_SIG when the reload ends, so that the next signal (a
- * SIGHUP or SIGTERM right after) is not held for the rest of a slice. */
+ * drain waits for the handlers it stops, however long they run. So does the
+ * start, whose plugins' init may run long migrations. This thread takes
+ * SIGTERM and SIGINT for them: the stop is asked at once (the guard armed:
+ * the reload, or the start's plugin under way, and the stop after it end
+ * within [host] stop_timeout and STOP_GRACE_MS), and begins when the reload
+ * ends (the start: once the plugin starting then is started, the others
+ * left). SIGHUP stays pending for the main thread's next wait. The main
+ * thread wakes it with WATCH_WAKE_SIG when it is done, so that the next
+ * signal (a SIGHUP or SIGTERM right after) is not held for the rest of a
+ * slice. */
 struct reload_watch {
 	atomic_int done;
 	int sig, budget_ms;
+	const char *during, *then; /* "a reload", "once the reload ends" */
+	atomic_int *asked;         /* set to the signal when one comes (NULL: none) */
 };
 
 /* Blocked in every thread (block_signals), sent only to the watcher: the
@@ -118,15 +123,39 @@ static void *reload_watch_main(void *arg)
 		if (sig != SIGTERM && sig != SIGINT)
 			continue;
 		if (w->sig) {
-			log_info("host", "%s during a reload: already stopping once it ends", name);
+			log_info("host", "%s during %s: already stopping %s", name, w->during, w->then);
 			continue;
 		}
 		w->sig = sig;
-		log_info("host", "%s during a reload: stopping once the reload ends", name);
-		sd_notify(0, "STOPPING=1\nSTATUS=stopping after the reload under way");
+		if (w->asked)
+			atomic_store(w->asked, sig);
+		log_info("host", "%s during %s: stopping %s", name, w->during, w->then);
+		sd_notifyf(0, "STOPPING=1\nSTATUS=stopping after %s under way", w->during);
 		stopguard_arm(w->budget_ms, name);
 	}
 	return NULL;
+}
+
+/* The watcher for `w` (its thread in *t); 1 when it runs. */
+static int watch_begin(struct reload_watch *w, pthread_t *t)
+{
+	if (pthread_create(t, NULL, reload_watch_main, w) == 0)
+		return 1;
+	log_warn("host", "cannot start the thread that takes SIGTERM during %s: a stop asked "
+	                 "meanwhile waits for its end",
+	         w->during);
+	return 0;
+}
+
+static void watch_end(struct reload_watch *w, pthread_t t, int watching)
+{
+	if (!watching)
+		return;
+	atomic_store(&w->done, 1);
+	/* Pending for the watcher if it is not waiting yet: its next
+	 * sigtimedwait returns at once and sees `done`. */
+	pthread_kill(t, WATCH_WAKE_SIG);
+	pthread_join(t, NULL);
 }
 
 static int stop_budget_ms(const host *h)
@@ -142,7 +171,9 @@ static int stop_budget_ms(const host *h)
  * Returns SIGTERM or SIGINT when one came during the reload, else 0. */
 static int reload(host *h, uint64_t usec)
 {
-	struct reload_watch w = {.budget_ms = stop_budget_ms(h)};
+	struct reload_watch w = {.budget_ms = stop_budget_ms(h),
+	                         .during = "a reload",
+	                         .then = "once the reload ends"};
 	struct timespec now;
 	pthread_t watcher;
 	int rc, watching;
@@ -155,20 +186,11 @@ static int reload(host *h, uint64_t usec)
 		sd_notifyf(0, "WATCHDOG=1\nWATCHDOG_USEC=%llu", RELOAD_WATCHDOG_USEC);
 	else if (usec)
 		sd_notify(0, "WATCHDOG=1");
-	watching = pthread_create(&watcher, NULL, reload_watch_main, &w) == 0;
-	if (!watching)
-		log_warn("host", "reload: cannot start the thread that takes SIGTERM meanwhile: a "
-		                 "stop asked during this reload waits for its end");
+	watching = watch_begin(&w, &watcher);
 	admin_reload_begin(h);
 	rc = host_reload(h);
 	admin_reload_end(h, rc);
-	if (watching) {
-		atomic_store(&w.done, 1);
-		/* Pending for the watcher if it is not waiting yet: its next
-		 * sigtimedwait returns at once and sees `done`. */
-		pthread_kill(watcher, WATCH_WAKE_SIG);
-		pthread_join(watcher, NULL);
-	}
+	watch_end(&w, watcher, watching);
 	if (w.sig)
 		return w.sig;
 	if (usec && usec < RELOAD_WATCHDOG_USEC)
@@ -358,19 +380,36 @@ int main(int argc, char **argv)
 	diag_free(&d);
 	log_setup(h.set.log_level, h.set.log_fmt);
 
-	if (host_start(&h) != 0) {
+	/* A plugin's init may run long migrations: a stop asked meanwhile is
+	 * taken at once (said, the guard armed), and the start ends after the
+	 * plugin under way. */
+	struct reload_watch start_watch = {
+	    .budget_ms = stop_budget_ms(&h),
+	    .during = "the start",
+	    .then = "once the plugin starting now has started (the others are left)",
+	    .asked = &h.start_stop};
+	pthread_t start_watcher;
+	int start_watching = watch_begin(&start_watch, &start_watcher);
+
+	rc = host_start(&h);
+	watch_end(&start_watch, start_watcher, start_watching);
+	if (rc < 0) {
 		sd_notify(0, "STATUS=start failed, see the log");
 		host_stop(&h);
 		return leave(1);
 	}
-	/* systemd (Type=notify) treats the unit as started only now, so units
-	 * ordered after evhostd find its routes and consumers up. */
-	sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s on %s", h.nplugins,
-	           h.nplugins == 1 ? "" : "s", h.set.http_listen);
-	/* Waiting for signals can only fail on a bug (sigtimedwait's EINVAL):
-	 * stopped then, but not cleanly, so that systemd's Restart=on-failure
-	 * starts it again. */
-	sig = wait_for_stop(&h);
+	if (start_watch.sig) {
+		sig = start_watch.sig;
+	} else {
+		/* systemd (Type=notify) treats the unit as started only now, so
+		 * units ordered after evhostd find its routes and consumers up. */
+		sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s on %s", h.nplugins,
+		           h.nplugins == 1 ? "" : "s", h.set.http_listen);
+		/* Waiting for signals can only fail on a bug (sigtimedwait's
+		 * EINVAL): stopped then, but not cleanly, so that systemd's
+		 * Restart=on-failure starts it again. */
+		sig = wait_for_stop(&h);
+	}
 	rc = sig < 0 ? 1 : 0;
 	sd_notify(0, "STOPPING=1\nSTATUS=stopping: draining requests, committing offsets");
 	/* A handler that does not return would hold the stop for good. */

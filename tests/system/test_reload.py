@@ -354,6 +354,28 @@ def test_sigterm_during_a_reload_stops_cleanly_once_the_reload_ends(evhostd, bui
     assert "exiting now" not in text
 
 
+def test_a_stop_asked_during_the_start_ends_it_after_the_plugin_under_way(evhostd, build_dir):
+    # SIGTERM while a plugin's init runs (a long migration, here a sleep):
+    # taken at once and said, the start ends once that plugin has started,
+    # the one after it is not started, and the daemon stops cleanly. Before,
+    # the signal waited for the whole start (systemd's TimeoutStopSec then
+    # killed a daemon whose migrations outlasted it, saying only "timeout").
+    probe = fixture_plugin(build_dir, "probe")
+    slow = "routes = false\nsubscribe = false\ninit_sleep_ms = 3000\n"
+    d = evhostd(dropins={"20-a.conf": f"[plugin.a]\npath = {probe}\n{slow}",
+                         "30-b.conf": f"[plugin.b]\npath = {probe}\n{slow}"}, wait=False)
+    d.wait_for_log("probe: init sleeping 3000 ms", timeout=30)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert ("SIGTERM during the start: stopping once the plugin starting now has started (the "
+            "others are left)") in text, text
+    assert "the start ends here, a stop was asked: 1 plugin not started" in text, text
+    assert "plugin 'a' 1.0 running" in text and "plugin 'b'" not in text, text
+    assert text.count("probe: init sleeping") == 1 and "ready:" not in text, text
+    assert text.rstrip().endswith("stopped"), text
+
+
 def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhostd, build_dir,
                                                                          tmp_path, kafka_bootstrap,
                                                                          unique_name):
@@ -369,12 +391,12 @@ def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhost
     hold = hold_probe_in_a_reload(d, build_dir)
     try:
         assert not switch.exists()  # the watcher's was the thread failed
-        assert ("reload: cannot start the thread that takes SIGTERM meanwhile: a stop asked "
-                "during this reload waits for its end") in d.log_text(), d.log_tail()
+        assert ("cannot start the thread that takes SIGTERM during a reload: a stop asked "
+                "meanwhile waits for its end") in d.log_text(), d.log_tail()
         d.send_signal(signal.SIGTERM)
         time.sleep(1)
         assert d.proc.poll() is None
-        assert "SIGTERM during" not in d.log_text(), d.log_tail()
+        assert "SIGTERM during a reload: stopping" not in d.log_text(), d.log_tail()
         assert "SIGTERM: stopping" not in d.log_text(), d.log_tail()
     finally:
         hold.unlink()
