@@ -2588,7 +2588,7 @@ static void check_groups(set_ctx *x)
 			ea = cfg_find(x->c, a->section, "group");
 			eb = cfg_find(x->c, b->section, "group");
 			diag_add(x->d, eb ? eb->file : b->file, eb ? eb->line : b->line,
-			         "[%s] group = %s: plugin '%s' (%s:%d) consumes in that group too; two "
+			         "[%s] group = %s: plugin '%s' (%s:%d) is in that group too; two "
 			         "plugins in one group split its topics' partitions between them, each "
 			         "missing the events the other gets: give each its own group",
 			         b->section, b->group, a->name, ea ? ea->file : a->file,

@@ -210,21 +210,39 @@ static void host_mark_restarting(host *h, const char *name, int on)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* A plugin a reload stops for good (`on`) until its drain and fini are
- * done: "stopping" meanwhile (evhostctl disable waits for it to go). In the
- * room host_reserve_down made. */
-static void host_mark_stopping(host *h, const char *name, int on)
+/* A plugin a reload stopped for good, its drain and fini done: no longer
+ * "stopping" (evhostctl disable waits for that). */
+static void host_unmark_stopping(host *h, const char *name)
 {
 	pthread_mutex_lock(&h->plugins_lock);
-	name_set(h->retiring, &h->nretiring, h->capdown, name, on);
+	name_set(h->retiring, &h->nretiring, h->capdown, name, 0);
 	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+static void host_drop_plugin_locked(host *h, size_t i)
+{
+	memmove(&h->plugins[i], &h->plugins[i + 1], (h->nplugins - i - 1) * sizeof *h->plugins);
+	h->nplugins--;
 }
 
 static void host_drop_plugin(host *h, size_t i)
 {
 	pthread_mutex_lock(&h->plugins_lock);
-	memmove(&h->plugins[i], &h->plugins[i + 1], (h->nplugins - i - 1) * sizeof *h->plugins);
-	h->nplugins--;
+	host_drop_plugin_locked(h, i);
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+/* A reload takes plugin i out of the list to restart it (`restart`) or
+ * stop it for good, naming it "restarting" or "stopping" in the same hold
+ * of the lock: /readyz and /admin/plugins never list it twice. */
+static void host_drop_plugin_to_retire(host *h, size_t i, int restart)
+{
+	pthread_mutex_lock(&h->plugins_lock);
+	if (restart)
+		name_set(h->restarting, &h->nrestarting, h->capdown, h->plugins[i]->name, 1);
+	else
+		name_set(h->retiring, &h->nretiring, h->capdown, h->plugins[i]->name, 1);
+	host_drop_plugin_locked(h, i);
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
@@ -1343,11 +1361,7 @@ int host_reload(host *h)
 				                 "configuration fail: %s",
 				         p->name, err);
 		}
-		if (n)
-			host_mark_restarting(h, p->name, 1);
-		else
-			host_mark_stopping(h, p->name, 1);
-		host_drop_plugin(h, i);
+		host_drop_plugin_to_retire(h, i, n != NULL);
 		snprintf(name, sizeof name, "%s", p->name); /* p is gone after */
 		host_retire_plugin(h, p,
 		                   !n             ? "disabled"
@@ -1357,7 +1371,7 @@ int host_reload(host *h)
 		                       : "configuration changed and its file was replaced (a new build)",
 		                   n != NULL);
 		if (!n)
-			host_mark_stopping(h, name, 0);
+			host_unmark_stopping(h, name);
 		stopped++;
 	}
 	/* A plugin left off by an earlier reload whose section is gone now. */

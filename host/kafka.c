@@ -3934,7 +3934,8 @@ static void *consumer_main(void *arg)
 		 * every POLL_MS the rest of the round runs too. */
 		if (serve_slots(c)) {
 			busy_step(c, "on a retry or a dead letter", t0);
-			if (clock_mono_ms() - c->polled_ms < POLL_MS)
+			/* A stop asked meanwhile: no new event is handed out. */
+			if (atomic_load(&c->stop) || clock_mono_ms() - c->polled_ms < POLL_MS)
 				continue;
 		}
 		if ((c->stored >= COMMIT_EVERY_MSGS ||

@@ -87,6 +87,8 @@ struct relay {
 	int removing, detached;
 	int64_t remove_deadline;
 	int flushed; /* relay thread only: being removed, its last rows sent */
+	int64_t send_until; /* relay thread only: being removed, a full queue is waited for
+	                     * until then (0: no bound but the stop's) */
 	/* under move_mu (the mover, and the relay thread detaching or stopping) */
 	pthread_mutex_t move_mu;
 	outbox_done *del; /* rows to move (retried when that fails) */
@@ -430,7 +432,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 		rc = relay_produce(o, r, &rows[i]);
 		if (rc == EVH_EBUSY) { /* local queue full: let deliveries drain it */
 			kafka_poll_producer(o->k, QUEUE_FULL_POLL_MS);
-			if (stop_expired(o))
+			if (stop_expired(o) || (r->send_until && clock_mono_ms() >= r->send_until))
 				break;
 			continue;
 		}
@@ -590,6 +592,7 @@ static int relay_send_last(outbox *o, struct relay *r)
 	pthread_mutex_lock(&r->mu);
 	failed = r->rewind_to >= 0;
 	pthread_mutex_unlock(&r->mu);
+	r->send_until = deadline; /* a full queue (Kafka away) is not waited for past it */
 	if (!failed && r->probe == PROBE_NONE && clock_mono_ms() < deadline &&
 	    relay_send(o, r, &sent))
 		return 1;

@@ -1287,12 +1287,12 @@ static void test_plugin_groups_are_their_own(void **state)
 	                                       "[plugin.d]\n[plugin.e]\ngroup = evhost.d\n",
 	                             "g.conf"),
 	                 -1);
-	assert_diag(&f->d, "g.conf:7: [plugin.b] group = shared: plugin 'a' (g.conf:4) consumes "
-	                   "in that group too; two plugins in one group split its topics' "
+	assert_diag(&f->d, "g.conf:7: [plugin.b] group = shared: plugin 'a' (g.conf:4) is in "
+	                   "that group too; two plugins in one group split its topics' "
 	                   "partitions between them, each missing the events the other gets: give "
 	                   "each its own group");
 	assert_diag(&f->d, "g.conf:13: [plugin.e] group = evhost.d: plugin 'd' (g.conf:11) "
-	                   "consumes in that group too; two plugins in one group split its topics' "
+	                   "is in that group too; two plugins in one group split its topics' "
 	                   "partitions between them, each missing the events the other gets: give "
 	                   "each its own group");
 	assert_int_equal(f->d.n, 2);
