@@ -843,6 +843,15 @@ static void rig_stop(struct relay_rig *g)
 	rd_kafka_destroy(g->mrk);
 }
 
+/* A second plugin, "other", with a store of its own, served by the rig's relay. */
+static void rig_add_other(struct relay_rig *g, evh_plugin *other)
+{
+	char err[256], path[160];
+	snprintf(path, sizeof path, "%s/other.db", fx.dir);
+	assert_int_equal(store_open(&other->store, path, "NORMAL", err, sizeof err), EVH_OK);
+	outbox_add_plugin(g->o, other);
+}
+
 /* Every one of the n events `ids` is on the rig's topic (the broker answering
  * at once again). */
 static void rig_expect_on_topic(struct relay_rig *g, const char *const *ids, int n)
@@ -1126,15 +1135,13 @@ static void test_relay_commit_cuts_delivery_wait_short(void **state)
  * flight, not once its report came. */
 static void test_relay_remove_cuts_delivery_wait_short(void **state)
 {
-	char a[37], err[256], path[160];
+	char a[37];
 	const char *ids[1] = {a};
 	evh_plugin other = {.name = (char *)"other"};
 	struct relay_rig g;
 	(void)state;
 	rig_start(&g, "30000");
-	snprintf(path, sizeof path, "%s/other.db", fx.dir);
-	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
-	outbox_add_plugin(g.o, &other);
+	rig_add_other(&g, &other);
 	events_uuid(a);
 	hold_in_flight(&g, a);
 	outbox_remove_plugin(g.o, &other);
@@ -1152,15 +1159,13 @@ static void test_relay_remove_cuts_delivery_wait_short(void **state)
  * in the outbox until the plugin ran again. */
 static void test_relay_removed_sends_what_was_committed_last(void **state)
 {
-	char a[37], b[37], err[256], path[160];
+	char a[37], b[37];
 	const char *ids[2] = {a, b};
 	evh_plugin other = {.name = (char *)"other"};
 	struct relay_rig g;
 	(void)state;
 	rig_start(&g, "30000");
-	snprintf(path, sizeof path, "%s/other.db", fx.dir);
-	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
-	outbox_add_plugin(g.o, &other);
+	rig_add_other(&g, &other);
 	usleep(100000); /* its first look, at nothing */
 	outbox_set_idle_wait_ms(10 * WAIT_MS);
 	store_set_commit_hook(other.store, NULL, NULL);
@@ -1212,7 +1217,7 @@ static void test_relay_records_delivery_again_after_failed_write(void **state)
  * for that transaction, the other plugins' records behind it). */
 static void test_relay_records_other_plugins_behind_a_long_transaction(void **state)
 {
-	char a[37], b[37], err[256], path[160];
+	char a[37], b[37];
 	const char *ids[1] = {b};
 	evh_plugin other = {.name = (char *)"other"};
 	struct relay_rig g;
@@ -1220,9 +1225,7 @@ static void test_relay_records_other_plugins_behind_a_long_transaction(void **st
 	(void)state;
 	rig_start(&g, "30000");
 	outbox_set_resend_delay_ms(200);
-	snprintf(path, sizeof path, "%s/other.db", fx.dir);
-	assert_int_equal(store_open(&other.store, path, "NORMAL", err, sizeof err), EVH_OK);
-	outbox_add_plugin(g.o, &other);
+	rig_add_other(&g, &other);
 	rd_kafka_mock_broker_set_rtt(g.mc, 1, 300);
 	events_uuid(a);
 	publish_to(other.store, a, "o", "HELD", "{}");
