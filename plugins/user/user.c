@@ -297,7 +297,12 @@ static int read_password_file(user_state *st, const char *path, char *buf, size_
 	return EVH_OK;
 }
 
-static int find_admin(user_state *st, const char *email, user_rec *u, int *found)
+/* The account of admin_email `email` (*found), and whether its first
+ * administrator was created before (*created, its id in `created_id`). An
+ * account with role admin there and no record (made before the record
+ * was kept) is recorded now. */
+static int find_admin(user_state *st, const char *email, user_rec *u, int *found, int *created,
+                      char created_id[IDS_UUID_LEN + 1])
 {
 	evh_tx *tx;
 	int rc = evh_tx_begin(st->p, &tx);
@@ -305,9 +310,20 @@ static int find_admin(user_state *st, const char *email, user_rec *u, int *found
 	if (rc != EVH_OK)
 		return rc;
 	rc = user_db_get_by_email(tx, email, u);
-	evh_tx_rollback(tx);
 	*found = rc == EVH_OK;
-	return rc == EVH_ENOTFOUND ? EVH_OK : rc;
+	if (rc == EVH_OK || rc == EVH_ENOTFOUND)
+		rc = user_db_admin_created(tx, email, created_id);
+	*created = rc == 1;
+	if (rc >= 0 && *found && !*created && user_roles_has(u->roles, USER_ROLE_ADMIN)) {
+		rc = user_db_admin_record(tx, email, u->id, u->created_at);
+		if (rc == EVH_OK)
+			rc = evh_tx_commit(tx);
+		else
+			evh_tx_rollback(tx);
+		return rc;
+	}
+	evh_tx_rollback(tx);
+	return rc < 0 ? rc : EVH_OK;
 }
 
 static int create_admin(user_state *st, user_rec *u, const char *path)
@@ -331,7 +347,7 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
 	memcpy(u->updated_at, u->created_at, sizeof u->updated_at);
 	snprintf(u->name, sizeof u->name, "%s", USER_ADMIN_NAME);
 	snprintf(u->roles, sizeof u->roles, "%s", USER_ROLES_ADMIN);
-	rc = user_create_tx(st, u, &ch);
+	rc = user_create_tx(st, u, u->email, &ch);
 	/* Named by its key and id, not its address: an address is personal
 	 * data, and logs go where the configuration does not. */
 	if (rc == EVH_OK)
@@ -349,17 +365,27 @@ static int create_admin(user_state *st, user_rec *u, const char *path)
 static int ensure_admin(user_state *st)
 {
 	const char *path = evh_config_str(st->p, "admin_password_file");
-	int found = 0, rc;
+	int found = 0, created = 0, rc;
+	char created_id[IDS_UUID_LEN + 1] = "";
 	user_rec u;
 
 	memset(&u, 0, sizeof u);
 	if ((rc = check_admin_keys(st->p, u.email)) != EVH_OK || !u.email[0])
 		return rc;
-	if ((rc = find_admin(st, u.email, &u, &found)) != EVH_OK) {
+	if ((rc = find_admin(st, u.email, &u, &found, &created, created_id)) != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR, "cannot look up admin_email: %s", evh_strerror(rc));
 		return rc;
 	}
-	if (!found)
+	/* Once only: an administrator who moved the account to another
+	 * address, or deleted it, must not find it back at the next start with
+	 * the password file's initial password. */
+	if (!found && created)
+		evh_log(st->p, EVH_LOG_WARN,
+		        "the administrator created for admin_email (user %s) no longer has that "
+		        "address (changed or deleted): not created again, the password file's "
+		        "password is used once; set admin_email to another address for a new one",
+		        created_id);
+	else if (!found)
 		rc = create_admin(st, &u, path);
 	else if (!user_roles_has(u.roles, USER_ROLE_ADMIN))
 		evh_log(st->p, EVH_LOG_WARN,

@@ -79,6 +79,11 @@ typedef struct user_rec {
 extern const evh_migration user_migrations[];
 extern const size_t user_nmigrations;
 int user_db_insert(evh_tx *tx, const user_rec *u);
+/* The first administrator created for admin_email `email`: 1 (its id in
+ * `user_id`), 0 never, or an error. */
+int user_db_admin_created(evh_tx *tx, const char *email, char user_id[IDS_UUID_LEN + 1]);
+/* Record that one (kept if one is recorded already). */
+int user_db_admin_record(evh_tx *tx, const char *email, const char *user_id, const char *at);
 int user_db_get(evh_tx *tx, const char *id, user_rec *u);
 int user_db_get_by_email(evh_tx *tx, const char *email, user_rec *u);
 int user_db_update(evh_tx *tx, const user_rec *u);
@@ -117,9 +122,11 @@ int user_routes_register(user_state *st);
 extern const char *const user_routes_declared[];
 /* The public view of a user: id, name, email, created_at, updated_at. */
 cJSON *user_to_json(const user_rec *u);
-/* Insert `u` and publish its created event in one transaction. *ch says
- * how far it got, for reply_change_failure. */
-int user_create_tx(user_state *st, const user_rec *u, reply_change *ch);
+/* Insert `u` and publish its created event in one transaction (with
+ * `admin_email`, also the record that the first administrator of that
+ * address was created). *ch says how far it got, for reply_change_failure. */
+int user_create_tx(user_state *st, const user_rec *u, const char *admin_email,
+                   reply_change *ch);
 
 /* ---- user_auth.c */
 /* Argon2id-hash `password` with the configured cost. Slow by design: call

@@ -71,7 +71,8 @@ static reply_change user_change(const user_rec *u, const char *event)
 	return ch;
 }
 
-int user_create_tx(user_state *st, const user_rec *u, reply_change *ch)
+int user_create_tx(user_state *st, const user_rec *u, const char *admin_email,
+                   reply_change *ch)
 {
 	evh_tx *tx;
 	int rc;
@@ -85,6 +86,8 @@ int user_create_tx(user_state *st, const user_rec *u, reply_change *ch)
 		evh_tx_rollback(tx);
 		return rc;
 	}
+	if (rc == EVH_OK && admin_email)
+		rc = user_db_admin_record(tx, admin_email, u->id, u->created_at);
 	if (rc == EVH_OK) {
 		ch->step = REPLY_STEP_PUBLISH;
 		rc = publish(st, tx, st->topic_created, USER_TYPE_CREATED, u->id, profile_event(u),
@@ -211,7 +214,7 @@ static int create_user(evh_request *req, evh_response *resp, void *ud)
 		rc = EVH_ENOMEM;
 		goto out;
 	}
-	rc = user_create_tx(st, &u, &ch);
+	rc = user_create_tx(st, &u, NULL, &ch);
 	if (rc == EVH_ECONSTRAINT) {
 		rc = reply_email_taken(resp);
 		goto out;

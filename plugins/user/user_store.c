@@ -16,6 +16,12 @@ const evh_migration user_migrations[] = {
         " roles TEXT NOT NULL,"
         " created_at TEXT NOT NULL,"
         " updated_at TEXT NOT NULL)"},
+    /* The first administrator of each admin_email, once created: not
+     * created again when that account is renamed or deleted. */
+    {2, "CREATE TABLE admin_created("
+        " email TEXT PRIMARY KEY,"
+        " user_id TEXT NOT NULL,"
+        " created_at TEXT NOT NULL)"},
 };
 const size_t user_nmigrations = sizeof user_migrations / sizeof user_migrations[0];
 
@@ -84,6 +90,31 @@ int user_db_insert(evh_tx *tx, const user_rec *u)
 	                "INSERT INTO users(id, name, email, password_hash, roles, created_at,"
 	                " updated_at) VALUES(?, ?, ?, ?, ?, ?, ?)",
 	                args, sizeof args / sizeof args[0], NULL);
+}
+
+int user_db_admin_created(evh_tx *tx, const char *email, char user_id[IDS_UUID_LEN + 1])
+{
+	evh_value args[] = {EVH_TEXT(email)};
+	evh_rows *rows;
+	int rc = evh_query(tx, "SELECT user_id FROM admin_created WHERE email = ?", args, 1, &rows);
+
+	if (rc != EVH_OK)
+		return rc;
+	rc = evh_rows_next(rows);
+	if (rc == 1)
+		copy_col(rows, 0, user_id, IDS_UUID_LEN + 1);
+	evh_rows_close(rows);
+	return rc;
+}
+
+int user_db_admin_record(evh_tx *tx, const char *email, const char *user_id, const char *at)
+{
+	evh_value args[] = {EVH_TEXT(email), EVH_TEXT(user_id), EVH_TEXT(at)};
+
+	return evh_exec(tx,
+	                "INSERT OR IGNORE INTO admin_created(email, user_id, created_at)"
+	                " VALUES(?, ?, ?)",
+	                args, 3, NULL);
 }
 
 int user_db_update(evh_tx *tx, const user_rec *u)

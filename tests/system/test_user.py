@@ -1310,6 +1310,36 @@ def test_first_administrator_is_created_once(evhostd, tmp_path):
     assert [u for u in all_users(d2) if u["email"] == ADMIN_EMAIL] == admins
 
 
+@pytest.mark.parametrize("how", ["moved", "deleted"])
+def test_first_administrator_moved_or_deleted_is_not_created_again(evhostd, tmp_path, how):
+    # The administrator moves the account to a personal address (or deletes
+    # it): the next start must not create a new one at admin_email with the
+    # password file's initial password, which whoever knew it could then use.
+    config = user_config(tmp_path)
+    d = evhostd(config)
+    admin = [u for u in all_users(d) if u["email"] == ADMIN_EMAIL][0]
+    auth = bearer(login(d, ADMIN_EMAIL, ADMIN_PASSWORD))
+    if how == "moved":
+        r = d.patch(f"/users/{admin['id']}", json={"email": "ops.lead@example.com"}, headers=auth)
+        assert r.status_code == 200, r.text
+    else:
+        r = d.delete(f"/users/{admin['id']}", headers=auth)
+        assert r.status_code == 204, r.text
+    state_dir = d.state_dir
+    d.stop()
+
+    d2 = evhostd(config, state_dir=state_dir)
+    assert [u for u in all_users(d2) if u["email"] == ADMIN_EMAIL] == []
+    r = d2.post("/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    assert r.status_code == 401, r.text
+    log = d2.log_text()
+    assert (f"the administrator created for admin_email (user {admin['id']}) no longer has "
+            "that address (changed or deleted): not created again") in log, log
+    assert "created the administrator of admin_email" not in log, log
+    if how == "moved":
+        assert login(d2, "ops.lead@example.com", ADMIN_PASSWORD)
+
+
 def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     d = evhostd(user_config(tmp_path, admin=False))
     squatter = register(d, "Squatter", addr=ADMIN_EMAIL, password="squatter password")
