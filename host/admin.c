@@ -663,17 +663,39 @@ static int dlq_prepare(host *h, evh_response *resp, const char *name, char ***to
 	return *topics ? 0 : oom(resp);
 }
 
-/* Which messages were redriven already (flags[i] for l->v[i]). */
-static void mark_redriven(host *h, const char *name, const dlq_list *l, int *flags)
+/* Which messages were redriven already (flags[i] for l->v[i]): 0, or -1
+ * with `why` when that cannot be known (the plugin is not in the running
+ * list: a reload restarts or stops it; its record cannot be read). Nothing
+ * may be sent then: one redriven before would be sent again. */
+static int mark_redriven(host *h, const char *name, const dlq_list *l, int *flags, char *why,
+                         size_t whylen)
 {
 	/* Pinned, not under plugins_lock: the reads wait for the plugin's
 	 * database, which a slow handler may hold for seconds. */
 	evh_plugin *p = host_pin_plugin(h, name);
-	for (size_t i = 0; p && p->store && i < l->n; i++)
-		flags[i] = store_dlq_redriven(p->store, l->v[i].topic, l->v[i].partition,
-		                              l->v[i].offset) == 1;
+	int rc = 0;
+	if (!p || !p->store) {
+		snprintf(why, whylen, "plugin '%s' is not running (a reload is restarting or stopping "
+		                      "it?): which dead letters were redriven before cannot be read",
+		         name);
+		rc = -1;
+	}
+	for (size_t i = 0; !rc && i < l->n; i++) {
+		int r = store_dlq_redriven(p->store, l->v[i].topic, l->v[i].partition,
+		                           l->v[i].offset);
+		if (r < 0) {
+			snprintf(why, whylen, "which dead letters of plugin '%s' were redriven before "
+			                      "cannot be read (%s)",
+			         name,
+			         r == EVH_EBUSY ? "its database is held by a long transaction"
+			                        : host_strerror(r));
+			rc = -1;
+		}
+		flags[i] = r == 1;
+	}
 	if (p)
 		host_unpin_plugin(h, p);
+	return rc;
 }
 
 /* Read the dead letters after `after` (NULL: from the first), or, with
@@ -731,6 +753,21 @@ static int parse_dlq_after(const char *v, evh_response *resp, char **topics, siz
 	}
 	if (c1 && !(*topic = strndup(v, (size_t)(c1 - v))))
 		return oom(resp);
+	if (c1) {
+		size_t i = 0;
+		while (i < ntopics && strcmp(topics[i], *topic) != 0)
+			i++;
+		/* Another plugin's id (or a typing error) would page from an
+		 * unrelated place, skipping or repeating this plugin's ones. */
+		if (i == ntopics) {
+			problem(resp, 422, "validation", "after",
+			        "after: %s is not one of this plugin's dead-letter topics (%s%s)", *topic,
+			        topics[0], ntopics > 1 ? ", ..." : "");
+			free(*topic);
+			*topic = NULL;
+			return -1;
+		}
+	}
 	pos->topic = c1 ? *topic : topics[0];
 	pos->partition = (int32_t)part;
 	pos->offset = off;
@@ -744,7 +781,7 @@ bad:
 
 static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *name)
 {
-	char **topics = NULL, *after_topic = NULL;
+	char **topics = NULL, *after_topic = NULL, why[400];
 	size_t ntopics = 0;
 	int64_t limit;
 	dlq_list l;
@@ -767,9 +804,15 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	}
 	free(after_topic);
 	flags = calloc(l.n ? l.n : 1, sizeof *flags);
-	if (flags)
-		mark_redriven(h, name, &l, flags);
-	else
+	if (flags && mark_redriven(h, name, &l, flags, why, sizeof why) != 0) {
+		/* "redriven": false for each would be a guess */
+		free(flags);
+		dlq_list_free(&l);
+		strv_free(topics, ntopics);
+		http_resp_header(resp, "Retry-After", "1");
+		return problem(resp, 503, "unavailable", NULL, "%s", why);
+	}
+	if (!flags)
 		ok = 0; /* "redriven" would be false for each */
 	root = cJSON_CreateObject();
 	jsonb_put_str(root, "plugin", name, &ok);
@@ -1092,10 +1135,14 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 /* Redrive what was chosen of j->l (each pick, or all), adding to the
  * results. All: no more than REDRIVE_MAX sent by the request, so it may
  * stop part way; *end is the index after the last message gone through
- * (j->l.n: the whole chunk). -1 out of memory (with the answer made). */
+ * (j->l.n: the whole chunk). It stops too, saying why in j->stopped, when
+ * the daemon begins to stop, and when which were redriven before cannot
+ * be read (then this chunk sends nothing). -1 with the answer made: out of
+ * memory, or that record unread before anything was sent (503). */
 static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pick *picks,
                          size_t npicks, int all, size_t *end)
 {
+	char why[400];
 	size_t n = j->l.n ? j->l.n : 1, next = 0;
 	free(j->done_before);
 	free(j->sel);
@@ -1106,9 +1153,27 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 	j->nsel = 0;
 	if (!j->done_before || !j->sel || !j->res || !j->results)
 		return oom(resp);
-	mark_redriven(h, j->name, &j->l, j->done_before);
+	*end = 0;
+	if (mark_redriven(h, j->name, &j->l, j->done_before, why, sizeof why) != 0) {
+		log_warn(ADMIN_LOG, "%s: redrive stopped: %s", j->name, why);
+		if (!j->counts[0] && !j->counts[1] && !j->counts[2]) {
+			http_resp_header(resp, "Retry-After", "1");
+			problem(resp, 503, "unavailable", NULL, "%s; nothing was sent", why);
+			return -1;
+		}
+		snprintf(j->stopped, sizeof j->stopped, "%s", why);
+		j->more = 1;
+		return 0;
+	}
 	/* In rounds: those dlq_redrive skips leave room for more. */
 	while (next < j->l.n && (!all || j->sent < REDRIVE_MAX)) {
+		/* What is sent is recorded in the round: the stop's guard does not
+		 * end the process between the broker's acknowledgement and it. */
+		if (atomic_load(&h->stopping)) {
+			snprintf(j->stopped, sizeof j->stopped, "the daemon is stopping");
+			j->more = 1;
+			break;
+		}
 		next = redrive_select(j, picks, npicks, all, next,
 		                      all ? REDRIVE_MAX - j->sent : SIZE_MAX);
 		if (j->nsel)
@@ -1169,15 +1234,20 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 		first = 0;
 		if (redrive_chunk(h, resp, j, NULL, 0, 1, &end))
 			return -1;
-		cut = end < j->l.n; /* REDRIVE_MAX reached before the chunk's end */
+		cut = end < j->l.n; /* REDRIVE_MAX reached, or stopped, before the chunk's end */
 		if (!cut && (!j->l.truncated || !j->l.n))
 			return 0;
-		last = &j->l.v[end - 1];
-		snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
-		cursor.partition = last->partition;
-		cursor.offset = last->offset;
+		if (end) {
+			last = &j->l.v[end - 1];
+			snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
+			cursor.partition = last->partition;
+			cursor.offset = last->offset;
+		}
 		dlq_list_free(&j->l);
-		if (cut || j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end) {
+		if (cut || j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end ||
+		    atomic_load(&h->stopping)) {
+			if (atomic_load(&h->stopping) && !*j->stopped)
+				snprintf(j->stopped, sizeof j->stopped, "the daemon is stopping");
 			j->more = 1;
 			break;
 		}
@@ -1315,10 +1385,12 @@ static int parse_offsets(const cJSON *from, struct replay_args *a, evh_response 
 		int64_t off;
 		errno = 0;
 		part = isdigit((unsigned char)*p->string) ? strtoll(p->string, &end, 10) : -1;
-		if (part < 0 || *end || errno || part > INT32_MAX) {
+		/* Written plainly: "00" beside "0" would name one partition twice. */
+		if (part < 0 || *end || errno || part > INT32_MAX ||
+		    (p->string[0] == '0' && p->string[1])) {
 			problem(resp, 422, "validation", "from.offsets",
 			        "from.offsets: topic %s: partition '%s' must be an integer from 0 "
-			        "to %d",
+			        "to %d, without leading zeros",
 			        t->string, p->string, INT32_MAX);
 			return -1;
 		}

@@ -1845,6 +1845,10 @@ static void print_redrive(const ctl *c, const cJSON *res, const char *name)
 			printf("%.0f: not found\n", e->valuedouble);
 		}
 	print_redrive_not_listed(c, res, name);
+	if (json_num(res, "unrecorded") > 0)
+		printf("unrecorded: %.0f sent but not recorded as redriven: a later redrive may send "
+		       "them again (the daemon's log says why)\n",
+		       json_num(res, "unrecorded"));
 	if (*json_str(res, "stopped"))
 		printf("stopped: %s\n", json_str(res, "stopped"));
 	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(res, "truncated"))) {
@@ -1983,7 +1987,8 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	char *json = NULL, *path = NULL;
 	reply r;
 	int rc, ok = 1, not_found;
-	double failed;
+	double failed, unrecorded;
+	const char *stopped;
 
 	if (c->o.all == (nids > 0)) {
 		cJSON_Delete(body);
@@ -2031,11 +2036,14 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 		print_redrive(c, r.json, name);
 	failed = json_num(r.json, "failed");
 	not_found = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found"));
-	rc = failed > 0 || not_found > 0 ? EXIT_FAILED : EXIT_OK;
+	unrecorded = json_num(r.json, "unrecorded");
+	stopped = json_str(r.json, "stopped");
+	rc = failed > 0 || not_found > 0 || unrecorded > 0 || *stopped ? EXIT_FAILED : EXIT_OK;
 	/* An exit status 1 is said on stderr, as every other one is: a script
 	 * that keeps stdout (or reads --json) sees why there. */
 	if (rc)
-		say("dlq redrive %s: %.0f failed, %d not found", name, failed, not_found);
+		say("dlq redrive %s: %.0f failed, %d not found, %.0f unrecorded%s%s", name, failed,
+		    not_found, unrecorded, *stopped ? "; stopped: " : "", stopped);
 	reply_free(&r);
 	return rc;
 }

@@ -505,7 +505,9 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     for offsets in ({p0: 2.5}, {p0: -1}, {p0: "1"}, {p0: 1e10 * 1e10}, {p0: 2 ** 53 + 2},
                     {p0: 2 ** 53 + 1},
                     {"-1": 0}, {"+0": 0}, {" 0": 0}, {"0.0": 0}, {"1e10": 0},
-                    {"10000000000": 0}, {"": 0}):
+                    {"10000000000": 0}, {"": 0},
+                    # "00" beside "0": one partition named twice, once rewound twice
+                    {"0": 0, "00": 1}, {"01": 0}):
         r = d.post("/admin/plugins/probe/replay", headers=auth(),
                    json={"from": {"offsets": {topic: offsets}}})
         assert r.status_code == 422, (offsets, r.text)
@@ -762,7 +764,10 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     for body, why in (({"after": 5}, "as a string"),
                       ({"after": "1:2", "offsets": [{"partition": 1, "offset": 3}]},
                        "not with offsets"),
-                      ({"after": "1"}, "a dead letter's id")):
+                      ({"after": "1"}, "a dead letter's id"),
+                      # another plugin's id: paged from an unrelated place before
+                      ({"after": "other.dlq:1:2"},
+                       "other.dlq is not one of this plugin's dead-letter topics")):
         r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60, json=body)
         assert r.status_code == 422 and r.json()["field"] == "after", (body, r.text)
         assert why in r.json()["detail"], r.text
@@ -771,6 +776,33 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.endswith("0 redriven, 4 skipped, 0 failed\n"), \
         (r.stdout, r.stderr)
+
+
+def test_a_redrive_that_cannot_read_what_was_redriven_before_sends_nothing(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Which dead letters were redriven before is read from the plugin's
+    # database. When that read fails (here its table is gone; a database
+    # held by a long transaction, or a plugin a reload is restarting, does
+    # the same), nothing is sent: 503, saying why. Before, each was taken
+    # for never redriven and sent (again), and the record of it failed too.
+    topic = unique_name("adm.unread")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    wait_dlq(d, 1)
+    with sqlite3.connect(d.state_dir / "probe.db") as db:
+        db.execute("DROP TABLE evh_dlq_redriven")
+    for method, path in (("POST", "/admin/plugins/probe/dlq/redrive"),
+                         ("GET", "/admin/plugins/probe/dlq")):
+        r = requests.request(method, d.url + path, headers=auth(), timeout=60)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1", (path, r.text)
+        assert ("which dead letters of plugin 'probe' were redriven before cannot be read"
+                in r.json()["detail"]), r.text
+    assert "nothing was sent" in d.post("/admin/plugins/probe/dlq/redrive", headers=auth(),
+                                        timeout=60).json()["detail"]
+    time.sleep(1)
+    copies = [m for m in lib.kafka_consume(topic, timeout=10, brokers=kafka_bootstrap)
+              if m["headers"].get("evhost_redrive") == "1"]
+    assert copies == []
 
 
 def test_redrive_of_all_lists_at_most_the_first_skipped_and_failed(
@@ -825,7 +857,8 @@ def test_redrive_of_all_lists_at_most_the_first_skipped_and_failed(
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     lines = r.stdout.splitlines()
     assert r.returncode == 1 and r.stderr == \
-        f"evhostctl: dlq redrive probe: {bad} failed, 0 not found\n", (r.stdout[-500:], r.stderr)
+        f"evhostctl: dlq redrive probe: {bad} failed, 0 not found, 0 unrecorded\n", \
+        (r.stdout[-500:], r.stderr)
     assert len(lines) == 100 + 1000 + 2, (len(lines), lines[-3:])
     assert lines[-2] == (f"(not listed: {done + good - 100} more skipped, {bad - 1000} more "
                          f"failed; evhostctl -c {d.config_file} dlq list probe shows whether "

@@ -1427,10 +1427,12 @@ def test_dlq_and_replay(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_na
     assert "already redriven" in r.stdout and "\n0:999999: not found" in r.stdout, r.stdout
     assert "\n0:1234567890123456: not found" in r.stdout, r.stdout
     # Its exit status 1 said on stderr too, as every other one is (it was not).
-    assert r.stderr == "evhostctl: dlq redrive probe: 0 failed, 2 not found\n", r.stderr
+    assert r.stderr == ("evhostctl: dlq redrive probe: 0 failed, 2 not found, "
+                        "0 unrecorded\n"), r.stderr
     r = ctl(build_dir, d, "--json", "dlq", "redrive", "probe", "0:999999")
     assert r.returncode == 1 and json.loads(r.stdout)["not_found"] == [999999], r.stdout
-    assert r.stderr == "evhostctl: dlq redrive probe: 0 failed, 1 not found\n", r.stderr
+    assert r.stderr == ("evhostctl: dlq redrive probe: 0 failed, 1 not found, "
+                        "0 unrecorded\n"), r.stderr
     # 2^53 is beyond what the daemon takes (2^53 + 1 would reach it as 2^53).
     r = ctl(build_dir, d, "dlq", "redrive", "probe", "0:9007199254740992")
     assert r.returncode == 2 and "is not a dead-letter id" in r.stderr, (r.stdout, r.stderr)
