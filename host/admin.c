@@ -499,7 +499,7 @@ static cJSON *plugin_json(host *h, const evh_plugin *p, int *ok)
 }
 
 /* {"name": ..., "state": ...} of a plugin a reload is restarting or
- * stopping: out of the running list meanwhile. */
+ * stopping (out of the running list meanwhile), or could not start. */
 static cJSON *plugin_state_json(const char *name, const char *state, int *ok)
 {
 	cJSON *o = cJSON_CreateObject();
@@ -509,7 +509,7 @@ static cJSON *plugin_state_json(const char *name, const char *state, int *ok)
 }
 
 /* {"plugins": [...]} for every plugin, and those a reload is restarting
- * or stopping (named, with their state only). */
+ * or stopping, or could not start (named, with their state only). */
 static cJSON *plugins_object(host *h, int *ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list = jsonb_put_array(root, "plugins", ok);
@@ -520,6 +520,9 @@ static cJSON *plugins_object(host *h, int *ok)
 		jsonb_put(list, NULL, plugin_state_json(h->restarting[i], "restarting", ok), ok);
 	for (size_t i = 0; list && i < h->nretiring; i++)
 		jsonb_put(list, NULL, plugin_state_json(h->retiring[i], "stopping", ok), ok);
+	/* A required plugin a reload could not start: down, not gone. */
+	for (size_t i = 0; list && i < h->ndown; i++)
+		jsonb_put(list, NULL, plugin_state_json(h->down[i], "failed", ok), ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	return root;
 }

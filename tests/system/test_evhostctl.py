@@ -280,8 +280,11 @@ def test_a_plugin_that_did_not_start_is_reloaded_off_again(evhostd, build_dir, t
     # --json: both of the daemon's answers, one a line.
     r = ctl(build_dir, d, "--json", "enable", "probe")
     assert r.returncode == 1, r.stderr
-    assert [json.loads(line)["result"] for line in r.stdout.splitlines()] == \
-        ["applied", "applied"], r.stdout
+    answers = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [a["result"] for a in answers] == ["applied", "applied"], r.stdout
+    # The first lists the plugin that could not start, failed (it was left out).
+    assert {"name": "probe", "state": "failed"} in answers[0]["plugins"], answers[0]
+    assert "probe" not in [p["name"] for p in answers[1]["plugins"]], answers[1]
     assert d.get("/readyz").status_code == 200
 
 
