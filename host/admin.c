@@ -2351,17 +2351,50 @@ static size_t split_path(const char *path, char *buf, size_t buflen, const char 
 	return n;
 }
 
+/* The query parameters each route takes (the others take none). */
+static const char *const query_reload[] = {"wait", NULL};
+static const char *const query_events[] = {"plugin", "aggregate", "limit", "after", NULL};
+static const char *const query_dlq[] = {"limit", "after", NULL};
+static const char *const query_none[] = {NULL};
+
+/* A parameter the route does not take is refused: a misspelt filter
+ * (?plugn=user) read as absent would widen the answer, and one on a
+ * redrive (?after=...) would go unheeded. */
+static int query_unknown(evh_request *req, evh_response *resp, const char *const *known)
+{
+	const char *other = http_req_query_other(req, known);
+	char takes[96] = "";
+	size_t len = 0;
+	if (!other)
+		return 0;
+	for (size_t i = 0; known[i] && len < sizeof takes; i++)
+		len += (size_t)snprintf(takes + len, sizeof takes - len, "%s%s", i ? ", " : "",
+		                        known[i]);
+	problem(resp, 422, "validation", other, "unknown query parameter '%.64s' (%s%s)", other,
+	        known[0] ? "this route takes: " : "this route takes none", takes);
+	return -1;
+}
+
 static int route(host *h, evh_request *req, evh_response *resp)
 {
 	const char *method = http_req_method(req), *seg[4] = {NULL};
 	char buf[1024];
 	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
 	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+	const char *const *known = query_none;
 
 	if (http_req_query_bad(req)) /* a filter read as absent would widen the answer */
 		return problem(resp, 422, "validation", NULL,
 		               "the query string has a malformed percent-escape (each %% must be "
 		               "followed by two hex digits, and %%00 is not allowed)");
+	if (n == 1 && !strcmp(seg[0], "reload"))
+		known = query_reload;
+	else if (n == 1 && !strcmp(seg[0], "events"))
+		known = query_events;
+	else if (n == 3 && !strcmp(seg[0], "plugins") && !strcmp(seg[2], "dlq"))
+		known = query_dlq;
+	if (query_unknown(req, resp, known))
+		return EVH_OK;
 	if (n == 1 && !strcmp(seg[0], "reload"))
 		return post ? post_reload(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "backup"))

@@ -775,6 +775,20 @@ int http_req_query_bad(evh_request *req)
 	return req->query_bad;
 }
 
+const char *http_req_query_other(evh_request *req, const char *const *known)
+{
+	if (!req->query_parsed)
+		query_parse(req);
+	for (size_t i = 0; i < req->nquery; i++) {
+		size_t k = 0;
+		while (known[k] && strcmp(known[k], req->qkeys[i]) != 0)
+			k++;
+		if (!known[k])
+			return req->qkeys[i];
+	}
+	return NULL;
+}
+
 const char *http_req_query(evh_request *req, const char *name)
 {
 	if (!req || !name)

@@ -71,6 +71,9 @@ const char *http_req_query(evh_request *req, const char *name);
  * %00): http_req_query reads it as absent, so a route whose parameters
  * filter what it answers refuses such a request. */
 int http_req_query_bad(evh_request *req);
+/* The first query parameter whose name is not in `known` (NULL-ended), or
+ * NULL when there is none. */
+const char *http_req_query_other(evh_request *req, const char *const *known);
 const char *http_req_query_string(evh_request *req);
 const char *http_req_header(evh_request *req, const char *name);
 const char *http_req_body(evh_request *req, size_t *len);

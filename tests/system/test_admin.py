@@ -83,6 +83,29 @@ def test_disabled_without_token_file(evhostd, build_dir):
     assert "no route" in d.get("/administrator").json()["detail"]
 
 
+def test_an_unknown_query_parameter_is_refused(evhostd, build_dir, tmp_path):
+    # A misspelt filter read as absent widened the answer (?plugn=probe: every
+    # plugin's events), and one on a redrive went unheeded (?after=: all sent).
+    conf = admin_conf(tmp_path)
+    conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
+    d = evhostd(conf)
+    for method, path, name, takes in (
+            ("GET", "/admin/events?plugn=probe", "plugn",
+             "this route takes: plugin, aggregate, limit, after"),
+            ("GET", "/admin/plugins/probe/dlq?limit=5&afer=0:1", "afer",
+             "this route takes: limit, after"),
+            ("POST", "/admin/plugins/probe/dlq/redrive?after=0:1", "after",
+             "this route takes none"),
+            ("POST", "/admin/reload?wiat=5", "wiat", "this route takes: wait"),
+            ("GET", "/admin/plugins?x=1", "x", "this route takes none")):
+        r = requests.request(method, d.url + path, headers=auth(), timeout=30)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["field"] == name, r.text
+        assert r.json()["detail"] == f"unknown query parameter '{name}' ({takes})", r.text
+    assert d.get("/admin/events?plugin=probe&limit=5", headers=auth()).status_code == 200
+    assert "reload #" not in d.log_text()  # the misspelt reload was not run
+
+
 def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
     conf = admin_conf(tmp_path)
     conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
