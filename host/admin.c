@@ -541,6 +541,16 @@ static int get_plugins(host *h, evh_response *resp, const char *name)
 			one = plugin_json(h, h->plugins[i], &ok);
 			found = 1;
 		}
+	/* As the list says it: restarting, stopping, or failed. */
+	for (size_t i = 0; !found && i < h->nrestarting; i++)
+		if ((found = !strcmp(h->restarting[i], name)))
+			one = plugin_state_json(name, "restarting", &ok);
+	for (size_t i = 0; !found && i < h->nretiring; i++)
+		if ((found = !strcmp(h->retiring[i], name)))
+			one = plugin_state_json(name, "stopping", &ok);
+	for (size_t i = 0; !found && i < h->ndown; i++)
+		if ((found = !strcmp(h->down[i], name)))
+			one = plugin_state_json(name, "failed", &ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	if (!found)
 		return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
@@ -675,8 +685,10 @@ static int mark_redriven(host *h, const char *name, const dlq_list *l, int *flag
 {
 	/* Pinned, not under plugins_lock: the reads wait for the plugin's
 	 * database, which a slow handler may hold for seconds. */
-	evh_plugin *p = host_pin_plugin(h, name);
+	evh_plugin *p = l->n ? host_pin_plugin(h, name) : NULL;
 	int rc = 0;
+	if (!l->n)
+		return 0; /* nothing to decide */
 	if (!p || !p->store) {
 		snprintf(why, whylen, "plugin '%s' is not running (a reload is restarting or stopping "
 		                      "it?): which dead letters were redriven before cannot be read",
@@ -1204,9 +1216,9 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char **topics,
                        size_t ntopics, const dlq_pos *after)
 {
-	char cursor_topic[256];
+	char cursor_topic[256] = "";
 	dlq_pos cursor = {cursor_topic, 0, 0};
-	int first = 1;
+	int first = 1, have_cursor = after != NULL;
 	int64_t scan_end = clock_mono_ms() + REDRIVE_SCAN_MS;
 	if (after) {
 		snprintf(cursor_topic, sizeof cursor_topic, "%s", after->topic);
@@ -1245,6 +1257,7 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 			snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
 			cursor.partition = last->partition;
 			cursor.offset = last->offset;
+			have_cursor = 1;
 		}
 		dlq_list_free(&j->l);
 		if (cut || j->sent >= REDRIVE_MAX || clock_mono_ms() >= scan_end ||
@@ -1257,7 +1270,7 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 	}
 	/* Where the next request may go on: every message up to here was sent,
 	 * or skipped, or failed (a request without after tries those again). */
-	if (!first || after)
+	if (have_cursor)
 		snprintf(j->next_after, sizeof j->next_after, "%s:%" PRId32 ":%" PRId64, cursor.topic,
 		         cursor.partition, cursor.offset);
 	return 0;
@@ -2382,6 +2395,8 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
 	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
 	const char *const *known = query_none;
+	int routed = n == 1 && (!strcmp(seg[0], "reload") || !strcmp(seg[0], "backup") ||
+	                        !strcmp(seg[0], "sign-out") || !strcmp(seg[0], "events"));
 
 	if (http_req_query_bad(req)) /* a filter read as absent would widen the answer */
 		return problem(resp, 422, "validation", NULL,
@@ -2393,7 +2408,9 @@ static int route(host *h, evh_request *req, evh_response *resp)
 		known = query_events;
 	else if (n == 3 && !strcmp(seg[0], "plugins") && !strcmp(seg[2], "dlq"))
 		known = query_dlq;
-	if (query_unknown(req, resp, known))
+	/* An unknown path is a 404 whatever its query says. */
+	routed |= n >= 1 && n <= 4 && !strcmp(seg[0], "plugins");
+	if (routed && query_unknown(req, resp, known))
 		return EVH_OK;
 	if (n == 1 && !strcmp(seg[0], "reload"))
 		return post ? post_reload(h, req, resp) : method_not_allowed(resp, method, "POST");

@@ -373,7 +373,9 @@ static int ensure_admin(user_state *st)
 	if ((rc = check_admin_keys(st->p, u.email)) != EVH_OK || !u.email[0])
 		return rc;
 	if ((rc = find_admin(st, u.email, &u, &found, &created, created_id)) != EVH_OK) {
-		evh_log(st->p, EVH_LOG_ERROR, "cannot look up admin_email: %s", evh_strerror(rc));
+		evh_log(st->p, EVH_LOG_ERROR,
+		        "cannot look up (or record) the administrator of admin_email: %s",
+		        evh_strerror(rc));
 		return rc;
 	}
 	/* Once only: an administrator who moved the account to another

@@ -104,6 +104,7 @@ def test_an_unknown_query_parameter_is_refused(evhostd, build_dir, tmp_path):
         assert r.json()["detail"] == f"unknown query parameter '{name}' ({takes})", r.text
     assert d.get("/admin/events?plugin=probe&limit=5", headers=auth()).status_code == 200
     assert "reload #" not in d.log_text()  # the misspelt reload was not run
+    assert d.get("/admin/nope?x=1", headers=auth()).status_code == 404  # no such route
 
 
 def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
