@@ -107,6 +107,24 @@ def test_an_unknown_query_parameter_is_refused(evhostd, build_dir, tmp_path):
     assert d.get("/admin/nope?x=1", headers=auth()).status_code == 404  # no such route
 
 
+def test_a_plugin_a_reload_could_not_start_is_listed_failed(evhostd, build_dir, tmp_path):
+    # A required plugin a reload could not start is down, not gone: /readyz
+    # said so, /admin/plugins (the list, the one) left it out.
+    conf = admin_conf(tmp_path)
+    conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
+    d = evhostd(conf)
+    (d.config_dir / "conf.d" / "30-broken.conf").write_text(
+        f"[plugin.broken]\npath = {build_dir / 'tests' / 'fixtures' / 'init_fails.so'}\n")
+    r = requests.post(d.url + "/admin/reload", headers=auth(), timeout=60)
+    assert r.status_code == 200 and r.json()["result"] == "applied", r.text
+    assert {"name": "broken", "state": "failed"} in r.json()["plugins"], r.text
+    assert {"name": "broken", "state": "failed"} in \
+        d.get("/admin/plugins", headers=auth()).json()["plugins"]
+    r = d.get("/admin/plugins/broken", headers=auth())
+    assert r.status_code == 200 and r.json() == {"name": "broken", "state": "failed"}, r.text
+    assert d.get("/readyz").json()["plugins"]["broken"] == "failed"
+
+
 def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
     conf = admin_conf(tmp_path)
     conf["plugin.probe"] = probe_conf(build_dir, subscribe="false")
