@@ -2375,9 +2375,14 @@ static const char *const query_none[] = {NULL};
  * redrive (?after=...) would go unheeded. */
 static int query_unknown(evh_request *req, evh_response *resp, const char *const *known)
 {
-	const char *other = http_req_query_other(req, known);
+	const char *other = http_req_query_other(req, known), *twice = http_req_query_twice(req);
 	char takes[96] = "";
 	size_t len = 0;
+	if (!other && twice) { /* only the first would be read */
+		problem(resp, 422, "validation", twice, "query parameter '%.64s' given more than once",
+		        twice);
+		return -1;
+	}
 	if (!other)
 		return 0;
 	for (size_t i = 0; known[i] && len < sizeof takes; i++)

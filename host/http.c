@@ -789,6 +789,17 @@ const char *http_req_query_other(evh_request *req, const char *const *known)
 	return NULL;
 }
 
+const char *http_req_query_twice(evh_request *req)
+{
+	if (!req->query_parsed)
+		query_parse(req);
+	for (size_t i = 0; i < req->nquery; i++)
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(req->qkeys[k], req->qkeys[i]))
+				return req->qkeys[i];
+	return NULL;
+}
+
 const char *http_req_query(evh_request *req, const char *name)
 {
 	if (!req || !name)

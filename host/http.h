@@ -74,6 +74,8 @@ int http_req_query_bad(evh_request *req);
 /* The first query parameter whose name is not in `known` (NULL-ended), or
  * NULL when there is none. */
 const char *http_req_query_other(evh_request *req, const char *const *known);
+/* The first query parameter given more than once, or NULL. */
+const char *http_req_query_twice(evh_request *req);
 const char *http_req_query_string(evh_request *req);
 const char *http_req_header(evh_request *req, const char *name);
 const char *http_req_body(evh_request *req, size_t *len);

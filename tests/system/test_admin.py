@@ -105,6 +105,9 @@ def test_an_unknown_query_parameter_is_refused(evhostd, build_dir, tmp_path):
     assert d.get("/admin/events?plugin=probe&limit=5", headers=auth()).status_code == 200
     assert "reload #" not in d.log_text()  # the misspelt reload was not run
     assert d.get("/admin/nope?x=1", headers=auth()).status_code == 404  # no such route
+    r = d.get("/admin/events?limit=5&limit=1000", headers=auth())  # only the first was read
+    assert r.status_code == 422 and r.json()["field"] == "limit", r.text
+    assert r.json()["detail"] == "query parameter 'limit' given more than once", r.text
 
 
 def test_a_plugin_a_reload_could_not_start_is_listed_failed(evhostd, build_dir, tmp_path):
