@@ -777,7 +777,7 @@ static int parse_dlq_after(const char *v, evh_response *resp, char **topics, siz
 		if (i == ntopics) {
 			problem(resp, 422, "validation", "after",
 			        "after: %s is not one of this plugin's dead-letter topics (%s%s)", *topic,
-			        topics[0], ntopics > 1 ? ", ..." : "");
+			        ntopics ? topics[0] : "it has none", ntopics > 1 ? ", ..." : "");
 			free(*topic);
 			*topic = NULL;
 			return -1;
