@@ -508,27 +508,42 @@ static cJSON *plugin_state_json(const char *name, const char *state, int *ok)
 	return o;
 }
 
-/* {"plugins": [...]} for every plugin, and those a reload is restarting
- * or stopping, or could not start (named, with their state only). */
+/* The plugins out of the running list that are still named, by state:
+ * those a reload is restarting or stopping, and a required one it could
+ * not start (down, not gone). Under plugins_lock. */
+struct named_off {
+	char (*names)[PLUGIN_NAME_MAX + 1];
+	size_t n;
+	const char *state;
+};
+
+static void named_off_sets(const host *h, struct named_off out[3])
+{
+	out[0] = (struct named_off){h->restarting, h->nrestarting, "restarting"};
+	out[1] = (struct named_off){h->retiring, h->nretiring, "stopping"};
+	out[2] = (struct named_off){h->down, h->ndown, "failed"};
+}
+
+/* {"plugins": [...]} for every plugin, and those named_off_sets has (with
+ * their state only). */
 static cJSON *plugins_object(host *h, int *ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list = jsonb_put_array(root, "plugins", ok);
+	struct named_off off[3];
 	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; list && i < h->nplugins; i++)
 		jsonb_put(list, NULL, plugin_json(h, h->plugins[i], ok), ok);
-	for (size_t i = 0; list && i < h->nrestarting; i++)
-		jsonb_put(list, NULL, plugin_state_json(h->restarting[i], "restarting", ok), ok);
-	for (size_t i = 0; list && i < h->nretiring; i++)
-		jsonb_put(list, NULL, plugin_state_json(h->retiring[i], "stopping", ok), ok);
-	/* A required plugin a reload could not start: down, not gone. */
-	for (size_t i = 0; list && i < h->ndown; i++)
-		jsonb_put(list, NULL, plugin_state_json(h->down[i], "failed", ok), ok);
+	named_off_sets(h, off);
+	for (size_t k = 0; k < 3; k++)
+		for (size_t i = 0; list && i < off[k].n; i++)
+			jsonb_put(list, NULL, plugin_state_json(off[k].names[i], off[k].state, ok), ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	return root;
 }
 
 static int get_plugins(host *h, evh_response *resp, const char *name)
 {
+	struct named_off off[3];
 	cJSON *one = NULL;
 	int found = 0, ok = 1;
 	if (!name) {
@@ -542,15 +557,11 @@ static int get_plugins(host *h, evh_response *resp, const char *name)
 			found = 1;
 		}
 	/* As the list says it: restarting, stopping, or failed. */
-	for (size_t i = 0; !found && i < h->nrestarting; i++)
-		if ((found = !strcmp(h->restarting[i], name)))
-			one = plugin_state_json(name, "restarting", &ok);
-	for (size_t i = 0; !found && i < h->nretiring; i++)
-		if ((found = !strcmp(h->retiring[i], name)))
-			one = plugin_state_json(name, "stopping", &ok);
-	for (size_t i = 0; !found && i < h->ndown; i++)
-		if ((found = !strcmp(h->down[i], name)))
-			one = plugin_state_json(name, "failed", &ok);
+	named_off_sets(h, off);
+	for (size_t k = 0; !found && k < 3; k++)
+		for (size_t i = 0; !found && i < off[k].n; i++)
+			if ((found = !strcmp(off[k].names[i], name)))
+				one = plugin_state_json(name, off[k].state, &ok);
 	pthread_mutex_unlock(&h->plugins_lock);
 	if (!found)
 		return problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
@@ -685,11 +696,11 @@ static int mark_redriven(host *h, const char *name, const dlq_list *l, int *flag
 {
 	/* Pinned, not under plugins_lock: the reads wait for the plugin's
 	 * database, which a slow handler may hold for seconds. */
-	evh_plugin *p = l->n ? host_pin_plugin(h, name) : NULL;
+	evh_plugin *p;
 	int rc = 0;
 	if (!l->n)
 		return 0; /* nothing to decide */
-	if (!p || !p->store) {
+	if (!(p = host_pin_plugin(h, name)) || !p->store) {
 		snprintf(why, whylen, "plugin '%s' is not running (a reload is restarting or stopping "
 		                      "it?): which dead letters were redriven before cannot be read",
 		         name);

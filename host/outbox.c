@@ -87,8 +87,8 @@ struct relay {
 	int removing, detached;
 	int64_t remove_deadline;
 	int flushed; /* relay thread only: being removed, its last rows sent */
-	int64_t send_until; /* relay thread only: being removed, a full queue is waited for
-	                     * until then (0: no bound but the stop's) */
+	int64_t send_until; /* relay thread only: being removed, remove_deadline (a full
+	                     * queue is not waited for past it; 0: no bound but the stop's) */
 	/* under move_mu (the mover, and the relay thread detaching or stopping) */
 	pthread_mutex_t move_mu;
 	outbox_done *del; /* rows to move (retried when that fails) */
@@ -583,17 +583,17 @@ static int relay_send_last(outbox *o, struct relay *r)
 {
 	size_t sent;
 	int failed;
-	int64_t deadline;
 	if (r->flushed)
 		return 0;
-	pthread_mutex_lock(&o->mu);
-	deadline = r->remove_deadline;
-	pthread_mutex_unlock(&o->mu);
+	if (!r->send_until) {
+		pthread_mutex_lock(&o->mu);
+		r->send_until = r->remove_deadline;
+		pthread_mutex_unlock(&o->mu);
+	}
 	pthread_mutex_lock(&r->mu);
 	failed = r->rewind_to >= 0;
 	pthread_mutex_unlock(&r->mu);
-	r->send_until = deadline; /* a full queue (Kafka away) is not waited for past it */
-	if (!failed && r->probe == PROBE_NONE && clock_mono_ms() < deadline &&
+	if (!failed && r->probe == PROBE_NONE && clock_mono_ms() < r->send_until &&
 	    relay_send(o, r, &sent))
 		return 1;
 	r->flushed = 1;

@@ -1003,7 +1003,7 @@ static int64_t synchronous_now(store *s)
  * next transaction runs at FULL every time. */
 static void test_store_lazy_sync_is_always_undone(void **state)
 {
-	char dir[] = "/tmp/evhost-oom-XXXXXX" /* mkdtemp's template */, path[64], err[256], id[16];
+	char dir[40], path[64], err[256], id[16];
 	outbox_row row, *rows = NULL;
 	outbox_done done[1];
 	store *s = NULL;
@@ -1011,7 +1011,7 @@ static void test_store_lazy_sync_is_always_undone(void **state)
 	size_t n = 0;
 	int hit = 1, normal_seen = 0;
 	(void)state;
-	assert_non_null(mkdtemp(dir));
+	test_make_dir(dir, sizeof dir, "oom-lazy");
 	snprintf(path, sizeof path, "%s/lazy.db", dir);
 	assert_int_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
 	assert_int_equal(synchronous_now(s), 2);
