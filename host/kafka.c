@@ -29,6 +29,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -698,6 +699,7 @@ static int start_mock(kafka *k, char *err, size_t errlen)
 	struct task before[MAX_TASKS];
 	size_t nbefore = list_tasks(before, MAX_TASKS);
 	char msg[512];
+	sigset_t all, mask;
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_conf_set_log_cb(conf, mock_log_cb);
 	if (conf_set(conf, "client.id", "evhost-mock", err, errlen)) {
@@ -710,7 +712,14 @@ static int start_mock(kafka *k, char *err, size_t errlen)
 		snprintf(err, errlen, "[kafka] embedded mock cluster: %s", msg);
 		return -1;
 	}
+	/* Its thread (created here, with this thread's mask) takes no signal:
+	 * a handler run on it (a plugin's) interrupts its poll, and librdkafka's
+	 * mock cluster then stops for good. librdkafka's own clients block
+	 * every signal in their threads too. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &mask);
 	k->mock = rd_kafka_mock_cluster_new(k->mock_rk, 1);
+	pthread_sigmask(SIG_SETMASK, &mask, NULL);
 	if (!k->mock) {
 		snprintf(err, errlen, "[kafka] embedded mock cluster could not be created");
 		return -1;
