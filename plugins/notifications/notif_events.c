@@ -382,6 +382,11 @@ static evh_event_result not_parsed(const evh_event *ev, int rc, const char *why)
 	return rc == PARSE_OOM ? EVH_EVENT_RETRY : EVH_EVENT_REJECT;
 }
 
+/* How parse_user_event takes "email": required, optional (checked when
+ * there), or not read at all (a deletion needs only the id: an address it
+ * would not use must not turn it away, nor keep the user a recipient). */
+enum { EMAIL_NEEDED = 1, EMAIL_OPTIONAL = 0, EMAIL_UNUSED = -1 };
+
 /* Parse {"id","email","name"}; id falls back to the Kafka key. Returns 0,
  * or PARSE_BAD / PARSE_OOM with `why` saying what is wrong with the data
  * (never its values: they are personal data and `why` goes to logs and DLQ
@@ -415,7 +420,8 @@ static int parse_user_event(const evh_event *ev, int need_email, user_event *u, 
 		snprintf(why, whylen, "event data has no usable \"id\" (string or number)");
 		goto bad;
 	}
-	email = cJSON_GetObjectItemCaseSensitive(u->root, "email");
+	email = need_email == EMAIL_UNUSED ? NULL
+	                                   : cJSON_GetObjectItemCaseSensitive(u->root, "email");
 	if (email && !cJSON_IsNull(email)) {
 		if (!cJSON_IsString(email) || !notif_addr_valid(email->valuestring)) {
 			snprintf(why, whylen, "\"email\" is not a valid e-mail address");
@@ -423,7 +429,7 @@ static int parse_user_event(const evh_event *ev, int need_email, user_event *u, 
 		}
 		u->email = email->valuestring;
 	}
-	if (need_email && !u->email) {
+	if (need_email == EMAIL_NEEDED && !u->email) {
 		snprintf(why, whylen, "event data has no \"email\"");
 		goto bad;
 	}
@@ -610,7 +616,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 	int parsed, deleted, oom = 0;
 
 	(void)p;
-	if ((parsed = parse_user_event(ev, 1, &u, why, sizeof why)) != 0)
+	if ((parsed = parse_user_event(ev, EMAIL_NEEDED, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
 	if ((deleted = recipient_was_deleted(tx, u.id)) != 0) {
 		if (deleted < 0)
@@ -708,7 +714,7 @@ evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_t
 
 	(void)p;
 	(void)ud;
-	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
+	if ((parsed = parse_user_event(ev, EMAIL_OPTIONAL, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
 	notif_now_rfc3339(now);
 	notif_event_version(evh_event_time(ev), evh_event_header(ev, "evhost_seq"), now, version);
@@ -730,7 +736,7 @@ evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_t
 
 	(void)p;
 	(void)ud;
-	if ((parsed = parse_user_event(ev, 0, &u, why, sizeof why)) != 0)
+	if ((parsed = parse_user_event(ev, EMAIL_UNUSED, &u, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
 	notif_now_rfc3339(now);
 	tomb[0] = EVH_TEXT(u.id);

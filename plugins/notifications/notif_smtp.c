@@ -262,27 +262,30 @@ static int server_down(CURLcode rc, long code)
 	}
 }
 
-/* Whether `verb`, the last command sent, is one of the message's own:
- * MAIL, RCPT, DATA (its reply, or the reply to the data after it). */
-static int message_verb(const char *verb)
+/* Whether `verb`, the last command sent, is one whose reply judges this
+ * message: RCPT (its recipient) or DATA (its reply, or the reply to the
+ * data after it). */
+static int verdict_verb(const char *verb)
 {
-	return !strcmp(verb, "MAIL") || !strcmp(verb, "RCPT") || !strcmp(verb, "DATA");
+	return !strcmp(verb, "RCPT") || !strcmp(verb, "DATA");
 }
 
-/* Only the server's verdict on the message is final: a 5xx reply to it
- * (to MAIL, RCPT, DATA or the data). Whatever is wrong with the connection
- * or the setup is temporary: retried, and dead-lettered at the last
- * attempt, so a redrive sends the mail once it is mended. That is a
- * certificate not trusted, no STARTTLS offered, the session's 5xx replies
- * (session_code), and a 5xx before any command of the message: a greeting
- * such as "554 no SMTP service here" or a refused HELO turn every mail
- * away alike, whoever it is for. */
+/* Only the server's verdict on the message is final: a 5xx reply to its
+ * recipient or its content (to RCPT, DATA or the data). Whatever is wrong
+ * with the connection or the setup is temporary: retried, and
+ * dead-lettered at the last attempt, so a redrive sends the mail once it is
+ * mended. That is a certificate not trusted, no STARTTLS offered, the
+ * session's 5xx replies (session_code), a 5xx before any command of the
+ * message (a greeting such as "554 no SMTP service here" or a refused
+ * HELO), and a 5xx to MAIL FROM: it names only the configured sender (no
+ * SIZE is sent), so "553 sender address rejected" turns every mail away
+ * alike, whoever it is for. */
 static notif_send_result classify(CURLcode rc, long code, const char *verb)
 {
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
 	if (code >= 500 && code < 600)
-		return message_verb(verb) ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
+		return verdict_verb(verb) ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
 	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
 }
 

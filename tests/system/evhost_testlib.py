@@ -511,6 +511,13 @@ class _Handler:
     def __init__(self, sink):
         self.sink = sink
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.sink.mail_reply:
+            return self.sink.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         reply = self.sink.reply or next(
             (self.sink.replies[a] for a in envelope.rcpt_tos if a in self.sink.replies), None)
@@ -537,7 +544,8 @@ class SmtpSink:
     stop() and start() again reuse the same port, for "mail server down"
     tests; set `reply` (e.g. "451 4.3.0 try again later") to make it refuse
     messages with that answer instead of keeping them, or `replies`
-    {address: reply} to refuse only those to an address.
+    {address: reply} to refuse only those to an address, or `mail_reply`
+    to answer MAIL FROM (the sender) so.
 
     tls="starttls" offers and requires STARTTLS (AUTH only after it);
     tls="implicit" is TLS from the first byte (smtps://). Both use `certs`
@@ -554,6 +562,7 @@ class SmtpSink:
         self.certs = certs
         self.reply = None
         self.replies = {}
+        self.mail_reply = None
         self._messages = []
         self._cond = threading.Condition()
         self._controller = None
