@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
+#include <sys/stat.h>
 
 #include "../../host/topics.h"
 
@@ -49,7 +50,6 @@ static const evh_config_key user_config[] = {
 };
 
 #define USER_TOKEN_TTL_MAX (30 * 24 * 3600)
-#define USER_HASH_CONCURRENCY_MAX 256
 #define USER_HASH_WAIT_MAX_MS 60000
 /* [http] threads' own bound: more could never be waiting. */
 #define USER_HASH_QUEUE_MAX 256
@@ -275,6 +275,21 @@ static int make_dummy_hash(user_state *st)
 	return rc;
 }
 
+/* As the host says of its own secret files: a password file every local
+ * account can read is not refused (a test machine may mean it), but said,
+ * at each start it is configured (its password may still be the
+ * administrator's). */
+static void warn_if_public(user_state *st, const char *path)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & S_IROTH))
+		evh_log(st->p, EVH_LOG_WARN,
+		        "admin_password_file: '%s' is readable by every local account (mode %04o): "
+		        "chmod o-r it",
+		        path, (unsigned)(sb.st_mode & 07777));
+}
+
 /* The first line of `path`, without its line ending. */
 static int read_password_file(user_state *st, const char *path, char *buf, size_t size)
 {
@@ -372,6 +387,7 @@ static int ensure_admin(user_state *st)
 	memset(&u, 0, sizeof u);
 	if ((rc = check_admin_keys(st->p, u.email)) != EVH_OK || !u.email[0])
 		return rc;
+	warn_if_public(st, path);
 	if ((rc = find_admin(st, u.email, &u, &found, &created, created_id)) != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR,
 		        "cannot look up (or record) the administrator of admin_email: %s",

@@ -304,6 +304,8 @@ long long user_hash_concurrency_default(long long cores, size_t memlimit,
 
 	if (cores < 1)
 		cores = 1;
+	if (cores > USER_HASH_CONCURRENCY_MAX)
+		cores = USER_HASH_CONCURRENCY_MAX;
 	if (!phys || !memlimit)
 		return cores;
 	fit = phys / memlimit;

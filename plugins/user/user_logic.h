@@ -55,8 +55,11 @@ int user_argon2_memlimit_fits(const char *s, size_t memlimit, unsigned long long
  * `why` (size bytes), naming both values, their product and the memory. */
 int user_hash_memory_fits(size_t memlimit, long long concurrency, unsigned long long phys,
                           char *why, size_t size);
+/* hash_concurrency's highest value. */
+#define USER_HASH_CONCURRENCY_MAX 256
 /* hash_concurrency's default: `cores`, but no more hashes than fit in
- * `phys` bytes at `memlimit` each (0 for either: not bounded); at least 1. */
+ * `phys` bytes at `memlimit` each (0 for either: not bounded), nor than
+ * USER_HASH_CONCURRENCY_MAX; at least 1. */
 long long user_hash_concurrency_default(long long cores, size_t memlimit,
                                         unsigned long long phys);
 /* `bytes` in binary units for a message ("23.4 GiB", "64 MiB", "900 B"):

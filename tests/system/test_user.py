@@ -1293,6 +1293,8 @@ def test_an_unreadable_sign_out_file_stops_the_start(evhostd, tmp_path):
 
 def test_first_administrator_is_created_once(evhostd, tmp_path):
     config = user_config(tmp_path)
+    pw = config["plugin.user"]["admin_password_file"]
+    os.chmod(pw, 0o644)
     d = evhostd(config)
     admins = [u for u in all_users(d) if u["email"] == ADMIN_EMAIL]
     assert len(admins) == 1 and admins[0]["name"] == "Administrator"
@@ -1302,12 +1304,19 @@ def test_first_administrator_is_created_once(evhostd, tmp_path):
     log = d.log_text()
     assert "created the administrator of admin_email: user " + admins[0]["id"] in log, log
     assert ADMIN_PASSWORD not in log and ADMIN_EMAIL not in log, log
+    # The password file (0644 here) is readable by every account: said, with
+    # its mode, at each start it is configured.
+    assert (f"admin_password_file: '{pw}' is readable by every local account (mode 0644)"
+            in log), log
     state_dir = d.state_dir
     d.stop()
 
-    # Same state, new start: the account is kept, not created again.
+    # Same state, new start: the account is kept, not created again. The
+    # file now private: nothing said of it.
+    os.chmod(pw, 0o600)
     d2 = evhostd(config, state_dir=state_dir)
     assert [u for u in all_users(d2) if u["email"] == ADMIN_EMAIL] == admins
+    assert "admin_password_file:" not in d2.log_text(), d2.log_text()
 
 
 @pytest.mark.parametrize("how", ["moved", "deleted"])

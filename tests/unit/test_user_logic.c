@@ -281,6 +281,10 @@ static void test_hash_concurrency_times_memlimit_fits_the_machine(void **state)
 	assert_int_equal(user_hash_concurrency_default(0, gib, phys), 1);
 	assert_int_equal(user_hash_concurrency_default(8, gib, 0), 8);
 	assert_int_equal(user_hash_concurrency_default(8, 0, phys), 8);
+	/* More cores than the key's range allows: its highest value. */
+	assert_int_equal(user_hash_concurrency_default(300, 0, 0), USER_HASH_CONCURRENCY_MAX);
+	assert_int_equal(user_hash_concurrency_default(300, 1024, 1ULL << 40),
+	                 USER_HASH_CONCURRENCY_MAX);
 }
 
 static void test_roles(void **state)
