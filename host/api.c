@@ -3,6 +3,7 @@
  * sanity, "only during init", outbox envelope). */
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -386,6 +387,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		plugin_error(p, "publish to %s: type is longer than %zu bytes (its ce_type header"
 		                " would be cut)",
 		             topic, sizeof ((ce_meta *)NULL)->type - 1);
+		return EVH_EINVAL;
+	}
+	if (len > PTRDIFF_MAX) { /* key + data below would wrap past the size check */
+		plugin_error(p, "publish to %s: data of %zu bytes is no length (a negative count?)",
+		             topic, len);
 		return EVH_EINVAL;
 	}
 	publish_limits(p, &max, &max_message);

@@ -24,6 +24,7 @@
 #include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -335,6 +336,14 @@ int http_resp_body(evh_response *resp, const char *content_type, const void *bod
 	char *ct = NULL, *b;
 	if (!resp || (len && !body))
 		return EVH_EINVAL;
+	/* No object is that long: a negative count (a failed read's -1) cast
+	 * to size_t, whose len + 1 would wrap to an allocation of 0. */
+	if (len > PTRDIFF_MAX) {
+		log_error("http", "evh_resp_body: a body of %zu bytes is no length (a negative "
+		                  "count?): refused",
+		          len);
+		return EVH_EINVAL;
+	}
 	if (content_type && !header_value_ok(content_type))
 		return EVH_EINVAL;
 	if (content_type && !(ct = strdup(content_type))) {

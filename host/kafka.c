@@ -1855,6 +1855,15 @@ static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome o
 	log_set_context(NULL, NULL);
 }
 
+int kafka_result_known(const evh_plugin *p, int r)
+{
+	int since = r == EVH_EVENT_KEEP_AND_DEAD_LETTER ? 2
+	            : r == EVH_EVENT_KEEP_AND_RETRY     ? 11
+	            : r == EVH_EVENT_KEEP_AND_CONTINUE  ? 14
+	                                                : 0;
+	return p->desc && p->desc->abi_minor < since ? -1 : r;
+}
+
 /* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER, KEEP_AND_RETRY or
  * KEEP_AND_CONTINUE (`out`: OUT_KEEP, OUT_KEEP_RETRY or OUT_KEEP_GO_ON): keep
  * the writes made so far (the later handlers of the event do not run), but
@@ -1884,7 +1893,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
                                  size_t *sub)
 {
 	evh_plugin *p = c->p;
-	int claimed, r;
+	int claimed, r, known;
 	*sub = first;
 	if (store_tx_savepoint(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: cannot open a savepoint: %s",
@@ -1920,17 +1929,20 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		 * word: its message is the reason (before the rollback clears it). */
 		if (!ev->error[0] && store_tx_failed(tx))
 			snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
-		if (r == EVH_EVENT_KEEP_AND_DEAD_LETTER)
+		known = kafka_result_known(p, r);
+		if (known == EVH_EVENT_KEEP_AND_DEAD_LETTER)
 			return keep_writes(c, ev, tx, OUT_KEEP);
-		if (r == EVH_EVENT_KEEP_AND_RETRY)
+		if (known == EVH_EVENT_KEEP_AND_RETRY)
 			return keep_writes(c, ev, tx, OUT_KEEP_RETRY);
-		if (r == EVH_EVENT_KEEP_AND_CONTINUE)
+		if (known == EVH_EVENT_KEEP_AND_CONTINUE)
 			return keep_writes(c, ev, tx, OUT_KEEP_GO_ON);
 		store_tx_savepoint_rollback(tx);
-		if (r == EVH_EVENT_REJECT)
+		if (known == EVH_EVENT_REJECT)
 			return OUT_REJECT;
-		if (r != EVH_EVENT_RETRY && !ev->error[0])
-			snprintf(ev->error, sizeof ev->error, "handler returned unknown result %d",
+		if (known != EVH_EVENT_RETRY && !ev->error[0])
+			snprintf(ev->error, sizeof ev->error,
+			         known == r ? "handler returned unknown result %d"
+			                    : "handler returned result %d, unknown to its plugin ABI",
 			         r);
 		return OUT_RETRY;
 	}

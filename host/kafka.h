@@ -28,6 +28,13 @@ int kafka_property_for(const char *name, rd_kafka_type_t type);
 /* Warn of settings known not to work with this librdkafka; how many. */
 int kafka_known_issues(const settings *s);
 /* Create the producer (and the mock cluster when embedded). */
+/* A handler's result `r` as the plugin `p` meant it: a result its ABI
+ * minor version came before is no result to it (the header: a value that is
+ * not an evh_event_result is taken as RETRY), so -1, never a KEEP_* that
+ * would commit a failed attempt's writes (a 1.10 plugin's stray 5, taken as
+ * KEEP_AND_CONTINUE, would be called again at once for ever, the attempt
+ * never counted). */
+int kafka_result_known(const evh_plugin *p, int r);
 int kafka_start(kafka **k, const settings *s, char *err, size_t errlen);
 /* Flush outstanding messages (up to timeout_ms) and destroy everything. */
 void kafka_stop(kafka *k, int timeout_ms);

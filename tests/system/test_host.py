@@ -1444,6 +1444,14 @@ def test_cxx_plugin_builds_exports_a_c_entry_and_loads(evhostd, tmp_path):
                         str(src), "-o", str(out)],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    # clang++ too, whose -Wold-style-cast also reads the header's inline
+    # functions (a C cast there failed a -Werror build, where g++ said nothing).
+    if shutil.which("clang++"):
+        r = subprocess.run(["clang++", "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra",
+                            "-Werror", "-pedantic", "-Wold-style-cast",
+                            f"-I{lib.REPO_ROOT / 'sdk' / 'include'}", str(src)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
     if shutil.which("nm"):
         syms = subprocess.run(["nm", "-D", "--defined-only", str(out)], capture_output=True,
                               text=True, check=True).stdout.split()

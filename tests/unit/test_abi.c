@@ -468,6 +468,24 @@ static void test_init_failure_quotes_plugin(void **st)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* The header's value macros read their argument once: EVH_TEXT(names[i++])
+ * is one string, its pointer and its length (not "a" with the length of
+ * "longer", which SQLite would then read past). */
+static void test_text_value_reads_its_argument_once(void **st)
+{
+	const char *names[] = {"a", "longer"};
+	int i = 0;
+	evh_value v = EVH_TEXT(names[i++]);
+	(void)st;
+	assert_int_equal(i, 1);
+	assert_ptr_equal(v.p, names[0]);
+	assert_int_equal(v.n, 1);
+	assert_int_equal(v.type, EVH_VAL_TEXT);
+	v = EVH_TEXT(NULL);
+	assert_null(v.p);
+	assert_int_equal(v.n, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -486,7 +504,8 @@ int main(void)
 	    cmocka_unit_test(test_entry_called_once_per_load),
 	    cmocka_unit_test(test_reopen_without_the_build_that_ran),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
-    cmocka_unit_test(test_init_failure_quotes_plugin),
+	    cmocka_unit_test(test_init_failure_quotes_plugin),
+	    cmocka_unit_test(test_text_value_reads_its_argument_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

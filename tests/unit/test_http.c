@@ -136,6 +136,20 @@ static int publish_refused(evh_request *req, evh_response *resp, void *ud)
 /* GET /t/too-big?from=headers|own|after-event: EVH_ETOOBIG of the
  * plugin's own: more response headers than the host keeps (after an event
  * evh_publish refused, with after-event), or its own code's. */
+/* GET /t/no-length: a body whose length is a failed read's -1, cast to
+ * size_t, is refused (EVH_EINVAL) and leaves the answer as it was; the
+ * handler then says what it got. */
+static int no_length(evh_request *req, evh_response *resp, void *ud)
+{
+	char buf[64];
+	int rc = http_resp_body(resp, "text/plain", "x", (size_t)-1);
+	int rc2 = http_resp_body(resp, "text/plain", "x", (size_t)PTRDIFF_MAX + 1);
+	(void)req;
+	(void)ud;
+	snprintf(buf, sizeof buf, "rc=%d rc2=%d", rc, rc2);
+	return http_resp_body(resp, "text/plain", buf, strlen(buf));
+}
+
 static int too_big(evh_request *req, evh_response *resp, void *ud)
 {
 	const char *from = http_req_query(req, "from");
@@ -307,6 +321,7 @@ static int setup(void **state)
 	add(f, "GET", "/t/fail-late", fails_late, 0, NULL);
 	add(f, "GET", "/t/refused", publish_refused, 0, NULL);
 	add(f, "GET", "/t/too-big", too_big, 0, NULL);
+	add(f, "GET", "/t/no-length", no_length, 0, NULL);
 	add(f, "GET", "/t/headers", headers, 0, NULL);
 	add(f, "GET", "/t/big-header", big_header, 0, NULL);
 	add(f, "GET", "/t/problem", problem_field, 0, NULL);
@@ -406,6 +421,17 @@ static void test_head_has_no_body(void **state)
 	assert_int_equal(status_of(r), 200);
 	assert_true(atoi(header_of(r, "Content-Length")) > 0);
 	assert_string_equal(body_of(r), "");
+	free(r);
+}
+
+static void test_a_body_of_no_length_is_refused(void **state)
+{
+	fixture *f = *state;
+	char want[64];
+	char *r = request(f, "GET", "/t/no-length", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	snprintf(want, sizeof want, "rc=%d rc2=%d", EVH_EINVAL, EVH_EINVAL);
+	assert_string_equal(body_of(r), want);
 	free(r);
 }
 
@@ -1533,6 +1559,7 @@ int main(void)
 	    cmocka_unit_test(test_not_found_and_405),
 	    cmocka_unit_test(test_params_query_headers),
 	    cmocka_unit_test(test_head_has_no_body),
+	    cmocka_unit_test(test_a_body_of_no_length_is_refused),
 	    cmocka_unit_test(test_json_checks),
 	    cmocka_unit_test(test_body_limits),
 	    cmocka_unit_test_teardown(test_body_in_parts, restore_limits),

@@ -2266,6 +2266,33 @@ static void test_keep_and_continue(void **state)
 		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
 }
 
+/* A KEEP_* result from a plugin built before its ABI minor version is no
+ * result to that plugin: taken as a retry (-1, "unknown"), not as a commit of
+ * a failed attempt's writes; from a plugin of that version or later, itself.
+ * The other results are every version's. */
+static void test_keep_results_are_those_of_the_plugins_abi(void **state)
+{
+	static const struct {
+		int minor, r, want;
+	} cases[] = {
+	    {1, EVH_EVENT_KEEP_AND_DEAD_LETTER, -1}, {2, EVH_EVENT_KEEP_AND_DEAD_LETTER, 3},
+	    {10, EVH_EVENT_KEEP_AND_RETRY, -1},      {11, EVH_EVENT_KEEP_AND_RETRY, 4},
+	    {13, EVH_EVENT_KEEP_AND_CONTINUE, -1},   {14, EVH_EVENT_KEEP_AND_CONTINUE, 5},
+	    {0, EVH_EVENT_OK, 0},                    {0, EVH_EVENT_RETRY, 1},
+	    {0, EVH_EVENT_REJECT, 2},                {0, 9, 9},
+	};
+	evh_plugin_desc desc;
+	evh_plugin p;
+	(void)state;
+	memset(&p, 0, sizeof p);
+	memset(&desc, 0, sizeof desc);
+	p.desc = &desc;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		desc.abi_minor = cases[i].minor;
+		assert_int_equal(kafka_result_known(&p, cases[i].r), cases[i].want);
+	}
+}
+
 /* A long KEEP_AND_CONTINUE chain (40 calls, 2 s) does not hold up the
  * consumer: it polls between calls (librdkafka takes a member that has not
  * polled for max.poll.interval.ms out of its group, and the chain's event
@@ -3214,6 +3241,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_and_retry), 9},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
     {cmocka_unit_test(test_keep_and_continue), 8},
+    {cmocka_unit_test(test_keep_results_are_those_of_the_plugins_abi), 8},
     {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6},
     {cmocka_unit_test(test_handled_is_counted_once_committed), 7},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},        /* 8.6 */

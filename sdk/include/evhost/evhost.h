@@ -153,8 +153,8 @@ typedef enum evh_config_type {
 	/* ABI 1.3: an EVH_CFG_PATH that must name a readable regular file when
 	 * the configuration is read (at start, at a reload, by --check-config),
 	 * or that is a configuration error at the key's file:line. For secrets
-	 * and certificates; a default is checked too (at the section's line), a
-	 * key set to nothing is not (it reads as ""). */
+	 * and certificates; a default is checked too (at the section's line).
+	 * A key of a path type set to nothing is refused ("expected a path"). */
 	EVH_CFG_FILE = 6,
 	/* ABI 1.3: the same for a directory that must exist and be readable
 	 * (templates, say; not one the plugin creates: that is EVH_CFG_PATH). */
@@ -212,14 +212,27 @@ static inline evh_value evh__value(evh_value_type t, int64_t i, double r, const 
 #define EVH_NULL() evh__value(EVH_VAL_NULL, 0, 0, NULL, 0)
 #define EVH_INT(x) evh__value(EVH_VAL_INT, static_cast<int64_t>(x), 0, NULL, 0)
 #define EVH_REAL(x) evh__value(EVH_VAL_REAL, 0, static_cast<double>(x), NULL, 0)
-#define EVH_TEXT(s) evh__value(EVH_VAL_TEXT, 0, 0, (s), evh__strlen(s))
+#define EVH_TEXT(s) evh__text(s)
 #define EVH_TEXTN(s, len) evh__value(EVH_VAL_TEXT, 0, 0, (s), (len))
 #define EVH_BLOB(b, len) evh__value(EVH_VAL_BLOB, 0, 0, (b), (len))
+/* EVH_TEXT(s): `s` read once (EVH_TEXT(names[i++]) is one string, its
+ * pointer and its length). */
+static inline evh_value evh__text(const char *s)
+{
+	return evh__value(EVH_VAL_TEXT, 0, 0, s, evh__strlen(s));
+}
 #else
+/* EVH_TEXT(s): `s` read once (EVH_TEXT(names[i++]) is one string, its
+ * pointer and its length). */
+static inline evh_value evh__text(const char *s)
+{
+	evh_value v = {EVH_VAL_TEXT, 0, 0, s, evh__strlen(s)};
+	return v;
+}
 #define EVH_NULL() ((evh_value){EVH_VAL_NULL, 0, 0, NULL, 0})
 #define EVH_INT(x) ((evh_value){EVH_VAL_INT, (int64_t)(x), 0, NULL, 0})
 #define EVH_REAL(x) ((evh_value){EVH_VAL_REAL, 0, (double)(x), NULL, 0})
-#define EVH_TEXT(s) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), evh__strlen(s)})
+#define EVH_TEXT(s) evh__text(s)
 #define EVH_TEXTN(s, len) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (len)})
 #define EVH_BLOB(b, len) ((evh_value){EVH_VAL_BLOB, 0, 0, (b), (len)})
 #endif
@@ -608,7 +621,11 @@ static inline int64_t evh_config_int(evh_plugin *p, const char *key, int64_t dfl
 		n *= 1024 * 1024;
 	else if (*end == 'G')
 		n *= 1024LL * 1024 * 1024;
+#ifdef __cplusplus
+	return static_cast<int64_t>(n);
+#else
 	return (int64_t)n;
+#endif
 }
 
 /* `key` as a boolean. Returns `dflt` when unset. */
