@@ -6,6 +6,7 @@
  * node that has a route for the method; that gives "literal wins" with
  * backtracking (GET /users/me and DELETE /users/{id} can coexist). */
 #include "router.h"
+#include "json.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -164,6 +165,10 @@ const char *router_pattern_error(const char *pattern)
 		return "pattern must start with '/'";
 	if (strlen(pattern) > ROUTER_MAX_PATTERN)
 		return "pattern is longer than 1024 characters";
+	/* It is the route label of /metrics, which Prometheus refuses whole
+	 * for one label that is not UTF-8 (say, a Latin-1 source's "/café"). */
+	if (json_utf8_error(pattern, strlen(pattern)) >= 0)
+		return "pattern is not UTF-8";
 	if (!strcmp(pattern, "/"))
 		return NULL;
 	const char *s = pattern + 1;

@@ -217,8 +217,10 @@ static void test_bad_patterns(void **state)
 	    "/{",         "/{}",           "/{1a}",       "/{a-b}",    "/x{id}",
 	    "/{id}x",     "/a b",          "/a%20b",      "/a?b",      "/{a}/{a}",
 	    "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}",
+	    "/caf\xe9/{id}", /* Latin-1: /metrics' route label must be UTF-8 */
 	};
 	assert_null(router_pattern_error("/"));
+	assert_null(router_pattern_error("/caf\xc3\xa9/{id}"));
 	assert_null(router_pattern_error("/a/{b_1}/c-d.e~f/{_x}"));
 	assert_null(router_pattern_error("/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}"));
 	assert_non_null(router_pattern_error(NULL));
