@@ -2502,8 +2502,17 @@ static cJSON *json_scalar(sqlite3_stmt *st, int col)
 		return cJSON_CreateRaw(num);
 	case SQLITE_FLOAT:
 		return cJSON_CreateNumber(sqlite3_column_double(st, col));
-	case SQLITE_TEXT:
-		return cJSON_CreateString((const char *)sqlite3_column_text(st, col));
+	case SQLITE_TEXT: {
+		/* Stored as given (a client's %FF decoded into a capture, say):
+		 * bytes that are not UTF-8 become U+FFFD, or the whole answer
+		 * would not be JSON a client's parser takes. */
+		const char *t = (const char *)sqlite3_column_text(st, col);
+		int oom = 0;
+		char *clean = t ? json_utf8_scrub(t, &oom) : NULL;
+		cJSON *v = oom ? NULL : cJSON_CreateString(clean ? clean : t);
+		free(clean);
+		return v;
+	}
 	case SQLITE_BLOB: {
 		char *b64 = base64_encode(sqlite3_column_blob(st, col),
 		                          (size_t)sqlite3_column_bytes(st, col));

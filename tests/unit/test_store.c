@@ -24,6 +24,7 @@
 #include <sqlite3.h>
 
 #include "clock.h"
+#include "json.h"
 #include "stderr_capture.h"
 #include "store.h"
 #include "db_files.h"
@@ -503,6 +504,16 @@ static void test_query_json(void **state)
 	                    "[{\"r\":0.30000000000000004,"
 	                    "\"v\":[9007199254740991,1.7976931348623157e+308]}]");
 	free(json);
+	/* TEXT stored as given, not UTF-8 (a client's %FF decoded into a
+	 * capture): U+FFFD in the answer, which stays JSON. */
+	{
+		evh_value bad = EVH_TEXTN("a\xff\xfe", 3);
+		assert_int_equal(store_query_json(tx, "SELECT ? AS t", &bad, 1, &json, &len),
+		                 EVH_OK);
+		assert_string_equal(json, "[{\"t\":\"a\xef\xbf\xbd\xef\xbf\xbd\"}]");
+		assert_true(json_utf8_error(json, len) < 0);
+		free(json);
+	}
 	/* A *_json column holding something else than JSON is an error. */
 	assert_int_equal(store_query_json(tx, "SELECT 'nope{' AS bad_json", NULL, 0, &json, NULL),
 	                 EVH_ESTORE);
