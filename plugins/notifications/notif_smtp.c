@@ -47,6 +47,7 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 		n = size < sizeof s->reply ? size : sizeof s->reply;
 		memcpy(s->reply, data, n);
 		s->reply_len = n;
+		s->replies++;
 	} else if (type == CURLINFO_HEADER_OUT) {
 		char verb[sizeof s->verb];
 		for (n = 0; n < size && n + 1 < sizeof verb &&
@@ -365,14 +366,37 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		curl_slist_free_all(rcpts);
 		return NOTIF_SEND_TRANSIENT;
 	}
-	curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpts);
-	curl_easy_setopt(s->curl, CURLOPT_READFUNCTION, upload_read);
-	curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
-	curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, ebuf);
-	s->reply_len = 0;
-	s->verb[0] = '\0';
-	s->quitting = 0;
-	rc = curl_easy_perform(s->curl);
+	for (int fresh_tried = 0;; fresh_tried = 1) {
+		long opened = -1;
+		curl_easy_setopt(s->curl, CURLOPT_MAIL_RCPT, rcpts);
+		curl_easy_setopt(s->curl, CURLOPT_READFUNCTION, upload_read);
+		curl_easy_setopt(s->curl, CURLOPT_READDATA, &u);
+		curl_easy_setopt(s->curl, CURLOPT_ERRORBUFFER, ebuf);
+		s->reply_len = 0;
+		s->replies = 0;
+		s->verb[0] = '\0';
+		s->quitting = 0;
+		u.p = msg;
+		u.left = len;
+		rc = curl_easy_perform(s->curl);
+		/* A kept connection that failed before any reply to this send (a
+		 * firewall or NAT that dropped it while idle, without a word:
+		 * MAIL then waits for nothing, or meets a reset) carried nothing
+		 * the server took, its data least of all (that goes after a 354):
+		 * once more on a new connection, rather than a retry of the whole
+		 * event, or, in a broadcast, every recipient left untried. */
+		if (rc == CURLE_OK || fresh_tried || s->replies ||
+		    curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &opened) != CURLE_OK ||
+		    opened != 0)
+			break;
+		smtp_drop_connection(s);
+		if (!s->curl && smtp_new_handle(s, err, errlen) < 0) {
+			pthread_mutex_unlock(&s->mu);
+			curl_slist_free_all(rcpts);
+			return NOTIF_SEND_TRANSIENT;
+		}
+		ebuf[0] = '\0';
+	}
 	if (rc != CURLE_OK) {
 		char said[300] = "";
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);

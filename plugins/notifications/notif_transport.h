@@ -67,9 +67,12 @@ typedef struct notif_smtp {
 	size_t reply_len;
 	/* The verb of the last command sent in the send under way ("" before
 	 * any: the greeting), and whether it was QUIT: a 5xx is about this
-	 * message only as the reply to MAIL, RCPT, DATA or the data. */
+	 * message only as the reply to RCPT, DATA or the data. */
 	char verb[12];
 	int quitting;
+	/* Replies the send under way got: none on a kept connection means the
+	 * server took nothing of it (notif_smtp_send then tries a new one). */
+	int replies;
 	/* With a user: whether this connection's session logged in (AUTH sent
 	 * since its last EHLO), and whether a mail sent without (the server
 	 * offered no AUTH: libcurl then goes on without a word) is said

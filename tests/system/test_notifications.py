@@ -952,6 +952,29 @@ def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_pa
         srv.stop()
 
 
+def test_a_kept_connection_dropped_without_a_word_is_replaced_at_once(
+        evhostd, tmp_path, unique_name, kafka_bootstrap):
+    # A firewall or NAT drops the idle kept connection silently: the next
+    # mail's MAIL gets no answer (here the server goes mute on it). No reply
+    # came to that send, so the server took nothing of it: it is sent again
+    # at once on a new connection, in the same attempt (not a retry of the
+    # event after a backoff, nor, in a broadcast, everyone after it left
+    # untried for the server "down").
+    srv = RawSmtp(replies={"MAIL": ["250 ok", None]})
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=5)
+        first = env.created("kept-1", user_id="u-kept-1")
+        assert env.entry_once("kept-1", "sent", timeout=30)["attempts"] == 1
+        second = env.created("kept-2", user_id="u-kept-2")
+        sent = env.entry_once("kept-2", "sent", timeout=30)
+        assert sent["attempts"] == 1 and sent["last_error"] is None, sent
+        assert list(srv.accepted) == [(0, first), (1, second)], (srv.accepted, srv.conns)
+        # The mute connection carried the MAIL, and nothing after it.
+        assert [c.split(":")[0].upper() for c in srv.conns[0][-1:]] == ["MAIL FROM"], srv.conns
+    finally:
+        srv.stop()
+
+
 def chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, attempts):
     """notifications alone, every 3 mails of a broadcast committed
     (broadcast_commit_every), with 10 recipients u-0 ... u-9; `attempts` quick
