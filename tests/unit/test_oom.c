@@ -61,7 +61,7 @@
 static long sweep_threads(int (*scenario)(void *), void *arg, int mode)
 {
 	long n;
-	for (n = 0;; n++) {
+	for (n = 0;; n += ALLOC_SWEEP_STEP) {
 		int rc, failed;
 		alloc_faults_arm(n, mode);
 		rc = scenario(arg);
