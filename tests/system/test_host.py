@@ -2800,7 +2800,10 @@ def test_signals_a_handler_takes_leave_the_embedded_broker_serving(evhostd, buil
     tgkill = ctypes.CDLL(None, use_errno=True).tgkill
     threads = 0
     for tid in os.listdir(f"/proc/{d.proc.pid}/task"):
-        status = Path(f"/proc/{d.proc.pid}/task/{tid}/status").read_text()
+        try:
+            status = Path(f"/proc/{d.proc.pid}/task/{tid}/status").read_text()
+        except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
+            continue
         blocked = int(re.search(r"^SigBlk:\s*([0-9a-f]+)", status, re.M).group(1), 16)
         if not blocked & (1 << (signal.SIGUSR2 - 1)):
             threads += 1
