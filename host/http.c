@@ -2201,6 +2201,34 @@ static int access_logged(int mode, int status)
 	return mode == HTTP_ACCESS_ALL || (mode == HTTP_ACCESS_ERRORS && status >= 400);
 }
 
+/* The caller's traceparent: its one header's value, spaces and tabs around
+ * it taken off (HTTP's optional whitespace, which civetweb keeps at the
+ * end); "" for none, and for two or more, which W3C says to ignore (a new
+ * trace then), not to take the first of. `buf` holds the value. */
+static const char *caller_traceparent(const struct mg_request_info *ri, char buf[64])
+{
+	const char *v = NULL;
+	size_t n;
+	int seen = 0;
+
+	for (int i = 0; i < ri->num_headers; i++)
+		if (ri->http_headers[i].name && !strcasecmp(ri->http_headers[i].name, "traceparent")) {
+			v = ri->http_headers[i].value;
+			seen++;
+		}
+	if (seen != 1 || !v)
+		return "";
+	v += strspn(v, " \t");
+	n = strlen(v);
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	if (n >= 64)
+		return v; /* too long for one: the parser refuses it as it is */
+	memcpy(buf, v, n);
+	buf[n] = '\0';
+	return buf;
+}
+
 static int handle_request(struct mg_connection *conn, void *cbdata)
 {
 	http_server *srv = cbdata;
@@ -2208,6 +2236,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	evh_response resp;
 	trace_span span;
 	const char *tp, *cert;
+	char tpbuf[64];
 	double t0 = now_ms();
 	size_t sent;
 	int refused, access = atomic_load(&access_log_mode);
@@ -2226,8 +2255,8 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	 * asks). Never the thread's current span ("" rather than NULL): a
 	 * request is the first span of this thread's work. The span is named
 	 * "METHOD /route" once the route is known. */
-	tp = mg_get_header(conn, "traceparent");
-	trace_begin(&span, TRACE_SERVER, tp ? tp : "", req.id, "%s", req.method);
+	tp = caller_traceparent(req.ri, tpbuf);
+	trace_begin(&span, TRACE_SERVER, tp, req.id, "%s", req.method);
 	if (untraced(&req))
 		trace_drop(&span);
 	req.span = &span;

@@ -910,6 +910,33 @@ def raw_exchange(port, request, read_until_close=False, timeout=5.0):
         return lines[0], headers, rest[:length], closed
 
 
+def test_a_callers_traceparent_with_spaces_around_is_taken_two_are_ignored(evhostd, build_dir):
+    # HTTP's optional whitespace around a header's value (civetweb keeps it at
+    # the end) is no part of it: the caller's trace goes on. Two traceparent
+    # headers are ignored, as W3C says (a new trace), not the first taken.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+
+    def trace_of(*values):
+        rid = os.urandom(8).hex()
+        head = "".join(f"traceparent: {v}\r\n" for v in values)
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+            s.sendall(f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-Id: {rid}\r\n{head}"
+                      "Connection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data
+        d.wait_for_log(f"request_id={rid}", timeout=10)
+        line = next(x for x in d.log_text().splitlines() if f"request_id={rid}" in x)
+        return re.search(r"trace_id=([0-9a-f]{32})", line).group(1)
+
+    t1, t2 = os.urandom(16).hex(), os.urandom(16).hex()
+    assert trace_of(f"00-{t1}-{os.urandom(8).hex()}-01  ") == t1
+    assert trace_of(f"00-{t1}-{os.urandom(8).hex()}-01") == t1
+    two = trace_of(f"00-{t1}-{os.urandom(8).hex()}-01", f"00-{t2}-{os.urandom(8).hex()}-01")
+    assert two not in (t1, t2)
+
+
 def test_response_framing_and_keep_alive_on_raw_sockets(evhostd, build_dir):
     """evhostd writes the status line and headers itself (one send with a
     small body): the framing, Date and the Connection header must match what
