@@ -148,10 +148,10 @@ void trace_begin(trace_span *sp, trace_kind kind, const char *parent, const char
 		else
 			events_random_hex(sp->trace_id, 16);
 		sp->parent_id[0] = '\0';
-		/* Off, a trace begun here is recorded by no one: said so in
-		 * what it passes on (flag 00), or a consumer sampling by its
-		 * parent would record a trace whose root no one has. */
-		sp->sampled = (unsigned char)(trace_enabled() && sample(sp->trace_id));
+		/* With tracing off, every one (ratio_all): the services after
+		 * this one that follow the flag record the trace, without this
+		 * one's spans; on purpose (operations.md, "Tracing"). */
+		sp->sampled = (unsigned char)sample(sp->trace_id);
 	}
 	sp->recording = sp->sampled && trace_enabled();
 	if (!sp->recording) {

