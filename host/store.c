@@ -2477,19 +2477,28 @@ static int is_json_column(const char *name)
 	return n > 5 && !strcmp(name + n - 5, "_json");
 }
 
-/* A TEXT value of a *_json column, parsed; NULL when it is not JSON, or
- * when it is but cJSON ran out of memory (*oom set). */
+/* A TEXT value of a *_json column, parsed, its bytes that are not UTF-8
+ * as U+FFFD (as a TEXT column's: json_scalar); NULL when it is not JSON, or
+ * when it is but memory ran out (*oom set). */
 static cJSON *json_embedded(sqlite3_stmt *st, int col, int *oom)
 {
 	const char *text = (const char *)sqlite3_column_text(st, col);
 	size_t len = (size_t)sqlite3_column_bytes(st, col);
+	char *clean;
 	cJSON *v;
 	*oom = 0;
 	if (!text || strlen(text) != len) /* an embedded NUL would hide the rest */
 		return NULL;
+	if ((clean = json_utf8_scrub(text, oom)) != NULL) {
+		text = clean;
+		len = strlen(clean);
+	} else if (*oom) {
+		return NULL;
+	}
 	v = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
 	if (!v)
 		*oom = json_check(text, len, JSON_MAX_DEPTH, NULL) == JSON_OK;
+	free(clean);
 	return v;
 }
 

@@ -513,6 +513,12 @@ static void test_query_json(void **state)
 		assert_string_equal(json, "[{\"t\":\"a\xef\xbf\xbd\xef\xbf\xbd\"}]");
 		assert_true(json_utf8_error(json, len) < 0);
 		free(json);
+		/* the same inside a *_json column's JSON */
+		bad = EVH_TEXT("{\"k\":\"a\xff\"}");
+		assert_int_equal(store_query_json(tx, "SELECT ? AS d_json", &bad, 1, &json, &len),
+		                 EVH_OK);
+		assert_string_equal(json, "[{\"d\":{\"k\":\"a\xef\xbf\xbd\"}}]");
+		free(json);
 	}
 	/* A *_json column holding something else than JSON is an error. */
 	assert_int_equal(store_query_json(tx, "SELECT 'nope{' AS bad_json", NULL, 0, &json, NULL),
