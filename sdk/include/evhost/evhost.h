@@ -836,7 +836,9 @@ static inline int evh_resp_header(evh_response *resp, const char *name, const ch
  * copied: if nothing sets another body, the host then answers 500 for a
  * 1xx-3xx status, saying the request was carried out (a success without
  * its body would pass for a whole answer), or the 4xx/5xx status without
- * a body. */
+ * a body. EVH_EINVAL, nothing set: `len` > 0 with a NULL `body`, `len`
+ * past PTRDIFF_MAX (a negative count cast to size_t), or a content type
+ * with control characters. */
 static inline int evh_resp_body(evh_response *resp, const char *content_type, const void *body,
                                 size_t len)
 {
@@ -878,7 +880,8 @@ static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
  * EVH_EFULL: the outbox is at its bound (answer 503 with Retry-After).
  * EVH_EINVAL: `json` is not UTF-8, or not one strict RFC 8259 JSON text,
  * or holds a number beyond a double's range or a \u0000 in a string
- * (logged with the byte where it broke); or `type` is longer than 255 bytes.
+ * (logged with the byte where it broke); or `type` is longer than 255 bytes;
+ * or `len` is past PTRDIFF_MAX (a negative count cast to size_t).
  * EVH_ETOOBIG: key and data are more than one Kafka message may carry (the
  * producer's message.max.bytes less about 1 KB for headers, as
  * evh_publish_max_bytes says; answer 413): such an event could never be
