@@ -114,6 +114,7 @@ typedef struct cached_stmt {
 	sqlite3_stmt *st;
 	uint64_t last_used; /* LRU clock value */
 	int busy;           /* checked out right now */
+	int plugin;         /* prepared as a plugin's SQL (the authorizer judged it) */
 } cached_stmt;
 
 /* A statement in use: from the cache (slot != NULL) or private to one use. */
@@ -228,6 +229,7 @@ struct evh_rows {
 	stmt_ref ref;
 	rows_state state;
 	evh_rows *next;
+	int plugin; /* a plugin's query: judged again should SQLite prepare it again */
 };
 
 /* ------------------------------------------------------------ helpers */
@@ -712,7 +714,10 @@ static cached_stmt *cache_find(store *s, const char *sql, uint32_t hash)
 {
 	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
 		cached_stmt *c = &s->cache[i];
-		if (c->sql && c->hash == hash && !strcmp(c->sql, sql))
+		/* A plugin's SQL finds only statements the authorizer judged: the
+		 * host's own (writes to evh_* tables) are not the plugin's, whatever
+		 * their text. */
+		if (c->sql && c->hash == hash && c->plugin == s->plugin_sql && !strcmp(c->sql, sql))
 			return c;
 	}
 	return NULL;
@@ -764,7 +769,7 @@ static int stmt_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 	copy = strdup(sql);
 	if (!copy)
 		return EVH_OK; /* usable, just not cached */
-	*c = (cached_stmt){copy, hash, ref->st, ++s->clock, 1};
+	*c = (cached_stmt){copy, hash, ref->st, ++s->clock, 1, s->plugin_sql};
 	ref->slot = c;
 	return EVH_OK;
 }
@@ -817,7 +822,7 @@ static int host_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 			rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
 			if (rc)
 				return rc;
-			*c = (cached_stmt){(char *)sql, 0, ref->st, 0, 1};
+			*c = (cached_stmt){(char *)sql, 0, ref->st, 0, 1, 0};
 			ref->slot = c;
 			return EVH_OK;
 		}
@@ -2344,6 +2349,7 @@ int store_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs
 		return tx_fail(tx, status);
 	}
 	r->tx = tx;
+	r->plugin = tx->s->plugin_sql;
 	r->state = ROWS_READY;
 	r->next = tx->open_rows;
 	tx->open_rows = r;
@@ -2360,7 +2366,13 @@ int store_rows_next(evh_rows *r)
 		return EVH_ESTATE;
 	if (r->state == ROWS_DONE)
 		return 0; /* stepping again would silently rerun the query */
+	/* A step may prepare the statement again (the schema changed since):
+	 * a plugin's, under the authorizer, as when it was first prepared. */
+	if (r->plugin)
+		plugin_sql_set(r->tx->s, 1);
 	rc = sqlite3_step(r->ref.st);
+	if (r->plugin)
+		plugin_sql_set(r->tx->s, 0);
 	if (rc == SQLITE_ROW) {
 		r->state = ROWS_ON_ROW;
 		return 1;

@@ -172,6 +172,52 @@ static void test_migrations_apply_once_in_order(void **state)
 	    query_int(f->s, "SELECT COUNT(*) FROM evh_migrations WHERE applied_at LIKE '20%Z'"), 2);
 }
 
+/* A plugin's SQL is judged by the authorizer however it gets prepared: the
+ * text of a statement the host cached (its evh_migrations insert) is
+ * prepared again for the plugin, and refused, not taken from the cache; and
+ * a plugin's query SQLite prepares again at a step (the schema changed since:
+ * a trigger of its own that writes evh_migrations) is judged again. */
+static void test_plugin_sql_is_judged_however_it_is_prepared(void **state)
+{
+	fixture *f = *state;
+	char err[256] = "";
+	const evh_migration m[] = {{1, "CREATE TABLE t(x);"}};
+	evh_value v = EVH_INT(99);
+	evh_tx *tx;
+	evh_rows *rows;
+	if (store_migrate(f->s, m, 1, err, sizeof err) != EVH_OK)
+		fail_msg("migrate: %s", err);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	store_plugin_sql(tx, 1);
+	assert_int_not_equal(store_exec(tx,
+	                                "INSERT INTO evh_migrations(version, applied_at) VALUES(?, "
+	                                "strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+	                                &v, 1, NULL),
+	                     EVH_OK);
+	store_plugin_sql(tx, 0);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_migrations"), 1);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	store_plugin_sql(tx, 1);
+	assert_int_equal(store_query(tx, "INSERT INTO t(x) VALUES(1) RETURNING x", NULL, 0, &rows),
+	                 EVH_OK);
+	store_plugin_sql(tx, 0);
+	store_plugin_sql(tx, 1);
+	assert_int_equal(store_exec(tx,
+	                            "CREATE TRIGGER wipe AFTER INSERT ON t BEGIN "
+	                            "DELETE FROM evh_migrations; END",
+	                            NULL, 0, NULL),
+	                 EVH_OK);
+	store_plugin_sql(tx, 0);
+	/* prepared again at this step, with the trigger: refused */
+	assert_true(store_rows_next(rows) < 0);
+	store_rows_close(rows);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK); /* failed: rolled back, freed */
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_migrations"), 1);
+}
+
 static void test_migration_failure_keeps_earlier(void **state)
 {
 	fixture *f = *state;
@@ -2471,6 +2517,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_open_errors, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrations_apply_once_in_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_failure_keeps_earlier, setup, teardown),
+    cmocka_unit_test_setup_teardown(test_plugin_sql_is_judged_however_it_is_prepared, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migration_downgrade_and_invalid, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_tx_commit_rollback, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_constraint_fails_tx, setup, teardown),
