@@ -60,11 +60,18 @@ static notif_entry *find_locked(notif_pending *pd, const char *event_id)
 	return NULL;
 }
 
+/* Which entry goes first when the table is full: "failed" (its row is
+ * written with it; should that row not commit, the redo only meets the
+ * same refusal again), then "sent" (the oldest first: those of committed
+ * parts; a part's own are the newest, and must stay until it commits, or
+ * its redo mails them again), then the rest ("retrying": the log's only
+ * record of them). Failed entries first: they stay until evicted, and a
+ * table full of them pushed out the current part's "sent" ones. */
 static int evict_rank(const notif_entry *e)
 {
-	if (!strcmp(e->status, NOTIF_SENT))
+	if (!strcmp(e->status, NOTIF_FAILED))
 		return 0;
-	return !strcmp(e->status, NOTIF_FAILED) ? 1 : 2;
+	return !strcmp(e->status, NOTIF_SENT) ? 1 : 2;
 }
 
 static void remove_locked(notif_pending *pd, size_t i)

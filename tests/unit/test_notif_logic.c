@@ -916,7 +916,7 @@ static void test_pending_state(void **state)
 	notif_pending_destroy(&pd);
 }
 
-static void test_pending_eviction_prefers_sent(void **state)
+static void test_pending_eviction_prefers_failed_then_sent(void **state)
 {
 	notif_pending pd;
 	notif_entry e;
@@ -931,12 +931,14 @@ static void test_pending_eviction_prefers_sent(void **state)
 	                  "2026-01-01T00:00:01.000Z");
 	notif_pending_put(&pd, "x", "a@x.io", "welcome", NOTIF_RETRYING, 1, "e",
 	                  "2026-01-01T00:00:06.000Z");
-	assert_int_equal(notif_pending_get(&pd, "sent-new", &e), 0);
+	assert_int_equal(notif_pending_get(&pd, "failed", &e), 0);
+	assert_int_equal(notif_pending_get(&pd, "sent-new", &e), 1);
+	notif_entry_clear(&e);
 	assert_int_equal(notif_pending_get(&pd, "retry-old", &e), 1);
 	notif_entry_clear(&e);
 	notif_pending_put(&pd, "y", "a@x.io", "welcome", NOTIF_RETRYING, 1, "e",
 	                  "2026-01-01T00:00:07.000Z");
-	assert_int_equal(notif_pending_get(&pd, "failed", &e), 0);
+	assert_int_equal(notif_pending_get(&pd, "sent-new", &e), 0);
 	/* Many more: bounded, never above max. */
 	for (int i = 0; i < 50; i++) {
 		snprintf(id, sizeof id, "n%d", i);
@@ -947,6 +949,26 @@ static void test_pending_eviction_prefers_sent(void **state)
 	}
 	assert_int_equal(notif_pending_get(&pd, "n49", &e), 1);
 	notif_entry_clear(&e);
+	notif_pending_destroy(&pd);
+
+	/* A table full of "failed" entries (they stay until evicted): a part's
+	 * "sent" ones, newer, push them out, never each other. */
+	assert_int_equal(notif_pending_init(&pd, 100), 0);
+	for (int i = 0; i < 100; i++) {
+		snprintf(id, sizeof id, "f%d", i);
+		notif_pending_put(&pd, id, "a@x.io", "welcome", NOTIF_FAILED, 1, "e",
+		                  "2026-01-01T00:00:00.000Z");
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(id, sizeof id, "s%d", i);
+		notif_pending_put(&pd, id, "a@x.io", "broadcast", NOTIF_SENT, 1, NULL,
+		                  "2026-01-01T00:00:09.000Z");
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(id, sizeof id, "s%d", i);
+		assert_int_equal(notif_pending_get(&pd, id, &e), 1);
+		notif_entry_clear(&e);
+	}
 	notif_pending_destroy(&pd);
 }
 
@@ -1127,7 +1149,7 @@ int main(void)
 	    cmocka_unit_test(test_time_and_ids),
 	    cmocka_unit_test(test_event_versions),
 	    cmocka_unit_test(test_pending_state),
-	    cmocka_unit_test(test_pending_eviction_prefers_sent),
+	    cmocka_unit_test(test_pending_eviction_prefers_failed_then_sent),
 	    cmocka_unit_test(test_maildir_delivery),
 	    cmocka_unit_test(test_maildir_removed_or_broken),
 	    cmocka_unit_test(test_maildir_error_about_a_long_path_is_cut),
