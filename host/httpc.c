@@ -53,15 +53,84 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
+/* What `host` and `port` resolve to (*res, for freeaddrinfo), or -1 with
+ * the reason in err. A name goes to the resolver in the background
+ * (getaddrinfo_a), waited for until `deadline`, the abort flag or the
+ * cut-off, like the connection after it: a resolver that does not answer
+ * (its own timeouts add up to tens of seconds) must not hold a stop, or a
+ * start, past its bound. An address needs no resolver. */
+static int resolve(const char *host, const char *port, const struct addrinfo *hints,
+                   int64_t deadline, struct addrinfo **res, char *err, size_t errlen)
+{
+	struct addrinfo numeric = *hints;
+	/* All the request reads, in one block: should the resolver's thread
+	 * outlive the wait, it reads nothing the caller frees. */
+	struct req {
+		struct gaicb req;
+		struct addrinfo hints;
+		char names[];
+	} *q;
+	struct gaicb *list[1];
+	size_t hl = strlen(host) + 1, pl = strlen(port) + 1;
+	int rc;
+
+	numeric.ai_flags |= AI_NUMERICHOST;
+	if (getaddrinfo(host, port, &numeric, res) == 0)
+		return 0;
+	q = calloc(1, sizeof *q + hl + pl);
+	if (!q) {
+		snprintf(err, errlen, "cannot resolve %s: out of memory", host);
+		return -1;
+	}
+	memcpy(q->names, host, hl);
+	memcpy(q->names + hl, port, pl);
+	q->hints = *hints;
+	q->req.ar_name = q->names;
+	q->req.ar_service = q->names + hl;
+	q->req.ar_request = &q->hints;
+	list[0] = &q->req;
+	if ((rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {
+		free(q);
+		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+		return -1;
+	}
+	while ((rc = gai_error(&q->req)) == EAI_INPROGRESS) {
+		int64_t now = clock_mono_ms(), cut = cut_off ? atomic_load(cut_off) : 0;
+		int64_t left = (cut && cut < deadline ? cut : deadline) - now;
+		struct timespec slice = {0, 100 * 1000000L};
+		if (left <= 0 || (abort_flag && atomic_load(abort_flag))) {
+			/* Given up. A request the resolver's thread still works on is
+			 * its own (it writes into it): left to it, a few bytes, once. */
+			rc = gai_cancel(&q->req);
+			if (rc == EAI_ALLDONE && gai_error(&q->req) == 0)
+				freeaddrinfo(q->req.ar_result);
+			if (rc != EAI_NOTCANCELED)
+				free(q);
+			snprintf(err, errlen, "cannot resolve %s: timed out", host);
+			return -1;
+		}
+		if (left < 100)
+			slice.tv_nsec = left * 1000000L;
+		(void)gai_suspend((const struct gaicb *const *)list, 1, &slice);
+	}
+	if (rc != 0) {
+		free(q);
+		snprintf(err, errlen, "cannot resolve %s: %s", host,
+		         rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+		return -1;
+	}
+	*res = q->req.ar_result;
+	free(q);
+	return 0;
+}
+
 static int connect_to(const char *host, const char *port, int64_t deadline, char *err,
                       size_t errlen)
 {
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res, *a;
-	int rc = getaddrinfo(host, port, &hints, &res), fd = -1;
-	if (rc) {
-		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+	int rc, fd = -1;
+	if (resolve(host, port, &hints, deadline, &res, err, errlen) != 0)
 		return -1;
-	}
 	snprintf(err, errlen, "cannot connect to %s:%s", host, port);
 	for (a = res; a && fd < 0; a = a->ai_next) {
 		int soerr = 0;

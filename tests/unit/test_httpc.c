@@ -469,6 +469,37 @@ static void test_open_leaves_no_reason(void **state)
 	close(lfd);
 }
 
+/* A name goes to the resolver (in the background, waited for until the
+ * deadline): "localhost" resolves and connects; a name no resolver has fails
+ * saying so; with the deadline passed, it fails at once, timed out or
+ * refused by the resolver, whichever came first. (The names go direct:
+ * loopback, and no_proxy's internal.corp, as test_open_through_the_http_proxy
+ * left the environment read once.) */
+static void test_open_a_name(void **state)
+{
+	char port[8], err[256] = "";
+	int lfd, fd;
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	lfd = listener(port);
+	assert_int_equal(httpc_open(&c, "localhost", port, NULL, clock_mono_ms() + 10000, err,
+	                            sizeof err),
+	                 0);
+	assert_true((fd = accept(lfd, NULL, NULL)) >= 0);
+	close(fd);
+	httpc_close(&c);
+	close(lfd);
+	assert_int_equal(httpc_open(&c, "no-such-host.internal.corp", port, NULL,
+	                            clock_mono_ms() + 10000, err, sizeof err),
+	                 -1);
+	assert_non_null(strstr(err, "cannot resolve no-such-host.internal.corp: "));
+	assert_int_equal(httpc_open(&c, "no-such-host.internal.corp", port, NULL, clock_mono_ms() - 1,
+	                            err, sizeof err),
+	                 -1);
+	assert_non_null(strstr(err, "cannot resolve no-such-host.internal.corp: "));
+}
+
 static void server_says(int fd, const char *text)
 {
 	size_t n = strlen(text);
@@ -759,6 +790,7 @@ int main(void)
 	    cmocka_unit_test(test_status),
 	    cmocka_unit_test(test_header_and_retry_after),
 	    cmocka_unit_test(test_open_leaves_no_reason),
+	    cmocka_unit_test(test_open_a_name),
 	    cmocka_unit_test(test_recv_answer_chunk_by_chunk),
 	    cmocka_unit_test(test_recv_answer),
 	    cmocka_unit_test(test_recv_answer_after_interim_answers),
