@@ -29,6 +29,7 @@
 
 #include "dlq.h"
 #include "events.h"
+#include "host.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -2293,6 +2294,20 @@ static void test_keep_results_are_those_of_the_plugins_abi(void **state)
 	}
 }
 
+/* evh_publish of data whose length is a negative count cast to size_t (a
+ * failed read's -1): refused, nothing in the outbox. Before, key + data
+ * wrapped past the size check and the data was read past its end (12 KB
+ * here before a byte that is not UTF-8 stopped it: an overflow ASan
+ * reports; the plain build got EINVAL by chance). */
+static void test_publish_of_no_length_is_refused(void **state)
+{
+	int64_t before = store_outbox_pending(fx.user.store);
+	(void)state;
+	assert_int_equal(host_api()->publish(&fx.user, NULL, TOPIC, "k", "T", "{}", (size_t)-1),
+	                 EVH_EINVAL);
+	assert_int_equal(store_outbox_pending(fx.user.store), before);
+}
+
 /* A long KEEP_AND_CONTINUE chain (40 calls, 2 s) does not hold up the
  * consumer: it polls between calls (librdkafka takes a member that has not
  * polled for max.poll.interval.ms out of its group, and the chain's event
@@ -3242,6 +3257,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
     {cmocka_unit_test(test_keep_and_continue), 8},
     {cmocka_unit_test(test_keep_results_are_those_of_the_plugins_abi), 8},
+    {cmocka_unit_test(test_publish_of_no_length_is_refused), 8},
     {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6},
     {cmocka_unit_test(test_handled_is_counted_once_committed), 7},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},        /* 8.6 */
