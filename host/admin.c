@@ -277,12 +277,17 @@ static int authorized(struct admin *a, evh_request *req, metrics_admin_reason *w
 	int ok;
 	*why = hdr ? METRICS_ADMIN_MALFORMED : METRICS_ADMIN_MISSING;
 	if (hdr && strncasecmp(hdr, "Bearer ", 7) == 0) {
+		size_t n;
 		hdr += 7;
 		while (*hdr == ' ')
 			hdr++;
-		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, strlen(hdr), NULL, 0);
+		/* Spaces after it are no part of it (RFC 9110 5.5; civetweb keeps them). */
+		n = strlen(hdr);
+		while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t'))
+			n--;
+		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, n, NULL, 0);
 		/* An empty one is no token at all (a token file holds 16 bytes or more). */
-		if (*hdr)
+		if (n)
 			*why = METRICS_ADMIN_WRONG;
 	} else {
 		hdr = NULL;
@@ -2409,7 +2414,8 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	const char *method = http_req_method(req), *seg[4] = {NULL};
 	char buf[1024];
 	size_t n = split_path(http_req_path(req), buf, sizeof buf, seg);
-	int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+	/* HEAD is a GET whose body is not sent (the host drops it: RFC 9110 9.1). */
+	int get = !strcmp(method, "GET") || !strcmp(method, "HEAD"), post = !strcmp(method, "POST");
 	const char *const *known = query_none;
 	int routed = n == 1 && (!strcmp(seg[0], "reload") || !strcmp(seg[0], "backup") ||
 	                        !strcmp(seg[0], "sign-out") || !strcmp(seg[0], "events"));
@@ -2435,14 +2441,14 @@ static int route(host *h, evh_request *req, evh_response *resp)
 	if (n == 1 && !strcmp(seg[0], "sign-out"))
 		return post ? post_sign_out(h, req, resp) : method_not_allowed(resp, method, "POST");
 	if (n == 1 && !strcmp(seg[0], "events"))
-		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET");
+		return get ? get_events(h, req, resp) : method_not_allowed(resp, method, "GET, HEAD");
 	if (n >= 1 && !strcmp(seg[0], "plugins")) {
 		if (n == 1 || n == 2)
 			return get ? get_plugins(h, resp, seg[1])
-			           : method_not_allowed(resp, method, "GET");
+			           : method_not_allowed(resp, method, "GET, HEAD");
 		if (n == 3 && !strcmp(seg[2], "dlq"))
 			return get ? get_dlq(h, req, resp, seg[1])
-			           : method_not_allowed(resp, method, "GET");
+			           : method_not_allowed(resp, method, "GET, HEAD");
 		if (n == 4 && !strcmp(seg[2], "dlq") && !strcmp(seg[3], "redrive"))
 			return post ? post_redrive(h, req, resp, seg[1])
 			            : method_not_allowed(resp, method, "POST");

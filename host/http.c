@@ -884,11 +884,15 @@ static void request_id(evh_request *req)
 	const char *v = mg_get_header(req->conn, "X-Request-Id");
 	unsigned char rnd[16];
 	size_t n = v ? strlen(v) : 0;
-	int ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
+	int ok;
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) /* no part of it (civetweb keeps them) */
+		n--;
+	ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
 	for (size_t i = 0; ok && i < n; i++)
 		ok = isalnum((unsigned char)v[i]) || strchr("-_.:", v[i]);
 	if (ok) {
-		memcpy(req->id, v, n + 1);
+		memcpy(req->id, v, n);
+		req->id[n] = '\0';
 		return;
 	}
 	randombytes_buf(rnd, sizeof rnd);
@@ -1457,6 +1461,8 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 	    [JWT_REFUSED_CLAIMS] = METRICS_AUTH_CLAIMS,
 	    [JWT_REFUSED_UNVERIFIABLE] = METRICS_AUTH_UNVERIFIABLE};
 	jwt_refusal cls = JWT_REFUSED_NONE;
+	char *own = NULL;
+	size_t n;
 	int rc;
 	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
 		metrics_auth_refused(METRICS_AUTH_MISSING);
@@ -1467,6 +1473,15 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
+	/* Spaces after the token are no part of it (RFC 9110 5.5; civetweb
+	 * keeps them): a copy without them, in the rare request that has any. */
+	n = strlen(hdr);
+	while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t'))
+		n--;
+	if (hdr[n] && !(hdr = own = strndup(hdr, n))) {
+		problem(resp, 503, "unavailable", "out of memory reading the bearer token");
+		return -1;
+	}
 	if ((!k->secret || k->len == 0) && !k->pubkeys && !k->jwks) {
 		if (!atomic_exchange(&srv->warned_no_secret, 1))
 			log_warn("http", "routes need bearer tokens but neither [auth] jwt_secret_file "
@@ -1478,6 +1493,7 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 		problem(resp, 503, "unavailable",
 		        "this server cannot check tokens: [auth] sets no key (jwt_secret_file, "
 		        "jwt_public_key_file or jwt_jwks_url)");
+		free(own);
 		return -1;
 	}
 	rc = verify_token(k, hdr, req, &why, &cls);
@@ -1485,6 +1501,7 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 	 * once every few seconds) and check once more. */
 	if (rc == -1 && why == jwt_reason_unknown_kid && k->jwks && jwks_fetcher_refetch(k->jwks))
 		rc = verify_token(k, hdr, req, &why, &cls);
+	free(own);
 	if (rc != 0)
 		metrics_auth_refused(counted[cls]);
 	switch (rc) {
@@ -1532,10 +1549,18 @@ static int check_auth(http_server *srv, const http_route *rt, evh_request *req,
 
 /* ------------------------------------------------------------ dispatch */
 
+/* Whether `path` is the host's `name`, with or without one trailing '/', as
+ * the router takes plugins' routes. */
+static int is_host_path(const char *path, const char *name)
+{
+	size_t n = strlen(name);
+	return !strncmp(path, name, n) && (!path[n] || (path[n] == '/' && !path[n + 1]));
+}
+
 static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 {
-	int health = !strcmp(req->path, "/healthz"), ready = !strcmp(req->path, "/readyz");
-	int metrics = srv->h->set.metrics_enabled && !strcmp(req->path, "/metrics");
+	int health = is_host_path(req->path, "/healthz"), ready = is_host_path(req->path, "/readyz");
+	int metrics = srv->h->set.metrics_enabled && is_host_path(req->path, "/metrics");
 	char *json = NULL;
 	size_t len;
 	int rc;
@@ -1553,7 +1578,8 @@ static int host_route(http_server *srv, evh_request *req, evh_response *resp)
 	}
 	if (!health && !ready && !metrics)
 		return 0;
-	req->metrics = metrics_http_route("", req->path, req->method);
+	req->metrics = metrics_http_route("", health ? "/healthz" : ready ? "/readyz" : "/metrics",
+	                                  req->method);
 	if (metrics && req->ri->is_ssl && !srv->h->set.metrics_https) {
 		problem(resp, 404, "not-found",
 		        "/metrics is not served over HTTPS: scrape [http] listen "
@@ -2055,8 +2081,8 @@ static void client_address(const http_server *srv, evh_request *req)
  * no span for them. */
 static int untraced(const evh_request *req)
 {
-	return !strcmp(req->path, "/healthz") || !strcmp(req->path, "/readyz") ||
-	       !strcmp(req->path, "/metrics");
+	return is_host_path(req->path, "/healthz") || is_host_path(req->path, "/readyz") ||
+	       is_host_path(req->path, "/metrics");
 }
 
 /* The request's span, once it is answered. */
@@ -2164,6 +2190,11 @@ static int check_head(evh_request *req, evh_response *resp)
 			        te);
 		return -1;
 	}
+	/* HTTP/1.0 has no Transfer-Encoding: a hop that framed the message
+	 * otherwise may follow it on this connection (RFC 9112 6.1: faulty
+	 * framing, the connection closed after the answer). */
+	if (nte && is_http10(req))
+		resp->close = 1;
 	if (!is_http10(req) && nhost != 1) {
 		resp->close = 1;
 		problem(resp, 400, "bad-request", nhost ? "more than one Host header"

@@ -873,6 +873,10 @@ class Daemon(Child):
         kw.setdefault("timeout", 10)
         return requests.post(self.url + path, **kw)
 
+    def head(self, path, **kw):
+        kw.setdefault("timeout", 10)
+        return requests.head(self.url + path, **kw)
+
     def put(self, path, **kw):
         kw.setdefault("timeout", 10)
         return requests.put(self.url + path, **kw)

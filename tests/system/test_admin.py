@@ -142,9 +142,16 @@ def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):
     d.wait_for_log(" ms, from 127.0.0.1: the admin API needs its bearer token")
     r = d.get("/admin/plugins", headers=auth())
     assert r.status_code == 200
+    # Spaces after the token are no part of it (RFC 9110 5.5).
+    assert d.get("/admin/plugins",
+                 headers={"Authorization": f"Bearer {TOKEN}  "}).status_code == 200
+    # HEAD: the GET's status and length, no body (RFC 9110 9.1).
+    h = d.head("/admin/plugins", headers=auth())
+    assert h.status_code == 200 and h.content == b"", (h.status_code, h.content)
+    assert h.headers["Content-Length"] == str(len(r.content))
     assert d.get("/admin/nothing", headers=auth()).status_code == 404
     r = d.post("/admin/plugins", headers=auth())
-    assert r.status_code == 405 and r.headers["Allow"] == "GET"
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
     r = d.get("/admin/plugins/probe/replay", headers=auth())
     assert r.status_code == 405 and r.headers["Allow"] == "POST"
 

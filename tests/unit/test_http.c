@@ -363,8 +363,17 @@ static void test_health_and_request_id(void **state)
 	r = request(f, "GET", "/healthz", "X-Request-Id: a b<script>\r\n", NULL);
 	assert_int_equal(strlen(header_of(r, "X-Request-Id")), 32);
 	free(r);
+	/* spaces after a value are no part of it (RFC 9110 5.5; civetweb keeps them) */
+	r = request(f, "GET", "/healthz", "X-Request-Id: abc-123.y  \r\n", NULL);
+	assert_string_equal(header_of(r, "X-Request-Id"), "abc-123.y");
+	free(r);
 	r = request(f, "POST", "/healthz", NULL, "x");
 	expect_problem(r, 405, "method-not-allowed");
+	free(r);
+	/* one trailing '/', as the router takes plugins' routes */
+	r = request(f, "GET", "/healthz/", NULL, NULL);
+	assert_int_equal(status_of(r), 200);
+	assert_string_equal(body_of(r), "{\"status\":\"ok\"}");
 	free(r);
 }
 
@@ -700,6 +709,14 @@ static void test_expect_continue(void **state)
 	r = exchange(f->port, raw, strlen(raw));
 	assert_int_equal(strncmp(r, "HTTP/1.0 201 ", 13), 0);
 	free(r);
+	/* HTTP/1.0 has no Transfer-Encoding: taken, and the connection closed
+	 * after (RFC 9112 6.1), whatever the client asked */
+	raw = "POST /t/raw HTTP/1.0\r\nConnection: keep-alive\r\n"
+	      "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+	r = exchange(f->port, raw, strlen(raw));
+	assert_int_equal(strncmp(r, "HTTP/1.0 201 ", 13), 0);
+	assert_string_equal(header_of(r, "Connection"), "close");
+	free(r);
 }
 
 static char *bearer_request(fixture *f, const char *path, const char *const *roles, size_t n,
@@ -742,6 +759,18 @@ static void test_auth(void **state)
 	assert_int_equal(status_of(r), 200);
 	assert_string_equal(body_of(r), "ada admin=1 ghost=0");
 	free(r);
+	{
+		/* spaces after the token are no part of it (RFC 9110 5.5) */
+		char *tok = NULL, hdr[1024];
+		assert_int_equal(jwt_sign("ada", user, 1, (int64_t)time(NULL) * 1000, 60, "evhost",
+		                          (const unsigned char *)SECRET, strlen(SECRET), &tok),
+		                 0);
+		snprintf(hdr, sizeof hdr, "Authorization: Bearer %s  \r\n", tok);
+		free(tok);
+		r = request(f, "GET", "/t/me", hdr, NULL);
+		assert_int_equal(status_of(r), 200);
+		free(r);
+	}
 	/* Without a configured secret nothing passes: 503, the server's
 	 * trouble, not the token's (no WWW-Authenticate asking for another) */
 	f->keys.len = 0;
