@@ -53,74 +53,126 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	}
 }
 
+/* A name's lookup on a thread of its own: the waiter and the thread each
+ * hold a reference; the last to let go frees it (a waiter that gave up
+ * leaves it to the thread, which may outlive it by the resolver's own
+ * timeouts). Not glibc's getaddrinfo_a, whose thread ThreadSanitizer cannot
+ * follow (its allocations there crash the sanitized build). */
+typedef struct lookup {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs, done, rc, err; /* rc: getaddrinfo's; err: its errno, for EAI_SYSTEM */
+	struct addrinfo hints, *res;
+	char names[]; /* host, then port */
+} lookup;
+
+static void lookup_unref(lookup *l)
+{
+	int last;
+	pthread_mutex_lock(&l->mu);
+	last = --l->refs == 0;
+	pthread_mutex_unlock(&l->mu);
+	if (!last)
+		return;
+	if (l->res)
+		freeaddrinfo(l->res);
+	pthread_cond_destroy(&l->cv);
+	pthread_mutex_destroy(&l->mu);
+	free(l);
+}
+
+static void *lookup_run(void *arg)
+{
+	lookup *l = arg;
+	struct addrinfo *res = NULL;
+	const char *host = l->names, *port = host + strlen(host) + 1;
+	int rc = getaddrinfo(host, port, &l->hints, &res), e = errno;
+	pthread_mutex_lock(&l->mu);
+	l->rc = rc;
+	l->err = e;
+	l->res = rc ? NULL : res;
+	l->done = 1;
+	pthread_cond_signal(&l->cv);
+	pthread_mutex_unlock(&l->mu);
+	lookup_unref(l);
+	return NULL;
+}
+
 /* What `host` and `port` resolve to (*res, for freeaddrinfo), or -1 with
- * the reason in err. A name goes to the resolver in the background
- * (getaddrinfo_a), waited for until `deadline`, the abort flag or the
- * cut-off, like the connection after it: a resolver that does not answer
- * (its own timeouts add up to tens of seconds) must not hold a stop, or a
- * start, past its bound. An address needs no resolver. */
+ * the reason in err. A name is looked up on a thread of its own, waited
+ * for until `deadline`, the abort flag or the cut-off, like the connection
+ * after it: a resolver that does not answer (its own timeouts add up to
+ * tens of seconds) must not hold a stop, or a start, past its bound. An
+ * address needs no resolver. */
 static int resolve(const char *host, const char *port, const struct addrinfo *hints,
                    int64_t deadline, struct addrinfo **res, char *err, size_t errlen)
 {
 	struct addrinfo numeric = *hints;
-	/* All the request reads, in one block: should the resolver's thread
-	 * outlive the wait, it reads nothing the caller frees. */
-	struct req {
-		struct gaicb req;
-		struct addrinfo hints;
-		char names[];
-	} *q;
-	struct gaicb *list[1];
 	size_t hl = strlen(host) + 1, pl = strlen(port) + 1;
-	int rc;
+	pthread_attr_t attr;
+	pthread_t t;
+	lookup *l;
+	int rc, e, done, started = 0;
 
 	numeric.ai_flags |= AI_NUMERICHOST;
 	if (getaddrinfo(host, port, &numeric, res) == 0)
 		return 0;
-	q = calloc(1, sizeof *q + hl + pl);
-	if (!q) {
+	l = calloc(1, sizeof *l + hl + pl);
+	if (!l) {
 		snprintf(err, errlen, "cannot resolve %s: out of memory", host);
 		return -1;
 	}
-	memcpy(q->names, host, hl);
-	memcpy(q->names + hl, port, pl);
-	q->hints = *hints;
-	q->req.ar_name = q->names;
-	q->req.ar_service = q->names + hl;
-	q->req.ar_request = &q->hints;
-	list[0] = &q->req;
-	if ((rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL)) != 0) {
-		free(q);
-		snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(rc));
+	memcpy(l->names, host, hl);
+	memcpy(l->names + hl, port, pl);
+	l->hints = *hints;
+	l->refs = 2;
+	if (pthread_mutex_init(&l->mu, NULL) != 0) {
+		free(l);
+		snprintf(err, errlen, "cannot resolve %s: out of resources", host);
 		return -1;
 	}
-	while ((rc = gai_error(&q->req)) == EAI_INPROGRESS) {
+	if (clock_cond_init(&l->cv) != 0) {
+		pthread_mutex_destroy(&l->mu);
+		free(l);
+		snprintf(err, errlen, "cannot resolve %s: out of resources", host);
+		return -1;
+	}
+	if (pthread_attr_init(&attr) == 0) {
+		if (pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED) == 0)
+			started = pthread_create(&t, &attr, lookup_run, l) == 0;
+		pthread_attr_destroy(&attr);
+	}
+	if (!started) /* no thread to be had: looked up here, unbounded as before */
+		lookup_run(l); /* lets go of the thread's reference */
+	pthread_mutex_lock(&l->mu);
+	while (!l->done) {
 		int64_t now = clock_mono_ms(), cut = cut_off ? atomic_load(cut_off) : 0;
 		int64_t left = (cut && cut < deadline ? cut : deadline) - now;
-		struct timespec slice = {0, 100 * 1000000L};
-		if (left <= 0 || (abort_flag && atomic_load(abort_flag))) {
-			/* Given up. A request the resolver's thread still works on is
-			 * its own (it writes into it): left to it, a few bytes, once. */
-			rc = gai_cancel(&q->req);
-			if (rc == EAI_ALLDONE && gai_error(&q->req) == 0)
-				freeaddrinfo(q->req.ar_result);
-			if (rc != EAI_NOTCANCELED)
-				free(q);
-			snprintf(err, errlen, "cannot resolve %s: timed out", host);
-			return -1;
-		}
-		if (left < 100)
-			slice.tv_nsec = left * 1000000L;
-		(void)gai_suspend((const struct gaicb *const *)list, 1, &slice);
+		struct timespec until;
+		if (left <= 0 || (abort_flag && atomic_load(abort_flag)))
+			break;
+		until = clock_after_ms(CLOCK_MONOTONIC, left < 100 ? left : 100);
+		pthread_cond_timedwait(&l->cv, &l->mu, &until);
 	}
-	if (rc != 0) {
-		free(q);
-		snprintf(err, errlen, "cannot resolve %s: %s", host,
-		         rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+	done = l->done;
+	rc = l->rc;
+	e = l->err;
+	*res = NULL;
+	if (done) {
+		*res = l->res; /* the caller's now */
+		l->res = NULL;
+	}
+	pthread_mutex_unlock(&l->mu);
+	lookup_unref(l);
+	if (!done) {
+		snprintf(err, errlen, "cannot resolve %s: timed out", host);
 		return -1;
 	}
-	*res = q->req.ar_result;
-	free(q);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot resolve %s: %s", host,
+		         rc == EAI_SYSTEM ? strerror(e) : gai_strerror(rc));
+		return -1;
+	}
 	return 0;
 }
 
