@@ -252,7 +252,7 @@ def admin_routes_in_code():
     """host/admin.c's route(): [(METHOD, "/admin/a/{}/b")]. Each route is an
     `if (n == K && !strcmp(seg[I], "lit") ...)` (inside an `if (...) {`
     block whose conditions hold too) answered by `method ? handler :
-    method_not_allowed(resp, method, "METHOD")`; a segment no strcmp names
+    method_not_allowed(resp, method, "METHOD")` ("GET, HEAD" for a GET); a segment no strcmp names
     is a parameter, `{}`."""
     text = ADMIN_C.read_text()
     body = text[text.index("static int route(host *h"):]
@@ -274,8 +274,9 @@ def admin_routes_in_code():
         if rest.startswith("{"):
             blocks.append((cond, closing(body, end + 1 + body[end + 1:].index("{"), "{", "}")))
             continue
-        allowed = re.match(r'return [^;]*method_not_allowed\(resp, method, "([A-Z]+)"\);', rest,
-                           re.S)
+        # "GET, HEAD": a GET route (HEAD goes with every GET)
+        allowed = re.match(r'return [^;]*method_not_allowed\(resp, method, "([A-Z]+)(?:, HEAD)?"\);',
+                           rest, re.S)
         if not allowed:
             continue  # the query check's 422
         parsed += 1
@@ -429,7 +430,8 @@ def test_metrics_and_admin_routes_of_a_running_daemon(evhostd, tmp_path):
         path = pattern.replace("{}", "user")
         other = "POST" if method == "GET" else "GET"
         r = requests.request(other, d.url + path, headers=auth, timeout=10)
-        assert r.status_code == 405 and r.headers.get("Allow") == method, \
+        allow = "GET, HEAD" if method == "GET" else method
+        assert r.status_code == 405 and r.headers.get("Allow") == allow, \
             (method, pattern, r.status_code, r.headers.get("Allow"), r.text)
 
 
