@@ -281,10 +281,7 @@ static int authorized(struct admin *a, evh_request *req, metrics_admin_reason *w
 		hdr += 7;
 		while (*hdr == ' ')
 			hdr++;
-		/* Spaces after it are no part of it (RFC 9110 5.5; civetweb keeps them). */
-		n = strlen(hdr);
-		while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t'))
-			n--;
+		n = http_value_len(hdr);
 		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, n, NULL, 0);
 		/* An empty one is no token at all (a token file holds 16 bytes or more). */
 		if (n)

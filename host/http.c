@@ -879,15 +879,20 @@ static void req_free(evh_request *req)
 }
 
 /* The client's X-Request-Id when it is a plain token, else a fresh one. */
+size_t http_value_len(const char *v)
+{
+	size_t n = strlen(v);
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
 static void request_id(evh_request *req)
 {
 	const char *v = mg_get_header(req->conn, "X-Request-Id");
 	unsigned char rnd[16];
-	size_t n = v ? strlen(v) : 0;
-	int ok;
-	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t')) /* no part of it (civetweb keeps them) */
-		n--;
-	ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
+	size_t n = v ? http_value_len(v) : 0;
+	int ok = n > 0 && n <= HTTP_REQUEST_ID_MAX;
 	for (size_t i = 0; ok && i < n; i++)
 		ok = isalnum((unsigned char)v[i]) || strchr("-_.:", v[i]);
 	if (ok) {
@@ -1473,11 +1478,8 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
-	/* Spaces after the token are no part of it (RFC 9110 5.5; civetweb
-	 * keeps them): a copy without them, in the rare request that has any. */
-	n = strlen(hdr);
-	while (n && (hdr[n - 1] == ' ' || hdr[n - 1] == '\t'))
-		n--;
+	/* Without the spaces after it: a copy, in the rare request that has any. */
+	n = http_value_len(hdr);
 	if (hdr[n] && !(hdr = own = strndup(hdr, n))) {
 		problem(resp, 503, "unavailable", "out of memory reading the bearer token");
 		return -1;
@@ -2205,9 +2207,7 @@ static int check_head(evh_request *req, evh_response *resp)
 	if (!v || is_http10(req))
 		return 0;
 	v += strspn(v, " \t");
-	n = strlen(v);
-	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-		n--;
+	n = http_value_len(v);
 	if (n == 12 && !strncasecmp(v, "100-continue", 12)) {
 		req->expect_continue = 1;
 		return 0;
@@ -2250,9 +2250,7 @@ static const char *caller_traceparent(const struct mg_request_info *ri, char buf
 	if (seen != 1 || !v)
 		return "";
 	v += strspn(v, " \t");
-	n = strlen(v);
-	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-		n--;
+	n = http_value_len(v);
 	if (n >= 64)
 		return v; /* too long for one: the parser refuses it as it is */
 	memcpy(buf, v, n);

@@ -78,6 +78,9 @@ const char *http_req_query_other(evh_request *req, const char *const *known);
 const char *http_req_query_twice(evh_request *req);
 const char *http_req_query_string(evh_request *req);
 const char *http_req_header(evh_request *req, const char *name);
+/* The length of header value `v` without the spaces and tabs after it,
+ * which are no part of it (RFC 9110 5.5) and which civetweb keeps. */
+size_t http_value_len(const char *v);
 const char *http_req_body(evh_request *req, size_t *len);
 const char *http_req_id(evh_request *req);
 const char *http_req_auth_subject(evh_request *req);

@@ -31,6 +31,15 @@ void httpc_abort_on(const atomic_int *flag) { abort_flag = flag; }
 
 void httpc_cut_off_at(const _Atomic int64_t *at) { cut_off = at; }
 
+/* The ms left until `deadline` (clock_mono_ms) or this thread's cut-off,
+ * whichever comes first; 0 once past, or once its abort flag is raised. */
+static int64_t time_left(int64_t deadline)
+{
+	int64_t cut = cut_off ? atomic_load(cut_off) : 0;
+	int64_t left = (cut && cut < deadline ? cut : deadline) - clock_mono_ms();
+	return left <= 0 || (abort_flag && atomic_load(abort_flag)) ? 0 : left;
+}
+
 /* Wait for `events` on fd until `deadline` (clock_mono_ms), or until this
  * thread's abort flag is raised or its cut-off passes: 1, 0 on timeout (or
  * abort, or cut-off), -1. Either is read again every 100 ms: another thread
@@ -40,10 +49,9 @@ static int wait_fd(int fd, short events, int64_t deadline)
 	struct pollfd p = {.fd = fd, .events = events};
 	int slice = abort_flag || cut_off ? 100 : 1000;
 	for (;;) {
-		int64_t now = clock_mono_ms(), cut = cut_off ? atomic_load(cut_off) : 0;
-		int64_t left = (cut && cut < deadline ? cut : deadline) - now;
+		int64_t left = time_left(deadline);
 		int r;
-		if (left <= 0 || (abort_flag && atomic_load(abort_flag)))
+		if (!left)
 			return 0;
 		r = poll(&p, 1, left > slice ? slice : (int)left);
 		if (r > 0)
@@ -146,10 +154,9 @@ static int resolve(const char *host, const char *port, const struct addrinfo *hi
 		lookup_run(l); /* lets go of the thread's reference */
 	pthread_mutex_lock(&l->mu);
 	while (!l->done) {
-		int64_t now = clock_mono_ms(), cut = cut_off ? atomic_load(cut_off) : 0;
-		int64_t left = (cut && cut < deadline ? cut : deadline) - now;
+		int64_t left = time_left(deadline);
 		struct timespec until;
-		if (left <= 0 || (abort_flag && atomic_load(abort_flag)))
+		if (!left)
 			break;
 		until = clock_after_ms(CLOCK_MONOTONIC, left < 100 ? left : 100);
 		pthread_cond_timedwait(&l->cv, &l->mu, &until);

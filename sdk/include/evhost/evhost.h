@@ -195,6 +195,20 @@ typedef struct evh_value {
 /* A function, not `(s) ? strlen(s) : 0`, so EVH_TEXT(array) compiles under -Waddress. */
 static inline size_t evh__strlen(const char *s) { return s ? strlen(s) : 0; }
 
+/* EVH_TEXT(s), in C and C++ alike: `s` read once (EVH_TEXT(names[i++]) is
+ * one string, its pointer and its length). */
+static inline evh_value evh__text(const char *s)
+{
+	evh_value v;
+	v.type = EVH_VAL_TEXT;
+	v.i = 0;
+	v.r = 0;
+	v.p = s;
+	v.n = evh__strlen(s);
+	return v;
+}
+#define EVH_TEXT(s) evh__text(s)
+
 #ifdef __cplusplus
 /* C++ has no compound literals (g++ -pedantic refuses them): a function
  * makes the same value. */
@@ -212,27 +226,12 @@ static inline evh_value evh__value(evh_value_type t, int64_t i, double r, const 
 #define EVH_NULL() evh__value(EVH_VAL_NULL, 0, 0, NULL, 0)
 #define EVH_INT(x) evh__value(EVH_VAL_INT, static_cast<int64_t>(x), 0, NULL, 0)
 #define EVH_REAL(x) evh__value(EVH_VAL_REAL, 0, static_cast<double>(x), NULL, 0)
-#define EVH_TEXT(s) evh__text(s)
 #define EVH_TEXTN(s, len) evh__value(EVH_VAL_TEXT, 0, 0, (s), (len))
 #define EVH_BLOB(b, len) evh__value(EVH_VAL_BLOB, 0, 0, (b), (len))
-/* EVH_TEXT(s): `s` read once (EVH_TEXT(names[i++]) is one string, its
- * pointer and its length). */
-static inline evh_value evh__text(const char *s)
-{
-	return evh__value(EVH_VAL_TEXT, 0, 0, s, evh__strlen(s));
-}
 #else
-/* EVH_TEXT(s): `s` read once (EVH_TEXT(names[i++]) is one string, its
- * pointer and its length). */
-static inline evh_value evh__text(const char *s)
-{
-	evh_value v = {EVH_VAL_TEXT, 0, 0, s, evh__strlen(s)};
-	return v;
-}
 #define EVH_NULL() ((evh_value){EVH_VAL_NULL, 0, 0, NULL, 0})
 #define EVH_INT(x) ((evh_value){EVH_VAL_INT, (int64_t)(x), 0, NULL, 0})
 #define EVH_REAL(x) ((evh_value){EVH_VAL_REAL, 0, (double)(x), NULL, 0})
-#define EVH_TEXT(s) evh__text(s)
 #define EVH_TEXTN(s, len) ((evh_value){EVH_VAL_TEXT, 0, 0, (s), (len)})
 #define EVH_BLOB(b, len) ((evh_value){EVH_VAL_BLOB, 0, 0, (b), (len)})
 #endif
