@@ -454,6 +454,26 @@ def create_topics(topics, brokers=None, partitions=3, configs=None):
         a.close()
 
 
+def kafka_produce_many(records, brokers=None):
+    """Send `records` (each a dict of KafkaProducer.send's keyword arguments)
+    and wait until the broker acknowledged every one: a refused send raises
+    here, never lost without a word. A topic created a moment ago may not have
+    its partitions' leaders yet (NotLeaderForPartition): such sends are
+    retried, one batch in flight at a time so each partition keeps the order
+    given (tests count on a record's offset)."""
+    from kafka import KafkaProducer
+    prod = KafkaProducer(bootstrap_servers=_brokers(brokers), linger_ms=20,
+                         batch_size=256 * 1024, retries=20, retry_backoff_ms=250,
+                         max_in_flight_requests_per_connection=1)
+    try:
+        sent = [prod.send(**r) for r in records]
+        prod.flush(timeout=120)
+        for f in sent:
+            f.get(timeout=60)
+    finally:
+        prod.close()
+
+
 def add_partitions(topic, total, brokers=None):
     """Give `topic` `total` partitions (kafka-python's admin client)."""
     from kafka.admin import NewPartitions

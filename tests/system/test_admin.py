@@ -699,22 +699,21 @@ def produce_dead_letters(dlq_topic, origin, counts, brokers, unsendable=0):
     partition p, each {"fine": true} with ce_id dl-P-I; the first
     `unsendable` of partition 0 without evhost_dlq_topic (no redrive can
     send them)."""
-    from kafka import KafkaProducer
-    prod = KafkaProducer(bootstrap_servers=brokers, linger_ms=20, batch_size=256 * 1024)
+    records = []
     for part, n in enumerate(counts):
         for i in range(n):
             to = [] if part == 0 and i < unsendable else [("evhost_dlq_topic", origin.encode())]
-            prod.send(dlq_topic, partition=part, key=f"k{i}".encode(), value=b'{"fine": true}',
-                      headers=[("ce_id", f"dl-{part}-{i}".encode()),
-                               ("ce_type", b"probe.event")] + to + [
-                               ("evhost_dlq_partition", b"0"),
-                               ("evhost_dlq_offset", str(i).encode()),
-                               ("evhost_dlq_plugin", b"probe"),
-                               ("evhost_dlq_attempts", b"1"),
-                               ("evhost_dlq_error", b"synthetic"),
-                               ("evhost_dlq_time", b"2026-12-05T00:00:00Z")])
-    prod.flush()
-    prod.close()
+            records.append(dict(topic=dlq_topic, partition=part, key=f"k{i}".encode(),
+                                value=b'{"fine": true}',
+                                headers=[("ce_id", f"dl-{part}-{i}".encode()),
+                                         ("ce_type", b"probe.event")] + to + [
+                                         ("evhost_dlq_partition", b"0"),
+                                         ("evhost_dlq_offset", str(i).encode()),
+                                         ("evhost_dlq_plugin", b"probe"),
+                                         ("evhost_dlq_attempts", b"1"),
+                                         ("evhost_dlq_error", b"synthetic"),
+                                         ("evhost_dlq_time", b"2026-12-05T00:00:00Z")]))
+    lib.kafka_produce_many(records, brokers=brokers)
 
 
 def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kafka_bootstrap,
@@ -801,12 +800,10 @@ def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kaf
     assert all(m["redriven"] for m in dlq(d, limit=1000, after="0:10999")["messages"])
 
     # "all" after a position: only what follows it is read.
-    from kafka import KafkaProducer
-    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    prod.send(dlq_topic, partition=1, value=b'{"fine": true}',
-              headers=[("ce_id", b"dl-1-late"), ("evhost_dlq_topic", topic.encode())])
-    prod.flush()
-    prod.close()
+    lib.kafka_produce_many([dict(topic=dlq_topic, partition=1, value=b'{"fine": true}',
+                                 headers=[("ce_id", b"dl-1-late"),
+                                          ("evhost_dlq_topic", topic.encode())])],
+                           brokers=kafka_bootstrap)
     r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
                json={"after": f"{dlq_topic}:1:2"})
     res = r.json()
@@ -863,23 +860,20 @@ def test_redrive_of_all_lists_at_most_the_first_skipped_and_failed(
     # listed each one (growing with the whole topic, as did evhostctl's
     # output). It lists each redriven one, the first 100 skipped and the
     # first 1000 failed, and counts the rest; the counts stay exact.
-    from kafka import KafkaProducer
     topic = unique_name("adm")
     dlq_topic = f"{topic}.probe.dlq"
     lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
     done, bad, good = 2500, 1100, 3
-    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20,
-                         batch_size=256 * 1024)
+    records = []
     for i in range(done + bad + good):
         # The "bad" ones name a partition the topic lacks: they fail.
         part = b"99" if done <= i < done + bad else b"0"
-        prod.send(dlq_topic, partition=0, value=b'{"fine": true}',
-                  headers=[("ce_id", f"dl-{i}".encode()), ("ce_type", b"probe.event"),
-                           ("evhost_dlq_topic", topic.encode()),
-                           ("evhost_dlq_partition", part),
-                           ("evhost_dlq_offset", str(i).encode())])
-    prod.flush()
-    prod.close()
+        records.append(dict(topic=dlq_topic, partition=0, value=b'{"fine": true}',
+                            headers=[("ce_id", f"dl-{i}".encode()), ("ce_type", b"probe.event"),
+                                     ("evhost_dlq_topic", topic.encode()),
+                                     ("evhost_dlq_partition", part),
+                                     ("evhost_dlq_offset", str(i).encode())]))
+    lib.kafka_produce_many(records, brokers=kafka_bootstrap)
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
     con = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
     with con:
@@ -924,18 +918,16 @@ def test_dlq_binary_header_values_cannot_collide_with_other_headers(
     # name: as "NAME_base64" in "headers" it met a real header of that name
     # (two members of one name), and a long name was cut.
     import base64
-    from kafka import KafkaProducer
     topic = unique_name("adm")
     dlq_topic = f"{topic}.probe.dlq"
     lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
     long_name = "h" * 80
-    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-    prod.send(dlq_topic, partition=0, value=b'{"fine": true}',
-              headers=[("evhost_dlq_topic", topic.encode()), ("xbin", b"\xff\x00\x01"),
-                       ("xbin_base64", b"a real header"), (long_name, b"\xfe"),
-                       ("twice", b"\xff"), ("twice", b"text wins")])
-    prod.flush()
-    prod.close()
+    lib.kafka_produce_many([dict(topic=dlq_topic, partition=0, value=b'{"fine": true}',
+                                 headers=[("evhost_dlq_topic", topic.encode()),
+                                          ("xbin", b"\xff\x00\x01"),
+                                          ("xbin_base64", b"a real header"), (long_name, b"\xfe"),
+                                          ("twice", b"\xff"), ("twice", b"text wins")])],
+                           brokers=kafka_bootstrap)
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
     r = d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=30)
     assert r.status_code == 200, r.text

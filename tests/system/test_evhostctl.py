@@ -1545,18 +1545,13 @@ def test_an_ambiguous_dead_letter_id_past_the_first_thousand_names_each_one(
     # The names came from a listing of those first 1000: "'0' names 2 dead
     # letters", the third left out. The daemon's 422 names each one it read
     # where it is ("candidates"), for evhostctl and for scripts.
-    from kafka import KafkaProducer
     topic = unique_name("amb")
     dlq_topic = f"{topic}.probe.dlq"
     lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=3)
-    prod = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20,
-                         batch_size=256 * 1024)
-    for part, n in enumerate((2, 1000, 2)):
-        for i in range(n):
-            prod.send(dlq_topic, partition=part, value=b'{"fine": true}',
-                      headers=[("ce_id", f"dl-{part}-{i}".encode())])
-    prod.flush()
-    prod.close()
+    lib.kafka_produce_many([dict(topic=dlq_topic, partition=part, value=b'{"fine": true}',
+                                 headers=[("ce_id", f"dl-{part}-{i}".encode())])
+                            for part, n in enumerate((2, 1000, 2)) for i in range(n)],
+                           brokers=kafka_bootstrap)
     d = admin_daemon(evhostd, build_dir, tmp_path, brokers=kafka_bootstrap, topic=topic,
                      group=unique_name("g"))
     r = ctl(build_dir, d, "dlq", "redrive", "probe", "0")
