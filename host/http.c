@@ -130,6 +130,11 @@ struct evh_request {
 	trace_span *span;        /* the request's span (trace.h) */
 	char client[PROXY_ADDR_LEN]; /* the client's address (client_address) */
 	int forwarded;           /* ... from a trusted proxy's X-Forwarded-For */
+	/* Header values as plugins are given them where civetweb's differ
+	 * (http_req_header): name and value, each allocated; at most one per
+	 * header line the request has. */
+	size_t nhvals;
+	char *hname[MG_MAX_HEADERS], *hvalue[MG_MAX_HEADERS];
 };
 
 struct evh_response {
@@ -821,11 +826,92 @@ const char *http_req_query(evh_request *req, const char *name)
 	return NULL;
 }
 
+/* Fields that take one value: of repeated lines, the first counts (as
+ * most servers do); they are no lists to join (RFC 9110 5.3). */
+static int header_single(const char *name)
+{
+	static const char *const single[] = {
+	    "Authorization", "Content-Length", "Content-Type", "Date", "From", "Host",
+	    "If-Modified-Since", "If-Range", "If-Unmodified-Since", "Max-Forwards", "Origin",
+	    "Proxy-Authorization", "Range", "Referer", "User-Agent", NULL};
+	for (size_t i = 0; single[i]; i++)
+		if (!strcasecmp(single[i], name))
+			return 1;
+	return 0;
+}
+
+/* Value `v` without the spaces and tabs before and after it; *n its length. */
+static const char *header_trim(const char *v, size_t *n)
+{
+	v += strspn(v, " \t");
+	*n = http_value_len(v);
+	return v;
+}
+
+/* The value of header `name` as RFC 9110 5.2-5.3 has it: without the spaces
+ * and tabs around it (civetweb keeps those after it), and of a field sent
+ * on several lines, the lines' values joined by ", " (Cookie's by "; ",
+ * RFC 6265 5.4) in their order, empty ones left out; of a single-valued
+ * field (header_single), the first line's. Where that differs from
+ * civetweb's value it is a copy kept with the request, one per name (so at
+ * most one per line). Out of memory, the first line's value as civetweb has
+ * it. */
 const char *http_req_header(evh_request *req, const char *name)
 {
-	if (!req || !name)
+	const struct mg_request_info *ri;
+	const char *first = NULL, *v, *sep;
+	size_t lines = 0, total = 0, n, sn;
+	char *out, *w;
+
+	if (!req || !name || !(ri = req->ri))
 		return NULL;
-	return mg_get_header(req->conn, name);
+	for (size_t i = 0; i < req->nhvals; i++)
+		if (!strcasecmp(req->hname[i], name))
+			return req->hvalue[i];
+	for (int i = 0; i < ri->num_headers; i++) {
+		if (!ri->http_headers[i].name || strcasecmp(ri->http_headers[i].name, name) ||
+		    !ri->http_headers[i].value)
+			continue;
+		if (!first)
+			first = ri->http_headers[i].value;
+		header_trim(ri->http_headers[i].value, &n);
+		lines++;
+		total += n + 2;
+		if (header_single(name))
+			break;
+	}
+	if (!first)
+		return NULL;
+	v = header_trim(first, &n);
+	if (lines == 1 && !v[n])
+		return v; /* civetweb's, less the spaces before it */
+	if (req->nhvals == MG_MAX_HEADERS || !(out = malloc(total + 1)))
+		return first;
+	sep = strcasecmp(name, "Cookie") ? ", " : "; ";
+	sn = strlen(sep);
+	w = out;
+	for (int i = 0; i < ri->num_headers && lines; i++) {
+		if (!ri->http_headers[i].name || strcasecmp(ri->http_headers[i].name, name) ||
+		    !ri->http_headers[i].value)
+			continue;
+		lines--;
+		v = header_trim(ri->http_headers[i].value, &n);
+		if (!n)
+			continue;
+		if (w > out) {
+			memcpy(w, sep, sn);
+			w += sn;
+		}
+		memcpy(w, v, n);
+		w += n;
+	}
+	*w = '\0';
+	if (!(req->hname[req->nhvals] = strdup(name))) {
+		free(out);
+		return first;
+	}
+	req->hvalue[req->nhvals++] = out;
+	return out;
 }
 
 const char *http_req_body(evh_request *req, size_t *len)
@@ -876,9 +962,12 @@ static void req_free(evh_request *req)
 	}
 	free(req->qkeys);
 	free(req->qvalues);
+	for (size_t i = 0; i < req->nhvals; i++) {
+		free(req->hname[i]);
+		free(req->hvalue[i]);
+	}
 }
 
-/* The client's X-Request-Id when it is a plain token, else a fresh one. */
 size_t http_value_len(const char *v)
 {
 	size_t n = strlen(v);
@@ -887,6 +976,7 @@ size_t http_value_len(const char *v)
 	return n;
 }
 
+/* The client's X-Request-Id when it is a plain token, else a fresh one. */
 static void request_id(evh_request *req)
 {
 	const char *v = mg_get_header(req->conn, "X-Request-Id");

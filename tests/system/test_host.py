@@ -2399,6 +2399,37 @@ def test_publish_without_tx_is_durable(evhostd, build_dir, kafka_bootstrap, uniq
     assert len({r["event_id"] for r in rows}) == 2
 
 
+def test_plugins_read_a_header_as_rfc_9110_has_it(evhostd, build_dir):
+    """evh_req_header: the value without the spaces and tabs around it
+    (civetweb keeps those after it); a field on several lines is one list in
+    their order (Cookie's joined by "; "), empty lines left out; of a
+    single-valued field, the first line's."""
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")}, brokers="embedded")
+
+    def header(name, *lines):
+        status, _, body, _ = raw_exchange(d.port, b"GET /probe/header/" + name.encode() +
+                                          b" HTTP/1.1\r\nHost: x\r\n" + b"".join(
+                                              line + b"\r\n" for line in lines) + b"\r\n")
+        return status.split(" ")[1], body
+
+    # (civetweb refuses a tab in a header line outright: 400.)
+    assert header("If-Match", b'If-Match: "3"   ') == ("200", b'["3"]')
+    assert header("X-Plain", b"X-Plain: a  b") == ("200", b"[a  b]")
+    assert header("if-match", b'If-Match: "1"', b"If-Match:", b'if-match:   "2" , "4" ',
+                  b"X-Other: y") == ("200", b'["1", "2" , "4"]')
+    assert header("Cookie", b"Cookie: a=1 ", b"Cookie: b=2") == ("200", b"[a=1; b=2]")
+    assert header("Content-Type", b"Content-Type: text/plain ",
+                  b"Content-Type: text/html") == ("200", b"[text/plain]")
+    assert header("X-Empty", b"X-Empty: ", b"X-Empty:") == ("200", b"[]")
+    assert header("X-Absent", b"X-Present: 1")[0] == "404"
+    # Many names read in one request, each given its own value (and a second
+    # read the same); the request's most header lines, all of them copies.
+    lines = [f"X-H{i}: v{i} ".encode() for i in range(62)]
+    names = ",".join(f"x-h{i}" for i in range(62)) + ",X-None"
+    assert header(names, *lines) == (
+        "200", "".join(f"[v{i}]" for i in range(62)).encode() + b"[-]")
+
+
 def test_client_address_behind_a_trusted_proxy(evhostd, build_dir):
     """[http] trusted_proxies: from such a peer, X-Forwarded-For names the
     client (the first untrusted address from the right; what the client

@@ -753,7 +753,14 @@ static inline const char *evh_req_query_string(evh_request *r)
 		return NULL;
 	return evh__api->req_query_string(r);
 }
-/* A request header, case-insensitive name. */
+/* A request header's value (case-insensitive name), NULL when the request
+ * has none; valid until the handler returns. As RFC 9110 5.2-5.3 has it:
+ * without the spaces and tabs around it, and of a field sent on several
+ * lines, their values joined by ", " in order (Cookie's by "; "), but the
+ * first line's only for fields that take one value (Authorization,
+ * Content-Type, Content-Length, Host, Date, From, Origin, Range, Referer,
+ * User-Agent, If-Modified-Since, If-Unmodified-Since, If-Range,
+ * Max-Forwards, Proxy-Authorization). */
 static inline const char *evh_req_header(evh_request *r, const char *name)
 {
 	return evh__api->req_header(r, name);
