@@ -1328,6 +1328,27 @@ def test_configures_without_the_tests(tmp_path):
     assert "test_store" not in targets and "_faults" not in targets, targets
 
 
+@pytest.mark.parametrize("prefix", ["/usr", "/usr/local", "/opt/evtest"])
+def test_the_configuration_installs_where_the_daemon_looks(tmp_path, prefix):
+    # The configuration files install into the directory of the default
+    # configuration file compiled into evhostd. Under /opt/NAME they went to
+    # /opt/NAME/etc/evhost, the daemon looking in /etc/opt/NAME/evhost
+    # (GNUInstallDirs), and it did not start.
+    build = tmp_path / "build"
+    r = subprocess.run(["cmake", "-S", str(lib.REPO_ROOT), "-B", str(build), "-DBUILD_TESTING=OFF",
+                        "-DEVHOST_BENCH=OFF", f"-DCMAKE_INSTALL_PREFIX={prefix}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    flags = (build / "host" / "CMakeFiles" / "evhostd.dir" / "flags.make").read_text()
+    compiled = re.search(r'EVHOST_DEFAULT_CONF=\\"([^"\\]+)\\"', flags).group(1)
+    dest = re.search(r'set\(EVHOST_CONF_DEST "([^"]+)"\)',
+                     (build / "cmake_install.cmake").read_text()).group(1)
+    assert os.path.join(prefix, dest) == os.path.dirname(compiled), (dest, compiled)
+    if prefix == "/usr/local":
+        # Relative: `cmake --install --prefix DIR` stays in DIR.
+        assert dest == "etc/evhost"
+
+
 def test_example_plugin_builds_against_installed_sdk(evhostd, build_dir, tmp_path):
     prefix = tmp_path / "prefix"
     r = subprocess.run(["cmake", "--install", str(build_dir), "--prefix", str(prefix)],
