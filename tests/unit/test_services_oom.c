@@ -287,34 +287,47 @@ static int teardown(void **state)
 /* The welcome mail's way (the relay producing USER_CREATED, the consumer,
  * notifications' handler) with its Nth allocation failing in run N;
  * `scope`: 0 or ALLOC_SQLITE (SQLite's allocations alone); `threads`: the
- * threads counted (alloc_faults_threads; NULL: all but the test's). */
+ * threads counted (alloc_faults_threads; NULL: all but the test's, armed
+ * once the POST is answered, as its HTTP worker is one of them; else armed
+ * before it). The sweep ends at a run that failed nothing, done twice: once,
+ * it may only say that the event went its way before the test armed (its
+ * thread held off the CPU after the POST; seen on a loaded machine: "2
+ * runs"). */
 static void sweep_welcome_mail(fixture *f, int scope, const char *threads)
 {
 	static int sweeps;
 	int64_t t0 = clock_mono_ms();
-	int sweep = sweeps++;
+	int sweep = sweeps++, quiet = 0;
 	long n;
 	for (n = 0;; n += ALLOC_SWEEP_STEP) {
 		char body[256], email[64], *r;
 		int failed, arrived;
-		snprintf(email, sizeof email, "welcome%d-%ld@example.com", sweep, n);
+		snprintf(email, sizeof email, "welcome%d-%ld-%d@example.com", sweep, n, quiet);
 		snprintf(body, sizeof body,
 		         "{\"name\":\"W %ld\",\"email\":\"%s\",\"password\":\"welcome password\"}", n,
 		         email);
+		alloc_faults_threads(threads);
+		if (threads)
+			alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
 		r = post_json(f, "/users", NULL, body);
 		if (status_of(r) != 201)
 			fail_msg("run %ld: POST /users: %s", n, r);
 		free(r);
-		alloc_faults_threads(threads);
-		alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
+		if (!threads)
+			alloc_faults_arm(n, ALLOC_OTHER_THREADS | scope);
 		arrived = wait_mail(f, email, MAIL_WAIT_MS);
 		failed = alloc_faults_disarm();
 		alloc_faults_threads(NULL);
 		if (!arrived)
 			fail_msg("run %ld: no welcome mail for %s in %d s%s", n, email,
 			         MAIL_WAIT_MS / 1000, failed ? " (an allocation was failed)" : "");
-		if (!failed)
+		if (failed) {
+			quiet = 0;
+		} else if (++quiet == 2) {
 			break;
+		} else {
+			n -= ALLOC_SWEEP_STEP; /* the same run again */
+		}
 	}
 	printf("welcome mail%s%s%s: %ld runs, %.1f s\n", scope ? " (SQLite's allocations)" : "",
 	       threads ? ", threads " : "", threads ? threads : "", n + 1,
