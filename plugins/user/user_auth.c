@@ -278,6 +278,12 @@ static void upgrade_hash(user_state *st, const user_rec *u, const char *password
 	sodium_memzero(fresh, sizeof fresh);
 }
 
+static int reply_login_unconfigured(evh_response *resp)
+{
+	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
+	                        "login is not configured on this server", NULL);
+}
+
 /* Sign and answer user `u`'s token (`password` was found right). *result
  * is what the answer counts as in user_logins_total: "ok" for the token,
  * "failed" for a 401 (the account changed meanwhile), NULL for the rest
@@ -300,8 +306,7 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u,
 	/* No [auth] secret, an old host, or token_ttl over [auth]
 	 * token_ttl_max (the host's ERROR line says which). */
 	if (rc == EVH_ESTATE || rc == EVH_EUNSUPPORTED || rc == EVH_EINVAL)
-		return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
-		                        "login is not configured on this server", NULL);
+		return reply_login_unconfigured(resp); /* changed since login_configured */
 	if (rc != EVH_OK)
 		return rc;
 	if ((rc = account_unchanged(st, u, password, &same)) != EVH_OK || !same) {
@@ -415,12 +420,33 @@ static int login_check(user_state *st, evh_response *resp, const char *email,
 			*outcome = LOGIN_FAILED;
 		return user_hash_failure(st, resp, rc);
 	}
-	*outcome = *found && ok ? LOGIN_SUCCEEDED : LOGIN_FAILED;
 	if (!*found || !ok) {
+		*outcome = LOGIN_FAILED;
 		*result = "failed";
 		return reply_bad_credentials(resp);
 	}
-	return reply_token(st, resp, u, password, result);
+	rc = reply_token(st, resp, u, password, result);
+	/* Only a token given clears the account's count; a right password
+	 * answered otherwise (the account changed meanwhile, a 503) counts
+	 * nothing either way. */
+	*outcome = *result && !strcmp(*result, "ok") ? LOGIN_SUCCEEDED : LOGIN_UNDECIDED;
+	return rc;
+}
+
+/* Whether this host signs user `st`'s tokens: an [auth] jwt_secret_file,
+ * a host new enough, token_ttl within [auth] token_ttl_max (the host's
+ * ERROR line says which is missing). Asked before any password is looked
+ * at: answered after the check, the 503 of a right password beside the 401
+ * of a wrong one told a guesser which was right, with no token ever to be
+ * had. A token for no account, made and dropped: the SDK has no other way
+ * to ask. */
+static int login_configured(user_state *st)
+{
+	char *token = NULL;
+	int rc = evh_auth_sign(st->p, "evhost-login-check", NULL, 0, st->token_ttl, &token);
+
+	evh_free(token);
+	return rc != EVH_ESTATE && rc != EVH_EUNSUPPORTED && rc != EVH_EINVAL;
 }
 
 int user_verify_current(user_state *st, evh_request *req, evh_response *resp,
@@ -496,6 +522,10 @@ int user_login(evh_request *req, evh_response *resp, void *ud)
 		rc = reply_invalid(resp, "password", "password is required and must be a string");
 	if (!cJSON_IsString(jemail) || !cJSON_IsString(jpw))
 		goto out;
+	if (!login_configured(st)) {
+		rc = reply_login_unconfigured(resp);
+		goto out;
+	}
 	/* A malformed email cannot name an account: treat it as an unknown one. */
 	named = user_email_normalize(jemail->valuestring, email, &why) == 0;
 	login_rules(st, req, named ? email : NULL, rules);

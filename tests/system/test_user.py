@@ -394,9 +394,15 @@ def test_login_needs_email_and_password_strings(d, body, field):
 def test_login_without_a_jwt_secret_is_unavailable(evhostd):
     d = evhostd({"plugin.user": dict(FAST_HASHING)})
     user = register(d)
-    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
-            503, "unavailable")
-    # Counted by what was answered: no token, so not "ok".
+    # The same answer for a right password, a wrong one and no account:
+    # said before any is looked at. (After, the right one's 503 beside the
+    # wrong one's 401 told a guesser which was right.)
+    for email, password in ((user["email"], PASSWORD), (user["email"], "a wrong guess"),
+                            ("nobody@example.com", PASSWORD)):
+        p = problem(d.post("/auth/login", json={"email": email, "password": password}),
+                    503, "unavailable")
+        assert p["detail"] == "login is not configured on this server", p
+    # Counted by what was answered: no token, so not "ok"; no guess judged.
     assert logins_by_result(d) == {}
 
 
@@ -1155,9 +1161,11 @@ def test_tokens_longer_than_token_ttl_max_are_refused(evhostd, tmp_path):
                                    .digest()).rstrip(b"=")
     p = problem(rename(d, user, (head + b"." + body + b"." + sig).decode()), 401, "unauthorized")
     assert p["detail"] == "token has no iat (this host's tokens carry one)", p
-    # token_ttl over it: login cannot sign, and says so where the admin looks.
-    problem(d.post("/auth/login", json={"email": user["email"], "password": PASSWORD}),
-            503, "unavailable")
+    # token_ttl over it: login cannot sign, and says so where the admin looks
+    # (for a wrong password too: the answer tells nothing of the password).
+    for password in (PASSWORD, "a wrong guess"):
+        problem(d.post("/auth/login", json={"email": user["email"], "password": password}),
+                503, "unavailable")
     # Counted by what was answered: no token, so not "ok".
     assert logins_by_result(d) == {}
     d.wait_for_log("auth sign: a token for 7200 s would outlive [auth] token_ttl_max (3600 s)")
