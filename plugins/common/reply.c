@@ -8,23 +8,37 @@
 #include "jsonin.h"
 #include "paging.h"
 
-cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
+cJSON *reply_body_parse(evh_request *req, int *oom)
 {
 	size_t len = 0;
 	const char *body = evh_req_body(req, &len);
-	int oom = 0;
-	cJSON *obj = jsonin_parse(body, len, &oom);
+	cJSON *obj;
 
-	if (cJSON_IsObject(obj))
+	*oom = 0;
+	if (cJSON_IsObject(obj = jsonin_parse(body, len, oom)))
 		return obj;
 	cJSON_Delete(obj);
-	if (oom) { /* nothing done yet: the client may simply try again */
-		evh_resp_header(resp, "Retry-After", "1");
-		*rc = evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
-		                       "out of memory reading the request body; try again", NULL);
-	} else
-		*rc = reply_invalid(resp, NULL, "the request body must be a JSON object");
 	return NULL;
+}
+
+int reply_body_refused(evh_response *resp, int oom)
+{
+	if (!oom)
+		return reply_invalid(resp, NULL, "the request body must be a JSON object");
+	/* nothing done yet: the client may simply try again */
+	evh_resp_header(resp, "Retry-After", "1");
+	return evh_resp_problem(resp, 503, "unavailable", "Service Unavailable",
+	                        "out of memory reading the request body; try again", NULL);
+}
+
+cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc)
+{
+	int oom;
+	cJSON *obj = reply_body_parse(req, &oom);
+
+	if (!obj)
+		*rc = reply_body_refused(resp, oom);
+	return obj;
 }
 
 int reply_json(evh_response *resp, int status, const cJSON *body)

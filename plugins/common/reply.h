@@ -14,6 +14,11 @@
  * object (503 with Retry-After when it is JSON but cJSON ran out of memory:
  * nothing was done); *rc is what the handler should return then. */
 cJSON *reply_body_object(evh_request *req, evh_response *resp, int *rc);
+/* reply_body_object in two steps, for a handler that answers other
+ * questions first: the body as a JSON object, or NULL (*oom: cJSON ran out
+ * of memory); then the answer to such a NULL (a handler's return value). */
+cJSON *reply_body_parse(evh_request *req, int *oom);
+int reply_body_refused(evh_response *resp, int oom);
 /* Answer `status` with `body` rendered as application/json. */
 int reply_json(evh_response *resp, int status, const cJSON *body);
 /* A list page: {"items": items, "next_cursor": the cursor after last_seq

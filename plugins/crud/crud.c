@@ -70,11 +70,15 @@ static int configure_collection(crud_state *st, crud_collection *c)
 	}
 	/* The value is checked, not its copy: one longer than c->topic would
 	 * pass cut to its first 249 characters. */
-	if (topic && *topic && !topics_name_ok(topic)) {
+	if (topic && !topics_name_ok(topic)) {
+		/* Empty too: not taken as the default, which leaving the key out
+		 * gives (the line may have lost its value by mistake). */
 		evh_config_error(st->p, coll_key(c->name, "topic", key, sizeof key),
-		                 "'%s' is not a Kafka topic name (" TOPICS_NAME_RULE ")", topic);
+		                 "'%s' is not a Kafka topic name (" TOPICS_NAME_RULE
+		                 "); leave the key out for crud.%s",
+		                 topic, c->name);
 		rc = EVH_EINVAL;
-	} else if (topic && *topic) {
+	} else if (topic) {
 		snprintf(c->topic, sizeof c->topic, "%s", topic);
 	} else {
 		snprintf(c->topic, sizeof c->topic, "crud.%s", c->name); /* a name makes a good one */

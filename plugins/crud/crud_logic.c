@@ -321,27 +321,34 @@ int crud_etag_matches(const char *header, int64_t version, int weak)
 	char want[24];
 	size_t wn = (size_t)snprintf(want, sizeof want, "%lld", (long long)version);
 	const char *p = header, *end;
+	int match = 0;
 
-	while (p) {
+	for (;;) {
 		int is_weak = 0;
 
 		while (*p == ' ' || *p == '\t' || *p == ',')
 			p++;
 		if (!*p)
-			return 0;
-		if (*p == '*')
-			return 1;
-		if (p[0] == 'W' && p[1] == '/') {
-			is_weak = 1;
-			p += 2;
+			return match;
+		if (*p == '*') {
+			match = 1;
+			p++;
+		} else {
+			if (p[0] == 'W' && p[1] == '/') {
+				is_weak = 1;
+				p += 2;
+			}
+			if (*p != '"' || !(end = strchr(p + 1, '"')))
+				return -1;
+			if ((weak || !is_weak) && (size_t)(end - p - 1) == wn && !memcmp(p + 1, want, wn))
+				match = 1;
+			p = end + 1;
 		}
-		if (*p != '"' || !(end = strchr(p + 1, '"')))
-			return 0; /* malformed: matches nothing */
-		if ((weak || !is_weak) && (size_t)(end - p - 1) == wn && !memcmp(p + 1, want, wn))
-			return 1;
-		p = end + 1;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p && *p != ',')
+			return -1;
 	}
-	return 0;
 }
 
 int crud_media_type_is(const char *content_type, const char *type)

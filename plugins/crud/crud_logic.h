@@ -68,7 +68,10 @@ int crud_doc_set_id(cJSON *doc, const char *id);
 int crud_doc_id_compatible(const cJSON *doc, const char *id);
 
 /* Whether an If-Match (weak = 0: strong comparison) or If-None-Match
- * (weak = 1) header value matches the entity tag "<version>". "*" matches. */
+ * (weak = 1) header value matches the entity tag "<version>": 1 when one
+ * of its tags does (or it is "*"), 0 when none does (an empty list
+ * included), -1 when it is no list of entity tags ("3", W/"3", *): a tag
+ * unquoted or unclosed, or anything between two but a comma. */
 int crud_etag_matches(const char *header, int64_t version, int weak);
 /* Whether a Content-Type header names media type `type` (parameters and
  * case ignored). */

@@ -48,23 +48,42 @@ static int reply_id_conflict(evh_response *resp)
 	return reply_invalid(resp, "id", "id is assigned by the server and cannot be changed");
 }
 
-/* The preconditions of a write to a document that exists at `version`
+/* The preconditions of a request on a document that exists at `version`
  * (RFC 9110 13.2.2: If-Match, then If-None-Match; absent, unconditional):
- * If-Match with a strong comparison; If-None-Match with a weak one, false
- * when it names the document's tag or is `*` (a client's "do not
- * overwrite"). 0 when the request may go on; else the 412 has been
- * answered. */
-static int check_if_match(evh_request *req, evh_response *resp, int64_t version, int *rc)
+ * If-Match with a strong comparison, false: 412; If-None-Match with a weak
+ * one, false when it names the document's tag or is `*`: for a GET
+ * (`read`) 304, for a write 412 (a client's "do not overwrite"). Either
+ * header that is no list of entity tags is a 400 naming it: read as
+ * matching nothing, a malformed If-None-Match let the write it was to stop
+ * go through. 0 when the request may go on; else it has been answered. */
+static int check_preconditions(evh_request *req, evh_response *resp, int64_t version, int read,
+                               int *rc)
 {
-	const char *h = evh_req_header(req, "If-Match");
-	const char *inm = evh_req_header(req, "If-None-Match");
+	static const char *const names[] = {"If-Match", "If-None-Match"};
+	int match[2];
+	char detail[160];
 	const char *why;
 
-	if (h && !crud_etag_matches(h, version, 0))
+	for (int i = 0; i < 2; i++) {
+		const char *h = evh_req_header(req, names[i]);
+		match[i] = h ? crud_etag_matches(h, version, i) : i ? 0 : 1;
+		if (match[i] < 0) {
+			snprintf(detail, sizeof detail,
+			         "%s is not a list of entity tags (\"3\", W/\"3\") or *", names[i]);
+			*rc = evh_resp_problem(resp, 400, "bad-request", "Bad Request", detail, NULL);
+			return -1;
+		}
+	}
+	if (!match[0])
 		why = "the document has changed: If-Match does not match its ETag";
-	else if (inm && crud_etag_matches(inm, version, 1))
+	else if (match[1] && !read)
 		why = "the document exists with a tag If-None-Match names (or it is *): not changed";
-	else
+	else if (match[1]) {
+		set_etag(resp, version);
+		evh_resp_status(resp, 304);
+		*rc = EVH_OK;
+		return -1;
+	} else
 		return 0;
 	set_etag(resp, version);
 	*rc = evh_resp_problem(resp, 412, "precondition-failed", "Precondition Failed", why, NULL);
@@ -183,7 +202,7 @@ out:
 static int get_doc(evh_request *req, evh_response *resp, void *ud)
 {
 	crud_state *st = ud;
-	const char *id = evh_req_param(req, "id"), *inm;
+	const char *id = evh_req_param(req, "id");
 	int rc = EVH_OK;
 	const crud_collection *c = collection_of(st, req, resp, &rc);
 	int64_t version = 0;
@@ -200,13 +219,8 @@ static int get_doc(evh_request *req, evh_response *resp, void *ud)
 	evh_tx_rollback(tx);
 	if (rc == EVH_ENOTFOUND)
 		return reply_not_found(resp, "no document with this id in this collection");
-	inm = evh_req_header(req, "If-None-Match");
-	if (inm && crud_etag_matches(inm, version, 1)) {
-		set_etag(resp, version);
-		evh_resp_status(resp, 304);
-	} else {
+	if (check_preconditions(req, resp, version, 1, &rc) == 0)
 		rc = reply_doc(resp, 200, version, json);
-	}
 	free(json);
 	return rc;
 }
@@ -233,8 +247,9 @@ static cJSON *next_doc(const char *current, cJSON **body, int merge, const char 
 	return doc;
 }
 
-/* Within `tx`: read the document, check If-Match and the rules on its new
- * state, store and announce that state, and answer. Ends `tx`. */
+/* Within `tx`: read the document, check the preconditions, the request's
+ * *body (NULL: it was no JSON object) and the rules on its new state, store
+ * and announce that state, and answer. Ends `tx`. */
 static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx *tx,
                     const crud_collection *c, cJSON **body, int merge)
 {
@@ -252,8 +267,15 @@ static int write_tx(crud_state *st, evh_request *req, evh_response *resp, evh_tx
 	}
 	if (rc != EVH_OK)
 		return reply_tx_failure(st->p, resp, tx, rc, "update document: read");
-	if (check_if_match(req, resp, version, &rc) != 0) {
+	if (check_preconditions(req, resp, version, 0, &rc) != 0) {
 		evh_tx_rollback(tx);
+		goto out;
+	}
+	/* What is wrong with the body, once the document is found and the
+	 * preconditions hold (RFC 9110 13.2.1: before the content). */
+	if (!*body || !crud_doc_id_compatible(*body, id)) {
+		evh_tx_rollback(tx);
+		rc = *body ? reply_id_conflict(resp) : reply_body_refused(resp, 0);
 		goto out;
 	}
 	doc = next_doc(current, body, merge, id);
@@ -291,7 +313,7 @@ out:
 static int write_doc(evh_request *req, evh_response *resp, crud_state *st, int merge)
 {
 	const char *ct = evh_req_header(req, "Content-Type");
-	int rc = EVH_OK;
+	int rc = EVH_OK, oom = 0;
 	const crud_collection *c = collection_of(st, req, resp, &rc);
 	cJSON *body;
 	evh_tx *tx;
@@ -304,11 +326,17 @@ static int write_doc(evh_request *req, evh_response *resp, crud_state *st, int m
 		                        "PATCH takes a JSON merge patch (application/merge-patch+json"
 		                        " or application/json)",
 		                        NULL);
-	if (!(body = reply_body_object(req, resp, &rc)))
-		return rc;
-	if (!crud_doc_id_compatible(body, evh_req_param(req, "id")))
-		rc = reply_id_conflict(resp);
-	else if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	/* A patch is no document: stored as one, it would drop every field it
+	 * leaves out. */
+	if (!merge && (crud_media_type_is(ct, "application/merge-patch+json") ||
+	               crud_media_type_is(ct, "application/json-patch+json")))
+		return evh_resp_problem(resp, 415, "unsupported-media-type", "Unsupported Media Type",
+		                        "PUT takes the whole document (application/json); send a "
+		                        "merge patch by PATCH",
+		                        NULL);
+	if (!(body = reply_body_parse(req, &oom)) && oom)
+		return reply_body_refused(resp, oom); /* nothing done: try again */
+	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
 		rc = reply_tx_failure(st->p, resp, NULL, rc, "update document: begin");
 	else
 		rc = write_tx(st, req, resp, tx, c, &body, merge);
@@ -359,7 +387,7 @@ static int delete_doc(evh_request *req, evh_response *resp, void *ud)
 		evh_tx_rollback(tx);
 		return reply_not_found(resp, "no document with this id in this collection");
 	}
-	if (rc == EVH_OK && check_if_match(req, resp, version, &rc) != 0) {
+	if (rc == EVH_OK && check_preconditions(req, resp, version, 0, &rc) != 0) {
 		evh_tx_rollback(tx);
 		return rc;
 	}

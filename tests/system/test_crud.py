@@ -436,6 +436,75 @@ def test_get_with_if_none_match(d):
     assert r.status_code == 200 and r.json() == doc
 
 
+def test_get_with_if_match(d):
+    # If-Match is evaluated on a GET too, before If-None-Match (RFC 9110
+    # 13.2.2): it was not read, and a stale tag got the current document.
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    r = d.get(url, headers={"If-Match": '"2"'})
+    problem(r, 412, "precondition-failed")
+    assert r.headers["ETag"] == '"1"'
+    r = d.get(url, headers={"If-Match": '"2"', "If-None-Match": '"1"'})
+    problem(r, 412, "precondition-failed")
+    r = d.get(url, headers={"If-Match": '"1"', "If-None-Match": '"1"'})
+    assert r.status_code == 304 and r.content == b""
+    for tag in ('"1"', '"7", "1"', "*"):
+        r = d.get(url, headers={"If-Match": tag})
+        assert r.status_code == 200 and r.json() == doc, tag
+
+
+def test_a_malformed_precondition_is_400_and_changes_nothing(d):
+    # A list that is no list of entity tags: read as matching nothing, an
+    # If-None-Match meant to stop an overwrite let it through.
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    for header, value in (("If-None-Match", "1"), ("If-None-Match", '"0", x, "1"'),
+                          ("If-Match", '"1" "2"'), ("If-Match", 'W/1')):
+        for r in (d.put(url, json={"name": "x", "price": 2}, headers={header: value}),
+                  d.patch(url, json={"price": 3}, headers={header: value}),
+                  d.delete(url, headers={header: value}),
+                  d.get(url, headers={header: value})):
+            p = problem(r, 400, "bad-request")
+            assert p["detail"] == (f"{header} is not a list of entity tags "
+                                   '("3", W/"3") or *'), p
+    assert d.get(url).json() == doc
+    # An empty list is a list: If-None-Match matches nothing, If-Match too.
+    r = d.put(url, json={"name": "x", "price": 2}, headers={"If-Match": ""})
+    problem(r, 412, "precondition-failed")
+    r = d.put(url, json={"name": "x", "price": 2}, headers={"If-None-Match": ""})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"', r.text
+
+
+def test_put_of_a_patch_is_415_and_changes_nothing(d):
+    # A merge patch PUT as the document dropped every field it left out.
+    doc = create(d, {"name": "x", "note": "kept"}, collection="orders")
+    url = f"/crud/orders/{doc['id']}"
+    for ctype in ("application/merge-patch+json", "application/json-patch+json"):
+        r = d.put(url, data=json.dumps({"note": "changed"}), headers={"Content-Type": ctype})
+        p = problem(r, 415, "unsupported-media-type")
+        assert "merge patch by PATCH" in p["detail"], p
+    assert d.get(url).json() == doc
+    r = d.patch(url, data=json.dumps({"note": "changed"}),
+                headers={"Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200 and r.json() == dict(doc, note="changed"), r.text
+
+
+def test_a_write_answers_404_then_412_then_422(d):
+    # RFC 9110 13.2.1: the preconditions before the content. A body with
+    # another id, or no object at all, was 422 before an If-Match that did
+    # not hold, and before a document that does not exist.
+    doc = create(d, {"name": "lamp", "price": 1})
+    url = f"/crud/products/{doc['id']}"
+    for body, field in (({"id": "other", "name": "x", "price": 1}, "id"), ([], None),
+                        ({"name": "x"}, "price")):
+        problem(d.put(url, json=body, headers={"If-Match": '"7"'}), 412, "precondition-failed")
+        problem(d.patch(url, json=body, headers={"If-Match": '"7"'}), 412,
+                "precondition-failed")
+        problem(d.put(f"/crud/products/{uuid.uuid4()}", json=body), 404, "not-found")
+        problem(d.put(url, json=body), 422, "validation", field)
+    assert d.get(url).json() == doc
+
+
 def test_get_unknown_document_is_404(d):
     problem(d.get(f"/crud/products/{uuid.uuid4()}"), 404, "not-found")
 
@@ -850,6 +919,10 @@ def test_a_filter_value_of_512_bytes_is_taken(d):
     ({"collection.products.topic": "bad topic!"}, "collection.products.topic"),
     # checked as written, not cut to the 249 characters it was copied into
     ({"collection.products.topic": "t" * 250}, "collection.products.topic: 'ttt"),
+    # empty: said, not taken as the default (crud.products) unsaid
+    ({"collection.products.topic": ""},
+     "collection.products.topic: '' is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, "
+     "not . or ..); leave the key out for crud.products"),
     ({"collection.products.required": "name, price, name"},
      "collection.products.required: 'name' is listed twice"),
 ])

@@ -315,22 +315,31 @@ static void test_doc_id(void **state)
 static void test_etags(void **state)
 {
 	(void)state;
-	assert_true(crud_etag_matches("\"3\"", 3, 0));
-	assert_true(crud_etag_matches(" \"3\" ", 3, 0));
-	assert_false(crud_etag_matches("\"3\"", 4, 0));
-	assert_false(crud_etag_matches("\"30\"", 3, 0));
-	assert_false(crud_etag_matches("\"\"", 3, 0));
-	assert_true(crud_etag_matches("\"1\", \"2\",\"3\"", 3, 0));
-	assert_true(crud_etag_matches("*", 3, 0));
-	assert_true(crud_etag_matches("*", 3, 1));
+	assert_int_equal(crud_etag_matches("\"3\"", 3, 0), 1);
+	assert_int_equal(crud_etag_matches(" \"3\" ", 3, 0), 1);
+	assert_int_equal(crud_etag_matches("\"3\"", 4, 0), 0);
+	assert_int_equal(crud_etag_matches("\"30\"", 3, 0), 0);
+	assert_int_equal(crud_etag_matches("\"\"", 3, 0), 0);
+	assert_int_equal(crud_etag_matches("\"1\", \"2\",\"3\"", 3, 0), 1);
+	assert_int_equal(crud_etag_matches("*", 3, 0), 1);
+	assert_int_equal(crud_etag_matches("*", 3, 1), 1);
 	/* weak tags never match strongly (If-Match), but do weakly (If-None-Match) */
-	assert_false(crud_etag_matches("W/\"3\"", 3, 0));
-	assert_true(crud_etag_matches("W/\"3\"", 3, 1));
-	assert_true(crud_etag_matches("\"3\"", 3, 1));
-	/* malformed: matches nothing */
-	assert_false(crud_etag_matches("3", 3, 0));
-	assert_false(crud_etag_matches("\"3", 3, 0));
-	assert_false(crud_etag_matches("", 3, 0));
+	assert_int_equal(crud_etag_matches("W/\"3\"", 3, 0), 0);
+	assert_int_equal(crud_etag_matches("W/\"3\"", 3, 1), 1);
+	assert_int_equal(crud_etag_matches("\"3\"", 3, 1), 1);
+	/* an empty list: nothing matches */
+	assert_int_equal(crud_etag_matches("", 3, 0), 0);
+	assert_int_equal(crud_etag_matches(" , ,", 3, 1), 0);
+	/* no list of entity tags: -1, wherever the fault, a tag matching or not */
+	assert_int_equal(crud_etag_matches("3", 3, 0), -1);
+	assert_int_equal(crud_etag_matches("\"3", 3, 0), -1);
+	assert_int_equal(crud_etag_matches("\"0\", x, \"3\"", 3, 1), -1);
+	assert_int_equal(crud_etag_matches("\"3\", x", 3, 1), -1);
+	assert_int_equal(crud_etag_matches("\"3\" \"4\"", 3, 0), -1);
+	assert_int_equal(crud_etag_matches("W/3", 3, 1), -1);
+	assert_int_equal(crud_etag_matches("*x", 3, 1), -1);
+	assert_int_equal(crud_etag_matches("\"1\", *", 3, 0), 1);
+	assert_int_equal(crud_etag_matches(" \"1\" ,\"3\" ", 3, 0), 1);
 }
 
 static void test_media_types(void **state)
