@@ -349,10 +349,13 @@ static int reply_password_changed(evh_response *resp)
  * refused but said: nothing is done or answered, *stale is set and
  * `verified` gets the hash stored now, for the caller to check
  * current_password against (a login may have stored the same password at
- * the current cost). */
+ * the current cost). `email_as_read`: in->email was let through without
+ * current_password for being the email the user had when checked; if it
+ * is another by now (changed meanwhile), the change is refused: it would
+ * set the email back with no password proven. */
 static int update_tx(user_state *st, evh_response *resp, const char *id, const user_rec *in,
-                     int new_password, char verified[crypto_pwhash_STRBYTES], int *stale,
-                     user_rec *u)
+                     int new_password, int email_as_read, char verified[crypto_pwhash_STRBYTES],
+                     int *stale, user_rec *u)
 {
 	cJSON *changed = NULL;
 	char *json = NULL;
@@ -374,6 +377,13 @@ static int update_tx(user_state *st, evh_response *resp, const char *id, const u
 		memcpy(verified, u->password_hash, crypto_pwhash_STRBYTES);
 		*stale = 1;
 		return EVH_OK;
+	}
+	if (rc == EVH_OK && email_as_read && strcmp(in->email, u->email)) {
+		evh_tx_rollback(tx);
+		return evh_resp_problem(resp, 409, "conflict", "Conflict",
+		                        "the email was changed while this request was checked; nothing "
+		                        "was changed: to set this email, send current_password",
+		                        "email");
 	}
 	if (rc == EVH_OK && !(changed = apply_change(u, in, new_password)))
 		rc = EVH_ENOMEM;
@@ -478,7 +488,7 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 	user_state *st = ud;
 	const char *id = evh_req_param(req, "id"), *password = NULL;
 	char verified[crypto_pwhash_STRBYTES];
-	int rc = EVH_OK, answered = 0;
+	int rc = EVH_OK, answered = 0, email_as_read;
 	user_rec in, u;
 	cJSON *body;
 
@@ -510,11 +520,14 @@ static int patch_user(evh_request *req, evh_response *resp, void *ud)
 	 * hold the same password (another login stored it at the current cost
 	 * meanwhile): checked against that, the change goes on; twice at most
 	 * (each such store is an upgrade, and there is one cost). */
+	/* An email let through for being the user's own (check_current), with
+	 * nothing proven. */
+	email_as_read = in.email[0] && !verified[0] && !evh_req_auth_has_role(req, USER_ROLE_ADMIN);
 	for (int again = 2;; again--) {
 		int stale = 0, same = 0;
 		const char *current = NULL;
-		rc = update_tx(st, resp, id, &in, password != NULL, verified, again ? &stale : NULL,
-		               &u);
+		rc = update_tx(st, resp, id, &in, password != NULL, email_as_read, verified,
+		               again ? &stale : NULL, &u);
 		if (!stale)
 			break;
 		body_string(body, "current_password", &current); /* there: verified was set */
