@@ -376,7 +376,8 @@ static const char *skip_digits(const char *p)
 }
 
 /* A JSON number (RFC 8259 grammar) into f as INT when it is a plain integer
- * that fits, else REAL. -1 when `s` is not a JSON number. */
+ * that fits, else REAL. -1 when `s` is not a JSON number, -2 when it is one
+ * beyond a double's range (1e400), as no stored number is. */
 static int parse_number(const char *s, crud_filter *f)
 {
 	const char *p = s + (*s == '-');
@@ -414,7 +415,7 @@ static int parse_number(const char *s, crud_filter *f)
 		f->kind = CRUD_F_REAL;
 		f->r = strtod(s, NULL);
 		if (!isfinite(f->r))
-			return -1;
+			return -2;
 	}
 	f->json_type = "integer";
 	f->json_type_alt = "real";
@@ -438,6 +439,10 @@ static void set_text(const char *s, crud_filter *f)
 	f->json_type = f->json_type_alt = "text";
 }
 
+#define OUT_OF_RANGE                                                                   \
+	"the filter value is a JSON number beyond the range of stored numbers (a double, "  \
+	"about 1.8e308): no document holds it"
+
 int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_type declared,
                      const char **why)
 {
@@ -457,8 +462,16 @@ int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_
 		return 0;
 	case CRUD_T_NUMBER:
 	case CRUD_T_INTEGER:
-		*why = "this field is a number: the filter value must be a JSON number";
-		return parse_number(value, f);
+		switch (parse_number(value, f)) {
+		case 0:
+			return 0;
+		case -2:
+			*why = OUT_OF_RANGE;
+			return -1;
+		default:
+			*why = "this field is a number: the filter value must be a JSON number";
+			return -1;
+		}
 	case CRUD_T_BOOLEAN:
 		*why = "this field is a boolean: the filter value must be true or false";
 		return parse_bool(value, f);
@@ -469,7 +482,16 @@ int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_
 	case CRUD_T_ANY:
 		break;
 	}
-	if (parse_bool(value, f) != 0 && parse_number(value, f) != 0)
+	if (parse_bool(value, f) == 0)
+		return 0;
+	switch (parse_number(value, f)) {
+	case 0:
+		return 0;
+	case -2: /* a number: not its text, which would match a string "1e400" */
+		*why = OUT_OF_RANGE;
+		return -1;
+	default:
 		set_text(value, f);
-	return 0;
+		return 0;
+	}
 }

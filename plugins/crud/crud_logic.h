@@ -100,7 +100,8 @@ typedef struct crud_filter {
  * type decides how the value is read (string: as text; number, integer:
  * must be a JSON number; boolean: true or false; object, array: refused);
  * without one, "true"/"false" are booleans, JSON numbers are numbers, and
- * anything else is text. Returns 0, or -1 with *why set. */
+ * anything else is text; a JSON number beyond a double's range (1e400) is
+ * refused either way. Returns 0, or -1 with *why set. */
 int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_type declared,
                      const char **why);
 /* The SQL condition each filter adds; binds: path, json_type, json_type_alt,

@@ -467,6 +467,15 @@ static void test_filters_inferred(void **state)
 	assert_true(f.r == -1500.0);
 	assert_int_equal(crud_filter_make(&f, "qty", "99999999999999999999", CRUD_T_ANY, &why), 0);
 	assert_int_equal(f.kind, CRUD_F_REAL);
+	/* a JSON number no double holds: refused, never compared as its text */
+	for (int declared = 0; declared < 2; declared++) {
+		why = NULL;
+		assert_int_equal(crud_filter_make(&f, "qty", "-1e400",
+		                                  declared ? CRUD_T_NUMBER : CRUD_T_ANY, &why),
+		                 -1);
+		assert_non_null(why);
+		assert_non_null(strstr(why, "beyond the range of stored numbers"));
+	}
 
 	/* not JSON numbers or booleans: compared as text */
 	static const char *const texts[] = {"lamp", "042", "1.", ".5", "+1", "0x10", "1e",
