@@ -526,6 +526,35 @@ static void named_off_sets(const host *h, struct named_off out[3])
 	out[2] = (struct named_off){h->down, h->ndown, "failed"};
 }
 
+/* The answer to a dead-letter or replay request for `name` when no running
+ * plugin has it, under plugins_lock: while a reload restarts it, 503 with
+ * Retry-After: 1 (it runs again in a moment); while a reload stops it, or
+ * after one could not start it, 409; else 404. (404 for all of them told a
+ * script retrying on 503 that the plugin did not exist.) */
+static void answer_not_running_locked(host *h, evh_response *resp, const char *name)
+{
+	struct named_off off[3];
+	named_off_sets(h, off);
+	for (size_t k = 0; k < 3; k++)
+		for (size_t i = 0; i < off[k].n; i++) {
+			if (strcmp(off[k].names[i], name))
+				continue;
+			if (k == 0) {
+				problem(resp, 503, "unavailable", NULL,
+				        "plugin '%s' is restarting (a reload): nothing was done; try again "
+				        "once it runs",
+				        name);
+				http_resp_header(resp, "Retry-After", "1");
+			} else {
+				problem(resp, 409, "conflict", NULL, "plugin '%s' is not running (%s): "
+				        "nothing was done", name, k == 1 ? "a reload is stopping it"
+				        : "a reload could not start it; the log says why");
+			}
+			return;
+		}
+	problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+}
+
 /* {"plugins": [...]} for every plugin, and those named_off_sets has (with
  * their state only). */
 static cJSON *plugins_object(host *h, int *ok)
@@ -681,11 +710,11 @@ static int dlq_prepare(host *h, evh_response *resp, const char *name, char ***to
 	pthread_mutex_lock(&h->plugins_lock);
 	p = find_plugin_locked(h, name);
 	*topics = p ? dlq_topics_locked(h, p, n) : NULL;
+	if (!p)
+		answer_not_running_locked(h, resp, name);
 	pthread_mutex_unlock(&h->plugins_lock);
-	if (!p) {
-		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
+	if (!p)
 		return -1;
-	}
 	return *topics ? 0 : oom(resp);
 }
 
@@ -1231,8 +1260,12 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 {
 	char cursor_topic[256] = "";
 	dlq_pos cursor = {cursor_topic, 0, 0};
-	int first = 1, have_cursor = after != NULL;
+	int first = 1, have_cursor = after != NULL, answered = 0;
 	int64_t scan_end = clock_mono_ms() + REDRIVE_SCAN_MS;
+	/* Up to where each partition ended at the first read: a copy that fails
+	 * again is dead-lettered after it, and read on into, this run would
+	 * send it again, and again (10000 sends of a few poison messages). */
+	dlq_ends ends = {0};
 	if (after) {
 		snprintf(cursor_topic, sizeof cursor_topic, "%s", after->topic);
 		cursor.partition = after->partition;
@@ -1243,14 +1276,15 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 		const dlq_msg *last;
 		size_t end;
 		int cut;
-		int rc = dlq_read_after(h->kafka, (const char *const *)topics, ntopics,
-		                        first && !after ? NULL : &cursor, REDRIVE_CHUNK,
-		                        DLQ_READ_TIMEOUT_MS, &j->l, err, sizeof err);
+		int rc = dlq_read_bounded(h->kafka, (const char *const *)topics, ntopics,
+		                          first && !after ? NULL : &cursor, &ends, REDRIVE_CHUNK,
+		                          DLQ_READ_TIMEOUT_MS, &j->l, err, sizeof err);
 		if (rc && first) {
 			log_warn(ADMIN_LOG, "reading dead letters failed: %s", err);
 			problem(resp, rc == EVH_ENOMEM ? 500 : 502,
 			        rc == EVH_ENOMEM ? "internal" : "kafka", NULL, "%s", err);
-			return -1;
+			answered = 1;
+			break;
 		}
 		if (rc) {
 			log_warn(ADMIN_LOG, "%s: redrive stopped: reading dead letters failed: %s",
@@ -1260,11 +1294,15 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 			break;
 		}
 		first = 0;
-		if (redrive_chunk(h, resp, j, NULL, 0, 1, &end))
-			return -1;
+		if (redrive_chunk(h, resp, j, NULL, 0, 1, &end)) {
+			answered = 1;
+			break;
+		}
 		cut = end < j->l.n; /* REDRIVE_MAX reached, or stopped, before the chunk's end */
-		if (!cut && (!j->l.truncated || !j->l.n))
+		if (!cut && (!j->l.truncated || !j->l.n)) {
+			dlq_ends_free(&ends);
 			return 0;
+		}
 		if (end) {
 			last = &j->l.v[end - 1];
 			snprintf(cursor_topic, sizeof cursor_topic, "%s", last->topic);
@@ -1281,6 +1319,9 @@ static int redrive_all(host *h, evh_response *resp, struct redrive_job *j, char 
 			break;
 		}
 	}
+	dlq_ends_free(&ends);
+	if (answered)
+		return -1;
 	/* Where the next request may go on: every message up to here was sent,
 	 * or skipped, or failed (a request without after tries those again). */
 	if (have_cursor)
@@ -1457,9 +1498,15 @@ static int parse_replay(const cJSON *body, struct replay_args *a, evh_response *
 	a->req.keep_inbox = cJSON_IsTrue(keep);
 	if (cJSON_IsString(from) && !strcmp(from->valuestring, "beginning"))
 		a->req.from = REPLAY_BEGINNING;
-	else if (cJSON_IsString(from) && !rfc3339_parse_ms(from->valuestring, &a->req.time_ms))
+	else if (cJSON_IsString(from) && !rfc3339_parse_ms(from->valuestring, &a->req.time_ms)) {
 		a->req.from = REPLAY_TIME;
-	else if (cJSON_IsObject(from) && topics)
+		/* Before 1970, before every event: from the first (as 0 asks).
+		 * Passed on, -1 and -2 are Kafka's "latest" and "earliest", -3
+		 * its "max timestamp": 23:59:59.999 the day before rewound
+		 * nothing. */
+		if (a->req.time_ms < 0)
+			a->req.time_ms = 0;
+	} else if (cJSON_IsObject(from) && topics)
 		return invalid(resp, "topics",
 		               "topics goes with from \"beginning\" or a time: from.offsets names "
 		               "its own topics");
@@ -1539,7 +1586,7 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 	replay_result res;
 	char err[512] = "";
 	evh_plugin *p;
-	int rc = EVH_ENOTFOUND;
+	int rc = EVH_OK;
 	static const char *const keys[] = {"from", "topics", "keep_inbox", NULL};
 	cJSON *body = body_object(req, resp, keys);
 
@@ -1552,13 +1599,12 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 	}
 	memset(&res, 0, sizeof res);
 	pthread_mutex_lock(&h->plugins_lock);
-	p = find_plugin_locked(h, name);
-	if (p) /* unlocks plugins_lock once the consumer has the request */
-		rc = consumer_replay(p, &a.req, &res, REPLAY_TIMEOUT_MS, &h->plugins_lock, err,
-		                     sizeof err);
-	else
+	if (!(p = find_plugin_locked(h, name))) {
+		answer_not_running_locked(h, resp, name);
 		pthread_mutex_unlock(&h->plugins_lock);
-	if (rc == EVH_ENOTFOUND)
+	} else if ((rc = consumer_replay(p, &a.req, &res, REPLAY_TIMEOUT_MS,
+	                                 &h->plugins_lock, /* unlocked once it has the request */
+	                                 err, sizeof err)) == EVH_ENOTFOUND)
 		problem(resp, 404, "not-found", NULL, "no plugin named '%s'", name);
 	else if (rc != EVH_OK)
 		problem(resp, replay_status(rc), replay_problem_type(replay_status(rc)), NULL, "%s",

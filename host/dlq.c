@@ -359,17 +359,69 @@ static int64_t start_after(const struct part *p, const dlq_pos *after)
 	return after->offset + 1;
 }
 
+void dlq_ends_free(dlq_ends *ends)
+{
+	for (size_t i = 0; i < ends->n; i++)
+		free(ends->v[i].topic);
+	free(ends->v);
+	memset(ends, 0, sizeof *ends);
+}
+
+/* The first read of a run: record where each partition ends. Later ones:
+ * end each partition there (or at once: one not recorded). */
+static int bound_parts(struct reader *r, dlq_ends *ends, char *err, size_t errlen)
+{
+	if (!ends->set) {
+		ends->v = calloc(r->nparts ? r->nparts : 1, sizeof *ends->v);
+		for (size_t i = 0; ends->v && i < r->nparts; i++) {
+			if (!(ends->v[i].topic = strdup(r->parts[i].topic))) {
+				dlq_ends_free(ends);
+				break;
+			}
+			ends->v[i].partition = r->parts[i].partition;
+			ends->v[i].end = r->parts[i].end;
+			ends->n = i + 1;
+		}
+		if (!ends->v) {
+			snprintf(err, errlen, "out of memory");
+			return EVH_ENOMEM;
+		}
+		ends->set = 1;
+		return EVH_OK;
+	}
+	for (size_t i = 0; i < r->nparts; i++) {
+		struct part *p = &r->parts[i];
+		int64_t end = p->lo;
+		for (size_t j = 0; j < ends->n; j++)
+			if (ends->v[j].partition == p->partition && !strcmp(ends->v[j].topic, p->topic))
+				end = ends->v[j].end;
+		if (end < p->end)
+			p->end = end;
+	}
+	return EVH_OK;
+}
+
 int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                    size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen)
 {
+	return dlq_read_bounded(k, topics, ntopics, after, NULL, limit, timeout_ms, out, err,
+	                        errlen);
+}
+
+int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                     dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
+                     size_t errlen)
+{
 	struct reader r;
 	int status = reader_open(&r, k, topics, ntopics, timeout_ms, out, err, errlen);
+	if (!status && ends)
+		status = bound_parts(&r, ends, err, errlen);
 	/* Partition by partition, in order, so that the first `limit` are the
 	 * same whichever partition the broker answers first. */
 	for (size_t i = 0; !status && i < r.nparts; i++) {
 		const struct part *p = &r.parts[i];
 		int64_t from = start_after(p, after);
-		if (from >= p->end)
+		if (from >= p->end || p->end <= p->lo)
 			continue;
 		if (out->n >= limit) {
 			out->truncated = 1;

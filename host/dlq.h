@@ -51,6 +51,28 @@ int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, 
  * the next page begins after the last message of this one. */
 int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                    size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen);
+/* Each partition's end as it was when a run of reads began
+ * (dlq_read_bounded): zeroed before the first read, dlq_ends_free after the
+ * last. */
+typedef struct dlq_ends {
+	int set; /* the first read filled it */
+	size_t n;
+	struct dlq_end {
+		char *topic;
+		int32_t partition;
+		int64_t end;
+	} *v;
+} dlq_ends;
+/* dlq_read_after, reading each partition only up to where it ended at the
+ * first read with `ends` (which that read records): a run of reads through
+ * the topics (a redrive of every dead letter, chunk after chunk) does not
+ * go on into what was added to them meanwhile, e.g. its own copies that
+ * failed again and were dead-lettered after it. A partition the first read
+ * found empty or missing is not read. */
+int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                     dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
+                     size_t errlen);
+void dlq_ends_free(dlq_ends *ends);
 /* The messages at the positions `at` (each read from its offset, not from
  * the start of its partition); a position that matches no message is left
  * out. One message once, however many positions match it. */

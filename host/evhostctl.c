@@ -1988,6 +1988,7 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	reply r;
 	int rc, ok = 1, not_found;
 	double failed, unrecorded;
+	int truncated;
 	const char *stopped;
 
 	if (c->o.all == (nids > 0)) {
@@ -2038,12 +2039,17 @@ static int cmd_dlq_redrive(ctl *c, const char *name, char **ids, int nids)
 	not_found = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r.json, "not_found"));
 	unrecorded = json_num(r.json, "unrecorded");
 	stopped = json_str(r.json, "stopped");
-	rc = failed > 0 || not_found > 0 || unrecorded > 0 || *stopped ? EXIT_FAILED : EXIT_OK;
+	/* Cut short at the request's bounds (10000 sends, 30 s of reading): as
+	 * unfinished as a stop, so exit 1 too, and a script's loop goes on. */
+	truncated = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r.json, "truncated"));
+	rc = failed > 0 || not_found > 0 || unrecorded > 0 || *stopped || truncated ? EXIT_FAILED
+	                                                                           : EXIT_OK;
 	/* An exit status 1 is said on stderr, as every other one is: a script
 	 * that keeps stdout (or reads --json) sees why there. */
 	if (rc)
-		say("dlq redrive %s: %.0f failed, %d not found, %.0f unrecorded%s%s", name, failed,
-		    not_found, unrecorded, *stopped ? "; stopped: " : "", stopped);
+		say("dlq redrive %s: %.0f failed, %d not found, %.0f unrecorded%s%s%s", name, failed,
+		    not_found, unrecorded, *stopped ? "; stopped: " : "", stopped,
+		    truncated && !*stopped ? "; stopped part way: more dead letters may wait" : "");
 	reply_free(&r);
 	return rc;
 }

@@ -519,6 +519,16 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     time.sleep(1)
     assert len(seen(d)) == 13
 
+    # A time before 1970 is before every event: from the first. (Passed on
+    # as -1, Kafka's "latest", it rewound nothing.)
+    r = d.post("/admin/plugins/probe/replay", headers=auth(),
+               json={"from": "1969-12-31T23:59:59.999Z"})
+    assert r.status_code == 200, r.text
+    assert r.json()["inbox_deleted"] == 5, r.text
+    assert sum(p["offset"] for p in r.json()["partitions"]) == 0, r.text
+    rows = wait_seen(d, 18)
+    assert [r["event_id"] for r in rows[13:]] == ids
+
     # Refusals.
     for bad in ({}, {"from": "yesterday"}, {"from": "2026-13-01T00:00:00Z"},
                 {"from": {"offsets": {}}}, {"from": "beginning", "topics": "x"}):
@@ -568,7 +578,7 @@ def test_replay_beginning_time_and_offsets(evhostd, build_dir, tmp_path, kafka_b
     assert d.post("/admin/plugins/nobody/replay", headers=auth(),
                   json={"from": "beginning"}).status_code == 404
     time.sleep(0.5)
-    assert len(seen(d)) == 13
+    assert len(seen(d)) == 18
 
 
 def test_a_replay_rewinds_every_partition_of_a_wide_topic(evhostd, build_dir, tmp_path,

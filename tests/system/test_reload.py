@@ -108,6 +108,39 @@ def test_toggle_plugin_under_load_loses_no_request_to_others(evhostd, build_dir)
     assert "1 stopped" in d.log_text() and "1 started" in d.log_text()
 
 
+def test_the_admin_api_says_a_restarting_plugin_is_restarting(
+        evhostd, build_dir, kafka_bootstrap, unique_name, tmp_path):
+    # While a reload restarts a plugin, its dead letters, redrive and replay
+    # answered 404 "no plugin named 'probe'" (GET /admin/plugins/probe said
+    # "restarting"): a script that retries on 503 gave up. 503 with
+    # Retry-After: 1 now; a name no plugin has is still 404.
+    token = "admin-token-for-the-reload-tests-0123"
+    (tmp_path / "admin.token").write_text(token + "\n")
+    (tmp_path / "admin.token").chmod(0o600)
+    auth = {"Authorization": f"Bearer {token}"}
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name)
+    d = evhostd({"admin": {"token_file": str(tmp_path / "admin.token")}},
+                brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
+    assert d.get("/admin/plugins/probe/dlq", headers=auth, timeout=30).status_code == 200
+    write_dropin(d, "20-probe.conf", probe + "init_sleep_ms = 4000\n")
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: "probe: init sleeping 4000 ms" in d.log_text(), timeout=30,
+                   message="the new instance's init")
+    asked = (("GET", "/admin/plugins/probe/dlq", None),
+             ("POST", "/admin/plugins/probe/dlq/redrive", {}),
+             ("POST", "/admin/plugins/probe/replay", {"from": "beginning"}))
+    for method, path, body in asked:
+        r = requests.request(method, d.url + path, headers=auth, json=body, timeout=30)
+        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", (path, r.text)
+        assert r.json()["detail"] == ("plugin 'probe' is restarting (a reload): nothing was "
+                                      "done; try again once it runs"), r.text
+    assert d.get("/admin/plugins/probe", headers=auth).json()["state"] == "restarting"
+    lib.wait_until(lambda: "reload done" in d.log_text(), timeout=30, message="the reload")
+    assert d.get("/admin/plugins/probe/dlq", headers=auth, timeout=30).status_code == 200
+    r = d.get("/admin/plugins/nothere/dlq", headers=auth)
+    assert r.status_code == 404 and r.json()["detail"] == "no plugin named 'nothere'", r.text
+
+
 def test_bad_config_is_refused_and_running_set_stays(evhostd, build_dir):
     d = evhostd(dropins={"20-probe.conf": probe_dropin(build_dir)})
     write_dropin(d, "20-probe.conf", probe_dropin(build_dir) + "colour = blue\n")

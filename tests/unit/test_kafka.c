@@ -1430,6 +1430,49 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	assert_string_equal(l.v[1].topic, "dlq.b");
 	assert_int_equal(l.v[1].offset, 0);
 	dlq_list_free(&l);
+
+	/* A run of bounded reads ends each partition where the first found it:
+	 * what is added meanwhile (a redrive's copies dead-lettered again) is
+	 * not read; a partition then empty is not read at all. */
+	dlq_ends ends = {0};
+	assert_int_equal(dlq_read_bounded(g.k, topics, 2, NULL, &ends, 2, WAIT_MS, &l, err,
+	                                  sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 2);
+	assert_true(l.truncated);
+	after = (dlq_pos){"dlq.a", l.v[1].partition, l.v[1].offset};
+	dlq_list_free(&l);
+	conf = rd_kafka_conf_new();
+	rd_kafka_conf_set(conf, "bootstrap.servers", g.s.brokers, err, sizeof err);
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+	assert_non_null(rk);
+	for (int32_t part = 0; part < 3; part++)
+		assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("dlq.a"),
+		                                   RD_KAFKA_V_PARTITION(part),
+		                                   RD_KAFKA_V_VALUE((void *)"late", 4),
+		                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+		                                   RD_KAFKA_V_END),
+		                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_flush(rk, WAIT_MS);
+	rd_kafka_destroy(rk);
+	/* (dlq_read_after reads them: the new ends are the broker's) */
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, WAIT_MS, &l, err, sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 6);
+	dlq_list_free(&l);
+	assert_int_equal(dlq_read_bounded(g.k, topics, 2, &after, &ends, 10, WAIT_MS, &l, err,
+	                                  sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 4);
+	assert_false(l.truncated);
+	for (size_t i = 0; i < l.n; i++) {
+		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
+		         (int)l.v[i].offset);
+		assert_string_equal(where, order[2 + i]);
+		assert_int_equal(l.v[i].value_len, 1);
+	}
+	dlq_list_free(&l);
+	dlq_ends_free(&ends);
 	rig_stop(&g);
 }
 
