@@ -56,6 +56,9 @@
 
 #define HTTP_PROBLEM_BASE "https://evhost.dev/problems/"
 #define HTTP_REQUEST_ID_MAX 64
+/* How often an open stream's token is checked again with the keys in force
+ * (stream_token_ended): a key taken out ends its streams within this. */
+#define STREAM_TOKEN_RECHECK_MS 5000
 #define HTTP_RESP_MAX_HEADERS 64
 #define HTTP_DEFAULT_MAX_BODY (1024 * 1024)
 #define HTTP_DEFAULT_JSON_DEPTH 32
@@ -1541,12 +1544,34 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	return rc;
 }
 
+/* The request's bearer token: NULL when it has none (no Authorization
+ * header, or not "Bearer ..."); *own is set to a copy to free when the
+ * value had spaces after it, and *oom when that copy could not be made. */
+static const char *bearer_token(const evh_request *req, char **own, int *oom)
+{
+	const char *hdr = mg_get_header(req->conn, "Authorization");
+	size_t n;
+
+	*own = NULL;
+	*oom = 0;
+	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0)
+		return NULL;
+	hdr += 7;
+	while (*hdr == ' ')
+		hdr++;
+	/* Without the spaces after it: a copy, in the rare request that has any. */
+	n = http_value_len(hdr);
+	if (hdr[n] && !(hdr = *own = strndup(hdr, n)))
+		*oom = 1;
+	return hdr;
+}
+
 /* 0 when the bearer token is good for this route; else fills 401/403, or 503
  * when the token cannot be checked (no key, or the provider's not fetched). */
 static int check_auth_with(http_server *srv, const auth_keyset *k, const http_route *rt,
                            evh_request *req, evh_response *resp)
 {
-	const char *hdr = mg_get_header(req->conn, "Authorization"), *why = NULL;
+	const char *hdr, *why = NULL;
 	/* jwt_refusal's kinds, in its order, as counted */
 	static const metrics_auth_reason counted[] = {
 	    [JWT_REFUSED_MALFORMED] = METRICS_AUTH_MALFORMED,
@@ -1556,21 +1581,15 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 	    [JWT_REFUSED_CLAIMS] = METRICS_AUTH_CLAIMS,
 	    [JWT_REFUSED_UNVERIFIABLE] = METRICS_AUTH_UNVERIFIABLE};
 	jwt_refusal cls = JWT_REFUSED_NONE;
-	char *own = NULL;
-	size_t n;
-	int rc;
-	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0) {
+	char *own;
+	int rc, oom;
+	if (!(hdr = bearer_token(req, &own, &oom))) {
 		metrics_auth_refused(METRICS_AUTH_MISSING);
 		http_resp_header(resp, "WWW-Authenticate", "Bearer");
 		problem(resp, 401, "unauthorized", "a bearer token is required");
 		return -1;
 	}
-	hdr += 7;
-	while (*hdr == ' ')
-		hdr++;
-	/* Without the spaces after it: a copy, in the rare request that has any. */
-	n = http_value_len(hdr);
-	if (hdr[n] && !(hdr = own = strndup(hdr, n))) {
+	if (oom) {
 		problem(resp, 503, "unavailable", "out of memory reading the bearer token");
 		return -1;
 	}
@@ -2051,13 +2070,40 @@ static void stream_head(evh_request *req, evh_response *resp)
 	mg_response_header_send(c);
 }
 
+/* Whether the stream's token still passes with the keys in force now: a
+ * reload that took its key out ([auth] jwt_secret_file replaced, no
+ * jwt_previous_secret_file: a leaked key's remedy), or a provider that
+ * withdrew it from its JWKS, refuses the next request with it, and ends its
+ * streams too. A check that cannot be made now (no keys fetched yet, out of
+ * memory) keeps the stream, as it would not refuse a token. */
+static int stream_token_refused(const http_server *srv, const evh_request *req)
+{
+	const auth_keyset *k;
+	const char *token, *why = NULL;
+	jwt_refusal cls = JWT_REFUSED_NONE;
+	evh_request scratch;
+	char *own;
+	int oom, rc;
+
+	if (!(token = bearer_token(req, &own, &oom)) || oom)
+		return 0;
+	memset(&scratch, 0, sizeof scratch);
+	k = host_auth_acquire(srv->h);
+	rc = verify_token(k, token, &scratch, &why, &cls);
+	host_auth_release(k);
+	free(own);
+	return rc == -1;
+}
+
 /* A stream opened with a bearer token lasts no longer than the token: past
  * its exp (and the leeway a request gets) it ends, so that an expired
- * token, or one signed with a key rotated out, does not keep receiving;
- * so does one whose subject is signed out (revoke.h). EventSource
- * reconnects by itself, and is then asked for a token again. Returns the
- * comment to end with, or NULL. */
-static const char *stream_token_ended(const http_server *srv, const evh_request *req)
+ * token does not keep receiving; so does one whose subject is signed out
+ * (revoke.h), and, checked again every STREAM_TOKEN_RECHECK_MS (*checked:
+ * when it last was), one whose key is no longer in force. The client
+ * reconnects, and is then asked for a token again. Returns the comment to
+ * end with, or NULL. */
+static const char *stream_token_ended(const http_server *srv, const evh_request *req,
+                                      double *checked)
 {
 	if (!req->authed)
 		return NULL;
@@ -2067,6 +2113,11 @@ static const char *stream_token_ended(const http_server *srv, const evh_request 
 		if (revocations_revokes(srv->h->revoked, req->claims.sub, req->claims.iat_ms,
 		                        clock_wall_ms()))
 			return "token revoked";
+	}
+	if (now_ms() - *checked >= STREAM_TOKEN_RECHECK_MS) {
+		*checked = now_ms();
+		if (stream_token_refused(srv, req))
+			return "token no longer valid";
 	}
 	return NULL;
 }
@@ -2080,7 +2131,7 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 	char hello[32], end[32], *buf;
 	const char *ended = NULL;
 	size_t sent = 0, len;
-	double last;
+	double last, checked = now_ms();
 	int fd, ok = 1;
 	stream_wait_result r = STREAM_IDLE;
 
@@ -2103,7 +2154,7 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 	last = now_ms();
 	while (ok && r != STREAM_CLOSED && !stream_peer_gone(fd)) {
 		int left = STREAM_KEEPALIVE_MS - (int)(now_ms() - last);
-		if ((ended = stream_token_ended(srv, req)) != NULL) {
+		if ((ended = stream_token_ended(srv, req, &checked)) != NULL) {
 			snprintf(end, sizeof end, ": %s\n\n", ended);
 			stream_put(c, end, strlen(end), &sent);
 			break;
@@ -2119,7 +2170,7 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 			continue;
 		/* Asked again for what waited: an event published after a sign-out
 		 * while this worker waited is not the signed-out token's. */
-		if ((ended = stream_token_ended(srv, req)) != NULL) {
+		if ((ended = stream_token_ended(srv, req, &checked)) != NULL) {
 			free(buf);
 			snprintf(end, sizeof end, ": %s\n\n", ended);
 			stream_put(c, end, strlen(end), &sent);

@@ -426,6 +426,9 @@ int notif_http_stream(evh_request *req, evh_response *resp, void *ud)
 	if (rc == EVH_EUNSUPPORTED)
 		return evh_resp_problem(resp, 501, "not-implemented", "Not Implemented",
 		                        "this evhost has no event streams", NULL);
-	/* EVH_EBUSY: the host has already answered 503 with Retry-After. */
-	return rc == EVH_EBUSY ? EVH_OK : rc;
+	/* EVH_EBUSY (no place), EVH_ESTATE (the server is stopping): the host
+	 * has already answered 503 with Retry-After. Returned on, EVH_ESTATE
+	 * got a WARN line per request in a stop ("returned EVH_ESTATE after
+	 * making its 503 answer"). */
+	return rc == EVH_EBUSY || rc == EVH_ESTATE ? EVH_OK : rc;
 }

@@ -558,6 +558,38 @@ def test_a_stream_ends_when_its_token_expires(evhostd, tmp_path, unique_name, bu
     lasting.close()
 
 
+def test_a_stream_ends_when_its_key_is_taken_out(evhostd, tmp_path, unique_name, build_dir):
+    """A reload that took the token's key out (a leaked key's remedy: a new
+    jwt_secret_file and no previous one) refused the next request with the
+    token, but its open stream went on receiving the user's notifications
+    until the token's exp. The stream's token is checked again with the keys
+    in force every 5 s."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    _, _, a_token = new_user(d, "Ida")
+    s = open_stream(d, a_token)
+    new_key = tmp_path / "jwt.new.key"
+    new_key.write_text(secrets.token_urlsafe(48))
+    (d.config_dir / "conf.d" / "90-auth.conf").write_text(
+        f"[auth]\njwt_secret_file = {new_key}\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done")
+    assert Sse(d.port, token=a_token).status == 401
+    t0 = time.monotonic()
+    assert s.read_to_eof(timeout=15), s.comments
+    assert "token no longer valid" in s.comments and time.monotonic() - t0 < 8, s.comments
+    s.close()
+    d.wait_for_log(f"GET {STREAM}: event stream ended (token no longer valid)")
+    # A token of the key in force streams (and is checked again unharmed).
+    _, _, b_token = new_user(d, "Jon")
+    b = open_stream(d, b_token)
+    deadline = time.monotonic() + 7
+    while time.monotonic() < deadline:
+        b.next_event(timeout=1)
+    assert not b.eof, b.comments
+    b.close()
+
+
 def test_a_stream_ends_when_its_user_signs_out(evhostd, tmp_path, unique_name, build_dir):
     """A stream outlived a sign-out: a token signed out (a logout, a new
     password) kept receiving the user's notifications until it expired."""
