@@ -52,7 +52,7 @@ struct stream {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	frame *qhead, *qtail; /* mu */
-	size_t qlen;          /* mu */
+	size_t qlen, qbytes;  /* frames queued and their bytes; mu */
 	close_why why;        /* mu */
 	int64_t closed_ms;    /* when it was closed (clock_mono_ms); mu */
 	int told;             /* the owner got the last words (owner thread only) */
@@ -187,7 +187,7 @@ static void close_locked(stream *s, close_why why)
 			free(f);
 		}
 		s->qtail = NULL;
-		s->qlen = 0;
+		s->qlen = s->qbytes = 0;
 	}
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
@@ -551,7 +551,7 @@ static int enqueue_locked(stream *s, const char *text, size_t len)
 		pthread_mutex_unlock(&s->mu);
 		return 0;
 	}
-	if (s->qlen >= STREAM_QUEUE_MAX) {
+	if (s->qlen >= STREAM_QUEUE_MAX || s->qbytes + len > STREAM_QUEUE_BYTES) {
 		pthread_mutex_unlock(&s->mu);
 		return 0;
 	}
@@ -566,6 +566,7 @@ static int enqueue_locked(stream *s, const char *text, size_t len)
 		s->qhead = f;
 	s->qtail = f;
 	s->qlen++;
+	s->qbytes += len;
 	pthread_cond_signal(&s->cv);
 	pthread_mutex_unlock(&s->mu);
 	return 1;
@@ -698,7 +699,7 @@ static int enqueue_missed(stream *s, uint64_t id, uint64_t last, const char *rea
 static int resume_locked(stream_hub *hub, stream *s, uint64_t last)
 {
 	const char *gap = NULL;
-	size_t from = hub->hist_count, n = 0;
+	size_t from = hub->hist_count, n = 0, bytes = 0;
 
 	first_id_locked(hub);
 	if (last < hub->first_id)
@@ -708,10 +709,12 @@ static int resume_locked(stream_hub *hub, stream *s, uint64_t last)
 	/* The entries newer than `last` are the ring's newest. */
 	while (from > 0 && hist_at(hub, from - 1)->id > last) {
 		const hist_entry *e = hist_at(hub, --from);
-		if (!strcmp(e->name, s->name) && !strcmp(e->channel, s->channel))
+		if (!strcmp(e->name, s->name) && !strcmp(e->channel, s->channel)) {
 			n++;
+			bytes += e->len;
+		}
 	}
-	if (n + (gap != NULL) > STREAM_REPLAY_MAX)
+	if (n + (gap != NULL) > STREAM_REPLAY_MAX || bytes > STREAM_REPLAY_BYTES)
 		/* Alone, with the newest id: the client re-reads everything up
 		 * to there, and a later reconnect starts after it. */
 		return enqueue_missed(s, hub->last_id, last, gap ? gap : "too-many");
@@ -821,7 +824,7 @@ static int drain_locked(stream *s, char **out, size_t *len)
 		free(f);
 	}
 	s->qtail = NULL;
-	s->qlen = 0;
+	s->qlen = s->qbytes = 0;
 	memcpy(buf + n, last, strlen(last) + 1);
 	n += strlen(last);
 	if (last[0])

@@ -36,6 +36,10 @@
 #define STREAM_POLL_MS 500        /* how often an idle owner checks the client is still there */
 #define STREAM_RETRY_MS 3000      /* the "retry:" reconnection delay announced to clients */
 #define STREAM_QUEUE_MAX 64       /* frames queued per stream before it is dropped */
+/* ... and bytes of them: a frame is at most about 450 KiB (STREAM_DATA_MAX
+ * of line breaks, each a "data: " line), so 64 of them held up to 28 MiB
+ * per stalled client (twice that while its worker wrote what it took). */
+#define STREAM_QUEUE_BYTES (1024 * 1024)
 #define STREAM_CHANNEL_MAX 256    /* bytes in a channel name */
 #define STREAM_EVENT_MAX 64       /* bytes in an event name */
 #define STREAM_DATA_MAX (64 * 1024) /* bytes of data in one event */
@@ -50,9 +54,10 @@
  * one sharing its bucket) lost frames after its last id. */
 #define STREAM_LOST_BUCKETS 4096
 #define STREAM_HISTORY_BYTES (4 * 1024 * 1024)
-/* The most frames a resuming client is sent (half a queue, so live frames
- * published right after still fit). */
+/* The most frames, and bytes of them, a resuming client is sent (half a
+ * queue, so live frames published right after still fit). */
 #define STREAM_REPLAY_MAX (STREAM_QUEUE_MAX / 2)
+#define STREAM_REPLAY_BYTES (STREAM_QUEUE_BYTES / 2)
 /* The event that tells a resuming client it may have missed frames. Event
  * names starting with STREAM_HOST_PREFIX are the host's: plugins may not
  * publish them. */

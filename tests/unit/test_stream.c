@@ -662,6 +662,58 @@ static void test_resume_past_the_queue_says_too_many(void **st)
 	stream_hub_free(hub);
 }
 
+/* Bytes too, not only frames: three frames of 64 KiB of line breaks (each
+ * a "data: " line, about 450 KiB a frame) pass STREAM_QUEUE_BYTES, where 64
+ * of them held 28 MiB for a client that stopped reading. */
+static void test_slow_reader_is_dropped_by_bytes(void **st)
+{
+	stream_hub *hub = started_hub(4);
+	stream *slow = open_ok(hub, &plugin_a, "u"), *other = open_ok(hub, &plugin_a, "u");
+	char *big = malloc(STREAM_DATA_MAX), *got;
+	size_t queued = 0;
+	stream_wait_result r;
+	int i;
+	(void)st;
+
+	assert_non_null(big);
+	memset(big, '\n', STREAM_DATA_MAX);
+	for (i = 0; i < STREAM_QUEUE_MAX; i++) {
+		int n = stream_publish(hub, &plugin_a, "a", "u", NULL, big, STREAM_DATA_MAX);
+		got = take(other, 0, NULL); /* `other` keeps up */
+		assert_true(strlen(got) > 6 * STREAM_DATA_MAX);
+		if (n == 1) /* `slow` is dropped, not waited for */
+			break;
+		assert_int_equal(n, 2);
+		queued += strlen(got);
+		free(got);
+		got = NULL;
+	}
+	free(got);
+	assert_true(i > 0 && i < 4);
+	assert_true(queued <= STREAM_QUEUE_BYTES);
+	got = take(slow, 1000, &r);
+	assert_int_equal(r, STREAM_CLOSED);
+	assert_string_equal(got, ": dropped: client too slow\n\n");
+	free(got);
+	stream_release(slow);
+	stream_release(other);
+
+	/* A resume replays no more than STREAM_REPLAY_BYTES: two such frames
+	 * missed are the notice alone, "too-many", with the newest id. */
+	{
+		char want[256], last[32];
+		uint64_t l = publish_id(hub, &plugin_a, "a", "v", "l");
+		for (int k = 0; k < 2; k++)
+			assert_int_equal(stream_publish(hub, &plugin_a, "a", "v", NULL, big,
+			                                STREAM_DATA_MAX),
+			                 0);
+		expect_resumed(hub, &plugin_a, "a", "v", id_text(last, sizeof last, l),
+		               missed_text(want, sizeof want, l + 2, l, "too-many"));
+	}
+	free(big);
+	stream_hub_free(hub);
+}
+
 static void test_resume_ignores_malformed_ids(void **st)
 {
 	static const char *const bad[] = {
@@ -1023,6 +1075,7 @@ int main(void)
 	    cmocka_unit_test(test_frame_multi_line),
 	    cmocka_unit_test(test_fan_out_by_plugin_and_channel),
 	    cmocka_unit_test(test_slow_reader_is_dropped),
+	    cmocka_unit_test(test_slow_reader_is_dropped_by_bytes),
 	    cmocka_unit_test(test_plugin_stop_closes_its_streams),
 	    cmocka_unit_test(test_max_streams),
 	    cmocka_unit_test(test_bad_arguments),
