@@ -739,7 +739,7 @@ static int mark_redriven(host *h, const char *name, const dlq_list *l, int *flag
 	}
 	for (size_t i = 0; !rc && i < l->n; i++) {
 		int r = store_dlq_redriven(p->store, l->v[i].topic, l->v[i].partition,
-		                           l->v[i].offset);
+		                           l->v[i].offset, l->v[i].timestamp_ms);
 		if (r < 0) {
 			snprintf(why, whylen, "which dead letters of plugin '%s' were redriven before "
 			                      "cannot be read (%s)",
@@ -1046,8 +1046,8 @@ static size_t record_redriven(host *h, const char *name, const dlq_msg *const *s
 			continue;
 		if (!p || !p->store ||
 		    store_dlq_mark_redriven(p->store, sel[i]->topic, sel[i]->partition,
-		                            sel[i]->offset, res[i].to_topic, res[i].to_partition,
-		                            res[i].to_offset) != EVH_OK)
+		                            sel[i]->offset, sel[i]->timestamp_ms, res[i].to_topic,
+		                            res[i].to_partition, res[i].to_offset) != EVH_OK)
 			lost++;
 	}
 	if (p)

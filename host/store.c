@@ -1008,6 +1008,7 @@ static const char host_tables[] =
     "CREATE TABLE IF NOT EXISTS evh_dlq_redriven("
     " dlq_topic TEXT NOT NULL, \"partition\" INTEGER NOT NULL, \"offset\" INTEGER NOT NULL,"
     " to_topic TEXT, to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
+    " dlq_time_ms INTEGER,"
     " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));";
 /* The host's views, as SQLite keeps their text in sqlite_master. A database
  * made by an earlier evhost may hold an older definition: ensure_views
@@ -1129,6 +1130,27 @@ static int migrate_v1(store *s, const char *path, char *err, size_t errlen)
 	}
 	log_info(STORE_LOG, "%s: outbox and event log moved to the current schema", path);
 	return EVH_OK;
+}
+
+/* evh_dlq_redriven before dlq_time_ms (the dead letter's Kafka timestamp):
+ * the column added, its rows left without one (they match a dead letter at
+ * their position whatever its time, as they did). */
+static int migrate_dlq_time(store *s, const char *path, char *err, size_t errlen)
+{
+	_Atomic int64_t has = 0;
+	char msg[STORE_ERR_LEN];
+	int status = query_int(s,
+	                       "SELECT COUNT(*) FROM pragma_table_info('evh_dlq_redriven')"
+	                       " WHERE name = 'dlq_time_ms'",
+	                       &has, err, errlen);
+	if (status || atomic_load(&has))
+		return status;
+	status = run_simple(s->db, "ALTER TABLE evh_dlq_redriven ADD COLUMN dlq_time_ms INTEGER",
+	                    msg, sizeof msg);
+	if (status)
+		set_err(err, errlen, "%s: adding the dead letters' time to evh_dlq_redriven: %s", path,
+		        msg);
+	return status;
 }
 
 static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
@@ -1257,6 +1279,8 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 		return status;
 	}
 	status = migrate_v1(s, path, err, errlen);
+	if (!status)
+		status = migrate_dlq_time(s, path, err, errlen);
 	if (status)
 		return status;
 	status = ensure_views(s->db, msg, sizeof msg);
@@ -3329,9 +3353,10 @@ int store_inbox_forget(store *s, const inbox_range *r, size_t n, int64_t *delete
 	return status;
 }
 
-int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset)
+int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
+                       int64_t time_ms)
 {
-	evh_value v[3];
+	evh_value v[4];
 	int found = 0, status;
 
 	if (!s || !dlq_topic)
@@ -3339,21 +3364,27 @@ int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64
 	v[0] = EVH_TEXT(dlq_topic);
 	v[1] = EVH_INT(partition);
 	v[2] = EVH_INT(offset);
+	v[3] = time_ms >= 0 ? EVH_INT(time_ms) : EVH_NULL();
 	status = store_lock(s);
 	if (status)
 		return status;
+	/* At that position, and the same dead letter: a topic deleted and made
+	 * again numbers its new ones from 0 (a time not known, either side,
+	 * goes by the position alone). */
 	status = stmt_run(s,
-	                  "SELECT 1 FROM evh_dlq_redriven WHERE dlq_topic = ? AND \"partition\" = ?"
-	                  " AND \"offset\" = ?",
-	                  v, 3, NULL, &found, NULL, 0);
+	                  "SELECT 1 FROM evh_dlq_redriven WHERE dlq_topic = ?1 AND \"partition\" = ?2"
+	                  " AND \"offset\" = ?3 AND (dlq_time_ms IS NULL OR ?4 IS NULL"
+	                  " OR dlq_time_ms = ?4)",
+	                  v, 4, NULL, &found, NULL, 0);
 	store_unlock(s);
 	return status ? status : found;
 }
 
 int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
-                            const char *to_topic, int32_t to_partition, int64_t to_offset)
+                            int64_t time_ms, const char *to_topic, int32_t to_partition,
+                            int64_t to_offset)
 {
-	evh_value v[6];
+	evh_value v[7];
 	int status;
 
 	if (!s || !dlq_topic)
@@ -3364,15 +3395,16 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
 	v[3] = EVH_TEXT(to_topic);
 	v[4] = to_partition >= 0 ? EVH_INT(to_partition) : EVH_NULL();
 	v[5] = to_offset >= 0 ? EVH_INT(to_offset) : EVH_NULL();
+	v[6] = time_ms >= 0 ? EVH_INT(time_ms) : EVH_NULL();
 	status = store_lock(s);
 	if (status)
 		return status;
 	/* Autocommit: one row, one statement. */
 	status = stmt_run(s,
 	                  "INSERT OR REPLACE INTO evh_dlq_redriven(dlq_topic, \"partition\","
-	                  " \"offset\", to_topic, to_partition, to_offset, redriven_at)"
-	                  " VALUES(?, ?, ?, ?, ?, ?, " STORE_NOW_SQL ")",
-	                  v, 6, NULL, NULL, NULL, 0);
+	                  " \"offset\", to_topic, to_partition, to_offset, dlq_time_ms,"
+	                  " redriven_at) VALUES(?, ?, ?, ?, ?, ?, ?, " STORE_NOW_SQL ")",
+	                  v, 7, NULL, NULL, NULL, 0);
 	store_unlock(s);
 	return status;
 }

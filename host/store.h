@@ -216,10 +216,14 @@ typedef struct inbox_range {
 int store_inbox_forget(store *s, const inbox_range *r, size_t n, int64_t *deleted);
 
 /* Redrive bookkeeping: was this dead letter already produced back (1/0,
- * <0 error), and record that it was. */
-int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset);
+ * <0 error), and record that it was. A dead letter is its position and its
+ * Kafka timestamp `time_ms` (-1: none), so that one at a position of a
+ * topic deleted and made again is not taken for the one redriven before. */
+int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
+                       int64_t time_ms);
 int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
-                            const char *to_topic, int32_t to_partition, int64_t to_offset);
+                            int64_t time_ms, const char *to_topic, int32_t to_partition,
+                            int64_t to_offset);
 
 /* Inbox, within the handler's transaction. */
 /* The inbox check and record in one statement: records the event as handled

@@ -1588,16 +1588,53 @@ static void test_inbox_forget_from_position(void **state)
 static void test_dlq_redriven_records(void **state)
 {
 	fixture *f = *state;
-	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3), 0);
-	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, "T", 1, 77), EVH_OK);
-	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3), 1);
-	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 1, 3), 0);
-	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 4), 0);
-	assert_int_equal(store_dlq_redriven(f->s, "U.p.dlq", 0, 3), 0);
-	/* marking twice is harmless */
-	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, "T", -1, -1), EVH_OK);
+	char err[256] = "", *msg = NULL;
+	sqlite3 *db;
+
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 1000), 0);
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, 1000, "T", 1, 77), EVH_OK);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 1000), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 1, 3, 1000), 0);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 4, 1000), 0);
+	assert_int_equal(store_dlq_redriven(f->s, "U.p.dlq", 0, 3, 1000), 0);
+	/* another dead letter at that position (its topic made again): not it */
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 2000), 0);
+	/* a time not known goes by the position */
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, -1), 1);
+	/* marking twice is harmless; the new one's time replaces the old */
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, 2000, "T", -1, -1), EVH_OK);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_dlq_redriven"), 1);
-	assert_int_equal(store_dlq_redriven(NULL, "x", 0, 0), EVH_EINVAL);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 2000), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 1000), 0);
+	assert_int_equal(store_dlq_redriven(NULL, "x", 0, 0, 0), EVH_EINVAL);
+
+	/* A table from before the time was kept: the column is added at open,
+	 * and its rows match a dead letter at their position, whatever its time. */
+	store_close(f->s);
+	f->s = NULL;
+	remove_db_files(f->path);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db,
+	                 "CREATE TABLE evh_dlq_redriven(dlq_topic TEXT NOT NULL, \"partition\""
+	                 " INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, to_topic TEXT,"
+	                 " to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
+	                 " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));"
+	                 "INSERT INTO evh_dlq_redriven VALUES('T.p.dlq', 0, 5, 'T', 0, 1,"
+	                 " '2026-12-01T00:00:00Z');",
+	                 NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("old table: %s", msg);
+	sqlite3_close(db);
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open: %s", err);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 5, 123), 1);
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 6, 9, "T", 0, 2), EVH_OK);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 6, 10), 0);
+	/* opened again: nothing more to add */
+	store_close(f->s);
+	f->s = NULL;
+	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
+		fail_msg("store_open again: %s", err);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 6, 9), 1);
 }
 
 /* ----------------------------------------------------------- concurrency */
