@@ -67,6 +67,10 @@
 #define IDLE_WAIT_MS 500
 #define INFLIGHT_POLL_MS 10
 #define QUEUE_FULL_POLL_MS 100
+/* How long one send waits for room in a full local queue before it gives
+ * the thread back (other plugins' relays, a reload removing this plugin)
+ * and tries again on a later round. */
+#define QUEUE_FULL_WAIT_MS 1000
 #define RESEND_DELAY_MS 1000
 #define FAILURE_WARN_EVERY_MS 60000 /* the same row's failed delivery (or record), said again */
 #define REMOVE_DRAIN_MS 5000
@@ -379,6 +383,13 @@ static int relay_produce(outbox *o, struct relay *r, const outbox_row *row)
 	m->seq = row->seq;
 	m->published = metrics_published(r->p->name, row->topic);
 	pthread_mutex_lock(&r->mu);
+	/* A delivery failed: no row after it goes out before it is sent again
+	 * (relay_handle_failure), or one of its key would pass it. */
+	if (r->rewind_to >= 0) {
+		pthread_mutex_unlock(&r->mu);
+		free(m);
+		return EVH_ESTATE;
+	}
 	/* Room in `done` for every report in flight, this one's too, so that
 	 * recording a delivery never fails for want of memory: its row would
 	 * stay in the outbox, past sent_upto, not sent again before a restart. */
@@ -417,6 +428,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 {
 	outbox_row *rows = NULL;
 	size_t n = 0, i = 0;
+	int64_t busy_since = 0;
 	int rc;
 	*sent = 0;
 	r->last_fetch_ms = clock_mono_ms();
@@ -430,12 +442,24 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	}
 	while (i < n) {
 		rc = relay_produce(o, r, &rows[i]);
+		if (rc == EVH_ESTATE) /* a failure came back meanwhile: rewind first */
+			break;
 		if (rc == EVH_EBUSY) { /* local queue full: let deliveries drain it */
+			if (!busy_since)
+				busy_since = clock_mono_ms();
 			kafka_poll_producer(o->k, QUEUE_FULL_POLL_MS);
 			if (stop_expired(o) || (r->send_until && clock_mono_ms() >= r->send_until))
 				break;
+			/* Not for ever (a broker away: room only as messages time
+			 * out): the rest of the round, and another, go on. */
+			if (clock_mono_ms() - busy_since >= QUEUE_FULL_WAIT_MS) {
+				r->resend_at = clock_mono_ms() + QUEUE_FULL_POLL_MS;
+				r->need_fetch = 1;
+				break;
+			}
 			continue;
 		}
+		busy_since = 0;
 		if (rc != EVH_OK) {
 			if (r->last_error_seq != rows[i].seq)
 				log_error(OUTBOX_LOG,
