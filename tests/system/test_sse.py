@@ -496,6 +496,11 @@ def test_reload_closes_the_plugins_streams(evhostd, tmp_path, unique_name, build
     s = lib.wait_until(lambda: (lambda x: x if x.status == 200 else x.close())(
         Sse(d.port, token=a_token)), timeout=10, interval=0.2, message="a stream after reload")
     admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    # Carol is a recipient once her USER_CREATED is handled: neither instance
+    # may have had its partitions before the reload, and the restarted one
+    # reads the users' topic and the broadcasts' side by side (a broadcast
+    # handled first reached 0 recipients, under ThreadSanitizer).
+    wait_logged(d, admin, a_addr, lambda i: i["template"] == "welcome")
     expect_broadcast(d, admin, s, "After reload", a_id)
     s.close()
 
