@@ -274,20 +274,14 @@ static int authorized(struct admin *a, evh_request *req, metrics_admin_reason *w
 {
 	unsigned char got[crypto_generichash_BYTES];
 	const char *hdr = http_req_header(req, "Authorization");
+	size_t n = 0;
 	int ok;
 	*why = hdr ? METRICS_ADMIN_MALFORMED : METRICS_ADMIN_MISSING;
-	if (hdr && strncasecmp(hdr, "Bearer ", 7) == 0) {
-		size_t n;
-		hdr += 7;
-		while (*hdr == ' ')
-			hdr++;
-		n = http_value_len(hdr);
+	if ((hdr = http_bearer(hdr, &n)) != NULL) {
 		crypto_generichash(got, sizeof got, (const unsigned char *)hdr, n, NULL, 0);
 		/* An empty one is no token at all (a token file holds 16 bytes or more). */
 		if (n)
 			*why = METRICS_ADMIN_WRONG;
-	} else {
-		hdr = NULL;
 	}
 	pthread_mutex_lock(&a->token_mu);
 	ok = !a->enabled ? -1 : hdr && sodium_memcmp(got, a->token_hash, sizeof got) == 0;

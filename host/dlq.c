@@ -421,7 +421,7 @@ int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const 
 	for (size_t i = 0; !status && i < r.nparts; i++) {
 		const struct part *p = &r.parts[i];
 		int64_t from = start_after(p, after);
-		if (from >= p->end || p->end <= p->lo)
+		if (from >= p->end) /* start_after gives lo at least */
 			continue;
 		if (out->n >= limit) {
 			out->truncated = 1;

@@ -865,12 +865,14 @@ const char *http_req_header(evh_request *req, const char *name)
 	const char *first = NULL, *v, *sep;
 	size_t lines = 0, total = 0, n, sn;
 	char *out, *w;
+	int single;
 
 	if (!req || !name || !(ri = req->ri))
 		return NULL;
 	for (size_t i = 0; i < req->nhvals; i++)
 		if (!strcasecmp(req->hname[i], name))
 			return req->hvalue[i];
+	single = header_single(name);
 	for (int i = 0; i < ri->num_headers; i++) {
 		if (!ri->http_headers[i].name || strcasecmp(ri->http_headers[i].name, name) ||
 		    !ri->http_headers[i].value)
@@ -880,7 +882,7 @@ const char *http_req_header(evh_request *req, const char *name)
 		header_trim(ri->http_headers[i].value, &n);
 		lines++;
 		total += n + 2;
-		if (header_single(name))
+		if (single)
 			break;
 	}
 	if (!first)
@@ -1514,7 +1516,7 @@ static void warn_unknown_kid(http_server *srv, const auth_keyset *k)
 
 /* jwt_verify_keys with k's keys: the provider's fetched keys are held for
  * the check. */
-static int verify_token(const auth_keyset *k, const char *token, evh_request *req,
+static int verify_token(const auth_keyset *k, const char *token, jwt_claims *claims,
                         const char **why, jwt_refusal *cls)
 {
 	jwks_view v = {.keys = k->pubkeys, .nrsa = k->nrsa, .nec = k->nec};
@@ -1538,7 +1540,7 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 	                                                   ? jwt_reason_keys_pending
 	                                                   : NULL,
 	                                 .pk_refetchable = k->jwks != NULL},
-	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, &req->claims, why, cls);
+	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, claims, why, cls);
 	if (k->jwks)
 		jwks_fetcher_release(k->jwks);
 	return rc;
@@ -1547,21 +1549,26 @@ static int verify_token(const auth_keyset *k, const char *token, evh_request *re
 /* The request's bearer token: NULL when it has none (no Authorization
  * header, or not "Bearer ..."); *own is set to a copy to free when the
  * value had spaces after it, and *oom when that copy could not be made. */
-static const char *bearer_token(const evh_request *req, char **own, int *oom)
+const char *http_bearer(const char *hdr, size_t *len)
 {
-	const char *hdr = mg_get_header(req->conn, "Authorization");
-	size_t n;
-
-	*own = NULL;
-	*oom = 0;
 	if (!hdr || strncasecmp(hdr, "Bearer ", 7) != 0)
 		return NULL;
 	hdr += 7;
 	while (*hdr == ' ')
 		hdr++;
+	*len = http_value_len(hdr);
+	return hdr;
+}
+
+static const char *bearer_token(const evh_request *req, char **own, int *oom)
+{
+	size_t n;
+	const char *hdr = http_bearer(mg_get_header(req->conn, "Authorization"), &n);
+
+	*own = NULL;
+	*oom = 0;
 	/* Without the spaces after it: a copy, in the rare request that has any. */
-	n = http_value_len(hdr);
-	if (hdr[n] && !(hdr = *own = strndup(hdr, n)))
+	if (hdr && hdr[n] && !(hdr = *own = strndup(hdr, n)))
 		*oom = 1;
 	return hdr;
 }
@@ -1607,11 +1614,11 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 		free(own);
 		return -1;
 	}
-	rc = verify_token(k, hdr, req, &why, &cls);
+	rc = verify_token(k, hdr, &req->claims, &why, &cls);
 	/* The provider may have rotated its keys: fetch them again (at most
 	 * once every few seconds) and check once more. */
 	if (rc == -1 && why == jwt_reason_unknown_kid && k->jwks && jwks_fetcher_refetch(k->jwks))
-		rc = verify_token(k, hdr, req, &why, &cls);
+		rc = verify_token(k, hdr, &req->claims, &why, &cls);
 	free(own);
 	if (rc != 0)
 		metrics_auth_refused(counted[cls]);
@@ -2081,15 +2088,14 @@ static int stream_token_refused(const http_server *srv, const evh_request *req)
 	const auth_keyset *k;
 	const char *token, *why = NULL;
 	jwt_refusal cls = JWT_REFUSED_NONE;
-	evh_request scratch;
+	jwt_claims claims;
 	char *own;
 	int oom, rc;
 
 	if (!(token = bearer_token(req, &own, &oom)) || oom)
 		return 0;
-	memset(&scratch, 0, sizeof scratch);
 	k = host_auth_acquire(srv->h);
-	rc = verify_token(k, token, &scratch, &why, &cls);
+	rc = verify_token(k, token, &claims, &why, &cls);
 	host_auth_release(k);
 	free(own);
 	return rc == -1;

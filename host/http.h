@@ -81,6 +81,10 @@ const char *http_req_header(evh_request *req, const char *name);
 /* The length of header value `v` without the spaces and tabs after it,
  * which are no part of it (RFC 9110 5.5) and which civetweb keeps. */
 size_t http_value_len(const char *v);
+/* The token of Authorization header value `hdr` ("Bearer TOKEN", the
+ * scheme in any case): where it starts, and in *len its length without the
+ * spaces after it; NULL for no header or another scheme. */
+const char *http_bearer(const char *hdr, size_t *len);
 const char *http_req_body(evh_request *req, size_t *len);
 const char *http_req_id(evh_request *req);
 const char *http_req_auth_subject(evh_request *req);

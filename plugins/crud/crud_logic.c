@@ -439,9 +439,27 @@ static void set_text(const char *s, crud_filter *f)
 	f->json_type = f->json_type_alt = "text";
 }
 
-#define OUT_OF_RANGE                                                                   \
-	"the filter value is a JSON number beyond the range of stored numbers (a double, "  \
-	"about 1.8e308): no document holds it"
+/* parse_number for a filter: 0, or -1 with *why set (`not_number`, or the
+ * number out of range); `text_else`: a value that is no JSON number is text. */
+static int number_filter(const char *value, crud_filter *f, const char **why,
+                         const char *not_number, int text_else)
+{
+	switch (parse_number(value, f)) {
+	case 0:
+		return 0;
+	case -2: /* a number: not its text, which would match a string "1e400" */
+		*why = "the filter value is a JSON number beyond the range of stored numbers (a "
+		       "double, about 1.8e308): no document holds it";
+		return -1;
+	default:
+		if (!text_else) {
+			*why = not_number;
+			return -1;
+		}
+		set_text(value, f);
+		return 0;
+	}
+}
 
 int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_type declared,
                      const char **why)
@@ -462,16 +480,9 @@ int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_
 		return 0;
 	case CRUD_T_NUMBER:
 	case CRUD_T_INTEGER:
-		switch (parse_number(value, f)) {
-		case 0:
-			return 0;
-		case -2:
-			*why = OUT_OF_RANGE;
-			return -1;
-		default:
-			*why = "this field is a number: the filter value must be a JSON number";
-			return -1;
-		}
+		return number_filter(value, f, why,
+		                     "this field is a number: the filter value must be a JSON number",
+		                     0);
 	case CRUD_T_BOOLEAN:
 		*why = "this field is a boolean: the filter value must be true or false";
 		return parse_bool(value, f);
@@ -482,16 +493,5 @@ int crud_filter_make(crud_filter *f, const char *field, const char *value, crud_
 	case CRUD_T_ANY:
 		break;
 	}
-	if (parse_bool(value, f) == 0)
-		return 0;
-	switch (parse_number(value, f)) {
-	case 0:
-		return 0;
-	case -2: /* a number: not its text, which would match a string "1e400" */
-		*why = OUT_OF_RANGE;
-		return -1;
-	default:
-		set_text(value, f);
-		return 0;
-	}
+	return parse_bool(value, f) == 0 ? 0 : number_filter(value, f, why, NULL, 1);
 }

@@ -1357,6 +1357,16 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
  * partition the broker answers first (here the last one is written first),
  * so a read cut at its limit is the same each time; a read goes on after a
  * position, and one at positions reads just those, each from its offset. */
+/* One message of `value` to topic/partition, acknowledged. */
+static void produce_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char *value)
+{
+	assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+	                                   RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+	                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_flush(rk, WAIT_MS);
+}
+
 static void test_dlq_reads_in_order_from_a_position(void **state)
 {
 	static const struct {
@@ -1383,16 +1393,8 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	rd_kafka_conf_set(conf, "bootstrap.servers", g.s.brokers, err, sizeof err);
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
 	assert_non_null(rk);
-	for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++) {
-		assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(sent[i].topic),
-		                                   RD_KAFKA_V_PARTITION(sent[i].partition),
-		                                   RD_KAFKA_V_VALUE((void *)"v", 1),
-		                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-		                                   RD_KAFKA_V_END),
-		                 RD_KAFKA_RESP_ERR_NO_ERROR);
-		rd_kafka_flush(rk, WAIT_MS);
-	}
-	rd_kafka_destroy(rk);
+	for (size_t i = 0; i < sizeof sent / sizeof sent[0]; i++)
+		produce_at(rk, sent[i].topic, sent[i].partition, "v");
 
 	assert_int_equal(dlq_read(g.k, topics, 2, 3, WAIT_MS, &l, err, sizeof err), EVH_OK);
 	assert_int_equal(l.n, 3);
@@ -1442,19 +1444,8 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	assert_true(l.truncated);
 	after = (dlq_pos){"dlq.a", l.v[1].partition, l.v[1].offset};
 	dlq_list_free(&l);
-	conf = rd_kafka_conf_new();
-	rd_kafka_conf_set(conf, "bootstrap.servers", g.s.brokers, err, sizeof err);
-	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
-	assert_non_null(rk);
 	for (int32_t part = 0; part < 3; part++)
-		assert_int_equal(rd_kafka_producev(rk, RD_KAFKA_V_TOPIC("dlq.a"),
-		                                   RD_KAFKA_V_PARTITION(part),
-		                                   RD_KAFKA_V_VALUE((void *)"late", 4),
-		                                   RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-		                                   RD_KAFKA_V_END),
-		                 RD_KAFKA_RESP_ERR_NO_ERROR);
-	rd_kafka_flush(rk, WAIT_MS);
-	rd_kafka_destroy(rk);
+		produce_at(rk, "dlq.a", part, "late");
 	/* (dlq_read_after reads them: the new ends are the broker's) */
 	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, WAIT_MS, &l, err, sizeof err),
 	                 EVH_OK);
@@ -1473,6 +1464,7 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	}
 	dlq_list_free(&l);
 	dlq_ends_free(&ends);
+	rd_kafka_destroy(rk);
 	rig_stop(&g);
 }
 

@@ -1235,36 +1235,45 @@ static void test_event_log_pages_stop_below_a_pending_row(void **state)
 	cJSON_Delete(arr);
 }
 
+/* The fixture's store closed and its files replaced by a database made with
+ * `sql` alone, as an older evhost (or a test's damage) left it. */
+static void replace_db(fixture *f, const char *sql)
+{
+	char *msg = NULL;
+	sqlite3 *db;
+
+	store_close(f->s);
+	f->s = NULL;
+	remove_db_files(f->path);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+		fail_msg("the older database: %s", msg);
+	sqlite3_close(db);
+}
+
 /* A conversion that fails part way (here: the old outbox lacks a column, so
  * the event log is moved before the outbox is found wanting) says so,
  * naming the file, and leaves the database as it was: one transaction. */
 static void test_first_schema_migration_failure_changes_nothing(void **state)
 {
 	fixture *f = *state;
-	char err[512] = "", *msg = NULL;
+	char err[512] = "";
 	sqlite3 *db;
 	sqlite3_stmt *st;
 	store *s = NULL;
 
-	store_close(f->s);
-	f->s = NULL;
-	remove_db_files(f->path);
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	if (sqlite3_exec(db,
-	                 "CREATE TABLE evh_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT"
-	                 " NULL, topic TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT,"
-	                 " time TEXT NOT NULL, data BLOB NOT NULL);"
-	                 "INSERT INTO evh_outbox(seq, id, topic, type, time, data)"
-	                 " VALUES(2, 'ev-2', 'T', 'X', 'now', '{}');"
-	                 "CREATE TABLE evh_events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic"
-	                 " TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT"
-	                 " NULL, traceparent TEXT, data BLOB NOT NULL, delivered_at TEXT NOT NULL,"
-	                 " \"partition\" INTEGER, \"offset\" INTEGER);"
-	                 "INSERT INTO evh_events VALUES(1, 'ev-1', 'T', NULL, 'X', NULL, 'now', NULL,"
-	                 " '{}', 'then', 0, 5);",
-	                 NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("setup: %s", msg);
-	sqlite3_close(db);
+	replace_db(f,
+	           "CREATE TABLE evh_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT"
+	           " NULL, topic TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT,"
+	           " time TEXT NOT NULL, data BLOB NOT NULL);"
+	           "INSERT INTO evh_outbox(seq, id, topic, type, time, data)"
+	           " VALUES(2, 'ev-2', 'T', 'X', 'now', '{}');"
+	           "CREATE TABLE evh_events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic"
+	           " TEXT NOT NULL, key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT"
+	           " NULL, traceparent TEXT, data BLOB NOT NULL, delivered_at TEXT NOT NULL,"
+	           " \"partition\" INTEGER, \"offset\" INTEGER);"
+	           "INSERT INTO evh_events VALUES(1, 'ev-1', 'T', NULL, 'X', NULL, 'now', NULL,"
+	           " '{}', 'then', 0, 5);");
 
 	assert_int_not_equal(store_open(&s, f->path, "NORMAL", err, sizeof err), EVH_OK);
 	assert_null(s);
@@ -1494,20 +1503,13 @@ static const char first_schema[] =
 static void test_first_schema_is_migrated(void **state)
 {
 	fixture *f = *state;
-	char err[256] = "", *msg = NULL;
+	char err[256] = "";
 	outbox_row *rows;
 	size_t n;
 	int64_t seqs[16]; /* outbox_seqs writes up to 16 */
-	sqlite3 *db;
 	cJSON *arr;
 
-	store_close(f->s);
-	f->s = NULL;
-	remove_db_files(f->path);
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	if (sqlite3_exec(db, first_schema, NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("first schema: %s", msg);
-	sqlite3_close(db);
+	replace_db(f, first_schema);
 
 	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
 		fail_msg("store_open: %s", err);
@@ -1588,8 +1590,7 @@ static void test_inbox_forget_from_position(void **state)
 static void test_dlq_redriven_records(void **state)
 {
 	fixture *f = *state;
-	char err[256] = "", *msg = NULL;
-	sqlite3 *db;
+	char err[256] = "";
 
 	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 3, 1000), 0);
 	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, 3, 1000, "T", 1, 77), EVH_OK);
@@ -1610,20 +1611,12 @@ static void test_dlq_redriven_records(void **state)
 
 	/* A table from before the time was kept: the column is added at open,
 	 * and its rows match a dead letter at their position, whatever its time. */
-	store_close(f->s);
-	f->s = NULL;
-	remove_db_files(f->path);
-	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-	if (sqlite3_exec(db,
-	                 "CREATE TABLE evh_dlq_redriven(dlq_topic TEXT NOT NULL, \"partition\""
-	                 " INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, to_topic TEXT,"
-	                 " to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
-	                 " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));"
-	                 "INSERT INTO evh_dlq_redriven VALUES('T.p.dlq', 0, 5, 'T', 0, 1,"
-	                 " '2026-12-01T00:00:00Z');",
-	                 NULL, NULL, &msg) != SQLITE_OK)
-		fail_msg("old table: %s", msg);
-	sqlite3_close(db);
+	replace_db(f, "CREATE TABLE evh_dlq_redriven(dlq_topic TEXT NOT NULL, \"partition\""
+	              " INTEGER NOT NULL, \"offset\" INTEGER NOT NULL, to_topic TEXT,"
+	              " to_partition INTEGER, to_offset INTEGER, redriven_at TEXT NOT NULL,"
+	              " PRIMARY KEY(dlq_topic, \"partition\", \"offset\"));"
+	              "INSERT INTO evh_dlq_redriven VALUES('T.p.dlq', 0, 5, 'T', 0, 1,"
+	              " '2026-12-01T00:00:00Z');");
 	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
 		fail_msg("store_open: %s", err);
 	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 5, 123), 1);
