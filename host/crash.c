@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
 
@@ -211,12 +212,17 @@ static void put_hex(line *l, uintptr_t v)
 }
 
 /* The event this thread crashed on, for the next start (crash_record_*):
- * open, write and fsync are async-signal-safe. Said on the line. */
+ * open, write, clock_gettime, futimens and fsync are async-signal-safe.
+ * Said on the line. The record's time is the crash's to the nanosecond: the
+ * file system stamps a write from a clock up to a tick (4 ms) behind, and a
+ * copy redriven a moment before the crash (with the one it crashed on) would
+ * look redriven after it, a new try (crash_record_time_ms). */
 static void record_event(line *l)
 {
 	line r = {.n = 0};
 	long count = 1;
-	int fd;
+	struct timespec when[2];
+	int fd, written;
 	if (!record_path[0])
 		return;
 	if (atomic_load(&last_set) && record_is(ctx.plugin, ctx.a, ctx.n1, ctx.n2, ctx.c))
@@ -229,7 +235,12 @@ static void record_event(line *l)
 	put_all(&r, " ", ctx.plugin, " ", ctx.a, " ", ctx.c && *ctx.c ? ctx.c : "-", "\n",
 	        (char *)NULL);
 	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-	if (fd < 0 || write(fd, r.buf, r.n) != (ssize_t)r.n || fsync(fd) != 0) {
+	written = fd >= 0 && write(fd, r.buf, r.n) == (ssize_t)r.n;
+	if (written && clock_gettime(CLOCK_REALTIME, &when[0]) == 0) {
+		when[1] = when[0];
+		(void)futimens(fd, when); /* else the file system's stamp, a tick at most off */
+	}
+	if (!written || fsync(fd) != 0) {
 		put(l, " (the crash could not be recorded for the next start)");
 	} else if (count >= CRASH_RECORD_LIMIT) {
 		put(l, "; it crashed on this event at ");
