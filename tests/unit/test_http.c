@@ -301,9 +301,6 @@ static int setup(void **state)
 	f->p.name = (char *)"t";
 	f->p.status = PLUGIN_RUNNING;
 	f->h.router = router_new();
-	f->port = free_port();
-	snprintf(f->listen, sizeof f->listen, "127.0.0.1:%d", f->port);
-	f->h.set.http_listen = f->listen;
 	f->h.set.http_threads = 4;
 	f->h.set.max_body_bytes = 64;
 	f->h.set.json_max_depth = 4;
@@ -327,8 +324,17 @@ static int setup(void **state)
 	add(f, "GET", "/t/problem", problem_field, 0, NULL);
 	add(f, "GET", "/t/nothing", nothing, 0, NULL);
 	add(f, "GET", "/t/slow", slow, 0, NULL);
-	if (http_start(&f->srv, &f->h, err, sizeof err) != 0)
-		fail_msg("http_start: %s", err);
+	/* The port was free when picked; another test program (ctest runs them
+	 * side by side) may take it before the server listens: then another. */
+	for (int tries = 0;; tries++) {
+		f->port = free_port();
+		snprintf(f->listen, sizeof f->listen, "127.0.0.1:%d", f->port);
+		f->h.set.http_listen = f->listen;
+		if (http_start(&f->srv, &f->h, err, sizeof err) == 0)
+			break;
+		if (tries == 2)
+			fail_msg("http_start failed three times: %s", err);
+	}
 	*state = f;
 	return 0;
 }
