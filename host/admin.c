@@ -312,6 +312,23 @@ static int query_int(evh_request *req, evh_response *resp, const char *name, int
 	return 0;
 }
 
+/* A query parameter "true" or "false"; `dflt` when absent. Returns 0, or -1
+ * after answering 422. */
+static int query_bool(evh_request *req, evh_response *resp, const char *name, int dflt,
+                      int *out)
+{
+	const char *v = http_req_query(req, name);
+	*out = dflt;
+	if (!v)
+		return 0;
+	if (strcmp(v, "true") && strcmp(v, "false")) {
+		problem(resp, 422, "validation", name, "%s must be true or false", name);
+		return -1;
+	}
+	*out = !strcmp(v, "true");
+	return 0;
+}
+
 /* A JSON number that is an integer in [min, max] (both within +-2^53, where
  * a double holds every integer): 0 and *out set, or -1. A fraction, a string
  * ("1"), or anything out of range is -1, never truncated or wrapped. */
@@ -675,7 +692,9 @@ static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *o
 	free(b64);
 }
 
-static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int *ok)
+/* A dead letter as GET .../dlq shows it; without its value (only its size)
+ * when `values` is 0. */
+static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int values, int *ok)
 {
 	cJSON *o = cJSON_CreateObject(), *hdrs;
 	int cut = 0;
@@ -685,7 +704,8 @@ static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int *ok)
 	if (m->timestamp_ms >= 0)
 		jsonb_put_num(o, "timestamp_ms", (double)m->timestamp_ms, ok);
 	add_bytes(o, "key", m->key, m->key_len, 0, NULL, ok);
-	add_bytes(o, "value", m->value, m->value_len, VALUE_SHOW_MAX, &cut, ok);
+	if (values)
+		add_bytes(o, "value", m->value, m->value_len, VALUE_SHOW_MAX, &cut, ok);
 	jsonb_put_num(o, "value_size", (double)m->value_len, ok);
 	if (cut)
 		jsonb_put_bool(o, "value_shortened", 1, ok);
@@ -837,10 +857,11 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	int64_t limit;
 	dlq_list l;
 	dlq_pos after;
-	int *flags, ok = 1, has_after;
+	int *flags, ok = 1, has_after, values;
 	cJSON *root, *tl, *msgs;
 
-	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit))
+	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
+	    query_bool(req, resp, "values", 1, &values))
 		return EVH_OK;
 	if (dlq_prepare(h, resp, name, &topics, &ntopics))
 		return EVH_OK;
@@ -872,7 +893,7 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 		jsonb_put_str(tl, NULL, topics[i], &ok);
 	msgs = jsonb_put_array(root, "messages", &ok);
 	for (size_t i = 0; msgs && ok && i < l.n; i++)
-		jsonb_put(msgs, NULL, dlq_msg_json(&l.v[i], flags[i], &ok), &ok);
+		jsonb_put(msgs, NULL, dlq_msg_json(&l.v[i], flags[i], values, &ok), &ok);
 	jsonb_put_bool(root, "truncated", l.truncated, &ok);
 	if (l.truncated && l.n) {
 		const dlq_msg *m = &l.v[l.n - 1];
@@ -2420,7 +2441,7 @@ static size_t split_path(const char *path, char *buf, size_t buflen, const char 
 /* The query parameters each route takes (the others take none). */
 static const char *const query_reload[] = {"wait", NULL};
 static const char *const query_events[] = {"plugin", "aggregate", "limit", "after", NULL};
-static const char *const query_dlq[] = {"limit", "after", NULL};
+static const char *const query_dlq[] = {"limit", "after", "values", NULL};
 static const char *const query_none[] = {NULL};
 
 /* A parameter the route does not take is refused: a misspelt filter

@@ -93,7 +93,7 @@ def test_an_unknown_query_parameter_is_refused(evhostd, build_dir, tmp_path):
             ("GET", "/admin/events?plugn=probe", "plugn",
              "this route takes: plugin, aggregate, limit, after"),
             ("GET", "/admin/plugins/probe/dlq?limit=5&afer=0:1", "afer",
-             "this route takes: limit, after"),
+             "this route takes: limit, after, values"),
             ("POST", "/admin/plugins/probe/dlq/redrive?after=0:1", "after",
              "this route takes none"),
             ("POST", "/admin/reload?wiat=5", "wiat", "this route takes: wait"),
@@ -372,6 +372,15 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     assert len(dlq(d, limit=1)["messages"]) == 1 and dlq(d, limit=1)["truncated"] is True
     r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"limit": "x"})
     assert r.status_code == 422
+    # values=false: each without its value (its size stays), the rest the same.
+    lean = dlq(d, values="false")["messages"]
+    assert [{k: v for k, v in m.items() if k != "value"} for m in msgs] == lean, lean
+    assert all("value" not in m and m["value_size"] > 0 for m in lean), lean
+    assert dlq(d, values="true")["messages"] == msgs
+    for bad in ("no", "False", "1", ""):
+        r = d.get("/admin/plugins/probe/dlq", headers=auth(), params={"values": bad})
+        assert r.status_code == 422 and r.json()["field"] == "values", (bad, r.text)
+        assert r.json()["detail"] == "values must be true or false", r.text
 
     # A partition or offset that is not an integer in range is refused, naming the
     # field, and nothing is redriven: not truncated (2.9 once meant 2), not wrapped

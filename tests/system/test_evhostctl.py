@@ -1787,6 +1787,63 @@ def ctl_at(build_dir, tmp_path, url, *args):
                           timeout=60)
 
 
+def test_dlq_list_asks_for_no_values_and_show_for_them(build_dir, tmp_path):
+    # dlq list prints no values: it asks for none (a thousand values of 64 KiB
+    # in base64 passed the 64 MiB an answer may have). dlq show and --json ask
+    # for them, as before. A daemon from before ?values= refuses it (422
+    # naming it): list asks again without.
+    asked = []
+    letter = {"topic": "t.probe.dlq", "partition": 0, "offset": 7, "key": "k",
+              "value_size": 3, "redriven": False,
+              "headers": {"evhost_dlq_attempts": "1", "evhost_dlq_time": "2026-12-06T19:00:00Z",
+                          "evhost_dlq_error": "probe: rejected", "evhost_dlq_topic": "t",
+                          "evhost_dlq_partition": "0", "evhost_dlq_offset": "7"}}
+
+    def stand_in(knows_values):
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                asked.append(self.path)
+                lean = "values=false" in self.path
+                if lean and not knows_values:
+                    status, body = 422, {"status": 422, "field": "values",
+                                         "detail": "unknown query parameter 'values' "
+                                                   "(this route takes: limit, after)"}
+                else:
+                    m = dict(letter) if lean else {**letter, "value": "abc"}
+                    status, body = 200, {"plugin": "probe", "topics": ["t.probe.dlq"],
+                                         "messages": [m], "truncated": False}
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+        return Answer
+
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    for knows_values in (True, False):
+        asked.clear()
+        with served_by(stand_in(knows_values)) as served:
+            url = [served, "--token-file", str(token)]
+            r = ctl_at(build_dir, tmp_path, *url, "dlq", "list", "probe")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.splitlines()[1].split()[:4] == ["0:7", "k", "1", "no"], r.stdout
+            assert asked[0] == "/admin/plugins/probe/dlq?limit=1000&values=false", asked
+            assert asked[1:] == ([] if knows_values else ["/admin/plugins/probe/dlq?limit=1000"])
+            del asked[:]
+            r = ctl_at(build_dir, tmp_path, *url, "dlq", "show", "probe")
+            assert r.returncode == 0 and "value (3 bytes):\n    abc\n" in r.stdout, r.stdout
+            r = ctl_at(build_dir, tmp_path, *url, "--json", "dlq", "list", "probe")
+            assert r.returncode == 0 and json.loads(r.stdout)["messages"][0]["value"] == "abc"
+            assert asked == ["/admin/plugins/probe/dlq?limit=10",
+                             "/admin/plugins/probe/dlq?limit=1000"], asked
+
+
 @pytest.mark.parametrize("wildcard, loopback", [("0.0.0.0", "127.0.0.1"), ("[::]", "::1")])
 def test_a_wildcard_listen_address_is_reached_on_loopback(build_dir, tmp_path, wildcard,
                                                           loopback):
