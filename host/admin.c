@@ -773,13 +773,13 @@ static int mark_redriven(host *h, const char *name, const dlq_list *l, int *flag
  * `at`, those at the positions `at` names. 0, or -1 with the answer made. */
 static int read_dead_letters(host *h, evh_response *resp, char **topics, size_t ntopics,
                              const dlq_pos *after, const dlq_pos *at, size_t nat, size_t limit,
-                             dlq_list *l)
+                             size_t value_max, dlq_list *l)
 {
 	char err[512];
 	int rc = at ? dlq_read_at(h->kafka, (const char *const *)topics, ntopics, at, nat,
 	                          DLQ_READ_TIMEOUT_MS, l, err, sizeof err)
 	            : dlq_read_after(h->kafka, (const char *const *)topics, ntopics, after,
-	                             limit, DLQ_READ_TIMEOUT_MS, l, err, sizeof err);
+	                             limit, value_max, DLQ_READ_TIMEOUT_MS, l, err, sizeof err);
 	if (rc == EVH_OK)
 		return 0;
 	log_warn(ADMIN_LOG, "reading dead letters failed: %s", err);
@@ -868,8 +868,11 @@ static int get_dlq(host *h, evh_request *req, evh_response *resp, const char *na
 	has_after = http_req_query(req, "after") != NULL;
 	if ((has_after && parse_dlq_after(http_req_query(req, "after"), resp, topics, ntopics,
 	                                  &after, &after_topic)) ||
+	    /* What dlq_msg_json shows of each value: its first VALUE_SHOW_MAX
+	     * bytes and the one after (a character the bound splits), not up to
+	     * a thousand whole values. */
 	    read_dead_letters(h, resp, topics, ntopics, has_after ? &after : NULL, NULL, 0,
-	                      (size_t)limit, &l)) {
+	                      (size_t)limit, values ? VALUE_SHOW_MAX + 1 : 0, &l)) {
 		free(after_topic);
 		strv_free(topics, ntopics);
 		return EVH_OK;
@@ -1369,7 +1372,7 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 		}
 		for (size_t i = 0; i < npicks; i++)
 			at[i] = (dlq_pos){picks[i].topic, picks[i].partition, picks[i].offset};
-		if (read_dead_letters(h, resp, topics, ntopics, NULL, at, npicks, 0, &j->l) ||
+		if (read_dead_letters(h, resp, topics, ntopics, NULL, at, npicks, 0, SIZE_MAX, &j->l) ||
 		    picks_unambiguous(picks, npicks, &j->l, resp) ||
 		    redrive_chunk(h, resp, j, picks, npicks, 0, &end)) {
 			free(at);

@@ -48,6 +48,7 @@ struct reader {
 	size_t cap;
 	int64_t deadline;
 	int timeout_ms;
+	size_t value_max; /* bytes of each value kept (dlq_msg.value) */
 };
 
 static void msg_free(dlq_msg *m)
@@ -112,8 +113,9 @@ static int copy_headers(dlq_msg *m, const rd_kafka_message_t *km)
 	return 0;
 }
 
-static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km)
+static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km, size_t value_max)
 {
+	size_t kept = km->payload && km->len < value_max ? km->len : value_max;
 	rd_kafka_timestamp_type_t tstype;
 	memset(m, 0, sizeof *m);
 	m->topic = strdup(rd_kafka_topic_name(km->rkt));
@@ -123,7 +125,7 @@ static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km)
 	if (km->key && !(m->key = tb_dup(km->key, km->key_len)))
 		return -1;
 	m->key_len = km->key ? km->key_len : 0;
-	if (km->payload && !(m->value = tb_dup(km->payload, km->len)))
+	if (km->payload && kept && !(m->value = tb_dup(km->payload, kept)))
 		return -1;
 	m->value_len = km->payload ? km->len : 0;
 	return m->topic ? copy_headers(m, km) : -1;
@@ -141,7 +143,7 @@ static int keep(struct reader *r, const rd_kafka_message_t *km)
 		out->v = v;
 		r->cap = cap;
 	}
-	if (msg_copy(&out->v[out->n], km)) {
+	if (msg_copy(&out->v[out->n], km, r->value_max)) {
 		msg_free(&out->v[out->n]);
 		return -1;
 	}
@@ -319,6 +321,7 @@ static int reader_open(struct reader *r, kafka *k, const char *const *topics, si
 	memset(out, 0, sizeof *out);
 	r->out = out;
 	r->timeout_ms = timeout_ms;
+	r->value_max = SIZE_MAX;
 	r->deadline = clock_mono_ms() + timeout_ms;
 	r->rk = reader_new(k, err, errlen);
 	if (!r->rk)
@@ -401,19 +404,33 @@ static int bound_parts(struct reader *r, dlq_ends *ends, char *err, size_t errle
 	return EVH_OK;
 }
 
+static int read_from(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                     dlq_ends *ends, size_t limit, size_t value_max, int timeout_ms,
+                     dlq_list *out, char *err, size_t errlen);
+
 int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
-                   size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen)
+                   size_t limit, size_t value_max, int timeout_ms, dlq_list *out, char *err,
+                   size_t errlen)
 {
-	return dlq_read_bounded(k, topics, ntopics, after, NULL, limit, timeout_ms, out, err,
-	                        errlen);
+	return read_from(k, topics, ntopics, after, NULL, limit, value_max, timeout_ms, out, err,
+	                 errlen);
 }
 
 int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                      dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
                      size_t errlen)
 {
+	return read_from(k, topics, ntopics, after, ends, limit, SIZE_MAX, timeout_ms, out, err,
+	                 errlen);
+}
+
+static int read_from(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                     dlq_ends *ends, size_t limit, size_t value_max, int timeout_ms,
+                     dlq_list *out, char *err, size_t errlen)
+{
 	struct reader r;
 	int status = reader_open(&r, k, topics, ntopics, timeout_ms, out, err, errlen);
+	r.value_max = value_max;
 	if (!status && ends)
 		status = bound_parts(&r, ends, err, errlen);
 	/* Partition by partition, in order, so that the first `limit` are the
@@ -440,7 +457,8 @@ int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const 
 int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
              dlq_list *out, char *err, size_t errlen)
 {
-	return dlq_read_after(k, topics, ntopics, NULL, limit, timeout_ms, out, err, errlen);
+	return dlq_read_after(k, topics, ntopics, NULL, limit, SIZE_MAX, timeout_ms, out, err,
+	                      errlen);
 }
 
 static int have_msg(const dlq_list *l, const struct part *p, int64_t offset)

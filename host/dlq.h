@@ -21,8 +21,8 @@ typedef struct dlq_msg {
 	int64_t timestamp_ms; /* -1: none */
 	char *key;
 	size_t key_len;
-	char *value;
-	size_t value_len;
+	char *value; /* its first bytes only when read with a value_max (dlq_read_after) */
+	size_t value_len; /* the whole value's size */
 	size_t nheaders;
 	char **hname, **hvalue; /* hvalue[i] NULL: a header without value */
 	size_t *hlen;
@@ -48,9 +48,12 @@ typedef struct dlq_pos {
 int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,
              dlq_list *out, char *err, size_t errlen);
 /* The same, from the message after `after` (NULL: the first) in that order:
- * the next page begins after the last message of this one. */
+ * the next page begins after the last message of this one. Of each value
+ * only the first `value_max` bytes are kept (SIZE_MAX: all; 0: none, value
+ * NULL): a page shown, not sent, need not hold whole values. */
 int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
-                   size_t limit, int timeout_ms, dlq_list *out, char *err, size_t errlen);
+                   size_t limit, size_t value_max, int timeout_ms, dlq_list *out, char *err,
+                   size_t errlen);
 /* Each partition's end as it was when a run of reads began
  * (dlq_read_bounded): zeroed before the first read, dlq_ends_free after the
  * last. */

@@ -1405,7 +1405,8 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 		assert_string_equal(where, order[i]);
 	}
 	dlq_list_free(&l);
-	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, WAIT_MS, &l, err, sizeof err),
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, SIZE_MAX, WAIT_MS, &l, err,
+	                                sizeof err),
 	                 EVH_OK);
 	assert_int_equal(l.n, 3);
 	assert_false(l.truncated);
@@ -1416,11 +1417,22 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	}
 	dlq_list_free(&l);
 	after = (dlq_pos){"dlq.a", 2, 0};
-	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 1, WAIT_MS, &l, err, sizeof err),
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 1, SIZE_MAX, WAIT_MS, &l, err,
+	                                sizeof err),
 	                 EVH_OK);
 	assert_int_equal(l.n, 1);
 	assert_true(l.truncated); /* dlq.b/0/0 */
 	assert_int_equal(l.v[0].offset, 1);
+	assert_int_equal(l.v[0].value_len, 1);
+	assert_memory_equal(l.v[0].value, "v", 1);
+	dlq_list_free(&l);
+	/* A page without values (value_max 0): each value's size, no bytes. */
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 1, 0, WAIT_MS, &l, err, sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 1);
+	assert_int_equal(l.v[0].offset, 1);
+	assert_null(l.v[0].value);
+	assert_int_equal(l.v[0].value_len, 1);
 	dlq_list_free(&l);
 	/* at: 1:1 of any topic (once, though asked twice), dlq.b's offset 0 of
 	 * any partition; offset 99 is nowhere */
@@ -1447,7 +1459,8 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	for (int32_t part = 0; part < 3; part++)
 		produce_at(rk, "dlq.a", part, "late");
 	/* (dlq_read_after reads them: the new ends are the broker's) */
-	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, WAIT_MS, &l, err, sizeof err),
+	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, SIZE_MAX, WAIT_MS, &l, err,
+	                                sizeof err),
 	                 EVH_OK);
 	assert_int_equal(l.n, 6);
 	dlq_list_free(&l);
