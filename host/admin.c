@@ -1373,8 +1373,15 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 		for (size_t i = 0; i < npicks; i++)
 			at[i] = (dlq_pos){picks[i].topic, picks[i].partition, picks[i].offset};
 		if (read_dead_letters(h, resp, topics, ntopics, NULL, at, npicks, 0, SIZE_MAX, &j->l) ||
-		    picks_unambiguous(picks, npicks, &j->l, resp) ||
-		    redrive_chunk(h, resp, j, picks, npicks, 0, &end)) {
+		    picks_unambiguous(picks, npicks, &j->l, resp)) {
+			free(at);
+			return EVH_OK;
+		}
+		/* Each pick read is found, whether or not the run gets to it: one
+		 * that a stop cuts off is under "stopped", not "not_found". */
+		for (size_t i = 0; i < j->l.n; i++)
+			(void)picked(picks, npicks, 0, &j->l.v[i]);
+		if (redrive_chunk(h, resp, j, picks, npicks, 0, &end)) {
 			free(at);
 			return EVH_OK;
 		}
