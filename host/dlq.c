@@ -151,13 +151,29 @@ static int keep(struct reader *r, const rd_kafka_message_t *km)
 	return 0;
 }
 
+/* What is left of the read's time for one wait or look-up (at most
+ * METADATA_TIMEOUT_MS), or 0 with `err` set when none is: the look-ups of
+ * many partitions, each up to METADATA_TIMEOUT_MS, are the read's time too. */
+static int left_ms(const struct reader *r, char *err, size_t errlen)
+{
+	int64_t left = r->deadline - clock_mono_ms();
+	if (left <= 0) {
+		snprintf(err, errlen, "reading the dead-letter topics took longer than %d ms",
+		         r->timeout_ms);
+		return 0;
+	}
+	return left < METADATA_TIMEOUT_MS ? (int)left : METADATA_TIMEOUT_MS;
+}
+
 static int add_part(struct reader *r, const char *topic, int32_t partition, char *err,
                     size_t errlen)
 {
 	int64_t lo, hi;
 	struct part *p;
-	int status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, METADATA_TIMEOUT_MS, err,
-	                              errlen);
+	int ms = left_ms(r, err, errlen), status;
+	if (!ms)
+		return EVH_EKAFKA;
+	status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, ms, err, errlen);
 	if (status)
 		return status;
 	if (hi <= lo)
@@ -191,7 +207,11 @@ static int plan(struct reader *r, const char *const *topics, size_t ntopics, cha
 	int status = EVH_OK;
 	/* All topics: asking for one by name may create it on brokers that
 	 * auto-create topics. */
-	rd_kafka_resp_err_t e = rd_kafka_metadata(r->rk, 1, NULL, &md, METADATA_TIMEOUT_MS);
+	int ms = left_ms(r, err, errlen);
+	rd_kafka_resp_err_t e;
+	if (!ms)
+		return EVH_EKAFKA;
+	e = rd_kafka_metadata(r->rk, 1, NULL, &md, ms);
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		snprintf(err, errlen, "cannot read the cluster's topics: %s", rd_kafka_err2str(e));
 		return EVH_EKAFKA;
@@ -244,11 +264,8 @@ static int read_span(struct reader *r, const struct part *p, int64_t from, int64
 	while (got < max && next < to) {
 		rd_kafka_message_t *km;
 		int mine, rc = 0, eof = 0;
-		if (clock_mono_ms() >= r->deadline) {
-			snprintf(err, errlen, "reading the dead-letter topics took longer than "
-			                      "%d ms", r->timeout_ms);
+		if (!left_ms(r, err, errlen))
 			return EVH_EKAFKA;
-		}
 		km = rd_kafka_consumer_poll(r->rk, POLL_MS);
 		if (!km)
 			continue;

@@ -1350,6 +1350,16 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	assert_non_null(dlq_header(&l.v[0], "ce_type", NULL));
 	assert_string_equal(dlq_header(&l.v[0], "ce_type", NULL), "WARM_UP");
 	dlq_list_free(&l);
+
+	/* The topics and the partitions' ends are looked up within the same
+	 * time: with the broker down, each look-up waited 5 s (and the ends'
+	 * were tried again for 5 s a partition). */
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	t0 = mono_ms();
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, 300, &l, err, sizeof err), EVH_EKAFKA);
+	assert_true(mono_ms() - t0 < 2500);
+	assert_int_equal(l.n, 0);
+	rd_kafka_mock_broker_set_up(g.mc, 1);
 	rig_stop(&g);
 }
 
