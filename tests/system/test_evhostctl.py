@@ -2056,7 +2056,8 @@ def test_the_next_page_hint_is_the_same_listing_pasted_into_a_shell(build_dir, t
                  "/admin/events?plugin=probe&after=17&aggregate=order%2042%3B%20echo%20%27gone"
                  "%27%20%24%28id%29&limit=7"),
                 (["dlq", "list", "probe", "--limit", "3"], "(there are more dead letters: ",
-                 "/admin/plugins/probe/dlq?limit=3&after=t%3B%24%28id%29%20x%3A0%3A5"),
+                 "/admin/plugins/probe/dlq?limit=3&after=t%3B%24%28id%29%20x%3A0%3A5"
+                 "&values=false"),
                 (["dlq", "redrive", "probe", "--all"], "(more dead letters may wait: ",
                  ("/admin/plugins/probe/dlq/redrive", {"after": "t;$(id) x:0:5"}))):
             # A redrive cut short is unfinished: exit 1, said on stderr.
