@@ -1576,10 +1576,9 @@ static int dlq_after_ok(const ctl *c)
 	                   c->o.after);
 }
 
-/* GET the dead letters, after c->o.after when given. */
-/* GET the plugin's dead letters; without their values (their sizes only)
- * when `values` is 0: a thousand values of 64 KiB each, in base64, would
- * pass the 64 MiB an answer may have. */
+/* GET the plugin's dead letters, after c->o.after when given; without their
+ * values (their sizes only) when `values` is 0: a thousand values of 64 KiB
+ * each, in base64, would pass the 64 MiB an answer may have. */
 static int dlq_get(ctl *c, const char *name, long limit, int values, reply *r)
 {
 	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%ld", name, limit), *lean;
