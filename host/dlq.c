@@ -421,26 +421,8 @@ static int bound_parts(struct reader *r, dlq_ends *ends, char *err, size_t errle
 	return EVH_OK;
 }
 
-static int read_from(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
-                     dlq_ends *ends, size_t limit, size_t value_max, int timeout_ms,
-                     dlq_list *out, char *err, size_t errlen);
-
-int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
-                   size_t limit, size_t value_max, int timeout_ms, dlq_list *out, char *err,
-                   size_t errlen)
-{
-	return read_from(k, topics, ntopics, after, NULL, limit, value_max, timeout_ms, out, err,
-	                 errlen);
-}
-
-int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
-                     dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
-                     size_t errlen)
-{
-	return read_from(k, topics, ntopics, after, ends, limit, SIZE_MAX, timeout_ms, out, err,
-	                 errlen);
-}
-
+/* dlq_read_bounded (ends NULL: dlq_read_after), keeping `value_max` bytes of
+ * each value. */
 static int read_from(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                      dlq_ends *ends, size_t limit, size_t value_max, int timeout_ms,
                      dlq_list *out, char *err, size_t errlen)
@@ -469,6 +451,22 @@ static int read_from(kafka *k, const char *const *topics, size_t ntopics, const 
 		}
 	}
 	return reader_close(&r, status);
+}
+
+int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                   size_t limit, size_t value_max, int timeout_ms, dlq_list *out, char *err,
+                   size_t errlen)
+{
+	return read_from(k, topics, ntopics, after, NULL, limit, value_max, timeout_ms, out, err,
+	                 errlen);
+}
+
+int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
+                     dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
+                     size_t errlen)
+{
+	return read_from(k, topics, ntopics, after, ends, limit, SIZE_MAX, timeout_ms, out, err,
+	                 errlen);
 }
 
 int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, int timeout_ms,

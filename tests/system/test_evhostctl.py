@@ -1800,28 +1800,16 @@ def test_dlq_list_asks_for_no_values_and_show_for_them(build_dir, tmp_path):
                           "evhost_dlq_partition": "0", "evhost_dlq_offset": "7"}}
 
     def stand_in(knows_values):
-        class Answer(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                asked.append(self.path)
-                lean = "values=false" in self.path
-                if lean and not knows_values:
-                    status, body = 422, {"status": 422, "field": "values",
-                                         "detail": "unknown query parameter 'values' "
-                                                   "(this route takes: limit, after)"}
-                else:
-                    m = dict(letter) if lean else {**letter, "value": "abc"}
-                    status, body = 200, {"plugin": "probe", "topics": ["t.probe.dlq"],
-                                         "messages": [m], "truncated": False}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-        return Answer
+        def dlq(path):
+            lean = "values=false" in path
+            if lean and not knows_values:
+                return 422, json.dumps({"status": 422, "field": "values",
+                                        "detail": "unknown query parameter 'values' "
+                                                  "(this route takes: limit, after)"}).encode()
+            m = dict(letter) if lean else {**letter, "value": "abc"}
+            return 200, json.dumps({"plugin": "probe", "topics": ["t.probe.dlq"],
+                                    "messages": [m], "truncated": False}).encode()
+        return routed({"/admin/plugins/probe/dlq": dlq}, asked)
 
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")
@@ -1898,9 +1886,10 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
 
 def routed(routes, asked=None):
     """A BaseHTTPRequestHandler class answering GET and POST of each path
-    (its query left off) in `routes` with (status, JSON body bytes), others
-    404; each request's path with its query goes to `asked` when given, a
-    POST's as (path, its body parsed)."""
+    (its query left off) in `routes` with (status, JSON body bytes), or with
+    what a function there returns for the path with its query; others 404.
+    Each request's path with its query goes to `asked` when given, a POST's
+    as (path, its body parsed)."""
     class Answer(http.server.BaseHTTPRequestHandler):
         def answer(self):
             n = int(self.headers.get("Content-Length") or 0)
@@ -1908,7 +1897,8 @@ def routed(routes, asked=None):
             if asked is not None:
                 asked.append((self.path, json.loads(posted or b"null"))
                              if self.command == "POST" else self.path)
-            status, body = routes.get(self.path.split("?")[0], (404, b'{"detail": "no"}'))
+            route = routes.get(self.path.split("?")[0], (404, b'{"detail": "no"}'))
+            status, body = route(self.path) if callable(route) else route
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "crash.h"
+#include "test_files.h"
 
 typedef struct fixture {
 	char dir[64];
@@ -33,15 +34,11 @@ typedef struct fixture {
 static int setup(void **state)
 {
 	fixture *f = calloc(1, sizeof *f);
-	if (!f)
-		return -1;
-	snprintf(f->dir, sizeof f->dir, "/tmp/evh-crash-XXXXXX");
+	assert_non_null(f);
 	f->before = mmap(NULL, sizeof *f->before, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                 -1, 0);
-	if (f->before == MAP_FAILED || !mkdtemp(f->dir)) {
-		free(f);
-		return -1;
-	}
+	assert_true(f->before != MAP_FAILED);
+	test_make_dir(f->dir, sizeof f->dir, "crash");
 	snprintf(f->path, sizeof f->path, "%s/" CRASH_RECORD_FILE, f->dir);
 	*state = f;
 	return 0;
@@ -50,8 +47,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	fixture *f = *state;
-	unlink(f->path);
-	rmdir(f->dir);
+	test_remove_tree(f->dir);
 	munmap(f->before, sizeof *f->before);
 	free(f);
 	return 0;
