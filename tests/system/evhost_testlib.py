@@ -1047,13 +1047,36 @@ OTELCOL_SCRIPT = REPO_ROOT / "scripts" / "otelcol"
 _otelcol_build = None
 
 
+def otelcol_pending(prefix, timeout=900.0):
+    """The binary's path from a build scripts/test has begun in the background
+    (its files PREFIX.rc, written last, PREFIX.path and PREFIX.log), once it
+    has ended: waits up to `timeout` s. Raises RuntimeError when it failed or
+    did not end in time."""
+    rc_file, deadline = Path(prefix + ".rc"), time.monotonic() + timeout
+    while not rc_file.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"scripts/test's build of the test OpenTelemetry Collector "
+                               f"had not ended after {timeout:.0f} s ({prefix}.log)")
+        time.sleep(0.5)
+    rc = rc_file.read_text().strip()
+    if rc != "0":
+        log = Path(prefix + ".log").read_text(errors="replace")[-4000:]
+        raise RuntimeError(f"scripts/test's build of the test OpenTelemetry Collector failed "
+                           f"(scripts/otelcol build exited {rc}):\n{log}")
+    lines = [line for line in Path(prefix + ".path").read_text().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
 def otelcol_binary():
     """The test collector's binary (tests/otelcol): $EVHOST_OTELCOL as
-    scripts/test exports it, else what `scripts/otelcol build` builds (once
-    per process; a minute or two the first time, then cached). Raises
+    scripts/test exports it, or once the build it has begun in the background
+    ends ($EVHOST_OTELCOL_PENDING), else what `scripts/otelcol build` builds
+    (once per process; a minute or two the first time, then cached). Raises
     RuntimeError saying why when there is none."""
     global _otelcol_build
     given = os.environ.get("EVHOST_OTELCOL")
+    if given is None and os.environ.get("EVHOST_OTELCOL_PENDING"):
+        given = otelcol_pending(os.environ["EVHOST_OTELCOL_PENDING"])
     if given is not None:
         if not given:
             raise RuntimeError("EVHOST_OTELCOL is empty: scripts/test could not build the test "

@@ -4,6 +4,9 @@ import collections
 import os
 import subprocess
 import sys
+import threading
+
+import pytest
 
 import evhost_testlib as lib
 
@@ -45,3 +48,34 @@ def test_a_port_just_handed_out_is_not_handed_out_again(monkeypatch):
     monkeypatch.setattr(lib.random, "randint", lambda lo, hi: next(draws))
     assert lib.free_port() == first
     assert lib.free_port() == second
+
+
+def test_the_collector_from_a_build_under_way_is_waited_for(tmp_path):
+    # scripts/test builds the collector in the background while the first
+    # pass runs: a test that needs it waits for the build's end (.rc, written
+    # last), then takes the path's last line.
+    prefix = str(tmp_path / "otelcol")
+    (tmp_path / "otelcol.path").write_text("")
+    (tmp_path / "otelcol.log").write_text("otelcol: building\n")
+
+    def finish():
+        (tmp_path / "otelcol.path").write_text("/cache/otelcol-evhost-test-1234\n")
+        (tmp_path / "otelcol.rc").write_text("0\n")
+
+    timer = threading.Timer(1.0, finish)
+    timer.start()
+    try:
+        assert lib.otelcol_pending(prefix, timeout=30) == "/cache/otelcol-evhost-test-1234"
+    finally:
+        timer.cancel()
+
+
+def test_a_failed_or_endless_collector_build_is_an_error_saying_so(tmp_path):
+    prefix = str(tmp_path / "otelcol")
+    with pytest.raises(RuntimeError, match="had not ended after 1 s"):
+        lib.otelcol_pending(prefix, timeout=1)
+    (tmp_path / "otelcol.path").write_text("")
+    (tmp_path / "otelcol.log").write_text("otelcol: error: building the test collector failed\n")
+    (tmp_path / "otelcol.rc").write_text("1\n")
+    with pytest.raises(RuntimeError, match=r"(?s)exited 1\).*collector failed"):
+        lib.otelcol_pending(prefix, timeout=1)
