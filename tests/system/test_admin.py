@@ -126,6 +126,20 @@ def test_a_plugin_a_reload_could_not_start_is_listed_failed(evhostd, build_dir, 
     r = d.get("/admin/plugins/broken", headers=auth())
     assert r.status_code == 200 and r.json() == {"name": "broken", "state": "failed"}, r.text
     assert d.get("/readyz").json()["plugins"]["broken"] == "failed"
+    # Its dead letters, redrives and replays: 409 saying so; 404 is for a
+    # plugin no configuration names.
+    for method, path, body in (("GET", "/admin/plugins/{}/dlq", None),
+                               ("POST", "/admin/plugins/{}/dlq/redrive", {}),
+                               ("POST", "/admin/plugins/{}/replay", {"from": "beginning"})):
+        r = requests.request(method, d.url + path.format("broken"), headers=auth(), json=body,
+                             timeout=30)
+        assert r.status_code == 409, (path, r.text)
+        assert r.json()["detail"] == ("plugin 'broken' is not running (a reload could not "
+                                      "start it; the log says why): nothing was done"), r.text
+        r = requests.request(method, d.url + path.format("nothere"), headers=auth(), json=body,
+                             timeout=30)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["detail"] == "no plugin named 'nothere'", r.text
 
 
 def test_token_is_required_and_checked(evhostd, build_dir, tmp_path):

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import requests
 
 import evhost_testlib as lib
 
@@ -307,6 +308,15 @@ def test_a_disable_whose_drain_outlasts_the_timeout_is_not_called_done(evhostd, 
     states = {p["name"]: p["state"]
               for p in d.get("/admin/plugins", headers=auth()).json()["plugins"]}
     assert states == {"hello": "running", "probe": "stopping"}, states
+    # Its dead letters, redrives and replays meanwhile: 409, not 404 (it
+    # exists) nor 503 (it will not run again by itself).
+    for method, path, body in (("GET", "/admin/plugins/probe/dlq", None),
+                               ("POST", "/admin/plugins/probe/dlq/redrive", {}),
+                               ("POST", "/admin/plugins/probe/replay", {"from": "beginning"})):
+        r = requests.request(method, d.url + path, headers=auth(), json=body, timeout=30)
+        assert r.status_code == 409, (path, r.text)
+        assert r.json()["detail"] == ("plugin 'probe' is not running (a reload is stopping "
+                                      "it): nothing was done"), (path, r.text)
     ready = d.get("/readyz")
     assert ready.status_code == 200 and ready.json()["plugins"]["probe"] == "stopping", ready.text
     listed = ctl(build_dir, d, "plugins")
