@@ -9,7 +9,8 @@ helpers behind them).
     evhostd          a DaemonFactory: evhostd(config, dropins, brokers=...) -> Daemon
     unique_name      unique_name("users") -> "users.<random>" for topics and groups
     otel_collector   a started lib.Collector: a real OpenTelemetry Collector on 127.0.0.1
-                     (EVHOST_OTELCOL, else built by scripts/otelcol); .endpoint, .spans(),
+                     (EVHOST_OTELCOL, or scripts/test's build under way once it ends:
+                     EVHOST_OTELCOL_PENDING; else built by scripts/otelcol); .endpoint, .spans(),
                      .wait_spans(pred), stop() and start() again on the same port
 """
 
