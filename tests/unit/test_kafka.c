@@ -3267,16 +3267,18 @@ static void test_parse_time(void **state)
  * embedded broker (consumer groups joining, delivery timeouts). ctest runs
  * them as TEST_PARTS processes side by side (tests/CMakeLists.txt sets
  * EVHOST_TEST_PART to 1..TEST_PARTS), each with its own broker and stores;
- * `part` spreads the slow ones (seconds in a comment, RelWithDebInfo).
+ * `part` spreads the slow ones (seconds in a comment, RelWithDebInfo, alone
+ * on an idle machine): about 18 s a part (2026-12-06; in ten parts the
+ * longest took 31 s, the shortest 17, and ended the unit tests).
  * Without EVHOST_TEST_PART every test runs, in this order. */
-#define TEST_PARTS 10
+#define TEST_PARTS 12
 static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_reachable), 1},
-    {cmocka_unit_test(test_delivery), 8},                                /* 3.6 */
-    {cmocka_unit_test(test_duplicate_handled_once), 5},                  /* 3.6 */
-    {cmocka_unit_test(test_retry_then_ok_keeps_order), 10},              /* 4.9 */
-    {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 9},          /* 7.7 */
-    {cmocka_unit_test(test_plain_message_and_type_filter), 4},
+    {cmocka_unit_test(test_delivery), 6},                                /* 3.6 */
+    {cmocka_unit_test(test_duplicate_handled_once), 3},                  /* 3.7 */
+    {cmocka_unit_test(test_retry_then_ok_keeps_order), 10},              /* 4.5 */
+    {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 8},          /* 7.8 */
+    {cmocka_unit_test(test_plain_message_and_type_filter), 11},          /* 3.6 */
     {cmocka_unit_test(test_passthrough_error), 1},
     {cmocka_unit_test(test_check_settings_names_the_key_and_line), 1},
     {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 1},
@@ -3285,51 +3287,51 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_seek_timeout_is_the_one_meant), 1},
     {cmocka_unit_test(test_parse_time), 1},
     {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 1},
-    {cmocka_unit_test(test_relay_resends_after_failed_delivery), 10},    /* 9.0 */
-    {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 3},
-    {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 5},      /* 12.6 */
-    {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 4},
-    {cmocka_unit_test(test_relay_says_why_a_delivery_is_not_recorded), 7},
-    {cmocka_unit_test(test_relay_sends_in_waves_under_load), 10},        /* 7.7 */
-    {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 4.2 */
-    {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 3},   /* 3.2 */
-    {cmocka_unit_test(test_relay_removed_sends_what_was_committed_last), 3},
-    {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 8}, /* 6.1 */
-    {cmocka_unit_test(test_relay_records_other_plugins_behind_a_long_transaction), 7},
+    {cmocka_unit_test(test_relay_resends_after_failed_delivery), 11},    /* 9.0 */
+    {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 11}, /* 5.7 */
+    {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 2},      /* 11.6 */
+    {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 3}, /* 8.3 */
+    {cmocka_unit_test(test_relay_says_why_a_delivery_is_not_recorded), 4},
+    {cmocka_unit_test(test_relay_sends_in_waves_under_load), 12},        /* 7.2 */
+    {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 3.2 */
+    {cmocka_unit_test(test_relay_remove_cuts_delivery_wait_short), 8},   /* 4.2 */
+    {cmocka_unit_test(test_relay_removed_sends_what_was_committed_last), 9}, /* 4.3 */
+    {cmocka_unit_test(test_relay_records_delivery_again_after_failed_write), 5}, /* 6.1 */
+    {cmocka_unit_test(test_relay_records_other_plugins_behind_a_long_transaction), 3}, /* 5.8 */
     {cmocka_unit_test(test_threads_are_named), 1},
     {cmocka_unit_test(test_watermarks_retry_while_leader_moves), 5},
     {cmocka_unit_test(test_dlq_read_gives_up_at_its_deadline), 7},
-    {cmocka_unit_test(test_dlq_reads_in_order_from_a_position), 4},
+    {cmocka_unit_test(test_dlq_reads_in_order_from_a_position), 2},      /* 4.3 */
     {cmocka_unit_test(test_event_log_has_kafka_position), 8},
     {cmocka_unit_test(test_type_without_handler_is_dead_lettered), 7},   /* 3.7 */
     {cmocka_unit_test(test_dead_letter_too_big_is_truncated), 3},
-    {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 2},  /* 10.2 */
-    {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 8}, /* 7.6 */
-    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 4}, /* 9.7 */
-    {cmocka_unit_test(test_dead_letter_acknowledged_without_an_offset_is_sent_again), 5},
-    {cmocka_unit_test(test_redrive_acknowledged_without_an_offset_is_reported_failed), 1},
-    {cmocka_unit_test(test_dlq_read_and_redrive), 2},
-    {cmocka_unit_test(test_keep_and_dead_letter), 9},
-    {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 4},
-    {cmocka_unit_test(test_keep_and_retry), 9},
+    {cmocka_unit_test(test_parked_dead_letter_is_finished_at_stop), 4},  /* 10.7 */
+    {cmocka_unit_test(test_parked_dead_letter_waits_only_until_the_stop_deadline), 6}, /* 8.1 */
+    {cmocka_unit_test(test_parked_dead_letter_refused_during_the_stop_says_why), 10}, /* 9.4 */
+    {cmocka_unit_test(test_dead_letter_acknowledged_without_an_offset_is_sent_again), 7}, /* 4.9 */
+    {cmocka_unit_test(test_redrive_acknowledged_without_an_offset_is_reported_failed), 12},
+    {cmocka_unit_test(test_dlq_read_and_redrive), 9},                    /* 4.1 */
+    {cmocka_unit_test(test_keep_and_dead_letter), 4},
+    {cmocka_unit_test(test_keep_after_failed_write_keeps_nothing), 10},
+    {cmocka_unit_test(test_keep_and_retry), 7},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
     {cmocka_unit_test(test_keep_and_continue), 8},
     {cmocka_unit_test(test_keep_results_are_those_of_the_plugins_abi), 8},
     {cmocka_unit_test(test_publish_of_no_length_is_refused), 8},
-    {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6},
+    {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6}, /* 5.7 */
     {cmocka_unit_test(test_handled_is_counted_once_committed), 7},
-    {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 3},        /* 8.6 */
-    {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 1}, /* 17.5 */
-    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 6}, /* 3.3 */
-    {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 6}, /* 8.7 */
-    {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 7}, /* 8.2 */
-    {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 9}, /* 7.7 */
+    {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 9},        /* 9.6 */
+    {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 1}, /* 18.0 */
+    {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 10}, /* 3.8 */
+    {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 12}, /* 8.8 */
+    {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 5}, /* 8.2 */
+    {cmocka_unit_test(test_batch_dangling_key_fails_only_its_event), 7}, /* 7.7 */
     {cmocka_unit_test(test_many_topics_are_all_delivered), 6},
     {cmocka_unit_test(test_refused_topic_name_is_an_error), 6},
     {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 1},
-    {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 3},
-    {cmocka_unit_test(test_finished_retry_holds_no_partition), 6},       /* 4.3 */
-    {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 3},
+    {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 12},
+    {cmocka_unit_test(test_finished_retry_holds_no_partition), 4},       /* 4.3 */
+    {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 8}, /* 4.7 */
 };
 
 /* After every test, passed or not: the host's timing knobs and the WAL's
