@@ -1043,7 +1043,8 @@ def health_timeout():
 
 OTELCOL_SCRIPT = REPO_ROOT / "scripts" / "otelcol"
 
-# scripts/otelcol build's outcome in this process: (path, None) or (None, error).
+# scripts/otelcol build's outcome in this process (the one begun by scripts/test,
+# or the process's own): (path, None) or (None, error).
 _otelcol_build = None
 
 
@@ -1076,7 +1077,14 @@ def otelcol_binary():
     global _otelcol_build
     given = os.environ.get("EVHOST_OTELCOL")
     if given is None and os.environ.get("EVHOST_OTELCOL_PENDING"):
-        given = otelcol_pending(os.environ["EVHOST_OTELCOL_PENDING"])
+        if _otelcol_build is None:  # waited for once per process, failed or not
+            try:
+                _otelcol_build = (otelcol_pending(os.environ["EVHOST_OTELCOL_PENDING"]), None)
+            except (OSError, RuntimeError) as exc:
+                _otelcol_build = (None, str(exc))
+        given, error = _otelcol_build
+        if error:
+            raise RuntimeError(error)
     if given is not None:
         if not given:
             raise RuntimeError("EVHOST_OTELCOL is empty: scripts/test could not build the test "

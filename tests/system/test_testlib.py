@@ -79,3 +79,23 @@ def test_a_failed_or_endless_collector_build_is_an_error_saying_so(tmp_path):
     (tmp_path / "otelcol.rc").write_text("1\n")
     with pytest.raises(RuntimeError, match=r"(?s)exited 1\).*collector failed"):
         lib.otelcol_pending(prefix, timeout=1)
+
+
+def test_a_collector_build_that_failed_is_waited_for_once(tmp_path, monkeypatch):
+    # Each worker waits for scripts/test's build once: a failed (or endless)
+    # one fails every later test at once, not after another wait.
+    monkeypatch.delenv("EVHOST_OTELCOL", raising=False)
+    monkeypatch.setenv("EVHOST_OTELCOL_PENDING", str(tmp_path / "otelcol"))
+    monkeypatch.setattr(lib, "_otelcol_build", None)
+    waits = []
+    real = lib.otelcol_pending
+
+    def counted(prefix):
+        waits.append(prefix)
+        return real(prefix, timeout=0.5)
+
+    monkeypatch.setattr(lib, "otelcol_pending", counted)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="had not ended after 0 s"):
+            lib.otelcol_binary()
+    assert waits == [str(tmp_path / "otelcol")]
