@@ -12,42 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
 #include <unistd.h>
-
-/* A port free on 127.0.0.1 now, below Linux's ephemeral range (32768 on):
- * one the kernel handed out for port 0 was free again when released, and an
- * outgoing connection of another test program (ctest runs them side by side,
- * with their brokers) took it before the host listened on it ("Address
- * already in use", seen once in a fresh-clone run). Not one this program
- * was given already. */
-static inline int free_port(void)
-{
-	static unsigned seed;
-	static int given[64];
-	static int ngiven;
-	if (!seed)
-		seed = (unsigned)getpid() ^ (unsigned)time(NULL);
-	for (int tries = 0; tries < 1000; tries++) {
-		int port = 23000 + (int)(rand_r(&seed) % 9000), fd, ok, seen = 0;
-		struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-		                        .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-		for (int i = 0; i < ngiven && i < 64; i++)
-			seen |= given[i] == port;
-		if (seen)
-			continue;
-		fd = socket(AF_INET, SOCK_STREAM, 0);
-		assert_true(fd >= 0);
-		ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
-		close(fd);
-		if (ok) {
-			given[ngiven++ % 64] = port;
-			return port;
-		}
-	}
-	fail_msg("no free port on 127.0.0.1 in 23000-31999");
-	return -1;
-}
 
 /* Send `raw`, then (when `half_close`) shut the sending side, as a client
  * that has no more to say does, and read until the server closes. Returns
