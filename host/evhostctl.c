@@ -742,15 +742,19 @@ static void print_json_answer(const ctl *c, const reply *r)
 		printf("%s\n", r->body);
 }
 
-/* A request whose answer must be 2xx JSON: 0, or the exit status after
- * saying why. With --json the body goes to stdout whatever the status. */
+/* An answer that must be 2xx JSON: 0, or the exit status after saying why.
+ * With --json the body goes to stdout whatever the status. */
+static int answered(ctl *c, const char *method, const char *path, reply *r)
+{
+	print_json_answer(c, r);
+	return answer_ok(method, path, r);
+}
+
+/* A request whose answer must be 2xx JSON (answered). */
 static int call(ctl *c, const char *method, const char *path, const char *body, reply *r)
 {
 	int rc = request(c, method, path, body, 1, r);
-	if (rc)
-		return rc;
-	print_json_answer(c, r);
-	return answer_ok(method, path, r);
+	return rc ? rc : answered(c, method, path, r);
 }
 
 /* --------------------------------------------------------------- tables */
@@ -1582,7 +1586,7 @@ static int dlq_after_ok(const ctl *c)
 static int dlq_get(ctl *c, const char *name, long limit, int values, reply *r)
 {
 	char *path = xasprintf("/admin/plugins/%s/dlq?limit=%ld", name, limit), *lean;
-	int rc;
+	int rc = 0, answered_lean = 0;
 	if (c->o.after && (rc = dlq_after_ok(c))) {
 		free(path);
 		return rc;
@@ -1595,17 +1599,15 @@ static int dlq_get(ctl *c, const char *name, long limit, int values, reply *r)
 		free(lean);
 		/* A daemon from before ?values= refuses it (422 naming it): asked
 		 * again without. */
-		if (rc || r->status != 422 || strcmp(json_str(r->json, "field"), "values")) {
-			if (!rc) {
-				print_json_answer(c, r);
-				rc = answer_ok("GET", path, r);
-			}
-			free(path);
-			return rc;
-		}
-		reply_free(r);
+		if (!rc && r->status == 422 && !strcmp(json_str(r->json, "field"), "values"))
+			reply_free(r);
+		else
+			answered_lean = 1;
 	}
-	rc = call(c, "GET", path, NULL, r);
+	if (!answered_lean)
+		rc = request(c, "GET", path, NULL, 1, r);
+	if (!rc)
+		rc = answered(c, "GET", path, r);
 	free(path);
 	return rc;
 }
