@@ -10,9 +10,10 @@
  * done without either (reading Kafka). A replay holds the lock until the
  * consumer has the request; then the consumer's stop waits for the replay's
  * answer (consumer_replay), so the wait (REPLAY_TIMEOUT_MS for a busy
- * handler to let it be picked up) holds up no reader of the list. Redrives
- * run one at a time (redrive_mu), so the "already redriven" check and its
- * record cannot interleave. Backups run one at a time too (backup_mu), and
+ * handler to let it be picked up) holds up no reader of the list. A
+ * plugin's redrives run one at a time (redrive_claim_wait), so the "already
+ * redriven" check and its record cannot interleave; other plugins' run
+ * beside them. Backups run one at a time too (backup_mu), and
  * copy the databases by their paths, taken under the lock, on connections of
  * their own outside it.
  *
@@ -93,13 +94,23 @@
 #define RELOAD_WAIT_MAX_S 3600 /* ?wait= at most (evhostctl's --timeout at most) */
 #define RELOAD_SLICE_MS 200  /* how often a waiting request looks at h->stopping */
 
+/* A redrive under way: on its request's stack, in admin's list. */
+struct redrive_claim {
+	const char *name;
+	struct redrive_claim *next;
+};
+
 struct admin {
 	/* The token; a reload may change it (admin_reload_token). */
 	pthread_mutex_t token_mu;
 	int enabled;
 	atomic_int https; /* [admin] https: served over [http] tls_listen too */
 	unsigned char token_hash[crypto_generichash_BYTES];
+	/* Redrives: one at a time per plugin (its record of what was redriven
+	 * is read, then written, by one request), side by side for others. */
 	pthread_mutex_t redrive_mu;
+	pthread_cond_t redrive_cv;
+	struct redrive_claim *redriving; /* the plugins being redriven */
 	pthread_mutex_t backup_mu; /* backups run one at a time */
 	/* Reloads: requests are numbered; a reload covers every request made
 	 * before it began (it reads the configuration after that). */
@@ -132,6 +143,7 @@ int admin_start(host *h)
 	}
 	pthread_mutex_init(&a->token_mu, NULL);
 	pthread_mutex_init(&a->redrive_mu, NULL);
+	clock_cond_init(&a->redrive_cv);
 	pthread_mutex_init(&a->backup_mu, NULL);
 	pthread_mutex_init(&a->reload_mu, NULL);
 	clock_cond_init(&a->reload_cv);
@@ -203,6 +215,7 @@ void admin_stop(host *h)
 	sodium_memzero(a->token_hash, sizeof a->token_hash);
 	pthread_mutex_destroy(&a->token_mu);
 	pthread_mutex_destroy(&a->redrive_mu);
+	pthread_cond_destroy(&a->redrive_cv);
 	pthread_mutex_destroy(&a->backup_mu);
 	pthread_mutex_destroy(&a->reload_mu);
 	pthread_cond_destroy(&a->reload_cv);
@@ -1392,8 +1405,53 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 	return redrive_answer(resp, j, picks, npicks, j->unrecorded);
 }
 
+/* Wait until no other request redrives plugin `c->name`, then claim it:
+ * 0, or -1 with the answer made when the daemon stops meanwhile. */
+static int redrive_claim_wait(host *h, struct redrive_claim *c, evh_response *resp)
+{
+	struct admin *a = h->admin;
+	int taken;
+	pthread_mutex_lock(&a->redrive_mu);
+	for (;;) {
+		taken = 0;
+		for (const struct redrive_claim *o = a->redriving; o && !taken; o = o->next)
+			taken = !strcmp(o->name, c->name);
+		if (!taken || atomic_load(&h->stopping))
+			break;
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RELOAD_SLICE_MS);
+		pthread_cond_timedwait(&a->redrive_cv, &a->redrive_mu, &until);
+	}
+	if (!taken) {
+		c->next = a->redriving;
+		a->redriving = c;
+	}
+	pthread_mutex_unlock(&a->redrive_mu);
+	if (!taken)
+		return 0;
+	http_resp_header(resp, "Retry-After", "1");
+	problem(resp, 503, "unavailable", NULL,
+	        "the daemon is stopping (this request waited for another redrive of plugin "
+	        "'%s'); nothing was sent",
+	        c->name);
+	return -1;
+}
+
+static void redrive_claim_end(host *h, struct redrive_claim *c)
+{
+	struct admin *a = h->admin;
+	pthread_mutex_lock(&a->redrive_mu);
+	for (struct redrive_claim **o = &a->redriving; *o; o = &(*o)->next)
+		if (*o == c) {
+			*o = c->next;
+			break;
+		}
+	pthread_cond_broadcast(&a->redrive_cv);
+	pthread_mutex_unlock(&a->redrive_mu);
+}
+
 static int post_redrive(host *h, evh_request *req, evh_response *resp, const char *name)
 {
+	struct redrive_claim claim = {name, NULL};
 	struct redrive_job j;
 	char **topics = NULL;
 	size_t ntopics = 0, npicks = 0;
@@ -1422,10 +1480,11 @@ static int post_redrive(host *h, evh_request *req, evh_response *resp, const cha
 	    (after_v && parse_dlq_after(after_v->valuestring, resp, topics, ntopics, &after,
 	                                &after_topic)))
 		goto out;
-	pthread_mutex_lock(&h->admin->redrive_mu);
+	if (redrive_claim_wait(h, &claim, resp))
+		goto out;
 	rc = redrive_run(h, resp, &j, topics, ntopics, picks, npicks, all,
 	                 after_v ? &after : NULL);
-	pthread_mutex_unlock(&h->admin->redrive_mu);
+	redrive_claim_end(h, &claim);
 out:
 	free(after_topic);
 	cJSON_Delete(body);

@@ -1007,6 +1007,63 @@ def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_el
     assert dlq(d)["messages"][0]["redriven"] is True
 
 
+def test_a_plugins_redrives_run_one_at_a_time_and_beside_other_plugins(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A redrive of probe waits for its database (held by a handler). One of
+    # probe2 (a second instance, its dead letters made here) runs and ends
+    # meanwhile; a second redrive of probe waits for the first, then finds
+    # the dead letter redriven (it would send it again if the two ran side
+    # by side).
+    topic2 = unique_name("adm2")
+    dlq2, origin2 = f"{topic2}.probe2.dlq", f"{topic2}.origin"
+    lib.create_topics([topic2, dlq2, origin2], brokers=kafka_bootstrap, partitions=1)
+    produce_dead_letters(dlq2, origin2, (2,), kafka_bootstrap)
+    probe2 = probe_conf(build_dir, routes="false", second_subscribes="true", topic=topic2,
+                        group=unique_name("g2"))
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"), config={"plugin.probe2": probe2})
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    [letter] = wait_dlq(d, 1)["messages"]
+    mine = {"offsets": [{"partition": letter["partition"], "offset": letter["offset"]}]}
+
+    def redrive(name, body, timeout=40):
+        return d.post(f"/admin/plugins/{name}/dlq/redrive", headers=auth(), json=body,
+                      timeout=timeout)
+    with ThreadPoolExecutor(2) as pool:
+        with held_handler(d, tmp_path / "hold"):
+            first = pool.submit(redrive, "probe", mine)
+            time.sleep(1.0)  # it waits for probe's database now
+            other = redrive("probe2", {}, timeout=20)  # behind the first: 60 s
+            assert other.status_code == 200, other.text
+            assert other.json()["redriven"] == 2, other.text
+            assert not first.done()
+            second = pool.submit(redrive, "probe", mine)
+            time.sleep(1.0)
+            assert not first.done() and not second.done()
+        first, second = first.result(40), second.result(40)
+    assert first.status_code == 200 and first.json()["redriven"] == 1, first.text
+    assert second.status_code == 200, second.text
+    assert (second.json()["redriven"], second.json()["skipped"]) == (0, 1), second.text
+    assert [m["value"] for m in lib.kafka_consume(origin2, count=2, brokers=kafka_bootstrap)] \
+        == ['{"fine": true}'] * 2
+
+    # The daemon's stop answers a redrive waiting for another: 503.
+    with ThreadPoolExecutor(2) as pool:
+        with held_handler(d, tmp_path / "hold"):
+            first = pool.submit(redrive, "probe", mine)
+            time.sleep(1.0)
+            second = pool.submit(redrive, "probe", mine, 20)
+            time.sleep(1.0)
+            d.send_signal(signal.SIGTERM)
+            second = second.result(20)
+            assert not first.done()
+        first.exception(40)  # answered, or cut by the stop
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1", second.text
+    assert second.json()["detail"] == ("the daemon is stopping (this request waited for "
+                                       "another redrive of plugin 'probe'); nothing was sent")
+    assert d.wait(30) == 0, d.log_tail()
+
+
 def test_a_write_waiting_too_long_for_a_slow_handler_is_503_busy(evhostd, build_dir, tmp_path,
                                                                  kafka_bootstrap, unique_name):
     # A handler holds the plugin's database (until the test lets it go): a
