@@ -2190,7 +2190,10 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 	          ended                 ? ended
 	          : !ok                ? "a write failed: the client left or stopped reading"
 	          : r == STREAM_CLOSED ? stream_close_reason(resp->stream)
-	                               : "client left");
+	          : stream_socket_error(fd) == ETIMEDOUT
+	              ? "client unreachable: what it was sent went unacknowledged for "
+	                STREAM_USER_TIMEOUT_TEXT
+	              : "client left");
 	return sent;
 }
 

@@ -12,6 +12,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -251,6 +252,10 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms)
 
 void stream_set_socket(stream *s, int fd)
 {
+	unsigned int ms = STREAM_USER_TIMEOUT_MS;
+	/* Best effort: without it the kernel's own give-up applies. */
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 	pthread_mutex_lock(&s->hub->mu);
 	s->fd = fd;
 	pthread_mutex_unlock(&s->hub->mu);
@@ -916,6 +921,15 @@ int stream_find_socket(const char *peer_addr, int peer_port, int local_port)
 	}
 	closedir(d);
 	return found;
+}
+
+int stream_socket_error(int fd)
+{
+	int err = 0;
+	socklen_t len = sizeof err;
+	if (fd < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+		return 0;
+	return err;
 }
 
 int stream_peer_gone(int fd)

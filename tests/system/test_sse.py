@@ -14,20 +14,27 @@ SIGTERM with streams open exiting 0 at once, and cutting after a second the
 connection of one whose client stopped reading; a stream a reload closed
 while its client stopped reading giving up its max_streams place to a new
 client, and its connection cut with no new client too (its worker freed);
-the open streams per plugin on /metrics; and a plugin built against
-ABI 1.0 still loading next to it.
+the open streams per plugin on /metrics; a plugin built against
+ABI 1.0 still loading next to it; and a client gone without a word (its
+packets dropped, in a network namespace of the daemon's own) letting go
+of its stream a minute after what it was sent went unacknowledged.
 
 The embedded broker is enough for most of it: the point is the HTTP side,
 not Kafka. The welcome test produces a USER_CREATED event itself, so it
 uses the real broker (kafka_bootstrap)."""
 
+import ctypes
 import json
+import os
 import re
 import secrets
+import shutil
 import signal
 import socket
+import subprocess
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -1037,3 +1044,87 @@ def test_a_closed_stream_whose_client_stopped_reading_lets_go_of_its_worker(
     except ConnectionResetError:
         pass
     sock.close()
+
+
+def _netns_usable():
+    """Why this machine cannot run a daemon in a network namespace of its
+    own (unshare -n: root; ip: iproute2), or None when it can."""
+    if not shutil.which("ip") or not shutil.which("nsenter"):
+        return "no ip (iproute2) or nsenter (util-linux)"
+    r = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
+    return None if r.returncode == 0 else f"unshare -n: {r.stderr.strip()}"
+
+
+class NetnsDaemon(lib.Daemon):
+    """evhostd alone in a network namespace of its own, loopback up: a route
+    added there drops its packets to one address and no other process's."""
+
+    def command(self):
+        return ["unshare", "-n", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+                *super().command()]
+
+    def ns_run(self, *argv):
+        subprocess.run(["nsenter", f"--net=/proc/{self.proc.pid}/ns/net", *argv], check=True)
+
+
+def in_netns(pid):
+    """A thread initializer: the thread's sockets are in process pid's
+    network namespace (setns affects the calling thread alone), once it
+    has one of its own (unshare may not have made it yet)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    lib.wait_until(lambda: os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net"),
+                   timeout=10, interval=0.01, message=f"process {pid}'s network namespace")
+    fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    try:
+        if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+            raise OSError(ctypes.get_errno(), "setns")
+    finally:
+        os.close(fd)
+
+
+def test_a_client_gone_without_a_word_lets_go_of_its_stream(evhostd, tmp_path, unique_name,
+                                                              build_dir):
+    # A client whose network is lost sends no FIN and no reset: the daemon
+    # learns of it only when what it sends goes unacknowledged. The kernel
+    # retransmits for about 15 minutes, during which the stream held its
+    # place under max_streams and its worker; the socket's TCP_USER_TIMEOUT
+    # (60 s) ends it sooner. The loss: every packet to the client's address
+    # (127.0.0.2) dropped by a blackhole route, in a namespace of the
+    # daemon's own; a broadcast right after gives the stream something to
+    # send, not to be acknowledged.
+    why = _netns_usable()
+    if why:
+        pytest.skip(f"needs a network namespace of its own: {why}")
+    config_dir, state_dir, port = evhostd.write_config(
+        notif_config(tmp_path, unique_name, build_dir), brokers="embedded")
+    d = NetnsDaemon(evhostd.binary, config_dir, state_dir, port, env=dict(os.environ))
+    evhostd.daemons.append(d)  # stopped and checked (exit code, sanitizers) at teardown
+    d.start()
+
+    def scenario():
+        d.wait_healthy(lib.health_timeout())
+        admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+        _, _, token = new_user(d, "Gone")
+        sock = socket.socket()
+        sock.bind(("127.0.0.2", 0))
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     f"Authorization: Bearer {token}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 "), "the stream's head"
+        lib.wait_until(lambda: sse_metrics(d)[("evhost_sse_streams", "notifications")] == 1,
+                       timeout=10, message="the stream counted open")
+        d.ns_run("ip", "route", "add", "blackhole", "127.0.0.2/32", "table", "local")
+        t0 = time.monotonic()
+        broadcast(d, admin, "to nobody who can hear")
+        lib.wait_until(lambda: sse_metrics(d)[("evhost_sse_streams", "notifications")] == 0,
+                       timeout=120, interval=1.0,
+                       message="the stream of the unreachable client let go")
+        gone = time.monotonic() - t0
+        sock.close()
+        return gone
+    with ThreadPoolExecutor(1, initializer=in_netns, initargs=(d.proc.pid,)) as pool:
+        gone = pool.submit(scenario).result(timeout=300)
+    print(f"the unreachable client's stream ended {gone:.1f} s after the loss")
+    assert ("event stream ended (client unreachable: what it was sent went unacknowledged "
+            "for 60 s)") in d.log_text()

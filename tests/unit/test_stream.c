@@ -22,6 +22,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -898,6 +899,30 @@ static void loopback_pair(int *server, int *client)
 	*client = cfd;
 }
 
+/* A stream's socket gets its user timeout: a client that vanished (no FIN,
+ * no reset) is dropped once what it was sent stays unacknowledged that
+ * long, not after the kernel's 15 minutes of retransmissions. */
+static void test_a_streams_socket_gets_its_user_timeout(void **st)
+{
+	int cfd, sfd;
+	unsigned int ms = 1;
+	socklen_t len = sizeof ms;
+	stream_hub *hub = started_hub(4);
+	stream *s = open_ok(hub, &plugin_a, "u");
+	(void)st;
+
+	loopback_pair(&sfd, &cfd);
+	assert_int_equal(getsockopt(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &len), 0);
+	assert_int_equal(ms, 0); /* the kernel's default */
+	stream_set_socket(s, sfd);
+	assert_int_equal(getsockopt(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &len), 0);
+	assert_int_equal(ms, STREAM_USER_TIMEOUT_MS);
+	stream_release(s);
+	stream_hub_free(hub);
+	close(sfd);
+	close(cfd);
+}
+
 static void test_stop_cuts_a_stream_stuck_writing(void **st)
 {
 	int cfd, sfd;
@@ -1087,6 +1112,7 @@ int main(void)
 	    cmocka_unit_test(test_resume_ignores_malformed_ids),
 	    cmocka_unit_test(test_resume_races_publishing),
 	    cmocka_unit_test(test_find_and_watch_socket),
+	    cmocka_unit_test(test_a_streams_socket_gets_its_user_timeout),
 	    cmocka_unit_test(test_stop_cuts_a_stream_stuck_writing),
 	    cmocka_unit_test(test_a_closed_stream_stuck_writing_gives_up_its_place),
 	    cmocka_unit_test(test_sdk_wrappers_on_old_and_new_hosts),
