@@ -1628,6 +1628,15 @@ static void test_dlq_redriven_records(void **state)
 	if (store_open(&f->s, f->path, "NORMAL", err, sizeof err) != EVH_OK)
 		fail_msg("store_open again: %s", err);
 	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 6, 9), 1);
+
+	/* The column cannot be added (here the name is a view's, not a
+	 * table's): the open fails, naming the file and the step. */
+	replace_db(f, "CREATE VIEW evh_dlq_redriven AS SELECT 'T.p.dlq' AS dlq_topic,"
+	              " 0 AS \"partition\", 5 AS \"offset\";");
+	assert_int_not_equal(store_open(&f->s, f->path, "NORMAL", err, sizeof err), EVH_OK);
+	assert_null(f->s);
+	assert_non_null(strstr(err, f->path));
+	assert_non_null(strstr(err, ": adding the dead letters' time to evh_dlq_redriven: "));
 }
 
 /* ----------------------------------------------------------- concurrency */
