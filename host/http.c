@@ -1451,8 +1451,12 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 		n = mg_read(req->conn, req->body + req->body_len, cap - req->body_len);
 		/* civetweb waits request_timeout for the rest of what was asked,
 		 * then hands over what came: without this the next read waited as
-		 * long again, and the client was told the connection closed. */
-		if (n < (int)(cap - req->body_len) && clock_mono_ms() - t0 >= timeout_ms * 9 / 10) {
+		 * long again, and the client was told the connection closed. A
+		 * chunked body's read is short only at the body's end (a stall
+		 * fails it: -1), which may come that late after a trickle of
+		 * chunks. */
+		if (n < (int)(cap - req->body_len) && (cl >= 0 || n < 0) &&
+		    clock_mono_ms() - t0 >= timeout_ms * 9 / 10) {
 			req->body_len += n > 0 ? (size_t)n : 0;
 			resp->close = 1;
 			problem(resp, 400, "bad-request",
