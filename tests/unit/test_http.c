@@ -1299,9 +1299,10 @@ static void test_out_of_memory(void **state)
 	                 0);
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
 	free(token);
+	int first_line = 0;
 	for (n = 0;; n++) {
-		char *r[10];
-		int want[10] = {200, 201, 200, 422, 405, 404, 200, 500, 202, 200}, failed;
+		char *r[11];
+		int want[11] = {200, 201, 200, 422, 405, 404, 200, 500, 202, 200, 200}, failed;
 		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
 		r[0] = request(f, "GET", "/t/echo/al%20ice?q=a%2Bb&z=1", "X-Test: 1\r\n", NULL);
 		r[1] = request(f, "POST", "/t/json", "Content-Type: application/json\r\n",
@@ -1314,8 +1315,11 @@ static void test_out_of_memory(void **state)
 		r[7] = request(f, "GET", "/t/fail", NULL, NULL);
 		r[8] = request(f, "GET", "/t/headers", NULL, NULL);
 		r[9] = request(f, "GET", "/t/big-header", NULL, NULL);
+		/* A field on two lines: its joined value is a copy, or without
+		 * memory for it the first line's value. */
+		r[10] = request(f, "GET", "/t/echo/two", "X-Test: a\r\nX-Test: b\r\n", NULL);
 		failed = alloc_faults_disarm();
-		for (int i = 0; i < 10; i++) {
+		for (int i = 0; i < 11; i++) {
 			int st;
 			if (!r[i][0])
 				fail_msg("run %ld, request %d: the connection closed without an answer", n, i);
@@ -1329,12 +1333,20 @@ static void test_out_of_memory(void **state)
 			/* ... and its headers: /t/headers says what adding X-Good gave */
 			if (i == 8 && st == 202 && strcmp(body_of(r[i]), "-3 -3 -3 0"))
 				fail_msg("run %ld: a 202 whose header was lost:\n%s", n, r[i]);
+			if (i == 10 && st == 200) {
+				int joined = strstr(body_of(r[i]), "|x=a, b|") != NULL;
+				int first = failed && strstr(body_of(r[i]), "|x=a|") != NULL;
+				if (!joined && !first)
+					fail_msg("run %ld: X-Test on two lines gave:\n%s", n, r[i]);
+				first_line += first;
+			}
 			free(r[i]);
 		}
 		if (!failed)
 			break;
 	}
 	assert_true(n > 5); /* the host allocated, and was failed, along the way */
+	assert_true(first_line > 0); /* the join's copy was among those failed */
 }
 
 /* The admin API and /readyz out of memory, cJSON's allocations included
