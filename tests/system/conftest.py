@@ -32,6 +32,18 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+def pytest_collection_modifyitems(config, items):
+    # Tests marked slow mostly wait (a broker outage, a timeout running out):
+    # first in the order, so that a pass starts them early and their waits
+    # overlap the rest, instead of ending the pass on a worker that took one
+    # last. Those that need the OpenTelemetry Collector come last: the first
+    # pass starts while scripts/test still builds it (a cold build takes
+    # minutes), and a test waiting for it holds its worker idle. A stable
+    # sort: every worker collects the same order.
+    items.sort(key=lambda item: ("otel_collector" in getattr(item, "fixturenames", ()),
+                                 item.get_closest_marker("slow") is None))
+
+
 def _failed(request):
     rep = getattr(request.node, "rep_call", None)
     return rep is None or rep.failed

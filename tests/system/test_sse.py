@@ -1082,6 +1082,7 @@ def in_netns(pid):
         os.close(fd)
 
 
+@pytest.mark.slow  # a minute of waiting for TCP_USER_TIMEOUT
 def test_a_client_gone_without_a_word_lets_go_of_its_stream(evhostd, tmp_path, unique_name,
                                                               build_dir):
     # A client whose network is lost sends no FIN and no reset: the daemon
