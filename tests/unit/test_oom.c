@@ -34,6 +34,7 @@
 #include "clock.h"
 #include "config.h"
 #include "diag.h"
+#include "httpc.h"
 #include "dlq.h"
 #include "json.h"
 #include "jsonb.h"
@@ -370,6 +371,24 @@ static void test_jwks_fetch(void **state)
 	idp_stop();
 	unlink(fc.cache);
 	assert_int_equal(rmdir(dir), 0);
+}
+
+/* A name (not an address) is looked up on a thread of its own, with a
+ * record the thread and the caller share: without memory for it, the
+ * connection fails saying so (getaddrinfo's own allocations are libc's,
+ * not counted: the record is the first). */
+static void test_name_lookup_without_memory(void **state)
+{
+	httpc_conn c;
+	char err[256] = "";
+	int rc, failed;
+	(void)state;
+	alloc_faults_arm(0, ALLOC_THIS_THREAD);
+	rc = httpc_open(&c, "localhost", "9", NULL, clock_mono_ms() + 5000, err, sizeof err);
+	failed = alloc_faults_disarm();
+	assert_true(failed);
+	assert_int_equal(rc, -1);
+	assert_string_equal(err, "cannot resolve localhost: out of memory");
 }
 
 /* --------------------------------------------------------- configuration */
@@ -1383,6 +1402,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_jwt), 2},
     {cmocka_unit_test(test_jwks), 2},
     {cmocka_unit_test(test_jwks_fetch), 2},
+    {cmocka_unit_test(test_name_lookup_without_memory), 2},
     {cmocka_unit_test(test_config), 2},
     {cmocka_unit_test(test_config_problem_not_recorded), 2},
     {cmocka_unit_test(test_plugin_metric), 2},
