@@ -1294,15 +1294,17 @@ static void test_out_of_memory(void **state)
 	const char *const roles[] = {"admin"};
 	char *token = NULL, auth[600];
 	long n;
+	int first_line = 0; /* runs where the join's copy failed */
 	assert_int_equal(jwt_sign("alice", roles, 1, (int64_t)time(NULL) * 1000, 600, "evhost",
 	                          (const unsigned char *)SECRET, strlen(SECRET), &token),
 	                 0);
 	snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
 	free(token);
-	int first_line = 0;
 	for (n = 0;; n++) {
-		char *r[11];
-		int want[11] = {200, 201, 200, 422, 405, 404, 200, 500, 202, 200, 200}, failed;
+		static const int want[] = {200, 201, 200, 422, 405, 404, 200, 500, 202, 200, 200};
+		enum { NREQ = sizeof want / sizeof want[0] };
+		char *r[NREQ];
+		int failed;
 		alloc_faults_arm(n, ALLOC_OTHER_THREADS);
 		r[0] = request(f, "GET", "/t/echo/al%20ice?q=a%2Bb&z=1", "X-Test: 1\r\n", NULL);
 		r[1] = request(f, "POST", "/t/json", "Content-Type: application/json\r\n",
@@ -1319,7 +1321,7 @@ static void test_out_of_memory(void **state)
 		 * memory for it the first line's value. */
 		r[10] = request(f, "GET", "/t/echo/two", "X-Test: a\r\nX-Test: b\r\n", NULL);
 		failed = alloc_faults_disarm();
-		for (int i = 0; i < 11; i++) {
+		for (int i = 0; i < NREQ; i++) {
 			int st;
 			if (!r[i][0])
 				fail_msg("run %ld, request %d: the connection closed without an answer", n, i);
