@@ -59,8 +59,11 @@ def test_the_collector_from_a_build_under_way_is_waited_for(tmp_path):
     (tmp_path / "otelcol.log").write_text("otelcol: building\n")
 
     def finish():
+        # As scripts/test writes it: the .rc whole, by a rename (a file being
+        # written could be seen empty, a failure with no status).
         (tmp_path / "otelcol.path").write_text("/cache/otelcol-evhost-test-1234\n")
-        (tmp_path / "otelcol.rc").write_text("0\n")
+        (tmp_path / "otelcol.rc.tmp").write_text("0\n")
+        (tmp_path / "otelcol.rc.tmp").rename(tmp_path / "otelcol.rc")
 
     timer = threading.Timer(1.0, finish)
     timer.start()
