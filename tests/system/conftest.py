@@ -32,7 +32,33 @@ def pytest_runtest_makereport(item, call):
     setattr(item, "rep_" + rep.when, rep)
 
 
+def _build_dir():
+    d = Path(os.environ.get("EVHOST_BUILD_DIR", "build"))
+    return d if d.is_absolute() else lib.REPO_ROOT / d
+
+
+_ONE_CASE = ("ThreadSanitizer runs the first case of an input sweep (the cases take "
+             "the same threads through the same code); the plain and ASan passes run "
+             "every case")
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m: the first case of those selected
 def pytest_collection_modifyitems(config, items):
+    # Under ThreadSanitizer a test marked `inputs` (a parametrized sweep of
+    # requests or settings through the same code) runs its first case only:
+    # what the cases change is a parser's or a check's input, in one thread,
+    # which is AddressSanitizer's and the plain pass's to sweep; the races
+    # ThreadSanitizer looks for are the same in each case.
+    if lib.sanitizer(_build_dir()) == "tsan":
+        seen = set()
+        for item in items:
+            if item.get_closest_marker("inputs") is None or not hasattr(item, "callspec"):
+                continue
+            fn = (item.path, item.originalname)
+            if fn in seen:
+                item.add_marker(pytest.mark.skip(reason=_ONE_CASE))
+            seen.add(fn)
+
     # Tests marked slow mostly wait (a broker outage, a timeout running out):
     # first in the order, so that a pass starts them early and their waits
     # overlap the rest, instead of ending the pass on a worker that took one
@@ -51,9 +77,7 @@ def _failed(request):
 
 @pytest.fixture(scope="session")
 def build_dir():
-    d = Path(os.environ.get("EVHOST_BUILD_DIR", "build"))
-    if not d.is_absolute():
-        d = lib.REPO_ROOT / d
+    d = _build_dir()
     if not (d / "host" / "evhostd").exists():
         pytest.fail(f"{d}/host/evhostd not found: build first (cmake -S . -B build && "
                     f"cmake --build build), or point EVHOST_BUILD_DIR at a build tree")

@@ -91,6 +91,7 @@ def test_collection_without_rules_takes_any_object(d):
     assert doc["anything"] == [1, None, {"deep": True}] and doc[""] == "empty key"
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body,field", [
     ({"price": 1}, "name"),
     ({"name": None, "price": 1}, "name"),
@@ -118,6 +119,7 @@ def test_integer_accepts_whole_numbers_only(d):
             422, "validation", "stock")
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body", ["[]", "[{\"name\": \"lamp\"}]", "\"lamp\"", "3", "null"])
 def test_create_needs_a_json_object(d, body):
     r = d.post("/crud/orders", data=body, headers={"Content-Type": "application/json"})
@@ -266,6 +268,7 @@ def test_numbers_are_kept_exactly(evhostd, tmp_path):
         assert_numbers_exact(text, f"event {i}")
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("text,value", [("1.7976931348623157e308", 1.7976931348623157e308),
                                         ("-1.7976931348623157e308", -1.7976931348623157e308)])
 def test_the_largest_double_is_stored(d, text, value):
@@ -573,6 +576,7 @@ def test_put_honours_if_match(d):
         c.close()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body,field", [
     ({"name": "x"}, "price"),
     ({"name": "x", "price": "free"}, "price"),
@@ -762,6 +766,7 @@ def test_list_default_limit_is_20(d):
     assert len(listing(d, f"cursor={page['next_cursor']}", "orders")["items"]) == 1
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=x", "limit"), ("limit=", "limit"),
     ("cursor=%21%21", "cursor"), ("cursor=YWJj", "cursor"), ("cursor=", "cursor"),
@@ -810,6 +815,7 @@ def test_list_filter_paging_keeps_the_filter(d):
     assert got == [f"r{i}" for i in range(5)]
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field", [
     ("price=cheap", "price"),
     ("stock=1.x", "stock"),
@@ -836,6 +842,7 @@ def test_list_filter_values_are_data_not_sql(d):
 ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowed)"
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field,detail", [
     # a value that cannot be decoded: the parameter is named, as limit and cursor are
     ("name=%zz", "name", "the value of query parameter 'name' has a malformed percent-escape "
@@ -872,6 +879,7 @@ def test_list_malformed_query_string(d, query, field, detail):
 NOT_UTF8 = "is not UTF-8 once percent-decoded"
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field", [
     ("name=%FF", "name"),              # a byte no UTF-8 has
     ("color=red%C3", "color"),         # cut short, on a field without a type
@@ -909,6 +917,7 @@ def test_a_filter_value_of_512_bytes_is_taken(d):
 # ------------------------------------------------------------- configuration
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("keys,needle", [
     ({"collection.products.types": "price:float"}, "collection.products"),
     ({"collection.products.types": "price"}, "collection.products"),
@@ -934,6 +943,7 @@ def test_bad_rules_stop_the_start(evhostd, keys, needle):
     assert needle in d.log_text()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("line,said", [
     # A bad name in types is said at the types key and its line, not at
     # required's (which these rules do not even set).

@@ -67,6 +67,7 @@ def test_version_and_help(build_dir):
     assert r.returncode == 2
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("fixture,needle", [
     ("not_elf.so", "not a shared object"),
     ("no_entry.so", "no symbol evh_plugin_entry_v1"),
@@ -85,6 +86,7 @@ def test_refuses_bad_plugin(evhostd, build_dir, fixture, needle):
     assert "evhost.conf:" in lines[0] and str(path) in lines[0]
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("variant,needle", [
     (7, "its configuration schema lists 'topic' twice (entries 2 and 5): "
         "a plugin bug, rebuild it"),
@@ -131,6 +133,7 @@ def test_a_subscription_without_a_topic_is_refused_and_said(evhostd, build_dir):
         r.stderr
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("keys,needle", [
     ({"retry.max_attempts": 1001}, "max_attempts 1001 is out of range (0 for the host's "
                                    "[kafka] retry.max_attempts, or 1 to 1000)"),
@@ -706,6 +709,7 @@ def test_a_default_directory_that_is_not_there_is_refused_by_the_check(evhostd, 
     assert not Path(default.group(1)).is_dir()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_check_config_logs_in_the_configured_format(evhostd, build_dir, fmt):
     """--check-config's log lines (a plugin's own from its check, and the
@@ -1348,6 +1352,7 @@ def test_configures_without_the_tests(tmp_path):
     assert "test_store" not in targets and "_faults" not in targets, targets
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("prefix", ["/usr", "/usr/local", "/opt/evtest"])
 def test_the_configuration_installs_where_the_daemon_looks(tmp_path, prefix):
     # The configuration files install into the directory of the default

@@ -146,6 +146,7 @@ def test_user_created_over_https_gets_the_welcome_mail(evhostd, tmp_path, unique
                        "request")
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("case, needle", [
     ("certificate only", "has no private key"),
     ("key only", "has no certificate"),
@@ -702,6 +703,7 @@ def test_tls_ciphers_and_ciphersuites(evhostd, tmp_path):
     assert r.status_code == 200
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("keys, needle", [
     ({"tls_min_version": "1.1"}, "[http] tls_min_version: expected 1.2 or 1.3"),
     ({"tls_ciphers": "NOPE:ALSO-NOPE"},

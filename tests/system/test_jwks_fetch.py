@@ -234,6 +234,7 @@ def test_keys_fetched_at_start_check_the_providers_tokens(evhostd, build_dir, tm
         assert_refused(d, token(k["other"], "enc-1"), UNKNOWN_KID)
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("framing", ["length", "chunked", "close"])
 def test_the_answer_may_be_framed_any_way(evhostd, build_dir, certs, k, framing):
     # A set of some size (a provider's with certificates runs to kilobytes),

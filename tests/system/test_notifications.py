@@ -362,6 +362,7 @@ def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_nam
     assert e["event_id"] in ids
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("written,password,mode", [
     ("s3cret-Passw0rd\n", "s3cret-Passw0rd", 0o600),
     ("s3cret-Passw0rd\r\n", "s3cret-Passw0rd", 0o640),
@@ -436,6 +437,7 @@ def test_welcome_mail_over_smtps(evhostd, tmp_path, unique_name, kafka_bootstrap
         sink.stop()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("trouble", ["untrusted certificate", "wrong password", "no STARTTLS",
                                      "STARTTLS required"])
 def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, unique_name,
@@ -485,6 +487,7 @@ def test_mail_setup_trouble_is_dead_lettered_not_failed(evhostd, tmp_path, uniqu
         sink.stop()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("line,said", [
     ("topic.broadcast = has space", "topic.broadcast: 'has space' is not a Kafka topic name "
                                     "(1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"),
@@ -522,6 +525,7 @@ CLEAR = ("but smtp_url is smtp:// to {host} without smtp_starttls = true: the pa
          " allowed only to a loopback address: localhost, 127.0.0.0/8, ::1)")
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("keys,said", [
     ({"smtp_url": "smtp://relay.example:25", "smtp_user": "mailer"},
      "smtp_user: is set, " + CLEAR.format(host="relay.example")),
@@ -564,6 +568,7 @@ def test_a_login_in_clear_is_refused_unless_to_this_host(evhostd, tmp_path, keys
     assert r.returncode == 1 and said in r.stderr, r.stderr
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("key", ["smtp_ca_file", "smtp_password_file"])
 def test_unreadable_smtp_file_is_a_configuration_error(evhostd, tmp_path, key):
     # An EVH_CFG_FILE key: --check-config finds it, at its line, and the

@@ -165,6 +165,7 @@ def test_register_returns_the_user_and_where_it_lives(d):
     assert "password" not in r.text and "argon2" not in r.text
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body,field", [
     ({"email": "a@example.com", "password": PASSWORD}, "name"),
     ({"name": "  ", "email": "a@example.com", "password": PASSWORD}, "name"),
@@ -208,6 +209,7 @@ def test_register_limits_are_inclusive(d):
     assert r.status_code == 201, r.text
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body", ["[1, 2]", "\"text\"", "42", "null"])
 @STORES_NOTHING
 def test_register_needs_a_json_object(d, body):
@@ -289,6 +291,7 @@ def test_list_default_page_is_20_and_cursor_continues_after_deletes(d):
     assert rest["next_cursor"] is None
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field", [
     ("limit=0", "limit"), ("limit=101", "limit"), ("limit=-1", "limit"), ("limit=ten", "limit"),
     ("limit=", "limit"), ("limit=2.5", "limit"),
@@ -304,6 +307,7 @@ def test_list_rejects_bad_limit_and_cursor(d, query, field):
 ESCAPE_RULE = "(each % must be followed by two hex digits, and %00 is not allowed)"
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("query,field", [
     ("cursor=%zz", "cursor"), ("limit=%4", "limit"), ("limit=1%00", "limit"), ("x=%", "x"),
     ("limit=5&cursor=ab%2", "cursor"), ("curs%6Fr=%zz", "cursor"), ("li%zzmit=5", None),
@@ -380,6 +384,7 @@ def test_login_failures_look_the_same(d):
     assert {p["title"] for p in bodies} == {bodies[0]["title"]}
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body,field", [
     ({"password": PASSWORD}, "email"),
     ({"email": 7, "password": PASSWORD}, "email"),
@@ -1021,6 +1026,7 @@ def test_only_the_user_or_an_admin_may_change_or_delete(d):
                    headers=bearer(ada_token)).status_code == 200
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("body,field", [
     ({"name": ""}, "name"),
     ({"name": None}, "name"),
@@ -1171,6 +1177,7 @@ def test_tokens_longer_than_token_ttl_max_are_refused(evhostd, tmp_path):
     d.wait_for_log("auth sign: a token for 7200 s would outlive [auth] token_ttl_max (3600 s)")
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("value", ["30s", "367d", "1.5m", "soon", ""])
 def test_bad_token_ttl_max_stops_the_start(evhostd, tmp_path, value):
     config = user_config(tmp_path)
@@ -1373,6 +1380,7 @@ def test_admin_email_of_an_existing_user_is_not_promoted(evhostd, tmp_path):
     assert ADMIN_EMAIL not in log, log
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("keys,needle", [
     ({"argon2_memlimit": "1k"}, "argon2_memlimit"),
     ({"argon2_opslimit": "fast"}, "argon2_opslimit"),
@@ -1412,6 +1420,7 @@ def test_bad_settings_stop_the_start(evhostd, tmp_path, keys, needle):
     assert needle in d.log_text()
 
 
+@pytest.mark.inputs
 @pytest.mark.parametrize("line,where,said", [
     ("topic.created = has space", 3, "topic.created: 'has space' is not a Kafka topic name "
                                      "(1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"),
