@@ -951,6 +951,11 @@ class DaemonFactory:
         host.setdefault("plugin_dir", str(self.plugin_dir))
         host.setdefault("state_dir", str(state_dir))
         sections.setdefault("http", {}).setdefault("listen", f"127.0.0.1:{port}")
+        # 8 HTTP workers rather than the default 32: as many as any test keeps
+        # busy at once (one that needs more says so), and each thread started
+        # costs a sanitized daemon (ThreadSanitizer's: a quarter of the CPU of
+        # test_crud's tests with 32).
+        sections["http"].setdefault("threads", 8)
         kafka = sections.setdefault("kafka", {})
         kafka.setdefault("brokers", brokers or self.default_brokers or "embedded")
         # Plain text logs are easier to read in a failed test's output.
