@@ -1450,6 +1450,11 @@ static void k_max_streams(set_ctx *x, const cfg_entry *e)
 	get_int_into(x, e, 1, 256, &x->s->http_max_streams);
 }
 
+static void k_stream_unacked_timeout(set_ctx *x, const cfg_entry *e)
+{
+	get_timeout_ms(x, e, &x->s->http_stream_unacked_ms);
+}
+
 static void k_max_plugin_requests(set_ctx *x, const cfg_entry *e)
 {
 	get_int_into(x, e, 0, 256, &x->s->http_max_plugin_requests);
@@ -1495,6 +1500,7 @@ static const key_def http_keys[] = {
     {"request_timeout", k_request_timeout},
     {"keep_alive_timeout", k_keep_alive_timeout},
     {"max_streams", k_max_streams},
+    {"stream_unacked_timeout", k_stream_unacked_timeout},
     {"max_plugin_requests", k_max_plugin_requests},
     {"max_body_bytes", k_max_body},
     {"max_head_bytes", k_max_head},
@@ -2314,6 +2320,7 @@ static void settings_defaults(set_ctx *x)
 	s->http_threads = 32;
 	s->http_request_timeout_ms = 10000;
 	s->http_keep_alive_ms = 500;
+	s->http_stream_unacked_ms = 60000;
 	s->max_body_bytes = 1024 * 1024;
 	s->http_max_head_bytes = 16 * 1024;
 	s->json_max_depth = 32;

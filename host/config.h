@@ -128,6 +128,7 @@ typedef struct settings {
 	int http_keep_alive_ms; /* [http] keep_alive_timeout: idle wait between requests;
 	                         * -1: keep-alive off ("0"); 0: civetweb's 500 ms */
 	int http_max_streams; /* [http] max_streams; 0 = threads/2, at least 1 */
+	int http_stream_unacked_ms; /* [http] stream_unacked_timeout: a vanished client's stream */
 	int http_max_plugin_requests; /* [http] max_plugin_requests; 0 = no limit */
 	int64_t max_body_bytes;
 	int http_max_head_bytes; /* [http] max_head_bytes: a request line and headers; 0 = 16K */

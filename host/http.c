@@ -2138,7 +2138,7 @@ static const char *stream_token_ended(const http_server *srv, const evh_request 
 static size_t stream_serve(const http_server *srv, evh_request *req, evh_response *resp)
 {
 	struct mg_connection *c = req->conn;
-	char hello[32], end[32], *buf;
+	char hello[32], end[32], unreachable[128], *buf;
 	const char *ended = NULL;
 	size_t sent = 0, len;
 	double last, checked = now_ms();
@@ -2190,14 +2190,18 @@ static size_t stream_serve(const http_server *srv, evh_request *req, evh_respons
 		free(buf);
 		last = now_ms();
 	}
+	if (!ended && ok && r != STREAM_CLOSED && stream_socket_error(fd) == ETIMEDOUT) {
+		snprintf(unreachable, sizeof unreachable,
+		         "client unreachable: what it was sent went unacknowledged for [http] "
+		         "stream_unacked_timeout (%d ms)",
+		         srv->h->set.http_stream_unacked_ms);
+		ended = unreachable;
+	}
 	log_debug("http", "%s %s: event stream ended (%s)", req->method, req->path,
 	          ended                 ? ended
 	          : !ok                ? "a write failed: the client left or stopped reading"
 	          : r == STREAM_CLOSED ? stream_close_reason(resp->stream)
-	          : stream_socket_error(fd) == ETIMEDOUT
-	              ? "client unreachable: what it was sent went unacknowledged for "
-	                STREAM_USER_TIMEOUT_TEXT
-	              : "client left");
+	                               : "client left");
 	return sent;
 }
 
@@ -2923,6 +2927,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	mg_set_auth_handler(srv->ctx, "/", civetweb_auth, srv);
 	mg_set_request_handler(srv->ctx, "/", handle_request, srv);
 	atomic_store(&srv->routing, 1);
+	stream_hub_set_unacked_ms(stream_hub_global(), (unsigned int)h->set.http_stream_unacked_ms);
 	stream_hub_start(stream_hub_global(), http_max_streams(&h->set, 1));
 	*out = srv;
 	return 0;

@@ -78,6 +78,7 @@ struct stream_hub {
 	stream *held;
 	int accepting;
 	int max_streams;
+	unsigned int unacked_ms; /* TCP_USER_TIMEOUT of the streams' sockets */
 	int count;         /* opened, not yet released */
 	int counted;       /* of those, the ones counting against max_streams */
 	uint64_t first_id; /* 0 until chosen (first_id_locked) */
@@ -133,6 +134,13 @@ void stream_hub_start(stream_hub *hub, int max_streams)
 	pthread_mutex_lock(&hub->mu);
 	hub->max_streams = max_streams > 0 ? max_streams : 0;
 	hub->accepting = 1;
+	pthread_mutex_unlock(&hub->mu);
+}
+
+void stream_hub_set_unacked_ms(stream_hub *hub, unsigned int ms)
+{
+	pthread_mutex_lock(&hub->mu);
+	hub->unacked_ms = ms;
 	pthread_mutex_unlock(&hub->mu);
 }
 
@@ -252,13 +260,14 @@ int stream_hub_wait_idle(stream_hub *hub, int timeout_ms)
 
 void stream_set_socket(stream *s, int fd)
 {
-	unsigned int ms = STREAM_USER_TIMEOUT_MS;
-	/* Best effort: without it the kernel's own give-up applies. */
-	if (fd >= 0)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+	unsigned int ms;
 	pthread_mutex_lock(&s->hub->mu);
 	s->fd = fd;
+	ms = s->hub->unacked_ms;
 	pthread_mutex_unlock(&s->hub->mu);
+	/* Best effort: without it the kernel's own give-up applies. */
+	if (fd >= 0 && ms > 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
 }
 
 /* The socket stays the connection's for as long as its stream is held: the

@@ -35,15 +35,6 @@
 #define STREAM_KEEPALIVE_MS 15000 /* ": keepalive" after this long without a write */
 #define STREAM_POLL_MS 500        /* how often an idle owner checks the client is still there */
 #define STREAM_RETRY_MS 3000      /* the "retry:" reconnection delay announced to clients */
-/* A client gone without a word (its network lost: no FIN, no reset) is
- * dropped once a frame or keepalive it was sent stays unacknowledged this
- * long (TCP_USER_TIMEOUT), not after the kernel's retransmissions (about
- * 15 minutes) during which it held its place under max_streams. */
-#define STREAM_USER_TIMEOUT_S 60
-#define STREAM_USER_TIMEOUT_MS (STREAM_USER_TIMEOUT_S * 1000)
-#define STREAM_STR_(x) #x
-#define STREAM_STR(x) STREAM_STR_(x)
-#define STREAM_USER_TIMEOUT_TEXT STREAM_STR(STREAM_USER_TIMEOUT_S) " s" /* said in the log */
 #define STREAM_QUEUE_MAX 64       /* frames queued per stream before it is dropped */
 /* ... and bytes of them: a frame is at most about 450 KiB (STREAM_DATA_MAX
  * of line breaks, each a "data: " line), so 64 of them held up to 28 MiB
@@ -99,6 +90,13 @@ void stream_hub_free(stream_hub *hub);
 /* Accept new streams, at most `max_streams` at a time (0: none, each refused
  * EVH_EBUSY; [http] threads = 1 leaves no worker for one). */
 void stream_hub_start(stream_hub *hub, int max_streams);
+/* How long what a stream sent may go unacknowledged before its connection
+ * ends (TCP_USER_TIMEOUT, given to each stream's socket by
+ * stream_set_socket): [http] stream_unacked_timeout. A client gone without
+ * a word (its network lost: no FIN, no reset) is then dropped, not after
+ * the kernel's retransmissions (about 15 minutes) during which it held its
+ * place under max_streams. 0 (until set): the kernel's default. */
+void stream_hub_set_unacked_ms(stream_hub *hub, unsigned int ms);
 /* Refuse new streams and close every open one (daemon stop). Returns how
  * many were closed. */
 size_t stream_hub_stop(stream_hub *hub);
@@ -186,9 +184,9 @@ size_t stream_close_owner(stream_hub *hub, const void *owner);
  * queued frames, and after a close a final comment saying why. */
 stream_wait_result stream_wait(stream *s, int timeout_ms, char **out, size_t *len);
 /* Tell the hub the socket of the stream's connection (stream_find_socket;
- * -1: unknown), for stream_hub_cut, and give the socket its
- * STREAM_USER_TIMEOUT_MS. Owner thread; the socket must stay open until
- * stream_release. */
+ * -1: unknown), for stream_hub_cut, and give the socket the hub's
+ * unacknowledged timeout (stream_hub_set_unacked_ms). Owner thread; the
+ * socket must stay open until stream_release. */
 void stream_set_socket(stream *s, int fd);
 /* Why the stream was closed ("" while open); static text. */
 const char *stream_close_reason(stream *s);
@@ -211,7 +209,7 @@ int stream_find_socket(const char *peer_addr, int peer_port, int local_port);
  * blocks; 0 when fd < 0). */
 int stream_peer_gone(int fd);
 /* The pending error of socket `fd` (SO_ERROR, which it clears): ETIMEDOUT
- * after STREAM_USER_TIMEOUT_MS without an acknowledgement; 0 for none, or
- * when fd < 0. */
+ * after the hub's unacknowledged timeout ran out; 0 for none, or when
+ * fd < 0. */
 int stream_socket_error(int fd);
 #endif

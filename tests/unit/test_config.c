@@ -635,6 +635,22 @@ static void test_request_timeout(void **state)
 	assert_int_equal(f->s.http_request_timeout_ms, 2500);
 }
 
+static void test_stream_unacked_timeout(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(settings_of(f, MIN_KAFKA, "t.conf"), 0);
+	assert_int_equal(f->s.http_stream_unacked_ms, 60000);
+	expect_one_error(MIN_KAFKA "[http]\nstream_unacked_timeout = 0\n", "t.conf",
+	                 "t.conf:4: [http] stream_unacked_timeout: expected a duration from 1s to "
+	                 "1h, such as 10s or 2m, got '0'");
+	expect_one_error(MIN_KAFKA "[http]\nstream_unacked_timeout = 2h\n", "t.conf",
+	                 "t.conf:4: [http] stream_unacked_timeout: expected a duration from 1s to "
+	                 "1h, such as 10s or 2m, got '2h'");
+	assert_int_equal(settings_of(f, MIN_KAFKA "[http]\nstream_unacked_timeout = 5m\n", "t.conf"),
+	                 0);
+	assert_int_equal(f->s.http_stream_unacked_ms, 300000);
+}
+
 static void test_max_head_bytes(void **state)
 {
 	fixture *f = *state;
@@ -1918,6 +1934,7 @@ int main(void)
 	    T(test_bad_values),
 	    T(test_json_max_depth_bound),
 	    T(test_request_timeout),
+	    T(test_stream_unacked_timeout),
 	    T(test_keep_alive_timeout),
 	    T(test_auth_durations),
 	    T(test_max_head_bytes),

@@ -916,7 +916,14 @@ static void test_a_streams_socket_gets_its_user_timeout(void **st)
 	assert_int_equal(ms, 0); /* the kernel's default */
 	stream_set_socket(s, sfd);
 	assert_int_equal(getsockopt(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &len), 0);
-	assert_int_equal(ms, STREAM_USER_TIMEOUT_MS);
+	assert_int_equal(ms, 0); /* none set on the hub: left to the kernel */
+	stream_release(s);
+	/* [http] stream_unacked_timeout's, for the streams opened after it is set */
+	stream_hub_set_unacked_ms(hub, 5000);
+	s = open_ok(hub, &plugin_a, "u");
+	stream_set_socket(s, sfd);
+	assert_int_equal(getsockopt(sfd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, &len), 0);
+	assert_int_equal(ms, 5000);
 	stream_release(s);
 	stream_hub_free(hub);
 	close(sfd);
