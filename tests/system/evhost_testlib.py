@@ -725,6 +725,35 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", ": runti
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+# librdkafka 2.0.2 (Debian 12's) may never end the destroy of a consumer one
+# of whose partitions was removed from the cluster while it consumed it (an
+# operation of the partition's fetch queue keeps it: librdkafka#4724, fixed
+# in 2.5.0). evhostd's stop guard then ends the daemon after [host]
+# stop_timeout and 10 s more, saying so, with status 3.
+LIBRDKAFKA_DESTROY_HUNG = ("still waiting for plugin '{}': its consumer's Kafka client ending "
+                           "(librdkafka's threads); exiting now (status 3)")
+
+
+def librdkafka_destroy_hung(d, code, plugin):
+    """Whether `d`, stopped with exit code `code`, was ended by its stop guard
+    because librdkafka's destroy of `plugin`'s consumer never ended (above).
+    Its ThreadSanitizer report of the librdkafka threads left running at
+    that exit, if any, is then forgiven at teardown."""
+    hung = code == 3 and LIBRDKAFKA_DESTROY_HUNG.format(plugin) in d.log_text()
+    d.librdkafka_hung = d.librdkafka_hung or hung
+    return hung
+
+
+def _only_librdkafka_thread_leaks(text):
+    """Whether every sanitizer report in `text` is ThreadSanitizer's thread
+    leak of one of librdkafka's threads (named rdk:...)."""
+    if any(m in text for m in SANITIZER_MARKERS if m != "ThreadSanitizer"):
+        return False
+    leaks = re.findall(r"WARNING: ThreadSanitizer: thread leak \(pid=\d+\)\n\s*"
+                       r"Thread T\d+ '(rdk:[^']*)'", text)
+    return len(leaks) == text.count("WARNING: ThreadSanitizer:")
+
+
 def lsan_tracer_crashed(code, log):
     """Whether a process that aborted did so because LeakSanitizer's own
     tracer crashed at exit ("Tracer caught signal 11", google/sanitizers
@@ -819,6 +848,7 @@ class Daemon(Child):
         # Exit code expected when the fixture stops the daemon at teardown;
         # None: do not check.
         self.expect_exit_code = 0
+        self.librdkafka_hung = False  # librdkafka_destroy_hung
 
     def command(self):
         return [str(self.binary), "-c", str(self.config_file)]
@@ -878,6 +908,8 @@ class Daemon(Child):
 
     def sanitizer_report(self):
         text = self.log_text()
+        if self.librdkafka_hung and _only_librdkafka_thread_leaks(text):
+            return None
         for marker in SANITIZER_MARKERS:
             i = text.find(marker)
             if i >= 0:
