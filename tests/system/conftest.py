@@ -40,6 +40,8 @@ def _build_dir():
 _ONE_CASE = ("ThreadSanitizer runs the first case of an input sweep (the cases take "
              "the same threads through the same code); the plain and ASan passes run "
              "every case")
+_NO_BUILD = ("runs no program of the build under test (the harness, the docs, promtool, "
+             "a build of its own): the plain pass runs it")
 
 
 @pytest.hookimpl(trylast=True)  # after -k and -m: the first case of those selected
@@ -49,7 +51,15 @@ def pytest_collection_modifyitems(config, items):
     # what the cases change is a parser's or a check's input, in one thread,
     # which is AddressSanitizer's and the plain pass's to sweep; the races
     # ThreadSanitizer looks for are the same in each case.
-    if lib.sanitizer(_build_dir()) == "tsan":
+    # A test that takes neither build_dir nor evhostd (nor a fixture built
+    # on them) runs nothing a sanitizer watches: the same again under ASan
+    # and TSan would only cost their passes time.
+    sanitizer = lib.sanitizer(_build_dir())
+    if sanitizer:
+        for item in items:
+            if not {"build_dir", "evhostd"} & set(getattr(item, "fixturenames", ())):
+                item.add_marker(pytest.mark.skip(reason=_NO_BUILD))
+    if sanitizer == "tsan":
         seen = set()
         for item in items:
             if item.get_closest_marker("inputs") is None or not hasattr(item, "callspec"):
