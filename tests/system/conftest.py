@@ -46,11 +46,6 @@ _NO_BUILD = ("runs no program of the build under test (the harness, the docs, pr
 
 @pytest.hookimpl(trylast=True)  # after -k and -m: the first case of those selected
 def pytest_collection_modifyitems(config, items):
-    # Under ThreadSanitizer a test marked `inputs` (a parametrized sweep of
-    # requests or settings through the same code) runs its first case only:
-    # what the cases change is a parser's or a check's input, in one thread,
-    # which is AddressSanitizer's and the plain pass's to sweep; the races
-    # ThreadSanitizer looks for are the same in each case.
     # A test that takes neither build_dir nor evhostd (nor a fixture built
     # on them) runs nothing a sanitizer watches: the same again under ASan
     # and TSan would only cost their passes time.
@@ -59,6 +54,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if not {"build_dir", "evhostd"} & set(getattr(item, "fixturenames", ())):
                 item.add_marker(pytest.mark.skip(reason=_NO_BUILD))
+    # Under ThreadSanitizer a test marked `inputs` (a parametrized sweep of
+    # requests or settings through the same code) runs its first case only:
+    # what the cases change is a parser's or a check's input, in one thread,
+    # which is AddressSanitizer's and the plain pass's to sweep; the races
+    # ThreadSanitizer looks for are the same in each case.
     if sanitizer == "tsan":
         seen = set()
         for item in items:
