@@ -1093,7 +1093,8 @@ def test_a_client_gone_without_a_word_lets_go_of_its_stream(evhostd, tmp_path, u
     # sooner. The loss: every packet to the client's address (127.0.0.2)
     # dropped by a blackhole route, in a namespace of the daemon's own; a
     # broadcast right after gives the stream something to send, not to be
-    # acknowledged. (The default reaching the socket: test_stream.c.)
+    # acknowledged. (The default, 60 s: test_config.c; the hub giving a
+    # stream's socket its value: test_stream.c.)
     why = _netns_usable()
     if why:
         pytest.skip(f"needs a network namespace of its own: {why}")
