@@ -350,7 +350,9 @@ static int reader_close(struct reader *r, int status)
 {
 	if (r->rk) {
 		rd_kafka_consumer_close(r->rk);
-		rd_kafka_destroy(r->rk);
+		kafka_destroy_bounded(r->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+		                      KAFKA_DESTROY_WAIT_MS, "the dead-letter reader's Kafka client",
+		                      NULL, NULL);
 	}
 	for (size_t i = 0; i < r->nparts; i++)
 		free(r->parts[i].topic);

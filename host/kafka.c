@@ -4070,12 +4070,120 @@ static int subscribe_topics(struct consumer *c, char *err, size_t errlen)
 	return -1;
 }
 
-static void consumer_free(struct consumer *c)
+/* ---- a client's end, bounded ---- */
+
+/* One rd_kafka_destroy on a thread of its own (kafka_destroy_bounded): who
+ * frees what once the caller stopped waiting is settled under `mu`. */
+struct rdk_end {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	rd_kafka_t *rk;
+	int flags;
+	int done;      /* the destroy returned */
+	int left;      /* the caller stopped waiting: the thread finishes alone */
+	int64_t since; /* clock_mono_ms at the start, for the late line */
+	char what[160];
+	void (*rest)(void *);
+	void *arg;
+};
+
+static atomic_int clients_left; /* kafka_clients_left_running */
+
+int kafka_clients_left_running(void) { return atomic_load(&clients_left); }
+
+static void rdk_end_free(struct rdk_end *e)
 {
+	pthread_cond_destroy(&e->cv);
+	pthread_mutex_destroy(&e->mu);
+	free(e);
+}
+
+static void *rdk_end_main(void *arg)
+{
+	struct rdk_end *e = arg;
+	int left;
+	log_thread_name("evh-rdkend", NULL);
+	rd_kafka_destroy_flags(e->rk, e->flags);
+	pthread_mutex_lock(&e->mu);
+	e->done = 1;
+	left = e->left;
+	pthread_cond_signal(&e->cv);
+	pthread_mutex_unlock(&e->mu);
+	if (!left) /* the caller frees `e`, after joining this thread */
+		return NULL;
+	log_warn(KAFKA_LOG, "%s ended after all, %" PRId64 " ms after its end began", e->what,
+	         clock_mono_ms() - e->since);
+	if (e->rest)
+		e->rest(e->arg);
+	rdk_end_free(e);
+	atomic_fetch_sub(&clients_left, 1);
+	return NULL;
+}
+
+int kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms, const char *what,
+                          void (*rest)(void *), void *arg)
+{
+	struct rdk_end *e = calloc(1, sizeof *e);
+	pthread_t t;
+	int done;
+	if (e && pthread_mutex_init(&e->mu, NULL) != 0) {
+		free(e);
+		e = NULL;
+	}
+	if (e && clock_cond_init(&e->cv) != 0) {
+		pthread_mutex_destroy(&e->mu);
+		free(e);
+		e = NULL;
+	}
+	if (e) {
+		e->rk = rk;
+		e->flags = flags;
+		e->since = clock_mono_ms();
+		e->rest = rest;
+		e->arg = arg;
+		snprintf(e->what, sizeof e->what, "%s", what);
+	}
+	if (!e || pthread_create(&t, NULL, rdk_end_main, e) != 0) {
+		/* No thread to be had: ended here, unbounded, as before. */
+		if (e)
+			rdk_end_free(e);
+		rd_kafka_destroy_flags(rk, flags);
+		return 0;
+	}
+	pthread_mutex_lock(&e->mu);
+	if (!e->done) {
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, wait_ms);
+		while (!e->done && pthread_cond_timedwait(&e->cv, &e->mu, &until) != ETIMEDOUT)
+			;
+	}
+	done = e->done;
+	if (!done) {
+		/* Said before the thread can say it ended after all. */
+		log_error(KAFKA_LOG,
+		          "%s did not end within %d ms: librdkafka's destroy waits for a "
+		          "reference it may never get back (librdkafka 2.0.2 does so after a "
+		          "topic was deleted under a consumer: librdkafka#4724, fixed in 2.5.0); "
+		          "left running with its threads and connections, its memory kept, "
+		          "until evhostd stops",
+		          what, wait_ms);
+		e->left = 1;
+		atomic_fetch_add(&clients_left, 1);
+	}
+	pthread_mutex_unlock(&e->mu);
+	if (!done) {
+		pthread_detach(t);
+		return 1;
+	}
+	pthread_join(t, NULL);
+	rdk_end_free(e);
+	return 0;
+}
+
+static void consumer_free_rest(void *arg)
+{
+	struct consumer *c = arg;
 	pthread_cond_destroy(&c->rcv);
 	pthread_mutex_destroy(&c->rmu);
-	if (c->rk)
-		rd_kafka_destroy(c->rk);
 	if (c->handled)
 		rd_kafka_topic_partition_list_destroy(c->handled);
 	free(c->policy);
@@ -4083,6 +4191,13 @@ static void consumer_free(struct consumer *c)
 	free(c->bufs);
 	free(c->dlq_suffix);
 	free(c);
+}
+
+static void consumer_free(struct consumer *c)
+{
+	if (c->rk)
+		rd_kafka_destroy(c->rk);
+	consumer_free_rest(c);
 }
 
 int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t errlen)
@@ -4145,6 +4260,11 @@ fail:
 	return -1;
 }
 
+rd_kafka_t *consumer_client(const evh_plugin *p)
+{
+	return p->consumer ? p->consumer->rk : NULL;
+}
+
 void consumer_signal_stop(evh_plugin *p, int64_t by_ms)
 {
 	struct consumer *c = p->consumer;
@@ -4157,6 +4277,7 @@ void consumer_signal_stop(evh_plugin *p, int64_t by_ms)
 void consumer_stop(evh_plugin *p)
 {
 	struct consumer *c = p->consumer;
+	char what[160];
 	if (!c)
 		return;
 	consumer_signal_stop(p, clock_mono_ms() + DLQ_WAIT_STOPPING_MS);
@@ -4170,6 +4291,11 @@ void consumer_stop(evh_plugin *p)
 	p->consumer = NULL;
 	stopguard_at("plugin '%s': its consumer's Kafka client ending (librdkafka's threads)",
 	             p->name);
-	consumer_free(c);
+	snprintf(what, sizeof what, "plugin '%s': its consumer's Kafka client", p->name);
+	/* consumer_main closed it: nothing of the close is left to do, and no
+	 * callback of it may run once `p` can be gone (a plugin unloaded). */
+	if (!kafka_destroy_bounded(c->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+	                           KAFKA_DESTROY_WAIT_MS, what, consumer_free_rest, c))
+		consumer_free_rest(c);
 	log_info(KAFKA_LOG, "%s: consumer stopped", p->name);
 }

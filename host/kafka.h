@@ -108,6 +108,25 @@ int kafka_seek_timeout_ms(int timeout_ms);
 int kafka_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t *lo,
                      int64_t *hi, int timeout_ms, char *err, size_t errlen);
 
+/* rd_kafka_destroy_flags(rk, flags) on a thread of its own, waited for up
+ * to `wait_ms`: 0 once it returned. Past that, 1: an error line says that
+ * `what` ("plugin 'crud': its consumer's Kafka client") did not end and is
+ * left running; the thread finishes alone, and should the destroy return
+ * after all it says so and calls rest(arg) (NULL: nothing), which the
+ * caller must not do then. rd_kafka_destroy waits for every reference to
+ * the client (a message not destroyed; librdkafka 2.0.2's own after a topic
+ * was deleted under a consumer, librdkafka#4724): a reload that stops a
+ * plugin must not wait for good on it. Without a thread to be had, destroyed
+ * here, unbounded, and 0. */
+int kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms, const char *what,
+                          void (*rest)(void *), void *arg);
+/* How long a consumer's destroy, after its close, is waited for: it takes
+ * well under a second when nothing holds it. */
+#define KAFKA_DESTROY_WAIT_MS 5000
+/* How many clients kafka_destroy_bounded left running are still ending. */
+int kafka_clients_left_running(void);
+/* For tests: the Kafka client of plugin `p`'s consumer (NULL without one). */
+rd_kafka_t *consumer_client(const evh_plugin *p);
 /* Serve delivery reports. */
 void kafka_poll_producer(kafka *k, int timeout_ms);
 /* Make a kafka_poll_producer waiting now (on any thread) return at once, or
@@ -122,6 +141,8 @@ void kafka_set_batch_time_us(int us);
 /* Start / stop the consumer thread of a plugin with subscriptions. Stop
  * finishes the message in hand, commits offsets and leaves the group. */
 int consumer_start(kafka *k, evh_plugin *p, const settings *s, char *err, size_t errlen);
+/* Its Kafka client's end is waited for KAFKA_DESTROY_WAIT_MS
+ * (kafka_destroy_bounded); past that the stop goes on without it. */
 void consumer_stop(evh_plugin *p);
 /* Tell the consumer thread to stop without waiting for it: stopping several
  * plugins, each winds down (the message in hand, a dead letter on its way,

@@ -34,6 +34,7 @@
 #include "host.h"
 #include "json.h"
 #include "jwksfetch.h"
+#include "kafka.h"
 #include "revoke.h"
 #include "store.h"
 #include "stream.h"
@@ -1362,6 +1363,11 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_counters(&o, F_DLQ, "evhost_dlq_messages_total",
 	                "Messages written to dead-letter topics, by the topic they came from.");
 	render_lag(&o);
+	put_head(&o, "evhost_kafka_clients_left_running", "gauge",
+	         "Kafka clients of stopped consumers that did not end within 5 s (librdkafka's "
+	         "destroy waiting for a reference), left running with their threads and "
+	         "connections until evhostd stops or they end.");
+	tb_printf(&o, "evhost_kafka_clients_left_running %d\n", kafka_clients_left_running());
 	render_plugins(&o, h);
 	render_trace(&o);
 	render_auth(&o, h);

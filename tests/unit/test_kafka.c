@@ -1534,6 +1534,96 @@ static void extra_stop(struct extra *x)
 	remove_db(x->p.name);
 }
 
+/* Whether /metrics's text has `line`. */
+static int metrics_says(const char *line)
+{
+	char *text;
+	size_t len;
+	int has;
+	assert_int_equal(metrics_render(NULL, &text, &len), 0);
+	has = strstr(text, line) != NULL;
+	free(text);
+	return has;
+}
+
+/* hold_handler's first call holds the consumer thread until released. */
+static atomic_int hold_entered, hold_released;
+
+static evh_event_result hold_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	int64_t end = now_ms() + WAIT_MS;
+	record(ev, 0);
+	if (atomic_exchange(&hold_entered, 1))
+		return EVH_EVENT_OK;
+	while (!atomic_load(&hold_released) && now_ms() < end)
+		usleep(10000);
+	return EVH_EVENT_OK;
+}
+
+/* A consumer's Kafka client whose rd_kafka_destroy does not return (here: a
+ * message of it not destroyed, as librdkafka 2.0.2's own bug leaves one
+ * after a topic was deleted under it) no longer holds the stop, which a
+ * reload waited on for good: after KAFKA_DESTROY_WAIT_MS it goes on, saying
+ * so, and the client is left to end alone; once it does, the rest of the
+ * consumer is freed (ASan's leak check) and the count is back to 0. */
+static void test_stop_leaves_a_client_that_does_not_end(void **state)
+{
+	char first[37], second[37], *log;
+	struct extra x;
+	rd_kafka_message_t *held = NULL;
+	rd_kafka_t *rk;
+	stderr_capture cap;
+	int64_t t0, took, end;
+	(void)state;
+	atomic_store(&hold_entered, 0);
+	atomic_store(&hold_released, 0);
+	extra_start(&x, "holder", "HOLD_EVENTS", NULL, hold_handler);
+	events_uuid(first);
+	publish_topic(fx.user.store, "HOLD_EVENTS", first, "k", "HELD", "{}");
+	assert_int_equal(wait_calls(first, 1), 1); /* its thread held in the handler */
+	/* The next message is taken from the consumer's queue here, while its
+	 * thread cannot, and kept. */
+	events_uuid(second);
+	publish_topic(fx.user.store, "HOLD_EVENTS", second, "k", "TAKEN", "{}");
+	rk = consumer_client(&x.p);
+	assert_non_null(rk);
+	for (end = now_ms() + WAIT_MS; !held && now_ms() < end;) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+		if (m && !m->err)
+			held = m;
+		else if (m)
+			rd_kafka_message_destroy(m);
+	}
+	assert_non_null(held);
+	atomic_store(&hold_released, 1);
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	t0 = now_ms();
+	consumer_stop(&x.p);
+	took = now_ms() - t0;
+	assert_null(x.p.consumer);
+	assert_int_equal(kafka_clients_left_running(), 1);
+	assert_true(metrics_says("evhost_kafka_clients_left_running 1\n"));
+	rd_kafka_message_destroy(held); /* now it can end */
+	for (end = now_ms() + WAIT_MS; kafka_clients_left_running() && now_ms() < end;)
+		usleep(20000);
+	assert_int_equal(kafka_clients_left_running(), 0);
+	assert_true(metrics_says("evhost_kafka_clients_left_running 0\n"));
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	assert_true(took >= KAFKA_DESTROY_WAIT_MS);
+	assert_true(took < WAIT_MS);
+	assert_non_null(strstr(log, "plugin 'holder': its consumer's Kafka client did not end "
+	                            "within 5000 ms: librdkafka's destroy waits for a reference"));
+	assert_non_null(strstr(log, "librdkafka#4724"));
+	assert_non_null(strstr(log, "plugin 'holder': its consumer's Kafka client ended after "
+	                            "all"));
+	assert_int_equal(count_calls(second, 0), 0); /* taken here, never handled */
+	free(log);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+}
+
 static void dr_count(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
 	if (!m->err)
@@ -3331,6 +3421,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_max_event_bytes_bounds_the_message), 1},
     {cmocka_unit_test(test_long_ce_ids_are_not_cut_into_one), 12},
     {cmocka_unit_test(test_finished_retry_holds_no_partition), 4},       /* 4.3 */
+    {cmocka_unit_test(test_stop_leaves_a_client_that_does_not_end), 6}, /* 11 */
     {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 8}, /* 4.7 */
 };
 
