@@ -40,6 +40,9 @@ def _build_dir():
 _ONE_CASE = ("ThreadSanitizer runs the first case of an input sweep (the cases take "
              "the same threads through the same code); the plain and ASan passes run "
              "every case")
+_NEAR_BOUND = ("needs the daemon to do a fixed amount of work within a bound of the "
+               "product's own, which ThreadSanitizer's slowdown on a loaded pass comes near: "
+               "the plain and ASan passes run it")
 _NO_BUILD = ("runs no program of the build under test (the harness, the docs, promtool, "
              "a build of its own): the plain pass runs it")
 
@@ -54,6 +57,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if not {"build_dir", "evhostd"} & set(getattr(item, "fixturenames", ())):
                 item.add_marker(pytest.mark.skip(reason=_NO_BUILD))
+    # Under ThreadSanitizer a test marked `near_bound` is left out: its
+    # work against one of the product's time bounds (10000 dead letters
+    # redriven within a scan of 30 s) took 24.5 s of the 30 in a TSan pass of
+    # 8 workers, and ran out at 10. The races are those of the shorter
+    # redrives, which run.
     # Under ThreadSanitizer a test marked `inputs` (a parametrized sweep of
     # requests or settings through the same code) runs its first case only:
     # what the cases change is a parser's or a check's input, in one thread,
@@ -62,6 +70,9 @@ def pytest_collection_modifyitems(config, items):
     if sanitizer == "tsan":
         seen = set()
         for item in items:
+            if item.get_closest_marker("near_bound") is not None:
+                item.add_marker(pytest.mark.skip(reason=_NEAR_BOUND))
+                continue
             if item.get_closest_marker("inputs") is None or not hasattr(item, "callspec"):
                 continue
             fn = (item.path, item.originalname)

@@ -749,6 +749,7 @@ def produce_dead_letters(dlq_topic, origin, counts, brokers, unsendable=0):
     lib.kafka_produce_many(records, brokers=brokers)
 
 
+@pytest.mark.near_bound  # the redrive of 10000 within REDRIVE_SCAN_MS (30 s)
 def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kafka_bootstrap,
                                                unique_name):
     # More dead letters than one read held (10000): each can be listed (paging
