@@ -107,7 +107,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	r.pattern = "/f/after";
 	r.handler = after_route;
 	if (http_add_route(&the_host, &plugin, &r, err, sizeof err) != EVH_OK ||
-	    http_start(&server, &the_host, err, sizeof err) != 0) {
+	    (port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, err,
+	                            sizeof err)) < 0) {
 		fprintf(stderr, "fuzz_admin: %s\n", err);
 		abort();
 	}

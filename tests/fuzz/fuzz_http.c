@@ -107,7 +107,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	route("POST", "/f/raw", body_len, 0);
 	route("PUT", "/f/raw/{name}", body_len, 0);
 	route("GET", "/f/me", whoami, EVH_ROUTE_AUTH);
-	if (http_start(&server, &the_host, err, sizeof err) != 0) {
+	port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, err,
+	                       sizeof err);
+	if (port < 0) {
 		fprintf(stderr, "fuzz_http: http_start: %s\n", err);
 		abort();
 	}

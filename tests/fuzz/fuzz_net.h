@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "host.h"
+#include "http.h"
 #include "router.h"
 
 /* A loopback port nobody listens on now; -1 when none could be had. */
@@ -49,6 +50,26 @@ static inline int fuzz_host_setup(host *h, evh_plugin *p, char *listen_at, size_
 	h->set.http_listen = listen_at;
 	h->set.http_request_timeout_ms = 1000;
 	return port;
+}
+
+/* http_start on the port fuzz_host_setup chose, or on another free one
+ * should that fail: between fuzz_free_port's close and civetweb's bind the
+ * port may be taken (another fuzzer runs beside this one, any program's
+ * connection may get it as its local port). The port it listens on, in
+ * listen_at too; -1 after 10 tries, err saying the last failure. */
+static inline int fuzz_http_start(http_server **srv, host *h, char *listen_at, size_t n,
+                                  int port, char *err, size_t errlen)
+{
+	for (int tries = 0; tries < 10; tries++) {
+		if (tries) {
+			if ((port = fuzz_free_port()) < 0)
+				break;
+			snprintf(listen_at, n, "127.0.0.1:%d", port);
+		}
+		if (http_start(srv, h, err, errlen) == 0)
+			return port;
+	}
+	return -1;
 }
 
 /* libFuzzer's -timeout is a SIGALRM every few seconds, without SA_RESTART:
