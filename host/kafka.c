@@ -2140,7 +2140,11 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 			out = OUT_WAIT;
 		if (out != OUT_RETRY && out != OUT_WAIT)
 			c->attempt_full = 0;
-		wait_episodes_end(c, wait_causes_met(c, out), 0);
+		/* Alone, `out` tells of the commit too. In a batch the handler's
+		 * writes are only in the transaction, whose COMMIT is what a full
+		 * disk refuses: handle_batch ends the episodes once it commits. */
+		if (!tx)
+			wait_episodes_end(c, wait_causes_met(c, out), 0);
 		metrics_event_handler_time(c->p->name, ev.topic, metrics_now() - t0);
 		process_span_end(&span, &ev, out);
 	} else {
@@ -3205,6 +3209,10 @@ static void handle_batch(struct consumer *c, struct pbuf *b)
 	} else if ((status = store_tx_commit(tx)) != EVH_OK) {
 		batch_redo(c, done, n, failed, status);
 		return;
+	} else {
+		/* The handlers' writes went through: the episodes of what the
+		 * last attempt did not meet again end here (dispatch). */
+		wait_episodes_end(c, failed ? wait_causes_met(c, out) : 0, 0);
 	}
 	store_offsets(c, done, n);
 	for (size_t i = 0; i < n; i++) {

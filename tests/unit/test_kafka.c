@@ -3302,6 +3302,56 @@ static void test_full_database_waits_are_said_once_an_episode(void **state)
 	remove_db(x.p.name);
 }
 
+/* An episode is not ended by an event of another partition handled in a
+ * batch while the disk is still full: its handler's writes go into the
+ * transaction, the batch's COMMIT is what fails. That said "its database
+ * takes the handlers' writes again" and, 0.2 s later, a second "waits"
+ * line (seen in an ASan pass of test_disk_full.py). */
+static void test_full_database_episode_outlasts_a_batch_whose_commit_fails(void **state)
+{
+	char a[37], b[37], *log;
+	const char *ha[] = {"ce_id", a, "ce_type", "USER_CREATED", "ce_specversion", "1.0", NULL};
+	const char *hb[] = {"ce_id", b, "ce_type", "USER_CREATED", "ce_specversion", "1.0", NULL};
+	int32_t pa;
+	int64_t until;
+	struct extra x;
+	stderr_capture cap;
+	(void)state;
+	assert_int_equal(wal_writes_fail_with(0, ENOSPC), SQLITE_OK);
+	events_uuid(a);
+	events_uuid(b);
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_INFO ? test_log_level : EVH_LOG_INFO, LOG_FORMAT_TEXT);
+	atomic_store(&disk_fills, 1);
+	extra_start(&x, "diskfull2", FULL_TOPIC "_2", NULL, disk_full_handler);
+	raw_produce(FULL_TOPIC "_2", RD_KAFKA_PARTITION_UA, "a", "{}", 2, ha);
+	assert_true(wait_calls(a, 3) >= 3); /* waiting, in its episode */
+	pa = rec.calls[call_index(a, 0)].partition;
+	/* Another partition's event, handled in a batch while the disk is full. */
+	raw_produce(FULL_TOPIC "_2", pa == 0 ? 1 : 0, "b", "{}", 2, hb);
+	assert_true(wait_calls(b, 3) >= 3);
+	assert_int_not_equal(rec.calls[call_index(b, 0)].partition, pa);
+	atomic_store(&faults_all_fail, 0);
+	until = now_ms() + WAIT_MS;
+	while ((rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", a) != 1 ||
+	        rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", b) != 1) &&
+	       now_ms() < until)
+		usleep(20000);
+	consumer_stop(&x.p);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", a), 1);
+	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", b), 1);
+	if (count_of(log, "waits: its database is full (") != 1 ||
+	    count_of(log, "its database takes the handlers' writes again") != 1)
+		fail_msg("not one episode, begun once and ended once (%d, %d):\n%s",
+		         count_of(log, "waits: its database is full ("),
+		         count_of(log, "its database takes the handlers' writes again"), log);
+	free(log);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+}
+
 /* RFC 3339 times (replay's "from"): offsets, fractions, and what is not one. */
 static void test_parse_time(void **state)
 {
@@ -3423,6 +3473,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_finished_retry_holds_no_partition), 4},       /* 4.3 */
     {cmocka_unit_test(test_stop_leaves_a_client_that_does_not_end), 6}, /* 11 */
     {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 8}, /* 4.7 */
+    {cmocka_unit_test(test_full_database_episode_outlasts_a_batch_whose_commit_fails), 2},
 };
 
 /* After every test, passed or not: the host's timing knobs and the WAL's
