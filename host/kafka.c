@@ -4128,21 +4128,30 @@ static void *rdk_end_main(void *arg)
 	return NULL;
 }
 
+/* NULL without memory or a lock to be had. */
+static struct rdk_end *rdk_end_new(void)
+{
+	struct rdk_end *e = calloc(1, sizeof *e);
+	if (!e)
+		return NULL;
+	if (pthread_mutex_init(&e->mu, NULL) != 0) {
+		free(e);
+		return NULL;
+	}
+	if (clock_cond_init(&e->cv) != 0) {
+		pthread_mutex_destroy(&e->mu);
+		free(e);
+		return NULL;
+	}
+	return e;
+}
+
 int kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms, const char *what,
                           void (*rest)(void *), void *arg)
 {
-	struct rdk_end *e = calloc(1, sizeof *e);
+	struct rdk_end *e = rdk_end_new();
 	pthread_t t;
 	int done;
-	if (e && pthread_mutex_init(&e->mu, NULL) != 0) {
-		free(e);
-		e = NULL;
-	}
-	if (e && clock_cond_init(&e->cv) != 0) {
-		pthread_mutex_destroy(&e->mu);
-		free(e);
-		e = NULL;
-	}
 	if (e) {
 		e->rk = rk;
 		e->flags = flags;
