@@ -559,7 +559,8 @@ def check_dashboard(scrape):
                    "evhost_store_full", "evhost_store_damaged", "process_resident_memory_bytes",
                    "evhost_tls_certificate_expiry_timestamp_seconds",
                    "evhost_admin_refusals_total", "evhost_plugin_http_requests_in_flight",
-                   "evhost_plugin_log_lines_dropped_total", "evhost_wall_clock_steps_total"):
+                   "evhost_plugin_log_lines_dropped_total", "evhost_wall_clock_steps_total",
+                   "evhost_kafka_clients_left_running"):
         assert family in used, family
 
 
