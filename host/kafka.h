@@ -123,6 +123,11 @@ int kafka_destroy_bounded(rd_kafka_t *rk, int flags, int wait_ms, const char *wh
 /* How long a consumer's destroy, after its close, is waited for: it takes
  * well under a second when nothing holds it. */
 #define KAFKA_DESTROY_WAIT_MS 5000
+/* "5000 ms", for texts such as the metric's help (two steps: the value's
+ * digits, not its name). */
+#define KAFKA_DESTROY_WAIT_TEXT_(ms) #ms " ms"
+#define KAFKA_DESTROY_WAIT_TEXT__(ms) KAFKA_DESTROY_WAIT_TEXT_(ms)
+#define KAFKA_DESTROY_WAIT_TEXT KAFKA_DESTROY_WAIT_TEXT__(KAFKA_DESTROY_WAIT_MS)
 /* How many clients kafka_destroy_bounded left running are still ending. */
 int kafka_clients_left_running(void);
 /* For tests: the Kafka client of plugin `p`'s consumer (NULL without one). */

@@ -1364,7 +1364,8 @@ int metrics_render(host *h, char **text, size_t *len)
 	                "Messages written to dead-letter topics, by the topic they came from.");
 	render_lag(&o);
 	put_head(&o, "evhost_kafka_clients_left_running", "gauge",
-	         "Kafka clients of stopped consumers that did not end within 5 s (librdkafka's "
+	         "Kafka clients of stopped consumers that did not end within "
+	         KAFKA_DESTROY_WAIT_TEXT " (librdkafka's "
 	         "destroy waiting for a reference), left running with their threads and "
 	         "connections until evhostd stops or they end.");
 	tb_printf(&o, "evhost_kafka_clients_left_running %d\n", kafka_clients_left_running());
