@@ -34,6 +34,7 @@
 
 #define MSG_INT "expected an integer"
 #define MSG_SIZE "expected an integer (k, M or G suffix allowed)"
+#define MSG_INT_RANGE "out of range: beyond a 64-bit integer"
 #define MSG_BOOL "expected true/false, yes/no, on/off or 1/0"
 #define ALNUM "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 
@@ -644,12 +645,15 @@ int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
 /* ---------------------------------------------------------- value syntax */
 
 /* Decimal integer, with a k/K/M/G suffix (x1024) when `suffix`: the syntax
- * evh_config_int() reads, so what passes here means the same there. */
+ * evh_config_int() reads, so what passes here means the same there. -1:
+ * not that syntax; -2: that syntax, but beyond a 64-bit integer (its
+ * digits, or once multiplied by its suffix). */
 static int parse_int(const char *v, bool suffix, int64_t *out)
 {
 	const char *p = v;
 	long long n, mult = 1;
 	char *end;
+	bool range;
 
 	if (*p == '+' || *p == '-')
 		p++;
@@ -657,8 +661,7 @@ static int parse_int(const char *v, bool suffix, int64_t *out)
 		return -1;
 	errno = 0;
 	n = strtoll(v, &end, 10);
-	if (errno)
-		return -1;
+	range = errno == ERANGE;
 	if (suffix && *end) {
 		if (*end == 'k' || *end == 'K')
 			mult = 1024;
@@ -670,8 +673,10 @@ static int parse_int(const char *v, bool suffix, int64_t *out)
 			return -1;
 		end++;
 	}
-	if (*end || n > LLONG_MAX / mult || n < LLONG_MIN / mult)
+	if (*end)
 		return -1;
+	if (range || n > LLONG_MAX / mult || n < LLONG_MIN / mult)
+		return -2;
 	*out = (int64_t)(n * mult);
 	return 0;
 }
@@ -730,7 +735,11 @@ const char *cfg_check_value(evh_config_type type, const char *value)
 	case EVH_CFG_STRING:
 		return NULL;
 	case EVH_CFG_INT:
-		return parse_int(value, true, &n) < 0 ? MSG_SIZE : NULL;
+		switch (parse_int(value, true, &n)) {
+		case -1: return MSG_SIZE;
+		case -2: return MSG_INT_RANGE;
+		}
+		return NULL;
 	case EVH_CFG_BOOL:
 		return parse_bool(value, &b) < 0 ? MSG_BOOL : NULL;
 	case EVH_CFG_LIST:
@@ -938,12 +947,13 @@ static int get_int(set_ctx *x, const cfg_entry *e, bool suffix, int64_t min, int
                    int64_t *out)
 {
 	int64_t n;
+	int rc = parse_int(e->value, suffix, &n);
 
-	if (parse_int(e->value, suffix, &n) < 0) {
+	if (rc == -1) {
 		bad_value(x, e, suffix ? MSG_SIZE : MSG_INT);
 		return -1;
 	}
-	if (n < min || n > max) {
+	if (rc == -2 || n < min || n > max) {
 		diag_add(x->d, e->file, e->line, "[%s] %s: must be between %lld and %lld, got '%s'",
 		         e->section, e->key, (long long)min, (long long)max, e->value);
 		return -1;

@@ -1085,6 +1085,32 @@ static int settings_again(fixture *f, const char *text, const char *file)
 	return settings_of(f, text, file);
 }
 
+/* A number past 64 bits, in its digits or once its suffix multiplies it, is
+ * refused as out of range, not as a syntax error it is not. */
+static void test_int_beyond_64_bits(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f,
+	                             MIN_KAFKA "[http]\nthreads = 99999999999999999999\n"
+	                                       "max_body_bytes = 9999999999G\n"
+	                                       "[store]\noutbox_max_rows = 9223372036854775808\n",
+	                             "r.conf"),
+	                 -1);
+	assert_diag(&f->d, "r.conf:4: [http] threads: must be between 1 and 256, "
+	                   "got '99999999999999999999'");
+	assert_diag(&f->d, "r.conf:5: [http] max_body_bytes: must be between 1 and 1073741824, "
+	                   "got '9999999999G'");
+	assert_diag(&f->d, "r.conf:7: [store] outbox_max_rows: must be between 0 and "
+	                   "9223372036854775807, got '9223372036854775808'");
+	assert_int_equal(f->d.n, 3);
+	/* The largest that fits is taken. */
+	assert_int_equal(settings_again(f, MIN_KAFKA "[store]\noutbox_max_rows = 9223372036854775807\n",
+	                             "r.conf"),
+	                 0);
+	assert_true(f->s.outbox_max_rows == INT64_MAX);
+}
+
 /* [auth] jwt_jwks_url: its parts as the fetcher uses them; TLS unless the
  * provider is on this host; the keys that go with it. */
 static void jwks_url(fixture *f, const char *url, int tls, const char *host, const char *port,
@@ -1379,6 +1405,20 @@ static void test_validate_types(void **state)
 	assert_diag(&f->d, "t.conf:5: [plugin.n] roles: expected a comma-separated list of words, "
 	                   "got 'a,,b'");
 	assert_int_equal(f->d.n, 4);
+	cfg_free(&f->c);
+	diag_free(&f->d);
+	memset(&f->c, 0, sizeof f->c);
+	memset(&f->d, 0, sizeof f->d);
+	/* Past 64 bits: said so, not taken for a syntax error. */
+	assert_int_equal(cfg_load_string(&f->c,
+	                                 "[plugin.n]\nmax_items = 9999999999999999G\n"
+	                                 "db_path = d\nsmtp.host = h\nroute.x = /x\n",
+	                                 "u.conf", &f->d),
+	                 0);
+	cfg_validate_section(&f->c, "plugin.n", test_schema, host_owned, &f->d);
+	assert_diag(&f->d, "u.conf:2: [plugin.n] max_items: out of range: beyond a 64-bit integer, "
+	                   "got '9999999999999999G'");
+	assert_int_equal(f->d.n, 1);
 }
 
 static void test_validate_missing_section(void **state)
@@ -1932,6 +1972,7 @@ int main(void)
 	    T(test_unknown_section_and_key),
 	    T(test_key_outside_section),
 	    T(test_bad_values),
+	    T(test_int_beyond_64_bits),
 	    T(test_json_max_depth_bound),
 	    T(test_request_timeout),
 	    T(test_stream_unacked_timeout),
