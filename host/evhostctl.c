@@ -8,6 +8,7 @@
  * admin would by hand. One line per error on stderr, "evhostctl: ...";
  * the exit status tells scripts what kind of failure it was (EXIT_*). */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -35,6 +36,7 @@
 #include "jsonb.h"
 #include "jwt.h"
 #include "rfc3339.h"
+#include "textbuf.h"
 
 enum {
 	EXIT_OK = 0,
@@ -963,26 +965,24 @@ typedef struct dropin {
 	char *path;
 	char *old; /* the previous content, NULL when there was no file */
 	size_t old_len;
-	mode_t old_mode; /* its permissions, which putting it back keeps */
+	struct stat old_st; /* its permissions and owner, which rewriting it keeps */
 } dropin;
 
-/* A whole small file and its permissions; NULL with errno set when it
- * cannot be read (ENOENT: it does not exist). */
-static char *read_file(const char *path, size_t *len, mode_t *mode)
+/* A whole small file, its permissions and owner in *st; NULL with errno
+ * set when it cannot be read (ENOENT: it does not exist). */
+static char *read_file(const char *path, size_t *len, struct stat *st)
 {
 	FILE *f = fopen(path, "rb");
 	char *buf = NULL, *grown;
 	size_t n = 0, cap = 0, got;
-	struct stat st;
 	if (!f)
 		return NULL;
-	if (fstat(fileno(f), &st) != 0) {
+	if (fstat(fileno(f), st) != 0) {
 		int err = errno;
 		fclose(f);
 		errno = err;
 		return NULL;
 	}
-	*mode = st.st_mode & 07777;
 	do {
 		if (n + 4096 + 1 > cap) {
 			cap = (cap + 4096) * 2;
@@ -1011,13 +1011,17 @@ static char *read_file(const char *path, size_t *len, mode_t *mode)
 }
 
 /* Replace `path` with `text` (fileio.h: a temporary file in the same
- * directory, not ending in .conf, so a reload never reads it half written).
+ * directory, not ending in .conf, so a reload never reads it half written),
+ * given `mode`, and `owner`'s owner and group when there is one (the file
+ * it replaces: an admin's root:evhost 0640 must stay readable by evhostd).
  * A directory that could not be synced is said, and the file used: it is in
  * place, only a crash before the disk writes it back could undo it. */
-static int write_atomic(const char *path, const char *text, size_t len, mode_t mode)
+static int write_atomic(const char *path, const char *text, size_t len, mode_t mode,
+                        const struct stat *owner)
 {
 	char err[PATH_MAX + 256];
-	int rc = file_replace(path, text, len, mode, err, sizeof err);
+	int rc = file_replace(path, text, len, mode, owner ? owner->st_uid : (uid_t)-1,
+	                      owner ? owner->st_gid : (gid_t)-1, err, sizeof err);
 	if (rc < 0) {
 		/* conf.d is root's (root:root 0755 in the package): the likely
 		 * cause is who runs us, which the error alone does not say. Asked
@@ -1041,7 +1045,9 @@ static int write_atomic(const char *path, const char *text, size_t len, mode_t m
 /* Put the drop-in back as it was before we wrote it. 0 when it is. */
 static int dropin_restore(const dropin *d)
 {
-	int rc = d->old ? write_atomic(d->path, d->old, d->old_len, d->old_mode) : unlink(d->path);
+	int rc = d->old ? write_atomic(d->path, d->old, d->old_len, d->old_st.st_mode & 07777,
+	                               &d->old_st)
+	                : unlink(d->path);
 	if (rc == 0)
 		say("%s was put back as it was", d->path);
 	else
@@ -1083,6 +1089,125 @@ static int dropin_effective(ctl *c, const dropin *d, const char *section)
 	cfg_free(&now);
 	diag_free(&dg);
 	return ok ? 0 : -1;
+}
+
+/* Whether line[0..n) is a section header, as config.c reads one; its name
+ * (spaces around it dropped) in name[0..*len) then. */
+static int ini_header(const char *line, size_t n, const char **name, size_t *len)
+{
+	const char *s = line, *end = line + n, *close, *e;
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	if (s == end || *s != '[' || !(close = memchr(s, ']', (size_t)(end - s))))
+		return 0;
+	for (s++; s < close && isspace((unsigned char)*s); s++)
+		;
+	for (e = close; e > s && isspace((unsigned char)e[-1]); e--)
+		;
+	*name = s;
+	*len = (size_t)(e - s);
+	return 1;
+}
+
+/* Whether line[0..n) sets `key`, as inih reads a key: the name before its
+ * first '=' or ':', spaces around it dropped; not a comment. */
+static int ini_sets(const char *line, size_t n, const char *key)
+{
+	const char *s = line, *end = line + n, *sep, *e;
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	if (s == end || *s == ';' || *s == '#' || *s == '[')
+		return 0;
+	for (sep = s; sep < end && *sep != '=' && *sep != ':'; sep++)
+		;
+	if (sep == end)
+		return 0;
+	for (e = sep; e > s && isspace((unsigned char)e[-1]); e--)
+		;
+	return (size_t)(e - s) == strlen(key) && !memcmp(s, key, (size_t)(e - s));
+}
+
+#define DROPIN_BANNER "; written by evhostctl "
+
+/* The line of text[0..len) at *at, without its newline: [*p, *p + *n),
+ * and *at past it; 0 at the end. */
+static int next_line(const char *text, size_t len, size_t *at, const char **p, size_t *n)
+{
+	const char *end = text + len, *q;
+	if (*at >= len)
+		return 0;
+	*p = text + *at;
+	q = memchr(*p, '\n', (size_t)(end - *p));
+	*n = q ? (size_t)(q - *p) : (size_t)(end - *p);
+	*at += *n + (q != NULL);
+	return 1;
+}
+
+/* What the drop-in is to say. A new one: our banner, the section and
+ * `enabled`. One that was there keeps every line (an admin's keys and
+ * comments, other sections) but the section's `enabled` lines, each set
+ * to the new value, or one added under the section's first header, or the
+ * section added at the end; its first line, when it is our banner, is
+ * written again to name this command. A line that ends in "\r\n" keeps it,
+ * and a byte-order mark stays. */
+static char *dropin_text(const dropin *d, const char *name, const char *section, int enable)
+{
+	const char *value = enable ? "true" : "false", *line, *sec;
+	char *banner = xasprintf(DROPIN_BANNER "%s: evhostctl enable|disable %s changes it\n",
+	                         enable ? "enable" : "disable", name);
+	size_t start = 0, at, n, seclen, slen = strlen(section), blen = strlen(DROPIN_BANNER);
+	int in = 0, has_section = 0, has_key = 0, added = 0, first = 1;
+	textbuf b = {0};
+
+	if (!d->old) {
+		char *text = xasprintf("%s[%s]\nenabled = %s\n", banner, section, value);
+		free(banner);
+		return text;
+	}
+	if (d->old_len >= 3 && !memcmp(d->old, "\xef\xbb\xbf", 3)) { /* a BOM, kept */
+		tb_put(&b, d->old, 3);
+		start = 3;
+	}
+	for (at = start; next_line(d->old, d->old_len, &at, &line, &n);) {
+		if (ini_header(line, n, &sec, &seclen)) {
+			in = seclen == slen && !memcmp(sec, section, slen);
+			has_section |= in;
+		} else
+			has_key |= in && ini_sets(line, n, "enabled");
+	}
+	for (at = start, in = 0; next_line(d->old, d->old_len, &at, &line, &n); first = 0) {
+		const char *cr = n && line[n - 1] == '\r' ? "\r" : "";
+		int header = ini_header(line, n, &sec, &seclen);
+		if (header)
+			in = seclen == slen && !memcmp(sec, section, slen);
+		if (first && n >= blen && !memcmp(line, DROPIN_BANNER, blen)) {
+			tb_puts(&b, banner);
+			continue;
+		}
+		if (!header && in && ini_sets(line, n, "enabled")) {
+			tb_printf(&b, "enabled = %s%s\n", value, cr);
+			continue;
+		}
+		tb_put(&b, line, n);
+		tb_puts(&b, "\n"); /* a last line without one gets one */
+		if (header && in && !has_key && !added) {
+			tb_printf(&b, "enabled = %s%s\n", value, cr);
+			added = 1;
+		}
+	}
+	if (!has_section) {
+		tb_puts(&b, "[");
+		tb_puts(&b, section);
+		tb_puts(&b, "]\nenabled = ");
+		tb_puts(&b, value);
+		tb_puts(&b, "\n");
+	}
+	free(banner);
+	if (b.oom) {
+		say("out of memory");
+		exit(EXIT_FAILED);
+	}
+	return b.p ? b.p : xasprintf("%s", "");
 }
 
 static int plugin_known(ctl *c, const char *name, int enable)
@@ -1513,17 +1638,26 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 		return rc;
 	section = xasprintf("plugin.%s", name);
 	d.path = xasprintf("%s/" DROPIN_PREFIX "%s.conf", c->cfg.confdir, name);
+	/* Replaced by a file of ours, a link would be gone: what it points to
+	 * (a file kept by configuration management, say) is not ours to edit. */
+	if (lstat(d.path, &d.old_st) == 0 && S_ISLNK(d.old_st.st_mode)) {
+		say("%s is a symbolic link: evhostctl will not replace it with a file; set "
+		    "enabled in [%s] where it points, or remove the link",
+		    d.path, section);
+		rc = EXIT_FAILED;
+		goto out;
+	}
 	errno = 0;
-	if (!(d.old = read_file(d.path, &d.old_len, &d.old_mode)) && errno != ENOENT) {
+	if (!(d.old = read_file(d.path, &d.old_len, &d.old_st)) && errno != ENOENT) {
 		say("cannot read %s: %s", d.path, strerror(errno));
 		rc = EXIT_FAILED;
 		goto out;
 	}
-	text = xasprintf("; written by evhostctl %s: evhostctl enable|disable %s changes it\n"
-	                 "[%s]\nenabled = %s\n",
-	                 enable ? "enable" : "disable", name, section, enable ? "true" : "false");
-	/* 0644: evhostd reads conf.d as user evhost, whatever our umask */
-	if (write_atomic(d.path, text, strlen(text), 0644) != 0) {
+	text = dropin_text(&d, name, section, enable);
+	/* A new one 0644: evhostd reads conf.d as user evhost, whatever our
+	 * umask. One that was there keeps its mode and owner. */
+	if (write_atomic(d.path, text, strlen(text), d.old ? d.old_st.st_mode & 07777 : 0644,
+	                 d.old ? &d.old_st : NULL) != 0) {
 		rc = EXIT_FAILED;
 		goto out;
 	}

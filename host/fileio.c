@@ -25,8 +25,8 @@ static int write_all(int fd, const char *p, size_t n)
 	return 0;
 }
 
-int file_replace(const char *path, const char *text, size_t len, mode_t mode, char *err,
-                 size_t errlen)
+int file_replace(const char *path, const char *text, size_t len, mode_t mode, uid_t uid,
+                 gid_t gid, char *err, size_t errlen)
 {
 	char dir[PATH_MAX], tmp[PATH_MAX + 16];
 	const char *slash = strrchr(path, '/'), *name = slash ? slash + 1 : path;
@@ -42,6 +42,14 @@ int file_replace(const char *path, const char *text, size_t len, mode_t mode, ch
 		snprintf(dir, sizeof dir, "/");
 	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
 		snprintf(err, errlen, "cannot create a file in %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	/* The owner before the mode: a change of owner may clear set-id bits. */
+	if ((uid != (uid_t)-1 || gid != (gid_t)-1) && fchown(fd, uid, gid) != 0) {
+		snprintf(err, errlen, "cannot give %s the owner of %s (uid %ld, gid %ld): %s", tmp,
+		         path, (long)uid, (long)gid, strerror(errno));
+		close(fd);
+		unlink(tmp);
 		return -1;
 	}
 	if (fchmod(fd, mode) != 0 || write_all(fd, text, len) != 0 || fsync(fd) != 0) {

@@ -6,12 +6,13 @@
 #include <sys/types.h>
 
 /* Replace `path` with text[0..len), all or nothing: a temporary file beside
- * it (".NAME.XXXXXX", which a reload never reads as a drop-in), written,
- * synced and given `mode`, renamed over `path`, then the directory synced.
+ * it (".NAME.XXXXXX", which a reload never reads as a drop-in), given owner
+ * `uid`:`gid` ((uid_t)-1 and (gid_t)-1: the caller's, as created) and
+ * `mode`, written, synced, renamed over `path`, then the directory synced.
  * 0; 1 when the file is in place but the directory could not be synced
  * (the reason in err); -1 when nothing was replaced, the reason in err. */
-int file_replace(const char *path, const char *text, size_t len, mode_t mode, char *err,
-                 size_t errlen);
+int file_replace(const char *path, const char *text, size_t len, mode_t mode, uid_t uid,
+                 gid_t gid, char *err, size_t errlen);
 
 /* An SQLite database about to be opened: created empty with mode 0640 when
  * it is not there (less the umask), rather than SQLite's 0644. Its -wal,

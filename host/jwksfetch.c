@@ -430,7 +430,8 @@ static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 	free(url);
 	if (b.oom)
 		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
-	else if (file_replace(f->cache_path, b.p, b.n, 0640, err, sizeof err) != 0)
+	else if (file_replace(f->cache_path, b.p, b.n, 0640, (uid_t)-1, (gid_t)-1, err,
+	                      sizeof err) != 0)
 		log_warn("host", "cannot keep the JWKS in %s: %s", f->cache_path, err);
 	free(b.p);
 }

@@ -990,6 +990,65 @@ def test_the_dropin_is_written_readable_and_put_back_as_it_was(evhostd, build_di
     assert dropin.is_dir() and d.get("/probe/seen").status_code == 404
 
 
+def test_an_admins_lines_in_the_dropin_are_kept(evhostd, build_dir, tmp_path):
+    # The drop-in is the admin's to edit too (operations.md): enable and
+    # disable change the section's `enabled` lines only. Keys, comments,
+    # other sections, "\r\n" endings, the file's mode, owner and group stay
+    # (an admin's root:evhost 0640 must stay readable by evhostd), after a
+    # refused reload too. A link is not replaced by a file.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    confd = d.config_dir / "conf.d"
+    dropin = confd / DROPIN
+    own = ("# off until the vendor's fix: ticket 42\n"
+           "[plugin.hello]\n"
+           "; nothing to say about hello\n"
+           "[plugin.probe]\r\n"
+           "  enabled : true\r\n"
+           "subscribe = false\n")
+    dropin.write_text(own, newline="")
+    os.chown(dropin, 0, 4321)
+    dropin.chmod(0o640)
+    r = ctl(build_dir, d, "disable", "probe")
+    assert r.returncode == 0, r.stderr
+    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = false")
+    st = dropin.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4321, 0o640)
+    assert d.get("/probe/seen").status_code == 404
+    r = ctl(build_dir, d, "enable", "probe")
+    assert r.returncode == 0, r.stderr
+    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = true")
+    assert d.get("/probe/seen").status_code == 200
+
+    # Refused elsewhere: put back as it was, owner and group too.
+    (confd / "50-bad.conf").write_text("[http]\nthreads = many\n")
+    assert_one_error(ctl(build_dir, d, "disable", "probe"), 1, "refused the new configuration")
+    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = true")
+    st = dropin.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4321, 0o640)
+    (confd / "50-bad.conf").unlink()
+
+    # No `enabled` in the section: one under its header. No section: added.
+    dropin.write_text("[plugin.probe]\nsubscribe = false")  # no last newline
+    assert ctl(build_dir, d, "disable", "probe").returncode == 0
+    assert dropin.read_text() == "[plugin.probe]\nenabled = false\nsubscribe = false\n"
+    dropin.write_text("; the admin's\n")
+    assert ctl(build_dir, d, "enable", "probe").returncode == 0
+    assert dropin.read_text() == "; the admin's\n[plugin.probe]\nenabled = true\n"
+    assert d.get("/probe/seen").status_code == 200
+
+    # A link (configuration management's, say): left as it is, said.
+    managed = tmp_path / "managed-probe.conf"
+    managed.write_text("[plugin.probe]\nenabled = true\n")
+    dropin.unlink()
+    dropin.symlink_to(managed)
+    assert_one_error(ctl(build_dir, d, "disable", "probe"), 1,
+                     f"evhostctl: {dropin} is a symbolic link: evhostctl will not replace it "
+                     "with a file; set enabled in [plugin.probe] where it points, or remove "
+                     "the link\n")
+    assert dropin.is_symlink() and managed.read_text() == "[plugin.probe]\nenabled = true\n"
+    assert d.get("/probe/seen").status_code == 200
+
+
 def crud_daemon(evhostd, tmp_path, **kw):
     token = tmp_path / "admin.token"
     token.write_text(TOKEN + "\n")

@@ -18,9 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fileio.h"
+
+/* file_replace's owner: the caller's, as the temporary file was made. */
+#define AS_MADE (uid_t)-1, (gid_t)-1
 
 /* Which syncs fail, with EIO: none, a regular file's, or a directory's. */
 enum { SYNC_OK, SYNC_FILE_FAILS, SYNC_DIR_FAILS };
@@ -118,17 +122,59 @@ static void test_replaces_whole_with_its_mode(void **state)
 	fixture *f = *state;
 	char err[512] = "";
 	struct stat st;
-	assert_int_equal(file_replace(f->path, "{\"keys\":[]}", 11, 0640, err, sizeof err), 0);
+	assert_int_equal(file_replace(f->path, "{\"keys\":[]}", 11, 0640, AS_MADE, err, sizeof err), 0);
 	assert_string_equal(content(f->path), "{\"keys\":[]}");
 	assert_int_equal(stat(f->path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0640);
 	/* Again, shorter: the old bytes are gone, and no temporary file stays. */
-	assert_int_equal(file_replace(f->path, "{}", 2, 0644, err, sizeof err), 0);
+	assert_int_equal(file_replace(f->path, "{}", 2, 0644, AS_MADE, err, sizeof err), 0);
 	assert_string_equal(content(f->path), "{}");
 	assert_int_equal(stat(f->path, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0644);
 	assert_string_equal(names(f->dir), "jwks.json");
 	assert_string_equal(err, "");
+}
+
+/* Given an owner, the file has it (and the mode after it: a change of
+ * owner clears set-id bits); one that may not be given is said, and
+ * nothing replaced. The tests run as root, which may give any. */
+static void test_replaces_with_the_owner_given(void **state)
+{
+	fixture *f = *state;
+	char err[512] = "";
+	struct stat st;
+	assert_int_equal(file_replace(f->path, "a", 1, 02640, 4321, 8765, err, sizeof err), 0);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_uid, 4321);
+	assert_int_equal(st.st_gid, 8765);
+	assert_int_equal(st.st_mode & 07777, 02640);
+	/* The group alone. */
+	assert_int_equal(file_replace(f->path, "b", 1, 0640, (uid_t)-1, 1234, err, sizeof err), 0);
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_uid, geteuid());
+	assert_int_equal(st.st_gid, 1234);
+	assert_string_equal(content(f->path), "b");
+	if (geteuid() != 0) /* below: refused as only root is */
+		return;
+	/* Refused: a user may not give a file away (in a directory where it
+	 * may make one). */
+	assert_int_equal(chmod(f->dir, 01777), 0);
+	if (fork() == 0) {
+		int rc;
+		if (setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(2);
+		rc = file_replace(f->path, "c", 1, 0644, 4321, 8765, err, sizeof err);
+		_exit(rc == -1 && strstr(err, "cannot give") && strstr(err, "uid 4321, gid 8765") ? 0
+		                                                                                : 1);
+	}
+	{
+		int status;
+		assert_true(wait(&status) > 0);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	assert_string_equal(content(f->path), "b");
+	assert_string_equal(names(f->dir), "jwks.json");
 }
 
 /* A bare name is in the working directory. */
@@ -139,7 +185,7 @@ static void test_a_bare_name_is_in_the_working_directory(void **state)
 	int rc;
 	assert_non_null(getcwd(cwd, sizeof cwd));
 	assert_int_equal(chdir(f->dir), 0);
-	rc = file_replace("here.conf", "x = 1\n", 6, 0644, err, sizeof err);
+	rc = file_replace("here.conf", "x = 1\n", 6, 0644, AS_MADE, err, sizeof err);
 	assert_int_equal(chdir(cwd), 0);
 	assert_int_equal(rc, 0);
 	assert_string_equal(names(f->dir), "here.conf");
@@ -152,7 +198,7 @@ static void test_a_missing_directory_is_said(void **state)
 	fixture *f = *state;
 	char err[512] = "", path[192];
 	snprintf(path, sizeof path, "%s/gone/jwks.json", f->dir);
-	assert_int_equal(file_replace(path, "{}", 2, 0640, err, sizeof err), -1);
+	assert_int_equal(file_replace(path, "{}", 2, 0640, AS_MADE, err, sizeof err), -1);
 	expect_in(err, "cannot create a file in ");
 	expect_in(err, "/gone: No such file or directory");
 }
@@ -163,9 +209,9 @@ static void test_a_failed_write_replaces_nothing(void **state)
 {
 	fixture *f = *state;
 	char err[512] = "";
-	assert_int_equal(file_replace(f->path, "old", 3, 0640, err, sizeof err), 0);
+	assert_int_equal(file_replace(f->path, "old", 3, 0640, AS_MADE, err, sizeof err), 0);
 	sync_mode = SYNC_FILE_FAILS;
-	assert_int_equal(file_replace(f->path, "new", 3, 0640, err, sizeof err), -1);
+	assert_int_equal(file_replace(f->path, "new", 3, 0640, AS_MADE, err, sizeof err), -1);
 	assert_int_equal(syncs_failed, 1);
 	expect_in(err, "cannot write ");
 	expect_in(err, "/.jwks.json.");
@@ -182,8 +228,8 @@ static void test_a_failed_rename_replaces_nothing(void **state)
 	char err[512] = "", inside[192];
 	assert_int_equal(mkdir(f->path, 0755), 0);
 	snprintf(inside, sizeof inside, "%s/kept", f->path);
-	assert_int_equal(file_replace(inside, "k", 1, 0640, err, sizeof err), 0);
-	assert_int_equal(file_replace(f->path, "{}", 2, 0640, err, sizeof err), -1);
+	assert_int_equal(file_replace(inside, "k", 1, 0640, AS_MADE, err, sizeof err), 0);
+	assert_int_equal(file_replace(f->path, "{}", 2, 0640, AS_MADE, err, sizeof err), -1);
 	expect_in(err, "cannot rename ");
 	expect_in(err, "/.jwks.json.");
 	expect_in(err, " to ");
@@ -198,9 +244,9 @@ static void test_a_failed_directory_sync_is_said_with_the_file_in_place(void **s
 {
 	fixture *f = *state;
 	char err[512] = "";
-	assert_int_equal(file_replace(f->path, "old", 3, 0640, err, sizeof err), 0);
+	assert_int_equal(file_replace(f->path, "old", 3, 0640, AS_MADE, err, sizeof err), 0);
 	sync_mode = SYNC_DIR_FAILS;
-	assert_int_equal(file_replace(f->path, "new", 3, 0640, err, sizeof err), 1);
+	assert_int_equal(file_replace(f->path, "new", 3, 0640, AS_MADE, err, sizeof err), 1);
 	assert_int_equal(syncs_failed, 1);
 	expect_in(err, "cannot sync ");
 	expect_in(err, " after replacing jwks.json: Input/output error");
@@ -248,6 +294,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    T(test_replaces_whole_with_its_mode),
+	    T(test_replaces_with_the_owner_given),
 	    T(test_a_bare_name_is_in_the_working_directory),
 	    T(test_a_missing_directory_is_said),
 	    T(test_a_failed_write_replaces_nothing),
