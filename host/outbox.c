@@ -11,10 +11,13 @@
  * retention when that is shorter). When a delivery fails for good (after
  * message.timeout.ms), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
- * sends again from there: the failed row alone, the rows behind it only once
- * it is delivered (however librdkafka would batch them, a row refused for
- * good cannot be overtaken by one sent with it), so per-key order is kept
- * for every row produced after the failure is known. Rows that were in
+ * sends again from there: each row that failed alone, the rows behind it
+ * only once it is delivered (however librdkafka would batch them, a row
+ * refused for good cannot be overtaken by one sent with it), so per-key
+ * order is kept for every row produced after the failure is known. (Up to
+ * PROBES_MAX failed rows are remembered at once; past that, a broker away
+ * for long having failed a whole window, the later ones go out in batches
+ * again once the first is delivered.) Rows that were in
  * flight behind the failed one may be sent twice, which consumers absorb
  * (the event id is the row's id, stable across re-sends), and, when the
  * broker refused the failed one for good (a topic's max.message.bytes), one
@@ -77,6 +80,7 @@
 #define PRUNE_EVERY_MS 60000
 #define PRUNE_MIN_EVERY_MS 1000
 #define PRUNE_BATCH 2000
+#define PROBES_MAX 64 /* failed rows remembered, each to be sent again alone */
 
 struct relay {
 	pthread_mutex_t mu;
@@ -86,7 +90,9 @@ struct relay {
 	outbox_done *done; /* delivered rows, not yet recorded in the store */
 	size_t ndone, capdone;
 	int64_t rewind_to; /* -1, or resend rows with seq > rewind_to */
-	char fail_error[256];
+	char fail_error[256]; /* why the row rewind_to + 1 failed */
+	int64_t failed[PROBES_MAX]; /* the rows that failed since the last rewind */
+	int nfailed;
 	/* under the outbox's mu */
 	int removing, detached;
 	int64_t remove_deadline;
@@ -115,6 +121,8 @@ struct relay {
 	 * good (a topic's max.message.bytes) holds back every later one of its
 	 * plugin, however librdkafka batches them. */
 	enum { PROBE_NONE, PROBE_DUE, PROBE_SENT } probe;
+	int64_t probes[PROBES_MAX]; /* rows that failed, not sent again yet: ascending */
+	int nprobes;
 	int64_t next_prune_ms;
 };
 
@@ -200,6 +208,57 @@ static void relay_release(struct relay *r)
 	free(r);
 }
 
+/* For tests (outbox_test_refuse): delivery reports of these rows taken as
+ * failures, `times` more times each (-1: until cleared). */
+static struct {
+	pthread_mutex_t mu;
+	_Atomic int any;
+	int n;
+	int64_t seq[8];
+	int times[8];
+	int refused;
+} test_refusals = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+void outbox_test_refuse(int64_t seq, int times)
+{
+	pthread_mutex_lock(&test_refusals.mu);
+	if (seq < 0) {
+		test_refusals.n = 0;
+		test_refusals.refused = 0;
+	} else if (test_refusals.n < 8) {
+		test_refusals.seq[test_refusals.n] = seq;
+		test_refusals.times[test_refusals.n++] = times;
+	}
+	atomic_store(&test_refusals.any, test_refusals.n > 0);
+	pthread_mutex_unlock(&test_refusals.mu);
+}
+
+int outbox_test_refused(void)
+{
+	int n;
+	pthread_mutex_lock(&test_refusals.mu);
+	n = test_refusals.refused;
+	pthread_mutex_unlock(&test_refusals.mu);
+	return n;
+}
+
+static int test_refused(int64_t seq)
+{
+	int hit = 0;
+	if (!atomic_load(&test_refusals.any))
+		return 0;
+	pthread_mutex_lock(&test_refusals.mu);
+	for (int i = 0; i < test_refusals.n && !hit; i++)
+		if (test_refusals.seq[i] == seq && test_refusals.times[i] != 0) {
+			if (test_refusals.times[i] > 0)
+				test_refusals.times[i]--;
+			test_refusals.refused++;
+			hit = 1;
+		}
+	pthread_mutex_unlock(&test_refusals.mu);
+	return hit;
+}
+
 /* Delivery report; any thread. */
 static void relay_delivered(void *opaque, int ok, const char *error, int32_t partition,
                             int64_t offset)
@@ -209,14 +268,24 @@ static void relay_delivered(void *opaque, int ok, const char *error, int32_t par
 	outbox_done d = {m->seq, partition, offset};
 	if (ok)
 		metrics_count(m->published);
+	char why[64];
+	if (ok && test_refused(m->seq)) {
+		ok = 0;
+		snprintf(why, sizeof why, "refused by a test (row %" PRId64 ")", m->seq);
+		error = why;
+	}
 	pthread_mutex_lock(&r->mu);
 	if (ok) {
 		r->done[r->ndone++] = d; /* room reserved by relay_produce */
 	} else {
-		if (r->rewind_to < 0 || m->seq - 1 < r->rewind_to)
+		/* The reason logged is the rewound row's: the lowest's. */
+		if (r->rewind_to < 0 || m->seq - 1 < r->rewind_to) {
 			r->rewind_to = m->seq - 1;
-		snprintf(r->fail_error, sizeof r->fail_error, "%s",
-		         error ? error : "unknown error");
+			snprintf(r->fail_error, sizeof r->fail_error, "%s",
+			         error ? error : "unknown error");
+		}
+		if (r->nfailed < PROBES_MAX)
+			r->failed[r->nfailed++] = m->seq;
 	}
 	r->inflight--;
 	pthread_mutex_unlock(&r->mu);
@@ -332,6 +401,32 @@ static int relay_rewind_due(struct relay *r)
 	return due;
 }
 
+/* Remember that row `seq` failed: it is sent again alone (relay_send). In
+ * order; the lowest PROBES_MAX kept. */
+static void probes_add(struct relay *r, int64_t seq)
+{
+	int i = 0;
+	while (i < r->nprobes && r->probes[i] < seq)
+		i++;
+	if ((i < r->nprobes && r->probes[i] == seq) || i == PROBES_MAX)
+		return;
+	if (r->nprobes == PROBES_MAX)
+		r->nprobes--; /* the highest goes */
+	memmove(r->probes + i + 1, r->probes + i, (size_t)(r->nprobes - i) * sizeof *r->probes);
+	r->probes[i] = seq;
+	r->nprobes++;
+}
+
+/* Forget the remembered failed rows up to `seq`: sent again, or gone. */
+static void probes_drop_upto(struct relay *r, int64_t seq)
+{
+	int i = 0;
+	while (i < r->nprobes && r->probes[i] <= seq)
+		i++;
+	memmove(r->probes, r->probes + i, (size_t)(r->nprobes - i) * sizeof *r->probes);
+	r->nprobes -= i;
+}
+
 /* After a failed delivery: once nothing is in flight, rewind. Returns 1
  * while the plugin must not send (waiting to rewind or to resend). The
  * rewind and its reason are taken together, under the lock: a last report
@@ -339,7 +434,8 @@ static int relay_rewind_due(struct relay *r)
  * reason, and done twice. */
 static int relay_handle_failure(struct relay *r)
 {
-	int64_t rewind_to;
+	int64_t rewind_to, failed[PROBES_MAX];
+	int nfailed = 0;
 	char error[256] = "";
 	pthread_mutex_lock(&r->mu);
 	rewind_to = r->rewind_to;
@@ -350,8 +446,13 @@ static int relay_handle_failure(struct relay *r)
 	if (rewind_to >= 0) {
 		r->rewind_to = -1;
 		snprintf(error, sizeof error, "%s", r->fail_error);
+		nfailed = r->nfailed;
+		memcpy(failed, r->failed, (size_t)nfailed * sizeof *failed);
+		r->nfailed = 0;
 	}
 	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < nfailed; i++)
+		probes_add(r, failed[i]);
 	if (rewind_to >= 0) {
 		int64_t now = clock_mono_ms();
 		/* A refusal for good comes back every resend: said once a minute. */
@@ -429,7 +530,7 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 	outbox_row *rows = NULL;
 	size_t n = 0, i = 0;
 	int64_t busy_since = 0;
-	int rc;
+	int rc, stop_before = 0, sent_alone = 0;
 	*sent = 0;
 	r->last_fetch_ms = clock_mono_ms();
 	r->need_fetch = 0;
@@ -441,6 +542,14 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 		return 0;
 	}
 	while (i < n) {
+		/* A row that failed goes alone: not behind others in a batch (the
+		 * next round sends it first), and nothing behind it before its
+		 * delivery report. */
+		int probe = r->nprobes && rows[i].seq == r->probes[0];
+		if (probe && i > 0) {
+			stop_before = 1;
+			break;
+		}
 		rc = relay_produce(o, r, &rows[i]);
 		if (rc == EVH_ESTATE) /* a failure came back meanwhile: rewind first */
 			break;
@@ -477,13 +586,19 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 		}
 		r->sent_upto = rows[i].seq;
 		i++;
+		if (probe) {
+			sent_alone = 1;
+			break;
+		}
 	}
+	/* Failed rows passed without being sent again are gone from the outbox. */
+	probes_drop_upto(r, r->sent_upto);
 	store_outbox_rows_free(rows, n);
 	*sent = i;
-	if (r->probe == PROBE_DUE) {
-		if (i) /* the failed row, alone: the rest once it is delivered */
-			r->probe = PROBE_SENT;
-		else if (n == 0)
+	if (r->probe == PROBE_DUE || sent_alone || stop_before) {
+		if (sent_alone || (r->probe == PROBE_DUE && i))
+			r->probe = PROBE_SENT; /* the failed row, alone: the rest once it is delivered */
+		else if (r->probe == PROBE_DUE && n == 0)
 			r->probe = PROBE_NONE; /* gone from the outbox meanwhile */
 		r->need_fetch = 1;
 		return 0;

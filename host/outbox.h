@@ -42,4 +42,10 @@ void outbox_set_resend_delay_ms(int ms);
  * for yet, every plugin's together. (The producer's rd_kafka_outq_len also
  * counts events queued for the application, such as an error report.) */
 int64_t outbox_inflight(outbox *o);
+/* For tests: the delivery report of outbox row `seq` (of any plugin) is
+ * taken as a failure ("refused by a test (row SEQ)") its next `times` times (-1:
+ * every time); at most 8 rows at once. A negative `seq` clears them all. */
+void outbox_test_refuse(int64_t seq, int times);
+/* For tests: how many reports outbox_test_refuse turned into failures. */
+int outbox_test_refused(void);
 #endif

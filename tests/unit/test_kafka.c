@@ -823,6 +823,8 @@ static void rig_start(struct relay_rig *g, const char *timeout_ms)
 	 * before putting it back. */
 	outbox_set_idle_wait_ms(0);
 	outbox_set_inflight_poll_ms(0);
+	outbox_set_resend_delay_ms(0);
+	outbox_test_refuse(-1, 0);
 	assert_int_equal(outbox_start(&g->o, g->k, "evhost://test"), 0);
 	g->pl.name = (char *)"relay";
 	snprintf(path, sizeof path, "%s/relay.db", fx.dir);
@@ -998,6 +1000,66 @@ static void test_relay_resends_without_waiting_for_the_idle_look(void **state)
 	rig_expect_on_topic(&g, ids, 1);
 	rig_stop(&g);
 	outbox_set_idle_wait_ms(0);
+}
+
+/* Each row that failed is sent again alone, not only the first. Rows 2 and
+ * 4 of a window fail (2 once, 4 for good, as a topic's max.message.bytes
+ * would refuse it); row 6, published once both failures are known, is
+ * never sent with row 4, so it is not delivered ahead of it (same key): it
+ * waits until row 4 goes through. The rewind's reason is its own row's,
+ * not the last failure's. (The warm-up event is row 1.) */
+static void test_relay_resends_each_failed_row_alone(void **state)
+{
+	enum { N = 5, RTT_MS = 300 };
+	char idbuf[N][37], *log;
+	const char *ids[N];
+	struct relay_rig g;
+	stderr_capture cap;
+	int64_t end, pending;
+	int said, known, refused;
+	(void)state;
+	rig_start(&g, "5000");
+	for (int i = 0; i < N; i++) {
+		events_uuid(idbuf[i]);
+		ids[i] = idbuf[i];
+	}
+	outbox_set_resend_delay_ms(300);
+	outbox_test_refuse(2, 1);
+	outbox_test_refuse(4, -1);
+	/* Rows 2 to 5 all in flight before the first report. */
+	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
+	/* The log is captured until the waits are over: asserts come after. */
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	publish_many(g.pl.store, TOPIC, ids, N - 1, "k", "WINDOW", NULL, "{}");
+	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 2 && now_ms() < end;)
+		usleep(2000);
+	known = outbox_test_refused();
+	publish_to(g.pl.store, ids[N - 1], "k", "AFTER", "{}"); /* row 6 */
+	/* Row 2 sent again alone and delivered, then row 4 alone, refused,
+	 * twice: row 6 is never sent meanwhile, so it is still in the outbox. */
+	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 4 && now_ms() < end;)
+		usleep(2000);
+	refused = outbox_test_refused();
+	wait_pending(g.pl.store, 2, WAIT_MS); /* 4 and 6 */
+	usleep(2 * RTT_MS * 1000);
+	pending = store_outbox_pending(g.pl.store);
+	said = stderr_wait_for(cap, "relay: delivery of outbox row 2 failed (refused by a test (row 2))",
+	                       WAIT_MS);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	assert_int_equal(known, 2);
+	assert_true(refused >= 4);
+	assert_int_equal(pending, 2);
+	if (!said)
+		fail_msg("the log says: %s", log);
+	free(log);
+	/* Row 4 let through: row 6 follows it. */
+	outbox_test_refuse(-1, 0);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	rig_expect_on_topic(&g, ids, N);
+	outbox_set_resend_delay_ms(0);
+	rig_stop(&g);
 }
 
 /* Run `sql` in a transaction of the host's own on `st`. */
@@ -3431,6 +3493,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 11}, /* 5.7 */
     {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 2},      /* 11.6 */
     {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 3}, /* 8.3 */
+    {cmocka_unit_test(test_relay_resends_each_failed_row_alone), 4},
     {cmocka_unit_test(test_relay_says_why_a_delivery_is_not_recorded), 4},
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 12},        /* 7.2 */
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 3.2 */
