@@ -263,14 +263,6 @@ static int server_down(CURLcode rc, long code)
 	}
 }
 
-/* Whether `verb`, the last command sent, is one whose reply judges this
- * message: RCPT (its recipient) or DATA (its reply, or the reply to the
- * data after it). */
-static int verdict_verb(const char *verb)
-{
-	return !strcmp(verb, "RCPT") || !strcmp(verb, "DATA");
-}
-
 /* Only the server's verdict on the message is final: a 5xx reply to its
  * recipient or its content (to RCPT, DATA or the data). Whatever is wrong
  * with the connection or the setup is temporary: retried, and
@@ -280,13 +272,39 @@ static int verdict_verb(const char *verb)
  * message (a greeting such as "554 no SMTP service here" or a refused
  * HELO), and a 5xx to MAIL FROM: it names only the configured sender (no
  * SIZE is sent), so "553 sender address rejected" turns every mail away
- * alike, whoever it is for. */
-static notif_send_result classify(CURLcode rc, long code, const char *verb)
+ * alike, whoever it is for.
+ *
+ * A 5xx to RCPT is not always about the recipient either. Postfix (with
+ * smtpd_delay_reject, its default) says a client, HELO or sender refused
+ * only at RCPT TO ("504 5.5.2 <noreply@localhost>: Sender address rejected:
+ * need fully-qualified address"), and a relay refuses to pass on a mail
+ * without the login ("554 5.7.1 <bob@example.com>: Relay access denied"):
+ * failed for good, every mail would be lost alike. The reply's RFC 3463
+ * enhanced code tells them apart (notif_smtp_rcpt_refused), never its
+ * wording, which is each server's own. Final, about this recipient: 5.1.1,
+ * 5.1.2, 5.1.3 and 5.1.6 (no such mailbox or domain, a bad address, one
+ * that moved), 5.1.10 (a null MX), 5.2.x (the mailbox disabled or full, the
+ * mail too big for it), and a reply with no enhanced code, as before codes
+ * were read. The sender refused (5.1.7, 5.1.8) is the setup's, as at MAIL
+ * FROM. Any other code (5.7.x: a policy, relay denied, a login required;
+ * 5.5.x, 5.3.x, 5.4.x, 5.1.0 ...) may be the setup's or this recipient's:
+ * retried, which loses nothing (a mail that keeps failing is dead-lettered
+ * at its last attempt, for a redrive), as TRANSIENT rather than DOWN. DOWN
+ * stops a broadcast at that recipient, in the same order at each attempt
+ * and redrive: a refusal that is that recipient's own ("554 5.7.1 <x>:
+ * Recipient address rejected: Access denied") would leave every recipient
+ * after it never tried. A 5xx to DATA or to the data stays final: the
+ * message's content is refused, as it would be again. */
+static notif_send_result classify(CURLcode rc, long code, const char *verb, const char *reply,
+                                  size_t reply_len)
 {
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
-	if (code >= 500 && code < 600)
-		return verdict_verb(verb) ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
+	if (code >= 500 && code < 600) {
+		if (!strcmp(verb, "RCPT"))
+			return notif_smtp_rcpt_refused(reply, reply_len);
+		return !strcmp(verb, "DATA") ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
+	}
 	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
 }
 
@@ -400,7 +418,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	if (rc != CURLE_OK) {
 		char said[300] = "";
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
-		res = classify(rc, code, s->verb);
+		res = classify(rc, code, s->verb, s->reply, s->reply_len);
 		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
 		         ebuf);
 		/* The reply's text tells a greylisting from a full mailbox or a

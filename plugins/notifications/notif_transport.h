@@ -67,7 +67,8 @@ typedef struct notif_smtp {
 	size_t reply_len;
 	/* The verb of the last command sent in the send under way ("" before
 	 * any: the greeting), and whether it was QUIT: a 5xx is about this
-	 * message only as the reply to RCPT, DATA or the data. */
+	 * message only as the reply to RCPT (by its enhanced code), DATA or
+	 * the data. */
 	char verb[12];
 	int quitting;
 	/* Replies the send under way got: none on a kept connection means the

@@ -345,3 +345,68 @@ void notif_smtp_reply_clean(const char *in, size_t n, char *out, size_t outlen)
 	}
 	out[o] = '\0';
 }
+
+int notif_smtp_enhanced_code(const char *in, size_t n, int num[3])
+{
+	size_t i, start;
+
+	while (n && (in[n - 1] == '\r' || in[n - 1] == '\n'))
+		n--;
+	for (start = n; start && in[start - 1] != '\n'; start--)
+		;
+	in += start;
+	n -= start;
+	if (n < 4 || (in[3] != ' ' && in[3] != '-'))
+		return 0;
+	for (i = 0; i < 3; i++)
+		if (in[i] < '0' || in[i] > '9')
+			return 0;
+	for (i = 4; i < n && in[i] == ' '; i++)
+		;
+	for (int k = 0; k < 3; k++) {
+		size_t first = i;
+		int v = 0;
+
+		for (; i < n && i - first < 3 && in[i] >= '0' && in[i] <= '9'; i++)
+			v = v * 10 + (in[i] - '0');
+		if (i == first || (in[first] == '0' && i - first > 1))
+			return 0;
+		if (k == 0 && (i - first != 1 || in[first] != in[0] ||
+		               (v != 2 && v != 4 && v != 5)))
+			return 0;
+		/* A dot after the class and the subject; after the detail a space
+		 * or the end ("5.1.1234" and "5.1.1:" are no code). */
+		if (k < 2) {
+			if (i >= n || in[i] != '.')
+				return 0;
+			i++;
+		} else if (i < n && in[i] != ' ') {
+			return 0;
+		}
+		num[k] = v;
+	}
+	return 1;
+}
+
+notif_send_result notif_smtp_rcpt_refused(const char *in, size_t n)
+{
+	int num[3];
+
+	if (!notif_smtp_enhanced_code(in, n, num) || num[0] != 5)
+		return NOTIF_SEND_PERMANENT;
+	if (num[1] == 2)
+		return NOTIF_SEND_PERMANENT;
+	if (num[1] == 1) {
+		switch (num[2]) {
+		case 1:
+		case 2:
+		case 3:
+		case 6:
+		case 10: return NOTIF_SEND_PERMANENT;
+		case 7:
+		case 8: return NOTIF_SEND_DOWN;
+		default: break;
+		}
+	}
+	return NOTIF_SEND_TRANSIENT;
+}

@@ -5,6 +5,8 @@
 #define NOTIF_UTIL_H
 #include <stddef.h>
 
+#include "notif_transport.h"
+
 #define NOTIF_TIME_LEN 32 /* "2026-01-02T03:04:05.678Z" + NUL, with room */
 
 /* `nbytes` random bytes as 2*nbytes lowercase hex (out holds 2*nbytes+1).
@@ -60,6 +62,27 @@ int notif_url_has_user(const char *url);
  * echo: "<bob@example.com>: Recipient address rejected") as "<address>",
  * for these hold no personal data. Cut to fit `out`; "" for an empty line. */
 void notif_smtp_reply_clean(const char *in, size_t n, char *out, size_t outlen);
+
+/* The RFC 3463 enhanced status code that opens the text of the SMTP reply
+ * line in[0..n) (the last line of a multi-line reply), as RFC 2034 has a
+ * server say it: after the three-digit reply code and a space or '-' (more
+ * spaces let through), class.subject.detail, then a space or the end of the
+ * line. The class is the reply code's first digit (2, 4 or 5); subject and
+ * detail are numbers of one to three digits, without a leading zero.
+ * Returns 1 with class, subject and detail in num[0..2], or 0 when the line
+ * has none: no code, or not one of that form ("5.1", "5.x.1", "5.1.1:", a
+ * "4.2.2" after a 550). */
+int notif_smtp_enhanced_code(const char *in, size_t n, int num[3]);
+
+/* What a 5xx reply to RCPT TO (the reply line in[0..n), as above) says of
+ * the mail, by its enhanced code alone (never its free text, worded as
+ * each server likes): NOTIF_SEND_PERMANENT when it refuses this recipient
+ * (5.1.1, 5.1.2, 5.1.3, 5.1.6, 5.1.10, 5.2.x) or has no enhanced code;
+ * NOTIF_SEND_DOWN when it refuses the sender (5.1.7, 5.1.8), as a 5xx to
+ * MAIL FROM does; NOTIF_SEND_TRANSIENT for any other code (5.7.x policy or
+ * relay denied, 5.5.x, 5.3.x, 5.4.x, 5.1.0 ...), which may be about the
+ * setup as well as the recipient. notif_smtp.c's classify says why. */
+notif_send_result notif_smtp_rcpt_refused(const char *in, size_t n);
 
 /* The keyset cursor: base64url of "<created_at>|<event_id>". */
 char *notif_cursor_encode(const char *created_at, const char *event_id);

@@ -540,6 +540,14 @@ class _Handler:
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        reply = self.sink.rcpt_reply or self.sink.rcpt_replies.get(address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
     async def handle_DATA(self, server, session, envelope):
         reply = self.sink.reply or next(
             (self.sink.replies[a] for a in envelope.rcpt_tos if a in self.sink.replies), None)
@@ -567,7 +575,8 @@ class SmtpSink:
     tests; set `reply` (e.g. "451 4.3.0 try again later") to make it refuse
     messages with that answer instead of keeping them, or `replies`
     {address: reply} to refuse only those to an address, or `mail_reply`
-    to answer MAIL FROM (the sender) so.
+    to answer MAIL FROM (the sender) so. `rcpt_reply` answers RCPT TO so
+    (every recipient), `rcpt_replies` {address: reply} only that address's.
 
     tls="starttls" offers and requires STARTTLS (AUTH only after it);
     tls="implicit" is TLS from the first byte (smtps://). Both use `certs`
@@ -585,6 +594,8 @@ class SmtpSink:
         self.reply = None
         self.replies = {}
         self.mail_reply = None
+        self.rcpt_reply = None
+        self.rcpt_replies = {}
         self._messages = []
         self._cond = threading.Condition()
         self._controller = None

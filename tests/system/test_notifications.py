@@ -855,23 +855,41 @@ def test_event_data_is_held_to_what_an_http_body_is(evhostd, tmp_path, unique_na
 # ------------------------------------------------------- retrying / failed
 
 
-@pytest.mark.parametrize("refused", ["data", "sender"])
+# What the server says to RCPT TO when the setup is at fault: Postfix (with
+# smtpd_delay_reject, its default) says a sender refused only there, and a
+# relay refuses to pass on a mail without the login.
+RCPT_SETUP_REPLIES = {
+    "relay denied": ("554 5.7.1 <noreply@localhost>: Relay access denied",
+                     "554 5.7.1 <address> Relay access denied"),
+    "sender at RCPT": ("504 5.5.2 <noreply@localhost>: Sender address rejected: need "
+                       "fully-qualified address",
+                       "504 5.5.2 <address> Sender address rejected: need fully-qualified "
+                       "address"),
+}
+
+
+@pytest.mark.parametrize("refused", ["data", "sender", *RCPT_SETUP_REPLIES])
 def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_name,
                                                       kafka_bootstrap, smtp_server, refused):
     # A 4xx to the message, or a 5xx to MAIL FROM: the sender refused (not
     # "owned by user", a domain it does not know), which turns every mail
     # away alike, whoever it is for: the setup to mend, never a mail failed
-    # for good.
+    # for good. So is a 5xx to RCPT TO whose enhanced code is not one about
+    # the recipient (5.7.1 relay denied, 5.5.2 a sender not fully qualified),
+    # whatever its wording: the mail is retried, and sent once the server
+    # takes it.
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
               {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
                "retry.max_attempts": 50, "retry.backoff_ms": 200, "retry.backoff_max_ms": 500,
                "list_role": ""},
               user=False)
-    code = {"data": "451", "sender": "553"}[refused]
+    code = {"data": "451", "sender": "553"}.get(refused) or RCPT_SETUP_REPLIES[refused][0][:3]
     if refused == "data":
         smtp_server.reply = "451 4.3.0 Try again later"
-    else:
+    elif refused == "sender":
         smtp_server.mail_reply = "553 5.7.1 Sender address rejected: not owned by user"
+    else:
+        smtp_server.rcpt_reply = RCPT_SETUP_REPLIES[refused][0]
     addr = f"retry.{uuid.uuid4().hex[:8]}@example.com"
     lib.kafka_produce(env.topics["created"], {"id": "u-retry", "name": "Re Try", "email": addr},
                       key="u-retry", brokers=kafka_bootstrap,
@@ -885,8 +903,11 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
         timeout=30, message="a retrying entry after two attempts")
     assert code in retrying["last_error"] and retrying["recipient"] == addr
     assert retrying["template"] == "welcome"
+    if refused in RCPT_SETUP_REPLIES:  # the server's reply said as ever
+        said = RCPT_SETUP_REPLIES[refused][1]
+        assert retrying["last_error"].endswith(f'(server replied "{said}")'), retrying
 
-    smtp_server.reply = smtp_server.mail_reply = None
+    smtp_server.reply = smtp_server.mail_reply = smtp_server.rcpt_reply = None
     smtp_server.wait_for(welcome_to(addr), timeout=30)
     sent = lib.wait_until(
         lambda: next((i for i in env.d.get("/notifications").json()["items"]
@@ -900,6 +921,78 @@ def test_mail_server_trouble_shows_retrying_then_sent(evhostd, tmp_path, unique_
     mails, timed = mail_metrics(env.d)
     assert mails == {"sent": 1, "failed": sent["attempts"] - 1}, mails
     assert timed == sent["attempts"]
+
+
+@pytest.mark.parametrize("reply,said", [
+    ("550 5.1.1 {addr}: Recipient address rejected: User unknown in virtual mailbox table",
+     "550 5.1.1 <address> Recipient address rejected: User unknown in virtual mailbox table"),
+    ("552 5.2.2 {addr}: Mailbox full", "552 5.2.2 <address> Mailbox full"),
+    ("550 No such user here", "550 No such user here"),
+    ("554 5.x.1 {addr}: Access denied", "554 5.x.1 <address> Access denied"),
+], ids=["5.1.1 user unknown", "5.2.2 mailbox full", "no enhanced code", "malformed code"])
+def test_a_recipient_refused_for_good_at_rcpt_is_failed_not_retried(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, reply, said):
+    # A 5xx to RCPT TO whose enhanced code is about the recipient (no such
+    # mailbox, a full one), or that has none of RFC 3463's form to tell: the
+    # server's verdict on this mail. Failed at its first attempt, the reply
+    # in last_error, and never tried again: not when the server would take
+    # it either.
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 3, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200,
+               "list_role": ""},
+              user=False)
+    addr = f"gone.{uuid.uuid4().hex[:8]}@example.com"
+    smtp_server.rcpt_replies[addr] = reply.format(addr=f"<{addr}>")
+    lib.kafka_produce(env.topics["created"], {"id": "u-gone", "name": "Gone", "email": addr},
+                      key="u-gone", brokers=kafka_bootstrap,
+                      headers={"ce_id": "gone-1", "ce_type": "user.created"})
+    failed = env.entry_once("gone-1", "failed")
+    assert failed["attempts"] == 1 and failed["recipient"] == addr, failed
+    assert failed["last_error"].endswith(f'(server replied "{said}")'), failed
+
+    # No retry comes (a retry would be due within 0.2 s), and the event is
+    # handled: a welcome after it goes at once.
+    smtp_server.rcpt_replies.clear()
+    after = env.created("after-1", user_id="u-after")
+    assert env.entry_once("after-1", "sent")["attempts"] == 1
+    time.sleep(1)
+    assert [m.envelope_to for m in smtp_server.messages] == [[after]]
+    items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
+    assert items["gone-1"]["status"] == "failed" and items["gone-1"]["attempts"] == 1
+    mails, _ = mail_metrics(env.d)
+    assert mails == {"sent": 1, "refused": 1}, mails
+
+
+def test_a_recipients_policy_refusal_at_rcpt_is_retried_and_stops_no_broadcast(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # A 5.7.1 to RCPT TO may be the setup's (relay denied) or this
+    # recipient's own (Postfix's check_recipient_access): retried, then
+    # given up for a redrive, never failed for good. Being perhaps this
+    # recipient's, it does not stop the broadcast as a server down does:
+    # the recipients after it (in the same order at each attempt) get theirs.
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 2, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200,
+               "list_role": ""},
+              user=False)
+    ids = add_recipients(env, 4)
+    refused = f"{ids[1]}@example.com"
+    smtp_server.rcpt_replies[refused] = \
+        f"554 5.7.1 <{refused}>: Recipient address rejected: Access denied"
+    broadcast_raw(env, "policy-1", "Policy")
+    env.d.wait_for_log("broadcast policy-1: 0 sent, 3 already done, 0 failed, 0 to retry, "
+                       "1 given up for a redrive (attempt 2)", timeout=60)
+    assert broadcast_mails(smtp_server, "Policy") == \
+        {f"{u}@example.com": 1 for u in ids if u != ids[1]}
+    parked = env.entry_once(f"policy-1:{ids[1]}", "dead_lettered", attempts=2)
+    assert parked["last_error"].endswith(
+        '(server replied "554 5.7.1 <address> Recipient address rejected: Access denied")'), \
+        parked
+    letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
+                                timeout=30, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_id"] for m in letters] == ["ev-policy-1"]
+    assert "not tried" not in env.d.log_text()
 
 
 def add_recipients(env, n):

@@ -1118,6 +1118,82 @@ static void test_maildir_error_about_a_long_path_is_cut(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+/* A 5xx to RCPT TO judged by its RFC 3463 enhanced code (notif_util.c):
+ * the recipient's for good, the sender's (the setup), or either (retried);
+ * a reply without a code of that form as before, final. */
+static void test_smtp_rcpt_refused(void **state)
+{
+	enum { FINAL = NOTIF_SEND_PERMANENT, SETUP = NOTIF_SEND_DOWN,
+	       RETRY = NOTIF_SEND_TRANSIENT };
+	static const struct {
+		const char *reply;
+		int want;
+	} cases[] = {
+	    /* this recipient, for good */
+	    {"550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown\r\n", FINAL},
+	    {"550 5.1.2 bad destination system", FINAL},
+	    {"501 5.1.3 Bad recipient address syntax", FINAL},
+	    {"551 5.1.6 moved", FINAL},
+	    {"556 5.1.10 null MX", FINAL},
+	    {"552 5.2.2 mailbox full", FINAL},
+	    {"550 5.2.1 mailbox disabled", FINAL},
+	    {"552 5.2.3 too big for the mailbox", FINAL},
+	    {"550 5.2.0 other", FINAL},
+	    {"550 5.1.1", FINAL}, /* the code alone */
+	    /* no enhanced code, or none of RFC 3463's form: as before */
+	    {"550 No such user here", FINAL},
+	    {"550 5.1 short", FINAL},
+	    {"554 5.x.1 letters", FINAL},
+	    {"554 5.7.1: a colon", FINAL},
+	    {"554 5.7.1234 too long", FINAL},
+	    {"554 5.07.1 a leading zero", FINAL},
+	    {"554 4.7.1 class not the reply's", FINAL},
+	    {"554 3.7.1 no such class", FINAL},
+	    {"554\t5.7.1 a tab", FINAL},
+	    {"554", FINAL},
+	    {"", FINAL},
+	    /* the sender: the setup's, as at MAIL FROM */
+	    {"553 5.1.7 <noreply@localhost>: bad sender", SETUP},
+	    {"550 5.1.8 <noreply@example.org>: Sender address rejected: Domain not found", SETUP},
+	    /* the setup's or this recipient's: retried */
+	    {"554 5.7.1 <bob@example.com>: Relay access denied", RETRY},
+	    {"504 5.5.2 <noreply@localhost>: Sender address rejected: need fully-qualified "
+	     "address", RETRY},
+	    {"554 5.3.0 other mail system problem", RETRY},
+	    {"554 5.4.4 unable to route", RETRY},
+	    {"550 5.1.0 <x@y>: Sender address rejected: User unknown", RETRY},
+	    {"550 5.1.4 ambiguous", RETRY},
+	    {"550 5.6.0 media", RETRY},
+	    {"550 5.9.999 unknown subject", RETRY},
+	    /* spaces before the code, a multi-line reply's lines */
+	    {"554  5.7.1 two spaces", RETRY},
+	    {"550   5.1.1 three spaces", FINAL},
+	    {"554-5.7.1 a continuation line", RETRY},
+	    {"550-5.7.1 first\r\n550 5.1.1 last\r\n", FINAL},
+	    {"550-5.1.1 first\r\n554 5.7.1 last\n", RETRY},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		int got = notif_smtp_rcpt_refused(cases[i].reply, strlen(cases[i].reply));
+		if (got != cases[i].want)
+			fail_msg("case %zu \"%s\": got %d, want %d", i, cases[i].reply, got,
+			         cases[i].want);
+	}
+	{
+		int num[3] = {0, 0, 0};
+		assert_int_equal(notif_smtp_enhanced_code("250 2.1.5 ok", 12, num), 1);
+		assert_int_equal(num[0], 2);
+		assert_int_equal(num[1], 1);
+		assert_int_equal(num[2], 5);
+		assert_int_equal(notif_smtp_enhanced_code("556 5.1.10", 10, num), 1);
+		assert_int_equal(num[2], 10);
+		/* n bounds the line: nothing past it is read */
+		assert_int_equal(notif_smtp_enhanced_code("550 5.1.1", 8, num), 0);
+		assert_int_equal(notif_smtp_enhanced_code("550 5.1.1x", 9, num), 1);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1126,6 +1202,7 @@ int main(void)
 	    cmocka_unit_test(test_render_edge_cases),
 	    cmocka_unit_test(test_template_check),
 	    cmocka_unit_test(test_addr_valid),
+	    cmocka_unit_test(test_smtp_rcpt_refused),
 	    cmocka_unit_test(test_mailbox_parse),
 	    cmocka_unit_test(test_rfc5322_date),
 	    cmocka_unit_test(test_base64_vectors),
