@@ -1478,9 +1478,9 @@ void host_stop(host *h)
 		left = outbox_stop(h->outbox, budget - spent > 1000 ? budget - spent : 1000);
 		if (left > 0)
 			log_warn("host",
-			         "%lld event(s) still in the outbox after %d ms; they are kept on disk "
-			         "and sent at the next start",
-			         (long long)left, budget);
+			         "%lld event(s) still in the outbox %d ms into the stop; they are kept "
+			         "on disk and sent at the next start",
+			         (long long)left, (int)(clock_mono_ms() - t0));
 		h->outbox = NULL;
 	}
 	if (h->kafka) {

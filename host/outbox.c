@@ -1171,6 +1171,9 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 		struct relay *r = o->relays[i];
 		if (r->st) {
 			store_set_commit_hook(r->st, NULL, NULL);
+			/* What the relay's last poll had delivered, recorded: not
+			 * counted as left below, nor sent again at the next start. */
+			relay_delete_done(r);
 			n = store_outbox_pending(r->st);
 			if (n > 0) {
 				log_warn(OUTBOX_LOG,
