@@ -1105,9 +1105,9 @@ static void test_int_beyond_64_bits(void **state)
 	                   "9223372036854775807, got '9223372036854775808'");
 	assert_int_equal(f->d.n, 3);
 	/* The largest that fits is taken. */
-	assert_int_equal(settings_again(f, MIN_KAFKA "[store]\noutbox_max_rows = 9223372036854775807\n",
-	                             "r.conf"),
-	                 0);
+	assert_int_equal(
+	    settings_again(f, MIN_KAFKA "[store]\noutbox_max_rows = 9223372036854775807\n", "r.conf"),
+	    0);
 	assert_true(f->s.outbox_max_rows == INT64_MAX);
 }
 
