@@ -2309,6 +2309,19 @@ static int check_head(evh_request *req, evh_response *resp)
 	char why[80];
 	int ncl = 0, nhost = 0, nte = 0;
 	size_t n;
+	/* civetweb 1.15 keeps a head's first MG_MAX_HEADERS header fields and
+	 * drops the others without a word. A Content-Length or
+	 * Transfer-Encoding past them would frame the message for a proxy in
+	 * front and not here (its body read as the next request: smuggling),
+	 * and an X-Forwarded-For the proxy appended would be lost. With that
+	 * many kept, more may have come: refused, the connection closed. */
+	if (req->ri->num_headers >= MG_MAX_HEADERS) {
+		resp->close = 1;
+		problem(resp, 431, "headers-too-large",
+		        "%d header fields or more; this server takes at most %d", MG_MAX_HEADERS,
+		        MG_MAX_HEADERS - 1);
+		return -1;
+	}
 	for (int i = 0; i < req->ri->num_headers; i++) {
 		const struct mg_header *hd = &req->ri->http_headers[i];
 		if (!hd->name || !hd->value)

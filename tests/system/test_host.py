@@ -977,6 +977,37 @@ def test_response_framing_and_keep_alive_on_raw_sockets(evhostd, build_dir):
         assert headers["connection"] == "close" and closed, (req, headers)
 
 
+def test_a_head_with_64_header_fields_or_more_is_refused_not_cut(evhostd, build_dir):
+    # civetweb keeps a head's first 64 header fields and drops the rest: a
+    # Content-Length past them framed the message for a proxy in front but
+    # not here, and its body was answered as a second request (smuggling).
+    # 64 or more are refused with 431 and the connection closed; 63 pass.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+
+    def head(pads):
+        return "GET /healthz HTTP/1.1\r\nHost: x\r\n" + \
+            "".join(f"X-Pad-{i}: a\r\n" for i in range(pads))
+
+    status, _, body, closed = raw_exchange(d.port, (head(62) + "\r\n").encode(),
+                                           read_until_close=True)
+    assert status == "HTTP/1.1 200 OK" and not closed, (status, body)
+    smuggled = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    for pads, tail in ((63, b""),
+                       (64, f"Content-Length: {len(smuggled)}\r\n".encode())):
+        with socket.create_connection(("127.0.0.1", d.port), timeout=5) as s:
+            s.sendall(head(pads).encode() + tail + b"\r\n" + smuggled)
+            data = b""
+            while chunk := s.recv(65536):  # to the close: one answer only
+                data += chunk
+        first, _, rest = data.partition(b"\r\n\r\n")
+        assert first.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), data
+        assert b"\r\nConnection: close" in first, first
+        problem = json.loads(rest)
+        assert problem["detail"] == "64 header fields or more; this server takes at most 63"
+        assert problem["type"].endswith("/headers-too-large"), problem
+        assert b"404" not in data, data
+
+
 def one_response(s):
     """Read one response (framed by Content-Length) from socket s: its head
     as text, or None when the server closed the connection first."""
