@@ -81,6 +81,7 @@
 #define REDRIVE_MAX 10000  /* dead letters sent per redrive of all */
 #define REDRIVE_CHUNK 1000 /* read at a time by a redrive of all */
 #define REDRIVE_SCAN_MS 30000 /* a redrive of all reads no new chunk after that */
+#define ADMIN_BODY_DEPTH 16    /* levels of nesting a request body may have */
 /* Entries a redrive's answer lists, beyond each redriven one (at most
  * REDRIVE_MAX): a redrive of all skips every dead letter redriven before,
  * however many the topics hold, and the answer is not to grow with them. */
@@ -394,7 +395,9 @@ static int only_keys(const cJSON *o, const char *where, const char *const *keys,
  * alone takes text after the object ({"keep":3}junk), cuts a string at a
  * \u0000, and of a member named twice reads the first where most parsers
  * read the last ({"offsets":[5],"offsets":null} is one dead letter here
- * and all of them to the caller's parser). fuzz_admin found the first. */
+ * and all of them to the caller's parser). fuzz_admin found the first.
+ * Nested at most ADMIN_BODY_DEPTH levels: cJSON recurses once per level on
+ * the HTTP worker's stack, which about 550 overflow (config.c, json_max_depth). */
 static cJSON *body_object(evh_request *req, evh_response *resp, const char *const *keys)
 {
 	size_t len = 0, at;
@@ -413,7 +416,13 @@ static cJSON *body_object(evh_request *req, evh_response *resp, const char *cons
 		return NULL;
 	}
 	if (len)
-		st = json_check_members(body, len, JSON_MAX_DEPTH, &at, &dup, name, sizeof name);
+		st = json_check_members(body, len, ADMIN_BODY_DEPTH, &at, &dup, name, sizeof name);
+	if (st == JSON_TOO_DEEP) {
+		problem(resp, 422, "validation", NULL,
+		        "the body is nested deeper than %d levels (at byte %zu)", ADMIN_BODY_DEPTH,
+		        at);
+		return NULL;
+	}
 	if (st == JSON_NUL || st == JSON_RANGE) {
 		problem(resp, 422, "validation", NULL, "the body has %s at byte %zu",
 		        st == JSON_NUL ? "\\u0000 in a string (the string would end there)"
