@@ -152,8 +152,16 @@ static void hmac_sha256(const unsigned char *key, size_t keylen, const char *msg
 static const char twice_in_header[] = "token header names a member twice";
 static const char twice_in_payload[] = "token payload names a claim twice";
 
-/* A part's JSON object, or NULL: malformed (*twice set when only because a
- * member is named twice), or out of memory (*oom set). */
+/* How deep a token's header or payload may nest: checked before cJSON
+ * parses it, recursing once per level on the HTTP worker's stack, which
+ * about 550 levels overflow (config.c, json_max_depth); a header of a
+ * 4096-byte token can nest 1300, sent by anyone, before any signature is
+ * checked. Claims nest a few levels (realm_access.roles). */
+#define JWT_PART_DEPTH 32
+
+/* A part's JSON object, or NULL: malformed or nested deeper than
+ * JWT_PART_DEPTH (*twice set when only because a member is named twice),
+ * or out of memory (*oom set). */
 static cJSON *parse_part(const char *b64, size_t n, int *oom, int *twice)
 {
 	size_t len;
@@ -165,7 +173,7 @@ static cJSON *parse_part(const char *b64, size_t n, int *oom, int *twice)
 	if (!raw)
 		return NULL;
 	if (json_utf8_error(text, len) < 0 &&
-	    json_check(text, len, JSON_MAX_DEPTH, NULL) == JSON_OK) {
+	    json_check(text, len, JWT_PART_DEPTH, NULL) == JSON_OK) {
 		/* cJSON failing on text json_check calls JSON: out of memory */
 		j = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
 		*oom = !j;

@@ -70,6 +70,23 @@ def probe(build_dir):
             f"topic = probe.auth\nsubscribe = false\n")
 
 
+def test_a_token_nested_deep_is_refused_and_the_daemon_goes_on(evhostd, build_dir, tmp_path):
+    # A token's header is parsed before any signature is checked, on the HTTP
+    # worker's stack: one nested 600 deep (1.7 KB) overflowed it and ended the
+    # daemon, sent by anyone. Past 32 levels a part is malformed: 401.
+    secret = tmp_path / "jwt.key"
+    secret.write_text("k" * 48)
+    d = evhostd({"auth": {"jwt_secret_file": str(secret)}},
+                dropins={"20-probe.conf": probe(build_dir)}, brokers="embedded")
+    for depth in (600, 1000):
+        header = b'{"alg":"HS256","x":' + b"[" * depth + b"]" * depth + b"}"
+        token = b".".join((b64(header), b64(b"{}"), b64(b"x" * 32))).decode()
+        r = d.get("/probe/whoami", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 401 and r.json()["detail"] == "malformed token header", r.text
+    assert d.get("/probe/whoami", headers={
+        "Authorization": f"Bearer {lib.sign_token(secret.read_bytes(), 'bob')}"}).text == "bob"
+
+
 def test_tokens_of_another_issuer(evhostd, build_dir, tmp_path, keys):
     key_file, secret = tmp_path / "idp.pem", tmp_path / "jwt.key"
     key_file.write_bytes(pem(keys["rsa"]) + pem(keys["ec"]))

@@ -445,6 +445,50 @@ static int check_foreign(const jwt_keys *k, const char *alg, const char *payload
 	return rc;
 }
 
+/* A header or payload nested past 32 levels is malformed, refused before
+ * cJSON parses it (on an HTTP worker's stack, which about 550 levels
+ * overflow: a token's header could nest 1300, sent by anyone). 32 levels
+ * pass on to the next check. The payload is read once the signature is
+ * good: an RS256 token the test's verifier takes. */
+static void test_a_part_nested_past_32_levels_is_malformed(void **state)
+{
+	static const char *const want[] = {"malformed token header", "malformed token payload"};
+	jwt_keys k = {.secret = SECRET,
+	              .secret_len = SECRET_LEN,
+	              .pk_verify = fake_pk_verify,
+	              .pk_rsa = 1,
+	              .pk_issuer = "https://idp"};
+	(void)state;
+	pk_answer = 1;
+	for (int part = 0; part < 2; part++)
+		for (int depth = 32; depth <= 1000; depth += depth == 33 ? 967 : 1) {
+			/* The object and depth - 1 arrays. */
+			size_t n = 32 + 2 * (size_t)depth;
+			char *deep = malloc(n), *tok;
+			const char *why = NULL;
+			jwt_claims c;
+			int rc;
+			assert_non_null(deep);
+			snprintf(deep, n, "{\"alg\":\"RS256\",\"x\":");
+			for (int i = 1; i < depth; i++)
+				strcat(deep, "[");
+			for (int i = 1; i < depth; i++)
+				strcat(deep, "]");
+			strcat(deep, "}");
+			tok = part ? foreign_header("{\"alg\":\"RS256\"}", deep)
+			           : foreign_header(deep, "{" IDP "}");
+			rc = jwt_verify_keys(tok, &k, T_IAT, 0, &c, &why, NULL);
+			if (depth > 32) {
+				assert_int_equal(rc, -1);
+				assert_string_equal(why, want[part]);
+			} else if (rc == -1 && !strcmp(why, want[part])) {
+				fail_msg("%d levels refused: %s", depth, why);
+			}
+			free(tok);
+			free(deep);
+		}
+}
+
 static void test_foreign_tokens(void **state)
 {
 	jwt_keys k = {.secret = SECRET,
@@ -1018,6 +1062,7 @@ int main(void)
 	    cmocka_unit_test(test_issuer),
 	    cmocka_unit_test(test_claim_shapes),
 	    cmocka_unit_test(test_structure),
+	    cmocka_unit_test(test_a_part_nested_past_32_levels_is_malformed),
 	    cmocka_unit_test(test_refusal_kinds),
 	    cmocka_unit_test(test_foreign_tokens),
 	    cmocka_unit_test(test_token_json_strict),
