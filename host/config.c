@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "http_syntax.h"
+#include "json.h"
 #include "loopback.h"
 #include "redact.h"
 #include "textbuf.h"
@@ -1486,11 +1487,9 @@ static void k_max_head(set_ctx *x, const cfg_entry *e)
 		x->s->http_max_head_bytes = (int)n;
 }
 
-/* At most JSON_DEPTH_MAX: plugins parse a body with cJSON, which recurses
- * once per level, on an HTTP worker's 100 KiB stack (civetweb's own size).
- * About 550 levels overflowed it (the daemon ended on a SIGSEGV); 128 leave
- * room for the handler's own frames, and for sanitizer builds. */
-#define JSON_DEPTH_MAX 128
+/* At most JSON_DEPTH_MAX: plugins parse a body with cJSON on an HTTP
+ * worker's stack (json.h, JSON_WORKER_DEPTH). */
+#define JSON_DEPTH_MAX JSON_WORKER_DEPTH
 
 static void k_json_depth(set_ctx *x, const cfg_entry *e)
 {

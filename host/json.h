@@ -9,6 +9,11 @@
 
 /* Deepest nesting json_check can follow (cJSON's own limit). */
 #define JSON_MAX_DEPTH 1000
+/* Deepest a text may nest that cJSON parses on an HTTP worker's stack
+ * (civetweb's, 100 KiB): cJSON recurses once per level, and about 550
+ * levels overflowed it (the daemon ended on a SIGSEGV); 128 leave room for
+ * the caller's own frames, and for sanitizer builds. */
+#define JSON_WORKER_DEPTH 128
 
 typedef enum json_status {
 	JSON_OK = 0,

@@ -2514,7 +2514,8 @@ static int is_json_column(const char *name)
 }
 
 /* A TEXT value of a *_json column, parsed, its bytes that are not UTF-8
- * as U+FFFD (as a TEXT column's: json_scalar); NULL when it is not JSON, or
+ * as U+FFFD (as a TEXT column's: json_scalar); NULL when it is not JSON or
+ * is nested deeper than JSON_WORKER_DEPTH (this runs on HTTP workers), or
  * when it is but memory ran out (*oom set). */
 static cJSON *json_embedded(sqlite3_stmt *st, int col, int *oom)
 {
@@ -2522,6 +2523,7 @@ static cJSON *json_embedded(sqlite3_stmt *st, int col, int *oom)
 	size_t len = (size_t)sqlite3_column_bytes(st, col);
 	char *clean;
 	cJSON *v;
+	int json;
 	*oom = 0;
 	if (!text || strlen(text) != len) /* an embedded NUL would hide the rest */
 		return NULL;
@@ -2531,9 +2533,9 @@ static cJSON *json_embedded(sqlite3_stmt *st, int col, int *oom)
 	} else if (*oom) {
 		return NULL;
 	}
-	v = cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1);
-	if (!v)
-		*oom = json_check(text, len, JSON_MAX_DEPTH, NULL) == JSON_OK;
+	json = json_check(text, len, JSON_WORKER_DEPTH, NULL) == JSON_OK;
+	v = json ? cJSON_ParseWithLengthOpts(text, len + 1, NULL, 1) : NULL;
+	*oom = json && !v;
 	free(clean);
 	return v;
 }
@@ -2592,7 +2594,9 @@ static int json_column(evh_rows *r, cJSON *obj, int col, const char *name, size_
 		}
 		if (!v) {
 			status = tx_fail_msg(r->tx, EVH_ESTORE,
-			                     "column %s of row %zu is not valid JSON", name, rowno);
+			                     "column %s of row %zu is not valid JSON (or is nested "
+			                     "deeper than %d levels)",
+			                     name, rowno, JSON_WORKER_DEPTH);
 			goto out;
 		}
 	} else {
@@ -3190,12 +3194,16 @@ static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
 {
 	const char *p = sqlite3_column_blob(st, col);
 	size_t n = (size_t)sqlite3_column_bytes(st, col);
-	cJSON *v = p && n ? cJSON_ParseWithLength(p, n) : NULL;
+	/* Nested deeper than JSON_WORKER_DEPTH (a plugin may publish up to
+	 * JSON_MAX_DEPTH): as bytes, since the listing is parsed again on an
+	 * HTTP worker's stack (admin.c), and this may run on one. */
+	int json = p && n && json_check(p, n, JSON_WORKER_DEPTH, NULL) == JSON_OK;
+	cJSON *v = json ? cJSON_ParseWithLength(p, n) : NULL;
 	char *b64;
 
 	if (v)
 		return cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
-	if (p && n && json_check(p, n, JSON_MAX_DEPTH, NULL) == JSON_OK)
+	if (json)
 		return -1; /* JSON that cJSON could not parse: out of memory */
 	b64 = base64_encode((const unsigned char *)(p ? p : ""), p ? n : 0);
 	v = b64 ? cJSON_CreateString(b64) : NULL;

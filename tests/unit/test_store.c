@@ -1194,6 +1194,56 @@ static void test_delivered_rows_move_to_event_log(void **state)
 	    query_int(f->s, "SELECT COUNT(*) FROM evh_events WHERE \"offset\" IS NULL"), 1);
 }
 
+/* Event data nested deeper than JSON_WORKER_DEPTH is listed as its bytes
+ * (data_base64), not embedded: the listing is parsed again on an HTTP
+ * worker's stack (admin.c), which about 550 levels overflow, and a plugin
+ * may publish up to JSON_MAX_DEPTH. JSON_WORKER_DEPTH levels are embedded. */
+static void test_event_log_lists_data_nested_too_deep_as_bytes(void **state)
+{
+	enum { DEEP = JSON_WORKER_DEPTH + 1 };
+	fixture *f = *state;
+	char fits[2 * JSON_WORKER_DEPTH + 1], deep[2 * DEEP + 1];
+	int64_t seqs[16];
+	outbox_done d[2];
+	outbox_row rows[2];
+	cJSON *arr, *ev;
+	evh_tx *tx;
+
+	memset(fits, '[', JSON_WORKER_DEPTH);
+	memset(fits + JSON_WORKER_DEPTH, ']', JSON_WORKER_DEPTH);
+	fits[2 * JSON_WORKER_DEPTH] = '\0';
+	memset(deep, '[', DEEP);
+	memset(deep + DEEP, ']', DEEP);
+	deep[2 * DEEP] = '\0';
+	rows[0] = make_row("ev-fits", fits);
+	rows[1] = make_row("ev-deep", deep);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(store_outbox_add(tx, &rows[i]), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(outbox_seqs(f->s, seqs), 2);
+	d[0] = (outbox_done){seqs[0], 0, 1};
+	d[1] = (outbox_done){seqs[1], 0, 2};
+	assert_int_equal(store_outbox_delivered(f->s, d, 2), EVH_OK);
+
+	arr = events_of(f->s, NULL, 0, 10);
+	assert_int_equal(cJSON_GetArraySize(arr), 2);
+	ev = cJSON_GetArrayItem(arr, 0);
+	assert_true(cJSON_IsArray(cJSON_GetObjectItem(ev, "data")));
+	assert_null(cJSON_GetObjectItem(ev, "data_base64"));
+	ev = cJSON_GetArrayItem(arr, 1);
+	assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "id")), "ev-deep");
+	assert_null(cJSON_GetObjectItem(ev, "data"));
+	/* base64 of "[[[": WltbW1tb... */
+	assert_true(cJSON_IsString(cJSON_GetObjectItem(ev, "data_base64")));
+	assert_int_equal(strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "data_base64")),
+	                         "W1tb", 4),
+	                 0);
+	assert_int_equal(strlen(cJSON_GetStringValue(cJSON_GetObjectItem(ev, "data_base64"))),
+	                 (2 * DEEP + 2) / 3 * 4);
+	cJSON_Delete(arr);
+}
+
 /* Kafka acknowledges rows out of seq order (across partitions): a page of
  * the event log never holds a row above one still pending, so a client
  * following the log with after = the last seq it saw misses none. */
@@ -2605,6 +2655,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_views_follow_the_current_definition, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_delivered_rows_move_to_event_log, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_log_lists_data_nested_too_deep_as_bytes, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_pages_stop_below_a_pending_row, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_read_that_cannot_open, setup, teardown),
