@@ -978,8 +978,9 @@ int host_sign_out(host *h, const char *subject, const char *by, char *err, size_
 	/* Kept while a token signed before now may be taken: the longest
 	 * token_ttl_max ever in force, and the leeway past its exp. */
 	if (revocations_add(h->revoked, subject, now,
-	                    now + (revocations_ttl_high(h->revoked) + HTTP_JWT_LEEWAY_S) * 1000, err,
-	                    errlen) != 0) {
+	                    revocation_until(now, revocations_ttl_high(h->revoked),
+	                                     HTTP_JWT_LEEWAY_S),
+	                    err, errlen) != 0) {
 		size_t n = strlen(err);
 		snprintf(err + n, errlen - n, " (refused until evhostd stops, not after a restart)");
 		metrics_sign_out(0);

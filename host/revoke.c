@@ -422,6 +422,11 @@ int64_t revocations_ttl_high(revocations *r)
 	return v;
 }
 
+int64_t revocation_until(int64_t now_ms, int64_t ttl_high_s, int leeway_s)
+{
+	return now_ms + (ttl_high_s + leeway_s + 1) * 1000;
+}
+
 const char *revocations_path(const revocations *r) { return r->path; }
 
 size_t revocations_count(revocations *r) { return r ? atomic_load(&r->count) : 0; }

@@ -66,6 +66,15 @@ int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen);
 int64_t revocations_ttl_high(revocations *r);
 
+/* Until when a sign-out made at `now_ms` must be kept: past the last
+ * moment a token signed before it may be taken, with tokens living up to
+ * `ttl_high_s` and taken `leeway_s` past their exp. A token's exp counts
+ * from its signing time in whole seconds (rounded down), and it is taken
+ * through the whole second exp + leeway: one second more than
+ * ttl_high_s + leeway_s from the sign-out, which may come late in the
+ * second the token was signed in. */
+int64_t revocation_until(int64_t now_ms, int64_t ttl_high_s, int leeway_s);
+
 /* The file's path, as given to revocations_open. */
 const char *revocations_path(const revocations *r);
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "db_files.h"
+#include "jwt.h"
 #include "revoke.h"
 
 #define T0 1700000000000LL /* ms */
@@ -267,12 +268,39 @@ static void test_bad_files(void **state)
 	reopen(f, T0);
 }
 
+/* A sign-out outlasts every token signed before it: one signed early in a
+ * second with the longest lifetime, signed out late in that second, is
+ * refused at each moment jwt_verify still takes it (through the whole
+ * second exp + leeway); a second less was the old bound's, whose last
+ * 0.8 s let it in again. */
+static void test_a_sign_out_outlasts_the_tokens_signed_before_it(void **state)
+{
+	enum { TTL = 3600, LEEWAY = 30 };
+	static const unsigned char secret[] = "0123456789abcdef0123456789abcdef";
+	int64_t signed_ms = 1000000100, out_ms = 1000000900, last = 0;
+	int64_t until = revocation_until(out_ms, TTL, LEEWAY);
+	char *tok = NULL;
+	jwt_claims c;
+	const char *why;
+	(void)state;
+	assert_int_equal(jwt_sign("ada", NULL, 0, signed_ms, TTL, NULL, secret, sizeof secret - 1,
+	                          &tok),
+	                 0);
+	for (int64_t s = signed_ms / 1000; s <= signed_ms / 1000 + TTL + LEEWAY + 2; s++)
+		if (jwt_verify(tok, secret, sizeof secret - 1, NULL, s, LEEWAY, &c, &why) == 0)
+			last = s;
+	free(tok);
+	assert_int_equal(last, signed_ms / 1000 + TTL + LEEWAY);
+	assert_true(until > last * 1000 + 999);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_sign_out_and_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_many_and_pruned, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refuse_reasons, setup, teardown),
+	    cmocka_unit_test(test_a_sign_out_outlasts_the_tokens_signed_before_it),
 	    cmocka_unit_test_setup_teardown(test_ttl_high_water, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clock_set_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
