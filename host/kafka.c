@@ -1452,6 +1452,10 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
+	/* The attempt dispatch last made failed in a storage call (a
+	 * transaction, savepoint, inbox record, a handler's statement or the
+	 * commit): only then can a full database be why (dispatch). */
+	int attempt_storage;
 	/* The event dispatch last handled in a batch's transaction was one
 	 * handled before (the inbox said so): counted once the batch commits. */
 	int last_duplicate;
@@ -1479,8 +1483,8 @@ struct consumer {
 /* What became of one dispatch. */
 /* OUT_KEEP: EVH_EVENT_KEEP_AND_DEAD_LETTER, its writes kept in the
  * transaction, its inbox claim taken back; dead-lettered once committed.
- * OUT_WAIT: a retry while the plugin's database is full (store_full), or
- * after a publish met a full outbox (EVH_EFULL: the relay cannot send): not
+ * OUT_WAIT: a retry for want of room in the plugin's database (dispatch
+ * says when), or after a publish met a full outbox (EVH_EFULL: the relay cannot send): not
  * the event's fault, so it uses up no attempt and never reaches the DLQ for it.
  * OUT_KEEP_RETRY: EVH_EVENT_KEEP_AND_RETRY, kept as OUT_KEEP, then retried as
  * OUT_RETRY once committed.
@@ -1898,6 +1902,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 	if (store_tx_savepoint(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: cannot open a savepoint: %s",
 		         store_tx_error(tx));
+		c->attempt_storage = 1;
 		return OUT_RETRY;
 	}
 	/* Recorded first (one statement instead of a lookup and an insert); a
@@ -1906,6 +1911,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 	if (claimed < 0) {
 		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
 		         store_tx_error(tx));
+		c->attempt_storage = 1;
 		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
@@ -1925,6 +1931,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		if (r == EVH_EVENT_OK)
 			continue;
 		c->attempt_full = store_tx_failed(tx) == EVH_EFULL; /* before the rollback */
+		c->attempt_storage = store_tx_failed(tx) != EVH_OK;
 		/* A storage failure the handler gave up or retried on without a
 		 * word: its message is the reason (before the rollback clears it). */
 		if (!ev->error[0] && store_tx_failed(tx))
@@ -1951,6 +1958,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 	c->attempt_full = store_tx_failed(tx) == EVH_EFULL;
 	if (store_tx_savepoint_release(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: %s", store_tx_error(tx));
+		c->attempt_storage = 1;
 		store_tx_savepoint_rollback(tx);
 		return OUT_RETRY;
 	}
@@ -1976,6 +1984,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 	if (store_tx_begin(c->p->store, &tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: cannot begin a transaction%s%s",
 		         store_thread_error()[0] ? ": " : "", store_thread_error());
+		c->attempt_storage = 1;
 		return OUT_RETRY;
 	}
 	out = run_handlers(c, ev, tx, first, sub);
@@ -1987,6 +1996,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 	if (store_tx_commit(tx) != EVH_OK) {
 		snprintf(ev->error, sizeof ev->error, "storage: commit failed%s%s",
 		         store_thread_error()[0] ? ": " : "", store_thread_error());
+		c->attempt_storage = 1;
 		return OUT_RETRY;
 	}
 	if (out == OUT_DONE)
@@ -2089,8 +2099,10 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	size_t first;
 	long crashed;
 	int at_place = 0;
+	unsigned room_lost = store_thread_room_lost();
 	*sub = 0;
 	c->attempt_full = 0;
+	c->attempt_storage = 0;
 	c->last_duplicate = 0;
 	if (event_build(&ev, msg, attempt)) {
 		snprintf(err, errlen, "out of memory");
@@ -2129,13 +2141,21 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		c->last_duplicate = ev.duplicate;
 		if (crashed)
 			crash_record_clear(); /* it did not crash on it this time */
-		/* A full outbox waits as a full database does: the relay makes
-		 * room once the broker takes events. Unless the outbox is empty
-		 * (none of the batch's rows in it either: a retry is alone), so
-		 * that this event's publishes alone exceed outbox_max_rows: no
-		 * room would ever come, and it is retried as any failed attempt. */
+		/* A full database waits, using up no attempt: when this attempt
+		 * met it (a statement of its own failed for want of room, in a
+		 * batch too, before the store is marked full at the batch's end),
+		 * or failed in storage while the store is marked full (a commit
+		 * another thread's group made). Not a handler's own retry while
+		 * the mark stays (till a commit goes through): that one counts,
+		 * or a poison event would never be dead-lettered. A full outbox
+		 * waits too: the relay makes room once the broker takes events.
+		 * Unless the outbox is empty (none of the batch's rows in it
+		 * either: a retry is alone), so that this event's publishes alone
+		 * exceed outbox_max_rows: no room would ever come, and it is
+		 * retried as any failed attempt. */
 		if (out == OUT_RETRY &&
-		    (store_full(c->p->store) ||
+		    (store_thread_room_lost() != room_lost ||
+		     (c->attempt_storage && store_full(c->p->store)) ||
 		     (c->attempt_full && (tx || store_outbox_pending(c->p->store) > 0))))
 			out = OUT_WAIT;
 		if (out != OUT_RETRY && out != OUT_WAIT)

@@ -254,6 +254,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
  * call failed that way until full_note hands it to the store. */
 enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA };
 static _Thread_local int full_seen;
+static _Thread_local unsigned room_lost_count; /* store_thread_room_lost */
 /* SQLITE_CORRUPT or SQLITE_NOTADB, seen on this thread (sqlite_fail) until
  * full_note hands it to the store; 0: none. */
 static _Thread_local int damage_seen;
@@ -317,8 +318,10 @@ static int room_lost(sqlite3 *db, int rc)
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
 	int room = room_lost(db, rc);
-	if (room)
+	if (room) {
 		full_seen = room;
+		room_lost_count++;
+	}
 	if (is_damage(rc))
 		damage_seen = rc & 0xff;
 	if (room && (rc & 0xff) == SQLITE_IOERR)
@@ -548,6 +551,8 @@ static void full_clear(store *s, const char *why)
 }
 
 int store_full(store *s) { return s ? atomic_load(&s->full) : 0; }
+
+unsigned store_thread_room_lost(void) { return room_lost_count; }
 
 /* The stores whose commit hook this thread is calling, innermost first (on
  * its stack): store_set_commit_hook called from inside a hook does not wait

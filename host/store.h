@@ -123,6 +123,12 @@ int store_tx_failed(evh_tx *tx);
  * (no values: SQLite's messages name tables, columns and constraints). */
 void store_thread_error_clear(void);
 const char *store_thread_error(void);
+/* How many SQLite calls on this thread have failed for want of room (a
+ * full disk, a quota) since it began: compared before and after a piece of
+ * work, whether that work met it, before store_full says so (the store is
+ * marked full when the failing transaction lets go of it), and whatever an
+ * earlier failure left that flag at. */
+unsigned store_thread_room_lost(void);
 /* One level of savepoint inside `tx` (the consumer handles a batch of events
  * in one transaction, each event inside a savepoint). Failures are tracked
  * per savepoint: store_tx_savepoint_release returns the first error of a

@@ -3414,6 +3414,96 @@ static void test_full_database_episode_outlasts_a_batch_whose_commit_fails(void 
 	remove_db(x.p.name);
 }
 
+#define BIG_ROWS "SELECT COUNT(*) FROM handled WHERE length(id) > CAST(? AS INTEGER)"
+
+/* Writes 4 MB: past SQLite's page cache (2 MB), so its statement writes to
+ * the WAL itself, and fails there on a full disk, not only at the COMMIT. */
+static evh_event_result big_write_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx,
+                                          void *ud)
+{
+	(void)p;
+	(void)ud;
+	record(ev, 0);
+	if (atomic_exchange(&disk_fills, 0))
+		atomic_store(&faults_all_fail, 1);
+	if (store_exec(tx, "INSERT INTO handled(id) VALUES(hex(zeroblob(2000000)))", NULL, 0,
+	               NULL) != EVH_OK)
+		return EVH_EVENT_RETRY;
+	return EVH_EVENT_OK;
+}
+
+/* A handler's statement that fails for a full disk in a batch (before the
+ * store is marked full, which comes when the batch lets go of it) makes a
+ * wait, not an attempt: with the mark alone to go by, attempt 1 was used
+ * up (at max_attempts 1, the event dead-lettered for a full disk). */
+static void test_a_full_disk_met_inside_a_batch_waits(void **state)
+{
+	char id[37], *log;
+	int64_t until;
+	struct extra x;
+	stderr_capture cap;
+	(void)state;
+	assert_int_equal(wal_writes_fail_with(0, ENOSPC), SQLITE_OK);
+	events_uuid(id);
+	publish_topic(fx.user.store, FULL_TOPIC "_4", id, "big", "USER_CREATED", "{}");
+	assert_true(wait_pending(fx.user.store, 0, WAIT_MS));
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_INFO ? test_log_level : EVH_LOG_INFO, LOG_FORMAT_TEXT);
+	atomic_store(&disk_fills, 1);
+	extra_start(&x, "bigwrite", FULL_TOPIC "_4", NULL, big_write_handler);
+	wait_calls(id, 3);
+	atomic_store(&faults_all_fail, 0);
+	until = now_ms() + WAIT_MS;
+	while (rows_in(x.p.store, BIG_ROWS, "1000") != 1 && now_ms() < until)
+		usleep(20000);
+	consumer_stop(&x.p);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	assert_int_equal(rows_in(x.p.store, BIG_ROWS, "1000"), 1);
+	if (strstr(log, "attempt 1/3 failed") || count_of(log, "waits: its database is full (") != 1)
+		fail_msg("the first attempt was not a wait:\n%s", log);
+	free(log);
+	store_close(x.p.store);
+	remove_db(x.p.name);
+}
+
+static evh_event_result retry_always_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx,
+                                             void *ud)
+{
+	(void)p;
+	(void)tx;
+	(void)ud;
+	record(ev, 0);
+	return EVH_EVENT_RETRY;
+}
+
+/* A handler's own retry, with no storage call failed, counts as an attempt
+ * even while its store is marked full (a write that failed for a full disk,
+ * and no commit since to take the mark away): a poison event is
+ * dead-lettered at its last attempt, not waiting for good under the mark. */
+static void test_a_handlers_own_retry_counts_while_its_store_is_marked_full(void **state)
+{
+	char id[37], error[512];
+	struct extra x;
+	evh_tx *tx;
+	(void)state;
+	assert_int_equal(wal_writes_fail_with(0, ENOSPC), SQLITE_OK);
+	extra_start(&x, "markedfull", FULL_TOPIC "_5", NULL, retry_always_handler);
+	atomic_store(&faults_all_fail, 1);
+	assert_int_equal(store_tx_begin(x.p.store, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO handled(id) VALUES('x')", NULL, 0, NULL),
+	                 EVH_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	atomic_store(&faults_all_fail, 0);
+	assert_true(store_full(x.p.store));
+	events_uuid(id);
+	publish_topic(fx.user.store, FULL_TOPIC "_5", id, "poison", "USER_CREATED", "{}");
+	expect_dead_letter(FULL_TOPIC "_5", "markedfull", id, "3", error, sizeof error);
+	assert_int_equal(count_calls(id, 0), 3);
+	assert_true(store_full(x.p.store)); /* nothing committed since */
+	extra_stop(&x);
+}
+
 /* RFC 3339 times (replay's "from"): offsets, fractions, and what is not one. */
 static void test_parse_time(void **state)
 {
@@ -3537,6 +3627,8 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_stop_leaves_a_client_that_does_not_end), 6}, /* 11 */
     {cmocka_unit_test(test_full_database_waits_are_said_once_an_episode), 8}, /* 4.7 */
     {cmocka_unit_test(test_full_database_episode_outlasts_a_batch_whose_commit_fails), 2},
+    {cmocka_unit_test(test_a_full_disk_met_inside_a_batch_waits), 6},
+    {cmocka_unit_test(test_a_handlers_own_retry_counts_while_its_store_is_marked_full), 7},
 };
 
 /* After every test, passed or not: the host's timing knobs and the WAL's
