@@ -204,16 +204,18 @@ static int find_account(user_state *st, const char *email, user_rec *u, int *fou
  * commit (user_sign_out_after), which refuses this token. A stored hash
  * that differs may be the same password upgraded to the current cost by
  * another login (upgrade_hash): `password` is checked against it then.
- * EVH_OK, and *same says; else the failure (EVH_EBUSY or EVH_ENOMEM: that
- * check could not be made, see user_hash_failure). */
+ * EVH_OK, and *same says; else the failure: of reading the account again
+ * (a storage error, logged), or, with *hashing set, of checking `password`
+ * against a changed hash (EVH_EBUSY or EVH_ENOMEM: see user_hash_failure). */
 static int account_unchanged(user_state *st, const user_rec *u, const char *password,
-                             int *same)
+                             int *same, int *hashing)
 {
 	user_rec now;
 	evh_tx *tx;
 	int rc;
 
 	*same = 0;
+	*hashing = 0;
 	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "login: begin");
 	rc = user_db_get(tx, u->id, &now);
@@ -223,6 +225,7 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 	if (rc == EVH_ENOTFOUND)
 		return EVH_OK;
 	*same = !strcmp(now.password_hash, u->password_hash);
+	*hashing = !*same;
 	rc = *same ? EVH_OK : user_password_still(st, now.password_hash, password, same);
 	sodium_memzero(now.password_hash, sizeof now.password_hash);
 	return rc;
@@ -291,7 +294,7 @@ static int reply_login_unconfigured(evh_response *resp)
 static int reply_token(user_state *st, evh_response *resp, const user_rec *u,
                        const char *password, const char **result)
 {
-	int same;
+	int same, hashing;
 	char roles[USER_ROLES_MAX][USER_ROLE_LEN];
 	const char *role_ptrs[USER_ROLES_MAX];
 	size_t n = user_roles_split(u->roles, roles, USER_ROLES_MAX), i;
@@ -309,9 +312,12 @@ static int reply_token(user_state *st, evh_response *resp, const user_rec *u,
 		return reply_login_unconfigured(resp); /* changed since login_configured */
 	if (rc != EVH_OK)
 		return rc;
-	if ((rc = account_unchanged(st, u, password, &same)) != EVH_OK || !same) {
+	if ((rc = account_unchanged(st, u, password, &same, &hashing)) != EVH_OK || !same) {
 		evh_free(token);
-		if (rc == EVH_EBUSY || rc == EVH_ENOMEM)
+		/* A storage failure reading the account again is the host's to
+		 * answer (503 for a store held too long, with its log line), not
+		 * a password check's. */
+		if (hashing && (rc == EVH_EBUSY || rc == EVH_ENOMEM))
 			return user_hash_failure(st, resp, rc);
 		if (rc != EVH_OK)
 			return reply_failure(resp, rc);
