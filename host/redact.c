@@ -18,7 +18,18 @@ char *redact_url(const char *url)
 	for (const char *c = h; c < end; c++)
 		if (*c == '@')
 			at = c; /* the last: a password may hold one unencoded */
-	q = strchr(end, '?');
+	/* A password holding an unencoded '/', '?' or '#' ends the host part
+	 * early ("ada:s3/cr3t@proxy", which a parser then refuses, quoting
+	 * this): a ':' there followed by more than a port's digits is a
+	 * password's, and the last '@' of the whole text ends it, so that none
+	 * of it is shown (an '@' of the path's hides the host then: too much
+	 * hidden, never too little). Not an IPv6 address's ':'. */
+	if (!at && *h != '[') {
+		const char *colon = memchr(h, ':', (size_t)(end - h));
+		if (colon && strspn(colon + 1, "0123456789") < (size_t)(end - colon - 1))
+			at = strrchr(end, '@');
+	}
+	q = strchr(at && at > end ? at : end, '?');
 	if (at) {
 		tb_put(&b, url, (size_t)(h - url));
 		tb_puts(&b, "***");

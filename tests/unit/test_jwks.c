@@ -66,6 +66,15 @@ static void test_redact_url_userinfo(void **state)
 	shows("http://ada:s@cr3t@proxy.corp:3128/x", "http://***@proxy.corp:3128/x");
 	shows("https://kc:s3cr3t@idp.example/certs?api_key=k",
 	      "https://***@idp.example/certs?api_key=***");
+	/* A password with an unencoded '/', '?' or '#' cuts the host part
+	 * short: none of it shown, nor of the user. */
+	shows("http://ada:s3/cr3t@proxy.corp:3128", "http://***@proxy.corp:3128");
+	shows("http://ada:s3#cr3t@proxy.corp:3128", "http://***@proxy.corp:3128");
+	shows("http://ada:s3?cr3t@proxy.corp:3128", "http://***@proxy.corp:3128");
+	shows("https://kc:p/w@idp/x?k=v", "https://***@idp/x?k=***");
+	/* A port's ':' and an IPv6 address's are no password's. */
+	shows("https://idp.example:8443/a@b", "https://idp.example:8443/a@b");
+	shows("https://[fd00::7]:8443/a@b", "https://[fd00::7]:8443/a@b");
 	/* An '@' after the host is the path's or the query's. */
 	shows("https://idp.example/a@b", "https://idp.example/a@b");
 	shows("https://idp.example/c?mail=a@b", "https://idp.example/c?mail=***");
