@@ -605,8 +605,13 @@ static int64_t free_bytes(const char *path)
 
 int store_full_recheck(store *s)
 {
-	if (!store_full(s) || store_lock(s))
+	/* Readiness and metrics ask: not waiting for a transaction under way
+	 * (a handler's batch may take seconds; /readyz holds the plugins' lock
+	 * meanwhile). The last answer stands until the next look. */
+	if (!store_full(s) || lock_try(s))
 		return store_full(s);
+	if (s->gopen)
+		group_commit_locked(s);
 	/* Free blocks say nothing of a quota: that "full" ends with a commit. */
 	if (!s->full_quota &&
 	    free_bytes(sqlite3_db_filename(s->db, "main")) >= STORE_ROOM_BYTES)
@@ -1899,8 +1904,21 @@ int store_tx_begin(store *s, evh_tx **out)
 	return EVH_OK;
 }
 
-/* Commit the open group (under mu): every waiting member gets the result. */
+static void group_commit_run(store *s);
+
+/* Commit the open group (under mu): every waiting member gets the result.
+ * Whichever thread takes the lock does it: a want of room it meets is the
+ * members' (and the store's, marked full at the unlock), not the work of
+ * the thread that happened to run it (store_thread_room_lost: a consumer's
+ * handler that retried on its own must not be taken to have met it). */
 static void group_commit_locked(store *s)
+{
+	unsigned lost = room_lost_count;
+	group_commit_run(s);
+	room_lost_count = lost;
+}
+
+static void group_commit_run(store *s)
 {
 	char msg[STORE_ERR_LEN - 32] = ""; /* leaves room for the prefix below */
 	int status = EVH_OK, waiting = 0;

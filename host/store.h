@@ -34,7 +34,8 @@ void store_note_damaged(store *s, const char *found);
 /* store_full, after looking again when it is 1: with 4 MiB free on the
  * database's file system, writes are expected to succeed again (readiness,
  * and metrics, which must not wait for a write that nothing sends while they
- * say full). */
+ * say full). Not while a transaction holds the store: store_full then, the
+ * last answer, without waiting for it. */
 int store_full_recheck(store *s);
 void store_close(store *s);
 /* The database's file (for the life of `s`). */

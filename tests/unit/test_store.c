@@ -2060,6 +2060,58 @@ static void test_disk_full_marks_store_full(void **state)
 	commit_ends_full(f->s);
 }
 
+/* Holds a transaction on the store until told to let go (or 5 s pass). */
+struct holder {
+	store *s;
+	atomic_int held, go, released;
+	pthread_t th;
+};
+
+static void *hold_main(void *arg)
+{
+	struct holder *h = arg;
+	evh_tx *tx;
+	if (store_tx_begin(h->s, &tx) != EVH_OK)
+		return NULL;
+	atomic_store(&h->held, 1);
+	for (int i = 0; i < 500 && !atomic_load(&h->go); i++)
+		usleep(10000);
+	atomic_store(&h->released, 1);
+	store_tx_rollback(tx);
+	return NULL;
+}
+
+/* Readiness's look again at a full store does not wait for a transaction
+ * under way (a handler's batch may hold the store for seconds, /readyz the
+ * plugins' lock meanwhile): the last answer, at once; the look once it is
+ * free. */
+static void test_a_full_stores_look_again_does_not_wait_for_a_transaction(void **state)
+{
+	fixture *f = *state;
+	struct holder h = {.s = f->s};
+	evh_tx *tx;
+	int full;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('x')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, ENOSPC), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_full(f->s), 1);
+	assert_int_equal(pthread_create(&h.th, NULL, hold_main, &h), 0);
+	while (!atomic_load(&h.held))
+		usleep(1000);
+	full = store_full_recheck(f->s);
+	/* Answered while the transaction still holds the store. */
+	assert_int_equal(atomic_load(&h.released), 0);
+	atomic_store(&h.go, 1);
+	pthread_join(h.th, NULL);
+	assert_int_equal(full, 1);
+	/* Free: looked at (this file system has room). */
+	assert_int_equal(store_full_recheck(f->s), 0);
+}
+
 /* A disk quota reached (EDQUOT: SQLite says only "disk I/O error") marks the
  * store full too, says so in the error, and, since free blocks say nothing of
  * a quota, readiness's look at the file system does not end it: the next
@@ -2644,6 +2696,8 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_full_stores_look_again_does_not_wait_for_a_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sync_without_room_marks_store_full, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_beside_open_tx, setup, teardown),
