@@ -500,6 +500,17 @@ void store_note_damaged(store *s, const char *found)
 	          sqlite3_db_filename(s->db, "main"), found);
 }
 
+/* A failed step on a reading connection of its own (the relay's, the
+ * event log's): its status, and damage it found marks the store as the
+ * writer's statements do (sqlite_fail), or an outbox stuck on a damaged
+ * page said nothing but "will retry". */
+static int reader_status(store *s, int rc)
+{
+	if (is_damage(rc))
+		store_note_damaged(s, sqlite3_errstr(rc));
+	return status_of(rc);
+}
+
 /* Damage SQLite found on this thread marks the store damaged (under mu). */
 static void damage_note(store *s)
 {
@@ -2836,7 +2847,7 @@ static int outbox_fetch_reader(store *s, int64_t after_seq, size_t max, outbox_r
 	if (rc != SQLITE_OK && rc != SQLITE_DONE) {
 		log_error(STORE_LOG, "%s: outbox read: %s", sqlite3_db_filename(s->rdb, "main"),
 		          sqlite3_errmsg(s->rdb));
-		status = status_of(rc);
+		status = reader_status(s, rc);
 	}
 	if (s->rfetch)
 		sqlite3_reset(s->rfetch); /* ends the read: checkpoints may pass it */
@@ -3266,7 +3277,8 @@ static cJSON *event_json(sqlite3_stmt *st)
  * for good. seq is given out in commit order (SQLite has one writer), so
  * below that bound nothing can appear later. The bound is one look-up in
  * evh_pending's primary key, in the same statement, so the same snapshot. */
-static int events_json_read(const char *path, const char *key, int64_t after_seq, int limit,
+static int events_json_read(store *s, const char *path, const char *key, int64_t after_seq,
+                            int limit,
                             cJSON *arr)
 {
 	static const char cols[] =
@@ -3294,13 +3306,13 @@ static int events_json_read(const char *path, const char *key, int64_t after_seq
 	}
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-	status = rc == SQLITE_OK ? EVH_OK : status_of(rc);
+	status = rc == SQLITE_OK ? EVH_OK : reader_status(s, rc);
 	if (!status)
 		status = stmt_bind(db, st, v, nv, NULL, 0);
 	while (!status && (rc = sqlite3_step(st)) != SQLITE_DONE) {
 		cJSON *o;
 		if (rc != SQLITE_ROW) {
-			status = status_of(rc);
+			status = reader_status(s, rc);
 			break;
 		}
 		o = event_json(st);
@@ -3331,7 +3343,7 @@ int store_events_json(store *s, const char *key, int64_t after_seq, int limit, c
 	arr = cJSON_CreateArray();
 	if (!arr)
 		return EVH_ENOMEM;
-	status = events_json_read(path, key, after_seq, limit, arr);
+	status = events_json_read(s, path, key, after_seq, limit, arr);
 	if (!status && !(*json = jsonb_print(arr)))
 		status = EVH_ENOMEM;
 	cJSON_Delete(arr);

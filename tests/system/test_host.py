@@ -263,6 +263,42 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd, build_dir
     assert d.post("/crud/notes", json={"n": 60}).status_code == 201
 
 
+def test_damage_found_by_the_event_log_is_said_and_measured(evhostd, build_dir, tmp_path):
+    # The event log is read on a connection of its own (GET /admin/events), as
+    # the relay reads the outbox: damage found there marks the store damaged
+    # too, said once, rather than only failing the read.
+    token = tmp_path / "admin.token"
+    token.write_text("damage-admin-token-0123456789\n")
+    admin = {"Authorization": "Bearer damage-admin-token-0123456789"}
+    conf = {"plugin.crud": {"collections": "notes"}, "admin": {"token_file": str(token)}}
+    first = evhostd(conf)
+    for i in range(60):
+        r = first.post("/crud/notes", json={"n": i, "text": "x" * 1000})
+        assert r.status_code == 201, r.text
+    lib.wait_until(lambda: len(first.get("/admin/events", headers=admin,
+                                         params={"plugin": "crud", "limit": 100}
+                                         ).json()["events"]) == 60,
+                   timeout=30, message="the 60 events delivered and logged")
+    assert first.stop() == 0
+    db = Path(first.state_dir) / "crud.db"
+    with contextlib.closing(sqlite3.connect(db)) as c:
+        size = c.execute("PRAGMA page_size").fetchone()[0]
+        leaves = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'evh_log' "
+                                          "AND pagetype = 'leaf'")]
+    assert len(leaves) >= 4, leaves
+    with open(db, "r+b") as f:
+        for page in leaves[:3]:
+            f.seek((page - 1) * size)
+            f.write(b"\xa5" * size)
+    d = evhostd(conf, state_dir=first.state_dir)
+    r = d.get("/admin/events", headers=admin, params={"plugin": "crud", "limit": 100})
+    assert r.status_code == 500, r.text
+    m = re.search(r'^evhost_store_damaged\{plugin="crud"\} (\d)$', d.get("/metrics").text, re.M)
+    assert m and m.group(1) == "1", d.get("/metrics").text
+    said = [l for l in d.log_text().splitlines() if "SQLite finds the database damaged" in l]
+    assert len(said) == 1 and str(db) in said[0], said
+
+
 def test_disabled_plugin_is_not_loaded(evhostd, build_dir):
     d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false", enabled="false")})
     assert d.get("/probe/seen").status_code == 404
