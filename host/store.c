@@ -2424,6 +2424,13 @@ int store_rows_next(evh_rows *r)
 		return EVH_ESTATE;
 	if (r->state == ROWS_DONE)
 		return 0; /* stepping again would silently rerun the query */
+	/* SQLite rolled the transaction back after an error since the cursor
+	 * was opened: a step now would run outside it, and a write there (an
+	 * INSERT ... RETURNING) commit on its own. */
+	if (tx_alive(r->tx) != EVH_OK) {
+		r->state = ROWS_DONE;
+		return EVH_ESTORE;
+	}
 	/* A step may prepare the statement again (the schema changed since):
 	 * a plugin's, under the authorizer, as when it was first prepared. */
 	if (r->plugin)

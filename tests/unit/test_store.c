@@ -2112,6 +2112,31 @@ static void test_a_full_stores_look_again_does_not_wait_for_a_transaction(void *
 	assert_int_equal(store_full_recheck(f->s), 0);
 }
 
+/* A cursor opened in a transaction that SQLite then rolled back (an I/O
+ * error in a later statement) is not stepped outside it: an INSERT ...
+ * RETURNING stepped in autocommit committed on its own. */
+static void test_a_cursor_is_not_stepped_after_sqlite_ended_its_transaction(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+	evh_rows *rows;
+	int rc;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_query(tx, "INSERT INTO t VALUES('stray') RETURNING k", NULL, 0, &rows),
+	                 EVH_OK);
+	/* Past the page cache: written to the WAL in the statement, which fails. */
+	assert_int_equal(wal_writes_fail(1), SQLITE_OK);
+	rc = store_exec(tx, "INSERT INTO t VALUES(hex(zeroblob(2000000)))", NULL, 0, NULL);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_not_equal(rc, EVH_OK);
+	assert_true(store_rows_next(rows) < 0);
+	store_rows_close(rows);
+	store_tx_rollback(tx);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 0);
+}
+
 /* A disk quota reached (EDQUOT: SQLite says only "disk I/O error") marks the
  * store full too, says so in the error, and, since free blocks say nothing of
  * a quota, readiness's look at the file system does not end it: the next
@@ -2696,6 +2721,8 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_cursor_is_not_stepped_after_sqlite_ended_its_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_a_full_stores_look_again_does_not_wait_for_a_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_sync_without_room_marks_store_full, setup,
