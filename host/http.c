@@ -1202,7 +1202,7 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 	rec->h = h;
 	pthread_rwlock_wrlock(&routes_lock);
 	link = route_link_of(h, r->method, r->pattern);
-	if (link && (*link)->held) {
+	if (link && (*link)->held && p && !strcmp((*link)->held, p->name)) {
 		/* A restarting plugin's place, taken over in one step: no request
 		 * finds the path unrouted in between, and out of memory the
 		 * placeholder stays (503 "restarting", not 404). */
@@ -1211,6 +1211,14 @@ int http_add_route(host *h, evh_plugin *p, const evh_route *r, char *err, size_t
 			ph = *link;
 			*link = ph->next;
 		}
+	} else if (link && (*link)->held) {
+		/* Another plugin's while it restarts: taken, its new instance
+		 * would find the path taken, and stay off (a required one too). */
+		snprintf(err, errlen,
+		         "route %s %s is plugin '%s''s, which this reload restarts (its new instance "
+		         "routes it)",
+		         r->method, r->pattern, (*link)->held);
+		rc = -1;
 	} else {
 		rc = router_add(h->router, r->method, r->pattern, rec, p, err, errlen);
 		if (rc == -1 && link && (*link)->pub.plugin)

@@ -1109,6 +1109,34 @@ static void test_route_registration_out_of_memory(void **state)
 	http_remove_plugin_routes(&f->h, &other);
 }
 
+/* A restarting plugin's placeholder is its own new instance's to take: a
+ * plugin another reload starts that routes the same path is refused (it
+ * took the place, and the restarting plugin then found its path taken and
+ * stayed off, a required one too). */
+static void test_a_placeholder_is_taken_only_by_its_own_plugin(void **state)
+{
+	fixture *f = *state;
+	evh_plugin zeta = {.name = (char *)"zeta", .status = PLUGIN_RUNNING, .host = &f->h};
+	evh_plugin zeta_next = zeta, alpha = {.name = (char *)"alpha", .host = &f->h};
+	evh_route rt = {
+	    .struct_size = sizeof rt, .method = "GET", .pattern = "/items", .handler = json_len};
+	char err[256] = "", *r;
+	add_for(f, &zeta, "GET", "/items", json_len);
+	http_hold_plugin_routes(&f->h, &zeta);
+	assert_int_equal(http_add_route(&f->h, &alpha, &rt, err, sizeof err), EVH_EINVAL);
+	assert_string_equal(err, "route GET /items is plugin 'zeta''s, which this reload restarts "
+	                         "(its new instance routes it)");
+	r = request(f, "GET", "/items", NULL, NULL);
+	expect_problem(r, 503, "unavailable");
+	free(r);
+	add_for(f, &zeta_next, "GET", "/items", json_len);
+	http_drop_placeholders(&f->h);
+	r = request(f, "GET", "/items", NULL, NULL);
+	assert_int_equal(status_of(r), 201);
+	free(r);
+	http_remove_plugin_routes(&f->h, &zeta_next);
+}
+
 /* A plugin restarted by a reload leaves a placeholder in each route's place
  * (503 "restarting") until its new instance routes it. A placeholder that
  * cannot be allocated leaves its route unrouted meanwhile (404, or 405),
@@ -1628,6 +1656,7 @@ int main(void)
 	    cmocka_unit_test(test_host_paths_are_refused),
 	    cmocka_unit_test(test_route_registration_out_of_memory),
 	    cmocka_unit_test(test_restart_without_memory_for_placeholders),
+	    cmocka_unit_test(test_a_placeholder_is_taken_only_by_its_own_plugin),
 	    cmocka_unit_test(test_placeholder_taken_over_without_memory),
 	    cmocka_unit_test(test_port_in_use),
 	    cmocka_unit_test(test_remove_waits_for_handlers),
