@@ -158,6 +158,13 @@ static const char *api_config_get(evh_plugin *p, const char *key)
 static const char *api_plugin_name(evh_plugin *p) { return p ? p->name : NULL; }
 static const char *api_state_dir(evh_plugin *p) { return p ? p->state_dir : NULL; }
 
+/* During the plugin's init: what only init may do (routes, subscriptions,
+ * migrations). */
+static int api_in_init(const evh_plugin *p)
+{
+	return p->status == PLUGIN_INITIALIZING && !atomic_load(&p->init_returned);
+}
+
 static int api_http_route(evh_plugin *p, const evh_route *route)
 {
 	char err[256];
@@ -165,7 +172,7 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 
 	if (!p || !route || route->struct_size < offsetof(evh_route, flags))
 		return EVH_EINVAL;
-	if (p->status != PLUGIN_INITIALIZING) {
+	if (!api_in_init(p)) {
 		plugin_error(p, "routes can only be registered during init");
 		return EVH_ESTATE;
 	}
@@ -244,7 +251,7 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 			                                           : "no handler");
 		return EVH_EINVAL;
 	}
-	if (p->status != PLUGIN_INITIALIZING) {
+	if (!api_in_init(p)) {
 		plugin_error(p, "subscriptions can only be added during init");
 		return EVH_ESTATE;
 	}
@@ -654,7 +661,7 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 		return EVH_EINVAL;
 	if (!p->store) /* not during check */
 		return EVH_ESTATE;
-	if (p->status != PLUGIN_INITIALIZING) {
+	if (!api_in_init(p)) {
 		plugin_error(p, "migrations can only be run during init");
 		return EVH_ESTATE;
 	}

@@ -1005,9 +1005,11 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 	p->last_error[0] = '\0';
 	p->status = PLUGIN_INITIALIZING;
 	p->inited = 1; /* fini is owed even if init fails: it cleans up half-built state */
+	atomic_store(&p->init_returned, 0);
 	crash_enter_call(p->name, "init");
 	rc = p->desc->init(p, &p->state);
 	crash_leave();
+	atomic_store(&p->init_returned, 1);
 	if ((left = store_tx_left_open(p->store))) {
 		/* The database stays locked while it is open: nothing else of the
 		 * plugin's could write, and the stop would wait for it for good. */

@@ -43,6 +43,11 @@ struct evh_plugin {
 	const evh_plugin_desc *desc;
 	void *state; /* from init */
 	int inited;  /* init succeeded: fini is owed */
+	/* init has returned: the calls of init alone (routes, subscriptions,
+	 * migrations) are refused from then on, though the status stays
+	 * PLUGIN_INITIALIZING while the host starts its relay and consumer (a
+	 * thread init began must not add a subscription the consumer reads). */
+	atomic_int init_returned;
 	_Atomic int in_fini; /* its fini runs: the relay has stopped for it (no publishing) */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	_Atomic plugin_state status; /* written by the main thread, read by workers */

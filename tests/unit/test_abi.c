@@ -468,6 +468,47 @@ static void test_init_failure_quotes_plugin(void **st)
 	assert_int_equal(system(cmd), 0);
 }
 
+static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
+{
+	(void)p;
+	(void)ev;
+	(void)tx;
+	(void)ud;
+	return EVH_EVENT_OK;
+}
+
+/* Once init has returned, what only init may do is refused, though the
+ * plugin is not running yet (the host starts its relay and consumer, which
+ * reads its subscriptions): a thread init began, calling a moment late,
+ * added a subscription the consumer was reading. */
+static void test_init_calls_are_refused_once_init_returned(void **st)
+{
+	host h;
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX", cmd[600];
+	plugin_settings ps = settings_for("good", "good.so");
+	evh_subscription sub = {.struct_size = sizeof sub, .topic = "late", .handler = no_handler};
+	evh_route route = {.struct_size = sizeof route, .method = "GET", .pattern = "/late"};
+	evh_migration mig = {1, "CREATE TABLE late(x)"};
+	evh_plugin *p;
+
+	(void)st;
+	memset(&h, 0, sizeof h);
+	assert_non_null(mkdtemp(dir));
+	h.set.state_dir = dir;
+	h.set.store_synchronous = "NORMAL";
+	p = plugin_open(&h, &ps, err, sizeof err, NULL);
+	assert_non_null(p);
+	assert_int_equal(plugin_start(p, err, sizeof err), 0);
+	assert_int_equal(p->status, PLUGIN_INITIALIZING); /* the host runs it later */
+	assert_int_equal(host_api()->subscribe(p, &sub), EVH_ESTATE);
+	assert_int_equal(host_api()->http_route(p, &route), EVH_ESTATE);
+	assert_int_equal(host_api()->migrate(p, &mig, 1), EVH_ESTATE);
+	assert_int_equal(p->nsubs, 0);
+	plugin_destroy(p);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* The header's value macros read their argument once: EVH_TEXT(names[i++])
  * is one string, its pointer and its length (not "a" with the length of
  * "longer", which SQLite would then read past). */
@@ -505,6 +546,7 @@ int main(void)
 	    cmocka_unit_test(test_reopen_without_the_build_that_ran),
 	    cmocka_unit_test(test_file_keys_must_be_readable),
 	    cmocka_unit_test(test_init_failure_quotes_plugin),
+	    cmocka_unit_test(test_init_calls_are_refused_once_init_returned),
 	    cmocka_unit_test(test_text_value_reads_its_argument_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
