@@ -207,38 +207,56 @@ def test_a_damaged_database_stops_the_start_and_is_left_as_it_is(evhostd, build_
     assert db.read_bytes() == before
 
 
-@pytest.mark.parametrize("found_by", ["request", "backup"])
-def test_damage_found_while_running_is_said_once_and_measured(evhostd, build_dir, tmp_path,
-                                                              found_by):
+def crud_with_60_notes(evhostd, tmp_path):
+    """A crud daemon with an admin token, 60 notes of 1 KB created (and their
+    events delivered and logged), stopped: its configuration, state
+    directory and admin header."""
     token = tmp_path / "admin.token"
     token.write_text("damage-admin-token-0123456789\n")
+    admin = {"Authorization": "Bearer damage-admin-token-0123456789"}
     conf = {"plugin.crud": {"collections": "notes"}, "admin": {"token_file": str(token)}}
     first = evhostd(conf)
     for i in range(60):
         r = first.post("/crud/notes", json={"n": i, "text": "x" * 1000})
         assert r.status_code == 201, r.text
+    lib.wait_until(lambda: len(first.get("/admin/events", headers=admin,
+                                         params={"plugin": "crud", "limit": 100}
+                                         ).json()["events"]) == 60,
+                   timeout=30, message="the 60 events delivered and logged")
     assert first.stop() == 0
-    db = Path(first.state_dir) / "crud.db"
+    return conf, first.state_dir, admin
+
+
+def damage_pages(db, table):
+    """Three of `table`'s leaf pages in the database file `db` overwritten
+    (the schema and the other tables intact)."""
     with contextlib.closing(sqlite3.connect(db)) as c:
         size = c.execute("PRAGMA page_size").fetchone()[0]
-        leaves = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'documents' "
-                                          "AND pagetype = 'leaf'")]
+        leaves = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = ? "
+                                          "AND pagetype = 'leaf'", (table,))]
     assert len(leaves) >= 4, leaves
-    with open(db, "r+b") as f:  # some of the documents' pages; the schema, the outbox intact
+    with open(db, "r+b") as f:
         for page in leaves[:3]:
             f.seek((page - 1) * size)
             f.write(b"\xa5" * size)
+
+
+@pytest.mark.parametrize("found_by", ["request", "backup"])
+def test_damage_found_while_running_is_said_once_and_measured(evhostd, build_dir, tmp_path,
+                                                              found_by):
+    conf, state_dir, admin = crud_with_60_notes(evhostd, tmp_path)
+    db = Path(state_dir) / "crud.db"
+    damage_pages(db, "documents")
 
     def damaged():
         m = re.search(r'^evhost_store_damaged\{plugin="crud"\} (\d)$', d.get("/metrics").text,
                       re.M)
         return int(m.group(1))
 
-    d = evhostd(conf, state_dir=first.state_dir)
+    d = evhostd(conf, state_dir=state_dir)
     assert damaged() == 0
     if found_by == "backup":  # it reads every page: it finds the damage before any request
-        r = d.post("/admin/backup", json={},
-                   headers={"Authorization": "Bearer damage-admin-token-0123456789"}, timeout=60)
+        r = d.post("/admin/backup", json={}, headers=admin, timeout=60)
         assert r.status_code == 500, r.text
         assert "the database is damaged; restore it from an earlier backup" in r.json()["detail"]
         assert damaged() == 1
@@ -246,7 +264,6 @@ def test_damage_found_while_running_is_said_once_and_measured(evhostd, build_dir
         r = d.get("/crud/notes", params={"limit": 100})
         assert r.status_code == 500, r.text
     assert damaged() == 1
-    admin = {"Authorization": "Bearer damage-admin-token-0123456789"}
     assert d.get("/admin/plugins/crud", headers=admin).json()["storage"] == "damaged"
     said = [l for l in d.log_text().splitlines() if "SQLite finds the database damaged" in l]
     assert len(said) == 1, said
@@ -267,30 +284,10 @@ def test_damage_found_by_the_event_log_is_said_and_measured(evhostd, build_dir, 
     # The event log is read on a connection of its own (GET /admin/events), as
     # the relay reads the outbox: damage found there marks the store damaged
     # too, said once, rather than only failing the read.
-    token = tmp_path / "admin.token"
-    token.write_text("damage-admin-token-0123456789\n")
-    admin = {"Authorization": "Bearer damage-admin-token-0123456789"}
-    conf = {"plugin.crud": {"collections": "notes"}, "admin": {"token_file": str(token)}}
-    first = evhostd(conf)
-    for i in range(60):
-        r = first.post("/crud/notes", json={"n": i, "text": "x" * 1000})
-        assert r.status_code == 201, r.text
-    lib.wait_until(lambda: len(first.get("/admin/events", headers=admin,
-                                         params={"plugin": "crud", "limit": 100}
-                                         ).json()["events"]) == 60,
-                   timeout=30, message="the 60 events delivered and logged")
-    assert first.stop() == 0
-    db = Path(first.state_dir) / "crud.db"
-    with contextlib.closing(sqlite3.connect(db)) as c:
-        size = c.execute("PRAGMA page_size").fetchone()[0]
-        leaves = [p for (p,) in c.execute("SELECT pageno FROM dbstat WHERE name = 'evh_log' "
-                                          "AND pagetype = 'leaf'")]
-    assert len(leaves) >= 4, leaves
-    with open(db, "r+b") as f:
-        for page in leaves[:3]:
-            f.seek((page - 1) * size)
-            f.write(b"\xa5" * size)
-    d = evhostd(conf, state_dir=first.state_dir)
+    conf, state_dir, admin = crud_with_60_notes(evhostd, tmp_path)
+    db = Path(state_dir) / "crud.db"
+    damage_pages(db, "evh_log")
+    d = evhostd(conf, state_dir=state_dir)
     r = d.get("/admin/events", headers=admin, params={"plugin": "crud", "limit": 100})
     assert r.status_code == 500, r.text
     m = re.search(r'^evhost_store_damaged\{plugin="crud"\} (\d)$', d.get("/metrics").text, re.M)

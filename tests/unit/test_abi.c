@@ -443,29 +443,50 @@ static void test_file_keys_must_be_readable(void **st)
 	rmdir(dir);
 }
 
+/* The fixture plugin `name` (tests/fixtures/NAME.so) opened on host `h`
+ * with its state in `dir` (a mkdtemp template, filled in), then started:
+ * plugin_start's result in *rc, its error in err. */
+static evh_plugin *started(host *h, char *dir, const char *name, int *rc, char *err,
+                           size_t errlen)
+{
+	char file[64];
+	plugin_settings ps;
+	evh_plugin *p;
+	snprintf(file, sizeof file, "%s.so", name);
+	ps = settings_for(name, file);
+	memset(h, 0, sizeof *h);
+	assert_non_null(mkdtemp(dir));
+	h->set.state_dir = dir;
+	h->set.store_synchronous = "NORMAL";
+	p = plugin_open(h, &ps, err, errlen, NULL);
+	assert_non_null(p);
+	*rc = plugin_start(p, err, errlen);
+	return p;
+}
+
+/* plugin_destroy, and its state directory gone. */
+static void destroyed(evh_plugin *p, const char *dir)
+{
+	char cmd[600];
+	plugin_destroy(p);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 static void test_init_failure_quotes_plugin(void **st)
 {
 	host h;
 	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
-	plugin_settings ps = settings_for("init_fails", "init_fails.so");
-	evh_plugin *p;
+	int rc;
+	evh_plugin *p = started(&h, dir, "init_fails", &rc, err, sizeof err);
 
 	(void)st;
-	memset(&h, 0, sizeof h);
-	assert_non_null(mkdtemp(dir));
-	h.set.state_dir = dir;
-	h.set.store_synchronous = "NORMAL";
-	p = plugin_open(&h, &ps, err, sizeof err, NULL);
-	assert_non_null(p);
-	assert_int_equal(plugin_start(p, err, sizeof err), -1);
+	assert_int_equal(rc, -1);
 	print_message("refusal: %s\n", err);
 	assert_non_null(strstr(err, "init failed"));
 	assert_non_null(strstr(err, "cannot reach the license server"));
 	assert_non_null(strstr(err, "invalid argument"));
-	plugin_destroy(p);
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	destroyed(p, dir);
 }
 
 static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
@@ -484,29 +505,21 @@ static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *t
 static void test_init_calls_are_refused_once_init_returned(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX", cmd[600];
-	plugin_settings ps = settings_for("good", "good.so");
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
 	evh_subscription sub = {.struct_size = sizeof sub, .topic = "late", .handler = no_handler};
 	evh_route route = {.struct_size = sizeof route, .method = "GET", .pattern = "/late"};
 	evh_migration mig = {1, "CREATE TABLE late(x)"};
-	evh_plugin *p;
+	int rc;
+	evh_plugin *p = started(&h, dir, "good", &rc, err, sizeof err);
 
 	(void)st;
-	memset(&h, 0, sizeof h);
-	assert_non_null(mkdtemp(dir));
-	h.set.state_dir = dir;
-	h.set.store_synchronous = "NORMAL";
-	p = plugin_open(&h, &ps, err, sizeof err, NULL);
-	assert_non_null(p);
-	assert_int_equal(plugin_start(p, err, sizeof err), 0);
+	assert_int_equal(rc, 0);
 	assert_int_equal(p->status, PLUGIN_INITIALIZING); /* the host runs it later */
 	assert_int_equal(host_api()->subscribe(p, &sub), EVH_ESTATE);
 	assert_int_equal(host_api()->http_route(p, &route), EVH_ESTATE);
 	assert_int_equal(host_api()->migrate(p, &mig, 1), EVH_ESTATE);
 	assert_int_equal(p->nsubs, 0);
-	plugin_destroy(p);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	destroyed(p, dir);
 }
 
 /* The header's value macros read their argument once: EVH_TEXT(names[i++])
