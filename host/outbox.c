@@ -266,14 +266,14 @@ static void relay_delivered(void *opaque, int ok, const char *error, int32_t par
 	struct inflight_msg *m = opaque;
 	struct relay *r = m->r;
 	outbox_done d = {m->seq, partition, offset};
-	if (ok)
-		metrics_count(m->published);
 	char why[64];
 	if (ok && test_refused(m->seq)) {
 		ok = 0;
 		snprintf(why, sizeof why, "refused by a test (row %" PRId64 ")", m->seq);
 		error = why;
 	}
+	if (ok)
+		metrics_count(m->published);
 	pthread_mutex_lock(&r->mu);
 	if (ok) {
 		r->done[r->ndone++] = d; /* room reserved by relay_produce */
