@@ -397,7 +397,7 @@ static int only_keys(const cJSON *o, const char *where, const char *const *keys,
  * read the last ({"offsets":[5],"offsets":null} is one dead letter here
  * and all of them to the caller's parser). fuzz_admin found the first.
  * Nested at most ADMIN_BODY_DEPTH levels: cJSON recurses once per level on
- * the HTTP worker's stack, which about 550 overflow (config.c, json_max_depth). */
+ * the HTTP worker's stack, which about 550 overflow (json.h, JSON_WORKER_DEPTH). */
 static cJSON *body_object(evh_request *req, evh_response *resp, const char *const *keys)
 {
 	size_t len = 0, at;

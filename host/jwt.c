@@ -154,7 +154,7 @@ static const char twice_in_payload[] = "token payload names a claim twice";
 
 /* How deep a token's header or payload may nest: checked before cJSON
  * parses it, recursing once per level on the HTTP worker's stack, which
- * about 550 levels overflow (config.c, json_max_depth); a header of a
+ * about 550 levels overflow (json.h, JSON_WORKER_DEPTH); a header of a
  * 4096-byte token can nest 1300, sent by anyone, before any signature is
  * checked. Claims nest a few levels (realm_access.roles). */
 #define JWT_PART_DEPTH 32
