@@ -329,27 +329,37 @@ static bool section_name_ok(const char *s, size_t n)
 	return true;
 }
 
+int cfg_section_header(const char *line, size_t n, const char **name, size_t *len,
+                       const char **close)
+{
+	const char *s = line, *end = line + n, *c, *e;
+
+	while (s < end && (*s == ' ' || *s == '\t'))
+		s++;
+	if (s == end || *s != '[' || !(c = memchr(s, ']', (size_t)(end - s))))
+		return 0;
+	for (s++; s < c && isspace((unsigned char)*s); s++)
+		;
+	for (e = c; e > s && isspace((unsigned char)e[-1]); e--)
+		;
+	*name = s;
+	*len = (size_t)(e - s);
+	if (close)
+		*close = c;
+	return 1;
+}
+
 /* Follow section headers ourselves: inih truncates long names silently, and
  * a header without keys must still count (e.g. a bare [plugin.user]). A line
  * that starts with '[' but has no ']' is left to inih to call a syntax error. */
 static bool track_section(parse_state *ps, const char *line)
 {
-	const char *s = line, *close, *e;
+	const char *s, *close;
+	size_t len;
 
-	while (*s == ' ' || *s == '\t')
-		s++;
-	if (*s != '[')
+	if (!cfg_section_header(line, strlen(line), &s, &len, &close))
 		return true;
-	close = strchr(s, ']');
-	if (!close)
-		return true;
-	s++;
-	while (s < close && isspace((unsigned char)*s))
-		s++;
-	e = close;
-	while (e > s && isspace((unsigned char)e[-1]))
-		e--;
-	if (!section_name_ok(s, (size_t)(e - s))) {
+	if (!section_name_ok(s, len)) {
 		diag_add(ps->d, ps->file, ps->line,
 		         "bad section name [%.*s]: use letters, digits, '.', '-' and '_'",
 		         (int)(close - s), s);
@@ -366,13 +376,13 @@ static bool track_section(parse_state *ps, const char *line)
 			diag_add(ps->d, ps->file, ps->line,
 			         "text after the section header [%.*s]: '%.*s'%s (a key goes on a line "
 			         "of its own; a comment starts with ';' or '#')",
-			         (int)(e - s), s, (int)(n > 60 ? 60 : n), t, n > 60 ? "..." : "");
+			         (int)len, s, (int)(n > 60 ? 60 : n), t, n > 60 ? "..." : "");
 			ps->failed = true;
 			return false;
 		}
 	}
 	free(ps->section);
-	ps->section = xstrndup(s, (size_t)(e - s));
+	ps->section = xstrndup(s, len);
 	if (ps->section)
 		note_section(ps->c, ps->section, ps->file, ps->line);
 	if (cfg_nomem) {
@@ -1487,13 +1497,11 @@ static void k_max_head(set_ctx *x, const cfg_entry *e)
 		x->s->http_max_head_bytes = (int)n;
 }
 
-/* At most JSON_DEPTH_MAX: plugins parse a body with cJSON on an HTTP
- * worker's stack (json.h, JSON_WORKER_DEPTH). */
-#define JSON_DEPTH_MAX JSON_WORKER_DEPTH
-
+/* At most JSON_WORKER_DEPTH: plugins parse a body with cJSON on an HTTP
+ * worker's stack (json.h). */
 static void k_json_depth(set_ctx *x, const cfg_entry *e)
 {
-	get_int_into(x, e, 1, JSON_DEPTH_MAX, &x->s->json_max_depth);
+	get_int_into(x, e, 1, JSON_WORKER_DEPTH, &x->s->json_max_depth);
 }
 
 static const key_def http_keys[] = {

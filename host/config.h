@@ -58,6 +58,12 @@ void cfg_free(cfg *c);
 /* Parse INI text as if read from `file` (for tests and fuzzers). `c` must be
  * zeroed or hold earlier results: the text is merged on top of them. */
 int cfg_load_string(cfg *c, const char *text, const char *file, diag *d);
+/* Whether line[0..n) is a section header as the parser reads one: '['
+ * after spaces or tabs, and a ']' on the line. Its name, spaces around it
+ * dropped, in name[0..*len), and the ']' in *close (optional). Whether the
+ * name is a good one is not asked (evhostctl edits a drop-in by it). */
+int cfg_section_header(const char *line, size_t n, const char **name, size_t *len,
+                       const char **close);
 
 const cfg_entry *cfg_find(const cfg *c, const char *section, const char *key);
 /* The section `name` as first seen, or NULL. */

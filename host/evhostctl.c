@@ -1091,24 +1091,6 @@ static int dropin_effective(ctl *c, const dropin *d, const char *section)
 	return ok ? 0 : -1;
 }
 
-/* Whether line[0..n) is a section header, as config.c reads one; its name
- * (spaces around it dropped) in name[0..*len) then. */
-static int ini_header(const char *line, size_t n, const char **name, size_t *len)
-{
-	const char *s = line, *end = line + n, *close, *e;
-	while (s < end && (*s == ' ' || *s == '\t'))
-		s++;
-	if (s == end || *s != '[' || !(close = memchr(s, ']', (size_t)(end - s))))
-		return 0;
-	for (s++; s < close && isspace((unsigned char)*s); s++)
-		;
-	for (e = close; e > s && isspace((unsigned char)e[-1]); e--)
-		;
-	*name = s;
-	*len = (size_t)(e - s);
-	return 1;
-}
-
 /* Whether line[0..n) sets `key`, as inih reads a key: the name before its
  * first '=' or ':', spaces around it dropped; not a comment. */
 static int ini_sets(const char *line, size_t n, const char *key)
@@ -1169,7 +1151,7 @@ static char *dropin_text(const dropin *d, const char *name, const char *section,
 		start = 3;
 	}
 	for (at = start; next_line(d->old, d->old_len, &at, &line, &n);) {
-		if (ini_header(line, n, &sec, &seclen)) {
+		if (cfg_section_header(line, n, &sec, &seclen, NULL)) {
 			in = seclen == slen && !memcmp(sec, section, slen);
 			has_section |= in;
 		} else
@@ -1177,7 +1159,7 @@ static char *dropin_text(const dropin *d, const char *name, const char *section,
 	}
 	for (at = start, in = 0; next_line(d->old, d->old_len, &at, &line, &n); first = 0) {
 		const char *cr = n && line[n - 1] == '\r' ? "\r" : "";
-		int header = ini_header(line, n, &sec, &seclen);
+		int header = cfg_section_header(line, n, &sec, &seclen, NULL);
 		if (header)
 			in = seclen == slen && !memcmp(sec, section, slen);
 		if (first && n >= blen && !memcmp(line, DROPIN_BANNER, blen)) {
@@ -1207,7 +1189,7 @@ static char *dropin_text(const dropin *d, const char *name, const char *section,
 		say("out of memory");
 		exit(EXIT_FAILED);
 	}
-	return b.p ? b.p : xasprintf("%s", "");
+	return b.p; /* not NULL: the section and its key went in, or the old text */
 }
 
 static int plugin_known(ctl *c, const char *name, int enable)
