@@ -311,17 +311,24 @@ bad:
 	return -1;
 }
 
+/* The last line of the reply in[0..n), without its line end: from *start
+ * to the returned length. */
+static size_t reply_last_line(const char *in, size_t n, size_t *start)
+{
+	while (n && (in[n - 1] == '\r' || in[n - 1] == '\n'))
+		n--;
+	for (*start = n; *start && in[*start - 1] != '\n'; --*start)
+		;
+	return n;
+}
+
 void notif_smtp_reply_clean(const char *in, size_t n, char *out, size_t outlen)
 {
 	size_t o = 0, i, start;
 
 	if (!outlen)
 		return;
-	while (n && (in[n - 1] == '\r' || in[n - 1] == '\n'))
-		n--;
-	/* the last line of what came */
-	for (start = n; start && in[start - 1] != '\n'; start--)
-		;
+	n = reply_last_line(in, n, &start);
 	for (i = start; i < n && o + 1 < outlen;) {
 		size_t w = i;
 		int addr = 0;
@@ -350,10 +357,7 @@ int notif_smtp_enhanced_code(const char *in, size_t n, int num[3])
 {
 	size_t i, start;
 
-	while (n && (in[n - 1] == '\r' || in[n - 1] == '\n'))
-		n--;
-	for (start = n; start && in[start - 1] != '\n'; start--)
-		;
+	n = reply_last_line(in, n, &start);
 	in += start;
 	n -= start;
 	if (n < 4 || (in[3] != ' ' && in[3] != '-'))
