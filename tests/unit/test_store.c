@@ -572,6 +572,30 @@ static void test_query_json(void **state)
 	assert_null(json);
 	assert_non_null(strstr(store_tx_error(tx), "bad_json"));
 	store_tx_rollback(tx);
+	/* Nor parsed past JSON_WORKER_DEPTH levels (this runs on HTTP workers,
+	 * whose stack cJSON's recursion overflows about 550 deep): an error
+	 * naming the column, where JSON_WORKER_DEPTH levels are embedded. */
+	for (int depth = JSON_WORKER_DEPTH; depth <= JSON_WORKER_DEPTH + 1; depth++) {
+		char deep[2 * (JSON_WORKER_DEPTH + 1) + 1];
+		evh_value v;
+		memset(deep, '[', (size_t)depth);
+		memset(deep + depth, ']', (size_t)depth);
+		deep[2 * depth] = '\0';
+		v = (evh_value)EVH_TEXT(deep);
+		assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+		if (depth == JSON_WORKER_DEPTH) {
+			assert_int_equal(store_query_json(tx, "SELECT ? AS d_json", &v, 1, &json, NULL),
+			                 EVH_OK);
+			assert_int_equal(strncmp(json, "[{\"d\":[[[", 9), 0);
+			free(json);
+		} else {
+			assert_int_equal(store_query_json(tx, "SELECT ? AS d_json", &v, 1, &json, NULL),
+			                 EVH_ESTORE);
+			assert_non_null(strstr(store_tx_error(tx), "d_json"));
+			assert_non_null(strstr(store_tx_error(tx), "nested deeper than 128 levels"));
+		}
+		store_tx_rollback(tx);
+	}
 }
 
 /* ---------------------------------------------------------------- outbox */
