@@ -1790,10 +1790,11 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		return;
 	}
 	if (store_take_lost_reads()) {
-		/* It read inside a group commit that then failed: its answer may
-		 * show writes that are not in the database. */
+		/* It read inside a group commit that then failed, or failed on
+		 * another member's row (a conflict): its answer may show, or be
+		 * about, writes that are not in the database. */
 		log_error("http", "%s %s (plugin '%s'): answered 503 instead of %d: the handler "
-		          "read data of a group commit that then failed",
+		          "read, or conflicted with, data of a group commit that then failed",
 		          req->method, req->path, rt->plugin ? rt->plugin->name : "host",
 		          resp->filled ? resp->status : 200);
 		resp_free(resp);

@@ -2134,9 +2134,9 @@ static int deferred_fk_check(evh_tx *tx)
 	                   "refers to no row at the end of the transaction)");
 }
 
-/* Set on a thread whose rolled-back group member waited for a group that
- * then failed to commit: what it read may have been other members' writes,
- * which are now gone. store_take_lost_reads hands it over. */
+/* Set on a thread whose rolled-back (or failed) group member waited for a
+ * group that then failed to commit: what it read may have been other
+ * members' writes, which are now gone. store_take_lost_reads hands it over. */
 static _Thread_local int reads_lost;
 
 int store_take_lost_reads(void)
@@ -2234,7 +2234,10 @@ static int member_end(evh_tx *tx, int keep)
 		group_wait(s, tx);
 		if (keep && !status)
 			status = tx->gstatus;
-		else if (!keep && tx->gstatus != EVH_OK)
+		else if (tx->gstatus != EVH_OK)
+			/* Rolled back, or kept with an error of its own: what it read,
+			 * and what its error was about (a UNIQUE conflict with an
+			 * earlier member's row), may be writes that are now gone. */
 			reads_lost = 1;
 	}
 	free(tx);

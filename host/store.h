@@ -104,11 +104,13 @@ int store_rows_mine(const evh_rows *r);
 void store_group_stats(store *s, uint64_t *groups, uint64_t *members);
 /* Threads waiting for the lock to join a group, now (for tests). */
 int store_group_queued(store *s);
-/* Nonzero (once) if a group member this thread rolled back since the last
- * call had waited for a group that then failed to commit. A rolled-back
- * member may have read other members' writes, which that failure undid, and
- * store_tx_rollback returns nothing: the HTTP layer asks here after each
- * handler and answers 503 instead of what was built on those reads. */
+/* Nonzero (once) if a group member this thread rolled back, or committed
+ * with an error of its own, since the last call had waited for a group that
+ * then failed to commit. Such a member may have read other members' writes,
+ * or failed because of them (a UNIQUE conflict), which that failure undid,
+ * and store_tx_rollback returns nothing (store_tx_commit its own error): the
+ * HTTP layer asks here after each handler and answers 503 instead of what
+ * was built on those reads. */
 int store_take_lost_reads(void);
 /* WAL checkpoints run so far by the store's checkpoint thread, and by a
  * committing writer because that thread had fallen far behind. */

@@ -2245,6 +2245,43 @@ static void test_group_failure_reports_lost_reads(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
 }
 
+/* A member that fails on a row of another member of its group (a UNIQUE
+ * conflict with a write not durable yet) and commits anyway: its commit
+ * says the conflict, and if the group's COMMIT then fails, the row it
+ * conflicted with is gone: store_take_lost_reads says so (the HTTP layer
+ * answers 503, not the handler's 409 about a row never stored). */
+static void group_conflict_then_commit(fixture *f, int fail_commit)
+{
+	other_member m = {.s = f->s, .sql = "INSERT INTO u VALUES('taken')"};
+	evh_tx *tx;
+
+	assert_int_equal(member_start(&m), 0);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO u VALUES('taken')", NULL, 0, NULL),
+	                 EVH_ECONSTRAINT);
+	if (fail_commit)
+		assert_int_equal(wal_writes_fail(1), SQLITE_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_ECONSTRAINT); /* commits the group */
+	if (fail_commit)
+		assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	member_join(&m);
+	if (m.failure[0])
+		fail_msg("%s", m.failure);
+	assert_int_equal(m.status == EVH_OK, !fail_commit);
+	assert_int_equal(store_take_lost_reads(), fail_commit);
+	assert_int_equal(store_take_lost_reads(), 0); /* handed over once */
+}
+
+static void test_group_failure_reports_a_conflict_with_lost_rows(void **state)
+{
+	fixture *f = *state;
+	exec1(f->s, "CREATE TABLE u(k TEXT UNIQUE)");
+	group_conflict_then_commit(f, 1);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM u"), 0); /* never stored */
+	group_conflict_then_commit(f, 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM u"), 1);
+}
+
 /* test_group_member_that_gives_up_orphans_nothing: the thread marked
  * clocklock_gives_up waits in its timed lock until clocklock_release is
  * posted, then gives up (ETIMEDOUT) without the lock, as a timed lock that
@@ -2741,6 +2778,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_savepoint_deferred_fk_fails_only_its_event, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_group_failure_reports_lost_reads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_group_failure_reports_a_conflict_with_lost_rows,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_group_member_that_gives_up_orphans_nothing, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
