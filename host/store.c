@@ -344,6 +344,8 @@ static int step_fail(sqlite3 *db, sqlite3_stmt *st, int rc, char *err, size_t er
 	return status;
 }
 
+static void rollback_if_open(sqlite3 *db);
+
 /* Who holds mu: the address of a thread-local, unique per live thread. */
 static _Thread_local char thread_token;
 
@@ -364,6 +366,12 @@ static int lock_taken(store *s, int e)
 	if (e)
 		return EVH_ERR;
 	if (s->sync_lazy) {
+		/* The relay's transaction a failed ROLLBACK left open (memory short
+		 * for both): SQLite sets no safety level inside one, and nothing
+		 * else would end it (begin_immediate does, after this). No group is
+		 * open: every lock taker since the relay's came through here. */
+		if (!s->gopen)
+			rollback_if_open(s->db);
 		if (sqlite3_exec(s->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
 			snprintf(thread_error, sizeof thread_error,
 			         "%s: out of memory setting synchronous = FULL again",

@@ -1064,6 +1064,54 @@ static void test_store_lazy_sync_is_always_undone(void **state)
 	rmdir(dir);
 }
 
+/* As above, with memory short for the rest of the record from allocation k
+ * on: the ROLLBACK after the failure fails too (every try), and so does
+ * setting FULL again, so the record's transaction stays open at NORMAL. The
+ * next transaction must still begin, at FULL: setting it again inside that
+ * open transaction would fail (SQLite refuses to change the safety level in
+ * one) and refused every later write until a restart. */
+static void test_store_lazy_sync_undone_after_a_failed_rollback(void **state)
+{
+	char dir[40], path[64], err[256], id[16];
+	outbox_row row, *rows = NULL;
+	outbox_done done[1];
+	store *s = NULL;
+	evh_tx *tx = NULL;
+	size_t n = 0;
+	int hit = 1;
+	(void)state;
+	test_make_dir(dir, sizeof dir, "oom-lazy-rb");
+	snprintf(path, sizeof path, "%s/lazy.db", dir);
+	assert_int_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
+	oom_row(&row, "t");
+	for (long k = 0; hit && k < 5000; k++) {
+		snprintf(id, sizeof id, "id-%ld", k);
+		row.id = id;
+		assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
+		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
+		assert_int_equal(store_tx_commit(tx), EVH_OK);
+		assert_int_equal(store_outbox_fetch(s, 0, 1, &rows, &n), EVH_OK);
+		assert_int_equal(n, 1);
+		done[0] = (outbox_done){rows[0].seq, 0, k};
+		store_outbox_rows_free(rows, n);
+		alloc_faults_arm_many(k, 1L << 30, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+		(void)store_outbox_delivered(s, done, 1);
+		hit = alloc_faults_disarm();
+		if (store_tx_begin(s, &tx) != EVH_OK)
+			fail_msg("memory short from SQLite's allocation %ld of a delivery record: "
+			         "the next transaction cannot begin: %s",
+			         k, store_thread_error());
+		store_tx_rollback(tx);
+		assert_int_equal(synchronous_now(s), 2);
+		if (store_outbox_pending(s))
+			assert_int_equal(store_outbox_delivered(s, done, 1), EVH_OK);
+	}
+	assert_false(hit);
+	store_close(s);
+	remove_db_files(path);
+	rmdir(dir);
+}
+
 static void test_store(void **state)
 {
 	char dir[] = "/tmp/evhost-oom-XXXXXX", path[64];
@@ -1416,6 +1464,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_store_rollback_without_memory), 2},
     {cmocka_unit_test(test_store_group_member_rollback_without_memory), 2},
     {cmocka_unit_test(test_store_lazy_sync_is_always_undone), 2},
+    {cmocka_unit_test(test_store_lazy_sync_undone_after_a_failed_rollback), 2},
     {cmocka_unit_test(test_relay), 1},
     {cmocka_unit_test(test_consumer), 2},
     {cmocka_unit_test(test_dead_letter_parking_without_memory), 2},
