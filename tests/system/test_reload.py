@@ -1430,3 +1430,28 @@ def test_a_drop_in_adding_a_second_instance_of_a_plugin_with_fixed_routes_is_ref
     assert "level debug -> info" in text, text
     assert not (d.state_dir / "user2.db").exists()
     assert d.get("/readyz").json()["plugins"] == {"user": "running"}
+
+
+def test_a_running_plugin_left_out_for_a_route_clash_is_not_said_disabled(evhostd, build_dir):
+    # A new instance of user (fixed routes), before the running one
+    # (required = false) in the plugins' order: the running one is the second
+    # to declare POST /users, left out and stopped. Its stop said "disabled",
+    # which the admin did not do; it says why now. A disabled one, and a
+    # removed one, still say so.
+    user = build_dir / "plugins" / "user.so"
+    d = evhostd(dropins={"10-user.conf": f"[plugin.zuser]\npath = {user}\nrequired = false\n",
+                         "20-probe.conf": probe_dropin(build_dir)})
+    write_dropin(d, "30-user.conf", f"[plugin.user]\npath = {user}\n")
+    text = reload_log(d, "reload done")
+    assert "route POST /users already registered by plugin 'user'" in text, text
+    assert ("plugin 'zuser': left out (required = false): its declared routes clash with "
+            "another plugin's (the warning above says which), draining") in text, text
+    assert "disabled" not in text, text
+    assert d.get("/readyz").json()["plugins"] == {"user": "running", "probe": "running"}
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir, enabled=False))
+    assert "plugin 'probe': disabled, draining" in reload_log(d, "reload done")
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir))
+    reload_log(d, "reload done")
+    (d.config_dir / "conf.d" / "20-probe.conf").unlink()
+    assert ("plugin 'probe': removed from the configuration, draining"
+            in reload_log(d, "reload done"))
