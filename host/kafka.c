@@ -2298,11 +2298,17 @@ static int dlq_send_start(struct consumer *c, const char *topic, const rd_kafka_
 	rc = produce(c->k, topic, RD_KAFKA_PARTITION_UA, 0, msg->key, msg->key_len, msg->payload,
 	             len, h, &dr);
 	if (rc != EVH_OK) {
-		snprintf(why, whylen, "produce failed: %s",
-		         rc == EVH_EBUSY       ? "queue full"
-		         : rc == EVH_ETOOBIG   ? "message larger than message.max.bytes"
-		         : rc == EVH_ENOTFOUND ? KAFKA_NO_TOPIC
-		                               : "see log");
+		if (rc == EVH_ETOOBIG) /* under 64 KiB (larger ones are cut): only a new limit helps */
+			snprintf(why, whylen,
+			         "produce failed: the dead letter (%zu bytes and its headers) is larger "
+			         "than message.max.bytes (%zu): raise [kafka] rdkafka.message.max.bytes "
+			         "and restart",
+			         len, c->k->max_message_bytes);
+		else
+			snprintf(why, whylen, "produce failed: %s",
+			         rc == EVH_EBUSY       ? "queue full"
+			         : rc == EVH_ENOTFOUND ? KAFKA_NO_TOPIC
+			                               : "see log");
 		w->refs = 1;
 		dlq_wait_release(w);
 		return rc == EVH_ETOOBIG ? 2 : 0;

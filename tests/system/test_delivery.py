@@ -729,6 +729,24 @@ def test_the_sdk_example_dead_letters_data_it_cannot_store(evhostd, build_dir, u
     assert "hello: event data is not JSON (none, or a NUL byte)" in text
 
 
+def test_a_dead_letter_over_the_producers_limit_says_which_key_to_raise(
+        evhostd, build_dir, unique_name, kafka_bootstrap):
+    """A rejected message under 64 KiB (not cut) whose dead letter, with its
+    headers, passes the daemon's own message.max.bytes waits for a new
+    limit; the log said only "message larger than message.max.bytes". It
+    says the sizes and the key now."""
+    topic = unique_name("hello.big")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    d = evhostd({"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so"),
+                                  "topic": topic},
+                 "kafka": {"rdkafka.message.max.bytes": "4096"}}, brokers=kafka_bootstrap)
+    lib.kafka_produce(topic, b"x" * 4000, key="k", brokers=kafka_bootstrap)
+    d.wait_for_log("the dead letter (4000 bytes and its headers) is larger than "
+                   "message.max.bytes (4096): raise [kafka] rdkafka.message.max.bytes and "
+                   "restart); retrying in", timeout=60)
+    assert d.get("/hello-seen").json() == []
+
+
 def test_poison_messages_are_dead_lettered_and_the_rest_flows(evhostd, tmp_path, unique_name,
                                                               kafka_bootstrap, smtp_server):
     topics = {k: unique_name(k) for k in ("created", "updated", "deleted", "broadcast")}
