@@ -144,6 +144,15 @@ def release_port(port):
         os.close(fd)
 
 
+def peak_rss_kb(d):
+    """The daemon's peak resident memory so far (VmHWM), in KiB."""
+    with open(f"/proc/{d.proc.pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
 def sanitizer(build_dir):
     """"asan" (AddressSanitizer and UBSan), "tsan" (ThreadSanitizer) or None: how the
     CMake build tree build_dir was configured."""

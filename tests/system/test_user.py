@@ -524,13 +524,6 @@ def test_login_limits_of_zero_are_off(evhostd, tmp_path):
     login(d, addr)
 
 
-def peak_rss_kb(d):
-    for line in open(f"/proc/{d.proc.pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmHWM")
-
-
 def at_once(n, fn):
     """fn() on n threads started together; their results."""
     go, out = threading.Barrier(n), [None] * n
@@ -553,14 +546,14 @@ def test_password_hashes_run_at_most_hash_concurrency_at_once(evhostd, tmp_path,
     # hash did. Seven may wait (hash_queue: 4 by default for one turn).
     d = evhostd(user_config(tmp_path, admin=False, argon2_opslimit="1",
                             argon2_memlimit="32M", hash_concurrency=1, hash_queue=7))
-    before = peak_rss_kb(d)
+    before = lib.peak_rss_kb(d)
     codes = at_once(8, lambda: d.post("/users", json={
         "name": "Ada", "email": email(), "password": PASSWORD}).status_code)
     assert codes == [201] * 8
     # ThreadSanitizer's shadow memory and allocator grow with every hash: its
     # pass checks the hashes' threads, the other passes their memory.
     if lib.sanitizer(build_dir) != "tsan":
-        assert peak_rss_kb(d) - before < 16 * 1024
+        assert lib.peak_rss_kb(d) - before < 16 * 1024
 
 
 def test_a_request_without_a_hashing_turn_in_time_gets_503(evhostd, tmp_path):
