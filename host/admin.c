@@ -1715,24 +1715,25 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 /* ----------------------------------------------------------------- events */
 
 /* The plugin's events after `after`; *full set when there were `limit`
- * (there may be more). */
-static int add_plugin_events(cJSON *out, const evh_plugin *p, const char *aggregate,
+ * (there may be more). Pinned, not under plugins_lock: reading a large log
+ * must not hold up readiness, metrics or a reload's list. A plugin gone
+ * meanwhile (a reload) has none. */
+static int add_plugin_events(host *h, cJSON *out, const char *name, const char *aggregate,
                              int64_t after, int64_t limit, int *full)
 {
-	char *json = NULL;
-	cJSON *arr, *ev;
-	int rc = store_events_json(p->store, aggregate, after, (int)limit, &json);
-	if (rc)
+	evh_plugin *p = host_pin_plugin(h, name);
+	cJSON *arr = NULL, *ev;
+	int rc = p && p->store ? store_events_list(p->store, aggregate, after, (int)limit, &arr)
+	                       : EVH_OK;
+	if (p)
+		host_unpin_plugin(h, p);
+	if (rc || !arr)
 		return rc;
-	arr = cJSON_Parse(json);
-	free(json);
-	if (!arr)
-		return EVH_ENOMEM;
 	if (cJSON_GetArraySize(arr) >= limit)
 		*full = 1;
 	while ((ev = cJSON_DetachItemFromArray(arr, 0))) {
 		int ok = 1;
-		jsonb_put_str(ev, "plugin", p->name, &ok);
+		jsonb_put_str(ev, "plugin", name, &ok);
 		jsonb_put(out, NULL, ev, &ok);
 		if (!ok) {
 			cJSON_Delete(arr);
@@ -1784,18 +1785,46 @@ static cJSON *sorted_events(cJSON *all, int64_t limit)
 	return out;
 }
 
+/* The names of the running plugins with a store (`only`: that one alone),
+ * taken under plugins_lock, to be read pinned one by one; *n of them.
+ * NULL with *n = 0: none; NULL with *n = 1: out of memory. */
+static char (*plugins_with_store(host *h, const char *only, size_t *n))[PLUGIN_NAME_MAX + 1]
+{
+	char(*names)[PLUGIN_NAME_MAX + 1];
+	*n = 0;
+	pthread_mutex_lock(&h->plugins_lock);
+	names = calloc(h->nplugins ? h->nplugins : 1, sizeof *names);
+	for (size_t i = 0; names && i < h->nplugins; i++) {
+		const evh_plugin *p = h->plugins[i];
+		if ((!only || !strcmp(only, p->name)) && p->store)
+			snprintf(names[(*n)++], sizeof *names, "%s", p->name);
+	}
+	pthread_mutex_unlock(&h->plugins_lock);
+	if (!names)
+		*n = 1;
+	else if (!*n) {
+		free(names);
+		names = NULL;
+	}
+	return names;
+}
+
 /* One plugin's events are its rows in seq order, each page below the first
  * row not yet acknowledged (store.c): following with after = next_after
  * misses none. Several plugins' are merged by time, and after applies to
  * each one's seq: following the log is for one plugin (next_after is given
- * then only). */
+ * then only, and its page stays in seq order: ordered by time, whose
+ * stamps need not follow seq, the page's last event need not be its highest
+ * seq, and the next page would repeat events). */
 static int get_events(host *h, evh_request *req, evh_response *resp)
 {
 	const char *plugin = http_req_query(req, "plugin");
 	const char *aggregate = http_req_query(req, "aggregate");
 	int64_t limit, after;
-	int rc = EVH_OK, found = 0, ok = 1, full = 0;
+	int rc = EVH_OK, ok = 1, full = 0;
 	cJSON *all = cJSON_CreateArray(), *root, *events, *last;
+	char(*names)[PLUGIN_NAME_MAX + 1];
+	size_t n;
 	double next_after;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
@@ -1805,24 +1834,26 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	}
 	if (aggregate && !*aggregate)
 		aggregate = NULL;
-	if (!all)
+	names = plugins_with_store(h, plugin, &n);
+	if (!all || (!names && n)) {
+		cJSON_Delete(all);
 		return problem(resp, 500, "internal", NULL, "out of memory");
-	pthread_mutex_lock(&h->plugins_lock);
-	for (size_t i = 0; !rc && i < h->nplugins; i++) {
-		const evh_plugin *p = h->plugins[i];
-		if ((plugin && strcmp(plugin, p->name)) || !p->store)
-			continue;
-		found = 1;
-		rc = add_plugin_events(all, p, aggregate, after, limit, &full);
 	}
-	pthread_mutex_unlock(&h->plugins_lock);
-	if (plugin && !found) {
+	if (plugin && !names) {
 		cJSON_Delete(all);
 		return problem(resp, 404, "not-found", "plugin", "no plugin named '%s'", plugin);
 	}
+	for (size_t i = 0; !rc && i < n; i++)
+		rc = add_plugin_events(h, all, names[i], aggregate, after, limit, &full);
+	free(names);
 	if (cJSON_GetArraySize(all) > limit)
 		full = 1;
-	events = rc ? NULL : sorted_events(all, limit);
+	if (rc)
+		events = NULL;
+	else if (plugin) /* in seq order as read, at most `limit` */
+		events = all, all = NULL;
+	else
+		events = sorted_events(all, limit);
 	cJSON_Delete(all);
 	if (!events)
 		return problem(resp, 500, "internal", NULL, "%s",

@@ -3242,21 +3242,28 @@ static void json_put_int_col(cJSON *o, const char *name, sqlite3_stmt *st, int c
 
 /* The event's data: embedded when it is JSON (api_publish makes sure it is),
  * else base64 under data_base64. */
+/* The event's data as the JSON text it is (a raw item, printed as it
+ * stands): never parsed, so a listing of large data takes memory in
+ * proportion to its text, not a cJSON node per value (about 40 times more
+ * for data of small values). Data that is not JSON (another producer's),
+ * or is nested deeper than JSON_WORKER_DEPTH (a plugin may publish up to
+ * JSON_MAX_DEPTH: a client parsing the whole listing with cJSON, as
+ * evhostctl does, could not take it), comes as its bytes, in base64. */
 static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
 {
 	const char *p = sqlite3_column_blob(st, col);
 	size_t n = (size_t)sqlite3_column_bytes(st, col);
-	/* Nested deeper than JSON_WORKER_DEPTH (a plugin may publish up to
-	 * JSON_MAX_DEPTH): as bytes, since the listing is parsed again on an
-	 * HTTP worker's stack (admin.c), and this may run on one. */
-	int json = p && n && json_check(p, n, JSON_WORKER_DEPTH, NULL) == JSON_OK;
-	cJSON *v = json ? cJSON_ParseWithLength(p, n) : NULL;
-	char *b64;
+	cJSON *v = NULL;
+	char *b64, *text;
 
-	if (v)
-		return cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
-	if (json)
-		return -1; /* JSON that cJSON could not parse: out of memory */
+	/* json_check refuses NUL bytes: a copy made to n + 1 is the whole text. */
+	if (p && n && json_check(p, n, JSON_WORKER_DEPTH, NULL) == JSON_OK) {
+		if (!(text = strndup(p, n)))
+			return -1;
+		v = cJSON_CreateRaw(text);
+		free(text);
+		return v && cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
+	}
 	b64 = base64_encode((const unsigned char *)(p ? p : ""), p ? n : 0);
 	v = b64 ? cJSON_CreateString(b64) : NULL;
 	free(b64);
@@ -3346,22 +3353,36 @@ static int events_json_read(store *s, const char *path, const char *key, int64_t
 	return status;
 }
 
-int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json)
+int store_events_list(store *s, const char *key, int64_t after_seq, int limit, cJSON **out)
 {
 	const char *path;
-	cJSON *arr;
 	int status;
 
-	if (!s || !json || limit <= 0)
+	if (!s || !out || limit <= 0)
 		return EVH_EINVAL;
-	*json = NULL;
+	*out = NULL;
 	path = sqlite3_db_filename(s->db, "main");
 	if (!path || !*path)
 		return EVH_ESTATE; /* not a file: no second connection reaches it */
-	arr = cJSON_CreateArray();
-	if (!arr)
+	if (!(*out = cJSON_CreateArray()))
 		return EVH_ENOMEM;
-	status = events_json_read(s, path, key, after_seq, limit, arr);
+	status = events_json_read(s, path, key, after_seq, limit, *out);
+	if (status) {
+		cJSON_Delete(*out);
+		*out = NULL;
+	}
+	return status;
+}
+
+int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json)
+{
+	cJSON *arr;
+	int status;
+
+	if (!json)
+		return EVH_EINVAL;
+	*json = NULL;
+	status = store_events_list(s, key, after_seq, limit, &arr);
 	if (!status && !(*json = jsonb_print(arr)))
 		status = EVH_ENOMEM;
 	cJSON_Delete(arr);

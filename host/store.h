@@ -214,6 +214,11 @@ int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
  * on a connection of its own, so it never waits for a transaction under way
  * (and sees only committed events); EVH_ESTATE for a store with no file. */
 int store_events_json(store *s, const char *key, int64_t after_seq, int limit, char **json);
+struct cJSON;
+/* The same as a cJSON array (*out, the caller's), each event's data a raw
+ * item (its text, never parsed: printed as it is). */
+int store_events_list(store *s, const char *key, int64_t after_seq, int limit,
+                      struct cJSON **out);
 
 /* Replay: forget inbox records of events at or after a position, so the
  * events the consumer is rewound to are handled again. One transaction. */

@@ -1219,9 +1219,10 @@ static void test_delivered_rows_move_to_event_log(void **state)
 }
 
 /* Event data nested deeper than JSON_WORKER_DEPTH is listed as its bytes
- * (data_base64), not embedded: the listing is parsed again on an HTTP
- * worker's stack (admin.c), which about 550 levels overflow, and a plugin
- * may publish up to JSON_MAX_DEPTH. JSON_WORKER_DEPTH levels are embedded. */
+ * (data_base64), not embedded: a client parsing the listing (evhostctl,
+ * with cJSON, whose limit is JSON_MAX_DEPTH for the whole answer) must be
+ * able to, and a plugin may publish up to JSON_MAX_DEPTH. JSON_WORKER_DEPTH
+ * levels are embedded, as the text stored (never parsed by the host). */
 static void test_event_log_lists_data_nested_too_deep_as_bytes(void **state)
 {
 	enum { DEEP = JSON_WORKER_DEPTH + 1 };
@@ -1231,6 +1232,7 @@ static void test_event_log_lists_data_nested_too_deep_as_bytes(void **state)
 	outbox_done d[2];
 	outbox_row rows[2];
 	cJSON *arr, *ev;
+	char *json;
 	evh_tx *tx;
 
 	memset(fits, '[', JSON_WORKER_DEPTH);
@@ -1250,6 +1252,9 @@ static void test_event_log_lists_data_nested_too_deep_as_bytes(void **state)
 	d[1] = (outbox_done){seqs[1], 0, 2};
 	assert_int_equal(store_outbox_delivered(f->s, d, 2), EVH_OK);
 
+	assert_int_equal(store_events_json(f->s, NULL, 0, 10, &json), EVH_OK);
+	assert_non_null(strstr(json, fits)); /* the text as published, not parsed */
+	free(json);
 	arr = events_of(f->s, NULL, 0, 10);
 	assert_int_equal(cJSON_GetArraySize(arr), 2);
 	ev = cJSON_GetArrayItem(arr, 0);
