@@ -561,6 +561,8 @@ class _Handler:
         reply = self.sink.reply or next(
             (self.sink.replies[a] for a in envelope.rcpt_tos if a in self.sink.replies), None)
         if reply:
+            with self.sink._cond:
+                self.sink.refused.update(envelope.rcpt_tos)
             return reply
         raw = envelope.original_content or envelope.content
         if isinstance(raw, str):
@@ -573,6 +575,8 @@ class _Handler:
         msg.tls = (session.ssl is not None
                    or server.transport.get_extra_info("ssl_object") is not None)
         self.sink._add(msg)
+        if self.sink.on_kept:
+            self.sink.on_kept(msg)
         return "250 OK"
 
 
@@ -586,6 +590,9 @@ class SmtpSink:
     {address: reply} to refuse only those to an address, or `mail_reply`
     to answer MAIL FROM (the sender) so. `rcpt_reply` answers RCPT TO so
     (every recipient), `rcpt_replies` {address: reply} only that address's.
+    `on_kept`, when set, is called with each message kept, before the client
+    hears 250 for it. `refused` counts, by address, the messages refused with
+    `reply` or `replies`.
 
     tls="starttls" offers and requires STARTTLS (AUTH only after it);
     tls="implicit" is TLS from the first byte (smtps://). Both use `certs`
@@ -605,6 +612,8 @@ class SmtpSink:
         self.mail_reply = None
         self.rcpt_reply = None
         self.rcpt_replies = {}
+        self.on_kept = None
+        self.refused = collections.Counter()
         self._messages = []
         self._cond = threading.Condition()
         self._controller = None
