@@ -91,6 +91,7 @@ typedef enum deliv_outcome {
 	DELIV_RETRY,   /* transient failure, attempts remain; in memory only */
 	DELIV_FAILED,  /* refused for good; "failed" row written */
 	DELIV_PARKED,  /* transient failure at the last attempt; "dead_lettered" row written */
+	DELIV_GIVEN_UP, /* parked by an earlier part of this last attempt; nothing tried */
 	DELIV_DBERR,   /* storage failed; `err` says how */
 } deliv_outcome;
 
@@ -103,6 +104,10 @@ typedef struct delivery {
 	/* Not NULL: do not send, fail temporarily with this error (the server
 	 * was found unreachable for an earlier recipient of this attempt). */
 	const char *not_tried;
+	/* An earlier part of this last attempt, committed, went past this
+	 * recipient: a "dead_lettered" row is its giving the mail up, which
+	 * stands (DELIV_GIVEN_UP). */
+	int part_before;
 	/* out */
 	int down; /* the failure was the server's, not this mail's (NOTIF_SEND_DOWN) */
 	char err[512];
@@ -153,7 +158,7 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		return DELIV_RETRY;
 	}
 	snprintf(d->created_at, sizeof d->created_at, "%s", have ? mem.created_at : now);
-	if (have && strcmp(mem.status, NOTIF_RETRYING)) {
+	if (have && (!strcmp(mem.status, NOTIF_SENT) || !strcmp(mem.status, NOTIF_FAILED))) {
 		/* Settled by an attempt whose row did not commit: write it now. */
 		d->attempts = mem.attempts;
 		rc = log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, mem.status,
@@ -162,6 +167,13 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		if (rc != EVH_OK)
 			return db_error(tx, d, "writing notifications_log");
 		return DELIV_ALREADY;
+	}
+	/* After memory: a mail that left in a part whose commit failed gets its
+	 * row above, whatever row an older delivery left. */
+	if (d->part_before && rc == 1 && !strcmp(found, NOTIF_DEAD_LETTERED)) {
+		if (have)
+			notif_entry_clear(&mem);
+		return DELIV_GIVEN_UP;
 	}
 	d->attempts = have ? mem.attempts + 1 : (d->event_attempt > 0 ? d->event_attempt : 1);
 	if (have)
@@ -185,9 +197,12 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	}
 	if (res == NOTIF_SEND_TRANSIENT) {
 		/* Nothing left: unlike the outcomes below, a redo of this attempt
-		 * (should the commit fail) must try to send again. */
+		 * (should the commit fail) must try to send again, as it does when
+		 * memory has nothing: memory's "dead_lettered" goes first when it
+		 * is full (notif_pending.c), so that mails given up, however many,
+		 * never push out what says "sent". */
 		if (!d->not_tried)
-			remember(st, d, NOTIF_RETRYING, d->err);
+			remember(st, d, NOTIF_DEAD_LETTERED, d->err);
 		notif_now_rfc3339(now);
 		if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, NOTIF_DEAD_LETTERED,
 		              d->attempts, d->err, d->created_at, now) != EVH_OK)
@@ -671,6 +686,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		push_outcome(st, u.id, &d, NOTIF_SENT, NULL);
 		break;
 	case DELIV_ALREADY:
+	case DELIV_GIVEN_UP: /* broadcasts only (part_before) */
 		break;
 	case DELIV_FAILED:
 		evh_log(st->p, EVH_LOG_WARN,
@@ -855,10 +871,12 @@ typedef struct broadcast_tally {
 } broadcast_tally;
 
 /* One recipient of a broadcast; not offered, but failed temporarily with
- * `not_tried` as the error, when that is not NULL. Returns -1 when storage
- * failed (the whole event is retried), 0 otherwise. */
+ * `not_tried` as the error, when that is not NULL; `part_before` as
+ * delivery's. Returns -1 when storage failed (the whole event is retried),
+ * 0 otherwise. */
 static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const broadcast *b,
-                         const recipient *r, const char *not_tried, broadcast_tally *t)
+                         const recipient *r, const char *not_tried, int part_before,
+                         broadcast_tally *t)
 {
 	char log_id[2 * ID_MAX + 2];
 	const char *name = *r->name ? r->name : r->email;
@@ -886,6 +904,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	d.event_attempt = evh_event_attempt(ev);
 	d.last_attempt = is_last_attempt(st, ev);
 	d.not_tried = not_tried;
+	d.part_before = part_before;
 	switch (deliver_once(st, tx, &d)) {
 	case DELIV_SENT:
 		t->sent++;
@@ -907,6 +926,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 			snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		push_outcome(st, r->id, &d, NOTIF_DEAD_LETTERED, b->subject);
 		break;
+	case DELIV_GIVEN_UP: t->parked++; return 0; /* pushed when it was given up */
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;
@@ -921,27 +941,77 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	return 0;
 }
 
+void notif_last_parts_clear(notif_last_parts *lp)
+{
+	free(lp->topic);
+	free(lp->next_id);
+	memset(lp, 0, sizeof *lp);
+}
+
+/* Whether this call is the next part of a last attempt: st->last_parts
+ * names this event at this attempt. */
+static int last_parts_match(const notif_state *st, const evh_event *ev)
+{
+	const notif_last_parts *lp = &st->last_parts;
+
+	return lp->topic && !strcmp(lp->topic, evh_event_topic(ev)) &&
+	       lp->partition == evh_event_partition(ev) && lp->offset == evh_event_offset(ev) &&
+	       lp->attempt == evh_event_attempt(ev);
+}
+
+/* This event's last attempt has gone past the recipients before `next_id`
+ * in parts committed (or about to be). Out of memory nothing is kept: the
+ * next part tries the mails given up before once more (a try more, never a
+ * mail twice). */
+static void last_parts_set(notif_state *st, const evh_event *ev, const char *next_id,
+                           const char *last_err)
+{
+	notif_last_parts *lp = &st->last_parts;
+
+	notif_last_parts_clear(lp);
+	lp->topic = strdup(evh_event_topic(ev));
+	lp->next_id = strdup(next_id);
+	if (!lp->topic || !lp->next_id) {
+		notif_last_parts_clear(lp);
+		evh_log(st->p, EVH_LOG_WARN,
+		        "out of memory recording where a broadcast's last attempt goes on: its "
+		        "next part tries the mails given up again");
+		return;
+	}
+	lp->partition = evh_event_partition(ev);
+	lp->offset = evh_event_offset(ev);
+	lp->attempt = evh_event_attempt(ev);
+	snprintf(lp->last_err, sizeof lp->last_err, "%s", last_err);
+}
+
 evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	notif_state *st = ud;
-	char why[1024];
+	char why[1024], given_up[64] = "";
 	broadcast b;
 	broadcast_tally t;
 	recipient *rs = NULL;
 	size_t n = 0;
 	evh_event_result result = EVH_EVENT_OK;
 	size_t rest = 0; /* recipients left to a next call: this part commits first */
+	char *part_end = NULL; /* a next part of the last attempt: where the ones before ended */
 	int parsed, last;
 
 	(void)p;
 	if ((parsed = parse_broadcast(ev, &b, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
+	memset(&t, 0, sizeof t);
+	last = is_last_attempt(st, ev);
+	if (last && last_parts_match(st, ev)) {
+		part_end = st->last_parts.next_id;
+		st->last_parts.next_id = NULL;
+		snprintf(t.last_err, sizeof t.last_err, "%s", st->last_parts.last_err);
+	}
+	notif_last_parts_clear(&st->last_parts);
 	if (recipients_load(tx, &rs, &n) < 0) {
 		result = retry_db(ev, tx, "reading recipients");
 		goto out;
 	}
-	memset(&t, 0, sizeof t);
-	last = is_last_attempt(st, ev);
 	for (size_t i = 0; i < n; i++) {
 		/* A stop, or a reload's drain, would wait for every mail left
 		 * (thousands at the server's pace, past the stop's deadline, when
@@ -969,33 +1039,43 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		 * failure later in a long list (a full disk, a crash) does not
 		 * undo, and mail again, what went before; the transaction does not
 		 * hold the database for the whole list; memory remembers every
-		 * mail of an uncommitted part (notif_pending). The rest comes in
-		 * the event's next call at once (KEEP_AND_CONTINUE, no attempt
-		 * used), or, with mails to retry in this part, in its next attempt
-		 * after the backoff. The last attempt goes through the whole list
-		 * once a mail is given up in it (a next call would try that one
-		 * again at once). */
-		if (!t.down && !t.parked && st->commit_every > 0 &&
-		    t.sent + t.failed + t.retry >= st->commit_every && (!t.retry || !last)) {
+		 * mail of an uncommitted part (notif_pending), which it could not
+		 * for more than it holds. The rest comes in the event's next call
+		 * at once (KEEP_AND_CONTINUE, no attempt used), or, with mails to
+		 * retry in this part, in its next attempt after the backoff. The
+		 * last attempt too, once a mail is given up in it: its next part
+		 * knows where this one ended (st->last_parts), and does not try
+		 * again what this one gave up. */
+		if (!t.down && st->commit_every > 0 &&
+		    t.sent + t.failed + t.retry >= st->commit_every) {
 			rest = n - i;
 			break;
 		}
 		if (t.down)
 			t.untried++;
-		if (broadcast_one(st, tx, ev, &b, &rs[i], t.down ? t.down_err : NULL, &t) < 0) {
+		if (broadcast_one(st, tx, ev, &b, &rs[i], t.down ? t.down_err : NULL,
+		                  part_end && strcmp(rs[i].id, part_end) < 0, &t) < 0) {
 			evh_event_set_error(ev, t.last_err);
 			result = EVH_EVENT_RETRY;
 			goto out;
 		}
 	}
 	if (rest) {
+		/* The last attempt goes on with mails to retry (memory could not
+		 * be read): a retry would dead-letter the event, the rest untried.
+		 * Unless the part settled none: going on would not get anywhere. */
+		int go_on = !t.retry || (last && t.sent + t.failed > 0);
+		if (t.parked)
+			snprintf(given_up, sizeof given_up, ", %d given up for a redrive", t.parked);
 		evh_log(st->p, EVH_LOG_INFO,
 		        "broadcast %s: a part done (%d sent, %d already done, %d failed, %d to "
-		        "retry); %zu of %zu recipient(s) left for the %s (attempt %d)",
-		        b.id, t.sent, t.already, t.failed, t.retry, rest, n,
-		        t.retry ? "event's next attempt" : "next part, once this one commits",
+		        "retry%s); %zu of %zu recipient(s) left for the %s (attempt %d)",
+		        b.id, t.sent, t.already, t.failed, t.retry, given_up, rest, n,
+		        go_on ? "next part, once this one commits" : "event's next attempt",
 		        evh_event_attempt(ev));
-		if (t.retry)
+		if (go_on && last)
+			last_parts_set(st, ev, rs[n - rest].id, t.last_err);
+		if (!go_on)
 			snprintf(why, sizeof why,
 			         "%d of %zu deliveries to retry, %zu not tried yet; last error: %s",
 			         t.retry, n, rest, t.last_err);
@@ -1003,7 +1083,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			snprintf(why, sizeof why, "a part done: %zu of %zu recipient(s) left", rest,
 			         n);
 		evh_event_set_error(ev, why);
-		result = t.retry ? EVH_EVENT_KEEP_AND_RETRY : EVH_EVENT_KEEP_AND_CONTINUE;
+		result = go_on ? EVH_EVENT_KEEP_AND_CONTINUE : EVH_EVENT_KEEP_AND_RETRY;
 		goto out;
 	}
 	if (!t.stopping && !t.retry && !(t.untried && !last)) {
@@ -1070,6 +1150,12 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 	}
 out:
+	/* This part ends the attempt, or is done again should it not commit:
+	 * a redo of it (after a failed commit, at the same attempt) still
+	 * knows where the parts committed before ended. */
+	if (part_end && !st->last_parts.topic)
+		last_parts_set(st, ev, part_end, t.last_err);
+	free(part_end);
 	recipients_free(rs, n);
 	cJSON_Delete(b.root);
 	return result;

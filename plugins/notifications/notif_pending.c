@@ -62,14 +62,16 @@ static notif_entry *find_locked(notif_pending *pd, const char *event_id)
 
 /* Which entry goes first when the table is full: "failed" (its row is
  * written with it; should that row not commit, the redo only meets the
- * same refusal again), then "sent" (the oldest first: those of committed
- * parts; a part's own are the newest, and must stay until it commits, or
- * its redo mails them again), then the rest ("retrying": the log's only
- * record of them). Failed entries first: they stay until evicted, and a
- * table full of them pushed out the current part's "sent" ones. */
+ * same refusal again) and "dead_lettered" (given up at the last attempt,
+ * its row written with it; without the entry a redo tries the mail again,
+ * as it must), then "sent" (the oldest first: those of committed parts; a
+ * part's own are the newest, and must stay until it commits, or its redo
+ * mails them again), then the rest ("retrying": the log's only record of
+ * them). Those first stay until evicted: a table full of them pushed out
+ * the current part's "sent" ones (a last attempt may give up thousands). */
 static int evict_rank(const notif_entry *e)
 {
-	if (!strcmp(e->status, NOTIF_FAILED))
+	if (!strcmp(e->status, NOTIF_FAILED) || !strcmp(e->status, NOTIF_DEAD_LETTERED))
 		return 0;
 	return !strcmp(e->status, NOTIF_SENT) ? 1 : 2;
 }

@@ -5,10 +5,12 @@
  * restart); it lives here, and GET /notifications merges it with the
  * table. Entries
  * that are "sent" or "failed" remember an outcome whose row was not yet
- * committed, so a retry writes the row instead of sending again.
- * Bounded: when full, the least recently updated entry goes, "sent" ones
- * first, then "failed", then "retrying". SDK-free; thread-safe (the
- * consumer thread writes, HTTP worker threads read). */
+ * committed, so a retry writes the row instead of sending again;
+ * "dead_lettered", a mail given up at the last attempt (a retry tries it
+ * again). Bounded: when full, the least recently updated entry goes,
+ * "failed" and "dead_lettered" ones first, then "sent", then "retrying".
+ * SDK-free; thread-safe (the consumer thread writes, HTTP worker threads
+ * read). */
 #ifndef NOTIF_PENDING_H
 #define NOTIF_PENDING_H
 #include <pthread.h>

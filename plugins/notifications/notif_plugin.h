@@ -23,6 +23,20 @@ typedef struct notif_templates {
 	notif_text broadcast_txt, broadcast_html;
 } notif_templates;
 
+/* A broadcast's last attempt going on in parts (EVH_EVENT_KEEP_AND_CONTINUE):
+ * the event (where it lies, and the attempt) and the recipient its next part
+ * begins at; the mails an earlier part gave up, before that one, are not
+ * tried again, by a later part nor by a redo of one whose commit failed
+ * (notif_events.c). Kept until the next broadcast's call. `topic` NULL:
+ * none. Consumer thread only. */
+typedef struct notif_last_parts {
+	char *topic, *next_id;
+	int32_t partition;
+	int64_t offset;
+	int attempt;
+	char last_err[512]; /* a mail's given up, for the event's error */
+} notif_last_parts;
+
 typedef struct notif_state {
 	evh_plugin *p;
 	const char *topic_created, *topic_updated, *topic_deleted, *topic_broadcast;
@@ -35,6 +49,7 @@ typedef struct notif_state {
 	notif_smtp smtp;
 	notif_maildir maildir;
 	notif_pending pending;
+	notif_last_parts last_parts;
 	notif_templates tpl;
 	/* Served on /metrics (ABI 1.9; NULL on an older host, or refused): */
 	evh_metric *mails;     /* notifications_mails_total{result}, sent/failed/refused */
@@ -56,6 +71,7 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
                                 const char *to_name, char *err, size_t errlen);
 
 /* notif_events.c */
+void notif_last_parts_clear(notif_last_parts *lp);
 evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
 evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
 evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);

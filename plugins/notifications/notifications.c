@@ -754,6 +754,7 @@ static void notif_fini(evh_plugin *p, void *state)
 		return;
 	close_transport(st);
 	notif_pending_destroy(&st->pending);
+	notif_last_parts_clear(&st->last_parts);
 	free_templates(&st->tpl);
 	free(st);
 }

@@ -1115,15 +1115,19 @@ def test_a_long_broadcast_commits_every_few_mails_and_goes_on(evhostd, tmp_path,
 def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
         evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
     # A part with a mail to retry (greylisted u-1) ends as a retry: the rest
-    # waits for the backoff, an attempt used. The last attempt goes through
-    # the whole list: u-1 is given up for a redrive, everyone else has one
-    # mail.
+    # waits for the backoff, an attempt used. The last attempt gives u-1 up
+    # for a redrive and goes on in parts too (its next part does not try u-1
+    # again); everyone else has one mail.
     env, addrs = chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, 3)
     smtp_server.replies[addrs[1]] = "451 4.7.1 greylisted, try again later"
     broadcast_raw(env, "parts-2", "Greylisted part")
-    env.d.wait_for_log("broadcast parts-2: 5 sent, 4 already done, 0 failed, 0 to retry, "
+    env.d.wait_for_log("broadcast parts-2: 2 sent, 7 already done, 0 failed, 0 to retry, "
                        "1 given up for a redrive (attempt 3)", timeout=60)
     text = env.d.log_text()
+    assert ("broadcast parts-2: a part done (3 sent, 4 already done, 0 failed, 0 to retry, "
+            "1 given up for a redrive); 2 of 10 recipient(s) left for the next part, once "
+            "this one commits (attempt 3)") in text, text
+    assert smtp_server.refused == {addrs[1]: 3}
     assert ("broadcast parts-2: a part done (2 sent, 0 already done, 0 failed, 1 to retry); "
             "7 of 10 recipient(s) left for the event's next attempt (attempt 1)") in text, text
     assert ("broadcast parts-2: a part done (2 sent, 2 already done, 0 failed, 1 to retry); "
@@ -1132,6 +1136,57 @@ def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
         {a: 1 for i, a in enumerate(addrs) if i != 1}
     assert env.entry_once(f"parts-2:{addrs[1].split('@')[0]}", "dead_lettered",
                           attempts=3)["recipient"] == addrs[1]
+
+
+def test_a_last_attempt_past_the_memory_commits_in_parts_and_mails_no_one_twice(
+        evhostd, build_dir, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # Every attempt is the last (retry.max_attempts = 1), and the first
+    # recipient's mail is given up (greylisted). The attempt used to go
+    # through the rest in one transaction then, past broadcast_commit_every:
+    # its "sent" entries outgrew the plugin's delivery memory (64 entries in
+    # tests/small-memory-plugins, 16384 in the real one), which pushed out
+    # the first ones, and once the commit failed (a full disk at the COMMIT,
+    # after the last mail) the redo mailed those recipients again. The last
+    # attempt commits in parts too; neither its later parts nor the redo try
+    # again the mail an earlier one gave up, and the event is dead-lettered
+    # for it.
+    switch = tmp_path / "next-write-fails"
+    evhostd.plugin_dir = build_dir / "tests" / "small-memory-plugins"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "broadcast_commit_every": 3, "retry.max_attempts": 1, "list_role": ""},
+              user=False, env=lib.faults_preloaded(build_dir, sqlite_write_file=switch,
+                                                   sqlite_db="notifications.db"))
+    addrs = [f"{uid}@example.com" for uid in sorted(add_recipients(env, 80))]
+    smtp_server.replies[addrs[0]] = "451 4.7.1 greylisted, try again later"
+    fired = []
+
+    def fail_the_next_commit(msg):  # once: at the first mail to the last recipient
+        if msg.envelope_to == [addrs[-1]] and not fired:
+            fired.append(msg)
+            switch.touch()
+
+    smtp_server.on_kept = fail_the_next_commit
+    broadcast_raw(env, "past-memory", "Past memory")
+    letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
+                                timeout=120, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_id"] for m in letters] == ["ev-past-memory"]
+    assert not switch.exists()  # the COMMIT after the last mail failed
+    text = env.d.log_text()
+    assert "COMMIT: database or disk is full" in text, text
+    assert broadcast_mails(smtp_server, "Past memory") == {a: 1 for a in addrs[1:]}
+    assert ("broadcast past-memory: a part done (3 sent, 0 already done, 0 failed, 0 to retry, "
+            "1 given up for a redrive); 76 of 80 recipient(s) left for the next part, once "
+            "this one commits (attempt 1)") in text, text
+    # Tried once: not again by the later parts, nor by the redo of the last.
+    assert smtp_server.refused == {addrs[0]: 1}, smtp_server.refused
+    con = env.db()
+    try:
+        rows = con.execute("SELECT recipient, status FROM notifications_log"
+                           " WHERE event_id = 'past-memory:u-00'").fetchall()
+    finally:
+        con.close()
+    assert rows == [(addrs[0], "dead_lettered")], rows
 
 
 def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(

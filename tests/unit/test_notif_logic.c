@@ -970,6 +970,34 @@ static void test_pending_eviction_prefers_failed_then_sent(void **state)
 		notif_entry_clear(&e);
 	}
 	notif_pending_destroy(&pd);
+
+	/* Mails given up at a last attempt ("dead_lettered", a broadcast may
+	 * give up thousands), newer than a part's "sent" ones, go before them;
+	 * "retrying" ones stay. */
+	assert_int_equal(notif_pending_init(&pd, 10), 0);
+	notif_pending_put(&pd, "r", "a@x.io", "broadcast", NOTIF_RETRYING, 1, "e",
+	                  "2026-01-01T00:00:00.000Z");
+	for (int i = 0; i < 3; i++) {
+		snprintf(id, sizeof id, "s%d", i);
+		notif_pending_put(&pd, id, "a@x.io", "broadcast", NOTIF_SENT, 1, NULL,
+		                  "2026-01-01T00:00:01.000Z");
+	}
+	for (int i = 0; i < 50; i++) {
+		snprintf(id, sizeof id, "d%d", i);
+		snprintf(t, sizeof t, "2026-01-01T00:01:%02d.000Z", i);
+		notif_pending_put(&pd, id, "a@x.io", "broadcast", NOTIF_DEAD_LETTERED, 1, "e", t);
+		assert_true(pd.n <= 10);
+	}
+	for (int i = 0; i < 3; i++) {
+		snprintf(id, sizeof id, "s%d", i);
+		assert_int_equal(notif_pending_get(&pd, id, &e), 1);
+		notif_entry_clear(&e);
+	}
+	assert_int_equal(notif_pending_get(&pd, "r", &e), 1);
+	notif_entry_clear(&e);
+	assert_int_equal(notif_pending_get(&pd, "d49", &e), 1);
+	notif_entry_clear(&e);
+	notif_pending_destroy(&pd);
 }
 
 /* ------------------------------------------------------------ maildir */
