@@ -3447,7 +3447,9 @@ int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64
 	v[1] = EVH_INT(partition);
 	v[2] = EVH_INT(offset);
 	v[3] = time_ms >= 0 ? EVH_INT(time_ms) : EVH_NULL();
-	status = store_lock(s);
+	/* For the admin API, which answers 503 rather than hold a worker behind
+	 * a handler's long transaction for as long as it runs. */
+	status = store_lock_within(s, STORE_LOCK_WAIT_MS);
 	if (status)
 		return status;
 	/* At that position, and the same dead letter: a topic deleted and made

@@ -948,6 +948,27 @@ def test_a_redrive_that_cannot_read_what_was_redriven_before_sends_nothing(
     assert copies == []
 
 
+def test_a_dead_letter_listing_behind_a_long_transaction_is_503(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Which dead letters were redriven before is read under the plugin's
+    # database lock: it waited for a handler's long transaction for as long
+    # as it ran (here 9 s), holding an HTTP worker, where the docs promise a
+    # 503 (after the store's 5 s wait).
+    topic = unique_name("adm.held")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    wait_dlq(d, 1)
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(d.post, "/probe/publish?key=h&sleep_ms=9000", json={"x": 1},
+                           timeout=60)
+        d.wait_for_log("probe: sleeping 9000 ms", timeout=30)
+        r = d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=60)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+        assert "its database is held by a long transaction" in r.json()["detail"], r.text
+        assert held.result().status_code == 200
+    assert d.get("/admin/plugins/probe/dlq", headers=auth(), timeout=60).status_code == 200
+
+
 def test_redrive_of_all_lists_at_most_the_first_skipped_and_failed(
         evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
     # A redrive of all skips every dead letter redriven before: its answer
