@@ -762,16 +762,17 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
 
 def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build_dir, tmp_path,
                                                                   kafka_bootstrap, unique_name):
-    # A replay waits for the consumer (in a 6 s handler), and a dead-letter
-    # listing for the database (the plugin pinned), when a reload disables
-    # the plugin: the drain lets the handler finish, the replay is answered
-    # that the consumer is stopping, the listing is answered, and the
-    # reload completes (destroying the plugin once the listing let it go).
+    # A replay waits for the consumer (in a 4 s handler), and a dead-letter
+    # listing for the database (the plugin pinned; at most the store's 5 s),
+    # when a reload disables the plugin: the drain lets the handler finish,
+    # the replay is answered that the consumer is stopping, the listing is
+    # answered, and the reload completes (destroying the plugin once the
+    # listing let it go).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
     assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
     wait_dlq(d, 1)
-    slow_handler(d, 6000)
+    slow_handler(d, 4000)
     with ThreadPoolExecutor(2) as pool:
         replay = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
                              json={"from": "beginning"}, timeout=40)
