@@ -1666,6 +1666,43 @@ static void test_inbox_forget_from_position(void **state)
 	assert_int_equal(store_inbox_forget(f->s, r, 1, &deleted), EVH_EINVAL);
 }
 
+/* More partitions of a topic than one statement takes (store.c's
+ * FORGET_PARTS, 64), two topics mixed, a partition given twice: each range
+ * is applied, the lower offset of the two. */
+static void test_inbox_forget_many_partitions(void **state)
+{
+	fixture *f = *state;
+	int64_t deleted = -1;
+	inbox_range r[73];
+	evh_tx *tx;
+
+	for (int i = 0; i < 70; i++)
+		r[i] = (inbox_range){"P", i, 1};
+	r[70] = (inbox_range){"Q", 0, 5};
+	r[71] = (inbox_range){"Q", 0, 2}; /* twice: from 2 */
+	r[72] = (inbox_range){"P", 69, 9};
+	record_inbox(f->s, "q0-1", "Q", 0, 1);
+	record_inbox(f->s, "q0-3", "Q", 0, 3);
+	record_inbox(f->s, "p2-1", "P", 2, 1);
+	record_inbox(f->s, "p68-0", "P", 68, 0); /* before the range: kept */
+	record_inbox(f->s, "p68-3", "P", 68, 3);
+	record_inbox(f->s, "p69-1", "P", 69, 1);
+	record_inbox(f->s, "p70-1", "P", 70, 1); /* no range: kept */
+	assert_int_equal(store_inbox_forget(f->s, r, 73, &deleted), EVH_OK);
+	assert_int_equal(deleted, 4);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "q0-1"), 1);
+	assert_int_equal(store_inbox_seen(tx, "q0-3"), 0);
+	store_tx_rollback(tx);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_seen(tx, "p2-1"), 0);
+	assert_int_equal(store_inbox_seen(tx, "p68-0"), 1);
+	assert_int_equal(store_inbox_seen(tx, "p68-3"), 0);
+	assert_int_equal(store_inbox_seen(tx, "p69-1"), 0);
+	assert_int_equal(store_inbox_seen(tx, "p70-1"), 1);
+	store_tx_rollback(tx);
+}
+
 static void test_dlq_redriven_records(void **state)
 {
 	fixture *f = *state;
@@ -2818,6 +2855,7 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_savepoints, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_from_position, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox_forget_many_partitions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dlq_redriven_records, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
