@@ -849,6 +849,11 @@ int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size
 		if (r == 0)
 			break;
 		got += (size_t)r;
+		buf[got] = '\0';
+		/* The answer's end, not the close: a server may keep the
+		 * connection open, whatever the request's Connection: close. */
+		if (answer_complete(buf, got))
+			break;
 	}
 	buf[got] = '\0';
 	*out = buf;

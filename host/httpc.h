@@ -81,10 +81,14 @@ const char *httpc_header(const char *buf, size_t n, const char *name, size_t *vl
  * only; very large values as INT32_MAX), or -1: no such header, or the
  * HTTP-date form, or something else. */
 int32_t httpc_retry_after(const char *buf, size_t n);
-/* The same into a malloc'd buffer (*out, NUL-terminated) of at most max
- * bytes: 0 when the server closed the connection, 1 when it sent more than
- * max (*out holds max), -1 with the reason in err (*out holds what came:
- * a timeout in the middle of an answer). *out NULL: out of memory. */
+/* One answer into a malloc'd buffer (*out, NUL-terminated) of at most max
+ * bytes, for httpc_parse_answer: read until it is whole, as
+ * httpc_recv_answer reads (the body its Content-Length gives, a chunked
+ * body's last chunk, a status without a body; its interim answers kept in
+ * front of it), or the server closes the connection (an answer with
+ * neither header ends there). 0 then, 1 when more than max came first
+ * (*out holds max), -1 with the reason in err (*out holds what came: a
+ * timeout in the middle of an answer). *out NULL: out of memory. */
 int httpc_recv_all(httpc_conn *c, size_t max, int64_t deadline, char **out, size_t *len,
                    char *err, size_t errlen);
 /* Free the TLS connection and close the socket. */

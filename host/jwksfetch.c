@@ -189,6 +189,8 @@ static char *download(jwks_fetcher *f, size_t *len, char *err, size_t errlen)
 		tls_client_free(tls);
 		return NULL;
 	}
+	/* Up to the answer's end: a provider that keeps the connection open
+	 * despite Connection: close must not cost every fetch its timeout. */
 	rc = httpc_recv_all(&c, JWKS_ANSWER_MAX + HEAD_MAX, deadline, &buf, &n, why, sizeof why);
 	httpc_close(&c);
 	tls_client_free(tls);

@@ -714,8 +714,8 @@ static void test_recv_answer_interim_only(void **state)
 	close(sv[1]);
 }
 
-/* The JWKS fetcher's way (jwksfetch.c): the whole answer up to the close,
- * then parsed; a 100 Continue and a 103 before the 200 are set aside. */
+/* The JWKS fetcher's way (jwksfetch.c): the whole answer, then parsed; a
+ * 100 Continue and a 103 before the 200 are set aside. */
 static void test_recv_all_after_interim_answers(void **state)
 {
 	char port[8], err[256], *buf;
@@ -742,6 +742,58 @@ static void test_recv_all_after_interim_answers(void **state)
 	assert_int_equal(a.body_len, 11);
 	assert_memory_equal(a.body, "{\"keys\":[]}", 11);
 	free(buf);
+}
+
+/* httpc_recv_all ends with the answer, the connection still open (within
+ * max: more is 1); an answer without Content-Length or chunks, at the
+ * close. The sockets are non-blocking, as httpc_open's are. */
+static void test_recv_all_ends_with_the_answer(void **state)
+{
+	static const char *answers[] = {
+	    "HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\n{\"keys\":[]}",
+	    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"key\r\n6\r\ns\":[]}\r\n"
+	    "0\r\n\r\n",
+	    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+	    NULL};
+	char err[256], *buf;
+	size_t n;
+	int sv[2];
+	httpc_conn c = {.fd = -1, .tls = NULL, .proxy = NULL};
+	(void)state;
+	for (int i = 0; answers[i]; i++) {
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+		server_says(sv[1], answers[i]);
+		c.fd = sv[0];
+		assert_int_equal(httpc_recv_all(&c, 65536, clock_mono_ms() + 30000, &buf, &n, err,
+		                                sizeof err),
+		                 0);
+		assert_string_equal(buf, answers[i]);
+		assert_int_equal(n, strlen(answers[i]));
+		free(buf);
+		httpc_close(&c);
+		close(sv[1]);
+	}
+	/* No framing: the close ends it. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	server_says(sv[1], "HTTP/1.1 200 OK\r\n\r\n{\"keys\":[]}");
+	close(sv[1]);
+	c.fd = sv[0];
+	assert_int_equal(httpc_recv_all(&c, 65536, clock_mono_ms() + 30000, &buf, &n, err,
+	                                sizeof err),
+	                 0);
+	assert_string_equal(buf, "HTTP/1.1 200 OK\r\n\r\n{\"keys\":[]}");
+	free(buf);
+	httpc_close(&c);
+	/* More than max before the answer's end. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	server_says(sv[1], "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+	c.fd = sv[0];
+	assert_int_equal(httpc_recv_all(&c, 40, clock_mono_ms() + 30000, &buf, &n, err, sizeof err),
+	                 1);
+	assert_int_equal(n, 40);
+	free(buf);
+	httpc_close(&c);
+	close(sv[1]);
 }
 
 static _Atomic int64_t cut;
@@ -801,6 +853,7 @@ int main(void)
 	    cmocka_unit_test(test_recv_answer_after_interim_answers),
 	    cmocka_unit_test(test_recv_answer_interim_only),
 	    cmocka_unit_test(test_recv_all_after_interim_answers),
+	    cmocka_unit_test(test_recv_all_ends_with_the_answer),
 	    cmocka_unit_test(test_cut_off),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "clock.h"
 #include "config.h"
 #include "host.h"
 #include "jwksfetch.h"
@@ -87,10 +88,13 @@ static void test_redact_url_userinfo(void **state)
 /* ------------------------------------------------------ the provider */
 
 /* A provider on loopback, plain HTTP: each GET answered 200 with the set,
- * counted, until stopped. */
+ * counted, until stopped. With `hold`, the connection is kept open after
+ * the answer (HOLD_LENGTH: framed by Content-Length, HOLD_CHUNKED: in
+ * chunks) until the client closes it, whatever its Connection: close. */
+enum { HOLD_NONE, HOLD_LENGTH, HOLD_CHUNKED };
 static struct {
 	int fd, port;
-	atomic_int stop, gets;
+	atomic_int stop, gets, hold;
 	pthread_t thread;
 } idp;
 
@@ -98,6 +102,33 @@ static const char idp_set[] =
     "{\"keys\":[{\"kty\":\"EC\",\"kid\":\"e1\",\"use\":\"sig\",\"crv\":\"P-256\","
     "\"x\":\"hcBmMPqvQRgEWo5yO1Mfpw1Bi-kQsJNlSVGeKxwKATs\","
     "\"y\":\"jJHqiaHzKWurRO7Ct48-zJeHLGsTPq_56Wk166R-C1M\"}]}";
+
+/* The set in two chunks, then the last one. */
+static void idp_chunked(int c)
+{
+	char text[1024];
+	size_t half = (sizeof idp_set - 1) / 2;
+	int n = snprintf(text, sizeof text,
+	                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%zx\r\n%.*s\r\n"
+	                 "%zx\r\n%s\r\n0\r\n\r\n",
+	                 half, (int)half, idp_set, sizeof idp_set - 1 - half, idp_set + half);
+	assert_true(n > 0 && (size_t)n < sizeof text);
+	(void)!send(c, text, (size_t)n, MSG_NOSIGNAL);
+}
+
+/* Keep c open until the client closes it (or the provider stops), at most
+ * twice the fetch's timeout: what a client that reads to the close would
+ * wait for. */
+static void idp_hold(int c)
+{
+	int64_t until = clock_mono_ms() + 2 * JWKS_FETCH_TIMEOUT_MS;
+	char sink[256];
+	while (!atomic_load(&idp.stop) && clock_mono_ms() < until) {
+		struct pollfd p = {.fd = c, .events = POLLIN};
+		if (poll(&p, 1, 100) > 0 && recv(c, sink, sizeof sink, 0) <= 0)
+			break;
+	}
+}
 
 static void *idp_main(void *arg)
 {
@@ -117,10 +148,17 @@ static void *idp_main(void *arg)
 			req[got] = '\0';
 		}
 		atomic_fetch_add(&idp.gets, 1);
-		n = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
-		             sizeof idp_set - 1);
-		if (send(c, head, (size_t)n, MSG_NOSIGNAL) == n)
-			(void)!send(c, idp_set, sizeof idp_set - 1, MSG_NOSIGNAL);
+		if (atomic_load(&idp.hold) == HOLD_CHUNKED)
+			idp_chunked(c);
+		else {
+			n = snprintf(head, sizeof head,
+			             "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
+			             sizeof idp_set - 1);
+			if (send(c, head, (size_t)n, MSG_NOSIGNAL) == n)
+				(void)!send(c, idp_set, sizeof idp_set - 1, MSG_NOSIGNAL);
+		}
+		if (atomic_load(&idp.hold) != HOLD_NONE)
+			idp_hold(c);
 		close(c);
 	}
 	return NULL;
@@ -174,6 +212,34 @@ static jwks_fetcher *fetcher(void)
 	assert_int_equal(v.nec, 1);
 	jwks_fetcher_release(f);
 	return f;
+}
+
+/* ------------------------------------------------------------ fetching */
+
+/* A provider that keeps the connection open after a whole answer (framed
+ * by Content-Length, or chunked), whatever the request's Connection: close:
+ * the fetch ends with the answer and succeeds, before its timeout rather
+ * than at it (reading to the close, it waited the whole timeout). */
+static void test_fetch_ends_with_the_answer(void **state)
+{
+	(void)state;
+	for (int hold = HOLD_LENGTH; hold <= HOLD_CHUNKED; hold++) {
+		uint64_t ok0, failed0, ok, failed;
+		int64_t last, t0, took;
+		jwks_fetcher *f;
+		atomic_store(&idp.hold, hold);
+		jwks_stats(&ok0, &failed0, &last);
+		t0 = clock_mono_ms();
+		f = fetcher(); /* the keys in use */
+		took = clock_mono_ms() - t0;
+		jwks_stats(&ok, &failed, &last);
+		jwks_fetcher_free(f);
+		/* Before the checks: the tests after this one need it closing. */
+		atomic_store(&idp.hold, HOLD_NONE);
+		assert_true(took < JWKS_FETCH_TIMEOUT_MS);
+		assert_int_equal(ok, ok0 + 1);
+		assert_int_equal(failed, failed0);
+	}
 }
 
 /* ---------------------------------------------------------- reloads */
@@ -498,6 +564,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_redact_url_query),
 	    cmocka_unit_test(test_redact_url_userinfo),
+	    cmocka_unit_test(test_fetch_ends_with_the_answer),
 	    cmocka_unit_test(test_retired_fetchers_keep_no_keys),
 	    cmocka_unit_test(test_replaced_fetchers_go_with_the_last_set_naming_them),
 	    cmocka_unit_test(test_readers_across_retires),
