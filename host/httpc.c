@@ -369,10 +369,60 @@ int httpc_proxy_parse(httpc_proxy *p, const char *v, const char *var, const char
 	return 0;
 }
 
-int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
+/* Does the no_proxy entry e[0..n) send host (an IPv6 address without
+ * brackets) at port direct? "*"; an address or a network, compared as
+ * addresses ("fd00::7" and "[fd00::7]" as fd00::7, "10.1.2.3/8" as
+ * 10.0.0.0/8, as curl and Go read it); a name, its subdomains too. With a
+ * port ("example.com:8443", "10.0.0.7:4318", "[fd00::7]:443"): that port
+ * only, as Go reads them (curl ignores such entries). */
+static int no_proxy_entry(const char *e, size_t n, const char *host, const char *port)
+{
+	const char *pp = NULL, *colon;
+	size_t hl = strlen(host);
+	char name[256];
+	int bracketed = 0;
+
+	if (n == 1 && *e == '*')
+		return 1;
+	if (n && *e == '[') {
+		const char *rb = memchr(e, ']', n);
+		if (!rb || (rb + 1 < e + n && rb[1] != ':'))
+			return 0;
+		pp = rb + 1 < e + n ? rb + 2 : NULL;
+		n = (size_t)(rb - e - 1);
+		e++;
+		bracketed = 1;
+	} else if ((colon = memchr(e, ':', n)) &&
+	           !memchr(colon + 1, ':', n - (size_t)(colon + 1 - e))) {
+		/* one ':' is a port's; an IPv6 address has more */
+		pp = colon + 1;
+		n = (size_t)(colon - e);
+	}
+	if (pp) {
+		size_t pn = strspn(pp, "0123456789");
+		if (!pn || pn > 5 || (pp[pn] && !strchr(", \t", pp[pn])) ||
+		    strtol(pp, NULL, 10) != strtol(port, NULL, 10))
+			return 0;
+	}
+	if (!n || n >= sizeof name)
+		return 0;
+	memcpy(name, e, n);
+	name[n] = '\0';
+	if (proxy_net_has(name, host))
+		return 1;
+	if (bracketed || memchr(name, '/', n))
+		return 0; /* an address or a network, and host is not in it */
+	if (*e == '.') { /* ".example.com": the same as "example.com" */
+		e++;
+		n--;
+	}
+	return n && (hl == n || (hl > n && host[hl - n - 1] == '.')) &&
+	       !strncasecmp(host + hl - n, e, n);
+}
+
+int httpc_proxy_bypassed(const httpc_proxy *p, const char *host, const char *port)
 {
 	const char *e = p->no_proxy;
-	size_t hl = strlen(host);
 	if (loopback_host(host))
 		return 1;
 	while (e && *e) {
@@ -380,31 +430,7 @@ int httpc_proxy_bypassed(const httpc_proxy *p, const char *host)
 		while (*e == ' ' || *e == '\t' || *e == ',')
 			e++;
 		n = strcspn(e, ", \t");
-		if (n == 1 && *e == '*')
-			return 1;
-		if (memchr(e, '/', n)) { /* a network: "10.0.0.0/8", "fd00::/8" */
-			char net[64], why[128];
-			proxy_list l;
-			int in = 0;
-			if (n < sizeof net) {
-				memcpy(net, e, n);
-				net[n] = '\0';
-				if (proxy_list_parse(net, &l, why, sizeof why) == 0) {
-					in = proxy_list_has(&l, host);
-					proxy_list_free(&l);
-				}
-			}
-			if (in)
-				return 1;
-			e += n;
-			continue;
-		}
-		if (n && *e == '.') { /* ".example.com": the same as "example.com" */
-			e++;
-			n--;
-		}
-		if (n && (hl == n || (hl > n && host[hl - n - 1] == '.')) &&
-		    !strncasecmp(host + hl - n, e, n))
+		if (n && no_proxy_entry(e, n, host, port))
 			return 1;
 		e += n;
 	}
@@ -521,7 +547,7 @@ int httpc_open(httpc_conn *c, const char *host, const char *port, void *tls, int
 			snprintf(err, errlen, "%s", env_err[t]);
 			return -1;
 		}
-		via = env_rc[t] == 0 && !httpc_proxy_bypassed(p, host);
+		via = env_rc[t] == 0 && !httpc_proxy_bypassed(p, host, port);
 	}
 	if (via) {
 		if ((c->fd = connect_to(p->host, p->port, deadline, why, sizeof why)) < 0) {

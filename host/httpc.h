@@ -100,8 +100,11 @@ void httpc_close(httpc_conn *c);
  * proxy forwards; http://[USER:PASSWORD@]HOST[:PORT] (port 80 by default;
  * USER and PASSWORD percent-encoded, sent as Basic Proxy-Authorization).
  * no_proxy (or NO_PROXY): names that go direct: "*", a host, a domain and
- * its subdomains ("example.com" or ".example.com"), or a network of
- * addresses ("10.0.0.0/8"), separated by commas. Loopback addresses and
+ * its subdomains ("example.com" or ".example.com"), an address ("10.0.0.7",
+ * "fd00::7" or "[fd00::7]") or a network of addresses ("10.0.0.0/8"; host
+ * bits set, "10.1.2.3/8", are cleared), separated by commas; one with a
+ * port ("example.com:8443", "[fd00::7]:443") for that port only, as Go
+ * takes them (curl ignores such entries). Loopback addresses and
  * "localhost" always go direct. */
 typedef struct httpc_proxy {
 	char host[256], port[8];
@@ -118,8 +121,9 @@ int httpc_proxy_get(httpc_proxy *p, int tls, char *err, size_t errlen);
  * var and no_proxy. */
 int httpc_proxy_parse(httpc_proxy *p, const char *value, const char *var, const char *no_proxy,
                       int tls, char *err, size_t errlen);
-/* Does a connection to host go direct, proxy or not? */
-int httpc_proxy_bypassed(const httpc_proxy *p, const char *host);
+/* Does a connection to host (an IPv6 address without brackets) at port go
+ * direct, proxy or not? */
+int httpc_proxy_bypassed(const httpc_proxy *p, const char *host, const char *port);
 
 /* An HTTP/1.x answer read whole (up to the connection's close). */
 typedef struct httpc_answer {

@@ -46,8 +46,8 @@ static int in_net(const proxy_net *net, const proxy_net *a)
 }
 
 /* One entry of the list: an address, or an address "/" a prefix length
- * whose host bits are zero. */
-static int parse_net(const char *tok, proxy_net *out, char *err, size_t errlen)
+ * whose host bits are zero; with `loose`, host bits set are cleared. */
+static int parse_net(const char *tok, proxy_net *out, int loose, char *err, size_t errlen)
 {
 	char text[TOKEN_MAX];
 	const char *slash = strchr(tok, '/');
@@ -80,7 +80,9 @@ static int parse_net(const char *tok, proxy_net *out, char *err, size_t errlen)
 		memset(masked.addr, 0, sizeof masked.addr);
 		for (int i = 0; i < (int)p; i++)
 			masked.addr[i / 8] |= (uint8_t)(out->addr[i / 8] & (0x80 >> (i % 8)));
-		if (memcmp(masked.addr, out->addr, sizeof out->addr)) {
+		if (loose)
+			*out = masked;
+		else if (memcmp(masked.addr, out->addr, sizeof out->addr)) {
 			snprintf(err, errlen, "'%s': has bits set after the first %ld (a network is "
 			                      "written with them zero, e.g. 10.0.0.0/8)", tok, p);
 			return -1;
@@ -109,7 +111,7 @@ int proxy_list_parse(const char *text, proxy_list *out, char *err, size_t errlen
 		memcpy(tok, p, len);
 		tok[len] = '\0';
 		p += len;
-		if (parse_net(tok, &net, err, errlen) != 0)
+		if (parse_net(tok, &net, 0, err, errlen) != 0)
 			goto fail;
 		grown = realloc(out->v, (out->n + 1) * sizeof *out->v);
 		if (!grown) {
@@ -149,6 +151,14 @@ int proxy_list_has(const proxy_list *l, const char *addr)
 {
 	proxy_net a;
 	return parse_addr(addr, &a) == 0 && trusted(l, &a);
+}
+
+int proxy_net_has(const char *net, const char *addr)
+{
+	proxy_net n, a;
+	char err[128];
+	return parse_net(net, &n, 1, err, sizeof err) == 0 && parse_addr(addr, &a) == 0 &&
+	       in_net(&n, &a);
 }
 
 /* One X-Forwarded-For entry (spaces around it, maybe a port: "192.0.2.1:

@@ -26,6 +26,13 @@ void proxy_list_free(proxy_list *l);
 /* Is `addr` (an address in text form) in one of l's networks? A name: no. */
 int proxy_list_has(const proxy_list *l, const char *addr);
 
+/* Is `addr` (an address in text form) the address, or in the network,
+ * that `net` names ("10.0.0.7", "10.0.0.0/8", "fd00::/8")? A network
+ * written with host bits set ("10.1.2.3/8") is the one with them cleared
+ * (10.0.0.0/8), as curl and Go read no_proxy's; an entry that is not an
+ * address or a network, or a name, is no. */
+int proxy_net_has(const char *net, const char *addr);
+
 /* Longest address text proxy_client_addr writes, with its NUL. */
 #define PROXY_ADDR_LEN 46
 

@@ -47,8 +47,8 @@ static void proxy(const char *value, int tls)
 		    strcmp(p.var, tls ? "https_proxy" : "http_proxy"))
 			__builtin_trap();
 		for (size_t i = 0; i < sizeof hosts / sizeof hosts[0]; i++)
-			(void)httpc_proxy_bypassed(&p, hosts[i]);
-		if (!httpc_proxy_bypassed(&p, "127.0.0.1"))
+			(void)httpc_proxy_bypassed(&p, hosts[i], "443");
+		if (!httpc_proxy_bypassed(&p, "127.0.0.1", "443"))
 			__builtin_trap();
 		break;
 	case 1:

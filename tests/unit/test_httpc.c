@@ -355,37 +355,89 @@ static void test_no_proxy(void **state)
 	setenv("HTTPS_PROXY", "http://proxy.corp:3128", 1);
 	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
 	/* Loopback always goes direct. */
-	assert_true(httpc_proxy_bypassed(&p, "localhost"));
-	assert_true(httpc_proxy_bypassed(&p, "127.0.0.1"));
-	assert_true(httpc_proxy_bypassed(&p, "127.8.9.10"));
-	assert_true(httpc_proxy_bypassed(&p, "::1"));
-	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
-	assert_false(httpc_proxy_bypassed(&p, "10.0.0.1"));
+	assert_true(httpc_proxy_bypassed(&p, "localhost", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "127.0.0.1", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "127.8.9.10", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "::1", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "sso.example.com", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "10.0.0.1", "443"));
 	setenv("NO_PROXY", " internal.corp, .svc.local ,10.0.0.1,Collector", 1);
 	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
-	assert_true(httpc_proxy_bypassed(&p, "internal.corp"));
-	assert_true(httpc_proxy_bypassed(&p, "sso.internal.corp"));
-	assert_true(httpc_proxy_bypassed(&p, "otel.svc.local"));
-	assert_true(httpc_proxy_bypassed(&p, "svc.local"));
-	assert_true(httpc_proxy_bypassed(&p, "10.0.0.1"));
-	assert_true(httpc_proxy_bypassed(&p, "collector"));
-	assert_false(httpc_proxy_bypassed(&p, "notinternal.corp"));
-	assert_false(httpc_proxy_bypassed(&p, "internal.corp.evil.example"));
-	assert_false(httpc_proxy_bypassed(&p, "10.0.0.10"));
-	assert_false(httpc_proxy_bypassed(&p, "sso.example.com"));
+	assert_true(httpc_proxy_bypassed(&p, "internal.corp", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "sso.internal.corp", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "otel.svc.local", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "svc.local", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "10.0.0.1", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "collector", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "notinternal.corp", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "internal.corp.evil.example", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "10.0.0.10", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "sso.example.com", "443"));
 	/* Networks, as curl takes them since 7.86: addresses in them go direct. */
 	setenv("NO_PROXY", "10.0.0.0/8, fd00::/8,192.168.1.0/33,nonsense/8", 1);
 	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
-	assert_true(httpc_proxy_bypassed(&p, "10.1.2.3"));
-	assert_true(httpc_proxy_bypassed(&p, "fd00::5"));
-	assert_false(httpc_proxy_bypassed(&p, "11.0.0.1"));
-	assert_false(httpc_proxy_bypassed(&p, "192.168.1.1")); /* a bad entry matches nothing */
-	assert_false(httpc_proxy_bypassed(&p, "10.example.com"));
-	assert_false(httpc_proxy_bypassed(&p, "fe80::1"));
+	assert_true(httpc_proxy_bypassed(&p, "10.1.2.3", "443"));
+	assert_true(httpc_proxy_bypassed(&p, "fd00::5", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "11.0.0.1", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "192.168.1.1", "443")); /* a bad entry matches nothing */
+	assert_false(httpc_proxy_bypassed(&p, "10.example.com", "443"));
+	assert_false(httpc_proxy_bypassed(&p, "fe80::1", "443"));
 	setenv("no_proxy", "*", 1);
 	assert_int_equal(httpc_proxy_get(&p, 1, err, sizeof err), 0);
-	assert_true(httpc_proxy_bypassed(&p, "sso.example.com"));
+	assert_true(httpc_proxy_bypassed(&p, "sso.example.com", "443"));
 	unset_proxy();
+}
+
+/* no_proxy's entries as curl and Go read them: a network written with host
+ * bits set is the network they are in; an IPv6 address in brackets is that
+ * address; an entry with a port sends that port direct, no other (Go's
+ * reading: curl ignores such entries). Addresses compare as addresses. */
+static void test_no_proxy_entries(void **state)
+{
+	static const struct {
+		const char *no_proxy, *host, *port;
+		int direct;
+	} cases[] = {
+	    {"10.1.2.3/8", "10.200.0.1", "443", 1},
+	    {"10.1.2.3/8", "11.0.0.1", "443", 0},
+	    {"192.168.1.77/24", "192.168.1.1", "443", 1},
+	    {"fd00::7/8", "fd12::1", "443", 1},
+	    {"fd00::7/8", "fe80::1", "443", 0},
+	    {"[fd00::7]", "fd00::7", "443", 1},
+	    {"[fd00::7]", "fd00:0:0::7", "443", 1},
+	    {"[fd00::7]", "fd00::8", "443", 0},
+	    {"fd00::7", "fd00::7", "443", 1},
+	    {"[fd00::7]:443", "fd00::7", "443", 1},
+	    {"[fd00::7]:443", "fd00::7", "8443", 0},
+	    {"[fd00::7]:", "fd00::7", "443", 0},
+	    {"[fd00::7]x", "fd00::7", "443", 0},
+	    {"[fd00::7", "fd00::7", "443", 0},
+	    {"[sso.example.com]", "sso.example.com", "443", 0},
+	    {"sso.example.com:443", "sso.example.com", "443", 1},
+	    {"sso.example.com:443", "sso.example.com", "8443", 0},
+	    {"example.com:443", "sso.example.com", "443", 1},
+	    {".example.com:8443", "sso.example.com", "8443", 1},
+	    {".example.com:8443", "sso.example.com", "443", 0},
+	    {"sso.example.com:https", "sso.example.com", "443", 0},
+	    {"sso.example.com:443x", "sso.example.com", "443", 0},
+	    {"10.0.0.7:4318", "10.0.0.7", "4318", 1},
+	    {"10.0.0.7:4318", "10.0.0.7", "4317", 0},
+	    {"other.example, [fd00::7]:443 ,10.1.2.3/8", "10.9.9.9", "80", 1},
+	    {"other.example, [fd00::7]:443 ,10.1.2.3/8", "fd00::7", "443", 1},
+	    {"other.example, [fd00::7]:443 ,10.1.2.3/8", "fd00::7", "80", 0},
+	};
+	char err[256];
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		httpc_proxy p;
+		assert_int_equal(httpc_proxy_parse(&p, "http://proxy.corp:3128", "HTTPS_PROXY",
+		                                   cases[i].no_proxy, 1, err, sizeof err),
+		                 0);
+		if (httpc_proxy_bypassed(&p, cases[i].host, cases[i].port) != cases[i].direct)
+			fail_msg("no_proxy '%s', %s port %s: expected %s", cases[i].no_proxy,
+			         cases[i].host, cases[i].port,
+			         cases[i].direct ? "direct" : "through the proxy");
+	}
 }
 
 /* A listener on loopback: its fd, its port in `port`. */
@@ -842,6 +894,7 @@ int main(void)
 	    cmocka_unit_test(test_refused),
 	    cmocka_unit_test(test_proxy),
 	    cmocka_unit_test(test_no_proxy),
+	    cmocka_unit_test(test_no_proxy_entries),
 	    cmocka_unit_test(test_request_head),
 	    cmocka_unit_test(test_open_through_the_http_proxy),
 	    cmocka_unit_test(test_status),
