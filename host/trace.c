@@ -412,6 +412,7 @@ typedef struct answer {
 	char body[300];     /* its start, escaped (cut short: leaves room for the endpoint) */
 	char location[200]; /* a redirect's Location, bytes other than printable ASCII as '?' */
 	int retry_after;    /* seconds (Retry-After's delay-seconds form), or -1 */
+	int early;          /* it came before the whole request could be sent */
 } answer;
 
 /* POST `body` to the collector: its HTTP status (and what `a` keeps of its
@@ -430,6 +431,7 @@ static int post(const char *body, size_t len, answer *a, char *err, size_t errle
 
 	a->body[0] = a->location[0] = '\0';
 	a->retry_after = -1;
+	a->early = 0;
 	if (stop && stop < deadline)
 		deadline = stop;
 	if ((n = httpc_open(&c, ex.host, ex.port, ex.tls, deadline, err, errlen)) != 0)
@@ -439,14 +441,28 @@ static int post(const char *body, size_t len, answer *a, char *err, size_t errle
 	                    sizeof why) ||
 	    httpc_send(&c, tail, (size_t)n, deadline, why, sizeof why) ||
 	    httpc_send(&c, body, len, deadline, why, sizeof why)) {
-		snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
-		httpc_close(&c);
-		return -1;
+		/* A collector may answer before it has read the whole body (413
+		 * for a batch too large) and close: the send then fails (EPIPE,
+		 * ECONNRESET), but its answer waits on the socket, and it is
+		 * what counts (413 is not tried again). Read without waiting
+		 * past the deadline. Not over TLS: after a failed write OpenSSL
+		 * allows no read. */
+		char early_why[256];
+		n = c.tls ? 0
+		          : (int)httpc_recv_answer(&c, resp, sizeof resp, deadline, early_why,
+		                                   sizeof early_why);
+		if (httpc_status(resp, (size_t)n) < 0) {
+			snprintf(err, errlen, "sending to %s failed: %s", ex.endpoint, why);
+			httpc_close(&c);
+			return -1;
+		}
+		a->early = 1;
+	} else {
+		/* Up to the answer's end, not the close: a collector that keeps
+		 * the connection open despite Connection: close must not cost
+		 * every export its export_timeout. */
+		n = (int)httpc_recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
 	}
-	/* Up to the answer's end, not the close: a collector that keeps the
-	 * connection open despite Connection: close must not cost every
-	 * export its export_timeout. */
-	n = (int)httpc_recv_answer(&c, resp, sizeof resp, deadline, why, sizeof why);
 	httpc_close(&c);
 	/* Only a whole status line of 100-599 is an answer: "HTTP/1.1 20" cut
 	 * by the close is none (and is tried again). */
@@ -546,11 +562,18 @@ static drop_reason reason_of(int status, const char *err)
 	return DROP_UNREACHABLE;
 }
 
-/* `err` for an answer of `status` that is not 2xx. */
-static void describe_refusal(int status, const answer *a, char *err, size_t errlen)
+/* `err` for an answer of `status` that is not 2xx, to a batch of `spans`
+ * spans in `bytes`. */
+static void describe_refusal(int status, const answer *a, size_t spans, size_t bytes, char *err,
+                             size_t errlen)
 {
 	char more[300] = "";
-	if (status == 407) /* a proxy's (http_proxy): say where its credentials go */
+	if (status == 413) /* OTLP/HTTP: not to be tried again as it is */
+		snprintf(more, sizeof more, " (the batch is larger than the collector takes: %zu "
+		                            "spans, %zu bytes%s; not tried again: lower [tracing] "
+		                            "batch_size, or raise the collector's limit)",
+		         spans, bytes, a->early ? ", refused before it was all sent" : "");
+	else if (status == 407) /* a proxy's (http_proxy): say where its credentials go */
 		snprintf(more, sizeof more, " (from the proxy: it wants credentials, "
 		                            "http_proxy=http://USER:PASSWORD@HOST:PORT)");
 	else if (status >= 300 && status < 400)
@@ -637,7 +660,7 @@ static void export_batch(size_t n, int final)
 		snprintf(err + used, sizeof err - used,
 		         "; not tried again ([tracing] otlp_ca_file, or the collector's certificate)");
 	} else if (status >= 0) {
-		describe_refusal(status, &a, err, sizeof err);
+		describe_refusal(status, &a, n, len, err, sizeof err);
 	}
 	if (out_of_time) {
 		size_t used = strlen(err);
