@@ -17,6 +17,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,13 @@
 #define DLQ_LOG "admin"
 #define POLL_MS 100
 #define METADATA_TIMEOUT_MS 5000
+/* A bounded read (a chunk of a redrive of every dead letter) ends once it
+ * holds this many bytes of messages (at least one message): the chunk's
+ * count alone (1000) let a topic of 1 MB dead letters hold a gigabyte. */
+#define CHUNK_BYTES (64u << 20)
+static _Atomic size_t chunk_bytes = CHUNK_BYTES;
+
+void dlq_set_chunk_bytes(size_t n) { atomic_store(&chunk_bytes, n ? n : CHUNK_BYTES); }
 
 /* ---------------------------------------------------------------- read */
 
@@ -49,6 +57,7 @@ struct reader {
 	int64_t deadline;
 	int timeout_ms;
 	size_t value_max; /* bytes of each value kept (dlq_msg.value) */
+	size_t bytes, bytes_max; /* of the messages kept, and the read's bound */
 };
 
 static void msg_free(dlq_msg *m)
@@ -147,6 +156,9 @@ static int keep(struct reader *r, const rd_kafka_message_t *km)
 		msg_free(&out->v[out->n]);
 		return -1;
 	}
+	r->bytes += km->key_len + (km->len < r->value_max ? km->len : r->value_max);
+	for (size_t i = 0; i < out->v[out->n].nheaders; i++)
+		r->bytes += strlen(out->v[out->n].hname[i]) + out->v[out->n].hlen[i];
 	out->n++;
 	return 0;
 }
@@ -245,6 +257,12 @@ static int plan(struct reader *r, const char *const *topics, size_t ntopics, cha
  * `from` on (the consumer is assigned that one partition there). Messages
  * of an earlier assignment still queued are told apart by their partition
  * and offset. */
+/* The read holds as many bytes as it may (and a message at least). */
+static int reader_full(const struct reader *r)
+{
+	return r->out->n && r->bytes >= r->bytes_max;
+}
+
 static int read_span(struct reader *r, const struct part *p, int64_t from, int64_t to,
                      size_t max, char *err, size_t errlen)
 {
@@ -261,7 +279,7 @@ static int read_span(struct reader *r, const struct part *p, int64_t from, int64
 		         rd_kafka_err2str(e));
 		return EVH_EKAFKA;
 	}
-	while (got < max && next < to) {
+	while (got < max && next < to && !reader_full(r)) {
 		rd_kafka_message_t *km;
 		int mine, rc = 0, eof = 0;
 		if (!left_ms(r, err, errlen))
@@ -339,6 +357,7 @@ static int reader_open(struct reader *r, kafka *k, const char *const *topics, si
 	r->out = out;
 	r->timeout_ms = timeout_ms;
 	r->value_max = SIZE_MAX;
+	r->bytes_max = SIZE_MAX;
 	r->deadline = clock_mono_ms() + timeout_ms;
 	r->rk = reader_new(k, err, errlen);
 	if (!r->rk)
@@ -432,6 +451,8 @@ static int read_from(kafka *k, const char *const *topics, size_t ntopics, const 
 	struct reader r;
 	int status = reader_open(&r, k, topics, ntopics, timeout_ms, out, err, errlen);
 	r.value_max = value_max;
+	if (ends)
+		r.bytes_max = atomic_load(&chunk_bytes);
 	if (!status && ends)
 		status = bound_parts(&r, ends, err, errlen);
 	/* Partition by partition, in order, so that the first `limit` are the
@@ -441,12 +462,12 @@ static int read_from(kafka *k, const char *const *topics, size_t ntopics, const 
 		int64_t from = start_after(p, after);
 		if (from >= p->end) /* start_after gives lo at least */
 			continue;
-		if (out->n >= limit) {
+		if (out->n >= limit || reader_full(&r)) {
 			out->truncated = 1;
 			break;
 		}
 		status = read_span(&r, p, from, p->end, limit - out->n, err, errlen);
-		if (!status && out->n >= limit && out->n &&
+		if (!status && (out->n >= limit || reader_full(&r)) && out->n &&
 		    out->v[out->n - 1].offset < p->end - 1) {
 			out->truncated = 1;
 			break;

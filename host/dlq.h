@@ -75,6 +75,10 @@ typedef struct dlq_ends {
 int dlq_read_bounded(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                      dlq_ends *ends, size_t limit, int timeout_ms, dlq_list *out, char *err,
                      size_t errlen);
+/* Such a read also ends (truncated) once it holds 64 MiB of messages (keys,
+ * values, headers; one message at least). Tests set another bound (0: the
+ * default). */
+void dlq_set_chunk_bytes(size_t n);
 void dlq_ends_free(dlq_ends *ends);
 /* The messages at the positions `at` (each read from its offset, not from
  * the start of its partition); a position that matches no message is left

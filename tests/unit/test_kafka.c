@@ -1549,6 +1549,34 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	}
 	dlq_list_free(&l);
 	dlq_ends_free(&ends);
+
+	/* A bounded read also ends once it holds its bytes (64 MiB; 2 here):
+	 * a topic of large dead letters read 1000 at a time held a gigabyte.
+	 * dlq.a/0 holds "v" and "late": both (the bound is passed with the
+	 * second), then dlq.a/1's two of 1 byte. */
+	dlq_set_chunk_bytes(2);
+	memset(&ends, 0, sizeof ends);
+	assert_int_equal(dlq_read_bounded(g.k, topics, 2, NULL, &ends, 10, WAIT_MS, &l, err,
+	                                  sizeof err),
+	                 EVH_OK);
+	assert_int_equal(l.n, 2);
+	assert_true(l.truncated);
+	assert_int_equal(l.v[1].value_len, 4);
+	after = (dlq_pos){"dlq.a", l.v[1].partition, l.v[1].offset};
+	dlq_list_free(&l);
+	assert_int_equal(dlq_read_bounded(g.k, topics, 2, &after, &ends, 10, WAIT_MS, &l, err,
+	                                  sizeof err),
+	                 EVH_OK);
+	dlq_set_chunk_bytes(0);
+	assert_int_equal(l.n, 2);
+	assert_true(l.truncated);
+	for (size_t i = 0; i < l.n; i++) {
+		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
+		         (int)l.v[i].offset);
+		assert_string_equal(where, order[1 + i]);
+	}
+	dlq_list_free(&l);
+	dlq_ends_free(&ends);
 	rd_kafka_destroy(rk);
 	rig_stop(&g);
 }
