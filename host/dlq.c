@@ -253,16 +253,16 @@ static int plan(struct reader *r, const char *const *topics, size_t ntopics, cha
 	return status;
 }
 
-/* Read offsets [from, to) of partition p, at most `max` messages, from
- * `from` on (the consumer is assigned that one partition there). Messages
- * of an earlier assignment still queued are told apart by their partition
- * and offset. */
 /* The read holds as many bytes as it may (and a message at least). */
 static int reader_full(const struct reader *r)
 {
 	return r->out->n && r->bytes >= r->bytes_max;
 }
 
+/* Read offsets [from, to) of partition p, at most `max` messages, from
+ * `from` on (the consumer is assigned that one partition there). Messages
+ * of an earlier assignment still queued are told apart by their partition
+ * and offset. */
 static int read_span(struct reader *r, const struct part *p, int64_t from, int64_t to,
                      size_t max, char *err, size_t errlen)
 {

@@ -2298,7 +2298,7 @@ static int dlq_send_start(struct consumer *c, const char *topic, const rd_kafka_
 	rc = produce(c->k, topic, RD_KAFKA_PARTITION_UA, 0, msg->key, msg->key_len, msg->payload,
 	             len, h, &dr);
 	if (rc != EVH_OK) {
-		if (rc == EVH_ETOOBIG) /* under 64 KiB (larger ones are cut): only a new limit helps */
+		if (rc == EVH_ETOOBIG) /* under 64 KiB, or cut to it: only a new limit helps */
 			snprintf(why, whylen,
 			         "produce failed: the dead letter (%zu bytes and its headers) is larger "
 			         "than message.max.bytes (%zu): raise [kafka] rdkafka.message.max.bytes "

@@ -3240,8 +3240,6 @@ static void json_put_int_col(cJSON *o, const char *name, sqlite3_stmt *st, int c
 		jsonb_put_num(o, name, (double)sqlite3_column_int64(st, col), ok);
 }
 
-/* The event's data: embedded when it is JSON (api_publish makes sure it is),
- * else base64 under data_base64. */
 /* The event's data as the JSON text it is (a raw item, printed as it
  * stands): never parsed, so a listing of large data takes memory in
  * proportion to its text, not a cJSON node per value (about 40 times more
