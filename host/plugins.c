@@ -1042,6 +1042,11 @@ void plugin_destroy(evh_plugin *p)
 		         p->name, p->path);
 	else if (p->inited && p->desc->fini) {
 		evh_tx *left;
+		/* evh_stopping says 1 from the stop's first moment: also when no
+		 * drain came before (init failed, a start or reload left the
+		 * plugin out), or a fini joining a thread that loops until then
+		 * would wait for ever. */
+		atomic_store(&p->winding_down, 1);
 		crash_enter_call(p->name, "fini");
 		p->in_fini = 1;
 		p->desc->fini(p, p->state);

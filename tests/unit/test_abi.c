@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "stderr_capture.h"
+
 #include "host.h"
 #include "plugins.h"
 
@@ -480,13 +482,23 @@ static void test_init_failure_quotes_plugin(void **st)
 	int rc;
 	evh_plugin *p = started(&h, dir, "init_fails", &rc, err, sizeof err);
 
+	stderr_capture cap;
+	char *said;
+
 	(void)st;
 	assert_int_equal(rc, -1);
 	print_message("refusal: %s\n", err);
 	assert_non_null(strstr(err, "init failed"));
 	assert_non_null(strstr(err, "cannot reach the license server"));
 	assert_non_null(strstr(err, "invalid argument"));
+	/* Its fini, owed after a failed init, is told the plugin is stopping
+	 * (said at WARN: shown at this plugin's threshold). */
+	p->log_level = EVH_LOG_WARN;
+	cap = stderr_begin();
 	destroyed(p, dir);
+	said = stderr_end(cap);
+	assert_non_null(strstr(said, "init_fails: fini sees evh_stopping 1"));
+	free(said);
 }
 
 static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
