@@ -1837,6 +1837,7 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	names = plugins_with_store(h, plugin, &n);
 	if (!all || (!names && n)) {
 		cJSON_Delete(all);
+		free(names);
 		return problem(resp, 500, "internal", NULL, "out of memory");
 	}
 	if (plugin && !names) {

@@ -2560,7 +2560,9 @@ static void test_keep_and_continue_lets_other_partitions_through(void **state)
 	(void)state;
 	events_uuid(chain);
 	publish(chain, "go-on-slowly", "GO_ON_SLOWLY", "{}");
-	assert_int_equal(wait_calls(chain, 1), 1);
+	/* (One call or more by now: the test thread's 20 ms naps may miss the
+	 * first 50 ms call's end on a loaded machine.) */
+	assert_true(wait_calls(chain, 1) >= 1);
 	chain_part = rec.calls[call_index(chain, 0)].partition;
 	for (int i = 0; i < 8; i++) {
 		events_uuid(others[i]);
