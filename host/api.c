@@ -49,11 +49,17 @@ const char *host_strerror(int status)
 
 static void api_free(void *ptr) { free(ptr); }
 
-/* In init or the check, on the main thread: where p->last_error is kept. */
-static int main_thread_call(const evh_plugin *p)
+/* On the thread running init (not one it started), or in the check: what
+ * only init may do (routes, subscriptions, migrations: p->subs is grown
+ * unlocked, and a thread of the plugin's own calling at the same time
+ * corrupted it), and where p->last_error is kept. */
+static int init_thread_call(const evh_plugin *p)
 {
-	return p->status == PLUGIN_INITIALIZING || p->checking;
+	return p->status == PLUGIN_INITIALIZING && !atomic_load(&p->init_returned) &&
+	       pthread_equal(pthread_self(), p->init_thread);
 }
+
+static int main_thread_call(const evh_plugin *p) { return init_thread_call(p) || p->checking; }
 
 static void api_log(evh_plugin *p, evh_log_level level, const char *msg)
 {
@@ -158,11 +164,18 @@ static const char *api_config_get(evh_plugin *p, const char *key)
 static const char *api_plugin_name(evh_plugin *p) { return p ? p->name : NULL; }
 static const char *api_state_dir(evh_plugin *p) { return p ? p->state_dir : NULL; }
 
-/* During the plugin's init: what only init may do (routes, subscriptions,
- * migrations). */
-static int api_in_init(const evh_plugin *p)
+/* During the plugin's init, on its thread: what only init may do (routes,
+ * subscriptions, migrations). Else refused, said: "`what` during init", or
+ * "`what` by init itself" to a thread init started. */
+static int api_in_init(evh_plugin *p, const char *what)
 {
-	return p->status == PLUGIN_INITIALIZING && !atomic_load(&p->init_returned);
+	if (init_thread_call(p))
+		return 1;
+	if (p->status == PLUGIN_INITIALIZING && !atomic_load(&p->init_returned))
+		plugin_error(p, "%s by init itself, not by a thread it started", what);
+	else
+		plugin_error(p, "%s during init", what);
+	return 0;
 }
 
 static int api_http_route(evh_plugin *p, const evh_route *route)
@@ -172,10 +185,8 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 
 	if (!p || !route || route->struct_size < offsetof(evh_route, flags))
 		return EVH_EINVAL;
-	if (!api_in_init(p)) {
-		plugin_error(p, "routes can only be registered during init");
+	if (!api_in_init(p, "routes can only be registered"))
 		return EVH_ESTATE;
-	}
 	/* A plugin that declared its routes (ABI 1.12) registers only those:
 	 * the declaration is what the start and --check-config checked. */
 	if (route->method && route->pattern &&
@@ -251,10 +262,8 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 			                                           : "no handler");
 		return EVH_EINVAL;
 	}
-	if (!api_in_init(p)) {
-		plugin_error(p, "subscriptions can only be added during init");
+	if (!api_in_init(p, "subscriptions can only be added"))
 		return EVH_ESTATE;
-	}
 	/* A name Kafka refuses names no topic, and a type longer than the
 	 * consumer keeps (or not text) matches no event: every event of the
 	 * topic would be dead-lettered for want of a handler. */
@@ -661,10 +670,8 @@ static int api_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 		return EVH_EINVAL;
 	if (!p->store) /* not during check */
 		return EVH_ESTATE;
-	if (!api_in_init(p)) {
-		plugin_error(p, "migrations can only be run during init");
+	if (!api_in_init(p, "migrations can only be run"))
 		return EVH_ESTATE;
-	}
 	rc = store_migrate(p->store, m, n, err, sizeof err);
 	if (rc != EVH_OK)
 		api_log(p, EVH_LOG_ERROR, err);

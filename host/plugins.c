@@ -1006,6 +1006,7 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 	p->status = PLUGIN_INITIALIZING;
 	p->inited = 1; /* fini is owed even if init fails: it cleans up half-built state */
 	atomic_store(&p->init_returned, 0);
+	p->init_thread = pthread_self();
 	crash_enter_call(p->name, "init");
 	rc = p->desc->init(p, &p->state);
 	crash_leave();

@@ -48,6 +48,8 @@ struct evh_plugin {
 	 * PLUGIN_INITIALIZING while the host starts its relay and consumer (a
 	 * thread init began must not add a subscription the consumer reads). */
 	atomic_int init_returned;
+	pthread_t init_thread; /* the thread running init (plugin_start): only it
+	                        * registers routes, subscriptions and migrations */
 	_Atomic int in_fini; /* its fini runs: the relay has stopped for it (no publishing) */
 	char *signature; /* the [plugin.NAME] section as applied, to detect changes on reload */
 	_Atomic plugin_state status; /* written by the main thread, read by workers */

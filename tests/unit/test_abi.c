@@ -2,6 +2,7 @@
  * way, and the host must refuse it with one line that says what it found
  * and what it expected. */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -283,9 +284,10 @@ static void test_check_only_from_abi_1_7(void **st)
 		assert_int_equal(plugin_configure(p, &c, &d), 0);
 		assert_int_equal(plugin_check(p, &c, ps.file, ps.line, &d), 0);
 		assert_int_equal(d.n, 0);
-		/* In init it is the reason quoted if init fails; later (a worker
-		 * thread's) only logged. */
+		/* In init (on its thread) it is the reason quoted if init fails;
+		 * later (a worker thread's) only logged. */
 		p->status = PLUGIN_INITIALIZING;
+		p->init_thread = pthread_self();
 		host_api()->config_error(p, "limit", "must be small");
 		assert_string_equal(p->last_error, "limit: must be small");
 		p->status = PLUGIN_RUNNING;
@@ -534,6 +536,48 @@ static void test_init_calls_are_refused_once_init_returned(void **st)
 	destroyed(p, dir);
 }
 
+/* While init runs, what only init may do is taken from its own thread only:
+ * a thread it started, calling at the same time, grew the subscriptions
+ * (realloc, unlocked) under init's own call, and its ERROR line became the
+ * refusal's reason. Here init is taken to be running on this thread (the
+ * one plugin_start ran it on). */
+struct late_call {
+	evh_plugin *p;
+	evh_subscription *sub;
+	int rc;
+};
+
+static void *subscribe_from_a_thread(void *arg)
+{
+	struct late_call *c = arg;
+	c->rc = host_api()->subscribe(c->p, c->sub);
+	return NULL;
+}
+
+static void test_init_calls_are_taken_only_from_inits_thread(void **st)
+{
+	host h;
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
+	evh_subscription sub = {.struct_size = sizeof sub, .topic = "t", .handler = no_handler};
+	struct late_call c;
+	pthread_t t;
+	int rc;
+	evh_plugin *p = started(&h, dir, "good", &rc, err, sizeof err);
+
+	(void)st;
+	assert_int_equal(rc, 0);
+	atomic_store(&p->init_returned, 0); /* init under way, on this thread */
+	c = (struct late_call){p, &sub, 0};
+	assert_int_equal(pthread_create(&t, NULL, subscribe_from_a_thread, &c), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(c.rc, EVH_ESTATE);
+	assert_int_equal(p->nsubs, 0);
+	assert_int_equal(host_api()->subscribe(p, &sub), EVH_OK);
+	assert_int_equal(p->nsubs, 1);
+	atomic_store(&p->init_returned, 1);
+	destroyed(p, dir);
+}
+
 /* The header's value macros read their argument once: EVH_TEXT(names[i++])
  * is one string, its pointer and its length (not "a" with the length of
  * "longer", which SQLite would then read past). */
@@ -572,6 +616,7 @@ int main(void)
 	    cmocka_unit_test(test_file_keys_must_be_readable),
 	    cmocka_unit_test(test_init_failure_quotes_plugin),
 	    cmocka_unit_test(test_init_calls_are_refused_once_init_returned),
+	    cmocka_unit_test(test_init_calls_are_taken_only_from_inits_thread),
 	    cmocka_unit_test(test_text_value_reads_its_argument_once),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
