@@ -743,6 +743,12 @@ static int api_stream_publish(evh_plugin *p, const char *channel, const char *ev
 
 	if (!p)
 		return EVH_EINVAL;
+	if (p->checking) { /* no side effects in a check: clients would get the event */
+		plugin_error(p, "stream publish to '%s': not in check (a check keeps no state and "
+		                "sends nothing)",
+		             channel ? channel : "(null)");
+		return EVH_ESTATE;
+	}
 	rc = stream_publish(stream_hub_global(), p, p->name, channel, event, data,
 	                    data ? strlen(data) : 0);
 	if (rc == EVH_EINVAL)

@@ -703,6 +703,17 @@ def test_a_metric_declared_in_a_plugins_check_is_refused(evhostd, build_dir):
     assert "probe_checked_total" not in d.get("/metrics").text
 
 
+def test_a_stream_event_published_in_a_plugins_check_is_refused(evhostd, build_dir):
+    """A check has no side effects (evhost.h): an event it published to a
+    stream went into the channel's resume history, under the running
+    instance's name at a reload, for clients to be sent."""
+    probe = build_dir / "tests" / "fixtures" / "probe.so"
+    d = evhostd({"plugin.probe": {"path": str(probe), "subscribe": "false",
+                                  "check_stream": "true"}}, brokers="embedded")
+    d.wait_for_log("probe: check: evh_stream_publish gave not allowed in this state")
+    assert "stream publish to 'checked': not in check" in d.log_text(), d.log_tail()
+
+
 def test_a_token_signed_in_a_plugins_check_is_refused_for_what_it_is(evhostd, build_dir,
                                                                       tmp_path):
     # It was refused as "[auth] jwt_secret_file is not configured", with the
