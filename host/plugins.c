@@ -383,6 +383,15 @@ static const char *check_descriptor(const evh_plugin_desc *d, char *buf, size_t 
 			         at, printable(k->name, shown));
 			return buf;
 		}
+		/* Another type would be refused at the admin's own line, as "the
+		 * plugin's schema declares an unknown type", whatever was set (a
+		 * required key: no configuration could ever pass). */
+		if (k->type < EVH_CFG_STRING || k->type > EVH_CFG_DIR) {
+			snprintf(buf, len, "its configuration schema's entry %zu, '%s', has type %d, "
+			                   "which this host does not know: a plugin bug, rebuild it",
+			         at, printable(k->name, shown), (int)k->type);
+			return buf;
+		}
 		for (const evh_config_key *o = d->config; o < k; o++)
 			if (!strcmp(o->name, k->name)) {
 				snprintf(buf, len, "its configuration schema lists '%s' twice (entries %zu "

@@ -95,7 +95,11 @@ def test_refuses_bad_plugin(evhostd, build_dir, fixture, needle):
     (9, "its configuration schema's entry 3, 'max size=\\x0a', is not a key name (letters, "
         "digits, '_' and '-' in parts separated by '.', or a part '*' alone): "
         "a plugin bug, rebuild it"),
-], ids=["twice", "empty", "not-a-key"])
+    # a type no host knows (a typo, a cast): refused at the admin's own line
+    # as the schema's unknown type before, whatever was set
+    (15, "its configuration schema's entry 2, 'retries', has type 8, which this host does "
+         "not know: a plugin bug, rebuild it"),
+], ids=["twice", "empty", "not-a-key", "unknown-type"])
 def test_refuses_a_plugin_whose_schema_lists_a_key_twice_or_a_name_that_is_no_key(
         evhostd, build_dir, variant, needle):
     # bad_desc.c's schemas: a key listed twice, an empty name, a name with a
