@@ -17,11 +17,11 @@ int routes_register(evh_plugin *p, const routes_entry *table, size_t n, void *ud
 		r.ud = ud;
 		r.flags = table[i].flags;
 		r.role = table[i].role;
-		if ((rc = evh_http_route_ex(p, &r)) != EVH_OK) {
-			evh_log(p, EVH_LOG_ERROR, "cannot register %s %s: %s", r.method, r.pattern,
-			        evh_strerror(rc));
+		/* A refusal is said by the host (which route holds it, what is
+		 * wrong with it), and is the reason quoted when init fails: a line
+		 * of ours here became that reason instead, "invalid argument". */
+		if ((rc = evh_http_route_ex(p, &r)) != EVH_OK)
 			return rc;
-		}
 	}
 	return EVH_OK;
 }

@@ -14,7 +14,7 @@ typedef struct routes_entry {
 } routes_entry;
 
 /* Register the n routes of `table`, each with user data `ud`. Stops at the
- * first the host refuses, logs which and why, and returns that code;
+ * first the host refuses (the host logs which and why), and returns that code;
  * EVH_OK when all are routed. */
 int routes_register(evh_plugin *p, const routes_entry *table, size_t n, void *ud);
 

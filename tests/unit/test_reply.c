@@ -16,6 +16,7 @@
 #include "../../plugins/common/jsonin.c"
 #include "../../plugins/common/paging.c"
 #include "../../plugins/common/reply.c"
+#include "../../plugins/common/routes.c"
 
 const evh_api *evh__api;
 
@@ -88,6 +89,17 @@ static size_t fake_stored_max(evh_plugin *p)
 	return host.stored_max;
 }
 
+/* The host's refusal of a route: said (the last line, the one init's
+ * refusal quotes), then EVH_EINVAL. */
+static int fake_route(evh_plugin *p, const evh_route *r)
+{
+	char line[256];
+	snprintf(line, sizeof line, "route %s %s already registered by plugin 'orders'", r->method,
+	         r->pattern);
+	fake_log(p, EVH_LOG_ERROR, line);
+	return EVH_EINVAL;
+}
+
 /* A host of ABI 1.9 with the calls reply.c makes. */
 static const evh_api host_api = {
     .struct_size = (uint32_t)sizeof(evh_api),
@@ -99,6 +111,7 @@ static const evh_api host_api = {
     .tx_error = fake_tx_error,
     .publish_max_bytes = fake_max,
     .store_max_bytes = fake_stored_max,
+    .http_route = fake_route,
 };
 static evh_api api; /* host_api, which a test may make older */
 static int plugin;  /* only its address matters */
@@ -246,9 +259,23 @@ static void test_the_tx_form_logs_a_refusal_as_a_warning_and_rolls_back(void **s
 	assert_string_equal(host.line, "update user failed: too big: string or blob too big");
 }
 
+/* routes_register (routes.c) leaves a refused route's reason as the host
+ * said it: it is the last line, the one a failed init's refusal quotes
+ * ("cannot register POST /users: invalid argument" took its place). */
+static void test_a_refused_route_keeps_the_hosts_reason(void **state)
+{
+	const routes_entry table[] = {{"POST", "/users", NULL, 0, NULL}};
+	(void)state;
+	assert_int_equal(routes_register(P, table, 1, NULL), EVH_EINVAL);
+	assert_int_equal(host.level, EVH_LOG_ERROR);
+	assert_string_equal(host.line, "route POST /users already registered by plugin 'orders'");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_a_refused_route_keeps_the_hosts_reason, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_a_stored_value_too_large_is_named_with_its_size,
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
