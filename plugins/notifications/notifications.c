@@ -471,7 +471,6 @@ static int route(notif_state *st, const char *method, const char *pattern,
                  evh_http_handler handler, uint32_t flags, const char *role)
 {
 	evh_route r;
-	int rc;
 
 	memset(&r, 0, sizeof r);
 	r.struct_size = sizeof r;
@@ -481,11 +480,8 @@ static int route(notif_state *st, const char *method, const char *pattern,
 	r.ud = st;
 	r.flags = flags;
 	r.role = role;
-	rc = evh_http_route_ex(st->p, &r);
-	if (rc != EVH_OK)
-		evh_log(st->p, EVH_LOG_ERROR, "cannot register %s %s: %s", method, pattern,
-		        evh_strerror(rc));
-	return rc;
+	/* A refusal is said by the host, and is what a failed init quotes. */
+	return evh_http_route_ex(st->p, &r);
 }
 
 /* The subscription's retry policy: the ranges of the host's [kafka] retry.*
