@@ -173,6 +173,26 @@ static void put(line *l, const char *s)
 	l->n += k;
 }
 
+/* put() of text that came from outside (a request's decoded path, an
+ * event's id): a byte below 0x20 or 0x7f as \xNN, so that a path holding
+ * "%0A{...}" neither splits the line nor forges a second one. */
+static void put_escaped(line *l, const char *s)
+{
+	for (; s && *s && l->n + 4 < sizeof l->buf - 1; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c >= 0x20 && c != 0x7f) {
+			l->buf[l->n++] = (char)c;
+			continue;
+		}
+		l->buf[l->n++] = '\\';
+		l->buf[l->n++] = 'x';
+		l->buf[l->n++] = "0123456789abcdef"[c >> 4];
+		l->buf[l->n++] = "0123456789abcdef"[c & 15];
+	}
+	if (!s)
+		put(l, NULL);
+}
+
 /* put() each string argument in turn, up to a NULL. */
 static void put_all(line *l, ...)
 {
@@ -279,11 +299,16 @@ static uintptr_t interrupted_sp(const void *uc, const void *frame)
 #endif
 }
 
+/* stderr is the journal's stream (crash_handlers_install looked). */
+static int to_journal;
+
 static void on_fatal(int sig, siginfo_t *si, void *uc)
 {
 	line l = {.n = 0};
 	void *frames[48];
 	int n;
+	if (to_journal) /* syslog's crit, for journald (log_stderr_is_journal) */
+		put(&l, "<2>");
 	put(&l, "evhostd: FATAL: ");
 	put(&l, signal_name(sig));
 	if (sig == SIGSEGV || sig == SIGBUS) {
@@ -299,12 +324,16 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 	switch (ctx.kind) {
 	case CRASH_NONE: put(&l, " outside any plugin call"); break;
 	case CRASH_HTTP:
-		put_all(&l, " in plugin '", ctx.plugin, "', handling HTTP ", ctx.a, " ", ctx.b,
-		        " (request id ", ctx.c, ")", (char *)NULL);
+		put_all(&l, " in plugin '", ctx.plugin, "', handling HTTP ", ctx.a, " ", (char *)NULL);
+		put_escaped(&l, ctx.b);
+		put(&l, " (request id ");
+		put_escaped(&l, ctx.c);
+		put(&l, ")");
 		break;
 	case CRASH_EVENT:
-		put_all(&l, " in plugin '", ctx.plugin, "', handling event ", ctx.c, " of ", ctx.a,
-		        " [", (char *)NULL);
+		put_all(&l, " in plugin '", ctx.plugin, "', handling event ", (char *)NULL);
+		put_escaped(&l, ctx.c);
+		put_all(&l, " of ", ctx.a, " [", (char *)NULL);
 		put_int(&l, ctx.n1);
 		put(&l, "] at offset ");
 		put_int(&l, ctx.n2);
@@ -365,6 +394,7 @@ void crash_handlers_install(void)
 	/* backtrace() loads libgcc on its first call, which allocates: not in
 	 * a signal handler. */
 	(void)backtrace(warm, 1);
+	to_journal = log_stderr_is_journal(); /* not in the handler: getenv, sscanf */
 	(void)crash_thread_enter(); /* the main thread's (init, fini): for good */
 	memset(&sa, 0, sizeof sa);
 	sa.sa_sigaction = on_fatal;

@@ -75,14 +75,17 @@ void diag_truncate(diag *d, size_t n)
 		free(d->msgs[--d->n]);
 }
 
-void diag_print(const diag *d, FILE *out)
+void diag_print(const diag *d, FILE *out) { diag_print_as(d, out, ""); }
+
+void diag_print_as(const diag *d, FILE *out, const char *prefix)
 {
 	for (size_t i = 0; i < d->n; i++) {
+		fputs(prefix, out);
 		fputs(d->msgs[i], out);
 		fputc('\n', out);
 	}
 	if (d->lost)
-		fprintf(out, "(%zu more problem%s not recorded: out of memory)\n", d->lost,
+		fprintf(out, "%s(%zu more problem%s not recorded: out of memory)\n", prefix, d->lost,
 		        d->lost == 1 ? "" : "s");
 	fflush(out);
 }

@@ -25,5 +25,8 @@ static inline size_t diag_count(const diag *d)
 void diag_truncate(diag *d, size_t n);
 /* The recorded problems one per line, then how many were lost if any. */
 void diag_print(const diag *d, FILE *out);
+/* The same, each line after `prefix` (a syslog priority, "<3>", on the
+ * journal's stream: log_stderr_is_journal). */
+void diag_print_as(const diag *d, FILE *out, const char *prefix);
 void diag_free(diag *d);
 #endif

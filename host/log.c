@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +26,7 @@
 
 static atomic_int log_level_now = EVH_LOG_INFO;
 static atomic_int log_fmt_now = -1; /* -1 until resolved; then TEXT or JSON, never AUTO */
+static atomic_int log_journal = -1; /* log_stderr_is_journal, -1 until looked up */
 /* [log] plugin_rate_limit_burst and _interval (log_set_rate_limit) */
 static _Atomic int64_t log_rate_burst = LOG_RATE_BURST_DEFAULT;
 static _Atomic int64_t log_rate_interval_ms = LOG_RATE_INTERVAL_MS_DEFAULT;
@@ -52,10 +54,22 @@ static int log_clamp(evh_log_level level)
 	return l < EVH_LOG_ERROR ? EVH_LOG_ERROR : l > EVH_LOG_DEBUG ? EVH_LOG_DEBUG : l;
 }
 
+int log_stderr_is_journal(void)
+{
+	const char *e = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char tail;
+	return e && sscanf(e, "%llu:%llu%c", &dev, &ino, &tail) == 2 &&
+	       fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+	       (unsigned long long)st.st_ino == ino;
+}
+
 void log_setup(evh_log_level level, log_format format)
 {
 	atomic_store(&log_level_now, log_clamp(level));
 	atomic_store(&log_fmt_now, (int)log_resolve(format));
+	atomic_store(&log_journal, log_stderr_is_journal());
 }
 
 const char *log_level_name(evh_log_level level)
@@ -315,7 +329,8 @@ static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *co
 	const char *req = ctx ? log_ctx_request : "", *trace = ctx ? log_ctx_trace : "";
 	char msg[LOG_MSG_MAX], ts[64], comp[LOG_COMPONENT_MAX];
 	line_buf b;
-	int lvl = log_clamp(level), fmt_now, n;
+	int lvl = log_clamp(level), fmt_now, journal, n;
+	char prio[4] = "";
 
 	if (!log_shown(threshold, lvl))
 		return;
@@ -323,6 +338,10 @@ static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *co
 	if (fmt_now < 0) {
 		fmt_now = (int)log_resolve(LOG_FORMAT_AUTO);
 		atomic_store(&log_fmt_now, fmt_now);
+	}
+	if ((journal = atomic_load(&log_journal)) < 0) {
+		journal = log_stderr_is_journal();
+		atomic_store(&log_journal, journal);
 	}
 
 	n = vsnprintf(msg, sizeof msg, fmt, ap);
@@ -332,16 +351,20 @@ static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *co
 		memcpy(msg + sizeof msg - 16, "... (truncated)", 16);
 	snprintf(comp, sizeof comp, "%s", component && *component ? component : "host");
 
+	if (journal) /* syslog's err, warning, info, debug */
+		snprintf(prio, sizeof prio, "<%c>", "3467"[lvl]);
 	b.cap = LOG_LINE_MAX;
 	b.len = 0;
 	b.p = malloc(b.cap);
 	if (!b.p) {
 		/* Better an unadorned line than a lost one. */
 		msg[strcspn(msg, "\n")] = '\0';
+		log_write_all(prio, strlen(prio));
 		log_write_all(msg, strlen(msg));
 		log_write_all("\n", 1);
 		return;
 	}
+	lb_puts(&b, prio);
 	log_timestamp(ts, sizeof ts);
 	if (fmt_now == LOG_FORMAT_TEXT)
 		log_format_text(&b, ts, lvl, comp, msg, req, trace);

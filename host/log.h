@@ -11,6 +11,12 @@
 typedef enum log_format { LOG_FORMAT_AUTO = 0, LOG_FORMAT_TEXT, LOG_FORMAT_JSON } log_format;
 
 void log_setup(evh_log_level level, log_format format);
+/* Whether stderr is the journal's stream (JOURNAL_STREAM names its device
+ * and inode, systemd.exec(5); a stream redirected elsewhere is not): lines
+ * then begin with their syslog priority, "<3>" for an error, which journald
+ * takes for the line's (SyslogLevelPrefix=, on by default) instead of
+ * storing every line at info. Looked up now. */
+int log_stderr_is_journal(void);
 int log_level_parse(const char *s, evh_log_level *out);
 /* The name log_level_parse takes ("error" .. "debug"). */
 const char *log_level_name(evh_log_level level);

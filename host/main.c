@@ -356,14 +356,17 @@ int main(int argc, char **argv)
 	if (check && plugins_check_instances(&h, &d, stdout) != 0)
 		rc = -1;
 	if (rc != 0 || check) {
-		diag_print(&d, check ? stdout : stderr);
+		/* A refused start's lines go to the journal under systemd: at
+		 * syslog's err there, as log.c's errors are. */
+		const char *prio = !check && log_stderr_is_journal() ? "<3>" : "";
+		diag_print_as(&d, check ? stdout : stderr, prio);
 		if (check)
 			host_check_disabled(&h, stdout);
 		if (check && rc == 0)
 			printf("%s: configuration OK (%zu plugin%s)\n", conf, h.nplugins,
 			       h.nplugins == 1 ? "" : "s");
 		else if (rc != 0)
-			fprintf(check ? stdout : stderr, "%s: %zu problem%s found\n", conf,
+			fprintf(check ? stdout : stderr, "%s%s: %zu problem%s found\n", prio, conf,
 			        diag_count(&d), diag_count(&d) == 1 ? "" : "s");
 		/* The verdict must reach its reader (evhostctl check runs this):
 		 * a full disk or a closed stdout is said, never a silent 0. */

@@ -118,6 +118,51 @@ def test_refuses_a_plugin_whose_schema_lists_a_key_twice_or_a_name_that_is_no_ke
     assert "configuration OK" not in r.stdout
 
 
+def run_with_stream(evhostd, tmp_path, config, journal):
+    """evhostd run on `config` until it exits, its stderr a file and
+    JOURNAL_STREAM naming that file (or, not `journal`, another): the lines."""
+    config_dir, _, _ = evhostd.write_config(config)
+    out = tmp_path / "stderr"
+    with open(out, "wb") as f:
+        st = os.fstat(f.fileno())
+        ino = st.st_ino if journal else st.st_ino + 1
+        r = subprocess.run([str(evhostd.binary), "-c", str(config_dir / "evhost.conf")],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=f,
+                           env=dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{ino}"),
+                           timeout=60)
+    assert r.returncode == 1
+    return out.read_text().splitlines()
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "redirected"])
+def test_log_lines_carry_their_priority_on_the_journals_stream(evhostd, build_dir, tmp_path,
+                                                               journal):
+    # Under systemd (stderr the journal's stream, JOURNAL_STREAM naming it)
+    # each line was stored at info, errors too: journalctl -p err showed
+    # none, and the access log's flood spent the errors' rate-limit budget
+    # (journald keeps one per priority). A line begins with its syslog
+    # priority there, a refused configuration's too; a stream redirected
+    # elsewhere gets none.
+    lines = run_with_stream(evhostd, tmp_path, {"plugin.broken": {
+        "path": str(fixture_dir(build_dir) / "init_fails.so")}}, journal)
+    levels = {" ERROR ": "<3>", " WARN  ": "<4>", " INFO  ": "<6>", " DEBUG ": "<7>"}
+    seen = set()
+    for line in lines:
+        level = next((w for w in levels if w in line[:40]), None)
+        if level is None:
+            continue  # a line of the backtrace kind, or civetweb's own
+        seen.add(level)
+        assert line.startswith(levels[level]) == journal, line
+        assert not journal or line[3:4].isdigit(), line  # then the timestamp
+    assert {" ERROR ", " INFO  "} <= seen, lines
+    assert any("cannot reach the license server" in l for l in lines), lines
+    lines = run_with_stream(evhostd, tmp_path, {"plugin.gone": {
+        "path": "/nonexistent/gone.so"}}, journal)
+    refused = [l for l in lines if "gone.so: cannot open plugin" in l or "problem" in l]
+    assert len(refused) == 2, lines
+    assert all(l.startswith("<3>") == journal for l in refused), lines
+
+
 def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     path = fixture_dir(build_dir) / "init_fails.so"
     d = evhostd({"plugin.init_fails": {"path": str(path)}}, wait=False)

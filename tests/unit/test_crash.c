@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -135,9 +136,57 @@ static void a_crash_on_a_copy_counts_on(void **state)
 	assert_int_equal(access(f->path, F_OK), -1);
 }
 
+/* The FATAL line: one line whatever the crashed request's path holds (a
+ * decoded "%0A" forged a second line, plain text among JSON ones), and, on
+ * the journal's stream, at syslog's crit ("<2>"), not at info with the
+ * rest. */
+static void the_fatal_line_is_one_line_at_its_priority(void **state)
+{
+	fixture *f = *state;
+	char out[128], env[64], text[4096] = "";
+	struct stat st;
+	FILE *fp;
+	size_t n;
+	int status, fd;
+	pid_t pid;
+	skip_if_sanitized();
+	snprintf(out, sizeof out, "%s/stderr", f->dir);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(fstat(fd, &st), 0);
+	snprintf(env, sizeof env, "%llu:%llu", (unsigned long long)st.st_dev,
+	         (unsigned long long)st.st_ino);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit no_core = {0, 0};
+		(void)setrlimit(RLIMIT_CORE, &no_core);
+		dup2(fd, STDERR_FILENO);
+		setenv("JOURNAL_STREAM", env, 1);
+		crash_handlers_install();
+		crash_enter_http("probe", "GET", "/users/x\n{\"level\":\"info\"}", "r-1");
+		raise(SIGSEGV);
+		_exit(0); /* not reached */
+	}
+	close(fd);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	fp = fopen(out, "r");
+	assert_non_null(fp);
+	n = fread(text, 1, sizeof text - 1, fp);
+	fclose(fp);
+	text[n] = '\0';
+	text[strcspn(text, "\n")] = '\0'; /* the first line */
+	assert_true(strncmp(text, "<2>evhostd: FATAL: SIGSEGV", 26) == 0);
+	assert_non_null(strstr(text, "handling HTTP GET /users/x\\x0a{\"level\":\"info\"} "
+	                             "(request id r-1)"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(the_fatal_line_is_one_line_at_its_priority, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(the_record_has_the_crash_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_crash_on_a_copy_counts_on, setup, teardown),
 	};
