@@ -4,6 +4,7 @@
  * Under systemd (Type=notify) the main thread also reports readiness and
  * stopping, and pings the watchdog between signals. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -300,6 +301,18 @@ static int leave(int rc)
 	return rc;
 }
 
+/* Standard input, output and error open, on /dev/null where one was
+ * closed (a supervisor's "2>&-"): else the first file the daemon opens
+ * takes that number, and every log line is written into it (the state
+ * directory's lock file, its pid overwritten). */
+static void std_fds_open(void)
+{
+	/* In order: the lowest number free is this one, which open takes. */
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) == -1 && errno == EBADF)
+			(void)!open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -314,6 +327,7 @@ int main(int argc, char **argv)
 	host h;
 	diag d = {0};
 
+	std_fds_open();
 	while ((opt = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': conf = optarg; break;

@@ -163,6 +163,30 @@ def test_log_lines_carry_their_priority_on_the_journals_stream(evhostd, build_di
     assert all(l.startswith("<3>") == journal for l in refused), lines
 
 
+def test_a_closed_stderr_does_not_write_the_log_into_the_lock_file(evhostd):
+    # Started with fd 2 closed ("2>&-"), the first file the daemon kept open
+    # (state_dir/evhostd.lock) took its number: every log line went into
+    # it, over the pid it keeps for "another evhostd pid N is running".
+    config_dir, state_dir, port = evhostd.write_config({})
+    proc = subprocess.Popen([str(evhostd.binary), "-c", str(config_dir / "evhost.conf")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            preexec_fn=lambda: os.close(2))
+    try:
+        lib.wait_until(lambda: _answers(f"http://127.0.0.1:{port}/healthz"), timeout=30,
+                       message="the daemon never answered /healthz")
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert re.fullmatch(rb"\d+\n?", (state_dir / "evhostd.lock").read_bytes())
+
+
+def _answers(url):
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     path = fixture_dir(build_dir) / "init_fails.so"
     d = evhostd({"plugin.init_fails": {"path": str(path)}}, wait=False)
