@@ -59,6 +59,7 @@ enum family_id {
 	F_DLQ,             /* dlq_messages_total */
 	F_LAG,             /* consumer_lag */
 	F_PLUGIN_FAILED,   /* plugin_up 0 of plugins left out at start */
+	F_PUBLISHED_TOPICS, /* not shown: topics of F_PUBLISHED series per plugin */
 	F_COUNT
 };
 
@@ -81,6 +82,7 @@ static struct family families[F_COUNT + METRICS_PLUGIN_FAMILIES] = {
     [F_DLQ] = {.nlabels = 2, .labels = {"plugin", "topic"}},
     [F_LAG] = {.nlabels = 3, .labels = {"plugin", "topic", "partition"}},
     [F_PLUGIN_FAILED] = {.nlabels = 1, .labels = {"plugin"}},
+    [F_PUBLISHED_TOPICS] = {.nlabels = 1, .labels = {"plugin"}},
 };
 
 /* One set of buckets for requests and handlers alike: both are a SQLite
@@ -346,6 +348,17 @@ void metrics_http_request(metrics_series *route, const char *method, int status,
 
 metrics_series *metrics_published(const char *plugin, const char *topic)
 {
+	const char *l[MAX_LABELS] = {plugin ? plugin : "", topic ? topic : ""};
+	metrics_series *s = lookup(F_PUBLISHED, l, NULL), *n;
+	if (s)
+		return s;
+	/* A topic of the plugin's choosing (one per tenant, say) is a series
+	 * each: past METRICS_PUBLISHED_TOPICS of one plugin, "other", or they
+	 * would take the registry's room from the host's own series. */
+	n = intern2(F_PUBLISHED_TOPICS, plugin, NULL);
+	if (n && atomic_fetch_add_explicit(&n->count, 1, memory_order_relaxed) >=
+	             METRICS_PUBLISHED_TOPICS)
+		return intern2(F_PUBLISHED, plugin, "other");
 	return intern2(F_PUBLISHED, plugin, topic);
 }
 

@@ -64,6 +64,9 @@ void metrics_http_connection(int delta);
 /* evhost_events_published_total{plugin,topic}: intern at produce time, count
  * in the delivery report. */
 metrics_series *metrics_published(const char *plugin, const char *topic);
+/* Topics of one plugin's evhost_events_published_total: the ones after
+ * these are counted as topic="other". */
+#define METRICS_PUBLISHED_TOPICS 64
 void metrics_count(metrics_series *counter);
 void metrics_event_handled(const char *plugin, const char *topic, metrics_event_result r);
 void metrics_event_handler_time(const char *plugin, const char *topic, double seconds);

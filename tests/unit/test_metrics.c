@@ -471,6 +471,35 @@ static void test_histogram_buckets_are_cumulative(void **state)
 	free(text);
 }
 
+/* Topics a plugin publishes to are its own choice: past
+ * METRICS_PUBLISHED_TOPICS of one plugin, its events are counted under
+ * topic="other" (each topic a series took the registry's room, the host's
+ * own series then dropped); another plugin's are its own count. */
+static void test_a_plugins_published_topics_are_bounded(void **state)
+{
+	char topic[32], *text;
+	(void)state;
+	for (int i = 0; i < METRICS_PUBLISHED_TOPICS + 10; i++) {
+		snprintf(topic, sizeof topic, "tenant-%d", i);
+		metrics_count(metrics_published("many", topic));
+	}
+	metrics_count(metrics_published("many", "tenant-0")); /* one it has */
+	metrics_count(metrics_published("few", "tenant-99"));
+	text = render();
+	check_exposition(text);
+	assert_true(sample(text, "evhost_events_published_total{plugin=\"many\","
+	                         "topic=\"tenant-0\"}") == 2);
+	snprintf(topic, sizeof topic, "\"tenant-%d\"", METRICS_PUBLISHED_TOPICS - 1);
+	assert_non_null(strstr(text, topic));
+	snprintf(topic, sizeof topic, "\"tenant-%d\"", METRICS_PUBLISHED_TOPICS);
+	assert_null(strstr(text, topic));
+	assert_true(sample(text, "evhost_events_published_total{plugin=\"many\","
+	                         "topic=\"other\"}") == 10);
+	assert_true(sample(text, "evhost_events_published_total{plugin=\"few\","
+	                         "topic=\"tenant-99\"}") == 1);
+	free(text);
+}
+
 static void test_events_counters_and_results(void **state)
 {
 	metrics_series *pub = metrics_published("user", "USER_CREATED");
@@ -918,6 +947,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_label_values_are_escaped, setup),
 	    cmocka_unit_test_setup(test_histogram_buckets_are_cumulative, setup),
 	    cmocka_unit_test_setup(test_events_counters_and_results, setup),
+	    cmocka_unit_test_setup(test_a_plugins_published_topics_are_bounded, setup),
 	    cmocka_unit_test_setup(test_lag_gauge_disappears_when_cleared, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_is_down, setup),
 	    cmocka_unit_test_setup(test_failed_plugin_disabled_by_a_reload_leaves, setup),
