@@ -331,6 +331,10 @@ int revocations_add(revocations *r, const char *subject, int64_t now_ms, int64_t
 	int rc, prune;
 
 	since = since >= now_ms ? since + 1 : now_ms;
+	/* until_ms was reckoned from now: a token signed that far ahead lives
+	 * that much longer, and its sign-out must outlast it. */
+	if (since > now_ms && until_ms < INT64_MAX - (since - now_ms))
+		until_ms += since - now_ms;
 	/* In force before it is on disk: a failed write must not leave the
 	 * tokens good. */
 	pthread_rwlock_wrlock(&r->lock);

@@ -179,6 +179,25 @@ static void test_clock_set_back(void **state)
 	assert_null(revocations_refuse(f->r, &c, 30 * 86400, T0 + 400));
 }
 
+/* A sign-out's end is reckoned from now (the longest token life ever, past
+ * now): a token signed while the clock ran 20 s ahead lives 20 s past that,
+ * and the sign-out must hold until it ends. */
+static void test_clock_set_back_sign_out_outlives_the_token(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	int64_t ahead = revocations_sign_ms(f->r, "u-2", T0 + 20000);
+	jwt_claims c = own_token("u-2", ahead, 3600); /* ends at T0 + 20 s + 1 h */
+	int64_t until = revocation_until(T0 + 100, 3600, 30);
+	assert_int_equal(revocations_add(f->r, "u-2", T0 + 100, until, err, sizeof err), 0);
+	/* Past the end reckoned from now, before the token's own. */
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, until + 10000),
+	                 revoke_reason_revoked);
+	reopen(f, until + 10000); /* kept on disk as long */
+	assert_ptr_equal(revocations_refuse(f->r, &c, 30 * 86400, until + 10000),
+	                 revoke_reason_revoked);
+}
+
 /* The longest token_ttl_max ever noted is kept, across a restart: lowered
  * and raised again, it would otherwise let a sign-out lapse before a token
  * signed under the higher value. */
@@ -303,6 +322,8 @@ int main(void)
 	    cmocka_unit_test(test_a_sign_out_outlasts_the_tokens_signed_before_it),
 	    cmocka_unit_test_setup_teardown(test_ttl_high_water, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clock_set_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_clock_set_back_sign_out_outlives_the_token, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
 	};
