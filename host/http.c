@@ -2093,8 +2093,8 @@ static void stream_head(evh_request *req, evh_response *resp)
 /* Whether the stream's token still passes with the keys in force now: a
  * reload that took its key out ([auth] jwt_secret_file replaced, no
  * jwt_previous_secret_file: a leaked key's remedy), or a provider that
- * withdrew it from its JWKS, refuses the next request with it, and ends its
- * streams too. A check that cannot be made now (no keys fetched yet, out of
+ * withdrew it from its JWKS, or one that lowered token_ttl_max below its
+ * life, refuses the next request with it, and ends its streams too. A check that cannot be made now (no keys fetched yet, out of
  * memory) keeps the stream, as it would not refuse a token. */
 static int stream_token_refused(const http_server *srv, const evh_request *req)
 {
@@ -2109,6 +2109,11 @@ static int stream_token_refused(const http_server *srv, const evh_request *req)
 		return 0;
 	k = host_auth_acquire(srv->h);
 	rc = verify_token(k, token, &claims, &why, &cls);
+	/* A token_ttl_max lowered by a reload refuses the tokens signed to live
+	 * longer at once (configuration.md): their streams too. */
+	if (rc == 0 && revocations_refuse(srv->h->revoked, &claims, k->ttl_max_s,
+	                                  clock_wall_ms()) == revoke_reason_too_long)
+		rc = -1;
 	host_auth_release(k);
 	free(own);
 	return rc == -1;

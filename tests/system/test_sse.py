@@ -571,6 +571,26 @@ def test_a_stream_ends_when_its_token_expires(evhostd, tmp_path, unique_name, bu
     lasting.close()
 
 
+def test_a_stream_ends_when_token_ttl_max_is_lowered_below_its_token(evhostd, tmp_path,
+                                                                       unique_name, build_dir):
+    """Lowering [auth] token_ttl_max refuses the tokens signed to live longer
+    at once (configuration.md): the next request with one was refused, but
+    its open stream went on until the token's exp. Checked again every 5 s
+    with the rest."""
+    config = notif_config(tmp_path, unique_name, build_dir)
+    d = evhostd(config, brokers="embedded")
+    _, _, a_token = new_user(d, "Ida")  # user.so signs for an hour
+    s = open_stream(d, a_token)
+    (d.config_dir / "conf.d" / "90-auth.conf").write_text("[auth]\ntoken_ttl_max = 10m\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("reload done")
+    assert Sse(d.port, token=a_token).status == 401
+    assert s.read_to_eof(timeout=15), s.comments
+    assert "token no longer valid" in s.comments, s.comments
+    s.close()
+    d.wait_for_log(f"GET {STREAM}: event stream ended (token no longer valid)")
+
+
 def test_a_stream_ends_when_its_key_is_taken_out(evhostd, tmp_path, unique_name, build_dir):
     """A reload that took the token's key out (a leaked key's remedy: a new
     jwt_secret_file and no previous one) refused the next request with the
