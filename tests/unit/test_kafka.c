@@ -1048,7 +1048,7 @@ static void test_relay_resends_each_failed_row_alone(void **state)
 	                       WAIT_MS);
 	log_setup(test_log_level, LOG_FORMAT_TEXT);
 	log = stderr_end(cap);
-	assert_int_equal(known, 2);
+	assert_true(known >= 2); /* (a third may come by then on a stalled thread) */
 	assert_true(refused >= 4);
 	assert_int_equal(pending, 2);
 	if (!said)
@@ -2599,10 +2599,24 @@ static double handled_ok(void)
  * whose commit fails is handled again, and counted then only. Before, it
  * was counted at its handler's return: twice for one event (during a disk
  * failure, dashboards showed events handled while none was). */
+/* The count once the tests before have settled: one may have returned as
+ * soon as its handler ran, before its batch was committed and counted. */
+static double handled_ok_settled(void)
+{
+	double v = handled_ok(), was;
+	int64_t end = now_ms() + WAIT_MS;
+	do {
+		was = v;
+		usleep(200000);
+		v = handled_ok();
+	} while (v != was && now_ms() < end);
+	return v;
+}
+
 static void test_handled_is_counted_once_committed(void **state)
 {
 	char id[37], next[37];
-	double before = handled_ok();
+	double before = handled_ok_settled();
 	int64_t end = now_ms() + WAIT_MS;
 	(void)state;
 	events_uuid(id);
