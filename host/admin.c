@@ -1419,7 +1419,7 @@ static int redrive_run(host *h, evh_response *resp, struct redrive_job *j, char 
 static int redrive_claim_wait(host *h, struct redrive_claim *c, evh_response *resp)
 {
 	struct admin *a = h->admin;
-	int taken;
+	int taken, said = 0;
 	pthread_mutex_lock(&a->redrive_mu);
 	for (;;) {
 		taken = 0;
@@ -1427,6 +1427,9 @@ static int redrive_claim_wait(host *h, struct redrive_claim *c, evh_response *re
 			taken = !strcmp(o->name, c->name);
 		if (!taken || atomic_load(&h->stopping))
 			break;
+		if (!said++)
+			log_debug(ADMIN_LOG, "%s: redrive waits for another redrive of it to end",
+			          c->name);
 		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RELOAD_SLICE_MS);
 		pthread_cond_timedwait(&a->redrive_cv, &a->redrive_mu, &until);
 	}

@@ -3804,6 +3804,8 @@ int consumer_replay(evh_plugin *p, const replay_request *req, replay_result *res
 	c->rwaiting = 1;
 	if (held)
 		pthread_mutex_unlock(held);
+	log_debug(KAFKA_LOG, "%s: replay asked: waiting for the consumer (at most %d ms)",
+	          plugin_label(c), timeout_ms);
 	/* Once running it finishes (each step is bounded); only a request the
 	 * consumer did not pick up in time (a handler busy) is withdrawn. */
 	while (c->rstate == REPLAY_PENDING || c->rstate == REPLAY_RUNNING) {

@@ -64,6 +64,13 @@ def dlq(d, **params):
     return r.json()
 
 
+def wait_log_since(d, mark, needle, timeout=30):
+    """Wait until `needle` is in what the daemon logged past `mark` (a
+    length of its log), as a request's wait says it began."""
+    lib.wait_until(lambda: needle in d.log_text()[mark:], timeout=timeout,
+                   message=f"{needle!r} in the log")
+
+
 def wait_dlq(d, n, timeout=40):
     return lib.wait_until(lambda: (lambda b: b if len(b["messages"]) >= n else None)(dlq(d)),
                           timeout=timeout, message=f"{n} dead letters")
@@ -738,12 +745,13 @@ def test_a_replay_the_consumer_cannot_take_now_is_refused_and_changes_nothing(
     with held_handler(d, tmp_path / "hold"):
         answers_now()
         with ThreadPoolExecutor(1) as pool:
+            mark = len(d.log_text())
             first = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
                                 json={"from": "beginning"}, timeout=40)
-            time.sleep(1)  # the first one waits for the consumer
+            wait_log_since(d, mark, "probe: replay asked: waiting for the consumer")
             answers_now()
             r = d.post("/admin/plugins/probe/replay", headers=auth(),
-                       json={"from": "beginning"}, timeout=10)
+                       json={"from": "beginning"}, timeout=30)
             assert r.status_code == 409, r.text
             assert r.json()["detail"] == "a replay of plugin probe is already running", r.text
             assert r.headers["Retry-After"] == "1"
@@ -1120,8 +1128,9 @@ def test_a_plugins_redrives_run_one_at_a_time_and_beside_other_plugins(
             assert other.status_code == 200, other.text
             assert other.json()["redriven"] == 2, other.text
             assert not first.done()
+            mark = len(d.log_text())
             second = pool.submit(redrive, "probe", mine)
-            time.sleep(1.0)
+            wait_log_since(d, mark, "probe: redrive waits for another redrive of it to end")
             assert not first.done() and not second.done()
         first, second = first.result(40), second.result(40)
     assert first.status_code == 200 and first.json()["redriven"] == 1, first.text
@@ -1137,8 +1146,9 @@ def test_a_plugins_redrives_run_one_at_a_time_and_beside_other_plugins(
         with held_handler(d, tmp_path / "hold"):
             first = pool.submit(redrive, "probe", mine)
             time.sleep(1.0)
+            mark = len(d.log_text())
             second = pool.submit(redrive, "probe", mine, 20)
-            time.sleep(1.0)
+            wait_log_since(d, mark, "probe: redrive waits for another redrive of it to end")
             d.send_signal(signal.SIGTERM)
             second = second.result(20)
             assert not first.done()
