@@ -646,7 +646,13 @@ static void export_batch(size_t n, int final)
 			out_of_time = 1;
 			break;
 		}
-		if ((wait && pause_ms(wait)) || wait_for_collector())
+		if (wait && pause_ms(wait)) {
+			/* The stop came during the wait: this batch gets one more try
+			 * within its deadline, as each queued batch does. */
+			final = 1;
+			continue;
+		}
+		if (wait_for_collector())
 			break;
 	}
 	free(body);

@@ -409,6 +409,29 @@ static void test_export_retry(void **state)
 	assert_int_equal(f - f0, 0);
 }
 
+/* A stop during a batch's wait before its retry gives it its one try
+ * within the stop's deadline, as the queued batches get: it was dropped
+ * (counted as failed) however much of the stop's time was left. */
+static void test_stop_during_a_retry_wait_tries_once_more(void **state)
+{
+	collector c = {.statuses = {503, 200}, .nstatus = 2};
+	uint64_t e0, f0, x0, e, f, x;
+	(void)state;
+	collector_start(&c);
+	counts(&e0, &f0, &x0);
+	start(c.port, 1.0, 64, 3, 3600000, 5000);
+	end_spans(3); /* a full batch: sent at once, 503, then a wait of 500 ms */
+	for (int i = 0; i < 100 && c.requests < 1; i++)
+		usleep(10000);
+	assert_int_equal(c.requests, 1);
+	trace_stop(5000);
+	collector_stop(&c);
+	assert_int_equal(c.requests, 2);
+	counts(&e, &f, &x);
+	assert_int_equal(e - e0, 3);
+	assert_int_equal(x - x0, 0);
+}
+
 /* Wait (up to 2 s) until the collector has had `n` requests; exactly n. */
 static void wait_requests(collector *c, int n)
 {
@@ -933,6 +956,7 @@ int main(void)
 	    cmocka_unit_test(test_context),     cmocka_unit_test(test_encode),
 	    cmocka_unit_test(test_span_limits), cmocka_unit_test(test_sampling),
 	    cmocka_unit_test(test_export_retry), cmocka_unit_test(test_queue_full_and_timeout),
+	    cmocka_unit_test(test_stop_during_a_retry_wait_tries_once_more),
 	    cmocka_unit_test(test_stop_cuts_the_request_in_flight),
 	    cmocka_unit_test(test_answer_without_the_close),
 	    cmocka_unit_test(test_no_status_line_is_retried),
