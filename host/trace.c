@@ -648,7 +648,10 @@ static void export_batch(size_t n, int final)
 		}
 		if (wait && pause_ms(wait)) {
 			/* The stop came during the wait: this batch gets one more try
-			 * within its deadline, as each queued batch does. */
+			 * within its deadline, as each queued batch does; none once the
+			 * deadline has passed (the try it had may have been cut by it). */
+			if (clock_mono_ms() >= atomic_load(&stop_deadline))
+				break;
 			final = 1;
 			continue;
 		}
