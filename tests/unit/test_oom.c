@@ -1016,12 +1016,10 @@ static int64_t synchronous_now(store *s)
 	return v;
 }
 
-/* The relay records deliveries at synchronous = NORMAL and sets FULL again
- * after (lazy_sync). Setting it again prepares the pragma, which can fail
- * for want of memory: a FULL store then went on committing without an
- * fsync. Each of SQLite's allocations in the record failed in turn: the
- * next transaction runs at FULL every time. */
-static void test_store_lazy_sync_is_always_undone(void **state)
+/* The sweep of both tests below: a delivery record made while SQLite's
+ * allocations fail from the kth on (`count` of them), for each k until one
+ * runs without a failure; after each, the next transaction begins, at FULL. */
+static void lazy_sync_sweep(const char *name, long count)
 {
 	char dir[40], path[64], err[256], id[16];
 	outbox_row row, *rows = NULL;
@@ -1029,9 +1027,8 @@ static void test_store_lazy_sync_is_always_undone(void **state)
 	store *s = NULL;
 	evh_tx *tx = NULL;
 	size_t n = 0;
-	int hit = 1, normal_seen = 0;
-	(void)state;
-	test_make_dir(dir, sizeof dir, "oom-lazy");
+	int hit = 1;
+	test_make_dir(dir, sizeof dir, name);
 	snprintf(path, sizeof path, "%s/lazy.db", dir);
 	assert_int_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
 	assert_int_equal(synchronous_now(s), 2);
@@ -1046,22 +1043,37 @@ static void test_store_lazy_sync_is_always_undone(void **state)
 		assert_int_equal(n, 1);
 		done[0] = (outbox_done){rows[0].seq, 0, k};
 		store_outbox_rows_free(rows, n);
-		alloc_faults_arm(k, ALLOC_THIS_THREAD | ALLOC_SQLITE);
+		alloc_faults_arm_many(k, count, ALLOC_THIS_THREAD | ALLOC_SQLITE);
 		(void)store_outbox_delivered(s, done, 1);
 		hit = alloc_faults_disarm();
-		if (synchronous_now(s) != 2) {
-			normal_seen = 1;
-			print_error("allocation %ld failed: synchronous is NORMAL after\n", k);
-		}
+		if (store_tx_begin(s, &tx) != EVH_OK)
+			fail_msg("SQLite's allocation %ld of a delivery record failed: the next "
+			         "transaction cannot begin: %s",
+			         k, store_thread_error());
+		store_tx_rollback(tx);
+		if (synchronous_now(s) != 2)
+			fail_msg("SQLite's allocation %ld of a delivery record failed: synchronous is "
+			         "NORMAL after",
+			         k);
 		/* the row goes, delivered or not, so the next fetch has the new one */
 		if (store_outbox_pending(s))
 			assert_int_equal(store_outbox_delivered(s, done, 1), EVH_OK);
 	}
 	assert_false(hit);
-	assert_false(normal_seen);
 	store_close(s);
 	remove_db_files(path);
 	rmdir(dir);
+}
+
+/* The relay records deliveries at synchronous = NORMAL and sets FULL again
+ * after (lazy_sync). Setting it again prepares the pragma, which can fail
+ * for want of memory: a FULL store then went on committing without an
+ * fsync. Each of SQLite's allocations in the record failed in turn: the
+ * next transaction runs at FULL every time. */
+static void test_store_lazy_sync_is_always_undone(void **state)
+{
+	(void)state;
+	lazy_sync_sweep("oom-lazy", 1);
 }
 
 /* As above, with memory short for the rest of the record from allocation k
@@ -1072,44 +1084,8 @@ static void test_store_lazy_sync_is_always_undone(void **state)
  * one) and refused every later write until a restart. */
 static void test_store_lazy_sync_undone_after_a_failed_rollback(void **state)
 {
-	char dir[40], path[64], err[256], id[16];
-	outbox_row row, *rows = NULL;
-	outbox_done done[1];
-	store *s = NULL;
-	evh_tx *tx = NULL;
-	size_t n = 0;
-	int hit = 1;
 	(void)state;
-	test_make_dir(dir, sizeof dir, "oom-lazy-rb");
-	snprintf(path, sizeof path, "%s/lazy.db", dir);
-	assert_int_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
-	oom_row(&row, "t");
-	for (long k = 0; hit && k < 5000; k++) {
-		snprintf(id, sizeof id, "id-%ld", k);
-		row.id = id;
-		assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-		assert_int_equal(store_outbox_add(tx, &row), EVH_OK);
-		assert_int_equal(store_tx_commit(tx), EVH_OK);
-		assert_int_equal(store_outbox_fetch(s, 0, 1, &rows, &n), EVH_OK);
-		assert_int_equal(n, 1);
-		done[0] = (outbox_done){rows[0].seq, 0, k};
-		store_outbox_rows_free(rows, n);
-		alloc_faults_arm_many(k, 1L << 30, ALLOC_THIS_THREAD | ALLOC_SQLITE);
-		(void)store_outbox_delivered(s, done, 1);
-		hit = alloc_faults_disarm();
-		if (store_tx_begin(s, &tx) != EVH_OK)
-			fail_msg("memory short from SQLite's allocation %ld of a delivery record: "
-			         "the next transaction cannot begin: %s",
-			         k, store_thread_error());
-		store_tx_rollback(tx);
-		assert_int_equal(synchronous_now(s), 2);
-		if (store_outbox_pending(s))
-			assert_int_equal(store_outbox_delivered(s, done, 1), EVH_OK);
-	}
-	assert_false(hit);
-	store_close(s);
-	remove_db_files(path);
-	rmdir(dir);
+	lazy_sync_sweep("oom-lazy-rb", 1L << 30);
 }
 
 static void test_store(void **state)
