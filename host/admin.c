@@ -1789,27 +1789,27 @@ static cJSON *sorted_events(cJSON *all, int64_t limit)
 }
 
 /* The names of the running plugins with a store (`only`: that one alone),
- * taken under plugins_lock, to be read pinned one by one; *n of them.
- * NULL with *n = 0: none; NULL with *n = 1: out of memory. */
-static char (*plugins_with_store(host *h, const char *only, size_t *n))[PLUGIN_NAME_MAX + 1]
+ * taken under plugins_lock, to be read pinned one by one: *n of them in
+ * *names (NULL when none). -1: out of memory. */
+static int plugins_with_store(host *h, const char *only, char (**names)[PLUGIN_NAME_MAX + 1],
+                              size_t *n)
 {
-	char(*names)[PLUGIN_NAME_MAX + 1];
 	*n = 0;
 	pthread_mutex_lock(&h->plugins_lock);
-	names = calloc(h->nplugins ? h->nplugins : 1, sizeof *names);
-	for (size_t i = 0; names && i < h->nplugins; i++) {
+	*names = calloc(h->nplugins ? h->nplugins : 1, sizeof **names);
+	for (size_t i = 0; *names && i < h->nplugins; i++) {
 		const evh_plugin *p = h->plugins[i];
 		if ((!only || !strcmp(only, p->name)) && p->store)
-			snprintf(names[(*n)++], sizeof *names, "%s", p->name);
+			snprintf((*names)[(*n)++], sizeof **names, "%s", p->name);
 	}
 	pthread_mutex_unlock(&h->plugins_lock);
-	if (!names)
-		*n = 1;
-	else if (!*n) {
-		free(names);
-		names = NULL;
+	if (!*names)
+		return -1;
+	if (!*n) {
+		free(*names);
+		*names = NULL;
 	}
-	return names;
+	return 0;
 }
 
 /* One plugin's events are its rows in seq order, each page below the first
@@ -1826,8 +1826,8 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	int64_t limit, after;
 	int rc = EVH_OK, ok = 1, full = 0;
 	cJSON *all = cJSON_CreateArray(), *root, *events, *last;
-	char(*names)[PLUGIN_NAME_MAX + 1];
-	size_t n;
+	char(*names)[PLUGIN_NAME_MAX + 1] = NULL;
+	size_t n = 0;
 	double next_after;
 
 	if (query_int(req, resp, "limit", LIST_DEFAULT, 1, LIST_MAX, &limit) ||
@@ -1837,8 +1837,7 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	}
 	if (aggregate && !*aggregate)
 		aggregate = NULL;
-	names = plugins_with_store(h, plugin, &n);
-	if (!all || (!names && n)) {
+	if (!all || plugins_with_store(h, plugin, &names, &n) != 0) {
 		cJSON_Delete(all);
 		free(names);
 		return problem(resp, 500, "internal", NULL, "out of memory");

@@ -1193,17 +1193,19 @@ static void host_retire_plugin(host *h, evh_plugin *p, const char *why, int rest
 	plugin_destroy(p);
 }
 
-/* `name`'s section in `next`'s configuration: 1 enabled, 0 disabled, -1
- * none. One enabled that a reload does not run was left out by
- * host_check_instances (a route clash), not by the admin (host_configure
- * leaves out one it cannot load or check, named in unchecked: that one
- * keeps running). */
-static int section_state(const host *next, const char *name)
+/* Why a reload stops `name`, which `next` does not run: its section is gone,
+ * or disabled, or enabled and left out by host_check_instances (a route
+ * clash; host_configure leaves out one it cannot load or check, named in
+ * unchecked: that one keeps running). */
+static const char *gone_why(const host *next, const char *name)
 {
 	for (size_t i = 0; i < next->set.nplugins; i++)
 		if (!strcmp(next->set.plugins[i].name, name))
-			return next->set.plugins[i].enabled != 0;
-	return -1;
+			return next->set.plugins[i].enabled
+			           ? "left out (required = false): its declared routes clash with "
+			             "another plugin's (the warning above says which)"
+			           : "disabled";
+	return "removed from the configuration";
 }
 
 static evh_plugin *find_plugin(evh_plugin **v, size_t n, const char *name)
@@ -1349,7 +1351,7 @@ int host_reload(host *h)
 	fallbacks = calloc(h->nplugins ? h->nplugins : 1, sizeof *fallbacks);
 	for (size_t i = 0; i < h->nplugins;) {
 		evh_plugin *p = h->plugins[i], *n = find_plugin(next.plugins, next.nplugins, p->name);
-		int same_section = n && strcmp(n->signature, p->signature) == 0, now = 0;
+		int same_section = n && strcmp(n->signature, p->signature) == 0;
 		char name[PLUGIN_NAME_MAX + 1];
 		if (same_section && plugin_same_build(n, p)) {
 			i++;
@@ -1378,11 +1380,7 @@ int host_reload(host *h)
 		host_drop_plugin_to_retire(h, i, n != NULL);
 		snprintf(name, sizeof name, "%s", p->name); /* p is gone after */
 		host_retire_plugin(h, p,
-		                   !n && (now = section_state(&next, p->name)) > 0
-		                       ? "left out (required = false): its declared routes clash with "
-		                         "another plugin's (the warning above says which)"
-		                   : !n && now == 0 ? "disabled"
-		                   : !n             ? "removed from the configuration"
+		                   !n             ? gone_why(&next, p->name)
 		                   : same_section ? "its file was replaced (a new build)"
 		                   : plugin_same_build(n, p)
 		                       ? "configuration changed"

@@ -2094,8 +2094,9 @@ static void stream_head(evh_request *req, evh_response *resp)
  * reload that took its key out ([auth] jwt_secret_file replaced, no
  * jwt_previous_secret_file: a leaked key's remedy), or a provider that
  * withdrew it from its JWKS, or one that lowered token_ttl_max below its
- * life, refuses the next request with it, and ends its streams too. A check that cannot be made now (no keys fetched yet, out of
- * memory) keeps the stream, as it would not refuse a token. */
+ * life, refuses the next request with it, and ends its streams too. A
+ * check that cannot be made now (no keys fetched yet, out of memory) keeps
+ * the stream, as it would not refuse a token. */
 static int stream_token_refused(const http_server *srv, const evh_request *req)
 {
 	const auth_keyset *k;

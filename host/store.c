@@ -3252,14 +3252,13 @@ static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
 	const char *p = sqlite3_column_blob(st, col);
 	size_t n = (size_t)sqlite3_column_bytes(st, col);
 	cJSON *v = NULL;
-	char *b64, *text;
+	char *b64;
 
-	/* json_check refuses NUL bytes: a copy made to n + 1 is the whole text. */
+	/* The column as text is the same bytes, NUL-terminated by SQLite, and
+	 * json_check refuses NUL bytes: cJSON's copy of it is the whole text. */
 	if (p && n && json_check(p, n, JSON_WORKER_DEPTH, NULL) == JSON_OK) {
-		if (!(text = strndup(p, n)))
-			return -1;
-		v = cJSON_CreateRaw(text);
-		free(text);
+		const char *text = (const char *)sqlite3_column_text(st, col);
+		v = text ? cJSON_CreateRaw(text) : NULL;
 		return v && cJSON_AddItemToObject(o, "data", v) ? 0 : (cJSON_Delete(v), -1);
 	}
 	b64 = base64_encode((const unsigned char *)(p ? p : ""), p ? n : 0);
@@ -3301,8 +3300,7 @@ static cJSON *event_json(sqlite3_stmt *st)
  * below that bound nothing can appear later. The bound is one look-up in
  * evh_pending's primary key, in the same statement, so the same snapshot. */
 static int events_json_read(store *s, const char *path, const char *key, int64_t after_seq,
-                            int limit,
-                            cJSON *arr)
+                            int limit, cJSON *arr)
 {
 	static const char cols[] =
 	    "SELECT l.seq, id, topic, key, type, source, time, traceparent, data, delivered_at,"

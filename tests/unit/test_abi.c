@@ -480,7 +480,7 @@ static void destroyed(evh_plugin *p, const char *dir)
 static void test_init_failure_quotes_plugin(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
 	int rc;
 	evh_plugin *p = started(&h, dir, "init_fails", &rc, err, sizeof err);
 
@@ -519,7 +519,7 @@ static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *t
 static void test_init_calls_are_refused_once_init_returned(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
 	evh_subscription sub = {.struct_size = sizeof sub, .topic = "late", .handler = no_handler};
 	evh_route route = {.struct_size = sizeof route, .method = "GET", .pattern = "/late"};
 	evh_migration mig = {1, "CREATE TABLE late(x)"};
@@ -557,7 +557,7 @@ static void *subscribe_from_a_thread(void *arg)
 static void test_init_calls_are_taken_only_from_inits_thread(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX";
+	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
 	evh_subscription sub = {.struct_size = sizeof sub, .topic = "t", .handler = no_handler};
 	struct late_call c;
 	pthread_t t;
