@@ -76,6 +76,13 @@ def wait_dlq(d, n, timeout=40):
                           timeout=timeout, message=f"{n} dead letters")
 
 
+def one_dead_letter(d):
+    """An event the probe rejects, once its dead letter is listed: that one."""
+    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
+    [letter] = wait_dlq(d, 1)["messages"]
+    return letter
+
+
 # ------------------------------------------------------------------- access
 
 
@@ -778,8 +785,7 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     # listing let it go).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
-    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
-    wait_dlq(d, 1)
+    one_dead_letter(d)
     slow_handler(d, 4000)
     with ThreadPoolExecutor(2) as pool:
         replay = pool.submit(d.post, "/admin/plugins/probe/replay", headers=auth(),
@@ -939,8 +945,7 @@ def test_a_redrive_that_cannot_read_what_was_redriven_before_sends_nothing(
     # for never redriven and sent (again), and the record of it failed too.
     topic = unique_name("adm.unread")
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
-    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
-    wait_dlq(d, 1)
+    one_dead_letter(d)
     with sqlite3.connect(d.state_dir / "probe.db") as db:
         db.execute("DROP TABLE evh_dlq_redriven")
     for method, path in (("POST", "/admin/plugins/probe/dlq/redrive"),
@@ -965,8 +970,7 @@ def test_a_dead_letter_listing_behind_a_long_transaction_is_503(
     # 503 (after the store's 5 s wait).
     topic = unique_name("adm.held")
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
-    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
-    wait_dlq(d, 1)
+    one_dead_letter(d)
     with ThreadPoolExecutor(1) as pool:
         held = pool.submit(d.post, "/probe/publish?key=h&sleep_ms=9000", json={"x": 1},
                            timeout=60)
@@ -1077,8 +1081,7 @@ def test_dead_letters_read_and_redriven_behind_a_slow_handler_hold_up_nothing_el
     # the plugin list's lock).
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"))
-    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
-    [letter] = wait_dlq(d, 1)["messages"]
+    letter = one_dead_letter(d)
     with ThreadPoolExecutor(2) as pool:
         with held_handler(d, tmp_path / "hold"):
             listing = pool.submit(d.get, "/admin/plugins/probe/dlq", headers=auth(), timeout=40)
@@ -1113,8 +1116,7 @@ def test_a_plugins_redrives_run_one_at_a_time_and_beside_other_plugins(
                         group=unique_name("g2"))
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"), config={"plugin.probe2": probe2})
-    assert d.post("/probe/publish?key=k9", json={"fail": "reject"}).status_code == 200
-    [letter] = wait_dlq(d, 1)["messages"]
+    letter = one_dead_letter(d)
     mine = {"offsets": [{"partition": letter["partition"], "offset": letter["offset"]}]}
 
     def redrive(name, body, timeout=40):
