@@ -20,14 +20,18 @@ die() {
 }
 
 # Run a command as root: directly when we are root, through sudo otherwise.
+# Without a terminal to ask on (CI, a pipe), sudo -n: where a password would
+# be needed, fail saying so rather than wait for one nothing will type.
 as_root() {
 	if [[ $(id -u) -eq 0 ]]; then
 		"$@"
-	elif command -v sudo >/dev/null 2>&1; then
-		sudo "$@"
-	else
+	elif ! command -v sudo >/dev/null 2>&1; then
 		printf 'need root for: %s (and sudo is not installed)\n' "$*" >&2
 		return 1
+	elif [[ -t 0 ]]; then
+		sudo "$@"
+	else
+		sudo -n "$@"
 	fi
 }
 
