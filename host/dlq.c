@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "events.h"
 #include "log.h"
 #include "textbuf.h"
 
@@ -134,7 +135,9 @@ static int msg_copy(dlq_msg *m, const rd_kafka_message_t *km, size_t value_max)
 	if (km->key && !(m->key = tb_dup(km->key, km->key_len)))
 		return -1;
 	m->key_len = km->key ? km->key_len : 0;
-	if (km->payload && kept && !(m->value = tb_dup(km->payload, kept)))
+	/* An empty value stays one (""), apart from a null one (NULL): sent back
+	 * as NULL, it would be a tombstone, which compaction acts on. */
+	if (km->payload && (kept || !km->len) && !(m->value = tb_dup(km->payload, kept)))
 		return -1;
 	m->value_len = km->payload ? km->len : 0;
 	return m->topic ? copy_headers(m, km) : -1;
@@ -239,8 +242,15 @@ static int plan(struct reader *r, const char *const *topics, size_t ntopics, cha
 			dup |= !strcmp(topics[i], topics[j]);
 		for (int t = 0; !dup && !status && t < md->topic_cnt; t++) {
 			const struct rd_kafka_metadata_topic *mt = &md->topics[t];
-			if (strcmp(mt->topic, topics[i]) || mt->err)
-				continue;
+			if (strcmp(mt->topic, topics[i]) ||
+			    mt->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+				continue; /* none was written yet */
+			if (mt->err) { /* being made, a leader being elected: not "none" */
+				snprintf(err, errlen, "cannot read the dead-letter topic %s: %s", mt->topic,
+				         rd_kafka_err2str(mt->err));
+				status = EVH_EKAFKA;
+				break;
+			}
 			for (int p = 0; !status && p < mt->partition_cnt; p++)
 				status = add_part(r, mt->topic, mt->partitions[p].id, err, errlen);
 		}
@@ -610,17 +620,24 @@ static rd_kafka_headers_t *redrive_headers(const dlq_msg *m, const char *orig_to
                                            const char *orig_partition, const char *orig_offset)
 {
 	rd_kafka_headers_t *h = rd_kafka_headers_new(m->nheaders + 3);
+	size_t idlen = 0;
+	const char *id = dlq_header(m, "ce_id", &idlen);
+	/* A ce_id its consumer did not take as the event's id (empty, too long,
+	 * with a NUL) is replaced, as a missing one is added: by the id it did
+	 * take, the position. Kept, the copy would be known by its own new
+	 * position, and a second copy of the same dead letter handled again. */
+	int position_id = !events_id_usable(id, idlen) && orig_partition && orig_offset;
 	char from[600];
 	if (!h)
 		return NULL;
 	for (size_t i = 0; i < m->nheaders; i++)
-		if (!is_dlq_header(m->hname[i]))
+		if (!is_dlq_header(m->hname[i]) && !(position_id && !strcmp(m->hname[i], "ce_id")))
 			rd_kafka_header_add(h, m->hname[i], -1, m->hvalue[i],
 			                    m->hvalue[i] ? (ssize_t)m->hlen[i] : 0);
-	if (!dlq_header(m, "ce_id", NULL) && orig_partition && orig_offset) {
-		char id[600];
-		snprintf(id, sizeof id, "%s/%s/%s", orig_topic, orig_partition, orig_offset);
-		rd_kafka_header_add(h, "ce_id", -1, id, -1);
+	if (position_id) {
+		char pos[600];
+		snprintf(pos, sizeof pos, "%s/%s/%s", orig_topic, orig_partition, orig_offset);
+		rd_kafka_header_add(h, "ce_id", -1, pos, -1);
 	}
 	rd_kafka_header_add(h, "evhost_redrive", -1, "1", -1);
 	snprintf(from, sizeof from, "%s/%" PRId32 "/%" PRId64, m->topic, m->partition, m->offset);

@@ -246,6 +246,11 @@ static int copy_value(const void *val, size_t size, char *dst, size_t cap)
 	return n < size;
 }
 
+int events_id_usable(const void *v, size_t n)
+{
+	return v && n > 0 && n < sizeof ((ce_meta *)0)->id && !memchr(v, '\0', n);
+}
+
 /* One pass over the headers (a lookup per name would scan them all each
  * time: this runs for every consumed message). A name given twice: the
  * last one wins, as with rd_kafka_header_get_last. */

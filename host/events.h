@@ -39,4 +39,9 @@ int events_headers_encode(const ce_meta *m, rd_kafka_headers_t *hdrs);
 /* Read them back; missing ones are left empty. Returns 0 when ce_id and
  * ce_type are present, -1 otherwise. */
 int events_headers_decode(const rd_kafka_headers_t *hdrs, ce_meta *m);
+/* Whether a ce_id header's value (`v`, `n` bytes; NULL: a null header) is
+ * the event's identity to evhost's consumers: not empty, at most 255 bytes,
+ * no NUL byte. Otherwise they take the message's position as its id
+ * (events_headers_decode sets ce_meta.id_cut, or leaves id empty). */
+int events_id_usable(const void *v, size_t n);
 #endif

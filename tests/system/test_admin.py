@@ -564,6 +564,44 @@ def test_dlq_inspect_and_redrive(evhostd, build_dir, tmp_path, kafka_bootstrap, 
     assert d.post("/admin/plugins/nobody/dlq/redrive", headers=auth()).status_code == 404
 
 
+def test_a_redrive_keeps_an_empty_value_and_the_id_its_consumer_gave(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    """A redriven copy is the original message: an empty value was sent back as
+    a null one (a tombstone, which compaction acts on), and a ce_id its
+    consumer did not take as the event's id (empty, past 255 bytes) was kept,
+    so the copy was known by its own new position: a second copy of the same
+    dead letter (written twice at a stop) was handled again."""
+    topic = unique_name("adm")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    assert d.post("/probe/publish?key=k0", json={"fine": True}).status_code == 200
+    wait_seen(d, 1)  # the topic and the probe's partition are there
+    lib.kafka_produce_many([
+        {"topic": topic, "partition": 0, "key": b"empty", "value": b""},
+        {"topic": topic, "partition": 0, "key": b"null", "value": None},
+        {"topic": topic, "partition": 0, "key": b"no-id", "value": b"[]",
+         "headers": [("ce_id", b"")]},
+        {"topic": topic, "partition": 0, "key": b"long-id", "value": b"[]",
+         "headers": [("ce_id", b"x" * 256)]},
+        {"topic": topic, "partition": 0, "key": b"own-id", "value": b"[]",
+         "headers": [("ce_id", b"x" * 255)]},
+    ], brokers=kafka_bootstrap)
+    letters = {m["key"]: m for m in wait_dlq(d, 5)["messages"]}
+    assert letters["empty"]["value"] == "" and letters["null"]["value"] is None, letters
+    assert letters["empty"]["value_size"] == letters["null"]["value_size"] == 0
+    originals = {m["key"]: m for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)}
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)
+    assert r.status_code == 200 and r.json()["redriven"] == 5, r.text
+    copies = {m["key"]: m for m in lib.kafka_consume(topic, brokers=kafka_bootstrap)
+              if m["headers"].get("evhost_redrive") == "1"}
+    assert copies["empty"]["value"] == "", copies["empty"]
+    assert copies["null"]["value"] is None, copies["null"]
+    for key in ("no-id", "long-id"):
+        o = originals[key]
+        assert copies[key]["headers"]["ce_id"] == f"{topic}/{o['partition']}/{o['offset']}"
+        assert copies[key]["header_list"][0::2].count("ce_id") == 1, copies[key]
+    assert copies["own-id"]["headers"]["ce_id"] == "x" * 255
+
+
 # ------------------------------------------------------------------ replay
 
 

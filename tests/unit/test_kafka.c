@@ -1422,6 +1422,21 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	assert_true(mono_ms() - t0 < 2500);
 	assert_int_equal(l.n, 0);
 	rd_kafka_mock_broker_set_up(g.mc, 1);
+
+	/* A topic the cluster lists with an error of its own (a leader being
+	 * elected) is not one without dead letters: it was skipped, and the
+	 * listing said none, untruncated. Only an unknown topic is none. */
+	rd_kafka_mock_topic_set_error(g.mc, TOPIC, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_EKAFKA);
+	assert_int_equal(l.n, 0);
+	assert_non_null(strstr(err, "cannot read the dead-letter topic " TOPIC ": "));
+	rd_kafka_mock_topic_set_error(g.mc, TOPIC, RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
+	assert_int_equal(l.n, 1);
+	dlq_list_free(&l);
+	topics[0] = "no-such-dead-letter-topic";
+	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
+	assert_int_equal(l.n, 0);
 	rig_stop(&g);
 }
 
