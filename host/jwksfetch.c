@@ -398,11 +398,22 @@ static void url_digest(const char *url, char hex[2 * crypto_hash_sha256_BYTES + 
 	sodium_bin2hex(hex, 2 * crypto_hash_sha256_BYTES + 1, h, sizeof h);
 }
 
+/* The fetcher that keeps the cache: the one last started (a reload's new
+ * one, from its first fetch on), or again the one it was to replace when
+ * it could not start. A fetcher a reload replaced may still end a fetch
+ * after its successor kept its set (one that came whole as the reload gave
+ * it up, or that was being read then): it must not put its provider's keys
+ * back, which a restart while the new provider is down would not use
+ * (another URL's). Checked and written under cache_mu, so that no write
+ * begins after another fetcher took the cache over. */
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static jwks_fetcher *cache_owner;
+
 /* Keep the set in state_dir for a start while the provider is down: the
  * URL (as the log shows it, and its digest), when it was fetched, and the
  * set as fetched (JSON already: it is put in as it came, not parsed
- * again); replaced whole (fileio.h). A failure is logged and changes
- * nothing else. */
+ * again); replaced whole (fileio.h), by the cache's owner only. A failure
+ * is logged and changes nothing else. */
 static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 {
 	char when[32], err[PATH_MAX + 256], *url, digest[2 * crypto_hash_sha256_BYTES + 1];
@@ -430,12 +441,30 @@ static void save_cache(jwks_fetcher *f, const char *text, size_t n)
 	tb_put(&b, text, n);
 	tb_puts(&b, "}\n");
 	free(url);
-	if (b.oom)
+	pthread_mutex_lock(&cache_mu);
+	if (cache_owner != f)
+		log_info("host", "[auth] the JWKS fetched from %s is not kept in %s: a reload "
+		                 "replaced its fetcher (the cache is the new one's)",
+		         f->shown, f->cache_path);
+	else if (b.oom)
 		log_warn("host", "cannot keep the JWKS in %s: out of memory", f->cache_path);
 	else if (file_replace(f->cache_path, b.p, b.n, 0640, (uid_t)-1, (gid_t)-1, err,
 	                      sizeof err) != 0)
 		log_warn("host", "cannot keep the JWKS in %s: %s", f->cache_path, err);
+	pthread_mutex_unlock(&cache_mu);
 	free(b.p);
+}
+
+/* f keeps the cache from now on; the owner before, which keeps it again
+ * should f not start. */
+static jwks_fetcher *own_cache(jwks_fetcher *f)
+{
+	jwks_fetcher *was;
+	pthread_mutex_lock(&cache_mu);
+	was = cache_owner;
+	cache_owner = f;
+	pthread_mutex_unlock(&cache_mu);
+	return was;
 }
 
 /* Whether `when` (save_cache's "YYYY-MM-DDTHH:MM:SSZ") is at most max_age_s
@@ -639,6 +668,7 @@ static void *fetcher_main(void *arg)
 
 int jwks_fetcher_start(jwks_fetcher *f)
 {
+	jwks_fetcher *was = own_cache(f);
 	int rc;
 	f->last_attempt_ms = clock_mono_ms();
 	if ((f->last_failed = fetch_once(f, 1) != 0)) {
@@ -652,6 +682,12 @@ int jwks_fetcher_start(jwks_fetcher *f)
 	f->attempts = 1;
 	if ((rc = pthread_create(&f->thread, NULL, fetcher_main, f)) != 0) {
 		log_error("host", "cannot start the JWKS fetcher thread: %s", strerror(rc));
+		/* The fetcher it was to replace stays (a reload's), and keeps the
+		 * cache again; it is alive: its maker still holds it. */
+		pthread_mutex_lock(&cache_mu);
+		if (cache_owner == f)
+			cache_owner = was;
+		pthread_mutex_unlock(&cache_mu);
 		return -1;
 	}
 	pthread_mutex_lock(&f->mu); /* requests read it (jwks_fetcher_refetch) */
@@ -724,6 +760,10 @@ void jwks_fetcher_free(jwks_fetcher *f)
 	while (f && atomic_fetch_sub(&f->refs, 1) == 1) {
 		jwks_fetcher *next = atomic_load(&f->successor);
 		jwks_fetcher_stop(f);
+		pthread_mutex_lock(&cache_mu); /* not one made later at its address */
+		if (cache_owner == f)
+			cache_owner = NULL;
+		pthread_mutex_unlock(&cache_mu);
 		free(f->url);
 		free(f->shown);
 		free(f->host);

@@ -41,7 +41,10 @@ jwks_fetcher *jwks_fetcher_new(const settings *s, char *err, size_t errlen);
 int jwks_fetcher_same(const jwks_fetcher *f, const settings *s);
 /* Fetch once (waiting at most JWKS_FETCH_TIMEOUT_MS), use the cache in
  * s->state_dir if that fails, then start the thread that refreshes. Every
- * outcome is logged. 0, or -1 when the thread cannot start. */
+ * outcome is logged. 0, or -1 when the thread cannot start. From here on f
+ * alone writes the cache (a fetch of the fetcher it replaces that ends
+ * later is not kept), unless its thread cannot start: the one that wrote
+ * it before does again. */
 int jwks_fetcher_start(jwks_fetcher *f);
 /* The daemon stops: a fetch under way gives up now (said at info), and no
  * other begins; requests waiting for one are answered. Returns at once;

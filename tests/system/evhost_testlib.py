@@ -1643,6 +1643,9 @@ class JwksServer:
       truncate True: announce a Content-Length larger than the body sent,
                then close
       delay    seconds to wait before answering (stop() ends the wait)
+      hold     seconds the connection stays open after the answer, before
+               it is closed (stop() ends the wait): with framing "close",
+               a client has the whole answer but cannot tell it is whole
       handshake_delay
                seconds a new connection waits, before its TLS handshake
                (or its request, over http), for anything from the server
@@ -1672,6 +1675,7 @@ class JwksServer:
         self.body = None
         self.truncate = False
         self.delay = 0
+        self.hold = 0
         self.handshake_delay = 0
         self._requests = []
         self.connections = 0
@@ -1697,7 +1701,7 @@ class JwksServer:
 
     # -- what it answers
     def answer_next(self, **how):
-        allowed = {"framing", "status", "headers", "body", "truncate", "delay", "jwks"}
+        allowed = {"framing", "status", "headers", "body", "truncate", "delay", "hold", "jwks"}
         if set(how) - allowed:
             raise ValueError(f"answer_next takes {sorted(allowed)}, not {sorted(set(how))}")
         with self._lock:
@@ -1732,6 +1736,7 @@ class JwksServer:
             body = how.get("body", self.body)
             truncate = how.get("truncate", self.truncate)
             delay = how.get("delay", self.delay)
+            hold = how.get("hold", self.hold)
             jwks = how.get("jwks", self.jwks)
             body_json = json.dumps(jwks, indent=2).encode() if body is None else None
         h.close_connection = True
@@ -1779,6 +1784,8 @@ class JwksServer:
             raise
         finally:
             req.done = time.monotonic()
+        if hold:
+            self._stopping.wait(hold)
 
     # -- running
     def start(self):

@@ -29,11 +29,14 @@ jwt_jwks_refresh. Proven here, against a real HTTPS server (JwksServer):
   Retry-After while evhost's own tokens work, until a retry succeeds;
 - the last good set is kept in the state dir and used when the provider is
   down at a later start (for the same URL only);
-- a reload that names another provider fetches from it;
+- a reload that names another provider fetches from it, and the cache is
+  its set from then on (a fetch of the replaced provider that ends later is
+  not kept);
 - --check-config says each wrong key at its file:line, and fetches nothing.
 """
 
 import base64
+import hashlib
 import json
 import re
 import socket
@@ -1206,6 +1209,48 @@ def test_a_reload_to_another_provider_fetches_from_it(evhostd, build_dir, certs,
         # The old provider's key is gone, and a is not asked again.
         assert_refused(d, token(k["rsa"], "a-1"), UNKNOWN_KID)
         assert len(a.requests) == asked_a, a.requests
+
+
+def test_a_fetch_of_the_replaced_provider_ending_late_does_not_take_the_cache_back(
+        evhostd, build_dir, tmp_path, certs, k):
+    """After a reload that names another provider, the cache keeps the new
+    provider's set: a fetch of the replaced fetcher that ends after the new
+    one kept its set (here the old provider's answer came whole, but on a
+    connection it holds open, so it is taken when the reload gives the
+    fetch up) does not put the old provider's keys back. A restart while
+    the new provider is down then uses its keys, not a cache of another
+    URL."""
+    state = tmp_path / "state"
+    cache = state / "jwks-cache.json"
+
+    def kept_for():
+        kept = json.loads(cache.read_text())
+        return kept["url"], kept["url_sha256"]
+
+    with lib.JwksServer({"keys": [jwk(k["rsa"], "a-1")]}, tls=server_tls(certs)) as a, \
+            lib.JwksServer({"keys": [jwk(k["ec"], "b-1")]}, tls=server_tls(certs)) as b:
+        d = start(evhostd, build_dir, jwks_auth(a, certs, jwt_jwks_refresh="5s"),
+                  state_dir=state)
+        lib.wait_until(lambda: cache.exists() and kept_for()[0] == a.url, timeout=5,
+                       message=f"{cache} naming {a.url}")
+        a.answer_next(framing="close", hold=30)
+        refresh = a.wait_requests(2, timeout=9)[1]
+        lib.wait_until(lambda: refresh.done is not None, timeout=5,
+                       message="the refresh's answer written (its connection held open)")
+        (d.config_dir / "conf.d" / IDP_DROPIN).write_text(idp_conf(**jwks_auth(b, certs)))
+        # The reload joins the replaced fetcher: its fetch has ended by then.
+        reload(d, "reload done", timeout=15)
+        assert line_with(d, f"[auth] the JWKS fetched from {a.url} is not kept in {cache}: "
+                            "a reload replaced its fetcher"), d.log_tail()
+        assert kept_for() == (b.url, hashlib.sha256(b.url.encode()).hexdigest()), \
+            cache.read_text()
+        assert_ok(d, token(k["ec"], "b-1"))
+        assert d.stop() == 0
+    # Both providers are down now.
+    d2 = start(evhostd, build_dir, jwks_auth(b, certs), state_dir=state)
+    d2.wait_for_log(f"[auth] using the keys fetched from {b.url} at ", timeout=10)
+    assert_ok(d2, token(k["ec"], "b-1"), "the new provider's cached key")
+    assert d2.stop() == 0
 
 
 # -------------------------------------------------------------- check-config
