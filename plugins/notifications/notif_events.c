@@ -92,6 +92,7 @@ typedef enum deliv_outcome {
 	DELIV_FAILED,  /* refused for good; "failed" row written */
 	DELIV_PARKED,  /* transient failure at the last attempt; "dead_lettered" row written */
 	DELIV_GIVEN_UP, /* parked by an earlier part of this last attempt; nothing tried */
+	DELIV_UNTRIED, /* not_tried before the last attempt: unsettled, nothing recorded */
 	DELIV_DBERR,   /* storage failed; `err` says how */
 } deliv_outcome;
 
@@ -102,7 +103,8 @@ typedef struct delivery {
 	int event_attempt; /* evh_event_attempt() */
 	int last_attempt;  /* no retry follows a transient failure */
 	/* Not NULL: do not send, fail temporarily with this error (the server
-	 * was found unreachable for an earlier recipient of this attempt). */
+	 * was found unreachable for an earlier recipient of this attempt); what
+	 * is settled already is still told apart (DELIV_ALREADY). */
 	const char *not_tried;
 	/* An earlier part of this last attempt, committed, went past this
 	 * recipient: a "dead_lettered" row is its giving the mail up, which
@@ -179,10 +181,14 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	if (have)
 		notif_entry_clear(&mem);
 
+	/* Not tried: nothing in memory, which a large broadcast would fill,
+	 * pushing out what says "sent"; the event's next attempt tries it. */
+	if (d->not_tried && !d->last_attempt) {
+		snprintf(d->err, sizeof d->err, "%s", d->not_tried);
+		return DELIV_UNTRIED;
+	}
 	if (d->not_tried) {
-		/* Only at the last attempt (before it, the caller need not ask):
-		 * the row lets a redrive send it. Nothing in memory, which a large
-		 * broadcast would fill, pushing out what says "sent". */
+		/* At the last attempt the row lets a redrive send it. */
 		snprintf(d->err, sizeof d->err, "%s", d->not_tried);
 		res = NOTIF_SEND_DOWN;
 	} else {
@@ -687,6 +693,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		break;
 	case DELIV_ALREADY:
 	case DELIV_GIVEN_UP: /* broadcasts only (part_before) */
+	case DELIV_UNTRIED:  /* broadcasts only (not_tried) */
 		break;
 	case DELIV_FAILED:
 		evh_log(st->p, EVH_LOG_WARN,
@@ -861,23 +868,33 @@ bad:
 }
 
 typedef struct broadcast_tally {
-	int sent, already, failed, retry, parked;
-	int untried; /* not offered: the server was found down for an earlier one */
+	int sent, already, failed, retry;
+	int parked;      /* given up for a redrive, in this call or (GIVEN_UP) before */
+	int parked_here; /* ...of which given up in this call: a row written */
+	/* Not offered (the server was found down for an earlier one) and not
+	 * settled before; at the last attempt, also those its earlier parts
+	 * gave up so (GIVEN_UP from down_from on). */
+	int untried;
 	int down;    /* the server could not be talked to: try no more in this attempt */
+	/* ...from this recipient on (rs's, or an earlier part's: last_parts);
+	 * those before it were tried, or settled before. */
+	const char *down_from;
 	int stopping; /* the plugin is winding down (evh_stopping): the rest not offered */
 	int left;     /* ...how many, for the event's next delivery */
 	char last_err[512];
-	char down_err[600]; /* why the rest were not tried: their error */
+	char down_err[NOTIF_DOWN_ERR_LEN]; /* why the rest were not tried: their error */
 } broadcast_tally;
 
 /* One recipient of a broadcast; not offered, but failed temporarily with
- * `not_tried` as the error, when that is not NULL; `part_before` as
- * delivery's. Returns -1 when storage failed (the whole event is retried),
- * 0 otherwise. */
+ * t->down_err as the error, from t->down_from on. At the last attempt,
+ * `part_end` not NULL: the recipients before it were gone past by the
+ * parts committed before (delivery's part_before). Returns -1 when storage
+ * failed (the whole event is retried), 0 otherwise. */
 static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const broadcast *b,
-                         const recipient *r, const char *not_tried, int part_before,
-                         broadcast_tally *t)
+                         const recipient *r, const char *part_end, broadcast_tally *t)
 {
+	int beyond_down = t->down && t->down_from && strcmp(r->id, t->down_from) >= 0;
+	const char *not_tried = beyond_down ? t->down_err : NULL;
 	char log_id[2 * ID_MAX + 2];
 	const char *name = *r->name ? r->name : r->email;
 	notif_var vars[] = {{"name", name},
@@ -904,7 +921,7 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	d.event_attempt = evh_event_attempt(ev);
 	d.last_attempt = is_last_attempt(st, ev);
 	d.not_tried = not_tried;
-	d.part_before = part_before;
+	d.part_before = part_end && strcmp(r->id, part_end) < 0;
 	switch (deliver_once(st, tx, &d)) {
 	case DELIV_SENT:
 		t->sent++;
@@ -922,11 +939,18 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 		return 0;
 	case DELIV_PARKED:
 		t->parked++;
-		if (!not_tried)
+		t->parked_here++;
+		if (not_tried)
+			t->untried++;
+		else
 			snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		push_outcome(st, r->id, &d, NOTIF_DEAD_LETTERED, b->subject);
 		break;
-	case DELIV_GIVEN_UP: t->parked++; return 0; /* pushed when it was given up */
+	case DELIV_GIVEN_UP: /* pushed when it was given up */
+		t->parked++;
+		t->untried += beyond_down;
+		return 0;
+	case DELIV_UNTRIED: t->untried++; return 0;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;
@@ -945,6 +969,7 @@ void notif_last_parts_clear(notif_last_parts *lp)
 {
 	free(lp->topic);
 	free(lp->next_id);
+	free(lp->down_from);
 	memset(lp, 0, sizeof *lp);
 }
 
@@ -960,18 +985,21 @@ static int last_parts_match(const notif_state *st, const evh_event *ev)
 }
 
 /* This event's last attempt has gone past the recipients before `next_id`
- * in parts committed (or about to be). Out of memory nothing is kept: the
- * next part tries the mails given up before once more (a try more, never a
- * mail twice). */
+ * in parts committed (or about to be), with `t`'s error and, the server
+ * found down, where the mails not tried begin. Out of memory nothing is
+ * kept: the next part tries the mails given up before once more (a try
+ * more, never a mail twice). */
 static void last_parts_set(notif_state *st, const evh_event *ev, const char *next_id,
-                           const char *last_err)
+                           const broadcast_tally *t)
 {
 	notif_last_parts *lp = &st->last_parts;
 
 	notif_last_parts_clear(lp);
 	lp->topic = strdup(evh_event_topic(ev));
 	lp->next_id = strdup(next_id);
-	if (!lp->topic || !lp->next_id) {
+	if (t->down && t->down_from)
+		lp->down_from = strdup(t->down_from);
+	if (!lp->topic || !lp->next_id || (t->down && t->down_from && !lp->down_from)) {
 		notif_last_parts_clear(lp);
 		evh_log(st->p, EVH_LOG_WARN,
 		        "out of memory recording where a broadcast's last attempt goes on: its "
@@ -981,31 +1009,40 @@ static void last_parts_set(notif_state *st, const evh_event *ev, const char *nex
 	lp->partition = evh_event_partition(ev);
 	lp->offset = evh_event_offset(ev);
 	lp->attempt = evh_event_attempt(ev);
-	snprintf(lp->last_err, sizeof lp->last_err, "%s", last_err);
+	snprintf(lp->last_err, sizeof lp->last_err, "%s", t->last_err);
+	snprintf(lp->down_err, sizeof lp->down_err, "%s", t->down_err);
 }
 
 evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	notif_state *st = ud;
-	char why[1024], given_up[64] = "";
+	char why[1024], given_up[96] = "";
 	broadcast b;
 	broadcast_tally t;
 	recipient *rs = NULL;
 	size_t n = 0;
 	evh_event_result result = EVH_EVENT_OK;
 	size_t rest = 0; /* recipients left to a next call: this part commits first */
-	char *part_end = NULL; /* a next part of the last attempt: where the ones before ended */
+	/* A next part of the last attempt: where the ones before ended (its
+	 * next_id), and what they found. */
+	notif_last_parts before;
 	int parsed, last;
 
 	(void)p;
 	if ((parsed = parse_broadcast(ev, &b, why, sizeof why)) != 0)
 		return not_parsed(ev, parsed, why);
 	memset(&t, 0, sizeof t);
+	memset(&before, 0, sizeof before);
 	last = is_last_attempt(st, ev);
 	if (last && last_parts_match(st, ev)) {
-		part_end = st->last_parts.next_id;
-		st->last_parts.next_id = NULL;
-		snprintf(t.last_err, sizeof t.last_err, "%s", st->last_parts.last_err);
+		before = st->last_parts;
+		memset(&st->last_parts, 0, sizeof st->last_parts);
+		snprintf(t.last_err, sizeof t.last_err, "%s", before.last_err);
+		if (before.down_from) {
+			t.down = 1;
+			t.down_from = before.down_from;
+			snprintf(t.down_err, sizeof t.down_err, "%s", before.down_err);
+		}
 	}
 	notif_last_parts_clear(&st->last_parts);
 	if (recipients_load(tx, &rs, &n) < 0) {
@@ -1025,47 +1062,48 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			t.left++;
 			continue;
 		}
-		/* Once the server is found down (each try would wait out
+		/* Every broadcast_commit_every mails tried or given up the part
+		 * done commits: a failure later in a long list (a full disk, a
+		 * crash) does not undo, and mail again, what went before; the
+		 * transaction does not hold the database for the whole list;
+		 * memory remembers every mail of an uncommitted part
+		 * (notif_pending), which it could not for more than it holds. The
+		 * rest comes in the event's next call at once (KEEP_AND_CONTINUE,
+		 * no attempt used), or, with mails to retry in this part, in its
+		 * next attempt after the backoff. The last attempt too, once a mail
+		 * is given up in it: its next part knows where this one ended
+		 * (st->last_parts), and does not try again what this one gave up.
+		 * Once the server is found down (each try would wait out
 		 * smtp_timeout_ms, holding the SMTP connection and the consumer),
-		 * the rest wait for the event's next attempt, which the backoff
-		 * spaces out. Nothing is recorded for them then (memory is for
-		 * what was done); at the last attempt each still unsent gets its
-		 * dead_lettered row, for the redrive. */
-		if (t.down && !last) {
-			t.untried++;
-			continue;
-		}
-		/* Every broadcast_commit_every mails tried the part done commits: a
-		 * failure later in a long list (a full disk, a crash) does not
-		 * undo, and mail again, what went before; the transaction does not
-		 * hold the database for the whole list; memory remembers every
-		 * mail of an uncommitted part (notif_pending), which it could not
-		 * for more than it holds. The rest comes in the event's next call
-		 * at once (KEEP_AND_CONTINUE, no attempt used), or, with mails to
-		 * retry in this part, in its next attempt after the backoff. The
-		 * last attempt too, once a mail is given up in it: its next part
-		 * knows where this one ended (st->last_parts), and does not try
-		 * again what this one gave up. */
-		if (!t.down && st->commit_every > 0 &&
-		    t.sent + t.failed + t.retry >= st->commit_every) {
+		 * the rest are not tried in this attempt: they wait for the next,
+		 * which the backoff spaces out, with nothing written for them (a
+		 * part needs no end); at the last attempt each still unsent gets
+		 * its dead_lettered row, for the redrive, in parts too (tens of
+		 * thousands of rows would hold the database as long in one
+		 * transaction), whose later ones do not wait on the server again. */
+		if ((last || !t.down) && st->commit_every > 0 &&
+		    t.sent + t.failed + t.retry + t.parked_here >= st->commit_every) {
 			rest = n - i;
 			break;
 		}
-		if (t.down)
-			t.untried++;
-		if (broadcast_one(st, tx, ev, &b, &rs[i], t.down ? t.down_err : NULL,
-		                  part_end && strcmp(rs[i].id, part_end) < 0, &t) < 0) {
+		if (broadcast_one(st, tx, ev, &b, &rs[i], before.next_id, &t) < 0) {
 			evh_event_set_error(ev, t.last_err);
 			result = EVH_EVENT_RETRY;
 			goto out;
 		}
+		if (t.down && !t.down_from && i + 1 < n)
+			t.down_from = rs[i + 1].id;
 	}
 	if (rest) {
 		/* The last attempt goes on with mails to retry (memory could not
 		 * be read): a retry would dead-letter the event, the rest untried.
 		 * Unless the part settled none: going on would not get anywhere. */
-		int go_on = !t.retry || (last && t.sent + t.failed > 0);
-		if (t.parked)
+		int go_on = !t.retry || (last && t.sent + t.failed + t.parked_here > 0);
+		if (t.parked && t.untried)
+			snprintf(given_up, sizeof given_up,
+			         ", %d given up for a redrive, %d of them not tried", t.parked,
+			         t.untried);
+		else if (t.parked)
 			snprintf(given_up, sizeof given_up, ", %d given up for a redrive", t.parked);
 		evh_log(st->p, EVH_LOG_INFO,
 		        "broadcast %s: a part done (%d sent, %d already done, %d failed, %d to "
@@ -1074,7 +1112,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		        go_on ? "next part, once this one commits" : "event's next attempt",
 		        evh_event_attempt(ev));
 		if (go_on && last)
-			last_parts_set(st, ev, rs[n - rest].id, t.last_err);
+			last_parts_set(st, ev, rs[n - rest].id, &t);
 		if (!go_on)
 			snprintf(why, sizeof why,
 			         "%d of %zu deliveries to retry, %zu not tried yet; last error: %s",
@@ -1152,10 +1190,11 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 out:
 	/* This part ends the attempt, or is done again should it not commit:
 	 * a redo of it (after a failed commit, at the same attempt) still
-	 * knows where the parts committed before ended. */
-	if (part_end && !st->last_parts.topic)
-		last_parts_set(st, ev, part_end, t.last_err);
-	free(part_end);
+	 * knows where the parts committed before ended, and what they found. */
+	if (before.topic && !st->last_parts.topic)
+		st->last_parts = before;
+	else
+		notif_last_parts_clear(&before);
 	recipients_free(rs, n);
 	cJSON_Delete(b.root);
 	return result;

@@ -23,18 +23,24 @@ typedef struct notif_templates {
 	notif_text broadcast_txt, broadcast_html;
 } notif_templates;
 
+#define NOTIF_DOWN_ERR_LEN 600 /* a mail not tried: "not tried: ..." and the error */
+
 /* A broadcast's last attempt going on in parts (EVH_EVENT_KEEP_AND_CONTINUE):
  * the event (where it lies, and the attempt) and the recipient its next part
  * begins at; the mails an earlier part gave up, before that one, are not
  * tried again, by a later part nor by a redo of one whose commit failed
- * (notif_events.c). Kept until the next broadcast's call. `topic` NULL:
- * none. Consumer thread only. */
+ * (notif_events.c). Once the server was found down, the recipient from
+ * which on none is tried in this attempt, and their error: the later parts
+ * give those up without waiting on the server again. Kept until the next
+ * broadcast's call. `topic` NULL: none. Consumer thread only. */
 typedef struct notif_last_parts {
 	char *topic, *next_id;
+	char *down_from; /* NULL: the server was not found down */
 	int32_t partition;
 	int64_t offset;
 	int attempt;
 	char last_err[512]; /* a mail's given up, for the event's error */
+	char down_err[NOTIF_DOWN_ERR_LEN];
 } notif_last_parts;
 
 typedef struct notif_state {

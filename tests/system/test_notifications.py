@@ -1117,15 +1117,16 @@ def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
     # A part with a mail to retry (greylisted u-1) ends as a retry: the rest
     # waits for the backoff, an attempt used. The last attempt gives u-1 up
     # for a redrive and goes on in parts too (its next part does not try u-1
-    # again); everyone else has one mail.
+    # again; a mail given up counts as one of the part's 3); everyone else
+    # has one mail.
     env, addrs = chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, 3)
     smtp_server.replies[addrs[1]] = "451 4.7.1 greylisted, try again later"
     broadcast_raw(env, "parts-2", "Greylisted part")
-    env.d.wait_for_log("broadcast parts-2: 2 sent, 7 already done, 0 failed, 0 to retry, "
+    env.d.wait_for_log("broadcast parts-2: 3 sent, 6 already done, 0 failed, 0 to retry, "
                        "1 given up for a redrive (attempt 3)", timeout=60)
     text = env.d.log_text()
-    assert ("broadcast parts-2: a part done (3 sent, 4 already done, 0 failed, 0 to retry, "
-            "1 given up for a redrive); 2 of 10 recipient(s) left for the next part, once "
+    assert ("broadcast parts-2: a part done (2 sent, 4 already done, 0 failed, 0 to retry, "
+            "1 given up for a redrive); 3 of 10 recipient(s) left for the next part, once "
             "this one commits (attempt 3)") in text, text
     assert smtp_server.refused == {addrs[1]: 3}
     assert ("broadcast parts-2: a part done (2 sent, 0 already done, 0 failed, 1 to retry); "
@@ -1175,8 +1176,8 @@ def test_a_last_attempt_past_the_memory_commits_in_parts_and_mails_no_one_twice(
     text = env.d.log_text()
     assert "COMMIT: database or disk is full" in text, text
     assert broadcast_mails(smtp_server, "Past memory") == {a: 1 for a in addrs[1:]}
-    assert ("broadcast past-memory: a part done (3 sent, 0 already done, 0 failed, 0 to retry, "
-            "1 given up for a redrive); 76 of 80 recipient(s) left for the next part, once "
+    assert ("broadcast past-memory: a part done (2 sent, 0 already done, 0 failed, 0 to retry, "
+            "1 given up for a redrive); 77 of 80 recipient(s) left for the next part, once "
             "this one commits (attempt 1)") in text, text
     # Tried once: not again by the later parts, nor by the redo of the last.
     assert smtp_server.refused == {addrs[0]: 1}, smtp_server.refused
@@ -1187,6 +1188,113 @@ def test_a_last_attempt_past_the_memory_commits_in_parts_and_mails_no_one_twice(
     finally:
         con.close()
     assert rows == [(addrs[0], "dead_lettered")], rows
+
+
+class RepliesInTurn(dict):
+    """SmtpSink.rcpt_replies whose values are lists: each RCPT TO an address
+    takes its next reply, the last one for good."""
+
+    def get(self, key, default=None):
+        said = super().get(key)
+        if not said:
+            return default
+        return said.pop(0) if len(said) > 1 else said[0]
+
+
+def broadcast_rows(env, bid):
+    """{recipient's user id: [status, ...]} of the broadcast's log rows."""
+    con = env.db()
+    try:
+        rows = con.execute("SELECT event_id, status FROM notifications_log"
+                           " WHERE event_id LIKE ?", (f"{bid}:%",)).fetchall()
+    finally:
+        con.close()
+    out = collections.defaultdict(list)
+    for event_id, status in rows:
+        out[event_id.split(":", 1)[1]].append(status)
+    return dict(out)
+
+
+def test_a_broadcast_counts_as_not_tried_only_the_mails_not_done_before(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # u-1 is greylisted at the first attempt (its part ends there: u-0 and
+    # u-2 sent), then the server closes the session at it (421: down). The
+    # recipients after it are not tried, but u-2 was mailed at attempt 1:
+    # the log used to count it among those "not tried" (8 of 10, not 7), at
+    # the next attempt and at the last. The last attempt, the server found
+    # down, gives the rest up in parts of broadcast_commit_every (3) rows,
+    # not in one transaction, and counts as given up the ones before.
+    env, addrs = chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, 3)
+    smtp_server.rcpt_replies = RepliesInTurn(
+        {addrs[1]: ["451 4.7.1 greylisted, try again later",
+                    "421 4.3.2 service shutting down"]})
+    broadcast_raw(env, "untried", "Untried")
+    letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
+                                timeout=60, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_id"] for m in letters] == ["ev-untried"]
+    text = env.d.log_text()
+    assert ("broadcast untried: 0 sent, 2 already done, 0 failed, 8 to retry, 0 given up "
+            "for a redrive (attempt 2)") in text, text
+    for attempt, how in ((2, "left to the event's next attempt"),
+                         (3, "given up for a redrive (those not sent before)")):
+        line = re.search(rf"broadcast untried: the mail server could not be reached "
+                         rf"\(.*\): (\d+) of 10 recipient\(s\) not tried in attempt "
+                         rf"{attempt}, {re.escape(how)}", text)
+        assert line and line.group(1) == "7", (attempt, text)
+    for given_up, untried, left in ((3, 2, 5), (6, 5, 2)):
+        assert (f"broadcast untried: a part done (0 sent, 2 already done, 0 failed, 0 to "
+                f"retry, {given_up} given up for a redrive, {untried} of them not tried); "
+                f"{left} of 10 recipient(s) left for the next part, once this one commits "
+                "(attempt 3)") in text, text
+    assert ("broadcast untried: 0 sent, 2 already done, 0 failed, 0 to retry, 8 given up "
+            "for a redrive (attempt 3)") in text, text
+    assert broadcast_mails(smtp_server, "Untried") == {addrs[0]: 1, addrs[2]: 1}
+    ids = [a.split("@")[0] for a in addrs]
+    assert broadcast_rows(env, "untried") == \
+        {u: ["sent" if i in (0, 2) else "dead_lettered"] for i, u in enumerate(ids)}
+
+
+def test_a_last_attempt_with_the_server_down_gives_the_rest_up_in_parts(
+        evhostd, build_dir, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # The single attempt finds the server down at the third recipient (421):
+    # the rest are not tried, each gets its "dead_lettered" row for the
+    # redrive. Those rows used to go in one transaction, however many (the
+    # commit-in-parts bound counted mails tried only); they go in parts of
+    # broadcast_commit_every (5) too. The first part's COMMIT fails (a full
+    # disk, switched on at the second mail): its redo mails no one again,
+    # and each recipient ends with exactly one row.
+    switch = tmp_path / "next-write-fails"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "broadcast_commit_every": 5, "retry.max_attempts": 1, "list_role": ""},
+              user=False, env=lib.faults_preloaded(build_dir, sqlite_write_file=switch,
+                                                   sqlite_db="notifications.db"))
+    ids = sorted(add_recipients(env, 20))
+    addrs = [f"{uid}@example.com" for uid in ids]
+    smtp_server.rcpt_replies[addrs[2]] = "421 4.3.2 service shutting down"
+    smtp_server.on_kept = lambda msg: msg.envelope_to == [addrs[1]] and switch.touch()
+    broadcast_raw(env, "down-parts", "Down parts")
+    letters = lib.kafka_consume(f"{env.topics['broadcast']}.notifications.dlq", count=1,
+                                timeout=60, brokers=kafka_bootstrap)
+    assert [m["headers"]["ce_id"] for m in letters] == ["ev-down-parts"]
+    assert not switch.exists()
+    text = env.d.log_text()
+    assert "COMMIT: database or disk is full" in text, text
+    # The part that failed to commit, then its redo and the parts after it.
+    assert ("broadcast down-parts: a part done (2 sent, 0 already done, 0 failed, 0 to retry, "
+            "3 given up for a redrive, 2 of them not tried); 15 of 20 recipient(s) left for "
+            "the next part, once this one commits (attempt 1)") in text, text
+    for given_up, left in ((5, 13), (10, 8), (15, 3)):
+        assert (f"broadcast down-parts: a part done (0 sent, 2 already done, 0 failed, 0 to "
+                f"retry, {given_up} given up for a redrive, {given_up - 1} of them not "
+                f"tried); {left} of 20 recipient(s) left for the next part, once this one "
+                "commits (attempt 1)") in text, text
+    assert ("broadcast down-parts: 0 sent, 2 already done, 0 failed, 0 to retry, 18 given up "
+            "for a redrive (attempt 1)") in text, text
+    assert "17 of 20 recipient(s) not tried in attempt 1" in text, text
+    assert broadcast_mails(smtp_server, "Down parts") == {addrs[0]: 1, addrs[1]: 1}
+    assert broadcast_rows(env, "down-parts") == \
+        {u: ["sent" if i < 2 else "dead_lettered"] for i, u in enumerate(ids)}
 
 
 def test_a_server_that_never_greets_stops_a_broadcast_at_the_first_recipient(
