@@ -2814,11 +2814,16 @@ static void drop_slots(struct consumer *c, const rd_kafka_topic_partition_list_t
 			i++;
 			continue;
 		}
-		log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": pending %s dropped; it is "
-		                    "redelivered from the committed offset",
-		         plugin_label(c), s->topic, s->partition,
-		         s->msg ? s->msg->offset : s->resume_offset - 1,
-		         s->dead ? "dead letter" : "retry");
+		if (s->msg)
+			log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": pending %s dropped; it is "
+			                    "redelivered from the committed offset",
+			         plugin_label(c), s->topic, s->partition, s->msg->offset,
+			         s->dead ? "dead letter" : "retry");
+		else /* done with; only its seek past it was yet to succeed */
+			log_info(KAFKA_LOG, "%s: %s [%" PRId32 "] @%" PRId64 ": done with, its seek to "
+			                    "the next message dropped; the partition goes on from the "
+			                    "committed offset",
+			         plugin_label(c), s->topic, s->partition, s->resume_offset - 1);
 		if (resume)
 			partition_pause(c, s->topic, s->partition, 0);
 		slot_remove(c, s);
