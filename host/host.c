@@ -39,33 +39,40 @@
 /* How long the start waits for a broker's answer before it says none came. */
 #define START_PROBE_MS 1000
 
-/* A section's content in a canonical form: sorted "key=value" lines. Two
- * configurations that differ only in file layout or key order compare equal,
- * so moving a key between drop-ins does not restart a plugin. */
+/* A plugin's section in a canonical form: sorted "key=value" lines, each
+ * value as the plugin is given it. Two configurations that differ only in
+ * file layout or key order compare equal, so moving a key between drop-ins
+ * does not restart a plugin; a relative path moved between evhost.conf and
+ * conf.d names another file, and does. */
 static int entry_cmp(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static char *section_signature(const cfg *c, const char *section)
+static char *section_signature(const cfg *c, const evh_plugin *p)
 {
 	char **lines = NULL, *out = NULL;
 	size_t n = 0, total = 1;
 
 	for (size_t i = 0; i < c->n; i++) {
 		const cfg_entry *e = &c->v[i];
-		char **grown;
+		char **grown, *value;
 		size_t len;
 
-		if (strcmp(e->section, section) != 0)
+		if (strcmp(e->section, p->section) != 0)
 			continue;
 		if (!(grown = realloc(lines, (n + 1) * sizeof *lines)))
 			goto out;
 		lines = grown;
-		len = strlen(e->key) + strlen(e->value) + 3;
-		if (!(lines[n] = malloc(len)))
+		if (!(value = plugin_entry_value(p, e)))
 			goto out;
-		snprintf(lines[n], len, "%s=%s\n", e->key, e->value);
+		len = strlen(e->key) + strlen(value) + 3;
+		lines[n] = malloc(len);
+		if (lines[n])
+			snprintf(lines[n], len, "%s=%s\n", e->key, value);
+		free(value);
+		if (!lines[n])
+			goto out;
 		total += len;
 		n++;
 	}
@@ -554,7 +561,7 @@ int host_configure(host *h, const char *conf_file, diag *d)
 		}
 		/* An error, not a plugin left out: a reload would take it for
 		 * removed and stop it. */
-		if (!(p->signature = section_signature(&h->cfg, p->section)) ||
+		if (!(p->signature = section_signature(&h->cfg, p)) ||
 		    host_reserve_plugin(h, NULL) != 0) {
 			diag_add(d, ps->file, ps->line, "[%s] out of memory", ps->section);
 			plugin_destroy(p);

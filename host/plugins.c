@@ -870,6 +870,26 @@ static void check_file(const evh_plugin *p, const cfg *c, const cfg_entry *e,
 	close(fd);
 }
 
+static int is_host_owned(const char *key)
+{
+	for (const char *const *o = host_owned_keys; *o; o++)
+		if (!strcmp(*o, key))
+			return 1;
+	return 0;
+}
+
+static int is_path_type(const evh_config_key *k)
+{
+	return k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE || k->type == EVH_CFG_DIR;
+}
+
+char *plugin_entry_value(const evh_plugin *p, const cfg_entry *e)
+{
+	const evh_config_key *k =
+	    is_host_owned(e->key) ? NULL : schema_find(p->desc->config, e->key);
+	return k && is_path_type(k) ? resolve_path(e->value, e->file) : strdup(e->value);
+}
+
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 {
 	size_t before = diag_count(d);
@@ -881,15 +901,12 @@ int plugin_configure(evh_plugin *p, const cfg *c, diag *d)
 	for (size_t i = 0; i < c->n; i++) {
 		const cfg_entry *e = &c->v[i];
 		const evh_config_key *k;
-		int owned = 0;
 
 		if (strcmp(e->section, p->section) != 0)
 			continue;
-		for (const char *const *o = host_owned_keys; *o; o++)
-			owned |= !strcmp(*o, e->key);
-		if (owned || !(k = schema_find(p->desc->config, e->key)))
+		if (is_host_owned(e->key) || !(k = schema_find(p->desc->config, e->key)))
 			continue;
-		if (k->type == EVH_CFG_PATH || k->type == EVH_CFG_FILE || k->type == EVH_CFG_DIR) {
+		if (is_path_type(k)) {
 			char *path = resolve_path(e->value, e->file);
 			int rc = path ? cfg_set(p, e->key, path) : -1;
 			if (!rc && k->type != EVH_CFG_PATH && *e->value)

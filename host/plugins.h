@@ -104,6 +104,10 @@ evh_plugin *plugin_reopen(const evh_plugin *p, char *err, size_t errlen);
 /* Validate the plugin's [plugin.NAME] keys against its schema (into `d`) and
  * load its values: 0, -1 when refused, -2 out of memory. */
 int plugin_configure(evh_plugin *p, const cfg *c, diag *d);
+/* A [plugin.NAME] entry's value as p is given it: a relative value of a key
+ * of type path, file or dir resolved against the directory of the file that
+ * set it, any other value as written. Malloc'd; NULL: out of memory. */
+char *plugin_entry_value(const evh_plugin *p, const cfg_entry *e);
 /* The plugin's own check of its values (the descriptor's `check`, ABI 1.7),
  * after plugin_configure succeeded: each evh_config_error it makes goes to
  * `d` as "FILE:LINE: [plugin.NAME] KEY: message", at the line that set KEY

@@ -174,6 +174,31 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
     assert d.get("/probe/seen").status_code == 200
 
 
+def test_a_relative_path_moved_to_another_directory_is_a_change(evhostd, build_dir, tmp_path):
+    """A relative path of a plugin's key is resolved against the directory of
+    the file that sets it: moved from evhost.conf into conf.d, the same text
+    names another directory. The reload compared the text, called the plugin
+    unchanged, and left it running with the old directory."""
+    cfg = tmp_path / "cfg"
+    for where in (cfg / "assets", cfg / "conf.d" / "assets"):
+        where.mkdir(parents=True)
+    section = {"path": fixture_plugin(build_dir, "good"), "assets_dir": "assets"}
+    d = evhostd({"plugin.good": section}, config_dir=cfg)
+    lines = "".join(f"{k} = {v}\n" for k, v in section.items())
+    text = d.config_file.read_text()
+    start = text.index("[plugin.good]")
+    end = text.find("\n[", start + 1)
+    d.config_file.write_text(text[:start] + (text[end + 1:] if end >= 0 else ""))
+    write_dropin(d, "10-good.conf", "[plugin.good]\n" + lines)
+    reload(d, "reload done")
+    assert "1 started, 1 stopped, 0 unchanged" in d.log_text(), d.log_tail()
+    assert "plugin 'good': configuration changed" in d.log_text()
+    # Moved within conf.d (one directory): the same path, not a change.
+    write_dropin(d, "10-good.conf", "")
+    write_dropin(d, "20-good.conf", "[plugin.good]\n" + lines)
+    reload(d, "0 started, 0 stopped, 1 unchanged")
+
+
 def test_a_restarted_plugins_paths_answer_503_until_its_new_instance_routes_them(
         evhostd, build_dir, kafka_bootstrap, unique_name):
     # Its routes left the router before its new instance's init routed them
