@@ -1,11 +1,14 @@
 /* Logging: one line per event on stderr, text for people at a terminal and
- * JSON lines for journald and log shippers. Each line goes out in a single
- * write() so lines from concurrent threads never interleave. */
+ * JSON lines for journald and log shippers. Lines from concurrent threads
+ * never interleave: each goes out whole under write_mu (one write() is not
+ * enough: a pipe takes at most 4096 bytes at once when full, and a longer
+ * line went out in parts with other threads' lines between them). */
 #include "log.h"
 #include "clock.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -300,6 +303,9 @@ static void log_format_json(line_buf *b, const char *ts, int level, const char *
 	lb_putc(b, '}');
 }
 
+static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* Under write_mu. */
 static void log_write_all(const char *p, size_t len)
 {
 	while (len > 0) {
@@ -359,9 +365,11 @@ static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *co
 	if (!b.p) {
 		/* Better an unadorned line than a lost one. */
 		msg[strcspn(msg, "\n")] = '\0';
+		pthread_mutex_lock(&write_mu);
 		log_write_all(prio, strlen(prio));
 		log_write_all(msg, strlen(msg));
 		log_write_all("\n", 1);
+		pthread_mutex_unlock(&write_mu);
 		return;
 	}
 	lb_puts(&b, prio);
@@ -371,7 +379,9 @@ static void log_vmsg(int threshold, int ctx, evh_log_level level, const char *co
 	else
 		log_format_json(&b, ts, lvl, comp, msg, req, trace);
 	b.p[b.len++] = '\n'; /* lb_* always leave room for this */
+	pthread_mutex_lock(&write_mu);
 	log_write_all(b.p, b.len);
+	pthread_mutex_unlock(&write_mu);
 	free(b.p);
 }
 
