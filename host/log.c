@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -305,13 +306,28 @@ static void log_format_json(line_buf *b, const char *ts, int level, const char *
 
 static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
 
+/* How long a line waits for room on a stderr set non-blocking (by whoever
+ * shares its file description): a reader that lags is waited for, one that
+ * is gone costs each line this much at most. */
+#define LOG_WAIT_ROOM_MS 1000
+
 /* Under write_mu. */
 static void log_write_all(const char *p, size_t len)
 {
+	int64_t until = 0;
 	while (len > 0) {
 		ssize_t n = write(STDERR_FILENO, p, len);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			struct pollfd room = {.fd = STDERR_FILENO, .events = POLLOUT};
+			int64_t now = clock_mono_ms();
+			if (!until)
+				until = now + LOG_WAIT_ROOM_MS;
+			if (now < until && poll(&room, 1, (int)(until - now)) >= 0)
+				continue;
+			return; /* the line is lost: there is no one to tell */
+		}
 		if (n <= 0)
 			return; /* nowhere left to complain to */
 		p += n;

@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,17 +83,20 @@ static int whole(const char *line, const char *end)
 	return msg[6 * MSG_BYTES] == '"';
 }
 
-static void lines_of_concurrent_threads_do_not_interleave(void **state)
+/* Three writers' lines into a pipe (set non-blocking with `nonblocking`)
+ * whose reader lags: each line whole, none lost. */
+static void lines_into_a_lagging_pipe(int nonblocking)
 {
 	static const char letters[WRITERS] = {1, 2, 3};
 	pthread_t writers[WRITERS], reader;
 	struct reader r = {0};
 	int fds[2], saved, lines = 0, bad = 0;
 	char *line, *next;
-	(void)state;
 	unsetenv("JOURNAL_STREAM");
 	log_setup(EVH_LOG_INFO, LOG_FORMAT_JSON);
 	assert_int_equal(pipe(fds), 0);
+	if (nonblocking)
+		assert_int_equal(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
 	saved = dup(STDERR_FILENO);
 	assert_true(saved >= 0);
 	assert_int_equal(dup2(fds[1], STDERR_FILENO), STDERR_FILENO);
@@ -125,10 +129,26 @@ static void lines_of_concurrent_threads_do_not_interleave(void **state)
 	assert_int_equal(lines, WRITERS * LINES);
 }
 
+static void lines_of_concurrent_threads_do_not_interleave(void **state)
+{
+	(void)state;
+	lines_into_a_lagging_pipe(0);
+}
+
+/* A stderr set non-blocking (O_NONBLOCK is the file description's: whoever
+ * shares it may set it) answered a full pipe EAGAIN, and the line was
+ * dropped; it waits for room now, as a blocking one does. */
+static void a_non_blocking_stderr_loses_no_line(void **state)
+{
+	(void)state;
+	lines_into_a_lagging_pipe(1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(lines_of_concurrent_threads_do_not_interleave),
+		cmocka_unit_test(a_non_blocking_stderr_loses_no_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
