@@ -1,6 +1,7 @@
 #define _GNU_SOURCE /* REG_RSP */
 #include "crash.h"
 
+#include <ctype.h>
 #include <execinfo.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -64,10 +65,12 @@ const char *crash_plugin(void) { return ctx.kind == CRASH_NONE ? NULL : ctx.plug
 
 /* The event a crash of the last run happened on (read at start), and where
  * the handler writes the next one: "COUNT PARTITION OFFSET PLUGIN TOPIC
- * EVENT_ID\n", COUNT the starts in a row that crashed on that event. The id
- * (the rest of the line) also finds the event's copies at other offsets
- * (the relay sends an event again when it crashed before the broker's
- * acknowledgement was recorded). */
+ * ID\n", COUNT the starts in a row that crashed on that event, ID "h:" and
+ * the event id's bytes in hex (an id is any bytes: one that began with a
+ * space or held a newline came back another id, and its copies were not
+ * known), or "-" for none or one of RECORD_ID_MAX bytes or more. The id
+ * also finds the event's copies at other offsets (the relay sends an event
+ * again when it crashed before the broker's acknowledgement was recorded). */
 #define RECORD_ID_MAX 256
 static char record_path[PATH_MAX];
 static struct {
@@ -79,9 +82,41 @@ static struct {
 } last;
 static atomic_int last_set; /* `last` holds a record not cleared yet */
 
+/* The ID field of a record into last.id: 0, or -1 when it is not one. An
+ * older evhostd wrote the id as it was (its copies were matched when it held
+ * no space or newline): taken as it is. */
+static int record_id_read(const char *field)
+{
+	size_t n = strlen(field);
+	if (!strcmp(field, "-")) {
+		last.id[0] = '\0';
+		return 0;
+	}
+	if (strncmp(field, "h:", 2)) {
+		if (n >= sizeof last.id)
+			return -1;
+		memcpy(last.id, field, n + 1);
+		return 0;
+	}
+	field += 2;
+	n -= 2;
+	if (n % 2 || n / 2 >= sizeof last.id)
+		return -1;
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned v;
+		if (!isxdigit((unsigned char)field[2 * i]) ||
+		    !isxdigit((unsigned char)field[2 * i + 1]) ||
+		    sscanf(field + 2 * i, "%2x", &v) != 1 || !v)
+			return -1;
+		last.id[i] = (char)v;
+	}
+	last.id[n / 2] = '\0';
+	return 0;
+}
+
 void crash_record_open(const char *state_dir)
 {
-	char line[1024];
+	char line[2048], id[2 * RECORD_ID_MAX + 8];
 	struct stat st;
 	FILE *f;
 	int n = -1;
@@ -97,10 +132,10 @@ void crash_record_open(const char *state_dir)
 	                                   : (int64_t)st.st_mtim.tv_sec * 1000 +
 	                                         st.st_mtim.tv_nsec / 1000000;
 	if (fgets(line, sizeof line, f))
-		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s %255[^\n]", &last.count,
-		           &last.partition, &last.offset, last.plugin, last.topic, last.id);
+		n = sscanf(line, "%ld %" SCNd32 " %" SCNd64 " %127s %255s %519s", &last.count,
+		           &last.partition, &last.offset, last.plugin, last.topic, id);
 	fclose(f);
-	if (n == 6 && last.count > 0) {
+	if (n == 6 && last.count > 0 && record_id_read(id) == 0) {
 		atomic_store(&last_set, 1);
 		log_warn("host", "the last run crashed in plugin '%s' handling event %s of %s [%d] "
 		                 "at offset %" PRId64 " (%ld start%s in a row)%s",
@@ -150,10 +185,13 @@ void crash_record_clear(void)
 
 #if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 
+/* Room for the FATAL line's longest: its own text, a plugin's name, a
+ * topic's, and each field that came from outside cut at SHOWN_MAX. */
 typedef struct {
-	char buf[1024];
+	char buf[2048];
 	size_t n;
 } line;
+#define SHOWN_MAX 256
 
 /* How far above the handler's frame a fault counts as on this thread's
  * stack: a large local array in a plugin's handler jumps past the stack's
@@ -175,10 +213,17 @@ static void put(line *l, const char *s)
 
 /* put() of text that came from outside (a request's decoded path, an
  * event's id): a byte below 0x20 or 0x7f as \xNN, so that a path holding
- * "%0A{...}" neither splits the line nor forges a second one. */
+ * "%0A{...}" neither splits the line nor forges a second one; past
+ * SHOWN_MAX bytes of it, "...", so that what follows it (the event's place,
+ * the line's end) is not cut off. */
 static void put_escaped(line *l, const char *s)
 {
+	size_t end = l->n + SHOWN_MAX;
 	for (; s && *s && l->n + 4 < sizeof l->buf - 1; s++) {
+		if (l->n + 4 > end) {
+			put(l, "...");
+			return;
+		}
 		unsigned char c = (unsigned char)*s;
 		if (c >= 0x20 && c != 0x7f) {
 			l->buf[l->n++] = (char)c;
@@ -231,6 +276,22 @@ static void put_hex(line *l, uintptr_t v)
 	put(l, d + i);
 }
 
+/* The record's ID field (crash_record_open's). */
+static void put_record_id(line *l, const char *id)
+{
+	size_t n = id ? strlen(id) : 0;
+	if (!n || n >= RECORD_ID_MAX) {
+		put(l, "-");
+		return;
+	}
+	put(l, "h:");
+	for (size_t i = 0; i < n && l->n + 2 < sizeof l->buf - 1; i++) {
+		unsigned char c = (unsigned char)id[i];
+		l->buf[l->n++] = "0123456789abcdef"[c >> 4];
+		l->buf[l->n++] = "0123456789abcdef"[c & 15];
+	}
+}
+
 /* The event this thread crashed on, for the next start (crash_record_*):
  * open, write, clock_gettime, futimens and fsync are async-signal-safe.
  * Said on the line. The record's time is the crash's to the nanosecond: the
@@ -252,8 +313,9 @@ static void record_event(line *l)
 	put_int(&r, ctx.n1);
 	put(&r, " ");
 	put_int(&r, ctx.n2);
-	put_all(&r, " ", ctx.plugin, " ", ctx.a, " ", ctx.c && *ctx.c ? ctx.c : "-", "\n",
-	        (char *)NULL);
+	put_all(&r, " ", ctx.plugin, " ", ctx.a, " ", (char *)NULL);
+	put_record_id(&r, ctx.c);
+	put(&r, "\n");
 	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
 	written = fd >= 0 && write(fd, r.buf, r.n) == (ssize_t)r.n;
 	if (written && clock_gettime(CLOCK_REALTIME, &when[0]) == 0) {
@@ -344,6 +406,8 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 	if (ctx.kind == CRASH_EVENT)
 		record_event(&l);
 	put(&l, "; the daemon stops. Backtrace:\n");
+	if (l.buf[l.n - 1] != '\n') /* cut short: still one line */
+		l.buf[l.n - 1] = '\n';
 	(void)!write(STDERR_FILENO, l.buf, l.n);
 	n = backtrace(frames, (int)(sizeof frames / sizeof frames[0]));
 	backtrace_symbols_fd(frames, n, STDERR_FILENO);

@@ -136,6 +136,26 @@ static void a_crash_on_a_copy_counts_on(void **state)
 	assert_int_equal(access(f->path, F_OK), -1);
 }
 
+/* An event id is any bytes but NUL: one that began with a space or held a
+ * newline was read back as another id (the record kept it as it was, and
+ * the reader skipped the space, stopped at the newline), so a copy of the
+ * event at another offset crashed the daemon twice more. */
+static void a_copy_of_an_event_with_any_id_is_known(void **state)
+{
+	static const char *const ids[] = {" ev-4", "ev\n4", "ev 4\t", "-", "h:41"};
+	fixture *f = *state;
+	int at_place = -1;
+	skip_if_sanitized();
+	for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+		crash_on(f, 5, ids[i]);
+		crash_record_open(f->dir);
+		assert_int_equal(crash_record_match("probe", "orders", 1, 9, ids[i], &at_place), 1);
+		assert_int_equal(at_place, 0);
+		assert_int_equal(crash_record_match("probe", "orders", 1, 9, "ev-4", &at_place), 0);
+		crash_record_clear();
+	}
+}
+
 /* The FATAL line: one line whatever the crashed request's path holds (a
  * decoded "%0A" forged a second line, plain text among JSON ones), and, on
  * the journal's stream, at syslog's crit ("<2>"), not at info with the
@@ -182,6 +202,63 @@ static void the_fatal_line_is_one_line_at_its_priority(void **state)
 	                             "(request id r-1)"));
 }
 
+/* However long the fields that came from outside (a path of 1500 bytes, an
+ * id of 255 control bytes, 4 characters each on the line), the FATAL line
+ * keeps its end: the event's place, the record's note, the newline before
+ * the backtrace. The line was cut at 1023 bytes, and the first frame of
+ * the backtrace glued onto it. */
+static void the_fatal_line_keeps_its_end(void **state)
+{
+	fixture *f = *state;
+	char out[128], text[8192] = "", path[1501], id[256];
+	FILE *fp;
+	size_t n;
+	int status, fd;
+	pid_t pid;
+	skip_if_sanitized();
+	memset(path, 'p', sizeof path - 1);
+	path[0] = '/';
+	path[sizeof path - 1] = '\0';
+	memset(id, 1, sizeof id - 1);
+	id[sizeof id - 1] = '\0';
+	snprintf(out, sizeof out, "%s/stderr", f->dir);
+	for (int kind = 0; kind < 2; kind++) {
+		fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		assert_true(fd >= 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct rlimit no_core = {0, 0};
+			(void)setrlimit(RLIMIT_CORE, &no_core);
+			dup2(fd, STDERR_FILENO);
+			unsetenv("JOURNAL_STREAM");
+			crash_handlers_install();
+			crash_record_open(f->dir);
+			if (kind == 0)
+				crash_enter_http("probe", "GET", path, "r-1");
+			else
+				crash_enter_event("probe", "orders", 1, 5, id);
+			raise(SIGSEGV);
+			_exit(0); /* not reached */
+		}
+		close(fd);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFSIGNALED(status));
+		fp = fopen(out, "r");
+		assert_non_null(fp);
+		n = fread(text, 1, sizeof text - 1, fp);
+		fclose(fp);
+		text[n] = '\0';
+		text[strcspn(text, "\n")] = '\0'; /* the first line */
+		assert_non_null(strstr(text, "; the daemon stops. Backtrace:"));
+		if (kind == 0)
+			assert_non_null(strstr(text, "p... (request id r-1); the daemon stops."));
+		else
+			assert_non_null(strstr(text, "\\x01... of orders [1] at offset 5 (not committed"));
+	}
+	crash_record_clear();
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +266,9 @@ int main(void)
 		                                teardown),
 		cmocka_unit_test_setup_teardown(the_record_has_the_crash_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_crash_on_a_copy_counts_on, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_copy_of_an_event_with_any_id_is_known, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(the_fatal_line_keeps_its_end, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
