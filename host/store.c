@@ -465,16 +465,34 @@ static int yield_first(store *s, int64_t until_ms)
 }
 
 static void group_commit_locked(store *s);
+static void store_unlock(store *s);
 
-/* The lock for anything but a group member: an open group is committed
- * first, so what follows never sees (or mixes with) a member's writes. */
-static int store_lock(store *s)
+/* The lock just taken (status EVH_OK) by anything but a group member: an
+ * open group is committed first, so what follows never sees (or mixes with)
+ * a member's writes; then a transaction a failed ROLLBACK left open (the
+ * group's, or another's: rollback_if_open) is ended, else a statement run
+ * next in autocommit (a redrive's mark) went into it, was reported done,
+ * and was rolled back with it by the next BEGIN. EVH_ENOMEM, unlocked,
+ * when it cannot be. */
+static int lock_settled(store *s, int status)
 {
-	int status = lock_raw(s);
-	if (!status && s->gopen)
+	if (status)
+		return status;
+	if (s->gopen)
 		group_commit_locked(s);
-	return status;
+	if (!sqlite3_get_autocommit(s->db))
+		rollback_if_open(s->db);
+	if (sqlite3_get_autocommit(s->db))
+		return EVH_OK;
+	snprintf(thread_error, sizeof thread_error,
+	         "%s: out of memory ending a transaction left open",
+	         sqlite3_db_filename(s->db, "main"));
+	store_unlock(s);
+	return EVH_ENOMEM;
 }
+
+/* The lock for anything but a group member (lock_settled). */
+static int store_lock(store *s) { return lock_settled(s, lock_raw(s)); }
 
 /* store_lock for the relay's delivery records, waiting at most `ms`
  * (then EVH_EBUSY): transactions about to begin wait until it has the lock
@@ -492,9 +510,7 @@ static int store_lock_first(store *s, int ms)
 		pthread_cond_broadcast(&s->first_cv);
 		pthread_mutex_unlock(&s->first_mu);
 	}
-	if (!status && s->gopen)
-		group_commit_locked(s);
-	return status;
+	return lock_settled(s, status);
 }
 
 void store_note_damaged(store *s, const char *found)
@@ -2016,13 +2032,7 @@ static int lock_within(store *s, int ms, int member)
 
 /* store_lock, waiting at most `ms` (lock_within): for the relay's upkeep,
  * which a plugin's long transaction must not hold up. */
-static int store_lock_within(store *s, int ms)
-{
-	int status = lock_within(s, ms, 0);
-	if (!status && s->gopen)
-		group_commit_locked(s);
-	return status;
-}
+static int store_lock_within(store *s, int ms) { return lock_settled(s, lock_within(s, ms, 0)); }
 
 int store_tx_begin_plugin(store *s, evh_tx **out)
 {

@@ -1001,6 +1001,28 @@ static void test_store_group_member_rollback_without_memory(void **state)
 	table_store_check_close(&t, "1,3");
 }
 
+/* A transaction a failed ROLLBACK left open was ended by the next BEGIN
+ * only: a write made in autocommit before that (the admin's mark that a
+ * dead letter was redriven) went into it, was reported done, and was
+ * rolled back with it, so a later "redrive all" sent the dead letter again. */
+static void test_store_autocommit_write_after_a_failed_rollback_is_kept(void **state)
+{
+	struct table_store t;
+	evh_tx *tx = NULL;
+	(void)state;
+	table_store_open(&t, "mark.db");
+	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
+	rollback_without_memory(tx);
+	assert_int_equal(store_dlq_mark_redriven(t.s, "t.dlq", 0, 5, 1000, "t", 0, 7), EVH_OK);
+	/* The next transaction begins (and ends what was left open, if it was). */
+	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_dlq_redriven(t.s, "t.dlq", 0, 5, 1000), 1);
+	table_store_check_close(&t, "2");
+}
+
 /* synchronous as the next transaction sees it: 2 is FULL. */
 static int64_t synchronous_now(store *s)
 {
@@ -1439,6 +1461,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_store), 2},
     {cmocka_unit_test(test_store_rollback_without_memory), 2},
     {cmocka_unit_test(test_store_group_member_rollback_without_memory), 2},
+    {cmocka_unit_test(test_store_autocommit_write_after_a_failed_rollback_is_kept), 2},
     {cmocka_unit_test(test_store_lazy_sync_is_always_undone), 2},
     {cmocka_unit_test(test_store_lazy_sync_undone_after_a_failed_rollback), 2},
     {cmocka_unit_test(test_relay), 1},
