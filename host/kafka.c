@@ -3507,12 +3507,47 @@ static int targets_from_start_or_time(struct consumer *c, const replay_request *
 	return status;
 }
 
+/* The partitions of `q` with nothing committed get in `pos` where the
+ * consumer starts them: auto.offset.reset's first offset or end, asked of
+ * the cluster. Taken as no bound, a replay from a time that ran before the
+ * first message of a new group (its first start, a `group` changed) came
+ * moved it past everything it had yet to handle, and committed there.
+ * With "error" the replay is what sets the start: no bound. */
+static int bound_by_offset_reset(struct consumer *c, rd_kafka_topic_partition_list_t *pos,
+                                 const rd_kafka_topic_partition_list_t *q, char *err,
+                                 size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *none;
+	int status;
+	if (c->reset_to == RD_KAFKA_OFFSET_INVALID)
+		return EVH_OK;
+	if (!(none = rd_kafka_topic_partition_list_new(q->cnt))) {
+		snprintf(err, errlen, "out of memory");
+		return EVH_ENOMEM;
+	}
+	for (int i = 0; i < q->cnt; i++)
+		if (q->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    q->elems[i].offset == RD_KAFKA_OFFSET_INVALID)
+			rd_kafka_topic_partition_list_add(none, q->elems[i].topic, q->elems[i].partition);
+	status = lookup_offsets(c, none, c->reset_to == RD_KAFKA_OFFSET_END ? ASK_END : ASK_FIRST,
+	                        0, err, errlen);
+	/* (an empty partition's first offset may read as none: no bound, its
+	 * target is its end) */
+	for (int i = 0; !status && i < none->cnt; i++)
+		rd_kafka_topic_partition_list_find(pos, none->elems[i].topic, none->elems[i].partition)
+		    ->offset = none->elems[i].offset;
+	rd_kafka_topic_partition_list_destroy(none);
+	return status;
+}
+
 /* A replay from the beginning or from a time rewinds: a partition whose
  * target lies past its next event not yet handled (one retrying, one
  * buffered, a backlog behind a restart) is replayed from that event, not
  * moved forward over it (which skipped it and committed past it: lost).
  * The next event is this consumer's knowledge, else the committed offset
- * (asked of the cluster). Only explicit offsets may move forward. */
+ * (asked of the cluster), else, with none committed, where
+ * auto.offset.reset starts the partition. Only explicit offsets may move
+ * forward. */
 static int targets_no_later_than_next(struct consumer *c, rd_kafka_topic_partition_list_t *l,
                                       char *err, size_t errlen)
 {
@@ -3546,8 +3581,10 @@ static int targets_no_later_than_next(struct consumer *c, rd_kafka_topic_partiti
 		rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
 		    pos, q->elems[i].topic, q->elems[i].partition);
 		if (p && q->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
-			p->offset = q->elems[i].offset; /* none committed (< 0): no bound */
+			p->offset = q->elems[i].offset;
 	}
+	if (q && (status = bound_by_offset_reset(c, pos, q, err, errlen)))
+		goto out;
 	for (int i = 0; i < l->cnt; i++) {
 		int64_t next = pos->elems[i].offset;
 		if (next < 0 || l->elems[i].offset <= next)

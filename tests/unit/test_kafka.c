@@ -2750,6 +2750,60 @@ static void test_replay_rewinds_and_forgets_inbox(void **state)
 	extra_stop(&x);
 }
 
+/* A new group (nothing committed: a plugin's first start, a `group`
+ * changed) starts at auto.offset.reset's first offset. A replay from a time
+ * that ran once its partition was assigned but before a message came took
+ * no position, nothing buffered and nothing committed for no bound: it
+ * moved the partition to the time's first message (the mock finds none by
+ * time: the end) and committed there, and the events before it were never
+ * handled. Fetches fail meanwhile, so that no message comes before the
+ * replay. */
+static void test_replay_of_a_new_group_keeps_what_it_would_start_with(void **state)
+{
+	enum { EVENTS = 4, FETCH = 1, FAILS = 1000 }; /* FETCH: the Kafka protocol's ApiKey */
+	static rd_kafka_resp_err_t fails[FAILS];
+	struct relay_rig g;
+	struct extra x;
+	replay_request req;
+	replay_result res;
+	char ids[EVENTS][37], err[256];
+	int64_t end;
+	int status;
+	(void)state;
+	rig_start(&g, "5000");
+	assert_int_equal(rd_kafka_mock_topic_create(g.mc, "replay.new", 1, 1),
+	                 RD_KAFKA_RESP_ERR_NO_ERROR);
+	for (int i = 0; i < EVENTS; i++) {
+		events_uuid(ids[i]);
+		publish_topic(g.pl.store, "replay.new", ids[i], "k", "USER_CREATED", "{}");
+	}
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	for (int i = 0; i < FAILS; i++)
+		fails[i] = RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION;
+	rd_kafka_mock_push_request_errors_array(g.mc, FETCH, FAILS, fails);
+	extra_start_on(&x, g.k, &g.s, "newgroup", "replay.new", NULL, handler);
+
+	memset(&req, 0, sizeof req);
+	req.from = REPLAY_TIME;
+	req.time_ms = (int64_t)time(NULL) * 1000;
+	end = now_ms() + WAIT_MS;
+	while ((status = consumer_replay(&x.p, &req, &res, WAIT_MS, NULL, err, sizeof err)) ==
+	           EVH_ESTATE &&
+	       now_ms() < end)
+		usleep(100000); /* not assigned yet */
+	rd_kafka_mock_clear_request_errors(g.mc, FETCH);
+	if (status)
+		fail_msg("replay: %s", err);
+	assert_int_equal(count_calls(ids[0], 0), 0); /* no message came before it */
+	assert_int_equal(res.nparts, 1);
+	assert_int_equal(res.parts[0].offset, 0);
+	replay_result_free(&res);
+	for (int i = 0; i < EVENTS; i++)
+		assert_int_equal(wait_calls(ids[i], 1), 1);
+	extra_stop(&x);
+	rig_stop(&g);
+}
+
 /* ListOffsets requests the broker of `g` was asked since `before` (the
  * entries taken from the stack filled by offsets_stack_fill). */
 static size_t offsets_asked(struct relay_rig *g, size_t before)
@@ -3674,6 +3728,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_handled_is_counted_once_committed), 7},
     {cmocka_unit_test(test_replay_rewinds_and_forgets_inbox), 9},        /* 9.6 */
     {cmocka_unit_test(test_replay_asks_offsets_once_for_all_partitions), 1}, /* 18.0 */
+    {cmocka_unit_test(test_replay_of_a_new_group_keeps_what_it_would_start_with), 1}, /* 5.3 */
     {cmocka_unit_test(test_backlog_over_topics_keeps_produced_order), 10}, /* 3.8 */
     {cmocka_unit_test(test_batch_commits_together_and_retry_undoes_only_its_event), 12}, /* 8.8 */
     {cmocka_unit_test(test_batch_commit_failure_handles_each_again), 5}, /* 8.2 */
