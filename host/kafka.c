@@ -1173,6 +1173,10 @@ int kafka_outq_len(kafka *k) { return rd_kafka_outq_len(k->producer); }
 struct evh_event {
 	ce_meta meta;
 	char id[320]; /* ce_id, or "<topic>/<partition>/<offset>" */
+	/* For a position id, the message's Kafka timestamp: it tells the
+	 * message from one at the same position of the topic before it was
+	 * deleted and made again, in the inbox. -1: a ce_id, or none. */
+	int64_t id_time_ms;
 	const char *topic;
 	int32_t partition;
 	int64_t offset;
@@ -1244,6 +1248,12 @@ static void warn_header_cut(const evh_event *ev, const char *name, size_t max,
 	         ev->topic, ev->partition, ev->offset, name, max, accessor);
 }
 
+static int64_t msg_time(const rd_kafka_message_t *m)
+{
+	rd_kafka_timestamp_type_t type;
+	return rd_kafka_message_timestamp(m, &type);
+}
+
 /* Build the handler's view of `msg`. Returns -1 when out of memory. */
 static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt)
 {
@@ -1268,11 +1278,14 @@ static int event_build(evh_event *ev, const rd_kafka_message_t *msg, int attempt
 		warn_header_cut(ev, "ce_source", sizeof ev->meta.source - 1, "evh_event_source");
 	if (ev->meta.time_cut)
 		warn_header_cut(ev, "ce_time", sizeof ev->meta.time - 1, "evh_event_time");
-	if (ev->meta.id[0] && !ev->meta.id_cut)
+	ev->id_time_ms = -1;
+	if (ev->meta.id[0] && !ev->meta.id_cut) {
 		snprintf(ev->id, sizeof ev->id, "%s", ev->meta.id);
-	else
+	} else {
 		snprintf(ev->id, sizeof ev->id, "%s/%" PRId32 "/%" PRId64, ev->topic,
 		         msg->partition, msg->offset);
+		ev->id_time_ms = msg_time(msg);
+	}
 	if (msg->key && !(ev->key = tb_dup(msg->key, msg->key_len)))
 		return -1;
 	ev->key_len = msg->key ? msg->key_len : 0;
@@ -1905,9 +1918,10 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		c->attempt_storage = 1;
 		return OUT_RETRY;
 	}
-	/* Recorded first (one statement instead of a lookup and an insert); a
-	 * handler that fails rolls the record back with its own writes. */
-	claimed = store_inbox_claim(tx, ev->id, ev->topic, ev->partition, ev->offset);
+	/* Recorded first (no lookup before the insert); a handler that fails
+	 * rolls the record back with its own writes. */
+	claimed =
+	    store_inbox_claim(tx, ev->id, ev->topic, ev->partition, ev->offset, ev->id_time_ms);
 	if (claimed < 0) {
 		snprintf(ev->error, sizeof ev->error, "storage: inbox record failed: %s",
 		         store_tx_error(tx));
@@ -2939,12 +2953,6 @@ static void consumer_error(struct consumer *c, const rd_kafka_message_t *msg)
 }
 
 /* ---- ordered dispatch: scheduling ---- */
-
-static int64_t msg_time(const rd_kafka_message_t *m)
-{
-	rd_kafka_timestamp_type_t type;
-	return rd_kafka_message_timestamp(m, &type);
-}
 
 /* A header's value, not copied (NULL when absent); *len gets its length.
  * Called for every comparison of the ordered dispatch, so nothing is copied. */

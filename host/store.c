@@ -1045,9 +1045,11 @@ static const char host_tables[] =
     " \"offset\" INTEGER);"
     "CREATE TRIGGER IF NOT EXISTS evh_delivery_delete AFTER DELETE ON evh_delivery"
     " BEGIN DELETE FROM evh_log WHERE seq = old.seq; END;"
+    /* msg_time_ms: the Kafka timestamp of a message whose id is its position
+     * (store_inbox_claim), NULL for a ce_id. */
     "CREATE TABLE IF NOT EXISTS evh_inbox("
     " event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER, \"offset\" INTEGER,"
-    " handled_at TEXT);"
+    " handled_at TEXT, msg_time_ms INTEGER);"
     /* Dead letters produced back to their topic (admin redrive), so none is
      * redriven twice. */
     "CREATE TABLE IF NOT EXISTS evh_dlq_redriven("
@@ -1177,25 +1179,38 @@ static int migrate_v1(store *s, const char *path, char *err, size_t errlen)
 	return EVH_OK;
 }
 
-/* evh_dlq_redriven before dlq_time_ms (the dead letter's Kafka timestamp):
- * the column added, its rows left without one (they match a dead letter at
- * their position whatever its time, as they did). */
-static int migrate_dlq_time(store *s, const char *path, char *err, size_t errlen)
+/* Add INTEGER column `col` to the host's table `table` of a database made
+ * before it, its rows left without a value (NULL); `what` names it in the
+ * error. Tables and columns are the host's literals. */
+static int add_column(store *s, const char *path, const char *table, const char *col,
+                      const char *what, char *err, size_t errlen)
 {
 	_Atomic int64_t has = 0;
-	char msg[STORE_ERR_LEN];
-	int status = query_int(s,
-	                       "SELECT COUNT(*) FROM pragma_table_info('evh_dlq_redriven')"
-	                       " WHERE name = 'dlq_time_ms'",
-	                       &has, err, errlen);
+	char msg[STORE_ERR_LEN], sql[160];
+	int status;
+	snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM pragma_table_info('%s') WHERE name = '%s'",
+	         table, col);
+	status = query_int(s, sql, &has, err, errlen);
 	if (status || atomic_load(&has))
 		return status;
-	status = run_simple(s->db, "ALTER TABLE evh_dlq_redriven ADD COLUMN dlq_time_ms INTEGER",
-	                    msg, sizeof msg);
+	snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s INTEGER", table, col);
+	status = run_simple(s->db, sql, msg, sizeof msg);
 	if (status)
-		set_err(err, errlen, "%s: adding the dead letters' time to evh_dlq_redriven: %s", path,
-		        msg);
+		set_err(err, errlen, "%s: adding %s to %s: %s", path, what, table, msg);
 	return status;
+}
+
+/* evh_dlq_redriven before dlq_time_ms (the dead letter's Kafka timestamp):
+ * its rows match a dead letter at their position whatever its time, as they
+ * did. evh_inbox before msg_time_ms: its position ids' records stay
+ * duplicates of any message at their position, as they were. */
+static int migrate_times(store *s, const char *path, char *err, size_t errlen)
+{
+	int status = add_column(s, path, "evh_dlq_redriven", "dlq_time_ms",
+	                        "the dead letters' time", err, errlen);
+	return status ? status
+	              : add_column(s, path, "evh_inbox", "msg_time_ms",
+	                           "the time of messages known by their position", err, errlen);
 }
 
 static int count_rows(store *s, const char *table, _Atomic int64_t *out, char *err,
@@ -1325,7 +1340,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	}
 	status = migrate_v1(s, path, err, errlen);
 	if (!status)
-		status = migrate_dlq_time(s, path, err, errlen);
+		status = migrate_times(s, path, err, errlen);
 	if (status)
 		return status;
 	status = ensure_views(s->db, msg, sizeof msg);
@@ -3140,11 +3155,23 @@ int store_inbox_unclaim(evh_tx *tx, const char *event_id)
 	return store_exec(tx, "DELETE FROM evh_inbox WHERE event_id = ?", &v, 1, NULL);
 }
 
+/* A record of position id `v[0]` whose message had another timestamp than
+ * `v[1]` is of another message at that position: one of a topic deleted and
+ * made again, whose offsets start at 0 again. It goes, so the new one is
+ * claimed; deleted and written anew (not updated in place), so the inbox
+ * stays in handled_at order for store_inbox_prune. Records without a time
+ * (a ce_id's, or written before there was one) never match. */
+static int inbox_take_over(evh_tx *tx, const evh_value v[2])
+{
+	return host_run(tx->s, "DELETE FROM evh_inbox WHERE event_id = ? AND msg_time_ms != ?", v, 2,
+	                NULL, NULL, tx->err, sizeof tx->err);
+}
+
 int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                      int64_t offset)
+                      int64_t offset, int64_t time_ms)
 {
 	char now[32];
-	evh_value v[5];
+	evh_value v[6];
 	int64_t added = 0;
 	int status;
 
@@ -3160,10 +3187,14 @@ int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32
 	v[3] = EVH_INT(offset);
 	now_text(now); /* the same text as STORE_NOW_SQL, without SQLite's date parser */
 	v[4] = EVH_TEXT(now);
-	status = host_run(tx->s,
-	                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
-	                  " handled_at) VALUES(?, ?, ?, ?, ?) ON CONFLICT(event_id) DO NOTHING",
-	                  v, 5, &added, NULL, tx->err, sizeof tx->err);
+	v[5] = time_ms >= 0 ? EVH_INT(time_ms) : EVH_NULL();
+	status = time_ms >= 0 ? inbox_take_over(tx, (const evh_value[2]){v[0], v[5]}) : EVH_OK;
+	if (!status)
+		status = host_run(tx->s,
+		                  "INSERT INTO evh_inbox(event_id, topic, \"partition\", \"offset\","
+		                  " handled_at, msg_time_ms) VALUES(?, ?, ?, ?, ?, ?)"
+		                  " ON CONFLICT(event_id) DO NOTHING",
+		                  v, 6, &added, NULL, tx->err, sizeof tx->err);
 	return status ? tx_fail(tx, status) : added > 0;
 }
 

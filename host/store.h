@@ -240,11 +240,15 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
                             int64_t to_offset);
 
 /* Inbox, within the handler's transaction. */
-/* The inbox check and record in one statement: records the event as handled
- * in `tx` and returns 1, or returns 0 if it already was (nothing written);
- * <0 on error. Rolled back with the handler's writes if the handler fails. */
+/* The inbox check and record: records the event as handled in `tx` and
+ * returns 1, or returns 0 if it already was (nothing written); <0 on error.
+ * Rolled back with the handler's writes if the handler fails. `time_ms`:
+ * the Kafka timestamp of a message whose id is its position, else -1 (a
+ * ce_id, or no timestamp). A record of that position id with another time
+ * is of another message (a topic deleted and made again starts its offsets
+ * at 0 again): replaced, and the event claimed. */
 int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32_t partition,
-                      int64_t offset);
+                      int64_t offset, int64_t time_ms);
 /* Take back the claim made in `tx` (EVH_EVENT_KEEP_AND_DEAD_LETTER: the
  * handler's writes commit, the event stays unhandled). EVH_OK or an error. */
 int store_inbox_unclaim(evh_tx *tx, const char *event_id);

@@ -1020,14 +1020,14 @@ static void test_inbox(void **state)
 
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
 	assert_int_equal(store_inbox_seen(tx, "e1"), 0);
-	assert_int_equal(store_inbox_claim(tx, "e1", "USER_CREATED", 2, 41), 1);
+	assert_int_equal(store_inbox_claim(tx, "e1", "USER_CREATED", 2, 41, -1), 1);
 	assert_int_equal(store_inbox_seen(tx, "e1"), 1);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
 
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
 	assert_int_equal(store_inbox_seen(tx, "e1"), 1);
 	assert_int_equal(store_inbox_seen(tx, "e2"), 0);
-	assert_int_equal(store_inbox_claim(tx, "e1", "USER_CREATED", 3, 50), 0);
+	assert_int_equal(store_inbox_claim(tx, "e1", "USER_CREATED", 3, 50, -1), 0);
 	assert_int_equal(store_tx_commit(tx), EVH_OK); /* a skipped claim is no error */
 	assert_int_equal(query_int(f->s, "SELECT \"offset\" + \"partition\" FROM evh_inbox"), 43);
 }
@@ -1040,24 +1040,67 @@ static void test_inbox_claim(void **state)
 	evh_tx *tx;
 
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 7), 1);
-	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 8), 0);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 7, -1), 1);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 8, -1), 0);
 	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
-	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 9), 1);
+	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 9, -1), 1);
 	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
 	assert_int_equal(store_inbox_seen(tx, "c2"), 0);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
 
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 10), 0);
-	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 11), 1);
-	assert_int_equal(store_inbox_claim(tx, NULL, "T", 1, 12), EVH_EINVAL);
+	assert_int_equal(store_inbox_claim(tx, "c1", "T", 0, 10, -1), 0);
+	assert_int_equal(store_inbox_claim(tx, "c2", "T", 1, 11, -1), 1);
+	assert_int_equal(store_inbox_claim(tx, NULL, "T", 1, 12, -1), EVH_EINVAL);
 	store_tx_rollback(tx);
 	/* c1 as first claimed; c2 rolled back twice */
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox WHERE event_id LIKE 'c%'"),
 	                 1);
 	assert_int_equal(query_int(f->s, "SELECT \"offset\" FROM evh_inbox WHERE event_id = 'c1'"),
 	                 7);
+}
+
+/* A message without a usable ce_id is known by its position, claimed with
+ * its Kafka timestamp: a record of that id with the same time is the same
+ * message (a duplicate); one with another time is of another message at
+ * that position (its topic deleted and made again, offsets from 0 again):
+ * it is taken over and the event claimed (the record was kept: the new
+ * message was skipped as a duplicate, never handled). Records without a
+ * time (a ce_id's, one written before the column) are duplicates of any
+ * message, as they were. */
+static void test_inbox_claim_of_a_position(void **state)
+{
+	fixture *f = *state;
+	evh_tx *tx;
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, 1000), 1);
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, 1000), 0);
+	/* a ce_id that reads as a position (a redriven copy's): no time */
+	assert_int_equal(store_inbox_claim(tx, "T/0/6", "T", 1, 9, -1), 1);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, 2000), 1); /* made again */
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, 2000), 0);
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, -1), 0);
+	assert_int_equal(store_inbox_claim(tx, "T/0/6", "T", 0, 6, 3000), 0);
+	/* a take-over rolled back with its handler's writes leaves the old record */
+	assert_int_equal(store_tx_savepoint(tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "T/0/5", "T", 0, 5, 4000), 1);
+	assert_int_equal(store_tx_savepoint_rollback(tx), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox"), 2);
+	assert_int_equal(query_int(f->s, "SELECT msg_time_ms FROM evh_inbox WHERE event_id = 'T/0/5'"),
+	                 2000);
+	assert_int_equal(query_int(f->s, "SELECT msg_time_ms IS NULL FROM evh_inbox"
+	                                 " WHERE event_id = 'T/0/6'"),
+	                 1);
+	/* written anew, not updated in place: last in the order pruning reads */
+	assert_int_equal(query_int(f->s, "SELECT event_id = 'T/0/5' FROM evh_inbox"
+	                                 " ORDER BY rowid DESC LIMIT 1"),
+	                 1);
 }
 
 /* Records older than the retention go, oldest first and at most `max`
@@ -1072,7 +1115,7 @@ static void test_inbox_prune(void **state)
 	for (int i = 0; i < 5; i++) {
 		char id[8];
 		snprintf(id, sizeof id, "p%d", i);
-		assert_int_equal(store_inbox_claim(tx, id, "T", 0, i), 1);
+		assert_int_equal(store_inbox_claim(tx, id, "T", 0, i, -1), 1);
 	}
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
 	/* p0-p2 handled two days ago, p3-p4 just now */
@@ -1093,8 +1136,8 @@ static void test_inbox_prune(void **state)
 	                 2);
 	/* A pruned id is an id never seen: claimed again. */
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_inbox_claim(tx, "p0", "T", 0, 0), 1);
-	assert_int_equal(store_inbox_claim(tx, "p3", "T", 0, 3), 0);
+	assert_int_equal(store_inbox_claim(tx, "p0", "T", 0, 0, -1), 1);
+	assert_int_equal(store_inbox_claim(tx, "p3", "T", 0, 3, -1), 0);
 	store_tx_rollback(tx);
 	assert_int_equal(store_inbox_prune(NULL, 1000, 10, &deleted), EVH_EINVAL);
 }
@@ -1557,6 +1600,7 @@ static const char first_schema[] =
     " traceparent TEXT, data BLOB NOT NULL);"
     "CREATE TABLE evh_inbox(event_id TEXT PRIMARY KEY, topic TEXT, \"partition\" INTEGER,"
     " \"offset\" INTEGER, handled_at TEXT);"
+    "INSERT INTO evh_inbox VALUES('T/0/1', 'T', 0, 1, '2026-01-01T00:00:01.000Z');"
     "CREATE TABLE evh_events(seq INTEGER PRIMARY KEY, id TEXT NOT NULL, topic TEXT NOT NULL,"
     " key TEXT, type TEXT NOT NULL, source TEXT, time TEXT NOT NULL, traceparent TEXT,"
     " data BLOB NOT NULL, delivered_at TEXT NOT NULL, \"partition\" INTEGER,"
@@ -1587,6 +1631,7 @@ static void test_first_schema_is_migrated(void **state)
 	size_t n;
 	int64_t seqs[16]; /* outbox_seqs writes up to 16 */
 	cJSON *arr;
+	evh_tx *tx;
 
 	replace_db(f, first_schema);
 
@@ -1625,6 +1670,14 @@ static void test_first_schema_is_migrated(void **state)
 	assert_int_equal(store_outbox_pending(f->s), 2);
 	assert_int_equal(store_events_count(f->s), 4);
 	assert_int_equal(query_int(f->s, "SELECT \"offset\" FROM evh_events WHERE seq = 7"), 70);
+	/* the inbox takes its messages' times; a record from before has none: a
+	 * duplicate of any message at its position, as it was */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_inbox_claim(tx, "T/0/1", "T", 0, 1, 5000), 0);
+	assert_int_equal(store_inbox_claim(tx, "T/0/2", "T", 0, 2, 5000), 1);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox WHERE msg_time_ms = 5000"),
+	                 1);
 }
 
 /* ------------------------------------------------------- replay, redrive */
@@ -1633,7 +1686,7 @@ static void record_inbox(store *s, const char *id, const char *topic, int32_t pa
 {
 	evh_tx *tx;
 	assert_int_equal(store_tx_begin(s, &tx), EVH_OK);
-	assert_int_equal(store_inbox_claim(tx, id, topic, part, off), 1);
+	assert_int_equal(store_inbox_claim(tx, id, topic, part, off, -1), 1);
 	assert_int_equal(store_tx_commit(tx), EVH_OK);
 }
 
@@ -2810,6 +2863,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_commit_hook_cleared_from_inside_a_call, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_claim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inbox_claim_of_a_position, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_prune, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_tx, setup, teardown),
