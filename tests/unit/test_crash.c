@@ -156,20 +156,19 @@ static void a_copy_of_an_event_with_any_id_is_known(void **state)
 	}
 }
 
-/* The FATAL line: one line whatever the crashed request's path holds (a
- * decoded "%0A" forged a second line, plain text among JSON ones), and, on
- * the journal's stream, at syslog's crit ("<2>"), not at info with the
- * rest. */
-static void the_fatal_line_is_one_line_at_its_priority(void **state)
+/* The first line a child writes to stderr (a file) as it dies of SIGSEGV
+ * handling HTTP GET `path` (request id r-1), or, with `path` NULL, event
+ * `id` of orders [1] at offset 5; stderr the journal's stream (the file's
+ * JOURNAL_STREAM) with `journal`. Into text (cap bytes). */
+static void first_fatal_line(fixture *f, int journal, const char *path, const char *id,
+                             char *text, size_t cap)
 {
-	fixture *f = *state;
-	char out[128], env[64], text[4096] = "";
+	char out[128], env[64];
 	struct stat st;
 	FILE *fp;
 	size_t n;
 	int status, fd;
 	pid_t pid;
-	skip_if_sanitized();
 	snprintf(out, sizeof out, "%s/stderr", f->dir);
 	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
@@ -182,9 +181,16 @@ static void the_fatal_line_is_one_line_at_its_priority(void **state)
 		struct rlimit no_core = {0, 0};
 		(void)setrlimit(RLIMIT_CORE, &no_core);
 		dup2(fd, STDERR_FILENO);
-		setenv("JOURNAL_STREAM", env, 1);
+		if (journal)
+			setenv("JOURNAL_STREAM", env, 1);
+		else
+			unsetenv("JOURNAL_STREAM");
 		crash_handlers_install();
-		crash_enter_http("probe", "GET", "/users/x\n{\"level\":\"info\"}", "r-1");
+		crash_record_open(f->dir);
+		if (path)
+			crash_enter_http("probe", "GET", path, "r-1");
+		else
+			crash_enter_event("probe", "orders", 1, 5, id);
 		raise(SIGSEGV);
 		_exit(0); /* not reached */
 	}
@@ -193,10 +199,21 @@ static void the_fatal_line_is_one_line_at_its_priority(void **state)
 	assert_true(WIFSIGNALED(status));
 	fp = fopen(out, "r");
 	assert_non_null(fp);
-	n = fread(text, 1, sizeof text - 1, fp);
+	n = fread(text, 1, cap - 1, fp);
 	fclose(fp);
 	text[n] = '\0';
-	text[strcspn(text, "\n")] = '\0'; /* the first line */
+	text[strcspn(text, "\n")] = '\0';
+}
+
+/* The FATAL line: one line whatever the crashed request's path holds (a
+ * decoded "%0A" forged a second line, plain text among JSON ones), and, on
+ * the journal's stream, at syslog's crit ("<2>"), not at info with the
+ * rest. */
+static void the_fatal_line_is_one_line_at_its_priority(void **state)
+{
+	char text[4096];
+	skip_if_sanitized();
+	first_fatal_line(*state, 1, "/users/x\n{\"level\":\"info\"}", NULL, text, sizeof text);
 	assert_true(strncmp(text, "<2>evhostd: FATAL: SIGSEGV", 26) == 0);
 	assert_non_null(strstr(text, "handling HTTP GET /users/x\\x0a{\"level\":\"info\"} "
 	                             "(request id r-1)"));
@@ -209,53 +226,18 @@ static void the_fatal_line_is_one_line_at_its_priority(void **state)
  * the backtrace glued onto it. */
 static void the_fatal_line_keeps_its_end(void **state)
 {
-	fixture *f = *state;
-	char out[128], text[8192] = "", path[1501], id[256];
-	FILE *fp;
-	size_t n;
-	int status, fd;
-	pid_t pid;
+	char text[8192], path[1501], id[256];
 	skip_if_sanitized();
 	memset(path, 'p', sizeof path - 1);
 	path[0] = '/';
 	path[sizeof path - 1] = '\0';
 	memset(id, 1, sizeof id - 1);
 	id[sizeof id - 1] = '\0';
-	snprintf(out, sizeof out, "%s/stderr", f->dir);
-	for (int kind = 0; kind < 2; kind++) {
-		fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-		assert_true(fd >= 0);
-		pid = fork();
-		assert_true(pid >= 0);
-		if (pid == 0) {
-			struct rlimit no_core = {0, 0};
-			(void)setrlimit(RLIMIT_CORE, &no_core);
-			dup2(fd, STDERR_FILENO);
-			unsetenv("JOURNAL_STREAM");
-			crash_handlers_install();
-			crash_record_open(f->dir);
-			if (kind == 0)
-				crash_enter_http("probe", "GET", path, "r-1");
-			else
-				crash_enter_event("probe", "orders", 1, 5, id);
-			raise(SIGSEGV);
-			_exit(0); /* not reached */
-		}
-		close(fd);
-		assert_int_equal(waitpid(pid, &status, 0), pid);
-		assert_true(WIFSIGNALED(status));
-		fp = fopen(out, "r");
-		assert_non_null(fp);
-		n = fread(text, 1, sizeof text - 1, fp);
-		fclose(fp);
-		text[n] = '\0';
-		text[strcspn(text, "\n")] = '\0'; /* the first line */
-		assert_non_null(strstr(text, "; the daemon stops. Backtrace:"));
-		if (kind == 0)
-			assert_non_null(strstr(text, "p... (request id r-1); the daemon stops."));
-		else
-			assert_non_null(strstr(text, "\\x01... of orders [1] at offset 5 (not committed"));
-	}
+	first_fatal_line(*state, 0, path, NULL, text, sizeof text);
+	assert_non_null(strstr(text, "p... (request id r-1); the daemon stops. Backtrace:"));
+	first_fatal_line(*state, 0, NULL, id, text, sizeof text);
+	assert_non_null(strstr(text, "\\x01... of orders [1] at offset 5 (not committed"));
+	assert_non_null(strstr(text, "; the daemon stops. Backtrace:"));
 	crash_record_clear();
 }
 

@@ -967,19 +967,32 @@ static void rollback_without_memory(evh_tx *tx)
  * ("cannot start a transaction within a transaction") and the write lock
  * stayed held, for good. Now a rollback is tried again, and a transaction a
  * failed one left open is rolled back before the next BEGIN. */
+/* A table store whose transaction inserting 1 could not be rolled back. */
+static void table_store_left_open(struct table_store *t, const char *name)
+{
+	evh_tx *tx = NULL;
+	table_store_open(t, name);
+	assert_int_equal(store_tx_begin(t->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
+	rollback_without_memory(tx);
+}
+
+/* Memory back: a transaction inserting 2 begins and commits. */
+static void table_store_insert_2(struct table_store *t)
+{
+	evh_tx *tx = NULL;
+	assert_int_equal(store_tx_begin(t->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+}
+
 static void test_store_rollback_without_memory(void **state)
 {
 	struct table_store t;
-	evh_tx *tx = NULL;
 	(void)state;
-	table_store_open(&t, "rollback.db");
-	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
-	rollback_without_memory(tx);
-	/* Memory back: the store writes again, and the insert was not kept. */
-	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	table_store_left_open(&t, "rollback.db");
+	/* The store writes again, and the insert was not kept. */
+	table_store_insert_2(&t);
 	table_store_check_close(&t, "2");
 }
 
@@ -1011,17 +1024,11 @@ static void test_store_group_member_rollback_without_memory(void **state)
 static void test_store_autocommit_write_after_a_failed_rollback_is_kept(void **state)
 {
 	struct table_store t;
-	evh_tx *tx = NULL;
 	(void)state;
-	table_store_open(&t, "mark.db");
-	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(1)", NULL, 0, NULL), EVH_OK);
-	rollback_without_memory(tx);
+	table_store_left_open(&t, "mark.db");
 	assert_int_equal(store_dlq_mark_redriven(t.s, "t.dlq", 0, 5, 1000, "t", 0, 7), EVH_OK);
 	/* The next transaction begins (and ends what was left open, if it was). */
-	assert_int_equal(store_tx_begin(t.s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	table_store_insert_2(&t);
 	assert_int_equal(store_dlq_redriven(t.s, "t.dlq", 0, 5, 1000), 1);
 	table_store_check_close(&t, "2");
 }
