@@ -2306,6 +2306,36 @@ static void say_bad_length(char *out, size_t n, const char *v)
 		snprintf(out, n, "an empty Content-Length is not a length");
 }
 
+/* Whether civetweb 1.15 ended the head early, without a word, at a line it
+ * cannot read as a field: one beginning with a space or a tab (an obs-fold,
+ * which RFC 9112 5.2 has a server refuse or unfold), a colon, or a byte
+ * past 0x7e. The fields after it are dropped, a Content-Length among them:
+ * the body is then read as the next request, where a proxy in front that
+ * unfolds the line framed one request (smuggling). civetweb parses the
+ * head in place, a NUL for each line end's CR and LF, and the head's last
+ * byte a NUL: after the last field's value the blank line must come. The
+ * last line is taken to end as the one before it did (CRLF or LF: a NUL
+ * more or less); one whose end cannot be told passes. */
+static int head_cut_short(const struct mg_request_info *ri)
+{
+	int n = ri->num_headers;
+	const char *before, *next, *p;
+	if (n < 1 || !ri->http_headers[n - 1].value || !ri->http_headers[n - 1].name)
+		return 0;
+	before = n > 1 ? ri->http_headers[n - 2].value : ri->http_version;
+	next = ri->http_headers[n - 1].name;
+	if (!before)
+		return 0;
+	before += strlen(before);
+	p = ri->http_headers[n - 1].value;
+	p += strlen(p);
+	if (next - before == 2) /* CRLF, then the blank line: CRLF or LF */
+		return !(p[1] == '\0' && ((p[2] == '\r' && p[3] == '\0') || p[2] == '\0'));
+	if (next - before == 1) /* LF, then the blank line: LF (the head's end) or CRLF */
+		return !(p[1] == '\0' || (p[1] == '\r' && p[2] == '\0'));
+	return 0;
+}
+
 /* The request's framing and head, as RFC 9112 asks of a server, before
  * anything else (civetweb 1.15 takes the first of two Content-Lengths,
  * reads "12x" as 12, lets Transfer-Encoding override a Content-Length
@@ -2335,6 +2365,13 @@ static int check_head(evh_request *req, evh_response *resp)
 		problem(resp, 431, "headers-too-large",
 		        "%d header fields or more; this server takes at most %d", MG_MAX_HEADERS,
 		        MG_MAX_HEADERS - 1);
+		return -1;
+	}
+	if (head_cut_short(req->ri)) {
+		resp->close = 1;
+		problem(resp, 400, "bad-request",
+		        "a header line begins with a space or a tab (a folded line), a colon or a "
+		        "byte past 0x7e");
 		return -1;
 	}
 	for (int i = 0; i < req->ri->num_headers; i++) {
