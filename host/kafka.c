@@ -776,6 +776,15 @@ static int propagation_below_timeout(rd_kafka_conf_t *conf, const settings *s, c
 	return conf_set(conf, "topic.metadata.propagation.max.ms", v, err, errlen);
 }
 
+/* The producer's message.timeout.ms is 0 (no timeout) unless the operator
+ * sets rdkafka.message.timeout.ms (or delivery.timeout.ms): when queued
+ * messages time out, the idempotent producer drops them and sends what is
+ * queued behind them, so a broker away for longer than the timeout had a
+ * key's later event written before the earlier one the relay sent again
+ * (librdkafka's INTRODUCTION.md, "Idempotent Producer"). Without one, the
+ * producer retries in order until the broker answers; the relay's waves
+ * bound what waits in it, and a stop purges it (kafka_stop): those rows stay
+ * in the outbox for the next start. */
 static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, size_t errlen)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -785,6 +794,7 @@ static rd_kafka_conf_t *producer_conf(kafka *k, const settings *s, char *err, si
 	rd_kafka_conf_set_opaque(conf, k);
 	if (conf_set(conf, "client.id", "evhost", err, errlen) ||
 	    conf_set(conf, "linger.ms", "5", err, errlen) ||
+	    conf_set(conf, "message.timeout.ms", "0", err, errlen) ||
 	    conf_passthrough(conf, RD_KAFKA_PRODUCER, s, producer_owned, err, errlen) ||
 	    propagation_below_timeout(conf, s, err, errlen) ||
 	    conf_set(conf, "bootstrap.servers", k->bootstraps, err, errlen) ||
@@ -1111,6 +1121,11 @@ size_t kafka_max_event_bytes(const kafka *k)
 }
 
 size_t kafka_max_message_bytes(const kafka *k) { return k ? k->max_message_bytes : 0; }
+
+size_t kafka_producer_setting(const kafka *k, const char *name)
+{
+	return k && k->producer ? conf_size(rd_kafka_conf(k->producer), name) : 0;
+}
 
 int kafka_produce_row(kafka *k, const outbox_row *row, const char *source, kafka_delivery_cb cb,
                       void *opaque)

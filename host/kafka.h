@@ -67,6 +67,8 @@ typedef void (*kafka_delivery_pos_cb)(void *opaque, int ok, const char *error,
 size_t kafka_max_event_bytes(const kafka *k);
 /* The producer's message.max.bytes (0: not known). */
 size_t kafka_max_message_bytes(const kafka *k);
+/* For tests: a numeric property of the producer as it runs (0: none). */
+size_t kafka_producer_setting(const kafka *k, const char *name);
 /* Produce one outbox row (headers built from its metadata). The callback
  * runs on whichever thread polls the producer (kafka_poll_producer, or a
  * consumer thread waiting for a dead-letter write), so it must be

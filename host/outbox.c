@@ -8,8 +8,12 @@
  * transaction wrote it; see store.c). The relay also prunes that log to `[store]
  * event_retention`, and the plugin's inbox to `[store] inbox_retention`
  * (checked every PRUNE_EVERY_MS per plugin, or every half of the shorter
- * retention when that is shorter). When a delivery fails for good (after
- * message.timeout.ms), the relay waits until nothing of that plugin is in
+ * retention when that is shorter). A broker away fails nothing: the
+ * producer has no message.timeout.ms unless the operator sets one (kafka.c,
+ * producer_conf), and retries in order until it answers. When a delivery
+ * fails for good (a topic refusing the row: its max.message.bytes, no
+ * right to write, no such topic; or the operator's message.timeout.ms
+ * passed), the relay waits until nothing of that plugin is in
  * flight any more, then rewinds sent_upto to just below the failed row and
  * sends again from there: each row that failed alone, the rows behind it
  * only once it is delivered (however librdkafka would batch them, a row
@@ -23,7 +27,9 @@
  * broker refused the failed one for good (a topic's max.message.bytes), one
  * of them may already have been delivered ahead of it: librdkafka's
  * idempotent producer keeps a partition's order only while nothing fails
- * (enable.gapless.guarantee would stop the producer instead). Under load it
+ * (enable.gapless.guarantee would stop the producer instead); so may one,
+ * when an operator's message.timeout.ms passed, that the producer still
+ * held (it drops the timed-out messages and sends the rest). Under load it
  * sends in waves, to keep librdkafka's broker thread from spinning (see
  * "Waves" below).
  *
@@ -559,8 +565,8 @@ static int relay_send(outbox *o, struct relay *r, size_t *sent)
 			kafka_poll_producer(o->k, QUEUE_FULL_POLL_MS);
 			if (stop_expired(o) || (r->send_until && clock_mono_ms() >= r->send_until))
 				break;
-			/* Not for ever (a broker away: room only as messages time
-			 * out): the rest of the round, and another, go on. */
+			/* Not for ever (a broker away: no room until it is back):
+			 * the rest of the round, and another, go on. */
 			if (clock_mono_ms() - busy_since >= QUEUE_FULL_WAIT_MS) {
 				r->resend_at = clock_mono_ms() + QUEUE_FULL_POLL_MS;
 				r->need_fetch = 1;

@@ -607,6 +607,39 @@ static void test_passthrough_error(void **state)
 	assert_non_null(strstr(err, "[kafka] rdkafka.no.such.property: "));
 }
 
+/* The producer has no message.timeout.ms unless the operator sets one: a
+ * message that times out is dropped and the ones queued behind it sent, so
+ * a broker away past the timeout reordered a key's events (kafka.c,
+ * producer_conf). Its wait for a missing topic is librdkafka's (30 s), or
+ * half the operator's timeout below that. */
+static void test_producer_times_out_only_when_told_to(void **state)
+{
+	static const struct {
+		const char *key, *value;
+		size_t timeout, propagation;
+	} cases[] = {
+	    {NULL, NULL, 0, 30000},
+	    {"message.timeout.ms", "4000", 4000, 2000},
+	    {"delivery.timeout.ms", "600000", 600000, 30000},
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+		settings s;
+		kafka *k = NULL;
+		char err[256];
+		rdkafka_prop prop = {(char *)cases[i].key, (char *)cases[i].value, NULL, 0};
+		memset(&s, 0, sizeof s);
+		s.brokers = (char *)"127.0.0.1:1";
+		s.rdkafka = &prop;
+		s.nrdkafka = cases[i].key ? 1 : 0;
+		assert_int_equal(kafka_start(&k, &s, err, sizeof err), 0);
+		assert_int_equal(kafka_producer_setting(k, "message.timeout.ms"), cases[i].timeout);
+		assert_int_equal(kafka_producer_setting(k, "topic.metadata.propagation.max.ms"),
+		                 cases[i].propagation);
+		kafka_stop(k, 0);
+	}
+}
+
 /* settings with the rdkafka.* keys of `kv` (name, value, ...), each "set"
  * at conf:10, conf:11, ... */
 #define CHECKED_MAX 4
@@ -793,7 +826,8 @@ static void test_threads_are_named(void **state)
 
 /* A relay with a mock cluster of its own (one broker), so a test can take
  * the broker down or slow it, and one plugin "relay" publishing to TOPIC;
- * the producer gives up on a message after `timeout_ms` (message.timeout.ms). */
+ * the producer gives up on a message after `timeout_ms` (message.timeout.ms;
+ * NULL: the host's own setting, never). */
 struct relay_rig {
 	rd_kafka_t *mrk;
 	rd_kafka_mock_cluster_t *mc;
@@ -804,7 +838,8 @@ struct relay_rig {
 	evh_plugin pl;
 };
 
-static void rig_start(struct relay_rig *g, const char *timeout_ms)
+/* rig_start with rdkafka.`name` = `value` (NULL: none) instead. */
+static void rig_start_with(struct relay_rig *g, const char *name, const char *value)
 {
 	char err[256], path[160], warm[37];
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -814,10 +849,10 @@ static void rig_start(struct relay_rig *g, const char *timeout_ms)
 	assert_non_null(g->mrk);
 	g->mc = rd_kafka_mock_cluster_new(g->mrk, 1);
 	assert_non_null(g->mc);
-	g->prop = (rdkafka_prop){(char *)"message.timeout.ms", (char *)timeout_ms, NULL, 0};
+	g->prop = (rdkafka_prop){(char *)name, (char *)value, NULL, 0};
 	g->s.brokers = (char *)rd_kafka_mock_cluster_bootstraps(g->mc);
 	g->s.rdkafka = &g->prop;
-	g->s.nrdkafka = 1;
+	g->s.nrdkafka = value ? 1 : 0;
 	assert_int_equal(kafka_start(&g->k, &g->s, err, sizeof err), 0);
 	/* The default idle look, even after a test that lengthened it failed
 	 * before putting it back. */
@@ -833,6 +868,11 @@ static void rig_start(struct relay_rig *g, const char *timeout_ms)
 	events_uuid(warm); /* the topic exists and the producer knows it */
 	publish_to(g->pl.store, warm, "r", "WARM_UP", "{}");
 	assert_true(wait_pending(g->pl.store, 0, WAIT_MS));
+}
+
+static void rig_start(struct relay_rig *g, const char *timeout_ms)
+{
+	rig_start_with(g, "message.timeout.ms", timeout_ms);
 }
 
 static void rig_stop(struct relay_rig *g)
@@ -910,6 +950,36 @@ static void test_relay_resends_a_row_acknowledged_without_an_offset(void **state
 	rig_stop(&g);
 }
 
+/* Without a message.timeout.ms an event to a topic the cluster lacks still
+ * fails once topic.metadata.propagation.max.ms has passed, saying so (500 ms
+ * here; librdkafka's 30 s by default), and goes out once the topic is there. */
+static void test_relay_says_a_topic_is_missing_without_a_timeout(void **state)
+{
+	static const char topic[] = "evhost-test-missing";
+	char id[37], *log;
+	struct relay_rig g;
+	stderr_capture cap;
+	int said;
+	(void)state;
+	rig_start_with(&g, "topic.metadata.propagation.max.ms", "500");
+	assert_int_equal(kafka_producer_setting(g.k, "message.timeout.ms"), 0);
+	rd_kafka_mock_topic_set_error(g.mc, topic, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	events_uuid(id);
+	publish_topic(g.pl.store, topic, id, "m", "TO_NOWHERE", "{}");
+	said = stderr_wait_for(cap, KAFKA_NO_TOPIC, WAIT_MS);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	if (!said)
+		fail_msg("the log says: %s", log);
+	free(log);
+	assert_int_equal(store_outbox_pending(g.pl.store), 1);
+	rd_kafka_mock_topic_set_error(g.mc, topic, RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	rig_stop(&g);
+}
+
 /* Waits until the producer holds `want` messages not yet acknowledged. */
 static int wait_outq(kafka *k, int want, int ms)
 {
@@ -926,6 +996,74 @@ static int wait_inflight(outbox *o, int64_t want, int ms)
 	while (outbox_inflight(o) != want && now_ms() < end)
 		usleep(2000);
 	return outbox_inflight(o) == want;
+}
+
+/* The n events of `key` in the event log of `st` landed in the order they
+ * were published (one key: one partition). */
+static void assert_key_in_order(store *st, const char *key, int n)
+{
+	char *json = NULL;
+	cJSON *arr;
+	int64_t last = -1;
+	assert_int_equal(store_events_json(st, key, 0, 100, &json), EVH_OK);
+	arr = cJSON_Parse(json);
+	free(json);
+	assert_int_equal(cJSON_GetArraySize(arr), n);
+	for (int i = 0; i < n; i++) {
+		int64_t off = (int64_t)cJSON_GetNumberValue(
+		    cJSON_GetObjectItem(cJSON_GetArrayItem(arr, i), "offset"));
+		if (off <= last)
+			fail_msg("%s's event %d of %d is at offset %" PRId64 ", behind %" PRId64, key,
+			         i + 1, n, off, last);
+		last = off;
+	}
+	cJSON_Delete(arr);
+}
+
+/* With the host's own settings a broker away fails no delivery, however
+ * long (librdkafka's message.timeout.ms made it 5 minutes, after which the
+ * producer sent what it held behind the timed-out rows: a key's later event
+ * ahead of the earlier one the relay sent again). The producer holds the
+ * rows and delivers them in order once the broker is back; a stop meanwhile
+ * ends in its time, and leaves them in the outbox for the next start. */
+static void test_relay_keeps_order_through_an_outage_by_default(void **state)
+{
+	enum { N = 3 };
+	char idbuf[N][37], err[256];
+	const char *ids[N];
+	struct relay_rig g;
+	(void)state;
+	rig_start(&g, NULL);
+	for (int i = 0; i < N; i++) {
+		events_uuid(idbuf[i]);
+		ids[i] = idbuf[i];
+	}
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	publish_to(g.pl.store, ids[0], "outage", "FIRST", "{}");
+	assert_true(wait_inflight(g.o, 1, WAIT_MS));
+	publish_to(g.pl.store, ids[1], "outage", "SECOND", "{}");
+	assert_true(wait_inflight(g.o, 2, WAIT_MS));
+	sleep(2);
+	/* Nothing failed: no rewind took them back. */
+	assert_int_equal(outbox_inflight(g.o), 2);
+	rd_kafka_mock_broker_set_up(g.mc, 1);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_key_in_order(g.pl.store, "outage", 2);
+	/* A stop with the broker away: the producer's wait is purged. */
+	rd_kafka_mock_broker_set_down(g.mc, 1);
+	publish_to(g.pl.store, ids[2], "outage", "AT_STOP", "{}");
+	assert_true(wait_inflight(g.o, 1, WAIT_MS));
+	assert_int_equal(outbox_stop(g.o, 300), 1);
+	kafka_stop(g.k, 300);
+	assert_int_equal(store_outbox_pending(g.pl.store), 1);
+	rd_kafka_mock_broker_set_up(g.mc, 1);
+	assert_int_equal(kafka_start(&g.k, &g.s, err, sizeof err), 0);
+	assert_int_equal(outbox_start(&g.o, g.k, "evhost://test"), 0);
+	outbox_add_plugin(g.o, &g.pl);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_key_in_order(g.pl.store, "outage", 3);
+	rig_expect_on_topic(&g, ids, N);
+	rig_stop(&g);
 }
 
 /* After a failed delivery the relay sends the failed row again alone, and
@@ -3685,6 +3823,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_reject_and_exhausted_go_to_dlq), 8},          /* 7.8 */
     {cmocka_unit_test(test_plain_message_and_type_filter), 11},          /* 3.6 */
     {cmocka_unit_test(test_passthrough_error), 1},
+    {cmocka_unit_test(test_producer_times_out_only_when_told_to), 1},
     {cmocka_unit_test(test_check_settings_names_the_key_and_line), 1},
     {cmocka_unit_test(test_check_settings_makes_clients_without_a_broker), 1},
     {cmocka_unit_test(test_check_settings_embedded_is_plain_text_only), 1},
@@ -3694,6 +3833,8 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_each_kind_of_client_gets_its_properties), 1},
     {cmocka_unit_test(test_relay_resends_after_failed_delivery), 11},    /* 9.0 */
     {cmocka_unit_test(test_relay_resends_a_row_acknowledged_without_an_offset), 11}, /* 5.7 */
+    {cmocka_unit_test(test_relay_keeps_order_through_an_outage_by_default), 10},
+    {cmocka_unit_test(test_relay_says_a_topic_is_missing_without_a_timeout), 9},
     {cmocka_unit_test(test_relay_resends_the_failed_row_alone), 2},      /* 11.6 */
     {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 3}, /* 8.3 */
     {cmocka_unit_test(test_relay_resends_each_failed_row_alone), 4},
