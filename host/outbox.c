@@ -21,7 +21,12 @@
  * order is kept for every row produced after the failure is known. (Up to
  * PROBES_MAX failed rows are remembered at once; past that, a broker away
  * for long having failed a whole window, the later ones go out in batches
- * again once the first is delivered.) Rows that were in
+ * again once the first is delivered.) A relay's first send (the plugin's
+ * start, after a restart or a reload's) is its oldest row alone too, the
+ * rest once it is delivered: a row refused before the restart is held back
+ * with every later one again, not sent in a batch they could pass it in
+ * (the oldest only: the other failed rows are not remembered across it).
+ * Rows that were in
  * flight behind the failed one may be sent twice, which consumers absorb
  * (the event id is the row's id, stable across re-sends), and, when the
  * broker refused the failed one for good (a topic's max.message.bytes), one
@@ -125,7 +130,8 @@ struct relay {
 	/* After a failed delivery, the row is sent again alone, and the rows
 	 * behind it only once it is delivered: a row the broker refuses for
 	 * good (a topic's max.message.bytes) holds back every later one of its
-	 * plugin, however librdkafka batches them. */
+	 * plugin, however librdkafka batches them. So is a new relay's first
+	 * row (relay_new). */
 	enum { PROBE_NONE, PROBE_DUE, PROBE_SENT } probe;
 	int64_t probes[PROBES_MAX]; /* rows that failed, not sent again yet: ascending */
 	int nprobes;
@@ -720,10 +726,10 @@ static void relay_prune(struct relay *r)
  * request that was in its handler when the drain began may have committed
  * since the relay last looked (its wake-up and the removal can come in
  * either order). Not after a failed delivery (rewound, or its row sent
- * again alone): that row and the later ones wait for the plugin's next
- * start, in order. Returns 1 when more rows may wait, and on the round it
- * is done: its detach is then not held up by a wait for other plugins'
- * delivery reports. */
+ * again alone), nor before a new relay's first row is delivered: that row
+ * and the later ones wait for the plugin's next start, in order. Returns 1
+ * when more rows may wait, and on the round it is done: its detach is then
+ * not held up by a wait for other plugins' delivery reports. */
 static int relay_send_last(outbox *o, struct relay *r)
 {
 	size_t sent;
@@ -1061,6 +1067,12 @@ static struct relay *relay_new(evh_plugin *p)
 	r->last_error_seq = -1;
 	r->p = p;
 	r->st = p->store;
+	/* The first row alone, the rest once it is delivered: a row refused for
+	 * good before a restart (or a reload's) is held back with every later
+	 * one, as it was while this plugin ran, not sent in a batch they could
+	 * pass it in. An empty outbox costs nothing; rows left there, one round
+	 * trip. */
+	r->probe = PROBE_DUE;
 	return r;
 }
 
