@@ -895,6 +895,15 @@ static void rig_add_other(struct relay_rig *g, evh_plugin *other)
 	outbox_add_plugin(g->o, other);
 }
 
+/* n fresh event ids in buf, pointed to by ids. */
+static void new_ids(char (*buf)[37], const char **ids, int n)
+{
+	for (int i = 0; i < n; i++) {
+		events_uuid(buf[i]);
+		ids[i] = buf[i];
+	}
+}
+
 /* Every one of the n events `ids` is on the rig's topic (the broker answering
  * at once again). */
 static void rig_expect_on_topic(struct relay_rig *g, const char *const *ids, int n)
@@ -950,30 +959,42 @@ static void test_relay_resends_a_row_acknowledged_without_an_offset(void **state
 	rig_stop(&g);
 }
 
+/* The log at warn level (or the tests' own, if lower) captured until
+ * log_expect_end, which fails the test, showing the log, unless `said`. */
+static stderr_capture log_capture_warn(void)
+{
+	stderr_capture cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	return cap;
+}
+
+static void log_expect_end(stderr_capture cap, int said)
+{
+	char *log;
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	if (!said)
+		fail_msg("the log says: %s", log);
+	free(log);
+}
+
 /* Without a message.timeout.ms an event to a topic the cluster lacks still
  * fails once topic.metadata.propagation.max.ms has passed, saying so (500 ms
  * here; librdkafka's 30 s by default), and goes out once the topic is there. */
 static void test_relay_says_a_topic_is_missing_without_a_timeout(void **state)
 {
 	static const char topic[] = "evhost-test-missing";
-	char id[37], *log;
+	char id[37];
 	struct relay_rig g;
 	stderr_capture cap;
-	int said;
 	(void)state;
 	rig_start_with(&g, "topic.metadata.propagation.max.ms", "500");
 	assert_int_equal(kafka_producer_setting(g.k, "message.timeout.ms"), 0);
 	rd_kafka_mock_topic_set_error(g.mc, topic, RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART);
-	cap = stderr_begin();
-	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	cap = log_capture_warn();
 	events_uuid(id);
 	publish_topic(g.pl.store, topic, id, "m", "TO_NOWHERE", "{}");
-	said = stderr_wait_for(cap, KAFKA_NO_TOPIC, WAIT_MS);
-	log_setup(test_log_level, LOG_FORMAT_TEXT);
-	log = stderr_end(cap);
-	if (!said)
-		fail_msg("the log says: %s", log);
-	free(log);
+	log_expect_end(cap, stderr_wait_for(cap, KAFKA_NO_TOPIC, WAIT_MS));
 	assert_int_equal(store_outbox_pending(g.pl.store), 1);
 	rd_kafka_mock_topic_set_error(g.mc, topic, RD_KAFKA_RESP_ERR_NO_ERROR);
 	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
@@ -1034,10 +1055,7 @@ static void test_relay_keeps_order_through_an_outage_by_default(void **state)
 	struct relay_rig g;
 	(void)state;
 	rig_start(&g, NULL);
-	for (int i = 0; i < N; i++) {
-		events_uuid(idbuf[i]);
-		ids[i] = idbuf[i];
-	}
+	new_ids(idbuf, ids, N);
 	rd_kafka_mock_broker_set_down(g.mc, 1);
 	publish_to(g.pl.store, ids[0], "outage", "FIRST", "{}");
 	assert_true(wait_inflight(g.o, 1, WAIT_MS));
@@ -1079,10 +1097,7 @@ static void test_relay_resends_the_failed_row_alone(void **state)
 	int64_t end;
 	int most = 0;
 	rig_start(&g, "1500");
-	for (int i = 0; i < N; i++) {
-		events_uuid(idbuf[i]);
-		ids[i] = idbuf[i];
-	}
+	new_ids(idbuf, ids, N);
 	rd_kafka_mock_broker_set_down(g.mc, 1);
 	publish_to(g.pl.store, ids[0], "o", "FIRST", "{}");
 	/* Sent, and failed (past message.timeout.ms): waited for, not slept
@@ -1157,10 +1172,7 @@ static void test_relay_resends_each_failed_row_alone(void **state)
 	int said, known, refused;
 	(void)state;
 	rig_start(&g, "5000");
-	for (int i = 0; i < N; i++) {
-		events_uuid(idbuf[i]);
-		ids[i] = idbuf[i];
-	}
+	new_ids(idbuf, ids, N);
 	outbox_set_resend_delay_ms(300);
 	outbox_test_refuse(2, 1);
 	outbox_test_refuse(4, -1);
@@ -1215,10 +1227,7 @@ static void test_relay_holds_back_a_row_failed_before_a_restart(void **state)
 	int before;
 	(void)state;
 	rig_start(&g, "5000");
-	for (int i = 0; i < N; i++) {
-		events_uuid(idbuf[i]);
-		ids[i] = idbuf[i];
-	}
+	new_ids(idbuf, ids, N);
 	outbox_set_resend_delay_ms(300);
 	outbox_test_refuse(2, -1);
 	publish_to(g.pl.store, ids[0], "held", "REFUSED", "{}");
@@ -1257,25 +1266,19 @@ static void host_exec(store *st, const char *sql)
  * that it will retry; once it can, it is recorded. */
 static void test_relay_says_why_a_delivery_is_not_recorded(void **state)
 {
-	char id[37], *log;
+	char id[37];
 	struct relay_rig g;
 	stderr_capture cap;
-	int seen;
 	(void)state;
 	rig_start(&g, "5000");
 	host_exec(g.pl.store, "CREATE TRIGGER refuse_records BEFORE INSERT ON evh_delivery "
 	                      "BEGIN SELECT RAISE(ABORT, 'refused by the test''s trigger'); END");
-	cap = stderr_begin();
-	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	cap = log_capture_warn();
 	events_uuid(id);
 	publish_to(g.pl.store, id, "r", "UNRECORDED", "{}");
-	seen = stderr_wait_for(cap, "relay: cannot record 1 delivered outbox row(s) (refused by "
-	                            "the test's trigger); will retry", WAIT_MS);
-	log_setup(test_log_level, LOG_FORMAT_TEXT);
-	log = stderr_end(cap);
-	if (!seen)
-		fail_msg("the log says: %s", log);
-	free(log);
+	log_expect_end(cap, stderr_wait_for(cap, "relay: cannot record 1 delivered outbox row(s) "
+	                                         "(refused by the test's trigger); will retry",
+	                                    WAIT_MS));
 	assert_int_equal(store_outbox_pending(g.pl.store), 1);
 	host_exec(g.pl.store, "DROP TRIGGER refuse_records");
 	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
@@ -1295,10 +1298,7 @@ static void test_relay_sends_in_waves_under_load(void **state)
 	const char *ids[N];
 	struct relay_rig g;
 	rig_start(&g, "30000");
-	for (int i = 0; i < N; i++) {
-		events_uuid(idbuf[i]);
-		ids[i] = idbuf[i];
-	}
+	new_ids(idbuf, ids, N);
 	rd_kafka_mock_broker_set_rtt(g.mc, 1, RTT_MS);
 	/* No row may wait for the relay's idle look at the outbox: made longer
 	 * than any wait below, a row left behind a wave would fail them. */
