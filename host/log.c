@@ -324,7 +324,7 @@ static void log_write_all(const char *p, size_t len)
 			int64_t now = clock_mono_ms();
 			if (!until)
 				until = now + LOG_WAIT_ROOM_MS;
-			if (now < until && poll(&room, 1, (int)(until - now)) >= 0)
+			if (now < until && (poll(&room, 1, (int)(until - now)) >= 0 || errno == EINTR))
 				continue;
 			return; /* the line is lost: there is no one to tell */
 		}
