@@ -38,6 +38,7 @@ typedef enum close_why {
 	CLOSE_OWNER,  /* the plugin stopped */
 	CLOSE_HUB,    /* the daemon stops */
 	CLOSE_SLOW,   /* the queue overflowed */
+	CLOSE_NOMEM,  /* a frame could not be queued for want of memory */
 } close_why;
 
 struct stream {
@@ -524,6 +525,11 @@ char *stream_frame(uint64_t id, const char *event, const char *data, size_t len,
 	*w++ = '\n';
 	*w = '\0';
 	*outlen = (size_t)(w - out);
+	/* To its size: the history keeps the frame and counts its length
+	 * against STREAM_HISTORY_BYTES (a CRLF reserved 14 bytes and took 7:
+	 * data of line breaks held twice that). */
+	if ((w = realloc(out, *outlen + 1)))
+		out = w;
 	return out;
 }
 
@@ -753,7 +759,7 @@ int stream_publish(stream_hub *hub, const void *owner, const char *name, const c
 {
 	char *text;
 	size_t tlen;
-	int n = 0, rc = EVH_OK;
+	int n = 0;
 	uint64_t id;
 
 	if (!hub || !owner || !channel_ok(channel) || !event_ok(event) || (len && !data))
@@ -785,12 +791,17 @@ int stream_publish(stream_hub *hub, const void *owner, const char *name, const c
 			unlink_locked(hub, s);
 			close_locked(s, CLOSE_SLOW);
 		} else {
-			rc = EVH_ENOMEM;
+			/* Not queued for want of memory: the stream goes on no
+			 * further, or its client would get the next frames and
+			 * never this one; reconnecting with Last-Event-ID, it
+			 * gets it from the history (or is told it missed it). */
+			unlink_locked(hub, s);
+			close_locked(s, CLOSE_NOMEM);
 		}
 	}
 	hist_add_locked(hub, id, name ? name : "", channel, text, tlen);
 	pthread_mutex_unlock(&hub->mu);
-	return rc == EVH_OK ? n : rc;
+	return n;
 }
 
 /* ------------------------------------------------------------ the owner */
@@ -801,6 +812,7 @@ static const char *why_text(close_why why)
 	case CLOSE_OWNER: return "service stopping";
 	case CLOSE_HUB: return "server stopping";
 	case CLOSE_SLOW: return "dropped: client too slow";
+	case CLOSE_NOMEM: return "dropped: out of memory";
 	case CLOSE_NONE: break;
 	}
 	return "";

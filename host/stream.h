@@ -173,7 +173,10 @@ int stream_open(stream_hub *hub, const void *owner, const char *name, const char
  * `event` may be NULL (clients see "message"); it must not contain control
  * characters or start with STREAM_HOST_PREFIX. `data` may hold line breaks (LF, CR or CRLF): each line
  * becomes one "data:" field. Returns the number of streams it was queued
- * for (>= 0), or EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM. */
+ * for (>= 0), or EVH_EINVAL / EVH_ETOOBIG / EVH_ENOMEM (no frame made: no
+ * stream and no history has it). A stream it cannot be queued for, for
+ * want of memory, is closed ("dropped: out of memory"): its client
+ * reconnects and gets it from the history. */
 int stream_publish(stream_hub *hub, const void *owner, const char *name, const char *channel,
                    const char *event, const char *data, size_t len);
 /* Close every stream of `owner` (its plugin stops). Returns how many. */

@@ -806,6 +806,72 @@ static void test_stream(void **state)
 	assert_true(sweep(stream_scenario, NULL) > 5);
 }
 
+/* The frames a stream's client gets after `last` (an id): its replay. */
+static char *replayed_after(stream_hub *hub, const char *last)
+{
+	stream *r = NULL;
+	char *out = NULL;
+	size_t len = 0;
+	assert_int_equal(stream_open(hub, &owner_x, "x", "ch", last, &r), EVH_OK);
+	if (stream_wait(r, 200, &out, &len) != STREAM_FRAMES)
+		out = strdup("");
+	assert_non_null(out);
+	stream_release(r);
+	return out;
+}
+
+/* An event whose frame could not be queued for a stream (memory short for
+ * the copy) left the stream open: its client got the events after it and
+ * never that one, its Last-Event-ID already past it. Each allocation of
+ * the event's publish failed in turn: a stream that gets the next event
+ * got it too, or is closed, and its client resuming from what it got gets
+ * it from the history (or is told it missed something). */
+static void test_stream_frame_not_queued_closes_the_stream(void **state)
+{
+	int hit = 1;
+	(void)state;
+	for (long k = 0; hit && k < 20; k++) {
+		stream_hub *hub = stream_hub_new();
+		stream *a = NULL;
+		char *out = NULL, *history, *resumed, first[32], last[32];
+		size_t len = 0;
+		assert_non_null(hub);
+		stream_hub_start(hub, 8);
+		assert_int_equal(stream_open(hub, &owner_x, "x", "ch", NULL, &a), EVH_OK);
+		assert_int_equal(stream_publish(hub, &owner_x, "x", "ch", "n", "A", 1), 1);
+		alloc_faults_arm(k, ALLOC_THIS_THREAD);
+		(void)stream_publish(hub, &owner_x, "x", "ch", "n", "B", 1);
+		hit = alloc_faults_disarm();
+		(void)stream_publish(hub, &owner_x, "x", "ch", "n", "C", 1);
+		assert_int_not_equal(stream_wait(a, 1000, &out, &len), STREAM_IDLE);
+		snprintf(first, sizeof first, "%.*s", (int)strcspn(out + 4, "\n"), out + 4);
+		/* Whether B was published at all: the history after A has it. */
+		history = replayed_after(hub, first);
+		if (count_of(history, "data: B\n") && count_of(out, "data: C\n") &&
+		    !count_of(out, "data: B\n"))
+			fail_msg("allocation %ld of B's publish failed: the stream got C, not B", k);
+		if (!count_of(out, "data: C\n")) {
+			/* Closed: its client resumes from the last frame it got. */
+			const char *id = out, *at;
+			while ((at = strstr(id + 1, "id: ")))
+				id = at;
+			snprintf(last, sizeof last, "%.*s", (int)strcspn(id + 4, "\n"), id + 4);
+			resumed = replayed_after(hub, last);
+			if (count_of(history, "data: B\n") && !count_of(resumed, "data: B\n") &&
+			    !count_of(resumed, "event: evhost.missed\n"))
+				fail_msg("allocation %ld of B's publish failed: a client resuming got no B",
+				         k);
+			free(resumed);
+		}
+		free(history);
+		free(out);
+		stream_hub_stop(hub);
+		stream_release(a);
+		stream_hub_free(hub);
+	}
+	assert_false(hit);
+}
+
 /* ----------------------------------------------------------------- store */
 
 /* An outbox row of key "k" to `topic` (its id is the caller's). */
@@ -1468,6 +1534,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_jsonin), 2},
     {cmocka_unit_test(test_jsonin_strict), 2},
     {cmocka_unit_test(test_stream), 2},
+    {cmocka_unit_test(test_stream_frame_not_queued_closes_the_stream), 2},
     {cmocka_unit_test(test_store), 2},
     {cmocka_unit_test(test_store_rollback_without_memory), 2},
     {cmocka_unit_test(test_store_group_member_rollback_without_memory), 2},

@@ -11,6 +11,7 @@
  * the figures /metrics shows (open per owner, closing, the limit); and the
  * SDK wrappers on a host that predates streaming. */
 #include <errno.h>
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -112,6 +113,32 @@ static void test_frame_multi_line(void **st)
 	/* No break ever survives inside a field: that would inject fields. */
 	expect_frame(5, NULL, "ok\nid: 99\r\nevent: evil",
 	             "id: 5\ndata: ok\ndata: id: 99\ndata: event: evil\n\n");
+}
+
+/* A frame is no larger in memory than its text: the history keeps frames
+ * and counts their length against STREAM_HISTORY_BYTES. Each CR and LF
+ * reserved 7 bytes, a CRLF 14 where it takes 7, and the buffer stayed
+ * that large: 64 KiB of CRLFs held 512 KiB for a frame of 224, and the
+ * history about 9 MiB where it promises 4. */
+static void test_frame_holds_what_it_says(void **st)
+{
+	static const char *const units[] = {"\r\n", "\n", "ab"};
+	enum { DATA = 64 * 1024 };
+	char *data = malloc(DATA);
+	(void)st;
+	assert_non_null(data);
+	for (size_t u = 0; u < sizeof units / sizeof units[0]; u++) {
+		size_t len = 0, ul = strlen(units[u]);
+		char *f;
+		for (size_t i = 0; i + ul <= DATA; i += ul)
+			memcpy(data + i, units[u], ul);
+		f = stream_frame(1, "e", data, DATA, &len);
+		assert_non_null(f);
+		if (malloc_usable_size(f) > len + 1 + 4096)
+			fail_msg("a frame of %zu bytes holds %zu", len, malloc_usable_size(f));
+		free(f);
+	}
+	free(data);
 }
 
 /* ------------------------------------------------------------ fan-out */
@@ -1105,6 +1132,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_frame_single_line),
 	    cmocka_unit_test(test_frame_multi_line),
+	    cmocka_unit_test(test_frame_holds_what_it_says),
 	    cmocka_unit_test(test_fan_out_by_plugin_and_channel),
 	    cmocka_unit_test(test_slow_reader_is_dropped),
 	    cmocka_unit_test(test_slow_reader_is_dropped_by_bytes),
