@@ -1436,6 +1436,9 @@ int host_reload(host *h)
 			}
 			if (fb)
 				plugin_destroy(fb);
+			/* Said by its start when that failed; not when memory for its
+			 * place ran out first: evhost_plugin_up must read 0. */
+			metrics_plugin_failed(name);
 			host_mark_down(h, name, required);
 			host_mark_restarting(h, name, 0);
 			log_error("host", "reload: plugin '%s' could not be started; it stays off%s", name,

@@ -2916,6 +2916,12 @@ def reload_failing(evhostd, binary, tmp_path, n, ports, features=None):
         r = requests.post(d.url + "/users", timeout=10, json={
             "name": "Oom", "email": f"oom-r{tag}@example.com", "password": "a password!"})
         assert r.status_code in (201, 503), (tag, r.status_code, r.text, d.log_tail())
+        # A plugin the reload left off reads 0 in evhost_plugin_up (its series
+        # went missing when memory for its place ran out before its start).
+        metrics = requests.get(d.url + "/metrics", timeout=10).text
+        for off in re.findall(r"reload: plugin '(\w+)' could not be started; it stays off",
+                              d.log_text()):
+            assert f'evhost_plugin_up{{plugin="{off}"}} 0' in metrics, (tag, off, metrics)
         if n is not None and f"evh-fault: failing allocation {n}\n" in d.log_text():
             d.send_signal(signal.SIGHUP)
             lib.wait_until(lambda: reloaded(2), timeout=60,
