@@ -544,43 +544,46 @@ static cJSON *plugin_state_json(const char *name, const char *state, int *ok)
 }
 
 /* The plugins out of the running list that are still named, by state:
- * those a reload is restarting or stopping, and a required one it could
- * not start (down, not gone). Under plugins_lock. */
+ * those a reload is restarting, starting or stopping, and a required one
+ * it could not start (down, not gone). Under plugins_lock. */
 struct named_off {
 	char (*names)[PLUGIN_NAME_MAX + 1];
 	size_t n;
 	const char *state;
 };
 
-static void named_off_sets(const host *h, struct named_off out[3])
+enum { OFF_RESTARTING, OFF_STARTING, OFF_STOPPING, OFF_FAILED, NAMED_OFF };
+
+static void named_off_sets(const host *h, struct named_off out[NAMED_OFF])
 {
-	out[0] = (struct named_off){h->restarting, h->nrestarting, "restarting"};
-	out[1] = (struct named_off){h->retiring, h->nretiring, "stopping"};
-	out[2] = (struct named_off){h->down, h->ndown, "failed"};
+	out[OFF_RESTARTING] = (struct named_off){h->restarting, h->nrestarting, "restarting"};
+	out[OFF_STARTING] = (struct named_off){h->starting, h->nstarting, "starting"};
+	out[OFF_STOPPING] = (struct named_off){h->retiring, h->nretiring, "stopping"};
+	out[OFF_FAILED] = (struct named_off){h->down, h->ndown, "failed"};
 }
 
 /* The answer to a dead-letter or replay request for `name` when no running
- * plugin has it, under plugins_lock: while a reload restarts it, 503 with
- * Retry-After: 1 (it runs again in a moment); while a reload stops it, or
- * after one could not start it, 409; else 404. (404 for all of them told a
- * script retrying on 503 that the plugin did not exist.) */
+ * plugin has it, under plugins_lock: while a reload restarts or starts it,
+ * 503 with Retry-After: 1 (it runs in a moment); while a reload stops it,
+ * or after one could not start it, 409; else 404. (404 for all of them
+ * told a script retrying on 503 that the plugin did not exist.) */
 static void answer_not_running_locked(host *h, evh_response *resp, const char *name)
 {
-	struct named_off off[3];
+	struct named_off off[NAMED_OFF];
 	named_off_sets(h, off);
-	for (size_t k = 0; k < 3; k++)
+	for (size_t k = 0; k < NAMED_OFF; k++)
 		for (size_t i = 0; i < off[k].n; i++) {
 			if (strcmp(off[k].names[i], name))
 				continue;
-			if (k == 0) {
+			if (k == OFF_RESTARTING || k == OFF_STARTING) {
 				problem(resp, 503, "unavailable", NULL,
-				        "plugin '%s' is restarting (a reload): nothing was done; try again "
-				        "once it runs",
-				        name);
+				        "plugin '%s' is %s (a reload): nothing was done; try again once it "
+				        "runs",
+				        name, off[k].state);
 				http_resp_header(resp, "Retry-After", "1");
 			} else {
 				problem(resp, 409, "conflict", NULL, "plugin '%s' is not running (%s): "
-				        "nothing was done", name, k == 1 ? "a reload is stopping it"
+				        "nothing was done", name, k == OFF_STOPPING ? "a reload is stopping it"
 				        : "a reload could not start it; the log says why");
 			}
 			return;
@@ -593,12 +596,12 @@ static void answer_not_running_locked(host *h, evh_response *resp, const char *n
 static cJSON *plugins_object(host *h, int *ok)
 {
 	cJSON *root = cJSON_CreateObject(), *list = jsonb_put_array(root, "plugins", ok);
-	struct named_off off[3];
+	struct named_off off[NAMED_OFF];
 	pthread_mutex_lock(&h->plugins_lock);
 	for (size_t i = 0; list && i < h->nplugins; i++)
 		jsonb_put(list, NULL, plugin_json(h, h->plugins[i], ok), ok);
 	named_off_sets(h, off);
-	for (size_t k = 0; k < 3; k++)
+	for (size_t k = 0; k < NAMED_OFF; k++)
 		for (size_t i = 0; list && i < off[k].n; i++)
 			jsonb_put(list, NULL, plugin_state_json(off[k].names[i], off[k].state, ok), ok);
 	pthread_mutex_unlock(&h->plugins_lock);
@@ -607,7 +610,7 @@ static cJSON *plugins_object(host *h, int *ok)
 
 static int get_plugins(host *h, evh_response *resp, const char *name)
 {
-	struct named_off off[3];
+	struct named_off off[NAMED_OFF];
 	cJSON *one = NULL;
 	int found = 0, ok = 1;
 	if (!name) {
@@ -620,9 +623,9 @@ static int get_plugins(host *h, evh_response *resp, const char *name)
 			one = plugin_json(h, h->plugins[i], &ok);
 			found = 1;
 		}
-	/* As the list says it: restarting, stopping, or failed. */
+	/* As the list says it: restarting, starting, stopping, or failed. */
 	named_off_sets(h, off);
-	for (size_t k = 0; !found && k < 3; k++)
+	for (size_t k = 0; !found && k < NAMED_OFF; k++)
 		for (size_t i = 0; !found && i < off[k].n; i++)
 			if ((found = !strcmp(off[k].names[i], name)))
 				one = plugin_state_json(name, off[k].state, &ok);

@@ -158,7 +158,8 @@ static void host_list_plugin(host *h, evh_plugin *p)
  * the reload sweep (test_services_oom) fails it like any allocation. */
 static int host_reserve_down(host *h, size_t n)
 {
-	char(*v)[PLUGIN_NAME_MAX + 1], (*r)[PLUGIN_NAME_MAX + 1], (*rt)[PLUGIN_NAME_MAX + 1] = NULL;
+	char(*v)[PLUGIN_NAME_MAX + 1], (*r)[PLUGIN_NAME_MAX + 1], (*rt)[PLUGIN_NAME_MAX + 1] = NULL,
+	    (*st)[PLUGIN_NAME_MAX + 1] = NULL;
 	int rc = 0;
 	pthread_mutex_lock(&h->plugins_lock);
 	/* The arrays hold capdown names at least, whichever realloc fails. */
@@ -167,9 +168,13 @@ static int host_reserve_down(host *h, size_t n)
 		h->restarting = r;
 		rt = realloc(h->retiring, (n ? n : 1) * sizeof *rt);
 	}
-	if (rt)
+	if (rt) {
 		h->retiring = rt;
-	v = rt ? realloc(h->down, (n ? n : 1) * sizeof *v) : NULL;
+		st = realloc(h->starting, (n ? n : 1) * sizeof *st);
+	}
+	if (st)
+		h->starting = st;
+	v = st ? realloc(h->down, (n ? n : 1) * sizeof *v) : NULL;
 	if (v) {
 		h->down = v;
 		h->capdown = n;
@@ -208,12 +213,32 @@ static void host_mark_down(host *h, const char *name, int off)
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
-/* A plugin a reload stops to start again (`on`), or one it is done with:
- * /readyz says "restarting" meanwhile. In the room host_reserve_down made. */
-static void host_mark_restarting(host *h, const char *name, int on)
+/* A plugin a reload is about to start: "starting" until it runs (or is
+ * left off), unless it runs again after a restart ("restarting" already).
+ * In the room host_reserve_down made. */
+static void host_mark_starting(host *h, const char *name)
+{
+	size_t i;
+	pthread_mutex_lock(&h->plugins_lock);
+	for (i = 0; i < h->nrestarting && strcmp(h->restarting[i], name); i++)
+		;
+	if (i == h->nrestarting)
+		name_set(h->starting, &h->nstarting, h->capdown, name, 1);
+	pthread_mutex_unlock(&h->plugins_lock);
+}
+
+/* A plugin a reload started: `listed` (in the room host_reserve_plugin
+ * made), or NULL when it stays off (`down`: /readyz says "failed", a
+ * required one). Out of "starting" and "restarting" in the same hold of the
+ * lock: /readyz and /admin/plugins never list it twice, nor not at all. */
+static void host_settle_start(host *h, const char *name, evh_plugin *listed, int down)
 {
 	pthread_mutex_lock(&h->plugins_lock);
-	name_set(h->restarting, &h->nrestarting, h->capdown, name, on);
+	if (listed)
+		h->plugins[h->nplugins++] = listed;
+	name_set(h->down, &h->ndown, h->capdown, name, down);
+	name_set(h->restarting, &h->nrestarting, h->capdown, name, 0);
+	name_set(h->starting, &h->nstarting, h->capdown, name, 0);
 	pthread_mutex_unlock(&h->plugins_lock);
 }
 
@@ -1412,6 +1437,7 @@ int host_reload(host *h)
 			continue;
 		}
 		n->host = h;
+		host_mark_starting(h, n->name);
 		if (host_reserve_plugin(h, n->name) != 0 || host_start_plugin(h, n) != 0) {
 			evh_plugin *fb = take_plugin(fallbacks, nfallbacks, n->name);
 			int required = n->required;
@@ -1423,14 +1449,12 @@ int host_reload(host *h)
 			snprintf(name, sizeof name, "%s", n->name);
 			plugin_destroy(n);
 			if (fb && host_reserve_plugin(h, name) == 0 && host_start_plugin(h, fb) == 0) {
-				host_list_plugin(h, fb);
-				host_mark_restarting(h, name, 0);
+				host_settle_start(h, name, fb, 0);
 				fell_back++;
 				log_error("host", "reload: plugin '%s' could not be started with its new %s; "
 				                  "it runs again as it ran before (%s): the error above says why; "
 				                  "reload to try again",
 				          name, what, fb->desc->version ? fb->desc->version : "");
-				host_mark_down(h, name, 0);
 				started++;
 				continue;
 			}
@@ -1439,15 +1463,12 @@ int host_reload(host *h)
 			/* Said by its start when that failed; not when memory for its
 			 * place ran out first: evhost_plugin_up must read 0. */
 			metrics_plugin_failed(name);
-			host_mark_down(h, name, required);
-			host_mark_restarting(h, name, 0);
+			host_settle_start(h, name, NULL, required);
 			log_error("host", "reload: plugin '%s' could not be started; it stays off%s", name,
 			          required ? " (/readyz says so until a reload starts it)" : "");
 			continue;
 		}
-		host_list_plugin(h, n);
-		host_mark_down(h, n->name, 0);
-		host_mark_restarting(h, n->name, 0);
+		host_settle_start(h, n->name, n, 0);
 		started++;
 	}
 	for (size_t i = 0; i < nfallbacks; i++)
@@ -1459,6 +1480,7 @@ int host_reload(host *h)
 	host_stop(&next);
 	pthread_mutex_lock(&h->plugins_lock);
 	h->nrestarting = 0; /* each was started, fell back or left off: said above */
+	h->nstarting = 0;
 	pthread_mutex_unlock(&h->plugins_lock);
 	if (fell_back)
 		log_info("host", "reload done: %zu started, %zu stopped, %zu unchanged; %zu of those "
@@ -1561,6 +1583,9 @@ void host_stop(host *h)
 	free(h->restarting);
 	h->restarting = NULL;
 	h->nrestarting = 0;
+	free(h->starting);
+	h->starting = NULL;
+	h->nstarting = 0;
 	free(h->retiring);
 	h->retiring = NULL;
 	h->nretiring = 0;
@@ -1636,9 +1661,14 @@ int host_ready(host *h, char **json)
 		jsonb_put_str(plugins, h->down[i], plugin_state_name(PLUGIN_FAILED), &ok);
 		ready = 0;
 	}
-	/* One a reload is stopping to start again: not running meanwhile. */
+	/* One a reload is stopping to start again, or starting for the first
+	 * time: not running meanwhile. */
 	for (size_t i = 0; i < h->nrestarting; i++) {
 		jsonb_put_str(plugins, h->restarting[i], "restarting", &ok);
+		ready = 0;
+	}
+	for (size_t i = 0; i < h->nstarting; i++) {
+		jsonb_put_str(plugins, h->starting[i], "starting", &ok);
 		ready = 0;
 	}
 	/* One a reload is stopping for good: said, the others still serve. */

@@ -66,6 +66,10 @@ typedef struct host {
 	 * plugins_lock; room for capdown names too. */
 	char (*restarting)[PLUGIN_NAME_MAX + 1];
 	size_t nrestarting;
+	/* Plugins a reload starts that did not run before it (enabled or
+	 * added), while their start runs (readyz: "starting"); as restarting. */
+	char (*starting)[PLUGIN_NAME_MAX + 1];
+	size_t nstarting;
 	/* Plugins a reload is stopping for good (disabled or removed), until
 	 * their drain and fini are done: "stopping" on /readyz and
 	 * /admin/plugins. Under plugins_lock; room for capdown names too. */

@@ -174,6 +174,35 @@ def test_changed_section_restarts_only_that_plugin(evhostd, build_dir):
     assert d.get("/probe/seen").status_code == 200
 
 
+def test_a_plugin_a_reload_enables_is_starting_until_it_runs(evhostd, build_dir, tmp_path):
+    """A plugin a reload enables was in no list while its init ran: /readyz
+    answered 200 (ready) without it, and /admin/plugins did not name it,
+    while its routes said 503. It is "starting" now, and /readyz 503."""
+    token = "admin-token-for-the-starting-test-0123"
+    (tmp_path / "admin.token").write_text(token + "\n")
+    (tmp_path / "admin.token").chmod(0o600)
+    auth = {"Authorization": f"Bearer {token}"}
+    d = evhostd({"admin": {"token_file": str(tmp_path / "admin.token")}},
+                dropins={"20-probe.conf": probe_dropin(build_dir, enabled=False)
+                         + "subscribe = false\n"})
+    assert d.get("/readyz").status_code == 200
+    write_dropin(d, "20-probe.conf", probe_dropin(build_dir) + "subscribe = false\n"
+                 "init_sleep_ms = 3000\n")
+    d.send_signal(signal.SIGHUP)
+    lib.wait_until(lambda: "probe: init sleeping 3000 ms" in d.log_text(), timeout=30,
+                   message="the plugin's init")
+    r = d.get("/readyz")
+    assert r.status_code == 503 and r.json()["plugins"]["probe"] == "starting", r.text
+    states = {p["name"]: p["state"] for p in
+              d.get("/admin/plugins", headers=auth).json()["plugins"] if "state" in p}
+    assert states.get("probe") == "starting", states
+    r = d.get("/admin/plugins/probe/dlq", headers=auth)
+    assert r.status_code == 503 and "is starting (a reload)" in r.json()["detail"], r.text
+    lib.wait_until(lambda: "reload done" in d.log_text(), timeout=30, message="the reload")
+    r = d.get("/readyz")
+    assert r.status_code == 200 and r.json()["plugins"]["probe"] == "running", r.text
+
+
 def test_a_relative_path_moved_to_another_directory_is_a_change(evhostd, build_dir, tmp_path):
     """A relative path of a plugin's key is resolved against the directory of
     the file that sets it: moved from evhost.conf into conf.d, the same text
