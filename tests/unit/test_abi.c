@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "stderr_capture.h"
+#include "test_files.h"
 
 #include "host.h"
 #include "plugins.h"
@@ -450,6 +451,8 @@ static void test_file_keys_must_be_readable(void **st)
 /* The fixture plugin `name` (tests/fixtures/NAME.so) opened on host `h`
  * with its state in `dir` (a mkdtemp template, filled in), then started:
  * plugin_start's result in *rc, its error in err. */
+/* Plugin `name` started with a state directory of its own, made in
+ * `dir` (64 bytes). */
 static evh_plugin *started(host *h, char *dir, const char *name, int *rc, char *err,
                            size_t errlen)
 {
@@ -459,7 +462,7 @@ static evh_plugin *started(host *h, char *dir, const char *name, int *rc, char *
 	snprintf(file, sizeof file, "%s.so", name);
 	ps = settings_for(name, file);
 	memset(h, 0, sizeof *h);
-	assert_non_null(mkdtemp(dir));
+	test_make_dir(dir, 64, "abi");
 	h->set.state_dir = dir;
 	h->set.store_synchronous = "NORMAL";
 	p = plugin_open(h, &ps, err, errlen, NULL);
@@ -471,16 +474,14 @@ static evh_plugin *started(host *h, char *dir, const char *name, int *rc, char *
 /* plugin_destroy, and its state directory gone. */
 static void destroyed(evh_plugin *p, const char *dir)
 {
-	char cmd[600];
 	plugin_destroy(p);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	assert_int_equal(system(cmd), 0);
+	test_remove_tree(dir);
 }
 
 static void test_init_failure_quotes_plugin(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
+	char err[1024] = "", dir[64]; /* started makes it */
 	int rc;
 	evh_plugin *p = started(&h, dir, "init_fails", &rc, err, sizeof err);
 
@@ -519,7 +520,7 @@ static evh_event_result no_handler(evh_plugin *p, const evh_event *ev, evh_tx *t
 static void test_init_calls_are_refused_once_init_returned(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
+	char err[1024] = "", dir[64]; /* started makes it */
 	evh_subscription sub = {.struct_size = sizeof sub, .topic = "late", .handler = no_handler};
 	evh_route route = {.struct_size = sizeof route, .method = "GET", .pattern = "/late"};
 	evh_migration mig = {1, "CREATE TABLE late(x)"};
@@ -557,7 +558,7 @@ static void *subscribe_from_a_thread(void *arg)
 static void test_init_calls_are_taken_only_from_inits_thread(void **st)
 {
 	host h;
-	char err[1024] = "", dir[] = "/tmp/evhost-abi-XXXXXX"; /* mkdtemp fills it in (started) */
+	char err[1024] = "", dir[64]; /* started makes it */
 	evh_subscription sub = {.struct_size = sizeof sub, .topic = "t", .handler = no_handler};
 	struct late_call c;
 	pthread_t t;
