@@ -1622,10 +1622,18 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	rig_stop(&g);
 }
 
-/* Dead letters come in the order topic, partition, offset, whichever
- * partition the broker answers first (here the last one is written first),
- * so a read cut at its limit is the same each time; a read goes on after a
- * position, and one at positions reads just those, each from its offset. */
+/* The dead letters of `l`, in order, are at the positions `want` names
+ * ("topic/partition/offset"). */
+static void expect_letters_at(const dlq_list *l, const char *const *want)
+{
+	char where[64];
+	for (size_t i = 0; i < l->n; i++) {
+		snprintf(where, sizeof where, "%s/%d/%d", l->v[i].topic, (int)l->v[i].partition,
+		         (int)l->v[i].offset);
+		assert_string_equal(where, want[i]);
+	}
+}
+
 /* One message of `value` to topic/partition, acknowledged. */
 static void produce_at(rd_kafka_t *rk, const char *topic, int32_t partition, const char *value)
 {
@@ -1636,6 +1644,10 @@ static void produce_at(rd_kafka_t *rk, const char *topic, int32_t partition, con
 	rd_kafka_flush(rk, WAIT_MS);
 }
 
+/* Dead letters come in the order topic, partition, offset, whichever
+ * partition the broker answers first (here the last one is written first),
+ * so a read cut at its limit is the same each time; a read goes on after a
+ * position, and one at positions reads just those, each from its offset. */
 static void test_dlq_reads_in_order_from_a_position(void **state)
 {
 	static const struct {
@@ -1649,7 +1661,7 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	dlq_pos after = {"dlq.a", 1, 1};
 	dlq_pos at[4] = {{NULL, 1, 1}, {"dlq.b", -1, 0}, {NULL, 0, 99}, {"dlq.a", 1, 1}};
 	struct relay_rig g;
-	char err[256], where[64];
+	char err[256];
 	rd_kafka_conf_t *conf = rd_kafka_conf_new();
 	rd_kafka_t *rk;
 	dlq_list l;
@@ -1668,22 +1680,14 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	assert_int_equal(dlq_read(g.k, topics, 2, 3, WAIT_MS, &l, err, sizeof err), EVH_OK);
 	assert_int_equal(l.n, 3);
 	assert_true(l.truncated);
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
-		         (int)l.v[i].offset);
-		assert_string_equal(where, order[i]);
-	}
+	expect_letters_at(&l, order);
 	dlq_list_free(&l);
 	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, SIZE_MAX, WAIT_MS, &l, err,
 	                                sizeof err),
 	                 EVH_OK);
 	assert_int_equal(l.n, 3);
 	assert_false(l.truncated);
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
-		         (int)l.v[i].offset);
-		assert_string_equal(where, order[3 + i]);
-	}
+	expect_letters_at(&l, order + 3);
 	dlq_list_free(&l);
 	after = (dlq_pos){"dlq.a", 2, 0};
 	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 1, SIZE_MAX, WAIT_MS, &l, err,
@@ -1738,12 +1742,9 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	                 EVH_OK);
 	assert_int_equal(l.n, 4);
 	assert_false(l.truncated);
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
-		         (int)l.v[i].offset);
-		assert_string_equal(where, order[2 + i]);
+	expect_letters_at(&l, order + 2);
+	for (size_t i = 0; i < l.n; i++)
 		assert_int_equal(l.v[i].value_len, 1);
-	}
 	dlq_list_free(&l);
 	dlq_ends_free(&ends);
 
@@ -1767,11 +1768,7 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	dlq_set_chunk_bytes(0);
 	assert_int_equal(l.n, 2);
 	assert_true(l.truncated);
-	for (size_t i = 0; i < l.n; i++) {
-		snprintf(where, sizeof where, "%s/%d/%d", l.v[i].topic, (int)l.v[i].partition,
-		         (int)l.v[i].offset);
-		assert_string_equal(where, order[1 + i]);
-	}
+	expect_letters_at(&l, order + 1);
 	dlq_list_free(&l);
 	dlq_ends_free(&ends);
 	rd_kafka_destroy(rk);
