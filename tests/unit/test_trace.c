@@ -409,6 +409,14 @@ static void test_export_retry(void **state)
 	assert_int_equal(f - f0, 0);
 }
 
+/* Wait (up to 2 s) until the collector has had `n` requests; exactly n. */
+static void wait_requests(collector *c, int n)
+{
+	for (int i = 0; i < 100 && c->requests < n; i++)
+		usleep(20000);
+	assert_int_equal(c->requests, n);
+}
+
 /* A stop during a batch's wait before its retry gives it its one try
  * within the stop's deadline, as the queued batches get: it was dropped
  * (counted as failed) however much of the stop's time was left. */
@@ -421,23 +429,13 @@ static void test_stop_during_a_retry_wait_tries_once_more(void **state)
 	counts(&e0, &f0, &x0);
 	start(c.port, 1.0, 64, 3, 3600000, 5000);
 	end_spans(3); /* a full batch: sent at once, 503, then a wait of 500 ms */
-	for (int i = 0; i < 100 && c.requests < 1; i++)
-		usleep(10000);
-	assert_int_equal(c.requests, 1);
+	wait_requests(&c, 1);
 	trace_stop(5000);
 	collector_stop(&c);
 	assert_int_equal(c.requests, 2);
 	counts(&e, &f, &x);
 	assert_int_equal(e - e0, 3);
 	assert_int_equal(x - x0, 0);
-}
-
-/* Wait (up to 2 s) until the collector has had `n` requests; exactly n. */
-static void wait_requests(collector *c, int n)
-{
-	for (int i = 0; i < 100 && c->requests < n; i++)
-		usleep(20000);
-	assert_int_equal(c->requests, n);
 }
 
 /* A collector that never answers holds the exporter up to export_timeout;
