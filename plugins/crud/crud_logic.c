@@ -183,8 +183,9 @@ static int has_type(const cJSON *v, crud_type t)
 	case CRUD_T_NUMBER:
 		return cJSON_IsNumber(v);
 	case CRUD_T_INTEGER:
-		/* the range check comes first: it makes the cast defined (and fails NaN) */
-		return cJSON_IsNumber(v) && fabs(v->valuedouble) <= CRUD_INT_EXACT &&
+		/* the range check comes first: it makes the cast defined (and fails NaN);
+		 * 2^53 itself is refused, since 2^53 + 1 was read as it too */
+		return cJSON_IsNumber(v) && fabs(v->valuedouble) < CRUD_INT_EXACT &&
 		       (double)(int64_t)v->valuedouble == v->valuedouble;
 	case CRUD_T_BOOLEAN:
 		return cJSON_IsBool(v);
@@ -408,10 +409,12 @@ static int parse_number(const char *s, crud_filter *f)
 		return -1;
 	errno = 0;
 	v = integral ? strtoll(s, &end, 10) : 0;
-	if (integral && errno != ERANGE) {
+	/* Exact only below 2^53: a larger integer was stored as the double
+	 * the body's parser read it as, so it is looked for as that double. */
+	if (integral && errno != ERANGE && fabs((double)v) < CRUD_INT_EXACT) {
 		f->kind = CRUD_F_INT;
 		f->i = v;
-	} else { /* fractions, exponents and integers too big for int64 */
+	} else { /* fractions, exponents and integers past 2^53 */
 		f->kind = CRUD_F_REAL;
 		f->r = strtod(s, NULL);
 		if (!isfinite(f->r))

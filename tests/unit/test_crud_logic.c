@@ -202,6 +202,18 @@ static void test_rules_check(void **state)
 	assert_string_equal(field, "qty");
 	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":2.0}", &field), 0);
 	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":1e300}", &field), -1);
+	/* Exact integers only: 2^53 - 1 passes; 2^53 + 1, read as 2^53, does not
+	 * (it would be stored changed), and neither does 2^53. */
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":-9007199254740991}",
+	                       &field),
+	                 0);
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":9007199254740993}",
+	                       &field),
+	                 -1);
+	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"qty\":9007199254740992}",
+	                       &field),
+	                 -1);
+	assert_string_equal(field, "qty");
 	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"ok\":1}", &field), -1);
 	assert_string_equal(field, "ok");
 	assert_int_equal(check(&r, "{\"name\":\"x\",\"price\":1,\"tags\":{}}", &field), -1);
@@ -467,6 +479,17 @@ static void test_filters_inferred(void **state)
 	assert_true(f.r == -1500.0);
 	assert_int_equal(crud_filter_make(&f, "qty", "99999999999999999999", CRUD_T_ANY, &why), 0);
 	assert_int_equal(f.kind, CRUD_F_REAL);
+	/* Past 2^53 a body's integer is stored as the nearest double: the
+	 * filter looks for that double, not for the exact integer no document
+	 * holds. Below it, exact. */
+	assert_int_equal(crud_filter_make(&f, "qty", "9007199254740993", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_REAL);
+	assert_true(f.r == 9007199254740992.0);
+	assert_int_equal(crud_filter_make(&f, "qty", "-9223372036854775807", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_REAL);
+	assert_int_equal(crud_filter_make(&f, "qty", "-9007199254740991", CRUD_T_ANY, &why), 0);
+	assert_int_equal(f.kind, CRUD_F_INT);
+	assert_true(f.i == -9007199254740991LL);
 	/* a JSON number no double holds: refused, never compared as its text */
 	for (int declared = 0; declared < 2; declared++) {
 		why = NULL;
