@@ -627,6 +627,8 @@ int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
 		c->plugin_dir = xstrdup(pinned_plugin_dir);
 	text = read_file(main_file, CFG_MAX_FILE, &len, NULL);
 	if (!text) {
+		c->main_unread = c->main_incomplete = true;
+		c->nomem = cfg_nomem;
 		if (cfg_nomem)
 			say_nomem(d, main_file, n0);
 		else
@@ -636,6 +638,7 @@ int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
 	/* A syntax error in the main file still leaves the drop-ins worth
 	 * checking, so --check-config reports everything in one go. */
 	rc = cfg_parse_text(c, text, len, main_file, d);
+	c->main_incomplete = rc != 0;
 	free(text);
 	if (pinned_confdir) {
 		c->confdir = xstrdup(pinned_confdir);
@@ -645,10 +648,13 @@ int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
 		c->confdir = resolve_path(base, confdir && *confdir ? confdir : "conf.d");
 		free(base);
 	}
-	if (!cfg_nomem && cfg_load_dir(c, d) < 0)
+	if (!cfg_nomem && cfg_load_dir(c, d) < 0) {
+		c->dropins_incomplete = true;
 		rc = -1;
+	}
 	if (!cfg_nomem)
 		return rc;
+	c->nomem = true;
 	say_nomem(d, main_file, n0);
 	return -1;
 }

@@ -6,6 +6,7 @@
 #ifndef EVHOST_CONFIG_H
 #define EVHOST_CONFIG_H
 #include <sys/types.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <evhost/evhost.h>
 #include "diag.h"
@@ -41,6 +42,12 @@ typedef struct cfg {
 	char *plugin_dir; /* cfg_load_pinned's: plugin paths resolved against it, not [host]'s */
 	cfg_section *sections; /* every section seen, in first-seen order */
 	size_t nsections;
+	/* Where cfg_load failed (it returned -1): the main file could not be
+	 * read (then nothing was), or not whole (a syntax error: the lines
+	 * after it); a drop-in or the conf.d directory was not read whole; or
+	 * memory ran out (nothing read can be trusted then). What was read is
+	 * kept. */
+	bool main_unread, main_incomplete, dropins_incomplete, nomem;
 } cfg;
 
 /* Read `main_file`, then every *.conf in its confdir ([host] confdir, default

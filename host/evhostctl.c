@@ -79,6 +79,7 @@ typedef struct ctl {
 	cfg cfg;
 	settings set;
 	diag cfg_problems; /* what settings_from_cfg said of the values (key_refused) */
+	diag cfg_unread;   /* why a file was not read whole (key_unread) */
 	int cfg_loaded;
 	char *url;   /* without a trailing slash */
 	char *token; /* NULL: the admin API is not configured */
@@ -183,7 +184,11 @@ static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)
  * the operator may not read, a bad value elsewhere) are ignored: `check`
  * is there for them. An unreadable main file stops us, and so does a bad
  * value of a key we use, once we use it (key_refused): what settings_from_cfg
- * said is kept for that. */
+ * said is kept for that. So does a file not read whole (a syntax error
+ * ends its reading there) when a key we use is unset and could have been
+ * in what was not read (key_unread); else it is said and we go on: a typo
+ * in a drop-in the daemon has not reloaded must not stop `status` or the
+ * nightly `backup` (the daemon runs the configuration it read before). */
 static int load_config(ctl *c)
 {
 	diag d = {0};
@@ -191,15 +196,22 @@ static int load_config(ctl *c)
 	if (c->cfg_loaded)
 		return 0;
 	rc = cfg_load(&c->cfg, c->o.conf, &d);
-	if (rc != 0) {
+	if (rc != 0 && (c->cfg.main_unread || c->cfg.nomem || !d.n)) {
 		/* A problem names its file (and line) itself. */
-		if (d.n)
+		if (d.n && !c->cfg.nomem)
 			say("cannot read the configuration: %s", d.msgs[0]);
 		else
 			say("cannot read the configuration %s: out of memory", c->o.conf);
 		diag_free(&d);
 		cfg_free(&c->cfg);
 		return -1;
+	}
+	if (rc != 0) {
+		say("warning: %s%s (the daemon refuses this configuration at its next reload or "
+		    "start; 'evhostctl check' says all)",
+		    d.msgs[0], d.n > 1 ? ", and more" : "");
+		c->cfg_unread = d;
+		d = (diag){0};
 	}
 	if (settings_from_cfg(&c->cfg, &c->set, &d) == -2) {
 		say("cannot read the configuration %s: out of memory", c->o.conf);
@@ -236,6 +248,22 @@ static int key_refused(ctl *c, const char *section, const char *key, const char 
 		return 1;
 	}
 	return 0;
+}
+
+/* Whether a key evhostctl relies on is unset while a file that may set it
+ * was not read whole (load_config): the default in its place may not be
+ * the daemon's. `main_only`: a key only the main file sets ([host]
+ * confdir, read before the drop-ins). Said with the first such problem,
+ * `then` telling what it stops: 1; else 0. */
+static int key_unread(ctl *c, const char *section, const char *key, int main_only,
+                      const char *then)
+{
+	if (cfg_find(&c->cfg, section, key) ||
+	    !(c->cfg.main_incomplete || (!main_only && c->cfg.dropins_incomplete)))
+		return 0;
+	say("%s: [%s] %s may be in what could not be read; %s", c->cfg_unread.msgs[0], section,
+	    key, then);
+	return 1;
 }
 
 /* xasprintf's text, or NULL out of memory (said by the caller): for a
@@ -326,7 +354,9 @@ static int resolve_url(ctl *c)
 	}
 	if (load_config(c))
 		return EXIT_FAILED;
-	if (key_refused(c, "http", "listen",
+	if (key_unread(c, "http", "listen", 0,
+	               "evhostctl does not know where the daemon listens (fix it, or pass --url)") ||
+	    key_refused(c, "http", "listen",
 	                "evhostctl does not know where the daemon listens (fix it, or pass --url)"))
 		return EXIT_FAILED;
 	host = c->set.http_host;
@@ -354,8 +384,10 @@ static int resolve_token(ctl *c)
 			return EXIT_FAILED;
 		/* Its problem of reading the file is said below, with ours. */
 		if (!c->set.admin_token_file &&
-		    key_refused(c, "admin", "token_file",
-		                "evhostctl has no admin token (fix it, or pass --token-file)"))
+		    (key_unread(c, "admin", "token_file", 0,
+		                "evhostctl has no admin token (fix it, or pass --token-file)") ||
+		     key_refused(c, "admin", "token_file",
+		                 "evhostctl has no admin token (fix it, or pass --token-file)")))
 			return EXIT_FAILED;
 		path = c->set.admin_token_file;
 	}
@@ -648,6 +680,10 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 	curl_easy_setopt(c->curl, CURLOPT_TIMEOUT,
 	                 c->request_timeout_s ? c->request_timeout_s : REQUEST_TIMEOUT_S);
 	curl_easy_setopt(c->curl, CURLOPT_PROTOCOLS_STR, "http,https");
+	/* Never through a proxy (http_proxy, ALL_PROXY, which sudo may bring
+	 * from /etc/environment): it would be handed the admin token, and
+	 * reach another 127.0.0.1 than the daemon's. */
+	curl_easy_setopt(c->curl, CURLOPT_NOPROXY, "*");
 	curl_easy_setopt(c->curl, CURLOPT_WRITEFUNCTION, collect);
 	curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, r);
 	if (body) {
@@ -1591,12 +1627,15 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 
 	if (load_config(c))
 		return EXIT_FAILED;
-	if (key_refused(c, "host", "confdir",
+	if (key_unread(c, "host", "confdir", 1,
+	               "evhostctl does not know which conf.d the daemon reads (fix it)") ||
+	    key_refused(c, "host", "confdir",
 	                "evhostctl does not know which conf.d the daemon reads (fix it)"))
 		return EXIT_FAILED;
 	if (!plugin_known(c, name, enable)) {
-		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d", name, name,
-		    c->o.conf);
+		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d%s", name, name,
+		    c->o.conf,
+		    c->cfg_unread.n ? " (in what could be read of them: see the warning above)" : "");
 		return EXIT_FAILED;
 	}
 	if ((rc = resolve_token(c)))
@@ -2796,6 +2835,7 @@ int main(int argc, char **argv)
 	if (c.cfg_loaded)
 		settings_free(&c.set);
 	diag_free(&c.cfg_problems);
+	diag_free(&c.cfg_unread);
 	cfg_free(&c.cfg);
 	return stdout_written(rc, seen);
 }

@@ -122,6 +122,53 @@ def test_status_plugins_events(evhostd, build_dir, tmp_path):
     assert_one_error(ctl(build_dir, d, "events", "--plugin", "nobody"), 1, "no plugin named")
 
 
+def test_no_proxy_is_handed_the_admin_token(evhostd, build_dir, tmp_path):
+    # A proxy in evhostctl's environment (sudo brings http_proxy along from
+    # /etc/environment) is not used: it would get the admin token, and the
+    # request would reach the proxy's own loopback, not the daemon.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    with lib.ConnectProxy(routes={}) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        r = ctl(build_dir, d, "plugins", env={"http_proxy": url, "HTTPS_PROXY": url,
+                                              "ALL_PROXY": url, "no_proxy": ""})
+        assert r.returncode == 0, r.stderr
+        assert not proxy.forwards and not proxy.connects, (proxy.forwards, proxy.connects)
+
+
+def test_a_typo_in_a_dropin_stops_only_what_it_may_hide(evhostd, build_dir, tmp_path):
+    # The daemon runs what it read before the typo; evhostctl says the typo
+    # and goes on, unless a key it needs is unset and could have been in
+    # the lines the typo kept from being read.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    probe = d.config_dir / "conf.d" / "20-probe.conf"
+    probe.write_text(probe.read_text() + "this line is a typo\n")
+    for args in (["status"], ["plugins"]):
+        r = ctl(build_dir, d, *args)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == (f"evhostctl: warning: {probe}:4: syntax error (expected "
+                            "'[section]' or 'key = value') (the daemon refuses this "
+                            "configuration at its next reload or start; 'evhostctl check' "
+                            "says all)\n"), r.stderr
+    # Where the daemon listens, after the typo: not guessed.
+    main = tmp_path / "main.conf"
+    confd = tmp_path / "other.d"
+    confd.mkdir()
+    main.write_text(f"[host]\nconfdir = {confd}\n")
+    (confd / "10-http.conf").write_text(f"[http\nlisten = {d.url.split('//')[1]}\n")
+    r = ctl(build_dir, d, "status", conf=main)
+    assert r.returncode == 1, r.stderr
+    assert (f"evhostctl: {confd / '10-http.conf'}:1: syntax error (no closing ']' for the "
+            "section header): [http] listen may be in what could not be read; evhostctl does "
+            "not know where the daemon listens (fix it, or pass --url)\n") in r.stderr, r.stderr
+    # The conf.d after a typo in the main file: not guessed either.
+    main.write_text(f"oops\n[host]\nconfdir = {confd}\n")
+    r = ctl(build_dir, d, "disable", "probe", "--url", d.url, conf=main)
+    assert r.returncode == 1, r.stderr
+    assert (f"evhostctl: {main}:1: syntax error (expected '[section]' or 'key = value'): "
+            "[host] confdir may be in what could not be read; evhostctl does not know which "
+            "conf.d the daemon reads (fix it)\n") in r.stderr, r.stderr
+
+
 def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
     # A page says where to continue (next_after, truncated); --after follows
     # one plugin's log page by page, each event once, and the footer gives the
