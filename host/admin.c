@@ -121,6 +121,7 @@ struct admin {
 	uint64_t reload_covering; /* requests the running reload covers */
 	uint64_t reload_done;     /* requests covered by a finished reload */
 	int reload_rc;            /* host_reload's result for the last one */
+	diag reload_problems;     /* and why it was refused (the host's refused, taken) */
 	int reloading;            /* a reload is under way (main thread) */
 	int backing_up;           /* a backup is under way: reloads wait for it */
 };
@@ -220,6 +221,7 @@ void admin_stop(host *h)
 	pthread_mutex_destroy(&a->backup_mu);
 	pthread_mutex_destroy(&a->reload_mu);
 	pthread_cond_destroy(&a->reload_cv);
+	diag_free(&a->reload_problems);
 	free(a);
 	h->admin = NULL;
 }
@@ -2439,6 +2441,36 @@ failed:
 
 /* ----------------------------------------------------------------- reload */
 
+/* At most this many of a refused reload's problems go in its answer. */
+#define RELOAD_PROBLEMS_SHOWN 32
+
+/* {"problems": [...], "problems_not_shown": N} for a refused reload's
+ * answer (http_resp_problem_with's extra members), as the daemon read the
+ * files, which evhostd --check-config run by another user (root) may not:
+ * a file only that user can read. NULL when out of memory (the answer
+ * then says what it says without them). Under reload_mu. */
+static cJSON *reload_problems_json(const diag *d)
+{
+	cJSON *extra = cJSON_CreateObject(), *list;
+	size_t shown = d->n < RELOAD_PROBLEMS_SHOWN ? d->n : RELOAD_PROBLEMS_SHOWN;
+	int ok = extra != NULL;
+	list = jsonb_put_array(extra, "problems", &ok);
+	for (size_t i = 0; i < shown && ok; i++) {
+		int nomem = 0;
+		char *clean = json_utf8_scrub(d->msgs[i], &nomem); /* a path need not be UTF-8 */
+		jsonb_put_str(list, NULL, clean ? clean : d->msgs[i], &ok);
+		ok &= !nomem;
+		free(clean);
+	}
+	if (diag_count(d) > shown)
+		jsonb_put_num(extra, "problems_not_shown", (double)(diag_count(d) - shown), &ok);
+	if (!ok) {
+		cJSON_Delete(extra);
+		return NULL;
+	}
+	return extra;
+}
+
 void admin_reload_begin(host *h)
 {
 	struct admin *a = h->admin;
@@ -2464,6 +2496,9 @@ void admin_reload_end(host *h, int rc)
 	a->reloading = 0;
 	a->reload_done = a->reload_covering;
 	a->reload_rc = rc;
+	diag_free(&a->reload_problems);
+	a->reload_problems = h->refused;
+	h->refused = (diag){0};
 	pthread_cond_broadcast(&a->reload_cv);
 	pthread_mutex_unlock(&a->reload_mu);
 }
@@ -2487,7 +2522,7 @@ static int post_reload(host *h, evh_request *req, evh_response *resp)
 	uint64_t id;
 	int64_t wait_s;
 	int done, rc, ok = 1;
-	cJSON *root;
+	cJSON *root, *problems;
 
 	/* How long the answer may wait for the reload: a caller with a deadline
 	 * of its own (evhostctl --timeout) says so. */
@@ -2509,6 +2544,7 @@ static int post_reload(host *h, evh_request *req, evh_response *resp)
 	pthread_mutex_lock(&a->reload_mu);
 	done = reload_wait_locked(h, a, id, wait_s * 1000);
 	rc = a->reload_rc;
+	problems = done && rc != 0 ? reload_problems_json(&a->reload_problems) : NULL;
 	pthread_mutex_unlock(&a->reload_mu);
 	if (!done && h->stopping)
 		return problem(resp, 503, "unavailable", NULL, "the daemon is stopping");
@@ -2521,10 +2557,12 @@ static int post_reload(host *h, evh_request *req, evh_response *resp)
 		return reply_json_done(resp, 202, root, ok, "the reload is still running");
 	}
 	if (rc != 0)
-		return problem(resp, 409, "reload-refused", NULL,
-		               "the new configuration has errors and was refused; the running "
-		               "configuration stays (the daemon's log names each problem as "
-		               "file:line, as does evhostd --check-config)");
+		return http_resp_problem_with(resp, 409, "reload-refused", NULL,
+		                              "the new configuration has errors and was refused; the "
+		                              "running configuration stays (\"problems\" and the "
+		                              "daemon's log name each as file:line, as does evhostd "
+		                              "--check-config)",
+		                              NULL, problems);
 	root = plugins_object(h, &ok);
 	jsonb_put_str(root, "result", "applied", &ok);
 	return reply_json_done(resp, 200, root, ok, "the new configuration was applied");

@@ -1345,11 +1345,43 @@ static int post_reload(ctl *c, long wait_s, reply *r)
 	return rc;
 }
 
-/* The daemon refused the configuration (409): said with the command that
- * shows why. */
-static void say_refused_reload(const ctl *c, const char *what)
+/* Whether a refused reload's answer (409) lists its problems (an older
+ * daemon's does not, nor one short of memory). */
+static int reload_problems_listed(const reply *r)
 {
-	char *check = check_command(c);
+	return cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r->json, "problems")) > 0;
+}
+
+/* The problems a refused reload's answer lists, one line each, as the
+ * daemon read the files: `check` runs as the caller, who may read a file
+ * the daemon's user may not (a secret root's alone), and pass. */
+static void say_reload_problems(const reply *r)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(r->json, "problems");
+	const cJSON *more = cJSON_GetObjectItemCaseSensitive(r->json, "problems_not_shown");
+	const cJSON *p;
+	int n = 0;
+	cJSON_ArrayForEach(p, list) {
+		if (cJSON_IsString(p)) {
+			say("  %s", p->valuestring);
+			n++;
+		}
+	}
+	if (n && cJSON_IsNumber(more) && more->valuedouble >= 1)
+		say("  and %.0f more (the daemon's log names them all)", more->valuedouble);
+}
+
+/* The daemon refused the configuration (409): said with its problems, or
+ * the command that shows them. */
+static void say_refused_reload(const ctl *c, const reply *r, const char *what)
+{
+	char *check;
+	if (reload_problems_listed(r)) {
+		say("the daemon refused %s, the running one stays:", what);
+		say_reload_problems(r);
+		return;
+	}
+	check = check_command(c);
 	say("the daemon refused %s, the running one stays (run '%s' to see why)", what, check);
 	free(check);
 }
@@ -1376,7 +1408,7 @@ static int api_reload(ctl *c, const char *name, int enable, long long deadline, 
 	if (r.status != 200) {
 		*undo = UNDO_REFUSED;
 		if (r.status == 409)
-			say_refused_reload(c, "the new configuration");
+			say_refused_reload(c, &r, "the new configuration");
 		rc = r.status == 409 ? EXIT_FAILED : refused("POST", "/admin/reload", &r);
 		reply_free(&r);
 		return rc;
@@ -1416,6 +1448,12 @@ static void reload_again(ctl *c, const char *name, const dropin *d, long long de
 		say("the reload with %s put back is still running after %ld s; the daemon's log "
 		    "and 'evhostctl plugins' tell how it ends",
 		    d->path, wait_s);
+	} else if (status == 409 && reload_problems_listed(&r)) {
+		say("the daemon refused the configuration with %s put back: it runs the one "
+		    "evhostctl wrote, plugin '%s' as that reload left it, until a reload is "
+		    "applied: fix these, then 'systemctl reload evhostd':",
+		    d->path, name);
+		say_reload_problems(&r);
 	} else if (status == 409) {
 		char *check = check_command(c);
 		say("the daemon refused the configuration with %s put back (run '%s' to see why): "

@@ -1331,6 +1331,7 @@ int host_reload(host *h)
 	int rc;
 
 	memset(&next, 0, sizeof next);
+	diag_free(&h->refused);
 	next.reloading = 1;
 	/* [host] takes effect at a restart (log_restart_only_changes says so
 	 * of a change): these two as well, read where the daemon runs from. */
@@ -1351,7 +1352,7 @@ int host_reload(host *h)
 			          d.lost, d.lost == 1 ? "" : "s");
 		log_error("host", "reload refused: %zu problem%s; the running configuration stays",
 		          diag_count(&d), diag_count(&d) == 1 ? "" : "s");
-		diag_free(&d);
+		h->refused = d; /* kept for the admin API's answer */
 		host_stop(&next);
 		return -1;
 	}
@@ -1361,6 +1362,7 @@ int host_reload(host *h)
 	 * applied. */
 	if (host_reserve_down(h, h->ndown + next.nplugins + h->nplugins) != 0) {
 		log_error("host", "reload refused: out of memory; the running configuration stays");
+		diag_add(&h->refused, NULL, 0, "out of memory");
 		host_stop(&next);
 		return -1;
 	}
@@ -1577,6 +1579,7 @@ void host_stop(host *h)
 	h->trace_tls = NULL;
 	settings_free(&h->set);
 	cfg_free(&h->cfg);
+	diag_free(&h->refused);
 	free(h->down);
 	h->down = NULL;
 	h->ndown = h->capdown = 0;

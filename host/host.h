@@ -96,6 +96,8 @@ typedef struct host {
 	size_t nunchecked;            /* out: their check refused their values */
 	int reloading;                /* a reload's next configuration: its [log] is applied
 	                               * only once it is taken (host_reload_log) */
+	diag refused;                 /* why the last reload was refused (host_reload): the
+	                               * admin API's answer says it (admin_reload_end) */
 	const char *pinned_confdir;   /* a reload's next configuration: the running */
 	const char *pinned_plugin_dir; /* daemon's (cfg_load_pinned) */
 } host;
