@@ -26,7 +26,9 @@
  * rest once it is delivered: a row refused before the restart is held back
  * with every later one again, not sent in a batch they could pass it in
  * (the oldest only: the other failed rows are not remembered across it).
- * Rows that were in
+ * A stop sends what it can in its time, but a failure while stopping ends
+ * that plugin's sending (its rows stay, in order, for the next start): the
+ * stop does not wait for a row the broker refuses for good. Rows that were in
  * flight behind the failed one may be sent twice, which consumers absorb
  * (the event id is the row's id, stable across re-sends), and, when the
  * broker refused the failed one for good (a topic's max.message.bytes), one
@@ -136,6 +138,11 @@ struct relay {
 	int64_t probes[PROBES_MAX]; /* rows that failed, not sent again yet: ascending */
 	int nprobes;
 	int64_t next_prune_ms;
+	/* Stopping: a delivery failed again since the stop began (a row the
+	 * broker refuses for good), so nothing more is sent (the rows behind
+	 * it wait, in order) and the stop does not wait for them. */
+	int64_t held_at; /* that row (0: none) */
+	char held_error[256];
 };
 
 struct outbox {
@@ -443,8 +450,11 @@ static void probes_drop_upto(struct relay *r, int64_t seq)
  * while the plugin must not send (waiting to rewind or to resend). The
  * rewind and its reason are taken together, under the lock: a last report
  * arriving between a look and a second one had the rewind said without its
- * reason, and done twice. */
-static int relay_handle_failure(struct relay *r)
+ * reason, and done twice. While `stopping`, a failure holds the relay for
+ * the rest of the stop (held_at): sent again, the row would fail again (a
+ * broker refusing it for good), and the stop waited its whole time for a
+ * row that could not go. */
+static int relay_handle_failure(struct relay *r, int stopping)
 {
 	int64_t rewind_to, failed[PROBES_MAX];
 	int nfailed = 0;
@@ -479,6 +489,10 @@ static int relay_handle_failure(struct relay *r)
 		        r->p->name, rewind_to + 1, error);
 		if (rewind_to < r->sent_upto)
 			r->sent_upto = rewind_to;
+		if (stopping && !r->held_at) {
+			r->held_at = rewind_to + 1;
+			snprintf(r->held_error, sizeof r->held_error, "%s", error);
+		}
 		r->resend_at = now + atomic_load(&resend_delay_ms);
 		r->need_fetch = 1;
 		r->probe = PROBE_DUE;
@@ -761,7 +775,7 @@ static int relay_run(outbox *o, struct relay *r, int removing, int woken, int st
 		relay_delete_done(r); /* no waiting for the mover while draining */
 	if (removing)
 		return relay_send_last(o, r);
-	if (relay_handle_failure(r))
+	if (relay_handle_failure(r, stopping) || (stopping && r->held_at))
 		return 0;
 	relay_prune(r);
 	if (r->probe == PROBE_SENT) {
@@ -827,13 +841,14 @@ static void relay_detach_removed(outbox *o)
 	pthread_mutex_unlock(&o->mu);
 }
 
-/* Everything delivered and deleted? Only asked while stopping. */
+/* Everything delivered and deleted, or held behind a row that failed
+ * again while stopping? Only asked while stopping. */
 static int relay_drained(outbox *o, struct relay **list, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct relay *r = list[i];
 		if (relay_inflight(r) > 0 || relay_pending_moves(r) ||
-		    (r->st && store_outbox_pending(r->st) > 0))
+		    (r->st && !r->held_at && store_outbox_pending(r->st) > 0))
 			return 0;
 	}
 	return 1;
@@ -1193,13 +1208,18 @@ int64_t outbox_stop(outbox *o, int timeout_ms)
 			 * counted as left below, nor sent again at the next start. */
 			relay_delete_done(r);
 			n = store_outbox_pending(r->st);
-			if (n > 0) {
+			if (n > 0 && r->held_at)
+				log_warn(OUTBOX_LOG,
+				         "%s: %" PRId64 " event(s) not yet delivered, held behind outbox "
+				         "row %" PRId64 ", which failed again while stopping (%s); they "
+				         "stay in the outbox for the next start",
+				         r->p->name, n, r->held_at, r->held_error);
+			else if (n > 0)
 				log_warn(OUTBOX_LOG,
 				         "%s: %" PRId64 " event(s) not yet delivered; they stay "
 				         "in the outbox for the next start",
 				         r->p->name, n);
-				left += n;
-			}
+			left += n > 0 ? n : 0;
 		}
 		relay_release(r);
 	}

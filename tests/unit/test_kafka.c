@@ -1253,6 +1253,57 @@ static void test_relay_holds_back_a_row_failed_before_a_restart(void **state)
 	rig_stop(&g);
 }
 
+/* A stop with a row the broker refuses for good in the outbox ends once
+ * that row has failed again, not at its timeout (it waited all of it for a
+ * row that could not go), and says which row held the others back. The
+ * rows stay, in order, for the next start. (The warm-up event is row 1;
+ * row 2 is refused.) */
+static void test_relay_stop_does_not_wait_for_a_refused_row(void **state)
+{
+	enum { N = 3, STOP_MS = 30000 };
+	char idbuf[N][37], err[256], *log;
+	const char *ids[N];
+	struct relay_rig g;
+	stderr_capture cap;
+	int64_t end, took, left;
+	(void)state;
+	rig_start(&g, "5000");
+	new_ids(idbuf, ids, N);
+	outbox_set_resend_delay_ms(300);
+	outbox_test_refuse(2, -1);
+	publish_to(g.pl.store, ids[0], "stop", "REFUSED", "{}");
+	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 1 && now_ms() < end;)
+		usleep(2000);
+	assert_true(outbox_test_refused() >= 1);
+	publish_many(g.pl.store, TOPIC, ids + 1, N - 1, "stop", "BEHIND", NULL, "{}");
+	cap = stderr_begin();
+	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
+	took = now_ms();
+	left = outbox_stop(g.o, STOP_MS);
+	took = now_ms() - took;
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	/* Not a timing: the old stop took all of STOP_MS; this one a resend. */
+	if (took >= STOP_MS / 2)
+		fail_msg("the stop took %" PRId64 " ms of its %d", took, STOP_MS);
+	assert_int_equal(left, N);
+	if (!strstr(log, "relay: 3 event(s) not yet delivered, held behind outbox row 2, which "
+	                 "failed again while stopping (refused by a test (row 2))"))
+		fail_msg("the log says: %s", log);
+	free(log);
+	/* Let through at the next start: all of them, in order. */
+	kafka_stop(g.k, 5000);
+	outbox_test_refuse(-1, 0);
+	assert_int_equal(kafka_start(&g.k, &g.s, err, sizeof err), 0);
+	assert_int_equal(outbox_start(&g.o, g.k, "evhost://test"), 0);
+	outbox_add_plugin(g.o, &g.pl);
+	assert_true(wait_pending(g.pl.store, 0, WAIT_MS));
+	assert_key_in_order(g.pl.store, "stop", N);
+	rig_expect_on_topic(&g, ids, N);
+	outbox_set_resend_delay_ms(0);
+	rig_stop(&g);
+}
+
 /* Run `sql` in a transaction of the host's own on `st`. */
 static void host_exec(store *st, const char *sql)
 {
@@ -3880,6 +3931,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_relay_resends_without_waiting_for_the_idle_look), 3}, /* 8.3 */
     {cmocka_unit_test(test_relay_resends_each_failed_row_alone), 4},
     {cmocka_unit_test(test_relay_holds_back_a_row_failed_before_a_restart), 3},
+    {cmocka_unit_test(test_relay_stop_does_not_wait_for_a_refused_row), 11},
     {cmocka_unit_test(test_relay_says_why_a_delivery_is_not_recorded), 4},
     {cmocka_unit_test(test_relay_sends_in_waves_under_load), 12},        /* 7.2 */
     {cmocka_unit_test(test_relay_commit_cuts_delivery_wait_short), 5},   /* 3.2 */
