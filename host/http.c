@@ -1527,9 +1527,10 @@ static void warn_unknown_kid(http_server *srv, const auth_keyset *k)
 }
 
 /* jwt_verify_keys with k's keys: the provider's fetched keys are held for
- * the check. */
-static int verify_token(const auth_keyset *k, const char *token, jwt_claims *claims,
-                        const char **why, jwt_refusal *cls)
+ * the check. This host's tokens signed while the clock ran ahead are not
+ * refused for it (jwt_keys, signed_ms). */
+static int verify_token(const http_server *srv, const auth_keyset *k, const char *token,
+                        jwt_claims *claims, const char **why, jwt_refusal *cls)
 {
 	jwks_view v = {.keys = k->pubkeys, .nrsa = k->nrsa, .nec = k->nec};
 	int rc;
@@ -1551,7 +1552,8 @@ static int verify_token(const auth_keyset *k, const char *token, jwt_claims *cla
 	                                 .pk_pending = k->jwks && !v.keys && !v.no_usable
 	                                                   ? jwt_reason_keys_pending
 	                                                   : NULL,
-	                                 .pk_refetchable = k->jwks != NULL},
+	                                 .pk_refetchable = k->jwks != NULL,
+	                                 .signed_ms = revocations_last_signed(srv->h->revoked)},
 	                     (int64_t)time(NULL), HTTP_JWT_LEEWAY_S, claims, why, cls);
 	if (k->jwks)
 		jwks_fetcher_release(k->jwks);
@@ -1626,11 +1628,11 @@ static int check_auth_with(http_server *srv, const auth_keyset *k, const http_ro
 		free(own);
 		return -1;
 	}
-	rc = verify_token(k, hdr, &req->claims, &why, &cls);
+	rc = verify_token(srv, k, hdr, &req->claims, &why, &cls);
 	/* The provider may have rotated its keys: fetch them again (at most
 	 * once every few seconds) and check once more. */
 	if (rc == -1 && why == jwt_reason_unknown_kid && k->jwks && jwks_fetcher_refetch(k->jwks))
-		rc = verify_token(k, hdr, &req->claims, &why, &cls);
+		rc = verify_token(srv, k, hdr, &req->claims, &why, &cls);
 	free(own);
 	if (rc != 0)
 		metrics_auth_refused(counted[cls]);
@@ -2109,7 +2111,7 @@ static int stream_token_refused(const http_server *srv, const evh_request *req)
 	if (!(token = bearer_token(req, &own, &oom)) || oom)
 		return 0;
 	k = host_auth_acquire(srv->h);
-	rc = verify_token(k, token, &claims, &why, &cls);
+	rc = verify_token(srv, k, token, &claims, &why, &cls);
 	/* A token_ttl_max lowered by a reload refuses the tokens signed to live
 	 * longer at once (configuration.md): their streams too. */
 	if (rc == 0 && revocations_refuse(srv->h->revoked, &claims, k->ttl_max_s,

@@ -308,7 +308,9 @@ static int time_claim(const cJSON *payload, const char *name, int64_t *out)
 	return 1;
 }
 
-static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, jwt_claims *out)
+/* `signed_ms`: an iat no later is not refused as in the future (jwt_keys). */
+static const char *check_times(const cJSON *payload, int64_t now, int leeway_s,
+                               int64_t signed_ms, jwt_claims *out)
 {
 	int64_t nbf = 0, lw = leeway_s > 0 ? leeway_s : 0;
 	int rc = time_claim(payload, "exp", &out->exp);
@@ -321,14 +323,15 @@ static const char *check_times(const cJSON *payload, int64_t now, int leeway_s, 
 	rc = time_claim(payload, "iat", &out->iat);
 	if (rc < 0)
 		return "token iat is not a valid time";
-	/* Signed after now: a clock that ran ahead when it was signed. Taken,
-	 * such a token would outlive a sign-out made before its iat (revoke.h). */
-	if (rc > 0 && out->iat > now + lw)
-		return reason_future_iat;
 	out->iat_ms = rc > 0 ? out->iat * 1000 : -1;
 	if (time_claim(payload, "evh_iat_ms", &out->iat_ms) < 0 ||
 	    (out->iat_ms >= 0 && out->iat_ms / 1000 != (rc > 0 ? out->iat : -1)))
 		return "token evh_iat_ms is not a valid time, or not within its iat";
+	/* Signed after now: a clock that ran ahead when it was signed. Taken,
+	 * such a token would outlive a sign-out made before its iat (revoke.h);
+	 * unless no later than signed_ms, which every sign-out is after. */
+	if (rc > 0 && out->iat > now + lw && out->iat_ms > signed_ms)
+		return reason_future_iat;
 	rc = time_claim(payload, "nbf", &nbf);
 	if (rc < 0)
 		return "token nbf is not a valid time";
@@ -463,7 +466,7 @@ static const char *check_payload(const char *b64, size_t n, const jwt_keys *k, j
 		return oom ? no_memory : twice ? twice_in_payload : "malformed token payload";
 	out->foreign = alg != ALG_HS256;
 	*cls = JWT_REFUSED_CLAIMS;
-	why = check_times(payload, now, leeway_s, out);
+	why = check_times(payload, now, leeway_s, alg == ALG_HS256 ? k->signed_ms : 0, out);
 	if (why == reason_expired)
 		*cls = JWT_REFUSED_EXPIRED;
 	else if (why == reason_future_iat || why == reason_not_yet)

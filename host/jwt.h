@@ -46,6 +46,11 @@ typedef struct jwt_keys {
 	 * token with no key of its kind is refused as jwt_reason_unknown_kid (a
 	 * key the provider added), not for its algorithm. */
 	int pk_refetchable;
+	/* No HS256 token of this host was signed later than this
+	 * (revocations_last_signed), or 0: one issued no later is not refused
+	 * as issued in the future. The clock ran ahead when it was signed and
+	 * was set back since; a sign-out refuses it all the same (revoke.h). */
+	int64_t signed_ms;
 } jwt_keys;
 
 /* The reason jwt_verify_keys gives (this very pointer) for a token whose kid

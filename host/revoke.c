@@ -391,6 +391,8 @@ int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 	return at;
 }
 
+int64_t revocations_last_signed(revocations *r) { return r ? atomic_load(&r->last_signed) : 0; }
+
 int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;

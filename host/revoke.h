@@ -57,6 +57,13 @@ int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int
  * sign-out is good. */
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms);
 
+/* No token was signed later than this (0 for NULL): the latest moment
+ * revocations_sign_ms gave. A sign-out is made after it, so a token signed
+ * no later, even while the clock ran ahead and was set back since, is not
+ * to be refused as issued in the future (jwt_keys, signed_ms): a sign-out
+ * refuses it all the same. */
+int64_t revocations_last_signed(revocations *r);
+
 /* Note that tokens may live `ttl_max_s` ([auth] token_ttl_max, at a start
  * and when a reload changes it). The longest ever noted is kept in the
  * file: a token signed while it was in force may be valid that long, so a

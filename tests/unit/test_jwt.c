@@ -445,6 +445,38 @@ static int check_foreign(const jwt_keys *k, const char *alg, const char *payload
 	return rc;
 }
 
+/* A token of this host's key signed while the clock ran ahead, the clock
+ * set back since past the leeway: not refused as issued in the future when
+ * this host signed no token later (signed_ms, revoke.h), as every sign-out
+ * is made after it. One a moment later, or another issuer's, still is. */
+static void test_issued_ahead_by_this_host(void **state)
+{
+	jwt_keys k = {.secret = SECRET,
+	              .secret_len = SECRET_LEN,
+	              .pk_verify = fake_pk_verify,
+	              .pk_rsa = 1,
+	              .pk_issuer = "https://idp"};
+	const char *why = NULL;
+	char *tok;
+	jwt_claims c;
+	(void)state;
+	k.signed_ms = T_IAT * 1000LL + 123; /* kat_alice_ms's evh_iat_ms */
+	assert_int_equal(jwt_verify_keys(kat_alice_ms, &k, T_IAT - 3600, 30, &c, &why, NULL), 0);
+	assert_int_equal(c.iat_ms, T_IAT * 1000LL + 123);
+	/* Signed before evh_iat_ms: its iat's second, as a sign-out reads it. */
+	assert_int_equal(jwt_verify_keys(kat_alice, &k, T_IAT - 3600, 30, &c, &why, NULL), 0);
+	k.signed_ms--;
+	assert_int_equal(jwt_verify_keys(kat_alice_ms, &k, T_IAT - 3600, 30, &c, &why, NULL), -1);
+	assert_string_equal(why, "token issued in the future (iat)");
+	k.signed_ms = T_IAT * 1000LL + 5000;
+	pk_answer = 1;
+	tok = foreign("RS256", "{" IDP ",\"iat\":1700000000}");
+	assert_int_equal(jwt_verify_keys(tok, &k, T_IAT - 3600, 30, &c, &why, NULL), -1);
+	assert_string_equal(why, "token issued in the future (iat)");
+	assert_int_equal(jwt_verify_keys(tok, &k, T_IAT, 30, &c, &why, NULL), 0);
+	free(tok);
+}
+
 /* A header or payload nested past 32 levels is malformed, refused before
  * cJSON parses it (on an HTTP worker's stack, which about 550 levels
  * overflow: a token's header could nest 1300, sent by anyone). 32 levels
@@ -1064,6 +1096,7 @@ int main(void)
 	    cmocka_unit_test(test_structure),
 	    cmocka_unit_test(test_a_part_nested_past_32_levels_is_malformed),
 	    cmocka_unit_test(test_refusal_kinds),
+	    cmocka_unit_test(test_issued_ahead_by_this_host),
 	    cmocka_unit_test(test_foreign_tokens),
 	    cmocka_unit_test(test_token_json_strict),
 	    cmocka_unit_test(test_jwks_known_answer),

@@ -198,6 +198,53 @@ static void test_clock_set_back_sign_out_outlives_the_token(void **state)
 	                 revoke_reason_revoked);
 }
 
+static const unsigned char own_secret[] = "0123456789abcdef0123456789abcdef";
+
+/* How the host takes `sub`'s token signed at `iat_ms`, at `now_ms`: its
+ * signature and times (jwt.c, with the moment no token was signed after),
+ * then its sign-outs. NULL: taken; else the reason. */
+static const char *take_own(revocations *r, const char *sub, int64_t iat_ms, int64_t now_ms)
+{
+	jwt_keys k = {.secret = own_secret,
+	              .secret_len = sizeof own_secret - 1,
+	              .signed_ms = revocations_last_signed(r)};
+	const char *why = NULL;
+	char *tok = NULL;
+	jwt_claims c;
+	int rc;
+	assert_int_equal(
+	    jwt_sign(sub, NULL, 0, iat_ms, 3600, NULL, own_secret, sizeof own_secret - 1, &tok), 0);
+	rc = jwt_verify_keys(tok, &k, now_ms / 1000, 30, &c, &why, NULL);
+	free(tok);
+	return rc == 0 ? revocations_refuse(r, &c, 30 * 86400, now_ms) : why;
+}
+
+/* X logs in while the clock runs a minute ahead (past the 30 s leeway), and
+ * the clock is set back. Y's sign-out is after X's token (every sign-out is
+ * after every token signed), so Y's next login is stamped past it too: that
+ * token is taken, not refused as issued in the future (this host signed
+ * it), and so is X's own after X signs out. A token signed later than any
+ * this host signed is still refused. */
+static void test_a_login_after_the_clock_was_set_back_past_the_leeway(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	int64_t now = T0 + 1000, x = revocations_sign_ms(f->r, "x", T0 + 60000), y;
+	assert_int_equal(x, T0 + 60000);
+	assert_null(take_own(f->r, "x", x, now));
+	assert_int_equal(revocations_add(f->r, "y", now, T0 + DAY_MS, err, sizeof err), 0);
+	assert_ptr_equal(take_own(f->r, "y", T0 + 500, now), revoke_reason_revoked);
+	y = revocations_sign_ms(f->r, "y", now + 100);
+	assert_true(y > x);
+	assert_null(take_own(f->r, "y", y, now + 200));
+	assert_null(take_own(f->r, "x", x, now + 200)); /* not signed out */
+	assert_int_equal(revocations_add(f->r, "x", now + 300, T0 + DAY_MS, err, sizeof err), 0);
+	assert_ptr_equal(take_own(f->r, "x", x, now + 400), revoke_reason_revoked);
+	assert_null(take_own(f->r, "x", revocations_sign_ms(f->r, "x", now + 400), now + 500));
+	assert_string_equal(take_own(f->r, "x", revocations_last_signed(f->r) + 1000, now + 500),
+	                    "token issued in the future (iat)");
+}
+
 /* The longest token_ttl_max ever noted is kept, across a restart: lowered
  * and raised again, it would otherwise let a sign-out lapse before a token
  * signed under the higher value. */
@@ -324,6 +371,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_clock_set_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_clock_set_back_sign_out_outlives_the_token, setup,
 	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_login_after_the_clock_was_set_back_past_the_leeway,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
 	};
