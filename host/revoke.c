@@ -10,12 +10,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "fileio.h"
+#include "log.h"
 
 /* Format of the file; a newer one (a later evhostd's) is not guessed at. */
 #define REVOKE_SCHEMA 1
 /* Lapsed revocations are dropped at most this often. */
 #define REVOKE_PRUNE_MS 60000
+/* The file keeps a moment this far past the latest token signed (meta
+ * signed_ms): written once per this much signing, not at every token, and
+ * still no earlier than any token signed when the daemon crashes. */
+#define REVOKE_SIGNED_AHEAD_MS 10000
 
 const char revoke_reason_revoked[] = "token revoked: its subject was signed out after it was "
                                      "issued (log in again)";
@@ -40,8 +46,14 @@ struct revocations {
 	char *path;
 	int64_t ttl_high_s; /* the longest token_ttl_max noted (under db_lock) */
 	/* The latest moment a token was signed at (revocations_sign_ms): a
-	 * sign-out is no earlier, whatever the clock did meanwhile. */
+	 * sign-out is no earlier, whatever the clock did meanwhile. Read back
+	 * at a start (meta signed_ms): a token signed while the clock ran
+	 * ahead outlives the run that signed it. */
 	_Atomic int64_t last_signed;
+	/* signed_ms as the file has it (written under db_lock), and when a
+	 * failure to write it was last said. */
+	_Atomic int64_t saved_signed;
+	int64_t warned_save_ms;
 	int nomem; /* revocations_open: what failed was out of memory */
 };
 
@@ -165,7 +177,8 @@ static int db_schema(sqlite3 *db, char *err, size_t errlen)
 	}
 	if (version == REVOKE_SCHEMA)
 		return 0;
-	/* meta: ttl_high_s, the longest token_ttl_max ever in force. */
+	/* meta: ttl_high_s, the longest token_ttl_max ever in force; signed_ms,
+	 * no earlier than the latest token signed (REVOKE_SIGNED_AHEAD_MS). */
 	return db_exec(db,
 	               "BEGIN IMMEDIATE;"
 	               "CREATE TABLE IF NOT EXISTS revoked (subject TEXT PRIMARY KEY NOT NULL,"
@@ -177,18 +190,51 @@ static int db_schema(sqlite3 *db, char *err, size_t errlen)
 	               "cannot create its tables", err, errlen);
 }
 
-static int db_ttl_high(revocations *r, char *err, size_t errlen)
+/* meta's value `name` into *out; left as it is when the file has none. */
+static int db_meta_get(sqlite3 *db, const char *name, int64_t *out, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
 	int rc;
-	if (sqlite3_prepare_v2(r->db, "SELECT value FROM meta WHERE name = 'ttl_high_s'", -1, &st,
-	                       NULL) != SQLITE_OK)
-		return db_fail(r->db, "cannot read it", err, errlen);
+	if (sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = ?", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return db_fail(db, "cannot read it", err, errlen);
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		r->ttl_high_s = sqlite3_column_int64(st, 0);
+		*out = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(r->db, "cannot read it", err, errlen);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_fail(db, "cannot read it", err, errlen);
+}
+
+/* Raise meta's value `name` to `value` (never lowers it). */
+static int db_meta_raise(sqlite3 *db, const char *name, int64_t value, char *err, size_t errlen)
+{
+	sqlite3_stmt *st = NULL;
+	int rc;
+	if (sqlite3_prepare_v2(db,
+	                       "INSERT INTO meta (name, value) VALUES (?, ?) "
+	                       "ON CONFLICT (name) DO UPDATE SET value = max(value, "
+	                       "excluded.value)",
+	                       -1, &st, NULL) != SQLITE_OK)
+		return db_fail(db, "cannot write it", err, errlen);
+	sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, value);
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : db_fail(db, "cannot write it", err, errlen);
+}
+
+/* What meta holds: the longest token_ttl_max noted, and the moment no
+ * token was signed after. */
+static int db_meta_load(revocations *r, char *err, size_t errlen)
+{
+	int64_t signed_ms = 0;
+	if (db_meta_get(r->db, "ttl_high_s", &r->ttl_high_s, err, errlen) ||
+	    db_meta_get(r->db, "signed_ms", &signed_ms, err, errlen))
+		return -1;
+	atomic_store(&r->last_signed, signed_ms);
+	atomic_store(&r->saved_signed, signed_ms);
+	return 0;
 }
 
 static int db_load(revocations *r, int64_t now_ms, char *err, size_t errlen)
@@ -250,7 +296,7 @@ int revocations_open(revocations **out, const char *path, int64_t now_ms, char *
 		rc = sqlite3_busy_timeout(r->db, 5000) != SQLITE_OK ||
 		             db_exec(r->db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL",
 		                     "cannot set it up", why, sizeof why) ||
-		             db_schema(r->db, why, sizeof why) || db_ttl_high(r, why, sizeof why) ||
+		             db_schema(r->db, why, sizeof why) || db_meta_load(r, why, sizeof why) ||
 		             db_load(r, now_ms, why, sizeof why)
 		         ? -1
 		         : 0;
@@ -379,6 +425,32 @@ int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int
 	return since && iat_ms <= since;
 }
 
+/* Keep a moment no earlier than `at` in the file, REVOKE_SIGNED_AHEAD_MS
+ * ahead: the next start reads it back (revocations_open), even after a
+ * crash. Not written, the token is signed all the same: the moment is
+ * lost only if the daemon stops before a later write, and matters only if
+ * the clock ran ahead then. */
+static void save_signed(revocations *r, int64_t at)
+{
+	char err[512];
+	int64_t value = at < INT64_MAX - REVOKE_SIGNED_AHEAD_MS ? at + REVOKE_SIGNED_AHEAD_MS : at;
+	if (at <= atomic_load(&r->saved_signed))
+		return;
+	pthread_mutex_lock(&r->db_lock);
+	/* Checked again: another thread's write may cover it by now. */
+	if (at > atomic_load(&r->saved_signed)) {
+		if (db_meta_raise(r->db, "signed_ms", value, err, sizeof err) == 0)
+			atomic_store(&r->saved_signed, value);
+		else if (log_due(&r->warned_save_ms, clock_mono_ms(), 60000))
+			log_warn("host",
+			         "%s: %s: when the latest token was signed is not saved (should the "
+			         "clock have run ahead, a sign-out after a restart may not refuse such "
+			         "a token; said at most once a minute)",
+			         r->path, err);
+	}
+	pthread_mutex_unlock(&r->db_lock);
+}
+
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 {
 	int64_t since = revocations_since(r, subject, now_ms), at, seen;
@@ -387,6 +459,7 @@ int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 		seen = atomic_load(&r->last_signed);
 		while (at > seen && !atomic_compare_exchange_weak(&r->last_signed, &seen, at))
 			;
+		save_signed(r, at);
 	}
 	return at;
 }
@@ -395,25 +468,13 @@ int64_t revocations_last_signed(revocations *r) { return r ? atomic_load(&r->las
 
 int revocations_note_ttl(revocations *r, int64_t ttl_max_s, char *err, size_t errlen)
 {
-	sqlite3_stmt *st = NULL;
 	int rc = 0;
 	pthread_mutex_lock(&r->db_lock);
 	if (ttl_max_s > r->ttl_high_s) {
 		/* Held even if it cannot be saved: this run keeps its sign-outs
 		 * that long. */
 		r->ttl_high_s = ttl_max_s;
-		if (sqlite3_prepare_v2(r->db,
-		                       "INSERT INTO meta (name, value) VALUES ('ttl_high_s', ?) "
-		                       "ON CONFLICT (name) DO UPDATE SET value = max(value, "
-		                       "excluded.value)",
-		                       -1, &st, NULL) != SQLITE_OK) {
-			rc = db_fail(r->db, "cannot write it", err, errlen);
-		} else {
-			sqlite3_bind_int64(st, 1, ttl_max_s);
-			if (sqlite3_step(st) != SQLITE_DONE)
-				rc = db_fail(r->db, "cannot write it", err, errlen);
-			sqlite3_finalize(st);
-		}
+		rc = db_meta_raise(r->db, "ttl_high_s", ttl_max_s, err, errlen);
 	}
 	pthread_mutex_unlock(&r->db_lock);
 	return rc;

@@ -28,8 +28,9 @@ typedef struct revocations revocations;
 #define REVOCATIONS_FILE REVOCATIONS_NAME ".db"
 
 /* Open (creating it) the file at `path` and read the revocations still in
- * force at `now_ms`. Returns 0, or -1 with a message in err (naming the
- * file), -2 when what failed was out of memory. */
+ * force at `now_ms`, and the moment no token was signed after
+ * (revocations_last_signed). Returns 0, or -1 with a message in err (naming
+ * the file), -2 when what failed was out of memory. */
 int revocations_open(revocations **out, const char *path, int64_t now_ms, char *err,
                      size_t errlen);
 void revocations_close(revocations *r);
@@ -58,10 +59,11 @@ int revocations_revokes(revocations *r, const char *subject, int64_t iat_ms, int
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms);
 
 /* No token was signed later than this (0 for NULL): the latest moment
- * revocations_sign_ms gave. A sign-out is made after it, so a token signed
- * no later, even while the clock ran ahead and was set back since, is not
- * to be refused as issued in the future (jwt_keys, signed_ms): a sign-out
- * refuses it all the same. */
+ * revocations_sign_ms gave, also in earlier runs (the file keeps it, a few
+ * seconds ahead: up to 10 s more after a restart). A sign-out is made after
+ * it, so a token signed no later, even while the clock ran ahead and was
+ * set back since, is not to be refused as issued in the future (jwt_keys,
+ * signed_ms): a sign-out refuses it all the same. */
 int64_t revocations_last_signed(revocations *r);
 
 /* Note that tokens may live `ttl_max_s` ([auth] token_ttl_max, at a start

@@ -1126,6 +1126,47 @@ def test_logout_signs_the_user_out_everywhere(d):
     assert rename(d, user, login(d, user["email"])).status_code == 200
 
 
+def test_sign_outs_after_the_clock_was_set_back(evhostd, build_dir, tmp_path):
+    """The daemon's wall clock 2 minutes ahead (faults.so, while a file
+    exists) when X and Z log in, then set back: past the 30 s leeway. Every
+    sign-out is made after every token signed, so Y's logout and login got a
+    token stamped after X's, which the host refused as issued in the future
+    (401 on every route until the clock caught up). And the latest signing
+    moment was not kept: Z's sign-out after a restart did not refuse Z's
+    token signed ahead, good again once the clock got that far."""
+    switch = tmp_path / "clock-ahead"
+    config = user_config(tmp_path)
+    env = lib.faults_preloaded(build_dir, wall_clock_ahead_s=120, wall_clock_ahead_file=switch)
+    d = evhostd(config, env=env)
+    x, y, z = register(d), register(d, "Bob"), register(d, "Zoe")
+    y_before = login(d, y["email"])
+    switch.touch()
+    x_ahead, z_ahead = login(d, x["email"]), login(d, z["email"])
+    switch.unlink()
+    assert claims(x_ahead)["iat"] > time.time() + 60
+    assert d.post("/auth/logout", headers=bearer(y_before)).status_code == 204
+    revoked(rename(d, y, y_before, "Bob"))
+    y_after = login(d, y["email"])
+    assert claims(y_after)["evh_iat_ms"] > claims(x_ahead)["evh_iat_ms"]
+    assert rename(d, y, y_after, "Bob").status_code == 200
+    # X's own, signed by this host: taken, and a sign-out refuses it all the same.
+    assert rename(d, x, x_ahead).status_code == 200
+    assert d.post("/auth/logout", headers=bearer(x_ahead)).status_code == 204
+    revoked(rename(d, x, x_ahead))
+    assert rename(d, x, login(d, x["email"])).status_code == 200
+
+    state_dir = d.state_dir
+    d.stop()
+    d = evhostd(config, state_dir=state_dir, env=env)
+    admin = login(d, ADMIN_EMAIL, ADMIN_PASSWORD)
+    r = d.patch(f"/users/{z['id']}", json={"password": "set by admin"}, headers=bearer(admin))
+    assert r.status_code == 200, r.text
+    revoked(rename(d, z, z_ahead, "Zoe"))
+    switch.touch()  # the clock has caught up with the token
+    revoked(rename(d, z, z_ahead, "Zoe"))
+    assert rename(d, z, login(d, z["email"], "set by admin"), "Zoe").status_code == 200
+
+
 def test_a_deleted_users_tokens_are_refused(d):
     user = register(d)
     token = login(d, user["email"])

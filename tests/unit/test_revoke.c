@@ -245,6 +245,56 @@ static void test_a_login_after_the_clock_was_set_back_past_the_leeway(void **sta
 	                    "token issued in the future (iat)");
 }
 
+/* The moment the file keeps no token was signed after (meta signed_ms). */
+static int64_t file_signed_ms(const char *path)
+{
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	int64_t v = -1;
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'signed_ms'",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+/* Z logs in while the clock runs 10 minutes ahead; the clock is put right
+ * and evhostd restarts, or crashes (the file is opened again without the
+ * first handle being closed). Z's sign-out then refuses that token, at once
+ * and once the clock has caught up with it, and the login after it is
+ * good. The moment is written 10 s ahead, once per 10 s of signing, not at
+ * every login. */
+static void test_a_sign_out_after_a_restart_refuses_a_token_signed_ahead(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	revocations *again = NULL;
+	int64_t ahead = revocations_sign_ms(f->r, "z", T0 + 600000), now = T0 + 1000, after;
+	assert_int_equal(revocations_open(&again, f->path, now, err, sizeof err), 0);
+	revocations_close(f->r);
+	f->r = again;
+	assert_true(revocations_last_signed(f->r) >= ahead);
+	assert_int_equal(revocations_add(f->r, "z", now, revocation_until(now, 3600, 30), err,
+	                                 sizeof err),
+	                 0);
+	assert_ptr_equal(take_own(f->r, "z", ahead, now), revoke_reason_revoked);
+	assert_ptr_equal(take_own(f->r, "z", ahead, ahead + 5000), revoke_reason_revoked);
+	after = revocations_sign_ms(f->r, "z", now + 100);
+	assert_null(take_own(f->r, "z", after, now + 200));
+	/* Written 10 s ahead: not again for a login a few seconds on. */
+	assert_int_equal(file_signed_ms(f->path), after + 10000);
+	assert_int_equal(revocations_sign_ms(f->r, "w", after + 2000), after + 2000);
+	assert_int_equal(file_signed_ms(f->path), after + 10000);
+	assert_int_equal(revocations_sign_ms(f->r, "w", after + 20000), after + 20000);
+	assert_int_equal(file_signed_ms(f->path), after + 30000);
+	reopen(f, now);
+	assert_true(revocations_last_signed(f->r) >= after + 20000);
+}
+
 /* The longest token_ttl_max ever noted is kept, across a restart: lowered
  * and raised again, it would otherwise let a sign-out lapse before a token
  * signed under the higher value. */
@@ -373,6 +423,8 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_a_login_after_the_clock_was_set_back_past_the_leeway,
 	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_sign_out_after_a_restart_refuses_a_token_signed_ahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
 	};
