@@ -132,10 +132,16 @@ static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
 }
 
 /* evh_stopping: no guard (an atomic load; a plugin may ask from any
- * thread, also late, when the answer is 1 all the more). */
+ * thread, also late, when the answer is 1 all the more). 1 from the
+ * signal on: a stop asked during the start or a reload is taken once it
+ * ends, and host_stop, which winds each plugin down, comes only then (an
+ * init or a handler that asks would have gone on with its long work). */
 static int api_stopping(evh_plugin *p)
 {
-	return p ? atomic_load(&p->winding_down) : 0;
+	return p ? atomic_load(&p->winding_down) ||
+	               (p->host &&
+	                (atomic_load(&p->host->start_stop) || atomic_load(&p->host->reload_stop)))
+	         : 0;
 }
 
 static const char *api_config_key_at(evh_plugin *p, size_t i)

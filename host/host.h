@@ -55,6 +55,8 @@ typedef struct host {
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	atomic_int start_stop;        /* a stop asked during host_start (its signal): no further
 	                               * plugin is started */
+	atomic_int reload_stop;       /* a stop asked during a reload (its signal): evh_stopping
+	                               * says 1 from then on, as start_stop makes it */
 	pthread_mutex_t plugins_lock; /* guards the plugins array against readers (readyz) */
 	pthread_cond_t plugins_cv;    /* a plugin's pins went to 0 (host_unpin_plugin) */
 	/* Required plugins a reload could not start (readyz), under plugins_lock

@@ -174,7 +174,8 @@ static int reload(host *h, uint64_t usec)
 {
 	struct reload_watch w = {.budget_ms = stop_budget_ms(h),
 	                         .during = "a reload",
-	                         .then = "once the reload ends"};
+	                         .then = "once the reload ends",
+	                         .asked = &h->reload_stop};
 	struct timespec now;
 	pthread_t watcher;
 	int rc, watching;

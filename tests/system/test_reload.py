@@ -463,6 +463,30 @@ def test_a_stop_asked_during_the_start_ends_it_after_the_plugin_under_way(evhost
     assert text.rstrip().endswith("stopped"), text
 
 
+@pytest.mark.parametrize("during", ["start", "reload"])
+def test_evh_stopping_says_1_from_a_signal_during_the_start_or_a_reload(evhostd, build_dir,
+                                                                       during):
+    # A plugin's init (a long migration that asks evh_stopping, as sdk.md
+    # says to) learns of the stop from the signal on: it said 0 until the
+    # start or reload ended, so the init ran on until the stop's guard ended
+    # the process (status 3) while its work was lost.
+    dropin = (f"[plugin.a]\npath = {fixture_plugin(build_dir, 'probe')}\nroutes = false\n"
+              "subscribe = false\ninit_stop_wait_ms = 60000\n")
+    if during == "start":
+        d = evhostd(dropins={"20-a.conf": dropin}, wait=False)
+    else:
+        d = evhostd()
+        write_dropin(d, "20-a.conf", dropin)
+        d.send_signal(signal.SIGHUP)
+    d.wait_for_log("probe: init waiting for evh_stopping", timeout=30)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert "probe: evh_stopping said 1 in init" in text, d.log_tail()
+    assert f"SIGTERM during {'the start' if during == 'start' else 'a reload'}" in text, text
+    assert "exiting now" not in text and text.rstrip().endswith("stopped"), text
+
+
 def test_a_reload_whose_signal_thread_cannot_start_takes_sigterm_after_it(evhostd, build_dir,
                                                                          tmp_path, kafka_bootstrap,
                                                                          unique_name):
