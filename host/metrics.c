@@ -1147,13 +1147,19 @@ static void render_trace(textbuf *o)
 
 /* [auth] jwt_jwks_url's fetches: only once one was made (a last-success
  * time of 0 would set off an alert on its age where nothing is fetched). */
-static void render_jwks(textbuf *o)
+/* While [auth] jwt_jwks_url is set: a reload that takes it away takes the
+ * series away too (frozen, the last good fetch's time set off the watch on
+ * its age three hours later, for good). */
+static void render_jwks(textbuf *o, host *h)
 {
 	static const char *const name = "evhost_jwks_fetches_total";
+	const auth_keyset *k = h ? host_auth_acquire(h) : NULL;
+	int fetching = k && k->jwks;
 	uint64_t ok, failed;
 	int64_t last;
+	host_auth_release(k);
 	jwks_stats(&ok, &failed, &last);
-	if (!ok && !failed)
+	if (!fetching || (!ok && !failed))
 		return;
 	put_head(o, name, "counter",
 	         "Fetches of the identity provider's keys ([auth] jwt_jwks_url): good, or failed "
@@ -1387,7 +1393,7 @@ int metrics_render(host *h, char **text, size_t *len)
 	render_auth(&o, h);
 	render_admin(&o);
 	render_clock(&o);
-	render_jwks(&o);
+	render_jwks(&o, h);
 	render_tls(&o);
 	render_backup(&o, h);
 	put_head(&o, "evhost_metrics_series_dropped_total", "counter",

@@ -1209,6 +1209,13 @@ def test_a_reload_to_another_provider_fetches_from_it(evhostd, build_dir, certs,
         # The old provider's key is gone, and a is not asked again.
         assert_refused(d, token(k["rsa"], "a-1"), UNKNOWN_KID)
         assert len(a.requests) == asked_a, a.requests
+        # No provider at all: its series go with it (frozen, the last good
+        # fetch's time aged past any watch on it, for good).
+        assert scrape_value(d, "evhost_jwks_fetches_total", result="ok") >= 2
+        (d.config_dir / "conf.d" / IDP_DROPIN).write_text("[auth]\n")
+        reload(d, "reload done", timeout=15)
+        text = d.get("/metrics").text
+        assert "evhost_jwks_" not in text, text
 
 
 def test_a_fetch_of_the_replaced_provider_ending_late_does_not_take_the_cache_back(
