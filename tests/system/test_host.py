@@ -736,6 +736,23 @@ def test_the_hello_example_checks_its_topics(evhostd, build_dir):
     assert r.returncode == 0 and "configuration OK (1 plugin)" in r.stdout, r.stdout + r.stderr
 
 
+def test_the_hello_example_refuses_a_name_that_is_not_utf8_as_the_clients_mistake(
+        evhostd, build_dir):
+    """hello's name check let bytes that are not UTF-8 through (a %FF is
+    decoded into the capture); evh_publish refused the greeting's data for
+    them, and the handler returned that: a 500 and an ERROR line for the
+    client's mistake. It answers 422 now, like the name's other faults."""
+    d = evhostd({"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so")}})
+    # A stray byte, an overlong '/', a surrogate, past U+10FFFF, a character cut short.
+    for name in ("%FF", "a%C0%AF", "%ED%A0%80", "%F4%90%80%80", "x%E2%82"):
+        r = d.get(f"/hello/{name}")
+        assert r.status_code == 422, (name, r.status_code, r.text)
+        assert "UTF-8" in r.json()["detail"], r.text
+    assert d.get("/hello/%C3%A9t%C3%A9").json() == {"hello": "\u00e9t\u00e9", "greeted": 1}
+    assert d.get("/hello/%F0%9F%98%80").json()["hello"] == "\U0001F600"
+    assert " ERROR " not in d.log_text(), d.log_tail()
+
+
 def test_a_plugins_check_at_start_says_the_file_and_line(evhostd):
     r = evhostd.run([], dropins={"30-notifications.conf": (
         "[plugin.notifications]\n"

@@ -68,11 +68,39 @@ static int hello_check(evh_plugin *p)
 	return rc;
 }
 
-/* Escape a name for a JSON string: keep it simple by refusing what would need escaping. */
+/* The length of the well-formed UTF-8 character at s (RFC 3629: no overlong
+ * form, no surrogate, nothing past U+10FFFF), or 0. */
+static size_t utf8_char(const unsigned char *s)
+{
+	unsigned c = s[0], lo = 0x80, hi = 0xbf; /* the range of the second byte */
+	size_t n = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3 : c < 0xf5 ? 4 : 0;
+
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	for (size_t i = 1; i < n; i++, lo = 0x80, hi = 0xbf)
+		if (s[i] < lo || s[i] > hi) /* the string's NUL ends a cut one here too */
+			return 0;
+	return n;
+}
+
+/* Put a name in a JSON string as it is: keep it simple by refusing what
+ * would need escaping. And what is not UTF-8 (a client's %FF is decoded
+ * into the capture): JSON must be UTF-8, so evh_publish refuses such data
+ * with EVH_EINVAL, which returned from the handler is a 500 of ours, not
+ * the 422 the client's mistake is. */
 static int plain(const char *s)
 {
-	for (; *s; s++)
-		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
+	size_t n;
+
+	for (; *s; s += n)
+		if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20 ||
+		    !(n = utf8_char((const unsigned char *)s)))
 			return 0;
 	return 1;
 }
@@ -91,7 +119,9 @@ static int greet(evh_request *req, evh_response *resp, void *ud)
 		name = "world";
 	if (!plain(name) || strlen(name) > 100)
 		return evh_resp_problem(resp, 422, "validation", "Invalid name",
-		                        "name must be at most 100 plain characters", "name");
+		                        "name must be UTF-8 of at most 100 bytes, without quotes,"
+		                        " backslashes or control characters",
+		                        "name");
 	if ((rc = evh_tx_begin(h->p, &tx)) != EVH_OK)
 		return rc;
 	evh_value args[] = {EVH_TEXT(name)};
