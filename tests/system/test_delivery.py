@@ -775,6 +775,36 @@ def test_the_sdk_example_dead_letters_data_it_cannot_store(evhostd, build_dir, u
     assert "hello: event data is not JSON (none, or a NUL byte)" in text
 
 
+def test_the_sdk_example_dead_letters_json_its_listing_cannot_embed(
+        evhostd, build_dir, unique_name, kafka_bootstrap):
+    """hello.c kept what SQLite's json_valid() takes, and GET /hello-seen
+    embeds it through evh_query_json, which refuses more (a number beyond a
+    double, a \\u0000 or a lone surrogate in a string, nesting deeper than
+    128): one such event made every later listing a 500. It checks the data
+    as the listing reads it now, and dead-letters what fails, with why."""
+    topic = unique_name("hello.events")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1)
+    d = evhostd({"plugin.hello": {"path": str(build_dir / "plugins" / "hello.so"),
+                                  "topic": topic}}, brokers=kafka_bootstrap)
+    poison = [b'{"n":1e400}', b'["\\u0000"]', b'["\\ud800"]', b"[" * 129 + b"]" * 129]
+    lib.kafka_produce(topic, {"first": 1}, key="k", brokers=kafka_bootstrap)
+    for value in poison:
+        lib.kafka_produce(topic, value, key="k", brokers=kafka_bootstrap)
+    lib.kafka_produce(topic, {"last": [[1]] * 2, "n": 1e300}, key="k", brokers=kafka_bootstrap)
+    # One partition, in order: the last event's handling follows the others'.
+    d.wait_for_log(f" event {topic}/0/{len(poison) + 1} ", timeout=60)
+    r = d.get("/hello-seen")
+    assert r.status_code == 200, r.text
+    assert [e["data"] for e in r.json()] == [{"first": 1}, {"last": [[1], [1]], "n": 1e300}]
+    letters = lib.wait_until(
+        lambda: (lambda m: m if len(m) >= len(poison) else None)(
+            read_topic(topic + ".hello.dlq", kafka_bootstrap)),
+        timeout=60, interval=0.5, message="the poison events dead-lettered")
+    assert [m["value"].encode() for m in letters] == poison
+    assert d.log_text().count("hello: event data is not JSON GET /hello-seen can list") \
+        >= len(poison)
+
+
 def test_a_dead_letter_over_the_producers_limit_says_which_key_to_raise(
         evhostd, build_dir, unique_name, kafka_bootstrap):
     """A rejected message under 64 KiB (not cut) whose dead letter, with its

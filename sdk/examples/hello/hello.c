@@ -151,14 +151,20 @@ static int greet(evh_request *req, evh_response *resp, void *ud)
 }
 
 /* Records every event it sees; the host's inbox makes a redelivery a no-op.
- * Any producer may write to a topic: data that is not JSON (GET /hello-seen
- * embeds it as JSON) is rejected, so the host moves it to the dead-letter
- * topic with the reason, rather than stored to break every later listing. */
+ * Any producer may write to a topic, and GET /hello-seen embeds the data as
+ * JSON (its data_json column), which the host refuses for a text that is
+ * not strict JSON, holds a number beyond a double's range or a \u0000 (or a
+ * lone surrogate) in a string, or nests deeper than 128 levels: one such row
+ * stored would fail every later listing. SQLite's json_valid() takes most of
+ * those, so the data is checked the way the listing will read it, by
+ * evh_query_json itself; what fails is rejected, and the host moves it to
+ * the dead-letter topic with the reason (an admin can read it there). */
 static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
 {
 	size_t len;
 	const char *data = evh_event_data(ev, &len);
-	int64_t stored = 0;
+	char *listed = NULL;
+	int rc;
 	(void)ud;
 	evh_value args[] = {EVH_TEXT(evh_event_id(ev)), EVH_TEXT(evh_event_type(ev)),
 	                    EVH_TEXTN(data, len)};
@@ -166,14 +172,20 @@ static evh_event_result on_event(evh_plugin *p, const evh_event *ev, evh_tx *tx,
 		evh_event_set_error(ev, "hello: event data is not JSON (none, or a NUL byte)");
 		return EVH_EVENT_REJECT;
 	}
-	if (evh_exec(tx, "INSERT INTO seen(event_id, type, data) SELECT ?1, ?2, ?3 "
-	                 "WHERE json_valid(?3)",
-	             args, 3, &stored))
-		return EVH_EVENT_RETRY;
-	if (!stored) {
-		evh_event_set_error(ev, "hello: event data is not JSON");
+	/* EVH_ESTORE: the host would not embed it (the statement reads no table:
+	 * no other failure of storage says that here). The REJECT undoes the
+	 * failed statement with the event's other writes. */
+	rc = evh_query_json(tx, "SELECT ?1 AS data_json", &args[2], 1, &listed, NULL);
+	evh_free(listed);
+	if (rc == EVH_ESTORE) {
+		evh_event_set_error(ev, "hello: event data is not JSON GET /hello-seen can list (not "
+		                        "RFC 8259, a number beyond a double, a \\u0000 or lone "
+		                        "surrogate in a string, or nested deeper than 128 levels)");
 		return EVH_EVENT_REJECT;
 	}
+	if (rc != EVH_OK ||
+	    evh_exec(tx, "INSERT INTO seen(event_id, type, data) VALUES(?1, ?2, ?3)", args, 3, NULL))
+		return EVH_EVENT_RETRY;
 	evh_log(p, EVH_LOG_INFO, "saw %s event %s", evh_event_type(ev), evh_event_id(ev));
 	return EVH_EVENT_OK;
 }

@@ -1014,7 +1014,13 @@ static inline void evh_rows_close(evh_rows *r) { evh__api->rows_close(r); }
 
 /* Run a query and render all rows as a JSON array of objects keyed by
  * column name. A TEXT column whose name ends in "_json" is embedded as
- * JSON rather than as a string. *json: free with evh_free. */
+ * JSON rather than as a string (under the name without "_json"); the call
+ * fails with EVH_ESTORE when one such value is not strict RFC 8259 JSON,
+ * holds a number beyond a double's range or a \u0000 or lone surrogate
+ * escape in a string, or nests deeper than 128 levels. SQLite's json_valid()
+ * takes all of those: check data before you store it for such a column
+ * with this call, "SELECT ? AS data_json" (docs/sdk.md, Consuming events).
+ * *json: free with evh_free. */
 static inline int evh_query_json(evh_tx *tx, const char *sql, const evh_value *args,
                                  size_t nargs, char **json, size_t *len)
 {
