@@ -959,3 +959,58 @@ def test_a_cxx_plugin_declares_its_routes(evhostd, tmp_path):
     assert r.returncode == 0, r.stderr
     d = evhostd({"plugin.widgets": {"path": str(out)}})
     assert d.get("/widgets").json() == {"path": "/widgets"}
+
+
+HEADER = lib.REPO_ROOT / "sdk" / "include" / "evhost" / "evhost.h"
+SDK_MD = lib.REPO_ROOT / "docs" / "sdk.md"
+ENTRY_ARGS = {"EVH_PLUGIN": ("config", "init", "fini"),
+              "EVH_PLUGIN_CHECKED": ("config", "check", "init", "fini"),
+              "EVH_PLUGIN_ROUTES": ("config", "check", "routes", "init", "fini")}
+ENTRY_STUBS = {
+    "config": "static const evh_config_key {}[] = {{{{NULL, 0, NULL, 0, NULL}}}};",
+    "check": "static int {}(evh_plugin *p) {{ (void)p; return EVH_OK; }}",
+    "routes": "static const char *const {}[] = {{NULL}};",
+    "init": "static int {}(evh_plugin *p, void **s) {{ (void)p; (void)s; return EVH_OK; }}",
+    "fini": "static void {}(evh_plugin *p, void *s) {{ (void)p; (void)s; }}",
+}
+
+
+def entry_usages():
+    """The entry macros as the header's comments and sdk.md show them: each
+    usage comment's lines, and each statement sdk.md's C blocks write."""
+    usages = []
+    for m in re.finditer(r"/\*((?:(?!\*/).)*)\*/\n#define (EVH_PLUGIN\w*)\(",
+                         HEADER.read_text(), re.S):
+        lines = re.findall(r"^ \*   (.*)$", m.group(1), re.M)
+        assert lines, f"the comment above {m.group(2)} shows its use"
+        usages.append((f"evhost.h, above {m.group(2)}", "\n".join(lines)))
+    for block in re.findall(r"^```c\n(.*?)^```", SDK_MD.read_text(), re.S | re.M):
+        for m in re.finditer(r"^EVH_PLUGIN\w*\([^)]*\)[^\n]*", block, re.M):
+            usages.append(("sdk.md", m.group(0)))
+    assert {re.search(r"EVH_PLUGIN\w*(?=\()", u).group(0) for _, u in usages} \
+        >= set(ENTRY_ARGS), usages
+    return usages
+
+
+def test_the_entry_macros_are_shown_as_they_build_with_pedantic_warnings(tmp_path):
+    # The header's usage comments wrote `EVH_PLUGIN(...);`: the macro ends in
+    # a function's body, so that `;` is an empty declaration at file scope,
+    # which gcc -pedantic ("ISO C does not allow extra ';' outside of a
+    # function") and clang -Wextra-semi refuse under -Werror.
+    import shutil
+    compilers = [c for c in ("cc", "clang") if shutil.which(c)]
+    for i, (where, usage) in enumerate(entry_usages()):
+        call = re.search(r"(EVH_PLUGIN\w*)\(([^)]*)\)", usage)
+        names = [a.strip() for a in call.group(2).split(",")[3:]]
+        kinds = ENTRY_ARGS[call.group(1)]
+        assert len(names) == len(kinds), (where, usage)
+        stubs = [ENTRY_STUBS[k].format(n) for k, n in zip(kinds, names)
+                 if n != "NULL" and not re.search(rf"\b{n}\s*\[\]\s*=", usage)]
+        src = tmp_path / f"usage{i}.c"
+        src.write_text("#include <evhost/evhost.h>\n" + "\n".join(stubs) + "\n" + usage + "\n")
+        for cc in compilers:
+            extra = ["-Wextra-semi"] if cc == "clang" else []
+            r = subprocess.run([cc, "-std=c11", "-fsyntax-only", "-pedantic", "-Wall", "-Wextra",
+                                *extra, "-Werror", f"-I{lib.REPO_ROOT / 'sdk' / 'include'}",
+                                str(src)], capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, f"{where}, built by {cc}:\n{usage}\n{r.stderr}"

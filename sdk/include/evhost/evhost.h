@@ -535,7 +535,7 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
 
 /* Write the entry point. Use once per plugin, in one .c (or C++) file, at
  * file scope (not inside a namespace):
- *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini);
+ *   EVH_PLUGIN("hello", "1.0.0", "Says hello", hello_config, hello_init, hello_fini)
  */
 #define EVH_PLUGIN(name_, version_, descr_, config_, init_, fini_)                         \
 	EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, NULL, NULL, init_, fini_)
@@ -543,7 +543,7 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
 /* (ABI 1.7) The same, with a check of the plugin's own values (the
  * descriptor's `check`, see there), run before init and by --check-config:
  *   EVH_PLUGIN_CHECKED("hello", "1.0.0", "Says hello", hello_config, hello_check,
- *                      hello_init, hello_fini);
+ *                      hello_init, hello_fini)
  */
 #define EVH_PLUGIN_CHECKED(name_, version_, descr_, config_, check_, init_, fini_)         \
 	EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, check_, NULL, init_, fini_)
@@ -552,7 +552,7 @@ typedef const evh_plugin_desc *(*evh_plugin_entry_fn)(const evh_api *api);
  * descriptor's `routes`, see there; check_ may be NULL):
  *   static const char *const hello_routes[] = {"GET /hello", "GET /hello/{name}", NULL};
  *   EVH_PLUGIN_ROUTES("hello", "1.0.0", "Says hello", hello_config, hello_check,
- *                     hello_routes, hello_init, hello_fini);
+ *                     hello_routes, hello_init, hello_fini)
  */
 #define EVH_PLUGIN_ROUTES(name_, version_, descr_, config_, check_, routes_, init_, fini_)  \
 	const evh_api *evh__api EVH__HIDDEN;                                                    \
