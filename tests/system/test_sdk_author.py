@@ -185,6 +185,46 @@ def test_routes_token_role_and_the_outbox(evhostd, tmp_path, orders_so, kafka_bo
     assert 'orders_placed_total{plugin="orders",kind="normal"} 1' in d.get("/metrics").text
 
 
+def test_an_owner_is_named_only_by_a_token_of_this_host(evhostd, tmp_path, orders_so,
+                                                        kafka_bootstrap, unique_name):
+    """An order's owner is a token's subject, unique only within its issuer
+    (docs/sdk.md): POST /orders and GET /orders/{id} took an identity
+    provider's token whose `sub` equalled a local user's id as that user,
+    who could then read their orders. Those routes answer 403 to another
+    issuer's token now, as /orders-feed did; its admin_role still counts."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from test_auth import ISSUER, claims, pem, sign
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key_file = tmp_path / "idp.pem"
+    key_file.write_bytes(pem(key))
+    secret = tmp_path / "jwt.key"
+    secret.write_bytes(SECRET + b"\n")
+    secret.chmod(0o600)
+    d = evhostd({"auth": {"jwt_secret_file": str(secret), "jwt_public_key_file": str(key_file),
+                          "jwt_public_key_issuer": ISSUER,
+                          "jwt_public_key_roles_claim": "realm_access.roles"},
+                 "plugin.orders": {"path": str(orders_so), "topic": unique_name("orders"),
+                                   "payments_topic": unique_name("payments")}},
+                brokers=kafka_bootstrap)
+
+    def provider(sub, *roles):
+        token = sign(key, "RS256", claims(sub=sub, aud=None, realm_access={"roles": roles}))
+        return {"Authorization": f"Bearer {token}"}
+
+    oid, _ = place(d, "alice")
+    for name, r in (("GET", d.get(f"/orders/{oid}", headers=provider("alice"))),
+                    ("POST", d.post("/orders", json={"item": "book", "quantity": 1},
+                                    headers=provider("alice"))),
+                    ("feed", d.get("/orders-feed", headers=provider("alice")))):
+        assert r.status_code == 403, (name, r.status_code, r.text)
+        assert r.json()["detail"] == "a token of this host is needed", r.text
+    got = d.get(f"/orders/{oid}", headers=provider("boss", "orders-admin"))
+    assert got.status_code == 200 and got.json()["owner"] == "alice", got.text
+    assert order(d, oid).json()["owner"] == "alice"
+    listed = d.get("/orders", headers=auth("boss", "orders-admin")).json()
+    assert [o["id"] for o in listed] == [oid], listed
+
+
 class Sse:
     """GET `path` on a raw socket; events read as {"event", "data"}."""
 

@@ -1,10 +1,14 @@
 /* orders: a small order service, written from docs/sdk.md and the SDK header only.
  *
- * POST /orders             (token)        {"item":"book","quantity":2} -> 201 {"id":...}
+ * POST /orders             (local token)  {"item":"book","quantity":2} -> 201 {"id":...}
  *                                          stored and ORDER_PLACED published in one transaction
- * GET  /orders/{id}        (token)        the order, to its owner or to admin_role
+ * GET  /orders/{id}        (local token)  the order, to its owner; any token with admin_role
  * GET  /orders             (admin_role)   every order
  * GET  /orders-feed        (local token)  Server-Sent Events: the caller's orders as they change
+ * An order's owner is the token's subject, which is unique only within its
+ * issuer: the routes that go by it take only tokens this host signed
+ * (evh_req_auth_local). An identity provider's user whose `sub` equals one
+ * of our users' ids would otherwise read, and be told of, that user's orders.
  * consumes `payments_topic`: {"order_id":"...","result":R} where R is
  *   "paid"      -> the order is paid, ORDER_PAID published (OK)
  *   "flaky"     -> RETRY on the first attempt, then as "paid"
@@ -129,6 +133,15 @@ static int unavailable(evh_response *resp)
 	                        "out of memory; nothing was done", NULL);
 }
 
+/* The owner-scoped routes' refusal of another issuer's token (see the top):
+ * the SDK tells whether a token is this host's, not whose it is, so an
+ * owner cannot be stored with its issuer. */
+static int foreign_token(evh_response *resp)
+{
+	return evh_resp_problem(resp, 403, "forbidden", "Forbidden",
+	                        "a token of this host is needed", NULL);
+}
+
 static int new_order_id(char out[17])
 {
 	unsigned char raw[8];
@@ -146,14 +159,15 @@ static int place_order(evh_request *req, evh_response *resp, void *ud)
 	const char *subject = evh_req_auth_subject(req);
 	size_t len = 0;
 	const char *body = evh_req_body(req, &len);
-	cJSON *doc = cJSON_ParseWithLength(body, len);
-	cJSON *item, *qty, *event = NULL, *answer = NULL;
+	cJSON *doc, *item, *qty, *event = NULL, *answer = NULL;
 	char *event_json = NULL, *answer_json = NULL;
 	char id[17];
 	evh_tx *tx = NULL;
 	int rc;
 
-	if (!doc)
+	if (!evh_req_auth_local(req))
+		return foreign_token(resp);
+	if (!(doc = cJSON_ParseWithLength(body, len)))
 		return unavailable(resp);
 	item = cJSON_GetObjectItemCaseSensitive(doc, "item");
 	qty = cJSON_GetObjectItemCaseSensitive(doc, "quantity");
@@ -237,6 +251,10 @@ static int get_order(evh_request *req, evh_response *resp, void *ud)
 	size_t len = 0;
 	int rc;
 
+	/* A role counts from any issuer the admin configured (GET /orders goes by
+	 * it alone); a subject names one of our owners only in a token of ours. */
+	if (!admin && !evh_req_auth_local(req))
+		return foreign_token(resp);
 	if ((rc = evh_tx_begin(o->p, &tx)) != EVH_OK)
 		return rc;
 	evh_value args[] = {EVH_TEXT(id), EVH_TEXT(subject), EVH_INT(admin)};
@@ -281,8 +299,7 @@ static int orders_feed(evh_request *req, evh_response *resp, void *ud)
 	(void)ud;
 	/* The channel is the caller's subject: only a token of this host names our users. */
 	if (!evh_req_auth_local(req))
-		return evh_resp_problem(resp, 403, "forbidden", "Forbidden",
-		                        "a token of this host is needed", NULL);
+		return foreign_token(resp);
 	int rc = evh_resp_stream(resp, evh_req_auth_subject(req));
 	/* EVH_EBUSY, EVH_ESTATE: the host has answered 503 + Retry-After already. */
 	return rc == EVH_EBUSY || rc == EVH_ESTATE ? EVH_OK : rc;
