@@ -288,4 +288,4 @@ static void bench_fini(evh_plugin *p, void *state)
 }
 
 EVH_PLUGIN("bench", "1.0.0", "scripts/bench: publish, consume and end-to-end probes",
-           bench_config, bench_init, bench_fini);
+           bench_config, bench_init, bench_fini)

@@ -233,4 +233,4 @@ static int crud_init(evh_plugin *p, void **state)
 }
 
 EVH_PLUGIN_ROUTES("crud", "1.0.0", "JSON document collections with ETags and crud.* events",
-                  crud_config, crud_check, crud_routes_declared, crud_init, crud_fini);
+                  crud_config, crud_check, crud_routes_declared, crud_init, crud_fini)

@@ -468,4 +468,4 @@ static int user_init(evh_plugin *p, void **state)
 }
 
 EVH_PLUGIN_ROUTES("user", "1.0.0", "user accounts, login tokens and USER_* events",
-                  user_config, user_check, user_routes_declared, user_init, user_fini);
+                  user_config, user_check, user_routes_declared, user_init, user_fini)
