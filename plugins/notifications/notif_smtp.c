@@ -264,7 +264,8 @@ static int server_down(CURLcode rc, long code)
 }
 
 /* Only the server's verdict on the message is final: a 5xx reply to its
- * recipient or its content (to RCPT, DATA or the data). Whatever is wrong
+ * recipient or its content (to RCPT, DATA or the data), by its enhanced
+ * code. Whatever is wrong
  * with the connection or the setup is temporary: retried, and
  * dead-lettered at the last attempt, so a redrive sends the mail once it is
  * mended. That is a certificate not trusted, no STARTTLS offered, the
@@ -293,8 +294,13 @@ static int server_down(CURLcode rc, long code)
  * stops a broadcast at that recipient, in the same order at each attempt
  * and redrive: a refusal that is that recipient's own ("554 5.7.1 <x>:
  * Recipient address rejected: Access denied") would leave every recipient
- * after it never tried. A 5xx to DATA or to the data stays final: the
- * message's content is refused, as it would be again. */
+ * after it never tried.
+ *
+ * A 5xx to DATA or to the data likewise (notif_smtp_data_refused): final
+ * when the content or the size is refused (5.6.x, 5.3.4), or about this
+ * recipient as at RCPT, or when it has no enhanced code; a 5.7.x is a
+ * policy, and the sender's authentication (SPF, DKIM, DMARC: RFC 7372's
+ * 5.7.20-5.7.26) fails every mail alike until DNS is mended: retried. */
 static notif_send_result classify(CURLcode rc, long code, const char *verb, const char *reply,
                                   size_t reply_len)
 {
@@ -303,7 +309,9 @@ static notif_send_result classify(CURLcode rc, long code, const char *verb, cons
 	if (code >= 500 && code < 600) {
 		if (!strcmp(verb, "RCPT"))
 			return notif_smtp_rcpt_refused(reply, reply_len);
-		return !strcmp(verb, "DATA") ? NOTIF_SEND_PERMANENT : NOTIF_SEND_DOWN;
+		if (!strcmp(verb, "DATA"))
+			return notif_smtp_data_refused(reply, reply_len);
+		return NOTIF_SEND_DOWN;
 	}
 	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
 }

@@ -414,3 +414,13 @@ notif_send_result notif_smtp_rcpt_refused(const char *in, size_t n)
 	}
 	return NOTIF_SEND_TRANSIENT;
 }
+
+notif_send_result notif_smtp_data_refused(const char *in, size_t n)
+{
+	int num[3];
+
+	if (notif_smtp_enhanced_code(in, n, num) && num[0] == 5 &&
+	    (num[1] == 6 || (num[1] == 3 && num[2] == 4)))
+		return NOTIF_SEND_PERMANENT;
+	return notif_smtp_rcpt_refused(in, n);
+}

@@ -84,6 +84,12 @@ int notif_smtp_enhanced_code(const char *in, size_t n, int num[3]);
  * setup as well as the recipient. notif_smtp.c's classify says why. */
 notif_send_result notif_smtp_rcpt_refused(const char *in, size_t n);
 
+/* What a 5xx reply to DATA or to the message's data says of the mail, by
+ * its enhanced code: NOTIF_SEND_PERMANENT when the content or the size is
+ * refused (5.6.x, 5.3.4); otherwise as notif_smtp_rcpt_refused (a 5.7.x
+ * policy, such as a sender's SPF or DMARC failing, is TRANSIENT). */
+notif_send_result notif_smtp_data_refused(const char *in, size_t n);
+
 /* The keyset cursor: base64url of "<created_at>|<event_id>". */
 char *notif_cursor_encode(const char *created_at, const char *event_id);
 /* Returns 0 with created_at copied and *event_id malloc'd, or -1 when the

@@ -1073,6 +1073,35 @@ def test_a_kept_connection_dropped_without_a_word_is_replaced_at_once(
         srv.stop()
 
 
+@pytest.mark.parametrize("reply,status", [
+    ("550 5.7.26 Unauthenticated email from example.org is not accepted due to domain's "
+     "DMARC policy", "dead_lettered"),
+    ("554 5.7.1 Message rejected", "dead_lettered"),
+    ("554 5.6.0 Message content rejected", "failed"),
+    ("552 5.3.4 Message size exceeds fixed limit", "failed"),
+    ("554 Transaction failed", "failed"),
+], ids=["5.7.26 DMARC", "5.7.1 policy", "5.6.0 content", "5.3.4 too big", "no code"])
+def test_a_refusal_of_the_data_is_final_only_when_it_is_the_mails(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, reply, status):
+    # A 5xx to the message's data is read by its enhanced code, as one to
+    # RCPT is. Its content or size refused (5.6.x, 5.3.4), or no code to
+    # tell: failed for good. A policy (5.7.x: a sender's SPF or DMARC
+    # failing, 5.7.26) refuses every mail alike until the setup is mended:
+    # retried, then dead-lettered for a redrive, never failed (it was, and
+    # nothing was sent again once DNS was fixed).
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "retry.max_attempts": 2, "retry.backoff_ms": 100, "retry.backoff_max_ms": 200,
+               "list_role": ""},
+              user=False)
+    smtp_server.reply = reply
+    env.created("data-1", user_id="u-data-1")
+    entry = settled(env, "data-1")
+    assert entry["status"] == status, entry
+    assert entry["attempts"] == (2 if status == "dead_lettered" else 1), entry
+    assert reply.split(" ")[0] in entry["last_error"], entry
+
+
 def chunked_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, attempts):
     """notifications alone, every 3 mails of a broadcast committed
     (broadcast_commit_every), with 10 recipients u-0 ... u-9; `attempts` quick

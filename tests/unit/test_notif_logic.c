@@ -1146,17 +1146,31 @@ static void test_maildir_error_about_a_long_path_is_cut(void **state)
 	assert_int_equal(system(path), 0);
 }
 
+enum { FINAL = NOTIF_SEND_PERMANENT, SETUP = NOTIF_SEND_DOWN, RETRY = NOTIF_SEND_TRANSIENT };
+
+typedef struct refusal_case {
+	const char *reply;
+	int want;
+} refusal_case;
+
+/* Each reply as `judge` reads it, against what it should be. */
+static void check_refusals(notif_send_result (*judge)(const char *, size_t),
+                           const refusal_case *cases, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int got = judge(cases[i].reply, strlen(cases[i].reply));
+		if (got != cases[i].want)
+			fail_msg("case %zu \"%s\": got %d, want %d", i, cases[i].reply, got,
+			         cases[i].want);
+	}
+}
+
 /* A 5xx to RCPT TO judged by its RFC 3463 enhanced code (notif_util.c):
  * the recipient's for good, the sender's (the setup), or either (retried);
  * a reply without a code of that form as before, final. */
 static void test_smtp_rcpt_refused(void **state)
 {
-	enum { FINAL = NOTIF_SEND_PERMANENT, SETUP = NOTIF_SEND_DOWN,
-	       RETRY = NOTIF_SEND_TRANSIENT };
-	static const struct {
-		const char *reply;
-		int want;
-	} cases[] = {
+	static const refusal_case cases[] = {
 	    /* this recipient, for good */
 	    {"550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown\r\n", FINAL},
 	    {"550 5.1.2 bad destination system", FINAL},
@@ -1202,12 +1216,7 @@ static void test_smtp_rcpt_refused(void **state)
 	};
 
 	(void)state;
-	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		int got = notif_smtp_rcpt_refused(cases[i].reply, strlen(cases[i].reply));
-		if (got != cases[i].want)
-			fail_msg("case %zu \"%s\": got %d, want %d", i, cases[i].reply, got,
-			         cases[i].want);
-	}
+	check_refusals(notif_smtp_rcpt_refused, cases, sizeof cases / sizeof cases[0]);
 	{
 		int num[3] = {0, 0, 0};
 		assert_int_equal(notif_smtp_enhanced_code("250 2.1.5 ok", 12, num), 1);
@@ -1222,6 +1231,32 @@ static void test_smtp_rcpt_refused(void **state)
 	}
 }
 
+/* A 5xx to DATA or the data, by its enhanced code too: final when the
+ * content or the size is refused, or about the recipient, or without a
+ * code; a policy (the sender's SPF or DMARC failing) retried. */
+static void test_smtp_data_refused(void **state)
+{
+	static const refusal_case cases[] = {
+	    {"554 5.6.0 Message content rejected", FINAL},
+	    {"550 5.6.1 media not supported", FINAL},
+	    {"552 5.3.4 Message size exceeds fixed limit", FINAL},
+	    {"552 5.2.2 mailbox full", FINAL},
+	    {"550 5.1.1 Mailbox unavailable", FINAL},
+	    {"554 Transaction failed", FINAL},
+	    {"550 5.1.8 sender domain not found", SETUP},
+	    {"550 5.7.26 Unauthenticated email from example.org is not accepted due to domain's "
+	     "DMARC policy",
+	     RETRY},
+	    {"550 5.7.23 SPF validation failed", RETRY},
+	    {"550-5.7.1 first\r\n550 5.7.1 Message rejected as spam\r\n", RETRY},
+	    {"554 5.3.0 other mail system problem", RETRY},
+	    {"554 5.4.4 unable to route", RETRY},
+	};
+
+	(void)state;
+	check_refusals(notif_smtp_data_refused, cases, sizeof cases / sizeof cases[0]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1231,6 +1266,7 @@ int main(void)
 	    cmocka_unit_test(test_template_check),
 	    cmocka_unit_test(test_addr_valid),
 	    cmocka_unit_test(test_smtp_rcpt_refused),
+	    cmocka_unit_test(test_smtp_data_refused),
 	    cmocka_unit_test(test_mailbox_parse),
 	    cmocka_unit_test(test_rfc5322_date),
 	    cmocka_unit_test(test_base64_vectors),
