@@ -192,7 +192,8 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		snprintf(d->err, sizeof d->err, "%s", d->not_tried);
 		res = NOTIF_SEND_DOWN;
 	} else {
-		res = notif_deliver(st, d->content, d->to_addr, d->to_name, d->err, sizeof d->err);
+		res = notif_deliver(st, d->content, d->log_id, d->to_addr, d->to_name, d->err,
+		                    sizeof d->err);
 	}
 	d->down = res == NOTIF_SEND_DOWN;
 	if (d->down)

@@ -72,9 +72,11 @@ typedef struct notif_content {
 	size_t nvars;
 } notif_content;
 
-/* Render, build and send one message. */
-notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *to_addr,
-                                const char *to_name, char *err, size_t errlen);
+/* Render, build and send one message: the delivery `key` (its log id)
+ * makes its Message-ID (notif_delivery_unique), the same at each attempt. */
+notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *key,
+                                const char *to_addr, const char *to_name, char *err,
+                                size_t errlen);
 
 /* notif_events.c */
 void notif_last_parts_clear(notif_last_parts *lp);

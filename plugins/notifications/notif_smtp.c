@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 static int curl_has_protocol(const char *proto)
 {
@@ -16,6 +17,13 @@ static int curl_has_protocol(const char *proto)
 		if (!strcmp(*p, proto))
 			return 1;
 	return 0;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int dup_opt(const char *s, char **out)
@@ -57,6 +65,7 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 		verb[n] = '\0';
 		if (!strcmp(verb, "QUIT")) {
 			s->quitting = 1;
+			s->quit_ms = mono_ms();
 		} else {
 			if (!strcmp(verb, "EHLO") || !strcmp(verb, "HELO")) {
 				s->session_auth = 0; /* a new session (or the one after STARTTLS) */
@@ -77,12 +86,46 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 	return 0;
 }
 
+/* libcurl's progress callback, called about once a second while it waits
+ * (CURLOPT_XFERINFOFUNCTION), whatever it waits for: the one place that
+ * knows where the send is, and so which bound holds. Until the whole
+ * message is handed over, the send as a whole is held to timeout_ms; then
+ * the reply to the end of the data gets data_timeout_ms of its own: a
+ * server with a before-queue filter or milter may take minutes over it
+ * (RFC 5321 4.5.3.2.6 has a client wait 10), and a mail given up in that
+ * wait is one the server may have queued. libcurl's own limits cannot
+ * tell the two apart: CURLOPT_TIMEOUT_MS bounds the whole transfer and
+ * CURLOPT_SERVER_RESPONSE_TIMEOUT every reply alike; they are backstops,
+ * the one at the sum of the two bounds, the other at the larger. libcurl's
+ * QUIT after a failure, whose reply only CURLOPT_SERVER_RESPONSE_TIMEOUT
+ * would bound, gets timeout_ms. */
+static int smtp_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                         curl_off_t ulnow)
+{
+	notif_smtp *s = ud;
+	long long limit;
+
+	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	if (s->quitting)
+		limit = s->quit_ms + s->timeout_ms;
+	else if (s->data_end_ms)
+		limit = s->data_end_ms + s->data_timeout_ms;
+	else
+		limit = s->began_ms + s->timeout_ms;
+	if (mono_ms() < limit)
+		return 0;
+	if (!s->quitting)
+		s->timed_out = 1;
+	return 1;
+}
+
 /* Options that stay the same for every message. */
 static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 {
 	CURL *c = s->curl;
 	CURLcode rc = CURLE_OK;
 	char from[320 + 3];
+	long longest = s->timeout_ms > s->data_timeout_ms ? s->timeout_ms : s->data_timeout_ms;
 
 	snprintf(from, sizeof from, "<%s>", s->from_addr);
 	rc |= curl_easy_setopt(c, CURLOPT_URL, s->url);
@@ -94,12 +137,13 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	rc |= curl_easy_setopt(c, CURLOPT_DEBUGFUNCTION, smtp_trace);
 	rc |= curl_easy_setopt(c, CURLOPT_DEBUGDATA, s);
 	rc |= curl_easy_setopt(c, CURLOPT_VERBOSE, 1L);
-	rc |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms);
+	/* The bounds are smtp_progress's; the timeouts below are backstops. */
+	rc |= curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	rc |= curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, smtp_progress);
+	rc |= curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
+	rc |= curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, s->timeout_ms + s->data_timeout_ms);
 	rc |= curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, s->timeout_ms);
-	/* In whole seconds, at least the above: it alone bounds the wait for the
-	 * reply to the QUIT said when a connection is closed (libcurl's default
-	 * is minutes). A transfer is held to CURLOPT_TIMEOUT_MS still. */
-	rc |= curl_easy_setopt(c, CURLOPT_SERVER_RESPONSE_TIMEOUT, (s->timeout_ms + 999) / 1000);
+	rc |= curl_easy_setopt(c, CURLOPT_SERVER_RESPONSE_TIMEOUT, (longest + 999) / 1000);
 	rc |= curl_easy_setopt(c, CURLOPT_USE_SSL, s->starttls ? (long)CURLUSESSL_ALL
 	                                                        : (long)CURLUSESSL_NONE);
 	if (s->ca_file)
@@ -163,6 +207,7 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 	s->logs_in = s->user || notif_url_has_user(s->url);
 	s->starttls = c->starttls;
 	s->timeout_ms = c->timeout_ms;
+	s->data_timeout_ms = c->data_timeout_ms > c->timeout_ms ? c->data_timeout_ms : c->timeout_ms;
 	if (smtp_new_handle(s, err, errlen) < 0)
 		goto fail;
 	if (pthread_mutex_init(&s->mu, NULL) != 0) {
@@ -194,7 +239,7 @@ void notif_smtp_close(notif_smtp *s)
 		return;
 	if (s->curl) {
 		/* Closing the kept connection says QUIT, then waits for the
-		 * reply up to smtp_timeout_ms (CURLOPT_SERVER_RESPONSE_TIMEOUT):
+		 * reply up to smtp_timeout_ms (smtp_progress):
 		 * a server gone silent (a firewall that dropped the idle
 		 * connection) would hold the daemon's stop, or a reload, that
 		 * long. The reading side is shut first: the QUIT still goes out,
@@ -217,6 +262,7 @@ void notif_smtp_close(notif_smtp *s)
 }
 
 typedef struct upload {
+	notif_smtp *s;
 	const char *p;
 	size_t left;
 } upload;
@@ -228,6 +274,10 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
 
 	if (n > u->left)
 		n = u->left;
+	if (n == 0 && !u->s->data_end_ms) { /* libcurl has it all: the end goes out */
+		u->s->data_end_ms = mono_ms();
+		u->s->replies_at_data_end = u->s->replies;
+	}
 	memcpy(buf, u->p, n);
 	u->p += n;
 	u->left -= n;
@@ -246,7 +296,8 @@ static int session_code(long code)
  * at all: no connection, no reply in time (whatever was said before), TLS
  * or the login refused, a 421 (the server closing the session), or no
  * reply code at all (a greeting that is none). Not a reply about this
- * message (a 4xx to MAIL, RCPT or the data). */
+ * message (a 4xx to MAIL, RCPT or the data), nor one missing after the end
+ * of the data (classify). */
 static int server_down(CURLcode rc, long code)
 {
 	switch (rc) {
@@ -261,6 +312,13 @@ static int server_down(CURLcode rc, long code)
 	case CURLE_LOGIN_DENIED: return 1;
 	default: return code == 0 || code == 421 || session_code(code);
 	}
+}
+
+/* A failed send that had handed libcurl the whole message and got no
+ * reply since: whether the server took it is not known. */
+static int smtp_outcome_unknown(const notif_smtp *s)
+{
+	return s->data_end_ms && s->replies == s->replies_at_data_end;
 }
 
 /* Only the server's verdict on the message is final: a 5xx reply to its
@@ -300,17 +358,26 @@ static int server_down(CURLcode rc, long code)
  * when the content or the size is refused (5.6.x, 5.3.4), or about this
  * recipient as at RCPT, or when it has no enhanced code; a 5.7.x is a
  * policy, and the sender's authentication (SPF, DKIM, DMARC: RFC 7372's
- * 5.7.20-5.7.26) fails every mail alike until DNS is mended: retried. */
-static notif_send_result classify(CURLcode rc, long code, const char *verb, const char *reply,
-                                  size_t reply_len)
+ * 5.7.20-5.7.26) fails every mail alike until DNS is mended: retried.
+ *
+ * No reply to the end of the data (smtp_data_timeout_ms ran out, the
+ * connection was lost) leaves the outcome unknown: the server has the whole
+ * message and may have queued it. Retried (RFC 5321 6.1 has a client take
+ * such a mail as not sent), with the same Message-ID, so that a receiver
+ * can drop a copy; TRANSIENT, not DOWN, for the server did talk: a
+ * broadcast goes on to the next recipient rather than mailing this one
+ * again at every attempt and those after it never. */
+static notif_send_result classify(const notif_smtp *s, CURLcode rc, long code)
 {
+	if (smtp_outcome_unknown(s))
+		return NOTIF_SEND_TRANSIENT;
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
 	if (code >= 500 && code < 600) {
-		if (!strcmp(verb, "RCPT"))
-			return notif_smtp_rcpt_refused(reply, reply_len);
-		if (!strcmp(verb, "DATA"))
-			return notif_smtp_data_refused(reply, reply_len);
+		if (!strcmp(s->verb, "RCPT"))
+			return notif_smtp_rcpt_refused(s->reply, s->reply_len);
+		if (!strcmp(s->verb, "DATA"))
+			return notif_smtp_data_refused(s->reply, s->reply_len);
 		return NOTIF_SEND_DOWN;
 	}
 	return server_down(rc, code) ? NOTIF_SEND_DOWN : NOTIF_SEND_TRANSIENT;
@@ -352,6 +419,34 @@ static int smtp_idle_connection_spoke(notif_smtp *s)
 	return poll(&pfd, 1, 0) > 0 && (pfd.revents & (POLLIN | POLLHUP | POLLERR));
 }
 
+/* What failed a send, into err: libcurl's words, or, for a wait that
+ * smtp_progress cut short (libcurl says only "Callback aborted"), which
+ * wait and its bound; and whether the server may have the mail. */
+static void smtp_failure_text(const notif_smtp *s, CURLcode rc, const char *ebuf, char *err,
+                              size_t errlen)
+{
+	int unknown = smtp_outcome_unknown(s);
+	size_t used;
+
+	if (s->timed_out && unknown)
+		snprintf(err, errlen,
+		         "smtp: %s: no reply to the end of the message within %ld ms "
+		         "(smtp_data_timeout_ms)",
+		         curl_easy_strerror(rc), s->data_timeout_ms);
+	else if (s->timed_out)
+		snprintf(err, errlen, "smtp: %s: not done within %ld ms (smtp_timeout_ms), at %s",
+		         curl_easy_strerror(rc), s->timeout_ms,
+		         s->verb[0] ? s->verb : "the greeting");
+	else
+		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
+		         ebuf);
+	used = strlen(err);
+	if (unknown)
+		snprintf(err + used, errlen > used ? errlen - used : 0,
+		         "; the server had the whole message and may have queued it: a retry "
+		         "sends it with the same Message-ID");
+}
+
 int notif_smtp_no_auth_news(notif_smtp *s)
 {
 	int news;
@@ -367,7 +462,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 {
 	char to[320 + 3], ebuf[CURL_ERROR_SIZE];
 	struct curl_slist *rcpts;
-	upload u = {msg, len};
+	upload u = {s, msg, len};
 	notif_send_result res = NOTIF_SEND_OK;
 	CURLcode rc;
 	long code = 0;
@@ -402,9 +497,14 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		s->replies = 0;
 		s->verb[0] = '\0';
 		s->quitting = 0;
+		s->began_ms = mono_ms();
+		s->data_end_ms = s->quit_ms = 0;
+		s->timed_out = 0;
 		u.p = msg;
 		u.left = len;
 		rc = curl_easy_perform(s->curl);
+		if (rc == CURLE_ABORTED_BY_CALLBACK && s->timed_out)
+			rc = CURLE_OPERATION_TIMEDOUT; /* smtp_progress's bound, as libcurl's */
 		/* A kept connection that failed before any reply to this send (a
 		 * firewall or NAT that dropped it while idle, without a word:
 		 * MAIL then waits for nothing, or meets a reset) carried nothing
@@ -426,9 +526,8 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 	if (rc != CURLE_OK) {
 		char said[300] = "";
 		curl_easy_getinfo(s->curl, CURLINFO_RESPONSE_CODE, &code);
-		res = classify(rc, code, s->verb, s->reply, s->reply_len);
-		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
-		         ebuf);
+		res = classify(s, rc, code);
+		smtp_failure_text(s, rc, ebuf, err, errlen);
 		/* The reply's text tells a greylisting from a full mailbox or a
 		 * policy: said when it is the reply of that code. None came to
 		 * the last command (a timeout): none is said. */

@@ -12,8 +12,9 @@ typedef enum notif_send_result {
 	NOTIF_SEND_TRANSIENT = 1, /* try again later: connection, timeout, 4xx, disk full */
 	NOTIF_SEND_PERMANENT = 2, /* retrying will not help: a 5xx to the mail, a bad message */
 	/* As TRANSIENT, and the server could not be talked to at all (no
-	 * connection, no greeting, no answer in time, TLS or login refused, 421):
-	 * the next recipient would fare no better, so a broadcast stops there. */
+	 * connection, no greeting, no answer in time before the end of the
+	 * message's data, TLS or login refused, 421): the next recipient would
+	 * fare no better, so a broadcast stops there. */
 	NOTIF_SEND_DOWN = 3,
 } notif_send_result;
 
@@ -47,7 +48,8 @@ typedef struct notif_smtp_config {
 	const char *password; /* with user */
 	int starttls;         /* require STARTTLS (CURLUSESSL_ALL) */
 	const char *ca_file;  /* PEM CA certificates to verify the server; NULL: the system's */
-	long timeout_ms;
+	long timeout_ms;      /* connecting, and each wait until the data is out */
+	long data_timeout_ms; /* the wait for the reply to the end of the data */
 	const char *from_addr; /* envelope sender */
 } notif_smtp_config;
 
@@ -58,7 +60,13 @@ typedef struct notif_smtp {
 	void *curl;
 	char *url, *user, *password, *from_addr, *ca_file;
 	int starttls;
-	long timeout_ms;
+	long timeout_ms, data_timeout_ms;
+	/* The send under way's clock (CLOCK_MONOTONIC, ms; under mu), which
+	 * smtp_progress holds it to: when it began, when libcurl had the whole
+	 * message (0: not yet; then `replies` was replies_at_data_end) and when
+	 * libcurl said QUIT. timed_out: smtp_progress ended it. */
+	long long began_ms, data_end_ms, quit_ms;
+	int replies_at_data_end, timed_out;
 	/* The server's last reply line of the send under way (under mu), raw,
 	 * for the error of a failed one: libcurl says only its code. Only a
 	 * reply to the last command (or the message) sent: emptied when one is
@@ -94,7 +102,11 @@ void notif_smtp_close(notif_smtp *s);
 /* Send one message to `rcpt`. Safe from any thread (serialized). After a
  * failure the connection is dropped, never reused: after a timeout the
  * server's late answer would be read as the next message's. So is a kept
- * one the server spoke on (an idle timeout's 421) or closed meanwhile. */
+ * one the server spoke on (an idle timeout's 421) or closed meanwhile.
+ * Until the data is out, the send is held to timeout_ms; then the reply
+ * to its end to data_timeout_ms. No reply to the end (a timeout, the
+ * connection lost) leaves the outcome unknown: NOTIF_SEND_TRANSIENT,
+ * never DOWN, with `err` saying so. */
 notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *msg, size_t len,
                                   char *err, size_t errlen);
 /* 1 once after a send with a user (smtp_user, or smtp_url's user@) went

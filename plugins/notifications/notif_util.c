@@ -1,6 +1,7 @@
 #include "notif_util.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,28 @@ int notif_random_hex(char *out, size_t nbytes)
 	}
 	out[2 * nbytes] = '\0';
 	return 0;
+}
+
+void notif_delivery_unique(const char *key, const char *to_addr, const char *from_addr,
+                           char out[33])
+{
+	static const char hex[] = "0123456789abcdef";
+	static const char what[] = "evhost notifications Message-ID 1";
+	crypto_generichash_state h;
+	unsigned char sum[16];
+
+	/* Each part with its NUL: "a" + "bc" is not "ab" + "c". */
+	crypto_generichash_init(&h, NULL, 0, sizeof sum);
+	crypto_generichash_update(&h, (const unsigned char *)what, sizeof what);
+	crypto_generichash_update(&h, (const unsigned char *)key, strlen(key) + 1);
+	crypto_generichash_update(&h, (const unsigned char *)to_addr, strlen(to_addr) + 1);
+	crypto_generichash_update(&h, (const unsigned char *)from_addr, strlen(from_addr) + 1);
+	crypto_generichash_final(&h, sum, sizeof sum);
+	for (size_t i = 0; i < sizeof sum; i++) {
+		out[2 * i] = hex[sum[i] >> 4];
+		out[2 * i + 1] = hex[sum[i] & 15];
+	}
+	out[2 * sizeof sum] = '\0';
 }
 
 int notif_uuid4(char out[37])

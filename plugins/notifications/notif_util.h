@@ -14,6 +14,15 @@
 int notif_random_hex(char *out, size_t nbytes);
 /* A random UUIDv4 string (36 chars + NUL). 0 or -1 as above. */
 int notif_uuid4(char out[37]);
+/* The Message-ID's local part (and the MIME boundary's) of the mail a
+ * delivery sends: 32 lowercase hex digits of a BLAKE2b hash (libsodium's
+ * generichash; sodium_init first) of the delivery's key (its log id: a
+ * welcome's event id, "<broadcast>:<user>"), its recipient and sender.
+ * The same at every attempt and redrive of that delivery, so that a
+ * receiver can drop a copy sent again after an unknown outcome; another
+ * delivery's differs. Neither id can be read back from it. */
+void notif_delivery_unique(const char *key, const char *to_addr, const char *from_addr,
+                           char out[33]);
 /* Current UTC time as RFC 3339 with milliseconds. These strings sort in
  * time order, which the log's keyset pagination relies on. */
 void notif_now_rfc3339(char out[NOTIF_TIME_LEN]);

@@ -4,6 +4,7 @@
  * templates, transports, init/fini. */
 #include <errno.h>
 #include <inttypes.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,10 @@ static const evh_config_key notif_config[] = {
     {"smtp_starttls", EVH_CFG_BOOL, "false", 0, "require STARTTLS on smtp:// URLs"},
     {"smtp_ca_file", EVH_CFG_FILE, NULL, 0,
      "PEM CA certificates to verify the SMTP server with; unset: the system's"},
-    {"smtp_timeout_ms", EVH_CFG_INT, "10000", 0, "connect and transfer timeout per mail"},
+    {"smtp_timeout_ms", EVH_CFG_INT, "10000", 0,
+     "timeout per mail, from connecting until its data is out"},
+    {"smtp_data_timeout_ms", EVH_CFG_INT, "120000", 0,
+     "wait for the reply to a mail's end of data (at least smtp_timeout_ms)"},
     {"from", EVH_CFG_STRING, "evhost <noreply@localhost>", 0, "From: mailbox"},
     {"maildir", EVH_CFG_PATH, NULL, 0, "Maildir for transport = maildir; default <state>/maildir"},
     {"templates_dir", EVH_CFG_DIR, NOTIF_DEFAULT_TEMPLATES_DIR, 0,
@@ -276,6 +280,7 @@ static int open_smtp(notif_state *st)
 	const char *user = evh_config_str(st->p, "smtp_user");
 	const char *pwfile = evh_config_str(st->p, "smtp_password_file");
 	int64_t timeout = evh_config_int(st->p, "smtp_timeout_ms", 10000);
+	int64_t data_timeout = evh_config_int(st->p, "smtp_data_timeout_ms", 120000);
 	notif_text pw = {NULL, 0};
 	mode_t mode = 0;
 	notif_smtp_config c;
@@ -309,6 +314,7 @@ static int open_smtp(notif_state *st)
 	if (c.ca_file && !*c.ca_file)
 		c.ca_file = NULL;
 	c.timeout_ms = (long)timeout;
+	c.data_timeout_ms = (long)data_timeout;
 	c.from_addr = st->from_addr;
 	rc = notif_smtp_open(&st->smtp, &c, err, sizeof err);
 	if (pw.p)
@@ -353,11 +359,12 @@ static void close_transport(notif_state *st)
 		notif_maildir_close(&st->maildir);
 }
 
-notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *to_addr,
-                                const char *to_name, char *err, size_t errlen)
+notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *key,
+                                const char *to_addr, const char *to_name, char *err,
+                                size_t errlen)
 {
 	char *subject = NULL, *text = NULL, *html = NULL, *msg = NULL;
-	char unique[40];
+	char unique[33];
 	evh_span *span;
 	struct timespec t0, t1;
 	notif_send_result res = NOTIF_SEND_TRANSIENT;
@@ -373,10 +380,7 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 		snprintf(err, errlen, "out of memory rendering %s", c->tmpl_name);
 		goto out;
 	}
-	if (notif_random_hex(unique, 16) < 0) {
-		snprintf(err, errlen, "no random bytes for a Message-ID");
-		goto out;
-	}
+	notif_delivery_unique(key, to_addr, st->from_addr, unique);
 	memset(&m, 0, sizeof m);
 	m.from_name = st->from_name;
 	m.from_addr = st->from_addr;
@@ -545,7 +549,6 @@ static int check_transport(evh_plugin *p, notif_state *st)
 {
 	const char *t = evh_config_str(p, "transport"), *url, *user, *pwfile;
 	char why[256], host[256];
-	int64_t timeout;
 	int rc = 0;
 
 	if (t && !strcmp(t, "maildir"))
@@ -582,11 +585,15 @@ static int check_transport(evh_plugin *p, notif_state *st)
 		evh_config_error(p, "smtp_user", "is set but smtp_password_file is not");
 		rc = -1;
 	}
-	timeout = evh_config_int(p, "smtp_timeout_ms", 10000);
-	if (timeout < 1 || timeout > 24 * 3600 * 1000) {
-		evh_config_error(p, "smtp_timeout_ms", "must be between 1 and 86400000 (got %" PRId64 ")",
-		                 timeout);
-		rc = -1;
+	for (size_t i = 0; i < 2; i++) {
+		static const char *const keys[] = {"smtp_timeout_ms", "smtp_data_timeout_ms"};
+		static const int64_t dflt[] = {10000, 120000};
+		int64_t timeout = evh_config_int(p, keys[i], dflt[i]);
+		if (timeout < 1 || timeout > 24 * 3600 * 1000) {
+			evh_config_error(p, keys[i], "must be between 1 and 86400000 (got %" PRId64 ")",
+			                 timeout);
+			rc = -1;
+		}
 	}
 	return rc;
 }
@@ -687,10 +694,14 @@ static int register_all(notif_state *st)
 
 static int notif_init(evh_plugin *p, void **state)
 {
-	notif_state *st = calloc(1, sizeof *st);
+	notif_state *st;
 	int transport_open = 0, rc;
 
-	if (!st) {
+	if (sodium_init() < 0) { /* the Message-IDs are its hashes (notif_delivery_unique) */
+		evh_log(p, EVH_LOG_ERROR, "libsodium failed to initialise");
+		return EVH_ERR;
+	}
+	if (!(st = calloc(1, sizeof *st))) {
 		evh_log(p, EVH_LOG_ERROR, "out of memory");
 		return EVH_ENOMEM;
 	}

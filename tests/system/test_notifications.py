@@ -171,10 +171,12 @@ class RawSmtp:
     message's data only after `seconds`, with `reply`, then goes on as usual
     (`late = (None, None)`: never answers on that connection again).
     It keeps what each connection was told (`conns`: a list of command
-    lists) and the messages it accepted (`accepted`: (connection index,
-    recipient) pairs). `replies` {verb: [reply, ...]} answers the next uses
-    of a command ("GREET": the greeting) with those replies, one each, in
-    turn (None: no answer, ever, on that connection); then as usual.
+    lists), the messages it accepted (`accepted`: (connection index,
+    recipient) pairs) and every message whose data ended, answered or not
+    (`data`: (connection index, recipient, header lines) triples).
+    `replies` {verb: [reply, ...]} answers the next uses of a command
+    ("GREET": the greeting) with those replies, one each, in turn (None: no
+    answer, ever, on that connection); then as usual.
     `bye` (a reply line): said after each accepted message, unasked, before
     hanging up, as a server whose idle timeout ran out does. `slow`: seconds
     it takes over each message before it accepts it.
@@ -189,6 +191,7 @@ class RawSmtp:
         self.bye = bye
         self.conns = []
         self.accepted = []
+        self.data = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sock = socket.socket()
@@ -252,8 +255,11 @@ class RawSmtp:
                     line, buf = buf.split(b"\r\n", 1)
                     if data is not None:
                         if line != b".":
-                            data.append(line)
+                            data.append(line.decode(errors="replace"))
                             continue
+                        with self._lock:
+                            self.data.append((i, rcpt, data[:data.index("")]
+                                              if "" in data else data))
                         data = None
                         self._said(i, ".")
                         with self._lock:
@@ -1007,13 +1013,13 @@ def add_recipients(env, n):
     return ids
 
 
-def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts):
+def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts, **keys):
     """notifications alone, mailing through RawSmtp `srv` with a 1 s timeout
-    and `attempts` quick retries."""
+    and `attempts` quick retries; `keys` more of its settings."""
     return Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
                {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{srv.port}",
                 "smtp_timeout_ms": 1000, "list_role": "", "retry.max_attempts": attempts,
-                "retry.backoff_ms": 100, "retry.backoff_max_ms": 200},
+                "retry.backoff_ms": 100, "retry.backoff_max_ms": 200, **keys},
                user=False)
 
 
@@ -1022,14 +1028,15 @@ def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts)
 def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_path, unique_name,
                                                                   kafka_bootstrap, late):
     # The server answers the end of the first message's data only after
-    # smtp_timeout_ms, with a refusal, or never. That connection must not
+    # smtp_data_timeout_ms, with a refusal, or never. That connection must not
     # carry another mail: its next command would read the late 554 as its
     # own answer (the retry then "failed" for good though never offered), or
     # wait on a server that says nothing any more (every retry timed out).
     # Nor may dropping it wait on that server (a polite QUIT's reply).
     srv = RawSmtp(late=late)
     try:
-        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=5)
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=5,
+                           smtp_data_timeout_ms=1000)
         first = env.created("late-1", user_id="u-late-1")
         started = time.monotonic()
         sent = env.entry_once("late-1", "sent", timeout=30)
@@ -1069,6 +1076,84 @@ def test_a_kept_connection_dropped_without_a_word_is_replaced_at_once(
         assert list(srv.accepted) == [(0, first), (1, second)], (srv.accepted, srv.conns)
         # The mute connection carried the MAIL, and nothing after it.
         assert [c.split(":")[0].upper() for c in srv.conns[0][-1:]] == ["MAIL FROM"], srv.conns
+    finally:
+        srv.stop()
+
+
+def message_id(lines):
+    return next(ln.split(":", 1)[1].strip() for ln in lines
+                if ln.lower().startswith("message-id:"))
+
+
+def test_a_mail_the_server_is_slow_to_accept_is_sent_once(evhostd, tmp_path, unique_name,
+                                                          kafka_bootstrap):
+    # The server takes 1.5 s over the end of the data (a before-queue
+    # content filter or milter) before its "250 queued", longer than
+    # smtp_timeout_ms: it has the message and queues it. The wait for that
+    # reply is smtp_data_timeout_ms (2 minutes), not smtp_timeout_ms: read
+    # as "server down", the mail was sent again at each attempt (three
+    # copies, the row dead_lettered, a redrive sending a fourth).
+    srv = RawSmtp(slow=1.5)
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=3)
+        addr = env.created("slow-1", user_id="u-slow-1")
+        entry = settled(env, "slow-1")
+        assert entry["status"] == "sent" and entry["attempts"] == 1, entry
+        assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
+
+
+def test_no_reply_to_the_data_is_sent_again_with_its_message_id_and_stops_no_broadcast(
+        evhostd, tmp_path, unique_name, kafka_bootstrap):
+    # The end of u-00's data gets no reply within smtp_data_timeout_ms: the
+    # server may have the mail, or not. That is no sign of a server down:
+    # the broadcast goes on to u-01 and u-02 in the same attempt (it used to
+    # stop at u-00, every attempt mailing u-00 again and no one after it).
+    # u-00's mail is sent again at the next attempt, with the Message-ID of
+    # the first copy, so that a receiver can drop the second.
+    srv = RawSmtp(late=(None, None))
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=2,
+                           smtp_data_timeout_ms=1000)
+        ids = sorted(add_recipients(env, 3))
+        addrs = [f"{uid}@example.com" for uid in ids]
+        broadcast_raw(env, "unknown-1", "Unknown")
+        env.d.wait_for_log("broadcast unknown-1: 1 sent, 2 already done, 0 failed, 0 to "
+                           "retry, 0 given up for a redrive (attempt 2)", timeout=60)
+        assert "broadcast unknown-1: 2 sent, 0 already done, 0 failed, 1 to retry" in \
+            env.d.log_text()
+        assert "not tried" not in env.d.log_text()
+        assert [r for _, r in srv.accepted] == [addrs[1], addrs[2], addrs[0]], srv.accepted
+        assert broadcast_rows(env, "unknown-1") == {u: ["sent"] for u in ids}
+        copies = [message_id(lines) for _, r, lines in srv.data if r == addrs[0]]
+        others = {message_id(lines) for _, r, lines in srv.data if r != addrs[0]}
+        assert len(copies) == 2 and copies[0] == copies[1], srv.data
+        assert len(others) == 2 and copies[0] not in others, srv.data
+    finally:
+        srv.stop()
+
+
+def test_no_reply_before_the_data_stops_a_broadcast(evhostd, tmp_path, unique_name,
+                                                    kafka_bootstrap):
+    # Unlike a missing reply to the end of the data, one missing before it
+    # (here to u-00's RCPT TO) is a server that cannot be talked to: the
+    # server took nothing, and the next recipient would wait out the same
+    # timeout. The broadcast stops there; the rest are given up untried.
+    srv = RawSmtp(replies={"RCPT": [None]})
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1)
+        ids = sorted(add_recipients(env, 3))
+        broadcast_raw(env, "mute-rcpt", "Mute")
+        env.d.wait_for_log("broadcast mute-rcpt: 0 sent, 0 already done, 0 failed, 0 to "
+                           "retry, 3 given up for a redrive (attempt 1)", timeout=60)
+        assert srv.accepted == [] and len(srv.conns) == 1, srv.conns
+        items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
+        first = items[f"mute-rcpt:{ids[0]}"]["last_error"]
+        assert first.startswith("smtp: Timeout was reached: not done within 1000 ms "
+                                "(smtp_timeout_ms), at RCPT"), first
+        assert all(items[f"mute-rcpt:{u}"]["last_error"].startswith("not tried")
+                   for u in ids[1:]), items
     finally:
         srv.stop()
 

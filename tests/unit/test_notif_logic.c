@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 #include <dirent.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1257,6 +1258,29 @@ static void test_smtp_data_refused(void **state)
 	check_refusals(notif_smtp_data_refused, cases, sizeof cases / sizeof cases[0]);
 }
 
+/* A delivery's Message-ID is the same at each attempt, and its own: no
+ * other key, recipient or sender gives it, nor the same parts split
+ * otherwise. */
+static void test_delivery_unique(void **state)
+{
+	char a[33], b[33];
+	(void)state;
+	assert_int_equal(sodium_init() >= 0, 1);
+	notif_delivery_unique("b-1:u-1", "u@example.com", "noreply@example.org", a);
+	assert_int_equal(strlen(a), 32);
+	assert_int_equal(strspn(a, "0123456789abcdef"), 32);
+	notif_delivery_unique("b-1:u-1", "u@example.com", "noreply@example.org", b);
+	assert_string_equal(a, b);
+	notif_delivery_unique("b-1:u-2", "u@example.com", "noreply@example.org", b);
+	assert_string_not_equal(a, b);
+	notif_delivery_unique("b-1:u-1", "v@example.com", "noreply@example.org", b);
+	assert_string_not_equal(a, b);
+	notif_delivery_unique("b-1:u-1", "u@example.com", "other@example.org", b);
+	assert_string_not_equal(a, b);
+	notif_delivery_unique("b-1:u-1u", "@example.com", "noreply@example.org", b);
+	assert_string_not_equal(a, b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1267,6 +1291,7 @@ int main(void)
 	    cmocka_unit_test(test_addr_valid),
 	    cmocka_unit_test(test_smtp_rcpt_refused),
 	    cmocka_unit_test(test_smtp_data_refused),
+	    cmocka_unit_test(test_delivery_unique),
 	    cmocka_unit_test(test_mailbox_parse),
 	    cmocka_unit_test(test_rfc5322_date),
 	    cmocka_unit_test(test_base64_vectors),
