@@ -1085,6 +1085,22 @@ def message_id(lines):
                 if ln.lower().startswith("message-id:"))
 
 
+def test_the_path_of_smtp_url_is_the_name_said_in_ehlo(evhostd, tmp_path, unique_name,
+                                                       kafka_bootstrap):
+    # As services.md says: libcurl takes the URL's path for its EHLO
+    # (without one it says gethostname(), often a short name that Postfix's
+    # reject_non_fqdn_helo_hostname refuses).
+    srv = RawSmtp()
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1,
+                           smtp_url=f"smtp://127.0.0.1:{srv.port}/mailer.example.org")
+        env.created("ehlo-1", user_id="u-ehlo-1")
+        assert env.entry_once("ehlo-1", "sent")["attempts"] == 1
+        assert srv.conns[0][0] == "EHLO mailer.example.org", srv.conns
+    finally:
+        srv.stop()
+
+
 def test_a_mail_the_server_is_slow_to_accept_is_sent_once(evhostd, tmp_path, unique_name,
                                                           kafka_bootstrap):
     # The server takes 1.5 s over the end of the data (a before-queue
