@@ -106,6 +106,14 @@ static int smtp_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_of
 	long long limit;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+	/* The daemon stopping (or a reload retiring the plugin): a wait of up
+	 * to data_timeout_ms would outlast its stop_timeout, and the stop's
+	 * guard end the process with the event's work lost. Cut short, the
+	 * mail is tried again after the start (classify). */
+	if (!s->quitting && s->stopping && s->stopping(s->stopping_ud)) {
+		s->cut = 1;
+		return 1;
+	}
 	if (s->quitting)
 		limit = s->quit_ms + s->timeout_ms;
 	else if (s->data_end_ms)
@@ -208,6 +216,8 @@ int notif_smtp_open(notif_smtp *s, const notif_smtp_config *c, char *err, size_t
 	s->starttls = c->starttls;
 	s->timeout_ms = c->timeout_ms;
 	s->data_timeout_ms = c->data_timeout_ms > c->timeout_ms ? c->data_timeout_ms : c->timeout_ms;
+	s->stopping = c->stopping;
+	s->stopping_ud = c->stopping_ud;
 	if (smtp_new_handle(s, err, errlen) < 0)
 		goto fail;
 	if (pthread_mutex_init(&s->mu, NULL) != 0) {
@@ -369,7 +379,7 @@ static int smtp_outcome_unknown(const notif_smtp *s)
  * again at every attempt and those after it never. */
 static notif_send_result classify(const notif_smtp *s, CURLcode rc, long code)
 {
-	if (smtp_outcome_unknown(s))
+	if (smtp_outcome_unknown(s) || s->cut) /* cut: no verdict of the server's */
 		return NOTIF_SEND_TRANSIENT;
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
@@ -428,7 +438,10 @@ static void smtp_failure_text(const notif_smtp *s, CURLcode rc, const char *ebuf
 	int unknown = smtp_outcome_unknown(s);
 	size_t used;
 
-	if (s->timed_out && unknown)
+	if (s->cut)
+		snprintf(err, errlen, "smtp: cut short at %s: the plugin is stopping",
+		         s->verb[0] ? s->verb : "the greeting");
+	else if (s->timed_out && unknown)
 		snprintf(err, errlen,
 		         "smtp: %s: no reply to the end of the message within %ld ms "
 		         "(smtp_data_timeout_ms)",
@@ -499,7 +512,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		s->quitting = 0;
 		s->began_ms = mono_ms();
 		s->data_end_ms = s->quit_ms = 0;
-		s->timed_out = 0;
+		s->timed_out = s->cut = 0;
 		u.p = msg;
 		u.left = len;
 		rc = curl_easy_perform(s->curl);
@@ -511,7 +524,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		 * the server took, its data least of all (that goes after a 354):
 		 * once more on a new connection, rather than a retry of the whole
 		 * event, or, in a broadcast, every recipient left untried. */
-		if (rc == CURLE_OK || fresh_tried || s->replies ||
+		if (rc == CURLE_OK || fresh_tried || s->replies || s->cut ||
 		    curl_easy_getinfo(s->curl, CURLINFO_NUM_CONNECTS, &opened) != CURLE_OK ||
 		    opened != 0)
 			break;

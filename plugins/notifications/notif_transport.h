@@ -51,6 +51,10 @@ typedef struct notif_smtp_config {
 	long timeout_ms;      /* connecting, and each wait until the data is out */
 	long data_timeout_ms; /* the wait for the reply to the end of the data */
 	const char *from_addr; /* envelope sender */
+	/* 1 once the plugin winds down (evh_stopping): a send under way is cut
+	 * short (NULL: never). */
+	int (*stopping)(void *ud);
+	void *stopping_ud;
 } notif_smtp_config;
 
 typedef struct notif_smtp {
@@ -67,6 +71,11 @@ typedef struct notif_smtp {
 	 * libcurl said QUIT. timed_out: smtp_progress ended it. */
 	long long began_ms, data_end_ms, quit_ms;
 	int replies_at_data_end, timed_out;
+	/* The config's stopping; cut: smtp_progress ended the send under way
+	 * for it (under mu). */
+	int (*stopping)(void *ud);
+	void *stopping_ud;
+	int cut;
 	/* The server's last reply line of the send under way (under mu), raw,
 	 * for the error of a failed one: libcurl says only its code. Only a
 	 * reply to the last command (or the message) sent: emptied when one is

@@ -275,6 +275,9 @@ static void url_host(const char *url, char *out, size_t outlen)
 	snprintf(out, outlen, "%.*s", (int)n, h);
 }
 
+/* notif_smtp_config's stopping. */
+static int smtp_stopping(void *ud) { return evh_stopping(ud); }
+
 static int open_smtp(notif_state *st)
 {
 	const char *user = evh_config_str(st->p, "smtp_user");
@@ -316,6 +319,8 @@ static int open_smtp(notif_state *st)
 	c.timeout_ms = (long)timeout;
 	c.data_timeout_ms = (long)data_timeout;
 	c.from_addr = st->from_addr;
+	c.stopping = smtp_stopping;
+	c.stopping_ud = st->p;
 	rc = notif_smtp_open(&st->smtp, &c, err, sizeof err);
 	if (pw.p)
 		explicit_bzero(pw.p, pw.n);

@@ -17,6 +17,7 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import threading
@@ -1116,6 +1117,27 @@ def test_a_mail_the_server_is_slow_to_accept_is_sent_once(evhostd, tmp_path, uni
         entry = settled(env, "slow-1")
         assert entry["status"] == "sent" and entry["attempts"] == 1, entry
         assert [r for _, r in srv.accepted] == [addr]
+    finally:
+        srv.stop()
+
+
+def test_a_stop_cuts_the_wait_for_the_reply_to_the_data_short(evhostd, tmp_path, unique_name,
+                                                               kafka_bootstrap):
+    # SIGTERM while the server holds its reply to the end of a mail's data
+    # (smtp_data_timeout_ms is a minute here, 2 by default): the wait is cut
+    # short and the daemon stops cleanly. It outlasted stop_timeout, and the
+    # stop's guard ended the process (status 3) with the event's work lost.
+    srv = RawSmtp(late=(None, None))
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=3,
+                           smtp_data_timeout_ms=60000)
+        env.created("cut-1", user_id="u-cut-1")
+        lib.wait_until(lambda: srv.data, timeout=30, message="the end of the mail's data")
+        env.d.send_signal(signal.SIGTERM)
+        assert env.d.wait(timeout=60) == 0, env.d.log_tail()
+        text = env.d.log_text()
+        assert "smtp: cut short at DATA: the plugin is stopping" in text, env.d.log_tail()
+        assert "exiting now" not in text, env.d.log_tail()
     finally:
         srv.stop()
 
