@@ -138,6 +138,10 @@ static int smtp_setup_handle(notif_smtp *s, char *err, size_t errlen)
 	snprintf(from, sizeof from, "<%s>", s->from_addr);
 	rc |= curl_easy_setopt(c, CURLOPT_URL, s->url);
 	rc |= curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+	/* Never through a proxy (ALL_PROXY, smtp_proxy in the daemon's
+	 * environment): libcurl would tunnel the session, the login with it,
+	 * through one (evhostd(8): SMTP never uses a proxy). */
+	rc |= curl_easy_setopt(c, CURLOPT_NOPROXY, "*");
 	rc |= curl_easy_setopt(c, CURLOPT_MAIL_FROM, from);
 	rc |= curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 	rc |= curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L); /* we run on host threads */

@@ -1121,6 +1121,21 @@ def test_a_mail_the_server_is_slow_to_accept_is_sent_once(evhostd, tmp_path, uni
         srv.stop()
 
 
+def test_mail_never_goes_through_a_proxy(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                                        smtp_server):
+    # ALL_PROXY or smtp_proxy in the daemon's environment: libcurl tunnelled
+    # the SMTP session (the login with it) through that proxy.
+    with lib.ConnectProxy(routes={}) as proxy:
+        url = f"http://127.0.0.1:{proxy.port}"
+        env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+                  {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"},
+                  env={"ALL_PROXY": url, "all_proxy": url, "smtp_proxy": url, "no_proxy": ""})
+        addr = f"px.{uuid.uuid4().hex[:8]}@example.com"
+        env.create_user("Px", addr)
+        smtp_server.wait_for(welcome_to(addr), timeout=60)
+        assert not proxy.connects and not proxy.forwards, (proxy.connects, proxy.forwards)
+
+
 def test_a_stop_cuts_the_wait_for_the_reply_to_the_data_short(evhostd, tmp_path, unique_name,
                                                                kafka_bootstrap):
     # SIGTERM while the server holds its reply to the end of a mail's data
