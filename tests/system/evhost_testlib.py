@@ -242,7 +242,8 @@ class KafkaTls:
     sasl.password."""
 
     def __init__(self, line):
-        parts = line.split()
+        # The directory last, and whole: $TMPDIR may hold a space.
+        parts = line.strip().split(maxsplit=2)
         if len(parts) != 3:
             raise RuntimeError(f"scripts/kafka tls printed {line!r}")
         self.ssl, self.sasl, d = parts

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,11 @@ def test_librdkafkas_destroy_hang_is_told_apart_and_forgives_only_its_thread_lea
         assert lib.librdkafka_destroy_hung(d, 3, "probe")
         assert lib.Daemon.sanitizer_report(d), other
     assert lib.Daemon.sanitizer_report(_Logged(_RDK_LEAK)), "no hang seen: reported"
+
+
+def test_kafka_tls_takes_a_certificates_dir_with_a_space():
+    # scripts/kafka tls prints the two addresses, then the directory, which is
+    # under $TMPDIR for a broker of the tests: it may hold a space.
+    tls = lib.KafkaTls("127.0.0.1:19094 127.0.0.1:19095 /tmp/my tests/kafka/tls\n")
+    assert (tls.ssl, tls.sasl, tls.dir) == ("127.0.0.1:19094", "127.0.0.1:19095",
+                                            Path("/tmp/my tests/kafka/tls"))
