@@ -3,8 +3,11 @@ kcat helpers, the SMTP sink, and the evhostd fixture's configuration. If
 these fail, every other system test's result means little."""
 
 import configparser
+import os
 import signal
 import smtplib
+import socket
+import subprocess
 import threading
 import time
 from email.message import EmailMessage
@@ -83,6 +86,22 @@ def _mail(to, subject, body):
     m["Subject"] = subject
     m.set_content(body)
     return m
+
+
+def test_kafka_script_names_the_variable_that_moves_a_port_in_use(tmp_path):
+    # Often a broker an earlier run left: the message says how to stop it or
+    # which variable moves the port, before anything is fetched or started.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen(8)
+        port = other.getsockname()[1]
+        env = dict(os.environ, KAFKA_PORT=str(port), EVHOST_KAFKA_DIR=str(tmp_path / "kafka"))
+        r = subprocess.run([str(lib.KAFKA_SCRIPT), "start"], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert f"127.0.0.1:{port} (KAFKA_PORT) is already in use" in r.stderr, r.stderr
+    assert "scripts/test: EVHOST_TEST_KAFKA_PORT" in r.stderr, r.stderr
+    assert not (tmp_path / "kafka").exists()
 
 
 def test_smtp_server_collects_mail(smtp_server):
