@@ -93,6 +93,7 @@ typedef enum deliv_outcome {
 	DELIV_PARKED,  /* transient failure at the last attempt; "dead_lettered" row written */
 	DELIV_GIVEN_UP, /* parked by an earlier part of this last attempt; nothing tried */
 	DELIV_UNTRIED, /* not_tried before the last attempt: unsettled, nothing recorded */
+	DELIV_CUT,     /* a stop cut the send short: unsettled, nothing recorded */
 	DELIV_DBERR,   /* storage failed; `err` says how */
 } deliv_outcome;
 
@@ -195,6 +196,12 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		res = notif_deliver(st, d->content, d->log_id, d->to_addr, d->to_name, d->err,
 		                    sizeof d->err);
 	}
+	/* Left for the event's delivery after the start, as the mails a stop
+	 * leaves untried: no attempt used, nothing dead-lettered, even at the
+	 * last attempt (the server may have it: then sent again, with its
+	 * Message-ID). */
+	if (res == NOTIF_SEND_CUT)
+		return DELIV_CUT;
 	d->down = res == NOTIF_SEND_DOWN;
 	if (d->down)
 		res = NOTIF_SEND_TRANSIENT;
@@ -712,6 +719,7 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 		break;
 	case DELIV_RETRY:
+	case DELIV_CUT: /* a retry asked while stopping is never dead-lettered */
 		/* The recipient commits: a broadcast sent while the welcome is
 		 * retried (greylisted) reaches the user too. */
 		evh_event_set_error(ev, d.err);
@@ -952,6 +960,10 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 		t->untried += beyond_down;
 		return 0;
 	case DELIV_UNTRIED: t->untried++; return 0;
+	case DELIV_CUT: /* with the rest a stop leaves (the loop sees evh_stopping next) */
+		t->stopping = 1;
+		t->left++;
+		return 0;
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;

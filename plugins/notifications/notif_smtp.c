@@ -106,13 +106,20 @@ static int smtp_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_of
 	long long limit;
 
 	(void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
-	/* The daemon stopping (or a reload retiring the plugin): a wait of up
-	 * to data_timeout_ms would outlast its stop_timeout, and the stop's
-	 * guard end the process with the event's work lost. Cut short, the
-	 * mail is tried again after the start (classify). */
+	/* The daemon stopping (or a reload retiring the plugin): the send under
+	 * way gets timeout_ms more at most, as every send had before
+	 * data_timeout_ms: a wait of up to that would outlast stop_timeout,
+	 * and the stop's guard end the process with the event's work lost.
+	 * Not cut at once: a server about to answer would have the mail, sent
+	 * again after the start. Cut short, it is left for then (classify). */
 	if (!s->quitting && s->stopping && s->stopping(s->stopping_ud)) {
-		s->cut = 1;
-		return 1;
+		long long now = mono_ms();
+		if (!s->stop_seen_ms)
+			s->stop_seen_ms = now;
+		if (now >= s->stop_seen_ms + s->timeout_ms) {
+			s->cut = 1;
+			return 1;
+		}
 	}
 	if (s->quitting)
 		limit = s->quit_ms + s->timeout_ms;
@@ -383,7 +390,9 @@ static int smtp_outcome_unknown(const notif_smtp *s)
  * again at every attempt and those after it never. */
 static notif_send_result classify(const notif_smtp *s, CURLcode rc, long code)
 {
-	if (smtp_outcome_unknown(s) || s->cut) /* cut: no verdict of the server's */
+	if (s->cut)
+		return NOTIF_SEND_CUT;
+	if (smtp_outcome_unknown(s))
 		return NOTIF_SEND_TRANSIENT;
 	if (rc == CURLE_LOGIN_DENIED || session_code(code))
 		return NOTIF_SEND_DOWN;
@@ -443,8 +452,10 @@ static void smtp_failure_text(const notif_smtp *s, CURLcode rc, const char *ebuf
 	size_t used;
 
 	if (s->cut)
-		snprintf(err, errlen, "smtp: cut short at %s: the plugin is stopping",
-		         s->verb[0] ? s->verb : "the greeting");
+		snprintf(err, errlen,
+		         "smtp: cut short at %s: the plugin is stopping, and the send was not done "
+		         "within %ld ms (smtp_timeout_ms) of that",
+		         s->verb[0] ? s->verb : "the greeting", s->timeout_ms);
 	else if (s->timed_out && unknown)
 		snprintf(err, errlen,
 		         "smtp: %s: no reply to the end of the message within %ld ms "
@@ -517,6 +528,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		s->began_ms = mono_ms();
 		s->data_end_ms = s->quit_ms = 0;
 		s->timed_out = s->cut = 0;
+		s->stop_seen_ms = 0;
 		u.p = msg;
 		u.left = len;
 		rc = curl_easy_perform(s->curl);

@@ -16,6 +16,10 @@ typedef enum notif_send_result {
 	 * message's data, TLS or login refused, 421): the next recipient would
 	 * fare no better, so a broadcast stops there. */
 	NOTIF_SEND_DOWN = 3,
+	/* The plugin stopping cut the send short (notif_smtp_config's
+	 * stopping): no verdict, no attempt used; tried again after the start,
+	 * as a mail a stop left. */
+	NOTIF_SEND_CUT = 4,
 } notif_send_result;
 
 /* ---- Maildir ---- */
@@ -51,8 +55,8 @@ typedef struct notif_smtp_config {
 	long timeout_ms;      /* connecting, and each wait until the data is out */
 	long data_timeout_ms; /* the wait for the reply to the end of the data */
 	const char *from_addr; /* envelope sender */
-	/* 1 once the plugin winds down (evh_stopping): a send under way is cut
-	 * short (NULL: never). */
+	/* 1 once the plugin winds down (evh_stopping): a send under way gets
+	 * timeout_ms more, then is cut short (NULL: never). */
 	int (*stopping)(void *ud);
 	void *stopping_ud;
 } notif_smtp_config;
@@ -71,10 +75,12 @@ typedef struct notif_smtp {
 	 * libcurl said QUIT. timed_out: smtp_progress ended it. */
 	long long began_ms, data_end_ms, quit_ms;
 	int replies_at_data_end, timed_out;
-	/* The config's stopping; cut: smtp_progress ended the send under way
-	 * for it (under mu). */
+	/* The config's stopping; when the send under way first saw it say 1
+	 * (0: not yet), and cut: smtp_progress ended the send for it, timeout_ms
+	 * later (under mu). */
 	int (*stopping)(void *ud);
 	void *stopping_ud;
+	long long stop_seen_ms;
 	int cut;
 	/* The server's last reply line of the send under way (under mu), raw,
 	 * for the error of a failed one: libcurl says only its code. Only a

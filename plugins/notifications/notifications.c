@@ -440,11 +440,12 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 out:
 	/* Every message that was due, by what became of it (a failed one is
 	 * tried again, with its event: counted at each try). */
-	evh_metric_add(st->mails,
-	               res == NOTIF_SEND_OK          ? "sent"
-	               : res == NOTIF_SEND_PERMANENT ? "refused"
-	                                             : "failed",
-	               1);
+	if (res != NOTIF_SEND_CUT) /* a stop's: no outcome */
+		evh_metric_add(st->mails,
+		               res == NOTIF_SEND_OK          ? "sent"
+		               : res == NOTIF_SEND_PERMANENT ? "refused"
+		                                             : "failed",
+		               1);
 	free(subject);
 	free(text);
 	free(html);

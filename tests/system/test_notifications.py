@@ -1139,20 +1139,30 @@ def test_mail_never_goes_through_a_proxy(evhostd, tmp_path, unique_name, kafka_b
 def test_a_stop_cuts_the_wait_for_the_reply_to_the_data_short(evhostd, tmp_path, unique_name,
                                                                kafka_bootstrap):
     # SIGTERM while the server holds its reply to the end of a mail's data
-    # (smtp_data_timeout_ms is a minute here, 2 by default): the wait is cut
-    # short and the daemon stops cleanly. It outlasted stop_timeout, and the
-    # stop's guard ended the process (status 3) with the event's work lost.
+    # (smtp_data_timeout_ms is a minute here, 2 by default): the wait gets
+    # smtp_timeout_ms more, then is cut short, the mail left for the start
+    # (its only attempt: not dead-lettered), and the daemon stops cleanly.
+    # It outlasted stop_timeout, and the stop's guard ended the process
+    # (status 3) with the event's work lost.
     srv = RawSmtp(late=(None, None))
     try:
-        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=3,
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1,
                            smtp_data_timeout_ms=60000)
         env.created("cut-1", user_id="u-cut-1")
         lib.wait_until(lambda: srv.data, timeout=30, message="the end of the mail's data")
         env.d.send_signal(signal.SIGTERM)
         assert env.d.wait(timeout=60) == 0, env.d.log_tail()
         text = env.d.log_text()
-        assert "smtp: cut short at DATA: the plugin is stopping" in text, env.d.log_tail()
+        assert ("smtp: cut short at DATA: the plugin is stopping, and the send was not done "
+                "within 1000 ms (smtp_timeout_ms) of that") in text, env.d.log_tail()
+        assert "dead-lettered" not in text, env.d.log_tail()
         assert "exiting now" not in text, env.d.log_tail()
+        # Sent after the start, with the Message-ID of the copy the server
+        # may have kept.
+        env.d.start().wait_healthy()
+        assert env.entry_once("cut-1", "sent", timeout=60)["attempts"] == 1
+        ids = [message_id(lines) for _, _, lines in srv.data]
+        assert len(ids) == 2 and ids[0] == ids[1], srv.data
     finally:
         srv.stop()
 
