@@ -1083,6 +1083,40 @@ def test_consumer_lag_is_said_after_a_restart_of_partitions_already_handled(
     assert d.stop() == 0, d.log_tail()
 
 
+def test_consumer_lag_of_a_held_partition_counts_what_came_since(
+        evhostd, build_dir, unique_name, kafka_bootstrap, tmp_path):
+    # A partition held by a retry is paused, and librdkafka caches the
+    # watermarks of fetch responses only: evhost_consumer_lag stood at what
+    # the last fetch before the pause said while events came in behind the
+    # retried one (a backoff lasts up to a day, a full disk's wait until it
+    # has room), and the lag alert saw none of them. Its end is asked of the
+    # cluster meanwhile. (Two partitions: the other is fetched all along, as
+    # a plugin's partitions that flow are.)
+    topic, group = unique_name("held"), unique_name("g")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=2)
+    down = tmp_path / "down"
+    down.write_text("")
+    config = {"plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                               "topic": topic, "group": group,
+                               "retry.max_attempts": 1000, "retry.backoff_ms": 1000}}
+    d = evhostd(config, brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?key=a", json={"fail_while": str(down)}).status_code == 200
+    lib.wait_until(lambda: "attempt 1/1000 failed" in d.log_text(), timeout=60,
+                   message="the first attempt to fail")
+    # The fetch in flight at the pause has returned by then (a broker holds
+    # one up to fetch.wait.max.ms, 500 ms), and the partition's end it said:
+    # the events below come after the last end a fetch told.
+    time.sleep(1)
+    assert d.post("/probe/publish?key=a&n=10", json={}).status_code == 200
+    lib.wait_until(lambda: sum(topic_lags(d, topic).values()) == 11, timeout=30, interval=0.5,
+                   message=f"evhost_consumer_lag of {topic} to count the 11 events held")
+    down.unlink()
+    assert len(lib.probe_wait_seen(d, 11, timeout=60)) == 11
+    lib.wait_until(lambda: (lambda v: len(v) == 2 and sum(v.values()) == 0)(topic_lags(d, topic)),
+                   timeout=20, interval=0.5, message=f"evhost_consumer_lag of {topic} back to 0")
+    assert d.stop() == 0, d.log_tail()
+
+
 def test_consumer_lag_of_a_new_group_starting_at_the_end_is_zero(
         evhostd, build_dir, unique_name, kafka_bootstrap):
     # rdkafka.auto.offset.reset = latest: a new group starts its partitions
