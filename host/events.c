@@ -135,15 +135,33 @@ void events_uuid(char out[37])
 	memcpy(out + 24, hex + 20, 13); /* with the NUL */
 }
 
+/* The latest time events_now_rfc3339 gave, in ms since the epoch. */
+static _Atomic int64_t latest_given_ms;
+
 void events_now_rfc3339(char out[40])
 {
 	struct timespec ts;
 	struct tm tm;
+	time_t sec;
+	int64_t ms, seen;
 	size_t n;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
+	ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000L;
+	/* Never earlier than a time given before: a wall clock set back (NTP's
+	 * step) stamped an event published after another with an earlier
+	 * ce_time, which consumers that order by it (notifications' recipients)
+	 * took for the older one, and ignored, for as long as the step. Held at
+	 * the latest until the clock catches up; ties are told apart by
+	 * evhost_seq. */
+	seen = atomic_load(&latest_given_ms);
+	while (ms > seen && !atomic_compare_exchange_weak(&latest_given_ms, &seen, ms))
+		;
+	if (ms < seen)
+		ms = seen;
+	sec = (time_t)(ms / 1000);
+	gmtime_r(&sec, &tm);
 	n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(out + n, 40 - n, ".%03uZ", (unsigned)(ts.tv_nsec / 1000000L) % 1000u);
+	snprintf(out + n, 40 - n, ".%03uZ", (unsigned)(ms % 1000));
 }
 
 static int all_zero(const unsigned char *b, size_t n)

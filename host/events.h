@@ -22,7 +22,9 @@ typedef struct ce_meta {
 
 /* A time-ordered UUIDv7 string (36 chars + NUL): event ids. */
 void events_uuid(char out[37]);
-/* Current UTC time as RFC 3339 with milliseconds: 2026-01-02T03:04:05.678Z. */
+/* Current UTC time as RFC 3339 with milliseconds: 2026-01-02T03:04:05.678Z.
+ * Never earlier than one it gave before in this process (a wall clock set
+ * back is held at the latest given until it catches up). */
 void events_now_rfc3339(char out[40]);
 /* `bytes` (8 or 16) random bytes, not all zero, as lowercase hex into out
  * (2 * bytes + 1): W3C trace and span ids. */

@@ -1832,6 +1832,32 @@ def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_
 # ---------------------------------------------------------------- broadcast
 
 
+def test_an_update_after_the_clock_was_set_back_is_not_taken_for_an_older_one(
+        evhostd, build_dir, tmp_path, unique_name, kafka_bootstrap):
+    # The daemon's wall clock 2 minutes ahead (faults.so, while the file
+    # exists) when a user's address changes to A, then set back, and the
+    # address changes to B. notifications orders a user's updates by
+    # ce_time: B, stamped 2 minutes before A, was taken for the older and
+    # ignored, broadcasts going to A until a later update. ce_time is held at
+    # the latest given now, until the clock catches up.
+    switch = tmp_path / "clock-ahead"
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              env=lib.faults_preloaded(build_dir, wall_clock_ahead_s=120,
+                                       wall_clock_ahead_file=switch))
+    tag = uuid.uuid4().hex[:8]
+    user = env.create_user("Ada", f"ada.{tag}@example.com")
+    admin = env.auth()
+    switch.touch()
+    a, b = f"ada.a.{tag}@example.com", f"ada.b.{tag}@example.com"
+    assert env.d.patch(f"/users/{user['id']}", json={"email": a}, headers=admin).status_code == 200
+    lib.wait_until(lambda: env.recipients().get(user["id"], (None,))[0] == a, timeout=30,
+                   message="the recipient at A")
+    switch.unlink()
+    assert env.d.patch(f"/users/{user['id']}", json={"email": b}, headers=admin).status_code == 200
+    lib.wait_until(lambda: env.recipients().get(user["id"], (None,))[0] == b, timeout=30,
+                   message="the recipient at B, the later update")
+
+
 def test_broadcast_reaches_every_current_user(evhostd, tmp_path, unique_name, kafka_bootstrap,
                                               smtp_server):
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
