@@ -77,7 +77,8 @@ static int log_write(evh_tx *tx, const char *log_id, const char *recipient, cons
 	                "INSERT INTO notifications_log (event_id, recipient, template, status,"
 	                " attempts, last_error, created_at, updated_at)"
 	                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-	                " ON CONFLICT (event_id) DO UPDATE SET status = excluded.status,"
+	                " ON CONFLICT (event_id) DO UPDATE SET recipient = excluded.recipient,"
+	                " status = excluded.status,"
 	                " attempts = excluded.attempts, last_error = excluded.last_error,"
 	                " updated_at = excluded.updated_at",
 	                args, 8, NULL);
@@ -162,10 +163,13 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	}
 	snprintf(d->created_at, sizeof d->created_at, "%s", have ? mem.created_at : now);
 	if (have && (!strcmp(mem.status, NOTIF_SENT) || !strcmp(mem.status, NOTIF_FAILED))) {
-		/* Settled by an attempt whose row did not commit: write it now. */
+		/* Settled by an attempt whose row did not commit: write it now,
+		 * with the address that attempt mailed (the user's may have
+		 * changed since). */
 		d->attempts = mem.attempts;
-		rc = log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, mem.status,
-		               d->attempts, mem.last_error, d->created_at, now);
+		rc = log_write(tx, d->log_id, mem.recipient ? mem.recipient : d->to_addr,
+		               d->content->tmpl_name, mem.status, d->attempts, mem.last_error,
+		               d->created_at, now);
 		notif_entry_clear(&mem);
 		if (rc != EVH_OK)
 			return db_error(tx, d, "writing notifications_log");

@@ -733,6 +733,41 @@ def test_smtp_down_at_the_plugins_last_attempt_keeps_the_recipient(evhostd, tmp_
     assert all(counts[a] == 1 for a in users.values())
 
 
+def test_a_redriven_welcome_is_logged_to_the_address_it_went_to(evhostd, tmp_path, unique_name,
+                                                                 kafka_bootstrap, smtp_server):
+    # Dead-lettered to a mistyped address; the admin mends the address, then
+    # redrives: the mail goes to the new one, and the log's row said the old
+    # one (sent, to an address never mailed; ?recipient= of the new one found
+    # nothing), while the stream pushed the new one.
+    pw = tmp_path / "root.password"
+    pw.write_text("root-password-1\n")
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               notif={"retry.max_attempts": 2, "retry.backoff_ms": 200,
+                      "retry.backoff_max_ms": 400},
+               config={"plugin.user": {"admin_email": "root@example.org",
+                                       "admin_password_file": str(pw)}})
+    smtp_server.stop()
+    ((uid, typo),) = st.create_users("typo", 1).items()
+    dead_letters(st.d, "notifications", 2)  # root's welcome too
+    fixed = "mended." + typo
+    token = st.d.post("/auth/login", json={"email": "root@example.org",
+                                           "password": "root-password-1"}).json()["token"]
+    r = st.d.patch(f"/users/{uid}", json={"email": fixed},
+                   headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    lib.wait_until(lambda: st.recipients().get(uid, ("",))[0] == fixed, timeout=30,
+                   message="the new address in notifications' recipients")
+    smtp_server.start()
+    r = st.d.post("/admin/plugins/notifications/dlq/redrive", headers=admin(), timeout=60)
+    assert r.status_code == 200 and r.json()["redriven"] == 2, r.text
+    lib.wait_until(lambda: db_rows(st.d, "notifications", "SELECT recipient, status FROM "
+                                   "notifications_log WHERE recipient != 'root@example.org'")
+                   == [(fixed, "sent")],
+                   timeout=30, message="the row to say sent, to the new address")
+    assert welcome_counts(smtp_server).get(fixed) == 1
+    assert typo not in welcome_counts(smtp_server)
+
+
 # -------------------------------------------------------- 4: poison messages
 
 
