@@ -226,6 +226,19 @@ def test_subscription_with_a_retry_policy_out_of_range_is_refused(evhostd, build
     assert "probe" in lines[0] and "subscription to probe.retry.range refused" in lines[0]
 
 
+def test_a_subscription_cap_below_the_hosts_backoff_is_refused(evhostd, build_dir):
+    # backoff_ms 0 takes the host's [kafka] retry.backoff_ms (2000 here),
+    # above the probe's backoff_max_ms of 1000: compared as they will be
+    # used, not taken (the delay raised the cap, the other waits did not).
+    conf = probe_conf(build_dir, topic="probe.retry.host", **{"retry.backoff_ms": "0"})
+    r = evhostd.run([], config={"plugin.probe": conf,
+                                "kafka": {"retry.backoff_ms": "2000",
+                                          "retry.backoff_max_ms": "5000"}}, timeout=30)
+    assert r.returncode != 0, r.stderr
+    assert ("subscription to probe.retry.host refused: backoff_max_ms (1000) must not be "
+            "below backoff_ms (2000, the host's [kafka] retry.backoff_ms)") in r.stderr, r.stderr
+
+
 def test_optional_plugin_failure_is_a_warning(evhostd, build_dir):
     bad = fixture_dir(build_dir) / "init_fails.so"
     d = evhostd({
