@@ -2352,14 +2352,14 @@ static void events_footer(ctl *c, const reply *r)
 		return;
 	if (!c->o.plugin ||
 	    !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r->json, "next_after"))) {
-		printf("(there are more events than shown: page one plugin's with --plugin NAME "
+		printf("(there may be more events than shown: page one plugin's with --plugin NAME "
 		       "and --after SEQ)\n");
 		return;
 	}
 	cmd = ctl_command(c);
 	agg = c->o.aggregate ? shell_word(c->o.aggregate) : NULL;
 	limit = limit_arg(c);
-	printf("(there are more events: %s events --plugin %s%s%s%s --after %.0f)\n", cmd,
+	printf("(there may be more events: %s events --plugin %s%s%s%s --after %.0f)\n", cmd,
 	       c->o.plugin, agg ? " --aggregate " : "", agg ? agg : "", limit,
 	       json_num(r->json, "next_after"));
 	free(cmd);

@@ -196,12 +196,12 @@ def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
         r = ctl(build_dir, d, *args, *(["--after", after] if after else []))
         assert r.returncode == 0, r.stderr
         lines = r.stdout.splitlines()
-        more = [x for x in lines if x.startswith("(there are more events: ")]
+        more = [x for x in lines if x.startswith("(there may be more events: ")]
         got += [x.split()[-1] for x in lines[1:] if not x.startswith("(")]
         if not more:
             break
         # The same daemon (-c) and page size (--limit) as this run's.
-        assert more[0] == f"(there are more events: evhostctl -c {d.config_file} events " \
+        assert more[0] == f"(there may be more events: evhostctl -c {d.config_file} events " \
             f"--plugin probe --limit 2 --after {seqs[len(got) - 1]})", r.stdout
         after = more[0].rstrip(")").split()[-1]
     assert got == [e["id"] for e in body["events"]], (got, r.stdout)
@@ -2153,7 +2153,7 @@ def test_bytes_that_are_not_utf8_reach_the_terminal_as_question_marks(build_dir,
 
 
 def test_the_next_page_hint_is_the_same_listing_pasted_into_a_shell(build_dir, tmp_path):
-    # "(there are more events: ...)" and "(there are more dead letters: ...)"
+    # "(there may be more events: ...)" and "(there are more dead letters: ...)"
     # give a command that, pasted into a shell, asks the same daemon (-c,
     # --url, --token-file as given), with the same --aggregate and --limit,
     # for the page after; values the shell would split or expand are quoted.
@@ -2177,7 +2177,7 @@ def test_the_next_page_hint_is_the_same_listing_pasted_into_a_shell(build_dir, t
     with served_by(routed(routes, asked)) as url:
         for args, hint, want in (
                 (["events", "--plugin", "probe", "--aggregate", agg, "--limit", "7"],
-                 "(there are more events: ",
+                 "(there may be more events: ",
                  "/admin/events?plugin=probe&after=17&aggregate=order%2042%3B%20echo%20%27gone"
                  "%27%20%24%28id%29&limit=7"),
                 (["dlq", "list", "probe", "--limit", "3"], "(there are more dead letters: ",
