@@ -13,6 +13,7 @@
 #include "crash.h"
 #include "events.h"
 #include "host.h"
+#include "router.h"
 #include "http.h"
 #include "json.h"
 #include "jwt.h"
@@ -194,8 +195,10 @@ static int api_http_route(evh_plugin *p, const evh_route *route)
 	if (!api_in_init(p, "routes can only be registered"))
 		return EVH_ESTATE;
 	/* A plugin that declared its routes (ABI 1.12) registers only those:
-	 * the declaration is what the start and --check-config checked. */
-	if (route->method && route->pattern &&
+	 * the declaration is what the start and --check-config checked. A
+	 * route no declaration could hold ("get /x") is said for what it is
+	 * by http_add_route, not sent to be declared. */
+	if (route->method && route->pattern && !router_route_error(route->method, route->pattern) &&
 	    !plugin_declares(p, route->method, route->pattern)) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "route %.32s %.300s refused: not in the plugin's declared "

@@ -937,6 +937,12 @@ def test_a_route_registered_but_not_declared_is_refused_at_init(evhostd, sdk_pre
                                                    "extra": "GET /widgets/{name}/x"}},
                     timeout=60)
     assert r.returncode == 1 and "route GET /widgets/{name}/x refused" in r.stderr, r.stderr
+    # A route no declaration could hold is said for what is wrong with it, not
+    # sent to be declared (a lower-case method is refused there too).
+    r = evhostd.run([], config={"plugin.widgets": {"path": str(so), "extra": "get /widgets"}},
+                    timeout=60)
+    assert r.returncode == 1 and "method must be upper-case letters" in r.stderr, r.stderr
+    assert "declare it there" not in r.stderr, r.stderr
     so = routed_so(sdk_prefix, tmp_path, "more", ["GET /widgets", "GET /gadgets",
                                                   "PUT /widgets/{id}"])
     d = evhostd({"plugin.widgets": {"path": str(so)}})
