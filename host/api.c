@@ -137,13 +137,7 @@ static void plugin_refusal(evh_plugin *p, const char *fmt, ...)
  * signal on: a stop asked during the start or a reload is taken once it
  * ends, and host_stop, which winds each plugin down, comes only then (an
  * init or a handler that asks would have gone on with its long work). */
-static int api_stopping(evh_plugin *p)
-{
-	return p ? atomic_load(&p->winding_down) ||
-	               (p->host &&
-	                (atomic_load(&p->host->start_stop) || atomic_load(&p->host->reload_stop)))
-	         : 0;
-}
+static int api_stopping(evh_plugin *p) { return p ? plugin_stopping(p) : 0; }
 
 static const char *api_config_key_at(evh_plugin *p, size_t i)
 {

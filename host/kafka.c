@@ -2747,7 +2747,7 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
 	 * or to the plugin's new instance. */
 	while (out == OUT_WAIT || out == OUT_KEEP_GO_ON ||
 	       (outcome_retries(out) && (attempt < c->policy[sub].max_attempts ||
-	                                 atomic_load(&c->p->winding_down)))) {
+	                                 plugin_stopping(c->p)))) {
 		enum again how = again_of(out);
 		int delay;
 		if (!s)

@@ -123,6 +123,12 @@ static int check_declared_routes(const evh_plugin_desc *d, char *buf, size_t len
 	return rc;
 }
 
+int plugin_stopping(const evh_plugin *p)
+{
+	return atomic_load(&p->winding_down) ||
+	       (p->host && (atomic_load(&p->host->start_stop) || atomic_load(&p->host->reload_stop)));
+}
+
 int plugin_declares(const evh_plugin *p, const char *method, const char *pattern)
 {
 	const char *const *routes = desc_routes(p->desc);

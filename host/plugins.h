@@ -84,10 +84,18 @@ struct evh_plugin {
 	 * calls of the plugin's threads until fini joins them. */
 	_Atomic int api_host_stopping, api_kafka_readers;
 	/* Set when the daemon's stop, or a reload's drain of this instance,
-	 * begins: what evh_stopping says (ABI 1.13). */
+	 * begins: with a stop asked during the start or a reload, what
+	 * evh_stopping says (ABI 1.13; plugin_stopping). */
 	_Atomic int winding_down;
 	size_t api_max_event_bytes, api_max_message_bytes;
 };
+
+/* Whether `p` winds down: its drain or the stop began, or a stop was asked
+ * (SIGTERM) during the start or a reload, which the stop follows. What
+ * evh_stopping says, and what exempts a retry from being dead-lettered
+ * (kafka.c): the two must agree, or a handler that cut its work short for
+ * the stop had its event dead-lettered. */
+int plugin_stopping(const evh_plugin *p);
 
 /* Open a plugin file and check it: ELF/dlopen error, entry symbol, descriptor
  * struct size, ABI major/minor, name. On failure returns NULL and writes one

@@ -774,6 +774,30 @@ def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_inst
     assert "dead-lettered" not in d.log_text()
 
 
+def test_a_handler_cut_short_by_a_stop_asked_during_a_reload_is_not_dead_lettered(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # SIGTERM while a reload starts another plugin (its init sleeps): the
+    # probe, kept, sees evh_stopping say 1 in its handler and returns RETRY
+    # at its only attempt. The host dead-lettered it: only a plugin's own
+    # drain or the stop (not yet begun) counted as winding down.
+    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name) + "retry.max_attempts = 1\n"
+    d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
+    d.wait_for_log("probe: assigned", timeout=30)
+    flag = tmp_path / "wait-for-the-stop"
+    flag.write_text("")
+    assert d.post("/probe/publish", json={"n": 1, "stop_wait_while": str(flag)}).status_code == 200
+    d.wait_for_log("probe: handler waiting for evh_stopping", timeout=30)
+    write_dropin(d, "30-slow.conf", f"[plugin.slow]\npath = {fixture_plugin(build_dir, 'probe')}\n"
+                 "routes = false\nsubscribe = false\ninit_sleep_ms = 3000\n")
+    d.send_signal(signal.SIGHUP)
+    d.wait_for_log("probe: init sleeping 3000 ms", timeout=30)
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert "probe: evh_stopping said 1" in text, d.log_tail()
+    assert "dead-lettered" not in text, d.log_tail()
+
+
 def test_an_event_committed_while_its_plugin_is_disabled_is_sent(evhostd, build_dir,
                                                                   kafka_bootstrap, unique_name):
     # A reload disables the probe while a request of its sleeps in its
