@@ -212,7 +212,7 @@ static int positive_or(int v, int dflt) { return v > 0 ? v : dflt; }
 /* A subscription's own retry policy, held to [kafka] retry.*'s ranges (0
  * takes the host's value): 0 when it is, else -1 after logging which field of
  * which topic is wrong (the log's component is the plugin). */
-static int check_sub_retry(evh_plugin *p, const settings *s, const evh_subscription *sub)
+static int check_sub_retry(evh_plugin *p, const evh_subscription *sub)
 {
 	static const char *const name[] = {"max_attempts", "backoff_ms", "backoff_max_ms"};
 	static const int max[] = {EVH_RETRY_ATTEMPTS_MAX, EVH_RETRY_BACKOFF_MS_MAX,
@@ -229,18 +229,16 @@ static int check_sub_retry(evh_plugin *p, const settings *s, const evh_subscript
 			return -1;
 		}
 	}
-	/* As they will be used, the host's value where the field is 0: a
-	 * backoff_max_ms of 100 under the host's backoff_ms of 200 was taken
-	 * (the delay raised the cap, the other waits did not). */
-	if (positive_or(sub->backoff_max_ms, s->retry_backoff_max_ms) <
-	    positive_or(sub->backoff_ms, s->retry_backoff_ms)) {
+	/* Both the plugin's own: a cap below its own backoff is its mistake.
+	 * With one of them the host's (0), the cap is raised instead where it
+	 * falls below (evh_subscribe): a plugin's check cannot see [kafka]
+	 * retry.*, so --check-config could not say it, and a start or a reload
+	 * would refuse what the check passed. */
+	if (sub->backoff_ms > 0 && sub->backoff_max_ms > 0 && sub->backoff_max_ms < sub->backoff_ms) {
 		snprintf(msg, sizeof msg,
-		         "subscription to %s refused: backoff_max_ms (%d%s) must not be below "
-		         "backoff_ms (%d%s)",
-		         sub->topic, positive_or(sub->backoff_max_ms, s->retry_backoff_max_ms),
-		         sub->backoff_max_ms > 0 ? "" : ", the host's [kafka] retry.backoff_max_ms",
-		         positive_or(sub->backoff_ms, s->retry_backoff_ms),
-		         sub->backoff_ms > 0 ? "" : ", the host's [kafka] retry.backoff_ms");
+		         "subscription to %s refused: backoff_max_ms (%d) must not be below "
+		         "backoff_ms (%d)",
+		         sub->topic, sub->backoff_max_ms, sub->backoff_ms);
 		api_log(p, EVH_LOG_ERROR, msg);
 		return -1;
 	}
@@ -290,9 +288,9 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 		             sub->topic, sizeof ((ce_meta *)NULL)->type - 1);
 		return EVH_EINVAL;
 	}
-	s = &p->host->set;
-	if (sub->struct_size >= offsetof(evh_subscription, reserved) && check_sub_retry(p, s, sub))
+	if (sub->struct_size >= offsetof(evh_subscription, reserved) && check_sub_retry(p, sub))
 		return EVH_EINVAL;
+	s = &p->host->set;
 	subs = realloc(p->subs, (p->nsubs + 1) * sizeof *subs);
 	if (!subs)
 		return EVH_ENOMEM;
@@ -312,6 +310,10 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 		n->max_attempts = positive_or(sub->max_attempts, s->retry_max_attempts);
 		n->backoff_ms = positive_or(sub->backoff_ms, s->retry_backoff_ms);
 		n->backoff_max_ms = positive_or(sub->backoff_max_ms, s->retry_backoff_max_ms);
+		/* One of them the host's: the cap is never below the backoff, in
+		 * every wait alike (the retry delay raised it, the others did not). */
+		if (n->backoff_max_ms < n->backoff_ms)
+			n->backoff_max_ms = n->backoff_ms;
 	} else {
 		n->max_attempts = s->retry_max_attempts;
 		n->backoff_ms = s->retry_backoff_ms;
