@@ -300,6 +300,9 @@ void cfg_free(cfg *c)
 	free(c->main_file);
 	free(c->confdir);
 	free(c->plugin_dir);
+	for (size_t i = 0; i < c->nstops; i++)
+		free(c->stops[i].file);
+	free(c->stops);
 	memset(c, 0, sizeof *c);
 }
 
@@ -493,6 +496,22 @@ static const char *syntax_hint(const char *line)
 	return "expected '[section]' or 'key = value'";
 }
 
+/* Note that `file` was not read whole: its reading stopped at `line` (0:
+ * none of it read, -1: it could not be read). Out of memory, nothing noted
+ * (cfg_nomem says so). */
+static void note_stop(cfg *c, const char *file, int line)
+{
+	struct cfg_stop *v = grow(c->stops, c->nstops + 1, sizeof *c->stops);
+	char *f;
+	if (!v)
+		return;
+	c->stops = v;
+	if (!(f = xstrdup(file)))
+		return;
+	c->stops[c->nstops].file = f;
+	c->stops[c->nstops++].line = line;
+}
+
 static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file, diag *d)
 {
 	parse_state ps = {.c = c, .d = d, .file = file, .at_line_start = true};
@@ -502,8 +521,10 @@ static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file
 		text += 3;
 		len -= 3;
 	}
-	if (prescan(text, len, file, d) < 0)
+	if (prescan(text, len, file, d) < 0) {
+		note_stop(c, file, 0);
 		return -1;
+	}
 	ps.p = text;
 	ps.end = text + len;
 	cfg_ini_options();
@@ -513,6 +534,8 @@ static int cfg_parse_text(cfg *c, const char *text, size_t len, const char *file
 	else if (!ps.failed && r > 0)
 		diag_add(d, file, r, "syntax error (%s)", syntax_hint(ps.cur ? ps.cur : ""));
 	free(ps.section);
+	if ((ps.failed || r != 0) && !cfg_nomem)
+		note_stop(c, file, r > 0 ? r : ps.line);
 	return ps.failed || r != 0 ? -1 : 0;
 }
 
@@ -539,6 +562,8 @@ static int cfg_load_file(cfg *c, const char *path, diag *d)
 
 	if (!text) {
 		diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+		if (!cfg_nomem)
+			note_stop(c, path, -1);
 		return -1;
 	}
 	rc = cfg_parse_text(c, text, len, path, d);
@@ -595,6 +620,7 @@ static int cfg_load_dir(cfg *c, diag *d)
 			rc = -1;
 		} else if (stat(path, &st) < 0) {
 			diag_add(d, path, 0, "cannot read: %s", strerror(errno));
+			note_stop(c, path, -1);
 			rc = -1;
 		} else if (S_ISREG(st.st_mode) && cfg_load_file(c, path, d) < 0) {
 			rc = -1;
@@ -657,6 +683,67 @@ int cfg_load_pinned(cfg *c, const char *main_file, const char *pinned_confdir,
 	c->nomem = true;
 	say_nomem(d, main_file, n0);
 	return -1;
+}
+
+/* Whether `line` (its length n, untrimmed) is "key = ..." for `key`, or a
+ * section header, which goes into `section` (cut to its size; a header
+ * without its ']', as a broken line may be, makes it unknown: "\1"). */
+static bool line_sets(const char *line, size_t n, const char *key, char *section,
+                      size_t seclen)
+{
+	size_t k = strlen(key);
+	while (n && isspace((unsigned char)*line))
+		line++, n--;
+	if (n && *line == '[') {
+		const char *close = memchr(line, ']', n);
+		if (close) {
+			const char *a = line + 1, *b = close;
+			while (a < b && isspace((unsigned char)*a))
+				a++;
+			while (b > a && isspace((unsigned char)b[-1]))
+				b--;
+			snprintf(section, seclen, "%.*s", (int)(b - a), a);
+		} else {
+			snprintf(section, seclen, "\1");
+		}
+		return false;
+	}
+	if (n <= k || memcmp(line, key, k))
+		return false;
+	for (line += k, n -= k; n && (*line == ' ' || *line == '\t'); line++, n--)
+		;
+	return n && *line == '=';
+}
+
+int cfg_unread_sets(const cfg *c, const char *section, const char *key, char *where,
+                    size_t wherelen)
+{
+	for (size_t i = 0; i < c->nstops; i++) {
+		const struct cfg_stop *st = &c->stops[i];
+		char cur[CFG_MAX_LINE + 1] = "";
+		size_t len;
+		char *text = st->line >= 0 ? read_file(st->file, CFG_MAX_FILE, &len, NULL) : NULL;
+		const char *p, *end;
+		if (!text) {
+			snprintf(where, wherelen, "%s", st->file);
+			return -1;
+		}
+		p = text;
+		end = text + len;
+		for (int n = 1; p < end; n++) {
+			const char *nl = memchr(p, '\n', (size_t)(end - p));
+			size_t ll = nl ? (size_t)(nl - p) : (size_t)(end - p);
+			if (line_sets(p, ll, key, cur, sizeof cur) && n > st->line &&
+			    (!strcmp(cur, section) || !strcmp(cur, "\1"))) {
+				snprintf(where, wherelen, "%s:%d", st->file, n);
+				free(text);
+				return 1;
+			}
+			p += ll + 1;
+		}
+		free(text);
+	}
+	return 0;
 }
 
 /* ---------------------------------------------------------- value syntax */

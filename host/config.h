@@ -48,6 +48,13 @@ typedef struct cfg {
 	 * memory ran out (nothing read can be trusted then). What was read is
 	 * kept. */
 	bool main_unread, main_incomplete, dropins_incomplete, nomem;
+	/* Each file not read whole: where its reading stopped (the line at
+	 * fault; 0: none of it read; -1: it could not be read at all). */
+	struct cfg_stop {
+		char *file;
+		int line;
+	} *stops;
+	size_t nstops;
 } cfg;
 
 /* Read `main_file`, then every *.conf in its confdir ([host] confdir, default
@@ -62,6 +69,13 @@ int cfg_load(cfg *c, const char *main_file, diag *d);
 int cfg_load_pinned(cfg *c, const char *main_file, const char *confdir, const char *plugin_dir,
                     diag *d);
 void cfg_free(cfg *c);
+/* Whether a line of a file not read whole, past where its reading stopped,
+ * sets [section] key (read as INI lines are, sections followed from the
+ * file's start): 1 with "FILE:LINE" of the first in `where`; -1 when such
+ * a file cannot be read to look (`where` names it); 0 when none does. What
+ * the daemon running now may have read there (evhostctl). */
+int cfg_unread_sets(const cfg *c, const char *section, const char *key, char *where,
+                    size_t wherelen);
 /* Parse INI text as if read from `file` (for tests and fuzzers). `c` must be
  * zeroed or hold earlier results: the text is merged on top of them. */
 int cfg_load_string(cfg *c, const char *text, const char *file, diag *d);

@@ -250,20 +250,32 @@ static int key_refused(ctl *c, const char *section, const char *key, const char 
 	return 0;
 }
 
-/* Whether a key evhostctl relies on is unset while a file that may set it
- * was not read whole (load_config): the default in its place may not be
- * the daemon's. `main_only`: a key only the main file sets ([host]
- * confdir, read before the drop-ins). Said with the first such problem,
- * `then` telling what it stops: 1; else 0. */
+/* Whether a key evhostctl relies on may have another value in the daemon
+ * than in what was read (load_config): a line past where a file's reading
+ * stopped sets it (the daemon read that file before the mistake, most
+ * likely, and that line with it), or a file that could not be read at all
+ * may, where nothing read sets it. `main_only`: a key only the main file
+ * sets ([host] confdir, read before the drop-ins). Said with the first
+ * problem, `then` telling what it stops: 1; else 0. */
 static int key_unread(ctl *c, const char *section, const char *key, int main_only,
                       const char *then)
 {
-	if (cfg_find(&c->cfg, section, key) ||
-	    !(c->cfg.main_incomplete || (!main_only && c->cfg.dropins_incomplete)))
+	char where[PATH_MAX + 16];
+	int rc;
+	if (!c->cfg_unread.n || (main_only && !c->cfg.main_incomplete))
 		return 0;
-	say("%s: [%s] %s may be in what could not be read; %s", c->cfg_unread.msgs[0], section,
-	    key, then);
-	return 1;
+	rc = cfg_unread_sets(&c->cfg, section, key, where, sizeof where);
+	if (rc > 0) {
+		say("%s sets [%s] %s past a line that could not be read (%s); %s", where, section,
+		    key, c->cfg_unread.msgs[0], then);
+		return 1;
+	}
+	if (rc < 0 && !cfg_find(&c->cfg, section, key)) {
+		say("%s: [%s] %s may be in what could not be read; %s", c->cfg_unread.msgs[0],
+		    section, key, then);
+		return 1;
+	}
+	return 0;
 }
 
 /* xasprintf's text, or NULL out of memory (said by the caller): for a

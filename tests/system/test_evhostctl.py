@@ -149,24 +149,36 @@ def test_a_typo_in_a_dropin_stops_only_what_it_may_hide(evhostd, build_dir, tmp_
                             "'[section]' or 'key = value') (the daemon refuses this "
                             "configuration at its next reload or start; 'evhostctl check' "
                             "says all)\n"), r.stderr
-    # Where the daemon listens, after the typo: not guessed.
+    # A key evhostctl needs set past the typo (the daemon read it before the
+    # typo was made): not taken from what was read before it.
     main = tmp_path / "main.conf"
     confd = tmp_path / "other.d"
     confd.mkdir()
-    main.write_text(f"[host]\nconfdir = {confd}\n")
-    (confd / "10-http.conf").write_text(f"[http\nlisten = {d.url.split('//')[1]}\n")
+    main.write_text(f"[host]\nconfdir = {confd}\n[http]\nlisten = 127.0.0.1:9\n")
+    dropin = confd / "50-local.conf"
+    dropin.write_text(f"[http]\nthis line is a typo\nlisten = {d.url.split('//')[1]}\n")
     r = ctl(build_dir, d, "status", conf=main)
     assert r.returncode == 1, r.stderr
-    assert (f"evhostctl: {confd / '10-http.conf'}:1: syntax error (no closing ']' for the "
-            "section header): [http] listen may be in what could not be read; evhostctl does "
-            "not know where the daemon listens (fix it, or pass --url)\n") in r.stderr, r.stderr
+    assert (f"evhostctl: {dropin}:3 sets [http] listen past a line that could not be read "
+            f"({dropin}:2: syntax error (expected '[section]' or 'key = value')); evhostctl "
+            "does not know where the daemon listens (fix it, or pass --url)\n") in r.stderr, \
+        r.stderr
+    # The section header itself broken: its section unknown, the key counts.
+    dropin.write_text(f"[http\nlisten = {d.url.split('//')[1]}\n")
+    r = ctl(build_dir, d, "status", conf=main)
+    assert r.returncode == 1 and f"{dropin}:2 sets [http] listen past a line" in r.stderr, \
+        r.stderr
+    # Set nowhere past the typo: what was read stands.
+    dropin.write_text("[http]\nthis line is a typo\n")
+    main.write_text(f"[host]\nconfdir = {confd}\n[http]\nlisten = {d.url.split('//')[1]}\n")
+    assert ctl(build_dir, d, "status", conf=main).returncode == 0
     # The conf.d after a typo in the main file: not guessed either.
     main.write_text(f"oops\n[host]\nconfdir = {confd}\n")
     r = ctl(build_dir, d, "disable", "probe", "--url", d.url, conf=main)
     assert r.returncode == 1, r.stderr
-    assert (f"evhostctl: {main}:1: syntax error (expected '[section]' or 'key = value'): "
-            "[host] confdir may be in what could not be read; evhostctl does not know which "
-            "conf.d the daemon reads (fix it)\n") in r.stderr, r.stderr
+    assert (f"evhostctl: {main}:3 sets [host] confdir past a line that could not be read "
+            f"({main}:1: syntax error (expected '[section]' or 'key = value')); evhostctl does "
+            "not know which conf.d the daemon reads (fix it)\n") in r.stderr, r.stderr
 
 
 def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
