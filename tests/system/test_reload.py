@@ -751,13 +751,10 @@ def test_restarted_consumer_on_the_embedded_broker_rejoins_its_group_soon(evhost
                    timeout=20, message="the restarted plugin consumed its event")
 
 
-def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_instance(
-        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
-    # A reload that restarts the probe drains it while its handler works
-    # through a long list: evh_stopping (ABI 1.13) says 1 from the drain's
-    # start, and the handler returns RETRY. At its only attempt that is no
-    # dead letter: the plugin winding down asked for it. The event goes to
-    # the new instance, which handles it.
+def probe_waiting_for_the_stop(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    """A daemon whose probe (one attempt per event) is in a handler that
+    waits for evh_stopping while the file returned exists: the daemon, the
+    probe's drop-in and that file."""
     probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name) + "retry.max_attempts = 1\n"
     d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
     d.wait_for_log("probe: assigned", timeout=30)
@@ -765,6 +762,18 @@ def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_inst
     flag.write_text("")
     assert d.post("/probe/publish", json={"n": 1, "stop_wait_while": str(flag)}).status_code == 200
     d.wait_for_log("probe: handler waiting for evh_stopping", timeout=30)
+    return d, probe, flag
+
+
+def test_a_handler_cut_short_by_a_reloads_drain_leaves_its_event_to_the_new_instance(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A reload that restarts the probe drains it while its handler works
+    # through a long list: evh_stopping (ABI 1.13) says 1 from the drain's
+    # start, and the handler returns RETRY. At its only attempt that is no
+    # dead letter: the plugin winding down asked for it. The event goes to
+    # the new instance, which handles it.
+    d, probe, flag = probe_waiting_for_the_stop(evhostd, build_dir, tmp_path, kafka_bootstrap,
+                                                unique_name)
     flag.unlink()  # the new instance handles it at once
     write_dropin(d, "20-probe.conf", probe + "retry.backoff_ms = 60\n")
     reload(d, "1 started, 1 stopped, 0 unchanged")
@@ -780,13 +789,8 @@ def test_a_handler_cut_short_by_a_stop_asked_during_a_reload_is_not_dead_lettere
     # probe, kept, sees evh_stopping say 1 in its handler and returns RETRY
     # at its only attempt. The host dead-lettered it: only a plugin's own
     # drain or the stop (not yet begun) counted as winding down.
-    probe = probe_on_kafka(build_dir, kafka_bootstrap, unique_name) + "retry.max_attempts = 1\n"
-    d = evhostd(brokers=kafka_bootstrap, dropins={"20-probe.conf": probe})
-    d.wait_for_log("probe: assigned", timeout=30)
-    flag = tmp_path / "wait-for-the-stop"
-    flag.write_text("")
-    assert d.post("/probe/publish", json={"n": 1, "stop_wait_while": str(flag)}).status_code == 200
-    d.wait_for_log("probe: handler waiting for evh_stopping", timeout=30)
+    d, _, _ = probe_waiting_for_the_stop(evhostd, build_dir, tmp_path, kafka_bootstrap,
+                                         unique_name)
     write_dropin(d, "30-slow.conf", f"[plugin.slow]\npath = {fixture_plugin(build_dir, 'probe')}\n"
                  "routes = false\nsubscribe = false\ninit_sleep_ms = 3000\n")
     d.send_signal(signal.SIGHUP)
