@@ -37,10 +37,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 const evh_api *evh__api;
 
 /* Never called: the parsers send nothing. */
-notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *to_addr,
-                                const char *to_name, char *err, size_t errlen)
+notif_send_result notif_deliver(notif_state *st, const notif_content *c, const char *key,
+                                const char *to_addr, const char *to_name, char *err,
+                                size_t errlen)
 {
-	(void)st, (void)c, (void)to_addr, (void)to_name, (void)err, (void)errlen;
+	(void)st, (void)c, (void)key, (void)to_addr, (void)to_name, (void)err, (void)errlen;
 	__builtin_trap();
 }
 
