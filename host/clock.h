@@ -8,6 +8,7 @@
 #ifndef EVHOST_CLOCK_H
 #define EVHOST_CLOCK_H
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -27,6 +28,17 @@ static inline int64_t clock_wall_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Raise `*latest` to `ms` unless it is later already; returns the later of
+ * the two: a time never earlier than one given before, whatever the wall
+ * clock did meanwhile. */
+static inline int64_t clock_raise_ms(_Atomic int64_t *latest, int64_t ms)
+{
+	int64_t seen = atomic_load(latest);
+	while (ms > seen && !atomic_compare_exchange_weak(latest, &seen, ms))
+		;
+	return ms > seen ? ms : seen;
 }
 
 /* `ms` from now on `clock` (the one the condition variable waits on), as

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 #define EVENTS_SPECVERSION "1.0"
 #define EVENTS_CONTENT_TYPE "application/json"
 
@@ -140,24 +142,16 @@ static _Atomic int64_t latest_given_ms;
 
 void events_now_rfc3339(char out[40])
 {
-	struct timespec ts;
 	struct tm tm;
 	time_t sec;
-	int64_t ms, seen;
 	size_t n;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000L;
 	/* Never earlier than a time given before: a wall clock set back (NTP's
 	 * step) stamped an event published after another with an earlier
 	 * ce_time, which consumers that order by it (notifications' recipients)
 	 * took for the older one, and ignored, for as long as the step. Held at
 	 * the latest until the clock catches up; ties are told apart by
 	 * evhost_seq. */
-	seen = atomic_load(&latest_given_ms);
-	while (ms > seen && !atomic_compare_exchange_weak(&latest_given_ms, &seen, ms))
-		;
-	if (ms < seen)
-		ms = seen;
+	int64_t ms = clock_raise_ms(&latest_given_ms, clock_wall_ms());
 	sec = (time_t)(ms / 1000);
 	gmtime_r(&sec, &tm);
 	n = strftime(out, 40, "%Y-%m-%dT%H:%M:%S", &tm);

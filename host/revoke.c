@@ -453,12 +453,10 @@ static void save_signed(revocations *r, int64_t at)
 
 int64_t revocations_sign_ms(revocations *r, const char *subject, int64_t now_ms)
 {
-	int64_t since = revocations_since(r, subject, now_ms), at, seen;
+	int64_t since = revocations_since(r, subject, now_ms), at;
 	at = since >= now_ms ? since + 1 : now_ms;
 	if (r) {
-		seen = atomic_load(&r->last_signed);
-		while (at > seen && !atomic_compare_exchange_weak(&r->last_signed, &seen, at))
-			;
+		clock_raise_ms(&r->last_signed, at);
 		save_signed(r, at);
 	}
 	return at;

@@ -9,6 +9,8 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "../../host/clock.h"
+
 static int curl_has_protocol(const char *proto)
 {
 	const curl_version_info_data *vi = curl_version_info(CURLVERSION_NOW);
@@ -17,13 +19,6 @@ static int curl_has_protocol(const char *proto)
 		if (!strcmp(*p, proto))
 			return 1;
 	return 0;
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int dup_opt(const char *s, char **out)
@@ -65,7 +60,7 @@ static int smtp_trace(CURL *c, curl_infotype type, char *data, size_t size, void
 		verb[n] = '\0';
 		if (!strcmp(verb, "QUIT")) {
 			s->quitting = 1;
-			s->quit_ms = mono_ms();
+			s->quit_ms = clock_mono_ms();
 		} else {
 			if (!strcmp(verb, "EHLO") || !strcmp(verb, "HELO")) {
 				s->session_auth = 0; /* a new session (or the one after STARTTLS) */
@@ -113,7 +108,7 @@ static int smtp_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_of
 	 * Not cut at once: a server about to answer would have the mail, sent
 	 * again after the start. Cut short, it is left for then (classify). */
 	if (!s->quitting && s->stopping && s->stopping(s->stopping_ud)) {
-		long long now = mono_ms();
+		long long now = clock_mono_ms();
 		if (!s->stop_seen_ms)
 			s->stop_seen_ms = now;
 		if (now >= s->stop_seen_ms + s->timeout_ms) {
@@ -127,7 +122,7 @@ static int smtp_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_of
 		limit = s->data_end_ms + s->data_timeout_ms;
 	else
 		limit = s->began_ms + s->timeout_ms;
-	if (mono_ms() < limit)
+	if (clock_mono_ms() < limit)
 		return 0;
 	if (!s->quitting)
 		s->timed_out = 1;
@@ -296,7 +291,7 @@ static size_t upload_read(char *buf, size_t size, size_t nitems, void *ud)
 	if (n > u->left)
 		n = u->left;
 	if (n == 0 && !u->s->data_end_ms) { /* libcurl has it all: the end goes out */
-		u->s->data_end_ms = mono_ms();
+		u->s->data_end_ms = clock_mono_ms();
 		u->s->replies_at_data_end = u->s->replies;
 	}
 	memcpy(buf, u->p, n);
@@ -525,7 +520,7 @@ notif_send_result notif_smtp_send(notif_smtp *s, const char *rcpt, const char *m
 		s->replies = 0;
 		s->verb[0] = '\0';
 		s->quitting = 0;
-		s->began_ms = mono_ms();
+		s->began_ms = clock_mono_ms();
 		s->data_end_ms = s->quit_ms = 0;
 		s->timed_out = s->cut = 0;
 		s->stop_seen_ms = 0;

@@ -45,7 +45,6 @@ int notif_random_hex(char *out, size_t nbytes)
 void notif_delivery_unique(const char *key, const char *to_addr, const char *from_addr,
                            char out[33])
 {
-	static const char hex[] = "0123456789abcdef";
 	static const char what[] = "evhost notifications Message-ID 1";
 	crypto_generichash_state h;
 	unsigned char sum[16];
@@ -57,11 +56,7 @@ void notif_delivery_unique(const char *key, const char *to_addr, const char *fro
 	crypto_generichash_update(&h, (const unsigned char *)to_addr, strlen(to_addr) + 1);
 	crypto_generichash_update(&h, (const unsigned char *)from_addr, strlen(from_addr) + 1);
 	crypto_generichash_final(&h, sum, sizeof sum);
-	for (size_t i = 0; i < sizeof sum; i++) {
-		out[2 * i] = hex[sum[i] >> 4];
-		out[2 * i + 1] = hex[sum[i] & 15];
-	}
-	out[2 * sizeof sum] = '\0';
+	sodium_bin2hex(out, 2 * sizeof sum + 1, sum, sizeof sum);
 }
 
 int notif_uuid4(char out[37])
