@@ -1012,7 +1012,9 @@ SDK_MD = lib.REPO_ROOT / "docs" / "sdk.md"
 ENTRY_ARGS = {"EVH_PLUGIN": ("config", "init", "fini"),
               "EVH_PLUGIN_CHECKED": ("config", "check", "init", "fini"),
               "EVH_PLUGIN_ROUTES": ("config", "check", "routes", "init", "fini")}
-ENTRY_STUBS = {
+# The smallest definition of each thing a usage line names (its config
+# table, check, routes, init, fini), for the line to build as written.
+ENTRY_DEFINITIONS = {
     "config": "static const evh_config_key {}[] = {{{{NULL, 0, NULL, 0, NULL}}}};",
     "check": "static int {}(evh_plugin *p) {{ (void)p; return EVH_OK; }}",
     "routes": "static const char *const {}[] = {{NULL}};",
@@ -1050,10 +1052,10 @@ def test_the_entry_macros_are_shown_as_they_build_with_pedantic_warnings(tmp_pat
         names = [a.strip() for a in call.group(2).split(",")[3:]]
         kinds = ENTRY_ARGS[call.group(1)]
         assert len(names) == len(kinds), (where, usage)
-        stubs = [ENTRY_STUBS[k].format(n) for k, n in zip(kinds, names)
+        defs = [ENTRY_DEFINITIONS[k].format(n) for k, n in zip(kinds, names)
                  if n != "NULL" and not re.search(rf"\b{n}\s*\[\]\s*=", usage)]
         src = tmp_path / f"usage{i}.c"
-        src.write_text("#include <evhost/evhost.h>\n" + "\n".join(stubs) + "\n" + usage + "\n")
+        src.write_text("#include <evhost/evhost.h>\n" + "\n".join(defs) + "\n" + usage + "\n")
         for cc in compilers:
             extra = ["-Wextra-semi"] if cc == "clang" else []
             r = subprocess.run([cc, "-std=c11", "-fsyntax-only", "-pedantic", "-Wall", "-Wextra",

@@ -1212,6 +1212,23 @@ static void test_relay_resends_each_failed_row_alone(void **state)
 	rig_stop(&g);
 }
 
+/* The rig, its row 2 refused for good (the warm-up event is row 1): ids[0]
+ * published as that row under `key`, the others behind it once its first
+ * refusal came. A failed row goes again 300 ms later. */
+static void rig_with_row_2_refused(struct relay_rig *g, const char **ids, int n,
+                                   const char *key)
+{
+	int64_t end;
+	rig_start(g, "5000");
+	outbox_set_resend_delay_ms(300);
+	outbox_test_refuse(2, -1);
+	publish_to(g->pl.store, ids[0], key, "REFUSED", "{}");
+	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 1 && now_ms() < end;)
+		usleep(2000);
+	assert_true(outbox_test_refused() >= 1);
+	publish_many(g->pl.store, TOPIC, ids + 1, n - 1, key, "BEHIND", NULL, "{}");
+}
+
 /* A row refused for good holds back the later ones after a restart too
  * (a reload's, here a relay made anew for the plugin): the new relay sends
  * the oldest row alone first, the rest once it is delivered. Sent in one
@@ -1226,15 +1243,8 @@ static void test_relay_holds_back_a_row_failed_before_a_restart(void **state)
 	int64_t end;
 	int before;
 	(void)state;
-	rig_start(&g, "5000");
 	new_ids(idbuf, ids, N);
-	outbox_set_resend_delay_ms(300);
-	outbox_test_refuse(2, -1);
-	publish_to(g.pl.store, ids[0], "held", "REFUSED", "{}");
-	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 1 && now_ms() < end;)
-		usleep(2000);
-	assert_true(outbox_test_refused() >= 1);
-	publish_many(g.pl.store, TOPIC, ids + 1, N - 1, "held", "BEHIND", NULL, "{}");
+	rig_with_row_2_refused(&g, ids, N, "held");
 	outbox_remove_plugin(g.o, &g.pl);
 	assert_int_equal(store_outbox_pending(g.pl.store), N);
 	before = outbox_test_refused();
@@ -1265,17 +1275,10 @@ static void test_relay_stop_does_not_wait_for_a_refused_row(void **state)
 	const char *ids[N];
 	struct relay_rig g;
 	stderr_capture cap;
-	int64_t end, took, left;
+	int64_t took, left;
 	(void)state;
-	rig_start(&g, "5000");
 	new_ids(idbuf, ids, N);
-	outbox_set_resend_delay_ms(300);
-	outbox_test_refuse(2, -1);
-	publish_to(g.pl.store, ids[0], "stop", "REFUSED", "{}");
-	for (end = now_ms() + WAIT_MS; outbox_test_refused() < 1 && now_ms() < end;)
-		usleep(2000);
-	assert_true(outbox_test_refused() >= 1);
-	publish_many(g.pl.store, TOPIC, ids + 1, N - 1, "stop", "BEHIND", NULL, "{}");
+	rig_with_row_2_refused(&g, ids, N, "stop");
 	cap = stderr_begin();
 	log_setup(test_log_level > EVH_LOG_WARN ? test_log_level : EVH_LOG_WARN, LOG_FORMAT_TEXT);
 	took = now_ms();
