@@ -172,6 +172,20 @@ def test_a_typo_in_a_dropin_stops_only_what_it_may_hide(evhostd, build_dir, tmp_
     dropin.write_text("[http]\nthis line is a typo\n")
     main.write_text(f"[host]\nconfdir = {confd}\n[http]\nlisten = {d.url.split('//')[1]}\n")
     assert ctl(build_dir, d, "status", conf=main).returncode == 0
+    # A drop-in that cannot be read at all (a link to nothing): a key
+    # evhostctl needs, set nowhere it read, is not guessed; set, it stands.
+    dropin.unlink()
+    gone = confd / "60-gone.conf"
+    gone.symlink_to(tmp_path / "nothing-here.conf")
+    main.write_text(f"[host]\nconfdir = {confd}\n")
+    r = ctl(build_dir, d, "status", conf=main)
+    assert r.returncode == 1, r.stderr
+    assert (f"evhostctl: {gone}: cannot read: No such file or directory: [http] listen may be "
+            "in what could not be read; evhostctl does not know where the daemon listens (fix "
+            "it, or pass --url)\n") in r.stderr, r.stderr
+    main.write_text(f"[host]\nconfdir = {confd}\n[http]\nlisten = {d.url.split('//')[1]}\n")
+    assert ctl(build_dir, d, "status", conf=main).returncode == 0
+    gone.unlink()
     # The conf.d after a typo in the main file: not guessed either.
     main.write_text(f"oops\n[host]\nconfdir = {confd}\n")
     r = ctl(build_dir, d, "disable", "probe", "--url", d.url, conf=main)
