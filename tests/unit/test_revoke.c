@@ -248,18 +248,7 @@ static void test_a_login_after_the_clock_was_set_back_past_the_leeway(void **sta
 /* The moment the file keeps no token was signed after (meta signed_ms). */
 static int64_t file_signed_ms(const char *path)
 {
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int64_t v = -1;
-	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, "SELECT value FROM meta WHERE name = 'signed_ms'",
-	                                    -1, &st, NULL),
-	                 SQLITE_OK);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
+	return db_file_int(path, "SELECT value FROM meta WHERE name = 'signed_ms'");
 }
 
 /* Z logs in while the clock runs 10 minutes ahead; the clock is put right

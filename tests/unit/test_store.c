@@ -2665,23 +2665,6 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 	assert_int_equal(store_events_count(f->s), delivered);
 }
 
-/* Crossing the WAL threshold wakes the checkpoint thread; the writer
- * itself does not checkpoint (that is what the thread is for). */
-/* A single integer from `sql` on the database file `path`. */
-static int64_t file_int(const char *path, const char *sql)
-{
-	sqlite3 *db;
-	sqlite3_stmt *st;
-	int64_t v;
-	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
-	assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-	v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	return v;
-}
-
 static void test_backup(void **state)
 {
 	fixture *f = *state;
@@ -2707,9 +2690,9 @@ static void test_backup(void **state)
 	assert_int_equal(stat(copy, &sb), 0);
 	assert_int_equal(bytes, sb.st_size);
 	assert_int_equal(sb.st_mode & 0777, 0640);
-	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t WHERE name = 'committed'"), 1);
-	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t"), 1);
-	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM pragma_integrity_check "
+	assert_int_equal(db_file_int(copy, "SELECT COUNT(*) FROM t WHERE name = 'committed'"), 1);
+	assert_int_equal(db_file_int(copy, "SELECT COUNT(*) FROM t"), 1);
+	assert_int_equal(db_file_int(copy, "SELECT COUNT(*) FROM pragma_integrity_check "
 	                                "WHERE integrity_check = 'ok'"),
 	                 1);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
@@ -2718,7 +2701,7 @@ static void test_backup(void **state)
 	assert_int_not_equal(
 	    store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err), EVH_OK);
 	assert_non_null(strstr(err, "cannot create"));
-	assert_int_equal(file_int(copy, "SELECT COUNT(*) FROM t"), 1);
+	assert_int_equal(db_file_int(copy, "SELECT COUNT(*) FROM t"), 1);
 	unlink(copy);
 	/* a source that cannot be read leaves nothing behind */
 	snprintf(err, sizeof err, "%s", "");
@@ -2752,6 +2735,8 @@ static void test_backup(void **state)
 	assert_int_equal(access(copy, F_OK), -1);
 }
 
+/* Crossing the WAL threshold wakes the checkpoint thread; the writer
+ * itself does not checkpoint (that is what the thread is for). */
 static void test_checkpoint_thread(void **state)
 {
 	fixture *f = *state;
