@@ -1838,9 +1838,11 @@ struct extra {
 	char group[64];
 };
 
-/* ...consuming through `k`, started with settings `s`. */
-static void extra_start_on(struct extra *x, kafka *k, const settings *s, const char *name,
-                           const char *topic, const char *type, evh_event_handler h)
+/* ...consuming through `k`, started with settings `s`, its subscription's
+ * retry policy `retry` (NULL: the host's). */
+static void extra_start_with(struct extra *x, kafka *k, const settings *s, const char *name,
+                             const char *topic, const char *type, evh_event_handler h,
+                             const plugin_sub *retry)
 {
 	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
 	char err[256];
@@ -1850,6 +1852,11 @@ static void extra_start_on(struct extra *x, kafka *k, const settings *s, const c
 	x->p.group = x->group;
 	assert_int_equal(open_store(&x->p, name), 0);
 	assert_int_equal(store_migrate(x->p.store, mig, 1, err, sizeof err), EVH_OK);
+	if (retry) {
+		x->sub.max_attempts = retry->max_attempts;
+		x->sub.backoff_ms = retry->backoff_ms;
+		x->sub.backoff_max_ms = retry->backoff_max_ms;
+	}
 	x->sub.topic = (char *)topic;
 	x->sub.type = (char *)type;
 	x->sub.handler = h;
@@ -1857,6 +1864,12 @@ static void extra_start_on(struct extra *x, kafka *k, const settings *s, const c
 	x->p.nsubs = 1;
 	if (consumer_start(k, &x->p, s, err, sizeof err))
 		fail_msg("consumer_start: %s", err);
+}
+
+static void extra_start_on(struct extra *x, kafka *k, const settings *s, const char *name,
+                           const char *topic, const char *type, evh_event_handler h)
+{
+	extra_start_with(x, k, s, name, topic, type, h, NULL);
 }
 
 static void extra_start(struct extra *x, const char *name, const char *topic, const char *type,
@@ -3365,28 +3378,15 @@ static int64_t consumer_lag_of(const char *plugin, const char *topic, int32_t pa
 static void test_lag_of_a_held_partition_counts_what_came_since(void **state)
 {
 	enum { BEHIND = 5 };
-	static const evh_migration mig[] = {{1, "CREATE TABLE handled(id TEXT)"}};
-	char retried[37], behind_buf[BEHIND][37], err[256];
+	static const plugin_sub minute = {.max_attempts = 3, .backoff_ms = 60000,
+	                                  .backoff_max_ms = 60000};
+	char retried[37], behind_buf[BEHIND][37];
 	const char *behind[BEHIND];
-	plugin_sub sub;
-	evh_plugin p;
+	struct extra x;
 	int32_t held;
 	int64_t lag = -1, end;
 	(void)state;
-	memset(&p, 0, sizeof p);
-	memset(&sub, 0, sizeof sub);
-	p.name = (char *)"held-lag";
-	p.group = (char *)"evhost.held-lag";
-	assert_int_equal(open_store(&p, "held-lag"), 0);
-	assert_int_equal(store_migrate(p.store, mig, 1, err, sizeof err), EVH_OK);
-	sub.topic = (char *)"HELD_LAG_EVENTS";
-	sub.handler = handler;
-	sub.max_attempts = 3;
-	sub.backoff_ms = sub.backoff_max_ms = 60000;
-	p.subs = &sub;
-	p.nsubs = 1;
-	if (consumer_start(fx.k, &p, &fx.s, err, sizeof err))
-		fail_msg("consumer_start: %s", err);
+	extra_start_with(&x, fx.k, &fx.s, "held-lag", "HELD_LAG_EVENTS", NULL, handler, &minute);
 	events_uuid(retried);
 	publish_topic(fx.user.store, "HELD_LAG_EVENTS", retried, "held", "RETRY_ALWAYS", "{}");
 	assert_int_equal(wait_calls(retried, 1), 1);
@@ -3408,9 +3408,7 @@ static void test_lag_of_a_held_partition_counts_what_came_since(void **state)
 	assert_int_equal(count_calls(retried, 0), 1); /* still held */
 	for (int i = 0; i < BEHIND; i++)
 		assert_int_equal(count_calls(behind[i], 0), 0);
-	consumer_stop(&p);
-	store_close(p.store);
-	remove_db("held-lag");
+	extra_stop(&x);
 }
 
 /* ---- group commit: batches of fetched events in one transaction ---- */
