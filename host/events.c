@@ -158,6 +158,12 @@ void events_now_rfc3339(char out[40])
 	snprintf(out + n, 40 - n, ".%03uZ", (unsigned)(ms % 1000));
 }
 
+long long events_time_held_ms(void)
+{
+	int64_t ahead = atomic_load(&latest_given_ms) - clock_wall_ms();
+	return ahead > 0 ? (long long)ahead : 0;
+}
+
 static int all_zero(const unsigned char *b, size_t n)
 {
 	for (size_t i = 0; i < n; i++)

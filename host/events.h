@@ -26,6 +26,10 @@ void events_uuid(char out[37]);
  * Never earlier than one it gave before in this process (a wall clock set
  * back is held at the latest given until it catches up). */
 void events_now_rfc3339(char out[40]);
+/* How far (ms) the latest time events_now_rfc3339 gave is ahead of the wall
+ * clock now: what the next events' time is held at past the clock; 0 when
+ * it is not ahead. */
+long long events_time_held_ms(void);
 /* `bytes` (8 or 16) random bytes, not all zero, as lowercase hex into out
  * (2 * bytes + 1): W3C trace and span ids. */
 void events_random_hex(char *out, size_t bytes);

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "crash.h"
 #include "diag.h"
+#include "events.h"
 #include "host.h"
 #include "http.h"
 #include "kafka.h"
@@ -218,13 +219,24 @@ static void watch_wall_clock(void)
 	static int looked;
 	int64_t skew = clock_wall_ms() - clock_mono_ms(), step = skew - last;
 	if (looked && step <= -CLOCK_STEP_SAY_MS) {
+		long long held = events_time_held_ms();
+		char events[224] = "";
 		metrics_wall_clock_step(1);
+		/* Events' time never goes back: one stamped while the clock ran
+		 * ahead holds the next ones' there. A clock set ahead by mistake
+		 * (a wrong year) and corrected would hold it for as long. */
+		if (held >= CLOCK_STEP_SAY_MS)
+			snprintf(events, sizeof events,
+			         "; events published until it catches up carry the latest time given, "
+			         "%lld.%03lld s ahead of it (a clock that was set ahead by mistake: "
+			         "restart evhostd to let it go)",
+			         held / 1000, held % 1000);
 		log_warn("host",
 		         "the wall clock went back %" PRId64 ".%03" PRId64 " s: evhostd's own timeouts "
 		         "run on the monotonic clock, but librdkafka's waits under way may last that "
 		         "much longer; should Kafka traffic stop, restart evhostd (operations.md, "
-		         "\"Clock changes\")",
-		         -step / 1000, -step % 1000);
+		         "\"Clock changes\")%s",
+		         -step / 1000, -step % 1000, events);
 	} else if (looked && step >= CLOCK_STEP_SAY_MS) {
 		metrics_wall_clock_step(0);
 		log_info("host",

@@ -2232,6 +2232,7 @@ def test_a_step_of_the_wall_clock_is_said(evhostd, build_dir, tmp_path):
     assert re.search(r" INFO  \[host\] the wall clock went forward (599\.99\d|600\.00\d) s ", log), log
     assert re.search(r" WARN  \[host\] the wall clock went back (599\.99\d|600\.00\d) s: ", log), log
     assert len(re.findall(r"the wall clock went", log)) == 2, log
+    assert "events published until" not in log, log  # none was: no time held
     assert steps() == {"back": 1, "forward": 1}
 
 

@@ -1856,6 +1856,13 @@ def test_an_update_after_the_clock_was_set_back_is_not_taken_for_an_older_one(
     assert env.d.patch(f"/users/{user['id']}", json={"email": b}, headers=admin).status_code == 200
     lib.wait_until(lambda: env.recipients().get(user["id"], (None,))[0] == b, timeout=30,
                    message="the recipient at B, the later update")
+    # The step back says how far ahead events' time is held (a clock set
+    # ahead by mistake would hold it there until a restart).
+    env.d.wait_for_log("[host] the wall clock went back ", timeout=10)
+    held = re.search(r"\[host\] the wall clock went back .*; events published until it catches "
+                     r"up carry the latest time given, (\d+)\.\d{3} s ahead of it ",
+                     env.d.log_text())
+    assert held and 60 <= int(held.group(1)) <= 120, env.d.log_text()
 
 
 def test_broadcast_reaches_every_current_user(evhostd, tmp_path, unique_name, kafka_bootstrap,
