@@ -160,6 +160,19 @@ static int db_exec(sqlite3 *db, const char *sql, const char *what, char *err, si
 	                                                           : db_fail(db, what, err, errlen);
 }
 
+/* 1 when the file has its meta table (or cannot say: the read that needs
+ * it reports the error). */
+static int db_has_meta(sqlite3 *db)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = SQLITE_ERROR;
+	if (sqlite3_prepare_v2(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+	                       -1, &st, NULL) == SQLITE_OK)
+		rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return rc != SQLITE_DONE;
+}
+
 static int db_schema(sqlite3 *db, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
@@ -175,7 +188,10 @@ static int db_schema(sqlite3 *db, char *err, size_t errlen)
 		         version, REVOKE_SCHEMA);
 		return -1;
 	}
-	if (version == REVOKE_SCHEMA)
+	/* Format 1 gained its meta table after files of it were written (a
+	 * build of early December 2026 made them without it): such a file is
+	 * given one, its sign-outs kept. */
+	if (version == REVOKE_SCHEMA && db_has_meta(db))
 		return 0;
 	/* meta: ttl_high_s, the longest token_ttl_max ever in force; signed_ms,
 	 * no earlier than the latest token signed (REVOKE_SIGNED_AHEAD_MS). */

@@ -373,6 +373,36 @@ static void test_bad_files(void **state)
 	reopen(f, T0);
 }
 
+/* A file of format 1 written before that format had its meta table (builds
+ * of early December 2026): opened, its sign-outs kept, given the table.
+ * It stopped the daemon's start ("no such table: meta"), advising to move
+ * the file away, sign-outs and all. */
+static void test_a_format_1_file_without_meta(void **state)
+{
+	fixture *f = *state;
+	char err[256];
+	sqlite3 *db;
+	revocations_close(f->r);
+	f->r = NULL;
+	remove_db_files(f->path);
+	assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "CREATE TABLE revoked (subject TEXT PRIMARY KEY NOT NULL,"
+	                              " since_ms INTEGER NOT NULL, until_ms INTEGER NOT NULL)"
+	                              " WITHOUT ROWID;"
+	                              "INSERT INTO revoked VALUES ('u-1', 1700000000500, 1700086400000);"
+	                              "PRAGMA user_version = 1",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	if (revocations_open(&f->r, f->path, T0 + 1000, err, sizeof err) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(revocations_since(f->r, "u-1", T0 + 1000), T0 + 500);
+	assert_int_equal(revocations_add(f->r, "u-2", T0 + 1500, T0 + DAY_MS, err, sizeof err), 0);
+	reopen(f, T0 + 2000);
+	assert_int_equal(revocations_count(f->r), 2);
+}
+
 /* A sign-out outlasts every token signed before it: one signed early in a
  * second with the longest lifetime, signed out late in that second, is
  * refused at each moment jwt_verify still takes it (through the whole
@@ -415,6 +445,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(
 	        test_a_sign_out_after_a_restart_refuses_a_token_signed_ahead, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bad_files, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_format_1_file_without_meta, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
