@@ -508,6 +508,13 @@ static const char *delivery_error(rd_kafka_resp_err_t e)
 		       "than this message; raise it";
 	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 		return "Broker: Topic authorization failed: allow this client to write to the topic";
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		/* What a compacted topic answers a message without a key; other
+		 * causes (a bad timestamp) are in the broker's log. */
+		return "Broker: Broker failed to validate record: a compacted topic "
+		       "(cleanup.policy=compact) takes no message without a key: give the event a "
+		       "key, or set the topic's cleanup.policy to delete (else the broker's log says "
+		       "what it refused)";
 	default: return rd_kafka_err2str(e);
 	}
 }

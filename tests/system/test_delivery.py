@@ -458,6 +458,29 @@ def test_a_topic_refusing_an_event_holds_back_its_outbox_until_fixed(evhostd, un
     assert keys == ids
 
 
+def test_an_event_without_a_key_to_a_compacted_topic_is_said_so(evhostd, build_dir,
+                                                                 unique_name, kafka_bootstrap):
+    # A compacted topic refuses a message without a key ("failed to validate
+    # record", nothing more): the event waits in the outbox, and the log said
+    # no more than librdkafka's words. It names the cause and the way out now;
+    # once the topic takes it, it goes out.
+    topic = unique_name("compacted")
+    lib.create_topics([topic], kafka_bootstrap, partitions=1,
+                      configs={"cleanup.policy": "compact"})
+    d = evhostd({"plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                                  "topic": topic, "subscribe": "false"}},
+                brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?nokey=1", json={"x": 1}).status_code == 200
+    lib.wait_until(lambda: "a compacted topic (cleanup.policy=compact) takes no message "
+                   "without a key" in d.log_text(), timeout=30,
+                   message="the log to say why the topic refuses the event")
+    assert outbox_pending(d, "probe") == 1
+    lib.alter_topic(topic, {"cleanup.policy": "delete"}, kafka_bootstrap)
+    lib.wait_until(lambda: outbox_pending(d, "probe") == 0, timeout=30,
+                   message="the event to go out once the topic takes it")
+    assert [m["key"] for m in read_topic(topic, kafka_bootstrap)] == [None]
+
+
 @pytest.mark.slow
 def test_a_refused_event_holds_back_its_outbox_across_a_restart(evhostd, unique_name,
                                                                 kafka_bootstrap):

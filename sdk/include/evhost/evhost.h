@@ -878,7 +878,8 @@ static inline int evh_subscribe(evh_plugin *p, const evh_subscription *sub)
 
 /* Publish an event: `json` is its data (the Kafka message value), `key`
  * the aggregate id (the Kafka key: per-entity order; NULL for none: the
- * partitioner then spreads such events, in no order), `type` its CloudEvents
+ * partitioner then spreads such events, in no order; a compacted topic
+ * refuses them, holding the outbox back), `type` its CloudEvents
  * type. With a `tx`, the event is written to the plugin's outbox inside that
  * transaction and leaves only if it commits. With tx == NULL the host writes
  * it to the outbox in a transaction of its own. Either way, EVH_OK means the
