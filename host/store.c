@@ -1327,6 +1327,12 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
 	s->sync_full = !strcasecmp(sync, "FULL");
 	status = run_simple(s->db, sql, msg, sizeof msg);
+	/* Without a limit SQLite keeps the WAL file at the largest size it ever
+	 * reached (reused from its start), until the daemon stops. */
+	if (!status) {
+		snprintf(sql, sizeof sql, "PRAGMA journal_size_limit=%lld", STORE_WAL_KEEP_BYTES);
+		status = run_simple(s->db, sql, msg, sizeof msg);
+	}
 	if (!status)
 		status = run_simple(s->db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
 	if (status) {

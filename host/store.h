@@ -16,6 +16,11 @@
 
 typedef struct store store;
 
+/* The size a database's WAL file is cut back to once it was checkpointed
+ * whole, after it grew past it (a backup's copy held checkpoints back
+ * meanwhile): 64 MiB, where a writer checkpoints by itself. */
+#define STORE_WAL_KEEP_BYTES (64LL * 1024 * 1024)
+
 /* Open (creating) the database at `path`. `synchronous` is "FULL" or "NORMAL". */
 int store_open(store **s, const char *path, const char *synchronous, char *err, size_t errlen);
 /* The most bytes one value or row takes (SQLite's SQLITE_LIMIT_LENGTH):

@@ -2767,6 +2767,50 @@ static void test_checkpoint_thread(void **state)
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM big"), 5000);
 }
 
+/* A WAL that grew past STORE_WAL_KEEP_BYTES while a reader held
+ * checkpoints back (a backup's copy) is cut back to it once checkpointed
+ * whole; it kept its largest size until the daemon stopped. */
+static void test_a_grown_wal_is_cut_back(void **state)
+{
+	fixture *f = *state;
+	enum { ROW = 1024 * 1024 };
+	char wal[160], *blob = calloc(1, ROW);
+	evh_value v = EVH_BLOB(blob, ROW);
+	struct stat st;
+	sqlite3 *reader;
+	int rows = (int)(STORE_WAL_KEEP_BYTES / ROW) + 16;
+
+	assert_non_null(blob);
+	snprintf(wal, sizeof wal, "%s-wal", f->path);
+	exec1(f->s, "CREATE TABLE big(b BLOB)");
+	assert_int_equal(sqlite3_open(f->path, &reader), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(reader, "BEGIN; SELECT COUNT(*) FROM big", NULL, NULL, NULL),
+	                 SQLITE_OK);
+	for (int i = 0; i < rows; i++) {
+		evh_tx *tx;
+		assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+		assert_int_equal(store_exec(tx, "INSERT INTO big VALUES(?)", &v, 1, NULL), EVH_OK);
+		assert_int_equal(store_tx_commit(tx), EVH_OK);
+	}
+	assert_int_equal(stat(wal, &st), 0);
+	assert_true(st.st_size > STORE_WAL_KEEP_BYTES);
+	assert_int_equal(sqlite3_exec(reader, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(reader);
+	/* A commit checkpoints it whole (or the checkpoint thread does); the
+	 * next one after that starts the WAL over and cuts the file. */
+	exec1(f->s, "CREATE TABLE small(n INTEGER)");
+	for (int i = 0; i < 200; i++) { /* up to 2 s */
+		exec1(f->s, "INSERT INTO small VALUES(1)");
+		assert_int_equal(stat(wal, &st), 0);
+		if (st.st_size <= STORE_WAL_KEEP_BYTES)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_true(st.st_size <= STORE_WAL_KEEP_BYTES);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM big"), rows);
+	free(blob);
+}
+
 /* ---------------------------------------------------------------- reopen */
 
 static void reopen(fixture *f)
@@ -2875,6 +2919,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_fetch_error, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_relay_not_starved_by_busy_writer, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_checkpoint_thread, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_grown_wal_is_cut_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backup, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_reopen_persists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_views_follow_the_current_definition, setup,
