@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "duration.h"
 #include "http_syntax.h"
 #include "json.h"
 #include "loopback.h"
@@ -1251,13 +1252,11 @@ static void k_confdir(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, "expected a path");
 }
 
-static int parse_duration_ms(const char *v, int64_t *ms);
-
 /* A duration from 1 s to 1 h, in ms into *out. */
 static void get_timeout_ms(set_ctx *x, const cfg_entry *e, int *out)
 {
 	int64_t ms;
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < 1000 || ms > 3600000)
+	if (duration_parse_ms(e->value, &ms) != 0 || ms < 1000 || ms > 3600000)
 		bad_value(x, e, "expected a duration from 1s to 1h, such as 10s or 2m");
 	else
 		*out = (int)ms;
@@ -1534,7 +1533,7 @@ static void duration_ms_key(set_ctx *x, const cfg_entry *e, int64_t min, int64_t
 {
 	int64_t ms;
 
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < min || ms > max)
+	if (duration_parse_ms(e->value, &ms) != 0 || ms < min || ms > max)
 		bad_value(x, e, min > 0 ? "expected a duration from 1ms to 1h, such as 500ms, 5s or 1m"
 		                        : "expected 0 (off) or a duration up to 1h, such as 500ms, 5s "
 		                          "or 1m");
@@ -1759,43 +1758,9 @@ static void k_outbox_max(set_ctx *x, const cfg_entry *e)
 		x->s->outbox_max_rows = n;
 }
 
-/* A duration: a whole number with a unit s, m, h or d ("7d"); a bare
- * number is seconds. Returns -1 on anything else. */
-static int parse_duration_ms(const char *v, int64_t *ms)
-{
-	char *end = NULL;
-	long long n = 0;
-	int64_t mult;
-
-	errno = 0;
-	if (isdigit((unsigned char)*v))
-		n = strtoll(v, &end, 10);
-	if (!end || errno)
-		return -1;
-	/* "ms" too, for every duration key (the range is each key's): "2000ms"
-	 * for a stop_timeout was refused where "500ms" for keep_alive_timeout
-	 * was taken. */
-	if (!strcmp(end, "ms")) {
-		*ms = n;
-		return 0;
-	}
-	switch (*end) {
-	case '\0':
-	case 's': mult = 1000; break;
-	case 'm': mult = 60000; break;
-	case 'h': mult = 3600000; break;
-	case 'd': mult = 86400000; break;
-	default: return -1;
-	}
-	if ((*end && end[1]) || n > INT64_MAX / mult)
-		return -1;
-	*ms = n * mult;
-	return 0;
-}
-
 static void retention(set_ctx *x, const cfg_entry *e, int64_t *ms)
 {
-	if (parse_duration_ms(e->value, ms) != 0)
+	if (duration_parse_ms(e->value, ms) != 0)
 		bad_value(x, e, "expected a duration such as 7d, 12h, 30m or 3600s (0: keep forever)");
 }
 
@@ -2015,7 +1980,7 @@ static void k_jwt_jwks_ca_file(set_ctx *x, const cfg_entry *e)
 static void k_jwt_jwks_refresh(set_ctx *x, const cfg_entry *e)
 {
 	int64_t ms;
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < 5000 || ms > 86400000)
+	if (duration_parse_ms(e->value, &ms) != 0 || ms < 5000 || ms > 86400000)
 		bad_value(x, e, "expected a duration from 5s to 24h, such as 15m or 1h");
 	else
 		x->s->jwks_refresh_ms = (int)ms; /* as given: 5500ms is not 5 s */
@@ -2027,7 +1992,7 @@ static void k_jwt_jwks_refresh(set_ctx *x, const cfg_entry *e)
 static void k_token_ttl_max(set_ctx *x, const cfg_entry *e)
 {
 	int64_t ms;
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
+	if (duration_parse_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
 	    ms % 1000)
 		bad_value(x, e, "expected whole seconds from 1m to 366d, such as 12h or 30d");
 	else
@@ -2040,7 +2005,7 @@ static void k_token_ttl_max(set_ctx *x, const cfg_entry *e)
 static void k_jwt_jwks_cache_max_age(set_ctx *x, const cfg_entry *e)
 {
 	int64_t ms;
-	if (parse_duration_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
+	if (duration_parse_ms(e->value, &ms) != 0 || ms < 60000 || ms > 366 * 86400000LL ||
 	    ms % 1000)
 		bad_value(x, e, "expected whole seconds from 1m to 366d, such as 12h or 7d");
 	else
