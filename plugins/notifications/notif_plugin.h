@@ -4,6 +4,7 @@
 #ifndef NOTIF_PLUGIN_H
 #define NOTIF_PLUGIN_H
 #include <evhost/evhost.h>
+#include <pthread.h>
 
 #include "notif_mail.h"
 #include "notif_pending.h"
@@ -57,6 +58,13 @@ typedef struct notif_state {
 	notif_pending pending;
 	notif_last_parts last_parts;
 	notif_templates tpl;
+	int64_t log_retention_ms; /* log_retention; 0: kept forever */
+	/* The pruning thread (notif_prune.c), when log_retention is not 0. */
+	pthread_t prune_thread;
+	pthread_mutex_t prune_mu;
+	pthread_cond_t prune_cv;
+	int prune_started;
+	int prune_stop; /* under prune_mu: fini's word to the thread */
 	/* Served on /metrics (ABI 1.9; NULL on an older host, or refused): */
 	evh_metric *mails;     /* notifications_mails_total{result}, sent/failed/refused */
 	evh_metric *send_time; /* notifications_send_seconds: one SMTP or Maildir delivery */
@@ -84,6 +92,12 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 evh_event_result notif_on_user_updated(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
 evh_event_result notif_on_user_deleted(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
 evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud);
+
+/* notif_prune.c: start the thread that keeps the delivery log and the
+ * deleted users to log_retention (none when it is 0): EVH_OK, or why not
+ * (said in the log). Stop joins it; nothing when it was not started. */
+int notif_prune_start(notif_state *st);
+void notif_prune_stop(notif_state *st);
 
 /* notif_http.c */
 int notif_http_list(evh_request *req, evh_response *resp, void *ud);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "../../host/duration.h"
 #include "../../host/topics.h"
 #include "../common/routes.h"
 #include "notif_plugin.h"
@@ -53,6 +54,8 @@ static const evh_config_key notif_config[] = {
      "role a bearer token needs for GET /notifications; empty: no token needed"},
     {"broadcast_commit_every", EVH_CFG_INT, "500", 0,
      "a broadcast commits what it sent every this many mails, and goes on"},
+    {"log_retention", EVH_CFG_STRING, "90d", 0,
+     "how long delivery log rows and deleted users are kept: 90d, 36h...; 0: forever"},
     {"retry.max_attempts", EVH_CFG_INT, NULL, 0, "attempts per event; 0: host default"},
     {"retry.backoff_ms", EVH_CFG_INT, NULL, 0, "first retry delay; 0: host default"},
     {"retry.backoff_max_ms", EVH_CFG_INT, NULL, 0, "largest retry delay; 0: host default"},
@@ -124,6 +127,14 @@ static const evh_migration notif_migrations[] = {
         "DROP TABLE recipients;"
         "ALTER TABLE recipients_v4 RENAME TO recipients;"
         "CREATE INDEX recipients_waiting ON recipients (updated_at) WHERE email IS NULL;"},
+    /* log_retention (notif_prune.c): the deleted users by age, and a
+     * broadcast's dead-lettered mails by the part of their row's id before
+     * its first ':' (the broadcast id, or its start), so that the settled
+     * rows of a broadcast that waits for a redrive are found to stay. */
+    {5, "CREATE INDEX deleted_recipients_age ON deleted_recipients (deleted_at);"
+        "CREATE INDEX notifications_log_parked ON notifications_log"
+        " (substr(event_id, 1, instr(event_id, ':')), updated_at)"
+        " WHERE status = 'dead_lettered' AND template = 'broadcast';"},
 };
 
 /* ------------------------------------------------------------- files */
@@ -604,12 +615,43 @@ static int check_transport(evh_plugin *p, notif_state *st)
 	return rc;
 }
 
+/* log_retention, as the host's [store] inbox_retention is written
+ * (duration.h). Under a day is refused: a broadcast's rows are what keeps
+ * its retries, and its redrive, from mailing again those it reached, and
+ * its retries may last hours. At most a century, so the cutoff is a date. */
+#define LOG_RETENTION_MIN_MS (86400000LL)
+#define LOG_RETENTION_MAX_MS (36500LL * 86400000)
+
+static int check_log_retention(evh_plugin *p, notif_state *st)
+{
+	const char *v = evh_config_str(p, "log_retention");
+	int64_t ms;
+
+	if (!v || duration_parse_ms(v, &ms) != 0) {
+		evh_config_error(p, "log_retention",
+		                 "must be a duration such as 90d, 36h or 2160h, or 0 to keep forever "
+		                 "(got \"%s\")",
+		                 v ? v : "");
+		return -1;
+	}
+	if (ms != 0 && (ms < LOG_RETENTION_MIN_MS || ms > LOG_RETENTION_MAX_MS)) {
+		evh_config_error(p, "log_retention",
+		                 "must be 0 (keep forever) or from 1d to 36500d (got \"%s\"): the "
+		                 "rows of a broadcast are what keeps its retries and redrive from "
+		                 "mailing again those it reached",
+		                 v);
+		return -1;
+	}
+	st->log_retention_ms = ms;
+	return 0;
+}
+
 static const char *const topic_keys[] = {"topic.user_created", "topic.user_updated",
                                           "topic.user_deleted", "topic.broadcast"};
 
 /* Every value init checks that needs neither files nor the network, into
  * `st` (a scratch one for the descriptor's check): topics, from, retry.*,
- * transport and its smtp_* keys. Each problem is said at its key; -1 when
+ * transport and its smtp_* keys, log_retention. Each problem is said at its key; -1 when
  * there was one. Pure: the check and init both run it. */
 static int check_values(evh_plugin *p, notif_state *st)
 {
@@ -654,6 +696,8 @@ static int check_values(evh_plugin *p, notif_state *st)
 	if (check_commit_every(p, st) < 0)
 		rc = -1;
 	if (check_transport(p, st) < 0)
+		rc = -1;
+	if (check_log_retention(p, st) < 0)
 		rc = -1;
 	return rc;
 }
@@ -747,6 +791,9 @@ static int notif_init(evh_plugin *p, void **state)
 	                               NULL);
 	evh_log(p, EVH_LOG_INFO, "sending mail via %s as <%s>", st->use_smtp ? "smtp" : "maildir",
 	        st->from_addr);
+	/* Last: fail: has no thread to stop. */
+	if ((rc = notif_prune_start(st)) != EVH_OK)
+		goto fail;
 	*state = st;
 	return EVH_OK;
 fail:
@@ -765,6 +812,7 @@ static void notif_fini(evh_plugin *p, void *state)
 	(void)p;
 	if (!st)
 		return;
+	notif_prune_stop(st); /* first: its transactions use the database */
 	close_transport(st);
 	notif_pending_destroy(&st->pending);
 	notif_last_parts_clear(&st->last_parts);

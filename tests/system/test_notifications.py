@@ -10,6 +10,7 @@ after them."""
 import base64
 import collections
 import contextlib
+import datetime
 import email
 import email.header
 import email.utils
@@ -1807,8 +1808,9 @@ def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_
     db = sqlite3.connect(state / "notifications.db")
     db.executescript(LOG_V1)
     db.close()
-    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap, {"list_role": ""}, user=False,
-              state_dir=state)
+    # log_retention = 0: the row's date, fixed, is past the default one day.
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"list_role": "", "log_retention": 0}, user=False, state_dir=state)
     items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
     assert items["old-1"]["status"] == "failed"
     assert items["old-1"]["last_error"] == "550 gone"
@@ -1816,17 +1818,109 @@ def test_delivery_log_of_the_first_schema_is_upgraded(evhostd, tmp_path, unique_
     db = sqlite3.connect(state / "notifications.db")
     try:
         assert [r[0] for r in db.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
-            == [1, 2, 3, 4]
+            == [1, 2, 3, 4, 5]
         assert db.execute("SELECT COUNT(*) FROM deleted_recipients").fetchone() == (0,)
         indexes = {r[0] for r in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications_log'"
             " AND sql IS NOT NULL")}
-        assert indexes == {"notifications_log_page", "notifications_log_recipient"}
+        assert indexes == {"notifications_log_page", "notifications_log_recipient",
+                           "notifications_log_parked"}
         with db:
             db.execute("INSERT INTO notifications_log VALUES ('new-1', 'new@example.com',"
                        " 'welcome', 'dead_lettered', 5, 'down', 'x', 'x')")
     finally:
         db.close()
+
+
+def stamp(days_ago):
+    """A created_at/updated_at/deleted_at of `days_ago` days ago, as the
+    plugin writes them."""
+    t = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days_ago)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def test_log_retention_prunes_what_is_settled_past_it_and_keeps_the_rest(
+        evhostd, tmp_path, unique_name, kafka_bootstrap):
+    """log_retention: the delivery log's rows and the deleted users older
+    than it go, in batches (more than one of each here), at the start and
+    every minute; rows changed within it stay, and so do the settled rows
+    of a broadcast with a mail dead-lettered within it (its redrive must not
+    mail them again)."""
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"list_role": "", "log_retention": "30d"}, user=False)
+    old, older, recent = stamp(40), stamp(45), stamp(1)
+    rows = [  # event_id, template, status, created_at, updated_at
+        ("w-old-sent", "welcome", "sent", old, old),
+        ("w-old-failed", "welcome", "failed", old, old),
+        ("w-old-parked", "welcome", "dead_lettered", old, old),
+        ("w-redriven", "welcome", "sent", old, recent),
+        ("w-new", "welcome", "sent", recent, recent),
+        # Waits for its redrive: its sent mail's row stays with it.
+        ("b1:u1", "broadcast", "sent", older, older),
+        ("b1:u2", "broadcast", "dead_lettered", older, recent),
+        # Dead-lettered longer ago than the retention: all of it goes.
+        ("b2:u1", "broadcast", "sent", older, older),
+        ("b2:u2", "broadcast", "dead_lettered", older, older),
+        # A broadcast id with a ':' in it.
+        ("b:3:u1", "broadcast", "failed", older, older),
+        ("b:3:u2", "broadcast", "dead_lettered", older, recent),
+    ]
+    # Past two full batches (1000 rows), after the rows kept above.
+    rows += [(f"bulk-{i:04d}", "welcome", "sent", old, old) for i in range(2500)]
+    con = env.db()
+    try:
+        with con:
+            con.executemany(
+                "INSERT INTO notifications_log (event_id, recipient, template, status,"
+                " attempts, last_error, created_at, updated_at)"
+                " VALUES (?, 'someone@example.com', ?, ?, 1, NULL, ?, ?)", rows)
+            con.executemany("INSERT INTO deleted_recipients (user_id, deleted_at) VALUES (?, ?)",
+                            [("gone-new", recent)] +
+                            [(f"gone-{i:04d}", old) for i in range(1200)])
+    finally:
+        con.close()
+    # The start prunes at once (the running one's next round is a minute off).
+    env.d.stop()
+    d2 = evhostd(env.config, config_dir=env.d.config_dir, state_dir=env.d.state_dir,
+                 brokers=kafka_bootstrap)
+    d2.wait_for_log("[notifications] log_retention: ", timeout=30)
+    assert ("log_retention: 2505 delivery log row(s) and 1200 deleted user(s) older than "
+            in d2.log_text()), d2.log_tail()
+    con = env.db()
+    try:
+        left = {r[0] for r in con.execute("SELECT event_id FROM notifications_log")}
+        gone = {r[0] for r in con.execute("SELECT user_id FROM deleted_recipients")}
+    finally:
+        con.close()
+    assert left == {"w-redriven", "w-new", "b1:u1", "b1:u2", "b:3:u1", "b:3:u2"}
+    assert gone == {"gone-new"}
+    assert {i["event_id"] for i in d2.get("/notifications").json()["items"]} == left
+
+
+def test_log_retention_is_checked_before_the_start(evhostd):
+    for value, said in [
+            ("90 days", 'log_retention: must be a duration such as 90d, 36h or 2160h, or 0 to '
+                        'keep forever (got "90 days")'),
+            ("-1d", 'log_retention: must be a duration such as 90d, 36h or 2160h, or 0 to keep '
+                    'forever (got "-1d")'),
+            ("12h", 'log_retention: must be 0 (keep forever) or from 1d to 36500d (got "12h"): '
+                    'the rows of a broadcast are what keeps its retries and redrive from '
+                    'mailing again those it reached'),
+            ("86399999ms", 'log_retention: must be 0 (keep forever) or from 1d to 36500d (got '
+                           '"86399999ms")'),
+            ("36501d", 'log_retention: must be 0 (keep forever) or from 1d to 36500d (got '
+                       '"36501d")')]:
+        dropins = {"30-notifications.conf": ("# mail\n[plugin.notifications]\n"
+                                             f"templates_dir = {TEMPLATES}\n"
+                                             f"log_retention = {value}\n")}
+        needle = f"conf.d/30-notifications.conf:4: [plugin.notifications] {said}"
+        r = evhostd.run(["--check-config"], dropins=dropins)
+        assert r.returncode == 1 and needle in r.stdout, r.stdout
+    # 0, a day and the host's units are taken.
+    for value in ("0", "1d", "24h", "86400", "86400000ms", "2160h", "36500d"):
+        r = evhostd.run(["--check-config"], config={"plugin.notifications": {
+            "templates_dir": str(TEMPLATES), "log_retention": value}})
+        assert r.returncode == 0, (value, r.stdout, r.stderr)
 
 
 # ---------------------------------------------------------------- broadcast
@@ -2181,11 +2275,13 @@ def wait_handled(env, event_id, timeout=30):
     lib.wait_until(seen, timeout=timeout, message=f"event {event_id} handled")
 
 
-def raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, state_dir=None):
+def raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, state_dir=None,
+                 notif=None):
     """notifications.so alone (no user.so): the test produces the user events."""
     return Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
                {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
-                "list_role": ""}, user=False, create_topics=True, state_dir=state_dir)
+                "list_role": "", **(notif or {})}, user=False, create_topics=True,
+               state_dir=state_dir)
 
 
 def broadcast_raw(env, bid, subject_text):
@@ -2350,12 +2446,13 @@ def test_recipients_of_the_third_schema_are_upgraded_in_place(evhostd, tmp_path,
     db = sqlite3.connect(state / "notifications.db")
     db.executescript(RECIPIENTS_V3)
     db.close()
+    # log_retention = 0: old-gone's date, fixed, is past the default one day.
     env = raw_user_env(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
-                       state_dir=state)
+                       state_dir=state, notif={"log_retention": 0})
     con = env.db()
     try:
         assert [r[0] for r in con.execute("SELECT version FROM evh_migrations ORDER BY 1")] \
-            == [1, 2, 3, 4]
+            == [1, 2, 3, 4, 5]
         assert con.execute("SELECT user_id FROM deleted_recipients").fetchall() == [("old-gone",)]
     finally:
         con.close()
