@@ -67,6 +67,12 @@
 /* The longest a cooperative rebalance's second round holds periodic commits
  * (coop_assigns_due). */
 #define COOP_COMMIT_HOLD_MAX_MS 30000
+
+/* The group's members are counted this long after an assignment, with
+ * this bound on the ask (a DescribeGroups to the brokers). */
+#define MEMBERS_CHECK_AFTER_MS 3000
+#define MEMBERS_CHECK_TIMEOUT_MS 2000
+
 #define SEEK_TIMEOUT_MS 5000
 #define REPLAY_SEEK_TIMEOUT_MS 15000 /* a replay's seek: an admin waits, not the flow */
 #define DLQ_WAIT_STOPPING_MS 30000 /* a stop's wait for dead letters, unless told a deadline */
@@ -1464,6 +1470,9 @@ struct consumer {
 	 * commit and the stop's are not held. Consumer thread only. */
 	int coop_assigns_due;
 	int64_t commit_hold_until;
+	/* When to count the group's members, a while after an assignment (the
+	 * group settled); 0: not due. Consumer thread only. */
+	int64_t members_check_at;
 	/* Per assigned partition, the offset past its last handled event: what
 	 * commit_stored commits, by name. rd_kafka_commit(NULL) would commit
 	 * only stored offsets above its cached committed ones, and after a
@@ -2898,6 +2907,7 @@ static void rdk_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 	switch (err) {
 	case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
 		log_info(KAFKA_LOG, "%s: assigned %d partition(s)", plugin_label(c), parts->cnt);
+		c->members_check_at = clock_mono_ms() + MEMBERS_CHECK_AFTER_MS;
 		if (c->coop_assigns_due > 0 && --c->coop_assigns_due == 0)
 			c->commit_hold_until = 0;
 		/* Every assigned partition takes part in ordered dispatch from
@@ -4106,6 +4116,35 @@ static void report_lag(struct consumer *c)
 	rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Other daemons in the plugin's consumer group share its topics' partitions
+ * out: each member handles only its share of the events. Right for a
+ * plugin that keeps nothing from them; a plugin that builds state from
+ * them (notifications' recipients, which its broadcasts mail) sees part of
+ * it, silently. Said at WARN after each assignment while the group has
+ * other members; an ask that fails is left (the next assignment asks). */
+static void group_members_check(struct consumer *c)
+{
+	const struct rd_kafka_group_list *gl = NULL;
+	c->members_check_at = 0;
+	if (rd_kafka_list_groups(c->rk, c->p->group, &gl, MEMBERS_CHECK_TIMEOUT_MS) !=
+	    RD_KAFKA_RESP_ERR_NO_ERROR) {
+		log_debug(KAFKA_LOG, "%s: cannot count the members of consumer group %s",
+		          plugin_label(c), c->p->group);
+		return;
+	}
+	if (gl->group_cnt == 1 && gl->groups[0].member_cnt > 1)
+		log_warn(KAFKA_LOG,
+		         "%s: consumer group %s has %d members (other daemons or clients using its "
+		         "name, or one that ended without leaving until the broker drops it): each "
+		         "handles only its share of the partitions of the plugin's topics. Fine for "
+		         "a plugin that keeps nothing from its events; one that does (notifications: "
+		         "its recipients, which broadcasts mail) sees only its share: give each "
+		         "daemon's plugin a group of its own, or run it on one daemon (operations.md, "
+		         "\"More than one daemon\")",
+		         plugin_label(c), c->p->group, gl->groups[0].member_cnt);
+	rd_kafka_group_list_destroy(gl);
+}
+
 static void *consumer_main(void *arg)
 {
 	struct consumer *c = arg;
@@ -4129,6 +4168,8 @@ static void *consumer_main(void *arg)
 			if (atomic_load(&c->stop) || clock_mono_ms() - c->polled_ms < POLL_MS)
 				continue;
 		}
+		if (c->members_check_at && clock_mono_ms() >= c->members_check_at)
+			group_members_check(c);
 		if ((c->stored >= COMMIT_EVERY_MSGS ||
 		     clock_mono_ms() - c->last_commit_ms >= COMMIT_EVERY_MS) &&
 		    clock_mono_ms() >= c->commit_hold_until) {

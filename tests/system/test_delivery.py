@@ -1494,6 +1494,11 @@ def test_group_members_coming_and_going_handle_each_event_once(evhostd, build_di
     publish(first, 10)
     lib.wait_until(lambda: outbox_pending(first, "probe") == 0, timeout=30,
                    message="the first daemon's events on the topic")
+    # Each says that it shares the group (a plugin keeping state from its
+    # events would see only its share), a while after its assignment.
+    shared = f"probe: consumer group {group} has 2 members"
+    for d in (first, second):
+        d.wait_for_log(shared, timeout=20)
     assert first.stop() == 0
     publish(second, 10)
 
