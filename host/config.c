@@ -1025,26 +1025,24 @@ static void bad_value(set_ctx *x, const cfg_entry *e, const char *what)
 
 /* bad_value for a URL: one with a USER:PASSWORD@ part before its host (no URL
  * key takes one) is said without it, since that part may be a password; the
- * values of its query, which may hold an API key, as "***" (redact.h). */
+ * values of its query, which may hold an API key, as "***" (redact.h). Every
+ * value goes through redact_url: a password holding a '/' or '#' ends the
+ * host part early, and only redact_url's reading tells it from a port. */
 static void bad_url(set_ctx *x, const cfg_entry *e, const char *what)
 {
-	const char *v = e->value, *h = strstr(v, "://");
-	char *shown;
-	int userinfo;
+	char *shown = redact_url(e->value);
+	const char *h;
 
-	h = h ? h + 3 : v;
-	userinfo = memchr(h, '@', strcspn(h, "/?#")) != NULL;
-	if (!userinfo && !strchr(h, '?')) {
-		bad_value(x, e, what);
-		return;
-	}
-	if (!(shown = redact_url(v))) {
+	if (!shown) {
 		diag_add(x->d, e->file, e->line, "[%s] %s: %s (out of memory showing it)", e->section,
-		         e->key, userinfo ? "a user or password in the URL is not supported" : what);
+		         e->key, what);
 		return;
 	}
+	h = strstr(shown, "://");
+	h = h ? h + 3 : shown;
 	diag_add(x->d, e->file, e->line, "[%s] %s: %s, got '%s'", e->section, e->key,
-	         userinfo ? "a user or password in the URL is not supported" : what, shown);
+	         !strncmp(h, "***@", 4) ? "a user or password in the URL is not supported" : what,
+	         shown);
 	free(shown);
 }
 

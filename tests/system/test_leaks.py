@@ -314,7 +314,11 @@ def test_a_refused_smtp_login_says_no_password(evhostd, tmp_path, unique_name, k
 URL_KEYS = [("tracing", "otlp_endpoint", "http://evhost:{pw}@127.0.0.1:4318"),
             ("tracing", "otlp_endpoint", "https://{pw}@otel.example.net/"),
             ("auth", "jwt_jwks_url", "https://kc:{pw}@idp.example.net/certs"),
-            ("auth", "jwt_jwks_url", "https://kc:p@{pw}@idp.example.net:8443/certs")]
+            ("auth", "jwt_jwks_url", "https://kc:p@{pw}@idp.example.net:8443/certs"),
+            # A '/' or '#' in the password ends the host part early: the
+            # value was quoted whole, as a bad port's.
+            ("auth", "jwt_jwks_url", "https://kc:s3/{pw}@idp.example.net/certs"),
+            ("tracing", "otlp_endpoint", "http://evhost:top#{pw}@127.0.0.1:4318")]
 
 
 def test_a_url_holding_a_password_is_refused_without_saying_it(evhostd, build_dir, tmp_path):
