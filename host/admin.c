@@ -23,8 +23,11 @@
  * for a reload under way, at most RELOAD_WAIT_S (a reload's drain lasts as
  * long as a handler runs), then answers 503; a reload waits for a backup
  * under way without a deadline: a backup only copies files and ends by
- * itself (store_backup), and the main thread's watchdog interval and the
- * stop guard a SIGTERM arms meanwhile cover a reload as they do its drain.
+ * itself (store_backup), and the main thread's watchdog interval covers a
+ * reload as it does its drain. A SIGTERM meanwhile ends the wait and the
+ * reload is not run: the stop then sets h->stopping, on which the backup
+ * gives up (waiting on, the stop guard ended the process with the backup's
+ * partial directory left).
  * Neither waits holding a lock the other takes: the backup's wait for a
  * reload is before it takes plugins_lock, and the reload's is before it
  * reads the configuration; a backup waits for no plugin's requests or
@@ -2471,20 +2474,36 @@ static cJSON *reload_problems_json(const diag *d)
 	return extra;
 }
 
-void admin_reload_begin(host *h)
+int admin_reload_begin(host *h)
 {
 	struct admin *a = h->admin;
+	int waited = 0;
 	if (!a)
-		return;
+		return 0;
 	pthread_mutex_lock(&a->reload_mu);
-	/* No deadline: a backup ends by itself (see the top of this file). */
-	if (a->backing_up)
+	/* No deadline: a backup ends by itself (see the top of this file). But
+	 * a stop asked meanwhile (SIGTERM, h->reload_stop) is not kept waiting:
+	 * it sets h->stopping, which the backup gives up on, only once the
+	 * reload is over, and a reload run then would restart plugins only to
+	 * stop them. */
+	if (a->backing_up && !atomic_load(&h->reload_stop)) {
 		log_info(ADMIN_LOG, "reload: waiting for the backup under way to end");
-	while (a->backing_up)
-		pthread_cond_wait(&a->reload_cv, &a->reload_mu);
+		waited = 1;
+	}
+	while (a->backing_up && !atomic_load(&h->reload_stop)) {
+		struct timespec until = clock_after_ms(CLOCK_MONOTONIC, RELOAD_SLICE_MS);
+		pthread_cond_timedwait(&a->reload_cv, &a->reload_mu, &until);
+	}
+	if (atomic_load(&h->reload_stop)) {
+		pthread_mutex_unlock(&a->reload_mu);
+		log_info(ADMIN_LOG, "reload: not run, a stop was asked%s",
+		         waited ? " while it waited for the backup under way" : "");
+		return -1;
+	}
 	a->reloading = 1;
 	a->reload_covering = a->reload_asked;
 	pthread_mutex_unlock(&a->reload_mu);
+	return 0;
 }
 
 void admin_reload_end(host *h, int rc)

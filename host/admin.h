@@ -54,8 +54,10 @@ void admin_handle(host *h, evh_request *req, evh_response *resp);
  * /admin/reload which of them the reload covers and how it went (`rc` from
  * host_reload). admin_reload_begin first waits for a backup under way to
  * end, and backups wait for admin_reload_end: a plugin the reload stops or
- * restarts would be missing from one. No-ops before admin_start. */
-void admin_reload_begin(host *h);
+ * restarts would be missing from one; it gives up (-1: run no reload, nor
+ * admin_reload_end) once a stop is asked meanwhile (h->reload_stop), else
+ * returns 0. No-ops before admin_start. */
+int admin_reload_begin(host *h);
 void admin_reload_end(host *h, int rc);
 /* When the newest complete backup under `state_dir`/backups was taken (its
  * name), in ms since the epoch; 0 when there is none. Backups named after

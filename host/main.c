@@ -190,9 +190,11 @@ static int reload(host *h, uint64_t usec)
 	else if (usec)
 		sd_notify(0, "WATCHDOG=1");
 	watching = watch_begin(&w, &watcher);
-	admin_reload_begin(h);
-	rc = host_reload(h);
-	admin_reload_end(h, rc);
+	rc = 0;
+	if (admin_reload_begin(h) == 0) { /* else a stop came first: w.sig says which */
+		rc = host_reload(h);
+		admin_reload_end(h, rc);
+	}
 	watch_end(&w, watcher, watching);
 	if (w.sig)
 		return w.sig;

@@ -379,6 +379,49 @@ def test_a_reload_waits_for_the_backup_under_way(evhostd, build_dir, tmp_path):
     assert d.log_text().count("plugin 'probe' 1.0 running") == 2, d.log_tail()
 
 
+def test_sigterm_while_a_reload_waits_for_a_backup_stops_at_once(evhostd, build_dir, tmp_path):
+    # A reload waiting for the backup under way kept waiting after SIGTERM,
+    # and the backup gives up only once the daemon stops, which began after
+    # the reload: the backup ran on, and the stop guard ended the process
+    # (status 3) with the backup's partial directory left; a backup that did
+    # end was followed by the whole reload, plugins restarted for nothing.
+    # The stop now begins at once, the reload is not run, and the backup
+    # gives up, leaving nothing.
+    token = tmp_path / "admin.token"
+    token.write_text(ADMIN_TOKEN + "\n")
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    hold = tmp_path / "hold-backup"
+    d = evhostd({"admin": {"token_file": str(token)}, "host": {"stop_timeout": "30s"}},
+                dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")},
+                env=lib.faults_preloaded(build_dir, sqlite_readonly_hold=hold))
+    hold.touch()
+    answer = {}
+    backup = threading.Thread(target=lambda: answer.update(
+        r=d.post("/admin/backup", json={}, headers=admin, timeout=60)))
+    backup.start()
+    try:
+        lib.wait_until(lambda: Path(f"{hold}.waiting").exists(), timeout=30,
+                       message="the backup under way")
+        write_dropin(d, "20-probe.conf", probe_dropin(build_dir, topic="probe.two"))
+        d.send_signal(signal.SIGHUP)
+        d.wait_for_log("reload: waiting for the backup under way to end", timeout=30)
+        d.send_signal(signal.SIGTERM)
+        # With the backup still held: the stop does not wait for it to end.
+        d.wait_for_log("SIGTERM: stopping", timeout=10)
+    finally:
+        hold.unlink()
+        backup.join(60)
+    assert d.wait(timeout=60) == 0, d.log_tail()
+    text = d.log_text()
+    assert "reload: not run, a stop was asked while it waited for the backup under way" in text
+    assert "reload done" not in text and text.count("plugin 'probe' 1.0 running") == 1, text
+    assert "given up, the daemon is stopping" in text, text
+    assert "exiting now" not in text, text
+    assert answer["r"].status_code != 200, answer["r"].text
+    backups = d.state_dir / "backups"
+    assert not backups.exists() or list(backups.iterdir()) == [], list(backups.iterdir())
+
+
 def hold_probe_in_a_reload(d, build_dir):
     """The probe holds an event while the file returned exists; the probe
     is disabled and a reload begun, whose drain waits for that handler."""
