@@ -1081,30 +1081,26 @@ static int picked(pick *v, size_t n, int all, const dlq_msg *m)
 	return hit;
 }
 
-/* Record what went out; returns how many could not be recorded. */
-static size_t record_redriven(host *h, const char *name, const dlq_msg *const *sel, size_t n,
+/* Record what went out in plugin `p`'s database (pinned by the caller from
+ * before the send); returns how many could not be recorded. */
+static size_t record_redriven(evh_plugin *p, const dlq_msg *const *sel, size_t n,
                               const dlq_redrive_result *res)
 {
 	size_t lost = 0;
-	/* Pinned, not under plugins_lock: the writes wait for the plugin's
-	 * database, which a slow handler may hold for seconds. */
-	evh_plugin *p = host_pin_plugin(h, name);
 	for (size_t i = 0; i < n; i++) {
 		if (res[i].outcome != DLQ_REDRIVEN)
 			continue;
-		if (!p || !p->store ||
+		if (!p->store ||
 		    store_dlq_mark_redriven(p->store, sel[i]->topic, sel[i]->partition,
 		                            sel[i]->offset, sel[i]->timestamp_ms, res[i].to_topic,
 		                            res[i].to_partition, res[i].to_offset) != EVH_OK)
 			lost++;
 	}
-	if (p)
-		host_unpin_plugin(h, p);
 	if (lost)
 		log_warn(ADMIN_LOG,
 		         "%s: %zu redriven dead letter(s) could not be recorded; a later redrive "
 		         "may send them again (the inbox skips what was handled)",
-		         name, lost);
+		         p->name, lost);
 	return lost;
 }
 
@@ -1237,6 +1233,21 @@ static int redrive_answer(evh_response *resp, struct redrive_job *j, const pick 
 	return reply_json_done(resp, 200, root, ok, done);
 }
 
+/* A redrive that cannot go on (`why`): 503 when nothing was done yet (-1,
+ * answered), else 0 with the run cut there, saying why in j->stopped. */
+static int redrive_halt(evh_response *resp, struct redrive_job *j, const char *why)
+{
+	log_warn(ADMIN_LOG, "%s: redrive stopped: %s", j->name, why);
+	if (!j->counts[0] && !j->counts[1] && !j->counts[2]) {
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable", NULL, "%s; nothing was sent", why);
+		return -1;
+	}
+	snprintf(j->stopped, sizeof j->stopped, "%s", why);
+	j->more = 1;
+	return 0;
+}
+
 /* Redrive what was chosen of j->l (each pick, or all), adding to the
  * results. All: no more than REDRIVE_MAX sent by the request, so it may
  * stop part way; *end is the index after the last message gone through
@@ -1259,19 +1270,11 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 	if (!j->done_before || !j->sel || !j->res || !j->results)
 		return oom(resp);
 	*end = 0;
-	if (mark_redriven(h, j->name, &j->l, j->done_before, why, sizeof why) != 0) {
-		log_warn(ADMIN_LOG, "%s: redrive stopped: %s", j->name, why);
-		if (!j->counts[0] && !j->counts[1] && !j->counts[2]) {
-			http_resp_header(resp, "Retry-After", "1");
-			problem(resp, 503, "unavailable", NULL, "%s; nothing was sent", why);
-			return -1;
-		}
-		snprintf(j->stopped, sizeof j->stopped, "%s", why);
-		j->more = 1;
-		return 0;
-	}
+	if (mark_redriven(h, j->name, &j->l, j->done_before, why, sizeof why) != 0)
+		return redrive_halt(resp, j, why);
 	/* In rounds: those dlq_redrive skips leave room for more. */
 	while (next < j->l.n && (!all || j->sent < REDRIVE_MAX)) {
+		evh_plugin *p;
 		/* What is sent is recorded in the round: the stop's guard does not
 		 * end the process between the broker's acknowledgement and it. */
 		if (atomic_load(&h->stopping)) {
@@ -1279,12 +1282,29 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 			j->more = 1;
 			break;
 		}
+		/* Pinned from before the send until it is recorded: a reload that
+		 * restarts the plugin meanwhile takes it out of the list at once,
+		 * and a record made then found no plugin, leaving a round redriven
+		 * but unrecorded (sent again by the next redrive of all). The
+		 * reload's drain waits for the pin, which the send's
+		 * REDRIVE_ACK_TIMEOUT_MS bounds; the send waits for nothing the
+		 * drain holds. Not pinned here: it is being restarted or stopped. */
+		if (!(p = host_pin_plugin(h, j->name)) || !p->store) {
+			if (p)
+				host_unpin_plugin(h, p);
+			snprintf(why, sizeof why, "plugin '%s' is not running (a reload is restarting "
+			                          "or stopping it?)", j->name);
+			if (redrive_halt(resp, j, why))
+				return -1;
+			break;
+		}
 		next = redrive_select(j, picks, npicks, all, next,
 		                      all ? REDRIVE_MAX - j->sent : SIZE_MAX);
 		if (j->nsel)
 			dlq_redrive(h->kafka, j->sel, j->nsel, REDRIVE_ACK_TIMEOUT_MS, j->res);
 		redrive_report(j);
-		j->unrecorded += record_redriven(h, j->name, j->sel, j->nsel, j->res);
+		j->unrecorded += record_redriven(p, j->sel, j->nsel, j->res);
+		host_unpin_plugin(h, p);
 		/* Those no redrive can send (skipped: not a dead letter, its value
 		 * truncated) do not count: a run of all alone would stop at the
 		 * same place every time behind REDRIVE_MAX of them. */

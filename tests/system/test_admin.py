@@ -862,6 +862,48 @@ def produce_dead_letters(dlq_topic, origin, counts, brokers, unsendable=0):
     lib.kafka_produce_many(records, brokers=brokers)
 
 
+def test_a_reload_restarting_the_plugin_during_its_redrive_leaves_nothing_unrecorded(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A redrive sent a round of dead letters holding nothing of the plugin,
+    # then recorded them under its name: a reload restarting it meanwhile
+    # took it out of the list, and the round (up to 1000) went unrecorded,
+    # sent again by the next redrive of all. The plugin is pinned from the
+    # send to its record now: the reload's drain waits for that (faults.so
+    # holds the send here, and the new instance's init sleeps 3 s).
+    topic = unique_name("adm")
+    dlq_topic, origin = f"{topic}.probe.dlq", f"{topic}.origin"
+    lib.create_topics([topic, dlq_topic, origin], brokers=kafka_bootstrap, partitions=1)
+    produce_dead_letters(dlq_topic, origin, (3,), kafka_bootstrap)
+    probe = (f"[plugin.probe]\npath = {build_dir / 'tests' / 'fixtures' / 'probe.so'}\n"
+             f"topic = {topic}\ngroup = {unique_name('g')}\n")
+    hold = tmp_path / "hold-redrive"
+    d = evhostd(admin_conf(tmp_path), brokers=kafka_bootstrap, dropins={"20-probe.conf": probe},
+                env=lib.faults_preloaded(build_dir, redrive_hold=hold))
+
+    def redrive():
+        return d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), json={}, timeout=60)
+    hold.touch()
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            first = pool.submit(redrive)
+            lib.wait_until(lambda: Path(f"{hold}.waiting").exists(), timeout=30,
+                           message="the redrive's send")
+            (d.config_dir / "conf.d" / "20-probe.conf").write_text(probe + "init_sleep_ms = 3000\n")
+            d.send_signal(signal.SIGHUP)
+            d.wait_for_log("plugin 'probe': configuration changed", timeout=30)
+            time.sleep(1.5)  # the old instance drained, the new one's init under way
+        finally:
+            hold.unlink()
+        first = first.result(60)
+    assert first.status_code == 200, first.text
+    assert first.json()["redriven"] == 3 and "unrecorded" not in first.json(), first.text
+    d.wait_for_log("reload done", timeout=30)
+    assert "could not be recorded" not in d.log_text(), d.log_tail()
+    second = redrive()
+    assert second.status_code == 200, second.text
+    assert (second.json()["redriven"], second.json()["skipped"]) == (0, 3), second.text
+
+
 @pytest.mark.near_bound  # the redrive of 10000 within REDRIVE_SCAN_MS (30 s)
 def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kafka_bootstrap,
                                                unique_name):
