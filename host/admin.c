@@ -1747,17 +1747,18 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 
 /* The plugin's events after `after`; *full set when there were `limit`
  * (there may be more). Pinned, not under plugins_lock: reading a large log
- * must not hold up readiness, metrics or a reload's list. A plugin gone
- * meanwhile (a reload) has none. */
+ * must not hold up readiness, metrics or a reload's list. EVH_ENOTFOUND
+ * when it is gone meanwhile (a reload took it out of the list). */
 static int add_plugin_events(host *h, cJSON *out, const char *name, const char *aggregate,
                              int64_t after, int64_t limit, int *full)
 {
 	evh_plugin *p = host_pin_plugin(h, name);
 	cJSON *arr = NULL, *ev;
-	int rc = p && p->store ? store_events_list(p->store, aggregate, after, (int)limit, &arr)
-	                       : EVH_OK;
-	if (p)
-		host_unpin_plugin(h, p);
+	int rc;
+	if (!p)
+		return EVH_ENOTFOUND;
+	rc = p->store ? store_events_list(p->store, aggregate, after, (int)limit, &arr) : EVH_OK;
+	host_unpin_plugin(h, p);
 	if (rc || !arr)
 		return rc;
 	if (cJSON_GetArraySize(arr) >= limit)
@@ -1816,12 +1817,31 @@ static cJSON *sorted_events(cJSON *all, int64_t limit)
 	return out;
 }
 
+/* Whether plugin `name` is one a reload restarts or starts (named_off_sets),
+ * under plugins_lock: it runs again in a moment, and its events with it. */
+static int coming_back_locked(const host *h, const char *name)
+{
+	struct named_off off[NAMED_OFF];
+	named_off_sets(h, off);
+	for (size_t k = OFF_RESTARTING; k <= OFF_STARTING; k++)
+		for (size_t i = 0; i < off[k].n; i++)
+			if (!name || !strcmp(off[k].names[i], name))
+				return 1;
+	return 0;
+}
+
 /* The names of the running plugins with a store (`only`: that one alone),
  * taken under plugins_lock, to be read pinned one by one: *n of them in
- * *names (NULL when none). -1: out of memory. */
-static int plugins_with_store(host *h, const char *only, char (**names)[PLUGIN_NAME_MAX + 1],
-                              size_t *n)
+ * *names (NULL when none); -1 with the answer made when there is nothing
+ * whole to read: `only` is not running (answer_not_running_locked: 503
+ * while a reload restarts or starts it), or, for all, a reload restarts or
+ * starts one (503 naming it: an answer without its events would look
+ * whole), or out of memory. */
+static int plugins_with_store(host *h, evh_response *resp, const char *only,
+                              char (**names)[PLUGIN_NAME_MAX + 1], size_t *n)
 {
+	struct named_off off[NAMED_OFF];
+	int rc = 0;
 	*n = 0;
 	pthread_mutex_lock(&h->plugins_lock);
 	*names = calloc(h->nplugins ? h->nplugins : 1, sizeof **names);
@@ -1830,14 +1850,39 @@ static int plugins_with_store(host *h, const char *only, char (**names)[PLUGIN_N
 		if ((!only || !strcmp(only, p->name)) && p->store)
 			snprintf((*names)[(*n)++], sizeof **names, "%s", p->name);
 	}
+	named_off_sets(h, off);
+	if (!*names) {
+		rc = oom(resp);
+	} else if (only && !*n && !find_plugin_locked(h, only)) {
+		answer_not_running_locked(h, resp, only);
+		rc = -1;
+	} else if (!only && coming_back_locked(h, NULL)) {
+		answer_not_running_locked(h, resp, off[OFF_RESTARTING].n
+		                                       ? off[OFF_RESTARTING].names[0]
+		                                       : off[OFF_STARTING].names[0]);
+		rc = -1;
+	}
 	pthread_mutex_unlock(&h->plugins_lock);
-	if (!*names)
-		return -1;
-	if (!*n) {
+	if (rc || !*n) {
 		free(*names);
 		*names = NULL;
 	}
-	return 0;
+	return rc;
+}
+
+/* Plugin `name`, listed running, was not there when its events were to be
+ * read (add_plugin_events: EVH_ENOTFOUND): a reload took it out meanwhile.
+ * Answered as plugins_with_store would now (-1) when it was the one asked
+ * for or comes back in a moment; else (stopped for good) 0: the list
+ * without it is what a request now would answer. */
+static int events_plugin_gone(host *h, evh_response *resp, const char *name, int only)
+{
+	int answer;
+	pthread_mutex_lock(&h->plugins_lock);
+	if ((answer = only || coming_back_locked(h, name)))
+		answer_not_running_locked(h, resp, name);
+	pthread_mutex_unlock(&h->plugins_lock);
+	return answer ? -1 : 0;
 }
 
 /* One plugin's events are its rows in seq order, each page below the first
@@ -1865,18 +1910,28 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	}
 	if (aggregate && !*aggregate)
 		aggregate = NULL;
-	if (!all || plugins_with_store(h, plugin, &names, &n) != 0) {
+	if (!all) {
+		oom(resp);
+		return EVH_OK;
+	}
+	if (plugins_with_store(h, resp, plugin, &names, &n) != 0) {
 		cJSON_Delete(all);
-		free(names);
-		return problem(resp, 500, "internal", NULL, "out of memory");
+		return EVH_OK;
 	}
 	if (plugin && !names) {
 		cJSON_Delete(all);
 		return problem(resp, 404, "not-found", "plugin", "no plugin named '%s'", plugin);
 	}
 	for (size_t i = 0; !rc && i < n; i++)
-		rc = add_plugin_events(h, all, names[i], aggregate, after, limit, &full);
+		if ((rc = add_plugin_events(h, all, names[i], aggregate, after, limit, &full)) ==
+		    EVH_ENOTFOUND)
+			rc = events_plugin_gone(h, resp, names[i], plugin != NULL) ? EVH_ENOTFOUND
+			                                                           : EVH_OK;
 	free(names);
+	if (rc == EVH_ENOTFOUND) {
+		cJSON_Delete(all);
+		return EVH_OK;
+	}
 	if (cJSON_GetArraySize(all) > limit)
 		full = 1;
 	if (rc)

@@ -113,7 +113,9 @@ def test_the_admin_api_says_a_restarting_plugin_is_restarting(
     # While a reload restarts a plugin, its dead letters, redrive and replay
     # answered 404 "no plugin named 'probe'" (GET /admin/plugins/probe said
     # "restarting"): a script that retries on 503 gave up. 503 with
-    # Retry-After: 1 now; a name no plugin has is still 404.
+    # Retry-After: 1 now; a name no plugin has is still 404. So for its
+    # events, and the events of all plugins, which answered 200 without
+    # its (evhostctl events printed "no events" and exited 0).
     token = "admin-token-for-the-reload-tests-0123"
     (tmp_path / "admin.token").write_text(token + "\n")
     (tmp_path / "admin.token").chmod(0o600)
@@ -128,16 +130,26 @@ def test_the_admin_api_says_a_restarting_plugin_is_restarting(
                    message="the new instance's init")
     asked = (("GET", "/admin/plugins/probe/dlq", None),
              ("POST", "/admin/plugins/probe/dlq/redrive", {}),
-             ("POST", "/admin/plugins/probe/replay", {"from": "beginning"}))
+             ("POST", "/admin/plugins/probe/replay", {"from": "beginning"}),
+             ("GET", "/admin/events?plugin=probe", None),
+             ("GET", "/admin/events", None))
     for method, path, body in asked:
         r = requests.request(method, d.url + path, headers=auth, json=body, timeout=30)
         assert r.status_code == 503 and r.headers.get("Retry-After") == "1", (path, r.text)
         assert r.json()["detail"] == ("plugin 'probe' is restarting (a reload): nothing was "
                                       "done; try again once it runs"), r.text
+    ctl = subprocess.run([str(build_dir / "host" / "evhostctl"), "-c", str(d.config_file),
+                          "events"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=30)
+    assert ctl.returncode != 0 and "no events" not in ctl.stdout, (ctl.stdout, ctl.stderr)
+    assert "plugin 'probe' is restarting" in ctl.stderr, ctl.stderr
     assert d.get("/admin/plugins/probe", headers=auth).json()["state"] == "restarting"
     lib.wait_until(lambda: "reload done" in d.log_text(), timeout=30, message="the reload")
     assert d.get("/admin/plugins/probe/dlq", headers=auth, timeout=30).status_code == 200
+    assert d.get("/admin/events", headers=auth).status_code == 200
     r = d.get("/admin/plugins/nothere/dlq", headers=auth)
+    assert r.status_code == 404 and r.json()["detail"] == "no plugin named 'nothere'", r.text
+    r = d.get("/admin/events?plugin=nothere", headers=auth)
     assert r.status_code == 404 and r.json()["detail"] == "no plugin named 'nothere'", r.text
 
 
