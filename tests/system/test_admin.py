@@ -840,6 +840,17 @@ def test_a_replay_waiting_when_its_plugin_is_disabled_is_answered(evhostd, build
     assert d.get("/healthz").status_code == 200
 
 
+def dead_letter_topics(unique_name, plugin, counts, brokers):
+    """A topic of plugin `plugin`'s, its dead-letter topic holding dead
+    letters (produce_dead_letters, counts per partition) of a third topic,
+    their origin, which nothing consumes: (topic, dlq topic, origin)."""
+    topic = unique_name("adm")
+    dlq_topic, origin = f"{topic}.{plugin}.dlq", f"{topic}.origin"
+    lib.create_topics([topic, dlq_topic, origin], brokers=brokers, partitions=len(counts))
+    produce_dead_letters(dlq_topic, origin, counts, brokers)
+    return topic, dlq_topic, origin
+
+
 def produce_dead_letters(dlq_topic, origin, counts, brokers, unsendable=0):
     """Synthetic dead letters of `origin` into `dlq_topic`: counts[p] in
     partition p, each {"fine": true} with ce_id dl-P-I; the first
@@ -870,10 +881,7 @@ def test_a_reload_restarting_the_plugin_during_its_redrive_leaves_nothing_unreco
     # sent again by the next redrive of all. The plugin is pinned from the
     # send to its record now: the reload's drain waits for that (faults.so
     # holds the send here, and the new instance's init sleeps 3 s).
-    topic = unique_name("adm")
-    dlq_topic, origin = f"{topic}.probe.dlq", f"{topic}.origin"
-    lib.create_topics([topic, dlq_topic, origin], brokers=kafka_bootstrap, partitions=1)
-    produce_dead_letters(dlq_topic, origin, (3,), kafka_bootstrap)
+    topic, _, _ = dead_letter_topics(unique_name, "probe", (3,), kafka_bootstrap)
     probe = (f"[plugin.probe]\npath = {build_dir / 'tests' / 'fixtures' / 'probe.so'}\n"
              f"topic = {topic}\ngroup = {unique_name('g')}\n")
     hold = tmp_path / "hold-redrive"
@@ -1188,10 +1196,7 @@ def test_a_plugins_redrives_run_one_at_a_time_and_beside_other_plugins(
     # meanwhile; a second redrive of probe waits for the first, then finds
     # the dead letter redriven (it would send it again if the two ran side
     # by side).
-    topic2 = unique_name("adm2")
-    dlq2, origin2 = f"{topic2}.probe2.dlq", f"{topic2}.origin"
-    lib.create_topics([topic2, dlq2, origin2], brokers=kafka_bootstrap, partitions=1)
-    produce_dead_letters(dlq2, origin2, (2,), kafka_bootstrap)
+    topic2, _, origin2 = dead_letter_topics(unique_name, "probe2", (2,), kafka_bootstrap)
     probe2 = probe_conf(build_dir, routes="false", second_subscribes="true", topic=topic2,
                         group=unique_name("g2"))
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),

@@ -3,6 +3,7 @@ disturbing the others; a bad configuration is refused whole; a changed
 section restarts only its plugin; [log] applies at once, other host sections
 need a restart."""
 
+import contextlib
 import os
 import re
 import secrets
@@ -353,11 +354,12 @@ def test_a_backup_during_a_reload_that_restarts_a_plugin_has_its_database(evhost
         d.log_tail()
 
 
-def test_a_reload_waits_for_the_backup_under_way(evhostd, build_dir, tmp_path):
-    # A backup held under way (faults.so holds its read-only open of the
-    # plugin's database): a reload asked meanwhile says it waits, applies
-    # nothing until the backup ends, and then runs. Without the wait, the
-    # reload stopped the plugin whose database the backup was copying.
+@contextlib.contextmanager
+def a_reload_waiting_for_a_backup(evhostd, build_dir, tmp_path):
+    """A backup held under way (faults.so holds its read-only open of the
+    plugin's database) and a reload that restarts the probe asked meanwhile,
+    waiting for it: yields (daemon, answer), answer["r"] the backup's answer
+    once the block has ended (the hold then lifted)."""
     token = tmp_path / "admin.token"
     token.write_text(ADMIN_TOKEN + "\n")
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -376,12 +378,20 @@ def test_a_reload_waits_for_the_backup_under_way(evhostd, build_dir, tmp_path):
         write_dropin(d, "20-probe.conf", probe_dropin(build_dir, topic="probe.two"))
         d.send_signal(signal.SIGHUP)
         d.wait_for_log("reload: waiting for the backup under way to end", timeout=30)
-        time.sleep(1)  # the reload would be done by now, were it not waiting
-        assert "reload done" not in d.log_text(), d.log_tail()
-        assert d.log_text().count("plugin 'probe' 1.0 running") == 1, d.log_tail()
+        yield d, answer
     finally:
         hold.unlink()
         backup.join(60)
+
+
+def test_a_reload_waits_for_the_backup_under_way(evhostd, build_dir, tmp_path):
+    # A reload asked during a backup says it waits, applies nothing until the
+    # backup ends, and then runs. Without the wait, the reload stopped the
+    # plugin whose database the backup was copying.
+    with a_reload_waiting_for_a_backup(evhostd, build_dir, tmp_path) as (d, answer):
+        time.sleep(1)  # the reload would be done by now, were it not waiting
+        assert "reload done" not in d.log_text(), d.log_tail()
+        assert d.log_text().count("plugin 'probe' 1.0 running") == 1, d.log_tail()
     assert answer["r"].status_code == 200, answer["r"].text
     assert [p["plugin"] for p in answer["r"].json()["plugins"]] == ["probe"]
     d.wait_for_log("reload done", timeout=30)
@@ -399,30 +409,10 @@ def test_sigterm_while_a_reload_waits_for_a_backup_stops_at_once(evhostd, build_
     # end was followed by the whole reload, plugins restarted for nothing.
     # The stop now begins at once, the reload is not run, and the backup
     # gives up, leaving nothing.
-    token = tmp_path / "admin.token"
-    token.write_text(ADMIN_TOKEN + "\n")
-    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    hold = tmp_path / "hold-backup"
-    d = evhostd({"admin": {"token_file": str(token)}, "host": {"stop_timeout": "30s"}},
-                dropins={"20-probe.conf": probe_dropin(build_dir, topic="probe.one")},
-                env=lib.faults_preloaded(build_dir, sqlite_readonly_hold=hold))
-    hold.touch()
-    answer = {}
-    backup = threading.Thread(target=lambda: answer.update(
-        r=d.post("/admin/backup", json={}, headers=admin, timeout=60)))
-    backup.start()
-    try:
-        lib.wait_until(lambda: Path(f"{hold}.waiting").exists(), timeout=30,
-                       message="the backup under way")
-        write_dropin(d, "20-probe.conf", probe_dropin(build_dir, topic="probe.two"))
-        d.send_signal(signal.SIGHUP)
-        d.wait_for_log("reload: waiting for the backup under way to end", timeout=30)
+    with a_reload_waiting_for_a_backup(evhostd, build_dir, tmp_path) as (d, answer):
         d.send_signal(signal.SIGTERM)
         # With the backup still held: the stop does not wait for it to end.
         d.wait_for_log("SIGTERM: stopping", timeout=10)
-    finally:
-        hold.unlink()
-        backup.join(60)
     assert d.wait(timeout=60) == 0, d.log_tail()
     text = d.log_text()
     assert "reload: not run, a stop was asked while it waited for the backup under way" in text
