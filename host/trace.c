@@ -23,6 +23,8 @@
 #include "events.h"
 #include "httpc.h"
 #include "log.h"
+#include "loopback.h"
+#include "redact.h"
 #include "textbuf.h"
 #include "tls_compat.h"
 
@@ -487,9 +489,15 @@ static int post(const char *body, size_t len, answer *a, char *err, size_t errle
 	a->retry_after = httpc_retry_after(resp, (size_t)n);
 	if ((v = httpc_header(resp, (size_t)n, "Location", &vlen))) {
 		size_t i;
+		char *shown;
 		for (i = 0; i < vlen && i + 1 < sizeof a->location; i++)
 			a->location[i] = v[i] > 0x20 && v[i] < 0x7f ? v[i] : '?';
 		a->location[i] = '\0';
+		/* For the log: a signed URL's query (?sig=...) or a USER:PASSWORD@
+		 * there is another service's secret. */
+		shown = redact_url(a->location);
+		snprintf(a->location, sizeof a->location, "%s", shown ? shown : "");
+		free(shown);
 	}
 	return status;
 }
@@ -813,6 +821,14 @@ int trace_start(const settings *s, void *tls)
 	atomic_store(&enabled, 1);
 	log_info("trace", "exporting spans to %s (service.name %s, sample_ratio %g%s)", ex.endpoint,
 	         s->trace_service, s->trace_sample_ratio, describe_tls(s, err, sizeof err));
+	/* Allowed (a collector beside the host on a private network), but its
+	 * headers are most often an API key. */
+	if (s->trace_headers && !s->trace_tls && !loopback_host(s->trace_host))
+		log_warn("trace",
+		         "[tracing] otlp_headers_file's headers (an API key?) go in clear with every "
+		         "export to %s, which is not this host: use https:// unless the network "
+		         "between them is private",
+		         ex.endpoint);
 	return 0;
 }
 

@@ -467,6 +467,20 @@ def test_check_config_names_secret_files_not_their_contents(evhostd, tmp_path):
 
 
 
+def test_otlp_headers_in_clear_to_another_host_are_said(evhostd, tmp_path):
+    # otlp_headers_file's headers (most often an API key) over http:// to a
+    # collector that is not this host go in clear: allowed, and said at
+    # start. Nothing is exported (sample_ratio 0): no packet leaves loopback.
+    headers = tmp_path / "otlp.headers"
+    headers.write_text("Authorization: Bearer " + secrets.token_hex(16) + "\n")
+    warn = "otlp_headers_file's headers (an API key?) go in clear with every export to "
+    for endpoint, said in (("http://192.0.2.7:4318", True), ("http://127.0.0.1:4318", False)):
+        d = evhostd({"tracing": {"otlp_endpoint": endpoint, "otlp_headers_file": str(headers),
+                                 "sample_ratio": "0"}}, brokers="embedded")
+        assert (warn + endpoint in d.log_text()) == said, d.log_text()
+        assert d.stop() == 0
+
+
 def test_a_key_in_the_otlp_endpoints_query_is_not_written(evhostd):
     # otlp_endpoint takes no query (an API key goes in otlp_headers_file):
     # one given is refused, and the error shows the query as ***.
