@@ -810,11 +810,13 @@ static void test_each_drop_reason_is_said(void **state)
 }
 
 /* A redirect (3xx) is not followed: the batch is dropped at once, counted,
- * and the log names the status and where it pointed. */
+ * and the log names the status and where it pointed, without its query's
+ * values or a user:password (a signed URL's signature is a secret). */
 static void test_redirect_is_not_followed(void **state)
 {
 	collector c = {.raw = {"HTTP/1.1 308 Permanent Redirect\r\nLocation: "
-	                       "https://otel.example/v1/traces\r\nContent-Length: 0\r\n\r\n",
+	                       "https://ada:pw-5ecret@otel.example/v1/traces?sig=5ecret-sig&t=1\r\n"
+	                       "Content-Length: 0\r\n\r\n",
 	                       "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
 	               .nstatus = 2};
 	uint64_t e0, f0, x0, e, f, x;
@@ -837,7 +839,9 @@ static void test_redirect_is_not_followed(void **state)
 	collector_stop(&c);
 	assert_int_equal(e - e0, 0);
 	assert_int_equal(x - x0, 1);
-	line_of(log, "answered 308 (a redirect to https://otel.example/v1/traces: not followed");
+	line_of(log, "answered 308 (a redirect to https://***@otel.example/v1/traces?sig=***&t=***: "
+	             "not followed");
+	assert_null(strstr(log, "5ecret"));
 	free(log);
 }
 
