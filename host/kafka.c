@@ -3653,15 +3653,118 @@ out:
 	return status;
 }
 
+/* The eager protocol changes an assignment only whole: every partition of
+ * it is assigned again where it was (its position, else where it was last
+ * sought; neither: its committed offset, as at its assignment), those of
+ * `l` at their targets. librdkafka resets the paused partitions' pause
+ * with it: those a retry, a wait or a dead letter holds are paused again. */
+static rd_kafka_resp_err_t reassign_eager(struct consumer *c,
+                                          const rd_kafka_topic_partition_list_t *l)
+{
+	rd_kafka_topic_partition_list_t *asg = NULL;
+	rd_kafka_resp_err_t e = rd_kafka_assignment(c->rk, &asg);
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e = rd_kafka_position(c->rk, asg);
+	for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < asg->cnt; i++) {
+		rd_kafka_topic_partition_t *p = &asg->elems[i];
+		const rd_kafka_topic_partition_t *t =
+		    rd_kafka_topic_partition_list_find(l, p->topic, p->partition);
+		const struct pbuf *b = pbuf_find(c, p->topic, p->partition);
+		if (t)
+			p->offset = t->offset;
+		else if (p->offset < 0 && b && b->sought >= 0)
+			p->offset = b->sought;
+	}
+	if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e = rd_kafka_assign(c->rk, asg);
+	for (size_t i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && i < c->nslots; i++)
+		partition_pause(c, c->slots[i].topic, c->slots[i].partition, 1);
+	if (asg)
+		rd_kafka_topic_partition_list_destroy(asg);
+	return e;
+}
+
+/* The cooperative protocol takes the partition alone out of the assignment
+ * and back in at its target; the others go on undisturbed. */
+static rd_kafka_resp_err_t reassign_cooperative(struct consumer *c,
+                                                const rd_kafka_topic_partition_t *t)
+{
+	rd_kafka_topic_partition_list_t *one = rd_kafka_topic_partition_list_new(1);
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+	rd_kafka_error_t *ie;
+	rd_kafka_topic_partition_list_add(one, t->topic, t->partition);
+	ie = rd_kafka_incremental_unassign(c->rk, one);
+	if (!ie) {
+		one->elems[0].offset = t->offset;
+		ie = rd_kafka_incremental_assign(c->rk, one);
+	}
+	if (ie) {
+		e = rd_kafka_error_code(ie);
+		rd_kafka_error_destroy(ie);
+	}
+	rd_kafka_topic_partition_list_destroy(one);
+	return e;
+}
+
+/* With auto.offset.reset = error, a partition without a valid offset (none
+ * committed, or the committed one out of range: gone with retention or
+ * delete-records) is left stopped, and librdkafka refuses to seek it
+ * ("Local: Erroneous state"): the replay documented to set its offset
+ * answered 502 and the partition stayed stalled. Assigned again at its
+ * target, it starts there. Consumer thread, as the rebalance callback that
+ * assigns too. */
+static int replay_reassign_stopped(struct consumer *c, rd_kafka_topic_partition_list_t *l,
+                                   char *err, size_t errlen)
+{
+	const char *proto = rd_kafka_rebalance_protocol(c->rk);
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+	int stopped = 0;
+	for (int i = 0; i < l->cnt; i++)
+		stopped += l->elems[i].err == RD_KAFKA_RESP_ERR__STATE;
+	if (!stopped)
+		return EVH_OK;
+	if (proto && !strcmp(proto, "EAGER")) {
+		e = reassign_eager(c, l);
+	} else if (proto && !strcmp(proto, "COOPERATIVE")) {
+		for (int i = 0; i < l->cnt && !e; i++)
+			if (l->elems[i].err == RD_KAFKA_RESP_ERR__STATE)
+				e = reassign_cooperative(c, &l->elems[i]);
+	} else {
+		snprintf(err, errlen, "%d partition(s) have no valid offset and cannot be sought, "
+		                      "and the group's rebalance protocol (%s) says no way to assign "
+		                      "them again: replay again once the group is joined",
+		         stopped, proto ? proto : "none");
+		return EVH_EKAFKA;
+	}
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "assigning again the %d partition(s) without a valid offset "
+		                      "(which cannot be sought) failed: %s",
+		         stopped, rd_kafka_err2str(e));
+		return EVH_EKAFKA;
+	}
+	for (int i = 0; i < l->cnt; i++)
+		if (l->elems[i].err == RD_KAFKA_RESP_ERR__STATE) {
+			log_info(KAFKA_LOG, "%s: replay: %s [%" PRId32 "] had no valid offset: assigned "
+			                    "again at @%" PRId64,
+			         plugin_label(c), l->elems[i].topic, l->elems[i].partition,
+			         l->elems[i].offset);
+			l->elems[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+		}
+	return EVH_OK;
+}
+
 static int replay_seek(struct consumer *c, rd_kafka_topic_partition_list_t *l, char *err,
                        size_t errlen)
 {
 	rd_kafka_error_t *e = seek_partitions(c->rk, l, REPLAY_SEEK_TIMEOUT_MS);
+	int status;
 	if (e) {
 		snprintf(err, errlen, "seek failed: %s", rd_kafka_error_string(e));
 		rd_kafka_error_destroy(e);
 		return EVH_EKAFKA;
 	}
+	if ((status = replay_reassign_stopped(c, l, err, errlen)))
+		return status;
 	for (int i = 0; i < l->cnt; i++)
 		if (l->elems[i].err) {
 			snprintf(err, errlen, "seek of %s [%" PRId32 "] failed: %s",
