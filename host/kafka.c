@@ -4060,9 +4060,11 @@ void replay_result_free(replay_result *res)
 #define LAG_COMMITTED_AGAIN_MS 30000
 #define LAG_HELD_AGAIN_MS 5000
 
-/* The watermarks of `b`, a partition that fetches nothing for want of an
- * offset (auto.offset.reset = error), asked of the cluster (`first`, or
- * LAG_COMMITTED_AGAIN_MS after the last time): its lag is all it holds. */
+/* The watermarks of `b`, a partition that fetches nothing for want of a
+ * valid offset (auto.offset.reset = error), asked of the cluster (`first`,
+ * or LAG_COMMITTED_AGAIN_MS after the last time): its lag is all it holds,
+ * or what lies past its committed offset while that is in range (a
+ * partition not fetched from yet). */
 static void lag_reset_hi(struct consumer *c, struct pbuf *b, int first)
 {
 	int64_t lo = -1, hi = -1, now = clock_mono_ms();
@@ -4074,7 +4076,8 @@ static void lag_reset_hi(struct consumer *c, struct pbuf *b, int first)
 	        RD_KAFKA_RESP_ERR_NO_ERROR ||
 	    lo < 0 || hi < lo)
 		return;
-	b->committed = lo;
+	if (b->committed < lo || b->committed > hi)
+		b->committed = lo;
 	b->reset_hi = hi;
 }
 
@@ -4108,23 +4111,28 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 	if (rd_kafka_committed(c->rk, q, LAG_COMMITTED_TIMEOUT_MS) == RD_KAFKA_RESP_ERR_NO_ERROR)
 		for (int i = 0; i < q->cnt; i++) {
 			struct pbuf *b = pbuf_find(c, q->elems[i].topic, q->elems[i].partition);
-			int64_t lo = -1, hi = -1;
+			int64_t lo = -1, hi = -1, off = q->elems[i].offset;
+			int cached;
 			if (!b || q->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
 				continue;
-			if (q->elems[i].offset >= 0)
-				b->committed = q->elems[i].offset;
+			cached = rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo,
+			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+			         lo >= 0 && hi >= lo;
+			if (off >= 0) {
+				b->committed = off;
+				/* "error" and no watermarks: possibly stopped, the
+				 * offset out of range; else fetched from soon */
+				if (c->reset_to == RD_KAFKA_OFFSET_INVALID && !cached)
+					lag_reset_hi(c, b, 1);
+			}
 			/* None committed: where auto.offset.reset started it (at
 			 * the end, nothing came since: no position, no lag) */
-			else if (q->elems[i].offset == RD_KAFKA_OFFSET_INVALID &&
-			         c->reset_to != RD_KAFKA_OFFSET_INVALID &&
-			         rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo,
-			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-			         lo >= 0 && hi >= lo)
+			else if (off == RD_KAFKA_OFFSET_INVALID && c->reset_to != RD_KAFKA_OFFSET_INVALID &&
+			         cached)
 				b->committed = c->reset_to == RD_KAFKA_OFFSET_END ? hi : lo;
 			/* None committed and "error": nothing is fetched, all of it
 			 * waits for a replay to set the offset (lag_reset_hi). */
-			else if (q->elems[i].offset == RD_KAFKA_OFFSET_INVALID &&
-			         c->reset_to == RD_KAFKA_OFFSET_INVALID)
+			else if (off == RD_KAFKA_OFFSET_INVALID && c->reset_to == RD_KAFKA_OFFSET_INVALID)
 				lag_reset_hi(c, b, 1);
 		}
 	rd_kafka_topic_partition_list_destroy(q);

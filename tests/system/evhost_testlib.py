@@ -526,6 +526,54 @@ def committed_offsets(group, brokers=None):
         a.close()
 
 
+def delete_records(topic, offsets, brokers=None, timeout=30.0):
+    """Delete the records of `topic` below {partition: offset} (Kafka's
+    DeleteRecords, as kafka-delete-records.sh: Debian's python3-kafka has no
+    admin call for it, and the test broker's jars no CLI tool): the
+    partitions' log start moves up to those offsets. Raises on a partition
+    the broker refused."""
+    from kafka import KafkaClient, TopicPartition
+    from kafka.protocol.api import Request, Response
+    from kafka.protocol.types import Array, Int16, Int32, Int64, Schema, String
+
+    class DeleteRecordsResponse(Response):
+        API_KEY, API_VERSION = 21, 0
+        SCHEMA = Schema(("throttle_time_ms", Int32),
+                        ("topics", Array(("name", String("utf-8")),
+                                         ("partitions", Array(("partition", Int32),
+                                                              ("low_watermark", Int64),
+                                                              ("error_code", Int16))))))
+
+    class DeleteRecordsRequest(Request):
+        API_KEY, API_VERSION, RESPONSE_TYPE = 21, 0, DeleteRecordsResponse
+        SCHEMA = Schema(("topics", Array(("name", String("utf-8")),
+                                         ("partitions", Array(("partition", Int32),
+                                                              ("offset", Int64))))),
+                        ("timeout_ms", Int32))
+
+    c = KafkaClient(bootstrap_servers=_brokers(brokers), api_version_auto_timeout_ms=10000)
+    try:
+        c.poll(future=c.cluster.request_update())
+        # One broker in these tests: the leader of partition 0 leads them all.
+        node = c.cluster.leader_for_partition(TopicPartition(topic, min(offsets)))
+        deadline = time.monotonic() + timeout
+        while not c.ready(node):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"delete-records: broker {node} not ready")
+            c.poll(timeout_ms=100)
+        f = c.send(node, DeleteRecordsRequest([(topic, sorted(offsets.items()))],
+                                              int(timeout * 1000)))
+        c.poll(future=f, timeout_ms=int(timeout * 1000))
+        if not f.succeeded():
+            raise RuntimeError(f"delete-records on {topic} failed: {f.exception}")
+        for _, parts in f.value.topics:
+            for part, _, code in parts:
+                if code:
+                    raise RuntimeError(f"delete-records on {topic} [{part}]: error {code}")
+    finally:
+        c.close()
+
+
 def kafka_topics(brokers=None, timeout=15.0):
     """Names of the topics the cluster knows about."""
     r = subprocess.run([KCAT, "-L", "-J", "-b", _brokers(brokers), "-m", str(int(timeout))],

@@ -727,6 +727,17 @@ def reset_error_conf(strategy):
     return {"kafka": kafka}
 
 
+def lag_of(d, topic):
+    """evhost_consumer_lag of `topic` on d's /metrics: {partition: lag}."""
+    found = {}
+    for labels, v in re.findall(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$',
+                                d.get("/metrics").text, re.M):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("topic") == topic:
+            found[int(lab["partition"])] = float(v)
+    return found
+
+
 def produce_to(topic, brokers, *records):
     """(partition, n) records: {"n": n} to that partition."""
     lib.kafka_produce_many([{"topic": topic, "partition": p, "value": json.dumps({"n": n}).encode()}
@@ -766,6 +777,35 @@ def test_a_replay_sets_the_offsets_of_a_new_group_under_reset_error(
     rows = wait_seen(d, 13)
     time.sleep(1)
     assert len(seen(d)) == 13, (rows, d.log_tail())
+    assert d.stop() == 0, d.log_tail()
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_committed_offset_below_the_log_start_under_reset_error(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name, strategy):
+    # A group whose committed offset fell below the partition's log start
+    # (retention, delete-records), under auto.offset.reset = error: librdkafka
+    # stops the partition. It had no evhost_consumer_lag series at all (its
+    # committed offset was known, its watermarks were not), so the alert on
+    # a stuck consumer could never fire. Partition 1 stays in range and
+    # goes on.
+    topic, group = unique_name("gone"), unique_name("g")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=2)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group)
+    produce_to(topic, kafka_bootstrap, (0, 0), (0, 1), (1, 2))
+    wait_seen(d, 3)
+    lib.wait_until(lambda: lib.committed_offsets(group, kafka_bootstrap) == {
+        (topic, 0): 2, (topic, 1): 1}, timeout=20, message="offsets 2 and 1 committed")
+    assert d.stop() == 0, d.log_tail()
+    produce_to(topic, kafka_bootstrap, (0, 3), (0, 4), (0, 5))  # offsets 2, 3, 4
+    lib.delete_records(topic, {0: 4}, brokers=kafka_bootstrap)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group,
+              config=reset_error_conf(strategy))
+    # Everything partition 0 holds waits: offset 4, the one event kept.
+    lib.wait_until(lambda: lag_of(d, topic) == {0: 1, 1: 0}, timeout=60, interval=0.5,
+                   message=f"evhost_consumer_lag of {topic} at 1 and 0")
+    produce_to(topic, kafka_bootstrap, (1, 6))
+    assert [r["data"] for r in wait_seen(d, 1)] == [{"n": 6}]
     assert d.stop() == 0, d.log_tail()
 
 
