@@ -3589,14 +3589,48 @@ static int bound_by_offset_reset(struct consumer *c, rd_kafka_topic_partition_li
 	return status;
 }
 
+/* The next events of `pos` that lie before their partition's log start
+ * are gone (retention, delete-records): such a partition goes on from its
+ * first event kept. Replayed from the committed offset below it, it was
+ * out of range again (under auto.offset.reset = error, stopped again). Asked
+ * of the cluster only for the partitions whose target `l` would lower. */
+static int bound_by_log_start(struct consumer *c, rd_kafka_topic_partition_list_t *pos,
+                              const rd_kafka_topic_partition_list_t *l, char *err,
+                              size_t errlen)
+{
+	rd_kafka_topic_partition_list_t *lo = rd_kafka_topic_partition_list_new(l->cnt);
+	int status;
+	if (!lo) {
+		snprintf(err, errlen, "out of memory");
+		return EVH_ENOMEM;
+	}
+	for (int i = 0; i < l->cnt; i++)
+		if (pos->elems[i].offset >= 0 && l->elems[i].offset > pos->elems[i].offset)
+			rd_kafka_topic_partition_list_add(lo, l->elems[i].topic, l->elems[i].partition);
+	status = lookup_offsets(c, lo, ASK_FIRST, 0, err, errlen);
+	for (int i = 0; !status && i < lo->cnt; i++) {
+		rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+		    pos, lo->elems[i].topic, lo->elems[i].partition);
+		if (p->offset < lo->elems[i].offset) {
+			log_info(KAFKA_LOG, "%s: replay: %s [%" PRId32 "]: its next event @%" PRId64
+			                    " is gone (the log starts at @%" PRId64 "): from there",
+			         plugin_label(c), p->topic, p->partition, p->offset,
+			         lo->elems[i].offset);
+			p->offset = lo->elems[i].offset;
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(lo);
+	return status;
+}
+
 /* A replay from the beginning or from a time rewinds: a partition whose
  * target lies past its next event not yet handled (one retrying, one
  * buffered, a backlog behind a restart) is replayed from that event, not
  * moved forward over it (which skipped it and committed past it: lost).
  * The next event is this consumer's knowledge, else the committed offset
  * (asked of the cluster), else, with none committed, where
- * auto.offset.reset starts the partition. Only explicit offsets may move
- * forward. */
+ * auto.offset.reset starts the partition; never before the partition's
+ * log start. Only explicit offsets may move forward. */
 static int targets_no_later_than_next(struct consumer *c, rd_kafka_topic_partition_list_t *l,
                                       char *err, size_t errlen)
 {
@@ -3633,6 +3667,8 @@ static int targets_no_later_than_next(struct consumer *c, rd_kafka_topic_partiti
 			p->offset = q->elems[i].offset;
 	}
 	if (q && (status = bound_by_offset_reset(c, pos, q, err, errlen)))
+		goto out;
+	if ((status = bound_by_log_start(c, pos, l, err, errlen)))
 		goto out;
 	for (int i = 0; i < l->cnt; i++) {
 		int64_t next = pos->elems[i].offset;

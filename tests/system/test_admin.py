@@ -787,8 +787,9 @@ def test_a_committed_offset_below_the_log_start_under_reset_error(
     # (retention, delete-records), under auto.offset.reset = error: librdkafka
     # stops the partition. It had no evhost_consumer_lag series at all (its
     # committed offset was known, its watermarks were not), so the alert on
-    # a stuck consumer could never fire. Partition 1 stays in range and
-    # goes on.
+    # a stuck consumer could never fire; a replay from the beginning went
+    # back to that committed offset, out of range again, and (seek refused
+    # in that state) answered 502. Partition 1 stays in range and goes on.
     topic, group = unique_name("gone"), unique_name("g")
     lib.create_topics([topic], brokers=kafka_bootstrap, partitions=2)
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group)
@@ -806,6 +807,21 @@ def test_a_committed_offset_below_the_log_start_under_reset_error(
                    message=f"evhost_consumer_lag of {topic} at 1 and 0")
     produce_to(topic, kafka_bootstrap, (1, 6))
     assert [r["data"] for r in wait_seen(d, 1)] == [{"n": 6}]
+    r = d.post("/admin/plugins/probe/replay", headers=auth(), json={"from": "beginning"},
+               timeout=30)
+    assert r.status_code == 200, r.text
+    # Partition 0 from its log start: the committed offset 2 is gone.
+    assert sorted((p["partition"], p["offset"]) for p in r.json()["partitions"]) == [
+        (0, 4), (1, 0)]
+    rows = wait_seen(d, 4)
+    assert sorted(r["data"]["n"] for r in rows[1:]) == [2, 5, 6]
+    produce_to(topic, kafka_bootstrap, (0, 7), (1, 8))
+    rows = wait_seen(d, 6)
+    assert sorted(r["data"]["n"] for r in rows[4:]) == [7, 8]
+    lib.wait_until(lambda: lag_of(d, topic) == {0: 0, 1: 0}, timeout=30, interval=0.5,
+                   message=f"evhost_consumer_lag of {topic} back to 0")
+    time.sleep(1)
+    assert len(seen(d)) == 6
     assert d.stop() == 0, d.log_tail()
 
 
