@@ -4154,6 +4154,12 @@ static void lag_committed(struct consumer *c, const rd_kafka_topic_partition_lis
 			cached = rd_kafka_get_watermark_offsets(c->rk, b->topic, b->partition, &lo,
 			                                        &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
 			         lo >= 0 && hi >= lo;
+			/* Committed below the log start (retention, delete-records):
+			 * out of range, librdkafka starts it as if none were (under
+			 * "latest" at the end: its lag was end minus that stale
+			 * offset until a message came). */
+			if (off >= 0 && cached && off < lo)
+				off = RD_KAFKA_OFFSET_INVALID;
 			if (off >= 0) {
 				b->committed = off;
 				/* "error" and no watermarks: possibly stopped, the

@@ -1204,6 +1204,38 @@ def test_consumer_lag_of_a_new_group_starting_at_the_end_is_zero(
     assert d.stop() == 0, d.log_tail()
 
 
+def test_consumer_lag_of_a_committed_offset_below_the_log_start_under_latest(
+        evhostd, build_dir, unique_name, kafka_bootstrap):
+    # The group's committed offset fell below the partition's log start
+    # (retention, delete-records): out of range, and auto.offset.reset =
+    # latest starts the partition at its end, past the event still kept
+    # (operations.md says so). Its lag was the end minus that stale offset
+    # until a new event came: events waiting that nothing would handle.
+    topic, group = unique_name("stale"), unique_name("g")
+    lib.create_topics([topic], brokers=kafka_bootstrap, partitions=1)
+    config = {"plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
+                               "topic": topic, "group": group}}
+    d = evhostd(config, brokers=kafka_bootstrap)
+    assert d.post("/probe/publish?key=a&n=2", json={}).status_code == 200
+    assert len(lib.probe_wait_seen(d, 2, timeout=60)) == 2
+    lib.wait_until(lambda: lib.committed_offsets(group, kafka_bootstrap).get((topic, 0)) == 2,
+                   timeout=20, message="offset 2 committed")
+    assert d.stop() == 0, d.log_tail()
+    for k in "xyz":  # offsets 2, 3, 4
+        lib.kafka_produce(topic, '{"n":1}', key=k, brokers=kafka_bootstrap)
+    lib.delete_records(topic, {0: 4}, brokers=kafka_bootstrap)
+    config["kafka"] = {"rdkafka.auto.offset.reset": "latest"}
+    d = evhostd(config, brokers=kafka_bootstrap)
+    lib.wait_until(lambda: topic_lags(d, topic) or None, timeout=30, interval=0.5,
+                   message=f"evhost_consumer_lag of {topic}")
+    time.sleep(2)  # a few more reports: the value holds
+    assert topic_lags(d, topic) == {"0": 0}, d.log_tail()
+    assert lib.probe_seen(d) == []  # offset 4 skipped: latest
+    assert d.post("/probe/publish?key=z", json={}).status_code == 200
+    assert len(lib.probe_wait_seen(d, 1, timeout=60)) == 1
+    assert d.stop() == 0, d.log_tail()
+
+
 @pytest.mark.slow
 def test_slow_handlers_cause_no_rebalance_or_duplicates(evhostd, build_dir, unique_name,
                                                         kafka_bootstrap):
