@@ -1494,6 +1494,17 @@ service:
             time.sleep(0.1)
 
 
+def consumer_lag(d, topic):
+    """evhost_consumer_lag of `topic` on d's /metrics: {partition: lag}."""
+    found = {}
+    for labels, v in re.findall(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$',
+                                d.get("/metrics").text, re.M):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        if lab.get("topic") == topic:
+            found[int(lab["partition"])] = float(v)
+    return found
+
+
 def probe_seen(d):
     """The events the probe fixture plugin (tests/fixtures/probe.c) handled."""
     return d.get("/probe/seen").json()

@@ -727,17 +727,6 @@ def reset_error_conf(strategy):
     return {"kafka": kafka}
 
 
-def lag_of(d, topic):
-    """evhost_consumer_lag of `topic` on d's /metrics: {partition: lag}."""
-    found = {}
-    for labels, v in re.findall(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$',
-                                d.get("/metrics").text, re.M):
-        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if lab.get("topic") == topic:
-            found[int(lab["partition"])] = float(v)
-    return found
-
-
 def produce_to(topic, brokers, *records):
     """(partition, n) records: {"n": n} to that partition."""
     lib.kafka_produce_many([{"topic": topic, "partition": p, "value": json.dumps({"n": n}).encode()}
@@ -803,7 +792,7 @@ def test_a_committed_offset_below_the_log_start_under_reset_error(
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group,
               config=reset_error_conf(strategy))
     # Everything partition 0 holds waits: offset 4, the one event kept.
-    lib.wait_until(lambda: lag_of(d, topic) == {0: 1, 1: 0}, timeout=60, interval=0.5,
+    lib.wait_until(lambda: lib.consumer_lag(d, topic) == {0: 1, 1: 0}, timeout=60, interval=0.5,
                    message=f"evhost_consumer_lag of {topic} at 1 and 0")
     produce_to(topic, kafka_bootstrap, (1, 6))
     assert [r["data"] for r in wait_seen(d, 1)] == [{"n": 6}]
@@ -818,7 +807,7 @@ def test_a_committed_offset_below_the_log_start_under_reset_error(
     produce_to(topic, kafka_bootstrap, (0, 7), (1, 8))
     rows = wait_seen(d, 6)
     assert sorted(r["data"]["n"] for r in rows[4:]) == [7, 8]
-    lib.wait_until(lambda: lag_of(d, topic) == {0: 0, 1: 0}, timeout=30, interval=0.5,
+    lib.wait_until(lambda: lib.consumer_lag(d, topic) == {0: 0, 1: 0}, timeout=30, interval=0.5,
                    message=f"evhost_consumer_lag of {topic} back to 0")
     time.sleep(1)
     assert len(seen(d)) == 6

@@ -999,16 +999,6 @@ def test_metrics_disabled_answers_404(evhostd):
     assert d.get("/healthz").status_code == 200
 
 
-def lag_series(d, topic):
-    found = {}
-    for labels, v in re.findall(r'^evhost_consumer_lag\{([^}]*)\} (\S+)$',
-                                d.get("/metrics").text, re.M):
-        lab = dict(re.findall(r'(\w+)="([^"]*)"', labels))
-        if lab.get("topic") == topic:
-            found[int(lab["partition"])] = float(v)
-    return found
-
-
 @pytest.mark.parametrize("reset,lag", [("latest", 0), ("error", 5)])
 def test_consumer_lag_of_a_new_group_follows_auto_offset_reset(
         evhostd, build_dir, unique_name, kafka_bootstrap, reset, lag):
@@ -1024,9 +1014,9 @@ def test_consumer_lag_of_a_new_group_follows_auto_offset_reset(
               "plugin.probe": {"path": str(build_dir / "tests" / "fixtures" / "probe.so"),
                                "topic": topic, "group": unique_name("g")}}
     d = evhostd(config, brokers=kafka_bootstrap)
-    found = lib.wait_until(lambda: lag_series(d, topic) or None, timeout=30, interval=0.5,
+    found = lib.wait_until(lambda: lib.consumer_lag(d, topic) or None, timeout=30, interval=0.5,
                            message=f"evhost_consumer_lag of {topic}")
     time.sleep(2)  # a few more reports: the value holds
-    assert lag_series(d, topic) == {0: lag}, (found, d.log_tail())
+    assert lib.consumer_lag(d, topic) == {0: lag}, (found, d.log_tail())
     assert lib.probe_seen(d) == []
     assert d.stop() == 0, d.log_tail()
