@@ -47,8 +47,14 @@ int crud_db_insert(evh_tx *tx, const char *coll, const char *id, const char *jso
 int crud_db_update(evh_tx *tx, const char *coll, const char *id, const char *json,
                    const char *now);
 int crud_db_delete(evh_tx *tx, const char *coll, const char *id);
+/* Documents a filtered page examines at most (each one's JSON parsed):
+ * bounds the time the page holds the plugin's storage. */
+#define CRUD_SCAN_MAX 10000
 /* Up to `limit` documents of `coll` with seq > after_seq matching every
- * filter, in seq order, appended to `items`; *more: rows remain. */
+ * filter, in seq order, appended to `items`; *more: rows remain, to be
+ * asked for after *last_seq. With filters only the CRUD_SCAN_MAX documents
+ * after after_seq are examined: the page may then be short or empty with
+ * *more set. */
 int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
                  const crud_filter *filters, size_t nfilters, cJSON *items, int *more,
                  int64_t *last_seq);
