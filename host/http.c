@@ -2887,11 +2887,19 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	                       * It still does when the port is not the listening
 	                       * socket's, before any callback (operations.md). */
 	                      "enable_auth_domain_check", "no",
+	                      /* No CORS: civetweb answered every browser's preflight
+	                       * (OPTIONS with Access-Control-Request-Method) itself,
+	                       * 200 allowing any origin and method, so any web page
+	                       * a user visited could send the routes open by default
+	                       * (POST /users, /crud) JSON writes. Without these its
+	                       * preflight goes to the router like any OPTIONS. */
+	                      "access_control_allow_methods", "",
+	                      "access_control_allow_origin", "",
 	                      /* HTTPS (set below): key and chain from one PEM file;
 	                       * TLS 1.2 and later only; client certificates */
 	                      NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 	                      NULL};
-	const size_t tls_at = 18;
+	const size_t tls_at = 22;
 	struct mg_init_data init = {&cb, NULL, opts};
 	*out = NULL;
 	drain_cv_ready(); /* before any request: they signal it */

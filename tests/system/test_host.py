@@ -444,6 +444,24 @@ def test_a_request_before_the_routes_are_set_is_503_starting(evhostd, build_dir)
     assert "no route" in d.get("/nowhere").json()["detail"]
 
 
+def test_a_browsers_preflight_is_not_approved(evhostd, build_dir):
+    # evhost sends no CORS headers. civetweb answered a browser's preflight
+    # itself, 200 allowing any origin and the method asked, so a page on any
+    # site could have its visitors' browsers send JSON writes to the routes
+    # open by default (POST /users, /crud). The router answers it now, as
+    # any OPTIONS (no route for it), and no answer allows another origin.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    origin = {"Origin": "https://elsewhere.example"}
+    r = requests.options(f"{d.url}/probe/publish", timeout=5,
+                         headers={**origin, "Access-Control-Request-Method": "POST",
+                                  "Access-Control-Request-Headers": "content-type"})
+    assert r.status_code in (404, 405), (r.status_code, r.headers, r.text)
+    assert not any(h.lower().startswith("access-control-") for h in r.headers), r.headers
+    r = requests.get(f"{d.url}/healthz", headers=origin, timeout=5)
+    assert r.status_code == 200
+    assert not any(h.lower().startswith("access-control-") for h in r.headers), r.headers
+
+
 # ------------------------------------------------------------- check-config
 
 
