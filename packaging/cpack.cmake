@@ -72,7 +72,7 @@ endforeach()
 # The changelog names this version; cpack checks that (see cpack-config.cmake).
 configure_file(${EVHOST_PKG_SRC}/debian/changelog ${EVHOST_PKG_BIN}/changelog.Debian COPYONLY)
 evhost_gzip(${EVHOST_PKG_BIN}/changelog.Debian ${EVHOST_PKG_BIN}/changelog.Debian.gz)
-foreach(doc configuration operations services architecture)
+foreach(doc configuration operations services architecture migration)
   evhost_gzip(${CMAKE_SOURCE_DIR}/docs/${doc}.md ${EVHOST_PKG_BIN}/doc/${doc}.md.gz)
   install(FILES ${EVHOST_PKG_BIN}/doc/${doc}.md.gz DESTINATION ${EVHOST_DOC_DIR}
           COMPONENT runtime)
