@@ -117,6 +117,9 @@ typedef struct delivery {
 	char err[512];
 	int attempts;
 	char created_at[NOTIF_TIME_LEN];
+	/* The row written, if any: its status and updated_at (with attempts). */
+	const char *wrote_status;
+	char wrote_at[NOTIF_TIME_LEN];
 } delivery;
 
 static deliv_outcome db_error(evh_tx *tx, delivery *d, const char *what)
@@ -135,6 +138,21 @@ static void remember(notif_state *st, const delivery *d, const char *status, con
 	                      d->attempts, err, now) < 0)
 		evh_log(st->p, EVH_LOG_WARN, "out of memory recording delivery %s as %s", d->log_id,
 		        status);
+}
+
+/* d's row, with `status`, its `recipient` and `err`; noted in d (wrote_*). */
+static int log_write_d(evh_tx *tx, delivery *d, const char *recipient, const char *status,
+                       const char *err)
+{
+	char now[NOTIF_TIME_LEN];
+
+	notif_now_rfc3339(now);
+	if (log_write(tx, d->log_id, recipient, d->content->tmpl_name, status, d->attempts, err,
+	              d->created_at, now) != EVH_OK)
+		return -1;
+	d->wrote_status = status;
+	memcpy(d->wrote_at, now, sizeof now);
+	return 0;
 }
 
 /* Send one message unless the log or memory says it already left; record
@@ -167,11 +185,11 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		 * with the address that attempt mailed (the user's may have
 		 * changed since). */
 		d->attempts = mem.attempts;
-		rc = log_write(tx, d->log_id, mem.recipient ? mem.recipient : d->to_addr,
-		               d->content->tmpl_name, mem.status, d->attempts, mem.last_error,
-		               d->created_at, now);
+		rc = log_write_d(tx, d, mem.recipient ? mem.recipient : d->to_addr,
+		                 !strcmp(mem.status, NOTIF_SENT) ? NOTIF_SENT : NOTIF_FAILED,
+		                 mem.last_error);
 		notif_entry_clear(&mem);
-		if (rc != EVH_OK)
+		if (rc < 0)
 			return db_error(tx, d, "writing notifications_log");
 		return DELIV_ALREADY;
 	}
@@ -221,18 +239,14 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 		 * never push out what says "sent". */
 		if (!d->not_tried)
 			remember(st, d, NOTIF_DEAD_LETTERED, d->err);
-		notif_now_rfc3339(now);
-		if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, NOTIF_DEAD_LETTERED,
-		              d->attempts, d->err, d->created_at, now) != EVH_OK)
+		if (log_write_d(tx, d, d->to_addr, NOTIF_DEAD_LETTERED, d->err) < 0)
 			return db_error(tx, d, "writing notifications_log");
 		return DELIV_PARKED;
 	}
 	status = res == NOTIF_SEND_OK ? NOTIF_SENT : NOTIF_FAILED;
 	/* Before the row: should the write fail, the retry must not resend. */
 	remember(st, d, status, res == NOTIF_SEND_OK ? NULL : d->err);
-	notif_now_rfc3339(now);
-	if (log_write(tx, d->log_id, d->to_addr, d->content->tmpl_name, status, d->attempts,
-	              res == NOTIF_SEND_OK ? NULL : d->err, d->created_at, now) != EVH_OK)
+	if (log_write_d(tx, d, d->to_addr, status, res == NOTIF_SEND_OK ? NULL : d->err) < 0)
 		return db_error(tx, d, "writing notifications_log");
 	return res == NOTIF_SEND_OK ? DELIV_SENT : DELIV_FAILED;
 }
@@ -805,44 +819,43 @@ static void recipients_free(recipient *v, size_t n)
 	free(v);
 }
 
-/* Every recipient, copied out so no cursor stays open while mail is sent. */
-static int recipients_load(evh_tx *tx, recipient **out, size_t *n)
-{
-	evh_rows *rows;
-	recipient *v = NULL;
-	size_t cap = 0;
-	int rc;
+/* Recipients are walked a page at a time, never all in memory: a part
+ * loads those after where the one before it stopped (keyset), and a walk
+ * from the first (a new attempt, a redo, a restart) page after page. */
+#define BROADCAST_PAGE_MAX 1024
 
-	*out = NULL;
+/* The next page of recipients in user_id order: at most `max`, those after
+ * `after` (NULL: from the first); copied out, so no cursor stays open while
+ * mail is sent. */
+static int recipients_page(evh_tx *tx, const char *after, size_t max, recipient **out, size_t *n)
+{
+	evh_value args[2] = {EVH_TEXT(after ? after : ""), EVH_INT((int64_t)max)};
+	evh_rows *rows;
+	recipient *v;
+	int rc = 0;
+
 	*n = 0;
-	if (evh_query(tx, "SELECT user_id, email, name FROM recipients"
-	              " WHERE email IS NOT NULL ORDER BY user_id", NULL, 0,
-	              &rows) != EVH_OK)
+	if (!(*out = v = calloc(max, sizeof *v)))
 		return -1;
-	while ((rc = evh_rows_next(rows)) == 1) {
-		if (*n == cap) {
-			size_t ncap = cap ? cap * 2 : 64;
-			recipient *nv = realloc(v, ncap * sizeof *v);
-			if (!nv)
-				break;
-			v = nv;
-			cap = ncap;
-		}
+	if (evh_query(tx, after ? "SELECT user_id, email, name FROM recipients"
+	                          " WHERE email IS NOT NULL AND user_id > ?"
+	                          " ORDER BY user_id LIMIT ?"
+	                        : "SELECT user_id, email, name FROM recipients"
+	                          " WHERE email IS NOT NULL ORDER BY user_id LIMIT ?",
+	              after ? args : args + 1, after ? 2 : 1, &rows) != EVH_OK)
+		return -1;
+	while (*n < max && (rc = evh_rows_next(rows)) == 1) {
 		v[*n].id = col_dup(rows, 0);
 		v[*n].email = col_dup(rows, 1);
 		v[*n].name = col_dup(rows, 2);
 		(*n)++;
-		if (!v[*n - 1].id || !v[*n - 1].email || !v[*n - 1].name)
+		if (!v[*n - 1].id || !v[*n - 1].email || !v[*n - 1].name) {
+			rc = -1;
 			break;
+		}
 	}
 	evh_rows_close(rows);
-	if (rc != 0) {
-		recipients_free(v, *n);
-		*n = 0;
-		return -1;
-	}
-	*out = v;
-	return 0;
+	return rc < 0 ? -1 : 0;
 }
 
 typedef struct broadcast {
@@ -896,6 +909,13 @@ typedef struct broadcast_tally {
 	int left;     /* ...how many, for the event's next delivery */
 	char last_err[512];
 	char down_err[NOTIF_DOWN_ERR_LEN]; /* why the rest were not tried: their error */
+	size_t seen; /* recipients walked in this attempt (before this part's too, keyset) */
+	/* The last delivery log row this call wrote (mark_id "" when none):
+	 * the next part finds it as written once this one has committed. */
+	char mark_id[2 * ID_MAX + 2];
+	const char *mark_status;
+	int mark_attempts;
+	char mark_at[NOTIF_TIME_LEN];
 } broadcast_tally;
 
 /* One recipient of a broadcast; not offered, but failed temporarily with
@@ -935,7 +955,14 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 	d.last_attempt = is_last_attempt(st, ev);
 	d.not_tried = not_tried;
 	d.part_before = part_end && strcmp(r->id, part_end) < 0;
-	switch (deliver_once(st, tx, &d)) {
+	deliv_outcome outcome = deliver_once(st, tx, &d);
+	if (d.wrote_status) {
+		snprintf(t->mark_id, sizeof t->mark_id, "%s", log_id);
+		t->mark_status = d.wrote_status;
+		t->mark_attempts = d.attempts;
+		memcpy(t->mark_at, d.wrote_at, sizeof t->mark_at);
+	}
+	switch (outcome) {
 	case DELIV_SENT:
 		t->sent++;
 		push_outcome(st, r->id, &d, NOTIF_SENT, b->subject);
@@ -987,11 +1014,13 @@ void notif_last_parts_clear(notif_last_parts *lp)
 	free(lp->topic);
 	free(lp->next_id);
 	free(lp->down_from);
+	free(lp->after_id);
+	free(lp->mark_id);
 	memset(lp, 0, sizeof *lp);
 }
 
-/* Whether this call is the next part of a last attempt: st->last_parts
- * names this event at this attempt. */
+/* Whether this call is the next part of an attempt: st->last_parts names
+ * this event at this attempt. */
 static int last_parts_match(const notif_state *st, const evh_event *ev)
 {
 	const notif_last_parts *lp = &st->last_parts;
@@ -1001,13 +1030,16 @@ static int last_parts_match(const notif_state *st, const evh_event *ev)
 	       lp->attempt == evh_event_attempt(ev);
 }
 
-/* This event's last attempt has gone past the recipients before `next_id`
- * in parts committed (or about to be), with `t`'s error and, the server
- * found down, where the mails not tried begin. Out of memory nothing is
- * kept: the next part tries the mails given up before once more (a try
- * more, never a mail twice). */
+/* This event's attempt has gone past the recipients before `next_id`, up to
+ * `after_id`, in parts committed (or about to be), with `t`'s tallies and
+ * error and, the server found down, where the mails not tried begin. With
+ * none of them left to retry, and a row written to tell this part's commit
+ * by, the next part goes on after after_id (keyset). Out of memory nothing
+ * is kept: the next part walks the list from the first, and at the last
+ * attempt tries the mails given up before once more (a try more, never a
+ * mail twice). */
 static void last_parts_set(notif_state *st, const evh_event *ev, const char *next_id,
-                           const broadcast_tally *t)
+                           const char *after_id, const broadcast_tally *t)
 {
 	notif_last_parts *lp = &st->last_parts;
 
@@ -1019,8 +1051,8 @@ static void last_parts_set(notif_state *st, const evh_event *ev, const char *nex
 	if (!lp->topic || !lp->next_id || (t->down && t->down_from && !lp->down_from)) {
 		notif_last_parts_clear(lp);
 		evh_log(st->p, EVH_LOG_WARN,
-		        "out of memory recording where a broadcast's last attempt goes on: its "
-		        "next part tries the mails given up again");
+		        "out of memory recording where a broadcast goes on: its next part walks "
+		        "the recipients from the first, and tries the mails given up again");
 		return;
 	}
 	lp->partition = evh_event_partition(ev);
@@ -1028,6 +1060,70 @@ static void last_parts_set(notif_state *st, const evh_event *ev, const char *nex
 	lp->attempt = evh_event_attempt(ev);
 	snprintf(lp->last_err, sizeof lp->last_err, "%s", t->last_err);
 	snprintf(lp->down_err, sizeof lp->down_err, "%s", t->down_err);
+	/* A mail to retry (memory unreadable, the last attempt going on) is
+	 * before next_id, unsettled: the next part walks from the first. */
+	if (t->retry || !t->mark_id[0] || !after_id)
+		return;
+	lp->after_id = strdup(after_id);
+	lp->mark_id = strdup(t->mark_id);
+	if (!lp->after_id || !lp->mark_id)
+		return; /* the next part walks from the first */
+	snprintf(lp->mark_status, sizeof lp->mark_status, "%s", t->mark_status);
+	lp->mark_attempts = t->mark_attempts;
+	memcpy(lp->mark_at, t->mark_at, sizeof lp->mark_at);
+	lp->seen = t->seen;
+	/* The next part's walk from the first would find these done. */
+	lp->already = t->already + t->sent + t->failed;
+	lp->parked = t->parked;
+	lp->untried = t->untried;
+	lp->keyset = 1;
+}
+
+/* 1 when the part `lp` tells of committed: its last row is as it wrote it
+ * (a commit that failed took it back, and a redo of the part walks from the
+ * first); 0 if not, -1 when storage failed. */
+static int part_committed(evh_tx *tx, const notif_last_parts *lp)
+{
+	evh_value arg = EVH_TEXT(lp->mark_id);
+	evh_rows *rows;
+	int rc;
+
+	if (evh_query(tx,
+	              "SELECT status, attempts, updated_at FROM notifications_log"
+	              " WHERE event_id = ?",
+	              &arg, 1, &rows) != EVH_OK)
+		return -1;
+	rc = evh_rows_next(rows);
+	if (rc == 1) {
+		const char *status = evh_rows_text(rows, 0, NULL);
+		const char *at = evh_rows_text(rows, 2, NULL);
+		rc = status && at && !strcmp(status, lp->mark_status) &&
+		     evh_rows_int(rows, 1) == lp->mark_attempts && !strcmp(at, lp->mark_at);
+	}
+	evh_rows_close(rows);
+	return rc < 0 ? -1 : rc;
+}
+
+/* Where this call begins: the next part of the attempt `before` tells of
+ * (its tallies taken on) after where it stopped, when it left nothing
+ * unsettled behind it and committed; else the first recipient (*after
+ * NULL). -1 when storage failed. */
+static int part_start(evh_tx *tx, const notif_last_parts *before, broadcast_tally *t,
+                      const char **after)
+{
+	int rc;
+
+	*after = NULL;
+	if (!before->topic || !before->keyset)
+		return 0;
+	if ((rc = part_committed(tx, before)) <= 0)
+		return rc;
+	*after = before->after_id;
+	t->seen = before->seen;
+	t->already = before->already;
+	t->parked = before->parked;
+	t->untried = before->untried;
+	return 0;
 }
 
 evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *tx, void *ud)
@@ -1037,10 +1133,12 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	broadcast b;
 	broadcast_tally t;
 	recipient *rs = NULL;
-	size_t n = 0;
+	size_t n = 0, i = 0, page;
+	char *cursor = NULL, *down_from = NULL; /* copies: pages go */
+	const char *after;
 	evh_event_result result = EVH_EVENT_OK;
-	size_t rest = 0; /* recipients left to a next call: this part commits first */
-	/* A next part of the last attempt: where the ones before ended (its
+	const char *next_id = NULL; /* recipients left to a next call: this part commits first */
+	/* A next part of this attempt: where the ones before ended (its
 	 * next_id), and what they found. */
 	notif_last_parts before;
 	int parsed, last;
@@ -1051,7 +1149,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	memset(&t, 0, sizeof t);
 	memset(&before, 0, sizeof before);
 	last = is_last_attempt(st, ev);
-	if (last && last_parts_match(st, ev)) {
+	if (last_parts_match(st, ev)) {
 		before = st->last_parts;
 		memset(&st->last_parts, 0, sizeof st->last_parts);
 		snprintf(t.last_err, sizeof t.last_err, "%s", before.last_err);
@@ -1062,56 +1160,94 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		}
 	}
 	notif_last_parts_clear(&st->last_parts);
-	if (recipients_load(tx, &rs, &n) < 0) {
-		result = retry_db(ev, tx, "reading recipients");
+	if (part_start(tx, &before, &t, &after) < 0) {
+		result = retry_db(ev, tx, "reading notifications_log");
 		goto out;
 	}
-	for (size_t i = 0; i < n; i++) {
-		/* A stop, or a reload's drain, would wait for every mail left
-		 * (thousands at the server's pace, past the stop's deadline, when
-		 * the daemon gives up and the rows of the mails sent go with the
-		 * transaction, to be sent twice). The rest wait for the event's
-		 * next delivery, after the start or in the new instance; the rows
-		 * of those sent commit. Not parked, even at the last attempt: the
-		 * host leaves an event cut short so for the start, not the DLQ. */
-		if (t.stopping || (!t.down && evh_stopping(st->p))) {
-			t.stopping = 1;
-			t.left++;
-			continue;
+	page = st->commit_every > 0 && st->commit_every < BROADCAST_PAGE_MAX
+	           ? (size_t)st->commit_every
+	           : BROADCAST_PAGE_MAX;
+	for (;;) {
+		if (recipients_page(tx, after, page, &rs, &n) < 0) {
+			result = retry_db(ev, tx, "reading recipients");
+			goto out;
 		}
-		/* Every broadcast_commit_every mails tried or given up the part
-		 * done commits: a failure later in a long list (a full disk, a
-		 * crash) does not undo, and mail again, what went before; the
-		 * transaction does not hold the database for the whole list;
-		 * memory remembers every mail of an uncommitted part
-		 * (notif_pending), which it could not for more than it holds. The
-		 * rest comes in the event's next call at once (KEEP_AND_CONTINUE,
-		 * no attempt used), or, with mails to retry in this part, in its
-		 * next attempt after the backoff. The last attempt too, once a mail
-		 * is given up in it: its next part knows where this one ended
-		 * (st->last_parts), and does not try again what this one gave up.
-		 * Once the server is found down (each try would wait out
-		 * smtp_timeout_ms, holding the SMTP connection and the consumer),
-		 * the rest are not tried in this attempt: they wait for the next,
-		 * which the backoff spaces out, with nothing written for them (a
-		 * part needs no end); at the last attempt each still unsent gets
-		 * its dead_lettered row, for the redrive, in parts too (tens of
-		 * thousands of rows would hold the database as long in one
-		 * transaction), whose later ones do not wait on the server again. */
-		if ((last || !t.down) && st->commit_every > 0 &&
-		    t.sent + t.failed + t.retry + t.parked_here >= st->commit_every) {
-			rest = n - i;
+		evh_log(st->p, EVH_LOG_DEBUG, "broadcast %s: %zu recipient(s) loaded %s%s", b.id, n,
+		        after ? "after " : "from the first", after ? after : "");
+		for (i = 0; i < n; i++) {
+			/* The first after the one the server was found down at:
+			 * from it on, none is tried in this attempt. */
+			if (t.down && !t.down_from) {
+				if (!(down_from = strdup(rs[i].id))) {
+					evh_event_set_error(ev, "out of memory walking a broadcast");
+					result = EVH_EVENT_RETRY;
+					goto out;
+				}
+				t.down_from = down_from;
+			}
+			/* A stop, or a reload's drain, would wait for every mail
+			 * left (thousands at the server's pace, past the stop's
+			 * deadline, when the daemon gives up and the rows of the
+			 * mails sent go with the transaction, to be sent twice).
+			 * The rest wait for the event's next delivery, after the
+			 * start or in the new instance; the rows of those sent
+			 * commit. Not parked, even at the last attempt: the host
+			 * leaves an event cut short so for the start, not the DLQ. */
+			if (t.stopping || (!t.down && evh_stopping(st->p))) {
+				t.stopping = 1;
+				break;
+			}
+			/* Every broadcast_commit_every mails tried or given up the
+			 * part done commits: a failure later in a long list (a full
+			 * disk, a crash) does not undo, and mail again, what went
+			 * before; the transaction does not hold the database for
+			 * the whole list; memory remembers every mail of an
+			 * uncommitted part (notif_pending), which it could not for
+			 * more than it holds. The rest comes in the event's next
+			 * call at once (KEEP_AND_CONTINUE, no attempt used), which
+			 * loads the recipients after those this part went past
+			 * (st->last_parts), or, with mails to retry in this part,
+			 * in its next attempt after the backoff, from the first.
+			 * The last attempt too, once a mail is given up in it: its
+			 * next part knows where this one ended, and does not try
+			 * again what this one gave up. Once the server is found
+			 * down (each try would wait out smtp_timeout_ms, holding
+			 * the SMTP connection and the consumer), the rest are not
+			 * tried in this attempt: they wait for the next, which the
+			 * backoff spaces out, with nothing written for them (a part
+			 * needs no end); at the last attempt each still unsent gets
+			 * its dead_lettered row, for the redrive, in parts too
+			 * (tens of thousands of rows would hold the database as
+			 * long in one transaction), whose later ones do not wait on
+			 * the server again. */
+			if ((last || !t.down) && st->commit_every > 0 &&
+			    t.sent + t.failed + t.retry + t.parked_here >= st->commit_every) {
+				next_id = rs[i].id;
+				break;
+			}
+			t.seen++;
+			if (broadcast_one(st, tx, ev, &b, &rs[i], last ? before.next_id : NULL, &t) <
+			    0) {
+				evh_event_set_error(ev, t.last_err);
+				result = EVH_EVENT_RETRY;
+				goto out;
+			}
+		}
+		if (next_id || t.stopping || n < page)
 			break;
-		}
-		if (broadcast_one(st, tx, ev, &b, &rs[i], before.next_id, &t) < 0) {
-			evh_event_set_error(ev, t.last_err);
+		/* The page walked: the next one after its last. */
+		free(cursor);
+		if (!(cursor = strdup(rs[n - 1].id))) {
+			evh_event_set_error(ev, "out of memory walking a broadcast");
 			result = EVH_EVENT_RETRY;
 			goto out;
 		}
-		if (t.down && !t.down_from && i + 1 < n)
-			t.down_from = rs[i + 1].id;
+		after = cursor;
+		recipients_free(rs, n);
+		rs = NULL;
+		n = 0;
 	}
-	if (rest) {
+	if (next_id) {
 		/* The last attempt goes on with mails to retry (memory could not
 		 * be read): a retry would dead-letter the event, the rest untried.
 		 * Unless the part settled none: going on would not get anywhere. */
@@ -1124,19 +1260,20 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			snprintf(given_up, sizeof given_up, ", %d given up for a redrive", t.parked);
 		evh_log(st->p, EVH_LOG_INFO,
 		        "broadcast %s: a part done (%d sent, %d already done, %d failed, %d to "
-		        "retry%s); %zu of %zu recipient(s) left for the %s (attempt %d)",
-		        b.id, t.sent, t.already, t.failed, t.retry, given_up, rest, n,
+		        "retry%s); %zu recipient(s) gone past, the rest left for the %s (attempt %d)",
+		        b.id, t.sent, t.already, t.failed, t.retry, given_up, t.seen,
 		        go_on ? "next part, once this one commits" : "event's next attempt",
 		        evh_event_attempt(ev));
-		if (go_on && last)
-			last_parts_set(st, ev, rs[n - rest].id, &t);
+		if (go_on)
+			last_parts_set(st, ev, next_id, i > 0 ? rs[i - 1].id : after, &t);
 		if (!go_on)
 			snprintf(why, sizeof why,
-			         "%d of %zu deliveries to retry, %zu not tried yet; last error: %s",
-			         t.retry, n, rest, t.last_err);
+			         "%d deliveries to retry, %zu recipient(s) gone past, the rest not tried "
+			         "yet; last error: %s",
+			         t.retry, t.seen, t.last_err);
 		else
-			snprintf(why, sizeof why, "a part done: %zu of %zu recipient(s) left", rest,
-			         n);
+			snprintf(why, sizeof why,
+			         "a part done: %zu recipient(s) gone past, the rest left", t.seen);
 		evh_event_set_error(ev, why);
 		result = go_on ? EVH_EVENT_KEEP_AND_CONTINUE : EVH_EVENT_KEEP_AND_RETRY;
 		goto out;
@@ -1157,21 +1294,22 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	        t.parked, evh_event_attempt(ev));
 	if (t.stopping) {
 		evh_log(st->p, EVH_LOG_INFO,
-		        "broadcast %s: stopping: %d of %zu recipient(s) left for the event's next "
-		        "delivery (after the start, or to the restarted plugin)",
-		        b.id, t.left, n);
+		        "broadcast %s: stopping: %zu recipient(s) gone past, the rest left for the "
+		        "event's next delivery (after the start, or to the restarted plugin)",
+		        b.id, t.seen - (size_t)t.left);
 		if (t.parked) {
 			/* The last attempt: those given up before the stop wait for
 			 * the redrive, which serves those left too. */
 			snprintf(why, sizeof why,
-			         "%d of %zu deliveries not sent after the last attempt, %d left at a "
+			         "%d deliveries not sent after the last attempt, the rest left at a "
 			         "stop; last error: %s",
-			         t.parked, n, t.left, t.last_err);
+			         t.parked, t.last_err);
 			result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 		} else {
 			snprintf(why, sizeof why,
-			         "stopping: %d of %zu recipient(s) left for the event's next delivery",
-			         t.left, n);
+			         "stopping: %zu recipient(s) gone past, the rest left for the event's "
+			         "next delivery",
+			         t.seen - (size_t)t.left);
 			result = EVH_EVENT_KEEP_AND_RETRY;
 		}
 		evh_event_set_error(ev, why);
@@ -1181,7 +1319,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 		evh_log(st->p, EVH_LOG_WARN,
 		        "broadcast %s: the mail server could not be reached (%s): %d of %zu "
 		        "recipient(s) not tried in attempt %d, %s",
-		        b.id, t.last_err, t.untried, n, evh_event_attempt(ev),
+		        b.id, t.last_err, t.untried, t.seen, evh_event_attempt(ev),
 		        last ? "given up for a redrive (those not sent before)"
 		             : "left to the event's next attempt");
 	if (t.retry || (t.untried && !last)) {
@@ -1189,10 +1327,10 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			snprintf(why, sizeof why,
 			         "%d of %zu deliveries to retry, %d of them not tried: the mail server "
 			         "could not be reached; last error: %s",
-			         t.retry + t.untried, n, t.untried, t.last_err);
+			         t.retry + t.untried, t.seen, t.untried, t.last_err);
 		else
 			snprintf(why, sizeof why, "%d of %zu deliveries to retry; last error: %s",
-			         t.retry, n, t.last_err);
+			         t.retry, t.seen, t.last_err);
 		evh_event_set_error(ev, why);
 		/* The rows of the mails settled commit: the retry, and the event
 		 * delivered again after a restart, skip them. */
@@ -1200,7 +1338,7 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 	} else if (t.parked) {
 		/* The sent rows commit; the redriven copy serves the others. */
 		snprintf(why, sizeof why, "%d of %zu deliveries not sent after the last attempt; "
-		         "last error: %s", t.parked, n, t.last_err);
+		         "last error: %s", t.parked, t.seen, t.last_err);
 		evh_event_set_error(ev, why);
 		result = EVH_EVENT_KEEP_AND_DEAD_LETTER;
 	}
@@ -1213,6 +1351,8 @@ out:
 	else
 		notif_last_parts_clear(&before);
 	recipients_free(rs, n);
+	free(cursor);
+	free(down_from);
 	cJSON_Delete(b.root);
 	return result;
 }

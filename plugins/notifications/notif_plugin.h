@@ -26,14 +26,22 @@ typedef struct notif_templates {
 
 #define NOTIF_DOWN_ERR_LEN 600 /* a mail not tried: "not tried: ..." and the error */
 
-/* A broadcast's last attempt going on in parts (EVH_EVENT_KEEP_AND_CONTINUE):
- * the event (where it lies, and the attempt) and the recipient its next part
- * begins at; the mails an earlier part gave up, before that one, are not
- * tried again, by a later part nor by a redo of one whose commit failed
- * (notif_events.c). Once the server was found down, the recipient from
- * which on none is tried in this attempt, and their error: the later parts
- * give those up without waiting on the server again. Kept until the next
- * broadcast's call. `topic` NULL: none. Consumer thread only. */
+/* A broadcast going on in parts (EVH_EVENT_KEEP_AND_CONTINUE): the event
+ * (where it lies, and the attempt) and the recipient its next part begins
+ * at. At the last attempt, the mails an earlier part gave up, before that
+ * one, are not tried again, by a later part nor by a redo of one whose
+ * commit failed (notif_events.c). Once the server was found down, the
+ * recipient from which on none is tried in this attempt, and their error:
+ * the later parts give those up without waiting on the server again.
+ * `keyset`: every recipient up to `after_id` is settled for this attempt,
+ * so the next part loads the recipients after it only, not the whole list
+ * again (a broadcast's work would grow with the square of its recipients)
+ * -- once the delivery log row `mark_id` still says what this part wrote
+ * (mark_*): then its commit went through. A redo of the part (its commit
+ * failed) walks the list from the first. `seen`, `already`, `parked` and
+ * `untried`: the tallies of the recipients up to after_id, for the next
+ * part's counts. Kept until the next broadcast's call. `topic` NULL: none.
+ * Consumer thread only. */
 typedef struct notif_last_parts {
 	char *topic, *next_id;
 	char *down_from; /* NULL: the server was not found down */
@@ -42,6 +50,13 @@ typedef struct notif_last_parts {
 	int attempt;
 	char last_err[512]; /* a mail's given up, for the event's error */
 	char down_err[NOTIF_DOWN_ERR_LEN];
+	int keyset;
+	char *after_id, *mark_id;
+	char mark_status[NOTIF_STATUS_LEN];
+	int mark_attempts;
+	char mark_at[NOTIF_TIME_LEN];
+	size_t seen;
+	int already, parked, untried;
 } notif_last_parts;
 
 typedef struct notif_state {

@@ -1283,11 +1283,48 @@ def test_a_long_broadcast_commits_every_few_mails_and_goes_on(evhostd, tmp_path,
     text = env.d.log_text()
     for done, left in ((0, 7), (3, 4), (6, 1)):
         assert (f"broadcast parts-1: a part done (3 sent, {done} already done, 0 failed, 0 to "
-                f"retry); {left} of 10 recipient(s) left for the next part, once this one "
-                "commits (attempt 1)") in text, text
+                f"retry); {10 - left} recipient(s) gone past, the rest left for the next "
+                "part, once this one commits (attempt 1)") in text, text
     assert broadcast_mails(smtp_server, "In parts") == {a: 1 for a in addrs}
     assert "dead-lettered" not in text
     wait_handled(env, "ev-parts-1")
+
+
+def test_each_part_of_a_broadcast_loads_only_the_recipients_after_the_last_one(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server):
+    # Each part used to load every recipient and walk them from the first, a
+    # log lookup for each one an earlier part had settled: at a million
+    # recipients and 500 a part, 2000 parts each loading a million rows, the
+    # work growing with the square of the list, inside the transaction that
+    # holds the plugin's database. A part goes on after the last recipient
+    # the one before it went past, a page of broadcast_commit_every (2) at a
+    # time; only the first part starts from the first. The counts stay those
+    # of the whole attempt.
+    env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "broadcast_commit_every": 2, "retry.max_attempts": 1, "list_role": ""},
+              user=False)
+    ids = sorted(add_recipients(env, 10))
+    broadcast_raw(env, "keyset", "Keyset")
+    env.d.wait_for_log("broadcast keyset: 2 sent, 8 already done, 0 failed, 0 to retry, "
+                       "0 given up for a redrive (attempt 1)", timeout=60)
+    text = env.d.log_text()
+    loads = re.findall(r"broadcast keyset: (\d+) recipient\(s\) loaded "
+                       r"(from the first|after ([\w-]+))", text)
+    assert loads and loads[0][1] == "from the first", text
+    assert all(where != "from the first" for _, where, _ in loads[1:]), loads
+    assert max(int(n) for n, _, _ in loads) <= 2, loads
+    assert sum(int(n) for n, _, _ in loads) <= 2 * len(ids), loads  # was 10 a part: 50
+    # Each part after the first goes on after the last the one before went
+    # past (and its second page after the last of its first).
+    assert sorted({after for _, _, after in loads[1:]}) == ids[1::2], loads
+    for done in (0, 2, 4, 6):
+        assert (f"broadcast keyset: a part done (2 sent, {done} already done, 0 failed, 0 to "
+                f"retry); {done + 2} recipient(s) gone past, the rest left for the next part, "
+                "once this one commits (attempt 1)") in text, text
+    assert broadcast_mails(smtp_server, "Keyset") == {f"{u}@example.com": 1 for u in ids}
+    assert broadcast_rows(env, "keyset") == {u: ["sent"] for u in ids}
+    wait_handled(env, "ev-keyset")
 
 
 def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
@@ -1304,13 +1341,16 @@ def test_a_broadcast_part_with_mails_to_retry_waits_for_the_next_attempt(
                        "1 given up for a redrive (attempt 3)", timeout=60)
     text = env.d.log_text()
     assert ("broadcast parts-2: a part done (2 sent, 4 already done, 0 failed, 0 to retry, "
-            "1 given up for a redrive); 3 of 10 recipient(s) left for the next part, once "
-            "this one commits (attempt 3)") in text, text
+            "1 given up for a redrive); 7 recipient(s) gone past, the rest left for the next "
+            "part, once this one commits (attempt 3)") in text, text
     assert smtp_server.refused == {addrs[1]: 3}
+    # Each attempt walks the list from the first, for u-1; its later parts
+    # go on after where the one before stopped.
+    assert text.count("broadcast parts-2: 3 recipient(s) loaded from the first") == 3, text
     assert ("broadcast parts-2: a part done (2 sent, 0 already done, 0 failed, 1 to retry); "
-            "7 of 10 recipient(s) left for the event's next attempt (attempt 1)") in text, text
+            "3 recipient(s) gone past, the rest left for the event's next attempt (attempt 1)") in text, text
     assert ("broadcast parts-2: a part done (2 sent, 2 already done, 0 failed, 1 to retry); "
-            "5 of 10 recipient(s) left for the event's next attempt (attempt 2)") in text, text
+            "5 recipient(s) gone past, the rest left for the event's next attempt (attempt 2)") in text, text
     assert broadcast_mails(smtp_server, "Greylisted part") == \
         {a: 1 for i, a in enumerate(addrs) if i != 1}
     assert env.entry_once(f"parts-2:{addrs[1].split('@')[0]}", "dead_lettered",
@@ -1355,8 +1395,8 @@ def test_a_last_attempt_past_the_memory_commits_in_parts_and_mails_no_one_twice(
     assert "COMMIT: database or disk is full" in text, text
     assert broadcast_mails(smtp_server, "Past memory") == {a: 1 for a in addrs[1:]}
     assert ("broadcast past-memory: a part done (2 sent, 0 already done, 0 failed, 0 to retry, "
-            "1 given up for a redrive); 77 of 80 recipient(s) left for the next part, once "
-            "this one commits (attempt 1)") in text, text
+            "1 given up for a redrive); 3 recipient(s) gone past, the rest left for the next "
+            "part, once this one commits (attempt 1)") in text, text
     # Tried once: not again by the later parts, nor by the redo of the last.
     assert smtp_server.refused == {addrs[0]: 1}, smtp_server.refused
     con = env.db()
@@ -1422,8 +1462,8 @@ def test_a_broadcast_counts_as_not_tried_only_the_mails_not_done_before(
     for given_up, untried, left in ((3, 2, 5), (6, 5, 2)):
         assert (f"broadcast untried: a part done (0 sent, 2 already done, 0 failed, 0 to "
                 f"retry, {given_up} given up for a redrive, {untried} of them not tried); "
-                f"{left} of 10 recipient(s) left for the next part, once this one commits "
-                "(attempt 3)") in text, text
+                f"{10 - left} recipient(s) gone past, the rest left for the next part, "
+                "once this one commits (attempt 3)") in text, text
     assert ("broadcast untried: 0 sent, 2 already done, 0 failed, 0 to retry, 8 given up "
             "for a redrive (attempt 3)") in text, text
     assert broadcast_mails(smtp_server, "Untried") == {addrs[0]: 1, addrs[2]: 1}
@@ -1460,16 +1500,19 @@ def test_a_last_attempt_with_the_server_down_gives_the_rest_up_in_parts(
     assert "COMMIT: database or disk is full" in text, text
     # The part that failed to commit, then its redo and the parts after it.
     assert ("broadcast down-parts: a part done (2 sent, 0 already done, 0 failed, 0 to retry, "
-            "3 given up for a redrive, 2 of them not tried); 15 of 20 recipient(s) left for "
-            "the next part, once this one commits (attempt 1)") in text, text
+            "3 given up for a redrive, 2 of them not tried); 5 recipient(s) gone past, the "
+            "rest left for the next part, once this one commits (attempt 1)") in text, text
     for given_up, left in ((5, 13), (10, 8), (15, 3)):
         assert (f"broadcast down-parts: a part done (0 sent, 2 already done, 0 failed, 0 to "
                 f"retry, {given_up} given up for a redrive, {given_up - 1} of them not "
-                f"tried); {left} of 20 recipient(s) left for the next part, once this one "
-                "commits (attempt 1)") in text, text
+                f"tried); {20 - left} recipient(s) gone past, the rest left for the next "
+                "part, once this one commits (attempt 1)") in text, text
     assert ("broadcast down-parts: 0 sent, 2 already done, 0 failed, 0 to retry, 18 given up "
             "for a redrive (attempt 1)") in text, text
     assert "17 of 20 recipient(s) not tried in attempt 1" in text, text
+    # The redo of the part whose commit failed walks from the first: that
+    # part's rows are not there to skip. The later parts go on after it.
+    assert text.count("broadcast down-parts: 5 recipient(s) loaded from the first") == 2, text
     assert broadcast_mails(smtp_server, "Down parts") == {addrs[0]: 1, addrs[1]: 1}
     assert broadcast_rows(env, "down-parts") == \
         {u: ["sent" if i < 2 else "dead_lettered"] for i, u in enumerate(ids)}
@@ -1537,7 +1580,8 @@ def test_a_stop_during_a_broadcast_leaves_the_rest_for_the_start(evhostd, tmp_pa
         assert env.d.stop(timeout=60) == 0, env.d.log_tail()
         sent = [r for _, r in srv.accepted]
         assert 3 <= len(sent) < 20, sent
-        env.d.wait_for_log(f"broadcast cut: stopping: {20 - len(sent)} of 20 recipient(s) left",
+        env.d.wait_for_log(f"broadcast cut: stopping: {len(sent)} recipient(s) gone past, "
+                           "the rest left",
                            timeout=1)
         assert "dead-lettered" not in env.d.log_text()
 
