@@ -254,6 +254,22 @@ static int type_text_ok(const char *t)
 	return json_utf8_error(t, strlen(t)) < 0;
 }
 
+/* Whether `topic`'s dead-letter topic is a name Kafka takes; said if not. */
+static int dlq_topic_ok(evh_plugin *p, const char *topic)
+{
+	const char *suffix = p->host->set.dlq_suffix;
+	char dlq[2 * TOPICS_NAME_MAX + PLUGIN_NAME_MAX + 8];
+	kafka_dlq_topic(topic, p->name, suffix, dlq, sizeof dlq);
+	if (topics_name_ok(dlq))
+		return 1;
+	plugin_error(p, "subscribe to %s: its dead-letter topic (the topic's name then .%s%s) "
+	                "would be %zu characters, past Kafka's %d: a shorter topic (or [kafka] "
+	                "dlq_suffix)",
+	             topic, p->name, suffix && *suffix ? suffix : ".dlq", strlen(dlq),
+	             TOPICS_NAME_MAX);
+	return 0;
+}
+
 static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 {
 	const settings *s;
@@ -281,6 +297,11 @@ static int api_subscribe(evh_plugin *p, const evh_subscription *sub)
 		             sub->topic);
 		return EVH_EINVAL;
 	}
+	/* Its dead letters go to <topic>.<plugin><dlq_suffix>: a name past
+	 * Kafka's limit there was found by the first dead letter, retried for
+	 * good, its partition waiting behind it. */
+	if (!dlq_topic_ok(p, sub->topic))
+		return EVH_EINVAL;
 	if (sub->type && (!type_text_ok(sub->type) ||
 	                  strlen(sub->type) >= sizeof ((ce_meta *)NULL)->type)) {
 		plugin_error(p, "subscribe to %s: the type is longer than %zu bytes, holds a control "

@@ -2474,6 +2474,13 @@ def test_publish_and_subscribe_refuse_what_could_never_be_delivered(evhostd, bui
     d = evhostd({"plugin.probe": probe_conf(build_dir, topic="has space")}, wait=False)
     assert d.wait(timeout=30) == 1
     assert "subscribe: topic 'has space' is not a Kafka topic name" in d.log_text(), d.log_tail()
+    # A topic whose dead-letter topic (<topic>.<plugin>.dlq) is past Kafka's
+    # 249 characters: taken, its first dead letter retried for good.
+    long = "t" * 240
+    d = evhostd({"plugin.probe": probe_conf(build_dir, topic=long)}, wait=False)
+    assert d.wait(timeout=30) == 1
+    assert (f"subscribe to {long}: its dead-letter topic (the topic's name then .probe.dlq) "
+            "would be 250 characters, past Kafka's 249") in d.log_text(), d.log_tail()
 
 
 def test_a_transaction_begun_on_another_instance_is_refused(evhostd, build_dir):
