@@ -692,15 +692,15 @@ static int64_t relay_inbox_retention_ms(const struct relay *r)
 
 /* One prune call; returns 1 if it came back full (more to do now), -1 if
  * the store was busy (a long transaction holds it: soon again). */
-static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t *),
+static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t *, int *),
                       int64_t retention, const char *what)
 {
 	int64_t deleted = 0;
-	int status;
+	int status, more = 0;
 	if (retention <= 0)
 		return 0;
 	store_thread_error_clear();
-	status = fn(r->st, retention, PRUNE_BATCH, &deleted);
+	status = fn(r->st, retention, PRUNE_BATCH, &deleted, &more);
 	if (status == EVH_EBUSY)
 		return -1;
 	if (status != EVH_OK) {
@@ -711,7 +711,7 @@ static int prune_step(struct relay *r, int (*fn)(store *, int64_t, int, int64_t 
 	if (deleted)
 		log_debug(OUTBOX_LOG, "%s: %" PRId64 " record(s) past retention removed from the %s",
 		          r->p->name, deleted, what);
-	return deleted == PRUNE_BATCH;
+	return more; /* full, by rows or (the event log) by bytes */
 }
 
 /* Drop events older than the retention from the event log, and inbox

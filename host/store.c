@@ -3208,65 +3208,100 @@ int store_inbox_claim(evh_tx *tx, const char *event_id, const char *topic, int32
 
 int64_t store_events_count(store *s) { return s ? atomic_load(&s->events) : 0; }
 
-/* Run a bounded prune statement binding (age, max): "-<seconds> seconds" for
- * SQLite's date modifiers, and the most rows to delete or look at. Under
- * the lock, without an fsync of its own (lazy_sync: redone after a crash).
- * A failure's reason goes to store_thread_error. `count` (optional): the
- * table's row counter, kept up to date. */
-static int prune(store *s, const char *sql, _Atomic int64_t *count, int64_t retention_ms,
-                 int max, int64_t *deleted)
+/* Bytes of event data a call of store_events_prune deletes at most (past
+ * its first event): under secure_delete (Debian's SQLite is built with it)
+ * every freed page is zeroed and written, and 2000 events of 900 KB held the
+ * plugin's lock for 15 s, its requests and consumer waiting. */
+#define STORE_PRUNE_BYTES (16 << 20)
+static _Atomic int64_t prune_bytes = STORE_PRUNE_BYTES;
+
+void store_set_prune_bytes(int64_t n) { atomic_store(&prune_bytes, n > 0 ? n : STORE_PRUNE_BYTES); }
+
+/* A bounded prune: `sql` binds (age, max[, bytes]): "-<seconds> seconds"
+ * for SQLite's date modifiers, the most rows to delete or look at, and (if
+ * bytes > 0) the data bytes after which to stop. Under the lock, without an
+ * fsync of its own (lazy_sync: redone after a crash). *more: the batch was
+ * full, by rows, or (more_sql, binding age, gives a row) otherwise cut
+ * short with old rows left. A failure's reason goes to store_thread_error.
+ * `count` (optional): the table's row counter, kept up to date. */
+struct prune_sql {
+	const char *sql, *more_sql;
+	_Atomic int64_t *count;
+	int64_t bytes;
+};
+
+static int prune(store *s, const struct prune_sql *q, int64_t retention_ms, int max,
+                 int64_t *deleted, int *more)
 {
 	char age[64], err[STORE_ERR_LEN] = "";
-	evh_value v[2];
+	evh_value v[3];
 	int64_t changes = 0;
-	int status;
+	int status, left = 0;
 
 	if (deleted)
 		*deleted = 0;
+	if (more)
+		*more = 0;
 	if (!s || retention_ms <= 0 || max <= 0)
 		return s ? EVH_OK : EVH_EINVAL;
 	snprintf(age, sizeof age, "-%" PRId64 ".%03d seconds", retention_ms / 1000,
 	         (int)(retention_ms % 1000));
 	v[0] = EVH_TEXT(age);
 	v[1] = EVH_INT(max);
+	v[2] = EVH_INT(q->bytes);
 	status = store_lock_within(s, STORE_PRUNE_WAIT_MS);
 	if (status)
 		return status;
 	lazy_sync(s, 1);
-	status = stmt_run(s, sql, v, 2, &changes, NULL, err, sizeof err);
+	status = host_run(s, q->sql, v, q->bytes > 0 ? 3 : 2, &changes, NULL, err, sizeof err);
 	lazy_sync(s, 0);
+	if (!status && changes && changes < max && q->more_sql)
+		status = host_run(s, q->more_sql, v, 1, NULL, &left, err, sizeof err);
 	if (status && err[0])
 		snprintf(thread_error, sizeof thread_error, "%s", err);
-	if (!status && changes && count && atomic_fetch_sub(count, changes) - changes < 0)
-		atomic_store(count, 0);
+	if (changes && q->count && atomic_fetch_sub(q->count, changes) - changes < 0)
+		atomic_store(q->count, 0);
 	store_unlock(s);
 	if (deleted)
-		*deleted = status ? 0 : changes;
+		*deleted = changes;
+	if (more)
+		*more = !status && (changes == max || left);
 	return status;
 }
 
-int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more)
 {
-	/* Bounded per call so a big backlog never holds the plugin's
-	 * transactions up for long; the relay calls again while it deletes.
-	 * Events are delivered about in seq order, so the oldest `max` delivery
-	 * records are the candidates (no index on delivered_at to maintain); an
+	/* Bounded per call, by rows and by bytes, so a big backlog never holds
+	 * the plugin's transactions up for long; the relay calls again while
+	 * *more. Events are delivered about in seq order, so the oldest `max`
+	 * delivery records are the candidates (no index on delivered_at to
+	 * maintain), taken in seq order while the data before each is under
+	 * the bound (length() of a BLOB reads its size, not its pages); an
 	 * event delivered late waits until it is old itself. The trigger
-	 * evh_delivery_delete deletes each record's event. */
-	return prune(s,
-	             "DELETE FROM evh_delivery WHERE seq IN (SELECT seq FROM"
-	             " (SELECT seq, delivered_at FROM evh_delivery ORDER BY seq LIMIT ?2)"
-	             " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
-	             s ? &s->events : NULL, retention_ms, max, deleted);
+	 * evh_delivery_delete deletes each record's event. Cut by bytes, the
+	 * oldest record left is old: *more. */
+	struct prune_sql q = {
+	    "DELETE FROM evh_delivery WHERE seq IN (SELECT seq FROM"
+	    " (SELECT d.seq, SUM(COALESCE(length(l.data), 0)) OVER (ORDER BY d.seq ROWS BETWEEN"
+	    " UNBOUNDED PRECEDING AND 1 PRECEDING) AS before FROM (SELECT seq FROM"
+	    " (SELECT seq, delivered_at FROM evh_delivery ORDER BY seq LIMIT ?2)"
+	    " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)) AS d"
+	    " LEFT JOIN evh_log AS l ON l.seq = d.seq)"
+	    " WHERE before IS NULL OR before < ?3)",
+	    "SELECT 1 FROM (SELECT delivered_at FROM evh_delivery ORDER BY seq LIMIT 1)"
+	    " WHERE delivered_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1)",
+	    s ? &s->events : NULL, atomic_load(&prune_bytes)};
+	return prune(s, &q, retention_ms, max, deleted, more);
 }
 
-int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted)
+int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more)
 {
-	return prune(s,
-	             "DELETE FROM evh_inbox WHERE rowid IN (SELECT rowid FROM"
-	             " (SELECT rowid, handled_at FROM evh_inbox ORDER BY rowid LIMIT ?2)"
-	             " WHERE handled_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
-	             NULL, retention_ms, max, deleted);
+	struct prune_sql q = {
+	    "DELETE FROM evh_inbox WHERE rowid IN (SELECT rowid FROM"
+	    " (SELECT rowid, handled_at FROM evh_inbox ORDER BY rowid LIMIT ?2)"
+	    " WHERE handled_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?1))",
+	    NULL, NULL, 0};
+	return prune(s, &q, retention_ms, max, deleted, more);
 }
 
 /* A TEXT or INTEGER column into `o` (see jsonb.h); SQL NULL as null. */

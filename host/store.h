@@ -202,14 +202,19 @@ int store_outbox_delivered(store *s, const outbox_done *d, size_t n);
  * transaction of the calling thread (EVH_ESTATE). */
 int64_t store_events_count(store *s); /* lock-free */
 /* Delete events delivered more than retention_ms ago, looking at the `max`
- * oldest delivery records at most. EVH_EBUSY, nothing deleted, when another
- * transaction holds the database for more than 50 ms (so for
+ * oldest delivery records at most, and stopping once the events deleted
+ * hold 16 MiB of data (past the first). *more (optional): call again now,
+ * the batch was full (rows or bytes). EVH_EBUSY, nothing deleted, when
+ * another transaction holds the database for more than 50 ms (so for
  * store_inbox_prune). */
-int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
+int store_events_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more);
+/* For tests: store_events_prune's byte bound (0: the default). */
+void store_set_prune_bytes(int64_t n);
 /* Delete inbox records handled more than retention_ms ago, looking at the
  * `max` oldest records at most (the inbox is appended to in time order, so
- * no index on handled_at is needed). Thread-safe, like the above. */
-int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted);
+ * no index on handled_at is needed); *more: `max` were. Thread-safe, like
+ * the above. */
+int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
  * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
  * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Only

@@ -663,8 +663,8 @@ static void *delivered_main(void *arg)
 	struct delivered_attempt *a = arg;
 	int64_t deleted;
 	a->status = store_outbox_delivered(a->s, &(outbox_done){a->seq, -1, -1}, 1);
-	a->prune_events = store_events_prune(a->s, 1, 10, &deleted);
-	a->prune_inbox = store_inbox_prune(a->s, 1, 10, &deleted);
+	a->prune_events = store_events_prune(a->s, 1, 10, &deleted, NULL);
+	a->prune_inbox = store_inbox_prune(a->s, 1, 10, &deleted, NULL);
 	return NULL;
 }
 
@@ -1122,13 +1122,13 @@ static void test_inbox_prune(void **state)
 	exec1(f->s, "UPDATE evh_inbox SET handled_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now',"
 	            " '-2 days') WHERE event_id IN ('p0', 'p1', 'p2')");
 
-	assert_int_equal(store_inbox_prune(f->s, 0, 100, &deleted), EVH_OK);
+	assert_int_equal(store_inbox_prune(f->s, 0, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 0);
-	assert_int_equal(store_inbox_prune(f->s, 3 * 86400000LL, 100, &deleted), EVH_OK);
+	assert_int_equal(store_inbox_prune(f->s, 3 * 86400000LL, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 0);
-	assert_int_equal(store_inbox_prune(f->s, 86400000, 2, &deleted), EVH_OK);
+	assert_int_equal(store_inbox_prune(f->s, 86400000, 2, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 2);
-	assert_int_equal(store_inbox_prune(f->s, 86400000, 100, &deleted), EVH_OK);
+	assert_int_equal(store_inbox_prune(f->s, 86400000, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 1);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox"), 2);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_inbox WHERE event_id IN"
@@ -1139,7 +1139,7 @@ static void test_inbox_prune(void **state)
 	assert_int_equal(store_inbox_claim(tx, "p0", "T", 0, 0, -1), 1);
 	assert_int_equal(store_inbox_claim(tx, "p3", "T", 0, 3, -1), 0);
 	store_tx_rollback(tx);
-	assert_int_equal(store_inbox_prune(NULL, 1000, 10, &deleted), EVH_EINVAL);
+	assert_int_equal(store_inbox_prune(NULL, 1000, 10, &deleted, NULL), EVH_EINVAL);
 }
 
 /* ------------------------------------------------------------- event log */
@@ -1551,16 +1551,16 @@ static void test_event_log_survives_reopen_and_prunes(void **state)
 	assert_int_equal(store_events_count(f->s), 4); /* counted at open */
 
 	/* nothing is older than an hour; 0 means keep forever */
-	assert_int_equal(store_events_prune(f->s, 3600000, 100, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 3600000, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 0);
-	assert_int_equal(store_events_prune(f->s, 0, 100, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 0, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 0);
 	/* make two of them old, then prune in batches */
 	exec1(f->s, "UPDATE evh_delivery SET delivered_at = '2000-01-01T00:00:00.000Z'"
 	            " WHERE \"offset\" < 2");
-	assert_int_equal(store_events_prune(f->s, 86400000, 1, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 86400000, 1, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 1);
-	assert_int_equal(store_events_prune(f->s, 86400000, 100, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 86400000, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 1);
 	assert_int_equal(store_events_count(f->s), 2);
 	assert_int_equal(query_int(f->s, "SELECT MIN(\"offset\") FROM evh_events"), 2);
@@ -1568,7 +1568,7 @@ static void test_event_log_survives_reopen_and_prunes(void **state)
 	/* an event still waiting for the relay is never pruned, however old */
 	add_rows(f->s, 1, 1);
 	usleep(20000);
-	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 2);
 	assert_int_equal(store_events_count(f->s), 0);
 	assert_int_equal(store_outbox_pending(f->s), 1);
@@ -1579,12 +1579,65 @@ static void test_event_log_survives_reopen_and_prunes(void **state)
 	d[0] = (outbox_done){seqs[0], 0, 9};
 	assert_int_equal(store_outbox_delivered(f->s, d, 1), EVH_OK);
 	usleep(20000);
-	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted), EVH_OK);
+	assert_int_equal(store_events_prune(f->s, 5, 100, &deleted, NULL), EVH_OK);
 	assert_int_equal(deleted, 1);
 	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_log"), 0);
 	add_rows(f->s, 1, 1);
 	assert_int_equal(outbox_seqs(f->s, &seqs[1]), 1);
 	assert_true(seqs[1] > seqs[0]);
+}
+
+/* `n` (at most 8) events delivered a long time ago, the data of those
+ * `which` selects (SQL on evh_log) made `bytes` long. */
+static void old_events(store *s, int n, const char *which, int bytes)
+{
+	int64_t seqs[16];
+	outbox_done d[8];
+	char sql[160];
+
+	assert_true(n <= 8);
+	add_rows(s, n, 1);
+	assert_int_equal(outbox_seqs(s, seqs), (size_t)n);
+	for (int i = 0; i < n; i++)
+		d[i] = (outbox_done){seqs[i], 0, i};
+	assert_int_equal(store_outbox_delivered(s, d, (size_t)n), EVH_OK);
+	snprintf(sql, sizeof sql, "UPDATE evh_log SET data = zeroblob(%d) WHERE %s", bytes, which);
+	exec1(s, sql);
+	exec1(s, "UPDATE evh_delivery SET delivered_at = '2000-01-01T00:00:00.000Z'");
+}
+
+/* One prune call: it deletes `want` events and says whether there are more. */
+static void prune_expect(store *s, int max, int64_t want, int want_more)
+{
+	int64_t deleted = -1;
+	int more = -1;
+	assert_int_equal(store_events_prune(s, 86400000, max, &deleted, &more), EVH_OK);
+	assert_int_equal(deleted, want);
+	assert_int_equal(more, want_more);
+}
+
+/* A prune stops at the byte bound, not at its `max` rows alone (2000 events
+ * of 900 KB held the plugin's lock for 15 s), says there is more, and the
+ * calls after it delete the rest. */
+static void test_event_prune_is_bounded_by_bytes(void **state)
+{
+	fixture *f = *state;
+
+	old_events(f->s, 7, "1", 4000);
+	store_set_prune_bytes(10000);
+	/* 0, 4000, 8000 bytes before the first three: under the bound */
+	prune_expect(f->s, 100, 3, 1);
+	assert_int_equal(store_events_count(f->s), 4);
+	prune_expect(f->s, 100, 3, 1);
+	prune_expect(f->s, 100, 1, 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_log"), 0);
+	assert_int_equal(store_events_count(f->s), 0);
+	/* one event bigger than the bound goes alone; full by rows is more too */
+	old_events(f->s, 3, "seq = (SELECT MIN(seq) FROM evh_log)", 20000);
+	prune_expect(f->s, 100, 1, 1);
+	prune_expect(f->s, 1, 1, 1);
+	prune_expect(f->s, 100, 1, 0);
+	store_set_prune_bytes(0);
 }
 
 /* A database written by the first schema (outbox and event log as two
@@ -2930,6 +2983,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_event_log_pages_stop_below_a_pending_row, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_read_that_cannot_open, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_event_prune_is_bounded_by_bytes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_event_log_survives_reopen_and_prunes, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_first_schema_is_migrated, setup, teardown),
