@@ -1745,10 +1745,20 @@ static int post_replay(host *h, evh_request *req, evh_response *resp, const char
 
 /* ----------------------------------------------------------------- events */
 
-/* The plugin's events after `after`; *full set when there were `limit`
- * (there may be more). Pinned, not under plugins_lock: reading a large log
- * must not hold up readiness, metrics or a reload's list. EVH_ENOTFOUND
- * when it is gone meanwhile (a reload took it out of the list). */
+static size_t events_bytes(const cJSON *arr)
+{
+	const cJSON *ev;
+	size_t n = 0;
+	cJSON_ArrayForEach(ev, arr)
+		n += store_event_bytes(ev);
+	return n;
+}
+
+/* The plugin's events after `after`; *full set when there were `limit`,
+ * or STORE_EVENTS_PAGE_BYTES of data (there may be more). Pinned, not under
+ * plugins_lock: reading a large log must not hold up readiness, metrics or
+ * a reload's list. EVH_ENOTFOUND when it is gone meanwhile (a reload took
+ * it out of the list). */
 static int add_plugin_events(host *h, cJSON *out, const char *name, const char *aggregate,
                              int64_t after, int64_t limit, int *full)
 {
@@ -1761,7 +1771,7 @@ static int add_plugin_events(host *h, cJSON *out, const char *name, const char *
 	host_unpin_plugin(h, p);
 	if (rc || !arr)
 		return rc;
-	if (cJSON_GetArraySize(arr) >= limit)
+	if (cJSON_GetArraySize(arr) >= limit || events_bytes(arr) >= STORE_EVENTS_PAGE_BYTES)
 		*full = 1;
 	while ((ev = cJSON_DetachItemFromArray(arr, 0))) {
 		int ok = 1;
@@ -1794,9 +1804,13 @@ static int event_cmp(const void *a, const void *b)
 	           : 1;
 }
 
-/* Events of several plugins: ordered by event time, cut to `limit`. */
-static cJSON *sorted_events(cJSON *all, int64_t limit)
+/* Events of several plugins: ordered by event time, cut to `limit` and,
+ * as each plugin's read was, to STORE_EVENTS_PAGE_BYTES (*full then). With
+ * the same bound, the page never passes a plugin whose read it cut: what
+ * comes after that plugin's last event read holds its bytes before it. */
+static cJSON *sorted_events(cJSON *all, int64_t limit, int *full)
 {
+	size_t bytes = 0;
 	int n = cJSON_GetArraySize(all);
 	cJSON **v = malloc((size_t)(n > 0 ? n : 1) * sizeof *v), *out = cJSON_CreateArray();
 	if (!v || !out) {
@@ -1808,10 +1822,13 @@ static cJSON *sorted_events(cJSON *all, int64_t limit)
 		v[i] = cJSON_DetachItemFromArray(all, 0);
 	qsort(v, (size_t)n, sizeof *v, event_cmp);
 	for (int i = 0; i < n; i++) {
-		if (i < limit)
+		if (i < limit && bytes < STORE_EVENTS_PAGE_BYTES) {
+			bytes += store_event_bytes(v[i]);
 			cJSON_AddItemToArray(out, v[i]);
-		else
+		} else {
 			cJSON_Delete(v[i]);
+			*full = 1;
+		}
 	}
 	free(v);
 	return out;
@@ -1939,7 +1956,7 @@ static int get_events(host *h, evh_request *req, evh_response *resp)
 	else if (plugin) /* in seq order as read, at most `limit` */
 		events = all, all = NULL;
 	else
-		events = sorted_events(all, limit);
+		events = sorted_events(all, limit, &full);
 	cJSON_Delete(all);
 	if (!events)
 		return problem(resp, 500, "internal", NULL, "%s",

@@ -3349,6 +3349,14 @@ static int json_add_event_data(cJSON *o, sqlite3_stmt *st, int col)
 	return v && cJSON_AddItemToObject(o, "data_base64", v) ? 0 : (cJSON_Delete(v), -1);
 }
 
+size_t store_event_bytes(const cJSON *ev)
+{
+	const cJSON *d = cJSON_GetObjectItemCaseSensitive(ev, "data");
+	if (!d)
+		d = cJSON_GetObjectItemCaseSensitive(ev, "data_base64");
+	return d && d->valuestring ? strlen(d->valuestring) : 0;
+}
+
 static cJSON *event_json(sqlite3_stmt *st)
 {
 	static const char *const text_cols[] = {"id", "topic", "key", "type", "source", "time",
@@ -3380,7 +3388,9 @@ static cJSON *event_json(sqlite3_stmt *st)
  * while N waits would have a client following the log with after= skip N
  * for good. seq is given out in commit order (SQLite has one writer), so
  * below that bound nothing can appear later. The bound is one look-up in
- * evh_pending's primary key, in the same statement, so the same snapshot. */
+ * evh_pending's primary key, in the same statement, so the same snapshot.
+ * Rows are read while those before hold less than STORE_EVENTS_PAGE_BYTES:
+ * the next is not even stepped to (its data would be loaded). */
 static int events_json_read(store *s, const char *path, const char *key, int64_t after_seq,
                             int limit, cJSON *arr)
 {
@@ -3392,6 +3402,7 @@ static int events_json_read(store *s, const char *path, const char *key, int64_t
 	size_t nv = 0;
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
+	size_t bytes = 0;
 	int rc, status;
 
 	snprintf(sql, sizeof sql,
@@ -3412,7 +3423,7 @@ static int events_json_read(store *s, const char *path, const char *key, int64_t
 	status = rc == SQLITE_OK ? EVH_OK : reader_status(s, rc);
 	if (!status)
 		status = stmt_bind(db, st, v, nv, NULL, 0);
-	while (!status && (rc = sqlite3_step(st)) != SQLITE_DONE) {
+	while (!status && bytes < STORE_EVENTS_PAGE_BYTES && (rc = sqlite3_step(st)) != SQLITE_DONE) {
 		cJSON *o;
 		if (rc != SQLITE_ROW) {
 			status = reader_status(s, rc);
@@ -3422,6 +3433,8 @@ static int events_json_read(store *s, const char *path, const char *key, int64_t
 		if (!o || !cJSON_AddItemToArray(arr, o)) {
 			cJSON_Delete(o);
 			status = EVH_ENOMEM;
+		} else {
+			bytes += store_event_bytes(o);
 		}
 	}
 	if (status && db)

@@ -216,7 +216,8 @@ void store_set_prune_bytes(int64_t n);
  * the above. */
 int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
- * most `limit`, as a JSON array of {seq,id,topic,key,type,source,time,
+ * most `limit` and, past the first, no more once those given hold
+ * STORE_EVENTS_PAGE_BYTES of data (store_event_bytes), as a JSON array of {seq,id,topic,key,type,source,time,
  * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Only
  * events below the lowest seq still pending are given (Kafka acknowledges
  * out of seq order), so a reader going on after the last seq it was given
@@ -229,6 +230,13 @@ struct cJSON;
  * item (its text, never parsed: printed as it is). */
 int store_events_list(store *s, const char *key, int64_t after_seq, int limit,
                       struct cJSON **out);
+/* A page of the event log holds this much data at most (past its first
+ * event): 1000 events of 900 KB made an answer of 895 MB, and the daemon
+ * took 2.6 GB to build it. */
+#define STORE_EVENTS_PAGE_BYTES ((size_t)16 << 20)
+/* The bytes of an event of store_events_list's (its data's JSON text, or
+ * its base64), as that bound counts them. */
+size_t store_event_bytes(const struct cJSON *ev);
 
 /* Replay: forget inbox records of events at or after a position, so the
  * events the consumer is rewound to are handled again. One transaction. */

@@ -371,6 +371,45 @@ def test_a_plugins_event_log_pages_in_seq_order_whatever_the_times(
     assert [e["seq"] for e in evs] == seen[1:] + seen[:1], evs
 
 
+def test_an_event_log_page_stops_at_16_mib_and_the_next_goes_on(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A page was bounded by its count alone: 1000 events of 900 KB made an
+    # answer of 895 MB, the daemon growing by 2.6 GB to build it (and with
+    # no plugin=, 1000 from each plugin before the merge).
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
+              unique_name("g"), subscribe="false",
+              config={"plugin.crud": {"collections": "things",
+                                      "collection.things.topic": unique_name("things")}})
+    assert d.post("/probe/publish?key=big&n=6", json={"x": 1}).status_code == 200
+    wait_outbox_empty(d)
+    assert d.post("/crud/things", json={"a": 1}).status_code == 201  # later than all six
+    lib.wait_until(lambda: d.get("/admin/plugins/crud", headers=auth()).json()
+                   ["events_stored"] == 1, timeout=30, message="crud's event delivered")
+    db = sqlite3.connect(str(d.state_dir / "probe.db"))
+    try:
+        seqs = [r[0] for r in db.execute("SELECT seq FROM evh_log ORDER BY seq")]
+        with db:  # the four in the middle hold 6 MB each
+            db.execute("UPDATE evh_log SET data = CAST('{\"x\":\"' || hex(zeroblob(3000000))"
+                       " || '\"}' AS BLOB) WHERE seq > ? AND seq < ?", (seqs[0], seqs[-1]))
+    finally:
+        db.close()
+    assert len(seqs) == 6
+    b = d.get("/admin/events", headers=auth(), params={"plugin": "probe"}, timeout=60).json()
+    # 0, 6, 12 and 12 MB before the first four: under 16 MiB; 18 MB before the fifth
+    page = [e["seq"] for e in b["events"]]
+    assert page == seqs[:4] and b["truncated"] is True and b["next_after"] == seqs[3]
+    assert b["events"][0]["data"] == {"x": 1}
+    assert [len(e["data"]["x"]) for e in b["events"][1:]] == [6000000] * 3
+    rest = d.get("/admin/events", headers=auth(), timeout=60,
+                 params={"plugin": "probe", "after": b["next_after"]}).json()
+    assert [e["seq"] for e in rest["events"]] == seqs[4:] and rest["truncated"] is False
+    # Across plugins, the same bound, and crud's event, later than the two
+    # probe events the bound left out, is not shown before them.
+    b = d.get("/admin/events", headers=auth(), timeout=60).json()
+    assert [(e["plugin"], e["seq"]) for e in b["events"]] == \
+        [("probe", s) for s in seqs[:4]] and b["truncated"] is True
+
+
 def test_event_log_retention(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
     d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name("adm"),
               unique_name("g"), config={"store": {"event_retention": "2s"}}, subscribe="false")
