@@ -3378,7 +3378,10 @@ static int64_t consumer_lag_of(const char *plugin, const char *topic, int32_t pa
 static void test_lag_of_a_held_partition_counts_what_came_since(void **state)
 {
 	enum { BEHIND = 5 };
-	static const plugin_sub minute = {.max_attempts = 3, .backoff_ms = 60000,
+	/* Retries are jittered (a wait anywhere up to the backoff): one may come
+	 * within the test, failing again; the partition stays held throughout,
+	 * and ten attempts are not used up in its time. */
+	static const plugin_sub minute = {.max_attempts = 10, .backoff_ms = 60000,
 	                                  .backoff_max_ms = 60000};
 	char retried[37], behind_buf[BEHIND][37];
 	const char *behind[BEHIND];
@@ -3405,7 +3408,7 @@ static void test_lag_of_a_held_partition_counts_what_came_since(void **state)
 		usleep(100000);
 	if (lag != BEHIND + 1)
 		fail_msg("the held partition's lag is %" PRId64 ", not %d", lag, BEHIND + 1);
-	assert_int_equal(count_calls(retried, 0), 1); /* still held */
+	assert_true(count_calls(retried, 0) >= 1); /* failing still: the partition held */
 	for (int i = 0; i < BEHIND; i++)
 		assert_int_equal(count_calls(behind[i], 0), 0);
 	extra_stop(&x);
