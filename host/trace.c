@@ -488,14 +488,15 @@ static int post(const char *body, size_t len, answer *a, char *err, size_t errle
 		log_json_escape(a->body, sizeof a->body, end + 4);
 	a->retry_after = httpc_retry_after(resp, (size_t)n);
 	if ((v = httpc_header(resp, (size_t)n, "Location", &vlen))) {
+		char whole[2048], *shown;
 		size_t i;
-		char *shown;
-		for (i = 0; i < vlen && i + 1 < sizeof a->location; i++)
-			a->location[i] = v[i] > 0x20 && v[i] < 0x7f ? v[i] : '?';
-		a->location[i] = '\0';
+		for (i = 0; i < vlen && i + 1 < sizeof whole; i++)
+			whole[i] = v[i] > 0x20 && v[i] < 0x7f ? v[i] : '?';
+		whole[i] = '\0';
 		/* For the log: a signed URL's query (?sig=...) or a USER:PASSWORD@
-		 * there is another service's secret. */
-		shown = redact_url(a->location);
+		 * there is another service's secret; hidden before the cut to the
+		 * length shown (one cut first could hide a long one no more). */
+		shown = redact_url(whole);
 		snprintf(a->location, sizeof a->location, "%s", shown ? shown : "");
 		free(shown);
 	}
