@@ -217,8 +217,9 @@ void store_set_prune_bytes(int64_t n);
 int store_inbox_prune(store *s, int64_t retention_ms, int max, int64_t *deleted, int *more);
 /* Events with key == `key` (NULL: all) and seq > after_seq, oldest first, at
  * most `limit` and, past the first, no more once those given hold
- * STORE_EVENTS_PAGE_BYTES of data (store_event_bytes), as a JSON array of {seq,id,topic,key,type,source,time,
- * traceparent,data,delivered_at,partition,offset}; *json is malloc'd. Only
+ * STORE_EVENTS_PAGE_BYTES of data (store_event_bytes), as a JSON array of
+ * {seq,id,topic,key,type,source,time,traceparent,data,delivered_at,partition,
+ * offset}; *json is malloc'd. Only
  * events below the lowest seq still pending are given (Kafka acknowledges
  * out of seq order), so a reader going on after the last seq it was given
  * misses none. Read
