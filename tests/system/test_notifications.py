@@ -1151,8 +1151,7 @@ def test_a_stop_cuts_the_wait_for_the_reply_to_the_data_short(evhostd, tmp_path,
                            smtp_data_timeout_ms=60000)
         env.created("cut-1", user_id="u-cut-1")
         lib.wait_until(lambda: srv.data, timeout=30, message="the end of the mail's data")
-        env.d.send_signal(signal.SIGTERM)
-        assert env.d.wait(timeout=60) == 0, env.d.log_tail()
+        assert env.d.stop(timeout=60) == 0, env.d.log_tail()
         text = env.d.log_text()
         assert ("smtp: cut short at DATA: the plugin is stopping, and the send was not done "
                 "within 1000 ms (smtp_timeout_ms) of that") in text, env.d.log_tail()

@@ -497,8 +497,7 @@ def test_a_stop_asked_during_the_start_ends_it_after_the_plugin_under_way(evhost
     d = evhostd(dropins={"20-a.conf": f"[plugin.a]\npath = {probe}\n{slow}",
                          "30-b.conf": f"[plugin.b]\npath = {probe}\n{slow}"}, wait=False)
     d.wait_for_log("probe: init sleeping 3000 ms", timeout=30)
-    d.send_signal(signal.SIGTERM)
-    assert d.wait(timeout=60) == 0, d.log_tail()
+    assert d.stop(timeout=60) == 0, d.log_tail()
     text = d.log_text()
     assert ("SIGTERM during the start: stopping once the plugin starting now has started (the "
             "others are left)") in text, text
@@ -524,8 +523,7 @@ def test_evh_stopping_says_1_from_a_signal_during_the_start_or_a_reload(evhostd,
         write_dropin(d, "20-a.conf", dropin)
         d.send_signal(signal.SIGHUP)
     d.wait_for_log("probe: init waiting for evh_stopping", timeout=30)
-    d.send_signal(signal.SIGTERM)
-    assert d.wait(timeout=60) == 0, d.log_tail()
+    assert d.stop(timeout=60) == 0, d.log_tail()
     text = d.log_text()
     assert "probe: evh_stopping said 1 in init" in text, d.log_tail()
     assert f"SIGTERM during {'the start' if during == 'start' else 'a reload'}" in text, text
@@ -840,8 +838,7 @@ def test_a_handler_cut_short_by_a_stop_asked_during_a_reload_is_not_dead_lettere
                  "routes = false\nsubscribe = false\ninit_sleep_ms = 3000\n")
     d.send_signal(signal.SIGHUP)
     d.wait_for_log("probe: init sleeping 3000 ms", timeout=30)
-    d.send_signal(signal.SIGTERM)
-    assert d.wait(timeout=60) == 0, d.log_tail()
+    assert d.stop(timeout=60) == 0, d.log_tail()
     text = d.log_text()
     assert "probe: evh_stopping said 1" in text, d.log_tail()
     assert "dead-lettered" not in text, d.log_tail()

@@ -929,8 +929,7 @@ def test_sigterm_cuts_a_stream_whose_client_stopped_reading(evhostd, tmp_path, u
         d.send_signal(signal.SIGHUP)
         d.wait_for_log("reload done: 0 started, 1 stopped", timeout=15)
 
-    d.send_signal(signal.SIGTERM)
-    assert d.wait(timeout=30) == 0, d.log_tail()
+    assert d.stop(timeout=30) == 0, d.log_tail()
     log = d.log_text()
     if not plugin_off_first:
         assert "1 event stream(s) still writing after 1000 ms" in log, d.log_tail()
