@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../../host/clock.h"
 #include "notif_plugin.h"
 #include "notif_util.h"
 
@@ -199,8 +200,7 @@ static void *prune_main(void *arg)
 	while (!st->prune_stop) {
 		pthread_mutex_unlock(&st->prune_mu);
 		prune_round(st);
-		clock_gettime(CLOCK_MONOTONIC, &until);
-		until.tv_sec += PRUNE_EVERY_MS / 1000;
+		until = clock_after_ms(CLOCK_MONOTONIC, PRUNE_EVERY_MS);
 		pthread_mutex_lock(&st->prune_mu);
 		while (!st->prune_stop &&
 		       pthread_cond_timedwait(&st->prune_cv, &st->prune_mu, &until) != ETIMEDOUT)
@@ -212,18 +212,11 @@ static void *prune_main(void *arg)
 
 int notif_prune_start(notif_state *st)
 {
-	pthread_condattr_t ca;
 	int rc;
 
 	if (st->log_retention_ms <= 0)
 		return EVH_OK; /* 0: kept forever */
-	if ((rc = pthread_condattr_init(&ca)) != 0)
-		goto fail;
-	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (!rc)
-		rc = pthread_cond_init(&st->prune_cv, &ca);
-	pthread_condattr_destroy(&ca);
-	if (rc)
+	if ((rc = clock_cond_init(&st->prune_cv)) != 0)
 		goto fail;
 	if ((rc = pthread_mutex_init(&st->prune_mu, NULL)) != 0) {
 		pthread_cond_destroy(&st->prune_cv);
