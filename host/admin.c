@@ -695,14 +695,10 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 
 /* ------------------------------------------------------------------ dlq */
 
-/* A header into "headers" when its value is text (or null), else, as
- * base64, into "headers_base64" (made when first needed): in one object a
- * binary "x" written as "x_base64" could meet a header of that name. The
- * last of a name wins. */
-static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *ok)
+/* add_header's work, under `name` as the answer shows it. */
+static void add_header_named(cJSON *o, cJSON *hdrs, const char *name, const char *v, size_t n,
+                             int *ok)
 {
-	const char *name = m->hname[i], *v = m->hvalue[i];
-	size_t n = m->hlen[i];
 	cJSON *bin = cJSON_GetObjectItemCaseSensitive(o, "headers_base64");
 	char *b64;
 	cJSON_DeleteItemFromObjectCaseSensitive(hdrs, name);
@@ -720,6 +716,24 @@ static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *o
 	else
 		jsonb_put_str(bin, name, b64, ok);
 	free(b64);
+}
+
+/* A header into "headers" when its value is text (or null), else, as
+ * base64, into "headers_base64" (made when first needed): in one object a
+ * binary "x" written as "x_base64" could meet a header of that name. The
+ * last of a name wins. A name that is not UTF-8 (Kafka takes any bytes) is
+ * shown with U+FFFD for each stray byte: as it is, it would make the whole
+ * answer JSON that strict parsers refuse (a redrive sends the bytes). */
+static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *ok)
+{
+	int oom = 0;
+	char *scrubbed = json_utf8_scrub(m->hname[i], &oom);
+	if (oom)
+		*ok = 0;
+	else
+		add_header_named(o, hdrs, scrubbed ? scrubbed : m->hname[i], m->hvalue[i], m->hlen[i],
+		                 ok);
+	free(scrubbed);
 }
 
 /* A dead letter as GET .../dlq shows it; without its value (only its size)
