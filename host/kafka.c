@@ -48,6 +48,7 @@
 #include "clock.h"
 #include "crash.h"
 #include "events.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "rfc3339.h"
@@ -1384,8 +1385,12 @@ void kafka_ev_set_error(const evh_event *ev, const char *message)
 	/* The SDK hands handlers a const event; the error buffer is the one
 	 * field they may write, and the event itself is never const. */
 	evh_event *w = (evh_event *)ev;
+	/* Cut where a character begins: half of one would make the DLQ
+	 * header's value bytes that are not UTF-8 (shown as base64). */
 	if (w)
-		snprintf(w->error, sizeof w->error, "%s", message ? message : "");
+		snprintf(w->error, sizeof w->error, "%.*s",
+		         (int)json_utf8_cut(message ? message : "", sizeof w->error - 1),
+		         message ? message : "");
 }
 
 /* ------------------------------------------------------------ consumer */

@@ -30,6 +30,7 @@
 #include "dlq.h"
 #include "events.h"
 #include "host.h"
+#include "json.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -139,6 +140,13 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 	}
 	if (!strcmp(type, "REJECT_ME")) {
 		kafka_ev_set_error(ev, "bad data");
+		return EVH_EVENT_REJECT;
+	}
+	if (!strcmp(type, "REJECT_LONG")) { /* "xx" and 300 two-byte characters: 602 bytes */
+		char why[603] = "xx";
+		for (int i = 0; i < 300; i++)
+			strcat(why, "\xc3\xb1");
+		kafka_ev_set_error(ev, why);
 		return EVH_EVENT_REJECT;
 	}
 	if (!strcmp(type, "KEEP_BROKEN")) {
@@ -518,23 +526,31 @@ static void check_dlq(rd_kafka_headers_t *h, const char *attempts, const char *e
 
 static void test_reject_and_exhausted_go_to_dlq(void **state)
 {
-	char rej[37], exh[37], after[37], buf[64];
-	const char *ids[2] = {rej, exh};
-	rd_kafka_headers_t *out[2] = {NULL, NULL};
+	char rej[37], exh[37], lng[37], after[37], buf[64], why[600];
+	const char *ids[3] = {rej, exh, lng};
+	rd_kafka_headers_t *out[3] = {NULL, NULL, NULL};
 	rd_kafka_headers_t *h;
 	int64_t off;
 	events_uuid(rej);
 	events_uuid(exh);
+	events_uuid(lng);
 	events_uuid(after);
 	publish(rej, "poison", "REJECT_ME", "not json");
 	publish(exh, "poison", "RETRY_ALWAYS", "{}");
+	publish(lng, "poison", "REJECT_LONG", "{}");
 	publish(after, "poison", "USER_CREATED", "{}");
 	assert_int_equal(wait_calls(after, 1), 1);
 	assert_int_equal(count_calls(rej, 0), 1);           /* no retry for REJECT */
 	assert_int_equal(count_calls(exh, 0), 3);           /* [kafka] retry max 3 */
 	assert_int_equal(handled_rows(rej), 0);
 	assert_int_equal(handled_rows(exh), 0);
-	assert_int_equal(read_topic(kafka_bootstraps(fx.k), DLQ_TOPIC, ids, out, 2), 2);
+	assert_int_equal(read_topic(kafka_bootstraps(fx.k), DLQ_TOPIC, ids, out, 3), 3);
+	/* A reason past 511 bytes is cut where a character begins (byte 511 is
+	 * the second of one): "xx" and 254 of them, 510 bytes, UTF-8 still. */
+	hdr(out[2], "evhost_dlq_error", why, sizeof why);
+	assert_int_equal(strlen(why), 510);
+	assert_int_equal(json_utf8_error(why, strlen(why)), -1);
+	rd_kafka_headers_destroy(out[2]);
 	h = out[0];
 	check_dlq(h, "1", "bad data", "REJECT_ME");
 	off = strtoll(hdr(h, "evhost_dlq_offset", buf, sizeof buf), NULL, 10);

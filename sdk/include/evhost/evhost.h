@@ -941,7 +941,8 @@ static inline const char *evh_event_header(const evh_event *e, const char *name)
 /* 1 on first delivery, 2 on the first retry, ... */
 static inline int evh_event_attempt(const evh_event *e) { return evh__api->ev_attempt(e); }
 /* Say why you return RETRY, REJECT, KEEP_AND_DEAD_LETTER or KEEP_AND_RETRY;
- * goes to logs and DLQ headers (copied, cut at 511 bytes; no personal data). */
+ * goes to logs and DLQ headers (copied, cut at 511 bytes, not inside a
+ * UTF-8 character; no personal data). */
 static inline void evh_event_set_error(const evh_event *e, const char *message)
 {
 	evh__api->ev_set_error(e, message);
