@@ -83,8 +83,9 @@ int notif_mailbox_parse(const char *mailbox, char *name, size_t namelen, char *a
 		return -1;
 	if (copy_trimmed(addr, addrlen, lt + 1, (size_t)(mailbox + n - 1 - (lt + 1))) < 0)
 		return -1;
-	copy_trimmed(name, namelen, mailbox, (size_t)(lt - mailbox)); /* a long name is cut */
-	return notif_addr_valid(addr) ? 0 : -1;
+	if (!notif_addr_valid(addr))
+		return -1;
+	return copy_trimmed(name, namelen, mailbox, (size_t)(lt - mailbox)) < 0 ? -2 : 0;
 }
 
 /* ----------------------------------------------------------------- date */

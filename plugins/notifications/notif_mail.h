@@ -29,9 +29,10 @@ typedef struct notif_mail {
 int notif_addr_valid(const char *addr);
 
 /* Split a configured mailbox "Display Name <local@domain>" or
- * "local@domain" into its parts. Returns 0, or -1 when the address part is
- * not valid or does not fit in addrlen - 1 bytes. `name` may come back
- * empty, and is cut to namelen - 1 bytes. */
+ * "local@domain" into its parts. Returns 0, -1 when the address part is
+ * not valid or does not fit in addrlen - 1 bytes, or -2 when the name does
+ * not fit in namelen - 1 bytes (cut, it could end inside a character).
+ * `name` may come back empty. */
 int notif_mailbox_parse(const char *mailbox, char *name, size_t namelen, char *addr,
                         size_t addrlen);
 

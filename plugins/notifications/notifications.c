@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "../../host/duration.h"
+#include "../../host/json.h"
 #include "../../host/topics.h"
 #include "../common/routes.h"
 #include "notif_plugin.h"
@@ -214,12 +215,27 @@ static int load_template(evh_plugin *p, const char *dir, const char *file,
                          const char *const *names, size_t nnames, notif_text *out)
 {
 	char path[4096], err[512], bad[64];
+	long at, bom = 0;
 	int rc;
 
 	snprintf(path, sizeof path, "%s/%s", dir, file);
 	if ((rc = read_file(path, TEMPLATE_MAX_BYTES, out, NULL, err, sizeof err)) != EVH_OK) {
 		evh_log(p, EVH_LOG_ERROR, "templates_dir: %s", err);
 		return rc;
+	}
+	/* A byte order mark some editors write would be sent as the mail's
+	 * first character (the subject's too); bytes that are not UTF-8 (a file
+	 * saved as Latin-1) would go out labelled UTF-8 and show as stray
+	 * characters, the message cut in odd places. */
+	if (out->n >= 3 && !memcmp(out->p, "\xEF\xBB\xBF", 3)) {
+		memmove(out->p, out->p + 3, (out->n -= 3) + 1);
+		bom = 3;
+	}
+	if ((at = json_utf8_error(out->p, out->n)) >= 0) {
+		evh_log(p, EVH_LOG_ERROR, "%s: invalid UTF-8 at byte %ld (save the file as UTF-8)",
+		        path, at + bom);
+		text_free(out);
+		return EVH_EINVAL;
 	}
 	if (notif_template_check(out->p, out->n, names, nnames, bad, sizeof bad)) {
 		evh_log(p, EVH_LOG_ERROR, "%s: unknown placeholder {{%s}}", path, bad);
@@ -505,6 +521,31 @@ static int route(notif_state *st, const char *method, const char *pattern,
 	return evh_http_route_ex(st->p, &r);
 }
 
+/* `from`: a mailbox whose display name is UTF-8 (a Latin-1 file's "ó"
+ * would go out in a header labelled UTF-8, shown as a stray character) and
+ * fits, whole, in from_name. */
+static int check_from(evh_plugin *p, notif_state *st, const char *from)
+{
+	long bad = from ? json_utf8_error(from, strlen(from)) : -1;
+	int r;
+	if (bad >= 0) {
+		evh_config_error(p, "from", "invalid UTF-8 at byte %ld (save the file as UTF-8)",
+		                 bad);
+		return -1;
+	}
+	r = from ? notif_mailbox_parse(from, st->from_name, sizeof st->from_name, st->from_addr,
+	                               sizeof st->from_addr)
+	         : -1;
+	if (r == -2)
+		evh_config_error(p, "from", "the display name is longer than %zu bytes",
+		                 sizeof st->from_name - 1);
+	else if (r < 0)
+		evh_config_error(p, "from",
+		                 "must be \"Name <local@domain>\" or \"local@domain\" (got \"%s\")",
+		                 from ? from : "");
+	return r < 0 ? -1 : 0;
+}
+
 /* The subscription's retry policy: the ranges of the host's [kafka] retry.*
  * (0 here takes the host's value), and backoff_max_ms not below backoff_ms
  * when both are set (the host refuses the subscription otherwise). */
@@ -684,13 +725,8 @@ static int check_values(evh_plugin *p, notif_state *st)
 			rc = -1;
 		}
 	}
-	if (!from || notif_mailbox_parse(from, st->from_name, sizeof st->from_name, st->from_addr,
-	                                 sizeof st->from_addr) < 0) {
-		evh_config_error(p, "from",
-		                 "must be \"Name <local@domain>\" or \"local@domain\" (got \"%s\")",
-		                 from ? from : "");
+	if (check_from(p, st, from) < 0)
 		rc = -1;
-	}
 	if (check_retry_keys(p, st) < 0)
 		rc = -1;
 	if (check_commit_every(p, st) < 0)

@@ -20,6 +20,7 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sqlite3
 import threading
 import time
@@ -321,8 +322,15 @@ def welcome_to(addr):
 
 def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_name,
                                                    kafka_bootstrap, smtp_server):
+    # The templates as an editor that writes a byte order mark saved them:
+    # the mark is no character of the mail's.
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, templates)
+    for f in ("welcome.subject", "welcome.txt"):
+        (templates / f).write_bytes(b"\xef\xbb\xbf" + (TEMPLATES / f).read_bytes())
     env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
-              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}"})
+              {"transport": "smtp", "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+               "templates_dir": str(templates)})
     name = "Zoë Ångström <Zo> & Co"
     addr = f"zoe.{uuid.uuid4().hex[:8]}@example.com"
 
@@ -342,7 +350,7 @@ def test_welcome_mail_via_smtp_greets_user_by_name(evhostd, tmp_path, unique_nam
     assert msg.get_content_type() == "multipart/alternative"
     text = part(msg, "text/plain")
     html = part(msg, "text/html")
-    assert f"Hello {name}," in text and addr in text and user["id"] in text
+    assert text.startswith(f"Hello {name},") and addr in text and user["id"] in text, text[:40]
     # Values are escaped in HTML, not in text.
     assert "Zoë Ångström &lt;Zo&gt; &amp; Co" in html and "<Zo>" not in html
 
@@ -2647,6 +2655,32 @@ def test_bad_configuration_is_refused_with_a_reason(evhostd, tmp_path):
     (bad / "welcome.txt").write_text("Hi {{nmae}}\n")
     r = evhostd.run([], config={"plugin.notifications": {"templates_dir": str(bad)}}, timeout=30)
     assert r.returncode != 0 and "unknown placeholder {{nmae}}" in r.stderr, r.stderr
+
+    # A template saved as Latin-1 would go out labelled UTF-8, showing stray
+    # characters: refused, naming the file and the byte.
+    (bad / "welcome.txt").write_text((TEMPLATES / "welcome.txt").read_text())
+    (bad / "welcome.subject").write_bytes(b"\xa1Bienvenido, {{name}}!\n")
+    r = evhostd.run([], config={"plugin.notifications": {"templates_dir": str(bad)}}, timeout=30)
+    assert r.returncode != 0 and \
+        f"{bad}/welcome.subject: invalid UTF-8 at byte 0 (save the file as UTF-8)" in r.stderr, \
+        r.stderr
+
+    # `from` likewise (the configuration's values are bytes as written), and a
+    # display name too long for the header's buffer is refused, not cut.
+    config_dir, _, _ = evhostd.write_config(
+        {"plugin.notifications": {"templates_dir": str(TEMPLATES),
+                                  "from": "Notificacion <noreply@example.org>"}})
+    conf = config_dir / "evhost.conf"
+    conf.write_bytes(conf.read_bytes().replace(b"Notificacion", b"Notificaci\xf3n"))
+    r = subprocess.run([str(evhostd.binary), "-c", str(conf), "--check-config"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert r.returncode == 1 and \
+        b"from: invalid UTF-8 at byte 10 (save the file as UTF-8)" in r.stdout, r.stdout
+    r = evhostd.run([], config={"plugin.notifications": {
+        "templates_dir": str(TEMPLATES), "from": "\u00e9" * 128 + " <noreply@example.org>"}},
+        timeout=30)
+    assert r.returncode != 0 and "from: the display name is longer than 255 bytes" in r.stderr, \
+        r.stderr
 
     # An EVH_CFG_DIR key: --check-config finds a missing directory at its line.
     r = evhostd.run(["--check-config"],

@@ -316,6 +316,24 @@ static void test_mailbox_parse(void **state)
 		assert_int_equal(notif_mailbox_parse(named, name, sizeof name, addr, sizeof addr),
 		                 -1);
 	}
+	/* A display name that does not fit is refused (-2), not cut: a cut could
+	 * end inside a character. 63 bytes fit in name[64]; 64 do not. */
+	{
+		char named[100];
+		snprintf(named, sizeof named, "%.*s <ops@example.com>", 63,
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+		assert_int_equal(notif_mailbox_parse(named, name, sizeof name, addr, sizeof addr), 0);
+		assert_int_equal(strlen(name), 63);
+		snprintf(named, sizeof named, "x%.*s <ops@example.com>", 63,
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9"
+		         "\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9\xc3\xa9");
+		assert_int_equal(notif_mailbox_parse(named, name, sizeof name, addr, sizeof addr), -2);
+	}
 }
 
 /* ------------------------------------------------------------ encodings */
