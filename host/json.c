@@ -607,6 +607,21 @@ char *json_utf8_scrub(const char *s, int *oom)
 	return out;
 }
 
+int json_surrogate_at(const char *s, size_t n, size_t at)
+{
+	char hex[5];
+	unsigned long u;
+
+	if (at >= n || n - at < 6 || s[at] != '\\' || s[at + 1] != 'u')
+		return 0;
+	memcpy(hex, s + at + 2, 4);
+	hex[4] = '\0';
+	if (strspn(hex, "0123456789abcdefABCDEF") != 4)
+		return 0;
+	u = strtoul(hex, NULL, 16);
+	return u >= 0xd800 && u <= 0xdfff;
+}
+
 size_t json_utf8_cut(const char *s, size_t max)
 {
 	size_t n = strnlen(s, max + 1);

@@ -54,6 +54,11 @@ char *json_utf8_scrub(const char *s, int *oom);
  * when that is at most `max`. */
 size_t json_utf8_cut(const char *s, size_t max);
 
+/* Whether s[at], where json_check stopped (its *at), is the escape of half
+ * a surrogate pair standing without its other half (\ud800): a clearer
+ * reason to give than "malformed". */
+int json_surrogate_at(const char *s, size_t n, size_t at);
+
 /* Bytes of a member name an answer quotes (json_utf8_cut), marked
  * " (shortened)" when it is longer. */
 #define JSON_NAME_SHOWN 100

@@ -18,23 +18,6 @@ cJSON *jsonin_parse(const char *text, size_t len, int *oom)
 	return v;
 }
 
-/* Is s[at] the escape of half a surrogate pair? Where json_check stops at
- * one, it stands without its other half. */
-static int surrogate_at(const char *s, size_t n, size_t at)
-{
-	char hex[5];
-	unsigned long u;
-
-	if (at >= n || n - at < 6 || s[at] != '\\' || s[at + 1] != 'u')
-		return 0;
-	memcpy(hex, s + at + 2, 4);
-	hex[4] = '\0';
-	if (strspn(hex, "0123456789abcdefABCDEF") != 4)
-		return 0;
-	u = strtoul(hex, NULL, 16);
-	return u >= 0xd800 && u <= 0xdfff;
-}
-
 static cJSON *not_json(char *why, size_t whylen, const char *what, const char *problem, size_t at)
 {
 	snprintf(why, whylen, "%s is not valid JSON: %s at byte %zu", what, problem, at);
@@ -89,7 +72,7 @@ cJSON *jsonin_parse_strict(const char *text, size_t len, const char *what, int *
 		                at);
 	default:
 		return not_json(why, whylen, what,
-		                surrogate_at(text, len, at) ? "a lone surrogate escape" : "malformed",
+		                json_surrogate_at(text, len, at) ? "a lone surrogate escape" : "malformed",
 		                at);
 	}
 	/* What json_check accepts cJSON parses: NULL is a failed allocation. */

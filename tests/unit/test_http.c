@@ -1578,6 +1578,10 @@ static void test_admin_bodies_are_one_json_text(void **state)
 	fixture *f = *state;
 	static const char *const refused[][3] = {
 	    {"/admin/backup", "{\"keep\":3}\"keep_inbox\"", "the body must be a JSON object"},
+	    {"/admin/backup", "{\"keep\":\"\\ud800\"}",
+	     "the body has a lone surrogate escape at byte 9"},
+	    {"/admin/sign-out", "{\"subject\":\"a\\u0000b\"}",
+	     "the body has \\\\u0000 in a string (the string would end there) at byte 13"},
 	    {"/admin/plugins/nope/dlq/redrive", "{\"offsets\":[5],\"offsets\":null}",
 	     "the member name \\\"offsets\\\" appears twice in one object (parsers disagree on "
 	     "which value counts)"},
