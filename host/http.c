@@ -2588,6 +2588,10 @@ static void answer_unrouted(evh_request *req, evh_response *resp, int status, co
 		         ri && ri->remote_addr[0] ? ri->remote_addr : "an unknown peer", msg);
 }
 
+/* Bytes of a method an unrouted request's log line shows: the longest
+ * civetweb knows (PROPPATCH) and then some. */
+#define METHOD_SHOWN_MAX 32
+
 /* The request and response answer_unrouted takes, for `conn`. */
 static void unrouted_begin(struct mg_connection *conn, evh_request *req, evh_response *resp)
 {
@@ -2596,7 +2600,16 @@ static void unrouted_begin(struct mg_connection *conn, evh_request *req, evh_res
 	memset(resp, 0, sizeof *resp);
 	req->conn = conn;
 	req->ri = ri;
-	req->method = ri && ri->request_method ? ri->request_method : "";
+	req->method = "";
+	/* Only a method that is one: civetweb 1.15 stops parsing a request line
+	 * at a byte past ASCII in its first word without ending the method, which
+	 * then runs to the end of the head (every header, Authorization and
+	 * Cookie too, into the access log, and text a client chose). */
+	if (ri && ri->request_method) {
+		size_t n = strnlen(ri->request_method, METHOD_SHOWN_MAX + 1);
+		if (n <= METHOD_SHOWN_MAX && http_token_len(ri->request_method, n) == n)
+			req->method = ri->request_method;
+	}
 	req->path = ri && ri->local_uri ? ri->local_uri : NULL;
 	resp->req = req;
 	request_id(req);
