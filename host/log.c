@@ -181,6 +181,8 @@ static size_t utf8_len(const unsigned char *s)
 
 /* Escape for a JSON string (json != 0) or for one text line: control
  * characters never reach the output raw, so a message cannot forge lines.
+ * The C1 controls (U+0080 to U+009F) are escaped too: journald counts them
+ * as control, and journalctl then shows "[N blob data]" for the whole line.
  * Invalid UTF-8 becomes U+FFFD so JSON consumers can always parse it. */
 static void lb_escaped(line_buf *b, const char *s, int json)
 {
@@ -191,6 +193,11 @@ static void lb_escaped(line_buf *b, const char *s, int json)
 		if (n == 0) {
 			lb_puts(b, json ? "\\ufffd" : "\xef\xbf\xbd");
 			u++;
+			continue;
+		}
+		if (n == 2 && u[0] == 0xc2 && u[1] <= 0x9f) { /* utf8_len: u[1] >= 0x80 */
+			lb_printf(b, "\\u%04x", u[1]);
+			u += n;
 			continue;
 		}
 		if (n > 1) {

@@ -1,8 +1,9 @@
-/* The log (log.c): lines of concurrent threads never interleave, whatever
- * stderr is. A pipe takes at most 4096 bytes at once when it is full, so a
- * longer line written while the reader lags went out in parts, with other
- * threads' lines between them (a log shipper reading JSON lines then met
- * lines it could not parse). The reader here lags on purpose. */
+/* The log (log.c): control characters never reach a line raw, and lines of
+ * concurrent threads never interleave, whatever stderr is. A pipe takes at
+ * most 4096 bytes at once when it is full, so a longer line written while
+ * the reader lags went out in parts, with other threads' lines between them
+ * (a log shipper reading JSON lines then met lines it could not parse). The
+ * reader here lags on purpose. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -144,9 +145,21 @@ static void a_non_blocking_stderr_loses_no_line(void **state)
 	lines_into_a_lagging_pipe(1);
 }
 
+/* C1 controls (U+0080 to U+009F, "\xc2\x85" is NEL) are escaped as C0
+ * ones are: journald counts them as control and journalctl showed the
+ * whole line as "[N blob data]". Other characters stay as they are. */
+static void c1_controls_are_escaped(void **state)
+{
+	char out[64];
+	(void)state;
+	log_json_escape(out, sizeof out, "a\xc2\x85" "b\xc2\x9f\xc2\x80|\xc2\xa0\xc3\xa9\x01");
+	assert_string_equal(out, "a\\u0085b\\u009f\\u0080|\xc2\xa0\xc3\xa9\\u0001");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(c1_controls_are_escaped),
 		cmocka_unit_test(lines_of_concurrent_threads_do_not_interleave),
 		cmocka_unit_test(a_non_blocking_stderr_loses_no_line),
 	};
