@@ -1761,12 +1761,30 @@ static const char *toobig_said(toobig_source from)
 	}
 }
 
+/* Failures that repeat with every request while a disk is full or failing:
+ * said once a minute, with how many were not (the access log has each). A
+ * line each was thousands a minute, past journald's budget. */
+#define STORAGE_SAID_EVERY_MS 60000
+static log_every full_said, store_failed_said;
+
+/* How many lines like this one were not said, into out[size], or "". */
+static const char *unsaid_text(char *out, size_t size, int64_t unsaid)
+{
+	if (unsaid > 0)
+		snprintf(out, size, " (and %" PRId64 " more like it since the last such line)", unsaid);
+	else
+		out[0] = '\0';
+	return out;
+}
+
 static void call_handler(const http_route *rt, evh_request *req, evh_response *resp)
 {
 	const char *name = rt->plugin ? rt->plugin->name : "host";
 	toobig_source from;
 	evh_tx *left;
 	int rc, store_said, clients;
+	int64_t unsaid = 0;
+	char more[80];
 	store_take_lost_reads(); /* only this handler's transactions count */
 	store_thread_error_clear();
 	toobig_clear();
@@ -1827,9 +1845,12 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		resp->filled = 0;
 	}
 	if (rt->plugin && store_full(rt->plugin->store)) {
-		/* The store said which file, once a minute; this is the request's line. */
-		log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database is full",
-		         req->method, req->path, rt->r.pattern, rt->plugin->name, host_strerror(rc));
+		/* The store said which file, once a minute; this is the requests'. */
+		if (log_every_due(&full_said, clock_mono_ms(), STORAGE_SAID_EVERY_MS, &unsaid))
+			log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database is "
+			                 "full, answered 503%s",
+			         req->method, req->path, rt->r.pattern, rt->plugin->name,
+			         host_strerror(rc), unsaid_text(more, sizeof more, unsaid));
 		http_resp_header(resp, "Retry-After", HTTP_FULL_RETRY_AFTER);
 		problem(resp, 503, "unavailable",
 		        "the storage of service '%s' is full; try again later",
@@ -1856,12 +1877,15 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	/* The outbox at its bound is said where it refused the publish, once a
 	 * minute with a count (store.c, outbox_full_say): a burst of requests
 	 * must not write a line each. */
-	if (rc != EVH_EFULL)
+	if (rc != EVH_EFULL &&
+	    (rc != EVH_ESTORE ||
+	     log_every_due(&store_failed_said, clock_mono_ms(), STORAGE_SAID_EVERY_MS, &unsaid)))
 		log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
-		        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s", req->method, req->path,
+		        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s%s", req->method, req->path,
 		        rt->r.pattern, name, host_strerror(rc),
 		        store_said ? " (storage: " : "", store_said ? store_thread_error() : "",
-		        store_said ? ")" : "", rc == EVH_ETOOBIG ? toobig_said(from) : "");
+		        store_said ? ")" : "", rc == EVH_ETOOBIG ? toobig_said(from) : "",
+		        unsaid_text(more, sizeof more, unsaid));
 	if (rc == EVH_EFULL) {
 		http_resp_header(resp, "Retry-After", HTTP_OUTBOX_RETRY_AFTER);
 		problem(resp, 503, "unavailable", "too many events are waiting to be sent; try again "

@@ -91,6 +91,12 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     log = st.d.log_text()
     assert "database or disk is full" in log
     assert str(small_fs / "user.db") in log
+    # Each of them is in the access log; the failure itself is said once a
+    # minute, by the host and by the plugin (a line each was thousands a
+    # minute at load, and spent the plugin's log budget).
+    host_lines = [x for x in log.splitlines() if "(route /users of plugin 'user') failed" in x]
+    plugin_lines = [x for x in log.splitlines() if "[user] create user" in x and "failed" in x]
+    assert len(host_lines) == 1 and len(plugin_lines) <= 1, (host_lines, plugin_lines)
 
     # An event for notifications while its database cannot take it either:
     # a user created elsewhere, as its USER_CREATED event.
