@@ -86,6 +86,10 @@ struct http_server {
 	 * stops (after mg_stop every write fails); later ones get a 503. */
 	atomic_int stopping;
 	atomic_int inflight; /* in handle_request now; drain_cv is signalled at 0 */
+	/* civetweb's threads that came up (worker_thread_init): civetweb 1.15
+	 * goes on when it cannot create one, the accept thread too (the
+	 * process's thread limit), and would serve nothing while "ready". */
+	atomic_int masters, workers;
 };
 
 /* A route as registered: the public http_route first, so the router's
@@ -2812,8 +2816,36 @@ int http_has_ipv6(void) { return mg_check_feature(MG_FEATURES_IPV6) != 0; }
  * may overflow the worker's 100 KiB), given back when it ends. */
 static void *worker_thread_init(const struct mg_context *ctx, int thread_type)
 {
-	(void)ctx, (void)thread_type;
+	http_server *srv = ctx ? mg_get_user_data(ctx) : NULL;
+	if (srv && thread_type == 0)
+		atomic_fetch_add(&srv->masters, 1);
+	else if (srv && thread_type == 1)
+		atomic_fetch_add(&srv->workers, 1);
 	return crash_thread_enter();
+}
+
+/* Whether civetweb's accept thread and its `want` workers all came up,
+ * waiting up to 5 s for them (they start after mg_start2 returns); else
+ * the reason in err. A thread civetweb could not create it says (into
+ * start_error) and goes on without. */
+static int threads_started(http_server *srv, int want, char *err, size_t errlen)
+{
+	const struct timespec tick = {0, 10 * 1000 * 1000};
+	for (int i = 0; i < 500; i++) {
+		if (atomic_load(&srv->masters) == 1 && atomic_load(&srv->workers) == want)
+			return 0;
+		if (srv->start_error[0] && strstr(srv->start_error, "Cannot start"))
+			break;
+		nanosleep(&tick, NULL);
+	}
+	snprintf(err, errlen,
+	         "cannot start the HTTP server's threads (%d of [http] threads = %d%s; civetweb: "
+	         "%s): raise the process's thread limit (systemd TasksMax= or LimitNPROC=, "
+	         "ulimit -u) or lower [http] threads",
+	         atomic_load(&srv->workers), want,
+	         atomic_load(&srv->masters) ? "" : ", no accept thread",
+	         srv->start_error[0] ? srv->start_error : "no error said");
+	return -1;
 }
 
 static void worker_thread_exit(const struct mg_context *ctx, int thread_type, void *stack)
@@ -3024,6 +3056,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot listen on %s: %s", srv->listen, reason);
 		mg_exit_library();
 		free(srv);
+		return -1;
+	}
+	if (threads_started(srv, atoi(threads), err, errlen) != 0) {
+		/* Not stopped: mg_stop joins the accept thread, which may not
+		 * exist. The start fails, and the process ends with it. */
 		return -1;
 	}
 	if (h->set.http_tls_listen) {

@@ -858,6 +858,46 @@ def test_listen_on_port_0_says_the_port_it_got(evhostd):
     assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
 
 
+def test_a_start_short_of_threads_fails_saying_so(evhostd, build_dir):
+    # civetweb 1.15 goes on when it cannot create a worker, or its accept
+    # thread, at the process's thread limit: evhostd said "ready" (and told
+    # systemd so) with no thread accepting connections. The limit binds only
+    # users other than root: the daemon runs as nobody here.
+    import resource
+    import tempfile
+    binary = build_dir / "host" / "evhostd"
+    if os.geteuid() != 0:
+        pytest.skip("running the daemon as another user needs root")
+    for part in [binary, *binary.parents]:
+        if part.stat().st_mode & 0o005 != 0o005:
+            pytest.skip(f"{part} is not readable by others (the daemon runs as nobody)")
+    top = Path(tempfile.mkdtemp(prefix="evhost-nproc-"))
+    try:
+        top.chmod(0o755)
+        (top / "state").mkdir()
+        os.chown(top / "state", 65534, 65534)
+        config_dir, _, port = evhostd.write_config(
+            {"http": {"threads": 200}}, config_dir=top / "etc", state_dir=top / "state")
+        for f in [config_dir, *config_dir.rglob("*")]:
+            f.chmod(0o755 if f.is_dir() else 0o644)
+
+        def as_nobody_with_few_threads():
+            resource.setrlimit(resource.RLIMIT_NPROC, (100, 100))
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+
+        r = subprocess.run([str(binary), "-c", str(config_dir / "evhost.conf")],
+                           preexec_fn=as_nobody_with_few_threads, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=60)
+        assert r.returncode == 1, r.stderr[-2000:]
+        assert re.search(r"cannot start the HTTP server's threads \(\d+ of \[http\] threads = "
+                         r"200.*civetweb: Cannot start worker thread", r.stderr), r.stderr[-2000:]
+        assert " ready: " not in r.stderr, r.stderr[-2000:]
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
 def test_a_default_directory_that_is_not_there_is_refused_by_the_check(evhostd, tmp_path):
     # templates_dir's default (where the package installs the templates) was
     # never looked at: the check said OK and notifications' init failed.
