@@ -525,6 +525,11 @@ static int api_publish(evh_plugin *p, evh_tx *tx, const char *topic, const char 
 		rc = EVH_EINVAL;
 	} else if (foreign_tx(tx, NULL, "evh_publish")) {
 		rc = EVH_ESTATE;
+	} else if (store_tx_reads_only(tx)) {
+		plugin_error(p, "publish to %s: refused: a read transaction (evh_tx_begin_read) "
+		                "writes nothing: publish in one of evh_tx_begin",
+		             topic);
+		rc = store_outbox_add(tx, &row); /* refuses it, and marks it failed */
 	} else {
 		rc = EVH_OK;
 	}
@@ -663,6 +668,18 @@ static int api_tx_begin(evh_plugin *p, evh_tx **tx)
 		                "database already (an event handler's: write through the tx it is "
 		                "given; or one of its own not ended)");
 	return rc;
+}
+
+static int api_tx_begin_read(evh_plugin *p, evh_tx **tx)
+{
+	if (!p || !tx)
+		return EVH_EINVAL;
+	*tx = NULL;
+	if (!p->store) /* not during check, like evh_tx_begin */
+		return EVH_ESTATE;
+	if (other_plugin(p, "evh_tx_begin_read"))
+		return EVH_ESTATE;
+	return store_tx_begin_read(p->store, tx);
 }
 
 /* The transaction an event handler is given is the host's: it ends it with
@@ -972,6 +989,8 @@ GUARDED(int, api_publish, EVH_ESTATE,
 GUARDED(int, api_migrate, EVH_ESTATE, (evh_plugin * p, const evh_migration *m, size_t n),
         (p, m, n), "evh_migrate")
 GUARDED(int, api_tx_begin, EVH_ESTATE, (evh_plugin * p, evh_tx **tx), (p, tx), "evh_tx_begin")
+GUARDED(int, api_tx_begin_read, EVH_ESTATE, (evh_plugin * p, evh_tx **tx), (p, tx),
+        "evh_tx_begin_read")
 GUARDED(int, api_auth_sign, EVH_ESTATE,
         (evh_plugin * p, const char *subject, const char *const *roles, size_t nroles,
          int ttl_s, char **token),
@@ -1080,6 +1099,7 @@ static const evh_api api_table = {
     .store_max_bytes = api_store_max_bytes_guarded,
     .config_key_at = api_config_key_at_guarded,
     .stopping = api_stopping,
+    .tx_begin_read = api_tx_begin_read_guarded,
 };
 
 const evh_api *host_api(void) { return &api_table; }

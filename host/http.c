@@ -1799,8 +1799,11 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		/* Left open, it held the plugin's database (and this worker's
 		 * lock on it) for good: every later write waited and failed, and
 		 * a reload or stop waited for it forever. Its writes are undone,
-		 * so the answer cannot be the handler's. */
-		store_tx_rollback(left);
+		 * so the answer cannot be the handler's. A read transaction
+		 * (evh_tx_begin_read) held one of its read connections. */
+		do
+			store_tx_rollback(left);
+		while ((left = store_tx_left_open(rt->plugin->store)));
 		store_take_lost_reads();
 		log_error("http", "%s %s (route %s of plugin '%s') returned with a transaction it "
 		                  "began still open (no evh_tx_commit or evh_tx_rollback): rolled "

@@ -1947,6 +1947,24 @@ static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx,
 	return out;
 }
 
+/* After an event handler: a read transaction (evh_tx_begin_read) it began
+ * and left open is ended, said. It wrote nothing, so the event's outcome
+ * stands; left open, it held one of the plugin's few read connections for
+ * good. */
+static void end_left_reads(evh_plugin *p, const evh_event *ev)
+{
+	evh_tx *left;
+	int n = 0;
+	while ((left = store_tx_left_open(p->store))) {
+		store_tx_rollback(left);
+		n++;
+	}
+	if (n)
+		log_error(KAFKA_LOG, "%s: the handler of event %s returned with %d read transaction%s "
+		                     "it began still open (no evh_tx_commit or evh_tx_rollback): ended",
+		          p->name, ev->id, n, n == 1 ? "" : "s");
+}
+
 /* Run every matching handler inside a savepoint of `tx` (the batch's), with
  * the inbox check and record. The first non-OK result decides and rolls the
  * savepoint back, so only this event's writes are undone (but see
@@ -1987,6 +2005,7 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 		crash_enter_event(p->name, ev->topic, ev->partition, ev->offset, ev->id);
 		r = p->subs[i].handler(p, ev, tx, p->subs[i].ud);
 		crash_leave();
+		end_left_reads(p, ev);
 		if (r == EVH_EVENT_OK)
 			continue;
 		c->attempt_full = store_tx_failed(tx) == EVH_EFULL; /* before the rollback */

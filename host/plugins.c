@@ -1046,7 +1046,9 @@ int plugin_start(evh_plugin *p, char *err, size_t errlen)
 	if ((left = store_tx_left_open(p->store))) {
 		/* The database stays locked while it is open: nothing else of the
 		 * plugin's could write, and the stop would wait for it for good. */
-		store_tx_rollback(left);
+		do
+			store_tx_rollback(left);
+		while ((left = store_tx_left_open(p->store)));
 		p->status = PLUGIN_FAILED;
 		snprintf(err, errlen, "%s: plugin '%s' init returned with a transaction it began "
 		                      "still open (no evh_tx_commit or evh_tx_rollback): rolled back, "
@@ -1086,7 +1088,9 @@ void plugin_destroy(evh_plugin *p)
 		p->in_fini = 0;
 		crash_leave();
 		if ((left = store_tx_left_open(p->store))) {
-			store_tx_rollback(left); /* or closing the store would wait for it */
+			do /* or closing the store would wait for it */
+				store_tx_rollback(left);
+			while ((left = store_tx_left_open(p->store)));
 			log_error("host", "plugin '%s': fini returned with a transaction it began "
 			                  "still open: rolled back",
 			          p->name);

@@ -107,6 +107,14 @@
  * checkpoints itself (a WAL of 64 MB). */
 #define STORE_CHECKPOINT_PAGES 4000
 #define STORE_CHECKPOINT_INLINE 4
+/* Read transactions open at once on one store (each on a connection of its
+ * own, opened when first needed); one more waits for one to end, at most
+ * STORE_LOCK_WAIT_MS, then EVH_EBUSY as a write transaction's wait. Few:
+ * each connection keeps a page cache, and a plugin's reads are short. */
+#define STORE_READERS 4
+/* Why a read transaction's statement that would write is refused. */
+#define READ_ONLY_WHY                                                                        \
+	"a read transaction (evh_tx_begin_read) writes nothing: write in one of evh_tx_begin"
 
 typedef struct cached_stmt {
 	char *sql; /* NULL: slot empty */
@@ -123,14 +131,34 @@ typedef struct stmt_ref {
 	cached_stmt *slot;
 } stmt_ref;
 
-struct store {
+/* A connection, its statement cache, and the state of the authorizer that
+ * judges a plugin's SQL on it: the writer's (store.w, used under mu), and
+ * each read transaction's (store.readers, used by the thread whose read
+ * transaction holds it). */
+typedef struct conn {
 	sqlite3 *db;
+	cached_stmt cache[STORE_CACHE_SIZE];
+	uint64_t clock;
+	/* A plugin's SQL is being prepared (store_plugin_sql): plugin_sql_auth
+	 * refuses what is the host's, and says why in auth_why. */
+	int plugin_sql;
+	int read_only; /* a read transaction's: plugin_sql_auth refuses any write too */
+	char auth_why[160];
+} conn;
+
+/* A read transaction's connection (store_tx_begin_read): opened read-only
+ * on first use, kept until store_close. */
+typedef struct reader {
+	conn c;
+	evh_tx *tx; /* the read transaction using it; NULL: free (under read_mu) */
+} reader;
+
+struct store {
+	conn w; /* the writer: every use under mu */
 	pthread_mutex_t mu;
 	/* The transaction a plugin began (evh_tx_begin) and has not ended; under
 	 * mu, which its thread holds while it is open. */
 	evh_tx *plugin_tx;
-	cached_stmt cache[STORE_CACHE_SIZE];
-	uint64_t clock;
 	/* The host's own hot statements (host_run): keyed by the address of
 	 * their string literal, so finding one is a pointer comparison, not a
 	 * hash and a strcmp of the SQL as in `cache` (which the plugins' SQL,
@@ -202,10 +230,15 @@ struct store {
 	pthread_cond_t ckpt_cv;
 	int ckpt_due, ckpt_stop;
 	_Atomic uint64_t ckpt_thread_runs, ckpt_inline_runs;
-	/* A plugin's SQL is being prepared (store_plugin_sql): plugin_sql_auth
-	 * refuses what is the host's, and says why in auth_why. Under mu. */
-	int plugin_sql;
-	char auth_why[160];
+	/* Read transactions (store_tx_begin_read), each on a connection of
+	 * readers of its own, without mu: WAL readers do not wait for the
+	 * writer, nor it for them. read_cv is signalled when one ends. Under
+	 * read_mu. */
+	reader readers[STORE_READERS];
+	int read_open;    /* read transactions open */
+	int read_closing; /* store_close began: none begins */
+	pthread_mutex_t read_mu;
+	pthread_cond_t read_cv;
 };
 
 struct evh_tx {
@@ -219,8 +252,13 @@ struct evh_tx {
 	int plugin_own;          /* begun by the plugin (evh_tx_begin): its to end */
 	int gdone, gstatus;      /* its group ended, with this status */
 	evh_tx *gnext;           /* in s->gwait */
+	reader *rd;              /* a read transaction's connection; NULL: the writer's */
+	uintptr_t thread;        /* a read transaction's: the thread_token of its thread */
 	char err[STORE_ERR_LEN];
 };
+
+/* The connection `tx` runs its statements on. */
+static conn *tx_conn(const evh_tx *tx) { return tx->rd ? &tx->rd->c : &tx->s->w; }
 
 typedef enum rows_state { ROWS_READY, ROWS_ON_ROW, ROWS_DONE, ROWS_DETACHED } rows_state;
 
@@ -371,11 +409,11 @@ static int lock_taken(store *s, int e)
 		 * else would end it (begin_immediate does, after this). No group is
 		 * open: every lock taker since the relay's came through here. */
 		if (!s->gopen)
-			rollback_if_open(s->db);
-		if (sqlite3_exec(s->db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
+			rollback_if_open(s->w.db);
+		if (sqlite3_exec(s->w.db, "PRAGMA synchronous=FULL", NULL, NULL, NULL) != SQLITE_OK) {
 			snprintf(thread_error, sizeof thread_error,
 			         "%s: out of memory setting synchronous = FULL again",
-			         sqlite3_db_filename(s->db, "main"));
+			         sqlite3_db_filename(s->w.db, "main"));
 			pthread_mutex_unlock(&s->mu);
 			return EVH_ENOMEM;
 		}
@@ -480,13 +518,13 @@ static int lock_settled(store *s, int status)
 		return status;
 	if (s->gopen)
 		group_commit_locked(s);
-	if (!sqlite3_get_autocommit(s->db))
-		rollback_if_open(s->db);
-	if (sqlite3_get_autocommit(s->db))
+	if (!sqlite3_get_autocommit(s->w.db))
+		rollback_if_open(s->w.db);
+	if (sqlite3_get_autocommit(s->w.db))
 		return EVH_OK;
 	snprintf(thread_error, sizeof thread_error,
 	         "%s: out of memory ending a transaction left open",
-	         sqlite3_db_filename(s->db, "main"));
+	         sqlite3_db_filename(s->w.db, "main"));
 	store_unlock(s);
 	return EVH_ENOMEM;
 }
@@ -521,7 +559,7 @@ void store_note_damaged(store *s, const char *found)
 	                   "fails (HTTP 500, events retried, then dead-lettered) while the rest is "
 	                   "served; stop the daemon and restore the file from a backup " DAMAGE_DOC
 	                   "; said once",
-	          sqlite3_db_filename(s->db, "main"), found);
+	          sqlite3_db_filename(s->w.db, "main"), found);
 }
 
 /* A failed step on a reading connection of its own (the relay's, the
@@ -566,12 +604,12 @@ static void full_note(store *s)
 		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "
 		                   "unhandled) until its owner's quota has room (at most one such "
 		                   "line a minute)",
-		          sqlite3_db_filename(s->db, "main"));
+		          sqlite3_db_filename(s->w.db, "main"));
 	else
 		log_error("store", "%s: database or disk is full: writes fail (HTTP 503, events "
 		                   "wait unhandled) until its file system has room (at most one "
 		                   "such line a minute)",
-		          sqlite3_db_filename(s->db, "main"));
+		          sqlite3_db_filename(s->w.db, "main"));
 }
 
 /* Room again (under mu): `why`, e.g. a commit went through. */
@@ -581,7 +619,7 @@ static void full_clear(store *s, const char *why)
 		return;
 	atomic_store(&s->full, 0);
 	if (s->full_logged_ms)
-		log_info("store", "%s: %s", sqlite3_db_filename(s->db, "main"), why);
+		log_info("store", "%s: %s", sqlite3_db_filename(s->w.db, "main"), why);
 	s->full_logged_ms = 0;
 }
 
@@ -649,7 +687,7 @@ int store_full_recheck(store *s)
 		group_commit_locked(s);
 	/* Free blocks say nothing of a quota: that "full" ends with a commit. */
 	if (!s->full_quota &&
-	    free_bytes(sqlite3_db_filename(s->db, "main")) >= STORE_ROOM_BYTES)
+	    free_bytes(sqlite3_db_filename(s->w.db, "main")) >= STORE_ROOM_BYTES)
 		full_clear(s, "its file system has room again");
 	store_unlock(s);
 	return store_full(s);
@@ -755,25 +793,25 @@ static int stmt_prepare(sqlite3 *db, const char *sql, unsigned flags, sqlite3_st
 	return EVH_OK;
 }
 
-static cached_stmt *cache_find(store *s, const char *sql, uint32_t hash)
+static cached_stmt *cache_find(conn *k, const char *sql, uint32_t hash)
 {
 	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
-		cached_stmt *c = &s->cache[i];
+		cached_stmt *c = &k->cache[i];
 		/* A plugin's SQL finds only statements the authorizer judged: the
 		 * host's own (writes to evh_* tables) are not the plugin's, whatever
 		 * their text. */
-		if (c->sql && c->hash == hash && c->plugin == s->plugin_sql && !strcmp(c->sql, sql))
+		if (c->sql && c->hash == hash && c->plugin == k->plugin_sql && !strcmp(c->sql, sql))
 			return c;
 	}
 	return NULL;
 }
 
 /* An empty slot, else the least recently used idle one (emptied), else NULL. */
-static cached_stmt *cache_victim(store *s)
+static cached_stmt *cache_victim(conn *k)
 {
 	cached_stmt *victim = NULL;
 	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
-		cached_stmt *c = &s->cache[i];
+		cached_stmt *c = &k->cache[i];
 		if (!c->sql)
 			return c;
 		if (!c->busy && (!victim || c->last_used < victim->last_used))
@@ -788,10 +826,10 @@ static cached_stmt *cache_victim(store *s)
 }
 
 /* Check out a prepared statement for `sql`. Release with stmt_release. */
-static int stmt_acquire(store *s, const char *sql, stmt_ref *ref, char *err, size_t errlen)
+static int stmt_acquire(conn *k, const char *sql, stmt_ref *ref, char *err, size_t errlen)
 {
 	uint32_t hash = sql_hash(sql);
-	cached_stmt *c = cache_find(s, sql, hash);
+	cached_stmt *c = cache_find(k, sql, hash);
 	char *copy;
 	int rc;
 
@@ -799,22 +837,22 @@ static int stmt_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 	ref->slot = NULL;
 	if (c && !c->busy) {
 		c->busy = 1;
-		c->last_used = ++s->clock;
+		c->last_used = ++k->clock;
 		*ref = (stmt_ref){c->st, c};
 		return EVH_OK;
 	}
 	if (c) /* same SQL already checked out by an open cursor */
-		return stmt_prepare(s->db, sql, 0, &ref->st, err, errlen);
-	c = cache_victim(s);
+		return stmt_prepare(k->db, sql, 0, &ref->st, err, errlen);
+	c = cache_victim(k);
 	if (!c)
-		return stmt_prepare(s->db, sql, 0, &ref->st, err, errlen);
-	rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
+		return stmt_prepare(k->db, sql, 0, &ref->st, err, errlen);
+	rc = stmt_prepare(k->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
 	if (rc)
 		return rc;
 	copy = strdup(sql);
 	if (!copy)
 		return EVH_OK; /* usable, just not cached */
-	*c = (cached_stmt){copy, hash, ref->st, ++s->clock, 1, s->plugin_sql};
+	*c = (cached_stmt){copy, hash, ref->st, ++k->clock, 1, k->plugin_sql};
 	ref->slot = c;
 	return EVH_OK;
 }
@@ -834,13 +872,18 @@ static void stmt_release(stmt_ref *ref)
 	ref->slot = NULL;
 }
 
-static void cache_clear(store *s)
+static void conn_cache_clear(conn *k)
 {
 	for (size_t i = 0; i < STORE_CACHE_SIZE; i++) {
-		sqlite3_finalize(s->cache[i].st);
-		free(s->cache[i].sql);
-		memset(&s->cache[i], 0, sizeof s->cache[i]);
+		sqlite3_finalize(k->cache[i].st);
+		free(k->cache[i].sql);
+		memset(&k->cache[i], 0, sizeof k->cache[i]);
 	}
+}
+
+static void cache_clear(store *s)
+{
+	conn_cache_clear(&s->w);
 	for (size_t i = 0; i < STORE_HOST_STMTS; i++) { /* sql: a literal, not ours */
 		sqlite3_finalize(s->host[i].st);
 		memset(&s->host[i], 0, sizeof s->host[i]);
@@ -864,7 +907,7 @@ static int host_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 		if (!c->sql) {
 			int rc;
 			ref->slot = NULL;
-			rc = stmt_prepare(s->db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
+			rc = stmt_prepare(s->w.db, sql, SQLITE_PREPARE_PERSISTENT, &ref->st, err, errlen);
 			if (rc)
 				return rc;
 			*c = (cached_stmt){(char *)sql, 0, ref->st, 0, 1, 0};
@@ -872,7 +915,7 @@ static int host_acquire(store *s, const char *sql, stmt_ref *ref, char *err, siz
 			return EVH_OK;
 		}
 	}
-	return stmt_acquire(s, sql, ref, err, errlen);
+	return stmt_acquire(&s->w, sql, ref, err, errlen);
 }
 
 /* ------------------------------------------------------------- binding */
@@ -926,12 +969,12 @@ static int stmt_bind(sqlite3 *db, sqlite3_stmt *st, const evh_value *args, size_
 
 /* Prepare, bind and step `sql` to completion. *had_row (optional): it
  * produced at least one row; *changes (optional): rows it changed. */
-static int run_ref(store *s, stmt_ref ref, const evh_value *args, size_t nargs,
+static int run_ref(conn *k, stmt_ref ref, const evh_value *args, size_t nargs,
                    int64_t *changes, int *had_row, char *err, size_t errlen)
 {
 	int rc, status;
 
-	status = stmt_bind(s->db, ref.st, args, nargs, err, errlen);
+	status = stmt_bind(k->db, ref.st, args, nargs, err, errlen);
 	if (status)
 		goto out;
 	if (had_row)
@@ -940,11 +983,11 @@ static int run_ref(store *s, stmt_ref ref, const evh_value *args, size_t nargs,
 		if (had_row)
 			*had_row = 1;
 	if (rc != SQLITE_DONE) {
-		status = step_fail(s->db, ref.st, rc, err, errlen);
+		status = step_fail(k->db, ref.st, rc, err, errlen);
 		goto out;
 	}
 	if (changes)
-		*changes = sqlite3_changes64(s->db);
+		*changes = sqlite3_changes64(k->db);
 out:
 	stmt_release(&ref);
 	return status;
@@ -954,8 +997,8 @@ static int stmt_run(store *s, const char *sql, const evh_value *args, size_t nar
                     int64_t *changes, int *had_row, char *err, size_t errlen)
 {
 	stmt_ref ref;
-	int status = stmt_acquire(s, sql, &ref, err, errlen);
-	return status ? status : run_ref(s, ref, args, nargs, changes, had_row, err, errlen);
+	int status = stmt_acquire(&s->w, sql, &ref, err, errlen);
+	return status ? status : run_ref(&s->w, ref, args, nargs, changes, had_row, err, errlen);
 }
 
 /* stmt_run for the host's own SQL, a string literal (see store.host). */
@@ -964,7 +1007,7 @@ static int host_run(store *s, const char *sql, const evh_value *args, size_t nar
 {
 	stmt_ref ref;
 	int status = host_acquire(s, sql, &ref, err, errlen);
-	return status ? status : run_ref(s, ref, args, nargs, changes, had_row, err, errlen);
+	return status ? status : run_ref(&s->w, ref, args, nargs, changes, had_row, err, errlen);
 }
 
 /* run_simple on the writer connection, prepared once (BEGIN, COMMIT). */
@@ -977,7 +1020,7 @@ static int host_simple(store *s, const char *sql, char *err, size_t errlen)
  * the store's open): first rolls back one a failed ROLLBACK left open. */
 static int begin_immediate(store *s, char *err, size_t errlen)
 {
-	rollback_if_open(s->db);
+	rollback_if_open(s->w.db);
 	return host_simple(s, "BEGIN IMMEDIATE", err, errlen);
 }
 
@@ -1140,13 +1183,13 @@ static int ensure_views(sqlite3 *db, char *msg, size_t len)
 static int query_int(store *s, const char *sql, _Atomic int64_t *out, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	int rc = sqlite3_prepare_v2(s->w.db, sql, -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		atomic_store(out, sqlite3_column_int64(st, 0));
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(s->db));
+		set_err(err, errlen, "%s: %s", sql, sqlite3_errmsg(s->w.db));
 	sqlite3_finalize(st);
 	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
 }
@@ -1164,13 +1207,13 @@ static int migrate_v1(store *s, const char *path, char *err, size_t errlen)
 	                   &old, err, errlen);
 	if (status || !atomic_load(&old))
 		return status;
-	status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
+	status = run_simple(s->w.db, "BEGIN IMMEDIATE", msg, sizeof msg);
 	if (!status)
-		status = run_simple(s->db, migrate_v1_sql, msg, sizeof msg);
+		status = run_simple(s->w.db, migrate_v1_sql, msg, sizeof msg);
 	if (!status)
-		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+		status = run_simple(s->w.db, "COMMIT", msg, sizeof msg);
 	if (status) {
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 		set_err(err, errlen, "%s: moving the outbox and the event log to the current schema: %s",
 		        path, msg);
 		return status;
@@ -1194,7 +1237,7 @@ static int add_column(store *s, const char *path, const char *table, const char 
 	if (status || atomic_load(&has))
 		return status;
 	snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s INTEGER", table, col);
-	status = run_simple(s->db, sql, msg, sizeof msg);
+	status = run_simple(s->w.db, sql, msg, sizeof msg);
 	if (status)
 		set_err(err, errlen, "%s: adding %s to %s: %s", path, what, table, msg);
 	return status;
@@ -1239,8 +1282,8 @@ static int host_table(const char *name)
 	return name && !strncasecmp(name, "evh_", 4);
 }
 
-/* SQLite's authorizer, at every prepare on the plugin's connection: only
- * a plugin's SQL (s->plugin_sql) is judged. Its transaction is the host's
+/* SQLite's authorizer, at every prepare on a plugin's connection: only
+ * a plugin's SQL (conn.plugin_sql) is judged. Its transaction is the host's
  * (a COMMIT in a handler committed the inbox record with half the work, and
  * the retry never came), the host's tables are the host's (a row written
  * into evh_log by hand skipped every check of evh_publish and held the
@@ -1252,10 +1295,10 @@ static int plugin_sql_auth(void *ud, int action, const char *a, const char *b, c
 	static const char *const read_pragmas[] = {
 	    "table_info", "table_xinfo", "table_list", "index_list", "index_info", "index_xinfo",
 	    "foreign_key_list", "foreign_key_check", "quick_check", "integrity_check", NULL};
-	store *s = ud;
+	conn *k = ud;
 	const char *why = NULL;
 	(void)dbname, (void)trigger;
-	if (!s->plugin_sql)
+	if (!k->plugin_sql)
 		return SQLITE_OK;
 	switch (action) {
 	case SQLITE_READ:
@@ -1279,23 +1322,26 @@ static int plugin_sql_auth(void *ud, int action, const char *a, const char *b, c
 		why = "this PRAGMA is the host's (only the schema-reading ones are a plugin's)";
 		break;
 	default:
-		if (host_table(a) || host_table(b))
+		/* Every other action writes or changes something. */
+		if (k->read_only)
+			why = READ_ONLY_WHY;
+		else if (host_table(a) || host_table(b))
 			why = "the evh_ tables are the host's: read them, never write or change them";
 	}
 	if (!why)
 		return SQLITE_OK;
-	snprintf(s->auth_why, sizeof s->auth_why, "%s", why);
+	snprintf(k->auth_why, sizeof k->auth_why, "%s", why);
 	return SQLITE_DENY;
 }
 
 /* Judge what is prepared from now on as a plugin's SQL (on), or no longer:
  * then the authorizer's refusal, if any ("" when none). */
-static const char *plugin_sql_set(store *s, int on)
+static const char *plugin_sql_set(conn *k, int on)
 {
-	s->plugin_sql = on;
+	k->plugin_sql = on;
 	if (on)
-		s->auth_why[0] = '\0';
-	return s->auth_why;
+		k->auth_why[0] = '\0';
+	return k->auth_why;
 }
 
 void store_plugin_sql(evh_tx *tx, int on)
@@ -1303,14 +1349,14 @@ void store_plugin_sql(evh_tx *tx, int on)
 	const char *why;
 	if (!tx)
 		return;
-	why = plugin_sql_set(tx->s, on);
+	why = plugin_sql_set(tx_conn(tx), on);
 	if (!on && *why) /* SQLite says "not authorized": say what */
 		set_err(tx->err, sizeof tx->err, "refused: %s", why);
 }
 
 const char *store_plugin_sql_refused(const evh_tx *tx)
 {
-	return tx && tx->s->auth_why[0] ? tx->s->auth_why : NULL;
+	return tx && tx_conn(tx)->auth_why[0] ? tx_conn(tx)->auth_why : NULL;
 }
 
 static int configure_db(store *s, const char *path, const char *sync, char *err, size_t errlen)
@@ -1318,28 +1364,28 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 	char sql[64], msg[STORE_ERR_LEN];
 	int status;
 
-	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_set_authorizer(s->db, plugin_sql_auth, s);
-	sqlite3_busy_timeout(s->db, STORE_BUSY_TIMEOUT_MS);
-	status = enable_wal(s->db, path, err, errlen);
+	sqlite3_extended_result_codes(s->w.db, 1);
+	sqlite3_set_authorizer(s->w.db, plugin_sql_auth, &s->w);
+	sqlite3_busy_timeout(s->w.db, STORE_BUSY_TIMEOUT_MS);
+	status = enable_wal(s->w.db, path, err, errlen);
 	if (status)
 		return status;
 	snprintf(sql, sizeof sql, "PRAGMA synchronous=%s", sync);
 	s->sync_full = !strcasecmp(sync, "FULL");
-	status = run_simple(s->db, sql, msg, sizeof msg);
+	status = run_simple(s->w.db, sql, msg, sizeof msg);
 	/* Without a limit SQLite keeps the WAL file at the largest size it ever
 	 * reached (reused from its start), until the daemon stops. */
 	if (!status) {
 		snprintf(sql, sizeof sql, "PRAGMA journal_size_limit=%lld", STORE_WAL_KEEP_BYTES);
-		status = run_simple(s->db, sql, msg, sizeof msg);
+		status = run_simple(s->w.db, sql, msg, sizeof msg);
 	}
 	if (!status)
-		status = run_simple(s->db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
+		status = run_simple(s->w.db, "PRAGMA foreign_keys=ON", msg, sizeof msg);
 	if (status) {
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
 	}
-	status = run_simple(s->db, host_tables, msg, sizeof msg);
+	status = run_simple(s->w.db, host_tables, msg, sizeof msg);
 	if (status) {
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
@@ -1349,7 +1395,7 @@ static int configure_db(store *s, const char *path, const char *sync, char *err,
 		status = migrate_times(s, path, err, errlen);
 	if (status)
 		return status;
-	status = ensure_views(s->db, msg, sizeof msg);
+	status = ensure_views(s->w.db, msg, sizeof msg);
 	if (status) {
 		set_err(err, errlen, "%s: %s", path, msg);
 		return status;
@@ -1425,13 +1471,13 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 		return EVH_ENOMEM;
 	}
 	s->ckpt_running = 1;
-	sqlite3_wal_hook(s->db, wal_hook, s); /* replaces SQLite's autocheckpoint */
+	sqlite3_wal_hook(s->w.db, wal_hook, s); /* replaces SQLite's autocheckpoint */
 	return EVH_OK;
 }
 
 const char *store_path(store *s)
 {
-	return sqlite3_db_filename(s->db, "main");
+	return sqlite3_db_filename(s->w.db, "main");
 }
 
 /* fsync `path` (a file, or with O_DIRECTORY a directory). */
@@ -1562,8 +1608,8 @@ static void checkpointer_stop(store *s)
 		pthread_join(s->ckpt_thread, NULL);
 		s->ckpt_running = 0;
 	}
-	if (s->db)
-		sqlite3_wal_hook(s->db, NULL, NULL);
+	if (s->w.db)
+		sqlite3_wal_hook(s->w.db, NULL, NULL);
 	if (s->ckpt_db)
 		sqlite3_close(s->ckpt_db);
 	s->ckpt_db = NULL;
@@ -1588,7 +1634,7 @@ static int init_mutex(pthread_mutex_t *mu)
 static void say_if_damaged(store *s, char *err, size_t errlen)
 {
 	size_t len = err ? strlen(err) : 0;
-	if (s->db && is_damage(sqlite3_errcode(s->db)) && len + 1 < errlen)
+	if (s->w.db && is_damage(sqlite3_errcode(s->w.db)) && len + 1 < errlen)
 		snprintf(err + len, errlen - len,
 		         " (the file is damaged or not an SQLite database: restore it from a "
 		         "backup, docs/operations.md \"Backup and restore\")");
@@ -1598,7 +1644,7 @@ size_t store_max_bytes(store *s)
 {
 	/* A limit of the connection, set when it was opened: read without the
 	 * store's mutex (sqlite3_limit only reads it with -1). */
-	int n = s ? sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1) : 0;
+	int n = s ? sqlite3_limit(s->w.db, SQLITE_LIMIT_LENGTH, -1) : 0;
 	return n > 0 ? (size_t)n : 0;
 }
 
@@ -1628,17 +1674,18 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	    pthread_mutex_init(&s->ckpt_mu, NULL) || pthread_mutex_init(&s->gmu, NULL) ||
 	    clock_cond_init(&s->first_cv) || pthread_mutex_init(&s->first_mu, NULL) ||
 	    pthread_mutex_init(&s->rmu, NULL) || pthread_mutex_init(&s->hook_mu, NULL) ||
-	    pthread_cond_init(&s->hook_cv, NULL)) {
+	    pthread_cond_init(&s->hook_cv, NULL) || pthread_mutex_init(&s->read_mu, NULL) ||
+	    clock_cond_init(&s->read_cv)) {
 		pthread_mutex_destroy(&s->mu);
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
 		return EVH_ENOMEM;
 	}
 	file_create_db(path);
-	rc = sqlite3_open_v2(path, &s->db, flags, NULL);
+	rc = sqlite3_open_v2(path, &s->w.db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot open database: %s", path,
-		        s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		        s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(rc));
 		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status_of(rc);
@@ -1660,6 +1707,37 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	return EVH_OK;
 }
 
+/* At store_close: no read transaction begins any more; those open end
+ * first, waited for STORE_LOCK_WAIT_MS at most (a plugin's thread that
+ * outlived its fini may hold one). 0: the read connections are closed; -1,
+ * said: one is still in use, and they all stay open, with `s`. */
+static int readers_close(store *s)
+{
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, STORE_LOCK_WAIT_MS);
+	int open;
+	pthread_mutex_lock(&s->read_mu);
+	s->read_closing = 1;
+	while (s->read_open > 0 &&
+	       pthread_cond_timedwait(&s->read_cv, &s->read_mu, &until) != ETIMEDOUT)
+		;
+	open = s->read_open;
+	pthread_mutex_unlock(&s->read_mu);
+	if (open) {
+		log_error(STORE_LOG, "%s: closing, %d read transaction%s still open after %d ms (a "
+		                     "plugin's thread that outlived its fini?): the database stays "
+		                     "open until the daemon stops",
+		          store_path(s), open, open == 1 ? " is" : "s are", STORE_LOCK_WAIT_MS);
+		return -1;
+	}
+	for (size_t i = 0; i < STORE_READERS; i++) {
+		conn_cache_clear(&s->readers[i].c);
+		if (s->readers[i].c.db)
+			sqlite3_close(s->readers[i].c.db);
+		s->readers[i].c.db = NULL;
+	}
+	return 0;
+}
+
 void store_close(store *s)
 {
 	if (!s)
@@ -1672,9 +1750,12 @@ void store_close(store *s)
 	store_set_commit_hook(s, NULL, NULL);
 	reader_close(s);
 	checkpointer_stop(s);
+	/* One still in use (said) needs `s` and its writer's file name: kept. */
+	if (readers_close(s))
+		return;
 	cache_clear(s);
-	if (s->db)
-		sqlite3_close(s->db); /* the last connection: checkpoints the rest */
+	if (s->w.db)
+		sqlite3_close(s->w.db); /* the last connection: checkpoints the rest */
 	pthread_mutex_destroy(&s->mu);
 	pthread_cond_destroy(&s->gcv);
 	pthread_mutex_destroy(&s->gmu);
@@ -1685,6 +1766,8 @@ void store_close(store *s)
 	pthread_mutex_destroy(&s->rmu);
 	pthread_mutex_destroy(&s->hook_mu);
 	pthread_cond_destroy(&s->hook_cv);
+	pthread_mutex_destroy(&s->read_mu);
+	pthread_cond_destroy(&s->read_cv);
 	free(s);
 }
 
@@ -1733,7 +1816,7 @@ int store_check_writable(store *s)
 		group_commit_locked(s);
 	status = begin_immediate(s, NULL, 0);
 	if (!status)
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 	store_unlock(s);
 	if (status != EVH_ENOMEM) /* that says nothing of the disk */
 		atomic_store(&s->writable, status);
@@ -1785,14 +1868,14 @@ bad:
 static int db_version(store *s, int64_t *version, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(version), 0) FROM evh_migrations",
+	int rc = sqlite3_prepare_v2(s->w.db, "SELECT COALESCE(MAX(version), 0) FROM evh_migrations",
 	                            -1, &st, NULL);
 	if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		*version = sqlite3_column_int64(st, 0);
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		set_err(err, errlen, "reading applied migrations: %s", sqlite3_errmsg(s->db));
+		set_err(err, errlen, "reading applied migrations: %s", sqlite3_errmsg(s->w.db));
 	sqlite3_finalize(st);
 	return rc == SQLITE_OK ? EVH_OK : status_of(rc);
 }
@@ -1803,12 +1886,12 @@ static int migration_apply(store *s, const evh_migration *m, char *err, size_t e
 {
 	char msg[STORE_ERR_LEN] = "";
 	evh_value ver = EVH_INT(m->version);
-	int status = run_simple(s->db, "BEGIN IMMEDIATE", msg, sizeof msg);
+	int status = run_simple(s->w.db, "BEGIN IMMEDIATE", msg, sizeof msg);
 	if (!status) {
 		const char *why;
-		plugin_sql_set(s, 1);
-		status = run_simple(s->db, m->sql, msg, sizeof msg);
-		why = plugin_sql_set(s, 0);
+		plugin_sql_set(&s->w, 1);
+		status = run_simple(s->w.db, m->sql, msg, sizeof msg);
+		why = plugin_sql_set(&s->w, 0);
 		if (status && *why)
 			snprintf(msg, sizeof msg, "refused: %s", why);
 	}
@@ -1816,9 +1899,9 @@ static int migration_apply(store *s, const evh_migration *m, char *err, size_t e
 		status = stmt_run(s, "INSERT INTO evh_migrations(version, applied_at) VALUES(?, "
 		                  STORE_NOW_SQL ")", &ver, 1, NULL, NULL, msg, sizeof msg);
 	if (!status)
-		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+		status = run_simple(s->w.db, "COMMIT", msg, sizeof msg);
 	if (status) {
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 		set_err(err, errlen, "migration %d failed: %s", m->version, msg);
 	}
 	return status;
@@ -1922,11 +2005,173 @@ static int tx_fail_msg(evh_tx *tx, int status, const char *fmt, ...)
  * by itself; a later statement would then run, and commit, on its own. */
 static int tx_alive(evh_tx *tx)
 {
-	if (!sqlite3_get_autocommit(tx->s->db))
+	if (!sqlite3_get_autocommit(tx_conn(tx)->db))
 		return EVH_OK;
 	return tx_fail_msg(tx, EVH_ESTORE,
 	                   "the database rolled the transaction back after an earlier error");
 }
+
+/* ---------------------------------------------------- read transactions */
+
+static void tx_detach_rows(evh_tx *tx);
+
+/* `what` asked of read transaction `tx`, which only reads: refused, said
+ * as the authorizer's refusals are (store_plugin_sql_refused). */
+static int read_refused(evh_tx *tx, const char *what)
+{
+	snprintf(tx->rd->c.auth_why, sizeof tx->rd->c.auth_why, "%s: %s", what, READ_ONLY_WHY);
+	return tx_fail_msg(tx, EVH_EINVAL, "refused: %s", tx->rd->c.auth_why);
+}
+
+/* A free read connection of `s` for `tx`, waiting STORE_LOCK_WAIT_MS at
+ * most for one: an opened one first, then one to open. EVH_EBUSY after
+ * that wait, EVH_ESTATE once store_close began; said on this thread
+ * (store_thread_error). */
+static int read_take(store *s, evh_tx *tx, reader **out)
+{
+	struct timespec until = clock_after_ms(CLOCK_MONOTONIC, STORE_LOCK_WAIT_MS);
+	int e = 0, status = EVH_OK;
+	*out = NULL;
+	pthread_mutex_lock(&s->read_mu);
+	while (!s->read_closing && !*out && !status) {
+		for (size_t i = 0; i < STORE_READERS; i++)
+			if (!s->readers[i].tx && (!*out || (!(*out)->c.db && s->readers[i].c.db)))
+				*out = &s->readers[i];
+		if (*out) {
+			(*out)->tx = tx;
+			s->read_open++;
+		} else if (e == ETIMEDOUT) {
+			status = EVH_EBUSY;
+		} else {
+			e = pthread_cond_timedwait(&s->read_cv, &s->read_mu, &until);
+		}
+	}
+	if (!*out && !status)
+		status = EVH_ESTATE;
+	pthread_mutex_unlock(&s->read_mu);
+	if (status == EVH_ESTATE)
+		snprintf(thread_error, sizeof thread_error, "%s: the database is being closed",
+		         store_path(s));
+	else if (status)
+		snprintf(thread_error, sizeof thread_error,
+		         "%s: all %d read transactions' connections were in use for %d ms",
+		         store_path(s), STORE_READERS, STORE_LOCK_WAIT_MS);
+	return status;
+}
+
+/* `rd` is free again: a reader waiting in read_take, or store_close, goes on. */
+static void read_give(store *s, reader *rd)
+{
+	pthread_mutex_lock(&s->read_mu);
+	rd->tx = NULL;
+	s->read_open--;
+	pthread_cond_broadcast(&s->read_cv);
+	pthread_mutex_unlock(&s->read_mu);
+}
+
+/* Open `rd`'s connection: read-only (it cannot write the file, whatever
+ * gets past the authorizer), under the authorizer of a plugin's SQL, which
+ * refuses writes on it (read_only) with a reason. */
+static int read_conn_open(store *s, reader *rd, char *err, size_t errlen)
+{
+	const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+	int rc = sqlite3_open_v2(store_path(s), &rd->c.db, flags, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_extended_result_codes(rd->c.db, 1);
+		sqlite3_busy_timeout(rd->c.db, STORE_BUSY_TIMEOUT_MS);
+		rc = sqlite3_set_authorizer(rd->c.db, plugin_sql_auth, &rd->c);
+		rd->c.read_only = 1;
+	}
+	if (rc == SQLITE_OK)
+		return EVH_OK;
+	set_err(err, errlen, "read connection: %s",
+	        rd->c.db ? sqlite3_errmsg(rd->c.db) : sqlite3_errstr(rc));
+	sqlite3_close(rd->c.db);
+	rd->c.db = NULL;
+	return status_of(rc);
+}
+
+/* A host statement on a read connection (BEGIN, COMMIT), cached there. */
+static int read_simple(conn *k, const char *sql, char *err, size_t errlen)
+{
+	stmt_ref ref;
+	int status = stmt_acquire(k, sql, &ref, err, errlen);
+	return status ? status : run_ref(k, ref, NULL, 0, NULL, NULL, err, errlen);
+}
+
+/* A transaction on `rd`, its snapshot taken now: the schema's version is
+ * read inside it, so it sees what was committed before this returns, and
+ * nothing committed after. */
+static int read_begin(store *s, reader *rd, char *err, size_t errlen)
+{
+	int status = rd->c.db ? EVH_OK : read_conn_open(s, rd, err, errlen);
+	if (!status)
+		rollback_if_open(rd->c.db); /* one a failed end left open */
+	if (!status)
+		status = read_simple(&rd->c, "BEGIN", err, errlen);
+	if (!status)
+		status = read_simple(&rd->c, "PRAGMA schema_version", err, errlen);
+	if (status && rd->c.db)
+		rollback_if_open(rd->c.db);
+	return status;
+}
+
+int store_tx_begin_read(store *s, evh_tx **out)
+{
+	char why[256];
+	reader *rd;
+	evh_tx *tx;
+	int status;
+
+	if (!s || !out)
+		return EVH_EINVAL;
+	*out = NULL;
+	tx = calloc(1, sizeof *tx);
+	if (!tx)
+		return EVH_ENOMEM;
+	tx->thread = (uintptr_t)&thread_token;
+	status = read_take(s, tx, &rd);
+	if (status) {
+		free(tx);
+		return status;
+	}
+	status = read_begin(s, rd, why, sizeof why);
+	if (status) {
+		snprintf(thread_error, sizeof thread_error, "%s: BEGIN (read): %s", store_path(s),
+		         why);
+		damage_note(s);
+		full_seen = ROOM_OK;
+		read_give(s, rd);
+		free(tx);
+		return status;
+	}
+	tx->s = s;
+	tx->rd = rd;
+	tx->plugin_own = 1;
+	*out = tx;
+	return EVH_OK;
+}
+
+/* End read transaction `tx` (commit and rollback alike: it wrote nothing)
+ * and free it: its first failure, or EVH_OK. */
+static int read_end(evh_tx *tx)
+{
+	store *s = tx->s;
+	reader *rd = tx->rd;
+	int status = tx->failed;
+	tx_detach_rows(tx);
+	if (!sqlite3_get_autocommit(rd->c.db) && read_simple(&rd->c, "COMMIT", NULL, 0))
+		rollback_if_open(rd->c.db);
+	/* Damage its reads found is the store's; a want of room they met (a
+	 * sort's temporary file) says nothing of its writes. */
+	damage_note(s);
+	full_seen = ROOM_OK;
+	read_give(s, rd);
+	free(tx);
+	return status;
+}
+
+int store_tx_reads_only(const evh_tx *tx) { return tx && tx->rd; }
 
 int store_tx_begin(store *s, evh_tx **out)
 {
@@ -1950,7 +2195,7 @@ int store_tx_begin(store *s, evh_tx **out)
 	if (status) {
 		/* Said by the caller (store_thread_error), with the file. */
 		snprintf(thread_error, sizeof thread_error, "%s: BEGIN: %s",
-		         sqlite3_db_filename(s->db, "main"), why);
+		         sqlite3_db_filename(s->w.db, "main"), why);
 		store_unlock(s);
 		free(tx);
 		return status;
@@ -1983,18 +2228,18 @@ static void group_commit_run(store *s)
 		return;
 	if (s->gfailed) {
 		/* A member's rollback failed (out of memory): its writes are in. */
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 		s->gfailed = 0;
 		snprintf(msg, sizeof msg, "a member's writes could not be undone; none kept");
 		status = EVH_ESTORE;
-	} else if (sqlite3_get_autocommit(s->db)) {
+	} else if (sqlite3_get_autocommit(s->w.db)) {
 		/* SQLite ended the transaction itself (I/O error, disk full). */
 		snprintf(msg, sizeof msg, "the database rolled the transaction back");
 		status = EVH_ESTORE;
 	} else {
 		status = host_simple(s, "COMMIT", msg, sizeof msg);
 		if (status)
-			rollback_if_open(s->db);
+			rollback_if_open(s->w.db);
 	}
 	/* Before the members wake: they look at store_full to say why. */
 	if (status)
@@ -2045,7 +2290,7 @@ static int lock_within(store *s, int ms, int member)
 		snprintf(thread_error, sizeof thread_error,
 		         "%s: another transaction (an event handler's, a long one) has held the "
 		         "database for %d ms",
-		         sqlite3_db_filename(s->db, "main"), ms);
+		         sqlite3_db_filename(s->w.db, "main"), ms);
 		return EVH_EBUSY;
 	}
 	return lock_taken(s, e);
@@ -2067,6 +2312,8 @@ int store_tx_begin_plugin(store *s, evh_tx **out)
 
 int store_tx_mine(const evh_tx *tx)
 {
+	if (tx && tx->rd)
+		return tx->thread == (uintptr_t)&thread_token;
 	return tx && atomic_load(&tx->s->holder) == (uintptr_t)&thread_token;
 }
 
@@ -2082,8 +2329,18 @@ int store_tx_plugin_own(const evh_tx *tx)
 
 evh_tx *store_tx_left_open(store *s)
 {
+	evh_tx *left = NULL;
+	if (!s)
+		return NULL;
 	/* Only this thread writes plugin_tx while it holds mu. */
-	return s && atomic_load(&s->holder) == (uintptr_t)&thread_token ? s->plugin_tx : NULL;
+	if (atomic_load(&s->holder) == (uintptr_t)&thread_token && s->plugin_tx)
+		return s->plugin_tx;
+	pthread_mutex_lock(&s->read_mu);
+	for (size_t i = 0; !left && s->read_open && i < STORE_READERS; i++)
+		if (s->readers[i].tx && s->readers[i].tx->thread == (uintptr_t)&thread_token)
+			left = s->readers[i].tx;
+	pthread_mutex_unlock(&s->read_mu);
+	return left;
 }
 
 int store_tx_begin_grouped(store *s, evh_tx **out)
@@ -2108,7 +2365,7 @@ int store_tx_begin_grouped(store *s, evh_tx **out)
 	 * I/O error, or a member's rollback failed): its members fail, and this
 	 * one starts a group of its own, not a transaction SAVEPOINT would open
 	 * and its RELEASE commit alone. */
-	if (s->gopen && (s->gfailed || sqlite3_get_autocommit(s->db)))
+	if (s->gopen && (s->gfailed || sqlite3_get_autocommit(s->w.db)))
 		group_commit_locked(s);
 	if (!s->gopen) {
 		status = begin_immediate(s, NULL, 0);
@@ -2165,7 +2422,7 @@ static void tx_finish(evh_tx *tx, int committed)
 static int deferred_fk_check(evh_tx *tx)
 {
 	int now = 0, high = 0;
-	if (sqlite3_db_status(tx->s->db, SQLITE_DBSTATUS_DEFERRED_FKS, &now, &high, 0) != SQLITE_OK ||
+	if (sqlite3_db_status(tx->s->w.db, SQLITE_DBSTATUS_DEFERRED_FKS, &now, &high, 0) != SQLITE_OK ||
 	    now == 0)
 		return EVH_OK;
 	return tx_fail_msg(tx, EVH_ECONSTRAINT,
@@ -2231,7 +2488,7 @@ static int member_end(evh_tx *tx, int keep)
 	if (!keep || status) {
 		char ignore[STORE_ERR_LEN];
 		/* (SQLite may have ended the group's transaction: nothing to undo.) */
-		if (!sqlite3_get_autocommit(s->db)) {
+		if (!sqlite3_get_autocommit(s->w.db)) {
 			if (host_run(s, "ROLLBACK TO evh_member", NULL, 0, NULL, NULL, ignore,
 			             sizeof ignore) == EVH_OK)
 				host_run(s, "RELEASE evh_member", NULL, 0, NULL, NULL, ignore,
@@ -2239,7 +2496,7 @@ static int member_end(evh_tx *tx, int keep)
 			else { /* out of memory: its writes must not commit with the group's;
 			        * none do, the group fails (store_tx_begin_grouped ends it) */
 				s->gfailed = 1;
-				rollback_if_open(s->db);
+				rollback_if_open(s->w.db);
 			}
 		}
 		/* A rollback still waits if the group held others' writes: it may
@@ -2262,7 +2519,7 @@ static int member_end(evh_tx *tx, int keep)
 	 * from 10.5 to 14 members, its requests/s up by a fifth or more
 	 * (docs/benchmarks.md). A lone writer at light load (groups of one)
 	 * never yields. */
-	ended = sqlite3_get_autocommit(s->db); /* by SQLite, after an error */
+	ended = sqlite3_get_autocommit(s->w.db); /* by SQLite, after an error */
 	if (!ended && atomic_load(&s->gqueued) == 0 && s->gmembers >= 1 &&
 	    (s->gmembers >= 2 || s->glast >= 2) && s->gmembers < STORE_GROUP_MAX)
 		sched_yield();
@@ -2291,9 +2548,11 @@ int store_tx_commit(evh_tx *tx)
 
 	if (!tx)
 		return EVH_EINVAL;
+	if (tx->rd)
+		return read_end(tx);
 	if (tx->grouped)
 		return member_end(tx, 1);
-	db = tx->s->db;
+	db = tx->s->w.db;
 	tx_detach_rows(tx);
 	if (tx->failed) {
 		status = tx->failed;
@@ -2317,12 +2576,16 @@ void store_tx_rollback(evh_tx *tx)
 {
 	if (!tx)
 		return;
+	if (tx->rd) {
+		read_end(tx);
+		return;
+	}
 	if (tx->grouped) {
 		member_end(tx, 0);
 		return;
 	}
 	tx_detach_rows(tx);
-	rollback_if_open(tx->s->db);
+	rollback_if_open(tx->s->w.db);
 	tx_finish(tx, 0);
 }
 
@@ -2338,6 +2601,8 @@ int store_tx_savepoint(evh_tx *tx)
 	int status;
 	if (!tx)
 		return EVH_EINVAL;
+	if (tx->rd)
+		return read_refused(tx, "a savepoint");
 	if (tx->in_savepoint)
 		return tx_fail_msg(tx, EVH_ESTATE, "a savepoint is already open");
 	if (tx->failed)
@@ -2386,7 +2651,7 @@ int store_tx_savepoint_rollback(evh_tx *tx)
 		status = savepoint_sql(tx, "RELEASE evh_event");
 	/* After some errors (I/O, disk full) SQLite has rolled back the whole
 	 * transaction by itself: nothing before the savepoint survives either. */
-	if (!status && sqlite3_get_autocommit(tx->s->db)) {
+	if (!status && sqlite3_get_autocommit(tx->s->w.db)) {
 		snprintf(tx->err, sizeof tx->err, "the database rolled the transaction back");
 		status = EVH_ESTORE;
 	}
@@ -2416,6 +2681,8 @@ int store_exec(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs,
 		return EVH_EINVAL;
 	if (!sql)
 		return tx_fail_msg(tx, EVH_EINVAL, "no SQL given");
+	if (tx->rd)
+		return read_refused(tx, "evh_exec");
 	if (tx_alive(tx))
 		return tx->failed;
 	status = stmt_run(tx->s, sql, args, nargs, changes, NULL, tx->err, sizeof tx->err);
@@ -2440,16 +2707,16 @@ int store_query(evh_tx *tx, const char *sql, const evh_value *args, size_t nargs
 	r = calloc(1, sizeof *r);
 	if (!r)
 		return tx_fail_msg(tx, EVH_ENOMEM, "out of memory");
-	status = stmt_acquire(tx->s, sql, &r->ref, tx->err, sizeof tx->err);
+	status = stmt_acquire(tx_conn(tx), sql, &r->ref, tx->err, sizeof tx->err);
 	if (!status)
-		status = stmt_bind(tx->s->db, r->ref.st, args, nargs, tx->err, sizeof tx->err);
+		status = stmt_bind(tx_conn(tx)->db, r->ref.st, args, nargs, tx->err, sizeof tx->err);
 	if (status) {
 		stmt_release(&r->ref);
 		free(r);
 		return tx_fail(tx, status);
 	}
 	r->tx = tx;
-	r->plugin = tx->s->plugin_sql;
+	r->plugin = tx_conn(tx)->plugin_sql;
 	r->state = ROWS_READY;
 	r->next = tx->open_rows;
 	tx->open_rows = r;
@@ -2476,10 +2743,10 @@ int store_rows_next(evh_rows *r)
 	/* A step may prepare the statement again (the schema changed since):
 	 * a plugin's, under the authorizer, as when it was first prepared. */
 	if (r->plugin)
-		plugin_sql_set(r->tx->s, 1);
+		plugin_sql_set(tx_conn(r->tx), 1);
 	rc = sqlite3_step(r->ref.st);
 	if (r->plugin)
-		plugin_sql_set(r->tx->s, 0);
+		plugin_sql_set(tx_conn(r->tx), 0);
 	if (rc == SQLITE_ROW) {
 		r->state = ROWS_ON_ROW;
 		return 1;
@@ -2487,7 +2754,8 @@ int store_rows_next(evh_rows *r)
 	r->state = ROWS_DONE;
 	if (rc == SQLITE_DONE)
 		return 0;
-	return tx_fail(r->tx, step_fail(r->tx->s->db, r->ref.st, rc, r->tx->err, sizeof r->tx->err));
+	return tx_fail(r->tx,
+	               step_fail(tx_conn(r->tx)->db, r->ref.st, rc, r->tx->err, sizeof r->tx->err));
 }
 
 int store_rows_count(evh_rows *r)
@@ -2774,7 +3042,7 @@ static void outbox_full_say(store *s, int64_t waiting)
 	                   "%" PRId64 "): publishing is refused (HTTP 503 with Retry-After) until "
 	                   "the relay sends events to Kafka; %" PRId64 " more refused since the "
 	                   "last such line (at most one a minute)",
-	                   sqlite3_db_filename(s->db, "main"), waiting, atomic_load(&s->outbox_limit),
+	                   sqlite3_db_filename(s->w.db, "main"), waiting, atomic_load(&s->outbox_limit),
 	                   unsaid);
 }
 
@@ -2793,7 +3061,7 @@ static void outbox_room_say(store *s, int64_t waiting)
 	log_msg_no_context(EVH_LOG_INFO, STORE_LOG,
 	                   "%s: the outbox has room again (%" PRId64 " events waiting); %" PRId64
 	                   " more publishes were refused since the last 'outbox full' line",
-	                   sqlite3_db_filename(s->db, "main"), waiting, unsaid);
+	                   sqlite3_db_filename(s->w.db, "main"), waiting, unsaid);
 }
 
 int store_outbox_add(evh_tx *tx, const outbox_row *row)
@@ -2804,6 +3072,8 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 
 	if (!tx)
 		return EVH_EINVAL;
+	if (tx->rd)
+		return read_refused(tx, "evh_publish");
 	if (!row || !row->id || !row->topic || !row->type || !row->time ||
 	    (!row->data && row->data_len))
 		return tx_fail_msg(tx, EVH_EINVAL,
@@ -2829,7 +3099,7 @@ int store_outbox_add(evh_tx *tx, const outbox_row *row)
 	                  v, 8, NULL, NULL, tx->err, sizeof tx->err);
 	if (status)
 		return tx_fail(tx, status);
-	seq = sqlite3_last_insert_rowid(s->db);
+	seq = sqlite3_last_insert_rowid(s->w.db);
 	v[0] = EVH_INT(seq);
 	status = host_run(s, "INSERT INTO evh_pending(seq) VALUES(?)", v, 1, NULL, NULL, tx->err,
 	                  sizeof tx->err);
@@ -3038,7 +3308,7 @@ static void lazy_sync(store *s, int on)
 	 * fail (out of memory preparing it): the next lock taker does it
 	 * (lock_taken). */
 	if (s->sync_full &&
-	    sqlite3_exec(s->db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
+	    sqlite3_exec(s->w.db, on ? "PRAGMA synchronous=NORMAL" : "PRAGMA synchronous=FULL",
 	                 NULL, NULL, NULL) != SQLITE_OK &&
 	    !on)
 		s->sync_lazy = 1;
@@ -3068,7 +3338,7 @@ static int outbox_delivered_locked(store *s, const outbox_done *d, size_t n, int
 	if (!status)
 		status = host_simple(s, "COMMIT", err, sizeof err);
 	if (status) {
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 		*moved = *logged = 0;
 		if (err[0])
 			snprintf(thread_error, sizeof thread_error, "%s", err);
@@ -3452,7 +3722,7 @@ int store_events_list(store *s, const char *key, int64_t after_seq, int limit, c
 	if (!s || !out || limit <= 0)
 		return EVH_EINVAL;
 	*out = NULL;
-	path = sqlite3_db_filename(s->db, "main");
+	path = sqlite3_db_filename(s->w.db, "main");
 	if (!path || !*path)
 		return EVH_ESTATE; /* not a file: no second connection reaches it */
 	if (!(*out = cJSON_CreateArray()))
@@ -3547,14 +3817,14 @@ static int inbox_forget_locked(store *s, const inbox_range *r, size_t n, int64_t
 
 	pthread_once(&forget_sql_once, forget_sql_make);
 	if (!status)
-		status = run_simple(s->db, "BEGIN IMMEDIATE", NULL, 0);
+		status = run_simple(s->w.db, "BEGIN IMMEDIATE", NULL, 0);
 	for (size_t i = 0; !status && i < n; i++)
 		if (!done[i]) /* with the later ones of its topic */
 			status = forget_some(s, r, n, i, done, deleted);
 	if (!status)
-		status = run_simple(s->db, "COMMIT", NULL, 0);
+		status = run_simple(s->w.db, "COMMIT", NULL, 0);
 	if (status) {
-		rollback_if_open(s->db);
+		rollback_if_open(s->w.db);
 		*deleted = 0;
 	}
 	free(done);

@@ -7,7 +7,9 @@
  * evh_dlq_redriven (dead letters sent back).
  * Implements the SDK's transaction/exec/query calls.
  * One connection per plugin, guarded by a mutex held from tx_begin to
- * commit/rollback, so a plugin's transactions run one at a time. */
+ * commit/rollback, so a plugin's transactions run one at a time; read
+ * transactions (store_tx_begin_read) run beside them, each on a read-only
+ * connection of its own. */
 #ifndef EVHOST_STORE_H
 #define EVHOST_STORE_H
 #include <stdatomic.h>
@@ -86,10 +88,25 @@ int store_tx_begin_grouped(store *s, evh_tx **tx);
  * (store_tx_plugin_own), and found by store_tx_left_open on the thread that
  * began it while it is open. */
 int store_tx_begin_plugin(store *s, evh_tx **tx);
+/* The SDK's evh_tx_begin_read: a snapshot of what was committed when it
+ * began (never an open group's writes, nor this thread's open transaction's),
+ * on a read-only connection of its own (at most STORE_READERS open; one more
+ * waits for one to end, 5 s at most, then EVH_EBUSY), so it neither waits
+ * for the writer nor holds it up. evh_query, evh_query_json and the rows
+ * calls work on it; a write, evh_exec, evh_publish (store_outbox_add) and a
+ * savepoint are refused with EVH_EINVAL (store_plugin_sql_refused says
+ * why). store_tx_commit and store_tx_rollback end it, on its thread
+ * (store_tx_mine); it is the plugin's to end (store_tx_plugin_own), and
+ * found by store_tx_left_open. EVH_ESTATE once store_close began. */
+int store_tx_begin_read(store *s, evh_tx **tx);
+/* Is `tx` a read transaction (store_tx_begin_read)? */
+int store_tx_reads_only(const evh_tx *tx);
 int store_tx_plugin_own(const evh_tx *tx);
-/* The transaction this thread began through evh_tx_begin on `s` and has not
- * ended, or NULL: asked after a plugin's handler returns, which must have
- * ended it (the store stays locked for everyone else until it is). */
+/* A transaction this thread began through evh_tx_begin or evh_tx_begin_read
+ * on `s` and has not ended, or NULL: asked after a plugin's handler returns,
+ * which must have ended it (the store stays locked for everyone else until
+ * it is, or the read connection taken); again after ending it, as there
+ * may be more. */
 evh_tx *store_tx_left_open(store *s);
 /* Is `tx` (or the transaction of rows `r`) this thread's: begun by it, so
  * that it holds the store's lock? Another thread's use would run SQLite on

@@ -4,7 +4,8 @@
  * one. Each answers as for nothing there (NULL, -1, 0, a length of 0,
  * EVH_EINVAL) and touches no memory, called through the table and through
  * the SDK's wrappers as a plugin calls them; without the NULL tests in
- * kafka.c's accessors each would read through a NULL pointer. */
+ * kafka.c's accessors each would read through a NULL pointer. And the SDK's
+ * evh_tx_begin_read on a host older than it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -83,11 +84,43 @@ static void test_sdk_with_null_event(void **st)
 	evh__api = NULL;
 }
 
+/* evh_tx_begin_read (ABI 1.15) through the SDK: the host's own call on a
+ * host that has it; on an older host (a 1.14 table ends before it), the
+ * evh_tx_begin that was there, never a read past the table's end. */
+static int begins_seen;
+static int begin_counted(evh_plugin *p, evh_tx **tx)
+{
+	(void)p;
+	*tx = NULL;
+	begins_seen++;
+	return EVH_EBUSY;
+}
+
+static void test_sdk_read_transaction_on_an_older_host(void **st)
+{
+	evh_api old = *host_api();
+	evh_tx *tx = (evh_tx *)&old;
+	(void)st;
+
+	evh__api = host_api();
+	assert_true(EVH_API_HAS(tx_begin_read));
+	assert_int_equal(evh_tx_begin_read(NULL, &tx), EVH_EINVAL); /* no plugin: the host's */
+	old.tx_begin = begin_counted;
+	old.struct_size = (uint32_t)offsetof(evh_api, tx_begin_read);
+	evh__api = &old;
+	assert_false(EVH_API_HAS(tx_begin_read));
+	assert_int_equal(evh_tx_begin_read(NULL, &tx), EVH_EBUSY);
+	assert_int_equal(begins_seen, 1);
+	assert_null(tx);
+	evh__api = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_table_with_null_event),
 	    cmocka_unit_test(test_sdk_with_null_event),
+	    cmocka_unit_test(test_sdk_read_transaction_on_an_older_host),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

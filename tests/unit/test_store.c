@@ -722,6 +722,225 @@ static void test_a_transaction_waits_a_bounded_time_for_a_long_one(void **state)
 	assert_int_equal(b.status, EVH_OK);
 }
 
+/* ------------------------------------------------------ read transactions */
+
+/* The rows of t, counted in read transaction `tx`. */
+static int64_t read_count(evh_tx *tx)
+{
+	evh_rows *r;
+	int64_t n;
+	if (store_query(tx, "SELECT COUNT(*) FROM t", NULL, 0, &r) != EVH_OK)
+		fail_msg("count: %s", store_tx_error(tx));
+	assert_int_equal(store_rows_next(r), 1);
+	n = store_rows_int(r, 0);
+	store_rows_close(r);
+	return n;
+}
+
+/* A thread of read transactions beside the main thread's write one. */
+struct reading {
+	store *s;
+	pthread_t th;
+	sem_t begun, committed;
+	int begin, exec, write_query;
+	int64_t before, during, after;
+	char exec_error[512], refused[160];
+};
+
+static void *reading_main(void *arg)
+{
+	struct reading *g = arg;
+	evh_tx *tx = NULL, *later = NULL;
+	evh_rows *r = NULL;
+	g->begin = store_tx_begin_read(g->s, &tx);
+	if (g->begin == EVH_OK) {
+		g->before = read_count(tx);
+		g->exec = store_exec(tx, "INSERT INTO t VALUES(3)", NULL, 0, NULL);
+		snprintf(g->exec_error, sizeof g->exec_error, "%s", store_tx_error(tx));
+		store_plugin_sql(tx, 1);
+		g->write_query = store_query(tx, "DELETE FROM t RETURNING x", NULL, 0, &r);
+		store_plugin_sql(tx, 0);
+		snprintf(g->refused, sizeof g->refused, "%s",
+		         store_plugin_sql_refused(tx) ? store_plugin_sql_refused(tx) : "");
+		store_rows_close(r);
+	}
+	sem_post(&g->begun);
+	sem_wait(&g->committed);
+	if (tx) {
+		g->during = read_count(tx); /* the snapshot it began with */
+		store_tx_rollback(tx);
+	}
+	if (store_tx_begin_read(g->s, &later) == EVH_OK) {
+		g->after = read_count(later);
+		assert_int_equal(store_tx_commit(later), EVH_OK);
+	}
+	return NULL;
+}
+
+/* A read transaction begins at once while a plugin's write transaction holds
+ * the database (evh_tx_begin's waited 5 s for it, then EVH_EBUSY), sees what
+ * was committed and not the open one's insert, and is refused writes
+ * (EVH_EINVAL, and why); it keeps the snapshot it began with after that
+ * commit, and one begun after the commit sees the row. */
+static void test_a_read_transaction_runs_beside_an_open_write(void **state)
+{
+	fixture *f = *state;
+	struct reading g = {.s = f->s};
+	evh_tx *w;
+	exec1(f->s, "CREATE TABLE t(x)");
+	exec1(f->s, "INSERT INTO t VALUES(1)");
+	assert_int_equal(sem_init(&g.begun, 0, 0), 0);
+	assert_int_equal(sem_init(&g.committed, 0, 0), 0);
+	assert_int_equal(store_tx_begin_plugin(f->s, &w), EVH_OK);
+	assert_int_equal(store_exec(w, "INSERT INTO t VALUES(2)", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(pthread_create(&g.th, NULL, reading_main, &g), 0);
+	sem_wait(&g.begun);
+	assert_int_equal(g.begin, EVH_OK);
+	assert_int_equal(g.before, 1);
+	assert_int_equal(g.exec, EVH_EINVAL);
+	if (!strstr(g.exec_error, "refused: evh_exec: a read transaction (evh_tx_begin_read) "
+	                          "writes nothing"))
+		fail_msg("evh_exec's error: %s", g.exec_error);
+	assert_int_not_equal(g.write_query, EVH_OK);
+	if (!strstr(g.refused, "a read transaction (evh_tx_begin_read) writes nothing"))
+		fail_msg("a write query's refusal: '%s'", g.refused);
+	assert_int_equal(store_tx_commit(w), EVH_OK);
+	sem_post(&g.committed);
+	assert_int_equal(pthread_join(g.th, NULL), 0);
+	assert_int_equal(g.during, 1);
+	assert_int_equal(g.after, 2);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 2);
+	sem_destroy(&g.begun);
+	sem_destroy(&g.committed);
+}
+
+/* store_tx_mine and store_tx_left_open, asked on another thread. */
+struct elsewhere {
+	store *s;
+	evh_tx *tx;
+	pthread_t th;
+	int mine;
+	evh_tx *left;
+};
+
+static void *elsewhere_main(void *arg)
+{
+	struct elsewhere *e = arg;
+	e->mine = store_tx_mine(e->tx);
+	e->left = store_tx_left_open(e->s);
+	return NULL;
+}
+
+/* A read transaction is its thread's, the plugin's to end, found left open
+ * by its thread only, and its cursors end with it; a publish and a
+ * savepoint are refused. */
+static void test_a_read_transaction_is_its_threads(void **state)
+{
+	fixture *f = *state;
+	outbox_row row = make_row("r1", "{}");
+	struct elsewhere e = {.s = f->s};
+	evh_tx *tx;
+	evh_rows *r;
+	exec1(f->s, "CREATE TABLE t(x)");
+	assert_int_equal(store_tx_begin_read(f->s, &tx), EVH_OK);
+	assert_true(store_tx_reads_only(tx));
+	assert_true(store_tx_plugin_own(tx));
+	assert_true(store_tx_mine(tx));
+	e.tx = tx;
+	assert_int_equal(pthread_create(&e.th, NULL, elsewhere_main, &e), 0);
+	assert_int_equal(pthread_join(e.th, NULL), 0);
+	assert_false(e.mine);
+	assert_null(e.left);
+	assert_int_equal(store_outbox_add(tx, &row), EVH_EINVAL);
+	assert_int_equal(store_tx_savepoint(tx), EVH_EINVAL);
+	assert_int_equal(store_query(tx, "SELECT x FROM t", NULL, 0, &r), EVH_OK);
+	assert_ptr_equal(store_tx_left_open(f->s), tx);
+	store_tx_rollback(tx);
+	assert_int_equal(store_rows_next(r), EVH_ESTATE);
+	store_rows_close(r);
+	assert_null(store_tx_left_open(f->s));
+	assert_int_equal(store_outbox_pending(f->s), 0);
+	/* A failure is what its commit returns. */
+	assert_int_equal(store_tx_begin_read(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "DELETE FROM t", NULL, 0, NULL), EVH_EINVAL);
+	assert_int_equal(store_tx_commit(tx), EVH_EINVAL);
+}
+
+static void *begin_read_main(void *arg)
+{
+	struct begin_attempt *b = arg;
+	evh_tx *tx = NULL;
+	store_thread_error_clear();
+	b->status = store_tx_begin_read(b->s, &tx);
+	snprintf(b->error, sizeof b->error, "%s", store_thread_error());
+	if (tx)
+		store_tx_rollback(tx);
+	return NULL;
+}
+
+/* Four read transactions at once; a fifth waits 5 s for one to end, then
+ * EVH_EBUSY with a reason; once one has ended, it begins. */
+static void test_read_transactions_are_bounded(void **state)
+{
+	fixture *f = *state;
+	struct begin_attempt b = {.s = f->s};
+	evh_tx *tx[4];
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(store_tx_begin_read(f->s, &tx[i]), EVH_OK);
+	assert_int_equal(pthread_create(&b.th, NULL, begin_read_main, &b), 0);
+	assert_int_equal(pthread_join(b.th, NULL), 0);
+	assert_int_equal(b.status, EVH_EBUSY);
+	if (!strstr(b.error, "all 4 read transactions' connections were in use for 5000 ms"))
+		fail_msg("error: %s", b.error);
+	assert_int_equal(store_tx_commit(tx[2]), EVH_OK);
+	assert_int_equal(pthread_create(&b.th, NULL, begin_read_main, &b), 0);
+	assert_int_equal(pthread_join(b.th, NULL), 0);
+	assert_int_equal(b.status, EVH_OK);
+	for (int i = 0; i < 4; i++)
+		if (i != 2)
+			store_tx_rollback(tx[i]);
+}
+
+/* A thread holding a read transaction while the store closes: the close
+ * waits for it, and no read transaction begins meanwhile (EVH_ESTATE). */
+struct closing_reader {
+	store *s;
+	pthread_t th;
+	sem_t begun;
+	int refused, tries;
+};
+
+static void *closing_reader_main(void *arg)
+{
+	struct closing_reader *c = arg;
+	evh_tx *held, *more;
+	assert_int_equal(store_tx_begin_read(c->s, &held), EVH_OK);
+	sem_post(&c->begun);
+	for (c->tries = 0; c->tries < 20000 && !c->refused; c->tries++) {
+		int rc = store_tx_begin_read(c->s, &more);
+		if (rc == EVH_OK)
+			store_tx_rollback(more);
+		c->refused = rc == EVH_ESTATE;
+		usleep(500);
+	}
+	store_tx_rollback(held); /* the close goes on */
+	return NULL;
+}
+
+static void test_closing_waits_for_read_transactions(void **state)
+{
+	fixture *f = *state;
+	struct closing_reader c = {.s = f->s};
+	assert_int_equal(sem_init(&c.begun, 0, 0), 0);
+	assert_int_equal(pthread_create(&c.th, NULL, closing_reader_main, &c), 0);
+	sem_wait(&c.begun);
+	store_close(f->s);
+	f->s = NULL;
+	assert_int_equal(pthread_join(c.th, NULL), 0);
+	assert_true(c.refused);
+	sem_destroy(&c.begun);
+}
+
 static void test_outbox_order(void **state)
 {
 	fixture *f = *state;
@@ -2935,6 +3154,12 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_outbox_order, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_a_transaction_waits_a_bounded_time_for_a_long_one,
 	                                    setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_read_transaction_runs_beside_an_open_write, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_a_read_transaction_is_its_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_read_transactions_are_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_closing_waits_for_read_transactions, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_bound, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outbox_full_is_said_once_then_counted, setup,
 	                                    teardown),

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 #define EVH_ABI_MAJOR 1
-#define EVH_ABI_MINOR 14
+#define EVH_ABI_MINOR 15
 
 #if defined(__GNUC__)
 #define EVH__PRINTF(f, a) __attribute__((format(printf, f, a)))
@@ -440,6 +440,9 @@ typedef struct evh_api {
 
 	/* lifecycle (ABI 1.13) */
 	int (*stopping)(evh_plugin *p);
+
+	/* storage (ABI 1.15) */
+	int (*tx_begin_read)(evh_plugin *p, evh_tx **tx);
 } evh_api;
 
 /* Set by evh_plugin_entry_v1 (see EVH_PLUGIN) before anything else runs. */
@@ -967,6 +970,27 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
  * one still open is a bug the host mends: it rolls it back and logs it (an
  * HTTP handler's answer becomes a 500; init fails). */
 static inline int evh_tx_begin(evh_plugin *p, evh_tx **tx) { return evh__api->tx_begin(p, tx); }
+/* (ABI 1.15) Begin a read transaction: a snapshot of what was committed
+ * when it began, on a read-only connection of its own, so it neither waits
+ * for the plugin's write transactions (evh_tx_begin's, an event handler's
+ * batch) nor makes them wait. It never sees writes not yet committed, this
+ * thread's own open transaction's included. evh_query, evh_query_json and
+ * the rows calls work on it; evh_exec, a statement that writes and
+ * evh_publish are refused with EVH_EINVAL ("refused: ..." in evh_tx_error
+ * and the log). End it with evh_tx_commit or evh_tx_rollback (both just end
+ * it; commit returns its first failure), on the thread that began it; a
+ * handler that returns with one open is mended as for evh_tx_begin. A few
+ * (4) may be open at once per plugin: one more waits for one to end,
+ * EVH_EBUSY after 5 s. Keep them short all the same: a long one holds back
+ * the reuse of the database's write-ahead log, which grows meanwhile. On a
+ * host older than 1.15 it is an evh_tx_begin (the same reads, waiting as
+ * those do, and nothing refused). */
+static inline int evh_tx_begin_read(evh_plugin *p, evh_tx **tx)
+{
+	if (!EVH_API_HAS(tx_begin_read))
+		return evh__api->tx_begin(p, tx);
+	return evh__api->tx_begin_read(p, tx);
+}
 /* Commit and release `tx` (also on failure: then nothing was written). Set
  * an HTTP answer's body after it returned EVH_OK, not before (see
  * evh_http_handler). */
