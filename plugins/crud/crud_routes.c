@@ -211,7 +211,9 @@ static int get_doc(evh_request *req, evh_response *resp, void *ud)
 
 	if (!c)
 		return rc;
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	/* A read transaction: it neither waits for writes (nor an event
+	 * handler's batch) nor holds them up. */
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "get document: begin");
 	rc = crud_db_get(tx, c->name, id, &version, &json);
 	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
@@ -536,7 +538,9 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 		return rc;
 	if (!(items = cJSON_CreateArray()))
 		return EVH_ENOMEM;
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK) {
+	/* A read transaction, as get_doc's: a filtered page scans up to
+	 * CRUD_SCAN_MAX documents while writes go on. */
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK) {
 		cJSON_Delete(items);
 		return reply_tx_failure(st->p, resp, NULL, rc, "list documents: begin");
 	}

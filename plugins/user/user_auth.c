@@ -186,7 +186,7 @@ static int find_account(user_state *st, const char *email, user_rec *u, int *fou
 	int rc;
 
 	*found = 0;
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK) /* a read: waits for no write */
 		return reply_log_failure(st->p, NULL, rc, "login: begin");
 	rc = user_db_get_by_email(tx, email, u);
 	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
@@ -216,7 +216,9 @@ static int account_unchanged(user_state *st, const user_rec *u, const char *pass
 
 	*same = 0;
 	*hashing = 0;
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	/* What is committed: a change still in a group commit that fails is
+	 * never the account's, and one that commits signs out after it. */
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK)
 		return reply_log_failure(st->p, NULL, rc, "login: begin");
 	rc = user_db_get(tx, u->id, &now);
 	if (rc != EVH_OK && rc != EVH_ENOTFOUND)

@@ -242,7 +242,7 @@ static int get_user(evh_request *req, evh_response *resp, void *ud)
 	user_rec u;
 	int rc;
 
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK) /* waits for no write */
 		return reply_tx_failure(st->p, resp, NULL, rc, "get user: begin");
 	rc = user_db_get(tx, id, &u);
 	if (rc != EVH_OK && rc != EVH_ENOTFOUND)
@@ -279,7 +279,7 @@ static int list_users(evh_request *req, evh_response *resp, void *ud)
 		return reply_invalid(resp, "cursor", "cursor is not one this service returned");
 	if (!(items = cJSON_CreateArray()))
 		return EVH_ENOMEM;
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK) {
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK) {
 		cJSON_Delete(items);
 		return reply_tx_failure(st->p, resp, NULL, rc, "list users: begin");
 	}
@@ -459,7 +459,8 @@ static int check_current(user_state *st, evh_request *req, evh_response *resp,
 		*answered = 0;
 		return EVH_OK;
 	}
-	if ((rc = evh_tx_begin(st->p, &tx)) != EVH_OK)
+	/* Only a read: the update's own transaction reads the user again. */
+	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK)
 		return reply_tx_failure(st->p, resp, NULL, rc, "update user: begin");
 	rc = user_db_get(tx, id, &u);
 	evh_tx_rollback(tx);
