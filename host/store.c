@@ -36,6 +36,13 @@
  * outside the group ever sees a member's writes before they are durable; the
  * relay's reader connection sees only committed, durable data anyway.
  *
+ * Read transactions (store_tx_begin_read, the SDK's evh_tx_begin_read) take
+ * no lock: each runs on one of STORE_READERS read-only connections of its
+ * own (opened when first needed), in a BEGIN whose first read fixes its WAL
+ * snapshot, so it sees only committed, durable data (never an open group's
+ * writes) and neither waits for the writer nor holds it up. The plugin-SQL
+ * authorizer runs there too, refusing every write with its reason.
+ *
  * Checkpoints: SQLite's automatic checkpoint runs inside whichever COMMIT
  * crosses the WAL threshold, so an HTTP request or the consumer would pay
  * for copying pages and syncing the database file. Instead a thread per
@@ -2116,19 +2123,29 @@ static int read_begin(store *s, reader *rd, char *err, size_t errlen)
 	return status;
 }
 
+/* A transaction to begin on `s` for *out (NULL meanwhile): NULL, and
+ * *status says why, for NULL arguments or want of memory. */
+static evh_tx *tx_new(store *s, evh_tx **out, int *status)
+{
+	evh_tx *tx;
+	*status = EVH_EINVAL;
+	if (!s || !out)
+		return NULL;
+	*out = NULL;
+	tx = calloc(1, sizeof *tx);
+	*status = tx ? EVH_OK : EVH_ENOMEM;
+	return tx;
+}
+
 int store_tx_begin_read(store *s, evh_tx **out)
 {
 	char why[256];
 	reader *rd;
-	evh_tx *tx;
 	int status;
+	evh_tx *tx = tx_new(s, out, &status);
 
-	if (!s || !out)
-		return EVH_EINVAL;
-	*out = NULL;
-	tx = calloc(1, sizeof *tx);
 	if (!tx)
-		return EVH_ENOMEM;
+		return status;
 	tx->thread = (uintptr_t)&thread_token;
 	status = read_take(s, tx, &rd);
 	if (status) {
@@ -2176,15 +2193,11 @@ int store_tx_reads_only(const evh_tx *tx) { return tx && tx->rd; }
 int store_tx_begin(store *s, evh_tx **out)
 {
 	char why[256];
-	evh_tx *tx;
 	int status;
+	evh_tx *tx = tx_new(s, out, &status);
 
-	if (!s || !out)
-		return EVH_EINVAL;
-	*out = NULL;
-	tx = calloc(1, sizeof *tx);
 	if (!tx)
-		return EVH_ENOMEM;
+		return status;
 	yield_first(s, -1);
 	status = store_lock(s);
 	if (status) {

@@ -633,6 +633,7 @@ static int outbox_take(store *s, const int64_t *seqs, size_t n)
 struct begin_attempt {
 	store *s;
 	pthread_t th;
+	int (*begin)(store *s, evh_tx **tx); /* NULL: store_tx_begin_grouped */
 	int status;
 	char error[512];
 };
@@ -642,7 +643,7 @@ static void *begin_attempt_main(void *arg)
 	struct begin_attempt *b = arg;
 	evh_tx *tx = NULL;
 	store_thread_error_clear();
-	b->status = store_tx_begin_grouped(b->s, &tx);
+	b->status = (b->begin ? b->begin : store_tx_begin_grouped)(b->s, &tx);
 	snprintf(b->error, sizeof b->error, "%s", store_thread_error());
 	if (tx)
 		store_tx_rollback(tx);
@@ -866,34 +867,22 @@ static void test_a_read_transaction_is_its_threads(void **state)
 	assert_int_equal(store_tx_commit(tx), EVH_EINVAL);
 }
 
-static void *begin_read_main(void *arg)
-{
-	struct begin_attempt *b = arg;
-	evh_tx *tx = NULL;
-	store_thread_error_clear();
-	b->status = store_tx_begin_read(b->s, &tx);
-	snprintf(b->error, sizeof b->error, "%s", store_thread_error());
-	if (tx)
-		store_tx_rollback(tx);
-	return NULL;
-}
-
 /* Four read transactions at once; a fifth waits 5 s for one to end, then
  * EVH_EBUSY with a reason; once one has ended, it begins. */
 static void test_read_transactions_are_bounded(void **state)
 {
 	fixture *f = *state;
-	struct begin_attempt b = {.s = f->s};
+	struct begin_attempt b = {.s = f->s, .begin = store_tx_begin_read};
 	evh_tx *tx[4];
 	for (int i = 0; i < 4; i++)
 		assert_int_equal(store_tx_begin_read(f->s, &tx[i]), EVH_OK);
-	assert_int_equal(pthread_create(&b.th, NULL, begin_read_main, &b), 0);
+	assert_int_equal(pthread_create(&b.th, NULL, begin_attempt_main, &b), 0);
 	assert_int_equal(pthread_join(b.th, NULL), 0);
 	assert_int_equal(b.status, EVH_EBUSY);
 	if (!strstr(b.error, "all 4 read transactions' connections were in use for 5000 ms"))
 		fail_msg("error: %s", b.error);
 	assert_int_equal(store_tx_commit(tx[2]), EVH_OK);
-	assert_int_equal(pthread_create(&b.th, NULL, begin_read_main, &b), 0);
+	assert_int_equal(pthread_create(&b.th, NULL, begin_attempt_main, &b), 0);
 	assert_int_equal(pthread_join(b.th, NULL), 0);
 	assert_int_equal(b.status, EVH_OK);
 	for (int i = 0; i < 4; i++)

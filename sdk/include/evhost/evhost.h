@@ -961,7 +961,8 @@ static inline int evh_migrate(evh_plugin *p, const evh_migration *m, size_t n)
 }
 
 /* Begin a transaction on the plugin's database. Transactions of one plugin
- * run one at a time (others wait); keep them short. End every one with
+ * run one at a time (others wait; read transactions, evh_tx_begin_read, run
+ * beside them); keep them short. End every one with
  * evh_tx_commit or evh_tx_rollback, on the thread that began it. EVH_EBUSY
  * when another (an event handler's batch, which lasts as long as its
  * handlers) held the database for 5 s: returned from an HTTP handler, the
