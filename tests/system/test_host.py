@@ -2459,6 +2459,41 @@ def test_a_handler_leaving_its_transaction_open_gets_500_and_the_plugin_serves_o
     assert d.stop(timeout=20) == 0
 
 
+def test_a_read_transaction_is_answered_while_a_write_one_holds_the_database(
+        evhostd, build_dir):
+    # evh_tx_begin_read (ABI 1.15) runs beside the plugin's write
+    # transactions: a read is answered while a publish holds the database
+    # for 6 s (with evh_tx_begin it waited 5 s for it, then 503), and sees
+    # only what was committed.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    assert d.post("/probe/publish", json={"x": 1}).status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(d.post, "/probe/publish?sleep_ms=6000", json={"x": 2}, timeout=30)
+        d.wait_for_log("probe: sleeping 6000 ms")
+        r = d.get("/probe/read", timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"events": 1}
+        assert held.result().status_code == 200
+    assert d.get("/probe/read").json() == {"events": 2}
+
+
+def test_a_handler_leaving_a_read_transaction_open_gets_500_and_the_plugin_reads_on(
+        evhostd, build_dir):
+    # A read transaction left open held one of the plugin's four read
+    # connections for good: the fifth such request waited 5 s for a 503, and
+    # every read after it. The host ends it after the handler, as a write one.
+    d = evhostd({"plugin.probe": probe_conf(build_dir, subscribe="false")})
+    for _ in range(5):
+        r = d.get("/probe/read?leave_open=1", timeout=30)
+        assert r.status_code == 500, r.text
+        assert r.json()["detail"] == "the service did not finish its transaction"
+    d.wait_for_log("GET /probe/read (route /probe/read of plugin 'probe') returned with a "
+                   "transaction it began still open")
+    r = d.get("/probe/read", timeout=30)
+    assert r.status_code == 200, r.text
+    assert d.stop(timeout=20) == 0
+
+
 @pytest.mark.parametrize("how", ["commit", "exec", "rows"])
 def test_a_transaction_used_by_another_thread_is_refused_and_the_plugin_serves_on(
         evhostd, build_dir, how):
