@@ -2628,6 +2628,27 @@ def test_an_event_handler_ending_the_transaction_it_was_given_is_refused(
     assert d.stop() == 0
 
 
+def test_an_event_handler_leaving_a_read_transaction_open_is_mended(evhostd, build_dir):
+    # A read transaction (evh_tx_begin_read) an event handler began and left
+    # open held one of the plugin's four read connections for good: the
+    # fifth such handler, and every read of the plugin's after it, waited 5 s
+    # for EVH_EBUSY. The host ends it after the handler, said; the event's
+    # outcome stands (it wrote nothing).
+    d = evhostd({"plugin.probe": probe_conf(build_dir)})
+    d.wait_for_log("probe: assigned", timeout=30)
+    for i in range(5):
+        assert d.post("/probe/publish", json={"leave_read": 1, "i": i}).status_code == 200
+    lib.wait_until(lambda: len(d.get("/probe/seen").json()) == 5, timeout=60,
+                   message="the events handled")
+    text = d.log_text()
+    assert text.count("probe: evh_tx_begin_read gave 0") == 5, d.log_tail()
+    assert text.count("returned with 1 read transaction it began still open (no "
+                      "evh_tx_commit or evh_tx_rollback): ended") == 5, d.log_tail()
+    r = d.get("/probe/read", timeout=30)
+    assert r.status_code == 200, r.text
+    assert d.stop() == 0
+
+
 def test_an_init_leaving_its_transaction_open_fails_and_the_start_ends(evhostd, build_dir):
     # Left open, it held the plugin's database: the plugin's first write, and
     # the stop's close of it, would wait for good. Rolled back, said, and the
