@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -303,6 +304,35 @@ static void block_signals(void)
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/* Descriptors: the soft limit raised to the hard one (at most 65536; the
+ * daemon and its libraries use poll, never select, so a number past 1024 is
+ * no harm), as the packaged unit sets. Run by hand, the soft limit is often
+ * 1024, and at it civetweb's accept loop spins on EMFILE without a word,
+ * answering nothing. A limit lower than what a loaded daemon may hold
+ * (about 50 descriptors, plus one per HTTP worker's connection, per broker
+ * connection and per database) is said. */
+static void raise_fd_limit(const host *h)
+{
+	struct rlimit rl;
+	rlim_t want = 65536, need;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < want && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	need = 128 + (rlim_t)(h->set.http_threads > 0 ? h->set.http_threads : 32) * 2 +
+	       (rlim_t)h->nplugins * 16;
+	if (rl.rlim_cur < need)
+		log_warn("host", "open files are limited to %llu (ulimit -n, systemd LimitNOFILE=): "
+		                 "with %zu plugin%s and [http] threads = %d, a loaded daemon may need "
+		                 "about %llu; at the limit it cannot accept connections or open "
+		                 "files, and says little",
+		         (unsigned long long)rl.rlim_cur, h->nplugins, h->nplugins == 1 ? "" : "s",
+		         h->set.http_threads, (unsigned long long)need);
+}
+
 /* Leave with `rc`, after host_stop. A plugin library whose file was written
  * over in place while loaded has the file's bytes for its pointers, its
  * destructors' too, which exit() would call: then _exit, the output
@@ -423,6 +453,7 @@ int main(int argc, char **argv)
 	pthread_t start_watcher;
 	int start_watching = watch_begin(&start_watch, &start_watcher);
 
+	raise_fd_limit(&h);
 	rc = host_start(&h);
 	watch_end(&start_watch, start_watcher, start_watching);
 	if (rc < 0) {

@@ -898,6 +898,32 @@ def test_a_start_short_of_threads_fails_saying_so(evhostd, build_dir):
         shutil.rmtree(top, ignore_errors=True)
 
 
+def test_the_open_files_limit_is_raised_to_the_hard_one_or_said_too_low(evhostd, tmp_path):
+    # Run by hand the soft limit is often 1024; at the limit civetweb's accept
+    # loop spun on EMFILE without a word, answering nothing.
+    import resource
+    config_dir, _, port = evhostd.write_config({})
+    for soft, hard, low in ((64, 4096, False), (100, 100, True)):
+        log = tmp_path / f"nofile-{soft}.log"
+        with open(log, "wb") as out:
+            p = subprocess.Popen(
+                [str(evhostd.binary), "-c", str(config_dir / "evhost.conf")],
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
+        try:
+            lib.wait_until(lambda: " ready: " in log.read_text(), timeout=60,
+                           message=f"evhostd ready under ulimit -n {soft}")
+            limits = Path(f"/proc/{p.pid}/limits").read_text()
+            got = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups()
+            assert got == (str(hard), str(hard)), limits
+            said = "open files are limited to 100 (ulimit -n, systemd LimitNOFILE=)" in \
+                log.read_text()
+            assert said == low, log.read_text()[-2000:]
+        finally:
+            p.terminate()
+            assert p.wait(timeout=60) == 0
+
+
 def test_a_default_directory_that_is_not_there_is_refused_by_the_check(evhostd, tmp_path):
     # templates_dir's default (where the package installs the templates) was
     # never looked at: the check said OK and notifications' init failed.
