@@ -1435,8 +1435,10 @@ struct retry_slot {
 /* Kinds of step the consumer thread takes between polls (busy_step). */
 #define BUSY_KINDS 3
 
-/* Why an event waits (OUT_WAIT) rather than use up an attempt. */
-enum wait_cause { WAIT_OUTBOX_FULL, WAIT_DATABASE_FULL, WAIT_CAUSES };
+/* Why an event waits (OUT_WAIT, OUT_KEEP_WAIT) rather than use up an
+ * attempt: WAIT_NO_ROOM is a handler's own write outside the database (a
+ * Maildir's file) that met a full disk (EVH_EVENT_KEEP_AND_WAIT). */
+enum wait_cause { WAIT_OUTBOX_FULL, WAIT_DATABASE_FULL, WAIT_NO_ROOM, WAIT_CAUSES };
 
 /* Waits for one cause, said once an episode rather than once a wait (the
  * cause holds for every event the consumer meets meanwhile): an episode
@@ -1505,6 +1507,9 @@ struct consumer {
 	/* The attempt dispatch last made met a full outbox (a publish of the
 	 * handler's refused with EVH_EFULL): run_handlers sets it. */
 	int attempt_full;
+	/* The attempt dispatch last made ended with EVH_EVENT_KEEP_AND_WAIT, its
+	 * writes kept (OUT_KEEP_WAIT): run_handlers sets it. */
+	int attempt_room;
 	/* The attempt dispatch last made failed in a storage call (a
 	 * transaction, savepoint, inbox record, a handler's statement or the
 	 * commit): only then can a full database be why (dispatch). */
@@ -1543,7 +1548,9 @@ struct consumer {
  * OUT_RETRY once committed.
  * OUT_KEEP_GO_ON: EVH_EVENT_KEEP_AND_CONTINUE, kept as OUT_KEEP, then handled
  * again at once once committed, with the same attempt number (as OUT_WAIT,
- * it uses up no attempt, and never reaches the DLQ for it). */
+ * it uses up no attempt, and never reaches the DLQ for it).
+ * OUT_KEEP_WAIT: EVH_EVENT_KEEP_AND_WAIT, kept as OUT_KEEP, then waits as
+ * OUT_WAIT once committed (a handler's file met a full disk). */
 enum outcome {
 	OUT_DONE,
 	OUT_RETRY,
@@ -1552,12 +1559,14 @@ enum outcome {
 	OUT_WAIT,
 	OUT_KEEP_RETRY,
 	OUT_KEEP_GO_ON,
+	OUT_KEEP_WAIT,
 };
 
 /* The outcomes whose writes commit (the batch's or the event's own). */
 static int outcome_commits(enum outcome out)
 {
-	return out == OUT_DONE || out == OUT_KEEP || out == OUT_KEEP_RETRY || out == OUT_KEEP_GO_ON;
+	return out == OUT_DONE || out == OUT_KEEP || out == OUT_KEEP_RETRY ||
+	       out == OUT_KEEP_GO_ON || out == OUT_KEEP_WAIT;
 }
 
 /* The outcomes retried while attempts are left. */
@@ -1908,7 +1917,7 @@ static void process_span_end(trace_span *sp, const evh_event *ev, enum outcome o
 {
 	static const char *const names[] = {"handled",    "retry",    "rejected",
 	                                    "kept_dead_lettered", "waiting_for_storage",
-	                                    "kept_retry", "kept_going_on"};
+	                                    "kept_retry", "kept_going_on", "kept_waiting_for_room"};
 	trace_attr(sp, "evhost.outcome", ev->duplicate ? "duplicate" : names[out]);
 	if (out != OUT_DONE && out != OUT_KEEP_GO_ON)
 		trace_error(sp, "%s", ev->error[0] ? ev->error : names[out]);
@@ -1922,12 +1931,14 @@ int kafka_result_known(const evh_plugin *p, int r)
 	int since = r == EVH_EVENT_KEEP_AND_DEAD_LETTER ? 2
 	            : r == EVH_EVENT_KEEP_AND_RETRY     ? 11
 	            : r == EVH_EVENT_KEEP_AND_CONTINUE  ? 14
+	            : r == EVH_EVENT_KEEP_AND_WAIT      ? 15
 	                                                : 0;
 	return p->desc && p->desc->abi_minor < since ? -1 : r;
 }
 
-/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER, KEEP_AND_RETRY or
- * KEEP_AND_CONTINUE (`out`: OUT_KEEP, OUT_KEEP_RETRY or OUT_KEEP_GO_ON): keep
+/* A handler returned EVH_EVENT_KEEP_AND_DEAD_LETTER, KEEP_AND_RETRY,
+ * KEEP_AND_CONTINUE or KEEP_AND_WAIT (`out`: OUT_KEEP, OUT_KEEP_RETRY,
+ * OUT_KEEP_GO_ON or OUT_KEEP_WAIT): keep
  * the writes made so far (the later handlers of the event do not run), but
  * not the inbox claim, so the event's retry, next call or redriven copy is
  * handled again. */
@@ -1943,7 +1954,9 @@ static enum outcome keep_writes(struct consumer *c, evh_event *ev, evh_tx *tx,
 	log_debug(KAFKA_LOG, "%s: event %s: handler kept its writes and %s", c->p->name, ev->id,
 	          out == OUT_KEEP         ? "gave the event up"
 	          : out == OUT_KEEP_GO_ON ? "asked to go on"
+	          : out == OUT_KEEP_WAIT  ? "waits for room"
 	                                  : "asked to retry");
+	c->attempt_room = out == OUT_KEEP_WAIT;
 	return out;
 }
 
@@ -2021,6 +2034,8 @@ static enum outcome run_handlers(struct consumer *c, evh_event *ev, evh_tx *tx, 
 			return keep_writes(c, ev, tx, OUT_KEEP_RETRY);
 		if (known == EVH_EVENT_KEEP_AND_CONTINUE)
 			return keep_writes(c, ev, tx, OUT_KEEP_GO_ON);
+		if (known == EVH_EVENT_KEEP_AND_WAIT)
+			return keep_writes(c, ev, tx, OUT_KEEP_WAIT);
 		store_tx_savepoint_rollback(tx);
 		if (known == EVH_EVENT_REJECT)
 			return OUT_REJECT;
@@ -2075,6 +2090,7 @@ static enum outcome run_handlers_alone(struct consumer *c, evh_event *ev, size_t
 		snprintf(ev->error, sizeof ev->error, "storage: commit failed%s%s",
 		         store_thread_error()[0] ? ": " : "", store_thread_error());
 		c->attempt_storage = 1;
+		c->attempt_room = 0; /* the database's wait, if any, not the handler's */
 		return OUT_RETRY;
 	}
 	if (out == OUT_DONE)
@@ -2104,6 +2120,10 @@ static const struct wait_words {
                             {"every ", " ms until its writes go through"}, "goes through",
                             "its database takes the handlers' writes again", "a full database",
                             "its database is full"},
+    [WAIT_NO_ROOM] = {"a handler's write met a full disk", "",
+                      {"every ", " ms until it goes through"}, "goes through",
+                      "the handlers' writes go through again", "a full disk",
+                      "met a full disk"},
 };
 
 /* Say that the event of `s` (at `offset`) waits for `cause`: in full when
@@ -2138,7 +2158,9 @@ static unsigned wait_causes_met(const struct consumer *c, enum outcome out)
 {
 	if (c->attempt_full)
 		return 1u << WAIT_OUTBOX_FULL;
-	return out == OUT_WAIT ? 1u << WAIT_DATABASE_FULL : 0;
+	return out == OUT_WAIT        ? 1u << WAIT_DATABASE_FULL
+	       : out == OUT_KEEP_WAIT ? 1u << WAIT_NO_ROOM
+	                              : 0;
 }
 
 /* End the episodes whose cause is not in `met` (all `at_stop`), saying
@@ -2180,6 +2202,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	unsigned room_lost = store_thread_room_lost();
 	*sub = 0;
 	c->attempt_full = 0;
+	c->attempt_room = 0;
 	c->attempt_storage = 0;
 	c->last_duplicate = 0;
 	if (event_build(&ev, msg, attempt)) {
@@ -2273,6 +2296,9 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	else if (out == OUT_KEEP_GO_ON)
 		snprintf(err, errlen, "%s",
 		         ev.error[0] ? ev.error : "handler kept its writes and asked to go on");
+	else if (out == OUT_KEEP_WAIT)
+		snprintf(err, errlen, "%s",
+		         ev.error[0] ? ev.error : "handler kept its writes and waits for room");
 	else if (out == OUT_RETRY || out == OUT_WAIT)
 		snprintf(err, errlen, "%s", ev.error[0] ? ev.error : "handler asked to retry");
 	event_free(&ev);
@@ -2559,7 +2585,9 @@ enum again { AGAIN_RETRY, AGAIN_WAIT, AGAIN_GO_ON };
 
 static enum again again_of(enum outcome out)
 {
-	return out == OUT_WAIT ? AGAIN_WAIT : out == OUT_KEEP_GO_ON ? AGAIN_GO_ON : AGAIN_RETRY;
+	return out == OUT_WAIT || out == OUT_KEEP_WAIT ? AGAIN_WAIT
+	       : out == OUT_KEEP_GO_ON                 ? AGAIN_GO_ON
+	                                               : AGAIN_RETRY;
 }
 
 /* How long before the attempt after `attempts`: a wait, the policy's
@@ -2597,7 +2625,10 @@ static void schedule_retry(struct consumer *c, struct retry_slot *s, rd_kafka_me
 		 * away, or slow), a full database until its disk has room: every
 		 * event met then would say each of its waits. */
 		wait_said(c, s, msg->offset,
-		          c->attempt_full ? WAIT_OUTBOX_FULL : WAIT_DATABASE_FULL, error, delay);
+		          c->attempt_full   ? WAIT_OUTBOX_FULL
+		          : c->attempt_room ? WAIT_NO_ROOM
+		                            : WAIT_DATABASE_FULL,
+		          error, delay);
 		return;
 	}
 	if (c->attempt_full)
@@ -2785,7 +2816,7 @@ static void settle_traced(struct consumer *c, rd_kafka_message_t *msg, int attem
 	 * it: scheduled as ever, attempts left or not, never dead-lettered. The
 	 * stop drops it (drop_slots), and the event comes again after the start,
 	 * or to the plugin's new instance. */
-	while (out == OUT_WAIT || out == OUT_KEEP_GO_ON ||
+	while (out == OUT_WAIT || out == OUT_KEEP_WAIT || out == OUT_KEEP_GO_ON ||
 	       (outcome_retries(out) && (attempt < c->policy[sub].max_attempts ||
 	                                 plugin_stopping(c->p)))) {
 		enum again how = again_of(out);
@@ -3275,7 +3306,7 @@ void kafka_set_batch_time_us(int us)
  * one storage transaction (one fsync for all), each event in a savepoint of
  * its own. The batch ends at BATCH_MAX events, after BATCH_MAX_US, when
  * nothing else is due, or at the first event that is not DONE: its savepoint
- * is rolled back (kept, for OUT_KEEP, OUT_KEEP_RETRY and OUT_KEEP_GO_ON), the
+ * is rolled back (kept, for OUT_KEEP, OUT_KEEP_RETRY, OUT_KEEP_GO_ON and OUT_KEEP_WAIT), the
  * others commit, and then it is retried, dead-lettered or handled on as a
  * lone message would be. Offsets
  * are stored only after the COMMIT. No consumer poll happens meanwhile, so a rebalance (which is

@@ -96,6 +96,7 @@ typedef enum deliv_outcome {
 	DELIV_UNTRIED, /* not_tried before the last attempt: unsettled, nothing recorded */
 	DELIV_CUT,     /* a stop cut the send short: unsettled, nothing recorded */
 	DELIV_DBERR,   /* storage failed; `err` says how */
+	DELIV_NO_ROOM, /* the Maildir's disk is full: the event waits, no attempt used */
 } deliv_outcome;
 
 typedef struct delivery {
@@ -224,6 +225,12 @@ static deliv_outcome deliver_once(notif_state *st, evh_tx *tx, delivery *d)
 	 * Message-ID). */
 	if (res == NOTIF_SEND_CUT)
 		return DELIV_CUT;
+	/* A full disk under the Maildir: tried again once there is room, at
+	 * the last attempt too (a wait uses none up), never given up. */
+	if (res == NOTIF_SEND_NO_ROOM) {
+		remember(st, d, NOTIF_RETRYING, d->err);
+		return DELIV_NO_ROOM;
+	}
 	d->down = res == NOTIF_SEND_DOWN;
 	if (d->down)
 		res = NOTIF_SEND_TRANSIENT;
@@ -743,6 +750,10 @@ evh_event_result notif_on_user_created(evh_plugin *p, const evh_event *ev, evh_t
 		evh_event_set_error(ev, d.err);
 		result = EVH_EVENT_KEEP_AND_RETRY;
 		break;
+	case DELIV_NO_ROOM: /* the recipient commits, as for a retry */
+		evh_event_set_error(ev, d.err);
+		result = EVH_EVENT_KEEP_AND_WAIT;
+		break;
 	case DELIV_DBERR:
 		evh_event_set_error(ev, d.err);
 		result = EVH_EVENT_RETRY;
@@ -906,6 +917,7 @@ typedef struct broadcast_tally {
 	 * those before it were tried, or settled before. */
 	const char *down_from;
 	int stopping; /* the plugin is winding down (evh_stopping): the rest not offered */
+	int no_room;  /* the Maildir's disk is full: the event waits (broadcast_one's -1) */
 	int left;     /* ...how many, for the event's next delivery */
 	char last_err[512];
 	char down_err[NOTIF_DOWN_ERR_LEN]; /* why the rest were not tried: their error */
@@ -922,7 +934,8 @@ typedef struct broadcast_tally {
  * t->down_err as the error, from t->down_from on. At the last attempt,
  * `part_end` not NULL: the recipients before it were gone past by the
  * parts committed before (delivery's part_before). Returns -1 when storage
- * failed (the whole event is retried), 0 otherwise. */
+ * failed (the whole event is retried) or the Maildir's disk is full (the
+ * event waits, the rows of this part kept: t->no_room), 0 otherwise. */
 static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const broadcast *b,
                          const recipient *r, const char *part_end, broadcast_tally *t)
 {
@@ -995,6 +1008,9 @@ static int broadcast_one(notif_state *st, evh_tx *tx, const evh_event *ev, const
 		t->stopping = 1;
 		t->left++;
 		return 0;
+	case DELIV_NO_ROOM:
+		t->no_room = 1;
+		/* fall through */
 	case DELIV_DBERR:
 		snprintf(t->last_err, sizeof t->last_err, "%s", d.err);
 		return -1;
@@ -1228,8 +1244,11 @@ evh_event_result notif_on_broadcast(evh_plugin *p, const evh_event *ev, evh_tx *
 			t.seen++;
 			if (broadcast_one(st, tx, ev, &b, &rs[i], last ? before.next_id : NULL, &t) <
 			    0) {
+				/* No room for the Maildir: the mails settled in this
+				 * part keep their rows, the rest wait (in the same
+				 * attempt, which finds where the parts before ended). */
 				evh_event_set_error(ev, t.last_err);
-				result = EVH_EVENT_RETRY;
+				result = t.no_room ? EVH_EVENT_KEEP_AND_WAIT : EVH_EVENT_RETRY;
 				goto out;
 			}
 		}

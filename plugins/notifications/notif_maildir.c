@@ -229,8 +229,11 @@ fail:
 	/* Not known to be on disk: taken back, so that the retry writes it once. */
 	unlink(placed ? dst : tmp);
 	free(lf);
-	/* Whatever the error (a full disk, a Maildir made read-only, not ours or
-	 * a file), it is the setup's, never the message's: tried again, then
-	 * dead-lettered for a redrive once mended, as SMTP's setup trouble is. */
-	return NOTIF_SEND_TRANSIENT;
+	/* No room (a full disk, a quota, a file size limit) passes without a
+	 * fix: the event waits for it, as for a full database. Any other error
+	 * (a Maildir made read-only, not ours or a file) is the setup's, never
+	 * the message's: tried again, then dead-lettered for a redrive once
+	 * mended, as SMTP's setup trouble is. */
+	return e == ENOSPC || e == EDQUOT || e == EFBIG ? NOTIF_SEND_NO_ROOM
+	                                                : NOTIF_SEND_TRANSIENT;
 }

@@ -162,3 +162,77 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
     assert r.status_code == 200 and r.json()["messages"] == [], r.text
     assert st.d.stop() == 0
+
+
+def produce_created(st, uid, name, addr, brokers):
+    """A user created elsewhere, as its USER_CREATED event."""
+    lib.kafka_produce(st.topics["created"],
+                      '{"id": "%s", "name": "%s", "email": "%s"}' % (uid, name, addr),
+                      key=uid, brokers=brokers, headers={
+                          "ce_specversion": "1.0", "ce_type": "user.created",
+                          "ce_source": "/test", "ce_id": f"outside-{uid}",
+                          "ce_time": "2026-11-30T05:00:00Z",
+                          "content-type": "application/json"})
+
+
+def maildir_files(box, addr):
+    return [f for f in (box / "new").iterdir() if addr.encode() in f.read_bytes()]
+
+
+@pytest.mark.slow
+def test_maildir_on_a_full_disk_waits_and_mails_once_there_is_room(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, small_fs):
+    # The shipped default, a Maildir under state_dir. Its file system fills
+    # while notifications.db has room left in its WAL (its commits go
+    # through): the welcome mail's write fails with ENOSPC. The event waits,
+    # using up no attempt, however long (it was dead-lettered after its
+    # attempts, the disk unseen by /readyz), says so once, naming the
+    # Maildir and the error, and the mail goes out once there is room.
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server,
+               state_dir=small_fs, notif={"transport": "maildir"},
+               kafka={"retry.max_attempts": 2, "retry.backoff_ms": 200,
+                      "retry.backoff_max_ms": 400})
+    box = small_fs / "notifications" / "maildir"
+    # Welcomes that leave frames in notifications.db's WAL, then a
+    # checkpoint of all of them: the next commits write over those frames
+    # from the start, needing no new room, as a WAL in use for a while does.
+    for i in range(20):
+        produce_created(st, f"6f4c7a0e-3d1b-4b8e-9a55-0c1d2e3f4b{i:02d}", f"Before {i}",
+                        f"before{i}@example.org", kafka_bootstrap)
+    lib.wait_until(lambda: db_rows(st.d, "notifications",
+                                   "SELECT COUNT(*) FROM notifications_log WHERE status = 'sent'"
+                                   )[0][0] == 20,
+                   timeout=60, message="the first welcomes sent and committed")
+    wal = small_fs / "notifications.db-wal"
+    db_rows(st.d, "notifications", "PRAGMA wal_checkpoint(RESTART)")
+    assert wal.stat().st_size > 64 * 1024, wal.stat().st_size
+
+    filler = fill(small_fs)
+    uid = "6f4c7a0e-3d1b-4b8e-9a55-0c1d2e3f4a02"
+    produce_created(st, uid, "Full", "full@example.org", kafka_bootstrap)
+    st.d.wait_for_log("waits: a handler's write met a full disk (maildir: cannot write "
+                      f"{box}/tmp/", timeout=60)
+    # Far longer than two attempts with their backoff: it must still wait.
+    time.sleep(5)
+    r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
+    assert r.status_code == 200 and r.json()["messages"] == [], r.text
+    log = st.d.log_text()
+    waits = [ln for ln in log.splitlines() if "notifications: " in ln and " waits: " in ln]
+    assert len(waits) == 1, "\n".join(waits)
+    assert "No space left on device); not counted as an attempt" in waits[0], waits[0]
+    assert "dead_lettered" not in log and "dead-letter topic" not in log
+    assert not maildir_files(box, "full@example.org")
+    assert list((box / "tmp").iterdir()) == []
+
+    os.unlink(filler)
+    lib.wait_until(lambda: maildir_files(box, "full@example.org"), timeout=60,
+                   message="the waiting welcome written once there is room")
+    st.d.wait_for_log("notifications: the handlers' writes go through again", timeout=30)
+    lib.wait_until(lambda: db_rows(st.d, "notifications",
+                                   "SELECT status FROM notifications_log WHERE recipient = ?",
+                                   ("full@example.org",)) == [("sent",)],
+                   timeout=30, message="its row says sent")
+    assert len(maildir_files(box, "full@example.org")) == 1
+    r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
+    assert r.status_code == 200 and r.json()["messages"] == [], r.text
+    assert st.d.stop() == 0

@@ -166,6 +166,10 @@ static evh_event_result handler(evh_plugin *p, const evh_event *ev, evh_tx *tx, 
 		kafka_ev_set_error(ev, "a part done");
 		return EVH_EVENT_KEEP_AND_CONTINUE;
 	}
+	if (!strcmp(type, "WAIT_FOUR_TIMES") && count_calls(kafka_ev_id(ev), 0) < 5) {
+		kafka_ev_set_error(ev, "cannot write /box/tmp/m: No space left on device");
+		return EVH_EVENT_KEEP_AND_WAIT;
+	}
 	if (!strcmp(type, "COMMIT_FAILS_ONCE"))
 		/* The first call's commit fails (the batch's, or its own): every
 		 * SQLite write fails until the next call. */
@@ -2782,6 +2786,30 @@ static void test_keep_and_continue(void **state)
 		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
 }
 
+/* KEEP_AND_WAIT (ABI 1.15: a handler's own file met a full disk) four
+ * times, then OK: five calls, each one's writes kept, all of them attempt 1
+ * (more than retry max 3 allows: a wait uses none up), no dead letter, the
+ * inbox record once done, the partition's next event after it; the log
+ * says the first wait, with the handler's reason, and none of the others. */
+static void test_keep_and_wait(void **state)
+{
+	stderr_capture cap;
+	char id[37], *log, *first;
+	(void)state;
+	cap = log_capture_warn();
+	expect_kept_calls("room", "WAIT_FOUR_TIMES", 5, id);
+	log_setup(test_log_level, LOG_FORMAT_TEXT);
+	log = stderr_end(cap);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(rec.calls[call_index(id, i)].attempt, 1);
+	first = strstr(log, "waits: a handler's write met a full disk (cannot write /box/tmp/m: "
+	                    "No space left on device); not counted as an attempt");
+	if (!first || strstr(first + 1, "waits: "))
+		fail_msg("not one line for the waits: %s", log);
+	assert_null(strstr(log, "dead-letter"));
+	free(log);
+}
+
 /* A KEEP_* result from a plugin built before its ABI minor version is no
  * result to that plugin: taken as a retry (-1, "unknown"), not as a commit of
  * a failed attempt's writes; from a plugin of that version or later, itself.
@@ -2794,6 +2822,7 @@ static void test_keep_results_are_those_of_the_plugins_abi(void **state)
 	    {1, EVH_EVENT_KEEP_AND_DEAD_LETTER, -1}, {2, EVH_EVENT_KEEP_AND_DEAD_LETTER, 3},
 	    {10, EVH_EVENT_KEEP_AND_RETRY, -1},      {11, EVH_EVENT_KEEP_AND_RETRY, 4},
 	    {13, EVH_EVENT_KEEP_AND_CONTINUE, -1},   {14, EVH_EVENT_KEEP_AND_CONTINUE, 5},
+	    {14, EVH_EVENT_KEEP_AND_WAIT, -1},       {15, EVH_EVENT_KEEP_AND_WAIT, 6},
 	    {0, EVH_EVENT_OK, 0},                    {0, EVH_EVENT_RETRY, 1},
 	    {0, EVH_EVENT_REJECT, 2},                {0, 9, 9},
 	};
@@ -4049,6 +4078,7 @@ static const struct part_test all_tests[] = {
     {cmocka_unit_test(test_keep_and_retry), 7},
     {cmocka_unit_test(test_keep_and_retry_to_the_last_attempt), 2},
     {cmocka_unit_test(test_keep_and_continue), 8},
+    {cmocka_unit_test(test_keep_and_wait), 8},
     {cmocka_unit_test(test_keep_results_are_those_of_the_plugins_abi), 8},
     {cmocka_unit_test(test_publish_of_no_length_is_refused), 8},
     {cmocka_unit_test(test_keep_and_continue_lets_other_partitions_through), 6}, /* 5.7 */

@@ -9,10 +9,13 @@
 
 #include <cmocka.h>
 #include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1141,6 +1144,44 @@ static void test_maildir_removed_or_broken(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* A Maildir whose file system has no room for the mail (here a file size
+ * limit: EFBIG, as ENOSPC and EDQUOT are taken) is NOTIF_SEND_NO_ROOM, the
+ * event's wait, not a failure that uses up attempts; nothing is left
+ * behind, and the mail is written once there is room. */
+static void test_maildir_no_room_waits(void **state)
+{
+	static const char mail[] = "Subject: a\r\n\r\nno room for this body\r\n";
+	char root[] = "/tmp/notif-maildir-XXXXXX", dir[256], cmd[300], err[512];
+	struct rlimit was, small;
+	void (*old_xfsz)(int);
+	notif_maildir m;
+	notif_send_result res;
+	(void)state;
+	assert_non_null(mkdtemp(root));
+	snprintf(dir, sizeof dir, "%s/box", root);
+	assert_int_equal(notif_maildir_open(&m, dir, err, sizeof err), 0);
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+	small = was;
+	small.rlim_cur = 8; /* past it, write fails with EFBIG (SIGXFSZ ignored) */
+	old_xfsz = signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+	res = notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+	signal(SIGXFSZ, old_xfsz);
+	assert_int_equal(res, NOTIF_SEND_NO_ROOM);
+	snprintf(cmd, sizeof cmd, "maildir: cannot write %s/tmp/", dir);
+	assert_memory_equal(err, cmd, strlen(cmd));
+	assert_non_null(strstr(err, strerror(EFBIG)));
+	assert_int_equal(files_in(dir, "tmp"), 0);
+	assert_int_equal(files_in(dir, "new"), 0);
+	assert_int_equal(notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err),
+	                 NOTIF_SEND_OK);
+	assert_int_equal(files_in(dir, "new"), 1);
+	notif_maildir_close(&m);
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", root);
+	assert_int_equal(system(cmd), 0);
+}
+
 /* An error that names a long path is cut to the caller's buffer, and ends
  * with "..." to say so. */
 static void test_maildir_error_about_a_long_path_is_cut(void **state)
@@ -1336,6 +1377,7 @@ int main(void)
 	    cmocka_unit_test(test_pending_eviction_prefers_failed_then_sent),
 	    cmocka_unit_test(test_maildir_delivery),
 	    cmocka_unit_test(test_maildir_removed_or_broken),
+	    cmocka_unit_test(test_maildir_no_room_waits),
 	    cmocka_unit_test(test_maildir_error_about_a_long_path_is_cut),
 	};
 	return cmocka_run_group_tests_name("notif_logic", tests, NULL, NULL);
