@@ -199,6 +199,11 @@ struct store {
 	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
 	_Atomic int damaged;    /* SQLite found the file damaged since the open (store_damaged) */
 	_Atomic int writable;   /* the last store_check_writable's answer (EVH_OK at first) */
+	/* A write failed with an I/O error, not for want of room (a file system
+	 * gone read-only, EIO): readiness says not writable until a commit goes
+	 * through (store_check_writable tries one). io_logged_ms as full's. */
+	_Atomic int io_failed;
+	int64_t io_logged_ms;
 	/* Group commit (see the top of the file); all under mu but gqueued. */
 	/* Members wait for their group's end on gcv under gmu, not under mu:
 	 * woken, they need not take the store's lock again (the next group's
@@ -303,6 +308,10 @@ static _Thread_local unsigned room_lost_count; /* store_thread_room_lost */
 /* SQLITE_CORRUPT or SQLITE_NOTADB, seen on this thread (sqlite_fail) until
  * full_note hands it to the store; 0: none. */
 static _Thread_local int damage_seen;
+/* A write that failed with an I/O error other than a want of room, seen on
+ * this thread (sqlite_fail) until full_note hands it to the store: its
+ * error, with the OS's reason ("" none). */
+static _Thread_local char io_seen[STORE_ERR_LEN - 64];
 
 /* Where every message about a damaged database sends the admin. */
 #define DAMAGE_DOC "(docs/operations.md \"Backup and restore\")"
@@ -335,25 +344,40 @@ static int status_of(int rc)
 	}
 }
 
-/* Whether db's failed call (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
- * or ROOM_OK. SQLite says SQLITE_FULL only for ENOSPC from write(); a disk
- * quota (EDQUOT), or ENOSPC from an fsync, comes back as an I/O error. SQLite
- * keeps the errno of a file's last failed system call with the file; a
- * writer in WAL mode writes and syncs only the WAL, which the pager hands out
- * as its journal. */
-static int room_lost(sqlite3 *db, int rc)
+/* The errno of the last failed system call on db's WAL (0: none known).
+ * SQLite keeps it with the file; a writer in WAL mode writes and syncs only
+ * the WAL, which the pager hands out as its journal. */
+static int wal_errno(sqlite3 *db)
 {
 	sqlite3_file *wal = NULL;
 	int e = 0;
+	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
+	    !wal || !wal->pMethods ||
+	    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &e) != SQLITE_OK)
+		return 0;
+	return e;
+}
+
+/* Whether db's failed call (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
+ * or ROOM_OK. SQLite says SQLITE_FULL only for ENOSPC from write(); a disk
+ * quota (EDQUOT), or ENOSPC from an fsync, comes back as an I/O error. */
+static int room_lost(sqlite3 *db, int rc)
+{
+	int e;
 	if ((rc & 0xff) == SQLITE_FULL)
 		return ROOM_DISK;
 	if (rc != SQLITE_IOERR_WRITE && rc != SQLITE_IOERR_FSYNC && rc != SQLITE_IOERR_TRUNCATE)
 		return ROOM_OK;
-	if (sqlite3_file_control(db, "main", SQLITE_FCNTL_JOURNAL_POINTER, &wal) != SQLITE_OK ||
-	    !wal || !wal->pMethods ||
-	    wal->pMethods->xFileControl(wal, SQLITE_FCNTL_LAST_ERRNO, &e) != SQLITE_OK)
-		return ROOM_OK;
+	e = wal_errno(db);
 	return e == EDQUOT ? ROOM_QUOTA : e == ENOSPC ? ROOM_DISK : ROOM_OK;
+}
+
+/* Whether a failed call (rc) was a write the file system refused, other than
+ * for want of room: a read-only file system (EROFS), a failing disk (EIO). */
+static int write_refused(int rc)
+{
+	return rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_TRUNCATE ||
+	       rc == SQLITE_IOERR_DIR_FSYNC || (rc & 0xff) == SQLITE_READONLY;
 }
 
 /* Report a failed SQLite call: its message into err (with the reason when
@@ -362,7 +386,7 @@ static int room_lost(sqlite3 *db, int rc)
  * damage SQLite found in the file (damage_seen). */
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
-	int room = room_lost(db, rc);
+	int room = room_lost(db, rc), e;
 	if (room) {
 		full_seen = room;
 		room_lost_count++;
@@ -372,8 +396,14 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
 		        room == ROOM_QUOTA ? "disk quota exceeded" : "no space left on device");
+	else if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_NOMEM &&
+	         ((e = sqlite3_system_errno(db)) || (e = wal_errno(db))))
+		/* "disk I/O error" alone says nothing: EROFS, EIO, ... */
+		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db), strerror(e));
 	else
 		set_err(err, errlen, "%s", sqlite3_errmsg(db));
+	if (!room && write_refused(rc))
+		snprintf(io_seen, sizeof io_seen, "%s", err && errlen ? err : sqlite3_errmsg(db));
 	return status_of(rc);
 }
 
@@ -591,6 +621,32 @@ static void damage_note(store *s)
 
 int store_damaged(store *s) { return s ? atomic_load(&s->damaged) : 0; }
 
+/* A write this thread saw refused (sqlite_fail's io_seen) marks the store
+ * not writable (under mu): said once a minute at most, with the file and
+ * the OS's reason, until a commit goes through (io_clear). */
+static void io_note(store *s)
+{
+	if (!io_seen[0])
+		return;
+	atomic_store(&s->io_failed, 1);
+	if (log_due(&s->io_logged_ms, clock_mono_ms(), 60000))
+		log_error("store", "%s: cannot write: %s: writes fail, and readiness says storage "
+		                   "not writable, until a write goes through (at most one such line "
+		                   "a minute)",
+		          sqlite3_db_filename(s->db, "main"), io_seen);
+	io_seen[0] = '\0';
+}
+
+/* A commit went through (under mu): the writes refused before pass again. */
+static void io_clear(store *s)
+{
+	if (!atomic_exchange(&s->io_failed, 0))
+		return;
+	if (s->io_logged_ms)
+		log_info("store", "%s: writes go through again", sqlite3_db_filename(s->db, "main"));
+	s->io_logged_ms = 0;
+}
+
 /* What this thread's failed calls found, handed to the store (under mu):
  * damage (damage_note), and a want of room, which marks the store full:
  * said once a minute at most, with the file, until a commit succeeds again. */
@@ -599,6 +655,7 @@ static void full_note(store *s)
 	int64_t now;
 	int quota = full_seen == ROOM_QUOTA;
 	damage_note(s);
+	io_note(s);
 	if (!full_seen)
 		return;
 	full_seen = ROOM_OK;
@@ -1705,6 +1762,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (status) {
 		full_seen = ROOM_OK; /* said in err; not another store's to take at its unlock */
 		damage_seen = 0;
+		io_seen[0] = '\0';
 		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status;
@@ -1807,6 +1865,27 @@ void store_set_outbox_limit(store *s, int64_t max_rows)
 	store_unlock(s);
 }
 
+/* In the transaction BEGIN IMMEDIATE opened: write the database's header
+ * (its user_version, which the host does not use, set to what it is) and
+ * commit, synced as every commit is. EVH_OK clears io_failed. */
+static int write_probe(store *s)
+{
+	char msg[STORE_ERR_LEN], sql[64];
+	sqlite3_stmt *st = NULL;
+	int version = 0, status;
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		version = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	snprintf(sql, sizeof sql, "PRAGMA user_version=%d", version);
+	status = run_simple(s->db, sql, msg, sizeof msg);
+	if (!status)
+		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+	if (!status)
+		io_clear(s);
+	return status;
+}
+
 int store_check_writable(store *s)
 {
 	int status;
@@ -1822,6 +1901,10 @@ int store_check_writable(store *s)
 	if (s->gopen)
 		group_commit_locked(s);
 	status = begin_immediate(s, NULL, 0);
+	/* In WAL mode BEGIN touches nothing on disk: after a write was refused
+	 * (a file system gone read-only), only a commit tells it passes again. */
+	if (!status && atomic_load(&s->io_failed))
+		status = write_probe(s);
 	if (!status)
 		rollback_if_open(s->w.db);
 	store_unlock(s);
@@ -2257,8 +2340,10 @@ static void group_commit_run(store *s)
 	/* Before the members wake: they look at store_full to say why. */
 	if (status)
 		full_note(s);
-	else if (s->gmembers)
+	else if (s->gmembers) {
 		full_clear(s, "writes succeed again");
+		io_clear(s);
+	}
 	if (status == EVH_OK && s->goutbox) {
 		atomic_fetch_add(&s->pending, s->goutbox);
 		s->hook_due = 1;
@@ -2541,8 +2626,11 @@ static int member_end(evh_tx *tx, int keep)
 	store_unlock(s);
 	if (wait) {
 		group_wait(s, tx);
-		if (keep && !status)
-			status = tx->gstatus;
+		if (keep && !status && (status = tx->gstatus) != EVH_OK)
+			/* Said by the caller (store_thread_error), with the file, as
+			 * a commit of its own is: the group's reason. */
+			set_err(thread_error, sizeof thread_error, "%s: %s",
+			        sqlite3_db_filename(s->db, "main"), tx->err);
 		else if (tx->gstatus != EVH_OK)
 			/* Rolled back, or kept with an error of its own: what it read,
 			 * and what its error was about (a UNIQUE conflict with an
@@ -2579,8 +2667,10 @@ int store_tx_commit(evh_tx *tx)
 		snprintf(thread_error, sizeof thread_error, "%s: COMMIT: %s",
 		         sqlite3_db_filename(db, "main"), why);
 		rollback_if_open(db);
-	} else
+	} else {
 		full_clear(tx->s, "writes succeed again");
+		io_clear(tx->s);
+	}
 	tx_finish(tx, status == EVH_OK);
 	return status;
 }

@@ -236,3 +236,81 @@ def test_maildir_on_a_full_disk_waits_and_mails_once_there_is_room(
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
     assert r.status_code == 200 and r.json()["messages"] == [], r.text
     assert st.d.stop() == 0
+
+
+@pytest.fixture
+def ext4_fs(tmp_path):
+    """An ext4 image of 32 MiB on a loop device, mounted at tmp_path/state
+    with errors=remount-ro; yields (mount point, image, sysfs trigger of a
+    file system error). Unmounted and detached after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("a loop device for the state directory needs root")
+    img, mnt = tmp_path / "state.img", tmp_path / "state"
+    mnt.mkdir()
+    with open(img, "wb") as f:
+        f.truncate(32 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+
+    def mount():
+        r = subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(img), str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount an ext4 image on a loop device: {r.stderr.strip()}")
+        dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        return Path("/sys/fs/ext4") / os.path.basename(dev) / "trigger_fs_error"
+
+    trigger = mount()
+    if not trigger.exists():
+        subprocess.run(["umount", str(mnt)], check=True)
+        pytest.skip("this kernel's ext4 has no trigger_fs_error")
+    try:
+        yield mnt, img, mount
+    finally:
+        # Lazy: a daemon still running (a failed test) keeps its files open;
+        # the loop device goes with the last of them (autoclear).
+        subprocess.run(["umount", "--lazy", str(mnt)])
+
+
+@pytest.mark.slow
+def test_a_state_dir_gone_read_only_is_not_writable_and_says_why(
+        evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, ext4_fs):
+    # The state directory's file system turns read-only under the daemon (an
+    # ext4 error with errors=remount-ro). Readiness said "writable" (BEGIN
+    # touches nothing in WAL mode) and the log said only "storage error":
+    # now /readyz says not writable and the log names the database and the
+    # OS's reason. Once the file system is mended (fsck, mounted again) and
+    # the daemon started, writes go through and it is ready again.
+    mnt, img, mount = ext4_fs
+    st = Stack(evhostd, tmp_path, unique_name, kafka_bootstrap, smtp_server, state_dir=mnt)
+    st.create_users("before", 1)
+    assert st.d.get("/readyz").json()["storage"] == "writable"
+
+    dev = subprocess.run(["findmnt", "-n", "-o", "SOURCE", str(mnt)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    (Path("/sys/fs/ext4") / os.path.basename(dev) / "trigger_fs_error").write_text("test\n")
+    r = st.create_user("Read Only", "ro@example.org")
+    assert r.status_code == 500, r.text
+    log = st.d.log_text()
+    assert re.search(re.escape(str(mnt / "user.db")) +
+                     r": cannot write: disk I/O error \((Read-only file system|"
+                     r"Input/output error)\)", log), st.d.log_tail()
+    failed = [ln for ln in log.splitlines() if "POST /users" in ln and "failed" in ln]
+    assert failed and str(mnt / "user.db") in failed[-1], failed
+    r = st.d.get("/readyz")
+    assert r.status_code == 503 and r.json()["storage"] == "not writable", r.text
+    # Still so at the next look: its look's own write fails too.
+    r = st.d.get("/readyz")
+    assert r.status_code == 503 and r.json()["storage"] == "not writable", r.text
+
+    st.d.stop()
+    subprocess.run(["umount", str(mnt)], check=True)
+    assert subprocess.run(["e2fsck", "-f", "-y", str(img)], capture_output=True).returncode in (
+        0, 1)
+    mount()
+    st.restart()
+    lib.wait_until(lambda: st.d.get("/readyz").status_code == 200, timeout=30,
+                   message="ready again")
+    assert st.d.get("/readyz").json()["storage"] == "writable"
+    st.create_users("after", 1)
+    assert st.d.stop() == 0

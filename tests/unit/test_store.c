@@ -2550,6 +2550,53 @@ static void test_disk_quota_marks_store_full(void **state)
 	commit_ends_full(f->s);
 }
 
+/* A write the file system refuses for another reason than room (EROFS: a
+ * file system gone read-only; EIO) is said with the file and the OS's
+ * reason, in the log and in the error a group member's caller gets (it got
+ * none: "commit failed: storage error"), and readiness says the store not
+ * writable (BEGIN alone touches nothing in WAL mode: it said writable) until
+ * a commit goes through, its own look's or another's; the store is not
+ * marked full. */
+static void test_refused_write_marks_store_not_writable(void **state)
+{
+	fixture *f = *state;
+	char *log;
+	stderr_capture cap;
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_check_writable(f->s), EVH_OK);
+	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('ro')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, EROFS), SQLITE_OK);
+	cap = stderr_begin();
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_non_null(strstr(store_thread_error(), f->path));
+	assert_non_null(strstr(store_thread_error(), strerror(EROFS)));
+	assert_int_not_equal(store_check_writable(f->s), EVH_OK);
+	log = stderr_end(cap);
+	if (!strstr(log, "plugin.db: cannot write: disk I/O error (Read-only file system)"))
+		fail_msg("the log says: %s", log);
+	free(log);
+	assert_int_equal(store_full(f->s), 0);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_check_writable(f->s), EVH_OK); /* its look's commit */
+
+	/* EIO, in a commit of its own; the next commit that goes through ends it. */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('eio')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, EIO), SQLITE_OK);
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	assert_non_null(strstr(store_thread_error(), strerror(EIO)));
+	assert_int_not_equal(store_check_writable(f->s), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('later')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(store_tx_commit(tx), EVH_OK);
+	assert_int_equal(store_check_writable(f->s), EVH_OK);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM t"), 1);
+}
+
 /* ENOSPC from the WAL's fsync (SQLite says only "disk I/O error") marks the
  * store full and is logged as such, as ENOSPC from a write is; nothing of
  * the transaction stays; the next commit that goes through ends it. The
@@ -3176,6 +3223,8 @@ int main(void)
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_refused_write_marks_store_not_writable, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_a_cursor_is_not_stepped_after_sqlite_ended_its_transaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(
