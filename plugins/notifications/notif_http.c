@@ -378,7 +378,10 @@ int notif_http_broadcast(evh_request *req, evh_response *resp, void *ud)
 		rc = reply_too_big(st, resp, strlen(id) + strlen(json));
 		goto out;
 	}
-	if (rc == EVH_EBUSY) /* the store held past its busy wait: the host's 503 */
+	/* The store held past its busy wait, or a storage failure: the host's
+	 * answer, which logs the store's reason and, when the database is full,
+	 * is a 503 with Retry-After (a 500 here said to give up). */
+	if (rc == EVH_EBUSY || rc == EVH_ESTORE)
 		goto out;
 	if (rc != EVH_OK) {
 		evh_log(st->p, EVH_LOG_ERROR, "broadcast %s: publish failed: %s", id,

@@ -109,6 +109,14 @@ def test_disk_full_answers_503_keeps_events_waiting_and_recovers(
                           "ce_time": "2026-11-30T05:00:00Z",
                           "content-type": "application/json"})
     st.d.wait_for_log("waits: its database is full", timeout=60)
+    # A broadcast, whose event notifications cannot store either: 503 with
+    # Retry-After as for a create, not the 500 "storage error" it built.
+    token = lib.sign_token((tmp_path / "jwt.key").read_bytes(), "operator", roles=("admin",))
+    r = st.d.post("/notifications/broadcast", json={"subject": "S", "message": "M"},
+                  headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 503, r.text
+    assert int(r.headers["Retry-After"]) > 0
+    assert "storage of service 'notifications' is full" in r.json()["detail"], r.text
     # Far longer than two attempts with their backoff: it must still wait. (Its
     # mail may have left already, in the attempt whose commit failed; the
     # plugin remembers that, and the retries do not send it again.)
