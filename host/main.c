@@ -300,8 +300,11 @@ static void block_signals(void)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, WATCH_WAKE_SIG);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
-	/* A client closing its socket mid-write must not kill the daemon. */
+	/* A client closing its socket mid-write must not kill the daemon, nor a
+	 * write past the file size limit (LimitFSIZE=, ulimit -f): that one
+	 * fails with EFBIG, and the store takes it as a want of room. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
 }
 
 /* Descriptors: the soft limit raised to the hard one (at most 65536; the

@@ -196,7 +196,7 @@ struct store {
 	int sync_lazy; /* lazy_sync could not set FULL again: NORMAL is in force (under mu) */
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
-	int full_quota;         /* that failure was a quota's (EDQUOT), under mu */
+	int full_quota;         /* ...a quota's (EDQUOT) or a size limit's (EFBIG), under mu */
 	_Atomic int damaged;    /* SQLite found the file damaged since the open (store_damaged) */
 	_Atomic int writable;   /* the last store_check_writable's answer (EVH_OK at first) */
 	/* A write failed with an I/O error, not for want of room (a file system
@@ -302,7 +302,7 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Why a write found no room (room_lost), set on the thread whose SQLite
  * call failed that way until full_note hands it to the store. */
-enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA };
+enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA, ROOM_LIMIT };
 static _Thread_local int full_seen;
 static _Thread_local unsigned room_lost_count; /* store_thread_room_lost */
 /* SQLITE_CORRUPT or SQLITE_NOTADB, seen on this thread (sqlite_fail) until
@@ -358,9 +358,10 @@ static int wal_errno(sqlite3 *db)
 	return e;
 }
 
-/* Whether db's failed call (rc) was a want of room: ROOM_QUOTA, ROOM_DISK
- * or ROOM_OK. SQLite says SQLITE_FULL only for ENOSPC from write(); a disk
- * quota (EDQUOT), or ENOSPC from an fsync, comes back as an I/O error. */
+/* Whether db's failed call (rc) was a want of room: ROOM_QUOTA, ROOM_LIMIT
+ * (EFBIG: a write past the process's file size limit), ROOM_DISK or ROOM_OK.
+ * SQLite says SQLITE_FULL only for ENOSPC from write(); a disk quota
+ * (EDQUOT), EFBIG, or ENOSPC from an fsync, comes back as an I/O error. */
 static int room_lost(sqlite3 *db, int rc)
 {
 	int e;
@@ -369,7 +370,10 @@ static int room_lost(sqlite3 *db, int rc)
 	if (rc != SQLITE_IOERR_WRITE && rc != SQLITE_IOERR_FSYNC && rc != SQLITE_IOERR_TRUNCATE)
 		return ROOM_OK;
 	e = wal_errno(db);
-	return e == EDQUOT ? ROOM_QUOTA : e == ENOSPC ? ROOM_DISK : ROOM_OK;
+	return e == EDQUOT   ? ROOM_QUOTA
+	       : e == EFBIG  ? ROOM_LIMIT
+	       : e == ENOSPC ? ROOM_DISK
+	                     : ROOM_OK;
 }
 
 /* Whether a failed call (rc) was a write the file system refused, other than
@@ -395,7 +399,9 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 		damage_seen = rc & 0xff;
 	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
-		        room == ROOM_QUOTA ? "disk quota exceeded" : "no space left on device");
+		        room == ROOM_QUOTA   ? "disk quota exceeded"
+		        : room == ROOM_LIMIT ? "file too large: past the file size limit"
+		                             : "no space left on device");
 	else if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_NOMEM &&
 	         ((e = sqlite3_system_errno(db)) || (e = wal_errno(db))))
 		/* "disk I/O error" alone says nothing: EROFS, EIO, ... */
@@ -653,7 +659,7 @@ static void io_clear(store *s)
 static void full_note(store *s)
 {
 	int64_t now;
-	int quota = full_seen == ROOM_QUOTA;
+	int seen = full_seen, quota = seen == ROOM_QUOTA || seen == ROOM_LIMIT;
 	damage_note(s);
 	io_note(s);
 	if (!full_seen)
@@ -664,7 +670,13 @@ static void full_note(store *s)
 	now = clock_mono_ms();
 	if (!log_due(&s->full_logged_ms, now, 60000))
 		return;
-	if (quota)
+	if (seen == ROOM_LIMIT)
+		log_error("store", "%s: file too large (past the daemon's file size limit, "
+		                   "LimitFSIZE= or ulimit -f): writes fail (HTTP 503, events wait "
+		                   "unhandled) until a write goes through (a checkpoint makes room in "
+		                   "the WAL) or the limit is raised (at most one such line a minute)",
+		          sqlite3_db_filename(s->db, "main"));
+	else if (quota)
 		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "
 		                   "unhandled) until its owner's quota has room (at most one such "
 		                   "line a minute)",

@@ -17,6 +17,7 @@ server:
 import errno
 import os
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -322,3 +323,36 @@ def test_a_state_dir_gone_read_only_is_not_writable_and_says_why(
     assert st.d.get("/readyz").json()["storage"] == "writable"
     st.create_users("after", 1)
     assert st.d.stop() == 0
+
+
+def test_a_file_size_limit_answers_503_and_does_not_kill(evhostd, tmp_path):
+    # Under a file size limit (systemd's LimitFSIZE=, ulimit -f) the first
+    # write past it raised SIGXFSZ, which killed evhostd. Now the write fails
+    # with EFBIG, which the store takes as a want of room: 503 with
+    # Retry-After, the daemon alive and serving. (No root needed: the limit
+    # is lowered on the running daemon.)
+    d = evhostd({"plugin.crud": {"collections": "blobs"}})
+    r = d.post("/crud/blobs", json={"n": 0})
+    assert r.status_code == 201, r.text
+    sizes = [p.stat().st_size for p in Path(d.state_dir).iterdir() if p.is_file()]
+    limit = max(sizes + [d.log_file.stat().st_size]) + (1 << 20)
+    resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    blob = "x" * (200 * 1024)
+    for i in range(1, 40):  # 8 MB at most, past the 1 MiB left below the limit
+        r = d.post("/crud/blobs", json={"n": i, "blob": blob}, timeout=30)
+        if r.status_code != 201:
+            break
+    assert r.status_code == 503, r.text
+    assert int(r.headers["Retry-After"]) > 0
+    assert "storage of service 'crud' is full" in r.json()["detail"], r.text
+    assert d.proc.poll() is None
+    d.wait_for_log("crud.db: file too large (past the daemon's file size limit", timeout=10)
+    assert d.get("/readyz").json()["storage"] == "full"
+    assert d.get("/crud/blobs").status_code == 200
+    # The limit raised: writes go through again, without a restart.
+    resource.prlimit(d.proc.pid, resource.RLIMIT_FSIZE,
+                     (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    r = d.post("/crud/blobs", json={"n": "after"})
+    assert r.status_code == 201, r.text
+    assert d.get("/readyz").json()["storage"] == "writable"
+    assert d.stop() == 0

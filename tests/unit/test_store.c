@@ -2550,6 +2550,33 @@ static void test_disk_quota_marks_store_full(void **state)
 	commit_ends_full(f->s);
 }
 
+/* A write past the process's file size limit (EFBIG, with SIGXFSZ ignored as
+ * evhostd does) marks the store full as a quota does: said so in the error
+ * and the log, not ended by free blocks, ended by the next commit. */
+static void test_file_size_limit_marks_store_full(void **state)
+{
+	fixture *f = *state;
+	char *log;
+	stderr_capture cap;
+	evh_tx *tx;
+
+	exec1(f->s, "CREATE TABLE t(k TEXT)");
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('over')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, EFBIG), SQLITE_OK);
+	cap = stderr_begin();
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	log = stderr_end(cap);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	if (!strstr(log, "plugin.db: file too large (past the daemon's file size limit"))
+		fail_msg("the log says: %s", log);
+	free(log);
+	assert_non_null(strstr(store_thread_error(), "file too large"));
+	assert_int_equal(store_full(f->s), 1);
+	assert_int_equal(store_full_recheck(f->s), 1);
+	commit_ends_full(f->s);
+}
+
 /* A write the file system refuses for another reason than room (EROFS: a
  * file system gone read-only; EIO) is said with the file and the OS's
  * reason, in the log and in the error a group member's caller gets (it got
@@ -3224,6 +3251,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_disk_full_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_disk_quota_marks_store_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_refused_write_marks_store_not_writable, setup,
+	                                    teardown),
+	    cmocka_unit_test_setup_teardown(test_file_size_limit_marks_store_full, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_a_cursor_is_not_stepped_after_sqlite_ended_its_transaction, setup, teardown),
