@@ -1617,8 +1617,12 @@ int store_backup(const char *src, const char *dest, const atomic_int *cancel, in
 		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 		if (damaged)
 			*damaged = 1;
-	} else if (rc != SQLITE_OK)
-		set_err(err, errlen, "copying %s: %s", src,
+	} else if (rc != SQLITE_OK && db && (rc & 0xff) == SQLITE_IOERR && sqlite3_system_errno(db))
+		/* Either file's: both named, with the OS's reason. */
+		set_err(err, errlen, "copying %s to %s: %s (%s)", src, dest, sqlite3_errmsg(db),
+		        strerror(sqlite3_system_errno(db)));
+	else if (rc != SQLITE_OK) /* the destination's "database or disk is full" too */
+		set_err(err, errlen, "copying %s to %s: %s", src, dest,
 		        db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 	sqlite3_finalize(st);
 	sqlite3_close(db);

@@ -3003,7 +3003,7 @@ static void test_relay_not_starved_by_busy_writer(void **state)
 static void test_backup(void **state)
 {
 	fixture *f = *state;
-	char copy[160], err[512] = "";
+	char copy[160], err[512] = "", want[400];
 	int64_t bytes = 0;
 	struct stat sb;
 	evh_tx *tx;
@@ -3044,6 +3044,16 @@ static void test_backup(void **state)
 	    store_backup("/nonexistent/plugin.db", copy, &go_on, &bytes, &damaged, err, sizeof err),
 	    EVH_OK);
 	assert_non_null(strstr(err, "copying /nonexistent/plugin.db"));
+	assert_int_equal(access(copy, F_OK), -1);
+	/* a destination that cannot be written is named too (a full disk
+	 * said only "copying SRC: database or disk is full") */
+	assert_int_equal(wal_writes_fail_with(1, ENOSPC), SQLITE_OK);
+	assert_int_not_equal(
+	    store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err), EVH_OK);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	snprintf(want, sizeof want, "copying %s to %s: ", store_path(f->s), copy);
+	if (!strstr(err, want))
+		fail_msg("%s", err);
 	assert_int_equal(access(copy, F_OK), -1);
 	/* nor does a destination in no directory */
 	assert_int_not_equal(store_backup(store_path(f->s), "/nonexistent/copy.db", &go_on, &bytes, NULL,
