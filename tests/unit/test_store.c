@@ -2550,6 +2550,21 @@ static void test_disk_quota_marks_store_full(void **state)
 	commit_ends_full(f->s);
 }
 
+/* Commit `tx`, a write in it, while every write fails with errno `e`: it
+ * fails. The log it wrote, for the caller to free. */
+static char *commit_failing_with(evh_tx *tx, int e)
+{
+	stderr_capture cap;
+	char *log;
+	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('refused')", NULL, 0, NULL), EVH_OK);
+	assert_int_equal(wal_writes_fail_with(1, e), SQLITE_OK);
+	cap = stderr_begin();
+	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	log = stderr_end(cap);
+	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	return log;
+}
+
 /* A write past the process's file size limit (EFBIG, with SIGXFSZ ignored as
  * evhostd does) marks the store full as a quota does: said so in the error
  * and the log, not ended by free blocks, ended by the next commit. */
@@ -2557,17 +2572,11 @@ static void test_file_size_limit_marks_store_full(void **state)
 {
 	fixture *f = *state;
 	char *log;
-	stderr_capture cap;
 	evh_tx *tx;
 
 	exec1(f->s, "CREATE TABLE t(k TEXT)");
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('over')", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(wal_writes_fail_with(1, EFBIG), SQLITE_OK);
-	cap = stderr_begin();
-	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
-	log = stderr_end(cap);
-	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	log = commit_failing_with(tx, EFBIG);
 	if (!strstr(log, "plugin.db: file too large (past the daemon's file size limit"))
 		fail_msg("the log says: %s", log);
 	free(log);
@@ -2588,33 +2597,28 @@ static void test_refused_write_marks_store_not_writable(void **state)
 {
 	fixture *f = *state;
 	char *log;
-	stderr_capture cap;
 	evh_tx *tx;
 
 	exec1(f->s, "CREATE TABLE t(k TEXT)");
 	assert_int_equal(store_check_writable(f->s), EVH_OK);
 	assert_int_equal(store_tx_begin_grouped(f->s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('ro')", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(wal_writes_fail_with(1, EROFS), SQLITE_OK);
-	cap = stderr_begin();
-	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	log = commit_failing_with(tx, EROFS);
 	assert_non_null(strstr(store_thread_error(), f->path));
 	assert_non_null(strstr(store_thread_error(), strerror(EROFS)));
-	assert_int_not_equal(store_check_writable(f->s), EVH_OK);
-	log = stderr_end(cap);
 	if (!strstr(log, "plugin.db: cannot write: disk I/O error (Read-only file system)"))
 		fail_msg("the log says: %s", log);
 	free(log);
 	assert_int_equal(store_full(f->s), 0);
+	assert_int_equal(wal_writes_fail_with(1, EROFS), SQLITE_OK);
+	assert_int_not_equal(store_check_writable(f->s), EVH_OK); /* its look's write fails */
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
 	assert_int_equal(store_check_writable(f->s), EVH_OK); /* its look's commit */
 
 	/* EIO, in a commit of its own; the next commit that goes through ends it. */
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
-	assert_int_equal(store_exec(tx, "INSERT INTO t VALUES('eio')", NULL, 0, NULL), EVH_OK);
-	assert_int_equal(wal_writes_fail_with(1, EIO), SQLITE_OK);
-	assert_int_not_equal(store_tx_commit(tx), EVH_OK);
+	free(commit_failing_with(tx, EIO));
 	assert_non_null(strstr(store_thread_error(), strerror(EIO)));
+	assert_int_equal(wal_writes_fail_with(1, EIO), SQLITE_OK);
 	assert_int_not_equal(store_check_writable(f->s), EVH_OK);
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
