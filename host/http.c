@@ -1852,16 +1852,18 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 		resp->filled = 0;
 	}
 	if (rt->plugin && store_full(rt->plugin->store)) {
-		/* The store said which file, once a minute; this is the requests'. */
+		/* The store said which file, once a minute; this is the requests'.
+		 * Full, or read-only (both refused, both pass once mended). */
+		const char *why = store_writes_refused(rt->plugin->store) ? "cannot be written"
+		                                                          : "is full";
 		if (log_every_due(&full_said, clock_mono_ms(), STORAGE_SAID_EVERY_MS, &unsaid))
-			log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database is "
-			                 "full, answered 503%s",
+			log_warn("http", "%s %s (route %s of plugin '%s') failed: %s: its database %s, "
+			                 "answered 503%s",
 			         req->method, req->path, rt->r.pattern, rt->plugin->name,
-			         host_strerror(rc), unsaid_text(more, sizeof more, unsaid));
+			         host_strerror(rc), why, unsaid_text(more, sizeof more, unsaid));
 		http_resp_header(resp, "Retry-After", HTTP_FULL_RETRY_AFTER);
-		problem(resp, 503, "unavailable",
-		        "the storage of service '%s' is full; try again later",
-		        rt->plugin->name);
+		problem(resp, 503, "unavailable", "the storage of service '%s' %s; try again later",
+		        rt->plugin->name, why);
 		return;
 	}
 	/* EVH_ETOOBIG is a 413 only when what the request carried was too

@@ -302,7 +302,9 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 /* Why a write found no room (room_lost), set on the thread whose SQLite
  * call failed that way until full_note hands it to the store. */
-enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA, ROOM_LIMIT };
+/* ROOM_READONLY: a file system gone read-only (EROFS), taken as full (the
+ * writes wait, answer 503) and as not writable (io_note) alike. */
+enum { ROOM_OK, ROOM_DISK, ROOM_QUOTA, ROOM_LIMIT, ROOM_READONLY };
 static _Thread_local int full_seen;
 static _Thread_local unsigned room_lost_count; /* store_thread_room_lost */
 /* SQLITE_CORRUPT or SQLITE_NOTADB, seen on this thread (sqlite_fail) until
@@ -373,6 +375,7 @@ static int room_lost(sqlite3 *db, int rc)
 	return e == EDQUOT   ? ROOM_QUOTA
 	       : e == EFBIG  ? ROOM_LIMIT
 	       : e == ENOSPC ? ROOM_DISK
+	       : e == EROFS  ? ROOM_READONLY
 	                     : ROOM_OK;
 }
 
@@ -399,16 +402,17 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 		damage_seen = rc & 0xff;
 	if (room && (rc & 0xff) == SQLITE_IOERR)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db),
-		        room == ROOM_QUOTA   ? "disk quota exceeded"
-		        : room == ROOM_LIMIT ? "file too large: past the file size limit"
-		                             : "no space left on device");
+		        room == ROOM_QUOTA      ? "disk quota exceeded"
+		        : room == ROOM_LIMIT    ? "file too large: past the file size limit"
+		        : room == ROOM_READONLY ? strerror(EROFS)
+		                                : "no space left on device");
 	else if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_NOMEM &&
 	         ((e = sqlite3_system_errno(db)) || (e = wal_errno(db))))
 		/* "disk I/O error" alone says nothing: EROFS, EIO, ... */
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db), strerror(e));
 	else
 		set_err(err, errlen, "%s", sqlite3_errmsg(db));
-	if (!room && write_refused(rc))
+	if ((!room || room == ROOM_READONLY) && write_refused(rc))
 		snprintf(io_seen, sizeof io_seen, "%s", err && errlen ? err : sqlite3_errmsg(db));
 	return status_of(rc);
 }
@@ -636,10 +640,11 @@ static void io_note(store *s)
 		return;
 	atomic_store(&s->io_failed, 1);
 	if (log_due(&s->io_logged_ms, clock_mono_ms(), 60000))
-		log_error("store", "%s: cannot write: %s: writes fail, and readiness says storage "
+		log_error("store", "%s: cannot write: %s: writes fail%s, and readiness says storage "
 		                   "not writable, until a write goes through (at most one such line "
 		                   "a minute)",
-		          sqlite3_db_filename(s->db, "main"), io_seen);
+		          sqlite3_db_filename(s->db, "main"), io_seen,
+		          full_seen == ROOM_READONLY ? " (HTTP 503, events wait unhandled)" : "");
 	io_seen[0] = '\0';
 }
 
@@ -659,7 +664,8 @@ static void io_clear(store *s)
 static void full_note(store *s)
 {
 	int64_t now;
-	int seen = full_seen, quota = seen == ROOM_QUOTA || seen == ROOM_LIMIT;
+	int seen = full_seen,
+	    quota = seen == ROOM_QUOTA || seen == ROOM_LIMIT || seen == ROOM_READONLY;
 	damage_note(s);
 	io_note(s);
 	if (!full_seen)
@@ -668,7 +674,8 @@ static void full_note(store *s)
 	atomic_store(&s->full, 1);
 	s->full_quota = quota;
 	now = clock_mono_ms();
-	if (!log_due(&s->full_logged_ms, now, 60000))
+	/* Read-only: said by io_note, and ended with its "go through again". */
+	if (seen == ROOM_READONLY || !log_due(&s->full_logged_ms, now, 60000))
 		return;
 	if (seen == ROOM_LIMIT)
 		log_error("store", "%s: file too large (past the daemon's file size limit, "
@@ -700,6 +707,8 @@ static void full_clear(store *s, const char *why)
 }
 
 int store_full(store *s) { return s ? atomic_load(&s->full) : 0; }
+
+int store_writes_refused(store *s) { return s ? atomic_load(&s->io_failed) : 0; }
 
 unsigned store_thread_room_lost(void) { return room_lost_count; }
 
@@ -1897,8 +1906,10 @@ static int write_probe(store *s)
 	status = run_simple(s->db, sql, msg, sizeof msg);
 	if (!status)
 		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
-	if (!status)
+	if (!status) {
 		io_clear(s);
+		full_clear(s, "writes succeed again"); /* a read-only file system's */
+	}
 	return status;
 }
 

@@ -29,9 +29,14 @@ int store_open(store **s, const char *path, const char *synchronous, char *err, 
  * evh_store_max_bytes. Any thread. */
 size_t store_max_bytes(store *s);
 /* 1 while the database's writes fail for want of room (SQLITE_FULL: its
- * file system is full), from the failure until a commit
+ * file system is full; a quota, EDQUOT; the file size limit, EFBIG; its file
+ * system read-only, EROFS), from the failure until a commit
  * succeeds; logged with the file, at most once a minute. */
 int store_full(store *s);
+/* 1 while a write the file system refused other than for want of room
+ * (EIO), or for being read-only (EROFS), was the last word: readiness says
+ * not writable. Any thread. */
+int store_writes_refused(store *s);
 /* 1 once SQLite found the database file damaged (SQLITE_CORRUPT or
  * SQLITE_NOTADB from a statement) since it was opened; said once in the log. */
 int store_damaged(store *s);
