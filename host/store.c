@@ -383,8 +383,9 @@ static int room_lost(sqlite3 *db, int rc)
  * for want of room: a read-only file system (EROFS), a failing disk (EIO). */
 static int write_refused(int rc)
 {
-	return rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC || rc == SQLITE_IOERR_TRUNCATE ||
-	       rc == SQLITE_IOERR_DIR_FSYNC || (rc & 0xff) == SQLITE_READONLY;
+	return rc == SQLITE_IOERR_WRITE || rc == SQLITE_IOERR_FSYNC ||
+	       rc == SQLITE_IOERR_TRUNCATE || rc == SQLITE_IOERR_DIR_FSYNC ||
+	       (rc & 0xff) == SQLITE_READONLY;
 }
 
 /* Report a failed SQLite call: its message into err (with the reason when
@@ -640,9 +641,9 @@ static void io_note(store *s)
 		return;
 	atomic_store(&s->io_failed, 1);
 	if (log_due(&s->io_logged_ms, clock_mono_ms(), 60000))
-		log_error("store", "%s: cannot write: %s: writes fail%s, and readiness says storage "
-		                   "not writable, until a write goes through (at most one such line "
-		                   "a minute)",
+		log_error("store", "%s: cannot write: %s: writes fail%s, and readiness says "
+		                   "storage not writable, until a write goes through (at most one "
+		                   "such line a minute)",
 		          sqlite3_db_filename(s->db, "main"), io_seen,
 		          full_seen == ROOM_READONLY ? " (HTTP 503, events wait unhandled)" : "");
 	io_seen[0] = '\0';
@@ -654,7 +655,8 @@ static void io_clear(store *s)
 	if (!atomic_exchange(&s->io_failed, 0))
 		return;
 	if (s->io_logged_ms)
-		log_info("store", "%s: writes go through again", sqlite3_db_filename(s->db, "main"));
+		log_info("store", "%s: writes go through again",
+		         sqlite3_db_filename(s->db, "main"));
 	s->io_logged_ms = 0;
 }
 
@@ -680,8 +682,9 @@ static void full_note(store *s)
 	if (seen == ROOM_LIMIT)
 		log_error("store", "%s: file too large (past the daemon's file size limit, "
 		                   "LimitFSIZE= or ulimit -f): writes fail (HTTP 503, events wait "
-		                   "unhandled) until a write goes through (a checkpoint makes room in "
-		                   "the WAL) or the limit is raised (at most one such line a minute)",
+		                   "unhandled) until a write goes through (a checkpoint makes room "
+		                   "in the WAL) or the limit is raised (at most one such line a "
+		                   "minute)",
 		          sqlite3_db_filename(s->db, "main"));
 	else if (quota)
 		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "

@@ -3059,7 +3059,8 @@ static void test_backup(void **state)
 	 * said only "copying SRC: database or disk is full") */
 	assert_int_equal(wal_writes_fail_with(1, ENOSPC), SQLITE_OK);
 	assert_int_not_equal(
-	    store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err), EVH_OK);
+	    store_backup(store_path(f->s), copy, &go_on, &bytes, &damaged, err, sizeof err),
+	    EVH_OK);
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
 	snprintf(want, sizeof want, "copying %s to %s: ", store_path(f->s), copy);
 	if (!strstr(err, want))
