@@ -644,7 +644,7 @@ static void io_note(store *s)
 		log_error("store", "%s: cannot write: %s: writes fail%s, and readiness says "
 		                   "storage not writable, until a write goes through (at most one "
 		                   "such line a minute)",
-		          sqlite3_db_filename(s->db, "main"), io_seen,
+		          sqlite3_db_filename(s->w.db, "main"), io_seen,
 		          full_seen == ROOM_READONLY ? " (HTTP 503, events wait unhandled)" : "");
 	io_seen[0] = '\0';
 }
@@ -656,7 +656,7 @@ static void io_clear(store *s)
 		return;
 	if (s->io_logged_ms)
 		log_info("store", "%s: writes go through again",
-		         sqlite3_db_filename(s->db, "main"));
+		         sqlite3_db_filename(s->w.db, "main"));
 	s->io_logged_ms = 0;
 }
 
@@ -685,7 +685,7 @@ static void full_note(store *s)
 		                   "unhandled) until a write goes through (a checkpoint makes room "
 		                   "in the WAL) or the limit is raised (at most one such line a "
 		                   "minute)",
-		          sqlite3_db_filename(s->db, "main"));
+		          sqlite3_db_filename(s->w.db, "main"));
 	else if (quota)
 		log_error("store", "%s: disk quota exceeded: writes fail (HTTP 503, events wait "
 		                   "unhandled) until its owner's quota has room (at most one such "
@@ -1901,14 +1901,14 @@ static int write_probe(store *s)
 	char msg[STORE_ERR_LEN], sql[64];
 	sqlite3_stmt *st = NULL;
 	int version = 0, status;
-	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(s->w.db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		version = sqlite3_column_int(st, 0);
 	sqlite3_finalize(st);
 	snprintf(sql, sizeof sql, "PRAGMA user_version=%d", version);
-	status = run_simple(s->db, sql, msg, sizeof msg);
+	status = run_simple(s->w.db, sql, msg, sizeof msg);
 	if (!status)
-		status = run_simple(s->db, "COMMIT", msg, sizeof msg);
+		status = run_simple(s->w.db, "COMMIT", msg, sizeof msg);
 	if (!status) {
 		io_clear(s);
 		full_clear(s, "writes succeed again"); /* a read-only file system's */
@@ -2660,7 +2660,7 @@ static int member_end(evh_tx *tx, int keep)
 			/* Said by the caller (store_thread_error), with the file, as
 			 * a commit of its own is: the group's reason. */
 			set_err(thread_error, sizeof thread_error, "%s: %s",
-			        sqlite3_db_filename(s->db, "main"), tx->err);
+			        sqlite3_db_filename(s->w.db, "main"), tx->err);
 		else if (tx->gstatus != EVH_OK)
 			/* Rolled back, or kept with an error of its own: what it read,
 			 * and what its error was about (a UNIQUE conflict with an
