@@ -392,6 +392,20 @@ static int write_refused(int rc)
  * SQLite's says only "disk I/O error"), its status back. Every statement
  * goes through here, so a want of room is noted here (full_seen), and
  * damage SQLite found in the file (damage_seen). */
+/* SQLite's message on `db` (or of `rc` without one), with the OS's reason
+ * when it has one, into buf: "unable to open database file" says nothing of
+ * a descriptor limit reached (EMFILE), a permission or a missing directory. */
+static const char *db_errmsg(sqlite3 *db, int rc, char *buf, size_t size)
+{
+	int e = db ? sqlite3_system_errno(db) : 0;
+	int code = (db ? sqlite3_extended_errcode(db) : rc) & 0xff;
+	if (e && (code == SQLITE_CANTOPEN || code == SQLITE_IOERR))
+		snprintf(buf, size, "%s (%s)", sqlite3_errmsg(db), strerror(e));
+	else
+		snprintf(buf, size, "%s", db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	return buf;
+}
+
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
 	int room = room_lost(db, rc), e;
@@ -407,9 +421,10 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 		        : room == ROOM_LIMIT    ? "file too large: past the file size limit"
 		        : room == ROOM_READONLY ? strerror(EROFS)
 		                                : "no space left on device");
-	else if ((rc & 0xff) == SQLITE_IOERR && rc != SQLITE_IOERR_NOMEM &&
-	         ((e = sqlite3_system_errno(db)) || (e = wal_errno(db))))
-		/* "disk I/O error" alone says nothing: EROFS, EIO, ... */
+	else if (((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_CANTOPEN) &&
+	         rc != SQLITE_IOERR_NOMEM && ((e = sqlite3_system_errno(db)) || (e = wal_errno(db))))
+		/* "disk I/O error" alone says nothing: EROFS, EIO, ...; nor
+		 * "unable to open database file": EMFILE, EACCES, ... */
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db), strerror(e));
 	else
 		set_err(err, errlen, "%s", sqlite3_errmsg(db));
@@ -1126,16 +1141,19 @@ static int enable_wal(sqlite3 *db, const char *path, char *err, size_t errlen)
 {
 	sqlite3_stmt *st = NULL;
 	const char *mode;
+	char why[300];
 	int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
 	int status = EVH_OK;
 
 	if (rc != SQLITE_OK) {
-		set_err(err, errlen, "%s: journal_mode=WAL: %s", path, sqlite3_errmsg(db));
+		set_err(err, errlen, "%s: journal_mode=WAL: %s", path,
+		        db_errmsg(db, rc, why, sizeof why));
 		return status_of(rc);
 	}
 	rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
-		set_err(err, errlen, "%s: journal_mode=WAL: %s", path, sqlite3_errmsg(db));
+		set_err(err, errlen, "%s: journal_mode=WAL: %s", path,
+		        db_errmsg(db, rc, why, sizeof why));
 		status = status_of(rc);
 		goto out;
 	}
@@ -1542,7 +1560,7 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
                               size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
-	char sql[64];
+	char sql[64], why[300];
 	int rc = sqlite3_open_v2(path, &s->ckpt_db, flags, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_busy_timeout(s->ckpt_db, STORE_BUSY_TIMEOUT_MS);
@@ -1551,7 +1569,7 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 	}
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: checkpoint connection: %s", path,
-		        s->ckpt_db ? sqlite3_errmsg(s->ckpt_db) : sqlite3_errstr(rc));
+		        db_errmsg(s->ckpt_db, rc, why, sizeof why));
 		return status_of(rc);
 	}
 	if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
@@ -1744,6 +1762,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 {
 	const int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
 	store *s;
+	char why[300];
 	int rc, status;
 
 	if (!out || !path || !*path) {
@@ -1777,7 +1796,7 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	rc = sqlite3_open_v2(path, &s->w.db, flags, NULL);
 	if (rc != SQLITE_OK) {
 		set_err(err, errlen, "%s: cannot open database: %s", path,
-		        s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(rc));
+		        db_errmsg(s->w.db, rc, why, sizeof why));
 		say_if_damaged(s, err, errlen);
 		store_close(s);
 		return status_of(rc);
@@ -2195,6 +2214,7 @@ static void read_give(store *s, reader *rd)
 static int read_conn_open(store *s, reader *rd, char *err, size_t errlen)
 {
 	const int flags = SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX;
+	char why[300];
 	int rc = sqlite3_open_v2(store_path(s), &rd->c.db, flags, NULL);
 	if (rc == SQLITE_OK) {
 		sqlite3_extended_result_codes(rd->c.db, 1);
@@ -2204,8 +2224,7 @@ static int read_conn_open(store *s, reader *rd, char *err, size_t errlen)
 	}
 	if (rc == SQLITE_OK)
 		return EVH_OK;
-	set_err(err, errlen, "read connection: %s",
-	        rd->c.db ? sqlite3_errmsg(rd->c.db) : sqlite3_errstr(rc));
+	set_err(err, errlen, "read connection: %s", db_errmsg(rd->c.db, rc, why, sizeof why));
 	sqlite3_close(rd->c.db);
 	rd->c.db = NULL;
 	return status_of(rc);

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,6 +148,27 @@ static void test_open_errors(void **state)
 	assert_int_not_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
 	assert_null(s);
 	assert_non_null(strstr(err, path));
+	/* The OS's reason, not SQLite's "unable to open database file" alone. */
+	assert_non_null(strstr(err, strerror(ENOENT)));
+
+	/* Out of descriptors (the process's limit reached, EMFILE): said. No
+	 * descriptor can be opened under a limit of the lowest free one. */
+	{
+		struct rlimit was, low;
+		int lowest = dup(0);
+		assert_true(lowest >= 0);
+		close(lowest);
+		assert_int_equal(getrlimit(RLIMIT_NOFILE, &was), 0);
+		low = was;
+		low.rlim_cur = (rlim_t)lowest;
+		snprintf(path, sizeof path, "%s/emfile.db", f->dir);
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+		assert_int_not_equal(store_open(&s, path, "FULL", err, sizeof err), EVH_OK);
+		assert_int_equal(setrlimit(RLIMIT_NOFILE, &was), 0);
+		assert_null(s);
+		if (!strstr(err, strerror(EMFILE)))
+			fail_msg("%s", err);
+	}
 }
 
 /* ------------------------------------------------------------ migrations */
