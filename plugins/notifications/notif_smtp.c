@@ -444,6 +444,7 @@ static void smtp_failure_text(const notif_smtp *s, CURLcode rc, const char *ebuf
                               size_t errlen)
 {
 	int unknown = smtp_outcome_unknown(s);
+	long os_errno = 0;
 	size_t used;
 
 	if (s->cut)
@@ -463,6 +464,14 @@ static void smtp_failure_text(const notif_smtp *s, CURLcode rc, const char *ebuf
 	else
 		snprintf(err, errlen, "smtp: %s%s%s", curl_easy_strerror(rc), ebuf[0] ? ": " : "",
 		         ebuf);
+	used = strlen(err);
+	/* A connection that failed on this side (no descriptor left: EMFILE)
+	 * reads as the server's fault in libcurl's words: the OS's reason. */
+	if (rc == CURLE_COULDNT_CONNECT && s->curl &&
+	    curl_easy_getinfo(s->curl, CURLINFO_OS_ERRNO, &os_errno) == CURLE_OK && os_errno &&
+	    !strstr(err, strerror((int)os_errno)))
+		snprintf(err + used, errlen > used ? errlen - used : 0, " (%s)",
+		         strerror((int)os_errno));
 	used = strlen(err);
 	if (unknown)
 		snprintf(err + used, errlen > used ? errlen - used : 0,
