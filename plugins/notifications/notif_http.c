@@ -103,7 +103,9 @@ static int table_page(notif_state *st, const char *recipient, const char *after_
 		args[nargs++] = EVH_TEXT(after_id);
 	}
 	args[nargs++] = EVH_INT(max);
-	rc = evh_tx_begin(st->p, &tx);
+	/* A read transaction: what is committed, at once, where a write one
+	 * waited for a mail in flight (its handler holds the writer). */
+	rc = evh_tx_begin_read(st->p, &tx);
 	if (rc != EVH_OK) {
 		snprintf(err, errlen, "cannot begin a transaction: %s", evh_strerror(rc));
 		free(v);

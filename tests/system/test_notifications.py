@@ -1033,6 +1033,25 @@ def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts,
                user=False)
 
 
+def test_the_log_is_read_while_a_mail_holds_the_plugins_writes(evhostd, tmp_path, unique_name,
+                                                               kafka_bootstrap):
+    # A mail in flight holds the handler's transaction (the plugin's writer)
+    # until the server answers or smtp_timeout_ms: GET /notifications waited
+    # 5 s for it, then answered 503. It reads in a read transaction now.
+    srv = RawSmtp(greet=False)
+    try:
+        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1,
+                           smtp_timeout_ms=7000)  # past the 5 s a write waits
+        env.created("held-1", user_id="u-held-1")
+        lib.wait_until(lambda: len(srv.conns) == 1, timeout=30,
+                       message="the welcome mail's connection (never greeted)")
+        r = env.d.get("/notifications", params={"limit": 10}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert len(srv.conns) == 1 and not srv.data  # still in flight when it answered
+    finally:
+        srv.stop()
+
+
 @pytest.mark.parametrize("late", [(1.6, "554 5.7.1 content rejected"), (None, None)],
                          ids=["late 554", "no answer"])
 def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_path, unique_name,
