@@ -1418,11 +1418,112 @@ static int is_chunked(struct mg_connection *c)
 }
 
 /* Read the whole body (at most the limit). 0, or -1 with a problem set. */
+/* A body being read (read_body), with the time by which it must have come
+ * whole. [http] request_timeout bounds each wait for its next bytes, and
+ * civetweb's mg_read returns only once all it was asked for came: a client
+ * sending a byte every few seconds held its worker for as long as it liked
+ * (32 of them, every worker). The main thread cuts one past its time
+ * (http_cut_slow_bodies): the socket shut for reading, mg_read ends, and
+ * the client is answered 408. */
+typedef struct body_watch {
+	struct body_watch *prev, *next;
+	int64_t deadline_ms; /* clock_mono_ms */
+	int64_t allowed_ms;  /* from the start of the read */
+	char peer[48];
+	int peer_port, local_port;
+	atomic_int cut;
+} body_watch;
+
+/* The rate a body must keep on average, past its first request_timeout:
+ * Apache's mod_reqtimeout asks 500 bytes a second; a mobile client's
+ * worst is far above either. */
+#define BODY_MIN_RATE 1024 /* bytes a second */
+
+static pthread_mutex_t body_watch_mu = PTHREAD_MUTEX_INITIALIZER;
+static body_watch *body_watches;
+
+static void body_watch_begin(body_watch *w, const struct mg_request_info *ri, int64_t bytes,
+                             int64_t timeout_ms)
+{
+	memset(w, 0, sizeof *w);
+	w->allowed_ms = timeout_ms + bytes * 1000 / BODY_MIN_RATE;
+	w->deadline_ms = clock_mono_ms() + w->allowed_ms;
+	snprintf(w->peer, sizeof w->peer, "%s", ri->remote_addr);
+	w->peer_port = ri->remote_port;
+	w->local_port = ri->server_port;
+	pthread_mutex_lock(&body_watch_mu);
+	w->next = body_watches;
+	if (body_watches)
+		body_watches->prev = w;
+	body_watches = w;
+	pthread_mutex_unlock(&body_watch_mu);
+}
+
+/* Before the connection may close: the main thread cuts only a watched
+ * one, under the lock, so it never shuts a descriptor reused since. */
+static void body_watch_end(body_watch *w)
+{
+	pthread_mutex_lock(&body_watch_mu);
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		body_watches = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	pthread_mutex_unlock(&body_watch_mu);
+}
+
+size_t http_cut_slow_bodies(void)
+{
+	int64_t now = clock_mono_ms();
+	size_t n = 0;
+	pthread_mutex_lock(&body_watch_mu);
+	for (body_watch *w = body_watches; w; w = w->next) {
+		int fd;
+		if (atomic_load(&w->cut) || now < w->deadline_ms)
+			continue;
+		atomic_store(&w->cut, 1);
+		/* For reading only: the answer (408) can still be written. */
+		if ((fd = stream_find_socket(w->peer, w->peer_port, w->local_port)) >= 0 &&
+		    shutdown(fd, SHUT_RD) == 0)
+			n++;
+	}
+	pthread_mutex_unlock(&body_watch_mu);
+	return n;
+}
+
+static int read_body_unwatched(const host *h, evh_request *req, evh_response *resp,
+                               int64_t timeout_ms);
+
 static int read_body(const host *h, evh_request *req, evh_response *resp)
 {
 	int64_t limit = max_body(h), cl = req->ri->content_length;
 	int64_t timeout_ms = h->set.http_request_timeout_ms > 0 ? h->set.http_request_timeout_ms
 	                                                        : HTTP_REQUEST_TIMEOUT_MS;
+	body_watch w;
+	int rc;
+	if (cl > limit || (cl < 0 && !is_chunked(req->conn)))
+		return read_body_unwatched(h, req, resp, timeout_ms);
+	/* A chunked body's length is not known: its bound is max_body_bytes. */
+	body_watch_begin(&w, req->ri, cl >= 0 ? cl : limit, timeout_ms);
+	rc = read_body_unwatched(h, req, resp, timeout_ms);
+	body_watch_end(&w);
+	if (rc != 0 && atomic_load(&w.cut)) {
+		resp_free(resp);
+		resp->close = 1;
+		problem(resp, 408, "request-timeout",
+		        "the body did not come whole in time: %zu%s%.0lld bytes came within %lld ms "
+		        "([http] request_timeout, then a second for each %d bytes it may have)",
+		        req->body_len, cl >= 0 ? " of " : "", cl >= 0 ? (long long)cl : 0LL,
+		        (long long)w.allowed_ms, BODY_MIN_RATE);
+	}
+	return rc;
+}
+
+static int read_body_unwatched(const host *h, evh_request *req, evh_response *resp,
+                               int64_t timeout_ms)
+{
+	int64_t limit = max_body(h), cl = req->ri->content_length;
 	size_t cap, want;
 	req->body_read = 1;
 	if (cl > limit) {

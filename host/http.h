@@ -34,6 +34,11 @@ int http_bound_port(const http_server *srv, int tls);
 void http_set_access_log(http_access_log which);
 /* Stop accepting, finish in-flight requests, free. */
 void http_stop(http_server *srv);
+/* Cut the request bodies past their time (read_body: [http] request_timeout,
+ * then a second for each 1024 bytes of their length): their sockets shut for
+ * reading, their clients answered 408. The main thread, between signals.
+ * Returns how many were cut. */
+size_t http_cut_slow_bodies(void);
 /* How a message of civetweb's is logged: the text (into out) and the level.
  * Clients' own failures (a failed TLS handshake, a reset TLS connection)
  * are debug: anyone can cause as many as they like. Exposed for tests. */

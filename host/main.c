@@ -278,6 +278,9 @@ static int wait_for_stop(host *h)
 				 * worker waits on a client that stopped reading lets
 				 * go of that worker. */
 				stream_hub_reclaim(stream_hub_global());
+				/* And a request body trickled past its time lets go of
+				 * its worker. */
+				http_cut_slow_bodies();
 				continue;
 			}
 			log_error("host", "sigtimedwait: %s", strerror(e));

@@ -1518,6 +1518,41 @@ def test_a_body_that_stops_short_is_said_to_have_timed_out(evhostd, build_dir):
             "nothing more came within [http] request_timeout (1000 ms)"), detail
 
 
+def test_a_body_trickled_slower_than_a_kib_a_second_is_cut_at_its_time(evhostd, build_dir):
+    # request_timeout bounds each wait for a body's next bytes, and civetweb's
+    # read returns only once all it was asked for came: a byte every 0.3 s
+    # (no wait near the 1 s timeout) held the worker for as long as the
+    # client liked. A body has request_timeout, then a second per 1024 bytes
+    # of its length: 1 s + 2 s here.
+    d = evhostd({"http": {"request_timeout": "1s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false")})
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as c:
+        c.sendall(b"POST /probe/publish?mode=notx HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 2048\r\n\r\n")
+        c.settimeout(0.3)
+        answer = b""
+        for _ in range(100):  # 30 s at most: the cut comes after about 3
+            try:
+                c.sendall(b" ")
+            except OSError:  # the server closed it: its answer is in
+                pass
+            try:
+                chunk = c.recv(4096)
+            except socket.timeout:
+                continue
+            if not chunk:
+                break
+            answer += chunk
+            if b"}" in answer:
+                break
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    detail = json.loads(answer[answer.index(b"{"):])["detail"]
+    assert re.fullmatch(r"the body did not come whole in time: \d+ of 2048 bytes came within "
+                        r"3000 ms \(\[http\] request_timeout, then a second for each 1024 bytes "
+                        r"it may have\)", detail), detail
+    assert d.get("/healthz").status_code == 200
+
+
 def test_a_chunked_body_trickled_past_request_timeout_is_taken_whole(evhostd, build_dir):
     # Chunks 0.3 s apart, the whole body over more than [http]
     # request_timeout (1 s), none of the waits near it: civetweb hands the
