@@ -388,10 +388,6 @@ static int write_refused(int rc)
 	       (rc & 0xff) == SQLITE_READONLY;
 }
 
-/* Report a failed SQLite call: its message into err (with the reason when
- * SQLite's says only "disk I/O error"), its status back. Every statement
- * goes through here, so a want of room is noted here (full_seen), and
- * damage SQLite found in the file (damage_seen). */
 /* SQLite's message on `db` (or of `rc` without one), with the OS's reason
  * when it has one, into buf: "unable to open database file" says nothing of
  * a descriptor limit reached (EMFILE), a permission or a missing directory. */
@@ -406,9 +402,19 @@ static const char *db_errmsg(sqlite3 *db, int rc, char *buf, size_t size)
 	return buf;
 }
 
+/* Report a failed SQLite call: its message into err (with the reason when
+ * SQLite's says only "disk I/O error"), its status back. Every statement
+ * goes through here, so a want of room is noted here (full_seen), and
+ * damage SQLite found in the file (damage_seen). */
 static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 {
-	int room = room_lost(db, rc), e;
+	/* A read transaction's connection (read-only) writes nothing of the
+	 * store's: a want of room or a refused write it meets (a sort's
+	 * temporary file) says nothing of the store's writes, and must not
+	 * mark it (nor, through this thread's notes, another store) full or
+	 * not writable. Damage it finds is the store's. */
+	int ro = db && sqlite3_db_readonly(db, "main") == 1;
+	int room = ro ? ROOM_OK : room_lost(db, rc), e;
 	if (room) {
 		full_seen = room;
 		room_lost_count++;
@@ -428,7 +434,7 @@ static int sqlite_fail(sqlite3 *db, int rc, char *err, size_t errlen)
 		set_err(err, errlen, "%s (%s)", sqlite3_errmsg(db), strerror(e));
 	else
 		set_err(err, errlen, "%s", sqlite3_errmsg(db));
-	if ((!room || room == ROOM_READONLY) && write_refused(rc))
+	if (!ro && (!room || room == ROOM_READONLY) && write_refused(rc))
 		snprintf(io_seen, sizeof io_seen, "%s", err && errlen ? err : sqlite3_errmsg(db));
 	return status_of(rc);
 }
@@ -1951,8 +1957,11 @@ int store_check_writable(store *s)
 		group_commit_locked(s);
 	status = begin_immediate(s, NULL, 0);
 	/* In WAL mode BEGIN touches nothing on disk: after a write was refused
-	 * (a file system gone read-only), only a commit tells it passes again. */
-	if (!status && atomic_load(&s->io_failed))
+	 * (a file system gone read-only), only a commit tells it passes again;
+	 * so after a quota's or the file size limit's "full", which free blocks
+	 * say nothing of: without it, a plugin no write came to (readiness
+	 * routes none to it) stayed "full" after the quota was raised. */
+	if (!status && (atomic_load(&s->io_failed) || (store_full(s) && s->full_quota)))
 		status = write_probe(s);
 	if (!status)
 		rollback_if_open(s->w.db);
@@ -2289,7 +2298,6 @@ int store_tx_begin_read(store *s, evh_tx **out)
 		snprintf(thread_error, sizeof thread_error, "%s: BEGIN (read): %s", store_path(s),
 		         why);
 		damage_note(s);
-		full_seen = ROOM_OK;
 		read_give(s, rd);
 		free(tx);
 		return status;
@@ -2311,10 +2319,10 @@ static int read_end(evh_tx *tx)
 	tx_detach_rows(tx);
 	if (!sqlite3_get_autocommit(rd->c.db) && read_simple(&rd->c, "COMMIT", NULL, 0))
 		rollback_if_open(rd->c.db);
-	/* Damage its reads found is the store's; a want of room they met (a
-	 * sort's temporary file) says nothing of its writes. */
+	/* Damage its reads found is the store's (sqlite_fail notes nothing else
+	 * of a read connection's: a write transaction of this thread keeps its
+	 * own notes of a want of room). */
 	damage_note(s);
-	full_seen = ROOM_OK;
 	read_give(s, rd);
 	free(tx);
 	return status;

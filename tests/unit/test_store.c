@@ -1,6 +1,7 @@
 /* store.c against real SQLite files in a fresh temporary directory. */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -852,6 +853,43 @@ static void *elsewhere_main(void *arg)
 	e->mine = store_tx_mine(e->tx);
 	e->left = store_tx_left_open(e->s);
 	return NULL;
+}
+
+/* A read transaction's query that fails writing a temporary file (a sort
+ * spilling past the file size limit, a full /tmp) says nothing of the
+ * store's writes: it marked the store (or, through this thread's notes, the
+ * next store this thread unlocked) not writable, after a commit that went
+ * through. */
+static void test_a_read_transactions_temp_file_failure_marks_nothing(void **state)
+{
+	fixture *f = *state;
+	struct rlimit was, low;
+	void (*old)(int) = signal(SIGXFSZ, SIG_IGN);
+	evh_tx *tx;
+	evh_rows *rows = NULL;
+	int rc = EVH_OK;
+
+	exec1(f->s, "CREATE TABLE big(v BLOB)");
+	exec1(f->s, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 6000) "
+	            "INSERT INTO big SELECT randomblob(1000) FROM n");
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &was), 0);
+	low = was;
+	low.rlim_cur = 64 * 1024;
+	assert_int_equal(store_tx_begin_read(f->s, &tx), EVH_OK);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &low), 0);
+	rc = store_query(tx, "SELECT v FROM big ORDER BY v", NULL, 0, &rows);
+	while (rc == EVH_OK && (rc = store_rows_next(rows)) == 1)
+		rc = EVH_OK;
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
+	signal(SIGXFSZ, old);
+	if (rows)
+		store_rows_close(rows);
+	store_tx_rollback(tx);
+	if (rc == 0)
+		skip(); /* the sort did not spill to a file here (temp_store in memory) */
+	exec1(f->s, "INSERT INTO big VALUES(x'00')"); /* a commit that goes through */
+	assert_int_equal(store_writes_refused(f->s), 0);
+	assert_int_equal(store_full(f->s), 0);
 }
 
 /* A read transaction is its thread's, the plugin's to end, found left open
@@ -2557,7 +2595,12 @@ static void test_disk_quota_marks_store_full(void **state)
 	assert_int_equal(store_full(f->s), 1);
 	assert_int_equal(store_full_recheck(f->s), 1);
 
-	/* The failed statement's error names the quota. */
+	commit_ends_full(f->s);
+
+	/* The failed statement's error names the quota. A read transaction this
+	 * thread begins and ends before the write one ends leaves its want of
+	 * room noted (it was cleared: the store not marked full, a 500 for a
+	 * 503). */
 	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
 	assert_int_equal(wal_writes_fail_with(1, EDQUOT), SQLITE_OK);
 	for (int i = 0; i < 2000 && store_exec(tx, "INSERT INTO t VALUES(zeroblob(4096))", NULL,
@@ -2566,10 +2609,15 @@ static void test_disk_quota_marks_store_full(void **state)
 		; /* the page cache spills to the WAL at last */
 	assert_non_null(strstr(store_tx_error(tx), "disk quota exceeded"));
 	assert_int_equal(wal_writes_fail(0), SQLITE_OK);
+	{
+		evh_tx *rtx;
+		assert_int_equal(store_tx_begin_read(f->s, &rtx), EVH_OK);
+		assert_int_equal(store_tx_commit(rtx), EVH_OK);
+	}
 	store_tx_rollback(tx);
 	assert_int_equal(store_full(f->s), 1);
-
-	commit_ends_full(f->s);
+	assert_int_equal(store_check_writable(f->s), EVH_OK); /* a quota: a write ends it */
+	assert_int_equal(store_full(f->s), 0);
 }
 
 /* Commit `tx`, a write in it, while every write fails with errno `e`: it
@@ -2606,6 +2654,15 @@ static void test_file_size_limit_marks_store_full(void **state)
 	assert_int_equal(store_full(f->s), 1);
 	assert_int_equal(store_full_recheck(f->s), 1);
 	commit_ends_full(f->s);
+
+	/* Readiness's look ends it too, once a write goes through (the limit
+	 * raised): a plugin no write comes to (readiness routes none to it while
+	 * it says full) stayed full for good. */
+	assert_int_equal(store_tx_begin(f->s, &tx), EVH_OK);
+	free(commit_failing_with(tx, EFBIG));
+	assert_int_equal(store_full(f->s), 1);
+	assert_int_equal(store_check_writable(f->s), EVH_OK);
+	assert_int_equal(store_full(f->s), 0);
 }
 
 /* A write the file system refuses for another reason than room (EROFS: a
@@ -3263,6 +3320,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_a_read_transaction_runs_beside_an_open_write, setup,
 	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_a_read_transaction_is_its_threads, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_a_read_transactions_temp_file_failure_marks_nothing,
+	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_read_transactions_are_bounded, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_closing_waits_for_read_transactions, setup,
 	                                    teardown),
