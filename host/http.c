@@ -1866,9 +1866,11 @@ static const char *toobig_said(toobig_source from)
 	}
 }
 
-/* Failures that repeat with every request while a disk is full or failing:
- * said once a minute, with how many were not (the access log has each). A
- * line each was thousands a minute, past journald's budget. */
+/* Failures that repeat with every request while a disk is full or failing
+ * (the plugin's database marked full, or its writes refused): said once a
+ * minute, with how many were not (the access log has each). A line each was
+ * thousands a minute, past journald's budget. Any other storage error (a
+ * plugin's SQL) is each request's own, said each time. */
 #define STORAGE_SAID_EVERY_MS 60000
 static log_every full_said, store_failed_said;
 
@@ -1988,7 +1990,7 @@ static void call_handler(const http_route *rt, evh_request *req, evh_response *r
 	 * minute with a count (store.c, outbox_full_say): a burst of requests
 	 * must not write a line each. */
 	if (rc != EVH_EFULL &&
-	    (rc != EVH_ESTORE ||
+	    (rc != EVH_ESTORE || !rt->plugin || !store_writes_refused(rt->plugin->store) ||
 	     log_every_due(&store_failed_said, clock_mono_ms(), STORAGE_SAID_EVERY_MS, &unsaid)))
 		log_msg(clients ? EVH_LOG_WARN : EVH_LOG_ERROR, "http",
 		        "%s %s (route %s of plugin '%s') failed: %s%s%s%s%s%s", req->method, req->path,

@@ -119,6 +119,9 @@
  * STORE_LOCK_WAIT_MS, then EVH_EBUSY as a write transaction's wait. Few:
  * each connection keeps a page cache, and a plugin's reads are short. */
 #define STORE_READERS 4
+/* After a quota or the file size limit marked the store full, readiness
+ * tries a write once none met it for this long (the 503's Retry-After). */
+#define STORE_FULL_PROBE_MS 30000
 /* Why a read transaction's statement that would write is refused. */
 #define READ_ONLY_WHY                                                                        \
 	"a read transaction (evh_tx_begin_read) writes nothing: write in one of evh_tx_begin"
@@ -197,6 +200,8 @@ struct store {
 	_Atomic int full;       /* the last write failed for want of room (store_full) */
 	int64_t full_logged_ms; /* when full_note last said so; 0: not since full_clear */
 	int full_quota;         /* ...a quota's (EDQUOT) or a size limit's (EFBIG), under mu */
+	int64_t full_ms;        /* when a want of room last marked it full (mono), under mu */
+	int full_probe_ms;      /* store_set_full_probe_ms: readiness's write, that long after */
 	_Atomic int damaged;    /* SQLite found the file damaged since the open (store_damaged) */
 	_Atomic int writable;   /* the last store_check_writable's answer (EVH_OK at first) */
 	/* A write failed with an I/O error, not for want of room (a file system
@@ -697,6 +702,7 @@ static void full_note(store *s)
 	atomic_store(&s->full, 1);
 	s->full_quota = quota;
 	now = clock_mono_ms();
+	s->full_ms = now;
 	/* Read-only: said by io_note, and ended with its "go through again". */
 	if (seen == ROOM_READONLY || !log_due(&s->full_logged_ms, now, 60000))
 		return;
@@ -1782,6 +1788,8 @@ int store_open(store **out, const char *path, const char *synchronous, char *err
 	if (status)
 		return status;
 	s = calloc(1, sizeof *s);
+	if (s)
+		s->full_probe_ms = STORE_FULL_PROBE_MS;
 	if (!s || init_mutex(&s->mu)) {
 		free(s);
 		set_err(err, errlen, "%s: out of memory opening the database", path);
@@ -1910,6 +1918,14 @@ void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud)
 	pthread_mutex_unlock(&s->hook_mu);
 }
 
+void store_set_full_probe_ms(store *s, int ms)
+{
+	if (store_lock(s))
+		return;
+	s->full_probe_ms = ms > 0 ? ms : 0;
+	store_unlock(s);
+}
+
 void store_set_outbox_limit(store *s, int64_t max_rows)
 {
 	if (store_lock(s))
@@ -1960,8 +1976,12 @@ int store_check_writable(store *s)
 	 * (a file system gone read-only), only a commit tells it passes again;
 	 * so after a quota's or the file size limit's "full", which free blocks
 	 * say nothing of: without it, a plugin no write came to (readiness
-	 * routes none to it) stayed "full" after the quota was raised. */
-	if (!status && (atomic_load(&s->io_failed) || (store_full(s) && s->full_quota)))
+	 * routes none to it) stayed "full" after the quota was raised. That one
+	 * is looked at once no write met it for full_probe_ms: a small write may
+	 * pass where the requests' larger ones fail, and readiness would flap. */
+	if (!status && (atomic_load(&s->io_failed) ||
+	                (store_full(s) && s->full_quota &&
+	                 clock_mono_ms() - s->full_ms >= s->full_probe_ms)))
 		status = write_probe(s);
 	if (!status)
 		rollback_if_open(s->w.db);

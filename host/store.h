@@ -72,6 +72,11 @@ int store_sync_dir(const char *path);
  * and that hook is never called again: after (s, NULL, NULL), `ud` may be
  * freed. Any thread; never waits for a transaction. store_close clears it. */
 void store_set_commit_hook(store *s, void (*hook)(void *ud), void *ud);
+/* How long after a quota or the file size limit last marked the store full
+ * readiness (store_check_writable) tries a write to see whether it passes
+ * again, no request having come to: STORE_FULL_PROBE_MS unless set (tests
+ * set 0). */
+void store_set_full_probe_ms(store *s, int ms);
 /* Bound on outbox rows; store_outbox_add fails with EVH_EFULL beyond it (0 = none). */
 void store_set_outbox_limit(store *s, int64_t max_rows);
 /* Is the database writable right now (readiness)? EVH_OK; EVH_ENOMEM when

@@ -2,9 +2,10 @@
 #include "reply.h"
 
 #include <inttypes.h>
-#include <stdatomic.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "../../host/jsonb.h"
@@ -90,40 +91,51 @@ int reply_not_found(evh_response *resp, const char *detail)
 	return evh_resp_problem(resp, 404, "not-found", "Not Found", detail, NULL);
 }
 
-/* Whether a storage failure is to be said now: once a minute (this
- * plugin's, any thread), *unsaid getting how many were not since. A disk
+/* Whether storage failure `line` is to be said now: the same line as the
+ * last one said (this plugin's, any thread) is said once a minute, *unsaid
+ * getting how many were not since; another line is said at once. A disk
  * full or failing fails every request alike: a line each was thousands a
  * minute, and spent the plugin's log budget (its other lines dropped). */
-static int storage_failure_due(int64_t *unsaid)
+static int storage_failure_due(const char *line, int64_t *unsaid)
 {
-	static _Atomic int64_t last_ms, skipped;
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	static char last[512];
+	static int64_t last_ms, skipped;
 	struct timespec ts;
-	int64_t now, last;
+	int64_t now;
+	int due;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-	last = atomic_load(&last_ms);
-	if ((last && now - last < 60000) || !atomic_compare_exchange_strong(&last_ms, &last, now)) {
-		atomic_fetch_add(&skipped, 1);
-		return 0;
+	pthread_mutex_lock(&mu);
+	due = strncmp(last, line, sizeof last - 1) != 0 || now - last_ms >= 60000;
+	if (due) {
+		*unsaid = strncmp(last, line, sizeof last - 1) ? 0 : skipped;
+		skipped = 0;
+		snprintf(last, sizeof last, "%s", line);
+		last_ms = now;
+	} else {
+		skipped++;
 	}
-	*unsaid = atomic_exchange(&skipped, 0);
-	return 1;
+	pthread_mutex_unlock(&mu);
+	return due;
 }
 
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 {
 	const char *why = tx ? evh_tx_error(tx) : NULL;
 	int64_t unsaid = 0;
-	char more[80] = "";
+	char line[512];
 
 	/* A full outbox is the host's to say (once a minute, with a count):
 	 * a line per refused request would flood the log in a burst. */
-	if (rc != EVH_EFULL && (rc != EVH_ESTORE || storage_failure_due(&unsaid))) {
+	snprintf(line, sizeof line, "%s failed: %s%s%s", what, evh_strerror(rc),
+	         why && *why ? ": " : "", why ? why : "");
+	if (rc != EVH_EFULL && (rc != EVH_ESTORE || storage_failure_due(line, &unsaid))) {
 		if (unsaid > 0)
-			snprintf(more, sizeof more, " (and %" PRId64 " more since the last such line)",
-			         unsaid);
-		evh_log(p, rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "%s failed: %s%s%s%s",
-		        what, evh_strerror(rc), why && *why ? ": " : "", why ? why : "", more);
+			evh_log(p, EVH_LOG_ERROR, "%s (and %" PRId64 " more since the last such line)",
+			        line, unsaid);
+		else
+			evh_log(p, rc == EVH_ETOOBIG ? EVH_LOG_WARN : EVH_LOG_ERROR, "%s", line);
 	}
 	if (tx)
 		evh_tx_rollback(tx);

@@ -30,9 +30,9 @@ int reply_invalid(evh_response *resp, const char *field, const char *detail);
 int reply_not_found(evh_response *resp, const char *detail);
 /* A storage call on `tx` (may be NULL) failed with `rc`: log what failed
  * with the storage engine's message (not EVH_EFULL: the host says a full
- * outbox, once a minute with a count; EVH_ESTORE once a minute with a
- * count, as a disk full or failing fails every request), roll `tx` back,
- * and return `rc`. */
+ * outbox, once a minute with a count; an EVH_ESTORE line the same as the
+ * last one said, once a minute with a count, as a disk full or failing
+ * fails every request alike), roll `tx` back, and return `rc`. */
 int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what);
 /* Answer a failed call that neither stores nor publishes what the request
  * carried (begin, a read, commit): 503 + Retry-After when the outbox is

@@ -229,11 +229,11 @@ fail:
 	/* Not known to be on disk: taken back, so that the retry writes it once. */
 	unlink(placed ? dst : tmp);
 	free(lf);
-	/* No room (a full disk, a quota, a file size limit) passes without a
-	 * fix: the event waits for it, as for a full database. Any other error
-	 * (a Maildir made read-only, not ours or a file) is the setup's, never
-	 * the message's: tried again, then dead-lettered for a redrive once
-	 * mended, as SMTP's setup trouble is. */
-	return e == ENOSPC || e == EDQUOT || e == EFBIG ? NOTIF_SEND_NO_ROOM
-	                                                : NOTIF_SEND_TRANSIENT;
+	/* No room (a full disk, a quota) passes without a fix: the event waits
+	 * for it, as for a full database. Any other error is the setup's: a
+	 * Maildir made read-only, not ours or a file, or a mail larger than the
+	 * file size limit (EFBIG: a file of its own, it never fits however long
+	 * it waits). Tried again, then dead-lettered for a redrive once mended,
+	 * as SMTP's setup trouble is. */
+	return e == ENOSPC || e == EDQUOT ? NOTIF_SEND_NO_ROOM : NOTIF_SEND_TRANSIENT;
 }

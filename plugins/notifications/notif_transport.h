@@ -20,7 +20,7 @@ typedef enum notif_send_result {
 	 * stopping): no verdict, no attempt used; tried again after the start,
 	 * as a mail a stop left. */
 	NOTIF_SEND_CUT = 4,
-	/* The Maildir's file system has no room (ENOSPC, EDQUOT, EFBIG): not
+	/* The Maildir's file system has no room (ENOSPC, EDQUOT): not
 	 * the mail's fault nor a setup to mend; the event waits for room,
 	 * using up no attempt, as it does when the database is full. */
 	NOTIF_SEND_NO_ROOM = 5,
@@ -43,9 +43,9 @@ void notif_maildir_close(notif_maildir *m);
  * is <seconds>.M<micros>P<pid>R<random>.<host>, fsync new/. CRLF becomes LF,
  * as Maildir readers expect. The file name goes to `name` when non-NULL. A
  * Maildir (or its tmp/ or new/) removed since it was opened is made again
- * (counted in `remade`); a full file system (ENOSPC, EDQUOT, EFBIG) is
- * NOTIF_SEND_NO_ROOM, any other failure NOTIF_SEND_TRANSIENT, with nothing
- * left behind. */
+ * (counted in `remade`); a full file system (ENOSPC, EDQUOT) is
+ * NOTIF_SEND_NO_ROOM, any other failure (EFBIG too) NOTIF_SEND_TRANSIENT,
+ * with nothing left behind. */
 notif_send_result notif_maildir_deliver(notif_maildir *m, const char *msg, size_t len, char *name,
                                         size_t namelen, char *err, size_t errlen);
 

@@ -1144,11 +1144,12 @@ static void test_maildir_removed_or_broken(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
-/* A Maildir whose file system has no room for the mail (here a file size
- * limit: EFBIG, as ENOSPC and EDQUOT are taken) is NOTIF_SEND_NO_ROOM, the
- * event's wait, not a failure that uses up attempts; nothing is left
- * behind, and the mail is written once there is room. */
-static void test_maildir_no_room_waits(void **state)
+/* A mail larger than the process's file size limit (EFBIG) never fits,
+ * however long it waits: NOTIF_SEND_TRANSIENT, retried and then
+ * dead-lettered, not NOTIF_SEND_NO_ROOM (a full disk's or a quota's wait,
+ * which would hold its partition for good). Nothing is left behind, and
+ * the mail is written once the limit is raised. */
+static void test_maildir_past_the_size_limit_fails(void **state)
 {
 	static const char mail[] = "Subject: a\r\n\r\nno room for this body\r\n";
 	char root[] = "/tmp/notif-maildir-XXXXXX", dir[256], cmd[300], err[512];
@@ -1168,7 +1169,7 @@ static void test_maildir_no_room_waits(void **state)
 	res = notif_maildir_deliver(&m, mail, sizeof mail - 1, NULL, 0, err, sizeof err);
 	assert_int_equal(setrlimit(RLIMIT_FSIZE, &was), 0);
 	signal(SIGXFSZ, old_xfsz);
-	assert_int_equal(res, NOTIF_SEND_NO_ROOM);
+	assert_int_equal(res, NOTIF_SEND_TRANSIENT);
 	snprintf(cmd, sizeof cmd, "maildir: cannot write %s/tmp/", dir);
 	assert_memory_equal(err, cmd, strlen(cmd));
 	assert_non_null(strstr(err, strerror(EFBIG)));
@@ -1377,7 +1378,7 @@ int main(void)
 	    cmocka_unit_test(test_pending_eviction_prefers_failed_then_sent),
 	    cmocka_unit_test(test_maildir_delivery),
 	    cmocka_unit_test(test_maildir_removed_or_broken),
-	    cmocka_unit_test(test_maildir_no_room_waits),
+	    cmocka_unit_test(test_maildir_past_the_size_limit_fails),
 	    cmocka_unit_test(test_maildir_error_about_a_long_path_is_cut),
 	};
 	return cmocka_run_group_tests_name("notif_logic", tests, NULL, NULL);

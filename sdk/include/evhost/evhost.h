@@ -113,12 +113,12 @@ typedef enum evh_event_result {
 	 * in `tx`, then try the event again after the longest backoff, as the
 	 * host does when the plugin's own database is full. For a failure that
 	 * is no one's fault and passes without a fix, once space comes back:
-	 * a write of your own outside the database (a file) failed with ENOSPC,
-	 * EDQUOT or EFBIG. It uses up no attempt, so it never dead-letters:
-	 * the event waits as long as the disk stays full (its partition's
-	 * events behind it), said once per episode in the log with the
-	 * message of evh_event_set_error (say there what could not be written,
-	 * and the OS error). As with KEEP_AND_RETRY, the event is not recorded
+	 * a write of your own outside the database (a file) failed with ENOSPC
+	 * or EDQUOT (not EFBIG: a file past the size limit never fits). It uses
+	 * up no attempt, so it never dead-letters: the event waits as long as
+	 * the disk stays full (its partition's events behind it), said once per
+	 * episode in the log with the message of evh_event_set_error (say there
+	 * what could not be written, and the OS error). As with KEEP_AND_RETRY, the event is not recorded
 	 * in the inbox until a call returns EVH_EVENT_OK. Never return it for
 	 * anything else: an event that cannot succeed would wait for ever. */
 	EVH_EVENT_KEEP_AND_WAIT = 6,
