@@ -79,6 +79,7 @@ struct evh_plugin {
 	_Atomic int api_calls, api_gone, api_own_threads;
 	_Atomic int64_t api_late;
 	int64_t api_gone_ms;
+	struct evh_plugin *buried_next; /* api_plugin_bury's list, once freed but kept */
 	/* Set when the daemon's stop stops the relay and the producer, before
 	 * fini (api_plugin_host_stopping): the publish limits, kept for the
 	 * calls of the plugin's threads until fini joins them. */
