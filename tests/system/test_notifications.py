@@ -1033,25 +1033,6 @@ def raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts,
                user=False)
 
 
-def test_the_log_is_read_while_a_mail_holds_the_plugins_writes(evhostd, tmp_path, unique_name,
-                                                               kafka_bootstrap):
-    # A mail in flight holds the handler's transaction (the plugin's writer)
-    # until the server answers or smtp_timeout_ms: GET /notifications waited
-    # 5 s for it, then answered 503. It reads in a read transaction now.
-    srv = RawSmtp(greet=False)
-    try:
-        env = raw_smtp_env(evhostd, tmp_path, unique_name, kafka_bootstrap, srv, attempts=1,
-                           smtp_timeout_ms=7000)  # past the 5 s a write waits
-        env.created("held-1", user_id="u-held-1")
-        lib.wait_until(lambda: len(srv.conns) == 1, timeout=30,
-                       message="the welcome mail's connection (never greeted)")
-        r = env.d.get("/notifications", params={"limit": 10}, timeout=30)
-        assert r.status_code == 200, r.text
-        assert len(srv.conns) == 1 and not srv.data  # still in flight when it answered
-    finally:
-        srv.stop()
-
-
 @pytest.mark.parametrize("late", [(1.6, "554 5.7.1 content rejected"), (None, None)],
                          ids=["late 554", "no answer"])
 def test_a_reply_after_the_timeout_is_not_read_as_the_next_mails(evhostd, tmp_path, unique_name,
@@ -1623,9 +1604,11 @@ def test_a_stop_during_a_broadcast_leaves_the_rest_for_the_start(evhostd, tmp_pa
 def test_a_mail_holding_the_store_past_its_busy_wait_is_a_503_with_retry_after(
         evhostd, tmp_path, unique_name, kafka_bootstrap):
     # A welcome to a server that never greets holds the plugin's store (its
-    # handler's transaction) for smtp_timeout_ms. The list and a broadcast's
-    # outbox write wait 5 s for it, then answer as services.md says: 503 with
-    # Retry-After: 1, from the host (they answered 500 "storage"/"publish").
+    # handler's transaction) for smtp_timeout_ms. A broadcast's outbox write
+    # waits 5 s for it, then answers as services.md says: 503 with
+    # Retry-After: 1, from the host (it answered 500 "publish"). The list
+    # reads in a read transaction: answered at once (it waited 5 s too, then
+    # answered 503).
     srv = RawSmtp(greet=False)
     try:
         env = Env(evhostd, tmp_path, unique_name, kafka_bootstrap,
@@ -1639,8 +1622,7 @@ def test_a_mail_holding_the_store_past_its_busy_wait_is_a_503_with_retry_after(
         lib.wait_until(lambda: len(srv.conns) >= 1, timeout=30,
                        message="the welcome's connection")
         r = env.d.get("/notifications", timeout=30)
-        assert r.status_code == 503 and r.headers.get("Retry-After") == "1", r.text
-        assert "is busy" in r.json()["detail"], r.text
+        assert r.status_code == 200, r.text
         admin = lib.sign_token((tmp_path / "jwt.key").read_bytes(), "ops", roles=("admin",))
         r = env.d.post("/notifications/broadcast", json={"subject": "S", "message": "M"},
                        headers={"Authorization": f"Bearer {admin}"}, timeout=30)
@@ -1653,8 +1635,6 @@ def test_a_mail_holding_the_store_past_its_busy_wait_is_a_503_with_retry_after(
         letters = lib.kafka_consume(f"{env.topics['created']}.notifications.dlq", count=1,
                                     timeout=30, brokers=kafka_bootstrap)
         assert [m["headers"]["ce_id"] for m in letters] == ["hold-1"]
-        lib.wait_until(lambda: env.d.get("/notifications").status_code == 200, timeout=30,
-                       message="the store let go")
     finally:
         srv.stop()
 
