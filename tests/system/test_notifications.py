@@ -1219,7 +1219,11 @@ def test_no_reply_before_the_data_stops_a_broadcast(evhostd, tmp_path, unique_na
         env.d.wait_for_log("broadcast mute-rcpt: 0 sent, 0 already done, 0 failed, 0 to "
                            "retry, 3 given up for a redrive (attempt 1)", timeout=60)
         assert srv.accepted == [] and len(srv.conns) == 1, srv.conns
-        items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
+
+        def rows():  # the list reads what is committed: the part may commit after its line
+            items = {i["event_id"]: i for i in env.d.get("/notifications").json()["items"]}
+            return items if all(f"mute-rcpt:{u}" in items for u in ids) else None
+        items = lib.wait_until(rows, timeout=30, message="the three rows of mute-rcpt")
         first = items[f"mute-rcpt:{ids[0]}"]["last_error"]
         assert first.startswith("smtp: Timeout was reached: not done within 1000 ms "
                                 "(smtp_timeout_ms), at RCPT"), first
