@@ -6,8 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "../../host/clock.h"
 #include "../../host/jsonb.h"
 #include "jsonin.h"
 #include "paging.h"
@@ -101,15 +101,13 @@ static int storage_failure_due(const char *line, int64_t *unsaid)
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	static char last[512];
 	static int64_t last_ms, skipped;
-	struct timespec ts;
-	int64_t now;
-	int due;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	int64_t now = clock_mono_ms();
+	int same, due;
 	pthread_mutex_lock(&mu);
-	due = strncmp(last, line, sizeof last - 1) != 0 || now - last_ms >= 60000;
+	same = !strncmp(last, line, sizeof last - 1);
+	due = !same || now - last_ms >= 60000;
 	if (due) {
-		*unsaid = strncmp(last, line, sizeof last - 1) ? 0 : skipped;
+		*unsaid = same ? skipped : 0;
 		skipped = 0;
 		snprintf(last, sizeof last, "%s", line);
 		last_ms = now;
