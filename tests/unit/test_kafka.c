@@ -3749,6 +3749,8 @@ static void test_batch_dangling_key_fails_only_its_event(void **state)
 
 /* ---- a full database: its waits said once an episode ---- */
 
+#define DB_WAIT_LINE "waits: its database is full or read-only ("
+
 #define FULL_TOPIC "FULL_DISK_EVENTS"
 
 /* Set: the next event handled makes every SQLite write fail (the errno
@@ -3811,16 +3813,16 @@ static void test_full_database_waits_are_said_once_an_episode(void **state)
 	log_setup(test_log_level, LOG_FORMAT_TEXT);
 	log = stderr_end(cap);
 	assert_true(calls >= 6);
-	if (count_of(log, "waits: its database is full (") != 1)
+	if (count_of(log, DB_WAIT_LINE) != 1)
 		fail_msg("not one line for the episode's first wait:\n%s", log);
 	end = strstr(log, "diskfull: its database takes the handlers' writes again; ");
-	if (!end || sscanf(strchr(end, ';') + 2, "%ld more waits for a full database in the ",
-	                   &unsaid) != 1)
+	if (!end || sscanf(strchr(end, ';') + 2,
+	                   "%ld more waits for a full or read-only database in the ", &unsaid) != 1)
 		fail_msg("no end of the episode with its count:\n%s", log);
 	/* every attempt but the first (which started it) and the last (which
 	 * went through) was a wait not said one by one */
 	assert_true(unsaid >= 3 && unsaid < count_calls(id, 0));
-	assert_non_null(strstr(end, " s since the 'its database is full' line above"));
+	assert_non_null(strstr(end, " s since the 'its database is full or read-only' line above"));
 	assert_int_equal(count_of(log, "its database takes the handlers' writes again"), 1);
 	assert_null(strstr(log, "attempt 1/3 failed"));
 	free(log);
@@ -3868,10 +3870,10 @@ static void test_full_database_episode_outlasts_a_batch_whose_commit_fails(void 
 	log = stderr_end(cap);
 	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", a), 1);
 	assert_int_equal(rows_in(x.p.store, "SELECT COUNT(*) FROM handled WHERE id = ?", b), 1);
-	if (count_of(log, "waits: its database is full (") != 1 ||
+	if (count_of(log, DB_WAIT_LINE) != 1 ||
 	    count_of(log, "its database takes the handlers' writes again") != 1)
 		fail_msg("not one episode, begun once and ended once (%d, %d):\n%s",
-		         count_of(log, "waits: its database is full ("),
+		         count_of(log, DB_WAIT_LINE),
 		         count_of(log, "its database takes the handlers' writes again"), log);
 	free(log);
 	store_close(x.p.store);
@@ -3924,7 +3926,7 @@ static void test_a_full_disk_met_inside_a_batch_waits(void **state)
 	log_setup(test_log_level, LOG_FORMAT_TEXT);
 	log = stderr_end(cap);
 	assert_int_equal(rows_in(x.p.store, BIG_ROWS, "1000"), 1);
-	if (strstr(log, "attempt 1/3 failed") || count_of(log, "waits: its database is full (") != 1)
+	if (strstr(log, "attempt 1/3 failed") || count_of(log, DB_WAIT_LINE) != 1)
 		fail_msg("the first attempt was not a wait:\n%s", log);
 	free(log);
 	store_close(x.p.store);
