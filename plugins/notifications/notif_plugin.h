@@ -83,6 +83,7 @@ typedef struct notif_state {
 	/* Served on /metrics (ABI 1.9; NULL on an older host, or refused): */
 	evh_metric *mails;     /* notifications_mails_total{result}, sent/failed/refused */
 	evh_metric *send_time; /* notifications_send_seconds: one SMTP or Maildir delivery */
+	evh_metric *maildir_full; /* notifications_maildir_full: 1 after a write found no room */
 } notif_state;
 
 /* What one message to one recipient consists of, before rendering. */

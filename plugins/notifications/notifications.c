@@ -455,6 +455,10 @@ notif_send_result notif_deliver(notif_state *st, const notif_content *c, const c
 	} else {
 		unsigned remade = __atomic_load_n(&st->maildir.remade, __ATOMIC_RELAXED);
 		res = notif_maildir_deliver(&st->maildir, msg, len, NULL, 0, err, errlen);
+		/* Until a write goes through: the waiting events say nothing to
+		 * /metrics, and evhost_store_full is the database's alone. */
+		if (res == NOTIF_SEND_OK || res == NOTIF_SEND_NO_ROOM)
+			evh_metric_set(st->maildir_full, NULL, res == NOTIF_SEND_NO_ROOM);
 		if (__atomic_load_n(&st->maildir.remade, __ATOMIC_RELAXED) != remade)
 			evh_log(st->p, EVH_LOG_WARN,
 			        "maildir: %s, or its tmp/ or new/, was removed: made again",
@@ -825,6 +829,13 @@ static int notif_init(evh_plugin *p, void **state)
 	                               "Time to hand one message to the SMTP server, or to write "
 	                               "it to the Maildir, in seconds.",
 	                               NULL);
+	/* Declared with SMTP too, at 0: a reload that leaves the Maildir does
+	 * not leave its last value behind. */
+	st->maildir_full = evh_metric_new(p, EVH_METRIC_GAUGE, "notifications_maildir_full",
+	                                  "1 while the Maildir (transport = maildir) has no room "
+	                                  "for a mail (a full disk, a quota): its events wait.",
+	                                  NULL);
+	evh_metric_set(st->maildir_full, NULL, 0);
 	evh_log(p, EVH_LOG_INFO, "sending mail via %s as <%s>", st->use_smtp ? "smtp" : "maildir",
 	        st->from_addr);
 	/* Last: fail: has no thread to stop. */

@@ -26,7 +26,7 @@ import pytest
 
 import evhost_testlib as lib
 from test_delivery import Stack, admin, db_rows, welcome_counts
-from test_metrics import scrape_value
+from test_metrics import Scrape, scrape_value
 
 FS_SIZE = "24m"
 
@@ -233,6 +233,9 @@ def test_maildir_on_a_full_disk_waits_and_mails_once_there_is_room(
     assert "dead_lettered" not in log and "dead-letter topic" not in log
     assert not maildir_files(box, "full@example.org")
     assert list((box / "tmp").iterdir()) == []
+    # Readiness looks at the databases (they take writes); the gauge says it.
+    assert st.d.get("/readyz").json()["storage"] == "writable"
+    assert Scrape(st.d).get("notifications_maildir_full", plugin="notifications") == 1
 
     os.unlink(filler)
     lib.wait_until(lambda: maildir_files(box, "full@example.org"), timeout=60,
@@ -243,6 +246,7 @@ def test_maildir_on_a_full_disk_waits_and_mails_once_there_is_room(
                                    ("full@example.org",)) == [("sent",)],
                    timeout=30, message="its row says sent")
     assert len(maildir_files(box, "full@example.org")) == 1
+    assert Scrape(st.d).get("notifications_maildir_full", plugin="notifications") == 0
     r = st.d.get("/admin/plugins/notifications/dlq", headers=admin(), timeout=30)
     assert r.status_code == 200 and r.json()["messages"] == [], r.text
     assert st.d.stop() == 0

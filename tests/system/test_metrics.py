@@ -609,6 +609,7 @@ def test_counters_are_there_at_zero_from_the_start(evhostd):
     mails = {lbl["result"]: v for lbl, v in scrape.series("notifications_mails_total")
              if lbl["plugin"] == "notifications"}
     assert mails == {"sent": 0, "failed": 0, "refused": 0}, mails
+    assert scrape.get("notifications_maildir_full", plugin="notifications") == 0, scrape.text
     logins = {lbl["result"]: v for lbl, v in scrape.series("user_logins_total")
               if lbl["plugin"] == "user"}
     assert logins == {"ok": 0, "failed": 0, "locked": 0, "busy": 0}, logins
