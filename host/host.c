@@ -1505,14 +1505,17 @@ void host_stop(host *h)
 	/* A JWKS fetch under way gives up rather than hold the stop; requests
 	 * waiting for it are answered before HTTP waits for them to end. */
 	jwks_fetcher_signal_stop(h->jwks);
+	/* Before HTTP's drain, which may last stop_timeout: each consumer ends
+	 * the message in hand and takes no other meanwhile (a mail sent then
+	 * would be sent again after the start, and a stop held past its guard). */
+	for (size_t i = 0; i < h->nplugins; i++)
+		consumer_signal_stop(h->plugins[i], t0 + budget);
 	if (h->http) {
 		stopguard_at("HTTP: requests in flight (a route handler that has not returned)");
 		http_stop(h->http);
 		h->http = NULL;
 	}
 	admin_stop(h);
-	for (size_t i = 0; i < h->nplugins; i++)
-		consumer_signal_stop(h->plugins[i], t0 + budget);
 	for (size_t i = 0; i < h->nplugins; i++) {
 		stopguard_at("plugin '%s': its consumer (an event handler that has not returned)",
 		             h->plugins[i]->name);
