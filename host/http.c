@@ -1431,8 +1431,10 @@ typedef struct body_watch {
 	int64_t allowed_ms;  /* from the start of the read */
 	char peer[48];
 	int peer_port, local_port;
-	atomic_int cut;
+	atomic_int cut; /* BODY_CUT_SLOW, BODY_CUT_STOP */
 } body_watch;
+
+enum { BODY_CUT_SLOW = 1, BODY_CUT_STOP = 2 };
 
 /* The rate a body must keep on average, past its first request_timeout:
  * Apache's mod_reqtimeout asks 500 bytes a second; a mobile client's
@@ -1441,6 +1443,9 @@ typedef struct body_watch {
 
 static pthread_mutex_t body_watch_mu = PTHREAD_MUTEX_INITIALIZER;
 static body_watch *body_watches;
+/* The server stops (http_stop): a body not read whole yet is not waited
+ * for; body_watch_mu held. */
+static int bodies_stopping;
 
 static void body_watch_begin(body_watch *w, const struct mg_request_info *ri, int64_t bytes,
                              int64_t timeout_ms)
@@ -1456,6 +1461,8 @@ static void body_watch_begin(body_watch *w, const struct mg_request_info *ri, in
 	if (body_watches)
 		body_watches->prev = w;
 	body_watches = w;
+	if (bodies_stopping)
+		atomic_store(&w->cut, BODY_CUT_STOP);
 	pthread_mutex_unlock(&body_watch_mu);
 }
 
@@ -1473,17 +1480,21 @@ static void body_watch_end(body_watch *w)
 	pthread_mutex_unlock(&body_watch_mu);
 }
 
-size_t http_cut_slow_bodies(void)
+/* Cut the bodies past their time, or all of them with BODY_CUT_STOP (and
+ * the ones that start after). */
+static size_t cut_bodies(int why)
 {
 	int64_t now = clock_mono_ms();
 	size_t n = 0;
 	pthread_mutex_lock(&body_watch_mu);
+	if (why == BODY_CUT_STOP)
+		bodies_stopping = 1;
 	for (body_watch *w = body_watches; w; w = w->next) {
 		int fd;
-		if (atomic_load(&w->cut) || now < w->deadline_ms)
+		if (atomic_load(&w->cut) || (why == BODY_CUT_SLOW && now < w->deadline_ms))
 			continue;
-		atomic_store(&w->cut, 1);
-		/* For reading only: the answer (408) can still be written. */
+		atomic_store(&w->cut, why);
+		/* For reading only: the answer (408, 503) can still be written. */
 		if ((fd = stream_find_socket(w->peer, w->peer_port, w->local_port)) >= 0 &&
 		    shutdown(fd, SHUT_RD) == 0)
 			n++;
@@ -1491,6 +1502,8 @@ size_t http_cut_slow_bodies(void)
 	pthread_mutex_unlock(&body_watch_mu);
 	return n;
 }
+
+size_t http_cut_slow_bodies(void) { return cut_bodies(BODY_CUT_SLOW); }
 
 static int read_body_unwatched(const host *h, evh_request *req, evh_response *resp,
                                int64_t timeout_ms);
@@ -1506,9 +1519,19 @@ static int read_body(const host *h, evh_request *req, evh_response *resp)
 		return read_body_unwatched(h, req, resp, timeout_ms);
 	/* A chunked body's length is not known: its bound is max_body_bytes. */
 	body_watch_begin(&w, req->ri, cl >= 0 ? cl : limit, timeout_ms);
-	rc = read_body_unwatched(h, req, resp, timeout_ms);
+	/* Begun as the server stops: not waited for (nor its 100 Continue sent). */
+	rc = atomic_load(&w.cut) == BODY_CUT_STOP ? -1
+	                                          : read_body_unwatched(h, req, resp, timeout_ms);
 	body_watch_end(&w);
-	if (rc != 0 && atomic_load(&w.cut)) {
+	if (rc != 0 && atomic_load(&w.cut) == BODY_CUT_STOP) {
+		/* Nothing was done with it: the client may send it again. */
+		resp_free(resp);
+		resp->close = 1;
+		http_resp_header(resp, "Retry-After", "1");
+		problem(resp, 503, "unavailable",
+		        "the server is stopping: the body was not read whole (%zu%s%.0lld bytes came)",
+		        req->body_len, cl >= 0 ? " of " : "", cl >= 0 ? (long long)cl : 0LL);
+	} else if (rc != 0 && atomic_load(&w.cut)) {
 		resp_free(resp);
 		resp->close = 1;
 		problem(resp, 408, "request-timeout",
@@ -2619,6 +2642,55 @@ static const char *caller_traceparent(const struct mg_request_info *ri, char buf
 	return buf;
 }
 
+/* The request a civetweb worker is in (handle_request), for the stop's
+ * warning about those it leaves running: one per worker thread, listed
+ * while the thread runs. Its own lock, taken by the worker twice a
+ * request, is contended only by that warning. */
+typedef struct busy_slot {
+	struct busy_slot *prev, *next;
+	const http_server *srv;
+	pthread_mutex_t mu;
+	const evh_request *req; /* NULL: between requests */
+	double since_ms;        /* now_ms() */
+} busy_slot;
+
+static _Thread_local busy_slot my_busy = {.mu = PTHREAD_MUTEX_INITIALIZER};
+static pthread_mutex_t busy_mu = PTHREAD_MUTEX_INITIALIZER; /* the list */
+static busy_slot *busy_slots;
+
+static void busy_set(const evh_request *req, double since_ms)
+{
+	pthread_mutex_lock(&my_busy.mu);
+	my_busy.req = req;
+	my_busy.since_ms = since_ms;
+	pthread_mutex_unlock(&my_busy.mu);
+}
+
+/* Say each request of `srv` still running (at most 10 lines). */
+static void busy_say(const http_server *srv, int waited_ms)
+{
+	int said = 0, more = 0;
+	double now = now_ms();
+	pthread_mutex_lock(&busy_mu);
+	for (busy_slot *b = busy_slots; b; b = b->next) {
+		if (b->srv != srv)
+			continue;
+		pthread_mutex_lock(&b->mu);
+		if (b->req && said < 10) {
+			log_warn("http", "still running after %d ms of the stop, left without an answer: "
+			                 "%s %s (request %s, running for %.0f ms)",
+			         waited_ms, b->req->method, b->req->path, b->req->id, now - b->since_ms);
+			said++;
+		} else if (b->req) {
+			more++;
+		}
+		pthread_mutex_unlock(&b->mu);
+	}
+	pthread_mutex_unlock(&busy_mu);
+	if (more)
+		log_warn("http", "and %d more request(s) still running", more);
+}
+
 static int handle_request(struct mg_connection *conn, void *cbdata)
 {
 	http_server *srv = cbdata;
@@ -2655,6 +2727,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 	/* Counted before `stopping` is read, so a stop either waits for this
 	 * request or this request sees the stop. */
 	atomic_fetch_add(&srv->inflight, 1);
+	busy_set(&req, t0);
 	if (atomic_load(&srv->stopping)) {
 		http_resp_header(&resp, "Retry-After", "1");
 		problem(&resp, 503, "unavailable", "the server is stopping");
@@ -2691,6 +2764,7 @@ static int handle_request(struct mg_connection *conn, void *cbdata)
 		         cert ? ", client " : "", cert ? cert : "", refused ? ": " : "",
 		         refused ? resp.refusal : "");
 	log_set_context(NULL, NULL);
+	busy_set(NULL, 0);
 	resp_free(&resp);
 	req_free(&req);
 	if (atomic_fetch_sub(&srv->inflight, 1) == 1 && atomic_load(&srv->stopping)) {
@@ -2921,14 +2995,23 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 int http_has_ipv6(void) { return mg_check_feature(MG_FEATURES_IPV6) != 0; }
 
 /* Each civetweb thread: a stack for the crash handler (a plugin's handler
- * may overflow the worker's 100 KiB), given back when it ends. */
+ * may overflow the worker's 100 KiB), given back when it ends; a worker's
+ * busy slot listed. */
 static void *worker_thread_init(const struct mg_context *ctx, int thread_type)
 {
 	http_server *srv = ctx ? mg_get_user_data(ctx) : NULL;
 	if (srv && thread_type == 0)
 		atomic_fetch_add(&srv->masters, 1);
-	else if (srv && thread_type == 1)
+	else if (srv && thread_type == 1) {
 		atomic_fetch_add(&srv->workers, 1);
+		pthread_mutex_lock(&busy_mu);
+		my_busy.srv = srv;
+		my_busy.next = busy_slots;
+		if (busy_slots)
+			busy_slots->prev = &my_busy;
+		busy_slots = &my_busy;
+		pthread_mutex_unlock(&busy_mu);
+	}
 	return crash_thread_enter();
 }
 
@@ -2958,7 +3041,18 @@ static int threads_started(http_server *srv, int want, char *err, size_t errlen)
 
 static void worker_thread_exit(const struct mg_context *ctx, int thread_type, void *stack)
 {
-	(void)ctx, (void)thread_type;
+	(void)ctx;
+	if (thread_type == 1 && my_busy.srv) {
+		pthread_mutex_lock(&busy_mu);
+		if (my_busy.prev)
+			my_busy.prev->next = my_busy.next;
+		else
+			busy_slots = my_busy.next;
+		if (my_busy.next)
+			my_busy.next->prev = my_busy.prev;
+		my_busy.srv = NULL;
+		pthread_mutex_unlock(&busy_mu);
+	}
 	crash_thread_leave(stack);
 }
 
@@ -3094,6 +3188,9 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 		return -1;
 	}
 	srv->h = h;
+	pthread_mutex_lock(&body_watch_mu); /* a server stopped before, in tests */
+	bodies_stopping = 0;
+	pthread_mutex_unlock(&body_watch_mu);
 	if (listen_spec(srv, &h->set, err, errlen) != 0) {
 		free(srv);
 		return -1;
@@ -3285,11 +3382,15 @@ void http_stop(http_server *srv)
 		         left, STREAM_STOP_GRACE_MS, stream_hub_cut(stream_hub_global()));
 		stream_hub_wait_idle(stream_hub_global(), STREAM_STOP_GRACE_MS);
 	}
-	if ((left = drain_requests(srv, budget)) > 0)
+	/* A body still coming is not waited for: 503, nothing done with it. */
+	cut_bodies(BODY_CUT_STOP);
+	if ((left = drain_requests(srv, budget)) > 0) {
 		log_warn("http",
 		         "%d request(s) still running after [host] stop_timeout (%d ms); their "
 		         "clients get no answer",
 		         left, budget);
+		busy_say(srv, budget);
+	}
 	if (pthread_create(&t, NULL, stop_main, &st) == 0) {
 		for (int i = 0; i < 200 && !atomic_load(&st.done); i++) {
 			struct timespec ts = {0, 10 * 1000 * 1000};

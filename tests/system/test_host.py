@@ -2255,9 +2255,40 @@ def test_sigterm_waits_for_requests_in_flight_only_as_long_as_stop_timeout(evhos
     d.send_signal(signal.SIGTERM)
     d.wait_for_log("1 request(s) still running after [host] stop_timeout (1000 ms); their "
                    "clients get no answer")
+    # Named: the line said how many, and the docs promised which.
+    d.wait_for_log("still running after 1000 ms of the stop, left without an answer: POST "
+                   "/probe/publish (request ")
     t.join(20)
     assert "e" in out, out
     assert d.wait(timeout=30) == 0, d.log_tail()
+
+
+def test_a_body_still_coming_at_a_stop_is_answered_503_not_waited_for(evhostd, build_dir):
+    # A client sending its body slowly held the stop's drain for all of
+    # stop_timeout (and the consumers with it), then got no answer. Nothing
+    # has been done with a body not read whole: it is answered 503 with
+    # Retry-After at once, and the stop goes on.
+    d = evhostd({"host": {"stop_timeout": "30s"}, "http": {"request_timeout": "30s"},
+                 "plugin.probe": probe_conf(build_dir, subscribe="false")})
+    with socket.create_connection(("127.0.0.1", d.port), timeout=30) as c:
+        c.sendall(b"POST /probe/publish HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n")
+        # The 100 Continue: the server is reading the body.
+        assert c.recv(100).startswith(b"HTTP/1.1 100 "), "no 100 Continue"
+        c.sendall(b'{"n": 1')
+        d.send_signal(signal.SIGTERM)
+        answer = b""
+        while b"}" not in answer:
+            chunk = c.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 503 "), answer
+    assert b"\r\nRetry-After: 1\r\n" in answer, answer
+    detail = json.loads(answer[answer.index(b"{"):])["detail"]
+    assert detail.startswith("the server is stopping: the body was not read whole (7 of 100 "
+                             "bytes came)"), detail
+    assert d.wait(timeout=20) == 0, d.log_tail()
+    assert lib.count_rows(d.state_dir, "probe", "evh_log") == 0
 
 
 def test_a_stop_held_by_a_handler_that_does_not_return_ends_after_stop_timeout(
