@@ -84,6 +84,11 @@
 #define REDRIVE_MAX 10000  /* dead letters sent per redrive of all */
 #define REDRIVE_CHUNK 1000 /* read at a time by a redrive of all */
 #define REDRIVE_SCAN_MS 30000 /* a redrive of all reads no new chunk after that */
+/* Records of dead letters gone from their topic a redrive forgets per
+ * transaction, and in all (a backlog of a million goes over a few
+ * redrives, none holding the plugin's database up for long). */
+#define FORGET_BATCH 5000
+#define FORGET_BATCHES 100
 #define ADMIN_BODY_DEPTH 16    /* levels of nesting a request body may have */
 /* Entries a redrive's answer lists, beyond each redriven one (at most
  * REDRIVE_MAX): a redrive of all skips every dead letter redriven before,
@@ -1154,6 +1159,7 @@ struct redrive_job {
 	size_t not_listed[3]; /* of those, left out of results (REDRIVE_LIST_*) */
 	size_t sent;       /* sent or failed by dlq_redrive, all chunks */
 	size_t unrecorded; /* redriven but not recorded */
+	int forgot;        /* the records of gone dead letters were forgotten */
 	int more;          /* all: stopped before the end (truncated) */
 	char stopped[512]; /* all: why, when a read failed part way */
 	char next_after[400]; /* all, more: the position to go on after */
@@ -1266,6 +1272,48 @@ static int redrive_halt(evh_response *resp, struct redrive_job *j, const char *w
 	return 0;
 }
 
+/* Forget the records of dead letters the topics no longer hold: those below
+ * each partition's log start as the redrive's first read saw it (every
+ * partition's, or the read failed). Sound here: the plugin's redrives run
+ * one at a time (redrive_claim_wait), so each record was made before that
+ * read, of a dead letter below the start it saw only if that one is gone for
+ * good. A listing runs beside a redrive and forgets nothing: a record made
+ * after its read, of a topic deleted and made again meanwhile (numbered from
+ * 0 again), could be below the start that read saw while its dead letter is
+ * there. Best effort: what is kept, a later redrive forgets. */
+static void forget_gone(host *h, struct redrive_job *j)
+{
+	dlq_start *v = calloc(j->l.nlows ? j->l.nlows : 1, sizeof *v);
+	evh_plugin *p = NULL;
+	int64_t total = 0, n = 0;
+	int more = 1, rc = v ? EVH_OK : EVH_ENOMEM;
+
+	j->forgot = 1;
+	store_thread_error_clear();
+	for (size_t i = 0; v && i < j->l.nlows; i++)
+		v[i] = (dlq_start){j->l.lows[i].topic, j->l.lows[i].partition, j->l.lows[i].lo};
+	if (!rc && j->l.nlows && (p = host_pin_plugin(h, j->name)) && p->store)
+		for (int b = 0; !rc && more && b < FORGET_BATCHES && !atomic_load(&h->stopping);
+		     b++) {
+			rc = store_dlq_forget_gone(p->store, v, j->l.nlows, FORGET_BATCH, &n, &more);
+			total += n;
+		}
+	if (p)
+		host_unpin_plugin(h, p);
+	free(v);
+	if (total)
+		log_info(ADMIN_LOG,
+		         "%s: forgot %" PRId64 " redriven dead letter(s) no longer in their topic "
+		         "(below its log start)",
+		         j->name, total);
+	if (rc)
+		log_warn(ADMIN_LOG,
+		         "%s: the records of redriven dead letters no longer in their topic could "
+		         "not be forgotten (%s%s%s); a later redrive forgets them",
+		         j->name, host_strerror(rc), *store_thread_error() ? ": " : "",
+		         store_thread_error());
+}
+
 /* Redrive what was chosen of j->l (each pick, or all), adding to the
  * results. All: no more than REDRIVE_MAX sent by the request, so it may
  * stop part way; *end is the index after the last message gone through
@@ -1290,6 +1338,8 @@ static int redrive_chunk(host *h, evh_response *resp, struct redrive_job *j, pic
 	*end = 0;
 	if (mark_redriven(h, j->name, &j->l, j->done_before, why, sizeof why) != 0)
 		return redrive_halt(resp, j, why);
+	if (!j->forgot)
+		forget_gone(h, j);
 	/* In rounds: those dlq_redrive skips leave room for more. */
 	while (next < j->l.n && (!all || j->sent < REDRIVE_MAX)) {
 		evh_plugin *p;

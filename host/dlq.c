@@ -53,6 +53,8 @@ struct reader {
 	rd_kafka_t *rk;
 	struct part *parts; /* sorted by topic, partition */
 	size_t nparts;
+	dlq_low *lows; /* every partition's, empty ones too (dlq_list.lows) */
+	size_t nlows;
 	dlq_list *out;
 	size_t cap;
 	int64_t deadline;
@@ -75,6 +77,13 @@ static void msg_free(dlq_msg *m)
 	free(m->value);
 }
 
+static void lows_free(dlq_low *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].topic);
+	free(v);
+}
+
 void dlq_list_free(dlq_list *l)
 {
 	if (!l)
@@ -82,6 +91,7 @@ void dlq_list_free(dlq_list *l)
 	for (size_t i = 0; i < l->n; i++)
 		msg_free(&l->v[i]);
 	free(l->v);
+	lows_free(l->lows, l->nlows);
 	memset(l, 0, sizeof *l);
 }
 
@@ -191,6 +201,11 @@ static int add_part(struct reader *r, const char *topic, int32_t partition, char
 	status = kafka_watermarks(r->rk, topic, partition, &lo, &hi, ms, err, errlen);
 	if (status)
 		return status;
+	/* An emptied partition's too: retention's usual end of a topic. */
+	if (!(r->lows[r->nlows].topic = strdup(topic)))
+		return EVH_ENOMEM;
+	r->lows[r->nlows].partition = partition;
+	r->lows[r->nlows++].lo = lo;
 	if (hi <= lo)
 		return EVH_OK; /* empty */
 	p = &r->parts[r->nparts];
@@ -234,7 +249,8 @@ static int plan(struct reader *r, const char *const *topics, size_t ntopics, cha
 	for (int t = 0; t < md->topic_cnt; t++)
 		total += (size_t)md->topics[t].partition_cnt;
 	r->parts = calloc(total ? total : 1, sizeof *r->parts);
-	if (!r->parts)
+	r->lows = calloc(total ? total : 1, sizeof *r->lows);
+	if (!r->parts || !r->lows)
 		status = EVH_ENOMEM;
 	for (size_t i = 0; !status && i < ntopics; i++) {
 		int dup = 0;
@@ -386,10 +402,15 @@ static int reader_close(struct reader *r, int status)
 	for (size_t i = 0; i < r->nparts; i++)
 		free(r->parts[i].topic);
 	free(r->parts);
-	if (status)
+	if (status) {
+		lows_free(r->lows, r->nlows);
 		dlq_list_free(r->out);
-	else if (r->out->n)
+		return status;
+	}
+	if (r->out->n)
 		qsort(r->out->v, r->out->n, sizeof *r->out->v, msg_cmp);
+	r->out->lows = r->lows;
+	r->out->nlows = r->nlows;
 	return status;
 }
 

@@ -28,10 +28,23 @@ typedef struct dlq_msg {
 	size_t *hlen;
 } dlq_msg;
 
+/* Where a partition of a dead-letter topic began (its low watermark) when
+ * a read looked: no dead letter below `lo` is in it any more. */
+typedef struct dlq_low {
+	char *topic;
+	int32_t partition;
+	int64_t lo;
+} dlq_low;
+
 typedef struct dlq_list {
 	dlq_msg *v; /* sorted by topic, partition, offset */
 	size_t n;
 	int truncated; /* more messages than `limit` after the last one */
+	/* Every partition of the topics that exist, empty ones too, as the read
+	 * found them before reading any: all of them or, when a partition's
+	 * watermarks could not be read, no read (an error). */
+	dlq_low *lows;
+	size_t nlows;
 } dlq_list;
 
 /* A position in the dead-letter topics. The caller owns `topic`. */

@@ -4090,3 +4090,63 @@ int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, 
 	store_unlock(s);
 	return status;
 }
+
+/* The rows of one partition below its log start, at most `max`, through
+ * the primary key's range. */
+static int forget_gone_one(store *s, const dlq_start *d, int max, int64_t *deleted, char *err,
+                           size_t errlen)
+{
+	evh_value v[4];
+	int64_t changes = 0;
+	int status;
+
+	v[0] = EVH_TEXT(d->topic);
+	v[1] = EVH_INT(d->partition);
+	v[2] = EVH_INT(d->offset);
+	v[3] = EVH_INT(max);
+	status = host_run(s,
+	                  "DELETE FROM evh_dlq_redriven WHERE rowid IN (SELECT rowid FROM"
+	                  " evh_dlq_redriven WHERE dlq_topic = ?1 AND \"partition\" = ?2"
+	                  " AND \"offset\" < ?3 LIMIT ?4)",
+	                  v, 4, &changes, NULL, err, errlen);
+	*deleted += changes;
+	return status;
+}
+
+int store_dlq_forget_gone(store *s, const dlq_start *v, size_t n, int max, int64_t *deleted,
+                          int *more)
+{
+	char err[STORE_ERR_LEN] = "";
+	int64_t count = 0;
+	int status;
+
+	*deleted = 0;
+	*more = 0;
+	if (!s || (n && !v) || max <= 0)
+		return EVH_EINVAL;
+	for (size_t i = 0; i < n; i++)
+		if (!v[i].topic)
+			return EVH_EINVAL;
+	status = store_lock_within(s, STORE_LOCK_WAIT_MS);
+	if (status)
+		return status;
+	/* Not durable at once: a deletion lost in a power failure leaves rows
+	 * the next one deletes, and a row kept too long redrives nothing. */
+	lazy_sync(s, 1);
+	status = begin_immediate(s, err, sizeof err);
+	for (size_t i = 0; !status && i < n && count < max; i++)
+		status = forget_gone_one(s, &v[i], max - (int)count, &count, err, sizeof err);
+	if (!status)
+		status = host_simple(s, "COMMIT", err, sizeof err);
+	if (status) {
+		rollback_if_open(s->w.db);
+		count = 0;
+		if (err[0]) /* the reason, for the caller's log (store_thread_error) */
+			snprintf(thread_error, sizeof thread_error, "%s", err);
+	}
+	lazy_sync(s, 0);
+	store_unlock(s);
+	*deleted = count;
+	*more = !status && count >= max;
+	return status;
+}

@@ -4,7 +4,8 @@
  * relay has yet to see acknowledged; view evh_outbox), evh_delivery (where
  * the broker put the others; view evh_events, the event log, kept for a
  * retention period), evh_inbox (event ids already handled) and
- * evh_dlq_redriven (dead letters sent back).
+ * evh_dlq_redriven (dead letters sent back, forgotten once gone from
+ * their topic).
  * Implements the SDK's transaction/exec/query calls.
  * One connection per plugin, guarded by a mutex held from tx_begin to
  * commit/rollback, so a plugin's transactions run one at a time; read
@@ -284,6 +285,22 @@ int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64
 int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
                             int64_t time_ms, const char *to_topic, int32_t to_partition,
                             int64_t to_offset);
+/* A dead-letter partition's log start (its low watermark) as a read of the
+ * partition saw it. The caller owns `topic`. */
+typedef struct dlq_start {
+	const char *topic;
+	int32_t partition;
+	int64_t offset;
+} dlq_start;
+/* Forget the redrives of dead letters gone from their topic: the records
+ * below each partition's log start in `v` (retention or DeleteRecords moved
+ * it past them: no dead letter there can match them again). At most `max`
+ * rows, in one transaction, waiting STORE_LOCK_WAIT_MS at most for the
+ * store (then EVH_EBUSY); *more: some may be left, call again. The caller
+ * sees that no record is made between its read of the log starts and this
+ * (a topic deleted and made again meanwhile numbers from 0 again). */
+int store_dlq_forget_gone(store *s, const dlq_start *v, size_t n, int max, int64_t *deleted,
+                          int *more);
 
 /* Inbox, within the handler's transaction. */
 /* The inbox check and record: records the event as handled in `tx` and

@@ -641,6 +641,67 @@ def test_a_redrive_keeps_an_empty_value_and_the_id_its_consumer_gave(
     assert copies["own-id"]["headers"]["ce_id"] == "x" * 255
 
 
+def redriven_offsets(d):
+    """The dead letters' offsets the probe's record of redrives holds."""
+    db = sqlite3.connect(str(Path(d.state_dir) / "probe.db"), timeout=30)
+    try:
+        return sorted(o for (o,) in db.execute('SELECT "offset" FROM evh_dlq_redriven'))
+    finally:
+        db.close()
+
+
+def test_a_redrive_forgets_the_records_of_dead_letters_gone_from_their_topic(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # Each dead letter redriven kept its record in evh_dlq_redriven for good
+    # (about 100 MB a million). A record below its partition's log start
+    # (retention, DeleteRecords) matches no dead letter again: a redrive
+    # forgets it. Those still in the topic stay redriven, and are not sent
+    # again; a partition emptied forgets them all.
+    topic = unique_name("gone")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
+    flag = tmp_path / "dependency-down"
+    flag.write_text("")
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"),
+              **{"retry.max_attempts": "2", "retry.backoff_ms": "50"})
+    for i in range(6):
+        r = d.post(f"/probe/publish?key=k{i}", json={"fail_while": str(flag), "n": i})
+        assert r.status_code == 200, r.text
+    letters = wait_dlq(d, 6)["messages"]
+    assert [(m["partition"], m["offset"]) for m in letters] == [(0, o) for o in range(6)]
+    flag.unlink()
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60,
+               json={"offsets": [{"partition": 0, "offset": o} for o in range(4)]})
+    assert r.status_code == 200 and r.json()["redriven"] == 4, r.text
+    assert sorted(r["data"]["n"] for r in wait_seen(d, 4)) == [0, 1, 2, 3]
+    assert redriven_offsets(d) == [0, 1, 2, 3]
+
+    lib.delete_records(dlq_topic, {0: 2}, brokers=kafka_bootstrap)
+    mark = len(d.log_text())
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert (res["redriven"], res["skipped"], res["failed"]) == (2, 2, 0), res
+    assert sorted(e["offset"] for e in res["results"] if e["outcome"] == "skipped") == [2, 3]
+    assert redriven_offsets(d) == [2, 3, 4, 5]
+    assert "probe: forgot 2 redriven dead letter(s) no longer in their topic" in \
+        d.log_text()[mark:], d.log_tail()
+    body = dlq(d)
+    assert [(m["offset"], m["redriven"]) for m in body["messages"]] == [
+        (o, True) for o in range(2, 6)], body
+    assert sorted(r["data"]["n"] for r in wait_seen(d, 6)) == list(range(6))
+
+    # The partition emptied (its log start at its end): every record goes.
+    lib.delete_records(dlq_topic, {0: 6}, brokers=kafka_bootstrap)
+    r = d.post("/admin/plugins/probe/dlq/redrive", headers=auth(), timeout=60)
+    assert r.status_code == 200, r.text
+    assert (r.json()["redriven"], r.json()["skipped"]) == (0, 0), r.text
+    assert redriven_offsets(d) == []
+    time.sleep(1)
+    assert len(seen(d)) == 6, seen(d)  # each handled once
+    assert d.stop() == 0, d.log_tail()
+
+
 # ------------------------------------------------------------------ replay
 
 

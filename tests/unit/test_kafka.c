@@ -1661,6 +1661,9 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	assert_string_equal(err, "reading the dead-letter topics took longer than 300 ms");
 	assert_int_equal(l.n, 0);
 	assert_null(l.v);
+	/* no log start of a failed read: none is to forget records by */
+	assert_null(l.lows);
+	assert_int_equal(l.nlows, 0);
 
 	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
 	assert_int_equal(l.n, 1);
@@ -1685,6 +1688,7 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	rd_kafka_mock_topic_set_error(g.mc, TOPIC, RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE);
 	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_EKAFKA);
 	assert_int_equal(l.n, 0);
+	assert_int_equal(l.nlows, 0);
 	assert_non_null(strstr(err, "cannot read the dead-letter topic " TOPIC ": "));
 	rd_kafka_mock_topic_set_error(g.mc, TOPIC, RD_KAFKA_RESP_ERR_NO_ERROR);
 	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
@@ -1755,6 +1759,10 @@ static void test_dlq_reads_in_order_from_a_position(void **state)
 	assert_int_equal(l.n, 3);
 	assert_true(l.truncated);
 	expect_letters_at(&l, order);
+	/* every partition's log start, those past the limit too */
+	assert_int_equal(l.nlows, 4);
+	for (size_t i = 0; i < l.nlows; i++)
+		assert_int_equal(l.lows[i].lo, 0);
 	dlq_list_free(&l);
 	assert_int_equal(dlq_read_after(g.k, topics, 2, &after, 10, SIZE_MAX, WAIT_MS, &l, err,
 	                                sizeof err),

@@ -2129,6 +2129,54 @@ static void test_dlq_redriven_records(void **state)
 	assert_non_null(strstr(err, ": adding the dead letters' time to evh_dlq_redriven: "));
 }
 
+/* The records of dead letters below their partition's log start go, in
+ * batches of `max`; those at or above it, and other partitions' and
+ * topics', stay. */
+static void test_dlq_forget_gone(void **state)
+{
+	fixture *f = *state;
+	const dlq_start gone[] = {{"T.p.dlq", 0, 6}, {"T.p.dlq", 1, 0}, {"V.p.dlq", 0, 100}};
+	int64_t deleted = -1;
+	int more = -1;
+
+	for (int64_t off = 0; off < 10; off++)
+		assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 0, off, 1000 + off, "T", 0,
+		                                         off),
+		                 EVH_OK);
+	for (int64_t off = 0; off < 3; off++)
+		assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 1, off, -1, "T", 1, off),
+		                 EVH_OK);
+	assert_int_equal(store_dlq_mark_redriven(f->s, "U.p.dlq", 0, 2, 7, "U", 0, 2), EVH_OK);
+
+	assert_int_equal(store_dlq_forget_gone(f->s, gone, 3, 4, &deleted, &more), EVH_OK);
+	assert_int_equal(deleted, 4);
+	assert_int_equal(more, 1);
+	assert_int_equal(store_dlq_forget_gone(f->s, gone, 3, 4, &deleted, &more), EVH_OK);
+	assert_int_equal(deleted, 2);
+	assert_int_equal(more, 0);
+	assert_int_equal(store_dlq_forget_gone(f->s, gone, 3, 4, &deleted, &more), EVH_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(more, 0);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_dlq_redriven"), 4 + 3 + 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 5, 1005), 0);
+	/* at the log start: still in the topic, still redriven */
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 6, 1006), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, 9, 1009), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 1, 0, -1), 1);
+	assert_int_equal(store_dlq_redriven(f->s, "U.p.dlq", 0, 2, 7), 1);
+	/* none given: nothing to do */
+	assert_int_equal(store_dlq_forget_gone(f->s, NULL, 0, 4, &deleted, &more), EVH_OK);
+	assert_int_equal(deleted, 0);
+
+	assert_int_equal(store_dlq_forget_gone(NULL, gone, 3, 4, &deleted, &more), EVH_EINVAL);
+	assert_int_equal(store_dlq_forget_gone(f->s, NULL, 1, 4, &deleted, &more), EVH_EINVAL);
+	assert_int_equal(store_dlq_forget_gone(f->s, gone, 3, 0, &deleted, &more), EVH_EINVAL);
+	assert_int_equal(store_dlq_forget_gone(f->s, (const dlq_start[]){{NULL, 0, 9}}, 1, 4,
+	                                       &deleted, &more),
+	                 EVH_EINVAL);
+	assert_int_equal(query_int(f->s, "SELECT COUNT(*) FROM evh_dlq_redriven"), 8);
+}
+
 /* ----------------------------------------------------------- concurrency */
 
 #define THREADS 4
@@ -3393,6 +3441,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_from_position, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_many_partitions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dlq_redriven_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dlq_forget_gone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
