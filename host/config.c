@@ -1617,9 +1617,61 @@ static const key_def http_keys[] = {
 
 /* [kafka] */
 
+/* What is wrong with the broker `b` (its `n` bytes: [PROTO://]HOST:PORT or
+ * [PROTO://][IPV6]:PORT), in why; 0 when nothing. librdkafka takes a port
+ * past 65535 modulo 65536, letters as port 0, and a bare IPv6 address's
+ * last group as its port: it would connect where nobody wrote. */
+static int broker_wrong(const char *b, size_t n, char *why, size_t whylen)
+{
+	char one[300], *host, *colon;
+	size_t skip = strspn(b, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_");
+	int port;
+
+	if (n >= sizeof one) {
+		snprintf(why, whylen, "a broker of %zu bytes is too long", n);
+		return -1;
+	}
+	memcpy(one, b, n);
+	one[n] = '\0';
+	host = skip && skip < n && !strncmp(one + skip, "://", 3) ? one + skip + 3 : one;
+	if (*host == '[') {
+		char *end = strchr(host, ']');
+		if (!end) {
+			snprintf(why, whylen, "broker '%s' has no ']' after its IPv6 address", one);
+			return -1;
+		}
+		colon = end[1] == ':' ? end + 1 : NULL;
+		if (end[1] && !colon) {
+			snprintf(why, whylen, "broker '%s': expected ':PORT' after ']'", one);
+			return -1;
+		}
+	} else {
+		colon = strrchr(host, ':');
+		if (colon && memchr(host, ':', (size_t)(colon - host))) {
+			snprintf(why, whylen, "broker '%s': write an IPv6 address in brackets, "
+			                      "[ADDRESS]:PORT", one);
+			return -1;
+		}
+		if (colon == host || !*host) {
+			snprintf(why, whylen, "broker '%s' has no host", one);
+			return -1;
+		}
+	}
+	if (!colon) {
+		snprintf(why, whylen, "broker '%s' needs its port (HOST:PORT)", one);
+		return -1;
+	}
+	if (parse_port(colon + 1, &port) != 0 || port == 0) {
+		snprintf(why, whylen, "broker '%s': the port must be a number from 1 to 65535", one);
+		return -1;
+	}
+	return 0;
+}
+
 static void k_brokers(set_ctx *x, const cfg_entry *e)
 {
 	const char *v = e->value;
+	char why[400];
 	/* librdkafka takes ",," as no broker at all: the daemon would never be
 	 * ready ("No bootstrap.servers configured"), with no line to blame. */
 	if (*v && !v[strspn(v, ", \t")]) {
@@ -1630,6 +1682,17 @@ static void k_brokers(set_ctx *x, const cfg_entry *e)
 		bad_value(x, e, "did you mean 'embedded' (lower case)? a host needs its port");
 		return;
 	}
+	if (strcmp(v, "embedded") != 0)
+		for (const char *b = v; *b;) {
+			size_t n;
+			b += strspn(b, ", \t");
+			n = strcspn(b, ", \t");
+			if (n && broker_wrong(b, n, why, sizeof why) != 0) {
+				bad_value(x, e, why);
+				return;
+			}
+			b += n;
+		}
 	get_nonempty(x, e, &x->s->brokers);
 	x->s->embedded = x->s->brokers && !strcmp(x->s->brokers, "embedded");
 }

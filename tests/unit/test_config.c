@@ -864,6 +864,43 @@ static void test_brokers_required(void **state)
 	expect_one_error("[kafka]\nbrokers = Embedded\n", "b.conf",
 	                 "b.conf:2: [kafka] brokers: did you mean 'embedded' (lower case)? a host "
 	                 "needs its port, got 'Embedded'");
+	/* librdkafka connects where nobody wrote: port 99999 as 34463, letters
+	 * as port 0, a bare IPv6 address's last group as its port. */
+	expect_one_error("[kafka]\nbrokers = a:9092, 127.0.0.1:99999\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker '127.0.0.1:99999': the port must be a "
+	                 "number from 1 to 65535, got 'a:9092, 127.0.0.1:99999'");
+	expect_one_error("[kafka]\nbrokers = k:abc\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker 'k:abc': the port must be a number "
+	                 "from 1 to 65535, got 'k:abc'");
+	expect_one_error("[kafka]\nbrokers = k:0\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker 'k:0': the port must be a number "
+	                 "from 1 to 65535, got 'k:0'");
+	expect_one_error("[kafka]\nbrokers = ::1:19092\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker '::1:19092': write an IPv6 address in "
+	                 "brackets, [ADDRESS]:PORT, got '::1:19092'");
+	expect_one_error("[kafka]\nbrokers = [::1:19092\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker '[::1:19092' has no ']' after its IPv6 "
+	                 "address, got '[::1:19092'");
+	expect_one_error("[kafka]\nbrokers = [::1]9092\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker '[::1]9092': expected ':PORT' after "
+	                 "']', got '[::1]9092'");
+	expect_one_error("[kafka]\nbrokers = kafka1\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker 'kafka1' needs its port (HOST:PORT), "
+	                 "got 'kafka1'");
+	expect_one_error("[kafka]\nbrokers = :9092\n", "b.conf",
+	                 "b.conf:2: [kafka] brokers: broker ':9092' has no host, got ':9092'");
+}
+
+static void test_brokers_of_every_form_are_taken(void **state)
+{
+	fixture *f = *state;
+
+	assert_int_equal(settings_of(f, "[kafka]\nbrokers = k1.example.com:9093, SSL://k2:9093,"
+	                                "[::1]:19092,SASL_SSL://[fd00::2]:9094,,127.0.0.1:65535\n",
+	                             "k.conf"),
+	                 0);
+	assert_string_equal(f->s.brokers, "k1.example.com:9093, SSL://k2:9093,[::1]:19092,"
+	                                  "SASL_SSL://[fd00::2]:9094,,127.0.0.1:65535");
 }
 
 static void test_backoff_cross_check(void **state)
@@ -911,7 +948,7 @@ static void test_rdkafka_errors(void **state)
 
 	write_file(f, "p", "x");
 	assert_int_equal(cfg_load_string(&f->c,
-	                                 "[kafka]\nbrokers = k\nrdkafka. = 1\n"
+	                                 "[kafka]\nbrokers = k:9092\nrdkafka. = 1\n"
 	                                 "rdkafka.sasl.password = a\n"
 	                                 "rdkafka.sasl.password_file = p\n"
 	                                 "rdkafka.ssl.key.password_file = missing\n",
@@ -1983,6 +2020,7 @@ int main(void)
 	    T(test_listen_forms),
 	    T(test_tls_keys),
 	    T(test_brokers_required),
+	    T(test_brokers_of_every_form_are_taken),
 	    T(test_backoff_cross_check),
 	    T(test_rdkafka_passthrough),
 	    T(test_rdkafka_errors),
