@@ -1127,6 +1127,10 @@ int host_start(host *h)
 		log_error("host", "out of memory creating the HTTP router");
 		return -1;
 	}
+	if (http_check_listen(&h->set, err, sizeof err) != 0) {
+		log_error("host", "http: %s", err);
+		return -1;
+	}
 	if (kafka_start(&h->kafka, &h->set, err, sizeof err) != 0) {
 		log_error("host", "kafka: %s", err);
 		return -1;

@@ -2994,6 +2994,59 @@ static int listen_spec(http_server *srv, const settings *s, char *err, size_t er
 
 int http_has_ipv6(void) { return mg_check_feature(MG_FEATURES_IPV6) != 0; }
 
+/* Whether `addr` (IPV4:PORT or [IPV6]:PORT) can be bound: 0, or -1 with
+ * the OS's reason in err. Port 0, and what does not parse, pass: civetweb
+ * says what is wrong with those. */
+static int try_bind(const char *addr, const char *what, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char name[64];
+	const char *colon = strrchr(addr, ':');
+	int port, fd, one = 1, e;
+	memset(&ss, 0, sizeof ss);
+	if (!colon || (size_t)(colon - addr) >= sizeof name || (port = atoi(colon + 1)) <= 0)
+		return 0;
+	snprintf(name, sizeof name, "%.*s", (int)(colon - addr), addr);
+	if (name[0] == '[' && name[strlen(name) - 1] == ']') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+		name[strlen(name) - 1] = '\0';
+		if (inet_pton(AF_INET6, name + 1, &a->sin6_addr) != 1)
+			return 0;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		len = sizeof *a;
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+		if (inet_pton(AF_INET, name, &a->sin_addr) != 1)
+			return 0;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		len = sizeof *a;
+	}
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return 0; /* not this check's to say */
+	/* As civetweb binds: a port left in TIME_WAIT is free. */
+	(void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+	e = bind(fd, (struct sockaddr *)&ss, len) == 0 ? 0 : errno;
+	close(fd);
+	if (!e)
+		return 0;
+	snprintf(err, errlen, "cannot listen on %s%s: %s", addr, what, strerror(e));
+	return -1;
+}
+
+int http_check_listen(const settings *s, char *err, size_t errlen)
+{
+	http_server probe;
+	if (listen_spec(&probe, s, err, errlen) != 0)
+		return -1;
+	probe.listen[strcspn(probe.listen, ",")] = '\0';
+	if (try_bind(probe.listen, "", err, errlen) != 0)
+		return -1;
+	return s->http_tls_listen ? try_bind(s->http_tls_listen, " (HTTPS)", err, errlen) : 0;
+}
+
 /* Each civetweb thread: a stack for the crash handler (a plugin's handler
  * may overflow the worker's 100 KiB), given back when it ends; a worker's
  * busy slot listed. */

@@ -112,5 +112,11 @@ int http_resp_problem_with(evh_response *resp, int status, const char *type, con
 int http_resp_stream(evh_response *resp, const char *channel);
 /* Can civetweb listen on IPv6 addresses (Debian 12's cannot)? */
 int http_has_ipv6(void);
+/* Whether the addresses [http] listen and tls_listen name can be bound now
+ * (a port in use, an address not on this host, a port below 1024 without
+ * the capability): 0, or -1 with "cannot listen on ADDRESS: REASON" in
+ * err. Before the plugins start, so that a start that cannot serve fails
+ * before their migrations and consumer groups. */
+int http_check_listen(const settings *s, char *err, size_t errlen);
 
 #endif

@@ -197,6 +197,24 @@ def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     d.expect_exit_code = None
 
 
+def test_a_port_in_use_stops_the_start_before_any_plugin(evhostd, build_dir):
+    # The port was bound only after every plugin had started: their
+    # migrations ran and the consumers joined their groups (a rebalance for
+    # the other members) before the start failed, every 2 s under
+    # Restart=on-failure. Now the start fails first, naming the address.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        r = evhostd.run([], config={"http": {"listen": f"127.0.0.1:{port}"},
+                                    "plugin.probe": probe_conf(build_dir, subscribe="false")},
+                        timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert f"http: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, \
+        r.stderr
+    assert "probe: warning for the log test" not in r.stderr, r.stderr  # its init never ran
+
+
 def test_a_subscription_without_a_topic_is_refused_and_said(evhostd, build_dir):
     r = evhostd.run([], config={"plugin.probe": probe_conf(build_dir, topic="")}, timeout=30)
     assert r.returncode != 0, r.stderr
