@@ -188,11 +188,15 @@ void admin_reload_token(host *h, const settings *next)
 
 	if (!a)
 		return;
+	/* HTTPS as the daemon serves it: a tls_listen a reload adds waits for
+	 * a restart. */
 	if (atomic_exchange(&a->https, next->admin_https) != next->admin_https)
 		log_info(ADMIN_LOG, "reload: [admin] https = %s: the admin API is %s",
 		         next->admin_https ? "true" : "false",
-		         next->admin_https ? "served over HTTPS too"
-		                           : "no longer served over HTTPS ([http] listen only)");
+		         !next->admin_https    ? "no longer served over HTTPS ([http] listen only)"
+		         : h->set.http_tls_listen ? "served over HTTPS too"
+		                                  : "served over HTTPS too once [http] tls_listen is "
+		                                    "served (it needs a restart)");
 	if (file && (sodium_init() < 0 || !next->admin_token)) {
 		log_error(ADMIN_LOG, "reload: [admin] not applied: the admin API keeps its %s",
 		          a->enabled ? "token" : "off state");

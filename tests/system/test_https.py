@@ -406,6 +406,22 @@ def test_handshakes_during_reloads_all_succeed(evhostd, tmp_path):
     assert served(port, both) == der(Path(pems[0]).parent / "server.crt")
 
 
+def test_admin_https_by_a_reload_without_an_https_listener_says_it_waits(evhostd, tmp_path):
+    # A reload adding tls_listen (a restart's) and [admin] https = true said
+    # "the admin API is served over HTTPS too" while nothing listened there.
+    root, pem = chain(tmp_path / "pki")
+    (tmp_path / "admin.token").write_text("t0ken-" + uuid.uuid4().hex + "\n")
+    d = evhostd(dropins={"20-admin.conf": {"admin": {"token_file": str(tmp_path / "admin.token")}}},
+                brokers="embedded")
+    lib.write_ini(d.config_dir / "conf.d" / "20-admin.conf",
+                  {"http": https_conf(lib.free_port(), pem),
+                   "admin": {"token_file": str(tmp_path / "admin.token"), "https": True}})
+    text = reload(d, "reload done")
+    assert "[http] tls_listen set" in text and "needs a restart, not applied" in text, text
+    assert ("reload: [admin] https = true: the admin API is served over HTTPS too once [http] "
+            "tls_listen is served (it needs a restart)") in text, text
+
+
 def test_admin_and_metrics_stay_off_https_unless_asked(evhostd, tmp_path):
     """The HTTPS listener is the public one: the admin API and /metrics
     answer 404 there (saying where they are) unless [admin] https or
