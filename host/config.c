@@ -1457,7 +1457,7 @@ static char *get_listen(set_ctx *x, const cfg_entry *e, int *port, const char *e
 static void k_listen(set_ctx *x, const cfg_entry *e)
 {
 	int port;
-	char *host = get_listen(x, e, &port, "127.0.0.1:8080 or [::1]:8080");
+	char *host = get_listen(x, e, &port, "127.0.0.1:8080");
 
 	if (host)
 		set_listen(x->s, host, port);
@@ -1466,7 +1466,7 @@ static void k_listen(set_ctx *x, const cfg_entry *e)
 static void k_tls_listen(set_ctx *x, const cfg_entry *e)
 {
 	int port;
-	char *host = get_listen(x, e, &port, "0.0.0.0:8443 or [::]:8443");
+	char *host = get_listen(x, e, &port, "0.0.0.0:8443");
 
 	if (!host)
 		return;

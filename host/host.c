@@ -1172,6 +1172,7 @@ int host_start(host *h)
 	}
 	/* Port 0 is the system's choice: say which, or nobody can find it. */
 	bound_text(plain, sizeof plain, h->set.http_listen, http_bound_port(h->http, 0));
+	snprintf(h->http_bound, sizeof h->http_bound, "%s", plain);
 	if (h->set.http_tls_listen)
 		bound_text(tls, sizeof tls, h->set.http_tls_listen, http_bound_port(h->http, 1));
 	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,

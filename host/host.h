@@ -51,6 +51,7 @@ typedef struct host {
 	struct router *router;
 	struct kafka *kafka;
 	struct http_server *http;
+	char http_bound[80]; /* [http] listen as bound (a port 0 given), once started */
 	struct outbox *outbox;
 	atomic_int stopping;          /* set by host_stop; read by HTTP workers (readyz, admin) */
 	atomic_int start_stop;        /* a stop asked during host_start (its signal): no further

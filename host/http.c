@@ -3196,7 +3196,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	http_server *srv;
 	struct mg_callbacks cb;
 	char threads[16], timeout[16], keep_ms[16], head[16];
-	char etext[256] = "", reason[256], what[768] = "";
+	char etext[256] = "", reason[256], what[768] = "", at[80];
 	unsigned ecode = 0;
 	struct mg_error_data e = {&ecode, etext, sizeof etext};
 	const char *opts[] = {"listening_ports", NULL, "num_threads", threads,
@@ -3323,7 +3323,11 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	}
 	if (h->set.http_tls_listen) {
 		tls_cert_describe(h->tls, what, sizeof what);
-		log_info("http", "https on %s: serving %s (%s)%s%s%s", h->set.http_tls_listen, what,
+		/* The port bound, for a port 0. */
+		snprintf(at, sizeof at, "%.*s:%d",
+		         (int)(strrchr(h->set.http_tls_listen, ':') - h->set.http_tls_listen),
+		         h->set.http_tls_listen, http_bound_port(srv, 1));
+		log_info("http", "https on %s: serving %s (%s)%s%s%s", at, what,
 		         h->set.http_tls_certificate, h->set.http_tls_min13 ? ", TLS 1.3 only" : "",
 		         h->set.http_tls_client_ca ? ", clients need a certificate issued by a CA in "
 		                                   : "",

@@ -473,7 +473,7 @@ int main(int argc, char **argv)
 		/* systemd (Type=notify) treats the unit as started only now, so
 		 * units ordered after evhostd find its routes and consumers up. */
 		sd_notifyf(0, "READY=1\nSTATUS=serving %zu plugin%s on %s", h.nplugins,
-		           h.nplugins == 1 ? "" : "s", h.set.http_listen);
+		           h.nplugins == 1 ? "" : "s", h.http_bound);
 		/* Waiting for signals can only fail on a bug (sigtimedwait's
 		 * EINVAL): stopped then, but not cleanly, so that systemd's
 		 * Restart=on-failure starts it again. */

@@ -406,6 +406,27 @@ def test_handshakes_during_reloads_all_succeed(evhostd, tmp_path):
     assert served(port, both) == der(Path(pems[0]).parent / "server.crt")
 
 
+def test_ports_the_system_chose_are_named_where_they_are_said(evhostd, tmp_path):
+    # With port 0 the system chooses: the HTTPS line said ":0", and so did
+    # systemd's STATUS=, which named the configured listen address.
+    _, pem = chain(tmp_path / "pki")
+    notify = lib.NotifySocket()
+    try:
+        d = evhostd(dropins={"20-ports.conf": {"http": {
+                        "listen": "127.0.0.1:0", "tls_listen": "127.0.0.1:0",
+                        "tls_certificate": str(pem)}}},
+                    brokers="embedded", wait=False, env={"NOTIFY_SOCKET": notify.path})
+        d.wait_for_log(" ready: ", timeout=30)
+        ready = re.search(r"http on 127\.0\.0\.1:(\d+), https on 127\.0\.0\.1:(\d+)",
+                          d.log_text())
+        assert ready and "0" not in ready.groups(), d.log_text()
+        assert f"https on 127.0.0.1:{ready[2]}: serving " in d.log_text(), d.log_text()
+        (_, text), = notify.wait_for("READY=1")
+        assert f"STATUS=serving 0 plugins on 127.0.0.1:{ready[1]}" in text, text
+    finally:
+        notify.close()
+
+
 def test_admin_https_by_a_reload_without_an_https_listener_says_it_waits(evhostd, tmp_path):
     # A reload adding tls_listen (a restart's) and [admin] https = true said
     # "the admin API is served over HTTPS too" while nothing listened there.
