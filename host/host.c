@@ -391,8 +391,10 @@ static void log_proxy(const host *h)
 	for (int tls = 0; tls < 2; tls++) {
 		if (!outgoing(h, tls, what, sizeof what) || httpc_proxy_get(&p, tls, err, sizeof err))
 			continue;
-		log_info("host", "outgoing %s (%s) goes through the proxy %s:%s (%s%s)%s%s%s",
-		         tls ? "HTTPS" : "HTTP", what, p.host, p.port, p.var,
+		int v6 = strchr(p.host, ':') != NULL; /* its port told from it */
+		log_info("host", "outgoing %s (%s) goes through the proxy %s%s%s:%s (%s%s)%s%s%s",
+		         tls ? "HTTPS" : "HTTP", what, v6 ? "[" : "", p.host, v6 ? "]" : "", p.port,
+		         p.var,
 		         *p.auth ? ", with its credentials" : "",
 		         p.no_proxy ? "; direct to no_proxy's '" : "", p.no_proxy ? p.no_proxy : "",
 		         p.no_proxy ? "'" : "");

@@ -190,7 +190,9 @@ static int connect_to(const char *host, const char *port, int64_t deadline, char
 	int rc, fd = -1;
 	if (resolve(host, port, &hints, deadline, &res, err, errlen) != 0)
 		return -1;
-	snprintf(err, errlen, "cannot connect to %s:%s", host, port);
+	/* An IPv6 address in brackets, or its port is hard to tell from it. */
+	const char *lb = strchr(host, ':') ? "[" : "", *rb = *lb ? "]" : "";
+	snprintf(err, errlen, "cannot connect to %s%s%s:%s", lb, host, rb, port);
 	for (a = res; a && fd < 0; a = a->ai_next) {
 		int soerr = 0;
 		socklen_t sl = sizeof soerr;
@@ -205,7 +207,8 @@ static int connect_to(const char *host, const char *port, int64_t deadline, char
 				break;
 			errno = rc == 0 ? ETIMEDOUT : soerr ? soerr : errno;
 		}
-		snprintf(err, errlen, "cannot connect to %s:%s: %s", host, port, strerror(errno));
+		snprintf(err, errlen, "cannot connect to %s%s%s:%s: %s", lb, host, rb, port,
+		         strerror(errno));
 		close(fd);
 		fd = -1;
 	}

@@ -526,6 +526,24 @@ static void test_open_leaves_no_reason(void **state)
 	close(lfd);
 }
 
+/* A refused IPv6 address is named in brackets, its port told from it (where
+ * the resolver gives IPv6 addresses at all: AI_ADDRCONFIG). */
+static void test_refused_ipv6_named_in_brackets(void **state)
+{
+	char port[8], err[256] = "", want[64];
+	httpc_conn c;
+	(void)state;
+	unset_proxy();
+	close(listener(port)); /* a port nobody listens on now */
+	assert_int_equal(httpc_open(&c, "::1", port, NULL, clock_mono_ms() + 10000, err, sizeof err),
+	                 -1);
+	if (strstr(err, "cannot resolve"))
+		skip(); /* no IPv6 here */
+	snprintf(want, sizeof want, "cannot connect to [::1]:%s: ", port);
+	if (strncmp(err, want, strlen(want)) != 0)
+		fail_msg("%s", err);
+}
+
 /* A name goes to the resolver (in the background, waited for until the
  * deadline): "localhost" resolves and connects; a name no resolver has fails
  * saying so; with the deadline passed, it fails at once, timed out or
@@ -901,6 +919,7 @@ int main(void)
 	    cmocka_unit_test(test_header_and_retry_after),
 	    cmocka_unit_test(test_open_leaves_no_reason),
 	    cmocka_unit_test(test_open_a_name),
+	    cmocka_unit_test(test_refused_ipv6_named_in_brackets),
 	    cmocka_unit_test(test_recv_answer_chunk_by_chunk),
 	    cmocka_unit_test(test_recv_answer),
 	    cmocka_unit_test(test_recv_answer_after_interim_answers),
