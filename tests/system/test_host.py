@@ -1526,6 +1526,16 @@ def test_idle_connections_free_their_workers_after_request_timeout(evhostd, buil
             s.close()
 
 
+def recv_problem(c):
+    """A whole answer with a problem+json body from socket `c` (its "}")."""
+    answer = b""
+    while b"}" not in answer:
+        chunk = c.recv(4096)
+        assert chunk, answer
+        answer += chunk
+    return answer
+
+
 def test_a_body_that_stops_short_is_said_to_have_timed_out(evhostd, build_dir):
     # civetweb waits request_timeout for the rest of a read: the next read
     # waited as long again, and the 400 blamed a closed connection that was
@@ -1538,11 +1548,7 @@ def test_a_body_that_stops_short_is_said_to_have_timed_out(evhostd, build_dir):
         with socket.create_connection(("127.0.0.1", d.port), timeout=30) as c:
             c.sendall(b"POST /probe/publish?mode=notx HTTP/1.1\r\nHost: x\r\n"
                       b"Content-Type: application/json\r\n" + head + b"\r\n\r\n" + part)
-            answer = b""
-            while b"}" not in answer:
-                chunk = c.recv(4096)
-                assert chunk, answer
-                answer += chunk
+            answer = recv_problem(c)
         assert answer.startswith(b"HTTP/1.1 400 "), answer
         detail = json.loads(answer[answer.index(b"{"):])["detail"]
         assert said in detail and detail.endswith(
@@ -2295,11 +2301,7 @@ def test_a_body_still_coming_at_a_stop_is_answered_503_not_waited_for(evhostd, b
         assert c.recv(100).startswith(b"HTTP/1.1 100 "), "no 100 Continue"
         c.sendall(b'{"n": 1')
         d.send_signal(signal.SIGTERM)
-        answer = b""
-        while b"}" not in answer:
-            chunk = c.recv(4096)
-            assert chunk, answer
-            answer += chunk
+        answer = recv_problem(c)
     assert answer.startswith(b"HTTP/1.1 503 "), answer
     assert b"\r\nRetry-After: 1\r\n" in answer, answer
     detail = json.loads(answer[answer.index(b"{"):])["detail"]
