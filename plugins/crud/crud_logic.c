@@ -228,45 +228,118 @@ int crud_rules_check(const crud_rules *r, const cJSON *doc, const char **field, 
 
 static int merge_object(cJSON *target, const cJSON *patch);
 
-/* Apply one member of a patch object to the object `target`. */
-static int merge_member(cJSON *target, const cJSON *m)
+/* Apply one member of a patch object to the object `target`. *cur is the
+ * target's member of its name (NULL: none), kept up to date for a later
+ * member of the same name. */
+static int merge_member(cJSON *target, const cJSON *m, cJSON **cur)
 {
-	cJSON *cur = cJSON_GetObjectItemCaseSensitive(target, m->string), *val;
+	cJSON *val;
 
 	if (cJSON_IsNull(m)) {
-		if (cur)
-			cJSON_Delete(cJSON_DetachItemViaPointer(target, cur));
+		if (*cur)
+			cJSON_Delete(cJSON_DetachItemViaPointer(target, *cur));
+		*cur = NULL;
 		return 0;
 	}
-	if (cJSON_IsObject(m) && cJSON_IsObject(cur))
-		return merge_object(cur, m);
-	if (cJSON_IsObject(m)) {
-		/* onto a non-object: merge into {} so nested nulls are dropped */
-		val = cJSON_CreateObject();
-		if (val && merge_object(val, m) != 0) {
-			cJSON_Delete(val);
-			val = NULL;
-		}
-	} else {
-		val = cJSON_Duplicate(m, 1);
+	if (cJSON_IsObject(m) && cJSON_IsObject(*cur))
+		return merge_object(*cur, m);
+	/* Named as m is. An object onto a non-object is merged into a copy
+	 * without members, {}, so that its nested nulls are dropped. */
+	val = cJSON_Duplicate(m, !cJSON_IsObject(m));
+	if (val && cJSON_IsObject(m) && merge_object(val, m) != 0) {
+		cJSON_Delete(val);
+		val = NULL;
 	}
 	if (!val)
 		return -1;
-	if (cur ? cJSON_ReplaceItemInObjectCaseSensitive(target, m->string, val)
-	        : cJSON_AddItemToObject(target, m->string, val))
-		return 0;
-	cJSON_Delete(val);
-	return -1;
+	if (*cur ? !cJSON_ReplaceItemViaPointer(target, *cur, val) /* in its place */
+	         : !cJSON_AddItemToObject(target, m->string, val)) {
+		cJSON_Delete(val);
+		return -1;
+	}
+	*cur = val;
+	return 0;
 }
 
+/* A member as merge_object sorts them: by name, then by place, so that the
+ * first of a name comes first. */
+typedef struct {
+	const char *name;
+	size_t at;
+	/* the target's: this member; the patch's first of a name: the
+	 * target's member of that name as the merge goes (NULL: none) */
+	cJSON *item;
+} merge_name;
+
+static int merge_name_cmp(const void *a, const void *b)
+{
+	const merge_name *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+static size_t members_of(const cJSON *o)
+{
+	size_t n = 0;
+
+	for (const cJSON *m = o->child; m; m = m->next)
+		n++;
+	return n;
+}
+
+/* The members of `o` into v[0..n), sorted; with themselves as items when
+ * `items`, else none. */
+static void sort_members(const cJSON *o, merge_name *v, size_t n, int items)
+{
+	size_t i = 0;
+
+	for (cJSON *m = o->child; m; m = m->next, i++)
+		v[i] = (merge_name){m->string, i, items ? m : NULL};
+	qsort(v, n, sizeof *v, merge_name_cmp);
+}
+
+/* Apply the members of `patch`, in its order. Each name's member in the
+ * target is found once, walking the target's members and the patch's, both
+ * sorted: a lookup in the target's list per member made a patch naming K
+ * members K^2/2 comparisons (131072 names: 45 s in crud's write
+ * transaction). A member the merge adds is not looked up again; a later
+ * member of the same name (a patch naming one twice, which the host
+ * refuses in a body) finds it through its name's entry, as the lookup did.
+ * Of a name a target gives twice (no stored document does), the first. */
 static int merge_object(cJSON *target, const cJSON *patch)
 {
+	size_t nt = members_of(target), np = members_of(patch), t = 0, g, j;
+	merge_name *tv, *pv;
+	size_t *first; /* the patch's member at i: its name's first in pv */
 	const cJSON *m;
+	int rc = 0;
 
-	for (m = patch->child; m; m = m->next)
-		if (merge_member(target, m) != 0)
-			return -1;
-	return 0;
+	if (!np)
+		return 0;
+	tv = calloc(nt + np, sizeof *tv);
+	first = calloc(np, sizeof *first);
+	if (!tv || !first) {
+		free(tv);
+		free(first);
+		return -1;
+	}
+	pv = tv + nt;
+	sort_members(target, tv, nt, 1);
+	sort_members(patch, pv, np, 0);
+	for (g = 0; g < np; g = j) {
+		while (t < nt && strcmp(tv[t].name, pv[g].name) < 0)
+			t++;
+		if (t < nt && !strcmp(tv[t].name, pv[g].name))
+			pv[g].item = tv[t].item;
+		for (j = g; j < np && !strcmp(pv[j].name, pv[g].name); j++)
+			first[pv[j].at] = g;
+	}
+	for (j = 0, m = patch->child; !rc && m; m = m->next, j++)
+		rc = merge_member(target, m, &pv[first[j]].item);
+	free(first);
+	free(tv);
+	return rc;
 }
 
 cJSON *crud_merge_patch(cJSON *target, const cJSON *patch)
