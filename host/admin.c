@@ -708,45 +708,80 @@ static void add_bytes(cJSON *o, const char *name, const char *p, size_t n, size_
 
 /* ------------------------------------------------------------------ dlq */
 
-/* add_header's work, under `name` as the answer shows it. */
-static void add_header_named(cJSON *o, cJSON *hdrs, const char *name, const char *v, size_t n,
-                             int *ok)
+/* A header into "headers" when its value is text (or null), else, as
+ * base64, into "headers_base64" (*bin, made when first needed): in one
+ * object a binary "x" written as "x_base64" could meet a header of that
+ * name. `name` is one no header added before has. */
+static void add_header(cJSON *o, cJSON *hdrs, cJSON **bin, const char *name, const char *v,
+                       size_t n, int *ok)
 {
-	cJSON *bin = cJSON_GetObjectItemCaseSensitive(o, "headers_base64");
 	char *b64;
-	cJSON_DeleteItemFromObjectCaseSensitive(hdrs, name);
-	if (bin)
-		cJSON_DeleteItemFromObjectCaseSensitive(bin, name);
 	if (!v || (json_utf8_error(v, n) < 0 && !memchr(v, 0, n))) {
 		add_bytes(hdrs, name, v, n, 0, NULL, ok);
 		return;
 	}
-	if (!bin)
-		bin = jsonb_put_object(o, "headers_base64", ok);
+	if (!*bin)
+		*bin = jsonb_put_object(o, "headers_base64", ok);
 	b64 = base64((const unsigned char *)v, n);
-	if (!b64 || !bin)
+	if (!b64 || !*bin)
 		*ok = 0;
 	else
-		jsonb_put_str(bin, name, b64, ok);
+		jsonb_put_str(*bin, name, b64, ok);
 	free(b64);
 }
 
-/* A header into "headers" when its value is text (or null), else, as
- * base64, into "headers_base64" (made when first needed): in one object a
- * binary "x" written as "x_base64" could meet a header of that name. The
- * last of a name wins. A name that is not UTF-8 (Kafka takes any bytes) is
- * shown with U+FFFD for each stray byte: as it is, it would make the whole
- * answer JSON that strict parsers refuse (a redrive sends the bytes). */
-static void add_header(cJSON *o, cJSON *hdrs, const dlq_msg *m, size_t i, int *ok)
+/* A header's name as the answer shows it, and its place in the message. */
+typedef struct {
+	const char *name;
+	size_t at;
+} shown_name;
+
+static int shown_name_cmp(const void *a, const void *b)
 {
+	const shown_name *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+	return c ? c : (x->at > y->at) - (x->at < y->at);
+}
+
+/* The headers of `m` into "headers" and "headers_base64" (add_header), in
+ * their order; of a name given twice, the last wins, in its place. A name
+ * that is not UTF-8 (Kafka takes any bytes) is shown with U+FFFD for each
+ * stray byte: as it is, it would make the whole answer JSON that strict
+ * parsers refuse (a redrive sends the bytes); two names may then show
+ * alike, and count as one. The names are sorted once to find the last of
+ * each: taking an earlier one out of the object at each header walked it,
+ * quadratic in the headers (60000 names: 15 s a listing of the message). */
+static void add_headers(cJSON *o, cJSON *hdrs, const dlq_msg *m, int *ok)
+{
+	size_t n = m->nheaders;
+	char **scrubbed = n ? calloc(n, sizeof *scrubbed) : NULL;
+	shown_name *v = n ? calloc(n, sizeof *v) : NULL;
+	unsigned char *last = n ? calloc(n, 1) : NULL;
+	cJSON *bin = NULL;
 	int oom = 0;
-	char *scrubbed = json_utf8_scrub(m->hname[i], &oom);
+
+	if (n && (!scrubbed || !v || !last))
+		oom = 1;
+	for (size_t i = 0; !oom && i < n; i++) {
+		scrubbed[i] = json_utf8_scrub(m->hname[i], &oom);
+		v[i] = (shown_name){scrubbed[i] ? scrubbed[i] : m->hname[i], i};
+	}
+	if (!oom && n) {
+		qsort(v, n, sizeof *v, shown_name_cmp);
+		for (size_t i = 0; i < n; i++)
+			last[v[i].at] = i + 1 == n || strcmp(v[i].name, v[i + 1].name) != 0;
+	}
+	for (size_t i = 0; !oom && i < n; i++)
+		if (last[i])
+			add_header(o, hdrs, &bin, scrubbed[i] ? scrubbed[i] : m->hname[i],
+			           m->hvalue[i], m->hlen[i], ok);
 	if (oom)
 		*ok = 0;
-	else
-		add_header_named(o, hdrs, scrubbed ? scrubbed : m->hname[i], m->hvalue[i], m->hlen[i],
-		                 ok);
+	for (size_t i = 0; scrubbed && i < n; i++)
+		free(scrubbed[i]);
 	free(scrubbed);
+	free(v);
+	free(last);
 }
 
 /* A dead letter as GET .../dlq shows it; without its value (only its size)
@@ -767,8 +802,8 @@ static cJSON *dlq_msg_json(const dlq_msg *m, int redriven, int values, int *ok)
 	if (cut)
 		jsonb_put_bool(o, "value_shortened", 1, ok);
 	hdrs = jsonb_put_object(o, "headers", ok);
-	for (size_t i = 0; hdrs && i < m->nheaders; i++)
-		add_header(o, hdrs, m, i, ok);
+	if (hdrs)
+		add_headers(o, hdrs, m, ok);
 	jsonb_put_bool(o, "redriven", redriven, ok);
 	return o;
 }
