@@ -88,8 +88,6 @@ static int after_route(evh_request *req, evh_response *resp, void *ud)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char err[256];
-	evh_route r;
 	(void)argc, (void)argv;
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT); /* not a line per request */
 	port = fuzz_host_setup(&the_host, &plugin, listen_at, sizeof listen_at);
@@ -101,17 +99,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	the_host.set.admin_token = strdup(TOKEN);
 	if (admin_start(&the_host) != 0)
 		abort();
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = "GET";
-	r.pattern = "/f/after";
-	r.handler = after_route;
-	if (http_add_route(&the_host, &plugin, &r, err, sizeof err) != EVH_OK ||
-	    (port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, err,
-	                            sizeof err)) < 0) {
-		fprintf(stderr, "fuzz_admin: %s\n", err);
-		abort();
-	}
+	fuzz_route(&the_host, &plugin, "fuzz_admin", "GET", "/f/after", after_route, 0);
+	port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, "fuzz_admin");
 	return 0;
 }
 

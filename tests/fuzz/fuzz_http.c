@@ -75,23 +75,11 @@ static int whoami(evh_request *req, evh_response *resp, void *ud)
 
 static void route(const char *method, const char *pattern, evh_http_handler fn, uint32_t flags)
 {
-	evh_route r;
-	char err[256];
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = method;
-	r.pattern = pattern;
-	r.handler = fn;
-	r.flags = flags;
-	if (http_add_route(&the_host, &plugin, &r, err, sizeof err) != EVH_OK) {
-		fprintf(stderr, "fuzz_http: http_add_route %s %s: %s\n", method, pattern, err);
-		abort();
-	}
+	fuzz_route(&the_host, &plugin, "fuzz_http", method, pattern, fn, flags);
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	char err[256];
 	(void)argc, (void)argv;
 	port = fuzz_host_setup(&the_host, &plugin, listen_at, sizeof listen_at);
 	the_host.set.http_threads = 4;
@@ -107,12 +95,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	route("POST", "/f/raw", body_len, 0);
 	route("PUT", "/f/raw/{name}", body_len, 0);
 	route("GET", "/f/me", whoami, EVH_ROUTE_AUTH);
-	port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, err,
-	                       sizeof err);
-	if (port < 0) {
-		fprintf(stderr, "fuzz_http: http_start: %s\n", err);
-		abort();
-	}
+	port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, "fuzz_http");
 	return 0;
 }
 

@@ -1,6 +1,6 @@
-/* What the fuzzers that drive a real server (fuzz_http, fuzz_admin) share:
- * the host they serve, a free loopback port, and one exchange over a real
- * socket. */
+/* What the fuzzers that drive a real server (fuzz_http, fuzz_admin,
+ * fuzz_xff) share: the host they serve, a free loopback port, a route, and one
+ * exchange over a real socket. */
 #ifndef EVHOST_FUZZ_NET_H
 #define EVHOST_FUZZ_NET_H
 #include <arpa/inet.h>
@@ -52,24 +52,46 @@ static inline int fuzz_host_setup(host *h, evh_plugin *p, char *listen_at, size_
 	return port;
 }
 
+/* Route `method` `pattern` of the host's plugin `p` to fn (flags: EVH_ROUTE_*).
+ * Aborts, naming `who`, when the route is refused: nothing could be tested. */
+static inline void fuzz_route(host *h, evh_plugin *p, const char *who, const char *method,
+                              const char *pattern, evh_http_handler fn, uint32_t flags)
+{
+	evh_route r;
+	char err[256];
+	memset(&r, 0, sizeof r);
+	r.struct_size = sizeof r;
+	r.method = method;
+	r.pattern = pattern;
+	r.handler = fn;
+	r.flags = flags;
+	if (http_add_route(h, p, &r, err, sizeof err) != EVH_OK) {
+		fprintf(stderr, "%s: http_add_route %s %s: %s\n", who, method, pattern, err);
+		abort();
+	}
+}
+
 /* http_start on the port fuzz_host_setup chose, or on another free one
  * should that fail: between fuzz_free_port's close and civetweb's bind the
  * port may be taken (another fuzzer runs beside this one, any program's
  * connection may get it as its local port). The port it listens on, in
- * listen_at too; -1 after 10 tries, err saying the last failure. */
+ * listen_at too. After 10 tries it aborts, naming `who` and the last
+ * failure: nothing could be tested. */
 static inline int fuzz_http_start(http_server **srv, host *h, char *listen_at, size_t n,
-                                  int port, char *err, size_t errlen)
+                                  int port, const char *who)
 {
+	char err[256] = "no free loopback port";
 	for (int tries = 0; tries < 10; tries++) {
 		if (tries) {
 			if ((port = fuzz_free_port()) < 0)
 				break;
 			snprintf(listen_at, n, "127.0.0.1:%d", port);
 		}
-		if (http_start(srv, h, err, errlen) == 0)
+		if (http_start(srv, h, err, sizeof err) == 0)
 			return port;
 	}
-	return -1;
+	fprintf(stderr, "%s: http_start: %s\n", who, err);
+	abort();
 }
 
 /* libFuzzer's -timeout is a SIGALRM every few seconds, without SA_RESTART:

@@ -55,7 +55,6 @@ static int client(evh_request *req, evh_response *resp, void *ud)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	char err[256];
-	evh_route r;
 	(void)argc, (void)argv;
 	log_setup(EVH_LOG_ERROR, LOG_FORMAT_TEXT); /* not a line per request */
 	port = fuzz_host_setup(&the_host, &plugin, listen_at, sizeof listen_at);
@@ -67,17 +66,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fprintf(stderr, "fuzz_xff: trusted_proxies: %s\n", err);
 		abort();
 	}
-	memset(&r, 0, sizeof r);
-	r.struct_size = sizeof r;
-	r.method = "GET";
-	r.pattern = "/f/client";
-	r.handler = client;
-	if (http_add_route(&the_host, &plugin, &r, err, sizeof err) != EVH_OK ||
-	    (port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, err,
-	                            sizeof err)) < 0) {
-		fprintf(stderr, "fuzz_xff: %s\n", err);
-		abort();
-	}
+	fuzz_route(&the_host, &plugin, "fuzz_xff", "GET", "/f/client", client, 0);
+	port = fuzz_http_start(&server, &the_host, listen_at, sizeof listen_at, port, "fuzz_xff");
 	return 0;
 }
 
