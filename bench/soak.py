@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -417,7 +418,7 @@ def main():
     s = Soak(args)
     s.start()
     bench.say(f"soak: evhostd pid {s.proc.pid} on {s.url}, {args.minutes:g} min; "
-              f"logs in {s.work}")
+              f"its log is copied beside the results at the end")
     workers = [threading.Thread(target=s.users, args=(args.users_per_s,), daemon=True),
                threading.Thread(target=s.crud, args=(args.crud_per_s,), daemon=True),
                threading.Thread(target=s.streams, daemon=True),
@@ -492,6 +493,11 @@ def main():
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
+    # scripts/bench removes its work directory after a run that passed: the
+    # daemon's log (a sanitized build's reports, warnings) is kept here.
+    log_copy = out.with_suffix(".evhostd.log")
+    shutil.copyfile(s.proc.log_path, log_copy)
+    print(f"evhostd's log: {log_copy}")
     width = max(len(k) for k in fig)
     for k, v in fig.items():
         print(f"{k:<{width}}  {v}")

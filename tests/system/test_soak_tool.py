@@ -28,5 +28,8 @@ def test_a_short_soak_runs_and_reports(build_dir, kafka_bootstrap, tmp_path):
     assert fig["users"] > 0 and fig["docs"] > 0 and fig["reloads"] == 0, fig
     assert fig["welcome_missing"] == 0 and fig["daemon_died"] is False, fig
     assert fig["exit_code"] == 0 and doc["unexpected"] == [], doc["unexpected"]
+    # The daemon's log outlives scripts/bench's work directory, removed after a pass.
+    copy = out.with_suffix(".evhostd.log")
+    assert copy.read_bytes() == (tmp_path / "evhostd-soak.log").read_bytes() != b""
     assert len(doc["samples"]) >= 2 and all(s["rss_kb"] > 0 for s in doc["samples"])
     assert "unexpected (not while crud was being turned on or off): 0" in run.stdout
