@@ -409,6 +409,11 @@ static int reader_close(struct reader *r, int status)
 	}
 	if (r->out->n)
 		qsort(r->out->v, r->out->n, sizeof *r->out->v, msg_cmp);
+	/* No partition at all (no such topic): nothing to free, as before. */
+	if (!r->nlows) {
+		free(r->lows);
+		r->lows = NULL;
+	}
 	r->out->lows = r->lows;
 	r->out->nlows = r->nlows;
 	return status;

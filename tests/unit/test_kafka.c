@@ -1697,6 +1697,8 @@ static void test_dlq_read_gives_up_at_its_deadline(void **state)
 	topics[0] = "no-such-dead-letter-topic";
 	assert_int_equal(dlq_read(g.k, topics, 1, 10, WAIT_MS, &l, err, sizeof err), EVH_OK);
 	assert_int_equal(l.n, 0);
+	assert_int_equal(l.nlows, 0);
+	dlq_list_free(&l);
 	rig_stop(&g);
 }
 
