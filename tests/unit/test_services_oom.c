@@ -138,6 +138,24 @@ static int wait_mail(fixture *f, const char *email, int ms)
 	return 1;
 }
 
+/* Whether GET /notifications lists a row for `email` within `ms`. */
+static int wait_logged(fixture *f, const char *email, int ms)
+{
+	char path[160];
+	int64_t until = clock_mono_ms() + ms;
+	snprintf(path, sizeof path, "/notifications?recipient=%s", email);
+	for (;;) {
+		char *r = http_request(f->port, "GET", path, f->auth, NULL);
+		int found = r && strstr(body_of(r), "\"recipient\"") != NULL;
+		free(r);
+		if (found)
+			return 1;
+		if (clock_mono_ms() > until)
+			return 0;
+		sleep_ms(10);
+	}
+}
+
 /* A member of the reply's JSON body, as text ("" when absent). */
 static const char *json_member(const char *reply, const char *name, char *out, size_t n)
 {
@@ -274,6 +292,9 @@ static int setup(void **state)
 		free(r);
 	}
 	assert_true(wait_mail(f, FIRST_EMAIL, MAIL_WAIT_MS));
+	/* GET /notifications reads committed rows: the mail is written before
+	 * its row commits, and the runs read the row. */
+	assert_true(wait_logged(f, FIRST_EMAIL, MAIL_WAIT_MS));
 	*state = f;
 	return 0;
 }
