@@ -882,7 +882,7 @@ def test_a_bad_value_of_a_key_evhostctl_uses_is_said_not_defaulted(build_dir, tm
     for args in (["status"], ["plugins"], ["disable", "probe"]):
         assert_one_error(run_ctl(build_dir, "-c", str(conf), *args), 1,
                          f"evhostctl: {conf}:4: [http] listen: expected IP:port with a port of "
-                         "0-65535, e.g. 127.0.0.1:8080 or [::1]:8080, got '18931'; evhostctl "
+                         "0-65535, e.g. 127.0.0.1:8080, got '18931'; evhostctl "
                          "does not know where the daemon listens (fix it, or pass --url)\n")
     assert not (tmp_path / "conf.d" / DROPIN).exists()
     # --url given: the key does not matter.
@@ -916,7 +916,7 @@ def test_a_bad_value_of_a_key_evhostctl_uses_is_said_even_out_of_memory(build_di
     conf = tmp_path / "evhost.conf"
     conf.write_text("[kafka]\nbrokers = embedded\n[http]\nlisten = 18931\n")
     refusal = (f"evhostctl: {conf}:4: [http] listen: expected IP:port with a port of 0-65535, "
-               "e.g. 127.0.0.1:8080 or [::1]:8080, got '18931'; evhostctl does not know where "
+               "e.g. 127.0.0.1:8080, got '18931'; evhostctl does not know where "
                "the daemon listens (fix it, or pass --url)\n")
     unrecorded = (f"evhostctl: {conf}:4: [http] listen: the daemon refuses its value "
                   "(evhostctl check says why); evhostctl does not know where the daemon "
