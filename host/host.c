@@ -1062,12 +1062,6 @@ static int open_revocations(host *h)
 	return 0;
 }
 
-/* A listen address ("127.0.0.1:0", "[::]:8443") with the port it is bound to. */
-static void bound_text(char *out, size_t outlen, const char *listen, int port)
-{
-	snprintf(out, outlen, "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen, port);
-}
-
 int host_start(host *h)
 {
 	char err[1024], plain[80], tls[80] = "";
@@ -1173,10 +1167,10 @@ int host_start(host *h)
 		return -1;
 	}
 	/* Port 0 is the system's choice: say which, or nobody can find it. */
-	bound_text(plain, sizeof plain, h->set.http_listen, http_bound_port(h->http, 0));
+	http_bound_text(h->http, 0, h->set.http_listen, plain, sizeof plain);
 	snprintf(h->http_bound, sizeof h->http_bound, "%s", plain);
 	if (h->set.http_tls_listen)
-		bound_text(tls, sizeof tls, h->set.http_tls_listen, http_bound_port(h->http, 1));
+		http_bound_text(h->http, 1, h->set.http_tls_listen, tls, sizeof tls);
 	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,
 	         h->nplugins, h->nplugins == 1 ? "" : "s", plain,
 	         h->set.http_tls_listen ? ", https on " : "", tls, kafka_bootstraps(h->kafka));

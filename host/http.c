@@ -70,11 +70,12 @@
 #define HTTP_STREAM_RETRY_AFTER "5" /* seconds, when max_streams are open */
 #define HTTP_FULL_RETRY_AFTER "30"  /* seconds, when a plugin's database is full */
 #define HTTP_OUTBOX_RETRY_AFTER "5" /* seconds, when a plugin's outbox is at its bound */
+#define LISTEN_MAX 256 /* civetweb's listening_ports: both listeners */
 
 struct http_server {
 	host *h;
 	struct mg_context *ctx;
-	char listen[256];
+	char listen[LISTEN_MAX];
 	atomic_int starting;     /* civetweb messages go to start_error meanwhile */
 	atomic_int routing;      /* handlers are set: begin_request lets requests through */
 	char start_error[256];   /* first civetweb message while starting */
@@ -2963,28 +2964,29 @@ static void start_reason(const http_server *srv, const char *fallback, char *out
 		snprintf(out, n, "%s", *msg ? msg : "civetweb failed to start");
 }
 
-static int listen_spec(http_server *srv, const settings *s, char *err, size_t errlen)
+/* civetweb's listening_ports for `s` into out[LISTEN_MAX]. */
+static int listen_spec(char *out, const settings *s, char *err, size_t errlen)
 {
 	if (s->http_listen && *s->http_listen)
-		snprintf(srv->listen, sizeof srv->listen, "%s", s->http_listen);
+		snprintf(out, LISTEN_MAX, "%s", s->http_listen);
 	else if (s->http_host && strchr(s->http_host, ':'))
-		snprintf(srv->listen, sizeof srv->listen, "[%s]:%d", s->http_host, s->http_port);
+		snprintf(out, LISTEN_MAX, "[%s]:%d", s->http_host, s->http_port);
 	else
-		snprintf(srv->listen, sizeof srv->listen, "%s:%d",
+		snprintf(out, LISTEN_MAX, "%s:%d",
 		         s->http_host ? s->http_host : "127.0.0.1", s->http_port);
-	if ((srv->listen[0] == '[' || (s->http_tls_listen && s->http_tls_listen[0] == '[')) &&
+	if ((out[0] == '[' || (s->http_tls_listen && s->http_tls_listen[0] == '[')) &&
 	    !http_has_ipv6()) {
 		snprintf(err, errlen,
 		         "cannot listen on %s: this civetweb build has no IPv6 support; "
 		         "use an IPv4 address",
-		         srv->listen[0] == '[' ? srv->listen : s->http_tls_listen);
+		         out[0] == '[' ? out : s->http_tls_listen);
 		return -1;
 	}
 	/* civetweb's syntax for a TLS port: the address with an "s". */
 	if (s->http_tls_listen) {
-		size_t n = strlen(srv->listen);
-		int w = snprintf(srv->listen + n, sizeof srv->listen - n, ",%ss", s->http_tls_listen);
-		if (w < 0 || (size_t)w >= sizeof srv->listen - n) {
+		size_t n = strlen(out);
+		int w = snprintf(out + n, LISTEN_MAX - n, ",%ss", s->http_tls_listen);
+		if (w < 0 || (size_t)w >= LISTEN_MAX - n) {
 			snprintf(err, errlen, "listen addresses too long");
 			return -1;
 		}
@@ -3038,11 +3040,11 @@ static int try_bind(const char *addr, const char *what, char *err, size_t errlen
 
 int http_check_listen(const settings *s, char *err, size_t errlen)
 {
-	http_server probe;
-	if (listen_spec(&probe, s, err, errlen) != 0)
+	char plain[LISTEN_MAX];
+	if (listen_spec(plain, s, err, errlen) != 0)
 		return -1;
-	probe.listen[strcspn(probe.listen, ",")] = '\0';
-	if (try_bind(probe.listen, "", err, errlen) != 0)
+	plain[strcspn(plain, ",")] = '\0'; /* without tls_listen's "...s" */
+	if (try_bind(plain, "", err, errlen) != 0)
 		return -1;
 	return s->http_tls_listen ? try_bind(s->http_tls_listen, " (HTTPS)", err, errlen) : 0;
 }
@@ -3244,7 +3246,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	pthread_mutex_lock(&body_watch_mu); /* a server stopped before, in tests */
 	bodies_stopping = 0;
 	pthread_mutex_unlock(&body_watch_mu);
-	if (listen_spec(srv, &h->set, err, errlen) != 0) {
+	if (listen_spec(srv->listen, &h->set, err, errlen) != 0) {
 		free(srv);
 		return -1;
 	}
@@ -3323,10 +3325,7 @@ int http_start(http_server **out, host *h, char *err, size_t errlen)
 	}
 	if (h->set.http_tls_listen) {
 		tls_cert_describe(h->tls, what, sizeof what);
-		/* The port bound, for a port 0. */
-		snprintf(at, sizeof at, "%.*s:%d",
-		         (int)(strrchr(h->set.http_tls_listen, ':') - h->set.http_tls_listen),
-		         h->set.http_tls_listen, http_bound_port(srv, 1));
+		http_bound_text(srv, 1, h->set.http_tls_listen, at, sizeof at); /* a port 0's */
 		log_info("http", "https on %s: serving %s (%s)%s%s%s", at, what,
 		         h->set.http_tls_certificate, h->set.http_tls_min13 ? ", TLS 1.3 only" : "",
 		         h->set.http_tls_client_ca ? ", clients need a certificate issued by a CA in "
@@ -3412,6 +3411,13 @@ int http_bound_port(const http_server *srv, int tls)
 		if (!ports[i].is_ssl == !tls)
 			return ports[i].port;
 	return 0;
+}
+
+void http_bound_text(const http_server *srv, int tls, const char *listen, char *out,
+                     size_t outlen)
+{
+	snprintf(out, outlen, "%.*s:%d", (int)(strrchr(listen, ':') - listen), listen,
+	         http_bound_port(srv, tls));
 }
 
 void http_stop(http_server *srv)

@@ -30,6 +30,10 @@ int http_max_streams(const settings *s, int warn);
 /* The port the plain (tls 0) or HTTPS (tls 1) listener is bound to: the
  * configured one, or the system's choice for port 0. 0 when there is none. */
 int http_bound_port(const http_server *srv, int tls);
+/* The listen address `listen` ("127.0.0.1:0", "[::]:8443") with the port it
+ * is bound to (the plain or the TLS listener's), into out. */
+void http_bound_text(const http_server *srv, int tls, const char *listen, char *out,
+                     size_t outlen);
 /* [log] access, from now on (a reload changes it). */
 void http_set_access_log(http_access_log which);
 /* Stop accepting, finish in-flight requests, free. */
