@@ -32,22 +32,33 @@ const char *crash_plugin(void);
  * (the offset was never committed): a crash loop. The handler records the
  * event it crashed on in state_dir/CRASH_RECORD_FILE, counting the starts
  * in a row that crashed on it; at CRASH_RECORD_LIMIT the consumer dead-
- * letters it without calling the handler again (kafka.c). */
+ * letters it without calling the handler again (kafka.c). So too an event
+ * a handler had in hand when the daemon was killed (SIGKILL: the OOM
+ * killer, systemd's stop timeout) or ended by the stop's guard: each
+ * thread's event in hand is kept in a file the next start reads
+ * (crash.c, "events in hand"). */
 #define CRASH_RECORD_FILE "evhostd.crashed"
 #define CRASH_RECORD_LIMIT 2
-/* At start, before any consumer: read the last run's record (if any) and
- * note where the next goes. */
+/* At start, before any consumer: read the last run's record and events in
+ * hand (if any), say them, and note where the next go. */
 void crash_record_open(const char *state_dir);
-/* How many starts in a row crashed on this event, found at its place
- * (*at_place set) or by its id (a copy elsewhere): 0 when it is not the
- * recorded one. */
+typedef struct crash_match {
+	int index;    /* the record's (crash_record_forget), -1 for none */
+	int at_place; /* found at its place, not a copy by its id */
+	int killed;   /* one of the ends was not a crash: a kill or the stop's guard */
+	int64_t at_ms; /* when the last end on it was recorded (ms since the epoch;
+	                * 0 when unknown): a copy redriven before it was redriven with
+	                * the one that crashed, not after the plugin was mended */
+} crash_match;
+/* How many starts in a row ended on this event, found at its place or by
+ * its id (a copy elsewhere): 0 when no record names it. *m says more. */
 long crash_record_match(const char *plugin, const char *topic, int32_t partition,
-                        int64_t offset, const char *id, int *at_place);
-/* When the recorded crash happened (the record's time, ms since the epoch;
- * 0 when unknown): a copy redriven before it was redriven with the one that
- * crashed, not after the plugin was mended. */
-int64_t crash_record_time_ms(void);
-/* The recorded event was handled this time: forgotten (a clean stop too). */
-void crash_record_clear(void);
+                        int64_t offset, const char *id, crash_match *m);
+/* The event m found was handled this time: its record forgotten. */
+void crash_record_forget(const crash_match *m);
+/* The stop ended (no handler runs): nothing in hand is held against its
+ * event at the next start; and, when it was clean, every record forgotten
+ * (the last run did not crash, whatever the one before did). */
+void crash_record_stopped(int clean);
 
 #endif

@@ -2198,7 +2198,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	enum outcome out = OUT_DONE;
 	size_t first;
 	long crashed;
-	int at_place = 0;
+	crash_match cm;
 	unsigned room_lost = store_thread_room_lost();
 	*sub = 0;
 	c->attempt_full = 0;
@@ -2215,24 +2215,31 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 	for (first = ev.meta.type_cut ? c->p->nsubs : 0; first < c->p->nsubs; first++)
 		if (sub_matches(&c->p->subs[first], ev.topic, ev.meta.type))
 			break;
-	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id,
-	                             &at_place);
+	crashed = crash_record_match(c->p->name, ev.topic, ev.partition, ev.offset, ev.id, &cm);
 	/* A redriven copy is the administrator's new try (a mended plugin):
 	 * its handler is called; should it crash, the record moves to it. Not
 	 * a copy redriven before the recorded crash: that redrive was the one
 	 * whose other copy crashed (an event dead-lettered twice, by its relay
 	 * copy too), made before any mending. */
-	if (crashed >= CRASH_RECORD_LIMIT && !at_place && kafka_ev_header(&ev, "evhost_redrive") &&
-	    msg_time(msg) > crash_record_time_ms())
+	if (crashed >= CRASH_RECORD_LIMIT && !cm.at_place && kafka_ev_header(&ev, "evhost_redrive") &&
+	    msg_time(msg) > cm.at_ms)
 		crashed = 0;
 	if (crashed >= CRASH_RECORD_LIMIT) {
-		/* Its handler would crash the daemon again, at every start. Kept
-		 * until the stop: copies of it (the same id) go the same way. */
+		/* Its handler would crash the daemon again, at every start (or use
+		 * up its memory, or hold the stop). Kept until the stop: copies of
+		 * it (the same id) go the same way. */
 		out = OUT_REJECT;
-		snprintf(ev.error, sizeof ev.error,
-		         "the plugin crashed handling this event at %ld starts in a row: "
-		         "dead-lettered without calling its handler again",
-		         crashed);
+		if (cm.killed)
+			snprintf(ev.error, sizeof ev.error,
+			         "evhostd did not stop cleanly while the plugin handled this event (it "
+			         "crashed, or was killed: the OOM killer, SIGKILL, the stop's guard) at "
+			         "%ld starts in a row: dead-lettered without calling its handler again",
+			         crashed);
+		else
+			snprintf(ev.error, sizeof ev.error,
+			         "the plugin crashed handling this event at %ld starts in a row: "
+			         "dead-lettered without calling its handler again",
+			         crashed);
 	} else if (first < c->p->nsubs) {
 		double t0 = metrics_now();
 		trace_span span;
@@ -2241,7 +2248,7 @@ static enum outcome dispatch(struct consumer *c, evh_tx *tx, const rd_kafka_mess
 		         : run_handlers_alone(c, &ev, first, sub);
 		c->last_duplicate = ev.duplicate;
 		if (crashed)
-			crash_record_clear(); /* it did not crash on it this time */
+			crash_record_forget(&cm); /* it did not end the daemon this time */
 		/* A full database waits, using up no attempt: when this attempt
 		 * met it (a statement of its own failed for want of room, in a
 		 * batch too, before the store is marked full at the batch's end),

@@ -486,10 +486,10 @@ int main(int argc, char **argv)
 	                                                                            : "stopping");
 	host_stop(&h);
 	stopguard_done();
-	/* A clean stop: the last run did not crash, whatever the one before
-	 * did (its event, not seen again since, is not held against it). */
-	if (rc == 0)
-		crash_record_clear();
+	/* No handler runs now. A clean stop: the last run did not crash,
+	 * whatever the one before did (its event, not seen again since, is not
+	 * held against it). */
+	crash_record_stopped(rc == 0);
 	log_info("host", "stopped");
 	return leave(rc);
 }

@@ -1535,8 +1535,8 @@ def test_an_event_that_crashes_the_plugin_at_two_starts_is_dead_lettered(
     assert d.post("/probe/publish", json={"crash": 16}).status_code == 200
     assert d.wait(timeout=60) == -signal.SIGSEGV, d.log_tail()
     record = d.state_dir / "evhostd.crashed"
-    count, _, offset, plugin, where, kept_id = record.read_text().split()
-    assert (count, plugin, where) == ("1", "probe", topic), record.read_text()
+    count, _, offset, plugin, where, kept_id, _, how = record.read_text().split()
+    assert (count, plugin, where, how) == ("1", "probe", topic, "crashed"), record.read_text()
     assert kept_id.startswith("h:"), record.read_text()  # the id's bytes in hex
     event_id = bytes.fromhex(kept_id[2:]).decode()
 
@@ -1611,12 +1611,107 @@ QUICK_REJOIN = {"kafka": {"rdkafka.session.timeout.ms": "3000",
                           "rdkafka.heartbeat.interval.ms": "1000"}}
 
 
-def again_on(evhostd, d, build_dir, tmp_path, brokers, topic, group, wait=True):
+def again_on(evhostd, d, build_dir, tmp_path, brokers, topic, group, wait=True, config=None):
     """The same daemon started again: its config and state, a new process."""
-    conf = {**admin_conf(tmp_path), **QUICK_REJOIN}
+    conf = {**admin_conf(tmp_path), **QUICK_REJOIN, **(config or {})}
     conf["plugin.probe"] = probe_conf(build_dir, topic=topic, group=group)
     return evhostd(conf, brokers=brokers, config_dir=d.config_dir, state_dir=d.state_dir,
                    port=d.port, wait=wait)
+
+
+def kill_holding(d, hold, times):
+    """Wait for the probe's handler to hold its event (the `times`-th time
+    in this log: the event comes again at each start), then SIGKILL evhostd
+    (the OOM killer's way): no handler of evhostd's runs."""
+    held = f"probe: event held while {hold} exists"
+    lib.wait_until(lambda: d.log_text().count(held) >= times, timeout=60,
+                   message=f"{held!r} {times} time(s) in the log")
+    d.send_signal(signal.SIGKILL)
+    assert d.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_an_event_in_hand_when_evhostd_ends_at_two_starts_is_dead_lettered(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A handler that uses up the memory on an event (the OOM killer's
+    # SIGKILL) or never returns on it (the stop's guard: exit 3) ended
+    # evhostd at every start with no crash to record: under
+    # Restart=on-failure a loop, its partition held for good. The event a
+    # handler has in hand at such an end counts as a crash on it: handled
+    # again once, dead-lettered at the second such start.
+    topic, group = unique_name("probe.kill"), unique_name("probe-kill")
+    hold = tmp_path / "hold"
+    quick_stop = {"host": {"stop_timeout": "1s"}}
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group,
+              config={**QUICK_REJOIN, **quick_stop})
+    assert d.post("/probe/publish", json={"warm": 1}).status_code == 200
+    wait_seen(d, 1)
+    hold.write_text("")
+    assert d.post("/probe/publish", json={"hold_while": str(hold)}).status_code == 200
+    kill_holding(d, hold, 1)
+    assert (d.state_dir / "evhostd.inhand").exists()
+
+    d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group,
+                 config=quick_stop)
+    record = d.state_dir / "evhostd.crashed"
+    count, _, offset, plugin, where, kept_id, _, how = record.read_text().split()
+    assert (count, plugin, where, how) == ("1", "probe", topic, "killed"), record.read_text()
+    event_id = bytes.fromhex(kept_id[2:]).decode()
+    d.wait_for_log(f"the last run did not stop cleanly while plugin 'probe' handled event "
+                   f"{event_id} of {topic} [", timeout=10)
+    d.wait_for_log("(killed: the OOM killer, SIGKILL, or the stop's guard; 1 start in a row): "
+                   "it is handled again; should evhostd end so again on it, the next start "
+                   "dead-letters it", timeout=10)
+    # Held again: this time a stop whose guard ends it (the handler never
+    # returns within stop_timeout and 10 s more).
+    lib.wait_until(lambda: d.log_text().count(f"probe: event held while {hold} exists") >= 2,
+                   timeout=60, message="the event held again")
+    d.send_signal(signal.SIGTERM)
+    assert d.wait(timeout=60) == 3, d.log_tail()
+    assert "its consumer (an event handler that has not returned)" in d.log_text()
+
+    d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group)
+    d.wait_for_log("(killed: the OOM killer, SIGKILL, or the stop's guard; 2 starts in a row): "
+                   "that event is dead-lettered without calling the handler again", timeout=10)
+    letters = wait_dlq(d, 1, timeout=60)["messages"]
+    assert offset in [str(m["headers"]["evhost_dlq_offset"]) for m in letters], letters
+    for m in letters:
+        assert m["headers"]["evhost_dlq_error"] == (
+            "evhostd did not stop cleanly while the plugin handled this event (it crashed, or "
+            "was killed: the OOM killer, SIGKILL, the stop's guard) at 2 starts in a row: "
+            "dead-lettered without calling its handler again"), m
+        assert m["headers"]["ce_id"] == event_id, m
+    assert d.post("/probe/publish", json={"after": 1}).status_code == 200
+    lib.wait_until(lambda: [e["data"] for e in seen(d)] == [{"warm": 1}, {"after": 1}],
+                   timeout=60, message="the event behind it handled")
+    assert d.log_text().count(f"probe: event held while {hold} exists") == 2  # not called
+    assert d.stop() == 0
+    assert not record.exists()  # a clean stop forgets it
+    hold.unlink()
+
+
+def test_an_event_in_hand_at_a_kill_is_handled_again_then_forgotten(
+        evhostd, build_dir, tmp_path, kafka_bootstrap, unique_name):
+    # A kill may have had nothing to do with the event in hand (the OOM
+    # killer chose evhostd for another's memory): the next start handles it
+    # as usual, and once its handler returns, its record is gone.
+    topic, group = unique_name("probe.kill"), unique_name("probe-kill")
+    hold = tmp_path / "hold"
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, group, config=QUICK_REJOIN)
+    assert d.post("/probe/publish", json={"warm": 1}).status_code == 200
+    wait_seen(d, 1)
+    hold.write_text("")
+    assert d.post("/probe/publish", json={"n": 2, "hold_while": str(hold)}).status_code == 200
+    kill_holding(d, hold, 1)
+    hold.unlink()
+    d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group)
+    record = d.state_dir / "evhostd.crashed"
+    d.wait_for_log("(killed: the OOM killer, SIGKILL, or the stop's guard; 1 start in a row): "
+                   "it is handled again", timeout=10)
+    lib.wait_until(lambda: [e["data"].get("n") for e in seen(d)] == [None, 2], timeout=60,
+                   message="the event handled")
+    lib.wait_until(lambda: not record.exists(), timeout=10, message="the record forgotten")
+    assert dlq(d)["messages"] == []
+    assert d.stop() == 0
 
 
 # ------------------------------------------------------------------ backups
