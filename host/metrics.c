@@ -1039,6 +1039,12 @@ static uint64_t requests_in_flight(const evh_plugin *p)
 	return n > 0 ? (uint64_t)n : 0;
 }
 
+static uint64_t wal_bytes(const evh_plugin *p)
+{
+	int64_t n = store_wal_bytes(p->store);
+	return n > 0 ? (uint64_t)n : 0;
+}
+
 static uint64_t log_lines_dropped(const evh_plugin *p)
 {
 	return atomic_load(&p->log_budget.dropped_total);
@@ -1124,6 +1130,11 @@ static void render_plugins(textbuf *o, host *h)
 	render_store_flag(o, h, &one, "evhost_store_damaged", store_damaged,
 	                  "1 once SQLite found the plugin's database file damaged since it was "
 	                  "opened: what it cannot read fails; restore the file from a backup.");
+	render_plugin_count(o, h, &one, "evhost_store_wal_bytes", "gauge", wal_bytes,
+	                    "Bytes of the plugin's database WAL in use at its last commit: "
+	                    "checkpoints start it again from the beginning once no read "
+	                    "transaction needs it; one held open (or a backup's copy) lets it "
+	                    "grow with every commit.");
 	render_group_commits(o, h, &one);
 	if (h)
 		pthread_mutex_unlock(&h->plugins_lock);

@@ -247,6 +247,9 @@ struct store {
 	pthread_cond_t ckpt_cv;
 	int ckpt_due, ckpt_stop;
 	_Atomic uint64_t ckpt_thread_runs, ckpt_inline_runs;
+	/* The WAL's length at the last commit, in frames (wal_hook), and the
+	 * database's page size: evhost_store_wal_bytes. */
+	_Atomic int64_t wal_frames, page_size;
 	/* Read transactions (store_tx_begin_read), each on a connection of
 	 * readers of its own, without mu: WAL readers do not wait for the
 	 * writer, nor it for them. read_cv is signalled when one ends. Under
@@ -1552,6 +1555,7 @@ static void *checkpointer(void *arg)
 static int wal_hook(void *ud, sqlite3 *db, const char *name, int pages)
 {
 	store *s = ud;
+	atomic_store_explicit(&s->wal_frames, pages, memory_order_relaxed);
 	if (pages >= STORE_CHECKPOINT_PAGES * STORE_CHECKPOINT_INLINE) {
 		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 		atomic_fetch_add(&s->ckpt_inline_runs, 1);
@@ -1584,6 +1588,8 @@ static int checkpointer_start(store *s, const char *path, const char *sync, char
 		        db_errmsg(s->ckpt_db, rc, why, sizeof why));
 		return status_of(rc);
 	}
+	if ((rc = query_int(s, "PRAGMA page_size", &s->page_size, err, errlen)) != EVH_OK)
+		return rc;
 	if (pthread_create(&s->ckpt_thread, NULL, checkpointer, s)) {
 		set_err(err, errlen, "%s: cannot start the checkpoint thread", path);
 		return EVH_ENOMEM;
@@ -3574,6 +3580,14 @@ void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer)
 {
 	*by_thread = s ? atomic_load(&s->ckpt_thread_runs) : 0;
 	*by_writer = s ? atomic_load(&s->ckpt_inline_runs) : 0;
+}
+
+int64_t store_wal_bytes(store *s)
+{
+	int64_t frames = s ? atomic_load_explicit(&s->wal_frames, memory_order_relaxed) : 0;
+	/* A WAL file: a 32-byte header, then frames of a 24-byte header and a
+	 * page each. */
+	return frames > 0 ? 32 + frames * (24 + atomic_load(&s->page_size)) : 0;
 }
 
 int store_group_queued(store *s) { return s ? atomic_load(&s->gqueued) : 0; }

@@ -148,6 +148,10 @@ int store_take_lost_reads(void);
 /* WAL checkpoints run so far by the store's checkpoint thread, and by a
  * committing writer because that thread had fallen far behind. */
 void store_checkpoint_stats(store *s, uint64_t *by_thread, uint64_t *by_writer);
+/* The bytes of the database's WAL in use at its last commit: what no
+ * checkpoint has let it start again from (a read transaction open since
+ * holds it, so does a backup's copy), growing with each commit. */
+int64_t store_wal_bytes(store *s);
 int store_tx_commit(evh_tx *tx);
 void store_tx_rollback(evh_tx *tx);
 const char *store_tx_error(evh_tx *tx);

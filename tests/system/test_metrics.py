@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 import uuid
@@ -562,6 +563,43 @@ def check_dashboard(scrape):
                    "evhost_plugin_log_lines_dropped_total", "evhost_wall_clock_steps_total",
                    "evhost_kafka_clients_left_running"):
         assert family in used, family
+
+
+def test_store_wal_bytes_grows_while_a_read_transaction_holds_the_wal(evhostd):
+    # evhost_store_wal_bytes: the plugin's WAL in use at its last commit.
+    # Past 4000 pages a checkpoint lets the WAL start again from the
+    # beginning, unless a read transaction still needs it (a plugin's, a
+    # backup's copy, a sqlite3 shell left open): then it grows with every
+    # commit, the file with it, and nothing said so.
+    d = evhostd({"plugin.crud": {"collections": "things"}})
+    session = requests.Session()
+    pad = "x" * 200_000  # about 50 pages a document
+
+    def post(n):
+        for i in range(n):
+            r = session.post(d.url + "/crud/things", json={"n": i, "pad": pad}, timeout=30)
+            assert r.status_code == 201, r.text
+
+    def wal():
+        return scrape_value(d, "evhost_store_wal_bytes", plugin="crud")
+
+    post(5)
+    first = wal()
+    assert 5 * 200_000 < first <= (d.state_dir / "crud.db-wal").stat().st_size
+    reader = sqlite3.connect(d.state_dir / "crud.db", isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a snapshot held
+        post(120)  # about 6000 pages, past the checkpoint's 4000
+        held = wal()
+        assert held > first + 100 * 200_000, (first, held)
+        assert held > 4000 * 4096
+    finally:
+        reader.close()
+    # Let go: the next checkpoint copies it all back, and a commit after it
+    # starts the WAL again.
+    lib.wait_until(lambda: post(1) or wal() < 2_000_000, timeout=60, interval=0.2,
+                   message="the WAL started again once the read ended")
 
 
 def test_alert_rules_pass_their_promtool_tests():
