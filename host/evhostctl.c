@@ -57,6 +57,7 @@ enum {
 #define LOCK_POLL_MS 20
 #define LOCK_HOLDER_MAX 256 /* "process PID (command line)", cut there */
 #define NAME_MAX_LEN 64
+#define URL_MAX 80 /* listen_url's: "http://[" an IPv6 address "]:65535" */
 #define DLQ_LIST_LIMIT 1000
 #define DLQ_SHOW_LIMIT 10
 #define DROPIN_PREFIX "90-evhostctl-"
@@ -86,6 +87,7 @@ typedef struct ctl {
 	CURL *curl;
 	long request_timeout_s; /* 0: REQUEST_TIMEOUT_S */
 	int not_sent; /* the last request() surely did not reach the daemon */
+	int told_where; /* say_where_the_daemon_listens said it */
 } ctl;
 
 typedef struct reply {
@@ -347,12 +349,23 @@ static int url_ok(const char *url)
 	return ok;
 }
 
-/* The daemon's URL: --url, else [http] listen with a wildcard address
- * replaced by loopback (the daemon listens there too). 0, or the exit
- * status after saying why. */
+/* The URL of a daemon listening on `host`:`port` (an IPv6 address without
+ * brackets) into out[URL_MAX], a wildcard address replaced by loopback (the
+ * daemon listens there too). */
+static void listen_url(const char *host, int port, char *out)
+{
+	if (!host || !*host || !strcmp(host, "0.0.0.0"))
+		host = "127.0.0.1";
+	else if (!strcmp(host, "::"))
+		host = "::1";
+	snprintf(out, URL_MAX, strchr(host, ':') ? "http://[%s]:%d" : "http://%s:%d", host, port);
+}
+
+/* The daemon's URL: --url, else [http] listen's (listen_url). 0, or the
+ * exit status after saying why. */
 static int resolve_url(ctl *c)
 {
-	const char *host;
+	char url[URL_MAX];
 	if (c->o.url) {
 		size_t n = strlen(c->o.url);
 		if (!url_ok(c->o.url))
@@ -371,13 +384,8 @@ static int resolve_url(ctl *c)
 	    key_refused(c, "http", "listen",
 	                "evhostctl does not know where the daemon listens (fix it, or pass --url)"))
 		return EXIT_FAILED;
-	host = c->set.http_host;
-	if (!host || !*host || !strcmp(host, "0.0.0.0"))
-		host = "127.0.0.1";
-	else if (!strcmp(host, "::"))
-		host = "::1";
-	c->url = strchr(host, ':') ? xasprintf("http://[%s]:%d", host, c->set.http_port)
-	                           : xasprintf("http://%s:%d", host, c->set.http_port);
+	listen_url(c->set.http_host, c->set.http_port, url);
+	c->url = xasprintf("%s", url);
 	return 0;
 }
 
@@ -653,6 +661,51 @@ static int curl_not_sent(CURLcode cc)
 	       cc == CURLE_COULDNT_RESOLVE_PROXY;
 }
 
+static int lock_holder(int fd, char *out, size_t len);
+
+/* After the files' [http] listen did not answer: when a daemon holds the
+ * lock in their state_dir and listens elsewhere (the address it wrote there
+ * at its start, the line after its pid), say so. A reload does not apply a
+ * changed listen, only a restart does: until then the daemon is where it
+ * was. Said once; nothing when any of it is not known. */
+static void say_where_the_daemon_listens(ctl *c)
+{
+	char path[PATH_MAX], text[256], holder[LOCK_HOLDER_MAX], host[64], url[URL_MAX];
+	char *line, *end;
+	size_t pid_len;
+	ssize_t n;
+	int fd, port;
+
+	if (c->told_where || c->o.url || !c->set.state_dir ||
+	    (size_t)snprintf(path, sizeof path, "%s/evhostd.lock", c->set.state_dir) >= sizeof path)
+		return;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+		return;
+	n = read(fd, text, sizeof text - 1);
+	/* A lock let go is a daemon gone: its file stays, with its address. */
+	if (n <= 0 || !lock_holder(fd, holder, sizeof holder)) {
+		close(fd);
+		return;
+	}
+	close(fd);
+	text[n] = '\0';
+	/* "PID\nHOST:PORT\n", HOST an IPv4 address or an IPv6 one in brackets */
+	pid_len = strspn(text, "0123456789");
+	if (!pid_len || text[pid_len] != '\n' || !(end = strchr(line = text + pid_len + 1, '\n')))
+		return;
+	*end = '\0';
+	if (sscanf(line, *line == '[' ? "[%63[0-9a-fA-F:.]]:%d" : "%63[0-9.]:%d", host, &port) != 2 ||
+	    port < 1 || port > 65535)
+		return;
+	listen_url(host, port, url);
+	if (!strcmp(url, c->url))
+		return;
+	say("evhostd pid %.*s, running with state_dir %s, listens on %s: a change of [http] listen "
+	    "since it started applies at its restart, not at a reload (until then, pass --url %s)",
+	    (int)pid_len, text, c->set.state_dir, line, url);
+	c->told_where = 1;
+}
+
 /* One request; `body` is JSON or NULL. Returns 0 when the daemon answered
  * (whatever the status), else EXIT_UNREACHABLE, or EXIT_FAILED for an
  * answer too large or out of memory, after saying why; c->not_sent is set
@@ -720,6 +773,8 @@ static int request(ctl *c, const char *method, const char *path, const char *bod
 		free(url);
 		reply_free(r);
 		c->not_sent = curl_not_sent(cc);
+		if (cc == CURLE_COULDNT_CONNECT)
+			say_where_the_daemon_listens(c);
 		return reached ? EXIT_FAILED : EXIT_UNREACHABLE;
 	}
 	free(url);

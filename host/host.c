@@ -742,6 +742,21 @@ static int lock_state_dir(host *h)
 	return 0;
 }
 
+/* The lock file's second line: the plain listener's address as bound (the
+ * "ready" line's). A reload does not apply a changed [http] listen, so
+ * evhostctl, which reads it from the files, can be told where this daemon
+ * still listens when the files' address does not answer. */
+static void record_listen(host *h)
+{
+	char text[128];
+	int n = snprintf(text, sizeof text, "%ld\n%s\n", (long)getpid(), h->http_bound);
+
+	/* Over the pid line, which it starts with: a reader never sees none. */
+	if (h->lock_fd1 && pwrite(h->lock_fd1 - 1, text, (size_t)n, 0) != n)
+		log_warn("host", "cannot write the listen address into %s/evhostd.lock: %s",
+		         h->set.state_dir, strerror(errno));
+}
+
 static void *dup_bytes(const void *p, size_t n)
 {
 	void *c = p ? malloc(n ? n : 1) : NULL;
@@ -1169,6 +1184,7 @@ int host_start(host *h)
 	/* Port 0 is the system's choice: say which, or nobody can find it. */
 	http_bound_text(h->http, 0, h->set.http_listen, plain, sizeof plain);
 	snprintf(h->http_bound, sizeof h->http_bound, "%s", plain);
+	record_listen(h);
 	if (h->set.http_tls_listen)
 		http_bound_text(h->http, 1, h->set.http_tls_listen, tls, sizeof tls);
 	log_info("host", "evhostd %s ready: %zu plugin%s, http on %s%s%s, kafka %s", EVHOST_VERSION,

@@ -774,6 +774,32 @@ def test_exit_codes(evhostd, build_dir, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("evhostctl 0.")
 
 
+def test_unreachable_after_a_reload_of_listen_names_where_the_daemon_is(evhostd, build_dir,
+                                                                           tmp_path):
+    # A reload does not apply a changed [http] listen (it needs a restart),
+    # but evhostctl reads the files' new address: it says where the daemon
+    # that holds state_dir's lock still listens, and what reaches it.
+    d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
+    moved = lib.free_port()
+    text = d.config_file.read_text()
+    assert f"127.0.0.1:{d.port}" in text
+    d.config_file.write_text(text.replace(f"127.0.0.1:{d.port}", f"127.0.0.1:{moved}"))
+    assert d.post("/admin/reload", headers=auth(), timeout=70).status_code == 200
+    assert "[http] listen changed" in d.log_text() and "needs a restart" in d.log_text()
+    r = ctl(build_dir, d, "status")
+    assert_one_error(r, 3, f"GET http://127.0.0.1:{moved}/healthz: the daemon is unreachable")
+    assert (f"evhostctl: evhostd pid {d.proc.pid}, running with state_dir {d.state_dir}, "
+            f"listens on 127.0.0.1:{d.port}: a change of [http] listen since it started "
+            f"applies at its restart, not at a reload (until then, pass --url {d.url})\n"
+            in r.stderr), r.stderr
+    r = ctl(build_dir, d, "--url", d.url, "status")
+    assert r.returncode == 0, r.stderr
+    # Once the daemon is gone, its lock file (with its address) is no hint.
+    assert d.stop() == 0
+    r = ctl(build_dir, d, "status")
+    assert r.returncode == 3 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def run_ctl(build_dir, *args, user=None, wrap=()):
     """evhostctl ARGS as it is (no -c added); as `user` (uid) with setpriv;
     under the command `wrap` (a list) if given."""

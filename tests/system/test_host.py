@@ -177,7 +177,9 @@ def test_a_closed_stderr_does_not_write_the_log_into_the_lock_file(evhostd):
     finally:
         proc.terminate()
         assert proc.wait(30) == 0
-    assert re.fullmatch(rb"\d+\n?", (state_dir / "evhostd.lock").read_bytes())
+    # Its pid, then (for evhostctl) the address it listens on.
+    assert re.fullmatch(rb"%d\n127\.0\.0\.1:%d\n" % (proc.pid, port),
+                        (state_dir / "evhostd.lock").read_bytes())
 
 
 def _answers(url):
