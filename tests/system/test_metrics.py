@@ -544,7 +544,8 @@ def check_dashboard(scrape):
         legend = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
         assert not query_problems(expr, families, legend), \
             (title, expr, query_problems(expr, families, legend))
-        for m in re.finditer(r"\b((?:evhost|process)_[a-z_]+)(\{[^}]*\})?", expr):
+        for m in re.finditer(r"\b((?:evhost|process|notifications|user)_[a-z_]+)(\{[^}]*\})?",
+                             expr):
             family = _SUFFIX.sub("", m.group(1)) if m.group(1) not in families else m.group(1)
             used.add(family)
             assert 'instance=~"$instance"' in (m.group(2) or ""), (title, expr)
@@ -561,7 +562,8 @@ def check_dashboard(scrape):
                    "evhost_tls_certificate_expiry_timestamp_seconds",
                    "evhost_admin_refusals_total", "evhost_plugin_http_requests_in_flight",
                    "evhost_plugin_log_lines_dropped_total", "evhost_wall_clock_steps_total",
-                   "evhost_kafka_clients_left_running"):
+                   "evhost_kafka_clients_left_running", "notifications_mails_total",
+                   "notifications_maildir_full", "user_logins_total"):
         assert family in used, family
 
 
