@@ -125,9 +125,14 @@ int reply_log_failure(evh_plugin *p, evh_tx *tx, int rc, const char *what)
 	char line[512];
 
 	/* A full outbox is the host's to say (once a minute, with a count):
-	 * a line per refused request would flood the log in a burst. */
-	snprintf(line, sizeof line, "%s failed: %s%s%s", what, evh_strerror(rc),
-	         why && *why ? ": " : "", why ? why : "");
+	 * a line per refused request would flood the log in a burst. Without
+	 * the transaction (it failed to begin, or a commit released it) the SDK
+	 * has no message to give; the host says it, in its lines of the same
+	 * request or event: this one says where to look. */
+	snprintf(line, sizeof line, "%s failed: %s%s%s%s", what, evh_strerror(rc),
+	         why && *why ? ": " : "", why ? why : "",
+	         !why && rc == EVH_ESTORE ? " (the host's lines of this request or event say why)"
+	                                  : "");
 	if (rc != EVH_EFULL && (rc != EVH_ESTORE || storage_failure_due(line, &unsaid))) {
 		if (unsaid > 0)
 			evh_log(p, EVH_LOG_ERROR, "%s (and %" PRId64 " more since the last such line)",

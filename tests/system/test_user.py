@@ -1617,6 +1617,32 @@ def test_a_user_larger_than_the_storage_takes_is_413_naming_the_user(evhostd, tm
     assert " ERROR " not in d.log_text(), d.log_tail()
 
 
+def test_a_failed_commit_says_where_its_cause_is(evhostd, tmp_path, build_dir):
+    """The registration's COMMIT meets a full disk (tests/fixtures/faults.c:
+    one write of user.db fails with ENOSPC): 503, and user.so's line, which
+    has no transaction left to ask the storage's message of, points to the
+    host's lines of the same request, which say it ("create user: commit
+    failed: storage error" said nothing of why)."""
+    switch = tmp_path / "next-write-fails"
+    d = evhostd(user_config(tmp_path, admin=False),
+                env=lib.faults_preloaded(build_dir, sqlite_write_file=switch,
+                                         sqlite_db="user.db"))
+    switch.touch()
+    r = d.post("/users", json={"name": "Ada", "email": "ada@example.org",
+                               "password": PASSWORD})
+    assert "storage of service 'user' is full" in problem(r, 503, "unavailable")["detail"]
+    log = d.log_text()
+    m = re.search(r" ERROR \[user\] create user: commit failed: storage error \(the host's "
+                  r"lines of this request or event say why\) \(request_id=(\w+) ", log)
+    assert m, d.log_tail()
+    said = [ln for ln in log.splitlines() if f"request_id={m.group(1)} " in ln]
+    assert any(" [store] " in ln and "user.db: database or disk is full" in ln
+               for ln in said), said
+    assert any(" [http] POST /users " in ln and "its database is full" in ln
+               for ln in said), said
+    assert all_users(d) == []
+
+
 # --------------------------------------------------- events on real Kafka
 
 

@@ -259,6 +259,21 @@ static void test_the_tx_form_logs_a_refusal_as_a_warning_and_rolls_back(void **s
 	assert_string_equal(host.line, "update user failed: too big: string or blob too big");
 }
 
+/* A begin or a commit that failed leaves no transaction to ask its storage
+ * message of: the line says where the host said it ("commit failed:
+ * storage error" said nothing of why). */
+static void test_a_storage_error_without_its_tx_points_to_the_hosts_lines(void **state)
+{
+	(void)state;
+	assert_int_equal(reply_log_failure(P, NULL, EVH_ESTORE, "create user: commit"), EVH_ESTORE);
+	assert_int_equal(host.level, EVH_LOG_ERROR);
+	assert_string_equal(host.line, "create user: commit failed: other (the host's lines of this "
+	                               "request or event say why)");
+	/* with its transaction, the storage's own message */
+	assert_int_equal(reply_log_failure(P, TX, EVH_EBUSY, "create user"), EVH_EBUSY);
+	assert_string_equal(host.line, "create user failed: other: string or blob too big");
+}
+
 /* routes_register (routes.c) leaves a refused route's reason as the host
  * said it: it is the last line, the one a failed init's refusal quotes
  * ("cannot register POST /users: invalid argument" took its place). */
@@ -290,6 +305,8 @@ int main(void)
 	                                    setup, teardown),
 	    cmocka_unit_test_setup_teardown(
 	        test_the_tx_form_logs_a_refusal_as_a_warning_and_rolls_back, setup, teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_storage_error_without_its_tx_points_to_the_hosts_lines, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
