@@ -563,7 +563,7 @@ def check_dashboard(scrape):
                    "evhost_admin_refusals_total", "evhost_plugin_http_requests_in_flight",
                    "evhost_plugin_log_lines_dropped_total", "evhost_wall_clock_steps_total",
                    "evhost_kafka_clients_left_running", "notifications_mails_total",
-                   "notifications_maildir_full", "user_logins_total"):
+                   "notifications_maildir_full", "user_logins_total", "evhost_store_wal_bytes"):
         assert family in used, family
 
 
