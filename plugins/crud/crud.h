@@ -48,13 +48,23 @@ int crud_db_update(evh_tx *tx, const char *coll, const char *id, const char *jso
                    const char *now);
 int crud_db_delete(evh_tx *tx, const char *coll, const char *id);
 /* Documents a filtered page examines at most (each one's JSON parsed):
- * bounds the time the page holds the plugin's storage. */
+ * bounds the time the page holds a read transaction (and the WAL back). */
 #define CRUD_SCAN_MAX 10000
+/* And bytes of documents (their text), for large ones: the count alone let
+ * a page parse 10,000 documents of 900 KB (9 GB, about 10 s). 8 MiB is the
+ * count's worth of documents of about 800 bytes: smaller ones page as
+ * before (the count comes first), and a page over larger ones takes about
+ * as long as one over 10,000 of those, some tens of milliseconds
+ * (docs/benchmarks.md). The matches are among the bytes examined, so it
+ * bounds a filtered page's body too (to that plus a document). The document
+ * that reaches it is examined whole: a page always examines one, however
+ * large. */
+#define CRUD_SCAN_BYTES (8u << 20)
 /* Up to `limit` documents of `coll` with seq > after_seq matching every
  * filter, in seq order, appended to `items`; *more: rows remain, to be
- * asked for after *last_seq. With filters only the CRUD_SCAN_MAX documents
- * after after_seq are examined: the page may then be short or empty with
- * *more set. */
+ * asked for after *last_seq. With filters only the documents after
+ * after_seq up to CRUD_SCAN_MAX of them or CRUD_SCAN_BYTES of their text
+ * are examined: the page may then be short or empty with *more set. */
 int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
                  const crud_filter *filters, size_t nfilters, cJSON *items, int *more,
                  int64_t *last_seq);

@@ -539,7 +539,7 @@ static int list_docs(evh_request *req, evh_response *resp, void *ud)
 	if (!(items = cJSON_CreateArray()))
 		return EVH_ENOMEM;
 	/* A read transaction, as get_doc's: a filtered page scans up to
-	 * CRUD_SCAN_MAX documents while writes go on. */
+	 * CRUD_SCAN_MAX documents or CRUD_SCAN_BYTES of them while writes go on. */
 	if ((rc = evh_tx_begin_read(st->p, &tx)) != EVH_OK) {
 		cJSON_Delete(items);
 		return reply_tx_failure(st->p, resp, NULL, rc, "list documents: begin");

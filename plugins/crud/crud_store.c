@@ -101,17 +101,22 @@ static evh_value filter_value(const crud_filter *f)
 	return EVH_INT(f->i);
 }
 
-/* The page query for `n` filters; its text depends only on n, so the
- * host's statement cache holds at most CRUD_FILTERS_MAX + 1 of them. */
+/* The page query for `n` filters: every document after the cursor, each
+ * with whether it matches (the filters in a CASE, which stops at the first
+ * one failing, as a WHERE clause would), so that crud_db_page counts the
+ * documents it examines, and their bytes, not only the matches. Its text
+ * depends only on n, so the host's statement cache holds at most
+ * CRUD_FILTERS_MAX + 1 of them. */
 static void page_sql(size_t n, char *sql, size_t size)
 {
-	size_t len = (size_t)snprintf(sql, size, "SELECT seq, doc FROM documents"
-	                                         " WHERE collection = ? AND seq > ? AND seq <= ?");
+	size_t len = (size_t)snprintf(sql, size, "SELECT seq, doc, CASE WHEN 1");
 
 	while (n-- && len < size)
 		len += (size_t)snprintf(sql + len, size - len, "%s", CRUD_FILTER_SQL);
 	if (len < size)
-		snprintf(sql + len, size - len, " ORDER BY seq LIMIT ?");
+		snprintf(sql + len, size - len,
+		         " THEN 1 ELSE 0 END FROM documents WHERE collection = ? AND seq > ?"
+		         " ORDER BY seq LIMIT ?");
 }
 
 /* A stored document goes into the page as the text it is (a raw item):
@@ -134,55 +139,39 @@ static int add_item(cJSON *items, const char *doc, size_t len)
 	return EVH_ENOMEM;
 }
 
-/* The seq of the CRUD_SCAN_MAX-th document of `coll` after `after_seq` in
- * *bound, when more documents follow it; else INT64_MAX (the rest is no
- * more than CRUD_SCAN_MAX). Read from the (collection, seq) index alone: a
- * step per entry, no document read. */
-static int scan_bound(evh_tx *tx, const char *coll, int64_t after_seq, int64_t *bound)
+/* *found: whether `coll` has a document after `after_seq`. Read from the
+ * (collection, seq) index alone: no document read. */
+static int doc_after(evh_tx *tx, const char *coll, int64_t after_seq, int *found)
 {
-	evh_value args[] = {EVH_TEXT(coll), EVH_INT(after_seq), EVH_INT(CRUD_SCAN_MAX - 1)};
+	evh_value args[] = {EVH_TEXT(coll), EVH_INT(after_seq)};
 	evh_rows *rows;
-	int rc = evh_query(tx,
-	                   "SELECT seq FROM documents WHERE collection = ? AND seq > ?"
-	                   " ORDER BY seq LIMIT 2 OFFSET ?",
+	int rc = evh_query(tx, "SELECT 1 FROM documents WHERE collection = ? AND seq > ? LIMIT 1",
 	                   args, sizeof args / sizeof args[0], &rows);
 
-	*bound = INT64_MAX;
+	*found = 0;
 	if (rc != EVH_OK)
 		return rc;
-	if ((rc = evh_rows_next(rows)) == 1) {
-		int64_t last = evh_rows_int(rows, 0);
-
-		if ((rc = evh_rows_next(rows)) == 1)
-			*bound = last;
-	}
+	rc = evh_rows_next(rows);
 	evh_rows_close(rows);
-	return rc < 0 ? rc : EVH_OK;
+	if (rc < 0)
+		return rc;
+	*found = rc == 1;
+	return EVH_OK;
 }
 
 int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
                  const crud_filter *filters, size_t nfilters, cJSON *items, int *more,
                  int64_t *last_seq)
 {
-	evh_value args[4 + CRUD_FILTERS_MAX * CRUD_FILTER_BINDS];
-	char sql[160 + CRUD_FILTERS_MAX * sizeof CRUD_FILTER_SQL];
-	size_t n = 0, i;
-	int64_t bound = INT64_MAX;
+	evh_value args[3 + CRUD_FILTERS_MAX * CRUD_FILTER_BINDS];
+	char sql[200 + CRUD_FILTERS_MAX * sizeof CRUD_FILTER_SQL];
+	size_t n = 0, i, bytes = 0;
+	int64_t cut = 0; /* the last document examined, when a bound stopped the scan */
 	evh_rows *rows;
-	int rc, count = 0;
+	int rc, count = 0, examined = 0, found;
 
 	if (nfilters > CRUD_FILTERS_MAX)
 		return EVH_EINVAL;
-	/* A filter is checked on each document (its JSON parsed), under the
-	 * plugin's one transaction: one matching nothing in millions of
-	 * documents held every write for seconds, and a few such requests made
-	 * them 503. A filtered page looks at CRUD_SCAN_MAX documents at most; an
-	 * unfiltered one stops at its limit anyway. */
-	if (nfilters && (rc = scan_bound(tx, coll, after_seq, &bound)) != EVH_OK)
-		return rc;
-	args[n++] = EVH_TEXT(coll);
-	args[n++] = EVH_INT(after_seq);
-	args[n++] = EVH_INT(bound);
 	for (i = 0; i < nfilters; i++) {
 		args[n++] = EVH_TEXT(filters[i].path);
 		args[n++] = EVH_TEXT(filters[i].json_type);
@@ -190,34 +179,55 @@ int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
 		args[n++] = EVH_TEXT(filters[i].path);
 		args[n++] = filter_value(&filters[i]);
 	}
-	args[n++] = EVH_INT(limit + 1);
+	args[n++] = EVH_TEXT(coll);
+	args[n++] = EVH_INT(after_seq);
+	/* Unfiltered, every row is a match: the extra one says another page
+	 * exists. Filtered, the scan below stops at its bounds. */
+	args[n++] = EVH_INT(nfilters ? -1 : (int64_t)limit + 1);
 	page_sql(nfilters, sql, sizeof sql);
 	*more = 0;
 	if ((rc = evh_query(tx, sql, args, n, &rows)) != EVH_OK)
 		return rc;
 	while ((rc = evh_rows_next(rows)) == 1) {
 		size_t len = 0;
-		const char *doc;
+		const char *doc = evh_rows_text(rows, 1, &len);
 
-		if (count == limit) { /* the extra row only says another page exists */
-			*more = 1;
+		if (evh_rows_int(rows, 2)) {
+			if (count == limit) { /* the extra match only says another page exists */
+				*more = 1;
+				break;
+			}
+			if ((rc = add_item(items, doc ? doc : "{}", doc ? len : 2)) != EVH_OK)
+				break;
+			*last_seq = evh_rows_int(rows, 0);
+			count++;
+		}
+		bytes += len;
+		/* A filter is checked on each document (its JSON parsed), under a
+		 * read transaction: one matching nothing in millions of documents
+		 * held every write for seconds (when pages were read in crud's one
+		 * transaction), and it still holds the WAL back as long. A filtered
+		 * page examines CRUD_SCAN_MAX documents at most, or CRUD_SCAN_BYTES
+		 * of them, whichever comes first, and always one; an unfiltered one
+		 * stops at its limit anyway. */
+		if (nfilters && (++examined == CRUD_SCAN_MAX || bytes >= CRUD_SCAN_BYTES)) {
+			cut = evh_rows_int(rows, 0); /* never 0: seq starts at 1 */
 			break;
 		}
-		doc = evh_rows_text(rows, 1, &len);
-		if ((rc = add_item(items, doc ? doc : "{}", doc ? len : 2)) != EVH_OK)
-			break;
-		*last_seq = evh_rows_int(rows, 0);
-		count++;
 	}
 	evh_rows_close(rows);
 	if (rc < 0)
 		return rc;
-	/* Documents past the window remain: the cursor goes on after the last
-	 * one looked at, so the page may be short, or empty, and still have a
-	 * next one (seq only grows: no document is seen twice or skipped). */
-	if (!*more && bound != INT64_MAX) {
-		*more = 1;
-		*last_seq = bound;
+	/* Documents past the ones examined remain: the cursor goes on after the
+	 * last one examined, so the page may be short, or empty, and still have
+	 * a next one (seq only grows: no document is seen twice or skipped). */
+	if (cut && !*more) {
+		if ((rc = doc_after(tx, coll, cut, &found)) != EVH_OK)
+			return rc;
+		if (found) {
+			*more = 1;
+			*last_seq = cut;
+		}
 	}
 	return EVH_OK;
 }

@@ -880,6 +880,25 @@ def walk(d, query, collection="orders", pages=10):
     raise AssertionError(f"{query}: still a next_cursor after {pages} pages")
 
 
+def orders_written(evhostd, tmp_path, docs):
+    """A daemon with the collection orders holding `docs` (JSON texts; the
+    ids d0, d1, ...), written into crud's database while it is stopped, as
+    crud writes them: many times faster than POSTs."""
+    state = tmp_path / "state"
+    d = evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state)
+    assert d.stop() == 0
+    db = sqlite3.connect(str(state / "crud.db"))
+    try:
+        with db:
+            db.executemany(
+                "INSERT INTO documents(collection, id, doc, version, created_at, updated_at)"
+                " VALUES('orders', ?, ?, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                ((f"d{i}", doc) for i, doc in enumerate(docs)))
+    finally:
+        db.close()
+    return evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state)
+
+
 def test_a_filtered_page_examines_a_bounded_number_of_documents(evhostd, tmp_path):
     """A filtered list checked every document after the cursor (its JSON
     parsed) while holding crud's one transaction: a value matching nothing
@@ -887,22 +906,11 @@ def test_a_filtered_page_examines_a_bounded_number_of_documents(evhostd, tmp_pat
     made writes 503. A page examines SCAN_MAX documents at most now and
     says where to go on: it may be short or empty with a next_cursor, and
     following the cursors still finds every match, once."""
-    state = tmp_path / "state"
-    d = evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state)
-    assert d.stop() == 0
     total = 2 * SCAN_MAX + SCAN_MAX // 2
     red = [5, SCAN_MAX + 2_000, SCAN_MAX + 2_001, total - 1]  # past the first window too
-    db = sqlite3.connect(str(state / "crud.db"))
-    try:
-        with db:  # written as crud writes them, many times faster than POSTs
-            db.executemany(
-                "INSERT INTO documents(collection, id, doc, version, created_at, updated_at)"
-                " VALUES('orders', ?, ?, 1, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                ((f"d{i}", json.dumps({"n": i, "color": "red" if i in red else "blue"},
-                                      separators=(",", ":"))) for i in range(total)))
-    finally:
-        db.close()
-    d = evhostd({"plugin.crud": {"collections": "orders"}}, state_dir=state)
+    d = orders_written(evhostd, tmp_path,
+                       (json.dumps({"n": i, "color": "red" if i in red else "blue"},
+                                   separators=(",", ":")) for i in range(total)))
 
     first = listing(d, "color=red&limit=100", "orders")
     assert [x["n"] for x in first["items"]] == [5] and first["next_cursor"], first
@@ -918,6 +926,50 @@ def test_a_filtered_page_examines_a_bounded_number_of_documents(evhostd, tmp_pat
     # Unfiltered pages are full as before.
     page = listing(d, "limit=100", "orders")
     assert [x["n"] for x in page["items"]] == list(range(100)) and page["next_cursor"]
+
+
+SCAN_BYTES = 8 << 20  # CRUD_SCAN_BYTES (plugins/crud/crud.h)
+
+
+def test_a_filtered_page_examines_a_bounded_number_of_bytes(evhostd, tmp_path):
+    """Counting documents alone let a filtered page parse 10,000 documents
+    of 900 KB (9 GB, some 10 s in one read transaction). A page stops once
+    the documents it examined reach SCAN_BYTES, the one that reaches it
+    included, and always examines one, even one larger than the bound: the
+    pages are cut there, with a next_cursor after the last one examined, and
+    following the cursors finds every match once."""
+    size, giant = 1_000_000, 9 << 20  # the body limit (1 MiB) allows the first
+    per_page = -(-SCAN_BYTES // size)  # documents of `size` a page examines: 9
+    sizes = [size] * per_page + [giant] + [size] * (2 * per_page)
+    red = [n for n in range(len(sizes)) if n % 2 == 0 or n == per_page]
+
+    def doc(n):
+        head = {"n": n, "color": "red" if n in red else "blue", "pad": ""}
+        text = json.dumps(head, separators=(",", ":"))
+        return text[:-2] + "x" * (sizes[n] - len(text)) + '"}'
+
+    d = orders_written(evhostd, tmp_path, map(doc, range(len(sizes))))
+
+    # The documents each page examines: up to SCAN_BYTES, then the giant
+    # alone, then up to SCAN_BYTES twice, the last one ending the collection
+    # (so no empty page follows it).
+    spans = [range(0, per_page), range(per_page, per_page + 1),
+             range(per_page + 1, 2 * per_page + 1), range(2 * per_page + 1, len(sizes))]
+    cursor = None
+    for span in spans:
+        page = listing(d, "color=red&limit=100" + (f"&cursor={cursor}" if cursor else ""),
+                       "orders")
+        assert [x["n"] for x in page["items"]] == [n for n in span if n in red], span
+        cursor = page["next_cursor"]
+        assert bool(cursor) == (span != spans[-1]), (span, page["next_cursor"])
+    for limit in (100, 3, 1):  # cut by the limit as well: still each match once
+        items, _ = walk(d, f"color=red&limit={limit}", pages=30)
+        assert [x["n"] for x in items] == red, limit
+    # Matching nothing: an empty page per span, each with a cursor but the last.
+    assert walk(d, "color=green") == ([], len(spans))
+    # Unfiltered pages are full as before (limit bounds them).
+    page = listing(d, "limit=12", "orders")
+    assert [x["n"] for x in page["items"]] == list(range(12)) and page["next_cursor"]
 
 
 @pytest.mark.inputs
