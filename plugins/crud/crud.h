@@ -56,15 +56,16 @@ int crud_db_delete(evh_tx *tx, const char *coll, const char *id);
  * before (the count comes first), and a page over larger ones takes about
  * as long as one over 10,000 of those, some tens of milliseconds
  * (docs/benchmarks.md). The matches are among the bytes examined, so it
- * bounds a filtered page's body too (to that plus a document). The document
- * that reaches it is examined whole: a page always examines one, however
- * large. */
+ * bounds a page's body too (to that plus a document), unfiltered pages'
+ * as well. The document that reaches it is examined whole: a page always
+ * examines one, however large. */
 #define CRUD_SCAN_BYTES (8u << 20)
 /* Up to `limit` documents of `coll` with seq > after_seq matching every
  * filter, in seq order, appended to `items`; *more: rows remain, to be
- * asked for after *last_seq. With filters only the documents after
- * after_seq up to CRUD_SCAN_MAX of them or CRUD_SCAN_BYTES of their text
- * are examined: the page may then be short or empty with *more set. */
+ * asked for after *last_seq. Only the documents after after_seq up to
+ * CRUD_SCAN_BYTES of their text are examined, and with filters up to
+ * CRUD_SCAN_MAX of them: the page may then be short (or empty, filtered)
+ * with *more set. */
 int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
                  const crud_filter *filters, size_t nfilters, cJSON *items, int *more,
                  int64_t *last_seq);

@@ -208,9 +208,10 @@ int crud_db_page(evh_tx *tx, const char *coll, int64_t after_seq, int limit,
 		 * held every write for seconds (when pages were read in crud's one
 		 * transaction), and it still holds the WAL back as long. A filtered
 		 * page examines CRUD_SCAN_MAX documents at most, or CRUD_SCAN_BYTES
-		 * of them, whichever comes first, and always one; an unfiltered one
-		 * stops at its limit anyway. */
-		if (nfilters && (++examined == CRUD_SCAN_MAX || bytes >= CRUD_SCAN_BYTES)) {
+		 * of them, whichever comes first, and always one. An unfiltered one
+		 * stops at its limit, or at CRUD_SCAN_BYTES too: 100 documents of
+		 * 1 MiB made a 100 MiB answer, built in memory, per request. */
+		if ((nfilters && ++examined == CRUD_SCAN_MAX) || bytes >= CRUD_SCAN_BYTES) {
 			cut = evh_rows_int(rows, 0); /* never 0: seq starts at 1 */
 			break;
 		}

@@ -796,8 +796,11 @@ def test_a_page_of_large_documents_takes_memory_in_proportion(evhostd, tmp_path,
     bounded = lib.sanitizer(build_dir) != "tsan"
     before = lib.peak_rss_kb(d)
     page = listing(d, "limit=20", "orders")
-    assert len(page["items"]) == 20 and page["items"][0]["a"] == doc["a"]
+    # (A page stops past 8 MiB of documents: 11 of these.)
+    assert len(page["items"]) == 11 and page["items"][0]["a"] == doc["a"]
+    assert page["next_cursor"]
     assert not bounded or lib.peak_rss_kb(d) - before < 150 * 1024
+    assert len(walk(d, "limit=20")[0]) == 20
     before = lib.peak_rss_kb(d)
     r = d.get("/admin/events", params={"plugin": "crud", "limit": 20}, timeout=60,
               headers={"Authorization": f"Bearer {token}"})
@@ -967,9 +970,14 @@ def test_a_filtered_page_examines_a_bounded_number_of_bytes(evhostd, tmp_path):
         assert [x["n"] for x in items] == red, limit
     # Matching nothing: an empty page per span, each with a cursor but the last.
     assert walk(d, "color=green") == ([], len(spans))
-    # Unfiltered pages are full as before (limit bounds them).
+    # Unfiltered pages stop there too (100 documents of 1 MiB made a 100
+    # MiB answer), limit or not; and are full when their documents are small.
     page = listing(d, "limit=12", "orders")
-    assert [x["n"] for x in page["items"]] == list(range(12)) and page["next_cursor"]
+    assert [x["n"] for x in page["items"]] == list(range(per_page)) and page["next_cursor"]
+    assert walk(d, "limit=100") == ([json.loads(doc(n)) for n in range(len(sizes))],
+                                    len(spans))
+    page = listing(d, "limit=5", "orders")
+    assert [x["n"] for x in page["items"]] == list(range(5)) and page["next_cursor"]
 
 
 @pytest.mark.inputs
