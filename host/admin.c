@@ -1148,21 +1148,31 @@ static int picked(pick *v, size_t n, int all, const dlq_msg *m)
 static size_t record_redriven(evh_plugin *p, const dlq_msg *const *sel, size_t n,
                               const dlq_redrive_result *res)
 {
-	size_t lost = 0;
-	for (size_t i = 0; i < n; i++) {
+	size_t lost = 0, k = 0;
+	store_redriven *rows = calloc(n ? n : 1, sizeof *rows);
+	for (size_t i = 0; rows && i < n; i++) {
 		if (res[i].outcome != DLQ_REDRIVEN)
 			continue;
-		if (!p->store ||
-		    store_dlq_mark_redriven(p->store, sel[i]->topic, sel[i]->partition,
-		                            sel[i]->offset, sel[i]->timestamp_ms, res[i].to_topic,
-		                            res[i].to_partition, res[i].to_offset) != EVH_OK)
-			lost++;
+		rows[k++] = (store_redriven){sel[i]->topic,     res[i].to_topic,
+		                             sel[i]->partition, res[i].to_partition,
+		                             sel[i]->offset,    sel[i]->timestamp_ms,
+		                             res[i].to_offset};
 	}
+	/* One transaction for the chunk: a crash between the broker's
+	 * acknowledgements and this leaves them all to be sent again by the
+	 * next redrive, but for a moment, not a sync per dead letter. */
+	store_thread_error_clear();
+	if (!rows || !p->store)
+		for (size_t i = 0; i < n; i++)
+			lost += res[i].outcome == DLQ_REDRIVEN;
+	else
+		lost = store_dlq_mark_redriven_all(p->store, rows, k);
+	free(rows);
 	if (lost)
 		log_warn(ADMIN_LOG,
-		         "%s: %zu redriven dead letter(s) could not be recorded; a later redrive "
+		         "%s: %zu redriven dead letter(s) could not be recorded%s%s; a later redrive "
 		         "may send them again (the inbox skips what was handled)",
-		         p->name, lost);
+		         p->name, lost, store_thread_error()[0] ? ": " : "", store_thread_error());
 	return lost;
 }
 

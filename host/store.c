@@ -4076,33 +4076,79 @@ int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64
 	return status ? status : found;
 }
 
+/* One row of evh_dlq_redriven, in the transaction open or as one of its
+ * own; under the store's lock. */
+static int mark_redriven(store *s, const store_redriven *r, char *err, size_t errlen)
+{
+	evh_value v[7];
+	v[0] = EVH_TEXT(r->dlq_topic);
+	v[1] = EVH_INT(r->partition);
+	v[2] = EVH_INT(r->offset);
+	v[3] = EVH_TEXT(r->to_topic);
+	v[4] = r->to_partition >= 0 ? EVH_INT(r->to_partition) : EVH_NULL();
+	v[5] = r->to_offset >= 0 ? EVH_INT(r->to_offset) : EVH_NULL();
+	v[6] = r->time_ms >= 0 ? EVH_INT(r->time_ms) : EVH_NULL();
+	return host_run(s,
+	                "INSERT OR REPLACE INTO evh_dlq_redriven(dlq_topic, \"partition\","
+	                " \"offset\", to_topic, to_partition, to_offset, dlq_time_ms,"
+	                " redriven_at) VALUES(?, ?, ?, ?, ?, ?, ?, " STORE_NOW_SQL ")",
+	                v, 7, NULL, NULL, err, errlen);
+}
+
+/* store_dlq_mark_redriven_all, *status the last failure's (EVH_OK: none). */
+static size_t mark_all(store *s, const store_redriven *rows, size_t n, int *status)
+{
+	char err[STORE_ERR_LEN] = "";
+	size_t lost = 0;
+	int st;
+
+	*status = EVH_EINVAL;
+	thread_error[0] = '\0';
+	if (!s)
+		return n;
+	for (size_t i = 0; i < n; i++)
+		if (!rows[i].dlq_topic || !rows[i].to_topic)
+			return n;
+	if ((*status = store_lock(s)) != EVH_OK)
+		return n;
+	st = n > 1 ? begin_immediate(s, err, sizeof err) : EVH_OK;
+	for (size_t i = 0; !st && i < n; i++)
+		st = mark_redriven(s, &rows[i], err, sizeof err);
+	if (!st && n > 1)
+		st = host_simple(s, "COMMIT", err, sizeof err);
+	*status = st;
+	if (st && n > 1) {
+		/* One row that cannot be written costs the others nothing. */
+		rollback_if_open(s->w.db);
+		*status = EVH_OK;
+		for (size_t i = 0; i < n; i++)
+			if ((st = mark_redriven(s, &rows[i], err, sizeof err)) != EVH_OK) {
+				*status = st;
+				lost++;
+			}
+	} else if (st) {
+		lost = 1;
+	}
+	if (lost && err[0]) /* the reason, for the caller's log (store_thread_error) */
+		snprintf(thread_error, sizeof thread_error, "%s", err);
+	store_unlock(s);
+	return lost;
+}
+
 int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
                             int64_t time_ms, const char *to_topic, int32_t to_partition,
                             int64_t to_offset)
 {
-	evh_value v[7];
+	store_redriven r = {dlq_topic, to_topic, partition, to_partition, offset, time_ms, to_offset};
 	int status;
-
-	if (!s || !dlq_topic)
-		return EVH_EINVAL;
-	v[0] = EVH_TEXT(dlq_topic);
-	v[1] = EVH_INT(partition);
-	v[2] = EVH_INT(offset);
-	v[3] = EVH_TEXT(to_topic);
-	v[4] = to_partition >= 0 ? EVH_INT(to_partition) : EVH_NULL();
-	v[5] = to_offset >= 0 ? EVH_INT(to_offset) : EVH_NULL();
-	v[6] = time_ms >= 0 ? EVH_INT(time_ms) : EVH_NULL();
-	status = store_lock(s);
-	if (status)
-		return status;
-	/* Autocommit: one row, one statement. */
-	status = stmt_run(s,
-	                  "INSERT OR REPLACE INTO evh_dlq_redriven(dlq_topic, \"partition\","
-	                  " \"offset\", to_topic, to_partition, to_offset, dlq_time_ms,"
-	                  " redriven_at) VALUES(?, ?, ?, ?, ?, ?, ?, " STORE_NOW_SQL ")",
-	                  v, 7, NULL, NULL, NULL, 0);
-	store_unlock(s);
+	(void)mark_all(s, &r, 1, &status);
 	return status;
+}
+
+size_t store_dlq_mark_redriven_all(store *s, const store_redriven *rows, size_t n)
+{
+	int status;
+	return n ? mark_all(s, rows, n, &status) : 0;
 }
 
 /* The rows of one partition below its log start, at most `max`, through

@@ -289,6 +289,16 @@ int store_dlq_redriven(store *s, const char *dlq_topic, int32_t partition, int64
 int store_dlq_mark_redriven(store *s, const char *dlq_topic, int32_t partition, int64_t offset,
                             int64_t time_ms, const char *to_topic, int32_t to_partition,
                             int64_t to_offset);
+/* Several at once (a redrive's chunk), in one transaction: a crash after
+ * the broker's acknowledgements leaves them all unrecorded or none, and for
+ * a moment rather than a sync per dead letter. A transaction that fails is
+ * tried row by row; returns how many could not be recorded. */
+typedef struct store_redriven {
+	const char *dlq_topic, *to_topic;
+	int32_t partition, to_partition; /* to_partition -1: not known */
+	int64_t offset, time_ms, to_offset; /* time_ms, to_offset -1: not known */
+} store_redriven;
+size_t store_dlq_mark_redriven_all(store *s, const store_redriven *rows, size_t n);
 /* A dead-letter partition's log start (its low watermark) as a read of the
  * partition saw it. The caller owns `topic`. */
 typedef struct dlq_start {

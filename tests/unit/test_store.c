@@ -2077,6 +2077,34 @@ static void test_inbox_forget_many_partitions(void **state)
 	store_tx_rollback(tx);
 }
 
+/* A redrive's chunk is recorded in one transaction: a crash after the
+ * broker's acknowledgements leaves the chunk unrecorded for a moment, not
+ * for a sync per dead letter (each autocommit wrote at least a page of its
+ * own to the WAL, and synced it). And the WAL is what the store says. */
+static void test_dlq_redriven_chunk_in_one_transaction(void **state)
+{
+	fixture *f = *state;
+	enum { N = 200 };
+	store_redriven rows[N];
+	int64_t before, after;
+
+	for (int i = 0; i < N; i++)
+		rows[i] = (store_redriven){"T.p.dlq", "T", 0, 0, i, 1000 + i, i};
+	assert_int_equal(store_dlq_mark_redriven(f->s, "T.p.dlq", 1, 0, 5, "T", 0, 0), EVH_OK);
+	before = store_wal_bytes(f->s);
+	assert_true(before > 32);
+	assert_int_equal(store_dlq_mark_redriven_all(f->s, rows, N), 0);
+	after = store_wal_bytes(f->s);
+	assert_true(after > before);
+	assert_true(after - before < 20 * (4096 + 24));
+	for (int i = 0; i < N; i++)
+		assert_int_equal(store_dlq_redriven(f->s, "T.p.dlq", 0, i, 1000 + i), 1);
+	/* A row that is not one: nothing recorded, all counted. */
+	rows[7].to_topic = NULL;
+	assert_int_equal(store_dlq_mark_redriven_all(f->s, rows, N), N);
+	assert_int_equal(store_dlq_mark_redriven_all(f->s, rows, 0), 0);
+}
+
 static void test_dlq_redriven_records(void **state)
 {
 	fixture *f = *state;
@@ -3441,6 +3469,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_from_position, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inbox_forget_many_partitions, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_dlq_redriven_records, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_dlq_redriven_chunk_in_one_transaction, setup,
+	                                    teardown),
 	    cmocka_unit_test_setup_teardown(test_dlq_forget_gone, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
