@@ -62,7 +62,8 @@ struct inhand_slot {
 };
 struct inhand_file {
 	char magic[16];
-	uint32_t ended; /* 1: no slot in hand names the event that ended the run */
+	uint32_t ended;   /* 1: no slot in hand names the event that ended the run */
+	uint32_t stopped; /* 1: the run's stop ended (its consumers left their groups) */
 	uint32_t slots;
 	struct inhand_slot slot[INHAND_SLOTS];
 };
@@ -474,7 +475,7 @@ static int records_read(void)
 static int inhand_take_last(void)
 {
 	struct inhand_file *old = malloc(sizeof *old);
-	int fd = open(inhand_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW), changed = 0;
+	int fd = open(inhand_path, O_RDWR | O_CLOEXEC | O_NOFOLLOW), changed = 0, ours;
 	int64_t at = now_ms();
 	if (fd < 0 || !old) {
 		if (fd >= 0)
@@ -482,9 +483,18 @@ static int inhand_take_last(void)
 		free(old);
 		return 0;
 	}
-	if (pread(fd, old, sizeof *old, 0) == (ssize_t)sizeof *old &&
-	    !memcmp(old->magic, INHAND_MAGIC, sizeof old->magic) && old->slots == INHAND_SLOTS &&
-	    !old->ended) {
+	ours = pread(fd, old, sizeof *old, 0) == (ssize_t)sizeof *old &&
+	       !memcmp(old->magic, INHAND_MAGIC, sizeof old->magic) && old->slots == INHAND_SLOTS;
+	/* After a restart the consumers wait for their partitions, the
+	 * broker's to give once it drops the old members: said, so that the
+	 * wait is not taken for a fault. */
+	if (ours && !old->stopped)
+		log_warn("host", "the last run did not stop cleanly (it crashed, was killed, or the "
+		                 "stop's guard ended it): what it had not committed is handled again; "
+		                 "its consumers did not leave their groups, so the broker gives this "
+		                 "run's their partitions once it drops them, after session.timeout.ms "
+		                 "(45 s by default: [kafka] rdkafka.session.timeout.ms)");
+	if (ours && !old->ended) {
 		for (int i = 0; i < INHAND_SLOTS; i++) {
 			struct inhand_slot *s = &old->slot[i];
 			struct record *r;
@@ -604,8 +614,10 @@ void crash_record_forget(const crash_match *m)
 
 void crash_record_stopped(int clean)
 {
-	if (inhand)
+	if (inhand) {
 		__atomic_store_n(&inhand->ended, 1, __ATOMIC_RELEASE);
+		__atomic_store_n(&inhand->stopped, 1, __ATOMIC_RELEASE);
+	}
 	if (!clean)
 		return;
 	pthread_mutex_lock(&record_lock);

@@ -465,6 +465,7 @@ int main(int argc, char **argv)
 	if (rc < 0) {
 		sd_notify(0, "STATUS=start failed, see the log");
 		host_stop(&h);
+		crash_record_stopped(0); /* its consumers (if any) left their groups */
 		return leave(1);
 	}
 	if (start_watch.sig) {

@@ -1711,6 +1711,15 @@ def test_an_event_in_hand_at_a_kill_is_handled_again_then_forgotten(
                    message="the event handled")
     lib.wait_until(lambda: not record.exists(), timeout=10, message="the record forgotten")
     assert dlq(d)["messages"] == []
+    # The start said why its consumers may wait (for the broker to drop the
+    # killed run's members); after a clean stop it does not.
+    unclean = ("the last run did not stop cleanly (it crashed, was killed, or the stop's guard "
+               "ended it): what it had not committed is handled again; its consumers did not "
+               "leave their groups")
+    assert d.log_text().count(unclean) == 1
+    assert d.stop() == 0
+    d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group)
+    assert d.log_text().count(unclean) == 1
     assert d.stop() == 0
 
 

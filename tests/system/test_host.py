@@ -197,6 +197,11 @@ def test_refuses_plugin_whose_init_fails(evhostd, build_dir):
     text = d.log_text()
     assert "init failed" in text and "cannot reach the license server" in text
     d.expect_exit_code = None
+    # A start that failed stopped what it had started: the next start does
+    # not tell of consumers that did not leave their groups.
+    again = evhostd({}, config_dir=d.config_dir, state_dir=d.state_dir, port=d.port)
+    assert again.stop() == 0
+    assert "did not stop cleanly" not in again.log_text()
 
 
 def test_a_port_in_use_stops_the_start_before_any_plugin(evhostd, build_dir):
