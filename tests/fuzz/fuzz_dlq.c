@@ -34,38 +34,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#define FZ_NULL 255  /* a field's length byte: NULL */
 #define FZ_HEADERS 64 /* at most; the rest of the input is left over */
-
-/* The input, read a field at a time. */
-typedef struct fz_in {
-	const uint8_t *p;
-	size_t n;
-} fz_in;
-
-/* The next field: its bytes (a copy, NUL-terminated) and *len, or NULL
- * for a NULL field or none left (*len 0). */
-static char *fz_field(fz_in *in, size_t *len)
-{
-	size_t n;
-	char *out;
-	*len = 0;
-	if (!in->n)
-		return NULL;
-	n = in->p[0];
-	in->p++, in->n--;
-	if (n == FZ_NULL)
-		return NULL;
-	if (n > in->n)
-		n = in->n;
-	if (!(out = malloc(n + 1)))
-		abort();
-	memcpy(out, in->p, n);
-	out[n] = '\0';
-	in->p += n, in->n -= n;
-	*len = n;
-	return out;
-}
 
 /* base64 text decoded; *n its length. Aborts on a malformed one: the
  * answer's base64 is sodium's, which must read it back. */
@@ -207,7 +176,7 @@ static void fz_check(const dlq_msg *m, const char *value, size_t len, int redriv
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	fz_in in = {data + 1, size ? size - 1 : 0};
+	fuzz_in in = {data + 1, size ? size - 1 : 0};
 	dlq_msg m;
 	char *value, *whole;
 	size_t vlen, len, pad, kept;
@@ -222,8 +191,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	m.partition = 3;
 	m.offset = 42;
 	m.timestamp_ms = 1700000000000;
-	m.key = fz_field(&in, &m.key_len);
-	value = fz_field(&in, &vlen);
+	m.key = fuzz_field(&in, &m.key_len);
+	value = fuzz_field(&in, &vlen);
 	/* The whole value, and what a read for the page keeps of it. */
 	len = value ? pad + vlen : 0;
 	whole = value ? malloc(len + 1) : NULL;
@@ -248,10 +217,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	while (in.n && m.nheaders < FZ_HEADERS) {
 		size_t i = m.nheaders++, nlen;
-		m.hname[i] = fz_field(&in, &nlen);
+		m.hname[i] = fuzz_field(&in, &nlen);
 		if (!m.hname[i] && !(m.hname[i] = strdup("")))
 			abort();
-		m.hvalue[i] = fz_field(&in, &m.hlen[i]);
+		m.hvalue[i] = fuzz_field(&in, &m.hlen[i]);
 	}
 	fz_check(&m, whole, len, redriven, values);
 	for (size_t i = 0; i < m.nheaders; i++) {
