@@ -36,6 +36,12 @@
  * count alone (1000) let a topic of 1 MB dead letters hold a gigabyte. */
 #define CHUNK_BYTES (64u << 20)
 static _Atomic size_t chunk_bytes = CHUNK_BYTES;
+/* A page read to be shown (dlq_read_after) ends once it holds this many:
+ * its values are cut (the admin API's at 64 KiB) but not its keys and
+ * headers, so 1000 dead letters of 1 MB of headers each held a gigabyte,
+ * and even cut values made an answer of 87 MiB in base64, past what
+ * evhostctl takes. The page is then short, with the next one after it. */
+#define PAGE_BYTES (8u << 20)
 
 void dlq_set_chunk_bytes(size_t n) { atomic_store(&chunk_bytes, n ? n : CHUNK_BYTES); }
 
@@ -489,6 +495,8 @@ static int read_from(kafka *k, const char *const *topics, size_t ntopics, const 
 	r.value_max = value_max;
 	if (ends)
 		r.bytes_max = atomic_load(&chunk_bytes);
+	else if (value_max != SIZE_MAX)
+		r.bytes_max = PAGE_BYTES;
 	if (!status && ends)
 		status = bound_parts(&r, ends, err, errlen);
 	/* Partition by partition, in order, so that the first `limit` are the

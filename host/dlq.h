@@ -63,7 +63,9 @@ int dlq_read(kafka *k, const char *const *topics, size_t ntopics, size_t limit, 
 /* The same, from the message after `after` (NULL: the first) in that order:
  * the next page begins after the last message of this one. Of each value
  * only the first `value_max` bytes are kept (SIZE_MAX: all; 0: none, value
- * NULL): a page shown, not sent, need not hold whole values. */
+ * NULL): a page shown, not sent, need not hold whole values. Such a page
+ * (value_max not SIZE_MAX) also ends once it holds 8 MiB of messages (at
+ * least one), `truncated` set when more follow. */
 int dlq_read_after(kafka *k, const char *const *topics, size_t ntopics, const dlq_pos *after,
                    size_t limit, size_t value_max, int timeout_ms, dlq_list *out, char *err,
                    size_t errlen);

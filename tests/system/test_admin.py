@@ -1110,6 +1110,37 @@ def test_a_reload_restarting_the_plugin_during_its_redrive_leaves_nothing_unreco
     assert (second.json()["redriven"], second.json()["skipped"]) == (0, 3), second.text
 
 
+def test_a_dead_letter_page_is_bounded_in_bytes(evhostd, build_dir, tmp_path, kafka_bootstrap,
+                                               unique_name):
+    # A page counted dead letters only: its values are cut at 64 KiB, but
+    # not its headers, so 1000 dead letters with large headers held their
+    # gigabyte in memory, and even cut values made an 87 MiB answer (past
+    # evhostctl's 64 MiB). A page now stops at 8 MiB of what it holds (one
+    # letter at least), truncated, with next_after: paging sees each once.
+    topic = unique_name("adm")
+    dlq_topic = f"{topic}.probe.dlq"
+    lib.create_topics([topic, dlq_topic], brokers=kafka_bootstrap, partitions=1)
+    lib.kafka_produce_many([{"topic": dlq_topic, "value": b"v" * 100_000,
+                             "headers": [("big", b"h" * 500_000),
+                                         ("evhost_dlq_topic", topic.encode())]}
+                            for _ in range(40)], brokers=kafka_bootstrap)
+    d = start(evhostd, build_dir, tmp_path, kafka_bootstrap, topic, unique_name("g"))
+    page = dlq(d, limit=1000)
+    # 500 KB of header and 64 KiB of value kept each: 15 make 8 MiB.
+    assert len(page["messages"]) == 15 and page["truncated"] is True, len(page["messages"])
+    seen_offsets, after, pages = [], None, 0
+    while True:
+        page = dlq(d, limit=1000, **({"after": after} if after else {}))
+        pages += 1
+        seen_offsets += [m["offset"] for m in page["messages"]]
+        if not page["truncated"]:
+            break
+        after = page["next_after"]
+        assert pages < 10
+    assert seen_offsets == list(range(40)) and pages == 3, (seen_offsets, pages)
+    assert d.stop() == 0
+
+
 @pytest.mark.near_bound  # the redrive of 10000 within REDRIVE_SCAN_MS (30 s)
 def test_dead_letters_past_the_first_thousands(evhostd, build_dir, tmp_path, kafka_bootstrap,
                                                unique_name):
