@@ -48,7 +48,7 @@ static _Thread_local struct {
  * cleanly or a crash's handler named its own event (`ended`). */
 #define INHAND_FILE "evhostd.inhand"
 #define INHAND_SLOTS 64 /* threads handling events at once: a consumer's each */
-#define INHAND_MAGIC "evhostd-inhand1" /* and its NUL: 16 bytes */
+#define INHAND_MAGIC "evhostd-inhand2" /* and its NUL: 16 bytes */
 #define RECORD_ID_MAX 256
 #define PLUGIN_FIELD 128
 #define TOPIC_FIELD 256
@@ -155,17 +155,20 @@ static void inhand_unmap(void)
 		atomic_store(&slot_taken[i], false);
 }
 
-/* A new file for this run, every slot idle. Done after the last run's was
- * read (inhand_take_last), which emptied it. */
+/* The file for this run, every slot idle, mapped. Its blocks are allocated
+ * first: a store into a page of a mapping the file system has no block for
+ * (a sparse file, a full disk) is a SIGBUS, which ended evhostd at a start
+ * on a full disk, and would at a first event. Without room, evhostd goes on
+ * without it. Done after the last run's was read (inhand_take_last). */
 static void inhand_map_new(void)
 {
 	struct inhand_file *f;
-	int fd = open(inhand_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640);
-	if (fd < 0 || ftruncate(fd, 0) != 0 || ftruncate(fd, sizeof *f) != 0) {
+	int fd = open(inhand_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0640), rc = 0;
+	if (fd < 0 || (rc = posix_fallocate(fd, 0, sizeof *f)) != 0) {
 		log_warn("host", "cannot keep the events in hand in %s: %s (should evhostd be killed "
 		                 "while a handler runs, the OOM killer on an event that uses up the "
 		                 "memory, the next start will not know the event)",
-		         inhand_path, strerror(errno));
+		         inhand_path, strerror(fd < 0 ? errno : rc));
 		if (fd >= 0)
 			close(fd);
 		return;
@@ -177,6 +180,7 @@ static void inhand_map_new(void)
 		         strerror(errno));
 		return;
 	}
+	memset(f, 0, sizeof *f);
 	f->slots = INHAND_SLOTS;
 	memcpy(f->magic, INHAND_MAGIC, sizeof f->magic);
 	inhand = f;
@@ -300,7 +304,7 @@ static void put_record_id(line *l, const char *id)
  * time). The id also finds the event's copies at other offsets (the relay
  * sends an event again when it crashed before the broker's acknowledgement
  * was recorded). */
-#define RECORDS_MAX 16
+#define RECORDS_MAX INHAND_SLOTS /* each slot in hand at once, at least */
 struct record {
 	long count;
 	int killed;
@@ -370,7 +374,7 @@ static int record_parse(const char *text, int64_t file_ms, struct record *r)
 		return -1;
 	}
 	r->killed = !strcmp(how, "killed");
-	if (r->count <= 0 || (!r->killed && strcmp(how, "crashed")))
+	if (r->count <= 0 || r->count > 1000000 || (!r->killed && strcmp(how, "crashed")))
 		return -1;
 	return record_id_read(id, r->id);
 }
@@ -512,7 +516,6 @@ static int inhand_take_last(void)
 				r = &recs[nrecs++];
 				r->count = 1;
 				memcpy(r->plugin, s->plugin, sizeof r->plugin);
-				memcpy(r->topic, s->topic, sizeof r->topic);
 				memcpy(r->id, s->id, s->id_len + 1);
 				atomic_store(&r->live, 1);
 			} else {
@@ -523,16 +526,19 @@ static int inhand_take_last(void)
 				continue;
 			}
 			r->killed = 1;
-			r->partition = s->partition; /* where it was (a copy's place) */
+			memcpy(r->topic, s->topic, sizeof r->topic); /* where it was (a copy's place) */
+			r->partition = s->partition;
 			r->offset = s->offset;
 			r->at_ms = at;
 			changed++;
 		}
 	}
-	/* Emptied before the record is written: a kill in between loses this
-	 * count, rather than counting the same end twice. */
-	if (ftruncate(fd, 0) != 0)
-		log_warn("host", "cannot empty %s: %s", inhand_path, strerror(errno));
+	/* Spent before the record is written: a kill in between loses this
+	 * count, rather than counting the same end twice. Its magic written
+	 * over, not the file cut: its blocks serve the next run's mapping,
+	 * which a full disk may have none for. */
+	if (ours && pwrite(fd, "\0", 1, 0) != 1)
+		log_warn("host", "cannot mark %s read: %s", inhand_path, strerror(errno));
 	close(fd);
 	free(old);
 	return changed;
@@ -550,13 +556,13 @@ static void record_say(const struct record *r)
 		log_warn("host", "the last run did not stop cleanly while plugin '%s' handled event "
 		                 "%s of %s [%d] at offset %" PRId64 " (killed: the OOM killer, SIGKILL, "
 		                 "or the stop's guard; %ld start%s in a row)%s",
-		         r->plugin, r->id, r->topic, (int)r->partition, r->offset, r->count,
-		         r->count == 1 ? "" : "s", then);
+		         r->plugin, r->id[0] ? r->id : "(no id)", r->topic, (int)r->partition,
+		         r->offset, r->count, r->count == 1 ? "" : "s", then);
 	else
 		log_warn("host", "the last run crashed in plugin '%s' handling event %s of %s [%d] "
 		                 "at offset %" PRId64 " (%ld start%s in a row)%s",
-		         r->plugin, r->id, r->topic, (int)r->partition, r->offset, r->count,
-		         r->count == 1 ? "" : "s", then);
+		         r->plugin, r->id[0] ? r->id : "(no id)", r->topic, (int)r->partition,
+		         r->offset, r->count, r->count == 1 ? "" : "s", then);
 }
 
 void crash_record_open(const char *state_dir)
@@ -612,12 +618,17 @@ void crash_record_forget(const crash_match *m)
 	pthread_mutex_unlock(&record_lock);
 }
 
-void crash_record_stopped(int clean)
+void crash_record_consumers_left(void)
 {
 	if (inhand) {
 		__atomic_store_n(&inhand->ended, 1, __ATOMIC_RELEASE);
 		__atomic_store_n(&inhand->stopped, 1, __ATOMIC_RELEASE);
 	}
+}
+
+void crash_record_stopped(int clean)
+{
+	crash_record_consumers_left();
 	if (!clean)
 		return;
 	pthread_mutex_lock(&record_lock);
@@ -708,7 +719,7 @@ static void record_event(line *l)
 		count = same->count + 1;
 		killed = same->killed;
 	}
-	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	fd = open(record_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
 	written = fd >= 0;
 	for (int i = 0; written && i < nrecs; i++) {
 		struct record *o = &recs[i];
@@ -771,15 +782,23 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 	line l = {.n = 0};
 	void *frames[48];
 	int n;
-	/* The crash names its own event, if any: the events other threads
-	 * had in hand are not held against them. */
+	/* Sent by another process (systemd's watchdog aborting a hung daemon,
+	 * kill -ABRT for a core): the thread it landed on did not crash, and
+	 * the events in hand are counted at the next start, as at a kill. */
+	int sent = si->si_code <= 0 && si->si_pid != getpid();
+	/* A crash names its own event, if any: the events other threads had
+	 * in hand are not held against them. */
 	atomic_store(&dying, 1);
-	if (inhand)
+	if (inhand && !sent)
 		__atomic_store_n(&inhand->ended, 1, __ATOMIC_RELEASE);
 	if (to_journal) /* syslog's crit, for journald (log_stderr_is_journal) */
 		put(&l, "<2>");
 	put(&l, "evhostd: FATAL: ");
 	put(&l, signal_name(sig));
+	if (sent) {
+		put(&l, " sent by process ");
+		put_int(&l, si->si_pid);
+	}
 	if (sig == SIGSEGV || sig == SIGBUS) {
 		uintptr_t at = (uintptr_t)si->si_addr, sp = interrupted_sp(uc, &l);
 		put(&l, " at address ");
@@ -810,7 +829,7 @@ static void on_fatal(int sig, siginfo_t *si, void *uc)
 		break;
 	case CRASH_CALL: put_all(&l, " in plugin '", ctx.plugin, "', in its ", ctx.a, (char *)NULL);
 	}
-	if (ctx.kind == CRASH_EVENT)
+	if (ctx.kind == CRASH_EVENT && !sent)
 		record_event(&l);
 	put(&l, "; the daemon stops. Backtrace:\n");
 	if (l.buf[l.n - 1] != '\n') /* cut short: still one line */

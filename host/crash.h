@@ -56,6 +56,10 @@ long crash_record_match(const char *plugin, const char *topic, int32_t partition
                         int64_t offset, const char *id, crash_match *m);
 /* The event m found was handled this time: its record forgotten. */
 void crash_record_forget(const crash_match *m);
+/* A stop's consumers have all stopped and left their groups: what the next
+ * start reads of this run (crash_record_open) holds nothing in hand, and
+ * says the run stopped cleanly as far as Kafka's groups go. */
+void crash_record_consumers_left(void);
 /* The stop ended (no handler runs): nothing in hand is held against its
  * event at the next start; and, when it was clean, every record forgotten
  * (the last run did not crash, whatever the one before did). */

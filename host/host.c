@@ -1538,6 +1538,9 @@ void host_stop(host *h)
 		             h->plugins[i]->name);
 		consumer_stop(h->plugins[i]);
 	}
+	/* Each consumer has left its group: a guard firing at a later step is
+	 * no wait for partitions at the next start, nor an event in hand. */
+	crash_record_consumers_left();
 	/* Events not sent by now stay in the outboxes on disk and go out at the
 	 * next start, so the flush is bounded by [host] stop_timeout. */
 	if (h->outbox) {

@@ -260,7 +260,8 @@ static void the_fatal_line_keeps_its_end(void **state)
 typedef struct kill_case {
 	int64_t offset;
 	const char *id;
-	int handled; /* the handler returned, and the record naming it was forgotten */
+	int handled;       /* the handler returned, and the record naming it was forgotten */
+	const char *topic; /* NULL: "orders" */
 } kill_case;
 
 static void killed_after(fixture *f, void (*body)(const kill_case *), const kill_case *k)
@@ -282,9 +283,10 @@ static void killed_after(fixture *f, void (*body)(const kill_case *), const kill
 /* Event k->id at k->offset in hand (or handled, as kafka.c does). */
 static void in_hand(const kill_case *k)
 {
+	const char *topic = k->topic ? k->topic : "orders";
 	crash_match m;
-	(void)crash_record_match("probe", "orders", 1, k->offset, k->id, &m);
-	crash_enter_event("probe", "orders", 1, k->offset, k->id);
+	(void)crash_record_match("probe", topic, 1, k->offset, k->id, &m);
+	crash_enter_event("probe", topic, 1, k->offset, k->id);
 	if (k->handled) {
 		crash_leave();
 		crash_record_forget(&m);
@@ -293,7 +295,7 @@ static void in_hand(const kill_case *k)
 
 static void killed_on(fixture *f, int64_t offset, const char *id, int handled)
 {
-	kill_case k = {offset, id, handled};
+	kill_case k = {offset, id, handled, NULL};
 	killed_after(f, in_hand, &k);
 }
 
@@ -333,6 +335,24 @@ static void an_event_in_hand_at_a_kill_counts_as_a_crash(void **state)
 	assert_int_equal(access(f->path, F_OK), -1);
 }
 
+/* A copy of a recorded event in hand on another topic (one CloudEvent sent
+ * to two topics the plugin consumes): the record moves to where it was in
+ * hand, its topic too (it kept the first topic with the copy's partition
+ * and offset, a place that did not hold the event). */
+static void a_copy_in_hand_elsewhere_moves_the_record(void **state)
+{
+	fixture *f = *state;
+	kill_case k = {9, "ev-c", 0, "returns"};
+	crash_match m;
+	killed_on(f, 5, "ev-c", 0);
+	killed_after(f, in_hand, &k);
+	crash_record_open(f->dir);
+	assert_int_equal(crash_record_match("probe", "returns", 1, 9, "ev-c", &m), 2);
+	assert_true(m.at_place);
+	assert_int_equal(crash_record_match("probe", "orders", 1, 9, "ev-x", &m), 0);
+	crash_record_stopped(1);
+}
+
 /* Killed between events, or after the event was handled: nothing held
  * against it; and a record the handler got past is forgotten for good. */
 static void an_event_handled_before_a_kill_is_not_counted(void **state)
@@ -358,7 +378,7 @@ static void in_hand_then_stopped(const kill_case *k)
 static void nothing_is_held_after_a_stop(void **state)
 {
 	fixture *f = *state;
-	kill_case k = {7, "ev-s", 0};
+	kill_case k = {7, "ev-s", 0, NULL};
 	crash_match m;
 	killed_after(f, in_hand_then_stopped, &k);
 	crash_record_open(f->dir);
@@ -435,7 +455,7 @@ static void threads_come_and_go(const kill_case *k)
 static void slots_are_given_back(void **state)
 {
 	fixture *f = *state;
-	kill_case k = {7, "ev-last", 0};
+	kill_case k = {7, "ev-last", 0, NULL};
 	crash_match m;
 	killed_after(f, threads_come_and_go, &k);
 	crash_record_open(f->dir);
@@ -459,6 +479,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(an_event_handled_before_a_kill_is_not_counted, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(nothing_is_held_after_a_stop, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_copy_in_hand_elsewhere_moves_the_record, setup,
+		                                teardown),
 		cmocka_unit_test_setup_teardown(a_crash_holds_only_its_own_event, setup, teardown),
 		cmocka_unit_test_setup_teardown(slots_are_given_back, setup, teardown),
 	};
