@@ -419,6 +419,33 @@ static struct record *record_find(const char *plugin, const char *topic, int64_t
 	return NULL;
 }
 
+void crash_inhand_log(void)
+{
+	if (!inhand)
+		return;
+	for (int i = 0; i < INHAND_SLOTS; i++) {
+		const struct inhand_slot *s = &inhand->slot[i];
+		const struct record *r;
+		char id[RECORD_ID_MAX];
+		int where;
+		if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != SLOT_IN_HAND)
+			continue;
+		memcpy(id, s->id, s->id_len);
+		id[s->id_len] = '\0';
+		r = atomic_load(&nlive)
+		        ? record_find(s->plugin, s->topic, s->partition, s->offset, id, &where)
+		        : NULL;
+		log_error("host", "plugin '%s' has event %s of %s [%d] at offset %" PRId64 " in hand: "
+		                  "%s",
+		          s->plugin, id[0] ? id : "(no id)", s->topic, (int)s->partition, s->offset,
+		          r && r->count + 1 >= CRASH_RECORD_LIMIT
+		              ? "the next start dead-letters it without calling the handler (the "
+		                "last run ended on it too)"
+		              : "the next start handles it again, and should evhostd end so on it "
+		                "again, the start after that dead-letters it");
+	}
+}
+
 /* The file, as the live records are now: removed when none is. Under
  * record_lock, or before any thread handles events. */
 static void records_write(void)

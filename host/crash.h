@@ -56,6 +56,9 @@ long crash_record_match(const char *plugin, const char *topic, int32_t partition
                         int64_t offset, const char *id, crash_match *m);
 /* The event m found was handled this time: its record forgotten. */
 void crash_record_forget(const crash_match *m);
+/* A line (at error) for each event a handler has in hand now: for the
+ * stop's guard, as it ends the daemon on a handler that does not return. */
+void crash_inhand_log(void);
 /* A stop's consumers have all stopped and left their groups: what the next
  * start reads of this run (crash_record_open) holds nothing in hand, and
  * says the run stopped cleanly as far as Kafka's groups go. */

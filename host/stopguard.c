@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 #include "clock.h"
+#include "crash.h"
 #include "log.h"
 
 static struct {
@@ -38,6 +39,7 @@ static void *guard_main(void *arg)
 	          "not committed are handled again at the next start, the outboxes are on disk",
 	          guard.why, guard.budget_ms, STOP_GRACE_MS / 1000,
 	          guard.at[0] ? guard.at : "the stop's first step", STOP_FORCED_EXIT);
+	crash_inhand_log(); /* which events the handlers that hold it have */
 	/* Not exit(): the plugins' fini and atexit handlers would wait for
 	 * what holds the stop. The log is written unbuffered. */
 	_exit(STOP_FORCED_EXIT);

@@ -1685,7 +1685,7 @@ def test_an_event_in_hand_when_evhostd_ends_at_two_starts_is_dead_lettered(
     d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group,
                  config=quick_stop)
     record = d.state_dir / "evhostd.crashed"
-    count, _, offset, plugin, where, kept_id, _, how = record.read_text().split()
+    count, partition, offset, plugin, where, kept_id, _, how = record.read_text().split()
     assert (count, plugin, where, how) == ("1", "probe", topic, "killed"), record.read_text()
     event_id = bytes.fromhex(kept_id[2:]).decode()
     d.wait_for_log(f"the last run did not stop cleanly while plugin 'probe' handled event "
@@ -1700,6 +1700,11 @@ def test_an_event_in_hand_when_evhostd_ends_at_two_starts_is_dead_lettered(
     d.send_signal(signal.SIGTERM)
     assert d.wait(timeout=60) == 3, d.log_tail()
     assert "its consumer (an event handler that has not returned)" in d.log_text()
+    # The guard names the event the handler holds, and what comes of it.
+    assert (f"plugin 'probe' has event {event_id} of {topic} [{partition}] at offset {offset} "
+            "in hand: "
+            "the next start dead-letters it without calling the handler (the last run ended "
+            "on it too)") in d.log_text(), d.log_tail()
 
     d = again_on(evhostd, d, build_dir, tmp_path, kafka_bootstrap, topic, group)
     d.wait_for_log("(killed: the OOM killer, SIGKILL, or the stop's guard; 2 starts in a row): "
