@@ -664,10 +664,15 @@ static int curl_not_sent(CURLcode cc)
 static int lock_holder(int fd, char *out, size_t len);
 
 /* After the files' [http] listen did not answer: when a daemon holds the
- * lock in their state_dir and listens elsewhere (the address it wrote there
- * at its start, the line after its pid), say so. A reload does not apply a
- * changed listen, only a restart does: until then the daemon is where it
- * was. Said once; nothing when any of it is not known. */
+ * lock in their state_dir, say what it is doing. It writes its pid there
+ * when it takes the lock, and the address it listens on, the line after,
+ * only once HTTP listens, after every plugin's init (a long migration, say):
+ * without that line it is starting, and must not be taken for a daemon gone
+ * (restarted in the middle of its migration). With it, the address is where
+ * the daemon listens: a reload does not apply a changed listen, only a
+ * restart does, so it may be elsewhere than the files say; there, it is
+ * stopping (it stops listening before it lets go of the lock). Said once;
+ * nothing when any of it is not known. */
 static void say_where_the_daemon_listens(ctl *c)
 {
 	char path[PATH_MAX], text[256], holder[LOCK_HOLDER_MAX], host[64], url[URL_MAX];
@@ -683,26 +688,45 @@ static void say_where_the_daemon_listens(ctl *c)
 		return;
 	n = read(fd, text, sizeof text - 1);
 	/* A lock let go is a daemon gone: its file stays, with its address. */
-	if (n <= 0 || !lock_holder(fd, holder, sizeof holder)) {
+	if (n < 0 || !lock_holder(fd, holder, sizeof holder)) {
 		close(fd);
 		return;
 	}
 	close(fd);
 	text[n] = '\0';
-	/* "PID\nHOST:PORT\n", HOST an IPv4 address or an IPv6 one in brackets */
+	/* "PID\nHOST:PORT\n", HOST an IPv4 address or an IPv6 one in brackets;
+	 * "PID\n" alone until HTTP listens, and nothing at all for the moment
+	 * between taking the lock and writing the pid (the holder says who). */
 	pid_len = strspn(text, "0123456789");
-	if (!pid_len || text[pid_len] != '\n' || !(end = strchr(line = text + pid_len + 1, '\n')))
+	if (!pid_len || text[pid_len] != '\n' || !(end = strchr(line = text + pid_len + 1, '\n'))) {
+		if (pid_len && text[pid_len] == '\n')
+			say("evhostd pid %.*s holds the lock in state_dir %s but does not answer yet: it "
+			    "is starting (HTTP listens once every plugin's init, a migration among them, "
+			    "is done); let it finish rather than restart it (journalctl -u evhostd "
+			    "shows how far it is)",
+			    (int)pid_len, text, c->set.state_dir);
+		else
+			say("%s holds the lock in state_dir %s but does not answer yet: evhostd is "
+			    "starting; let it finish rather than restart it (journalctl -u evhostd "
+			    "shows how far it is)",
+			    holder, c->set.state_dir);
+		c->told_where = 1;
 		return;
+	}
 	*end = '\0';
 	if (sscanf(line, *line == '[' ? "[%63[0-9a-fA-F:.]]:%d" : "%63[0-9.]:%d", host, &port) != 2 ||
 	    port < 1 || port > 65535)
 		return;
 	listen_url(host, port, url);
 	if (!strcmp(url, c->url))
-		return;
-	say("evhostd pid %.*s, running with state_dir %s, listens on %s: a change of [http] listen "
-	    "since it started applies at its restart, not at a reload (until then, pass --url %s)",
-	    (int)pid_len, text, c->set.state_dir, line, url);
+		say("evhostd pid %.*s holds the lock in state_dir %s but no longer answers on %s: "
+		    "it is stopping (journalctl -u evhostd shows how far it is)",
+		    (int)pid_len, text, c->set.state_dir, line);
+	else
+		say("evhostd pid %.*s, running with state_dir %s, listens on %s: a change of [http] "
+		    "listen since it started applies at its restart, not at a reload (until then, "
+		    "pass --url %s)",
+		    (int)pid_len, text, c->set.state_dir, line, url);
 	c->told_where = 1;
 }
 

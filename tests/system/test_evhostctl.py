@@ -800,6 +800,66 @@ def test_unreachable_after_a_reload_of_listen_names_where_the_daemon_is(evhostd,
     assert r.returncode == 3 and len(r.stderr.splitlines()) == 1, r.stderr
 
 
+def test_a_daemon_starting_is_not_said_to_be_gone(evhostd, build_dir, tmp_path):
+    # HTTP listens once every plugin's init is done (a long migration, say):
+    # until then the daemon holds state_dir's lock, its pid in it, and
+    # answers nothing. Said only as unreachable, like a daemon stopped, it
+    # was restarted in the middle of its migration.
+    token = tmp_path / "admin.token"
+    token.write_text(TOKEN + "\n")
+    d = evhostd({"admin": {"token_file": str(token)}}, dropins={
+        "20-probe.conf": {"plugin.probe": probe_conf(build_dir, subscribe="false",
+                                                     init_sleep_ms=8000)}}, wait=False)
+    d.wait_for_log("probe: init sleeping", timeout=60)
+    for args in (["status"], ["plugins"]):
+        r = ctl(build_dir, d, *args)
+        assert r.returncode == 3, r.stderr
+        assert r.stderr.splitlines()[1:] == [
+            f"evhostctl: evhostd pid {d.proc.pid} holds the lock in state_dir {d.state_dir} but "
+            "does not answer yet: it is starting (HTTP listens once every plugin's init, a "
+            "migration among them, is done); let it finish rather than restart it (journalctl "
+            "-u evhostd shows how far it is)"], r.stderr
+    d.wait_healthy(60)
+    assert ctl(build_dir, d, "status").returncode == 0
+
+
+def test_a_daemon_stopping_is_said_as_that(build_dir, tmp_path):
+    # Between its listener's stop and its exit the daemon still holds the
+    # lock, its address in it, and does not answer there. (This process
+    # holds a lock file as the daemon leaves it.)
+    port = lib.free_port()
+    state = tmp_path / "state"
+    state.mkdir()
+    conf = tmp_path / "evhost.conf"
+    conf.write_text(f"[host]\nstate_dir = {state}\n[http]\nlisten = 127.0.0.1:{port}\n"
+                    "[kafka]\nbrokers = embedded\n")
+    lock = state / "evhostd.lock"
+    lock.write_text(f"{os.getpid()}\n127.0.0.1:{port}\n")
+    fd = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        r = run_ctl(build_dir, "-c", str(conf), "status")
+        assert r.returncode == 3, r.stderr
+        assert r.stderr.splitlines()[1:] == [
+            f"evhostctl: evhostd pid {os.getpid()} holds the lock in state_dir {state} but no "
+            f"longer answers on 127.0.0.1:{port}: it is stopping (journalctl -u evhostd shows "
+            "how far it is)"], r.stderr
+        # Taken, its pid not written yet: the holder named from /proc/locks.
+        os.truncate(fd, 0)
+        r = run_ctl(build_dir, "-c", str(conf), "status")
+        assert r.returncode == 3, r.stderr
+        assert re.fullmatch(
+            rf"evhostctl: process {os.getpid()} \(.*\) holds the lock in state_dir "
+            rf"{re.escape(str(state))} but does not answer yet: evhostd is starting; let it "
+            r"finish rather than restart it \(journalctl -u evhostd shows how far it is\)",
+            r.stderr.splitlines()[1]), r.stderr
+    finally:
+        os.close(fd)
+    # Let go: a daemon gone, its file left behind.
+    r = run_ctl(build_dir, "-c", str(conf), "status")
+    assert r.returncode == 3 and len(r.stderr.splitlines()) == 1, r.stderr
+
+
 def run_ctl(build_dir, *args, user=None, wrap=()):
     """evhostctl ARGS as it is (no -c added); as `user` (uid) with setpriv;
     under the command `wrap` (a list) if given."""
