@@ -1477,6 +1477,18 @@ static void say_refused_reload(const ctl *c, const reply *r, const char *what)
 	free(check);
 }
 
+/* Whether a reload's answer other than 200 and 202 says for certain that
+ * the reload was not run: the daemon's own refusals, which come before it
+ * (401, 403, 404, 422), or its verdict (409). Any other leaves it unknown:
+ * a 5xx (the daemon's 500 "out of memory writing the answer; the new
+ * configuration was applied", a proxy's 502 or 504 while the reload goes
+ * on), or an answer that is not the daemon's JSON (a proxy's page). */
+static int reload_not_run(const reply *r)
+{
+	return r->json && (r->status == 409 || r->status == 401 || r->status == 403 ||
+	                   r->status == 404 || r->status == 422);
+}
+
 /* POST /admin/reload, to be answered by `deadline` (what is left of
  * --timeout), and read its verdict. 0: applied and the plugin is as asked;
  * RELOAD_PENDING: still running; else an exit status, and *undo says
@@ -1496,11 +1508,12 @@ static int api_reload(ctl *c, const char *name, int enable, long long deadline, 
 		reply_free(&r);
 		return RELOAD_PENDING;
 	}
-	if (r.status != 200) {
-		*undo = UNDO_REFUSED;
-		if (r.status == 409)
+	if (r.status != 200 || !r.json) {
+		/* Put back only when the daemon surely runs without it. */
+		*undo = reload_not_run(&r) ? UNDO_REFUSED : UNDO_UNKNOWN;
+		if (r.status == 409 && r.json)
 			say_refused_reload(c, &r, "the new configuration");
-		rc = r.status == 409 ? EXIT_FAILED : refused("POST", "/admin/reload", &r);
+		rc = r.status == 409 && r.json ? EXIT_FAILED : refused("POST", "/admin/reload", &r);
 		reply_free(&r);
 		return rc;
 	}
@@ -1539,24 +1552,31 @@ static void reload_again(ctl *c, const char *name, const dropin *d, long long de
 		say("the reload with %s put back is still running after %ld s; the daemon's log "
 		    "and 'evhostctl plugins' tell how it ends",
 		    d->path, wait_s);
-	} else if (status == 409 && reload_problems_listed(&r)) {
+	} else if (status == 409 && r.json && reload_problems_listed(&r)) {
 		say("the daemon refused the configuration with %s put back: it runs the one "
 		    "evhostctl wrote, plugin '%s' as that reload left it, until a reload is "
 		    "applied: fix these, then 'systemctl reload evhostd':",
 		    d->path, name);
 		say_reload_problems(&r);
-	} else if (status == 409) {
+	} else if (status == 409 && r.json) {
 		char *check = check_command(c);
 		say("the daemon refused the configuration with %s put back (run '%s' to see why): "
 		    "it runs the one evhostctl wrote, plugin '%s' as that reload left it, until a "
 		    "reload is applied: fix what check says, then 'systemctl reload evhostd'",
 		    d->path, check, name);
 		free(check);
-	} else if (status != 200) {
+	} else if (status != 200 || !r.json) {
 		refused("POST", "/admin/reload", &r);
-		say("the daemon did not reload with %s put back: it runs the configuration "
-		    "evhostctl wrote until it reloads (systemctl reload evhostd)",
-		    d->path);
+		if (reload_not_run(&r))
+			say("the daemon did not reload with %s put back: it runs the configuration "
+			    "evhostctl wrote until it reloads (systemctl reload evhostd)",
+			    d->path);
+		else
+			say("whether the daemon reloaded with %s put back is not known: 'evhostctl "
+			    "plugins' shows what runs, and 'systemctl reload evhostd' makes it what the "
+			    "files say",
+			    d->path);
+		status = -1;
 	}
 	reply_free(&r);
 	if (status != 200)

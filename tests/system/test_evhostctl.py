@@ -694,6 +694,63 @@ def test_a_reload_that_could_not_be_asked_for_puts_the_dropin_back(build_dir, tm
     assert not_asked == 2, "the request's URL and its Authorization header"
 
 
+def test_a_reload_answer_that_does_not_say_it_was_not_run_keeps_the_dropin(build_dir,
+                                                                           tmp_path):
+    # The daemon answers 500 when it runs out of memory writing the answer
+    # of a reload it applied, and a proxy 502 or 504 while the reload goes
+    # on: the drop-in was put back, and the files no longer had what the
+    # daemon ran. Only the daemon's refusals (409, and 401, 403, 404, 422,
+    # which come before the reload) put it back; another answer is one lost.
+    token, confd, conf = stand_in_install(tmp_path)
+    dropin = confd / DROPIN
+    args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
+    unknown = (f"evhostctl: {dropin} stays written; whether the daemon reloaded with it is not "
+               "known: 'evhostctl plugins' shows what runs, and 'systemctl reload evhostd' "
+               "makes it what the files say\n")
+    lost = [(500, b'{"status": 500, "detail": "out of memory writing the answer; the new '
+                  b'configuration was applied"}'),
+            (502, b"<html><body>502 Bad Gateway</body></html>", "text/html"),
+            (504, b"<html><body>504 Gateway Time-out</body></html>", "text/html"),
+            (200, b"<html><body>It works!</body></html>", "text/html"),
+            (409, b"<html><body>409 Conflict</body></html>", "text/html")]
+    for answer in lost:
+        with served_by(routed({"/admin/plugins": (200, LISTED),
+                               "/admin/reload": answer})) as url:
+            r = run_ctl(build_dir, "--url", url, *args)
+        assert r.returncode == 1, (answer, r.stderr)
+        assert r.stderr.startswith("evhostctl: POST /admin/reload: "), (answer, r.stderr)
+        assert r.stderr.endswith(unknown) and len(r.stderr.splitlines()) == 2, \
+            (answer, r.stderr)
+        assert dropin.read_text() == dropin_text(False), answer
+        dropin.unlink()
+    refusals = [(401, b'{"status": 401, "detail": "a bearer token is required"}'),
+                (403, b'{"status": 403, "detail": "forbidden"}'),
+                (404, b'{"status": 404, "detail": "no such route"}'),
+                (422, b'{"status": 422, "detail": "wait must be an integer from 0 to 3600"}')]
+    for answer in refusals:
+        with served_by(routed({"/admin/plugins": (200, LISTED),
+                               "/admin/reload": answer})) as url:
+            r = run_ctl(build_dir, "--url", url, *args)
+        assert r.returncode == (4 if answer[0] == 401 else 1), (answer, r.stderr)
+        assert r.stderr.endswith(f"evhostctl: {dropin} was removed (there was none)\n") or \
+            r.stderr.endswith(f"evhostctl: {dropin} was put back as it was\n"), \
+            (answer, r.stderr)
+        assert not dropin.exists(), answer
+    # So with the second reload, after one applied that left the plugin
+    # running: it was said to run what evhostctl wrote.
+    answers = [(200, b'{"result": "applied", "plugins": [{"name": "probe", '
+                     b'"state": "running"}]}'),
+               (502, b"<html><body>502 Bad Gateway</body></html>", "text/html")]
+    with served_by(routed({"/admin/plugins": (200, LISTED),
+                           "/admin/reload": lambda path: answers.pop(0)})) as url:
+        r = run_ctl(build_dir, "--url", url, *args)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.endswith(f"evhostctl: whether the daemon reloaded with {dropin} put back is "
+                             "not known: 'evhostctl plugins' shows what runs, and 'systemctl "
+                             "reload evhostd' makes it what the files say\n"), r.stderr
+    assert not answers and not dropin.exists()
+
+
 def test_reload_endpoint(evhostd, build_dir, tmp_path):
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     r = d.post("/admin/reload", headers=auth(), timeout=70)
@@ -2133,8 +2190,9 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
 
 def routed(routes, asked=None):
     """A BaseHTTPRequestHandler class answering GET and POST of each path
-    (its query left off) in `routes` with (status, JSON body bytes), or with
-    what a function there returns for the path with its query; others 404.
+    (its query left off) in `routes` with (status, JSON body bytes) or
+    (status, body bytes, Content-Type), or with what a function there returns
+    for the path with its query; others 404.
     Each request's path with its query goes to `asked` when given, a POST's
     as (path, its body parsed)."""
     class Answer(http.server.BaseHTTPRequestHandler):
@@ -2145,9 +2203,9 @@ def routed(routes, asked=None):
                 asked.append((self.path, json.loads(posted or b"null"))
                              if self.command == "POST" else self.path)
             route = routes.get(self.path.split("?")[0], (404, b'{"detail": "no"}'))
-            status, body = route(self.path) if callable(route) else route
+            status, body, *ctype = route(self.path) if callable(route) else route
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", ctype[0] if ctype else "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
