@@ -88,6 +88,7 @@ typedef struct ctl {
 	long request_timeout_s; /* 0: REQUEST_TIMEOUT_S */
 	int not_sent; /* the last request() surely did not reach the daemon */
 	int told_where; /* say_where_the_daemon_listens said it */
+	int whole_config; /* enable/disable: a file not read whole stops them (cmd_toggle) */
 } ctl;
 
 typedef struct reply {
@@ -190,7 +191,8 @@ static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)
  * ends its reading there) when a key we use is unset and could have been
  * in what was not read (key_unread); else it is said and we go on: a typo
  * in a drop-in the daemon has not reloaded must not stop `status` or the
- * nightly `backup` (the daemon runs the configuration it read before). */
+ * nightly `backup` (the daemon runs the configuration it read before).
+ * Not enable and disable (c->whole_config): they say it themselves. */
 static int load_config(ctl *c)
 {
 	diag d = {0};
@@ -208,10 +210,11 @@ static int load_config(ctl *c)
 		cfg_free(&c->cfg);
 		return -1;
 	}
-	if (rc != 0) {
+	if (rc != 0 && !c->whole_config)
 		say("warning: %s%s (the daemon refuses this configuration at its next reload or "
 		    "start; 'evhostctl check' says all)",
 		    d.msgs[0], d.n > 1 ? ", and more" : "");
+	if (rc != 0) {
 		c->cfg_unread = d;
 		d = (diag){0};
 	}
@@ -1774,6 +1777,7 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	reply r;
 	const char *probe;
 
+	c->whole_config = 1;
 	if (load_config(c))
 		return EXIT_FAILED;
 	if (key_unread(c, "host", "confdir", 1,
@@ -1781,10 +1785,21 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	    key_refused(c, "host", "confdir",
 	                "evhostctl does not know which conf.d the daemon reads (fix it)"))
 		return EXIT_FAILED;
+	/* A file not read whole (a syntax error ends its reading) makes the
+	 * daemon refuse the reload: the drop-in would be written, refused and
+	 * put back. And a line not read could set enabled after the drop-in,
+	 * which dropin_effective could not see. */
+	if (c->cfg_unread.n) {
+		char *check = check_command(c);
+		say("%s: the daemon would refuse the reload; fix it first%s ('%s' says all); "
+		    "nothing was written",
+		    c->cfg_unread.msgs[0], c->cfg_unread.n > 1 ? ", and more" : "", check);
+		free(check);
+		return EXIT_FAILED;
+	}
 	if (!plugin_known(c, name, enable)) {
-		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d%s", name, name,
-		    c->o.conf,
-		    c->cfg_unread.n ? " (in what could be read of them: see the warning above)" : "");
+		say("no plugin '%s': no [plugin.%s] section in %s or its conf.d", name, name,
+		    c->o.conf);
 		return EXIT_FAILED;
 	}
 	if ((rc = resolve_token(c)))

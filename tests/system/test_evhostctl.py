@@ -195,6 +195,35 @@ def test_a_typo_in_a_dropin_stops_only_what_it_may_hide(evhostd, build_dir, tmp_
             "not know which conf.d the daemon reads (fix it)\n") in r.stderr, r.stderr
 
 
+def test_a_typo_anywhere_stops_enable_and_disable_before_they_write(build_dir, tmp_path):
+    # The daemon refuses to reload a configuration with a syntax error in
+    # any file: enable and disable wrote the drop-in, could not read the
+    # configuration again to check it ("cannot read the configuration again
+    # to check ...", as if it were evhostctl's own problem), and put it back.
+    # Now said first, as what the daemon would do, and nothing written.
+    token, confd, conf = stand_in_install(tmp_path)
+    crud = confd / "20-crud.conf"
+    crud.write_text("[plugin.crud]\nenabled = true\ncollections = products\n"
+                    "this line is a typo\n")
+    asked = []
+    for cmd, dropin in (("disable", None), ("enable", dropin_text(False))):
+        if dropin:
+            (confd / DROPIN).write_text(dropin)
+        with served_by(routed(APPLIED, asked)) as url:
+            r = run_ctl(build_dir, "-c", str(conf), "--url", url, "--token-file", str(token),
+                        cmd, "probe")
+        assert_one_error(r, 1, "")
+        assert r.stderr == (f"evhostctl: {crud}:4: syntax error (expected '[section]' or 'key = "
+                            "value'): the daemon would refuse the reload; fix it first "
+                            f"('evhostctl -c {conf} check' says all); nothing was written\n"), \
+            r.stderr
+        if dropin:
+            assert (confd / DROPIN).read_text() == dropin
+        else:
+            assert not (confd / DROPIN).exists()
+        assert not any(isinstance(a, tuple) for a in asked), asked  # no reload asked
+
+
 def test_events_follow_the_log_with_after(evhostd, build_dir, tmp_path):
     # A page says where to continue (next_after, truncated); --after follows
     # one plugin's log page by page, each event once, and the footer gives the
