@@ -183,6 +183,40 @@ static void usage(FILE *out)
 
 static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Whether `msg`, a problem of cfg_load, is a file or directory evhostctl
+ * was denied (config.c says "PATH: cannot read: " and strerror's text):
+ * the daemon, another user, may read it (a drop-in root:evhost 0640 to an
+ * admin outside group evhost, any 0600 one to evhost-backup.service). */
+static int denied_to_us(const char *msg)
+{
+	static const char *const how[] = {": cannot read: ", ": cannot read directory: "};
+	static const int errs[] = {EACCES, EPERM};
+	size_t n = strlen(msg);
+
+	for (size_t i = 0; i < sizeof how / sizeof how[0]; i++)
+		for (size_t j = 0; j < sizeof errs / sizeof errs[0]; j++) {
+			const char *why = strerror(errs[j]);
+			size_t w = strlen(how[i]) + strlen(why);
+			if (n > w && !strcmp(msg + n - strlen(why), why) &&
+			    !strncmp(msg + n - w, how[i], strlen(how[i])))
+				return 1;
+		}
+	return 0;
+}
+
+/* The first of the problems of a configuration not read whole that the
+ * daemon has too (denied_to_us: not those), else the first. */
+static size_t first_unread(const diag *d, int *ours)
+{
+	for (size_t i = 0; i < d->n; i++)
+		if (!denied_to_us(d->msgs[i])) {
+			*ours = 0;
+			return i;
+		}
+	*ours = 1;
+	return 0;
+}
+
 /* Read evhostd's configuration once. Problems that are not ours (a secret
  * the operator may not read, a bad value elsewhere) are ignored: `check`
  * is there for them. An unreadable main file stops us, and so does a bad
@@ -210,10 +244,18 @@ static int load_config(ctl *c)
 		cfg_free(&c->cfg);
 		return -1;
 	}
-	if (rc != 0 && !c->whole_config)
-		say("warning: %s%s (the daemon refuses this configuration at its next reload or "
-		    "start; 'evhostctl check' says all)",
-		    d.msgs[0], d.n > 1 ? ", and more" : "");
+	if (rc != 0 && !c->whole_config) {
+		int ours;
+		size_t i = first_unread(&d, &ours);
+		if (ours)
+			say("warning: %s%s (evhostctl, uid %ld, may not read it; the daemon may%s)",
+			    d.msgs[i], d.n > 1 ? ", and more" : "", (long)geteuid(),
+			    geteuid() != 0 ? ": run evhostctl as root" : "");
+		else
+			say("warning: %s%s (the daemon refuses this configuration at its next reload "
+			    "or start; 'evhostctl check' says all)",
+			    d.msgs[i], d.n > 1 ? ", and more" : "");
+	}
 	if (rc != 0) {
 		c->cfg_unread = d;
 		d = (diag){0};
@@ -1790,10 +1832,19 @@ static int cmd_toggle(ctl *c, const char *name, int enable)
 	 * put back. And a line not read could set enabled after the drop-in,
 	 * which dropin_effective could not see. */
 	if (c->cfg_unread.n) {
+		int ours;
+		size_t i = first_unread(&c->cfg_unread, &ours);
 		char *check = check_command(c);
-		say("%s: the daemon would refuse the reload; fix it first%s ('%s' says all); "
-		    "nothing was written",
-		    c->cfg_unread.msgs[0], c->cfg_unread.n > 1 ? ", and more" : "", check);
+		if (ours)
+			say("%s%s: evhostctl (uid %ld) may not read it, and enable and disable read "
+			    "every file, to check that none sets enabled after their drop-in%s; nothing "
+			    "was written",
+			    c->cfg_unread.msgs[i], c->cfg_unread.n > 1 ? ", and more" : "",
+			    (long)geteuid(), geteuid() != 0 ? " (run them as root)" : "");
+		else
+			say("%s: the daemon would refuse the reload; fix it first%s ('%s' says all); "
+			    "nothing was written",
+			    c->cfg_unread.msgs[i], c->cfg_unread.n > 1 ? ", and more" : "", check);
 		free(check);
 		return EXIT_FAILED;
 	}

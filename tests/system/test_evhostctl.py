@@ -1196,6 +1196,25 @@ def test_permission_problems_say_who_may(build_dir, tmp_path):
                                "Permission denied (enable and disable write drop-ins into "
                                "conf.d: run them as root)\n")
         assert sorted(p.name for p in (top / "conf.d").iterdir()) == ["20-probe.conf"]
+        # A drop-in root's alone (0600): evhostctl may not read it, the
+        # daemon may. It was said as a file the daemon refuses at its next
+        # reload or start.
+        secret = top / "conf.d" / "30-secret.conf"
+        secret.write_text("[plugin.probe]\nsecret = x\n")
+        secret.chmod(0o600)
+        r = run_ctl(build_dir, "-c", str(conf), "--token-file", str(readable), "plugins",
+                    user=nobody)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr == (f"evhostctl: warning: {secret}: cannot read: Permission denied "
+                            f"(evhostctl, uid {nobody}, may not read it; the daemon may: run "
+                            "evhostctl as root)\n"), r.stderr
+        r = run_ctl(build_dir, "-c", str(conf), "--token-file", str(readable), "disable",
+                    "probe", user=nobody)
+        assert_one_error(r, 1, f"evhostctl: {secret}: cannot read: Permission denied: evhostctl "
+                               f"(uid {nobody}) may not read it, and enable and disable read "
+                               "every file, to check that none sets enabled after their "
+                               "drop-in (run them as root); nothing was written\n")
+        secret.unlink()
         # Not missing permissions: no such hint.
         assert_one_error(run_ctl(build_dir, "-c", str(conf), "--token-file", str(top / "none"),
                                  "plugins", user=nobody), 4,
