@@ -873,7 +873,10 @@ static double json_num(const cJSON *o, const char *name)
 	return cJSON_IsNumber(v) ? v->valuedouble : 0;
 }
 
-/* What a non-2xx answer means, said once; returns the exit status. */
+/* What a non-2xx answer (or one not JSON) means, said once; returns the
+ * exit status. An answer that is not JSON is not the daemon's, which
+ * answers problem details: a proxy's page, say, whose words are not ours
+ * to print (its status alone was "no details (502)"). */
 static int refused(const char *method, const char *path, const reply *r)
 {
 	const char *detail = json_str(r->json, "detail");
@@ -885,7 +888,11 @@ static int refused(const char *method, const char *path, const reply *r)
 		    method, path);
 		return EXIT_AUTH;
 	}
-	say("%s %s: %s (%ld)", method, path, detail, r->status);
+	if (!r->json)
+		say("%s %s: the answer (%ld) is not the daemon's JSON (a proxy's page?)", method, path,
+		    r->status);
+	else
+		say("%s %s: %s (%ld)", method, path, detail, r->status);
 	return EXIT_FAILED;
 }
 

@@ -2234,6 +2234,18 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
     with served_by(answering(b'{"plugins": []} \r\n', "application/json")) as url:
         r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "--json", "plugins")
     assert r.returncode == 0 and json.loads(r.stdout) == {"plugins": []}, (r.stdout, r.stderr)
+    # A proxy's error page, not the daemon's problem details: said as that,
+    # not as the daemon's answer without details ("no details (502)").
+    page = b"<html><body>502 Bad Gateway</body></html>"
+    with served_by(routed({"/admin/plugins": (502, page, "text/html"),
+                           "/healthz": (200, b"ok", "text/plain"),
+                           "/readyz": (503, page, "text/html")})) as url:
+        r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "plugins")
+        assert_one_error(r, 1, "evhostctl: GET /admin/plugins: the answer (502) is not the "
+                               "daemon's JSON (a proxy's page?)\n")
+        r = ctl_at(build_dir, tmp_path, url, "status")
+        assert_one_error(r, 1, "evhostctl: GET /readyz: the answer (503) is not the daemon's "
+                               "JSON (a proxy's page?)\n")
 
 
 def routed(routes, asked=None):
