@@ -1288,6 +1288,31 @@ static int ini_sets(const char *line, size_t n, const char *key)
 	return (size_t)(e - s) == strlen(key) && !memcmp(s, key, (size_t)(e - s));
 }
 
+/* The `enabled` line[0..n) (without its "\r") with `value` in its value's
+ * place, into b: its indentation, separator and spacing as written stay,
+ * and an inline comment (';' or '#' after white space, as config.c reads
+ * it: "enabled = false  ; until the vendor's fix") with them. */
+static void put_enabled(textbuf *b, const char *line, size_t n, const char *value)
+{
+	const char *end = line + n, *sep = line, *v, *e;
+	int space = 0;
+
+	while (sep < end && *sep != '=' && *sep != ':') /* ini_sets found one */
+		sep++;
+	for (e = sep + (sep < end); e < end && !(space && (*e == ';' || *e == '#')); e++)
+		space = *e == ' ' || *e == '\t';
+	for (v = sep + (sep < end); v < e && (*v == ' ' || *v == '\t'); v++)
+		;
+	tb_put(b, line, (size_t)(v - line));
+	tb_puts(b, value);
+	/* An empty value's comment follows the spaces: one keeps it a comment. */
+	if (v == e && e < end)
+		tb_puts(b, " ");
+	while (e > v && (e[-1] == ' ' || e[-1] == '\t'))
+		e--;
+	tb_put(b, e, (size_t)(end - e));
+}
+
 #define DROPIN_BANNER "; written by evhostctl "
 
 /* The line of text[0..len) at *at, without its newline: [*p, *p + *n),
@@ -1307,7 +1332,7 @@ static int next_line(const char *text, size_t len, size_t *at, const char **p, s
 /* What the drop-in is to say. A new one: our banner, the section and
  * `enabled`. One that was there keeps every line (an admin's keys and
  * comments, other sections) but the section's `enabled` lines, each set
- * to the new value, or one added under the section's first header, or the
+ * to the new value (put_enabled: the rest of the line stays), or one added under the section's first header, or the
  * section added at the end; its first line, when it is our banner, is
  * written again to name this command. A line that ends in "\r\n" keeps it,
  * and a byte-order mark stays. */
@@ -1346,7 +1371,8 @@ static char *dropin_text(const dropin *d, const char *name, const char *section,
 			continue;
 		}
 		if (!header && in && ini_sets(line, n, "enabled")) {
-			tb_printf(&b, "enabled = %s%s\n", value, cr);
+			put_enabled(&b, line, n - strlen(cr), value);
+			tb_printf(&b, "%s\n", cr);
 			continue;
 		}
 		tb_put(&b, line, n);

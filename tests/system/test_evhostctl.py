@@ -1278,7 +1278,9 @@ def test_an_admins_lines_in_the_dropin_are_kept(evhostd, build_dir, tmp_path):
     # disable change the section's `enabled` lines only. Keys, comments,
     # other sections, "\r\n" endings, the file's mode, owner and group stay
     # (an admin's root:evhost 0640 must stay readable by evhostd), after a
-    # refused reload too. A link is not replaced by a file.
+    # refused reload too; so do the `enabled` line's indentation, separator
+    # and inline comment (they were dropped). A link is not replaced by a
+    # file.
     d = admin_daemon(evhostd, build_dir, tmp_path, subscribe="false")
     confd = d.config_dir / "conf.d"
     dropin = confd / DROPIN
@@ -1286,29 +1288,39 @@ def test_an_admins_lines_in_the_dropin_are_kept(evhostd, build_dir, tmp_path):
            "[plugin.hello]\n"
            "; nothing to say about hello\n"
            "[plugin.probe]\r\n"
-           "  enabled : true\r\n"
+           "  enabled : true  ; off until ticket 42 is fixed\r\n"
            "subscribe = false\n")
     dropin.write_text(own, newline="")
     os.chown(dropin, 0, 4321)
     dropin.chmod(0o640)
     r = ctl(build_dir, d, "disable", "probe")
     assert r.returncode == 0, r.stderr
-    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = false")
+    assert dropin.read_bytes().decode() == own.replace("enabled : true", "enabled : false")
     st = dropin.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4321, 0o640)
     assert d.get("/probe/seen").status_code == 404
     r = ctl(build_dir, d, "enable", "probe")
     assert r.returncode == 0, r.stderr
-    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = true")
+    assert dropin.read_bytes().decode() == own
     assert d.get("/probe/seen").status_code == 200
 
     # Refused elsewhere: put back as it was, owner and group too.
     (confd / "50-bad.conf").write_text("[http]\nthreads = many\n")
     assert_one_error(ctl(build_dir, d, "disable", "probe"), 1, "refused the new configuration")
-    assert dropin.read_bytes().decode() == own.replace("  enabled : true", "enabled = true")
+    assert dropin.read_bytes().decode() == own
     st = dropin.stat()
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 4321, 0o640)
     (confd / "50-bad.conf").unlink()
+
+    # Every way of writing the line: its value alone changes.
+    for before, after in (("enabled=true", "enabled=false"),
+                          ("\tenabled = true\t# why", "\tenabled = false\t# why"),
+                          ("enabled = ; not set", "enabled = false ; not set"),
+                          ("enabled =", "enabled =false"),
+                          ("enabled = yes;no", "enabled = false")):
+        dropin.write_text(f"[plugin.probe]\n{before}\n")
+        assert ctl(build_dir, d, "disable", "probe").returncode == 0
+        assert dropin.read_text() == f"[plugin.probe]\n{after}\n", before
 
     # No `enabled` in the section: one under its header. No section: added.
     dropin.write_text("[plugin.probe]\nsubscribe = false")  # no last newline
