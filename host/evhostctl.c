@@ -462,7 +462,7 @@ static int resolve_token(ctl *c)
 		int err = errno;
 		/* The packaged token file is root:evhost 0640 (operations.md). */
 		say("cannot read the admin token from %s: %s%s", path, strerror(err),
-		    err == EACCES || err == EPERM
+		    (err == EACCES || err == EPERM) && geteuid() != 0
 		        ? " (run evhostctl as root or as a member of group evhost, who may read it)"
 		        : "");
 		return EXIT_AUTH;
@@ -1210,7 +1210,10 @@ static int write_atomic(const char *path, const char *text, size_t len, mode_t m
 		int denied;
 		if (slash)
 			*(slash == dir ? slash + 1 : slash) = '\0';
-		denied = access(slash ? dir : ".", W_OK) != 0 && (errno == EACCES || errno == EPERM);
+		/* Root refused (no CAP_DAC_OVERRIDE, a read-only bind): no use
+		 * telling it to be root. */
+		denied = geteuid() != 0 && access(slash ? dir : ".", W_OK) != 0 &&
+		         (errno == EACCES || errno == EPERM);
 		say("%s%s", err,
 		    denied ? " (enable and disable write drop-ins into conf.d: run them as root)" : "");
 		free(dir);
@@ -1221,16 +1224,22 @@ static int write_atomic(const char *path, const char *text, size_t len, mode_t m
 	return rc < 0 ? -1 : 0;
 }
 
-/* Put the drop-in back as it was before we wrote it. 0 when it is. */
+/* Put the drop-in back as it was before we wrote it, or remove it when
+ * there was none. 0 when it is. */
 static int dropin_restore(const dropin *d)
 {
 	int rc = d->old ? write_atomic(d->path, d->old, d->old_len, d->old_st.st_mode & 07777,
 	                               &d->old_st)
 	                : unlink(d->path);
-	if (rc == 0)
+	if (rc == 0 && d->old)
 		say("%s was put back as it was", d->path);
-	else
+	else if (rc == 0)
+		say("%s was removed (there was none before)", d->path);
+	else if (d->old)
 		say("could not put %s back as it was; check it by hand", d->path);
+	else
+		say("could not remove %s (there was none before): %s; remove it by hand", d->path,
+		    strerror(errno));
 	return rc;
 }
 
@@ -1801,7 +1810,8 @@ static int confdir_lock(const ctl *c, const char *dir, long long deadline, int *
 	if (lfd < 0) {
 		int err = errno;
 		const char *hint =
-		    err == EACCES ? " (enable and disable write drop-ins into conf.d: run them as root)"
+		    err == EACCES && geteuid() != 0
+		        ? " (enable and disable write drop-ins into conf.d: run them as root)"
 		    : err == ENOENT ? " (enable and disable write a drop-in there, for the daemon to "
 		                      "read: create the directory)"
 		    : err == ENOTDIR ? " (enable and disable write a drop-in there, for the daemon "
@@ -2027,7 +2037,9 @@ static void dlq_footer(ctl *c, const reply *r, const char *cmd, const char *name
 {
 	const char *next = json_str(r->json, "next_after");
 	char *again, *after, *limit;
-	if (!n)
+	if (!n && c->o.after)
+		printf("no dead letters for %s after %s\n", name, c->o.after);
+	else if (!n)
 		printf("no dead letters for %s\n", name);
 	if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r->json, "truncated")))
 		return;

@@ -459,7 +459,7 @@ def test_a_plugin_that_still_runs_after_disable_is_reloaded_as_the_files_say(
     assert err.splitlines() == [
         "evhostctl: the reload was applied but plugin 'probe' still runs (see the daemon's "
         "log)",
-        f"evhostctl: {dropin} was put back as it was",
+        f"evhostctl: {dropin} was removed (there was none before)",
         f"evhostctl: reloaded again with {dropin} put back, so that what runs matches the "
         "files: plugin 'probe' is running"], err
     assert not dropin.exists()
@@ -626,7 +626,9 @@ def test_a_refused_reload_says_its_problems_as_the_daemon_read_them(evhostd, bui
     assert len(lines) == 4 and lines[1].startswith(f"evhostctl:   {confd / '50-bad.conf'}:2: "
                                                    "[http] threads: "), r.stderr
     assert lines[2].startswith(f"evhostctl:   {confd / '60-bad.conf'}:2: [log] level: "), r.stderr
-    assert lines[3] == f"evhostctl: {confd / DROPIN} was put back as it was", r.stderr
+    # There was none: said as removed, not as put back.
+    assert lines[3] == f"evhostctl: {confd / DROPIN} was removed (there was none before)", \
+        r.stderr
     assert not (confd / DROPIN).exists()
     r = d.post("/admin/reload", headers=auth(), timeout=70)
     assert r.status_code == 409, r.text
@@ -714,7 +716,7 @@ def test_a_reload_that_could_not_be_asked_for_puts_the_dropin_back(build_dir, tm
                 assert r.stderr == (
                     "evhostctl: POST /admin/reload?wait=60: out of memory: the request was "
                     "not sent\n"
-                    f"evhostctl: {dropin} was put back as it was\n"
+                    f"evhostctl: {dropin} was removed (there was none before)\n"
                     "evhostctl: the daemon was not asked to reload, so nothing changed: run "
                     "the command again\n"), (n, r.stderr)
             dropin.unlink(missing_ok=True)
@@ -761,8 +763,7 @@ def test_a_reload_answer_that_does_not_say_it_was_not_run_keeps_the_dropin(build
                                "/admin/reload": answer})) as url:
             r = run_ctl(build_dir, "--url", url, *args)
         assert r.returncode == (4 if answer[0] == 401 else 1), (answer, r.stderr)
-        assert r.stderr.endswith(f"evhostctl: {dropin} was removed (there was none)\n") or \
-            r.stderr.endswith(f"evhostctl: {dropin} was put back as it was\n"), \
+        assert r.stderr.endswith(f"evhostctl: {dropin} was removed (there was none before)\n"), \
             (answer, r.stderr)
         assert not dropin.exists(), answer
     # So with the second reload, after one applied that left the plugin
@@ -1215,6 +1216,17 @@ def test_permission_problems_say_who_may(build_dir, tmp_path):
                                "every file, to check that none sets enabled after their "
                                "drop-in (run them as root); nothing was written\n")
         secret.unlink()
+        # Root refused (without CAP_DAC_OVERRIDE here): not told to run as root.
+        owned = stack.enter_context(tempfile.TemporaryDirectory(dir="/tmp"))
+        os.chown(owned, nobody, nobody)
+        os.chmod(owned, 0o755)
+        shutil.copy(top / "conf.d" / "20-probe.conf", owned)
+        rootconf = top / "root.conf"
+        rootconf.write_text(conf.read_text() + f"[host]\nconfdir = {owned}\n")
+        r = run_ctl(build_dir, "-c", str(rootconf), "--token-file", str(private), "disable",
+                    "probe", wrap=["setpriv", "--bounding-set=-dac_override,-dac_read_search"])
+        assert_one_error(r, 1, f"evhostctl: cannot create a file in {owned}: Permission "
+                               "denied\n")
         # Not missing permissions: no such hint.
         assert_one_error(run_ctl(build_dir, "-c", str(conf), "--token-file", str(top / "none"),
                                  "plugins", user=nobody), 4,
@@ -2194,6 +2206,15 @@ def test_dlq_list_asks_for_no_values_and_show_for_them(build_dir, tmp_path):
             assert r.returncode == 0 and json.loads(r.stdout)["messages"][0]["value"] == "abc"
             assert asked == ["/admin/plugins/probe/dlq?limit=10",
                              "/admin/plugins/probe/dlq?limit=1000"], asked
+    # Nothing after --after's id: said as that, not as no dead letters at all.
+    empty = json.dumps({"plugin": "probe", "topics": ["t.probe.dlq"], "messages": [],
+                        "truncated": False}).encode()
+    with served_by(routed({"/admin/plugins/probe/dlq": (200, empty)})) as url:
+        for cmd in ("list", "show"):
+            r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "dlq", cmd, "probe",
+                       "--after", "0:7")
+            assert r.returncode == 0 and r.stdout == "no dead letters for probe after 0:7\n", \
+                (r.stdout, r.stderr)
 
 
 @pytest.mark.parametrize("wildcard, loopback", [("0.0.0.0", "127.0.0.1"), ("[::]", "::1")])
