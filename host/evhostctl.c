@@ -1341,10 +1341,11 @@ static int next_line(const char *text, size_t len, size_t *at, const char **p, s
 /* What the drop-in is to say. A new one: our banner, the section and
  * `enabled`. One that was there keeps every line (an admin's keys and
  * comments, other sections) but the section's `enabled` lines, each set
- * to the new value (put_enabled: the rest of the line stays), or one added under the section's first header, or the
- * section added at the end; its first line, when it is our banner, is
- * written again to name this command. A line that ends in "\r\n" keeps it,
- * and a byte-order mark stays. */
+ * to the new value (put_enabled: the rest of the line stays), or one added
+ * under the section's first header, or the section added at the end; its
+ * first line, when it is our banner, is written again to name this
+ * command. A line that ends in "\r\n" keeps it, and a byte-order mark
+ * stays. */
 static char *dropin_text(const dropin *d, const char *name, const char *section, int enable)
 {
 	const char *value = enable ? "true" : "false", *line, *sec;
