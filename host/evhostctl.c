@@ -882,6 +882,13 @@ static int refused(const char *method, const char *path, const reply *r)
 	const char *detail = json_str(r->json, "detail");
 	if (!*detail)
 		detail = "no details";
+	if (r->status == 401 && !r->json) {
+		/* Not the daemon's: its 401 is problem details. */
+		say("%s %s: the answer (401) is not the daemon's JSON: a proxy in front of it asks "
+		    "for credentials of its own (evhostctl sends the admin token only)",
+		    method, path);
+		return EXIT_AUTH;
+	}
 	if (r->status == 401) {
 		say("%s %s: the daemon refused the admin token (401): check --token-file or "
 		    "[admin] token_file",

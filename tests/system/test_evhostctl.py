@@ -2279,6 +2279,14 @@ def test_an_answer_that_is_not_json_is_said_as_that(build_dir, tmp_path):
         r = ctl_at(build_dir, tmp_path, url, "status")
         assert_one_error(r, 1, "evhostctl: GET /readyz: the answer (503) is not the daemon's "
                                "JSON (a proxy's page?)\n")
+    # A proxy asking for a login of its own: not the daemon refusing the
+    # token (it answers 401 with problem details), which sent the operator
+    # to check a token that is right.
+    with served_by(routed({"/admin/plugins": (401, b"<html>Log in</html>", "text/html")})) as url:
+        r = ctl_at(build_dir, tmp_path, url, "--token-file", str(token), "plugins")
+        assert_one_error(r, 4, "evhostctl: GET /admin/plugins: the answer (401) is not the "
+                               "daemon's JSON: a proxy in front of it asks for credentials of "
+                               "its own (evhostctl sends the admin token only)\n")
 
 
 def routed(routes, asked=None):
