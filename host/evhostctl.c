@@ -1574,14 +1574,15 @@ static void say_refused_reload(const ctl *c, const reply *r, const char *what)
 
 /* Whether a reload's answer other than 200 and 202 says for certain that
  * the reload was not run: the daemon's own refusals, which come before it
- * (401, 403, 404, 422), or its verdict (409). Any other leaves it unknown:
+ * (401, 403, 404, 422; 501, a process that cannot reload), or its verdict
+ * (409). Any other leaves it unknown:
  * a 5xx (the daemon's 500 "out of memory writing the answer; the new
  * configuration was applied", a proxy's 502 or 504 while the reload goes
  * on), or an answer that is not the daemon's JSON (a proxy's page). */
 static int reload_not_run(const reply *r)
 {
 	return r->json && (r->status == 409 || r->status == 401 || r->status == 403 ||
-	                   r->status == 404 || r->status == 422);
+	                   r->status == 404 || r->status == 422 || r->status == 501);
 }
 
 /* POST /admin/reload, to be answered by `deadline` (what is left of

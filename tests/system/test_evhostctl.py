@@ -731,7 +731,8 @@ def test_a_reload_answer_that_does_not_say_it_was_not_run_keeps_the_dropin(build
     # of a reload it applied, and a proxy 502 or 504 while the reload goes
     # on: the drop-in was put back, and the files no longer had what the
     # daemon ran. Only the daemon's refusals (409, and 401, 403, 404, 422,
-    # which come before the reload) put it back; another answer is one lost.
+    # 501, which come before the reload) put it back; another answer is one
+    # lost.
     token, confd, conf = stand_in_install(tmp_path)
     dropin = confd / DROPIN
     args = ["-c", str(conf), "--token-file", str(token), "disable", "probe"]
@@ -757,7 +758,9 @@ def test_a_reload_answer_that_does_not_say_it_was_not_run_keeps_the_dropin(build
     refusals = [(401, b'{"status": 401, "detail": "a bearer token is required"}'),
                 (403, b'{"status": 403, "detail": "forbidden"}'),
                 (404, b'{"status": 404, "detail": "no such route"}'),
-                (422, b'{"status": 422, "detail": "wait must be an integer from 0 to 3600"}')]
+                (422, b'{"status": 422, "detail": "wait must be an integer from 0 to 3600"}'),
+                (501, b'{"status": 501, "detail": "this process cannot reload (SIGHUP is not '
+                      b'taken by a main thread)"}')]
     for answer in refusals:
         with served_by(routed({"/admin/plugins": (200, LISTED),
                                "/admin/reload": answer})) as url:
