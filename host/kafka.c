@@ -511,8 +511,11 @@ static const char *delivery_error(rd_kafka_resp_err_t e)
 	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
 	case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART: return KAFKA_NO_TOPIC;
 	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		/* Or than the batch it went in: librdkafka 2.0.2 does not split a
+		 * batch the broker refuses, and sends it again whole. */
 		return "Broker: Message size too large: the topic's max.message.bytes is smaller "
-		       "than this message; raise it";
+		       "than this message; raise it (or, when every event is smaller than it, "
+		       "than the batch: lower [kafka] rdkafka.batch.size below it)";
 	case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
 		return "Broker: Topic authorization failed: allow this client to write to the topic";
 	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
