@@ -41,7 +41,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct fz_file {
 	char name[256];
-	char path[512];
+	char path[1024];
 	const uint8_t *text; /* may hold NULs */
 	size_t len;
 } fz_file;
@@ -52,13 +52,13 @@ typedef struct fz_entry {
 	const char *file;
 } fz_entry;
 
-static char root[64], confdir[96], main_file[96];
+static char root[512], confdir[544], main_file[544];
 
 static void rm_confdir(void)
 {
 	DIR *d = opendir(confdir);
 	struct dirent *de;
-	char path[512];
+	char path[1024];
 	if (!d)
 		return;
 	while ((de = readdir(d)))
@@ -87,9 +87,7 @@ static void write_file(const char *path, const void *p, size_t n)
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	(void)argc, (void)argv;
-	snprintf(root, sizeof root, "/tmp/fuzz_confd.XXXXXX");
-	if (!mkdtemp(root))
-		abort();
+	fuzz_temp(root, sizeof root, "fuzz_confd", 0);
 	snprintf(confdir, sizeof confdir, "%s/conf.d", root);
 	snprintf(main_file, sizeof main_file, "%s/evhost.conf", root);
 	write_file(main_file, MAIN_TEXT, strlen(MAIN_TEXT));

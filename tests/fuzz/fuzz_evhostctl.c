@@ -29,18 +29,14 @@ int evhostctl_main(int argc, char **argv);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char outfile[64];
+static char outfile[512];
 
 static void cleanup(void) { unlink(outfile); }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	int fd;
 	(void)argc, (void)argv;
-	snprintf(outfile, sizeof outfile, "/tmp/fuzz_evhostctl.XXXXXX");
-	if ((fd = mkstemp(outfile)) < 0)
-		abort();
-	close(fd);
+	fuzz_temp(outfile, sizeof outfile, "fuzz_evhostctl", 1);
 	atexit(cleanup);
 	return 0;
 }

@@ -32,7 +32,7 @@
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char dir[64], cache[128], logfile[128];
+static char dir[512], cache[576], logfile[544];
 
 /* The URLs a cache may be of: plain, with a query (which the file keeps as
  * a digest only), with bytes a JSON string must escape. */
@@ -75,9 +75,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		fprintf(stderr, "fuzz_jwks_cache: %s\n", err);
 		abort();
 	}
-	snprintf(dir, sizeof dir, "/tmp/fuzz_jwks_cache.XXXXXX");
-	if (!mkdtemp(dir))
-		abort();
+	fuzz_temp(dir, sizeof dir, "fuzz_jwks_cache", 0);
 	snprintf(cache, sizeof cache, "%s/" CACHE_NAME, dir);
 	snprintf(logfile, sizeof logfile, "%s/log", dir);
 	atexit(cleanup);

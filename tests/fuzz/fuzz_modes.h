@@ -4,8 +4,10 @@
 #define EVH_FUZZ_MODES_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* A failed property: libFuzzer keeps the input. */
 #define CHECK(cond)                                                                                \
@@ -60,4 +62,24 @@ static inline char *fuzz_field(fuzz_in *in, size_t *len)
 	*len = n;
 	return out;
 }
+/* A name of the fuzzer's own in the temporary directory ($TMPDIR, else
+ * /tmp), made unique: a directory (mkdtemp) or, with `file`, a file made
+ * empty (mkstemp), its path into out[cap]. Aborts when none can be made:
+ * the fuzzer could check nothing. */
+static inline void fuzz_temp(char *out, size_t cap, const char *name, int file)
+{
+	const char *tmp = getenv("TMPDIR");
+	int fd;
+	if ((size_t)snprintf(out, cap, "%s/%s.XXXXXX", tmp && *tmp ? tmp : "/tmp", name) >= cap)
+		abort();
+	if (!file) {
+		if (!mkdtemp(out))
+			abort();
+		return;
+	}
+	if ((fd = mkstemp(out)) < 0)
+		abort();
+	close(fd);
+}
+
 #endif
