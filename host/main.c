@@ -464,8 +464,7 @@ int main(int argc, char **argv)
 	watch_end(&start_watch, start_watcher, start_watching);
 	if (rc < 0) {
 		sd_notify(0, "STATUS=start failed, see the log");
-		host_stop(&h);
-		crash_record_stopped(0); /* its consumers (if any) left their groups */
+		host_stop(&h); /* marks its consumers as gone (crash_record_consumers_left) */
 		return leave(1);
 	}
 	if (start_watch.sig) {
